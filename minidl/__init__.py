@@ -1,0 +1,44 @@
+"""minidl: a small deep-learning framework on NumPy (numba on the CPU, CuPy on CUDA).
+
+    import minidl
+    import minidl.nn as nn
+    import minidl.nn.functional as F
+"""
+from . import ops as _ops  # noqa: F401  (attaches the Tensor operators)
+from .backend import cuda_available, manual_seed
+from .ops import cat, stack
+from .serialization import load, save
+from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+
+__version__ = "0.1.0"
+
+
+def zeros(*shape, dtype="float32", requires_grad=False, device="cpu"):
+    import numpy as np
+
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad, device=device)
+
+
+def ones(*shape, dtype="float32", requires_grad=False, device="cpu"):
+    import numpy as np
+
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
+
+
+def randn(*shape, dtype="float32", requires_grad=False, device="cpu"):
+    from .backend import rng
+
+    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    data = rng().standard_normal(shape).astype(dtype)
+    return Tensor(data, requires_grad=requires_grad, device=device)
+
+
+def from_numpy(array):
+    return Tensor(array)
+
+
+__all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
+           "manual_seed", "cuda_available", "save", "load", "zeros", "ones", "randn",
+           "from_numpy", "cat", "stack"]

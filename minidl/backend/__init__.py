@@ -1,0 +1,132 @@
+"""Which array module runs an op, and moving arrays between devices.
+
+Every op asks ``get_array_module(*arrays)`` for numpy or cupy instead of naming numpy, so the
+CUDA backend is the same code running on another array module.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+_cupy = None
+_cupy_error: str | None = None
+_cupy_checked = False
+
+
+def _load_cupy():
+    """Import CuPy lazily: importing minidl must stay fast and must not touch the GPU."""
+    global _cupy, _cupy_error, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy  # noqa: F401
+
+            _cupy = cupy
+        except Exception as exc:  # ImportError, or a broken CUDA install
+            _cupy_error = f"{type(exc).__name__}: {exc}"
+    return _cupy
+
+
+def cupy_module():
+    """CuPy if it is already imported by someone (cheap check used on hot paths)."""
+    return _cupy
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever holds the arrays (numpy for Python scalars)."""
+    cp = _cupy
+    if cp is not None:
+        for a in arrays:
+            if isinstance(a, cp.ndarray):
+                return cp
+    return np
+
+
+def device_of(array) -> str:
+    cp = _cupy
+    if cp is not None and isinstance(array, cp.ndarray):
+        return "cuda"
+    return "cpu"
+
+
+def normalize_device(device) -> str:
+    if device is None:
+        return "cpu"
+    name = str(device).lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda" or name.startswith("cuda:") or name == "gpu":
+        return "cuda"
+    raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
+
+
+def cuda_available() -> bool:
+    cp = _load_cupy()
+    if cp is None:
+        return False
+    try:
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def require_cuda():
+    """Return cupy, or raise one RuntimeError saying what is missing and how to get it."""
+    cp = _load_cupy()
+    if cp is None:
+        raise RuntimeError(
+            "device 'cuda' needs CuPy, which is not installed or failed to import "
+            f"({_cupy_error}); install it with `pip install minidl[cuda13]` "
+            "(or `minidl[cuda12]` for CUDA 12)"
+        )
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        raise RuntimeError(
+            f"device 'cuda' needs an NVIDIA GPU with a working driver; CuPy found none ({exc})"
+        ) from None
+    if count == 0:
+        raise RuntimeError("device 'cuda' needs an NVIDIA GPU; CuPy found none")
+    return cp
+
+
+def to_device(array, device: str):
+    """Copy an array to 'cpu' (numpy) or 'cuda' (cupy); no copy when it is already there."""
+    device = normalize_device(device)
+    if device == "cpu":
+        if device_of(array) == "cuda":
+            return _cupy.asnumpy(array)
+        return np.asarray(array)
+    cp = require_cuda()
+    return cp.asarray(array)
+
+
+def to_numpy(array) -> np.ndarray:
+    return to_device(array, "cpu")
+
+
+# One random generator per process, seeded by minidl.manual_seed.
+_rng = np.random.default_rng()
+
+
+def manual_seed(seed: int) -> None:
+    """Seed every random source minidl uses (initialisation, dropout, shuffling)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    cp = _cupy
+    if cp is not None:
+        try:
+            cp.random.seed(seed)
+        except Exception:
+            pass
+
+
+def rng() -> np.random.Generator:
+    return _rng
+
+
+def kernels(xp):
+    """The kernel set for an array module: numba on the CPU, CuPy raw kernels on CUDA, with the
+    generic whole-array versions as the fallback."""
+    from . import generic
+
+    return generic

@@ -1,0 +1,67 @@
+"""Reference kernels written once for any array module (numpy or cupy).
+
+They loop over the kernel window (kh * kw iterations) and do the rest with whole-array slices,
+so they are correct and reasonably fast everywhere; faster device-specific versions live in
+``cpu.py`` (numba) and ``cuda.py`` (CuPy raw kernels) with the same signatures.
+"""
+from __future__ import annotations
+
+from . import get_array_module
+
+
+def out_size(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def im2col(x, kh, kw, sh, sw, ph, pw):
+    """(N, C, H, W) -> (N, C*kh*kw, OH*OW); the rows run over (c, i, j) like a flattened weight."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    if ph or pw:
+        x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    col = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            col[:, :, i, j] = x[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    return col.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(col, x_shape, kh, kw, sh, sw, ph, pw):
+    """Adjoint of im2col: sums every column entry back into the pixel it was read from."""
+    xp = get_array_module(col)
+    n, c, h, w = x_shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    col = col.reshape(n, c, kh, kw, oh, ow)
+    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += col[:, :, i, j]
+    return out[:, :, ph:ph + h, pw:pw + w]
+
+
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    """Returns (y, argmax) with argmax the flat index i*kw+j of the winner in each window."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    if ph or pw:
+        x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-xp.inf)
+    win = xp.empty((kh * kw, n, c, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            win[i * kw + j] = x[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+    arg = win.argmax(axis=0)
+    y = xp.take_along_axis(win, arg[None], axis=0)[0]
+    return y, arg.astype(xp.int32)
+
+
+def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    xp = get_array_module(gy)
+    n, c, h, w = x_shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=gy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            gx[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += xp.where(arg == i * kw + j, gy, 0)
+    return gx[:, :, ph:ph + h, pw:pw + w]

@@ -1,0 +1,5 @@
+"""Datasets and minibatch loading."""
+from .dataset import Dataset, TensorDataset, Subset, random_split
+from .loader import DataLoader
+
+__all__ = ["Dataset", "TensorDataset", "Subset", "random_split", "DataLoader"]

@@ -1,0 +1,89 @@
+"""Dataset protocol: ``len(ds)`` and ``ds[i] -> (x, y)`` with numpy arrays or numbers.
+
+A dataset may also define ``get_batch(indices) -> (X, Y)`` returning whole stacked numpy
+arrays; DataLoader uses it when present, which avoids a Python loop per sample.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Dataset:
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise NotImplementedError
+
+
+class TensorDataset(Dataset):
+    """Wraps arrays (or Tensors) sharing their first dimension."""
+
+    def __init__(self, *arrays):
+        from ..tensor import Tensor
+
+        if not arrays:
+            raise ValueError("TensorDataset needs at least one array")
+        self.arrays = [a.numpy() if isinstance(a, Tensor) else np.asarray(a) for a in arrays]
+        n = len(self.arrays[0])
+        for i, a in enumerate(self.arrays):
+            if len(a) != n:
+                shapes = [tuple(x.shape) for x in self.arrays]
+                raise ValueError(f"TensorDataset: arrays differ in their first dimension: {shapes}")
+
+    def __len__(self):
+        return len(self.arrays[0])
+
+    def __getitem__(self, index):
+        return tuple(a[index] for a in self.arrays)
+
+    def get_batch(self, indices):
+        return tuple(a[indices] for a in self.arrays)
+
+
+class Subset(Dataset):
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, index):
+        return self.dataset[int(self.indices[index])]
+
+    def get_batch(self, indices):
+        inner = self.indices[np.asarray(indices)]
+        if hasattr(self.dataset, "get_batch"):
+            return self.dataset.get_batch(inner)
+        from .loader import collate
+
+        return collate([self.dataset[int(i)] for i in inner])
+
+
+def random_split(dataset, lengths, seed=None):
+    """Split into non-overlapping subsets.
+
+    ``lengths`` is a list of sizes or fractions summing to 1, or a single fraction ``f``
+    (``random_split(ds, 0.8, seed=2)`` gives a (train, test) pair of 80% and 20%).
+    """
+    n = len(dataset)
+    if isinstance(lengths, float):
+        lengths = [lengths, 1.0 - lengths]
+    lengths = list(lengths)
+    if all(isinstance(x, float) for x in lengths):
+        if abs(sum(lengths) - 1.0) > 1e-6 or any(x < 0 for x in lengths):
+            raise ValueError(f"random_split: fractions {lengths} must be >= 0 and sum to 1")
+        sizes = [int(np.floor(f * n)) for f in lengths]
+        for i in range(n - sum(sizes)):  # hand out the remainder round-robin, as PyTorch does
+            sizes[i % len(sizes)] += 1
+    else:
+        sizes = [int(x) for x in lengths]
+        if sum(sizes) != n:
+            raise ValueError(f"random_split: lengths {sizes} sum to {sum(sizes)}, dataset has {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    out, start = [], 0
+    for size in sizes:
+        out.append(Subset(dataset, perm[start:start + size]))
+        start += size
+    return out

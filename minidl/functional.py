@@ -1,0 +1,460 @@
+"""Neural-network ops: linear, conv2d by im2col, pooling, activations, losses, batch norm.
+
+Public as ``minidl.nn.functional`` (``import minidl.nn.functional as F``). Argument checks live
+in the wrapper functions, so a bad call fails before any work with the shapes that did not fit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import backend
+from .backend import get_array_module
+from .ops import Max, cat  # noqa: F401  (re-exported helpers)
+from .tensor import Function, Tensor
+
+
+def _pair(v, name):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def _kernels(x):
+    return backend.kernels(get_array_module(x))
+
+
+def _needs_grad(fn, i):
+    return len(fn.inputs) > i and fn.inputs[i].requires_grad
+
+
+# ---- linear -----------------------------------------------------------------------------
+class Linear(Function):
+    def forward(self, x, w, b=None):
+        self.in_shape = x.shape
+        x2 = x.reshape(-1, x.shape[-1])
+        y = x2 @ w.T
+        if b is not None:
+            y += b
+        self.save_for_backward(x2, w)
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+    def backward(self, g):
+        x2, w = self.saved
+        g2 = g.reshape(-1, w.shape[0])
+        gx = (g2 @ w).reshape(self.in_shape) if _needs_grad(self, 0) else None
+        gw = g2.T @ x2 if _needs_grad(self, 1) else None
+        gb = g2.sum(axis=0) if len(self.inputs) > 2 else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None):
+    """y = x @ weight.T + bias, with weight of shape (out_features, in_features) as in PyTorch."""
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got {weight.shape}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input has {x.shape[-1] if x.ndim else 0} features (shape "
+                         f"{x.shape}), weight {weight.shape} expects {weight.shape[1]}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"linear: bias shape {bias.shape} does not match {weight.shape[0]} outputs")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return Linear.apply(*args)
+
+
+# ---- convolution ------------------------------------------------------------------------
+class Conv2d(Function):
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0)):
+        k = _kernels(x)
+        n, _, h, wd = x.shape
+        co, ci, kh, kw = w.shape
+        (sh, sw), (ph, pw) = stride, padding
+        oh, ow = k.out_size(h, kh, sh, ph), k.out_size(wd, kw, sw, pw)
+        col = k.im2col(x, kh, kw, sh, sw, ph, pw)          # (N, K, L)
+        w2 = w.reshape(co, -1)                              # (Co, K)
+        y = w2 @ col                                        # (N, Co, L), already NCHW order
+        if b is not None:
+            y += b[:, None]
+        self.save_for_backward(col, w)
+        self.geom = (x.shape, kh, kw, sh, sw, ph, pw)
+        return y.reshape(n, co, oh, ow)
+
+    def backward(self, g):
+        col, w = self.saved
+        x_shape, kh, kw, sh, sw, ph, pw = self.geom
+        n, co = g.shape[:2]
+        g3 = g.reshape(n, co, -1)
+        gx = gw = gb = None
+        if _needs_grad(self, 1):
+            gw = (g3 @ col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+        if len(self.inputs) > 2 and _needs_grad(self, 2):
+            gb = g3.sum(axis=(0, 2))
+        if _needs_grad(self, 0):
+            gcol = w.reshape(co, -1).T @ g3
+            gx = _kernels(g).col2im(gcol, x_shape, kh, kw, sh, sw, ph, pw)
+        return gx, gw, gb
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """2-D convolution (cross-correlation, as in PyTorch) of NCHW input with (C_out, C_in, kH, kW)."""
+    if x.ndim != 4:
+        raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: weight must be 4-D (C_out, C_in, kH, kW), got {weight.shape}")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv2d: input has {x.shape[1]} channels (shape {x.shape}), weight "
+                         f"{weight.shape} expects {weight.shape[1]}")
+    stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
+    if min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"conv2d: stride {stride} must be >= 1 and padding {padding} >= 0")
+    kh, kw = weight.shape[2:]
+    if x.shape[2] + 2 * padding[0] < kh or x.shape[3] + 2 * padding[1] < kw:
+        raise ValueError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
+                         f"{x.shape[2] + 2 * padding[0]}x{x.shape[3] + 2 * padding[1]}")
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"conv2d: bias shape {bias.shape} does not match {weight.shape[0]} filters")
+    args = (x, weight) if bias is None else (x, weight, bias)
+    return Conv2d.apply(*args, stride=stride, padding=padding)
+
+
+# ---- pooling ----------------------------------------------------------------------------
+def _pool_args(name, x, kernel_size, stride, padding):
+    if x.ndim != 4:
+        raise ValueError(f"{name}: input must be 4-D (N, C, H, W), got shape {x.shape}")
+    k = _pair(kernel_size, "kernel_size")
+    s = k if stride is None else _pair(stride, "stride")
+    p = _pair(padding, "padding")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise ValueError(f"{name}: padding {p} must be at most half the kernel size {k}")
+    if x.shape[2] + 2 * p[0] < k[0] or x.shape[3] + 2 * p[1] < k[1]:
+        raise ValueError(f"{name}: kernel {k} is larger than the padded input of shape {x.shape}")
+    return k, s, p
+
+
+class MaxPool2d(Function):
+    def forward(self, x, kernel, stride, padding):
+        self.geom = (x.shape,) + kernel + stride + padding
+        y, self.argmax = _kernels(x).max_pool2d_forward(x, *kernel, *stride, *padding)
+        return y
+
+    def backward(self, g):
+        x_shape, *geom = self.geom
+        return _kernels(g).max_pool2d_backward(g, self.argmax, x_shape, *geom)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over kH x kW windows; stride defaults to the kernel size; padding counts as -inf."""
+    k, s, p = _pool_args("max_pool2d", x, kernel_size, stride, padding)
+    return MaxPool2d.apply(x, kernel=k, stride=s, padding=p)
+
+
+class AvgPool2d(Function):
+    """Mean over windows, padding counted as zeros (PyTorch's count_include_pad=True)."""
+
+    def forward(self, x, kernel, stride, padding):
+        xp = get_array_module(x)
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+        n, c, h, w = x.shape
+        oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        if ph or pw:
+            x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        y = xp.zeros((n, c, oh, ow), dtype=x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                y += x[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
+        self.geom = ((n, c, h, w), kernel, stride, padding)
+        return y / (kh * kw)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = self.geom
+        oh, ow = g.shape[2:]
+        gx = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=g.dtype)
+        g = g / (kh * kw)
+        for i in range(kh):
+            for j in range(kw):
+                gx[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += g
+        return gx[:, :, ph:ph + h, pw:pw + w]
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    k, s, p = _pool_args("avg_pool2d", x, kernel_size, stride, padding)
+    return AvgPool2d.apply(x, kernel=k, stride=s, padding=p)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    """Average into an output_size grid; bins follow PyTorch's floor/ceil rule."""
+    if x.ndim != 4:
+        raise ValueError(f"adaptive_avg_pool2d: input must be 4-D (N, C, H, W), got {x.shape}")
+    oh, ow = _pair(output_size, "output_size")
+    h, w = x.shape[2:]
+    if (oh, ow) == (1, 1):
+        return x.mean(dim=(2, 3), keepdim=True)
+    if h % oh == 0 and w % ow == 0:
+        return avg_pool2d(x, (h // oh, w // ow))
+    rows = []
+    for i in range(oh):
+        r0, r1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        cols = []
+        for j in range(ow):
+            c0, c1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            cols.append(x[:, :, r0:r1, c0:c1].mean(dim=(2, 3), keepdim=True))
+        rows.append(cat(cols, dim=3))
+    return cat(rows, dim=2)
+
+
+# ---- activations ------------------------------------------------------------------------
+class ReLU(Function):
+    def forward(self, x):
+        mask = x > 0
+        self.save_for_backward(mask)
+        return x * mask
+
+    def backward(self, g):
+        (mask,) = self.saved
+        return g * mask
+
+
+def relu(x):
+    return ReLU.apply(x)
+
+
+def stable_sigmoid(x):
+    """1 / (1 + e^-x) without overflow: exp is only ever taken of -|x|."""
+    xp = get_array_module(x)
+    e = xp.exp(-abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        y = stable_sigmoid(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return g * y * (1 - y)
+
+
+def sigmoid(x):
+    return Sigmoid.apply(x)
+
+
+def tanh(x):
+    return x.tanh()
+
+
+class Softmax(Function):
+    def forward(self, x, dim):
+        xp = get_array_module(x)
+        e = xp.exp(x - x.max(axis=dim, keepdims=True))  # max subtracted: no overflow
+        y = e / e.sum(axis=dim, keepdims=True)
+        self.dim = dim
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
+
+
+def softmax(x, dim=-1):
+    return Softmax.apply(x, dim=dim)
+
+
+def _log_softmax_array(x, dim):
+    xp = get_array_module(x)
+    shifted = x - x.max(axis=dim, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def forward(self, x, dim):
+        y = _log_softmax_array(x, dim)
+        self.dim = dim
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        xp = get_array_module(y)
+        return g - xp.exp(y) * g.sum(axis=self.dim, keepdims=True)
+
+
+def log_softmax(x, dim=-1):
+    return LogSoftmax.apply(x, dim=dim)
+
+
+# ---- losses -----------------------------------------------------------------------------
+class CrossEntropy(Function):
+    """Fused log-softmax + negative log-likelihood over class scores (N, C)."""
+
+    def forward(self, logits, target, reduction="mean"):
+        xp = get_array_module(logits)
+        logp = _log_softmax_array(logits, 1)
+        rows = xp.arange(logits.shape[0])
+        losses = -logp[rows, target]
+        self.save_for_backward(logp, target)
+        self.reduction = reduction
+        if reduction == "mean":
+            return losses.mean()
+        if reduction == "sum":
+            return losses.sum()
+        return losses
+
+    def backward(self, g):
+        logp, target = self.saved
+        xp = get_array_module(logp)
+        n = logp.shape[0]
+        grad = xp.exp(logp)  # softmax
+        grad[xp.arange(n), target] -= 1
+        if self.reduction == "mean":
+            grad *= g / n
+        elif self.reduction == "sum":
+            grad *= g
+        else:
+            grad *= g[:, None]
+        return grad, None
+
+
+def _check_targets(name, logits, target):
+    if not isinstance(target, Tensor):
+        target = Tensor(target)
+    if logits.ndim != 2:
+        raise ValueError(f"{name}: logits must be 2-D (N, C), got shape {logits.shape}")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
+    if target.shape != (logits.shape[0],):
+        raise ValueError(f"{name}: target shape {target.shape} does not match logits "
+                         f"{logits.shape}: expected ({logits.shape[0]},)")
+    if target.numel():
+        lo, hi = int(target.data.min()), int(target.data.max())
+        if lo < 0 or hi >= logits.shape[1]:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{name}: target class {bad} is out of range for "
+                             f"{logits.shape[1]} classes (logits shape {logits.shape})")
+    return target
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """Softmax cross-entropy of logits (N, C) against integer targets (N,)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    target = _check_targets("cross_entropy", logits, target)
+    return CrossEntropy.apply(logits, target, reduction=reduction)
+
+
+def nll_loss(log_probs, target, reduction="mean"):
+    target = _check_targets("nll_loss", log_probs, target)
+    picked = -log_probs[np.arange(log_probs.shape[0]), target.numpy()]
+    return {"mean": picked.mean, "sum": picked.sum}.get(reduction, lambda: picked)()
+
+
+def mse_loss(input, target, reduction="mean"):
+    if input.shape != target.shape:
+        raise ValueError(f"mse_loss: input shape {input.shape} and target {target.shape} differ")
+    sq = (input - target) ** 2
+    return {"mean": sq.mean, "sum": sq.sum}.get(reduction, lambda: sq)()
+
+
+# ---- batch norm -------------------------------------------------------------------------
+class BatchNorm(Function):
+    def forward(self, x, *weight_bias, has_weight, has_bias, running_mean=None, running_var=None,
+                training=False, momentum=0.1, eps=1e-5):
+        xp = get_array_module(x)
+        wb = list(weight_bias)
+        w = wb.pop(0) if has_weight else None
+        b = wb.pop(0) if has_bias else None
+        axes = (0,) if x.ndim == 2 else (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        self.batch_stats = training or running_mean is None
+        if self.batch_stats:
+            mean = x.mean(axis=axes)
+            var = x.var(axis=axes)
+            if training and running_mean is not None:
+                count = x.size // x.shape[1]
+                # PyTorch keeps the unbiased variance in its running estimate
+                running_mean *= 1 - momentum
+                running_mean += momentum * mean
+                running_var *= 1 - momentum
+                running_var += momentum * var * (count / max(count - 1, 1))
+        else:
+            mean, var = running_mean, running_var
+        inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+        xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+        y = xhat * w.reshape(shape) if w is not None else xhat.copy()
+        if b is not None:
+            y += b.reshape(shape)
+        self.axes, self.shape = axes, shape
+        self.has_weight, self.has_bias = has_weight, has_bias
+        self.save_for_backward(xhat, inv_std, w)
+        return y
+
+    def backward(self, g):
+        xhat, inv_std, w = self.saved
+        axes, shape = self.axes, self.shape
+        gxhat = g * w.reshape(shape) if w is not None else g
+        if self.batch_stats:
+            gx = (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                  - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * inv_std.reshape(shape)
+        else:
+            gx = gxhat * inv_std.reshape(shape)
+        grads = [gx]
+        if self.has_weight:
+            grads.append((g * xhat).sum(axis=axes))
+        if self.has_bias:
+            grads.append(g.sum(axis=axes))
+        return tuple(grads)
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Normalise over every dim but the channel dim (1). In training, batch statistics are
+    used and the running ones (Tensors, updated in place) follow them with ``momentum``."""
+    if x.ndim not in (2, 3, 4, 5):
+        raise ValueError(f"batch_norm: input must be 2-D to 5-D with channels in dim 1, got {x.shape}")
+    c = x.shape[1]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, input {x.shape} "
+                             f"has {c} channels")
+    if training and x.numel() // c <= 1:
+        raise ValueError(f"batch_norm: training needs more than one value per channel, got {x.shape}")
+    tensors = [x] + [t for t in (weight, bias) if t is not None]
+    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    return BatchNorm.apply(*tensors, has_weight=weight is not None, has_bias=bias is not None,
+                           running_mean=rm, running_var=rv, training=training,
+                           momentum=momentum, eps=eps)
+
+
+# ---- dropout ----------------------------------------------------------------------------
+class Dropout(Function):
+    def forward(self, x, p):
+        xp = get_array_module(x)
+        if xp is np:
+            keep = backend.rng().random(x.shape, dtype=np.float32) >= p
+        else:
+            keep = xp.random.random(x.shape, dtype=xp.float32) >= p
+        self.mask = keep.astype(x.dtype) / (1 - p)
+        return x * self.mask
+
+    def backward(self, g):
+        return g * self.mask
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return x * 0.0
+    return Dropout.apply(x, p=p)
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    return x.flatten(start_dim, end_dim)

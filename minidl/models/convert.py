@@ -1,0 +1,349 @@
+"""Read PyTorch checkpoints without torch, and convert them to minidl's ``.npz`` weights.
+
+    python -m minidl.models.convert resnet50-0676ba61.pth resnet50.npz [--arch resnet50|none]
+
+A ``.pth`` file is a pickle, and unpickling runs whatever callables the file names. So the
+reader here never hands the pickle to ``pickle.load``: a restricted ``Unpickler`` resolves only
+the handful of globals that rebuild tensors and plain containers, maps each to a NumPy
+stand-in, and refuses every other global (``os.system``, ``builtins.eval``, ...) by name.
+
+torch's zip layout (``torch.save`` since 1.6)::
+
+    <prefix>/data.pkl        the object tree; tensors point at storages by persistent id
+    <prefix>/data/<key>      one raw storage per key, all of its elements
+    <prefix>/byteorder       "little" or "big" (absent in old files: little)
+
+Only the legacy pre-1.6 format needs torch itself (``torch.load(weights_only=True)``).
+This module imports only the standard library and NumPy at top level, so it works without
+the rest of minidl; the model used for the shape check is imported when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import pickle
+import sys
+import tarfile
+import tempfile
+import zipfile
+
+import numpy as np
+
+__all__ = ["load_torch_checkpoint", "check_state_dict", "convert", "save_npz", "main"]
+
+# torch storage class name -> (numpy dtype as stored, itemsize in the file).
+# bfloat16 has no numpy dtype: it is read as uint16 and widened to float32 (exactly).
+_STORAGE_DTYPES = {
+    "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bf16",
+    "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
+    "ByteStorage": "u1", "BoolStorage": "?",
+    "ComplexFloatStorage": "c8", "ComplexDoubleStorage": "c16",
+    "UntypedStorage": "u1",  # raw bytes; _rebuild_tensor_v3 says which dtype to view them as
+}
+# torch dtypes that may appear as globals (arguments of _rebuild_tensor_v3, new in torch 2.x).
+_TORCH_DTYPES = {
+    "float64": "f8", "float32": "f4", "float16": "f2", "bfloat16": "bf16",
+    "int64": "i8", "int32": "i4", "int16": "i2", "int8": "i1",
+    "uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "bool": "?",
+    "complex64": "c8", "complex128": "c16",
+}
+_STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")  # wrappers training scripts use
+
+
+class _Storage:
+    """A storage type named in the pickle (``torch.FloatStorage``), resolved to a numpy dtype."""
+
+    def __init__(self, name, code):
+        self.name, self.code = name, code
+
+
+class _DType(_Storage):
+    """A torch dtype object (``torch.float32``), only ever an argument of _rebuild_tensor_v3."""
+
+
+def _numpy_dtype(code, byteorder):
+    if code == "bf16":
+        return np.dtype(byteorder + "u2")
+    return np.dtype(code).newbyteorder(byteorder)
+
+
+def _widen_bfloat16(a):
+    """bfloat16 is the top half of a float32: shift the bits up and reinterpret."""
+    return (a.astype(np.uint32) << 16).view(np.float32)
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_ignored):
+    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied."""
+    raw, code = storage[:2]
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if len(size) != len(stride) or any(s < 0 for s in size + stride) or offset < 0:
+        raise pickle.UnpicklingError(f"bad tensor geometry: size {size}, stride {stride}, offset {offset}")
+    if 0 in size:
+        out = np.empty(size, dtype=raw.dtype)
+    else:
+        # as_strided does no bounds check: a hostile file could otherwise read process memory.
+        last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+        if last >= raw.size:
+            raise pickle.UnpicklingError(
+                f"tensor of size {size}, stride {stride}, offset {offset} overruns its storage of {raw.size} elements")
+        view = np.lib.stride_tricks.as_strided(
+            raw[offset:], shape=size, strides=[s * raw.itemsize for s in stride], writeable=False)
+        out = np.ascontiguousarray(view)
+    out = out.astype(out.dtype.newbyteorder("="), copy=False)  # big-endian files -> native order
+    return _widen_bfloat16(out) if code == "bf16" else out
+
+
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *_ignored):
+    raw, _, byteorder = storage  # an UntypedStorage: bytes, to be viewed as `dtype`
+    if not isinstance(dtype, _DType):
+        raise pickle.UnpicklingError(f"_rebuild_tensor_v3: expected a torch dtype, got {dtype!r}")
+    dt = _numpy_dtype(dtype.code, byteorder)
+    if raw.size % dt.itemsize:
+        raise pickle.UnpicklingError(f"storage of {raw.size} bytes is not a whole number of {dtype.name}")
+    return _rebuild_tensor((raw.view(dt), dtype.code), offset, size, stride)
+
+
+def _rebuild_parameter(data, *_ignored):  # requires_grad, hooks and python state do not matter here
+    return data
+
+
+def _rebuild_from_type_v2(func, _new_type, args, _state):  # tensor subclasses: keep the plain data
+    return func(*args)
+
+
+def _allowed_globals():
+    allowed = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("torch", "Tensor"): None,
+        ("torch.nn.parameter", "Parameter"): None,
+    }
+    for name, code in _STORAGE_DTYPES.items():
+        allowed["torch", name] = _Storage(name, code)
+    allowed["torch.storage", "UntypedStorage"] = allowed["torch", "UntypedStorage"]
+    for name, code in _TORCH_DTYPES.items():
+        allowed["torch", name] = _DType(name, code)
+    return allowed
+
+
+_ALLOWED = _allowed_globals()
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles a torch ``data.pkl`` into numpy arrays; calls nothing outside _ALLOWED."""
+
+    def __init__(self, file, archive, prefix, path):
+        super().__init__(file)
+        self.archive, self.prefix, self.path = archive, prefix, path
+        self.byteorder = "<"
+        if f"{prefix}/byteorder" in archive.namelist():
+            order = archive.read(f"{prefix}/byteorder").strip()
+            if order not in (b"little", b"big"):
+                raise ValueError(f"checkpoint {path}: unknown byteorder {order!r}")
+            self.byteorder = "<" if order == b"little" else ">"
+        self.storages = {}  # key -> array: tensors that share a storage read it once
+
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[module, name]
+        hint = ""
+        if module.startswith("__torch__"):
+            hint = " (this looks like a TorchScript archive; save the model's state_dict instead)"
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name} from checkpoint {self.path}: only tensors and plain "
+            f"containers are allowed{hint}; re-save just the weights with "
+            f"torch.save(model.state_dict(), path)")
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"checkpoint {self.path}: unsupported persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _Storage) or isinstance(storage_type, _DType):
+            raise pickle.UnpicklingError(f"checkpoint {self.path}: {storage_type!r} is not a storage type")
+        if key not in self.storages:
+            entry = f"{self.prefix}/data/{key}"
+            try:
+                data = self.archive.read(entry)
+            except KeyError:
+                raise ValueError(f"checkpoint {self.path} is missing storage {entry}") from None
+            dtype = _numpy_dtype(storage_type.code, self.byteorder)
+            if len(data) != numel * dtype.itemsize:
+                raise ValueError(f"checkpoint {self.path}: storage {entry} holds {len(data)} bytes, "
+                                 f"expected {numel} x {dtype.itemsize} (truncated or corrupt file?)")
+            self.storages[key] = np.frombuffer(data, dtype=dtype)
+        return self.storages[key], storage_type.code, self.byteorder
+
+
+def _load_zip(path, archive):
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+    if len(pickles) != 1:
+        raise ValueError(f"checkpoint {path}: expected one <prefix>/data.pkl in the zip, found {pickles}")
+    prefix = pickles[0].split("/")[0]
+    with archive.open(pickles[0]) as f:
+        return _RestrictedUnpickler(f, archive, prefix, path).load()
+
+
+def _load_legacy(path):
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    # legacy files are a bare pickle (protocol 2: b"\x80\x02"), or a tar before torch 0.4
+    if magic[:1] != b"\x80" and not tarfile.is_tarfile(path):
+        raise ValueError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        import torch  # optional: only the pre-1.6 (non-zip) format needs it
+    except ImportError:
+        raise ValueError(
+            f"checkpoint {path} is in PyTorch's legacy (pre-1.6, non-zip) format, which needs torch "
+            f"to read; install torch, or re-save it with a current torch: "
+            f"torch.save(torch.load(path), new_path)") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's errors do not always name the file
+        raise ValueError(f"checkpoint {path}: torch.load(weights_only=True) failed: {e}") from e
+
+    def to_numpy(x):
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+            return (x.float() if x.dtype == torch.bfloat16 else x).numpy().copy()
+        if isinstance(x, dict):
+            return {k: to_numpy(v) for k, v in x.items()}
+        return x
+    return to_numpy(obj)
+
+
+def _as_state_dict(obj, path):
+    """Unwrap {'state_dict': {...}, 'epoch': ...} and DataParallel's 'module.' prefix."""
+    while isinstance(obj, dict) and not all(isinstance(v, np.ndarray) for v in obj.values()):
+        inner = [k for k in _STATE_DICT_KEYS if isinstance(obj.get(k), dict)]
+        if not inner:
+            break
+        obj = obj[inner[0]]
+    if not isinstance(obj, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
+    bad = [f"{k!r} ({type(v).__name__})" for k, v in obj.items() if not isinstance(v, np.ndarray)]
+    if bad or not obj:
+        raise ValueError(f"checkpoint {path} is not a state_dict: entries that are not tensors: "
+                         f"{', '.join(bad) or 'none, it is empty'}")
+    state = {str(k): v for k, v in obj.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_torch_checkpoint(path):
+    """Read a PyTorch checkpoint (zip format, legacy format, or ``.npz``) -> {name: ndarray}.
+
+    The zip format is read without torch and without running code from the file. Arrays keep
+    their dtype, except bfloat16, which becomes float32.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if names and all(n.endswith(".npy") for n in names):
+                    with np.load(path, allow_pickle=False) as npz:
+                        return _as_state_dict({k: npz[k] for k in npz.files}, path)
+                obj = _load_zip(path, archive)
+        except (zipfile.BadZipFile, EOFError, OSError, TypeError, IndexError, AttributeError) as e:
+            # a hostile or damaged data.pkl can call the stand-ins with nonsense arguments
+            raise ValueError(f"checkpoint {path} is corrupt or truncated: {e!r}") from e
+        except pickle.UnpicklingError as e:
+            if str(path) in str(e):
+                raise
+            raise pickle.UnpicklingError(f"checkpoint {path}: {e}") from e
+    else:
+        obj = _load_legacy(path)
+    return _as_state_dict(obj, path)
+
+
+def check_state_dict(expected, got):
+    """Compare {name: shape} with {name: array}; return readable problems, empty when they fit."""
+    problems = [f"missing: {k} {tuple(s)}" for k, s in expected.items() if k not in got]
+    problems += [f"unexpected: {k} {tuple(np.shape(v))}" for k, v in got.items() if k not in expected]
+    problems += [f"shape mismatch: {k}: checkpoint has {tuple(np.shape(got[k]))}, model expects {tuple(s)}"
+                 for k, s in expected.items() if k in got and tuple(np.shape(got[k])) != tuple(s)]
+    return problems
+
+
+def _resnet50():
+    from minidl.models import resnet50  # imported late: the converter must not need the models
+    return resnet50(weights=None, num_classes=1000)
+
+
+_ARCHS = {"resnet50": _resnet50}
+
+
+def _expected_shapes(arch):
+    if arch not in _ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(_ARCHS) + ['none']}")
+    model_state = _ARCHS[arch]().state_dict()
+    return {k: tuple(v.shape) for k, v in model_state.items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def save_npz(arrays, path):
+    """Write {name: array} as .npz atomically: a temp file in the same directory, then rename."""
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".npz")
+    try:
+        # Write the members by hand rather than np.savez(**arrays): a tensor named "file" or
+        # "allow_pickle" would collide with np.savez's own keyword arguments.
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, a in arrays.items():
+                    with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asanyarray(a), allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def convert(in_path, out_path, arch="resnet50"):
+    """Checkpoint -> .npz. With an arch, names and shapes must match that minidl model exactly."""
+    state = {k: v for k, v in load_torch_checkpoint(in_path).items()
+             if not k.endswith("num_batches_tracked")}  # minidl's BatchNorm keeps no step counter
+    if arch != "none":
+        problems = check_state_dict(_expected_shapes(arch), state)
+        if problems:
+            raise ValueError(f"checkpoint {in_path} does not fit minidl's {arch} "
+                             f"({len(problems)} problems):\n  " + "\n  ".join(problems))
+    save_npz(state, out_path)
+    return state
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m minidl.models.convert",
+        description="Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format, or .npz) to minidl .npz weights.")
+    parser.add_argument("input", help="PyTorch checkpoint")
+    parser.add_argument("output", help="where to write the .npz")
+    parser.add_argument("--arch", default="resnet50", choices=sorted(_ARCHS) + ["none"],
+                        help="check names and shapes against this minidl model (default: resnet50)")
+    args = parser.parse_args(argv)
+    try:
+        state = convert(args.input, args.output, arch=args.arch)
+    except (OSError, ValueError, pickle.UnpicklingError) as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    total = sum(a.size for a in state.values())
+    print(f"wrote {len(state)} tensors ({total:,} values) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""Tensor and reverse-mode autograd.
+
+A Tensor holds an array (``.data``, numpy or cupy) and, when it was made by a differentiable op
+from inputs that need gradients, the ``Function`` that made it (``._ctx``). ``backward()`` walks
+the graph in reverse topological order and accumulates gradients with ``+``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from . import backend
+from .backend import device_of, get_array_module, normalize_device
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run ops without recording the graph (evaluation, parameter updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _as_array(data, dtype=None, device="cpu"):
+    if isinstance(data, Tensor):
+        data = data.data
+    device = normalize_device(device)
+    xp = backend.require_cuda() if device == "cuda" else np
+    if device == "cpu" and device_of(data) == "cuda":
+        data = backend.to_numpy(data)
+    if dtype is None:
+        arr = xp.asarray(data)
+        if arr.dtype.kind == "f" and arr.dtype != xp.float32 and not isinstance(data, xp.ndarray):
+            arr = arr.astype(xp.float32)  # Python floats and lists become float32
+        elif arr.dtype.kind == "f" and arr.dtype == xp.float16:
+            arr = arr.astype(xp.float32)
+        elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not isinstance(data, xp.ndarray):
+            arr = arr.astype(xp.int64)
+        return arr
+    return xp.asarray(data, dtype=dtype)
+
+
+class Tensor:
+    """An n-dimensional array that remembers how it was computed."""
+
+    __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        if device is None:
+            device = device_of(data.data if isinstance(data, Tensor) else data)
+        self.data = _as_array(data, dtype, device)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
+        self.requires_grad = bool(requires_grad)
+        self.grad: Tensor | None = None
+        self._ctx: Function | None = None
+        self._retain_grad = False
+
+    # ---- basic properties -------------------------------------------------------------
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> str:
+        return device_of(self.data)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def is_leaf(self):
+        return self._ctx is None
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def numel(self):
+        return int(self.data.size)
+
+    def dim(self):
+        return self.data.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        dev = ", device='cuda'" if self.device == "cuda" else ""
+        return f"tensor({self.numpy()!r}{dev}{grad})"
+
+    def numpy(self) -> np.ndarray:
+        """The values as a numpy array on the host (a copy when on the GPU)."""
+        return backend.to_numpy(self.data)
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(-1)[0].item()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        return bool(self.item())
+
+    def to(self, device=None, dtype=None):
+        """A copy on another device or with another dtype (self when nothing changes)."""
+        out = self
+        if device is not None and normalize_device(device) != self.device:
+            out = _to_device(out, normalize_device(device))
+        if dtype is not None and np.dtype(dtype) != out.dtype:
+            out = out.astype(dtype)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def float(self):
+        return self.astype(np.float32)
+
+    def double(self):
+        return self.astype(np.float64)
+
+    def long(self):
+        return Tensor(self.data.astype(np.int64))
+
+    def astype(self, dtype):
+        return _cast(self, np.dtype(dtype))
+
+    def detach(self):
+        """The same values, cut from the graph."""
+        return Tensor(self.data)
+
+    def requires_grad_(self, flag=True):
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
+        self.requires_grad = flag
+        return self
+
+    def retain_grad(self):
+        self._retain_grad = True
+
+    def zero_(self):
+        self.data[...] = 0
+        return self
+
+    # ---- autograd ---------------------------------------------------------------------
+    def backward(self, gradient=None):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input of the computation had requires_grad=True)")
+        xp = get_array_module(self.data)
+        if gradient is None:
+            if self.data.size != 1:
+                raise ValueError(
+                    f"backward() without a gradient needs a scalar, got shape {self.shape}; "
+                    "pass gradient= of the same shape"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
+            if grad.shape != self.data.shape:
+                raise ValueError(f"backward(): gradient shape {grad.shape} does not match "
+                                 f"tensor shape {self.shape}")
+            grad = grad.astype(self.data.dtype, copy=False)
+
+        order = _topological_order(self)
+        grads = {id(self): grad}
+        for node in reversed(order):
+            g = grads.pop(id(node), None)
+            if g is None:
+                continue
+            if node._ctx is None or node._retain_grad:
+                if node.requires_grad:
+                    node.grad = Tensor(g) if node.grad is None else Tensor(node.grad.data + g)
+                if node._ctx is None:
+                    continue
+            ctx = node._ctx
+            with no_grad():
+                in_grads = ctx.backward(g)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            for parent, pg in zip(ctx.inputs, in_grads):
+                if pg is None or not parent.requires_grad:
+                    continue
+                if pg.shape != parent.data.shape:
+                    pg = unbroadcast(pg, parent.data.shape)
+                key = id(parent)
+                grads[key] = pg if key not in grads else grads[key] + pg
+
+    # ---- operators (defined in ops.py, attached below) ---------------------------------
+    def __hash__(self):
+        return id(self)
+
+
+def _topological_order(root):
+    """Nodes reachable from root, each after all of its inputs; iterative (no recursion limit)."""
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        if node._ctx is not None:
+            for parent in node._ctx.inputs:
+                if parent.requires_grad and id(parent) not in visited:
+                    stack.append((parent, False))
+    return order
+
+
+def unbroadcast(grad, shape):
+    """Sum a broadcast gradient back down to ``shape``."""
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+class Function:
+    """One differentiable op: ``forward`` on arrays, ``backward`` from the output's gradient
+    to one gradient per tensor input (None where an input needs none)."""
+
+    def __init__(self):
+        self.saved = ()
+        self.inputs = ()
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+    def forward(self, *arrays, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        if len(tensors) > 1:
+            dev = tensors[0].device
+            for t in tensors[1:]:
+                if t.device != dev:
+                    raise ValueError(
+                        f"{cls.__name__.lower()}: tensors on different devices, {dev} and "
+                        f"{t.device}; move them with .to('{dev}') first"
+                    )
+        fn = cls()
+        out = fn.forward(*[t.data for t in tensors], **kwargs)
+        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
+        result = Tensor.__new__(Tensor)
+        result.data = out
+        result.grad = None
+        result._retain_grad = False
+        result.requires_grad = needs_grad and out.dtype.kind == "f"
+        result._ctx = None
+        if result.requires_grad:
+            fn.inputs = tensors
+            result._ctx = fn
+        return result
+
+
+class _ToDevice(Function):
+    def forward(self, x, device):
+        self.source = device_of(x)
+        return backend.to_device(x, device)
+
+    def backward(self, g):
+        return backend.to_device(g, self.source)
+
+
+def _to_device(x, device):
+    return _ToDevice.apply(x, device=device)
+
+
+class _Cast(Function):
+    def forward(self, x, dtype):
+        self.source = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, g):
+        return g.astype(self.source)
+
+
+def _cast(x, dtype):
+    return _Cast.apply(x, dtype=dtype)
+
+
+def tensor(data, requires_grad=False, dtype=None, device=None):
+    """Make a tensor: floats become float32, integers int64 (class labels)."""
+    if device is None:
+        device = data.device if isinstance(data, Tensor) else device_of(data)
+    if isinstance(data, Tensor):
+        data = data.data
+    elif dtype is None and isinstance(data, np.ndarray):
+        if data.dtype.kind == "f" and data.dtype != np.float64:
+            dtype = np.float32
+        elif data.dtype.kind in "iu":
+            dtype = np.int64
+        elif data.dtype == np.float64:
+            dtype = np.float32  # float32 by default; pass dtype=float64 for gradient checks
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
