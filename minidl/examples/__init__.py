@@ -1,0 +1,1 @@
+"""Runnable examples: python -m minidl.examples.mnist, ... .resnet50, ... .image_classifier."""
