@@ -9,6 +9,7 @@ from .backend import cuda_available, manual_seed
 from .ops import cat, stack
 from .serialization import load, save
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from . import data, nn, optim, testing  # noqa: E402  (minidl.optim.SGD etc., as in torch)
 
 __version__ = "0.1.0"
 
