@@ -22,18 +22,22 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
+import operator
 import os
 import pickle
 import sys
 import tarfile
-import tempfile
+import types
+import uuid
 import zipfile
+from typing import NamedTuple
 
 import numpy as np
 
 __all__ = ["load_torch_checkpoint", "check_state_dict", "convert", "save_npz", "main"]
 
-# torch storage class name -> (numpy dtype as stored, itemsize in the file).
+# torch storage class name -> numpy dtype code of its elements in the file.
 # bfloat16 has no numpy dtype: it is read as uint16 and widened to float32 (exactly).
 _STORAGE_DTYPES = {
     "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bf16",
@@ -52,15 +56,18 @@ _TORCH_DTYPES = {
 _STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")  # wrappers training scripts use
 
 
-class _Storage:
+# Markers are NamedTuples, not plain objects: pickle's BUILD opcode can set attributes on
+# anything find_class returns, and a tuple has none to set.
+class _Storage(NamedTuple):
     """A storage type named in the pickle (``torch.FloatStorage``), resolved to a numpy dtype."""
+    name: str
+    code: str
 
-    def __init__(self, name, code):
-        self.name, self.code = name, code
 
-
-class _DType(_Storage):
+class _DType(NamedTuple):
     """A torch dtype object (``torch.float32``), only ever an argument of _rebuild_tensor_v3."""
+    name: str
+    code: str
 
 
 def _numpy_dtype(code, byteorder):
@@ -77,20 +84,31 @@ def _widen_bfloat16(a):
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied."""
     raw, code = storage[:2]
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    # The pickle can hand any object it built as `storage`; as_strided below is only memory-safe
+    # on a flat, contiguous, non-object array with the bounds checked.
+    if not (isinstance(raw, np.ndarray) and raw.ndim == 1 and raw.flags.c_contiguous
+            and not raw.dtype.hasobject):
+        raise pickle.UnpicklingError(f"tensor storage is not a storage of this checkpoint: {type(raw)}")
+    offset = operator.index(offset)
+    size, stride = tuple(map(operator.index, size)), tuple(map(operator.index, stride))
     if len(size) != len(stride) or any(s < 0 for s in size + stride) or offset < 0:
         raise pickle.UnpicklingError(f"bad tensor geometry: size {size}, stride {stride}, offset {offset}")
     if 0 in size:
         out = np.empty(size, dtype=raw.dtype)
     else:
-        # as_strided does no bounds check: a hostile file could otherwise read process memory.
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= raw.size:
+            raise pickle.UnpicklingError(f"tensor of size {size}, stride {stride}, offset {offset} "
+                                         f"overruns its storage of {raw.size} elements")
+        # only overlapping (stride-0) views have more elements than their storage; copying one
+        # that a hostile file made huge would exhaust memory
+        if math.prod(size) > raw.size:
             raise pickle.UnpicklingError(
-                f"tensor of size {size}, stride {stride}, offset {offset} overruns its storage of {raw.size} elements")
+                f"tensor of size {size} has more elements than its storage ({raw.size}): expanded "
+                f"(stride-0) tensors are not supported, save tensor.contiguous() instead")
         view = np.lib.stride_tricks.as_strided(
             raw[offset:], shape=size, strides=[s * raw.itemsize for s in stride], writeable=False)
-        out = np.ascontiguousarray(view)
+        out = view.copy()  # C order (np.ascontiguousarray would make a 0-d tensor 1-d)
     out = out.astype(out.dtype.newbyteorder("="), copy=False)  # big-endian files -> native order
     return _widen_bfloat16(out) if code == "bf16" else out
 
@@ -114,15 +132,18 @@ def _rebuild_from_type_v2(func, _new_type, args, _state):  # tensor subclasses: 
 
 
 def _allowed_globals():
+    """Fresh objects for each load: BUILD can set attributes, even __defaults__, on a function
+    that find_class returned, and nothing one file does may carry over to the next."""
+    fresh = lambda f: types.FunctionType(f.__code__, f.__globals__, f.__name__)  # noqa: E731
     allowed = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v3"): _rebuild_tensor_v3,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
-        ("torch._tensor", "_rebuild_from_type_v2"): _rebuild_from_type_v2,
+        ("torch._utils", "_rebuild_tensor_v2"): fresh(_rebuild_tensor),
+        ("torch._utils", "_rebuild_tensor_v3"): fresh(_rebuild_tensor_v3),
+        ("torch._utils", "_rebuild_parameter"): fresh(_rebuild_parameter),
+        ("torch._utils", "_rebuild_parameter_with_state"): fresh(_rebuild_parameter),
+        ("torch._tensor", "_rebuild_from_type_v2"): fresh(_rebuild_from_type_v2),
         ("torch", "Tensor"): None,
         ("torch.nn.parameter", "Parameter"): None,
     }
@@ -134,11 +155,8 @@ def _allowed_globals():
     return allowed
 
 
-_ALLOWED = _allowed_globals()
-
-
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles a torch ``data.pkl`` into numpy arrays; calls nothing outside _ALLOWED."""
+    """Unpickles a torch ``data.pkl`` into numpy arrays; calls nothing outside _allowed_globals()."""
 
     def __init__(self, file, archive, prefix, path):
         super().__init__(file)
@@ -150,10 +168,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 raise ValueError(f"checkpoint {path}: unknown byteorder {order!r}")
             self.byteorder = "<" if order == b"little" else ">"
         self.storages = {}  # key -> array: tensors that share a storage read it once
+        self.allowed = _allowed_globals()
 
     def find_class(self, module, name):
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[module, name]
+        if (module, name) in self.allowed:
+            return self.allowed[module, name]
         hint = ""
         if module.startswith("__torch__"):
             hint = " (this looks like a TorchScript archive; save the model's state_dict instead)"
@@ -166,19 +185,19 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"checkpoint {self.path}: unsupported persistent id {pid!r}")
         _, storage_type, key, _location, numel = pid
-        if not isinstance(storage_type, _Storage) or isinstance(storage_type, _DType):
+        if not isinstance(storage_type, _Storage):
             raise pickle.UnpicklingError(f"checkpoint {self.path}: {storage_type!r} is not a storage type")
         if key not in self.storages:
             entry = f"{self.prefix}/data/{key}"
             try:
-                data = self.archive.read(entry)
+                info = self.archive.getinfo(entry)
             except KeyError:
                 raise ValueError(f"checkpoint {self.path} is missing storage {entry}") from None
             dtype = _numpy_dtype(storage_type.code, self.byteorder)
-            if len(data) != numel * dtype.itemsize:
-                raise ValueError(f"checkpoint {self.path}: storage {entry} holds {len(data)} bytes, "
+            if info.file_size != operator.index(numel) * dtype.itemsize:  # checked before reading it
+                raise ValueError(f"checkpoint {self.path}: storage {entry} holds {info.file_size} bytes, "
                                  f"expected {numel} x {dtype.itemsize} (truncated or corrupt file?)")
-            self.storages[key] = np.frombuffer(data, dtype=dtype)
+            self.storages[key] = np.frombuffer(self.archive.read(info), dtype=dtype)
         return self.storages[key], storage_type.code, self.byteorder
 
 
@@ -194,6 +213,8 @@ def _load_zip(path, archive):
 def _load_legacy(path):
     with open(path, "rb") as f:
         magic = f.read(2)
+    if magic == b"PK":  # a zip whose central directory (at the end) is gone
+        raise ValueError(f"checkpoint {path} is a truncated or corrupt zip archive")
     # legacy files are a bare pickle (protocol 2: b"\x80\x02"), or a tar before torch 0.4
     if magic[:1] != b"\x80" and not tarfile.is_tarfile(path):
         raise ValueError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle)")
@@ -255,13 +276,14 @@ def load_torch_checkpoint(path):
                     with np.load(path, allow_pickle=False) as npz:
                         return _as_state_dict({k: npz[k] for k in npz.files}, path)
                 obj = _load_zip(path, archive)
-        except (zipfile.BadZipFile, EOFError, OSError, TypeError, IndexError, AttributeError) as e:
+        except (pickle.UnpicklingError, ValueError) as e:
+            if path in str(e):
+                raise
+            kind = pickle.UnpicklingError if isinstance(e, pickle.UnpicklingError) else ValueError
+            raise kind(f"checkpoint {path}: {e}") from e
+        except (zipfile.BadZipFile, EOFError, OSError, TypeError, IndexError, AttributeError, KeyError) as e:
             # a hostile or damaged data.pkl can call the stand-ins with nonsense arguments
             raise ValueError(f"checkpoint {path} is corrupt or truncated: {e!r}") from e
-        except pickle.UnpicklingError as e:
-            if str(path) in str(e):
-                raise
-            raise pickle.UnpicklingError(f"checkpoint {path}: {e}") from e
     else:
         obj = _load_legacy(path)
     return _as_state_dict(obj, path)
@@ -294,12 +316,13 @@ def _expected_shapes(arch):
 
 def save_npz(arrays, path):
     """Write {name: array} as .npz atomically: a temp file in the same directory, then rename."""
-    path = os.fspath(path)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=".npz")
+    path = os.path.abspath(os.fspath(path))
+    # not tempfile.mkstemp: its 0600 mode would stick to the result; open(.., "x") honours umask
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
         # Write the members by hand rather than np.savez(**arrays): a tensor named "file" or
         # "allow_pickle" would collide with np.savez's own keyword arguments.
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
                 for name, a in arrays.items():
                     with zf.open(name + ".npy", "w", force_zip64=True) as member:
@@ -329,7 +352,8 @@ def convert(in_path, out_path, arch="resnet50"):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m minidl.models.convert",
-        description="Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format, or .npz) to minidl .npz weights.")
+        description="Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format, "
+                    "or .npz) to minidl .npz weights.")
     parser.add_argument("input", help="PyTorch checkpoint")
     parser.add_argument("output", help="where to write the .npz")
     parser.add_argument("--arch", default="resnet50", choices=sorted(_ARCHS) + ["none"],
@@ -337,7 +361,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         state = convert(args.input, args.output, arch=args.arch)
-    except (OSError, ValueError, pickle.UnpicklingError) as e:
+    except (OSError, ValueError, pickle.UnpicklingError, ImportError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     total = sum(a.size for a in state.values())

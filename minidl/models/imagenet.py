@@ -80,7 +80,11 @@ def _center_crop(img, size):
 
 
 def preprocess(image_or_path, resize=256, crop=224, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Image or path -> normalised float32 array (3, crop, crop), as for torchvision's ImageNet models."""
+    """Image or path -> normalised float32 array (3, crop, crop), as for torchvision's ImageNet models.
+
+    A PIL image is made RGB and upright like a file: its EXIF orientation tag is applied (and
+    dropped, so an image from ``load_image`` is not turned twice).
+    """
     if crop > resize:
         raise ValueError(f"preprocess: crop {crop} is larger than the resized shorter side {resize}")
     if isinstance(image_or_path, Image.Image):
