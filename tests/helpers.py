@@ -1,0 +1,95 @@
+"""Shared test helpers: float64 leaves for gradient checks, inputs with distinct values, and
+slow reference implementations that are obviously correct (nested loops)."""
+from __future__ import annotations
+
+import numpy as np
+
+import minidl
+
+
+def leaf(array, requires_grad=True, dtype="float64"):
+    """A float64 leaf for gradcheck (minidl.tensor would turn float64 into float32)."""
+    return minidl.tensor(np.asarray(array), requires_grad=requires_grad, dtype=dtype)
+
+
+def randn(shape, seed=0, requires_grad=True, dtype="float64"):
+    return leaf(np.random.default_rng(seed).standard_normal(shape), requires_grad, dtype)
+
+
+def distinct(shape, seed=0, spacing=0.1, dtype="float64"):
+    """Values a permutation of spacing * (0..n-1), centred: no ties, so a max is unique and
+    finite differences with eps << spacing never switch the winner."""
+    n = int(np.prod(shape))
+    values = (np.random.default_rng(seed).permutation(n) - n / 2) * spacing
+    return values.reshape(shape).astype(dtype)
+
+
+def away_from_zero(shape, seed=0, margin=0.1):
+    """Normal values with |x| >= margin, for ops with a kink at 0 (relu, abs)."""
+    x = np.random.default_rng(seed).standard_normal(shape)
+    return np.where(x >= 0, x + margin, x - margin)
+
+
+# ---- slow references ----------------------------------------------------------------------
+def conv2d_reference(x, w, b=None, stride=1, padding=0):
+    """Cross-correlation by explicit loops over every output element."""
+    n, c, h, wd = x.shape
+    co, ci, kh, kw = w.shape
+    assert c == ci
+    xp = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dtype=np.float64)
+    xp[:, :, padding:padding + h, padding:padding + wd] = x
+    oh = (h + 2 * padding - kh) // stride + 1
+    ow = (wd + 2 * padding - kw) // stride + 1
+    y = np.zeros((n, co, oh, ow), dtype=np.float64)
+    for b_ in range(n):
+        for o in range(co):
+            for i in range(oh):
+                for j in range(ow):
+                    total = 0.0
+                    for ch in range(c):
+                        for di in range(kh):
+                            for dj in range(kw):
+                                total += (xp[b_, ch, i * stride + di, j * stride + dj]
+                                          * w[o, ch, di, dj])
+                    y[b_, o, i, j] = total + (b[o] if b is not None else 0.0)
+    return y
+
+
+def max_pool2d_reference(x, k, stride, padding):
+    """Max over each window; padded cells never win (they count as -inf)."""
+    n, c, h, w = x.shape
+    oh = (h + 2 * padding - k) // stride + 1
+    ow = (w + 2 * padding - k) // stride + 1
+    y = np.empty((n, c, oh, ow), dtype=np.float64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    best = -np.inf
+                    for di in range(k):
+                        for dj in range(k):
+                            r, s = i * stride + di - padding, j * stride + dj - padding
+                            if 0 <= r < h and 0 <= s < w:
+                                best = max(best, x[b, ch, r, s])
+                    y[b, ch, i, j] = best
+    return y
+
+
+def avg_pool2d_reference(x, k, stride, padding):
+    """Mean over each window with padding counted as zeros (count_include_pad=True)."""
+    n, c, h, w = x.shape
+    oh = (h + 2 * padding - k) // stride + 1
+    ow = (w + 2 * padding - k) // stride + 1
+    y = np.empty((n, c, oh, ow), dtype=np.float64)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    total = 0.0
+                    for di in range(k):
+                        for dj in range(k):
+                            r, s = i * stride + di - padding, j * stride + dj - padding
+                            if 0 <= r < h and 0 <= s < w:
+                                total += x[b, ch, r, s]
+                    y[b, ch, i, j] = total / (k * k)
+    return y
