@@ -9,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 
 from .backend import get_array_module
-from .tensor import Function, Tensor
+from .tensor import Function, Tensor, unbroadcast
 
 
 def _operand(x, like: Tensor):
@@ -167,6 +167,8 @@ class MatMul(Function):
     def backward(self, g):
         a, b = self.saved
         xp = get_array_module(a)
+        if a.ndim == 1 and b.ndim == 1:  # dot product: g is 0-d
+            return g * b, g * a
         # 1-D operands act as a row (left) or a column (right) vector, as in numpy.matmul.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -181,12 +183,9 @@ class MatMul(Function):
             ga = ga.reshape(ga.shape[:-2] + ga.shape[-1:])
         if b.ndim == 1:
             gb = gb.reshape(gb.shape[:-1])
-        # batch dims broadcast: sum back to each operand's shape
-        if ga.shape != a.shape:
-            ga = ga.reshape((-1,) + a.shape).sum(axis=0) if ga.size != a.size else ga.reshape(a.shape)
-        if gb.shape != b.shape:
-            gb = gb.reshape((-1,) + b.shape).sum(axis=0) if gb.size != b.size else gb.reshape(b.shape)
-        return ga, gb
+        # batch dims broadcast (also size-1 dims in the middle, e.g. (2,1,m,k) @ (5,k,n)):
+        # sum back to each operand's shape
+        return unbroadcast(ga, a.shape), unbroadcast(gb, b.shape)
 
 
 # ---- reductions -------------------------------------------------------------------------
