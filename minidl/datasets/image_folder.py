@@ -1,0 +1,115 @@
+"""ImageFolder: a folder of photos with one sub-folder per class, read with Pillow.
+
+    root/
+      cats/  a.jpg  b.png  notes.txt      <- notes.txt: skipped, one warning
+      dogs/  c.jpeg d/e.jpg               <- nested folders count for their top-level class
+
+Classes are the sorted names of the sub-folders of ``root`` (hidden ones, like ``.git``, are
+left out), so label numbers do not depend on the order the file system lists them in.
+
+Files are checked once, when the folder is scanned: a name without an image extension, or an
+image file that Pillow cannot identify (``Image.open(...).verify()``: header, and for PNG the
+checksums), is skipped with one warning line each, logged on ``minidl.datasets.image_folder``
+(printed to stderr when logging is not configured). verify() does not decode pixels, so a file
+whose header is fine but whose data is truncated still passes; reading it later raises
+``minidl.models.imagenet.ImageReadError`` naming the file.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from ..data.dataset import Dataset
+
+__all__ = ["ImageFolder", "IMG_EXTENSIONS"]
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".gif", ".tif",
+                  ".tiff", ".webp")
+log = logging.getLogger(__name__)
+
+
+def _is_readable_image(path):
+    """'' when Pillow recognises the file as an image, else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except Exception as e:  # UnidentifiedImageError, SyntaxError, struct.error, OSError, ...
+        return f"{type(e).__name__}: {e}"
+    return ""
+
+
+class ImageFolder(Dataset):
+    """Labelled images from ``root/<class>/**/<file>``.
+
+    ``ds[i]`` is ``(x, label)``: ``x`` is the image preprocessed for ImageNet models (float32,
+    3 x 224 x 224, see ``minidl.models.imagenet.preprocess``), or ``transform(image)`` of the
+    RGB ``PIL.Image`` when a transform is given.
+
+    Attributes: ``classes`` (sorted names), ``class_to_idx``, ``samples`` (list of
+    ``(path, label)``), ``targets`` (the labels alone), ``skipped`` (list of ``(path, reason)``).
+    ``verify=False`` skips the Pillow check at scan time (only extensions are checked).
+    """
+
+    def __init__(self, root, transform=None, verify=True):
+        self.root = os.fspath(root)
+        if not os.path.isdir(self.root):
+            raise FileNotFoundError(f"ImageFolder: {self.root} is not a directory")
+        self.transform = transform
+        self.skipped = []
+        entries = sorted(os.scandir(self.root), key=lambda e: e.name)
+        self.classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
+        if not self.classes:
+            raise FileNotFoundError(f"ImageFolder: {self.root} has no class sub-folders "
+                                    f"(expected {self.root}/<class name>/<image files>)")
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+        for e in entries:
+            if e.is_file():
+                self._skip(e.path, "not inside a class folder")
+        self.samples = []
+        for name in self.classes:
+            found = self._scan_class(os.path.join(self.root, name), self.class_to_idx[name], verify)
+            if not found:
+                log.warning("ImageFolder: class folder %s holds no readable images",
+                            os.path.join(self.root, name))
+        if not self.samples:
+            raise FileNotFoundError(f"ImageFolder: no readable images under {self.root} "
+                                    f"(extensions: {', '.join(IMG_EXTENSIONS)})")
+        self.targets = [label for _, label in self.samples]
+
+    def _skip(self, path, reason):
+        self.skipped.append((path, reason))
+        log.warning("ImageFolder: skipping %s: %s", path, reason)
+
+    def _scan_class(self, folder, label, verify):
+        count = 0
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for fname in sorted(filenames):
+                path = os.path.join(dirpath, fname)
+                if not fname.lower().endswith(IMG_EXTENSIONS):
+                    self._skip(path, "not an image file (by its extension)")
+                    continue
+                problem = _is_readable_image(path) if verify else ""
+                if problem:
+                    self._skip(path, f"Pillow cannot read it ({problem})")
+                    continue
+                self.samples.append((path, label))
+                count += 1
+        return count
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        from ..models.imagenet import load_image, preprocess
+
+        path, label = self.samples[index]
+        if self.transform is None:
+            return preprocess(path), label
+        return self.transform(load_image(path)), label
+
+    def __repr__(self):
+        return (f"ImageFolder({self.root!r}: {len(self.samples)} images in {len(self.classes)} "
+                f"classes, {len(self.skipped)} files skipped)")

@@ -1,0 +1,330 @@
+"""ResNet-50: torchvision's names and shapes, and PyTorch parity of a converted checkpoint.
+
+torchvision is not a dependency, so the reference is a plain-torch ResNet-50 written here with
+torchvision's module names. Its weights are random but scaled so the network behaves like a
+trained one (logits of order 1-10, no near-tied top-1), and its BatchNorm layers get running
+statistics from real forward passes, so eval-mode BatchNorm is not the identity.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.models import ResNet, resnet50
+from minidl.models.convert import convert, main as convert_main, save_npz
+
+TORCHVISION_RESNET50_PARAMS = 25_557_032  # torchvision.models.resnet50(): sum of p.numel()
+
+
+# ---- the plain-torch reference ------------------------------------------------------------
+def _torch_resnet50(num_classes=1000):
+    torch = pytest.importorskip("torch", reason="torch is needed for the PyTorch parity checks")
+    tnn = torch.nn
+
+    class Bottleneck(tnn.Module):
+        def __init__(self, inplanes, planes, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
+            self.bn3 = tnn.BatchNorm2d(planes * 4)
+            self.relu = tnn.ReLU(inplace=True)
+            self.downsample = downsample
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu(out + identity)
+
+    class TorchResNet50(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inplanes = 64
+            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = tnn.BatchNorm2d(64)
+            self.relu = tnn.ReLU(inplace=True)
+            self.maxpool = tnn.MaxPool2d(3, 2, 1)
+            self.layer1 = self._make_layer(64, 3)
+            self.layer2 = self._make_layer(128, 4, 2)
+            self.layer3 = self._make_layer(256, 6, 2)
+            self.layer4 = self._make_layer(512, 3, 2)
+            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+            self.fc = tnn.Linear(2048, num_classes)
+
+        def _make_layer(self, planes, blocks, stride=1):
+            downsample = None
+            if stride != 1 or self.inplanes != planes * 4:
+                downsample = tnn.Sequential(
+                    tnn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
+                    tnn.BatchNorm2d(planes * 4))
+            layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
+            self.inplanes = planes * 4
+            layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
+            return tnn.Sequential(*layers)
+
+        def forward(self, x):
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+            return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    return TorchResNet50()
+
+
+def _randomised_torch_resnet50(seed=0, num_classes=1000):
+    import torch
+
+    torch.manual_seed(seed)
+    model = _torch_resnet50(num_classes)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, torch.nn.BatchNorm2d):
+                # gamma ~0.5 keeps each residual branch from swamping its shortcut
+                m.weight.uniform_(0.3, 0.7, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+                m.momentum = None  # cumulative average: the stats of every calibration batch
+        model.fc.weight.mul_(4.0)  # logits of a few units, top-1 margins far above float32 noise
+        model.train()
+        for _ in range(2):
+            model(torch.randn(8, 3, 64, 64, generator=g))
+        model.eval()
+    return model
+
+
+@pytest.fixture(scope="module")
+def torch_checkpoint(tmp_path_factory):
+    """(torch model, path of its .pth, path of the .npz made by the converter CLI)."""
+    torch = pytest.importorskip("torch", reason="torch is needed to write PyTorch checkpoints")
+    model = _randomised_torch_resnet50()
+    d = tmp_path_factory.mktemp("resnet50")
+    pth, npz = d / "resnet50_random.pth", d / "resnet50_random.npz"
+    torch.save(model.state_dict(), pth)
+    assert convert_main([str(pth), str(npz), "--arch", "resnet50"]) == 0
+    return model, pth, npz
+
+
+@pytest.fixture(scope="module")
+def converted_model(torch_checkpoint):
+    """minidl's ResNet-50 loaded from the converted .npz, in eval mode (tests must not train it)."""
+    return resnet50(weights=torch_checkpoint[2]).eval()
+
+
+def _inputs(shape, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _torch_logits(model, x):
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def _minidl_logits(model, x):
+    model.eval()
+    with minidl.no_grad():
+        return model(minidl.tensor(x)).numpy()
+
+
+def _assert_logits_match(got, want):
+    assert got.shape == want.shape
+    assert np.isfinite(got).all()
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    assert rel <= 1e-4, f"max |diff| / max |logit| = {rel:.2e}"
+    np.testing.assert_array_equal(got.argmax(1), want.argmax(1))
+
+
+# ---- names and shapes --------------------------------------------------------------------
+def test_parameter_names_follow_torchvision():
+    model = resnet50()
+    state = model.state_dict()
+    params = dict(model.named_parameters())
+    assert sum(p.numel() for p in params.values()) == TORCHVISION_RESNET50_PARAMS
+    assert state["conv1.weight"].shape == (64, 3, 7, 7)
+    assert state["layer1.0.downsample.0.weight"].shape == (256, 64, 1, 1)
+    assert state["layer1.0.downsample.1.running_var"].shape == (256,)
+    assert state["layer2.0.conv2.weight"].shape == (128, 128, 3, 3)  # v1.5: stride on the 3x3
+    assert model.layer2[0].conv2.stride == (2, 2) and model.layer2[0].conv1.stride == (1, 1)
+    assert state["layer4.2.bn3.weight"].shape == (2048,)
+    assert state["fc.weight"].shape == (1000, 2048) and state["fc.bias"].shape == (1000,)
+    assert "layer1.1.downsample.0.weight" not in state  # only each stage's first block has one
+    assert [len(getattr(model, f"layer{i}")) for i in (1, 2, 3, 4)] == [3, 4, 6, 3]
+    assert all("conv" not in k or not k.endswith(".bias") for k in params)  # convs have no bias
+
+
+def test_state_dict_equals_torch_layout():
+    tmodel = _torch_resnet50()
+    want = [(k, tuple(v.shape)) for k, v in tmodel.state_dict().items()]
+    got = [(k, tuple(v.shape)) for k, v in resnet50().state_dict().items()]
+    assert got == want  # names, shapes and order, num_batches_tracked included
+
+
+def test_num_classes_sets_the_head():
+    model = resnet50(num_classes=7)
+    assert model.fc.weight.shape == (7, 2048)
+    with pytest.raises(ValueError, match="num_classes"):
+        ResNet(num_classes=0)
+
+
+# ---- PyTorch parity of converted weights ---------------------------------------------------
+def test_converted_checkpoint_matches_torch_at_224(torch_checkpoint, converted_model):
+    tmodel = torch_checkpoint[0]
+    x = _inputs((2, 3, 224, 224), seed=1)
+    want = _torch_logits(tmodel, x)
+    # the reference itself must be a fair test: logits of order 1-10 and a clear winner
+    assert 1.0 < np.abs(want).max() < 100.0
+    top2 = np.sort(want, axis=1)[:, -2:]
+    assert (top2[:, 1] - top2[:, 0]).min() > 1e-3 * np.abs(want).max()
+    _assert_logits_match(_minidl_logits(converted_model, x), want)
+
+
+def test_converted_checkpoint_matches_torch_on_small_non_square_inputs(torch_checkpoint,
+                                                                       converted_model):
+    x = _inputs((4, 3, 72, 104), seed=2)  # not multiples of 32: exercises the floor rules
+    _assert_logits_match(_minidl_logits(converted_model, x), _torch_logits(torch_checkpoint[0], x))
+
+
+def test_pth_loads_directly(torch_checkpoint, converted_model):
+    tmodel, pth, _ = torch_checkpoint
+    from_pth, from_npz = resnet50(weights=pth).state_dict(), converted_model.state_dict()
+    tstate = tmodel.state_dict()
+    assert list(from_pth) == list(from_npz)
+    for k in from_pth:
+        if k.endswith("num_batches_tracked"):
+            continue  # not stored in the .npz, and irrelevant to inference
+        np.testing.assert_array_equal(from_pth[k].numpy(), from_npz[k].numpy(), err_msg=k)
+        np.testing.assert_array_equal(from_pth[k].numpy(), tstate[k].numpy(), err_msg=k)
+
+
+def test_features_are_the_pooled_embedding(torch_checkpoint, converted_model):
+    import torch
+
+    tmodel, model = torch_checkpoint[0], converted_model
+    x = _inputs((2, 3, 64, 64), seed=3)
+    with minidl.no_grad():
+        feats = model.features(minidl.tensor(x))
+        logits = model.fc(feats).numpy()
+        np.testing.assert_allclose(logits, model(minidl.tensor(x)).numpy(), rtol=1e-5, atol=1e-5)
+    assert feats.shape == (2, 2048)
+    trunk = torch.nn.Sequential(*list(tmodel.children())[:-1])
+    with torch.no_grad():
+        want = torch.flatten(trunk(torch.from_numpy(x)), 1).numpy()
+    np.testing.assert_allclose(feats.numpy(), want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_train_mode_forward_and_backward_match_torch(torch_checkpoint):
+    """Fine-tuning path: batch statistics, running-stat updates and every gradient.
+
+    In float64: train-mode BatchNorm over a batch of 2 at 64x64 (8 values per channel in
+    layer4) amplifies float32 rounding to ~1% in the early gradients in both frameworks alike,
+    which would hide a real error; in float64 they agree to ~1e-12.
+    """
+    import copy
+
+    import torch
+
+    tmodel, _, npz = torch_checkpoint
+    tmodel = copy.deepcopy(tmodel).double().train()  # a private copy: train mode changes buffers
+    for m in tmodel.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.1
+    model = resnet50(weights=npz).double().train()
+    x = _inputs((2, 3, 64, 64), seed=4).astype(np.float64)
+    target = np.array([3, 977])
+
+    tlogits = tmodel(torch.from_numpy(x))
+    torch.nn.functional.cross_entropy(tlogits, torch.from_numpy(target)).backward()
+    logits = model(minidl.tensor(x, dtype="float64"))
+    assert logits.dtype == np.float64
+    minidl.nn.functional.cross_entropy(logits, minidl.tensor(target)).backward()
+
+    np.testing.assert_allclose(logits.numpy(), tlogits.detach().numpy(), rtol=1e-9, atol=1e-9)
+    tstate = tmodel.state_dict()
+    for name in ("bn1.running_mean", "layer3.2.bn2.running_mean", "layer4.0.downsample.1.running_var"):
+        np.testing.assert_allclose(model.state_dict()[name].numpy(), tstate[name].numpy(),
+                                   rtol=1e-9, atol=1e-12, err_msg=name)
+    tparams = dict(tmodel.named_parameters())
+    for name, p in model.named_parameters():
+        ref = tparams[name].grad.numpy()
+        err = np.abs(p.grad.numpy() - ref).max() / np.abs(ref).max()
+        assert err <= 1e-8, f"{name}: gradient off by {err:.2e} relative to its max"
+
+
+# ---- loading errors ------------------------------------------------------------------------
+def _minidl_state_arrays(num_classes=1000):
+    return {k: v.numpy() for k, v in resnet50(num_classes=num_classes).state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
+def test_num_classes_mismatch_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.npz"
+    save_npz(_minidl_state_arrays(), path)
+    with pytest.raises(ValueError, match=r"1000 classes.*num_classes=10"):
+        resnet50(weights=path, num_classes=10)
+
+
+def test_weights_for_another_head_size_load(tmp_path):
+    state = _minidl_state_arrays(num_classes=10)
+    path = tmp_path / "w10.npz"
+    save_npz(state, path)
+    model = resnet50(weights=path, num_classes=10)
+    np.testing.assert_array_equal(model.fc.weight.numpy(), state["fc.weight"])
+    np.testing.assert_array_equal(model.layer3[4].bn2.running_var.numpy(),
+                                  state["layer3.4.bn2.running_var"])
+
+
+def test_convert_lists_wrong_shapes_and_missing_keys(tmp_path):
+    state = _minidl_state_arrays()
+    del state["layer2.0.bn1.running_mean"]
+    state["layer3.1.conv2.weight"] = np.zeros((256, 256, 1, 1), np.float32)
+    state["head.extra"] = np.zeros(3, np.float32)
+    src, dst = tmp_path / "bad.npz", tmp_path / "out.npz"
+    save_npz(state, src)
+    with pytest.raises(ValueError) as info:
+        convert(src, dst, arch="resnet50")
+    msg = str(info.value)
+    assert "layer2.0.bn1.running_mean" in msg
+    assert "layer3.1.conv2.weight" in msg and "(256, 256, 1, 1)" in msg and "(256, 256, 3, 3)" in msg
+    assert "head.extra" in msg
+    assert not dst.exists()
+    assert convert_main([str(src), str(dst)]) == 2
+
+
+def test_loading_a_checkpoint_that_does_not_fit_lists_the_problems(tmp_path):
+    state = _minidl_state_arrays()
+    del state["layer4.0.downsample.1.weight"]
+    state["layer1.0.conv1.weight"] = np.zeros((64, 64, 3, 3), np.float32)
+    path = tmp_path / "bad.npz"
+    save_npz(state, path)
+    with pytest.raises(ValueError) as info:
+        resnet50(weights=path)
+    assert "layer4.0.downsample.1.weight" in str(info.value)
+    assert "layer1.0.conv1.weight" in str(info.value)
+
+
+def test_bad_weights_arguments():
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        resnet50(weights="nope.npz")
+    with pytest.raises(ValueError, match="minidl.models.convert"):
+        resnet50(weights="DEFAULT")
+    with pytest.raises(TypeError, match="weights"):
+        resnet50(weights=3)
+
+
+def test_weights_accepts_a_state_dict():
+    source = resnet50(num_classes=5)
+    model = resnet50(weights=source.state_dict(), num_classes=5)
+    np.testing.assert_array_equal(model.layer1[2].conv3.weight.numpy(),
+                                  source.layer1[2].conv3.weight.numpy())
+
+
+def test_forward_rejects_wrong_input_shape():
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
+        resnet50().features(minidl.tensor(np.zeros((1, 1, 32, 32), np.float32)))
