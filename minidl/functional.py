@@ -64,35 +64,104 @@ def linear(x, weight, bias=None):
 
 # ---- convolution ------------------------------------------------------------------------
 class Conv2d(Function):
+    """Convolution as GEMMs on an im2col matrix laid out (C_in*kh*kw, N*OH*OW): the columns of
+    the whole batch side by side, so the forward pass, the weight gradient and the column
+    gradient are one BLAS call each. A 1x1 stride-1 unpadded conv skips im2col (the input
+    already is its column matrix) and runs one GEMM per sample, which also avoids copying x."""
+
     def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0)):
         k = _kernels(x)
-        n, _, h, wd = x.shape
-        co, ci, kh, kw = w.shape
+        n, ci, h, wd = x.shape
+        co, _, kh, kw = w.shape
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = k.out_size(h, kh, sh, ph), k.out_size(wd, kw, sw, pw)
-        col = k.im2col(x, kh, kw, sh, sw, ph, pw)          # (N, K, L)
-        w2 = w.reshape(co, -1)                              # (Co, K)
-        y = w2 @ col                                        # (N, Co, L), already NCHW order
-        if b is not None:
-            y += b[:, None]
-        self.save_for_backward(col, w)
         self.geom = (x.shape, kh, kw, sh, sw, ph, pw)
-        return y.reshape(n, co, oh, ow)
+        w2 = w.reshape(co, -1)                                  # (Co, K)
+        self.pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
+        if self.pointwise:
+            x3 = x.reshape(n, ci, h * wd)
+            y = w2 @ x3                                         # (N, Co, L): already NCHW
+            if b is not None:
+                y += b[:, None]
+            self.save_for_backward(x3, w)
+            return y.reshape(n, co, oh, ow)
+        col = _im2col_t(k, x, kh, kw, sh, sw, ph, pw)          # (K, N*L)
+        self.save_for_backward(col, w)
+        return _cols_to_nchw(k, w2 @ col, b, n, oh, ow)
 
     def backward(self, g):
+        k = _kernels(g)
         col, w = self.saved
         x_shape, kh, kw, sh, sw, ph, pw = self.geom
         n, co = g.shape[:2]
-        g3 = g.reshape(n, co, -1)
+        w2 = w.reshape(co, -1)
+        want_x, want_w = _needs_grad(self, 0), _needs_grad(self, 1)
+        want_b = len(self.inputs) > 2 and _needs_grad(self, 2)
         gx = gw = gb = None
-        if _needs_grad(self, 1):
-            gw = (g3 @ col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
-        if len(self.inputs) > 2 and _needs_grad(self, 2):
-            gb = g3.sum(axis=(0, 2))
-        if _needs_grad(self, 0):
-            gcol = w.reshape(co, -1).T @ g3
-            gx = _kernels(g).col2im(gcol, x_shape, kh, kw, sh, sw, ph, pw)
+        if self.pointwise:
+            g3 = g.reshape(n, co, -1)
+            if want_w:
+                gw = (g3 @ col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+            if want_b:
+                gb = _bias_grad(k, g)
+            if want_x:
+                gx = (w2.T @ g3).reshape(x_shape)
+            return gx, gw, gb
+        g2, gb_all = _nchw_to_cols(k, g)                        # (Co, N*L)
+        if want_w:
+            gw = (g2 @ col.T).reshape(w.shape)
+        if want_b:
+            gb = gb_all
+        if want_x:
+            gx = _col2im_t(k, w2.T @ g2, x_shape, kh, kw, sh, sw, ph, pw)
         return gx, gw, gb
+
+
+# The layout helpers use a kernel set's fused versions when it has them (numba on the CPU) and
+# whole-array code that runs on any array module otherwise.
+def _im2col_t(k, x, kh, kw, sh, sw, ph, pw):
+    fast = getattr(k, "im2col_t", None)
+    if fast is not None:
+        return fast(x, kh, kw, sh, sw, ph, pw)
+    col = k.im2col(x, kh, kw, sh, sw, ph, pw)                  # (N, K, L)
+    n, kk, length = col.shape
+    return col.transpose(1, 0, 2).reshape(kk, n * length)
+
+
+def _col2im_t(k, gcol, x_shape, kh, kw, sh, sw, ph, pw):
+    fast = getattr(k, "col2im_t", None)
+    if fast is not None:
+        return fast(gcol, x_shape, kh, kw, sh, sw, ph, pw)
+    n = x_shape[0]
+    gcol = gcol.reshape(gcol.shape[0], n, -1).transpose(1, 0, 2)
+    return k.col2im(gcol, x_shape, kh, kw, sh, sw, ph, pw)
+
+
+def _cols_to_nchw(k, y2, b, n, oh, ow):
+    fast = getattr(k, "cols_to_nchw", None)
+    if fast is not None:
+        return fast(y2, b, n, oh, ow)
+    xp = get_array_module(y2)
+    y = xp.ascontiguousarray(y2.reshape(y2.shape[0], n, -1).transpose(1, 0, 2))
+    if b is not None:
+        y += b[:, None]
+    return y.reshape(n, y2.shape[0], oh, ow)
+
+
+def _nchw_to_cols(k, g):
+    fast = getattr(k, "nchw_to_cols", None)
+    if fast is not None:
+        return fast(g)
+    n, co = g.shape[:2]
+    g2 = g.reshape(n, co, -1).transpose(1, 0, 2).reshape(co, -1)
+    return g2, g2.sum(axis=1)
+
+
+def _bias_grad(k, g):
+    fast = getattr(k, "bias_grad_nchw", None)
+    if fast is not None:
+        return fast(g)
+    return g.reshape(g.shape[0], g.shape[1], -1).sum(axis=(0, 2))
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
@@ -205,14 +274,17 @@ def adaptive_avg_pool2d(x, output_size):
 
 # ---- activations ------------------------------------------------------------------------
 class ReLU(Function):
+    # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
     def forward(self, x):
-        mask = x > 0
-        self.save_for_backward(mask)
-        return x * mask
+        fast = getattr(_kernels(x), "relu_forward", None)
+        y = fast(x) if fast is not None else get_array_module(x).maximum(x, 0)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, g):
-        (mask,) = self.saved
-        return g * mask
+        (y,) = self.saved
+        fast = getattr(_kernels(g), "relu_backward", None)
+        return fast(g, y) if fast is not None else g * (y > 0)
 
 
 def relu(x):
@@ -291,11 +363,15 @@ class CrossEntropy(Function):
     """Fused log-softmax + negative log-likelihood over class scores (N, C)."""
 
     def forward(self, logits, target, reduction="mean"):
-        xp = get_array_module(logits)
-        logp = _log_softmax_array(logits, 1)
-        rows = xp.arange(logits.shape[0])
-        losses = -logp[rows, target]
-        self.save_for_backward(logp, target)
+        fast = getattr(_kernels(logits), "softmax_cross_entropy", None)
+        if fast is not None:
+            losses, prob = fast(logits, target)
+        else:
+            xp = get_array_module(logits)
+            logp = _log_softmax_array(logits, 1)
+            losses = -logp[xp.arange(logits.shape[0]), target]
+            prob = xp.exp(logp)
+        self.save_for_backward(prob, target)
         self.reduction = reduction
         if reduction == "mean":
             return losses.mean()
@@ -304,17 +380,16 @@ class CrossEntropy(Function):
         return losses
 
     def backward(self, g):
-        logp, target = self.saved
-        xp = get_array_module(logp)
-        n = logp.shape[0]
-        grad = xp.exp(logp)  # softmax
+        prob, target = self.saved
+        n = prob.shape[0]
+        scale = {"mean": g / n, "sum": g}.get(self.reduction, g)
+        fast = getattr(_kernels(prob), "softmax_cross_entropy_backward", None)
+        if fast is not None:
+            return fast(prob, target, scale), None
+        xp = get_array_module(prob)
+        grad = prob.copy()  # softmax - one_hot(target)
         grad[xp.arange(n), target] -= 1
-        if self.reduction == "mean":
-            grad *= g / n
-        elif self.reduction == "sum":
-            grad *= g
-        else:
-            grad *= g[:, None]
+        grad *= scale if self.reduction != "none" else scale[:, None]
         return grad, None
 
 
@@ -345,13 +420,20 @@ def cross_entropy(logits, target, reduction="mean"):
     return CrossEntropy.apply(logits, target, reduction=reduction)
 
 
+def _check_reduction(name, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
 def nll_loss(log_probs, target, reduction="mean"):
+    _check_reduction("nll_loss", reduction)
     target = _check_targets("nll_loss", log_probs, target)
     picked = -log_probs[np.arange(log_probs.shape[0]), target.numpy()]
     return {"mean": picked.mean, "sum": picked.sum}.get(reduction, lambda: picked)()
 
 
 def mse_loss(input, target, reduction="mean"):
+    _check_reduction("mse_loss", reduction)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target {target.shape} differ")
     sq = (input - target) ** 2

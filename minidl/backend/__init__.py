@@ -124,9 +124,39 @@ def rng() -> np.random.Generator:
     return _rng
 
 
+_kernel_sets: dict = {}
+
+
 def kernels(xp):
     """The kernel set for an array module: numba on the CPU, CuPy raw kernels on CUDA, with the
-    generic whole-array versions as the fallback."""
+    generic whole-array versions as the fallback.
+
+    The numba module is imported on the first op, not with minidl, so ``import minidl`` stays
+    cheap; if numba is missing or broken the generic kernels run instead, with one warning.
+    """
+    ks = _kernel_sets.get(xp)
+    if ks is not None:
+        return ks
+    import os
+    import warnings
+
     from . import generic
 
-    return generic
+    ks = generic
+    if xp is np:
+        if os.environ.get("MINIDL_DISABLE_NUMBA", "") not in ("", "0"):
+            ks = generic
+        else:
+            try:
+                from . import cpu as ks
+            except Exception as exc:  # ImportError, or a numba/llvmlite that fails to load
+                warnings.warn(f"minidl: numba kernels unavailable ({type(exc).__name__}: {exc}); "
+                              "using the slower generic NumPy kernels", RuntimeWarning, stacklevel=2)
+                ks = generic
+    else:
+        try:
+            from . import cuda as ks
+        except ImportError:
+            ks = generic
+    _kernel_sets[xp] = ks
+    return ks

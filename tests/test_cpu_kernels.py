@@ -1,0 +1,185 @@
+"""The numba CPU kernels against the generic NumPy reference kernels, on random shapes with
+strides and padding, in float32 and float64, including non-contiguous inputs."""
+import numpy as np
+import pytest
+
+from minidl.backend import generic
+
+cpu = pytest.importorskip("minidl.backend.cpu", reason="numba is not installed or fails to load")
+
+DTYPES = [np.float32, np.float64]
+# (N, C, H, W, kh, kw, sh, sw, ph, pw): odd sizes, strides that do not divide, padding on one
+# axis only, kernels as large as the padded input, 1x1 kernels.
+GEOMS = [
+    (2, 3, 7, 6, 3, 3, 1, 1, 1, 1),
+    (1, 2, 9, 8, 3, 2, 2, 3, 1, 0),
+    (3, 1, 5, 5, 5, 5, 1, 1, 2, 2),
+    (2, 4, 6, 7, 1, 1, 2, 2, 0, 0),
+    (2, 2, 4, 4, 4, 4, 1, 1, 0, 0),
+    (1, 3, 8, 5, 2, 3, 3, 1, 1, 1),
+    (2, 2, 3, 3, 3, 3, 2, 2, 1, 1),
+]
+
+
+def _tol(dtype):
+    return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def _rand(rng, shape, dtype, noncontig=False):
+    if noncontig:  # every other element of a wider array: strides the kernels must not trust
+        a = rng.standard_normal(shape[:-1] + (2 * shape[-1],)).astype(dtype)[..., ::2]
+        assert not a.flags.c_contiguous
+        return a
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", GEOMS)
+@pytest.mark.parametrize("noncontig", [False, True])
+def test_im2col_col2im_match_reference(geom, dtype, noncontig):
+    n, c, h, w, kh, kw, sh, sw, ph, pw = geom
+    rng = np.random.default_rng(hash(geom) % 2**32)
+    x = _rand(rng, (n, c, h, w), dtype, noncontig)
+    ref = generic.im2col(x, kh, kw, sh, sw, ph, pw)
+    got = cpu.im2col(x, kh, kw, sh, sw, ph, pw)
+    assert got.dtype == dtype and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)
+
+    # the batch-side-by-side layout is the same numbers, transposed
+    got_t = cpu.im2col_t(x, kh, kw, sh, sw, ph, pw)
+    np.testing.assert_array_equal(got_t, ref.transpose(1, 0, 2).reshape(ref.shape[1], -1))
+
+    col = _rand(rng, ref.shape, dtype, noncontig)
+    ref_x = generic.col2im(col, x.shape, kh, kw, sh, sw, ph, pw)
+    got_x = cpu.col2im(col, x.shape, kh, kw, sh, sw, ph, pw)
+    assert got_x.dtype == dtype and got_x.shape == x.shape
+    np.testing.assert_allclose(got_x, ref_x, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_col2im_is_adjoint_of_im2col(dtype):
+    # <im2col(x), c> == <x, col2im(c)> for every x, c: the backward pass is the exact transpose
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 7, 9)).astype(dtype)
+    geom = (3, 2, 2, 1, 1, 1)
+    col = cpu.im2col_t(x, *geom).copy()
+    c = rng.standard_normal(col.shape).astype(dtype)
+    lhs = float((col.astype(np.float64) * c).sum())
+    rhs = float((x.astype(np.float64) * cpu.col2im_t(c, x.shape, *geom)).sum())
+    assert abs(lhs - rhs) <= 1e-4 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pool", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (2, 3, 1, 2, 1, 0),
+                                  (3, 3, 3, 3, 0, 0), (2, 2, 1, 1, 0, 0)])
+@pytest.mark.parametrize("noncontig", [False, True])
+def test_max_pool_matches_reference(pool, dtype, noncontig):
+    kh, kw, sh, sw, ph, pw = pool
+    rng = np.random.default_rng(2)
+    x = _rand(rng, (2, 3, 9, 8), dtype, noncontig)
+    x[0, 0, :4, :4] = 0.5  # ties: the first maximum of a window must win, as in the reference
+    y_ref, arg_ref = generic.max_pool2d_forward(x, *pool)
+    y, arg = cpu.max_pool2d_forward(x, *pool)
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    gy = _rand(rng, y.shape, dtype, noncontig)
+    gx_ref = generic.max_pool2d_backward(gy, arg_ref, x.shape, *pool)
+    gx = cpu.max_pool2d_backward(gy, arg, x.shape, *pool)
+    np.testing.assert_allclose(gx, gx_ref, **_tol(dtype))
+
+
+def test_max_pool_propagates_nan():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 0] = np.nan
+    for geom in [(2, 2, 2, 2, 0, 0), (3, 3, 1, 1, 1, 1)]:
+        y, arg = cpu.max_pool2d_forward(x, *geom)
+        y_ref, arg_ref = generic.max_pool2d_forward(x, *geom)
+        np.testing.assert_array_equal(y, y_ref)  # equal_nan by default
+        np.testing.assert_array_equal(arg, arg_ref)
+        assert np.isnan(y[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_layout_helpers(dtype):
+    rng = np.random.default_rng(3)
+    n, co, oh, ow = 3, 5, 4, 6
+    y2 = rng.standard_normal((co, n * oh * ow)).astype(dtype)
+    b = rng.standard_normal(co).astype(dtype)
+    expect = y2.reshape(co, n, oh, ow).transpose(1, 0, 2, 3) + b[:, None, None]
+    np.testing.assert_allclose(cpu.cols_to_nchw(y2, b, n, oh, ow), expect, **_tol(dtype))
+    np.testing.assert_array_equal(cpu.cols_to_nchw(y2, None, n, oh, ow),
+                                  y2.reshape(co, n, oh, ow).transpose(1, 0, 2, 3))
+    g = rng.standard_normal((n, co, oh, ow)).astype(dtype)[:, :, :, ::-1]  # non-contiguous
+    g2, gb = cpu.nchw_to_cols(g)
+    np.testing.assert_array_equal(g2, g.transpose(1, 0, 2, 3).reshape(co, -1))
+    np.testing.assert_allclose(gb, g.sum(axis=(0, 2, 3)), **_tol(dtype))
+    np.testing.assert_allclose(cpu.bias_grad_nchw(g), g.sum(axis=(0, 2, 3)), **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [7, 100_000])  # below and above the parallel threshold
+def test_relu_kernels(dtype, size):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(size).astype(dtype).reshape(-1, 1)
+    x[0] = np.nan
+    y = cpu.relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    g = rng.standard_normal(x.shape).astype(dtype)
+    np.testing.assert_array_equal(cpu.relu_backward(g, y), np.where(x > 0, g, 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_kernels(dtype):
+    rng = np.random.default_rng(5)
+    logits = (rng.standard_normal((6, 4)) * 30).astype(dtype)  # large: needs the max shift
+    logits[0, 1] = 1e4 if dtype == np.float32 else 1e300
+    target = rng.integers(0, 4, 6)
+    losses, prob = cpu.softmax_cross_entropy(logits, target)
+    ref_logp = logits.astype(np.float64) - logits.max(1, keepdims=True)
+    ref_logp -= np.log(np.exp(ref_logp).sum(1, keepdims=True))
+    assert np.all(np.isfinite(losses))
+    np.testing.assert_allclose(losses, -ref_logp[np.arange(6), target], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(prob, np.exp(ref_logp), rtol=1e-5, atol=1e-6)
+    onehot = np.eye(4)[target]
+    np.testing.assert_allclose(cpu.softmax_cross_entropy_backward(prob, target, 0.5),
+                               (np.exp(ref_logp) - onehot) * 0.5, rtol=1e-5, atol=1e-6)
+    scale = np.arange(6, dtype=dtype)
+    np.testing.assert_allclose(cpu.softmax_cross_entropy_backward(prob, target, scale),
+                               (np.exp(ref_logp) - onehot) * scale[:, None], rtol=1e-5, atol=1e-6)
+
+
+def test_scratch_buffers_are_not_reused_while_held():
+    x = np.random.default_rng(6).standard_normal((2, 2, 5, 5)).astype(np.float32)
+    a = cpu.im2col_t(x, 3, 3, 1, 1, 1, 1)
+    first = a.copy()
+    b = cpu.im2col_t(x * 2, 3, 3, 1, 1, 1, 1)  # a is still held: b must not overwrite it
+    np.testing.assert_array_equal(a, first)
+    np.testing.assert_array_equal(b, 2 * first)
+    del a, b
+    c = cpu.im2col_t(x, 3, 3, 1, 1, 1, 1)
+    np.testing.assert_array_equal(c, first)
+
+
+def test_kernel_dispatch_falls_back_without_numba(monkeypatch):
+    import minidl.backend as backend
+
+    monkeypatch.setattr(backend, "_kernel_sets", {})
+    monkeypatch.setenv("MINIDL_DISABLE_NUMBA", "1")
+    assert backend.kernels(np) is generic
+    monkeypatch.setattr(backend, "_kernel_sets", {})
+    monkeypatch.delenv("MINIDL_DISABLE_NUMBA")
+    assert backend.kernels(np) is cpu
+
+
+def test_kernel_dispatch_survives_a_broken_numba(monkeypatch):
+    import sys
+
+    import minidl.backend as backend
+
+    monkeypatch.setattr(backend, "_kernel_sets", {})
+    monkeypatch.delitem(sys.modules, "minidl.backend.cpu")
+    monkeypatch.delattr(backend, "cpu")
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
+    with pytest.warns(RuntimeWarning, match="numba kernels unavailable"):
+        assert backend.kernels(np) is generic
