@@ -13,7 +13,7 @@ class Optimizer:
         if not params:
             raise ValueError("optimizer got an empty parameter list")
         if isinstance(params[0], dict):
-            self.param_groups = [dict(defaults, **g, params=list(g["params"])) for g in params]
+            self.param_groups = [{**defaults, **g, "params": list(g["params"])} for g in params]
         else:
             self.param_groups = [dict(defaults, params=params)]
         self.state = {}

@@ -344,4 +344,9 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
             dtype = np.int64
         elif data.dtype == np.float64:
             dtype = np.float32  # float32 by default; pass dtype=float64 for gradient checks
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    if out.data is data:
+        # like torch.tensor, always a copy: an in-place update (an optimizer step) must never
+        # write into the caller's array; minidl.from_numpy is the sharing variant
+        out.data = out.data.copy()
+    return out

@@ -1,0 +1,226 @@
+"""nn.Module semantics: registration, names, state_dict (with buffers, torch's key names),
+load_state_dict (arrays or Tensors, copies), train/eval, zero_grad, default init, save/load."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.scale = nn.Parameter(np.ones(1, np.float32))
+        self.not_a_param = minidl.tensor([1.0])  # a plain Tensor attribute is not registered
+        self.note = "plain attribute"
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x))) * self.scale
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.block = Block()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 5), nn.ReLU(), nn.Linear(5, 2))
+
+    def forward(self, x):
+        return self.head(self.block(x))
+
+
+EXPECTED_PARAMS = [
+    ("block.scale", (1,)),
+    ("block.conv.weight", (3, 2, 3, 3)), ("block.conv.bias", (3,)),
+    ("block.bn.weight", (3,)), ("block.bn.bias", (3,)),
+    ("head.1.weight", (5, 48)), ("head.1.bias", (5,)),
+    ("head.3.weight", (2, 5)), ("head.3.bias", (2,)),
+]
+
+
+def test_parameters_registered_by_attribute_with_nested_names():
+    net = Net()
+    names = [(n, p.shape) for n, p in net.named_parameters()]
+    assert sorted(names) == sorted(EXPECTED_PARAMS)
+    assert len(list(net.parameters())) == len(EXPECTED_PARAMS)
+    assert all(p.requires_grad for p in net.parameters())
+    assert "not_a_param" not in dict(net.named_parameters())
+    assert net.block.note == "plain attribute"
+    seq = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    assert [n for n, _ in seq.named_parameters()] == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert isinstance(seq[0], nn.Linear) and len(seq) == 3
+
+
+def test_reassigning_and_deleting_attributes_updates_registration():
+    lin = nn.Linear(3, 2)
+    lin.weight = nn.Parameter(np.zeros((2, 3), np.float32))
+    assert dict(lin.named_parameters())["weight"].numpy().sum() == 0
+    lin.extra = nn.Linear(1, 1)
+    assert "extra.weight" in dict(lin.named_parameters())
+    del lin.extra
+    assert "extra.weight" not in dict(lin.named_parameters())
+    shared = nn.Linear(2, 2)
+    tied = nn.Sequential(shared, shared)
+    assert len(list(tied.parameters())) == 2  # a shared parameter is listed once
+
+
+def test_state_dict_includes_buffers():
+    net = Net()
+    sd = net.state_dict()
+    for k in ("block.bn.running_mean", "block.bn.running_var", "block.bn.num_batches_tracked"):
+        assert k in sd
+    assert sd["block.bn.num_batches_tracked"].dtype == np.int64
+    assert len(sd) == len(EXPECTED_PARAMS) + 3
+    assert all(not v.requires_grad for v in sd.values())
+
+
+def test_state_dict_keys_match_torch_for_the_same_architecture():
+    torch = pytest.importorskip("torch", reason="key-name comparison needs torch")
+
+    def build(lib):
+        return lib.Sequential(lib.Conv2d(1, 4, 3), lib.BatchNorm2d(4), lib.ReLU(),
+                              lib.Sequential(lib.Conv2d(4, 4, 1, bias=False), lib.BatchNorm2d(4)),
+                              lib.AdaptiveAvgPool2d(1), lib.Flatten(), lib.Linear(4, 3))
+
+    m, t = build(nn), build(torch.nn)
+    assert list(m.state_dict()) == list(t.state_dict())
+    for k, v in t.state_dict().items():
+        assert m.state_dict()[k].shape == tuple(v.shape), k
+    assert [n for n, _ in m.named_parameters()] == [n for n, _ in t.named_parameters()]
+
+
+def test_load_state_dict_from_arrays_and_tensors_copies():
+    src, dst = Net(), Net()
+    arrays = {k: v.numpy().copy() for k, v in src.state_dict().items()}
+    arrays["block.bn.running_mean"] = np.arange(3, dtype=np.float64)  # dtype follows the model
+    result = dst.load_state_dict(arrays)
+    assert result == {"missing_keys": [], "unexpected_keys": []}
+    for k, v in dst.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), arrays[k], err_msg=k)
+    assert dst.block.bn.running_mean.dtype == np.float32
+    arrays["head.1.weight"][...] = 42.0  # no aliasing of the caller's arrays
+    assert not (dst.head[1].weight.numpy() == 42.0).any()
+
+    tensors = Net().state_dict()
+    dst.load_state_dict(tensors)
+    tensors["head.3.bias"].data[...] = 7.0
+    assert not (dst.head[3].bias.numpy() == 7.0).any()
+    # parameters stay the same objects (an optimizer keeps holding them)
+    params = list(dst.parameters())
+    dst.load_state_dict(src.state_dict())
+    assert all(a is b for a, b in zip(params, dst.parameters()))
+
+
+def test_load_state_dict_strict_false_returns_missing_and_unexpected():
+    net = Net()
+    sd = {k: v for k, v in Net().state_dict().items() if not k.startswith("head.3")}
+    sd["head.9.weight"] = np.zeros(2, np.float32)
+    result = net.load_state_dict(sd, strict=False)
+    assert sorted(result["missing_keys"]) == ["head.3.bias", "head.3.weight"]
+    assert result["unexpected_keys"] == ["head.9.weight"]
+    np.testing.assert_array_equal(net.block.conv.weight.numpy(), sd["block.conv.weight"].numpy())
+
+
+def test_load_state_dict_accepts_checkpoints_without_num_batches_tracked():
+    net = Net()
+    sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert net.load_state_dict(sd)["missing_keys"] == []
+
+
+def test_train_eval_propagate_and_change_behaviour():
+    net = Net()
+    assert all(m.training for m in net.modules())
+    assert net.eval() is net
+    assert not any(m.training for m in net.modules())
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((2, 2, 4, 4)))
+    rm = net.block.bn.running_mean.numpy().copy()
+    net(x)  # eval: running stats untouched
+    np.testing.assert_array_equal(net.block.bn.running_mean.numpy(), rm)
+    net.train()
+    assert all(m.training for m in net.modules())
+    net(x)
+    assert not np.array_equal(net.block.bn.running_mean.numpy(), rm)
+    assert int(net.block.bn.num_batches_tracked.item()) == 1
+
+
+def test_zero_grad_and_backward_reach_every_parameter():
+    net = Net()
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((2, 2, 4, 4)))
+    F.cross_entropy(net(x), minidl.tensor([0, 1])).backward()
+    grads = {n: p.grad for n, p in net.named_parameters()}
+    assert all(g is not None for g in grads.values()), [n for n, g in grads.items() if g is None]
+    assert all(grads[n].shape == p.shape for n, p in net.named_parameters())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("make,fan_in", [
+    (lambda: nn.Linear(300, 20), 300),
+    (lambda: nn.Conv2d(6, 16, 5), 150),
+    (lambda: nn.Conv2d(4, 32, (3, 2)), 24),
+])
+def test_default_init_is_kaiming_uniform(make, fan_in):
+    m = make()
+    bound = 1 / math.sqrt(fan_in)  # Kaiming-uniform with a = sqrt(5), as PyTorch's default
+    w = m.weight.numpy().astype(np.float64)
+    assert np.abs(w).max() <= bound * (1 + 1e-6)
+    assert np.abs(w).max() > 0.95 * bound
+    assert abs(w.std() - bound / math.sqrt(3)) < 0.1 * bound
+    assert np.abs(m.bias.numpy()).max() <= bound
+    assert m.weight.dtype == np.float32
+
+
+def test_batchnorm_default_state():
+    bn = nn.BatchNorm2d(4)
+    np.testing.assert_array_equal(bn.weight.numpy(), np.ones(4))
+    np.testing.assert_array_equal(bn.bias.numpy(), np.zeros(4))
+    np.testing.assert_array_equal(bn.running_mean.numpy(), np.zeros(4))
+    np.testing.assert_array_equal(bn.running_var.numpy(), np.ones(4))
+    assert not bn.running_mean.requires_grad
+    assert [n for n, _ in bn.named_parameters()] == ["weight", "bias"]
+
+
+# ---- save / load ----------------------------------------------------------------------------
+def test_save_load_roundtrip(tmp_path):
+    net = Net()
+    net(minidl.tensor(np.ones((2, 2, 4, 4))))  # non-default running stats
+    path = tmp_path / "net.npz"
+    minidl.save(net.state_dict(), path)
+    loaded = minidl.load(path)
+    assert list(loaded) == list(net.state_dict())
+    other = Net()
+    other.load_state_dict(loaded)
+    for k, v in net.state_dict().items():
+        np.testing.assert_array_equal(other.state_dict()[k].numpy(), v.numpy(), err_msg=k)
+        assert other.state_dict()[k].dtype == v.dtype
+    assert os.listdir(tmp_path) == ["net.npz"]
+
+
+def test_save_is_atomic_when_writing_crashes(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    good = {"w": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    minidl.save(good, path)
+    original_bytes = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="simulated"):
+        minidl.save({"w": np.zeros((2, 3), np.float32)}, path)
+    monkeypatch.undo()
+    assert path.read_bytes() == original_bytes
+    np.testing.assert_array_equal(minidl.load(path)["w"], good["w"])
+    assert os.listdir(tmp_path) == ["ckpt.npz"]  # no temporary file left behind
+
+
+def test_load_of_a_corrupt_file_names_it(tmp_path):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="broken.npz"):
+        minidl.load(bad)
