@@ -81,6 +81,8 @@ class Pow(Function):
     def backward(self, g):
         (a,) = self.saved
         p = self.exponent
+        if p == 0:  # d(x^0)/dx = 0 everywhere, also at x = 0 where p * a^(p-1) is 0 * inf
+            return get_array_module(g).zeros_like(g)
         return g * (p * a ** (p - 1))
 
 
@@ -254,6 +256,23 @@ class Max(Function):
         return g * mask
 
 
+class MaxDim(Function):
+    """max/min over one dim that also returns indices, as torch.max(x, dim): the gradient goes
+    to the returned index alone (ties do not split it, unlike amax)."""
+
+    def forward(self, a, dim, keepdim, arg):
+        self.dim, self.keepdim, self.arg, self.n = dim % a.ndim, keepdim, arg, a.shape[dim]
+        y = get_array_module(a).take_along_axis(a, arg, axis=dim)  # arg has dim kept
+        return y if keepdim else y.squeeze(axis=dim)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        if not self.keepdim:
+            g = xp.expand_dims(g, self.dim)
+        positions = xp.arange(self.n).reshape((-1,) + (1,) * (self.arg.ndim - self.dim - 1))
+        return g * (positions == self.arg)
+
+
 # ---- shape ------------------------------------------------------------------------------
 class Reshape(Function):
     def forward(self, a, shape):
@@ -405,13 +424,14 @@ def _max_like(take_min):
         """Over everything: the largest value. Over one dim: (values, indices), as PyTorch."""
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
-        values = Max.apply(self, dim=dim, keepdim=keepdim, take_min=take_min)
-        if dim is None or not isinstance(dim, int):
-            return values
+        if dim is None or not isinstance(dim, int) or self.ndim == 0:
+            return Max.apply(self, dim=dim, keepdim=keepdim, take_min=take_min)
+        _axes(dim, self.ndim)  # a clear error for a dim out of range
         arg = self.data.argmin(axis=dim) if take_min else self.data.argmax(axis=dim)
-        if keepdim:
-            arg = get_array_module(arg).expand_dims(arg, dim)
-        return MaxResult(values, Tensor(arg.astype(np.int64)))
+        arg = get_array_module(arg).expand_dims(arg, dim)
+        values = MaxDim.apply(self, dim=dim, keepdim=keepdim, arg=arg)
+        indices = arg if keepdim else arg.squeeze(axis=dim)
+        return MaxResult(values, Tensor(indices.astype(np.int64)))
     return method
 
 

@@ -235,7 +235,12 @@ def test_max_over_dim_returns_values_and_indices():
     np.testing.assert_array_equal(x.argmax(dim=0).numpy(), [1, 0, 1])
 
 
-def test_max_ties_share_the_gradient():
+def test_max_ties_share_the_gradient_but_max_over_a_dim_picks_its_index():
     x = leaf([2.0, 2.0, 1.0])
     x.max().backward()
     np.testing.assert_allclose(x.grad.numpy(), [0.5, 0.5, 0.0])
+    x.grad = None
+    values, index = x.max(dim=0)
+    values.backward()
+    assert index.item() == 0
+    np.testing.assert_allclose(x.grad.numpy(), [1.0, 0.0, 0.0])  # as torch.max(x, dim)

@@ -118,6 +118,18 @@ def test_max_indices_match_torch():
                                       torch.tensor(x).argmax(dim=dim).numpy())
 
 
+def test_ties_and_zeros_route_gradients_like_torch():
+    x = np.array([[1.0, 3.0, 3.0, 0.0], [2.0, 2.0, 2.0, 2.0], [0.0, 0.0, -1.0, 5.0]], np.float32)
+    for fn in (lambda a: a.max(dim=1)[0], lambda a: a.min(dim=0, keepdim=True)[0],
+               lambda a: a.max(), lambda a: a.amax(dim=1), lambda a: a ** 0, lambda a: a ** 1,
+               lambda a: a.abs(), lambda a: a.relu()):
+        check_op(lambda F, a: fn(a), [const(x)], grad=False)  # values
+        m, t = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        fn(m).sum().backward()
+        fn(t).sum().backward()
+        np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
+
+
 # ---- shape ops ------------------------------------------------------------------------------
 def test_shape_ops():
     check_op(lambda F, a: a.reshape(4, 6), [(2, 3, 4)])
