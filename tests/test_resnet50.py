@@ -222,7 +222,7 @@ def test_features_are_the_pooled_embedding(torch_checkpoint, converted_model):
 def test_train_mode_forward_and_backward_match_torch(torch_checkpoint):
     """Fine-tuning path: batch statistics, running-stat updates and every gradient.
 
-    In float64: train-mode BatchNorm over a batch of 2 at 64x64 (8 values per channel in
+    In float64: train-mode BatchNorm over a batch of 2 small images (8 values per channel in
     layer4) amplifies float32 rounding to ~1% in the early gradients in both frameworks alike,
     which would hide a real error; in float64 they agree to ~1e-12.
     """
@@ -236,7 +236,7 @@ def test_train_mode_forward_and_backward_match_torch(torch_checkpoint):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.momentum = 0.1
     model = resnet50(weights=npz).double().train()
-    x = _inputs((2, 3, 64, 64), seed=4).astype(np.float64)
+    x = _inputs((2, 3, 40, 56), seed=4).astype(np.float64)  # layer4 sees 2x2
     target = np.array([3, 977])
 
     tlogits = tmodel(torch.from_numpy(x))
@@ -328,3 +328,55 @@ def test_weights_accepts_a_state_dict():
 def test_forward_rejects_wrong_input_shape():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         resnet50().features(minidl.tensor(np.zeros((1, 1, 32, 32), np.float32)))
+
+
+# ---- python -m minidl.examples.resnet50 -------------------------------------------------------
+def _write_photos(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    paths = []
+    for i, size in enumerate([(300, 200), (180, 260)]):
+        img = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        paths.append(tmp_path / f"photo{i}.{'jpg' if i == 0 else 'png'}")
+        Image.fromarray(img).save(paths[-1])
+    return paths
+
+
+def test_cli_prints_the_torch_models_top_classes(torch_checkpoint, tmp_path, capsys):
+    import torch
+
+    from minidl.examples import resnet50 as cli
+    from minidl.models.imagenet import imagenet_classes, preprocess_batch
+
+    tmodel, _, npz = torch_checkpoint
+    photos = _write_photos(tmp_path)
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    code = cli.main([str(p) for p in photos] + [str(tmp_path / "broken.jpg"), "--weights", str(npz),
+                                                "--topk", "3", "--batch-size", "2"])
+    out, err = capsys.readouterr()
+    assert code == 1 and "broken.jpg" in err  # reported, skipped, and the exit status says so
+    with torch.no_grad():
+        probs = torch.softmax(tmodel(torch.from_numpy(preprocess_batch(photos))), 1).numpy()
+    names = imagenet_classes()
+    blocks = out.strip().split(str(photos[1]))
+    for path, block, p in zip(photos, blocks, probs):
+        lines = [ln for ln in block.splitlines() if ln.strip().startswith(("1.", "2.", "3."))]
+        assert len(lines) == 3
+        want = np.argsort(-p)[:3]
+        for line, k in zip(lines, want):
+            assert f"(class {k})" in line and names[k] in line
+        shown = float(lines[0].split("%")[0].split()[-1])
+        assert shown == pytest.approx(100 * p[want[0]], abs=0.01)
+
+
+def test_cli_random_weights_warn_loudly(tmp_path, capsys):
+    from minidl.examples import resnet50 as cli
+
+    photo = _write_photos(tmp_path)[0]
+    assert cli.main([str(photo), "--weights", "random", "--topk", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert "RANDOM weights" in err and "MEANINGLESS" in err
+    assert out.splitlines()[0] == str(photo) and out.splitlines()[1].strip().startswith("1. ")
+    assert cli.main([str(photo), "--weights", str(tmp_path / "nope.npz")]) == 2
+    assert "nope.npz" in capsys.readouterr().err
