@@ -92,6 +92,8 @@ def test_state_dict_keys_match_torch_for_the_same_architecture():
     for k, v in t.state_dict().items():
         assert m.state_dict()[k].shape == tuple(v.shape), k
     assert [n for n, _ in m.named_parameters()] == [n for n, _ in t.named_parameters()]
+    assert list(m[3:].state_dict()) == list(t[3:].state_dict())  # slices keep their names
+    assert isinstance(m[-1], nn.Linear) and len(m[1:3]) == 2
 
 
 def test_load_state_dict_from_arrays_and_tensors_copies():

@@ -275,6 +275,32 @@ def test_batch_norm_module_train_then_eval():
     assert_close(m(minidl.tensor(x)).numpy(), t(torch.tensor(x)).detach().numpy(), 1e-4, 1e-5, "eval")
 
 
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True),
+                                   (False, True, True), (True, False, True)])
+def test_gradients_when_only_some_inputs_require_grad(needs):
+    rng = np.random.default_rng(5)
+    cases = [
+        (lambda F, x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [(2, 3, 5, 5), (4, 3, 3, 3), (4,)]),
+        (lambda F, x, w, b: F.linear(x, w, b), [(2, 3), (4, 3), (4,)]),
+        (lambda F, x, w, b: F.batch_norm(x, None, None, w, b, training=True), [(4, 3, 2, 2), (3,), (3,)]),
+        (lambda F, x, w, b: x @ w + b, [(2, 3), (3, 4), (4,)]),
+    ]
+    from _torch_parity import MINIDL, TORCH
+    for fn, shapes in cases:
+        arrays = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+        ms = [minidl.tensor(a, requires_grad=n) for a, n in zip(arrays, needs)]
+        ts = [torch.tensor(a, requires_grad=n) for a, n in zip(arrays, needs)]
+        m_out, t_out = fn(MINIDL, *ms), fn(TORCH, *ts)
+        proj = rng.standard_normal(tuple(t_out.shape)).astype(np.float32)
+        (m_out * minidl.tensor(proj)).sum().backward()
+        (t_out * torch.tensor(proj)).sum().backward()
+        for k, (m, t) in enumerate(zip(ms, ts)):
+            if t.grad is None:
+                assert m.grad is None, f"input {k} got a gradient it did not ask for"
+            else:
+                assert_close(m.grad.numpy(), t.grad.numpy(), 1e-4, 1e-5, f"grad of input {k}")
+
+
 # ---- numerical stability at large magnitudes --------------------------------------------------
 @pytest.fixture
 def strict_float():

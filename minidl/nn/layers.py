@@ -234,7 +234,8 @@ class Sequential(Module):
     def __getitem__(self, i):
         mods = list(self._modules.values())
         if isinstance(i, slice):
-            return Sequential(*mods[i])
+            # keep the original names, as PyTorch does, so a slice's state_dict keys still match
+            return Sequential(OrderedDict(list(self._modules.items())[i]))
         return mods[i]
 
     def __len__(self):
