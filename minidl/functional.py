@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .backend import get_array_module
+from .backend import device_of, get_array_module
 from .ops import Max, cat  # noqa: F401  (re-exported helpers)
 from .tensor import Function, Tensor
 
@@ -393,6 +393,17 @@ class CrossEntropy(Function):
         return grad, None
 
 
+def _class_range(target):
+    """(min, max) of the class indices. Reading them back from a GPU would stall every step, so
+    labels copied there from the host (DataLoader batches, tensor(labels, device='cuda'),
+    .to('cuda')) carry the range measured on the host; only labels computed on the GPU are read
+    back."""
+    known = getattr(target, "_host_range", None)
+    if known is not None and known[0] is target.data:
+        return known[1], known[2]
+    return int(target.data.min()), int(target.data.max())
+
+
 def _check_targets(name, logits, target):
     if not isinstance(target, Tensor):
         target = Tensor(target)
@@ -403,8 +414,11 @@ def _check_targets(name, logits, target):
     if target.shape != (logits.shape[0],):
         raise ValueError(f"{name}: target shape {target.shape} does not match logits "
                          f"{logits.shape}: expected ({logits.shape[0]},)")
+    if target.device != logits.device:
+        raise ValueError(f"{name}: logits are on {logits.device} and target on {target.device}; "
+                         f"move the target with .to('{logits.device}')")
     if target.numel():
-        lo, hi = int(target.data.min()), int(target.data.max())
+        lo, hi = _class_range(target)
         if lo < 0 or hi >= logits.shape[1]:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{name}: target class {bad} is out of range for "
@@ -428,7 +442,8 @@ def _check_reduction(name, reduction):
 def nll_loss(log_probs, target, reduction="mean"):
     _check_reduction("nll_loss", reduction)
     target = _check_targets("nll_loss", log_probs, target)
-    picked = -log_probs[np.arange(log_probs.shape[0]), target.numpy()]
+    rows = get_array_module(log_probs.data).arange(log_probs.shape[0])
+    picked = -log_probs[rows, target.data]
     return {"mean": picked.mean, "sum": picked.sum}.get(reduction, lambda: picked)()
 
 
@@ -504,6 +519,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                              f"has {c} channels")
     if training and x.numel() // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got {x.shape}")
+    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
+        if t is not None and device_of(getattr(t, "data", t)) != x.device:
+            raise ValueError(f"batch_norm: {name} is on {device_of(getattr(t, 'data', t))}, "
+                             f"input on {x.device}; move the module with .to('{x.device}')")
     tensors = [x] + [t for t in (weight, bias) if t is not None]
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
@@ -519,7 +538,7 @@ class Dropout(Function):
         if xp is np:
             keep = backend.rng().random(x.shape, dtype=np.float32) >= p
         else:
-            keep = xp.random.random(x.shape, dtype=xp.float32) >= p
+            keep = xp.random.random_sample(x.shape, dtype=xp.float32) >= p
         self.mask = keep.astype(x.dtype) / (1 - p)
         return x * self.mask
 

@@ -18,6 +18,13 @@ def _operand(x, like: Tensor):
     if isinstance(x, Tensor):
         return x
     xp = get_array_module(like.data)
+    if xp is not np and isinstance(x, (bool, int, float)):
+        # a GPU fill kernel takes the number by value; asarray would copy it from the host,
+        # and a copy from pageable memory can wait for the GPU to finish its queue
+        kind = np.asarray(x).dtype
+        dtype = like.dtype if kind.kind in "biuf" and (like.dtype.kind == "f" or kind.kind != "f") \
+            else kind
+        return Tensor(xp.full((), x, dtype=dtype))
     arr = xp.asarray(x)
     if arr.dtype.kind in "biuf" and (like.dtype.kind == "f" or arr.dtype.kind != "f"):
         arr = arr.astype(like.dtype)
@@ -289,7 +296,7 @@ class Permute(Function):
         return a.transpose(axes)
 
     def backward(self, g):
-        return g.transpose(np.argsort(self.axes))
+        return g.transpose(tuple(int(a) for a in np.argsort(self.axes)))
 
 
 class GetItem(Function):
@@ -300,11 +307,17 @@ class GetItem(Function):
     def backward(self, g):
         xp = get_array_module(g)
         out = xp.zeros(self.shape, dtype=g.dtype)
-        # add.at accumulates where an integer index repeats an element
-        if xp is np:
-            np.add.at(out, self.index, g)
+        items = self.index if isinstance(self.index, tuple) else (self.index,)
+        if all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items):
+            out[self.index] = g  # basic indexing reaches each element at most once
+        elif xp is np:
+            np.add.at(out, self.index, g)  # accumulates where an integer index repeats
+        elif hasattr(xp.add, "at"):
+            xp.add.at(out, self.index, g)  # CuPy >= 12
         else:
-            xp.add.at(out, self.index, g)
+            import cupyx
+
+            cupyx.scatter_add(out, self.index, g)
         return out
 
 

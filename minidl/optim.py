@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import math
 
-from .backend import get_array_module
+from .backend import device_of, get_array_module, to_device
 from .tensor import no_grad
+
+
+def _follow_device(state, param):
+    """model.to(device) after some steps moves the parameters but not the optimizer's buffers
+    (momentum, Adam's moments): move them after their parameter, once."""
+    dev = device_of(param)
+    for key, value in state.items():
+        if hasattr(value, "shape") and device_of(value) != dev:
+            state[key] = to_device(value, dev)
 
 
 class Optimizer:
@@ -28,7 +37,10 @@ class Optimizer:
             for group in self.param_groups:
                 for p in group["params"]:
                     if p.grad is not None:
-                        self._update(p, p.grad.data, group, self.state.setdefault(id(p), {}))
+                        state = self.state.setdefault(id(p), {})
+                        if state:
+                            _follow_device(state, p.data)
+                        self._update(p, p.grad.data, group, state)
 
     def _update(self, p, g, group, state):
         raise NotImplementedError

@@ -11,12 +11,14 @@ import numpy as np
 def save(state_dict, path):
     """Write a {name: Tensor or array} dict to ``path`` (.npz) atomically: a crash mid-write
     leaves the previous file intact."""
+    from .backend import to_numpy
     from .tensor import Tensor
 
     path = os.fspath(path)
     arrays = {}
     for name, value in state_dict.items():
-        arrays[name] = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+        # host arrays whatever device the value is on (a GPU checkpoint loads on a CPU)
+        arrays[name] = value.numpy() if isinstance(value, Tensor) else to_numpy(value)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)

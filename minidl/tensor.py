@@ -45,16 +45,22 @@ def _as_array(data, dtype=None, device="cpu"):
     if isinstance(data, Tensor):
         data = data.data
     device = normalize_device(device)
-    xp = backend.require_cuda() if device == "cuda" else np
-    if device == "cpu" and device_of(data) == "cuda":
-        data = backend.to_numpy(data)
+    source = device_of(data)
+    if device == "cpu":
+        xp = np
+        if source == "cuda":
+            data = backend.to_numpy(data)
+    else:  # an array already on the GPU proves CuPy works: no need to ask the driver again
+        xp = backend.cupy_module() if source == "cuda" else backend.require_cuda()
     if dtype is None:
         arr = xp.asarray(data)
-        if arr.dtype.kind == "f" and arr.dtype != xp.float32 and not isinstance(data, xp.ndarray):
+        # an array keeps its dtype on either device; Python numbers and lists get the defaults
+        is_array = isinstance(data, (np.ndarray, xp.ndarray))
+        if arr.dtype.kind == "f" and arr.dtype != xp.float32 and not is_array:
             arr = arr.astype(xp.float32)  # Python floats and lists become float32
         elif arr.dtype.kind == "f" and arr.dtype == xp.float16:
             arr = arr.astype(xp.float32)
-        elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not isinstance(data, xp.ndarray):
+        elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not is_array:
             arr = arr.astype(xp.int64)
         return arr
     return xp.asarray(data, dtype=dtype)
@@ -66,9 +72,11 @@ class Tensor:
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        source = data.data if isinstance(data, Tensor) else data
         if device is None:
-            device = device_of(data.data if isinstance(data, Tensor) else data)
+            device = device_of(source)
         self.data = _as_array(data, dtype, device)
+        _note_host_range(self, source)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
@@ -315,7 +323,23 @@ class _ToDevice(Function):
 
 
 def _to_device(x, device):
-    return _ToDevice.apply(x, device=device)
+    out = _ToDevice.apply(x, device=device)
+    _note_host_range(out, x.data)
+    return out
+
+
+def _note_host_range(t, source):
+    """A 1-D integer array copied from the host to the GPU (a batch of class labels) keeps the
+    (min, max) measured on the host, so cross_entropy can range-check it without reading it
+    back from the GPU, which would stall every training step. The range is tied to this very
+    array: replacing ``t.data`` drops it."""
+    data = t.data
+    if data.ndim != 1 or data.dtype.kind not in "iu" or not data.size:
+        return
+    if device_of(data) != "cuda" or device_of(source) != "cpu":
+        return
+    host = np.asarray(source).astype(data.dtype, copy=False)
+    t._host_range = (data, int(host.min()), int(host.max()))
 
 
 class _Cast(Function):

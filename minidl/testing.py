@@ -25,8 +25,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     out = fn(*inputs)
     proj = rng.standard_normal(out.shape)
 
+    # perturbed copies go to their input's device: a check of CUDA inputs runs on the GPU
     def scalar(values):
-        with_values = [Tensor(v, requires_grad=False) if v is not None else x
+        with_values = [Tensor(v, requires_grad=False, device=x.device) if v is not None else x
                        for x, v in zip(inputs, values)]
         y = fn(*with_values)
         return float((y.numpy().astype(np.float64) * proj).sum())
@@ -35,7 +36,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
         x.grad = None
     from .ops import _operand  # noqa: F401  (ensures operators are attached)
 
-    (out * Tensor(proj.astype(out.dtype))).sum().backward()
+    (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
     for k, x in enumerate(inputs):
         if not x.requires_grad:
             continue

@@ -69,8 +69,15 @@ def cuda_available() -> bool:
         return False
 
 
+_cuda_ready = False
+_pending_seed: int | None = None
+
+
 def require_cuda():
     """Return cupy, or raise one RuntimeError saying what is missing and how to get it."""
+    global _cuda_ready, _pending_seed
+    if _cuda_ready:
+        return _cupy
     cp = _load_cupy()
     if cp is None:
         raise RuntimeError(
@@ -86,6 +93,10 @@ def require_cuda():
         ) from None
     if count == 0:
         raise RuntimeError("device 'cuda' needs an NVIDIA GPU; CuPy found none")
+    if _pending_seed is not None:  # manual_seed ran before the GPU was first used
+        cp.random.seed(_pending_seed)
+        _pending_seed = None
+    _cuda_ready = True
     return cp
 
 
@@ -110,14 +121,12 @@ _rng = np.random.default_rng()
 
 def manual_seed(seed: int) -> None:
     """Seed every random source minidl uses (initialisation, dropout, shuffling)."""
-    global _rng
+    global _rng, _pending_seed
     _rng = np.random.default_rng(seed)
-    cp = _cupy
-    if cp is not None:
-        try:
-            cp.random.seed(seed)
-        except Exception:
-            pass
+    if _cuda_ready:
+        _cupy.random.seed(seed)
+    else:
+        _pending_seed = seed  # CuPy's generator is seeded when the GPU is first used
 
 
 def rng() -> np.random.Generator:

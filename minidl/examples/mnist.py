@@ -144,9 +144,13 @@ def save_error_sheet(path, images, labels, preds, limit=100, cols=10, scale=2):
 def main(argv=None):
     args = parse_args(argv)
     minidl.manual_seed(args.seed)
-    device = minidl.backend.normalize_device(args.device)
-    if device == "cuda":
-        minidl.backend.require_cuda()
+    try:
+        device = minidl.backend.normalize_device(args.device)
+        if device == "cuda":
+            minidl.backend.require_cuda()  # says whether CuPy or the GPU is missing
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     train_set, test_set, note = load_data(args.data)
     if note:
