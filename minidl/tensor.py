@@ -212,13 +212,24 @@ class Tensor:
 
         order = _topological_order(self)
         grads = {id(self): grad}
+        # arrays already owned elsewhere (the caller's gradient, another leaf's .grad) are
+        # copied before a leaf keeps them, so .grad is always writable and never shared
+        handed_out = {id(grad)} if gradient is not None else set()
         for node in reversed(order):
             g = grads.pop(id(node), None)
             if g is None:
                 continue
             if node._ctx is None or node._retain_grad:
                 if node.requires_grad:
-                    node.grad = Tensor(g) if node.grad is None else Tensor(node.grad.data + g)
+                    if node.grad is not None:
+                        node.grad = Tensor(node.grad.data + g)
+                    else:
+                        # a view (broadcast_to in sum's backward is read-only) or an array
+                        # that Add handed to two inputs must not become a shared .grad
+                        if getattr(g, "base", None) is not None or id(g) in handed_out:
+                            g = g.copy()
+                        handed_out.add(id(g))
+                        node.grad = Tensor(g)
                 if node._ctx is None:
                     continue
             ctx = node._ctx

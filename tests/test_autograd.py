@@ -73,6 +73,21 @@ def test_backward_with_explicit_gradient():
     np.testing.assert_allclose(x.grad.numpy(), np.full((2, 2), 2.0))
 
 
+def test_each_grad_is_a_writable_array_of_its_own():
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    (a * 2 + b).sum().backward()  # b's gradient comes from sum's broadcast (a read-only view)
+    b.grad.zero_()                 # torch idiom: must not raise "read-only"
+    np.testing.assert_array_equal(b.grad.numpy(), [0.0, 0.0])
+    np.testing.assert_array_equal(a.grad.numpy(), [2.0, 2.0])
+
+    c, d = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    upstream = np.ones(2)
+    (c + d).backward(upstream)     # Add hands one array to both inputs
+    c.grad.data *= 5.0
+    np.testing.assert_array_equal(d.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(upstream, [1.0, 1.0])  # the caller's array is not aliased
+
+
 def test_intermediate_tensors_keep_no_grad_unless_retained():
     x = leaf([1.0, 2.0])
     h = x * 2
