@@ -184,3 +184,9 @@ def test_cli_errors(photos, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ic.main(["predict", "x.jpg"])  # --weights and --classifier are required
     capsys.readouterr()
+
+
+def test_the_80_20_split_has_exact_sizes():
+    # 1 - 0.8 is 0.19999999999999996 in floating point; 200 photos must still split 160/40
+    for n, want in ((200, [160, 40]), (12, [10, 2]), (1000, [800, 200])):
+        assert [len(s) for s in random_split(list(range(n)), 0.8, seed=2)] == want

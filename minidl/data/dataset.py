@@ -74,7 +74,8 @@ def random_split(dataset, lengths, seed=None):
     if all(isinstance(x, float) for x in lengths):
         if abs(sum(lengths) - 1.0) > 1e-6 or any(x < 0 for x in lengths):
             raise ValueError(f"random_split: fractions {lengths} must be >= 0 and sum to 1")
-        sizes = [int(np.floor(f * n)) for f in lengths]
+        # rounded first: 1.0 - 0.8 is 0.19999999999999996, and 200 of it must floor to 40, not 39
+        sizes = [int(np.floor(round(f * n, 6))) for f in lengths]
         for i in range(n - sum(sizes)):  # hand out the remainder round-robin, as PyTorch does
             sizes[i % len(sizes)] += 1
     else:
