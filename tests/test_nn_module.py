@@ -161,6 +161,20 @@ def test_zero_grad_and_backward_reach_every_parameter():
     assert all(p.grad is None for p in net.parameters())
 
 
+def test_gradcheck_through_a_whole_model_in_float64():
+    from minidl.testing import gradcheck
+
+    net = Net().double()
+    assert all(p.dtype == np.float64 for p in net.parameters())
+    assert net.block.bn.running_var.dtype == np.float64
+    assert net.block.bn.num_batches_tracked.dtype == np.int64
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((2, 2, 4, 4)), dtype="float64",
+                      requires_grad=True)
+    for mode in (True, False):  # batch statistics, then running statistics
+        net.train(mode)
+        assert gradcheck(lambda x: net(x), [x])
+
+
 @pytest.mark.parametrize("make,fan_in", [
     (lambda: nn.Linear(300, 20), 300),
     (lambda: nn.Conv2d(6, 16, 5), 150),

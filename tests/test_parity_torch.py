@@ -82,6 +82,7 @@ def test_matmul():
         ((4,), (4, 5)),            # vector-matrix
         ((4,), (2, 4, 5)),
         ((2, 3, 4), (4,)),
+        ((2, 3, 2, 4), (3, 4, 5)),
     ])
 
 
@@ -146,6 +147,8 @@ def test_shape_ops():
     check_op(lambda F, a: a.unsqueeze(-1), [(2, 3)])
     check_op(lambda F, a: a.squeeze(1), [(3, 1, 4), (3, 2, 4)])
     check_op(lambda F, a: a.squeeze(), [(1, 3, 1)])
+    check_op(lambda F, a: a.transpose(-3, -1).permute(-1, 0, 1).flatten(-2), [(2, 3, 4)])
+    check_op(lambda F, a: a.squeeze(-1).unsqueeze(-2), [(3, 1)])
 
 
 def test_indexing():
@@ -196,6 +199,7 @@ def test_pooling():
     check_op(lambda F, x: F.adaptive_avg_pool2d(x, (2, 3)), [(1, 2, 4, 6)])
     check_op(lambda F, x: F.adaptive_avg_pool2d(x, 3), [(1, 2, 5, 7), (2, 1, 4, 4)])  # non-divisible
     check_op(lambda F, x: F.adaptive_avg_pool2d(x, (4, 2)), [(1, 2, 7, 3)])
+    check_op(lambda F, x: F.adaptive_avg_pool2d(x, (3, 4)), [(1, 2, 2, 3)])  # output > input
 
 
 def test_activations():
