@@ -69,6 +69,22 @@ def test_reassigning_and_deleting_attributes_updates_registration():
     assert len(list(tied.parameters())) == 2  # a shared parameter is listed once
 
 
+def test_registering_over_a_plain_attribute_replaces_it():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = None  # e.g. an optional parameter, created later
+            self.w = nn.Parameter(np.ones(2, np.float32))
+            self.sub = "placeholder"
+            self.sub = nn.Linear(2, 2)
+
+    m = M()
+    assert isinstance(m.w, nn.Parameter) and isinstance(m.sub, nn.Linear)
+    assert [n for n, _ in m.named_parameters()] == ["w", "sub.weight", "sub.bias"]
+    m.w = 5  # and back: a plain value unregisters the parameter
+    assert m.w == 5 and "w" not in dict(m.named_parameters())
+
+
 def test_state_dict_includes_buffers():
     net = Net()
     sd = net.state_dict()

@@ -36,6 +36,9 @@ class Module:
                                  f"before assigning {name!r}")
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
+        if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):
+            # a plain attribute of the same name would shadow the registered one forever
+            self.__dict__.pop(name, None)
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Module):
