@@ -138,8 +138,13 @@ def test_cli_train_cache_and_predict(photos, tmp_path, capsys, caplog):
     assert meta["classes"] == ["red_stripes", "teal_checks"] and meta["weights"] == "random-seed0"
     assert Image.open(out_dir / "misclassified.png").format == "PNG"
 
-    # second run: every feature from the cache, same classifier
-    code, out2, _ = _run(capsys, ["train"] + argv)
+    # second run: every feature from the cache, so the network is never even built
+    def no_network(*args, **kwargs):
+        raise AssertionError("ResNet-50 built although every feature was cached")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ic, "build_backbone", no_network)
+        code, out2, _ = _run(capsys, ["train"] + argv)
     assert code == 0
     assert "12 images, 12 from cache, 0 computed" in out2
     np.testing.assert_array_equal(minidl.load(out_dir / "classifier.npz")["weight"], state["weight"])

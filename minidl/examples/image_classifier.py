@@ -46,7 +46,7 @@ import minidl
 import minidl.nn.functional as F
 from minidl import nn, optim
 from minidl.data import DataLoader, TensorDataset, random_split
-from minidl.examples.resnet50 import RANDOM, load_backbone
+from minidl.examples.resnet50 import RANDOM, build_backbone, resolve_weights
 from minidl.models.imagenet import ImageReadError, preprocess
 
 PREPROCESS_TAG = "resize256-crop224-v1"  # part of the cache key: change it if preprocess changes
@@ -103,7 +103,9 @@ class FeatureCache:
 def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=True):
     """ResNet-50 features of each image -> (features (N, 2048) float32, ok (N,) bool, counts).
 
-    Images that fail to decode are warned about once and marked not ok (their row is zero).
+    ``model`` is the network, or a function that builds it: it is then called only when some
+    image is not in the cache, so a fully cached run never loads the weights. Images that fail
+    to decode are warned about once and marked not ok (their row is zero).
     """
     from tqdm import tqdm
 
@@ -118,6 +120,8 @@ def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=
         else:
             feats[i], ok[i] = hit, True
     counts = {"images": len(paths), "cached": len(paths) - len(todo), "computed": 0, "failed": 0}
+    if todo and not isinstance(model, nn.Module):
+        model = model()
     bar = tqdm(total=len(todo), unit="img", desc="ResNet-50 features", disable=not progress or not todo,
                file=sys.stderr)
     with minidl.no_grad():
@@ -287,12 +291,12 @@ def train(args):
     dataset = ImageFolder(args.folder)  # skips non-images, one warning each
     classes = dataset.classes
     print(f"{args.folder}: {len(dataset)} images in {len(classes)} classes: {', '.join(classes)}")
-    model, weights_id = load_backbone(args.weights, args.device, args.seed, what="features")
+    weights_id = resolve_weights(args.weights, args.seed, what="features")
     cache = FeatureCache(args.cache_dir, weights_id)
     paths = [p for p, _ in dataset.samples]
-    feats, ok, counts = extract_features(model, paths, cache, args.batch_size, args.device,
+    feats, ok, counts = extract_features(lambda: build_backbone(args.weights, args.device, args.seed),
+                                         paths, cache, args.batch_size, args.device,
                                          progress=not args.no_progress)
-    del model
     print(f"features: {counts['images']} images, {counts['cached']} from cache, "
           f"{counts['computed']} computed, {counts['failed']} unreadable (cache: {cache.dir})")
     labels = np.asarray(dataset.targets, dtype=np.int64)
@@ -337,7 +341,7 @@ def train(args):
 
 def predict(args):
     layer, meta = load_classifier(args.classifier)
-    model, weights_id = load_backbone(args.weights, args.device, args.seed, what="features")
+    weights_id = resolve_weights(args.weights, args.seed, what="features")
     if meta.get("weights") not in (None, weights_id):
         print(f"WARNING: the classifier was trained on features of weights {meta['weights']}, "
               f"but --weights gives {weights_id}; its labels will be unreliable", file=sys.stderr)
@@ -347,7 +351,8 @@ def predict(args):
     for p in missing:
         print(f"warning: skipping {p}: no such file", file=sys.stderr)
     paths = [p for p in args.images if os.path.isfile(p)]
-    feats, ok, _ = extract_features(model, paths, cache, args.batch_size, args.device,
+    feats, ok, _ = extract_features(lambda: build_backbone(args.weights, args.device, args.seed),
+                                    paths, cache, args.batch_size, args.device,
                                     progress=not args.no_progress)
     classes = meta["classes"]
     if ok.any():

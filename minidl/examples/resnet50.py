@@ -45,23 +45,33 @@ def warn_random_weights(seed, what="predictions"):
           file=sys.stderr, flush=True)
 
 
-def load_backbone(weights, device="cpu", seed=0, what="predictions"):
-    """ResNet-50 in eval mode on ``device`` -> (model, weights_id).
-
-    ``weights`` is a path (.npz or .pth) or "random". ``weights_id`` names the weights for
-    caches: the sha1 of the file's bytes, or "random-seed<N>".
-    """
+def resolve_weights(weights, seed=0, what="predictions"):
+    """Check ``weights`` (a path or "random") and name it for caches, without loading it:
+    the sha1 of the file's bytes, or "random-seed<N>" (after a loud warning)."""
     if weights == RANDOM:
         warn_random_weights(seed, what)
+        return f"random-seed{seed}"
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file {weights} does not exist (convert a torchvision "
+                                f"checkpoint with `python -m minidl.models.convert`, or pass "
+                                f"--weights random to test the plumbing)")
+    return "sha1-" + file_sha1(weights)
+
+
+def build_backbone(weights, device="cpu", seed=0):
+    """ResNet-50 in eval mode on ``device``, from a weights path or "random" (seeded)."""
+    if weights == RANDOM:
         minidl.manual_seed(seed)
-        model, weights_id = resnet50(), f"random-seed{seed}"
+        model = resnet50()
     else:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"weights file {weights} does not exist (convert a torchvision "
-                                    f"checkpoint with `python -m minidl.models.convert`, or pass "
-                                    f"--weights random to test the plumbing)")
-        model, weights_id = resnet50(weights=weights), "sha1-" + file_sha1(weights)
-    return model.eval().to(device), weights_id
+        model = resnet50(weights=weights)
+    return model.eval().to(device)
+
+
+def load_backbone(weights, device="cpu", seed=0, what="predictions"):
+    """-> (ResNet-50 in eval mode on ``device``, weights id); see resolve_weights."""
+    weights_id = resolve_weights(weights, seed, what)
+    return build_backbone(weights, device, seed), weights_id
 
 
 def read_batches(paths, batch_size):
