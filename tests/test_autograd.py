@@ -139,6 +139,12 @@ def test_no_grad_records_nothing_and_restores():
     assert minidl.is_grad_enabled()  # restored on exceptions too
     assert (x * 2).requires_grad
 
+    @minidl.no_grad()
+    def evaluate(t):
+        return t * 2
+
+    assert not evaluate(x).requires_grad and (x * 2).requires_grad
+
 
 def test_integer_tensors_carry_no_gradient():
     with pytest.raises(TypeError, match="floating-point"):
@@ -175,6 +181,8 @@ def test_scalar_operands_do_not_upcast():
         assert y.dtype == np.float32, y
     d = minidl.tensor([1.0], dtype="float64")
     assert (d * 2.0).dtype == np.float64
+    left = np.ones(2) * x  # a numpy array on the left still gives a Tensor
+    assert isinstance(left, minidl.Tensor) and left.dtype == np.float32
 
 
 def test_tensor_copies_its_input_and_from_numpy_shares():
