@@ -12,7 +12,6 @@ What only a GPU checks: CuPy's own code generation and NVRTC compilation, and sp
 """
 from __future__ import annotations
 
-import ctypes
 import shutil
 import subprocess
 
@@ -23,12 +22,11 @@ import minidl
 from minidl import backend
 from minidl.backend import cuda, generic
 
+from _fake_gpu import CTYPE, DTYPES, HostKernel, all_kernel_sources, build_host_kernels
+
 needs_cuda = pytest.mark.skipif(
     not minidl.cuda_available(),
     reason="needs CuPy and an NVIDIA GPU (CuPy not installed or no GPU found)")
-
-DTYPES = [np.float32, np.float64]
-CTYPE = {np.float32: "float", np.float64: "double"}
 
 # (N, C, H, W, kh, kw, sh, sw, ph, pw): overlapping windows, gaps (stride > kernel), padding,
 # windows that stop short of the far edge, non-square everything, 1x1 and one output pixel.
@@ -51,92 +49,12 @@ POOL_GEOMS = [
 ]
 
 
-# ---- the kernel bodies on the host --------------------------------------------------------
-def _params(spec):
-    """[(raw, type, name)] from CuPy's 'raw T img, int32 h' parameter syntax."""
-    out = []
-    for p in spec.split(","):
-        words = p.split()
-        out.append((words[0] == "raw", words[-2], words[-1]))
-    return out
-
-
-def _source(name, ctype, device=False):
-    """One C++ (or CUDA) function looping the kernel body over i, as CuPy's generated code does:
-    raw arrays are flat pointers, a non-raw output ``v`` is a reference to element i."""
-    in_params, out_params, body = cuda.SPECS[name]
-    c_of = {"T": ctype, "int32": "int", "int64": "long long", "float64": "double"}
-    args, refs = [], []
-    for raw, typ, pname in _params(in_params):
-        args.append(f"{c_of[typ]}* {pname}" if raw else f"{c_of[typ]} {pname}")
-    for raw, typ, pname in _params(out_params):
-        if raw:
-            args.append(f"{c_of[typ]}* {pname}")
-        else:
-            args.append(f"{c_of[typ]}* out_{pname}")
-            refs.append(f"{c_of[typ]}& {pname} = out_{pname}[i];")
-    if device:
-        head = f'extern "C" __global__ void {name}_{ctype}({", ".join(args)}, long long size)'
-        loop = ("for (ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; i < size;"
-                " i += (ptrdiff_t)blockDim.x * gridDim.x)")
-    else:
-        head = f'extern "C" void {name}_{ctype}({", ".join(args)}, long long size)'
-        loop = "for (ptrdiff_t i = 0; i < size; ++i)"
-    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; }}\n{head} {{\n"
-            f"  using namespace k_{name}_{ctype};\n  {loop} {{\n    {' '.join(refs)}\n"
-            f"{body}\n  }}\n}}\n")
-
-
-def _all_sources(device=False):
-    return "#include <cstddef>\n" + "".join(
-        _source(name, CTYPE[dt], device) for name in cuda.SPECS for dt in DTYPES)
-
-
-class _HostKernel:
-    """Called like a CuPy ElementwiseKernel (inputs, then outputs, ``size=`` when every array
-    is raw), but runs the compiled body on numpy arrays."""
-
-    def __init__(self, lib, name):
-        self.lib, self.name = lib, name
-        in_params, out_params, _ = cuda.SPECS[name]
-        self.params = _params(in_params) + _params(out_params)
-
-    def __call__(self, *args, size=None):
-        assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments"
-        t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ == "T")
-        c_args = []
-        for a, (raw, typ, pname) in zip(args, self.params):
-            if typ in ("T", "int32") and isinstance(a, np.ndarray):
-                want = t_dtype if typ == "T" else np.int32
-                assert a.dtype == want, f"{self.name}: {pname} is {a.dtype}, not {want}"
-                # the wrappers promise flat C-contiguous buffers; CuPy would cope, the host can't
-                assert a.flags.c_contiguous, f"{self.name}: {pname} is not C-contiguous"
-                if not raw:
-                    size = a.size if size is None else size
-                    assert a.size == size, f"{self.name}: {pname} has {a.size} != {size} items"
-                c_args.append(ctypes.c_void_p(a.ctypes.data))
-            else:
-                assert not isinstance(a, np.ndarray), f"{self.name}: {pname} must be a scalar"
-                c_args.append({"int32": ctypes.c_int, "int64": ctypes.c_longlong,
-                               "float64": ctypes.c_double}[typ](a))
-        assert size is not None, f"{self.name}: all arguments raw and no size="
-        fn = getattr(self.lib, f"{self.name}_{CTYPE[t_dtype.type]}")
-        fn.restype = None
-        fn(*c_args, ctypes.c_longlong(size))
-
-
 @pytest.fixture(scope="session")
 def host_library(tmp_path_factory):
-    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
-    if compiler is None:
+    lib = build_host_kernels(tmp_path_factory.mktemp("cuda_kernels"))
+    if lib is None:
         pytest.skip("no host C++ compiler (g++/clang++) to run the CUDA kernel bodies on the CPU")
-    work = tmp_path_factory.mktemp("cuda_kernels")
-    src, lib = work / "kernels.cpp", work / "kernels.so"
-    src.write_text(_all_sources())
-    done = subprocess.run([compiler, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, f"kernel bodies do not compile as C++:\n{done.stderr}"
-    return ctypes.CDLL(str(lib))
+    return lib
 
 
 class _Runner:
@@ -151,7 +69,7 @@ def run(request, monkeypatch):
         cp = backend.require_cuda()
         return _Runner(cp.asarray, cp.asnumpy)
     lib = request.getfixturevalue("host_library")
-    monkeypatch.setattr(cuda, "_kernel", lambda name: _HostKernel(lib, name))
+    monkeypatch.setattr(cuda, "_kernel", lambda name: HostKernel(lib, name))
     return _Runner(np.asarray, np.asarray)
 
 
@@ -264,7 +182,7 @@ def test_kernel_bodies_compile_as_cuda(tmp_path):
         pytest.skip("nvcc (CUDA toolkit) not installed: device compilation of the kernels "
                     "is only checked where it is")
     src = tmp_path / "kernels.cu"
-    src.write_text(_all_sources(device=True))
+    src.write_text(all_kernel_sources(device=True))
     done = subprocess.run([nvcc, "-ptx", "-o", str(tmp_path / "kernels.ptx"), str(src)],
                           capture_output=True, text=True)
     assert done.returncode == 0, f"kernel bodies do not compile as CUDA:\n{done.stderr}"

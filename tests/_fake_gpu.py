@@ -1,0 +1,195 @@
+"""Running minidl's CUDA code paths on a machine without a GPU, for tests.
+
+- ``build_host_kernels`` compiles the CUDA kernel bodies of minidl/backend/cuda.py with the host
+  C++ compiler, and ``HostKernel`` calls them the way CuPy's ElementwiseKernel would be called.
+- ``FakeCuPy`` is a numpy-backed stand-in for the ``cupy`` module: its arrays are a numpy
+  subclass that minidl takes for GPU arrays (device 'cuda'), and it returns 0-d arrays where
+  numpy returns scalars, as CuPy does. With it (and the host kernels) every device path of minidl
+  runs on the CPU: dispatch to cuda.py, device checks, moving modules, optimizers, checkpoints.
+
+What it cannot show: that CuPy itself behaves as assumed (it is more permissive, e.g. it lets
+numpy and "GPU" arrays mix, where CuPy raises), NVRTC compilation, or speed.
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+import types
+
+import numpy as np
+
+from minidl.backend import cuda
+
+DTYPES = [np.float32, np.float64]
+CTYPE = {np.float32: "float", np.float64: "double"}
+
+
+# ---- the kernel bodies on the host --------------------------------------------------------
+def params(spec):
+    """[(raw, type, name)] from CuPy's 'raw T img, int32 h' parameter syntax."""
+    out = []
+    for p in spec.split(","):
+        words = p.split()
+        out.append((words[0] == "raw", words[-2], words[-1]))
+    return out
+
+
+def kernel_source(name, ctype, device=False):
+    """One C++ (or CUDA) function looping the kernel body over i, as CuPy's generated code does:
+    raw arrays are flat pointers, a non-raw output ``v`` is a reference to element i."""
+    in_params, out_params, body = cuda.SPECS[name]
+    c_of = {"T": ctype, "int32": "int", "int64": "long long", "float64": "double"}
+    args, refs = [], []
+    for raw, typ, pname in params(in_params):
+        args.append(f"{c_of[typ]}* {pname}" if raw else f"{c_of[typ]} {pname}")
+    for raw, typ, pname in params(out_params):
+        if raw:
+            args.append(f"{c_of[typ]}* {pname}")
+        else:
+            args.append(f"{c_of[typ]}* out_{pname}")
+            refs.append(f"{c_of[typ]}& {pname} = out_{pname}[i];")
+    if device:
+        head = f'extern "C" __global__ void {name}_{ctype}({", ".join(args)}, long long size)'
+        loop = ("for (ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; i < size;"
+                " i += (ptrdiff_t)blockDim.x * gridDim.x)")
+    else:
+        head = f'extern "C" void {name}_{ctype}({", ".join(args)}, long long size)'
+        loop = "for (ptrdiff_t i = 0; i < size; ++i)"
+    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; }}\n{head} {{\n"
+            f"  using namespace k_{name}_{ctype};\n  {loop} {{\n    {' '.join(refs)}\n"
+            f"{body}\n  }}\n}}\n")
+
+
+def all_kernel_sources(device=False):
+    return "#include <cstddef>\n" + "".join(
+        kernel_source(name, CTYPE[dt], device) for name in cuda.SPECS for dt in DTYPES)
+
+
+def build_host_kernels(workdir):
+    """A ctypes library of every kernel body for float and double, or None without a compiler."""
+    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if compiler is None:
+        return None
+    src, lib = workdir / "kernels.cpp", workdir / "kernels.so"
+    src.write_text(all_kernel_sources())
+    done = subprocess.run([compiler, "-O1", "-shared", "-fPIC", "-o", str(lib), str(src)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"the CUDA kernel bodies do not compile as C++:\n{done.stderr}")
+    return ctypes.CDLL(str(lib))
+
+
+class HostKernel:
+    """Called like a CuPy ElementwiseKernel (inputs, then outputs, ``size=`` when every array
+    is raw), but runs the compiled body on numpy arrays."""
+
+    def __init__(self, lib, name):
+        self.lib, self.name = lib, name
+        in_params, out_params, _ = cuda.SPECS[name]
+        self.params = params(in_params) + params(out_params)
+
+    def __call__(self, *args, size=None):
+        assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments"
+        t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ == "T")
+        c_args = []
+        for a, (raw, typ, pname) in zip(args, self.params):
+            if typ in ("T", "int32") and isinstance(a, np.ndarray):
+                want = t_dtype if typ == "T" else np.int32
+                assert a.dtype == want, f"{self.name}: {pname} is {a.dtype}, not {want}"
+                # the wrappers promise flat C-contiguous buffers; CuPy would cope, the host can't
+                assert a.flags.c_contiguous, f"{self.name}: {pname} is not C-contiguous"
+                if not raw:
+                    size = a.size if size is None else size
+                    assert a.size == size, f"{self.name}: {pname} has {a.size} != {size} items"
+                c_args.append(ctypes.c_void_p(a.ctypes.data))
+            else:
+                assert not isinstance(a, np.ndarray), f"{self.name}: {pname} must be a scalar"
+                c_args.append({"int32": ctypes.c_int, "int64": ctypes.c_longlong,
+                               "float64": ctypes.c_double}[typ](a))
+        assert size is not None, f"{self.name}: all arguments raw and no size="
+        fn = getattr(self.lib, f"{self.name}_{CTYPE[t_dtype.type]}")
+        fn.restype = None
+        fn(*c_args, ctypes.c_longlong(size))
+
+
+# ---- a numpy-backed stand-in for the cupy module ------------------------------------------
+class FakeDeviceArray(np.ndarray):
+    """A numpy array that minidl takes for a CuPy array."""
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        # CuPy keeps reductions as 0-d device arrays where numpy would return a scalar
+        return np.asarray(array).view(FakeDeviceArray)
+
+    def get(self):
+        return np.array(self.view(np.ndarray))
+
+    def argmax(self, *args, **kwargs):  # numpy's methods return scalars without a wrap
+        return _on_device(np.ndarray.argmax(self, *args, **kwargs))
+
+    def argmin(self, *args, **kwargs):
+        return _on_device(np.ndarray.argmin(self, *args, **kwargs))
+
+
+def _on_device(result):
+    if isinstance(result, FakeDeviceArray):
+        return result
+    if isinstance(result, (np.ndarray, np.generic)):
+        return np.asarray(result).view(FakeDeviceArray)
+    if isinstance(result, (tuple, list)):
+        return type(result)(_on_device(r) for r in result)
+    return result
+
+
+class FakeCuPy(types.ModuleType):
+    """``cupy`` as far as minidl uses it; anything else falls through to numpy with its array
+    results put on the 'device'."""
+
+    ndarray = FakeDeviceArray
+
+    def __init__(self):
+        super().__init__("fake_cupy")
+        gen = [np.random.default_rng(0)]
+
+        def seed(s=None):
+            gen[0] = np.random.default_rng(s)
+
+        def random_sample(size=None, dtype=float):
+            return _on_device(gen[0].random(size, dtype=dtype))
+
+        self.random = types.SimpleNamespace(seed=seed, random_sample=random_sample)
+        self.cuda = types.SimpleNamespace(
+            runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
+            Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
+
+    @staticmethod
+    def asarray(a, dtype=None):
+        if isinstance(a, FakeDeviceArray):
+            return a if dtype is None else a.astype(dtype, copy=False)
+        return np.array(a, dtype=dtype).view(FakeDeviceArray)  # host -> device is a copy
+
+    @staticmethod
+    def asnumpy(a):
+        return np.array(a.view(np.ndarray) if isinstance(a, FakeDeviceArray) else a)
+
+    def __getattr__(self, name):
+        obj = getattr(np, name)
+        if isinstance(obj, (np.ufunc, type)) or not callable(obj):
+            return obj  # dtypes, constants, ufuncs (which keep the subclass themselves)
+
+        def on_device(*args, **kwargs):
+            return _on_device(obj(*args, **kwargs))
+        return on_device
+
+
+def install(monkeypatch, lib, fake=None):
+    """Make minidl believe ``fake`` (a FakeCuPy) is CuPy with one GPU, running the CUDA kernels
+    through the host-compiled ``lib``. Undone by monkeypatch at the end of the test."""
+    from minidl import backend
+
+    fake = fake or FakeCuPy()
+    monkeypatch.setattr(backend, "_cupy", fake)
+    monkeypatch.setattr(backend, "_cupy_checked", True)
+    monkeypatch.setattr(backend, "_cuda_ready", True)
+    monkeypatch.setattr(cuda, "_kernel", lambda name: HostKernel(lib, name))
+    return fake
