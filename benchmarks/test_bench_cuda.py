@@ -1,0 +1,122 @@
+"""GPU benchmarks: minidl on CuPy against PyTorch on CUDA, same weights, same batch, same group
+(so ``tools/bench_ratios.py`` prints minidl/PyTorch per group as for the CPU benchmarks).
+
+Skipped, with the reason, without CuPy and an NVIDIA GPU; the torch twins also need a CUDA
+build of PyTorch. Every timed call ends with a device synchronize, so it measures finished GPU
+work, not kernel launches. TF32 is off on both sides (CuPy's default; PyTorch allows it in
+cuDNN convolutions by default), so both compute in full float32.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn.functional as F
+
+from _common import copy_weights, lenet5_minidl, lenet5_torch, resnet50_torch, seeded_inputs
+
+pytestmark = pytest.mark.skipif(
+    not minidl.cuda_available(),
+    reason="needs CuPy and an NVIDIA GPU (CuPy not installed or no GPU found): no GPU benchmarks")
+
+FRAMEWORKS = ["minidl", "torch"]
+
+
+@pytest.fixture(scope="module")
+def torch_cuda(torch):
+    if not torch.cuda.is_available():
+        pytest.skip("PyTorch has no CUDA here (CPU-only build or no GPU): no GPU twin")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True  # PyTorch at its best: tuned conv algorithms
+    return torch
+
+
+def _sync_minidl():
+    minidl.backend.require_cuda().cuda.Device().synchronize()
+
+
+def _lenet_train_step(request, fw, batch):
+    (x,) = seeded_inputs((batch, 1, 28, 28))
+    y = np.random.default_rng(1).integers(0, 10, batch)
+    minidl.manual_seed(0)
+    model = lenet5_minidl()
+    if fw == "torch":
+        torch = request.getfixturevalue("torch_cuda")
+        tmodel = copy_weights(torch, model, lenet5_torch(torch)).cuda()
+        opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
+        xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
+
+        def step():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
+            loss.backward()
+            opt.step()
+            torch.cuda.synchronize()
+            return loss
+    else:
+        model.to("cuda")
+        opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        xm, ym = minidl.tensor(x, device="cuda"), minidl.tensor(y, device="cuda")
+
+        def step():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xm), ym)
+            loss.backward()
+            opt.step()
+            _sync_minidl()
+            return loss
+    step()  # warm-up outside the timing: CuPy compiles its kernels, cuBLAS/cuDNN pick algorithms
+    return step
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("batch", [128, 1024])
+def test_gpu_lenet5_train_step(benchmark, request, fw, batch):
+    benchmark.group = f"gpu-lenet5-train-step-b{batch}"
+    benchmark(_lenet_train_step(request, fw, batch))
+
+
+def test_gpu_train_steps_agree(request):
+    """Guards the comparison: both frameworks take the same steps from the same weights."""
+    request.getfixturevalue("torch_cuda")
+    losses = []
+    for fw in FRAMEWORKS:
+        step = _lenet_train_step(request, fw, 64)  # its warm-up is the first step
+        losses.append([float(step()) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_gpu_resnet50_inference_b64(benchmark, request, fw):
+    benchmark.group = "gpu-resnet50-inference-b64-224"
+    try:
+        from minidl.models import resnet50
+    except ImportError as exc:
+        pytest.skip(f"minidl.models.resnet50 is not importable ({exc})")
+    torch = request.getfixturevalue("torch_cuda")  # the twin is also the correctness check
+    minidl.manual_seed(0)
+    model = resnet50().eval()
+    tmodel = copy_weights(torch, model, resnet50_torch(torch)).eval().cuda()
+    model.to("cuda")
+    (x,) = seeded_inputs((64, 3, 224, 224))
+    xm, xt = minidl.tensor(x, device="cuda"), torch.from_numpy(x).cuda()
+
+    def run_minidl():
+        with minidl.no_grad():
+            out = model(xm)
+        _sync_minidl()
+        return out
+
+    def run_torch():
+        with torch.no_grad():
+            out = tmodel(xt)
+        torch.cuda.synchronize()
+        return out
+
+    run = run_torch if fw == "torch" else run_minidl
+    if fw == "minidl":
+        np.testing.assert_allclose(run_minidl().numpy(), run_torch().cpu().numpy(),
+                                   rtol=1e-2, atol=1e-2)
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
