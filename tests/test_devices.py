@@ -166,11 +166,11 @@ def test_op_on_device_matches_cpu_and_torch(device, name, fn, specs):
         assert g is None or (g.device == device and g.dtype == np.float32)
     if device != "cpu":
         ref_out, ref_grads, _ = _run_op(fn, built, "cpu", namespace)
-        np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-5, atol=1e-6,
+        np.testing.assert_allclose(out.numpy(), ref_out.numpy(), rtol=1e-4, atol=1e-5,
                                    err_msg=f"{name}: forward on {device} vs cpu")
         for k, (g, r) in enumerate(zip(grads, ref_grads)):
             if r is not None:
-                np.testing.assert_allclose(_host(g), _host(r), rtol=1e-5, atol=1e-6,
+                np.testing.assert_allclose(_host(g), _host(r), rtol=1e-4, atol=1e-5,
                                            err_msg=f"{name}: gradient {k} on {device} vs cpu")
     torch = sys.modules.get("torch") or _try_torch()
     if torch is None:
@@ -256,10 +256,11 @@ def test_lenet5_training_step_matches_cpu(device):
     model, losses = _lenet_steps(device, state, x, y)
     assert all(p.device == device for p in model.parameters())
     ref, ref_losses = _lenet_steps("cpu", state, x, y)
-    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    # float32 GEMMs on cuBLAS and on the CPU's BLAS round differently: agreement, not identity
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-4)
     assert losses[1] < losses[0]
     for (name, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 # ---- modules, optimizers, checkpoints, data ---------------------------------------------------
@@ -296,7 +297,7 @@ def test_module_to_keeps_parameter_identity_and_the_optimizer_follows(device):
     for buf in (s["momentum_buffer"] for s in opt.state.values()):
         assert backend.device_of(buf) == device
     for (name, p), (_, q) in zip(net.state_dict().items(), ref.state_dict().items()):
-        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
     net.to("cpu")
     assert all(t.device == "cpu" for t in list(net.parameters()) + list(net.buffers()))
 
