@@ -14,30 +14,46 @@ into NCHW, which ``cols_to_nchw`` fuses with the bias add.
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from . import generic
 from .generic import out_size
+
+# numba's OpenMP layer keeps its threads spinning after each parallel loop, and numpy's BLAS
+# (OpenBLAS, its own thread pool) then waits for cores those spinners hold: a 70 us matmul right
+# after a kernel took milliseconds. The workqueue layer's threads sleep when idle. It is not
+# safe to enter from two Python threads at once, so every parallel kernel runs under _launch.
+# A layer the user chose (NUMBA_THREADING_LAYER) is left alone.
+if not os.environ.get("NUMBA_THREADING_LAYER"):
+    numba.config.THREADING_LAYER = "workqueue"
+_launch = threading.Lock()
 
 # Below this many elements a prange launch costs more than the loop it splits.
 _PARALLEL_MIN = 1 << 14
 
 
 # ---- im2col / col2im ----------------------------------------------------------------------
+# Indices that the compiler cannot prove non-negative (they subtract the padding) are cast to
+# np.uintp: numba then skips its negative-index wraparound branch, which otherwise stops LLVM
+# from vectorising the inner loops (3-5x slower). Every such index is in range by construction.
 @njit(cache=True, inline="always")
-def _valid_cols(j, w, sw, pw, ow):
-    """Output columns [x0, x1) whose input column xx*sw - pw + j lies inside [0, w)."""
-    x0 = 0
-    if pw > j:
-        x0 = (pw - j + sw - 1) // sw
-    x1 = (w - 1 + pw - j) // sw + 1
-    if x1 > ow:
-        x1 = ow
-    if x1 < x0:
-        x1 = x0
-    return x0, x1
+def _valid_range(k, size, stride, pad, out):
+    """Output positions [lo, hi) whose input position o*stride - pad + k lies in [0, size)."""
+    lo = 0
+    if pad > k:
+        lo = (pad - k + stride - 1) // stride
+    hi = (size - 1 + pad - k) // stride + 1
+    if hi > out:
+        hi = out
+    if hi < lo:
+        hi = lo
+    return lo, hi
 
 
 @njit(parallel=True, cache=True)
@@ -49,23 +65,27 @@ def _im2col_t(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
     for nc in prange(n * c):
         b = nc // c
         ci = nc - b * c
+        src = x[b, ci].reshape(-1)
         for i in range(kh):
+            y0, y1 = _valid_range(i, h, sh, ph, oh)
             for j in range(kw):
-                r = (ci * kh + i) * kw + j
-                x0, x1 = _valid_cols(j, w, sw, pw, ow)
-                for y in range(oh):
-                    iy = y * sh - ph + i
-                    o = b * length + y * ow
-                    if iy < 0 or iy >= h:
-                        for xx in range(ow):
-                            col[r, o + xx] = 0
-                    else:
-                        for xx in range(x0):
-                            col[r, o + xx] = 0
+                x0, x1 = _valid_range(j, w, sw, pw, ow)
+                dst = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
+                dst[:y0 * ow] = 0
+                dst[y1 * ow:] = 0
+                for y in range(y0, y1):
+                    ob = y * ow
+                    ib = (y * sh - ph + i) * w + j - pw
+                    for xx in range(x0):
+                        dst[ob + xx] = 0
+                    if sw == 1:
                         for xx in range(x0, x1):
-                            col[r, o + xx] = x[b, ci, iy, xx * sw - pw + j]
-                        for xx in range(x1, ow):
-                            col[r, o + xx] = 0
+                            dst[np.uintp(ob + xx)] = src[np.uintp(ib + xx)]
+                    else:
+                        for xx in range(x0, x1):
+                            dst[np.uintp(ob + xx)] = src[np.uintp(ib + xx * sw)]
+                    for xx in range(x1, ow):
+                        dst[ob + xx] = 0
 
 
 @njit(parallel=True, cache=True)
@@ -76,19 +96,22 @@ def _col2im_t(col, kh, kw, sh, sw, ph, pw, oh, ow, out):
     for nc in prange(n * c):
         b = nc // c
         ci = nc - b * c
-        plane = out[b, ci]
-        plane[:, :] = 0
+        dst = out[b, ci].reshape(-1)
+        dst[:] = 0
         for i in range(kh):
+            y0, y1 = _valid_range(i, h, sh, ph, oh)
             for j in range(kw):
-                r = (ci * kh + i) * kw + j
-                x0, x1 = _valid_cols(j, w, sw, pw, ow)
-                for y in range(oh):
-                    iy = y * sh - ph + i
-                    if iy < 0 or iy >= h:
-                        continue
-                    o = b * length + y * ow
-                    for xx in range(x0, x1):
-                        plane[iy, xx * sw - pw + j] += col[r, o + xx]
+                x0, x1 = _valid_range(j, w, sw, pw, ow)
+                src = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
+                for y in range(y0, y1):
+                    ib = y * ow
+                    ob = (y * sh - ph + i) * w + j - pw
+                    if sw == 1:
+                        for xx in range(x0, x1):
+                            dst[np.uintp(ob + xx)] += src[np.uintp(ib + xx)]
+                    else:
+                        for xx in range(x0, x1):
+                            dst[np.uintp(ob + xx * sw)] += src[np.uintp(ib + xx)]
 
 
 # ---- conv output layout --------------------------------------------------------------------
@@ -109,7 +132,9 @@ def _cols_to_nchw(y2, bias, has_bias, out):
             dst[:] = src
 
 
-@njit(parallel=True, cache=True)
+# reassoc lets the compiler split the bias-gradient sums into vector lanes (a different but
+# equally accurate summation order); nothing else in these kernels is reordered.
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
 def _nchw_to_cols(g, out, gb):
     """(N, Co, L) gradient -> (Co, N*L) for the GEMMs, with the bias gradient summed on the way."""
     n, co, length = g.shape
@@ -125,7 +150,7 @@ def _nchw_to_cols(g, out, gb):
         gb[k] = s
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath={"reassoc"})
 def _sum_nl(g, gb):
     """Bias gradient of an (N, Co, L) gradient when no (Co, N*L) copy is needed."""
     n, co, length = g.shape
@@ -160,7 +185,7 @@ def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
                         ix = ox * sw - pw + j
                         v = ninf
                         if 0 <= iy < h and 0 <= ix < w:
-                            v = src[iy, ix]
+                            v = src[np.uintp(iy), np.uintp(ix)]
                         if bi < 0 or v > best or (v != v and best == best):
                             best = v
                             bi = i * kw + j
@@ -218,7 +243,7 @@ def _max_pool_bwd(gy, arg, kw, sh, sw, ph, pw, gx):
                 iy = oy * sh - ph + k // kw
                 ix = ox * sw - pw + k % kw
                 if 0 <= iy < h and 0 <= ix < w:  # a winner in the padding gets no gradient
-                    dst[iy, ix] += g[oy, ox]
+                    dst[np.uintp(iy), np.uintp(ix)] += g[oy, ox]
 
 
 # ---- ReLU ----------------------------------------------------------------------------------
@@ -279,8 +304,16 @@ def _softmax_xent_bwd(prob, target, scale, grad):
 
 
 # ---- Python wrappers (the kernel set ``backend.kernels(numpy)`` returns) --------------------
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _c(a):
     return np.ascontiguousarray(a)
+
+
+def _run(kernel, *args):
+    with _launch:
+        kernel(*args)
 
 
 class _ScratchPool:
@@ -295,21 +328,23 @@ class _ScratchPool:
     def __init__(self, max_bytes=256 << 20):
         self.buffers = []
         self.max_bytes = max_bytes
+        self.lock = threading.Lock()
 
     def get(self, shape, dtype):
         dtype = np.dtype(dtype)
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        best = None
-        for buf in self.buffers:
-            # 3 references: the list, the loop variable and getrefcount's argument
-            if buf.nbytes >= nbytes and sys.getrefcount(buf) <= 3:
-                if best is None or buf.nbytes < best.nbytes:
-                    best = buf
-        if best is None:
-            best = np.empty(nbytes, dtype=np.uint8)
-            self.buffers.append(best)
-            self._trim()
-        return best[:nbytes].view(dtype).reshape(shape)
+        with self.lock:
+            best = None
+            for buf in self.buffers:
+                # 3 references: the list, the loop variable and getrefcount's argument
+                if buf.nbytes >= nbytes and sys.getrefcount(buf) <= 3:
+                    if best is None or buf.nbytes < best.nbytes:
+                        best = buf
+            if best is None:
+                best = np.empty(nbytes, dtype=np.uint8)
+                self.buffers.append(best)
+                self._trim()
+            return best[:nbytes].view(dtype).reshape(shape)
 
     def _trim(self):
         total = sum(b.nbytes for b in self.buffers)
@@ -324,34 +359,37 @@ class _ScratchPool:
 _pool = _ScratchPool()
 
 
-def im2col_t(x, kh, kw, sh, sw, ph, pw, out=None):
+def im2col_t(x, kh, kw, sh, sw, ph, pw):
     """(N, C, H, W) -> (C*kh*kw, N*OH*OW): every sample's columns side by side, ready for one
     GEMM with the (C_out, C*kh*kw) weight."""
+    if x.dtype not in _FLOATS:
+        col = generic.im2col(x, kh, kw, sh, sw, ph, pw)
+        return col.transpose(1, 0, 2).reshape(col.shape[1], -1)
     x = _c(x)
     n, c, h, w = x.shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
-    if out is None:
-        out = _pool.get((c * kh * kw, n * oh * ow), x.dtype)
-    _im2col_t(x, kh, kw, sh, sw, ph, pw, oh, ow, out)
+    out = _pool.get((c * kh * kw, n * oh * ow), x.dtype)
+    _run(_im2col_t, x, kh, kw, sh, sw, ph, pw, oh, ow, out)
     return out
 
 
 def col2im_t(col, x_shape, kh, kw, sh, sw, ph, pw):
     """Adjoint of ``im2col_t``: (C*kh*kw, N*OH*OW) -> (N, C, H, W)."""
-    col = _c(col)
     n, c, h, w = x_shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    if col.dtype not in _FLOATS:
+        col = col.reshape(col.shape[0], n, -1).transpose(1, 0, 2)
+        return generic.col2im(col, x_shape, kh, kw, sh, sw, ph, pw)
     out = np.empty((n, c, h, w), dtype=col.dtype)
-    _col2im_t(col, kh, kw, sh, sw, ph, pw, oh, ow, out)
+    _run(_col2im_t, _c(col), kh, kw, sh, sw, ph, pw, oh, ow, out)
     return out
 
 
 def im2col(x, kh, kw, sh, sw, ph, pw):
     """Same contract as ``generic.im2col``: (N, C, H, W) -> (N, C*kh*kw, OH*OW)."""
     n = x.shape[0]
-    col = im2col_t(x, kh, kw, sh, sw, ph, pw, out=None)
-    k = col.shape[0]
-    return np.ascontiguousarray(col.reshape(k, n, -1).transpose(1, 0, 2))
+    col = im2col_t(x, kh, kw, sh, sw, ph, pw)
+    return np.ascontiguousarray(col.reshape(col.shape[0], n, -1).transpose(1, 0, 2))
 
 
 def col2im(col, x_shape, kh, kw, sh, sw, ph, pw):
@@ -363,73 +401,89 @@ def col2im(col, x_shape, kh, kw, sh, sw, ph, pw):
 def cols_to_nchw(y2, bias, n, oh, ow):
     """(C_out, N*OH*OW) -> (N, C_out, OH, OW) plus the bias (None for none)."""
     co = y2.shape[0]
+    if y2.dtype not in _FLOATS:
+        y = np.ascontiguousarray(y2.reshape(co, n, -1).transpose(1, 0, 2))
+        if bias is not None:
+            y += bias[:, None]
+        return y.reshape(n, co, oh, ow)
     out = np.empty((n, co, oh * ow), dtype=y2.dtype)
     if bias is None:
-        _cols_to_nchw(_c(y2), np.zeros(1, y2.dtype), False, out)
+        _run(_cols_to_nchw, _c(y2), np.zeros(1, y2.dtype), False, out)
     else:
-        _cols_to_nchw(_c(y2), _c(bias).astype(y2.dtype, copy=False), True, out)
+        _run(_cols_to_nchw, _c(y2), _c(bias).astype(y2.dtype, copy=False), True, out)
     return out.reshape(n, co, oh, ow)
 
 
 def nchw_to_cols(g):
     """(N, C_out, OH, OW) -> ((C_out, N*OH*OW), bias gradient (C_out,))."""
     n, co = g.shape[:2]
+    if g.dtype not in _FLOATS:
+        g2 = g.reshape(n, co, -1).transpose(1, 0, 2).reshape(co, -1)
+        return g2, g2.sum(axis=1)
     g3 = _c(g).reshape(n, co, -1)
     out = _pool.get((co, n * g3.shape[2]), g.dtype)
     gb = np.empty(co, dtype=g.dtype)
-    _nchw_to_cols(g3, out, gb)
+    _run(_nchw_to_cols, g3, out, gb)
     return out, gb
 
 
 def bias_grad_nchw(g):
     """Sum of an (N, C, ...) gradient over every dim but the channel dim."""
     n, co = g.shape[:2]
+    if g.dtype not in _FLOATS:
+        return g.reshape(n, co, -1).sum(axis=(0, 2))
     gb = np.empty(co, dtype=g.dtype)
-    _sum_nl(_c(g).reshape(n, co, -1), gb)
+    _run(_sum_nl, _c(g).reshape(n, co, -1), gb)
     return gb
 
 
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     """Returns (y, argmax) with argmax the flat index i*kw+j of the winner (int32), as generic."""
+    if x.dtype not in _FLOATS:
+        return generic.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
     x = _c(x)
     n, c, h, w = x.shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     arg = np.empty((n, c, oh, ow), dtype=np.int32)
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        _max_pool_fwd_2x2(x, y, arg)
+        _run(_max_pool_fwd_2x2, x, y, arg)
     else:
-        _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg)
+        _run(_max_pool_fwd, x, kh, kw, sh, sw, ph, pw, y, arg)
     return y, arg
 
 
 def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    if gy.dtype not in _FLOATS:
+        return generic.max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw)
     gx = np.empty(x_shape, dtype=gy.dtype)
-    _max_pool_bwd(_c(gy), _c(arg), kw, sh, sw, ph, pw, gx)
+    _run(_max_pool_bwd, _c(gy), _c(arg).astype(np.int32, copy=False), kw, sh, sw, ph, pw, gx)
     return gx
 
 
 def relu_forward(x):
-    if x.size < _PARALLEL_MIN:
+    if x.size < _PARALLEL_MIN or x.dtype not in _FLOATS:
         return np.maximum(x, 0)
     x = _c(x)
     y = np.empty_like(x)
-    _relu_fwd(x, y)
+    _run(_relu_fwd, x, y)
     return y
 
 
 def relu_backward(g, y):
     """Gradient of ReLU from its output: y > 0 exactly where the input was > 0."""
-    if g.size < _PARALLEL_MIN:
+    if g.size < _PARALLEL_MIN or g.dtype not in _FLOATS or g.dtype != y.dtype:
         return g * (y > 0)
     g, y = _c(g), _c(y)
     gx = np.empty_like(g)
-    _relu_bwd(g, y, gx)
+    _run(_relu_bwd, g, y, gx)
     return gx
 
 
 def softmax_cross_entropy(logits, target):
     """(per-row losses, softmax probabilities) of logits (N, C) against class indices (N,)."""
+    if logits.dtype not in _FLOATS:
+        logits = logits.astype(np.float64)
     logits = _c(logits)
     prob = np.empty_like(logits)
     losses = np.empty(logits.shape[0], dtype=logits.dtype)

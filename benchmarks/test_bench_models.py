@@ -1,0 +1,127 @@
+"""Whole models, minidl against PyTorch: training steps (forward, loss, backward, SGD with
+momentum) and inference, on the same weights and the same batch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn.functional as F
+
+from _common import (copy_weights, lenet5_minidl, lenet5_torch, minidl_sgd, mlp_minidl, mlp_torch,
+                     resnet50_torch, seeded_inputs)
+
+FRAMEWORKS = ["minidl", "torch"]
+
+
+def _train_step(request, fw, build_minidl, build_torch, x, y):
+    minidl.manual_seed(0)
+    model = build_minidl()
+    if fw == "torch":
+        torch = request.getfixturevalue("torch")
+        tmodel = copy_weights(torch, model, build_torch(torch))
+        opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+        def step():
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
+            loss.backward()
+            opt.step()
+            return loss
+    else:
+        opt = minidl_sgd(model)
+        xm, ym = minidl.tensor(x), minidl.tensor(y)
+
+        def step():
+            opt.zero_grad()
+            loss = F.cross_entropy(model(xm), ym)
+            loss.backward()
+            opt.step()
+            return loss
+    return step
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_lenet5_train_step_b128(benchmark, request, fw):
+    benchmark.group = "lenet5-train-step-b128"
+    (x,) = seeded_inputs((128, 1, 28, 28))
+    y = np.random.default_rng(1).integers(0, 10, 128)
+    benchmark(_train_step(request, fw, lenet5_minidl, lenet5_torch, x, y))
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_mlp_train_step_b128(benchmark, request, fw):
+    benchmark.group = "mlp-784-256-10-train-step-b128"
+    (x,) = seeded_inputs((128, 784))
+    y = np.random.default_rng(1).integers(0, 10, 128)
+    benchmark(_train_step(request, fw, mlp_minidl, mlp_torch, x, y))
+
+
+def test_train_steps_agree(request):
+    """Guards the comparison: both frameworks take the same step from the same weights."""
+    torch = request.getfixturevalue("torch")
+    (x,) = seeded_inputs((16, 1, 28, 28))
+    y = np.random.default_rng(1).integers(0, 10, 16)
+    losses = []
+    for fw in FRAMEWORKS:
+        step = _train_step(request, fw, lenet5_minidl, lenet5_torch, x, y)
+        losses.append([float(step()) for _ in range(3)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+    assert torch is not None
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_lenet5_inference_b1000(benchmark, request, fw):
+    benchmark.group = "lenet5-inference-b1000"
+    (x,) = seeded_inputs((1000, 1, 28, 28))
+    minidl.manual_seed(0)
+    model = lenet5_minidl().eval()
+    if fw == "torch":
+        torch = request.getfixturevalue("torch")
+        tmodel = copy_weights(torch, model, lenet5_torch(torch)).eval()
+        xt = torch.from_numpy(x)
+
+        def run():
+            with torch.no_grad():
+                return tmodel(xt)
+    else:
+        xm = minidl.tensor(x)
+
+        def run():
+            with minidl.no_grad():
+                return model(xm)
+    benchmark(run)
+
+
+def _resnet50():
+    try:
+        from minidl.models import resnet50
+    except ImportError as exc:
+        pytest.skip(f"minidl.models.resnet50 is not importable ({exc})")
+    return resnet50
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_resnet50_inference(benchmark, request, fw, batch):
+    benchmark.group = f"resnet50-inference-b{batch}-224"
+    torch = request.getfixturevalue("torch")  # the twin is also the correctness check
+    minidl.manual_seed(0)
+    model = _resnet50()().eval()
+    tmodel = copy_weights(torch, model, resnet50_torch(torch)).eval()
+    (x,) = seeded_inputs((batch, 3, 224, 224))
+    xm, xt = minidl.tensor(x), torch.from_numpy(x)
+
+    def run_minidl():
+        with minidl.no_grad():
+            return model(xm)
+
+    def run_torch():
+        with torch.no_grad():
+            return tmodel(xt)
+
+    run = run_torch if fw == "torch" else run_minidl
+    if fw == "minidl":
+        np.testing.assert_allclose(run_minidl().numpy(), run_torch().numpy(), rtol=1e-2, atol=1e-2)
+    benchmark.pedantic(run, rounds=5 if batch == 1 else 3, warmup_rounds=1)
