@@ -21,6 +21,16 @@ GEOMS = [
 ]
 
 
+@pytest.fixture(params=["serial", "parallel"], autouse=True)
+def drivers(request, monkeypatch):
+    """Run every test with the serial kernel drivers and again with the prange ones (the
+    thresholds that pick between them are set to 0 or out of reach)."""
+    size = 0 if request.param == "parallel" else 1 << 62
+    for name in ("_PAR_COL", "_PAR_POOL", "_PAR_RELU", "_PAR_MACS"):
+        monkeypatch.setattr(cpu, name, size)
+    return request.param
+
+
 def _tol(dtype):
     return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
 
@@ -117,6 +127,51 @@ def test_conv_layout_helpers(dtype):
     np.testing.assert_allclose(cpu.bias_grad_nchw(g), g.sum(axis=(0, 2, 3)), **_tol(dtype))
 
 
+def _conv_reference(x, w, b, ph, pw):
+    """Convolution by the generic im2col, in float64."""
+    n = x.shape[0]
+    co, ci, kh, kw = w.shape
+    col = generic.im2col(x.astype(np.float64), kh, kw, 1, 1, ph, pw)
+    y = w.reshape(co, -1).astype(np.float64) @ col
+    if b is not None:
+        y += b[:, None]
+    oh, ow = x.shape[2] + 2 * ph - kh + 1, x.shape[3] + 2 * pw - kw + 1
+    return y.reshape(n, co, oh, ow), col
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [((3, 1, 9, 7), (4, 1, 5, 5), 2, 2), ((2, 1, 6, 6), (3, 1, 3, 2), 0, 1),
+                                  ((2, 2, 5, 8), (5, 2, 3, 3), 1, 0), ((1, 1, 4, 4), (2, 1, 4, 4), 0, 0)])
+@pytest.mark.parametrize("noncontig", [False, True])
+def test_direct_conv_matches_im2col_reference(geom, dtype, noncontig):
+    xs, ws, ph, pw = geom
+    rng = np.random.default_rng(7)
+    x = _rand(rng, xs, dtype, noncontig)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    assert cpu.use_direct_conv(xs, ws, (1, 1))
+    ref, col = _conv_reference(x, w, b, ph, pw)
+    for bias in (b, None):
+        got = cpu.conv2d_direct(x, w, bias, ph, pw)
+        assert got.dtype == dtype and got.shape == ref.shape
+        expect = ref if bias is not None else ref - b[:, None, None]
+        np.testing.assert_allclose(got, expect, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-4 if dtype == np.float32 else 1e-10)
+    g = _rand(rng, ref.shape, dtype, noncontig)
+    gw, gb = cpu.conv2d_direct_wgrad(x, g, ws[2], ws[3], ph, pw)
+    g2 = g.astype(np.float64).reshape(xs[0], ws[0], -1)
+    gw_ref = np.einsum("nol,nkl->ok", g2, col).reshape(ws)
+    assert gw.dtype == dtype and gb.dtype == dtype
+    np.testing.assert_allclose(gw, gw_ref, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-4)
+    np.testing.assert_allclose(gb, g2.sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
+
+
+def test_direct_conv_is_only_chosen_where_it_pays():
+    assert cpu.use_direct_conv((128, 1, 28, 28), (6, 1, 5, 5), (1, 1))      # LeNet conv1
+    assert not cpu.use_direct_conv((128, 6, 14, 14), (16, 6, 5, 5), (1, 1))  # LeNet conv2
+    assert not cpu.use_direct_conv((1, 1, 28, 28), (6, 1, 5, 5), (2, 2))     # strided
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [7, 100_000])  # below and above the parallel threshold
 def test_relu_kernels(dtype, size):
@@ -183,3 +238,31 @@ def test_kernel_dispatch_survives_a_broken_numba(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     with pytest.warns(RuntimeWarning, match="numba kernels unavailable"):
         assert backend.kernels(np) is generic
+
+
+@pytest.mark.parametrize("shapes", [((2, 1, 6, 5), (3, 1, 3, 3), 1),    # direct path (thin input)
+                                    ((2, 3, 6, 5), (4, 3, 3, 3), 1),    # im2col + GEMM
+                                    ((2, 3, 4, 4), (4, 3, 1, 1), 0)])   # 1x1: no im2col
+def test_conv2d_paths_pass_gradcheck(shapes):
+    import minidl
+    import minidl.nn.functional as F
+    from minidl.testing import gradcheck
+
+    xs, ws, pad = shapes
+    rng = np.random.default_rng(8)
+    x, w, b = (minidl.tensor(rng.standard_normal(s), requires_grad=True, dtype=np.float64)
+               for s in (xs, ws, (ws[0],)))
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=pad), [x, w, b])
+
+
+def test_max_pool_and_relu_pass_gradcheck():
+    import minidl
+    import minidl.nn.functional as F
+    from minidl.testing import gradcheck
+
+    rng = np.random.default_rng(9)
+    # distinct values: the finite differences never straddle a tie or a kink
+    x = minidl.tensor(rng.permutation(2 * 3 * 7 * 6).reshape(2, 3, 7, 6) / 10.0 - 12,
+                      requires_grad=True, dtype=np.float64)
+    assert gradcheck(lambda x: F.relu(F.max_pool2d(x, 2)), [x])
+    assert gradcheck(lambda x: F.max_pool2d(x, 3, stride=2, padding=1), [x])

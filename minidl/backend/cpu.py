@@ -25,17 +25,29 @@ from numba import njit, prange
 from . import generic
 from .generic import out_size
 
-# numba's OpenMP layer keeps its threads spinning after each parallel loop, and numpy's BLAS
-# (OpenBLAS, its own thread pool) then waits for cores those spinners hold: a 70 us matmul right
-# after a kernel took milliseconds. The workqueue layer's threads sleep when idle. It is not
-# safe to enter from two Python threads at once, so every parallel kernel runs under _launch.
-# A layer the user chose (NUMBA_THREADING_LAYER) is left alone.
+# numba's default OpenMP layer keeps idle workers spinning, and two pools then fight over the 2
+# cores: numpy's BLAS (OpenBLAS) right after a kernel took 8 ms instead of 0.1 ms, and with
+# PyTorch's own OpenMP runtime in the same process a LeNet step went from 13 ms to 500 ms.
+# The workqueue layer's workers sleep when idle (launches cost more, ~50 us, so small arrays
+# take serial paths), and it is fork-safe. It is not safe to enter from two Python threads at
+# once, so every parallel kernel runs under _launch. A layer the user chose is left alone.
 if not os.environ.get("NUMBA_THREADING_LAYER"):
     numba.config.THREADING_LAYER = "workqueue"
 _launch = threading.Lock()
 
-# Below this many elements a prange launch costs more than the loop it splits.
-_PARALLEL_MIN = 1 << 14
+# Every kernel below works task by task (a task is one image plane, one sample, ...) and has two
+# drivers: a prange one and a serial one. The serial one runs unless the work is large: a
+# workqueue launch must wake a sleeping thread, which on this class of VM takes 50-500 us, and
+# numpy's BLAS threads may still hold the other core just after a matmul. Measured on LeNet-5
+# (batch 128), parallel kernels below these sizes gained nothing in the median step time.
+_PAR_COL = 1 << 22      # im2col/col2im and the conv layout kernels, by column-matrix size
+_PAR_POOL = 1 << 22     # max-pool, by input size
+_PAR_RELU = 1 << 23     # ReLU streams at ~0.1 ns per element
+_PAR_MACS = 1 << 25     # direct convolution, by multiply-adds
+
+
+def _parallel(size, threshold):
+    return size >= threshold and numba.get_num_threads() > 1
 
 
 # ---- im2col / col2im ----------------------------------------------------------------------
@@ -56,219 +68,435 @@ def _valid_range(k, size, stride, pad, out):
     return lo, hi
 
 
-@njit(parallel=True, cache=True)
-def _im2col_t(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
-    n, c, h, w = x.shape
+@njit(cache=True)
+def _im2col_task(x, kh, kw, sh, sw, ph, pw, oh, ow, col, nc):
+    """One (sample, channel) plane: it owns kh*kw rows of one column block, so tasks never
+    write the same memory. Padding is handled here instead of by a padded copy of x."""
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
     length = oh * ow
-    # One (sample, channel) plane per task: it owns kh*kw rows of one column block, so no two
-    # tasks write the same memory. Padding is handled here instead of by a padded copy of x.
-    for nc in prange(n * c):
-        b = nc // c
-        ci = nc - b * c
-        src = x[b, ci].reshape(-1)
-        for i in range(kh):
-            y0, y1 = _valid_range(i, h, sh, ph, oh)
-            for j in range(kw):
-                x0, x1 = _valid_range(j, w, sw, pw, ow)
-                dst = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
-                dst[:y0 * ow] = 0
-                dst[y1 * ow:] = 0
-                for y in range(y0, y1):
-                    ob = y * ow
-                    ib = (y * sh - ph + i) * w + j - pw
-                    for xx in range(x0):
-                        dst[ob + xx] = 0
-                    if sw == 1:
-                        for xx in range(x0, x1):
-                            dst[np.uintp(ob + xx)] = src[np.uintp(ib + xx)]
-                    else:
-                        for xx in range(x0, x1):
-                            dst[np.uintp(ob + xx)] = src[np.uintp(ib + xx * sw)]
-                    for xx in range(x1, ow):
-                        dst[ob + xx] = 0
+    b = nc // c
+    ci = nc - b * c
+    src = x[b, ci].reshape(-1)
+    for i in range(kh):
+        y0, y1 = _valid_range(i, h, sh, ph, oh)
+        for j in range(kw):
+            x0, x1 = _valid_range(j, w, sw, pw, ow)
+            dst = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
+            dst[:y0 * ow] = 0
+            dst[y1 * ow:] = 0
+            for y in range(y0, y1):
+                ob = y * ow
+                ib = (y * sh - ph + i) * w + j - pw
+                for xx in range(x0):
+                    dst[ob + xx] = 0
+                if sw == 1:
+                    for xx in range(x0, x1):
+                        dst[np.uintp(ob + xx)] = src[np.uintp(ib + xx)]
+                else:
+                    for xx in range(x0, x1):
+                        dst[np.uintp(ob + xx)] = src[np.uintp(ib + xx * sw)]
+                for xx in range(x1, ow):
+                    dst[ob + xx] = 0
 
 
 @njit(parallel=True, cache=True)
-def _col2im_t(col, kh, kw, sh, sw, ph, pw, oh, ow, out):
-    n, c, h, w = out.shape
+def _im2col_par(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
+    for nc in prange(x.shape[0] * x.shape[1]):
+        _im2col_task(x, kh, kw, sh, sw, ph, pw, oh, ow, col, nc)
+
+
+@njit(cache=True)
+def _im2col_ser(x, kh, kw, sh, sw, ph, pw, oh, ow, col):
+    for nc in range(x.shape[0] * x.shape[1]):
+        _im2col_task(x, kh, kw, sh, sw, ph, pw, oh, ow, col, nc)
+
+
+@njit(cache=True)
+def _col2im_task(col, kh, kw, sh, sw, ph, pw, oh, ow, out, nc):
+    """One output plane per task, so the scatter-add needs no atomics."""
+    c, h, w = out.shape[1], out.shape[2], out.shape[3]
     length = oh * ow
-    # Each task owns one output plane, so the scatter-add needs no atomics.
-    for nc in prange(n * c):
-        b = nc // c
-        ci = nc - b * c
-        dst = out[b, ci].reshape(-1)
-        dst[:] = 0
-        for i in range(kh):
-            y0, y1 = _valid_range(i, h, sh, ph, oh)
-            for j in range(kw):
-                x0, x1 = _valid_range(j, w, sw, pw, ow)
-                src = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
-                for y in range(y0, y1):
-                    ib = y * ow
-                    ob = (y * sh - ph + i) * w + j - pw
-                    if sw == 1:
-                        for xx in range(x0, x1):
-                            dst[np.uintp(ob + xx)] += src[np.uintp(ib + xx)]
-                    else:
-                        for xx in range(x0, x1):
-                            dst[np.uintp(ob + xx * sw)] += src[np.uintp(ib + xx)]
+    b = nc // c
+    ci = nc - b * c
+    dst = out[b, ci].reshape(-1)
+    dst[:] = 0
+    for i in range(kh):
+        y0, y1 = _valid_range(i, h, sh, ph, oh)
+        for j in range(kw):
+            x0, x1 = _valid_range(j, w, sw, pw, ow)
+            src = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
+            for y in range(y0, y1):
+                ib = y * ow
+                ob = (y * sh - ph + i) * w + j - pw
+                if sw == 1:
+                    for xx in range(x0, x1):
+                        dst[np.uintp(ob + xx)] += src[np.uintp(ib + xx)]
+                else:
+                    for xx in range(x0, x1):
+                        dst[np.uintp(ob + xx * sw)] += src[np.uintp(ib + xx)]
+
+
+@njit(parallel=True, cache=True)
+def _col2im_par(col, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    for nc in prange(out.shape[0] * out.shape[1]):
+        _col2im_task(col, kh, kw, sh, sw, ph, pw, oh, ow, out, nc)
+
+
+@njit(cache=True)
+def _col2im_ser(col, kh, kw, sh, sw, ph, pw, oh, ow, out):
+    for nc in range(out.shape[0] * out.shape[1]):
+        _col2im_task(col, kh, kw, sh, sw, ph, pw, oh, ow, out, nc)
 
 
 # ---- conv output layout --------------------------------------------------------------------
+@njit(cache=True)
+def _to_nchw_task(y2, bias, has_bias, out, t):
+    """(Co, N*L) GEMM output -> (N, Co, L) for one (sample, channel), adding the bias."""
+    co, length = out.shape[1], out.shape[2]
+    b = t // co
+    k = t - b * co
+    src = y2[k, b * length:(b + 1) * length]
+    dst = out[b, k]
+    if has_bias:
+        bk = bias[k]
+        for p in range(length):
+            dst[p] = src[p] + bk
+    else:
+        for p in range(length):
+            dst[p] = src[p]
+
+
 @njit(parallel=True, cache=True)
-def _cols_to_nchw(y2, bias, has_bias, out):
-    """(Co, N*L) GEMM output -> (N, Co, L), adding the bias on the way."""
-    n, co, length = out.shape
-    for t in prange(n * co):
-        b = t // co
-        k = t - b * co
-        src = y2[k, b * length:(b + 1) * length]
-        dst = out[b, k]
-        if has_bias:
-            bk = bias[k]
-            for p in range(length):
-                dst[p] = src[p] + bk
-        else:
-            dst[:] = src
+def _to_nchw_par(y2, bias, has_bias, out):
+    for t in prange(out.shape[0] * out.shape[1]):
+        _to_nchw_task(y2, bias, has_bias, out, t)
+
+
+@njit(cache=True)
+def _to_nchw_ser(y2, bias, has_bias, out):
+    for t in range(out.shape[0] * out.shape[1]):
+        _to_nchw_task(y2, bias, has_bias, out, t)
 
 
 # reassoc lets the compiler split the bias-gradient sums into vector lanes (a different but
 # equally accurate summation order); nothing else in these kernels is reordered.
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _nchw_to_cols(g, out, gb):
-    """(N, Co, L) gradient -> (Co, N*L) for the GEMMs, with the bias gradient summed on the way."""
-    n, co, length = g.shape
-    for k in prange(co):
-        s = 0.0  # float64 accumulator: N*L terms
-        for b in range(n):
-            src = g[b, k]
+@njit(cache=True, fastmath={"reassoc"})
+def _to_cols_task(g, out, gb, k):
+    """(N, Co, L) gradient -> row k of (Co, N*L), and the bias gradient of channel k."""
+    n, length = g.shape[0], g.shape[2]
+    s = 0.0  # float64 accumulator over N*L terms
+    for b in range(n):
+        src = g[b, k]
+        if out.shape[0] > 0:
             dst = out[k, b * length:(b + 1) * length]
             for p in range(length):
-                v = src[p]
-                dst[p] = v
-                s += v
-        gb[k] = s
+                dst[p] = src[p]
+        for p in range(length):
+            s += src[p]
+    gb[k] = s
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc"})
-def _sum_nl(g, gb):
-    """Bias gradient of an (N, Co, L) gradient when no (Co, N*L) copy is needed."""
-    n, co, length = g.shape
-    for k in prange(co):
-        s = 0.0
-        for b in range(n):
+@njit(parallel=True, cache=True)
+def _to_cols_par(g, out, gb):
+    for k in prange(g.shape[1]):
+        _to_cols_task(g, out, gb, k)
+
+
+@njit(cache=True)
+def _to_cols_ser(g, out, gb):
+    for k in range(g.shape[1]):
+        _to_cols_task(g, out, gb, k)
+
+
+# ---- direct convolution for thin inputs -------------------------------------------------------
+# With few input values per output (C_in*kh*kw small, LeNet's first layer: 1*5*5) the im2col
+# matrix is 25x the input and the GEMM has too little depth to run at BLAS speed: the layer is
+# bound by memory traffic. These kernels compute it from a padded copy of one sample instead.
+# Output rows are computed at the padded width Wp (a few wasted columns) so that each filter
+# tap is one long contiguous multiply-add over the flattened plane, which vectorises.
+@njit(cache=True)
+def _pad_sample(x, b, ph, pw, kw, xp):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = h + 2 * ph, w + 2 * pw
+    xp[:] = 0
+    for ci in range(c):
+        for yy in range(h):
+            o = ci * hp * wp + (yy + ph) * wp + pw
+            for xx in range(w):
+                xp[np.uintp(o + xx)] = x[b, ci, yy, xx]
+
+
+@njit(cache=True)
+def _direct_fwd_task(x, w, bias, has_bias, ph, pw, out, b):
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    q = oh * wp
+    xp = np.empty(c * hp * wp + kw, dtype=x.dtype)
+    _pad_sample(x, b, ph, pw, kw, xp)
+    acc = np.empty(q, dtype=x.dtype)
+    for k in range(co):
+        bk = bias[k] if has_bias else 0.0
+        acc[:] = bk
+        for ci in range(c):
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[k, ci, i, j]
+                    base = ci * hp * wp + i * wp + j
+                    for p in range(q):
+                        acc[p] += wv * xp[np.uintp(base + p)]
+        dst = out[b, k]
+        for y in range(oh):
+            for xx in range(ow):
+                dst[y, xx] = acc[y * wp + xx]
+
+
+@njit(parallel=True, cache=True)
+def _direct_fwd_par(x, w, bias, has_bias, ph, pw, out):
+    for b in prange(x.shape[0]):
+        _direct_fwd_task(x, w, bias, has_bias, ph, pw, out, b)
+
+
+@njit(cache=True)
+def _direct_fwd_ser(x, w, bias, has_bias, ph, pw, out):
+    for b in range(x.shape[0]):
+        _direct_fwd_task(x, w, bias, has_bias, ph, pw, out, b)
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _direct_wgrad_task(x, g, ph, pw, kh, kw, gw, gb, b0, b1):
+    """Weight and bias gradients summed over samples [b0, b1) into float64 gw, gb."""
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    q = oh * wp
+    xp = np.empty(c * hp * wp + kw, dtype=x.dtype)
+    gf = np.zeros(q, dtype=g.dtype)  # gradient at the padded width, zero in the extra columns
+    zero = np.zeros(1, dtype=g.dtype)[0]
+    for b in range(b0, b1):
+        _pad_sample(x, b, ph, pw, kw, xp)
+        for k in range(co):
             src = g[b, k]
-            for p in range(length):
-                s += src[p]
-        gb[k] = s
+            sb = 0.0
+            for y in range(oh):
+                for xx in range(ow):
+                    v = src[y, xx]
+                    gf[y * wp + xx] = v
+                    sb += v
+            gb[k] += sb
+            for ci in range(c):
+                for i in range(kh):
+                    for j in range(kw):
+                        base = ci * hp * wp + i * wp + j
+                        s = zero  # of the data's dtype: float32 products stay
+                        for p in range(q):  # float32 and vectorise; samples add up in float64
+                            s += gf[p] * xp[np.uintp(base + p)]
+                        gw[k, ci, i, j] += s
+
+
+@njit(parallel=True, cache=True)
+def _direct_wgrad_par(x, g, ph, pw, kh, kw, gw_parts, gb_parts):
+    nt = gw_parts.shape[0]
+    n = x.shape[0]
+    for t in prange(nt):
+        _direct_wgrad_task(x, g, ph, pw, kh, kw, gw_parts[t], gb_parts[t],
+                           t * n // nt, (t + 1) * n // nt)
+
+
+@njit(cache=True)
+def _direct_wgrad_ser(x, g, ph, pw, kh, kw, gw_parts, gb_parts):
+    _direct_wgrad_task(x, g, ph, pw, kh, kw, gw_parts[0], gb_parts[0], 0, x.shape[0])
 
 
 # ---- max pooling ---------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def _max_pool_fwd(x, kh, kw, sh, sw, ph, pw, y, arg):
-    n, c, h, w = x.shape
+@njit(cache=True)
+def _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
     oh, ow = y.shape[2], y.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    src = x[b, ci]
     ninf = -np.inf
-    for nc in prange(n * c):
-        b = nc // c
-        ci = nc - b * c
-        src = x[b, ci]
-        for oy in range(oh):
-            for ox in range(ow):
-                # Same winner as argmax over the window with padding read as -inf: the first
-                # maximum, and the first NaN if there is one (NaN propagates as in PyTorch).
-                best = ninf
-                bi = -1
-                for i in range(kh):
-                    iy = oy * sh - ph + i
-                    for j in range(kw):
-                        ix = ox * sw - pw + j
-                        v = ninf
-                        if 0 <= iy < h and 0 <= ix < w:
-                            v = src[np.uintp(iy), np.uintp(ix)]
-                        if bi < 0 or v > best or (v != v and best == best):
-                            best = v
-                            bi = i * kw + j
-                y[b, ci, oy, ox] = best
-                arg[b, ci, oy, ox] = bi
+    for oy in range(oh):
+        for ox in range(ow):
+            # Same winner as argmax over the window with padding read as -inf: the first
+            # maximum, and the first NaN if there is one (NaN propagates as in PyTorch).
+            best = ninf
+            bi = -1
+            for i in range(kh):
+                iy = oy * sh - ph + i
+                for j in range(kw):
+                    ix = ox * sw - pw + j
+                    v = ninf
+                    if 0 <= iy < h and 0 <= ix < w:
+                        v = src[np.uintp(iy), np.uintp(ix)]
+                    if bi < 0 or v > best or (v != v and best == best):
+                        best = v
+                        bi = i * kw + j
+            y[b, ci, oy, ox] = best
+            arg[b, ci, oy, ox] = bi
 
 
-@njit(parallel=True, cache=True)
-def _max_pool_fwd_2x2(x, y, arg):
+@njit(cache=True)
+def _max_pool_2x2_task(x, y, arg, nc):
     """2x2 windows, stride 2, no padding: the common case, with the window unrolled."""
-    n, c = x.shape[0], x.shape[1]
+    c = x.shape[1]
     oh, ow = y.shape[2], y.shape[3]
-    for nc in prange(n * c):
-        b = nc // c
-        ci = nc - b * c
-        src = x[b, ci]
-        dst = y[b, ci]
-        am = arg[b, ci]
-        for oy in range(oh):
-            r0 = src[2 * oy]
-            r1 = src[2 * oy + 1]
-            for ox in range(ow):
-                best = r0[2 * ox]
-                bi = 0
-                v = r0[2 * ox + 1]
-                if v > best or (v != v and best == best):
-                    best = v
-                    bi = 1
-                v = r1[2 * ox]
-                if v > best or (v != v and best == best):
-                    best = v
-                    bi = 2
-                v = r1[2 * ox + 1]
-                if v > best or (v != v and best == best):
-                    best = v
-                    bi = 3
-                dst[oy, ox] = best
-                am[oy, ox] = bi
+    b = nc // c
+    ci = nc - b * c
+    src = x[b, ci]
+    dst = y[b, ci]
+    am = arg[b, ci]
+    for oy in range(oh):
+        r0 = src[2 * oy]
+        r1 = src[2 * oy + 1]
+        for ox in range(ow):
+            best = r0[2 * ox]
+            bi = 0
+            v = r0[2 * ox + 1]
+            if v > best or (v != v and best == best):
+                best = v
+                bi = 1
+            v = r1[2 * ox]
+            if v > best or (v != v and best == best):
+                best = v
+                bi = 2
+            v = r1[2 * ox + 1]
+            if v > best or (v != v and best == best):
+                best = v
+                bi = 3
+            dst[oy, ox] = best
+            am[oy, ox] = bi
 
 
 @njit(parallel=True, cache=True)
-def _max_pool_bwd(gy, arg, kw, sh, sw, ph, pw, gx):
-    n, c, h, w = gx.shape
+def _max_pool_par(x, kh, kw, sh, sw, ph, pw, y, arg):
+    for nc in prange(x.shape[0] * x.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_2x2_task(x, y, arg, nc)
+        else:
+            _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+
+
+@njit(cache=True)
+def _max_pool_ser(x, kh, kw, sh, sw, ph, pw, y, arg):
+    for nc in range(x.shape[0] * x.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_2x2_task(x, y, arg, nc)
+        else:
+            _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+
+
+@njit(cache=True)
+def _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc):
+    c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
     oh, ow = gy.shape[2], gy.shape[3]
-    for nc in prange(n * c):
-        b = nc // c
-        ci = nc - b * c
-        dst = gx[b, ci]
-        dst[:, :] = 0
-        g = gy[b, ci]
-        a = arg[b, ci]
-        for oy in range(oh):
-            for ox in range(ow):
-                k = a[oy, ox]
-                iy = oy * sh - ph + k // kw
-                ix = ox * sw - pw + k % kw
-                if 0 <= iy < h and 0 <= ix < w:  # a winner in the padding gets no gradient
-                    dst[np.uintp(iy), np.uintp(ix)] += g[oy, ox]
+    b = nc // c
+    ci = nc - b * c
+    dst = gx[b, ci]
+    dst[:, :] = 0
+    g = gy[b, ci]
+    a = arg[b, ci]
+    for oy in range(oh):
+        for ox in range(ow):
+            k = a[oy, ox]
+            iy = oy * sh - ph + k // kw
+            ix = ox * sw - pw + k % kw
+            if 0 <= iy < h and 0 <= ix < w:  # a winner in the padding gets no gradient
+                dst[np.uintp(iy), np.uintp(ix)] += g[oy, ox]
+
+
+@njit(cache=True)
+def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
+    """2x2 stride 2: windows tile the plane, so each input is written once (no zero-fill and
+    no read-modify-write); rows/columns past the last window get zeros."""
+    c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    oh, ow = gy.shape[2], gy.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    dst = gx[b, ci]
+    g = gy[b, ci]
+    a = arg[b, ci]
+    for oy in range(oh):
+        r0 = dst[2 * oy]
+        r1 = dst[2 * oy + 1]
+        for ox in range(ow):
+            k = a[oy, ox]
+            v = g[oy, ox]
+            r0[2 * ox] = v if k == 0 else 0
+            r0[2 * ox + 1] = v if k == 1 else 0
+            r1[2 * ox] = v if k == 2 else 0
+            r1[2 * ox + 1] = v if k == 3 else 0
+        if w > 2 * ow:
+            r0[2 * ow:] = 0
+            r1[2 * ow:] = 0
+    if h > 2 * oh:
+        dst[2 * oh:, :] = 0
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_bwd_par(gy, arg, kh, kw, sh, sw, ph, pw, gx):
+    for nc in prange(gx.shape[0] * gx.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_bwd_2x2_task(gy, arg, gx, nc)
+        else:
+            _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
+
+
+@njit(cache=True)
+def _max_pool_bwd_ser(gy, arg, kh, kw, sh, sw, ph, pw, gx):
+    for nc in range(gx.shape[0] * gx.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_bwd_2x2_task(gy, arg, gx, nc)
+        else:
+            _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
 
 
 # ---- ReLU ----------------------------------------------------------------------------------
-@njit(parallel=True, cache=True)
-def _relu_fwd(x, y):
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    for i in prange(xf.size):
-        v = xf[i]
+@njit(cache=True)
+def _relu_fwd_range(xf, yf, lo, hi):
+    for i in range(lo, hi):
+        k = np.uintp(i)  # lo >= 0: skip the wraparound check that blocks vectorisation
+        v = xf[k]
         if v > 0 or v != v:  # NaN passes through, as in np.maximum
-            yf[i] = v
+            yf[k] = v
         else:
-            yf[i] = 0
+            yf[k] = 0
+
+
+@njit(cache=True)
+def _relu_bwd_range(gf, yf, gxf, lo, hi):
+    for i in range(lo, hi):
+        k = np.uintp(i)
+        if yf[k] > 0:
+            gxf[k] = gf[k]
+        else:
+            gxf[k] = 0
 
 
 @njit(parallel=True, cache=True)
-def _relu_bwd(g, y, gx):
-    gf = g.reshape(-1)
-    yf = y.reshape(-1)
-    gxf = gx.reshape(-1)
-    for i in prange(gf.size):
-        if yf[i] > 0:
-            gxf[i] = gf[i]
-        else:
-            gxf[i] = 0
+def _relu_fwd_par(xf, yf):
+    nt = 64
+    for t in prange(nt):
+        _relu_fwd_range(xf, yf, t * xf.size // nt, (t + 1) * xf.size // nt)
+
+
+@njit(cache=True)
+def _relu_fwd_ser(xf, yf):
+    _relu_fwd_range(xf, yf, 0, xf.size)
+
+
+@njit(parallel=True, cache=True)
+def _relu_bwd_par(gf, yf, gxf):
+    nt = 64
+    for t in prange(nt):
+        _relu_bwd_range(gf, yf, gxf, t * gf.size // nt, (t + 1) * gf.size // nt)
+
+
+@njit(cache=True)
+def _relu_bwd_ser(gf, yf, gxf):
+    _relu_bwd_range(gf, yf, gxf, 0, gf.size)
 
 
 # ---- softmax cross-entropy -----------------------------------------------------------------
@@ -369,7 +597,10 @@ def im2col_t(x, kh, kw, sh, sw, ph, pw):
     n, c, h, w = x.shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     out = _pool.get((c * kh * kw, n * oh * ow), x.dtype)
-    _run(_im2col_t, x, kh, kw, sh, sw, ph, pw, oh, ow, out)
+    if _parallel(out.size, _PAR_COL):
+        _run(_im2col_par, x, kh, kw, sh, sw, ph, pw, oh, ow, out)
+    else:
+        _im2col_ser(x, kh, kw, sh, sw, ph, pw, oh, ow, out)
     return out
 
 
@@ -380,8 +611,12 @@ def col2im_t(col, x_shape, kh, kw, sh, sw, ph, pw):
     if col.dtype not in _FLOATS:
         col = col.reshape(col.shape[0], n, -1).transpose(1, 0, 2)
         return generic.col2im(col, x_shape, kh, kw, sh, sw, ph, pw)
+    col = _c(col)
     out = np.empty((n, c, h, w), dtype=col.dtype)
-    _run(_col2im_t, _c(col), kh, kw, sh, sw, ph, pw, oh, ow, out)
+    if _parallel(col.size, _PAR_COL):
+        _run(_col2im_par, col, kh, kw, sh, sw, ph, pw, oh, ow, out)
+    else:
+        _col2im_ser(col, kh, kw, sh, sw, ph, pw, oh, ow, out)
     return out
 
 
@@ -407,34 +642,71 @@ def cols_to_nchw(y2, bias, n, oh, ow):
             y += bias[:, None]
         return y.reshape(n, co, oh, ow)
     out = np.empty((n, co, oh * ow), dtype=y2.dtype)
-    if bias is None:
-        _run(_cols_to_nchw, _c(y2), np.zeros(1, y2.dtype), False, out)
+    has_bias = bias is not None
+    b = _c(bias).astype(y2.dtype, copy=False) if has_bias else np.zeros(1, y2.dtype)
+    if _parallel(out.size, _PAR_COL):
+        _run(_to_nchw_par, _c(y2), b, has_bias, out)
     else:
-        _run(_cols_to_nchw, _c(y2), _c(bias).astype(y2.dtype, copy=False), True, out)
+        _to_nchw_ser(_c(y2), b, has_bias, out)
     return out.reshape(n, co, oh, ow)
 
 
-def nchw_to_cols(g):
-    """(N, C_out, OH, OW) -> ((C_out, N*OH*OW), bias gradient (C_out,))."""
+def nchw_to_cols(g, with_cols=True):
+    """(N, C_out, OH, OW) -> ((C_out, N*OH*OW) or None, bias gradient (C_out,))."""
     n, co = g.shape[:2]
     if g.dtype not in _FLOATS:
         g2 = g.reshape(n, co, -1).transpose(1, 0, 2).reshape(co, -1)
-        return g2, g2.sum(axis=1)
+        return (g2 if with_cols else None), g2.sum(axis=1)
     g3 = _c(g).reshape(n, co, -1)
-    out = _pool.get((co, n * g3.shape[2]), g.dtype)
+    out = _pool.get((co, n * g3.shape[2]), g.dtype) if with_cols else np.empty((0, 0), g.dtype)
     gb = np.empty(co, dtype=g.dtype)
-    _run(_nchw_to_cols, g3, out, gb)
-    return out, gb
+    if _parallel(g3.size, _PAR_COL):
+        _run(_to_cols_par, g3, out, gb)
+    else:
+        _to_cols_ser(g3, out, gb)
+    return (out if with_cols else None), gb
 
 
 def bias_grad_nchw(g):
     """Sum of an (N, C, ...) gradient over every dim but the channel dim."""
-    n, co = g.shape[:2]
-    if g.dtype not in _FLOATS:
-        return g.reshape(n, co, -1).sum(axis=(0, 2))
-    gb = np.empty(co, dtype=g.dtype)
-    _run(_sum_nl, _c(g).reshape(n, co, -1), gb)
-    return gb
+    return nchw_to_cols(g, with_cols=False)[1]
+
+
+def use_direct_conv(x_shape, w_shape, stride):
+    """Whether ``conv2d_direct`` beats im2col + GEMM: stride 1 and few inputs per output."""
+    co, ci, kh, kw = w_shape
+    return stride == (1, 1) and ci * kh * kw <= 32
+
+
+def conv2d_direct(x, w, bias, ph, pw):
+    """Stride-1 convolution computed without an im2col matrix (see the kernels' comment)."""
+    x, w = _c(x), _c(w).astype(x.dtype, copy=False)
+    n, c, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    out = np.empty((n, co, h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1), dtype=x.dtype)
+    has_bias = bias is not None
+    b = _c(bias).astype(x.dtype, copy=False) if has_bias else np.zeros(1, x.dtype)
+    if n > 1 and _parallel(n * co * out.shape[2] * (wd + 2 * pw) * c * kh * kw, _PAR_MACS):
+        _run(_direct_fwd_par, x, w, b, has_bias, ph, pw, out)
+    else:
+        _direct_fwd_ser(x, w, b, has_bias, ph, pw, out)
+    return out
+
+
+def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
+    """(weight gradient, bias gradient) of ``conv2d_direct``, summed in float64 per thread."""
+    x, g = _c(x), _c(g)
+    n, c = x.shape[:2]
+    co = g.shape[1]
+    macs = n * co * g.shape[2] * (x.shape[3] + 2 * pw) * c * kh * kw
+    parts = min(numba.get_num_threads(), n) if _parallel(macs, _PAR_MACS) else 1
+    gw = np.zeros((parts, co, c, kh, kw), dtype=np.float64)
+    gb = np.zeros((parts, co), dtype=np.float64)
+    if parts > 1:
+        _run(_direct_wgrad_par, x, g, ph, pw, kh, kw, gw, gb)
+    else:
+        _direct_wgrad_ser(x, g, ph, pw, kh, kw, gw, gb)
+    return gw.sum(axis=0).astype(x.dtype), gb.sum(axis=0).astype(x.dtype)
 
 
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
@@ -446,10 +718,10 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     y = np.empty((n, c, oh, ow), dtype=x.dtype)
     arg = np.empty((n, c, oh, ow), dtype=np.int32)
-    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        _run(_max_pool_fwd_2x2, x, y, arg)
+    if _parallel(x.size, _PAR_POOL):
+        _run(_max_pool_par, x, kh, kw, sh, sw, ph, pw, y, arg)
     else:
-        _run(_max_pool_fwd, x, kh, kw, sh, sw, ph, pw, y, arg)
+        _max_pool_ser(x, kh, kw, sh, sw, ph, pw, y, arg)
     return y, arg
 
 
@@ -457,26 +729,36 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     if gy.dtype not in _FLOATS:
         return generic.max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw)
     gx = np.empty(x_shape, dtype=gy.dtype)
-    _run(_max_pool_bwd, _c(gy), _c(arg).astype(np.int32, copy=False), kw, sh, sw, ph, pw, gx)
+    args = (_c(gy), _c(arg).astype(np.int32, copy=False), kh, kw, sh, sw, ph, pw, gx)
+    if _parallel(gx.size, _PAR_POOL):
+        _run(_max_pool_bwd_par, *args)
+    else:
+        _max_pool_bwd_ser(*args)
     return gx
 
 
 def relu_forward(x):
-    if x.size < _PARALLEL_MIN or x.dtype not in _FLOATS:
+    if x.dtype not in _FLOATS:
         return np.maximum(x, 0)
     x = _c(x)
     y = np.empty_like(x)
-    _run(_relu_fwd, x, y)
+    if _parallel(x.size, _PAR_RELU):
+        _run(_relu_fwd_par, x.reshape(-1), y.reshape(-1))
+    else:
+        _relu_fwd_ser(x.reshape(-1), y.reshape(-1))
     return y
 
 
 def relu_backward(g, y):
     """Gradient of ReLU from its output: y > 0 exactly where the input was > 0."""
-    if g.size < _PARALLEL_MIN or g.dtype not in _FLOATS or g.dtype != y.dtype:
+    if g.dtype not in _FLOATS or g.dtype != y.dtype or g.shape != y.shape:
         return g * (y > 0)
     g, y = _c(g), _c(y)
     gx = np.empty_like(g)
-    _run(_relu_bwd, g, y, gx)
+    if _parallel(g.size, _PAR_RELU):
+        _run(_relu_bwd_par, g.reshape(-1), y.reshape(-1), gx.reshape(-1))
+    else:
+        _relu_bwd_ser(g.reshape(-1), y.reshape(-1), gx.reshape(-1))
     return gx
 
 
