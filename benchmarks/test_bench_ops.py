@@ -40,7 +40,7 @@ def conv_flops(xs, ws, stride, padding):
     return 2 * n * co * oh * ow * ci * kh * kw
 
 
-def _conv_inputs(name, requires_grad):
+def _conv_inputs(name):
     xs, ws, stride, padding = CONV_SHAPES[name]
     x, w, b = seeded_inputs(xs, ws, (ws[0],))
     return x, w, b, stride, padding
@@ -50,7 +50,7 @@ def _conv_inputs(name, requires_grad):
 @pytest.mark.parametrize("shape", list(CONV_SHAPES))
 def test_conv2d_forward(benchmark, request, fw, shape):
     benchmark.group = f"conv2d-forward-{shape}"
-    x, w, b, stride, padding = _conv_inputs(shape, False)
+    x, w, b, stride, padding = _conv_inputs(shape)
     benchmark.extra_info["flops"] = conv_flops(x.shape, w.shape, stride, padding)
     if fw == "torch":
         torch = request.getfixturevalue("torch")
@@ -77,7 +77,7 @@ def test_conv2d_forward(benchmark, request, fw, shape):
 @pytest.mark.parametrize("shape", CONV_BACKWARD)
 def test_conv2d_backward(benchmark, request, fw, shape):
     benchmark.group = f"conv2d-backward-{shape}"
-    x, w, b, stride, padding = _conv_inputs(shape, True)
+    x, w, b, stride, padding = _conv_inputs(shape)
     g = seeded_inputs(F.conv2d(minidl.tensor(x), minidl.tensor(w), None, stride, padding).shape,
                       seed=1)[0]
     benchmark.extra_info["flops"] = 2 * conv_flops(x.shape, w.shape, stride, padding)

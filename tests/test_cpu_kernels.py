@@ -266,3 +266,43 @@ def test_max_pool_and_relu_pass_gradcheck():
                       requires_grad=True, dtype=np.float64)
     assert gradcheck(lambda x: F.relu(F.max_pool2d(x, 2)), [x])
     assert gradcheck(lambda x: F.max_pool2d(x, 3, stride=2, padding=1), [x])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [((2, 32, 7, 9), 1), ((1, 33, 6, 5), 0), ((3, 40, 8, 8), 1),
+                                  ((1, 32, 3, 3), 1), ((2, 32, 4, 11), 0)])
+def test_winograd_matches_im2col_reference(geom, dtype, monkeypatch):
+    # small chunks too, so the sample-chunk loop runs more than once
+    monkeypatch.setattr(cpu, "_WINO_TILES", 4)
+    xs, pad = geom
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((36, xs[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(36).astype(dtype)
+    ref, _ = _conv_reference(x, w, b, pad, pad)
+    for bias, expect in ((b, ref), (None, ref - b[:, None, None])):
+        got = cpu.conv2d_winograd(x, w, bias, pad, pad)
+        assert got.dtype == dtype and got.shape == ref.shape
+        # the transforms reorder the sums: float32 rounding, relative to the output's scale
+        tol = 2e-5 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(got, expect, rtol=0, atol=tol * np.abs(ref).max())
+
+
+def test_winograd_runs_only_without_gradients():
+    import minidl
+    import minidl.nn.functional as F
+
+    assert cpu.use_winograd((8, 64, 56, 56), (64, 64, 3, 3), (1, 1), (1, 1))
+    assert not cpu.use_winograd((1, 256, 14, 14), (256, 256, 3, 3), (1, 1), (1, 1))
+    assert not cpu.use_winograd((8, 64, 56, 56), (64, 64, 3, 3), (2, 2), (1, 1))
+    assert not cpu.use_winograd((8, 3, 56, 56), (64, 3, 3, 3), (1, 1), (1, 1))
+    rng = np.random.default_rng(11)
+    x = minidl.tensor(rng.standard_normal((2, 32, 12, 12)).astype(np.float32))
+    w = minidl.tensor(rng.standard_normal((32, 32, 3, 3)).astype(np.float32), requires_grad=True)
+    with minidl.no_grad():
+        y_inference = F.conv2d(x, w, padding=1)
+    y_train = F.conv2d(x, w, padding=1)   # im2col, with a graph for backward
+    assert y_inference._ctx is None and y_train._ctx is not None
+    np.testing.assert_allclose(y_inference.numpy(), y_train.numpy(), rtol=1e-4, atol=1e-4)
+    y_train.sum().backward()
+    assert w.grad is not None and w.grad.shape == (32, 32, 3, 3)

@@ -1,0 +1,113 @@
+#!/usr/bin/env python
+"""minidl / PyTorch time ratios per benchmark group, from pytest-benchmark's JSON.
+
+    pytest benchmarks --benchmark-only --benchmark-json=bench.json
+    python tools/bench_ratios.py bench.json            # plain table
+    python tools/bench_ratios.py bench.json --markdown # the table in benchmarks/RESULTS.md
+
+Each group holds one minidl benchmark and its PyTorch twin (``fw`` parameter ``minidl`` or
+``torch``; for the matmul group ``numpy``, the GEMM minidl runs on). The ratio is of medians:
+below 1 minidl is faster. Benchmarks that record ``flops`` also get GFLOP/s, and conv2d forward
+groups the share of the machine's float32 GEMM throughput (numpy.matmul at 1024x1024, measured
+in the same run) that they reach.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+OURS = ("minidl", "numpy")
+MATMUL_GROUP = "matmul-1024-float32"
+
+# The issue's goals (ratio minidl / PyTorch, CPU, same run), shown next to the measurement.
+TARGETS = {
+    "lenet5-train-step-b128": 1.5,
+    "mlp-784-256-10-train-step-b128": 1.3,
+    "lenet5-inference-b1000": 1.5,
+    "conv2d-forward-resnet50_3x3": 1.5,
+}
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    groups: dict[str, dict[str, dict]] = {}
+    for b in data["benchmarks"]:
+        fw = (b.get("params") or {}).get("fw")
+        if fw is None:
+            continue
+        side = "ours" if fw in OURS else "torch" if fw == "torch" else None
+        if side:
+            groups.setdefault(b["group"], {})[side] = b
+    return data, groups
+
+
+def gflops(b):
+    flops = (b.get("extra_info") or {}).get("flops")
+    return flops / b["stats"]["median"] / 1e9 if flops else None
+
+
+def rows(groups):
+    peak = None
+    if "ours" in groups.get(MATMUL_GROUP, {}):
+        peak = gflops(groups[MATMUL_GROUP]["ours"])
+    out = []
+    for name in sorted(groups):
+        g = groups[name]
+        ours, torch = g.get("ours"), g.get("torch")
+        m = ours["stats"]["median"] if ours else None
+        t = torch["stats"]["median"] if torch else None
+        ratio = m / t if m and t else None
+        gf = gflops(ours) if ours else None
+        share = gf / peak if gf and peak and name.startswith("conv2d-forward") else None
+        target = TARGETS.get(name)
+        verdict = "" if target is None or ratio is None else ("ok" if ratio <= target else "MISSED")
+        out.append(dict(group=name, ours=m, torch=t, ratio=ratio, gflops=gf, share=share,
+                        target=target, verdict=verdict))
+    return out, peak
+
+
+def _ms(v):
+    return "-" if v is None else (f"{v * 1e3:.3f}" if v < 1 else f"{v * 1e3:.0f}")
+
+
+def _f(v, fmt):
+    return "-" if v is None else format(v, fmt)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("json", help="file written by pytest --benchmark-json")
+    ap.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = ap.parse_args(argv)
+    data, groups = load(args.json)
+    table, peak = rows(groups)
+    if not table:
+        print("no minidl/torch benchmark pairs in", args.json, file=sys.stderr)
+        return 1
+    head = ["group", "minidl ms", "torch ms", "ratio", "goal", "GFLOP/s", "of matmul peak"]
+    lines = []
+    for r in table:
+        goal = "" if r["target"] is None else f"<= {r['target']} {r['verdict']}"
+        lines.append([r["group"], _ms(r["ours"]), _ms(r["torch"]), _f(r["ratio"], ".2f"), goal,
+                      _f(r["gflops"], ".1f"), _f(r["share"] and 100 * r["share"], ".0f") +
+                      ("%" if r["share"] else "")])
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for line in lines:
+            print("| " + " | ".join(line) + " |")
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
+        for line in [head] + lines:
+            print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    threads = data.get("minidl_threads")
+    cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
+    print(f"\nmedians; threads: {threads} (numba = torch = OpenBLAS); numpy.matmul 1024^3 float32: "
+          f"{_f(peak, '.1f')} GFLOP/s; {cpu}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
