@@ -45,7 +45,7 @@ def _train_step(request, fw, build_minidl, build_torch, x, y):
 def _check_same_steps(request, build_minidl, build_torch, x, y):
     """Guards the comparison: from the same weights both frameworks take the same 3 steps."""
     pytest.importorskip("torch")
-    losses = [[float(step()) for _ in range(3)]
+    losses = [[step().item() for _ in range(3)]
               for step in (_train_step(request, fw, build_minidl, build_torch, x, y)
                            for fw in FRAMEWORKS)]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)

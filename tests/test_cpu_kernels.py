@@ -185,21 +185,24 @@ def test_relu_kernels(dtype, size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_softmax_cross_entropy_kernels(dtype):
+@pytest.mark.parametrize("shape", [(6, 4), (40, 300)])  # fused kernel, numpy path
+def test_softmax_cross_entropy_kernels(dtype, shape):
+    n, c = shape
     rng = np.random.default_rng(5)
-    logits = (rng.standard_normal((6, 4)) * 30).astype(dtype)  # large: needs the max shift
+    logits = (rng.standard_normal(shape) * 30).astype(dtype)  # large: needs the max shift
     logits[0, 1] = 1e4 if dtype == np.float32 else 1e300
-    target = rng.integers(0, 4, 6)
+    target = rng.integers(0, c, n)
     losses, prob = cpu.softmax_cross_entropy(logits, target)
+    assert losses.dtype == dtype and prob.dtype == dtype
     ref_logp = logits.astype(np.float64) - logits.max(1, keepdims=True)
     ref_logp -= np.log(np.exp(ref_logp).sum(1, keepdims=True))
     assert np.all(np.isfinite(losses))
-    np.testing.assert_allclose(losses, -ref_logp[np.arange(6), target], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(losses, -ref_logp[np.arange(n), target], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(prob, np.exp(ref_logp), rtol=1e-5, atol=1e-6)
-    onehot = np.eye(4)[target]
+    onehot = np.eye(c)[target]
     np.testing.assert_allclose(cpu.softmax_cross_entropy_backward(prob, target, 0.5),
                                (np.exp(ref_logp) - onehot) * 0.5, rtol=1e-5, atol=1e-6)
-    scale = np.arange(6, dtype=dtype)
+    scale = np.arange(n, dtype=dtype)
     np.testing.assert_allclose(cpu.softmax_cross_entropy_backward(prob, target, scale),
                                (np.exp(ref_logp) - onehot) * scale[:, None], rtol=1e-5, atol=1e-6)
 

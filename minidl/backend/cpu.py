@@ -35,6 +35,37 @@ if not os.environ.get("NUMBA_THREADING_LAYER"):
     numba.config.THREADING_LAYER = "workqueue"
 _launch = threading.Lock()
 
+
+def _keep_freed_memory():
+    """Let glibc's malloc keep freed memory for the next training step.
+
+    A step allocates and frees tens of MB of activations and gradients. With glibc's default
+    policy each large array is a fresh mmap (or the heap top is trimmed back to the kernel after
+    every step), so every step paid ~2,300 page faults: 14.5 ms instead of 9.5 ms for LeNet-5 at
+    batch 128. Serving arrays up to 64 MB from the heap and trimming only past 256 MB of free
+    memory removes them. Skipped off glibc, when the user set either glibc tunable, or with
+    MINIDL_MALLOC_TUNING=0."""
+    if os.environ.get("MINIDL_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                     "GLIBC_TUNABLES")):
+        return
+    try:
+        import ctypes
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            return
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        libc.mallopt(m_mmap_threshold, 64 << 20)
+        libc.mallopt(m_trim_threshold, 256 << 20)
+    except Exception:  # no glibc after all: its default policy stays
+        pass
+
+
+_keep_freed_memory()
+
 # Every kernel below works task by task (a task is one image plane, one sample, ...) and has two
 # drivers: a prange one and a serial one. The serial one runs unless the work is large: a
 # workqueue launch must wake a sleeping thread, which on this class of VM takes 50-500 us, and
@@ -962,6 +993,17 @@ def softmax_cross_entropy(logits, target):
     if logits.dtype not in _FLOATS:
         logits = logits.astype(np.float64)
     logits = _c(logits)
+    if logits.size > 8192:
+        # numba's exp is scalar (no vector math library): past a few thousand elements numpy's
+        # vectorised exp wins over the fused loop (1000 classes x 256: 0.3 ms against 1.1 ms)
+        m = logits.max(axis=1, keepdims=True)
+        prob = logits - m
+        np.exp(prob, out=prob)
+        s = prob.sum(axis=1, keepdims=True)
+        prob /= s
+        rows = np.arange(logits.shape[0])
+        losses = (np.log(s[:, 0]) - (logits[rows, target] - m[:, 0])).astype(logits.dtype, copy=False)
+        return losses, prob
     prob = np.empty_like(logits)
     losses = np.empty(logits.shape[0], dtype=logits.dtype)
     _softmax_xent(logits, _c(target), prob, losses)
