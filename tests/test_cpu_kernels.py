@@ -309,3 +309,27 @@ def test_winograd_runs_only_without_gradients():
     np.testing.assert_allclose(y_inference.numpy(), y_train.numpy(), rtol=1e-4, atol=1e-4)
     y_train.sum().backward()
     assert w.grad is not None and w.grad.shape == (32, 32, 3, 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [((5, 3, 9, 8), (4, 3, 3, 2), (2, 1), (1, 0)),
+                                  ((3, 2, 7, 7), (6, 2, 5, 5), (1, 1), (2, 2)),
+                                  ((1, 4, 6, 6), (3, 4, 1, 1), (2, 2), (0, 0))])
+def test_inference_conv_matches_reference(geom, dtype, monkeypatch):
+    xs, ws, stride, pad = geom
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    col = generic.im2col(x.astype(np.float64), ws[2], ws[3], *stride, *pad)
+    oh = (xs[2] + 2 * pad[0] - ws[2]) // stride[0] + 1
+    ow = (xs[3] + 2 * pad[1] - ws[3]) // stride[1] + 1
+    ref = (w.reshape(ws[0], -1).astype(np.float64) @ col).reshape(xs[0], ws[0], oh, ow)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    # one sample per chunk (straight into the output), several, and the whole batch at once
+    for chunk_elems in (1, 2 * col.shape[1] * oh * ow, 1 << 30):
+        monkeypatch.setattr(cpu, "_INFER_CHUNK", chunk_elems)
+        got = cpu.conv2d_inference(x, w, b, stride, pad)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref + b[:, None, None], **tol)
+        np.testing.assert_allclose(cpu.conv2d_inference(x, w, None, stride, pad), ref, **tol)
