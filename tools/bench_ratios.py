@@ -4,6 +4,11 @@
     pytest benchmarks --benchmark-only --benchmark-json=bench.json
     python tools/bench_ratios.py bench.json            # plain table
     python tools/bench_ratios.py bench.json --markdown # the table in benchmarks/RESULTS.md
+    python tools/bench_ratios.py run1.json run2.json run3.json   # several runs: median ratio
+
+With several files (repeated runs: the machine may be shared and noisy) the times and GFLOP/s
+are medians over the runs, the ratio is the median of the per-run ratios (each of which compares
+minidl and PyTorch measured in the same run), and each run's ratio is listed too.
 
 Each group holds one minidl benchmark and its PyTorch twin (``fw`` parameter ``minidl`` or
 ``torch``; for the matmul group ``numpy``, the GEMM minidl runs on). The ratio is of medians:
@@ -76,23 +81,55 @@ def _f(v, fmt):
     return "-" if v is None else format(v, fmt)
 
 
+def _median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def combine(tables):
+    """Per group: medians over runs, and the list of per-run ratios."""
+    out = []
+    for name in sorted({r["group"] for t in tables for r in t}):
+        rs = [r for t in tables for r in t if r["group"] == name]
+        ratio = _median([r["ratio"] for r in rs])
+        target = rs[0]["target"]
+        verdict = "" if target is None or ratio is None else ("ok" if ratio <= target else "MISSED")
+        out.append(dict(group=name, ours=_median([r["ours"] for r in rs]),
+                        torch=_median([r["torch"] for r in rs]), ratio=ratio,
+                        gflops=_median([r["gflops"] for r in rs]),
+                        share=_median([r["share"] for r in rs]), target=target, verdict=verdict,
+                        runs=[r["ratio"] for r in rs]))
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("json", help="file written by pytest --benchmark-json")
+    ap.add_argument("json", nargs="+", help="file(s) written by pytest --benchmark-json")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = ap.parse_args(argv)
-    data, groups = load(args.json)
-    table, peak = rows(groups)
+    loaded = [load(path) for path in args.json]
+    tables, peaks = zip(*(rows(groups) for _, groups in loaded))
+    table = combine(tables)
+    peak = _median(list(peaks))
     if not table:
-        print("no minidl/torch benchmark pairs in", args.json, file=sys.stderr)
+        print("no minidl/torch benchmark pairs in", " ".join(args.json), file=sys.stderr)
         return 1
+    several = len(tables) > 1
     head = ["group", "minidl ms", "torch ms", "ratio", "goal", "GFLOP/s", "of matmul peak"]
+    if several:
+        head.append("ratio per run")
     lines = []
     for r in table:
         goal = "" if r["target"] is None else f"<= {r['target']} {r['verdict']}"
-        lines.append([r["group"], _ms(r["ours"]), _ms(r["torch"]), _f(r["ratio"], ".2f"), goal,
-                      _f(r["gflops"], ".1f"), _f(r["share"] and 100 * r["share"], ".0f") +
-                      ("%" if r["share"] else "")])
+        line = [r["group"], _ms(r["ours"]), _ms(r["torch"]), _f(r["ratio"], ".2f"), goal,
+                _f(r["gflops"], ".1f"),
+                _f(r["share"] and 100 * r["share"], ".0f") + ("%" if r["share"] else "")]
+        if several:
+            line.append(" ".join(_f(x, ".2f") for x in r["runs"]))
+        lines.append(line)
     if args.markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "|".join("---" for _ in head) + "|")
@@ -102,9 +139,11 @@ def main(argv=None):
         widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
         for line in [head] + lines:
             print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    data = loaded[0][0]
     threads = data.get("minidl_threads")
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
-    print(f"\nmedians; threads: {threads} (numba = torch = OpenBLAS); numpy.matmul 1024^3 float32: "
+    runs = f"median of {len(tables)} runs; " if several else "medians; "
+    print(f"\n{runs}threads: {threads} (numba = torch = OpenBLAS); numpy.matmul 1024^3 float32: "
           f"{_f(peak, '.1f')} GFLOP/s; {cpu}")
     return 0
 
