@@ -2,6 +2,8 @@
 (no torchvision), with the torch copy loaded from the minidl weights so both compute the same."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 import minidl
@@ -107,3 +109,25 @@ def seeded_inputs(*shapes, seed=0):
 
 def minidl_sgd(model):
     return minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+
+def bench_threads() -> int:
+    import numba
+
+    n = int(os.environ.get("MINIDL_BENCH_THREADS", "0")) or numba.config.NUMBA_NUM_THREADS
+    numba.set_num_threads(n)
+    return n
+
+
+THREADS = bench_threads()
+
+
+def torch_or_none():
+    """PyTorch with the benchmark thread count, or None: minidl's benchmarks run without it (its
+    twins and the parity checks against it are then skipped)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(THREADS)
+    return torch

@@ -6,7 +6,7 @@ pytest-benchmark group, so ``tools/bench_ratios.py`` can print minidl/PyTorch pe
 Garbage collection: minidl builds its graph from Python objects and PyTorch in C++, so minidl
 triggers CPython's collector and PyTorch hardly does. A full collection walks every object in the
 process, and pytest with torch loaded holds ~400k of them (a minidl script holds a fraction):
-one full collection took 140 ms, and GC alone doubled the median LeNet step here. The session
+one full collection took 140 ms there, landing in whichever round it hit. The session
 therefore calls ``gc.freeze()`` once everything is imported, so collections still run and still
 count for minidl's own objects but no longer rescan pytest's and torch's long-lived heap (what a
 long-running training process would do too). ``MINIDL_BENCH_GC_FREEZE=0`` turns this off.
@@ -23,16 +23,7 @@ import os
 
 import pytest
 
-
-def bench_threads() -> int:
-    import numba
-
-    n = int(os.environ.get("MINIDL_BENCH_THREADS", "0")) or numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(n)
-    return n
-
-
-THREADS = bench_threads()
+from _common import THREADS  # sets numba's thread count on import
 
 
 @pytest.fixture(scope="session")

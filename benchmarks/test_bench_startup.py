@@ -10,6 +10,8 @@ import textwrap
 
 import pytest
 
+from _common import THREADS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -41,8 +43,6 @@ CODE = {
 @pytest.mark.parametrize("fw", ["minidl", "torch"])
 def test_import_and_first_train_step(benchmark, request, fw):
     benchmark.group = "startup-import+first-lenet5-step"
-    from conftest import THREADS
-
     if fw == "torch":
         request.getfixturevalue("torch")
     # torch's _common import pulls minidl too (tiny next to torch); minidl's never imports torch
