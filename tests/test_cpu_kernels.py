@@ -219,6 +219,24 @@ def test_scratch_buffers_are_not_reused_while_held():
     np.testing.assert_array_equal(c, first)
 
 
+def test_scratch_pool_reuses_free_buffers_and_stays_bounded():
+    def addr(a):
+        return a.__array_interface__["data"][0]
+
+    pool = cpu._ScratchPool(max_bytes=1000)
+    a = pool.get((100,), np.float32)
+    first = addr(a)
+    del a
+    b = pool.get((10, 10), np.float32)  # same size and free again: the same memory comes back
+    assert addr(b) == first and len(pool.buffers) == 1
+    c = pool.get((200,), np.float32)    # b is held: a new buffer, 1200 bytes in all
+    assert len(pool.buffers) == 2 and addr(c) != first
+    del b
+    d = pool.get((250,), np.float32)    # over the cap: the free 400-byte buffer is dropped
+    assert len(pool.buffers) == 2 and sum(x.nbytes for x in pool.buffers) == 1800
+    assert addr(d) != addr(c)
+
+
 def test_kernel_dispatch_falls_back_without_numba(monkeypatch):
     import minidl.backend as backend
 

@@ -1,16 +1,21 @@
-"""numba kernels for the CPU hot loops: im2col/col2im, max pooling, the conv output layout,
-ReLU and softmax cross-entropy.
+"""numba kernels for the CPU hot loops: im2col/col2im, direct and Winograd convolution, max
+pooling, the conv output layout, ReLU and softmax cross-entropy.
 
 Every kernel is a module-level ``@njit(cache=True)`` function so a second process loads the
 machine code from ``__pycache__`` instead of compiling it again; compilation is lazy (on the
 first call for each dtype), and this module is only imported by ``backend.kernels`` on the first
 op, so ``import minidl`` never pays for numba. Kernels take float32 or float64 (gradient checks
-run in float64) and are handed C-contiguous arrays by the Python wrappers at the bottom.
+run in float64) and are handed C-contiguous arrays by the Python wrappers at the bottom; other
+dtypes go to the generic kernels.
 
-Convolution layout: ``im2col_t`` writes the columns of the whole batch side by side,
-``(C*kh*kw, N*OH*OW)``, so the forward pass and the weight gradient are each one large GEMM in
-``numpy.matmul`` (BLAS), instead of N small ones. The price is a transpose of the GEMM output
-into NCHW, which ``cols_to_nchw`` fuses with the bias add.
+Convolution, as ``functional.Conv2d`` picks it:
+- training, thin input (C_in*kh*kw <= 32, stride 1): ``conv2d_direct``, no im2col matrix;
+- training otherwise: ``im2col_t`` writes the columns of the whole batch side by side,
+  ``(C*kh*kw, N*OH*OW)``, so the forward pass, the weight gradient and the column gradient are
+  one large GEMM each in ``numpy.matmul`` (BLAS) instead of N small ones; the price is a
+  transpose of the GEMM output into NCHW, which ``cols_to_nchw`` fuses with the bias add;
+- inference (no gradient wanted): Winograd F(2x2, 3x3) for 3x3 stride-1 layers that are wide
+  enough (``use_winograd``), otherwise im2col + GEMM in cache-sized chunks of samples.
 """
 from __future__ import annotations
 
@@ -752,13 +757,16 @@ class _ScratchPool:
             return best[:nbytes].view(dtype).reshape(shape)
 
     def _trim(self):
+        """Drop free buffers, oldest first, until the pool holds at most max_bytes."""
         total = sum(b.nbytes for b in self.buffers)
-        for buf in list(self.buffers):
-            if total <= self.max_bytes:
-                break
-            if sys.getrefcount(buf) <= 3:
-                self.buffers.remove(buf)
+        i = 0
+        while total > self.max_bytes and i < len(self.buffers):
+            buf = self.buffers[i]
+            if sys.getrefcount(buf) <= 3:  # the list, buf and getrefcount's argument
+                del self.buffers[i]
                 total -= buf.nbytes
+            else:
+                i += 1
 
 
 _pool = _ScratchPool()
