@@ -502,27 +502,44 @@ class BatchNorm(Function):
         else:
             mean, var = running_mean, running_var
         inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+        self.axes, self.shape = axes, shape
+        self.has_weight, self.has_bias = has_weight, has_bias
+        if not self.batch_stats:
+            # Eval mode is one affine map per channel, y = x * scale + shift (what PyTorch's CPU
+            # kernel computes too): two passes over x instead of four, and no xhat kept unless a
+            # weight gradient asks for it in backward.
+            scale = inv_std * w if w is not None else inv_std
+            shift = -mean.astype(x.dtype, copy=False) * scale
+            if b is not None:
+                shift = shift + b
+            y = x * scale.reshape(shape)
+            y += shift.reshape(shape)
+            self.save_for_backward(x, mean, inv_std, w)
+            return y
         xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
         y = xhat * w.reshape(shape) if w is not None else xhat.copy()
         if b is not None:
             y += b.reshape(shape)
-        self.axes, self.shape = axes, shape
-        self.has_weight, self.has_bias = has_weight, has_bias
         self.save_for_backward(xhat, inv_std, w)
         return y
 
     def backward(self, g):
-        xhat, inv_std, w = self.saved
         axes, shape = self.axes, self.shape
-        gxhat = g * w.reshape(shape) if w is not None else g
         if self.batch_stats:
+            xhat, inv_std, w = self.saved
+            gxhat = g * w.reshape(shape) if w is not None else g
             gx = (gxhat - gxhat.mean(axis=axes, keepdims=True)
                   - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * inv_std.reshape(shape)
         else:
-            gx = gxhat * inv_std.reshape(shape)
+            x, mean, inv_std, w = self.saved
+            scale = inv_std * w if w is not None else inv_std
+            gx = g * scale.reshape(shape)
+            xhat = None
+            if self.has_weight and _needs_grad(self, 1):
+                xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
         grads = [gx]
         if self.has_weight:
-            grads.append((g * xhat).sum(axis=axes))
+            grads.append((g * xhat).sum(axis=axes) if xhat is not None else None)
         if self.has_bias:
             grads.append(g.sum(axis=axes))
         return tuple(grads)
