@@ -18,6 +18,8 @@ GEOMS = [
     (2, 2, 4, 4, 4, 4, 1, 1, 0, 0),
     (1, 3, 8, 5, 2, 3, 3, 1, 1, 1),
     (2, 2, 3, 3, 3, 3, 2, 2, 1, 1),
+    (2, 3, 9, 11, 3, 2, 2, 3, 0, 0),   # no padding, short rows: the offset-table kernels
+    (1, 2, 20, 21, 3, 3, 1, 1, 0, 0),  # no padding, rows of 18-19: the row kernels
 ]
 
 
