@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, get_array_module
-from .ops import Max, cat  # noqa: F401  (re-exported helpers)
+from .ops import cat
 from .tensor import Function, Tensor, is_grad_enabled
 
 

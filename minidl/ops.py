@@ -492,7 +492,6 @@ def _attach():
     T.__ge__ = _compare(lambda a, b: a >= b)
     T.__eq__ = _compare(lambda a, b: a == b)
     T.__ne__ = _compare(lambda a, b: a != b)
-    T.__hash__ = lambda self: id(self)
     T.exp = lambda self: Exp.apply(self)
     T.log = lambda self: Log.apply(self)
     T.sqrt = lambda self: Sqrt.apply(self)

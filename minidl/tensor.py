@@ -245,7 +245,7 @@ class Tensor:
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
 
-    # ---- operators (defined in ops.py, attached below) ---------------------------------
+    # ---- the arithmetic operators are attached by ops.py; a Tensor hashes by identity ---
     def __hash__(self):
         return id(self)
 
