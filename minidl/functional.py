@@ -405,10 +405,10 @@ class CrossEntropy(Function):
     def backward(self, g):
         prob, target = self.saved
         n = prob.shape[0]
-        scale = {"mean": g / n, "sum": g}.get(self.reduction, g)
         fast = getattr(_kernels(prob), "softmax_cross_entropy_backward", None)
         if fast is not None:
-            return fast(prob, target, scale), None
+            return fast(prob, target, g, n if self.reduction == "mean" else 1), None
+        scale = {"mean": g / n, "sum": g}.get(self.reduction, g)
         xp = get_array_module(prob)
         grad = prob.copy()  # softmax - one_hot(target)
         grad[xp.arange(n), target] -= 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from . import backend
 from .backend import device_of, get_array_module, to_device
 from .tensor import no_grad
 
@@ -14,6 +15,16 @@ def _follow_device(state, param):
     for key, value in state.items():
         if hasattr(value, "shape") and device_of(value) != dev:
             state[key] = to_device(value, dev)
+
+
+def _fused(p, g, name):
+    """The backend's one-launch update ``name`` for this parameter, or None (the CPU has none:
+    there numpy's in-place ops are already cheap next to a step; a GPU pays a kernel launch for
+    each of them)."""
+    fast = getattr(backend.kernels(get_array_module(p)), name, None)
+    if fast is None or not p.flags.c_contiguous or g.shape != p.shape:
+        return None
+    return fast
 
 
 class Optimizer:
@@ -66,6 +77,11 @@ class SGD(Optimizer):
 
     def _update(self, p, g, group, state):
         wd, mom = group["weight_decay"], group["momentum"]
+        fast = _fused(p.data, g, "sgd_update")
+        buf = state.get("momentum_buffer")
+        if fast is not None and (buf is None or buf.flags.c_contiguous):
+            fast(p.data, g, state, group["lr"], mom, group["dampening"], wd, group["nesterov"])
+            return
         if wd:
             g = g + wd * p.data
         if mom:
@@ -88,14 +104,19 @@ class Adam(Optimizer):
     def _update(self, p, g, group, state):
         xp = get_array_module(p.data)
         b1, b2 = group["betas"]
-        if group["weight_decay"]:
-            g = g + group["weight_decay"] * p.data
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
             state["exp_avg_sq"] = xp.zeros_like(p.data)
         state["step"] += 1
         m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        fast = _fused(p.data, g, "adam_update")
+        if fast is not None and m.flags.c_contiguous and v.flags.c_contiguous:
+            fast(p.data, g, m, v, group["lr"] / (1 - b1 ** t), b1, b2, math.sqrt(1 - b2 ** t),
+                 group["eps"], group["weight_decay"])
+            return
+        if group["weight_decay"]:
+            g = g + group["weight_decay"] * p.data
         m *= b1
         m += (1 - b1) * g
         v *= b2

@@ -62,7 +62,7 @@ def kernel_source(name, ctype, device=False):
 
 
 def all_kernel_sources(device=False):
-    return "#include <cstddef>\n" + "".join(
+    return "#include <cstddef>\n#include <cmath>\n" + "".join(
         kernel_source(name, CTYPE[dt], device) for name in cuda.SPECS for dt in DTYPES)
 
 
@@ -94,8 +94,8 @@ class HostKernel:
         t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ == "T")
         c_args = []
         for a, (raw, typ, pname) in zip(args, self.params):
-            if typ in ("T", "int32") and isinstance(a, np.ndarray):
-                want = t_dtype if typ == "T" else np.int32
+            if typ in ("T", "int32", "int64") and isinstance(a, np.ndarray):
+                want = {"T": t_dtype, "int32": np.int32, "int64": np.int64}[typ]
                 assert a.dtype == want, f"{self.name}: {pname} is {a.dtype}, not {want}"
                 # the wrappers promise flat C-contiguous buffers; CuPy would cope, the host can't
                 assert a.flags.c_contiguous, f"{self.name}: {pname} is not C-contiguous"

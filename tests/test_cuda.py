@@ -190,3 +190,107 @@ def test_kernel_bodies_compile_as_cuda(tmp_path):
     for name in cuda.SPECS:
         for dt in DTYPES:
             assert f"{name}_{CTYPE[dt]}" in ptx
+
+
+# ---- fused layout, activation, loss and optimizer kernels -----------------------------------
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+def test_cols_to_nchw_matches_generic(run, with_bias):
+    rng = np.random.default_rng(4)
+    n, co, oh, ow = 3, 5, 4, 2
+    y2 = rng.standard_normal((co, n * oh * ow)).astype(np.float32)
+    b = rng.standard_normal(co).astype(np.float32) if with_bias else None
+    want = y2.reshape(co, n, oh, ow).transpose(1, 0, 2, 3) + (b[:, None, None] if with_bias else 0)
+    got = run.to_host(cuda.cols_to_nchw(run.to_device(y2), None if b is None else run.to_device(b),
+                                        n, oh, ow))
+    assert got.shape == (n, co, oh, ow) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
+def test_relu_backward_passes_the_gradient_where_the_output_is_positive(run):
+    y = np.array([[0.0, 2.0, 0.0], [1e-30, 0.0, 3.0]], dtype=np.float32)
+    g = np.array([[5.0, -1.0, np.nan], [4.0, 7.0, 2.0]], dtype=np.float32)
+    got = run.to_host(cuda.relu_backward(run.to_device(g), run.to_device(y)))
+    np.testing.assert_array_equal(got, [[0.0, -1.0, 0.0], [4.0, 0.0, 2.0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("classes", [1, 10, 1000])
+def test_softmax_cross_entropy_matches_generic(run, dtype, classes):
+    rng = np.random.default_rng(5)
+    n = 7
+    logits = (rng.standard_normal((n, classes)) * 5).astype(dtype)
+    logits[0] += 1e4  # large logits: the max is subtracted before exp
+    target = rng.integers(0, classes, n)
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    losses, prob = cuda.softmax_cross_entropy(run.to_device(logits), run.to_device(target))
+    losses, prob = run.to_host(losses), run.to_host(prob)
+    assert losses.dtype == prob.dtype == dtype
+    tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(losses, -logp[np.arange(n), target], **tol)
+    np.testing.assert_allclose(prob, np.exp(logp), **tol)
+
+    onehot = np.eye(classes)[target]
+    for scale, divisor, want_scale in [(np.asarray(2.0, dtype), n, 2.0 / n),
+                                       (np.asarray(1.5, dtype), 1, 1.5),
+                                       (np.arange(n, dtype=dtype), 1, np.arange(n)[:, None])]:
+        grad = run.to_host(cuda.softmax_cross_entropy_backward(
+            run.to_device(prob), run.to_device(target), run.to_device(scale), divisor))
+        assert grad.dtype == dtype
+        np.testing.assert_allclose(grad, (prob - onehot) * want_scale, **tol)
+
+
+def test_softmax_cross_entropy_takes_int32_targets_and_a_nan_row(run):
+    logits = np.array([[1.0, np.nan, 0.0], [1.0, 2.0, 3.0]], dtype=np.float32)
+    target = np.array([0, 2], dtype=np.int32)
+    losses, prob = cuda.softmax_cross_entropy(run.to_device(logits), run.to_device(target))
+    losses, prob = run.to_host(losses), run.to_host(prob)
+    assert np.isnan(losses[0]) and np.isnan(prob[0]).all()
+    np.testing.assert_allclose(losses[1], np.log(np.exp([-2.0, -1.0, 0.0]).sum()), rtol=1e-6)
+
+
+SGD_CONFIGS = [dict(momentum=0.0), dict(momentum=0.0, weight_decay=0.1),
+               dict(momentum=0.9), dict(momentum=0.9, dampening=0.3, weight_decay=0.01),
+               dict(momentum=0.8, nesterov=True, weight_decay=0.05)]
+
+
+def _reference_steps(opt_class, config, p0, grads):
+    """The numpy (generic) update of minidl.optim, which tests/test_optim.py checks against
+    torch.optim."""
+    p = minidl.nn.Parameter(minidl.tensor(p0.copy()))
+    opt = opt_class([p], **config)
+    for g in grads:
+        p.grad = minidl.tensor(g)
+        opt.step()
+    return p.data
+
+
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
+def test_fused_sgd_matches_the_generic_update(run, config):
+    rng = np.random.default_rng(6)
+    p0 = rng.standard_normal((4, 3)).astype(np.float32)
+    grads = [rng.standard_normal((4, 3)).astype(np.float32) for _ in range(3)]
+    want = _reference_steps(minidl.optim.SGD, dict(lr=0.1, **config), p0, grads)
+    p, state = run.to_device(p0.copy()), {}
+    full = dict(dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), **config)
+    for g in grads:
+        cuda.sgd_update(p, run.to_device(g), state, 0.1, full["momentum"], full["dampening"],
+                        full["weight_decay"], full["nesterov"])
+    np.testing.assert_allclose(run.to_host(p), want, rtol=1e-6, atol=1e-7)
+    assert ("momentum_buffer" in state) == bool(full["momentum"])
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+def test_fused_adam_matches_the_generic_update(run, weight_decay):
+    rng = np.random.default_rng(7)
+    p0 = rng.standard_normal(11).astype(np.float32)
+    grads = [rng.standard_normal(11).astype(np.float32) for _ in range(4)]
+    b1, b2, lr, eps = 0.9, 0.99, 0.01, 1e-8
+    want = _reference_steps(minidl.optim.Adam, dict(lr=lr, betas=(b1, b2), eps=eps,
+                                                    weight_decay=weight_decay), p0, grads)
+    p = run.to_device(p0.copy())
+    m, v = run.to_device(np.zeros_like(p0)), run.to_device(np.zeros_like(p0))
+    for t, g in enumerate(grads, 1):
+        cuda.adam_update(p, run.to_device(g), m, v, lr / (1 - b1 ** t), b1, b2,
+                         np.sqrt(1 - b2 ** t), eps, weight_decay)
+    np.testing.assert_allclose(run.to_host(p), want, rtol=1e-6, atol=1e-7)

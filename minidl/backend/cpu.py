@@ -1144,9 +1144,12 @@ def softmax_cross_entropy(logits, target):
     return losses, prob
 
 
-def softmax_cross_entropy_backward(prob, target, scale):
-    """(softmax - one_hot(target)) * scale, with scale a scalar or one value per row."""
-    scale = np.ascontiguousarray(np.asarray(scale, dtype=prob.dtype).reshape(-1))
+def softmax_cross_entropy_backward(prob, target, scale, divisor=1):
+    """(softmax - one_hot(target)) * (scale / divisor), with scale a scalar or one per row."""
+    scale = np.asarray(scale, dtype=prob.dtype)
+    if divisor != 1:
+        scale = scale / divisor
+    scale = np.ascontiguousarray(scale.reshape(-1))
     grad = np.empty_like(prob)
     _softmax_xent_bwd(prob, _c(target), scale, grad)
     return grad

@@ -24,7 +24,8 @@ from . import get_array_module
 from .generic import out_size
 
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
-           "max_pool2d_backward"]
+           "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
+           "softmax_cross_entropy_backward", "sgd_update", "adam_update"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
 GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
@@ -109,6 +110,76 @@ for (int ki = 0; ki < kh; ++ki) {
 gx = acc;
 """
 
+# The GEMM output (Co, N*L) -> NCHW, adding the bias on the way: one pass instead of a transposed
+# copy and a broadcast add.
+COLS_TO_NCHW = """
+ptrdiff_t t = i;
+const ptrdiff_t l = t % length; t /= length;
+const ptrdiff_t c = t % channels;
+y = y2[c * nl + (t / channels) * length + l] + (with_bias ? bias[c] : (T)0);
+"""
+
+# As in PyTorch, the gradient is g where the output is positive and exactly 0 elsewhere.
+RELU_BACKWARD = """
+gx = y[i] > (T)0 ? g[i] : (T)0;
+"""
+
+# One thread per row: max, sum of exponentials, probabilities and the row's loss, in one pass
+# over the row's classes (a NaN logit makes the row's max, loss and probabilities NaN).
+SOFTMAX_XENT = """
+const ptrdiff_t r = i * classes;
+T m = logits[r];
+for (int c = 1; c < classes; ++c) {
+    const T v = logits[r + c];
+    if (!(v <= m)) m = v;
+}
+T s = 0;
+for (int c = 0; c < classes; ++c) {
+    const T e = exp(logits[r + c] - m);
+    prob[r + c] = e;
+    s += e;
+}
+const T inv = (T)1 / s;
+for (int c = 0; c < classes; ++c) prob[r + c] *= inv;
+loss = log(s) - (logits[r + target[i]] - m);
+"""
+
+# (softmax - one_hot(target)) * scale / divisor; scale holds one value, or one per row.
+SOFTMAX_XENT_BACKWARD = """
+const ptrdiff_t r = i / classes;
+const T onehot = (i - r * classes) == target[r] ? (T)1 : (T)0;
+grad = (prob[i] - onehot) * (scale[per_row ? r : 0] / (T)divisor);
+"""
+
+# torch.optim.SGD's update for one parameter in one pass: d = grad + weight_decay * param;
+# with momentum, buf = momentum * buf + (1 - dampening) * d (buf = d on the first step) and
+# d = buf, or d + momentum * buf with Nesterov; then param -= lr * d.
+SGD = """
+T d = grad[i];
+if (weight_decay != 0) d += (T)weight_decay * param;
+param -= (T)lr * d;
+"""
+
+SGD_MOMENTUM = """
+T d = grad[i];
+if (weight_decay != 0) d += (T)weight_decay * param;
+const T b = first ? d : (T)momentum * buf + (T)(1 - dampening) * d;
+buf = b;
+param -= (T)lr * (nesterov ? d + (T)momentum * b : b);
+"""
+
+# torch.optim.Adam (no amsgrad): the moments, then param -= step_size * m / (sqrt(v) / c2 + eps),
+# with step_size = lr / (1 - beta1^t) and c2 = sqrt(1 - beta2^t) computed on the host.
+ADAM = """
+T d = grad[i];
+if (weight_decay != 0) d += (T)weight_decay * param;
+const T mi = (T)beta1 * m + (T)(1 - beta1) * d;
+const T vi = (T)beta2 * v + (T)(1 - beta2) * d * d;
+m = mi;
+v = vi;
+param -= (T)step_size * mi / (sqrt(vi) / (T)c2 + (T)eps);
+"""
+
 # name: (input parameters, output parameters, body)
 SPECS = {
     "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS, "raw T col", IM2COL),
@@ -116,6 +187,19 @@ SPECS = {
     "max_pool2d_forward": ("raw T img, float64 ninf, " + GEOMETRY, "T pooled, int32 arg",
                            MAX_POOL_FORWARD),
     "max_pool2d_backward": ("raw T gy, raw int32 arg, " + GEOMETRY, "T gx", MAX_POOL_BACKWARD),
+    "cols_to_nchw": ("raw T y2, raw T bias, int32 with_bias, int64 channels, int64 length, "
+                     "int64 nl", "T y", COLS_TO_NCHW),
+    "relu_backward": ("raw T g, raw T y", "T gx", RELU_BACKWARD),
+    "softmax_xent": ("raw T logits, raw int64 target, int32 classes", "T loss, raw T prob",
+                     SOFTMAX_XENT),
+    "softmax_xent_backward": ("raw T prob, raw int64 target, raw T scale, int64 classes, "
+                              "int32 per_row, float64 divisor", "T grad", SOFTMAX_XENT_BACKWARD),
+    "sgd": ("raw T grad, float64 lr, float64 weight_decay", "T param", SGD),
+    "sgd_momentum": ("raw T grad, float64 lr, float64 momentum, float64 dampening, "
+                     "float64 weight_decay, int32 nesterov, int32 first", "T param, T buf",
+                     SGD_MOMENTUM),
+    "adam": ("raw T grad, float64 step_size, float64 beta1, float64 beta2, float64 c2, "
+             "float64 eps, float64 weight_decay", "T param, T m, T v", ADAM),
 }
 
 _compiled = {}
@@ -209,3 +293,77 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
         _kernel("max_pool2d_backward")(_flat(cp, gy), _flat(cp, arg.astype(cp.int32, copy=False)),
                                        h, w, kh, kw, sh, sw, ph, pw, oh, ow, gx)
     return gx
+
+
+def cols_to_nchw(y2, bias, n, oh, ow):
+    """GEMM output (Co, N*OH*OW) -> (N, Co, OH, OW), plus the bias per channel when given."""
+    cp = get_array_module(y2)
+    co, length = y2.shape[0], oh * ow
+    y = cp.empty((n, co, oh, ow), dtype=y2.dtype)
+    if y.size:
+        b = _flat(cp, bias.astype(y2.dtype, copy=False)) if bias is not None else y2.reshape(-1)
+        _kernel("cols_to_nchw")(_flat(cp, y2), b, int(bias is not None), co, length, n * length,
+                                y)
+    return y
+
+
+def relu_backward(g, y):
+    cp = get_array_module(g)
+    gx = cp.empty(g.shape, dtype=g.dtype)
+    if gx.size:
+        _kernel("relu_backward")(_flat(cp, g), _flat(cp, y), gx)
+    return gx
+
+
+def _targets(cp, target):
+    return _flat(cp, target.astype(cp.int64, copy=False))
+
+
+def softmax_cross_entropy(logits, target):
+    """(per-row losses, softmax probabilities) of logits (N, C) against class indices (N,)."""
+    cp = get_array_module(logits)
+    if logits.dtype.kind != "f":
+        logits = logits.astype(cp.float64)
+    n, classes = logits.shape
+    losses = cp.empty(n, dtype=logits.dtype)
+    prob = cp.empty((n, classes), dtype=logits.dtype)
+    if n and classes:
+        _kernel("softmax_xent")(_flat(cp, logits), _targets(cp, target), classes, losses,
+                                prob.reshape(-1))
+    return losses, prob
+
+
+def softmax_cross_entropy_backward(prob, target, scale, divisor=1):
+    """(softmax - one_hot(target)) * (scale / divisor), with scale one value or one per row. The
+    divisor (N for a mean) is a host number, so the mean's gradient needs no extra launch."""
+    cp = get_array_module(prob)
+    scale = _flat(cp, cp.asarray(scale, dtype=prob.dtype))
+    grad = cp.empty(prob.shape, dtype=prob.dtype)
+    if grad.size:
+        _kernel("softmax_xent_backward")(_flat(cp, prob), _targets(cp, target), scale,
+                                         prob.shape[1], int(scale.size > 1), float(divisor), grad)
+    return grad
+
+
+def sgd_update(param, grad, state, lr, momentum, dampening, weight_decay, nesterov):
+    """One torch.optim.SGD step for one C-contiguous parameter, in place, in one launch."""
+    cp = get_array_module(param)
+    g = _flat(cp, grad.astype(param.dtype, copy=False))
+    if not momentum:
+        _kernel("sgd")(g, float(lr), float(weight_decay), param)
+        return
+    buf = state.get("momentum_buffer")
+    first = buf is None
+    if first:
+        buf = state["momentum_buffer"] = cp.empty_like(param)
+    _kernel("sgd_momentum")(g, float(lr), float(momentum), float(dampening), float(weight_decay),
+                            int(bool(nesterov)), int(first), param, buf)
+
+
+def adam_update(param, grad, m, v, step_size, beta1, beta2, c2, eps, weight_decay):
+    """One torch.optim.Adam step for one C-contiguous parameter and its moments m, v, in place,
+    in one launch."""
+    cp = get_array_module(param)
+    g = _flat(cp, grad.astype(param.dtype, copy=False))
+    _kernel("adam")(g, float(step_size), float(beta1), float(beta2), float(c2), float(eps),
+                    float(weight_decay), param, m, v)
