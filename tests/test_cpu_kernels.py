@@ -1,5 +1,7 @@
 """The numba CPU kernels against the generic NumPy reference kernels, on random shapes with
 strides and padding, in float32 and float64, including non-contiguous inputs."""
+import os
+
 import numpy as np
 import pytest
 
@@ -353,3 +355,19 @@ def test_inference_conv_matches_reference(geom, dtype, monkeypatch):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, ref + b[:, None, None], **tol)
         np.testing.assert_allclose(cpu.conv2d_inference(x, w, None, stride, pad), ref, **tol)
+
+
+def test_openblas_spin_time_is_shortened_and_blas_still_computes():
+    """cpu.py sets OpenBLAS's worker spin time (see _shorten_blas_spin); BLAS results must not
+    change, and the OpenBLAS that numpy loaded must report the new timeout."""
+    libs = [lib for lib in cpu._openblas_libraries() if hasattr(lib, "openblas_thread_timeout")]
+    if not libs:
+        pytest.skip("numpy does not use an OpenBLAS with openblas_thread_timeout here")
+    if os.environ.get("MINIDL_BLAS_TUNING") == "0" or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+        pytest.skip("BLAS tuning turned off by the environment")
+    assert all(lib.openblas_thread_timeout() == cpu._BLAS_SPIN_LOG2 for lib in libs)
+    a = np.random.default_rng(0).standard_normal((300, 200))
+    b = np.random.default_rng(1).standard_normal((200, 100))
+    want = np.einsum("ij,jk->ik", a, b)
+    cpu._shorten_blas_spin()  # again: the workers restart once more
+    np.testing.assert_allclose(a @ b, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())

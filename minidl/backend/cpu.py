@@ -71,6 +71,69 @@ def _keep_freed_memory():
 
 _keep_freed_memory()
 
+# OpenBLAS's idle workers spin for 2^OPENBLAS_THREAD_TIMEOUT cycles (default 2^28, ~0.1 s) after
+# every multi-threaded call before they sleep. A numba parallel kernel started in that window
+# shares a core with a spinning worker: LeNet-5 inference at batch 1000 took 37 ms instead of
+# 21 ms, and the ResNet-50 3x3 conv ran 1.3x or 2.2x PyTorch's time depending on whether a worker
+# was still spinning. 2^20 cycles (~0.3 ms) keeps the workers awake between the GEMMs of one
+# layer but asleep by the time the next numba kernel runs; 2^16 or shorter made the back-to-back
+# GEMMs of a training step wake sleeping workers (LeNet-5 step +30%), 2^24 or longer brought the
+# contention back (measured with `pytest benchmarks --benchmark-only`, per timeout 2^4..2^28).
+_BLAS_SPIN_LOG2 = 20
+
+
+def _openblas_libraries():
+    """ctypes handles of the OpenBLAS libraries loaded in this process (numpy's, usually)."""
+    import ctypes
+
+    paths = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                name = os.path.basename(path)
+                if "openblas" in name.lower() and ".so" in name:
+                    paths.add(path)
+    except OSError:
+        return []
+    libs = []
+    for path in sorted(paths):
+        try:
+            libs.append(ctypes.CDLL(path))  # already loaded: the same library, not a second copy
+        except OSError:
+            pass
+    return libs
+
+
+def _shorten_blas_spin():
+    """Set OpenBLAS's worker spin time to 2^_BLAS_SPIN_LOG2 cycles in this process.
+
+    OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it loads, which is before minidl can set it
+    (numpy loads it), so the variable is set for a moment while ``openblas_read_env`` re-reads
+    the environment, and the workers are stopped (``blas_thread_shutdown_``) so that the next
+    multi-threaded call starts them with the new timeout. Skipped where those symbols are not
+    found (MKL, Accelerate, another BLAS), when the user set OPENBLAS_THREAD_TIMEOUT, or with
+    MINIDL_BLAS_TUNING=0. Like any BLAS reconfiguration, it must not race a BLAS call running
+    in another thread: it runs once, when the first op imports this module."""
+    if os.environ.get("MINIDL_BLAS_TUNING", "1") == "0" or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
+        return
+    if not sys.platform.startswith("linux"):
+        return
+    for lib in _openblas_libraries():
+        read_env = getattr(lib, "openblas_read_env", None)
+        shutdown = getattr(lib, "blas_thread_shutdown_", None)
+        if read_env is None or shutdown is None:
+            continue
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(_BLAS_SPIN_LOG2)
+        try:
+            read_env()
+        finally:
+            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+        shutdown()
+
+
+_shorten_blas_spin()
+
 # Every kernel below works task by task (a task is one image plane, one sample, ...) and has two
 # drivers: a prange one and a serial one. The serial one runs unless the work is large: a
 # workqueue launch must wake a sleeping thread, which on this class of VM takes 50-500 us, and
