@@ -129,7 +129,14 @@ def _shorten_blas_spin():
             read_env()
         finally:
             del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+        getter = getattr(lib, "openblas_thread_timeout", None)
+        if getter is not None and getter() != _BLAS_SPIN_LOG2:
+            continue  # this build did not take the new value: leave its threads alone
         shutdown()
+        _blas_spin_set.append(lib)
+
+
+_blas_spin_set = []  # the OpenBLAS libraries whose spin time _shorten_blas_spin changed
 
 
 _shorten_blas_spin()
