@@ -17,12 +17,15 @@ def _follow_device(state, param):
             state[key] = to_device(value, dev)
 
 
-def _fused(p, g, name):
+def _fused(name, p, g, *buffers):
     """The backend's one-launch update ``name`` for this parameter, or None (the CPU has none:
     there numpy's in-place ops are already cheap next to a step; a GPU pays a kernel launch for
-    each of them)."""
+    each of them). The kernel writes ``p`` and its state ``buffers`` (None: not made yet) in
+    place as flat arrays, so all of them must be C-contiguous."""
     fast = getattr(backend.kernels(get_array_module(p)), name, None)
-    if fast is None or not p.flags.c_contiguous or g.shape != p.shape:
+    if fast is None or g.shape != p.shape:
+        return None
+    if not all(a.flags.c_contiguous for a in (p, *buffers) if a is not None):
         return None
     return fast
 
@@ -77,15 +80,14 @@ class SGD(Optimizer):
 
     def _update(self, p, g, group, state):
         wd, mom = group["weight_decay"], group["momentum"]
-        fast = _fused(p.data, g, "sgd_update")
         buf = state.get("momentum_buffer")
-        if fast is not None and (buf is None or buf.flags.c_contiguous):
+        fast = _fused("sgd_update", p.data, g, buf)
+        if fast is not None:
             fast(p.data, g, state, group["lr"], mom, group["dampening"], wd, group["nesterov"])
             return
         if wd:
             g = g + wd * p.data
         if mom:
-            buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = g.copy()
             else:
@@ -110,10 +112,11 @@ class Adam(Optimizer):
             state["exp_avg_sq"] = xp.zeros_like(p.data)
         state["step"] += 1
         m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-        fast = _fused(p.data, g, "adam_update")
-        if fast is not None and m.flags.c_contiguous and v.flags.c_contiguous:
-            fast(p.data, g, m, v, group["lr"] / (1 - b1 ** t), b1, b2, math.sqrt(1 - b2 ** t),
-                 group["eps"], group["weight_decay"])
+        step_size = group["lr"] / (1 - b1 ** t)
+        c2 = math.sqrt(1 - b2 ** t)
+        fast = _fused("adam_update", p.data, g, m, v)
+        if fast is not None:
+            fast(p.data, g, m, v, step_size, b1, b2, c2, group["eps"], group["weight_decay"])
             return
         if group["weight_decay"]:
             g = g + group["weight_decay"] * p.data
@@ -121,8 +124,7 @@ class Adam(Optimizer):
         m += (1 - b1) * g
         v *= b2
         v += (1 - b2) * g * g
-        step_size = group["lr"] / (1 - b1 ** t)
-        denom = xp.sqrt(v) / math.sqrt(1 - b2 ** t) + group["eps"]
+        denom = xp.sqrt(v) / c2 + group["eps"]
         p.data -= (step_size * m / denom).astype(p.data.dtype, copy=False)
 
 
