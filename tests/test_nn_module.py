@@ -242,7 +242,7 @@ def test_save_is_atomic_when_writing_crashes(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(np, "savez", crash)
+    monkeypatch.setattr(np.lib.format, "write_array", crash)
     with pytest.raises(OSError, match="simulated"):
         minidl.save({"w": np.zeros((2, 3), np.float32)}, path)
     monkeypatch.undo()

@@ -14,8 +14,8 @@ torch's zip layout (``torch.save`` since 1.6)::
     <prefix>/byteorder       "little" or "big" (absent in old files: little)
 
 Only the legacy pre-1.6 format needs torch itself (``torch.load(weights_only=True)``).
-This module imports only the standard library and NumPy at top level, so it works without
-the rest of minidl; the model used for the shape check is imported when asked for.
+At top level this module imports only the standard library, NumPy and minidl's .npz writer
+(``minidl.serialization``); the model used for the shape check is imported when asked for.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ import pickle
 import sys
 import tarfile
 import types
-import uuid
 import zipfile
 from typing import NamedTuple
 
 import numpy as np
+
+from ..serialization import save_npz  # the one .npz writer: atomic, any key, umask mode
 
 __all__ = ["load_torch_checkpoint", "check_state_dict", "convert", "save_npz", "main"]
 
@@ -312,28 +313,6 @@ def _expected_shapes(arch):
     model_state = _ARCHS[arch]().state_dict()
     return {k: tuple(v.shape) for k, v in model_state.items()
             if not k.endswith("num_batches_tracked")}
-
-
-def save_npz(arrays, path):
-    """Write {name: array} as .npz atomically: a temp file in the same directory, then rename."""
-    path = os.path.abspath(os.fspath(path))
-    # not tempfile.mkstemp: its 0600 mode would stick to the result; open(.., "x") honours umask
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        # Write the members by hand rather than np.savez(**arrays): a tensor named "file" or
-        # "allow_pickle" would collide with np.savez's own keyword arguments.
-        with open(tmp, "xb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, a in arrays.items():
-                    with zf.open(name + ".npy", "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asanyarray(a), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def convert(in_path, out_path, arch="resnet50"):

@@ -1,0 +1,121 @@
+"""minidl.save / minidl.load: any key round-trips, bad values are refused before anything is
+written, the file mode follows the umask, and temporaries of killed writers do not pile up."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl import serialization
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_any_string_key_roundtrips(tmp_path):
+    # "file" and "allow_pickle" are np.savez's own keywords; "x" and "x.npy" collide in
+    # np.load's lookup; "a/b" and non-ASCII names are zip members like any other
+    keys = ["file", "allow_pickle", "a/b", "gewicht.ä.λ", "x", "x.npy", "", " ", "../up"]
+    state = {k: np.full((2,), i, dtype=np.float32) for i, k in enumerate(keys)}
+    path = tmp_path / "c.npz"
+    minidl.save(state, path)
+    loaded = minidl.load(path)
+    assert list(loaded) == keys
+    for i, k in enumerate(keys):
+        np.testing.assert_array_equal(loaded[k], np.full((2,), i, np.float32), err_msg=k)
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
+def test_values_keep_dtype_and_shape(tmp_path):
+    state = {"f": minidl.tensor([[1.5, 2.0]]), "i": np.arange(3), "b": np.array([True, False]),
+             "s": np.array(7, dtype=np.int64), "h": np.ones(2, np.float16), "u": np.uint8(3)}
+    minidl.save(state, tmp_path / "c.npz")
+    loaded = minidl.load(tmp_path / "c.npz")
+    for k, v in state.items():
+        v = v.numpy() if isinstance(v, minidl.Tensor) else np.asarray(v)
+        assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape, k
+        np.testing.assert_array_equal(loaded[k], v)
+
+
+@pytest.mark.parametrize("bad, kind", [
+    (None, "NoneType"), ("text", "str"), (3, "int"), ({"a": 1}, "dict"),
+    (np.array([object()], dtype=object), "Python objects"),
+])
+def test_bad_value_is_refused_before_the_good_file_is_touched(tmp_path, bad, kind):
+    path = tmp_path / "ckpt.npz"
+    minidl.save({"w": np.arange(3.0)}, path)
+    before = path.read_bytes()
+    with pytest.raises(TypeError, match=rf"'s'.*{kind}"):
+        minidl.save({"w": np.zeros(3), "s": bad}, path)
+    assert path.read_bytes() == before  # the good checkpoint is still there, still readable
+    np.testing.assert_array_equal(minidl.load(path)["w"], np.arange(3.0))
+    assert os.listdir(tmp_path) == ["ckpt.npz"]
+
+
+def test_non_string_key_and_unrecordable_dtype_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="keys must be strings"):
+        minidl.save({1: np.ones(1)}, tmp_path / "c.npz")
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 comes from ml_dtypes")
+    with pytest.raises(TypeError, match="'h'.*bfloat16"):
+        minidl.save({"h": np.ones(2, ml_dtypes.bfloat16)}, tmp_path / "c.npz")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_file_mode_follows_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        minidl.save({"w": np.ones(2)}, tmp_path / "c.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_checkpoints_and_the_converter_share_one_writer():
+    from minidl.models import convert
+
+    assert convert.save_npz is serialization.save_npz
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
+    """kill -9 while the temporary is being written, then save again: no .tmp file stays."""
+    path = tmp_path / "ckpt.npz"
+    minidl.save({"w": np.arange(4.0)}, path)
+    script = textwrap.dedent(f"""
+        import sys, time
+        import numpy as np
+        import minidl
+        real = np.lib.format.write_array
+        def slow(*a, **k):
+            real(*a, **k)
+            print("writing", flush=True)
+            time.sleep(60)
+        np.lib.format.write_array = slow
+        minidl.save({{"w": np.zeros(1000)}}, {str(path)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    stale = [n for n in os.listdir(tmp_path) if n != "ckpt.npz"]
+    assert len(stale) == 1  # what kill -9 leaves behind
+    # a temporary of a writer that is still running is not touched
+    live = tmp_path / f".ckpt.npz.tmp-{os.getppid()}-0000.npz"
+    live.write_bytes(b"in progress")
+    np.testing.assert_array_equal(minidl.load(path)["w"], np.arange(4.0))  # the old one is intact
+    minidl.save({"w": np.ones(2)}, path)
+    assert sorted(os.listdir(tmp_path)) == sorted(["ckpt.npz", live.name])
+    np.testing.assert_array_equal(minidl.load(path)["w"], np.ones(2))
+
+
+def test_load_reads_files_written_by_numpy(tmp_path):
+    np.savez(tmp_path / "n.npz", a=np.arange(3), b=np.eye(2, dtype=np.float32))
+    loaded = minidl.load(tmp_path / "n.npz")
+    assert sorted(loaded) == ["a", "b"]
+    np.testing.assert_array_equal(loaded["b"], np.eye(2))
