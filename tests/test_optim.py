@@ -145,3 +145,225 @@ def test_step_lr_matches_torch(step_size, gamma):
         assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-12)
     np.testing.assert_allclose(ours, theirs, rtol=1e-12)
     np.testing.assert_allclose(p.numpy(), tp.detach().numpy(), rtol=1e-6)
+
+
+# ---- state_dict / load_state_dict (PyTorch's structure) --------------------------------------
+OPTIMIZERS = {
+    "sgd_nesterov": (lambda m, ps: m.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
+                                                weight_decay=1e-3)),
+    "adam": (lambda m, ps: m.optim.Adam(ps, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+}
+
+
+def _steps(opt, ps, grads):
+    for step_grads in grads:
+        opt.zero_grad()
+        for p, g in zip(ps, step_grads):
+            if g is not None:
+                p.grad = minidl.tensor(g)
+        opt.step()
+
+
+def _grads_with_a_gap(steps=6):
+    """The first parameter gets no gradient for the first steps: its state appears late, so the
+    state's parameter indices cannot be the order in which states were made."""
+    _, grads = _params_and_grads(steps)
+    return [[None if k < 2 and i == 0 else g for i, g in enumerate(gs)] for k, gs in enumerate(grads)]
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_load_state_dict_continues_bit_for_bit(name, tmp_path):
+    params, _ = _params_and_grads()
+    grads = _grads_with_a_gap()
+    make = OPTIMIZERS[name]
+    ps = [nn.Parameter(p.copy()) for p in params]
+    unbroken = make(minidl, ps)
+    _steps(unbroken, ps, grads)
+
+    first = [nn.Parameter(p.copy()) for p in params]
+    opt = make(minidl, first)
+    _steps(opt, first, grads[:3])
+    sd = opt.state_dict()
+    assert sorted(sd["state"]) == [0, 1, 2] and sd["param_groups"][0]["params"] == [0, 1, 2]
+    resumed = [nn.Parameter(p.numpy().copy()) for p in first]
+    opt2 = make(minidl, resumed)
+    opt2.load_state_dict(sd)
+    _steps(opt, first, [[np.zeros_like(p) for p in params]])  # the loaded copy is not shared
+    _steps(opt2, resumed, grads[3:])
+    for a, b in zip(resumed, ps):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_state_dict_indexes_parameters_by_position():
+    a, b = nn.Parameter(np.ones(2, np.float32)), nn.Parameter(np.ones(3, np.float32))
+    opt = optim.SGD([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=0.1, momentum=0.9)
+    b.grad = minidl.tensor(np.ones(3))
+    opt.step()
+    sd = opt.state_dict()
+    assert list(sd["state"]) == [1]  # a has no state yet; b is parameter 1
+    assert sd["state"][1]["momentum_buffer"].shape == (3,)
+    assert [g["params"] for g in sd["param_groups"]] == [[0], [1]]
+    assert [g["lr"] for g in sd["param_groups"]] == [0.1, 0.5]
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_state_dict_structure_and_values_match_torch(name):
+    torch = pytest.importorskip("torch", reason="state_dict parity needs torch")
+    params, grads = _params_and_grads(3)
+    make = OPTIMIZERS[name]
+    ps = [nn.Parameter(p.copy()) for p in params]
+    tps = [torch.nn.Parameter(torch.tensor(p.copy())) for p in params]
+    opt, topt = make(minidl, ps), make(torch, tps)
+    _steps(opt, ps, grads)
+    for step_grads in grads:
+        topt.zero_grad()
+        for p, g in zip(tps, step_grads):
+            p.grad = torch.tensor(g)
+        topt.step()
+    ours, theirs = opt.state_dict(), topt.state_dict()
+    assert list(ours["state"]) == list(theirs["state"])
+    assert [g["params"] for g in ours["param_groups"]] == [g["params"] for g in theirs["param_groups"]]
+    for ga, gb in zip(ours["param_groups"], theirs["param_groups"]):
+        assert {k: v for k, v in gb.items() if k in ga} == ga
+    for i, entry in theirs["state"].items():
+        assert set(ours["state"][i]) == set(entry)
+        for k, v in entry.items():
+            np.testing.assert_allclose(np.asarray(ours["state"][i][k].numpy()
+                                                  if hasattr(ours["state"][i][k], "numpy")
+                                                  else ours["state"][i][k]),
+                                       v.numpy(), rtol=1e-5, atol=1e-7, err_msg=f"{i} {k}")
+    # and PyTorch's state dict loads here and carries on with PyTorch's numbers
+    more = _params_and_grads(2, seed=1)[1]
+    fresh = [nn.Parameter(p.detach().numpy().copy()) for p in tps]
+    opt2 = make(minidl, fresh)
+    opt2.load_state_dict(theirs)
+    _steps(opt2, fresh, more)
+    for step_grads in more:
+        topt.zero_grad()
+        for p, g in zip(tps, step_grads):
+            p.grad = torch.tensor(g)
+        topt.step()
+    for a, b in zip(fresh, tps):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_load_state_dict_refuses_what_does_not_fit_and_changes_nothing():
+    a, b = nn.Parameter(np.ones(2, np.float32)), nn.Parameter(np.ones(3, np.float32))
+    opt = optim.SGD([a, b], lr=0.1, momentum=0.9)
+    a.grad, b.grad = minidl.tensor(np.ones(2)), minidl.tensor(np.ones(3))
+    opt.step()
+    good = opt.state_dict()
+    before = opt.state_dict()
+
+    def variant(**change):
+        sd = {"state": {k: dict(v) for k, v in good["state"].items()},
+              "param_groups": [dict(g) for g in good["param_groups"]]}
+        for key, value in change.items():
+            if key == "groups":
+                sd["param_groups"] = value
+            elif key == "state":
+                sd["state"] = value
+            else:
+                sd["param_groups"][0][key] = value
+        return sd
+
+    cases = [
+        (variant(params=[0]), "group 0 holds 1 parameters"),
+        (variant(groups=good["param_groups"] * 2), "2 parameter groups"),
+        (variant(state={0: {"momentum_buffer": np.zeros(5, np.float32)}}), r"shape \(5,\)"),
+        (variant(state={0: {"exp_avg": np.zeros(2, np.float32)}}), "exp_avg"),
+        (variant(state={7: {"momentum_buffer": np.zeros(2, np.float32)}}), "no parameter group"),
+        (variant(lr=float("nan")), "lr must be a finite"),
+        (variant(maximize=True), "maximize"),
+        ({"state": {}}, "param_groups"),
+    ]
+    for sd, message in cases:
+        with pytest.raises(ValueError, match=message):
+            opt.load_state_dict(sd)
+        after = opt.state_dict()
+        assert after["param_groups"] == before["param_groups"]
+        for k in before["state"]:
+            np.testing.assert_array_equal(after["state"][k]["momentum_buffer"].numpy(),
+                                          before["state"][k]["momentum_buffer"].numpy())
+
+
+def test_load_state_dict_casts_state_to_the_parameter_dtype():
+    p = nn.Parameter(np.ones(2, np.float32))
+    opt = optim.Adam([p])
+    opt.load_state_dict({"state": {0: {"step": np.array(3.0), "exp_avg": np.ones(2),
+                                       "exp_avg_sq": np.ones(2)}},
+                         "param_groups": [{"lr": 0.01, "betas": [0.9, 0.999], "eps": 1e-8,
+                                           "weight_decay": 0.0, "params": [0]}]})
+    state = opt.state_dict()["state"][0]
+    assert state["step"] == 3 and state["exp_avg"].dtype == np.float32
+    assert opt.param_groups[0]["betas"] == (0.9, 0.999)
+    p.grad = minidl.tensor(np.ones(2))
+    opt.step()
+    assert p.dtype == np.float32 and opt.state_dict()["state"][0]["exp_avg_sq"].dtype == np.float32
+
+
+def test_step_lr_state_dict_roundtrip_and_torch_keys():
+    p = nn.Parameter(np.ones(1, np.float32))
+    opt = optim.SGD([p], lr=0.2)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for _ in range(3):
+        sched.step()
+    sd = sched.state_dict()
+    assert sd["last_epoch"] == 3 and sd["base_lrs"] == [0.2] and sd["step_size"] == 2
+    opt2 = optim.SGD([nn.Parameter(np.ones(1, np.float32))], lr=0.2)
+    opt2.load_state_dict(opt.state_dict())
+    sched2 = optim.lr_scheduler.StepLR(opt2, step_size=7, gamma=0.9)
+    sched2.load_state_dict(sd)
+    sched.step(), sched2.step()
+    assert sched2.get_last_lr() == sched.get_last_lr() == [pytest.approx(0.05)]
+    with pytest.raises(ValueError, match="base_lrs"):
+        sched2.load_state_dict({**sd, "base_lrs": [0.1, 0.2]})
+    torch = pytest.importorskip("torch", reason="loading PyTorch's StepLR state needs torch")
+    tp = torch.nn.Parameter(torch.ones(1))
+    topt = torch.optim.SGD([tp], lr=0.2)
+    tsched = torch.optim.lr_scheduler.StepLR(topt, step_size=2, gamma=0.5)
+    for _ in range(3):
+        topt.step(), tsched.step()
+    assert set(sd) <= set(tsched.state_dict())
+    sched3 = optim.lr_scheduler.StepLR(optim.SGD([nn.Parameter(np.ones(1, np.float32))], lr=0.2), 5)
+    sched3.load_state_dict(tsched.state_dict())
+    tsched.step(), sched3.step()
+    assert sched3.get_last_lr() == pytest.approx(tsched.get_last_lr())
+
+
+# ---- parameters: PyTorch's refusals ----------------------------------------------------------
+def test_a_tensor_passed_as_params_is_a_type_error():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match="iterable of Tensors"):
+        optim.SGD(layer.weight, lr=1.0)
+    with pytest.raises(TypeError, match="iterable of Tensors"):
+        optim.Adam(layer.weight)
+    with pytest.raises(TypeError, match="not a set"):
+        optim.SGD(set(layer.parameters()), lr=1.0)
+    with pytest.raises(TypeError, match="item 1 is a ndarray"):
+        optim.SGD([layer.weight, np.ones(2)], lr=1.0)
+    with pytest.raises(ValueError, match="not a leaf"):
+        optim.SGD([layer.weight * 2], lr=1.0)
+    opt = optim.SGD([{"params": layer.weight}], lr=1.0)  # a group's single tensor is fine
+    assert opt.param_groups[0]["params"] == [layer.weight]
+
+
+def test_a_parameter_listed_twice_is_a_value_error():
+    layer = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="more than once"):
+        optim.SGD([layer.weight, layer.bias, layer.weight], lr=1.0)
+    with pytest.raises(ValueError, match="more than once"):
+        optim.Adam([{"params": [layer.weight]}, {"params": [layer.weight, layer.bias]}])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_hyperparameters_are_refused(bad):
+    p = nn.Parameter(np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="lr must be a finite"):
+        optim.SGD([p], lr=bad)
+    with pytest.raises(ValueError, match="momentum must be a finite"):
+        optim.SGD([p], lr=0.1, momentum=bad)
+    with pytest.raises(ValueError, match="lr must be a finite"):
+        optim.Adam([p], lr=bad)
+    with pytest.raises(ValueError, match="step_size"):
+        optim.lr_scheduler.StepLR(optim.SGD([p], lr=0.1), step_size=0)
