@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .backend import device_of, get_array_module
+from .backend import device_of, generic, get_array_module
 from .ops import cat
 from .tensor import Function, Tensor, is_grad_enabled
 
@@ -63,6 +63,7 @@ def linear(x, weight, bias=None):
 
 
 # ---- convolution ------------------------------------------------------------------------
+_KEEP_COLUMNS_BYTES = 8 << 20  # im2col matrices up to this size are kept for backward
 class Conv2d(Function):
     """Convolution as GEMMs on an im2col matrix laid out (C_in*kh*kw, N*OH*OW): the columns of
     the whole batch side by side, so the forward pass, the weight gradient and the column
@@ -97,8 +98,13 @@ class Conv2d(Function):
             self.save_for_backward(x3, w)
             return y.reshape(n, co, oh, ow)
         col = _im2col_t(k, x, kh, kw, sh, sw, ph, pw)          # (K, N*L)
-        self.save_for_backward(col, w)
-        return _cols_to_nchw(k, w2 @ col, b, n, oh, ow)
+        y = _cols_to_nchw(k, w2 @ col, b, n, oh, ow)
+        # A kh*kw-times copy of the input is the largest array a conv could keep for backward.
+        # Small ones are kept (re-gathering would cost more than it saves); large ones are
+        # gathered again in backward from x, which is alive anyway as this op's input.
+        self.kept_cols = needs_grad and col.nbytes <= _KEEP_COLUMNS_BYTES
+        self.save_for_backward(col if self.kept_cols else x, w)
+        return y
 
     def backward(self, g):
         k = _kernels(g)
@@ -130,6 +136,8 @@ class Conv2d(Function):
             return gx, gw, gb
         g2, gb_all = _nchw_to_cols(k, g)                        # (Co, N*L)
         if want_w:
+            if not self.kept_cols:
+                col = _im2col_t(k, col, kh, kw, sh, sw, ph, pw)  # col held x: gather again
             gw = (col @ g2.T).T.reshape(w.shape)  # this orientation ran 1.7x faster in BLAS
         if want_b:
             gb = gb_all
@@ -480,68 +488,68 @@ def mse_loss(input, target, reduction="mean"):
 
 # ---- batch norm -------------------------------------------------------------------------
 class BatchNorm(Function):
+    """Training mode (batch statistics) runs the kernel set's fused passes and keeps only x and
+    two numbers per channel for backward; x is alive anyway as this op's input, so nothing the
+    size of an activation is added. Eval mode is one affine map per channel."""
+
     def forward(self, x, *weight_bias, has_weight, has_bias, running_mean=None, running_var=None,
-                training=False, momentum=0.1, eps=1e-5):
-        xp = get_array_module(x)
+                training=False, momentum=0.1, eps=1e-5, relu=False):
         wb = list(weight_bias)
         w = wb.pop(0) if has_weight else None
         b = wb.pop(0) if has_bias else None
-        axes = (0,) if x.ndim == 2 else (0,) + tuple(range(2, x.ndim))
         shape = (1, -1) + (1,) * (x.ndim - 2)
         self.batch_stats = training or running_mean is None
+        self.has_weight, self.has_bias, self.relu = has_weight, has_bias, relu
+        k = _kernels(x)
         if self.batch_stats:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
-            if training and running_mean is not None:
-                count = x.size // x.shape[1]
-                # PyTorch keeps the unbiased variance in its running estimate
-                running_mean *= 1 - momentum
-                running_mean += momentum * mean
-                running_var *= 1 - momentum
-                running_var += momentum * var * (count / max(count - 1, 1))
-        else:
-            mean, var = running_mean, running_var
-        inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
-        self.axes, self.shape = axes, shape
-        self.has_weight, self.has_bias = has_weight, has_bias
-        if not self.batch_stats:
-            # Eval mode is one affine map per channel, y = x * scale + shift (what PyTorch's CPU
-            # kernel computes too): two passes over x instead of four, and no xhat kept unless a
-            # weight gradient asks for it in backward.
-            scale = inv_std * w if w is not None else inv_std
-            shift = -mean.astype(x.dtype, copy=False) * scale
-            if b is not None:
-                shift = shift + b
-            y = x * scale.reshape(shape)
-            y += shift.reshape(shape)
-            self.save_for_backward(x, mean, inv_std, w)
+            train = getattr(k, "batch_norm_train", generic.batch_norm_train)
+            update = training and running_mean is not None
+            y, mean, invstd = train(x, w, b, running_mean if update else None,
+                                    running_var if update else None, momentum, eps, relu)
+            # y is kept only when a fused ReLU needs its sign (it is the next op's input anyway)
+            self.save_for_backward(x, y if relu else None, mean, invstd, w)
             return y
-        xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
-        y = xhat * w.reshape(shape) if w is not None else xhat.copy()
+        xp = get_array_module(x)
+        mean, var = running_mean, running_var
+        inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+        # Eval mode is one affine map per channel, y = x * scale + shift (what PyTorch's CPU
+        # kernel computes too): two passes over x, and no xhat kept unless a weight gradient
+        # asks for it in backward.
+        scale = inv_std * w if w is not None else inv_std
+        shift = -mean.astype(x.dtype, copy=False) * scale
         if b is not None:
-            y += b.reshape(shape)
-        self.save_for_backward(xhat, inv_std, w)
+            shift = shift + b
+        y = x * scale.reshape(shape)
+        y += shift.reshape(shape)
+        if relu:
+            xp.maximum(y, 0, out=y)
+        self.save_for_backward(x, y if relu else None, mean, inv_std, w)
         return y
 
     def backward(self, g):
-        axes, shape = self.axes, self.shape
+        x, y, mean, inv_std, w = self.saved
         if self.batch_stats:
-            xhat, inv_std, w = self.saved
-            gxhat = g * w.reshape(shape) if w is not None else g
-            gx = (gxhat - gxhat.mean(axis=axes, keepdims=True)
-                  - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True)) * inv_std.reshape(shape)
+            k = _kernels(g)
+            grad = getattr(k, "batch_norm_backward", generic.batch_norm_backward)
+            gx, gw, gb = grad(g, x, y, mean, inv_std, w, self.relu)
         else:
-            x, mean, inv_std, w = self.saved
+            shape = (1, -1) + (1,) * (x.ndim - 2)
+            axes = (0,) if x.ndim == 2 else (0,) + tuple(range(2, x.ndim))
+            if self.relu:
+                g = g * (y > 0)
             scale = inv_std * w if w is not None else inv_std
             gx = g * scale.reshape(shape)
-            xhat = None
+            gw = gb = None
             if self.has_weight and _needs_grad(self, 1):
                 xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
+                gw = (g * xhat).sum(axis=axes)
+            if self.has_bias:
+                gb = g.sum(axis=axes)
         grads = [gx]
         if self.has_weight:
-            grads.append((g * xhat).sum(axis=axes) if xhat is not None else None)
+            grads.append(gw)
         if self.has_bias:
-            grads.append(g.sum(axis=axes))
+            grads.append(gb)
         return tuple(grads)
 
 
@@ -549,6 +557,18 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                momentum=0.1, eps=1e-5):
     """Normalise over every dim but the channel dim (1). In training, batch statistics are
     used and the running ones (Tensors, updated in place) follow them with ``momentum``."""
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5):
+    """``relu(batch_norm(...))`` in one op (a minidl extension; PyTorch fuses the pair inside
+    cuDNN/oneDNN): one pass over the activation instead of two, and one array fewer."""
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                       relu=True)
+
+
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, relu=False):
     if x.ndim not in (2, 3, 4, 5):
         raise ValueError(f"batch_norm: input must be 2-D to 5-D with channels in dim 1, got {x.shape}")
     c = x.shape[1]
@@ -568,7 +588,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
     return BatchNorm.apply(*tensors, has_weight=weight is not None, has_bias=bias is not None,
                            running_mean=rm, running_var=rv, training=training,
-                           momentum=momentum, eps=eps)
+                           momentum=momentum, eps=eps, relu=relu)
 
 
 # ---- dropout ----------------------------------------------------------------------------

@@ -94,8 +94,9 @@ class HostKernel:
         t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ == "T")
         c_args = []
         for a, (raw, typ, pname) in zip(args, self.params):
-            if typ in ("T", "int32", "int64") and isinstance(a, np.ndarray):
-                want = {"T": t_dtype, "int32": np.int32, "int64": np.int64}[typ]
+            if typ in ("T", "int32", "int64", "float64") and isinstance(a, np.ndarray):
+                want = {"T": t_dtype, "int32": np.int32, "int64": np.int64,
+                        "float64": np.float64}[typ]
                 assert a.dtype == want, f"{self.name}: {pname} is {a.dtype}, not {want}"
                 # the wrappers promise flat C-contiguous buffers; CuPy would cope, the host can't
                 assert a.flags.c_contiguous, f"{self.name}: {pname} is not C-contiguous"

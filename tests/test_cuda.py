@@ -294,3 +294,79 @@ def test_fused_adam_matches_the_generic_update(run, weight_decay):
         cuda.adam_update(p, run.to_device(g), m, v, lr / (1 - b1 ** t), b1, b2,
                          np.sqrt(1 - b2 ** t), eps, weight_decay)
     np.testing.assert_allclose(run.to_host(p), want, rtol=1e-6, atol=1e-7)
+
+
+# ---- batch norm: partial sums, per-channel finish, normalise; and the backward twins --------
+# (N, C, spatial...): a 2-D input (BatchNorm1d), planes shorter and longer than a warp, one
+# sample, and a channel count that gives several reduction slots per plane.
+BN_SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (3, 4, 33, 3), (2, 3, 2, 2, 3)]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", BN_SHAPES, ids=str)
+def test_batch_norm_kernels_match_generic(run, shape, dtype, relu):
+    rng = np.random.default_rng(11)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    w, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+    want_rm, want_rv = rm.copy(), rv.copy()
+    want = generic.batch_norm_train(x, w, b, want_rm, want_rv, 0.1, 1e-5, relu)
+    got_rm, got_rv = run.to_device(rm), run.to_device(rv)
+    got = cuda.batch_norm_train(run.to_device(x), run.to_device(w), run.to_device(b), got_rm,
+                                got_rv, 0.1, 1e-5, relu)
+    for name, g_, w_ in zip(("y", "mean", "invstd"), got, want):
+        g_ = run.to_host(g_)
+        assert g_.dtype == dtype, name
+        np.testing.assert_allclose(g_, w_, **tol, err_msg=name)
+    np.testing.assert_allclose(run.to_host(got_rm), want_rm, **tol)
+    np.testing.assert_allclose(run.to_host(got_rv), want_rv, **tol)
+
+    y, mean, invstd = want
+    gy = rng.standard_normal(shape).astype(dtype)
+    want_g = generic.batch_norm_backward(gy, x, y, mean, invstd, w, relu)
+    got_g = cuda.batch_norm_backward(run.to_device(gy), run.to_device(x), run.to_device(y),
+                                     run.to_device(mean), run.to_device(invstd),
+                                     run.to_device(w), relu)
+    for name, g_, w_ in zip(("gx", "gw", "gb"), got_g, want_g):
+        np.testing.assert_allclose(run.to_host(g_), w_, **tol, err_msg=name)
+
+    # without affine parameters and without running statistics
+    want = generic.batch_norm_train(x, None, None, None, None, 0.1, 1e-5, relu)
+    got = cuda.batch_norm_train(run.to_device(x), None, None, None, None, 0.1, 1e-5, relu)
+    np.testing.assert_allclose(run.to_host(got[0]), want[0], **tol)
+    want_g = generic.batch_norm_backward(gy, x, want[0], want[1], want[2], None, relu)
+    got_g = cuda.batch_norm_backward(run.to_device(gy), run.to_device(x), got[0], got[1], got[2],
+                                     None, relu)
+    for g_, w_ in zip(got_g, want_g):
+        np.testing.assert_allclose(run.to_host(g_), w_, **tol)
+
+
+def test_batch_norm_kernel_statistics_hold_at_a_large_offset(run):
+    """float32 values near 1e4 with unit spread: sum(x^2)/n - mean^2 in float32 would lose the
+    variance entirely; the shifted float64 sums keep it to float32's resolution of x."""
+    x = (1e4 + np.random.default_rng(12).standard_normal((8, 3, 16, 16))).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = generic.batch_norm_train(x64, None, None, None, None, 0.1, 1e-5)
+    y, mean, invstd = cuda.batch_norm_train(run.to_device(x), None, None, None, None, 0.1, 1e-5)
+    np.testing.assert_allclose(run.to_host(mean), want[1], rtol=1e-7)
+    np.testing.assert_allclose(run.to_host(invstd), want[2], rtol=1e-5)
+    np.testing.assert_allclose(run.to_host(y), want[0], atol=2e-3)  # x itself is rounded by 1e-3
+
+
+def test_batch_norm_running_stats_of_another_dtype(run):
+    """float64 input with float32 running statistics (a gradient check of a float32 module):
+    the update happens outside the kernel, in the statistics' own dtype."""
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((4, 2, 3, 3))
+    rm, rv = np.zeros(2, np.float32), np.ones(2, np.float32)
+    want_rm, want_rv = rm.copy(), rv.copy()
+    generic.batch_norm_train(x, None, None, want_rm, want_rv, 0.1, 1e-5)
+    got_rm, got_rv = run.to_device(rm), run.to_device(rv)
+    cuda.batch_norm_train(run.to_device(x), None, None, got_rm, got_rv, 0.1, 1e-5)
+    assert run.to_host(got_rm).dtype == np.float32
+    np.testing.assert_allclose(run.to_host(got_rm), want_rm, rtol=1e-6)
+    np.testing.assert_allclose(run.to_host(got_rv), want_rv, rtol=1e-6)

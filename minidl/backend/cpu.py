@@ -1223,3 +1223,7 @@ def softmax_cross_entropy_backward(prob, target, scale, divisor=1):
     grad = np.empty_like(prob)
     _softmax_xent_bwd(prob, _c(target), scale, grad)
     return grad
+
+
+# batch norm lives in its own module; it is part of this kernel set
+from .cpu_batchnorm import batch_norm_backward, batch_norm_train  # noqa: E402,F401

@@ -25,7 +25,8 @@ from .generic import out_size
 
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
            "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
-           "softmax_cross_entropy_backward", "sgd_update", "adam_update"]
+           "softmax_cross_entropy_backward", "sgd_update", "adam_update", "batch_norm_train",
+           "batch_norm_backward"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
 GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
@@ -180,6 +181,105 @@ v = vi;
 param -= (T)step_size * mi / (sqrt(vi) / (T)c2 + (T)eps);
 """
 
+# ---- batch norm: two launches per pass plus one tiny per-channel launch ----------------------
+# Channel c of an (N, C, HW) input is N planes of HW contiguous values; its element e (0 <= e <
+# N*HW) sits at (e / hw * channels + c) * hw + e % hw. A reduction runs ``slots`` threads per
+# channel, thread j taking elements j, j + slots, ...: neighbouring threads read neighbouring
+# addresses (coalesced), and each keeps float64 partial sums. The sums are of x - x[first
+# element of the channel], a shift close to the mean, so sum(d^2)/n - mean(d)^2 does not cancel
+# at a large offset (x ~ 1e4) the way sum(x^2)/n - mean(x)^2 would.
+BN_WALK = """
+const ptrdiff_t c = i / slots;
+const ptrdiff_t dn = slots / hw, dp = slots % hw;
+ptrdiff_t n = (i % slots) / hw, p = (i % slots) % hw;
+"""
+BN_STEP = """
+    n += dn; p += dp;
+    if (p >= hw) { p -= hw; ++n; }
+"""
+BN_PARTIAL_STATS = BN_WALK + """
+const double shift = (double)x[c * hw];
+double s = 0, q = 0;
+for (ptrdiff_t e = i % slots; e < count; e += slots) {
+    const double d = (double)x[(n * channels + c) * hw + p] - shift;
+    s += d;
+    q += d * d;
+""" + BN_STEP + """
+}
+psum[i] = s;
+psq[i] = q;
+"""
+
+# One thread per channel: the batch mean and (biased) variance from the partial sums, the
+# per-channel scale and shift of y = x * scale + shift, and PyTorch's running-statistics update
+# (unbiased variance, weight ``momentum`` on the new value).
+BN_FINALIZE = """
+double s = 0, q = 0;
+for (ptrdiff_t j = i * slots; j < (i + 1) * slots; ++j) { s += psum[j]; q += psq[j]; }
+const double d = s / (double)count;
+double var = q / (double)count - d * d;
+if (var < 0) var = 0;
+const double mu = (double)x[i * hw] + d;
+const double inv = 1.0 / sqrt(var + eps);
+const double a = has_weight ? (double)weight[i] * inv : inv;
+mean[i] = (T)mu;
+bvar[i] = (T)var;
+invstd[i] = (T)inv;
+scale[i] = (T)a;
+shift[i] = (T)((has_bias ? (double)bias[i] : 0.0) - mu * a);
+if (update) {
+    const double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
+    rmean[i] = (T)((1 - momentum) * (double)rmean[i] + momentum * mu);
+    rvar[i] = (T)((1 - momentum) * (double)rvar[i] + momentum * unbiased);
+}
+"""
+
+# y = x * scale[c] + shift[c], then max(y, 0) when the following ReLU is fused in.
+BN_NORMALIZE = """
+const ptrdiff_t c = (i / hw) % channels;
+const T v = x[i] * scale[c] + shift[c];
+y = (relu && v < (T)0) ? (T)0 : v;
+"""
+
+# Backward reduction: per channel, sum(g) and sum(g * (x - mean)), where g is the output's
+# gradient (zero where a fused ReLU cut the output to 0).
+BN_PARTIAL_GRAD = BN_WALK + """
+const double mu = (double)mean[c];
+double s = 0, q = 0;
+for (ptrdiff_t e = i % slots; e < count; e += slots) {
+    const ptrdiff_t k = (n * channels + c) * hw + p;
+    const double gk = (relu && !(y[k] > (T)0)) ? 0.0 : (double)g[k];
+    s += gk;
+    q += gk * ((double)x[k] - mu);
+""" + BN_STEP + """
+}
+psum[i] = s;
+psq[i] = q;
+"""
+
+# One thread per channel: dx = alpha * g + beta * (x - mean) + gamma with
+# alpha = w * invstd, beta = -alpha * invstd^2 * sum(g (x - mean)) / n, gamma = -alpha * sum(g) / n;
+# the weight gradient is sum(g * xhat) = invstd * sum(g (x - mean)), the bias gradient sum(g).
+BN_FINALIZE_GRAD = """
+double s = 0, q = 0;
+for (ptrdiff_t j = i * slots; j < (i + 1) * slots; ++j) { s += psum[j]; q += psq[j]; }
+const double inv = (double)invstd[i];
+const double a = has_weight ? (double)weight[i] * inv : inv;
+alpha[i] = (T)a;
+beta[i] = (T)(-a * inv * inv * q / (double)count);
+gamma[i] = (T)(-a * s / (double)count);
+gweight[i] = (T)(q * inv);
+gbias[i] = (T)s;
+"""
+
+BN_INPUT_GRAD = """
+const ptrdiff_t c = (i / hw) % channels;
+const T gi = (relu && !(y[i] > (T)0)) ? (T)0 : g[i];
+gx = alpha[c] * gi + beta[c] * (x[i] - mean[c]) + gamma[c];
+"""
+
+BN_GEOMETRY = "int64 channels, int64 hw, int64 count, int64 slots"
+
 # name: (input parameters, output parameters, body)
 SPECS = {
     "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS, "raw T col", IM2COL),
@@ -200,6 +300,23 @@ SPECS = {
                      SGD_MOMENTUM),
     "adam": ("raw T grad, float64 step_size, float64 beta1, float64 beta2, float64 c2, "
              "float64 eps, float64 weight_decay", "T param, T m, T v", ADAM),
+    "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 psum, raw float64 psq",
+                         BN_PARTIAL_STATS),
+    "bn_finalize": ("raw float64 psum, raw float64 psq, raw T x, raw T weight, raw T bias, "
+                    "int64 hw, int64 count, int64 slots, float64 eps, float64 momentum, "
+                    "int32 has_weight, int32 has_bias, int32 update",
+                    "raw T mean, raw T bvar, raw T invstd, raw T scale, raw T shift, raw T rmean, "
+                    "raw T rvar", BN_FINALIZE),
+    "bn_normalize": ("raw T x, raw T scale, raw T shift, int64 channels, int64 hw, int32 relu",
+                     "T y", BN_NORMALIZE),
+    "bn_partial_grad": ("raw T g, raw T x, raw T y, raw T mean, int32 relu, " + BN_GEOMETRY,
+                        "raw float64 psum, raw float64 psq", BN_PARTIAL_GRAD),
+    "bn_finalize_grad": ("raw float64 psum, raw float64 psq, raw T invstd, raw T weight, "
+                         "int64 count, int64 slots, int32 has_weight",
+                         "raw T alpha, raw T beta, raw T gamma, raw T gweight, raw T gbias",
+                         BN_FINALIZE_GRAD),
+    "bn_input_grad": ("raw T g, raw T x, raw T y, raw T mean, raw T alpha, raw T beta, "
+                      "raw T gamma, int64 channels, int64 hw, int32 relu", "T gx", BN_INPUT_GRAD),
 }
 
 _compiled = {}
@@ -367,3 +484,77 @@ def adam_update(param, grad, m, v, step_size, beta1, beta2, c2, eps, weight_deca
     g = _flat(cp, grad.astype(param.dtype, copy=False))
     _kernel("adam")(g, float(step_size), float(beta1), float(beta2), float(c2), float(eps),
                     float(weight_decay), param, m, v)
+
+
+def _bn_slots(channels, count):
+    """Threads per channel for a batch-norm reduction: enough for about 2^16 threads in all (a
+    full GPU), a multiple of 32 (whole warps), each thread summing at least ~16 values."""
+    want = max(1, (1 << 16) // max(channels, 1))
+    slots = 32
+    while slots < want and slots * 16 < count:
+        slots *= 2
+    return slots
+
+
+def _bn_geometry(x):
+    n, c = x.shape[:2]
+    hw = x.size // (n * c) if n * c else 1
+    return n, c, hw, n * hw
+
+
+def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
+    """Training-mode batch norm over every dim but 1: returns (y, batch mean, invstd) and updates
+    the running statistics in place. Three launches: partial sums, per-channel finish, normalise
+    (with the following ReLU fused in when ``relu``)."""
+    cp = get_array_module(x)
+    x = cp.ascontiguousarray(x)
+    n, c, hw, count = _bn_geometry(x)
+    slots = _bn_slots(c, count)
+    psum = cp.empty(c * slots, dtype=cp.float64)
+    psq = cp.empty(c * slots, dtype=cp.float64)
+    _kernel("bn_partial_stats")(x.reshape(-1), c, hw, count, slots, psum, psq, size=c * slots)
+    mean, bvar, invstd, scale, shift = (cp.empty(c, dtype=x.dtype) for _ in range(5))
+    # the running statistics are updated in the kernel when they are contiguous arrays of x's
+    # dtype (the usual case); otherwise afterwards, from the batch variance
+    in_kernel = all(r is not None and r.dtype == x.dtype and r.flags.c_contiguous
+                    for r in (running_mean, running_var))
+    rm, rv = (running_mean, running_var) if in_kernel else (mean, bvar)
+    w = _flat(cp, weight.astype(x.dtype, copy=False)) if weight is not None else mean
+    b = _flat(cp, bias.astype(x.dtype, copy=False)) if bias is not None else mean
+    _kernel("bn_finalize")(psum, psq, x.reshape(-1), w, b, hw, count, slots, float(eps),
+                           float(momentum), int(weight is not None), int(bias is not None),
+                           int(in_kernel), mean, bvar, invstd, scale, shift, rm.reshape(-1),
+                           rv.reshape(-1), size=c)
+    if not in_kernel and running_mean is not None:
+        running_mean *= 1 - momentum
+        running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
+        running_var *= 1 - momentum
+        running_var += (momentum * bvar * (count / max(count - 1, 1))).astype(
+            running_var.dtype, copy=False)
+    y = cp.empty(x.shape, dtype=x.dtype)
+    if y.size:
+        _kernel("bn_normalize")(x.reshape(-1), scale, shift, c, hw, int(bool(relu)), y)
+    return y, mean, invstd
+
+
+def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
+    """Gradients (x, weight, bias) of training-mode batch norm from the output gradient g, the
+    input x and the saved batch mean and invstd (and the output y when a ReLU was fused in)."""
+    cp = get_array_module(g)
+    g, x = cp.ascontiguousarray(g), cp.ascontiguousarray(x)
+    y = cp.ascontiguousarray(y) if relu else x
+    n, c, hw, count = _bn_geometry(x)
+    slots = _bn_slots(c, count)
+    psum = cp.empty(c * slots, dtype=cp.float64)
+    psq = cp.empty(c * slots, dtype=cp.float64)
+    _kernel("bn_partial_grad")(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean,
+                               int(bool(relu)), c, hw, count, slots, psum, psq, size=c * slots)
+    alpha, beta, gamma, gw, gb = (cp.empty(c, dtype=x.dtype) for _ in range(5))
+    w = _flat(cp, weight.astype(x.dtype, copy=False)) if weight is not None else invstd
+    _kernel("bn_finalize_grad")(psum, psq, invstd, w, count, slots, int(weight is not None),
+                                alpha, beta, gamma, gw, gb, size=c)
+    gx = cp.empty(x.shape, dtype=x.dtype)
+    if gx.size:
+        _kernel("bn_input_grad")(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean, alpha, beta,
+                                 gamma, c, hw, int(bool(relu)), gx)
+    return gx, gw, gb

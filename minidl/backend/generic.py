@@ -65,3 +65,48 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
         for j in range(kw):
             gx[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += xp.where(arg == i * kw + j, gy, 0)
     return gx[:, :, ph:ph + h, pw:pw + w]
+
+
+def _bn_axes(x):
+    return (0,) if x.ndim == 2 else (0,) + tuple(range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+
+
+def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
+    """Training-mode batch norm over every dim but 1, as whole-array code: returns (y, batch
+    mean, invstd) and updates the running statistics in place (PyTorch's: unbiased variance).
+    The variance is taken about the mean (two passes), so a large offset does not cancel."""
+    xp = get_array_module(x)
+    axes, shape = _bn_axes(x)
+    mean = x.mean(axis=axes)
+    var = ((x - mean.reshape(shape)) ** 2).mean(axis=axes)
+    if running_mean is not None:
+        count = x.size // x.shape[1]
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * var * (count / max(count - 1, 1))
+    invstd = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+    scale = invstd * weight if weight is not None else invstd
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias
+    y = x * scale.reshape(shape)
+    y += shift.reshape(shape)
+    if relu:
+        xp.maximum(y, 0, out=y)
+    return y, mean, invstd
+
+
+def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
+    """Gradients (x, weight, bias) of ``batch_norm_train`` from the output gradient g."""
+    axes, shape = _bn_axes(x)
+    if relu:
+        g = g * (y > 0)
+    count = x.size // x.shape[1]
+    xmu = x - mean.reshape(shape)
+    sum_g = g.sum(axis=axes)
+    sum_gx = (g * xmu).sum(axis=axes)
+    a = invstd * weight if weight is not None else invstd
+    beta = -a * invstd * invstd * sum_gx / count
+    gx = g * a.reshape(shape) + xmu * beta.reshape(shape) - (a * sum_g / count).reshape(shape)
+    return gx, sum_gx * invstd, sum_g

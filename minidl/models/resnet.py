@@ -42,8 +42,8 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn1.forward_relu(self.conv1(x))  # relu(bn1(...)) in one pass
+        out = self.bn2.forward_relu(self.conv2(out))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return self.relu(out + identity)
@@ -100,7 +100,7 @@ class ResNet(nn.Module):
         """The pooled 2048-d image embedding (N, 2048): everything but the classifier."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"ResNet: expected input (N, 3, H, W), got shape {tuple(x.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(self.bn1.forward_relu(self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.avgpool(x).flatten(1)
 

@@ -115,11 +115,18 @@ class _BatchNorm(Module):
             self.register_buffer("running_var", None)
 
     def forward(self, x):
+        return self._forward(x, F.batch_norm)
+
+    def forward_relu(self, x):
+        """``relu(self(x))`` as one fused op (see ``F.batch_norm_relu``)."""
+        return self._forward(x, F.batch_norm_relu)
+
+    def _forward(self, x, op):
         self._check_input(x)
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training or not self.track_running_stats, self.momentum, self.eps)
+        return op(x, self.running_mean, self.running_var, self.weight, self.bias,
+                  self.training or not self.track_running_stats, self.momentum, self.eps)
 
     def _check_input(self, x):
         pass

@@ -1,0 +1,91 @@
+"""Batch norm's fused kernels: the numba passes against the whole-array reference in generic.py,
+numerical soundness at a large offset, the fused BatchNorm+ReLU against PyTorch, and what the
+op keeps for backward."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl.backend import cpu_batchnorm, generic
+
+SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (2, 3, 2, 2, 3), (8, 64, 16, 16)]
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_numba_kernels_match_generic(shape, dtype, relu):
+    rng = np.random.default_rng(0)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    w, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    rm, rv = rng.standard_normal(c).astype(np.float32), rng.uniform(0.5, 2, c).astype(np.float32)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    want_rm, want_rv = rm.copy(), rv.copy()
+    want = generic.batch_norm_train(x, w, b, want_rm, want_rv, 0.1, 1e-5, relu)
+    got = cpu_batchnorm.batch_norm_train(x, w, b, rm, rv, 0.1, 1e-5, relu)
+    assert got[0].dtype == dtype and got[0].shape == shape
+    for name, g_, w_ in zip(("y", "mean", "invstd"), got, want):
+        np.testing.assert_allclose(g_, w_, **tol, err_msg=name)
+    np.testing.assert_allclose(rm, want_rm, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rv, want_rv, rtol=1e-6, atol=1e-6)
+
+    gy = rng.standard_normal(shape).astype(dtype)
+    want_g = generic.batch_norm_backward(gy, x, want[0], want[1], want[2], w, relu)
+    got_g = cpu_batchnorm.batch_norm_backward(gy, x, got[0], got[1], got[2], w, relu)
+    for name, g_, w_ in zip(("gx", "gw", "gb"), got_g, want_g):
+        assert g_.dtype == dtype, name
+        np.testing.assert_allclose(g_, w_, **tol, err_msg=name)
+
+
+def test_statistics_hold_at_a_large_offset():
+    """Unit spread on top of 1e4 in float32: a one-pass sum of squares in float32 loses the
+    variance; the shifted float64 sums match a float64 computation."""
+    x = (1e4 + np.random.default_rng(1).standard_normal((8, 3, 16, 16))).astype(np.float32)
+    want = generic.batch_norm_train(x.astype(np.float64), None, None, None, None, 0.1, 1e-5)
+    y = F.batch_norm(minidl.tensor(x), None, None, training=True)
+    np.testing.assert_allclose(y.numpy(), want[0], atol=2e-3)  # x itself is rounded by 1e-3
+    got = cpu_batchnorm.batch_norm_train(x, None, None, None, None, 0.1, 1e-5)
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
+
+
+def test_training_keeps_no_activation_sized_array_but_its_input():
+    """Backward needs x (alive anyway: it is the op's input) and two numbers per channel; a
+    normalised copy of x would double the activation memory of a BatchNorm network."""
+    x = minidl.tensor(np.random.default_rng(2).standard_normal((4, 3, 5, 5)), requires_grad=True)
+    bn = nn.BatchNorm2d(3)
+    for out in (bn(x), bn.forward_relu(x)):
+        saved = [a for a in out._ctx.saved if a is not None and getattr(a, "size", 0) > 3]
+        assert len(saved) <= 2
+        for a in saved:
+            assert a is x.data or a is out.data
+
+
+
+@pytest.fixture
+def torch_mod():
+    return pytest.importorskip("torch", reason="PyTorch parity needs torch (pip install torch)")
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_batch_norm_relu_matches_torch(torch_mod, training):
+    torch = torch_mod
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 5, 6)).astype(np.float32)
+    m, t = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    for p in (m.weight, m.bias):
+        p.data[...] = rng.standard_normal(3)
+    t.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in m.state_dict().items()})
+    if not training:
+        m.eval(), t.eval()
+    mx, tx = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    my, ty = m.forward_relu(mx), torch.relu(t(tx))
+    np.testing.assert_allclose(my.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    proj = rng.standard_normal(x.shape).astype(np.float32)
+    (my * minidl.tensor(proj)).sum().backward()
+    (ty * torch.from_numpy(proj)).sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.weight.grad.numpy(), t.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.bias.grad.numpy(), t.bias.grad.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(m.running_var.numpy(), t.running_var.numpy(), rtol=1e-5)

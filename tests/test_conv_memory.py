@@ -1,0 +1,42 @@
+"""What a convolution keeps for backward: a large im2col matrix is not kept (it is gathered
+again from the input in backward), and the gradients are the same either way."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.functional as functional
+import minidl.nn.functional as F
+
+
+def _conv_grads(x, w, b):
+    mx, mw, mb = (minidl.tensor(a, requires_grad=True) for a in (x, w, b))
+    out = F.conv2d(mx, mw, mb, stride=2, padding=1)
+    proj = np.random.default_rng(9).standard_normal(out.shape).astype(x.dtype)
+    saved = out._ctx.saved
+    (out * minidl.tensor(proj)).sum().backward()
+    return saved, [t.grad.numpy() for t in (mx, mw, mb)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_large_columns_are_gathered_again_in_backward(monkeypatch, dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    kept, want = _conv_grads(x, w, b)
+    assert kept[0].shape == (27, 2 * 5 * 4)  # small: the column matrix itself is kept
+    monkeypatch.setattr(functional, "_KEEP_COLUMNS_BYTES", 0)
+    saved, got = _conv_grads(x, w, b)
+    assert saved[0].shape == x.shape  # large: only the input, which the graph holds anyway
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(g, w_, rtol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_gradcheck_with_columns_gathered_again(monkeypatch):
+    from minidl.testing import gradcheck
+
+    monkeypatch.setattr(functional, "_KEEP_COLUMNS_BYTES", 0)
+    rng = np.random.default_rng(10)
+    x, w = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
+            for s in ((2, 2, 5, 5), (3, 2, 3, 3)))
+    assert gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
