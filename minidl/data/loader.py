@@ -1,4 +1,4 @@
-"""DataLoader: minibatches of Tensors from a Dataset, shuffled with its own seeded generator."""
+"""DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,15 +15,21 @@ def collate(samples):
 class DataLoader:
     """Iterates over a dataset in minibatches of Tensors.
 
-    shuffle=True draws a fresh permutation every epoch from a generator seeded by ``seed``
-    (or by minidl's global seed when ``seed`` is None), so the same seed gives the same batches.
+    shuffle=True gives epoch ``e`` the order ``np.random.default_rng([seed, e]).permutation(n)``:
+    the same seed gives the same batches, and each epoch's order depends only on the seed and
+    the epoch number (``seed`` None: one drawn from minidl's global seed). Every pass over the
+    loader is the next epoch; ``set_epoch(e)`` says which epoch the next pass is, as for
+    PyTorch's samplers, so a run resumed after epoch ``e`` calls ``loader.set_epoch(e)`` and
+    sees the batches an unbroken run would have seen.
     ``device`` moves each batch once, as it is made.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
                  device="cpu"):
-        if int(batch_size) < 1:
-            raise ValueError(f"DataLoader: batch_size must be >= 1, got {batch_size}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size should be a positive integer, "
+                             f"got {batch_size!r}")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -33,17 +39,34 @@ class DataLoader:
             from ..backend import rng
 
             seed = int(rng().integers(0, 2**63 - 1))
-        self._gen = np.random.default_rng(seed)
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"DataLoader: seed should be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        """The epoch number of the next pass (0 for the first), which picks its shuffle order."""
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"DataLoader.set_epoch: epoch should be a non-negative integer, "
+                             f"got {epoch!r}")
+        self.epoch = int(epoch)
 
     def __len__(self):
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
+        # the epoch advances when the pass starts, not at its first batch
+        n = len(self.dataset)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
+            else np.arange(n)
+        return self._batches(order)
+
+    def _batches(self, order):
         from ..tensor import Tensor
 
-        n = len(self.dataset)
-        order = self._gen.permutation(n) if self.shuffle else np.arange(n)
+        n = len(order)
         batched = hasattr(self.dataset, "get_batch")
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]

@@ -7,13 +7,18 @@ The data is looked up in --data, then $MINIDL_DATA/mnist, then ~/.cache/minidl/m
 downloaded; with none of those it trains on the small sample shipped inside the package and says
 so. A checkpoint (--save) is written atomically after every epoch, so Ctrl-C leaves the last
 completed one intact; --resume continues from it. The last line printed is the test accuracy.
+Progress bars are drawn only when stderr is a terminal (tqdm's convention); in a log there is
+one line per epoch. Output paths are checked before the first step; a bad input or path prints
+one "error: ..." line and exits with status 2.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -55,18 +60,41 @@ def parse_args(argv=None):
     for key, value in DEFAULTS[args.model].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.epochs < 0 or args.batch_size < 1 or args.lr <= 0:
+    if args.epochs < 0 or args.batch_size < 1 or not args.lr > 0:
         p.error("--epochs must be >= 0, --batch-size >= 1 and --lr > 0")
+    for name in ("lr", "momentum", "weight_decay"):
+        if not math.isfinite(getattr(args, name)):
+            p.error(f"--{name.replace('_', '-')} must be a finite number, got {getattr(args, name)}")
+    if args.momentum < 0 or args.weight_decay < 0:
+        p.error("--momentum and --weight-decay must be >= 0")
+    if args.errors and not args.errors.lower().endswith(".png"):
+        p.error(f"--errors writes a PNG image: give a path ending in .png, got {args.errors}")
     return args
+
+
+def check_output_path(path, what):
+    """Fail before any work when ``path`` cannot be written: its folder is made if missing,
+    then a probe file is created in it and removed."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path} is a directory, not a file path")
+    folder = os.path.dirname(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot write in {folder} ({exc.strerror or exc})") \
+            from None
 
 
 def load_data(data_dir):
     """(train, test, note): the full set when it can be found, else the embedded sample."""
     try:
         return MNIST(data_dir, train=True), MNIST(data_dir, train=False), None
-    except MNISTNotFound as exc:
+    except MNISTNotFound:
         if data_dir:  # the user named a directory: falling back silently would mislead
-            raise SystemExit(f"error: {exc}") from None
+            raise
         train, test = MNIST.sample(train=True), MNIST.sample(train=False)
         note = (f"MNIST not found locally or online; training on the embedded sample "
                 f"({len(train)} train / {len(test)} test images). For the full set pass "
@@ -91,34 +119,60 @@ def evaluate(model, dataset, device, batch_size=1000):
         for x, _ in DataLoader(dataset, batch_size=batch_size, device=device):
             preds.append(model(x).argmax(dim=1).numpy())
     model.train()
-    preds = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
-    labels = dataset.labels
-    return float((preds == labels).mean()) if len(labels) else 0.0, preds
+    if not len(dataset):
+        raise ValueError("cannot measure accuracy on an empty test set")
+    preds = np.concatenate(preds)
+    return float((preds == dataset.labels).mean()), preds
 
 
-# ---- checkpoints: model, optimizer momentum and progress in one .npz ---------------------------
+# ---- checkpoints: model, optimizer and progress in one flat .npz -----------------------------
+def _json_array(obj):
+    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
+
+
 def save_checkpoint(path, model, optimizer, epoch, history):
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    for i, p in enumerate(optimizer.param_groups[0]["params"]):
-        buf = optimizer.state.get(id(p), {}).get("momentum_buffer")
-        if buf is not None:
-            state[f"optim.{i}.momentum_buffer"] = minidl.backend.to_numpy(buf)
+    opt_state = optimizer.state_dict()
+    for i, entries in opt_state["state"].items():
+        for key, value in entries.items():
+            state[f"optimizer.state.{i}.{key}"] = value
+    state["optimizer.param_groups"] = _json_array(opt_state["param_groups"])
     state["meta.epoch"] = np.array(epoch)
-    state["meta.history"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
+    state["meta.history"] = _json_array(history)
     minidl.save(state, path)
 
 
-def load_checkpoint(path, model, optimizer, device):
-    state = minidl.load(path)
-    model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-    params = optimizer.param_groups[0]["params"]
-    for i, p in enumerate(params):
-        key = f"optim.{i}.momentum_buffer"
-        if key in state:
-            buf = minidl.backend.to_device(state[key].astype(p.data.dtype), device)
-            optimizer.state.setdefault(id(p), {})["momentum_buffer"] = buf
-    history = json.loads(state["meta.history"].tobytes().decode()) if "meta.history" in state else []
-    return int(state["meta.epoch"]), history
+def load_checkpoint(path, model, optimizer):
+    """(epoch, history) after restoring model and optimizer; ValueError naming ``path`` when the
+    file is not a checkpoint of this model and optimizer."""
+    try:
+        state = minidl.load(path)
+        if "meta.epoch" not in state:
+            raise ValueError("not a checkpoint written by --save (it has no meta.epoch)")
+        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
+        if "optimizer.param_groups" in state:
+            groups = json.loads(state["optimizer.param_groups"].tobytes().decode())
+            prefix = "optimizer.state."
+        else:  # written before optimizers had state_dict(): only momentum, as optim.<i>.<key>
+            groups = optimizer.state_dict()["param_groups"]
+            prefix = "optim."
+        opt_state = {"state": {}, "param_groups": groups}
+        for name, value in state.items():
+            if name.startswith(prefix):
+                index, key = name[len(prefix):].split(".", 1)
+                opt_state["state"].setdefault(int(index), {})[key] = value
+        optimizer.load_state_dict(opt_state)
+        history = json.loads(state["meta.history"].tobytes().decode()) \
+            if "meta.history" in state else []
+        epoch = int(state["meta.epoch"])
+        if epoch < 0:
+            raise ValueError(f"meta.epoch is {epoch}")
+    except FileNotFoundError:
+        raise ValueError(f"cannot resume: {path} does not exist") from None
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # JSON and UTF-8 errors included
+        message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        raise ValueError(f"cannot resume from {message}") from None
+    return epoch, history
 
 
 def save_error_sheet(path, images, labels, preds, limit=100, cols=10, scale=2):
@@ -152,7 +206,18 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    train_set, test_set, note = load_data(args.data)
+    try:
+        for path, what in ((args.save, "--save"), (args.metrics_json, "--metrics-json"),
+                           (args.errors, "--errors")):
+            if path:
+                check_output_path(path, what)
+        train_set, test_set, note = load_data(args.data)
+        for split, ds in (("training", train_set), ("test", test_set)):
+            if len(ds) == 0:
+                raise ValueError(f"the {split} set from {ds.source} holds no images")
+    except (OSError, ValueError) as exc:  # MNISTNotFound, a corrupt IDX file, an unwritable path
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if note:
         print(note, flush=True)
     else:
@@ -164,13 +229,16 @@ def main(argv=None):
                           weight_decay=args.weight_decay, nesterov=args.momentum > 0)
     start_epoch, history = 0, []
     if args.resume:
-        start_epoch, history = load_checkpoint(args.resume, model, optimizer, device)
+        try:
+            start_epoch, history = load_checkpoint(args.resume, model, optimizer)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"resumed from {args.resume} after epoch {start_epoch}", flush=True)
 
     loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed,
                         device=device)
-    for _ in range(start_epoch):  # keep the shuffling sequence identical to an unbroken run
-        loader._gen.permutation(len(train_set))
+    loader.set_epoch(start_epoch)  # the batches an unbroken run would see from here on
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model}: {n_params:,} parameters; {args.epochs} epochs, batch "
           f"{args.batch_size}, lr {args.lr}, device {device}", flush=True)
@@ -184,7 +252,8 @@ def main(argv=None):
             t0 = time.perf_counter()
             total_loss = total_correct = seen = counted = 0
             bar = tqdm(loader, desc=f"epoch {epoch + 1}/{args.epochs}", unit="batch",
-                       leave=False, disable=args.no_progress, file=sys.stderr)
+                       leave=False, disable=True if args.no_progress else None,  # None: TTY only
+                       file=sys.stderr)
             for step, (x, y) in enumerate(bar):
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)

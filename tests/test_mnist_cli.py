@@ -1,0 +1,220 @@
+"""The MNIST example as a command-line tool: progress output, output paths checked before the
+first step, one-line errors with exit status 2, resume through the public API only."""
+import ast
+import io
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.datasets import MNIST
+from minidl.examples import mnist as example
+
+EXAMPLE_SOURCE = Path(example.__file__)
+
+
+def _write_idx(path, array):
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(">I", 0x800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.fixture
+def tiny_mnist(tmp_path):
+    """A folder of the four IDX files holding 96 training and 32 test digits (fast to train)."""
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    train, test = MNIST.sample(train=True), MNIST.sample(train=False)
+    _write_idx(folder / "train-images-idx3-ubyte", train.images[:96])
+    _write_idx(folder / "train-labels-idx1-ubyte", train.labels[:96])
+    _write_idx(folder / "t10k-images-idx3-ubyte", test.images[:32])
+    _write_idx(folder / "t10k-labels-idx1-ubyte", test.labels[:32])
+    return folder
+
+
+def _run(capsys, *argv):
+    rc = example.main(["--model", "mlp", "--batch-size", "32", *map(str, argv)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def _assert_one_error_line(err, *fragments):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert str(fragment) in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any work starts (the model is built right before the first step)."""
+    def refuse(name):
+        raise AssertionError("work started before the bad argument was reported")
+    monkeypatch.setattr(example, "build_model", refuse)
+
+
+# ---- item 5: progress bars only on a terminal --------------------------------------------------
+class _FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_mnist, capsys):
+    rc, out, err = _run(capsys, "--data", tiny_mnist, "--epochs", 2)
+    assert rc == 0
+    assert err == ""  # a log or a redirect gets no bar at all
+    epochs = [line for line in out.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 2  # one line per epoch instead
+
+
+def test_progress_bar_on_a_terminal(tiny_mnist, capsys, monkeypatch):
+    terminal = _FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert example.main(["--model", "mlp", "--data", str(tiny_mnist), "--epochs", "1"]) == 0
+    assert "epoch 1/1" in terminal.getvalue() and "batch" in terminal.getvalue()
+    terminal = _FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    example.main(["--model", "mlp", "--data", str(tiny_mnist), "--epochs", "1", "--no-progress"])
+    assert terminal.getvalue() == ""
+
+
+# ---- item 14: output paths checked before the first step ---------------------------------------
+def test_unwritable_output_paths_fail_before_work(tiny_mnist, tmp_path, capsys, no_training):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    for flag in ("--save", "--metrics-json"):
+        rc, _, err = _run(capsys, "--data", tiny_mnist, flag, blocker / "out")
+        assert rc == 2
+        _assert_one_error_line(err, flag, blocker)
+    rc, _, err = _run(capsys, "--data", tiny_mnist, "--save", tmp_path)  # a directory
+    assert rc == 2
+    _assert_one_error_line(err, "is a directory")
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        rc, _, err = _run(capsys, "--data", tiny_mnist, "--save", locked / "c.npz")
+        assert rc == 2
+        _assert_one_error_line(err, "--save", locked)
+
+
+def test_errors_must_be_a_png_path(tiny_mnist, tmp_path, capsys, no_training):
+    with pytest.raises(SystemExit) as exit_info:
+        _run(capsys, "--data", tiny_mnist, "--errors", tmp_path / "x.txt")
+    assert exit_info.value.code == 2
+    assert "error: --errors writes a PNG image" in capsys.readouterr().err
+
+
+def test_missing_output_folders_are_made_up_front(tiny_mnist, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper"
+    rc, _, _ = _run(capsys, "--data", tiny_mnist, "--epochs", 1, "--metrics-json",
+                    tmp_path / "metrics" / "m.json", "--errors", out / "e.PNG",
+                    "--save", out / "c.npz")
+    assert rc == 0
+    assert json.loads((tmp_path / "metrics" / "m.json").read_text())["epochs"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["c.npz", "e.PNG"]
+
+
+# ---- item 15: one error line and status 2 instead of a traceback -------------------------------
+def test_corrupt_mnist_file_is_one_error_line(tiny_mnist, capsys):
+    bad = tiny_mnist / "t10k-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:-100])
+    rc, _, err = _run(capsys, "--data", tiny_mnist)
+    assert rc == 2
+    _assert_one_error_line(err, bad, "truncated")
+
+
+def test_missing_data_folder_is_status_2(tmp_path, capsys):
+    rc, _, err = _run(capsys, "--data", tmp_path / "nowhere")
+    assert rc == 2
+    assert err.startswith("error: ") and "lacks" in err
+
+
+def test_every_resume_failure_is_one_error_line(tiny_mnist, tmp_path, capsys):
+    ckpt = tmp_path / "lenet.npz"
+    assert example.main(["--model", "lenet5", "--data", str(tiny_mnist), "--epochs", "1",
+                         "--batch-size", "32", "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    not_a_checkpoint = tmp_path / "weights.npz"
+    minidl.save({"w": np.ones(2)}, not_a_checkpoint)
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 nope")
+    bad_history = tmp_path / "bad_history.npz"
+    state = minidl.load(ckpt)
+    state["meta.history"] = np.frombuffer(b"\xff{", dtype=np.uint8)
+    minidl.save(state, bad_history)
+    for path, why in [(tmp_path / "missing.npz", "does not exist"),
+                      (garbage, "not a valid .npz"),
+                      (not_a_checkpoint, "meta.epoch"),
+                      (ckpt, "Error(s) in loading state_dict"),  # a LeNet-5 checkpoint for the MLP
+                      (bad_history, "bad_history.npz")]:
+        rc, _, err = _run(capsys, "--data", tiny_mnist, "--resume", path)
+        assert rc == 2, path
+        _assert_one_error_line(err, path, why)
+
+
+# ---- item 16: silent nonsense becomes an error --------------------------------------------------
+@pytest.mark.parametrize("split", ["train", "t10k"])
+def test_an_empty_split_is_an_error(tiny_mnist, capsys, split):
+    _write_idx(tiny_mnist / f"{split}-images-idx3-ubyte", np.zeros((0, 28, 28)))
+    _write_idx(tiny_mnist / f"{split}-labels-idx1-ubyte", np.zeros((0,)))
+    rc, out, err = _run(capsys, "--data", tiny_mnist)
+    assert rc == 2
+    _assert_one_error_line(err, "training" if split == "train" else "test", "holds no images")
+    assert "accuracy" not in out
+
+
+@pytest.mark.parametrize("flag, value", [("--lr", "nan"), ("--lr", "inf"), ("--lr", "-inf"),
+                                         ("--momentum", "nan"), ("--weight-decay", "inf"),
+                                         ("--batch-size", "2.7")])
+def test_non_finite_or_fractional_arguments_are_refused(flag, value, capsys, no_training):
+    with pytest.raises(SystemExit) as exit_info:
+        example.main([flag, value])
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+# ---- item 2: --resume through the public API -----------------------------------------------------
+def test_resume_continues_exactly_and_checkpoints_hold_the_optimizer_state_dict(
+        tiny_mnist, tmp_path, capsys):
+    common = ["--data", tiny_mnist, "--seed", 5, "--batch-size", 16]
+    full, part = tmp_path / "full.npz", tmp_path / "part.npz"
+    assert _run(capsys, *common, "--epochs", 3, "--save", full)[0] == 0
+    assert _run(capsys, *common, "--epochs", 1, "--save", part)[0] == 0
+    state = minidl.load(part)
+    groups = json.loads(state["optimizer.param_groups"].tobytes())
+    assert groups[0]["params"] == list(range(len(groups[0]["params"]))) and groups[0]["nesterov"]
+    assert "optimizer.state.0.momentum_buffer" in state
+    assert _run(capsys, *common, "--epochs", 3, "--resume", part, "--save", part)[0] == 0
+    a, b = minidl.load(full), minidl.load(part)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        if key != "meta.history":  # it holds timings
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_checkpoints_from_before_optimizer_state_dicts_still_resume(tiny_mnist, tmp_path, capsys):
+    common = ["--data", tiny_mnist, "--seed", 5, "--batch-size", 16]
+    ckpt = tmp_path / "c.npz"
+    assert _run(capsys, *common, "--epochs", 1, "--save", ckpt)[0] == 0
+    state = minidl.load(ckpt)
+    old = {k: v for k, v in state.items() if not k.startswith("optimizer.")}
+    old.update({f"optim.{k.split('.')[2]}.momentum_buffer": v for k, v in state.items()
+                if k.startswith("optimizer.state.")})
+    minidl.save(old, ckpt)
+    rc, out, _ = _run(capsys, *common, "--epochs", 2, "--resume", ckpt)
+    assert rc == 0 and "resumed from" in out
+
+
+def test_the_example_uses_no_private_attributes():
+    """--resume used to replay the DataLoader's private generator; the example is meant to be
+    read as a model of the public API."""
+    tree = ast.parse(EXAMPLE_SOURCE.read_text())
+    private = [(node.lineno, node.attr) for node in ast.walk(tree)
+               if isinstance(node, ast.Attribute) and node.attr.startswith("_")
+               and not (node.attr.startswith("__") and node.attr.endswith("__"))]
+    assert private == []
