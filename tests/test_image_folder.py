@@ -9,7 +9,7 @@ from PIL import Image
 
 from minidl.data import DataLoader, random_split
 from minidl.datasets import ImageFolder
-from minidl.models.imagenet import ImageReadError, preprocess
+from minidl.vision.transforms import ImageReadError, preprocess
 
 LOGGER = "minidl.datasets.image_folder"
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minidl.models.imagenet import (IMAGENET_MEAN, IMAGENET_STD, ImageReadError, imagenet_class_table,
-                                    imagenet_classes, load_image, preprocess, preprocess_batch)
+from minidl.models.imagenet import imagenet_class_table, imagenet_classes
+from minidl.vision.transforms import (IMAGENET_MEAN, IMAGENET_STD, ImageReadError, load_image, preprocess,
+                                      preprocess_batch)
 
 MEAN = np.array(IMAGENET_MEAN, np.float32)[:, None, None]
 STD = np.array(IMAGENET_STD, np.float32)[:, None, None]

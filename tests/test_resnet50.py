@@ -347,7 +347,8 @@ def test_cli_prints_the_torch_models_top_classes(torch_checkpoint, tmp_path, cap
     import torch
 
     from minidl.examples import resnet50 as cli
-    from minidl.models.imagenet import imagenet_classes, preprocess_batch
+    from minidl.models.imagenet import imagenet_classes
+    from minidl.vision.transforms import preprocess_batch
 
     tmodel, _, npz = torch_checkpoint
     photos = _write_photos(tmp_path)

@@ -12,7 +12,7 @@ image file that Pillow cannot identify (``Image.open(...).verify()``: header, an
 checksums), is skipped with one warning line each, logged on ``minidl.datasets.image_folder``
 (printed to stderr when logging is not configured). verify() does not decode pixels, so a file
 whose header is fine but whose data is truncated still passes; reading it later raises
-``minidl.models.imagenet.ImageReadError`` naming the file.
+``minidl.vision.transforms.ImageReadError`` naming the file.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class ImageFolder(Dataset):
     """Labelled images from ``root/<class>/**/<file>``.
 
     ``ds[i]`` is ``(x, label)``: ``x`` is the image preprocessed for ImageNet models (float32,
-    3 x 224 x 224, see ``minidl.models.imagenet.preprocess``), or ``transform(image)`` of the
+    3 x 224 x 224, see ``minidl.vision.transforms.preprocess``), or ``transform(image)`` of the
     RGB ``PIL.Image`` when a transform is given.
 
     Attributes: ``classes`` (sorted names), ``class_to_idx``, ``samples`` (list of
@@ -103,7 +103,7 @@ class ImageFolder(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index):
-        from ..models.imagenet import load_image, preprocess
+        from ..vision.transforms import load_image, preprocess
 
         path, label = self.samples[index]
         if self.transform is None:

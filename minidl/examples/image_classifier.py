@@ -47,7 +47,7 @@ import minidl.nn.functional as F
 from minidl import nn, optim
 from minidl.data import DataLoader, TensorDataset, random_split
 from minidl.examples.resnet50 import RANDOM, build_backbone, resolve_weights
-from minidl.models.imagenet import ImageReadError, preprocess
+from minidl.vision.transforms import ImageReadError, preprocess
 
 PREPROCESS_TAG = "resize256-crop224-v1"  # part of the cache key: change it if preprocess changes
 FEATURES = 2048
@@ -228,7 +228,7 @@ def contact_sheet(items, path, thumb=128, columns=6):
         for k, (img_path, caption) in enumerate(items):
             x0, y0 = (k % cols) * cell_w + pad, (k // cols) * cell_h + pad
             try:
-                from minidl.models.imagenet import load_image
+                from minidl.vision.transforms import load_image
 
                 img = load_image(img_path)
                 img.thumbnail((thumb, thumb))

@@ -24,7 +24,8 @@ import numpy as np
 import minidl
 import minidl.nn.functional as F
 from minidl.models import resnet50
-from minidl.models.imagenet import ImageReadError, imagenet_classes, preprocess
+from minidl.models.imagenet import imagenet_classes
+from minidl.vision.transforms import ImageReadError, preprocess
 
 RANDOM = "random"
 
