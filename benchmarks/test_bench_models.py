@@ -138,3 +138,47 @@ def test_resnet50_inference(benchmark, request, fw, batch):
             np.testing.assert_allclose(run_minidl().numpy(), run_torch().numpy(),
                                        rtol=1e-2, atol=1e-2)
     benchmark.pedantic(run, rounds=5 if batch == 1 else 3, warmup_rounds=1)
+
+
+def peak_rss_of(fw, batch, size):
+    """Peak resident memory of ``steps`` training steps in a fresh process of its own (the two
+    frameworks in one process would share, and hide, each other's peak)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from _common import THREADS
+
+    tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools",
+                        "peak_memory.py")
+    done = subprocess.run([sys.executable, tool, fw, "--batch", str(batch), "--size", str(size),
+                           "--threads", str(THREADS)], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+def test_resnet50_train_step_b4_128(benchmark, request, fw):
+    """ResNet-50 in train mode at batch 4, 128x128: forward, cross-entropy, backward, SGD with
+    momentum; peak RSS of the same steps in a separate process goes in extra_info."""
+    benchmark.group = "resnet50-train-step-b4-128"
+    resnet50 = _resnet50()
+    (x,) = seeded_inputs((4, 3, 128, 128))
+    y = np.random.default_rng(1).integers(0, 1000, 4)
+    if fw == "torch":
+        request.getfixturevalue("torch")
+
+    def build_torch(torch):
+        return resnet50_torch(torch)
+
+    def build_minidl():
+        return resnet50()
+
+    if fw == "minidl":
+        _check_same_steps(request, build_minidl, build_torch, x, y)
+    step = _train_step(request, fw, build_minidl, build_torch, x, y)
+    step()  # warm-up: numba compiles, buffers settle
+    benchmark.extra_info["peak_mem_bytes"] = peak_rss_of(fw, 4, 128)
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)

@@ -513,16 +513,13 @@ class BatchNorm(Function):
         mean, var = running_mean, running_var
         inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
         # Eval mode is one affine map per channel, y = x * scale + shift (what PyTorch's CPU
-        # kernel computes too): two passes over x, and no xhat kept unless a weight gradient
-        # asks for it in backward.
+        # kernel computes too): one pass over x (with the ReLU fused in), and no xhat kept
+        # unless a weight gradient asks for it in backward.
         scale = inv_std * w if w is not None else inv_std
         shift = -mean.astype(x.dtype, copy=False) * scale
         if b is not None:
             shift = shift + b
-        y = x * scale.reshape(shape)
-        y += shift.reshape(shape)
-        if relu:
-            xp.maximum(y, 0, out=y)
+        y = getattr(k, "channel_affine", generic.channel_affine)(x, scale, shift, relu)
         self.save_for_backward(x, y if relu else None, mean, inv_std, w)
         return y
 

@@ -89,3 +89,14 @@ def test_batch_norm_relu_matches_torch(torch_mod, training):
     np.testing.assert_allclose(m.weight.grad.numpy(), t.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m.bias.grad.numpy(), t.bias.grad.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m.running_var.numpy(), t.running_var.numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 3, 5), (8, 64, 16, 16)], ids=str)
+def test_numba_channel_affine_matches_generic(shape, relu):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape).astype(np.float32)
+    scale, shift = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
+    want = generic.channel_affine(x, scale, shift, relu)
+    np.testing.assert_allclose(cpu_batchnorm.channel_affine(x, scale, shift, relu), want,
+                               rtol=1e-6, atol=1e-6)

@@ -370,3 +370,15 @@ def test_batch_norm_running_stats_of_another_dtype(run):
     assert run.to_host(got_rm).dtype == np.float32
     np.testing.assert_allclose(run.to_host(got_rm), want_rm, rtol=1e-6)
     np.testing.assert_allclose(run.to_host(got_rv), want_rv, rtol=1e-6)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 3, 5)], ids=str)
+def test_channel_affine_matches_generic(run, shape, relu):
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal(shape).astype(np.float32)
+    scale, shift = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))
+    want = generic.channel_affine(x, scale, shift, relu)
+    got = run.to_host(cuda.channel_affine(run.to_device(x), run.to_device(scale),
+                                          run.to_device(shift), relu))
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

@@ -31,6 +31,10 @@ TARGETS = {
     "mlp-784-256-10-train-step-b128": 1.3,
     "lenet5-inference-b1000": 1.5,
     "conv2d-forward-resnet50_3x3": 1.5,
+    "resnet50-train-step-b4-128": 1.5,
+    "gpu-resnet50-train-step-b32-224": 1.5,
+    "gpu-resnet50-inference-b64-224": 1.3,
+    "gpu-resnet50-inference-b256-224": 1.3,
 }
 
 
@@ -68,8 +72,12 @@ def rows(groups):
         share = gf / peak if gf and peak and name.startswith("conv2d-forward") else None
         target = TARGETS.get(name)
         verdict = "" if target is None or ratio is None else ("ok" if ratio <= target else "MISSED")
+        mem = [(b.get("extra_info") or {}).get("peak_mem_bytes") if b else None
+               for b in (ours, torch)]
+        mem_ratio = mem[0] / mem[1] if mem[0] and mem[1] else None
         out.append(dict(group=name, ours=m, torch=t, ratio=ratio, gflops=gf, share=share,
-                        target=target, verdict=verdict))
+                        target=target, verdict=verdict, mem_ours=mem[0], mem_torch=mem[1],
+                        mem_ratio=mem_ratio))
     return out, peak
 
 
@@ -101,7 +109,10 @@ def combine(tables):
                         torch=_median([r["torch"] for r in rs]), ratio=ratio,
                         gflops=_median([r["gflops"] for r in rs]),
                         share=_median([r["share"] for r in rs]), target=target, verdict=verdict,
-                        runs=[r["ratio"] for r in rs]))
+                        runs=[r["ratio"] for r in rs],
+                        mem_ours=_median([r["mem_ours"] for r in rs]),
+                        mem_torch=_median([r["mem_torch"] for r in rs]),
+                        mem_ratio=_median([r["mem_ratio"] for r in rs])))
     return out
 
 
@@ -118,7 +129,8 @@ def main(argv=None):
         print("no minidl/torch benchmark pairs in", " ".join(args.json), file=sys.stderr)
         return 1
     several = len(tables) > 1
-    head = ["group", "minidl ms", "torch ms", "ratio", "goal", "GFLOP/s", "of matmul peak"]
+    head = ["group", "minidl ms", "torch ms", "ratio", "goal", "GFLOP/s", "of matmul peak",
+            "minidl MB", "torch MB", "mem ratio"]
     if several:
         head.append("ratio per run")
     lines = []
@@ -126,7 +138,9 @@ def main(argv=None):
         goal = "" if r["target"] is None else f"<= {r['target']} {r['verdict']}"
         line = [r["group"], _ms(r["ours"]), _ms(r["torch"]), _f(r["ratio"], ".2f"), goal,
                 _f(r["gflops"], ".1f"),
-                _f(r["share"] and 100 * r["share"], ".0f") + ("%" if r["share"] else "")]
+                _f(r["share"] and 100 * r["share"], ".0f") + ("%" if r["share"] else ""),
+                _f(r["mem_ours"] and r["mem_ours"] / 2**20, ".0f"),
+                _f(r["mem_torch"] and r["mem_torch"] / 2**20, ".0f"), _f(r["mem_ratio"], ".2f")]
         if several:
             line.append(" ".join(_f(x, ".2f") for x in r["runs"]))
         lines.append(line)

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 6, in one go, on a machine with an NVIDIA GPU, CuPy and CUDA PyTorch
+# The GPU checks (issues 6, 12, 13), in one go, on a machine with an NVIDIA GPU, CuPy and CUDA PyTorch
 # (the `device` machine: nothing to install, the repo runs from its checkout).
 #   bash tools/gpu_checks.sh OUTDIR MNIST_DIR [what...]
-# what: smoke bench mnist tests resnet (default: all). Logs and JSON land in OUTDIR.
+# what: smoke bench mnist tests resnet profile (default: all). Logs and JSON land in OUTDIR.
+#   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
+#          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
+#   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py)
 set -u
 out=${1:?output folder}; data=${2:?folder holding the MNIST IDX files}; shift 2
 what=${*:-smoke bench mnist resnet tests}
+bench_k=${BENCH_K:-}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MINIDL_DATA=$(dirname "$data")
 mkdir -p "$out"
 for w in $what; do
@@ -14,16 +18,18 @@ for w in $what; do
     smoke)
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
       python3 -c 'import numpy, numba, cupy, torch; print("numpy", numpy.__version__, "numba", numba.__version__, "cupy", cupy.__version__, "torch", torch.__version__, torch.cuda.is_available())'
-      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_devices.py 2>&1 | tee "$out/smoke.log" | tail -25 ;;
+      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_devices.py tests/test_batch_norm.py tests/test_conv_memory.py 2>&1 | tee "$out/smoke.log" | tail -25 ;;
     bench)
       timeout 400 python3 -m pytest -q -p no:cacheprovider benchmarks/test_bench_cuda.py --benchmark-only \
-        --benchmark-json="$out/bench_cuda.json" 2>&1 | tee "$out/bench.log" | tail -30
+        ${bench_k:+-k "$bench_k"} --benchmark-json="$out/bench_cuda.json" 2>&1 | tee "$out/bench.log" | tail -30
       python3 tools/bench_ratios.py "$out/bench_cuda.json" --markdown ;;
     mnist)
       timeout 500 python3 -m minidl.examples.mnist --device cuda --data "$data" --no-progress \
         --metrics-json "$out/mnist_cuda.json" 2>&1 | tee "$out/mnist.log" | tail -15 ;;
     resnet)
       timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_resnet50.py 2>&1 | tail -5 ;;
+    profile)
+      timeout 200 python3 tools/profile_resnet_gpu.py 2>&1 | tee "$out/profile.log" ;;
     tests)
       timeout 580 python3 -m pytest -q -rs -p no:cacheprovider tests 2>&1 | tee "$out/tests.log" | tail -40 ;;
   esac

@@ -1226,4 +1226,4 @@ def softmax_cross_entropy_backward(prob, target, scale, divisor=1):
 
 
 # batch norm lives in its own module; it is part of this kernel set
-from .cpu_batchnorm import batch_norm_backward, batch_norm_train  # noqa: E402,F401
+from .cpu_batchnorm import batch_norm_backward, batch_norm_train, channel_affine  # noqa: E402,F401

@@ -26,7 +26,7 @@ from .generic import out_size
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
            "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
            "softmax_cross_entropy_backward", "sgd_update", "adam_update", "batch_norm_train",
-           "batch_norm_backward"]
+           "batch_norm_backward", "channel_affine"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
 GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
@@ -558,3 +558,17 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
         _kernel("bn_input_grad")(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean, alpha, beta,
                                  gamma, c, hw, int(bool(relu)), gx)
     return gx, gw, gb
+
+
+def channel_affine(x, scale, shift, relu=False):
+    """y = x * scale[c] + shift[c] per channel (dim 1), then max(y, 0) when ``relu``: eval-mode
+    batch norm (with the following ReLU) in one pass."""
+    cp = get_array_module(x)
+    x = cp.ascontiguousarray(x)
+    n, c, hw, _ = _bn_geometry(x)
+    y = cp.empty(x.shape, dtype=x.dtype)
+    if y.size:
+        _kernel("bn_normalize")(x.reshape(-1), _flat(cp, scale.astype(x.dtype, copy=False)),
+                                _flat(cp, shift.astype(x.dtype, copy=False)), c, hw,
+                                int(bool(relu)), y)
+    return y

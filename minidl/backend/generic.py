@@ -110,3 +110,13 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     beta = -a * invstd * invstd * sum_gx / count
     gx = g * a.reshape(shape) + xmu * beta.reshape(shape) - (a * sum_g / count).reshape(shape)
     return gx, sum_gx * invstd, sum_g
+
+
+def channel_affine(x, scale, shift, relu=False):
+    """y = x * scale[c] + shift[c] per channel (dim 1), then max(y, 0) when ``relu``."""
+    _, shape = _bn_axes(x)
+    y = x * scale.reshape(shape)
+    y += shift.reshape(shape)
+    if relu:
+        get_array_module(x).maximum(y, 0, out=y)
+    return y

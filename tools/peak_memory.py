@@ -1,0 +1,116 @@
+#!/usr/bin/env python
+"""Peak memory of ResNet-50 training steps, one framework per process.
+
+    python tools/peak_memory.py minidl --device cpu --batch 4 --size 128
+    python tools/peak_memory.py torch --device cuda --batch 32 --size 224
+
+Builds torchvision's ResNet-50 layout (minidl.models.resnet50, or the plain-torch twin in
+benchmarks/_common.py), runs ``--steps`` training steps (forward in train mode, cross-entropy,
+backward, SGD with momentum) and prints one JSON line: the peak in bytes and what was measured.
+On the CPU that is the process's peak resident set (ru_maxrss), so each framework is measured in
+a process of its own, imports included. On CUDA it is CuPy's memory-pool size (blocks held,
+used or cached: an upper bound of what minidl had allocated) against PyTorch's
+``torch.cuda.max_memory_allocated``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+
+
+def _minidl_step(device, x, y):
+    import minidl
+    import minidl.nn.functional as F
+    from minidl.models import resnet50
+
+    minidl.manual_seed(0)
+    model = resnet50().to(device)
+    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    xm, ym = minidl.tensor(x, device=device), minidl.tensor(y, device=device)
+
+    def step():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(xm), ym)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def _torch_step(device, x, y):
+    import torch
+
+    from _common import resnet50_torch
+
+    torch.manual_seed(0)
+    model = resnet50_torch(torch).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+    def step():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def measure(framework, device="cpu", batch=4, size=128, steps=2, threads=None):
+    import numpy as np
+
+    if threads:
+        import numba
+        numba.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+    y = rng.integers(0, 1000, batch)
+    if framework == "torch":
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        if device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+            torch.cuda.reset_peak_memory_stats()
+        step = _torch_step(device, x, y)
+    else:
+        if device == "cuda":
+            import cupy
+            cupy.get_default_memory_pool().free_all_blocks()
+        step = _minidl_step(device, x, y)
+    for _ in range(steps):
+        step()
+    if device == "cpu":
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+    elif framework == "torch":
+        import torch
+        peak, kind = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+    else:
+        import cupy
+        peak, kind = cupy.get_default_memory_pool().total_bytes(), "CuPy pool bytes"
+    return dict(framework=framework, device=device, batch=batch, size=size, steps=steps,
+                peak_bytes=int(peak), measure=kind)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("framework", choices=["minidl", "torch"])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="numba/torch threads (0: default)")
+    args = ap.parse_args(argv)
+    print(json.dumps(measure(args.framework, args.device, args.batch, args.size, args.steps,
+                             args.threads)))
+
+
+if __name__ == "__main__":
+    main()
