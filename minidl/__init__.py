@@ -10,6 +10,10 @@ from .ops import cat, stack
 from .serialization import load, save
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from . import data, nn, optim, testing  # noqa: E402  (minidl.optim.SGD etc., as in torch)
+from . import amp, backends  # noqa: E402
+from .amp import autocast  # noqa: E402
+from .backend.dtypes import float16, float32, float64  # noqa: E402
+
 
 __version__ = "0.1.0"
 
@@ -40,6 +44,15 @@ def from_numpy(array):
     return Tensor(array)
 
 
+def __getattr__(name):
+    # ml_dtypes takes half a second to import: minidl.bfloat16 loads it when first asked for
+    if name == "bfloat16":
+        from .backend.dtypes import bfloat16_dtype
+
+        return bfloat16_dtype()
+    raise AttributeError(f"module 'minidl' has no attribute {name!r}")
+
+
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
            "manual_seed", "cuda_available", "save", "load", "zeros", "ones", "randn",
-           "from_numpy", "cat", "stack"]
+           "from_numpy", "cat", "stack", "autocast", "float16", "float32", "float64", "bfloat16"]

@@ -9,8 +9,9 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, generic, get_array_module
+from .backend.dtypes import is_low_precision
 from .ops import cat
-from .tensor import Function, Tensor, is_grad_enabled
+from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
 
 def _pair(v, name):
@@ -27,6 +28,17 @@ def _kernels(x):
 
 def _needs_grad(fn, i):
     return len(fn.inputs) > i and fn.inputs[i].requires_grad
+
+
+def _autocast_inputs(name, *tensors):
+    """Composite ops (made of other ops) ask autocast for their inputs' dtype themselves."""
+    hook = autocast_hook()
+    return tensors if hook is None else hook.inputs(name, tensors)
+
+
+def _cpu_low_precision(x):
+    # numba and BLAS have no float16/bfloat16 GEMMs: on the CPU those run in float32, rounded
+    return x.device == "cpu" and is_low_precision(x.dtype)
 
 
 # ---- linear -----------------------------------------------------------------------------
@@ -59,6 +71,8 @@ def linear(x, weight, bias=None):
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias shape {bias.shape} does not match {weight.shape[0]} outputs")
     args = (x, weight) if bias is None else (x, weight, bias)
+    if _cpu_low_precision(x):
+        return Linear.apply(*(t.float() for t in args)).astype(x.dtype)
     return Linear.apply(*args)
 
 
@@ -214,6 +228,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     args = (x, weight) if bias is None else (x, weight, bias)
     # without a gradient to compute, the forward pass may use an algorithm that keeps nothing
     needs_grad = is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)
+    if _cpu_low_precision(x):
+        return Conv2d.apply(*(t.float() for t in args), stride=stride, padding=padding,
+                            needs_grad=needs_grad).astype(x.dtype)
     return Conv2d.apply(*args, stride=stride, padding=padding, needs_grad=needs_grad)
 
 
@@ -473,6 +490,7 @@ def _check_reduction(name, reduction):
 def nll_loss(log_probs, target, reduction="mean"):
     _check_reduction("nll_loss", reduction)
     target = _check_targets("nll_loss", log_probs, target)
+    (log_probs,) = _autocast_inputs("nll_loss", log_probs)
     rows = get_array_module(log_probs.data).arange(log_probs.shape[0])
     picked = -log_probs[rows, target.data]
     return {"mean": picked.mean, "sum": picked.sum}.get(reduction, lambda: picked)()
@@ -482,6 +500,7 @@ def mse_loss(input, target, reduction="mean"):
     _check_reduction("mse_loss", reduction)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target {target.shape} differ")
+    input, target = _autocast_inputs("mse_loss", input, target)
     sq = (input - target) ** 2
     return {"mean": sq.mean, "sum": sq.sum}.get(reduction, lambda: sq)()
 
@@ -580,6 +599,9 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         if t is not None and device_of(getattr(t, "data", t)) != x.device:
             raise ValueError(f"batch_norm: {name} is on {device_of(getattr(t, 'data', t))}, "
                              f"input on {x.device}; move the module with .to('{x.device}')")
+    if is_low_precision(x.dtype):  # mixed precision: statistics and normalisation in float32
+        return batch_norm(x.float(), running_mean, running_var, weight, bias, training, momentum,
+                          eps).astype(x.dtype)
     tensors = [x] + [t for t in (weight, bias) if t is not None]
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var

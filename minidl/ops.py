@@ -9,6 +9,7 @@ from collections import namedtuple
 import numpy as np
 
 from .backend import get_array_module
+from .backend.dtypes import is_floating
 from .tensor import Function, Tensor, unbroadcast
 
 
@@ -22,11 +23,11 @@ def _operand(x, like: Tensor):
         # a GPU fill kernel takes the number by value; asarray would copy it from the host,
         # and a copy from pageable memory can wait for the GPU to finish its queue
         kind = np.asarray(x).dtype
-        dtype = like.dtype if kind.kind in "biuf" and (like.dtype.kind == "f" or kind.kind != "f") \
+        dtype = like.dtype if kind.kind in "biuf" and (is_floating(like.dtype) or kind.kind != "f") \
             else kind
         return Tensor(xp.full((), x, dtype=dtype))
     arr = xp.asarray(x)
-    if arr.dtype.kind in "biuf" and (like.dtype.kind == "f" or arr.dtype.kind != "f"):
+    if arr.dtype.kind in "biuf" and (is_floating(like.dtype) or arr.dtype.kind != "f"):
         arr = arr.astype(like.dtype)
     return Tensor(arr)
 

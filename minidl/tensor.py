@@ -12,8 +12,22 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, get_array_module, normalize_device
+from .backend.dtypes import as_dtype, bfloat16_dtype, is_floating
 
 _grad_enabled = True
+# Set by minidl.amp while an autocast region is active: called as hook(fn_class, tensors,
+# kwargs), it returns the op's result computed under the autocast policy, or None to let
+# the op run as it is. None outside autocast, so ordinary ops pay one global read.
+_autocast_hook = None
+
+
+def set_autocast_hook(hook):
+    global _autocast_hook
+    _autocast_hook = hook
+
+
+def autocast_hook():
+    return _autocast_hook
 
 
 @contextlib.contextmanager
@@ -58,8 +72,6 @@ def _as_array(data, dtype=None, device="cpu"):
         is_array = isinstance(data, (np.ndarray, xp.ndarray))
         if arr.dtype.kind == "f" and arr.dtype != xp.float32 and not is_array:
             arr = arr.astype(xp.float32)  # Python floats and lists become float32
-        elif arr.dtype.kind == "f" and arr.dtype == xp.float16:
-            arr = arr.astype(xp.float32)
         elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not is_array:
             arr = arr.astype(xp.int64)
         return arr
@@ -77,7 +89,7 @@ class Tensor:
             device = device_of(source)
         self.data = _as_array(data, dtype, device)
         _note_host_range(self, source)
-        if requires_grad and self.data.dtype.kind != "f":
+        if requires_grad and not is_floating(self.data.dtype):
             raise TypeError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
             )
@@ -146,11 +158,14 @@ class Tensor:
         return bool(self.item())
 
     def to(self, device=None, dtype=None):
-        """A copy on another device or with another dtype (self when nothing changes)."""
+        """A copy on another device or with another dtype (self when nothing changes):
+        ``x.to("cuda")``, ``x.to(minidl.bfloat16)``, ``x.to("cuda", minidl.float16)``."""
+        if dtype is None and device is not None and _is_dtype_like(device):
+            device, dtype = None, device
         out = self
         if device is not None and normalize_device(device) != self.device:
             out = _to_device(out, normalize_device(device))
-        if dtype is not None and np.dtype(dtype) != out.dtype:
+        if dtype is not None and as_dtype(dtype) != out.dtype:
             out = out.astype(dtype)
         return out
 
@@ -166,18 +181,24 @@ class Tensor:
     def double(self):
         return self.astype(np.float64)
 
+    def half(self):
+        return self.astype(np.float16)
+
+    def bfloat16(self):
+        return self.astype(bfloat16_dtype())
+
     def long(self):
         return Tensor(self.data.astype(np.int64))
 
     def astype(self, dtype):
-        return _cast(self, np.dtype(dtype))
+        return _cast(self, as_dtype(dtype))
 
     def detach(self):
         """The same values, cut from the graph."""
         return Tensor(self.data)
 
     def requires_grad_(self, flag=True):
-        if flag and self.data.dtype.kind != "f":
+        if flag and not is_floating(self.data.dtype):
             raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
         self.requires_grad = flag
         return self
@@ -222,14 +243,14 @@ class Tensor:
             if node._ctx is None or node._retain_grad:
                 if node.requires_grad:
                     if node.grad is not None:
-                        node.grad = Tensor(node.grad.data + g)
+                        node.grad = Tensor(node.grad.data + g, dtype=g.dtype)
                     else:
                         # a view (broadcast_to in sum's backward is read-only) or an array
                         # that Add handed to two inputs must not become a shared .grad
                         if getattr(g, "base", None) is not None or id(g) in handed_out:
                             g = g.copy()
                         handed_out.add(id(g))
-                        node.grad = Tensor(g)
+                        node.grad = Tensor(g, dtype=g.dtype)
                 if node._ctx is None:
                     continue
             ctx = node._ctx
@@ -242,12 +263,20 @@ class Tensor:
                     continue
                 if pg.shape != parent.data.shape:
                     pg = unbroadcast(pg, parent.data.shape)
+                if pg.dtype != parent.data.dtype:  # mixed precision: a gradient has its input's dtype
+                    pg = pg.astype(parent.data.dtype)
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
 
     # ---- the arithmetic operators are attached by ops.py; a Tensor hashes by identity ---
     def __hash__(self):
         return id(self)
+
+
+def _is_dtype_like(x):
+    if isinstance(x, str):
+        return x.lower().split(":")[0] not in ("cpu", "cuda", "gpu")
+    return isinstance(x, (np.dtype, type))
 
 
 def _topological_order(root):
@@ -309,6 +338,10 @@ class Function:
                         f"{cls.__name__.lower()}: tensors on different devices, {dev} and "
                         f"{t.device}; move them with .to('{dev}') first"
                     )
+        if _autocast_hook is not None:
+            result = _autocast_hook(cls, tensors, kwargs)
+            if result is not None:
+                return result
         fn = cls()
         out = fn.forward(*[t.data for t in tensors], **kwargs)
         needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
@@ -316,7 +349,7 @@ class Function:
         result.data = out
         result.grad = None
         result._retain_grad = False
-        result.requires_grad = needs_grad and out.dtype.kind == "f"
+        result.requires_grad = needs_grad and is_floating(out.dtype)
         result._ctx = None
         if result.requires_grad:
             fn.inputs = tensors

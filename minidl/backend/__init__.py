@@ -5,6 +5,8 @@ CUDA backend is the same code running on another array module.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 _cupy = None
@@ -96,6 +98,7 @@ def require_cuda():
     if _pending_seed is not None:  # manual_seed ran before the GPU was first used
         cp.random.seed(_pending_seed)
         _pending_seed = None
+    _apply_tf32(cp)
     _cuda_ready = True
     return cp
 
@@ -113,6 +116,31 @@ def to_device(array, device: str):
 
 def to_numpy(array) -> np.ndarray:
     return to_device(array, "cpu")
+
+
+# TF32 for float32 matrix products on CUDA (and so for convs, which are GEMMs here): off by
+# default, as torch.backends.cuda.matmul.allow_tf32, unless CuPy's own CUPY_TF32=1 is set.
+# float16/bfloat16 GEMMs need no switch: CuPy runs them with cuBLAS compute type 32F.
+_allow_tf32 = os.environ.get("CUPY_TF32", "0") not in ("", "0")
+
+
+def allow_tf32(flag=None) -> bool:
+    """Read, or with ``flag`` set, whether float32 CUDA GEMMs may use TF32 tensor cores."""
+    global _allow_tf32
+    if flag is not None:
+        _allow_tf32 = bool(flag)
+        if _cuda_ready:
+            _apply_tf32(_cupy)
+    return _allow_tf32
+
+
+def _apply_tf32(cp):
+    linalg = getattr(getattr(cp, "_core", None), "_routines_linalg", None)
+    if linalg is None or not hasattr(linalg, "set_compute_type"):
+        return  # not CuPy's cublas path (a test stand-in)
+    mode = getattr(linalg, "COMPUTE_TYPE_TF32", 7) if _allow_tf32 else \
+        getattr(linalg, "COMPUTE_TYPE_DEFAULT", 1)
+    linalg.set_compute_type(np.float32, mode)
 
 
 # One random generator per process, seeded by minidl.manual_seed.
