@@ -382,3 +382,27 @@ def test_channel_affine_matches_generic(run, shape, relu):
     got = run.to_host(cuda.channel_affine(run.to_device(x), run.to_device(scale),
                                           run.to_device(shift), relu))
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_unscale_grads_multiplies_in_place_and_flags_inf_and_nan(run, dtype):
+    """GradScaler's fused kernel: grad *= inv_scale in place, and the one-element flag set
+    where any gradient holds an inf or a NaN (and left alone where all are finite)."""
+    rng = np.random.default_rng(8)
+    inv_scale = float(np.float32(1.0 / 2 ** 13))
+    grads = [rng.standard_normal(s).astype(dtype) * 2 ** 13 for s in [(5, 3), (7,), (2, 2, 2)]]
+    device_grads = [run.to_device(g.copy()) for g in grads]
+    found = run.to_device(np.zeros(1, np.int32))
+    cuda.unscale_grads(device_grads, inv_scale, found)
+    assert run.to_host(found)[0] == 0
+    for g, d in zip(grads, device_grads):
+        np.testing.assert_array_equal(run.to_host(d), g * dtype(inv_scale))
+
+    for bad in (np.inf, -np.inf, np.nan):
+        grads[1][4] = bad
+        device_grads = [run.to_device(g.copy()) for g in grads]
+        found = run.to_device(np.zeros(1, np.int32))
+        cuda.unscale_grads(device_grads, inv_scale, found)
+        assert run.to_host(found)[0] == 1, bad
+        np.testing.assert_array_equal(run.to_host(device_grads[0]), grads[0] * dtype(inv_scale))
+    empty = run.to_device(np.zeros(0, dtype))
+    cuda.unscale_grads([empty], 0.5, found)  # nothing to launch

@@ -21,7 +21,7 @@ from .. import backend
 from ..backend import device_of, get_array_module, normalize_device
 from ..backend.dtypes import bfloat16_dtype, float16
 from ..tensor import Tensor
-from . import autocast as _autocast
+from .autocast import last_dtype
 
 _READY, _UNSCALED, _STEPPED = "ready", "unscaled", "stepped"
 
@@ -203,7 +203,7 @@ class GradScaler:
         return self._per_optimizer.setdefault(id(optimizer), {"stage": _READY, "found_inf": {}})
 
     def _warn_if_bfloat16(self):
-        if self._warned_bf16 or _autocast.last_dtype(self._device) != bfloat16_dtype():
+        if self._warned_bf16 or last_dtype(self._device) != bfloat16_dtype():
             return
         self._warned_bf16 = True
         warnings.warn("GradScaler is not needed with bfloat16 autocast: bfloat16 has float32's "

@@ -26,7 +26,7 @@ from .generic import out_size
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
            "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
            "softmax_cross_entropy_backward", "sgd_update", "adam_update", "batch_norm_train",
-           "batch_norm_backward", "channel_affine"]
+           "batch_norm_backward", "channel_affine", "unscale_grads"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
 GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
@@ -280,6 +280,15 @@ gx = alpha[c] * gi + beta[c] * (x[i] - mean[c]) + gamma[c];
 
 BN_GEOMETRY = "int64 channels, int64 hw, int64 count, int64 slots"
 
+# GradScaler's unscale and inf/NaN check in one pass over a gradient: grad *= inv_scale, and the
+# flag is set where a value is inf or NaN (v - v is 0 exactly for finite v). Every thread that
+# sets the flag writes the same 1, so the race is harmless and needs no atomic.
+UNSCALE_GRADS = """
+const T v = grad;
+if (!(v - v == (T)0)) found_inf[0] = 1;
+grad = v * (T)inv_scale;
+"""
+
 # name: (input parameters, output parameters, body)
 SPECS = {
     "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS, "raw T col", IM2COL),
@@ -317,6 +326,7 @@ SPECS = {
                          BN_FINALIZE_GRAD),
     "bn_input_grad": ("raw T g, raw T x, raw T y, raw T mean, raw T alpha, raw T beta, "
                       "raw T gamma, int64 channels, int64 hw, int32 relu", "T gx", BN_INPUT_GRAD),
+    "unscale_grads": ("float64 inv_scale", "T grad, raw int32 found_inf", UNSCALE_GRADS),
 }
 
 _compiled = {}
@@ -572,3 +582,10 @@ def channel_affine(x, scale, shift, relu=False):
                                 _flat(cp, shift.astype(x.dtype, copy=False)), c, hw,
                                 int(bool(relu)), y)
     return y
+def unscale_grads(grads, inv_scale, found_inf):
+    """GradScaler.unscale_ on the GPU: each gradient times inv_scale in place, one launch each,
+    and found_inf (int32, one element, on the GPU) set to 1 if any value was inf or NaN. The
+    flag stays on the GPU: the step reads it back once, after all gradients are done."""
+    for g in grads:
+        if g.size:
+            _kernel("unscale_grads")(float(inv_scale), g, found_inf)
