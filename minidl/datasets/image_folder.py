@@ -7,6 +7,12 @@
 Classes are the sorted names of the sub-folders of ``root`` (hidden ones, like ``.git``, are
 left out), so label numbers do not depend on the order the file system lists them in.
 
+Symbolic links: a class folder may itself be a link. Inside it, a link (to a folder or a file)
+is followed only when its real path lies inside the same class folder, and every real folder
+and file is visited once, so a link loop (``a/loop -> .``) or a link to the parent or to another
+class (``a/up -> ..``) cannot duplicate photos or give one photo two labels; such links are
+skipped with a warning like any other skipped entry.
+
 Files are checked once, when the folder is scanned: a name without an image extension, or an
 image file that Pillow cannot identify (``Image.open(...).verify()``: header, and for PNG the
 checksums), is skipped with one warning line each, logged on ``minidl.datasets.image_folder``
@@ -68,6 +74,7 @@ class ImageFolder(Dataset):
             if e.is_file():
                 self._skip(e.path, "not inside a class folder")
         self.samples = []
+        self._seen = set()  # real paths of the folders and files already visited
         for name in self.classes:
             found = self._scan_class(os.path.join(self.root, name), self.class_to_idx[name], verify)
             if not found:
@@ -82,12 +89,38 @@ class ImageFolder(Dataset):
         self.skipped.append((path, reason))
         log.warning("ImageFolder: skipping %s: %s", path, reason)
 
+    def _inside(self, path, real_folder):
+        """(real path, whether it may be visited): inside ``real_folder`` and not seen yet."""
+        real = os.path.realpath(path)
+        if os.path.commonpath([real, real_folder]) != real_folder:
+            self._skip(path, f"a link that leads out of its class folder (to {real})")
+            return real, False
+        if real in self._seen:
+            self._skip(path, f"already included (it is {real})")
+            return real, False
+        return real, True
+
     def _scan_class(self, folder, label, verify):
         count = 0
+        real_folder = os.path.realpath(folder)
+        if real_folder in self._seen:  # a class folder that links to another class
+            self._skip(folder, f"already included (it is {real_folder})")
+            return 0
+        self._seen.add(real_folder)
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            keep = []
+            for d in sorted(d for d in dirnames if not d.startswith(".")):
+                real, ok = self._inside(os.path.join(dirpath, d), real_folder)
+                if ok:
+                    self._seen.add(real)
+                    keep.append(d)
+            dirnames[:] = keep
             for fname in sorted(filenames):
                 path = os.path.join(dirpath, fname)
+                real, ok = self._inside(path, real_folder)
+                if not ok:
+                    continue
+                self._seen.add(real)
                 if not fname.lower().endswith(IMG_EXTENSIONS):
                     self._skip(path, "not an image file (by its extension)")
                     continue
