@@ -600,8 +600,8 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
             raise ValueError(f"batch_norm: {name} is on {device_of(getattr(t, 'data', t))}, "
                              f"input on {x.device}; move the module with .to('{x.device}')")
     if is_low_precision(x.dtype):  # mixed precision: statistics and normalisation in float32
-        return batch_norm(x.float(), running_mean, running_var, weight, bias, training, momentum,
-                          eps).astype(x.dtype)
+        return _batch_norm(x.float(), running_mean, running_var, weight, bias, training, momentum,
+                           eps, relu).astype(x.dtype)
     tensors = [x] + [t for t in (weight, bias) if t is not None]
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var

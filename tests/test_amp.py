@@ -288,6 +288,8 @@ def test_autocast_cuda_policy_on_the_stand_in_gpu(fake_cuda):
         assert lo.mean().dtype == np.float16
         bn = F.batch_norm(F.conv2d(v["img"], v["cw"]), v["rm"], v["rv"], training=True)
         assert bn.dtype == np.float16 and v["rm"].dtype == np.float32
+        bn_relu = F.batch_norm_relu(F.conv2d(v["img"], v["cw"]), v["rm"], v["rv"], training=True)
+        assert bn_relu.dtype == np.float16 and bn_relu.numpy().min() == 0
         loss = F.cross_entropy(lo, v["t"]) + F.conv2d(v["img"], v["cw"]).sum()
     loss.backward()
     for name in ("w", "b", "x", "cw", "img"):  # float32 leaves get float32 gradients
