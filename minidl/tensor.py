@@ -232,6 +232,7 @@ class Tensor:
             grad = grad.astype(self.data.dtype, copy=False)
 
         order = _topological_order(self)
+        finishers = []  # Function.after_backward callbacks met on the way, each run once
         grads = {id(self): grad}
         # arrays already owned elsewhere (the caller's gradient, another leaf's .grad) are
         # copied before a leaf keeps them, so .grad is always writable and never shared
@@ -254,6 +255,8 @@ class Tensor:
                 if node._ctx is None:
                     continue
             ctx = node._ctx
+            if ctx.after_backward is not None and ctx.after_backward not in finishers:
+                finishers.append(ctx.after_backward)
             with no_grad():
                 in_grads = ctx.backward(g)
             if not isinstance(in_grads, tuple):
@@ -267,6 +270,8 @@ class Tensor:
                     pg = pg.astype(parent.data.dtype)
                 key = id(parent)
                 grads[key] = pg if key not in grads else grads[key] + pg
+        for finish in finishers:
+            finish()
 
     # ---- the arithmetic operators are attached by ops.py; a Tensor hashes by identity ---
     def __hash__(self):
@@ -313,6 +318,10 @@ def unbroadcast(grad, shape):
 class Function:
     """One differentiable op: ``forward`` on arrays, ``backward`` from the output's gradient
     to one gradient per tensor input (None where an input needs none)."""
+
+    # called once, with no arguments, when a backward pass that went through this op has
+    # finished accumulating every gradient (DistributedDataParallel averages them there)
+    after_backward = None
 
     def __init__(self):
         self.saved = ()

@@ -73,6 +73,21 @@ def cuda_available() -> bool:
 
 _cuda_ready = False
 _pending_seed: int | None = None
+_device_index: int | None = None  # the GPU of this process (minidl.distributed: the local rank)
+
+
+def use_device(index: int) -> None:
+    """Run this process's CUDA work on GPU ``index`` (modulo the GPU count, so ranks may share
+    one). Takes effect when CUDA is first used, or at once if it already is."""
+    global _device_index
+    _device_index = int(index)
+    if _cuda_ready:
+        _select_device(_cupy)
+
+
+def _select_device(cp):
+    if _device_index is not None:
+        cp.cuda.Device(_device_index % cp.cuda.runtime.getDeviceCount()).use()
 
 
 def require_cuda():
@@ -95,6 +110,7 @@ def require_cuda():
         ) from None
     if count == 0:
         raise RuntimeError("device 'cuda' needs an NVIDIA GPU; CuPy found none")
+    _select_device(cp)
     if _pending_seed is not None:  # manual_seed ran before the GPU was first used
         cp.random.seed(_pending_seed)
         _pending_seed = None

@@ -21,15 +21,21 @@ class DataLoader:
     loader is the next epoch; ``set_epoch(e)`` says which epoch the next pass is, as for
     PyTorch's samplers, so a run resumed after epoch ``e`` calls ``loader.set_epoch(e)`` and
     sees the batches an unbroken run would have seen.
-    ``device`` moves each batch once, as it is made.
+    ``device`` moves each batch once, as it is made. ``sampler`` (a DistributedSampler, or any
+    iterable of indices with a length) decides which items come, in which order, instead;
+    ``set_epoch`` is passed on to it.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 device="cpu"):
+                 device="cpu", sampler=None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size should be a positive integer, "
                              f"got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True are mutually exclusive (the "
+                             "sampler decides the order; DistributedSampler shuffles itself)")
+        self.sampler = sampler
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -50,15 +56,19 @@ class DataLoader:
             raise ValueError(f"DataLoader.set_epoch: epoch should be a non-negative integer, "
                              f"got {epoch!r}")
         self.epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         # the epoch advances when the pass starts, not at its first batch
         n = len(self.dataset)
         epoch, self.epoch = self.epoch, self.epoch + 1
+        if self.sampler is not None:
+            return self._batches(np.fromiter(iter(self.sampler), dtype=np.int64))
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
             else np.arange(n)
         return self._batches(order)

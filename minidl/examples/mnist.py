@@ -2,6 +2,7 @@
 
     python -m minidl.examples.mnist --data ../shared/data/mnist
     python -m minidl.examples.mnist --model mlp --epochs 10 --metrics-json run.json
+    mpiexec -n 2 python -m minidl.examples.mnist     # data-parallel over 2 processes
 
 The data is looked up in --data, then $MINIDL_DATA/mnist, then ~/.cache/minidl/mnist, then
 downloaded; with none of those it trains on the small sample shipped inside the package and says
@@ -10,6 +11,13 @@ completed one intact; --resume continues from it. The last line printed is the t
 Progress bars are drawn only when stderr is a terminal (tqdm's convention); in a log there is
 one line per epoch. Output paths are checked before the first step; a bad input or path prints
 one "error: ..." line and exits with status 2.
+
+Under ``mpiexec -n N`` (or with --distributed) each of the N ranks trains the same model on its
+1/N shard of every epoch (minidl.data.DistributedSampler) and the gradients are averaged after
+each backward (minidl.nn.parallel.DistributedDataParallel): the effective batch is N x
+--batch-size, and without --lr the learning rate is scaled by N to match (the linear scaling
+rule). Only rank 0 prints, saves checkpoints and writes metrics; evaluation splits the test set
+between the ranks and adds up their counts.
 """
 from __future__ import annotations
 
@@ -26,8 +34,9 @@ from tqdm import tqdm
 
 import minidl
 import minidl.nn.functional as F
+import minidl.distributed as dist
 from minidl import nn, optim
-from minidl.data import DataLoader
+from minidl.data import DataLoader, DistributedSampler, Subset
 from minidl.datasets import MNIST, MNISTNotFound
 from minidl.models import lenet5, mlp
 
@@ -56,7 +65,14 @@ def parse_args(argv=None):
     p.add_argument("--metrics-json", metavar="PATH", help="write accuracy, timings and history")
     p.add_argument("--errors", metavar="PNG", help="contact sheet of misclassified test digits")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="train data-parallel over the ranks of an MPI job (automatic when "
+                        "started by mpiexec -n N with N > 1)")
+    p.add_argument("--backend", choices=["mpi", "nccl"],
+                   help="process group backend (default: nccl with --device cuda, else mpi; "
+                        "ranks sharing one GPU need mpi)")
     args = p.parse_args(argv)
+    args.scale_lr = args.lr is None  # the default lr follows the effective batch
     for key, value in DEFAULTS[args.model].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -112,17 +128,32 @@ def lr_at(epoch, base_lr, epochs):
 
 
 def evaluate(model, dataset, device, batch_size=1000):
-    """Accuracy and the predictions for every item of ``dataset``."""
+    """Accuracy and the predictions for every item of ``dataset``. In a data-parallel run each
+    rank predicts its own slice of the dataset, and the counts and predictions are summed over
+    the ranks."""
+    if not len(dataset):
+        raise ValueError("cannot measure accuracy on an empty test set")
+    n = len(dataset)
+    lo, hi = 0, n
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        lo, hi = n * rank // world, n * (rank + 1) // world
+    part = dataset if (lo, hi) == (0, n) else Subset(dataset, np.arange(lo, hi))
     model.eval()
     preds = []
     with minidl.no_grad():
-        for x, _ in DataLoader(dataset, batch_size=batch_size, device=device):
+        for x, _ in DataLoader(part, batch_size=batch_size, device=device):
             preds.append(model(x).argmax(dim=1).numpy())
     model.train()
-    if not len(dataset):
-        raise ValueError("cannot measure accuracy on an empty test set")
-    preds = np.concatenate(preds)
-    return float((preds == dataset.labels).mean()), preds
+    preds = np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    if part is dataset:
+        return float((preds == dataset.labels).mean()), preds
+    correct = np.array([(preds == dataset.labels[lo:hi]).sum()], dtype=np.int64)
+    every = np.zeros(n, dtype=np.int64)
+    every[lo:hi] = preds
+    dist.all_reduce(correct)
+    dist.all_reduce(every)
+    return float(correct[0] / n), every
 
 
 # ---- checkpoints: model, optimizer and progress in one flat .npz -----------------------------
@@ -205,6 +236,19 @@ def main(argv=None):
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    rank, world = 0, 1
+    if args.distributed or (dist.launched_world_size() or 1) > 1:
+        try:
+            dist.init_process_group(args.backend or ("nccl" if device == "cuda" else "mpi"))
+        except (RuntimeError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if args.scale_lr:
+            args.lr *= world
+        if rank != 0:  # one voice for the job: the other ranks keep only stderr (errors)
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (for the life of the process)
+            args.no_progress = True
 
     try:
         for path, what in ((args.save, "--save"), (args.metrics_json, "--metrics-json"),
@@ -236,16 +280,31 @@ def main(argv=None):
             return 2
         print(f"resumed from {args.resume} after epoch {start_epoch}", flush=True)
 
-    loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed,
-                        device=device)
+    net, sampler = model, None
+    if world > 1:  # each rank reads its shard; the wrapped model averages the gradients
+        sampler = DistributedSampler(train_set, shuffle=True, seed=args.seed)
+        loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler,
+                            device=device)
+        model = nn.parallel.DistributedDataParallel(net)
+    else:
+        loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                            seed=args.seed, device=device)
     loader.set_epoch(start_epoch)  # the batches an unbroken run would see from here on
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model}: {n_params:,} parameters; {args.epochs} epochs, batch "
           f"{args.batch_size}, lr {args.lr}, device {device}", flush=True)
+    if world > 1:
+        how = (f"{args.lr / world:g} x {world} ranks, linear scaling; --lr sets it"
+               if args.scale_lr else "from --lr")
+        print(f"data-parallel over {world} ranks ({dist.get_backend()}): effective batch "
+              f"{world * args.batch_size} ({world} x {args.batch_size}), lr {args.lr:g} ({how})",
+              flush=True)
 
     train_seconds = sum(h.get("seconds", 0.0) for h in history)
     try:
         for epoch in range(start_epoch, args.epochs):
+            if sampler is not None:
+                sampler.set_epoch(epoch)  # a new order each epoch, the same on every rank
             lr = lr_at(epoch, args.lr, args.epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -262,7 +321,7 @@ def main(argv=None):
                 optimizer.step()
                 n = len(y)
                 seen += n
-                if step % 20 == 0 or seen == len(train_set):
+                if step % 20 == 0 or step == len(loader) - 1:
                     # reading the loss syncs with the device: do it every few steps only
                     total_loss += loss.item() * n
                     counted += n
@@ -279,22 +338,23 @@ def main(argv=None):
             print(f"epoch {epoch + 1}/{args.epochs}: loss {history[-1]['train_loss']:.4f}, "
                   f"test accuracy {test_acc:.4f}, {seconds:.1f} s "
                   f"({len(train_set) / seconds:.0f} images/s)", flush=True)
-            if args.save:
-                save_checkpoint(args.save, model, optimizer, epoch + 1, history)
+            if args.save and rank == 0:
+                save_checkpoint(args.save, net, optimizer, epoch + 1, history)
     except KeyboardInterrupt:
         where = f"; the checkpoint in {args.save} holds the last completed epoch" if args.save else ""
         print(f"\ninterrupted{where}", file=sys.stderr)
         return 130
 
     test_acc, preds = evaluate(model, test_set, device)
-    if args.errors:
+    if args.errors and rank == 0:
         n = save_error_sheet(args.errors, test_set.images, test_set.labels, preds)
         print(f"wrote {n} misclassified digits to {args.errors}")
-    if args.metrics_json:
+    if args.metrics_json and rank == 0:
         metrics = dict(model=args.model, epochs=args.epochs, test_accuracy=test_acc,
                        train_seconds=round(train_seconds, 2), seed=args.seed,
                        batch_size=args.batch_size, lr=args.lr, device=device,
-                       data=train_set.source, history=history)
+                       data=train_set.source, world_size=world,
+                       effective_batch_size=world * args.batch_size, history=history)
         with open(args.metrics_json, "w") as f:
             json.dump(metrics, f, indent=2)
     print(f"test accuracy: {test_acc:.4f}")

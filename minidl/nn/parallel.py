@@ -1,0 +1,216 @@
+"""DistributedDataParallel: the same model on every rank, gradients averaged after backward.
+
+    dist.init_process_group(backend="mpi")          # under mpiexec -n N
+    model = DistributedDataParallel(model)          # every rank now holds rank 0's weights
+    loss = F.cross_entropy(model(x), y)             # x: this rank's share of the batch
+    loss.backward()                                 # ... and the gradients are averaged here
+    optimizer.step()                                # the same step on every rank
+
+The gradients are averaged in flat buckets of ``bucket_cap_mb`` (one collective per bucket,
+not one per parameter) once the backward pass has finished. Batch statistics (BatchNorm) are
+computed per rank, as in PyTorch; with ``broadcast_buffers`` (the default, as in PyTorch) rank
+0's running statistics are copied to every rank at each training forward, so all ranks hold
+and evaluate the same model.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .. import distributed as dist
+from ..backend import device_of, get_array_module, to_device, to_numpy
+from ..tensor import Function, Tensor, is_grad_enabled
+from .module import Module
+
+
+class _GradSync(Function):
+    """Identity on the forward output; its ``after_backward`` averages the gradients."""
+
+    def forward(self, x):
+        return x
+
+    def backward(self, g):
+        return g
+
+
+class DistributedDataParallel(Module):
+    def __init__(self, module, broadcast_buffers=True, bucket_cap_mb=4.0):
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"DistributedDataParallel wraps an nn.Module, got "
+                            f"{type(module).__name__}")
+        if not dist.is_initialized():
+            raise RuntimeError("DistributedDataParallel: the default process group is not "
+                               "initialised; call minidl.distributed.init_process_group() first")
+        if bucket_cap_mb <= 0:
+            raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
+                             f"{bucket_cap_mb}")
+        self.module = module
+        self.broadcast_buffers = broadcast_buffers
+        self.bucket_bytes = int(bucket_cap_mb * (1 << 20))
+        self.require_backward_grad_sync = True
+        self._buckets, self._layout = [], None
+        self._check_same_model()
+        _broadcast_coalesced([t for _, t in self._named_state()])
+
+    # ---- wrapping: every rank must hold the same architecture ---------------------------------
+    def _named_state(self):
+        return list(self.module.named_parameters()) + list(self.module.named_buffers())
+
+    def _check_same_model(self):
+        """Every rank must wrap the same parameters and buffers, in the same order, with the
+        same shapes: otherwise the flat broadcasts and reductions would silently mix them up.
+        Every rank sees every rank's list, so all of them raise the same error."""
+        mine = [(name, tuple(t.shape), str(t.dtype)) for name, t in self._named_state()]
+        everyone = dist._all_gather_object(mine)
+        ref = everyone[0]
+        for rank, theirs in enumerate(everyone[1:], start=1):
+            for (n0, s0, d0), (n, s, d) in zip(ref, theirs):
+                if n0 != n:
+                    raise ValueError(f"DistributedDataParallel: ranks hold different models: "
+                                     f"rank 0 has {n0!r} where rank {rank} has {n!r}")
+                if s0 != s or d0 != d:
+                    raise ValueError(f"DistributedDataParallel: parameter {n!r} has shape {s0} "
+                                     f"({d0}) on rank 0 but {s} ({d}) on rank {rank}")
+            if len(ref) != len(theirs):
+                longer, r = (ref, 0) if len(ref) > len(theirs) else (theirs, rank)
+                extra = longer[min(len(ref), len(theirs))][0]
+                raise ValueError(f"DistributedDataParallel: ranks hold different models: rank 0 "
+                                 f"has {len(ref)} parameters and buffers, rank {rank} has "
+                                 f"{len(theirs)} (the first extra one, on rank {r}: {extra!r})")
+
+    # ---- the wrapped module shows through -----------------------------------------------------
+    def forward(self, *args, **kwargs):
+        if self.broadcast_buffers and self.training:
+            buffers = list(self.module.buffers())
+            if buffers:
+                _broadcast_coalesced(buffers)
+        out = self.module(*args, **kwargs)
+        if is_grad_enabled() and self.require_backward_grad_sync:
+            out = _attach(out, self._sync_gradients)
+        return out
+
+    def named_parameters(self, prefix="", recurse=True):
+        return self.module.named_parameters(prefix, recurse)
+
+    def named_buffers(self, prefix=""):
+        return self.module.named_buffers(prefix)
+
+    def state_dict(self):
+        """The wrapped module's state dict, without a ``module.`` prefix."""
+        return self.module.state_dict()
+
+    def load_state_dict(self, state_dict, strict=True):
+        return self.module.load_state_dict(state_dict, strict=strict)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes run inside accumulate local gradients only; the first one after it
+        averages everything accumulated (gradient accumulation without a collective per
+        micro-batch)."""
+        previous, self.require_backward_grad_sync = self.require_backward_grad_sync, False
+        try:
+            yield
+        finally:
+            self.require_backward_grad_sync = previous
+
+    def extra_repr(self):
+        return f"world_size={dist.get_world_size()}, bucket_cap_mb={self.bucket_bytes / 2**20:g}"
+
+    # ---- gradient averaging -------------------------------------------------------------------
+    def _plan_buckets(self, params):
+        """Parameters in reverse order (the last layers' gradients are the first ready), cut into
+        flat buckets of one device and dtype and at most bucket_bytes each. A bucket holds every
+        gradient and, after them, one slot per parameter saying whether this rank has one."""
+        open_buckets, buckets = {}, []
+        for p in reversed(params):
+            key = (device_of(p.data), p.data.dtype)
+            b = open_buckets.get(key)
+            if b is None or (b.size and (b.size + p.data.size) * p.data.itemsize > self.bucket_bytes):
+                b = open_buckets[key] = _Bucket(*key)
+                buckets.append(b)
+            b.add(p)
+        for b in buckets:
+            b.allocate()
+        return buckets
+
+    def _sync_gradients(self):
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        layout = [(id(p), device_of(p.data), p.data.dtype, p.data.shape) for p in params]
+        if layout != self._layout:
+            self._buckets, self._layout = self._plan_buckets(params), layout
+        for b in self._buckets:
+            b.pack()
+            dist.all_reduce(b.flat, op="sum")
+        scale = 1.0 / dist.get_world_size()
+        for b in self._buckets:
+            b.unpack(scale)
+
+
+def _attach(out, callback):
+    """out with the gradient-sync marker on each of its Tensors that needs a gradient."""
+    if isinstance(out, Tensor):
+        if not out.requires_grad:
+            return out
+        marked = _GradSync.apply(out)
+        marked._ctx.after_backward = callback
+        return marked
+    if isinstance(out, (tuple, list)):
+        return type(out)(_attach(o, callback) for o in out)
+    if isinstance(out, dict):
+        return {k: _attach(v, callback) for k, v in out.items()}
+    return out
+
+
+def _broadcast_coalesced(tensors):
+    """Rank 0's values of ``tensors`` to every rank: one broadcast per device and dtype."""
+    groups = {}
+    for t in tensors:
+        groups.setdefault((device_of(t.data), t.data.dtype), []).append(t)
+    for ts in groups.values():
+        xp = get_array_module(ts[0].data)
+        flat = xp.concatenate([t.data.reshape(-1) for t in ts])
+        dist.broadcast(flat, src=0)
+        off = 0
+        for t in ts:
+            t.data[...] = flat[off:off + t.data.size].reshape(t.data.shape)
+            off += t.data.size
+
+
+class _Bucket:
+    def __init__(self, device, dtype):
+        self.device, self.dtype = device, dtype
+        self.params, self.offsets, self.size, self.flat = [], [], 0, None
+
+    def add(self, p):
+        self.params.append(p)
+        self.offsets.append(self.size)
+        self.size += p.data.size
+
+    def allocate(self):
+        host = np.zeros(self.size + len(self.params), dtype=self.dtype)
+        self.flat = to_device(host, self.device)
+
+    def pack(self):
+        flags = np.zeros(len(self.params), dtype=self.dtype)
+        for i, (p, off) in enumerate(zip(self.params, self.offsets)):
+            view = self.flat[off:off + p.data.size].reshape(p.data.shape)
+            if p.grad is None:
+                view[...] = 0
+            else:
+                view[...] = p.grad.data
+                flags[i] = 1
+        self.flat[self.size:] = to_device(flags, self.device)  # one copy, not one per flag
+
+    def unpack(self, scale):
+        xp = get_array_module(self.flat)
+        seen = to_numpy(self.flat[self.size:])  # how many ranks had each gradient
+        for p, off, count in zip(self.params, self.offsets, seen):
+            if count == 0:
+                continue  # no rank used this parameter: its gradient stays None everywhere
+            view = self.flat[off:off + p.data.size].reshape(p.data.shape)
+            if p.grad is None:
+                p.grad = Tensor(view * self.dtype.type(scale))
+            else:
+                xp.multiply(view, self.dtype.type(scale), out=p.grad.data)
