@@ -92,17 +92,15 @@ class Conv2d(Function):
         oh, ow = k.out_size(h, kh, sh, ph), k.out_size(wd, kw, sw, pw)
         self.geom = (x.shape, kh, kw, sh, sw, ph, pw)
         w2 = w.reshape(co, -1)                                  # (Co, K)
-        self.pointwise = (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0)
-        use_direct = getattr(k, "use_direct_conv", None)
-        self.direct = use_direct is not None and use_direct(x.shape, w.shape, stride)
+        algorithm = _conv2d_algorithm(k, x.shape, w.shape, stride, padding, needs_grad)
+        self.pointwise = algorithm == "pointwise"
+        self.direct = algorithm == "direct"
         if self.direct:  # thin input (LeNet's first layer): no im2col matrix at all
             self.save_for_backward(x, w)
             return k.conv2d_direct(x, w, b, ph, pw)
-        use_winograd = getattr(k, "use_winograd", None)
-        if not needs_grad and use_winograd is not None and use_winograd(x.shape, w.shape, stride,
-                                                                        padding):
+        if algorithm == "winograd":
             return k.conv2d_winograd(x, w, b, ph, pw)  # inference: 2.25x fewer multiplies
-        if not needs_grad and not self.pointwise and hasattr(k, "conv2d_inference"):
+        if algorithm == "gemm_chunks":
             return k.conv2d_inference(x, w, b, stride, padding)  # nothing to keep: cache-sized
         if self.pointwise:
             x3 = x.reshape(n, ci, h * wd)
@@ -117,6 +115,10 @@ class Conv2d(Function):
         # Small ones are kept (re-gathering would cost more than it saves); large ones are
         # gathered again in backward from x, which is alive anyway as this op's input.
         self.kept_cols = needs_grad and col.nbytes <= _KEEP_COLUMNS_BYTES
+        if self.kept_cols:
+            _lend_scratch(k, col, self)  # reused only once this Function is gone
+        else:
+            _give_back_scratch(k, col)
         self.save_for_backward(col if self.kept_cols else x, w)
         return y
 
@@ -138,6 +140,7 @@ class Conv2d(Function):
             if want_x:
                 g2, _ = _nchw_to_cols(k, g)
                 gx = _col2im_t(k, w2.T @ g2, x_shape, kh, kw, sh, sw, ph, pw)
+                _give_back_scratch(k, g2)
             return gx, gw, gb
         if self.pointwise:
             g3 = g.reshape(n, co, -1)
@@ -153,11 +156,39 @@ class Conv2d(Function):
             if not self.kept_cols:
                 col = _im2col_t(k, col, kh, kw, sh, sw, ph, pw)  # col held x: gather again
             gw = (col @ g2.T).T.reshape(w.shape)  # this orientation ran 1.7x faster in BLAS
+            if not self.kept_cols:
+                _give_back_scratch(k, col)
         if want_b:
             gb = gb_all
         if want_x:
             gx = _col2im_t(k, w2.T @ g2, x_shape, kh, kw, sh, sw, ph, pw)
+        _give_back_scratch(k, g2)
         return gx, gw, gb
+
+
+def _conv2d_algorithm(k, x_shape, w_shape, stride, padding, needs_grad):
+    """The kernel set's choice of convolution algorithm (the CPU's rules are in
+    ``backend/cpu/conv.py``); elsewhere, one GEMM per sample for 1x1 layers and im2col
+    otherwise."""
+    choose = getattr(k, "conv2d_algorithm", None)
+    if choose is not None:
+        return choose(x_shape, w_shape, stride, padding, needs_grad)
+    pointwise = tuple(w_shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+    return "pointwise" if pointwise else "im2col"
+
+
+# Kernel sets with a scratch pool (the CPU's) hand out im2col and gradient columns that the
+# caller owns and gives back when it is done with them (see backend/cpu/scratch.py).
+def _lend_scratch(k, array, owner):
+    scratch = getattr(k, "scratch_pool", None)
+    if scratch is not None:
+        scratch.lend(array, owner)
+
+
+def _give_back_scratch(k, array):
+    scratch = getattr(k, "scratch_pool", None)
+    if scratch is not None:
+        scratch.give_back(array)
 
 
 # The layout helpers use a kernel set's fused versions when it has them (numba on the CPU) and

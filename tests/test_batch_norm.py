@@ -7,7 +7,8 @@ import pytest
 import minidl
 import minidl.nn as nn
 import minidl.nn.functional as F
-from minidl.backend import cpu_batchnorm, generic
+from minidl.backend import generic
+from minidl.backend.cpu import batchnorm as cpu_batchnorm
 
 SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (2, 3, 2, 2, 3), (8, 64, 16, 16)]
 

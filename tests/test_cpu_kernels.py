@@ -8,6 +8,7 @@ import pytest
 from minidl.backend import generic
 
 cpu = pytest.importorskip("minidl.backend.cpu", reason="numba is not installed or fails to load")
+from minidl.backend.cpu import conv_im2col, conv_winograd, launch, scratch, tuning  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 # (N, C, H, W, kh, kw, sh, sw, ph, pw): odd sizes, strides that do not divide, padding on one
@@ -30,8 +31,8 @@ def drivers(request, monkeypatch):
     """Run every test with the serial kernel drivers and again with the prange ones (the
     thresholds that pick between them are set to 0 or out of reach)."""
     size = 0 if request.param == "parallel" else 1 << 62
-    for name in ("_PAR_COL", "_PAR_POOL", "_PAR_RELU", "_PAR_MACS"):
-        monkeypatch.setattr(cpu, name, size)
+    for kind in launch.THRESHOLDS:
+        monkeypatch.setitem(launch.THRESHOLDS, kind, size)
     return request.param
 
 
@@ -223,22 +224,86 @@ def test_scratch_buffers_are_not_reused_while_held():
     np.testing.assert_array_equal(c, first)
 
 
-def test_scratch_pool_reuses_free_buffers_and_stays_bounded():
-    def addr(a):
-        return a.__array_interface__["data"][0]
+def _addr(a):
+    return a.__array_interface__["data"][0]
 
-    pool = cpu._ScratchPool(max_bytes=1000)
-    a = pool.get((100,), np.float32)
-    first = addr(a)
+
+def test_scratch_pool_reuses_given_back_buffers_and_stays_bounded():
+    pool = scratch.ScratchPool(max_bytes=1000)
+    a = pool.take((100,), np.float32)
+    first = _addr(a)
+    pool.give_back(a)
+    b = pool.take((10, 10), np.float32)  # given back: the same memory comes back
+    assert _addr(b) == first and not pool.free
+    c = pool.take((200,), np.float32)    # b is out: a new buffer
+    assert _addr(c) != first
+    pool.give_back(b.T)                  # a view of a buffer gives the buffer back
+    pool.give_back(c)
+    assert sorted(x.nbytes for x in pool.free) == [800]  # over the cap: the oldest is dropped
+    pool.give_back(np.empty(10))         # not the pool's: ignored
+    assert sorted(x.nbytes for x in pool.free) == [800]
+
+
+def test_scratch_buffer_is_never_reused_while_its_owner_holds_it():
+    """The pool hands a buffer out again only after its owner gave it back: holding just a view
+    of it (what a reference-count guess can get wrong), or nothing but the promise to give it
+    back later, keeps it out of reach."""
+    pool = scratch.ScratchPool()
+    view = pool.take((64, 64), np.float32)[::2].T   # the owner keeps only a strided view
+    view[...] = 1.0
+    for _ in range(3):
+        other = pool.take((64, 64), np.float32)
+        assert not np.shares_memory(other, view)
+        other[...] = 2.0
+        pool.give_back(other)
+    np.testing.assert_array_equal(view, 1.0)
+    pool.give_back(view)  # now, and only now, it is free
+    assert any(b is view.base for b in pool.free)
+
+
+def test_scratch_buffer_lent_to_an_owner_returns_when_the_owner_is_freed():
+    import gc
+
+    class Owner:
+        pass
+
+    pool = scratch.ScratchPool()
+    owner = Owner()
+    a = pool.take((50,), np.float64)
+    where = _addr(a)
+    pool.lend(a, owner)
     del a
-    b = pool.get((10, 10), np.float32)  # same size and free again: the same memory comes back
-    assert addr(b) == first and len(pool.buffers) == 1
-    c = pool.get((200,), np.float32)    # b is held: a new buffer, 1200 bytes in all
-    assert len(pool.buffers) == 2 and addr(c) != first
-    del b
-    d = pool.get((250,), np.float32)    # over the cap: the free 400-byte buffer is dropped
-    assert len(pool.buffers) == 2 and sum(x.nbytes for x in pool.buffers) == 1800
-    assert addr(d) != addr(c)
+    gc.collect()
+    assert _addr(pool.take((50,), np.float64)) != where  # the owner still holds it
+    del owner
+    gc.collect()
+    assert [_addr(b) for b in pool.free] == [where]
+
+
+def test_conv_columns_saved_for_backward_are_not_overwritten_by_later_convs():
+    """Conv2d keeps its im2col matrix (a scratch buffer) for backward; convolutions of the same
+    shape run before that backward must get other buffers, or the weight gradient is silently
+    computed from the wrong input."""
+    import minidl
+    import minidl.nn.functional as F
+
+    rng = np.random.default_rng(13)
+    xs = [rng.standard_normal((2, 3, 8, 8)).astype(np.float32) for _ in range(3)]
+    w_np = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+
+    def weight_grad(x, others):
+        w = minidl.tensor(w_np, requires_grad=True)
+        y = F.conv2d(minidl.tensor(x), w, padding=1)
+        for o in others:  # same shapes, other data, graphs kept alive until the backward
+            others_w = minidl.tensor(w_np, requires_grad=True)
+            o.append(F.conv2d(minidl.tensor(o.pop(0)), others_w, padding=1))
+        y.sum().backward()
+        return w.grad.numpy()
+
+    alone = weight_grad(xs[0], [])
+    crowded = weight_grad(xs[0], [[xs[1]], [xs[2]]])
+    np.testing.assert_array_equal(crowded, alone)
+    assert np.abs(alone).sum() > 0
 
 
 def test_kernel_dispatch_falls_back_without_numba(monkeypatch):
@@ -258,7 +323,8 @@ def test_kernel_dispatch_survives_a_broken_numba(monkeypatch):
     import minidl.backend as backend
 
     monkeypatch.setattr(backend, "_kernel_sets", {})
-    monkeypatch.delitem(sys.modules, "minidl.backend.cpu")
+    for name in [m for m in sys.modules if m.startswith("minidl.backend.cpu")]:
+        monkeypatch.delitem(sys.modules, name)  # the package and its kernel modules
     monkeypatch.delattr(backend, "cpu")
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` raise ImportError
     with pytest.warns(RuntimeWarning, match="numba kernels unavailable"):
@@ -298,7 +364,7 @@ def test_max_pool_and_relu_pass_gradcheck():
                                   ((1, 32, 3, 3), 1), ((2, 32, 4, 11), 0)])
 def test_winograd_matches_im2col_reference(geom, dtype, monkeypatch):
     # small chunks too, so the sample-chunk loop runs more than once
-    monkeypatch.setattr(cpu, "_WINO_TILES", 4)
+    monkeypatch.setattr(conv_winograd, "WINO_TILES", 4)
     xs, pad = geom
     rng = np.random.default_rng(10)
     x = rng.standard_normal(xs).astype(dtype)
@@ -350,7 +416,7 @@ def test_inference_conv_matches_reference(geom, dtype, monkeypatch):
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     # one sample per chunk (straight into the output), several, and the whole batch at once
     for chunk_elems in (1, 2 * col.shape[1] * oh * ow, 1 << 30):
-        monkeypatch.setattr(cpu, "_INFER_CHUNK", chunk_elems)
+        monkeypatch.setattr(conv_im2col, "INFER_CHUNK", chunk_elems)
         got = cpu.conv2d_inference(x, w, b, stride, pad)
         assert got.dtype == dtype
         np.testing.assert_allclose(got, ref + b[:, None, None], **tol)
@@ -358,19 +424,52 @@ def test_inference_conv_matches_reference(geom, dtype, monkeypatch):
 
 
 def test_openblas_spin_time_is_shortened_and_blas_still_computes():
-    """cpu.py sets OpenBLAS's worker spin time (see _shorten_blas_spin); BLAS results must not
-    change, and the OpenBLAS that numpy loaded must report the new timeout."""
-    libs = [lib for lib in cpu._openblas_libraries() if hasattr(lib, "openblas_thread_timeout")]
+    """configure() sets OpenBLAS's worker spin time (see tuning._shorten_blas_spin). Wherever an
+    OpenBLAS that reports its timeout is loaded and the environment allows the tuning, it must
+    have taken: this fails, rather than skips, when it did not. BLAS results must not change."""
+    libs = [(path, lib) for path, lib in tuning.openblas_libraries()
+            if hasattr(lib, "openblas_thread_timeout")]
     if not libs:
-        pytest.skip("numpy does not use an OpenBLAS with openblas_thread_timeout here")
-    if os.environ.get("MINIDL_BLAS_TUNING") == "0" or "OPENBLAS_THREAD_TIMEOUT" in os.environ:
-        pytest.skip("BLAS tuning turned off by the environment")
-    if not cpu._blas_spin_set:
-        pytest.skip("this OpenBLAS build did not take OPENBLAS_THREAD_TIMEOUT on a re-read, so "
-                    "minidl left its threads alone (nothing to check)")
-    assert all(lib.openblas_thread_timeout() == cpu._BLAS_SPIN_LOG2 for lib in cpu._blas_spin_set)
+        pytest.skip("no OpenBLAS that reports its thread timeout is loaded: nothing to tune")
+    if not tuning.blas_tuning_wanted():
+        pytest.skip("BLAS tuning turned off by the environment (MINIDL_BLAS_TUNING=0 or "
+                    "OPENBLAS_THREAD_TIMEOUT set)")
+    report = cpu.configure()
+    for path, lib in libs:
+        assert lib.openblas_thread_timeout() == tuning.BLAS_SPIN_LOG2, \
+            f"{path}: OpenBLAS thread timeout {lib.openblas_thread_timeout()}, minidl's tuning " \
+            f"did not take (configure() reported {report.blas_tuned})"
+        assert path in report.blas_tuned
     a = np.random.default_rng(0).standard_normal((300, 200))
     b = np.random.default_rng(1).standard_normal((200, 100))
     want = np.einsum("ij,jk->ik", a, b)
-    cpu._shorten_blas_spin()  # again: the workers restart once more
+    tuning._shorten_blas_spin()  # again: the workers restart once more
     np.testing.assert_allclose(a @ b, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def test_configure_runs_once_and_is_thread_safe():
+    import threading
+
+    reports = []
+    threads = [threading.Thread(target=lambda: reports.append(cpu.configure())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reports) == 8 and all(r is reports[0] for r in reports)
+    assert reports[0] is cpu.configure()
+
+
+def test_each_process_setting_can_be_turned_off():
+    """With the three switches off, importing the CPU kernels changes nothing in the process."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MINIDL_THREADING_TUNING="0", MINIDL_MALLOC_TUNING="0",
+               MINIDL_BLAS_TUNING="0")
+    env.pop("NUMBA_THREADING_LAYER", None)
+    code = ("import numba; from minidl.backend import cpu; r = cpu.configure(); "
+            "print(r.threading_layer, r.malloc_tuned, r.blas_tuned, numba.config.THREADING_LAYER)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["None", "False", "()", "default"]

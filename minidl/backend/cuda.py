@@ -11,7 +11,7 @@ it needs from ``raw`` inputs by computing flat indices itself, so nothing is wri
   no atomics, so the sum is deterministic, and it adds the taps in the same (i, j) order as
   generic.py, so the two agree to the last bit;
 - ``im2col_t``/``col2im_t``: the same two kernels writing/reading the (C*kh*kw, N*OH*OW) layout
-  of the CPU kernels (cpu.py), which lets a conv be one GEMM over the whole batch;
+  of the CPU kernels (cpu/conv_im2col.py), which lets a conv be one GEMM over the whole batch;
 - ``max_pool2d_forward``: one thread per output scans its window;
 - ``max_pool2d_backward``: one thread per input pixel gathers the outputs whose argmax is it.
 

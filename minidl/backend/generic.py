@@ -2,7 +2,7 @@
 
 They loop over the kernel window (kh * kw iterations) and do the rest with whole-array slices,
 so they are correct and reasonably fast everywhere; faster device-specific versions live in
-``cpu.py`` (numba) and ``cuda.py`` (CuPy raw kernels) with the same signatures.
+``cpu/`` (numba) and ``cuda.py`` (CuPy raw kernels) with the same signatures.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-_PAR_BN = 1 << 15  # values per call from which the channels run on several threads
+from .launch import Drivers, launch, parallel
 
 
 @njit(cache=True)
@@ -93,6 +93,10 @@ def _backward_ser(g3, x3, y3, mean, invstd, w, has_w, relu, gx3, gw, gb):
         _backward_channel(g3, x3, y3, c, mean, invstd, w, has_w, relu, gx3, gw, gb)
 
 
+_FORWARD = Drivers(_forward_par, _forward_ser)
+_BACKWARD = Drivers(_backward_par, _backward_ser)
+
+
 def _as3(a):
     a = np.ascontiguousarray(a)
     return a.reshape(a.shape[0], a.shape[1], -1)
@@ -110,9 +114,8 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     y3 = np.empty_like(x3)
     mean, invstd, bvar = (np.empty(c, np.float64) for _ in range(3))
     w, b = _per_channel(weight, c, np.float64), _per_channel(bias, c, np.float64)
-    run = _forward_par if x3.size >= _PAR_BN and c > 1 else _forward_ser
-    run(x3, y3, w, b, weight is not None, bias is not None, float(eps), bool(relu), mean, invstd,
-        bvar)
+    launch(_FORWARD, c > 1 and parallel(x3.size, "batchnorm"), x3, y3, w, b, weight is not None,
+           bias is not None, float(eps), bool(relu), mean, invstd, bvar)
     if running_mean is not None:
         count = x3.shape[0] * x3.shape[2]
         running_mean *= 1 - momentum
@@ -131,9 +134,9 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     gx3 = np.empty_like(x3)
     gw, gb = np.empty(c, np.float64), np.empty(c, np.float64)
     w = _per_channel(weight, c, np.float64)
-    run = _backward_par if x3.size >= _PAR_BN and c > 1 else _backward_ser
-    run(g3, x3, y3, np.asarray(mean, np.float64), np.asarray(invstd, np.float64), w,
-        weight is not None, bool(relu), gx3, gw, gb)
+    launch(_BACKWARD, c > 1 and parallel(x3.size, "batchnorm"), g3, x3, y3,
+           np.asarray(mean, np.float64), np.asarray(invstd, np.float64), w, weight is not None,
+           bool(relu), gx3, gw, gb)
     return gx3.reshape(x.shape), gw.astype(x.dtype), gb.astype(x.dtype)
 
 
@@ -158,6 +161,9 @@ def _affine_ser(x3, y3, scale, shift, relu):
         _affine_plane(x3, y3, scale, shift, relu, k)
 
 
+_AFFINE = Drivers(_affine_par, _affine_ser)
+
+
 def channel_affine(x, scale, shift, relu=False):
     """y = x * scale[c] + shift[c] per channel (dim 1), then max(y, 0) when ``relu``: eval-mode
     batch norm (with the following ReLU) in one pass."""
@@ -165,6 +171,6 @@ def channel_affine(x, scale, shift, relu=False):
     y3 = np.empty_like(x3)
     scale = np.ascontiguousarray(scale, dtype=x3.dtype)
     shift = np.ascontiguousarray(shift, dtype=x3.dtype)
-    run = _affine_par if x3.size >= _PAR_BN and x3.shape[0] * x3.shape[1] > 1 else _affine_ser
-    run(x3, y3, scale, shift, bool(relu))
+    launch(_AFFINE, x3.shape[0] * x3.shape[1] > 1 and parallel(x3.size, "batchnorm"),
+           x3, y3, scale, shift, bool(relu))
     return y3.reshape(x.shape)

@@ -1,0 +1,48 @@
+"""Which algorithm runs a convolution on the CPU: every rule in one place.
+
+``conv2d_algorithm`` names the algorithm ``functional.Conv2d`` runs:
+
+- ``"direct"``: thin input (C_in*kh*kw <= 32, stride 1), training or not: ``conv2d_direct``,
+  no im2col matrix (LeNet's first layer);
+- ``"winograd"``: inference, 3x3 stride-1 layers wide enough (``use_winograd``): Winograd
+  F(2x2, 3x3), 2.25x fewer multiplies;
+- ``"gemm_chunks"``: inference otherwise (except 1x1): im2col + GEMM in cache-sized chunks of
+  samples, ``conv2d_inference``;
+- ``"pointwise"``: 1x1 stride-1 unpadded: the input already is its column matrix, one GEMM per
+  sample;
+- ``"im2col"``: training otherwise: one im2col matrix for the batch, kept for backward.
+"""
+from __future__ import annotations
+
+
+def use_direct_conv(x_shape, w_shape, stride):
+    """Whether ``conv2d_direct`` beats im2col + GEMM: stride 1 and few inputs per output."""
+    co, ci, kh, kw = w_shape
+    return stride == (1, 1) and ci * kh * kw <= 32
+
+
+def use_winograd(x_shape, w_shape, stride, padding):
+    """Whether ``conv2d_winograd`` beats im2col + GEMM: 3x3 stride-1 layers with enough channels
+    to keep its GEMMs deep and enough 2x2 tiles to pay for transforming the filters (measured on
+    ResNet-50's layers: a win from 8x64x56x56 to 8x256x14x14, a loss at 1x256x14x14 or 7x7)."""
+    co, ci, kh, kw = w_shape
+    if (kh, kw) != (3, 3) or stride != (1, 1) or ci < 32 or co < 32:
+        return False
+    oh, ow = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
+    return x_shape[0] * ((oh + 1) // 2) * ((ow + 1) // 2) >= 256
+
+
+def is_pointwise(w_shape, stride, padding):
+    return tuple(w_shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad):
+    """The algorithm for a convolution of these shapes (see the module docstring)."""
+    if use_direct_conv(x_shape, w_shape, stride):
+        return "direct"
+    if not needs_grad and use_winograd(x_shape, w_shape, stride, padding):
+        return "winograd"
+    pointwise = is_pointwise(w_shape, stride, padding)
+    if not needs_grad and not pointwise:
+        return "gemm_chunks"
+    return "pointwise" if pointwise else "im2col"

@@ -1,0 +1,59 @@
+"""How a kernel is started: serial or parallel driver, the size thresholds between them, and the
+dtypes and layout the kernels take.
+
+Every kernel works task by task (a task is one image plane, one sample, ...) and has two
+drivers: a ``prange`` one and a serial one, kept side by side as a ``Drivers`` pair. The serial
+one runs unless the work is large: a workqueue launch must wake a sleeping thread, which on this
+class of VM takes 50-500 us, and numpy's BLAS threads may still hold the other core just after a
+matmul. Measured on LeNet-5 (batch 128), parallel kernels below these sizes gained nothing in the
+median step time.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable, NamedTuple
+
+import numba
+import numpy as np
+
+# Work sizes from which the parallel driver runs, by kind of work (read on every launch, so a
+# test can lower or raise them).
+THRESHOLDS = {
+    "columns": 1 << 22,  # im2col/col2im and the conv layout kernels, by column-matrix size
+    "winograd": 1 << 20,  # Winograd tile transforms, by transformed-tile size
+    "pool": 1 << 22,     # max pooling, by input size
+    "relu": 1 << 23,     # ReLU streams at ~0.1 ns per element
+    "macs": 1 << 25,     # direct convolution, by multiply-adds
+    "batchnorm": 1 << 15,  # batch norm passes, by activation size
+}
+
+# The float dtypes the kernels are compiled for (gradient checks run in float64); other dtypes
+# take the generic kernels.
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+# numba's workqueue threading layer must not be entered from two Python threads at once.
+_lock = threading.Lock()
+
+
+class Drivers(NamedTuple):
+    parallel: Callable
+    serial: Callable
+
+
+def contiguous(a):
+    """The kernels index flat memory: they are handed C-contiguous arrays."""
+    return np.ascontiguousarray(a)
+
+
+def parallel(size, kind):
+    """Whether ``size`` units of work of ``kind`` (a THRESHOLDS key) pay for a parallel launch."""
+    return size >= THRESHOLDS[kind] and numba.get_num_threads() > 1
+
+
+def launch(drivers: Drivers, in_parallel: bool, *args):
+    """Run a kernel's parallel driver (under the launch lock) or its serial one."""
+    if in_parallel:
+        with _lock:
+            drivers.parallel(*args)
+    else:
+        drivers.serial(*args)

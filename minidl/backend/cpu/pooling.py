@@ -1,0 +1,178 @@
+"""Max pooling, forward and backward; the winner of each window is kept as its flat index
+i*kw + j (int32), as in the generic kernels."""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import generic
+from ..generic import out_size
+from .launch import FLOATS, Drivers, contiguous, launch, parallel
+
+@njit(cache=True)
+def _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc):
+    c, h, w = x.shape[1], x.shape[2], x.shape[3]
+    oh, ow = y.shape[2], y.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    src = x[b, ci]
+    ninf = -np.inf
+    for oy in range(oh):
+        for ox in range(ow):
+            # Same winner as argmax over the window with padding read as -inf: the first
+            # maximum, and the first NaN if there is one (NaN propagates as in PyTorch).
+            best = ninf
+            bi = -1
+            for i in range(kh):
+                iy = oy * sh - ph + i
+                for j in range(kw):
+                    ix = ox * sw - pw + j
+                    v = ninf
+                    if 0 <= iy < h and 0 <= ix < w:
+                        v = src[np.uintp(iy), np.uintp(ix)]
+                    if bi < 0 or v > best or (v != v and best == best):
+                        best = v
+                        bi = i * kw + j
+            y[b, ci, oy, ox] = best
+            arg[b, ci, oy, ox] = bi
+
+
+@njit(cache=True)
+def _max_pool_2x2_task(x, y, arg, nc):
+    """2x2 windows, stride 2, no padding: the common case, with the window unrolled."""
+    c = x.shape[1]
+    oh, ow = y.shape[2], y.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    src = x[b, ci]
+    dst = y[b, ci]
+    am = arg[b, ci]
+    for oy in range(oh):
+        r0 = src[2 * oy]
+        r1 = src[2 * oy + 1]
+        for ox in range(ow):
+            best = r0[2 * ox]
+            bi = 0
+            v = r0[2 * ox + 1]
+            if v > best or (v != v and best == best):
+                best = v
+                bi = 1
+            v = r1[2 * ox]
+            if v > best or (v != v and best == best):
+                best = v
+                bi = 2
+            v = r1[2 * ox + 1]
+            if v > best or (v != v and best == best):
+                best = v
+                bi = 3
+            dst[oy, ox] = best
+            am[oy, ox] = bi
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_par(x, kh, kw, sh, sw, ph, pw, y, arg):
+    for nc in prange(x.shape[0] * x.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_2x2_task(x, y, arg, nc)
+        else:
+            _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+
+
+@njit(cache=True)
+def _max_pool_ser(x, kh, kw, sh, sw, ph, pw, y, arg):
+    for nc in range(x.shape[0] * x.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_2x2_task(x, y, arg, nc)
+        else:
+            _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+
+
+@njit(cache=True)
+def _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc):
+    c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    oh, ow = gy.shape[2], gy.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    dst = gx[b, ci]
+    dst[:, :] = 0
+    g = gy[b, ci]
+    a = arg[b, ci]
+    for oy in range(oh):
+        for ox in range(ow):
+            k = a[oy, ox]
+            iy = oy * sh - ph + k // kw
+            ix = ox * sw - pw + k % kw
+            if 0 <= iy < h and 0 <= ix < w:  # a winner in the padding gets no gradient
+                dst[np.uintp(iy), np.uintp(ix)] += g[oy, ox]
+
+
+@njit(cache=True)
+def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
+    """2x2 stride 2: windows tile the plane, so each input is written once (no zero-fill and
+    no read-modify-write); rows/columns past the last window get zeros."""
+    c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    oh, ow = gy.shape[2], gy.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    dst = gx[b, ci]
+    g = gy[b, ci]
+    a = arg[b, ci]
+    for oy in range(oh):
+        r0 = dst[2 * oy]
+        r1 = dst[2 * oy + 1]
+        for ox in range(ow):
+            k = a[oy, ox]
+            v = g[oy, ox]
+            r0[2 * ox] = v if k == 0 else 0
+            r0[2 * ox + 1] = v if k == 1 else 0
+            r1[2 * ox] = v if k == 2 else 0
+            r1[2 * ox + 1] = v if k == 3 else 0
+        if w > 2 * ow:
+            r0[2 * ow:] = 0
+            r1[2 * ow:] = 0
+    if h > 2 * oh:
+        dst[2 * oh:, :] = 0
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_bwd_par(gy, arg, kh, kw, sh, sw, ph, pw, gx):
+    for nc in prange(gx.shape[0] * gx.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_bwd_2x2_task(gy, arg, gx, nc)
+        else:
+            _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
+
+
+@njit(cache=True)
+def _max_pool_bwd_ser(gy, arg, kh, kw, sh, sw, ph, pw, gx):
+    for nc in range(gx.shape[0] * gx.shape[1]):
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+            _max_pool_bwd_2x2_task(gy, arg, gx, nc)
+        else:
+            _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
+
+
+_MAX_POOL = Drivers(_max_pool_par, _max_pool_ser)
+_MAX_POOL_BWD = Drivers(_max_pool_bwd_par, _max_pool_bwd_ser)
+
+
+def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
+    """Returns (y, argmax) with argmax the flat index i*kw+j of the winner (int32), as generic."""
+    if x.dtype not in FLOATS:
+        return generic.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
+    x = contiguous(x)
+    n, c, h, w = x.shape
+    oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
+    y = np.empty((n, c, oh, ow), dtype=x.dtype)
+    arg = np.empty((n, c, oh, ow), dtype=np.int32)
+    launch(_MAX_POOL, parallel(x.size, "pool"), x, kh, kw, sh, sw, ph, pw, y, arg)
+    return y, arg
+
+
+def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    if gy.dtype not in FLOATS:
+        return generic.max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw)
+    gx = np.empty(x_shape, dtype=gy.dtype)
+    launch(_MAX_POOL_BWD, parallel(gx.size, "pool"), contiguous(gy),
+           contiguous(arg).astype(np.int32, copy=False), kh, kw, sh, sw, ph, pw, gx)
+    return gx

@@ -1,0 +1,165 @@
+"""What minidl changes in the host process for the CPU kernels, gathered in ``configure()``.
+
+Three process-wide settings, each measured to matter on a 2-core machine and each with its own
+switch (an environment variable read when ``configure()`` runs):
+
+- numba's threading layer becomes ``workqueue`` (off: ``MINIDL_THREADING_TUNING=0``, or choose
+  a layer yourself with ``NUMBA_THREADING_LAYER``);
+- glibc's malloc keeps freed memory for the next step (off: ``MINIDL_MALLOC_TUNING=0``, or set
+  ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES`` yourself);
+- every OpenBLAS loaded in the process (numpy's, SciPy's) stops its idle workers after 2^20
+  cycles instead of 2^28 (off: ``MINIDL_BLAS_TUNING=0``, or set ``OPENBLAS_THREAD_TIMEOUT``).
+
+``configure()`` runs once per process, on the first CPU op (when ``minidl.backend.cpu`` is
+imported); later calls return the first call's report. It takes a lock, so two threads that
+start their first op together do not tune twice.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import NamedTuple
+
+# OpenBLAS's idle workers spin for 2^OPENBLAS_THREAD_TIMEOUT cycles (default 2^28, ~0.1 s) after
+# every multi-threaded call before they sleep. A numba parallel kernel started in that window
+# shares a core with a spinning worker: LeNet-5 inference at batch 1000 took 37 ms instead of
+# 21 ms, and the ResNet-50 3x3 conv ran 1.3x or 2.2x PyTorch's time depending on whether a worker
+# was still spinning. 2^20 cycles (~0.3 ms) keeps the workers awake between the GEMMs of one
+# layer but asleep by the time the next numba kernel runs; 2^16 or shorter made the back-to-back
+# GEMMs of a training step wake sleeping workers (LeNet-5 step +30%), 2^24 or longer brought the
+# contention back (measured with `pytest benchmarks --benchmark-only`, per timeout 2^4..2^28).
+BLAS_SPIN_LOG2 = 20
+
+
+class Configuration(NamedTuple):
+    """What ``configure()`` changed: the threading layer it chose (None: left to numba or the
+    user), whether it set glibc's malloc thresholds, and the paths of the OpenBLAS libraries
+    whose worker spin time it shortened."""
+
+    threading_layer: str | None
+    malloc_tuned: bool
+    blas_tuned: tuple
+
+
+_lock = threading.Lock()
+_configuration: Configuration | None = None
+
+
+def configure() -> Configuration:
+    """Apply minidl's process-wide CPU settings once (see the module docstring) and return what
+    was changed. Thread-safe; every call after the first returns the first call's report."""
+    global _configuration
+    with _lock:
+        if _configuration is None:
+            _configuration = Configuration(_use_workqueue_threads(), _keep_freed_memory(),
+                                           tuple(_shorten_blas_spin()))
+        return _configuration
+
+
+def _off(variable):
+    return os.environ.get(variable, "1") == "0"
+
+
+def _use_workqueue_threads():
+    """numba's default OpenMP layer keeps idle workers spinning, and two pools then fight over
+    the cores: numpy's BLAS (OpenBLAS) right after a kernel took 8 ms instead of 0.1 ms, and with
+    PyTorch's own OpenMP runtime in the same process a LeNet step went from 13 ms to 500 ms. The
+    workqueue layer's workers sleep when idle (launches cost more, ~50 us, so small arrays take
+    serial paths), and it is fork-safe. It is not safe to enter from two Python threads at once,
+    so every parallel kernel runs under ``launch``'s lock. A layer the user chose is left alone."""
+    if _off("MINIDL_THREADING_TUNING") or os.environ.get("NUMBA_THREADING_LAYER"):
+        return None
+    import numba
+
+    numba.config.THREADING_LAYER = "workqueue"
+    return "workqueue"
+
+
+def _keep_freed_memory():
+    """Let glibc's malloc keep freed memory for the next training step.
+
+    A step allocates and frees tens of MB of activations and gradients. With glibc's default
+    policy each large array is a fresh mmap (or the heap top is trimmed back to the kernel after
+    every step), so every step paid ~2,300 page faults: 14.5 ms instead of 9.5 ms for LeNet-5 at
+    batch 128. Serving arrays up to 64 MB from the heap and trimming only past 256 MB of free
+    memory removes them. Skipped off glibc, when the user set either glibc tunable, or with
+    MINIDL_MALLOC_TUNING=0."""
+    if _off("MINIDL_MALLOC_TUNING") or not sys.platform.startswith("linux"):
+        return False
+    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                                     "GLIBC_TUNABLES")):
+        return False
+    try:
+        import ctypes
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            return False
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 64 << 20)
+                    and libc.mallopt(m_trim_threshold, 256 << 20))
+    except Exception:  # no glibc after all: its default policy stays
+        return False
+
+
+def openblas_libraries():
+    """(path, ctypes handle) of each OpenBLAS library loaded in this process (numpy's, usually)."""
+    import ctypes
+
+    paths = set()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                name = os.path.basename(path)
+                if "openblas" in name.lower() and ".so" in name:
+                    paths.add(path)
+    except OSError:
+        return []
+    libs = []
+    for path in sorted(paths):
+        try:
+            libs.append((path, ctypes.CDLL(path)))  # already loaded: the same library
+        except OSError:
+            pass
+    return libs
+
+
+def blas_tuning_wanted():
+    """Whether the environment lets minidl change OpenBLAS's spin time."""
+    return (not _off("MINIDL_BLAS_TUNING") and "OPENBLAS_THREAD_TIMEOUT" not in os.environ
+            and sys.platform.startswith("linux"))
+
+
+def _shorten_blas_spin():
+    """Set OpenBLAS's worker spin time to 2^BLAS_SPIN_LOG2 cycles in this process; returns the
+    paths of the libraries that took it.
+
+    OpenBLAS reads OPENBLAS_THREAD_TIMEOUT when it loads, which is before minidl can set it
+    (numpy loads it), so the variable is set for a moment while ``openblas_read_env`` re-reads
+    the environment, and the workers are stopped (``blas_thread_shutdown_``) so that the next
+    multi-threaded call starts them with the new timeout. Skipped where those symbols are not
+    found (MKL, Accelerate, another BLAS), when the user set OPENBLAS_THREAD_TIMEOUT, or with
+    MINIDL_BLAS_TUNING=0. Like any BLAS reconfiguration, it must not race a BLAS call running
+    in another thread: it runs once, inside ``configure()``."""
+    if not blas_tuning_wanted():
+        return []
+    tuned = []
+    for path, lib in openblas_libraries():
+        read_env = getattr(lib, "openblas_read_env", None)
+        shutdown = getattr(lib, "blas_thread_shutdown_", None)
+        if read_env is None or shutdown is None:
+            continue
+        os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(BLAS_SPIN_LOG2)
+        try:
+            read_env()
+        finally:
+            del os.environ["OPENBLAS_THREAD_TIMEOUT"]
+        getter = getattr(lib, "openblas_thread_timeout", None)
+        if getter is not None and getter() != BLAS_SPIN_LOG2:
+            continue  # this build did not take the new value: leave its threads alone
+        shutdown()
+        tuned.append(path)
+    return tuned
