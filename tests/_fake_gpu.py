@@ -56,13 +56,20 @@ def kernel_source(name, ctype, device=False):
     else:
         head = f'extern "C" void {name}_{ctype}({", ".join(args)}, long long size)'
         loop = "for (ptrdiff_t i = 0; i < size; ++i)"
-    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; }}\n{head} {{\n"
+    # the 32-bit index type: what every array below 2^31 elements runs with on the GPU
+    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; typedef unsigned int idx_t; }}\n"
+            f"{head} {{\n"
             f"  using namespace k_{name}_{ctype};\n  {loop} {{\n    {' '.join(refs)}\n"
             f"{body}\n  }}\n}}\n")
 
 
+# One host thread runs the whole loop, so an atomic add is a plain one there.
+HOST_ATOMICS = "#define atomicAdd(p, v) (*(p) += (v))\n"
+
+
 def all_kernel_sources(device=False):
-    return "#include <cstddef>\n#include <cmath>\n" + "".join(
+    head = "#include <cstddef>\n#include <cmath>\n" + ("" if device else HOST_ATOMICS)
+    return head + "".join(
         kernel_source(name, CTYPE[dt], device) for name in cuda.SPECS for dt in DTYPES)
 
 
@@ -192,5 +199,5 @@ def install(monkeypatch, lib, fake=None):
     monkeypatch.setattr(backend, "_cupy", fake)
     monkeypatch.setattr(backend, "_cupy_checked", True)
     monkeypatch.setattr(backend, "_cuda_ready", True)
-    monkeypatch.setattr(cuda, "_kernel", lambda name: HostKernel(lib, name))
+    monkeypatch.setattr(cuda, "_kernel", lambda name, wide=False: HostKernel(lib, name))
     return fake

@@ -69,7 +69,7 @@ def run(request, monkeypatch):
         cp = backend.require_cuda()
         return _Runner(cp.asarray, cp.asnumpy)
     lib = request.getfixturevalue("host_library")
-    monkeypatch.setattr(cuda, "_kernel", lambda name: HostKernel(lib, name))
+    monkeypatch.setattr(cuda, "_kernel", lambda name, wide=False: HostKernel(lib, name))
     return _Runner(np.asarray, np.asarray)
 
 
@@ -299,7 +299,8 @@ def test_fused_adam_matches_the_generic_update(run, weight_decay):
 # ---- batch norm: partial sums, per-channel finish, normalise; and the backward twins --------
 # (N, C, spatial...): a 2-D input (BatchNorm1d), planes shorter and longer than a warp, one
 # sample, and a channel count that gives several reduction slots per plane.
-BN_SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (3, 4, 33, 3), (2, 3, 2, 2, 3)]
+BN_SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (3, 4, 33, 3), (2, 3, 2, 2, 3),
+             (2, 2, 48, 48), (9, 3, 5, 5)]
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])

@@ -38,7 +38,7 @@ COLUMNS = "int32 channels, int64 sn, int64 sr"
 # One thread per column entry, in (sample, channel, i, j, oy, ox) order; ``t`` ends as the
 # (sample, channel) plane.
 IM2COL = """
-ptrdiff_t t = i;
+idx_t t = i;
 const int ox = t % ow; t /= ow;
 const int oy = t % oh; t /= oh;
 const int kj = t % kw; t /= kw;
@@ -52,7 +52,7 @@ col[(t / channels) * sn + row * sr + oy * ow + ox] =
 
 # Pixel (y, x) was read by tap (ki, kj) of output (oy, ox) when y + ph - ki == oy * sh (same in x).
 COL2IM = """
-ptrdiff_t t = i;
+idx_t t = i;
 const int x = t % w; t /= w;
 const int y = t % h; t /= h;
 const ptrdiff_t base = (t / channels) * sn + (t % channels) * kh * kw * sr;
@@ -72,7 +72,7 @@ img = acc;
 # Padding counts as -inf (``ninf``), as in generic.py: it only wins a window of -infs, and then
 # only as its first cell. Ties keep the first maximum and a NaN wins, as numpy's argmax does.
 MAX_POOL_FORWARD = """
-ptrdiff_t t = i;
+idx_t t = i;
 const int ox = t % ow; t /= ow;
 const int oy = t % oh; t /= oh;
 T best = (T)ninf;
@@ -94,7 +94,7 @@ arg = best_k;
 """
 
 MAX_POOL_BACKWARD = """
-ptrdiff_t t = i;
+idx_t t = i;
 const int x = t % w; t /= w;
 const int y = t % h; t /= h;
 T acc = 0;
@@ -114,7 +114,7 @@ gx = acc;
 # The GEMM output (Co, N*L) -> NCHW, adding the bias on the way: one pass instead of a transposed
 # copy and a broadcast add.
 COLS_TO_NCHW = """
-ptrdiff_t t = i;
+idx_t t = i;
 const ptrdiff_t l = t % length; t /= length;
 const ptrdiff_t c = t % channels;
 y = y2[c * nl + (t / channels) * length + l] + (with_bias ? bias[c] : (T)0);
@@ -181,41 +181,47 @@ v = vi;
 param -= (T)step_size * mi / (sqrt(vi) / (T)c2 + (T)eps);
 """
 
-# ---- batch norm: two launches per pass plus one tiny per-channel launch ----------------------
-# Channel c of an (N, C, HW) input is N planes of HW contiguous values; its element e (0 <= e <
-# N*HW) sits at (e / hw * channels + c) * hw + e % hw. A reduction runs ``slots`` threads per
-# channel, thread j taking elements j, j + slots, ...: neighbouring threads read neighbouring
-# addresses (coalesced), and each keeps float64 partial sums. The sums are of x - x[first
-# element of the channel], a shift close to the mean, so sum(d^2)/n - mean(d)^2 does not cancel
-# at a large offset (x ~ 1e4) the way sum(x^2)/n - mean(x)^2 would.
+# ---- batch norm: a reduction launch, a per-channel launch and an elementwise launch a pass --
+# Channel c of an (N, C, HW) input is N planes of HW contiguous values. A reduction runs
+# groups * lanes threads per channel: thread (g, l) reads planes g, g + groups, ... and in each
+# plane the values l, l + lanes, ... (neighbouring threads read neighbouring addresses, two
+# loads in flight per thread), keeps float64 partial sums and adds them into the channel's two
+# float64 accumulators with atomicAdd. The sums are of x - x[first value of the channel], a shift
+# close to the mean, so sum(d^2)/n - mean(d)^2 does not cancel at a large offset (x ~ 1e4) the
+# way sum(x^2)/n - mean(x)^2 would.
 BN_WALK = """
-const ptrdiff_t c = i / slots;
-const ptrdiff_t dn = slots / hw, dp = slots % hw;
-ptrdiff_t n = (i % slots) / hw, p = (i % slots) % hw;
-"""
-BN_STEP = """
-    n += dn; p += dp;
-    if (p >= hw) { p -= hw; ++n; }
+const idx_t per_channel = (idx_t)groups * (idx_t)lanes;
+const idx_t c = (idx_t)i / per_channel;
+const idx_t grp = ((idx_t)i % per_channel) / (idx_t)lanes;
+const idx_t lane = (idx_t)i % (idx_t)lanes;
+const idx_t nplanes = (idx_t)count / (idx_t)hw;
 """
 BN_PARTIAL_STATS = BN_WALK + """
 const double shift = (double)x[c * hw];
-double s = 0, q = 0;
-for (ptrdiff_t e = i % slots; e < count; e += slots) {
-    const double d = (double)x[(n * channels + c) * hw + p] - shift;
-    s += d;
-    q += d * d;
-""" + BN_STEP + """
+double s0 = 0, q0 = 0, s1 = 0, q1 = 0;
+for (idx_t n = grp; n < nplanes; n += groups) {
+    const idx_t row = (n * channels + c) * hw;
+    idx_t p = lane;
+    for (; p + lanes < hw; p += 2 * lanes) {
+        const double d0 = (double)x[row + p] - shift;
+        const double d1 = (double)x[row + p + lanes] - shift;
+        s0 += d0; q0 += d0 * d0;
+        s1 += d1; q1 += d1 * d1;
+    }
+    if (p < hw) {
+        const double d0 = (double)x[row + p] - shift;
+        s0 += d0; q0 += d0 * d0;
+    }
 }
-psum[i] = s;
-psq[i] = q;
+atomicAdd(&acc[c], s0 + s1);
+atomicAdd(&acc[channels + c], q0 + q1);
 """
 
 # One thread per channel: the batch mean and (biased) variance from the partial sums, the
 # per-channel scale and shift of y = x * scale + shift, and PyTorch's running-statistics update
 # (unbiased variance, weight ``momentum`` on the new value).
 BN_FINALIZE = """
-double s = 0, q = 0;
-for (ptrdiff_t j = i * slots; j < (i + 1) * slots; ++j) { s += psum[j]; q += psq[j]; }
+const double s = acc[i], q = acc[channels + i];
 const double d = s / (double)count;
 double var = q / (double)count - d * d;
 if (var < 0) var = 0;
@@ -236,7 +242,7 @@ if (update) {
 
 # y = x * scale[c] + shift[c], then max(y, 0) when the following ReLU is fused in.
 BN_NORMALIZE = """
-const ptrdiff_t c = (i / hw) % channels;
+const idx_t c = ((idx_t)i / (idx_t)hw) % (idx_t)channels;
 const T v = x[i] * scale[c] + shift[c];
 y = (relu && v < (T)0) ? (T)0 : v;
 """
@@ -245,24 +251,32 @@ y = (relu && v < (T)0) ? (T)0 : v;
 # gradient (zero where a fused ReLU cut the output to 0).
 BN_PARTIAL_GRAD = BN_WALK + """
 const double mu = (double)mean[c];
-double s = 0, q = 0;
-for (ptrdiff_t e = i % slots; e < count; e += slots) {
-    const ptrdiff_t k = (n * channels + c) * hw + p;
-    const double gk = (relu && !(y[k] > (T)0)) ? 0.0 : (double)g[k];
-    s += gk;
-    q += gk * ((double)x[k] - mu);
-""" + BN_STEP + """
+double s0 = 0, q0 = 0, s1 = 0, q1 = 0;
+for (idx_t n = grp; n < nplanes; n += groups) {
+    const idx_t row = (n * channels + c) * hw;
+    idx_t p = lane;
+    for (; p + lanes < hw; p += 2 * lanes) {
+        const idx_t k0 = row + p, k1 = row + p + lanes;
+        const double g0 = (relu && !(y[k0] > (T)0)) ? 0.0 : (double)g[k0];
+        const double g1 = (relu && !(y[k1] > (T)0)) ? 0.0 : (double)g[k1];
+        s0 += g0; q0 += g0 * ((double)x[k0] - mu);
+        s1 += g1; q1 += g1 * ((double)x[k1] - mu);
+    }
+    if (p < hw) {
+        const idx_t k0 = row + p;
+        const double g0 = (relu && !(y[k0] > (T)0)) ? 0.0 : (double)g[k0];
+        s0 += g0; q0 += g0 * ((double)x[k0] - mu);
+    }
 }
-psum[i] = s;
-psq[i] = q;
+atomicAdd(&acc[c], s0 + s1);
+atomicAdd(&acc[channels + c], q0 + q1);
 """
 
 # One thread per channel: dx = alpha * g + beta * (x - mean) + gamma with
 # alpha = w * invstd, beta = -alpha * invstd^2 * sum(g (x - mean)) / n, gamma = -alpha * sum(g) / n;
 # the weight gradient is sum(g * xhat) = invstd * sum(g (x - mean)), the bias gradient sum(g).
 BN_FINALIZE_GRAD = """
-double s = 0, q = 0;
-for (ptrdiff_t j = i * slots; j < (i + 1) * slots; ++j) { s += psum[j]; q += psq[j]; }
+const double s = acc[i], q = acc[channels + i];
 const double inv = (double)invstd[i];
 const double a = has_weight ? (double)weight[i] * inv : inv;
 alpha[i] = (T)a;
@@ -273,12 +287,12 @@ gbias[i] = (T)s;
 """
 
 BN_INPUT_GRAD = """
-const ptrdiff_t c = (i / hw) % channels;
+const idx_t c = ((idx_t)i / (idx_t)hw) % (idx_t)channels;
 const T gi = (relu && !(y[i] > (T)0)) ? (T)0 : g[i];
 gx = alpha[c] * gi + beta[c] * (x[i] - mean[c]) + gamma[c];
 """
 
-BN_GEOMETRY = "int64 channels, int64 hw, int64 count, int64 slots"
+BN_GEOMETRY = "int64 channels, int64 hw, int64 count, int64 groups, int64 lanes"
 
 # GradScaler's unscale and inf/NaN check in one pass over a gradient: grad *= inv_scale, and the
 # flag is set where a value is inf or NaN (v - v is 0 exactly for finite v). Every thread that
@@ -309,19 +323,18 @@ SPECS = {
                      SGD_MOMENTUM),
     "adam": ("raw T grad, float64 step_size, float64 beta1, float64 beta2, float64 c2, "
              "float64 eps, float64 weight_decay", "T param, T m, T v", ADAM),
-    "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 psum, raw float64 psq",
-                         BN_PARTIAL_STATS),
-    "bn_finalize": ("raw float64 psum, raw float64 psq, raw T x, raw T weight, raw T bias, "
-                    "int64 hw, int64 count, int64 slots, float64 eps, float64 momentum, "
-                    "int32 has_weight, int32 has_bias, int32 update",
+    "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 acc", BN_PARTIAL_STATS),
+    "bn_finalize": ("raw float64 acc, raw T x, raw T weight, raw T bias, int64 channels, "
+                    "int64 hw, int64 count, float64 eps, float64 momentum, int32 has_weight, "
+                    "int32 has_bias, int32 update",
                     "raw T mean, raw T bvar, raw T invstd, raw T scale, raw T shift, raw T rmean, "
                     "raw T rvar", BN_FINALIZE),
     "bn_normalize": ("raw T x, raw T scale, raw T shift, int64 channels, int64 hw, int32 relu",
                      "T y", BN_NORMALIZE),
     "bn_partial_grad": ("raw T g, raw T x, raw T y, raw T mean, int32 relu, " + BN_GEOMETRY,
-                        "raw float64 psum, raw float64 psq", BN_PARTIAL_GRAD),
-    "bn_finalize_grad": ("raw float64 psum, raw float64 psq, raw T invstd, raw T weight, "
-                         "int64 count, int64 slots, int32 has_weight",
+                        "raw float64 acc", BN_PARTIAL_GRAD),
+    "bn_finalize_grad": ("raw float64 acc, raw T invstd, raw T weight, int64 channels, "
+                         "int64 count, int32 has_weight",
                          "raw T alpha, raw T beta, raw T gamma, raw T gweight, raw T gbias",
                          BN_FINALIZE_GRAD),
     "bn_input_grad": ("raw T g, raw T x, raw T y, raw T mean, raw T alpha, raw T beta, "
@@ -331,16 +344,27 @@ SPECS = {
 
 _compiled = {}
 
+# The kernels' index arithmetic (divisions and remainders by the geometry) runs in ``idx_t``:
+# 32-bit unsigned where every array involved has fewer than 2^31 elements, which makes it several
+# times cheaper than 64-bit (im2col was bound by its 64-bit divisions), 64-bit otherwise.
+_INDEX_TYPES = {False: "typedef unsigned int idx_t;", True: "typedef unsigned long long idx_t;"}
 
-def _kernel(name):
-    """The ElementwiseKernel for ``name``, built once; CuPy compiles it per dtype on first call."""
-    kernel = _compiled.get(name)
+
+def _wide(*arrays):
+    return any(a is not None and a.size >= 2 ** 31 for a in arrays)
+
+
+def _kernel(name, wide=False):
+    """The ElementwiseKernel for ``name``, built once per index width; CuPy compiles it per
+    dtype on first call."""
+    kernel = _compiled.get((name, wide))
     if kernel is None:
         import cupy
 
         in_params, out_params, body = SPECS[name]
-        kernel = _compiled[name] = cupy.ElementwiseKernel(in_params, out_params, body,
-                                                          f"minidl_{name}")
+        kernel = _compiled[name, wide] = cupy.ElementwiseKernel(
+            in_params, out_params, body, f"minidl_{name}{'_wide' if wide else ''}",
+            preamble=_INDEX_TYPES[wide])
     return kernel
 
 
@@ -360,8 +384,8 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, batch_major, out=None):
         out = cp.empty(shape, dtype=x.dtype)
     if out.size:
         # every entry is written (0 in the padding), so ``empty`` is safe
-        _kernel("im2col")(_flat(cp, x), h, w, kh, kw, sh, sw, ph, pw, oh, ow, c, sn, sr,
-                          out.reshape(-1), size=out.size)
+        _kernel("im2col", _wide(x, out))(_flat(cp, x), h, w, kh, kw, sh, sw, ph, pw, oh, ow, c,
+                                         sn, sr, out.reshape(-1), size=out.size)
     return out
 
 
@@ -373,7 +397,8 @@ def _col2im(col, x_shape, kh, kw, sh, sw, ph, pw, batch_major):
     sn, sr = (k * length, length) if batch_major else (length, n * length)
     img = cp.empty((n, c, h, w), dtype=col.dtype)
     if img.size:
-        _kernel("col2im")(_flat(cp, col), h, w, kh, kw, sh, sw, ph, pw, oh, ow, c, sn, sr, img)
+        _kernel("col2im", _wide(col, img))(_flat(cp, col), h, w, kh, kw, sh, sw, ph, pw, oh, ow,
+                                           c, sn, sr, img)
     return img
 
 
@@ -406,8 +431,8 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
     y = cp.empty((n, c, oh, ow), dtype=x.dtype)
     arg = cp.empty((n, c, oh, ow), dtype=cp.int32)
     if y.size:
-        _kernel("max_pool2d_forward")(_flat(cp, x), float("-inf"), h, w, kh, kw, sh, sw, ph, pw,
-                                      oh, ow, y, arg)
+        _kernel("max_pool2d_forward", _wide(x))(_flat(cp, x), float("-inf"), h, w, kh, kw, sh,
+                                                sw, ph, pw, oh, ow, y, arg)
     return y, arg
 
 
@@ -417,8 +442,9 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     oh, ow = gy.shape[2], gy.shape[3]
     gx = cp.empty((n, c, h, w), dtype=gy.dtype)
     if gx.size:
-        _kernel("max_pool2d_backward")(_flat(cp, gy), _flat(cp, arg.astype(cp.int32, copy=False)),
-                                       h, w, kh, kw, sh, sw, ph, pw, oh, ow, gx)
+        _kernel("max_pool2d_backward", _wide(gx))(
+            _flat(cp, gy), _flat(cp, arg.astype(cp.int32, copy=False)), h, w, kh, kw, sh, sw, ph,
+            pw, oh, ow, gx)
     return gx
 
 
@@ -429,8 +455,8 @@ def cols_to_nchw(y2, bias, n, oh, ow):
     y = cp.empty((n, co, oh, ow), dtype=y2.dtype)
     if y.size:
         b = _flat(cp, bias.astype(y2.dtype, copy=False)) if bias is not None else y2.reshape(-1)
-        _kernel("cols_to_nchw")(_flat(cp, y2), b, int(bias is not None), co, length, n * length,
-                                y)
+        _kernel("cols_to_nchw", _wide(y))(_flat(cp, y2), b, int(bias is not None), co, length,
+                                          n * length, y)
     return y
 
 
@@ -496,14 +522,17 @@ def adam_update(param, grad, m, v, step_size, beta1, beta2, c2, eps, weight_deca
                     float(weight_decay), param, m, v)
 
 
-def _bn_slots(channels, count):
-    """Threads per channel for a batch-norm reduction: enough for about 2^16 threads in all (a
-    full GPU), a multiple of 32 (whole warps), each thread summing at least ~16 values."""
-    want = max(1, (1 << 16) // max(channels, 1))
-    slots = 32
-    while slots < want and slots * 16 < count:
-        slots *= 2
-    return slots
+def _bn_split(channels, planes, hw):
+    """(groups, lanes) of a batch-norm reduction: lanes a power of two from 32 to 256 that
+    covers a plane in a few strides, then plane groups until about 2^18 threads in all (enough
+    loads in flight for the memory bus), at most one group per plane."""
+    lanes = 32
+    while lanes < 256 and lanes * 8 <= hw:
+        lanes *= 2
+    groups = 1
+    while groups * 2 <= planes and channels * groups * lanes * 2 <= (1 << 18):
+        groups *= 2
+    return groups, lanes
 
 
 def _bn_geometry(x):
@@ -514,15 +543,16 @@ def _bn_geometry(x):
 
 def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
     """Training-mode batch norm over every dim but 1: returns (y, batch mean, invstd) and updates
-    the running statistics in place. Three launches: partial sums, per-channel finish, normalise
-    (with the following ReLU fused in when ``relu``)."""
+    the running statistics in place. Three launches (and a memset): channel sums, per-channel
+    finish, normalise (with the following ReLU fused in when ``relu``)."""
     cp = get_array_module(x)
     x = cp.ascontiguousarray(x)
     n, c, hw, count = _bn_geometry(x)
-    slots = _bn_slots(c, count)
-    psum = cp.empty(c * slots, dtype=cp.float64)
-    psq = cp.empty(c * slots, dtype=cp.float64)
-    _kernel("bn_partial_stats")(x.reshape(-1), c, hw, count, slots, psum, psq, size=c * slots)
+    groups, lanes = _bn_split(c, n, hw)
+    wide = _wide(x)
+    acc = cp.zeros(2 * c, dtype=cp.float64)
+    _kernel("bn_partial_stats", wide)(x.reshape(-1), c, hw, count, groups, lanes, acc,
+                                      size=c * groups * lanes)
     mean, bvar, invstd, scale, shift = (cp.empty(c, dtype=x.dtype) for _ in range(5))
     # the running statistics are updated in the kernel when they are contiguous arrays of x's
     # dtype (the usual case); otherwise afterwards, from the batch variance
@@ -531,10 +561,9 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     rm, rv = (running_mean, running_var) if in_kernel else (mean, bvar)
     w = _flat(cp, weight.astype(x.dtype, copy=False)) if weight is not None else mean
     b = _flat(cp, bias.astype(x.dtype, copy=False)) if bias is not None else mean
-    _kernel("bn_finalize")(psum, psq, x.reshape(-1), w, b, hw, count, slots, float(eps),
-                           float(momentum), int(weight is not None), int(bias is not None),
-                           int(in_kernel), mean, bvar, invstd, scale, shift, rm.reshape(-1),
-                           rv.reshape(-1), size=c)
+    _kernel("bn_finalize")(acc, x.reshape(-1), w, b, c, hw, count, float(eps), float(momentum),
+                           int(weight is not None), int(bias is not None), int(in_kernel), mean,
+                           bvar, invstd, scale, shift, rm.reshape(-1), rv.reshape(-1), size=c)
     if not in_kernel and running_mean is not None:
         running_mean *= 1 - momentum
         running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
@@ -543,7 +572,7 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
             running_var.dtype, copy=False)
     y = cp.empty(x.shape, dtype=x.dtype)
     if y.size:
-        _kernel("bn_normalize")(x.reshape(-1), scale, shift, c, hw, int(bool(relu)), y)
+        _kernel("bn_normalize", wide)(x.reshape(-1), scale, shift, c, hw, int(bool(relu)), y)
     return y, mean, invstd
 
 
@@ -554,19 +583,20 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     g, x = cp.ascontiguousarray(g), cp.ascontiguousarray(x)
     y = cp.ascontiguousarray(y) if relu else x
     n, c, hw, count = _bn_geometry(x)
-    slots = _bn_slots(c, count)
-    psum = cp.empty(c * slots, dtype=cp.float64)
-    psq = cp.empty(c * slots, dtype=cp.float64)
-    _kernel("bn_partial_grad")(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean,
-                               int(bool(relu)), c, hw, count, slots, psum, psq, size=c * slots)
+    groups, lanes = _bn_split(c, n, hw)
+    wide = _wide(x)
+    acc = cp.zeros(2 * c, dtype=cp.float64)
+    _kernel("bn_partial_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean,
+                                     int(bool(relu)), c, hw, count, groups, lanes, acc,
+                                     size=c * groups * lanes)
     alpha, beta, gamma, gw, gb = (cp.empty(c, dtype=x.dtype) for _ in range(5))
     w = _flat(cp, weight.astype(x.dtype, copy=False)) if weight is not None else invstd
-    _kernel("bn_finalize_grad")(psum, psq, invstd, w, count, slots, int(weight is not None),
-                                alpha, beta, gamma, gw, gb, size=c)
+    _kernel("bn_finalize_grad")(acc, invstd, w, c, count, int(weight is not None), alpha, beta,
+                                gamma, gw, gb, size=c)
     gx = cp.empty(x.shape, dtype=x.dtype)
     if gx.size:
-        _kernel("bn_input_grad")(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean, alpha, beta,
-                                 gamma, c, hw, int(bool(relu)), gx)
+        _kernel("bn_input_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean, alpha,
+                                       beta, gamma, c, hw, int(bool(relu)), gx)
     return gx, gw, gb
 
 
@@ -578,7 +608,8 @@ def channel_affine(x, scale, shift, relu=False):
     n, c, hw, _ = _bn_geometry(x)
     y = cp.empty(x.shape, dtype=x.dtype)
     if y.size:
-        _kernel("bn_normalize")(x.reshape(-1), _flat(cp, scale.astype(x.dtype, copy=False)),
+        _kernel("bn_normalize", _wide(x))(x.reshape(-1),
+                                          _flat(cp, scale.astype(x.dtype, copy=False)),
                                 _flat(cp, shift.astype(x.dtype, copy=False)), c, hw,
                                 int(bool(relu)), y)
     return y
