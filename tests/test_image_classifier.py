@@ -15,6 +15,7 @@ import minidl
 from minidl import nn
 from minidl.data import random_split
 from minidl.examples import image_classifier as ic
+from minidl.vision import classifier as classifier_module
 
 PATTERNS = {
     # two classes a random network still tells apart: colour and texture both differ
@@ -128,6 +129,9 @@ def test_cli_train_cache_and_predict(photos, tmp_path, capsys, caplog):
     assert "12 images, 0 from cache, 12 computed" in out
     assert "split: 10 training, 2 test images" in out
     assert "test accuracy:" in out and "confusion matrix" in out and "misclassified test images" in out
+    assert "precision  recall  support" in out  # the per-class table
+    table = out[out.index("precision  recall  support"):].splitlines()[1:3]
+    assert [row.split()[0] for row in table] == ["red_stripes", "teal_checks"]
     assert len(list((cache / "features").glob("*/*.npy"))) == 12
 
     # outputs: an nn.Linear state_dict, its class list, the contact sheet
@@ -143,7 +147,7 @@ def test_cli_train_cache_and_predict(photos, tmp_path, capsys, caplog):
         raise AssertionError("ResNet-50 built although every feature was cached")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ic, "build_backbone", no_network)
+        mp.setattr(classifier_module, "build_backbone", no_network)
         code, out2, _ = _run(capsys, ["train"] + argv)
     assert code == 0
     assert "12 images, 12 from cache, 0 computed" in out2
@@ -165,18 +169,16 @@ def test_cli_train_cache_and_predict(photos, tmp_path, capsys, caplog):
         assert line.startswith(f"{path}: {names[label]} (")
 
 
-def test_cli_predict_warns_when_backbone_weights_differ(photos, tmp_path, capsys):
+def test_cli_predict_refuses_other_backbone_weights(photos, tmp_path, capsys):
     cache, out_dir = tmp_path / "cache", tmp_path / "out"
     layer = nn.Linear(2048, 2)
-    ic.save_classifier(layer, ["red_stripes", "teal_checks"], out_dir, {"weights": "sha1-abc"})
+    clf = classifier_module.ImageClassifier(layer, ["red_stripes", "teal_checks"], "random", "sha1-abc")
+    clf.save(out_dir)
     img = photos / "teal_checks" / "1.jpg"
     code, out, err = _run(capsys, ["predict", img, "--weights", "random", "--seed", 1,
-                                   "--classifier", out_dir / "classifier.npz",
-                                   "--cache-dir", cache, "--no-progress"])
-    assert code == 0
+                                   "--classifier", out_dir, "--cache-dir", cache, "--no-progress"])
+    assert code == 2 and out == ""
     assert "trained on features of weights sha1-abc" in err and "random-seed1" in err
-    assert out.startswith(f"{img}: ")
-    assert list((cache / "features").iterdir())[0].name.startswith("random-seed1-")
 
 
 def test_cli_errors(photos, tmp_path, capsys):
@@ -186,6 +188,9 @@ def test_cli_errors(photos, tmp_path, capsys):
     code, _, err = _run(capsys, ["predict", photos / "red_stripes" / "1.jpg", "--weights", "random",
                                  "--classifier", tmp_path / "lonely.npz", "--cache-dir", tmp_path])
     assert code == 2 and "lonely.json" in err
+    code, _, err = _run(capsys, [photos, "--weights", "random", "--out", photos / "red_stripes" / "1.jpg",
+                                 "--cache-dir", tmp_path])
+    assert code == 2 and "1.jpg exists and is not a directory" in err  # checked before any work
     with pytest.raises(SystemExit):
         ic.main(["predict", "x.jpg"])  # --weights and --classifier are required
     capsys.readouterr()

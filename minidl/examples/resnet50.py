@@ -4,75 +4,32 @@
     python -m minidl.examples.resnet50 photos/*.jpg --weights resnet50.npz --topk 3 --batch-size 8
     python -m minidl.examples.resnet50 cat.jpg --weights random      # plumbing check only
 
-minidl downloads no weights. Convert torchvision's checkpoint once (it is read without torch):
-
-    python -m minidl.models.convert resnet50-0676ba61.pth resnet50.npz
-
-``--weights`` also takes the ``.pth`` itself. ``--weights random`` runs a randomly initialised
+minidl downloads no weights. ``--weights`` takes torchvision's checkpoint (read without torch),
+a ``.npz`` converted from it once (``python -m minidl.models.convert resnet50-0676ba61.pth
+resnet50.npz``), a ``.safetensors`` file with torchvision's names, or ``IMAGENET1K_V1`` /
+``IMAGENET1K_V2``, which use torchvision's downloaded file in ``$TORCH_HOME/hub/checkpoints``
+(default ``~/.cache/torch``). ``--weights random`` runs a randomly initialised
 network and prints a warning that its predictions are meaningless. Images Pillow cannot read
 are reported and skipped; the exit status is then 1.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import sys
 
 import numpy as np
 
 import minidl
 import minidl.nn.functional as F
-from minidl.models import resnet50
 from minidl.models.imagenet import imagenet_classes
+from minidl.vision.classifier import RANDOM, build_backbone, file_sha1, resolve_weights  # noqa: F401
 from minidl.vision.transforms import ImageReadError, preprocess
-
-RANDOM = "random"
-
-
-def file_sha1(path, chunk=1 << 20):
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def warn_random_weights(seed, what="predictions"):
-    line = "!" * 100
-    print(f"{line}\n!!! WARNING: --weights random: ResNet-50 runs on RANDOM weights (seed {seed}); "
-          f"its {what} are MEANINGLESS.\n!!! Convert real weights with "
-          f"`python -m minidl.models.convert resnet50.pth resnet50.npz`.\n{line}",
-          file=sys.stderr, flush=True)
-
-
-def resolve_weights(weights, seed=0, what="predictions"):
-    """Check ``weights`` (a path or "random") and name it for caches, without loading it:
-    the sha1 of the file's bytes, or "random-seed<N>" (after a loud warning)."""
-    if weights == RANDOM:
-        warn_random_weights(seed, what)
-        return f"random-seed{seed}"
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"weights file {weights} does not exist (convert a torchvision "
-                                f"checkpoint with `python -m minidl.models.convert`, or pass "
-                                f"--weights random to test the plumbing)")
-    return "sha1-" + file_sha1(weights)
-
-
-def build_backbone(weights, device="cpu", seed=0):
-    """ResNet-50 in eval mode on ``device``, from a weights path or "random" (seeded)."""
-    if weights == RANDOM:
-        minidl.manual_seed(seed)
-        model = resnet50()
-    else:
-        model = resnet50(weights=weights)
-    return model.eval().to(device)
 
 
 def load_backbone(weights, device="cpu", seed=0, what="predictions"):
-    """-> (ResNet-50 in eval mode on ``device``, weights id); see resolve_weights."""
-    weights_id = resolve_weights(weights, seed, what)
-    return build_backbone(weights, device, seed), weights_id
+    """-> (ResNet-50 in eval mode on ``device``, weights id); see vision.classifier.resolve_weights."""
+    source, weights_id = resolve_weights(weights, seed, what)
+    return build_backbone(source, device, seed), weights_id
 
 
 def read_batches(paths, batch_size):
@@ -105,7 +62,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", required=True,
-                   help="converted .npz (or a torchvision .pth), or 'random' (meaningless output)")
+                   help="torchvision .pth, converted .npz, .safetensors, IMAGENET1K_V1/IMAGENET1K_V2 "
+                        "(torchvision's cached file), or 'random' (meaningless output)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="cpu", help="cpu or cuda")

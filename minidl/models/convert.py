@@ -36,7 +36,7 @@ import numpy as np
 
 from ..serialization import save_npz  # the one .npz writer: atomic, any key, umask mode
 
-__all__ = ["load_torch_checkpoint", "check_state_dict", "convert", "save_npz", "main"]
+__all__ = ["load_torch_checkpoint", "load_safetensors", "check_state_dict", "convert", "save_npz", "main"]
 
 # torch storage class name -> numpy dtype code of its elements in the file.
 # bfloat16 has no numpy dtype: it is read as uint16 and widened to float32 (exactly).
@@ -260,8 +260,48 @@ def _as_state_dict(obj, path):
     return state
 
 
+def _is_safetensors(path):
+    """safetensors: an 8-byte little-endian header length, then a JSON header starting with '{'."""
+    if path.lower().endswith(".safetensors"):
+        return True
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return (len(head) == 9 and head[8:9] == b"{"
+            and 2 <= int.from_bytes(head[:8], "little") <= os.path.getsize(path) - 8)
+
+
+def load_safetensors(path):
+    """Read a ``.safetensors`` file with the safetensors package's NumPy API -> {name: ndarray}.
+
+    safetensors holds no code, only a JSON header and raw arrays. bfloat16 arrays become float32
+    (exactly), as in ``.pth`` files.
+    """
+    path = os.fspath(path)
+    try:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+    except ImportError as e:
+        raise RuntimeError(f"reading {path} needs the safetensors package, which is not installed: "
+                           f"pip install 'minidl[safetensors]' (or pip install safetensors)") from e
+    try:
+        import ml_dtypes  # noqa: F401  (registers numpy's name for bfloat16, which safetensors asks for)
+    except ImportError:
+        pass
+    try:
+        state = load_file(path)
+    except (SafetensorError, TypeError, ValueError, OSError) as e:
+        raise ValueError(f"checkpoint {path} is not a readable .safetensors file: {e}") from e
+    out = {}
+    for k, v in state.items():
+        if v.dtype.name == "bfloat16":
+            v = v.astype(np.float32)
+        out[k] = v
+    return _as_state_dict(out, path)
+
+
 def load_torch_checkpoint(path):
-    """Read a PyTorch checkpoint (zip format, legacy format, or ``.npz``) -> {name: ndarray}.
+    """Read a PyTorch checkpoint (zip format, legacy format, ``.npz`` or ``.safetensors``)
+    -> {name: ndarray}.
 
     The zip format is read without torch and without running code from the file. Arrays keep
     their dtype, except bfloat16, which becomes float32.
@@ -269,6 +309,8 @@ def load_torch_checkpoint(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if _is_safetensors(path):
+        return load_safetensors(path)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
@@ -332,7 +374,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m minidl.models.convert",
         description="Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format, "
-                    "or .npz) to minidl .npz weights.")
+                    ".safetensors, or .npz) to minidl .npz weights.")
     parser.add_argument("input", help="PyTorch checkpoint")
     parser.add_argument("output", help="where to write the .npz")
     parser.add_argument("--arch", default="resnet50", choices=sorted(_ARCHS) + ["none"],
@@ -340,7 +382,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         state = convert(args.input, args.output, arch=args.arch)
-    except (OSError, ValueError, pickle.UnpicklingError, ImportError) as e:
+    except (OSError, ValueError, pickle.UnpicklingError, ImportError, RuntimeError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     total = sum(a.size for a in state.values())

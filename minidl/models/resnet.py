@@ -4,11 +4,10 @@ torchvision's "v1.5" variant: each bottleneck downsamples in its 3x3 conv (strid
 not in the first 1x1 conv as the paper did. Module names follow torchvision exactly
 (``layer1.0.downsample.1.running_var``), which is what makes conversion a rename-free copy.
 
-No weights can be downloaded here. Convert a torchvision checkpoint once,
-
-    python -m minidl.models.convert resnet50-0676ba61.pth resnet50.npz
-
-and pass the result (or the ``.pth`` itself) as ``resnet50(weights=path)``.
+No weights are downloaded here. ``resnet50(weights=...)`` takes torchvision's ``.pth`` (or
+``.npz`` converted from it once with ``python -m minidl.models.convert``), a ``.safetensors``
+file with torchvision's names, or the names ``"IMAGENET1K_V1"``/``"IMAGENET1K_V2"``, which find
+torchvision's downloaded files under ``$TORCH_HOME/hub/checkpoints`` (see ``models.weights``).
 """
 from __future__ import annotations
 
@@ -109,19 +108,16 @@ class ResNet(nn.Module):
 
 
 def _read_weights(weights):
-    """A path (.npz from the converter, or a PyTorch .pth/.pt) or a mapping -> {name: array}."""
+    """A path (.npz from the converter, a PyTorch .pth/.pt, a .safetensors), a torchvision
+    weights name ("IMAGENET1K_V2") or a mapping -> ({name: array}, where it came from)."""
     if isinstance(weights, Mapping):
         state = {k: (v.numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in weights.items()}
         source = "the given state_dict"
     elif isinstance(weights, (str, os.PathLike)):
-        from .convert import load_torch_checkpoint  # reads .npz too, and never runs pickled code
+        from .convert import load_torch_checkpoint  # reads .npz and .safetensors too, runs no pickled code
+        from .weights import resolve_weights_path
 
-        if isinstance(weights, str) and weights.upper() in ("DEFAULT", "IMAGENET1K_V1", "IMAGENET1K_V2"):
-            raise ValueError(
-                f"resnet50(weights={weights!r}): minidl downloads no pretrained weights; convert a "
-                f"torchvision checkpoint with `python -m minidl.models.convert resnet50.pth "
-                f"resnet50.npz` and pass the file's path")
-        source = os.fspath(weights)
+        source = resolve_weights_path(weights)  # "IMAGENET1K_V2" -> torchvision's cached file
         state = load_torch_checkpoint(source)
     else:
         raise TypeError(f"weights must be a path, a state_dict or None, got {type(weights).__name__}")
@@ -157,7 +153,8 @@ def load_weights(model, weights):
 
 def resnet50(weights=None, num_classes=1000):
     """ResNet-50 with torchvision's parameter names; ``weights`` is a path to a converted
-    ``.npz``, a PyTorch checkpoint (``.pth``), a state_dict, or None for random weights.
+    ``.npz``, a PyTorch checkpoint (``.pth``), a ``.safetensors`` file, "IMAGENET1K_V1" or
+    "IMAGENET1K_V2" (torchvision's cached download), a state_dict, or None for random weights.
 
     Like a PyTorch module, the model starts in train mode: call ``model.eval()`` for inference
     (BatchNorm then uses the loaded running statistics).
