@@ -1,9 +1,7 @@
 """ResNet-50: torchvision's names and shapes, and PyTorch parity of a converted checkpoint.
 
-torchvision is not a dependency, so the reference is a plain-torch ResNet-50 written here with
-torchvision's module names. Its weights are random but scaled so the network behaves like a
-trained one (logits of order 1-10, no near-tied top-1), and its BatchNorm layers get running
-statistics from real forward passes, so eval-mode BatchNorm is not the identity.
+torchvision is not a dependency, so the reference is a plain-torch ResNet-50 with torchvision's
+module names (tests/_torch_resnet.py), with random weights scaled to behave like trained ones.
 """
 from __future__ import annotations
 
@@ -14,95 +12,16 @@ import minidl
 from minidl.models import ResNet, resnet50
 from minidl.models.convert import convert, main as convert_main, save_npz
 
+from _torch_resnet import randomised_torch_resnet50, torch_resnet50
+
 TORCHVISION_RESNET50_PARAMS = 25_557_032  # torchvision.models.resnet50(): sum of p.numel()
-
-
-# ---- the plain-torch reference ------------------------------------------------------------
-def _torch_resnet50(num_classes=1000):
-    torch = pytest.importorskip("torch", reason="torch is needed for the PyTorch parity checks")
-    tnn = torch.nn
-
-    class Bottleneck(tnn.Module):
-        def __init__(self, inplanes, planes, stride=1, downsample=None):
-            super().__init__()
-            self.conv1 = tnn.Conv2d(inplanes, planes, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(planes)
-            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(planes)
-            self.conv3 = tnn.Conv2d(planes, planes * 4, 1, bias=False)
-            self.bn3 = tnn.BatchNorm2d(planes * 4)
-            self.relu = tnn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
-
-    class TorchResNet50(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inplanes = 64
-            self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = tnn.BatchNorm2d(64)
-            self.relu = tnn.ReLU(inplace=True)
-            self.maxpool = tnn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._make_layer(64, 3)
-            self.layer2 = self._make_layer(128, 4, 2)
-            self.layer3 = self._make_layer(256, 6, 2)
-            self.layer4 = self._make_layer(512, 3, 2)
-            self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-            self.fc = tnn.Linear(2048, num_classes)
-
-        def _make_layer(self, planes, blocks, stride=1):
-            downsample = None
-            if stride != 1 or self.inplanes != planes * 4:
-                downsample = tnn.Sequential(
-                    tnn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
-                    tnn.BatchNorm2d(planes * 4))
-            layers = [Bottleneck(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * 4
-            layers += [Bottleneck(self.inplanes, planes) for _ in range(1, blocks)]
-            return tnn.Sequential(*layers)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return TorchResNet50()
-
-
-def _randomised_torch_resnet50(seed=0, num_classes=1000):
-    import torch
-
-    torch.manual_seed(seed)
-    model = _torch_resnet50(num_classes)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d):
-                torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                # gamma ~0.5 keeps each residual branch from swamping its shortcut
-                m.weight.uniform_(0.3, 0.7, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-                m.momentum = None  # cumulative average: the stats of every calibration batch
-        model.fc.weight.mul_(4.0)  # logits of a few units, top-1 margins far above float32 noise
-        model.train()
-        for _ in range(2):
-            model(torch.randn(8, 3, 64, 64, generator=g))
-        model.eval()
-    return model
 
 
 @pytest.fixture(scope="module")
 def torch_checkpoint(tmp_path_factory):
     """(torch model, path of its .pth, path of the .npz made by the converter CLI)."""
     torch = pytest.importorskip("torch", reason="torch is needed to write PyTorch checkpoints")
-    model = _randomised_torch_resnet50()
+    model = randomised_torch_resnet50()
     d = tmp_path_factory.mktemp("resnet50")
     pth, npz = d / "resnet50_random.pth", d / "resnet50_random.npz"
     torch.save(model.state_dict(), pth)
@@ -160,7 +79,7 @@ def test_parameter_names_follow_torchvision():
 
 
 def test_state_dict_equals_torch_layout():
-    tmodel = _torch_resnet50()
+    tmodel = torch_resnet50()
     want = [(k, tuple(v.shape)) for k, v in tmodel.state_dict().items()]
     got = [(k, tuple(v.shape)) for k, v in resnet50().state_dict().items()]
     assert got == want  # names, shapes and order, num_batches_tracked included
@@ -312,7 +231,7 @@ def test_loading_a_checkpoint_that_does_not_fit_lists_the_problems(tmp_path):
 def test_bad_weights_arguments():
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         resnet50(weights="nope.npz")
-    with pytest.raises(ValueError, match="minidl.models.convert"):
+    with pytest.raises(FileNotFoundError, match="resnet50-11ad3fa6.pth"):  # DEFAULT is IMAGENET1K_V2
         resnet50(weights="DEFAULT")
     with pytest.raises(TypeError, match="weights"):
         resnet50(weights=3)
