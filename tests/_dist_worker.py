@@ -36,32 +36,39 @@ def make_model(seed):
     return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3))
 
 
-def train_reference(world, steps=STEPS, batch=BATCH):
+def train_reference(world, steps=STEPS, batch=BATCH, device="cpu"):
     """One process, batch ``world * batch``, from rank 0's initial weights: step s reads the
     samples that the ranks read."""
     x, y = regression_data()
-    model = make_model(100)
+    model = make_model(100).to(device)
     opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for s in range(steps):
         idx = np.arange(s * batch * world, (s + 1) * batch * world)
-        loss = F.cross_entropy(model(minidl.tensor(x[idx])), minidl.tensor(y[idx]))
+        loss = F.cross_entropy(model(minidl.tensor(x[idx], device=device)),
+                               minidl.tensor(y[idx], device=device))
         opt.zero_grad()
         loss.backward()
         opt.step()
     return {k: v.numpy() for k, v in model.state_dict().items()}
 
 
-def no_sync_reference(world, batch=BATCH):
+def no_sync_reference(world, batch=BATCH, device="cpu"):
     """The gradients of one backward over every rank's micro-batches, from rank 0's weights."""
     x, y = regression_data()
-    model = make_model(200)
-    F.cross_entropy(model(minidl.tensor(x[:batch * world])),
-                    minidl.tensor(y[:batch * world])).backward()
+    model = make_model(200).to(device)
+    F.cross_entropy(model(minidl.tensor(x[:batch * world], device=device)),
+                    minidl.tensor(y[:batch * world], device=device)).backward()
     return {n: p.grad.numpy() for n, p in model.named_parameters()}
 
 
 def case_collectives(rank, world, device):
-    out = {"rank": rank, "world": world, "backend": dist.get_backend()}
+    import numba
+
+    out = {"rank": rank, "world": world, "backend": dist.get_backend(), "device": device,
+           "threads": numba.get_num_threads()}
+    if device == "cuda":
+        cp = minidl.backend.require_cuda()
+        out["gpu"] = int(cp.cuda.Device().id)
 
     def dev(a):
         return minidl.backend.to_device(a, device)

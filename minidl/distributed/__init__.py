@@ -248,9 +248,9 @@ def set_num_threads(n):
 
     n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
-    from ..backend import cpu
+    from ..backend.cpu import tuning
 
-    for lib in cpu._openblas_libraries():
+    for lib in tuning.openblas_libraries():
         for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
                      "openblas_set_num_threads64_"):
             fn = getattr(lib, name, None)
