@@ -145,7 +145,7 @@ class Conv2d(Function):
         if self.pointwise:
             g3 = g.reshape(n, co, -1)
             if want_w:
-                gw = (g3 @ col.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+                gw = _pointwise_wgrad(k, g, col).reshape(w.shape)
             if want_b:
                 gb = _bias_grad(k, g)
             if want_x:
@@ -159,11 +159,29 @@ class Conv2d(Function):
             if not self.kept_cols:
                 _give_back_scratch(k, col)
         if want_b:
-            gb = gb_all
+            gb = gb_all if gb_all is not None else _bias_grad(k, g)
         if want_x:
             gx = _col2im_t(k, w2.T @ g2, x_shape, kh, kw, sh, sw, ph, pw)
         _give_back_scratch(k, g2)
         return gx, gw, gb
+
+
+def _pointwise_wgrad(k, g, x3):
+    """Weight gradient (Co, Ci) of a 1x1 conv: sum over samples of g[n] @ x[n].T. Per-sample
+    GEMMs summed afterwards need an (N, Co, Ci) intermediate; where that is larger than the two
+    activations, both are laid out as (C, N*L) columns and one GEMM covers the batch (short
+    rows, as in ResNet's last stages, also make per-sample GEMMs inefficient)."""
+    n, co = g.shape[:2]
+    ci, length = x3.shape[1:]
+    if n == 1 or n * co * ci <= (co + ci) * n * length:
+        g3 = g.reshape(n, co, -1)
+        return (g3 @ x3.transpose(0, 2, 1)).sum(axis=0)
+    g2, _ = _nchw_to_cols(k, g)
+    x2, _ = _nchw_to_cols(k, x3)
+    gw = g2 @ x2.T
+    _give_back_scratch(k, g2)
+    _give_back_scratch(k, x2)
+    return gw
 
 
 def _conv2d_algorithm(k, x_shape, w_shape, stride, padding, needs_grad):
@@ -368,6 +386,39 @@ class ReLU(Function):
 
 def relu(x):
     return ReLU.apply(x)
+
+
+class AddReLU(Function):
+    """relu(a + b) as one op (a minidl extension: ResNet's residual add and the ReLU after it);
+    only the output is kept, and both inputs get the same gradient."""
+
+    def forward(self, a, b):
+        self.dtypes = a.dtype, b.dtype
+        if a.dtype != b.dtype:  # promote as a + b would (a float16 branch meets a float32 one)
+            dtype = get_array_module(a).result_type(a, b)
+            a, b = a.astype(dtype, copy=False), b.astype(dtype, copy=False)
+        fast = getattr(_kernels(a), "add_relu", None)
+        if fast is not None:
+            y = fast(a, b)
+        else:
+            y = a + b
+            get_array_module(y).maximum(y, 0, out=y)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        fast = getattr(_kernels(g), "relu_backward", None)
+        gx = fast(g, y) if fast is not None else g * (y > 0)
+        return tuple(gx.astype(dt, copy=False) for dt in self.dtypes)
+
+
+def add_relu(a, b):
+    """``relu(a + b)`` for two tensors of the same shape, in one pass."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(f"add_relu: shapes {tuple(a.shape)} and {tuple(b.shape)} differ "
+                         "(no broadcasting here; use relu(a + b))")
+    return AddReLU.apply(a, b)
 
 
 def stable_sigmoid(x):

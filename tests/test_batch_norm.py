@@ -101,3 +101,20 @@ def test_numba_channel_affine_matches_generic(shape, relu):
     want = generic.channel_affine(x, scale, shift, relu)
     np.testing.assert_allclose(cpu_batchnorm.channel_affine(x, scale, shift, relu), want,
                                rtol=1e-6, atol=1e-6)
+
+
+def test_add_relu_matches_torch(torch_mod):
+    torch = torch_mod
+    rng = np.random.default_rng(5)
+    a, b = (rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for _ in range(2))
+    ma, mb = minidl.tensor(a, requires_grad=True), minidl.tensor(b, requires_grad=True)
+    ta, tb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+    my, ty = F.add_relu(ma, mb), torch.relu(ta + tb)
+    np.testing.assert_allclose(my.numpy(), ty.detach().numpy(), rtol=1e-6)
+    proj = rng.standard_normal(a.shape).astype(np.float32)
+    (my * minidl.tensor(proj)).sum().backward()
+    (ty * torch.from_numpy(proj)).sum().backward()
+    np.testing.assert_allclose(ma.grad.numpy(), ta.grad.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(mb.grad.numpy(), tb.grad.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"add_relu: shapes \(2, 3\) and \(3,\) differ"):
+        F.add_relu(minidl.zeros(2, 3), minidl.zeros(3))

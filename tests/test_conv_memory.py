@@ -40,3 +40,21 @@ def test_gradcheck_with_columns_gathered_again(monkeypatch):
     x, w = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
             for s in ((2, 2, 5, 5), (3, 2, 3, 3)))
     assert gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
+
+
+@pytest.mark.parametrize("spatial", [1, 2, 12], ids=["1x1", "2x2", "12x12"])
+def test_pointwise_weight_gradient_either_way(spatial):
+    """1x1 convs take their weight gradient as per-sample GEMMs summed (long rows) or as one
+    GEMM over the batch's columns (short rows, where the per-sample products would be larger
+    than the activations): both against a plain einsum."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 6, spatial, spatial)).astype(np.float32)
+    w = rng.standard_normal((5, 6, 1, 1)).astype(np.float32)
+    mx, mw = minidl.tensor(x, requires_grad=True), minidl.tensor(w, requires_grad=True)
+    out = F.conv2d(mx, mw)
+    g = rng.standard_normal(out.shape).astype(np.float32)
+    (out * minidl.tensor(g)).sum().backward()
+    want = np.einsum("nchw,nkhw->ck", g, x)[:, :, None, None]
+    np.testing.assert_allclose(mw.grad.numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mx.grad.numpy(), np.einsum("nchw,ck->nkhw", g, w[:, :, 0, 0]),
+                               rtol=1e-5, atol=1e-5)

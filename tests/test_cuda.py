@@ -407,3 +407,15 @@ def test_unscale_grads_multiplies_in_place_and_flags_inf_and_nan(run, dtype):
         np.testing.assert_array_equal(run.to_host(device_grads[0]), grads[0] * dtype(inv_scale))
     empty = run.to_device(np.zeros(0, dtype))
     cuda.unscale_grads([empty], 0.5, found)  # nothing to launch
+
+
+def test_nchw_to_cols_and_add_relu_match_numpy(run):
+    rng = np.random.default_rng(15)
+    g = rng.standard_normal((3, 4, 2, 5)).astype(np.float32)
+    g2, gb = cuda.nchw_to_cols(run.to_device(g))
+    assert gb is None  # left to the caller: most convs have no bias
+    np.testing.assert_array_equal(run.to_host(g2), g.transpose(1, 0, 2, 3).reshape(4, -1))
+    a, b = g, rng.standard_normal(g.shape).astype(np.float32)
+    a[0, 0, 0, 0] = np.nan
+    got = run.to_host(cuda.add_relu(run.to_device(a), run.to_device(b)))
+    np.testing.assert_array_equal(got, np.maximum(a + b, 0))

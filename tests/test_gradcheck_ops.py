@@ -138,6 +138,8 @@ CASES = [
     ("batch_norm_relu_train", lambda x, w, b: F.batch_norm_relu(x, minidl.zeros(2), minidl.ones(2), w, b, training=True), lambda: [randn((3, 2, 2, 3)), randn((2,), 1), randn((2,), 2)]),
     ("batch_norm_relu_train_3d", lambda x: F.batch_norm_relu(x, None, None, training=True), lambda: [randn((2, 3, 5))]),
     ("batch_norm_relu_eval", lambda x, w, b: F.batch_norm_relu(x, minidl.tensor([0.1, -0.2]), minidl.tensor([0.5, 2.0]), w, b, training=False), lambda: [randn((3, 2, 2, 2)), randn((2,), 1), randn((2,), 2)]),
+    ("add_relu", lambda a, b: F.add_relu(a, b), lambda: [randn((3, 4)), randn((3, 4), 1)]),
+    ("add_relu_4d", lambda a, b: F.add_relu(a, b), lambda: [randn((2, 3, 2, 2)), randn((2, 3, 2, 2), 1)]),
     ("batch_norm_eval", lambda x, w, b: F.batch_norm(x, minidl.tensor([0.1, -0.2]), minidl.tensor([0.5, 2.0]), w, b, training=False), lambda: [randn((3, 2, 2, 2)), randn((2,), 1), randn((2,), 2)]),
 ]
 

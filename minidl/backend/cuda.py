@@ -120,6 +120,21 @@ const ptrdiff_t c = t % channels;
 y = y2[c * nl + (t / channels) * length + l] + (with_bias ? bias[c] : (T)0);
 """
 
+# The inverse layout: NCHW (N, Co, L) -> the (Co, N*L) columns a weight-gradient GEMM takes.
+NCHW_TO_COLS = """
+idx_t t = i;
+const idx_t l = t % length; t /= length;
+const idx_t s = t % samples;
+g2 = g[(s * channels + t / samples) * length + l];
+"""
+
+# relu(a + b), the residual add of a ResNet block and the ReLU after it, in one pass; NaN passes
+# through as in maximum(v, 0).
+ADD_RELU = """
+const T v = a[i] + b[i];
+y = (v > (T)0 || v != v) ? v : (T)0;
+"""
+
 # As in PyTorch, the gradient is g where the output is positive and exactly 0 elsewhere.
 RELU_BACKWARD = """
 gx = y[i] > (T)0 ? g[i] : (T)0;
@@ -312,6 +327,9 @@ SPECS = {
     "max_pool2d_backward": ("raw T gy, raw int32 arg, " + GEOMETRY, "T gx", MAX_POOL_BACKWARD),
     "cols_to_nchw": ("raw T y2, raw T bias, int32 with_bias, int64 channels, int64 length, "
                      "int64 nl", "T y", COLS_TO_NCHW),
+    "nchw_to_cols": ("raw T g, int64 channels, int64 samples, int64 length", "T g2",
+                     NCHW_TO_COLS),
+    "add_relu": ("raw T a, raw T b", "T y", ADD_RELU),
     "relu_backward": ("raw T g, raw T y", "T gx", RELU_BACKWARD),
     "softmax_xent": ("raw T logits, raw int64 target, int32 classes", "T loss, raw T prob",
                      SOFTMAX_XENT),
@@ -457,6 +475,29 @@ def cols_to_nchw(y2, bias, n, oh, ow):
         b = _flat(cp, bias.astype(y2.dtype, copy=False)) if bias is not None else y2.reshape(-1)
         _kernel("cols_to_nchw", _wide(y))(_flat(cp, y2), b, int(bias is not None), co, length,
                                           n * length, y)
+    return y
+
+
+def nchw_to_cols(g, with_cols=True):
+    """(N, C, H, W) -> ((C, N*H*W) columns, None): the bias gradient is left to the caller,
+    who needs it only for layers with a bias (a separate reduction on the GPU)."""
+    cp = get_array_module(g)
+    n, c = g.shape[:2]
+    length = g.size // (n * c) if n * c else 0
+    if not with_cols:
+        return None, None
+    g2 = cp.empty((c, n * length), dtype=g.dtype)
+    if g2.size:
+        _kernel("nchw_to_cols", _wide(g2))(_flat(cp, g), c, n, length, g2)
+    return g2, None
+
+
+def add_relu(a, b):
+    """relu(a + b) for two arrays of one shape, in one pass."""
+    cp = get_array_module(a)
+    y = cp.empty(a.shape, dtype=a.dtype)
+    if y.size:
+        _kernel("add_relu")(_flat(cp, a), _flat(cp, b.astype(a.dtype, copy=False)), y)
     return y
 
 

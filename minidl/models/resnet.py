@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import nn
+from ..nn import functional as F
 from ..tensor import Tensor
 
 __all__ = ["Bottleneck", "ResNet", "resnet50", "load_weights"]
@@ -45,7 +46,7 @@ class Bottleneck(nn.Module):
         out = self.bn2.forward_relu(self.conv2(out))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
+        return F.add_relu(out, identity)  # relu(out + identity) in one pass
 
 
 class ResNet(nn.Module):
