@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +133,55 @@ def test_empty_or_missing_folders_raise(tmp_path):
     (tmp_path / "text" / "a" / "x.txt").write_text("x")
     with pytest.raises(FileNotFoundError, match="no readable images"):
         ImageFolder(tmp_path / "text")
+
+
+# ---- symbolic links: no loops, no leaving the class folder, no photo twice ---------------------
+def _two_classes(tmp_path):
+    root = tmp_path / "photos"
+    for cls, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+        for i in range(3):
+            _save(root / cls / f"{cls}{i}.png", "RGB", (8, 8), colour)
+    return root
+
+
+def _labelled(ds, root):
+    return sorted((str(Path(p).relative_to(root)), ds.classes[y])
+                  for p, y in ds.samples)
+
+
+def test_a_link_loop_is_not_followed(tmp_path, caplog):
+    root = _two_classes(tmp_path)
+    (root / "a" / "loop").symlink_to(".")
+    (root / "a" / "deeper").mkdir()
+    (root / "a" / "deeper" / "back").symlink_to("..")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        ds = ImageFolder(root, verify=False)
+    assert len(ds) == 6  # 6 photos, not 126
+    assert ds.targets.count(0) == 3 and ds.targets.count(1) == 3
+    assert any("loop" in p for p, _ in ds.skipped)
+
+
+def test_a_link_to_the_parent_or_another_class_does_not_relabel_photos(tmp_path):
+    root = _two_classes(tmp_path)
+    (root / "a" / "up").symlink_to("..")
+    (root / "a" / "other").symlink_to("../b")
+    (root / "a" / "b1_again.png").symlink_to("../b/b1.png")
+    ds = ImageFolder(root, verify=False)
+    assert _labelled(ds, root) == [(f"{c}/{c}{i}.png", c) for c in "ab" for i in range(3)]
+    assert {p.rsplit("/", 1)[-1] for p, _ in ds.skipped} == {"up", "other", "b1_again.png"}
+
+
+def test_links_inside_the_class_folder_count_once_and_class_folders_may_be_links(tmp_path):
+    root = _two_classes(tmp_path)
+    _save(root / "a" / "sub" / "s.png", "RGB", (8, 8), (1, 1, 1))
+    (root / "a" / "sub_link").symlink_to("sub")              # the same folder twice
+    (root / "a" / "a0_copy.png").symlink_to("a0.png")         # the same file twice
+    outside = _save(tmp_path / "elsewhere" / "c" / "c0.png", "RGB", (8, 8), (0, 200, 0)).parent
+    (root / "c").symlink_to(outside)                          # a class folder kept elsewhere
+    (root / "d").symlink_to("a")                              # a second name for class a
+    ds = ImageFolder(root, verify=False)
+    assert ds.classes == ["a", "b", "c", "d"]
+    assert [ds.classes[y] for y in ds.targets].count("a") == 4
+    assert [ds.classes[y] for y in ds.targets].count("c") == 1
+    assert [ds.classes[y] for y in ds.targets].count("d") == 0
+    assert len({os.path.realpath(p) for p, _ in ds.samples}) == len(ds) == 8
