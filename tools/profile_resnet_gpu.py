@@ -110,15 +110,14 @@ def main():
           f"ratio {a / b:.2f}")
 
     from torch.profiler import ProfilerActivity, profile
-    for label, fn in (("train step", None), ("inference", infer_m)):
-        if fn is None:
-            model.train()
+    def train_step():
+        opt.zero_grad()
+        F.cross_entropy(model(xm), ym).backward()
+        opt.step()
 
-            def fn():
-                opt.zero_grad()
-                F.cross_entropy(model(xm), ym).backward()
-                opt.step()
-            fn()
+    for label, fn, train in (("train step", train_step, True), ("inference", infer_m, False)):
+        model.train(train)
+        fn()
         sync_m()
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             for _ in range(3):
