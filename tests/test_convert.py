@@ -349,3 +349,90 @@ def test_cli_module_exit_status(tmp_path):
                           capture_output=True, text=True, cwd=REPO, env=env)
     assert proc.returncode == 2
     assert "nope.pth" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- memory follows what the file holds, not what it declares (issue 11 item 12) ----------------
+def _deflated_zeros_checkpoint(path, n_floats):
+    """A torch-layout zip whose one storage is n_floats zeros, deflated (a few hundred bytes
+    per MB): the file is tiny, the declared storage is not."""
+    storage = b"(Vstorage\nctorch\nFloatStorage\nV0\nVcpu\nI%d\ntQ" % n_floats
+    data_pkl = state_dict_pickle(("w", rebuild(storage, (n_floats,), (1,))))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", data_pkl)
+        z.writestr("archive/byteorder", b"little")
+        with z.open("archive/data/0", "w", force_zip64=True) as member:
+            zeros = bytes(1 << 20)
+            for _ in range(n_floats * 4 >> 20):
+                member.write(zeros)
+
+
+def test_a_zip_bomb_storage_is_refused_before_it_is_inflated(tmp_path):
+    path = tmp_path / "bomb.pth"
+    _deflated_zeros_checkpoint(path, 64 << 20)  # declares 256 MB
+    assert path.stat().st_size < 1 << 20
+    script = ("import resource, sys\n"
+              "from minidl.models.convert import load_torch_checkpoint\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "try:\n"
+              f"    load_torch_checkpoint({str(path)!r})\n"
+              "except ValueError as e:\n"
+              "    print('refused:', e)\n"
+              "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), check=True)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("refused:") and "bomb.pth" in lines[0] and "ratio" in lines[0]
+    assert int(lines[-1]) < 32, f"peak RSS grew by {lines[-1]} MB"  # 256 MB declared
+
+
+def test_declared_sizes_are_charged_against_the_limit_before_reading(tmp_path):
+    path = tmp_path / "four.pth"
+    write_torch_zip(path, tensor_pickle(4), FOUR_FLOATS)
+    assert load_torch_checkpoint(path, max_bytes=16)["w"].shape == (4,)
+    with pytest.raises(ValueError, match="four.pth.*declares 16 bytes, over the 15 bytes left"):
+        load_torch_checkpoint(path, max_bytes=15)
+    # an .npz is held to the same rules
+    npz = tmp_path / "z.npz"
+    np.savez_compressed(npz, a=np.zeros(1 << 20, np.float32))
+    with pytest.raises(ValueError, match="ratio"):
+        load_torch_checkpoint(npz)
+    np.savez(npz, a=np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="over the 10 bytes left"):
+        load_torch_checkpoint(npz, max_bytes=10)
+    assert load_torch_checkpoint(npz)["a"].shape == (8,)
+
+
+def test_convert_limits_the_load_by_the_models_expected_shapes(tmp_path, monkeypatch):
+    from minidl.models import convert as convert_module
+    seen = {}
+    real = convert_module.load_torch_checkpoint
+
+    def spy(path, max_bytes=None):
+        seen["max_bytes"] = max_bytes
+        return real(path, max_bytes=max_bytes)
+    monkeypatch.setattr(convert_module, "load_torch_checkpoint", spy)
+    monkeypatch.setattr(convert_module, "_expected_shapes", lambda arch: {"w": (4,)})
+    path = tmp_path / "four.pth"
+    write_torch_zip(path, tensor_pickle(4), FOUR_FLOATS)
+    convert(path, tmp_path / "out.npz", arch="resnet50")
+    assert seen["max_bytes"] == 4 * 8 * 4 + (1 << 20)
+
+
+# --- the converter never overwrites its input (issue 11 item 13) ---------------------------------
+def test_output_that_is_the_input_is_refused(tmp_path, capsys):
+    src = tmp_path / "w.pth"
+    write_torch_zip(src, tensor_pickle(4), FOUR_FLOATS)
+    before = src.read_bytes()
+    link = tmp_path / "link.pth"
+    link.symlink_to(src)
+    hard = tmp_path / "hard.pth"
+    os.link(src, hard)
+    for out in (src, link, hard, tmp_path / "." / "w.pth"):
+        assert main([str(src), str(out), "--arch", "none"]) == 2
+        err = capsys.readouterr().err
+        assert "is the input checkpoint itself" in err and err.count("\n") == 1
+        assert src.read_bytes() == before
+    with pytest.raises(ValueError, match="input checkpoint itself"):
+        convert(src, src, arch="none")

@@ -55,6 +55,53 @@ _TORCH_DTYPES = {
     "complex64": "c8", "complex128": "c16",
 }
 _STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")  # wrappers training scripts use
+# What a checkpoint may make us allocate, checked against the sizes its zip directory declares
+# before anything is inflated: in all (convert() sets it from the model's expected shapes), and
+# per compressed member relative to its compressed size (torch.save stores members
+# uncompressed; a deflated 1 MB of zeros can declare 1 GB).
+DEFAULT_MAX_BYTES = 8 << 30
+MAX_INFLATE_RATIO = 50
+_CHUNK = 1 << 20
+
+
+class _Budget:
+    """Bytes a checkpoint may still make us allocate; every storage is charged before it is read."""
+
+    def __init__(self, path, max_bytes):
+        self.path, self.left = path, DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
+        self.file_bytes = os.path.getsize(path)
+
+    def charge(self, info):
+        """Refuse a member before it is read when its declared size is out of bounds."""
+        size = info.file_size
+        if info.compress_type == zipfile.ZIP_STORED:
+            if info.compress_size != size or size > self.file_bytes:
+                raise ValueError(f"checkpoint {self.path}: member {info.filename} declares {size} "
+                                 f"bytes, more than the file holds (truncated or corrupt file?)")
+        elif size > max(_CHUNK, MAX_INFLATE_RATIO * info.compress_size):
+            raise ValueError(f"checkpoint {self.path}: member {info.filename} would inflate "
+                             f"{info.compress_size} compressed bytes to {size}; refusing a ratio "
+                             f"over {MAX_INFLATE_RATIO} (torch.save writes members uncompressed)")
+        if size > self.left:
+            raise ValueError(f"checkpoint {self.path}: member {info.filename} declares {size} bytes, "
+                             f"over the {self.left} bytes left of the limit for this load (a model's "
+                             f"expected shapes, or max_bytes)")
+        self.left -= size
+
+    def read(self, archive, info):
+        """The member's bytes as a uint8 array, streamed into one buffer of its declared size."""
+        self.charge(info)
+        size = info.file_size
+        out = np.empty(size, dtype=np.uint8)
+        done = 0
+        with archive.open(info) as member:  # zipfile checks the CRC as it streams
+            while done < size:
+                chunk = member.read(min(_CHUNK, size - done))
+                if not chunk:
+                    raise ValueError(f"checkpoint {self.path}: member {info.filename} is truncated")
+                out[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                done += len(chunk)
+        return out
 
 
 # Markers are NamedTuples, not plain objects: pickle's BUILD opcode can set attributes on
@@ -159,9 +206,9 @@ def _allowed_globals():
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles a torch ``data.pkl`` into numpy arrays; calls nothing outside _allowed_globals()."""
 
-    def __init__(self, file, archive, prefix, path):
+    def __init__(self, file, archive, prefix, path, budget):
         super().__init__(file)
-        self.archive, self.prefix, self.path = archive, prefix, path
+        self.archive, self.prefix, self.path, self.budget = archive, prefix, path, budget
         self.byteorder = "<"
         if f"{prefix}/byteorder" in archive.namelist():
             order = archive.read(f"{prefix}/byteorder").strip()
@@ -198,17 +245,36 @@ class _RestrictedUnpickler(pickle.Unpickler):
             if info.file_size != operator.index(numel) * dtype.itemsize:  # checked before reading it
                 raise ValueError(f"checkpoint {self.path}: storage {entry} holds {info.file_size} bytes, "
                                  f"expected {numel} x {dtype.itemsize} (truncated or corrupt file?)")
-            self.storages[key] = np.frombuffer(self.archive.read(info), dtype=dtype)
+            self.storages[key] = self.budget.read(self.archive, info).view(dtype)
         return self.storages[key], storage_type.code, self.byteorder
 
 
-def _load_zip(path, archive):
+def _read_npz(archive, path, budget):
+    """{name: array} of an .npz whose members are charged against ``budget`` before reading;
+    each array's header must agree with its member's size (no allocation the file cannot fill)."""
+    out = {}
+    fmt = np.lib.format
+    for info in archive.infolist():
+        budget.charge(info)
+        with archive.open(info) as member:
+            version = fmt.read_magic(member)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise ValueError(f"checkpoint {path}: array {info.filename} declares shape {shape} "
+                                 f"of {dtype}, more than its {info.file_size} bytes")
+        with archive.open(info) as member:
+            out[info.filename[:-4]] = fmt.read_array(member, allow_pickle=False)
+    return out
+
+
+def _load_zip(path, archive, budget):
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
         raise ValueError(f"checkpoint {path}: expected one <prefix>/data.pkl in the zip, found {pickles}")
     prefix = pickles[0].split("/")[0]
     with archive.open(pickles[0]) as f:
-        return _RestrictedUnpickler(f, archive, prefix, path).load()
+        return _RestrictedUnpickler(f, archive, prefix, path, budget).load()
 
 
 def _load_legacy(path):
@@ -299,12 +365,16 @@ def load_safetensors(path):
     return _as_state_dict(out, path)
 
 
-def load_torch_checkpoint(path):
+def load_torch_checkpoint(path, max_bytes=None):
     """Read a PyTorch checkpoint (zip format, legacy format, ``.npz`` or ``.safetensors``)
     -> {name: ndarray}.
 
     The zip format is read without torch and without running code from the file. Arrays keep
-    their dtype, except bfloat16, which becomes float32.
+    their dtype, except bfloat16, which becomes float32. Memory follows what the file holds,
+    never what it declares: a zip's storages (and an .npz's arrays) are charged against
+    ``max_bytes`` (default ``DEFAULT_MAX_BYTES``) and a compressed one may not inflate more than
+    ``MAX_INFLATE_RATIO`` times, both checked before it is read; each is streamed into one
+    buffer of its size.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -315,10 +385,10 @@ def load_torch_checkpoint(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
+                budget = _Budget(path, max_bytes)
                 if names and all(n.endswith(".npy") for n in names):
-                    with np.load(path, allow_pickle=False) as npz:
-                        return _as_state_dict({k: npz[k] for k in npz.files}, path)
-                obj = _load_zip(path, archive)
+                    return _as_state_dict(_read_npz(archive, path, budget), path)
+                obj = _load_zip(path, archive, budget)
         except (pickle.UnpicklingError, ValueError) as e:
             if path in str(e):
                 raise
@@ -357,12 +427,26 @@ def _expected_shapes(arch):
             if not k.endswith("num_batches_tracked")}
 
 
+def _same_file(a, b):
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def convert(in_path, out_path, arch="resnet50"):
-    """Checkpoint -> .npz. With an arch, names and shapes must match that minidl model exactly."""
-    state = {k: v for k, v in load_torch_checkpoint(in_path).items()
+    """Checkpoint -> .npz. With an arch, names and shapes must match that minidl model exactly,
+    and the checkpoint may not make the reader allocate more than 4 x float64 of those shapes
+    (room for a training checkpoint's optimizer state beside the weights)."""
+    if _same_file(in_path, out_path):
+        raise ValueError(f"output {out_path} is the input checkpoint itself; writing it would "
+                         "destroy the source: choose another output path")
+    expected = _expected_shapes(arch) if arch != "none" else None
+    max_bytes = None if expected is None else \
+        4 * 8 * sum(math.prod(s) for s in expected.values()) + (1 << 20)
+    state = {k: v for k, v in load_torch_checkpoint(in_path, max_bytes=max_bytes).items()
              if not k.endswith("num_batches_tracked")}  # minidl's BatchNorm keeps no step counter
-    if arch != "none":
-        problems = check_state_dict(_expected_shapes(arch), state)
+    if expected is not None:
+        problems = check_state_dict(expected, state)
         if problems:
             raise ValueError(f"checkpoint {in_path} does not fit minidl's {arch} "
                              f"({len(problems)} problems):\n  " + "\n  ".join(problems))
