@@ -320,3 +320,107 @@ def test_after_backward_runs_once_per_backward_after_every_gradient():
     z._ctx.after_backward = y._ctx.after_backward  # the same callback twice in one graph
     (y.sum() + z.sum()).backward()
     assert seen == [[5.0, 5.0]]
+
+
+# ---- the nccl backend's plumbing, on a fake CuPy and a fake NCCL ---------------------------------
+class _FakeNccl:
+    """cupy.cuda.nccl for a world of 2 ranks whose peer holds the same values as this one:
+    reads and writes the buffers through the pointers it is given, as NCCL does."""
+
+    def __init__(self, has_avg=True):
+        for name in ("int8", "uint8", "int32", "uint32", "int64", "uint64", "float16", "float32",
+                     "float64"):
+            setattr(self, f"NCCL_{name.upper()}", name)  # the constant names its dtype
+        self.NCCL_SUM, self.NCCL_MAX, self.NCCL_MIN = "sum", "max", "min"
+        if has_avg:
+            self.NCCL_AVG = "avg"
+        self.made = []
+        fake = self
+
+        class Comm:
+            def __init__(self, n, uid, rank):
+                fake.made.append((n, uid, rank))
+
+            @staticmethod
+            def _view(ptr, count, dtype):
+                import ctypes
+
+                size = count * np.dtype(dtype).itemsize
+                raw = (ctypes.c_char * size).from_address(ptr)
+                return np.frombuffer(raw, dtype=dtype)
+
+            def allReduce(self, send, recv, count, dtype, op, stream):  # noqa: N802
+                x = self._view(send, count, dtype)
+                self._view(recv, count, dtype)[...] = x * 2 if op == "sum" else x
+
+            def bcast(self, buf, count, dtype, root, stream):
+                if root != 1:  # the peer (rank 0) sends its values: here, 7s
+                    self._view(buf, count, dtype)[...] = 7
+
+            def allGather(self, send, recv, count, dtype, stream):  # noqa: N802
+                x = self._view(send, count, dtype)
+                out = self._view(recv, 2 * count, dtype)
+                out[:count], out[count:] = x, x
+
+            def destroy(self):
+                pass
+
+            def abort(self):
+                pass
+
+        self.NcclCommunicator = Comm
+        self.get_unique_id = lambda: b"made-on-rank-0"
+
+
+@pytest.mark.parametrize("has_avg", [True, False])
+def test_nccl_group_plumbing_on_fake_cupy(monkeypatch, has_avg):
+    import types
+
+    import _fake_gpu
+
+    from minidl import backend
+    from minidl.distributed.nccl import NCCLGroup
+
+    fake = _fake_gpu.install(monkeypatch, lib=None)
+    used = []
+    fake.cuda = types.SimpleNamespace(
+        runtime=types.SimpleNamespace(getDeviceCount=lambda: 2),
+        Device=lambda i=0: types.SimpleNamespace(use=lambda: used.append(i)),
+        get_current_stream=lambda: types.SimpleNamespace(ptr=0, synchronize=lambda: None))
+    nccl = _FakeNccl(has_avg)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(nccl=nccl)))
+    monkeypatch.setitem(sys.modules, "cupy.cuda", types.SimpleNamespace(nccl=nccl))
+    monkeypatch.setattr(NCCLGroup, "_ptr", staticmethod(lambda a: a.ctypes.data))
+    host_calls = []
+    mpi = types.SimpleNamespace(
+        rank=1, size=2, local_rank=1, local_size=2,
+        comm=types.SimpleNamespace(bcast=lambda obj, root: b"made-on-rank-0"),
+        all_reduce=lambda arr, op: host_calls.append(("all_reduce", op)),
+        barrier=lambda: host_calls.append(("barrier",)), close=lambda: None)
+
+    group = NCCLGroup(mpi)
+    assert used == [1]  # the GPU of local rank 1, chosen before the communicator
+    assert nccl.made == [(2, b"made-on-rank-0", 1)]  # rank 0's unique id, over MPI
+
+    x = backend.to_device(np.arange(4, dtype=np.float32), "cuda")
+    group.all_reduce(x, "sum")
+    np.testing.assert_array_equal(backend.to_numpy(x), [0, 2, 4, 6])
+    group.all_reduce(x, "avg")  # NCCL's avg, or a sum scaled by 1/2 where NCCL lacks it
+    np.testing.assert_array_equal(backend.to_numpy(x), [0, 2, 4, 6])
+    grid = backend.to_device(np.ones((3, 4), dtype=np.float64), "cuda")
+    group.all_reduce(grid[:, 1], "sum")  # not contiguous: reduced in a copy, written back
+    np.testing.assert_array_equal(backend.to_numpy(grid)[:, 1], [2, 2, 2])
+    assert backend.to_numpy(grid).sum() == 15
+    b = backend.to_device(np.zeros(3, dtype=np.int64), "cuda")
+    group.broadcast(b, 0)
+    np.testing.assert_array_equal(backend.to_numpy(b), [7, 7, 7])
+    g = group.all_gather(backend.to_device(np.array([1.5, 2.5], dtype=np.float32), "cuda"))
+    assert backend.device_of(g) == "cuda" and backend.to_numpy(g).tolist() == [[1.5, 2.5]] * 2
+
+    group.all_reduce(np.ones(2, dtype=np.float32), "sum")  # a host array goes through MPI
+    group.barrier()
+    assert host_calls == [("all_reduce", "sum"), ("barrier",)]
+
+    mpi.local_size = 3  # more ranks on the node than GPUs: NCCL cannot, and says what to do
+    with pytest.raises(RuntimeError, match="one GPU per rank.*backend='mpi'"):
+        NCCLGroup(mpi)

@@ -47,6 +47,10 @@ class NCCLGroup:
     def _stream(self):
         return self.cp.cuda.get_current_stream().ptr
 
+    @staticmethod
+    def _ptr(buf):
+        return buf.data.ptr
+
     def _device_buffer(self, arr):
         """(buffer, nccl dtype, copied): a C-contiguous device array of arr's values (arr, or a
         view of it, unless ``copied``) in a type NCCL moves; bools travel as bytes."""
@@ -68,7 +72,7 @@ class NCCLGroup:
             nccl_op = self._avg
         else:
             nccl_op = self._ops["sum" if op == "avg" else op]
-        self.comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, dtype, nccl_op, self._stream())
+        self.comm.allReduce(self._ptr(buf), self._ptr(buf), buf.size, dtype, nccl_op, self._stream())
         if op == "avg" and self._avg is None:
             buf *= buf.dtype.type(1.0 / self.size)
         if copied:
@@ -78,7 +82,7 @@ class NCCLGroup:
         if device_of(arr) != "cuda":
             return self.mpi.broadcast(arr, src)
         buf, dtype, copied = self._device_buffer(arr)
-        self.comm.bcast(buf.data.ptr, buf.size, dtype, src, self._stream())
+        self.comm.bcast(self._ptr(buf), buf.size, dtype, src, self._stream())
         if copied:
             arr[...] = buf.view(arr.dtype)
 
@@ -87,7 +91,7 @@ class NCCLGroup:
             return self.mpi.all_gather(arr)
         buf, dtype, _ = self._device_buffer(arr)
         out = self.cp.empty((self.size,) + buf.shape, dtype=buf.dtype)
-        self.comm.allGather(buf.data.ptr, out.data.ptr, buf.size, dtype, self._stream())
+        self.comm.allGather(self._ptr(buf), self._ptr(out), buf.size, dtype, self._stream())
         return out.view(arr.dtype)
 
     def all_gather_object(self, obj):
