@@ -35,7 +35,10 @@ TARGETS = {
     "gpu-resnet50-train-step-b32-224": 1.5,
     "gpu-resnet50-inference-b64-224": 1.3,
     "gpu-resnet50-inference-b256-224": 1.3,
+    "gpu-resnet50-train-step-b64-224-bf16": 1.5,
 }
+# Mixed precision (issue 13): minidl's float32 step / its bf16 step, at least this much.
+SPEEDUPS = {("gpu-resnet50-train-step-b64-224-fp32", "gpu-resnet50-train-step-b64-224-bf16"): 2.5}
 
 
 def load(path):
@@ -153,6 +156,12 @@ def main(argv=None):
         widths = [max(len(str(x)) for x in col) for col in zip(head, *lines)]
         for line in [head] + lines:
             print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)))
+    by_group = {r["group"]: r for r in table}
+    for (slow, fast), goal in SPEEDUPS.items():
+        if slow in by_group and fast in by_group and by_group[fast]["ours"]:
+            x = by_group[slow]["ours"] / by_group[fast]["ours"]
+            print(f"\nminidl {slow} / {fast}: {x:.2f}x faster (goal >= {goal}: "
+                  f"{'ok' if x >= goal else 'MISSED'})")
     data = loaded[0][0]
     threads = data.get("minidl_threads")
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
