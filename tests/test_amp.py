@@ -523,3 +523,36 @@ def test_tf32_switch_is_off_by_default():
         assert minidl.backends.cudnn.allow_tf32 is True
     finally:
         minidl.backends.cuda.matmul.allow_tf32 = before
+
+
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_mnist_example_amp_flag_trains_and_checkpoints_float32(tmp_path, monkeypatch, capsys, amp):
+    """--amp on the embedded sample (an MLP, one epoch, then a resumed second): it learns, the
+    checkpoint's weights are float32, and float16 runs keep the GradScaler's state with them."""
+    from minidl.datasets import mnist as mnist_module
+    from minidl.examples import mnist as example
+
+    monkeypatch.setenv("MINIDL_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(mnist_module, "MIRRORS", [])
+    ckpt = tmp_path / "ckpt.npz"
+    common = ["--model", "mlp", "--no-progress", "--amp", amp, "--batch-size", "128",
+              "--save", str(ckpt)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # float16 overflow before a backoff
+        assert example.main(common + ["--epochs", "1"]) == 0
+        state = minidl.load(ckpt)
+        assert all(v.dtype == np.float32 for k, v in state.items() if k.startswith("model."))
+        assert any(k.startswith("scaler.") for k in state) == (amp == "fp16")
+        assert example.main(common + ["--epochs", "2", "--resume", str(ckpt)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(f"amp {amp}" in line for line in out)
+    assert float(out[-1].split(": ")[1]) > 0.8
+
+
+def test_mnist_example_refuses_an_unknown_amp_mode(capsys):
+    from minidl.examples import mnist as example
+
+    with pytest.raises(SystemExit) as exc:
+        example.main(["--amp", "fp8"])
+    assert exc.value.code == 2 and "--amp" in capsys.readouterr().err

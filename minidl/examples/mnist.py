@@ -3,6 +3,7 @@
     python -m minidl.examples.mnist --data ../shared/data/mnist
     python -m minidl.examples.mnist --model mlp --epochs 10 --metrics-json run.json
     mpiexec -n 2 python -m minidl.examples.mnist     # data-parallel over 2 processes
+    python -m minidl.examples.mnist --device cuda --amp bf16   # mixed precision (or fp16)
 
 The data is looked up in --data, then $MINIDL_DATA/mnist, then ~/.cache/minidl/mnist, then
 downloaded; with none of those it trains on the small sample shipped inside the package and says
@@ -28,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 
 import numpy as np
 from tqdm import tqdm
@@ -65,6 +67,9 @@ def parse_args(argv=None):
     p.add_argument("--metrics-json", metavar="PATH", help="write accuracy, timings and history")
     p.add_argument("--errors", metavar="PNG", help="contact sheet of misclassified test digits")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off",
+                   help="mixed precision: autocast in float16 (with a GradScaler) or bfloat16; "
+                        "parameters and checkpoints stay float32 (default: off)")
     p.add_argument("--distributed", action="store_true",
                    help="train data-parallel over the ranks of an MPI job (automatic when "
                         "started by mpiexec -n N with N > 1)")
@@ -161,8 +166,10 @@ def _json_array(obj):
     return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
 
 
-def save_checkpoint(path, model, optimizer, epoch, history):
+def save_checkpoint(path, model, optimizer, epoch, history, scaler=None):
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if scaler is not None:  # float16 loss scaling: its scale and growth count
+        state.update({f"scaler.{k}": np.asarray(v) for k, v in scaler.state_dict().items()})
     opt_state = optimizer.state_dict()
     for i, entries in opt_state["state"].items():
         for key, value in entries.items():
@@ -173,7 +180,7 @@ def save_checkpoint(path, model, optimizer, epoch, history):
     minidl.save(state, path)
 
 
-def load_checkpoint(path, model, optimizer):
+def load_checkpoint(path, model, optimizer, scaler=None):
     """(epoch, history) after restoring model and optimizer; ValueError naming ``path`` when the
     file is not a checkpoint of this model and optimizer."""
     try:
@@ -193,6 +200,9 @@ def load_checkpoint(path, model, optimizer):
                 index, key = name[len(prefix):].split(".", 1)
                 opt_state["state"].setdefault(int(index), {})[key] = value
         optimizer.load_state_dict(opt_state)
+        scaler_state = {k[7:]: v for k, v in state.items() if k.startswith("scaler.")}
+        if scaler is not None and scaler.is_enabled() and scaler_state:
+            scaler.load_state_dict(scaler_state)
         history = json.loads(state["meta.history"].tobytes().decode()) \
             if "meta.history" in state else []
         epoch = int(state["meta.epoch"])
@@ -272,9 +282,12 @@ def main(argv=None):
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, nesterov=args.momentum > 0)
     start_epoch, history = 0, []
+    amp_dtype = {"fp16": minidl.float16, "bf16": "bfloat16"}.get(args.amp)
+    # float16 needs loss scaling (its gradients underflow); bfloat16 has float32's range
+    scaler = minidl.amp.GradScaler(device, enabled=args.amp == "fp16")
     if args.resume:
         try:
-            start_epoch, history = load_checkpoint(args.resume, model, optimizer)
+            start_epoch, history = load_checkpoint(args.resume, model, optimizer, scaler)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -292,7 +305,8 @@ def main(argv=None):
     loader.set_epoch(start_epoch)  # the batches an unbroken run would see from here on
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model {args.model}: {n_params:,} parameters; {args.epochs} epochs, batch "
-          f"{args.batch_size}, lr {args.lr}, device {device}", flush=True)
+          f"{args.batch_size}, lr {args.lr}, device {device}"
+          + (f", amp {args.amp}" if args.amp != "off" else ""), flush=True)
     if world > 1:
         how = (f"{args.lr / world:g} x {world} ranks, linear scaling; --lr sets it"
                if args.scale_lr else "from --lr")
@@ -314,11 +328,13 @@ def main(argv=None):
                        leave=False, disable=True if args.no_progress else None,  # None: TTY only
                        file=sys.stderr)
             for step, (x, y) in enumerate(bar):
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                with minidl.autocast(device, dtype=amp_dtype) if amp_dtype else nullcontext():
+                    logits = model(x)
+                    loss = F.cross_entropy(logits, y)
                 optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)  # optimizer.step(), skipped on inf/NaN float16 gradients
+                scaler.update()
                 n = len(y)
                 seen += n
                 if step % 20 == 0 or step == len(loader) - 1:
@@ -339,7 +355,8 @@ def main(argv=None):
                   f"test accuracy {test_acc:.4f}, {seconds:.1f} s "
                   f"({len(train_set) / seconds:.0f} images/s)", flush=True)
             if args.save and rank == 0:
-                save_checkpoint(args.save, net, optimizer, epoch + 1, history)
+                save_checkpoint(args.save, net, optimizer, epoch + 1, history,
+                                scaler if scaler.is_enabled() else None)
     except KeyboardInterrupt:
         where = f"; the checkpoint in {args.save} holds the last completed epoch" if args.save else ""
         print(f"\ninterrupted{where}", file=sys.stderr)
@@ -352,7 +369,7 @@ def main(argv=None):
     if args.metrics_json and rank == 0:
         metrics = dict(model=args.model, epochs=args.epochs, test_accuracy=test_acc,
                        train_seconds=round(train_seconds, 2), seed=args.seed,
-                       batch_size=args.batch_size, lr=args.lr, device=device,
+                       batch_size=args.batch_size, lr=args.lr, device=device, amp=args.amp,
                        data=train_set.source, world_size=world,
                        effective_batch_size=world * args.batch_size, history=history)
         with open(args.metrics_json, "w") as f:
