@@ -254,7 +254,7 @@ def fake_cuda(monkeypatch, tmp_path_factory):
     # The host build has float and double bodies only. CuPy's __half arithmetic converts to
     # float and rounds back, so a 16-bit call runs the float body on float32 copies and rounds
     # what it wrote.
-    def kernel(name):
+    def kernel(name, wide=False):
         host = _fake_gpu.HostKernel(lib, name)
 
         def call(*args, size=None):
