@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import sys
@@ -75,7 +76,7 @@ def read_idx(path, ndim):
         raise ValueError(f"{path}: bad magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
                          f"(IDX file of unsigned bytes with {ndim} dimensions)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + math.prod(dims)  # exact: np.prod wraps around past 2**63
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise ValueError(f"{path}: {what}: header says shape {dims}, i.e. {expected} bytes, "

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import sys
 import time
 
@@ -137,13 +138,14 @@ def main(argv=None):
         argv.insert(0, "train")  # `image_classifier PHOTOS ...` means train
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or (args.command == "train" and (args.epochs < 0 or args.lr <= 0)):
+    if args.batch_size < 1 or (args.command == "train" and (
+            args.epochs < 0 or not 0 < args.lr < float("inf"))):
         parser.error("--batch-size must be >= 1, --epochs >= 0 and --lr > 0")
     if args.command == "train" and args.seed is None:
         args.seed = 0
     try:
         return train(args) if args.command == "train" else predict(args)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:  # a refused pickle too
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -15,6 +15,7 @@ are reported and skipped; the exit status is then 1.
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 
 import numpy as np
@@ -78,7 +79,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         model, _ = load_backbone(args.weights, args.device, args.seed)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:  # a refused pickle too
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = imagenet_classes()
