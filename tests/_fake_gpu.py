@@ -39,7 +39,8 @@ def kernel_source(name, ctype, device=False):
     """One C++ (or CUDA) function looping the kernel body over i, as CuPy's generated code does:
     raw arrays are flat pointers, a non-raw output ``v`` is a reference to element i."""
     in_params, out_params, body = cuda.SPECS[name]
-    c_of = {"T": ctype, "int32": "int", "int64": "long long", "float64": "double"}
+    c_of = {"T": ctype, "int32": "int", "int64": "long long", "float64": "double",
+            "uint64": "unsigned long long"}
     args, refs = [], []
     for raw, typ, pname in params(in_params):
         args.append(f"{c_of[typ]}* {pname}" if raw else f"{c_of[typ]} {pname}")
@@ -56,9 +57,7 @@ def kernel_source(name, ctype, device=False):
     else:
         head = f'extern "C" void {name}_{ctype}({", ".join(args)}, long long size)'
         loop = "for (ptrdiff_t i = 0; i < size; ++i)"
-    # the 32-bit index type: what every array below 2^31 elements runs with on the GPU
-    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; typedef unsigned int idx_t; }}\n"
-            f"{head} {{\n"
+    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; }}\n{head} {{\n"
             f"  using namespace k_{name}_{ctype};\n  {loop} {{\n    {' '.join(refs)}\n"
             f"{body}\n  }}\n}}\n")
 
@@ -68,7 +67,10 @@ HOST_ATOMICS = "#define atomicAdd(p, v) (*(p) += (v))\n"
 
 
 def all_kernel_sources(device=False):
-    head = "#include <cstddef>\n#include <cmath>\n" + ("" if device else HOST_ATOMICS)
+    # the 32-bit index type and multiply-and-shift divisions: what every array below 2^31
+    # elements runs with on the GPU
+    head = ("#include <cstddef>\n#include <cmath>\n" + cuda.PREAMBLE[False]
+            + ("" if device else HOST_ATOMICS))
     return head + "".join(
         kernel_source(name, CTYPE[dt], device) for name in cuda.SPECS for dt in DTYPES)
 
@@ -114,7 +116,7 @@ class HostKernel:
             else:
                 assert not isinstance(a, np.ndarray), f"{self.name}: {pname} must be a scalar"
                 c_args.append({"int32": ctypes.c_int, "int64": ctypes.c_longlong,
-                               "float64": ctypes.c_double}[typ](a))
+                               "float64": ctypes.c_double, "uint64": ctypes.c_ulonglong}[typ](a))
         assert size is not None, f"{self.name}: all arguments raw and no size="
         fn = getattr(self.lib, f"{self.name}_{CTYPE[t_dtype.type]}")
         fn.restype = None

@@ -419,3 +419,19 @@ def test_nchw_to_cols_and_add_relu_match_numpy(run):
     a[0, 0, 0, 0] = np.nan
     got = run.to_host(cuda.add_relu(run.to_device(a), run.to_device(b)))
     np.testing.assert_array_equal(got, np.maximum(a + b, 0))
+
+
+def test_magic_division_is_exact_for_31_bit_numerators():
+    """The kernels divide by multiply and shift (cuda.PREAMBLE): exact for every divisor and
+    every numerator below 2^31, checked at the edges and at random."""
+    rng = np.random.default_rng(16)
+    divisors = [1, 2, 3, 5, 7, 49, 56, 64, 196, 3136, 12544, 65535, 2**20 + 1, 2**31 - 1]
+    divisors += [int(d) for d in rng.integers(1, 2**31 - 1, 40)]
+    for d in divisors:
+        packed = cuda._magic(d)
+        m, shift = packed & 0xFFFFFFFF, packed >> 32
+        n = np.concatenate([np.arange(0, 3 * d, max(1, d // 7))[:50], rng.integers(0, 2**31, 200),
+                            [2**31 - 1, 2**31 - 2, d - 1, d, d + 1]]).astype(np.uint64)
+        n = n[n < 2**31]
+        q = (n * np.uint64(m)) >> np.uint64(shift)
+        np.testing.assert_array_equal(q, n // np.uint64(d), err_msg=f"divisor {d}")

@@ -34,19 +34,23 @@ GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph,
 # Where column row r = (c, i, j) of sample s starts: s * sn + r * sr. (sn, sr) = (K*L, L) is
 # generic.py's (N, K, L) layout; (L, N*L) is the (K, N*L) layout whose GEMM covers the batch.
 COLUMNS = "int32 channels, int64 sn, int64 sr"
+# Divisors of a kernel's index arithmetic come with their multiply-and-shift constants
+# (``_magic``), named m_<divisor>.
+IM2COL_MAGIC = "uint64 m_ow, uint64 m_oh, uint64 m_kw, uint64 m_kh, uint64 m_channels"
 
 # One thread per column entry, in (sample, channel, i, j, oy, ox) order; ``t`` ends as the
 # (sample, channel) plane.
 IM2COL = """
-idx_t t = i;
-const int ox = t % ow; t /= ow;
-const int oy = t % oh; t /= oh;
-const int kj = t % kw; t /= kw;
-const int ki = t % kh; t /= kh;
+idx_t t = i, q;
+q = DIVM(t, ow, m_ow); const int ox = t - q * ow; t = q;
+q = DIVM(t, oh, m_oh); const int oy = t - q * oh; t = q;
+q = DIVM(t, kw, m_kw); const int kj = t - q * kw; t = q;
+q = DIVM(t, kh, m_kh); const int ki = t - q * kh; t = q;
+q = DIVM(t, channels, m_channels);
 const int y = oy * sh - ph + ki;
 const int x = ox * sw - pw + kj;
-const ptrdiff_t row = ((t % channels) * kh + ki) * kw + kj;
-col[(t / channels) * sn + row * sr + oy * ow + ox] =
+const ptrdiff_t row = ((t - q * channels) * kh + ki) * kw + kj;
+col[q * sn + row * sr + oy * ow + ox] =
     (y >= 0 && y < h && x >= 0 && x < w) ? img[(t * h + y) * w + x] : (T)0;
 """
 
@@ -115,17 +119,22 @@ gx = acc;
 # copy and a broadcast add.
 COLS_TO_NCHW = """
 idx_t t = i;
-const ptrdiff_t l = t % length; t /= length;
-const ptrdiff_t c = t % channels;
-y = y2[c * nl + (t / channels) * length + l] + (with_bias ? bias[c] : (T)0);
+idx_t q = DIVM(t, length, m_length);
+const ptrdiff_t l = t - q * length;
+t = q;
+q = DIVM(t, channels, m_channels);
+const ptrdiff_t c = t - q * channels;
+y = y2[c * nl + q * length + l] + (with_bias ? bias[c] : (T)0);
 """
 
 # The inverse layout: NCHW (N, Co, L) -> the (Co, N*L) columns a weight-gradient GEMM takes.
 NCHW_TO_COLS = """
 idx_t t = i;
-const idx_t l = t % length; t /= length;
-const idx_t s = t % samples;
-g2 = g[(s * channels + t / samples) * length + l];
+idx_t q = DIVM(t, length, m_length);
+const idx_t l = t - q * length;
+t = q;
+q = DIVM(t, samples, m_samples);
+g2 = g[((t - q * samples) * channels + q) * length + l];
 """
 
 # relu(a + b), the residual add of a ResNet block and the ReLU after it, in one pass; NaN passes
@@ -211,6 +220,24 @@ const idx_t grp = ((idx_t)i % per_channel) / (idx_t)lanes;
 const idx_t lane = (idx_t)i % (idx_t)lanes;
 const idx_t nplanes = (idx_t)count / (idx_t)hw;
 """
+# The 32 lanes of a warp are 32 threads of one channel (lanes is a multiple of 32, CuPy's
+# blocks are 128 threads, and every warp runs the same number of loop trips), so on the GPU
+# they first add their sums together with shuffles and one lane does the two atomic adds.
+BN_ACCUMULATE = """
+double s = s0 + s1, q = q0 + q1;
+#ifdef __CUDACC__
+for (int off = 16; off > 0; off >>= 1) {
+    s += __shfl_down_sync(0xffffffffu, s, off);
+    q += __shfl_down_sync(0xffffffffu, q, off);
+}
+if ((threadIdx.x & 31) == 0)
+#endif
+{
+    atomicAdd(&acc[c], s);
+    atomicAdd(&acc[channels + c], q);
+}
+"""
+
 BN_PARTIAL_STATS = BN_WALK + """
 const double shift = (double)x[c * hw];
 double s0 = 0, q0 = 0, s1 = 0, q1 = 0;
@@ -228,9 +255,7 @@ for (idx_t n = grp; n < nplanes; n += groups) {
         s0 += d0; q0 += d0 * d0;
     }
 }
-atomicAdd(&acc[c], s0 + s1);
-atomicAdd(&acc[channels + c], q0 + q1);
-"""
+""" + BN_ACCUMULATE
 
 # One thread per channel: the batch mean and (biased) variance from the partial sums, the
 # per-channel scale and shift of y = x * scale + shift, and PyTorch's running-statistics update
@@ -256,8 +281,13 @@ if (update) {
 """
 
 # y = x * scale[c] + shift[c], then max(y, 0) when the following ReLU is fused in.
-BN_NORMALIZE = """
-const idx_t c = ((idx_t)i / (idx_t)hw) % (idx_t)channels;
+# The channel of element i: (i / hw) % channels, with both divisions by multiply and shift.
+CHANNEL_OF_I = """
+const idx_t plane = DIVM((idx_t)i, hw, m_hw);
+const idx_t c = plane - DIVM(plane, channels, m_channels) * (idx_t)channels;
+"""
+
+BN_NORMALIZE = CHANNEL_OF_I + """
 const T v = x[i] * scale[c] + shift[c];
 y = (relu && v < (T)0) ? (T)0 : v;
 """
@@ -283,9 +313,7 @@ for (idx_t n = grp; n < nplanes; n += groups) {
         s0 += g0; q0 += g0 * ((double)x[k0] - mu);
     }
 }
-atomicAdd(&acc[c], s0 + s1);
-atomicAdd(&acc[channels + c], q0 + q1);
-"""
+""" + BN_ACCUMULATE
 
 # One thread per channel: dx = alpha * g + beta * (x - mean) + gamma with
 # alpha = w * invstd, beta = -alpha * invstd^2 * sum(g (x - mean)) / n, gamma = -alpha * sum(g) / n;
@@ -301,8 +329,7 @@ gweight[i] = (T)(q * inv);
 gbias[i] = (T)s;
 """
 
-BN_INPUT_GRAD = """
-const idx_t c = ((idx_t)i / (idx_t)hw) % (idx_t)channels;
+BN_INPUT_GRAD = CHANNEL_OF_I + """
 const T gi = (relu && !(y[i] > (T)0)) ? (T)0 : g[i];
 gx = alpha[c] * gi + beta[c] * (x[i] - mean[c]) + gamma[c];
 """
@@ -320,15 +347,16 @@ grad = v * (T)inv_scale;
 
 # name: (input parameters, output parameters, body)
 SPECS = {
-    "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS, "raw T col", IM2COL),
+    "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS + ", " + IM2COL_MAGIC, "raw T col",
+               IM2COL),
     "col2im": ("raw T col, " + GEOMETRY + ", " + COLUMNS, "T img", COL2IM),
     "max_pool2d_forward": ("raw T img, float64 ninf, " + GEOMETRY, "T pooled, int32 arg",
                            MAX_POOL_FORWARD),
     "max_pool2d_backward": ("raw T gy, raw int32 arg, " + GEOMETRY, "T gx", MAX_POOL_BACKWARD),
     "cols_to_nchw": ("raw T y2, raw T bias, int32 with_bias, int64 channels, int64 length, "
-                     "int64 nl", "T y", COLS_TO_NCHW),
-    "nchw_to_cols": ("raw T g, int64 channels, int64 samples, int64 length", "T g2",
-                     NCHW_TO_COLS),
+                     "int64 nl, uint64 m_length, uint64 m_channels", "T y", COLS_TO_NCHW),
+    "nchw_to_cols": ("raw T g, int64 channels, int64 samples, int64 length, uint64 m_length, "
+                     "uint64 m_samples", "T g2", NCHW_TO_COLS),
     "add_relu": ("raw T a, raw T b", "T y", ADD_RELU),
     "relu_backward": ("raw T g, raw T y", "T gx", RELU_BACKWARD),
     "softmax_xent": ("raw T logits, raw int64 target, int32 classes", "T loss, raw T prob",
@@ -347,8 +375,8 @@ SPECS = {
                     "int32 has_bias, int32 update",
                     "raw T mean, raw T bvar, raw T invstd, raw T scale, raw T shift, raw T rmean, "
                     "raw T rvar", BN_FINALIZE),
-    "bn_normalize": ("raw T x, raw T scale, raw T shift, int64 channels, int64 hw, int32 relu",
-                     "T y", BN_NORMALIZE),
+    "bn_normalize": ("raw T x, raw T scale, raw T shift, int64 channels, int64 hw, int32 relu, "
+                     "uint64 m_hw, uint64 m_channels", "T y", BN_NORMALIZE),
     "bn_partial_grad": ("raw T g, raw T x, raw T y, raw T mean, int32 relu, " + BN_GEOMETRY,
                         "raw float64 acc", BN_PARTIAL_GRAD),
     "bn_finalize_grad": ("raw float64 acc, raw T invstd, raw T weight, int64 channels, "
@@ -356,7 +384,8 @@ SPECS = {
                          "raw T alpha, raw T beta, raw T gamma, raw T gweight, raw T gbias",
                          BN_FINALIZE_GRAD),
     "bn_input_grad": ("raw T g, raw T x, raw T y, raw T mean, raw T alpha, raw T beta, "
-                      "raw T gamma, int64 channels, int64 hw, int32 relu", "T gx", BN_INPUT_GRAD),
+                      "raw T gamma, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
+                      "uint64 m_channels", "T gx", BN_INPUT_GRAD),
     "unscale_grads": ("float64 inv_scale", "T grad, raw int32 found_inf", UNSCALE_GRADS),
 }
 
@@ -365,7 +394,28 @@ _compiled = {}
 # The kernels' index arithmetic (divisions and remainders by the geometry) runs in ``idx_t``:
 # 32-bit unsigned where every array involved has fewer than 2^31 elements, which makes it several
 # times cheaper than 64-bit (im2col was bound by its 64-bit divisions), 64-bit otherwise.
-_INDEX_TYPES = {False: "typedef unsigned int idx_t;", True: "typedef unsigned long long idx_t;"}
+# A division n / d by a divisor known at launch is a multiply and a shift (Granlund and
+# Montgomery): with l = ceil(log2 d) and m = ceil(2^(31+l) / d) < 2^32, n / d == (n * m) >> (31+l)
+# for every 0 <= n < 2^31. The host packs m and the shift into one uint64 (``_magic``); wide
+# kernels divide plainly.
+PREAMBLE = {
+    False: ("typedef unsigned int idx_t;\n"
+            "#define DIVM(n, d, m) ((idx_t)(((unsigned long long)(n) * ((m) & 0xffffffffULL)) "
+            ">> ((m) >> 32)))\n"),
+    True: ("typedef unsigned long long idx_t;\n"
+           "#define DIVM(n, d, m) ((idx_t)(n) / (idx_t)(d))\n"),
+}
+
+
+def _magic(d):
+    """The packed multiply-and-shift constant that divides 31-bit numbers by ``d`` (see
+    PREAMBLE)."""
+    d = int(d)
+    if d < 1:
+        return 0  # never used: a zero-sized dim launches nothing
+    shift = 31 + (d - 1).bit_length()
+    m = -(-(1 << shift) // d)
+    return m | (shift << 32)
 
 
 def _wide(*arrays):
@@ -382,7 +432,7 @@ def _kernel(name, wide=False):
         in_params, out_params, body = SPECS[name]
         kernel = _compiled[name, wide] = cupy.ElementwiseKernel(
             in_params, out_params, body, f"minidl_{name}{'_wide' if wide else ''}",
-            preamble=_INDEX_TYPES[wide])
+            preamble=PREAMBLE[wide])
     return kernel
 
 
@@ -403,7 +453,8 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, batch_major, out=None):
     if out.size:
         # every entry is written (0 in the padding), so ``empty`` is safe
         _kernel("im2col", _wide(x, out))(_flat(cp, x), h, w, kh, kw, sh, sw, ph, pw, oh, ow, c,
-                                         sn, sr, out.reshape(-1), size=out.size)
+                                         sn, sr, *map(_magic, (ow, oh, kw, kh, c)),
+                                         out.reshape(-1), size=out.size)
     return out
 
 
@@ -474,7 +525,7 @@ def cols_to_nchw(y2, bias, n, oh, ow):
     if y.size:
         b = _flat(cp, bias.astype(y2.dtype, copy=False)) if bias is not None else y2.reshape(-1)
         _kernel("cols_to_nchw", _wide(y))(_flat(cp, y2), b, int(bias is not None), co, length,
-                                          n * length, y)
+                                          n * length, _magic(length), _magic(co), y)
     return y
 
 
@@ -488,7 +539,8 @@ def nchw_to_cols(g, with_cols=True):
         return None, None
     g2 = cp.empty((c, n * length), dtype=g.dtype)
     if g2.size:
-        _kernel("nchw_to_cols", _wide(g2))(_flat(cp, g), c, n, length, g2)
+        _kernel("nchw_to_cols", _wide(g2))(_flat(cp, g), c, n, length, _magic(length), _magic(n),
+                                           g2)
     return g2, None
 
 
@@ -613,7 +665,8 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
             running_var.dtype, copy=False)
     y = cp.empty(x.shape, dtype=x.dtype)
     if y.size:
-        _kernel("bn_normalize", wide)(x.reshape(-1), scale, shift, c, hw, int(bool(relu)), y)
+        _kernel("bn_normalize", wide)(x.reshape(-1), scale, shift, c, hw, int(bool(relu)),
+                                      _magic(hw), _magic(c), y)
     return y, mean, invstd
 
 
@@ -637,7 +690,8 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     gx = cp.empty(x.shape, dtype=x.dtype)
     if gx.size:
         _kernel("bn_input_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean, alpha,
-                                       beta, gamma, c, hw, int(bool(relu)), gx)
+                                       beta, gamma, c, hw, int(bool(relu)), _magic(hw),
+                                       _magic(c), gx)
     return gx, gw, gb
 
 
@@ -651,9 +705,11 @@ def channel_affine(x, scale, shift, relu=False):
     if y.size:
         _kernel("bn_normalize", _wide(x))(x.reshape(-1),
                                           _flat(cp, scale.astype(x.dtype, copy=False)),
-                                _flat(cp, shift.astype(x.dtype, copy=False)), c, hw,
-                                int(bool(relu)), y)
+                                          _flat(cp, shift.astype(x.dtype, copy=False)), c, hw,
+                                          int(bool(relu)), _magic(hw), _magic(c), y)
     return y
+
+
 def unscale_grads(grads, inv_scale, found_inf):
     """GradScaler.unscale_ on the GPU: each gradient times inv_scale in place, one launch each,
     and found_inf (int32, one element, on the GPU) set to 1 if any value was inf or NaN. The
