@@ -4,7 +4,6 @@
     import minidl.nn as nn
     import minidl.nn.functional as F
 """
-from . import ops as _ops  # noqa: F401  (attaches the Tensor operators)
 from .backend import cuda_available, manual_seed
 from .ops import cat, stack
 from .serialization import load, save

@@ -10,7 +10,7 @@ import numpy as np
 from . import backend
 from .backend import device_of, generic, get_array_module
 from .backend.dtypes import is_low_precision
-from .ops import cat
+from .ops import ReLU, Sigmoid, Softmax, cat
 from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
 
@@ -370,20 +370,6 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 # ---- activations ------------------------------------------------------------------------
-class ReLU(Function):
-    # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
-    def forward(self, x):
-        fast = getattr(_kernels(x), "relu_forward", None)
-        y = fast(x) if fast is not None else get_array_module(x).maximum(x, 0)
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g):
-        (y,) = self.saved
-        fast = getattr(_kernels(g), "relu_backward", None)
-        return fast(g, y) if fast is not None else g * (y > 0)
-
-
 def relu(x):
     return ReLU.apply(x)
 
@@ -421,44 +407,12 @@ def add_relu(a, b):
     return AddReLU.apply(a, b)
 
 
-def stable_sigmoid(x):
-    """1 / (1 + e^-x) without overflow: exp is only ever taken of -|x|."""
-    xp = get_array_module(x)
-    e = xp.exp(-abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
-
-
-class Sigmoid(Function):
-    def forward(self, x):
-        y = stable_sigmoid(x)
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g):
-        (y,) = self.saved
-        return g * y * (1 - y)
-
-
 def sigmoid(x):
     return Sigmoid.apply(x)
 
 
 def tanh(x):
     return x.tanh()
-
-
-class Softmax(Function):
-    def forward(self, x, dim):
-        xp = get_array_module(x)
-        e = xp.exp(x - x.max(axis=dim, keepdims=True))  # max subtracted: no overflow
-        y = e / e.sum(axis=dim, keepdims=True)
-        self.dim = dim
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g):
-        (y,) = self.saved
-        return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
 
 
 def softmax(x, dim=-1):

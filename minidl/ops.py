@@ -1,6 +1,9 @@
-"""Elementwise, reduction and shape ops, and the Tensor operators that call them.
+"""Elementwise, activation, reduction and shape ops: the Functions behind Tensor's operators and
+methods (``x + y``, ``x.sum()``, ``x.relu()``, ``x.reshape(...)``), plus ``cat`` and ``stack``.
 
 Each op is one Function: forward and backward side by side, on the array module of its inputs.
+Tensor's methods, in tensor.py, call them; this module imports only ``backend`` and
+``autograd`` (see autograd.py for the direction of the imports).
 """
 from __future__ import annotations
 
@@ -8,29 +11,9 @@ from collections import namedtuple
 
 import numpy as np
 
+from . import backend
+from .autograd import Function, unbroadcast
 from .backend import get_array_module
-from .backend.dtypes import is_floating
-from .tensor import Function, Tensor, unbroadcast
-
-
-def _operand(x, like: Tensor):
-    """Python scalars and arrays take the dtype and device of the tensor they meet, so
-    ``x * 2.0`` stays float32 and never upcasts."""
-    if isinstance(x, Tensor):
-        return x
-    xp = get_array_module(like.data)
-    if xp is not np and isinstance(x, (bool, int, float)):
-        # a GPU fill kernel takes the number by value; asarray would copy it from the host,
-        # and a copy from pageable memory can wait for the GPU to finish its queue
-        kind = np.asarray(x).dtype
-        dtype = like.dtype if kind.kind in "biuf" and (is_floating(like.dtype) or kind.kind != "f") \
-            else kind
-        return Tensor(xp.full((), x, dtype=dtype))
-    arr = xp.asarray(x)
-    if arr.dtype.kind in "biuf" and (is_floating(like.dtype) or arr.dtype.kind != "f"):
-        arr = arr.astype(like.dtype)
-    return Tensor(arr)
-
 
 # ---- arithmetic -------------------------------------------------------------------------
 class Add(Function):
@@ -161,6 +144,53 @@ class Abs(Function):
         return g * get_array_module(a).sign(a)
 
 
+# ---- activations ------------------------------------------------------------------------
+class ReLU(Function):
+    # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
+    def forward(self, x):
+        fast = getattr(backend.kernels(get_array_module(x)), "relu_forward", None)
+        y = fast(x) if fast is not None else get_array_module(x).maximum(x, 0)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        fast = getattr(backend.kernels(get_array_module(g)), "relu_backward", None)
+        return fast(g, y) if fast is not None else g * (y > 0)
+
+
+def stable_sigmoid(x):
+    """1 / (1 + e^-x) without overflow: exp is only ever taken of -|x|."""
+    xp = get_array_module(x)
+    e = xp.exp(-abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        y = stable_sigmoid(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return g * y * (1 - y)
+
+
+class Softmax(Function):
+    def forward(self, x, dim):
+        xp = get_array_module(x)
+        e = xp.exp(x - x.max(axis=dim, keepdims=True))  # max subtracted: no overflow
+        y = e / e.sum(axis=dim, keepdims=True)
+        self.dim = dim
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
+
+
 class MatMul(Function):
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -199,7 +229,7 @@ class MatMul(Function):
 
 
 # ---- reductions -------------------------------------------------------------------------
-def _axes(dim, ndim):
+def reduction_axes(dim, ndim):
     if dim is None:
         return tuple(range(ndim))
     if isinstance(dim, int):
@@ -223,7 +253,7 @@ def _expand_reduced(g, shape, axes, keepdim):
 class Sum(Function):
     def forward(self, a, dim=None, keepdim=False):
         self.shape = a.shape
-        self.axes = _axes(dim, a.ndim)
+        self.axes = reduction_axes(dim, a.ndim)
         self.keepdim = keepdim
         return a.sum(axis=self.axes, keepdims=keepdim)
 
@@ -234,7 +264,7 @@ class Sum(Function):
 class Mean(Function):
     def forward(self, a, dim=None, keepdim=False):
         self.shape = a.shape
-        self.axes = _axes(dim, a.ndim)
+        self.axes = reduction_axes(dim, a.ndim)
         self.keepdim = keepdim
         self.count = int(np.prod([a.shape[ax] for ax in self.axes]))
         return a.mean(axis=self.axes, keepdims=keepdim)
@@ -247,7 +277,7 @@ class Max(Function):
     """Max over axes; ties share the gradient equally (as torch.amax does)."""
 
     def forward(self, a, dim=None, keepdim=False, take_min=False):
-        self.axes = _axes(dim, a.ndim)
+        self.axes = reduction_axes(dim, a.ndim)
         self.keepdim = keepdim
         y = a.min(axis=self.axes, keepdims=True) if take_min else a.max(axis=self.axes, keepdims=True)
         self.save_for_backward(a, y)
@@ -262,6 +292,9 @@ class Max(Function):
             for ax in self.axes:
                 g = xp.expand_dims(g, ax)
         return g * mask
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])  # x.max(dim), as torch.return_types
 
 
 class MaxDim(Function):
@@ -340,182 +373,3 @@ def cat(tensors, dim=0):
 
 def stack(tensors, dim=0):
     return cat([t.unsqueeze(dim) for t in tensors], dim=dim)
-
-
-def _index(index):
-    """Tensors inside an index become their arrays."""
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
-
-
-# ---- Tensor methods ---------------------------------------------------------------------
-def _binary(fn, swap=False):
-    def method(self, other):
-        other = _operand(other, self)
-        return fn.apply(other, self) if swap else fn.apply(self, other)
-    return method
-
-
-def _pow(self, exponent):
-    if isinstance(exponent, Tensor):
-        return PowTensor.apply(self, exponent)
-    return Pow.apply(self, exponent=exponent)
-
-
-def _rpow(self, base):
-    return PowTensor.apply(_operand(base, self), self)
-
-
-def _reshape(self, *shape):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    try:
-        np.empty(self.shape, dtype=np.uint8).reshape(shape)  # validates cheaply on host
-    except ValueError:
-        raise ValueError(f"reshape: cannot view shape {self.shape} ({self.numel()} elements) "
-                         f"as {shape}") from None
-    return Reshape.apply(self, shape=shape)
-
-
-def _permute(self, *axes):
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-        axes = tuple(axes[0])
-    if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
-        raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} dims")
-    return Permute.apply(self, axes=tuple(a % self.ndim for a in axes))
-
-
-def _transpose(self, dim0=None, dim1=None):
-    if dim0 is None:
-        return _permute(self, tuple(reversed(range(self.ndim))))
-    axes = list(range(self.ndim))
-    axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
-    return _permute(self, tuple(axes))
-
-
-def _flatten(self, start_dim=0, end_dim=-1):
-    if self.ndim == 0:
-        return _reshape(self, 1)
-    start, end = start_dim % self.ndim, end_dim % self.ndim
-    shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
-    return Reshape.apply(self, shape=shape)
-
-
-def _unsqueeze(self, dim):
-    d = dim % (self.ndim + 1)
-    return Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:])
-
-
-def _squeeze(self, dim=None):
-    if dim is None:
-        shape = tuple(n for n in self.shape if n != 1)
-    else:
-        d = dim % self.ndim
-        shape = self.shape if self.shape[d] != 1 else self.shape[:d] + self.shape[d + 1:]
-    return Reshape.apply(self, shape=shape)
-
-
-def _sum(self, dim=None, keepdim=False, axis=None, keepdims=None):
-    dim = axis if dim is None else dim
-    keepdim = keepdims if keepdims is not None else keepdim
-    return Sum.apply(self, dim=dim, keepdim=keepdim)
-
-
-def _mean(self, dim=None, keepdim=False, axis=None, keepdims=None):
-    dim = axis if dim is None else dim
-    keepdim = keepdims if keepdims is not None else keepdim
-    return Mean.apply(self, dim=dim, keepdim=keepdim)
-
-
-MaxResult = namedtuple("MaxResult", ["values", "indices"])
-
-
-def _max_like(take_min):
-    def method(self, dim=None, keepdim=False, axis=None, keepdims=None):
-        """Over everything: the largest value. Over one dim: (values, indices), as PyTorch."""
-        dim = axis if dim is None else dim
-        keepdim = keepdims if keepdims is not None else keepdim
-        if dim is None or not isinstance(dim, int) or self.ndim == 0:
-            return Max.apply(self, dim=dim, keepdim=keepdim, take_min=take_min)
-        _axes(dim, self.ndim)  # a clear error for a dim out of range
-        arg = self.data.argmin(axis=dim) if take_min else self.data.argmax(axis=dim)
-        arg = get_array_module(arg).expand_dims(arg, dim)
-        values = MaxDim.apply(self, dim=dim, keepdim=keepdim, arg=arg)
-        indices = arg if keepdim else arg.squeeze(axis=dim)
-        return MaxResult(values, Tensor(indices.astype(np.int64)))
-    return method
-
-
-def _amax(self, dim=None, keepdim=False):
-    return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False)
-
-
-def _argmax(self, dim=None, keepdim=False):
-    if dim is None:
-        return Tensor(np.int64(self.data.argmax()) if self.device == "cpu" else self.data.argmax())
-    arg = self.data.argmax(axis=dim)
-    if keepdim:
-        arg = get_array_module(arg).expand_dims(arg, dim)
-    return Tensor(arg.astype(np.int64))
-
-
-def _compare(op):
-    def method(self, other):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(op(self.data, other))
-    return method
-
-
-def _attach():
-    T = Tensor
-    T.__add__ = _binary(Add)
-    T.__radd__ = _binary(Add, swap=True)
-    T.__sub__ = _binary(Sub)
-    T.__rsub__ = _binary(Sub, swap=True)
-    T.__mul__ = _binary(Mul)
-    T.__rmul__ = _binary(Mul, swap=True)
-    T.__truediv__ = _binary(Div)
-    T.__rtruediv__ = _binary(Div, swap=True)
-    T.__matmul__ = _binary(MatMul)
-    T.__rmatmul__ = _binary(MatMul, swap=True)
-    T.__neg__ = lambda self: Neg.apply(self)
-    T.__pos__ = lambda self: self
-    T.__pow__ = _pow
-    T.__rpow__ = _rpow
-    T.__getitem__ = lambda self, index: GetItem.apply(self, index=_index(index))
-    T.__abs__ = lambda self: Abs.apply(self)
-    T.__lt__ = _compare(lambda a, b: a < b)
-    T.__le__ = _compare(lambda a, b: a <= b)
-    T.__gt__ = _compare(lambda a, b: a > b)
-    T.__ge__ = _compare(lambda a, b: a >= b)
-    T.__eq__ = _compare(lambda a, b: a == b)
-    T.__ne__ = _compare(lambda a, b: a != b)
-    T.exp = lambda self: Exp.apply(self)
-    T.log = lambda self: Log.apply(self)
-    T.sqrt = lambda self: Sqrt.apply(self)
-    T.tanh = lambda self: Tanh.apply(self)
-    T.abs = lambda self: Abs.apply(self)
-    T.matmul = T.__matmul__
-    T.sum = _sum
-    T.mean = _mean
-    T.max = _max_like(False)
-    T.min = _max_like(True)
-    T.amax = _amax
-    T.argmax = _argmax
-    T.reshape = _reshape
-    T.view = _reshape
-    T.permute = _permute
-    T.transpose = _transpose
-    T.T = property(lambda self: _transpose(self))
-    T.flatten = _flatten
-    T.unsqueeze = _unsqueeze
-    T.squeeze = _squeeze
-    T.relu = lambda self: __import__("minidl.functional", fromlist=["relu"]).relu(self)
-    T.sigmoid = lambda self: __import__("minidl.functional", fromlist=["sigmoid"]).sigmoid(self)
-    T.softmax = lambda self, dim: __import__("minidl.functional", fromlist=["softmax"]).softmax(self, dim)
-
-
-_attach()

@@ -6,54 +6,18 @@ the graph in reverse topological order and accumulates gradients with ``+``.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 
-from . import backend
+from . import autograd, backend
+from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this module's API)
+    Function, autocast_hook, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
+)
 from .backend import device_of, get_array_module, normalize_device
 from .backend.dtypes import as_dtype, bfloat16_dtype, is_floating
-
-_grad_enabled = True
-# Set by minidl.amp while an autocast region is active: called as hook(fn_class, tensors,
-# kwargs), it returns the op's result computed under the autocast policy, or None to let
-# the op run as it is. None outside autocast, so ordinary ops pay one global read.
-_autocast_hook = None
-
-
-def set_autocast_hook(hook):
-    global _autocast_hook
-    _autocast_hook = hook
-
-
-def autocast_hook():
-    return _autocast_hook
-
-
-@contextlib.contextmanager
-def no_grad():
-    """Run ops without recording the graph (evaluation, parameter updates)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-@contextlib.contextmanager
-def enable_grad():
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
-
-
-def is_grad_enabled() -> bool:
-    return _grad_enabled
-
+from .ops import (
+    Abs, Add, Div, Exp, Log, MatMul, Max, MaxDim, MaxResult, Mean, Mul, Neg, Permute, Pow,
+    PowTensor, ReLU, Reshape, Sigmoid, Softmax, Sqrt, Sub, Sum, Tanh, GetItem, reduction_axes,
+)
 
 def _as_array(data, dtype=None, device="cpu"):
     if isinstance(data, Tensor):
@@ -273,9 +237,231 @@ class Tensor:
         for finish in finishers:
             finish()
 
-    # ---- the arithmetic operators are attached by ops.py; a Tensor hashes by identity ---
+    # ---- operators and math: each runs one Function from ops.py ----------------------------
+    def __add__(self, other):
+        return Add.apply(self, _operand(other, self))
+
+    def __radd__(self, other):
+        return Add.apply(_operand(other, self), self)
+
+    def __sub__(self, other):
+        return Sub.apply(self, _operand(other, self))
+
+    def __rsub__(self, other):
+        return Sub.apply(_operand(other, self), self)
+
+    def __mul__(self, other):
+        return Mul.apply(self, _operand(other, self))
+
+    def __rmul__(self, other):
+        return Mul.apply(_operand(other, self), self)
+
+    def __truediv__(self, other):
+        return Div.apply(self, _operand(other, self))
+
+    def __rtruediv__(self, other):
+        return Div.apply(_operand(other, self), self)
+
+    def __matmul__(self, other):
+        return MatMul.apply(self, _operand(other, self))
+
+    def __rmatmul__(self, other):
+        return MatMul.apply(_operand(other, self), self)
+
+    matmul = __matmul__
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor):
+            return PowTensor.apply(self, exponent)
+        return Pow.apply(self, exponent=exponent)
+
+    def __rpow__(self, base):
+        return PowTensor.apply(_operand(base, self), self)
+
+    def __neg__(self):
+        return Neg.apply(self)
+
+    def __pos__(self):
+        return self
+
+    def __abs__(self):
+        return Abs.apply(self)
+
+    abs = __abs__
+
+    def exp(self):
+        return Exp.apply(self)
+
+    def log(self):
+        return Log.apply(self)
+
+    def sqrt(self):
+        return Sqrt.apply(self)
+
+    def tanh(self):
+        return Tanh.apply(self)
+
+    def relu(self):
+        return ReLU.apply(self)
+
+    def sigmoid(self):
+        return Sigmoid.apply(self)
+
+    def softmax(self, dim):
+        return Softmax.apply(self, dim=dim)
+
+    # Comparisons give a boolean Tensor outside the graph; a Tensor hashes by identity.
+    def __lt__(self, other):
+        return Tensor(self.data < _data(other))
+
+    def __le__(self, other):
+        return Tensor(self.data <= _data(other))
+
+    def __gt__(self, other):
+        return Tensor(self.data > _data(other))
+
+    def __ge__(self, other):
+        return Tensor(self.data >= _data(other))
+
+    def __eq__(self, other):
+        return Tensor(self.data == _data(other))
+
+    def __ne__(self, other):
+        return Tensor(self.data != _data(other))
+
     def __hash__(self):
         return id(self)
+
+    # ---- reductions ---------------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False, axis=None, keepdims=None):
+        dim = axis if dim is None else dim
+        keepdim = keepdims if keepdims is not None else keepdim
+        return Sum.apply(self, dim=dim, keepdim=keepdim)
+
+    def mean(self, dim=None, keepdim=False, axis=None, keepdims=None):
+        dim = axis if dim is None else dim
+        keepdim = keepdims if keepdims is not None else keepdim
+        return Mean.apply(self, dim=dim, keepdim=keepdim)
+
+    def max(self, dim=None, keepdim=False, axis=None, keepdims=None):
+        """Over everything: the largest value. Over one dim: (values, indices), as PyTorch."""
+        return _max_or_min(self, dim, keepdim, axis, keepdims, take_min=False)
+
+    def min(self, dim=None, keepdim=False, axis=None, keepdims=None):
+        """Over everything: the smallest value. Over one dim: (values, indices), as PyTorch."""
+        return _max_or_min(self, dim, keepdim, axis, keepdims, take_min=True)
+
+    def amax(self, dim=None, keepdim=False):
+        return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False)
+
+    def argmax(self, dim=None, keepdim=False):
+        if dim is None:
+            return Tensor(np.int64(self.data.argmax()) if self.device == "cpu" else self.data.argmax())
+        arg = self.data.argmax(axis=dim)
+        if keepdim:
+            arg = get_array_module(arg).expand_dims(arg, dim)
+        return Tensor(arg.astype(np.int64))
+
+    # ---- shape --------------------------------------------------------------------------
+    def __getitem__(self, index):
+        return GetItem.apply(self, index=_index(index))
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        try:
+            np.empty(self.shape, dtype=np.uint8).reshape(shape)  # validates cheaply on host
+        except ValueError:
+            raise ValueError(f"reshape: cannot view shape {self.shape} ({self.numel()} elements) "
+                             f"as {shape}") from None
+        return Reshape.apply(self, shape=shape)
+
+    view = reshape
+
+    def permute(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
+            raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} dims")
+        return Permute.apply(self, axes=tuple(a % self.ndim for a in axes))
+
+    def transpose(self, dim0=None, dim1=None):
+        if dim0 is None:
+            return self.permute(tuple(reversed(range(self.ndim))))
+        axes = list(range(self.ndim))
+        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        return self.permute(tuple(axes))
+
+    @property
+    def T(self):  # noqa: N802  (PyTorch's name)
+        return self.transpose()
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = start_dim % self.ndim, end_dim % self.ndim
+        shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        return Reshape.apply(self, shape=shape)
+
+    def unsqueeze(self, dim):
+        d = dim % (self.ndim + 1)
+        return Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:])
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            shape = tuple(n for n in self.shape if n != 1)
+        else:
+            d = dim % self.ndim
+            shape = self.shape if self.shape[d] != 1 else self.shape[:d] + self.shape[d + 1:]
+        return Reshape.apply(self, shape=shape)
+
+
+autograd.use_tensor_class(Tensor)  # Function.apply wraps its results in this class
+
+
+def _operand(x, like: Tensor):
+    """Python scalars and arrays take the dtype and device of the tensor they meet, so
+    ``x * 2.0`` stays float32 and never upcasts."""
+    if isinstance(x, Tensor):
+        return x
+    xp = get_array_module(like.data)
+    if xp is not np and isinstance(x, (bool, int, float)):
+        # a GPU fill kernel takes the number by value; asarray would copy it from the host,
+        # and a copy from pageable memory can wait for the GPU to finish its queue
+        kind = np.asarray(x).dtype
+        dtype = like.dtype if kind.kind in "biuf" and (is_floating(like.dtype) or kind.kind != "f") \
+            else kind
+        return Tensor(xp.full((), x, dtype=dtype))
+    arr = xp.asarray(x)
+    if arr.dtype.kind in "biuf" and (is_floating(like.dtype) or arr.dtype.kind != "f"):
+        arr = arr.astype(like.dtype)
+    return Tensor(arr)
+
+
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def _index(index):
+    """Tensors inside an index become their arrays."""
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
+    dim = axis if dim is None else dim
+    keepdim = keepdims if keepdims is not None else keepdim
+    if dim is None or not isinstance(dim, int) or x.ndim == 0:
+        return Max.apply(x, dim=dim, keepdim=keepdim, take_min=take_min)
+    reduction_axes(dim, x.ndim)  # a clear error for a dim out of range
+    arg = x.data.argmin(axis=dim) if take_min else x.data.argmax(axis=dim)
+    arg = get_array_module(arg).expand_dims(arg, dim)
+    values = MaxDim.apply(x, dim=dim, keepdim=keepdim, arg=arg)
+    indices = arg if keepdim else arg.squeeze(axis=dim)
+    return MaxResult(values, Tensor(indices.astype(np.int64)))
 
 
 def _is_dtype_like(x):
@@ -302,68 +488,6 @@ def _topological_order(root):
                 if parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order
-
-
-def unbroadcast(grad, shape):
-    """Sum a broadcast gradient back down to ``shape``."""
-    extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad
-
-
-class Function:
-    """One differentiable op: ``forward`` on arrays, ``backward`` from the output's gradient
-    to one gradient per tensor input (None where an input needs none)."""
-
-    # called once, with no arguments, when a backward pass that went through this op has
-    # finished accumulating every gradient (DistributedDataParallel averages them there)
-    after_backward = None
-
-    def __init__(self):
-        self.saved = ()
-        self.inputs = ()
-
-    def save_for_backward(self, *arrays):
-        self.saved = arrays
-
-    def forward(self, *arrays, **kwargs):
-        raise NotImplementedError
-
-    def backward(self, grad):
-        raise NotImplementedError
-
-    @classmethod
-    def apply(cls, *inputs, **kwargs):
-        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
-        if len(tensors) > 1:
-            dev = tensors[0].device
-            for t in tensors[1:]:
-                if t.device != dev:
-                    raise ValueError(
-                        f"{cls.__name__.lower()}: tensors on different devices, {dev} and "
-                        f"{t.device}; move them with .to('{dev}') first"
-                    )
-        if _autocast_hook is not None:
-            result = _autocast_hook(cls, tensors, kwargs)
-            if result is not None:
-                return result
-        fn = cls()
-        out = fn.forward(*[t.data for t in tensors], **kwargs)
-        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
-        result = Tensor.__new__(Tensor)
-        result.data = out
-        result.grad = None
-        result._retain_grad = False
-        result.requires_grad = needs_grad and is_floating(out.dtype)
-        result._ctx = None
-        if result.requires_grad:
-            fn.inputs = tensors
-            result._ctx = fn
-        return result
 
 
 class _ToDevice(Function):

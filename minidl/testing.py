@@ -34,7 +34,6 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
 
     for x in inputs:
         x.grad = None
-    from .ops import _operand  # noqa: F401  (ensures operators are attached)
 
     (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
     for k, x in enumerate(inputs):

@@ -1,0 +1,125 @@
+"""The core of reverse-mode autograd: grad mode, ``Function`` (one differentiable op) and
+``unbroadcast``.
+
+This module sits below ``ops`` (whose ops subclass ``Function``) and ``tensor`` (whose Tensor
+methods call those ops), so it imports neither. ``Function.apply`` wraps its result in a
+Tensor all the same: ``tensor.py`` hands its ``Tensor`` class over with ``use_tensor_class``
+once the class is defined, before any op can run. Imports flow one way:
+``backend <- autograd <- ops <- tensor <- functional``.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from .backend.dtypes import is_floating
+
+_grad_enabled = True
+# Set by minidl.amp while an autocast region is active: called as hook(fn_class, tensors,
+# kwargs), it returns the op's result computed under the autocast policy, or None to let
+# the op run as it is. None outside autocast, so ordinary ops pay one global read.
+_autocast_hook = None
+
+
+def set_autocast_hook(hook):
+    global _autocast_hook
+    _autocast_hook = hook
+
+
+def autocast_hook():
+    return _autocast_hook
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Run ops without recording the graph (evaluation, parameter updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+@contextlib.contextmanager
+def enable_grad():
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+# The Tensor class, handed over by tensor.py (see the module docstring).
+Tensor = None
+
+
+def use_tensor_class(cls):
+    global Tensor
+    Tensor = cls
+
+
+def unbroadcast(grad, shape):
+    """Sum a broadcast gradient back down to ``shape``."""
+    extra = grad.ndim - len(shape)
+    if extra > 0:
+        grad = grad.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad
+
+
+class Function:
+    """One differentiable op: ``forward`` on arrays, ``backward`` from the output's gradient
+    to one gradient per tensor input (None where an input needs none)."""
+
+    # called once, with no arguments, when a backward pass that went through this op has
+    # finished accumulating every gradient (DistributedDataParallel averages them there)
+    after_backward = None
+
+    def __init__(self):
+        self.saved = ()
+        self.inputs = ()
+
+    def save_for_backward(self, *arrays):
+        self.saved = arrays
+
+    def forward(self, *arrays, **kwargs):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *inputs, **kwargs):
+        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        if len(tensors) > 1:
+            dev = tensors[0].device
+            for t in tensors[1:]:
+                if t.device != dev:
+                    raise ValueError(
+                        f"{cls.__name__.lower()}: tensors on different devices, {dev} and "
+                        f"{t.device}; move them with .to('{dev}') first"
+                    )
+        if _autocast_hook is not None:
+            result = _autocast_hook(cls, tensors, kwargs)
+            if result is not None:
+                return result
+        fn = cls()
+        out = fn.forward(*[t.data for t in tensors], **kwargs)
+        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
+        result = Tensor.__new__(Tensor)
+        result.data = out
+        result.grad = None
+        result._retain_grad = False
+        result.requires_grad = needs_grad and is_floating(out.dtype)
+        result._ctx = None
+        if result.requires_grad:
+            fn.inputs = tensors
+            result._ctx = fn
+        return result
