@@ -166,8 +166,12 @@ def main(argv=None):
     threads = data.get("minidl_threads")
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "")
     runs = f"median of {len(tables)} runs; " if several else "medians; "
+    blas = data.get("minidl_blas") or {}
+    cores = ", ".join(sorted({b.get("corename", "?") for b in blas.get("openblas", [])}))
+    env = " ".join(f"{k}={v}" for k, v in (blas.get("env") or {}).items())
     print(f"\n{runs}threads: {threads} (numba = torch = OpenBLAS); numpy.matmul 1024^3 float32: "
-          f"{_f(peak, '.1f')} GFLOP/s; {cpu}")
+          f"{_f(peak, '.1f')} GFLOP/s; {cpu}" + (f"; OpenBLAS core {cores}" if cores else "")
+          + (f" ({env})" if env else ""))
     return 0
 
 
