@@ -130,6 +130,11 @@ def case_train(rank, world, device, outdir):
     x, y = regression_data()
     model = make_model(seed=100 + rank).to(device)  # different initial weights on every rank
     ddp = DDP(model, bucket_cap_mb=0.0005)  # ~500 bytes: several buckets even for this model
+    ddp.eval()
+    out["passes_through"] = (ddp.module is model and not model[0].training
+                             and [id(p) for p in ddp.parameters()] == [id(p) for p in
+                                                                        model.parameters()])
+    ddp.train()
     opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
     for s in range(STEPS):
         start = s * BATCH * world + rank * BATCH  # this rank's half of the reference batch

@@ -157,6 +157,7 @@ def test_ddp_two_ranks_match_one_process_with_twice_the_batch(trained):
         for k in ref:
             np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-5, err_msg=f"rank {rank} {k}")
     assert results[0]["buckets_after_first_sync"] > 1  # the tiny bucket cap split the gradients
+    assert all(r["passes_through"] for r in results)  # .module, parameters(), eval()
 
 
 @needs_mpi
