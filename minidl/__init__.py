@@ -8,8 +8,8 @@ from .backend import cuda_available, manual_seed
 from .ops import cat, stack
 from .serialization import load, save
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
-from . import data, nn, optim, testing  # noqa: E402  (minidl.optim.SGD etc., as in torch)
-from . import amp, backends  # noqa: E402
+from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
+from . import amp, backends  # noqa: E402,F401
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import float16, float32, float64  # noqa: E402
 
@@ -35,8 +35,8 @@ def randn(*shape, dtype="float32", requires_grad=False, device="cpu"):
     from .backend import rng
 
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    data = rng().standard_normal(shape).astype(dtype)
-    return Tensor(data, requires_grad=requires_grad, device=device)
+    values = rng().standard_normal(shape).astype(dtype)
+    return Tensor(values, requires_grad=requires_grad, device=device)
 
 
 def from_numpy(array):

@@ -552,7 +552,6 @@ class BatchNorm(Function):
         wb = list(weight_bias)
         w = wb.pop(0) if has_weight else None
         b = wb.pop(0) if has_bias else None
-        shape = (1, -1) + (1,) * (x.ndim - 2)
         self.batch_stats = training or running_mean is None
         self.has_weight, self.has_bias, self.relu = has_weight, has_bias, relu
         k = _kernels(x)

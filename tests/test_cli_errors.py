@@ -4,7 +4,6 @@ import json
 import struct
 import zipfile
 
-import numpy as np
 import pytest
 from PIL import Image
 
