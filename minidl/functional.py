@@ -93,6 +93,8 @@ class Conv2d(Function):
         self.geom = (x.shape, kh, kw, sh, sw, ph, pw)
         w2 = w.reshape(co, -1)                                  # (Co, K)
         algorithm = _conv2d_algorithm(k, x.shape, w.shape, stride, padding, needs_grad)
+        if algorithm == "pointwise" and x.dtype.name == "bfloat16":
+            algorithm = "im2col"  # CuPy has no batched (3-D) bfloat16 matmul; 2-D GEMMs only
         self.pointwise = algorithm == "pointwise"
         self.direct = algorithm == "direct"
         if self.direct:  # thin input (LeNet's first layer): no im2col matrix at all

@@ -63,7 +63,7 @@ def cupy_16bit():
         ref = a.astype(dt).astype(np.float64) @ b.astype(dt).astype(np.float64)
         err = np.abs(cp.asnumpy(c).astype(np.float64) - ref).max() / np.abs(ref).max()
         print(f"{np.dtype(dt).name}: matmul -> {c.dtype}, compute type "
-              f"{linalg.compute_type_to_str(linalg.get_compute_type(dt))}, max rel err {err:.2e}")
+              f"{linalg.compute_type_to_str(linalg.get_compute_type(np.dtype(dt)))}, max rel err {err:.2e}")
         x = ga[:4, :8]
         for name, f in [("add", lambda: x + x), ("mul scalar", lambda: x * 2.0),
                         ("maximum", lambda: cp.maximum(x, 0)), ("exp", lambda: cp.exp(x)),

@@ -67,11 +67,13 @@ for (int ki = 0; ki < kh; ++ki) {
     for (int kj = 0; kj < kw; ++kj) {
         const int xx = x + pw - kj;
         if (xx < 0 || xx % sw != 0 || xx / sw >= ow) continue;
-        acc += col[base + (ki * kw + kj) * sr + (yy / sh) * ow + xx / sw];
+        acc = acc + col[base + (ki * kw + kj) * sr + (yy / sh) * ow + xx / sw];
     }
 }
 img = acc;
 """
+
+# (``acc = acc + v`` rather than ``+=``: CuPy's bfloat16 type has no compound assignment.)
 
 # Padding counts as -inf (``ninf``), as in generic.py: it only wins a window of -infs, and then
 # only as its first cell. Ties keep the first maximum and a NaN wins, as numpy's argmax does.
@@ -109,7 +111,7 @@ for (int ki = 0; ki < kh; ++ki) {
         const int xx = x + pw - kj;
         if (xx < 0 || xx % sw != 0 || xx / sw >= ow) continue;
         const ptrdiff_t o = (t * oh + yy / sh) * ow + xx / sw;
-        if (arg[o] == ki * kw + kj) acc += gy[o];
+        if (arg[o] == ki * kw + kj) acc = acc + gy[o];
     }
 }
 gx = acc;
