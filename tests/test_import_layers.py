@@ -112,3 +112,12 @@ def test_tensor_methods_are_defined_in_its_class():
         member = Tensor.__dict__[name]
         func = member.fget if isinstance(member, property) else member
         assert func.__module__ == "minidl.tensor", (name, func.__module__)
+
+
+def test_models_do_not_import_datasets_or_vision():
+    code = ("import sys, minidl.models, minidl.models.convert, minidl.models.weights, minidl.models.imagenet\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('minidl.datasets', 'minidl.vision', "
+            "'minidl.examples')))\n"
+            "print(' '.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"minidl.models imports {out.stdout.strip()}"

@@ -228,7 +228,8 @@ def test_loading_a_checkpoint_that_does_not_fit_lists_the_problems(tmp_path):
     assert "layer1.0.conv1.weight" in str(info.value)
 
 
-def test_bad_weights_arguments():
+def test_bad_weights_arguments(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # a machine with torchvision's file cached must not find it
     with pytest.raises(FileNotFoundError, match="nope.npz"):
         resnet50(weights="nope.npz")
     with pytest.raises(FileNotFoundError, match="resnet50-11ad3fa6.pth"):  # DEFAULT is IMAGENET1K_V2
