@@ -74,6 +74,12 @@ def unbroadcast(grad, shape):
     return grad
 
 
+def _holds_array(value):
+    if isinstance(value, (tuple, list)):
+        return any(_holds_array(v) for v in value)
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
 class Function:
     """One differentiable op: ``forward`` on arrays, ``backward`` from the output's gradient
     to one gradient per tensor input (None where an input needs none)."""
@@ -81,6 +87,7 @@ class Function:
     # called once, with no arguments, when a backward pass that went through this op has
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
+    freed = False  # set once a backward pass without retain_graph has run through this op
 
     def __init__(self):
         self.saved = ()
@@ -88,6 +95,15 @@ class Function:
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
+
+    def free(self):
+        """Drop what only backward needs (as PyTorch frees a graph's saved tensors): the saved
+        arrays, any other array the op kept (masks, indices), and the links to its inputs, so
+        the activations can go even while the output tensor is still held."""
+        for name, value in list(vars(self).items()):
+            if name != "after_backward" and _holds_array(value):
+                setattr(self, name, None)
+        self.saved, self.inputs, self.freed = (), (), True
 
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError

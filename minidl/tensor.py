@@ -175,8 +175,11 @@ class Tensor:
         return self
 
     # ---- autograd ---------------------------------------------------------------------
-    def backward(self, gradient=None):
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad."""
+    def backward(self, gradient=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+        As in PyTorch, the graph's saved arrays are freed on the way, and a second backward
+        through it raises a RuntimeError, unless the first one passes ``retain_graph=True``."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input of the computation had requires_grad=True)")
@@ -196,6 +199,13 @@ class Tensor:
             grad = grad.astype(self.data.dtype, copy=False)
 
         order = _topological_order(self)
+        for node in order:
+            if node._ctx is not None and node._ctx.freed:
+                raise RuntimeError(
+                    "backward() through a graph a second time: its saved arrays were freed by "
+                    f"the first backward (at {type(node._ctx).__name__}, output shape "
+                    f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
+                    "again, or recompute the forward pass")
         finishers = []  # Function.after_backward callbacks met on the way, each run once
         grads = {id(self): grad}
         # arrays already owned elsewhere (the caller's gradient, another leaf's .grad) are
@@ -225,7 +235,10 @@ class Tensor:
                 in_grads = ctx.backward(g)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
-            for parent, pg in zip(ctx.inputs, in_grads):
+            inputs = ctx.inputs
+            if not retain_graph:
+                ctx.free()
+            for parent, pg in zip(inputs, in_grads):
                 if pg is None or not parent.requires_grad:
                     continue
                 if pg.shape != parent.data.shape:
