@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, generic, get_array_module
-from .backend.dtypes import is_low_precision
+from .backend.dtypes import is_floating, is_low_precision
 from .ops import ReLU, Sigmoid, Softmax, cat
 from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
@@ -34,6 +34,22 @@ def _autocast_inputs(name, *tensors):
     """Composite ops (made of other ops) ask autocast for their inputs' dtype themselves."""
     hook = autocast_hook()
     return tensors if hook is None else hook.inputs(name, tensors)
+
+
+def _check_dtypes(name, x, weight, bias):
+    """PyTorch refuses an input whose dtype differs from the weights' (float64 data into a
+    float32 model would otherwise turn its gradients and momentum into float64). Under
+    autocast the 32- and 16-bit float mixes are deliberate and the policy casts them; float64
+    is never cast there (as in PyTorch), so a float64 mismatch is refused even then."""
+    named = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    dtypes = {np.dtype(t.dtype) for _, t in named}
+    if len(dtypes) == 1:
+        return
+    if autocast_hook() is not None and all(is_floating(d) and d.itemsize <= 4 for d in dtypes):
+        return
+    have = ", ".join(f"{what} {t.dtype}" for what, t in named)
+    raise TypeError(f"{name}: dtypes differ ({have}); cast the input to the weights' dtype "
+                    f"(x.to(dtype={weight.dtype}), x.float()) or the model to the input's")
 
 
 def _cpu_low_precision(x):
@@ -70,6 +86,7 @@ def linear(x, weight, bias=None):
                          f"{x.shape}), weight {weight.shape} expects {weight.shape[1]}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: bias shape {bias.shape} does not match {weight.shape[0]} outputs")
+    _check_dtypes("linear", x, weight, bias)
     args = (x, weight) if bias is None else (x, weight, bias)
     if _cpu_low_precision(x):
         return Linear.apply(*(t.float() for t in args)).astype(x.dtype)
@@ -276,6 +293,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
                          f"{x.shape[2] + 2 * padding[0]}x{x.shape[3] + 2 * padding[1]}")
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"conv2d: bias shape {bias.shape} does not match {weight.shape[0]} filters")
+    _check_dtypes("conv2d", x, weight, bias)
     args = (x, weight) if bias is None else (x, weight, bias)
     # without a gradient to compute, the forward pass may use an algorithm that keeps nothing
     needs_grad = is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in args)
