@@ -14,7 +14,7 @@ import pytest
 import minidl
 import minidl.nn.functional as F
 
-from _common import copy_weights, lenet5_minidl, lenet5_torch, resnet50_torch, seeded_inputs
+from _common import copy_weights, minidl_lenet5, torch_lenet5, torch_resnet50, seeded_inputs
 
 pytestmark = pytest.mark.skipif(
     not minidl.cuda_available(),
@@ -41,10 +41,10 @@ def _lenet_train_step(request, fw, batch):
     (x,) = seeded_inputs((batch, 1, 28, 28))
     y = np.random.default_rng(1).integers(0, 10, batch)
     minidl.manual_seed(0)
-    model = lenet5_minidl()
+    model = minidl_lenet5()
     if fw == "torch":
         torch = request.getfixturevalue("torch_cuda")
-        tmodel = copy_weights(torch, model, lenet5_torch(torch)).cuda()
+        tmodel = copy_weights(model, torch_lenet5()).cuda()
         opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
         xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
 
@@ -99,7 +99,7 @@ def test_gpu_resnet50_inference(benchmark, request, fw, batch):
     torch = request.getfixturevalue("torch_cuda")  # the twin is also the correctness check
     minidl.manual_seed(0)
     model = resnet50().eval()
-    tmodel = copy_weights(torch, model, resnet50_torch(torch)).eval().cuda()
+    tmodel = copy_weights(model, torch_resnet50()).eval().cuda()
     model.to("cuda")
     (x,) = seeded_inputs((batch, 3, 224, 224))
     xm, xt = minidl.tensor(x, device="cuda"), torch.from_numpy(x).cuda()
@@ -144,7 +144,7 @@ def _resnet50_train_step(request, fw, batch, size=224):
     if fw == "torch":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        tmodel = copy_weights(torch, model, resnet50_torch(torch)).cuda()
+        tmodel = copy_weights(model, torch_resnet50()).cuda()
         del model
         opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
         xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
@@ -217,7 +217,7 @@ def _resnet50_amp_step(request, fw, precision, batch=64, size=224):
     if fw == "torch":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-        tmodel = copy_weights(torch, model, resnet50_torch(torch)).cuda()
+        tmodel = copy_weights(model, torch_resnet50()).cuda()
         del model
         opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
         xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()

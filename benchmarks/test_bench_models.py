@@ -8,8 +8,8 @@ import pytest
 import minidl
 import minidl.nn.functional as F
 
-from _common import (copy_weights, lenet5_minidl, lenet5_torch, minidl_sgd, mlp_minidl, mlp_torch,
-                     resnet50_torch, seeded_inputs, torch_or_none)
+from _common import (copy_weights, minidl_lenet5, torch_lenet5, minidl_sgd, minidl_mlp, torch_mlp,
+                     torch_resnet50, seeded_inputs, torch_or_none)
 
 FRAMEWORKS = ["minidl", "torch"]
 
@@ -19,7 +19,7 @@ def _train_step(request, fw, build_minidl, build_torch, x, y):
     model = build_minidl()
     if fw == "torch":
         torch = request.getfixturevalue("torch")
-        tmodel = copy_weights(torch, model, build_torch(torch))
+        tmodel = copy_weights(model, build_torch())
         opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
 
@@ -58,8 +58,8 @@ def test_lenet5_train_step_b128(benchmark, request, fw):
     (x,) = seeded_inputs((128, 1, 28, 28))
     y = np.random.default_rng(1).integers(0, 10, 128)
     if fw == "minidl":
-        _check_same_steps(request, lenet5_minidl, lenet5_torch, x[:16], y[:16])
-    benchmark(_train_step(request, fw, lenet5_minidl, lenet5_torch, x, y))
+        _check_same_steps(request, minidl_lenet5, torch_lenet5, x[:16], y[:16])
+    benchmark(_train_step(request, fw, minidl_lenet5, torch_lenet5, x, y))
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -68,8 +68,8 @@ def test_mlp_train_step_b128(benchmark, request, fw):
     (x,) = seeded_inputs((128, 784))
     y = np.random.default_rng(1).integers(0, 10, 128)
     if fw == "minidl":
-        _check_same_steps(request, mlp_minidl, mlp_torch, x, y)
-    benchmark(_train_step(request, fw, mlp_minidl, mlp_torch, x, y))
+        _check_same_steps(request, minidl_mlp, torch_mlp, x, y)
+    benchmark(_train_step(request, fw, minidl_mlp, torch_mlp, x, y))
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
@@ -77,10 +77,10 @@ def test_lenet5_inference_b1000(benchmark, request, fw):
     benchmark.group = "lenet5-inference-b1000"
     (x,) = seeded_inputs((1000, 1, 28, 28))
     minidl.manual_seed(0)
-    model = lenet5_minidl().eval()
+    model = minidl_lenet5().eval()
     if fw == "torch":
         torch = request.getfixturevalue("torch")
-        tmodel = copy_weights(torch, model, lenet5_torch(torch)).eval()
+        tmodel = copy_weights(model, torch_lenet5()).eval()
         xt = torch.from_numpy(x)
 
         def run():
@@ -93,7 +93,7 @@ def test_lenet5_inference_b1000(benchmark, request, fw):
             with minidl.no_grad():
                 return model(xm)
         torch = torch_or_none()
-        tmodel = torch and copy_weights(torch, model, lenet5_torch(torch)).eval()
+        tmodel = torch and copy_weights(model, torch_lenet5()).eval()
         with torch.no_grad() if torch else minidl.no_grad():
             if torch:
                 np.testing.assert_allclose(run().numpy(), tmodel(torch.from_numpy(x)).numpy(),
@@ -125,7 +125,7 @@ def test_resnet50_inference(benchmark, request, fw, batch):
 
     run = run_minidl
     if torch is not None:  # the twin, and the check that both compute the same thing
-        tmodel = copy_weights(torch, model, resnet50_torch(torch)).eval()
+        tmodel = copy_weights(model, torch_resnet50()).eval()
         xt = torch.from_numpy(x)
 
         def run_torch():
@@ -170,8 +170,8 @@ def test_resnet50_train_step_b4_128(benchmark, request, fw):
     if fw == "torch":
         request.getfixturevalue("torch")
 
-    def build_torch(torch):
-        return resnet50_torch(torch)
+    def build_torch():
+        return torch_resnet50()
 
     def build_minidl():
         return resnet50()

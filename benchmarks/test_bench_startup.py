@@ -19,8 +19,8 @@ CODE = {
     "minidl": """
         import numpy as np
         import minidl, minidl.nn.functional as F
-        from _common import lenet5_minidl, minidl_sgd
-        model = lenet5_minidl(); opt = minidl_sgd(model)
+        from _common import minidl_lenet5, minidl_sgd
+        model = minidl_lenet5(); opt = minidl_sgd(model)
         rng = np.random.default_rng(0)
         x = minidl.tensor(rng.standard_normal((128, 1, 28, 28)).astype(np.float32))
         y = minidl.tensor(rng.integers(0, 10, 128))
@@ -30,8 +30,8 @@ CODE = {
         import numpy as np
         import torch
         torch.set_num_threads({threads})
-        from _common import lenet5_torch
-        model = lenet5_torch(torch); opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        from _common import torch_lenet5
+        model = torch_lenet5(); opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         rng = np.random.default_rng(0)
         x = torch.from_numpy(rng.standard_normal((128, 1, 28, 28)).astype(np.float32))
         y = torch.from_numpy(rng.integers(0, 10, 128))

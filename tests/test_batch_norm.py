@@ -8,6 +8,7 @@ import minidl
 import minidl.nn as nn
 import minidl.nn.functional as F
 from minidl.backend import generic
+from _torch_reference import copy_weights
 from minidl.backend.cpu import batchnorm as cpu_batchnorm
 
 SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (2, 3, 2, 2, 3), (8, 64, 16, 16)]
@@ -77,7 +78,7 @@ def test_batch_norm_relu_matches_torch(torch_mod, training):
     m, t = nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
     for p in (m.weight, m.bias):
         p.data[...] = rng.standard_normal(3)
-    t.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in m.state_dict().items()})
+    copy_weights(m, t)
     if not training:
         m.eval(), t.eval()
     mx, tx = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)

@@ -1,7 +1,7 @@
 """ResNet-50: torchvision's names and shapes, and PyTorch parity of a converted checkpoint.
 
 torchvision is not a dependency, so the reference is a plain-torch ResNet-50 with torchvision's
-module names (tests/_torch_resnet.py), with random weights scaled to behave like trained ones.
+module names (tests/_torch_reference.py, shared with the benchmarks), with random weights scaled to behave like trained ones.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import minidl
 from minidl.models import ResNet, resnet50
 from minidl.models.convert import convert, main as convert_main, save_npz
 
-from _torch_resnet import randomised_torch_resnet50, torch_resnet50
+from _torch_reference import randomised_torch_resnet50, torch_resnet50
 
 TORCHVISION_RESNET50_PARAMS = 25_557_032  # torchvision.models.resnet50(): sum of p.numel()
 

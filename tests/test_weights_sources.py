@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from _torch_resnet import randomised_torch_resnet50
+from _torch_reference import randomised_torch_resnet50
 
 import minidl
 from minidl.models import resnet50

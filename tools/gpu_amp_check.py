@@ -160,7 +160,7 @@ def autocast_vs_torch():
     for name in ("bfloat16", "float16"):
         minidl.manual_seed(0)
         m = Net(minidl.nn)
-        t = copy_weights(torch, m, TorchNet()).cuda()
+        t = copy_weights(m, TorchNet()).cuda()
         m.to("cuda")
         with minidl.autocast("cuda", dtype=getattr(minidl, name)):
             logits = m(minidl.tensor(x, device="cuda"), F)
@@ -195,7 +195,7 @@ def resnet50_step(batch, reps):
     import cupy as cp
     import torch
 
-    from _common import copy_weights, resnet50_torch
+    from _common import copy_weights, torch_resnet50
     from minidl.models import resnet50
 
     rng = np.random.default_rng(0)
@@ -215,7 +215,7 @@ def resnet50_step(batch, reps):
             torch.backends.cudnn.benchmark = True
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            tm = copy_weights(torch, model, resnet50_torch(torch)).cuda()
+            tm = copy_weights(model, torch_resnet50()).cuda()
             del model
             opt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
             xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()

@@ -45,10 +45,10 @@ def _minidl_step(device, x, y):
 def _torch_step(device, x, y):
     import torch
 
-    from _common import resnet50_torch
+    from _common import torch_resnet50
 
     torch.manual_seed(0)
-    model = resnet50_torch(torch).to(device)
+    model = torch_resnet50().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 

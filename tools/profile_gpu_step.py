@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
 import minidl.nn.functional as F  # noqa: E402
-from _common import lenet5_minidl  # noqa: E402
+from _common import minidl_lenet5  # noqa: E402
 
 
 def main():
@@ -32,7 +32,7 @@ def main():
     cp = minidl.backend.require_cuda()
     sync = cp.cuda.Device().synchronize
     minidl.manual_seed(0)
-    model = lenet5_minidl().to("cuda")
+    model = minidl_lenet5().to("cuda")
     opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
     x = minidl.tensor(rng.standard_normal((args.batch, 1, 28, 28), dtype=np.float32), device="cuda")

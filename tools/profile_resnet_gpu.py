@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
 import minidl.nn.functional as F  # noqa: E402
-from _common import copy_weights, resnet50_torch  # noqa: E402
+from _common import copy_weights, torch_resnet50  # noqa: E402
 from minidl.models import resnet50  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main():
     y = rng.integers(0, 1000, args.batch)
     minidl.manual_seed(0)
     model = resnet50()
-    tmodel = copy_weights(torch, model, resnet50_torch(torch)).cuda()
+    tmodel = copy_weights(model, torch_resnet50()).cuda()
     model.to("cuda")
     opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)

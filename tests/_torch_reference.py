@@ -1,17 +1,72 @@
-"""A plain-torch ResNet-50 with torchvision's module names (torchvision is not a dependency),
-shared by the tests that check minidl's ResNet-50 and its weight sources against PyTorch.
+"""PyTorch twins of minidl's reference models and the weight copy between them, shared by the
+tests and the benchmarks (benchmarks/_common.py puts this folder on sys.path and re-exports them).
 
-Its weights are random but scaled so the network behaves like a trained one (logits of order
-1-10, no near-tied top-1), and its BatchNorm layers get running statistics from real forward
-passes, so eval-mode BatchNorm is not the identity.
+- ``torch_resnet50``: torchvision's ResNet-50 (v1.5: stride on the 3x3 conv) in plain torch with
+  torchvision's module names (torchvision is not a dependency); ``randomised_torch_resnet50``
+  gives it random weights scaled to behave like trained ones, and running statistics from real
+  forward passes, so eval-mode BatchNorm is not the identity;
+- ``torch_lenet5``, ``torch_mlp``: the LeNet-5 and MLP of ``minidl_lenet5``/``minidl_mlp``;
+- ``copy_weights(src, dst)``: a minidl module's state dict into the torch twin, by name.
+
+torch is imported when a function runs (a skip with a reason under pytest where it is missing),
+so importing this module needs only minidl.
 """
 from __future__ import annotations
 
-import pytest
+import numpy as np
+
+import minidl.nn as nn
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:  # pytest is imported only here: the startup benchmark imports this module
+        import pytest
+
+        pytest.skip("torch is needed for the PyTorch twins")
+    return torch
+
+
+def minidl_lenet5():
+    # written out here rather than taken from minidl.models, so the twins pin the same layout
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
+
+
+def torch_lenet5():
+    tn = _torch().nn
+    return tn.Sequential(
+        tn.Conv2d(1, 6, 5, padding=2), tn.ReLU(), tn.MaxPool2d(2),
+        tn.Conv2d(6, 16, 5), tn.ReLU(), tn.MaxPool2d(2), tn.Flatten(),
+        tn.Linear(400, 120), tn.ReLU(), tn.Linear(120, 84), tn.ReLU(), tn.Linear(84, 10))
+
+
+def minidl_mlp():
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def torch_mlp():
+    tn = _torch().nn
+    return tn.Sequential(tn.Linear(784, 256), tn.ReLU(), tn.Linear(256, 10))
+
+
+def copy_weights(src, dst):
+    """minidl module ``src`` -> torch module ``dst`` with the same parameter and buffer names;
+    returns ``dst``."""
+    torch = _torch()
+    state = {k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in src.state_dict().items()}
+    missing, unexpected = dst.load_state_dict(state, strict=False)
+    # torch's BatchNorm counts its steps; nothing else may be left out
+    assert not unexpected and all(k.endswith("num_batches_tracked") for k in missing), \
+        (missing, unexpected)
+    return dst
 
 
 def torch_resnet50(num_classes=1000):
-    torch = pytest.importorskip("torch", reason="torch is needed for the PyTorch parity checks")
+    torch = _torch()
     tnn = torch.nn
 
     class Bottleneck(tnn.Module):
@@ -68,7 +123,7 @@ def torch_resnet50(num_classes=1000):
 
 
 def randomised_torch_resnet50(seed=0, num_classes=1000):
-    import torch
+    torch = _torch()
 
     torch.manual_seed(seed)
     model = torch_resnet50(num_classes)
