@@ -43,7 +43,10 @@ import os
 import pickle
 import sys
 import time
+from contextlib import nullcontext
 
+import minidl
+from minidl.backend import normalize_device
 from minidl.vision import classifier as _classifier
 from minidl.vision.classifier import (RANDOM, FeatureCache, ImageClassifier, confusion_matrix,  # noqa: F401
                                       contact_sheet, default_cache_dir, extract_features,
@@ -115,6 +118,9 @@ def build_parser():
                         help="seed of the classifier's shuffling (and of --weights random); "
                              "predict: default the one it was trained with")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off",
+                        help="run ResNet-50 (and the classifier) under autocast in float16 or "
+                             "bfloat16; their features are cached apart from float32 ones")
 
     t = sub.add_parser("train", help="train a classifier on PHOTOS/<class>/<images>")
     t.add_argument("folder", metavar="PHOTOS")
@@ -143,8 +149,12 @@ def main(argv=None):
         parser.error("--batch-size must be >= 1, --epochs >= 0 and --lr > 0")
     if args.command == "train" and args.seed is None:
         args.seed = 0
+    amp = {"fp16": "float16", "bf16": "bfloat16"}.get(args.amp)
+    if amp:  # 16-bit features differ from float32 ones in the last digits: a cache of their own
+        args.cache_dir = os.path.join(args.cache_dir, f"amp-{args.amp}")
     try:
-        return train(args) if args.command == "train" else predict(args)
+        with minidl.autocast(normalize_device(args.device), dtype=amp) if amp else nullcontext():
+            return train(args) if args.command == "train" else predict(args)
     except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as e:  # a refused pickle too
         print(f"error: {e}", file=sys.stderr)
         return 2
