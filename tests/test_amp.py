@@ -35,6 +35,10 @@ def test_dtypes_are_numpy_dtypes_and_bfloat16_is_ml_dtypes():
     assert x.to("cpu", minidl.float16).dtype == minidl.float16
     assert x.to("bfloat16").dtype == minidl.bfloat16
     np.testing.assert_array_equal(x.bfloat16().float().numpy(), [1.5, -2.25, 3.0])  # exact
+    layer = nn.Linear(3, 2)
+    weight = layer.weight
+    assert layer.to(minidl.bfloat16).weight.dtype == minidl.bfloat16
+    assert layer.to("float32").weight.dtype == np.float32 and layer.weight is weight
 
 
 @pytest.mark.parametrize("low", LOW)

@@ -6,7 +6,8 @@ from collections import OrderedDict
 import numpy as np
 
 from ..backend import normalize_device, to_device
-from ..tensor import Tensor
+from ..backend.dtypes import as_dtype, is_floating
+from ..tensor import Tensor, _is_dtype_like
 
 
 class Parameter(Tensor):
@@ -184,12 +185,15 @@ class Module:
     def to(self, device=None, dtype=None):
         """Move (or cast) every parameter and buffer in place, keeping the same objects so an
         optimizer made before the move still holds them."""
+        if dtype is None and device is not None and _is_dtype_like(device):
+            device, dtype = None, device  # model.to(minidl.bfloat16), as in torch
         if device is not None:
             device = normalize_device(device)
+        dtype = None if dtype is None else as_dtype(dtype)
         for t in list(self.parameters()) + list(self.buffers()):
             if device is not None:
                 t.data = to_device(t.data, device)
-            if dtype is not None and t.data.dtype.kind == "f":
+            if dtype is not None and is_floating(t.data.dtype):
                 t.data = t.data.astype(dtype)
             if t.grad is not None and device is not None:
                 t.grad = Tensor(to_device(t.grad.data, device))
