@@ -188,6 +188,15 @@ def case_crash(rank, world, device):
     return {"rank": rank, "unexpected": "the job survived a failed rank"}
 
 
+def case_exit(rank, world, device):
+    t = np.ones(4, dtype=np.float32)
+    dist.all_reduce(t)
+    if rank == world - 1:
+        sys.exit(3)  # no exception: excepthook never runs; the others learn it on leaving
+    dist.all_reduce(t)
+    return {"rank": rank, "unexpected": "the job survived a rank that left"}
+
+
 def main():
     case, outdir = sys.argv[1], sys.argv[2]
     device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
@@ -200,6 +209,8 @@ def main():
         result = case_train(rank, world, device, outdir)
     elif case == "crash":
         result = case_crash(rank, world, device)
+    elif case == "exit":
+        result = case_exit(rank, world, device)
     else:
         raise SystemExit(f"unknown case {case}")
     with open(os.path.join(outdir, f"{case}.rank{rank}.json"), "w") as f:

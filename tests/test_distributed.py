@@ -190,6 +190,17 @@ def test_a_failing_rank_aborts_the_job_within_seconds(tmp_path):
     assert seconds < 30, f"took {seconds:.1f} s"
 
 
+@needs_mpi
+def test_a_rank_that_exits_mid_run_ends_the_job(tmp_path):
+    """sys.exit(3) on rank 1 raises no exception (no excepthook); rank 0, waiting in a
+    collective, learns that rank 1 left and aborts instead of waiting for the timeout."""
+    rc, _, se, seconds = run_mpi([WORKER, "exit", tmp_path], timeout=60)
+    assert rc != 0
+    assert "rank 1 left the job while this rank waited in all_reduce" in se
+    assert not list(tmp_path.glob("exit.rank*.json"))
+    assert seconds < 30, f"took {seconds:.1f} s"
+
+
 # ---- the MNIST example under mpiexec -------------------------------------------------------------
 def write_idx(path, array):
     dims = array.shape

@@ -3,7 +3,10 @@ through host memory (a copy down, the collective, a copy back up).
 
 Every collective is started non-blocking and polled, so that one that never completes (a rank
 died without aborting, or skipped it) aborts the job after the group's timeout instead of
-hanging it.
+hanging it. A rank that leaves (exits, or destroys its group) tells the others on a side
+channel: one still waiting in a collective that does not complete within LEAVE_GRACE seconds
+after that aborts the job at once (a rank that called sys.exit(1) mid-run would otherwise hold
+the others until the timeout).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from ..backend import device_of, to_device
 
 # dtypes MPI has no reduction for: reduced in float32, moved as raw 16-bit words otherwise
 _HALF_KINDS = ("float16", "bfloat16")
+LEAVE_GRACE = 5.0  # seconds a collective may still take to finish after a peer left
 
 
 class MPIGroup:
@@ -33,6 +37,15 @@ class MPIGroup:
         local.Free()
         self.timeout = timeout
         self._ops = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN}
+        # the side channel for "rank r has left": one receive posted for the first notice
+        self.notices = self.comm.Dup()
+        self._notice = np.zeros(1, dtype=np.int64)
+        self._notice_req = self.notices.Irecv(self._notice, source=MPI.ANY_SOURCE, tag=1)
+        self._peer_left_at = None
+        self._left = False
+        import atexit
+
+        atexit.register(self.leave)  # runs before mpi4py's MPI_Finalize (registered earlier)
 
     # ---- waiting with a deadline ------------------------------------------------------------
     def _wait(self, request, what):
@@ -47,7 +60,33 @@ class MPIGroup:
             if now > spin_until:
                 if now > deadline:
                     self._timed_out(what)
+                if self._peer_left_at is None and self._notice_req.Test():
+                    self._peer_left_at = now
+                if self._peer_left_at is not None and now > max(self._peer_left_at,
+                                                                start) + LEAVE_GRACE:
+                    self._peer_gone(what)
                 time.sleep(5e-5)
+
+    def _peer_gone(self, what):
+        sys.stderr.write(
+            f"minidl.distributed: rank {self.rank}: rank {int(self._notice[0])} left the job "
+            f"while this rank waited in {what}; aborting the job\n")
+        sys.stderr.flush()
+        self.abort(1)
+
+    def leave(self):
+        """Tell the other ranks that this one is leaving (see the module's docstring)."""
+        if self._left:
+            return
+        self._left = True
+        if not self._notice_req.Test():
+            self._notice_req.Cancel()
+            self._notice_req.Wait()
+        note = np.array([self.rank], dtype=np.int64)
+        sends = [self.notices.Isend(note, dest=r, tag=1) for r in range(self.size) if r != self.rank]
+        deadline = time.monotonic() + 1.0  # a small message: delivered eagerly, or not at all
+        while sends and not self.MPI.Request.Testall(sends) and time.monotonic() < deadline:
+            time.sleep(1e-4)
 
     def _timed_out(self, what):
         sys.stderr.write(
@@ -111,6 +150,7 @@ class MPIGroup:
         self.comm.Abort(code)
 
     def close(self):
+        self.leave()
         self.comm.Free()
 
 
