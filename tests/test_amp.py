@@ -598,3 +598,21 @@ def test_image_classifier_amp_flag(photos, tmp_path, capsys, amp):
     assert not (cache / "features").exists()  # the float32 cache is untouched
     saved = minidl.load(out / "classifier.npz")
     assert all(v.dtype == np.float32 for v in saved.values())
+
+
+def test_cuda_kernels_that_see_16bit_activations_avoid_compound_assignment():
+    """CuPy's bfloat16 type has no ``+=`` (NVRTC rejects it; seen with CuPy 14.2), so bodies
+    that run on autocast's bfloat16 activations write ``acc = acc + v``. Optimizer, loss and
+    batch-norm kernels only ever see float32 under autocast, and may use it."""
+    import re
+
+    from minidl.backend import cuda
+
+    float32_only = ("softmax_xent", "sgd", "adam", "bn_", "unscale_grads")
+    for name, (ins, outs, body) in cuda.SPECS.items():
+        if name.startswith(float32_only):
+            continue
+        t_names = set(re.findall(r"\bT\s+(\w+)\s*=", body)) | {
+            p.split()[-1] for p in (ins + "," + outs).split(",") if p.split()[-2:-1] == ["T"]}
+        compound = set(re.findall(r"\b(\w+)\s*[-+*/]=", body))
+        assert not t_names & compound, f"{name}: {sorted(t_names & compound)} use op= on T"

@@ -2,13 +2,15 @@
 # The GPU checks (issues 6, 12, 13), in one go, on a machine with an NVIDIA GPU, CuPy and CUDA PyTorch
 # (the `device` machine: nothing to install, the repo runs from its checkout).
 #   bash tools/gpu_checks.sh OUTDIR MNIST_DIR [what...]
-# what: smoke bench mnist tests resnet profile (default: all). Logs and JSON land in OUTDIR.
+# what: smoke bench mnist tests resnet profile amp (default: all but profile). Logs and JSON land
+#   in OUTDIR. amp: tools/gpu_amp_check.py (16-bit kernels, autocast vs torch, ResNet-50 b64 bf16
+#   vs fp32 and torch) and the MNIST example with --amp bf16 (issue 13: >= 99.0%)
 #   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
 #          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py)
 set -u
 out=${1:?output folder}; data=${2:?folder holding the MNIST IDX files}; shift 2
-what=${*:-smoke bench mnist resnet tests}
+what=${*:-smoke bench mnist resnet tests amp}
 bench_k=${BENCH_K:-}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MINIDL_DATA=$(dirname "$data")
 mkdir -p "$out"
@@ -23,6 +25,10 @@ for w in $what; do
       timeout 400 python3 -m pytest -q -p no:cacheprovider benchmarks/test_bench_cuda.py --benchmark-only \
         ${bench_k:+-k "$bench_k"} --benchmark-json="$out/bench_cuda.json" 2>&1 | tee "$out/bench.log" | tail -30
       python3 tools/bench_ratios.py "$out/bench_cuda.json" --markdown ;;
+    amp)
+      timeout 300 python3 tools/gpu_amp_check.py 2>&1 | tee "$out/amp.log" | grep -v '^  File' | tail -40
+      timeout 300 python3 -m minidl.examples.mnist --device cuda --amp bf16 --data "$data" --no-progress \
+        --metrics-json "$out/mnist_cuda_bf16.json" 2>&1 | tee "$out/mnist_bf16.log" | tail -5 ;;
     mnist)
       timeout 500 python3 -m minidl.examples.mnist --device cuda --data "$data" --no-progress \
         --metrics-json "$out/mnist_cuda.json" 2>&1 | tee "$out/mnist.log" | tail -15 ;;
