@@ -2,15 +2,16 @@
 # The GPU checks (issues 6, 12, 13), in one go, on a machine with an NVIDIA GPU, CuPy and CUDA PyTorch
 # (the `device` machine: nothing to install, the repo runs from its checkout).
 #   bash tools/gpu_checks.sh OUTDIR MNIST_DIR [what...]
-# what: smoke bench mnist tests resnet profile amp (default: all but profile). Logs and JSON land
-#   in OUTDIR. amp: tools/gpu_amp_check.py (16-bit kernels, autocast vs torch, ResNet-50 b64 bf16
-#   vs fp32 and torch) and the MNIST example with --amp bf16 (issue 13: >= 99.0%)
+# what: smoke bench mnist dist resnet tests profile amp (default: all but profile). Logs and JSON
+#   land in OUTDIR. amp: tools/gpu_amp_check.py (16-bit kernels, autocast vs torch, ResNet-50 b64
+#   bf16 vs fp32 and torch) and the MNIST example with --amp bf16 (issue 13: >= 99.0%)
 #   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
 #          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
+#   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py)
 set -u
 out=${1:?output folder}; data=${2:?folder holding the MNIST IDX files}; shift 2
-what=${*:-smoke bench mnist resnet tests amp}
+what=${*:-smoke bench mnist dist resnet tests amp}
 bench_k=${BENCH_K:-}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MINIDL_DATA=$(dirname "$data")
 mkdir -p "$out"
@@ -34,6 +35,8 @@ for w in $what; do
         --metrics-json "$out/mnist_cuda.json" 2>&1 | tee "$out/mnist.log" | tail -15 ;;
     resnet)
       timeout 200 python3 -m pytest -q -rs -p no:cacheprovider tests/test_resnet50.py 2>&1 | tail -5 ;;
+    dist)
+      OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 240 bash tools/dist_gpu_check.sh "$out/dist" 2>&1 | tee "$out/dist.log" | tail -15 ;;
     profile)
       timeout 200 python3 tools/profile_resnet_gpu.py 2>&1 | tee "$out/profile.log" ;;
     tests)
