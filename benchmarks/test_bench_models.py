@@ -42,11 +42,11 @@ def _train_step(request, fw, build_minidl, build_torch, x, y):
     return step
 
 
-def _check_same_steps(request, build_minidl, build_torch, x, y):
-    """Guards the comparison: from the same weights both frameworks take the same 3 steps."""
+def _check_same_steps(request, build_minidl, build_torch, x, y, steps=3):
+    """Guards the comparison: from the same weights both frameworks take the same steps."""
     if torch_or_none() is None:
         return
-    losses = [[step().item() for _ in range(3)]
+    losses = [[step().item() for _ in range(steps)]
               for step in (_train_step(request, fw, build_minidl, build_torch, x, y)
                            for fw in FRAMEWORKS)]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
@@ -177,7 +177,10 @@ def test_resnet50_train_step_b4_128(benchmark, request, fw):
         return resnet50()
 
     if fw == "minidl":
-        _check_same_steps(request, build_minidl, build_torch, x, y)
+        # One step: at batch 4 the float32 rounding of 53 batch norms makes the two runs drift
+        # apart within a few SGD steps (they agree to 1e-12 in float64, see
+        # tests/test_resnet50.py::test_train_mode_forward_and_backward_match_torch).
+        _check_same_steps(request, build_minidl, build_torch, x, y, steps=1)
     step = _train_step(request, fw, build_minidl, build_torch, x, y)
     step()  # warm-up: numba compiles, buffers settle
     benchmark.extra_info["peak_mem_bytes"] = peak_rss_of(fw, 4, 128)
