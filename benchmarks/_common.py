@@ -29,9 +29,9 @@ def minidl_sgd(model):
 def bench_threads() -> int:
     import numba
 
-    n = int(os.environ.get("MINIDL_BENCH_THREADS", "0")) or numba.config.NUMBA_NUM_THREADS
-    numba.set_num_threads(n)
-    return n
+    # through minidl, so that numba's pool starts on the layer minidl configures
+    return minidl.set_num_threads(int(os.environ.get("MINIDL_BENCH_THREADS", "0"))
+                                  or numba.config.NUMBA_NUM_THREADS)
 
 
 THREADS = bench_threads()

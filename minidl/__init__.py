@@ -43,6 +43,13 @@ def from_numpy(array):
     return Tensor(array)
 
 
+def set_num_threads(n):
+    """Threads for the CPU kernels (numba) and numpy's BLAS, as ``torch.set_num_threads``."""
+    from .backend.cpu import tuning
+
+    return tuning.set_num_threads(n)
+
+
 def __getattr__(name):
     # ml_dtypes takes half a second to import: minidl.bfloat16 loads it when first asked for
     if name == "bfloat16":
@@ -54,4 +61,4 @@ def __getattr__(name):
 
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
            "manual_seed", "cuda_available", "save", "load", "zeros", "ones", "randn",
-           "from_numpy", "cat", "stack", "autocast", "float16", "float32", "float64", "bfloat16"]
+           "from_numpy", "set_num_threads", "cat", "stack", "autocast", "float16", "float32", "float64", "bfloat16"]

@@ -473,3 +473,35 @@ def test_each_process_setting_can_be_turned_off():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["None", "False", "()", "default"]
+
+
+def _run_python(code):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER",
+                                                           "MINIDL_THREADING_TUNING")}
+    done = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_set_num_threads_starts_numba_on_the_workqueue_layer():
+    """minidl.set_num_threads configures first, so numba's pool starts on the layer minidl
+    chose (numba.set_num_threads before minidl's first op starts it on OpenMP)."""
+    done = _run_python(
+        "import minidl, numba\n"
+        "assert minidl.set_num_threads(1) == 1\n"
+        "print(numba.threading_layer(), numba.get_num_threads())\n")
+    assert done.stdout.split() == ["workqueue", "1"]
+
+
+def test_numba_threads_started_first_are_reported():
+    done = _run_python(
+        "import numba\n"
+        "numba.set_num_threads(1)\n"
+        "import minidl, numpy as np\n"
+        "minidl.nn.functional.relu(minidl.tensor(np.ones(3)))\n")
+    assert "numba's threads were started before minidl's first CPU op" in done.stderr
+    assert "minidl.set_num_threads()" in done.stderr

@@ -65,8 +65,8 @@ def measure(framework, device="cpu", batch=4, size=128, steps=2, threads=None):
     import numpy as np
 
     if threads:
-        import numba
-        numba.set_num_threads(threads)
+        import minidl
+        minidl.set_num_threads(threads)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     y = rng.integers(0, 1000, batch)

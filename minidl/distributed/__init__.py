@@ -244,19 +244,9 @@ def _use_local_resources(local_rank, local_size):
 
 def set_num_threads(n):
     """Threads for minidl's numba kernels and numpy's OpenBLAS in this process."""
-    import numba
-
-    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
     from ..backend.cpu import tuning
 
-    for lib in tuning.openblas_libraries():
-        for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
-                     "openblas_set_num_threads64_"):
-            fn = getattr(lib, name, None)
-            if fn is not None:
-                fn(n)
-                break
+    tuning.set_num_threads(n)
 
 
 # ---- failure: one rank's uncaught exception takes the whole job down ------------------------

@@ -57,6 +57,27 @@ def configure() -> Configuration:
         return _configuration
 
 
+def set_num_threads(n):
+    """Threads for minidl's numba kernels and numpy's OpenBLAS (``minidl.set_num_threads``, as
+    ``torch.set_num_threads``). Use it rather than ``numba.set_num_threads``: numba starts its
+    worker pool on that call, and a pool started before ``configure()`` chose the workqueue
+    layer runs on OpenMP, whose spinning workers made ResNet-50 inference 2x slower beside
+    PyTorch. Returns the count set (at most numba's NUMBA_NUM_THREADS)."""
+    configure()
+    import numba
+
+    n = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    for _, lib in openblas_libraries():
+        for name in ("openblas_set_num_threads", "scipy_openblas_set_num_threads64_",
+                     "openblas_set_num_threads64_"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn(n)
+                break
+    return n
+
+
 def _off(variable):
     return os.environ.get(variable, "1") == "0"
 
@@ -72,6 +93,19 @@ def _use_workqueue_threads():
         return None
     import numba
 
+    try:
+        started = numba.threading_layer()  # raises until numba's worker pool has started
+    except ValueError:
+        started = None
+    if started is not None and started != "workqueue":
+        import warnings
+
+        warnings.warn(f"minidl: numba's threads were started before minidl's first CPU op, on the "
+                      f"'{started}' layer, which can make minidl several times slower next to "
+                      "PyTorch or OpenBLAS; set the thread count with minidl.set_num_threads() "
+                      "instead of numba.set_num_threads() (or set NUMBA_THREADING_LAYER)",
+                      RuntimeWarning, stacklevel=3)
+        return started
     numba.config.THREADING_LAYER = "workqueue"
     return "workqueue"
 
