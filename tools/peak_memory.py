@@ -7,8 +7,8 @@
 Builds torchvision's ResNet-50 layout (minidl.models.resnet50, or the plain-torch twin in
 benchmarks/_common.py), runs ``--steps`` training steps (forward in train mode, cross-entropy,
 backward, SGD with momentum) and prints one JSON line: the peak in bytes and what was measured.
-On the CPU that is the process's peak resident set (ru_maxrss), so each framework is measured in
-a process of its own, imports included. On CUDA it is CuPy's memory-pool size (blocks held,
+On the CPU that is the process's peak resident set (VmHWM), so each framework is measured in a
+process of its own, imports included. On CUDA it is CuPy's memory-pool size (blocks held,
 used or cached: an upper bound of what minidl had allocated) against PyTorch's
 ``torch.cuda.max_memory_allocated``.
 """
@@ -61,6 +61,19 @@ def _torch_step(device, x, y):
     return step
 
 
+def _peak_rss():
+    """This process's peak resident set: VmHWM, which starts afresh at exec. (ru_maxrss does
+    not: a child started from a large parent reports at least the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(framework, device="cpu", batch=4, size=128, steps=2, threads=None):
     import numpy as np
 
@@ -88,7 +101,7 @@ def measure(framework, device="cpu", batch=4, size=128, steps=2, threads=None):
     for _ in range(steps):
         step()
     if device == "cpu":
-        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "peak RSS"
+        peak, kind = _peak_rss(), "peak RSS"
     elif framework == "torch":
         import torch
         peak, kind = torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
