@@ -164,7 +164,7 @@ class Conv2d(Function):
         if self.pointwise:
             g3 = g.reshape(n, co, -1)
             if want_w:
-                gw = _pointwise_wgrad(k, g, col).reshape(w.shape)
+                gw = _pointwise_wgrad(k, g, col, w.shape)
             if want_b:
                 gb = _bias_grad(k, g)
             if want_x:
@@ -174,7 +174,16 @@ class Conv2d(Function):
         if want_w:
             if not self.kept_cols:
                 col = _im2col_t(k, col, kh, kw, sh, sw, ph, pw)  # col held x: gather again
-            gw = (col @ g2.T).T.reshape(w.shape)  # this orientation ran 1.7x faster in BLAS
+            # written into an array that owns its memory (a view would be copied again as
+            # .grad). With long rows (N*L > K) col @ g2.T ran up to 1.7x faster in BLAS than
+            # g2 @ col.T, even with its transpose copied; with short rows (ResNet's last
+            # stages) the transposed copy of the large (K, Co) result cost 5x the GEMM
+            xp = get_array_module(g)
+            gw = xp.empty(w.shape, dtype=g.dtype)
+            if col.shape[1] > col.shape[0]:
+                gw.reshape(co, -1)[...] = (col @ g2.T).T
+            else:
+                xp.matmul(g2, col.T, out=gw.reshape(co, -1))
             if not self.kept_cols:
                 _give_back_scratch(k, col)
         if want_b:
@@ -185,19 +194,23 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
-def _pointwise_wgrad(k, g, x3):
-    """Weight gradient (Co, Ci) of a 1x1 conv: sum over samples of g[n] @ x[n].T. Per-sample
-    GEMMs summed afterwards need an (N, Co, Ci) intermediate; where that is larger than the two
-    activations, both are laid out as (C, N*L) columns and one GEMM covers the batch (short
-    rows, as in ResNet's last stages, also make per-sample GEMMs inefficient)."""
+def _pointwise_wgrad(k, g, x3, w_shape):
+    """Weight gradient of a 1x1 conv, sum over samples of g[n] @ x[n].T, written into an array
+    of the weight's shape that owns its memory (a view would be copied again as .grad).
+    Per-sample GEMMs summed afterwards need an (N, Co, Ci) intermediate; where that is larger
+    than the two activations, both are laid out as (C, N*L) columns and one GEMM covers the
+    batch (short rows, as in ResNet's last stages, also make per-sample GEMMs inefficient)."""
+    xp = get_array_module(g)
     n, co = g.shape[:2]
     ci, length = x3.shape[1:]
+    gw = xp.empty(w_shape, dtype=g.dtype)
     if n == 1 or n * co * ci <= (co + ci) * n * length:
         g3 = g.reshape(n, co, -1)
-        return (g3 @ x3.transpose(0, 2, 1)).sum(axis=0)
+        (g3 @ x3.transpose(0, 2, 1)).sum(axis=0, out=gw.reshape(co, ci))
+        return gw
     g2, _ = _nchw_to_cols(k, g)
     x2, _ = _nchw_to_cols(k, x3)
-    gw = g2 @ x2.T
+    xp.matmul(g2, x2.T, out=gw.reshape(co, ci))
     _give_back_scratch(k, g2)
     _give_back_scratch(k, x2)
     return gw
