@@ -127,82 +127,12 @@ def _cupy_pool():
     return minidl.backend.require_cuda().get_default_memory_pool()
 
 
-def _resnet50_train_step(request, fw, batch, size=224, warm_steps=2):
+def _resnet50_train_step(request, fw, batch, size=224, precision="fp32", warm_steps=2):
     """One ResNet-50 training step (train-mode forward, cross-entropy, backward, SGD with
-    momentum) on the GPU, from the same weights in both frameworks; returns (step, peak_bytes)
-    where the peak is measured over the warm-up steps."""
-    import gc
-
-    from minidl.models import resnet50
-
-    torch = request.getfixturevalue("torch_cuda")
-    gc.collect()
-    (x,) = seeded_inputs((batch, 3, size, size))
-    y = np.random.default_rng(1).integers(0, 1000, batch)
-    minidl.manual_seed(0)
-    model = resnet50()
-    if fw == "torch":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        tmodel = copy_weights(model, torch_resnet50()).cuda()
-        del model
-        opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
-        xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
-
-        def step():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
-            loss.backward()
-            opt.step()
-            torch.cuda.synchronize()
-            return loss
-
-        def peak():
-            return torch.cuda.max_memory_allocated()
-    else:
-        _cupy_pool().free_all_blocks()
-        model.to("cuda")
-        opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        xm, ym = minidl.tensor(x, device="cuda"), minidl.tensor(y, device="cuda")
-
-        def step():
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xm), ym)
-            loss.backward()
-            opt.step()
-            _sync_minidl()
-            return loss
-
-        def peak():  # every block the pool holds, in use or cached: an upper bound
-            return _cupy_pool().total_bytes()
-    for _ in range(warm_steps):
-        step()
-    return step, peak()
-
-
-@pytest.mark.parametrize("fw", FRAMEWORKS)
-@pytest.mark.parametrize("batch", [32, 128])
-def test_gpu_resnet50_train_step(benchmark, request, fw, batch):
-    benchmark.group = f"gpu-resnet50-train-step-b{batch}-224"
-    step, peak = _resnet50_train_step(request, fw, batch)
-    benchmark.extra_info["peak_mem_bytes"] = peak
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
-
-
-def test_gpu_resnet50_train_steps_agree(request):
-    """Guards the ResNet comparison: the same first loss from the same weights (later steps
-    drift apart by float32 rounding alone; the float64 gradients agree to 1e-12 in
-    tests/test_resnet50.py)."""
-    losses = [float(_resnet50_train_step(request, fw, 8, 64, warm_steps=0)[0]())
-              for fw in FRAMEWORKS]
-    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
-
-
-# ---- mixed precision (issue 13): bf16 autocast against torch.autocast, and minidl's float32 ----
-def _resnet50_amp_step(request, fw, precision, batch=64, size=224):
-    """One ResNet-50 training step at ``precision`` ("fp32" or "bf16": autocast with float32
-    master weights; no GradScaler, which bfloat16 does not need) from the same weights in both
-    frameworks; returns (step, peak_bytes) measured over two steps."""
+    momentum) on the GPU at ``precision`` ("fp32", or "bf16": autocast with float32 master
+    weights, no GradScaler, which bfloat16 does not need), from the same weights in both
+    frameworks; returns (step, peak_bytes), the peak measured over the warm-up steps (CuPy's
+    pool: every block it holds, used or cached, an upper bound; torch.cuda.max_memory_allocated)."""
     import gc
 
     from minidl.models import resnet50
@@ -249,13 +179,32 @@ def _resnet50_amp_step(request, fw, precision, batch=64, size=224):
             _sync_minidl()
             return loss
 
-        def peak():  # every block the pool holds, in use or cached: an upper bound
+        def peak():
             return pool.total_bytes()
-    step()
-    step()
+    for _ in range(warm_steps):
+        step()
     return step, peak()
 
 
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("batch", [32, 128])
+def test_gpu_resnet50_train_step(benchmark, request, fw, batch):
+    benchmark.group = f"gpu-resnet50-train-step-b{batch}-224"
+    step, peak = _resnet50_train_step(request, fw, batch)
+    benchmark.extra_info["peak_mem_bytes"] = peak
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+
+
+def test_gpu_resnet50_train_steps_agree(request):
+    """Guards the ResNet comparison: the same first loss from the same weights (later steps
+    drift apart by float32 rounding alone; the float64 gradients agree to 1e-12 in
+    tests/test_resnet50.py)."""
+    losses = [float(_resnet50_train_step(request, fw, 8, 64, warm_steps=0)[0]())
+              for fw in FRAMEWORKS]
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+
+
+# ---- mixed precision (issue 13): bf16 autocast against torch.autocast, and minidl's float32 ----
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("precision", ["bf16", "fp32"])
 def test_gpu_resnet50_train_step_amp(benchmark, request, fw, precision):
@@ -263,7 +212,7 @@ def test_gpu_resnet50_train_step_amp(benchmark, request, fw, precision):
     <= 1.3x) and -fp32 (minidl's own float32 step, which bf16 must beat 2.5x;
     tools/bench_ratios.py prints that speed-up)."""
     benchmark.group = f"gpu-resnet50-train-step-b64-224-{precision}"
-    step, peak = _resnet50_amp_step(request, fw, precision)
+    step, peak = _resnet50_train_step(request, fw, 64, precision=precision)
     benchmark.extra_info["peak_mem_bytes"] = peak
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
 
@@ -273,6 +222,6 @@ def test_gpu_resnet50_bf16_steps_agree(request):
     parameters stay float32."""
     losses = []
     for fw in FRAMEWORKS:
-        step, _ = _resnet50_amp_step(request, fw, "bf16", batch=8, size=64)
+        step, _ = _resnet50_train_step(request, fw, 8, 64, precision="bf16")
         losses.append([float(step()) for _ in range(3)])
     np.testing.assert_allclose(losses[0], losses[1], rtol=3e-2)
