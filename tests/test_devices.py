@@ -263,6 +263,40 @@ def test_lenet5_training_step_matches_cpu(device):
         np.testing.assert_allclose(p.numpy(), q.numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+@_on(GPU_LIKE)
+def test_resnet50_train_and_eval_on_the_device_match_cpu(device):
+    """Every ResNet-50 kernel on the device path inside the real network: fused BatchNorm(+ReLU)
+    forward and backward, add+ReLU, im2col with the multiply-and-shift indexing, the 1x1
+    weight-gradient layouts, eval-mode affine; in float64 against the same step on the CPU."""
+    from minidl.models import resnet50
+
+    minidl.manual_seed(0)
+    state = {k: v.numpy() for k, v in resnet50(num_classes=10).state_dict().items()}
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 40, 48))
+    y = rng.integers(0, 10, 2)
+    results = []
+    for dev in (device, "cpu"):
+        model = resnet50(num_classes=10)
+        model.load_state_dict(state)
+        model = model.double().to(dev)
+        loss = F.cross_entropy(model(minidl.tensor(x, dtype="float64", device=dev)),
+                               minidl.tensor(y, device=dev))
+        loss.backward()
+        grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
+        running = model.state_dict()["layer2.0.bn2.running_var"].numpy()
+        with minidl.no_grad():
+            logits = model.eval()(minidl.tensor(x, dtype="float64", device=dev)).numpy()
+        results.append((loss.item(), grads, running, logits))
+    (loss, grads, running, logits), (loss0, grads0, running0, logits0) = results
+    assert np.isclose(loss, loss0, rtol=1e-12)
+    for name, g in grads.items():  # relative to the tensor's largest entry, as sums round
+        err = np.abs(g - grads0[name]).max() / np.abs(grads0[name]).max()
+        assert err <= 1e-9, f"{name}: gradient off by {err:.1e} relative to its max"
+    np.testing.assert_allclose(running, running0, rtol=1e-12)
+    np.testing.assert_allclose(logits, logits0, rtol=1e-9, atol=1e-12)
+
+
 # ---- modules, optimizers, checkpoints, data ---------------------------------------------------
 def _small_net():
     return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.Flatten(),
