@@ -15,6 +15,8 @@ from numba import njit, prange
 from .launch import Drivers, launch, parallel
 
 
+# The loops run over one contiguous (sample, channel) row at a time with unsigned indices, and
+# the ReLU test is hoisted out of them, so LLVM vectorises each loop.
 @njit(cache=True)
 def _stats_channel(x3, c):
     n, _, hw = x3.shape
@@ -22,14 +24,28 @@ def _stats_channel(x3, c):
     s = 0.0
     q = 0.0
     for i in range(n):
+        row = x3[i, c]
         for p in range(hw):
-            d = np.float64(x3[i, c, p]) - shift
+            d = np.float64(row[np.uintp(p)]) - shift
             s += d
             q += d * d
     count = n * hw
     d = s / count
     var = max(q / count - d * d, 0.0)
     return shift + d, var
+
+
+@njit(cache=True)
+def _affine_row(src, dst, a, b, relu):
+    if relu:
+        for p in range(src.size):
+            k = np.uintp(p)
+            v = src[k] * a + b
+            dst[k] = 0 if v < 0 else v  # NaN passes through, as in relu
+    else:
+        for p in range(src.size):
+            k = np.uintp(p)
+            dst[k] = src[k] * a + b
 
 
 @njit(cache=True)
@@ -41,9 +57,7 @@ def _forward_channel(x3, y3, c, w, b, has_w, has_b, eps, relu, mean, invstd, bva
     mean[c], invstd[c], bvar[c] = mu, inv, var
     at, sht = x3.dtype.type(a), x3.dtype.type(sh)
     for i in range(x3.shape[0]):
-        for p in range(x3.shape[2]):
-            v = x3[i, c, p] * at + sht
-            y3[i, c, p] = 0 if relu and v < 0 else v
+        _affine_row(x3[i, c], y3[i, c], at, sht, relu)
 
 
 @njit(parallel=True, cache=True)
@@ -59,16 +73,47 @@ def _forward_ser(x3, y3, w, b, has_w, has_b, eps, relu, mean, invstd, bvar):
 
 
 @njit(cache=True)
+def _grad_sums_row(g, x, y, mu, relu):
+    s = 0.0
+    q = 0.0
+    if relu:
+        for p in range(g.size):
+            k = np.uintp(p)
+            gi = np.float64(g[k]) if y[k] > 0 else 0.0
+            s += gi
+            q += gi * (np.float64(x[k]) - mu)
+    else:
+        for p in range(g.size):
+            k = np.uintp(p)
+            gi = np.float64(g[k])
+            s += gi
+            q += gi * (np.float64(x[k]) - mu)
+    return s, q
+
+
+@njit(cache=True)
+def _input_grad_row(g, x, y, gx, a, b, c, mu, relu):
+    if relu:
+        for p in range(g.size):
+            k = np.uintp(p)
+            gi = g[k] if y[k] > 0 else 0
+            gx[k] = a * gi + b * (x[k] - mu) + c
+    else:
+        for p in range(g.size):
+            k = np.uintp(p)
+            gx[k] = a * g[k] + b * (x[k] - mu) + c
+
+
+@njit(cache=True)
 def _backward_channel(g3, x3, y3, c, mean, invstd, w, has_w, relu, gx3, gw, gb):
     n, _, hw = x3.shape
     mu = np.float64(mean[c])
     s = 0.0
     q = 0.0
     for i in range(n):
-        for p in range(hw):
-            gi = 0.0 if relu and not y3[i, c, p] > 0 else np.float64(g3[i, c, p])
-            s += gi
-            q += gi * (np.float64(x3[i, c, p]) - mu)
+        si, qi = _grad_sums_row(g3[i, c], x3[i, c], y3[i, c], mu, relu)
+        s += si
+        q += qi
     count = n * hw
     inv = np.float64(invstd[c])
     a = inv * w[c] if has_w else inv
@@ -76,9 +121,7 @@ def _backward_channel(g3, x3, y3, c, mean, invstd, w, has_w, relu, gx3, gw, gb):
     t = x3.dtype.type
     at, bt, ct, mut = t(a), t(-a * inv * inv * q / count), t(-a * s / count), t(mu)
     for i in range(n):
-        for p in range(hw):
-            gi = 0 if relu and not y3[i, c, p] > 0 else g3[i, c, p]
-            gx3[i, c, p] = at * gi + bt * (x3[i, c, p] - mut) + ct
+        _input_grad_row(g3[i, c], x3[i, c], y3[i, c], gx3[i, c], at, bt, ct, mut, relu)
 
 
 @njit(parallel=True, cache=True)
@@ -143,10 +186,7 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
 @njit(cache=True)
 def _affine_plane(x3, y3, scale, shift, relu, k):
     i, c = k // x3.shape[1], k % x3.shape[1]
-    a, b = scale[c], shift[c]
-    for p in range(x3.shape[2]):
-        v = x3[i, c, p] * a + b
-        y3[i, c, p] = 0 if relu and v < 0 else v
+    _affine_row(x3[i, c], y3[i, c], scale[c], shift[c], relu)
 
 
 @njit(parallel=True, cache=True)
