@@ -665,11 +665,7 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
         running_var *= 1 - momentum
         running_var += (momentum * bvar * (count / max(count - 1, 1))).astype(
             running_var.dtype, copy=False)
-    y = cp.empty(x.shape, dtype=x.dtype)
-    if y.size:
-        _kernel("bn_normalize", wide)(x.reshape(-1), scale, shift, c, hw, int(bool(relu)),
-                                      _magic(hw), _magic(c), y)
-    return y, mean, invstd
+    return channel_affine(x, scale, shift, relu), mean, invstd
 
 
 def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):

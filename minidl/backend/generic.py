@@ -90,11 +90,7 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     shift = -mean * scale
     if bias is not None:
         shift = shift + bias
-    y = x * scale.reshape(shape)
-    y += shift.reshape(shape)
-    if relu:
-        xp.maximum(y, 0, out=y)
-    return y, mean, invstd
+    return channel_affine(x, scale, shift, relu), mean, invstd
 
 
 def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):

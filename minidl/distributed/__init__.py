@@ -239,14 +239,9 @@ def _use_local_resources(local_rank, local_size):
         usable = os.cpu_count() or 1
     # a launcher that binds ranks to cores (Open MPI does) already gave this rank its share
     share = usable if usable < (os.cpu_count() or usable) else usable // local_size
-    set_num_threads(max(1, share))
-
-
-def set_num_threads(n):
-    """Threads for minidl's numba kernels and numpy's OpenBLAS in this process."""
     from ..backend.cpu import tuning
 
-    tuning.set_num_threads(n)
+    tuning.set_num_threads(max(1, share))
 
 
 # ---- failure: one rank's uncaught exception takes the whole job down ------------------------
