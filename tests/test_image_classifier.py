@@ -17,25 +17,11 @@ from minidl.data import random_split
 from minidl.examples import image_classifier as ic
 from minidl.vision import classifier as classifier_module
 
-PATTERNS = {
-    # two classes a random network still tells apart: colour and texture both differ
-    "red_stripes": lambda yy, xx: np.where((yy // 6) % 2, 1.0, 0.45)[..., None] * [220, 40, 40],
-    "teal_checks": lambda yy, xx: np.where((yy // 8 + xx // 8) % 2, 1.0, 0.3)[..., None] * [30, 170, 190],
-}
-
+from helpers import PHOTO_PATTERNS, make_photo_folder
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for name, pattern in PATTERNS.items():
-        (root / name).mkdir()
-        for i in range(6):
-            h, w = 48 + 4 * i, 64
-            yy, xx = np.mgrid[0:h, 0:w]
-            img = pattern(yy, xx) * (0.8 + 0.4 * rng.random()) + rng.normal(0, 8, (h, w, 3))
-            ext = "png" if i % 3 == 0 else "jpg"
-            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / name / f"{i}.{ext}")
+    root = make_photo_folder(tmp_path_factory.mktemp("photos"))
     (root / "red_stripes" / "notes.txt").write_text("not a photo")
     (root / "teal_checks" / ".DS_Store").write_bytes(bytes(64))
     return root
@@ -154,7 +140,7 @@ def test_cli_train_cache_and_predict(photos, tmp_path, capsys, caplog):
     np.testing.assert_array_equal(minidl.load(out_dir / "classifier.npz")["weight"], state["weight"])
 
     # predict: the classifier fits its training photos, so it labels them correctly
-    names = sorted(PATTERNS)
+    names = sorted(PHOTO_PATTERNS)
     samples = [(str(photos / n / f), k) for k, n in enumerate(names)
                for f in sorted(os.listdir(photos / n)) if f.endswith((".jpg", ".png"))]
     train_idx = random_split(list(range(len(samples))), 0.8, seed=2)[0].indices

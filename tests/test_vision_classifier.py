@@ -14,31 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import make_photo_folder
 from minidl.vision import ImageClassifier
 from minidl.vision import classifier as clf_module
 from minidl.vision.transforms import ImageReadError
 
-PATTERNS = {
-    "red_stripes": lambda yy, xx: np.where((yy // 6) % 2, 1.0, 0.45)[..., None] * [220, 40, 40],
-    "teal_checks": lambda yy, xx: np.where((yy // 8 + xx // 8) % 2, 1.0, 0.3)[..., None] * [30, 170, 190],
-}
-
-
-def _photo(pattern, rng, h=48, w=64):
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = pattern(yy, xx) * (0.8 + 0.4 * rng.random()) + rng.normal(0, 8, (h, w, 3))
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
-
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for name, pattern in PATTERNS.items():
-        (root / name).mkdir()
-        for i in range(6):
-            _photo(pattern, rng, h=48 + 4 * i).save(root / name / f"{i}.{'png' if i % 3 == 0 else 'jpg'}")
-    return root
+    return make_photo_folder(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.fixture(scope="module")
