@@ -19,6 +19,7 @@ from minidl.vision import classifier as classifier_module
 
 from helpers import PHOTO_PATTERNS, make_photo_folder
 
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = make_photo_folder(tmp_path_factory.mktemp("photos"))
