@@ -1,11 +1,14 @@
 """Backend switches with PyTorch's names: ``minidl.backends.cuda.matmul.allow_tf32 = True``.
 
-minidl's convolutions are GEMMs, so the one switch covers ``torch.backends.cudnn.allow_tf32``
-too (``minidl.backends.cudnn.allow_tf32`` is the same flag).
+float32 matrix products and convolutions share one TF32 switch (``minidl.backends.cuda.matmul``
+and ``minidl.backends.cudnn`` are the same flag), off by default. ``minidl.backends.cudnn``
+also says whether cuDNN was found (``is_available()``, ``version()``) and turns its
+convolutions off or on (``enabled``; see ``minidl/backend/cudnn.py``).
 """
 from __future__ import annotations
 
 from . import backend
+from .backend import cudnn as _cudnn
 
 
 class _TF32Flag:
@@ -22,5 +25,24 @@ class _Cuda:
     matmul = _TF32Flag()
 
 
+class _Cudnn(_TF32Flag):
+    @property
+    def enabled(self) -> bool:
+        """Whether CUDA convolutions use cuDNN where it is available (else im2col + cuBLAS)."""
+        return _cudnn.enabled()
+
+    @enabled.setter
+    def enabled(self, flag):
+        _cudnn.enabled(bool(flag))
+
+    @staticmethod
+    def is_available() -> bool:
+        return _cudnn.is_available()
+
+    @staticmethod
+    def version():
+        return _cudnn.version()
+
+
 cuda = _Cuda()
-cudnn = _TF32Flag()
+cudnn = _Cudnn()

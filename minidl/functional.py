@@ -109,11 +109,14 @@ class Conv2d(Function):
         oh, ow = k.out_size(h, kh, sh, ph), k.out_size(wd, kw, sw, pw)
         self.geom = (x.shape, kh, kw, sh, sw, ph, pw)
         w2 = w.reshape(co, -1)                                  # (Co, K)
-        algorithm = _conv2d_algorithm(k, x.shape, w.shape, stride, padding, needs_grad)
-        if algorithm == "pointwise" and x.dtype.name == "bfloat16":
-            algorithm = "im2col"  # CuPy has no batched (3-D) bfloat16 matmul; 2-D GEMMs only
+        algorithm = _conv2d_algorithm(k, x.shape, w.shape, stride, padding, needs_grad, x.dtype)
         self.pointwise = algorithm == "pointwise"
         self.direct = algorithm == "direct"
+        self.cudnn = algorithm == "cudnn"
+        if self.cudnn:  # implicit GEMM in cuDNN (backend/cudnn.py): x is all it keeps
+            self.conv_args = (stride, padding)
+            self.save_for_backward(x, w)
+            return k.conv2d_cudnn(x, w, b, stride, padding)
         if self.direct:  # thin input (LeNet's first layer): no im2col matrix at all
             self.save_for_backward(x, w)
             return k.conv2d_direct(x, w, b, ph, pw)
@@ -150,6 +153,16 @@ class Conv2d(Function):
         want_x, want_w = _needs_grad(self, 0), _needs_grad(self, 1)
         want_b = len(self.inputs) > 2 and _needs_grad(self, 2)
         gx = gw = gb = None
+        if self.cudnn:
+            x = col  # the cuDNN path saved the input, not a column matrix
+            g = g.astype(x.dtype, copy=False)
+            if want_x:
+                gx = k.conv2d_cudnn_backward_data(g, w, x_shape, *self.conv_args)
+            if want_w:
+                gw = k.conv2d_cudnn_backward_filter(x, g, w.shape, *self.conv_args)
+            if want_b:
+                gb = _bias_grad(k, g)
+            return gx, gw, gb
         if self.direct:
             x = col  # the direct path saved the input, not a column matrix
             if want_w or want_b:
@@ -216,13 +229,13 @@ def _pointwise_wgrad(k, g, x3, w_shape):
     return gw
 
 
-def _conv2d_algorithm(k, x_shape, w_shape, stride, padding, needs_grad):
+def _conv2d_algorithm(k, x_shape, w_shape, stride, padding, needs_grad, dtype):
     """The kernel set's choice of convolution algorithm (the CPU's rules are in
-    ``backend/cpu/conv.py``); elsewhere, one GEMM per sample for 1x1 layers and im2col
-    otherwise."""
+    ``backend/cpu/conv.py``, CUDA's, cuDNN among them, in ``backend/cuda.py``); elsewhere, one
+    GEMM per sample for 1x1 layers and im2col otherwise."""
     choose = getattr(k, "conv2d_algorithm", None)
     if choose is not None:
-        return choose(x_shape, w_shape, stride, padding, needs_grad)
+        return choose(x_shape, w_shape, stride, padding, needs_grad, dtype)
     pointwise = tuple(w_shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0)
     return "pointwise" if pointwise else "im2col"
 

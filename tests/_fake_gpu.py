@@ -196,8 +196,10 @@ def install(monkeypatch, lib, fake=None):
     """Make minidl believe ``fake`` (a FakeCuPy) is CuPy with one GPU, running the CUDA kernels
     through the host-compiled ``lib``. Undone by monkeypatch at the end of the test."""
     from minidl import backend
+    from minidl.backend import cudnn
 
     fake = fake or FakeCuPy()
+    monkeypatch.setattr(cudnn, "_enabled", False)  # cuDNN needs a real GPU and real CuPy
     monkeypatch.setattr(backend, "_cupy", fake)
     monkeypatch.setattr(backend, "_cupy_checked", True)
     monkeypatch.setattr(backend, "_cuda_ready", True)

@@ -5,8 +5,10 @@
 # what: smoke bench mnist dist resnet tests profile amp (default: all but profile). Logs and JSON
 #   land in OUTDIR. amp: tools/gpu_amp_check.py (16-bit kernels, autocast vs torch, ResNet-50 b64
 #   bf16 vs fp32 and torch) and the MNIST example with --amp bf16 (issue 13: >= 99.0%)
+#   (AMP_ARGS=--skip-bench leaves out its ResNet-50 timing, which bench also has)
 #   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
 #          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
+#   smoke: cuDNN's version and the CUDA kernel, device, cuDNN, batch-norm and conv tests
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py)
 set -u
@@ -20,14 +22,22 @@ for w in $what; do
   case $w in
     smoke)
       nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-      python3 -c 'import numpy, numba, cupy, torch; print("numpy", numpy.__version__, "numba", numba.__version__, "cupy", cupy.__version__, "torch", torch.__version__, torch.cuda.is_available())'
-      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py tests/test_devices.py tests/test_batch_norm.py tests/test_conv_memory.py 2>&1 | tee "$out/smoke.log" | tail -25 ;;
+      python3 -c 'import numpy, numba, cupy, torch; print("numpy", numpy.__version__, "numba", numba.__version__, "cupy", cupy.__version__, "torch", torch.__version__, torch.cuda.is_available(), "torch cudnn", torch.backends.cudnn.version())'
+      python3 -c 'from minidl.backend import cudnn; print("minidl cudnn:", cudnn.version(), cudnn.unavailable_reason() or "", [p for p in cudnn.candidate_paths()][:3])'
+      # one cuDNN conv forward and backward in its own process: if it breaks, the rest of the
+      # run goes on without cuDNN (im2col + cuBLAS), so the other figures still come out
+      if ! timeout 120 python3 -c 'import minidl, minidl.nn.functional as F
+x = minidl.randn(2, 3, 9, 9, device="cuda", requires_grad=True); w = minidl.randn(4, 3, 3, 3, device="cuda", requires_grad=True)
+y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().backward(); print("cuDNN probe ok", float(x.grad.sum()), float(w.grad.sum()))'; then
+        echo "cuDNN PROBE FAILED: the rest of this run sets MINIDL_CUDNN=0"; export MINIDL_CUDNN=0
+      fi
+      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cudnn.py tests/test_cuda.py tests/test_devices.py tests/test_batch_norm.py tests/test_conv_memory.py 2>&1 | tee "$out/smoke.log" | tail -25 ;;
     bench)
       timeout 400 python3 -m pytest -q -p no:cacheprovider benchmarks/test_bench_cuda.py --benchmark-only \
         ${bench_k:+-k "$bench_k"} --benchmark-json="$out/bench_cuda.json" 2>&1 | tee "$out/bench.log" | tail -30
       python3 tools/bench_ratios.py "$out/bench_cuda.json" --markdown ;;
     amp)
-      timeout 300 python3 tools/gpu_amp_check.py 2>&1 | tee "$out/amp.log" | grep -v '^  File' | tail -40
+      timeout 300 python3 tools/gpu_amp_check.py ${AMP_ARGS:-} 2>&1 | tee "$out/amp.log" | grep -v '^  File' | tail -40
       timeout 300 python3 -m minidl.examples.mnist --device cuda --amp bf16 --data "$data" --no-progress \
         --metrics-json "$out/mnist_cuda_bf16.json" 2>&1 | tee "$out/mnist_bf16.log" | tail -5 ;;
     mnist)

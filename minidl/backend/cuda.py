@@ -26,7 +26,8 @@ from .generic import out_size
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
            "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
            "softmax_cross_entropy_backward", "sgd_update", "adam_update", "batch_norm_train",
-           "batch_norm_backward", "channel_affine", "unscale_grads"]
+           "batch_norm_backward", "channel_affine", "unscale_grads", "conv2d_algorithm",
+           "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
 GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
@@ -715,3 +716,45 @@ def unscale_grads(grads, inv_scale, found_inf):
     for g in grads:
         if g.size:
             _kernel("unscale_grads")(float(inv_scale), g, found_inf)
+
+
+# ---- convolution algorithm ------------------------------------------------------------------
+def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
+    """cuDNN where its library loads and has an algorithm for the shape (backend/cudnn.py);
+    otherwise one GEMM per sample for 1x1 stride-1 layers and im2col + GEMM for the rest."""
+    from . import allow_tf32, cudnn
+
+    if dtype is not None and cudnn.usable(dtype):
+        import cupy
+
+        if cudnn.supports_forward(cupy, x_shape, w_shape, stride, padding, dtype, allow_tf32()):
+            return "cudnn"
+    pointwise = tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and \
+        tuple(padding) == (0, 0)
+    if pointwise and dtype is not None and str(dtype) == "bfloat16":
+        return "im2col"  # CuPy has no batched (3-D) bfloat16 matmul; 2-D GEMMs only
+    return "pointwise" if pointwise else "im2col"
+
+
+def conv2d_cudnn(x, w, bias, stride, padding):
+    from . import allow_tf32, cudnn
+
+    cp = get_array_module(x)
+    y = cudnn.conv2d_forward(cp, x, w, stride, padding, allow_tf32())
+    if bias is not None:
+        y += bias.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv2d_cudnn_backward_data(g, w, x_shape, stride, padding):
+    from . import allow_tf32, cudnn
+
+    return cudnn.conv2d_backward_data(get_array_module(g), g, w, x_shape, stride, padding,
+                                      allow_tf32())
+
+
+def conv2d_cudnn_backward_filter(x, g, w_shape, stride, padding):
+    from . import allow_tf32, cudnn
+
+    return cudnn.conv2d_backward_filter(get_array_module(g), x, g, w_shape, stride, padding,
+                                        allow_tf32())

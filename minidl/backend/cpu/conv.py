@@ -36,8 +36,9 @@ def is_pointwise(w_shape, stride, padding):
     return tuple(w_shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0)
 
 
-def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad):
-    """The algorithm for a convolution of these shapes (see the module docstring)."""
+def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
+    """The algorithm for a convolution of these shapes (see the module docstring); every dtype
+    takes the same one here."""
     if use_direct_conv(x_shape, w_shape, stride):
         return "direct"
     if not needs_grad and use_winograd(x_shape, w_shape, stride, padding):
