@@ -129,8 +129,10 @@ def test_descriptor_of_mismatched_channels_is_refused():
 
 # ---- on a GPU -----------------------------------------------------------------------------
 @needs_cudnn_gpu
+@pytest.mark.parametrize("api", ["graph", "legacy"])
 @pytest.mark.parametrize("shape,wshape,stride,padding", SHAPES)
-def test_cudnn_matches_im2col_and_torch(shape, wshape, stride, padding):
+def test_cudnn_matches_im2col_and_torch(shape, wshape, stride, padding, api, monkeypatch):
+    monkeypatch.setenv("MINIDL_CUDNN_API", api)
     x, w, b = _data(shape, wshape)
     got, used = _run(x, w, b, stride, padding, "cuda", True)
     ref, used_ref = _run(x, w, b, stride, padding, "cuda", False)
@@ -144,14 +146,17 @@ def test_cudnn_matches_im2col_and_torch(shape, wshape, stride, padding):
         (y * g).sum().backward()
         for a, r in zip(got, [y.detach(), xt.grad, wt.grad, bt.grad]):
             np.testing.assert_allclose(a, r.numpy(), rtol=1e-4, atol=1e-4)
+    if api == "graph":  # the graph plans built: nothing fell back to the legacy API
+        key = (shape, (wshape[0], shape[1]) + wshape[1:], stride, padding, "float32", False)
+        assert all(cudnn._graphs.get((d,) + key) for d in ("forward", "data", "filter")), \
+            cudnn.graph_errors
 
 
 @needs_cudnn_gpu
 def test_cudnn_gradients_match_finite_differences_in_float64():
     rng = np.random.default_rng(3)
-    x = minidl.tensor(rng.standard_normal((2, 3, 7, 6)), requires_grad=True, device="cuda")
-    w = minidl.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True, device="cuda")
-    b = minidl.tensor(rng.standard_normal(4), requires_grad=True, device="cuda")
+    x, w, b = (minidl.tensor(rng.standard_normal(s), dtype="float64", requires_grad=True,
+                             device="cuda") for s in ((2, 3, 7, 6), (4, 3, 3, 3), (4,)))
     assert cudnn.enabled()
     assert F.conv2d(x, w, b, stride=2, padding=1)._ctx.cudnn
     assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1), [x, w, b])
@@ -172,7 +177,7 @@ def test_cudnn_16_bit_convolutions_agree_with_float32(dtype):
 
 
 @needs_cudnn_gpu
-def test_resnet50_block_shapes_all_find_cudnn_algorithms():
+def test_resnet50_block_shapes_all_find_cudnn_algorithms_and_graph_plans():
     import cupy
 
     for x_shape, w_shape, stride, padding in [
@@ -185,5 +190,37 @@ def test_resnet50_block_shapes_all_find_cudnn_algorithms():
         for dtype in ("float32", "bfloat16"):
             p = cudnn.plan(x_shape, w_shape, stride, padding, dtype)
             handle = cudnn._handle(cupy)
+            key = (x_shape, w_shape, stride, padding, dtype, False)
             for which in ("forward", "data", "filter"):
                 assert p.algorithm(handle, which) is not None, (x_shape, w_shape, dtype, which)
+                assert cudnn._graph(handle, which, key), cudnn.graph_errors.get((which,) + key)
+
+
+@needs_library
+@pytest.mark.parametrize("which", ["forward", "data", "filter"])
+def test_graph_operation_descriptors_build_and_refuse_a_wrong_output_shape(which):
+    """The graph API's tensor, convolution and operation descriptors (no GPU needed for
+    these): a consistent set finalizes, an output of the wrong size is refused."""
+    import ctypes
+
+    cudnn._backend_api()
+    try:
+        x = cudnn._btensor(1, (2, 3, 9, 7), "float32")
+    except cudnn.CudnnError as exc:
+        if "SUBLIBRARY" in str(exc):
+            pytest.skip(f"cuDNN's engine libraries need the CUDA driver (libcuda), absent: {exc}")
+        raise
+    w = cudnn._btensor(2, (4, 3, 3, 3), "float32")
+    conv = cudnn._bconv((2, 1), (1, 0), "float32")
+    alpha, beta, conv_attr, roles = cudnn._A_OP[which]
+    statuses = []
+    for y_shape in ((2, 4, 5, 5), (2, 4, 6, 6)):
+        y = cudnn._btensor(3, y_shape, "float32")
+        op = cudnn._bcreate(cudnn._T_OP[which])
+        cudnn._bset(op, alpha, cudnn._TY_FLOAT, ctypes.c_float(1.0))
+        cudnn._bset(op, beta, cudnn._TY_FLOAT, ctypes.c_float(0.0))
+        cudnn._bset(op, conv_attr, cudnn._TY_DESCRIPTOR, cudnn._descs(conv))
+        for role, attr in roles.items():
+            cudnn._bset(op, attr, cudnn._TY_DESCRIPTOR, cudnn._descs({"x": x, "w": w, "y": y}[role]))
+        statuses.append(cudnn._lib.cudnnBackendFinalize(op))
+    assert statuses[0] == 0 and statuses[1] != 0

@@ -6,6 +6,7 @@
 #   land in OUTDIR. amp: tools/gpu_amp_check.py (16-bit kernels, autocast vs torch, ResNet-50 b64
 #   bf16 vs fp32 and torch) and the MNIST example with --amp bf16 (issue 13: >= 99.0%)
 #   (AMP_ARGS=--skip-bench leaves out its ResNet-50 timing, which bench also has)
+#   overhead: host time per convolution call, cuDNN's graph and legacy APIs, im2col, torch
 #   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
 #          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
 #   smoke: cuDNN's version and the CUDA kernel, device, cuDNN, batch-norm and conv tests
@@ -33,9 +34,14 @@ y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().
       fi
       timeout 300 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cudnn.py tests/test_cuda.py tests/test_devices.py tests/test_batch_norm.py tests/test_conv_memory.py 2>&1 | tee "$out/smoke.log" | tail -25 ;;
     bench)
-      timeout 400 python3 -m pytest -q -p no:cacheprovider benchmarks/test_bench_cuda.py --benchmark-only \
-        ${bench_k:+-k "$bench_k"} --benchmark-json="$out/bench_cuda.json" 2>&1 | tee "$out/bench.log" | tail -30
-      python3 tools/bench_ratios.py "$out/bench_cuda.json" --markdown ;;
+      # BENCH_RUNS=3 for the issues' medians of 3 runs (bench_ratios takes the median ratio)
+      for r in $(seq 1 "${BENCH_RUNS:-1}"); do
+        timeout 400 python3 -m pytest -q -p no:cacheprovider benchmarks/test_bench_cuda.py --benchmark-only \
+          ${bench_k:+-k "$bench_k"} --benchmark-json="$out/bench_cuda_$r.json" 2>&1 | tee "$out/bench_$r.log" | tail -4
+      done
+      python3 tools/bench_ratios.py "$out"/bench_cuda_*.json --markdown ;;
+    overhead)
+      timeout 120 python3 tools/cudnn_overhead.py 2>&1 | tee "$out/overhead.log" ;;
     amp)
       timeout 300 python3 tools/gpu_amp_check.py ${AMP_ARGS:-} 2>&1 | tee "$out/amp.log" | grep -v '^  File' | tail -40
       timeout 300 python3 -m minidl.examples.mnist --device cuda --amp bf16 --data "$data" --no-progress \

@@ -1,0 +1,115 @@
+"""Host time per CUDA convolution call: where a small network's step is bound by the CPU.
+
+    python tools/cudnn_overhead.py
+
+A small conv (batch 8, 16 -> 16 channels, 3x3 at 8x8) is too little GPU work to hide the host's
+share, so many calls in a row without synchronising time the host side: minidl through cuDNN's
+graph API and its legacy API, minidl's im2col + cuBLAS path, and torch.nn.functional.conv2d.
+Forward alone (no_grad) and forward + backward. Then the ResNet-50 training step at batch 32
+(TF32 off) with each minidl path.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+
+import numpy as np
+
+import minidl  # noqa: E402
+import minidl.nn.functional as F  # noqa: E402
+from minidl.backend import cudnn  # noqa: E402
+
+CALLS = 400
+
+
+def per_call(fn, sync, calls=CALLS):
+    fn()
+    sync()
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync()
+        times.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(times)
+
+
+def paths():
+    for name, env, on in (("cudnn graph", "graph", True), ("cudnn legacy", "legacy", True),
+                          ("im2col", "graph", False)):
+        os.environ["MINIDL_CUDNN_API"] = env
+        cudnn.enabled(on)
+        yield name
+    os.environ["MINIDL_CUDNN_API"] = "graph"
+    cudnn.enabled(True)
+
+
+def main():
+    import cupy as cp
+    import torch
+
+    print("cuDNN", cudnn.version(), "torch cuDNN", torch.backends.cudnn.version())
+    torch.backends.cudnn.allow_tf32 = False
+    sync = cp.cuda.Device().synchronize
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    xm = minidl.tensor(x, device="cuda", requires_grad=True)
+    wm = minidl.tensor(w, device="cuda", requires_grad=True)
+    xt = torch.tensor(x, device="cuda", requires_grad=True)
+    wt = torch.tensor(w, device="cuda", requires_grad=True)
+    print(f"us per call, {CALLS} calls unsynchronised, median of 3:")
+    for name in paths():
+        def fwd():
+            with minidl.no_grad():
+                F.conv2d(xm, wm, padding=1)
+
+        def fwd_bwd():
+            F.conv2d(xm, wm, padding=1).sum().backward()
+
+        print(f"  minidl {name:13s} forward {per_call(fwd, sync):8.1f}   forward+backward "
+              f"{per_call(fwd_bwd, sync):8.1f}")
+    print(f"  torch                forward "
+          f"{per_call(lambda: torch.nn.functional.conv2d(xt.detach(), wt.detach(), padding=1), torch.cuda.synchronize):8.1f}"
+          f"   forward+backward "
+          f"{per_call(lambda: torch.nn.functional.conv2d(xt, wt, padding=1).sum().backward(), torch.cuda.synchronize):8.1f}")
+    if cudnn.graph_errors:
+        print("graph plans that did not build (legacy API used):")
+        for key, err in list(cudnn.graph_errors.items())[:5]:
+            print("  ", key, err)
+
+    from minidl.models import resnet50
+
+    minidl.manual_seed(0)
+    model = resnet50().to("cuda")
+    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    xb = minidl.tensor(rng.standard_normal((32, 3, 224, 224)).astype(np.float32), device="cuda")
+    yb = minidl.tensor(rng.integers(0, 1000, 32), device="cuda")
+
+    def step():
+        opt.zero_grad()
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    print("ResNet-50 training step, batch 32 (ms, median of 5 synchronised steps):")
+    for name in paths():
+        step()
+        step()
+        print(f"  minidl {name:13s} {statistics.median(_steps(step, sync)):8.2f}")
+
+
+def _steps(step, sync, n=5):
+    out = []
+    for _ in range(n):
+        sync()
+        t0 = time.perf_counter()
+        step()
+        sync()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+if __name__ == "__main__":
+    main()
