@@ -611,12 +611,14 @@ class BatchNorm(Function):
             return y
         xp = get_array_module(x)
         mean, var = running_mean, running_var
-        inv_std = (1 / xp.sqrt(var + eps)).astype(x.dtype, copy=False)
+        # per-channel numbers in x's dtype, or float32 for 16-bit x (mixed precision)
+        pdt = np.float32 if is_low_precision(x.dtype) else x.dtype
+        inv_std = (1 / xp.sqrt(var + eps)).astype(pdt, copy=False)
         # Eval mode is one affine map per channel, y = x * scale + shift (what PyTorch's CPU
         # kernel computes too): one pass over x (with the ReLU fused in), and no xhat kept
         # unless a weight gradient asks for it in backward.
         scale = inv_std * w if w is not None else inv_std
-        shift = -mean.astype(x.dtype, copy=False) * scale
+        shift = -mean.astype(pdt, copy=False) * scale
         if b is not None:
             shift = shift + b
         y = getattr(k, "channel_affine", generic.channel_affine)(x, scale, shift, relu)
@@ -635,13 +637,13 @@ class BatchNorm(Function):
             if self.relu:
                 g = g * (y > 0)
             scale = inv_std * w if w is not None else inv_std
-            gx = g * scale.reshape(shape)
+            gx = (g * scale.reshape(shape)).astype(x.dtype, copy=False)
             gw = gb = None
             if self.has_weight and _needs_grad(self, 1):
                 xhat = (x - mean.reshape(shape)) * inv_std.reshape(shape)
                 gw = (g * xhat).sum(axis=axes)
             if self.has_bias:
-                gb = g.sum(axis=axes)
+                gb = g.astype(inv_std.dtype, copy=False).sum(axis=axes)
         grads = [gx]
         if self.has_weight:
             grads.append(gw)
@@ -680,7 +682,10 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         if t is not None and device_of(getattr(t, "data", t)) != x.device:
             raise ValueError(f"batch_norm: {name} is on {device_of(getattr(t, 'data', t))}, "
                              f"input on {x.device}; move the module with .to('{x.device}')")
-    if is_low_precision(x.dtype):  # mixed precision: statistics and normalisation in float32
+    if is_low_precision(x.dtype) and not getattr(_kernels(x.data), "batch_norm_16bit", False):
+        # mixed precision where the kernels take only one dtype (the CPU): statistics and
+        # normalisation in float32 on a float32 copy. CUDA's kernels read the 16-bit
+        # activations as they are and keep the per-channel numbers in float32.
         return _batch_norm(x.float(), running_mean, running_var, weight, bias, training, momentum,
                            eps, relu).astype(x.dtype)
     tensors = [x] + [t for t in (weight, bias) if t is not None]

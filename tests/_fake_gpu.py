@@ -39,7 +39,7 @@ def kernel_source(name, ctype, device=False):
     """One C++ (or CUDA) function looping the kernel body over i, as CuPy's generated code does:
     raw arrays are flat pointers, a non-raw output ``v`` is a reference to element i."""
     in_params, out_params, body = cuda.SPECS[name]
-    c_of = {"T": ctype, "int32": "int", "int64": "long long", "float64": "double",
+    c_of = {"T": ctype, "P": ctype, "int32": "int", "int64": "long long", "float64": "double",
             "uint64": "unsigned long long"}
     args, refs = [], []
     for raw, typ, pname in params(in_params):
@@ -57,7 +57,7 @@ def kernel_source(name, ctype, device=False):
     else:
         head = f'extern "C" void {name}_{ctype}({", ".join(args)}, long long size)'
         loop = "for (ptrdiff_t i = 0; i < size; ++i)"
-    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; }}\n{head} {{\n"
+    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; typedef {ctype} P; }}\n{head} {{\n"
             f"  using namespace k_{name}_{ctype};\n  {loop} {{\n    {' '.join(refs)}\n"
             f"{body}\n  }}\n}}\n")
 
@@ -100,11 +100,13 @@ class HostKernel:
 
     def __call__(self, *args, size=None):
         assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments"
-        t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ == "T")
+        t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ in ("T", "P"))
         c_args = []
         for a, (raw, typ, pname) in zip(args, self.params):
-            if typ in ("T", "int32", "int64", "float64") and isinstance(a, np.ndarray):
-                want = {"T": t_dtype, "int32": np.int32, "int64": np.int64,
+            if typ in ("T", "P", "int32", "int64", "float64") and isinstance(a, np.ndarray):
+                # the host build has P (per-channel arrays, float32 beside 16-bit T on the GPU)
+                # equal to T
+                want = {"T": t_dtype, "P": t_dtype, "int32": np.int32, "int64": np.int64,
                         "float64": np.float64}[typ]
                 assert a.dtype == want, f"{self.name}: {pname} is {a.dtype}, not {want}"
                 # the wrappers promise flat C-contiguous buffers; CuPy would cope, the host can't

@@ -119,3 +119,49 @@ def test_add_relu_matches_torch(torch_mod):
     np.testing.assert_allclose(mb.grad.numpy(), tb.grad.numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match=r"add_relu: shapes \(2, 3\) and \(3,\) differ"):
         F.add_relu(minidl.zeros(2, 3), minidl.zeros(3))
+
+
+# ---- 16-bit activations on CUDA (mixed precision) -------------------------------------------
+needs_gpu = pytest.mark.skipif(not minidl.cuda_available(),
+                               reason="needs CuPy and an NVIDIA GPU (not found)")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
+def test_cuda_batch_norm_takes_16_bit_activations_with_float32_channels(dtype, relu):
+    """Under autocast a conv hands batch norm 16-bit activations: the CUDA kernels read them as
+    they are, keep mean/invstd/running statistics and the parameter gradients in float32, and
+    give y and dx in the activations' dtype. Against float32 batch norm of the same (rounded)
+    values: per-channel numbers to float32 rounding, y and dx to 16-bit rounding."""
+    low = getattr(minidl, dtype)
+    rng = np.random.default_rng(5)
+    x32 = (rng.standard_normal((4, 6, 7, 9)) * 2 + 3).astype(np.float32)
+    g32 = rng.standard_normal(x32.shape).astype(np.float32)
+    w32 = rng.uniform(0.5, 1.5, 6).astype(np.float32)
+    results = {}
+    for name, dt in (("low", low), ("ref", minidl.float32)):
+        bn = nn.BatchNorm2d(6).to("cuda")
+        bn.weight.data[...] = minidl.tensor(w32, device="cuda").data
+        x = minidl.tensor(x32, device="cuda").to(dtype=low).to(dtype=dt).requires_grad_()
+        y = bn.forward_relu(x) if relu else bn(x)
+        g = minidl.tensor(g32, device="cuda").to(dtype=low).to(dtype=dt)
+        y.backward(g)
+        results[name] = (y, x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean,
+                         bn.running_var)
+    y, gx, gw, gb, rm, rv = results["low"]
+    assert y.dtype == low and gx.dtype == low
+    assert gw.dtype == gb.dtype == rm.dtype == rv.dtype == np.float32
+    tol = 1e-2 if dtype == "bfloat16" else 2e-3
+    for got, want in zip(results["low"][:2], results["ref"][:2]):
+        scale = np.abs(want.numpy()).max()
+        assert np.abs(got.float().numpy() - want.numpy()).max() <= 2 * tol * scale
+    for got, want in zip(results["low"][2:], results["ref"][2:]):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+    # eval mode: one affine pass in float32 arithmetic, 16-bit out
+    bn = nn.BatchNorm2d(6).to("cuda").eval()
+    xl = minidl.tensor(x32, device="cuda").to(dtype=low)
+    out = bn(xl)
+    assert out.dtype == low
+    want = bn(xl.float()).numpy()
+    assert np.abs(out.float().numpy() - want).max() <= 2 * tol * np.abs(want).max()

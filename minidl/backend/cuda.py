@@ -20,6 +20,8 @@ can compile them on the host and compare them with generic.py where there is no 
 """
 from __future__ import annotations
 
+import numpy as _np
+
 from . import get_array_module
 from .generic import out_size
 
@@ -242,19 +244,19 @@ if ((threadIdx.x & 31) == 0)
 """
 
 BN_PARTIAL_STATS = BN_WALK + """
-const double shift = (double)x[c * hw];
+const double shift = to_double(x[c * hw]);
 double s0 = 0, q0 = 0, s1 = 0, q1 = 0;
 for (idx_t n = grp; n < nplanes; n += groups) {
     const idx_t row = (n * channels + c) * hw;
     idx_t p = lane;
     for (; p + lanes < hw; p += 2 * lanes) {
-        const double d0 = (double)x[row + p] - shift;
-        const double d1 = (double)x[row + p + lanes] - shift;
+        const double d0 = to_double(x[row + p]) - shift;
+        const double d1 = to_double(x[row + p + lanes]) - shift;
         s0 += d0; q0 += d0 * d0;
         s1 += d1; q1 += d1 * d1;
     }
     if (p < hw) {
-        const double d0 = (double)x[row + p] - shift;
+        const double d0 = to_double(x[row + p]) - shift;
         s0 += d0; q0 += d0 * d0;
     }
 }
@@ -268,18 +270,18 @@ const double s = acc[i], q = acc[channels + i];
 const double d = s / (double)count;
 double var = q / (double)count - d * d;
 if (var < 0) var = 0;
-const double mu = (double)x[i * hw] + d;
+const double mu = to_double(x[i * hw]) + d;
 const double inv = 1.0 / sqrt(var + eps);
 const double a = has_weight ? (double)weight[i] * inv : inv;
-mean[i] = (T)mu;
-bvar[i] = (T)var;
-invstd[i] = (T)inv;
-scale[i] = (T)a;
-shift[i] = (T)((has_bias ? (double)bias[i] : 0.0) - mu * a);
+mean[i] = (P)mu;
+bvar[i] = (P)var;
+invstd[i] = (P)inv;
+scale[i] = (P)a;
+shift[i] = (P)((has_bias ? (double)bias[i] : 0.0) - mu * a);
 if (update) {
     const double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
-    rmean[i] = (T)((1 - momentum) * (double)rmean[i] + momentum * mu);
-    rvar[i] = (T)((1 - momentum) * (double)rvar[i] + momentum * unbiased);
+    rmean[i] = (P)((1 - momentum) * (double)rmean[i] + momentum * mu);
+    rvar[i] = (P)((1 - momentum) * (double)rvar[i] + momentum * unbiased);
 }
 """
 
@@ -291,8 +293,8 @@ const idx_t c = plane - DIVM(plane, channels, m_channels) * (idx_t)channels;
 """
 
 BN_NORMALIZE = CHANNEL_OF_I + """
-const T v = x[i] * scale[c] + shift[c];
-y = (relu && v < (T)0) ? (T)0 : v;
+const P v = (P)x[i] * scale[c] + shift[c];
+y = (relu && v < (P)0) ? (T)0 : (T)v;
 """
 
 # Backward reduction: per channel, sum(g) and sum(g * (x - mean)), where g is the output's
@@ -305,15 +307,15 @@ for (idx_t n = grp; n < nplanes; n += groups) {
     idx_t p = lane;
     for (; p + lanes < hw; p += 2 * lanes) {
         const idx_t k0 = row + p, k1 = row + p + lanes;
-        const double g0 = (relu && !(y[k0] > (T)0)) ? 0.0 : (double)g[k0];
-        const double g1 = (relu && !(y[k1] > (T)0)) ? 0.0 : (double)g[k1];
-        s0 += g0; q0 += g0 * ((double)x[k0] - mu);
-        s1 += g1; q1 += g1 * ((double)x[k1] - mu);
+        const double g0 = (relu && !(to_double(y[k0]) > 0)) ? 0.0 : to_double(g[k0]);
+        const double g1 = (relu && !(to_double(y[k1]) > 0)) ? 0.0 : to_double(g[k1]);
+        s0 += g0; q0 += g0 * (to_double(x[k0]) - mu);
+        s1 += g1; q1 += g1 * (to_double(x[k1]) - mu);
     }
     if (p < hw) {
         const idx_t k0 = row + p;
-        const double g0 = (relu && !(y[k0] > (T)0)) ? 0.0 : (double)g[k0];
-        s0 += g0; q0 += g0 * ((double)x[k0] - mu);
+        const double g0 = (relu && !(to_double(y[k0]) > 0)) ? 0.0 : to_double(g[k0]);
+        s0 += g0; q0 += g0 * (to_double(x[k0]) - mu);
     }
 }
 """ + BN_ACCUMULATE
@@ -325,16 +327,16 @@ BN_FINALIZE_GRAD = """
 const double s = acc[i], q = acc[channels + i];
 const double inv = (double)invstd[i];
 const double a = has_weight ? (double)weight[i] * inv : inv;
-alpha[i] = (T)a;
-beta[i] = (T)(-a * inv * inv * q / (double)count);
-gamma[i] = (T)(-a * s / (double)count);
-gweight[i] = (T)(q * inv);
-gbias[i] = (T)s;
+alpha[i] = (P)a;
+beta[i] = (P)(-a * inv * inv * q / (double)count);
+gamma[i] = (P)(-a * s / (double)count);
+gweight[i] = (P)(q * inv);
+gbias[i] = (P)s;
 """
 
 BN_INPUT_GRAD = CHANNEL_OF_I + """
-const T gi = (relu && !(y[i] > (T)0)) ? (T)0 : g[i];
-gx = alpha[c] * gi + beta[c] * (x[i] - mean[c]) + gamma[c];
+const P gi = (relu && !((P)y[i] > (P)0)) ? (P)0 : (P)g[i];
+gx = (T)(alpha[c] * gi + beta[c] * ((P)x[i] - mean[c]) + gamma[c]);
 """
 
 BN_GEOMETRY = "int64 channels, int64 hw, int64 count, int64 groups, int64 lanes"
@@ -373,21 +375,21 @@ SPECS = {
     "adam": ("raw T grad, float64 step_size, float64 beta1, float64 beta2, float64 c2, "
              "float64 eps, float64 weight_decay", "T param, T m, T v", ADAM),
     "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 acc", BN_PARTIAL_STATS),
-    "bn_finalize": ("raw float64 acc, raw T x, raw T weight, raw T bias, int64 channels, "
+    "bn_finalize": ("raw float64 acc, raw T x, raw P weight, raw P bias, int64 channels, "
                     "int64 hw, int64 count, float64 eps, float64 momentum, int32 has_weight, "
                     "int32 has_bias, int32 update",
-                    "raw T mean, raw T bvar, raw T invstd, raw T scale, raw T shift, raw T rmean, "
-                    "raw T rvar", BN_FINALIZE),
-    "bn_normalize": ("raw T x, raw T scale, raw T shift, int64 channels, int64 hw, int32 relu, "
+                    "raw P mean, raw P bvar, raw P invstd, raw P scale, raw P shift, raw P rmean, "
+                    "raw P rvar", BN_FINALIZE),
+    "bn_normalize": ("raw T x, raw P scale, raw P shift, int64 channels, int64 hw, int32 relu, "
                      "uint64 m_hw, uint64 m_channels", "T y", BN_NORMALIZE),
-    "bn_partial_grad": ("raw T g, raw T x, raw T y, raw T mean, int32 relu, " + BN_GEOMETRY,
+    "bn_partial_grad": ("raw T g, raw T x, raw T y, raw P mean, int32 relu, " + BN_GEOMETRY,
                         "raw float64 acc", BN_PARTIAL_GRAD),
-    "bn_finalize_grad": ("raw float64 acc, raw T invstd, raw T weight, int64 channels, "
+    "bn_finalize_grad": ("raw float64 acc, raw P invstd, raw P weight, int64 channels, "
                          "int64 count, int32 has_weight",
-                         "raw T alpha, raw T beta, raw T gamma, raw T gweight, raw T gbias",
+                         "raw P alpha, raw P beta, raw P gamma, raw P gweight, raw P gbias",
                          BN_FINALIZE_GRAD),
-    "bn_input_grad": ("raw T g, raw T x, raw T y, raw T mean, raw T alpha, raw T beta, "
-                      "raw T gamma, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
+    "bn_input_grad": ("raw T g, raw T x, raw T y, raw P mean, raw P alpha, raw P beta, "
+                      "raw P gamma, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
                       "uint64 m_channels", "T gx", BN_INPUT_GRAD),
     "unscale_grads": ("float64 inv_scale", "T grad, raw int32 found_inf", UNSCALE_GRADS),
 }
@@ -401,11 +403,17 @@ _compiled = {}
 # Montgomery): with l = ceil(log2 d) and m = ceil(2^(31+l) / d) < 2^32, n / d == (n * m) >> (31+l)
 # for every 0 <= n < 2^31. The host packs m and the shift into one uint64 (``_magic``); wide
 # kernels divide plainly.
+# ``to_double`` reads any element type as a double: 16-bit types convert through float (their
+# C++ classes convert to float; a direct cast to double can be ambiguous).
+TO_DOUBLE = ("#ifdef __CUDACC__\n#define MINIDL_HD __device__\n#else\n#define MINIDL_HD\n#endif\n"
+             "template <typename V> MINIDL_HD inline double to_double(V v) "
+             "{ return (double)(float)v; }\n"
+             "template <> MINIDL_HD inline double to_double<double>(double v) { return v; }\n")
 PREAMBLE = {
-    False: ("typedef unsigned int idx_t;\n"
+    False: (TO_DOUBLE + "typedef unsigned int idx_t;\n"
             "#define DIVM(n, d, m) ((idx_t)(((unsigned long long)(n) * ((m) & 0xffffffffULL)) "
             ">> ((m) >> 32)))\n"),
-    True: ("typedef unsigned long long idx_t;\n"
+    True: (TO_DOUBLE + "typedef unsigned long long idx_t;\n"
            "#define DIVM(n, d, m) ((idx_t)(n) / (idx_t)(d))\n"),
 }
 
@@ -637,10 +645,21 @@ def _bn_geometry(x):
     return n, c, hw, n * hw
 
 
+# Batch norm takes 16-bit activations as they are (mixed precision): the per-channel numbers
+# (statistics, weight, bias, their gradients) are float32, the sums float64, and only the
+# activations and their gradients are 16-bit, as in cuDNN's batch norm under torch.autocast.
+batch_norm_16bit = True
+
+
+def _channel_dtype(x):
+    return x.dtype if x.dtype.itemsize >= 4 else _np.dtype(_np.float32)
+
+
 def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
     """Training-mode batch norm over every dim but 1: returns (y, batch mean, invstd) and updates
     the running statistics in place. Three launches (and a memset): channel sums, per-channel
-    finish, normalise (with the following ReLU fused in when ``relu``)."""
+    finish, normalise (with the following ReLU fused in when ``relu``). y has x's dtype; mean
+    and invstd are float32 for 16-bit x."""
     cp = get_array_module(x)
     x = cp.ascontiguousarray(x)
     n, c, hw, count = _bn_geometry(x)
@@ -649,14 +668,15 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     acc = cp.zeros(2 * c, dtype=cp.float64)
     _kernel("bn_partial_stats", wide)(x.reshape(-1), c, hw, count, groups, lanes, acc,
                                       size=c * groups * lanes)
-    mean, bvar, invstd, scale, shift = (cp.empty(c, dtype=x.dtype) for _ in range(5))
-    # the running statistics are updated in the kernel when they are contiguous arrays of x's
-    # dtype (the usual case); otherwise afterwards, from the batch variance
-    in_kernel = all(r is not None and r.dtype == x.dtype and r.flags.c_contiguous
+    pdt = _channel_dtype(x)
+    mean, bvar, invstd, scale, shift = (cp.empty(c, dtype=pdt) for _ in range(5))
+    # the running statistics are updated in the kernel when they are contiguous arrays of the
+    # per-channel dtype (the usual case); otherwise afterwards, from the batch variance
+    in_kernel = all(r is not None and r.dtype == pdt and r.flags.c_contiguous
                     for r in (running_mean, running_var))
     rm, rv = (running_mean, running_var) if in_kernel else (mean, bvar)
-    w = _flat(cp, weight.astype(x.dtype, copy=False)) if weight is not None else mean
-    b = _flat(cp, bias.astype(x.dtype, copy=False)) if bias is not None else mean
+    w = _flat(cp, weight.astype(pdt, copy=False)) if weight is not None else mean
+    b = _flat(cp, bias.astype(pdt, copy=False)) if bias is not None else mean
     _kernel("bn_finalize")(acc, x.reshape(-1), w, b, c, hw, count, float(eps), float(momentum),
                            int(weight is not None), int(bias is not None), int(in_kernel), mean,
                            bvar, invstd, scale, shift, rm.reshape(-1), rv.reshape(-1), size=c)
@@ -679,11 +699,13 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     groups, lanes = _bn_split(c, n, hw)
     wide = _wide(x)
     acc = cp.zeros(2 * c, dtype=cp.float64)
+    g = g.astype(x.dtype, copy=False)
     _kernel("bn_partial_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean,
                                      int(bool(relu)), c, hw, count, groups, lanes, acc,
                                      size=c * groups * lanes)
-    alpha, beta, gamma, gw, gb = (cp.empty(c, dtype=x.dtype) for _ in range(5))
-    w = _flat(cp, weight.astype(x.dtype, copy=False)) if weight is not None else invstd
+    pdt = _channel_dtype(x)
+    alpha, beta, gamma, gw, gb = (cp.empty(c, dtype=pdt) for _ in range(5))
+    w = _flat(cp, weight.astype(pdt, copy=False)) if weight is not None else invstd
     _kernel("bn_finalize_grad")(acc, invstd, w, c, count, int(weight is not None), alpha, beta,
                                 gamma, gw, gb, size=c)
     gx = cp.empty(x.shape, dtype=x.dtype)
@@ -702,9 +724,10 @@ def channel_affine(x, scale, shift, relu=False):
     n, c, hw, _ = _bn_geometry(x)
     y = cp.empty(x.shape, dtype=x.dtype)
     if y.size:
+        pdt = _channel_dtype(x)
         _kernel("bn_normalize", _wide(x))(x.reshape(-1),
-                                          _flat(cp, scale.astype(x.dtype, copy=False)),
-                                          _flat(cp, shift.astype(x.dtype, copy=False)), c, hw,
+                                          _flat(cp, scale.astype(pdt, copy=False)),
+                                          _flat(cp, shift.astype(pdt, copy=False)), c, hw,
                                           int(bool(relu)), _magic(hw), _magic(c), y)
     return y
 
