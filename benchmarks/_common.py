@@ -26,6 +26,58 @@ def minidl_sgd(model):
     return minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
 
+# One training step as every benchmark and tool times it: zero the gradients, forward and
+# cross-entropy (under autocast at ``amp_dtype`` when it is given), backward, SGD with momentum
+# 0.9. ``step()`` returns the loss tensor; nothing is synchronised (the caller times).
+def minidl_train_step(model, x, y, device="cpu", amp_dtype=None):
+    import minidl.nn.functional as F
+
+    opt = minidl_sgd(model)
+    xm, ym = minidl.tensor(x, device=device), minidl.tensor(y, device=device)
+    amp = amp_dtype is not None
+
+    def step():
+        opt.zero_grad()
+        with minidl.autocast(device, dtype=amp_dtype if amp else None, enabled=amp):
+            loss = F.cross_entropy(model(xm), ym)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def torch_train_step(torch, model, x, y, device="cpu", amp_dtype=None):
+    """The PyTorch twin of ``minidl_train_step`` (``amp_dtype`` a torch dtype)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    amp = amp_dtype is not None
+
+    def step():
+        opt.zero_grad()
+        with torch.autocast(device, dtype=amp_dtype, enabled=amp):
+            loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def synced_median_ms(fn, sync, reps=5):
+    """Median wall time of ``reps`` calls of fn in milliseconds, each between two ``sync()``
+    (a GPU's: the time covers the work fn queued, not only its launch)."""
+    import statistics
+    import time
+
+    out = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        out.append(time.perf_counter() - t0)
+    return statistics.median(out) * 1e3
+
+
 def bench_threads() -> int:
     import numba
 

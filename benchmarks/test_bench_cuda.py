@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import minidl
-import minidl.nn.functional as F
 
-from _common import copy_weights, minidl_lenet5, torch_lenet5, torch_resnet50, seeded_inputs
+from _common import (copy_weights, minidl_lenet5, minidl_train_step, seeded_inputs, torch_lenet5,
+                     torch_resnet50, torch_train_step)
 
 pytestmark = pytest.mark.skipif(
     not minidl.cuda_available(),
@@ -37,6 +37,23 @@ def _sync_minidl():
     minidl.backend.require_cuda().cuda.Device().synchronize()
 
 
+def _synced_step(fw, model, x, y, torch=None, amp=False):
+    """The benchmarks' shared training step (benchmarks/_common.py) on the GPU, synchronised so
+    that a round times the GPU's work; ``amp``: bfloat16 autocast."""
+    if fw == "torch":
+        train = torch_train_step(torch, model, x, y, "cuda", torch.bfloat16 if amp else None)
+        sync = torch.cuda.synchronize
+    else:
+        train = minidl_train_step(model, x, y, "cuda", minidl.bfloat16 if amp else None)
+        sync = _sync_minidl
+
+    def step():
+        loss = train()
+        sync()
+        return loss
+    return step
+
+
 def _lenet_train_step(request, fw, batch):
     (x,) = seeded_inputs((batch, 1, 28, 28))
     y = np.random.default_rng(1).integers(0, 10, batch)
@@ -44,29 +61,9 @@ def _lenet_train_step(request, fw, batch):
     model = minidl_lenet5()
     if fw == "torch":
         torch = request.getfixturevalue("torch_cuda")
-        tmodel = copy_weights(model, torch_lenet5()).cuda()
-        opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
-        xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
-
-        def step():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
-            loss.backward()
-            opt.step()
-            torch.cuda.synchronize()
-            return loss
+        step = _synced_step(fw, copy_weights(model, torch_lenet5()).cuda(), x, y, torch)
     else:
-        model.to("cuda")
-        opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        xm, ym = minidl.tensor(x, device="cuda"), minidl.tensor(y, device="cuda")
-
-        def step():
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xm), ym)
-            loss.backward()
-            opt.step()
-            _sync_minidl()
-            return loss
+        step = _synced_step(fw, model.to("cuda"), x, y)
     step()  # warm-up outside the timing: CuPy compiles its kernels, cuBLAS/cuDNN pick algorithms
     return step
 
@@ -149,35 +146,14 @@ def _resnet50_train_step(request, fw, batch, size=224, precision="fp32", warm_st
         torch.cuda.reset_peak_memory_stats()
         tmodel = copy_weights(model, torch_resnet50()).cuda()
         del model
-        opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
-        xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
-
-        def step():
-            opt.zero_grad()
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
-            loss.backward()
-            opt.step()
-            torch.cuda.synchronize()
-            return loss
+        step = _synced_step(fw, tmodel, x, y, torch, amp)
 
         def peak():
             return torch.cuda.max_memory_allocated()
     else:
         pool = _cupy_pool()
         pool.free_all_blocks()
-        model.to("cuda")
-        opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        xm, ym = minidl.tensor(x, device="cuda"), minidl.tensor(y, device="cuda")
-
-        def step():
-            opt.zero_grad()
-            with minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp):
-                loss = F.cross_entropy(model(xm), ym)
-            loss.backward()
-            opt.step()
-            _sync_minidl()
-            return loss
+        step = _synced_step(fw, model.to("cuda"), x, y, amp=amp)
 
         def peak():
             return pool.total_bytes()

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 import minidl
-import minidl.nn.functional as F
 
-from _common import (copy_weights, minidl_lenet5, torch_lenet5, minidl_sgd, minidl_mlp, torch_mlp,
-                     torch_resnet50, seeded_inputs, torch_or_none)
+from _common import (copy_weights, minidl_lenet5, torch_lenet5, minidl_mlp, minidl_train_step, torch_mlp,
+                     torch_resnet50, torch_train_step, seeded_inputs, torch_or_none)
 
 FRAMEWORKS = ["minidl", "torch"]
 
@@ -19,27 +18,8 @@ def _train_step(request, fw, build_minidl, build_torch, x, y):
     model = build_minidl()
     if fw == "torch":
         torch = request.getfixturevalue("torch")
-        tmodel = copy_weights(model, build_torch())
-        opt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
-            loss.backward()
-            opt.step()
-            return loss
-    else:
-        opt = minidl_sgd(model)
-        xm, ym = minidl.tensor(x), minidl.tensor(y)
-
-        def step():
-            opt.zero_grad()
-            loss = F.cross_entropy(model(xm), ym)
-            loss.backward()
-            opt.step()
-            return loss
-    return step
+        return torch_train_step(torch, copy_weights(model, build_torch()), x, y)
+    return minidl_train_step(model, x, y)
 
 
 def _check_same_steps(request, build_minidl, build_torch, x, y, steps=3):

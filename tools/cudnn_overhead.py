@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+
 import minidl  # noqa: E402
 import minidl.nn.functional as F  # noqa: E402
+from _common import minidl_train_step, synced_median_ms  # noqa: E402
 from minidl.backend import cudnn  # noqa: E402
 
 CALLS = 400
@@ -83,47 +87,23 @@ def main():
     from minidl.models import lenet5, resnet50
 
     minidl.manual_seed(0)
-    lenet = lenet5().to("cuda")
-    lopt = minidl.optim.SGD(lenet.parameters(), lr=0.01, momentum=0.9)
-    xl = minidl.tensor(rng.standard_normal((128, 1, 28, 28)).astype(np.float32), device="cuda")
-    yl = minidl.tensor(rng.integers(0, 10, 128), device="cuda")
-
-    def lenet_step():
-        lopt.zero_grad()
-        F.cross_entropy(lenet(xl), yl).backward()
-        lopt.step()
-
+    lenet_step = minidl_train_step(lenet5().to("cuda"),
+                                   rng.standard_normal((128, 1, 28, 28)).astype(np.float32),
+                                   rng.integers(0, 10, 128), "cuda")
     print("LeNet-5 training step, batch 128 (us, 100 steps unsynchronised, median of 3):")
     for name in paths():
         print(f"  minidl {name:13s} {per_call(lenet_step, sync, 100):8.1f}")
 
     minidl.manual_seed(0)
-    model = resnet50().to("cuda")
-    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    xb = minidl.tensor(rng.standard_normal((32, 3, 224, 224)).astype(np.float32), device="cuda")
-    yb = minidl.tensor(rng.integers(0, 1000, 32), device="cuda")
-
-    def step():
-        opt.zero_grad()
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
+    step = minidl_train_step(resnet50().to("cuda"),
+                             rng.standard_normal((32, 3, 224, 224)).astype(np.float32),
+                             rng.integers(0, 1000, 32), "cuda")
 
     print("ResNet-50 training step, batch 32 (ms, median of 5 synchronised steps):")
     for name in paths():
         step()
         step()
-        print(f"  minidl {name:13s} {statistics.median(_steps(step, sync)):8.2f}")
-
-
-def _steps(step, sync, n=5):
-    out = []
-    for _ in range(n):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+        print(f"  minidl {name:13s} {synced_median_ms(step, sync):8.2f}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import statistics
 import sys
 import time
 import traceback
@@ -179,23 +178,13 @@ def autocast_vs_torch():
             print(f"  {k}: grad rel err {err:.2e}")
 
 
-def _timed(step, sync, reps):
-    out = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        step()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
 @section
 def resnet50_step(batch, reps):
     import cupy as cp
     import torch
 
-    from _common import copy_weights, torch_resnet50
+    from _common import (copy_weights, minidl_train_step, synced_median_ms, torch_resnet50,
+                         torch_train_step)
     from minidl.models import resnet50
 
     rng = np.random.default_rng(0)
@@ -215,48 +204,23 @@ def resnet50_step(batch, reps):
             torch.backends.cudnn.benchmark = True
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
-            tm = copy_weights(model, torch_resnet50()).cuda()
-            del model
-            opt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.9)
-            xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
-
-            def step():
-                opt.zero_grad()
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                    loss = torch.nn.functional.cross_entropy(tm(xt), yt)
-                loss.backward()
-                opt.step()
-                return loss
-
+            model = copy_weights(model, torch_resnet50()).cuda()
+            step = torch_train_step(torch, model, x, y, "cuda", torch.bfloat16 if amp else None)
             sync = torch.cuda.synchronize
             peak = torch.cuda.max_memory_allocated
         else:
             pool.free_all_blocks()
-            model.to("cuda")
-            opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-            xm, ym = minidl.tensor(x, device="cuda"), minidl.tensor(y, device="cuda")
-
-            def step():
-                opt.zero_grad()
-                with minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp):
-                    loss = F.cross_entropy(model(xm), ym)
-                loss.backward()
-                opt.step()
-                return loss
-
+            step = minidl_train_step(model.to("cuda"), x, y, "cuda",
+                                     minidl.bfloat16 if amp else None)
             sync = cp.cuda.Device().synchronize
             peak = pool.total_bytes
         first = float(step())
         step()
-        times[fw, precision] = _timed(step, sync, reps)
+        times[fw, precision] = synced_median_ms(step, sync, reps) / 1e3
         mems[fw, precision] = peak()
         print(f"{fw} {precision}: first loss {first:.4f}, step {times[fw, precision] * 1e3:.1f} ms, "
               f"peak {mems[fw, precision] / 2**20:.0f} MiB", flush=True)
-        del step, opt
-        if fw == "torch":
-            del tm, xt, yt
-        else:
-            del model, xm, ym
+        del step, model
     r = times["minidl", "bf16"] / times["torch", "bf16"]
     s = times["minidl", "fp32"] / times["minidl", "bf16"]
     mr = mems["minidl", "bf16"] / mems["torch", "bf16"]

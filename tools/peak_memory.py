@@ -25,40 +25,22 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 def _minidl_step(device, x, y):
     import minidl
-    import minidl.nn.functional as F
+    from _common import minidl_train_step
     from minidl.models import resnet50
 
     minidl.manual_seed(0)
-    model = resnet50().to(device)
-    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    xm, ym = minidl.tensor(x, device=device), minidl.tensor(y, device=device)
-
-    def step():
-        opt.zero_grad()
-        loss = F.cross_entropy(model(xm), ym)
-        loss.backward()
-        opt.step()
-        return loss.item()
-    return step
+    train = minidl_train_step(resnet50().to(device), x, y, device)
+    return lambda: train().item()
 
 
 def _torch_step(device, x, y):
     import torch
 
-    from _common import torch_resnet50
+    from _common import torch_resnet50, torch_train_step
 
     torch.manual_seed(0)
-    model = torch_resnet50().to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-
-    def step():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(model(xt), yt)
-        loss.backward()
-        opt.step()
-        return loss.item()
-    return step
+    train = torch_train_step(torch, torch_resnet50().to(device), x, y, device)
+    return lambda: train().item()
 
 
 def _peak_rss():
@@ -76,6 +58,8 @@ def _peak_rss():
 
 def measure(framework, device="cpu", batch=4, size=128, steps=2, threads=None):
     import numpy as np
+
+    import _common  # noqa: F401  (sets the benchmarks' thread count; --threads overrides it)
 
     if threads:
         import minidl

@@ -13,7 +13,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -21,19 +20,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
 import minidl.nn.functional as F  # noqa: E402
-from _common import copy_weights, torch_resnet50  # noqa: E402
+from _common import copy_weights, synced_median_ms as timed, torch_resnet50  # noqa: E402
 from minidl.models import resnet50  # noqa: E402
-
-
-def timed(fn, sync, reps=5):
-    out = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out) * 1e3
 
 
 def phases(fw, model, x, y, opt, sync, torch):
