@@ -1,5 +1,5 @@
 """Single ops, minidl against PyTorch on the same arrays: conv2d, max-pool, softmax
-cross-entropy, and the float32 matmul that sets the machine's GEMM ceiling.
+cross-entropy, training-mode batch norm, and the float32 matmul that sets the machine's GEMM ceiling.
 
 Backward benchmarks time only the backward pass: the forward runs in pedantic's untimed setup.
 """
@@ -172,6 +172,35 @@ def test_softmax_cross_entropy(benchmark, request, fw, shape):
             x = minidl.tensor(logits, requires_grad=True)
             F.cross_entropy(x, tm).backward()
             return x.grad
+    benchmark(run)
+
+
+BN_SHAPES = {"resnet50_layer1": (8, 256, 56, 56), "resnet50_layer4": (8, 2048, 7, 7)}
+
+
+@pytest.mark.parametrize("fw", FRAMEWORKS)
+@pytest.mark.parametrize("shape", list(BN_SHAPES))
+def test_batch_norm_train(benchmark, request, fw, shape):
+    """Training-mode BatchNorm2d, forward (batch statistics, running-statistics update) and
+    backward (input, weight and bias gradients)."""
+    benchmark.group = f"batch_norm-train-fwd+bwd-{shape}"
+    x, g = seeded_inputs(BN_SHAPES[shape], BN_SHAPES[shape])
+    c = x.shape[1]
+    if fw == "torch":
+        torch = request.getfixturevalue("torch")
+        bn, xt, gt = torch.nn.BatchNorm2d(c), torch.from_numpy(x), torch.from_numpy(g)
+
+        def run():
+            xi = xt.detach().requires_grad_()
+            bn(xi).backward(gt)
+            return xi.grad
+    else:
+        bn = minidl.nn.BatchNorm2d(c)
+
+        def run():
+            xi = minidl.tensor(x, requires_grad=True)
+            bn(xi).backward(g)
+            return xi.grad
     benchmark(run)
 
 

@@ -16,8 +16,11 @@ from .launch import Drivers, launch, parallel
 
 
 # The loops run over one contiguous (sample, channel) row at a time with unsigned indices, and
-# the ReLU test is hoisted out of them, so LLVM vectorises each loop.
-@njit(cache=True)
+# the ReLU test is hoisted out of them, so LLVM vectorises each loop. The float64 sums may be
+# reassociated (and only that: NaN and inf keep their IEEE meaning), which lets LLVM split them
+# over vector lanes instead of one serial chain of dependent adds.
+_REASSOC = {"reassoc"}
+@njit(cache=True, fastmath=_REASSOC)
 def _stats_channel(x3, c):
     n, _, hw = x3.shape
     shift = np.float64(x3[0, c, 0])
@@ -72,7 +75,7 @@ def _forward_ser(x3, y3, w, b, has_w, has_b, eps, relu, mean, invstd, bvar):
         _forward_channel(x3, y3, c, w, b, has_w, has_b, eps, relu, mean, invstd, bvar)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_REASSOC)
 def _grad_sums_row(g, x, y, mu, relu):
     s = 0.0
     q = 0.0
