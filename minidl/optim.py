@@ -20,12 +20,16 @@ def _follow_device(state, param):
 
 
 def _fused(name, p, g, *buffers):
-    """The backend's one-launch update ``name`` for this parameter, or None (the CPU has none:
-    there numpy's in-place ops are already cheap next to a step; a GPU pays a kernel launch for
-    each of them). The kernel writes ``p`` and its state ``buffers`` (None: not made yet) in
-    place as flat arrays, so all of them must be C-contiguous."""
-    fast = getattr(backend.kernels(get_array_module(p)), name, None)
+    """The backend's one-pass update ``name`` for this parameter, or None (then the numpy
+    expressions run: a GPU would pay a kernel launch for each, the CPU a pass over memory). The
+    kernel writes ``p`` and its state ``buffers`` (None: not made yet) in place as flat arrays,
+    so all of them must be C-contiguous, and of a dtype the kernel set compiles for."""
+    ks = backend.kernels(get_array_module(p))
+    fast = getattr(ks, name, None)
     if fast is None or g.shape != p.shape:
+        return None
+    dtypes = getattr(ks, "fused_update_dtypes", None)
+    if dtypes is not None and p.dtype not in dtypes:
         return None
     if not all(a.flags.c_contiguous for a in (p, *buffers) if a is not None):
         return None

@@ -505,3 +505,54 @@ def test_numba_threads_started_first_are_reported():
         "minidl.nn.functional.relu(minidl.tensor(np.ones(3)))\n")
     assert "numba's threads were started before minidl's first CPU op" in done.stderr
     assert "minidl.set_num_threads()" in done.stderr
+
+
+# ---- the one-pass SGD update ----------------------------------------------------------------
+SGD_CONFIGS = [dict(momentum=0.0), dict(momentum=0.0, weight_decay=0.1),
+               dict(momentum=0.9), dict(momentum=0.9, dampening=0.3, weight_decay=0.01),
+               dict(momentum=0.8, nesterov=True, weight_decay=0.05)]
+
+
+def _sgd_numpy(p, g, buf, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    """torch.optim.SGD's update as numpy expressions (what minidl.optim runs without a kernel)."""
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        buf = g.copy() if buf is None else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    return p - lr * g, buf
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", SGD_CONFIGS, ids=str)
+def test_sgd_update_matches_the_numpy_expressions(config, dtype):
+    rng = np.random.default_rng(3)
+    p0 = rng.standard_normal((37, 5)).astype(dtype)
+    grads = [rng.standard_normal(p0.shape).astype(dtype) for _ in range(3)]
+    p, state = p0.copy(), {}
+    want, buf = p0.copy(), None
+    full = dict(dict(momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False), **config)
+    for g in grads:
+        cpu.sgd_update(p, g, state, 0.1, full["momentum"], full["dampening"],
+                       full["weight_decay"], full["nesterov"])
+        want, buf = _sgd_numpy(want, g, buf, 0.1, **config)
+    np.testing.assert_allclose(p, want, **_tol(dtype))
+    assert ("momentum_buffer" in state) == bool(full["momentum"])
+    if buf is not None:
+        np.testing.assert_allclose(state["momentum_buffer"], buf, **_tol(dtype))
+
+
+def test_sgd_step_uses_the_kernel_for_float_parameters_only(monkeypatch):
+    import minidl
+
+    calls = []
+    real = cpu.sgd_update
+    monkeypatch.setattr(cpu, "sgd_update", lambda *a: (calls.append(a[0].dtype), real(*a)))
+    for dtype in (np.float32, np.float16):
+        p = minidl.nn.Parameter(minidl.tensor(np.ones((3, 2)), dtype=dtype))
+        assert p.dtype == dtype
+        opt = minidl.optim.SGD([p], lr=0.5, momentum=0.9)
+        p.grad = minidl.tensor(np.ones((3, 2)), dtype=dtype)
+        opt.step()
+        np.testing.assert_allclose(p.numpy().astype(np.float32), 0.5)
+    assert calls == [np.dtype(np.float32)]  # float16 took the numpy expressions

@@ -255,8 +255,8 @@ SGD_CONFIGS = [dict(momentum=0.0), dict(momentum=0.0, weight_decay=0.1),
 
 
 def _reference_steps(opt_class, config, p0, grads):
-    """The numpy (generic) update of minidl.optim, which tests/test_optim.py checks against
-    torch.optim."""
+    """minidl.optim's update on the CPU (its one-pass numba SGD kernel, or numpy expressions),
+    which tests/test_optim.py checks against torch.optim."""
     p = minidl.nn.Parameter(minidl.tensor(p0.copy()))
     opt = opt_class([p], **config)
     for g in grads:

@@ -10,7 +10,8 @@
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
 - ``activations``: ReLU and softmax cross-entropy;
-- ``batchnorm``: batch norm (training passes, and the eval-mode per-channel affine map).
+- ``batchnorm``: batch norm (training passes, and the eval-mode per-channel affine map);
+- ``optim``: the SGD update in one pass.
 
 Every kernel is a module-level ``@njit(cache=True)`` function so a second process loads the
 machine code from ``__pycache__`` instead of compiling it again; compilation is lazy (on the
@@ -36,6 +37,7 @@ from .conv_im2col import (  # noqa: E402
     nchw_to_cols,
 )
 from .conv_winograd import conv2d_winograd  # noqa: E402
+from .optim import fused_update_dtypes, sgd_update  # noqa: E402
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: E402
 from .scratch import pool as scratch_pool  # noqa: E402
 
@@ -45,5 +47,5 @@ __all__ = [
     "conv2d_inference", "conv2d_direct", "conv2d_direct_wgrad", "conv2d_winograd",
     "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
-    "batch_norm_backward", "channel_affine",
+    "batch_norm_backward", "channel_affine", "sgd_update", "fused_update_dtypes",
 ]

@@ -25,6 +25,7 @@ THRESHOLDS = {
     "relu": 1 << 23,     # ReLU streams at ~0.1 ns per element
     "macs": 1 << 25,     # direct convolution, by multiply-adds
     "batchnorm": 1 << 15,  # batch norm passes, by activation size
+    "optim": 1 << 20,    # optimizer updates, by parameter size (five streams an element)
 }
 
 # The float dtypes the kernels are compiled for (gradient checks run in float64); other dtypes
