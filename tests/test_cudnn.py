@@ -148,8 +148,11 @@ def test_cudnn_matches_im2col_and_torch(shape, wshape, stride, padding, api, mon
             np.testing.assert_allclose(a, r.numpy(), rtol=1e-4, atol=1e-4)
     if api == "graph":  # the graph plans built: nothing fell back to the legacy API
         key = (shape, (wshape[0], shape[1]) + wshape[1:], stride, padding, "float32", False)
-        assert all(cudnn._graphs.get((d,) + key) for d in ("forward", "data", "filter")), \
-            cudnn.graph_errors
+        import cupy
+
+        handle = cudnn._handle(cupy)
+        assert all(cudnn._graphs.get((d, handle.value) + key)
+                   for d in ("forward", "data", "filter")), cudnn.graph_errors
 
 
 @needs_cudnn_gpu
@@ -193,7 +196,7 @@ def test_resnet50_block_shapes_all_find_cudnn_algorithms_and_graph_plans():
             key = (x_shape, w_shape, stride, padding, dtype, False)
             for which in ("forward", "data", "filter"):
                 assert p.algorithm(handle, which) is not None, (x_shape, w_shape, dtype, which)
-                assert cudnn._graph(handle, which, key), cudnn.graph_errors.get((which,) + key)
+                assert cudnn._graph(handle, which, key), cudnn.graph_errors
 
 
 @needs_library

@@ -13,9 +13,16 @@
 #          (SMOKE_TESTS="tests/a.py tests/b.py" names others)
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py)
+#   figures: every figure issues 12 and 13 ask for, in about 7 minutes of a warm H200: smoke,
+#            the CUDA benchmarks 3 times (medians of 3 runs), the amp checks and MNIST with
+#            --amp bf16, MNIST in float32, and the host time per conv path (overhead)
 set -u
 out=${1:?output folder}; data=${2:?folder holding the MNIST IDX files}; shift 2
 what=${*:-smoke bench mnist dist resnet tests amp}
+if [ "$what" = figures ]; then
+  what="smoke bench amp mnist overhead"
+  export BENCH_RUNS=${BENCH_RUNS:-3} AMP_ARGS=${AMP_ARGS:---skip-bench}
+fi
 bench_k=${BENCH_K:-}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MINIDL_DATA=$(dirname "$data")
 mkdir -p "$out"

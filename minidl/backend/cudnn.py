@@ -302,12 +302,15 @@ def api():
     return "legacy" if os.environ.get("MINIDL_CUDNN_API", "graph") == "legacy" else "graph"
 
 
-_graphs = {}        # (direction, x shape, w shape, stride, padding, dtype, tf32) -> _Graph | False
+# (direction, handle, x shape, w shape, stride, padding, dtype, tf32) -> _Graph | False; a plan
+# is built for one handle, so for one device
+_graphs = {}
 graph_errors = {}   # the same keys -> why no graph plan built (the legacy API ran instead)
 
 
 def _graph(handle, which, key):
-    g = _graphs.get((which,) + key)
+    gkey = (which, handle.value) + key
+    g = _graphs.get(gkey)
     if g is None:
         x_shape, w_shape, stride, padding, dtype, allow_tf32 = key
         y_shape = (x_shape[0], w_shape[0]) + tuple(
@@ -316,9 +319,9 @@ def _graph(handle, which, key):
             g = _Graph(handle, which, x_shape, w_shape, y_shape, stride, padding, dtype,
                        allow_tf32)
         except CudnnError as exc:
-            graph_errors[(which,) + key] = str(exc)
+            graph_errors[gkey] = str(exc)
             g = False
-        _graphs[(which,) + key] = g
+        _graphs[gkey] = g
     return g
 
 
@@ -340,7 +343,7 @@ def _convolve(cp, which, key, x, w, y):
         _run_legacy(cp, handle, which, key, x, w, y)
 
 
-_ready = {}  # key -> whether cuDNN runs this convolution's forward pass
+_ready = {}  # (device,) + key -> whether cuDNN runs this convolution's forward pass
 
 
 def supports_forward(cp, x_shape, w_shape, stride, padding, dtype, allow_tf32=False):
@@ -348,7 +351,8 @@ def supports_forward(cp, x_shape, w_shape, stride, padding, dtype, allow_tf32=Fa
     algorithm for the forward pass)."""
     key = (tuple(x_shape), tuple(w_shape), tuple(stride), tuple(padding), _name(dtype),
            bool(allow_tf32))
-    ready = _ready.get(key)
+    device = cp.cuda.runtime.getDevice()
+    ready = _ready.get((device,) + key)
     if ready is None:
         try:
             handle = _handle(cp)
@@ -357,7 +361,7 @@ def supports_forward(cp, x_shape, w_shape, stride, padding, dtype, allow_tf32=Fa
                 ready = plan(*key).algorithm(handle, "forward") is not None
         except CudnnError:
             ready = False
-        _ready[key] = ready
+        _ready[(device,) + key] = ready
     return ready
 
 
