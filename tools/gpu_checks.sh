@@ -12,7 +12,8 @@
 #   smoke: cuDNN's version and the CUDA kernel, device, cuDNN, batch-norm and conv tests
 #          (SMOKE_TESTS="tests/a.py tests/b.py" names others)
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
-#   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py)
+#   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py;
+#            PROFILE_ARGS="--amp bf16 --batch 64" for the mixed-precision step)
 #   figures: every figure issues 12 and 13 ask for, in about 7 minutes of a warm H200: smoke,
 #            the CUDA benchmarks 3 times (medians of 3 runs), the amp checks and MNIST with
 #            --amp bf16, MNIST in float32, and the host time per conv path (overhead)
@@ -62,7 +63,7 @@ y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().
     dist)
       OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 240 bash tools/dist_gpu_check.sh "$out/dist" 2>&1 | tee "$out/dist.log" | tail -15 ;;
     profile)
-      timeout 200 python3 tools/profile_resnet_gpu.py 2>&1 | tee "$out/profile.log" ;;
+      timeout 200 python3 tools/profile_resnet_gpu.py ${PROFILE_ARGS:-} 2>&1 | tee "$out/profile.log" ;;
     tests)
       timeout 580 python3 -m pytest -q -rs -p no:cacheprovider tests 2>&1 | tee "$out/tests.log" | tail -40 ;;
   esac

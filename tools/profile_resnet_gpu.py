@@ -1,6 +1,6 @@
 """Where a ResNet-50 step on CUDA spends its GPU time, minidl and PyTorch side by side.
 
-    python tools/profile_resnet_gpu.py [--batch 32] [--eval-batch 256] [--top 25]
+    python tools/profile_resnet_gpu.py [--batch 32] [--eval-batch 256] [--top 25] [--amp bf16]
 
 For the training step (train-mode forward, cross-entropy, backward, SGD with momentum) and for
 eval-mode inference: synchronised medians of the forward, the backward and the whole step for
@@ -24,13 +24,21 @@ from _common import copy_weights, synced_median_ms as timed, torch_resnet50  # n
 from minidl.models import resnet50  # noqa: E402
 
 
-def phases(fw, model, x, y, opt, sync, torch):
+def _autocast(fw, torch, amp):
+    """bfloat16 autocast in either framework (a no-op context when ``amp`` is false)."""
+    if fw == "torch":
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp)
+    return minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp)
+
+
+def phases(fw, model, x, y, opt, sync, torch, amp=False):
     state = {}
     cross_entropy = torch.nn.functional.cross_entropy if fw == "torch" else F.cross_entropy
 
     def forward():
         opt.zero_grad()
-        state["loss"] = cross_entropy(model(x), y)
+        with _autocast(fw, torch, amp):
+            state["loss"] = cross_entropy(model(x), y)
 
     def backward():
         state["loss"].backward()
@@ -56,7 +64,10 @@ def main():
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--eval-batch", type=int, default=256)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off",
+                    help="bf16: the training step under autocast in both frameworks")
     args = ap.parse_args()
+    amp = args.amp == "bf16"
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -75,9 +86,10 @@ def main():
     topt = torch.optim.SGD(tmodel.parameters(), lr=0.01, momentum=0.9)
     xm, ym = minidl.tensor(x, device="cuda"), minidl.tensor(y, device="cuda")
     xt, yt = torch.from_numpy(x).cuda(), torch.from_numpy(y).cuda()
-    print(f"train step, batch {args.batch} at 224x224 (ms, medians of 5): forward backward step")
-    m = phases("minidl", model, xm, ym, opt, sync_m, torch)
-    t = phases("torch", tmodel, xt, yt, topt, sync_t, torch)
+    print(f"train step{' (bf16 autocast)' if amp else ''}, batch {args.batch} at 224x224 "
+          "(ms, medians of 5): forward backward step")
+    m = phases("minidl", model, xm, ym, opt, sync_m, torch, amp)
+    t = phases("torch", tmodel, xt, yt, topt, sync_t, torch, amp)
     for name, a, b in zip(("forward", "backward", "step"), m, t):
         print(f"  {name:9s} minidl {a:8.2f}  torch {b:8.2f}  ratio {a / b:5.2f}")
 
@@ -100,7 +112,9 @@ def main():
     from torch.profiler import ProfilerActivity, profile
     def train_step():
         opt.zero_grad()
-        F.cross_entropy(model(xm), ym).backward()
+        with _autocast("minidl", torch, amp):
+            loss = F.cross_entropy(model(xm), ym)
+        loss.backward()
         opt.step()
 
     for label, fn, train in (("train step", train_step, True), ("inference", infer_m, False)):
