@@ -124,12 +124,43 @@ def _cupy_pool():
     return minidl.backend.require_cuda().get_default_memory_pool()
 
 
+def _peak_used(pool, fn):
+    """Run fn and return the peak of the bytes CuPy's pool had handed out meanwhile (what
+    torch.cuda.max_memory_allocated counts; the pool's own size also counts cached free
+    blocks), through a CuPy memory hook; None where the hook API differs."""
+    cp = minidl.backend.require_cuda()
+
+    class PeakUsed(cp.cuda.MemoryHook):
+        name = "minidl_peak_used"
+
+        def __init__(self):
+            self.used = self.peak = pool.used_bytes()
+
+        def malloc_postprocess(self, **kw):
+            self.used += kw["mem_size"]
+            self.peak = max(self.peak, self.used)
+
+        def free_postprocess(self, **kw):
+            self.used -= kw["mem_size"]
+
+    try:
+        hook = PeakUsed()
+        with hook:
+            fn()
+        return hook.peak
+    except Exception:  # noqa: BLE001 - an optional figure; the step itself is checked elsewhere
+        fn()
+        return None
+
+
 def _resnet50_train_step(request, fw, batch, size=224, precision="fp32", warm_steps=2):
     """One ResNet-50 training step (train-mode forward, cross-entropy, backward, SGD with
     momentum) on the GPU at ``precision`` ("fp32", or "bf16": autocast with float32 master
     weights, no GradScaler, which bfloat16 does not need), from the same weights in both
-    frameworks; returns (step, peak_bytes), the peak measured over the warm-up steps (CuPy's
-    pool: every block it holds, used or cached, an upper bound; torch.cuda.max_memory_allocated)."""
+    frameworks; returns (step, peak_bytes, used_bytes): the peak over the warm-up steps (CuPy's
+    pool: every block it holds, used or cached, an upper bound; torch.cuda.max_memory_allocated)
+    and, for minidl, the peak of the bytes in use during the last warm-up step (None for torch,
+    whose peak_bytes already is that)."""
     import gc
 
     from minidl.models import resnet50
@@ -157,17 +188,22 @@ def _resnet50_train_step(request, fw, batch, size=224, precision="fp32", warm_st
 
         def peak():
             return pool.total_bytes()
-    for _ in range(warm_steps):
-        step()
-    return step, peak()
+    used = None
+    for k in range(warm_steps):
+        if fw == "minidl" and k == warm_steps - 1:
+            used = _peak_used(pool, step)  # the last warm-up step, with the hook on
+        else:
+            step()
+    return step, peak(), used
 
 
 @pytest.mark.parametrize("fw", FRAMEWORKS)
 @pytest.mark.parametrize("batch", [32, 128])
 def test_gpu_resnet50_train_step(benchmark, request, fw, batch):
     benchmark.group = f"gpu-resnet50-train-step-b{batch}-224"
-    step, peak = _resnet50_train_step(request, fw, batch)
+    step, peak, used = _resnet50_train_step(request, fw, batch)
     benchmark.extra_info["peak_mem_bytes"] = peak
+    benchmark.extra_info["peak_used_bytes"] = used
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
 
 
@@ -188,8 +224,9 @@ def test_gpu_resnet50_train_step_amp(benchmark, request, fw, precision):
     <= 1.3x) and -fp32 (minidl's own float32 step, which bf16 must beat 2.5x;
     tools/bench_ratios.py prints that speed-up)."""
     benchmark.group = f"gpu-resnet50-train-step-b64-224-{precision}"
-    step, peak = _resnet50_train_step(request, fw, 64, precision=precision)
+    step, peak, used = _resnet50_train_step(request, fw, 64, precision=precision)
     benchmark.extra_info["peak_mem_bytes"] = peak
+    benchmark.extra_info["peak_used_bytes"] = used
     benchmark.pedantic(step, rounds=5, warmup_rounds=1)
 
 
@@ -198,6 +235,6 @@ def test_gpu_resnet50_bf16_steps_agree(request):
     parameters stay float32."""
     losses = []
     for fw in FRAMEWORKS:
-        step, _ = _resnet50_train_step(request, fw, 8, 64, precision="bf16")
+        step, _, _ = _resnet50_train_step(request, fw, 8, 64, precision="bf16")
         losses.append([float(step()) for _ in range(3)])
     np.testing.assert_allclose(losses[0], losses[1], rtol=3e-2)

@@ -78,9 +78,13 @@ def rows(groups):
         mem = [(b.get("extra_info") or {}).get("peak_mem_bytes") if b else None
                for b in (ours, torch)]
         mem_ratio = mem[0] / mem[1] if mem[0] and mem[1] else None
+        # minidl on CUDA also records the peak of the bytes in use (the pool's high-water mark
+        # above counts cached free blocks too): the figure torch.cuda.max_memory_allocated is
+        used = (ours.get("extra_info") or {}).get("peak_used_bytes") if ours else None
         out.append(dict(group=name, ours=m, torch=t, ratio=ratio, gflops=gf, share=share,
                         target=target, verdict=verdict, mem_ours=mem[0], mem_torch=mem[1],
-                        mem_ratio=mem_ratio))
+                        mem_ratio=mem_ratio, mem_used=used,
+                        used_ratio=used / mem[1] if used and mem[1] else None))
     return out, peak
 
 
@@ -115,7 +119,9 @@ def combine(tables):
                         runs=[r["ratio"] for r in rs],
                         mem_ours=_median([r["mem_ours"] for r in rs]),
                         mem_torch=_median([r["mem_torch"] for r in rs]),
-                        mem_ratio=_median([r["mem_ratio"] for r in rs])))
+                        mem_ratio=_median([r["mem_ratio"] for r in rs]),
+                        mem_used=_median([r["mem_used"] for r in rs]),
+                        used_ratio=_median([r["used_ratio"] for r in rs])))
     return out
 
 
@@ -134,6 +140,9 @@ def main(argv=None):
     several = len(tables) > 1
     head = ["group", "minidl ms", "torch ms", "ratio", "goal", "GFLOP/s", "of matmul peak",
             "minidl MB", "torch MB", "mem ratio"]
+    with_used = any(r["mem_used"] for r in table)
+    if with_used:
+        head += ["minidl used MB", "used ratio"]
     if several:
         head.append("ratio per run")
     lines = []
@@ -144,6 +153,9 @@ def main(argv=None):
                 _f(r["share"] and 100 * r["share"], ".0f") + ("%" if r["share"] else ""),
                 _f(r["mem_ours"] and r["mem_ours"] / 2**20, ".0f"),
                 _f(r["mem_torch"] and r["mem_torch"] / 2**20, ".0f"), _f(r["mem_ratio"], ".2f")]
+        if with_used:
+            line += [_f(r["mem_used"] and r["mem_used"] / 2**20, ".0f"),
+                     _f(r["used_ratio"], ".2f")]
         if several:
             line.append(" ".join(_f(x, ".2f") for x in r["runs"]))
         lines.append(line)
