@@ -102,8 +102,8 @@ def load():
             except (OSError, AttributeError) as exc:
                 errors.append(f"{path}: {exc}")
                 continue
-            if version < 8000:
-                errors.append(f"{path}: cuDNN {version} is older than 8.0")
+            if version < 90000:  # the enum values and APIs used here are cuDNN 9's
+                errors.append(f"{path}: cuDNN {version} is older than 9.0")
                 continue
             lib.cudnnGetErrorString.restype = ctypes.c_char_p
             _lib = lib
