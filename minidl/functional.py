@@ -9,7 +9,7 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, generic, get_array_module
-from .backend.dtypes import is_floating, is_low_precision
+from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import ReLU, Sigmoid, Softmax, cat
 from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
@@ -233,11 +233,8 @@ def _conv2d_algorithm(k, x_shape, w_shape, stride, padding, needs_grad, dtype):
     """The kernel set's choice of convolution algorithm (the CPU's rules are in
     ``backend/cpu/conv.py``, CUDA's, cuDNN among them, in ``backend/cuda.py``); elsewhere, one
     GEMM per sample for 1x1 layers and im2col otherwise."""
-    choose = getattr(k, "conv2d_algorithm", None)
-    if choose is not None:
-        return choose(x_shape, w_shape, stride, padding, needs_grad, dtype)
-    pointwise = tuple(w_shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0)
-    return "pointwise" if pointwise else "im2col"
+    choose = getattr(k, "conv2d_algorithm", generic.conv2d_algorithm)
+    return choose(x_shape, w_shape, stride, padding, needs_grad, dtype)
 
 
 # Kernel sets with a scratch pool (the CPU's) hand out im2col and gradient columns that the
@@ -611,8 +608,7 @@ class BatchNorm(Function):
             return y
         xp = get_array_module(x)
         mean, var = running_mean, running_var
-        # per-channel numbers in x's dtype, or float32 for 16-bit x (mixed precision)
-        pdt = np.float32 if is_low_precision(x.dtype) else x.dtype
+        pdt = channel_dtype(x.dtype)  # float32 beside 16-bit x (mixed precision)
         inv_std = (1 / xp.sqrt(var + eps)).astype(pdt, copy=False)
         # Eval mode is one affine map per channel, y = x * scale + shift (what PyTorch's CPU
         # kernel computes too): one pass over x (with the ReLU fused in), and no xhat kept

@@ -20,9 +20,8 @@ can compile them on the host and compare them with generic.py where there is no 
 """
 from __future__ import annotations
 
-import numpy as _np
-
-from . import get_array_module
+from . import allow_tf32, cudnn, generic, get_array_module
+from .dtypes import channel_dtype
 from .generic import out_size
 
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
@@ -651,10 +650,6 @@ def _bn_geometry(x):
 batch_norm_16bit = True
 
 
-def _channel_dtype(x):
-    return x.dtype if x.dtype.itemsize >= 4 else _np.dtype(_np.float32)
-
-
 def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
     """Training-mode batch norm over every dim but 1: returns (y, batch mean, invstd) and updates
     the running statistics in place. Three launches (and a memset): channel sums, per-channel
@@ -668,7 +663,7 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     acc = cp.zeros(2 * c, dtype=cp.float64)
     _kernel("bn_partial_stats", wide)(x.reshape(-1), c, hw, count, groups, lanes, acc,
                                       size=c * groups * lanes)
-    pdt = _channel_dtype(x)
+    pdt = channel_dtype(x.dtype)
     mean, bvar, invstd, scale, shift = (cp.empty(c, dtype=pdt) for _ in range(5))
     # the running statistics are updated in the kernel when they are contiguous arrays of the
     # per-channel dtype (the usual case); otherwise afterwards, from the batch variance
@@ -703,7 +698,7 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     _kernel("bn_partial_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean,
                                      int(bool(relu)), c, hw, count, groups, lanes, acc,
                                      size=c * groups * lanes)
-    pdt = _channel_dtype(x)
+    pdt = channel_dtype(x.dtype)
     alpha, beta, gamma, gw, gb = (cp.empty(c, dtype=pdt) for _ in range(5))
     w = _flat(cp, weight.astype(pdt, copy=False)) if weight is not None else invstd
     _kernel("bn_finalize_grad")(acc, invstd, w, c, count, int(weight is not None), alpha, beta,
@@ -724,7 +719,7 @@ def channel_affine(x, scale, shift, relu=False):
     n, c, hw, _ = _bn_geometry(x)
     y = cp.empty(x.shape, dtype=x.dtype)
     if y.size:
-        pdt = _channel_dtype(x)
+        pdt = channel_dtype(x.dtype)
         _kernel("bn_normalize", _wide(x))(x.reshape(-1),
                                           _flat(cp, scale.astype(pdt, copy=False)),
                                           _flat(cp, shift.astype(pdt, copy=False)), c, hw,
@@ -745,23 +740,18 @@ def unscale_grads(grads, inv_scale, found_inf):
 def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
     """cuDNN where its library loads and has an algorithm for the shape (backend/cudnn.py);
     otherwise one GEMM per sample for 1x1 stride-1 layers and im2col + GEMM for the rest."""
-    from . import allow_tf32, cudnn
-
     if dtype is not None and cudnn.usable(dtype):
         import cupy
 
         if cudnn.supports_forward(cupy, x_shape, w_shape, stride, padding, dtype, allow_tf32()):
             return "cudnn"
-    pointwise = tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and \
-        tuple(padding) == (0, 0)
-    if pointwise and dtype is not None and str(dtype) == "bfloat16":
+    algorithm = generic.conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad)
+    if algorithm == "pointwise" and dtype is not None and str(dtype) == "bfloat16":
         return "im2col"  # CuPy has no batched (3-D) bfloat16 matmul; 2-D GEMMs only
-    return "pointwise" if pointwise else "im2col"
+    return algorithm
 
 
 def conv2d_cudnn(x, w, bias, stride, padding):
-    from . import allow_tf32, cudnn
-
     cp = get_array_module(x)
     y = cudnn.conv2d_forward(cp, x, w, stride, padding, allow_tf32())
     if bias is not None:
@@ -770,14 +760,10 @@ def conv2d_cudnn(x, w, bias, stride, padding):
 
 
 def conv2d_cudnn_backward_data(g, w, x_shape, stride, padding):
-    from . import allow_tf32, cudnn
-
     return cudnn.conv2d_backward_data(get_array_module(g), g, w, x_shape, stride, padding,
                                       allow_tf32())
 
 
 def conv2d_cudnn_backward_filter(x, g, w_shape, stride, padding):
-    from . import allow_tf32, cudnn
-
     return cudnn.conv2d_backward_filter(get_array_module(g), x, g, w_shape, stride, padding,
                                         allow_tf32())

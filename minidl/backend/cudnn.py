@@ -36,6 +36,7 @@ import threading
 
 import numpy as np
 
+from .generic import out_size
 
 LIBRARY_NAMES = ("libcudnn.so.9", "libcudnn.so")
 
@@ -74,9 +75,8 @@ def candidate_paths():
     paths = [named] if named else []
     spec = importlib.util.find_spec("nvidia") if _nvidia_importable() else None
     for root in (spec.submodule_search_locations or []) if spec is not None else []:
-        for pattern in ("cudnn/lib/libcudnn.so.*", "cu1*/lib/libcudnn.so.*"):
-            paths.extend(sorted(p for p in glob.glob(os.path.join(root, pattern))
-                                if p.endswith(LIBRARY_NAMES[0][len("libcudnn"):])))
+        for folder in ("cudnn/lib", "cu1*/lib"):
+            paths.extend(sorted(glob.glob(os.path.join(root, folder, LIBRARY_NAMES[0]))))
     return paths + list(LIBRARY_NAMES)
 
 
@@ -188,7 +188,6 @@ class _Plan:
     """The descriptors of one convolution shape and the algorithms chosen for it."""
 
     def __init__(self, x_shape, w_shape, stride, padding, dtype, math):
-        self.dtype = dtype
         self.scalar = ctypes.c_double if dtype == "float64" else ctypes.c_float
         compute = _DATA_TYPE["float64" if dtype == "float64" else "float32"]
         self.conv = _descriptor("Convolution")
@@ -308,16 +307,19 @@ _graphs = {}
 graph_errors = {}   # the same keys -> why no graph plan built (the legacy API ran instead)
 
 
+def _y_shape(x_shape, w_shape, stride, padding):
+    return (x_shape[0], w_shape[0]) + tuple(
+        out_size(x_shape[2 + k], w_shape[2 + k], stride[k], padding[k]) for k in (0, 1))
+
+
 def _graph(handle, which, key):
     gkey = (which, handle.value) + key
     g = _graphs.get(gkey)
     if g is None:
         x_shape, w_shape, stride, padding, dtype, allow_tf32 = key
-        y_shape = (x_shape[0], w_shape[0]) + tuple(
-            (x_shape[2 + k] + 2 * padding[k] - w_shape[2 + k]) // stride[k] + 1 for k in (0, 1))
         try:
-            g = _Graph(handle, which, x_shape, w_shape, y_shape, stride, padding, dtype,
-                       allow_tf32)
+            g = _Graph(handle, which, x_shape, w_shape, _y_shape(x_shape, w_shape, stride, padding),
+                       stride, padding, dtype, allow_tf32)
         except CudnnError as exc:
             graph_errors[gkey] = str(exc)
             g = False
@@ -368,9 +370,7 @@ def supports_forward(cp, x_shape, w_shape, stride, padding, dtype, allow_tf32=Fa
 def conv2d_forward(cp, x, w, stride, padding, allow_tf32=False):
     x, w = _aligned(cp, x), _aligned(cp, w)
     key = (x.shape, w.shape, tuple(stride), tuple(padding), _name(x.dtype), bool(allow_tf32))
-    n, _, h, wd = x.shape
-    y = cp.empty((n, w.shape[0], (h + 2 * padding[0] - w.shape[2]) // stride[0] + 1,
-                  (wd + 2 * padding[1] - w.shape[3]) // stride[1] + 1), dtype=x.dtype)
+    y = cp.empty(_y_shape(x.shape, w.shape, stride, padding), dtype=x.dtype)
     _convolve(cp, "forward", key, x, w, y)
     return y
 
@@ -450,11 +450,10 @@ def _bcreate(kind):
 
 def _bset(desc, attr, type_, values):
     """Set an attribute from a ctypes array (or one ctypes value)."""
-    count = len(values) if isinstance(values, ctypes.Array) else 1
-    _check(_lib.cudnnBackendSetAttribute(desc, attr, type_, count,
-                                         ctypes.cast(ctypes.pointer(values), ctypes.c_void_p)
-                                         if not isinstance(values, ctypes.Array)
-                                         else ctypes.cast(values, ctypes.c_void_p)),
+    if not isinstance(values, ctypes.Array):
+        values = (type(values) * 1)(values)
+    _check(_lib.cudnnBackendSetAttribute(desc, attr, type_, len(values),
+                                         ctypes.cast(values, ctypes.c_void_p)),
            f"set attribute {attr}")
 
 

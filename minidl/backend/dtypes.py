@@ -36,6 +36,13 @@ def is_low_precision(dtype) -> bool:
     return dtype.itemsize == 2 and is_floating(dtype)
 
 
+def channel_dtype(dtype) -> np.dtype:
+    """The dtype of per-channel numbers (batch-norm statistics, scale, shift and their
+    gradients) beside activations of ``dtype``: float32 for 16-bit activations (mixed
+    precision), the activations' own dtype otherwise."""
+    return np.dtype(np.float32) if is_low_precision(dtype) else dtype
+
+
 def as_dtype(dtype) -> np.dtype:
     """np.dtype of a dtype-like, including the names 'bfloat16', 'half', 'float' and 'double'."""
     if isinstance(dtype, str):

@@ -13,6 +13,18 @@ def out_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def is_pointwise(w_shape, stride, padding):
+    """A 1x1 stride-1 unpadded convolution: its input already is its column matrix."""
+    return tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and \
+        tuple(padding) == (0, 0)
+
+
+def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
+    """The convolution algorithm where a kernel set has no rules of its own: one GEMM per
+    sample for 1x1 layers ("pointwise") and im2col + GEMM ("im2col") otherwise."""
+    return "pointwise" if is_pointwise(w_shape, stride, padding) else "im2col"
+
+
 def im2col(x, kh, kw, sh, sw, ph, pw):
     """(N, C, H, W) -> (N, C*kh*kw, OH*OW); the rows run over (c, i, j) like a flattened weight."""
     xp = get_array_module(x)

@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+from ..generic import is_pointwise
+
 
 def use_direct_conv(x_shape, w_shape, stride):
     """Whether ``conv2d_direct`` beats im2col + GEMM: stride 1 and few inputs per output."""
@@ -30,10 +32,6 @@ def use_winograd(x_shape, w_shape, stride, padding):
         return False
     oh, ow = x_shape[2] + 2 * padding[0] - 2, x_shape[3] + 2 * padding[1] - 2
     return x_shape[0] * ((oh + 1) // 2) * ((ow + 1) // 2) >= 256
-
-
-def is_pointwise(w_shape, stride, padding):
-    return tuple(w_shape[2:]) == (1, 1) and stride == (1, 1) and padding == (0, 0)
 
 
 def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
