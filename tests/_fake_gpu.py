@@ -26,40 +26,13 @@ CTYPE = {np.float32: "float", np.float64: "double"}
 
 
 # ---- the kernel bodies on the host --------------------------------------------------------
-def params(spec):
-    """[(raw, type, name)] from CuPy's 'raw T img, int32 h' parameter syntax."""
-    out = []
-    for p in spec.split(","):
-        words = p.split()
-        out.append((words[0] == "raw", words[-2], words[-1]))
-    return out
+params = cuda.parse_params
 
 
 def kernel_source(name, ctype, device=False):
-    """One C++ (or CUDA) function looping the kernel body over i, as CuPy's generated code does:
-    raw arrays are flat pointers, a non-raw output ``v`` is a reference to element i."""
-    in_params, out_params, body = cuda.SPECS[name]
-    c_of = {"T": ctype, "P": ctype, "int32": "int", "int64": "long long", "float64": "double",
-            "uint64": "unsigned long long"}
-    args, refs = [], []
-    for raw, typ, pname in params(in_params):
-        args.append(f"{c_of[typ]}* {pname}" if raw else f"{c_of[typ]} {pname}")
-    for raw, typ, pname in params(out_params):
-        if raw:
-            args.append(f"{c_of[typ]}* {pname}")
-        else:
-            args.append(f"{c_of[typ]}* out_{pname}")
-            refs.append(f"{c_of[typ]}& {pname} = out_{pname}[i];")
-    if device:
-        head = f'extern "C" __global__ void {name}_{ctype}({", ".join(args)}, long long size)'
-        loop = ("for (ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; i < size;"
-                " i += (ptrdiff_t)blockDim.x * gridDim.x)")
-    else:
-        head = f'extern "C" void {name}_{ctype}({", ".join(args)}, long long size)'
-        loop = "for (ptrdiff_t i = 0; i < size; ++i)"
-    return (f"namespace k_{name}_{ctype} {{ typedef {ctype} T; typedef {ctype} P; }}\n{head} {{\n"
-            f"  using namespace k_{name}_{ctype};\n  {loop} {{\n    {' '.join(refs)}\n"
-            f"{body}\n  }}\n}}\n")
+    """Kernel ``name`` for one element type as a C++ (or CUDA) function named
+    ``{name}_{ctype}``: the source minidl launches on the GPU (``cuda.kernel_source``)."""
+    return cuda.kernel_source(name, f"{name}_{ctype}", ctype, ctype, device)
 
 
 # One host thread runs the whole loop, so an atomic add is a plain one there.

@@ -192,6 +192,124 @@ def test_kernel_bodies_compile_as_cuda(tmp_path):
             assert f"{name}_{CTYPE[dt]}" in ptx
 
 
+# ---- how the kernels are launched on the GPU (cuda._RawLaunch) ------------------------------
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append((args, kwargs))
+
+
+def test_raw_launch_passes_scalars_as_their_declared_types_and_the_size_last(monkeypatch):
+    launch = cuda._RawLaunch("sgd_momentum", False)
+    kernel = _Recorder()
+    monkeypatch.setattr(launch, "_build", lambda t, p: kernel)
+    grad, param, buf = (np.ones(300, np.float32) for _ in range(3))
+    launch(grad, 0.1, 0.9, 0, 0.0, 0, True, param, buf)
+    (grid, block, args), _ = kernel.calls[0]
+    assert block == (128,) and grid == (3,)  # ceil(300 / 128) blocks of a warp multiple
+    assert args[0] is grad and args[7] is param and args[8] is buf
+    assert [type(a) for a in args[1:7]] == [np.float64] * 4 + [np.int32] * 2
+    assert args[6] == 1 and args[3] == 0.0
+    assert type(args[9]) is np.int64 and args[9] == 300
+    launch(grad[:0], 0.1, 0.9, 0, 0.0, 0, True, param[:0], buf[:0])
+    assert len(kernel.calls) == 1  # nothing to launch for zero elements
+
+    # all arrays raw: the size comes from size=
+    launch = cuda._RawLaunch("bn_partial_stats", False)
+    monkeypatch.setattr(launch, "_build", lambda t, p: kernel)
+    x, acc = np.ones((2, 3, 4), np.float32), np.zeros(6)
+    launch(x, 3, 4, 8, 1, 32, acc, size=96)
+    (grid, _, args), _ = kernel.calls[1]
+    assert grid == (1,) and args[-1] == 96 and args[0] is x  # raw arrays go as they are
+
+
+def test_raw_launch_leaves_strided_outputs_and_unbuildable_kernels_to_the_elementwise_kernel(
+        monkeypatch):
+    launch = cuda._RawLaunch("relu_backward", False)
+    raw, elementwise = _Recorder(), _Recorder()
+    monkeypatch.setattr(launch, "_build", lambda t, p: raw)
+    monkeypatch.setattr(launch, "_fallback", lambda: elementwise)
+    g, y = np.ones((4, 6), np.float32), np.ones((4, 6), np.float32)
+    strided = np.empty((4, 12), np.float32)[:, ::2]
+    launch(g, y, strided)
+    assert not raw.calls
+    (args, kwargs), = elementwise.calls
+    assert args[0].shape == (24,) and args[1].shape == (24,)  # raw inputs flattened for CuPy
+    assert args[2] is strided and kwargs == {"size": None}
+
+    # a kernel NVRTC cannot build (here: no CuPy at all) is remembered with the reason, and the
+    # ElementwiseKernel runs instead
+    launch = cuda._RawLaunch("add_relu", False)
+    monkeypatch.setattr(launch, "_fallback", lambda: elementwise)
+    monkeypatch.setattr(cuda, "_raw_code", lambda *a: (_ for _ in ()).throw(RuntimeError("nvrtc")))
+    monkeypatch.setattr(cuda, "raw_errors", {})
+    launch(g, y, np.empty_like(g))
+    assert len(elementwise.calls) == 2
+    assert cuda.raw_errors == {("add_relu", False, "float32", "float32"): "RuntimeError: nvrtc"}
+
+
+def test_batch_norm_sum_buffers_are_left_zeroed(run):
+    """The reductions' float64 sums live in per-size buffers that the finalising kernels set
+    back to zero: no memset before the next batch norm."""
+    rng = np.random.default_rng(16)
+    x = run.to_device(rng.standard_normal((4, 5, 3, 3)).astype(np.float32))
+    w = run.to_device(np.ones(5, np.float32))
+    y, mean, invstd = cuda.batch_norm_train(x, w, w, None, None, 0.1, 1e-5, True)
+    cuda.batch_norm_backward(y, x, y, mean, invstd, w, True)
+    buffers = [b for key, b in cuda._sum_buffers.items() if key[2] == 10]
+    assert buffers and all(not run.to_host(b).any() for b in buffers)
+
+
+def test_batch_norm_drops_its_sum_buffer_when_a_launch_fails(monkeypatch):
+    sums = np.zeros(4)
+    monkeypatch.setattr(cuda, "_sum_buffers", {(0, 0, 4): sums})
+
+    def broken(name, wide=False):
+        def launch(*args, size=None):
+            if name == "bn_finalize":
+                raise RuntimeError("launch failed")
+        return launch
+    monkeypatch.setattr(cuda, "_kernel", broken)
+    from _fake_gpu import FakeCuPy
+    fake = FakeCuPy()
+    monkeypatch.setattr(backend, "_cupy", fake)
+    monkeypatch.setattr(backend, "_cupy_checked", True)
+    x = fake.asarray(np.ones((3, 2, 2, 2), np.float32))
+    with pytest.raises(RuntimeError, match="launch failed"):
+        cuda.batch_norm_train(x, None, None, None, None, 0.1, 1e-5)
+    assert cuda._sum_buffers == {}  # possibly half-used sums are never reused
+
+
+# the 16-bit types autocast sends to these kernels (optimizers and the loss run in float32)
+_LOW_PRECISION_KERNELS = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
+                          "cols_to_nchw", "nchw_to_cols", "add_relu", "relu_backward",
+                          "bn_partial_stats", "bn_finalize", "bn_normalize", "bn_partial_grad",
+                          "bn_finalize_grad", "bn_input_grad", "unscale_grads"]
+
+
+@needs_cuda
+def test_every_kernel_builds_as_a_raw_kernel_on_the_gpu():
+    """NVRTC compiles each kernel for float32 and float64, and the ones mixed precision uses for
+    float16 and bfloat16 (with float32 per-channel numbers): none falls back to the slower
+    ElementwiseKernel launch."""
+    import ml_dtypes
+
+    from minidl.backend.dtypes import channel_dtype
+
+    cases = [(name, np.dtype(t)) for name in cuda.SPECS for t in (np.float32, np.float64)]
+    cases += [(name, np.dtype(t)) for name in _LOW_PRECISION_KERNELS
+              for t in (np.float16, ml_dtypes.bfloat16)]
+    failed = {}
+    for name, t in cases:
+        for wide in (False, True):
+            if cuda._RawLaunch(name, wide)._build(t, channel_dtype(t)) is None:
+                failed[name, wide, str(t)] = cuda.raw_errors.get(
+                    (name, wide, str(t), str(channel_dtype(t))), "?")[:500]
+    assert not failed, failed
+
+
 # ---- fused layout, activation, loss and optimizer kernels -----------------------------------
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
 def test_cols_to_nchw_matches_generic(run, with_bias):

@@ -1,10 +1,13 @@
-"""Where a LeNet-5 training step on CUDA spends its time: host (Python + launches) or GPU.
+"""Where a training step on CUDA spends its time: host (Python + launches) or GPU.
 
-    python tools/profile_gpu_step.py [--batch 1024] [--steps 200]
+    python tools/profile_gpu_step.py [--model lenet5|resnet50] [--batch 1024] [--size 224]
+                                     [--amp off|bf16] [--conv auto|im2col] [--steps 200]
 
-Prints the synchronised step time, the host time to *issue* a step without waiting for the GPU,
-each phase (forward, backward, optimizer) synchronised on its own, and a cProfile of the host
-side sorted by own time.
+Prints the synchronised step time (and the spread of single steps), the host time to *issue* a
+step without waiting for the GPU, each phase (forward, backward, optimizer) synchronised on its
+own, and a cProfile of the host side sorted by own time. For ResNet-50 a small batch (2 at
+224x224, say) gives the GPU too little work to hide the host: the issue time is then the host's
+cost of a step, which is what bounds the step at batch 32 or under bf16.
 """
 from __future__ import annotations
 
@@ -26,26 +29,44 @@ from _common import minidl_lenet5  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["lenet5", "resnet50"], default="lenet5")
     ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--size", type=int, default=224, help="ResNet-50 input size")
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
+    ap.add_argument("--conv", choices=["auto", "im2col"], default="auto",
+                    help="im2col: cuDNN off (im2col + cuBLAS)")
     ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--top", type=int, default=35)
     args = ap.parse_args()
     cp = minidl.backend.require_cuda()
+    if args.conv == "im2col":
+        minidl.backends.cudnn.enabled = False
     sync = cp.cuda.Device().synchronize
     minidl.manual_seed(0)
-    model = minidl_lenet5().to("cuda")
-    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
-    x = minidl.tensor(rng.standard_normal((args.batch, 1, 28, 28), dtype=np.float32), device="cuda")
-    y = minidl.tensor(rng.integers(0, 10, args.batch), device="cuda")
+    if args.model == "lenet5":
+        model, shape, classes = minidl_lenet5(), (args.batch, 1, 28, 28), 10
+    else:
+        from minidl.models import resnet50
+        model, shape, classes = resnet50(), (args.batch, 3, args.size, args.size), 1000
+    model.to("cuda")
+    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = minidl.tensor(rng.standard_normal(shape, dtype=np.float32), device="cuda")
+    y = minidl.tensor(rng.integers(0, classes, args.batch), device="cuda")
+    amp = args.amp == "bf16"
+
+    def forward():
+        with minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp):
+            return F.cross_entropy(model(x), y)
 
     def step():
         opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
+        loss = forward()
         loss.backward()
         opt.step()
         return loss
 
-    for _ in range(20):
+    for _ in range(min(20, args.steps)):
         step()
     sync()
 
@@ -56,9 +77,11 @@ def main():
             fn()
             sync()
             ts.append(time.perf_counter() - t0)
-        return np.median(ts) * 1e3
+        return np.array(ts) * 1e3
 
-    print(f"batch {args.batch}: synchronised step median {timed(step, args.steps):.3f} ms")
+    ts = timed(step, args.steps)
+    print(f"{args.model} batch {args.batch} amp {args.amp} conv {args.conv}: synchronised step "
+          f"median {np.median(ts):.3f} ms (min {ts.min():.3f}, p90 {np.percentile(ts, 90):.3f})")
     t0 = time.perf_counter()
     for _ in range(args.steps):
         step()
@@ -72,7 +95,7 @@ def main():
     for _ in range(args.steps):
         t = [time.perf_counter()]
         opt.zero_grad(); sync(); t.append(time.perf_counter())
-        loss = F.cross_entropy(model(x), y); sync(); t.append(time.perf_counter())
+        loss = forward(); sync(); t.append(time.perf_counter())
         loss.backward(); sync(); t.append(time.perf_counter())
         opt.step(); sync(); t.append(time.perf_counter())
         for k, a, b in zip(phases, t, t[1:]):
@@ -86,7 +109,8 @@ def main():
     sync()
     prof.disable()
     st = pstats.Stats(prof)
-    st.sort_stats("tottime").print_stats(35)
+    st.sort_stats("tottime").print_stats(args.top)
+    st.sort_stats("cumulative").print_stats(args.top)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ can compile them on the host and compare them with generic.py where there is no 
 """
 from __future__ import annotations
 
+import numpy as _np
+
 from . import allow_tf32, cudnn, generic, get_array_module
 from .dtypes import channel_dtype
 from .generic import out_size
@@ -263,20 +265,24 @@ for (idx_t n = grp; n < nplanes; n += groups) {
 
 # One thread per channel: the batch mean and (biased) variance from the partial sums, the
 # per-channel scale and shift of y = x * scale + shift, and PyTorch's running-statistics update
-# (unbiased variance, weight ``momentum`` on the new value).
+# (unbiased variance, weight ``momentum`` on the new value). The five per-channel results are the
+# rows of one (5, C) array ``stats``: mean, variance, invstd, scale, shift. The sums are set back
+# to zero as they are read, so the next reduction into the same buffer needs no memset.
 BN_FINALIZE = """
 const double s = acc[i], q = acc[channels + i];
+acc[i] = 0;
+acc[channels + i] = 0;
 const double d = s / (double)count;
 double var = q / (double)count - d * d;
 if (var < 0) var = 0;
 const double mu = to_double(x[i * hw]) + d;
 const double inv = 1.0 / sqrt(var + eps);
 const double a = has_weight ? (double)weight[i] * inv : inv;
-mean[i] = (P)mu;
-bvar[i] = (P)var;
-invstd[i] = (P)inv;
-scale[i] = (P)a;
-shift[i] = (P)((has_bias ? (double)bias[i] : 0.0) - mu * a);
+stats[i] = (P)mu;
+stats[channels + i] = (P)var;
+stats[2 * channels + i] = (P)inv;
+stats[3 * channels + i] = (P)a;
+stats[4 * channels + i] = (P)((has_bias ? (double)bias[i] : 0.0) - mu * a);
 if (update) {
     const double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
     rmean[i] = (P)((1 - momentum) * (double)rmean[i] + momentum * mu);
@@ -284,7 +290,8 @@ if (update) {
 }
 """
 
-# y = x * scale[c] + shift[c], then max(y, 0) when the following ReLU is fused in.
+# y = x * scale[c] + shift[c] (``ss`` holds scale, then shift), then max(y, 0) when the
+# following ReLU is fused in.
 # The channel of element i: (i / hw) % channels, with both divisions by multiply and shift.
 CHANNEL_OF_I = """
 const idx_t plane = DIVM((idx_t)i, hw, m_hw);
@@ -292,7 +299,7 @@ const idx_t c = plane - DIVM(plane, channels, m_channels) * (idx_t)channels;
 """
 
 BN_NORMALIZE = CHANNEL_OF_I + """
-const P v = (P)x[i] * scale[c] + shift[c];
+const P v = (P)x[i] * ss[c] + ss[channels + c];
 y = (relu && v < (P)0) ? (T)0 : (T)v;
 """
 
@@ -320,22 +327,25 @@ for (idx_t n = grp; n < nplanes; n += groups) {
 """ + BN_ACCUMULATE
 
 # One thread per channel: dx = alpha * g + beta * (x - mean) + gamma with
-# alpha = w * invstd, beta = -alpha * invstd^2 * sum(g (x - mean)) / n, gamma = -alpha * sum(g) / n;
-# the weight gradient is sum(g * xhat) = invstd * sum(g (x - mean)), the bias gradient sum(g).
+# alpha = w * invstd, beta = -alpha * invstd^2 * sum(g (x - mean)) / n, gamma = -alpha * sum(g) / n
+# (the rows of ``coef``); the weight gradient is sum(g * xhat) = invstd * sum(g (x - mean)), the
+# bias gradient sum(g). The sums are set back to zero as they are read (see BN_FINALIZE).
 BN_FINALIZE_GRAD = """
 const double s = acc[i], q = acc[channels + i];
+acc[i] = 0;
+acc[channels + i] = 0;
 const double inv = (double)invstd[i];
 const double a = has_weight ? (double)weight[i] * inv : inv;
-alpha[i] = (P)a;
-beta[i] = (P)(-a * inv * inv * q / (double)count);
-gamma[i] = (P)(-a * s / (double)count);
+coef[i] = (P)a;
+coef[channels + i] = (P)(-a * inv * inv * q / (double)count);
+coef[2 * channels + i] = (P)(-a * s / (double)count);
 gweight[i] = (P)(q * inv);
 gbias[i] = (P)s;
 """
 
 BN_INPUT_GRAD = CHANNEL_OF_I + """
 const P gi = (relu && !((P)y[i] > (P)0)) ? (P)0 : (P)g[i];
-gx = (T)(alpha[c] * gi + beta[c] * ((P)x[i] - mean[c]) + gamma[c]);
+gx = (T)(coef[c] * gi + coef[channels + c] * ((P)x[i] - mean[c]) + coef[2 * channels + c]);
 """
 
 BN_GEOMETRY = "int64 channels, int64 hw, int64 count, int64 groups, int64 lanes"
@@ -376,20 +386,18 @@ SPECS = {
     "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 acc", BN_PARTIAL_STATS),
     "bn_finalize": ("raw float64 acc, raw T x, raw P weight, raw P bias, int64 channels, "
                     "int64 hw, int64 count, float64 eps, float64 momentum, int32 has_weight, "
-                    "int32 has_bias, int32 update",
-                    "raw P mean, raw P bvar, raw P invstd, raw P scale, raw P shift, raw P rmean, "
-                    "raw P rvar", BN_FINALIZE),
-    "bn_normalize": ("raw T x, raw P scale, raw P shift, int64 channels, int64 hw, int32 relu, "
-                     "uint64 m_hw, uint64 m_channels", "T y", BN_NORMALIZE),
+                    "int32 has_bias, int32 update", "raw P stats, raw P rmean, raw P rvar",
+                    BN_FINALIZE),
+    "bn_normalize": ("raw T x, raw P ss, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
+                     "uint64 m_channels", "T y", BN_NORMALIZE),
     "bn_partial_grad": ("raw T g, raw T x, raw T y, raw P mean, int32 relu, " + BN_GEOMETRY,
                         "raw float64 acc", BN_PARTIAL_GRAD),
     "bn_finalize_grad": ("raw float64 acc, raw P invstd, raw P weight, int64 channels, "
-                         "int64 count, int32 has_weight",
-                         "raw P alpha, raw P beta, raw P gamma, raw P gweight, raw P gbias",
+                         "int64 count, int32 has_weight", "raw P coef, raw P gweight, raw P gbias",
                          BN_FINALIZE_GRAD),
-    "bn_input_grad": ("raw T g, raw T x, raw T y, raw P mean, raw P alpha, raw P beta, "
-                      "raw P gamma, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
-                      "uint64 m_channels", "T gx", BN_INPUT_GRAD),
+    "bn_input_grad": ("raw T g, raw T x, raw T y, raw P mean, raw P coef, int64 channels, "
+                      "int64 hw, int32 relu, uint64 m_hw, uint64 m_channels", "T gx",
+                      BN_INPUT_GRAD),
     "unscale_grads": ("float64 inv_scale", "T grad, raw int32 found_inf", UNSCALE_GRADS),
 }
 
@@ -432,17 +440,154 @@ def _wide(*arrays):
     return any(a is not None and a.size >= 2 ** 31 for a in arrays)
 
 
+def parse_params(spec):
+    """[(raw, type, name)] from CuPy's 'raw T img, int32 h' parameter syntax."""
+    out = []
+    for p in spec.split(","):
+        words = p.split()
+        out.append((words[0] == "raw", words[-2], words[-1]))
+    return out
+
+
+# C types of the scalar parameter types, and the NumPy types their values are passed as
+C_SCALAR = {"int32": "int", "int64": "long long", "float64": "double",
+            "uint64": "unsigned long long"}
+_NP_SCALAR = {"int32": "int32", "int64": "int64", "float64": "float64", "uint64": "uint64"}
+
+
+def kernel_source(name, symbol, t_name="T", p_name="P", device=True):
+    """Kernel ``name`` of SPECS as one C++ (``device=False``) or CUDA ``__global__`` function
+    ``symbol`` that loops the body over the flat index i, as CuPy's ElementwiseKernel does:
+    raw arrays are flat pointers, a non-raw array ``v`` is a reference to its element i, the
+    element count comes last. ``T`` and ``P`` are typedefs to ``t_name`` and ``p_name``. The
+    GPU launches it as a RawKernel (``_RawLaunch``); tests compile it on the host."""
+    in_params, out_params, body = SPECS[name]
+    args, refs = [], []
+    c_of = dict(C_SCALAR, T=t_name, P=p_name)
+    for is_out, params in enumerate((parse_params(in_params), parse_params(out_params))):
+        for raw, typ, pname in params:
+            ctype = c_of[typ]
+            if raw:
+                args.append(f"{ctype}* {pname}")
+            elif not is_out:  # a non-raw input is a scalar, a non-raw output an array
+                args.append(f"{ctype} {pname}")
+            else:
+                args.append(f"{ctype}* out_{pname}")
+                refs.append(f"{ctype}& {pname} = out_{pname}[i];")
+    if device:
+        head = f'extern "C" __global__ void {symbol}({", ".join(args)}, long long size)'
+        loop = ("for (ptrdiff_t i = (ptrdiff_t)blockIdx.x * blockDim.x + threadIdx.x; i < size;"
+                " i += (ptrdiff_t)blockDim.x * gridDim.x)")
+    else:
+        head = f'extern "C" void {symbol}({", ".join(args)}, long long size)'
+        loop = "for (ptrdiff_t i = 0; i < size; ++i)"
+    return (f"namespace k_{symbol} {{ typedef {t_name} T; typedef {p_name} P; }}\n{head} {{\n"
+            f"  using namespace k_{symbol};\n  {loop} {{\n    {' '.join(refs)}\n"
+            f"{body}\n  }}\n}}\n")
+
+
+# Why a kernel runs as an ElementwiseKernel rather than a RawKernel: (name, wide, T, P) -> error
+raw_errors = {}
+_RAW_BLOCK = 128  # a multiple of 32: the batch-norm reductions shuffle within whole warps
+
+
+def _c_type(dtype):
+    """(C type name, declarations it needs) that CuPy uses for ``dtype`` in its own kernels."""
+    from cupy._core import _scalar
+
+    decls = set()
+    try:
+        name = _scalar.get_typename(dtype, decls)
+    except TypeError:  # a CuPy whose get_typename takes the dtype alone
+        return _scalar.get_typename(dtype), ""
+    return name, _scalar.format_type_decls(decls) if decls else ""
+
+
+def _raw_code(name, wide, t, p):
+    """The CUDA source of kernel ``name`` for element type ``t`` and per-channel type ``p``."""
+    t_name, t_pre = _c_type(t)
+    p_name, p_pre = _c_type(p)
+    symbol = f"minidl_raw_{name}{'_wide' if wide else ''}"
+    return symbol, ("".join(dict.fromkeys((t_pre, p_pre))) + PREAMBLE[wide]
+                    + kernel_source(name, symbol, t_name, p_name))
+
+
+class _RawLaunch:
+    """Kernel ``name`` called like its ElementwiseKernel (inputs then outputs, ``size=`` when
+    every array is raw) but launched as a ``cupy.RawKernel`` over the same body: its launch
+    skips the ElementwiseKernel's per-call type resolution, broadcasting and indexer set-up,
+    which cost several times the launch itself, and a step runs hundreds of these kernels.
+    Arrays must be C-contiguous (the wrappers make them so); non-raw arrays have ``size``
+    elements. Where NVRTC cannot build the raw kernel for a dtype (``raw_errors`` says why), or
+    an argument does not fit, the ElementwiseKernel runs instead."""
+
+    def __init__(self, name, wide):
+        self.name, self.wide = name, wide
+        in_params, out_params, _ = SPECS[name]
+        ins, outs = parse_params(in_params), parse_params(out_params)
+        self.params = ins + outs
+        kinds = [typ for _, typ, _ in self.params]
+        self.t_at = kinds.index("T") if "T" in kinds else None
+        self.p_at = kinds.index("P") if "P" in kinds else None
+        # non-raw inputs are scalars (passed as their declared C type), non-raw outputs arrays
+        self.scalars = [(k, getattr(_np, _NP_SCALAR[typ])) for k, (raw, typ, _)
+                        in enumerate(ins) if not raw]
+        self.outputs = [len(ins) + k for k, (raw, _, _) in enumerate(outs) if not raw]
+        self.built = {}  # (T dtype, P dtype) -> RawKernel, or None where it did not build
+        self.elementwise = None
+
+    def _fallback(self):
+        if self.elementwise is None:
+            import cupy
+
+            in_params, out_params, body = SPECS[self.name]
+            self.elementwise = cupy.ElementwiseKernel(
+                in_params, out_params, body,
+                f"minidl_{self.name}{'_wide' if self.wide else ''}", preamble=PREAMBLE[self.wide])
+        return self.elementwise
+
+    def _build(self, t, p):
+        try:
+            symbol, code = _raw_code(self.name, self.wide, t, p)
+            # CuPy's own compiler entry: the headers and options of its ElementwiseKernels
+            from cupy._core.core import compile_with_cache
+
+            return compile_with_cache(code).get_function(symbol)
+        except Exception as e:  # NVRTC, or a CuPy without these internals: run the fallback
+            raw_errors[self.name, self.wide, str(t), str(p)] = f"{type(e).__name__}: {e}"
+            return None
+
+    def __call__(self, *args, size=None):
+        t = args[self.t_at].dtype if self.t_at is not None else None
+        p = args[self.p_at].dtype if self.p_at is not None else t
+        kernel = self.built.get((t, p), False)
+        if kernel is False:
+            kernel = self.built[t, p] = self._build(t, p)
+        n = size
+        if kernel is not None:
+            for k in self.outputs:
+                out = args[k]
+                if n is None:
+                    n = out.size
+                if out.size != n or not out.flags.c_contiguous:
+                    kernel = None  # broadcasting or strided output: the ElementwiseKernel's job
+                    break
+        if kernel is None:
+            return self._fallback()(*(a.reshape(-1) if raw and getattr(a, "ndim", 0) > 1 else a
+                                      for (raw, _, _), a in zip(self.params, args)), size=size)
+        if n:
+            args = list(args)
+            for k, np_type in self.scalars:
+                args[k] = np_type(args[k])
+            args.append(_np.int64(n))
+            kernel((min(-(-n // _RAW_BLOCK), 1 << 20),), (_RAW_BLOCK,), tuple(args))
+
+
 def _kernel(name, wide=False):
-    """The ElementwiseKernel for ``name``, built once per index width; CuPy compiles it per
-    dtype on first call."""
+    """The launcher of kernel ``name`` (``_RawLaunch``), one per index width."""
     kernel = _compiled.get((name, wide))
     if kernel is None:
-        import cupy
-
-        in_params, out_params, body = SPECS[name]
-        kernel = _compiled[name, wide] = cupy.ElementwiseKernel(
-            in_params, out_params, body, f"minidl_{name}{'_wide' if wide else ''}",
-            preamble=PREAMBLE[wide])
+        kernel = _compiled[name, wide] = _RawLaunch(name, wide)
     return kernel
 
 
@@ -638,10 +783,49 @@ def _bn_split(channels, planes, hw):
     return groups, lanes
 
 
-def _bn_geometry(x):
-    n, c = x.shape[:2]
-    hw = x.size // (n * c) if n * c else 1
-    return n, c, hw, n * hw
+_bn_geometries = {}
+
+
+def _bn_geometry(shape):
+    """(n, c, hw, count, groups, lanes, wide, m_hw, m_c) of an activation shape, worked out once
+    per shape: a training step asks for the same few shapes hundreds of times."""
+    geom = _bn_geometries.get(shape)
+    if geom is None:
+        n, c = shape[:2]
+        size = 1
+        for d in shape:
+            size *= d
+        hw = size // (n * c) if n * c else 1
+        groups, lanes = _bn_split(c, n, hw)
+        geom = _bn_geometries[shape] = (n, c, hw, n * hw, groups, lanes, size >= 2 ** 31,
+                                        _magic(hw), _magic(c))
+    return geom
+
+
+# Zeroed float64 buffers for the batch-norm reductions' atomic sums, one per (device, stream,
+# size): the kernel that reads the sums sets them back to zero, so a reduction needs neither an
+# allocation nor a memset launch. Kernels on one stream run in order, so one buffer per stream
+# is never read and written by two reductions at once.
+_sum_buffers = {}
+
+
+def _sum_buffer(cp, n):
+    try:
+        key = (cp.cuda.runtime.getDevice(), cp.cuda.get_current_stream().ptr, n)
+    except AttributeError:  # the tests' numpy stand-in for CuPy: one device, one stream
+        key = (0, 0, n)
+    buf = _sum_buffers.get(key)
+    if buf is None:
+        buf = _sum_buffers[key] = cp.zeros(n, dtype=cp.float64)
+    return key, buf
+
+
+def _channel_array(cp, a, dtype):
+    """A per-channel array (weight, bias, scale) as the contiguous ``dtype`` array the kernels
+    read: as it is in the usual case (a float32 parameter)."""
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    return cp.ascontiguousarray(a)
 
 
 # Batch norm takes 16-bit activations as they are (mixed precision): the per-channel numbers
@@ -652,62 +836,70 @@ batch_norm_16bit = True
 
 def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
     """Training-mode batch norm over every dim but 1: returns (y, batch mean, invstd) and updates
-    the running statistics in place. Three launches (and a memset): channel sums, per-channel
-    finish, normalise (with the following ReLU fused in when ``relu``). y has x's dtype; mean
-    and invstd are float32 for 16-bit x."""
+    the running statistics in place. Three launches: channel sums, per-channel finish,
+    normalise (with the following ReLU fused in when ``relu``). y has x's dtype; mean and invstd
+    are float32 for 16-bit x."""
     cp = get_array_module(x)
     x = cp.ascontiguousarray(x)
-    n, c, hw, count = _bn_geometry(x)
-    groups, lanes = _bn_split(c, n, hw)
-    wide = _wide(x)
-    acc = cp.zeros(2 * c, dtype=cp.float64)
-    _kernel("bn_partial_stats", wide)(x.reshape(-1), c, hw, count, groups, lanes, acc,
-                                      size=c * groups * lanes)
+    n, c, hw, count, groups, lanes, wide, m_hw, m_c = _bn_geometry(x.shape)
     pdt = channel_dtype(x.dtype)
-    mean, bvar, invstd, scale, shift = (cp.empty(c, dtype=pdt) for _ in range(5))
+    stats = cp.empty((5, c), dtype=pdt)  # mean, variance, invstd, scale, shift
     # the running statistics are updated in the kernel when they are contiguous arrays of the
     # per-channel dtype (the usual case); otherwise afterwards, from the batch variance
-    in_kernel = all(r is not None and r.dtype == pdt and r.flags.c_contiguous
-                    for r in (running_mean, running_var))
-    rm, rv = (running_mean, running_var) if in_kernel else (mean, bvar)
-    w = _flat(cp, weight.astype(pdt, copy=False)) if weight is not None else mean
-    b = _flat(cp, bias.astype(pdt, copy=False)) if bias is not None else mean
-    _kernel("bn_finalize")(acc, x.reshape(-1), w, b, c, hw, count, float(eps), float(momentum),
-                           int(weight is not None), int(bias is not None), int(in_kernel), mean,
-                           bvar, invstd, scale, shift, rm.reshape(-1), rv.reshape(-1), size=c)
+    in_kernel = (running_mean is not None and running_var is not None
+                 and running_mean.dtype == pdt and running_var.dtype == pdt
+                 and running_mean.flags.c_contiguous and running_var.flags.c_contiguous)
+    rm, rv = (running_mean, running_var) if in_kernel else (stats, stats)
+    w = _channel_array(cp, weight, pdt) if weight is not None else stats
+    b = _channel_array(cp, bias, pdt) if bias is not None else stats
+    key, acc = _sum_buffer(cp, 2 * c)
+    try:
+        _kernel("bn_partial_stats", wide)(x, c, hw, count, groups, lanes, acc,
+                                          size=c * groups * lanes)
+        _kernel("bn_finalize")(acc, x, w, b, c, hw, count, float(eps), float(momentum),
+                               int(weight is not None), int(bias is not None), int(in_kernel),
+                               stats, rm, rv, size=c)
+    except BaseException:
+        _sum_buffers.pop(key, None)  # its sums may not be back at zero
+        raise
     if not in_kernel and running_mean is not None:
         running_mean *= 1 - momentum
-        running_mean += (momentum * mean).astype(running_mean.dtype, copy=False)
+        running_mean += (momentum * stats[0]).astype(running_mean.dtype, copy=False)
         running_var *= 1 - momentum
-        running_var += (momentum * bvar * (count / max(count - 1, 1))).astype(
+        running_var += (momentum * stats[1] * (count / max(count - 1, 1))).astype(
             running_var.dtype, copy=False)
-    return channel_affine(x, scale, shift, relu), mean, invstd
+    y = cp.empty(x.shape, dtype=x.dtype)
+    if y.size:
+        _kernel("bn_normalize", wide)(x, stats[3:], c, hw, int(bool(relu)), m_hw, m_c, y)
+    return y, stats[0], stats[2]
 
 
 def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     """Gradients (x, weight, bias) of training-mode batch norm from the output gradient g, the
     input x and the saved batch mean and invstd (and the output y when a ReLU was fused in)."""
     cp = get_array_module(g)
-    g, x = cp.ascontiguousarray(g), cp.ascontiguousarray(x)
+    x = cp.ascontiguousarray(x)
+    g = cp.ascontiguousarray(g.astype(x.dtype, copy=False))
     y = cp.ascontiguousarray(y) if relu else x
-    n, c, hw, count = _bn_geometry(x)
-    groups, lanes = _bn_split(c, n, hw)
-    wide = _wide(x)
-    acc = cp.zeros(2 * c, dtype=cp.float64)
-    g = g.astype(x.dtype, copy=False)
-    _kernel("bn_partial_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean,
-                                     int(bool(relu)), c, hw, count, groups, lanes, acc,
-                                     size=c * groups * lanes)
+    n, c, hw, count, groups, lanes, wide, m_hw, m_c = _bn_geometry(x.shape)
     pdt = channel_dtype(x.dtype)
-    alpha, beta, gamma, gw, gb = (cp.empty(c, dtype=pdt) for _ in range(5))
-    w = _flat(cp, weight.astype(pdt, copy=False)) if weight is not None else invstd
-    _kernel("bn_finalize_grad")(acc, invstd, w, c, count, int(weight is not None), alpha, beta,
-                                gamma, gw, gb, size=c)
+    coef = cp.empty((3, c), dtype=pdt)  # alpha, beta, gamma of dx = alpha g + beta (x - mean) + gamma
+    gw = cp.empty(c, dtype=pdt)
+    gb = cp.empty(c, dtype=pdt)
+    w = _channel_array(cp, weight, pdt) if weight is not None else invstd
+    key, acc = _sum_buffer(cp, 2 * c)
+    try:
+        _kernel("bn_partial_grad", wide)(g, x, y, mean, int(bool(relu)), c, hw, count, groups,
+                                         lanes, acc, size=c * groups * lanes)
+        _kernel("bn_finalize_grad")(acc, invstd, w, c, count, int(weight is not None), coef, gw,
+                                    gb, size=c)
+    except BaseException:
+        _sum_buffers.pop(key, None)
+        raise
     gx = cp.empty(x.shape, dtype=x.dtype)
     if gx.size:
-        _kernel("bn_input_grad", wide)(g.reshape(-1), x.reshape(-1), y.reshape(-1), mean, alpha,
-                                       beta, gamma, c, hw, int(bool(relu)), _magic(hw),
-                                       _magic(c), gx)
+        _kernel("bn_input_grad", wide)(g, x, y, mean, coef, c, hw, int(bool(relu)), m_hw, m_c,
+                                       gx)
     return gx, gw, gb
 
 
@@ -716,14 +908,12 @@ def channel_affine(x, scale, shift, relu=False):
     batch norm (with the following ReLU) in one pass."""
     cp = get_array_module(x)
     x = cp.ascontiguousarray(x)
-    n, c, hw, _ = _bn_geometry(x)
+    n, c, hw, _, _, _, wide, m_hw, m_c = _bn_geometry(x.shape)
     y = cp.empty(x.shape, dtype=x.dtype)
     if y.size:
         pdt = channel_dtype(x.dtype)
-        _kernel("bn_normalize", _wide(x))(x.reshape(-1),
-                                          _flat(cp, scale.astype(pdt, copy=False)),
-                                          _flat(cp, shift.astype(pdt, copy=False)), c, hw,
-                                          int(bool(relu)), _magic(hw), _magic(c), y)
+        ss = cp.concatenate((scale.reshape(-1), shift.reshape(-1))).astype(pdt, copy=False)
+        _kernel("bn_normalize", wide)(x, ss, c, hw, int(bool(relu)), m_hw, m_c, y)
     return y
 
 

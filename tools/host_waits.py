@@ -1,0 +1,146 @@
+"""Where the host waits for the GPU inside a CUDA training step.
+
+    python tools/host_waits.py [--model resnet50] [--batch 64] [--amp bf16] [--steps 5]
+
+A step whose synchronised time is well above both its host time (the same step at a tiny batch)
+and its GPU kernel time has a call in it that blocks the host until the GPU catches up (a copy
+from pageable memory, a read-back, cudaFree, a library call that synchronises). This times every
+op's forward and backward, every function of minidl.backend.cuda and .cudnn, and every
+allocation from CuPy's pool, call by call, over a few synchronised steps, and prints the calls
+that took longest: a blocking call stands out by milliseconds where its kind takes microseconds.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import inspect
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+import minidl  # noqa: E402
+import minidl.nn.functional as F  # noqa: E402
+from minidl import autograd  # noqa: E402
+from minidl.backend import cuda, cudnn  # noqa: E402
+
+records = []  # (start, seconds, name)
+_depth = [0]
+
+
+def _timed(name, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        _depth[0] += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _depth[0] -= 1
+            records.append((t0, time.perf_counter() - t0, name, _depth[0]))
+    return wrapper
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+def instrument(cp):
+    for cls in set(_subclasses(autograd.Function)):
+        for meth in ("forward", "backward"):
+            if meth in vars(cls):
+                setattr(cls, meth, _timed(f"{cls.__name__}.{meth}", vars(cls)[meth]))
+    for mod in (cuda, cudnn):
+        for name, fn in list(vars(mod).items()):
+            if inspect.isfunction(fn) and fn.__module__ == mod.__name__:
+                setattr(mod, name, _timed(f"{mod.__name__.rsplit('.', 1)[1]}.{name}", fn))
+    for cls_name in ("_GraphPlan", "Graph", "_Graph"):
+        cls = getattr(cudnn, cls_name, None)
+        if cls is not None and "execute" in vars(cls):
+            cls.execute = _timed(f"cudnn.{cls_name}.execute", vars(cls)["execute"])
+    pool = cp.get_default_memory_pool()
+    malloc = _timed("cupy pool malloc", pool.malloc)
+    cp.cuda.set_allocator(malloc)
+    return pool
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", choices=["lenet5", "resnet50"], default="resnet50")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--amp", choices=["off", "bf16"], default="bf16")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--top", type=int, default=25)
+    args = ap.parse_args()
+    cp = minidl.backend.require_cuda()
+    sync = cp.cuda.Device().synchronize
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(0)
+    if args.model == "lenet5":
+        from minidl.models import lenet5
+        model, shape, classes = lenet5(), (args.batch, 1, 28, 28), 10
+    else:
+        from minidl.models import resnet50
+        model, shape, classes = resnet50(), (args.batch, 3, args.size, args.size), 1000
+    model.to("cuda")
+    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = minidl.tensor(rng.standard_normal(shape, dtype=np.float32), device="cuda")
+    y = minidl.tensor(rng.integers(0, classes, args.batch), device="cuda")
+    amp = args.amp == "bf16"
+
+    def step():
+        opt.zero_grad()
+        with minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    sync()
+    pool = cp.get_default_memory_pool()
+    before = pool.total_bytes()
+    plain = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        plain.append(time.perf_counter() - t0)
+    print(f"{args.model} b{args.batch} amp {args.amp}: synchronised steps (ms) "
+          + " ".join(f"{t * 1e3:.1f}" for t in plain)
+          + f"; pool grew {(pool.total_bytes() - before) / 2**20:.1f} MiB over them")
+
+    instrument(cp)
+    step()
+    sync()
+    records.clear()
+    walls = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        step()
+        sync()
+        walls.append(time.perf_counter() - t0)
+    print("instrumented steps (ms) " + " ".join(f"{t * 1e3:.1f}" for t in walls))
+    per = collections.defaultdict(list)
+    for _, dt, name, _ in records:
+        per[name].append(dt)
+    print(f"\nper name, per step: calls, total ms, max ms, calls over 1 ms (top {args.top} by total)")
+    rows = sorted(per.items(), key=lambda kv: -sum(kv[1]))[:args.top]
+    for name, ts in rows:
+        ts = np.array(ts)
+        print(f"  {name:45s} {len(ts) / args.steps:7.1f} {ts.sum() / args.steps * 1e3:9.3f} "
+              f"{ts.max() * 1e3:8.3f} {(ts > 1e-3).sum() / args.steps:6.1f}")
+    print("\nthe longest single calls (outermost first when nested):")
+    for t0, dt, name, depth in sorted(records, key=lambda r: -r[1])[:args.top]:
+        print(f"  {dt * 1e3:8.3f} ms  depth {depth}  {name}")
+
+
+if __name__ == "__main__":
+    main()
