@@ -108,7 +108,6 @@ class Conv2d(Function):
         (sh, sw), (ph, pw) = stride, padding
         oh, ow = k.out_size(h, kh, sh, ph), k.out_size(wd, kw, sw, pw)
         self.geom = (x.shape, kh, kw, sh, sw, ph, pw)
-        w2 = w.reshape(co, -1)                                  # (Co, K)
         algorithm = _conv2d_algorithm(k, x.shape, w.shape, stride, padding, needs_grad, x.dtype)
         self.pointwise = algorithm == "pointwise"
         self.direct = algorithm == "direct"
@@ -117,6 +116,7 @@ class Conv2d(Function):
             self.conv_args = (stride, padding)
             self.save_for_backward(x, w)
             return k.conv2d_cudnn(x, w, b, stride, padding)
+        w2 = w.reshape(co, -1)                                  # (Co, K)
         if self.direct:  # thin input (LeNet's first layer): no im2col matrix at all
             self.save_for_backward(x, w)
             return k.conv2d_direct(x, w, b, ph, pw)
@@ -148,8 +148,6 @@ class Conv2d(Function):
         k = _kernels(g)
         col, w = self.saved
         x_shape, kh, kw, sh, sw, ph, pw = self.geom
-        n, co = g.shape[:2]
-        w2 = w.reshape(co, -1)
         want_x, want_w = _needs_grad(self, 0), _needs_grad(self, 1)
         want_b = len(self.inputs) > 2 and _needs_grad(self, 2)
         gx = gw = gb = None
@@ -163,6 +161,8 @@ class Conv2d(Function):
             if want_b:
                 gb = _bias_grad(k, g)
             return gx, gw, gb
+        n, co = g.shape[:2]
+        w2 = w.reshape(co, -1)
         if self.direct:
             x = col  # the direct path saved the input, not a column matrix
             if want_w or want_b:

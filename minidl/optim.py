@@ -126,12 +126,15 @@ class Optimizer:
     def step(self):
         with no_grad():
             for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        state = self.state.setdefault(id(p), {})
-                        if state:
-                            _follow_device(state, p.data)
-                        self._update(p, p.grad.data, group, state)
+                self._step_group(group)
+
+    def _step_group(self, group):
+        for p in group["params"]:
+            if p.grad is not None:
+                state = self.state.setdefault(id(p), {})
+                if state:
+                    _follow_device(state, p.data)
+                self._update(p, p.grad.data, group, state)
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
@@ -223,6 +226,39 @@ class SGD(Optimizer):
                              "must be >= 0")
         if group["nesterov"] and (momentum <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
+
+    def step(self):
+        with no_grad():
+            for group in self.param_groups:
+                if not self._step_at_once(group):
+                    self._step_group(group)
+
+    def _step_at_once(self, group):
+        """The whole group in one launch where the backend has a multi-tensor update (CUDA) and
+        every parameter with a gradient already has its momentum buffer on its device; False
+        (nothing changed) otherwise."""
+        if not group["momentum"] or not group["params"]:
+            return False
+        first = group["params"][0].data
+        many = getattr(backend.kernels(get_array_module(first)), "sgd_update_many", None)
+        if many is None:
+            return False
+        params, grads, bufs = [], [], []
+        array_type = type(first)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state.get(id(p))
+            buf = state.get("momentum_buffer") if state else None
+            if buf is None or type(buf) is not array_type or type(p.data) is not array_type:
+                return False
+            params.append(p.data)
+            grads.append(p.grad.data)
+            bufs.append(buf)
+        if not params:
+            return True
+        return many(params, grads, bufs, group["lr"], group["momentum"], group["dampening"],
+                    group["weight_decay"], group["nesterov"])
 
     def _update(self, p, g, group, state):
         wd, mom = group["weight_decay"], group["momentum"]

@@ -398,6 +398,40 @@ def test_fused_sgd_matches_the_generic_update(run, config):
     assert ("momentum_buffer" in state) == bool(full["momentum"])
 
 
+@pytest.mark.parametrize("config", [c for c in SGD_CONFIGS if c["momentum"]], ids=str)
+def test_sgd_for_many_parameters_in_one_launch_matches_one_by_one(run, config):
+    """The multi-tensor kernel (a binary search over a table of addresses) steps tensors of
+    different sizes exactly as the one-tensor kernel steps each."""
+    rng = np.random.default_rng(9)
+    shapes = [(4, 3), (7,), (1,), (2, 2, 2), (300,)]
+    p0 = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(np.float32) for s in shapes] for _ in range(3)]
+    full = dict(dict(dampening=0.0, weight_decay=0.0, nesterov=False), **config)
+    args = (0.1, full["momentum"], full["dampening"], full["weight_decay"], full["nesterov"])
+    params = [run.to_device(p.copy()) for p in p0]
+    states = [{} for _ in shapes]
+    for p, g, state in zip(params, grads[0], states):  # the first step makes the buffers
+        cuda.sgd_update(p, run.to_device(g), state, *args)
+    bufs = [state["momentum_buffer"] for state in states]
+    for step in grads[1:]:
+        assert cuda.sgd_update_many(params, [run.to_device(g) for g in step], bufs, *args)
+    for k, p in enumerate(params):
+        want = _reference_steps(minidl.optim.SGD, dict(lr=0.1, **config), p0[k],
+                                [g[k] for g in grads])
+        np.testing.assert_allclose(run.to_host(p), want, rtol=1e-6, atol=1e-7)
+
+    # what it does not take is left to the one-by-one path, untouched
+    before = [run.to_host(p).copy() for p in params]
+    odd = run.to_device(np.zeros((8, 6), np.float32))[:, ::2]
+    assert not cuda.sgd_update_many(params[:1] + [odd], [params[0], odd], bufs[:1] + [odd],
+                                    *args)
+    assert not cuda.sgd_update_many([run.to_device(np.zeros(3, np.float16))],
+                                    [run.to_device(np.zeros(3, np.float16))],
+                                    [run.to_device(np.zeros(3, np.float16))], *args)
+    for b, p in zip(before, params):
+        np.testing.assert_array_equal(run.to_host(p), b)
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_fused_adam_matches_the_generic_update(run, weight_decay):
     rng = np.random.default_rng(7)

@@ -132,7 +132,7 @@ def test_descriptor_of_mismatched_channels_is_refused():
 @pytest.mark.parametrize("api", ["graph", "legacy"])
 @pytest.mark.parametrize("shape,wshape,stride,padding", SHAPES)
 def test_cudnn_matches_im2col_and_torch(shape, wshape, stride, padding, api, monkeypatch):
-    monkeypatch.setenv("MINIDL_CUDNN_API", api)
+    monkeypatch.setattr(cudnn, "_api", api)
     x, w, b = _data(shape, wshape)
     got, used = _run(x, w, b, stride, padding, "cuda", True)
     ref, used_ref = _run(x, w, b, stride, padding, "cuda", False)

@@ -43,10 +43,10 @@ def per_call(fn, sync, calls=CALLS):
 def paths():
     for name, env, on in (("cudnn graph", "graph", True), ("cudnn legacy", "legacy", True),
                           ("im2col", "graph", False)):
-        os.environ["MINIDL_CUDNN_API"] = env
+        cudnn.api(env)
         cudnn.enabled(on)
         yield name
-    os.environ["MINIDL_CUDNN_API"] = "graph"
+    cudnn.api("graph")
     cudnn.enabled(True)
 
 

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import numpy as _np
 
-from . import allow_tf32, cudnn, generic, get_array_module
+from . import allow_tf32, cudnn, cupy_module, generic, get_array_module
 from .dtypes import channel_dtype
 from .generic import out_size
 
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
            "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
-           "softmax_cross_entropy_backward", "sgd_update", "adam_update", "batch_norm_train",
-           "batch_norm_backward", "channel_affine", "unscale_grads", "conv2d_algorithm",
+           "softmax_cross_entropy_backward", "sgd_update", "sgd_update_many", "adam_update",
+           "batch_norm_train", "batch_norm_backward", "channel_affine", "unscale_grads",
+           "conv2d_algorithm",
            "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
@@ -197,6 +198,28 @@ if (weight_decay != 0) d += (T)weight_decay * param;
 const T b = first ? d : (T)momentum * buf + (T)(1 - dampening) * d;
 buf = b;
 param -= (T)lr * (nesterov ? d + (T)momentum * b : b);
+"""
+
+# The same momentum step for many parameters in one launch (a training step's optimizer is
+# otherwise one launch per parameter tensor). ``table`` holds one row per tensor: the addresses
+# of its parameter, gradient and momentum buffer, and the running element count at its end;
+# thread i finds its tensor by a binary search over those ends. ``anchor`` (the first
+# parameter, written through the table like the others) only fixes T.
+SGD_MOMENTUM_MANY = """
+long long lo = 0, hi = ntensors - 1;
+while (lo < hi) {
+    const long long mid = (lo + hi) / 2;
+    if (table[4 * mid + 3] <= (long long)i) lo = mid + 1; else hi = mid;
+}
+const long long j = (long long)i - (lo ? table[4 * lo - 1] : 0);
+T* param = (T*)(size_t)table[4 * lo];
+const T* grad = (const T*)(size_t)table[4 * lo + 1];
+T* buf = (T*)(size_t)table[4 * lo + 2];
+T d = grad[j];
+if (weight_decay != 0) d += (T)weight_decay * param[j];
+const T b = (T)momentum * buf[j] + (T)(1 - dampening) * d;
+buf[j] = b;
+param[j] -= (T)lr * (nesterov ? d + (T)momentum * b : b);
 """
 
 # torch.optim.Adam (no amsgrad): the moments, then param -= step_size * m / (sqrt(v) / c2 + eps),
@@ -381,6 +404,9 @@ SPECS = {
     "sgd_momentum": ("raw T grad, float64 lr, float64 momentum, float64 dampening, "
                      "float64 weight_decay, int32 nesterov, int32 first", "T param, T buf",
                      SGD_MOMENTUM),
+    "sgd_momentum_many": ("raw int64 table, int64 ntensors, float64 lr, float64 momentum, "
+                          "float64 dampening, float64 weight_decay, int32 nesterov",
+                          "raw T anchor", SGD_MOMENTUM_MANY),
     "adam": ("raw T grad, float64 step_size, float64 beta1, float64 beta2, float64 c2, "
              "float64 eps, float64 weight_decay", "T param, T m, T v", ADAM),
     "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 acc", BN_PARTIAL_STATS),
@@ -761,6 +787,40 @@ def sgd_update(param, grad, state, lr, momentum, dampening, weight_decay, nester
                             int(bool(nesterov)), int(first), param, buf)
 
 
+def _address(a):
+    return a.ctypes.data if isinstance(a, _np.ndarray) else a.data.ptr
+
+
+def sgd_update_many(params, grads, bufs, lr, momentum, dampening, weight_decay, nesterov):
+    """torch.optim.SGD's momentum step (after the first) for many parameters in one launch, in
+    place. Returns False, having changed nothing, unless every parameter, gradient and buffer is
+    C-contiguous, of one float32 or float64 dtype and one shape per parameter, on one device:
+    then the caller steps them one by one."""
+    cp = get_array_module(params[0])
+    dtype = params[0].dtype
+    if dtype not in (_np.float32, _np.float64):
+        return False
+    device = getattr(params[0].data, "device_id", None)
+    rows, end = [], 0
+    for p, g, b in zip(params, grads, bufs):
+        if (g.dtype != dtype or b.dtype != dtype or p.dtype != dtype or g.shape != p.shape
+                or b.shape != p.shape or not (p.flags.c_contiguous and g.flags.c_contiguous
+                                              and b.flags.c_contiguous)):
+            return False
+        if device is not None and not (p.data.device_id == g.data.device_id
+                                       == b.data.device_id == device):
+            return False
+        end += p.size
+        rows.append((_address(p), _address(g), _address(b), end))
+    if end:
+        # CuPy copies host arrays through pinned memory, asynchronously: no stall here
+        table = cp.asarray(_np.array(rows, dtype=_np.int64))
+        _kernel("sgd_momentum_many")(table, len(rows), float(lr), float(momentum),
+                                     float(dampening), float(weight_decay), int(bool(nesterov)),
+                                     params[0], size=end)
+    return True
+
+
 def adam_update(param, grad, m, v, step_size, beta1, beta2, c2, eps, weight_decay):
     """One torch.optim.Adam step for one C-contiguous parameter and its moments m, v, in place,
     in one launch."""
@@ -931,9 +991,8 @@ def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
     """cuDNN where its library loads and has an algorithm for the shape (backend/cudnn.py);
     otherwise one GEMM per sample for 1x1 stride-1 layers and im2col + GEMM for the rest."""
     if dtype is not None and cudnn.usable(dtype):
-        import cupy
-
-        if cudnn.supports_forward(cupy, x_shape, w_shape, stride, padding, dtype, allow_tf32()):
+        if cudnn.supports_forward(cupy_module(), x_shape, w_shape, stride, padding, dtype,
+                                  allow_tf32()):
             return "cudnn"
     algorithm = generic.conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad)
     if algorithm == "pointwise" and dtype is not None and str(dtype) == "bfloat16":

@@ -135,8 +135,16 @@ def enabled(flag=None):
     return _enabled
 
 
+_names = {}
+
+
 def _name(dtype):
-    return dtype if isinstance(dtype, str) else np.dtype(dtype).name
+    if isinstance(dtype, str):
+        return dtype
+    name = _names.get(dtype)
+    if name is None:
+        name = _names[dtype] = np.dtype(dtype).name
+    return name
 
 
 def usable(dtype):
@@ -237,9 +245,9 @@ class _Plan:
         return self.algos[which]
 
 
-def _handle(cp):
+def _handle_and_stream(cp):
     """This device's cuDNN handle, bound to CuPy's current stream (set again only when the
-    stream changed)."""
+    stream changed), and that stream's pointer."""
     device = cp.cuda.runtime.getDevice()
     entry = _handles.get(device)
     if entry is None:
@@ -250,7 +258,11 @@ def _handle(cp):
     if entry[1] != stream:
         _check(_lib.cudnnSetStream(entry[0], ctypes.c_void_p(stream)), "set stream")
         entry[1] = stream
-    return entry[0]
+    return entry[0], stream
+
+
+def _handle(cp):
+    return _handle_and_stream(cp)[0]
 
 
 def plan(x_shape, w_shape, stride, padding, dtype, allow_tf32=False):
@@ -296,9 +308,18 @@ def _run_legacy(cp, handle, which, key, x, w, y):
            which)
 
 
-def api():
-    """'graph' (the default) or 'legacy' ($MINIDL_CUDNN_API)."""
-    return "legacy" if os.environ.get("MINIDL_CUDNN_API", "graph") == "legacy" else "graph"
+_api = "legacy" if os.environ.get("MINIDL_CUDNN_API", "graph") == "legacy" else "graph"
+
+
+def api(name=None):
+    """'graph' (the default) or 'legacy': which cuDNN API convolutions call. Read from
+    $MINIDL_CUDNN_API when minidl is imported; ``api("legacy")`` switches at run time."""
+    global _api
+    if name is not None:
+        if name not in ("graph", "legacy"):
+            raise ValueError(f"cuDNN API must be 'graph' or 'legacy', got {name!r}")
+        _api = name
+    return _api
 
 
 # (direction, handle, x shape, w shape, stride, padding, dtype, tf32) -> _Graph | False; a plan
@@ -332,15 +353,28 @@ def _aligned(cp, a):
     return a if a.data.ptr % _ALIGNMENT == 0 else a.copy()
 
 
+# One workspace per (device, stream), grown to the largest a plan asks for: kernels on one stream
+# run in order, so convolutions can share it, and its pointer stays put, so the variant packs
+# (cached by pointers) are found again step after step.
+_workspaces = {}
+
+
+def _workspace(cp, handle_key, nbytes):
+    ws = _workspaces.get(handle_key)
+    if ws is None or ws.nbytes < nbytes:
+        ws = _workspaces[handle_key] = None  # the old one goes back to the pool first
+        ws = _workspaces[handle_key] = cp.empty(nbytes, dtype=np.uint8)
+    return ws
+
+
 def _convolve(cp, which, key, x, w, y):
     """Run one convolution direction; x, w, y are the (contiguous) input, filter and output
     arrays, of which ``which`` writes one: y (forward), x (data), w (filter)."""
-    handle = _handle(cp)
-    g = _graph(handle, which, key) if api() == "graph" else False
+    handle, stream = _handle_and_stream(cp)
+    g = _graph(handle, which, key) if _api == "graph" else False
     if g:
-        ws = cp.empty(g.workspace, dtype=np.uint8) if g.workspace else None
-        g.execute(handle, (x.data.ptr, w.data.ptr, y.data.ptr), ws.data.ptr if ws is not None
-                  else 0)
+        ws = _workspace(cp, (handle.value, stream), g.workspace).data.ptr if g.workspace else 0
+        g.execute(handle, (x.data.ptr, w.data.ptr, y.data.ptr), ws)
     else:
         _run_legacy(cp, handle, which, key, x, w, y)
 
@@ -358,7 +392,7 @@ def supports_forward(cp, x_shape, w_shape, stride, padding, dtype, allow_tf32=Fa
     if ready is None:
         try:
             handle = _handle(cp)
-            ready = bool(_graph(handle, "forward", key)) if api() == "graph" else False
+            ready = bool(_graph(handle, "forward", key)) if _api == "graph" else False
             if not ready:
                 ready = plan(*key).algorithm(handle, "forward") is not None
         except CudnnError:
