@@ -282,8 +282,36 @@ def test_batch_norm_drops_its_sum_buffer_when_a_launch_fails(monkeypatch):
     assert cuda._sum_buffers == {}  # possibly half-used sums are never reused
 
 
+@needs_cuda
+def test_cast_kernel_rounds_as_cupy_does():
+    """minidl's cast between float32 and the 16-bit types agrees bit for bit with CuPy's
+    astype (round to nearest even), both ways, infinities and NaN included."""
+    import ml_dtypes
+
+    cp = backend.require_cuda()
+    x = np.random.default_rng(17).standard_normal(1000).astype(np.float32) * 300
+    x[:4] = [np.inf, -np.inf, np.nan, 1 + 2 ** -9]
+    xd = cp.asarray(x)
+    for low in (np.float16, ml_dtypes.bfloat16):
+        got, want = cuda.astype(xd, low), xd.astype(low)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(cp.asnumpy(got).view(np.uint16),
+                                      cp.asnumpy(want).view(np.uint16))
+        back = cuda.astype(want, np.float32)
+        np.testing.assert_array_equal(cp.asnumpy(back), cp.asnumpy(want.astype(np.float32)))
+
+
+def test_cast_wrapper_leaves_other_dtypes_and_layouts_to_astype(run):
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    got = cuda.astype(run.to_device(x), np.float32)
+    np.testing.assert_array_equal(run.to_host(got), x)
+    got = cuda.astype(run.to_device(x)[:, ::2], np.float64)  # float64 and strided: astype's job
+    assert run.to_host(got).dtype == np.float64
+    np.testing.assert_array_equal(run.to_host(got), x[:, ::2])
+
+
 # the 16-bit types autocast sends to these kernels (optimizers and the loss run in float32)
-_LOW_PRECISION_KERNELS = ["im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
+_LOW_PRECISION_KERNELS = ["cast", "im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
                           "cols_to_nchw", "nchw_to_cols", "add_relu", "relu_backward",
                           "bn_partial_stats", "bn_finalize", "bn_normalize", "bn_partial_grad",
                           "bn_finalize_grad", "bn_input_grad", "unscale_grads"]

@@ -79,7 +79,12 @@ def main():
             ts.append(time.perf_counter() - t0)
         return np.array(ts) * 1e3
 
+    from minidl.backend import cuda, cudnn
+
+    misses = cudnn.pack_misses[0]
     ts = timed(step, args.steps)
+    print(f"cuDNN variant packs built per step: {(cudnn.pack_misses[0] - misses) / args.steps:.1f}; "
+          f"kernels that fell back to ElementwiseKernel: {sorted(cuda.raw_errors) or 'none'}")
     print(f"{args.model} batch {args.batch} amp {args.amp} conv {args.conv}: synchronised step "
           f"median {np.median(ts):.3f} ms (min {ts.min():.3f}, p90 {np.percentile(ts, 90):.3f})")
     t0 = time.perf_counter()

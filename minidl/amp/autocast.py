@@ -41,6 +41,9 @@ FLOAT32_INSIDE = {
     "cuda": {"Mean"},
 }
 
+# every op some policy names, on some device
+_LISTED = LOWER.union(*FLOAT32.values(), *FLOAT32_INSIDE.values())
+
 # (enabled, dtype) per device; PyTorch's defaults: float16 on CUDA, bfloat16 on the CPU
 _state = {"cpu": (False, None), "cuda": (False, float16)}
 _last = {}  # device -> dtype of the latest enabled region (GradScaler's bfloat16 note)
@@ -137,11 +140,13 @@ class Hook:
     """What ``Function.apply`` calls while autocast is on (``tensor._autocast_hook``)."""
 
     def __call__(self, fn_class, tensors, kwargs):
+        name = fn_class.__name__
+        if name not in _LISTED:
+            return None  # most ops (batch norm, ReLU, reshapes) run as they are: no more to ask
         device = tensors[0].device if tensors else "cpu"
         enabled, low = _state[device]
         if not enabled:
             return None
-        name = fn_class.__name__
         if name in LOWER:
             inputs = [_cast(t, low) for t in tensors]
             if device == "cpu":

@@ -27,8 +27,8 @@ from .dtypes import channel_dtype
 from .generic import out_size
 
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
-           "max_pool2d_backward", "cols_to_nchw", "relu_backward", "softmax_cross_entropy",
-           "softmax_cross_entropy_backward", "sgd_update", "sgd_update_many", "adam_update",
+           "max_pool2d_backward", "cols_to_nchw", "relu_backward", "astype",
+           "softmax_cross_entropy", "softmax_cross_entropy_backward", "sgd_update", "sgd_update_many", "adam_update",
            "batch_norm_train", "batch_norm_backward", "channel_affine", "unscale_grads",
            "conv2d_algorithm",
            "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter"]
@@ -154,6 +154,11 @@ y = (v > (T)0 || v != v) ? v : (T)0;
 # As in PyTorch, the gradient is g where the output is positive and exactly 0 elsewhere.
 RELU_BACKWARD = """
 gx = y[i] > (T)0 ? g[i] : (T)0;
+"""
+
+# A dtype conversion between float32 and the 16-bit types (autocast's casts), through float.
+CAST = """
+y = (P)(float)x[i];
 """
 
 # One thread per row: max, sum of exponentials, probabilities and the row's loss, in one pass
@@ -396,6 +401,7 @@ SPECS = {
                      "uint64 m_samples", "T g2", NCHW_TO_COLS),
     "add_relu": ("raw T a, raw T b", "T y", ADD_RELU),
     "relu_backward": ("raw T g, raw T y", "T gx", RELU_BACKWARD),
+    "cast": ("raw T x", "P y", CAST),
     "softmax_xent": ("raw T logits, raw int64 target, int32 classes", "T loss, raw T prob",
                      SOFTMAX_XENT),
     "softmax_xent_backward": ("raw T prob, raw int64 target, raw T scale, int64 classes, "
@@ -740,6 +746,24 @@ def relu_backward(g, y):
     if gx.size:
         _kernel("relu_backward")(_flat(cp, g), _flat(cp, y), gx)
     return gx
+
+
+_CAST_DTYPES = {"float32", "float16", "bfloat16"}
+
+
+def astype(x, dtype):
+    """``x.astype(dtype)`` (a new array) in one launch of minidl's own kernel for the casts
+    between float32 and the 16-bit types that autocast makes around every matrix product:
+    CuPy's ``astype`` costs several times the launch in host time."""
+    cp = get_array_module(x)
+    dtype = _np.dtype(dtype)
+    if (x.dtype.name not in _CAST_DTYPES or dtype.name not in _CAST_DTYPES
+            or not x.flags.c_contiguous):
+        return x.astype(dtype)
+    y = cp.empty(x.shape, dtype=dtype)
+    if y.size:
+        _kernel("cast")(x, y)
+    return y
 
 
 def _targets(cp, target):

@@ -453,6 +453,7 @@ _NOTE_TENSOR_CORE, _NOTE_DOWN_CONVERT_INPUTS = 0, 1
 _BEHAVIOR_RUNTIME_COMPILATION = 0
 _UIDS = {"x": 1, "w": 2, "y": 3}
 _ALIGNMENT = 16  # bytes; a pointer that is not is copied to one that is
+pack_misses = [0]  # variant packs built (a call whose pointers no cached pack of its plan had)
 _PACKS_PER_GRAPH = 16
 
 _backend_ready = False
@@ -635,6 +636,7 @@ class _Graph:
         key = pointers + (workspace_ptr,)
         pack = self.packs.get(key)
         if pack is None:
+            pack_misses[0] += 1
             if len(self.packs) >= _PACKS_PER_GRAPH:
                 old = self.packs.pop(next(iter(self.packs)))
                 _lib.cudnnBackendDestroyDescriptor(old)
