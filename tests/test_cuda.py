@@ -250,6 +250,31 @@ def test_raw_launch_leaves_strided_outputs_and_unbuildable_kernels_to_the_elemen
     assert cuda.raw_errors == {("add_relu", False, "float32", "float32"): "RuntimeError: nvrtc"}
 
 
+def test_raw_launch_that_cupy_refuses_falls_back_for_good(monkeypatch):
+    launch = cuda._RawLaunch("relu_backward", False)
+    elementwise = _Recorder()
+
+    def refuse(*args):
+        raise TypeError("unsupported argument")
+    monkeypatch.setattr(launch, "_build", lambda t, p: refuse)
+    monkeypatch.setattr(launch, "_fallback", lambda: elementwise)
+    monkeypatch.setattr(cuda, "raw_errors", {})
+    g = np.ones(5, np.float32)
+    launch(g, g, np.empty_like(g))
+    launch(g, g, np.empty_like(g))
+    assert len(elementwise.calls) == 2  # the second call goes straight to the fallback
+    assert "TypeError: unsupported argument" in cuda.raw_errors[
+        ("relu_backward", False, "float32", "float32")]
+
+    # MINIDL_CUDA_RAW_KERNELS=0 (read at import): CuPy's ElementwiseKernel for every kernel
+    monkeypatch.setattr(cuda._RawLaunch, "enabled", False)
+    launch = cuda._RawLaunch("relu_backward", False)
+    monkeypatch.setattr(launch, "_build", lambda t, p: pytest.fail("built while switched off"))
+    monkeypatch.setattr(launch, "_fallback", lambda: elementwise)
+    launch(g, g, np.empty_like(g))
+    assert len(elementwise.calls) == 3
+
+
 def test_batch_norm_sum_buffers_are_left_zeroed(run):
     """The reductions' float64 sums live in per-size buffers that the finalising kernels set
     back to zero: no memset before the next batch norm."""

@@ -20,6 +20,8 @@ can compile them on the host and compare them with generic.py where there is no 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as _np
 
 from . import allow_tf32, cudnn, cupy_module, generic, get_array_module
@@ -416,17 +418,18 @@ SPECS = {
     "adam": ("raw T grad, float64 step_size, float64 beta1, float64 beta2, float64 c2, "
              "float64 eps, float64 weight_decay", "T param, T m, T v", ADAM),
     "bn_partial_stats": ("raw T x, " + BN_GEOMETRY, "raw float64 acc", BN_PARTIAL_STATS),
-    "bn_finalize": ("raw float64 acc, raw T x, raw P weight, raw P bias, int64 channels, "
-                    "int64 hw, int64 count, float64 eps, float64 momentum, int32 has_weight, "
-                    "int32 has_bias, int32 update", "raw P stats, raw P rmean, raw P rvar",
+    # the sums ``acc`` are read and zeroed: an output (CuPy makes raw inputs const)
+    "bn_finalize": ("raw T x, raw P weight, raw P bias, int64 channels, int64 hw, int64 count, "
+                    "float64 eps, float64 momentum, int32 has_weight, int32 has_bias, "
+                    "int32 update", "raw float64 acc, raw P stats, raw P rmean, raw P rvar",
                     BN_FINALIZE),
     "bn_normalize": ("raw T x, raw P ss, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
                      "uint64 m_channels", "T y", BN_NORMALIZE),
     "bn_partial_grad": ("raw T g, raw T x, raw T y, raw P mean, int32 relu, " + BN_GEOMETRY,
                         "raw float64 acc", BN_PARTIAL_GRAD),
-    "bn_finalize_grad": ("raw float64 acc, raw P invstd, raw P weight, int64 channels, "
-                         "int64 count, int32 has_weight", "raw P coef, raw P gweight, raw P gbias",
-                         BN_FINALIZE_GRAD),
+    "bn_finalize_grad": ("raw P invstd, raw P weight, int64 channels, int64 count, "
+                         "int32 has_weight", "raw float64 acc, raw P coef, raw P gweight, "
+                         "raw P gbias", BN_FINALIZE_GRAD),
     "bn_input_grad": ("raw T g, raw T x, raw T y, raw P mean, raw P coef, int64 channels, "
                       "int64 hw, int32 relu, uint64 m_hw, uint64 m_channels", "T gx",
                       BN_INPUT_GRAD),
@@ -499,8 +502,8 @@ def kernel_source(name, symbol, t_name="T", p_name="P", device=True):
     for is_out, params in enumerate((parse_params(in_params), parse_params(out_params))):
         for raw, typ, pname in params:
             ctype = c_of[typ]
-            if raw:
-                args.append(f"{ctype}* {pname}")
+            if raw:  # raw inputs are const, as in CuPy's ElementwiseKernel
+                args.append(f"{'' if is_out else 'const '}{ctype}* {pname}")
             elif not is_out:  # a non-raw input is a scalar, a non-raw output an array
                 args.append(f"{ctype} {pname}")
             else:
@@ -550,8 +553,11 @@ class _RawLaunch:
     skips the ElementwiseKernel's per-call type resolution, broadcasting and indexer set-up,
     which cost several times the launch itself, and a step runs hundreds of these kernels.
     Arrays must be C-contiguous (the wrappers make them so); non-raw arrays have ``size``
-    elements. Where NVRTC cannot build the raw kernel for a dtype (``raw_errors`` says why), or
-    an argument does not fit, the ElementwiseKernel runs instead."""
+    elements. Where NVRTC cannot build the raw kernel for a dtype or CuPy refuses its launch
+    (``raw_errors`` says why), or an argument does not fit, the ElementwiseKernel runs instead;
+    ``MINIDL_CUDA_RAW_KERNELS=0`` makes every kernel run as an ElementwiseKernel."""
+
+    enabled = os.environ.get("MINIDL_CUDA_RAW_KERNELS", "1") != "0"
 
     def __init__(self, name, wide):
         self.name, self.wide = name, wide
@@ -594,7 +600,7 @@ class _RawLaunch:
         p = args[self.p_at].dtype if self.p_at is not None else t
         kernel = self.built.get((t, p), False)
         if kernel is False:
-            kernel = self.built[t, p] = self._build(t, p)
+            kernel = self.built[t, p] = self._build(t, p) if _RawLaunch.enabled else None
         n = size
         if kernel is not None:
             for k in self.outputs:
@@ -608,11 +614,16 @@ class _RawLaunch:
             return self._fallback()(*(a.reshape(-1) if raw and getattr(a, "ndim", 0) > 1 else a
                                       for (raw, _, _), a in zip(self.params, args)), size=size)
         if n:
-            args = list(args)
+            raw_args = list(args)
             for k, np_type in self.scalars:
-                args[k] = np_type(args[k])
-            args.append(_np.int64(n))
-            kernel((min(-(-n // _RAW_BLOCK), 1 << 20),), (_RAW_BLOCK,), tuple(args))
+                raw_args[k] = np_type(raw_args[k])
+            raw_args.append(_np.int64(n))
+            try:
+                kernel((min(-(-n // _RAW_BLOCK), 1 << 20),), (_RAW_BLOCK,), tuple(raw_args))
+            except Exception as e:  # a launch CuPy refuses: this kernel runs as CuPy's from now
+                raw_errors[self.name, self.wide, str(t), str(p)] = f"launch: {type(e).__name__}: {e}"
+                self.built[t, p] = None
+                self(*args, size=size)
 
 
 def _kernel(name, wide=False):
@@ -940,9 +951,9 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     try:
         _kernel("bn_partial_stats", wide)(x, c, hw, count, groups, lanes, acc,
                                           size=c * groups * lanes)
-        _kernel("bn_finalize")(acc, x, w, b, c, hw, count, float(eps), float(momentum),
+        _kernel("bn_finalize")(x, w, b, c, hw, count, float(eps), float(momentum),
                                int(weight is not None), int(bias is not None), int(in_kernel),
-                               stats, rm, rv, size=c)
+                               acc, stats, rm, rv, size=c)
     except BaseException:
         _sum_buffers.pop(key, None)  # its sums may not be back at zero
         raise
@@ -975,7 +986,7 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
     try:
         _kernel("bn_partial_grad", wide)(g, x, y, mean, int(bool(relu)), c, hw, count, groups,
                                          lanes, acc, size=c * groups * lanes)
-        _kernel("bn_finalize_grad")(acc, invstd, w, c, count, int(weight is not None), coef, gw,
+        _kernel("bn_finalize_grad")(invstd, w, c, count, int(weight is not None), acc, coef, gw,
                                     gb, size=c)
     except BaseException:
         _sum_buffers.pop(key, None)
