@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as _np
+
 from .backend.dtypes import is_floating
 
 _grad_enabled = True
@@ -74,10 +76,34 @@ def unbroadcast(grad, shape):
     return grad
 
 
+# Python scalars and strings never hold an array: Function.free skips them without a look.
+_PLAIN_TYPES = frozenset((int, float, bool, str, type(None)))
+
+
 def _holds_array(value):
     if isinstance(value, (tuple, list)):
-        return any(_holds_array(v) for v in value)
+        for v in value:
+            if type(v) not in _PLAIN_TYPES and _holds_array(v):
+                return True
+        return False
+    if isinstance(value, _np.dtype):  # has a .shape, but no .dtype: never an array
+        return False
     return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+# Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
+# ``after_backward`` is kept
+_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward"))
+
+
+def _check_devices(name, tensors):
+    dev = tensors[0].device
+    for t in tensors[1:]:
+        if t.device != dev:
+            raise ValueError(
+                f"{name.lower()}: tensors on different devices, {dev} and "
+                f"{t.device}; move them with .to('{dev}') first"
+            )
 
 
 class Function:
@@ -100,8 +126,16 @@ class Function:
         """Drop what only backward needs (as PyTorch frees a graph's saved tensors): the saved
         arrays, any other array the op kept (masks, indices), and the links to its inputs, so
         the activations can go even while the output tensor is still held."""
-        for name, value in list(vars(self).items()):
-            if name != "after_backward" and _holds_array(value):
+        drop = None
+        for name, value in vars(self).items():
+            if name in _NOT_SCANNED or type(value) in _PLAIN_TYPES:
+                continue
+            if _holds_array(value):
+                if drop is None:
+                    drop = []
+                drop.append(name)
+        if drop is not None:
+            for name in drop:
                 setattr(self, name, None)
         self.saved, self.inputs, self.freed = (), (), True
 
@@ -113,29 +147,48 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
-        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
-        if len(tensors) > 1:
-            dev = tensors[0].device
-            for t in tensors[1:]:
-                if t.device != dev:
-                    raise ValueError(
-                        f"{cls.__name__.lower()}: tensors on different devices, {dev} and "
-                        f"{t.device}; move them with .to('{dev}') first"
-                    )
+        T = Tensor
+        for x in inputs:
+            if not isinstance(x, T):
+                tensors = [x if isinstance(x, T) else T(x) for x in inputs]
+                break
+        else:
+            tensors = list(inputs)
+        n = len(tensors)
+        if n > 1:
+            # arrays of one type are on one device: the device names are compared only when
+            # the types differ (a numpy scalar beside an array, or arrays of two devices)
+            kind = type(tensors[0].data)
+            for t in tensors:
+                if type(t.data) is not kind:
+                    _check_devices(cls.__name__, tensors)
+                    break
         if _autocast_hook is not None:
             result = _autocast_hook(cls, tensors, kwargs)
             if result is not None:
                 return result
         fn = cls()
-        out = fn.forward(*[t.data for t in tensors], **kwargs)
-        needs_grad = _grad_enabled and any(t.requires_grad for t in tensors)
-        result = Tensor.__new__(Tensor)
+        if n == 1:
+            out = fn.forward(tensors[0].data, **kwargs)
+        elif n == 2:
+            out = fn.forward(tensors[0].data, tensors[1].data, **kwargs)
+        else:
+            out = fn.forward(*[t.data for t in tensors], **kwargs)
+        needs_grad = False
+        if _grad_enabled:
+            for t in tensors:
+                if t.requires_grad:
+                    dtype = out.dtype
+                    needs_grad = dtype.kind == "f" or is_floating(dtype)
+                    break
+        result = T.__new__(T)
         result.data = out
         result.grad = None
         result._retain_grad = False
-        result.requires_grad = needs_grad and is_floating(out.dtype)
+        result.requires_grad = needs_grad
         result._ctx = None
-        if result.requires_grad:
+        if needs_grad:
             fn.inputs = tensors
             result._ctx = fn
         return result
+

@@ -42,17 +42,30 @@ def _as_array(data, dtype=None, device="cpu"):
     return xp.asarray(data, dtype=dtype)
 
 
+def _cuda_array_type():
+    cp = backend.cupy_module()
+    return None if cp is None else cp.ndarray
+
+
 class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
-        source = data.data if isinstance(data, Tensor) else data
-        if device is None:
-            device = device_of(source)
-        self.data = _as_array(data, dtype, device)
-        _note_host_range(self, source)
+        if device is None and type(data) is np.ndarray:
+            # the common case (a gradient, an op's result), as the general path below takes it:
+            # the array itself (or as dtype), and no host range (that is for the GPU's arrays)
+            self.data = data if dtype is None else np.asarray(data, dtype=dtype)
+        elif device is None and type(data) is _cuda_array_type():
+            xp = backend.cupy_module()  # likewise for an array on the GPU
+            self.data = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+        else:
+            source = data.data if isinstance(data, Tensor) else data
+            if device is None:
+                device = device_of(source)
+            self.data = _as_array(data, dtype, device)
+            _note_host_range(self, source)
         if requires_grad and not is_floating(self.data.dtype):
             raise TypeError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
@@ -198,24 +211,27 @@ class Tensor:
                                  f"tensor shape {self.shape}")
             grad = grad.astype(self.data.dtype, copy=False)
 
-        order = _topological_order(self)
-        for node in order:
-            if node._ctx is not None and node._ctx.freed:
+        order, any_freed = _graph_order(self)
+        for node in (order if any_freed else ()):  # the first freed op in order, as before
+            ctx = node._ctx
+            if ctx is not None and ctx.freed:
                 raise RuntimeError(
                     "backward() through a graph a second time: its saved arrays were freed by "
-                    f"the first backward (at {type(node._ctx).__name__}, output shape "
+                    f"the first backward (at {type(ctx).__name__}, output shape "
                     f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
                     "again, or recompute the forward pass")
         finishers = []  # Function.after_backward callbacks met on the way, each run once
         grads = {id(self): grad}
+        pop_grad = grads.pop
         # arrays already owned elsewhere (the caller's gradient, another leaf's .grad) are
         # copied before a leaf keeps them, so .grad is always writable and never shared
         handed_out = {id(grad)} if gradient is not None else set()
         for node in reversed(order):
-            g = grads.pop(id(node), None)
+            g = pop_grad(id(node), None)
             if g is None:
                 continue
-            if node._ctx is None or node._retain_grad:
+            ctx = node._ctx
+            if ctx is None or node._retain_grad:
                 if node.requires_grad:
                     if node.grad is not None:
                         node.grad = Tensor(node.grad.data + g, dtype=g.dtype)
@@ -226,13 +242,17 @@ class Tensor:
                             g = g.copy()
                         handed_out.add(id(g))
                         node.grad = Tensor(g, dtype=g.dtype)
-                if node._ctx is None:
+                if ctx is None:
                     continue
-            ctx = node._ctx
-            if ctx.after_backward is not None and ctx.after_backward not in finishers:
-                finishers.append(ctx.after_backward)
-            with no_grad():
+            finish = ctx.after_backward
+            if finish is not None and finish not in finishers:
+                finishers.append(finish)
+            # no_grad() around the op's backward, without a context manager's cost per node
+            previous, autograd._grad_enabled = autograd._grad_enabled, False
+            try:
                 in_grads = ctx.backward(g)
+            finally:
+                autograd._grad_enabled = previous
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
             inputs = ctx.inputs
@@ -241,12 +261,15 @@ class Tensor:
             for parent, pg in zip(inputs, in_grads):
                 if pg is None or not parent.requires_grad:
                     continue
-                if pg.shape != parent.data.shape:
-                    pg = unbroadcast(pg, parent.data.shape)
-                if pg.dtype != parent.data.dtype:  # mixed precision: a gradient has its input's dtype
-                    pg = pg.astype(parent.data.dtype)
+                target = parent.data
+                if pg.shape != target.shape:
+                    pg = unbroadcast(pg, target.shape)
+                dtype = target.dtype
+                if pg.dtype is not dtype and pg.dtype != dtype:
+                    pg = _astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
                 key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                held = grads.get(key)
+                grads[key] = pg if held is None else held + pg
         for finish in finishers:
             finish()
 
@@ -485,22 +508,35 @@ def _is_dtype_like(x):
 
 def _topological_order(root):
     """Nodes reachable from root, each after all of its inputs; iterative (no recursion limit)."""
+    return _graph_order(root)[0]
+
+
+def _graph_order(root):
+    """``_topological_order(root)``, and whether any op in it was freed by a backward pass."""
     order, visited = [], set()
     stack = [(root, False)]
+    push, pop, seen, emit = stack.append, stack.pop, visited.add, order.append
+    freed = False
     while stack:
-        node, expanded = stack.pop()
+        node, expanded = pop()
         if expanded:
-            order.append(node)
+            emit(node)
             continue
-        if id(node) in visited:
+        key = id(node)
+        if key in visited:
             continue
-        visited.add(id(node))
-        stack.append((node, True))
-        if node._ctx is not None:
-            for parent in node._ctx.inputs:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
-    return order
+        seen(key)
+        ctx = node._ctx
+        if ctx is None:  # a leaf: nothing to visit first
+            emit(node)
+            continue
+        if ctx.freed:
+            freed = True
+        push((node, True))
+        for parent in ctx.inputs:
+            if parent.requires_grad and id(parent) not in visited:
+                push((parent, False))
+    return order, freed
 
 
 class _ToDevice(Function):
@@ -532,13 +568,20 @@ def _note_host_range(t, source):
     t._host_range = (data, int(host.min()), int(host.max()))
 
 
+def _astype(a, dtype):
+    """``a.astype(dtype)``, through the kernel set's own cast where it has one (CUDA: one launch
+    of minidl's kernel, cheaper on the host than CuPy's astype)."""
+    fast = getattr(backend.kernels(get_array_module(a)), "astype", None)
+    return fast(a, dtype) if fast is not None else a.astype(dtype)
+
+
 class _Cast(Function):
     def forward(self, x, dtype):
         self.source = x.dtype
-        return x.astype(dtype)
+        return _astype(x, dtype)
 
     def backward(self, g):
-        return g.astype(self.source)
+        return _astype(g, self.source)
 
 
 def _cast(x, dtype):
