@@ -14,14 +14,17 @@
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py;
 #            PROFILE_ARGS="--amp bf16 --batch 64" for the mixed-precision step)
+#   host: the host's share of a step (tools/profile_gpu_step.py: ResNet-50 b64 bf16 and b32 fp32,
+#         LeNet-5 b128): synchronised and issue-only step times, kernels that fell back to CuPy's
+#         ElementwiseKernel, cuDNN variant packs built per step, and a cProfile of the host
 #   figures: every figure issues 12 and 13 ask for, in about 7 minutes of a warm H200: smoke,
 #            the CUDA benchmarks 3 times (medians of 3 runs), the amp checks and MNIST with
-#            --amp bf16, MNIST in float32, and the host time per conv path (overhead)
+#            --amp bf16, and the host's share of a step (host)
 set -u
 out=${1:?output folder}; data=${2:?folder holding the MNIST IDX files}; shift 2
 what=${*:-smoke bench mnist dist resnet tests amp}
 if [ "$what" = figures ]; then
-  what="smoke bench amp mnist overhead"
+  what="smoke bench amp host"
   export BENCH_RUNS=${BENCH_RUNS:-3} AMP_ARGS=${AMP_ARGS:---skip-bench}
 fi
 bench_k=${BENCH_K:-}
@@ -49,6 +52,11 @@ y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().
           ${bench_k:+-k "$bench_k"} --benchmark-json="$out/bench_cuda_$r.json" 2>&1 | tee "$out/bench_$r.log" | tail -4
       done
       python3 tools/bench_ratios.py "$out"/bench_cuda_*.json --markdown ;;
+    host)
+      for a in "--model resnet50 --batch 64 --amp bf16 --steps 30" "--model resnet50 --batch 32 --steps 30" \
+               "--model lenet5 --batch 128 --steps 200"; do
+        timeout 120 python3 tools/profile_gpu_step.py $a --top 25 2>&1 | tee -a "$out/host.log" | head -4
+      done ;;
     overhead)
       timeout 120 python3 tools/cudnn_overhead.py 2>&1 | tee "$out/overhead.log" ;;
     amp)
