@@ -36,14 +36,35 @@ def minidl_train_step(model, x, y, device="cpu", amp_dtype=None):
     xm, ym = minidl.tensor(x, device=device), minidl.tensor(y, device=device)
     amp = amp_dtype is not None
 
+    def forward():
+        with minidl.autocast(device, dtype=amp_dtype if amp else None, enabled=amp):
+            return F.cross_entropy(model(xm), ym)
+
     def step():
         opt.zero_grad()
-        with minidl.autocast(device, dtype=amp_dtype if amp else None, enabled=amp):
-            loss = F.cross_entropy(model(xm), ym)
+        loss = forward()
         loss.backward()
         opt.step()
         return loss
+    step.forward, step.opt = forward, opt  # for tools that time the phases
     return step
+
+
+def cuda_train_step(model_name, batch, size=224, amp=False, seed=0):
+    """``minidl_train_step`` on CUDA for the tools: LeNet-5 ("lenet5", 1x28x28, 10 classes) or
+    ResNet-50 ("resnet50", 3 x size x size, 1000 classes) on random inputs, bfloat16 autocast
+    when ``amp``."""
+    rng = np.random.default_rng(seed)
+    minidl.manual_seed(seed)
+    if model_name == "lenet5":
+        model, shape, classes = minidl_lenet5(), (batch, 1, 28, 28), 10
+    else:
+        from minidl.models import resnet50
+
+        model, shape, classes = resnet50(), (batch, 3, size, size), 1000
+    x = rng.standard_normal(shape, dtype=np.float32)
+    y = rng.integers(0, classes, batch)
+    return minidl_train_step(model.to("cuda"), x, y, "cuda", minidl.bfloat16 if amp else None)
 
 
 def torch_train_step(torch, model, x, y, device="cpu", amp_dtype=None):

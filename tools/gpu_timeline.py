@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
-import minidl.nn.functional as F  # noqa: E402
+from _common import cuda_train_step  # noqa: E402
 
 
 def main():
@@ -41,26 +41,7 @@ def main():
 
     cp = minidl.backend.require_cuda()
     sync = cp.cuda.Device().synchronize
-    minidl.manual_seed(0)
-    rng = np.random.default_rng(0)
-    if args.model == "lenet5":
-        from minidl.models import lenet5
-        model, shape, classes = lenet5(), (args.batch, 1, 28, 28), 10
-    else:
-        from minidl.models import resnet50
-        model, shape, classes = resnet50(), (args.batch, 3, args.size, args.size), 1000
-    model.to("cuda")
-    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = minidl.tensor(rng.standard_normal(shape, dtype=np.float32), device="cuda")
-    y = minidl.tensor(rng.integers(0, classes, args.batch), device="cuda")
-    amp = args.amp == "bf16"
-
-    def step():
-        opt.zero_grad()
-        with minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+    step = cuda_train_step(args.model, args.batch, args.size, args.amp == "bf16")
 
     for _ in range(5):
         step()

@@ -23,8 +23,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
-import minidl.nn.functional as F  # noqa: E402
-from _common import minidl_lenet5  # noqa: E402
+from _common import cuda_train_step  # noqa: E402
 
 
 def main():
@@ -42,29 +41,8 @@ def main():
     if args.conv == "im2col":
         minidl.backends.cudnn.enabled = False
     sync = cp.cuda.Device().synchronize
-    minidl.manual_seed(0)
-    rng = np.random.default_rng(0)
-    if args.model == "lenet5":
-        model, shape, classes = minidl_lenet5(), (args.batch, 1, 28, 28), 10
-    else:
-        from minidl.models import resnet50
-        model, shape, classes = resnet50(), (args.batch, 3, args.size, args.size), 1000
-    model.to("cuda")
-    opt = minidl.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = minidl.tensor(rng.standard_normal(shape, dtype=np.float32), device="cuda")
-    y = minidl.tensor(rng.integers(0, classes, args.batch), device="cuda")
-    amp = args.amp == "bf16"
-
-    def forward():
-        with minidl.autocast("cuda", dtype=minidl.bfloat16, enabled=amp):
-            return F.cross_entropy(model(x), y)
-
-    def step():
-        opt.zero_grad()
-        loss = forward()
-        loss.backward()
-        opt.step()
-        return loss
+    step = cuda_train_step(args.model, args.batch, args.size, args.amp == "bf16")
+    forward, opt = step.forward, step.opt
 
     for _ in range(min(20, args.steps)):
         step()
