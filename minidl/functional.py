@@ -591,7 +591,7 @@ class BatchNorm(Function):
     size of an activation is added. Eval mode is one affine map per channel."""
 
     def forward(self, x, *weight_bias, has_weight, has_bias, running_mean=None, running_var=None,
-                training=False, momentum=0.1, eps=1e-5, relu=False):
+                training=False, momentum=0.1, eps=1e-5, relu=False, tracked=None):
         wb = list(weight_bias)
         w = wb.pop(0) if has_weight else None
         b = wb.pop(0) if has_bias else None
@@ -601,8 +601,10 @@ class BatchNorm(Function):
         if self.batch_stats:
             train = getattr(k, "batch_norm_train", generic.batch_norm_train)
             update = training and running_mean is not None
+            counted = {} if tracked is None else {"tracked": tracked}
             y, mean, invstd = train(x, w, b, running_mean if update else None,
-                                    running_var if update else None, momentum, eps, relu)
+                                    running_var if update else None, momentum, eps, relu,
+                                    **counted)
             # y is kept only when a fused ReLU needs its sign (it is the next op's input anyway)
             self.save_for_backward(x, y if relu else None, mean, invstd, w)
             return y
@@ -663,33 +665,46 @@ def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, traini
                        relu=True)
 
 
-def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, relu=False):
-    if x.ndim not in (2, 3, 4, 5):
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, relu=False,
+                tracked=None):
+    """batch_norm (and batch_norm_relu); ``tracked``: a BatchNorm layer's num_batches_tracked
+    array, which gets 1 added (in the kernel where the kernel set can)."""
+    xd = x.data
+    shape = xd.shape
+    if len(shape) not in (2, 3, 4, 5):
         raise ValueError(f"batch_norm: input must be 2-D to 5-D with channels in dim 1, got {x.shape}")
-    c = x.shape[1]
-    for name, t in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if t is not None and tuple(t.shape) != (c,):
+    c = shape[1]
+    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
+    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+    for name, t in (("running_mean", rm), ("running_var", rv), ("weight", weight), ("bias", bias)):
+        if t is not None and t.shape != (c,) and tuple(t.shape) != (c,):
             raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, input {x.shape} "
                              f"has {c} channels")
-    if training and x.numel() // c <= 1:
+    if training and xd.size // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got {x.shape}")
-    for name, t in (("running_mean", running_mean), ("running_var", running_var)):
-        if t is not None and device_of(getattr(t, "data", t)) != x.device:
-            raise ValueError(f"batch_norm: {name} is on {device_of(getattr(t, 'data', t))}, "
-                             f"input on {x.device}; move the module with .to('{x.device}')")
-    if is_low_precision(x.dtype) and not getattr(_kernels(x.data), "batch_norm_16bit", False):
+    for name, t in (("running_mean", rm), ("running_var", rv)):
+        # arrays of the input's own type are on its device; compare names only otherwise
+        if t is not None and type(t) is not type(xd) and device_of(t) != x.device:
+            raise ValueError(f"batch_norm: {name} is on {device_of(t)}, input on {x.device}; "
+                             f"move the module with .to('{x.device}')")
+    if xd.dtype.itemsize == 2 and is_low_precision(xd.dtype) and \
+            not getattr(_kernels(xd), "batch_norm_16bit", False):
         # mixed precision where the kernels take only one dtype (the CPU): statistics and
         # normalisation in float32 on a float32 copy. CUDA's kernels read the 16-bit
         # activations as they are and keep the per-channel numbers in float32.
         return _batch_norm(x.float(), running_mean, running_var, weight, bias, training, momentum,
-                           eps, relu).astype(x.dtype)
-    tensors = [x] + [t for t in (weight, bias) if t is not None]
-    rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
-    rv = running_var.data if isinstance(running_var, Tensor) else running_var
+                           eps, relu, tracked).astype(x.dtype)
+    if weight is None:
+        tensors = (x,) if bias is None else (x, bias)
+    else:
+        tensors = (x, weight) if bias is None else (x, weight, bias)
+    if tracked is not None and not (training and rm is not None and getattr(
+            _kernels(xd), "batch_norm_counts_batches", False)):
+        tracked += 1  # the kernel set does not count batches (or no running statistics move)
+        tracked = None
     return BatchNorm.apply(*tensors, has_weight=weight is not None, has_bias=bias is not None,
                            running_mean=rm, running_var=rv, training=training,
-                           momentum=momentum, eps=eps, relu=relu)
+                           momentum=momentum, eps=eps, relu=relu, tracked=tracked)
 
 
 # ---- dropout ----------------------------------------------------------------------------

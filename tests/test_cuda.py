@@ -284,12 +284,13 @@ def test_batch_norm_sum_buffers_are_left_zeroed(run):
     y, mean, invstd = cuda.batch_norm_train(x, w, w, None, None, 0.1, 1e-5, True)
     cuda.batch_norm_backward(y, x, y, mean, invstd, w, True)
     buffers = [b for key, b in cuda._sum_buffers.items() if key[2] == 10]
+    assert buffers and all(b.dtype == np.float64 for b in buffers)
     assert buffers and all(not run.to_host(b).any() for b in buffers)
 
 
 def test_batch_norm_drops_its_sum_buffer_when_a_launch_fails(monkeypatch):
     sums = np.zeros(4)
-    monkeypatch.setattr(cuda, "_sum_buffers", {(0, 0, 4): sums})
+    monkeypatch.setattr(cuda, "_sum_buffers", {(0, 0, 4, np.float64): sums})
 
     def broken(name, wide=False):
         def launch(*args, size=None):
@@ -304,7 +305,7 @@ def test_batch_norm_drops_its_sum_buffer_when_a_launch_fails(monkeypatch):
     x = fake.asarray(np.ones((3, 2, 2, 2), np.float32))
     with pytest.raises(RuntimeError, match="launch failed"):
         cuda.batch_norm_train(x, None, None, None, None, 0.1, 1e-5)
-    assert cuda._sum_buffers == {}  # possibly half-used sums are never reused
+    assert (0, 0, 4, np.float64) not in cuda._sum_buffers  # half-used sums are never reused
 
 
 @needs_cuda

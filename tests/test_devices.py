@@ -287,6 +287,10 @@ def test_resnet50_train_and_eval_on_the_device_match_cpu(device):
         running = model.state_dict()["layer2.0.bn2.running_var"].numpy()
         with minidl.no_grad():
             logits = model.eval()(minidl.tensor(x, dtype="float64", device=dev)).numpy()
+        # one training batch counted by every BatchNorm (on CUDA inside its kernel), none in eval
+        counts = {k: int(v.item()) for k, v in model.state_dict().items()
+                  if k.endswith("num_batches_tracked")}
+        assert len(counts) == 53 and set(counts.values()) == {1}, dev
         results.append((loss.item(), grads, running, logits))
     (loss, grads, running, logits), (loss0, grads0, running0, logits0) = results
     assert np.isclose(loss, loss0, rtol=1e-12)

@@ -313,6 +313,7 @@ stats[channels + i] = (P)var;
 stats[2 * channels + i] = (P)inv;
 stats[3 * channels + i] = (P)a;
 stats[4 * channels + i] = (P)((has_bias ? (double)bias[i] : 0.0) - mu * a);
+if (count_batch && i == 0) tracked[0] = tracked[0] + 1;
 if (update) {
     const double unbiased = count > 1 ? var * (double)count / (double)(count - 1) : var;
     rmean[i] = (P)((1 - momentum) * (double)rmean[i] + momentum * mu);
@@ -421,8 +422,8 @@ SPECS = {
     # the sums ``acc`` are read and zeroed: an output (CuPy makes raw inputs const)
     "bn_finalize": ("raw T x, raw P weight, raw P bias, int64 channels, int64 hw, int64 count, "
                     "float64 eps, float64 momentum, int32 has_weight, int32 has_bias, "
-                    "int32 update", "raw float64 acc, raw P stats, raw P rmean, raw P rvar",
-                    BN_FINALIZE),
+                    "int32 update, int32 count_batch", "raw float64 acc, raw P stats, raw P rmean, "
+                    "raw P rvar, raw int64 tracked", BN_FINALIZE),
     "bn_normalize": ("raw T x, raw P ss, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
                      "uint64 m_channels", "T y", BN_NORMALIZE),
     "bn_partial_grad": ("raw T g, raw T x, raw T y, raw P mean, int32 relu, " + BN_GEOMETRY,
@@ -899,19 +900,20 @@ def _bn_geometry(shape):
 
 # Zeroed float64 buffers for the batch-norm reductions' atomic sums, one per (device, stream,
 # size): the kernel that reads the sums sets them back to zero, so a reduction needs neither an
-# allocation nor a memset launch. Kernels on one stream run in order, so one buffer per stream
+# allocation nor a memset launch. (An int64 one stands in for num_batches_tracked when there is
+# none to count: the kernel leaves it alone.) Kernels on one stream run in order, so one buffer per stream
 # is never read and written by two reductions at once.
 _sum_buffers = {}
 
 
-def _sum_buffer(cp, n):
+def _sum_buffer(cp, n, dtype=_np.float64):
     try:
-        key = (cp.cuda.runtime.getDevice(), cp.cuda.get_current_stream().ptr, n)
+        key = (cp.cuda.runtime.getDevice(), cp.cuda.get_current_stream().ptr, n, dtype)
     except AttributeError:  # the tests' numpy stand-in for CuPy: one device, one stream
-        key = (0, 0, n)
+        key = (0, 0, n, dtype)
     buf = _sum_buffers.get(key)
     if buf is None:
-        buf = _sum_buffers[key] = cp.zeros(n, dtype=cp.float64)
+        buf = _sum_buffers[key] = cp.zeros(n, dtype=dtype)
     return key, buf
 
 
@@ -929,11 +931,17 @@ def _channel_array(cp, a, dtype):
 batch_norm_16bit = True
 
 
-def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False):
+# batch_norm_train adds 1 to a BatchNorm layer's num_batches_tracked in its per-channel kernel
+batch_norm_counts_batches = True
+
+
+def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, relu=False,
+                     tracked=None):
     """Training-mode batch norm over every dim but 1: returns (y, batch mean, invstd) and updates
     the running statistics in place. Three launches: channel sums, per-channel finish,
     normalise (with the following ReLU fused in when ``relu``). y has x's dtype; mean and invstd
-    are float32 for 16-bit x."""
+    are float32 for 16-bit x. ``tracked`` (an int64 array of one element, on the GPU) gets 1
+    added in the per-channel kernel."""
     cp = get_array_module(x)
     x = cp.ascontiguousarray(x)
     n, c, hw, count, groups, lanes, wide, m_hw, m_c = _bn_geometry(x.shape)
@@ -951,9 +959,16 @@ def batch_norm_train(x, weight, bias, running_mean, running_var, momentum, eps, 
     try:
         _kernel("bn_partial_stats", wide)(x, c, hw, count, groups, lanes, acc,
                                           size=c * groups * lanes)
+        count_batch = tracked is not None
+        if count_batch and (tracked.dtype != _np.int64 or tracked.size != 1
+                            or not tracked.flags.c_contiguous):
+            tracked += 1  # not a layer's own int64 counter: added here instead
+            count_batch = False
         _kernel("bn_finalize")(x, w, b, c, hw, count, float(eps), float(momentum),
                                int(weight is not None), int(bias is not None), int(in_kernel),
-                               acc, stats, rm, rv, size=c)
+                               int(count_batch), acc, stats, rm, rv,
+                               tracked if count_batch else _sum_buffer(cp, 1, _np.int64)[1],
+                               size=c)
     except BaseException:
         _sum_buffers.pop(key, None)  # its sums may not be back at zero
         raise

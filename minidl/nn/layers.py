@@ -114,18 +114,21 @@ class _BatchNorm(Module):
             self.register_buffer("running_var", None)
 
     def forward(self, x):
-        return self._forward(x, F.batch_norm)
+        return self._forward(x, False)
 
     def forward_relu(self, x):
         """``relu(self(x))`` as one fused op (see ``F.batch_norm_relu``)."""
-        return self._forward(x, F.batch_norm_relu)
+        return self._forward(x, True)
 
-    def _forward(self, x, op):
+    def _forward(self, x, relu):
         self._check_input(x)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
-        return op(x, self.running_mean, self.running_var, self.weight, self.bias,
-                  self.training or not self.track_running_stats, self.momentum, self.eps)
+        # num_batches_tracked counts training batches, as in PyTorch; the batch-norm op adds
+        # the 1 (on CUDA inside its per-channel kernel: no launch of its own)
+        tracked = self.num_batches_tracked.data if self.training and self.track_running_stats \
+            else None
+        return F._batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                             self.training or not self.track_running_stats, self.momentum,
+                             self.eps, relu, tracked)
 
     def _check_input(self, x):
         pass
