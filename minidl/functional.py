@@ -15,6 +15,8 @@ from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
 
 def _pair(v, name):
+    if type(v) is int:
+        return v, v
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair, got {v!r}")
@@ -41,10 +43,11 @@ def _check_dtypes(name, x, weight, bias):
     float32 model would otherwise turn its gradients and momentum into float64). Under
     autocast the 32- and 16-bit float mixes are deliberate and the policy casts them; float64
     is never cast there (as in PyTorch), so a float64 mismatch is refused even then."""
+    dt = x.data.dtype
+    if weight.data.dtype == dt and (bias is None or bias.data.dtype == dt):
+        return  # the usual case
     named = [("input", x), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
     dtypes = {np.dtype(t.dtype) for _, t in named}
-    if len(dtypes) == 1:
-        return
     if autocast_hook() is not None and all(is_floating(d) and d.itemsize <= 4 for d in dtypes):
         return
     have = ", ".join(f"{what} {t.dtype}" for what, t in named)
@@ -54,7 +57,8 @@ def _check_dtypes(name, x, weight, bias):
 
 def _cpu_low_precision(x):
     # numba and BLAS have no float16/bfloat16 GEMMs: on the CPU those run in float32, rounded
-    return x.device == "cpu" and is_low_precision(x.dtype)
+    dt = x.data.dtype
+    return dt.itemsize == 2 and is_low_precision(dt) and x.device == "cpu"
 
 
 # ---- linear -----------------------------------------------------------------------------
@@ -300,22 +304,23 @@ def _bias_grad(k, g):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution (cross-correlation, as in PyTorch) of NCHW input with (C_out, C_in, kH, kW)."""
-    if x.ndim != 4:
+    xs, ws = x.data.shape, weight.data.shape
+    if len(xs) != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {x.shape}")
-    if weight.ndim != 4:
+    if len(ws) != 4:
         raise ValueError(f"conv2d: weight must be 4-D (C_out, C_in, kH, kW), got {weight.shape}")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"conv2d: input has {x.shape[1]} channels (shape {x.shape}), weight "
-                         f"{weight.shape} expects {weight.shape[1]}")
+    if xs[1] != ws[1]:
+        raise ValueError(f"conv2d: input has {xs[1]} channels (shape {x.shape}), weight "
+                         f"{weight.shape} expects {ws[1]}")
     stride, padding = _pair(stride, "stride"), _pair(padding, "padding")
     if min(stride) < 1 or min(padding) < 0:
         raise ValueError(f"conv2d: stride {stride} must be >= 1 and padding {padding} >= 0")
-    kh, kw = weight.shape[2:]
-    if x.shape[2] + 2 * padding[0] < kh or x.shape[3] + 2 * padding[1] < kw:
+    kh, kw = ws[2:]
+    if xs[2] + 2 * padding[0] < kh or xs[3] + 2 * padding[1] < kw:
         raise ValueError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
-                         f"{x.shape[2] + 2 * padding[0]}x{x.shape[3] + 2 * padding[1]}")
-    if bias is not None and bias.shape != (weight.shape[0],):
-        raise ValueError(f"conv2d: bias shape {bias.shape} does not match {weight.shape[0]} filters")
+                         f"{xs[2] + 2 * padding[0]}x{xs[3] + 2 * padding[1]}")
+    if bias is not None and bias.shape != (ws[0],):
+        raise ValueError(f"conv2d: bias shape {bias.shape} does not match {ws[0]} filters")
     _check_dtypes("conv2d", x, weight, bias)
     args = (x, weight) if bias is None else (x, weight, bias)
     # without a gradient to compute, the forward pass may use an algorithm that keeps nothing
