@@ -340,7 +340,7 @@ def test_cast_wrapper_leaves_other_dtypes_and_layouts_to_astype(run):
 _LOW_PRECISION_KERNELS = ["cast", "im2col", "col2im", "max_pool2d_forward", "max_pool2d_backward",
                           "cols_to_nchw", "nchw_to_cols", "add_relu", "relu_backward",
                           "bn_partial_stats", "bn_finalize", "bn_normalize", "bn_partial_grad",
-                          "bn_finalize_grad", "bn_input_grad", "unscale_grads"]
+                          "bn_finalize_grad", "bn_input_grad", "bn_eval_coef", "unscale_grads"]
 
 
 @needs_cuda
@@ -577,6 +577,29 @@ def test_batch_norm_running_stats_of_another_dtype(run):
     assert run.to_host(got_rm).dtype == np.float32
     np.testing.assert_allclose(run.to_host(got_rm), want_rm, rtol=1e-6)
     np.testing.assert_allclose(run.to_host(got_rv), want_rv, rtol=1e-6)
+
+
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "plain"])
+@pytest.mark.parametrize("relu", [False, True], ids=["no-relu", "relu"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_batch_norm_eval_matches_the_running_statistics_formula(run, dtype, relu, affine):
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype)
+    rm, rv = rng.standard_normal(4).astype(dtype), rng.uniform(0.5, 2, 4).astype(dtype)
+    w, b = (rng.standard_normal(4).astype(dtype) for _ in range(2)) if affine else (None, None)
+    inv = 1 / np.sqrt(rv.astype(np.float64) + 1e-5)
+    scale = inv * (w if affine else 1)
+    shift = (b if affine else 0) - rm * scale
+    want = x * scale[:, None, None] + shift[:, None, None]
+    if relu:
+        want = np.maximum(want, 0)
+    dev = run.to_device
+    y, invstd = cuda.batch_norm_eval(dev(x), dev(rm), dev(rv), None if w is None else dev(w),
+                                     None if b is None else dev(b), 1e-5, relu)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    assert run.to_host(y).dtype == dtype
+    np.testing.assert_allclose(run.to_host(y), want, **tol)
+    np.testing.assert_allclose(run.to_host(invstd), inv, **tol)
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])

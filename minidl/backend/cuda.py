@@ -30,9 +30,9 @@ from .generic import out_size
 
 __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_forward",
            "max_pool2d_backward", "cols_to_nchw", "relu_backward", "astype",
-           "softmax_cross_entropy", "softmax_cross_entropy_backward", "sgd_update", "sgd_update_many", "adam_update",
-           "batch_norm_train", "batch_norm_backward", "channel_affine", "unscale_grads",
-           "conv2d_algorithm",
+           "softmax_cross_entropy", "softmax_cross_entropy_backward", "sgd_update",
+           "sgd_update_many", "adam_update", "batch_norm_train", "batch_norm_backward",
+           "batch_norm_eval", "channel_affine", "unscale_grads", "conv2d_algorithm",
            "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
@@ -374,6 +374,17 @@ gweight[i] = (P)(q * inv);
 gbias[i] = (P)s;
 """
 
+# Eval mode, one thread per channel: y = x * scale + shift from the running statistics, with
+# scale = weight * invstd and shift = bias - mean * scale (``ss`` holds scale, then shift, as
+# bn_normalize reads them), in double precision.
+BN_EVAL_COEF = """
+const double inv = 1.0 / sqrt((double)rvar[i] + eps);
+const double a = has_weight ? (double)weight[i] * inv : inv;
+invstd[i] = (P)inv;
+ss[i] = (P)a;
+ss[channels + i] = (P)((has_bias ? (double)bias[i] : 0.0) - (double)rmean[i] * a);
+"""
+
 BN_INPUT_GRAD = CHANNEL_OF_I + """
 const P gi = (relu && !((P)y[i] > (P)0)) ? (P)0 : (P)g[i];
 gx = (T)(coef[c] * gi + coef[channels + c] * ((P)x[i] - mean[c]) + coef[2 * channels + c]);
@@ -426,6 +437,9 @@ SPECS = {
                     "raw P rvar, raw int64 tracked", BN_FINALIZE),
     "bn_normalize": ("raw T x, raw P ss, int64 channels, int64 hw, int32 relu, uint64 m_hw, "
                      "uint64 m_channels", "T y", BN_NORMALIZE),
+    "bn_eval_coef": ("raw P rmean, raw P rvar, raw P weight, raw P bias, float64 eps, "
+                     "int32 has_weight, int32 has_bias, int64 channels", "raw P ss, raw P invstd",
+                     BN_EVAL_COEF),
     "bn_partial_grad": ("raw T g, raw T x, raw T y, raw P mean, int32 relu, " + BN_GEOMETRY,
                         "raw float64 acc", BN_PARTIAL_GRAD),
     "bn_finalize_grad": ("raw P invstd, raw P weight, int64 channels, int64 count, "
@@ -597,7 +611,7 @@ class _RawLaunch:
             return None
 
     def __call__(self, *args, size=None):
-        t = args[self.t_at].dtype if self.t_at is not None else None
+        t = args[self.t_at].dtype if self.t_at is not None else args[self.p_at].dtype
         p = args[self.p_at].dtype if self.p_at is not None else t
         kernel = self.built.get((t, p), False)
         if kernel is False:
@@ -1011,6 +1025,26 @@ def batch_norm_backward(g, x, y, mean, invstd, weight, relu=False):
         _kernel("bn_input_grad", wide)(g, x, y, mean, coef, c, hw, int(bool(relu)), m_hw, m_c,
                                        gx)
     return gx, gw, gb
+
+
+def batch_norm_eval(x, running_mean, running_var, weight, bias, eps, relu=False):
+    """Eval-mode batch norm (with the following ReLU when ``relu``) from the running
+    statistics: (y, invstd), in two launches, one per channel and one over x."""
+    cp = get_array_module(x)
+    x = cp.ascontiguousarray(x)
+    n, c, hw, _, _, _, wide, m_hw, m_c = _bn_geometry(x.shape)
+    pdt = channel_dtype(x.dtype)
+    rm, rv = _channel_array(cp, running_mean, pdt), _channel_array(cp, running_var, pdt)
+    ss = cp.empty((2, c), dtype=pdt)
+    invstd = cp.empty(c, dtype=pdt)
+    w = _channel_array(cp, weight, pdt) if weight is not None else rm
+    b = _channel_array(cp, bias, pdt) if bias is not None else rm
+    _kernel("bn_eval_coef")(rm, rv, w, b, float(eps), int(weight is not None),
+                            int(bias is not None), c, ss, invstd, size=c)
+    y = cp.empty(x.shape, dtype=x.dtype)
+    if y.size:
+        _kernel("bn_normalize", wide)(x, ss, c, hw, int(bool(relu)), m_hw, m_c, y)
+    return y, invstd
 
 
 def channel_affine(x, scale, shift, relu=False):
