@@ -1,10 +1,16 @@
-"""CUDA kernels (CuPy) for the loops that numba runs on the CPU: im2col/col2im and max pooling.
+"""CUDA kernels (CuPy) for the loops that numba runs on the CPU: im2col/col2im, max pooling,
+batch norm, the fused activation, loss and optimizer updates.
 
 Same signatures, layouts and results as ``generic.py`` (argmax is the flat window index i*kw+j,
-int32). Matrix products are not here: ``cupy.matmul`` sends them to cuBLAS.
+int32). Matrix products are not here: ``cupy.matmul`` sends them to cuBLAS; convolutions go to
+cuDNN where it is installed (``cudnn.py``).
 
-Each kernel is a CuPy ``ElementwiseKernel`` with one thread per *output* element that reads what
-it needs from ``raw`` inputs by computing flat indices itself, so nothing is written twice:
+Each kernel is written in ElementwiseKernel form (``SPECS``: parameters, then a body run for each
+flat index ``i``), with one thread per *output* element that reads what it needs from ``raw``
+inputs by computing flat indices itself, so nothing is written twice. ``kernel_source`` turns a
+spec into a plain CUDA function that ``_RawLaunch`` builds with NVRTC and launches directly: a
+training step launches hundreds of kernels, and CuPy's ElementwiseKernel call costs several
+times a raw launch in host time. CuPy's ElementwiseKernel of the same spec is the fallback.
 
 - ``im2col``: one thread per column entry copies the pixel it reads (0 in the padding);
 - ``col2im``: one thread per image pixel gathers the column entries that read it. A gather needs
@@ -16,7 +22,8 @@ it needs from ``raw`` inputs by computing flat indices itself, so nothing is wri
 - ``max_pool2d_backward``: one thread per input pixel gathers the outputs whose argmax is it.
 
 The loop bodies are plain C++ over the flat index ``i`` (CuPy's name), kept as strings so tests
-can compile them on the host and compare them with generic.py where there is no GPU.
+can compile them on the host (``kernel_source(..., device=False)``) and compare them with
+generic.py where there is no GPU, and ``tools/nvrtc_check.py`` compiles them as the GPU would.
 """
 from __future__ import annotations
 
