@@ -486,6 +486,21 @@ def test_sgd_for_many_parameters_in_one_launch_matches_one_by_one(run, config):
         np.testing.assert_array_equal(run.to_host(p), b)
 
 
+def test_sgd_for_many_parameters_steps_one_by_one_when_no_kernel_takes_it(monkeypatch):
+    def refuse(name, wide=False):
+        def launch(*args, size=None):
+            raise TypeError("cannot determine T")
+        return launch
+    monkeypatch.setattr(cuda, "_kernel", refuse)
+    monkeypatch.setattr(cuda, "raw_errors", {})
+    p, g, b = (np.ones(4, np.float32) for _ in range(3))
+    assert not cuda.sgd_update_many([p], [g], [b], 0.1, 0.9, 0.0, 0.0, False)
+    np.testing.assert_array_equal(p, 1)  # nothing ran
+    assert "cannot determine T" in cuda.raw_errors["sgd_momentum_many"]
+    monkeypatch.setattr(cuda, "_kernel", lambda *a: pytest.fail("tried again"))
+    assert not cuda.sgd_update_many([p], [g], [b], 0.1, 0.9, 0.0, 0.0, False)
+
+
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
 def test_fused_adam_matches_the_generic_update(run, weight_decay):
     rng = np.random.default_rng(7)

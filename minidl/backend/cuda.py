@@ -853,6 +853,8 @@ def sgd_update_many(params, grads, bufs, lr, momentum, dampening, weight_decay, 
     place. Returns False, having changed nothing, unless every parameter, gradient and buffer is
     C-contiguous, of one float32 or float64 dtype and one shape per parameter, on one device:
     then the caller steps them one by one."""
+    if "sgd_momentum_many" in raw_errors:
+        return False
     cp = get_array_module(params[0])
     dtype = params[0].dtype
     if dtype not in (_np.float32, _np.float64):
@@ -872,9 +874,13 @@ def sgd_update_many(params, grads, bufs, lr, momentum, dampening, weight_decay, 
     if end:
         # CuPy copies host arrays through pinned memory, asynchronously: no stall here
         table = cp.asarray(_np.array(rows, dtype=_np.int64))
-        _kernel("sgd_momentum_many")(table, len(rows), float(lr), float(momentum),
-                                     float(dampening), float(weight_decay), int(bool(nesterov)),
-                                     params[0], size=end)
+        try:
+            _kernel("sgd_momentum_many")(table, len(rows), float(lr), float(momentum),
+                                         float(dampening), float(weight_decay),
+                                         int(bool(nesterov)), params[0], size=end)
+        except Exception as e:  # no kernel would take it (nothing ran): one by one from now on
+            raw_errors["sgd_momentum_many"] = f"{type(e).__name__}: {e}"
+            return False
     return True
 
 
