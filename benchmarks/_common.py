@@ -50,6 +50,26 @@ def minidl_train_step(model, x, y, device="cpu", amp_dtype=None):
     return step
 
 
+def add_step_arguments(parser, model="resnet50", batch=64, amp="bf16"):
+    """The --model, --batch, --size and --amp options of the tools that build a
+    ``cuda_train_step``; ``warm_cuda_step(args)`` builds it."""
+    parser.add_argument("--model", choices=["lenet5", "resnet50"], default=model)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--size", type=int, default=224, help="ResNet-50 input size")
+    parser.add_argument("--amp", choices=["off", "bf16"], default=amp)
+
+
+def warm_cuda_step(args, warmup=5):
+    """(step, synchronize): the ``cuda_train_step`` that ``add_step_arguments``' options name,
+    run ``warmup`` times (kernels built, plans chosen, memory pool grown)."""
+    sync = minidl.backend.require_cuda().cuda.Device().synchronize
+    step = cuda_train_step(args.model, args.batch, args.size, args.amp == "bf16")
+    for _ in range(warmup):
+        step()
+    sync()
+    return step, sync
+
+
 def cuda_train_step(model_name, batch, size=224, amp=False, seed=0):
     """``minidl_train_step`` on CUDA for the tools: LeNet-5 ("lenet5", 1x28x28, 10 classes) or
     ResNet-50 ("resnet50", 3 x size x size, 1000 classes) on random inputs, bfloat16 autocast

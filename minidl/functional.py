@@ -687,7 +687,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     rm = running_mean.data if isinstance(running_mean, Tensor) else running_mean
     rv = running_var.data if isinstance(running_var, Tensor) else running_var
     for name, t in (("running_mean", rm), ("running_var", rv), ("weight", weight), ("bias", bias)):
-        if t is not None and t.shape != (c,) and tuple(t.shape) != (c,):
+        if t is not None and tuple(t.shape) != (c,):
             raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, input {x.shape} "
                              f"has {c} channels")
     if training and xd.size // c <= 1:

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import minidl  # noqa: E402
 import minidl.nn.functional as F  # noqa: E402
-from _common import minidl_train_step, synced_median_ms  # noqa: E402
+from _common import cuda_train_step, synced_median_ms  # noqa: E402
 from minidl.backend import cudnn  # noqa: E402
 
 CALLS = 400
@@ -84,20 +84,12 @@ def main():
         for key, err in list(cudnn.graph_errors.items())[:5]:
             print("  ", key, err)
 
-    from minidl.models import lenet5, resnet50
-
-    minidl.manual_seed(0)
-    lenet_step = minidl_train_step(lenet5().to("cuda"),
-                                   rng.standard_normal((128, 1, 28, 28)).astype(np.float32),
-                                   rng.integers(0, 10, 128), "cuda")
+    lenet_step = cuda_train_step("lenet5", 128)
     print("LeNet-5 training step, batch 128 (us, 100 steps unsynchronised, median of 3):")
     for name in paths():
         print(f"  minidl {name:13s} {per_call(lenet_step, sync, 100):8.1f}")
 
-    minidl.manual_seed(0)
-    step = minidl_train_step(resnet50().to("cuda"),
-                             rng.standard_normal((32, 3, 224, 224)).astype(np.float32),
-                             rng.integers(0, 1000, 32), "cuda")
+    step = cuda_train_step("resnet50", 32)
 
     print("ResNet-50 training step, batch 32 (ms, median of 5 synchronised steps):")
     for name in paths():

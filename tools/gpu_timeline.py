@@ -23,29 +23,19 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
-import minidl  # noqa: E402
-from _common import cuda_train_step  # noqa: E402
+from _common import add_step_arguments, warm_cuda_step  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", choices=["lenet5", "resnet50"], default="resnet50")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--amp", choices=["off", "bf16"], default="bf16")
+    add_step_arguments(ap)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--trace", help="also keep the Chrome trace here")
     args = ap.parse_args()
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    cp = minidl.backend.require_cuda()
-    sync = cp.cuda.Device().synchronize
-    step = cuda_train_step(args.model, args.batch, args.size, args.amp == "bf16")
-
-    for _ in range(5):
-        step()
-    sync()
+    step, sync = warm_cuda_step(args)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(args.steps):
             step()

@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
-from _common import cuda_train_step  # noqa: E402
+from _common import add_step_arguments, warm_cuda_step  # noqa: E402
 from minidl import autograd  # noqa: E402
 from minidl.backend import cuda, cudnn  # noqa: E402
 
@@ -72,43 +72,33 @@ def instrument(cp):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", choices=["lenet5", "resnet50"], default="resnet50")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--amp", choices=["off", "bf16"], default="bf16")
+    add_step_arguments(ap)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
     cp = minidl.backend.require_cuda()
-    sync = cp.cuda.Device().synchronize
-    step = cuda_train_step(args.model, args.batch, args.size, args.amp == "bf16")
+    step, sync = warm_cuda_step(args)
+    def synced_steps():
+        """Each of args.steps steps, synchronised, in ms, as one string."""
+        times = []
+        for _ in range(args.steps):
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times.append(f"{(time.perf_counter() - t0) * 1e3:.1f}")
+        return " ".join(times)
 
-    for _ in range(5):
-        step()
-    sync()
     pool = cp.get_default_memory_pool()
     before = pool.total_bytes()
-    plain = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        plain.append(time.perf_counter() - t0)
-    print(f"{args.model} b{args.batch} amp {args.amp}: synchronised steps (ms) "
-          + " ".join(f"{t * 1e3:.1f}" for t in plain)
-          + f"; pool grew {(pool.total_bytes() - before) / 2**20:.1f} MiB over them")
+    plain = synced_steps()
+    print(f"{args.model} b{args.batch} amp {args.amp}: synchronised steps (ms) {plain}; "
+          f"pool grew {(pool.total_bytes() - before) / 2**20:.1f} MiB over them")
 
     instrument(cp)
     step()
     sync()
     records.clear()
-    walls = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        step()
-        sync()
-        walls.append(time.perf_counter() - t0)
-    print("instrumented steps (ms) " + " ".join(f"{t * 1e3:.1f}" for t in walls))
+    print(f"instrumented steps (ms) {synced_steps()}")
     per = collections.defaultdict(list)
     for _, dt, name, _ in records:
         per[name].append(dt)

@@ -23,30 +23,21 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import minidl  # noqa: E402
-from _common import cuda_train_step  # noqa: E402
+from _common import add_step_arguments, warm_cuda_step  # noqa: E402
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", choices=["lenet5", "resnet50"], default="lenet5")
-    ap.add_argument("--batch", type=int, default=1024)
-    ap.add_argument("--size", type=int, default=224, help="ResNet-50 input size")
-    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
+    add_step_arguments(ap, model="lenet5", batch=1024, amp="off")
     ap.add_argument("--conv", choices=["auto", "im2col"], default="auto",
                     help="im2col: cuDNN off (im2col + cuBLAS)")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--top", type=int, default=35)
     args = ap.parse_args()
-    cp = minidl.backend.require_cuda()
     if args.conv == "im2col":
         minidl.backends.cudnn.enabled = False
-    sync = cp.cuda.Device().synchronize
-    step = cuda_train_step(args.model, args.batch, args.size, args.amp == "bf16")
+    step, sync = warm_cuda_step(args, min(20, args.steps))
     forward, opt = step.forward, step.opt
-
-    for _ in range(min(20, args.steps)):
-        step()
-    sync()
 
     def timed(fn, n):
         ts = []

@@ -509,7 +509,8 @@ def parse_params(spec):
 # C types of the scalar parameter types, and the NumPy types their values are passed as
 C_SCALAR = {"int32": "int", "int64": "long long", "float64": "double",
             "uint64": "unsigned long long"}
-_NP_SCALAR = {"int32": "int32", "int64": "int64", "float64": "float64", "uint64": "uint64"}
+_NP_SCALAR = {"int32": _np.int32, "int64": _np.int64, "float64": _np.float64,
+              "uint64": _np.uint64}
 
 
 def kernel_source(name, symbol, t_name="T", p_name="P", device=True):
@@ -590,8 +591,7 @@ class _RawLaunch:
         self.t_at = kinds.index("T") if "T" in kinds else None
         self.p_at = kinds.index("P") if "P" in kinds else None
         # non-raw inputs are scalars (passed as their declared C type), non-raw outputs arrays
-        self.scalars = [(k, getattr(_np, _NP_SCALAR[typ])) for k, (raw, typ, _)
-                        in enumerate(ins) if not raw]
+        self.scalars = [(k, _NP_SCALAR[typ]) for k, (raw, typ, _) in enumerate(ins) if not raw]
         self.outputs = [len(ins) + k for k, (raw, _, _) in enumerate(outs) if not raw]
         self.built = {}  # (T dtype, P dtype) -> RawKernel, or None where it did not build
         self.elementwise = None
