@@ -124,6 +124,8 @@ class Conv2d(Function):
         if self.direct:  # thin input (LeNet's first layer): no im2col matrix at all
             self.save_for_backward(x, w)
             return k.conv2d_direct(x, w, b, ph, pw)
+        if algorithm == "tiles":
+            return k.conv2d_tiles(x, w, b, ph, pw)  # inference: register-blocked, no im2col
         if algorithm == "winograd":
             return k.conv2d_winograd(x, w, b, ph, pw)  # inference: 2.25x fewer multiplies
         if algorithm == "gemm_chunks":

@@ -400,6 +400,58 @@ def test_winograd_runs_only_without_gradients():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [((3, 6, 14, 14), (16, 6, 5, 5), 0, 0),   # LeNet-5's second layer
+                                  ((2, 3, 9, 7), (6, 3, 3, 3), 1, 1),      # a short last block
+                                  ((1, 5, 6, 11), (9, 5, 5, 5), 2, 1),     # batch 1: split blocks
+                                  ((2, 1, 7, 7), (3, 1, 3, 3), 0, 2),      # fewer than 4 channels
+                                  ((4, 2, 3, 3), (4, 2, 3, 3), 0, 0)])     # a 1x1 output
+@pytest.mark.parametrize("noncontig", [False, True])
+def test_tiled_conv_matches_im2col_reference(geom, dtype, noncontig):
+    xs, ws, ph, pw = geom
+    rng = np.random.default_rng(13)
+    x = _rand(rng, xs, dtype, noncontig)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    ref, _ = _conv_reference(x, w, b, ph, pw)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    for bias, expect in ((b, ref), (None, ref - b[:, None, None])):
+        got = cpu.conv2d_tiles(x, w, bias, ph, pw)
+        assert got.dtype == dtype and got.shape == ref.shape
+        np.testing.assert_allclose(got, expect, **tol)
+
+
+def test_tiled_conv_kernels_are_what_the_generator_writes():
+    from minidl.backend.cpu import conv_tiles_gen
+
+    assert conv_tiles_gen.TARGET.read_text() == conv_tiles_gen.module_source(), (
+        "conv_tiles.py differs from its generator: run python minidl/backend/cpu/conv_tiles_gen.py")
+
+
+def test_tiled_conv_is_chosen_for_inference_where_it_pays():
+    import minidl
+    import minidl.nn.functional as F
+
+    assert cpu.use_tiles((1000, 6, 14, 14), (16, 6, 5, 5), (1, 1))        # LeNet-5 conv2
+    assert cpu.use_tiles((8, 64, 56, 56), (64, 64, 3, 3), (1, 1))         # ResNet-50 layer1
+    assert not cpu.use_tiles((8, 128, 28, 28), (128, 128, 3, 3), (1, 1))  # Winograd's
+    assert not cpu.use_tiles((128, 1, 28, 28), (6, 1, 5, 5), (1, 1))     # LeNet-5 conv1: direct
+    assert not cpu.use_tiles((8, 64, 56, 56), (64, 64, 3, 3), (2, 2))     # strided
+    assert not cpu.use_tiles((8, 64, 56, 56), (64, 64, 7, 7), (1, 1))     # no 7x7 kernels
+    assert not cpu.use_tiles((8, 64, 56, 56), (64, 64, 3, 5), (1, 1))     # not square
+    assert cpu.conv2d_algorithm((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), False) == "tiles"
+    assert cpu.conv2d_algorithm((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), True) == "im2col"
+    rng = np.random.default_rng(14)
+    x = minidl.tensor(rng.standard_normal((2, 6, 14, 14)).astype(np.float32))
+    w = minidl.tensor(rng.standard_normal((16, 6, 5, 5)).astype(np.float32), requires_grad=True)
+    b = minidl.tensor(rng.standard_normal(16).astype(np.float32), requires_grad=True)
+    with minidl.no_grad():
+        y_inference = F.conv2d(x, w, b)
+    y_train = F.conv2d(x, w, b)
+    assert y_inference._ctx is None and y_train._ctx is not None
+    np.testing.assert_allclose(y_inference.numpy(), y_train.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("geom", [((5, 3, 9, 8), (4, 3, 3, 2), (2, 1), (1, 0)),
                                   ((3, 2, 7, 7), (6, 2, 5, 5), (1, 1), (2, 2)),
                                   ((1, 4, 6, 6), (3, 4, 1, 1), (2, 2), (0, 0))])

@@ -1,0 +1,36 @@
+"""Register-blocked direct convolution for stride-1 3x3 and 5x5 filters, used for inference.
+
+im2col + GEMM spends most of its time on the im2col matrix when the GEMM is small (LeNet-5's
+second layer: 16 filters over 6x5x5 inputs), and needs BLAS and numba to hand the cores to each
+other for every chunk. These kernels compute the convolution from a zero-padded copy of one
+sample instead, each task on its own core: for 4 output channels at a time, every output
+position adds the kh*kw taps of an input channel in registers, reading the padded plane as one
+contiguous stream per tap (positions run over the padded width, so a few columns per row are
+computed and dropped). The kernels are generated (``conv_tiles_gen``; why is said there) into
+``conv_tiles_kernels``. ``conv.use_tiles`` says where they are chosen.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .conv_tiles_kernels import FORWARD
+from .launch import Drivers, contiguous, launch, parallel
+
+
+def conv2d_tiles(x, w, bias, ph, pw):
+    """Stride-1 convolution with a square filter of a size ``conv_tiles`` has kernels for
+    (``conv_tiles_kernels.FORWARD``): register-blocked direct convolution, no im2col matrix."""
+    x = contiguous(x)
+    n, c, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    wf = contiguous(w).astype(x.dtype, copy=False).reshape(-1)
+    oh, ow = h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1
+    out = np.empty((n, co, oh, ow), dtype=x.dtype)
+    has_bias = bias is not None
+    b = contiguous(bias).astype(x.dtype, copy=False) if has_bias else np.zeros(1, x.dtype)
+    macs = n * co * oh * (wd + 2 * pw) * c * kh * kw
+    in_parallel = parallel(macs, "macs")  # batch 1 too: its channel blocks are split
+    parts = 4 * numba.get_num_threads() if in_parallel else 1
+    launch(Drivers(*FORWARD[kh]), in_parallel, x, wf, b, has_bias, ph, pw, out, parts)
+    return out
