@@ -147,4 +147,3 @@ def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
     gb = np.zeros((parts, co), dtype=np.float64)
     launch(_DIRECT_WGRAD, parts > 1, x, g, ph, pw, kh, kw, gw, gb)
     return gw.sum(axis=0).astype(x.dtype), gb.sum(axis=0).astype(x.dtype)
-
