@@ -424,7 +424,7 @@ def test_tiled_conv_kernels_are_what_the_generator_writes():
     from minidl.backend.cpu import conv_tiles_gen
 
     assert conv_tiles_gen.TARGET.read_text() == conv_tiles_gen.module_source(), (
-        "conv_tiles.py differs from its generator: run python minidl/backend/cpu/conv_tiles_gen.py")
+        "conv_tiles_kernels.py differs from its generator: run python minidl/backend/cpu/conv_tiles_gen.py")
 
 
 def test_tiled_conv_is_chosen_for_inference_where_it_pays():

@@ -123,14 +123,21 @@ _DIRECT_FWD = Drivers(_direct_fwd_par, _direct_fwd_ser)
 _DIRECT_WGRAD = Drivers(_direct_wgrad_par, _direct_wgrad_ser)
 
 
+def forward_args(x, w, bias):
+    """x, w and the bias as the direct kernels take them: C-contiguous, in x's dtype, and a
+    one-element placeholder with ``has_bias`` False when there is no bias."""
+    x = contiguous(x)
+    has_bias = bias is not None
+    b = contiguous(bias).astype(x.dtype, copy=False) if has_bias else np.zeros(1, x.dtype)
+    return x, contiguous(w).astype(x.dtype, copy=False), b, has_bias
+
+
 def conv2d_direct(x, w, bias, ph, pw):
     """Stride-1 convolution computed without an im2col matrix."""
-    x, w = contiguous(x), contiguous(w).astype(x.dtype, copy=False)
+    x, w, b, has_bias = forward_args(x, w, bias)
     n, c, h, wd = x.shape
     co, _, kh, kw = w.shape
     out = np.empty((n, co, h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1), dtype=x.dtype)
-    has_bias = bias is not None
-    b = contiguous(bias).astype(x.dtype, copy=False) if has_bias else np.zeros(1, x.dtype)
     macs = n * co * out.shape[2] * (wd + 2 * pw) * c * kh * kw
     launch(_DIRECT_FWD, n > 1 and parallel(macs, "macs"), x, w, b, has_bias, ph, pw, out)
     return out

@@ -14,23 +14,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .conv_direct import forward_args
 from .conv_tiles_kernels import FORWARD
-from .launch import Drivers, contiguous, launch, parallel
+from .launch import Drivers, launch, parallel
+
+_FORWARD = {size: Drivers(*drivers) for size, drivers in FORWARD.items()}
 
 
 def conv2d_tiles(x, w, bias, ph, pw):
     """Stride-1 convolution with a square filter of a size ``conv_tiles`` has kernels for
     (``conv_tiles_kernels.FORWARD``): register-blocked direct convolution, no im2col matrix."""
-    x = contiguous(x)
+    x, w, b, has_bias = forward_args(x, w, bias)
     n, c, h, wd = x.shape
     co, _, kh, kw = w.shape
-    wf = contiguous(w).astype(x.dtype, copy=False).reshape(-1)
     oh, ow = h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1
     out = np.empty((n, co, oh, ow), dtype=x.dtype)
-    has_bias = bias is not None
-    b = contiguous(bias).astype(x.dtype, copy=False) if has_bias else np.zeros(1, x.dtype)
     macs = n * co * oh * (wd + 2 * pw) * c * kh * kw
     in_parallel = parallel(macs, "macs")  # batch 1 too: its channel blocks are split
     parts = 4 * numba.get_num_threads() if in_parallel else 1
-    launch(Drivers(*FORWARD[kh]), in_parallel, x, wf, b, has_bias, ph, pw, out, parts)
+    launch(_FORWARD[kh], in_parallel, x, w.reshape(-1), b, has_bias, ph, pw, out, parts)
     return out
