@@ -10,14 +10,27 @@ import minidl.nn.functional as F
 from minidl.backend import generic
 from _torch_reference import copy_weights
 from minidl.backend.cpu import batchnorm as cpu_batchnorm
+from minidl.backend.cpu import launch
 
-SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (2, 3, 2, 2, 3), (8, 64, 16, 16)]
+# Short planes (under cpu_batchnorm.SHORT_ROWS values) take the channel-block kernels: (3, 300,
+# 3, 3), (2, 70, 7, 7) and (16, 2100) make two blocks each, the second one short.
+SHAPES = [(5, 3), (4, 3, 2, 5), (2, 6, 7, 7), (1, 2, 9, 11), (2, 3, 2, 2, 3), (8, 64, 16, 16),
+          (3, 300, 3, 3), (2, 70, 7, 7), (16, 2100)]
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def drivers(request, monkeypatch):
+    """The serial kernel drivers, then the prange ones (thresholds out of reach, or 0)."""
+    size = 0 if request.param == "parallel" else 1 << 62
+    for kind in launch.THRESHOLDS:
+        monkeypatch.setitem(launch.THRESHOLDS, kind, size)
+    return request.param
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_numba_kernels_match_generic(shape, dtype, relu):
+def test_numba_kernels_match_generic(shape, dtype, relu, drivers):
     rng = np.random.default_rng(0)
     c = shape[1]
     x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
@@ -41,10 +54,12 @@ def test_numba_kernels_match_generic(shape, dtype, relu):
         np.testing.assert_allclose(g_, w_, **tol, err_msg=name)
 
 
-def test_statistics_hold_at_a_large_offset():
+@pytest.mark.parametrize("shape", [(8, 3, 16, 16), (8, 40, 4, 4)], ids=["rows", "blocks"])
+def test_statistics_hold_at_a_large_offset(shape, drivers):
     """Unit spread on top of 1e4 in float32: a one-pass sum of squares in float32 loses the
-    variance; the shifted float64 sums match a float64 computation."""
-    x = (1e4 + np.random.default_rng(1).standard_normal((8, 3, 16, 16))).astype(np.float32)
+    variance; the shifted float64 sums match a float64 computation (per channel, and in the
+    channel-block kernels of short planes)."""
+    x = (1e4 + np.random.default_rng(1).standard_normal(shape)).astype(np.float32)
     want = generic.batch_norm_train(x.astype(np.float64), None, None, None, None, 0.1, 1e-5)
     y = F.batch_norm(minidl.tensor(x), None, None, training=True)
     np.testing.assert_allclose(y.numpy(), want[0], atol=2e-3)  # x itself is rounded by 1e-3
@@ -94,8 +109,9 @@ def test_batch_norm_relu_matches_torch(torch_mod, training):
 
 
 @pytest.mark.parametrize("relu", [False, True], ids=["plain", "relu"])
-@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 3, 5), (8, 64, 16, 16)], ids=str)
-def test_numba_channel_affine_matches_generic(shape, relu):
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 3, 5), (8, 64, 16, 16), (3, 300, 3, 3)],
+                         ids=str)
+def test_numba_channel_affine_matches_generic(shape, relu, drivers):
     rng = np.random.default_rng(4)
     x = rng.standard_normal(shape).astype(np.float32)
     scale, shift = (rng.standard_normal(shape[1]).astype(np.float32) for _ in range(2))

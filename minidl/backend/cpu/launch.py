@@ -24,7 +24,12 @@ THRESHOLDS = {
     "pool": 1 << 22,     # max pooling, by input size
     "relu": 1 << 23,     # ReLU streams at ~0.1 ns per element
     "macs": 1 << 25,     # direct convolution, by multiply-adds
-    "batchnorm": 1 << 15,  # batch norm passes, by activation size
+    # batch norm's forward passes (and eval mode's one), and its backward passes, by activation
+    # size: a parallel launch costs 60-130 us on a 2-vCPU VM, so ResNet-50's activations at
+    # batch 4 (up to 1M values) ran faster on one core; the backward pass's two reads of two
+    # arrays pay from 1M values (8x64x56x56: 0.78 ms in parallel, 1.3 ms serial)
+    "batchnorm": 1 << 21,
+    "batchnorm_grad": 1 << 20,
     "optim": 1 << 20,    # optimizer updates, by parameter size (five streams an element)
 }
 
