@@ -86,13 +86,16 @@ def test_col2im_is_adjoint_of_im2col(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("pool", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (2, 3, 1, 2, 1, 0),
-                                  (3, 3, 3, 3, 0, 0), (2, 2, 1, 1, 0, 0)])
+                                  (3, 3, 3, 3, 0, 0), (2, 2, 1, 1, 0, 0), (3, 3, 1, 1, 1, 1),
+                                  (3, 3, 2, 2, 0, 0), (3, 3, 2, 1, 1, 0)])
 @pytest.mark.parametrize("noncontig", [False, True])
-def test_max_pool_matches_reference(pool, dtype, noncontig):
+@pytest.mark.parametrize("hw", [(9, 8), (16, 13)], ids=["9x8", "16x13"])
+def test_max_pool_matches_reference(pool, dtype, noncontig, hw):
     kh, kw, sh, sw, ph, pw = pool
     rng = np.random.default_rng(2)
-    x = _rand(rng, (2, 3, 9, 8), dtype, noncontig)
+    x = _rand(rng, (2, 3) + hw, dtype, noncontig)
     x[0, 0, :4, :4] = 0.5  # ties: the first maximum of a window must win, as in the reference
+    x[1, 2, 5:9, 3:7] = -np.inf  # a window of -inf inside the plane
     y_ref, arg_ref = generic.max_pool2d_forward(x, *pool)
     y, arg = cpu.max_pool2d_forward(x, *pool)
     assert y.dtype == dtype
@@ -113,6 +116,23 @@ def test_max_pool_propagates_nan():
         np.testing.assert_array_equal(y, y_ref)  # equal_nan by default
         np.testing.assert_array_equal(arg, arg_ref)
         assert np.isnan(y[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1)], ids=str)
+def test_max_pool_3x3_inside_windows_take_the_first_nan(geom):
+    """The unrolled 3x3 windows: a NaN wins over larger values before and after it, and of two
+    NaNs in a window the first one (row by row) is the winner."""
+    x = np.random.default_rng(9).standard_normal((1, 2, 11, 12)).astype(np.float32)
+    x[0, 0, 4, 5] = np.nan
+    x[0, 0, 3, 6] = 50.0
+    x[0, 0, 5, 4] = 60.0
+    x[0, 1, 4, 4] = x[0, 1, 4, 6] = np.nan
+    x[0, 1, 6, 7] = np.inf
+    y, arg = cpu.max_pool2d_forward(x, *geom)
+    y_ref, arg_ref = generic.max_pool2d_forward(x, *geom)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    assert np.isnan(y[0, 0]).any() and np.isnan(y[0, 1]).any()
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
