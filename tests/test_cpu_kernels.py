@@ -23,6 +23,9 @@ GEOMS = [
     (2, 2, 3, 3, 3, 3, 2, 2, 1, 1),
     (2, 3, 9, 11, 3, 2, 2, 3, 0, 0),   # no padding, short rows: the offset-table kernels
     (1, 2, 20, 21, 3, 3, 1, 1, 0, 0),  # no padding, rows of 18-19: the row kernels
+    (1, 2, 18, 20, 3, 3, 1, 1, 1, 1),  # padding, rows of 20: the row kernels
+    (2, 3, 12, 11, 3, 3, 1, 1, 1, 1),  # padding, rows of 11: padded-plane gather, row col2im
+    (2, 2, 9, 9, 3, 3, 2, 2, 1, 0),    # padding on one axis, stride 2, rows of 4
 ]
 
 

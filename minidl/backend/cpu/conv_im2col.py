@@ -115,66 +115,98 @@ def _col2im_ser(col, kh, kw, sh, sw, ph, pw, oh, ow, out):
 
 
 # Short output rows (LeNet's second layer: 10 wide) leave the row loops above mostly loop
-# overhead and scalar remainders. Without padding, each (i, j) row of a plane is instead one
-# loop over the whole OH*OW window through a table of input offsets (y*sh*w + x*sw): a gather
-# for im2col, a scatter-add for col2im (distinct targets within a row). 25-35% faster at
-# OW=10, slower for wide rows, so the wrappers use it only below _SHORT_ROW.
+# overhead and scalar remainders. There, each (i, j) row of a plane is instead one loop over
+# the whole OH*OW window through a table of input offsets (y*sh*w + x*sw): a gather for im2col,
+# a scatter-add for col2im (distinct targets within a row). 25-35% faster at OW=10, slower for
+# wide rows, so the wrappers use it only below _SHORT_ROW. With padding, the task first copies
+# its plane into a zero-padded one (col2im adds into a padded plane and keeps its inside):
+# ResNet's 3x3 layers at 4x4-8x8 gathered 1.8-2.4x faster; col2im gained at 4x4 and 7x7 only
+# and lost 35% at 14x14, hence its shorter limit.
 _SHORT_ROW = 16
+_SHORT_PADDED_ROW = 8
 
 
 @njit(cache=True)
-def _im2col_off_task(x, kh, kw, off, col, nc):
+def _padded_plane(x, b, ci, ph, pw):
+    """Plane (b, ci) of x, flat: itself where there is no padding, else a zero-padded copy."""
+    if ph == 0 and pw == 0:
+        return x[b, ci].reshape(-1)
+    h, w = x.shape[2], x.shape[3]
+    wp = w + 2 * pw
+    xp = np.zeros((h + 2 * ph) * wp, x.dtype)
+    for y in range(h):
+        row = x[b, ci, y]
+        ob = (y + ph) * wp + pw
+        for xx in range(w):
+            xp[np.uintp(ob + xx)] = row[xx]
+    return xp
+
+
+@njit(cache=True)
+def _im2col_off_task(x, kh, kw, ph, pw, off, col, nc):
     c, w = x.shape[1], x.shape[3]
+    wp = w + 2 * pw
     length = off.size
     b = nc // c
     ci = nc - b * c
-    src = x[b, ci].reshape(-1)
+    src = _padded_plane(x, b, ci, ph, pw)
     for i in range(kh):
         for j in range(kw):
             dst = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
-            base = i * w + j
+            base = i * wp + j
             for p in range(length):
                 dst[p] = src[np.uintp(base + off[p])]
 
 
 @njit(parallel=True, cache=True)
-def _im2col_off_par(x, kh, kw, off, col):
+def _im2col_off_par(x, kh, kw, ph, pw, off, col):
     for nc in prange(x.shape[0] * x.shape[1]):
-        _im2col_off_task(x, kh, kw, off, col, nc)
+        _im2col_off_task(x, kh, kw, ph, pw, off, col, nc)
 
 
 @njit(cache=True)
-def _im2col_off_ser(x, kh, kw, off, col):
+def _im2col_off_ser(x, kh, kw, ph, pw, off, col):
     for nc in range(x.shape[0] * x.shape[1]):
-        _im2col_off_task(x, kh, kw, off, col, nc)
+        _im2col_off_task(x, kh, kw, ph, pw, off, col, nc)
 
 
 @njit(cache=True)
-def _col2im_off_task(col, kh, kw, off, out, nc):
-    c, w = out.shape[1], out.shape[3]
+def _col2im_off_task(col, kh, kw, ph, pw, off, out, nc):
+    c, h, w = out.shape[1], out.shape[2], out.shape[3]
+    wp = w + 2 * pw
     length = off.size
     b = nc // c
     ci = nc - b * c
-    dst = out[b, ci].reshape(-1)
-    dst[:] = 0
+    padded = ph > 0 or pw > 0
+    if padded:  # add into a padded plane, then keep its inside
+        dst = np.zeros((h + 2 * ph) * wp, out.dtype)
+    else:
+        dst = out[b, ci].reshape(-1)
+        dst[:] = 0
     for i in range(kh):
         for j in range(kw):
             src = col[(ci * kh + i) * kw + j, b * length:(b + 1) * length]
-            base = i * w + j
+            base = i * wp + j
             for p in range(length):
                 dst[np.uintp(base + off[p])] += src[p]
+    if padded:
+        for y in range(h):
+            row = out[b, ci, y]
+            ib = (y + ph) * wp + pw
+            for xx in range(w):
+                row[xx] = dst[np.uintp(ib + xx)]
 
 
 @njit(parallel=True, cache=True)
-def _col2im_off_par(col, kh, kw, off, out):
+def _col2im_off_par(col, kh, kw, ph, pw, off, out):
     for nc in prange(out.shape[0] * out.shape[1]):
-        _col2im_off_task(col, kh, kw, off, out, nc)
+        _col2im_off_task(col, kh, kw, ph, pw, off, out, nc)
 
 
 @njit(cache=True)
-def _col2im_off_ser(col, kh, kw, off, out):
+def _col2im_off_ser(col, kh, kw, ph, pw, off, out):
     for nc in range(out.shape[0] * out.shape[1]):
-        _col2im_off_task(col, kh, kw, off, out, nc)
+        _col2im_off_task(col, kh, kw, ph, pw, off, out, nc)
 
 
 def _offsets(w, sh, sw, oh, ow):
@@ -262,8 +294,8 @@ def im2col_t(x, kh, kw, sh, sw, ph, pw):
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     out = pool.take((c * kh * kw, n * oh * ow), x.dtype)
     par = parallel(out.size, "columns")
-    if ph == pw == 0 and ow < _SHORT_ROW:
-        launch(_IM2COL_OFF, par, x, kh, kw, _offsets(w, sh, sw, oh, ow), out)
+    if ow < _SHORT_ROW:
+        launch(_IM2COL_OFF, par, x, kh, kw, ph, pw, _offsets(w + 2 * pw, sh, sw, oh, ow), out)
     else:
         launch(_IM2COL, par, x, kh, kw, sh, sw, ph, pw, oh, ow, out)
     return out
@@ -279,8 +311,8 @@ def col2im_t(col, x_shape, kh, kw, sh, sw, ph, pw):
     col = contiguous(col)
     out = np.empty((n, c, h, w), dtype=col.dtype)
     par = parallel(col.size, "columns")
-    if ph == pw == 0 and ow < _SHORT_ROW:
-        launch(_COL2IM_OFF, par, col, kh, kw, _offsets(w, sh, sw, oh, ow), out)
+    if ow < (_SHORT_ROW if ph == pw == 0 else _SHORT_PADDED_ROW):
+        launch(_COL2IM_OFF, par, col, kh, kw, ph, pw, _offsets(w + 2 * pw, sh, sw, oh, ow), out)
     else:
         launch(_COL2IM, par, col, kh, kw, sh, sw, ph, pw, oh, ow, out)
     return out
