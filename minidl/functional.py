@@ -98,7 +98,6 @@ def linear(x, weight, bias=None):
 
 
 # ---- convolution ------------------------------------------------------------------------
-_KEEP_COLUMNS_BYTES = 8 << 20  # im2col matrices up to this size are kept for backward
 class Conv2d(Function):
     """Convolution as GEMMs on an im2col matrix laid out (C_in*kh*kw, N*OH*OW): the columns of
     the whole batch side by side, so the forward pass, the weight gradient and the column
@@ -124,10 +123,14 @@ class Conv2d(Function):
         if self.direct:  # thin input (LeNet's first layer): no im2col matrix at all
             self.save_for_backward(x, w)
             return k.conv2d_direct(x, w, b, ph, pw)
-        if algorithm == "tiles":
-            return k.conv2d_tiles(x, w, b, ph, pw)  # inference: register-blocked, no im2col
-        if algorithm == "winograd":
-            return k.conv2d_winograd(x, w, b, ph, pw)  # inference: 2.25x fewer multiplies
+        if algorithm in ("tiles", "winograd"):
+            # register-blocked direct convolution, or Winograd F(2x2, 3x3) with 2.25x fewer
+            # multiplies: no im2col matrix. Chosen in training only where the matrix would not
+            # be kept anyway: backward gathers it from x as it does for large ones
+            run = k.conv2d_tiles if algorithm == "tiles" else k.conv2d_winograd
+            self.kept_cols = False
+            self.save_for_backward(x, w)
+            return run(x, w, b, ph, pw)
         if algorithm == "gemm_chunks":
             return k.conv2d_inference(x, w, b, stride, padding)  # nothing to keep: cache-sized
         if self.pointwise:
@@ -142,7 +145,7 @@ class Conv2d(Function):
         # A kh*kw-times copy of the input is the largest array a conv could keep for backward.
         # Small ones are kept (re-gathering would cost more than it saves); large ones are
         # gathered again in backward from x, which is alive anyway as this op's input.
-        self.kept_cols = needs_grad and col.nbytes <= _KEEP_COLUMNS_BYTES
+        self.kept_cols = needs_grad and col.nbytes <= generic.KEEP_COLUMNS_BYTES
         if self.kept_cols:
             _lend_scratch(k, col, self)  # reused only once this Function is gone
         else:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minidl
-import minidl.functional as functional
+from minidl.backend import generic
 import minidl.nn.functional as F
 
 
@@ -25,7 +25,7 @@ def test_large_columns_are_gathered_again_in_backward(monkeypatch, dtype):
     b = rng.standard_normal(4).astype(dtype)
     kept, want = _conv_grads(x, w, b)
     assert kept[0].shape == (27, 2 * 5 * 4)  # small: the column matrix itself is kept
-    monkeypatch.setattr(functional, "_KEEP_COLUMNS_BYTES", 0)
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
     saved, got = _conv_grads(x, w, b)
     assert saved[0].shape == x.shape  # large: only the input, which the graph holds anyway
     for g, w_ in zip(got, want):
@@ -35,7 +35,7 @@ def test_large_columns_are_gathered_again_in_backward(monkeypatch, dtype):
 def test_gradcheck_with_columns_gathered_again(monkeypatch):
     from minidl.testing import gradcheck
 
-    monkeypatch.setattr(functional, "_KEEP_COLUMNS_BYTES", 0)
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
     rng = np.random.default_rng(10)
     x, w = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
             for s in ((2, 2, 5, 5), (3, 2, 3, 3)))
@@ -58,3 +58,47 @@ def test_pointwise_weight_gradient_either_way(spatial):
     np.testing.assert_allclose(mw.grad.numpy(), want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(mx.grad.numpy(), np.einsum("nchw,ck->nkhw", g, w[:, :, 0, 0]),
                                rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["tiles", "winograd"])
+def test_training_forward_without_columns_where_they_would_not_be_kept(monkeypatch, case):
+    """Where the im2col matrix would be too large to keep, training runs the inference
+    algorithms forward (nothing to gather) and backward gathers the columns from x: the same
+    output and gradients as im2col + GEMM, in float64."""
+    cpu = pytest.importorskip("minidl.backend.cpu", reason="numba is not installed")
+    rng = np.random.default_rng(12)
+    # tiles: up to 64x64 channels; Winograd: wider layers with enough 2x2 output tiles
+    xs, ws = ((2, 8, 9, 10), (16, 8, 3, 3)) if case == "tiles" else ((4, 64, 16, 16),
+                                                                      (80, 64, 3, 3))
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws) * 0.1
+    b = rng.standard_normal(ws[0])
+    g = rng.standard_normal((xs[0], ws[0], xs[2], xs[3]))
+
+    def run():
+        mx, mw, mb = (minidl.tensor(a, dtype=np.float64, requires_grad=True) for a in (x, w, b))
+        out = F.conv2d(mx, mw, mb, padding=1)
+        saved = out._ctx.saved
+        (out * minidl.tensor(g, dtype=np.float64)).sum().backward()
+        return out.numpy(), saved, [t.grad.numpy() for t in (mx, mw, mb)]
+
+    calls = []
+    kernel = getattr(cpu, f"conv2d_{case}")
+    monkeypatch.setattr(cpu, f"conv2d_{case}", lambda *a: calls.append(1) or kernel(*a))
+    want_y, kept, want = run()
+    assert not calls and kept[0].ndim == 2  # small: im2col, its matrix kept
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    got_y, saved, got = run()
+    assert calls and saved[0].shape == xs  # the inference kernel ran; only x is kept
+    np.testing.assert_allclose(got_y, want_y, rtol=1e-10, atol=1e-10)
+    for g_, w_ in zip(got, want):
+        np.testing.assert_allclose(g_, w_, rtol=1e-10, atol=1e-10)
+
+
+def test_gradcheck_of_a_tiled_training_convolution(monkeypatch):
+    from minidl.testing import gradcheck
+
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    rng = np.random.default_rng(13)
+    x, w = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
+            for s in ((2, 4, 6, 5), (16, 4, 3, 3)))
+    assert gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])

@@ -13,6 +13,20 @@ def out_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 
 
+# A training convolution keeps its im2col matrix for backward up to this size; a larger one is
+# gathered again from the input in backward (functional.Conv2d), which lets the forward pass
+# skip it altogether where a kernel set has a faster algorithm (the CPU's rules, cpu/conv.py).
+KEEP_COLUMNS_BYTES = 8 << 20
+
+
+def column_bytes(x_shape, w_shape, stride, padding, itemsize):
+    """Size of the im2col matrix of a convolution: C_in*kh*kw rows of N*OH*OW values."""
+    n, ci, h, w = x_shape
+    kh, kw = w_shape[2:]
+    oh, ow = out_size(h, kh, stride[0], padding[0]), out_size(w, kw, stride[1], padding[1])
+    return ci * kh * kw * n * oh * ow * itemsize
+
+
 def is_pointwise(w_shape, stride, padding):
     """A 1x1 stride-1 unpadded convolution: its input already is its column matrix."""
     return tuple(w_shape[2:]) == (1, 1) and tuple(stride) == (1, 1) and \

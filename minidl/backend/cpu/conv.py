@@ -2,13 +2,15 @@
 
 ``conv2d_algorithm`` names the algorithm ``functional.Conv2d`` runs:
 
-- ``"tiles"``: inference, stride-1 square 3x3 or 5x5 filters with up to 64x64 channels
-  (``use_tiles``): register-blocked direct convolution (``conv2d_tiles``, kernels in
-  ``conv_tiles_kernels.py``), no im2col matrix;
+- ``"tiles"``: stride-1 square 3x3 or 5x5 filters with up to 64x64 channels (``use_tiles``):
+  register-blocked direct convolution (``conv2d_tiles``, kernels in ``conv_tiles_kernels.py``),
+  no im2col matrix; in inference, and in training where the im2col matrix would be too large
+  to keep for backward (``generic.KEEP_COLUMNS_BYTES``: backward then gathers it from the
+  input, so the forward pass need not build it);
 - ``"direct"``: thin input (C_in*kh*kw <= 32, stride 1), training or not: ``conv2d_direct``,
   no im2col matrix (LeNet's first layer);
-- ``"winograd"``: inference, 3x3 stride-1 layers wide enough (``use_winograd``): Winograd
-  F(2x2, 3x3), 2.25x fewer multiplies;
+- ``"winograd"``: 3x3 stride-1 layers wide enough (``use_winograd``): Winograd F(2x2, 3x3),
+  2.25x fewer multiplies; in inference, and in training under the same rule as tiles;
 - ``"gemm_chunks"``: inference otherwise (except 1x1): im2col + GEMM in cache-sized chunks of
   samples, ``conv2d_inference``;
 - ``"pointwise"``: 1x1 stride-1 unpadded: the input already is its column matrix, one GEMM per
@@ -17,6 +19,9 @@
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .. import generic
 from ..generic import is_pointwise
 from .conv_tiles_gen import SIZES as TILE_SIZES
 
@@ -52,12 +57,18 @@ def use_winograd(x_shape, w_shape, stride, padding):
 
 def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
     """The algorithm for a convolution of these shapes (see the module docstring); every dtype
-    takes the same one here."""
-    if not needs_grad and use_tiles(x_shape, w_shape, stride):
+    takes the same one here. Training takes the inference algorithms where the im2col matrix
+    would not be kept for backward: 8x64x56x56 3x3 (ResNet-50's layer1 at 224x224), forward
+    and backward 53-57 -> 44-46 ms; where it would be kept, the forward pass saved what backward
+    then paid to gather it again (4x128x16x16: 6.4-6.8 ms with im2col, 6.7-7.6 Winograd)."""
+    itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
+    cols_kept = needs_grad and generic.column_bytes(
+        x_shape, w_shape, stride, padding, itemsize) <= generic.KEEP_COLUMNS_BYTES
+    if not cols_kept and use_tiles(x_shape, w_shape, stride):
         return "tiles"
     if use_direct_conv(x_shape, w_shape, stride):
         return "direct"
-    if not needs_grad and use_winograd(x_shape, w_shape, stride, padding):
+    if not cols_kept and use_winograd(x_shape, w_shape, stride, padding):
         return "winograd"
     pointwise = is_pointwise(w_shape, stride, padding)
     if not needs_grad and not pointwise:
