@@ -139,3 +139,32 @@ def torch_or_none():
         return None
     torch.set_num_threads(THREADS)
     return torch
+
+
+def blas_in_use():
+    """What numpy's BLAS runs as: OpenBLAS's core name (the kernel set it picked, or the one
+    OPENBLAS_CORETYPE forces) and configuration, and the environment variables that steer it.
+    Ratios against PyTorch (which brings its own GEMMs) move with this from machine to machine,
+    so every benchmark run records it."""
+    import ctypes
+
+    import numpy as np
+
+    from minidl.backend.cpu.tuning import openblas_libraries
+
+    np.ones((2, 2)) @ np.ones((2, 2))  # make sure numpy's BLAS is loaded
+    out = {"env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                              "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+                   if k in os.environ}, "openblas": []}
+    for path, lib in openblas_libraries():
+        entry = {"path": os.path.basename(path)}
+        for field in ("corename", "config"):
+            # plain OpenBLAS, or the scipy-openblas build numpy's wheels ship (prefixed, 64-bit)
+            for name in (f"openblas_get_{field}", f"scipy_openblas_get_{field}64_"):
+                fn = getattr(lib, name, None)
+                if fn is not None:
+                    fn.restype = ctypes.c_char_p
+                    entry[field] = fn().decode(errors="replace")
+                    break
+        out["openblas"].append(entry)
+    return out

@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""LeNet-5 inference layer by layer, minidl against PyTorch, and what the machine is.
+
+    python tools/lenet_layers.py                  # batch 1000, the benchmarks' thread count
+    python tools/lenet_layers.py --threads 1 --json zen1.json
+
+Issue 12 asks why the LeNet-5 inference ratio (minidl / PyTorch, batch 1000) reads about 1.0 on
+one 2-vCPU machine and 1.5-1.8 on another. The whole-model ratio mixes kernels of different
+natures (PyTorch's NCHW max pool was 45% of its time on a Zen 4 machine; minidl's second
+convolution was its largest layer), so this prints one line per layer for both frameworks on
+the same weights and inputs, and beside it what differs between machines: the CPU model and
+whether its vCPUs are SMT siblings, numpy's OpenBLAS kernel set, the cost of one numba parallel
+launch, and numpy's float32 GEMM rate. Medians over ``--repeats`` calls, both frameworks in
+this one process, nothing else running.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
+
+
+def median_ms(fn, repeats, warmup=10):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1e3)
+
+
+def cpu_description():
+    """Model name, family/model, and the SMT layout, from /proc and /sys (Linux)."""
+    info = {"machine": platform.machine(), "logical_cpus": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key in ("model name", "cpu family", "model", "vendor_id") and key not in info:
+                    info[key] = value
+    except OSError:
+        pass
+    try:
+        with open("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") as f:
+            siblings = f.read().strip()
+        # "0" alone: no SMT sibling; "0-1" or "0,1": cpu0 shares its core with another vCPU
+        info["cpu0_thread_siblings"] = siblings
+        info["smt_siblings"] = "," in siblings or "-" in siblings
+    except OSError:
+        pass
+    return info
+
+
+def launch_cost_us(repeats=200):
+    """Median cost of starting an almost empty numba parallel loop (the threading layer wakes
+    its workers): what every parallel minidl kernel pays before it computes."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def touch(a):
+        for i in prange(a.size):
+            a[i] += 1.0
+
+    a = np.zeros(2)
+    return median_ms(lambda: touch(a), repeats, warmup=20) * 1e3
+
+
+def gemm_gflops(n=1024, repeats=20):
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    return 2 * n ** 3 / (median_ms(lambda: a @ a, repeats) * 1e-3) / 1e9
+
+
+def layer_times(model, x, run, repeats):
+    """[(name, ms)] for each layer of a Sequential, each timed on its own input."""
+    rows = []
+    for i, layer in enumerate(model):
+        y = run(layer, x)
+        rows.append((f"{i}:{type(layer).__name__}", median_ms(lambda: run(layer, x), repeats)))
+        x = y
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for numba, OpenBLAS and PyTorch (default: the benchmarks')")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+
+    import minidl
+    from _common import (THREADS, blas_in_use, copy_weights, minidl_lenet5, seeded_inputs,
+                         torch_lenet5)
+
+    threads = minidl.set_num_threads(args.threads or THREADS)
+    import numba
+
+    report = {"cpu": cpu_description(), "threads": threads}
+    report["blas"] = blas_in_use()
+    (x,) = seeded_inputs((args.batch, 1, 28, 28))
+    minidl.manual_seed(0)
+    model = minidl_lenet5().eval()
+
+    def run_minidl(layer, inp):
+        with minidl.no_grad():
+            return layer(inp)
+
+    rows = {"minidl": layer_times(model, minidl.tensor(x), run_minidl, args.repeats)}
+    report["numba_threading_layer"] = numba.threading_layer()
+    report["numba_launch_us"] = launch_cost_us()
+    report["numpy_gemm_gflops"] = gemm_gflops()
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(threads)
+        tmodel = copy_weights(model, torch_lenet5()).eval()
+
+        def run_torch(layer, inp):
+            with torch.no_grad():
+                return layer(inp)
+
+        rows["torch"] = layer_times(tmodel, torch.from_numpy(x), run_torch, args.repeats)
+        with torch.no_grad():
+            np.testing.assert_allclose(tmodel(torch.from_numpy(x)).numpy(),
+                                       run_minidl(model, minidl.tensor(x)).numpy(),
+                                       rtol=1e-3, atol=1e-3)
+    report["layers"] = rows
+
+    cpu = report["cpu"]
+    print(f"CPU: {cpu.get('model name', '?')} (family {cpu.get('cpu family', '?')}, model "
+          f"{cpu.get('model', '?')}), {cpu.get('logical_cpus')} logical CPUs, cpu0 siblings "
+          f"{cpu.get('cpu0_thread_siblings', '?')}")
+    for lib in report.get("blas", {}).get("openblas", []):
+        print(f"OpenBLAS: {lib.get('path')} core {lib.get('corename', '?')}; "
+              f"env {report['blas'].get('env') or '-'}")
+    print(f"threads {threads}; numba layer {report['numba_threading_layer']}, parallel launch "
+          f"{report['numba_launch_us']:.0f} us; numpy float32 GEMM 1024^3 "
+          f"{report['numpy_gemm_gflops']:.0f} GFLOP/s")
+    print(f"\nLeNet-5 inference, batch {args.batch}, median ms of {args.repeats}:")
+    print(f"{'layer':16s} {'minidl':>8s} {'torch':>8s} {'ratio':>6s}")
+    total = {k: sum(ms for _, ms in v) for k, v in rows.items()}
+    for i, (name, ms) in enumerate(rows["minidl"]):
+        t = rows["torch"][i][1] if "torch" in rows else float("nan")
+        print(f"{name:16s} {ms:8.3f} {t:8.3f} {ms / t:6.2f}")
+    t = total.get("torch", float("nan"))
+    print(f"{'sum of layers':16s} {total['minidl']:8.3f} {t:8.3f} {total['minidl'] / t:6.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
