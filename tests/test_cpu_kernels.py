@@ -194,6 +194,26 @@ def test_direct_conv_matches_im2col_reference(geom, dtype, noncontig):
     np.testing.assert_allclose(gb, g2.sum(axis=(0, 2)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [((3, 1, 9, 7), (6, 1, 5, 5), 2, 2), ((2, 3, 6, 8), (7, 3, 3, 3), 1, 0),
+                                  ((1, 2, 5, 5), (2, 2, 3, 3), 0, 1), ((2, 4, 7, 6), (4, 4, 5, 5), 0, 0)])
+def test_tiled_weight_gradient_matches_reference(geom, dtype):
+    """The register-blocked weight gradient: channel blocks of 3 with a short last one, batch
+    1, padding on one axis, against the im2col reference (float64 einsum)."""
+    xs, ws, ph, pw = geom
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(xs).astype(dtype)
+    _, col = _conv_reference(x, rng.standard_normal(ws).astype(dtype), None, ph, pw)
+    oh, ow = xs[2] + 2 * ph - ws[2] + 1, xs[3] + 2 * pw - ws[3] + 1
+    g = rng.standard_normal((xs[0], ws[0], oh, ow)).astype(dtype)
+    gw, gb = cpu.conv2d_tiles_wgrad(x, g, ws[2], ws[3], ph, pw)
+    g2 = g.astype(np.float64).reshape(xs[0], ws[0], -1)
+    assert gw.dtype == dtype and gw.shape == ws and gb.shape == (ws[0],)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(gw, np.einsum("nol,nkl->ok", g2, col).reshape(ws), **tol)
+    np.testing.assert_allclose(gb, g2.sum(axis=(0, 2)), **tol)
+
+
 def test_direct_conv_is_only_chosen_where_it_pays():
     assert cpu.use_direct_conv((128, 1, 28, 28), (6, 1, 5, 5), (1, 1))      # LeNet conv1
     assert not cpu.use_direct_conv((128, 6, 14, 14), (16, 6, 5, 5), (1, 1))  # LeNet conv2

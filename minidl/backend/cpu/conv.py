@@ -8,7 +8,7 @@
   to keep for backward (``generic.KEEP_COLUMNS_BYTES``: backward then gathers it from the
   input, so the forward pass need not build it);
 - ``"direct"``: thin input (C_in*kh*kw <= 32, stride 1), training or not: ``conv2d_direct``,
-  no im2col matrix (LeNet's first layer);
+  no im2col matrix (LeNet's first layer); its weight gradient is ``conv2d_direct_wgrad`` below;
 - ``"winograd"``: 3x3 stride-1 layers wide enough (``use_winograd``): Winograd F(2x2, 3x3),
   2.25x fewer multiplies; in inference, and in training under the same rule as tiles;
 - ``"gemm_chunks"``: inference otherwise (except 1x1): im2col + GEMM in cache-sized chunks of
@@ -23,7 +23,19 @@ import numpy as np
 
 from .. import generic
 from ..generic import is_pointwise
+from . import conv_direct
+from .conv_tiles import conv2d_tiles_wgrad
 from .conv_tiles_gen import SIZES as TILE_SIZES
+
+
+def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
+    """Weight and bias gradients of the direct path (thin input, no im2col matrix): the
+    register-blocked kernels (``conv_tiles.conv2d_tiles_wgrad``) for the square filter sizes
+    they cover, LeNet-5's first layer at batch 128 in 0.83 ms against 1.15 ms for the
+    per-tap loops of ``conv_direct``, which take the other shapes."""
+    if kh == kw and kh in TILE_SIZES:
+        return conv2d_tiles_wgrad(x, g, kh, kw, ph, pw)
+    return conv_direct.conv2d_direct_wgrad(x, g, kh, kw, ph, pw)
 
 
 def use_direct_conv(x_shape, w_shape, stride):

@@ -15,10 +15,11 @@ import numba
 import numpy as np
 
 from .conv_direct import forward_args
-from .conv_tiles_kernels import FORWARD
-from .launch import Drivers, launch, parallel
+from .conv_tiles_kernels import FORWARD, WGRAD
+from .launch import Drivers, contiguous, launch, parallel
 
 _FORWARD = {size: Drivers(*drivers) for size, drivers in FORWARD.items()}
+_WGRAD = {size: Drivers(*drivers) for size, drivers in WGRAD.items()}
 
 
 def conv2d_tiles(x, w, bias, ph, pw):
@@ -34,3 +35,19 @@ def conv2d_tiles(x, w, bias, ph, pw):
     parts = 4 * numba.get_num_threads() if in_parallel else 1
     launch(_FORWARD[kh], in_parallel, x, w.reshape(-1), b, has_bias, ph, pw, out, parts)
     return out
+
+
+def conv2d_tiles_wgrad(x, g, kh, kw, ph, pw):
+    """(weight gradient, bias gradient) of a stride-1 convolution with a square filter of a
+    size the kernels cover, from its input x and output gradient g, without an im2col matrix:
+    for 4 output channels and one filter row at a time, 4*k sums of gradient times shifted
+    input run in registers over each sample's positions; samples add up in float64 per task."""
+    x, g = contiguous(x), contiguous(g)
+    n, c = x.shape[:2]
+    co = g.shape[1]
+    macs = n * co * g.shape[2] * (x.shape[3] + 2 * pw) * c * kh * kw
+    parts = min(numba.get_num_threads(), n) if parallel(macs, "macs") else 1
+    gw = np.zeros((parts, co, c, kh, kw), dtype=np.float64)
+    gb = np.zeros((parts, co), dtype=np.float64)
+    launch(_WGRAD[kh], parts > 1, x, g, ph, pw, gw, gb)
+    return gw.sum(axis=0).astype(x.dtype), gb.sum(axis=0).astype(x.dtype)

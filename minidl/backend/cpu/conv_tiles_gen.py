@@ -29,6 +29,7 @@ import pathlib
 
 SIZES = (3, 5)  # filter sizes that get kernels (square, stride 1)
 BLOCK = 4       # output channels per tile: 4 sums per position, as many registers as taps allow
+WBLOCK = 3      # output channels per weight-gradient tile: 4*k sums, one filter row at a time
 
 HEADER = '''"""Register-blocked direct convolution kernels, one set per filter size (stride 1).
 
@@ -129,10 +130,90 @@ def _fwd_ser_{k}x{k}(x, w, bias, has_bias, ph, pw, out, parts):
 '''
 
 
+def wgrad_tile_source(k, block=WBLOCK):
+    """The ``_wtile_{k}x{k}`` kernel: for ``block`` output channels and the k taps of one filter
+    row, the sums over positions of gradient times shifted input, block*k sums in registers."""
+    name = f"_wtile_{k}x{k}"
+    lines = [
+        "",
+        "",
+        '@njit(cache=True, fastmath={"contract", "reassoc"})',
+        f"def {name}(xp, gf, k0, co, xo, q, zero, sums):",
+    ]
+    for b in range(block):
+        lines.append(f"    o{b} = min(k0 + {b}, co - 1) * q")
+    for b in range(block):
+        for j in range(k):
+            lines.append(f"    s{b}_{j} = zero")
+    lines.append("    for p in range(q):")
+    for b in range(block):
+        lines.append(f"        g{b} = gf[np.uintp(o{b} + p)]")
+    for j in range(k):
+        lines.append(f"        v = xp[np.uintp(xo + {j} + p)]" if j else
+                     "        v = xp[np.uintp(xo + p)]")
+        for b in range(block):
+            lines.append(f"        s{b}_{j} += g{b} * v")
+    for b in range(block):
+        for j in range(k):
+            lines.append(f"    sums[{b * k + j}] = s{b}_{j}")
+    return "\n".join(lines) + "\n"
+
+
+WGRAD_DRIVERS = '''
+
+@njit(cache=True)
+def _wgrad_task_{k}x{k}(x, g, ph, pw, gw, gb, b0, b1):
+    # samples [b0, b1) into float64 gw (co, c, {k}, {k}) and gb (co)
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    q = oh * wp
+    xp = np.empty(c * hp * wp + {k}, dtype=x.dtype)
+    gf = np.zeros(co * q, dtype=g.dtype)  # zero in the columns past the output width
+    zero = np.zeros(1, dtype=g.dtype)[0]  # float32 sums stay float32 and vectorise
+    sums = np.empty({wblock} * {k}, dtype=g.dtype)
+    for b in range(b0, b1):
+        _pad_sample(x, b, ph, pw, {k}, xp)
+        for kk in range(co):
+            src = g[b, kk]
+            sb = 0.0
+            for y in range(oh):
+                for xx in range(ow):
+                    v = src[y, xx]
+                    gf[kk * q + y * wp + xx] = v
+                    sb += v
+            gb[kk] += sb
+        for ci in range(c):
+            for k0 in range(0, co, {wblock}):
+                for i in range({k}):
+                    _wtile_{k}x{k}(xp, gf, k0, co, ci * hp * wp + i * wp, q, zero, sums)
+                    for r in range(min({wblock}, co - k0)):
+                        for j in range({k}):
+                            gw[k0 + r, ci, i, j] += sums[r * {k} + j]
+
+
+@njit(parallel=True, cache=True)
+def _wgrad_par_{k}x{k}(x, g, ph, pw, gw_parts, gb_parts):
+    nt = gw_parts.shape[0]
+    n = x.shape[0]
+    for t in prange(nt):
+        _wgrad_task_{k}x{k}(x, g, ph, pw, gw_parts[t], gb_parts[t], t * n // nt,
+                          (t + 1) * n // nt)
+
+
+@njit(cache=True)
+def _wgrad_ser_{k}x{k}(x, g, ph, pw, gw_parts, gb_parts):
+    _wgrad_task_{k}x{k}(x, g, ph, pw, gw_parts[0], gb_parts[0], 0, x.shape[0])
+'''
+
+
 def module_source():
-    body = "".join(tile_source(k) + DRIVERS.format(k=k, block=BLOCK) for k in SIZES)
+    body = "".join(tile_source(k) + DRIVERS.format(k=k, block=BLOCK) + wgrad_tile_source(k)
+                   + WGRAD_DRIVERS.format(k=k, wblock=WBLOCK) for k in SIZES)
     table = "\n\n# filter size -> (parallel, serial) forward drivers\nFORWARD = {\n" + "".join(
         f"    {k}: (_fwd_par_{k}x{k}, _fwd_ser_{k}x{k}),\n" for k in SIZES) + "}\n"
+    table += "\n# filter size -> (parallel, serial) weight-gradient drivers\nWGRAD = {\n" + "".join(
+        f"    {k}: (_wgrad_par_{k}x{k}, _wgrad_ser_{k}x{k}),\n" for k in SIZES) + "}\n"
     return HEADER + body + table
 
 

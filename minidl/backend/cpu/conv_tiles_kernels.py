@@ -163,6 +163,92 @@ def _fwd_ser_3x3(x, w, bias, has_bias, ph, pw, out, parts):
     _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, 0, x.shape[0], 0, blocks)
 
 
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _wtile_3x3(xp, gf, k0, co, xo, q, zero, sums):
+    o0 = min(k0 + 0, co - 1) * q
+    o1 = min(k0 + 1, co - 1) * q
+    o2 = min(k0 + 2, co - 1) * q
+    s0_0 = zero
+    s0_1 = zero
+    s0_2 = zero
+    s1_0 = zero
+    s1_1 = zero
+    s1_2 = zero
+    s2_0 = zero
+    s2_1 = zero
+    s2_2 = zero
+    for p in range(q):
+        g0 = gf[np.uintp(o0 + p)]
+        g1 = gf[np.uintp(o1 + p)]
+        g2 = gf[np.uintp(o2 + p)]
+        v = xp[np.uintp(xo + p)]
+        s0_0 += g0 * v
+        s1_0 += g1 * v
+        s2_0 += g2 * v
+        v = xp[np.uintp(xo + 1 + p)]
+        s0_1 += g0 * v
+        s1_1 += g1 * v
+        s2_1 += g2 * v
+        v = xp[np.uintp(xo + 2 + p)]
+        s0_2 += g0 * v
+        s1_2 += g1 * v
+        s2_2 += g2 * v
+    sums[0] = s0_0
+    sums[1] = s0_1
+    sums[2] = s0_2
+    sums[3] = s1_0
+    sums[4] = s1_1
+    sums[5] = s1_2
+    sums[6] = s2_0
+    sums[7] = s2_1
+    sums[8] = s2_2
+
+
+@njit(cache=True)
+def _wgrad_task_3x3(x, g, ph, pw, gw, gb, b0, b1):
+    # samples [b0, b1) into float64 gw (co, c, 3, 3) and gb (co)
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    q = oh * wp
+    xp = np.empty(c * hp * wp + 3, dtype=x.dtype)
+    gf = np.zeros(co * q, dtype=g.dtype)  # zero in the columns past the output width
+    zero = np.zeros(1, dtype=g.dtype)[0]  # float32 sums stay float32 and vectorise
+    sums = np.empty(3 * 3, dtype=g.dtype)
+    for b in range(b0, b1):
+        _pad_sample(x, b, ph, pw, 3, xp)
+        for kk in range(co):
+            src = g[b, kk]
+            sb = 0.0
+            for y in range(oh):
+                for xx in range(ow):
+                    v = src[y, xx]
+                    gf[kk * q + y * wp + xx] = v
+                    sb += v
+            gb[kk] += sb
+        for ci in range(c):
+            for k0 in range(0, co, 3):
+                for i in range(3):
+                    _wtile_3x3(xp, gf, k0, co, ci * hp * wp + i * wp, q, zero, sums)
+                    for r in range(min(3, co - k0)):
+                        for j in range(3):
+                            gw[k0 + r, ci, i, j] += sums[r * 3 + j]
+
+
+@njit(parallel=True, cache=True)
+def _wgrad_par_3x3(x, g, ph, pw, gw_parts, gb_parts):
+    nt = gw_parts.shape[0]
+    n = x.shape[0]
+    for t in prange(nt):
+        _wgrad_task_3x3(x, g, ph, pw, gw_parts[t], gb_parts[t], t * n // nt,
+                          (t + 1) * n // nt)
+
+
+@njit(cache=True)
+def _wgrad_ser_3x3(x, g, ph, pw, gw_parts, gb_parts):
+    _wgrad_task_3x3(x, g, ph, pw, gw_parts[0], gb_parts[0], 0, x.shape[0])
+
+
 @njit(cache=True, fastmath={"contract"})
 def _tile_5x5(xp, w, k0, co, c, hpwp, wp, q, acc):
     ntap = c * 25
@@ -457,8 +543,120 @@ def _fwd_ser_5x5(x, w, bias, has_bias, ph, pw, out, parts):
     _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, 0, x.shape[0], 0, blocks)
 
 
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _wtile_5x5(xp, gf, k0, co, xo, q, zero, sums):
+    o0 = min(k0 + 0, co - 1) * q
+    o1 = min(k0 + 1, co - 1) * q
+    o2 = min(k0 + 2, co - 1) * q
+    s0_0 = zero
+    s0_1 = zero
+    s0_2 = zero
+    s0_3 = zero
+    s0_4 = zero
+    s1_0 = zero
+    s1_1 = zero
+    s1_2 = zero
+    s1_3 = zero
+    s1_4 = zero
+    s2_0 = zero
+    s2_1 = zero
+    s2_2 = zero
+    s2_3 = zero
+    s2_4 = zero
+    for p in range(q):
+        g0 = gf[np.uintp(o0 + p)]
+        g1 = gf[np.uintp(o1 + p)]
+        g2 = gf[np.uintp(o2 + p)]
+        v = xp[np.uintp(xo + p)]
+        s0_0 += g0 * v
+        s1_0 += g1 * v
+        s2_0 += g2 * v
+        v = xp[np.uintp(xo + 1 + p)]
+        s0_1 += g0 * v
+        s1_1 += g1 * v
+        s2_1 += g2 * v
+        v = xp[np.uintp(xo + 2 + p)]
+        s0_2 += g0 * v
+        s1_2 += g1 * v
+        s2_2 += g2 * v
+        v = xp[np.uintp(xo + 3 + p)]
+        s0_3 += g0 * v
+        s1_3 += g1 * v
+        s2_3 += g2 * v
+        v = xp[np.uintp(xo + 4 + p)]
+        s0_4 += g0 * v
+        s1_4 += g1 * v
+        s2_4 += g2 * v
+    sums[0] = s0_0
+    sums[1] = s0_1
+    sums[2] = s0_2
+    sums[3] = s0_3
+    sums[4] = s0_4
+    sums[5] = s1_0
+    sums[6] = s1_1
+    sums[7] = s1_2
+    sums[8] = s1_3
+    sums[9] = s1_4
+    sums[10] = s2_0
+    sums[11] = s2_1
+    sums[12] = s2_2
+    sums[13] = s2_3
+    sums[14] = s2_4
+
+
+@njit(cache=True)
+def _wgrad_task_5x5(x, g, ph, pw, gw, gb, b0, b1):
+    # samples [b0, b1) into float64 gw (co, c, 5, 5) and gb (co)
+    c, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    co, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    hp, wp = h + 2 * ph, wd + 2 * pw
+    q = oh * wp
+    xp = np.empty(c * hp * wp + 5, dtype=x.dtype)
+    gf = np.zeros(co * q, dtype=g.dtype)  # zero in the columns past the output width
+    zero = np.zeros(1, dtype=g.dtype)[0]  # float32 sums stay float32 and vectorise
+    sums = np.empty(3 * 5, dtype=g.dtype)
+    for b in range(b0, b1):
+        _pad_sample(x, b, ph, pw, 5, xp)
+        for kk in range(co):
+            src = g[b, kk]
+            sb = 0.0
+            for y in range(oh):
+                for xx in range(ow):
+                    v = src[y, xx]
+                    gf[kk * q + y * wp + xx] = v
+                    sb += v
+            gb[kk] += sb
+        for ci in range(c):
+            for k0 in range(0, co, 3):
+                for i in range(5):
+                    _wtile_5x5(xp, gf, k0, co, ci * hp * wp + i * wp, q, zero, sums)
+                    for r in range(min(3, co - k0)):
+                        for j in range(5):
+                            gw[k0 + r, ci, i, j] += sums[r * 5 + j]
+
+
+@njit(parallel=True, cache=True)
+def _wgrad_par_5x5(x, g, ph, pw, gw_parts, gb_parts):
+    nt = gw_parts.shape[0]
+    n = x.shape[0]
+    for t in prange(nt):
+        _wgrad_task_5x5(x, g, ph, pw, gw_parts[t], gb_parts[t], t * n // nt,
+                          (t + 1) * n // nt)
+
+
+@njit(cache=True)
+def _wgrad_ser_5x5(x, g, ph, pw, gw_parts, gb_parts):
+    _wgrad_task_5x5(x, g, ph, pw, gw_parts[0], gb_parts[0], 0, x.shape[0])
+
+
 # filter size -> (parallel, serial) forward drivers
 FORWARD = {
     3: (_fwd_par_3x3, _fwd_ser_3x3),
     5: (_fwd_par_5x5, _fwd_ser_5x5),
+}
+
+# filter size -> (parallel, serial) weight-gradient drivers
+WGRAD = {
+    3: (_wgrad_par_3x3, _wgrad_ser_3x3),
+    5: (_wgrad_par_5x5, _wgrad_ser_5x5),
 }
