@@ -1,4 +1,4 @@
-"""Register-blocked direct convolution for stride-1 3x3 and 5x5 filters, used for inference.
+"""Register-blocked direct convolution for stride-1 3x3 and 5x5 filters: forward and weight gradient.
 
 im2col + GEMM spends most of its time on the im2col matrix when the GEMM is small (LeNet-5's
 second layer: 16 filters over 6x5x5 inputs), and needs BLAS and numba to hand the cores to each
@@ -7,7 +7,9 @@ sample instead, each task on its own core: for 4 output channels at a time, ever
 position adds the kh*kw taps of an input channel in registers, reading the padded plane as one
 contiguous stream per tap (positions run over the padded width, so a few columns per row are
 computed and dropped). The kernels are generated (``conv_tiles_gen``; why is said there) into
-``conv_tiles_kernels``. ``conv.use_tiles`` says where they are chosen.
+``conv_tiles_kernels``. ``conv.use_tiles`` says where they are chosen. The same layout gives
+the weight gradient without an im2col matrix (``conv2d_tiles_wgrad``), which the thin-input
+direct path uses (``conv.conv2d_direct_wgrad``).
 """
 from __future__ import annotations
 

@@ -21,7 +21,13 @@ Each filter size k gets:
 - ``_fwd_task_{k}x{k}`` (samples [b0, b1), channel blocks [g0, g1)), and its ``_par`` (prange
   over chunks of samples, or of one sample's channel blocks when samples are fewer than tasks)
   and ``_ser`` drivers: they pad each sample, start ``acc`` at the bias, run the tiles and copy
-  the valid positions to the NCHW output.
+  the valid positions to the NCHW output;
+- ``_wtile_{k}x{k}(xp, gf, k0, co, xo, q, zero, sums)``: the weight gradient's counterpart, for
+  output channels k0..k0+WBLOCK-1 and the k taps of one filter row: WBLOCK*k sums over the
+  positions of gradient (``gf``, at the padded width, zero past the output width) times input
+  shifted by the tap, kept in registers (float32 sums for float32 data: ``zero`` sets the
+  type), written to ``sums``; ``_wgrad_task_{k}x{k}`` adds them to float64 per-task gradients
+  over a range of samples, with ``_par`` (one task per thread) and ``_ser`` drivers.
 """
 from __future__ import annotations
 
