@@ -143,8 +143,11 @@ def conv2d_direct(x, w, bias, ph, pw):
     return out
 
 
-def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
-    """(weight gradient, bias gradient) of ``conv2d_direct``, summed in float64 per thread."""
+def wgrad_in_parts(x, g, kh, kw, pw, run):
+    """The frame of the direct weight-gradient kernels (these loops, and ``conv_tiles``'):
+    one task per thread when the work pays for it, each summing its samples into float64
+    gradients of its own, added up here. ``run(in_parallel, x, g, gw_parts, gb_parts)``
+    launches the kernel; returns (weight gradient, bias gradient) in x's dtype."""
     x, g = contiguous(x), contiguous(g)
     n, c = x.shape[:2]
     co = g.shape[1]
@@ -152,5 +155,11 @@ def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
     parts = min(numba.get_num_threads(), n) if parallel(macs, "macs") else 1
     gw = np.zeros((parts, co, c, kh, kw), dtype=np.float64)
     gb = np.zeros((parts, co), dtype=np.float64)
-    launch(_DIRECT_WGRAD, parts > 1, x, g, ph, pw, kh, kw, gw, gb)
+    run(parts > 1, x, g, gw, gb)
     return gw.sum(axis=0).astype(x.dtype), gb.sum(axis=0).astype(x.dtype)
+
+
+def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
+    """(weight gradient, bias gradient) of ``conv2d_direct``, summed in float64 per thread."""
+    return wgrad_in_parts(x, g, kh, kw, pw, lambda par, x, g, gw, gb: launch(
+        _DIRECT_WGRAD, par, x, g, ph, pw, kh, kw, gw, gb))

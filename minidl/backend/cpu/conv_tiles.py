@@ -16,9 +16,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .conv_direct import forward_args
+from .conv_direct import forward_args, wgrad_in_parts
 from .conv_tiles_kernels import FORWARD, WGRAD
-from .launch import Drivers, contiguous, launch, parallel
+from .launch import Drivers, launch, parallel
 
 _FORWARD = {size: Drivers(*drivers) for size, drivers in FORWARD.items()}
 _WGRAD = {size: Drivers(*drivers) for size, drivers in WGRAD.items()}
@@ -42,14 +42,7 @@ def conv2d_tiles(x, w, bias, ph, pw):
 def conv2d_tiles_wgrad(x, g, kh, kw, ph, pw):
     """(weight gradient, bias gradient) of a stride-1 convolution with a square filter of a
     size the kernels cover, from its input x and output gradient g, without an im2col matrix:
-    for 4 output channels and one filter row at a time, 4*k sums of gradient times shifted
+    for 3 output channels and one filter row at a time, 3*k sums of gradient times shifted
     input run in registers over each sample's positions; samples add up in float64 per task."""
-    x, g = contiguous(x), contiguous(g)
-    n, c = x.shape[:2]
-    co = g.shape[1]
-    macs = n * co * g.shape[2] * (x.shape[3] + 2 * pw) * c * kh * kw
-    parts = min(numba.get_num_threads(), n) if parallel(macs, "macs") else 1
-    gw = np.zeros((parts, co, c, kh, kw), dtype=np.float64)
-    gb = np.zeros((parts, co), dtype=np.float64)
-    launch(_WGRAD[kh], parts > 1, x, g, ph, pw, gw, gb)
-    return gw.sum(axis=0).astype(x.dtype), gb.sum(axis=0).astype(x.dtype)
+    return wgrad_in_parts(x, g, kh, kw, pw, lambda par, x, g, gw, gb: launch(
+        _WGRAD[kh], par, x, g, ph, pw, gw, gb))
