@@ -593,14 +593,56 @@ def _run_python(code):
     return done
 
 
-def test_set_num_threads_starts_numba_on_the_workqueue_layer():
+def test_set_num_threads_starts_numba_on_the_layer_minidl_chose():
     """minidl.set_num_threads configures first, so numba's pool starts on the layer minidl
-    chose (numba.set_num_threads before minidl's first op starts it on OpenMP)."""
+    chose (numba.set_num_threads before minidl's first op starts it on OpenMP with libgomp's
+    default spin); the short spin's variable does not stay in the environment."""
     done = _run_python(
-        "import minidl, numba\n"
+        "import os, minidl, numba\n"
+        "from minidl.backend import cpu\n"
         "assert minidl.set_num_threads(1) == 1\n"
-        "print(numba.threading_layer(), numba.get_num_threads())\n")
-    assert done.stdout.split() == ["workqueue", "1"]
+        "print(numba.threading_layer(), numba.get_num_threads(), cpu.configure().threading_layer,"
+        " 'GOMP_SPINCOUNT' in os.environ)\n")
+    layer, threads, chosen, leftover = done.stdout.split()
+    assert layer == chosen and layer in ("omp", "workqueue") and threads == "1"
+    assert leftover == "False"
+
+
+def test_a_forked_child_runs_the_kernels_on_one_thread():
+    """GNU OpenMP does not survive fork() (numba terminates a child that starts a parallel
+    kernel on it): a forked child gets one numba thread, runs the serial drivers and gets the
+    parent's answer, and the parent goes on in parallel."""
+    done = _run_python(
+        "import os, numpy as np, numba, minidl\n"
+        "import minidl.nn.functional as F\n"
+        "from minidl.backend.cpu import launch\n"
+        "minidl.set_num_threads(2)\n"
+        "for kind in launch.THRESHOLDS: launch.THRESHOLDS[kind] = 0\n"
+        "x = minidl.tensor(np.random.default_rng(0).standard_normal((4, 8, 12, 12)))\n"
+        "w = minidl.tensor(np.random.default_rng(1).standard_normal((16, 8, 3, 3)))\n"
+        "want = F.relu(F.conv2d(x, w, padding=1)).sum().item()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    got = F.relu(F.conv2d(x, w, padding=1)).sum().item()\n"
+        "    os._exit(0 if numba.get_num_threads() == 1 and abs(got - want) < 1e-3 * abs(want) else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status), numba.get_num_threads(),"
+        " F.relu(F.conv2d(x, w, padding=1)).sum().item() == want)\n")
+    assert done.stdout.split() == ["0", "2", "True"], done.stdout + done.stderr
+
+
+def test_the_users_openmp_spin_is_kept():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER",
+                                                           "MINIDL_THREADING_TUNING")}
+    env["GOMP_SPINCOUNT"] = "123"
+    code = ("import os; from minidl.backend import cpu; cpu.configure(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout.split()
+    assert out == ["123"]
 
 
 def test_numba_threads_started_first_are_reported():

@@ -3,10 +3,12 @@ dtypes and layout the kernels take.
 
 Every kernel works task by task (a task is one image plane, one sample, ...) and has two
 drivers: a ``prange`` one and a serial one, kept side by side as a ``Drivers`` pair. The serial
-one runs unless the work is large: a workqueue launch must wake a sleeping thread, which on this
-class of VM takes 50-500 us, and numpy's BLAS threads may still hold the other core just after a
-matmul. Measured on LeNet-5 (batch 128), parallel kernels below these sizes gained nothing in the
-median step time.
+one runs unless the work is large: a launch may have to wake a sleeping thread (50-500 us on
+this class of VM with numba's workqueue layer; OpenMP's workers, which ``tuning`` chooses where
+it can, spin briefly after each kernel and start the next in ~2 us), and numpy's BLAS threads
+may still hold the other core just after a matmul. Measured on LeNet-5 (batch 128), parallel
+kernels below these sizes gained nothing in the median step time. With one numba thread (a
+forked child, see ``tuning``) every kernel takes its serial driver.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ THRESHOLDS = {
 # take the generic kernels.
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
-# numba's workqueue threading layer must not be entered from two Python threads at once.
+# numba's workqueue threading layer must not be entered from two Python threads at once (the
+# OpenMP one may, but one lock for both keeps the rule simple).
 _lock = threading.Lock()
 
 

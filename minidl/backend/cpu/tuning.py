@@ -3,8 +3,9 @@
 Three process-wide settings, each measured to matter on a 2-core machine and each with its own
 switch (an environment variable read when ``configure()`` runs):
 
-- numba's threading layer becomes ``workqueue`` (off: ``MINIDL_THREADING_TUNING=0``, or choose
-  a layer yourself with ``NUMBA_THREADING_LAYER``);
+- numba's threading layer becomes OpenMP with a short spin (``OMP_SPINCOUNT``), or
+  ``workqueue`` where GNU OpenMP cannot be loaded that way (off: ``MINIDL_THREADING_TUNING=0``,
+  or choose a layer yourself with ``NUMBA_THREADING_LAYER``);
 - glibc's malloc keeps freed memory for the next step (off: ``MINIDL_MALLOC_TUNING=0``, or set
   ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES`` yourself);
 - every OpenBLAS loaded in the process (numpy's, SciPy's) stops its idle workers after 2^20
@@ -52,7 +53,7 @@ def configure() -> Configuration:
     global _configuration
     with _lock:
         if _configuration is None:
-            _configuration = Configuration(_use_workqueue_threads(), _keep_freed_memory(),
+            _configuration = Configuration(_choose_threads(), _keep_freed_memory(),
                                            tuple(_shorten_blas_spin()))
         return _configuration
 
@@ -60,9 +61,9 @@ def configure() -> Configuration:
 def set_num_threads(n):
     """Threads for minidl's numba kernels and numpy's OpenBLAS (``minidl.set_num_threads``, as
     ``torch.set_num_threads``). Use it rather than ``numba.set_num_threads``: numba starts its
-    worker pool on that call, and a pool started before ``configure()`` chose the workqueue
-    layer runs on OpenMP, whose spinning workers made ResNet-50 inference 2x slower beside
-    PyTorch. Returns the count set (at most numba's NUMBA_NUM_THREADS)."""
+    worker pool on that call, and a pool started before ``configure()`` chose its layer runs
+    on OpenMP with libgomp's default spin, whose spinning workers made ResNet-50 inference 2x
+    slower beside PyTorch. Returns the count set (at most numba's NUMBA_NUM_THREADS)."""
     configure()
     import numba
 
@@ -82,13 +83,27 @@ def _off(variable):
     return os.environ.get(variable, "1") == "0"
 
 
-def _use_workqueue_threads():
-    """numba's default OpenMP layer keeps idle workers spinning, and two pools then fight over
-    the cores: numpy's BLAS (OpenBLAS) right after a kernel took 8 ms instead of 0.1 ms, and with
-    PyTorch's own OpenMP runtime in the same process a LeNet step went from 13 ms to 500 ms. The
-    workqueue layer's workers sleep when idle (launches cost more, ~50 us, so small arrays take
-    serial paths), and it is fork-safe. It is not safe to enter from two Python threads at once,
-    so every parallel kernel runs under ``launch``'s lock. A layer the user chose is left alone."""
+# numba's OpenMP workers spin this many rounds (GOMP_SPINCOUNT, tens of microseconds) after a
+# parallel kernel before they sleep: long enough that the next kernel finds them awake, short
+# enough that they are asleep again by the time numpy's BLAS wants the cores.
+OMP_SPINCOUNT = 10_000
+
+
+def _choose_threads():
+    """numba's threading layer: OpenMP with a short spin where the GNU OpenMP runtime can be
+    loaded with it, numba's workqueue layer otherwise. A layer the user chose is left alone.
+
+    On a 2-vCPU VM a sleeping worker thread woke late: a workqueue launch cost 60-130 us, and
+    parallel kernels often ran at one core's speed. OpenMP's workers spin for a while after each
+    kernel (a launch then costs ~2 us), but with libgomp's default spin they fought the other
+    thread pools for the cores: numpy's BLAS right after a kernel took 8 ms instead of 0.1 ms,
+    and with PyTorch's OpenMP runtime in the same process a LeNet step went from 13 ms to 500 ms.
+    A spin of ``OMP_SPINCOUNT`` rounds keeps the first and loses the second: ResNet-50 inference
+    at batch 8 490-552 -> 466-484 ms, LeNet-5 inference at batch 1000 24 -> 19.5 ms.
+
+    GNU OpenMP does not survive ``fork()``: numba terminates a child that starts a parallel
+    kernel. So a forked child runs minidl with one numba thread (serial kernels, as in a PyTorch
+    DataLoader worker), set by an ``os.register_at_fork`` hook."""
     if _off("MINIDL_THREADING_TUNING") or os.environ.get("NUMBA_THREADING_LAYER"):
         return None
     import numba
@@ -97,17 +112,48 @@ def _use_workqueue_threads():
         started = numba.threading_layer()  # raises until numba's worker pool has started
     except ValueError:
         started = None
-    if started is not None and started != "workqueue":
-        import warnings
+    if started is not None:
+        if started != "workqueue":
+            import warnings
 
-        warnings.warn(f"minidl: numba's threads were started before minidl's first CPU op, on the "
-                      f"'{started}' layer, which can make minidl several times slower next to "
-                      "PyTorch or OpenBLAS; set the thread count with minidl.set_num_threads() "
-                      "instead of numba.set_num_threads() (or set NUMBA_THREADING_LAYER)",
-                      RuntimeWarning, stacklevel=3)
+            warnings.warn(f"minidl: numba's threads were started before minidl's first CPU op, on "
+                          f"the '{started}' layer with its default settings, which can make minidl "
+                          "several times slower next to PyTorch or OpenBLAS; set the thread count "
+                          "with minidl.set_num_threads() instead of numba.set_num_threads() (or "
+                          "set NUMBA_THREADING_LAYER)", RuntimeWarning, stacklevel=3)
         return started
-    numba.config.THREADING_LAYER = "workqueue"
-    return "workqueue"
+    layer = "omp" if _load_openmp_with_short_spin() else "workqueue"
+    numba.config.THREADING_LAYER = layer
+    if layer == "omp" and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_one_thread_after_fork)
+    return layer
+
+
+def _load_openmp_with_short_spin():
+    """Load numba's GNU OpenMP pool so that its libgomp reads GOMP_SPINCOUNT=OMP_SPINCOUNT (it
+    reads the variable once, when it loads); the variable is then removed again, so child
+    processes do not inherit it. False where that cannot be done: the runtime is missing, or a
+    libgomp is loaded already (it read its settings then). A GOMP_SPINCOUNT or OMP_WAIT_POLICY
+    of the user's own is kept as it is."""
+    if sys.platform != "linux" or _loaded_libraries(lambda name: name.startswith("libgomp.so")):
+        return False
+    ours = "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
+    if ours:
+        os.environ["GOMP_SPINCOUNT"] = str(OMP_SPINCOUNT)
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401  (loads libgomp)
+    except (ImportError, OSError):
+        return False
+    finally:
+        if ours:
+            del os.environ["GOMP_SPINCOUNT"]
+    return True
+
+
+def _one_thread_after_fork():
+    import numba
+
+    numba.set_num_threads(1)  # minidl's kernels then take their serial drivers
 
 
 def _keep_freed_memory():
@@ -138,22 +184,28 @@ def _keep_freed_memory():
         return False
 
 
-def openblas_libraries():
-    """(path, ctypes handle) of each OpenBLAS library loaded in this process (numpy's, usually)."""
-    import ctypes
-
+def _loaded_libraries(wanted):
+    """Paths of the shared libraries loaded in this process whose file name passes
+    ``wanted(name)``, from /proc/self/maps; empty where that cannot be read."""
     paths = set()
     try:
         with open("/proc/self/maps") as maps:
             for line in maps:
                 path = line.split()[-1]
-                name = os.path.basename(path)
-                if "openblas" in name.lower() and ".so" in name:
+                if wanted(os.path.basename(path)):
                     paths.add(path)
     except OSError:
         return []
+    return sorted(paths)
+
+
+def openblas_libraries():
+    """(path, ctypes handle) of each OpenBLAS library loaded in this process (numpy's, usually)."""
+    import ctypes
+
+    paths = _loaded_libraries(lambda name: "openblas" in name.lower() and ".so" in name)
     libs = []
-    for path in sorted(paths):
+    for path in paths:
         try:
             libs.append((path, ctypes.CDLL(path)))  # already loaded: the same library
         except OSError:
