@@ -104,6 +104,8 @@ class Conv2d(Function):
     gradient are one BLAS call each. A 1x1 stride-1 unpadded conv skips im2col (the input
     already is its column matrix) and runs one GEMM per sample, which also avoids copying x."""
 
+    tiles = False  # forward by the tiled kernels: backward uses their weight gradient too
+
     def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), needs_grad=True):
         k = _kernels(x)
         n, ci, h, wd = x.shape
@@ -129,6 +131,7 @@ class Conv2d(Function):
             # be kept anyway: backward gathers it from x as it does for large ones
             run = k.conv2d_tiles if algorithm == "tiles" else k.conv2d_winograd
             self.kept_cols = False
+            self.tiles = algorithm == "tiles"
             self.save_for_backward(x, w)
             return run(x, w, b, ph, pw)
         if algorithm == "gemm_chunks":
@@ -192,6 +195,17 @@ class Conv2d(Function):
             if want_x:
                 gx = (w2.T @ g3).reshape(x_shape)
             return gx, gw, gb
+        if self.tiles:  # no column matrix in backward either (the tiled kernels' shapes)
+            x = col
+            if want_w or want_b:
+                gw_all, gb_all = k.conv2d_tiles_wgrad(x, g, kh, kw, ph, pw)
+                gw = gw_all if want_w else None
+                gb = gb_all if want_b else None
+            if want_x:
+                gx = _data_grad_direct(k, g, w, x_shape, (sh, sw), (ph, pw))
+            if gx is not None or not want_x:
+                return gx, gw, gb
+            want_w = want_b = False  # done: the input gradient goes the im2col way below
         g2, gb_all = _nchw_to_cols(k, g)                        # (Co, N*L)
         if want_w:
             if not self.kept_cols:
@@ -214,6 +228,24 @@ class Conv2d(Function):
             gx = _col2im_t(k, w2.T @ g2, x_shape, kh, kw, sh, sw, ph, pw)
         _give_back_scratch(k, g2)
         return gx, gw, gb
+
+
+def _data_grad_direct(k, g, w, x_shape, stride, padding):
+    """The input gradient of a stride-1 convolution as a convolution itself: of g, padded by
+    k-1-p, with the filters flipped and their input and output channels swapped; computed by
+    the kernel set's tiled or Winograd kernels where its rules choose them for that
+    convolution, None otherwise (the caller then takes the im2col way)."""
+    co, ci, kh, kw = w.shape
+    qh, qw = kh - 1 - padding[0], kw - 1 - padding[1]
+    if stride != (1, 1) or qh < 0 or qw < 0:  # padding wider than the filter: a cropping
+        return None
+    algorithm = _conv2d_algorithm(k, g.shape, (ci, co, kh, kw), (1, 1), (qh, qw), False,
+                                  g.dtype)
+    if algorithm not in ("tiles", "winograd"):
+        return None
+    wf = get_array_module(w).ascontiguousarray(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+    run = k.conv2d_tiles if algorithm == "tiles" else k.conv2d_winograd
+    return run(g, wf.astype(g.dtype, copy=False), None, qh, qw)
 
 
 def _pointwise_wgrad(k, g, x3, w_shape):

@@ -94,6 +94,32 @@ def test_training_forward_without_columns_where_they_would_not_be_kept(monkeypat
         np.testing.assert_allclose(g_, w_, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("padding", [1, 3], ids=["pad1", "pad3"])
+def test_tiled_training_backward_matches_im2col(monkeypatch, padding):
+    """A layer trained through the tiled kernels takes their weight gradient and its input
+    gradient as a tiled convolution of g with the flipped filters; with padding wider than the
+    filter (a transposed conv that would crop) the input gradient goes the im2col way."""
+    pytest.importorskip("minidl.backend.cpu", reason="numba is not installed")
+    rng = np.random.default_rng(14)
+    x, w, b = rng.standard_normal((3, 8, 9, 10)), rng.standard_normal((16, 8, 3, 3)) * 0.1, \
+        rng.standard_normal(16)
+
+    def grads():
+        mx, mw, mb = (minidl.tensor(a, dtype=np.float64, requires_grad=True) for a in (x, w, b))
+        out = F.conv2d(mx, mw, mb, padding=padding)
+        tiled = out._ctx.tiles
+        (out * minidl.tensor(np.cos(np.arange(out.numel())).reshape(out.shape))).sum().backward()
+        return tiled, [t.grad.numpy() for t in (mx, mw, mb)]
+
+    tiled, want = grads()
+    assert not tiled
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    tiled, got = grads()
+    assert tiled
+    for g_, w_ in zip(got, want):
+        np.testing.assert_allclose(g_, w_, rtol=1e-10, atol=1e-10)
+
+
 def test_gradcheck_of_a_tiled_training_convolution(monkeypatch):
     from minidl.testing import gradcheck
 
