@@ -202,7 +202,7 @@ class Conv2d(Function):
                 gw = gw_all if want_w else None
                 gb = gb_all if want_b else None
             if want_x:
-                gx = _data_grad_direct(k, g, w, x_shape, (sh, sw), (ph, pw))
+                gx = _data_grad_direct(k, g, w, (sh, sw), (ph, pw))
             if gx is not None or not want_x:
                 return gx, gw, gb
             want_w = want_b = False  # done: the input gradient goes the im2col way below
@@ -230,7 +230,7 @@ class Conv2d(Function):
         return gx, gw, gb
 
 
-def _data_grad_direct(k, g, w, x_shape, stride, padding):
+def _data_grad_direct(k, g, w, stride, padding):
     """The input gradient of a stride-1 convolution as a convolution itself: of g, padded by
     k-1-p, with the filters flipped and their input and output channels swapped; computed by
     the kernel set's tiled or Winograd kernels where its rules choose them for that

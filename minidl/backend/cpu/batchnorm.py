@@ -167,12 +167,24 @@ def _segment_sums(a, hw, k):
     return s
 
 
+@njit(cache=True)
+def _block_bounds(x2, hw, blk, cb):
+    """Channels [c0, c1) of block ``blk`` (of ``cb`` channels), and where they start in a row
+    of x2 (samples by C*hw) and how many values they take there."""
+    c0 = blk * cb
+    c1 = min(c0 + cb, x2.shape[1] // hw)
+    return c0, c1, c0 * hw, (c1 - c0) * hw
+
+
+@njit(cache=True)
+def _block_count(x2, hw, cb):
+    return (x2.shape[1] // hw + cb - 1) // cb
+
+
 @njit(cache=True, fastmath=_REASSOC)
 def _forward_block(x2, y2, hw, blk, cb, w, b, has_w, has_b, eps, relu, mean, invstd, bvar):
-    n, c = x2.shape[0], x2.shape[1] // hw
-    c0 = blk * cb
-    c1 = min(c0 + cb, c)
-    base, size = c0 * hw, (c1 - c0) * hw
+    n = x2.shape[0]
+    c0, c1, base, size = _block_bounds(x2, hw, blk, cb)
     shifts = np.empty(c1 - c0, np.float64)
     for k in range(c1 - c0):
         shifts[k] = x2[0, (c0 + k) * hw]
@@ -224,22 +236,20 @@ def _affine_rows(src, dst, a, b, relu):
 
 @njit(parallel=True, cache=True)
 def _forward_block_par(x2, y2, hw, cb, w, b, has_w, has_b, eps, relu, mean, invstd, bvar):
-    for blk in prange((x2.shape[1] // hw + cb - 1) // cb):
+    for blk in prange(_block_count(x2, hw, cb)):
         _forward_block(x2, y2, hw, blk, cb, w, b, has_w, has_b, eps, relu, mean, invstd, bvar)
 
 
 @njit(cache=True)
 def _forward_block_ser(x2, y2, hw, cb, w, b, has_w, has_b, eps, relu, mean, invstd, bvar):
-    for blk in range((x2.shape[1] // hw + cb - 1) // cb):
+    for blk in range(_block_count(x2, hw, cb)):
         _forward_block(x2, y2, hw, blk, cb, w, b, has_w, has_b, eps, relu, mean, invstd, bvar)
 
 
 @njit(cache=True, fastmath=_REASSOC)
 def _backward_block(g2, x2, y2, hw, blk, cb, mean, invstd, w, has_w, relu, gx2, gw, gb):
-    n, c = x2.shape[0], x2.shape[1] // hw
-    c0 = blk * cb
-    c1 = min(c0 + cb, c)
-    base, size = c0 * hw, (c1 - c0) * hw
+    n = x2.shape[0]
+    c0, c1, base, size = _block_bounds(x2, hw, blk, cb)
     mu = np.empty(size, np.float64)
     _spread(mean[c0:c1], hw, mu)
     s = np.zeros(size, np.float64)
@@ -294,13 +304,13 @@ def _input_grad_rows(g, x, y, gx, reps, relu):
 
 @njit(parallel=True, cache=True)
 def _backward_block_par(g2, x2, y2, hw, cb, mean, invstd, w, has_w, relu, gx2, gw, gb):
-    for blk in prange((x2.shape[1] // hw + cb - 1) // cb):
+    for blk in prange(_block_count(x2, hw, cb)):
         _backward_block(g2, x2, y2, hw, blk, cb, mean, invstd, w, has_w, relu, gx2, gw, gb)
 
 
 @njit(cache=True)
 def _backward_block_ser(g2, x2, y2, hw, cb, mean, invstd, w, has_w, relu, gx2, gw, gb):
-    for blk in range((x2.shape[1] // hw + cb - 1) // cb):
+    for blk in range(_block_count(x2, hw, cb)):
         _backward_block(g2, x2, y2, hw, blk, cb, mean, invstd, w, has_w, relu, gx2, gw, gb)
 
 
@@ -393,10 +403,7 @@ def _affine_ser(x3, y3, scale, shift, relu):
 
 @njit(cache=True)
 def _affine_block(x2, y2, hw, blk, cb, scale, shift, relu):
-    c = x2.shape[1] // hw
-    c0 = blk * cb
-    c1 = min(c0 + cb, c)
-    base, size = c0 * hw, (c1 - c0) * hw
+    c0, c1, base, size = _block_bounds(x2, hw, blk, cb)
     a_rep = np.empty(size, x2.dtype)
     b_rep = np.empty(size, x2.dtype)
     _spread(scale[c0:c1], hw, a_rep)
@@ -407,13 +414,13 @@ def _affine_block(x2, y2, hw, blk, cb, scale, shift, relu):
 
 @njit(parallel=True, cache=True)
 def _affine_block_par(x2, y2, hw, cb, scale, shift, relu):
-    for blk in prange((x2.shape[1] // hw + cb - 1) // cb):
+    for blk in prange(_block_count(x2, hw, cb)):
         _affine_block(x2, y2, hw, blk, cb, scale, shift, relu)
 
 
 @njit(cache=True)
 def _affine_block_ser(x2, y2, hw, cb, scale, shift, relu):
-    for blk in range((x2.shape[1] // hw + cb - 1) // cb):
+    for blk in range(_block_count(x2, hw, cb)):
         _affine_block(x2, y2, hw, blk, cb, scale, shift, relu)
 
 

@@ -35,7 +35,7 @@ import pathlib
 
 SIZES = (3, 5)  # filter sizes that get kernels (square, stride 1)
 BLOCK = 4       # output channels per tile: 4 sums per position, as many registers as taps allow
-WBLOCK = 3      # output channels per weight-gradient tile: 4*k sums, one filter row at a time
+WBLOCK = 3      # output channels per weight-gradient tile: WBLOCK*k sums, one filter row at a time
 
 HEADER = '''"""Register-blocked direct convolution kernels, one set per filter size (stride 1).
 

@@ -131,30 +131,31 @@ def _max_pool_2x2_task(x, y, arg, nc):
             am[oy, ox] = bi
 
 
+@njit(cache=True)
+def _max_pool_plane(x, kh, kw, sh, sw, ph, pw, y, arg, nc):
+    """One (sample, channel) plane, by the task for its window: 2x2/2 and 3x3 windows have
+    their own (3x3/2 with padding 1, ResNet's stem, is passed its geometry as constants, which
+    LLVM folds into 2.5x faster code)."""
+    if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
+        _max_pool_2x2_task(x, y, arg, nc)
+    elif kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 1 and pw == 1:
+        _max_pool_3x3_task(x, 2, 2, 1, 1, y, arg, nc)
+    elif kh == 3 and kw == 3:
+        _max_pool_3x3_task(x, sh, sw, ph, pw, y, arg, nc)
+    else:
+        _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+
+
 @njit(parallel=True, cache=True)
 def _max_pool_par(x, kh, kw, sh, sw, ph, pw, y, arg):
     for nc in prange(x.shape[0] * x.shape[1]):
-        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-            _max_pool_2x2_task(x, y, arg, nc)
-        elif kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 1 and pw == 1:
-            _max_pool_3x3_task(x, 2, 2, 1, 1, y, arg, nc)  # constants: 2.5x faster code
-        elif kh == 3 and kw == 3:
-            _max_pool_3x3_task(x, sh, sw, ph, pw, y, arg, nc)
-        else:
-            _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+        _max_pool_plane(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
 
 
 @njit(cache=True)
 def _max_pool_ser(x, kh, kw, sh, sw, ph, pw, y, arg):
     for nc in range(x.shape[0] * x.shape[1]):
-        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-            _max_pool_2x2_task(x, y, arg, nc)
-        elif kh == 3 and kw == 3 and sh == 2 and sw == 2 and ph == 1 and pw == 1:
-            _max_pool_3x3_task(x, 2, 2, 1, 1, y, arg, nc)  # constants: 2.5x faster code
-        elif kh == 3 and kw == 3:
-            _max_pool_3x3_task(x, sh, sw, ph, pw, y, arg, nc)
-        else:
-            _max_pool_task(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
+        _max_pool_plane(x, kh, kw, sh, sw, ph, pw, y, arg, nc)
 
 
 @njit(cache=True)
