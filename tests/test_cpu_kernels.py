@@ -608,6 +608,31 @@ def test_set_num_threads_starts_numba_on_the_layer_minidl_chose():
     assert leftover == "False"
 
 
+def test_the_thresholds_follow_how_the_workers_wait():
+    """OpenMP's spinning workers start a kernel in microseconds, so minidl's kernels go parallel
+    from smaller sizes there than on workqueue's sleeping workers; the table in use is the one
+    for the layer minidl chose (and the one for sleeping workers where the user chose)."""
+    import subprocess
+    import sys
+
+    code = ("from minidl.backend import cpu; from minidl.backend.cpu import launch; "
+            "layer = cpu.configure().threading_layer; "
+            "table = {'omp': launch.SPINNING_WORKERS}.get(layer, launch.SLEEPING_WORKERS); "
+            "print(layer, launch.THRESHOLDS == table)")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_THREADING_LAYER",
+                                                           "MINIDL_THREADING_TUNING")}
+    for extra in ({}, {"NUMBA_THREADING_LAYER": "workqueue"}):
+        out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
+                             capture_output=True, text=True, check=True, timeout=300).stdout
+        assert out.split()[1] == "True", out
+    from minidl.backend.cpu import launch
+
+    assert launch.SPINNING_WORKERS.keys() == launch.SLEEPING_WORKERS.keys()
+    assert all(launch.SPINNING_WORKERS[k] <= launch.SLEEPING_WORKERS[k]
+               for k in launch.SLEEPING_WORKERS)
+    assert launch.SPINNING_WORKERS["columns"] < launch.SLEEPING_WORKERS["columns"]
+
+
 def test_a_forked_child_runs_the_kernels_on_one_thread():
     """GNU OpenMP does not survive fork() (numba terminates a child that starts a parallel
     kernel on it): a forked child gets one numba thread, runs the serial drivers and gets the

@@ -3,6 +3,7 @@
 
     python tools/lenet_layers.py                  # batch 1000, the benchmarks' thread count
     python tools/lenet_layers.py --threads 1 --json zen1.json
+    python tools/lenet_layers.py --train          # forward + backward per layer, batch 128
 
 Issue 12 asks why the LeNet-5 inference ratio (minidl / PyTorch, batch 1000) reads about 1.0 on
 one 2-vCPU machine and 1.5-1.8 on another. The whole-model ratio mixes kernels of different
@@ -91,14 +92,40 @@ def layer_times(model, x, run, repeats):
     return rows
 
 
+def train_layer_times(model, x, leaf, repeats):
+    """[(name, ms)] of forward + backward for each layer of a Sequential in train mode, each on
+    its own input: ``leaf(array, requires_grad)`` makes the input tensor, which needs a gradient
+    for every layer but the first (as in a training step, where nothing asks for d loss / d x).
+    The upstream gradient is a fixed array of the output's shape."""
+    rows = []
+    for i, layer in enumerate(model):
+        inp = leaf(x, i > 0)
+        out = layer(inp)
+        g = np.random.default_rng(i).standard_normal(out.shape).astype(np.float32)
+        g_t = leaf(g, False)
+
+        def step():
+            layer(inp).backward(g_t)
+
+        rows.append((f"{i}:{type(layer).__name__}", median_ms(step, repeats)))
+        x = out.detach().numpy()
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=None,
+                        help="default: 1000 for inference, 128 with --train (the benchmarks')")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for numba, OpenBLAS and PyTorch (default: the benchmarks')")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--train", action="store_true",
+                        help="forward + backward of each layer in train mode (default batch 128) "
+                             "instead of inference")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.batch is None:
+        args.batch = 128 if args.train else 1000
 
     import minidl
     from _common import (THREADS, blas_in_use, copy_weights, minidl_lenet5, seeded_inputs,
@@ -111,13 +138,17 @@ def main(argv=None):
     report["blas"] = blas_in_use()
     (x,) = seeded_inputs((args.batch, 1, 28, 28))
     minidl.manual_seed(0)
-    model = minidl_lenet5().eval()
+    model = minidl_lenet5().train(args.train)
 
     def run_minidl(layer, inp):
         with minidl.no_grad():
             return layer(inp)
 
-    rows = {"minidl": layer_times(model, minidl.tensor(x), run_minidl, args.repeats)}
+    if args.train:
+        rows = {"minidl": train_layer_times(
+            model, x, lambda a, grad: minidl.tensor(a, requires_grad=grad), args.repeats)}
+    else:
+        rows = {"minidl": layer_times(model, minidl.tensor(x), run_minidl, args.repeats)}
     report["numba_threading_layer"] = numba.threading_layer()
     report["numba_launch_us"] = launch_cost_us()
     report["numpy_gemm_gflops"] = gemm_gflops()
@@ -127,13 +158,17 @@ def main(argv=None):
         torch = None
     if torch is not None:
         torch.set_num_threads(threads)
-        tmodel = copy_weights(model, torch_lenet5()).eval()
+        tmodel = copy_weights(model, torch_lenet5()).train(args.train)
 
         def run_torch(layer, inp):
             with torch.no_grad():
                 return layer(inp)
 
-        rows["torch"] = layer_times(tmodel, torch.from_numpy(x), run_torch, args.repeats)
+        if args.train:
+            rows["torch"] = train_layer_times(
+                tmodel, x, lambda a, grad: torch.tensor(a, requires_grad=grad), args.repeats)
+        else:
+            rows["torch"] = layer_times(tmodel, torch.from_numpy(x), run_torch, args.repeats)
         with torch.no_grad():
             np.testing.assert_allclose(tmodel(torch.from_numpy(x)).numpy(),
                                        run_minidl(model, minidl.tensor(x)).numpy(),
@@ -150,7 +185,8 @@ def main(argv=None):
     print(f"threads {threads}; numba layer {report['numba_threading_layer']}, parallel launch "
           f"{report['numba_launch_us']:.0f} us; numpy float32 GEMM 1024^3 "
           f"{report['numpy_gemm_gflops']:.0f} GFLOP/s")
-    print(f"\nLeNet-5 inference, batch {args.batch}, median ms of {args.repeats}:")
+    what = "forward + backward per layer" if args.train else "inference"
+    print(f"\nLeNet-5 {what}, batch {args.batch}, median ms of {args.repeats}:")
     print(f"{'layer':16s} {'minidl':>8s} {'torch':>8s} {'ratio':>6s}")
     total = {k: sum(ms for _, ms in v) for k, v in rows.items()}
     for i, (name, ms) in enumerate(rows["minidl"]):

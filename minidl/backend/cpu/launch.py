@@ -3,12 +3,14 @@ dtypes and layout the kernels take.
 
 Every kernel works task by task (a task is one image plane, one sample, ...) and has two
 drivers: a ``prange`` one and a serial one, kept side by side as a ``Drivers`` pair. The serial
-one runs unless the work is large: a launch may have to wake a sleeping thread (50-500 us on
-this class of VM with numba's workqueue layer; OpenMP's workers, which ``tuning`` chooses where
-it can, spin briefly after each kernel and start the next in ~2 us), and numpy's BLAS threads
-may still hold the other core just after a matmul. Measured on LeNet-5 (batch 128), parallel
-kernels below these sizes gained nothing in the median step time. With one numba thread (a
-forked child, see ``tuning``) every kernel takes its serial driver.
+one runs unless the work is large enough to pay for the launch, and what a launch costs depends
+on how numba's workers wait between kernels: with the workqueue layer they sleep, and waking
+them costs 50-500 us on this class of VM; OpenMP's workers, which ``tuning`` chooses where it
+can, spin briefly after each kernel and start the next in ~3 us. Hence two tables of
+thresholds, ``SLEEPING_WORKERS`` and ``SPINNING_WORKERS``, and ``THRESHOLDS``, the one in use.
+numpy's BLAS threads may also still hold the other core just after a matmul, so even cheap
+launches do not pay for the smallest kernels. With one numba thread (a forked child, see
+``tuning``) every kernel takes its serial driver.
 """
 from __future__ import annotations
 
@@ -18,22 +20,35 @@ from typing import Callable, NamedTuple
 import numba
 import numpy as np
 
-# Work sizes from which the parallel driver runs, by kind of work (read on every launch, so a
-# test can lower or raise them).
-THRESHOLDS = {
+# Work sizes from which the parallel driver runs, by kind of work, for workers that sleep
+# between kernels (numba's workqueue layer: a launch wakes them, 60-130 us on a 2-vCPU VM).
+SLEEPING_WORKERS = {
     "columns": 1 << 22,  # im2col/col2im and the conv layout kernels, by column-matrix size
     "winograd": 1 << 20,  # Winograd tile transforms, by transformed-tile size
     "pool": 1 << 22,     # max pooling, by input size
     "relu": 1 << 23,     # ReLU streams at ~0.1 ns per element
     "macs": 1 << 25,     # direct convolution, by multiply-adds
     # batch norm's forward passes (and eval mode's one), and its backward passes, by activation
-    # size: a parallel launch costs 60-130 us on a 2-vCPU VM, so ResNet-50's activations at
-    # batch 4 (up to 1M values) ran faster on one core; the backward pass's two reads of two
-    # arrays pay from 1M values (8x64x56x56: 0.78 ms in parallel, 1.3 ms serial)
+    # size: ResNet-50's activations at batch 4 (up to 1M values) ran faster on one core; the
+    # backward pass's two reads of two arrays pay from 1M values (8x64x56x56: 0.78 ms in
+    # parallel, 1.3 ms serial)
     "batchnorm": 1 << 21,
     "batchnorm_grad": 1 << 20,
     "optim": 1 << 20,    # optimizer updates, by parameter size (five streams an element)
 }
+
+# The same for workers that spin a while after each kernel (the OpenMP layer with the short spin
+# ``tuning`` sets, where a launch costs ~3 us): 8-32x lower, so LeNet-5's kernels at batch 128
+# run in parallel. Its training step went 9.2 -> 7.2 ms (1.32 -> 1.03x PyTorch's, 6 alternating
+# rounds, 2-vCPU Zen 4) and inference at batch 1000 19.0 -> 17.6 ms; ResNet-50 (training at
+# batch 4, inference at batch 1 and 8) did not move. Batch norm keeps its limits: from 128k
+# values its eval-mode map made ResNet-50 inference at batch 1 slower (1.17 -> 1.28x).
+SPINNING_WORKERS = dict(SLEEPING_WORKERS, columns=1 << 18, winograd=1 << 17, pool=1 << 18,
+                        relu=1 << 19, macs=1 << 21, optim=1 << 17)
+
+# The table in use (read on every launch, so a test can lower or raise its sizes):
+# ``tuning.configure()`` switches it to SPINNING_WORKERS when it starts numba's OpenMP layer.
+THRESHOLDS = dict(SLEEPING_WORKERS)
 
 # The float dtypes the kernels are compiled for (gradient checks run in float64); other dtypes
 # take the generic kernels.
