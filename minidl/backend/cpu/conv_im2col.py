@@ -282,10 +282,11 @@ _TO_COLS = Drivers(_to_cols_par, _to_cols_ser)
 
 
 # ---- Python wrappers ------------------------------------------------------------------------
-def im2col_t(x, kh, kw, sh, sw, ph, pw):
+def im2col_t(x, kh, kw, sh, sw, ph, pw, kind="columns"):
     """(N, C, H, W) -> (C*kh*kw, N*OH*OW): every sample's columns side by side, ready for one
     GEMM with the (C_out, C*kh*kw) weight. The result comes from the scratch pool and belongs
-    to the caller, who may give it back (``scratch.pool.give_back``) when done with it."""
+    to the caller, who may give it back (``scratch.pool.give_back``) when done with it.
+    ``kind``: the ``launch.THRESHOLDS`` entry that decides whether it runs in parallel."""
     if x.dtype not in FLOATS:
         col = generic.im2col(x, kh, kw, sh, sw, ph, pw)
         return col.transpose(1, 0, 2).reshape(col.shape[1], -1)
@@ -293,7 +294,7 @@ def im2col_t(x, kh, kw, sh, sw, ph, pw):
     n, c, h, w = x.shape
     oh, ow = out_size(h, kh, sh, ph), out_size(w, kw, sw, pw)
     out = pool.take((c * kh * kw, n * oh * ow), x.dtype)
-    par = parallel(out.size, "columns")
+    par = parallel(out.size, kind)
     if ow < _SHORT_ROW:
         launch(_IM2COL_OFF, par, x, kh, kw, ph, pw, _offsets(w + 2 * pw, sh, sw, oh, ow), out)
     else:
@@ -391,7 +392,7 @@ def conv2d_inference(x, w, bias, stride, padding):
     chunk = max(1, INFER_CHUNK // (c * kh * kw * oh * ow))
     for s0 in range(0, n, chunk):
         xs = x[s0:s0 + chunk]
-        col = im2col_t(xs, kh, kw, sh, sw, ph, pw)
+        col = im2col_t(xs, kh, kw, sh, sw, ph, pw, "chunk_columns")
         if xs.shape[0] == 1:
             y = out[s0].reshape(co, -1)
             np.matmul(w2, col, out=y)

@@ -24,6 +24,9 @@ import numpy as np
 # between kernels (numba's workqueue layer: a launch wakes them, 60-130 us on a 2-vCPU VM).
 SLEEPING_WORKERS = {
     "columns": 1 << 22,  # im2col/col2im and the conv layout kernels, by column-matrix size
+    # im2col of one chunk of samples in inference (conv2d_inference), by chunk-matrix size: each
+    # chunk's gather sits between two multi-threaded GEMMs
+    "chunk_columns": 1 << 22,
     "winograd": 1 << 20,  # Winograd tile transforms, by transformed-tile size
     "pool": 1 << 22,     # max pooling, by input size
     "relu": 1 << 23,     # ReLU streams at ~0.1 ns per element
@@ -38,13 +41,16 @@ SLEEPING_WORKERS = {
 }
 
 # The same for workers that spin a while after each kernel (the OpenMP layer with the short spin
-# ``tuning`` sets, where a launch costs ~3 us): 8-32x lower, so LeNet-5's kernels at batch 128
-# run in parallel. Its training step went 9.2 -> 7.2 ms (1.32 -> 1.03x PyTorch's, 6 alternating
-# rounds, 2-vCPU Zen 4) and inference at batch 1000 19.0 -> 17.6 ms; ResNet-50 (training at
-# batch 4, inference at batch 1 and 8) did not move. Batch norm keeps its limits: from 128k
-# values its eval-mode map made ResNet-50 inference at batch 1 slower (1.17 -> 1.28x).
+# ``tuning`` sets, where a launch costs ~3 us): 8-16x lower for the kernels of LeNet-5's step, so
+# they run in parallel at batch 128. Its training step went 9.2 -> 7.2 ms (1.32 -> 1.03x
+# PyTorch's, 6 alternating rounds, 2-vCPU Zen 4), inference at batch 1000 19.0 -> 17.6 ms;
+# ResNet-50's training step at batch 4 did not move. Three kinds keep their limits, each because
+# a lower one cost time: batch norm (its eval-mode map in parallel from 128k values: ResNet-50
+# inference at batch 1 1.17 -> 1.28x), the chunked im2col of inference (between two threaded
+# GEMMs: the same case 1.12 -> 1.20x at 256k) and the optimizer update (the MLP's step
+# 0.80 -> 1.06 ms with its 200k-value weight updated in parallel).
 SPINNING_WORKERS = dict(SLEEPING_WORKERS, columns=1 << 18, winograd=1 << 17, pool=1 << 18,
-                        relu=1 << 19, macs=1 << 21, optim=1 << 17)
+                        relu=1 << 19, macs=1 << 21)
 
 # The table in use (read on every launch, so a test can lower or raise its sizes):
 # ``tuning.configure()`` switches it to SPINNING_WORKERS when it starts numba's OpenMP layer.
