@@ -3,9 +3,10 @@
 Three process-wide settings, each measured to matter on a 2-core machine and each with its own
 switch (an environment variable read when ``configure()`` runs):
 
-- numba's threading layer becomes OpenMP with a short spin (``OMP_SPINCOUNT``), or
-  ``workqueue`` where GNU OpenMP cannot be loaded that way (off: ``MINIDL_THREADING_TUNING=0``,
-  or choose a layer yourself with ``NUMBA_THREADING_LAYER``);
+- numba's threading layer becomes OpenMP with a short spin (``OMP_SPINCOUNT``), and the
+  kernels go parallel from the smaller sizes of ``launch.SPINNING_WORKERS``; or ``workqueue``
+  where GNU OpenMP cannot be loaded that way (off: ``MINIDL_THREADING_TUNING=0``, or choose a
+  layer yourself with ``NUMBA_THREADING_LAYER``);
 - glibc's malloc keeps freed memory for the next step (off: ``MINIDL_MALLOC_TUNING=0``, or set
   ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES`` yourself);
 - every OpenBLAS loaded in the process (numpy's, SciPy's) stops its idle workers after 2^20
