@@ -17,8 +17,8 @@
 #   host: the host's share of a step (tools/profile_gpu_step.py: ResNet-50 b64 bf16 and b32 fp32,
 #         LeNet-5 b128): synchronised and issue-only step times, kernels that fell back to CuPy's
 #         ElementwiseKernel, cuDNN variant packs built per step, and a cProfile of the host
-#   cpu: LeNet-5 inference layer by layer against PyTorch on this machine's CPU, 2 threads
-#        (tools/lenet_layers.py: issue 12's question of what differs by machine; ~15 s)
+#   cpu: LeNet-5 layer by layer against PyTorch on this machine's CPU, 2 threads, inference and
+#        training (tools/lenet_layers.py: issue 12's question of what differs by machine; ~30 s)
 #   figures: every figure issues 12 and 13 ask for, in about 7 minutes of a warm H200: smoke,
 #            the CUDA benchmarks 3 times (medians of 3 runs), the amp checks and MNIST with
 #            --amp bf16, the host's share of a step (host), and the cpu section
@@ -60,7 +60,8 @@ y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().
         timeout 120 python3 tools/profile_gpu_step.py $a --top 25 2>&1 | tee -a "$out/host.log" | head -4
       done ;;
     cpu)
-      timeout 120 python3 tools/lenet_layers.py --threads 2 --json "$out/lenet_layers.json" 2>&1 | tee "$out/cpu.log" ;;
+      timeout 120 python3 tools/lenet_layers.py --threads 2 --json "$out/lenet_layers.json" 2>&1 | tee "$out/cpu.log"
+      timeout 120 python3 tools/lenet_layers.py --threads 2 --train --json "$out/lenet_layers_train.json" 2>&1 | tee -a "$out/cpu.log" ;;
     overhead)
       timeout 120 python3 tools/cudnn_overhead.py 2>&1 | tee "$out/overhead.log" ;;
     amp)
