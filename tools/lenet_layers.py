@@ -144,11 +144,14 @@ def main(argv=None):
         with minidl.no_grad():
             return layer(inp)
 
-    if args.train:
-        rows = {"minidl": train_layer_times(
-            model, x, lambda a, grad: minidl.tensor(a, requires_grad=grad), args.repeats)}
-    else:
-        rows = {"minidl": layer_times(model, minidl.tensor(x), run_minidl, args.repeats)}
+    def per_layer(net, leaf, run):
+        """The table for one framework: ``leaf(array, requires_grad)`` makes its tensors."""
+        if args.train:
+            return train_layer_times(net, x, leaf, args.repeats)
+        return layer_times(net, leaf(x, False), run, args.repeats)
+
+    rows = {"minidl": per_layer(model, lambda a, grad: minidl.tensor(a, requires_grad=grad),
+                                run_minidl)}
     report["numba_threading_layer"] = numba.threading_layer()
     report["numba_launch_us"] = launch_cost_us()
     report["numpy_gemm_gflops"] = gemm_gflops()
@@ -164,11 +167,8 @@ def main(argv=None):
             with torch.no_grad():
                 return layer(inp)
 
-        if args.train:
-            rows["torch"] = train_layer_times(
-                tmodel, x, lambda a, grad: torch.tensor(a, requires_grad=grad), args.repeats)
-        else:
-            rows["torch"] = layer_times(tmodel, torch.from_numpy(x), run_torch, args.repeats)
+        rows["torch"] = per_layer(tmodel, lambda a, grad: torch.tensor(a, requires_grad=grad),
+                                  run_torch)
         with torch.no_grad():
             np.testing.assert_allclose(tmodel(torch.from_numpy(x)).numpy(),
                                        run_minidl(model, minidl.tensor(x)).numpy(),

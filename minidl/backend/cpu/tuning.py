@@ -125,12 +125,12 @@ def _choose_threads():
         return started
     layer = "omp" if _load_openmp_with_short_spin() else "workqueue"
     numba.config.THREADING_LAYER = layer
-    if layer == "omp":  # launches are cheap now: smaller kernels pay for their threads
+    if layer == "omp":
         from . import launch
 
-        launch.THRESHOLDS.update(launch.SPINNING_WORKERS)
-    if layer == "omp" and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_one_thread_after_fork)
+        launch.THRESHOLDS.update(launch.SPINNING_WORKERS)  # cheap launches: smaller kernels pay
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_one_thread_after_fork)
     return layer
 
 
