@@ -121,6 +121,28 @@ def test_max_pool_propagates_nan():
         assert np.isnan(y[0, 0, 0, 0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geom", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1)],
+                         ids=str)
+def test_max_pool_nan_and_inf_in_every_tap(geom, dtype):
+    """The fast windows take one comparison per tap and check each row for NaN or infinity
+    apart: NaNs and infinities in any tap, ties and rows without them must all give the
+    reference's values and winners."""
+    rng = np.random.default_rng(11)
+    x = np.round(rng.standard_normal((3, 4, 12, 14)) * 2).astype(dtype)  # many ties
+    flat = x.reshape(-1)
+    picks = rng.permutation(flat.size)
+    flat[picks[:40]] = np.nan
+    flat[picks[40:60]] = np.inf
+    flat[picks[60:80]] = -np.inf
+    x[2][np.isnan(x[2]) | np.isinf(x[2])] = 1.0  # a sample with finite rows only
+    y, arg = cpu.max_pool2d_forward(x, *geom)
+    y_ref, arg_ref = generic.max_pool2d_forward(x, *geom)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg, arg_ref)
+    assert np.isnan(y).any() and np.isposinf(y).any()
+
+
 @pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1)], ids=str)
 def test_max_pool_3x3_inside_windows_take_the_first_nan(geom):
     """The unrolled 3x3 windows: a NaN wins over larger values before and after it, and of two
