@@ -141,6 +141,19 @@ def test_max_pool_nan_and_inf_in_every_tap(geom, dtype):
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(arg, arg_ref)
     assert np.isnan(y).any() and np.isposinf(y).any()
+    # backward: NaN and infinite gradients go to the winner alone, zeros elsewhere (the 2x2
+    # case masks the gradient's bits)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gy.reshape(-1)[::7] = np.nan
+    gy.reshape(-1)[3::11] = -np.inf
+    gx = cpu.max_pool2d_backward(gy, arg, x.shape, *geom)
+    gx_ref = generic.max_pool2d_backward(gy, arg_ref, x.shape, *geom)
+    if geom[2] >= geom[0] and geom[3] >= geom[1]:  # no overlap: one gradient per input
+        np.testing.assert_array_equal(gx, gx_ref)
+    else:  # overlapping windows add in another order; NaN and infinite places still agree
+        tol = 1e-6 if dtype == np.float32 else 1e-14  # the summands are O(1)
+        np.testing.assert_allclose(gx, gx_ref, rtol=tol, atol=tol)
+    assert np.isnan(gx).any() and np.isneginf(gx).any()
 
 
 @pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1)], ids=str)

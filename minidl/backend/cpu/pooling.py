@@ -203,7 +203,12 @@ def _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc):
 @njit(cache=True)
 def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
     """2x2 stride 2: windows tile the plane, so each input is written once (no zero-fill and
-    no read-modify-write); rows/columns past the last window get zeros."""
+    no read-modify-write); rows/columns past the last window get zeros.
+
+    gy and gx come as integer views of the float arrays (int32 for float32, int64 for
+    float64): each input takes the gradient's bits ANDed with an all-ones or all-zeros mask,
+    exact for every value (NaN and infinity included) and free of the data-dependent branches
+    that float selects compile to on AVX2 (4x slower there on random winners)."""
     c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
     oh, ow = gy.shape[2], gy.shape[3]
     b = nc // c
@@ -211,16 +216,20 @@ def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
     dst = gx[b, ci]
     g = gy[b, ci]
     a = arg[b, ci]
+    one = np.uintp(1)
     for oy in range(oh):
         r0 = dst[2 * oy]
         r1 = dst[2 * oy + 1]
+        grow = g[oy]
+        arow = a[oy]
         for ox in range(ow):
-            k = a[oy, ox]
-            v = g[oy, ox]
-            r0[2 * ox] = v if k == 0 else 0
-            r0[2 * ox + 1] = v if k == 1 else 0
-            r1[2 * ox] = v if k == 2 else 0
-            r1[2 * ox + 1] = v if k == 3 else 0
+            k = arow[ox]
+            v = grow[ox]
+            ix = np.uintp(2 * ox)
+            r0[ix] = v & -(k == 0)
+            r0[ix + one] = v & -(k == 1)
+            r1[ix] = v & -(k == 2)
+            r1[ix + one] = v & -(k == 3)
         if w > 2 * ow:
             r0[2 * ow:] = 0
             r1[2 * ow:] = 0
@@ -229,25 +238,34 @@ def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
 
 
 @njit(parallel=True, cache=True)
-def _max_pool_bwd_par(gy, arg, kh, kw, sh, sw, ph, pw, gx):
+def _max_pool_bwd_2x2_par(gy, arg, gx):
     for nc in prange(gx.shape[0] * gx.shape[1]):
-        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-            _max_pool_bwd_2x2_task(gy, arg, gx, nc)
-        else:
-            _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
+        _max_pool_bwd_2x2_task(gy, arg, gx, nc)
 
 
 @njit(cache=True)
-def _max_pool_bwd_ser(gy, arg, kh, kw, sh, sw, ph, pw, gx):
+def _max_pool_bwd_2x2_ser(gy, arg, gx):
     for nc in range(gx.shape[0] * gx.shape[1]):
-        if kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0:
-            _max_pool_bwd_2x2_task(gy, arg, gx, nc)
-        else:
-            _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
+        _max_pool_bwd_2x2_task(gy, arg, gx, nc)
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_bwd_par(gy, arg, kw, sh, sw, ph, pw, gx):
+    for nc in prange(gx.shape[0] * gx.shape[1]):
+        _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
+
+
+@njit(cache=True)
+def _max_pool_bwd_ser(gy, arg, kw, sh, sw, ph, pw, gx):
+    for nc in range(gx.shape[0] * gx.shape[1]):
+        _max_pool_bwd_task(gy, arg, kw, sh, sw, ph, pw, gx, nc)
 
 
 _MAX_POOL = Drivers(_max_pool_par, _max_pool_ser)
 _MAX_POOL_BWD = Drivers(_max_pool_bwd_par, _max_pool_bwd_ser)
+_MAX_POOL_BWD_2X2 = Drivers(_max_pool_bwd_2x2_par, _max_pool_bwd_2x2_ser)
+# the integer type of each float's bits, for the 2x2 backward's masks
+_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
@@ -267,6 +285,10 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     if gy.dtype not in FLOATS:
         return generic.max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw)
     gx = np.empty(x_shape, dtype=gy.dtype)
-    launch(_MAX_POOL_BWD, parallel(gx.size, "pool"), contiguous(gy),
-           contiguous(arg).astype(np.int32, copy=False), kh, kw, sh, sw, ph, pw, gx)
+    gy, arg = contiguous(gy), contiguous(arg).astype(np.int32, copy=False)
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        bits = _BITS[gx.dtype]
+        launch(_MAX_POOL_BWD_2X2, parallel(gx.size, "pool"), gy.view(bits), arg, gx.view(bits))
+    else:
+        launch(_MAX_POOL_BWD, parallel(gx.size, "pool"), gy, arg, kw, sh, sw, ph, pw, gx)
     return gx
