@@ -28,3 +28,25 @@ def test_lenet_layers_reports_every_layer_of_both_frameworks(tmp_path, mode):
     assert all(ms > 0 for rows in report["layers"].values() for _, ms in rows)
     assert report["threads"] == 1 and "cpu" in report
     assert ("forward + backward" in done.stdout) == bool(mode)
+
+
+def test_lenet_layers_holds_numba_to_avx2(tmp_path):
+    """``--isa avx2`` runs the tool again with numba held to AVX2 code: the report says which
+    vector registers numba's code uses, and they are not AVX-512's."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            has_avx2 = " avx2" in f.read()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo: cannot tell whether this CPU has AVX2")
+    if not has_avx2:
+        pytest.skip("this CPU has no AVX2 to hold the libraries to")
+    out = tmp_path / "layers.json"
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "lenet_layers.py"), "--isa", "avx2",
+         "--batch", "2", "--repeats", "1", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["isa"] == "avx2"
+    assert report["numba_vector_registers"] == "ymm"
+    assert "ISA held to AVX2" in done.stdout

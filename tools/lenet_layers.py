@@ -4,6 +4,7 @@
     python tools/lenet_layers.py                  # batch 1000, the benchmarks' thread count
     python tools/lenet_layers.py --threads 1 --json zen1.json
     python tools/lenet_layers.py --train          # forward + backward per layer, batch 128
+    python tools/lenet_layers.py --isa avx2       # as on an AVX2-only CPU (Zen 1, Zen 2)
 
 Issue 12 asks why the LeNet-5 inference ratio (minidl / PyTorch, batch 1000) reads about 1.0 on
 one 2-vCPU machine and 1.5-1.8 on another. The whole-model ratio mixes kernels of different
@@ -13,6 +14,14 @@ the same weights and inputs, and beside it what differs between machines: the CP
 whether its vCPUs are SMT siblings, numpy's OpenBLAS kernel set, the cost of one numba parallel
 launch, and numpy's float32 GEMM rate. Medians over ``--repeats`` calls, both frameworks in
 this one process, nothing else running.
+
+``--isa avx2`` runs the same measurement with every library held to AVX2 on a CPU that has
+AVX-512 (Zen 4, recent Intel): numba compiles for Zen 1 (``NUMBA_CPU_NAME`` and
+``NUMBA_CPU_FEATURES``: the name alone still lets LLVM emit AVX-512), OpenBLAS takes its Zen
+kernels, PyTorch's ATen and oneDNN their AVX2 code. It does not make the machine a Zen 1 (its
+caches, clocks and 256-bit datapaths stay), but it shows what code generation alone does: on a
+Zen 4 it found minidl's max pool 5x slower in AVX2 code, where its NaN test compiled to
+branches on the data.
 """
 from __future__ import annotations
 
@@ -26,6 +35,45 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+# The environment that holds numba, OpenBLAS and PyTorch to AVX2 (``--isa avx2``): Zen 1's
+# feature set for numba's LLVM, with every AVX-512 extension off.
+AVX2_ENV = {
+    "NUMBA_CPU_NAME": "znver1",
+    "NUMBA_CPU_FEATURES": ",".join(
+        "+" + f for f in (
+            "64bit adx aes avx avx2 bmi bmi2 clflushopt clzero cmov cx16 cx8 f16c fma fsgsbase "
+            "fxsr lzcnt mmx movbe mwaitx pclmul popcnt prfchw rdrnd rdseed sahf sha sse sse2 "
+            "sse3 sse4.1 sse4.2 sse4a ssse3 xsave xsavec xsaveopt xsaves").split()
+    ) + ",-avx512f,-avx512bw,-avx512dq,-avx512vl,-avx512cd",
+    "OPENBLAS_CORETYPE": "Zen",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+}
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def hold_to_avx2(argv):
+    """Runs this tool again in a process whose libraries compile and pick AVX2 code (the
+    variables must be set before numpy, numba and PyTorch load)."""
+    if all(os.environ.get(k) == v for k, v in AVX2_ENV.items()):
+        return  # already the AVX2 process
+    flags = cpu_flags()
+    if flags and "avx2" not in flags:
+        sys.exit("--isa avx2: this CPU has no AVX2")
+    env = dict(os.environ, **AVX2_ENV)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *argv], env)
 sys.path.insert(0, os.path.join(HERE, "..", "benchmarks"))
 
 
@@ -77,6 +125,22 @@ def launch_cost_us(repeats=200):
     return median_ms(lambda: touch(a), repeats, warmup=20) * 1e3
 
 
+def numba_vector_width():
+    """The widest vector registers numba's code uses here ("zmm": AVX-512, "ymm": AVX/AVX2,
+    "xmm"), read from the machine code of a vectorisable loop: shows that ``--isa avx2`` holds."""
+    from numba import njit
+
+    @njit
+    def scale(a):
+        for i in range(a.size):
+            a[i] = a[i] * 2.0 + 1.0
+
+    a = np.zeros(64, dtype=np.float32)
+    scale(a)
+    asm = "".join(scale.inspect_asm().values())
+    return next((r for r in ("zmm", "ymm", "xmm") if r in asm), "?")
+
+
 def gemm_gflops(n=1024, repeats=20):
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     return 2 * n ** 3 / (median_ms(lambda: a @ a, repeats) * 1e-3) / 1e9
@@ -123,7 +187,12 @@ def main(argv=None):
                         help="forward + backward of each layer in train mode (default batch 128) "
                              "instead of inference")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: hold numba, OpenBLAS and PyTorch to AVX2 code on a CPU that "
+                             "has AVX-512, as on Zen 1 or Zen 2 (default: native)")
     args = parser.parse_args(argv)
+    if args.isa == "avx2":
+        hold_to_avx2(sys.argv[1:] if argv is None else argv)
     if args.batch is None:
         args.batch = 128 if args.train else 1000
 
@@ -134,7 +203,7 @@ def main(argv=None):
     threads = minidl.set_num_threads(args.threads or THREADS)
     import numba
 
-    report = {"cpu": cpu_description(), "threads": threads}
+    report = {"cpu": cpu_description(), "threads": threads, "isa": args.isa}
     report["blas"] = blas_in_use()
     (x,) = seeded_inputs((args.batch, 1, 28, 28))
     minidl.manual_seed(0)
@@ -154,6 +223,7 @@ def main(argv=None):
                                 run_minidl)}
     report["numba_threading_layer"] = numba.threading_layer()
     report["numba_launch_us"] = launch_cost_us()
+    report["numba_vector_registers"] = numba_vector_width()
     report["numpy_gemm_gflops"] = gemm_gflops()
     try:
         import torch
@@ -161,6 +231,7 @@ def main(argv=None):
         torch = None
     if torch is not None:
         torch.set_num_threads(threads)
+        report["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         tmodel = copy_weights(model, torch_lenet5()).train(args.train)
 
         def run_torch(layer, inp):
@@ -182,9 +253,15 @@ def main(argv=None):
     for lib in report.get("blas", {}).get("openblas", []):
         print(f"OpenBLAS: {lib.get('path')} core {lib.get('corename', '?')}; "
               f"env {report['blas'].get('env') or '-'}")
+    if args.isa == "avx2":
+        print("ISA held to AVX2: " + " ".join(f"{k}={v}" for k, v in AVX2_ENV.items()
+                                              if k != "NUMBA_CPU_FEATURES"))
     print(f"threads {threads}; numba layer {report['numba_threading_layer']}, parallel launch "
-          f"{report['numba_launch_us']:.0f} us; numpy float32 GEMM 1024^3 "
+          f"{report['numba_launch_us']:.0f} us, {report['numba_vector_registers']} registers; "
+          f"numpy float32 GEMM 1024^3 "
           f"{report['numpy_gemm_gflops']:.0f} GFLOP/s")
+    if "torch_cpu_capability" in report:
+        print(f"PyTorch {torch.__version__}, CPU capability {report['torch_cpu_capability']}")
     what = "forward + backward per layer" if args.train else "inference"
     print(f"\nLeNet-5 {what}, batch {args.batch}, median ms of {args.repeats}:")
     print(f"{'layer':16s} {'minidl':>8s} {'torch':>8s} {'ratio':>6s}")
