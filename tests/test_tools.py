@@ -50,3 +50,14 @@ def test_lenet_layers_holds_numba_to_avx2(tmp_path):
     assert report["isa"] == "avx2"
     assert report["numba_vector_registers"] == "ymm"
     assert "ISA held to AVX2" in done.stdout
+
+
+def test_lenet_layers_prints_the_avx2_environment_for_other_commands():
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "lenet_layers.py"), "--isa", "avx2",
+         "--print-env"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.split("\n")
+                   if line)
+    assert "-avx512f" in exports["NUMBA_CPU_FEATURES"].split(",")
+    assert exports["ATEN_CPU_CAPABILITY"] == "avx2" and exports["OPENBLAS_CORETYPE"] == "Zen"

@@ -5,6 +5,7 @@
     python tools/lenet_layers.py --threads 1 --json zen1.json
     python tools/lenet_layers.py --train          # forward + backward per layer, batch 128
     python tools/lenet_layers.py --isa avx2       # as on an AVX2-only CPU (Zen 1, Zen 2)
+    eval "$(python tools/lenet_layers.py --isa avx2 --print-env)"   # the same for any command
 
 Issue 12 asks why the LeNet-5 inference ratio (minidl / PyTorch, batch 1000) reads about 1.0 on
 one 2-vCPU machine and 1.5-1.8 on another. The whole-model ratio mixes kernels of different
@@ -190,7 +191,15 @@ def main(argv=None):
     parser.add_argument("--isa", choices=["native", "avx2"], default="native",
                         help="avx2: hold numba, OpenBLAS and PyTorch to AVX2 code on a CPU that "
                              "has AVX-512, as on Zen 1 or Zen 2 (default: native)")
+    parser.add_argument("--print-env", action="store_true",
+                        help="print the shell exports that --isa sets, and exit (for other "
+                             "commands: eval \"$(python tools/lenet_layers.py --isa avx2 "
+                             "--print-env)\"; pytest benchmarks ...)")
     args = parser.parse_args(argv)
+    if args.print_env:
+        for k, v in (AVX2_ENV if args.isa == "avx2" else {}).items():
+            print(f"export {k}={v}")
+        return
     if args.isa == "avx2":
         hold_to_avx2(sys.argv[1:] if argv is None else argv)
     if args.batch is None:
