@@ -38,15 +38,16 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The environment that holds numba, OpenBLAS and PyTorch to AVX2 (``--isa avx2``): Zen 1's
-# feature set for numba's LLVM, with every AVX-512 extension off.
+# scheduling model and feature set for numba's LLVM, less AMD's own instructions (sse4a,
+# clzero, mwaitx: absent on Intel), with every AVX-512 extension off.
 AVX2_ENV = {
     "NUMBA_CPU_NAME": "znver1",
     "NUMBA_CPU_FEATURES": ",".join(
         "+" + f for f in (
-            "64bit adx aes avx avx2 bmi bmi2 clflushopt clzero cmov cx16 cx8 f16c fma fsgsbase "
-            "fxsr lzcnt mmx movbe mwaitx pclmul popcnt prfchw rdrnd rdseed sahf sha sse sse2 "
-            "sse3 sse4.1 sse4.2 sse4a ssse3 xsave xsavec xsaveopt xsaves").split()
-    ) + ",-avx512f,-avx512bw,-avx512dq,-avx512vl,-avx512cd",
+            "64bit adx aes avx avx2 bmi bmi2 clflushopt cmov cx16 cx8 f16c fma fsgsbase fxsr "
+            "lzcnt mmx movbe pclmul popcnt prfchw rdrnd rdseed sahf sha sse sse2 sse3 sse4.1 "
+            "sse4.2 ssse3 xsave xsavec xsaveopt xsaves").split()
+    ) + ",-sse4a,-clzero,-mwaitx,-avx512f,-avx512bw,-avx512dq,-avx512vl,-avx512cd",
     "OPENBLAS_CORETYPE": "Zen",
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
