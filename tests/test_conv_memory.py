@@ -60,11 +60,17 @@ def test_pointwise_weight_gradient_either_way(spatial):
                                rtol=1e-5, atol=1e-5)
 
 
+def _im2col_only(m):
+    """Makes the CPU's algorithm choice skip the tiled kernels (the im2col reference)."""
+    from minidl.backend.cpu import conv
+    m.setattr(conv, "use_tiles", lambda *a: False)
+
+
 @pytest.mark.parametrize("case", ["tiles", "winograd"])
 def test_training_forward_without_columns_where_they_would_not_be_kept(monkeypatch, case):
-    """Where the im2col matrix would be too large to keep, training runs the inference
-    algorithms forward (nothing to gather) and backward gathers the columns from x: the same
-    output and gradients as im2col + GEMM, in float64."""
+    """Training runs the tiled kernels forward wherever they apply, and Winograd where the
+    im2col matrix would be too large to keep; backward then needs no kept matrix: the same
+    output and gradients as im2col + GEMM with its matrix kept, in float64."""
     cpu = pytest.importorskip("minidl.backend.cpu", reason="numba is not installed")
     rng = np.random.default_rng(12)
     # tiles: up to 64x64 channels; Winograd: wider layers with enough 2x2 output tiles
@@ -84,9 +90,13 @@ def test_training_forward_without_columns_where_they_would_not_be_kept(monkeypat
     calls = []
     kernel = getattr(cpu, f"conv2d_{case}")
     monkeypatch.setattr(cpu, f"conv2d_{case}", lambda *a: calls.append(1) or kernel(*a))
-    want_y, kept, want = run()
+    with monkeypatch.context() as m:
+        if case == "tiles":
+            _im2col_only(m)
+        want_y, kept, want = run()
     assert not calls and kept[0].ndim == 2  # small: im2col, its matrix kept
-    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    if case == "winograd":
+        monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
     got_y, saved, got = run()
     assert calls and saved[0].shape == xs  # the inference kernel ran; only x is kept
     np.testing.assert_allclose(got_y, want_y, rtol=1e-10, atol=1e-10)
@@ -111,20 +121,22 @@ def test_tiled_training_backward_matches_im2col(monkeypatch, padding):
         (out * minidl.tensor(np.cos(np.arange(out.numel())).reshape(out.shape))).sum().backward()
         return tiled, [t.grad.numpy() for t in (mx, mw, mb)]
 
-    tiled, want = grads()
+    with monkeypatch.context() as m:
+        _im2col_only(m)
+        tiled, want = grads()
     assert not tiled
-    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
     tiled, got = grads()
     assert tiled
     for g_, w_ in zip(got, want):
         np.testing.assert_allclose(g_, w_, rtol=1e-10, atol=1e-10)
 
 
-def test_gradcheck_of_a_tiled_training_convolution(monkeypatch):
+def test_gradcheck_of_a_tiled_training_convolution():
     from minidl.testing import gradcheck
 
-    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    pytest.importorskip("minidl.backend.cpu", reason="numba is not installed")
     rng = np.random.default_rng(13)
     x, w = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
             for s in ((2, 4, 6, 5), (16, 4, 3, 3)))
+    assert F.conv2d(x, w, padding=1)._ctx.tiles  # the tiled kernels, forward and backward
     assert gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])

@@ -517,8 +517,8 @@ def test_tiled_conv_is_chosen_for_inference_where_it_pays():
     assert not cpu.use_tiles((8, 64, 56, 56), (64, 64, 7, 7), (1, 1))     # no 7x7 kernels
     assert not cpu.use_tiles((8, 64, 56, 56), (64, 64, 3, 5), (1, 1))     # not square
     assert cpu.conv2d_algorithm((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), False) == "tiles"
-    assert cpu.conv2d_algorithm((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), True) == "im2col"
-    # training: the inference kernels where the im2col matrix (> 8 MB) would not be kept
+    # training: the tiled kernels wherever they apply, kept im2col matrix (< 8 MB) or not
+    assert cpu.conv2d_algorithm((8, 6, 14, 14), (16, 6, 5, 5), (1, 1), (0, 0), True) == "tiles"
     layer1, w64 = (8, 64, 56, 56), (64, 64, 3, 3)
     assert cpu.conv2d_algorithm(layer1, w64, (1, 1), (1, 1), True, np.float32) == "tiles"
     assert cpu.conv2d_algorithm((8, 128, 28, 28), (128, 128, 3, 3), (1, 1), (1, 1), True,
@@ -526,9 +526,11 @@ def test_tiled_conv_is_chosen_for_inference_where_it_pays():
     assert cpu.conv2d_algorithm((4, 128, 16, 16), (128, 128, 3, 3), (1, 1), (1, 1), True,
                                 np.float32) == "im2col"  # 4.7 MB: kept
     assert cpu.conv2d_algorithm((1, 64, 56, 56), w64, (1, 1), (1, 1), True,
-                                np.float32) == "im2col"  # 7.2 MB: kept
+                                np.float32) == "tiles"   # 7.2 MB: would be kept
     assert cpu.conv2d_algorithm((1, 64, 56, 56), w64, (1, 1), (1, 1), True,
                                 np.float64) == "tiles"   # 14.5 MB in float64
+    assert cpu.conv2d_algorithm((4, 32, 16, 16), (32, 32, 3, 3), (1, 1), (1, 1), True,
+                                np.float32) == "tiles"   # Winograd's size, but tiles first
     rng = np.random.default_rng(14)
     x = minidl.tensor(rng.standard_normal((2, 6, 14, 14)).astype(np.float32))
     w = minidl.tensor(rng.standard_normal((16, 6, 5, 5)).astype(np.float32), requires_grad=True)

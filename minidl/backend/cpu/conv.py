@@ -4,9 +4,8 @@
 
 - ``"tiles"``: stride-1 square 3x3 or 5x5 filters with up to 64x64 channels (``use_tiles``):
   register-blocked direct convolution (``conv2d_tiles``, kernels in ``conv_tiles_kernels.py``),
-  no im2col matrix; in inference, and in training where the im2col matrix would be too large
-  to keep for backward (``generic.KEEP_COLUMNS_BYTES``: backward then gathers it from the
-  input, so the forward pass need not build it);
+  no im2col matrix; in inference and in training (backward: the tiled weight gradient, and the
+  input gradient as a tiled convolution of the output gradient with the flipped filters);
 - ``"direct"``: thin input (C_in*kh*kw <= 32, stride 1), training or not: ``conv2d_direct``,
   no im2col matrix (LeNet's first layer); its weight gradient is ``conv2d_direct_wgrad`` below;
 - ``"winograd"``: 3x3 stride-1 layers wide enough (``use_winograd``): Winograd F(2x2, 3x3),
@@ -69,15 +68,20 @@ def use_winograd(x_shape, w_shape, stride, padding):
 
 def conv2d_algorithm(x_shape, w_shape, stride, padding, needs_grad, dtype=None):
     """The algorithm for a convolution of these shapes (see the module docstring); every dtype
-    takes the same one here. Training takes the inference algorithms where the im2col matrix
-    would not be kept for backward: 8x64x56x56 3x3 (ResNet-50's layer1 at 224x224), forward
-    and backward 53-57 -> 44-46 ms; where it would be kept, the forward pass saved what backward
-    then paid to gather it again (4x128x16x16: 6.4-6.8 ms with im2col, 6.7-7.6 Winograd)."""
+    takes the same one here. Training takes the tiled kernels wherever they apply: since their
+    forward and input gradient keep each filter row's weights in registers, forward + backward
+    ran 0.75-0.84x the time of im2col where its matrix would be kept (LeNet-5's conv2 at batch
+    128, 8x64x16x16, 2x64x28x28; the same with AVX2 code at LeNet's shape), and the LeNet-5
+    training step 0.81x at batch 128 (2-vCPU Zen 4). Winograd is taken in training only where
+    the im2col matrix would not be kept for backward: 8x64x56x56 3x3 (ResNet-50's layer1 at
+    224x224), forward and backward 53-57 -> 44-46 ms; where it would be kept, the forward pass
+    saved what backward then paid to gather it again (4x128x16x16: 6.4-6.8 ms with im2col,
+    6.7-7.6 Winograd)."""
+    if use_tiles(x_shape, w_shape, stride):
+        return "tiles"
     itemsize = 4 if dtype is None else np.dtype(dtype).itemsize
     cols_kept = needs_grad and generic.column_bytes(
         x_shape, w_shape, stride, padding, itemsize) <= generic.KEEP_COLUMNS_BYTES
-    if not cols_kept and use_tiles(x_shape, w_shape, stride):
-        return "tiles"
     if use_direct_conv(x_shape, w_shape, stride):
         return "direct"
     if not cols_kept and use_winograd(x_shape, w_shape, stride, padding):
