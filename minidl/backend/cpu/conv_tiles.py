@@ -4,10 +4,11 @@ im2col + GEMM spends most of its time on the im2col matrix when the GEMM is smal
 second layer: 16 filters over 6x5x5 inputs), and needs BLAS and numba to hand the cores to each
 other for every chunk. These kernels compute the convolution from a zero-padded copy of one
 sample instead, each task on its own core: for 4 output channels at a time, every output
-position adds the kh*kw taps of an input channel in registers, reading the padded plane as one
-contiguous stream per tap (positions run over the padded width, so a few columns per row are
-computed and dropped). The kernels are generated (``conv_tiles_gen``; why is said there) into
-``conv_tiles_kernels``. ``conv.use_tiles`` says where they are chosen. The same layout gives
+position adds the kw taps of one filter row of an input channel in registers (the row's 4*kw
+weights stay in registers too), reading the padded plane as one contiguous stream per tap
+(positions run over the padded width, so a few columns per row are computed and dropped). The kernels are generated (``conv_tiles_gen``; why is said there) into
+``conv_tiles_kernels``. ``conv.use_tiles`` says where they are chosen, in inference and in
+training alike. The same layout gives
 the weight gradient without an im2col matrix (``conv2d_tiles_wgrad``), which the thin-input
 direct path uses (``conv.conv2d_direct_wgrad``).
 """
