@@ -59,6 +59,18 @@ from .conv_direct import _pad_sample
 '''
 
 
+def row_taps(k, block, base, indent, update):
+    """The body lines shared by the forward and weight-gradient kernels: for each tap j of a
+    filter row, ``v`` = the padded input at ``base`` + j + p, then ``update(b, j)`` (a statement
+    using v) for each of ``block`` output channels."""
+    lines = []
+    for j in range(k):
+        lines.append(f"{indent}v = xp[np.uintp({base} + {j} + p)]" if j else
+                     f"{indent}v = xp[np.uintp({base} + p)]")
+        lines += [f"{indent}{update(b, j)}" for b in range(block)]
+    return lines
+
+
 def tile_source(k, block=BLOCK):
     """The ``_tile_{k}x{k}`` kernel: ``block`` output channels, k*k taps per input channel, one
     pass over the positions per filter row (its ``block``*k weights in registers)."""
@@ -84,11 +96,7 @@ def tile_source(k, block=BLOCK):
         lines.append("        for p in range(q):")
         for b in range(block):
             lines.append(f"            a{b} = acc[np.uintp({b} * q + p)]")
-        for j in range(k):
-            lines.append(f"            v = xp[np.uintp(xr + {j} + p)]" if j else
-                         "            v = xp[np.uintp(xr + p)]")
-            for b in range(block):
-                lines.append(f"            a{b} += w{b}_{j} * v")
+        lines += row_taps(k, block, "xr", " " * 12, lambda b, j: f"a{b} += w{b}_{j} * v")
         for b in range(block):
             lines.append(f"            acc[np.uintp({b} * q + p)] = a{b}")
     return "\n".join(lines) + "\n"
@@ -163,11 +171,7 @@ def wgrad_tile_source(k, block=WBLOCK):
     lines.append("    for p in range(q):")
     for b in range(block):
         lines.append(f"        g{b} = gf[np.uintp(o{b} + p)]")
-    for j in range(k):
-        lines.append(f"        v = xp[np.uintp(xo + {j} + p)]" if j else
-                     "        v = xp[np.uintp(xo + p)]")
-        for b in range(block):
-            lines.append(f"        s{b}_{j} += g{b} * v")
+    lines += row_taps(k, block, "xo", " " * 8, lambda b, j: f"s{b}_{j} += g{b} * v")
     for b in range(block):
         for j in range(k):
             lines.append(f"    sums[{b * k + j}] = s{b}_{j}")
