@@ -127,8 +127,10 @@ class Conv2d(Function):
             return k.conv2d_direct(x, w, b, ph, pw)
         if algorithm in ("tiles", "winograd"):
             # register-blocked direct convolution, or Winograd F(2x2, 3x3) with 2.25x fewer
-            # multiplies: no im2col matrix. Chosen in training only where the matrix would not
-            # be kept anyway: backward gathers it from x as it does for large ones
+            # multiplies: no im2col matrix. In training the tiles' backward needs none either
+            # (their weight gradient, and the input gradient as a tiled convolution); Winograd
+            # is chosen only where the matrix would not be kept anyway, and backward gathers
+            # it from x as it does for large ones
             run = k.conv2d_tiles if algorithm == "tiles" else k.conv2d_winograd
             self.kept_cols = False
             self.tiles = algorithm == "tiles"

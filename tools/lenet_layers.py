@@ -54,15 +54,21 @@ AVX2_ENV = {
 }
 
 
-def cpu_flags():
+def cpuinfo():
+    """The first processor's fields in /proc/cpuinfo (Linux), {} where there is none."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def cpu_flags():
+    return set(cpuinfo().get("flags", "").split())
 
 
 def hold_to_avx2(argv):
@@ -93,15 +99,9 @@ def median_ms(fn, repeats, warmup=10):
 def cpu_description():
     """Model name, family/model, and the SMT layout, from /proc and /sys (Linux)."""
     info = {"machine": platform.machine(), "logical_cpus": os.cpu_count()}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key in ("model name", "cpu family", "model", "vendor_id") and key not in info:
-                    info[key] = value
-    except OSError:
-        pass
+    fields = cpuinfo()
+    info.update((key, fields[key]) for key in ("model name", "cpu family", "model", "vendor_id")
+                if key in fields)
     try:
         with open("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list") as f:
             siblings = f.read().strip()
