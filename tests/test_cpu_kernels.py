@@ -290,6 +290,59 @@ def test_softmax_cross_entropy_kernels(dtype, shape):
                                (np.exp(ref_logp) - onehot) * scale[:, None], rtol=1e-5, atol=1e-6)
 
 
+def test_vectorised_float32_exp_is_within_two_ulp():
+    """exp_f32 (the float32 softmax's exp) against float64 exp: every float32 in [-87, 0] at a
+    stride, the edges, and what it returns outside its range (0 below -87, NaN for NaN)."""
+    from numba import njit
+
+    from minidl.backend.cpu.activations import exp_f32
+
+    @njit
+    def vexp(x, out):
+        for i in range(x.size):
+            out[i] = exp_f32(x[i])
+
+    x = np.concatenate([np.linspace(-87, 0, 2_000_001, dtype=np.float32),
+                        np.float32([-1e-30, -0.0, 0.5 * np.log(2), -0.5 * np.log(2)])])
+    out = np.empty_like(x)
+    vexp(x, out)
+    ref = np.exp(x.astype(np.float64))
+    ulp = np.abs(out - ref) / np.spacing(ref.astype(np.float32)).astype(np.float64)
+    assert ulp.max() <= 2.0, (ulp.max(), x[ulp.argmax()])
+    edge = np.float32([-87.5, -100, -np.inf, np.nan])
+    out = np.empty_like(edge)
+    vexp(edge, out)
+    np.testing.assert_array_equal(out[:3], 0)
+    assert np.isnan(out[3])
+
+
+@pytest.mark.parametrize("shape", [(256, 1000), (4, 2000), (600, 40), (600, 2)])
+def test_float32_softmax_cross_entropy_kernel(shape):
+    """The float32 kernels (the vectorised pass from 32 classes, the scalar loop below) against
+    float64 numpy, with a
+    row holding NaN (NaN loss and softmax, as in PyTorch), a row with -inf logits (zero
+    probability there) and a row whose logits sit at a 1e4 offset."""
+    n, c = shape
+    rng = np.random.default_rng(8)
+    logits = (rng.standard_normal(shape) * 8).astype(np.float32)
+    logits[1] += 1e4
+    logits[2, 0] = -np.inf
+    logits[-1, -1] = np.nan
+    target = rng.integers(0, c, n)
+    target[2] = 1
+    losses, prob = cpu.softmax_cross_entropy(logits, target)
+    assert losses.dtype == np.float32 and prob.dtype == np.float32
+    ref = logits.astype(np.float64)
+    ref_logp = ref - ref.max(1, keepdims=True)
+    ref_logp -= np.log(np.exp(ref_logp).sum(1, keepdims=True))
+    ok = slice(0, n - 1)
+    np.testing.assert_allclose(losses[ok], -ref_logp[np.arange(n), target][ok], rtol=2e-6,
+                               atol=2e-6)
+    np.testing.assert_allclose(prob[ok], np.exp(ref_logp)[ok], rtol=2e-6, atol=1e-7)
+    assert prob[2, 0] == 0
+    assert np.isnan(losses[-1]) and np.isnan(prob[-1]).all()
+
+
 def test_scratch_buffers_are_not_reused_while_held():
     x = np.random.default_rng(6).standard_normal((2, 2, 5, 5)).astype(np.float32)
     a = cpu.im2col_t(x, 3, 3, 1, 1, 1, 1)

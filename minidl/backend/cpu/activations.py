@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from .launch import FLOATS, Drivers, contiguous, launch, parallel
 
@@ -74,6 +76,85 @@ def _softmax_xent(logits, target, prob, losses):
         losses[r] = np.log(s) - (row[target[r]] - m)
 
 
+# numba's np.exp is a scalar call per element (no vector math library), so past a few thousand
+# elements numpy's vectorised exp beat the fused loop above (1000 classes x 256: 0.3 ms against
+# 1.1 ms). exp_f32 below is float32 exp in plain arithmetic that LLVM vectorises: x = n*ln2 + r
+# with |r| <= ln2/2 (ln2 split in two parts so n*ln2 is exact to float32), exp(r) by its Taylor
+# series to r**7 (truncation error < 1e-8 relative), and 2**n built from exponent bits. Measured
+# against float64 exp over [-87, 0]: at most 1.7 ulp. Below -87 (where 2**n would leave the
+# normal range) it returns 0: the largest value dropped is 1.7e-38, nothing next to a softmax's
+# largest term, which is 1. NaN stays NaN.
+@intrinsic
+def _pow2(typingctx, nf):
+    """2**nf for a float32 holding an integer in [-126, 127], built from its exponent bits."""
+    if nf != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        n = builder.fptosi(args[0], i32)
+        bits = builder.shl(builder.add(n, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+    return types.float32(types.float32), codegen
+
+
+_F = np.float32
+_LOG2E, _LN2_HI, _LN2_LO = _F(1.4426950408889634), _F(0.693359375), _F(-2.12194440e-4)
+_EXP_LOW = _F(-87.0)
+_T2, _T3, _T4, _T5, _T6, _T7 = (_F(1 / f) for f in (2, 6, 24, 120, 720, 5040))
+
+
+@njit(cache=True, inline="always")
+def exp_f32(x):
+    """exp(x) of a float32 x <= 88 (the softmax's x - max is <= 0), vectorisable."""
+    xc = _EXP_LOW if x < _EXP_LOW else x
+    nf = np.floor(xc * _LOG2E + _F(0.5))
+    r = xc - nf * _LN2_HI - nf * _LN2_LO
+    p = ((((((_T7 * r + _T6) * r + _T5) * r + _T4) * r + _T3) * r + _T2) * r + _F(1)) * r + _F(1)
+    e = p * _pow2(nf)
+    return _F(0) if x < _EXP_LOW else e
+
+
+@njit(cache=True, fastmath={"reassoc"})
+def _sum_f32(v):
+    """Sum of a row in vector lanes (reassociated: its order differs from a left-to-right sum
+    by float32 rounding only)."""
+    s = _F(0)
+    for k in range(v.size):
+        s += v[k]
+    return s
+
+
+@njit(cache=True)
+def _softmax_xent_f32_rows(logits, target, m, prob, losses, lo, hi):
+    c = logits.shape[1]
+    for r in range(lo, hi):
+        row, out, mr = logits[r], prob[r], m[r]
+        for k in range(c):
+            out[k] = exp_f32(row[k] - mr)
+        s = _sum_f32(out)
+        inv = _F(1) / s
+        for k in range(c):
+            out[k] *= inv
+        losses[r] = np.log(s) - (row[target[r]] - mr)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_xent_f32_par(logits, target, m, prob, losses):
+    n = logits.shape[0]
+    nt = min(n, 64)
+    for t in prange(nt):
+        _softmax_xent_f32_rows(logits, target, m, prob, losses, t * n // nt, (t + 1) * n // nt)
+
+
+@njit(cache=True)
+def _softmax_xent_f32_ser(logits, target, m, prob, losses):
+    _softmax_xent_f32_rows(logits, target, m, prob, losses, 0, logits.shape[0])
+
+
+_XENT_F32 = Drivers(_softmax_xent_f32_par, _softmax_xent_f32_ser)
+
+
 @njit(cache=True)
 def _softmax_xent_bwd(prob, target, scale, grad):
     n, c = prob.shape
@@ -112,9 +193,20 @@ def softmax_cross_entropy(logits, target):
     if logits.dtype not in FLOATS:
         logits = logits.astype(np.float64)
     logits = contiguous(logits)
-    if logits.size > 8192:
-        # numba's exp is scalar (no vector math library): past a few thousand elements numpy's
-        # vectorised exp wins over the fused loop (1000 classes x 256: 0.3 ms against 1.1 ms)
+    if logits.dtype == np.float32 and logits.shape[1] >= 32:
+        # The row maxima by numpy (vectorised; a NaN in a row makes its maximum NaN, and with it
+        # the row's loss and softmax, as in PyTorch), then one vectorised pass per row: 1000
+        # classes x 256 in 0.12 ms, against 0.30 ms by numpy and 1.2 ms by the scalar loop.
+        # With fewer classes the scalar loop below wins (10 classes x 4096: 0.24 ms against
+        # 0.42 ms here and by numpy; 32 classes break even).
+        m = logits.max(axis=1)
+        prob = np.empty_like(logits)
+        losses = np.empty(logits.shape[0], dtype=logits.dtype)
+        launch(_XENT_F32, parallel(logits.size, "xent"), logits, contiguous(target), m, prob,
+               losses)
+        return losses, prob
+    if logits.dtype == np.float64 and logits.size > 8192:
+        # float64: numpy's vectorised exp wins over the fused loop's scalar one
         m = logits.max(axis=1, keepdims=True)
         prob = logits - m
         np.exp(prob, out=prob)
