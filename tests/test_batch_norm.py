@@ -67,6 +67,26 @@ def test_statistics_hold_at_a_large_offset(shape, drivers):
     np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(8, 3, 16, 16), (8, 40, 4, 4), (64, 40, 7, 7)],
+                         ids=["rows", "blocks", "blocks-b64"])
+def test_input_gradient_holds_at_a_large_offset(shape, drivers):
+    """Backward at unit spread on top of 1e4 in float32, against float64: x - mean is taken
+    about the mean rounded to float32 and the rounding is put back per channel, so the input
+    gradient keeps float32's precision (taking x - float32(mean) alone left 8e-6 of the
+    largest gradient in the channel-block kernels, 1e-6 in the per-channel ones)."""
+    rng = np.random.default_rng(3)
+    x = (1e4 + rng.standard_normal(shape)).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal(shape[1])
+    x64, g64 = x.astype(np.float64), g.astype(np.float64)
+    y, mean, invstd = generic.batch_norm_train(x64, w, None, None, None, 0.1, 1e-5)
+    want = generic.batch_norm_backward(g64, x64, y, mean, invstd, w)
+    y32, mean32, invstd32 = cpu_batchnorm.batch_norm_train(x, w, None, None, None, 0.1, 1e-5)
+    got = cpu_batchnorm.batch_norm_backward(g, x, y32, mean32, invstd32, w)
+    for name, a, b in zip(("gx", "gw", "gb"), got, want):
+        assert np.abs(a - b).max() <= 5e-7 * np.abs(b).max(), name
+
+
 def test_training_keeps_no_activation_sized_array_but_its_input():
     """Backward needs x (alive anyway: it is the op's input) and two numbers per channel; a
     normalised copy of x would double the activation memory of a BatchNorm network."""

@@ -122,7 +122,11 @@ def _backward_channel(g3, x3, y3, c, mean, invstd, w, has_w, relu, gx3, gw, gb):
     a = inv * w[c] if has_w else inv
     gw[c], gb[c] = q * inv, s
     t = x3.dtype.type
-    at, bt, ct, mut = t(a), t(-a * inv * inv * q / count), t(-a * s / count), t(mu)
+    # the mean rounded to x's dtype (x - mu_r is exact for x near it), its rounding put back
+    # in the constant term: b*(x - mu) = b*(x - mu_r) + b*(mu_r - mu)
+    mut = t(mu)
+    b = -a * inv * inv * q / count
+    at, bt, ct = t(a), t(b), t(-a * s / count + b * (np.float64(mut) - mu))
     for i in range(n):
         _input_grad_row(g3[i, c], x3[i, c], y3[i, c], gx3[i, c], at, bt, ct, mut, relu)
 
@@ -249,11 +253,20 @@ def _forward_block_ser(x2, y2, hw, cb, w, b, has_w, has_b, eps, relu, mean, invs
 @njit(cache=True, fastmath=_REASSOC)
 def _backward_block(g2, x2, y2, hw, blk, cb, mean, invstd, w, has_w, relu, gx2, gw, gb):
     n = x2.shape[0]
+    t = x2.dtype.type
     c0, c1, base, size = _block_bounds(x2, hw, blk, cb)
-    mu = np.empty(size, np.float64)
-    _spread(mean[c0:c1], hw, mu)
-    s = np.zeros(size, np.float64)
-    q = np.zeros(size, np.float64)
+    # The per-position sums run in the activation's dtype, over the batch only (n values
+    # each), and are added up per channel in float64. They are taken about the mean rounded to
+    # that dtype (m_r), where x - m_r is exact for x near the mean; the rounding of the mean
+    # (e = m_r - mean) is put back exactly per channel: sum g*(x - mean) = sum g*(x - m_r)
+    # + e*sum g, and in the input gradient b*(x - mean) = b*(x - m_r) + b*e.
+    mean_r = np.empty(c1 - c0, x2.dtype)
+    for k in range(c1 - c0):
+        mean_r[k] = t(mean[c0 + k])
+    mu = np.empty(size, x2.dtype)
+    _spread(mean_r, hw, mu)
+    s = np.zeros(size, x2.dtype)
+    q = np.zeros(size, x2.dtype)
     for i in range(n):
         g = g2[i, base:base + size]
         x = x2[i, base:base + size]
@@ -261,25 +274,28 @@ def _backward_block(g2, x2, y2, hw, blk, cb, mean, invstd, w, has_w, relu, gx2, 
             y = y2[i, base:base + size]
             for j in range(size):
                 k = np.uintp(j)
-                gi = np.float64(g[k]) if y[k] > 0 else 0.0
+                gi = g[k] if y[k] > 0 else t(0)
                 s[k] += gi
-                q[k] += gi * (np.float64(x[k]) - mu[k])
+                q[k] += gi * (x[k] - mu[k])
         else:
             for j in range(size):
                 k = np.uintp(j)
-                gi = np.float64(g[k])
+                gi = g[k]
                 s[k] += gi
-                q[k] += gi * (np.float64(x[k]) - mu[k])
+                q[k] += gi * (x[k] - mu[k])
     count = n * hw
     coef = np.empty((4, c1 - c0), x2.dtype)
     for k in range(c1 - c0):
         ch = c0 + k
-        sk, qk = _segment_sums(s, hw, k), _segment_sums(q, hw, k)
+        e = np.float64(mean_r[k]) - mean[ch]
+        sk = _segment_sums(s, hw, k)
+        qk = _segment_sums(q, hw, k) + e * sk
         inv = np.float64(invstd[ch])
         a = inv * w[ch] if has_w else inv
         gw[ch], gb[ch] = qk * inv, sk
-        coef[0, k], coef[1, k] = a, -a * inv * inv * qk / count
-        coef[2, k], coef[3, k] = -a * sk / count, mean[ch]
+        b = -a * inv * inv * qk / count
+        coef[0, k], coef[1, k] = a, b
+        coef[2, k], coef[3, k] = -a * sk / count + b * e, mean_r[k]
     reps = np.empty((4, size), x2.dtype)
     for r in range(4):
         _spread(coef[r], hw, reps[r])
