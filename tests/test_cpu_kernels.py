@@ -156,6 +156,31 @@ def test_max_pool_nan_and_inf_in_every_tap(geom, dtype):
     assert np.isnan(gx).any() and np.isneginf(gx).any()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hw", [(9, 8), (8, 9), (16, 13), (2, 2), (1, 5), (112, 112)], ids=str)
+def test_max_pool_3x3_stride2_gather_backward_equals_the_scatter(hw, dtype):
+    """ResNet's stem pool backward (3x3, stride 2, padding 1) gathers each input's gradient
+    from the windows over it; the general kernel scatters, zero-fills and adds. Both add the
+    same terms in the same order, so they agree bit for bit, NaN and infinite gradients
+    included, at even and odd plane sizes."""
+    from minidl.backend.cpu import pooling
+
+    rng = np.random.default_rng(12)
+    x = np.round(rng.standard_normal((2, 3) + hw) * 2).astype(dtype)  # ties
+    x.reshape(-1)[::29] = np.nan
+    geom = (3, 3, 2, 2, 1, 1)
+    y, arg = cpu.max_pool2d_forward(x, *geom)
+    gy = rng.standard_normal(y.shape).astype(dtype)
+    gy.reshape(-1)[::7] = np.nan
+    gy.reshape(-1)[3::11] = -np.inf
+    gy.reshape(-1)[5::13] = -0.0
+    gx = cpu.max_pool2d_backward(gy, arg, x.shape, *geom)
+    scattered = np.empty_like(gx)
+    pooling._max_pool_bwd_ser(gy, arg, 3, 2, 2, 1, 1, scattered)
+    np.testing.assert_array_equal(gx.view(f"u{gx.itemsize}"),
+                                  scattered.view(f"u{gx.itemsize}"))
+
+
 @pytest.mark.parametrize("geom", [(3, 3, 2, 2, 1, 1), (3, 3, 1, 1, 1, 1)], ids=str)
 def test_max_pool_3x3_inside_windows_take_the_first_nan(geom):
     """The unrolled 3x3 windows: a NaN wins over larger values before and after it, and of two

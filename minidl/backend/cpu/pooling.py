@@ -7,6 +7,7 @@ from numba import njit, prange
 
 from .. import generic
 from ..generic import out_size
+from .bits import keep
 from .launch import FLOATS, Drivers, contiguous, launch, parallel
 
 @njit(cache=True)
@@ -237,6 +238,77 @@ def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
         dst[2 * oh:, :] = 0
 
 
+@njit(cache=True)
+def _gather_3x3s2_row(dst, ga, aa, ta, gb, ab, tb, two, ow):
+    """One input row of the 3x3 stride-2 pad-1 backward from window row(s) a (and b where
+    ``two``), whose filter row over this input row is ta (tb): the even column 2*ox takes tap
+    column 1 of window ox; the odd column 2*ox + 1 takes tap column 2 of window ox and tap
+    column 0 of window ox + 1. Each value is kept or zeroed on its bits (``keep``), and the
+    terms add in the order the windows come (row a before b, then by column), each on top of
+    +0.0, as a zero-filled scatter would add them. The loops have no branch inside, so LLVM
+    vectorises them; the last window column, whose odd column may lie past the plane or has
+    no right neighbour, is done apart."""
+    zero = dst.dtype.type(0)
+    ea, eb = 3 * ta, 3 * tb
+    one = np.uintp(1)
+    last = ow - 1
+    if two:
+        for ox in range(last):
+            k = np.uintp(ox)
+            va, ka, vb, kb = ga[k], aa[k], gb[k], ab[k]
+            dst[2 * k] = zero + keep(va, ka == ea + 1) + keep(vb, kb == eb + 1)
+            dst[2 * k + one] = (zero + keep(va, ka == ea + 2) + keep(ga[k + one], aa[k + one] == ea)
+                                + keep(vb, kb == eb + 2) + keep(gb[k + one], ab[k + one] == eb))
+    else:
+        for ox in range(last):
+            k = np.uintp(ox)
+            va, ka = ga[k], aa[k]
+            dst[2 * k] = zero + keep(va, ka == ea + 1)
+            dst[2 * k + one] = zero + keep(va, ka == ea + 2) + keep(ga[k + one], aa[k + one] == ea)
+    k = np.uintp(last)
+    even = zero + keep(ga[k], aa[k] == ea + 1)
+    odd = zero + keep(ga[k], aa[k] == ea + 2)
+    if two:
+        even += keep(gb[k], ab[k] == eb + 1)
+        odd += keep(gb[k], ab[k] == eb + 2)
+    dst[2 * k] = even
+    if 2 * last + 1 < dst.size:
+        dst[2 * k + one] = odd
+
+
+@njit(cache=True)
+def _max_pool_bwd_3x3s2_task(gy, arg, gx, nc):
+    """3x3 stride 2 padding 1 (ResNet's stem): each input gathers the gradients of the (at
+    most four) windows over it, so it is written once, with no zero-fill and no read-modify-
+    write. Input row 2*m lies under filter row 1 of window row m; row 2*m + 1 under filter row
+    2 of window row m and filter row 0 of window row m + 1."""
+    c, h = gx.shape[1], gx.shape[2]
+    oh, ow = gy.shape[2], gy.shape[3]
+    b = nc // c
+    ci = nc - b * c
+    dst, g, a = gx[b, ci], gy[b, ci], arg[b, ci]
+    for iy in range(h):
+        m = iy // 2
+        if iy % 2 == 0:
+            _gather_3x3s2_row(dst[iy], g[m], a[m], 1, g[m], a[m], 1, False, ow)
+        elif m + 1 < oh:
+            _gather_3x3s2_row(dst[iy], g[m], a[m], 2, g[m + 1], a[m + 1], 0, True, ow)
+        else:
+            _gather_3x3s2_row(dst[iy], g[m], a[m], 2, g[m], a[m], 2, False, ow)
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_bwd_3x3s2_par(gy, arg, gx):
+    for nc in prange(gx.shape[0] * gx.shape[1]):
+        _max_pool_bwd_3x3s2_task(gy, arg, gx, nc)
+
+
+@njit(cache=True)
+def _max_pool_bwd_3x3s2_ser(gy, arg, gx):
+    for nc in range(gx.shape[0] * gx.shape[1]):
+        _max_pool_bwd_3x3s2_task(gy, arg, gx, nc)
+
+
 @njit(parallel=True, cache=True)
 def _max_pool_bwd_2x2_par(gy, arg, gx):
     for nc in prange(gx.shape[0] * gx.shape[1]):
@@ -264,6 +336,7 @@ def _max_pool_bwd_ser(gy, arg, kw, sh, sw, ph, pw, gx):
 _MAX_POOL = Drivers(_max_pool_par, _max_pool_ser)
 _MAX_POOL_BWD = Drivers(_max_pool_bwd_par, _max_pool_bwd_ser)
 _MAX_POOL_BWD_2X2 = Drivers(_max_pool_bwd_2x2_par, _max_pool_bwd_2x2_ser)
+_MAX_POOL_BWD_3X3S2 = Drivers(_max_pool_bwd_3x3s2_par, _max_pool_bwd_3x3s2_ser)
 # the integer type of each float's bits, for the 2x2 backward's masks
 _BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
@@ -289,6 +362,8 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
         bits = _BITS[gx.dtype]
         launch(_MAX_POOL_BWD_2X2, parallel(gx.size, "pool"), gy.view(bits), arg, gx.view(bits))
+    elif (kh, kw, sh, sw, ph, pw) == (3, 3, 2, 2, 1, 1):
+        launch(_MAX_POOL_BWD_3X3S2, parallel(gx.size, "pool"), gy, arg, gx)
     else:
         launch(_MAX_POOL_BWD, parallel(gx.size, "pool"), gy, arg, kw, sh, sw, ph, pw, gx)
     return gx
