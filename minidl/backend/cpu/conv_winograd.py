@@ -20,34 +20,40 @@ from .scratch import pool
 @njit(cache=True)
 def _wino_filter(w, u):
     """U = G g G^T for every 3x3 filter g of w (C_out, C_in, 3, 3), into u (16, C_out * C_in).
-    Filters are done 256 at a time in a small buffer and then written out row by row: writing
-    each filter's 16 values straight into 16 rows far apart ran 7x slower."""
+    Filters go 512 at a time: gathered tap by tap into a (9, 512) block, so that every step of
+    the transform is a loop over 512 filters that LLVM vectorises and every row of u is written
+    512 values at a time (0.83 -> 0.28 ms for 256x256 filters; one filter at a time, with each
+    filter's 16 values written to 16 rows far apart, ran 7x slower still)."""
     wf = w.reshape(-1, 9)
     nf = wf.shape[0]
-    blk = np.empty((16, 256), dtype=u.dtype)
-    for f0 in range(0, nf, 256):
-        nb = min(256, nf - f0)
+    nblk = 512
+    g = np.empty((9, nblk), dtype=u.dtype)
+    t = np.empty((12, nblk), dtype=u.dtype)  # the rows of G g: t[3*r + j]
+    half = u.dtype.type(0.5)
+    for f0 in range(0, nf, nblk):
+        nb = min(nblk, nf - f0)
         for i in range(nb):
-            g = wf[f0 + i]
-            for r in range(4):  # row r of G g, then that row times G^T
-                if r == 0:
-                    a0, a1, a2 = g[0], g[1], g[2]
-                elif r == 1:
-                    a0 = 0.5 * (g[0] + g[3] + g[6])
-                    a1 = 0.5 * (g[1] + g[4] + g[7])
-                    a2 = 0.5 * (g[2] + g[5] + g[8])
-                elif r == 2:
-                    a0 = 0.5 * (g[0] - g[3] + g[6])
-                    a1 = 0.5 * (g[1] - g[4] + g[7])
-                    a2 = 0.5 * (g[2] - g[5] + g[8])
-                else:
-                    a0, a1, a2 = g[6], g[7], g[8]
-                blk[4 * r, i] = a0
-                blk[4 * r + 1, i] = 0.5 * (a0 + a1 + a2)
-                blk[4 * r + 2, i] = 0.5 * (a0 - a1 + a2)
-                blk[4 * r + 3, i] = a2
-        for e in range(16):
-            u[e, f0:f0 + nb] = blk[e, :nb]
+            for j in range(9):
+                g[j, i] = wf[f0 + i, j]
+        for j in range(3):  # G down each column of taps j, 3 + j, 6 + j
+            top, mid, bot = g[j], g[3 + j], g[6 + j]
+            t0, t1, t2, t3 = t[j], t[3 + j], t[6 + j], t[9 + j]
+            for i in range(nb):
+                k = np.uintp(i)
+                t0[k] = top[k]
+                t1[k] = half * (top[k] + mid[k] + bot[k])
+                t2[k] = half * (top[k] - mid[k] + bot[k])
+                t3[k] = bot[k]
+        for r in range(4):  # each row of G g times G^T
+            a0, a1, a2 = t[3 * r], t[3 * r + 1], t[3 * r + 2]
+            d0, d1 = u[4 * r, f0:f0 + nb], u[4 * r + 1, f0:f0 + nb]
+            d2, d3 = u[4 * r + 2, f0:f0 + nb], u[4 * r + 3, f0:f0 + nb]
+            for i in range(nb):
+                k = np.uintp(i)
+                d0[k] = a0[k]
+                d1[k] = half * (a0[k] + a1[k] + a2[k])
+                d2[k] = half * (a0[k] - a1[k] + a2[k])
+                d3[k] = a2[k]
 
 
 @njit(cache=True)
