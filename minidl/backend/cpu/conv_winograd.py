@@ -18,42 +18,41 @@ from .launch import Drivers, contiguous, launch, parallel
 from .scratch import pool
 
 @njit(cache=True)
+def _g_times(a0, a1, a2, d0, d1, d2, d3, nb):
+    """(d0, d1, d2, d3) = G (a0, a1, a2) for nb filters at once: G's rows are (1, 0, 0),
+    (1/2, 1/2, 1/2), (1/2, -1/2, 1/2) and (0, 0, 1)."""
+    half = d0.dtype.type(0.5)
+    for i in range(nb):
+        k = np.uintp(i)
+        d0[k] = a0[k]
+        d1[k] = half * (a0[k] + a1[k] + a2[k])
+        d2[k] = half * (a0[k] - a1[k] + a2[k])
+        d3[k] = a2[k]
+
+
+@njit(cache=True)
 def _wino_filter(w, u):
     """U = G g G^T for every 3x3 filter g of w (C_out, C_in, 3, 3), into u (16, C_out * C_in).
     Filters go 512 at a time: gathered tap by tap into a (9, 512) block, so that every step of
     the transform is a loop over 512 filters that LLVM vectorises and every row of u is written
-    512 values at a time (0.83 -> 0.28 ms for 256x256 filters; one filter at a time, with each
-    filter's 16 values written to 16 rows far apart, ran 7x slower still)."""
+    512 values at a time (0.83 -> 0.29-0.43 ms for 256x256 filters; one filter at a time, with
+    each filter's 16 values written to 16 rows far apart, ran 7x slower still)."""
     wf = w.reshape(-1, 9)
     nf = wf.shape[0]
     nblk = 512
     g = np.empty((9, nblk), dtype=u.dtype)
-    t = np.empty((12, nblk), dtype=u.dtype)  # the rows of G g: t[3*r + j]
-    half = u.dtype.type(0.5)
+    t = np.empty((12, nblk), dtype=u.dtype)  # G g: row r of it is t[3*r], t[3*r + 1], t[3*r + 2]
     for f0 in range(0, nf, nblk):
         nb = min(nblk, nf - f0)
         for i in range(nb):
             for j in range(9):
                 g[j, i] = wf[f0 + i, j]
-        for j in range(3):  # G down each column of taps j, 3 + j, 6 + j
-            top, mid, bot = g[j], g[3 + j], g[6 + j]
-            t0, t1, t2, t3 = t[j], t[3 + j], t[6 + j], t[9 + j]
-            for i in range(nb):
-                k = np.uintp(i)
-                t0[k] = top[k]
-                t1[k] = half * (top[k] + mid[k] + bot[k])
-                t2[k] = half * (top[k] - mid[k] + bot[k])
-                t3[k] = bot[k]
-        for r in range(4):  # each row of G g times G^T
-            a0, a1, a2 = t[3 * r], t[3 * r + 1], t[3 * r + 2]
-            d0, d1 = u[4 * r, f0:f0 + nb], u[4 * r + 1, f0:f0 + nb]
-            d2, d3 = u[4 * r + 2, f0:f0 + nb], u[4 * r + 3, f0:f0 + nb]
-            for i in range(nb):
-                k = np.uintp(i)
-                d0[k] = a0[k]
-                d1[k] = half * (a0[k] + a1[k] + a2[k])
-                d2[k] = half * (a0[k] - a1[k] + a2[k])
-                d3[k] = a2[k]
+        for j in range(3):  # G down tap column j (taps j, 3 + j, 6 + j)
+            _g_times(g[j], g[3 + j], g[6 + j], t[j], t[3 + j], t[6 + j], t[9 + j], nb)
+        for r in range(4):  # then each row of G g times G^T
+            _g_times(t[3 * r], t[3 * r + 1], t[3 * r + 2], u[4 * r, f0:f0 + nb],
+                     u[4 * r + 1, f0:f0 + nb], u[4 * r + 2, f0:f0 + nb], u[4 * r + 3, f0:f0 + nb],
+                     nb)
 
 
 @njit(cache=True)
