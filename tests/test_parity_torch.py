@@ -219,6 +219,10 @@ def test_losses():
                  [((4, 5), targets)])
         check_op(lambda F, x, y: F.mse_loss(x, y, reduction=reduction), [((3, 4), (3, 4)), ((5,), (5,))])
     check_op(lambda F, x, t: F.cross_entropy(x, t), [((1, 3), const([2])), ((8, 10), const(np.arange(8)))])
+    # 32 classes or more take the CPU's vectorised float32 pass (exp_f32)
+    for reduction in ("mean", "none"):
+        check_op(lambda F, x, t: F.cross_entropy(x, t, reduction=reduction),
+                 [((16, 1000), const(np.arange(16) * 61)), ((5, 40), const([0, 39, 7, 7, 20]))])
 
 
 def test_cross_entropy_module_with_integer_targets():
@@ -328,6 +332,20 @@ def test_large_logits_match_torch_float64(strict_float):
         ):
             assert np.isfinite(mo.numpy()).all(), name
             assert_close(mo.numpy(), to.numpy(), 1e-6, 1e-6, f"{name} {dtype.__name__}")
+
+
+def test_large_logits_over_many_classes_match_torch(strict_float):
+    """The vectorised float32 cross-entropy (32 classes or more) at |x| = 1e4: terms far
+    below the maximum give exactly 0, the rest match PyTorch."""
+    rng = np.random.default_rng(3)
+    x = rng.choice([-1e4, 0.0, 5e3, 1e4], size=(4, 48)) + rng.standard_normal((4, 48))
+    target = np.array([0, 47, 3, 20])
+    for dtype in (np.float32, np.float64):
+        m, t = minidl.tensor(x, dtype=dtype), torch.tensor(x.astype(dtype))
+        mo = F.cross_entropy(m, minidl.tensor(target), reduction="none")
+        to = torch.nn.functional.cross_entropy(t, torch.tensor(target), reduction="none")
+        assert np.isfinite(mo.numpy()).all()
+        assert_close(mo.numpy(), to.numpy(), 1e-5, 1e-3, f"cross_entropy {dtype.__name__}")
 
 
 def test_sigmoid_large_magnitude_matches_torch(strict_float):
