@@ -140,51 +140,74 @@ def _tile_3x3(xp, w, k0, co, c, hpwp, wp, q, acc):
 
 
 @njit(cache=True)
-def _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, b0, b1, g0, g1):
+def _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
+    """Output channel blocks [g0, g1) of sample b from its padded copy xp."""
+    c, co, oh, ow = w.size // (out.shape[1] * 3 * 3), out.shape[1], out.shape[2], out.shape[3]
+    hpwp = (xp.size - 16) // c
+    for g in range(g0, g1):
+        k0 = 4 * g
+        for r in range(4):
+            v = bias[min(k0 + r, co - 1)] if has_bias else 0.0
+            for p in range(q):
+                acc[r * q + p] = v
+        _tile_3x3(xp, w, k0, co, c, hpwp, wp, q, acc)
+        for r in range(min(4, co - k0)):
+            d = out[b, k0 + r]
+            for y in range(oh):
+                for xx in range(ow):
+                    d[y, xx] = acc[r * q + y * wp + xx]
+
+
+@njit(cache=True)
+def _fwd_geometry_3x3(x, ph, pw, out):
+    """(padded width, positions per pass rounded up to whole vectors, padded sample size)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
-    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
     hp, wp = h + 2 * ph, wd + 2 * pw
     q = ((oh - 1) * wp + ow + 15) // 16 * 16  # whole vectors: no scalar remainder loop
-    xp = np.empty(c * hp * wp + 16, dtype=x.dtype)  # the rounding reads up to 15 values past
+    return wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past the sample
+
+
+@njit(cache=True)
+def _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, b0, b1):
+    """Samples [b0, b1), every output channel block, each sample padded once."""
+    wp, q, size = _fwd_geometry_3x3(x, ph, pw, out)
+    xp = np.empty(size, dtype=x.dtype)
     acc = np.empty(4 * q, dtype=x.dtype)
+    blocks = (out.shape[1] + 4 - 1) // 4
     for b in range(b0, b1):
         _pad_sample(x, b, ph, pw, 3, xp)
-        for g in range(g0, g1):
-            k0 = 4 * g
-            for r in range(4):
-                v = bias[min(k0 + r, co - 1)] if has_bias else 0.0
-                for p in range(q):
-                    acc[r * q + p] = v
-            _tile_3x3(xp, w, k0, co, c, hp * wp, wp, q, acc)
-            for r in range(min(4, co - k0)):
-                d = out[b, k0 + r]
-                for y in range(oh):
-                    for xx in range(ow):
-                        d[y, xx] = acc[r * q + y * wp + xx]
+        _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, 0, blocks, wp, q, acc)
 
 
 @njit(parallel=True, cache=True)
 def _fwd_par_3x3(x, w, bias, has_bias, ph, pw, out, parts):
     # parts tasks: whole samples when there are enough of them, else each sample's blocks of
-    # 4 output channels split among several tasks (batch 1 uses every thread too)
+    # 4 output channels split among several tasks (batch 1 uses every thread too); then
+    # the samples are padded once, up front, and the tasks share the padded copies (each task
+    # padding its sample again cost batch 1 a fifth of its time)
     n = x.shape[0]
     blocks = (out.shape[1] + 4 - 1) // 4
     if parts <= n:
         for t in prange(parts):
             _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, t * n // parts,
-                            (t + 1) * n // parts, 0, blocks)
+                            (t + 1) * n // parts)
     else:
+        wp, q, size = _fwd_geometry_3x3(x, ph, pw, out)
+        xps = np.empty((n, size), dtype=x.dtype)
+        for b in prange(n):
+            _pad_sample(x, b, ph, pw, 3, xps[b])
         split = min(blocks, (parts + n - 1) // n)
         for t in prange(n * split):
             b, s = t // split, t % split
-            _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, b, b + 1,
-                            s * blocks // split, (s + 1) * blocks // split)
+            acc = np.empty(4 * q, dtype=x.dtype)
+            _fwd_blocks_3x3(xps[b], w, bias, has_bias, out, b, s * blocks // split,
+                              (s + 1) * blocks // split, wp, q, acc)
 
 
 @njit(cache=True)
 def _fwd_ser_3x3(x, w, bias, has_bias, ph, pw, out, parts):
-    blocks = (out.shape[1] + 4 - 1) // 4
-    _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, 0, x.shape[0], 0, blocks)
+    _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, 0, x.shape[0])
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
@@ -566,51 +589,74 @@ def _tile_5x5(xp, w, k0, co, c, hpwp, wp, q, acc):
 
 
 @njit(cache=True)
-def _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, b0, b1, g0, g1):
+def _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
+    """Output channel blocks [g0, g1) of sample b from its padded copy xp."""
+    c, co, oh, ow = w.size // (out.shape[1] * 5 * 5), out.shape[1], out.shape[2], out.shape[3]
+    hpwp = (xp.size - 16) // c
+    for g in range(g0, g1):
+        k0 = 4 * g
+        for r in range(4):
+            v = bias[min(k0 + r, co - 1)] if has_bias else 0.0
+            for p in range(q):
+                acc[r * q + p] = v
+        _tile_5x5(xp, w, k0, co, c, hpwp, wp, q, acc)
+        for r in range(min(4, co - k0)):
+            d = out[b, k0 + r]
+            for y in range(oh):
+                for xx in range(ow):
+                    d[y, xx] = acc[r * q + y * wp + xx]
+
+
+@njit(cache=True)
+def _fwd_geometry_5x5(x, ph, pw, out):
+    """(padded width, positions per pass rounded up to whole vectors, padded sample size)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
-    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
     hp, wp = h + 2 * ph, wd + 2 * pw
     q = ((oh - 1) * wp + ow + 15) // 16 * 16  # whole vectors: no scalar remainder loop
-    xp = np.empty(c * hp * wp + 16, dtype=x.dtype)  # the rounding reads up to 15 values past
+    return wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past the sample
+
+
+@njit(cache=True)
+def _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, b0, b1):
+    """Samples [b0, b1), every output channel block, each sample padded once."""
+    wp, q, size = _fwd_geometry_5x5(x, ph, pw, out)
+    xp = np.empty(size, dtype=x.dtype)
     acc = np.empty(4 * q, dtype=x.dtype)
+    blocks = (out.shape[1] + 4 - 1) // 4
     for b in range(b0, b1):
         _pad_sample(x, b, ph, pw, 5, xp)
-        for g in range(g0, g1):
-            k0 = 4 * g
-            for r in range(4):
-                v = bias[min(k0 + r, co - 1)] if has_bias else 0.0
-                for p in range(q):
-                    acc[r * q + p] = v
-            _tile_5x5(xp, w, k0, co, c, hp * wp, wp, q, acc)
-            for r in range(min(4, co - k0)):
-                d = out[b, k0 + r]
-                for y in range(oh):
-                    for xx in range(ow):
-                        d[y, xx] = acc[r * q + y * wp + xx]
+        _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, 0, blocks, wp, q, acc)
 
 
 @njit(parallel=True, cache=True)
 def _fwd_par_5x5(x, w, bias, has_bias, ph, pw, out, parts):
     # parts tasks: whole samples when there are enough of them, else each sample's blocks of
-    # 4 output channels split among several tasks (batch 1 uses every thread too)
+    # 4 output channels split among several tasks (batch 1 uses every thread too); then
+    # the samples are padded once, up front, and the tasks share the padded copies (each task
+    # padding its sample again cost batch 1 a fifth of its time)
     n = x.shape[0]
     blocks = (out.shape[1] + 4 - 1) // 4
     if parts <= n:
         for t in prange(parts):
             _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, t * n // parts,
-                            (t + 1) * n // parts, 0, blocks)
+                            (t + 1) * n // parts)
     else:
+        wp, q, size = _fwd_geometry_5x5(x, ph, pw, out)
+        xps = np.empty((n, size), dtype=x.dtype)
+        for b in prange(n):
+            _pad_sample(x, b, ph, pw, 5, xps[b])
         split = min(blocks, (parts + n - 1) // n)
         for t in prange(n * split):
             b, s = t // split, t % split
-            _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, b, b + 1,
-                            s * blocks // split, (s + 1) * blocks // split)
+            acc = np.empty(4 * q, dtype=x.dtype)
+            _fwd_blocks_5x5(xps[b], w, bias, has_bias, out, b, s * blocks // split,
+                              (s + 1) * blocks // split, wp, q, acc)
 
 
 @njit(cache=True)
 def _fwd_ser_5x5(x, w, bias, has_bias, ph, pw, out, parts):
-    blocks = (out.shape[1] + 4 - 1) // 4
-    _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, 0, x.shape[0], 0, blocks)
+    _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, 0, x.shape[0])
 
 
 @njit(cache=True, fastmath={"contract", "reassoc"})
