@@ -61,3 +61,23 @@ def test_lenet_layers_prints_the_avx2_environment_for_other_commands():
                    if line)
     assert "-avx512f" in exports["NUMBA_CPU_FEATURES"].split(",")
     assert exports["ATEN_CPU_CAPABILITY"] == "avx2" and exports["OPENBLAS_CORETYPE"] == "Zen"
+
+
+@pytest.mark.parametrize("mode", [[], ["--train"]], ids=["inference", "train"])
+def test_resnet_convs_times_every_distinct_convolution(tmp_path, mode):
+    pytest.importorskip("torch", reason="the per-convolution table compares minidl with PyTorch")
+    out = tmp_path / "convs.json"
+    done = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "resnet_convs.py"), "--batch", "1",
+         "--size", "32", "--rounds", "1", "--repeats", "1", "--threads", "1", "--json", str(out),
+         *mode], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert sum(r["count"] for r in rows) == 53  # ResNet-50's convolutions, stem to layer4
+    assert len({(tuple(r["x"]), tuple(r["w"]), r["stride"]) for r in rows}) == len(rows)
+    assert any(r["w"] == [64, 3, 7, 7] and r["stride"] == 2 for r in rows)  # the stem
+    keys = ["minidl_fwd_ms", "torch_fwd_ms"] + (["minidl_fwd_bwd_ms", "torch_fwd_bwd_ms"]
+                                                 if mode else [])
+    assert all(r[k] > 0 for r in rows for k in keys)
+    assert report["train"] == bool(mode) and "all 53 convolutions" in done.stdout
