@@ -12,15 +12,20 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def run_tool(name, *args, timeout=300):
+    """``python tools/<name> args...`` from the repository root; asserts that it succeeded."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 @pytest.mark.parametrize("mode", [[], ["--train"]], ids=["inference", "train"])
 def test_lenet_layers_reports_every_layer_of_both_frameworks(tmp_path, mode):
     pytest.importorskip("torch", reason="the per-layer table compares minidl with PyTorch")
     out = tmp_path / "layers.json"
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "lenet_layers.py"), "--batch", "4",
-         "--repeats", "2", "--threads", "1", "--json", str(out), *mode],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    done = run_tool("lenet_layers.py", "--batch", "4", "--repeats", "2", "--threads", "1",
+                    "--json", str(out), *mode)
     report = json.loads(out.read_text())
     names = [name for name, _ in report["layers"]["minidl"]]
     assert names == [name for name, _ in report["layers"]["torch"]]
@@ -41,11 +46,8 @@ def test_lenet_layers_holds_numba_to_avx2(tmp_path):
     if not has_avx2:
         pytest.skip("this CPU has no AVX2 to hold the libraries to")
     out = tmp_path / "layers.json"
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "lenet_layers.py"), "--isa", "avx2",
-         "--batch", "2", "--repeats", "1", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    done = run_tool("lenet_layers.py", "--isa", "avx2", "--batch", "2", "--repeats", "1",
+                    "--threads", "1", "--json", str(out), timeout=600)
     report = json.loads(out.read_text())
     assert report["isa"] == "avx2"
     assert report["numba_vector_registers"] == "ymm"
@@ -53,10 +55,7 @@ def test_lenet_layers_holds_numba_to_avx2(tmp_path):
 
 
 def test_lenet_layers_prints_the_avx2_environment_for_other_commands():
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "lenet_layers.py"), "--isa", "avx2",
-         "--print-env"], capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    done = run_tool("lenet_layers.py", "--isa", "avx2", "--print-env", timeout=120)
     exports = dict(line.removeprefix("export ").split("=", 1) for line in done.stdout.split("\n")
                    if line)
     assert "-avx512f" in exports["NUMBA_CPU_FEATURES"].split(",")
@@ -67,11 +66,8 @@ def test_lenet_layers_prints_the_avx2_environment_for_other_commands():
 def test_resnet_convs_times_every_distinct_convolution(tmp_path, mode):
     pytest.importorskip("torch", reason="the per-convolution table compares minidl with PyTorch")
     out = tmp_path / "convs.json"
-    done = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "resnet_convs.py"), "--batch", "1",
-         "--size", "32", "--rounds", "1", "--repeats", "1", "--threads", "1", "--json", str(out),
-         *mode], capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert done.returncode == 0, done.stderr
+    done = run_tool("resnet_convs.py", "--batch", "1", "--size", "32", "--rounds", "1",
+                    "--repeats", "1", "--threads", "1", "--json", str(out), *mode)
     report = json.loads(out.read_text())
     rows = report["rows"]
     assert sum(r["count"] for r in rows) == 53  # ResNet-50's convolutions, stem to layer4
