@@ -12,9 +12,11 @@
   ``conv_tiles_kernels``);
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
-- ``activations``: ReLU and softmax cross-entropy;
+- ``activations``: ReLU and softmax cross-entropy (with a vectorisable float32 exp);
 - ``batchnorm``: batch norm (training passes, and the eval-mode per-channel affine map);
-- ``optim``: the SGD update in one pass.
+- ``optim``: the SGD update in one pass;
+- ``bits``: float operations on the bits as numba intrinsics (a branch-free keep-or-zero, 2**n
+  from exponent bits), for kernels that must vectorise or stay free of branches on the data.
 
 Every kernel is a module-level ``@njit(cache=True)`` function so a second process loads the
 machine code from ``__pycache__`` instead of compiling it again; compilation is lazy (on the
