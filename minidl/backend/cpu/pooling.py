@@ -206,10 +206,10 @@ def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
     """2x2 stride 2: windows tile the plane, so each input is written once (no zero-fill and
     no read-modify-write); rows/columns past the last window get zeros.
 
-    gy and gx come as integer views of the float arrays (int32 for float32, int64 for
-    float64): each input takes the gradient's bits ANDed with an all-ones or all-zeros mask,
-    exact for every value (NaN and infinity included) and free of the data-dependent branches
-    that float selects compile to on AVX2 (4x slower there on random winners)."""
+    Each input takes the gradient kept or zeroed on its bits (``bits.keep``: an AND with an
+    all-ones or all-zeros mask), exact for every value (NaN and infinity included) and free of
+    the data-dependent branches that float selects compile to on AVX2 (4x slower there on
+    random winners)."""
     c, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
     oh, ow = gy.shape[2], gy.shape[3]
     b = nc // c
@@ -227,10 +227,10 @@ def _max_pool_bwd_2x2_task(gy, arg, gx, nc):
             k = arow[ox]
             v = grow[ox]
             ix = np.uintp(2 * ox)
-            r0[ix] = v & -(k == 0)
-            r0[ix + one] = v & -(k == 1)
-            r1[ix] = v & -(k == 2)
-            r1[ix + one] = v & -(k == 3)
+            r0[ix] = keep(v, k == 0)
+            r0[ix + one] = keep(v, k == 1)
+            r1[ix] = keep(v, k == 2)
+            r1[ix + one] = keep(v, k == 3)
         if w > 2 * ow:
             r0[2 * ow:] = 0
             r1[2 * ow:] = 0
@@ -337,8 +337,6 @@ _MAX_POOL = Drivers(_max_pool_par, _max_pool_ser)
 _MAX_POOL_BWD = Drivers(_max_pool_bwd_par, _max_pool_bwd_ser)
 _MAX_POOL_BWD_2X2 = Drivers(_max_pool_bwd_2x2_par, _max_pool_bwd_2x2_ser)
 _MAX_POOL_BWD_3X3S2 = Drivers(_max_pool_bwd_3x3s2_par, _max_pool_bwd_3x3s2_ser)
-# the integer type of each float's bits, for the 2x2 backward's masks
-_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
@@ -360,8 +358,7 @@ def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
     gx = np.empty(x_shape, dtype=gy.dtype)
     gy, arg = contiguous(gy), contiguous(arg).astype(np.int32, copy=False)
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
-        bits = _BITS[gx.dtype]
-        launch(_MAX_POOL_BWD_2X2, parallel(gx.size, "pool"), gy.view(bits), arg, gx.view(bits))
+        launch(_MAX_POOL_BWD_2X2, parallel(gx.size, "pool"), gy, arg, gx)
     elif (kh, kw, sh, sw, ph, pw) == (3, 3, 2, 2, 1, 1):
         launch(_MAX_POOL_BWD_3X3S2, parallel(gx.size, "pool"), gy, arg, gx)
     else:
