@@ -106,10 +106,10 @@ def tile_source(k, block=BLOCK):
 DRIVERS = '''
 
 @njit(cache=True)
-def _fwd_blocks_{k}x{k}(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
-    """Output channel blocks [g0, g1) of sample b from its padded copy xp."""
-    c, co, oh, ow = w.size // (out.shape[1] * {k} * {k}), out.shape[1], out.shape[2], out.shape[3]
-    hpwp = (xp.size - 16) // c
+def _fwd_blocks_{k}x{k}(xp, w, bias, has_bias, out, b, g0, g1, c, hpwp, wp, q, acc):
+    """Output channel blocks [g0, g1) of sample b from its padded copy xp (c channel planes
+    of hpwp values, wp wide)."""
+    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     for g in range(g0, g1):
         k0 = {block} * g
         for r in range({block}):
@@ -126,24 +126,26 @@ def _fwd_blocks_{k}x{k}(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
 
 @njit(cache=True)
 def _fwd_geometry_{k}x{k}(x, ph, pw, out):
-    """(padded width, positions per pass rounded up to whole vectors, padded sample size)."""
+    """(padded plane size, padded width, positions per pass rounded up to whole vectors,
+    padded sample size)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     hp, wp = h + 2 * ph, wd + 2 * pw
     q = ((oh - 1) * wp + ow + 15) // 16 * 16  # whole vectors: no scalar remainder loop
-    return wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past the sample
+    return hp * wp, wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past
 
 
 @njit(cache=True)
 def _fwd_task_{k}x{k}(x, w, bias, has_bias, ph, pw, out, b0, b1):
     """Samples [b0, b1), every output channel block, each sample padded once."""
-    wp, q, size = _fwd_geometry_{k}x{k}(x, ph, pw, out)
+    hpwp, wp, q, size = _fwd_geometry_{k}x{k}(x, ph, pw, out)
     xp = np.empty(size, dtype=x.dtype)
     acc = np.empty({block} * q, dtype=x.dtype)
     blocks = (out.shape[1] + {block} - 1) // {block}
     for b in range(b0, b1):
         _pad_sample(x, b, ph, pw, {k}, xp)
-        _fwd_blocks_{k}x{k}(xp, w, bias, has_bias, out, b, 0, blocks, wp, q, acc)
+        _fwd_blocks_{k}x{k}(xp, w, bias, has_bias, out, b, 0, blocks, x.shape[1], hpwp, wp, q,
+                          acc)
 
 
 @njit(parallel=True, cache=True)
@@ -159,7 +161,7 @@ def _fwd_par_{k}x{k}(x, w, bias, has_bias, ph, pw, out, parts):
             _fwd_task_{k}x{k}(x, w, bias, has_bias, ph, pw, out, t * n // parts,
                             (t + 1) * n // parts)
     else:
-        wp, q, size = _fwd_geometry_{k}x{k}(x, ph, pw, out)
+        hpwp, wp, q, size = _fwd_geometry_{k}x{k}(x, ph, pw, out)
         xps = np.empty((n, size), dtype=x.dtype)
         for b in prange(n):
             _pad_sample(x, b, ph, pw, {k}, xps[b])
@@ -168,7 +170,7 @@ def _fwd_par_{k}x{k}(x, w, bias, has_bias, ph, pw, out, parts):
             b, s = t // split, t % split
             acc = np.empty({block} * q, dtype=x.dtype)
             _fwd_blocks_{k}x{k}(xps[b], w, bias, has_bias, out, b, s * blocks // split,
-                              (s + 1) * blocks // split, wp, q, acc)
+                              (s + 1) * blocks // split, x.shape[1], hpwp, wp, q, acc)
 
 
 @njit(cache=True)

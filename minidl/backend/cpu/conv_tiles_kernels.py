@@ -140,10 +140,10 @@ def _tile_3x3(xp, w, k0, co, c, hpwp, wp, q, acc):
 
 
 @njit(cache=True)
-def _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
-    """Output channel blocks [g0, g1) of sample b from its padded copy xp."""
-    c, co, oh, ow = w.size // (out.shape[1] * 3 * 3), out.shape[1], out.shape[2], out.shape[3]
-    hpwp = (xp.size - 16) // c
+def _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, g0, g1, c, hpwp, wp, q, acc):
+    """Output channel blocks [g0, g1) of sample b from its padded copy xp (c channel planes
+    of hpwp values, wp wide)."""
+    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     for g in range(g0, g1):
         k0 = 4 * g
         for r in range(4):
@@ -160,24 +160,26 @@ def _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
 
 @njit(cache=True)
 def _fwd_geometry_3x3(x, ph, pw, out):
-    """(padded width, positions per pass rounded up to whole vectors, padded sample size)."""
+    """(padded plane size, padded width, positions per pass rounded up to whole vectors,
+    padded sample size)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     hp, wp = h + 2 * ph, wd + 2 * pw
     q = ((oh - 1) * wp + ow + 15) // 16 * 16  # whole vectors: no scalar remainder loop
-    return wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past the sample
+    return hp * wp, wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past
 
 
 @njit(cache=True)
 def _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, b0, b1):
     """Samples [b0, b1), every output channel block, each sample padded once."""
-    wp, q, size = _fwd_geometry_3x3(x, ph, pw, out)
+    hpwp, wp, q, size = _fwd_geometry_3x3(x, ph, pw, out)
     xp = np.empty(size, dtype=x.dtype)
     acc = np.empty(4 * q, dtype=x.dtype)
     blocks = (out.shape[1] + 4 - 1) // 4
     for b in range(b0, b1):
         _pad_sample(x, b, ph, pw, 3, xp)
-        _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, 0, blocks, wp, q, acc)
+        _fwd_blocks_3x3(xp, w, bias, has_bias, out, b, 0, blocks, x.shape[1], hpwp, wp, q,
+                          acc)
 
 
 @njit(parallel=True, cache=True)
@@ -193,7 +195,7 @@ def _fwd_par_3x3(x, w, bias, has_bias, ph, pw, out, parts):
             _fwd_task_3x3(x, w, bias, has_bias, ph, pw, out, t * n // parts,
                             (t + 1) * n // parts)
     else:
-        wp, q, size = _fwd_geometry_3x3(x, ph, pw, out)
+        hpwp, wp, q, size = _fwd_geometry_3x3(x, ph, pw, out)
         xps = np.empty((n, size), dtype=x.dtype)
         for b in prange(n):
             _pad_sample(x, b, ph, pw, 3, xps[b])
@@ -202,7 +204,7 @@ def _fwd_par_3x3(x, w, bias, has_bias, ph, pw, out, parts):
             b, s = t // split, t % split
             acc = np.empty(4 * q, dtype=x.dtype)
             _fwd_blocks_3x3(xps[b], w, bias, has_bias, out, b, s * blocks // split,
-                              (s + 1) * blocks // split, wp, q, acc)
+                              (s + 1) * blocks // split, x.shape[1], hpwp, wp, q, acc)
 
 
 @njit(cache=True)
@@ -589,10 +591,10 @@ def _tile_5x5(xp, w, k0, co, c, hpwp, wp, q, acc):
 
 
 @njit(cache=True)
-def _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
-    """Output channel blocks [g0, g1) of sample b from its padded copy xp."""
-    c, co, oh, ow = w.size // (out.shape[1] * 5 * 5), out.shape[1], out.shape[2], out.shape[3]
-    hpwp = (xp.size - 16) // c
+def _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, g0, g1, c, hpwp, wp, q, acc):
+    """Output channel blocks [g0, g1) of sample b from its padded copy xp (c channel planes
+    of hpwp values, wp wide)."""
+    co, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     for g in range(g0, g1):
         k0 = 4 * g
         for r in range(4):
@@ -609,24 +611,26 @@ def _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, g0, g1, wp, q, acc):
 
 @njit(cache=True)
 def _fwd_geometry_5x5(x, ph, pw, out):
-    """(padded width, positions per pass rounded up to whole vectors, padded sample size)."""
+    """(padded plane size, padded width, positions per pass rounded up to whole vectors,
+    padded sample size)."""
     c, h, wd = x.shape[1], x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     hp, wp = h + 2 * ph, wd + 2 * pw
     q = ((oh - 1) * wp + ow + 15) // 16 * 16  # whole vectors: no scalar remainder loop
-    return wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past the sample
+    return hp * wp, wp, q, c * hp * wp + 16  # the rounding reads up to 15 values past
 
 
 @njit(cache=True)
 def _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, b0, b1):
     """Samples [b0, b1), every output channel block, each sample padded once."""
-    wp, q, size = _fwd_geometry_5x5(x, ph, pw, out)
+    hpwp, wp, q, size = _fwd_geometry_5x5(x, ph, pw, out)
     xp = np.empty(size, dtype=x.dtype)
     acc = np.empty(4 * q, dtype=x.dtype)
     blocks = (out.shape[1] + 4 - 1) // 4
     for b in range(b0, b1):
         _pad_sample(x, b, ph, pw, 5, xp)
-        _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, 0, blocks, wp, q, acc)
+        _fwd_blocks_5x5(xp, w, bias, has_bias, out, b, 0, blocks, x.shape[1], hpwp, wp, q,
+                          acc)
 
 
 @njit(parallel=True, cache=True)
@@ -642,7 +646,7 @@ def _fwd_par_5x5(x, w, bias, has_bias, ph, pw, out, parts):
             _fwd_task_5x5(x, w, bias, has_bias, ph, pw, out, t * n // parts,
                             (t + 1) * n // parts)
     else:
-        wp, q, size = _fwd_geometry_5x5(x, ph, pw, out)
+        hpwp, wp, q, size = _fwd_geometry_5x5(x, ph, pw, out)
         xps = np.empty((n, size), dtype=x.dtype)
         for b in prange(n):
             _pad_sample(x, b, ph, pw, 5, xps[b])
@@ -651,7 +655,7 @@ def _fwd_par_5x5(x, w, bias, has_bias, ph, pw, out, parts):
             b, s = t // split, t % split
             acc = np.empty(4 * q, dtype=x.dtype)
             _fwd_blocks_5x5(xps[b], w, bias, has_bias, out, b, s * blocks // split,
-                              (s + 1) * blocks // split, wp, q, acc)
+                              (s + 1) * blocks // split, x.shape[1], hpwp, wp, q, acc)
 
 
 @njit(cache=True)
