@@ -66,14 +66,22 @@ def use_tensor_class(cls):
 
 
 def unbroadcast(grad, shape):
-    """Sum a broadcast gradient back down to ``shape``."""
+    """Sum a broadcast gradient back down to ``shape`` (16-bit gradients in float32)."""
     extra = grad.ndim - len(shape)
-    if extra > 0:
-        grad = grad.sum(axis=tuple(range(extra)))
-    axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad
+    axes = tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and grad.shape[i + extra] != 1)
+    if not axes:
+        return grad
+    dtype = grad.dtype
+    wide = _np.float32 if dtype.itemsize == 2 and is_floating(dtype) else None
+    out = grad.sum(axis=axes, keepdims=True, dtype=wide)
+    out = out.reshape(shape)
+    return out if wide is None else out.astype(dtype)
+
+
+class DimError(IndexError, ValueError):
+    """A dimension out of range: an IndexError as in PyTorch, and a ValueError as minidl's
+    other argument errors."""
 
 
 # Python scalars and strings never hold an array: Function.free skips them without a look.
@@ -93,7 +101,7 @@ def _holds_array(value):
 
 # Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
 # ``after_backward`` is kept
-_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward"))
+_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "versions"))
 
 
 def _check_devices(name, tensors):
@@ -114,6 +122,7 @@ class Function:
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
+    versions = None  # the inputs' in-place counts at forward time, where one was not 0
 
     def __init__(self):
         self.saved = ()
@@ -190,5 +199,28 @@ class Function:
         if needs_grad:
             fn.inputs = tensors
             result._ctx = fn
+            for t in tensors:
+                if t._version:  # an input changed in place before: its count now, for backward
+                    fn.versions = tuple(t._version for t in tensors)
+                    break
         return result
 
+
+
+def check_versions(node, ctx):
+    """Refuse, as PyTorch does, a backward through an op whose saved array (one of its inputs,
+    or its output) was changed in place after its forward pass: its gradient would be wrong."""
+    saved = ctx.saved
+    if not saved:
+        return
+    versions = ctx.versions or (0,) * len(ctx.inputs)
+    changed = [(t, f"input {i}") for i, (t, v) in enumerate(zip(ctx.inputs, versions))
+               if t._version != v]
+    if node._version:
+        changed.append((node, "output"))
+    for t, which in changed:
+        if any(s is t.data or getattr(s, "base", None) is t.data for s in saved):
+            raise RuntimeError(
+                f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
+                "for its gradient, was changed by an in-place operation after the forward "
+                "pass; change a copy (.clone()) instead, or do the in-place change before it")

@@ -7,13 +7,22 @@ Tensor's methods, in tensor.py, call them; this module imports only ``backend`` 
 """
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 
 import numpy as np
 
 from . import backend
-from .autograd import Function, unbroadcast
+from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
+from .backend.dtypes import is_floating, promote_types
+
+
+def accumulation_dtype(a):
+    """float32 for 16-bit floats, whose sums NumPy would add up in 16 bits (a bfloat16 sum of
+    4096 ones is 256): PyTorch's kernels accumulate them in float32. None otherwise."""
+    dt = a.dtype
+    return np.float32 if dt.itemsize == 2 and is_floating(dt) else None
 
 # ---- arithmetic -------------------------------------------------------------------------
 class Add(Function):
@@ -78,7 +87,8 @@ class Pow(Function):
 
 
 class PowTensor(Function):
-    """a ** b with both sides tensors (b's gradient needs a > 0)."""
+    """a ** b with both sides tensors. At the edges the gradients are PyTorch's: d/da is 0
+    where b = 0 (also at a = 0), d/db is 0 where a = 0 and b >= 0, and NaN where a < 0."""
 
     def forward(self, a, b):
         y = a ** b
@@ -88,7 +98,10 @@ class PowTensor(Function):
     def backward(self, g):
         a, b, y = self.saved
         xp = get_array_module(a)
-        return g * b * a ** (b - 1), g * y * xp.log(xp.where(a > 0, a, 1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = xp.where(b == 0, 0, g * b * a ** (b - 1))
+            gb = xp.where((a == 0) & (b >= 0), 0, g * y * xp.log(a))
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
 
 
 class Exp(Function):
@@ -134,6 +147,31 @@ class Tanh(Function):
         return g * (1 - y * y)
 
 
+class Clone(Function):
+    def forward(self, a):
+        return a.copy()
+
+    def backward(self, g):
+        return g
+
+
+class Maximum(Function):
+    """Elementwise max (min) of two tensors; on a tie each side gets half the gradient."""
+
+    def forward(self, a, b, take_min=False):
+        xp = get_array_module(a)
+        self.save_for_backward(a, b)
+        self.take_min = take_min
+        return xp.minimum(a, b) if take_min else xp.maximum(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(a)
+        wins = (a < b) if self.take_min else (a > b)
+        share = xp.where(wins, 1, xp.where(a == b, 0.5, 0)).astype(g.dtype, copy=False)
+        return g * share, g * (1 - share)
+
+
 class Abs(Function):
     def forward(self, a):
         self.save_for_backward(a)
@@ -142,6 +180,22 @@ class Abs(Function):
     def backward(self, g):
         (a,) = self.saved
         return g * get_array_module(a).sign(a)
+
+
+def astype(a, dtype):
+    """``a.astype(dtype)``, through the kernel set's own cast where it has one (CUDA: one launch
+    of minidl's kernel, cheaper on the host than CuPy's astype)."""
+    fast = getattr(backend.kernels(get_array_module(a)), "astype", None)
+    return fast(a, dtype) if fast is not None else a.astype(dtype)
+
+
+class Cast(Function):
+    def forward(self, x, dtype):
+        self.source = x.dtype
+        return astype(x, dtype)
+
+    def backward(self, g):
+        return astype(g, self.source)
 
 
 # ---- activations ------------------------------------------------------------------------
@@ -180,14 +234,20 @@ class Sigmoid(Function):
 class Softmax(Function):
     def forward(self, x, dim):
         xp = get_array_module(x)
-        e = xp.exp(x - x.max(axis=dim, keepdims=True))  # max subtracted: no overflow
-        y = e / e.sum(axis=dim, keepdims=True)
+        wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
+        xw = x if wide is None else x.astype(wide)
+        e = xp.exp(xw - xw.max(axis=dim, keepdims=True))  # max subtracted: no overflow
+        y = (e / e.sum(axis=dim, keepdims=True)).astype(x.dtype, copy=False)
         self.dim = dim
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved
+        wide = accumulation_dtype(g)
+        if wide is not None:
+            yw, gw = y.astype(wide), g.astype(wide)
+            return (yw * (gw - (gw * yw).sum(axis=self.dim, keepdims=True))).astype(g.dtype)
         return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
 
 
@@ -202,7 +262,10 @@ class MatMul(Function):
             raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not fit: inner "
                              f"dimensions {k_a} and {k_b} differ")
         self.save_for_backward(a, b)
-        return a @ b
+        y = a @ b
+        if y.dtype != a.dtype and a.dtype == b.dtype:  # ml_dtypes' bfloat16 product is float32
+            y = y.astype(a.dtype)
+        return y
 
     def backward(self, g):
         a, b = self.saved
@@ -230,16 +293,24 @@ class MatMul(Function):
 
 # ---- reductions -------------------------------------------------------------------------
 def reduction_axes(dim, ndim):
+    """The axes a reduction over ``dim`` runs on: all of them for None or an empty list (as in
+    PyTorch), none for a 0-d tensor (whose dims 0 and -1 are accepted)."""
     if dim is None:
         return tuple(range(ndim))
-    if isinstance(dim, int):
+    if isinstance(dim, (int, np.integer)):
         dim = (dim,)
+    if len(dim) == 0:
+        return tuple(range(ndim))
+    n = max(ndim, 1)
     out = []
     for d in dim:
-        if not -ndim <= d < max(ndim, 1):
-            raise ValueError(f"dimension {d} out of range for a tensor of {ndim} dimensions")
-        out.append(d % ndim if ndim else 0)
-    return tuple(sorted(out))
+        if not -n <= d < n:
+            raise DimError(f"dimension {d} out of range for a tensor of {ndim} dimensions "
+                           f"(expected to be in range of [{-n}, {n - 1}])")
+        out.append(d % n)
+    if len(set(out)) != len(out):
+        raise ValueError(f"dimension {dim}: a dim appears more than once")
+    return tuple(sorted(out)) if ndim else ()
 
 
 def _expand_reduced(g, shape, axes, keepdim):
@@ -255,6 +326,9 @@ class Sum(Function):
         self.shape = a.shape
         self.axes = reduction_axes(dim, a.ndim)
         self.keepdim = keepdim
+        wide = accumulation_dtype(a)
+        if wide is not None:
+            return a.sum(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
         return a.sum(axis=self.axes, keepdims=keepdim)
 
     def backward(self, g):
@@ -267,6 +341,9 @@ class Mean(Function):
         self.axes = reduction_axes(dim, a.ndim)
         self.keepdim = keepdim
         self.count = int(np.prod([a.shape[ax] for ax in self.axes]))
+        wide = accumulation_dtype(a)
+        if wide is not None:
+            return a.mean(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
         return a.mean(axis=self.axes, keepdims=keepdim)
 
     def backward(self, g):
@@ -285,7 +362,8 @@ class Max(Function):
 
     def backward(self, g):
         a, y = self.saved
-        mask = (a == y).astype(a.dtype)
+        # a NaN is the max (min) where there is one: the gradient goes to it, as in PyTorch
+        mask = ((a == y) | ((a != a) & (y != y))).astype(a.dtype)
         mask /= mask.sum(axis=self.axes, keepdims=True)
         xp = get_array_module(a)
         if not self.keepdim:
@@ -368,6 +446,12 @@ class Concat(Function):
 
 
 def cat(tensors, dim=0):
+    """Concatenate along ``dim``; mixed dtypes meet at PyTorch's result type."""
+    tensors = list(tensors)
+    dtypes = {t.data.dtype for t in tensors}
+    if len(dtypes) > 1:
+        dtype = functools.reduce(promote_types, dtypes)
+        tensors = [t if t.data.dtype == dtype else Cast.apply(t, dtype=dtype) for t in tensors]
     return Concat.apply(*tensors, dim=dim)
 
 

@@ -10,13 +10,17 @@ import numpy as np
 
 from . import autograd, backend
 from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this module's API)
-    Function, autocast_hook, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
+    DimError, Function, autocast_hook, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
 )
 from .backend import device_of, get_array_module, normalize_device
-from .backend.dtypes import as_dtype, bfloat16_dtype, is_floating
+from .backend.dtypes import (
+    DEFAULT_FLOAT, as_dtype, bfloat16_dtype, category, combine_dtypes, is_floating,
+    promote_types, scalar_dtype,
+)
 from .ops import (
-    Abs, Add, Div, Exp, Log, MatMul, Max, MaxDim, MaxResult, Mean, Mul, Neg, Permute, Pow,
-    PowTensor, ReLU, Reshape, Sigmoid, Softmax, Sqrt, Sub, Sum, Tanh, GetItem, reduction_axes,
+    Abs, Add, Cast, Clone, Div, Exp, Log, MatMul, Max, MaxDim, MaxResult, Maximum, Mean, Mul, Neg,
+    Permute, Pow, PowTensor, ReLU, Reshape, Sigmoid, Softmax, Sqrt, Sub, Sum, Tanh, GetItem,
+    astype, reduction_axes,
 )
 
 def _as_array(data, dtype=None, device="cpu"):
@@ -51,6 +55,9 @@ class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
+    # how many in-place changes the array has had (an instance attribute from the first on):
+    # backward refuses an op whose saved array changed after its forward, as PyTorch does
+    _version = 0
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if device is None and type(data) is np.ndarray:
@@ -185,7 +192,18 @@ class Tensor:
 
     def zero_(self):
         self.data[...] = 0
+        self._version += 1
         return self
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``: the values of a tensor on the host (PyTorch refuses a GPU tensor:
+        call ``.cpu()`` or ``.numpy()`` for a copy)."""
+        if self.device != "cpu":
+            raise TypeError(f"cannot convert a {self.device} tensor to a numpy array "
+                            "implicitly; call .cpu() or .numpy() to copy it to the host")
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
 
     # ---- autograd ---------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph=False):
@@ -233,8 +251,14 @@ class Tensor:
             ctx = node._ctx
             if ctx is None or node._retain_grad:
                 if node.requires_grad:
-                    if node.grad is not None:
-                        node.grad = Tensor(node.grad.data + g, dtype=g.dtype)
+                    held = node.grad
+                    if held is not None:
+                        if (held.data.dtype == g.dtype and held.data.shape == g.shape
+                                and type(held.data) is type(g)
+                                and (type(g) is not np.ndarray or held.data.flags.writeable)):
+                            held.data += g  # in place, as PyTorch: a reference to .grad sees it
+                        else:
+                            node.grad = Tensor(held.data + g, dtype=g.dtype)
                     else:
                         # a view (broadcast_to in sum's backward is read-only) or an array
                         # that Add handed to two inputs must not become a shared .grad
@@ -244,6 +268,13 @@ class Tensor:
                         node.grad = Tensor(g, dtype=g.dtype)
                 if ctx is None:
                     continue
+            if ctx.versions is not None or node._version:
+                autograd.check_versions(node, ctx)
+            else:
+                for parent in ctx.inputs:
+                    if parent._version:
+                        autograd.check_versions(node, ctx)
+                        break
             finish = ctx.after_backward
             if finish is not None and finish not in finishers:
                 finishers.append(finish)
@@ -266,7 +297,7 @@ class Tensor:
                     pg = unbroadcast(pg, target.shape)
                 dtype = target.dtype
                 if pg.dtype is not dtype and pg.dtype != dtype:
-                    pg = _astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
+                    pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
                 key = id(parent)
                 held = grads.get(key)
                 grads[key] = pg if held is None else held + pg
@@ -275,44 +306,86 @@ class Tensor:
 
     # ---- operators and math: each runs one Function from ops.py ----------------------------
     def __add__(self, other):
-        return Add.apply(self, _operand(other, self))
+        return Add.apply(*_pair(self, other))
 
     def __radd__(self, other):
-        return Add.apply(_operand(other, self), self)
+        return Add.apply(*_pair(self, other, reverse=True))
 
     def __sub__(self, other):
-        return Sub.apply(self, _operand(other, self))
+        return Sub.apply(*_pair(self, other))
 
     def __rsub__(self, other):
-        return Sub.apply(_operand(other, self), self)
+        return Sub.apply(*_pair(self, other, reverse=True))
 
     def __mul__(self, other):
-        return Mul.apply(self, _operand(other, self))
+        return Mul.apply(*_pair(self, other))
 
     def __rmul__(self, other):
-        return Mul.apply(_operand(other, self), self)
+        return Mul.apply(*_pair(self, other, reverse=True))
 
     def __truediv__(self, other):
-        return Div.apply(self, _operand(other, self))
+        return Div.apply(*_pair(self, other, true_divide=True))
 
     def __rtruediv__(self, other):
-        return Div.apply(_operand(other, self), self)
+        return Div.apply(*_pair(self, other, reverse=True, true_divide=True))
 
     def __matmul__(self, other):
-        return MatMul.apply(self, _operand(other, self))
+        return MatMul.apply(*_pair(self, other))
 
     def __rmatmul__(self, other):
-        return MatMul.apply(_operand(other, self), self)
+        return MatMul.apply(*_pair(self, other, reverse=True))
 
     matmul = __matmul__
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
-            return PowTensor.apply(self, exponent)
+            return PowTensor.apply(*_pair(self, exponent))
+        if not is_floating(self.dtype) and isinstance(exponent, float):
+            return Pow.apply(_cast(self, np.dtype(np.float32)), exponent=exponent)
         return Pow.apply(self, exponent=exponent)
 
     def __rpow__(self, base):
-        return PowTensor.apply(_operand(base, self), self)
+        return PowTensor.apply(*_pair(self, base, reverse=True))
+
+    # In-place operators: on the array itself where no graph is recorded (a parameter update
+    # under no_grad(), a tensor that needs no gradient), so every reference sees the change.
+    # Where the graph records the op, the result is a new tensor that the name is bound to:
+    # the gradients are PyTorch's, but other references keep the old values.
+    def __iadd__(self, other):
+        return _inplace(self, other, "add", Tensor.__add__)
+
+    def __isub__(self, other):
+        return _inplace(self, other, "subtract", Tensor.__sub__)
+
+    def __imul__(self, other):
+        return _inplace(self, other, "multiply", Tensor.__mul__)
+
+    def __itruediv__(self, other):
+        return _inplace(self, other, "true_divide", Tensor.__truediv__)
+
+    def __ipow__(self, other):
+        return _inplace(self, other, "power", Tensor.__pow__)
+
+    def add_(self, other):
+        return self.__iadd__(other)
+
+    def sub_(self, other):
+        return self.__isub__(other)
+
+    def mul_(self, other):
+        return self.__imul__(other)
+
+    def div_(self, other):
+        return self.__itruediv__(other)
+
+    def copy_(self, src):
+        """Write ``src``'s values into this tensor's array (cast to its dtype, broadcast to its
+        shape), outside the graph, as PyTorch's ``copy_`` under ``no_grad()``."""
+        return _inplace(self, src, "copy", None)
+
+    def clone(self):
+        """A copy of the values that stays in the graph (its gradient flows back to self)."""
+        return Clone.apply(self)
 
     def __neg__(self):
         return Neg.apply(self)
@@ -326,22 +399,22 @@ class Tensor:
     abs = __abs__
 
     def exp(self):
-        return Exp.apply(self)
+        return Exp.apply(_float_input(self))
 
     def log(self):
-        return Log.apply(self)
+        return Log.apply(_float_input(self))
 
     def sqrt(self):
-        return Sqrt.apply(self)
+        return Sqrt.apply(_float_input(self))
 
     def tanh(self):
-        return Tanh.apply(self)
+        return Tanh.apply(_float_input(self))
 
     def relu(self):
         return ReLU.apply(self)
 
     def sigmoid(self):
-        return Sigmoid.apply(self)
+        return Sigmoid.apply(_float_input(self))
 
     def softmax(self, dim):
         return Softmax.apply(self, dim=dim)
@@ -391,12 +464,10 @@ class Tensor:
         return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False)
 
     def argmax(self, dim=None, keepdim=False):
-        if dim is None:
-            return Tensor(np.int64(self.data.argmax()) if self.device == "cpu" else self.data.argmax())
-        arg = self.data.argmax(axis=dim)
-        if keepdim:
-            arg = get_array_module(arg).expand_dims(arg, dim)
-        return Tensor(arg.astype(np.int64))
+        return _arg_max_or_min(self, dim, keepdim, take_min=False)
+
+    def argmin(self, dim=None, keepdim=False):
+        return _arg_max_or_min(self, dim, keepdim, take_min=True)
 
     # ---- shape --------------------------------------------------------------------------
     def __getitem__(self, index):
@@ -417,61 +488,188 @@ class Tensor:
     def permute(self, *axes):
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
-        if sorted(a % self.ndim for a in axes) != list(range(self.ndim)):
+        wrapped = tuple(_wrap_dim(a, self.ndim, "permute") for a in axes)
+        if sorted(wrapped) != list(range(self.ndim)):
             raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} dims")
-        return Permute.apply(self, axes=tuple(a % self.ndim for a in axes))
+        return Permute.apply(self, axes=wrapped)
 
     def transpose(self, dim0=None, dim1=None):
-        if dim0 is None:
+        if dim0 is None and dim1 is None:
+            if self.ndim > 2:
+                raise ValueError(f"transpose() without dims (t()) needs at most 2 dims, got "
+                                 f"{self.ndim}; pass the two dims to swap")
             return self.permute(tuple(reversed(range(self.ndim))))
+        if dim0 is None or dim1 is None:
+            raise TypeError("transpose: pass both dims to swap, e.g. x.transpose(0, 1)")
+        if self.ndim == 0:
+            _wrap_dim(dim0, 0, "transpose"), _wrap_dim(dim1, 0, "transpose")
+            return self
         axes = list(range(self.ndim))
-        axes[dim0], axes[dim1] = axes[dim1], axes[dim0]
+        d0, d1 = _wrap_dim(dim0, self.ndim, "transpose"), _wrap_dim(dim1, self.ndim, "transpose")
+        axes[d0], axes[d1] = axes[d1], axes[d0]
         return self.permute(tuple(axes))
 
     @property
     def T(self):  # noqa: N802  (PyTorch's name)
+        return self.permute(tuple(reversed(range(self.ndim))))
+
+    def t(self):
         return self.transpose()
 
     def flatten(self, start_dim=0, end_dim=-1):
         if self.ndim == 0:
+            _wrap_dim(start_dim, 0, "flatten"), _wrap_dim(end_dim, 0, "flatten")
             return self.reshape(1)
-        start, end = start_dim % self.ndim, end_dim % self.ndim
+        start = _wrap_dim(start_dim, self.ndim, "flatten")
+        end = _wrap_dim(end_dim, self.ndim, "flatten")
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
+        if 0 in self.shape:
+            shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) \
+                + self.shape[end + 1:]
         return Reshape.apply(self, shape=shape)
 
     def unsqueeze(self, dim):
-        d = dim % (self.ndim + 1)
+        d = _wrap_dim(dim, self.ndim + 1, "unsqueeze")
         return Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:])
 
     def squeeze(self, dim=None):
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
+        elif self.ndim == 0:
+            _wrap_dim(dim, 0, "squeeze")
+            return self
         else:
-            d = dim % self.ndim
-            shape = self.shape if self.shape[d] != 1 else self.shape[:d] + self.shape[d + 1:]
+            dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+            drop = {_wrap_dim(d, self.ndim, "squeeze") for d in dims}
+            shape = tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in drop)
         return Reshape.apply(self, shape=shape)
 
 
-autograd.use_tensor_class(Tensor)  # Function.apply wraps its results in this class
+autograd.use_tensor_class(Tensor)
+
+
+def _cast(x, dtype):
+    return Cast.apply(x, dtype=dtype)  # Function.apply wraps its results in this class
+
+
+def _to_dtype(t, dtype):
+    return t if t.data.dtype == dtype else _cast(t, dtype)
+
+
+def _pair(a: Tensor, other, reverse=False, true_divide=False):
+    """The two operands of a binary op, as tensors of one dtype (PyTorch's result type):
+    ``int64 * float32`` is float32, ``bool + 1`` int64, ``int64 + 2.5`` float32, and a
+    division of integers float32."""
+    if isinstance(other, Tensor):
+        da, db = a.data.dtype, other.data.dtype
+        if da == db:
+            dtype = da
+        elif (a.data.ndim == 0) == (other.data.ndim == 0):
+            dtype = promote_types(da, db)
+        elif a.data.ndim:
+            dtype = combine_dtypes(da, db)
+        else:
+            dtype = combine_dtypes(db, da)
+        b = other
+    elif isinstance(other, (bool, int, float, np.generic)):
+        dtype = combine_dtypes(a.data.dtype, scalar_dtype(other))
+        b = _scalar(other, a, dtype)
+    else:  # an array (numpy, or cupy on the GPU) takes part as a number of its kind would
+        arr = get_array_module(a.data).asarray(other)
+        kind = arr.dtype.kind
+        if kind in "biu" or is_floating(arr.dtype):
+            dtype = combine_dtypes(a.data.dtype, scalar_dtype(arr.dtype.type(0)))
+        else:
+            dtype = arr.dtype  # not a number: the op says what does not fit
+        b = Tensor(arr)
+    if true_divide and not is_floating(dtype):
+        dtype = DEFAULT_FLOAT
+    a = _to_dtype(a, dtype)
+    b = _to_dtype(b, dtype)
+    return (b, a) if reverse else (a, b)
+
+
+def _scalar(x, like: Tensor, dtype):
+    """A Python number as a 0-d array of ``dtype`` on ``like``'s device."""
+    xp = get_array_module(like.data)
+    if xp is not np:
+        # a GPU fill kernel takes the number by value; asarray would copy it from the host,
+        # and a copy from pageable memory can wait for the GPU to finish its queue
+        return Tensor(xp.full((), x, dtype=dtype))
+    return Tensor(np.asarray(x, dtype=dtype))
 
 
 def _operand(x, like: Tensor):
-    """Python scalars and arrays take the dtype and device of the tensor they meet, so
-    ``x * 2.0`` stays float32 and never upcasts."""
+    """``x`` as a tensor of ``like``'s dtype and device (a number or an array beside it)."""
     if isinstance(x, Tensor):
         return x
-    xp = get_array_module(like.data)
-    if xp is not np and isinstance(x, (bool, int, float)):
-        # a GPU fill kernel takes the number by value; asarray would copy it from the host,
-        # and a copy from pageable memory can wait for the GPU to finish its queue
-        kind = np.asarray(x).dtype
-        dtype = like.dtype if kind.kind in "biuf" and (is_floating(like.dtype) or kind.kind != "f") \
-            else kind
-        return Tensor(xp.full((), x, dtype=dtype))
-    arr = xp.asarray(x)
-    if arr.dtype.kind in "biuf" and (is_floating(like.dtype) or arr.dtype.kind != "f"):
-        arr = arr.astype(like.dtype)
-    return Tensor(arr)
+    return _pair(like, x)[1]
+
+
+def _float_input(t):
+    """Integer tensors enter floating-point math as float32 (PyTorch's default dtype)."""
+    return t if is_floating(t.data.dtype) else _cast(t, DEFAULT_FLOAT)
+
+
+def _inplace(t: Tensor, other, ufunc, out_of_place):
+    """``t op= other``: see the note above ``Tensor.__iadd__``."""
+    name = "copy_" if out_of_place is None else f"in-place {ufunc}"
+    other_grad = isinstance(other, Tensor) and other.requires_grad
+    if autograd._grad_enabled and (t.requires_grad or other_grad):
+        if t.requires_grad and t._ctx is None:
+            raise RuntimeError(
+                f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses "
+                "it too; update parameters inside `with minidl.no_grad():`")
+        if out_of_place is None:
+            raise RuntimeError("copy_ from a tensor that requires grad records no graph; "
+                               "call it inside `with minidl.no_grad():` or use .clone()")
+        out = out_of_place(t, other)
+        if out.data.dtype != t.data.dtype:
+            if category(out.data.dtype) > category(t.data.dtype):
+                raise TypeError(f"{name}: the result has dtype {out.data.dtype}, which a "
+                                f"{t.data.dtype} tensor cannot hold")
+            out = _cast(out, t.data.dtype)
+        if out.shape != t.shape:
+            raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor "
+                             f"of shape {t.shape}")
+        return out
+    xp = get_array_module(t.data)
+    if isinstance(other, Tensor):
+        if other.device != t.device:
+            raise ValueError(f"{name}: tensors on different devices, {t.device} and "
+                             f"{other.device}; move them with .to('{t.device}') first")
+        value = other.data
+    else:
+        value = other if isinstance(other, (bool, int, float)) else xp.asarray(other)
+    if xp is np and not t.data.flags.writeable:
+        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    try:
+        if out_of_place is None:
+            xp.copyto(t.data, value, casting="unsafe")
+        else:
+            getattr(xp, ufunc)(t.data, value, out=t.data)
+    except TypeError:  # NumPy's UFuncTypeError: the result's type cannot be stored in t
+        result = xp.result_type(t.data, value)
+        raise TypeError(f"{name}: the result has dtype {result}, which a {t.data.dtype} tensor "
+                        "cannot hold") from None
+    except ValueError:
+        raise ValueError(f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to "
+                         f"this tensor's shape {t.shape}") from None
+    t._version += 1
+    return t
+
+
+def _wrap_dim(dim, ndim, name):
+    """``dim`` in [0, ndim) from [-ndim, ndim); a 0-d tensor takes 0 and -1, as in PyTorch."""
+    n = max(ndim, 1)
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{name}: dim must be an int, got {type(dim).__name__}")
+    if not -n <= dim < n:
+        raise DimError(f"{name}: dimension out of range (expected to be in range of "
+                       f"[{-n}, {n - 1}], but got {dim})")
+    return int(dim) % n
 
 
 def _data(x):
@@ -482,14 +680,38 @@ def _index(index):
     """Tensors inside an index become their arrays."""
     if isinstance(index, Tensor):
         return index.data
+    if isinstance(index, list) and len(index) < 32 and any(
+            i is None or i is Ellipsis or isinstance(i, (list, tuple, slice, Tensor, np.ndarray))
+            for i in index):
+        index = tuple(index)  # x[[[0, 1], [1, 2]]] is x[[0, 1], [1, 2]], as in PyTorch
     if isinstance(index, tuple):
         return tuple(i.data if isinstance(i, Tensor) else i for i in index)
     return index
 
 
+def _arg_max_or_min(x, dim, keepdim, take_min):
+    data = x.data
+    if dim is None:
+        arg = data.argmin() if take_min else data.argmax()
+        if keepdim:
+            return Tensor(get_array_module(data).reshape(arg, (1,) * x.ndim).astype(np.int64))
+        return Tensor(np.int64(arg) if x.device == "cpu" else arg.astype(np.int64))
+    name = "argmin" if take_min else "argmax"
+    if x.ndim == 0:
+        _wrap_dim(dim, 0, name)
+        return Tensor(get_array_module(data).zeros((), dtype=np.int64))
+    d = _wrap_dim(dim, x.ndim, name)
+    arg = data.argmin(axis=d) if take_min else data.argmax(axis=d)
+    if keepdim:
+        arg = get_array_module(arg).expand_dims(arg, d)
+    return Tensor(arg.astype(np.int64))
+
+
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     dim = axis if dim is None else dim
     keepdim = keepdims if keepdims is not None else keepdim
+    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
+        return Maximum.apply(*_pair(x, dim), take_min=take_min)
     if dim is None or not isinstance(dim, int) or x.ndim == 0:
         return Max.apply(x, dim=dim, keepdim=keepdim, take_min=take_min)
     reduction_axes(dim, x.ndim)  # a clear error for a dim out of range
@@ -566,26 +788,6 @@ def _note_host_range(t, source):
         return
     host = np.asarray(source).astype(data.dtype, copy=False)
     t._host_range = (data, int(host.min()), int(host.max()))
-
-
-def _astype(a, dtype):
-    """``a.astype(dtype)``, through the kernel set's own cast where it has one (CUDA: one launch
-    of minidl's kernel, cheaper on the host than CuPy's astype)."""
-    fast = getattr(backend.kernels(get_array_module(a)), "astype", None)
-    return fast(a, dtype) if fast is not None else a.astype(dtype)
-
-
-class _Cast(Function):
-    def forward(self, x, dtype):
-        self.source = x.dtype
-        return _astype(x, dtype)
-
-    def backward(self, g):
-        return _astype(g, self.source)
-
-
-def _cast(x, dtype):
-    return _Cast.apply(x, dtype=dtype)
 
 
 def tensor(data, requires_grad=False, dtype=None, device=None):

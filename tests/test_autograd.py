@@ -58,7 +58,9 @@ def test_gradient_accumulates_across_backward_calls_like_torch():
     first = x.grad
     (x * x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), 3 + 2 * x.numpy())
-    np.testing.assert_allclose(first.numpy(), [3.0, 3.0])  # the old grad tensor is not mutated
+    # accumulated in place, as PyTorch's AccumulateGrad does: a reference to .grad sees it
+    assert first is x.grad
+    np.testing.assert_allclose(first.numpy(), [5.0, 7.0])
     x.grad = None
     (x * 5).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [5.0, 5.0])

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 
-from ..tensor import _cast as _tensor_cast
+from ..ops import Cast
 from ..tensor import set_autocast_hook
 from ..backend.dtypes import as_dtype, bfloat16_dtype, float16, float32, is_floating
 
@@ -128,7 +128,7 @@ def _install():
 def _cast(t, dtype):
     if t.data.dtype == dtype or not is_floating(t.data.dtype):
         return t
-    return _tensor_cast(t, dtype)
+    return Cast.apply(t, dtype=dtype)
 
 
 def _widest(tensors):

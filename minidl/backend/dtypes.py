@@ -52,3 +52,43 @@ def as_dtype(dtype) -> np.dtype:
             return bfloat16_dtype()
         dtype = name
     return np.dtype(dtype)
+
+# ---- type promotion, as PyTorch's: a category (bool < integer < floating) rises to the
+# highest among the operands; within a category, a tensor with dimensions decides over a 0-d
+# tensor, and a 0-d tensor over a Python number (``x * 2.0`` stays float32, ``x * 2`` too)
+def category(dtype):
+    return 0 if dtype.kind == "b" else (1 if dtype.kind in "iu" else 2)
+
+
+def promote_types(a, b):
+    """Within one tier of operands: NumPy's promotion, except that a floating type meets an
+    integer type as itself (NumPy makes int64 + float16 float64; PyTorch float16)."""
+    if a == b:
+        return a
+    ca, cb = category(a), category(b)
+    if ca != cb and 2 in (ca, cb):
+        return a if ca == 2 else b
+    return np.promote_types(a, b)
+
+
+def combine_dtypes(higher, lower):
+    """PyTorch's combine_categories: the higher tier's dtype, unless the lower tier is of a
+    higher category."""
+    if category(higher) == 2:
+        return higher
+    if higher.kind == "b" or category(lower) == 2:
+        return promote_types(higher, lower)
+    return higher
+
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64), float: DEFAULT_FLOAT}
+
+
+def scalar_dtype(x):
+    """The dtype a Python (or NumPy) number takes part in promotion with."""
+    dt = SCALAR_DTYPES.get(type(x))
+    if dt is None:
+        kind = np.asarray(x).dtype.kind
+        dt = SCALAR_DTYPES[bool if kind == "b" else int if kind in "iu" else float]
+    return dt
