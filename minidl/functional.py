@@ -5,12 +5,14 @@ in the wrapper functions, so a bad call fails before any work with the shapes th
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from . import backend
 from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
-from .ops import ReLU, Sigmoid, Softmax, cat
+from .ops import ReLU, Sigmoid, Softmax, accumulation_dtype, cat, reduction_axes
 from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
 
@@ -20,8 +22,15 @@ def _pair(v, name):
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return _int(v[0], name, v), _int(v[1], name, v)
+    return _int(v, name, v), _int(v, name, v)
+
+
+def _int(v, name, whole):
+    # PyTorch refuses a float size (2.5 would be cut to 2 without a word)
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int or a pair of ints, got {whole!r}")
+    return int(v)
 
 
 def _kernels(x):
@@ -377,6 +386,10 @@ def _pool_args(name, x, kernel_size, stride, padding):
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None else _pair(stride, "stride")
     p = _pair(padding, "padding")
+    if min(k) < 1 or min(s) < 1:
+        raise ValueError(f"{name}: kernel_size {k} and stride {s} must be positive")
+    if min(p) < 0:
+        raise ValueError(f"{name}: padding {p} must not be negative")
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ValueError(f"{name}: padding {p} must be at most half the kernel size {k}")
     if x.shape[2] + 2 * p[0] < k[0] or x.shape[3] + 2 * p[1] < k[1]:
@@ -411,12 +424,13 @@ class AvgPool2d(Function):
         oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
         if ph or pw:
             x = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-        y = xp.zeros((n, c, oh, ow), dtype=x.dtype)
+        wide = accumulation_dtype(x)  # 16-bit inputs: summed in float32
+        y = xp.zeros((n, c, oh, ow), dtype=wide or x.dtype)
         for i in range(kh):
             for j in range(kw):
                 y += x[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw]
         self.geom = ((n, c, h, w), kernel, stride, padding)
-        return y / (kh * kw)
+        return (y / (kh * kw)).astype(x.dtype, copy=False)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -502,14 +516,29 @@ def tanh(x):
     return x.tanh()
 
 
-def softmax(x, dim=-1):
-    return Softmax.apply(x, dim=dim)
+def _softmax_dim(name, x, dim):
+    """PyTorch's implicit dim where none is given (0 for 0-, 1- and 3-D inputs, 1 otherwise),
+    with its warning; a given dim is checked against the input's dims."""
+    if dim is None:
+        dim = 0 if x.ndim in (0, 1, 3) else 1
+        warnings.warn(f"Implicit dimension choice for {name} has been deprecated (PyTorch's "
+                      f"rule picked dim {dim} for a {x.ndim}-D input); pass dim explicitly",
+                      stacklevel=3)
+        return dim
+    return reduction_axes(dim, x.ndim)[0] if x.ndim else 0
+
+
+def softmax(x, dim=None):
+    return Softmax.apply(x, dim=_softmax_dim("softmax", x, dim))
 
 
 def _log_softmax_array(x, dim):
     xp = get_array_module(x)
-    shifted = x - x.max(axis=dim, keepdims=True)
-    return shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
+    xw = x if wide is None else x.astype(wide)
+    shifted = xw - xw.max(axis=dim, keepdims=True)
+    out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    return out.astype(x.dtype, copy=False)
 
 
 class LogSoftmax(Function):
@@ -522,11 +551,15 @@ class LogSoftmax(Function):
     def backward(self, g):
         (y,) = self.saved
         xp = get_array_module(y)
+        wide = accumulation_dtype(g)
+        if wide is not None:
+            yw, gw = y.astype(wide), g.astype(wide)
+            return (gw - xp.exp(yw) * gw.sum(axis=self.dim, keepdims=True)).astype(g.dtype)
         return g - xp.exp(y) * g.sum(axis=self.dim, keepdims=True)
 
 
-def log_softmax(x, dim=-1):
-    return LogSoftmax.apply(x, dim=dim)
+def log_softmax(x, dim=None):
+    return LogSoftmax.apply(x, dim=_softmax_dim("log_softmax", x, dim))
 
 
 # ---- losses -----------------------------------------------------------------------------
@@ -534,6 +567,13 @@ class CrossEntropy(Function):
     """Fused log-softmax + negative log-likelihood over class scores (N, C)."""
 
     def forward(self, logits, target, reduction="mean"):
+        dtype = logits.dtype
+        wide = accumulation_dtype(logits)  # 16-bit logits: computed in float32, loss rounded
+        if wide is not None:
+            return self._forward(logits.astype(wide), target, reduction).astype(dtype)
+        return self._forward(logits, target, reduction)
+
+    def _forward(self, logits, target, reduction):
         fast = getattr(_kernels(logits), "softmax_cross_entropy", None)
         if fast is not None:
             losses, prob = fast(logits, target)
@@ -729,6 +769,9 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         if t is not None and tuple(t.shape) != (c,):
             raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, input {x.shape} "
                              f"has {c} channels")
+    if momentum is None:
+        raise ValueError("batch_norm: momentum=None (a cumulative average of the batch "
+                         "statistics) needs the batch count: use nn.BatchNorm2d(momentum=None)")
     if training and xd.size // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got {x.shape}")
     for name, t in (("running_mean", rm), ("running_var", rv)):

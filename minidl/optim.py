@@ -119,9 +119,13 @@ class Optimizer:
         pass
 
     def zero_grad(self, set_to_none=True):
+        """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
         for group in self.param_groups:
             for p in group["params"]:
-                p.grad = None
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad.zero_()
 
     def step(self):
         with no_grad():
@@ -180,8 +184,8 @@ class Optimizer:
             by_index.update(zip((int(k) for k in ids), group["params"]))
             new_group = dict(group)
             for k, v in saved.items():
-                if k in group and k != "params":
-                    new_group[k] = v
+                if (k in group and k != "params") or k == "initial_lr":
+                    new_group[k] = v  # initial_lr: what PyTorch's schedulers note in a group
                 elif k not in group and v not in (None, False):
                     # PyTorch-only options (maximize, amsgrad, foreach, ...) are fine when off
                     raise ValueError(f"{name}.load_state_dict: option {k}={v!r} of group {i} "
@@ -324,7 +328,9 @@ class StepLR:
             raise TypeError(f"StepLR: {type(optimizer).__name__} is not an Optimizer")
         self._check(step_size, gamma)
         self.optimizer, self.step_size, self.gamma = optimizer, step_size, gamma
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", g["lr"])  # as PyTorch's schedulers do
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = 0
 
     @staticmethod
@@ -354,10 +360,12 @@ class StepLR:
         self.last_epoch = int(state_dict["last_epoch"])
 
     def step(self):
+        """PyTorch's chainable form: every step_size-th call multiplies each group's current
+        lr by gamma, so an lr changed by hand in between is kept and decayed from."""
         self.last_epoch += 1
-        factor = self.gamma ** (self.last_epoch // self.step_size)
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = base * factor
+        if self.last_epoch % self.step_size == 0:
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["lr"] * self.gamma
 
     def get_last_lr(self):
         return [g["lr"] for g in self.optimizer.param_groups]

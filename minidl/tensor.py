@@ -723,8 +723,16 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
 
 
 def _is_dtype_like(x):
+    """A dtype or a dtype's name ('bfloat16'), not a device: ``.to("tpu")`` is an unknown
+    device (normalize_device says so), not an unknown dtype."""
     if isinstance(x, str):
-        return x.lower().split(":")[0] not in ("cpu", "cuda", "gpu")
+        if x.lower().split(":")[0] in ("cpu", "cuda", "gpu"):
+            return False
+        try:
+            as_dtype(x)
+        except (TypeError, RuntimeError):
+            return False
+        return True
     return isinstance(x, (np.dtype, type))
 
 

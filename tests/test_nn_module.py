@@ -81,8 +81,14 @@ def test_registering_over_a_plain_attribute_replaces_it():
     m = M()
     assert isinstance(m.w, nn.Parameter) and isinstance(m.sub, nn.Linear)
     assert [n for n, _ in m.named_parameters()] == ["w", "sub.weight", "sub.bias"]
-    m.w = 5  # and back: a plain value unregisters the parameter
-    assert m.w == 5 and "w" not in dict(m.named_parameters())
+    with pytest.raises(TypeError, match="parameter 'w'"):
+        m.w = 5  # PyTorch refuses it: the parameter would silently leave parameters()
+    with pytest.raises(TypeError, match="parameter 'w'"):
+        m.w = minidl.tensor([1.0, 2.0])
+    assert "w" in dict(m.named_parameters())
+    with pytest.raises(TypeError, match="buffer"):
+        m.sub2 = nn.BatchNorm1d(2)
+        m.sub2.running_mean = np.zeros(2, np.float32)
 
 
 def test_state_dict_includes_buffers():

@@ -325,7 +325,9 @@ def test_step_lr_state_dict_roundtrip_and_torch_keys():
     for _ in range(3):
         topt.step(), tsched.step()
     assert set(sd) <= set(tsched.state_dict())
-    sched3 = optim.lr_scheduler.StepLR(optim.SGD([nn.Parameter(np.ones(1, np.float32))], lr=0.2), 5)
+    opt3 = optim.SGD([nn.Parameter(np.ones(1, np.float32))], lr=0.2)
+    opt3.load_state_dict(topt.state_dict())  # the lr lives in the optimizer's state
+    sched3 = optim.lr_scheduler.StepLR(opt3, 5)
     sched3.load_state_dict(tsched.state_dict())
     tsched.step(), sched3.step()
     assert sched3.get_last_lr() == pytest.approx(tsched.get_last_lr())
@@ -367,3 +369,17 @@ def test_non_finite_hyperparameters_are_refused(bad):
         optim.Adam([p], lr=bad)
     with pytest.raises(ValueError, match="step_size"):
         optim.lr_scheduler.StepLR(optim.SGD([p], lr=0.1), step_size=0)
+
+
+def test_step_lr_decays_an_lr_changed_by_hand_as_torch_does():
+    p = nn.Parameter(np.ones(1, np.float32))
+    opt = optim.SGD([p], lr=1.0)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    got = []
+    for i in range(6):
+        if i == 3:
+            opt.param_groups[0]["lr"] = 0.3
+        sched.step()
+        got.append(sched.get_last_lr()[0])
+    # PyTorch's chainable StepLR: 1, 0.5, 0.5, then 0.3 by hand, 0.15 at 4, 0.15, 0.075 at 6
+    assert got == pytest.approx([1.0, 0.5, 0.5, 0.15, 0.15, 0.075])

@@ -245,3 +245,147 @@ def test_numpy_sees_a_tensors_values():
     assert minidl.tensor([t(1.0), t(2.0)]).tolist() == [1.0, 2.0]
     y = np.ones(2, np.float32) * x[0]  # still the tensor's operator
     assert isinstance(y, minidl.Tensor)
+
+
+# ---- nn, optim, data, amp ----------------------------------------------------------------
+def test_softmax_without_dim_uses_pytorchs_implicit_dim_and_warns():
+    import minidl.nn.functional as F
+    x3 = t(np.arange(24.0).reshape(2, 3, 4))
+    with pytest.warns(UserWarning, match="Implicit dimension"):
+        y = F.softmax(x3)
+    np.testing.assert_allclose(y.numpy().sum(0), 1.0, rtol=1e-6)  # dim 0 for 3-D, as PyTorch
+    with pytest.warns(UserWarning):
+        assert np.allclose(np.exp(F.log_softmax(x3).numpy()).sum(0), 1.0)
+    x4 = t(np.arange(24.0).reshape(1, 2, 3, 4))
+    with pytest.warns(UserWarning):
+        np.testing.assert_allclose(nn.Softmax()(x4).numpy().sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(F.softmax(x4, dim=-1).numpy().sum(-1), 1.0, rtol=1e-6)
+
+
+def test_16_bit_losses_and_pools_keep_their_dtype_and_accuracy():
+    import minidl.nn.functional as F
+    bf16 = minidl.bfloat16
+    logits = t(np.linspace(-3, 3, 4 * 50).reshape(4, 50).astype(np.float32))
+    target = t([0, 10, 20, 49])
+    want = F.cross_entropy(logits, target).item()
+    loss = F.cross_entropy(logits.to(bf16), target)
+    assert loss.dtype == np.dtype(bf16)
+    assert abs(float(loss.float().item()) - want) < 0.05
+    nll = F.nll_loss(F.log_softmax(logits.to(bf16), dim=1), target)
+    assert abs(float(nll.float().item()) - want) < 0.05
+    x = minidl.Tensor(np.full((1, 1, 32, 32), 1.01, np.float32)).to(bf16)
+    pooled = F.avg_pool2d(x, 32)
+    assert pooled.dtype == np.dtype(bf16) and abs(pooled.float().item() - 1.01) < 0.01
+
+
+def test_pool_and_conv_sizes_must_be_ints():
+    import minidl.nn.functional as F
+    x = t(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(TypeError, match="stride"):
+        F.max_pool2d(x, 2, stride=1.5)
+    with pytest.raises(ValueError, match="padding"):
+        F.max_pool2d(x, 3, padding=-1)
+    with pytest.raises(ValueError, match="positive"):
+        F.avg_pool2d(x, 2, stride=0)
+
+
+def test_parameters_and_buffers_refuse_plain_values():
+    lin = nn.Linear(2, 1)
+    with pytest.raises(TypeError, match="parameter 'weight'"):
+        lin.weight = minidl.tensor([[1.0, 2.0]])
+    assert "weight" in lin.state_dict()
+
+
+def test_shared_submodules_come_once_from_named_modules():
+    shared = nn.Linear(2, 2)
+    net = nn.Sequential(shared, nn.ReLU(), shared)
+    assert len(list(net.modules())) == 3  # PyTorch: Sequential, Linear, ReLU
+    assert len(list(net.parameters())) == 2
+    assert set(net.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+def test_load_state_dict_writes_into_the_existing_arrays():
+    lin = nn.Linear(2, 1)
+    held = lin.state_dict()["weight"]
+    lin.load_state_dict({"weight": np.array([[5.0, 6.0]], np.float32),
+                         "bias": np.zeros(1, np.float32)})
+    np.testing.assert_array_equal(held.numpy(), [[5.0, 6.0]])
+
+
+def test_zero_grad_set_to_none_false_zeroes_in_place():
+    lin = nn.Linear(2, 1)
+    opt = minidl.optim.SGD(lin.parameters(), lr=0.1)
+    lin(t([[1.0, 2.0]])).sum().backward()
+    g = lin.weight.grad
+    opt.zero_grad(set_to_none=False)
+    assert lin.weight.grad is g and not g.numpy().any()
+    lin(t([[1.0, 2.0]])).sum().backward()
+    lin.zero_grad(set_to_none=False)
+    assert lin.weight.grad is g and not g.numpy().any()
+    lin.zero_grad()
+    assert lin.weight.grad is None
+
+
+def test_batch_norm_momentum_none_is_a_cumulative_average():
+    bn = nn.BatchNorm1d(3, momentum=None)
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((8, 3)).astype(np.float32) + i for i in range(3)]
+    for b in batches:
+        bn(t(b))
+    want = np.mean([b.mean(0) for b in batches], axis=0)  # 1/k weights: the plain average
+    np.testing.assert_allclose(bn.running_mean.numpy(), want, rtol=1e-5, atol=1e-6)
+    assert int(bn.num_batches_tracked.item()) == 3
+    if torch is not None:
+        tbn = torch.nn.BatchNorm1d(3, momentum=None)
+        for b in batches:
+            tbn(torch.from_numpy(b))
+        np.testing.assert_allclose(bn.running_var.numpy(), tbn.running_var.numpy(), rtol=1e-5)
+
+
+def test_module_to_an_unknown_device_names_it():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        nn.Linear(2, 1).to("tpu")
+    assert nn.Linear(2, 1).to("float64").weight.dtype == np.float64
+
+
+def test_data_loader_takes_pytorchs_positional_order_and_collates_dicts():
+    from minidl.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(np.arange(10, dtype=np.float32), np.arange(10))
+    loader = DataLoader(ds, 4, False, [9, 8, 7, 6, 5])  # the fourth is the sampler
+    batches = list(loader)
+    assert [b[1].tolist() for b in batches] == [[9, 8, 7, 6], [5]]
+    with pytest.raises(TypeError):
+        DataLoader(ds, 4, False, None, True)  # drop_last is keyword-only
+
+    class Dicts:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return {"x": np.full(2, i, np.float32), "y": i, "name": f"n{i}"}
+
+    (batch,) = list(DataLoader(Dicts(), 3))
+    assert batch["x"].shape == (3, 2) and batch["y"].tolist() == [0, 1, 2]
+    assert batch["name"] == ["n0", "n1", "n2"]
+
+
+def test_autocast_leaves_float64_alone():
+    a = minidl.Tensor(np.ones((2, 2)))
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        assert (a @ a).dtype == np.float64
+        assert (a.float() @ a.float()).dtype == np.dtype(minidl.bfloat16)
+
+
+def test_grad_scaler_scales_a_float16_scalar_loss_in_float32():
+    import warnings
+
+    with warnings.catch_warnings():  # its bfloat16 note, if an earlier test used bf16 autocast
+        warnings.simplefilter("ignore", UserWarning)
+        scaler = minidl.amp.GradScaler("cpu")
+        loss = minidl.Tensor(np.array(3.0, np.float16))
+        scaled = scaler.scale(loss)
+        assert scaled.dtype == np.float32 and scaled.item() == 3.0 * 65536
+        batch = minidl.Tensor(np.ones(2, np.float16))
+        # a 0-d scale does not widen a batch of losses (PyTorch's promotion)
+        assert minidl.amp.GradScaler("cpu", init_scale=4.0).scale(batch).dtype == np.float16

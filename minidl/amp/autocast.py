@@ -23,7 +23,7 @@ import functools
 
 from ..ops import Cast
 from ..tensor import set_autocast_hook
-from ..backend.dtypes import as_dtype, bfloat16_dtype, float16, float32, is_floating
+from ..backend.dtypes import as_dtype, bfloat16_dtype, float16, float32, float64, is_floating
 
 DEVICES = ("cpu", "cuda")
 # op -> policy per device; ops are Function class names, or names of composite functions
@@ -126,7 +126,8 @@ def _install():
 
 
 def _cast(t, dtype):
-    if t.data.dtype == dtype or not is_floating(t.data.dtype):
+    # as PyTorch: only float32 and 16-bit tensors are eligible; float64 math stays float64
+    if t.data.dtype == dtype or not is_floating(t.data.dtype) or t.data.dtype == float64:
         return t
     return Cast.apply(t, dtype=dtype)
 

@@ -80,7 +80,10 @@ class GradScaler:
             return outputs
         self._warn_if_bfloat16()
         if isinstance(outputs, Tensor):
-            return outputs * self._scale
+            # times a 0-d float32 tensor, as PyTorch: a float16 scalar loss becomes float32
+            # (65536 times a float16 loss would overflow to inf), a batch of losses keeps its dtype
+            xp = get_array_module(outputs.data)
+            return outputs * Tensor(xp.full((), self._scale, dtype=np.float32))
         if isinstance(outputs, (list, tuple)):
             return type(outputs)(self.scale(o) for o in outputs)
         raise TypeError(f"GradScaler.scale: outputs must be a Tensor or a list/tuple of Tensors, "

@@ -1,15 +1,39 @@
 """DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 
 def collate(samples):
-    """Stack a list of (x, y, ...) samples into a tuple of arrays."""
+    """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
+    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
     first = samples[0]
-    if isinstance(first, tuple) or isinstance(first, list):
-        return tuple(np.stack([np.asarray(s[i]) for s in samples]) for i in range(len(first)))
-    return np.stack([np.asarray(s) for s in samples])
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate_field([s[i] for s in samples]) for i in range(len(first)))
+    return _collate_field(samples)
+
+
+def _collate_field(values):
+    first = values[0]
+    if isinstance(first, Mapping):
+        return {k: _collate_field([v[k] for v in values]) for k in first}
+    if isinstance(first, (str, bytes)):
+        return list(values)
+    return np.stack([np.asarray(v) for v in values])
+
+
+def _to_tensors(batch, device):
+    from ..tensor import Tensor
+
+    if isinstance(batch, dict):
+        return {k: _to_tensors(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(_to_tensors(v, device) for v in batch)
+    if isinstance(batch, list):  # strings stay a list
+        return batch
+    return Tensor(batch, device=device)
 
 
 class DataLoader:
@@ -23,11 +47,13 @@ class DataLoader:
     sees the batches an unbroken run would have seen.
     ``device`` moves each batch once, as it is made. ``sampler`` (a DistributedSampler, or any
     iterable of indices with a length) decides which items come, in which order, instead;
-    ``set_epoch`` is passed on to it.
+    ``set_epoch`` is passed on to it. The first four arguments are PyTorch's positional
+    ones (dataset, batch_size, shuffle, sampler); the others are taken by keyword only.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None,
-                 device="cpu", sampler=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, *, drop_last=False,
+                 seed=None, device="cpu"):
+        # the first four in PyTorch's positional order; the rest by keyword only
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size should be a positive integer, "
@@ -74,8 +100,6 @@ class DataLoader:
         return self._batches(order)
 
     def _batches(self, order):
-        from ..tensor import Tensor
-
         n = len(order)
         batched = hasattr(self.dataset, "get_batch")
         for start in range(0, n, self.batch_size):
@@ -86,7 +110,4 @@ class DataLoader:
                 arrays = self.dataset.get_batch(idx)
             else:
                 arrays = collate([self.dataset[int(i)] for i in idx])
-            if isinstance(arrays, tuple):
-                yield tuple(Tensor(a, device=self.device) for a in arrays)
-            else:
-                yield Tensor(arrays, device=self.device)
+            yield _to_tensors(arrays, self.device)

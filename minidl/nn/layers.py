@@ -126,8 +126,11 @@ class _BatchNorm(Module):
         # the 1 (on CUDA inside its per-channel kernel: no launch of its own)
         tracked = self.num_batches_tracked.data if self.training and self.track_running_stats \
             else None
+        momentum = self.momentum
+        if momentum is None:  # PyTorch's cumulative average: batch k weighs 1/k
+            momentum = 1.0 / (int(tracked) + 1) if tracked is not None else 0.0
         return F._batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                             self.training or not self.track_running_stats, self.momentum,
+                             self.training or not self.track_running_stats, momentum,
                              self.eps, relu, tracked)
 
     def _check_input(self, x):
@@ -168,7 +171,7 @@ class Tanh(Module):
 
 
 class Softmax(Module):
-    def __init__(self, dim=-1):
+    def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
 

@@ -5,7 +5,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..backend import normalize_device, to_device
+from ..backend import get_array_module, normalize_device, to_device
 from ..backend.dtypes import as_dtype, is_floating
 from ..tensor import Tensor, _is_dtype_like
 
@@ -35,6 +35,16 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
                                  f"before assigning {name!r}")
+        params = self.__dict__["_parameters"]
+        if name in params and value is not None and not isinstance(value, Parameter):
+            # PyTorch refuses it too: the name would silently leave parameters() and state_dict()
+            raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} of "
+                            f"{type(self).__name__} (a Parameter or None expected); wrap it in "
+                            "nn.Parameter(...), or write its values with .data or copy_()")
+        if (name in self.__dict__.get("_buffer_names", ()) and value is not None
+                and not isinstance(value, Tensor)):
+            raise TypeError(f"cannot assign a {type(value).__name__} as buffer {name!r} of "
+                            f"{type(self).__name__} (a Tensor or None expected)")
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
         if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):
@@ -80,11 +90,21 @@ class Module:
         self._modules[str(name)] = module
 
     # ---- traversal --------------------------------------------------------------------
-    def named_modules(self, prefix=""):
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):
+        """Every module, this one first; as in PyTorch, a module shared by two parents comes
+        once, under its first name (both with remove_duplicate=False, as state_dict lists)."""
+        if isinstance(memo, str):  # named_modules("prefix"), the old positional form
+            memo, prefix = None, memo
+        memo = set() if memo is None else memo
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
             if child is not None:
-                yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+                yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name,
+                                               remove_duplicate)
 
     def modules(self):
         for _, m in self.named_modules():
@@ -99,7 +119,7 @@ class Module:
 
     def named_parameters(self, prefix="", recurse=True):
         seen = set()
-        modules = self.named_modules(prefix) if recurse else [(prefix, self)]
+        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
         for mod_name, module in modules:
             for name, p in module._parameters.items():
                 if p is None or id(p) in seen:
@@ -112,7 +132,7 @@ class Module:
             yield p
 
     def named_buffers(self, prefix=""):
-        for mod_name, module in self.named_modules(prefix):
+        for mod_name, module in self.named_modules(prefix=prefix):
             for name, b in module._buffers.items():
                 if b is not None:
                     yield (f"{mod_name}.{name}" if mod_name else name), b
@@ -125,7 +145,7 @@ class Module:
     def state_dict(self):
         """Parameters and buffers by dotted name (detached Tensors), in registration order."""
         out = OrderedDict()
-        for mod_name, module in self.named_modules():
+        for mod_name, module in self.named_modules(remove_duplicate=False):
             prefix = f"{mod_name}." if mod_name else ""
             for name, p in module._parameters.items():
                 if p is not None:
@@ -169,8 +189,13 @@ class Module:
             if k in targets:
                 t = targets[k]
                 arr = to_device(value.data if isinstance(value, Tensor) else value, t.device)
-                # a copy in the model's own dtype: the caller's array is never aliased
-                t.data = arr.astype(t.data.dtype, copy=True)
+                # copied into the tensor's own array, in its dtype (PyTorch's copy_): the
+                # caller's array is never aliased, and tensors taken from state_dict() see it
+                own_arr = t.data
+                if getattr(own_arr, "flags", None) is not None and own_arr.flags.writeable:
+                    get_array_module(own_arr).copyto(own_arr, arr, casting="unsafe")
+                else:
+                    t.data = arr.astype(own_arr.dtype, copy=True)
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
     # ---- modes and devices ------------------------------------------------------------
@@ -212,8 +237,12 @@ class Module:
         return self.to(dtype=np.float32)
 
     def zero_grad(self, set_to_none=True):
+        """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
         for p in self.parameters():
-            p.grad = None
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad.zero_()
 
     def requires_grad_(self, flag=True):
         for p in self.parameters():
