@@ -80,6 +80,15 @@ def _process_alive(pid):
     return True
 
 
+def new_temporary(directory, prefix, suffix, binary=True):
+    """(path, open file) of a new file in ``directory`` to write and then rename over its
+    destination. Its mode follows the umask, like any file the user writes: tempfile.mkstemp's
+    0600 would stay on the result and keep other users from reading it."""
+    path = os.path.join(os.fspath(directory),
+                        f"{prefix}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return path, (open(path, "xb") if binary else open(path, "x", encoding="utf-8"))
+
+
 def save_npz(arrays, path):
     """Write {name: array or Tensor} to ``path`` (.npz) atomically: a crash mid-write leaves the
     previous file intact. The file's mode follows the umask, like any file the user writes."""

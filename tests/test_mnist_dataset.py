@@ -204,6 +204,8 @@ def test_search_order(clean_env, monkeypatch):
     assert MNIST(root=tmp / "root", train=False, download=False).labels[0] == 1
     ds = MNIST(train=False, download=False)
     assert ds.labels[0] == 2 and ds.source == str(tmp / "env" / "mnist")
+    monkeypatch.setenv("MINIDL_DATA", str(tmp / "env" / "mnist"))  # the mnist folder itself
+    assert MNIST(train=False, download=False).labels[0] == 2
     monkeypatch.setenv("MINIDL_DATA", str(tmp / "nothing-here"))
     assert MNIST(train=False, download=False).labels[0] == 3
     monkeypatch.delenv("MINIDL_DATA")

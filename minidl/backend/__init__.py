@@ -164,8 +164,12 @@ _rng = np.random.default_rng()
 
 
 def manual_seed(seed: int) -> None:
-    """Seed every random source minidl uses (initialisation, dropout, shuffling)."""
+    """Seed every random source minidl uses (initialisation, dropout, shuffling). Any
+    integer, as in PyTorch (a negative one is taken modulo 2**64)."""
     global _rng, _pending_seed
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"manual_seed: seed must be an integer, got {seed!r}")
+    seed = int(seed) % 2**64
     _rng = np.random.default_rng(seed)
     if _cuda_ready:
         _cupy.random.seed(seed)

@@ -12,7 +12,6 @@ import math
 import os
 import struct
 import sys
-import tempfile
 import urllib.request
 import zlib
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..serialization import new_temporary
 
 SPLITS = {
     True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -127,7 +127,9 @@ def find_mnist(root=None, train=True, download=True):
 
     tried = []
     if os.environ.get("MINIDL_DATA"):
-        tried.append((Path(os.environ["MINIDL_DATA"]).expanduser() / "mnist", "$MINIDL_DATA/mnist"))
+        env = Path(os.environ["MINIDL_DATA"]).expanduser()
+        # the data root (holding mnist/), or, as --data allows, the mnist folder itself
+        tried += [(env / "mnist", "$MINIDL_DATA/mnist"), (env, "$MINIDL_DATA")]
     cache = Path.home() / ".cache" / "minidl" / "mnist"
     tried.append((cache, "cache"))
     for directory, _ in tried:
@@ -163,9 +165,9 @@ def download_file(name, directory):
         print(f"minidl: downloading {url}", file=sys.stderr)
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
+            tmp, out_file = new_temporary(directory, f".{name}.", ".part")
             md5 = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, \
+            with out_file as out, \
                     urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, \
                     gzip.GzipFile(fileobj=response) as stream:
                 for chunk in iter(lambda: stream.read(1 << 20), b""):

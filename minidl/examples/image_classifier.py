@@ -47,6 +47,7 @@ from contextlib import nullcontext
 
 import minidl
 from minidl.backend import normalize_device
+from minidl.examples import device_arg, seed_arg
 from minidl.vision import classifier as _classifier
 from minidl.vision.classifier import (RANDOM, FeatureCache, ImageClassifier, confusion_matrix,  # noqa: F401
                                       contact_sheet, default_cache_dir, extract_features,
@@ -113,8 +114,8 @@ def build_parser():
                         help="images per ResNet-50 batch, and per SGD step when training (default 16)")
         sp.add_argument("--cache-dir", default=default_cache_dir(),
                         help="feature cache root (default $MINIDL_CACHE or ~/.cache/minidl)")
-        sp.add_argument("--device", default="cpu", help="cpu or cuda")
-        sp.add_argument("--seed", type=int, default=None,
+        sp.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
+        sp.add_argument("--seed", type=seed_arg, default=None,
                         help="seed of the classifier's shuffling (and of --weights random); "
                              "predict: default the one it was trained with")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -128,7 +129,7 @@ def build_parser():
     t.add_argument("--epochs", type=int, default=40)
     t.add_argument("--lr", type=float, default=0.5, help="SGD learning rate on standardised features")
     t.add_argument("--out", default="image_classifier_out", help="output folder")
-    t.add_argument("--split-seed", type=int, default=2, help="seed of the 80/20 split")
+    t.add_argument("--split-seed", type=seed_arg, default=2, help="seed of the 80/20 split")
 
     q = sub.add_parser("predict", help="label images with a trained classifier")
     q.add_argument("images", nargs="+", metavar="IMAGE")

@@ -40,6 +40,7 @@ import minidl.distributed as dist
 from minidl import nn, optim
 from minidl.data import DataLoader, DistributedSampler, Subset
 from minidl.datasets import MNIST, MNISTNotFound
+from minidl.examples import device_arg, seed_arg
 from minidl.models import lenet5, mlp
 
 # Defaults per model: plain SGD with Nesterov momentum and a step decay, chosen so the default
@@ -59,9 +60,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="initial learning rate (default 0.05)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--data", metavar="DIR", help="directory holding the four MNIST IDX files")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
     p.add_argument("--save", metavar="PATH", help="checkpoint written after every epoch (.npz)")
     p.add_argument("--resume", metavar="PATH", help="continue from a checkpoint written by --save")
     p.add_argument("--metrics-json", metavar="PATH", help="write accuracy, timings and history")
@@ -90,6 +91,20 @@ def parse_args(argv=None):
         p.error("--momentum and --weight-decay must be >= 0")
     if args.errors and not args.errors.lower().endswith(".png"):
         p.error(f"--errors writes a PNG image: give a path ending in .png, got {args.errors}")
+    outputs = {}
+    for opt, path in (("--save", args.save), ("--metrics-json", args.metrics_json),
+                      ("--errors", args.errors)):
+        if path is None:
+            continue
+        if not path.strip():
+            p.error(f"{opt} needs a file path, got an empty one")
+        key = os.path.realpath(path)
+        if key in outputs:  # the later write would replace the earlier file
+            p.error(f"{outputs[key]} and {opt} name the same file ({path}); give each its own")
+        outputs[key] = opt
+    if args.backend is not None and not args.distributed:
+        p.error("--backend chooses the process group of --distributed; add --distributed "
+                "(and launch with mpiexec) or leave --backend out")
     return args
 
 
@@ -117,9 +132,13 @@ def load_data(data_dir):
         if data_dir:  # the user named a directory: falling back silently would mislead
             raise
         train, test = MNIST.sample(train=True), MNIST.sample(train=False)
-        note = (f"MNIST not found locally or online; training on the embedded sample "
+        env = os.environ.get("MINIDL_DATA")
+        looked = (f"$MINIDL_DATA={env} (and its mnist/), " if env else "") + \
+            "~/.cache/minidl/mnist and the download mirrors"
+        note = (f"MNIST not found in {looked}; training on the embedded sample "
                 f"({len(train)} train / {len(test)} test images). For the full set pass "
-                "--data DIR, set $MINIDL_DATA, or connect to the network.")
+                "--data DIR, set $MINIDL_DATA to the folder holding mnist/, or connect to the "
+                "network.")
         return train, test, note
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 import minidl
 import minidl.nn.functional as F
+from minidl.examples import device_arg, seed_arg
 from minidl.models.imagenet import imagenet_classes
 from minidl.vision.classifier import RANDOM, build_backbone, file_sha1, resolve_weights  # noqa: F401
 from minidl.vision.transforms import ImageReadError, preprocess
@@ -67,8 +68,8 @@ def parse_args(argv=None):
                         "(torchvision's cached file), or 'random' (meaningless output)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="seed of --weights random")
+    p.add_argument("--device", type=device_arg, default="cpu", help="cpu or cuda")
+    p.add_argument("--seed", type=seed_arg, default=0, help="seed of --weights random")
     args = p.parse_args(argv)
     if not 1 <= args.topk <= 1000 or args.batch_size < 1:
         p.error("--topk must be in 1..1000 and --batch-size >= 1")

@@ -260,6 +260,10 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        for a in args:
+            if isinstance(a, np.ndarray):  # PyTorch refuses it too; here it would fail deep inside
+                raise TypeError(f"{type(self).__name__}: the input is a numpy array of shape "
+                                f"{a.shape}; make it a tensor first: minidl.tensor(array)")
         return self.forward(*args, **kwargs)
 
     def extra_repr(self):

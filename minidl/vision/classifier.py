@@ -38,6 +38,7 @@ from minidl import nn, optim
 from minidl.data import DataLoader, TensorDataset, random_split
 from minidl.models import resnet50
 from minidl.models.weights import resolve_weights_path
+from minidl.serialization import new_temporary
 
 from .transforms import ImageReadError, load_image, preprocess
 
@@ -123,9 +124,9 @@ class FeatureCache:
 
     def put(self, key, feature):
         # temp file + rename: an interrupted run never leaves a half-written entry
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".npy")
+        tmp, f = new_temporary(self.dir, ".tmp-", ".npy")
         try:
-            with os.fdopen(fd, "wb") as f:
+            with f:
                 np.save(f, np.asarray(feature, dtype=np.float32))
             os.replace(tmp, self._path(key))
         except BaseException:
@@ -327,6 +328,14 @@ def check_output_dir(directory):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise ValueError(f"ImageClassifier: cannot create {directory}: {parent} is not a writable folder")
+    # os.access says yes to root everywhere, /proc included: a probe file tells for certain
+    probe_dir = directory if os.path.isdir(directory) else parent
+    try:
+        with tempfile.TemporaryFile(dir=probe_dir):
+            pass
+    except OSError as exc:
+        raise ValueError(f"ImageClassifier: cannot write in {probe_dir} "
+                         f"({exc.strerror or exc})") from None
     return directory
 
 
@@ -620,9 +629,9 @@ class ImageClassifier:
             meta["test_accuracy"] = self._split_accuracy
         text = json.dumps(meta, indent=2)  # checked before anything is written
         minidl.save(self.layer.state_dict(), npz)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".classifier-", suffix=".json.tmp")
+        tmp, f = new_temporary(directory, ".classifier-", ".json.tmp", binary=False)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
+            with f:
                 f.write(text)
             os.replace(tmp, sidecar)
         except BaseException:
