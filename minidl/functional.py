@@ -615,7 +615,9 @@ def _class_range(target):
     return int(target.data.min()), int(target.data.max())
 
 
-def _check_targets(name, logits, target):
+def _check_targets(name, logits, target, ignore_index=-100):
+    """The target as a Tensor, checked, and whether some target is ``ignore_index`` (PyTorch
+    leaves those rows out of the loss; its default -100 included)."""
     if not isinstance(target, Tensor):
         target = Tensor(target)
     if logits.ndim != 2:
@@ -628,32 +630,95 @@ def _check_targets(name, logits, target):
     if target.device != logits.device:
         raise ValueError(f"{name}: logits are on {logits.device} and target on {target.device}; "
                          f"move the target with .to('{logits.device}')")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise TypeError(f"{name}: ignore_index must be an int, got {ignore_index!r}")
+    classes = logits.shape[1]
+    ignored = False
     if target.numel():
         lo, hi = _class_range(target)
-        if lo < 0 or hi >= logits.shape[1]:
-            bad = lo if lo < 0 else hi
-            raise ValueError(f"{name}: target class {bad} is out of range for "
-                             f"{logits.shape[1]} classes (logits shape {logits.shape})")
-    return target
+        if lo < 0 or hi >= classes:
+            data = target.data
+            outside = data[(data != ignore_index) & ((data < 0) | (data >= classes))]
+            if outside.size:
+                raise ValueError(f"{name}: target class {int(outside[0])} is out of range for "
+                                 f"{classes} classes (logits shape {logits.shape})")
+            ignored = True
+        elif 0 <= ignore_index < classes:
+            ignored = bool((target.data == ignore_index).any())
+    return target, ignored
 
 
-def cross_entropy(logits, target, reduction="mean"):
-    """Softmax cross-entropy of logits (N, C) against integer targets (N,)."""
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    target = _check_targets("cross_entropy", logits, target)
-    return CrossEntropy.apply(logits, target, reduction=reduction)
+def _class_weights(name, weight, logits):
+    if weight is None:
+        return None
+    data = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    if tuple(data.shape) != (logits.shape[1],) or not is_floating(data.dtype):
+        raise ValueError(f"{name}: weight must be a float tensor of one value per class, shape "
+                         f"({logits.shape[1]},), got {data.dtype} {tuple(data.shape)}")
+    if device_of(data) != logits.device:
+        raise ValueError(f"{name}: weight is on {device_of(data)}, logits on {logits.device}")
+    return data
+
+
+def _check_loss_options(name, reduction, label_smoothing=0.0):
+    _check_reduction(name, reduction)
+    if not isinstance(label_smoothing, (int, float)) or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{name}: label_smoothing must be in [0, 1], got {label_smoothing!r}")
+
+
+def _picked_loss(logp, target, weight, ignore_index, reduction, label_smoothing=0.0):
+    """PyTorch's nll_loss (and cross_entropy's label smoothing) from log-probabilities, with
+    class weights and ignored rows, as ops on ``logp`` (autograd takes the gradient)."""
+    xp = get_array_module(logp.data)
+    t = target.data
+    valid = t != ignore_index
+    safe = xp.where(valid, t, 0)
+    row_w = valid.astype(logp.data.dtype if weight is None else weight.dtype)
+    if weight is not None:
+        row_w = weight[safe] * row_w
+    row_w = row_w.astype(channel_dtype(logp.data.dtype), copy=False)
+    picked = logp[xp.arange(t.shape[0]), safe]
+    losses = -picked * Tensor(row_w)
+    if label_smoothing:
+        per_class = logp if weight is None else logp * Tensor(weight)
+        smooth = -per_class.sum(dim=1) * Tensor(valid.astype(row_w.dtype))
+        losses = losses * (1.0 - label_smoothing) + smooth * (label_smoothing / logp.shape[1])
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    total = Tensor(xp.asarray(row_w.sum()))  # a 0-d array: a NumPy scalar would become float32
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return losses.sum() / total  # 0/0 is NaN when every row is ignored, as in PyTorch
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Softmax cross-entropy of logits (N, C) against integer targets (N,), with PyTorch's
+    options: class ``weight`` (C,), rows whose target is ``ignore_index`` left out, and
+    ``label_smoothing``. Without them it is one fused op."""
+    _check_loss_options("cross_entropy", reduction, label_smoothing)
+    target, ignored = _check_targets("cross_entropy", logits, target, ignore_index)
+    w = _class_weights("cross_entropy", weight, logits)
+    if w is None and not ignored and not label_smoothing:
+        return CrossEntropy.apply(logits, target, reduction=reduction)
+    (logits,) = _autocast_inputs("CrossEntropy", logits)
+    logp = log_softmax(logits, dim=1)
+    return _picked_loss(logp, target, w, ignore_index, reduction, float(label_smoothing))
 
 
 def _check_reduction(name, reduction):
-    if reduction not in ("mean", "sum", "none"):
+    if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def nll_loss(log_probs, target, reduction="mean"):
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
     _check_reduction("nll_loss", reduction)
-    target = _check_targets("nll_loss", log_probs, target)
+    target, ignored = _check_targets("nll_loss", log_probs, target, ignore_index)
+    w = _class_weights("nll_loss", weight, log_probs)
     (log_probs,) = _autocast_inputs("nll_loss", log_probs)
+    if w is not None or ignored:
+        return _picked_loss(log_probs, target, w, ignore_index, reduction)
     rows = get_array_module(log_probs.data).arange(log_probs.shape[0])
     picked = -log_probs[rows, target.data]
     return {"mean": picked.mean, "sum": picked.sum}.get(reduction, lambda: picked)()

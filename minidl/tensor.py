@@ -37,7 +37,7 @@ def _as_array(data, dtype=None, device="cpu"):
     if dtype is None:
         arr = xp.asarray(data)
         # an array keeps its dtype on either device; Python numbers and lists get the defaults
-        is_array = isinstance(data, (np.ndarray, xp.ndarray))
+        is_array = isinstance(data, (np.ndarray, np.generic, xp.ndarray))  # NumPy scalars too
         if arr.dtype.kind == "f" and arr.dtype != xp.float32 and not is_array:
             arr = arr.astype(xp.float32)  # Python floats and lists become float32
         elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not is_array:

@@ -389,3 +389,80 @@ def test_grad_scaler_scales_a_float16_scalar_loss_in_float32():
         batch = minidl.Tensor(np.ones(2, np.float16))
         # a 0-d scale does not widen a batch of losses (PyTorch's promotion)
         assert minidl.amp.GradScaler("cpu", init_scale=4.0).scale(batch).dtype == np.float16
+
+
+# ---- cross_entropy / nll_loss options ------------------------------------------------------
+_CE_CASES = [
+    dict(),
+    dict(weight=True),
+    dict(ignore_index=2),
+    dict(label_smoothing=0.1),
+    dict(weight=True, ignore_index=2, label_smoothing=0.2),
+    dict(default_ignored=True),
+    dict(weight=True, default_ignored=True, label_smoothing=0.05),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("case", _CE_CASES, ids=lambda c: "-".join(c) or "plain")
+def test_cross_entropy_options_match_torch(case, reduction):
+    if torch is None:
+        pytest.skip("torch not installed: these options are checked against torch's losses")
+    import minidl.nn.functional as F
+
+    rng = np.random.default_rng(3)
+    n, c = 7, 5
+    x = rng.standard_normal((n, c))
+    y = np.array([0, 2, 4, 2, 1, 3, 2])
+    if case.get("default_ignored"):
+        y[[1, 4]] = -100
+    w = rng.uniform(0.5, 2.0, c) if case.get("weight") else None
+    kw = {k: v for k, v in case.items() if k in ("ignore_index", "label_smoothing")}
+    xm = minidl.tensor(x, dtype=np.float64, requires_grad=True)
+    out = F.cross_entropy(xm, minidl.tensor(y), None if w is None else minidl.tensor(w, dtype=np.float64),
+                          reduction=reduction, **kw)
+    xt = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(xt, torch.tensor(y), None if w is None else torch.tensor(w),
+                                            reduction=reduction, **kw)
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-10)
+    out.sum().backward()
+    ref.sum().backward()
+    np.testing.assert_allclose(xm.grad.numpy(), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    lp = np.log(np.exp(x) / np.exp(x).sum(1, keepdims=True))
+    if not kw.get("label_smoothing"):
+        got = F.nll_loss(minidl.tensor(lp, dtype=np.float64), minidl.tensor(y),
+                         None if w is None else minidl.tensor(w, dtype=np.float64),
+                         ignore_index=kw.get("ignore_index", -100), reduction=reduction)
+        want = torch.nn.functional.nll_loss(torch.tensor(lp), torch.tensor(y),
+                                            None if w is None else torch.tensor(w),
+                                            ignore_index=kw.get("ignore_index", -100),
+                                            reduction=reduction)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)
+
+
+def test_cross_entropy_option_errors_name_what_did_not_fit():
+    import minidl.nn.functional as F
+
+    x, y = t(np.zeros((2, 3))), t([0, 1])
+    with pytest.raises(ValueError, match="target class 5"):
+        F.cross_entropy(x, t([0, 5]))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        F.cross_entropy(x, y, weight=t([1.0, 2.0]))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        F.cross_entropy(x, y, label_smoothing=1.5)
+    with pytest.raises(ValueError, match="reduction"):
+        F.cross_entropy(x, y, reduction=t([1.0]))
+    assert np.isnan(F.cross_entropy(x, t([-100, -100])).item())  # all ignored: 0/0, as PyTorch
+
+
+def test_cross_entropy_loss_module_takes_the_options_and_moves_its_weight():
+    loss = nn.CrossEntropyLoss(weight=t([1.0, 2.0, 3.0]), label_smoothing=0.1, ignore_index=0)
+    assert "weight" in loss.state_dict()
+    x = t(np.zeros((3, 3)), requires_grad=True)
+    value = loss(x, t([0, 1, 2]))
+    value.backward()
+    # uniform logits, rows 1 and 2 counted (weights 2 and 3): (1 - 0.1) * log 3 from the picked
+    # class, and 0.1 / 3 * (6 log 3 * 2 rows) / 5 from the smoothing, PyTorch's formula
+    np.testing.assert_allclose(value.item(), 0.98 * np.log(3), rtol=1e-6)
+    nll = nn.NLLLoss(ignore_index=1)(t(np.log(np.full((2, 3), 1 / 3))), t([1, 2]))
+    np.testing.assert_allclose(nll.item(), np.log(3), rtol=1e-6)

@@ -213,15 +213,32 @@ class Dropout(Module):
 
 
 class CrossEntropyLoss(Module):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__()
+        self.register_buffer("weight", weight)  # a buffer, as in PyTorch: .to() moves it
+        self.ignore_index = ignore_index
+        self.reduction, self.label_smoothing = reduction, label_smoothing
+
+    def forward(self, logits, target):
+        return F.cross_entropy(logits, target, self.weight, self.ignore_index, self.reduction,
+                               self.label_smoothing)
+
+
+class NLLLoss(Module):
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, log_probs, target):
+        return F.nll_loss(log_probs, target, self.weight, self.ignore_index, self.reduction)
+
+
+class MSELoss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
         self.reduction = reduction
 
-    def forward(self, logits, target):
-        return F.cross_entropy(logits, target, reduction=self.reduction)
-
-
-class MSELoss(CrossEntropyLoss):
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
 
