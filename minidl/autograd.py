@@ -16,6 +16,9 @@ import numpy as _np
 from .backend.dtypes import is_floating
 
 _grad_enabled = True
+# True once any tensor has been changed in place (Tensor.__iadd__ and the like): only then do
+# Function.apply and backward look at the tensors' version counts
+inplace_seen = False
 # Set by minidl.amp while an autocast region is active: called as hook(fn_class, tensors,
 # kwargs), it returns the op's result computed under the autocast policy, or None to let
 # the op run as it is. None outside autocast, so ordinary ops pay one global read.
@@ -199,10 +202,11 @@ class Function:
         if needs_grad:
             fn.inputs = tensors
             result._ctx = fn
-            for t in tensors:
-                if t._version:  # an input changed in place before: its count now, for backward
-                    fn.versions = tuple(t._version for t in tensors)
-                    break
+            if inplace_seen:
+                for t in tensors:
+                    if t._version:  # an input changed in place before: its count, for backward
+                        fn.versions = tuple(t._version for t in tensors)
+                        break
         return result
 
 

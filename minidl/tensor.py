@@ -193,6 +193,7 @@ class Tensor:
     def zero_(self):
         self.data[...] = 0
         self._version += 1
+        autograd.inplace_seen = True
         return self
 
     def __array__(self, dtype=None, copy=None):
@@ -229,6 +230,7 @@ class Tensor:
                                  f"tensor shape {self.shape}")
             grad = grad.astype(self.data.dtype, copy=False)
 
+        inplace_seen = autograd.inplace_seen
         order, any_freed = _graph_order(self)
         for node in (order if any_freed else ()):  # the first freed op in order, as before
             ctx = node._ctx
@@ -268,13 +270,14 @@ class Tensor:
                         node.grad = Tensor(g, dtype=g.dtype)
                 if ctx is None:
                     continue
-            if ctx.versions is not None or node._version:
-                autograd.check_versions(node, ctx)
-            else:
-                for parent in ctx.inputs:
-                    if parent._version:
-                        autograd.check_versions(node, ctx)
-                        break
+            if inplace_seen:
+                if ctx.versions is not None or node._version:
+                    autograd.check_versions(node, ctx)
+                else:
+                    for parent in ctx.inputs:
+                        if parent._version:
+                            autograd.check_versions(node, ctx)
+                            break
             finish = ctx.after_backward
             if finish is not None and finish not in finishers:
                 finishers.append(finish)
@@ -562,6 +565,10 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
     """The two operands of a binary op, as tensors of one dtype (PyTorch's result type):
     ``int64 * float32`` is float32, ``bool + 1`` int64, ``int64 + 2.5`` float32, and a
     division of integers float32."""
+    kind = type(other)
+    if (kind is float or kind is int) and is_floating(a.data.dtype):
+        b = _scalar(other, a, a.data.dtype)  # the common case: the number takes a's dtype
+        return (b, a) if reverse else (a, b)
     if isinstance(other, Tensor):
         da, db = a.data.dtype, other.data.dtype
         if da == db:
@@ -593,6 +600,8 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
 
 def _scalar(x, like: Tensor, dtype):
     """A Python number as a 0-d array of ``dtype`` on ``like``'s device."""
+    if type(like.data) is np.ndarray:
+        return Tensor(np.asarray(x, dtype=dtype))
     xp = get_array_module(like.data)
     if xp is not np:
         # a GPU fill kernel takes the number by value; asarray would copy it from the host,
@@ -658,6 +667,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
         raise ValueError(f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to "
                          f"this tensor's shape {t.shape}") from None
     t._version += 1
+    autograd.inplace_seen = True
     return t
 
 
