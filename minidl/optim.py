@@ -60,6 +60,8 @@ def _as_param_list(params, where, groups_allowed=False):
 
 def _check_finite(name, **values):
     for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}: {key} must be a number, got {value!r}")
         if not math.isfinite(value):
             raise ValueError(f"{name}: {key} must be a finite number, got {value}")
 

@@ -93,6 +93,8 @@ def save_npz(arrays, path):
     """Write {name: array or Tensor} to ``path`` (.npz) atomically: a crash mid-write leaves the
     previous file intact. The file's mode follows the umask, like any file the user writes."""
     path = os.path.abspath(os.fspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save: {path} is a directory; give a file path (e.g. model.npz)")
     checked = [(name, _host_array(name, value)) for name, value in arrays.items()]
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)

@@ -128,3 +128,16 @@ def test_load_state_dict_strict_false_still_rejects_shape_mismatch():
     sd["2.weight"] = np.ones((2, 4), np.float32)
     with pytest.raises(ValueError, match=r"2\.weight.*\(2, 4\).*\(2, 3\)"):
         model.load_state_dict(sd, strict=False)
+
+
+def test_misuse_found_by_the_walkthrough_names_what_did_not_fit(tmp_path):
+    import minidl.nn as nn
+
+    lin = nn.Linear(2, 1)
+    with pytest.raises(TypeError, match="expected a dict"):
+        lin.load_state_dict([1, 2])
+    with pytest.raises(TypeError, match="lr must be a number, got '0.1'"):
+        minidl.optim.Adam(lin.parameters(), lr="0.1")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        minidl.save(lin.state_dict(), tmp_path)
+    assert not [p for p in tmp_path.iterdir()]  # no temporary left behind

@@ -81,6 +81,11 @@ def test_predict_and_predict_proba(fitted, photos):
     assert [p for _, p in preds] == pytest.approx(probs.max(1).tolist())
     one = fitted.predict(paths[0])  # a single path
     assert one == [preds[0]]
+    # a list may hold folders too: each stands for its images, in its place
+    mixed = fitted.predict([paths[0], photos / "teal_checks"])
+    teal = ImageClassifier.image_paths(photos / "teal_checks")
+    assert len(mixed) == 1 + len(teal) and mixed[0] == preds[0]
+    assert mixed[1:] == [preds[paths.index(p)] for p in teal]
 
 
 def test_predict_bad_files(fitted, photos, tmp_path):

@@ -94,8 +94,9 @@ def predict(args):
     clf = ImageClassifier.load(args.classifier, args.weights, device=args.device,
                                cache_dir=args.cache_dir, batch_size=args.batch_size,
                                progress=not args.no_progress, seed=args.seed)
-    results = clf.predict(args.images, skip_unreadable=True)  # one warning line per bad file
-    for path, (label, p) in zip(args.images, results):
+    paths = clf.image_paths(args.images)  # a folder stands for the images in it
+    results = clf.predict(paths, skip_unreadable=True)  # one warning line per bad file
+    for path, (label, p) in zip(paths, results):
         if label is not None:
             print(f"{path}: {label} ({100 * p:.1f}%)")
     return 0 if all(label is not None for label, _ in results) else 1
@@ -132,7 +133,7 @@ def build_parser():
     t.add_argument("--split-seed", type=seed_arg, default=2, help="seed of the 80/20 split")
 
     q = sub.add_parser("predict", help="label images with a trained classifier")
-    q.add_argument("images", nargs="+", metavar="IMAGE")
+    q.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of them")
     q.add_argument("--classifier", required=True,
                    help="the --out folder written by train (or its classifier.npz)")
     common(q)

@@ -231,7 +231,7 @@ def load_checkpoint(path, model, optimizer, scaler=None):
         raise ValueError(f"cannot resume: {path} does not exist") from None
     except (OSError, ValueError, TypeError, KeyError) as exc:  # JSON and UTF-8 errors included
         message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-        raise ValueError(f"cannot resume from {message}") from None
+        raise ValueError(f"--resume: {message}") from None
     return epoch, history
 
 

@@ -161,6 +161,9 @@ class Module:
         Every missing, unexpected and mis-shaped key is listed in one error; nothing is
         changed unless everything fits (with strict=False, missing and unexpected keys are
         returned instead of raised, but shape mismatches still raise)."""
+        if not hasattr(state_dict, "items"):
+            raise TypeError(f"load_state_dict: expected a dict of name -> array (a state_dict), "
+                            f"got a {type(state_dict).__name__}")
         own = self.state_dict()
         targets = dict(self.named_parameters())
         targets.update(dict(self.named_buffers()))

@@ -157,8 +157,9 @@ def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=
     counts = {"images": len(paths), "cached": len(paths) - len(todo), "computed": 0, "failed": 0}
     if todo and not isinstance(model, nn.Module):
         model = model()
-    bar = tqdm(total=len(todo), unit="img", desc="ResNet-50 features", disable=not progress or not todo,
-               file=sys.stderr)
+    # disable=None: drawn on a terminal only, so a log file gets no bar (as in the mnist example)
+    bar = tqdm(total=len(todo), unit="img", desc="ResNet-50 features",
+               disable=True if not progress or not todo else None, file=sys.stderr)
     with minidl.no_grad():
         for start in range(0, len(todo), batch_size):
             rows, keys, arrays = [], [], []
@@ -565,17 +566,20 @@ class ImageClassifier:
     # -- prediction
     @staticmethod
     def image_paths(paths_or_folder):
-        """The images ``predict`` labels, in its order: a folder's image files (sorted,
-        recursively), or the given path(s) as they are."""
+        """The images ``predict`` labels, in its order: each folder's image files (sorted,
+        recursively) in its place, and files as they are; one path or a list of them."""
         if isinstance(paths_or_folder, (str, os.PathLike)):
-            p = os.fspath(paths_or_folder)
+            paths_or_folder = [paths_or_folder]
+        out = []
+        for p in map(os.fspath, paths_or_folder):
             if os.path.isdir(p):
                 found = _image_files(p)
                 if not found:
                     raise ValueError(f"ImageClassifier.predict: no image files under {p}")
-                return found
-            return [p]
-        return [os.fspath(p) for p in paths_or_folder]
+                out += found
+            else:
+                out.append(p)
+        return out
 
     def predict_proba(self, paths_or_folder, skip_unreadable=False):
         """(N, classes) float32 probabilities, one row per image of ``image_paths``.
