@@ -9,6 +9,13 @@ from helpers import away_from_zero, distinct, leaf, randn
 from minidl.testing import gradcheck
 
 
+def _inplace_chain(a):
+    y = a * 2
+    y += a   # recorded out of place: y = 3a
+    y *= a   # y = 3a^2
+    return y
+
+
 def positive(shape, seed=0, low=0.5, high=2.0):
     return leaf(np.random.default_rng(seed).uniform(low, high, shape))
 
@@ -33,6 +40,11 @@ CASES = [
     ("pow_tensor_bcast", lambda a, b: a ** b, lambda: [positive((2, 3)), randn((3,), 1)]),
     ("rpow", lambda a: 2.0 ** a, lambda: [randn((3,))]),
     ("neg", lambda a: -a, lambda: [randn((2, 3))]),
+    ("clone", lambda a: a.clone() * a, lambda: [randn((2, 3))]),
+    ("maximum_bcast", lambda a, b: a.max(b), lambda: [randn((2, 3)), randn((3,), 1)]),
+    ("minimum", lambda a, b: a.min(b), lambda: [randn((2, 3)), randn((2, 3), 1)]),
+    ("mul_promoted_int", lambda a: a * minidl.tensor([1, 2, 3]), lambda: [randn((2, 3))]),
+    ("inplace_in_graph", lambda a: _inplace_chain(a), lambda: [randn((2, 3))]),
     # matmul: 2-D, batched, broadcast batch dims, and the 1-D vector cases
     ("matmul_2d", lambda a, b: a @ b, lambda: [randn((3, 4)), randn((4, 2), 1)]),
     ("matmul_batched", lambda a, b: a @ b, lambda: [randn((2, 3, 4)), randn((2, 4, 5), 1)]),
@@ -126,6 +138,12 @@ CASES = [
     ("cross_entropy_sum", lambda x, t: F.cross_entropy(x, t, reduction="sum"), lambda: [randn((4, 5)), minidl.tensor([1, 0, 3, 1])]),
     ("cross_entropy_none", lambda x, t: F.cross_entropy(x, t, reduction="none"), lambda: [randn((4, 5)), minidl.tensor([1, 0, 3, 4])]),
     ("nll_loss", lambda x, t: F.nll_loss(F.log_softmax(x, 1), t), lambda: [randn((4, 5)), minidl.tensor([0, 4, 2, 2])]),
+    ("cross_entropy_options", lambda x, t: F.cross_entropy(
+        x, t, weight=minidl.tensor([1.0, 2.0, 0.5, 1.5, 1.0], dtype=np.float64), ignore_index=2,
+        label_smoothing=0.1), lambda: [randn((4, 5)), minidl.tensor([0, 4, 2, 1])]),
+    ("nll_loss_weighted", lambda x, t: F.nll_loss(
+        x, t, weight=minidl.tensor([1.0, 2.0, 0.5, 1.5, 1.0], dtype=np.float64)),
+     lambda: [randn((3, 5)), minidl.tensor([0, 4, 1])]),
     ("nll_loss_sum", lambda x, t: F.nll_loss(x, t, reduction="sum"), lambda: [randn((3, 5)), minidl.tensor([0, 4, 4])]),
     ("nll_loss_none", lambda x, t: F.nll_loss(x, t, reduction="none"), lambda: [randn((3, 5)), minidl.tensor([1, 2, 1])]),
     ("mse_loss", lambda x, y: F.mse_loss(x, y), lambda: [randn((3, 4)), randn((3, 4), 1)]),
