@@ -195,8 +195,9 @@ class Module:
                 # copied into the tensor's own array, in its dtype (PyTorch's copy_): the
                 # caller's array is never aliased, and tensors taken from state_dict() see it
                 own_arr = t.data
-                if getattr(own_arr, "flags", None) is not None and own_arr.flags.writeable:
-                    get_array_module(own_arr).copyto(own_arr, arr, casting="unsafe")
+                xp = get_array_module(own_arr)  # CuPy's arrays are always writeable
+                if xp is not np or own_arr.flags.writeable:
+                    xp.copyto(own_arr, arr, casting="unsafe")
                 else:
                     t.data = arr.astype(own_arr.dtype, copy=True)
         return {"missing_keys": missing, "unexpected_keys": unexpected}
