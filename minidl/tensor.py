@@ -550,11 +550,11 @@ class Tensor:
         return Reshape.apply(self, shape=shape)
 
 
-autograd.use_tensor_class(Tensor)
+autograd.use_tensor_class(Tensor)  # Function.apply wraps its results in this class
 
 
 def _cast(x, dtype):
-    return Cast.apply(x, dtype=dtype)  # Function.apply wraps its results in this class
+    return Cast.apply(x, dtype=dtype)
 
 
 def _to_dtype(t, dtype):
@@ -608,13 +608,6 @@ def _scalar(x, like: Tensor, dtype):
         # and a copy from pageable memory can wait for the GPU to finish its queue
         return Tensor(xp.full((), x, dtype=dtype))
     return Tensor(np.asarray(x, dtype=dtype))
-
-
-def _operand(x, like: Tensor):
-    """``x`` as a tensor of ``like``'s dtype and device (a number or an array beside it)."""
-    if isinstance(x, Tensor):
-        return x
-    return _pair(like, x)[1]
 
 
 def _float_input(t):
