@@ -451,6 +451,9 @@ class Tensor:
         return Sum.apply(self, dim=dim, keepdim=keepdim)
 
     def mean(self, dim=None, keepdim=False, axis=None, keepdims=None):
+        if not is_floating(self.data.dtype):  # PyTorch refuses it (NumPy would give float64)
+            raise TypeError(f"mean: needs a floating-point tensor, got {self.data.dtype}; "
+                            "call .float() first")
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
         return Mean.apply(self, dim=dim, keepdim=keepdim)

@@ -466,3 +466,9 @@ def test_cross_entropy_loss_module_takes_the_options_and_moves_its_weight():
     np.testing.assert_allclose(value.item(), 0.98 * np.log(3), rtol=1e-6)
     nll = nn.NLLLoss(ignore_index=1)(t(np.log(np.full((2, 3), 1 / 3))), t([1, 2]))
     np.testing.assert_allclose(nll.item(), np.log(3), rtol=1e-6)
+
+
+def test_mean_of_integers_is_refused_as_in_pytorch():
+    with pytest.raises(TypeError, match=r"mean: needs a floating-point tensor.*\.float\(\)"):
+        t([1, 2, 3]).mean()
+    assert (t([1, 2]) == t([1, 3])).float().mean().item() == 0.5
