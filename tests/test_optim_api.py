@@ -1,4 +1,4 @@
-"""AdamW, RMSprop and the lr schedules: PyTorch's numbers, PyTorch's state
+"""AdamW, RMSprop, the lr schedules and gradient clipping: PyTorch's numbers, PyTorch's state
 dicts in both directions, and refusals that name what did not fit.
 
 Parity runs in float64, where minidl and PyTorch agree to rounding (rtol 1e-12), and in
@@ -6,13 +6,18 @@ float32 at rtol 1e-5: PyTorch's CPU kernels fuse multiply-adds where numpy round
 operation, a few ulp per step that centered RMSprop's s - mean^2 amplifies (1e-6 is not met
 there after a few steps).
 """
+import math
 
 import numpy as np
 import pytest
 
 import minidl
 import minidl.nn as nn
+import minidl.nn.functional as F
 from minidl import optim
+from minidl.nn.utils import clip_grad_norm_, clip_grad_value_
+
+import _fake_gpu
 
 SHAPES = [(4, 3), (3,), (2, 2, 3)]
 
@@ -109,6 +114,33 @@ def test_rmsprop_first_step_closed_form():
     p.grad = minidl.Tensor(np.array([2.0, -0.5]))
     optim.RMSprop([p], lr=0.01, alpha=0.75, eps=0.0).step()
     np.testing.assert_allclose(p.numpy(), [1 - 0.01 / 0.5, 1 + 0.01 / 0.5], rtol=1e-14)
+
+
+def test_training_a_model_with_adamw_a_schedule_and_clipping_matches_torch(torch):
+    """Forward, backward, clip_grad_norm_, AdamW and CosineAnnealingLR end to end, float64."""
+    rng = np.random.default_rng(3)
+    x, y = rng.standard_normal((16, 5)), rng.integers(0, 3, 16)
+    model = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3)).double()
+    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(),
+                                 torch.nn.Linear(8, 3)).double()
+    model.load_state_dict({k: v.detach().numpy() for k, v in tmodel.state_dict().items()})
+    opt = optim.AdamW(model.parameters(), lr=0.05, weight_decay=0.1)
+    topt = torch.optim.AdamW(tmodel.parameters(), lr=0.05, weight_decay=0.1)
+    sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4, eta_min=0.005)
+    tsched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=4, eta_min=0.005)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    for step in range(6):
+        opt.zero_grad(), topt.zero_grad()
+        loss = F.cross_entropy(model(minidl.tensor(x, dtype=np.float64)), minidl.tensor(y))
+        tloss = torch.nn.functional.cross_entropy(tmodel(xt), yt)
+        loss.backward(), tloss.backward()
+        norm = clip_grad_norm_(model.parameters(), max_norm=0.3)
+        tnorm = torch.nn.utils.clip_grad_norm_(tmodel.parameters(), max_norm=0.3)
+        assert norm.item() == pytest.approx(tnorm.item(), rel=1e-12)
+        opt.step(), topt.step()
+        sched.step(), tsched.step()
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-12)
+    _close(list(model.parameters()), list(tmodel.parameters()), np.float64, "model")
 
 
 # ---- state dicts ------------------------------------------------------------------------------
@@ -450,3 +482,164 @@ def test_schedule_load_state_dict_refuses_what_does_not_fit_and_changes_nothing(
     ms = optim.lr_scheduler.MultiStepLR(_sgd(), [2, 4])
     ms.load_state_dict({**ms.state_dict(), "milestones": {6: 1, 3: 2}})  # PyTorch's Counter
     assert sorted(ms.milestones.elements()) == [3, 3, 6]
+
+
+# ---- gradient clipping ------------------------------------------------------------------------
+def _grads_pair(torch, dtype, scale=1.0, seed=0):
+    rng = np.random.default_rng(seed)
+    grads = [rng.standard_normal(s).astype(dtype) * dtype(scale) for s in SHAPES]
+    ps = [nn.Parameter(np.zeros(s, dtype)) for s in SHAPES] + [nn.Parameter(np.zeros(2, dtype))]
+    for p, g in zip(ps, grads):
+        p.grad = minidl.Tensor(g.copy())
+    if torch is None:
+        return ps, None
+    tps = [torch.nn.Parameter(torch.zeros(s, dtype=torch.from_numpy(np.zeros(1, dtype)).dtype))
+           for s in SHAPES + [(2,)]]
+    for p, g in zip(tps, grads):
+        p.grad = torch.tensor(g)
+    return ps, tps
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm_type", [2.0, math.inf, 1.0, 3, "inf"])
+@pytest.mark.parametrize("max_norm", [0.5, 1000.0])
+def test_clip_grad_norm_matches_torch(torch, norm_type, max_norm, dtype):
+    ps, tps = _grads_pair(torch, dtype)
+    total = clip_grad_norm_(ps, max_norm, norm_type=norm_type)
+    ttotal = torch.nn.utils.clip_grad_norm_(tps, max_norm, norm_type=norm_type)
+    assert isinstance(total, minidl.Tensor) and total.shape == ()
+    assert total.dtype == dtype
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(total.numpy(), ttotal.numpy(), rtol=rtol)
+    for k, (p, tp) in enumerate(zip(ps[:3], tps)):
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=rtol, err_msg=str(k))
+    assert ps[3].grad is None
+    if max_norm < total.item():  # clipped down to max_norm (less the 1e-6 margin)
+        again = clip_grad_norm_(ps, math.inf, norm_type=norm_type)
+        assert again.item() == pytest.approx(max_norm, rel=1e-5)
+
+
+def test_clip_grad_norm_takes_a_single_tensor_and_a_generator(torch):
+    ps, tps = _grads_pair(torch, np.float32)
+    total = clip_grad_norm_(ps[0], 0.1)
+    ttotal = torch.nn.utils.clip_grad_norm_(tps[0], 0.1)
+    np.testing.assert_allclose(total.numpy(), ttotal.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ps[0].grad.numpy(), tps[0].grad.numpy(), rtol=1e-6)
+    total = clip_grad_norm_((p for p in ps[1:]), 0.1)
+    ttotal = torch.nn.utils.clip_grad_norm_((p for p in tps[1:]), 0.1)
+    np.testing.assert_allclose(total.numpy(), ttotal.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_clip_grad_norm_neither_overflows_nor_underflows_in_float32(scale):
+    # float32's squares of 1e30 overflow (and of 1e-30 vanish); the norm must not
+    ps, _ = _grads_pair(None, np.float32, scale=scale)
+    grads = np.concatenate([p.grad.numpy().astype(np.float64).ravel() for p in ps[:3]])
+    for norm_type in (2.0, 3.0, 1.0, math.inf):
+        exact = np.linalg.norm(grads, ord=norm_type)
+        total = clip_grad_norm_(ps, math.inf, norm_type=norm_type)
+        assert total.dtype == np.float32 and np.isfinite(total.item()) and total.item() > 0
+        assert total.item() == pytest.approx(exact, rel=1e-5), norm_type
+    clip_grad_norm_(ps, 1.0)
+    clipped = np.concatenate([p.grad.numpy().astype(np.float64).ravel() for p in ps[:3]])
+    if scale > 1:
+        assert np.linalg.norm(clipped) == pytest.approx(1.0, rel=1e-5)
+    else:  # under max_norm: left as they were
+        np.testing.assert_array_equal(clipped, grads)
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_clip_grad_norm_of_non_finite_gradients(torch, bad):
+    ps, tps = _grads_pair(torch, np.float32)
+    ps[1].grad.data[0] = bad
+    tps[1].grad[0] = bad
+    with pytest.raises(RuntimeError, match="non-finite|is (inf|nan)"):
+        clip_grad_norm_(ps, 1.0, error_if_nonfinite=True)
+    with pytest.raises(RuntimeError):
+        torch.nn.utils.clip_grad_norm_(tps, 1.0, error_if_nonfinite=True)
+    assert ps[0].grad.numpy().any()  # nothing was scaled
+    total = clip_grad_norm_(ps, 1.0)
+    ttotal = torch.nn.utils.clip_grad_norm_(tps, 1.0)
+    np.testing.assert_array_equal(total.numpy(), ttotal.numpy())
+    for p, tp in zip(ps[:3], tps):
+        np.testing.assert_array_equal(p.grad.numpy(), tp.grad.numpy())
+
+
+def test_clip_grad_norm_without_gradients_is_zero():
+    total = clip_grad_norm_([_p(), _p()], 1.0)
+    assert total.item() == 0.0 and total.dtype == np.float32
+
+
+@pytest.mark.parametrize("clip_value", [0.3, 2, 0.0])
+def test_clip_grad_value_matches_torch(torch, clip_value):
+    ps, tps = _grads_pair(torch, np.float32)
+    assert clip_grad_value_(ps, clip_value) is None
+    torch.nn.utils.clip_grad_value_(tps, clip_value)
+    for p, tp in zip(ps[:3], tps):
+        np.testing.assert_array_equal(p.grad.numpy(), tp.grad.numpy())
+    assert ps[3].grad is None
+    clip_grad_value_(ps[0], 0.1)  # a single Tensor
+    assert np.abs(ps[0].grad.numpy()).max() <= 0.1
+
+
+@pytest.mark.parametrize("call,error,message", [
+    (lambda ps: clip_grad_norm_(ps, -1.0), ValueError, "max_norm must be >= 0"),
+    (lambda ps: clip_grad_norm_(ps, math.nan), ValueError, "max_norm must be >= 0"),
+    (lambda ps: clip_grad_norm_(ps, "1"), TypeError, "max_norm must be a number"),
+    (lambda ps: clip_grad_norm_(ps, 1.0, norm_type=0), ValueError, "norm_type must be > 0"),
+    (lambda ps: clip_grad_norm_(ps, 1.0, norm_type=-math.inf), ValueError, "norm_type"),
+    (lambda ps: clip_grad_norm_(ps, 1.0, norm_type="l2"), TypeError, "norm_type must be a num"),
+    (lambda ps: clip_grad_norm_(ps + [np.ones(2)], 1.0), TypeError, "parameter 4 is a ndarray"),
+    (lambda ps: clip_grad_norm_(3.0, 1.0), TypeError, "must be a Tensor or an iterable"),
+    (lambda ps: clip_grad_value_(ps, -0.5), ValueError, "clip_value must be >= 0"),
+    (lambda ps: clip_grad_value_(ps, None), TypeError, "clip_value must be a number"),
+])
+def test_bad_clipping_arguments_name_what_did_not_fit(call, error, message):
+    ps, _ = _grads_pair(None, np.float32)
+    before = [p.grad.numpy().copy() for p in ps[:3]]
+    with pytest.raises(error, match=message):
+        call(ps)
+    for p, b in zip(ps, before):
+        np.testing.assert_array_equal(p.grad.numpy(), b)
+
+
+def test_clip_grad_norm_is_in_nn_utils():
+    assert nn.utils.clip_grad_norm_ is clip_grad_norm_
+    assert nn.utils.clip_grad_value_ is clip_grad_value_
+
+
+# ---- on a (fake) GPU: the array-module paths and the fused Adam kernel ------------------------
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("optim_api_kernels"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+@pytest.mark.parametrize("name", ["adamw_big_lr_decay", "adamw_amsgrad", "rmsprop_everything",
+                                  "rmsprop_momentum"])
+def test_optimizers_and_clipping_on_fake_cuda_match_the_cpu(monkeypatch, host_kernels, name):
+    cls, kw = CONFIGS[name]
+    params, grads = _data(np.float32)
+    cpu = _params(params)
+    opt = getattr(optim, cls)(cpu, **kw)
+    _fake_gpu.install(monkeypatch, host_kernels)
+    gpu = [nn.Parameter(minidl.tensor(p, device="cuda").data) for p in params]
+    gopt = getattr(optim, cls)(gpu, **kw)
+    sched = optim.lr_scheduler.ExponentialLR(gopt, 0.9)
+    cpu_sched = optim.lr_scheduler.ExponentialLR(opt, 0.9)
+    for step_grads in grads:
+        for ps, o in ((cpu, opt), (gpu, gopt)):
+            o.zero_grad()
+            for p, g in zip(ps, step_grads):
+                p.grad = minidl.tensor(g * 10, device=p.device)
+            norm = clip_grad_norm_(ps, 2.0)
+            assert norm.device == p.device
+            o.step()
+        sched.step(), cpu_sched.step()
+    for a, b in zip(gpu, cpu):
+        assert a.device == "cuda"
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    state = gopt.state_dict()["state"][0]
+    assert all(v.device == "cuda" for v in state.values() if hasattr(v, "device"))
