@@ -1,5 +1,5 @@
 """Modules and layers: ``import minidl.nn as nn``."""
-from . import functional, init, parallel  # noqa: F401
+from . import functional, init, parallel, utils  # noqa: F401
 from .layers import (
     AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, CrossEntropyLoss, Dropout,
     Flatten, Identity, Linear, LogSoftmax, MaxPool2d, ModuleList, MSELoss, NLLLoss, ReLU, Sequential,
