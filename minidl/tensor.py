@@ -532,12 +532,11 @@ class Tensor:
         """(values, indices) of the k largest (smallest) along dim; values keep the gradient."""
         return ops.topk(self, k, dim, largest, sorted)
 
-    # any and all: bool tensors outside the graph
     def any(self, dim=None, keepdim=False):
-        return Tensor(self.data.any(axis=reduction_axes(dim, self.ndim), keepdims=keepdim))
+        return _any_or_all(self, "any", dim, keepdim)
 
     def all(self, dim=None, keepdim=False):
-        return Tensor(self.data.all(axis=reduction_axes(dim, self.ndim), keepdims=keepdim))
+        return _any_or_all(self, "all", dim, keepdim)
 
     # ---- shape --------------------------------------------------------------------------
     def __getitem__(self, index):
@@ -801,6 +800,15 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
     if keepdim:
         arg = get_array_module(arg).expand_dims(arg, d)
     return Tensor(arg.astype(np.int64))
+
+
+def _any_or_all(x, name, dim, keepdim):
+    """``x.any()``, ``x.all()``: a bool tensor outside the graph. An empty list of dims reduces
+    none, as in PyTorch's any and all (its sum and mean take it as all dims)."""
+    if isinstance(dim, (tuple, list)) and not dim:
+        return Tensor(x.data.astype(np.bool_))
+    axes = reduction_axes(dim, x.ndim)
+    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim))
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):

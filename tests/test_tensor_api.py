@@ -238,6 +238,7 @@ PARITY = [
     ("any_all", lambda F, a: (a.any(), a.all(), a.any(1), a.all(-1, keepdim=True), a.any(dim=(0, 1))),
      [np.array([[0.0, 1.0], [0.0, 0.0]])]),
     ("any_all_empty", lambda F, a: (a.any(), a.all(), a.any(0)), [normal(0, 2)]),
+    ("any_all_no_dims", lambda F, a: (a.any(dim=()), a.all(dim=(), keepdim=True)), [normal(2, 3)]),
 ]
 
 
