@@ -1,5 +1,6 @@
 """Elementwise, activation, reduction and shape ops: the Functions behind Tensor's operators and
-methods (``x + y``, ``x.sum()``, ``x.relu()``, ``x.reshape(...)``), plus ``cat`` and ``stack``.
+methods (``x + y``, ``x.sum()``, ``x.relu()``, ``x.reshape(...)``), plus the functions
+minidl exports under PyTorch's names (``cat``, ``stack``, ``where``, ``maximum``, ``clamp``...).
 
 Each op is one Function: forward and backward side by side, on the array module of its inputs.
 Tensor's methods, in tensor.py, call them; this module imports only ``backend`` and
@@ -12,10 +13,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import backend
+from . import autograd, backend
 from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
-from .backend.dtypes import is_floating, promote_types
+from .backend.dtypes import combine_dtypes, is_floating, promote_types, scalar_dtype
 
 
 def accumulation_dtype(a):
@@ -198,6 +199,207 @@ class Cast(Function):
         return astype(g, self.source)
 
 
+# ---- where, maximum/minimum, clamp, masked_fill: ops on several tensors and numbers --------
+def _is_tensor(x):
+    return isinstance(x, autograd.Tensor)
+
+
+def _is_number(x):
+    return isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating))
+
+
+def _describe(x):
+    return f"a {x.dtype} tensor" if _is_tensor(x) else type(x).__name__
+
+
+def result_type(*operands):
+    """PyTorch's result dtype of tensors and Python numbers (None where absent): each tier
+    (tensors with dims, 0-d tensors, numbers) promotes within itself, and a lower tier counts
+    only where its category is higher (``int64 tensor + 2.5`` is float32, ``float16 tensor +
+    float64 0-d tensor`` float16)."""
+    tiers = [None, None, None]
+    for x in operands:
+        if x is None:
+            continue
+        if _is_tensor(x):
+            dtype, tier = x.data.dtype, 0 if x.data.ndim else 1
+        else:
+            dtype, tier = scalar_dtype(x), 2
+        tiers[tier] = dtype if tiers[tier] is None else promote_types(tiers[tier], dtype)
+    result = None
+    for dtype in tiers:
+        if dtype is not None:
+            result = dtype if result is None else combine_dtypes(result, dtype)
+    return result
+
+
+def _operand(x, dtype, xp):
+    """``x`` (a tensor or a number) as a tensor of ``dtype``; a number goes to xp's device."""
+    if _is_tensor(x):
+        return x if x.data.dtype == dtype else Cast.apply(x, dtype=dtype)
+    return autograd.Tensor(xp.full((), x, dtype=dtype))
+
+
+def _broadcast_shapes(name, **shapes):
+    try:
+        return np.broadcast_shapes(*shapes.values())
+    except ValueError:
+        listed = ", ".join(f"{what} {shape}" for what, shape in shapes.items())
+        raise ValueError(f"{name}: shapes do not broadcast: {listed}") from None
+
+
+def _check_bool_tensor(name, what, x):
+    if not _is_tensor(x) or x.data.dtype != np.bool_:
+        raise TypeError(f"{name}: {what} must be a bool tensor, got {_describe(x)}")
+
+
+def _array_module(*operands):
+    return get_array_module(*[x.data for x in operands if _is_tensor(x)])
+
+
+class Where(Function):
+    def forward(self, condition, a, b):
+        self.save_for_backward(condition)
+        return get_array_module(a).where(condition, a, b)
+
+    def backward(self, g):
+        (condition,) = self.saved
+        xp = get_array_module(g)
+        zero = xp.zeros((), dtype=g.dtype)
+        _, a, b = self.inputs
+        return (None, xp.where(condition, g, zero) if a.requires_grad else None,
+                xp.where(condition, zero, g) if b.requires_grad else None)
+
+
+def where(condition, input, other):
+    """``input`` where ``condition`` holds, ``other`` elsewhere: tensors or numbers, broadcast,
+    at PyTorch's result dtype; the gradient goes to the side each element came from."""
+    _check_bool_tensor("where", "condition", condition)
+    for what, x in (("input", input), ("other", other)):
+        if not (_is_tensor(x) or _is_number(x)):
+            raise TypeError(f"where: {what} must be a tensor or a number, got {_describe(x)}")
+    dtype = result_type(input, other)
+    xp = _array_module(condition, input, other)
+    a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
+    _broadcast_shapes("where", condition=condition.shape, input=a.shape, other=b.shape)
+    return Where.apply(condition, a, b)
+
+
+def _elementwise_extreme(name, input, other, take_min):
+    for what, x in (("input", input), ("other", other)):
+        if not _is_tensor(x):
+            raise TypeError(f"{name}: {what} must be a tensor, got {_describe(x)} (for a number, "
+                            f"use clamp({'max' if take_min else 'min'}=...))")
+    dtype = result_type(input, other)
+    xp = _array_module(input, other)
+    a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
+    _broadcast_shapes(name, input=a.shape, other=b.shape)
+    return Maximum.apply(a, b, take_min=take_min)
+
+
+def maximum(input, other):
+    """The elementwise larger of two tensors (NaN wins); on a tie each gets half the gradient."""
+    return _elementwise_extreme("maximum", input, other, take_min=False)
+
+
+def minimum(input, other):
+    """The elementwise smaller of two tensors (NaN wins); on a tie each gets half the gradient."""
+    return _elementwise_extreme("minimum", input, other, take_min=True)
+
+
+class Clamp(Function):
+    """``min(max(x, lo), hi)`` for bounds that are tensors (0-d ones for numbers). As in
+    PyTorch, x's gradient passes where ``lo <= x <= hi`` (a value on a bound keeps it); a bound
+    gets the gradient where it is the result, and where ``lo > hi`` the result is hi."""
+
+    def forward(self, x, *bounds, has_min, has_max):
+        xp = get_array_module(x)
+        self.has_min, self.has_max = has_min, has_max
+        lo = bounds[0] if has_min else None
+        hi = bounds[-1] if has_max else None
+        y = x if lo is None else xp.maximum(x, lo)
+        if hi is not None:
+            y = xp.minimum(y, hi)
+        self.save_for_backward(x, *bounds)
+        return y
+
+    def backward(self, g):
+        x, *bounds = self.saved
+        xp = get_array_module(g)
+        zero = xp.zeros((), dtype=g.dtype)
+        lo = bounds[0] if self.has_min else None
+        hi = bounds[-1] if self.has_max else None
+        if lo is not None and hi is not None:
+            keep = (x >= lo) & (x <= hi)
+        else:
+            keep = x >= lo if lo is not None else x <= hi
+        inputs = self.inputs
+        grads = [xp.where(keep, g, zero) if inputs[0].requires_grad else None]
+        if lo is not None:
+            below = x < lo if hi is None else (x < lo) & (lo < hi)
+            grads.append(xp.where(below, g, zero) if inputs[1].requires_grad else None)
+        if hi is not None:
+            above = x > hi if lo is None else (x > hi) | (hi < lo)
+            grads.append(xp.where(above, g, zero) if inputs[-1].requires_grad else None)
+        return tuple(grads)
+
+
+def clamp(input, min=None, max=None):
+    """Each element of ``input`` limited to [min, max]; a bound is a number or a tensor (which
+    broadcasts), and either may be None, not both."""
+    if not _is_tensor(input):
+        raise TypeError(f"clamp: input must be a tensor, got {_describe(input)}")
+    if min is None and max is None:
+        raise ValueError("clamp: pass min, max or both (both are None)")
+    for what, x in (("min", min), ("max", max)):
+        if x is not None and not (_is_tensor(x) or _is_number(x)):
+            raise TypeError(f"clamp: {what} must be a number or a tensor, got {_describe(x)}")
+    dtype = result_type(input, min, max)
+    xp = _array_module(input, min, max)
+    x = _operand(input, dtype, xp)
+    bounds = {what: _operand(b, dtype, xp) for what, b in (("min", min), ("max", max))
+              if b is not None}
+    _broadcast_shapes("clamp", input=x.shape, **{what: b.shape for what, b in bounds.items()})
+    return Clamp.apply(x, *bounds.values(), has_min="min" in bounds, has_max="max" in bounds)
+
+
+clip = clamp
+
+
+class MaskedFill(Function):
+    def forward(self, a, mask, value):
+        self.save_for_backward(mask)
+        return get_array_module(a).where(mask, value, a)
+
+    def backward(self, g):
+        (mask,) = self.saved
+        xp = get_array_module(g)
+        zero = xp.zeros((), dtype=g.dtype)
+        a, _, value = self.inputs
+        gv = None
+        if value.requires_grad:
+            gv = xp.where(mask, g, zero).sum(keepdims=True, dtype=accumulation_dtype(g))
+            gv = gv.reshape(()).astype(g.dtype, copy=False)
+        return (xp.where(mask, zero, g) if a.requires_grad else None), None, gv
+
+
+def masked_fill(input, mask, value):
+    """``input`` with ``value`` (a number or a 0-d tensor, cast to input's dtype) where the
+    bool ``mask`` (broadcast) holds."""
+    _check_bool_tensor("masked_fill", "mask", mask)
+    if _is_tensor(value):
+        if value.ndim != 0:
+            raise ValueError("masked_fill: value must be a number or a 0-d tensor, got a tensor "
+                             f"of shape {value.shape}")
+    elif not _is_number(value):
+        raise TypeError(f"masked_fill: value must be a number or a 0-d tensor, got "
+                        f"{_describe(value)}")
+    xp = _array_module(input, mask, value)
+    v = _operand(value, input.data.dtype, xp)
+    _broadcast_shapes("masked_fill", input=input.shape, mask=mask.shape)
+    return MaskedFill.apply(input, mask, v)
+
+
 # ---- activations ------------------------------------------------------------------------
 class ReLU(Function):
     # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
@@ -249,6 +451,29 @@ class Softmax(Function):
             yw, gw = y.astype(wide), g.astype(wide)
             return (yw * (gw - (gw * yw).sum(axis=self.dim, keepdims=True))).astype(g.dtype)
         return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """log(softmax(x)) along ``dim`` (None for a 0-d x) as ``x - max - log(sum(exp(x - max)))``:
+    no overflow, and no log of an underflowed 0."""
+
+    def forward(self, x, dim):
+        xp = get_array_module(x)
+        wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
+        xw = x if wide is None else x.astype(wide)
+        shifted = xw - xw.max(axis=dim, keepdims=True)
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+        y = y.astype(x.dtype, copy=False)
+        self.dim = dim
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        xp = get_array_module(y)
+        wide = accumulation_dtype(g)
+        yw, gw = (y, g) if wide is None else (y.astype(wide), g.astype(wide))
+        return (gw - xp.exp(yw) * gw.sum(axis=self.dim, keepdims=True)).astype(g.dtype, copy=False)
 
 
 class MatMul(Function):
@@ -392,6 +617,114 @@ class MaxDim(Function):
         return g * (positions == self.arg)
 
 
+class Var(Function):
+    """Variance over axes, ``sum((x - mean)^2) / (N - correction)`` (correction 1: Bessel's),
+    from the deviations of a first pass over the mean (no cancellation of E[x^2] - E[x]^2)."""
+
+    def forward(self, a, axes, correction, keepdim):
+        self.axes, self.keepdim, self.dtype = axes, keepdim, a.dtype
+        wide = accumulation_dtype(a)  # 16-bit inputs: computed in float32
+        aw = a if wide is None else a.astype(wide)
+        count = int(np.prod([a.shape[ax] for ax in axes]))
+        self.dof = max(count - correction, 0)  # 0: inf or nan, as in PyTorch
+        d = aw - aw.mean(axis=axes, keepdims=True) if count else aw
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = self.reduce(d)
+        self.save_for_backward(d, y)
+        return (y if keepdim else y.squeeze(axis=axes)).astype(a.dtype, copy=False)
+
+    def reduce(self, d):
+        return (d * d).sum(axis=self.axes, keepdims=True) / self.dof
+
+    def var_gradient(self, g, y):
+        """The gradient of the variance, from ``g``, the gradient of this op's output."""
+        return g
+
+    def backward(self, g):
+        d, y = self.saved
+        xp = get_array_module(g)
+        g = g.astype(d.dtype, copy=False)
+        if not self.keepdim:
+            for ax in self.axes:
+                g = xp.expand_dims(g, ax)
+        scale = 2 / self.dof if self.dof else np.inf
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (self.var_gradient(g, y) * scale * d).astype(self.dtype, copy=False)
+
+
+class Std(Var):
+    """The square root of Var; where it is 0 (a constant input) the gradient is 0, as in
+    PyTorch, instead of 0 * inf."""
+
+    def reduce(self, d):
+        return get_array_module(d).sqrt(super().reduce(d))
+
+    def var_gradient(self, g, y):
+        return get_array_module(g).where(y == 0, 0, g / (2 * y)).astype(g.dtype, copy=False)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
+    """``x.var(...)`` and ``x.std(...)`` (name "std") with PyTorch's arguments: ``unbiased``
+    (True: correction 1) or ``correction``, not both; ``x.var(False)`` is unbiased=False."""
+    if isinstance(dim, bool):
+        dim, unbiased = None, dim
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{name}: pass unbiased or correction, not both")
+    if not is_floating(x.data.dtype):
+        raise TypeError(f"{name}: needs a floating-point tensor, got dtype {x.data.dtype}")
+    if correction is None:
+        correction = 1 if unbiased is None or unbiased else 0
+    elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
+        raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
+    axes = reduction_axes(dim, x.ndim)
+    return (Std if name == "std" else Var).apply(x, axes=axes, correction=correction,
+                                                  keepdim=bool(keepdim))
+
+
+class TakeAlongDim(Function):
+    """The values at ``index`` along ``dim`` (torch.gather), for indices that do not repeat
+    along dim (topk's): each value's gradient goes back to where it came from."""
+
+    def forward(self, a, index, dim):
+        self.shape, self.index, self.dim = a.shape, index, dim
+        return get_array_module(a).take_along_axis(a, index, axis=dim)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        out = xp.zeros(self.shape, dtype=g.dtype)
+        where = [xp.arange(n).reshape((-1,) + (1,) * (g.ndim - i - 1))
+                 for i, n in enumerate(g.shape)]
+        where[self.dim] = self.index
+        out[tuple(where)] = g
+        return out
+
+
+TopkResult = namedtuple("TopkResult", ["values", "indices"])  # as torch.return_types.topk
+
+
+def topk(x, k, dim=-1, largest=True, sorted=True):
+    """The k largest (smallest) values along ``dim`` in order, and their int64 indices; NaN
+    counts as the largest, as in PyTorch. ``sorted`` is accepted; the result is always sorted."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
+    axes = reduction_axes(dim, x.ndim)  # checks dim; () for a 0-d tensor
+    data = x.data if x.ndim else x.data.reshape(1)
+    d = axes[0] if axes else 0
+    n = data.shape[d]
+    if not 0 <= k <= n:
+        raise ValueError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
+    xp = get_array_module(data)
+    order = xp.argsort(data, axis=d, kind="stable") if xp is np else xp.argsort(data, axis=d)
+    if largest:
+        order = xp.flip(order, axis=d)
+    index = order[(slice(None),) * d + (slice(0, k),)]
+    source = x if x.ndim else Reshape.apply(x, shape=(1,))
+    values = TakeAlongDim.apply(source, index=index, dim=d)
+    if not x.ndim:
+        values, index = Reshape.apply(values, shape=()), index.reshape(())
+    return TopkResult(values, autograd.Tensor(index.astype(np.int64, copy=False)))
+
+
 # ---- shape ------------------------------------------------------------------------------
 class Reshape(Function):
     def forward(self, a, shape):
@@ -431,6 +764,133 @@ class GetItem(Function):
 
             cupyx.scatter_add(out, self.index, g)
         return out
+
+
+def wrap_dim(dim, ndim, name):
+    """``dim`` in [0, ndim) from [-ndim, ndim); a 0-d tensor takes 0 and -1, as in PyTorch."""
+    n = max(ndim, 1)
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{name}: dim must be an int, got {type(dim).__name__}")
+    if not -n <= dim < n:
+        raise DimError(f"{name}: dimension out of range (expected to be in range of "
+                       f"[{-n}, {n - 1}], but got {dim})")
+    return int(dim) % n
+
+
+def _sizes(name, sizes):
+    """``f(2, 3)`` and ``f((2, 3))`` both as the tuple (2, 3), each an int."""
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    for s in sizes:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise TypeError(f"{name}: sizes must be ints, got {sizes!r}")
+    return tuple(int(s) for s in sizes)
+
+
+def expand_shape(shape, sizes):
+    """The shape ``x.expand(*sizes)`` makes of ``shape``: -1 keeps a dim, a size-1 dim grows to
+    any size, and new dims go in front."""
+    sizes = _sizes("expand", sizes)
+    lead = len(sizes) - len(shape)
+    if lead < 0:
+        raise ValueError(f"expand: {len(sizes)} sizes {sizes} for a tensor of {len(shape)} dims "
+                         f"{shape}; pass at least one size per dim")
+    out = []
+    for i, s in enumerate(sizes):
+        n = shape[i - lead] if i >= lead else None
+        if n is None and s < 0:
+            raise ValueError(f"expand: size {s} in the new leading dim {i} of {sizes} (-1 keeps "
+                             "an existing dim only)")
+        if s == -1 and n is not None:
+            s = n
+        if s < 0 or (n is not None and n != 1 and n != s):
+            raise ValueError(f"expand: cannot expand shape {shape} to {sizes}: dim {i} has size "
+                             f"{n}, and only a size-1 dim can change")
+        out.append(s)
+    return tuple(out)
+
+
+class Expand(Function):
+    """A broadcast view (read-only, as NumPy makes it); the gradient sums over the copies."""
+
+    def forward(self, a, shape):
+        self.shape = a.shape
+        return get_array_module(a).broadcast_to(a, shape)
+
+    def backward(self, g):
+        return unbroadcast(g, self.shape)
+
+
+def repeat_sizes(shape, sizes):
+    sizes = _sizes("repeat", sizes)
+    if len(sizes) < len(shape):
+        raise ValueError(f"repeat: {len(sizes)} repeat counts {sizes} for a tensor of "
+                         f"{len(shape)} dims {shape}; pass at least one per dim")
+    if any(s < 0 for s in sizes):
+        raise ValueError(f"repeat: repeat counts must be >= 0, got {sizes}")
+    return sizes
+
+
+class Repeat(Function):
+    """``x.repeat(*sizes)`` (NumPy's tile): dim i of the result is sizes[i] copies of x's."""
+
+    def forward(self, a, sizes):
+        self.shape = a.shape
+        full = (1,) * (len(sizes) - a.ndim) + a.shape
+        self.pairs = tuple(x for r, n in zip(sizes, full) for x in (r, n))
+        return get_array_module(a).tile(a.reshape(full), sizes)
+
+    def backward(self, g):
+        # element r * n + j of a dim of the result is element j of the copy r: split each dim
+        # into (copies, n) and sum over the copies
+        copies = tuple(range(0, len(self.pairs), 2))
+        g = g.reshape(self.pairs).sum(axis=copies, dtype=accumulation_dtype(g))
+        return g.reshape(self.shape)
+
+
+def _narrow(x, dim, start, length):
+    return GetItem.apply(x, index=(slice(None),) * dim + (slice(start, start + length),))
+
+
+def split(x, split_size_or_sections, dim=0):
+    """Pieces of ``split_size`` along ``dim`` (the last one smaller), or of each size in a
+    list that sums to the dim's size; each piece keeps its gradient path to x."""
+    if x.ndim == 0:
+        raise ValueError("split: needs a tensor with at least one dim, got a 0-d tensor")
+    d = wrap_dim(dim, x.ndim, "split")
+    n = x.shape[d]
+    sections = split_size_or_sections
+    if isinstance(sections, (int, np.integer)) and not isinstance(sections, bool):
+        size = int(sections)
+        if size < 0 or (size == 0 and n):
+            raise ValueError(f"split: split_size must be > 0 (0 only for an empty dim), got "
+                             f"{size} for dim {dim} of size {n}")
+        sizes = [size] * (n // size) + ([n % size] if n % size else []) if n else [0]
+    elif isinstance(sections, (tuple, list)):
+        sizes = list(_sizes("split", (tuple(sections),)))
+        if any(s < 0 for s in sizes) or sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} must be >= 0 and sum to the size {n} of "
+                             f"dim {dim}")
+    else:
+        raise TypeError("split: split_size_or_sections must be an int or a list of ints, got "
+                        f"{type(sections).__name__}")
+    starts = np.cumsum([0] + sizes[:-1]).tolist()
+    return tuple(_narrow(x, d, start, size) for start, size in zip(starts, sizes))
+
+
+def chunk(x, chunks, dim=0):
+    """At most ``chunks`` pieces of ceil(n / chunks) along ``dim`` (fewer where n is small,
+    ``chunks`` empty ones for an empty dim), as PyTorch."""
+    if isinstance(chunks, bool) or not isinstance(chunks, (int, np.integer)):
+        raise TypeError(f"chunk: chunks must be an int, got {type(chunks).__name__}")
+    if chunks <= 0:
+        raise ValueError(f"chunk: chunks must be > 0, got {chunks}")
+    if x.ndim == 0:
+        raise ValueError("chunk: needs a tensor with at least one dim, got a 0-d tensor")
+    n = x.shape[wrap_dim(dim, x.ndim, "chunk")]
+    if n == 0:
+        return split(x, [0] * int(chunks), dim)
+    return split(x, -(-n // int(chunks)), dim)
 
 
 class Concat(Function):

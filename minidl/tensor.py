@@ -17,11 +17,13 @@ from .backend.dtypes import (
     DEFAULT_FLOAT, as_dtype, bfloat16_dtype, category, combine_dtypes, is_floating,
     promote_types, scalar_dtype,
 )
+from . import ops
 from .ops import (
-    Abs, Add, Cast, Clone, Div, Exp, Log, MatMul, Max, MaxDim, MaxResult, Maximum, Mean, Mul, Neg,
-    Permute, Pow, PowTensor, ReLU, Reshape, Sigmoid, Softmax, Sqrt, Sub, Sum, Tanh, GetItem,
-    astype, reduction_axes,
+    Abs, Add, Cast, Clone, Div, Exp, Expand, Log, LogSoftmax, MatMul, Max, MaxDim, MaxResult,
+    Maximum, Mean, Mul, Neg, Permute, Pow, PowTensor, ReLU, Repeat, Reshape, Sigmoid, Softmax,
+    Sqrt, Sub, Sum, Tanh, GetItem, astype, reduction_axes,
 )
+from .ops import wrap_dim as _wrap_dim
 
 def _as_array(data, dtype=None, device="cpu"):
     if isinstance(data, Tensor):
@@ -173,6 +175,16 @@ class Tensor:
 
     def long(self):
         return Tensor(self.data.astype(np.int64))
+
+    def int(self):
+        return Tensor(self.data.astype(np.int32))  # PyTorch's int is 32 bits
+
+    def bool(self):
+        return Tensor(self.data.astype(np.bool_))
+
+    def type_as(self, other):
+        """This tensor in ``other``'s dtype (self when it already has it)."""
+        return self.to(dtype=other.dtype)
 
     def astype(self, dtype):
         return _cast(self, as_dtype(dtype))
@@ -340,6 +352,17 @@ class Tensor:
 
     matmul = __matmul__
 
+    def add(self, other, *, alpha=1):
+        """``self + alpha * other``."""
+        return self + _times_alpha(self, other, alpha, "add")
+
+    def sub(self, other, *, alpha=1):
+        """``self - alpha * other``."""
+        return self - _times_alpha(self, other, alpha, "sub")
+
+    mul = __mul__
+    div = __truediv__
+
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
             return PowTensor.apply(*_pair(self, exponent))
@@ -349,6 +372,8 @@ class Tensor:
 
     def __rpow__(self, base):
         return PowTensor.apply(*_pair(self, base, reverse=True))
+
+    pow = __pow__
 
     # In-place operators: on the array itself where no graph is recorded (a parameter update
     # under no_grad(), a tensor that needs no gradient), so every reference sees the change.
@@ -422,6 +447,30 @@ class Tensor:
     def softmax(self, dim):
         return Softmax.apply(self, dim=dim)
 
+    def log_softmax(self, dim):
+        if not is_floating(self.data.dtype):
+            raise TypeError(f"log_softmax: needs a floating-point tensor, got dtype {self.dtype}")
+        d = _wrap_dim(dim, self.ndim, "log_softmax")
+        return LogSoftmax.apply(self, dim=d if self.ndim else None)
+
+    def clamp(self, min=None, max=None):
+        return ops.clamp(self, min, max)
+
+    clip = clamp
+
+    def maximum(self, other):
+        return ops.maximum(self, other)
+
+    def minimum(self, other):
+        return ops.minimum(self, other)
+
+    def where(self, condition, other):
+        """``minidl.where(condition, self, other)``."""
+        return ops.where(condition, self, other)
+
+    def masked_fill(self, mask, value):
+        return ops.masked_fill(self, mask, value)
+
     # Comparisons give a boolean Tensor outside the graph; a Tensor hashes by identity.
     def __lt__(self, other):
         return Tensor(self.data < _data(other))
@@ -474,6 +523,23 @@ class Tensor:
 
     def argmin(self, dim=None, keepdim=False):
         return _arg_max_or_min(self, dim, keepdim, take_min=True)
+
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        """Variance, by default unbiased (correction=1), as PyTorch."""
+        return ops.var(self, dim, unbiased, keepdim, correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return ops.var(self, dim, unbiased, keepdim, correction, name="std")
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        """(values, indices) of the k largest (smallest) along dim; values keep the gradient."""
+        return ops.topk(self, k, dim, largest, sorted)
+
+    def any(self, dim=None, keepdim=False):
+        return _any_or_all(self, "any", dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        return _any_or_all(self, "all", dim, keepdim)
 
     # ---- shape --------------------------------------------------------------------------
     def __getitem__(self, index):
@@ -552,6 +618,24 @@ class Tensor:
             shape = tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in drop)
         return Reshape.apply(self, shape=shape)
 
+    def expand(self, *sizes):
+        """A view with size-1 dims repeated (-1 keeps a dim); new dims go in front."""
+        return Expand.apply(self, shape=ops.expand_shape(self.shape, sizes))
+
+    def expand_as(self, other):
+        return self.expand(other.shape)
+
+    def repeat(self, *sizes):
+        """Dim i repeated sizes[i] times (a copy, NumPy's tile)."""
+        return Repeat.apply(self, sizes=ops.repeat_sizes(self.shape, sizes))
+
+    def split(self, split_size, dim=0):
+        """A tuple of pieces of split_size (or of each size in a list) along dim."""
+        return ops.split(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        return ops.chunk(self, chunks, dim)
+
 
 autograd.use_tensor_class(Tensor)  # Function.apply wraps its results in this class
 
@@ -613,6 +697,18 @@ def _scalar(x, like: Tensor, dtype):
     return Tensor(np.asarray(x, dtype=dtype))
 
 
+def _times_alpha(t: Tensor, other, alpha, name):
+    """``alpha * other`` for ``t.add(other, alpha=...)``; as PyTorch, a float alpha needs a
+    floating-point result."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
+    if isinstance(alpha, (float, np.floating)) and not (
+            is_floating(t.data.dtype) or isinstance(other, float)
+            or (isinstance(other, Tensor) and is_floating(other.data.dtype))):
+        raise TypeError(f"{name}: alpha must not be a float ({alpha}) for integer tensors")
+    return other if alpha == 1 else other * alpha
+
+
 def _float_input(t):
     """Integer tensors enter floating-point math as float32 (PyTorch's default dtype)."""
     return t if is_floating(t.data.dtype) else _cast(t, DEFAULT_FLOAT)
@@ -667,17 +763,6 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     return t
 
 
-def _wrap_dim(dim, ndim, name):
-    """``dim`` in [0, ndim) from [-ndim, ndim); a 0-d tensor takes 0 and -1, as in PyTorch."""
-    n = max(ndim, 1)
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"{name}: dim must be an int, got {type(dim).__name__}")
-    if not -n <= dim < n:
-        raise DimError(f"{name}: dimension out of range (expected to be in range of "
-                       f"[{-n}, {n - 1}], but got {dim})")
-    return int(dim) % n
-
-
 def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
@@ -711,6 +796,15 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
     if keepdim:
         arg = get_array_module(arg).expand_dims(arg, d)
     return Tensor(arg.astype(np.int64))
+
+
+def _any_or_all(x, name, dim, keepdim):
+    """``x.any()``, ``x.all()``: a bool tensor outside the graph. An empty list of dims reduces
+    none, as in PyTorch's any and all (its sum and mean take it as all dims)."""
+    if isinstance(dim, (tuple, list)) and not dim:
+        return Tensor(x.data.astype(np.bool_))
+    axes = reduction_axes(dim, x.ndim)
+    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim))
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
