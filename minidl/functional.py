@@ -1,10 +1,12 @@
-"""Neural-network ops: linear, conv2d by im2col, pooling, activations, losses, batch norm.
+"""Neural-network ops: linear, conv2d by im2col, pooling, activations, losses, batch and layer
+norm, embedding, one_hot, pad.
 
 Public as ``minidl.nn.functional`` (``import minidl.nn.functional as F``). Argument checks live
 in the wrapper functions, so a bad call fails before any work with the shapes that did not fit.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -12,7 +14,9 @@ import numpy as np
 from . import backend
 from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
-from .ops import ReLU, Sigmoid, Softmax, accumulation_dtype, cat, reduction_axes
+from .ops import (
+    ReLU, Sigmoid, Softmax, accumulation_dtype, cat, reduction_axes, stable_sigmoid,
+)
 from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
 
@@ -30,6 +34,15 @@ def _int(v, name, whole):
     # PyTorch refuses a float size (2.5 would be cut to 2 without a word)
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise TypeError(f"{name} must be an int or a pair of ints, got {whole!r}")
+    return int(v)
+
+
+def _whole(v, what, whole=None):
+    """v as an int; a float, a bool or anything else is refused, naming ``what``."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        got = v if whole is None else whole
+        raise TypeError(f"{what} must be {'ints' if whole is not None else 'an int'}, "
+                        f"got {got!r}")
     return int(v)
 
 
@@ -516,6 +529,154 @@ def tanh(x):
     return x.tanh()
 
 
+def _opmath(a):
+    """16-bit arrays as float32 (PyTorch's kernels compute them in float, then round); others
+    as they are."""
+    wide = accumulation_dtype(a)
+    return a if wide is None else a.astype(wide)
+
+
+def _float_input(name, x):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    if not is_floating(x.data.dtype):
+        raise TypeError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
+
+
+# PyTorch's F.leaky_relu/elu/silu take inplace=; here the result is always a new tensor (as
+# nn.ReLU(inplace=True) already is), which is what code that uses the return value needs.
+class LeakyReLU(Function):
+    def forward(self, x, negative_slope):
+        xp = get_array_module(x)
+        xw = _opmath(x)
+        self.slope = negative_slope
+        self.save_for_backward(x)
+        return xp.where(xw > 0, xw, xw * negative_slope).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved
+        gw = _opmath(g)
+        return get_array_module(g).where(x > 0, gw, gw * self.slope).astype(g.dtype, copy=False)
+
+
+def leaky_relu(x, negative_slope=0.01, inplace=False):
+    """x where x > 0, negative_slope * x elsewhere (the gradient at 0 is negative_slope)."""
+    _float_input("leaky_relu", x)
+    return LeakyReLU.apply(x, negative_slope=float(negative_slope))
+
+
+class ELU(Function):
+    def forward(self, x, alpha):
+        xp = get_array_module(x)
+        xw = _opmath(x)
+        # expm1 of min(x, 0): exact near 0, and no overflow for large positive x
+        y = xp.where(xw > 0, xw, alpha * xp.expm1(xp.minimum(xw, 0))).astype(x.dtype, copy=False)
+        self.alpha = alpha
+        self.save_for_backward(x, y)
+        return y
+
+    def backward(self, g):
+        x, y = self.saved
+        gw = _opmath(g)
+        # below 0, d/dx alpha * (e^x - 1) = alpha * e^x = y + alpha
+        gx = get_array_module(g).where(x > 0, gw, gw * (_opmath(y) + self.alpha))
+        return gx.astype(g.dtype, copy=False)
+
+
+def elu(x, alpha=1.0, inplace=False):
+    """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
+    _float_input("elu", x)
+    return ELU.apply(x, alpha=float(alpha))
+
+
+class SiLU(Function):
+    """x * sigmoid(x); only x is kept (the sigmoid is taken again in backward)."""
+
+    def forward(self, x):
+        xw = _opmath(x)
+        self.save_for_backward(x)
+        return (xw * stable_sigmoid(xw)).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved
+        xw = _opmath(x)
+        s = stable_sigmoid(xw)
+        return (_opmath(g) * (s * (1 + xw * (1 - s)))).astype(g.dtype, copy=False)
+
+
+def silu(x, inplace=False):
+    _float_input("silu", x)
+    return SiLU.apply(x)
+
+
+# Numerical Recipes' Chebyshev fit of erfc: erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2),
+# for z >= 0, with a relative error under 1.2e-7 everywhere, the tail included (where GELU of a
+# negative input is small and an absolute error would be all of it)
+_ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+             -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+_SQRT_HALF = 0.7071067811865476
+_INV_SQRT_2PI = 0.3989422804014327
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _erfc(x):
+    """Elementwise erfc: CuPy's own on CUDA; on NumPy, Python's math.erfc for float64 (the
+    dtype of gradient checks, where it must be exact) and the fit above for float32."""
+    xp = get_array_module(x)
+    if xp is not np:
+        from cupyx.scipy.special import erfc
+
+        return erfc(x)
+    if x.dtype == np.float64:
+        return np.frompyfunc(math.erfc, 1, 1)(x).astype(np.float64)
+    z = abs(x)
+    t = 1 / (1 + 0.5 * z)
+    p = np.full_like(t, _ERFC_FIT[-1])
+    for c in _ERFC_FIT[-2::-1]:
+        p *= t
+        p += c
+    tail = t * np.exp(p - z * z)
+    return np.where(x >= 0, tail, 2 - tail)
+
+
+def _gelu_parts(x, approximate):
+    """(Phi, tanh term) of GELU for opmath-dtype x: Phi(x) for 'none', tanh(...) for 'tanh'."""
+    xp = get_array_module(x)
+    if approximate == "none":
+        return 0.5 * _erfc(-x * _SQRT_HALF)
+    return xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
+
+
+class GELU(Function):
+    def forward(self, x, approximate):
+        xw = _opmath(x)
+        self.approximate = approximate
+        self.save_for_backward(x)
+        part = _gelu_parts(xw, approximate)
+        y = xw * part if approximate == "none" else 0.5 * xw * (1 + part)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved
+        xp = get_array_module(x)
+        xw = _opmath(x)
+        part = _gelu_parts(xw, self.approximate)
+        if self.approximate == "none":  # Phi(x) + x * phi(x)
+            d = part + xw * (_INV_SQRT_2PI * xp.exp(-0.5 * xw * xw))
+        else:
+            inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xw * xw)
+            d = 0.5 * (1 + part) + 0.5 * xw * (1 - part * part) * inner
+        return (_opmath(g) * d).astype(g.dtype, copy=False)
+
+
+def gelu(x, approximate="none"):
+    """x * Phi(x), Phi the standard normal CDF; approximate='tanh' is PyTorch's tanh form."""
+    _float_input("gelu", x)
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return GELU.apply(x, approximate=approximate)
+
+
 def _softmax_dim(name, x, dim):
     """PyTorch's implicit dim where none is given (0 for 0-, 1- and 3-D inputs, 1 otherwise),
     with its warning; a given dim is checked against the input's dims."""
@@ -733,6 +894,230 @@ def mse_loss(input, target, reduction="mean"):
     return {"mean": sq.mean, "sum": sq.sum}.get(reduction, lambda: sq)()
 
 
+# The elementwise losses below are one Function each: the loss of every element, reduced, and
+# in backward the element's derivative times the reduced loss's gradient, spread back.
+def _reduce_loss(losses, reduction, dtype):
+    """Mean or sum (in float32 for 16-bit, as PyTorch), or the losses; in ``dtype``."""
+    if reduction == "mean":
+        out = losses.mean(dtype=accumulation_dtype(losses))
+    elif reduction == "sum":
+        out = losses.sum(dtype=accumulation_dtype(losses))
+    else:
+        out = losses
+    return get_array_module(losses).asarray(out).astype(dtype, copy=False)
+
+
+def _spread_loss_grad(g, shape, reduction):
+    """The reduced loss's gradient as one factor per element, in float32 for 16-bit g."""
+    g = _opmath(g)
+    if reduction == "none":
+        return g
+    n = int(np.prod(shape))
+    return g / n if reduction == "mean" and n else g
+
+
+def _check_same_shape(name, input, target):
+    for what, t in (("input", input), ("target", target)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
+    if input.shape != target.shape:
+        raise ValueError(f"{name}: target shape {target.shape} differs from input shape "
+                         f"{input.shape}; they must be the same")
+    if input.device != target.device:
+        raise ValueError(f"{name}: input is on {input.device} and target on {target.device}")
+    for what, t in (("input", input), ("target", target)):
+        if not is_floating(t.data.dtype):
+            raise TypeError(f"{name}: {what} must be a floating-point tensor, got {t.dtype}")
+
+
+def _elementwise_weight(name, what, weight, input):
+    """A weight that broadcasts to the input's shape, as an array on its device (no gradient:
+    PyTorch's losses are not differentiable in it either)."""
+    if weight is None:
+        return None
+    data = weight.data if isinstance(weight, Tensor) else np.asarray(weight)
+    if not is_floating(data.dtype):
+        raise TypeError(f"{name}: {what} must be a floating-point tensor, got {data.dtype}")
+    try:
+        fits = np.broadcast_shapes(tuple(data.shape), input.shape) == input.shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{name}: {what} of shape {tuple(data.shape)} does not broadcast to "
+                         f"the input's shape {input.shape}")
+    if device_of(data) != input.device:
+        raise ValueError(f"{name}: {what} is on {device_of(data)}, input on {input.device}")
+    return data
+
+
+class BinaryCrossEntropy(Function):
+    """-(t log x + (1 - t) log(1 - x)), each log clamped at -100 as PyTorch does, so x = 0 or
+    1 gives a finite loss; the gradient's denominator x (1 - x) is kept from 0 by 1e-12."""
+
+    def forward(self, x, t, weight=None, reduction="mean"):
+        xp = get_array_module(x)
+        xw, tw = _opmath(x), _opmath(t)
+        log_x, log_1mx = self._logs(xw)
+        losses = -(tw * log_x + (1 - tw) * log_1mx)
+        if weight is not None:
+            losses = losses * weight.astype(losses.dtype, copy=False)
+        self.weight, self.reduction = weight, reduction
+        self.save_for_backward(x, t)
+        return _reduce_loss(losses, reduction, xp.result_type(x, t))
+
+    @staticmethod
+    def _logs(xw):
+        xp = get_array_module(xw)
+        with np.errstate(divide="ignore"):
+            return xp.maximum(xp.log(xw), -100), xp.maximum(xp.log1p(-xw), -100)
+
+    def backward(self, g):
+        x, t = self.saved
+        xp = get_array_module(x)
+        xw, tw = _opmath(x), _opmath(t)
+        scale = _spread_loss_grad(g, x.shape, self.reduction)
+        if self.weight is not None:
+            scale = scale * self.weight.astype(xw.dtype, copy=False)
+        gx = gt = None
+        if _needs_grad(self, 0):
+            gx = (scale * (xw - tw) / xp.maximum(xw * (1 - xw), 1e-12)).astype(x.dtype, copy=False)
+        if _needs_grad(self, 1):
+            log_x, log_1mx = self._logs(xw)
+            gt = (scale * (log_1mx - log_x)).astype(t.dtype, copy=False)
+        return gx, gt
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross-entropy of probabilities ``input`` in [0, 1] against ``target`` in [0, 1]
+    (same shape); ``weight`` broadcasts to the input and scales each element's loss."""
+    name = "binary_cross_entropy"
+    _check_reduction(name, reduction)
+    _check_same_shape(name, input, target)
+    if input.data.dtype != target.data.dtype and autocast_hook() is None:
+        raise TypeError(f"{name}: input is {input.dtype} and target {target.dtype}; PyTorch "
+                        "refuses the mix too: cast the target with .to(input.dtype)")
+    w = _elementwise_weight(name, "weight", weight, input)
+    for what, t in (("input", input), ("target", target)):
+        if t.numel():
+            lo, hi = float(t.data.min()), float(t.data.max())
+            if not (0.0 <= lo and hi <= 1.0):  # NaN fails too
+                raise ValueError(f"{name}: every element of the {what} must be between 0 and 1, "
+                                 f"got values in [{lo}, {hi}]")
+    return BinaryCrossEntropy.apply(input, target, weight=w, reduction=reduction)
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    """Binary cross-entropy of sigmoid(x): (1 - t) softplus(x) + pos_weight t softplus(-x),
+    with softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)): exp never overflows, and the terms
+    are never subtracted, so the loss keeps its digits at any |x| (softplus(-100) = 3.7e-44)."""
+
+    def forward(self, x, t, weight=None, pos_weight=None, reduction="mean"):
+        xp = get_array_module(x)
+        xw, tw = _opmath(x), _opmath(t)
+        tail = xp.log1p(xp.exp(-abs(xw)))
+        neg = (1 - tw) * (xp.maximum(xw, 0) + tail)     # -(1 - t) log(1 - sigmoid(x))
+        pos = tw * (xp.maximum(-xw, 0) + tail)          # -t log sigmoid(x)
+        if pos_weight is not None:
+            pos *= pos_weight.astype(xw.dtype, copy=False)
+        losses = neg + pos
+        if weight is not None:
+            losses *= weight.astype(xw.dtype, copy=False)
+        self.weight, self.pos_weight, self.reduction = weight, pos_weight, reduction
+        self.save_for_backward(x, t)
+        return _reduce_loss(losses, reduction, xp.result_type(x, t))
+
+    def backward(self, g):
+        x, t = self.saved
+        xp = get_array_module(x)
+        xw, tw = _opmath(x), _opmath(t)
+        scale = _spread_loss_grad(g, x.shape, self.reduction)
+        if self.weight is not None:
+            scale = scale * self.weight.astype(xw.dtype, copy=False)
+        pw = None if self.pos_weight is None else self.pos_weight.astype(xw.dtype, copy=False)
+        gx = gt = None
+        if _needs_grad(self, 0):
+            s = stable_sigmoid(xw)
+            d = s - tw if pw is None else s * (1 - tw + pw * tw) - pw * tw
+            gx = (scale * d).astype(x.dtype, copy=False)
+        if _needs_grad(self, 1):
+            if pw is None:
+                d = -xw      # softplus(-x) - softplus(x)
+            else:
+                tail = xp.log1p(xp.exp(-abs(xw)))
+                d = pw * (xp.maximum(-xw, 0) + tail) - (xp.maximum(xw, 0) + tail)
+            gt = (scale * d).astype(t.dtype, copy=False)
+        return gx, gt
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """Binary cross-entropy of sigmoid(input), stable for any |input|. ``weight`` broadcasts
+    to the input; ``pos_weight`` (one value per class, the last dim) weighs the positive term.
+    """
+    name = "binary_cross_entropy_with_logits"
+    _check_reduction(name, reduction)
+    _check_same_shape(name, input, target)
+    w = _elementwise_weight(name, "weight", weight, input)
+    pw = _elementwise_weight(name, "pos_weight", pos_weight, input)
+    return BinaryCrossEntropyWithLogits.apply(input, target, weight=w, pos_weight=pw,
+                                              reduction=reduction)
+
+
+class L1Loss(Function):
+    def forward(self, x, t, reduction="mean"):
+        d = _opmath(x) - _opmath(t)
+        self.sign = get_array_module(d).sign(d)  # the gradient: 0 where x == t, as PyTorch
+        self.reduction, self.shape = reduction, d.shape
+        return _reduce_loss(abs(d), reduction, get_array_module(x).result_type(x, t))
+
+    def backward(self, g):
+        gd = _spread_loss_grad(g, self.shape, self.reduction) * self.sign
+        return gd, -gd
+
+
+class SmoothL1Loss(Function):
+    """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta = 0: the L1 loss)."""
+
+    def forward(self, x, t, reduction="mean", beta=1.0):
+        xp = get_array_module(x)
+        d = _opmath(x) - _opmath(t)
+        ad = abs(d)
+        if beta == 0:
+            losses = ad
+        else:
+            losses = xp.where(ad < beta, (0.5 / beta) * d * d, ad - 0.5 * beta)
+        self.reduction, self.beta = reduction, beta
+        self.save_for_backward(x, t)
+        return _reduce_loss(losses, reduction, xp.result_type(x, t))
+
+    def backward(self, g):
+        x, t = self.saved
+        xp = get_array_module(x)
+        d = _opmath(x) - _opmath(t)
+        slope = xp.sign(d) if self.beta == 0 else \
+            xp.where(abs(d) < self.beta, d / self.beta, xp.sign(d))
+        gd = _spread_loss_grad(g, d.shape, self.reduction) * slope
+        return gd, -gd
+
+
+def _check_regression_loss(name, input, target, reduction):
+    _check_reduction(name, reduction)
+    _check_same_shape(name, input, target)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """Mean (or sum, or each) of |input - target|; shapes must match (as in mse_loss)."""
+    _check_regression_loss("l1_loss", input, target, reduction)
+    return L1Loss.apply(input, target, reduction=reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    _check_regression_loss("smooth_l1_loss", input, target, reduction)
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be a number >= 0, got {beta!r}")
+    return SmoothL1Loss.apply(input, target, reduction=reduction, beta=float(beta))
+
+
 # ---- batch norm -------------------------------------------------------------------------
 class BatchNorm(Function):
     """Training mode (batch statistics) runs the kernel set's fused passes and keeps only x and
@@ -864,6 +1249,92 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
                            momentum=momentum, eps=eps, relu=relu, tracked=tracked)
 
 
+# ---- layer norm -------------------------------------------------------------------------
+class LayerNorm(Function):
+    """Normalise over the last ``ndim`` dims. The variance is the mean of (x - mean)^2, never
+    E[x^2] - E[x]^2, which cancels to noise when the mean is large against the spread. Only
+    x and two numbers per row are kept for backward; x is alive anyway as this op's input.
+    16-bit inputs are computed in float32 (also beside float32 weights) and rounded."""
+
+    def forward(self, x, *weight_bias, ndim, eps, has_weight, has_bias):
+        xp = get_array_module(x)
+        axes = tuple(range(x.ndim - ndim, x.ndim))
+        xw = _opmath(x)
+        mean = xw.mean(axis=axes, keepdims=True)
+        xc = xw - mean
+        rstd = 1 / xp.sqrt((xc * xc).mean(axis=axes, keepdims=True) + eps)
+        y = xc * rstd
+        wb = list(weight_bias)
+        w = wb.pop(0) if has_weight else None
+        b = wb.pop(0) if has_bias else None
+        if w is not None:
+            y *= w
+        if b is not None:
+            y += b
+        self.axes, self.has_weight, self.has_bias = axes, has_weight, has_bias
+        self.save_for_backward(x, mean, rstd, w)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        x, mean, rstd, w = self.saved
+        axes = self.axes
+        lead = tuple(range(x.ndim - len(axes)))  # the dims the parameters are shared over
+        xhat = (_opmath(x) - mean) * rstd
+        gw_ = _opmath(g)
+        grads = []
+        gxhat = gw_ * w if w is not None else gw_
+        if _needs_grad(self, 0):
+            gx = rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True)
+                         - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+            grads.append(gx.astype(x.dtype, copy=False))
+        else:
+            grads.append(None)
+        if self.has_weight:
+            grads.append((gw_ * xhat).sum(axis=lead))
+        if self.has_bias:
+            grads.append(gw_.sum(axis=lead))
+        return tuple(grads)
+
+
+def _shape_tuple(name, what, shape):
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        return (int(shape),)
+    try:
+        out = tuple(shape)
+    except TypeError:
+        raise TypeError(f"{name}: {what} must be an int or a sequence of ints, got "
+                        f"{shape!r}") from None
+    return tuple(_whole(n, f"{name}: {what}", shape) for n in out)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the last len(normalized_shape) dims, then scale by ``weight`` and shift
+    by ``bias`` (each of shape normalized_shape), as PyTorch's layer_norm."""
+    name = "layer_norm"
+    _float_input(name, input)
+    shape = _shape_tuple(name, "normalized_shape", normalized_shape)
+    if not shape or input.shape[input.ndim - len(shape):] != shape or len(shape) > input.ndim:
+        raise ValueError(f"{name}: normalized_shape {shape} must be the last dims of the "
+                         f"input, got input of shape {input.shape}")
+    for what, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name}: {what} has shape {tuple(t.shape)}, expected "
+                             f"normalized_shape {shape}")
+        if t.device != input.device:
+            raise ValueError(f"{name}: {what} is on {t.device}, input on {input.device}")
+        dt, pdt = input.data.dtype, t.data.dtype
+        # PyTorch takes float32 parameters beside 16-bit input (mixed precision), no other mix
+        if dt != pdt and not (is_low_precision(dt) and pdt == np.float32) \
+                and autocast_hook() is None:
+            raise TypeError(f"{name}: input is {input.dtype} and {what} {t.dtype}; cast one "
+                            f"to the other's dtype")
+    tensors = [input] + [t for t in (weight, bias) if t is not None]
+    return LayerNorm.apply(*tensors, ndim=len(shape), eps=float(eps),
+                           has_weight=weight is not None, has_bias=bias is not None)
+
+
 # ---- dropout ----------------------------------------------------------------------------
 class Dropout(Function):
     def forward(self, x, p):
@@ -892,3 +1363,161 @@ def dropout(x, p=0.5, training=True):
 
 def flatten(x, start_dim=0, end_dim=-1):
     return x.flatten(start_dim, end_dim)
+
+
+# ---- indices: one_hot, embedding; padding -----------------------------------------------
+class IndexRangeError(IndexError, ValueError):
+    """An index out of range: an IndexError as in PyTorch's embedding, and a ValueError as
+    minidl's other argument errors."""
+
+
+def _index_tensor(name, t, what="input"):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor of integer indices, got "
+                        f"{type(t).__name__}")
+    if t.data.dtype.kind not in "iu":
+        raise TypeError(f"{name}: {what} must hold integer indices, got dtype {t.dtype}")
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape tensor.shape + (num_classes,), 1 at each index and 0 elsewhere;
+    num_classes=-1 takes the largest index + 1. Not differentiable (as in PyTorch)."""
+    _index_tensor("one_hot", tensor)
+    if tensor.data.dtype != np.int64:
+        raise TypeError(f"one_hot: input must be an int64 tensor (as in PyTorch), got "
+                        f"{tensor.dtype}; cast it with .long()")
+    num_classes = _whole(num_classes, "one_hot: num_classes")
+    if num_classes < -1:
+        raise ValueError(f"one_hot: num_classes must be -1 (inferred) or >= 0, got {num_classes}")
+    data = tensor.data
+    if data.size:
+        lo, hi = _class_range(tensor)
+        if lo < 0:
+            raise IndexRangeError(f"one_hot: class values must be non-negative, got {lo}")
+        if num_classes == -1:
+            num_classes = hi + 1
+        elif hi >= num_classes:
+            raise IndexRangeError(f"one_hot: class value {hi} is out of range for "
+                                  f"num_classes={num_classes}")
+    elif num_classes == -1:
+        raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass it")
+    xp = get_array_module(data)
+    return Tensor(data[..., None] == xp.arange(num_classes), dtype=np.int64)
+
+
+class Embedding(Function):
+    """Rows of the weight picked by integer indices. In backward the rows' gradients are
+    added into a gradient of the weight's shape, so an index that repeats gets their sum; the
+    padding row gets none."""
+
+    def forward(self, weight, indices, padding_idx=None):
+        self.indices, self.padding_idx = indices, padding_idx
+        self.weight_shape = weight.shape
+        return get_array_module(weight).take(weight, indices, axis=0)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        wide = accumulation_dtype(g)  # 16-bit rows are summed in float32
+        rows = g.reshape(-1, g.shape[-1]).astype(wide or g.dtype, copy=False)
+        gw = xp.zeros(self.weight_shape, dtype=rows.dtype)
+        _add_rows(gw, self.indices.reshape(-1), rows)
+        if self.padding_idx is not None:
+            gw[self.padding_idx] = 0
+        return gw.astype(g.dtype, copy=False)
+
+
+def _add_rows(out, index, rows):
+    """out[index[i]] += rows[i], with repeated indices summed."""
+    xp = get_array_module(out)
+    if xp is np or hasattr(xp.add, "at"):
+        xp.add.at(out, index, rows)
+    else:  # CuPy before 12
+        import cupyx
+
+        cupyx.scatter_add(out, index, rows)
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
+              scale_grad_by_freq=False, sparse=False):
+    """weight[input]: for integer indices of any shape, rows of weight (num_embeddings,
+    embedding_dim), shape input.shape + (embedding_dim,). The row ``padding_idx`` gets no
+    gradient. max_norm, scale_grad_by_freq and sparse are not implemented."""
+    name = "embedding"
+    _index_tensor(name, input)
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise ValueError(f"{name}: weight must be a 2-D Tensor (num_embeddings, embedding_dim), "
+                         f"got {getattr(weight, 'shape', type(weight).__name__)}")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise ValueError(f"{name}: max_norm, scale_grad_by_freq and sparse are not supported "
+                         f"in minidl (got max_norm={max_norm}, scale_grad_by_freq="
+                         f"{scale_grad_by_freq}, sparse={sparse})")
+    if input.device != weight.device:
+        raise ValueError(f"{name}: input is on {input.device} and weight on {weight.device}")
+    n = weight.shape[0]
+    if padding_idx is not None:
+        padding_idx = _whole(padding_idx, f"{name}: padding_idx")
+        if not -n <= padding_idx < n:
+            raise ValueError(f"{name}: padding_idx {padding_idx} is out of range for "
+                             f"{n} embeddings")
+        padding_idx %= n
+    if input.numel():
+        lo, hi = _class_range(input)
+        if lo < 0 or hi >= n:
+            raise IndexRangeError(f"{name}: index {lo if lo < 0 else hi} is out of range for "
+                                  f"{n} embeddings (weight shape {weight.shape})")
+    return Embedding.apply(weight, indices=input.data, padding_idx=padding_idx)
+
+
+class Pad(Function):
+    """Constant padding; a negative amount crops. Input element i of a dim lands at i + lo
+    of the output, so forward and backward are one slice assignment each."""
+
+    def forward(self, x, widths, value):
+        src, dst, shape = [], [], []
+        for n, (lo, hi) in zip(x.shape, widths):
+            m = n + lo + hi
+            start, stop = max(0, -lo), min(n, m - lo)
+            src.append(slice(start, max(start, stop)))
+            dst.append(slice(start + lo, max(start, stop) + lo))
+            shape.append(m)
+        self.src, self.dst, self.in_shape = tuple(src), tuple(dst), x.shape
+        out = get_array_module(x).full(tuple(shape), value, dtype=x.dtype)
+        out[self.dst] = x[self.src]
+        return out
+
+    def backward(self, g):
+        gx = get_array_module(g).zeros(self.in_shape, dtype=g.dtype)
+        gx[self.src] = g[self.dst]
+        return gx
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pad (or, with negative amounts, crop) the last dims: ``pad`` is (left, right) of the
+    last dim, then (top, bottom) of the one before, and so on, as in PyTorch. Only the
+    'constant' mode is implemented; ``value`` (default 0) fills the new elements."""
+    name = "pad"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    if mode != "constant":
+        raise ValueError(f"{name}: mode {mode!r} is not supported; minidl pads in 'constant' "
+                         "mode only")
+    if not isinstance(pad, (tuple, list)):
+        raise TypeError(f"{name}: pad must be a tuple of ints, got {pad!r}")
+    amounts = [_whole(p, f"{name}: pad", pad) for p in pad]
+    if len(amounts) % 2:
+        raise ValueError(f"{name}: pad {tuple(pad)} must have an even length (a pair per dim)")
+    if len(amounts) // 2 > input.ndim:
+        raise ValueError(f"{name}: pad {tuple(pad)} pads {len(amounts) // 2} dims, the input "
+                         f"has only {input.ndim} (shape {input.shape})")
+    widths = [(0, 0)] * input.ndim
+    for k in range(len(amounts) // 2):
+        widths[input.ndim - 1 - k] = (amounts[2 * k], amounts[2 * k + 1])
+    for d, (n, (lo, hi)) in enumerate(zip(input.shape, widths)):
+        if n + min(lo, 0) + min(hi, 0) < 0:
+            raise ValueError(f"{name}: pad ({lo}, {hi}) of dim {d} crops more than its "
+                             f"size {n} (input shape {input.shape})")
+    if value is None:
+        value = 0
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name}: value must be a number, got {value!r}")
+    return Pad.apply(input, widths=tuple(widths), value=value)

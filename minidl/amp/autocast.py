@@ -10,7 +10,8 @@ Inside ``with minidl.autocast("cuda", dtype=minidl.bfloat16):`` every op that go
 - ops that lose too much in 16 bits run in float32 and return float32 (the ``FLOAT32`` table);
 - reductions and normalisations in ``FLOAT32_INSIDE`` compute in float32 and return the input's
   dtype (batch_norm does this in its own wrapper, autocast or not);
-- every other op runs in the dtype of its inputs, the wider one when they differ.
+- every other op runs in the dtype of its inputs, the wider one when they differ;
+- ``BANNED`` ops raise inside a region (binary_cross_entropy on CUDA, as in PyTorch).
 
 The tables follow PyTorch's for each device (aten/src/ATen/autocast_mode.cpp): its CPU policy
 keeps softmax and sum in the low dtype, its CUDA policy runs them in float32. Parameters are
@@ -29,10 +30,15 @@ DEVICES = ("cpu", "cuda")
 # op -> policy per device; ops are Function class names, or names of composite functions
 # (nll_loss, mse_loss) that ask through ``Hook.inputs``
 LOWER = {"MatMul", "Linear", "Conv2d"}
+# the losses run in float32 on both devices; layer_norm does on CUDA, while PyTorch's CPU
+# policy leaves it alone (its CPU kernel computes 16-bit input in float32 and rounds, which
+# minidl's LayerNorm does everywhere)
+_FLOAT32_LOSSES = {"CrossEntropy", "nll_loss", "mse_loss", "BinaryCrossEntropyWithLogits", "L1Loss",
+                   "SmoothL1Loss"}
 FLOAT32 = {
-    "cpu": {"CrossEntropy", "nll_loss", "mse_loss"},
-    "cuda": {"CrossEntropy", "nll_loss", "mse_loss", "Softmax", "LogSoftmax", "Sum", "Exp", "Log",
-             "Pow", "PowTensor"},
+    "cpu": _FLOAT32_LOSSES | {"BinaryCrossEntropy"},
+    "cuda": _FLOAT32_LOSSES | {"Softmax", "LogSoftmax", "Sum", "Exp", "Log", "Pow", "PowTensor",
+                               "LayerNorm"},
 }
 FLOAT32_INSIDE = {
     # NumPy sums bfloat16 in bfloat16 and has no float32-accumulating float16 GEMM: on the CPU
@@ -40,9 +46,17 @@ FLOAT32_INSIDE = {
     "cpu": {"Sum", "Mean", "Softmax", "LogSoftmax"},
     "cuda": {"Mean"},
 }
+# ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
+# probability from a sigmoid has already lost what the log needs)
+BANNED = {"cpu": set(), "cuda": {"BinaryCrossEntropy"}}
+_BANNED_MESSAGE = (
+    "binary_cross_entropy (nn.BCELoss) is unsafe to autocast on CUDA, as in PyTorch: a model "
+    "with a sigmoid right before it should pass the logits to binary_cross_entropy_with_logits "
+    "(nn.BCEWithLogitsLoss), which is safe to autocast; or run this loss outside the region "
+    "on float32 input")
 
 # every op some policy names, on some device
-_LISTED = LOWER.union(*FLOAT32.values(), *FLOAT32_INSIDE.values())
+_LISTED = LOWER.union(*FLOAT32.values(), *FLOAT32_INSIDE.values(), *BANNED.values())
 
 # (enabled, dtype) per device; PyTorch's defaults: float16 on CUDA, bfloat16 on the CPU
 _state = {"cpu": (False, None), "cuda": (False, float16)}
@@ -148,6 +162,8 @@ class Hook:
         enabled, low = _state[device]
         if not enabled:
             return None
+        if name in BANNED[device]:
+            raise RuntimeError(_BANNED_MESSAGE)
         if name in LOWER:
             inputs = [_cast(t, low) for t in tensors]
             if device == "cpu":

@@ -1,13 +1,16 @@
 """Modules and layers: ``import minidl.nn as nn``."""
 from . import functional, init, parallel, utils  # noqa: F401
 from .layers import (
-    AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, CrossEntropyLoss, Dropout,
-    Flatten, Identity, Linear, LogSoftmax, MaxPool2d, ModuleList, MSELoss, NLLLoss, ReLU, Sequential,
-    Sigmoid, Softmax, Tanh,
+    BCELoss, BCEWithLogitsLoss, ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
+    Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Identity, L1Loss, LayerNorm, LeakyReLU,
+    Linear, LogSoftmax, MaxPool2d, ModuleDict, ModuleList, MSELoss, NLLLoss, ReLU, Sequential,
+    Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
 
 __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
-           "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "Sigmoid", "Tanh",
-           "Softmax", "LogSoftmax", "Flatten", "Identity", "Dropout", "CrossEntropyLoss",
-           "MSELoss", "NLLLoss", "Sequential", "ModuleList", "functional", "init", "parallel"]
+           "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "ReLU",
+           "LeakyReLU", "ELU", "SiLU", "GELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+           "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "MSELoss", "NLLLoss", "L1Loss",
+           "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "Sequential", "ModuleList",
+           "ModuleDict", "functional", "init", "parallel"]

@@ -1,5 +1,7 @@
 """Stateless ops: ``import minidl.nn.functional as F``."""
 from ..functional import (  # noqa: F401
-    adaptive_avg_pool2d, add_relu, avg_pool2d, batch_norm, batch_norm_relu, conv2d, cross_entropy,
-    dropout, flatten, linear, log_softmax, max_pool2d, mse_loss, nll_loss, relu, sigmoid, softmax, tanh,
+    adaptive_avg_pool2d, add_relu, avg_pool2d, batch_norm, batch_norm_relu, binary_cross_entropy,
+    binary_cross_entropy_with_logits, conv2d, cross_entropy, dropout, elu, embedding, flatten,
+    gelu, l1_loss, layer_norm, leaky_relu, linear, log_softmax, max_pool2d, mse_loss, nll_loss,
+    one_hot, pad, relu, sigmoid, silu, smooth_l1_loss, softmax, tanh,
 )
