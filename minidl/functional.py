@@ -15,7 +15,8 @@ from . import backend
 from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
-    ReLU, Sigmoid, Softmax, accumulation_dtype, cat, reduction_axes, stable_sigmoid,
+    LogSoftmax, ReLU, Sigmoid, Softmax, accumulation_dtype, cat, log_softmax_array, reduction_axes,
+    stable_sigmoid,
 )
 from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
 
@@ -693,32 +694,6 @@ def softmax(x, dim=None):
     return Softmax.apply(x, dim=_softmax_dim("softmax", x, dim))
 
 
-def _log_softmax_array(x, dim):
-    xp = get_array_module(x)
-    wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
-    xw = x if wide is None else x.astype(wide)
-    shifted = xw - xw.max(axis=dim, keepdims=True)
-    out = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-    return out.astype(x.dtype, copy=False)
-
-
-class LogSoftmax(Function):
-    def forward(self, x, dim):
-        y = _log_softmax_array(x, dim)
-        self.dim = dim
-        self.save_for_backward(y)
-        return y
-
-    def backward(self, g):
-        (y,) = self.saved
-        xp = get_array_module(y)
-        wide = accumulation_dtype(g)
-        if wide is not None:
-            yw, gw = y.astype(wide), g.astype(wide)
-            return (gw - xp.exp(yw) * gw.sum(axis=self.dim, keepdims=True)).astype(g.dtype)
-        return g - xp.exp(y) * g.sum(axis=self.dim, keepdims=True)
-
-
 def log_softmax(x, dim=None):
     return LogSoftmax.apply(x, dim=_softmax_dim("log_softmax", x, dim))
 
@@ -740,7 +715,7 @@ class CrossEntropy(Function):
             losses, prob = fast(logits, target)
         else:
             xp = get_array_module(logits)
-            logp = _log_softmax_array(logits, 1)
+            logp = log_softmax_array(logits, 1)
             losses = -logp[xp.arange(logits.shape[0]), target]
             prob = xp.exp(logp)
         self.save_for_backward(prob, target)

@@ -453,17 +453,22 @@ class Softmax(Function):
         return y * (g - (g * y).sum(axis=self.dim, keepdims=True))
 
 
+def log_softmax_array(x, dim):
+    """log(softmax(x)) on an array; 16-bit inputs computed in float32 and rounded."""
+    xp = get_array_module(x)
+    wide = accumulation_dtype(x)
+    xw = x if wide is None else x.astype(wide)
+    shifted = xw - xw.max(axis=dim, keepdims=True)
+    y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    return y.astype(x.dtype, copy=False)
+
+
 class LogSoftmax(Function):
     """log(softmax(x)) along ``dim`` (None for a 0-d x) as ``x - max - log(sum(exp(x - max)))``:
     no overflow, and no log of an underflowed 0."""
 
     def forward(self, x, dim):
-        xp = get_array_module(x)
-        wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
-        xw = x if wide is None else x.astype(wide)
-        shifted = xw - xw.max(axis=dim, keepdims=True)
-        y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
-        y = y.astype(x.dtype, copy=False)
+        y = log_softmax_array(x, dim)
         self.dim = dim
         self.save_for_backward(y)
         return y
