@@ -168,9 +168,13 @@ class Maximum(Function):
     def backward(self, g):
         a, b = self.saved
         xp = get_array_module(a)
-        wins = (a < b) if self.take_min else (a > b)
-        share = xp.where(wins, 1, xp.where(a == b, 0.5, 0)).astype(g.dtype, copy=False)
-        return g * share, g * (1 - share)
+        a_wins, b_wins = ((a < b), (a > b)) if self.take_min else ((a > b), (a < b))
+        tie = a == b
+        # PyTorch's rule: a side gets the gradient unless the other side wins (so with a NaN,
+        # where nothing compares, both sides get all of it), half each on a tie
+        share_a = xp.where(tie, 0.5, xp.where(b_wins, 0, 1)).astype(g.dtype, copy=False)
+        share_b = xp.where(tie, 0.5, xp.where(a_wins, 0, 1)).astype(g.dtype, copy=False)
+        return g * share_a, g * share_b
 
 
 class Abs(Function):

@@ -472,3 +472,11 @@ def test_mean_of_integers_is_refused_as_in_pytorch():
     with pytest.raises(TypeError, match=r"mean: needs a floating-point tensor.*\.float\(\)"):
         t([1, 2, 3]).mean()
     assert (t([1, 2]) == t([1, 3])).float().mean().item() == 0.5
+
+
+def test_maximum_with_a_nan_gives_both_sides_the_gradient_as_pytorch():
+    a = t([float("nan"), 1.0], requires_grad=True)
+    b = t([0.0, float("nan")], requires_grad=True)
+    a.max(b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
