@@ -28,12 +28,23 @@ def set_num_threads(n):
     return tuning.set_num_threads(n)
 
 
+# PyTorch's other dtype names, as NumPy dtypes; looked up through __getattr__ so that names
+# such as ``float``, ``int`` and ``bool`` do not shadow the builtins inside this module
+_DTYPE_NAMES = {"int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
+                "uint8": "uint8", "bool": "bool", "half": "float16", "float": "float32",
+                "double": "float64", "long": "int64", "int": "int32", "short": "int16"}
+
+
 def __getattr__(name):
     # ml_dtypes takes half a second to import: minidl.bfloat16 loads it when first asked for
     if name == "bfloat16":
         from .backend.dtypes import bfloat16_dtype
 
         return bfloat16_dtype()
+    if name in _DTYPE_NAMES:
+        import numpy
+
+        return numpy.dtype(_DTYPE_NAMES[name])
     raise AttributeError(f"module 'minidl' has no attribute {name!r}")
 
 

@@ -445,7 +445,10 @@ class Tensor:
         return Sigmoid.apply(_float_input(self))
 
     def softmax(self, dim):
-        return Softmax.apply(self, dim=dim)
+        if not is_floating(self.data.dtype):
+            raise TypeError(f"softmax: needs a floating-point tensor, got dtype {self.dtype}")
+        d = _wrap_dim(dim, self.ndim, "softmax")
+        return Softmax.apply(self, dim=d if self.ndim else None)
 
     def log_softmax(self, dim):
         if not is_floating(self.data.dtype):
@@ -494,12 +497,15 @@ class Tensor:
         return id(self)
 
     # ---- reductions ---------------------------------------------------------------------
-    def sum(self, dim=None, keepdim=False, axis=None, keepdims=None):
+    def sum(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
-        return Sum.apply(self, dim=dim, keepdim=keepdim)
+        x = self if dtype is None else self.to(as_dtype(dtype))  # PyTorch's dtype=: cast first
+        return Sum.apply(x, dim=dim, keepdim=keepdim)
 
-    def mean(self, dim=None, keepdim=False, axis=None, keepdims=None):
+    def mean(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
+        if dtype is not None:
+            return self.to(as_dtype(dtype)).mean(dim, keepdim, axis, keepdims)
         if not is_floating(self.data.dtype):  # PyTorch refuses it (NumPy would give float64)
             raise TypeError(f"mean: needs a floating-point tensor, got {self.data.dtype}; "
                             "call .float() first")

@@ -480,3 +480,33 @@ def test_maximum_with_a_nan_gives_both_sides_the_gradient_as_pytorch():
     a.max(b).sum().backward()
     np.testing.assert_array_equal(a.grad.numpy(), [1.0, 1.0])
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+def test_data_loader_takes_collate_fn_and_pytorchs_worker_options():
+    from minidl.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(np.arange(6, dtype=np.float32), np.arange(6))
+    loader = DataLoader(ds, batch_size=4, collate_fn=lambda samples: [int(y) for _, y in samples],
+                        num_workers=2, pin_memory=True, persistent_workers=True)
+    assert list(loader) == [[0, 1, 2, 3], [4, 5]]
+    plain = DataLoader(ds, batch_size=4, num_workers=4)  # same batches as num_workers=0
+    assert [b[1].tolist() for b in plain] == [[0, 1, 2, 3], [4, 5]]
+    with pytest.raises(ValueError, match="num_workers"):
+        DataLoader(ds, num_workers=-1)
+    with pytest.raises(TypeError, match="collate_fn"):
+        DataLoader(ds, collate_fn=3)
+
+
+def test_sum_and_mean_take_a_dtype_and_softmax_checks_its_dim():
+    assert t([1, 2, 4]).mean(dtype=minidl.float32).item() == pytest.approx(7 / 3)
+    assert t([1.0, 2.0]).sum(dtype=minidl.float64).dtype == np.float64
+    with pytest.raises(IndexError):
+        t([[1.0, 2.0]]).softmax(2)
+    np.testing.assert_allclose(t([[1.0, 1.0]]).softmax(-1).numpy(), [[0.5, 0.5]])
+
+
+def test_pytorchs_dtype_names():
+    assert minidl.long == minidl.int64 == np.int64 and minidl.bool == np.bool_
+    assert minidl.float == np.float32 and minidl.double == np.float64 and minidl.half == np.float16
+    assert minidl.zeros(2, dtype=minidl.int64).dtype == np.int64
+    assert minidl.tensor([1, 2]).to(minidl.float).dtype == np.float32

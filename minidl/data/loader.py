@@ -49,11 +49,25 @@ class DataLoader:
     iterable of indices with a length) decides which items come, in which order, instead;
     ``set_epoch`` is passed on to it. The first four arguments are PyTorch's positional
     ones (dataset, batch_size, shuffle, sampler); the others are taken by keyword only.
+    ``collate_fn(list_of_samples)`` replaces the default batching (its result is yielded as
+    it is). Items load in this process (PyTorch's ``num_workers=0``); ``num_workers``,
+    ``pin_memory``, ``persistent_workers`` and ``worker_init_fn`` are accepted, so PyTorch code
+    runs unchanged, and give the same batches.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, *, drop_last=False,
-                 seed=None, device="cpu"):
-        # the first four in PyTorch's positional order; the rest by keyword only
+                 seed=None, device="cpu", collate_fn=None, num_workers=0, pin_memory=False,
+                 persistent_workers=False, worker_init_fn=None):
+        # the first four in PyTorch's positional order; the rest by keyword only.
+        # Batches are loaded in this process, as PyTorch's num_workers=0 does: num_workers and
+        # the worker options are taken (so PyTorch code runs as it is) and give the same batches.
+        if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
+                or num_workers < 0:
+            raise ValueError(f"DataLoader: num_workers should be a non-negative integer, "
+                             f"got {num_workers!r}")
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"DataLoader: collate_fn must be callable, got {collate_fn!r}")
+        self.collate_fn = collate_fn
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size should be a positive integer, "
@@ -101,11 +115,14 @@ class DataLoader:
 
     def _batches(self, order):
         n = len(order)
-        batched = hasattr(self.dataset, "get_batch")
+        batched = hasattr(self.dataset, "get_batch") and self.collate_fn is None
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
+            if self.collate_fn is not None:  # the caller's batching, returned as it is
+                yield self.collate_fn([self.dataset[int(i)] for i in idx])
+                continue
             if batched:
                 arrays = self.dataset.get_batch(idx)
             else:
