@@ -16,9 +16,10 @@ import numpy as _np
 from .backend.dtypes import is_floating
 
 _grad_enabled = True
-# True once any tensor has been changed in place (Tensor.__iadd__ and the like): only then do
-# Function.apply and backward look at the tensors' version counts
-inplace_seen = False
+# How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
+# load_state_dict). Each recorded op notes the count at its forward; backward looks at the
+# tensors of an op only where the count has moved since (an ordinary step: never).
+changes = 0
 # Set by minidl.amp while an autocast region is active: called as hook(fn_class, tensors,
 # kwargs), it returns the op's result computed under the autocast policy, or None to let
 # the op run as it is. None outside autocast, so ordinary ops pay one global read.
@@ -104,7 +105,7 @@ def _holds_array(value):
 
 # Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
 # ``after_backward`` is kept
-_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "versions"))
+_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp"))
 
 
 def _check_devices(name, tensors):
@@ -125,7 +126,7 @@ class Function:
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
-    versions = None  # the inputs' in-place counts at forward time, where one was not 0
+    stamp = 0  # autograd.changes at this op's forward
 
     def __init__(self):
         self.saved = ()
@@ -202,28 +203,35 @@ class Function:
         if needs_grad:
             fn.inputs = tensors
             result._ctx = fn
-            if inplace_seen:
-                for t in tensors:
-                    if t._version:  # an input changed in place before: its count, for backward
-                        fn.versions = tuple(t._version for t in tensors)
-                        break
+            for t in tensors:
+                t._used = True  # an in-place change of t would now reroute a gradient
+            if changes:
+                fn.stamp = changes
         return result
 
 
 
+def _root(a):
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
+
+
 def check_versions(node, ctx):
     """Refuse, as PyTorch does, a backward through an op whose saved array (one of its inputs,
-    or its output) was changed in place after its forward pass: its gradient would be wrong."""
+    or its output, or a view of either) was changed in place after its forward pass: its
+    gradient would be wrong. Called only when some change happened after that forward."""
     saved = ctx.saved
     if not saved:
         return
-    versions = ctx.versions or (0,) * len(ctx.inputs)
-    changed = [(t, f"input {i}") for i, (t, v) in enumerate(zip(ctx.inputs, versions))
-               if t._version != v]
-    if node._version:
+    stamp = ctx.stamp
+    changed = [(t, f"input {i}") for i, t in enumerate(ctx.inputs)
+               if t._vc is not None and t._vc[1] > stamp]
+    if node._vc is not None and node._vc[1] > stamp:
         changed.append((node, "output"))
     for t, which in changed:
-        if any(s is t.data or getattr(s, "base", None) is t.data for s in saved):
+        root = _root(t.data)
+        if any(s is t.data or _root(s) is root for s in saved):
             raise RuntimeError(
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "

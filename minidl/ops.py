@@ -148,6 +148,17 @@ class Tanh(Function):
         return g * (1 - y * y)
 
 
+class Fill(Function):
+    """Every element set to ``value`` (zero_ and fill_ inside the graph): no gradient flows
+    back to the tensor that was overwritten."""
+
+    def forward(self, a, value):
+        return get_array_module(a).full_like(a, value)
+
+    def backward(self, g):
+        return get_array_module(g).zeros_like(g)
+
+
 class Clone(Function):
     def forward(self, a):
         return a.copy()

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, get_array_module, to_device
-from .tensor import Tensor, no_grad
+from .tensor import Tensor, bump_version, no_grad
 
 
 def _follow_device(state, param):
@@ -62,6 +62,14 @@ def _as_param_list(params, where, groups_allowed=False):
             raise ValueError(f"{where}: item {i} (shape {p.shape}) is not a leaf tensor (it was "
                              "computed from others); an optimizer can only optimize leaves")
     return params
+
+
+def _count_changes(group):
+    """The parameters were updated in place: a graph recorded before the step that saved one
+    of them refuses its backward (PyTorch's version check), instead of using the new values."""
+    for p in group["params"]:
+        if p.grad is not None:
+            bump_version(p)
 
 
 def _check_finite(name, **values):
@@ -139,6 +147,7 @@ class Optimizer:
         with no_grad():
             for group in self.param_groups:
                 self._step_group(group)
+                _count_changes(group)
 
     def _step_group(self, group):
         for p in group["params"]:
@@ -244,6 +253,7 @@ class SGD(Optimizer):
             for group in self.param_groups:
                 if not self._step_at_once(group):
                     self._step_group(group)
+                _count_changes(group)
 
     def _step_at_once(self, group):
         """The whole group in one launch where the backend has a multi-tensor update (CUDA) and

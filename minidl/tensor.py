@@ -19,7 +19,7 @@ from .backend.dtypes import (
 )
 from . import ops
 from .ops import (
-    Abs, Add, Cast, Clone, Div, Exp, Expand, Log, LogSoftmax, MatMul, Max, MaxDim, MaxResult,
+    Abs, Add, Cast, Clone, Div, Fill, Exp, Expand, Log, LogSoftmax, MatMul, Max, MaxDim, MaxResult,
     Maximum, Mean, Mul, Neg, Permute, Pow, PowTensor, ReLU, Repeat, Reshape, Sigmoid, Softmax,
     Sqrt, Sub, Sum, Tanh, GetItem, astype, reduction_axes,
 )
@@ -57,9 +57,17 @@ class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
-    # how many in-place changes the array has had (an instance attribute from the first on):
-    # backward refuses an op whose saved array changed after its forward, as PyTorch does
-    _version = 0
+    # In-place changes are counted per array, shared by every tensor that views it (detach(),
+    # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
+    # array changed after its forward. None until the first change or the first view.
+    _vc = None
+    _used = False  # set once an op recorded in the graph took this tensor as an input
+    _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
+
+    @property
+    def _version(self):
+        vc = self._vc
+        return 0 if vc is None else vc[0]
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if device is None and type(data) is np.ndarray:
@@ -190,8 +198,8 @@ class Tensor:
         return _cast(self, as_dtype(dtype))
 
     def detach(self):
-        """The same values, cut from the graph."""
-        return Tensor(self.data)
+        """The same values (the same array), cut from the graph."""
+        return _share_version(Tensor(self.data), self)
 
     def requires_grad_(self, flag=True):
         if flag and not is_floating(self.data.dtype):
@@ -203,10 +211,10 @@ class Tensor:
         self._retain_grad = True
 
     def zero_(self):
-        self.data[...] = 0
-        self._version += 1
-        autograd.inplace_seen = True
-        return self
+        return _inplace(self, 0, "fill", _fill)
+
+    def fill_(self, value):
+        return _inplace(self, value, "fill", _fill)
 
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the values of a tensor on the host (PyTorch refuses a GPU tensor:
@@ -242,7 +250,7 @@ class Tensor:
                                  f"tensor shape {self.shape}")
             grad = grad.astype(self.data.dtype, copy=False)
 
-        inplace_seen = autograd.inplace_seen
+        changes = autograd.changes
         order, any_freed = _graph_order(self)
         for node in (order if any_freed else ()):  # the first freed op in order, as before
             ctx = node._ctx
@@ -282,14 +290,8 @@ class Tensor:
                         node.grad = Tensor(g, dtype=g.dtype)
                 if ctx is None:
                     continue
-            if inplace_seen:
-                if ctx.versions is not None or node._version:
-                    autograd.check_versions(node, ctx)
-                else:
-                    for parent in ctx.inputs:
-                        if parent._version:
-                            autograd.check_versions(node, ctx)
-                            break
+            if ctx.stamp != changes:  # something changed in place since this op's forward
+                autograd.check_versions(node, ctx)
             finish = ctx.after_backward
             if finish is not None and finish not in finishers:
                 finishers.append(finish)
@@ -549,7 +551,7 @@ class Tensor:
 
     # ---- shape --------------------------------------------------------------------------
     def __getitem__(self, index):
-        return GetItem.apply(self, index=_index(index))
+        return _share_version(GetItem.apply(self, index=_index(index)), self)
 
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
@@ -559,7 +561,7 @@ class Tensor:
         except ValueError:
             raise ValueError(f"reshape: cannot view shape {self.shape} ({self.numel()} elements) "
                              f"as {shape}") from None
-        return Reshape.apply(self, shape=shape)
+        return _share_version(Reshape.apply(self, shape=shape), self)
 
     view = reshape
 
@@ -569,7 +571,7 @@ class Tensor:
         wrapped = tuple(_wrap_dim(a, self.ndim, "permute") for a in axes)
         if sorted(wrapped) != list(range(self.ndim)):
             raise ValueError(f"permute: {axes} is not a permutation of the {self.ndim} dims")
-        return Permute.apply(self, axes=wrapped)
+        return _share_version(Permute.apply(self, axes=wrapped), self)
 
     def transpose(self, dim0=None, dim1=None):
         if dim0 is None and dim1 is None:
@@ -606,11 +608,11 @@ class Tensor:
         if 0 in self.shape:
             shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) \
                 + self.shape[end + 1:]
-        return Reshape.apply(self, shape=shape)
+        return _share_version(Reshape.apply(self, shape=shape), self)
 
     def unsqueeze(self, dim):
         d = _wrap_dim(dim, self.ndim + 1, "unsqueeze")
-        return Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:])
+        return _share_version(Reshape.apply(self, shape=self.shape[:d] + (1,) + self.shape[d:]), self)
 
     def squeeze(self, dim=None):
         if dim is None:
@@ -622,11 +624,11 @@ class Tensor:
             dims = dim if isinstance(dim, (tuple, list)) else (dim,)
             drop = {_wrap_dim(d, self.ndim, "squeeze") for d in dims}
             shape = tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in drop)
-        return Reshape.apply(self, shape=shape)
+        return _share_version(Reshape.apply(self, shape=shape), self)
 
     def expand(self, *sizes):
         """A view with size-1 dims repeated (-1 keeps a dim); new dims go in front."""
-        return Expand.apply(self, shape=ops.expand_shape(self.shape, sizes))
+        return _share_version(Expand.apply(self, shape=ops.expand_shape(self.shape, sizes)), self)
 
     def expand_as(self, other):
         return self.expand(other.shape)
@@ -715,33 +717,51 @@ def _times_alpha(t: Tensor, other, alpha, name):
     return other if alpha == 1 else other * alpha
 
 
+def _root(a):
+    """The array that owns the memory ``a`` views (``a`` itself if it owns it)."""
+    while getattr(a, "base", None) is not None:
+        a = a.base
+    return a
+
+
+def _share_version(out, src):
+    """``out`` views ``src``'s memory (a slice, a reshape, detach()): one version count for
+    both, as in PyTorch, so an in-place change through either is seen by backward."""
+    if out.data is src.data or _root(out.data) is _root(src.data):
+        vc = src._vc
+        if vc is None:
+            vc = src._vc = [0, 0]
+        out._vc = vc
+        out._is_view = True
+    return out
+
+
+def bump_version(t):
+    """Count an in-place change of ``t``'s array (an optimizer step, a load_state_dict)."""
+    vc = t._vc
+    if vc is None:
+        vc = t._vc = [0, 0]
+    autograd.changes += 1
+    vc[0] += 1  # the count (Tensor._version)
+    vc[1] = autograd.changes  # when it last changed
+
+
+def _fill(t, value):
+    return Fill.apply(t, value=value)
+
+
 def _float_input(t):
     """Integer tensors enter floating-point math as float32 (PyTorch's default dtype)."""
     return t if is_floating(t.data.dtype) else _cast(t, DEFAULT_FLOAT)
 
 
 def _inplace(t: Tensor, other, ufunc, out_of_place):
-    """``t op= other``: see the note above ``Tensor.__iadd__``."""
+    """``t op= other`` and the ``*_`` methods (see the note above ``Tensor.__iadd__``).
+    ``out_of_place(t, other)`` is the op recorded when the graph takes part; None for copy_."""
     name = "copy_" if out_of_place is None else f"in-place {ufunc}"
     other_grad = isinstance(other, Tensor) and other.requires_grad
     if autograd._grad_enabled and (t.requires_grad or other_grad):
-        if t.requires_grad and t._ctx is None:
-            raise RuntimeError(
-                f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses "
-                "it too; update parameters inside `with minidl.no_grad():`")
-        if out_of_place is None:
-            raise RuntimeError("copy_ from a tensor that requires grad records no graph; "
-                               "call it inside `with minidl.no_grad():` or use .clone()")
-        out = out_of_place(t, other)
-        if out.data.dtype != t.data.dtype:
-            if category(out.data.dtype) > category(t.data.dtype):
-                raise TypeError(f"{name}: the result has dtype {out.data.dtype}, which a "
-                                f"{t.data.dtype} tensor cannot hold")
-            out = _cast(out, t.data.dtype)
-        if out.shape != t.shape:
-            raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor "
-                             f"of shape {t.shape}")
-        return out
+        return _inplace_in_graph(t, other, name, out_of_place)
     xp = get_array_module(t.data)
     if isinstance(other, Tensor):
         if other.device != t.device:
@@ -753,7 +773,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     try:
-        if out_of_place is None:
+        if out_of_place is None or ufunc == "fill":
             xp.copyto(t.data, value, casting="unsafe")
         else:
             getattr(xp, ufunc)(t.data, value, out=t.data)
@@ -764,8 +784,45 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     except ValueError:
         raise ValueError(f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to "
                          f"this tensor's shape {t.shape}") from None
-    t._version += 1
-    autograd.inplace_seen = True
+    bump_version(t)
+    return t
+
+
+def _inplace_in_graph(t, other, name, out_of_place):
+    """An in-place op that the graph records: ``t`` itself becomes the op's result (its old
+    node moves to a new Tensor that the op takes as input), so ``h.mul_(2)`` changes ``h`` as in
+    PyTorch. Where that could reroute a gradient, it is refused with the reason."""
+    if t.requires_grad and t._ctx is None:
+        raise RuntimeError(
+            f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses it "
+            "too; update parameters inside `with minidl.no_grad():`")
+    if out_of_place is None:
+        raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
+                           "inside `with minidl.no_grad():` or use .clone()")
+    if t._used:
+        raise RuntimeError(
+            f"{name} on a tensor (shape {t.shape}) that another op of the graph already took as "
+            "an input: its gradient would go to the changed tensor. Use an out-of-place op "
+            "(h = h * 2) or change a .clone()")
+    if t._is_view:
+        raise RuntimeError(
+            f"{name} on a view (shape {t.shape}) of another tensor inside the graph: minidl "
+            "records it only on whole tensors. Use an out-of-place op, or change a .clone()")
+    old = Tensor.__new__(Tensor)
+    old.__dict__.update(t.__dict__)  # the node as it was: the recorded op takes it as input
+    out = out_of_place(old, old if other is t else other)  # y *= y squares the old y
+    if out.data.dtype != t.data.dtype:
+        if category(out.data.dtype) > category(t.data.dtype):
+            raise TypeError(f"{name}: the result has dtype {out.data.dtype}, which a "
+                            f"{t.data.dtype} tensor cannot hold")
+        out = _cast(out, t.data.dtype)
+    if out.shape != t.shape:
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
+                         f"shape {t.shape}")
+    t.data, t._ctx, t.requires_grad = out.data, out._ctx, out.requires_grad
+    t.__dict__.pop("_vc", None)  # a new array: views of the old one keep the old count
+    t.__dict__.pop("_used", None)
+    t.__dict__.pop("_is_view", None)
     return t
 
 

@@ -510,3 +510,76 @@ def test_pytorchs_dtype_names():
     assert minidl.float == np.float32 and minidl.double == np.float64 and minidl.half == np.float16
     assert minidl.zeros(2, dtype=minidl.int64).dtype == np.int64
     assert minidl.tensor([1, 2]).to(minidl.float).dtype == np.float32
+
+
+# ---- in-place changes through views, optimizer steps and the graph (second audit) ----------
+def test_in_place_changes_through_views_are_caught_by_backward():
+    import minidl.nn.functional as F
+
+    x = t([0.5, 1.0, 2.0], requires_grad=True)
+    y = x.exp()
+    y.detach().zero_()  # detach() shares the array and its version count, as in PyTorch
+    with pytest.raises(RuntimeError, match="in-place"):
+        y.sum().backward()
+    xs = t(np.ones((3, 4)))
+    w = t(np.ones((2, 4)), requires_grad=True)
+    out = F.linear(xs[0:2], w)
+    xs[0:2].mul_(0)  # through another view of the same rows
+    with pytest.raises(RuntimeError, match="in-place"):
+        out.sum().backward()
+    c = t([1.0, 2.0, 3.0])
+    z = (t([1.0, 1.0], requires_grad=True) * c[0:2]).sum()
+    c.zero_()
+    with pytest.raises(RuntimeError, match="in-place"):
+        z.backward()
+
+
+def test_backward_after_an_optimizer_step_or_a_load_is_refused():
+    lin = nn.Linear(2, 1)
+    opt = minidl.optim.SGD(lin.parameters(), lr=0.1)
+    x = t([[1.0, 2.0]], requires_grad=True)
+    first = lin(x).sum()
+    lin(x).sum().backward()
+    opt.step()  # the weights first saved are gone: PyTorch refuses the old graph too
+    with pytest.raises(RuntimeError, match="in-place"):
+        first.backward()
+    second = lin(x).sum()
+    lin.load_state_dict({k: v.numpy() * 0 for k, v in lin.state_dict().items()})
+    with pytest.raises(RuntimeError, match="in-place"):
+        second.backward()
+    lin(x).sum().backward()  # a graph recorded after the step is fine
+
+
+def test_in_place_methods_inside_the_graph_change_the_tensor_itself():
+    x = t([1.0, 2.0], requires_grad=True)
+    h = x * 2
+    h.mul_(5)  # no assignment: h itself changes, as in PyTorch
+    np.testing.assert_array_equal(h.numpy(), [10.0, 20.0])
+    h.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [10.0, 10.0])
+    x.grad = None
+    acc = minidl.zeros(2)
+    acc.add_(x * 3)
+    assert acc.requires_grad
+    acc.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 3.0])
+    x.grad = None
+    z = x * 1
+    z.zero_()
+    z.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0.0, 0.0])
+
+
+def test_in_place_in_the_graph_that_would_reroute_a_gradient_is_refused():
+    x = t([1.0, 2.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf tensor"):
+        x.zero_()
+    h = x * 2
+    _ = h * 3  # h is already an input of another op
+    with pytest.raises(RuntimeError, match="already took as an input"):
+        h.add_(1)
+    g = x * 2
+    with pytest.raises(RuntimeError, match="view"):
+        g[0:1].mul_(3)
+    with pytest.raises(RuntimeError, match="view"):
+        x[0:1] += 1

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..backend import get_array_module, normalize_device, to_device
 from ..backend.dtypes import as_dtype, is_floating
-from ..tensor import Tensor, _is_dtype_like
+from ..tensor import Tensor, _is_dtype_like, bump_version
 
 
 class Parameter(Tensor):
@@ -198,6 +198,7 @@ class Module:
                 xp = get_array_module(own_arr)  # CuPy's arrays are always writeable
                 if xp is not np or own_arr.flags.writeable:
                     xp.copyto(own_arr, arr, casting="unsafe")
+                    bump_version(t)  # a graph that saved the old values refuses its backward
                 else:
                     t.data = arr.astype(own_arr.dtype, copy=True)
         return {"missing_keys": missing, "unexpected_keys": unexpected}
