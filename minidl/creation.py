@@ -46,8 +46,11 @@ def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="
         start, end = 0, start
     start, end, step = (_number("arange", what, v)
                         for what, v in (("start", start), ("end", end), ("step", step)))
+    target = None if dtype is None else as_dtype(dtype)
+    if target is not None and target.kind in "iu":  # PyTorch counts in the integer type
+        start, end, step = int(start), end, int(step)
     if step == 0:
-        raise ValueError("arange: step must be nonzero")
+        raise ValueError("arange: step must be nonzero (an integer dtype truncates it)")
     if (end - start) * step < 0:
         raise ValueError(f"arange: end {end} cannot be reached from start {start} by step {step}")
     integral = all(isinstance(v, int) for v in (start, end, step))

@@ -823,9 +823,12 @@ def _picked_loss(logp, target, weight, ignore_index, reduction, label_smoothing=
         return losses
     if reduction == "sum":
         return losses.sum()
-    total = Tensor(xp.asarray(row_w.sum()))  # a 0-d array: a NumPy scalar would become float32
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return losses.sum() / total  # 0/0 is NaN when every row is ignored, as in PyTorch
+    total = xp.asarray(row_w.sum())  # a 0-d array: a NumPy scalar would become float32
+    # every row ignored: the loss is NaN and the gradient 0, as in PyTorch (0/0 would make the
+    # gradient NaN too and poison the parameters)
+    empty = total == 0
+    mean = losses.sum() / Tensor(xp.where(empty, 1, total).astype(total.dtype))
+    return mean + Tensor(xp.where(empty, np.nan, 0).astype(mean.data.dtype))
 
 
 def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",

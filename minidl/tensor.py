@@ -368,6 +368,8 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
             return PowTensor.apply(*_pair(self, exponent))
+        if isinstance(exponent, np.generic):  # a NumPy number: its kind, as a Python one
+            exponent = exponent.item()
         if not is_floating(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, np.dtype(np.float32)), exponent=exponent)
         return Pow.apply(self, exponent=exponent)
@@ -478,22 +480,32 @@ class Tensor:
 
     # Comparisons give a boolean Tensor outside the graph; a Tensor hashes by identity.
     def __lt__(self, other):
-        return Tensor(self.data < _data(other))
+        a, b = _pair(self, other)  # compared at PyTorch's result type
+        return Tensor(a.data < b.data)
 
     def __le__(self, other):
-        return Tensor(self.data <= _data(other))
+        a, b = _pair(self, other)  # compared at PyTorch's result type
+        return Tensor(a.data <= b.data)
 
     def __gt__(self, other):
-        return Tensor(self.data > _data(other))
+        a, b = _pair(self, other)  # compared at PyTorch's result type
+        return Tensor(a.data > b.data)
 
     def __ge__(self, other):
-        return Tensor(self.data >= _data(other))
+        a, b = _pair(self, other)  # compared at PyTorch's result type
+        return Tensor(a.data >= b.data)
 
     def __eq__(self, other):
-        return Tensor(self.data == _data(other))
+        if other is None:  # `t == None` is False, as in PyTorch
+            return False
+        a, b = _pair(self, other)  # compared at PyTorch's result type
+        return Tensor(a.data == b.data)
 
     def __ne__(self, other):
-        return Tensor(self.data != _data(other))
+        if other is None:
+            return True
+        a, b = _pair(self, other)  # compared at PyTorch's result type
+        return Tensor(a.data != b.data)
 
     def __hash__(self):
         return id(self)

@@ -583,3 +583,27 @@ def test_in_place_in_the_graph_that_would_reroute_a_gradient_is_refused():
         g[0:1].mul_(3)
     with pytest.raises(RuntimeError, match="view"):
         x[0:1] += 1
+
+
+def test_second_audit_small_divergences():
+    import minidl.nn.functional as F
+    from minidl.nn import init
+
+    x = t(np.zeros((2, 3)), requires_grad=True)
+    loss = F.cross_entropy(x, t([-100, -100]))  # every row ignored
+    loss.backward()
+    assert np.isnan(loss.item()) and not x.grad.numpy().any()  # NaN loss, zero gradient
+    assert (t([0.1]) == t(0.1, dtype=np.float64)).tolist() == [True]  # compared in float32
+    assert (t([1]) == 16777217.0).tolist() == (torch.tensor([1]) == 16777217.0).tolist() \
+        if torch is not None else True
+    assert (t([2.0]) ** np.float64(1.5)).dtype == np.float32
+    assert minidl.arange(-1.5, 2, 1, dtype=minidl.int64).tolist() == [-1, 0, 1]
+    with pytest.raises(ValueError, match="step"):
+        minidl.arange(0.0, 1.0, 0.3, dtype=minidl.int64)
+    w = nn.Linear(3, 2).weight
+    held = w.detach()
+    init.uniform_(w, 5.0, 6.0)  # written in place: a tensor sharing the array sees it
+    assert held.numpy().min() >= 5.0
+    with pytest.raises(TypeError, match="Parameter or None"):
+        nn.Linear(2, 2).register_parameter("extra", t([1.0]))
+    assert (t([1.0]) == None) is False and (t([1.0]) != None) is True  # noqa: E711

@@ -14,14 +14,24 @@ def _fans(shape):
     return fan_in, fan_out
 
 
-def uniform_(t, a=0.0, b=1.0):
-    t.data = to_device(rng().uniform(a, b, t.shape).astype(t.dtype), t.device)
+def _write(t, values):
+    """Write ``values`` into ``t``'s own array (as PyTorch's init functions do in place), so a
+    view, or a tensor taken earlier from state_dict(), sees them."""
+    arr = to_device(values.astype(t.dtype), t.device)
+    own = t.data
+    if isinstance(own, np.ndarray) and not own.flags.writeable:
+        t.data = arr
+    else:
+        own[...] = arr
     return t
+
+
+def uniform_(t, a=0.0, b=1.0):
+    return _write(t, rng().uniform(a, b, t.shape))
 
 
 def normal_(t, mean=0.0, std=1.0):
-    t.data = to_device((rng().standard_normal(t.shape) * std + mean).astype(t.dtype), t.device)
-    return t
+    return _write(t, rng().standard_normal(t.shape) * std + mean)
 
 
 def zeros_(t):

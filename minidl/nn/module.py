@@ -83,6 +83,9 @@ class Module:
     def register_parameter(self, name, param):
         if param is None:
             self._parameters[name] = None
+        elif not isinstance(param, Parameter):
+            raise TypeError(f"register_parameter: {name!r} must be a Parameter or None, got a "
+                            f"{type(param).__name__}; wrap it in nn.Parameter(...)")
         else:
             self.__setattr__(name, param)
 
