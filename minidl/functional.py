@@ -7,6 +7,7 @@ in the wrapper functions, so a bad call fails before any work with the shapes th
 from __future__ import annotations
 
 import math
+import functools
 import warnings
 
 import numpy as np
@@ -18,7 +19,7 @@ from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, accumulation_dtype, cat, log_softmax_array, reduction_axes,
     stable_sigmoid,
 )
-from .tensor import Function, Tensor, autocast_hook, is_grad_enabled
+from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 
 
 def _pair(v, name):
@@ -485,8 +486,8 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 # ---- activations ------------------------------------------------------------------------
-def relu(x):
-    return ReLU.apply(x)
+def relu(x, inplace=False):
+    return apply_in_place(x, ReLU.apply, "relu") if inplace else ReLU.apply(x)
 
 
 class AddReLU(Function):
@@ -544,8 +545,6 @@ def _float_input(name, x):
         raise TypeError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
 
 
-# PyTorch's F.leaky_relu/elu/silu take inplace=; here the result is always a new tensor (as
-# nn.ReLU(inplace=True) already is), which is what code that uses the return value needs.
 class LeakyReLU(Function):
     def forward(self, x, negative_slope):
         xp = get_array_module(x)
@@ -563,7 +562,8 @@ class LeakyReLU(Function):
 def leaky_relu(x, negative_slope=0.01, inplace=False):
     """x where x > 0, negative_slope * x elsewhere (the gradient at 0 is negative_slope)."""
     _float_input("leaky_relu", x)
-    return LeakyReLU.apply(x, negative_slope=float(negative_slope))
+    fn = functools.partial(LeakyReLU.apply, negative_slope=float(negative_slope))
+    return apply_in_place(x, fn, "leaky_relu") if inplace else fn(x)
 
 
 class ELU(Function):
@@ -587,7 +587,8 @@ class ELU(Function):
 def elu(x, alpha=1.0, inplace=False):
     """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
     _float_input("elu", x)
-    return ELU.apply(x, alpha=float(alpha))
+    fn = functools.partial(ELU.apply, alpha=float(alpha))
+    return apply_in_place(x, fn, "elu") if inplace else fn(x)
 
 
 class SiLU(Function):
@@ -607,7 +608,7 @@ class SiLU(Function):
 
 def silu(x, inplace=False):
     _float_input("silu", x)
-    return SiLU.apply(x)
+    return apply_in_place(x, SiLU.apply, "silu") if inplace else SiLU.apply(x)
 
 
 # Numerical Recipes' Chebyshev fit of erfc: erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2),

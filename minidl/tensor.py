@@ -445,6 +445,9 @@ class Tensor:
     def relu(self):
         return ReLU.apply(self)
 
+    def relu_(self):
+        return apply_in_place(self, ReLU.apply, "relu")
+
     def sigmoid(self):
         return Sigmoid.apply(_float_input(self))
 
@@ -796,6 +799,22 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     except ValueError:
         raise ValueError(f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to "
                          f"this tensor's shape {t.shape}") from None
+    bump_version(t)
+    return t
+
+
+def apply_in_place(t, fn, name):
+    """``t`` set to ``fn(t)`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``): the same
+    rules as the in-place operators (recorded by the graph as the tensor itself, refused where
+    that would send a gradient astray); without a graph, the values are written into ``t``'s
+    array, which views of it see."""
+    if autograd._grad_enabled and t.requires_grad:
+        return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
+    y = fn(t)
+    xp = get_array_module(t.data)
+    if xp is np and not t.data.flags.writeable:
+        raise ValueError(f"{name}(inplace=True): this tensor's array (shape {t.shape}) is read-only")
+    xp.copyto(t.data, y.data, casting="unsafe")
     bump_version(t)
     return t
 

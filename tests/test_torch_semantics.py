@@ -607,3 +607,34 @@ def test_second_audit_small_divergences():
     with pytest.raises(TypeError, match="Parameter or None"):
         nn.Linear(2, 2).register_parameter("extra", t([1.0]))
     assert (t([1.0]) == None) is False and (t([1.0]) != None) is True  # noqa: E711
+
+
+def test_inplace_activations_change_their_input_as_in_pytorch():
+    import minidl.nn.functional as F
+
+    x = t([-1.0, 2.0])
+    y = F.relu(x, inplace=True)
+    assert y is x and x.tolist() == [0.0, 2.0]
+    z = t([-2.0, 1.0])
+    z.relu_()
+    assert z.tolist() == [0.0, 1.0]
+    for make in (lambda: nn.ReLU(inplace=True), lambda: nn.LeakyReLU(0.1, inplace=True),
+                 lambda: nn.ELU(inplace=True), lambda: nn.SiLU(inplace=True)):
+        w = t([[1.0, -2.0], [0.5, 1.5]], dtype=np.float64, requires_grad=True)
+        a = t([[0.3, -0.7]], dtype=np.float64)
+        h = a @ w
+        out = make()(h)
+        assert out is h  # the tensor itself, recorded in the graph
+        (out * out).sum().backward()
+        if torch is not None:
+            tw = torch.tensor(w.numpy(), requires_grad=True)
+            th = torch.tensor(a.numpy()) @ tw
+            tout = {"ReLU": torch.nn.ReLU(inplace=True), "LeakyReLU": torch.nn.LeakyReLU(0.1, True),
+                    "ELU": torch.nn.ELU(inplace=True), "SiLU": torch.nn.SiLU(inplace=True)}[
+                type(make()).__name__](th)
+            (tout * tout).sum().backward()
+            np.testing.assert_allclose(h.numpy(), th.detach().numpy(), rtol=1e-12)
+            np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy(), rtol=1e-12)
+    leaf = t([1.0, -1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf tensor"):
+        F.relu(leaf, inplace=True)
