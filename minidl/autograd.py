@@ -211,7 +211,8 @@ class Function:
 
 
 
-def _root(a):
+def root_array(a):
+    """The array that owns the memory ``a`` views (``a`` itself if it owns it)."""
     while getattr(a, "base", None) is not None:
         a = a.base
     return a
@@ -230,8 +231,8 @@ def check_versions(node, ctx):
     if node._vc is not None and node._vc[1] > stamp:
         changed.append((node, "output"))
     for t, which in changed:
-        root = _root(t.data)
-        if any(s is t.data or _root(s) is root for s in saved):
+        root = root_array(t.data)
+        if any(s is t.data or root_array(s) is root for s in saved):
             raise RuntimeError(
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "

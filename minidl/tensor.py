@@ -10,7 +10,7 @@ import numpy as np
 
 from . import autograd, backend
 from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this module's API)
-    DimError, Function, autocast_hook, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
+    DimError, Function, autocast_hook, root_array, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
 )
 from .backend import device_of, get_array_module, normalize_device
 from .backend.dtypes import (
@@ -732,17 +732,10 @@ def _times_alpha(t: Tensor, other, alpha, name):
     return other if alpha == 1 else other * alpha
 
 
-def _root(a):
-    """The array that owns the memory ``a`` views (``a`` itself if it owns it)."""
-    while getattr(a, "base", None) is not None:
-        a = a.base
-    return a
-
-
 def _share_version(out, src):
     """``out`` views ``src``'s memory (a slice, a reshape, detach()): one version count for
     both, as in PyTorch, so an in-place change through either is seen by backward."""
-    if out.data is src.data or _root(out.data) is _root(src.data):
+    if out.data is src.data or root_array(out.data) is root_array(src.data):
         vc = src._vc
         if vc is None:
             vc = src._vc = [0, 0]
