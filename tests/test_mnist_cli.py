@@ -218,3 +218,23 @@ def test_the_example_uses_no_private_attributes():
                if isinstance(node, ast.Attribute) and node.attr.startswith("_")
                and not (node.attr.startswith("__") and node.attr.endswith("__"))]
     assert private == []
+
+
+def test_compile_notice_speaks_only_when_the_first_step_is_slow():
+    """A cold numba cache makes the first step take half a minute: one line says why. A step
+    that ends in time (a warm cache) prints nothing, and a CUDA run never does."""
+    import io
+    import time
+
+    from minidl.examples import CompileNotice
+
+    slow, fast, gpu = io.StringIO(), io.StringIO(), io.StringIO()
+    notice = CompileNotice("cpu", after=0.05, stream=slow)
+    time.sleep(0.5)
+    notice.done()
+    assert "compiling minidl's CPU kernels" in slow.getvalue()
+    notice = CompileNotice("cpu", after=0.3, stream=fast)
+    notice.done()
+    CompileNotice("cuda", after=0.0, stream=gpu)
+    time.sleep(0.5)
+    assert fast.getvalue() == "" and gpu.getvalue() == ""

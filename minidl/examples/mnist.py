@@ -40,7 +40,7 @@ import minidl.distributed as dist
 from minidl import nn, optim
 from minidl.data import DataLoader, DistributedSampler, Subset
 from minidl.datasets import MNIST, MNISTNotFound
-from minidl.examples import device_arg, seed_arg
+from minidl.examples import CompileNotice, device_arg, seed_arg
 from minidl.models import lenet5, mlp
 
 # Defaults per model: plain SGD with Nesterov momentum and a step decay, chosen so the default
@@ -334,6 +334,7 @@ def main(argv=None):
               flush=True)
 
     train_seconds = sum(h.get("seconds", 0.0) for h in history)
+    notice = CompileNotice(device)
     try:
         for epoch in range(start_epoch, args.epochs):
             if sampler is not None:
@@ -354,6 +355,8 @@ def main(argv=None):
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)  # optimizer.step(), skipped on inf/NaN float16 gradients
                 scaler.update()
+                if step == 0:
+                    notice.done()
                 n = len(y)
                 seen += n
                 if step % 20 == 0 or step == len(loader) - 1:
@@ -380,6 +383,8 @@ def main(argv=None):
         where = f"; the checkpoint in {args.save} holds the last completed epoch" if args.save else ""
         print(f"\ninterrupted{where}", file=sys.stderr)
         return 130
+    finally:
+        notice.done()
 
     test_acc, preds = evaluate(model, test_set, device)
     if args.errors and rank == 0:
