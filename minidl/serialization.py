@@ -1,6 +1,13 @@
-"""save/load of state dicts as .npz, written to a temporary file and renamed into place.
+"""save/load as .npz, written to a temporary file and renamed into place.
 
-One writer (``save_npz``) serves checkpoints (``minidl.save``) and the PyTorch converter. It
+``minidl.save(obj, path)`` takes what ``torch.save`` is given in practice (a state dict, a
+Tensor, a checkpoint dict nesting state dicts, numbers and lists) without pickle: each array is
+one .npy member, named by its path in ``obj``, and one JSON member (``TREE``) records the
+structure and which arrays were Tensors, so ``load`` gives back the same object. The PyTorch
+converter writes flat {name: array} files through ``save_npz``; ``load`` reads those (and
+np.savez files) as {name: numpy array}.
+
+One atomic writer (``_write_members``) serves both. It
 writes the zip members itself instead of calling ``np.savez(path, **arrays)``, whose own keyword
 arguments (``file``, ``allow_pickle``) collide with keys of those names. ``load`` reads the
 members back by their exact names, so any string key round-trips (``"a/b"``, ``"x.npy"``,
@@ -9,6 +16,7 @@ and leaves the previous checkpoint untouched.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import zipfile
@@ -18,9 +26,10 @@ import numpy as np
 _SUFFIX = ".npy"
 
 
-def _host_array(name, value):
+def _host_array(name, value, raw_bfloat16=False):
     """``value`` as a numpy array that .npz stores and reads back unchanged, or a TypeError
-    naming the key."""
+    naming the key. ``raw_bfloat16``: let ml_dtypes' bfloat16 through (``save`` records it by
+    name and stores its bits)."""
     from .backend import to_numpy
     from .tensor import Tensor
 
@@ -38,7 +47,8 @@ def _host_array(name, value):
     if array.dtype.hasobject:
         raise TypeError(f"save: value of {name!r} holds Python objects (dtype {array.dtype}); "
                         "only numeric, bool and string arrays can be saved")
-    if array.dtype.kind == "V" and array.dtype.fields is None:
+    if array.dtype.kind == "V" and array.dtype.fields is None and not (
+            raw_bfloat16 and array.dtype.name == "bfloat16"):
         # e.g. ml_dtypes' bfloat16: the .npy header records it as raw bytes ('|V2')
         raise TypeError(f"save: value of {name!r} has dtype {array.dtype}, which .npz cannot "
                         "record; cast it (e.g. .astype('float32')) first")
@@ -92,10 +102,16 @@ def new_temporary(directory, prefix, suffix, binary=True):
 def save_npz(arrays, path):
     """Write {name: array or Tensor} to ``path`` (.npz) atomically: a crash mid-write leaves the
     previous file intact. The file's mode follows the umask, like any file the user writes."""
+    checked = {name: _host_array(name, value) for name, value in arrays.items()}
+    _write_members(checked, path)
+
+
+def _write_members(checked, path, extra=None):
+    """The atomic write: {name: numpy array} as name.npy members (and ``extra`` {member name:
+    bytes}) into a temporary beside ``path``, fsynced, then renamed over it."""
     path = os.path.abspath(os.fspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"save: {path} is a directory; give a file path (e.g. model.npz)")
-    checked = [(name, _host_array(name, value)) for name, value in arrays.items()]
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     _remove_stale_temporaries(path)
@@ -104,9 +120,11 @@ def save_npz(arrays, path):
     try:
         with open(tmp, "xb") as f:
             with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, array in checked:
+                for name, array in checked.items():
                     with zf.open(name + _SUFFIX, "w", force_zip64=True) as member:
                         np.lib.format.write_array(member, array, allow_pickle=False)
+                for name, data in (extra or {}).items():
+                    zf.writestr(name, data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -131,26 +149,134 @@ def _fsync_directory(directory):
         os.close(fd)
 
 
-def save(state_dict, path):
-    """Write a {name: Tensor or array} dict to ``path`` (.npz) atomically; see ``save_npz``."""
-    if not hasattr(state_dict, "items"):
-        raise TypeError(f"save: expected a dict of arrays, got {type(state_dict).__name__}")
-    save_npz(state_dict, path)
+# The member that records the saved object's structure. Its name does not end in ".npy", so
+# it can never be an array's member; files without it (older minidl, np.savez, the converter)
+# load as a flat {name: array} dict.
+TREE = "minidl-structure.json"
+_SCALARS = (bool, int, float, str, type(None))
 
 
-def load(path):
-    """Read a .npz state dict into {name: numpy array} (load_state_dict accepts it directly)."""
+class _Writer:
+    """Walks the object ``save`` is given: arrays and Tensors become .npy members named by
+    their path in the object (``model/conv1.weight``), everything else goes into one JSON tree
+    that says what each position holds, so ``load`` rebuilds the same nesting and types."""
+
+    def __init__(self):
+        self.members = {}  # member name (without .npy) -> numpy array
+
+    def _member(self, path, array):
+        name = "/".join(path) or "tensor"
+        if name in self.members or name == TREE:
+            name = f"{name}#{len(self.members)}"
+        self.members[name] = array
+        return name
+
+    def node(self, value, path):
+        from .tensor import Tensor
+
+        where = "/".join(path) or "the object"
+        if isinstance(value, _SCALARS):
+            if isinstance(value, str) and "\0" in value:
+                raise ValueError(f"save: {where} is a string holding a NUL character")
+            return {"value": value}
+        if isinstance(value, Tensor) or isinstance(value, (np.ndarray, np.generic)) \
+                or type(value).__module__.startswith("cupy"):
+            array = _host_array(where, value, raw_bfloat16=True)
+            node = {"tensor" if isinstance(value, Tensor) else "array": None}
+            if array.dtype.kind == "V":  # bfloat16: its bits as uint16, the name in the tree
+                node["dtype"] = str(array.dtype)
+                array = array.view(np.uint16)
+            if isinstance(value, np.generic):
+                node["scalar"] = True
+            if isinstance(value, Tensor) and value.requires_grad:
+                node["requires_grad"] = True
+            key = "tensor" if isinstance(value, Tensor) else "array"
+            node[key] = self._member(path, array)
+            return node
+        if isinstance(value, dict):
+            items = []
+            for k, v in value.items():
+                if not isinstance(k, _SCALARS):
+                    raise TypeError(f"save: key {k!r} of {where} is a {type(k).__name__}; keys "
+                                    "must be str, int, float, bool or None")
+                items.append([k, self.node(v, path + [str(k)])])
+            return {"dict": items}
+        if isinstance(value, (list, tuple)):
+            kind = "tuple" if isinstance(value, tuple) else "list"
+            return {kind: [self.node(v, path + [str(i)]) for i, v in enumerate(value)]}
+        raise TypeError(f"save: {where} is a {type(value).__name__}; minidl.save stores Tensors, "
+                        "arrays, numbers, strings, None, and dicts, lists and tuples of them "
+                        "(it never pickles, so a file cannot run code when loaded)")
+
+
+def save(obj, path):
+    """Write ``obj`` to ``path`` atomically, as ``torch.save`` does for what a training script
+    saves: a state dict, a Tensor, or a checkpoint such as ``{"model": model.state_dict(),
+    "optimizer": opt.state_dict(), "epoch": 3}``. Tensors, arrays (bfloat16 too), numbers,
+    strings, None, and dicts, lists and tuples of them are stored, each array as one .npy
+    member of an .npz and the structure as JSON beside them: nothing is pickled, so loading a
+    file cannot run code. Every value is checked before the file is touched; see ``save_npz``
+    for the write itself."""
+    writer = _Writer()
+    tree = writer.node(obj, [])
+    text = json.dumps(tree, ensure_ascii=False, allow_nan=True)
+    _write_members(writer.members, path, extra={TREE: text.encode("utf-8")})
+
+
+def load(path, map_location=None, weights_only=True):
+    """Read what ``save`` wrote: the same nesting of dicts, lists and tuples, Tensors as Tensors
+    (on ``map_location``: "cpu", the default, or "cuda"), arrays as numpy arrays, numbers and
+    strings as themselves. A file without minidl's structure (written by np.savez, the weight
+    converter, or minidl before the structure was recorded) loads as {name: numpy array}.
+    ``weights_only`` is accepted for torch.load's sake: nothing is ever unpickled."""
+    del weights_only
     path = os.fspath(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            out = {}
-            for info in zf.infolist():
-                name = info.filename
-                key = name.removesuffix(_SUFFIX)
-                with zf.open(info) as member:
-                    out[key] = np.lib.format.read_array(member, allow_pickle=False)
-            return out
+            names = zf.namelist()
+            if TREE not in names:
+                out = {}
+                for name in names:
+                    with zf.open(name) as member:
+                        out[name.removesuffix(_SUFFIX)] = np.lib.format.read_array(
+                            member, allow_pickle=False)
+                return out
+            tree = json.loads(zf.read(TREE).decode("utf-8"))
+            return _Reader(zf, map_location).node(tree)
     except FileNotFoundError:
         raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
         raise ValueError(f"cannot read checkpoint {path}: not a valid .npz file ({exc})") from None
+
+
+class _Reader:
+    def __init__(self, zf, map_location):
+        self.zf, self.device = zf, map_location
+
+    def _array(self, name, node):
+        with self.zf.open(name + _SUFFIX) as member:
+            array = np.lib.format.read_array(member, allow_pickle=False)
+        if "dtype" in node:
+            from .backend.dtypes import as_dtype
+
+            array = array.view(as_dtype(node["dtype"]))
+        return array
+
+    def node(self, node):
+        if "value" in node:
+            return node["value"]
+        if "array" in node:
+            array = self._array(node["array"], node)
+            return array[()] if node.get("scalar") else array
+        if "tensor" in node:
+            from .tensor import Tensor
+
+            t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
+            return t.to(self.device) if self.device not in (None, "cpu") else t
+        if "dict" in node:
+            return {k: self.node(v) for k, v in node["dict"]}
+        if "list" in node:
+            return [self.node(v) for v in node["list"]]
+        if "tuple" in node:
+            return tuple(self.node(v) for v in node["tuple"])
+        raise ValueError(f"unknown entry {sorted(node)} in its structure")

@@ -41,27 +41,96 @@ def test_values_keep_dtype_and_shape(tmp_path):
 
 
 @pytest.mark.parametrize("bad, kind", [
-    (None, "NoneType"), ("text", "str"), (3, "int"), ({"a": 1}, "dict"),
+    ({1, 2}, "set"), (object(), "object"), (len, "builtin_function_or_method"),
     (np.array([object()], dtype=object), "Python objects"),
 ])
 def test_bad_value_is_refused_before_the_good_file_is_touched(tmp_path, bad, kind):
     path = tmp_path / "ckpt.npz"
     minidl.save({"w": np.arange(3.0)}, path)
     before = path.read_bytes()
-    with pytest.raises(TypeError, match=rf"'s'.*{kind}"):
+    with pytest.raises(TypeError, match=rf"s.*{kind}"):
         minidl.save({"w": np.zeros(3), "s": bad}, path)
     assert path.read_bytes() == before  # the good checkpoint is still there, still readable
     np.testing.assert_array_equal(minidl.load(path)["w"], np.arange(3.0))
     assert os.listdir(tmp_path) == ["ckpt.npz"]
 
 
-def test_non_string_key_and_unrecordable_dtype_are_refused(tmp_path):
-    with pytest.raises(TypeError, match="keys must be strings"):
-        minidl.save({1: np.ones(1)}, tmp_path / "c.npz")
-    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 comes from ml_dtypes")
-    with pytest.raises(TypeError, match="'h'.*bfloat16"):
-        minidl.save({"h": np.ones(2, ml_dtypes.bfloat16)}, tmp_path / "c.npz")
+def test_unsupported_key_is_refused_and_bfloat16_roundtrips(tmp_path):
+    with pytest.raises(TypeError, match=r"key \(1, 2\).*tuple"):
+        minidl.save({(1, 2): np.ones(1)}, tmp_path / "c.npz")
     assert os.listdir(tmp_path) == []
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 comes from ml_dtypes")
+    h = np.array([1.5, -2.0, 3e38], ml_dtypes.bfloat16)
+    minidl.save({"h": h, "t": minidl.tensor([0.25, 7.0]).bfloat16()}, tmp_path / "c.npz")
+    back = minidl.load(tmp_path / "c.npz")
+    assert back["h"].dtype == h.dtype and back["t"].dtype == h.dtype
+    np.testing.assert_array_equal(back["h"].view(np.uint16), h.view(np.uint16))
+    assert back["t"].float().tolist() == [0.25, 7.0]
+    # the flat writer of the converter keeps refusing it: its files hold no structure to say so
+    with pytest.raises(TypeError, match="'h'.*bfloat16"):
+        serialization.save_npz({"h": h}, tmp_path / "d.npz")
+
+
+def test_a_training_checkpoint_roundtrips_as_torch_save_would(tmp_path):
+    """torch.save's usual argument: a dict nesting the model's and the optimizer's state dicts
+    (integer keys, tuples) with numbers and strings. What comes back is the same object:
+    Tensors as Tensors, arrays as arrays, tuples as tuples, NaN as NaN."""
+    import math
+
+    import minidl.nn as nn
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    opt = minidl.optim.Adam(model.parameters(), lr=1e-3)
+    model(minidl.randn(5, 3)).sum().backward()
+    opt.step()
+    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3,
+            "best": float("nan"), "run": "lenet/ä", "losses": [1.5, 2], "shape": (2, 3),
+            "note": None, "flag": True, "mask": np.array([True, False]), "g": np.float32(2.5),
+            "leaf": minidl.tensor([1.0, 2.0], requires_grad=True)}
+    minidl.save(ckpt, tmp_path / "ckpt.pt")
+    back = minidl.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert list(back) == list(ckpt)
+    assert back["epoch"] == 3 and math.isnan(back["best"]) and back["run"] == "lenet/ä"
+    assert back["losses"] == [1.5, 2] and type(back["losses"][1]) is int
+    assert back["shape"] == (2, 3) and back["note"] is None and back["flag"] is True
+    assert isinstance(back["mask"], np.ndarray) and back["mask"].tolist() == [True, False]
+    assert type(back["g"]) is np.float32 and back["g"] == 2.5
+    assert isinstance(back["leaf"], minidl.Tensor) and back["leaf"].requires_grad
+    sd = back["model"]
+    assert list(sd) == list(model.state_dict())
+    for k, v in model.state_dict().items():
+        assert isinstance(sd[k], minidl.Tensor) and sd[k].dtype == v.dtype, k
+        np.testing.assert_array_equal(sd[k].numpy(), v.numpy(), err_msg=k)
+    groups, state = back["optimizer"]["param_groups"], back["optimizer"]["state"]
+    assert groups[0]["betas"] == (0.9, 0.999) and sorted(state) == list(range(6))
+    twin = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    twin.load_state_dict(sd)
+    opt2 = minidl.optim.Adam(twin.parameters(), lr=1e-3)
+    opt2.load_state_dict(back["optimizer"])
+    x = minidl.randn(5, 3)
+    for m, o in ((model, opt), (twin, opt2)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    for (k, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=k)
+
+
+def test_a_tensor_alone_and_map_location(tmp_path):
+    t = minidl.arange(6).reshape(2, 3)
+    minidl.save(t, tmp_path / "t.npz")
+    back = minidl.load(tmp_path / "t.npz", map_location="cpu")
+    assert isinstance(back, minidl.Tensor) and back.dtype == t.dtype and back.tolist() == t.tolist()
+
+
+def test_a_corrupt_structure_names_the_file(tmp_path):
+    import zipfile
+
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(serialization.TREE, b'{"dict": [["w", {"tensor": "missing"}]]}')
+    with pytest.raises(ValueError, match="bad.npz"):
+        minidl.load(path)
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
