@@ -123,7 +123,7 @@ def test_load_state_dict_from_arrays_and_tensors_copies():
     arrays = {k: v.numpy().copy() for k, v in src.state_dict().items()}
     arrays["block.bn.running_mean"] = np.arange(3, dtype=np.float64)  # dtype follows the model
     result = dst.load_state_dict(arrays)
-    assert result == {"missing_keys": [], "unexpected_keys": []}
+    assert result == ([], []) and result.missing_keys == [] and result.unexpected_keys == []
     for k, v in dst.state_dict().items():
         np.testing.assert_array_equal(v.numpy(), arrays[k], err_msg=k)
     assert dst.block.bn.running_mean.dtype == np.float32
@@ -145,15 +145,15 @@ def test_load_state_dict_strict_false_returns_missing_and_unexpected():
     sd = {k: v for k, v in Net().state_dict().items() if not k.startswith("head.3")}
     sd["head.9.weight"] = np.zeros(2, np.float32)
     result = net.load_state_dict(sd, strict=False)
-    assert sorted(result["missing_keys"]) == ["head.3.bias", "head.3.weight"]
-    assert result["unexpected_keys"] == ["head.9.weight"]
+    assert sorted(result.missing_keys) == ["head.3.bias", "head.3.weight"]
+    assert result.unexpected_keys == ["head.9.weight"]
     np.testing.assert_array_equal(net.block.conv.weight.numpy(), sd["block.conv.weight"].numpy())
 
 
 def test_load_state_dict_accepts_checkpoints_without_num_batches_tracked():
     net = Net()
     sd = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    assert net.load_state_dict(sd)["missing_keys"] == []
+    assert net.load_state_dict(sd).missing_keys == []
 
 
 def test_train_eval_propagate_and_change_behaviour():
@@ -262,3 +262,71 @@ def test_load_of_a_corrupt_file_names_it(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match="broken.npz"):
         minidl.load(bad)
+
+
+# ---- the rest of torch.nn.Module's everyday surface ---------------------------------------
+def test_sequential_and_module_list_behave_as_lists():
+    a, b, c, d = nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1), nn.Identity()
+    seq = nn.Sequential(a, b, c)
+    assert seq[-1] is c and list(seq[1:]) == [b, c] and [n for n, _ in seq[1:].named_children()] == ["1", "2"]
+    seq.insert(1, d)
+    assert list(seq) == [a, d, b, c] and list(seq._modules) == ["0", "1", "2", "3"]
+    assert seq.pop(1) is d and list(seq) == [a, b, c]
+    assert list(seq._modules) == ["0", "1", "2"]  # renumbered, as torch 2 does
+    assert list(seq.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    seq[1] = nn.Tanh()
+    assert isinstance(seq[1], nn.Tanh)
+    with pytest.raises(IndexError, match="index 3 is out of range for 3"):
+        seq[3]
+    lst = nn.ModuleList([b])
+    lst += [c]
+    lst.extend([d]).append(a)
+    assert list(lst) == [b, c, d, a] and isinstance(lst[1:3], nn.ModuleList)
+    del lst[0]
+    assert list(lst) == [c, d, a] and list(lst._modules) == ["0", "1", "2"]
+    assert list(lst.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+
+
+def test_forward_hooks_read_and_replace_as_in_torch():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    seen = {}
+    h1 = net[1].register_forward_hook(lambda m, args, out: seen.setdefault("relu", out))
+    h2 = net[2].register_forward_pre_hook(lambda m, args: (args[0] * 0,))
+    x = minidl.randn(5, 3)
+    out = net(x)
+    assert seen["relu"].shape == (5, 4) and (seen["relu"].numpy() >= 0).all()
+    np.testing.assert_allclose(out.numpy(), np.broadcast_to(net[2].bias.numpy(), (5, 2)))
+    h2.remove()
+    with net[2].register_forward_hook(lambda m, args, out: out * 2):
+        doubled = net(x).numpy()
+    h1.remove()
+    seen.clear()
+    plain = net(x).numpy()
+    np.testing.assert_allclose(doubled, 2 * plain, rtol=1e-6)
+    assert seen == {}
+    with pytest.raises(TypeError, match="callable"):
+        net.register_forward_hook("not a function")
+
+
+def test_non_persistent_buffers_prefix_keep_vars_and_lookups():
+    bn = nn.BatchNorm1d(3)
+    bn.register_buffer("scratch", minidl.ones(3), persistent=False)
+    assert "scratch" not in bn.state_dict() and "scratch" in dict(bn.named_buffers())
+    assert bn.load_state_dict(bn.state_dict()).missing_keys == []
+    net = nn.Sequential(nn.Linear(2, 2), bn)
+    assert list(net.state_dict(prefix="model."))[0] == "model.0.weight"
+    assert net.state_dict(keep_vars=True)["0.weight"] is net[0].weight
+    assert net.get_submodule("1") is bn and net.get_parameter("0.bias") is net[0].bias
+    assert net.get_buffer("1.running_var") is bn.running_var
+    with pytest.raises(AttributeError, match="no sub-module '7'"):
+        net.get_submodule("7.conv")
+    result = net.load_state_dict({"0.weight": np.zeros((2, 2))}, strict=False)
+    missing, unexpected = result
+    assert "0.bias" in missing and unexpected == [] and result.missing_keys == missing
+    assert repr(net.load_state_dict(net.state_dict())) == "<All keys matched successfully>"
+
+
+def test_module_half_and_bfloat16_cast_floating_state_only():
+    bn = nn.BatchNorm1d(2).half()
+    assert bn.weight.dtype == np.float16 and bn.num_batches_tracked.dtype == np.int64
+    assert nn.Linear(2, 2).bfloat16().weight.dtype == minidl.bfloat16

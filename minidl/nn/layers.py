@@ -426,7 +426,71 @@ class SmoothL1Loss(Module):
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
 
 
-class Sequential(Module):
+class _Indexed(Module):
+    """What Sequential and ModuleList share: children named 0, 1, 2, ... and list-like access
+    (negative indices, slices, assignment, deletion, insertion renumber as in PyTorch)."""
+
+    def _index(self, i):
+        n = len(self._modules)
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise TypeError(f"{type(self).__name__} indices must be integers or slices, got "
+                            f"{type(i).__name__}")
+        if not -n <= i < n:
+            raise IndexError(f"{type(self).__name__} index {i} is out of range for {n} modules")
+        return list(self._modules)[i % n]
+
+    def _renumber(self, modules):
+        self._modules.clear()
+        for k, m in enumerate(modules):
+            self.add_module(str(k), m)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            # keep the original names, as PyTorch does, so a slice's state_dict keys still match
+            return type(self)._from_named(list(self._modules.items())[i])
+        return self._modules[self._index(i)]
+
+    def __setitem__(self, i, module):
+        self.add_module(self._index(i), module)
+
+    def __delitem__(self, i):
+        names = list(self._modules)[i] if isinstance(i, slice) else [self._index(i)]
+        for name in names:
+            del self._modules[name]
+        self._renumber(list(self._modules.values()))  # 0..n-1 again, as PyTorch renumbers
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules):
+        for m in modules:
+            self.append(m)
+        return self
+
+    def insert(self, index, module):
+        mods = list(self._modules.values())
+        n = len(mods)
+        if not -n <= index <= n:
+            raise IndexError(f"{type(self).__name__}.insert: index {index} is out of range for "
+                             f"{n} modules")
+        mods.insert(index, module)
+        self._renumber(mods)
+        return self
+
+    def pop(self, i=-1):
+        module = self[i]
+        del self[i]
+        return module
+
+
+class Sequential(_Indexed):
     """Runs its children in order; they are named 0, 1, 2, ... (or by an OrderedDict)."""
 
     def __init__(self, *modules):
@@ -438,47 +502,32 @@ class Sequential(Module):
             for i, m in enumerate(modules):
                 self.add_module(str(i), m)
 
+    @classmethod
+    def _from_named(cls, items):
+        return cls(OrderedDict(items))
+
     def forward(self, x):
         for m in self._modules.values():
             x = m(x)
         return x
 
-    def __getitem__(self, i):
-        mods = list(self._modules.values())
-        if isinstance(i, slice):
-            # keep the original names, as PyTorch does, so a slice's state_dict keys still match
-            return Sequential(OrderedDict(list(self._modules.items())[i]))
-        return mods[i]
 
-    def __len__(self):
-        return len(self._modules)
+class ModuleList(_Indexed):
+    """A list of modules whose parameters are the list's (``layers.0.weight``, ...)."""
 
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-
-class ModuleList(Module):
     def __init__(self, modules=()):
         super().__init__()
-        for m in modules:
-            self.append(m)
+        self.extend(modules)
 
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
+    @classmethod
+    def _from_named(cls, items):
+        out = cls()
+        for name, m in items:
+            out.add_module(name, m)
+        return out
 
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
+    def __iadd__(self, modules):
+        return self.extend(modules)
 
 
 class ModuleDict(Module):

@@ -1,7 +1,9 @@
 """Module: parameters and sub-modules registered by attribute assignment, as in PyTorch."""
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,6 +21,54 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` returns, as PyTorch's: the model's keys the state dict lacked
+    and the state dict's keys the model does not have (both empty when strict)."""
+
+    missing_keys: list
+    unexpected_keys: list
+
+    def __repr__(self):
+        if not self.missing_keys and not self.unexpected_keys:
+            return "<All keys matched successfully>"
+        return (f"IncompatibleKeys(missing_keys={self.missing_keys}, "
+                f"unexpected_keys={self.unexpected_keys})")
+
+
+class RemovableHandle:
+    """Returned by the ``register_*_hook`` methods; ``remove()`` takes the hook out again (also
+    as a context manager: ``with module.register_forward_hook(f): ...``)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, hooks):
+        self._hooks, self.id = hooks, next(RemovableHandle._ids)
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _add_hook(module, store, hook, prepend=False):
+    if not callable(hook):
+        raise TypeError(f"{type(module).__name__}: a hook must be callable, got a "
+                        f"{type(hook).__name__}")
+    hooks = module.__dict__.get(store)
+    if hooks is None:
+        hooks = OrderedDict()
+        object.__setattr__(module, store, hooks)
+    handle = RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    if prepend:
+        hooks.move_to_end(handle.id, last=False)
+    return handle
 
 
 class Module:
@@ -73,12 +123,24 @@ class Module:
                 return
         object.__delattr__(self, name)
 
-    def register_buffer(self, name, tensor):
-        """A non-trainable tensor that is part of the state (BatchNorm's running stats)."""
-        if "_buffer_names" not in self.__dict__:
-            object.__setattr__(self, "_buffer_names", set())
+    def register_buffer(self, name, tensor, persistent=True):
+        """A non-trainable tensor that is part of the state (BatchNorm's running stats). It
+        moves with ``to()``; ``persistent=False`` leaves it out of ``state_dict()`` (a cache,
+        a constant rebuilt in ``__init__``), as in PyTorch."""
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"register_buffer: the name must be a non-empty string without '.', "
+                           f"got {name!r}")
+        if tensor is not None and not isinstance(tensor, Tensor):
+            if not isinstance(tensor, np.ndarray) and get_array_module(tensor) is np:
+                raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, got a "
+                                f"{type(tensor).__name__}")
+            tensor = Tensor(tensor)
+        for store in ("_buffer_names", "_non_persistent"):
+            if store not in self.__dict__:
+                object.__setattr__(self, store, set())
         self._buffer_names.add(name)
-        self._buffers[name] = tensor if tensor is None or isinstance(tensor, Tensor) else Tensor(tensor)
+        (self._non_persistent.add if not persistent else self._non_persistent.discard)(name)
+        self._buffers[name] = tensor
 
     def register_parameter(self, name, param):
         if param is None:
@@ -145,17 +207,20 @@ class Module:
             yield b
 
     # ---- state ------------------------------------------------------------------------
-    def state_dict(self):
-        """Parameters and buffers by dotted name (detached Tensors), in registration order."""
-        out = OrderedDict()
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        """Parameters and persistent buffers by dotted name, in registration order: detached
+        Tensors sharing the parameters' arrays, or the Parameters themselves (keep_vars=True).
+        ``prefix`` goes before every name; ``destination`` is filled and returned."""
+        out = OrderedDict() if destination is None else destination
         for mod_name, module in self.named_modules(remove_duplicate=False):
-            prefix = f"{mod_name}." if mod_name else ""
+            at = prefix + (f"{mod_name}." if mod_name else "")
             for name, p in module._parameters.items():
                 if p is not None:
-                    out[prefix + name] = p.detach()
+                    out[at + name] = p if keep_vars else p.detach()
+            skip = module.__dict__.get("_non_persistent", ())
             for name, b in module._buffers.items():
-                if b is not None:
-                    out[prefix + name] = b.detach()
+                if b is not None and name not in skip:
+                    out[at + name] = b if keep_vars else b.detach()
         return out
 
     def load_state_dict(self, state_dict, strict=True):
@@ -169,7 +234,7 @@ class Module:
                             f"got a {type(state_dict).__name__}")
         own = self.state_dict()
         targets = dict(self.named_parameters())
-        targets.update(dict(self.named_buffers()))
+        targets.update({k: b for k, b in self.named_buffers() if k in own})
         given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")
                  or k in own}
         # PyTorch's BatchNorm counter is optional: converted checkpoints drop it
@@ -204,7 +269,7 @@ class Module:
                     bump_version(t)  # a graph that saved the old values refuses its backward
                 else:
                     t.data = arr.astype(own_arr.dtype, copy=True)
-        return {"missing_keys": missing, "unexpected_keys": unexpected}
+        return IncompatibleKeys(missing, unexpected)
 
     # ---- modes and devices ------------------------------------------------------------
     def train(self, mode=True):
@@ -244,6 +309,15 @@ class Module:
     def float(self):
         return self.to(dtype=np.float32)
 
+    def half(self):
+        return self.to(dtype=np.float16)
+
+    def bfloat16(self):
+        return self.to(dtype="bfloat16")
+
+    def type(self, dst_type):
+        return self.to(dtype=dst_type)
+
     def zero_grad(self, set_to_none=True):
         """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
         for p in self.parameters():
@@ -263,6 +337,44 @@ class Module:
         fn(self)
         return self
 
+    def get_submodule(self, target):
+        """The module at a dotted path (``"layer1.0.conv1"``; ``""`` is this module)."""
+        module = self
+        for i, part in enumerate(target.split(".") if target else ()):
+            child = module._modules.get(part)
+            if child is None:
+                where = ".".join(target.split(".")[:i]) or type(self).__name__
+                raise AttributeError(f"get_submodule: {where} has no sub-module {part!r} "
+                                     f"(it has: {', '.join(module._modules) or 'none'})")
+            module = child
+        return module
+
+    def _get_leaf(self, target, store, what):
+        prefix, _, name = target.rpartition(".")
+        module = self.get_submodule(prefix)
+        value = module.__dict__[store].get(name)
+        if value is None:
+            raise AttributeError(f"get_{what}: {prefix or type(self).__name__} has no {what} "
+                                 f"{name!r}")
+        return value
+
+    def get_parameter(self, target):
+        return self._get_leaf(target, "_parameters", "parameter")
+
+    def get_buffer(self, target):
+        return self._get_leaf(target, "_buffers", "buffer")
+
+    # ---- hooks ------------------------------------------------------------------------
+    def register_forward_pre_hook(self, hook, *, prepend=False):
+        """``hook(module, args)`` runs before ``forward``; what it returns other than None
+        replaces the positional arguments (a non-tuple becomes a 1-tuple), as in PyTorch."""
+        return _add_hook(self, "_forward_pre_hooks", hook, prepend)
+
+    def register_forward_hook(self, hook, *, prepend=False):
+        """``hook(module, args, output)`` runs after ``forward``; what it returns other than
+        None replaces the output. Feature extraction and Grad-CAM read activations this way."""
+        return _add_hook(self, "_forward_hooks", hook, prepend)
+
     # ---- calling ----------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -272,7 +384,17 @@ class Module:
             if isinstance(a, np.ndarray):  # PyTorch refuses it too; here it would fail deep inside
                 raise TypeError(f"{type(self).__name__}: the input is a numpy array of shape "
                                 f"{a.shape}; make it a tensor first: minidl.tensor(array)")
-        return self.forward(*args, **kwargs)
+        pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
+        for hook in list((pre or {}).values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        out = self.forward(*args, **kwargs)
+        for hook in list((post or {}).values()):
+            result = hook(self, args, out)
+            if result is not None:
+                out = result
+        return out
 
     def extra_repr(self):
         return ""
