@@ -786,6 +786,23 @@ class GetItem(Function):
         return out
 
 
+class SetItem(Function):
+    """``x[index] = value`` as an op of the graph: a copy of ``x`` with the selected elements
+    replaced. ``x``'s gradient is the incoming one with those elements zeroed (they no longer
+    come from ``x``); ``value``'s is what reaches them, summed back to its shape."""
+
+    def forward(self, a, value, index):
+        self.index, self.value_shape = index, value.shape
+        out = a.copy()
+        out[index] = value
+        return out
+
+    def backward(self, g):
+        ga = g.copy()
+        ga[self.index] = 0
+        return ga, unbroadcast(g[self.index], self.value_shape)
+
+
 def wrap_dim(dim, ndim, name):
     """``dim`` in [0, ndim) from [-ndim, ndim); a 0-d tensor takes 0 and -1, as in PyTorch."""
     n = max(ndim, 1)

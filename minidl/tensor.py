@@ -568,6 +568,12 @@ class Tensor:
     def __getitem__(self, index):
         return _share_version(GetItem.apply(self, index=_index(index)), self)
 
+    def __setitem__(self, index, value):
+        """``x[index] = value`` (a number, list, array or Tensor, broadcast to the selection and
+        cast to ``x``'s dtype), under the in-place rules: written into the array, which views
+        see; inside a graph, recorded as an op whose result ``x`` becomes."""
+        _set_item(self, _index(index), value)
+
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
@@ -794,6 +800,42 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
                          f"this tensor's shape {t.shape}") from None
     bump_version(t)
     return t
+
+
+def _set_item(t, index, value):
+    name = "x[index] = value"
+    if isinstance(value, Tensor) and value.device != t.device:
+        raise ValueError(f"{name}: tensors on different devices, {t.device} and "
+                         f"{value.device}; move the value with .to('{t.device}') first")
+    try:
+        target_shape = np.empty(t.shape, dtype=np.uint8)[index].shape  # checks the index
+    except IndexError as e:
+        raise IndexError(f"{name}: {e} (tensor of shape {t.shape})") from None
+    value_shape = value.shape if isinstance(value, Tensor) else np.shape(value)
+    try:
+        np.broadcast_shapes(value_shape, target_shape)
+        if len(value_shape) > len(target_shape) and any(n != 1 for n in value_shape[
+                :len(value_shape) - len(target_shape)]):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{name}: a value of shape {tuple(value_shape)} does not fit the "
+                         f"{tuple(target_shape)} elements selected") from None
+    value_grad = isinstance(value, Tensor) and value.requires_grad
+    if autograd._grad_enabled and (t.requires_grad or value_grad):
+        if not isinstance(value, Tensor):
+            value = Tensor(get_array_module(t.data).asarray(value, dtype=t.data.dtype))
+        elif value.data.dtype != t.data.dtype:
+            value = _cast(value, t.data.dtype)
+        if len(value.shape) > len(target_shape):  # leading 1s the selection does not have
+            value = value.reshape(value.shape[len(value.shape) - len(target_shape):])
+        _inplace_in_graph(t, value, name,
+                          lambda old, v: ops.SetItem.apply(old, v, index=index))
+        return
+    xp = get_array_module(t.data)
+    if xp is np and not t.data.flags.writeable:
+        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    t.data[index] = value.data if isinstance(value, Tensor) else value  # cast as torch casts
+    bump_version(t)
 
 
 def apply_in_place(t, fn, name):
