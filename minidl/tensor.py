@@ -126,9 +126,30 @@ class Tensor:
         return len(self.data)
 
     def __repr__(self):
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        dev = ", device='cuda'" if self.device == "cuda" else ""
-        return f"tensor({self.numpy()!r}{dev}{grad})"
+        """As PyTorch prints a tensor: 4 decimals, the dtype only where it is not the default
+        for its kind (float32, int64, bool), then the device, and the op that made it
+        (``grad_fn=<MulBackward>``) or ``requires_grad=True`` on a leaf."""
+        a = self.numpy()
+        shown = a.astype(np.float32) if a.dtype.kind == "V" else a  # bfloat16 prints as float
+        mode = "maxprec"  # 1., 2. for whole numbers; otherwise 4 decimals, as torch prints
+        if shown.dtype.kind in "fc" and shown.size:
+            finite = shown[np.isfinite(shown)]
+            if finite.size and np.any(finite != np.round(finite)):
+                mode = "fixed"
+        body = np.array2string(shown, separator=", ", prefix="tensor(", precision=4,
+                               floatmode=mode, threshold=1000, edgeitems=3)
+        extra = []
+        if a.dtype not in (np.float32, np.int64, np.bool_):
+            extra.append(f"dtype=minidl.{a.dtype.name}")
+        if a.size == 0 and a.ndim > 1:
+            extra.append(f"size={a.shape}")
+        if self.device != "cpu":
+            extra.append(f"device='{self.device}'")
+        if self._ctx is not None:
+            extra.append(f"grad_fn=<{type(self._ctx).__name__}Backward>")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return "tensor(" + ", ".join([body] + extra) + ")"
 
     def numpy(self) -> np.ndarray:
         """The values as a numpy array on the host (a copy when on the GPU)."""

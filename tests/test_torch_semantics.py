@@ -638,3 +638,16 @@ def test_inplace_activations_change_their_input_as_in_pytorch():
     leaf = t([1.0, -1.0], requires_grad=True)
     with pytest.raises(RuntimeError, match="leaf tensor"):
         F.relu(leaf, inplace=True)
+
+
+@pytest.mark.skipif(torch is None, reason="torch is not installed: the expected text is torch's own repr")
+def test_repr_reads_as_torch_prints():
+    cases = [np.array([[0.7443, 0.2528], [-1.366, 1.8075]], np.float32), np.array([1.0, 2.0], np.float32),
+             np.array(3.5, np.float32), np.array([1, 2], np.int64), np.array([True, False]),
+             np.array([0.5, 1.0], np.float64)]
+    for a in cases:
+        want = repr(torch.from_numpy(a)).replace("torch.", "minidl.")
+        assert repr(minidl.from_numpy(a)) == want, a
+    x = minidl.tensor([1.0, 2.0], requires_grad=True)
+    assert repr(x) == "tensor([1., 2.], requires_grad=True)"
+    assert repr(x * 2).endswith("grad_fn=<MulBackward>)")
