@@ -63,6 +63,18 @@ class Div(Function):
         return ga, -ga * a / b
 
 
+class Remainder(Function):
+    """``a % b`` with the sign of the divisor (Python's and PyTorch's ``remainder``); the
+    gradient is 1 for ``a`` and ``-floor(a / b)`` for ``b``."""
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return get_array_module(a).mod(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        return g, -g * get_array_module(a).floor_divide(a, b)
+
+
 class Neg(Function):
     def forward(self, a):
         return -a

@@ -6,6 +6,8 @@ the graph in reverse topological order and accumulates gradients with ``+``.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import autograd, backend
@@ -21,7 +23,7 @@ from . import ops
 from .ops import (
     Abs, Add, Cast, Clone, Div, Fill, Exp, Expand, Log, LogSoftmax, MatMul, Max, MaxDim, MaxResult,
     Maximum, Mean, Mul, Neg, Permute, Pow, PowTensor, ReLU, Repeat, Reshape, Sigmoid, Softmax,
-    Sqrt, Sub, Sum, Tanh, GetItem, astype, reduction_axes,
+    Remainder, Sqrt, Sub, Sum, Tanh, GetItem, astype, reduction_axes,
 )
 from .ops import wrap_dim as _wrap_dim
 
@@ -534,6 +536,77 @@ class Tensor:
     def __hash__(self):
         return id(self)
 
+    # ---- remainder, floor division and bitwise operators (PyTorch's semantics) -----------
+    def __mod__(self, other):
+        a, b = _pair(self, other)
+        if a.data.dtype == np.bool_:
+            raise TypeError("remainder is not defined for bool tensors")
+        return Remainder.apply(a, b)
+
+    def __rmod__(self, other):
+        a, b = _pair(self, other, reverse=True)
+        return Remainder.apply(a, b)
+
+    remainder = __mod__
+
+    def __floordiv__(self, other):
+        """``self // other`` rounds toward minus infinity (``floor_divide``); no gradient flows
+        through it, as in PyTorch, where its derivative is zero wherever it is defined."""
+        return _no_grad_binary(self, other, "floor_divide")
+
+    def __rfloordiv__(self, other):
+        return _no_grad_binary(self, other, "floor_divide", reverse=True)
+
+    def __and__(self, other):
+        return _bitwise(self, other, "bitwise_and")
+
+    def __or__(self, other):
+        return _bitwise(self, other, "bitwise_or")
+
+    def __xor__(self, other):
+        return _bitwise(self, other, "bitwise_xor")
+
+    __rand__, __ror__, __rxor__ = __and__, __or__, __xor__
+
+    def __invert__(self):
+        if self.data.dtype.kind not in "biu":
+            raise TypeError(f"~ (bitwise_not) needs a bool or integer tensor, got {self.dtype}")
+        return Tensor(get_array_module(self.data).invert(self.data))
+
+    def __contains__(self, element):
+        """``element in t``: whether any entry equals it (PyTorch's rule)."""
+        if not isinstance(element, (Tensor, bool, int, float, np.generic)):
+            raise RuntimeError("Tensor.__contains__ only supports Tensor or scalar, "
+                               f"but you passed in a {type(element).__name__}")
+        return bool((self == element).data.any())
+
+    def __index__(self):
+        """An integer tensor of one element used as an index (``range(t)``, ``list[t]``)."""
+        if self.data.dtype.kind not in "biu" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted to an "
+                            f"index (got dtype {self.dtype} and shape {tuple(self.shape)})")
+        return int(self.data.reshape(()).item())
+
+    def __format__(self, spec):
+        """A 0-d tensor formats as its number (``f"{loss:.4f}"``); others as their repr."""
+        if self.data.ndim == 0:
+            return format(self.item(), spec)
+        return format(repr(self), spec)
+
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy``: a leaf copies its values, ``requires_grad`` and ``.grad``; a tensor
+        made by an op refuses, as in PyTorch (the copy could not keep its place in the graph)."""
+        if self._ctx is not None:
+            raise RuntimeError("Only Tensors created explicitly by the user (graph leaves) support "
+                               "the deepcopy protocol at the moment; use detach().clone()")
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        for key, value in self.__dict__.items():
+            if key in ("_vc", "_used", "_is_view"):
+                continue  # a fresh array: its own version count, not a view of anything
+            new.__dict__[key] = value.copy() if key == "data" else copy.deepcopy(value, memo)
+        return new
+
     # ---- reductions ---------------------------------------------------------------------
     def sum(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
         dim = axis if dim is None else dim
@@ -733,6 +806,23 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
     a = _to_dtype(a, dtype)
     b = _to_dtype(b, dtype)
     return (b, a) if reverse else (a, b)
+
+
+def _no_grad_binary(a: Tensor, other, ufunc, reverse=False):
+    """A binary op whose result carries no gradient (floor division), at PyTorch's result
+    type."""
+    x, y = _pair(a, other, reverse=reverse)
+    if x.data.dtype == np.bool_:
+        raise TypeError(f"{ufunc} is not defined for bool tensors")
+    return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
+
+
+def _bitwise(a: Tensor, other, ufunc):
+    """``&``, ``|``, ``^`` on bool or integer tensors (bool with bool stays bool)."""
+    x, y = _pair(a, other)
+    if x.data.dtype.kind not in "biu":
+        raise TypeError(f"{ufunc} needs bool or integer tensors, got {x.data.dtype}")
+    return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
 
 
 def _scalar(x, like: Tensor, dtype):

@@ -651,3 +651,82 @@ def test_repr_reads_as_torch_prints():
     x = minidl.tensor([1.0, 2.0], requires_grad=True)
     assert repr(x) == "tensor([1., 2.], requires_grad=True)"
     assert repr(x * 2).endswith("grad_fn=<MulBackward>)")
+
+
+# ---- remainder, floor division, bitwise operators, protocol methods ------------------------
+def test_remainder_and_floor_division_follow_the_divisor_sign():
+    a = t([5.5, -5.5, 5.5, -5.5, 3.0], dtype=np.float64)
+    b = t([2.0, 2.0, -2.0, -2.0, 1.5], dtype=np.float64)
+    np.testing.assert_allclose((a % b).numpy(), [1.5, 0.5, -0.5, -1.5, 0.0])
+    np.testing.assert_allclose((a // b).numpy(), [2.0, -3.0, -3.0, 2.0, 2.0])
+    ints = t([7, -7, 7, -7])
+    assert (ints % 3).tolist() == [1, 2, 1, 2] and (ints // -2).tolist() == [-4, 3, -4, 3]
+    assert (ints % 3).dtype == np.int64 and (7 % t([3, -3])).tolist() == [1, -2]
+    assert (t([7, 8]) // 2.0).dtype == np.float32 and (10 // t([3])).tolist() == [3]
+    with pytest.raises(TypeError, match="bool"):
+        t([True]) % t([True])
+
+
+def test_remainder_gradient_matches_torch():
+    from minidl.testing import gradcheck
+    rng = np.random.default_rng(0)
+    a = minidl.tensor(rng.uniform(-5, 5, (3, 4)), dtype=np.float64, requires_grad=True)
+    b = minidl.tensor(rng.uniform(0.7, 2, (4,)) * rng.choice([-1, 1], 4), dtype=np.float64,
+                      requires_grad=True)
+    assert gradcheck(lambda x, y: x % y, (a, b))
+    a.grad = b.grad = None
+    (a % b * t(np.arange(12.0).reshape(3, 4), dtype=np.float64)).sum().backward()
+    if torch is not None:
+        ta = torch.tensor(a.numpy(), requires_grad=True)
+        tb = torch.tensor(b.numpy(), requires_grad=True)
+        (ta % tb * torch.arange(12.0, dtype=torch.float64).reshape(3, 4)).sum().backward()
+        np.testing.assert_allclose(a.grad.numpy(), ta.grad.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(b.grad.numpy(), tb.grad.numpy(), rtol=1e-12)
+    assert not (a // b).requires_grad
+
+
+def test_bitwise_operators_on_bool_and_integer_tensors():
+    m, n = t([True, True, False]), t([True, False, False])
+    assert (m & n).tolist() == [True, False, False] and (m | n).tolist() == [True, True, False]
+    assert (m ^ n).tolist() == [False, True, False] and (~m).tolist() == [False, False, True]
+    assert (m & n).dtype == np.bool_
+    assert (t([12, 10]) & 6).tolist() == [4, 2] and (~t([0, 5])).tolist() == [-1, -6]
+    assert (t([1, 2]) | t([True, False])).tolist() == [1, 2]
+    for bad in (lambda: t([1.0]) & t([1.0]), lambda: ~t([1.5])):
+        with pytest.raises(TypeError, match="bool or integer"):
+            bad()
+
+
+def test_contains_index_and_format():
+    x = t([[1.0, 2.0], [3.0, 4.0]])
+    assert 3.0 in x and 5 not in x and t(2.0) in x
+    with pytest.raises(RuntimeError, match="only supports Tensor or scalar"):
+        "a" in x
+    assert list(range(10))[t(3)] == 3 and list(range(t([4]))) == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match="index"):
+        [1, 2][t(1.0)]
+    loss = t(0.123456)
+    assert f"{loss:.3f}" == "0.123" and f"{t(7):>3d}" == "  7"
+    assert f"{x}" == repr(x)
+
+
+def test_deepcopy_copies_leaves_and_refuses_graph_tensors():
+    import copy
+    w = t([1.0, 2.0], requires_grad=True)
+    (w * w).sum().backward()
+    c = copy.deepcopy(w)
+    assert c is not w and c.requires_grad and c.is_leaf
+    np.testing.assert_array_equal(c.grad.numpy(), [2.0, 4.0])
+    with minidl.no_grad():
+        c += 1
+    assert w.tolist() == [1.0, 2.0] and c._version == 1 and w._version == 0
+    with pytest.raises(RuntimeError, match="graph leaves"):
+        copy.deepcopy(w * 2)
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    twin = copy.deepcopy(net)
+    assert isinstance(twin[0].weight, nn.Parameter)
+    with minidl.no_grad():
+        twin[0].weight.fill_(0.0)
+    assert net[0].weight.numpy().any()
+    x = t([[0.5, -1.0]])
+    assert twin(x).shape == net(x).shape
