@@ -8,14 +8,23 @@ from .backend import cuda_available, manual_seed
 from .ops import cat, clamp, clip, maximum, minimum, stack, where
 from .serialization import load, save
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, tensor
+from .autograd import inference_mode, set_grad_enabled
+from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
-from . import amp, backends  # noqa: E402,F401
+from . import amp, backends, cuda  # noqa: E402,F401
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402
-    arange, eye, from_numpy, full, full_like, linspace, ones, ones_like, rand, randint, randn,
+    arange, bernoulli, empty, empty_like, eye, from_numpy, full, full_like, linspace, multinomial,
+    normal, ones, ones_like, rand, rand_like, randint, randint_like, randn, randn_like, randperm,
     zeros, zeros_like,
 )
+from .tensor_functions import (  # noqa: E402,F401  (max, min: minidl.max(x, dim) as torch.max)
+    finfo, get_default_dtype, iinfo, is_floating_point, is_tensor, max, min, numel,
+)
+from . import tensor_functions as _tensor_functions  # noqa: E402
+
+_tensor_functions._install(globals())  # minidl.exp(x), minidl.flatten(x, 1), ... (method forms)
 
 
 __version__ = "0.1.0"
@@ -52,4 +61,7 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "manual_seed", "cuda_available", "save", "load", "zeros", "ones", "randn",
            "from_numpy", "set_num_threads", "cat", "stack", "autocast", "float16", "float32", "float64", "bfloat16",
            "arange", "full", "full_like", "zeros_like", "ones_like", "rand", "randint", "linspace", "eye",
-           "where", "maximum", "minimum", "clamp", "clip"]
+           "where", "maximum", "minimum", "clamp", "clip", "device", "set_grad_enabled",
+           "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
+           "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
+           "is_floating_point", "get_default_dtype", "finfo", "iinfo"]  # max and min stay out: import * must not shadow the builtins

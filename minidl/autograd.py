@@ -10,6 +10,7 @@ once the class is defined, before any op can run. Imports flow one way:
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as _np
 
@@ -54,6 +55,49 @@ def enable_grad():
         yield
     finally:
         _grad_enabled = previous
+
+
+class set_grad_enabled:
+    """Turn graph recording on or off: as a call it takes effect at once
+    (``minidl.set_grad_enabled(False)``); as a context manager or decorator it restores the
+    previous mode on exit (``with minidl.set_grad_enabled(phase == "train"):``)."""
+
+    def __init__(self, mode: bool):
+        global _grad_enabled
+        if not isinstance(mode, bool):
+            raise TypeError(f"set_grad_enabled: mode must be a bool, got {type(mode).__name__}")
+        self.previous, _grad_enabled = _grad_enabled, mode
+        self.mode = mode
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.previous
+        return False
+
+    def __call__(self, fn):
+        global _grad_enabled
+        _grad_enabled = self.previous  # as a decorator, the mode applies inside fn only
+        mode = self.mode
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with set_grad_enabled(mode):
+                return fn(*args, **kwargs)
+        return run
+
+
+def inference_mode(mode: bool = True):
+    """PyTorch's inference mode, as ``no_grad()`` (minidl has no separate tensor kind for it):
+    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is."""
+    return no_grad() if mode else _mode_unchanged()
+
+
+@contextlib.contextmanager
+def _mode_unchanged():
+    yield
 
 
 def is_grad_enabled() -> bool:

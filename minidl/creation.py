@@ -140,3 +140,109 @@ def eye(n, m=None, *, dtype=None, requires_grad=False, device="cpu"):
 
 def from_numpy(array):
     return Tensor(array)
+
+
+def empty(*shape, dtype=None, requires_grad=False, device="cpu"):
+    """A tensor of ``shape`` whose values are to be overwritten (zeros here: NumPy's
+    uninitialised memory would make runs differ)."""
+    return zeros(*shape, dtype=_creation_dtype(dtype, "float32"), requires_grad=requires_grad,
+                 device=device)
+
+
+def empty_like(input, *, dtype=None, requires_grad=False, device=None):
+    return zeros_like(input, dtype=dtype, requires_grad=requires_grad, device=device)
+
+
+def _like(input, dtype, device):
+    return (input.shape, input.dtype if dtype is None else as_dtype(dtype),
+            input.device if device is None else device)
+
+
+def rand_like(input, *, dtype=None, requires_grad=False, device=None):
+    shape, dtype, device = _like(input, dtype, device)
+    return rand(shape, dtype=dtype, requires_grad=requires_grad, device=device)
+
+
+def randn_like(input, *, dtype=None, requires_grad=False, device=None):
+    shape, dtype, device = _like(input, dtype, device)
+    if not is_floating(dtype):
+        raise TypeError(f"randn_like: dtype must be a floating-point type, got {dtype}")
+    return randn(shape, dtype=dtype, requires_grad=requires_grad, device=device)
+
+
+def randint_like(input, low=0, high=None, *, dtype=None, requires_grad=False, device=None):
+    """``randint(low, high, input.shape)`` in input's dtype; ``randint_like(x, high)`` too."""
+    if high is None:
+        low, high = 0, low
+    shape, dtype, device = _like(input, dtype, device)
+    return randint(low, high, shape, dtype=dtype, requires_grad=requires_grad, device=device)
+
+
+def randperm(n, *, dtype=None, requires_grad=False, device="cpu"):
+    """A random permutation of 0 .. n-1 (int64), from minidl's seeded generator."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"randperm: n must be a non-negative int, got {n!r}")
+    values = rng().permutation(int(n)).astype(_creation_dtype(dtype, "int64"))
+    return Tensor(values, requires_grad=requires_grad, device=device)
+
+
+def normal(mean=0.0, std=1.0, size=None, *, dtype=None, requires_grad=False, device=None):
+    """Samples of N(mean, std**2): numbers with ``size``, or tensors of means and/or standard
+    deviations (broadcast together; the result takes their shape, dtype and device)."""
+    tensors = [v for v in (mean, std) if isinstance(v, Tensor)]
+    mu = mean.numpy() if isinstance(mean, Tensor) else _number("normal", "mean", mean)
+    sigma = std.numpy() if isinstance(std, Tensor) else _number("normal", "std", std)
+    if np.any(np.asarray(sigma) < 0):
+        raise ValueError("normal: std must be >= 0")
+    if tensors:
+        if size is not None:
+            raise TypeError("normal: size is only for a number mean and std")
+        shape = np.broadcast_shapes(*(t.shape for t in tensors))
+        dtype = _creation_dtype(dtype, tensors[0].dtype)
+        device = tensors[0].device if device is None else device
+    else:
+        if size is None:
+            raise TypeError("normal: pass size when mean and std are numbers")
+        shape, dtype = tuple(size), _creation_dtype(dtype, "float32")
+        device = "cpu" if device is None else device
+    if not is_floating(dtype):
+        raise TypeError(f"normal: dtype must be a floating-point type, got {dtype}")
+    values = mu + sigma * rng().standard_normal(shape)
+    return Tensor(np.asarray(values).astype(dtype), requires_grad=requires_grad, device=device)
+
+
+def bernoulli(input, p=None):
+    """0 or 1 with the probabilities in ``input`` (or the number ``p``), in input's dtype and on
+    its device; no gradient flows through the draw."""
+    probs = input.numpy() if p is None else np.full(input.shape, _number("bernoulli", "p", p))
+    if not is_floating(input.dtype):
+        raise TypeError(f"bernoulli: input must be floating point, got {input.dtype}")
+    if probs.size and (np.nanmin(probs) < 0 or np.nanmax(probs) > 1 or np.isnan(probs).any()):
+        raise ValueError("bernoulli: probabilities must lie in [0, 1]")
+    draws = rng().random(input.shape) < probs
+    return Tensor(draws.astype(input.dtype), device=input.device)
+
+
+def multinomial(input, num_samples, replacement=False):
+    """Indices drawn from the categories whose (unnormalised, non-negative) weights are the
+    last dim of ``input`` (a vector, or one row per draw set): int64, ``num_samples`` per row;
+    without replacement each category at most once, as PyTorch."""
+    weights = np.asarray(input.numpy(), dtype=np.float64)
+    if weights.ndim not in (1, 2):
+        raise ValueError(f"multinomial: input must be 1-D or 2-D, got shape {input.shape}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+            or num_samples <= 0:
+        raise ValueError(f"multinomial: num_samples must be a positive int, got {num_samples!r}")
+    rows = weights.reshape(-1, weights.shape[-1])
+    if not np.isfinite(rows).all() or (rows < 0).any():
+        raise ValueError("multinomial: weights must be finite and non-negative")
+    if (rows.sum(1) <= 0).any():
+        raise ValueError("multinomial: every row of weights must have a positive sum")
+    if not replacement and num_samples > (rows > 0).sum(1).min():
+        raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement "
+                         f"from {int((rows > 0).sum(1).min())} categories of non-zero weight")
+    gen = rng()
+    out = np.empty((rows.shape[0], int(num_samples)), dtype=np.int64)
+    for i, w in enumerate(rows):
+        out[i] = gen.choice(len(w), size=int(num_samples), replace=replacement, p=w / w.sum())
+    return Tensor(out.reshape(weights.shape[:-1] + (int(num_samples),)), device=input.device)

@@ -174,12 +174,16 @@ class Tensor:
     def __bool__(self):
         return bool(self.item())
 
-    def to(self, device=None, dtype=None):
-        """A copy on another device or with another dtype (self when nothing changes):
-        ``x.to("cuda")``, ``x.to(minidl.bfloat16)``, ``x.to("cuda", minidl.float16)``."""
+    def to(self, device=None, dtype=None, non_blocking=False, copy=False):
+        """A copy on another device or with another dtype (self when nothing changes, unless
+        ``copy=True``): ``x.to("cuda")``, ``x.to(minidl.bfloat16)``, ``x.to("cuda",
+        minidl.float16)``, ``x.to(other)`` (other's device and dtype). ``non_blocking`` is
+        accepted for PyTorch's signature; copies here are synchronous."""
+        if isinstance(device, Tensor):
+            device, dtype = device.device, device.dtype if dtype is None else dtype
         if dtype is None and device is not None and _is_dtype_like(device):
             device, dtype = None, device
-        out = self
+        out = self.clone() if copy else self
         if device is not None and normalize_device(device) != self.device:
             out = _to_device(out, normalize_device(device))
         if dtype is not None and as_dtype(dtype) != out.dtype:
@@ -189,8 +193,8 @@ class Tensor:
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        return self.to("cuda" if device is None or isinstance(device, int) else device)
 
     def float(self):
         return self.astype(np.float32)

@@ -50,6 +50,55 @@ def device_of(array) -> str:
     return "cpu"
 
 
+class device:
+    """A device by PyTorch's name: ``minidl.device("cuda")``, ``device("cuda:0")``,
+    ``device("cpu")``. ``.type`` and ``.index`` as torch's; it compares equal to its name and to
+    its type (``device("cuda:0") == "cuda"``), and every ``device=`` argument and ``.to()``
+    takes it. minidl runs one GPU per process, so a CUDA device means this process's GPU."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, type, index=None):  # noqa: A002  (PyTorch's argument name)
+        if isinstance(type, device):
+            type, index = type.type, type.index if index is None else index
+        if not isinstance(type, str):
+            raise TypeError(f"device(): expected a string such as 'cuda' or 'cpu', got {type!r}")
+        name, _, number = type.strip().lower().partition(":")
+        if number:
+            if index is not None:
+                raise ValueError(f"device(): type {type!r} already names an index")
+            if not number.isdigit():
+                raise ValueError(f"device(): invalid device index in {type!r}")
+            index = int(number)
+        if name not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {type!r}: expected 'cpu' or 'cuda'")
+        if index is not None and (isinstance(index, bool) or not isinstance(index, int) or index < 0):
+            raise ValueError(f"device(): index must be a non-negative integer, got {index!r}")
+        self.type, self.index = name, index
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = device(other)
+            except ValueError:
+                return False
+        if not isinstance(other, device):
+            return NotImplemented
+        if self.type != other.type:
+            return False
+        return self.index is None or other.index is None or self.index == other.index
+
+    def __hash__(self):
+        return hash(self.type)
+
+
 def normalize_device(device) -> str:
     if device is None:
         return "cpu"

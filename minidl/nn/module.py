@@ -280,9 +280,13 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def to(self, device=None, dtype=None):
+    def to(self, device=None, dtype=None, non_blocking=False):
         """Move (or cast) every parameter and buffer in place, keeping the same objects so an
-        optimizer made before the move still holds them."""
+        optimizer made before the move still holds them. ``model.to(device)``,
+        ``model.to(minidl.bfloat16)``, ``model.to(tensor)`` (its device and dtype);
+        ``non_blocking`` is accepted for PyTorch's signature."""
+        if isinstance(device, Tensor):
+            device, dtype = device.device, device.dtype if dtype is None else dtype
         if dtype is None and device is not None and _is_dtype_like(device):
             device, dtype = None, device  # model.to(minidl.bfloat16), as in torch
         if device is not None:
@@ -297,8 +301,8 @@ class Module:
                 t.grad = Tensor(to_device(t.grad.data, device))
         return self
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None or isinstance(device, int) else device)
 
     def cpu(self):
         return self.to("cpu")

@@ -1,0 +1,112 @@
+"""The ``torch.X(tensor, ...)`` forms of Tensor methods (``minidl.exp(x)``,
+``minidl.flatten(x, 1)``, ``minidl.sum(x, dim=0)``, ``minidl.max(x, dim=1)``), and the small
+queries PyTorch code asks of tensors and dtypes (``is_tensor``, ``numel``,
+``is_floating_point``, ``get_default_dtype``, ``finfo``, ``iinfo``).
+
+Each function form calls the method of the same name, so the two cannot differ.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .backend.dtypes import as_dtype, is_floating
+from .tensor import Tensor
+
+# Tensor methods that PyTorch also offers as torch.<name>(input, ...)
+METHOD_FORMS = (
+    "abs", "add", "all", "amax", "any", "argmax", "argmin", "chunk", "clone", "detach", "div",
+    "exp", "flatten", "log", "log_softmax", "masked_fill", "matmul", "mean", "mul", "permute",
+    "pow", "relu", "reshape", "sigmoid", "softmax", "split", "sqrt", "squeeze", "std", "sub",
+    "sum", "t", "tanh", "topk", "transpose", "unsqueeze", "var", "remainder", "argsort", "sort",
+    "gather", "index_select", "cumsum", "cumprod", "flip", "roll", "tril", "triu", "prod",
+    "logsumexp", "norm", "amin", "sin", "cos", "log1p", "expm1", "log2", "log10", "sign",
+    "floor", "ceil", "round", "trunc", "reciprocal", "rsqrt", "square", "neg", "narrow",
+    "unbind", "movedim", "swapaxes", "tile", "masked_select", "nonzero", "take_along_dim",
+    "mm", "bmm", "outer", "dot", "eq", "ne", "lt", "le", "gt", "ge", "isnan", "isinf",
+    "isfinite", "logical_and", "logical_or", "logical_not", "logical_xor", "allclose", "equal",
+    "diag", "diagonal", "lerp", "addcmul", "addcdiv", "scatter", "scatter_add", "index_add",
+    "argwhere", "cummax", "cummin", "median", "unflatten", "swapdims", "frac",
+)
+
+
+def _method_form(name):
+    method = getattr(Tensor, name)
+
+    @functools.wraps(method)
+    def form(input, *args, **kwargs):
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}(): argument 'input' must be a Tensor, got "
+                            f"{type(input).__name__}")
+        return getattr(input, name)(*args, **kwargs)
+
+    form.__name__ = form.__qualname__ = name
+    form.__doc__ = f"``minidl.{name}(input, ...)`` is ``input.{name}(...)``.\n\n" + (
+        method.__doc__ or "")
+    return form
+
+
+def max(input, dim=None, keepdim=False, *, other=None):  # noqa: A001  (PyTorch's name)
+    """``max(x)``, ``max(x, dim)`` (values and indices) or ``max(x, other)``, the elementwise
+    maximum, as PyTorch overloads it."""
+    if isinstance(dim, Tensor):
+        dim, other = None, dim
+    if other is not None:
+        return input.maximum(other)
+    return input.max() if dim is None else input.max(dim, keepdim)
+
+
+def min(input, dim=None, keepdim=False, *, other=None):  # noqa: A001
+    """``min(x)``, ``min(x, dim)`` or ``min(x, other)``, as PyTorch overloads it."""
+    if isinstance(dim, Tensor):
+        dim, other = None, dim
+    if other is not None:
+        return input.minimum(other)
+    return input.min() if dim is None else input.min(dim, keepdim)
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def numel(input) -> int:
+    return input.numel()
+
+
+def is_floating_point(input) -> bool:
+    return is_floating(input.dtype)
+
+
+def get_default_dtype():
+    """float32: what ``minidl.tensor`` makes of Python floats (fixed, see DESIGN.md)."""
+    return np.dtype(np.float32)
+
+
+def finfo(dtype=None):
+    """Limits of a floating-point dtype (float32 by default): ``.eps``, ``.max``, ``.tiny``...
+    bfloat16 through ml_dtypes."""
+    dtype = np.dtype(np.float32) if dtype is None else as_dtype(dtype)
+    if not is_floating(dtype):
+        raise TypeError(f"finfo: {dtype} is not a floating-point dtype")
+    if dtype.kind == "f":
+        return np.finfo(dtype)
+    import ml_dtypes
+
+    return ml_dtypes.finfo(dtype)
+
+
+def iinfo(dtype):
+    """Limits of an integer dtype: ``.min``, ``.max``, ``.bits``."""
+    dtype = as_dtype(dtype)
+    if dtype.kind not in "iu":
+        raise TypeError(f"iinfo: {dtype} is not an integer dtype")
+    return np.iinfo(dtype)
+
+
+def _install(namespace):
+    """Put the method forms Tensor has into ``namespace`` (minidl's), leaving names it already
+    defines as they are."""
+    for name in METHOD_FORMS:
+        if hasattr(Tensor, name) and name not in namespace:
+            namespace[name] = _method_form(name)

@@ -1,0 +1,171 @@
+"""The top-level API that PyTorch scripts use around the model: devices, ``minidl.cuda``,
+grad-mode switches, random creation, the ``minidl.X(tensor)`` forms of Tensor methods, and
+dtype queries. Expected values are PyTorch's (cross-checked against torch where installed)."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def test_device_objects_name_devices_as_torch():
+    d = minidl.device("cuda:0")
+    assert (d.type, d.index, str(d), repr(d)) == ("cuda", 0, "cuda:0", "device(type='cuda', index=0)")
+    assert minidl.device("cuda", 1).index == 1 and str(minidl.device("CPU")) == "cpu"
+    assert minidl.device(d) == d and minidl.device("cpu") == "cpu" and d == "cuda"
+    assert d != "cpu" and minidl.device("cpu") != minidl.device("cuda")
+    assert {minidl.device("cpu"): 1}["cpu"] == 1
+    for bad, err in (("tpu", ValueError), ("cuda:x", ValueError), (3, TypeError)):
+        with pytest.raises(err):
+            minidl.device(bad)
+    with pytest.raises(ValueError, match="already names an index"):
+        minidl.device("cuda:0", 1)
+    if torch is not None:
+        for name in ("cpu", "cuda", "cuda:0", "cuda:3"):
+            assert repr(minidl.device(name)) == repr(torch.device(name))
+            assert str(minidl.device(name)) == str(torch.device(name))
+
+
+def test_device_agnostic_boilerplate_runs():
+    device = minidl.device("cuda" if minidl.cuda.is_available() else "cpu")
+    model = nn.Linear(3, 2).to(device, non_blocking=True)
+    x = minidl.randn(4, 3).to(device, non_blocking=True)
+    assert model(x).device == str(device.type)
+    y = x.to(minidl.zeros(1, dtype="float64"))  # another tensor's device and dtype
+    assert y.dtype == np.float64
+    assert x.to(x.device) is x and x.to(x.device, copy=True) is not x
+    m64 = nn.Linear(2, 2).to(minidl.zeros(1, dtype="float64"))
+    assert m64.weight.dtype == np.float64
+
+
+def test_cuda_module_answers_without_a_gpu():
+    if minidl.cuda.is_available():
+        pytest.skip("this machine has a GPU: the no-GPU answers are not what it gives")
+    assert minidl.cuda.device_count() == 0 and minidl.cuda.memory_allocated() == 0
+    assert minidl.cuda.memory_reserved() == 0
+    minidl.cuda.synchronize()
+    minidl.cuda.empty_cache()
+    with pytest.raises(RuntimeError, match="cuda"):
+        minidl.cuda.current_device()
+    minidl.cuda.manual_seed_all(3)  # seeds minidl's one generator
+    a = minidl.randn(3)
+    minidl.manual_seed(3)
+    np.testing.assert_array_equal(a.numpy(), minidl.randn(3).numpy())
+
+
+def test_set_grad_enabled_as_call_context_and_decorator():
+    x = minidl.tensor([1.0, 2.0], requires_grad=True)
+    with minidl.set_grad_enabled(False):
+        assert not (x * 2).requires_grad
+        with minidl.set_grad_enabled(True):
+            assert (x * 2).requires_grad
+        assert not minidl.is_grad_enabled()
+    assert minidl.is_grad_enabled()
+    minidl.set_grad_enabled(False)  # a call takes effect at once, as torch's
+    try:
+        assert not minidl.is_grad_enabled()
+    finally:
+        minidl.set_grad_enabled(True)
+
+    @minidl.set_grad_enabled(False)
+    def double(t):
+        return t * 2
+    assert minidl.is_grad_enabled() and not double(x).requires_grad
+    with pytest.raises(TypeError, match="bool"):
+        minidl.set_grad_enabled("no")
+
+    @minidl.inference_mode()
+    def infer(t):
+        return t * 3
+    assert not infer(x).requires_grad
+    with minidl.inference_mode(False):
+        assert (x * 3).requires_grad
+
+
+def test_method_forms_equal_the_methods():
+    x = minidl.tensor([[1.0, -2.0, 3.0], [0.5, 4.0, -1.0]])
+    np.testing.assert_array_equal(minidl.flatten(x).numpy(), x.flatten().numpy())
+    np.testing.assert_allclose(minidl.exp(x).numpy(), np.exp(x.numpy()), rtol=1e-6)
+    assert minidl.sum(x, dim=0).tolist() == [1.5, 2.0, 2.0]
+    values, indices = minidl.max(x, 1)
+    assert values.tolist() == [3.0, 4.0] and indices.tolist() == [2, 1]
+    assert minidl.max(x).item() == 4.0 and minidl.min(x, dim=0, keepdim=True).values.shape == (1, 3)
+    assert minidl.max(x, minidl.zeros(2, 3)).tolist() == [[1.0, 0.0, 3.0], [0.5, 4.0, 0.0]]
+    assert minidl.reshape(x, (3, 2)).shape == (3, 2) and minidl.transpose(x, 0, 1).shape == (3, 2)
+    assert minidl.exp.__name__ == "exp" and "exp" in minidl.exp.__doc__
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        minidl.exp([1.0])
+    w = minidl.tensor([1.0, 2.0], requires_grad=True)
+    minidl.sum(minidl.mul(w, w)).backward()
+    assert w.grad.tolist() == [2.0, 4.0]
+    if torch is not None:
+        tx = torch.tensor(x.numpy())
+        for name in ("exp", "sigmoid", "tanh", "abs", "relu", "t", "clone"):
+            np.testing.assert_allclose(getattr(minidl, name)(x).numpy(),
+                                       getattr(torch, name)(tx).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(minidl.softmax(x, 1).numpy(), torch.softmax(tx, 1).numpy(),
+                                   rtol=1e-6)
+
+
+def test_queries():
+    assert minidl.is_tensor(minidl.zeros(1)) and not minidl.is_tensor(np.zeros(1))
+    assert minidl.numel(minidl.zeros(2, 3)) == 6
+    assert minidl.is_floating_point(minidl.zeros(1)) and not minidl.is_floating_point(minidl.arange(3))
+    assert minidl.get_default_dtype() == minidl.float32
+    assert minidl.finfo().eps == np.finfo(np.float32).eps
+    assert minidl.finfo(minidl.float16).max == 65504 and minidl.iinfo(minidl.uint8).max == 255
+    with pytest.raises(TypeError):
+        minidl.finfo(minidl.int64)
+    with pytest.raises(TypeError):
+        minidl.iinfo(minidl.float32)
+    if torch is not None:
+        assert float(minidl.finfo(minidl.bfloat16).eps) == torch.finfo(torch.bfloat16).eps
+        assert float(minidl.finfo(minidl.bfloat16).tiny) == torch.finfo(torch.bfloat16).tiny
+
+
+def test_random_creation():
+    minidl.manual_seed(0)
+    x = minidl.randn(2, 3, dtype="float64")
+    assert minidl.randn_like(x).dtype == np.float64 and minidl.rand_like(x).shape == (2, 3)
+    assert minidl.empty(2, 3).shape == (2, 3) and minidl.empty_like(x).dtype == np.float64
+    r = minidl.randint_like(minidl.zeros(100, dtype="int64"), 3, 7)
+    assert r.dtype == np.int64 and 3 <= r.numpy().min() and r.numpy().max() < 7
+    p = minidl.randperm(10)
+    assert p.dtype == np.int64 and sorted(p.tolist()) == list(range(10))
+    with pytest.raises(TypeError, match="floating"):
+        minidl.randn_like(minidl.arange(3))
+    big = minidl.normal(2.0, 0.5, (20000,))
+    assert abs(big.mean().item() - 2.0) < 0.02 and abs(big.std().item() - 0.5) < 0.02
+    means = minidl.tensor([0.0, 100.0])
+    draws = minidl.normal(means, minidl.tensor([1e-3, 1e-3]))
+    assert draws.shape == (2,) and abs(draws[1].item() - 100) < 0.1
+    with pytest.raises(ValueError, match="std"):
+        minidl.normal(0.0, -1.0, (2,))
+    with pytest.raises(TypeError, match="size"):
+        minidl.normal(0.0, 1.0)
+    b = minidl.bernoulli(minidl.tensor([0.0, 1.0, 0.0, 1.0]))
+    assert b.tolist() == [0.0, 1.0, 0.0, 1.0] and b.dtype == np.float32
+    half = minidl.bernoulli(minidl.zeros(10000), p=0.5)
+    assert 0.45 < half.mean().item() < 0.55
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        minidl.bernoulli(minidl.tensor([1.5]))
+
+
+def test_multinomial():
+    minidl.manual_seed(1)
+    w = minidl.tensor([[0.0, 1.0, 0.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
+    s = minidl.multinomial(w, 2)
+    assert s.shape == (2, 2) and s.dtype == np.int64
+    assert sorted(s[0].tolist()) == [1, 3] and len(set(s[1].tolist())) == 2
+    counts = np.bincount(minidl.multinomial(minidl.tensor([1.0, 3.0]), 8000, replacement=True)
+                         .numpy(), minlength=2)
+    assert 0.72 < counts[1] / 8000 < 0.78
+    with pytest.raises(ValueError, match="without replacement"):
+        minidl.multinomial(w, 3)
+    with pytest.raises(ValueError, match="non-negative"):
+        minidl.multinomial(minidl.tensor([1.0, -1.0]), 1)
