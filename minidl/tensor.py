@@ -243,6 +243,20 @@ class Tensor:
     def fill_(self, value):
         return _inplace(self, value, "fill", _fill)
 
+    def uniform_(self, a=0.0, b=1.0):
+        """Fill with draws uniform on [a, b) from minidl's seeded generator (PyTorch's
+        ``uniform_(from, to)``); the in-place rules of ``copy_`` apply."""
+        return _random_fill(self, backend.rng().uniform(a, b, self.shape), "uniform_")
+
+    def normal_(self, mean=0.0, std=1.0):
+        """Fill with draws of N(mean, std**2) from minidl's seeded generator."""
+        return _random_fill(self, backend.rng().standard_normal(self.shape) * std + mean,
+                            "normal_")
+
+    def bernoulli_(self, p=0.5):
+        """Fill with 0 or 1, 1 with probability ``p``."""
+        return _random_fill(self, backend.rng().random(self.shape) < p, "bernoulli_")
+
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the values of a tensor on the host (PyTorch refuses a GPU tensor:
         call ``.cpu()`` or ``.numpy()`` for a copy)."""
@@ -873,6 +887,14 @@ def bump_version(t):
     autograd.changes += 1
     vc[0] += 1  # the count (Tensor._version)
     vc[1] = autograd.changes  # when it last changed
+
+
+def _random_fill(t, values, name):
+    """``t``'s values replaced by the draws (a host array), under ``copy_``'s in-place rules."""
+    if autograd._grad_enabled and t.requires_grad and t._ctx is None:
+        raise RuntimeError(f"{name} on a leaf tensor that requires grad (shape {t.shape}): "
+                           "PyTorch refuses it too; initialise inside `with minidl.no_grad():`")
+    return t.copy_(Tensor(values))
 
 
 def _fill(t, value):

@@ -169,3 +169,30 @@ def test_multinomial():
         minidl.multinomial(w, 3)
     with pytest.raises(ValueError, match="non-negative"):
         minidl.multinomial(minidl.tensor([1.0, -1.0]), 1)
+
+
+def test_in_place_random_fills():
+    minidl.manual_seed(0)
+    w = minidl.zeros(200, 50, dtype="float64")
+    view = w[0]
+    assert w.uniform_(-2, 3) is w and -2 <= w.numpy().min() and w.numpy().max() < 3
+    assert view.numpy().any() and w.dtype == np.float64  # written into the array itself
+    w.normal_(1.0, 0.5)
+    assert abs(w.mean().item() - 1.0) < 0.02 and abs(w.std().item() - 0.5) < 0.02
+    w.bernoulli_(0.25)
+    assert set(np.unique(w.numpy())) <= {0.0, 1.0} and 0.22 < w.mean().item() < 0.28
+    p = minidl.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="uniform_ on a leaf"):
+        p.uniform_()
+    with minidl.no_grad():
+        p.normal_()
+    assert p.numpy().any() and p._version == 1
+
+
+def test_torch_utils_data_path():
+    from minidl.utils.data import DataLoader, TensorDataset
+    import minidl.utils.data as data_module
+
+    assert data_module is minidl.data and DataLoader is minidl.data.DataLoader
+    ds = TensorDataset(minidl.arange(6))
+    assert [b[0].tolist() for b in DataLoader(ds, batch_size=4)] == [[0, 1, 2, 3], [4, 5]]
