@@ -330,3 +330,21 @@ def test_module_half_and_bfloat16_cast_floating_state_only():
     bn = nn.BatchNorm1d(2).half()
     assert bn.weight.dtype == np.float16 and bn.num_batches_tracked.dtype == np.int64
     assert nn.Linear(2, 2).bfloat16().weight.dtype == minidl.bfloat16
+
+
+def test_add_module_checks_and_set_submodule():
+    net = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 1)))
+    net.register_module("head", nn.Identity())
+    assert "head" in dict(net.named_children())
+    for name, err in (("a.b", KeyError), ("", KeyError), (3.5, TypeError), ("forward", KeyError)):
+        with pytest.raises(err):
+            net.add_module(name, nn.ReLU())
+    with pytest.raises(TypeError, match="not a Module"):
+        net.add_module("x", minidl.zeros(1))
+    net.set_submodule("1.1", nn.Linear(3, 4))
+    assert net.get_submodule("1.1").weight.shape == (4, 3)
+    with pytest.raises(AttributeError, match="no sub-module"):
+        net.set_submodule("7.1", nn.ReLU())
+    lin = nn.Linear(2, 2)
+    with pytest.raises(AttributeError, match="not a module"):
+        lin.set_submodule("weight", nn.ReLU())

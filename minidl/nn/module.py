@@ -152,7 +152,31 @@ class Module:
             self.__setattr__(name, param)
 
     def add_module(self, name, module):
-        self._modules[str(name)] = module
+        """Register ``module`` (or None) as a child under ``name``, as PyTorch checks it: a
+        non-empty name without dots that is not already another kind of attribute."""
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"add_module: {type(module).__name__} is not a Module subclass")
+        if isinstance(name, int):
+            name = str(name)  # Sequential's numbering
+        if not isinstance(name, str):
+            raise TypeError(f"add_module: module name should be a string, got {type(name).__name__}")
+        if not name or "." in name:
+            raise KeyError(f"add_module: module name can't be empty or contain \".\", got {name!r}")
+        if hasattr(self, name) and name not in self._modules:
+            raise KeyError(f"add_module: attribute {name!r} already exists")
+        self._modules[name] = module
+
+    register_module = add_module
+
+    def set_submodule(self, target, module):
+        """Put ``module`` at a dotted path (``"layer1.0.conv1"``) whose parent exists."""
+        prefix, _, name = target.rpartition(".")
+        if not name:
+            raise ValueError("set_submodule: cannot set the module itself (empty target)")
+        parent = self.get_submodule(prefix)
+        if name not in parent._modules and hasattr(parent, name):
+            raise AttributeError(f"set_submodule: {target!r} is not a module")
+        parent.add_module(name, module)
 
     # ---- traversal --------------------------------------------------------------------
     def named_modules(self, memo=None, prefix="", remove_duplicate=True):
