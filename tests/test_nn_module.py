@@ -348,3 +348,76 @@ def test_add_module_checks_and_set_submodule():
     lin = nn.Linear(2, 2)
     with pytest.raises(AttributeError, match="not a module"):
         lin.set_submodule("weight", nn.ReLU())
+
+
+def _backward_hook_run(tt, hooked):
+    """A module of two tensor inputs (and a number), two outputs, full backward hooks and a
+    pre-hook that change the gradients; returns what the hooks saw and the gradients."""
+    class Mix(tt.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = tt.nn.Linear(3, 2).double()
+
+        def forward(self, a, b, scale):
+            return self.lin(a) * b * scale, (a * a).sum(1)
+
+    m = Mix()
+    with tt.no_grad():
+        m.lin.weight.copy_(tt.from_numpy(np.arange(6.0).reshape(2, 3) / 10))
+        m.lin.bias.copy_(tt.from_numpy(np.array([0.1, -0.2])))
+    seen = []
+    if hooked:
+        def pre(mod, grad_output):
+            seen.append([g.detach().numpy().copy() for g in grad_output])
+            return (grad_output[0] * 3, grad_output[1])
+
+        def full(mod, grad_input, grad_output):
+            seen.append([None if g is None else g.detach().numpy().copy() for g in grad_input])
+            seen.append([None if g is None else g.detach().numpy().copy() for g in grad_output])
+            return (grad_input[0] + 1, grad_input[1], None)
+        m.register_full_backward_pre_hook(pre)
+        m.register_full_backward_hook(full)
+    a = tt.from_numpy(np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]])).requires_grad_()
+    b = tt.from_numpy(np.array([[0.5, -1.0], [2.0, 1.5]])).requires_grad_()
+    y, z = m(a, b, 2.0)
+    ((y * y).sum() + (z * tt.from_numpy(np.array([1.0, -2.0]))).sum()).backward()
+    grads = [a.grad.numpy().copy(), b.grad.numpy().copy(), m.lin.weight.grad.numpy().copy()]
+    return seen, grads
+
+
+def test_full_backward_hooks_match_torch():
+    torch = pytest.importorskip("torch")
+    for hooked in (False, True):
+        ours_seen, ours = _backward_hook_run(minidl, hooked)
+        theirs_seen, theirs = _backward_hook_run(torch, hooked)
+        assert len(ours_seen) == len(theirs_seen) == (3 if hooked else 0)
+        for mine, want in zip(ours_seen, theirs_seen):
+            assert len(mine) == len(want)
+            for p, q in zip(mine, want):
+                if q is None:
+                    assert p is None
+                else:
+                    np.testing.assert_allclose(p, q, rtol=1e-12)
+        for p, q in zip(ours, theirs):
+            np.testing.assert_allclose(p, q, rtol=1e-12)
+
+
+def test_full_backward_hook_for_grad_cam_and_removal():
+    conv = nn.Conv2d(1, 2, 3, padding=1)
+    net = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    acts, grads = {}, {}
+    conv.register_forward_hook(lambda m, args, out: acts.update(a=out))
+    handle = conv.register_full_backward_hook(lambda m, gi, go: grads.update(g=go[0]))
+    x = minidl.randn(2, 1, 4, 4)  # the input takes no gradient: the hook sees grad_input (None,)
+    net(x)[:, 1].sum().backward()
+    assert grads["g"].shape == acts["a"].shape == (2, 2, 4, 4)
+    handle.remove()
+    grads.clear()
+    net(x).sum().backward()
+    assert not grads
+    with pytest.raises(ValueError, match="returned 2 gradients where 1"):
+        lin = nn.Linear(2, 1)
+        lin.register_full_backward_hook(lambda m, gi, go: (gi[0], gi[0]))
+        lin(minidl.randn(3, 2, requires_grad=True)).sum().backward()
+    with minidl.no_grad():  # no graph: the hooks are not wired in
+        assert nn.Linear(2, 1)(minidl.randn(1, 2)).shape == (1, 1)

@@ -9,7 +9,133 @@ import numpy as np
 
 from ..backend import get_array_module, normalize_device, to_device
 from ..backend.dtypes import as_dtype, is_floating
-from ..tensor import Tensor, _is_dtype_like, bump_version
+from ..autograd import Function
+from ..tensor import Tensor, _is_dtype_like, bump_version, is_grad_enabled
+
+
+class _BackwardHooks:
+    """One call of a module with full backward hooks. The tensors it was given and the tensors
+    it returned each pass through one _Pack op, whose backward sees all their gradients at once:
+    the outputs' run the pre-hooks (``hook(module, grad_output)``), the inputs' the hooks
+    (``hook(module, grad_input, grad_output)``); where no input takes a gradient, the hooks run
+    with the outputs' gradients, as in PyTorch."""
+
+    def __init__(self, module, args):
+        self.module, self.n_inputs = module, len(args)  # grad_input: one per positional arg
+        self.input_slots = [i for i, a in enumerate(args)
+                            if isinstance(a, Tensor) and a.requires_grad]
+        self.grad_output = ()
+
+    def outputs_done(self, grads):
+        for hook in list((self.module.__dict__.get("_backward_pre_hooks") or {}).values()):
+            result = hook(self.module, tuple(_wrap(g) for g in grads))
+            if result is not None:
+                grads = [_unwrap(g) for g in _as_tuple(result, len(grads), "backward pre-hook")]
+        self.grad_output = tuple(grads)
+        if not self.input_slots:
+            self.run((None,) * self.n_inputs)
+        return grads
+
+    def inputs_done(self, grads):
+        grad_input = [None] * self.n_inputs
+        for slot, g in zip(self.input_slots, grads):
+            grad_input[slot] = g
+        grad_input = self.run(tuple(grad_input))
+        return [grad_input[slot] for slot in self.input_slots]
+
+    def run(self, grad_input):
+        grad_output = tuple(_wrap(g) for g in self.grad_output)
+        for hook in list((self.module.__dict__.get("_backward_hooks") or {}).values()):
+            result = hook(self.module, tuple(_wrap(g) for g in grad_input), grad_output)
+            if result is not None:
+                grad_input = tuple(_unwrap(g) for g in _as_tuple(result, len(grad_input),
+                                                                  "backward hook"))
+        return grad_input
+
+
+def _wrap(g):
+    return None if g is None else Tensor(g)
+
+
+def _unwrap(g):
+    return g.data if isinstance(g, Tensor) else g
+
+
+def _as_tuple(result, n, what):
+    result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+    if len(result) != n:
+        raise ValueError(f"a {what} returned {len(result)} gradients where {n} were expected")
+    return result
+
+
+class _Pack(Function):
+    """Identity on several tensors at once (raveled and joined into one array when there are
+    several), so that their gradients reach ``then`` together."""
+
+    def forward(self, *xs, then):
+        self.then, self.shapes = then, [x.shape for x in xs]
+        if len(xs) == 1:
+            return xs[0]
+        return get_array_module(*xs).concatenate([x.ravel() for x in xs])
+
+    def backward(self, g):
+        parts, start = [], 0
+        for shape in self.shapes:
+            size = int(np.prod(shape))
+            parts.append(g if len(self.shapes) == 1 else g[start:start + size].reshape(shape))
+            start += size
+        return tuple(self.then(parts))
+
+
+def _pack(tensors, then, module):
+    """``tensors`` routed through one _Pack op: the same values, as new tensors."""
+    if len({t.dtype for t in tensors}) > 1:
+        raise TypeError(f"{type(module).__name__}: full backward hooks need the tensors that take "
+                        f"gradients to share one dtype, got {sorted({str(t.dtype) for t in tensors})}")
+    packed = _Pack.apply(*tensors, then=then)
+    if len(tensors) == 1:
+        return [packed]
+    out, start = [], 0
+    for t in tensors:
+        out.append(packed[start:start + t.numel()].reshape(t.shape))
+        start += t.numel()
+    return out
+
+
+def _hook_inputs(args, state):
+    if not state.input_slots:
+        return args
+    args = list(args)
+    routed = _pack([args[i] for i in state.input_slots], state.inputs_done, state.module)
+    for i, t in zip(state.input_slots, routed):
+        args[i] = t
+    return tuple(args)
+
+
+def _grad_outputs(out):
+    """The tensors of a (nested tuple/list) output that take a gradient, in order."""
+    if isinstance(out, Tensor):
+        return [out] if out.requires_grad else []
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _grad_outputs(item)]
+    return []
+
+
+def _replace(out, new):
+    """``out`` with its gradient-taking tensors replaced, in order, from the iterator ``new``."""
+    if isinstance(out, Tensor):
+        return next(new) if out.requires_grad else out
+    if isinstance(out, (tuple, list)):
+        items = [_replace(item, new) for item in out]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
+    return out
+
+
+def _hook_outputs(out, state):
+    tensors = _grad_outputs(out)
+    if not tensors:
+        return out
+    return _replace(out, iter(_pack(tensors, state.outputs_done, state.module)))
 
 
 class Parameter(Tensor):
@@ -403,6 +529,19 @@ class Module:
         None replaces the output. Feature extraction and Grad-CAM read activations this way."""
         return _add_hook(self, "_forward_hooks", hook, prepend)
 
+    def register_full_backward_hook(self, hook, *, prepend=False):
+        """``hook(module, grad_input, grad_output)`` runs when the gradients of the module's
+        inputs have been computed (tuples of Tensors, None where an input or output takes no
+        gradient); what it returns other than None replaces grad_input. As PyTorch's: it
+        sees the positional tensor inputs, and the module must not change its inputs in
+        place."""
+        return _add_hook(self, "_backward_hooks", hook, prepend)
+
+    def register_full_backward_pre_hook(self, hook, *, prepend=False):
+        """``hook(module, grad_output)`` runs when the gradients of the module's outputs have
+        arrived, before the module's own backward; what it returns replaces grad_output."""
+        return _add_hook(self, "_backward_pre_hooks", hook, prepend)
+
     # ---- calling ----------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
@@ -417,11 +556,19 @@ class Module:
             result = hook(self, args)
             if result is not None:
                 args = result if isinstance(result, tuple) else (result,)
+        backward_hooks = (self.__dict__.get("_backward_hooks")
+                          or self.__dict__.get("_backward_pre_hooks"))
+        state = None
+        if backward_hooks and is_grad_enabled():
+            state = _BackwardHooks(self, args)
+            args = _hook_inputs(args, state)
         out = self.forward(*args, **kwargs)
         for hook in list((post or {}).values()):
             result = hook(self, args, out)
             if result is not None:
                 out = result
+        if state is not None:
+            out = _hook_outputs(out, state)
         return out
 
     def extra_repr(self):
