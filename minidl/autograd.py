@@ -176,6 +176,10 @@ class Function:
         self.saved = ()
         self.inputs = ()
 
+    def name(self):
+        """``MulBackward`` for Mul, as PyTorch names a ``grad_fn``."""
+        return f"{type(self).__name__}Backward"
+
     def save_for_backward(self, *arrays):
         self.saved = arrays
 

@@ -127,6 +127,63 @@ class Tensor:
     def __len__(self):
         return len(self.data)
 
+    @property
+    def grad_fn(self):
+        """The op that made this tensor (its ``Function``; ``.name()`` gives ``MulBackward``),
+        None for a leaf, as PyTorch's ``grad_fn``."""
+        return self._ctx
+
+    @property
+    def is_cuda(self):
+        return device_of(self.data) == "cuda"
+
+    def get_device(self):
+        """-1 on the CPU, else the index of this process's GPU, as PyTorch."""
+        return -1 if device_of(self.data) == "cpu" else int(self.data.device.id)
+
+    def element_size(self):
+        return int(self.data.dtype.itemsize)
+
+    nelement = numel
+    ndimension = dim
+
+    def stride(self, dim=None):
+        """Steps between neighbours, in elements (PyTorch's unit; NumPy's strides are bytes)."""
+        steps = tuple(s // self.data.dtype.itemsize for s in self.data.strides)
+        return steps if dim is None else steps[_wrap_dim(dim, self.data.ndim, "stride")]
+
+    def is_contiguous(self):
+        return bool(self.data.flags.c_contiguous)
+
+    def data_ptr(self):
+        """The address of the first element (to tell whether two tensors share memory)."""
+        if device_of(self.data) == "cuda":
+            return int(self.data.data.ptr)
+        return int(self.data.__array_interface__["data"][0])
+
+    def pin_memory(self):
+        """Accepted for PyTorch's DataLoader idioms; host arrays here are ordinary memory."""
+        return self
+
+    def is_pinned(self):
+        return False
+
+    def detach_(self):
+        """Take this tensor out of the graph in place (it becomes a leaf without grad)."""
+        if self._is_view:
+            raise RuntimeError("detach_() on a view: detach() a copy instead (PyTorch refuses "
+                               "it for views too)")
+        self._ctx, self.requires_grad = None, False
+        return self
+
+    def type(self, dtype=None):
+        """Without an argument, PyTorch's type name (``'minidl.FloatTensor'``); with a dtype,
+        the tensor cast to it."""
+        if dtype is None:
+            where = "minidl." if device_of(self.data) == "cpu" else "minidl.cuda."
+            return where + _TYPE_NAMES.get(self.data.dtype.name, self.data.dtype.name)
+        return self.astype(dtype)
+
     def __repr__(self):
         """As PyTorch prints a tensor: 4 decimals, the dtype only where it is not the default
         for its kind (float32, int64, bool), then the device, and the op that made it
@@ -213,6 +270,15 @@ class Tensor:
 
     def int(self):
         return Tensor(self.data.astype(np.int32))  # PyTorch's int is 32 bits
+
+    def byte(self):
+        return self.astype(np.uint8)
+
+    def char(self):
+        return self.astype(np.int8)
+
+    def short(self):
+        return self.astype(np.int16)
 
     def bool(self):
         return Tensor(self.data.astype(np.bool_))
@@ -887,6 +953,12 @@ def bump_version(t):
     autograd.changes += 1
     vc[0] += 1  # the count (Tensor._version)
     vc[1] = autograd.changes  # when it last changed
+
+
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "bfloat16": "BFloat16Tensor", "int64": "LongTensor", "int32": "IntTensor",
+               "int16": "ShortTensor", "int8": "CharTensor", "uint8": "ByteTensor",
+               "bool": "BoolTensor"}
 
 
 def _random_fill(t, values, name):

@@ -196,3 +196,25 @@ def test_torch_utils_data_path():
     assert data_module is minidl.data and DataLoader is minidl.data.DataLoader
     ds = TensorDataset(minidl.arange(6))
     assert [b[0].tolist() for b in DataLoader(ds, batch_size=4)] == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_tensor_introspection_as_torch():
+    x = minidl.randn(3, 4, requires_grad=True)
+    y = x * 2
+    assert x.grad_fn is None and y.grad_fn.name() == "MulBackward"
+    assert not x.is_cuda and x.get_device() == -1
+    assert (x.element_size(), x.nelement(), x.ndimension()) == (4, 12, 2)
+    assert x.stride() == (4, 1) and x.t().stride() == (1, 4) and x.stride(-1) == 1
+    assert x.is_contiguous() and not x.t().is_contiguous()
+    assert x[1].data_ptr() == x.data_ptr() + 16 and x.pin_memory() is x and not x.is_pinned()
+    assert x.type() == "minidl.FloatTensor" and x.type(minidl.float64).dtype == np.float64
+    assert minidl.arange(3).type() == "minidl.LongTensor"
+    assert (x.byte().dtype, x.char().dtype, x.short().dtype) == (np.uint8, np.int8, np.int16)
+    z = x * 3
+    assert z.detach_() is z and z.is_leaf and not z.requires_grad
+    with pytest.raises(RuntimeError, match="view"):
+        x.detach()[0].detach_()
+    if torch is not None:
+        tx = torch.randn(3, 4)
+        assert tx.stride() == x.stride() and tx.t().stride() == x.t().stride()
+        assert tx.type() == x.type().replace("minidl", "torch")
