@@ -53,3 +53,11 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "from_numpy", "set_num_threads", "cat", "stack", "autocast", "float16", "float32", "float64", "bfloat16",
            "arange", "full", "full_like", "zeros_like", "ones_like", "rand", "randint", "linspace", "eye",
            "where", "maximum", "minimum", "clamp", "clip"]
+
+from .indexing import (  # noqa: E402
+    argwhere, gather, index_add, index_select, masked_select, nonzero, scatter, scatter_add,
+    take_along_dim,
+)
+
+__all__ += ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
+            "masked_select", "nonzero", "argwhere"]
