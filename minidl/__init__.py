@@ -61,3 +61,12 @@ from .indexing import (  # noqa: E402
 
 __all__ += ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
             "masked_select", "nonzero", "argwhere"]
+from .shape_ops import (  # noqa: E402
+    argsort, diag, diagonal, flip, fliplr, flipud, movedim, moveaxis, narrow, roll, sort,
+    swapaxes, swapdims, tile, tril, triu, unbind, unflatten,
+)
+from .math_ops import cumprod, cumsum  # noqa: E402
+
+__all__ += ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "triu", "diag",
+            "diagonal", "narrow", "unbind", "movedim", "moveaxis", "swapaxes", "swapdims",
+            "unflatten", "tile", "cumsum", "cumprod"]

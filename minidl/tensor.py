@@ -1114,3 +1114,8 @@ def _index_add_(self, dim, index, source, *, alpha=1):
 
 _install_methods({"scatter_": _scatter_, "scatter_add_": _scatter_add_,
                   "index_add_": _index_add_})
+
+from . import math_ops as _math_ops, shape_ops as _shape_ops  # noqa: E402
+
+_install_methods(_shape_ops.TENSOR_METHODS)
+_install_methods(_math_ops.TENSOR_METHODS)
