@@ -24,8 +24,6 @@ from .tensor_functions import (  # noqa: E402,F401  (max, min: minidl.max(x, dim
 )
 from . import tensor_functions as _tensor_functions  # noqa: E402
 
-_tensor_functions._install(globals())  # minidl.exp(x), minidl.flatten(x, 1), ... (method forms)
-
 
 __version__ = "0.1.0"
 
@@ -65,3 +63,24 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
            "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
            "is_floating_point", "get_default_dtype", "finfo", "iinfo"]  # max and min stay out: import * must not shadow the builtins
+
+from .indexing import (  # noqa: E402
+    argwhere, gather, index_add, index_select, masked_select, nonzero, scatter, scatter_add,
+    take_along_dim,
+)
+
+__all__ += ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
+            "masked_select", "nonzero", "argwhere"]
+from .shape_ops import (  # noqa: E402
+    argsort, diag, diagonal, flip, fliplr, flipud, movedim, moveaxis, narrow, roll, sort,
+    swapaxes, swapdims, tile, tril, triu, unbind, unflatten,
+)
+from .math_ops import cumprod, cumsum  # noqa: E402
+
+__all__ += ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "triu", "diag",
+            "diagonal", "narrow", "unbind", "movedim", "moveaxis", "swapaxes", "swapdims",
+            "unflatten", "tile", "cumsum", "cumprod"]
+
+# minidl.exp(x), minidl.flatten(x, 1), ...: the Tensor methods torch also has as functions,
+# where no module above defined the name
+_tensor_functions._install(globals())

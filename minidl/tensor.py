@@ -1255,3 +1255,55 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
         # write into the caller's array; minidl.from_numpy is the sharing variant
         out.data = out.data.copy()
     return out
+
+
+# ---- the ops of indexing.py (and their kin): Tensor methods under PyTorch's names ----------
+def _inplace_by(t, name, fn, other=None):
+    """``t`` set to ``fn(t, other)`` in place (``x.scatter_(...)``, ``x.index_add_(...)``),
+    under the in-place rules: recorded as the tensor itself where the graph takes part,
+    written into the array (which views see) where it does not."""
+    if autograd._grad_enabled and (t.requires_grad or (
+            isinstance(other, Tensor) and other.requires_grad)):
+        return _inplace_in_graph(t, other, name, fn)
+    with no_grad():
+        y = fn(t, other)
+    xp = get_array_module(t.data)
+    if xp is np and not t.data.flags.writeable:
+        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    xp.copyto(t.data, y.data, casting="unsafe")
+    bump_version(t)
+    return t
+
+
+def _install_methods(methods):
+    for _name, _fn in methods.items():
+        setattr(Tensor, _name, _fn)
+
+
+from . import indexing as _indexing  # noqa: E402  (imports ops only, as tensor.py does)
+
+_install_methods(_indexing.TENSOR_METHODS)
+
+
+def _scatter_(self, dim, index, src=None, *, value=None, reduce=None):
+    return _inplace_by(self, "scatter_", lambda t, s: _indexing.scatter(
+        t, dim, index, s, value=value, reduce=reduce), src)
+
+
+def _scatter_add_(self, dim, index, src):
+    return _inplace_by(self, "scatter_add_",
+                       lambda t, s: _indexing.scatter_add(t, dim, index, s), src)
+
+
+def _index_add_(self, dim, index, source, *, alpha=1):
+    return _inplace_by(self, "index_add_", lambda t, s: _indexing.index_add(
+        t, dim, index, s, alpha=alpha), source)
+
+
+_install_methods({"scatter_": _scatter_, "scatter_add_": _scatter_add_,
+                  "index_add_": _index_add_})
+
+from . import math_ops as _math_ops, shape_ops as _shape_ops  # noqa: E402
+
+_install_methods(_shape_ops.TENSOR_METHODS)
+_install_methods(_math_ops.TENSOR_METHODS)

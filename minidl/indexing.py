@@ -1,0 +1,328 @@
+"""Ops that pick or place elements by integer index or mask, under PyTorch's names: gather,
+scatter, scatter_add, index_select, index_add, take_along_dim, masked_select, nonzero,
+argwhere. One Function per differentiable op, forward and backward side by side, on the array
+module of the inputs; the index arrays are checked on the host before any op runs, so a bad
+index raises an IndexError that names it and the size it does not fit.
+
+Tensor's methods (``x.gather(...)``, ``x.scatter_(...)``) are installed by tensor.py from
+``TENSOR_METHODS``; this module imports only ``backend``, ``autograd`` and ``ops``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import autograd
+from .autograd import Function
+from .backend import get_array_module, to_numpy
+from .ops import Cast, Expand, GetItem, _is_number, wrap_dim
+
+
+def add_at(out, index, values):
+    """``out[index] += values`` where ``index`` may repeat (the gradient of a gather)."""
+    xp = get_array_module(out)
+    if xp is np or hasattr(xp.add, "at"):  # CuPy >= 12 has ufunc.at
+        xp.add.at(out, index, values)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, index, values)
+
+
+def _grid(index, dim):
+    """The full fancy index that ``index`` (an integer array along ``dim``) stands for: every
+    other dim takes its own position, so ``a[_grid(index, dim)]`` is torch.gather."""
+    xp = get_array_module(index)
+    nd = index.ndim
+    where = [xp.arange(n).reshape((-1,) + (1,) * (nd - i - 1)) for i, n in enumerate(index.shape)]
+    where[dim] = index
+    return tuple(where)
+
+
+def _tensor(x, name, what):
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor, got {type(x).__name__}")
+    return x
+
+
+def _index_array(name, index, size, dim, int64_only=True):
+    """The index as an array with negatives refused (as PyTorch's gather/scatter) and every
+    value checked against ``size``: an IndexError naming the first bad one."""
+    _tensor(index, name, "index")
+    dt = index.data.dtype
+    if dt.kind not in "iu" or (int64_only and dt != np.int64):
+        wanted = "int64" if int64_only else "int32 or int64"
+        raise TypeError(f"{name}: index must be an {wanted} tensor, got dtype {dt}")
+    data = index.data
+    if data.size:
+        host = to_numpy(data)
+        bad = (host < 0) | (host >= size)
+        if bad.any():
+            value = int(host[bad].reshape(-1)[0])
+            raise IndexError(f"{name}: index {value} is out of bounds for dimension {dim} "
+                             f"with size {size}")
+    return data
+
+
+def _check_same_dims(name, input, index, dim, others=()):
+    """gather/scatter: index has input's number of dims, and no dim larger than input's
+    (than src's, for scatter), except along ``dim`` for input."""
+    if index.ndim != max(input.ndim, 1) and not (index.ndim == 0 and input.ndim == 0):
+        raise ValueError(f"{name}: index has {index.ndim} dims, input {input.ndim}; they must "
+                         f"have the same number of dims (index {index.shape}, input "
+                         f"{input.shape})")
+    for i in range(index.ndim):
+        if i != dim and input.ndim and index.shape[i] > input.shape[i]:
+            raise ValueError(f"{name}: index {index.shape} is larger than input {input.shape} "
+                             f"in dim {i}")
+        for what, t in others:
+            if t.ndim and index.shape[i] > t.shape[i]:
+                raise ValueError(f"{name}: index {index.shape} is larger than {what} "
+                                 f"{t.shape} in dim {i}")
+
+
+class Gather(Function):
+    """``out[i][j] = a[index[i][j]][j]`` along ``dim`` (torch.gather); the gradient adds each
+    output's back where it came from (repeats add up)."""
+
+    def forward(self, a, index, dim):
+        self.shape, self.where = a.shape, _grid(index, dim)
+        return a[self.where]
+
+    def backward(self, g):
+        out = get_array_module(g).zeros(self.shape, dtype=g.dtype)
+        add_at(out, self.where, g)
+        return out
+
+
+class Scatter(Function):
+    """A copy of ``a`` with ``src``'s values written (or, with ``add``, added) at ``index``
+    along ``dim``. Written positions take no gradient from ``a``; ``src``'s gradient is the
+    incoming one gathered at the same positions (PyTorch's rule, repeats included)."""
+
+    def forward(self, a, src, index, dim, add):
+        self.where, self.add = _grid(index, dim), add
+        self.src_shape, self.part = src.shape, tuple(slice(0, n) for n in index.shape)
+        out = a.copy()
+        values = src[self.part]
+        if add:
+            add_at(out, self.where, values.astype(a.dtype, copy=False))
+        else:
+            out[self.where] = values
+        return out
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        ga = g
+        if not self.add:
+            ga = g.copy()
+            ga[self.where] = 0
+        gs = xp.zeros(self.src_shape, dtype=g.dtype)
+        gs[self.part] = g[self.where]
+        return ga, gs
+
+
+def gather(input, dim, index, *, sparse_grad=False):
+    """``input``'s values at ``index`` along ``dim`` (int64, same number of dims as input)."""
+    _tensor(input, "gather", "input")
+    d = wrap_dim(dim, input.ndim, "gather")
+    _tensor(index, "gather", "index")
+    _check_same_dims("gather", input, index, d)
+    idx = _index_array("gather", index, input.shape[d] if input.ndim else 1, d)
+    if input.ndim == 0:
+        return Gather.apply(input.reshape(1), index=idx.reshape(1), dim=0).reshape(())
+    return Gather.apply(input, index=idx, dim=d)
+
+
+def _scatter(name, input, dim, index, src, value, add, reduce=None):
+    _tensor(input, name, "input")
+    if reduce is not None:
+        raise NotImplementedError(f"{name}: reduce={reduce!r} is not supported; use "
+                                  "scatter_add or scatter_reduce-free code")
+    if src is None and value is None:
+        raise TypeError(f"{name}: pass src (a tensor) or value (a number)")
+    if src is not None and value is not None:
+        raise TypeError(f"{name}: pass src or value, not both")
+    if src is not None and not isinstance(src, autograd.Tensor):
+        if _is_number(src):
+            src, value = None, src
+        else:
+            raise TypeError(f"{name}: src must be a Tensor, got {type(src).__name__}")
+    d = wrap_dim(dim, input.ndim, name)
+    _tensor(index, name, "index")
+    xp = get_array_module(input.data)
+    if src is None:
+        src = autograd.Tensor(xp.full(index.shape, value, dtype=input.data.dtype))
+    if src.ndim != index.ndim:
+        raise ValueError(f"{name}: src has {src.ndim} dims, index {index.ndim}; they must have "
+                         "the same number of dims")
+    _check_same_dims(name, input, index, d, others=(("src", src),))
+    idx = _index_array(name, index, input.shape[d] if input.ndim else 1, d)
+    if src.data.dtype != input.data.dtype:
+        if add:
+            raise TypeError(f"{name}: src has dtype {src.data.dtype}, input {input.data.dtype}; "
+                            "they must match")
+        src = Cast.apply(src, dtype=input.data.dtype)
+    if input.ndim == 0:
+        out = Scatter.apply(input.reshape(1), src.reshape(1), index=idx.reshape(1), dim=0, add=add)
+        return out.reshape(())
+    return Scatter.apply(input, src, index=idx, dim=d, add=add)
+
+
+def scatter(input, dim, index, src=None, *, value=None, reduce=None):
+    """A copy of ``input`` with ``src`` (a tensor, or a number) written at ``index`` along dim."""
+    return _scatter("scatter", input, dim, index, src, value, add=False, reduce=reduce)
+
+
+def scatter_add(input, dim, index, src):
+    """A copy of ``input`` with ``src`` added at ``index`` along ``dim`` (repeats add up)."""
+    return _scatter("scatter_add", input, dim, index, src, None, add=True)
+
+
+class IndexAdd(Function):
+    """A copy of ``a`` with ``alpha * source`` added at ``index`` along ``dim``."""
+
+    def forward(self, a, source, index, dim, alpha):
+        self.where, self.dim, self.alpha = (slice(None),) * dim + (index,), dim, alpha
+        out = a.copy()
+        add_at(out, self.where, (source * alpha if alpha != 1 else source).astype(a.dtype))
+        return out
+
+    def backward(self, g):
+        gs = g[self.where]
+        return g, (gs * self.alpha if self.alpha != 1 else gs)
+
+
+class IndexSelect(Function):
+    def forward(self, a, index, dim):
+        self.shape, self.where = a.shape, (slice(None),) * dim + (index,)
+        return a[self.where]
+
+    def backward(self, g):
+        out = get_array_module(g).zeros(self.shape, dtype=g.dtype)
+        add_at(out, self.where, g)
+        return out
+
+
+def _vector_index(name, index, size, dim):
+    _tensor(index, name, "index")
+    if index.ndim > 1:
+        raise ValueError(f"{name}: index must be 0-d or 1-d, got shape {index.shape}")
+    idx = _index_array(name, index, size, dim, int64_only=False)
+    return idx.reshape(-1)
+
+
+def index_select(input, dim, index):
+    """The slices of ``input`` at ``index`` (1-d) along ``dim``."""
+    _tensor(input, "index_select", "input")
+    d = wrap_dim(dim, input.ndim, "index_select")
+    if input.ndim == 0:
+        idx = _vector_index("index_select", index, 1, d)
+        return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(index.shape)
+    idx = _vector_index("index_select", index, input.shape[d], d)
+    return IndexSelect.apply(input, index=idx, dim=d)
+
+
+def index_add(input, dim, index, source, *, alpha=1):
+    """A copy of ``input`` with ``alpha * source[i]`` added to slice ``index[i]`` along dim."""
+    _tensor(input, "index_add", "input")
+    _tensor(source, "index_add", "source")
+    d = wrap_dim(dim, input.ndim, "index_add")
+    size = input.shape[d] if input.ndim else 1
+    idx = _vector_index("index_add", index, size, d)
+    expected = input.shape[:d] + (idx.size,) + input.shape[d + 1:] if input.ndim else (idx.size,)
+    got = source.shape if source.ndim else (1,)
+    if input.ndim and tuple(got) != tuple(expected):
+        raise ValueError(f"index_add: source has shape {source.shape}; for input {input.shape}, "
+                         f"dim {dim} and {idx.size} indices it must be {expected}")
+    if source.data.dtype != input.data.dtype:
+        raise TypeError(f"index_add: source has dtype {source.data.dtype}, input "
+                        f"{input.data.dtype}; they must match")
+    if input.ndim == 0:
+        return IndexAdd.apply(input.reshape(1), source.reshape(1), index=idx, dim=0,
+                              alpha=alpha).reshape(())
+    return IndexAdd.apply(input, source, index=idx, dim=d, alpha=alpha)
+
+
+def take_along_dim(input, indices, dim=None):
+    """``input``'s values at ``indices`` along ``dim``, the two broadcast against each other in
+    the other dims; with ``dim=None`` both are flattened first."""
+    _tensor(input, "take_along_dim", "input")
+    _tensor(indices, "take_along_dim", "indices")
+    if dim is None:
+        return gather(input.reshape(-1), 0, indices.reshape(-1))
+    d = wrap_dim(dim, input.ndim, "take_along_dim")
+    if input.ndim != indices.ndim:
+        raise ValueError(f"take_along_dim: input {input.shape} and indices {indices.shape} "
+                         "must have the same number of dims")
+    a_shape, i_shape = list(input.shape), list(indices.shape)
+    a_shape[d] = i_shape[d] = 1
+    try:
+        common = list(np.broadcast_shapes(tuple(a_shape), tuple(i_shape)))
+    except ValueError:
+        raise ValueError(f"take_along_dim: input {input.shape} and indices {indices.shape} do "
+                         f"not broadcast outside dim {dim}") from None
+    a_target = common.copy()
+    a_target[d] = input.shape[d]
+    i_target = common.copy()
+    i_target[d] = indices.shape[d]
+    a = input if tuple(a_target) == input.shape else Expand.apply(input, shape=tuple(a_target))
+    idx = indices.data
+    if tuple(i_target) != indices.shape:
+        idx = get_array_module(idx).broadcast_to(idx, tuple(i_target))
+    return gather(a, d, autograd.Tensor(idx))
+
+
+def masked_select(input, mask):
+    """The elements of ``input`` where the bool ``mask`` holds (both broadcast), as 1-d."""
+    _tensor(input, "masked_select", "input")
+    _tensor(mask, "masked_select", "mask")
+    if mask.data.dtype != np.bool_:
+        raise TypeError(f"masked_select: mask must be a bool tensor, got dtype {mask.data.dtype}")
+    try:
+        shape = np.broadcast_shapes(input.shape, mask.shape)
+    except ValueError:
+        raise ValueError(f"masked_select: input {input.shape} and mask {mask.shape} do not "
+                         "broadcast") from None
+    a = input if input.shape == shape else Expand.apply(input, shape=shape)
+    m = mask.data
+    if m.shape != shape:
+        m = get_array_module(m).broadcast_to(m, shape)
+    if not shape:
+        return GetItem.apply(a.reshape(1), index=m.reshape(1))
+    return GetItem.apply(a, index=m)
+
+
+def nonzero(input, *, as_tuple=False):
+    """The int64 positions of nonzero elements: an (n, ndim) tensor, or with ``as_tuple`` one
+    1-d tensor per dim (a 0-d input counts as 1-d)."""
+    _tensor(input, "nonzero", "input")
+    xp = get_array_module(input.data)
+    data = input.data
+    if as_tuple:
+        found = xp.nonzero(data.reshape(1) if data.ndim == 0 else data)
+        return tuple(autograd.Tensor(i.astype(np.int64)) for i in found)
+    if data.ndim == 0:
+        return autograd.Tensor(xp.zeros((int(bool(data)), 0), dtype=np.int64))
+    return autograd.Tensor(xp.argwhere(data).astype(np.int64).reshape(-1, data.ndim))
+
+
+def argwhere(input):
+    """``nonzero(input)``: an (n, ndim) tensor of positions."""
+    return nonzero(input)
+
+
+# Tensor methods, as PyTorch's: tensor.py installs each under its name
+TENSOR_METHODS = {
+    "gather": gather,
+    "scatter": scatter,
+    "scatter_add": scatter_add,
+    "index_select": index_select,
+    "index_add": index_add,
+    "take_along_dim": take_along_dim,
+    "masked_select": masked_select,
+    "nonzero": nonzero,
+    "argwhere": argwhere,
+}
+
+__all__ = ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
+           "masked_select", "nonzero", "argwhere"]

@@ -1,0 +1,355 @@
+"""Ordering and shape ops under PyTorch's names: sort, argsort, flip, roll, tril, triu, diag,
+diagonal, narrow, unbind, movedim, swapaxes/swapdims, unflatten, view_as, reshape_as,
+contiguous, tile, and the ``new_*`` factories (a tensor of ``self``'s dtype and device).
+
+One Function per differentiable op (forward and backward side by side); ops that are a
+reshape, a permute or a slice reuse those of ops.py, so they share their gradients. Tensor's
+methods are installed by tensor.py from ``TENSOR_METHODS``; this module imports only
+``backend``, ``autograd``, ``ops`` and ``indexing``.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+
+import numpy as np
+
+from . import autograd
+from .autograd import Function
+from .backend import get_array_module
+from .backend.dtypes import as_dtype
+from .ops import Repeat, Reshape, TakeAlongDim, _sizes, repeat_sizes, wrap_dim
+
+SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
+
+
+def _argsort(data, d, descending, stable):
+    """Indices that sort ``data`` along ``d``. NaN sorts as the largest, as in PyTorch; a
+    stable descending sort keeps equal values in their order (sorting the reversed array
+    ascending, then reversing the result)."""
+    xp = get_array_module(data)
+    kind = {"kind": "stable"} if xp is np else {}
+    if not descending:
+        return xp.argsort(data, axis=d, **kind)
+    n = data.shape[d]
+    order = xp.argsort(xp.flip(data, axis=d), axis=d, **kind)
+    return n - 1 - xp.flip(order, axis=d)
+
+
+def sort(input, dim=-1, descending=False, stable=False):
+    """(values, indices) of ``input`` sorted along ``dim``; values keep the gradient. The sort
+    is always stable (``stable`` is accepted)."""
+    d = wrap_dim(dim, input.ndim, "sort")
+    if input.ndim == 0:
+        xp = get_array_module(input.data)
+        return SortResult(Reshape.apply(input, shape=()), autograd.Tensor(xp.zeros((), np.int64)))
+    order = _argsort(input.data, d, descending, stable).astype(np.int64, copy=False)
+    return SortResult(TakeAlongDim.apply(input, index=order, dim=d), autograd.Tensor(order))
+
+
+def argsort(input, dim=-1, descending=False, stable=False):
+    """The int64 indices that sort ``input`` along ``dim``."""
+    d = wrap_dim(dim, input.ndim, "argsort")
+    xp = get_array_module(input.data)
+    if input.ndim == 0:
+        return autograd.Tensor(xp.zeros((), np.int64))
+    return autograd.Tensor(_argsort(input.data, d, descending, stable).astype(np.int64,
+                                                                              copy=False))
+
+
+def _dims(name, dims, ndim):
+    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+        dims = (dims,)
+    if not isinstance(dims, (tuple, list)):
+        raise TypeError(f"{name}: dims must be an int or a tuple of ints, got "
+                        f"{type(dims).__name__}")
+    out = tuple(wrap_dim(d, ndim, name) for d in dims)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name}: dim appears more than once in {tuple(dims)}")
+    return out
+
+
+class Flip(Function):
+    def forward(self, a, axes):
+        self.axes = axes
+        return get_array_module(a).flip(a, axis=axes).copy()
+
+    def backward(self, g):
+        return get_array_module(g).flip(g, axis=self.axes)
+
+
+def flip(input, dims):
+    """``input`` reversed along each of ``dims`` (a copy, as PyTorch's)."""
+    axes = _dims("flip", dims, input.ndim)
+    if input.ndim == 0 or not axes:
+        return Reshape.apply(input, shape=input.shape)
+    return Flip.apply(input, axes=axes)
+
+
+def fliplr(input):
+    if input.ndim < 2:
+        raise ValueError(f"fliplr: needs at least 2 dims, got shape {input.shape}")
+    return flip(input, (1,))
+
+
+def flipud(input):
+    if input.ndim < 1:
+        raise ValueError("flipud: needs at least 1 dim, got a 0-d tensor")
+    return flip(input, (0,))
+
+
+class Roll(Function):
+    def forward(self, a, shifts, axes):
+        self.shifts, self.axes = shifts, axes
+        return get_array_module(a).roll(a, shifts, axis=axes)
+
+    def backward(self, g):
+        return get_array_module(g).roll(g, tuple(-s for s in self.shifts), axis=self.axes)
+
+
+def roll(input, shifts, dims=None):
+    """``input`` shifted circularly by ``shifts`` along ``dims`` (flattened when dims is None)."""
+    shifts = _sizes("roll", (shifts,) if not isinstance(shifts, (tuple, list)) else (shifts,))
+    if dims is None:
+        if len(shifts) != 1:
+            raise ValueError(f"roll: {len(shifts)} shifts {shifts} without dims; pass one shift "
+                             "to roll the flattened tensor, or dims")
+        flat = Reshape.apply(input, shape=(-1,))
+        return Reshape.apply(Roll.apply(flat, shifts=shifts, axes=(0,)), shape=input.shape)
+    axes = tuple(wrap_dim(d, input.ndim, "roll") for d in
+                 (dims if isinstance(dims, (tuple, list)) else (dims,)))
+    if len(axes) != len(shifts):
+        raise ValueError(f"roll: shifts {shifts} and dims {tuple(axes)} must have the same length")
+    if input.ndim == 0:
+        return Reshape.apply(input, shape=())
+    return Roll.apply(input, shifts=shifts, axes=axes)
+
+
+class Triangle(Function):
+    """The lower (upper) triangle of the last two dims, from ``diagonal`` on; the gradient
+    is the incoming one's same triangle."""
+
+    def forward(self, a, diagonal, upper):
+        self.diagonal, self.upper = diagonal, upper
+        xp = get_array_module(a)
+        return xp.triu(a, diagonal) if upper else xp.tril(a, diagonal)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return xp.triu(g, self.diagonal) if self.upper else xp.tril(g, self.diagonal)
+
+
+def _triangle(name, input, diagonal, upper):
+    if input.ndim < 2:
+        raise ValueError(f"{name}: needs a tensor of at least 2 dims (a matrix or a batch of "
+                         f"them), got shape {input.shape}")
+    if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
+        raise TypeError(f"{name}: diagonal must be an int, got {type(diagonal).__name__}")
+    return Triangle.apply(input, diagonal=int(diagonal), upper=upper)
+
+
+def tril(input, diagonal=0):
+    """The lower triangle (elements on and below ``diagonal``) of the last two dims."""
+    return _triangle("tril", input, diagonal, upper=False)
+
+
+def triu(input, diagonal=0):
+    """The upper triangle (elements on and above ``diagonal``) of the last two dims."""
+    return _triangle("triu", input, diagonal, upper=True)
+
+
+def _diagonal_positions(xp, rows, cols, offset):
+    n = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
+    i = xp.arange(n)
+    return i - min(offset, 0), i + max(offset, 0)
+
+
+class Diagonal(Function):
+    """The elements ``a[..., i, i + offset]`` of dims (dim1, dim2), as a new last dim."""
+
+    def forward(self, a, offset, dim1, dim2):
+        self.shape, self.args = a.shape, (offset, dim1, dim2)
+        return get_array_module(a).diagonal(a, offset, dim1, dim2).copy()
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        offset, dim1, dim2 = self.args
+        out = xp.zeros(self.shape, dtype=g.dtype)
+        moved = xp.moveaxis(out, (dim1, dim2), (-2, -1))  # a view: writes reach ``out``
+        rows, cols = _diagonal_positions(xp, moved.shape[-2], moved.shape[-1], offset)
+        moved[..., rows, cols] = g
+        return out
+
+
+class DiagEmbed(Function):
+    """A square matrix with the vector ``a`` on diagonal ``offset`` (torch.diag of a 1-d)."""
+
+    def forward(self, a, offset):
+        xp = get_array_module(a)
+        n = a.shape[0] + abs(offset)
+        out = xp.zeros((n, n), dtype=a.dtype)
+        self.where = _diagonal_positions(xp, n, n, offset)
+        out[self.where] = a
+        return out
+
+    def backward(self, g):
+        return g[self.where]
+
+
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """The diagonal ``offset`` of the matrices in dims (dim1, dim2), as a new last dim."""
+    if input.ndim < 2:
+        raise ValueError(f"diagonal: needs at least 2 dims, got shape {input.shape}")
+    d1, d2 = wrap_dim(dim1, input.ndim, "diagonal"), wrap_dim(dim2, input.ndim, "diagonal")
+    if d1 == d2:
+        raise ValueError(f"diagonal: dim1 and dim2 are the same dim ({dim1}, {dim2})")
+    return Diagonal.apply(input, offset=int(offset), dim1=d1, dim2=d2)
+
+
+def diag(input, diagonal=0):
+    """A 1-d input: the square matrix with it on ``diagonal``; a 2-d input: that diagonal."""
+    if input.ndim == 1:
+        return DiagEmbed.apply(input, offset=int(diagonal))
+    if input.ndim == 2:
+        return Diagonal.apply(input, offset=int(diagonal), dim1=0, dim2=1)
+    raise ValueError(f"diag: needs a 1-d or 2-d tensor, got shape {input.shape}")
+
+
+def narrow(input, dim, start, length):
+    """The ``length`` elements from ``start`` along ``dim`` (a slice, sharing the gradient)."""
+    if input.ndim == 0:
+        raise ValueError("narrow: cannot narrow a 0-d tensor")
+    d = wrap_dim(dim, input.ndim, "narrow")
+    if isinstance(start, autograd.Tensor):
+        start = int(start.item())
+    n = input.shape[d]
+    if not -n <= start <= n:
+        raise IndexError(f"narrow: start {start} out of range for dimension {dim} of size {n} "
+                         f"(expected to be in range of [{-n}, {n}])")
+    start = start % n if start < 0 else start
+    if length < 0 or start + length > n:
+        raise ValueError(f"narrow: start ({start}) + length ({length}) exceeds dimension {dim} "
+                         f"of size {n}")
+    return input[(slice(None),) * d + (slice(start, start + length),)]
+
+
+def unbind(input, dim=0):
+    """The slices of ``input`` along ``dim``, as a tuple (each keeps its gradient path)."""
+    if input.ndim == 0:
+        raise ValueError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
+    d = wrap_dim(dim, input.ndim, "unbind")
+    return tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d]))
+
+
+def movedim(input, source, destination):
+    """``input`` with dims ``source`` moved to positions ``destination`` (the rest in order)."""
+    src = source if isinstance(source, (tuple, list)) else (source,)
+    dst = destination if isinstance(destination, (tuple, list)) else (destination,)
+    if len(src) != len(dst):
+        raise ValueError(f"movedim: source {tuple(src)} and destination {tuple(dst)} must have "
+                         "the same number of dims")
+    src, dst = _dims("movedim", src, input.ndim), _dims("movedim", dst, input.ndim)
+    if input.ndim == 0:
+        return input
+    order = [None] * input.ndim
+    for s, t in zip(src, dst):
+        order[t] = s
+    rest = iter(i for i in range(input.ndim) if i not in src)
+    order = [next(rest) if o is None else o for o in order]
+    return input.permute(order)
+
+
+def swapaxes(input, axis0, axis1):
+    return input.transpose(axis0, axis1)
+
+
+def swapdims(input, dim0, dim1):
+    return input.transpose(dim0, dim1)
+
+
+def unflatten(input, dim, sizes):
+    """Dim ``dim`` split into ``sizes`` (one of them may be -1)."""
+    d = wrap_dim(dim, input.ndim, "unflatten")
+    sizes = _sizes("unflatten", (tuple(sizes),))
+    n = input.shape[d]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if sizes.count(-1) > 1 or (-1 not in sizes and known != n) or (
+            -1 in sizes and (known == 0 or n % known)):
+        raise ValueError(f"unflatten: sizes {sizes} do not fill dim {dim} of size {n} "
+                         f"(shape {input.shape})")
+    return input.reshape(input.shape[:d] + sizes + input.shape[d + 1:])
+
+
+def view_as(input, other):
+    return input.reshape(other.shape)
+
+
+def reshape_as(input, other):
+    return input.reshape(other.shape)
+
+
+def contiguous(input, memory_format=None):
+    """``input`` itself: minidl's ops take arrays of any strides."""
+    return input
+
+
+def tile(input, *dims):
+    """``input`` repeated ``dims[i]`` times along dim i; fewer dims than ``input`` has are
+    padded with 1s in front (unlike repeat). ``tile(x, (2, 3))`` or ``x.tile(2, 3)``."""
+    dims = _sizes("tile", dims)
+    dims = (1,) * (input.ndim - len(dims)) + dims
+    return Repeat.apply(input, sizes=repeat_sizes(input.shape, dims))
+
+
+# ---- new_* factories: self's dtype and device unless given ---------------------------------
+def _new(self, make, size, dtype, device, requires_grad):
+    dtype = self.data.dtype if dtype is None else as_dtype(dtype)
+    if device is not None and device != self.device:
+        data = make(np, _sizes("new", size), dtype)
+        return autograd.Tensor(data, requires_grad=requires_grad, device=device)
+    data = make(get_array_module(self.data), _sizes("new", size), dtype)
+    return autograd.Tensor(data, requires_grad=requires_grad)
+
+
+def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+    return _new(self, lambda xp, s, dt: xp.zeros(s, dtype=dt), size, dtype, device, requires_grad)
+
+
+def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+    return _new(self, lambda xp, s, dt: xp.ones(s, dtype=dt), size, dtype, device, requires_grad)
+
+
+def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+    return _new(self, lambda xp, s, dt: xp.empty(s, dtype=dt), size, dtype, device, requires_grad)
+
+
+def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    return _new(self, lambda xp, s, dt: xp.full(s, fill_value, dtype=dt), (size,), dtype, device,
+                requires_grad)
+
+
+def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
+    """A copy of ``data`` as a tensor of self's dtype and device (unless given)."""
+    if isinstance(data, autograd.Tensor):
+        data = data.data
+    dtype = self.data.dtype if dtype is None else as_dtype(dtype)
+    xp = get_array_module(self.data)
+    if device is not None and device != self.device:
+        return autograd.Tensor(np.array(data, dtype=dtype), requires_grad=requires_grad,
+                               device=device)
+    return autograd.Tensor(xp.array(data, dtype=dtype), requires_grad=requires_grad)
+
+
+TENSOR_METHODS = {
+    "sort": sort, "argsort": argsort, "flip": flip, "fliplr": fliplr, "flipud": flipud,
+    "roll": roll, "tril": tril, "triu": triu, "diag": diag, "diagonal": diagonal,
+    "narrow": narrow, "unbind": unbind, "movedim": movedim, "moveaxis": movedim,
+    "swapaxes": swapaxes, "swapdims": swapdims, "unflatten": unflatten, "view_as": view_as,
+    "reshape_as": reshape_as, "contiguous": contiguous, "tile": tile,
+    "new_zeros": new_zeros, "new_ones": new_ones, "new_empty": new_empty, "new_full": new_full,
+    "new_tensor": new_tensor,
+}
+
+FUNCTIONS = ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "triu", "diag",
+             "diagonal", "narrow", "unbind", "movedim", "moveaxis", "swapaxes", "swapdims",
+             "unflatten", "tile"]
+moveaxis = movedim
