@@ -14,3 +14,6 @@ __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "MSELoss", "NLLLoss", "L1Loss",
            "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "Sequential", "ModuleList",
            "ModuleDict", "functional", "init", "parallel"]
+from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase  # noqa: E402
+
+__all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]

@@ -107,3 +107,11 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     for g in grads:
         xp = get_array_module(g.data)
         xp.clip(g.data, -clip_value, clip_value, out=g.data)
+
+
+# nn.utils.rnn (pad_sequence), importable as ``minidl.nn.utils.rnn`` too
+import sys as _sys  # noqa: E402
+
+from . import _rnn_utils as rnn  # noqa: E402
+
+_sys.modules[__name__ + ".rnn"] = rnn

@@ -1,0 +1,508 @@
+"""Recurrent layers with PyTorch's names, shapes, gate orders and initialisation: RNN (tanh or
+relu), LSTM and GRU over whole sequences, and the one-step RNNCell, LSTMCell and GRUCell.
+
+Each layer and direction projects the whole input sequence with one matmul (``F.linear``);
+the recurrence over time is then one autograd Function (``Recurrence``) whose backward is
+backpropagation through time written out by hand, so a sequence of length L records a handful
+of graph nodes per layer instead of a dozen per time step.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import get_array_module
+from ..ops import cat, stable_sigmoid, stack
+from ..tensor import Function, Tensor
+from . import init
+from .module import Module, Parameter
+
+__all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
+
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+class RNNShapeError(ValueError, RuntimeError):
+    """An input or hidden state of the wrong size: PyTorch raises RuntimeError for these, and
+    minidl's shape errors are ValueErrors; this is both."""
+
+
+# ---- the recurrence ---------------------------------------------------------------------------
+class Recurrence(Function):
+    """One layer and one direction over a whole sequence, from the projected input
+    ``xw = x @ W_ih.T + b_ih`` of shape (L, N, G): inputs ``xw, h0, [c0,] w_hh, [b_hh]``.
+
+    The output is the hidden state at every step, (L, N, H), in input order also when
+    ``reverse`` (the backward direction of a bidirectional layer runs from L-1 down to 0); an
+    LSTM returns (2, L, N, H), the hidden and the cell states stacked."""
+
+    def forward(self, xw, h0, *rest, mode, reverse):
+        xp = get_array_module(xw)
+        lstm, gru = mode == "LSTM", mode == "GRU"
+        c0, rest = (rest[0], rest[1:]) if lstm else (None, rest)
+        w_hh = rest[0]
+        b_hh = rest[1] if len(rest) > 1 else None
+        length, batch = xw.shape[:2]
+        hidden = h0.shape[-1]
+        dtype = xw.dtype
+        hs = xp.empty((length, batch, hidden), dtype=dtype)
+        acts = xp.empty(xw.shape, dtype=dtype) if (lstm or gru) else None
+        cs = xp.empty((length, batch, hidden), dtype=dtype) if lstm else None
+        hn_parts = xp.empty((length, batch, hidden), dtype=dtype) if gru else None
+        w_t = w_hh.T
+        h, c = h0, c0
+        H = hidden
+        for t in (range(length - 1, -1, -1) if reverse else range(length)):
+            gh = h @ w_t
+            if b_hh is not None:
+                gh += b_hh
+            if lstm:
+                a = acts[t]
+                xp.add(xw[t], gh, out=a)
+                a[:, :2 * H] = stable_sigmoid(a[:, :2 * H])  # i, f
+                xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])  # g
+                a[:, 3 * H:] = stable_sigmoid(a[:, 3 * H:])  # o
+                c = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
+                cs[t] = c
+                h = a[:, 3 * H:] * xp.tanh(c)
+            elif gru:
+                a = acts[t]
+                a[:, :2 * H] = stable_sigmoid(xw[t, :, :2 * H] + gh[:, :2 * H])  # r, z
+                hn_parts[t] = gh[:, 2 * H:]
+                n = xp.tanh(xw[t, :, 2 * H:] + a[:, :H] * gh[:, 2 * H:])
+                a[:, 2 * H:] = n
+                h = n + a[:, H:2 * H] * (h - n)  # (1 - z) * n + z * h
+            else:
+                h = xw[t] + gh
+                if mode == "RNN_TANH":
+                    xp.tanh(h, out=h)
+                else:
+                    xp.maximum(h, 0, out=h)
+            hs[t] = h
+        self.mode, self.reverse = mode, reverse
+        self.save_for_backward(h0, c0, w_hh, hs, cs, acts, hn_parts)
+        return xp.stack([hs, cs]) if lstm else hs
+
+    def backward(self, g):
+        h0, c0, w_hh, hs, cs, acts, hn_parts = self.saved
+        xp = get_array_module(g)
+        mode, reverse = self.mode, self.reverse
+        lstm, gru = mode == "LSTM", mode == "GRU"
+        length, batch, H = hs.shape
+        g_h, g_c = (g[0], g[1]) if lstm else (g, None)
+        dxw = xp.empty((length, batch, w_hh.shape[0]), dtype=g.dtype)
+        dgh = xp.empty_like(dxw) if gru else dxw  # gradient of h @ W_hh.T + b_hh per step
+        dh = xp.zeros_like(h0)
+        dc = xp.zeros_like(c0) if lstm else None
+        order = range(length) if reverse else range(length - 1, -1, -1)
+        # the state each step started from, in input order
+        if reverse:
+            prev = xp.concatenate([hs[1:], h0[None]]) if length else hs
+        else:
+            prev = xp.concatenate([h0[None], hs[:-1]]) if length else hs
+        for t in order:
+            dh = dh + g_h[t]
+            h = hs[t]
+            if lstm:
+                a = acts[t]
+                i, f, gg, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+                last = (t == length - 1) if reverse else (t == 0)
+                c_prev = c0 if last else cs[t + 1 if reverse else t - 1]
+                tc = xp.tanh(cs[t])
+                dc = dc + g_c[t] + dh * o * (1 - tc * tc)
+                da = dxw[t]
+                da[:, :H] = dc * gg * i * (1 - i)
+                da[:, H:2 * H] = dc * c_prev * f * (1 - f)
+                da[:, 2 * H:3 * H] = dc * i * (1 - gg * gg)
+                da[:, 3 * H:] = dh * tc * o * (1 - o)
+                dc = dc * f
+                dh = da @ w_hh
+            elif gru:
+                a = acts[t]
+                r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
+                dn = dh * (1 - z)
+                dz = dh * (prev[t] - n)
+                dan = dn * (1 - n * n)
+                dr = dan * hn_parts[t]
+                dxw[t, :, :H] = dr * r * (1 - r)
+                dxw[t, :, H:2 * H] = dz * z * (1 - z)
+                dxw[t, :, 2 * H:] = dan
+                dgh[t, :, :2 * H] = dxw[t, :, :2 * H]
+                dgh[t, :, 2 * H:] = dan * r
+                dh = dh * z + dgh[t] @ w_hh
+            else:
+                da = dxw[t]
+                if mode == "RNN_TANH":
+                    xp.multiply(dh, 1 - h * h, out=da)
+                else:
+                    xp.multiply(dh, h > 0, out=da)
+                dh = da @ w_hh
+        gates = w_hh.shape[0]
+        dw = dgh.reshape(-1, gates).T @ prev.reshape(-1, H)
+        grads = [dxw, dh]
+        if lstm:
+            grads.append(dc)
+        grads.append(dw)
+        if len(self.inputs) > (4 if lstm else 3):
+            grads.append(dgh.sum(axis=(0, 1)))
+        return tuple(grads)
+
+
+# ---- checks -----------------------------------------------------------------------------------
+def _positive_int(name, what, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: {what} should be of type int, got: {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name}: {what} must be greater than zero, got {value}")
+    return int(value)
+
+
+def _check_dtype(name, x, weight):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    if x.dtype != weight.dtype:
+        raise ValueError(f"{name}: input dtype ({x.dtype}) does not match weight dtype "
+                         f"({weight.dtype}); convert the input (x.to({weight.dtype})) or the "
+                         f"model (model.to({x.dtype}))")
+
+
+def _check_state(name, what, h, expected, dtype):
+    if not isinstance(h, Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor, got {type(h).__name__}")
+    if tuple(h.shape) != tuple(expected):
+        raise RNNShapeError(f"{name}: expected {what} of size {tuple(expected)}, got "
+                            f"{tuple(h.shape)}")
+    if h.dtype != dtype:
+        raise ValueError(f"{name}: {what} dtype ({h.dtype}) does not match the input's "
+                         f"({dtype})")
+
+
+def _zeros_like_state(x, shape):
+    xp = get_array_module(x.data)
+    return Tensor(xp.zeros(shape, dtype=x.dtype))
+
+
+# ---- whole-sequence layers ----------------------------------------------------------------
+class RNNBase(Module):
+    """What RNN, LSTM and GRU share: the parameters ``weight_ih_l{k}``, ``weight_hh_l{k}``,
+    ``bias_ih_l{k}``, ``bias_hh_l{k}`` (``_reverse`` for the second direction), each drawn
+    from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)) as in PyTorch."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        self.mode = mode
+        self.input_size = _positive_int(name, "input_size", input_size)
+        self.hidden_size = _positive_int(name, "hidden_size", hidden_size)
+        self.num_layers = _positive_int(name, "num_layers", num_layers)
+        if (isinstance(dropout, bool) or not isinstance(dropout, numbers.Number)
+                or not 0 <= dropout <= 1):
+            raise ValueError(f"{name}: dropout should be a number in range [0, 1] representing "
+                             f"the probability of an element being zeroed, got {dropout!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"{name}: dropout option adds dropout after all but last recurrent "
+                          f"layer, so non-zero dropout expects num_layers greater than 1, but "
+                          f"got dropout={dropout} and num_layers={num_layers}", stacklevel=3)
+        if proj_size:
+            raise NotImplementedError(f"{name}: proj_size > 0 (LSTM projections) is not "
+                                      "supported in minidl")
+        self.bias, self.batch_first = bool(bias), bool(batch_first)
+        self.dropout, self.bidirectional = float(dropout), bool(bidirectional)
+        self.proj_size = 0
+        gate_size = _GATES[mode] * hidden_size
+        directions = 2 if bidirectional else 1
+        self._flat_weights_names = []
+        for layer in range(num_layers):
+            for direction in range(directions):
+                layer_input = input_size if layer == 0 else hidden_size * directions
+                suffix = "_reverse" if direction == 1 else ""
+                shapes = [("weight_ih", (gate_size, layer_input)),
+                          ("weight_hh", (gate_size, hidden_size))]
+                if bias:
+                    shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                for kind, shape in shapes:
+                    pname = f"{kind}_l{layer}{suffix}"
+                    setattr(self, pname, Parameter(np.empty(shape, dtype=np.float32)))
+                    self._flat_weights_names.append(pname)
+        self.reset_parameters()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def reset_parameters(self):
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -stdv, stdv)
+
+    def flatten_parameters(self):
+        """A no-op (PyTorch compacts the weights for cuDNN there)."""
+
+    @property
+    def _flat_weights(self):
+        return [getattr(self, n) for n in self._flat_weights_names]
+
+    @property
+    def all_weights(self):
+        """The parameters grouped per layer and direction, as PyTorch lists them."""
+        per = 4 if self.bias else 2
+        w = self._flat_weights
+        return [w[i:i + per] for i in range(0, len(w), per)]
+
+    def _layer_weights(self, layer, direction):
+        suffix = "_reverse" if direction else ""
+        get = self.__getattr__
+        w_ih, w_hh = get(f"weight_ih_l{layer}{suffix}"), get(f"weight_hh_l{layer}{suffix}")
+        if self.bias:
+            return w_ih, w_hh, get(f"bias_ih_l{layer}{suffix}"), get(f"bias_hh_l{layer}{suffix}")
+        return w_ih, w_hh, None, None
+
+    def _prepare(self, input, hx):
+        """The input as (L, N, H_in) and the initial state(s) as (layers * D, N, H)."""
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.ndim not in (2, 3):
+            raise ValueError(f"{name}: Expected input to be 2D or 3D, got {input.ndim}D instead")
+        batched = input.ndim == 3
+        x = input if not batched else (input.transpose(0, 1) if self.batch_first else input)
+        if not batched:
+            x = x.unsqueeze(1)
+        if x.shape[-1] != self.input_size:
+            raise RNNShapeError(f"{name}: input.size(-1) must be equal to input_size. Expected "
+                                f"{self.input_size}, got {x.shape[-1]}")
+        _check_dtype(name, x, self.weight_ih_l0)
+        batch = x.shape[1]
+        expected = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        lstm = self.mode == "LSTM"
+        if hx is None:
+            states = [_zeros_like_state(x, expected)] * (2 if lstm else 1)
+        else:
+            if lstm:
+                if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                    raise TypeError(f"{name}: hx must be a tuple (h_0, c_0), got "
+                                    f"{type(hx).__name__}")
+                states, whats = list(hx), ("h_0", "c_0")
+            else:
+                states, whats = [hx], ("hx",)
+            for s, what in zip(states, whats):
+                if not isinstance(s, Tensor):
+                    raise TypeError(f"{name}: {what} must be a Tensor, got {type(s).__name__}")
+                if s.ndim != (3 if batched else 2):
+                    raise RNNShapeError(
+                        f"{name}: for {'batched 3' if batched else 'unbatched 2'}-D input, "
+                        f"{what} should be {3 if batched else 2}-D, got {s.ndim}-D")
+            if not batched:
+                states = [s.unsqueeze(1) for s in states]
+            for s, what in zip(states, whats):
+                shown = expected if batched else (expected[0], expected[2])
+                if tuple(s.shape) != expected:
+                    raise RNNShapeError(f"{name}: expected {what} of size {shown}, got "
+                                        f"{tuple(s.shape) if batched else (s.shape[0], s.shape[2])}")
+                if s.dtype != x.dtype:
+                    raise ValueError(f"{name}: {what} dtype ({s.dtype}) does not match the "
+                                     f"input's ({x.dtype})")
+        return x, states, batched
+
+    def forward(self, input, hx=None):
+        x, states, batched = self._prepare(input, hx)
+        lstm = self.mode == "LSTM"
+        directions = 2 if self.bidirectional else 1
+        length = x.shape[0]
+        h_n, c_n = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(directions):
+                w_ih, w_hh, b_ih, b_hh = self._layer_weights(layer, direction)
+                k = layer * directions + direction
+                xw = F.linear(layer_input, w_ih, b_ih)
+                args = [xw, states[0][k]] + ([states[1][k]] if lstm else []) + [w_hh]
+                if b_hh is not None:
+                    args.append(b_hh)
+                y = Recurrence.apply(*args, mode=self.mode, reverse=direction == 1)
+                last = 0 if direction == 1 else length - 1
+                if lstm:
+                    outputs.append(y[0])
+                    h_n.append(y[0, last])
+                    c_n.append(y[1, last])
+                else:
+                    outputs.append(y)
+                    h_n.append(y[last])
+            layer_input = outputs[0] if directions == 1 else cat(outputs, dim=2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, True)
+        output, h = layer_input, stack(h_n)
+        c = stack(c_n) if lstm else None
+        if not batched:
+            output, h = output.squeeze(1), h.squeeze(1)
+            c = c.squeeze(1) if lstm else None
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return (output, (h, c)) if lstm else (output, h)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+
+class RNN(RNNBase):
+    """Elman RNN: h_t = tanh(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh) (or relu)."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNN: Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' "
+                             "or 'relu'.")
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity}" if self.nonlinearity != "tanh" else "")
+
+
+class LSTM(RNNBase):
+    """LSTM with PyTorch's gate order in the weights: input, forget, cell (g), output."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype)
+
+
+class GRU(RNNBase):
+    """GRU with PyTorch's gate order (reset, update, new) and its new gate
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn))."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, device=device, dtype=dtype)
+
+
+# ---- cells ------------------------------------------------------------------------------------
+class RNNCellBase(Module):
+    def __init__(self, mode, input_size, hidden_size, bias, device=None, dtype=None):
+        super().__init__()
+        name = type(self).__name__
+        self.mode = mode
+        self.input_size = _positive_int(name, "input_size", input_size)
+        self.hidden_size = _positive_int(name, "hidden_size", hidden_size)
+        self.bias = bool(bias)
+        gates = _GATES[mode] * hidden_size
+        self.weight_ih = Parameter(np.empty((gates, input_size), dtype=np.float32))
+        self.weight_hh = Parameter(np.empty((gates, hidden_size), dtype=np.float32))
+        if bias:
+            self.bias_ih = Parameter(np.empty(gates, dtype=np.float32))
+            self.bias_hh = Parameter(np.empty(gates, dtype=np.float32))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def reset_parameters(self):
+        stdv = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            init.uniform_(p, -stdv, stdv)
+
+    def _step(self, input, states):
+        name = type(self).__name__
+        if not isinstance(input, Tensor):
+            raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+        if input.ndim not in (1, 2):
+            raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.ndim}D instead")
+        batched = input.ndim == 2
+        x = input if batched else input.unsqueeze(0)
+        if x.shape[1] != self.input_size:
+            raise RNNShapeError(f"{name}: input has inconsistent input_size: got {x.shape[1]} "
+                                f"expected {self.input_size}")
+        _check_dtype(name, x, self.weight_ih)
+        lstm = self.mode == "LSTM"
+        whats = ("h_0", "c_0") if lstm else ("hx",)
+        if states is None:
+            states = [_zeros_like_state(x, (x.shape[0], self.hidden_size))] * len(whats)
+        else:
+            for s, what in zip(states, whats):
+                if not isinstance(s, Tensor):
+                    raise TypeError(f"{name}: {what} must be a Tensor, got {type(s).__name__}")
+                if s.ndim != input.ndim:
+                    raise RNNShapeError(f"{name}: {what} should be {input.ndim}-D for "
+                                        f"{input.ndim}-D input, got {s.ndim}-D")
+            states = [s if batched else s.unsqueeze(0) for s in states]
+            for s, what in zip(states, whats):
+                if s.shape[0] != x.shape[0]:
+                    raise RNNShapeError(f"{name}: input batch size {x.shape[0]} doesn't match "
+                                        f"{what} batch size {s.shape[0]}")
+                if s.shape[1] != self.hidden_size:
+                    raise RNNShapeError(f"{name}: {what} has inconsistent hidden_size: got "
+                                        f"{s.shape[1]}, expected {self.hidden_size}")
+                if s.dtype != x.dtype:
+                    raise ValueError(f"{name}: {what} dtype ({s.dtype}) does not match the "
+                                     f"input's ({x.dtype})")
+        xw = F.linear(x, self.weight_ih, self.bias_ih).unsqueeze(0)
+        args = [xw] + list(states) + [self.weight_hh]
+        if self.bias_hh is not None:
+            args.append(self.bias_hh)
+        y = Recurrence.apply(*args, mode=self.mode, reverse=False)
+        if lstm:
+            h, c = y[0, 0], y[1, 0]
+            return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+        h = y[0]
+        return h if batched else h.squeeze(0)
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if not self.bias:
+            s += ", bias=False"
+        if getattr(self, "nonlinearity", "tanh") != "tanh":
+            s += f", nonlinearity={self.nonlinearity}"
+        return s
+
+
+class RNNCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
+                 dtype=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"RNNCell: Unknown nonlinearity: {nonlinearity}")
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
+                         hidden_size, bias, device, dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input, hx=None):
+        return self._step(input, None if hx is None else [hx])
+
+
+class LSTMCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__("LSTM", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input, hx=None):
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"LSTMCell: hx must be a tuple (h_0, c_0), got {type(hx).__name__}")
+        return self._step(input, None if hx is None else list(hx))
+
+
+class GRUCell(RNNCellBase):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
+        super().__init__("GRU", input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input, hx=None):
+        return self._step(input, None if hx is None else [hx])

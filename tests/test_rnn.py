@@ -1,0 +1,369 @@
+"""nn.RNN / LSTM / GRU and their cells: PyTorch parity in float64 (outputs, final states and the
+gradients of the input, the initial states and every parameter), gradient checks against
+finite differences, parameter names, shapes and initialisation, bad input, pad_sequence."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+from minidl.nn.rnn import Recurrence
+from minidl.nn.utils.rnn import pack_padded_sequence, pad_sequence
+from minidl.testing import gradcheck
+
+import _fake_gpu
+
+try:
+    import torch
+except ImportError:  # the parity tests skip, the rest still run
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
+
+def f64(a, requires_grad=True):
+    return minidl.tensor(np.asarray(a), requires_grad=requires_grad, dtype="float64")
+
+
+def _copy_torch_weights(tm, mm):
+    mm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return mm.double()
+
+
+def _compare(mine, theirs, what, atol=1e-10):
+    np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), atol=atol, rtol=1e-9,
+                               err_msg=what)
+
+
+def _parity(kind, batched=True, batch_first=False, with_state=True, L=5, N=3, I=4, H=6,
+            **kwargs):
+    layers = kwargs.get("num_layers", 1)
+    directions = 2 if kwargs.get("bidirectional") else 1
+    tm = getattr(torch.nn, kind)(I, H, batch_first=batch_first, **kwargs).double()
+    mm = _copy_torch_weights(tm, getattr(nn, kind)(I, H, batch_first=batch_first, **kwargs))
+    rng = np.random.default_rng(1)
+    xshape = ((N, L, I) if batch_first else (L, N, I)) if batched else (L, I)
+    hshape = (layers * directions, N, H) if batched else (layers * directions, H)
+    x = rng.standard_normal(xshape)
+    states = [rng.standard_normal(hshape) for _ in range(2 if kind == "LSTM" else 1)]
+    tx, mx = torch.tensor(x, requires_grad=True), f64(x)
+    ts = [torch.tensor(s, requires_grad=True) for s in states]
+    ms = [f64(s) for s in states]
+    if with_state:
+        targ = tuple(ts) if kind == "LSTM" else ts[0]
+        marg = tuple(ms) if kind == "LSTM" else ms[0]
+        tout, tfinal = tm(tx, targ)
+        mout, mfinal = mm(mx, marg)
+    else:
+        tout, tfinal = tm(tx)
+        mout, mfinal = mm(mx)
+    tfinal = list(tfinal) if kind == "LSTM" else [tfinal]
+    mfinal = list(mfinal) if kind == "LSTM" else [mfinal]
+    assert mout.shape == tuple(tout.shape)
+    _compare(mout, tout, "output")
+    for k, (a, b) in enumerate(zip(mfinal, tfinal)):
+        assert a.shape == tuple(b.shape)
+        _compare(a, b, f"final state {k}")
+    # one random projection of every output, so each gets its own gradient
+    weights = [rng.standard_normal(tuple(t.shape)) for t in [tout] + tfinal]
+    tloss = sum((t * torch.tensor(w)).sum() for t, w in zip([tout] + tfinal, weights))
+    mloss = None
+    for t, w in zip([mout] + mfinal, weights):
+        term = (t * f64(w, False)).sum()
+        mloss = term if mloss is None else mloss + term
+    tloss.backward()
+    mloss.backward()
+    _compare(mx.grad, tx.grad, "input grad")
+    if with_state:
+        for k, (a, b) in enumerate(zip(ms, ts)):
+            _compare(a.grad, b.grad, f"initial state {k} grad")
+    theirs = dict(tm.named_parameters())
+    names = [n for n, _ in mm.named_parameters()]
+    assert names == list(theirs)
+    for name, p in mm.named_parameters():
+        _compare(p.grad, theirs[name].grad, f"grad of {name}")
+
+
+CASES = [
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(num_layers=3, bidirectional=False),
+    dict(num_layers=2, bidirectional=True, bias=False),
+    dict(with_state=False, batch_first=True),
+    dict(batched=False, num_layers=2, bidirectional=True),
+    dict(batched=False, with_state=False),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_parity_with_torch(kind, case):
+    _parity(kind, **case)
+
+
+@needs_torch
+def test_relu_rnn_parity():
+    _parity("RNN", nonlinearity="relu", num_layers=2, bidirectional=True, batch_first=True)
+
+
+@needs_torch
+def test_length_one_and_batch_one():
+    _parity("LSTM", L=1, N=1, num_layers=2, bidirectional=True)
+    _parity("GRU", L=1, N=1)
+
+
+@needs_torch
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cell_parity_with_torch(kind, batched, bias):
+    tm = getattr(torch.nn, kind)(4, 5, bias=bias).double()
+    mm = _copy_torch_weights(tm, getattr(nn, kind)(4, 5, bias=bias))
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4) if batched else (4,))
+    hshape = (3, 5) if batched else (5,)
+    states = [rng.standard_normal(hshape) for _ in range(2 if kind == "LSTMCell" else 1)]
+    tx, mx = torch.tensor(x, requires_grad=True), f64(x)
+    ts = [torch.tensor(s, requires_grad=True) for s in states]
+    ms = [f64(s) for s in states]
+    tout = tm(tx, tuple(ts) if kind == "LSTMCell" else ts[0])
+    mout = mm(mx, tuple(ms) if kind == "LSTMCell" else ms[0])
+    touts = list(tout) if kind == "LSTMCell" else [tout]
+    mouts = list(mout) if kind == "LSTMCell" else [mout]
+    weights = [rng.standard_normal(tuple(t.shape)) for t in touts]
+    for a, b in zip(mouts, touts):
+        assert a.shape == tuple(b.shape)
+        _compare(a, b, "cell output")
+    sum((t * torch.tensor(w)).sum() for t, w in zip(touts, weights)).backward()
+    loss = (mouts[0] * f64(weights[0], False)).sum()
+    if len(mouts) == 2:
+        loss = loss + (mouts[1] * f64(weights[1], False)).sum()
+    loss.backward()
+    _compare(mx.grad, tx.grad, "input grad")
+    for a, b in zip(ms, ts):
+        _compare(a.grad, b.grad, "state grad")
+    theirs = dict(tm.named_parameters())
+    for name, p in mm.named_parameters():
+        _compare(p.grad, theirs[name].grad, f"grad of {name}")
+    # without a state: zeros, as in PyTorch
+    default = mm(mx)
+    expected = tm(tx)
+    for a, b in zip(default if kind == "LSTMCell" else [default],
+                    expected if kind == "LSTMCell" else [expected]):
+        _compare(a, b, "output from a zero state")
+
+
+# ---- gradient checks ---------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["RNN_TANH", "RNN_RELU", "LSTM", "GRU"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradcheck_recurrence(mode, reverse, bias):
+    """The hand-written BPTT of one layer and direction, input by input."""
+    rng = np.random.default_rng(3)
+    H = 3
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1) * H
+    inputs = [f64(rng.standard_normal((4, 2, G))), f64(rng.standard_normal((2, H)))]
+    if mode == "LSTM":
+        inputs.append(f64(rng.standard_normal((2, H))))
+    inputs.append(f64(rng.standard_normal((G, H)) * 0.5))
+    if bias:
+        inputs.append(f64(rng.standard_normal(G)))
+    if mode == "RNN_RELU":  # away from the kink at 0
+        inputs[0] = f64(inputs[0].numpy() + np.sign(inputs[0].numpy()) * 0.5)
+    assert gradcheck(lambda *a: Recurrence.apply(*a, mode=mode, reverse=reverse), inputs)
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+def test_gradcheck_bidirectional_two_layers(kind):
+    m = getattr(nn, kind)(3, 2, num_layers=2, bidirectional=True, batch_first=True).double()
+    rng = np.random.default_rng(3)
+    x = f64(rng.standard_normal((2, 3, 3)))
+    h0 = [f64(rng.standard_normal((4, 2, 2))) for _ in range(2 if kind == "LSTM" else 1)]
+
+    def run(x, *states):
+        out, final = m(x, tuple(states) if kind == "LSTM" else states[0])
+        final = final[0] + final[1] if kind == "LSTM" else final
+        return out.sum(dim=2) + final.sum()
+
+    assert gradcheck(run, [x] + h0)
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_gradcheck_cells(kind):
+    rng = np.random.default_rng(4)
+    cell = getattr(nn, kind)(3, 2).double()
+    x = f64(rng.standard_normal((2, 3)))
+    h = [f64(rng.standard_normal((2, 2))) for _ in range(2 if kind == "LSTMCell" else 1)]
+    if kind == "LSTMCell":
+        assert gradcheck(lambda x, h, c: cell(x, (h, c))[0] * cell(x, (h, c))[1], [x] + h)
+    else:
+        assert gradcheck(lambda x, h: cell(x, cell(x, h)), [x] + h)  # two steps
+
+
+def test_gradcheck_relu_rnn_module():
+    m = nn.RNN(3, 4, nonlinearity="relu").double()
+    x = f64(np.random.default_rng(4).standard_normal((4, 2, 3)))
+    assert gradcheck(lambda x: m(x)[0], [x])
+
+
+# ---- parameters --------------------------------------------------------------------------------
+@needs_torch
+@pytest.mark.parametrize("kind,kwargs", [
+    ("RNN", dict(num_layers=2, bidirectional=True)), ("LSTM", dict(num_layers=3)),
+    ("GRU", dict(bidirectional=True, bias=False)), ("RNNCell", {}), ("LSTMCell", {}),
+    ("GRUCell", dict(bias=False))])
+def test_state_dict_names_and_shapes_match_torch(kind, kwargs):
+    tm = getattr(torch.nn, kind)(7, 5, **kwargs)
+    mm = getattr(nn, kind)(7, 5, **kwargs)
+    ours = {k: tuple(v.shape) for k, v in mm.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in tm.state_dict().items()}
+    assert list(ours) == list(theirs)
+    assert ours == theirs
+    assert repr(mm) == repr(tm)
+    mm.load_state_dict(tm.state_dict())  # torch's own tensors load
+
+
+def test_default_init_is_uniform_within_one_over_sqrt_hidden():
+    m = nn.LSTM(30, 50, num_layers=2)
+    bound = 1 / math.sqrt(50)
+    values = np.concatenate([p.numpy().ravel() for p in m.parameters()])
+    assert values.dtype == np.float32
+    assert np.abs(values).max() <= bound
+    assert abs(values.std() - bound / math.sqrt(3)) < 0.02 * bound  # U(-b, b) has std b/sqrt(3)
+    assert abs(values.mean()) < 0.02 * bound
+    assert np.abs(nn.GRUCell(3, 16).weight_hh.numpy()).max() <= 1 / 4
+
+
+def test_output_shapes_and_float32():
+    m = nn.GRU(4, 3, num_layers=2, bidirectional=True, batch_first=True)
+    out, h = m(minidl.randn(2, 7, 4))
+    assert out.shape == (2, 7, 6) and h.shape == (4, 2, 3)
+    assert out.dtype == np.float32 and h.dtype == np.float32
+    out, (h, c) = nn.LSTM(4, 3)(minidl.randn(7, 4))
+    assert out.shape == (7, 3) and h.shape == (1, 3) and c.shape == (1, 3)
+
+
+def test_final_state_is_the_last_step_of_each_direction():
+    m = nn.RNN(2, 3, bidirectional=True)
+    out, h = m(minidl.randn(5, 1, 2))
+    np.testing.assert_allclose(h.numpy()[0], out.numpy()[-1, :, :3])
+    np.testing.assert_allclose(h.numpy()[1], out.numpy()[0, :, 3:])
+
+
+def test_dropout_between_layers_only_in_training():
+    m = nn.LSTM(3, 8, num_layers=2, dropout=0.5)
+    x = minidl.randn(6, 2, 3)
+    m.eval()
+    a, b = m(x)[0].numpy(), m(x)[0].numpy()
+    np.testing.assert_array_equal(a, b)
+    m.train()
+    assert not np.allclose(m(x)[0].numpy(), a)
+    with pytest.warns(UserWarning, match="num_layers greater than 1"):
+        nn.GRU(3, 4, dropout=0.2)
+
+
+def test_training_reduces_loss():
+    minidl.manual_seed(0)
+    m, head = nn.GRU(1, 8, batch_first=True), nn.Linear(8, 1)
+    opt = minidl.optim.Adam(list(m.parameters()) + list(head.parameters()), lr=0.05)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 6, 1)).astype(np.float32)
+    y = minidl.tensor(x.sum(axis=1))  # the running sum of the sequence
+    x = minidl.tensor(x)
+    losses = []
+    for _ in range(60):
+        out, h = m(x)
+        loss = ((head(h[0]) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+def test_errors_name_the_expected_sizes():
+    m = nn.LSTM(4, 3, num_layers=2)
+    with pytest.raises(ValueError, match="Expected 4, got 7"):
+        m(minidl.randn(5, 2, 7))
+    with pytest.raises(RuntimeError, match=r"expected h_0 of size \(2, 2, 3\), got \(1, 2, 3\)"):
+        m(minidl.randn(5, 2, 4), (minidl.zeros(1, 2, 3), minidl.zeros(2, 2, 3)))
+    with pytest.raises(ValueError, match="2D or 3D, got 4D"):
+        m(minidl.randn(2, 5, 2, 4))
+    with pytest.raises(ValueError, match="should be 2-D, got 3-D"):
+        m(minidl.randn(5, 4), (minidl.zeros(2, 1, 3), minidl.zeros(2, 1, 3)))
+    with pytest.raises(TypeError, match=r"tuple \(h_0, c_0\)"):
+        m(minidl.randn(5, 2, 4), minidl.zeros(2, 2, 3))
+    with pytest.raises(ValueError, match="dtype"):
+        m(minidl.randn(5, 2, 4).double())
+    with pytest.raises(ValueError, match="expected hx of size"):
+        nn.GRU(4, 3)(minidl.randn(5, 2, 4), minidl.zeros(1, 3, 3))
+    with pytest.raises(RuntimeError, match="inconsistent input_size: got 5 expected 4"):
+        nn.GRUCell(4, 3)(minidl.randn(2, 5))
+    with pytest.raises(ValueError, match="batch size 2 doesn't match hx batch size 3"):
+        nn.RNNCell(4, 3)(minidl.randn(2, 4), minidl.zeros(3, 3))
+    with pytest.raises(ValueError, match="Unknown nonlinearity"):
+        nn.RNN(4, 3, nonlinearity="sigmoid")
+    with pytest.raises(ValueError, match="dropout should be a number"):
+        nn.GRU(4, 3, dropout=1.5)
+    with pytest.raises(TypeError, match="hidden_size should be of type int"):
+        nn.LSTM(4, 3.0)
+    with pytest.raises(ValueError, match="num_layers must be greater than zero"):
+        nn.LSTM(4, 3, num_layers=0)
+    with pytest.raises(NotImplementedError, match="proj_size"):
+        nn.LSTM(4, 3, proj_size=2)
+
+
+# ---- pad_sequence ------------------------------------------------------------------------------
+@needs_torch
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pad_sequence_parity(batch_first, side):
+    rng = np.random.default_rng(5)
+    arrays = [rng.standard_normal((n, 2)) for n in (3, 1, 4)]
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [f64(a) for a in arrays]
+    tout = torch.nn.utils.rnn.pad_sequence(ts, batch_first=batch_first, padding_value=-1.5,
+                                           padding_side=side)
+    mout = pad_sequence(ms, batch_first=batch_first, padding_value=-1.5, padding_side=side)
+    assert mout.shape == tuple(tout.shape)
+    _compare(mout, tout, "padded")
+    w = rng.standard_normal(tuple(tout.shape))
+    (tout * torch.tensor(w)).sum().backward()
+    (mout * f64(w, False)).sum().backward()
+    for a, b in zip(ms, ts):
+        _compare(a.grad, b.grad, "grad")
+
+
+def test_pad_sequence_errors_and_packing():
+    with pytest.raises(ValueError, match="empty list"):
+        pad_sequence([])
+    with pytest.raises(ValueError, match=r"sequence 1 has shape \(2, 3\)"):
+        pad_sequence([minidl.zeros(2, 2), minidl.zeros(2, 3)])
+    with pytest.raises(NotImplementedError, match="pack_padded_sequence"):
+        pack_padded_sequence(minidl.zeros(3, 2, 1), [3, 2])
+    assert nn.utils.rnn.pad_sequence is pad_sequence
+
+
+# ---- devices -----------------------------------------------------------------------------------
+def test_lstm_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    m = nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    x = np.random.default_rng(6).standard_normal((2, 5, 3)).astype(np.float32)
+    out, (h, c) = m(minidl.tensor(x))
+    (out.sum() + h.sum() + c.sum()).backward()
+    cpu = [out.numpy(), h.numpy(), c.numpy()] + [p.grad.numpy() for p in m.parameters()]
+    _fake_gpu.install(monkeypatch, lib)
+    m.zero_grad()
+    m.to("cuda")
+    out, (h, c) = m(minidl.tensor(x, device="cuda"))
+    assert out.device == "cuda" and h.device == "cuda"
+    (out.sum() + h.sum() + c.sum()).backward()
+    gpu = [out.numpy(), h.numpy(), c.numpy()] + [p.grad.numpy() for p in m.parameters()]
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
