@@ -16,10 +16,10 @@ class Adam(Optimizer):
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, decoupled_weight_decay=False):
+                 amsgrad=False, *, foreach=None, maximize=False, decoupled_weight_decay=False):
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      amsgrad=amsgrad,
+                                      amsgrad=amsgrad, maximize=maximize,
                                       decoupled_weight_decay=decoupled_weight_decay))
 
     def _check_group(self, group):
@@ -28,6 +28,7 @@ class Adam(Optimizer):
         _check_betas(name, group["betas"])
         _check_non_negative(name, group, ("lr", "eps", "weight_decay"))
         _check_flags(name, amsgrad=group.get("amsgrad", False),
+                     maximize=group.get("maximize", False),
                      decoupled_weight_decay=group.get("decoupled_weight_decay", False))
 
     def _update(self, p, g, group, state):
@@ -70,8 +71,8 @@ class AdamW(Adam):
     p *= 1 - lr * weight_decay, instead of entering the gradient and the moments."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad,
+                 amsgrad=False, *, maximize=False, foreach=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
                          decoupled_weight_decay=True)
 
     def load_state_dict(self, state_dict):

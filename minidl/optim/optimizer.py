@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import backend
 from ..backend import device_of, get_array_module, to_device
-from ..tensor import Tensor, bump_version, no_grad
+from ..tensor import Tensor, bump_version, enable_grad, no_grad
 
 
 def _follow_device(state, param):
@@ -75,8 +75,9 @@ def _check_finite(name, **values):
             raise ValueError(f"{name}: {key} must be a finite number, got {value}")
 
 
-def _state_value(value, param, key, index):
-    """A saved state entry as this parameter's array: same dtype (floats), device and shape."""
+def _state_value(value, param, key, index, scalar_keys=()):
+    """A saved state entry as this parameter's array: same dtype (floats), device and shape;
+    ``step`` as an int and the keys in ``scalar_keys`` as floats."""
     if isinstance(value, Tensor):
         value = value.data
     elif not hasattr(value, "__array__") and not isinstance(value, (int, float)):
@@ -89,6 +90,15 @@ def _state_value(value, param, key, index):
         if not (step >= 0 and step == int(step)):
             raise ValueError(f"load_state_dict: state {index} 'step' must be a count, got {value}")
         return int(step)
+    if key in scalar_keys:
+        if value.size != 1:
+            raise ValueError(f"load_state_dict: state {index} {key!r} must be a number, got an "
+                             f"array of shape {tuple(value.shape)}")
+        number = float(to_device(value, "cpu").reshape(-1)[0])
+        if not math.isfinite(number):
+            raise ValueError(f"load_state_dict: state {index} {key!r} must be finite, got "
+                             f"{number}")
+        return number
     if tuple(value.shape) != tuple(param.shape):
         raise ValueError(f"load_state_dict: state {index} {key!r} has shape {tuple(value.shape)}, "
                          f"its parameter has shape {tuple(param.shape)}")
@@ -97,8 +107,34 @@ def _state_value(value, param, key, index):
     return xp.array(value, dtype=param.data.dtype if value.dtype.kind == "f" else value.dtype)
 
 
+class _Required:
+    """The default of a hyperparameter that has none (torch.optim.optimizer.required)."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+_REQUIRED = _Required()
+
+
+def _evaluate(closure):
+    if closure is None:
+        return None
+    if not callable(closure):
+        raise TypeError(f"step: closure must be a function that returns the loss, got "
+                        f"{type(closure).__name__}")
+    with enable_grad():
+        return closure()
+
+
 class Optimizer:
+    """torch.optim.Optimizer: ``param_groups`` (dicts holding ``params`` and the
+    hyperparameters, the constructor's ``defaults`` filling what a group leaves out),
+    ``state`` (each parameter's buffers), ``step(closure=None)``, ``zero_grad``,
+    ``add_param_group`` and PyTorch's state dicts."""
+
     _state_keys = ()  # the per-parameter state entries an optimizer of this kind keeps
+    _scalar_state_keys = ()  # of those, the ones that are numbers, not arrays shaped as p
 
     def __init__(self, params, defaults):
         params = _as_param_list(params, "optimizer params", groups_allowed=True)
@@ -108,23 +144,39 @@ class Optimizer:
             groups = [dict(g) for g in params]
         else:
             groups = [{"params": params}]
+        self.defaults = dict(defaults)
         self.param_groups = []
-        seen = set()
-        for i, g in enumerate(groups):
-            if "params" not in g:
-                raise ValueError(f"optimizer: parameter group {i} has no 'params'")
-            if isinstance(g["params"], Tensor):
-                g["params"] = [g["params"]]  # as PyTorch does for a group's single tensor
-            g["params"] = _as_param_list(g["params"], f"parameter group {i}'s params")
-            for p in g["params"]:
-                if id(p) in seen:
-                    raise ValueError(f"optimizer: a parameter of shape {p.shape} is listed more "
-                                     "than once (it would be stepped twice); list each once")
-                seen.add(id(p))
-            group = {**defaults, **g}
-            self._check_group(group)
-            self.param_groups.append(group)
         self.state = {}
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters (a dict with ``params`` and any hyperparameters that differ
+        from the constructor's, which fill in the rest), e.g. layers unfrozen while training."""
+        i = len(self.param_groups)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"optimizer: parameter group {i} must be a dict, got "
+                            f"{type(param_group).__name__}")
+        g = dict(param_group)
+        if "params" not in g:
+            raise ValueError(f"optimizer: parameter group {i} has no 'params'")
+        if isinstance(g["params"], Tensor):
+            g["params"] = [g["params"]]  # as PyTorch does for a group's single tensor
+        g["params"] = _as_param_list(g["params"], f"parameter group {i}'s params")
+        seen = {id(p) for group in self.param_groups for p in group["params"]}
+        for p in g["params"]:
+            if id(p) in seen:
+                raise ValueError(f"optimizer: a parameter of shape {p.shape} is listed more "
+                                 "than once (it would be stepped twice); some parameters appear "
+                                 "in more than one parameter group: list each once")
+            seen.add(id(p))
+        group = {**self.defaults, **g}
+        missing = [k for k, v in group.items() if v is _REQUIRED]
+        if missing:
+            raise ValueError(f"optimizer: parameter group {i} didn't specify a value of "
+                             f"required optimization parameter {missing[0]}")
+        self._check_group(group)
+        self.param_groups.append(group)
 
     def _check_group(self, group):
         pass
@@ -138,19 +190,26 @@ class Optimizer:
                 else:
                     p.grad.zero_()
 
-    def step(self):
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient. ``closure`` (optional) clears
+        the gradients, computes the loss, calls backward and returns the loss: it runs first,
+        with gradients recorded even inside no_grad, and its loss is returned (None without)."""
+        loss = _evaluate(closure)
         with no_grad():
             for group in self.param_groups:
                 self._step_group(group)
                 _count_changes(group)
+        return loss
 
     def _step_group(self, group):
+        maximize = group.get("maximize", False)
         for p in group["params"]:
             if p.grad is not None:
                 state = self.state.setdefault(id(p), {})
                 if state:
                     _follow_device(state, p.data)
-                self._update(p, p.grad.data, group, state)
+                g = p.grad.data
+                self._update(p, -g if maximize else g, group, state)
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
@@ -200,8 +259,9 @@ class Optimizer:
                     # PyTorch-only options (maximize, amsgrad, foreach, ...) are fine when off
                     raise ValueError(f"{name}.load_state_dict: option {k}={v!r} of group {i} "
                                      "is not supported here")
-            if "betas" in new_group:
-                new_group["betas"] = tuple(new_group["betas"])  # a JSON round trip makes a list
+            for pair in ("betas", "etas", "step_sizes"):  # a JSON round trip makes them lists
+                if isinstance(new_group.get(pair), list):
+                    new_group[pair] = tuple(new_group[pair])
             self._check_group(new_group)
             new_groups.append(new_group)
         new_state = {}
@@ -215,7 +275,8 @@ class Optimizer:
             if unknown:
                 raise ValueError(f"{name}.load_state_dict: state {key} holds {sorted(unknown)}; "
                                  f"a {name} keeps {list(self._state_keys)}")
-            new_state[id(param)] = {k: _state_value(v, param, k, key) for k, v in entries.items()}
+            new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys)
+                                     for k, v in entries.items()}
         for group, new_group in zip(self.param_groups, new_groups):
             group.update(new_group)
         self.state = new_state

@@ -13,9 +13,12 @@ class RMSprop(Optimizer):
     _state_keys = ("step", "square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False):
+                 centered=False, capturable=False, foreach=None, maximize=False):
+        if capturable:
+            raise ValueError("RMSprop: capturable=True (CUDA graph capture) is not supported")
         super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps,
-                                      centered=centered, weight_decay=weight_decay))
+                                      centered=centered, weight_decay=weight_decay,
+                                      maximize=maximize))
 
     def _check_group(self, group):
         keys = ("lr", "alpha", "eps", "weight_decay", "momentum")
@@ -23,7 +26,7 @@ class RMSprop(Optimizer):
         _check_non_negative("RMSprop", group, keys)
         if group["alpha"] > 1:
             raise ValueError(f"RMSprop: alpha must be in [0, 1], got {group['alpha']}")
-        _check_flags("RMSprop", centered=group["centered"])
+        _check_flags("RMSprop", centered=group["centered"], maximize=group.get("maximize", False))
 
     def _update(self, p, g, group, state):
         xp = get_array_module(p.data)

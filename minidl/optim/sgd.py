@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..backend import get_array_module
-from ..tensor import no_grad
-from .optimizer import Optimizer, _check_finite, _count_changes, _fused
+from .optimizer import Optimizer, _check_finite, _check_flags, _fused
 
 
 class SGD(Optimizer):
@@ -13,9 +12,12 @@ class SGD(Optimizer):
 
     _state_keys = ("momentum_buffer",)
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, *, maximize=False, foreach=None):
+        # foreach (PyTorch's choice of kernel) is taken and has no effect on the numbers
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
-                                      weight_decay=weight_decay, nesterov=nesterov))
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
 
     def _check_group(self, group):
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
@@ -26,19 +28,17 @@ class SGD(Optimizer):
                              "must be >= 0")
         if group["nesterov"] and (momentum <= 0 or group["dampening"] != 0):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening 0")
+        _check_flags("SGD", maximize=group.get("maximize", False))
 
-    def step(self):
-        with no_grad():
-            for group in self.param_groups:
-                if not self._step_at_once(group):
-                    self._step_group(group)
-                _count_changes(group)
+    def _step_group(self, group):
+        if not self._step_at_once(group):
+            super()._step_group(group)
 
     def _step_at_once(self, group):
         """The whole group in one launch where the backend has a multi-tensor update (CUDA) and
         every parameter with a gradient already has its momentum buffer on its device; False
         (nothing changed) otherwise."""
-        if not group["momentum"] or not group["params"]:
+        if not group["momentum"] or not group["params"] or group.get("maximize", False):
             return False
         first = group["params"][0].data
         many = getattr(backend.kernels(get_array_module(first)), "sgd_update_many", None)
