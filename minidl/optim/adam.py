@@ -1,0 +1,81 @@
+"""torch.optim.Adam and AdamW."""
+from __future__ import annotations
+
+import math
+
+from ..backend import get_array_module
+from .optimizer import (Optimizer, _check_betas, _check_finite, _check_flags, _check_non_negative,
+                        _fused, _lerp_)
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam. weight_decay adds weight_decay * p to the gradient (L2), or, with
+    decoupled_weight_decay=True (AdamW), shrinks p by lr * weight_decay before the step;
+    amsgrad divides by the running maximum of the second moment instead of the moment."""
+
+    _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, *, foreach=None, maximize=False, decoupled_weight_decay=False):
+        betas = tuple(betas) if isinstance(betas, list) else betas
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                      amsgrad=amsgrad, maximize=maximize,
+                                      decoupled_weight_decay=decoupled_weight_decay))
+
+    def _check_group(self, group):
+        name = type(self).__name__
+        _check_finite(name, lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"])
+        _check_betas(name, group["betas"])
+        _check_non_negative(name, group, ("lr", "eps", "weight_decay"))
+        _check_flags(name, amsgrad=group.get("amsgrad", False),
+                     maximize=group.get("maximize", False),
+                     decoupled_weight_decay=group.get("decoupled_weight_decay", False))
+
+    def _update(self, p, g, group, state):
+        xp = get_array_module(p.data)
+        g = g.astype(p.data.dtype, copy=False)
+        b1, b2 = group["betas"]
+        lr, wd, amsgrad = group["lr"], group["weight_decay"], group.get("amsgrad", False)
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        if amsgrad and "max_exp_avg_sq" not in state:  # also when amsgrad was turned on later
+            state["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+        if wd and group.get("decoupled_weight_decay", False):
+            p.data *= 1 - lr * wd  # AdamW: the decay stays out of the moments
+            wd = 0.0
+        step_size = lr / (1 - b1 ** t)
+        c2 = math.sqrt(1 - b2 ** t)
+        fast = None if amsgrad else _fused("adam_update", p.data, g, m, v)
+        if fast is not None:
+            fast(p.data, g, m, v, step_size, b1, b2, c2, group["eps"], wd)
+            return
+        if wd:
+            g = g + wd * p.data
+        _lerp_(m, g, 1 - b1)
+        v *= b2
+        v += (1 - b2) * g * g
+        if amsgrad:
+            v = xp.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        denom = xp.sqrt(v)
+        denom /= c2
+        denom += group["eps"]
+        p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam whose weight decay shrinks the parameter directly,
+    p *= 1 - lr * weight_decay, instead of entering the gradient and the moments."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False, foreach=None):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:  # as PyTorch's AdamW: an Adam state dict loads decoupled
+            group["decoupled_weight_decay"] = True

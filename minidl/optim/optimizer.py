@@ -1,0 +1,315 @@
+"""The Optimizer base class (torch.optim.Optimizer's param groups, state dicts, step and
+zero_grad) and the checks and helpers the optimizers share."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import backend
+from ..backend import device_of, get_array_module, to_device
+from ..tensor import Tensor, bump_version, enable_grad, no_grad
+
+
+def _follow_device(state, param):
+    """model.to(device) after some steps moves the parameters but not the optimizer's buffers
+    (momentum, Adam's moments): move them after their parameter, once."""
+    dev = device_of(param)
+    for key, value in state.items():
+        if hasattr(value, "shape") and device_of(value) != dev:
+            state[key] = to_device(value, dev)
+
+
+def _fused(name, p, g, *buffers):
+    """The backend's one-pass update ``name`` for this parameter, or None (then the numpy
+    expressions run: a GPU would pay a kernel launch for each, the CPU a pass over memory). The
+    kernel writes ``p`` and its state ``buffers`` (None: not made yet) in place as flat arrays,
+    so all of them must be C-contiguous, and of a dtype the kernel set compiles for."""
+    ks = backend.kernels(get_array_module(p))
+    fast = getattr(ks, name, None)
+    if fast is None or g.shape != p.shape:
+        return None
+    dtypes = getattr(ks, "fused_update_dtypes", None)
+    if dtypes is not None and p.dtype not in dtypes:
+        return None
+    if not all(a.flags.c_contiguous for a in (p, *buffers) if a is not None):
+        return None
+    return fast
+
+
+def _as_param_list(params, where, groups_allowed=False):
+    """A list of Tensors (or of group dicts) from an iterable of them; PyTorch's TypeErrors for
+    the usual mistakes (a single Tensor iterates its rows, a set has no stable order)."""
+    if isinstance(params, Tensor):
+        raise TypeError(f"{where} should be an iterable of Tensors or dicts, but got a Tensor "
+                        f"of shape {params.shape}; pass [tensor] or model.parameters()")
+    if isinstance(params, (set, frozenset)):
+        raise TypeError(f"{where} must be an ordered collection (a list, model.parameters()), "
+                        "not a set: a set's order changes between runs")
+    params = list(params)
+    if groups_allowed and params and all(isinstance(p, dict) for p in params):
+        return params
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{where}: item {i} is a {type(p).__name__}; an optimizer can only "
+                            "optimize Tensors")
+        if not p.is_leaf:
+            raise ValueError(f"{where}: item {i} (shape {p.shape}) is not a leaf tensor (it was "
+                             "computed from others); an optimizer can only optimize leaves")
+    return params
+
+
+def _count_changes(group):
+    """The parameters were updated in place: a graph recorded before the step that saved one
+    of them refuses its backward (PyTorch's version check), instead of using the new values."""
+    for p in group["params"]:
+        if p.grad is not None:
+            bump_version(p)
+
+
+def _check_finite(name, **values):
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}: {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{name}: {key} must be a finite number, got {value}")
+
+
+def _state_value(value, param, key, index, scalar_keys=()):
+    """A saved state entry as this parameter's array: same dtype (floats), device and shape;
+    ``step`` as an int and the keys in ``scalar_keys`` as floats."""
+    if isinstance(value, Tensor):
+        value = value.data
+    elif not hasattr(value, "__array__") and not isinstance(value, (int, float)):
+        raise TypeError(f"load_state_dict: state {index} {key!r} is a {type(value).__name__}, "
+                        "not an array")
+    if device_of(value) != "cuda":
+        value = np.asarray(value)  # numpy, a number, or anything with __array__ (torch tensors)
+    if key == "step":
+        step = float(to_device(value, "cpu").reshape(-1)[0]) if value.size == 1 else -1.0
+        if not (step >= 0 and step == int(step)):
+            raise ValueError(f"load_state_dict: state {index} 'step' must be a count, got {value}")
+        return int(step)
+    if key in scalar_keys:
+        if value.size != 1:
+            raise ValueError(f"load_state_dict: state {index} {key!r} must be a number, got an "
+                             f"array of shape {tuple(value.shape)}")
+        number = float(to_device(value, "cpu").reshape(-1)[0])
+        if not math.isfinite(number):
+            raise ValueError(f"load_state_dict: state {index} {key!r} must be finite, got "
+                             f"{number}")
+        return number
+    if tuple(value.shape) != tuple(param.shape):
+        raise ValueError(f"load_state_dict: state {index} {key!r} has shape {tuple(value.shape)}, "
+                         f"its parameter has shape {tuple(param.shape)}")
+    value = to_device(value, device_of(param.data))
+    xp = get_array_module(value)
+    return xp.array(value, dtype=param.data.dtype if value.dtype.kind == "f" else value.dtype)
+
+
+class _Required:
+    """The default of a hyperparameter that has none (torch.optim.optimizer.required)."""
+
+    def __repr__(self):
+        return "<required parameter>"
+
+
+_REQUIRED = _Required()
+
+
+def _evaluate(closure):
+    if closure is None:
+        return None
+    if not callable(closure):
+        raise TypeError(f"step: closure must be a function that returns the loss, got "
+                        f"{type(closure).__name__}")
+    with enable_grad():
+        return closure()
+
+
+class Optimizer:
+    """torch.optim.Optimizer: ``param_groups`` (dicts holding ``params`` and the
+    hyperparameters, the constructor's ``defaults`` filling what a group leaves out),
+    ``state`` (each parameter's buffers), ``step(closure=None)``, ``zero_grad``,
+    ``add_param_group`` and PyTorch's state dicts."""
+
+    _state_keys = ()  # the per-parameter state entries an optimizer of this kind keeps
+    _scalar_state_keys = ()  # of those, the ones that are numbers, not arrays shaped as p
+
+    def __init__(self, params, defaults):
+        params = _as_param_list(params, "optimizer params", groups_allowed=True)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        if isinstance(params[0], dict):
+            groups = [dict(g) for g in params]
+        else:
+            groups = [{"params": params}]
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters (a dict with ``params`` and any hyperparameters that differ
+        from the constructor's, which fill in the rest), e.g. layers unfrozen while training."""
+        i = len(self.param_groups)
+        if not isinstance(param_group, dict):
+            raise TypeError(f"optimizer: parameter group {i} must be a dict, got "
+                            f"{type(param_group).__name__}")
+        g = dict(param_group)
+        if "params" not in g:
+            raise ValueError(f"optimizer: parameter group {i} has no 'params'")
+        if isinstance(g["params"], Tensor):
+            g["params"] = [g["params"]]  # as PyTorch does for a group's single tensor
+        g["params"] = _as_param_list(g["params"], f"parameter group {i}'s params")
+        seen = {id(p) for group in self.param_groups for p in group["params"]}
+        for p in g["params"]:
+            if id(p) in seen:
+                raise ValueError(f"optimizer: a parameter of shape {p.shape} is listed more "
+                                 "than once (it would be stepped twice); some parameters appear "
+                                 "in more than one parameter group: list each once")
+            seen.add(id(p))
+        group = {**self.defaults, **g}
+        missing = [k for k, v in group.items() if v is _REQUIRED]
+        if missing:
+            raise ValueError(f"optimizer: parameter group {i} didn't specify a value of "
+                             f"required optimization parameter {missing[0]}")
+        self._check_group(group)
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        pass
+
+    def zero_grad(self, set_to_none=True):
+        """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none or p.grad is None:
+                    p.grad = None
+                else:
+                    p.grad.zero_()
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient. ``closure`` (optional) clears
+        the gradients, computes the loss, calls backward and returns the loss: it runs first,
+        with gradients recorded even inside no_grad, and its loss is returned (None without)."""
+        loss = _evaluate(closure)
+        with no_grad():
+            for group in self.param_groups:
+                self._step_group(group)
+                _count_changes(group)
+        return loss
+
+    def _step_group(self, group):
+        maximize = group.get("maximize", False)
+        for p in group["params"]:
+            if p.grad is not None:
+                state = self.state.setdefault(id(p), {})
+                if state:
+                    _follow_device(state, p.data)
+                g = p.grad.data
+                self._update(p, -g if maximize else g, group, state)
+
+    def _update(self, p, g, group, state):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """PyTorch's structure: ``state`` keyed by the parameter's index (counted across groups,
+        in order; parameters without state yet are left out) and ``param_groups`` holding the
+        hyperparameters with ``params`` as those indices. Arrays are copies, as Tensors."""
+        state, groups, index = {}, [], 0
+        for group in self.param_groups:
+            ids = []
+            for p in group["params"]:
+                if id(p) in self.state:
+                    state[index] = {k: Tensor(v.copy()) if hasattr(v, "shape") else v
+                                    for k, v in self.state[id(p)].items()}
+                ids.append(index)
+                index += 1
+            groups.append({**{k: v for k, v in group.items() if k != "params"}, "params": ids})
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore what ``state_dict()`` returned (or PyTorch's optimizer state_dict for the same
+        parameters): hyperparameters per group and each parameter's state, cast to the
+        parameter's dtype and moved to its device. Everything is checked before anything
+        changes."""
+        name = type(self).__name__
+        if not (isinstance(state_dict, dict) and "state" in state_dict
+                and "param_groups" in state_dict):
+            raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and "
+                             "'param_groups', as state_dict() returns")
+        saved_groups = state_dict["param_groups"]
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} "
+                             f"parameter groups, this optimizer {len(self.param_groups)}")
+        by_index, new_groups = {}, []
+        for i, (saved, group) in enumerate(zip(saved_groups, self.param_groups)):
+            ids = list(saved.get("params", ()))
+            if len(ids) != len(group["params"]):
+                raise ValueError(f"{name}.load_state_dict: parameter group {i} holds {len(ids)} "
+                                 f"parameters in the state dict, {len(group['params'])} here")
+            by_index.update(zip((int(k) for k in ids), group["params"]))
+            new_group = dict(group)
+            for k, v in saved.items():
+                if (k in group and k != "params") or k == "initial_lr":
+                    new_group[k] = v  # initial_lr: what PyTorch's schedulers note in a group
+                elif k not in group and v not in (None, False):
+                    # PyTorch-only options (maximize, amsgrad, foreach, ...) are fine when off
+                    raise ValueError(f"{name}.load_state_dict: option {k}={v!r} of group {i} "
+                                     "is not supported here")
+            for pair in ("betas", "etas", "step_sizes"):  # a JSON round trip makes them lists
+                if isinstance(new_group.get(pair), list):
+                    new_group[pair] = tuple(new_group[pair])
+            self._check_group(new_group)
+            new_groups.append(new_group)
+        new_state = {}
+        for key, entries in state_dict["state"].items():
+            try:
+                param = by_index[int(key)]
+            except (KeyError, ValueError, TypeError):
+                raise ValueError(f"{name}.load_state_dict: state for parameter {key!r}, which "
+                                 "no parameter group lists") from None
+            unknown = set(entries) - set(self._state_keys)
+            if unknown:
+                raise ValueError(f"{name}.load_state_dict: state {key} holds {sorted(unknown)}; "
+                                 f"a {name} keeps {list(self._state_keys)}")
+            new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys)
+                                     for k, v in entries.items()}
+        for group, new_group in zip(self.param_groups, new_groups):
+            group.update(new_group)
+        self.state = new_state
+
+
+
+def _check_betas(name, betas):
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+        raise TypeError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for i, beta in enumerate(betas):
+        _check_finite(name, **{f"betas[{i}]": beta})
+        if not 0 <= beta < 1:
+            raise ValueError(f"{name}: betas[{i}] must be in [0, 1), got {beta}")
+
+
+def _check_flags(name, **flags):
+    for key, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: {key} must be True or False, got {value!r}")
+
+
+def _check_non_negative(name, group, keys):
+    for key in keys:
+        if group[key] < 0:
+            raise ValueError(f"{name}: {key} must be >= 0, got {group[key]}")
+
+
+def _lerp_(a, b, weight):
+    """a += weight * (b - a) in place, in the form torch.lerp_ takes on each side of weight 0.5
+    (starting from the nearer end loses less to rounding). PyTorch's CPU kernel fuses the
+    multiply-add that numpy rounds twice: in float32 the two agree to an ulp or so a step."""
+    if weight < 0.5:
+        a += weight * (b - a)
+    else:
+        a[...] = b - (b - a) * (1 - weight)
+
