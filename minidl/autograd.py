@@ -14,6 +14,7 @@ import functools
 
 import numpy as _np
 
+from .backend import get_array_module
 from .backend.dtypes import is_floating
 
 _grad_enabled = True
@@ -171,6 +172,15 @@ class Function:
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
     stamp = 0  # autograd.changes at this op's forward
+    # PyTorch's style of custom function: ``@staticmethod forward(ctx, *args)`` and
+    # ``backward(ctx, *grads)`` on Tensors (see _apply_on_tensors); set per subclass
+    _on_tensors = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if forward is not None:
+            cls._on_tensors = isinstance(forward, staticmethod)
 
     def __init__(self):
         self.saved = ()
@@ -181,7 +191,23 @@ class Function:
         return f"{type(self).__name__}Backward"
 
     def save_for_backward(self, *arrays):
+        """Keep what backward needs: arrays in minidl's own ops; Tensors (or None) in a
+        PyTorch-style function, given back by ``saved_tensors``."""
+        if self._on_tensors:
+            self._saved_tensors = arrays
+            arrays = tuple(a.data for a in arrays if a is not None)
         self.saved = arrays
+
+    def mark_non_differentiable(self, *tensors):
+        """In a PyTorch-style forward: these outputs take no gradient (indices, masks)."""
+        self._non_differentiable = tensors
+
+    @property
+    def saved_tensors(self):
+        if self.freed or not hasattr(self, "_saved_tensors"):
+            raise RuntimeError("saved_tensors: nothing saved, or already freed by a backward pass "
+                               "(pass retain_graph=True to backward more than once)")
+        return self._saved_tensors
 
     def free(self):
         """Drop what only backward needs (as PyTorch frees a graph's saved tensors): the saved
@@ -208,6 +234,8 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
+        if cls._on_tensors:
+            return _apply_on_tensors(cls, inputs, kwargs)
         T = Tensor
         for x in inputs:
             if not isinstance(x, T):
@@ -257,6 +285,99 @@ class Function:
                 fn.stamp = changes
         return result
 
+
+
+class _TensorStyle(Function):
+    """The graph node of a PyTorch-style custom function: it holds the user's ``ctx`` and
+    calls the user's ``backward(ctx, *grads)`` with Tensors."""
+
+    def backward(self, g):
+        ctx, shapes = self.ctx, self.shapes
+        if len(shapes) == 1:
+            grads = [g]
+        else:
+            grads, start = [], 0
+            for shape in shapes:
+                size = int(_np.prod(shape))
+                grads.append(g[start:start + size].reshape(shape))
+                start += size
+        # one gradient per output, as PyTorch: zeros for those that take none (indices)
+        full, parts = [], iter(grads)
+        for shape, dtype, graded in self.outputs:
+            full.append(next(parts) if graded else get_array_module(g).zeros(shape, dtype))
+        result = type(ctx).backward(ctx, *[x if isinstance(x, Tensor) else Tensor(x)
+                                           for x in full])
+        result = result if isinstance(result, tuple) else (result,)
+        if len(result) != ctx._n_args:
+            raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
+                               f"expected {ctx._n_args} (one per argument of forward, None for "
+                               "those that take none)")
+        return tuple(None if result[i] is None else
+                     (result[i].data if isinstance(result[i], Tensor) else result[i])
+                     for i in ctx._tensor_args)
+
+
+    def free(self):
+        self.ctx._saved_tensors, self.ctx.freed = (), True
+        super().free()
+
+
+def _apply_on_tensors(cls, args, kwargs):
+    """``MyFunction.apply(*args)`` for a PyTorch-style custom function: ``forward(ctx, ...)``
+    runs on the Tensors (and other arguments) as given, without recording a graph; its result
+    (a Tensor, or a tuple of them) is recorded as one op whose gradient is the user's
+    ``backward``. ``ctx.save_for_backward``, ``ctx.saved_tensors`` and
+    ``ctx.needs_input_grad`` work as in PyTorch."""
+    ctx = cls()
+    ctx._n_args = len(args)
+    ctx._tensor_args = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+    ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        out = cls.forward(ctx, *args, **kwargs)
+    finally:
+        _grad_enabled = previous
+    outs = out if isinstance(out, tuple) else (out,)
+    if not outs or not all(isinstance(o, Tensor) for o in outs):
+        raise TypeError(f"{cls.__name__}.forward must return a Tensor or a tuple of Tensors")
+    wanted = _grad_enabled and any(ctx.needs_input_grad)
+    fixed = getattr(ctx, "_non_differentiable", ())
+    graded = [i for i, o in enumerate(outs)
+              if wanted and is_floating(o.dtype) and not any(o is t for t in fixed)]
+    if not graded:
+        return out
+    if len({outs[i].dtype for i in graded}) > 1:
+        raise TypeError(f"{cls.__name__}: the floating-point outputs of a custom function must "
+                        "share one dtype")
+    node = _TensorStyle()
+    node.ctx, node.shapes = ctx, [outs[i].shape for i in graded]
+    node.outputs = [(o.shape, o.dtype, i in graded) for i, o in enumerate(outs)]
+    node.saved = ctx.saved  # the arrays of ctx.save_for_backward, for the version check
+    node.inputs = [args[i] for i in ctx._tensor_args]
+    for t in node.inputs:
+        t._used = True
+    node.stamp = changes
+    data = [outs[i].data for i in graded]
+    if len(data) > 1:
+        joined = get_array_module(*data).concatenate([d.ravel() for d in data])
+    else:
+        joined = data[0]
+    packed = Tensor.__new__(Tensor)
+    packed.data, packed.grad, packed._retain_grad = joined, None, False
+    packed.requires_grad, packed._ctx = True, node
+    if len(data) == 1:
+        results = [packed]
+    else:
+        results, start = [], 0
+        for shape in node.shapes:
+            size = int(_np.prod(shape))
+            results.append(packed[start:start + size].reshape(shape))
+            start += size
+    final = list(outs)
+    for i, r in zip(graded, results):
+        final[i] = r
+    return tuple(final) if isinstance(out, tuple) else final[0]
 
 
 def root_array(a):
