@@ -35,37 +35,154 @@ def normal_(t, mean=0.0, std=1.0):
 
 
 def zeros_(t):
-    t.data[...] = 0
-    return t
+    return constant_(t, 0.0)
 
 
 def ones_(t):
-    t.data[...] = 1
-    return t
+    return constant_(t, 1.0)
 
 
 def constant_(t, value):
-    t.data[...] = value
-    return t
+    return _write(t, np.full(t.shape, value, dtype=np.float64))
+
+
+def calculate_gain(nonlinearity, param=None):
+    """PyTorch's recommended gain for a nonlinearity: 1 for linear, conv and sigmoid, 5/3 for
+    tanh, sqrt(2) for relu, sqrt(2 / (1 + slope**2)) for leaky_relu (slope 0.01 by default),
+    3/4 for selu."""
+    linear = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d",
+              "conv_transpose3d", "sigmoid")
+    if nonlinearity in linear:
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        if param is None:
+            slope = 0.01
+        elif isinstance(param, (int, float)) and not isinstance(param, bool):
+            slope = param
+        else:
+            raise ValueError(f"calculate_gain: negative_slope {param!r} is not a valid number")
+        return math.sqrt(2.0 / (1 + slope ** 2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"calculate_gain: unsupported nonlinearity {nonlinearity!r}")
+
+
+def _fan(t, mode, name):
+    if len(t.shape) < 2:
+        raise ValueError(f"{name}: fan in and fan out can not be computed for a tensor with fewer "
+                         f"than 2 dimensions (shape {tuple(t.shape)})")
+    if mode not in ("fan_in", "fan_out"):
+        raise ValueError(f"{name}: mode {mode!r} is not supported, use 'fan_in' or 'fan_out'")
+    fan_in, fan_out = _fans(t.shape)
+    return fan_in if mode == "fan_in" else fan_out
 
 
 def kaiming_uniform_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
-    """PyTorch's default for Linear and Conv2d weights is this with a = sqrt(5)."""
-    fan_in, fan_out = _fans(t.shape)
-    fan = fan_in if mode == "fan_in" else fan_out
-    gain = math.sqrt(2.0 / (1 + a * a)) if nonlinearity == "leaky_relu" else math.sqrt(2.0)
-    bound = gain * math.sqrt(3.0 / fan)
+    """U(-bound, bound), bound = gain * sqrt(3 / fan); PyTorch's default for Linear and Conv2d
+    weights is this with a = sqrt(5)."""
+    gain = calculate_gain(nonlinearity, a)
+    bound = gain * math.sqrt(3.0 / _fan(t, mode, "kaiming_uniform_"))
     return uniform_(t, -bound, bound)
 
 
-def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="relu"):
-    fan_in, fan_out = _fans(t.shape)
-    fan = fan_in if mode == "fan_in" else fan_out
-    gain = math.sqrt(2.0 / (1 + a * a)) if nonlinearity == "leaky_relu" else math.sqrt(2.0)
-    return normal_(t, 0.0, gain / math.sqrt(fan))
+def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+    """N(0, std**2), std = gain / sqrt(fan)."""
+    gain = calculate_gain(nonlinearity, a)
+    return normal_(t, 0.0, gain / math.sqrt(_fan(t, mode, "kaiming_normal_")))
 
 
 def xavier_uniform_(t, gain=1.0):
+    _fan(t, "fan_in", "xavier_uniform_")
     fan_in, fan_out = _fans(t.shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return uniform_(t, -bound, bound)
+
+
+def xavier_normal_(t, gain=1.0):
+    _fan(t, "fan_in", "xavier_normal_")
+    fan_in, fan_out = _fans(t.shape)
+    return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+
+
+def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0):
+    """N(mean, std**2) restricted to [a, b] (absolute bounds, as PyTorch's), drawn by inverting
+    the normal CDF over the interval's probability range."""
+    if not a < b:
+        raise ValueError(f"trunc_normal_: a ({a}) must be less than b ({b})")
+    erf = np.vectorize(math.erf)
+    lo, hi = (erf((v - mean) / (std * math.sqrt(2.0))) for v in (a, b))
+    u = rng().uniform(lo, hi, t.shape)
+    values = mean + std * math.sqrt(2.0) * _erfinv(u)
+    return _write(t, np.clip(values, a, b))
+
+
+def _erfinv(y):
+    """Inverse error function in float64: a rational first guess refined by Newton steps on
+    math.erf (accurate to ~1e-15 over (-1, 1))."""
+    y = np.clip(np.asarray(y, dtype=np.float64), -1 + 1e-16, 1 - 1e-16)
+    w = -np.log((1.0 - y) * (1.0 + y))
+    t = 2 / (math.pi * 0.147) - w / 2  # Winitzki's approximation, within 2e-3
+    x = np.sign(y) * np.sqrt(np.sqrt(t * t + w / 0.147) - t)
+    erf = np.vectorize(math.erf)
+    for _ in range(3):
+        x = x - (erf(x) - y) / (2 / math.sqrt(math.pi) * np.exp(-x * x))
+    return x
+
+
+def orthogonal_(t, gain=1.0):
+    """A (semi-)orthogonal matrix over the first dim and the rest flattened, from the QR of a
+    Gaussian matrix with the signs fixed so the result is uniformly distributed, times gain."""
+    if len(t.shape) < 2:
+        raise ValueError(f"orthogonal_: only tensors with 2 or more dimensions are supported, got "
+                         f"shape {tuple(t.shape)}")
+    rows = t.shape[0]
+    cols = int(np.prod(t.shape[1:])) if rows else 0
+    if rows == 0 or cols == 0:
+        return t
+    flat = rng().standard_normal((rows, cols))
+    if rows < cols:
+        flat = flat.T
+    q, r = np.linalg.qr(flat)
+    q *= np.sign(np.diag(r))
+    if rows < cols:
+        q = q.T
+    return _write(t, gain * q.reshape(t.shape))
+
+
+def eye_(t):
+    """The identity matrix (2-D tensors only)."""
+    if len(t.shape) != 2:
+        raise ValueError(f"eye_: only 2-D tensors are supported, got shape {tuple(t.shape)}")
+    return _write(t, np.eye(*t.shape))
+
+
+def dirac_(t, groups=1):
+    """The identity of a convolution (3-, 4- or 5-D weights): each output channel copies its
+    input channel at the kernel's centre, in ``groups`` blocks."""
+    if len(t.shape) not in (3, 4, 5):
+        raise ValueError(f"dirac_: only 3, 4 or 5-D tensors are supported, got {tuple(t.shape)}")
+    out_per_group = t.shape[0] // groups
+    if t.shape[0] % groups:
+        raise ValueError(f"dirac_: dim 0 ({t.shape[0]}) is not divisible by groups ({groups})")
+    values = np.zeros(t.shape)
+    centre = tuple(k // 2 for k in t.shape[2:])
+    for g in range(groups):
+        for d in range(min(out_per_group, t.shape[1])):
+            values[(g * out_per_group + d, d) + centre] = 1
+    return _write(t, values)
+
+
+def sparse_(t, sparsity, std=0.01):
+    """A 2-D matrix of N(0, std**2) entries with a ``sparsity`` fraction of each column zero."""
+    if len(t.shape) != 2:
+        raise ValueError(f"sparse_: only 2-D tensors are supported, got shape {tuple(t.shape)}")
+    rows, cols = t.shape
+    values = rng().standard_normal((rows, cols)) * std
+    zeros = int(math.ceil(sparsity * rows))
+    for c in range(cols):
+        values[rng().permutation(rows)[:zeros], c] = 0
+    return _write(t, values)
