@@ -70,3 +70,16 @@ from .math_ops import cumprod, cumsum  # noqa: E402
 __all__ += ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "triu", "diag",
             "diagonal", "narrow", "unbind", "movedim", "moveaxis", "swapaxes", "swapdims",
             "unflatten", "tile", "cumsum", "cumprod"]
+from . import linalg, math_ops as _math_ops  # noqa: E402,F401
+
+# the elementwise, reduction, comparison and logical ops of math_ops, and torch.sum(x)-style
+# functions for Tensor methods that had only the method form
+for _name, _fn in _math_ops.FUNCTIONS.items():
+    globals()[_name] = _fn
+for _name in _math_ops.METHOD_FUNCTIONS:
+    globals()[_name] = _math_ops._from_method(_name)
+__all__ += list(_math_ops.FUNCTIONS) + _math_ops.METHOD_FUNCTIONS
+del _name, _fn
+from .products import bmm, dot, einsum, ger, mm, mv, outer  # noqa: E402
+
+__all__ += ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum"]

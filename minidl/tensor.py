@@ -1119,3 +1119,7 @@ from . import math_ops as _math_ops, shape_ops as _shape_ops  # noqa: E402
 
 _install_methods(_shape_ops.TENSOR_METHODS)
 _install_methods(_math_ops.TENSOR_METHODS)
+
+from . import products as _products  # noqa: E402
+
+_install_methods(_products.TENSOR_METHODS)
