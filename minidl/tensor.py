@@ -63,6 +63,7 @@ class Tensor:
     _vc = None
     _used = False  # set once an op recorded in the graph took this tensor as an input
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
+    _hooks = None  # register_hook's functions, {key: fn}, run when this gradient is computed
 
     @property
     def _version(self):
@@ -231,6 +232,19 @@ class Tensor:
     def retain_grad(self):
         self._retain_grad = True
 
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` each time this tensor's gradient is computed in a backward pass
+        (before a leaf adds it to ``.grad``, before an intermediate passes it on); a Tensor it
+        returns replaces the gradient. Returns a handle whose ``remove()`` takes the hook off."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that does not "
+                               "require grad")
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = {}
+        return _HookHandle(self._hooks, hook)
+
     def zero_(self):
         return _inplace(self, 0, "fill", _fill)
 
@@ -291,6 +305,8 @@ class Tensor:
             g = pop_grad(id(node), None)
             if g is None:
                 continue
+            if node._hooks:
+                g = _run_hooks(node, g)
             ctx = node._ctx
             if ctx is None or node._retain_grad:
                 if node.requires_grad:
@@ -1123,3 +1139,37 @@ _install_methods(_math_ops.TENSOR_METHODS)
 from . import products as _products  # noqa: E402
 
 _install_methods(_products.TENSOR_METHODS)
+
+
+class _HookHandle:
+    """What ``register_hook`` returns: ``remove()`` takes the hook off (twice is harmless)."""
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        _HookHandle._next_id += 1
+        self.id, self._hooks = _HookHandle._next_id, hooks
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _run_hooks(node, g):
+    """``node``'s hooks in the order they were registered, each given the gradient the one
+    before returned (a Tensor, or None to keep it)."""
+    for hook in list(node._hooks.values()):
+        out = hook(Tensor(g, dtype=g.dtype))
+        if out is None:
+            continue
+        new = out.data if isinstance(out, Tensor) else get_array_module(g).asarray(out)
+        if new.shape != g.shape:
+            raise RuntimeError(f"register_hook: a hook returned a gradient of shape "
+                               f"{tuple(new.shape)} for a tensor of shape {tuple(g.shape)}")
+        g = new.astype(g.dtype, copy=False)
+    return g
