@@ -16,7 +16,7 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
-from .ops import Cast, accumulation_dtype, wrap_dim
+from .ops import Cast, accumulation_dtype, result_type, wrap_dim
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -480,4 +480,102 @@ METHOD_FUNCTIONS = ["sum", "mean", "max", "min", "amax", "argmax", "argmin", "st
                     "topk", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "pow",
                     "matmul", "transpose", "permute", "reshape", "flatten", "squeeze",
                     "unsqueeze", "clone", "chunk", "split", "masked_fill", "any", "all",
-                    "softmax", "log_softmax", "add", "sub", "mul", "div", "numel", "t"]
+                    "softmax", "log_softmax", "add", "sub", "mul", "numel", "t"]
+
+
+# ---- remainders and rounded division (%, //, fmod, div(rounding_mode=...)) ------------------
+def _binary_operands(name, input, other):
+    """Two tensors (a number becomes a 0-d one) at PyTorch's result type."""
+    from .ops import _array_module, _is_number, _operand
+
+    for what, x in (("input", input), ("other", other)):
+        if not (isinstance(x, autograd.Tensor) or _is_number(x)):
+            raise TypeError(f"{name}: {what} must be a tensor or a number, got "
+                            f"{type(x).__name__}")
+    dtype = result_type(input, other)
+    xp = _array_module(input, other)
+    return _operand(input, dtype, xp), _operand(other, dtype, xp)
+
+
+class Remainder(Function):
+    """``a - b * floor(a / b)`` (remainder, the sign of b, as Python's %) or ``a - b *
+    trunc(a / b)`` (fmod, the sign of a). Gradients: g for a, ``-g * floor(a / b)`` (trunc)
+    for b, as PyTorch's."""
+
+    def forward(self, a, b, trunc):
+        xp = get_array_module(a)
+        self.trunc = trunc
+        self.save_for_backward(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.fmod(a, b) if trunc else xp.mod(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)
+        return g, (-g * q).astype(g.dtype, copy=False)
+
+
+class DivRounded(Function):
+    """``a / b`` rounded down (floor) or toward zero (trunc); a zero gradient, as PyTorch's
+    div with a rounding mode."""
+
+    def forward(self, a, b, trunc):
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if a.dtype.kind in "iub":
+                q = xp.floor_divide(a, b)
+                if trunc:  # floor and trunc differ where the signs differ and it is not exact
+                    q = xp.where((xp.mod(a, b) != 0) & ((a < 0) != (b < 0)), q + 1, q)
+                return q
+            return xp.trunc(a / b) if trunc else xp.floor(a / b)
+
+    def backward(self, g):
+        zero = get_array_module(g).zeros_like(g)
+        return zero, zero
+
+
+def remainder(input, other):
+    """Python's modulus (the result has the sign of ``other``): ``input % other``."""
+    a, b = _binary_operands("remainder", input, other)
+    return Remainder.apply(a, b, trunc=False)
+
+
+def fmod(input, other):
+    """C's fmod (the result has the sign of ``input``)."""
+    a, b = _binary_operands("fmod", input, other)
+    return Remainder.apply(a, b, trunc=True)
+
+
+def div(input, other, *, rounding_mode=None):
+    """``input / other``; ``rounding_mode`` 'floor' or 'trunc' rounds the quotient (integers
+    stay integers), None is true division."""
+    if rounding_mode is None:
+        return input / other if isinstance(input, autograd.Tensor) else other.__rtruediv__(input)
+    if rounding_mode not in ("floor", "trunc"):
+        raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
+                         f"{rounding_mode!r}")
+    a, b = _binary_operands("div", input, other)
+    return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
+
+
+def floor_divide(input, other):
+    """``input // other``: the quotient rounded down (zero gradient)."""
+    return div(input, other, rounding_mode="floor")
+
+
+def _reflected(fn):
+    def op(self, other):
+        return fn(other, self)
+    return op
+
+
+TENSOR_METHODS.update({
+    "remainder": remainder, "fmod": fmod, "div": div, "divide": div,
+    "floor_divide": floor_divide,
+    "__mod__": remainder, "__rmod__": _reflected(remainder),
+    "__floordiv__": floor_divide, "__rfloordiv__": _reflected(floor_divide),
+})
+FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": div,
+                  "floor_divide": floor_divide})

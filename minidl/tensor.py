@@ -1173,3 +1173,20 @@ def _run_hooks(node, g):
                                f"{tuple(new.shape)} for a tensor of shape {tuple(g.shape)}")
         g = new.astype(g.dtype, copy=False)
     return g
+
+
+def _masked_fill_(self, mask, value):
+    return _inplace_by(self, "masked_fill_", lambda t, v: ops.masked_fill(t, mask, v), value)
+
+
+def _clamp_(self, min=None, max=None):
+    return _inplace_by(self, "clamp_", lambda t, _: ops.clamp(t, min, max))
+
+
+def _index_fill_(self, dim, index, value):
+    return _inplace_by(self, "index_fill_",
+                       lambda t, v: _indexing.index_fill(t, dim, index, v), value)
+
+
+_install_methods({"masked_fill_": _masked_fill_, "clamp_": _clamp_, "clip_": _clamp_,
+                  "index_fill_": _index_fill_})

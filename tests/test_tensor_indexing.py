@@ -176,3 +176,45 @@ def test_float32_stays_float32_and_fake_gpu(monkeypatch):
     ty.sum().backward()
     np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-6)
+
+
+def test_take_and_index_fill():
+    check(lambda L, x, i: L.take(x, i), X, np.array([[0, 11], [-1, 5], [5, 3]]))
+    check(lambda L, x, i: x.take(i), X, np.array([2, 2, 7]))
+    check(lambda L, x, i: L.index_fill(x, 1, i, -2.0), X, np.array([0, 2]))
+    check(lambda L, x, i: x.index_fill(0, i, 3), X, np.array([1]))
+
+    def f(L, x, i):
+        y = x * 2
+        y.index_fill_(1, i, 0.5)
+        return y
+    check(f, X, np.array([3, 1]))
+    with pytest.raises(IndexError, match="index -13 .*size 12"):
+        minidl.take(minidl.tensor(X), minidl.tensor([-13]))
+
+
+def test_masked_fill_and_clamp_in_place():
+    mask = X > 0.5
+
+    def f(L, x, m):
+        y = x * 3
+        y.masked_fill_(m, -1.0)
+        z = x + 1
+        z.clamp_(-0.5, 1.5)
+        w = x - 1
+        w.clip_(max=0.0)
+        return y * z + w
+    check(f, X, mask)
+    x = minidl.tensor(X)
+    assert x.masked_fill_(minidl.tensor(mask), 0.0) is x and (x.numpy()[mask] == 0).all()
+    assert x.clamp_(min=0.1).numpy().min() == np.float32(0.1)
+
+
+def test_index_on_another_device_is_named(monkeypatch):
+    import _fake_gpu
+    _fake_gpu.install(monkeypatch, None)
+    x = minidl.tensor(X, device="cuda")
+    with pytest.raises(ValueError, match="index is on cpu, input on cuda"):
+        x.gather(0, minidl.tensor(IDX0))
+    with pytest.raises(ValueError, match="index is on cpu, input on cuda"):
+        x.index_select(0, minidl.tensor([0]))

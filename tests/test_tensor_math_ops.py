@@ -176,3 +176,28 @@ def test_fake_gpu(monkeypatch):
     np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5)
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-5)
     assert minidl.isnan(x).device == "cuda"
+
+
+def test_remainder_fmod_floor_divide():
+    a = np.array([[3.5, -2.5, 7.25], [-4.75, 5.5, -0.3]])
+    b = np.array([[2.0, 2.0, -3.0], [1.5, -2.5, 0.7]])
+    check(lambda L, x, y: L.remainder(x, y), a, b)
+    check(lambda L, x, y: x % y, a, b)
+    check(lambda L, x: x % 2, a)
+    check(lambda L, x: 5.5 % x, b, grad=False)  # torch has no gradient for a tensor divisor of a number
+    check(lambda L, x, y: L.fmod(x, y), a, b)
+    check(lambda L, x: x.fmod(-2.0), a)
+    check(lambda L, x, y: L.div(x, y, rounding_mode="floor"), a, b, check_grad=False)
+    check(lambda L, x, y: x.div(y, rounding_mode="trunc"), a, b, check_grad=False)
+    check(lambda L, x, y: x.div(y), a, b)
+    check(lambda L, x, y: L.divide(x, y), a, b)
+    ints = np.array([7, -7, 6, -1])
+    check(lambda L, x: x // 2, ints, grad=False)
+    check(lambda L, x: x % 3, ints, grad=False)
+    check(lambda L, x: L.fmod(x, 3), ints, grad=False)
+    check(lambda L, x: x.div(-2, rounding_mode="trunc"), ints, grad=False)
+    check(lambda L, x: x.div(2, rounding_mode="floor"), ints, grad=False)
+    check(lambda L, x: L.floor_divide(x, 2.5), ints, grad=False)
+    check(lambda L, x: 9 // x, ints, grad=False)
+    with pytest.raises(ValueError, match="rounding_mode"):
+        minidl.tensor([1.0]).div(2, rounding_mode="round")
