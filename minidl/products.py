@@ -179,9 +179,12 @@ class Einsum(Function):
             if ones:
                 gk = gk.sum(axis=ones, keepdims=True)
             gk = xp.broadcast_to(gk, tuple(size[c] for c in unique))
-            if len(unique) != len(term):  # a letter repeated in k: its diagonal
+            if len(unique) != len(term):  # a letter repeated in k: onto its diagonal
                 full = xp.zeros(a.shape, dtype=g.dtype)
-                xp.einsum(term + "->" + unique, full)[...] = gk
+                n = len(unique)
+                where = {c: xp.arange(size[c]).reshape((-1,) + (1,) * (n - i - 1))
+                         for i, c in enumerate(unique)}
+                full[tuple(where[c] for c in term)] = gk
                 gk = full
             grads.append(gk.astype(a.dtype, copy=False))
         return tuple(grads)

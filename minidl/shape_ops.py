@@ -77,8 +77,11 @@ class Flip(Function):
         return get_array_module(g).flip(g, axis=self.axes)
 
 
-def flip(input, dims):
-    """``input`` reversed along each of ``dims`` (a copy, as PyTorch's)."""
+def flip(input, *dims):
+    """``input`` reversed along each of ``dims`` (a copy, as PyTorch's): ``flip(x, (0, 1))``,
+    ``x.flip(0, 1)``."""
+    if len(dims) == 1:
+        dims = dims[0]
     axes = _dims("flip", dims, input.ndim)
     if input.ndim == 0 or not axes:
         return Reshape.apply(input, shape=input.shape)

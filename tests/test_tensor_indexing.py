@@ -218,3 +218,8 @@ def test_index_on_another_device_is_named(monkeypatch):
         x.gather(0, minidl.tensor(IDX0))
     with pytest.raises(ValueError, match="index is on cpu, input on cuda"):
         x.index_select(0, minidl.tensor([0]))
+
+
+def test_where_with_only_a_condition_is_nonzero_as_tuple():
+    check(lambda L, x: L.where(x > 0), X, grad=False)
+    check(lambda L, x: L.where(x), np.array([0, 2, 0, 1]), grad=False)

@@ -66,6 +66,7 @@ def test_flip_roll():
     check(lambda L, x: L.flip(x, (0, 2)), X3)
     check(lambda L, x: x.flip(-1), X3)
     check(lambda L, x: x.flip([1]), X)
+    check(lambda L, x: x.flip(0, 2), X3)
     check(lambda L, x: L.fliplr(x), X)
     check(lambda L, x: L.flipud(x), X)
     check(lambda L, x: L.roll(x, 2), X)
