@@ -83,3 +83,10 @@ del _name, _fn
 from .products import bmm, dot, einsum, ger, mm, mv, outer  # noqa: E402
 
 __all__ += ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum"]
+from . import products as _products, shape_ops as _shape_ops  # noqa: E402
+
+# the rest of shape_ops' and products' functions under their PyTorch names
+for _name in _shape_ops.FUNCTIONS + _products.FUNCTIONS:
+    globals()[_name] = getattr(_shape_ops, _name, None) or getattr(_products, _name)
+__all__ += [n for n in _shape_ops.FUNCTIONS + _products.FUNCTIONS if n not in __all__]
+del _name

@@ -579,3 +579,119 @@ TENSOR_METHODS.update({
 })
 FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": div,
                   "floor_divide": floor_divide})
+
+
+# ---- more reductions and elementwise ops ---------------------------------------------------
+def clamp_min(input, min):  # noqa: A002  (PyTorch's argument name)
+    from .ops import clamp
+
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):  # noqa: A002
+    from .ops import clamp
+
+    return clamp(input, max=max)
+
+
+def count_nonzero(input, dim=None):
+    """The number of nonzero elements (int64), over all dims or over ``dim``."""
+    return autograd.Tensor(input.data != 0).sum(dim=dim)
+
+
+class NanToNum(Function):
+    """NaN, +inf and -inf replaced by numbers; the gradient passes where x was finite."""
+
+    def forward(self, a, nan, posinf, neginf):
+        xp = get_array_module(a)
+        self.save_for_backward(a)
+        return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(g)
+        return xp.where(xp.isfinite(a), g, 0).astype(g.dtype, copy=False)
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    """NaN as ``nan``, infinities as ``posinf``/``neginf`` (the dtype's largest and smallest
+    finite numbers when None)."""
+    if not is_floating(input.data.dtype):
+        return autograd.Tensor(input.data.copy())
+    info = np.finfo(np.float32 if input.data.dtype.itemsize == 2 and input.data.dtype.kind != "f"
+                    else input.data.dtype)
+    posinf = float(info.max) if posinf is None else posinf
+    neginf = float(info.min) if neginf is None else neginf
+    return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)
+
+
+def nansum(input, dim=None, keepdim=False, *, dtype=None):
+    """The sum with NaNs counted as 0 (their gradient is 0)."""
+    from .ops import where
+
+    x = input if dtype is None else input.to(as_dtype(dtype))
+    if is_floating(x.data.dtype):
+        x = where(isnan(x), 0.0, x)
+    return x.sum(dim=dim, keepdim=keepdim)
+
+
+def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    """The mean of the elements that are not NaN."""
+    x = input if dtype is None else input.to(as_dtype(dtype))
+    if not is_floating(x.data.dtype):
+        raise TypeError(f"nanmean: needs a floating-point tensor, got dtype {x.data.dtype}")
+    count = logical_not(isnan(x)).sum(dim=dim, keepdim=keepdim)
+    return nansum(x, dim, keepdim) / count.to(x.data.dtype)
+
+
+class XLogY(Function):
+    """``x * log(y)``, 0 where x == 0 (unless y is NaN), as torch.xlogy."""
+
+    def forward(self, x, y):
+        xp = get_array_module(x)
+        self.save_for_backward(x, y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.where((x == 0) & ~xp.isnan(y), 0, x * xp.log(y)).astype(x.dtype)
+
+    def backward(self, g):
+        x, y = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gx = g * xp.log(y)  # log(y) at x == 0 too, as PyTorch's
+            gy = g * x / y
+        return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
+
+
+def xlogy(input, other):
+    a, b = _binary_operands("xlogy", input, other)
+    if not is_floating(a.data.dtype):
+        a, b = _float_input(a), _float_input(b)
+    return XLogY.apply(a, b)
+
+
+def std_mean(input, dim=None, *, correction=1, keepdim=False):
+    """(std, mean) over ``dim``, as torch.std_mean."""
+    return (input.std(dim, keepdim=keepdim, correction=correction),
+            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+
+
+def var_mean(input, dim=None, *, correction=1, keepdim=False):
+    """(var, mean) over ``dim``, as torch.var_mean."""
+    return (input.var(dim, keepdim=keepdim, correction=correction),
+            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+
+
+TENSOR_METHODS.update({
+    "clamp_min": clamp_min, "clamp_max": clamp_max, "count_nonzero": count_nonzero,
+    "nan_to_num": nan_to_num, "nansum": nansum, "nanmean": nanmean, "xlogy": xlogy,
+    "is_floating_point": lambda self: is_floating(self.data.dtype),
+    "is_contiguous": lambda self, memory_format=None: True,
+    "nelement": lambda self: int(self.data.size),
+    "element_size": lambda self: int(self.data.dtype.itemsize),
+})
+FUNCTIONS.update({
+    "clamp_min": clamp_min, "clamp_max": clamp_max, "count_nonzero": count_nonzero,
+    "nan_to_num": nan_to_num, "nansum": nansum, "nanmean": nanmean, "xlogy": xlogy,
+    "std_mean": std_mean, "var_mean": var_mean,
+    "is_floating_point": TENSOR_METHODS["is_floating_point"],
+})

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import string
 
+import numpy as np
+
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .ops import Cast, MatMul, Mul, Reshape, result_type
+from .ops import Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
+from .shape_ops import select
 
 
 def _tensor(name, what, x):
@@ -216,3 +219,69 @@ def einsum(equation, *operands):
 
 
 TENSOR_METHODS = {"mm": mm, "bmm": bmm, "mv": mv, "dot": dot, "outer": outer, "ger": ger}
+
+
+def trace(input):
+    """The sum of a matrix's main diagonal."""
+    if input.ndim != 2:
+        raise ValueError(f"trace: needs a 2-d matrix, got shape {input.shape}")
+    return input.diagonal().sum()
+
+
+def _scaled_sum(input, product, beta, alpha):
+    out = product if alpha == 1 else product * alpha
+    if beta == 0:  # input is ignored (a NaN in it does not spread), as in PyTorch
+        return out
+    return out + (input if beta == 1 else input * beta)
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    """``beta * input + alpha * (mat1 @ mat2)`` (input broadcast)."""
+    return _scaled_sum(input, mm(mat1, mat2), beta, alpha)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    """``beta * input + alpha * bmm(batch1, batch2)``."""
+    return _scaled_sum(input, bmm(batch1, batch2), beta, alpha)
+
+
+def addmv(input, mat, vec, *, beta=1, alpha=1):
+    """``beta * input + alpha * (mat @ vec)``."""
+    return _scaled_sum(input, mv(mat, vec), beta, alpha)
+
+
+def inner(input, other):
+    """The sum over the last dims of both: shape ``input.shape[:-1] + other.shape[:-1]``."""
+    if input.ndim == 0 or other.ndim == 0:
+        return input * other
+    if input.shape[-1] != other.shape[-1]:
+        raise ValueError(f"inner: last dims differ: shapes {input.shape} and {other.shape}")
+    k = input.shape[-1]
+    flat = other.reshape(-1, k)
+    out = input.reshape(-1, k) @ flat.transpose(0, 1)
+    return out.reshape(input.shape[:-1] + other.shape[:-1])
+
+
+def cross(input, other, dim=None):
+    """The cross product of 3-vectors along ``dim`` (the first dim of size 3 when None, as
+    torch.cross; torch.linalg.cross uses -1)."""
+    shape = np.broadcast_shapes(input.shape, other.shape)
+    if dim is None:
+        dim = next((i for i, n in enumerate(shape) if n == 3), None)
+        if dim is None:
+            raise ValueError(f"cross: no dim of size 3 in shapes {input.shape} and "
+                             f"{other.shape}")
+    a, b = input.expand(shape), other.expand(shape)
+    d = wrap_dim(dim, len(shape), "cross")
+    if shape[d] != 3:
+        raise ValueError(f"cross: dim {dim} has size {shape[d]}, not 3 (shapes {input.shape} "
+                         f"and {other.shape})")
+    a0, a1, a2 = (select(a, d, i) for i in range(3))
+    b0, b1, b2 = (select(b, d, i) for i in range(3))
+    return stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim=d)
+
+
+TENSOR_METHODS.update({"trace": trace, "addmm": addmm, "baddbmm": baddbmm, "addmv": addmv,
+                       "inner": inner, "cross": cross})
+FUNCTIONS = ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum", "trace", "addmm", "baddbmm",
+             "addmv", "inner", "cross"]

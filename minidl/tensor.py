@@ -1190,3 +1190,31 @@ def _index_fill_(self, dim, index, value):
 
 _install_methods({"masked_fill_": _masked_fill_, "clamp_": _clamp_, "clip_": _clamp_,
                   "index_fill_": _index_fill_})
+
+
+def _unary_in_place(name):
+    """``x.exp_()`` and its kin: ``x.exp()`` written into x under the in-place rules."""
+    def method(self):
+        return apply_in_place(self, lambda t: getattr(t, name)(), name)
+    method.__name__ = name + "_"
+    return method
+
+
+_install_methods({name + "_": _unary_in_place(name) for name in (
+    "exp", "log", "sqrt", "neg", "abs", "sigmoid", "tanh", "sin", "cos", "reciprocal", "rsqrt",
+    "square", "log1p", "expm1", "floor", "ceil", "round", "trunc", "frac", "sign")})
+
+
+def _pow_(self, exponent):
+    return _inplace_by(self, "pow_", lambda t, e: t ** e, exponent)
+
+
+def _detach_(self):
+    """Cut this tensor from the graph in place (it becomes a leaf)."""
+    self._ctx = None
+    self.requires_grad = False
+    return self
+
+
+_install_methods({"pow_": _pow_, "detach_": _detach_, "clamp_min_": lambda self, min: _clamp_(
+    self, min=min), "clamp_max_": lambda self, max: _clamp_(self, max=max)})
