@@ -232,6 +232,9 @@ def _scaled_sum(input, product, beta, alpha):
     out = product if alpha == 1 else product * alpha
     if beta == 0:  # input is ignored (a NaN in it does not spread), as in PyTorch
         return out
+    if autograd.autocast_hook() is not None and input.data.dtype != out.data.dtype:
+        # autocast runs addmm/baddbmm as one op in the low dtype: input is cast to it too
+        input = Cast.apply(input, dtype=out.data.dtype)
     return out + (input if beta == 1 else input * beta)
 
 

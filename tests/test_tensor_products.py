@@ -102,7 +102,10 @@ def test_autocast_dtypes_match_torch(low):
     cases = [lambda L, x: L.mm(x, x.T), lambda L, x: L.bmm(x[None], x.T[None]),
              lambda L, x: L.einsum("ij,kj->ik", x, x), lambda L, x: x.prod(0),
              lambda L, x: x.half().prod(0), lambda L, x: x.cumsum(0),
-             lambda L, x: x.bfloat16().logsumexp(0), lambda L, x: L.dot(x[0], x[1])]
+             lambda L, x: x.bfloat16().logsumexp(0), lambda L, x: L.dot(x[0], x[1]),
+             lambda L, x: L.addmm(x[:, :3], x, x.T[:, :3]), lambda L, x: L.mv(x, x[0]),
+             lambda L, x: L.baddbmm(x[None, :, :3], x[None], x.T[None, :, :3], beta=0.5),
+             lambda L, x: L.inner(x, x), lambda L, x: L.outer(x[0], x[1])]
     for k, fn in enumerate(cases):
         with torch.autocast("cpu", dtype=getattr(torch, low)):
             expected = fn(torch, torch.tensor(a))
