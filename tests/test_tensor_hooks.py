@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import torch
+from _ops_check import needs_torch, torch
 
 X = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.75]])
 
@@ -28,6 +28,7 @@ def _run(lib, remove_second=False):
     return seen, x.grad.numpy(), w.grad.numpy()
 
 
+@needs_torch
 @pytest.mark.parametrize("remove_second", [False, True])
 def test_hooks_match_torch(remove_second):
     m_seen, m_gx, m_gw = _run(minidl, remove_second)
@@ -39,6 +40,7 @@ def test_hooks_match_torch(remove_second):
     np.testing.assert_allclose(m_gw, t_gw, rtol=1e-12)
 
 
+@needs_torch
 def test_hook_on_leaf_changes_accumulated_grad_and_retain_grad():
     for lib in (minidl, torch):
         x = lib.tensor([1.0, 2.0], requires_grad=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check, torch
+from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((3, 4))
@@ -38,6 +38,7 @@ def test_scatter_and_scatter_add(dim, index):
     check(lambda L, x, i, s: L.scatter_add(x, dim, i, s), X, index, src)
 
 
+@needs_torch
 def test_scatter_add_takes_a_larger_src():
     x = minidl.zeros(3, 4, dtype=minidl.float64)
     s = minidl.tensor(np.arange(12.0).reshape(3, 4), dtype=minidl.float64, requires_grad=True)
@@ -159,6 +160,7 @@ def test_bad_indices_name_the_index_and_the_size():
         x.masked_select(minidl.tensor([1, 0, 1, 0]))
 
 
+@needs_torch
 def test_float32_stays_float32_and_fake_gpu(monkeypatch):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, None)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check, torch
+from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(2)
 X = rng.standard_normal((3, 4))
@@ -145,6 +145,7 @@ def test_comparisons_and_logical_ops():
     check(lambda L, x, y: L.isclose(x, y, equal_nan=True), a, a, grad=False)
 
 
+@needs_torch
 def test_allclose_equal():
     for lib in (minidl, torch):
         x = lib.tensor([1.0, 2.0, float("nan")])
@@ -163,6 +164,7 @@ def test_module_level_forms_of_methods(name, args):
     check(lambda L, x: getattr(L, name)(x, *args), X)
 
 
+@needs_torch
 def test_fake_gpu(monkeypatch):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, None)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check, torch
+from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(4)
 X = rng.standard_normal((3, 4))
@@ -74,6 +74,7 @@ def test_ordering_extras():
     check(lambda L, v, b: L.bucketize(v, b, right=True), vals, seq, grad=False)
 
 
+@needs_torch
 def test_product_extras():
     check(lambda L, x: L.trace(x), r(4, 4))
     check(lambda L, x: x.trace(), X)
@@ -108,6 +109,7 @@ def test_math_extras():
     check(lambda L, x: L.std_mean(x), X)
 
 
+@needs_torch
 @pytest.mark.parametrize("name, a", [("exp", X), ("log", np.abs(X) + 0.5), ("sqrt", np.abs(X)),
                                      ("neg", X), ("abs", X + 0.05), ("sigmoid", X),
                                      ("tanh", X), ("sin", X), ("reciprocal", X),
@@ -125,6 +127,7 @@ def test_in_place_unary_methods(name, a):
     np.testing.assert_allclose(view.numpy(), expected[0], rtol=1e-6)
 
 
+@needs_torch
 def test_pow_clamp_min_detach_in_place_and_tensor_queries():
     def f(L, x):
         y = x * 2
@@ -141,6 +144,7 @@ def test_pow_clamp_min_detach_in_place_and_tensor_queries():
         assert t.is_contiguous() and t.nelement() == 12 and t.element_size() == 4
 
 
+@needs_torch
 def test_fake_gpu(monkeypatch):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, None)

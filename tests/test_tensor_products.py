@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check, torch
+from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(3)
 
@@ -85,6 +85,7 @@ def test_einsum(eq, shapes):
     check(lambda L, *xs: L.einsum(eq, list(xs)), *arrays, check_grad=False)
 
 
+@needs_torch
 def test_einsum_mixed_dtypes_and_integers():
     for lib in (minidl, torch):
         with pytest.raises((TypeError, RuntimeError)):
@@ -96,6 +97,7 @@ def test_einsum_mixed_dtypes_and_integers():
 low_dtypes = pytest.mark.parametrize("low", ["bfloat16", "float16"])
 
 
+@needs_torch
 @low_dtypes
 def test_autocast_dtypes_match_torch(low):
     a = rng.uniform(0.5, 2.0, (3, 4)).astype(np.float32)
@@ -116,6 +118,7 @@ def test_autocast_dtypes_match_torch(low):
                                    atol=1e-2, err_msg=f"case {k}")
 
 
+@needs_torch
 def test_fake_gpu(monkeypatch):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, None)
