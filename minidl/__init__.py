@@ -55,12 +55,13 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "where", "maximum", "minimum", "clamp", "clip"]
 
 from .indexing import (  # noqa: E402
-    argwhere, gather, index_add, index_fill, index_select, masked_select, nonzero, scatter,
-    scatter_add, take, take_along_dim,
+    argwhere, gather, index_add, index_copy, index_fill, index_put, index_select, masked_select,
+    nonzero, scatter, scatter_add, take, take_along_dim,
 )
 
 __all__ += ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
-            "masked_select", "nonzero", "argwhere", "take", "index_fill"]
+            "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
+            "index_copy"]
 from .shape_ops import (  # noqa: E402
     argsort, diag, diagonal, flip, fliplr, flipud, movedim, moveaxis, narrow, roll, sort,
     swapaxes, swapdims, tile, tril, triu, unbind, unflatten,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import Function, unbroadcast
 from .backend import get_array_module, to_numpy
 from .ops import Cast, Expand, GetItem, _is_number, wrap_dim
 
@@ -339,6 +339,100 @@ def index_fill(input, dim, index, value):
     return input.masked_fill(mask, value)
 
 
+class IndexPut(Function):
+    """A copy of ``a`` with ``values`` written (added, with ``accumulate``) at the advanced
+    index ``index``; gradients as SetItem's (accumulate: ``a`` keeps all of its gradient)."""
+
+    def forward(self, a, values, index, accumulate):
+        self.index, self.accumulate, self.value_shape = index, accumulate, values.shape
+        out = a.copy()
+        if accumulate:
+            target_shape = out[index].shape
+            add_at(out, index, get_array_module(a).broadcast_to(values, target_shape))
+        else:
+            out[index] = values
+        return out
+
+    def backward(self, g):
+        ga = g
+        if not self.accumulate:
+            ga = g.copy()
+            ga[self.index] = 0
+        return ga, unbroadcast(g[self.index], self.value_shape)
+
+
+def index_put(input, indices, values, accumulate=False):
+    """A copy of ``input`` with ``values`` (broadcast) at ``input[indices]``, ``indices`` a
+    tuple of integer (or bool) tensors; ``accumulate=True`` adds, repeats adding up."""
+    _tensor(input, "index_put", "input")
+    _tensor(values, "index_put", "values")
+    if not isinstance(indices, (tuple, list)):
+        raise TypeError(f"index_put: indices must be a tuple of tensors, got "
+                        f"{type(indices).__name__}")
+    index = []
+    for k, i in enumerate(indices):
+        if i is None:
+            index.append(slice(None))
+            continue
+        _tensor(i, "index_put", f"indices[{k}]")
+        if i.data.dtype.kind not in "iub":
+            raise TypeError(f"index_put: indices[{k}] must be an integer or bool tensor, got "
+                            f"dtype {i.data.dtype}")
+        if i.device != input.device:
+            raise ValueError(f"index_put: indices[{k}] is on {i.device}, input on "
+                             f"{input.device}")
+        index.append(i.data)
+    index = tuple(index)
+    try:
+        target = np.empty(input.shape, dtype=np.uint8)[tuple(
+            to_numpy(i) if not isinstance(i, slice) else i for i in index)].shape
+    except IndexError as e:
+        raise IndexError(f"index_put: {e} (input of shape {input.shape})") from None
+    try:
+        np.broadcast_shapes(values.shape, target)
+    except ValueError:
+        raise ValueError(f"index_put: values of shape {values.shape} do not fit the {target} "
+                         "elements selected") from None
+    if values.data.dtype != input.data.dtype:
+        values = Cast.apply(values, dtype=input.data.dtype)
+    return IndexPut.apply(input, values, index=index, accumulate=bool(accumulate))
+
+
+def index_copy(input, dim, index, source):
+    """A copy of ``input`` with slice ``index[i]`` along ``dim`` replaced by ``source``'s
+    slice i."""
+    _tensor(input, "index_copy", "input")
+    d = wrap_dim(dim, input.ndim, "index_copy")
+    idx = _vector_index("index_copy", index, input.shape[d] if input.ndim else 1, d,
+                        input.device)
+    expected = input.shape[:d] + (idx.size,) + input.shape[d + 1:]
+    if tuple(source.shape) != tuple(expected):
+        raise ValueError(f"index_copy: source has shape {source.shape}; for input "
+                         f"{input.shape}, dim {dim} and {idx.size} indices it must be {expected}")
+    where = (slice(None),) * d + (idx,)
+    return IndexPut.apply(input, source if source.data.dtype == input.data.dtype else
+                          Cast.apply(source, dtype=input.data.dtype), index=where,
+                          accumulate=False)
+
+
+def unfold(input, dimension, size, step):
+    """Every window of ``size`` elements along ``dimension``, ``step`` apart: that dim becomes
+    the number of windows and a new last dim of ``size`` holds each (Tensor.unfold)."""
+    d = wrap_dim(dimension, input.ndim, "unfold")
+    n = input.shape[d] if input.ndim else 1
+    if size > n or size < 0:
+        raise ValueError(f"unfold: size {size} does not fit dimension {dimension} of size {n}")
+    if step <= 0:
+        raise ValueError(f"unfold: step must be > 0, got {step}")
+    x = input if input.ndim else input.reshape(1)
+    windows = (n - size) // step + 1
+    xp = get_array_module(x.data)
+    idx = (xp.arange(windows)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
+    picked = IndexSelect.apply(x, index=idx, dim=d)
+    shaped = picked.reshape(x.shape[:d] + (windows, size) + x.shape[d + 1:])
+    return shaped.movedim(d + 1, -1) if input.ndim else shaped.reshape(size)
+
+
 def argwhere(input):
     """``nonzero(input)``: an (n, ndim) tensor of positions."""
     return nonzero(input)
@@ -357,7 +451,11 @@ TENSOR_METHODS = {
     "argwhere": argwhere,
     "take": take,
     "index_fill": index_fill,
+    "index_put": index_put,
+    "index_copy": index_copy,
+    "unfold": unfold,
 }
 
 __all__ = ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
-           "masked_select", "nonzero", "argwhere", "take", "index_fill"]
+           "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
+           "index_copy"]

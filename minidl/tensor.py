@@ -1218,3 +1218,16 @@ def _detach_(self):
 
 _install_methods({"pow_": _pow_, "detach_": _detach_, "clamp_min_": lambda self, min: _clamp_(
     self, min=min), "clamp_max_": lambda self, max: _clamp_(self, max=max)})
+
+
+def _index_put_(self, indices, values, accumulate=False):
+    return _inplace_by(self, "index_put_", lambda t, v: _indexing.index_put(
+        t, indices, v, accumulate), values)
+
+
+def _index_copy_(self, dim, index, source):
+    return _inplace_by(self, "index_copy_",
+                       lambda t, s: _indexing.index_copy(t, dim, index, s), source)
+
+
+_install_methods({"index_put_": _index_put_, "index_copy_": _index_copy_})

@@ -225,3 +225,30 @@ def test_index_on_another_device_is_named(monkeypatch):
 def test_where_with_only_a_condition_is_nonzero_as_tuple():
     check(lambda L, x: L.where(x > 0), X, grad=False)
     check(lambda L, x: L.where(x), np.array([0, 2, 0, 1]), grad=False)
+
+
+def test_index_put_index_copy_unfold():
+    i0, i1 = np.array([0, 2, 0]), np.array([1, 3, 1])
+    v = rng.standard_normal(3)
+    check(lambda L, x, a, b, v: L.index_put(x, (a, b), v, accumulate=True), X, i0, i1, v)
+    check(lambda L, x, a, b, v: x.index_put((a, b), v), X, i0[:2], i1[:2], v[:2])
+    check(lambda L, x, a, v: x.index_put((a,), v), X, np.array([2, 0]), v[None, :1])
+
+    def f(L, x, a, v):
+        y = x * 2
+        y.index_put_((a,), v, accumulate=True)
+        return y
+    check(f, X, np.array([1, 1]), rng.standard_normal(4))
+    src = rng.standard_normal((3, 2))
+    check(lambda L, x, i, s: L.index_copy(x, 1, i, s), X, np.array([3, 0]), src)
+
+    def g(L, x, i, s):
+        y = x + 0
+        y.index_copy_(1, i, s)
+        return y
+    check(g, X, np.array([1, 2]), src)
+    check(lambda L, x: x.unfold(1, 2, 1), X)
+    check(lambda L, x: x.unfold(0, 2, 2), X)
+    check(lambda L, x: x.unfold(-1, 3, 2), rng.standard_normal((2, 3, 7)))
+    with pytest.raises(IndexError, match="index 3 is out of bounds"):
+        minidl.tensor(X).index_put((minidl.tensor([3]),), minidl.tensor(1.0))
