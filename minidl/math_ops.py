@@ -16,7 +16,10 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
-from .ops import Cast, accumulation_dtype, result_type, wrap_dim
+from .ops import (
+    Cast, Max, _array_module, _is_number, _operand, accumulation_dtype, clamp, reduction_axes,
+    result_type, where, wrap_dim,
+)
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -223,8 +226,6 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
 
 # ---- reductions ----------------------------------------------------------------------------
 def _axes(dim, ndim, name):
-    from .ops import reduction_axes
-
     if isinstance(dim, (tuple, list)) and not dim:
         return tuple(range(ndim))
     return reduction_axes(dim, ndim)
@@ -374,8 +375,6 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 def amin(input, dim=(), keepdim=False):
     """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
-    from .ops import Max
-
     return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True)
 
 
@@ -486,8 +485,6 @@ METHOD_FUNCTIONS = ["sum", "mean", "max", "min", "amax", "argmax", "argmin", "st
 # ---- remainders and rounded division (%, //, fmod, div(rounding_mode=...)) ------------------
 def _binary_operands(name, input, other):
     """Two tensors (a number becomes a 0-d one) at PyTorch's result type."""
-    from .ops import _array_module, _is_number, _operand
-
     for what, x in (("input", input), ("other", other)):
         if not (isinstance(x, autograd.Tensor) or _is_number(x)):
             raise TypeError(f"{name}: {what} must be a tensor or a number, got "
@@ -583,14 +580,10 @@ FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": di
 
 # ---- more reductions and elementwise ops ---------------------------------------------------
 def clamp_min(input, min):  # noqa: A002  (PyTorch's argument name)
-    from .ops import clamp
-
     return clamp(input, min=min)
 
 
 def clamp_max(input, max):  # noqa: A002
-    from .ops import clamp
-
     return clamp(input, max=max)
 
 
@@ -627,8 +620,6 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 
 def nansum(input, dim=None, keepdim=False, *, dtype=None):
     """The sum with NaNs counted as 0 (their gradient is 0)."""
-    from .ops import where
-
     x = input if dtype is None else input.to(as_dtype(dtype))
     if is_floating(x.data.dtype):
         x = where(isnan(x), 0.0, x)
