@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import Function, unbroadcast
 from .backend import get_array_module, to_numpy
 from .ops import Cast, Expand, GetItem, _is_number, wrap_dim
 
@@ -44,10 +44,14 @@ def _tensor(x, name, what):
     return x
 
 
-def _index_array(name, index, size, dim, int64_only=True):
-    """The index as an array with negatives refused (as PyTorch's gather/scatter) and every
-    value checked against ``size``: an IndexError naming the first bad one."""
+def _index_array(name, index, size, dim, int64_only=True, device=None):
+    """The index as an array with negatives refused (as PyTorch's gather/scatter; ``take``
+    allows them from -size) and every value checked against ``size``: an IndexError naming the
+    first bad one."""
     _tensor(index, name, "index")
+    if device is not None and index.device != device:
+        raise ValueError(f"{name}: index is on {index.device}, input on {device}; move the "
+                         f"index with .to('{device}') first")
     dt = index.data.dtype
     if dt.kind not in "iu" or (int64_only and dt != np.int64):
         wanted = "int64" if int64_only else "int32 or int64"
@@ -55,7 +59,7 @@ def _index_array(name, index, size, dim, int64_only=True):
     data = index.data
     if data.size:
         host = to_numpy(data)
-        bad = (host < 0) | (host >= size)
+        bad = (host < (-size if name == "take" else 0)) | (host >= size)
         if bad.any():
             value = int(host[bad].reshape(-1)[0])
             raise IndexError(f"{name}: index {value} is out of bounds for dimension {dim} "
@@ -127,7 +131,8 @@ def gather(input, dim, index, *, sparse_grad=False):
     d = wrap_dim(dim, input.ndim, "gather")
     _tensor(index, "gather", "index")
     _check_same_dims("gather", input, index, d)
-    idx = _index_array("gather", index, input.shape[d] if input.ndim else 1, d)
+    idx = _index_array("gather", index, input.shape[d] if input.ndim else 1, d,
+                       device=input.device)
     if input.ndim == 0:
         return Gather.apply(input.reshape(1), index=idx.reshape(1), dim=0).reshape(())
     return Gather.apply(input, index=idx, dim=d)
@@ -156,7 +161,7 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
         raise ValueError(f"{name}: src has {src.ndim} dims, index {index.ndim}; they must have "
                          "the same number of dims")
     _check_same_dims(name, input, index, d, others=(("src", src),))
-    idx = _index_array(name, index, input.shape[d] if input.ndim else 1, d)
+    idx = _index_array(name, index, input.shape[d] if input.ndim else 1, d, device=input.device)
     if src.data.dtype != input.data.dtype:
         if add:
             raise TypeError(f"{name}: src has dtype {src.data.dtype}, input {input.data.dtype}; "
@@ -203,11 +208,11 @@ class IndexSelect(Function):
         return out
 
 
-def _vector_index(name, index, size, dim):
+def _vector_index(name, index, size, dim, device=None):
     _tensor(index, name, "index")
     if index.ndim > 1:
         raise ValueError(f"{name}: index must be 0-d or 1-d, got shape {index.shape}")
-    idx = _index_array(name, index, size, dim, int64_only=False)
+    idx = _index_array(name, index, size, dim, int64_only=False, device=device)
     return idx.reshape(-1)
 
 
@@ -216,9 +221,9 @@ def index_select(input, dim, index):
     _tensor(input, "index_select", "input")
     d = wrap_dim(dim, input.ndim, "index_select")
     if input.ndim == 0:
-        idx = _vector_index("index_select", index, 1, d)
+        idx = _vector_index("index_select", index, 1, d, input.device)
         return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(index.shape)
-    idx = _vector_index("index_select", index, input.shape[d], d)
+    idx = _vector_index("index_select", index, input.shape[d], d, input.device)
     return IndexSelect.apply(input, index=idx, dim=d)
 
 
@@ -228,7 +233,7 @@ def index_add(input, dim, index, source, *, alpha=1):
     _tensor(source, "index_add", "source")
     d = wrap_dim(dim, input.ndim, "index_add")
     size = input.shape[d] if input.ndim else 1
-    idx = _vector_index("index_add", index, size, d)
+    idx = _vector_index("index_add", index, size, d, input.device)
     expected = input.shape[:d] + (idx.size,) + input.shape[d + 1:] if input.ndim else (idx.size,)
     got = source.shape if source.ndim else (1,)
     if input.ndim and tuple(got) != tuple(expected):
@@ -306,6 +311,128 @@ def nonzero(input, *, as_tuple=False):
     return autograd.Tensor(xp.argwhere(data).astype(np.int64).reshape(-1, data.ndim))
 
 
+def take(input, index):
+    """``input`` flattened, at ``index`` (any shape, int64): a tensor of index's shape."""
+    _tensor(input, "take", "input")
+    _tensor(index, "take", "index")
+    flat = input.reshape(-1)
+    idx = _index_array("take", index, flat.shape[0], 0, device=input.device)
+    # negative positions count from the end, as torch.take
+    if idx.size and (idx < 0).any():
+        idx = idx % max(flat.shape[0], 1)
+    return Gather.apply(flat, index=idx.reshape(-1), dim=0).reshape(index.shape)
+
+
+def index_fill(input, dim, index, value):
+    """A copy of ``input`` with the slices at ``index`` along ``dim`` set to ``value`` (a
+    number or a 0-d tensor); those slices take no gradient from input."""
+    _tensor(input, "index_fill", "input")
+    d = wrap_dim(dim, input.ndim, "index_fill")
+    size = input.shape[d] if input.ndim else 1
+    idx = _vector_index("index_fill", index, size, d, input.device)
+    xp = get_array_module(input.data)
+    mask_shape = [1] * max(input.ndim, 1)
+    mask_shape[d if input.ndim else 0] = size
+    mask = xp.zeros(size, dtype=bool)
+    mask[idx] = True
+    mask = autograd.Tensor(mask.reshape(mask_shape if input.ndim else ()))
+    return input.masked_fill(mask, value)
+
+
+class IndexPut(Function):
+    """A copy of ``a`` with ``values`` written (added, with ``accumulate``) at the advanced
+    index ``index``; gradients as SetItem's (accumulate: ``a`` keeps all of its gradient)."""
+
+    def forward(self, a, values, index, accumulate):
+        self.index, self.accumulate, self.value_shape = index, accumulate, values.shape
+        out = a.copy()
+        if accumulate:
+            target_shape = out[index].shape
+            add_at(out, index, get_array_module(a).broadcast_to(values, target_shape))
+        else:
+            out[index] = values
+        return out
+
+    def backward(self, g):
+        ga = g
+        if not self.accumulate:
+            ga = g.copy()
+            ga[self.index] = 0
+        return ga, unbroadcast(g[self.index], self.value_shape)
+
+
+def index_put(input, indices, values, accumulate=False):
+    """A copy of ``input`` with ``values`` (broadcast) at ``input[indices]``, ``indices`` a
+    tuple of integer (or bool) tensors; ``accumulate=True`` adds, repeats adding up."""
+    _tensor(input, "index_put", "input")
+    _tensor(values, "index_put", "values")
+    if not isinstance(indices, (tuple, list)):
+        raise TypeError(f"index_put: indices must be a tuple of tensors, got "
+                        f"{type(indices).__name__}")
+    index = []
+    for k, i in enumerate(indices):
+        if i is None:
+            index.append(slice(None))
+            continue
+        _tensor(i, "index_put", f"indices[{k}]")
+        if i.data.dtype.kind not in "iub":
+            raise TypeError(f"index_put: indices[{k}] must be an integer or bool tensor, got "
+                            f"dtype {i.data.dtype}")
+        if i.device != input.device:
+            raise ValueError(f"index_put: indices[{k}] is on {i.device}, input on "
+                             f"{input.device}")
+        index.append(i.data)
+    index = tuple(index)
+    try:
+        target = np.empty(input.shape, dtype=np.uint8)[tuple(
+            to_numpy(i) if not isinstance(i, slice) else i for i in index)].shape
+    except IndexError as e:
+        raise IndexError(f"index_put: {e} (input of shape {input.shape})") from None
+    try:
+        np.broadcast_shapes(values.shape, target)
+    except ValueError:
+        raise ValueError(f"index_put: values of shape {values.shape} do not fit the {target} "
+                         "elements selected") from None
+    if values.data.dtype != input.data.dtype:
+        values = Cast.apply(values, dtype=input.data.dtype)
+    return IndexPut.apply(input, values, index=index, accumulate=bool(accumulate))
+
+
+def index_copy(input, dim, index, source):
+    """A copy of ``input`` with slice ``index[i]`` along ``dim`` replaced by ``source``'s
+    slice i."""
+    _tensor(input, "index_copy", "input")
+    d = wrap_dim(dim, input.ndim, "index_copy")
+    idx = _vector_index("index_copy", index, input.shape[d] if input.ndim else 1, d,
+                        input.device)
+    expected = input.shape[:d] + (idx.size,) + input.shape[d + 1:]
+    if tuple(source.shape) != tuple(expected):
+        raise ValueError(f"index_copy: source has shape {source.shape}; for input "
+                         f"{input.shape}, dim {dim} and {idx.size} indices it must be {expected}")
+    where = (slice(None),) * d + (idx,)
+    return IndexPut.apply(input, source if source.data.dtype == input.data.dtype else
+                          Cast.apply(source, dtype=input.data.dtype), index=where,
+                          accumulate=False)
+
+
+def unfold(input, dimension, size, step):
+    """Every window of ``size`` elements along ``dimension``, ``step`` apart: that dim becomes
+    the number of windows and a new last dim of ``size`` holds each (Tensor.unfold)."""
+    d = wrap_dim(dimension, input.ndim, "unfold")
+    n = input.shape[d] if input.ndim else 1
+    if size > n or size < 0:
+        raise ValueError(f"unfold: size {size} does not fit dimension {dimension} of size {n}")
+    if step <= 0:
+        raise ValueError(f"unfold: step must be > 0, got {step}")
+    x = input if input.ndim else input.reshape(1)
+    windows = (n - size) // step + 1
+    xp = get_array_module(x.data)
+    idx = (xp.arange(windows)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
+    picked = IndexSelect.apply(x, index=idx, dim=d)
+    shaped = picked.reshape(x.shape[:d] + (windows, size) + x.shape[d + 1:])
+    return shaped.movedim(d + 1, -1) if input.ndim else shaped.reshape(size)
+
+
 def argwhere(input):
     """``nonzero(input)``: an (n, ndim) tensor of positions."""
     return nonzero(input)
@@ -322,7 +449,13 @@ TENSOR_METHODS = {
     "masked_select": masked_select,
     "nonzero": nonzero,
     "argwhere": argwhere,
+    "take": take,
+    "index_fill": index_fill,
+    "index_put": index_put,
+    "index_copy": index_copy,
+    "unfold": unfold,
 }
 
 __all__ = ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
-           "masked_select", "nonzero", "argwhere"]
+           "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
+           "index_copy"]

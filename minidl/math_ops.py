@@ -12,22 +12,31 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
-from .ops import Cast, accumulation_dtype, wrap_dim
+from .ops import (
+    Cast, Max, _array_module, _is_number, _operand, accumulation_dtype, clamp, reduction_axes,
+    result_type, where, wrap_dim,
+)
 
 
 def _cumulative_input(name, input, dim, dtype):
     """(input cast as PyTorch casts it, wrapped dim): ``dtype=`` casts first; integer and
     bool inputs accumulate in int64."""
+    input = _accumulation_input(input, dtype)
+    return input, wrap_dim(dim, input.ndim, name)
+
+
+def _accumulation_input(input, dtype):
     if dtype is not None:
         dtype = as_dtype(dtype)
     elif not is_floating(input.data.dtype):
         dtype = np.dtype(np.int64)
     if dtype is not None and dtype != input.data.dtype:
         input = Cast.apply(input, dtype=dtype)
-    return input, wrap_dim(dim, input.ndim, name)
+    return input
 
 
 def _reverse_cumsum(xp, a, d):
@@ -91,4 +100,570 @@ def cumprod(input, dim, *, dtype=None):
 
 
 TENSOR_METHODS = {"cumsum": cumsum, "cumprod": cumprod}
-FUNCTIONS = ["cumsum", "cumprod"]
+
+
+# ---- elementwise functions ----------------------------------------------------------------
+def _float_input(x):
+    """Integer and bool tensors enter floating-point math as float32 (PyTorch's default)."""
+    return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=np.dtype(np.float32))
+
+
+def _unary(name, forward, derivative, save_output=False):
+    """A Function class ``name`` for ``y = forward(xp, x)`` whose gradient is
+    ``g * derivative(xp, x, y)``; it saves only what the derivative reads."""
+
+    def fwd(self, a):
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            y = forward(xp, a)
+        y = y.astype(a.dtype, copy=False)
+        self.save_for_backward(y if save_output else a)
+        return y
+
+    def bwd(self, g):
+        (saved,) = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d = derivative(xp, saved) if derivative is not None else xp.zeros_like(g)
+        return (g * d).astype(g.dtype, copy=False)
+
+    return type(name, (Function,), {"forward": fwd, "backward": bwd, "__doc__": name.lower()})
+
+
+_LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
+Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda xp, y: -y * y, save_output=True)
+Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a), lambda xp, y: -0.5 * y * y * y,
+               save_output=True)
+Square = _unary("Square", lambda xp, a: a * a, lambda xp, a: 2 * a)
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda xp, a: xp.cos(a))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda xp, a: -xp.sin(a))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda xp, y: 1 + y * y, save_output=True)
+Asin = _unary("Asin", lambda xp, a: xp.arcsin(a), lambda xp, a: 1 / xp.sqrt(1 - a * a))
+Acos = _unary("Acos", lambda xp, a: xp.arccos(a), lambda xp, a: -1 / xp.sqrt(1 - a * a))
+Atan = _unary("Atan", lambda xp, a: xp.arctan(a), lambda xp, a: 1 / (1 + a * a))
+Sinh = _unary("Sinh", lambda xp, a: xp.sinh(a), lambda xp, a: xp.cosh(a))
+Cosh = _unary("Cosh", lambda xp, a: xp.cosh(a), lambda xp, a: xp.sinh(a))
+Log1p = _unary("Log1p", lambda xp, a: xp.log1p(a), lambda xp, a: 1 / (1 + a))
+Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda xp, y: y + 1, save_output=True)
+Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda xp, a: 1 / (a * _LN2))
+Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda xp, a: 1 / (a * _LN10))
+Exp2 = _unary("Exp2", lambda xp, a: xp.exp2(a), lambda xp, y: y * _LN2, save_output=True)
+# piecewise constant: a zero gradient everywhere, as PyTorch's
+Sign = _unary("Sign", lambda xp, a: xp.sign(a), None)
+Floor = _unary("Floor", lambda xp, a: xp.floor(a), None)
+Ceil = _unary("Ceil", lambda xp, a: xp.ceil(a), None)
+Trunc = _unary("Trunc", lambda xp, a: xp.trunc(a), None)
+Round = _unary("Round", lambda xp, a: xp.round(a), None)  # half to even, as torch.round
+Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(a))
+
+
+def _float_op(fn):
+    def op(input):
+        return fn.apply(_float_input(input))
+    op.__name__ = fn.__name__.lower()
+    op.__doc__ = f"Elementwise {op.__name__}; integer input computes in float32, as PyTorch."
+    return op
+
+
+def _same_dtype_op(fn, integer=None):
+    """An op whose integer input stays integer: ``integer(x)`` (None: x itself)."""
+    def op(input):
+        if not is_floating(input.data.dtype):
+            if integer is None:
+                return autograd.Tensor(input.data.copy())
+            return autograd.Tensor(integer(get_array_module(input.data), input.data))
+        return fn.apply(input)
+    op.__name__ = fn.__name__.lower()
+    op.__doc__ = f"Elementwise {op.__name__}, in the input's dtype."
+    return op
+
+
+reciprocal, rsqrt, sin, cos, tan = (_float_op(f) for f in (Reciprocal, Rsqrt, Sin, Cos, Tan))
+asin, acos, atan, sinh, cosh = (_float_op(f) for f in (Asin, Acos, Atan, Sinh, Cosh))
+log1p, expm1, log2, log10, exp2 = (_float_op(f) for f in (Log1p, Expm1, Log2, Log10, Exp2))
+square = _same_dtype_op(Square, lambda xp, a: (a * a) if a.dtype != np.bool_ else
+                        a.astype(np.int64))
+sign = _same_dtype_op(Sign, lambda xp, a: xp.sign(a) if a.dtype != np.bool_ else a.copy())
+floor, ceil, trunc = (_same_dtype_op(f) for f in (Floor, Ceil, Trunc))
+def frac(input):
+    """The fractional part ``x - trunc(x)``, with the sign of x (floating-point input only,
+    as in PyTorch)."""
+    if not is_floating(input.data.dtype):
+        raise TypeError(f"frac: needs a floating-point tensor, got dtype {input.data.dtype}")
+    return Frac.apply(input)
+arcsin, arccos, arctan = asin, acos, atan
+
+
+def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
+    """Elementwise rounding, half to even; ``decimals`` as torch.round's (zero gradient)."""
+    if not decimals:
+        return _same_dtype_op(Round)(input)
+    scale = 10.0 ** decimals
+    return _same_dtype_op(Round)(input * scale) / scale
+
+
+def neg(input):
+    return -input
+
+
+negative = neg
+
+
+def lerp(input, end, weight):
+    """``input + weight * (end - input)``; weight a number or a tensor (broadcast)."""
+    return input + weight * (end - input)
+
+
+def addcmul(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 * tensor2``."""
+    return input + value * (tensor1 * tensor2)
+
+
+def addcdiv(input, tensor1, tensor2, *, value=1):
+    """``input + value * tensor1 / tensor2``."""
+    return input + value * (tensor1 / tensor2)
+
+
+# ---- reductions ----------------------------------------------------------------------------
+def _axes(dim, ndim, name):
+    if isinstance(dim, (tuple, list)) and not dim:
+        return tuple(range(ndim))
+    return reduction_axes(dim, ndim)
+
+
+def _keep(g, axes, keepdim, xp):
+    if not keepdim:
+        for ax in axes:
+            g = xp.expand_dims(g, ax)
+    return g
+
+
+class Prod(Function):
+    """The product over ``axes``. Its gradient is exact with zeros: y / x where a slice has
+    none, the product of the others at a slice's only zero, and 0 where it has two or more."""
+
+    def forward(self, a, axes, keepdim):
+        self.axes, self.keepdim = axes, keepdim
+        wide = accumulation_dtype(a)
+        y = a.prod(axis=axes, keepdims=True, dtype=wide).astype(a.dtype, copy=False)
+        self.save_for_backward(a, y)
+        return y if keepdim else y.reshape(tuple(n for i, n in enumerate(y.shape)
+                                                 if i not in axes))
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        g = _keep(g, self.axes, self.keepdim, xp)
+        zero = a == 0
+        count = zero.sum(axis=self.axes, keepdims=True)
+        others = xp.where(zero, 1, a).prod(axis=self.axes, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            grad = xp.where(count == 0, y / xp.where(zero, 1, a),
+                            xp.where(zero & (count == 1), others, 0))
+        return (g * grad).astype(g.dtype, copy=False)
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    """The product of all elements, or over ``dim``; integer and bool input gives int64."""
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
+        raise TypeError(f"prod: dim must be an int, got {type(dim).__name__}")
+    x = _accumulation_input(input, dtype)
+    axes = _axes(dim, x.ndim, "prod")
+    return Prod.apply(x, axes=axes, keepdim=bool(keepdim) and dim is not None)
+
+
+class LogSumExp(Function):
+    """``log(sum(exp(x)))`` over ``axes`` with the max subtracted (no overflow); all -inf gives
+    -inf, and +inf anywhere gives +inf."""
+
+    def forward(self, a, axes, keepdim):
+        xp = get_array_module(a)
+        self.axes, self.keepdim = axes, keepdim
+        wide = accumulation_dtype(a)
+        aw = a if wide is None else a.astype(wide)
+        m = aw.max(axis=axes, keepdims=True) if aw.size else xp.zeros((1,) * aw.ndim, aw.dtype)
+        m = xp.where(xp.isfinite(m), m, 0)
+        with np.errstate(divide="ignore"):
+            y = xp.log(xp.exp(aw - m).sum(axis=axes, keepdims=True)) + m
+        self.save_for_backward(aw, y)
+        out = y if keepdim else y.reshape(tuple(n for i, n in enumerate(y.shape)
+                                                if i not in axes))
+        return out.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        gw = _keep(g, self.axes, self.keepdim, xp).astype(a.dtype, copy=False)
+        with np.errstate(invalid="ignore"):
+            return (gw * xp.exp(a - y)).astype(g.dtype, copy=False)
+
+
+def logsumexp(input, dim, keepdim=False):
+    """``log(sum(exp(input)))`` over ``dim`` (an int or a tuple), computed stably."""
+    x = _float_input(input)
+    return LogSumExp.apply(x, axes=_axes(dim, x.ndim, "logsumexp"), keepdim=bool(keepdim))
+
+
+class VectorNorm(Function):
+    """``sum(|x|^p)^(1/p)`` over ``axes``; p = inf (-inf) is the largest (smallest) |x|, with
+    ties sharing the gradient, p = 0 the count of nonzeros. Where the norm is 0 the gradient
+    is 0 (PyTorch's subgradient)."""
+
+    def forward(self, a, ord, axes, keepdim):
+        xp = get_array_module(a)
+        self.ord, self.axes, self.keepdim = ord, axes, keepdim
+        wide = accumulation_dtype(a)
+        aw = a if wide is None else a.astype(wide)
+        m = abs(aw)
+        if ord == float("inf"):
+            y = m.max(axis=axes, keepdims=True)
+        elif ord == float("-inf"):
+            y = m.min(axis=axes, keepdims=True)
+        elif ord == 0:
+            y = (m != 0).sum(axis=axes, keepdims=True).astype(aw.dtype)
+        elif ord == 1:
+            y = m.sum(axis=axes, keepdims=True)
+        elif ord == 2:
+            y = xp.sqrt((aw * aw).sum(axis=axes, keepdims=True))
+        else:
+            y = ((m ** ord).sum(axis=axes, keepdims=True)) ** (1.0 / ord)
+        self.save_for_backward(aw, y)
+        out = y if keepdim else y.reshape(tuple(n for i, n in enumerate(y.shape)
+                                                if i not in axes))
+        return out.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        gw = _keep(g, self.axes, self.keepdim, xp).astype(a.dtype, copy=False)
+        p, m = self.ord, abs(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if p in (float("inf"), float("-inf")):
+                hit = (m == y).astype(a.dtype)
+                d = xp.sign(a) * hit / hit.sum(axis=self.axes, keepdims=True)
+            elif p == 0:
+                d = xp.zeros_like(a)
+            elif p == 1:
+                d = xp.sign(a)
+            elif p == 2:
+                d = xp.where(y == 0, 0, a / y)
+            else:
+                d = xp.where(y == 0, 0, xp.sign(a) * m ** (p - 1) / y ** (p - 1))
+        return (gw * d).astype(g.dtype, copy=False)
+
+
+def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
+    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims when None)."""
+    if dtype is not None:
+        x = Cast.apply(x, dtype=as_dtype(dtype))
+    if not is_floating(x.data.dtype):
+        raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
+    if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
+        raise TypeError(f"vector_norm: ord must be a number, got {ord!r}")
+    return VectorNorm.apply(x, ord=float(ord), axes=_axes(dim, x.ndim, "vector_norm"),
+                            keepdim=bool(keepdim))
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    """torch.norm: 'fro' (the 2-norm of the elements over ``dim``) or a number ``p``."""
+    if p == "fro" or p is None:
+        p = 2
+    elif isinstance(p, str):
+        raise ValueError(f"norm: p={p!r} is not supported; use 'fro' or a number")
+    return vector_norm(input, p, dim, keepdim, dtype=dtype)
+
+
+def amin(input, dim=(), keepdim=False):
+    """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
+    return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True)
+
+
+# ---- comparisons and logical ops: bool tensors outside the graph ---------------------------
+def eq(input, other):
+    return input == other
+
+
+def ne(input, other):
+    return input != other
+
+
+def lt(input, other):
+    return input < other
+
+
+def le(input, other):
+    return input <= other
+
+
+def gt(input, other):
+    return input > other
+
+
+def ge(input, other):
+    return input >= other
+
+
+def _bool(name, fn):
+    def op(input):
+        return autograd.Tensor(fn(get_array_module(input.data), input.data))
+    op.__name__ = name
+    return op
+
+
+isnan = _bool("isnan", lambda xp, a: xp.isnan(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool))
+isinf = _bool("isinf", lambda xp, a: xp.isinf(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool))
+isfinite = _bool("isfinite", lambda xp, a: xp.isfinite(a) if a.dtype.kind in "fcV" else
+                 xp.ones(a.shape, bool))
+logical_not = _bool("logical_not", lambda xp, a: xp.logical_not(a))
+
+
+def _logical(name, ufunc):
+    def op(input, other):
+        a = input.data
+        b = other.data if isinstance(other, autograd.Tensor) else other
+        return autograd.Tensor(getattr(get_array_module(a), ufunc)(a, b))
+    op.__name__ = name
+    return op
+
+
+logical_and = _logical("logical_and", "logical_and")
+logical_or = _logical("logical_or", "logical_or")
+logical_xor = _logical("logical_xor", "logical_xor")
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    xp = get_array_module(input.data)
+    b = other.data if isinstance(other, autograd.Tensor) else other
+    return autograd.Tensor(xp.isclose(input.data, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether every element of ``input`` is close to ``other``'s (a Python bool)."""
+    return bool(isclose(input, other, rtol, atol, equal_nan).data.all())
+
+
+def equal(input, other):
+    """True when both have the same shape and the same values (a Python bool)."""
+    if tuple(input.shape) != tuple(other.shape):
+        return False
+    return bool((input == other).data.all())
+
+
+TENSOR_METHODS.update({
+    "reciprocal": reciprocal, "rsqrt": rsqrt, "square": square, "sin": sin, "cos": cos,
+    "tan": tan, "asin": asin, "acos": acos, "atan": atan, "arcsin": asin, "arccos": acos,
+    "arctan": atan, "sinh": sinh, "cosh": cosh, "log1p": log1p, "expm1": expm1, "log2": log2,
+    "log10": log10, "exp2": exp2, "sign": sign, "floor": floor, "ceil": ceil, "round": round,
+    "trunc": trunc, "frac": frac, "neg": neg, "negative": negative, "lerp": lerp,
+    "addcmul": addcmul, "addcdiv": addcdiv, "prod": prod, "logsumexp": logsumexp, "norm": norm,
+    "amin": amin, "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
+    "greater": gt, "greater_equal": ge, "less": lt, "less_equal": le, "not_equal": ne,
+    "isnan": isnan, "isinf": isinf, "isfinite": isfinite, "logical_not": logical_not,
+    "logical_and": logical_and, "logical_or": logical_or, "logical_xor": logical_xor,
+    "isclose": isclose, "allclose": allclose, "equal": equal,
+})
+# minidl.X for each (minidl/__init__.py): the same names as functions, as in torch
+FUNCTIONS = dict(TENSOR_METHODS)
+
+
+# ---- remainders and rounded division (%, //, fmod, div(rounding_mode=...)) ------------------
+def _binary_operands(name, input, other):
+    """Two tensors (a number becomes a 0-d one) at PyTorch's result type."""
+    for what, x in (("input", input), ("other", other)):
+        if not (isinstance(x, autograd.Tensor) or _is_number(x)):
+            raise TypeError(f"{name}: {what} must be a tensor or a number, got "
+                            f"{type(x).__name__}")
+    dtype = result_type(input, other)
+    xp = _array_module(input, other)
+    return _operand(input, dtype, xp), _operand(other, dtype, xp)
+
+
+class Remainder(Function):
+    """``a - b * floor(a / b)`` (remainder, the sign of b, as Python's %) or ``a - b *
+    trunc(a / b)`` (fmod, the sign of a). Gradients: g for a, ``-g * floor(a / b)`` (trunc)
+    for b, as PyTorch's."""
+
+    def forward(self, a, b, trunc):
+        xp = get_array_module(a)
+        self.trunc = trunc
+        self.save_for_backward(a, b)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.fmod(a, b) if trunc else xp.mod(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)
+        return g, (-g * q).astype(g.dtype, copy=False)
+
+
+class DivRounded(Function):
+    """``a / b`` rounded down (floor) or toward zero (trunc); a zero gradient, as PyTorch's
+    div with a rounding mode."""
+
+    def forward(self, a, b, trunc):
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if a.dtype.kind in "iub":
+                q = xp.floor_divide(a, b)
+                if trunc:  # floor and trunc differ where the signs differ and it is not exact
+                    q = xp.where((xp.mod(a, b) != 0) & ((a < 0) != (b < 0)), q + 1, q)
+                return q
+            return xp.trunc(a / b) if trunc else xp.floor(a / b)
+
+    def backward(self, g):
+        zero = get_array_module(g).zeros_like(g)
+        return zero, zero
+
+
+def remainder(input, other):
+    """Python's modulus (the result has the sign of ``other``): ``input % other``."""
+    a, b = _binary_operands("remainder", input, other)
+    return Remainder.apply(a, b, trunc=False)
+
+
+def fmod(input, other):
+    """C's fmod (the result has the sign of ``input``)."""
+    a, b = _binary_operands("fmod", input, other)
+    return Remainder.apply(a, b, trunc=True)
+
+
+def div(input, other, *, rounding_mode=None):
+    """``input / other``; ``rounding_mode`` 'floor' or 'trunc' rounds the quotient (integers
+    stay integers), None is true division."""
+    if rounding_mode is None:
+        return input / other if isinstance(input, autograd.Tensor) else other.__rtruediv__(input)
+    if rounding_mode not in ("floor", "trunc"):
+        raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
+                         f"{rounding_mode!r}")
+    a, b = _binary_operands("div", input, other)
+    return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
+
+
+def floor_divide(input, other):
+    """``input // other``: the quotient rounded down (zero gradient)."""
+    return div(input, other, rounding_mode="floor")
+
+
+def _reflected(fn):
+    def op(self, other):
+        return fn(other, self)
+    return op
+
+
+TENSOR_METHODS.update({
+    "remainder": remainder, "fmod": fmod, "div": div, "divide": div,
+    "floor_divide": floor_divide,
+    "__mod__": remainder, "__rmod__": _reflected(remainder),
+    "__floordiv__": floor_divide, "__rfloordiv__": _reflected(floor_divide),
+})
+FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": div,
+                  "floor_divide": floor_divide})
+
+
+# ---- more reductions and elementwise ops ---------------------------------------------------
+def clamp_min(input, min):  # noqa: A002  (PyTorch's argument name)
+    return clamp(input, min=min)
+
+
+def clamp_max(input, max):  # noqa: A002
+    return clamp(input, max=max)
+
+
+def count_nonzero(input, dim=None):
+    """The number of nonzero elements (int64), over all dims or over ``dim``."""
+    return autograd.Tensor(input.data != 0).sum(dim=dim)
+
+
+class NanToNum(Function):
+    """NaN, +inf and -inf replaced by numbers; the gradient passes where x was finite."""
+
+    def forward(self, a, nan, posinf, neginf):
+        xp = get_array_module(a)
+        self.save_for_backward(a)
+        return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(g)
+        return xp.where(xp.isfinite(a), g, 0).astype(g.dtype, copy=False)
+
+
+def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
+    """NaN as ``nan``, infinities as ``posinf``/``neginf`` (the dtype's largest and smallest
+    finite numbers when None)."""
+    if not is_floating(input.data.dtype):
+        return autograd.Tensor(input.data.copy())
+    info = np.finfo(np.float32 if input.data.dtype.itemsize == 2 and input.data.dtype.kind != "f"
+                    else input.data.dtype)
+    posinf = float(info.max) if posinf is None else posinf
+    neginf = float(info.min) if neginf is None else neginf
+    return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)
+
+
+def nansum(input, dim=None, keepdim=False, *, dtype=None):
+    """The sum with NaNs counted as 0 (their gradient is 0)."""
+    x = input if dtype is None else input.to(as_dtype(dtype))
+    if is_floating(x.data.dtype):
+        x = where(isnan(x), 0.0, x)
+    return x.sum(dim=dim, keepdim=keepdim)
+
+
+def nanmean(input, dim=None, keepdim=False, *, dtype=None):
+    """The mean of the elements that are not NaN."""
+    x = input if dtype is None else input.to(as_dtype(dtype))
+    if not is_floating(x.data.dtype):
+        raise TypeError(f"nanmean: needs a floating-point tensor, got dtype {x.data.dtype}")
+    count = logical_not(isnan(x)).sum(dim=dim, keepdim=keepdim)
+    return nansum(x, dim, keepdim) / count.to(x.data.dtype)
+
+
+class XLogY(Function):
+    """``x * log(y)``, 0 where x == 0 (unless y is NaN), as torch.xlogy."""
+
+    def forward(self, x, y):
+        xp = get_array_module(x)
+        self.save_for_backward(x, y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.where((x == 0) & ~xp.isnan(y), 0, x * xp.log(y)).astype(x.dtype)
+
+    def backward(self, g):
+        x, y = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gx = g * xp.log(y)  # log(y) at x == 0 too, as PyTorch's
+            gy = g * x / y
+        return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
+
+
+def xlogy(input, other):
+    a, b = _binary_operands("xlogy", input, other)
+    if not is_floating(a.data.dtype):
+        a, b = _float_input(a), _float_input(b)
+    return XLogY.apply(a, b)
+
+
+def std_mean(input, dim=None, *, correction=1, keepdim=False):
+    """(std, mean) over ``dim``, as torch.std_mean."""
+    return (input.std(dim, keepdim=keepdim, correction=correction),
+            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+
+
+def var_mean(input, dim=None, *, correction=1, keepdim=False):
+    """(var, mean) over ``dim``, as torch.var_mean."""
+    return (input.var(dim, keepdim=keepdim, correction=correction),
+            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+
+
+TENSOR_METHODS.update({
+    "clamp_min": clamp_min, "clamp_max": clamp_max, "count_nonzero": count_nonzero,
+    "nan_to_num": nan_to_num, "nansum": nansum, "nanmean": nanmean, "xlogy": xlogy,
+    "is_floating_point": lambda self: is_floating(self.data.dtype),
+})
+FUNCTIONS.update({
+    "clamp_min": clamp_min, "clamp_max": clamp_max, "count_nonzero": count_nonzero,
+    "nan_to_num": nan_to_num, "nansum": nansum, "nanmean": nanmean, "xlogy": xlogy,
+    "std_mean": std_mean, "var_mean": var_mean,
+    "is_floating_point": TENSOR_METHODS["is_floating_point"],
+})

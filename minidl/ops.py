@@ -63,18 +63,6 @@ class Div(Function):
         return ga, -ga * a / b
 
 
-class Remainder(Function):
-    """``a % b`` with the sign of the divisor (Python's and PyTorch's ``remainder``); the
-    gradient is 1 for ``a`` and ``-floor(a / b)`` for ``b``."""
-    def forward(self, a, b):
-        self.save_for_backward(a, b)
-        return get_array_module(a).mod(a, b)
-
-    def backward(self, g):
-        a, b = self.saved
-        return g, -g * get_array_module(a).floor_divide(a, b)
-
-
 class Neg(Function):
     def forward(self, a):
         return -a
@@ -298,9 +286,15 @@ class Where(Function):
                 xp.where(condition, zero, g) if b.requires_grad else None)
 
 
-def where(condition, input, other):
+def where(condition, input=None, other=None):
     """``input`` where ``condition`` holds, ``other`` elsewhere: tensors or numbers, broadcast,
-    at PyTorch's result dtype; the gradient goes to the side each element came from."""
+    at PyTorch's result dtype; the gradient goes to the side each element came from.
+    ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``, as in PyTorch."""
+    if input is None and other is None and _is_tensor(condition):
+        data = condition.data
+        xp = get_array_module(data)
+        found = xp.nonzero(data.reshape(1) if data.ndim == 0 else data)
+        return tuple(autograd.Tensor(i.astype(np.int64)) for i in found)
     _check_bool_tensor("where", "condition", condition)
     for what, x in (("input", input), ("other", other)):
         if not (_is_tensor(x) or _is_number(x)):

@@ -77,8 +77,11 @@ class Flip(Function):
         return get_array_module(g).flip(g, axis=self.axes)
 
 
-def flip(input, dims):
-    """``input`` reversed along each of ``dims`` (a copy, as PyTorch's)."""
+def flip(input, *dims):
+    """``input`` reversed along each of ``dims`` (a copy, as PyTorch's): ``flip(x, (0, 1))``,
+    ``x.flip(0, 1)``."""
+    if len(dims) == 1:
+        dims = dims[0]
     axes = _dims("flip", dims, input.ndim)
     if input.ndim == 0 or not axes:
         return Reshape.apply(input, shape=input.shape)
@@ -353,3 +356,283 @@ FUNCTIONS = ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "tri
              "diagonal", "narrow", "unbind", "movedim", "moveaxis", "swapaxes", "swapdims",
              "unflatten", "tile"]
 moveaxis = movedim
+
+
+# ---- more shape ops: select, broadcast_to, ravel, stacking, repeat_interleave, meshgrid,
+# rot90, diff (compositions of the ops above, which carry their gradients) -----------------
+def select(input, dim, index):
+    """The slice at ``index`` along ``dim`` (that dim removed); a negative index counts from
+    the end."""
+    if input.ndim == 0:
+        raise ValueError("select: cannot select from a 0-d tensor")
+    d = wrap_dim(dim, input.ndim, "select")
+    n = input.shape[d]
+    if isinstance(index, autograd.Tensor):
+        index = int(index.item())
+    if not -n <= index < n:
+        raise IndexError(f"select: index {index} out of range for dimension {dim} of size {n}")
+    return input[(slice(None),) * d + (int(index) % n,)]
+
+
+def broadcast_to(input, size):
+    return input.expand(size)
+
+
+def ravel(input):
+    return input.reshape(-1)
+
+
+def atleast_1d(input):
+    return input.reshape(1) if input.ndim == 0 else input
+
+
+def atleast_2d(input):
+    return input.reshape(1, -1) if input.ndim < 2 else input
+
+
+def concat(tensors, dim=0):
+    from .ops import cat
+
+    return cat(tensors, dim)
+
+
+concatenate = concat
+
+
+def hstack(tensors):
+    """Tensors side by side: along dim 1, or dim 0 for 1-d ones (as torch.hstack)."""
+    ts = [atleast_1d(t) for t in tensors]
+    return concat(ts, 0 if ts and ts[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    """Tensors one above the other: along dim 0, 1-d ones as rows (as torch.vstack)."""
+    return concat([atleast_2d(t) for t in tensors], 0)
+
+
+row_stack = vstack
+
+
+def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
+    """Each element (slice along ``dim``; of the flattened input when dim is None) repeated
+    ``repeats`` times (an int, or a 1-d tensor of counts). ``repeat_interleave(counts)`` alone
+    gives each position repeated by its count."""
+    from .indexing import index_select
+
+    xp = get_array_module(input.data)
+    if repeats is None:  # torch.repeat_interleave(repeats): positions repeated
+        counts = input.data
+        return autograd.Tensor(xp.repeat(xp.arange(counts.shape[0]), counts).astype(np.int64))
+    if dim is None:
+        input, d = input.reshape(-1), 0
+    else:
+        d = wrap_dim(dim, input.ndim, "repeat_interleave")
+    n = input.shape[d] if input.ndim else 1
+    if isinstance(repeats, autograd.Tensor):
+        counts = repeats.data.reshape(-1)
+        if counts.shape[0] not in (1, n):
+            raise ValueError(f"repeat_interleave: {counts.shape[0]} repeat counts for a dim of "
+                             f"size {n}")
+    else:
+        counts = int(repeats)
+    if (np.asarray(counts.get() if hasattr(counts, "get") else counts) < 0).any():
+        raise ValueError("repeat_interleave: repeats must be >= 0")
+    index = xp.repeat(xp.arange(n), counts)
+    if input.ndim == 0:
+        input = input.reshape(1)
+    return index_select(input, d, autograd.Tensor(index.astype(np.int64)))
+
+
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids from 1-d tensors; ``indexing`` 'ij' (matrix, the default) or 'xy'
+    (Cartesian: the first two dims swapped)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (tuple, list)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', got {indexing!r}")
+    for t in tensors:
+        if t.ndim > 1:
+            raise ValueError(f"meshgrid: expects 0-d or 1-d tensors, got shape {t.shape}")
+    ts = [atleast_1d(t) for t in tensors]
+    swap = indexing == "xy" and len(ts) >= 2
+    if swap:
+        ts[0], ts[1] = ts[1], ts[0]
+    shape = tuple(t.shape[0] for t in ts)
+    out = []
+    for i, t in enumerate(ts):
+        view = [1] * len(ts)
+        view[i] = -1
+        out.append(t.reshape(view).expand(shape))
+    if swap:
+        out[0], out[1] = out[1], out[0]
+    return tuple(out)
+
+
+def rot90(input, k=1, dims=(0, 1)):
+    """``input`` rotated by 90 degrees ``k`` times in the plane of ``dims`` (from the first
+    towards the second), as torch.rot90."""
+    if len(dims) != 2:
+        raise ValueError(f"rot90: dims must name two dims, got {tuple(dims)}")
+    d0, d1 = (wrap_dim(d, input.ndim, "rot90") for d in dims)
+    if d0 == d1:
+        raise ValueError(f"rot90: the two dims are the same ({dims[0]}, {dims[1]})")
+    k %= 4
+    if k == 1:
+        return flip(input, (d1,)).transpose(d0, d1)
+    if k == 2:
+        return flip(input, (d0, d1))
+    if k == 3:
+        return flip(input, (d0,)).transpose(d0, d1)
+    return Reshape.apply(input, shape=input.shape)
+
+
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """The ``n``-th forward difference along ``dim``, after prepending/appending tensors."""
+    d = wrap_dim(dim, input.ndim, "diff")
+    parts = [p for p in (prepend, input, append) if p is not None]
+    x = concat(parts, d) if len(parts) > 1 else input
+    for _ in range(n):
+        m = x.shape[d]
+        if m == 0:
+            break
+        x = narrow(x, d, 1, m - 1) - narrow(x, d, 0, m - 1)
+    return x
+
+
+TENSOR_METHODS.update({
+    "select": select, "broadcast_to": broadcast_to, "ravel": ravel,
+    "repeat_interleave": repeat_interleave, "rot90": rot90, "diff": diff,
+})
+FUNCTIONS += ["select", "broadcast_to", "ravel", "atleast_1d", "atleast_2d", "concat",
+              "concatenate", "hstack", "vstack", "row_stack", "repeat_interleave", "meshgrid",
+              "rot90", "diff"]
+
+
+# ---- more ordering: cummax/cummin, median, kthvalue, msort, unique, searchsorted ------------
+CumResult = namedtuple("CumResult", ["values", "indices"])  # torch.return_types.cummax/cummin
+
+
+def _cumulative_extreme(name, input, dim, take_min):
+    from .indexing import gather
+
+    d = wrap_dim(dim, input.ndim, name)
+    if input.ndim == 0:
+        xp = get_array_module(input.data)
+        return CumResult(Reshape.apply(input, shape=()), autograd.Tensor(xp.zeros((), np.int64)))
+    a = input.data
+    xp = get_array_module(a)
+    ufunc = xp.minimum if take_min else xp.maximum
+    run = ufunc.accumulate(a, axis=d) if a.shape[d] else a
+    positions = xp.arange(a.shape[d]).reshape((-1,) + (1,) * (a.ndim - d - 1))
+    # the latest position that holds the running extreme (a NaN holds it from there on), as
+    # PyTorch's indices on ties
+    holds = (a == run) | (a != a)
+    index = xp.maximum.accumulate(xp.where(holds, positions, 0), axis=d) if a.shape[d] else \
+        xp.zeros(a.shape, np.int64)
+    index = index.astype(np.int64, copy=False)
+    return CumResult(gather(input, d, autograd.Tensor(index)), autograd.Tensor(index))
+
+
+def cummax(input, dim):
+    """(running maxima, their int64 indices) along ``dim``; the gradient goes to the index."""
+    return _cumulative_extreme("cummax", input, dim, take_min=False)
+
+
+def cummin(input, dim):
+    """(running minima, their int64 indices) along ``dim``."""
+    return _cumulative_extreme("cummin", input, dim, take_min=True)
+
+
+KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types.kthvalue
+
+
+def kthvalue(input, k, dim=-1, keepdim=False):
+    """(the k-th smallest value along ``dim``, its index); k counts from 1."""
+    d = wrap_dim(dim, input.ndim, "kthvalue")
+    x = input if input.ndim else input.reshape(1)
+    n = x.shape[d]
+    if not 1 <= k <= n:
+        raise IndexError(f"kthvalue: k = {k} out of range for dimension {dim} of size {n}")
+    order = _argsort(x.data, d, False, True).astype(np.int64, copy=False)
+    index = order[(slice(None),) * d + (slice(k - 1, k),)]
+    values = TakeAlongDim.apply(x, index=index, dim=d)
+    if not keepdim or input.ndim == 0:
+        values = values.squeeze(d)
+        index = index.squeeze(axis=d)
+    return KthResult(values, autograd.Tensor(index))
+
+
+def median(input, dim=None, keepdim=False):
+    """Over everything: the lower of the two middle values. Over ``dim``: (values, indices)."""
+    if dim is None:
+        flat = input.reshape(-1)
+        if flat.shape[0] == 0:
+            raise ValueError("median: the tensor is empty")
+        return kthvalue(flat, (flat.shape[0] + 1) // 2, 0).values
+    d = wrap_dim(dim, input.ndim, "median")
+    n = input.shape[d] if input.ndim else 1
+    r = kthvalue(input, (n + 1) // 2, d, keepdim)
+    return KthResult(r.values, r.indices)
+
+
+def msort(input):
+    return sort(input, 0).values
+
+
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    """The distinct values, sorted (no gradient), and optionally the inverse indices and
+    the counts, as torch.unique without ``dim``."""
+    if dim is not None:
+        raise NotImplementedError("unique: dim= is not supported; unique of the flattened tensor")
+    xp = get_array_module(input.data)
+    values, inverse, counts = xp.unique(input.data.reshape(-1), return_inverse=True,
+                                        return_counts=True)
+    out = [autograd.Tensor(values)]
+    if return_inverse:
+        out.append(autograd.Tensor(inverse.reshape(input.shape).astype(np.int64)))
+    if return_counts:
+        out.append(autograd.Tensor(counts.astype(np.int64)))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None,
+                 sorter=None):
+    """Where each value of ``input`` would go in ``sorted_sequence`` (1-d, or sorted along its
+    last dim with matching leading dims) to keep it sorted: the first such place, or the last
+    with ``right=True`` / ``side='right'``."""
+    if sorter is not None:
+        raise NotImplementedError("searchsorted: sorter= is not supported")
+    if side is not None:
+        if side not in ("left", "right"):
+            raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+        right = side == "right"
+    seq = sorted_sequence.data
+    values = input.data if isinstance(input, autograd.Tensor) else np.asarray(input)
+    xp = get_array_module(seq)
+    dtype = np.int32 if out_int32 else np.int64
+    if seq.ndim == 1:
+        out = xp.searchsorted(seq, values, side="right" if right else "left")
+    else:
+        if seq.shape[:-1] != values.shape[:-1]:
+            raise ValueError(f"searchsorted: sorted_sequence {seq.shape} and input "
+                             f"{values.shape} must match in every dim but the last")
+        cmp = seq[..., None, :] <= values[..., :, None] if right else \
+            seq[..., None, :] < values[..., :, None]
+        out = cmp.sum(axis=-1)
+    return autograd.Tensor(xp.asarray(out).astype(dtype))
+
+
+def bucketize(input, boundaries, *, out_int32=False, right=False):
+    """The bucket of each value among the 1-d ``boundaries``: as searchsorted(boundaries,
+    input, right=right)."""
+    if boundaries.ndim != 1:
+        raise ValueError(f"bucketize: boundaries must be 1-d, got shape {boundaries.shape}")
+    return searchsorted(boundaries, input, out_int32=out_int32, right=right)
+
+
+TENSOR_METHODS.update({
+    "cummax": cummax, "cummin": cummin, "kthvalue": kthvalue, "median": median,
+    "msort": msort, "unique": unique,
+})
+FUNCTIONS += ["cummax", "cummin", "kthvalue", "median", "msort", "unique", "searchsorted",
+              "bucketize"]

@@ -23,7 +23,7 @@ from . import ops
 from .ops import (
     Abs, Add, Cast, Clone, Div, Fill, Exp, Expand, Log, LogSoftmax, MatMul, Max, MaxDim, MaxResult,
     Maximum, Mean, Mul, Neg, Permute, Pow, PowTensor, ReLU, Repeat, Reshape, Sigmoid, Softmax,
-    Remainder, Sqrt, Sub, Sum, Tanh, GetItem, astype, reduction_axes,
+    Sqrt, Sub, Sum, Tanh, GetItem, astype, reduction_axes,
 )
 from .ops import wrap_dim as _wrap_dim
 
@@ -65,6 +65,7 @@ class Tensor:
     _vc = None
     _used = False  # set once an op recorded in the graph took this tensor as an input
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
+    _hooks = None  # register_hook's functions, {key: fn}, run when this gradient is computed
 
     @property
     def _version(self):
@@ -303,6 +304,19 @@ class Tensor:
     def retain_grad(self):
         self._retain_grad = True
 
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` each time this tensor's gradient is computed in a backward pass
+        (before a leaf adds it to ``.grad``, before an intermediate passes it on); a Tensor it
+        returns replaces the gradient. Returns a handle whose ``remove()`` takes the hook off."""
+        if not self.requires_grad:
+            raise RuntimeError("register_hook: cannot register a hook on a tensor that does not "
+                               "require grad")
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        if self._hooks is None:
+            self._hooks = {}
+        return _HookHandle(self._hooks, hook)
+
     def zero_(self):
         return _inplace(self, 0, "fill", _fill)
 
@@ -377,6 +391,8 @@ class Tensor:
             g = pop_grad(id(node), None)
             if g is None:
                 continue
+            if node._hooks:
+                g = _run_hooks(node, g)
             ctx = node._ctx
             if ctx is None or node._retain_grad:
                 if node.requires_grad:
@@ -620,27 +636,8 @@ class Tensor:
     def __hash__(self):
         return id(self)
 
-    # ---- remainder, floor division and bitwise operators (PyTorch's semantics) -----------
-    def __mod__(self, other):
-        a, b = _pair(self, other)
-        if a.data.dtype == np.bool_:
-            raise TypeError("remainder is not defined for bool tensors")
-        return Remainder.apply(a, b)
-
-    def __rmod__(self, other):
-        a, b = _pair(self, other, reverse=True)
-        return Remainder.apply(a, b)
-
-    remainder = __mod__
-
-    def __floordiv__(self, other):
-        """``self // other`` rounds toward minus infinity (``floor_divide``); no gradient flows
-        through it, as in PyTorch, where its derivative is zero wherever it is defined."""
-        return _no_grad_binary(self, other, "floor_divide")
-
-    def __rfloordiv__(self, other):
-        return _no_grad_binary(self, other, "floor_divide", reverse=True)
-
+    # ---- bitwise operators and Python protocols (PyTorch's semantics; % and // are in
+    # math_ops) ------------------------------------------------------------------------------
     def __and__(self, other):
         return _bitwise(self, other, "bitwise_and")
 
@@ -890,15 +887,6 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
     a = _to_dtype(a, dtype)
     b = _to_dtype(b, dtype)
     return (b, a) if reverse else (a, b)
-
-
-def _no_grad_binary(a: Tensor, other, ufunc, reverse=False):
-    """A binary op whose result carries no gradient (floor division), at PyTorch's result
-    type."""
-    x, y = _pair(a, other, reverse=reverse)
-    if x.data.dtype == np.bool_:
-        raise TypeError(f"{ufunc} is not defined for bool tensors")
-    return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
 
 
 def _bitwise(a: Tensor, other, ufunc):
@@ -1307,3 +1295,92 @@ from . import math_ops as _math_ops, shape_ops as _shape_ops  # noqa: E402
 
 _install_methods(_shape_ops.TENSOR_METHODS)
 _install_methods(_math_ops.TENSOR_METHODS)
+
+from . import products as _products  # noqa: E402
+
+_install_methods(_products.TENSOR_METHODS)
+
+
+class _HookHandle:
+    """What ``register_hook`` returns: ``remove()`` takes the hook off (twice is harmless)."""
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        _HookHandle._next_id += 1
+        self.id, self._hooks = _HookHandle._next_id, hooks
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _run_hooks(node, g):
+    """``node``'s hooks in the order they were registered, each given the gradient the one
+    before returned (a Tensor, or None to keep it)."""
+    for hook in list(node._hooks.values()):
+        out = hook(Tensor(g, dtype=g.dtype))
+        if out is None:
+            continue
+        new = out.data if isinstance(out, Tensor) else get_array_module(g).asarray(out)
+        if new.shape != g.shape:
+            raise RuntimeError(f"register_hook: a hook returned a gradient of shape "
+                               f"{tuple(new.shape)} for a tensor of shape {tuple(g.shape)}")
+        g = new.astype(g.dtype, copy=False)
+    return g
+
+
+def _masked_fill_(self, mask, value):
+    return _inplace_by(self, "masked_fill_", lambda t, v: ops.masked_fill(t, mask, v), value)
+
+
+def _clamp_(self, min=None, max=None):
+    return _inplace_by(self, "clamp_", lambda t, _: ops.clamp(t, min, max))
+
+
+def _index_fill_(self, dim, index, value):
+    return _inplace_by(self, "index_fill_",
+                       lambda t, v: _indexing.index_fill(t, dim, index, v), value)
+
+
+_install_methods({"masked_fill_": _masked_fill_, "clamp_": _clamp_, "clip_": _clamp_,
+                  "index_fill_": _index_fill_})
+
+
+def _unary_in_place(name):
+    """``x.exp_()`` and its kin: ``x.exp()`` written into x under the in-place rules."""
+    def method(self):
+        return apply_in_place(self, lambda t: getattr(t, name)(), name)
+    method.__name__ = name + "_"
+    return method
+
+
+_install_methods({name + "_": _unary_in_place(name) for name in (
+    "exp", "log", "sqrt", "neg", "abs", "sigmoid", "tanh", "sin", "cos", "reciprocal", "rsqrt",
+    "square", "log1p", "expm1", "floor", "ceil", "round", "trunc", "frac", "sign")})
+
+
+def _pow_(self, exponent):
+    return _inplace_by(self, "pow_", lambda t, e: t ** e, exponent)
+
+
+_install_methods({"pow_": _pow_, "clamp_min_": lambda self, min: _clamp_(
+    self, min=min), "clamp_max_": lambda self, max: _clamp_(self, max=max)})
+
+
+def _index_put_(self, indices, values, accumulate=False):
+    return _inplace_by(self, "index_put_", lambda t, v: _indexing.index_put(
+        t, indices, v, accumulate), values)
+
+
+def _index_copy_(self, dim, index, source):
+    return _inplace_by(self, "index_copy_",
+                       lambda t, s: _indexing.index_copy(t, dim, index, s), source)
+
+
+_install_methods({"index_put_": _index_put_, "index_copy_": _index_copy_})

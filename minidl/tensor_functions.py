@@ -1,7 +1,7 @@
 """The ``torch.X(tensor, ...)`` forms of Tensor methods (``minidl.exp(x)``,
 ``minidl.flatten(x, 1)``, ``minidl.sum(x, dim=0)``, ``minidl.max(x, dim=1)``), and the small
 queries PyTorch code asks of tensors and dtypes (``is_tensor``, ``numel``,
-``is_floating_point``, ``get_default_dtype``, ``finfo``, ``iinfo``).
+``get_default_dtype``, ``finfo``, ``iinfo``).
 
 Each function form calls the method of the same name, so the two cannot differ.
 """
@@ -72,10 +72,6 @@ def is_tensor(obj) -> bool:
 
 def numel(input) -> int:
     return input.numel()
-
-
-def is_floating_point(input) -> bool:
-    return is_floating(input.dtype)
 
 
 def get_default_dtype():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check, torch
+from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(0)
 X = rng.standard_normal((3, 4))
@@ -38,6 +38,7 @@ def test_scatter_and_scatter_add(dim, index):
     check(lambda L, x, i, s: L.scatter_add(x, dim, i, s), X, index, src)
 
 
+@needs_torch
 def test_scatter_add_takes_a_larger_src():
     x = minidl.zeros(3, 4, dtype=minidl.float64)
     s = minidl.tensor(np.arange(12.0).reshape(3, 4), dtype=minidl.float64, requires_grad=True)
@@ -159,6 +160,7 @@ def test_bad_indices_name_the_index_and_the_size():
         x.masked_select(minidl.tensor([1, 0, 1, 0]))
 
 
+@needs_torch
 def test_float32_stays_float32_and_fake_gpu(monkeypatch):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, None)
@@ -176,3 +178,77 @@ def test_float32_stays_float32_and_fake_gpu(monkeypatch):
     ty.sum().backward()
     np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-6)
     np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-6)
+
+
+def test_take_and_index_fill():
+    check(lambda L, x, i: L.take(x, i), X, np.array([[0, 11], [-1, 5], [5, 3]]))
+    check(lambda L, x, i: x.take(i), X, np.array([2, 2, 7]))
+    check(lambda L, x, i: L.index_fill(x, 1, i, -2.0), X, np.array([0, 2]))
+    check(lambda L, x, i: x.index_fill(0, i, 3), X, np.array([1]))
+
+    def f(L, x, i):
+        y = x * 2
+        y.index_fill_(1, i, 0.5)
+        return y
+    check(f, X, np.array([3, 1]))
+    with pytest.raises(IndexError, match="index -13 .*size 12"):
+        minidl.take(minidl.tensor(X), minidl.tensor([-13]))
+
+
+def test_masked_fill_and_clamp_in_place():
+    mask = X > 0.5
+
+    def f(L, x, m):
+        y = x * 3
+        y.masked_fill_(m, -1.0)
+        z = x + 1
+        z.clamp_(-0.5, 1.5)
+        w = x - 1
+        w.clip_(max=0.0)
+        return y * z + w
+    check(f, X, mask)
+    x = minidl.tensor(X)
+    assert x.masked_fill_(minidl.tensor(mask), 0.0) is x and (x.numpy()[mask] == 0).all()
+    assert x.clamp_(min=0.1).numpy().min() == np.float32(0.1)
+
+
+def test_index_on_another_device_is_named(monkeypatch):
+    import _fake_gpu
+    _fake_gpu.install(monkeypatch, None)
+    x = minidl.tensor(X, device="cuda")
+    with pytest.raises(ValueError, match="index is on cpu, input on cuda"):
+        x.gather(0, minidl.tensor(IDX0))
+    with pytest.raises(ValueError, match="index is on cpu, input on cuda"):
+        x.index_select(0, minidl.tensor([0]))
+
+
+def test_where_with_only_a_condition_is_nonzero_as_tuple():
+    check(lambda L, x: L.where(x > 0), X, grad=False)
+    check(lambda L, x: L.where(x), np.array([0, 2, 0, 1]), grad=False)
+
+
+def test_index_put_index_copy_unfold():
+    i0, i1 = np.array([0, 2, 0]), np.array([1, 3, 1])
+    v = rng.standard_normal(3)
+    check(lambda L, x, a, b, v: L.index_put(x, (a, b), v, accumulate=True), X, i0, i1, v)
+    check(lambda L, x, a, b, v: x.index_put((a, b), v), X, i0[:2], i1[:2], v[:2])
+    check(lambda L, x, a, v: x.index_put((a,), v), X, np.array([2, 0]), v[None, :1])
+
+    def f(L, x, a, v):
+        y = x * 2
+        y.index_put_((a,), v, accumulate=True)
+        return y
+    check(f, X, np.array([1, 1]), rng.standard_normal(4))
+    src = rng.standard_normal((3, 2))
+    check(lambda L, x, i, s: L.index_copy(x, 1, i, s), X, np.array([3, 0]), src)
+
+    def g(L, x, i, s):
+        y = x + 0
+        y.index_copy_(1, i, s)
+        return y
+    check(g, X, np.array([1, 2]), src)
+    check(lambda L, x: x.unfold(1, 2, 1), X)
+    check(lambda L, x: x.unfold(0, 2, 2), X)
+    check(lambda L, x: x.unfold(-1, 3, 2), rng.standard_normal((2, 3, 7)))
+    with pytest.raises(IndexError, match="index 3 is out of bounds"):
+        minidl.tensor(X).index_put((minidl.tensor([3]),), minidl.tensor(1.0))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check, torch
+from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(1)
 X = rng.standard_normal((3, 4))
@@ -66,6 +66,7 @@ def test_flip_roll():
     check(lambda L, x: L.flip(x, (0, 2)), X3)
     check(lambda L, x: x.flip(-1), X3)
     check(lambda L, x: x.flip([1]), X)
+    check(lambda L, x: x.flip(0, 2), X3)
     check(lambda L, x: L.fliplr(x), X)
     check(lambda L, x: L.flipud(x), X)
     check(lambda L, x: L.roll(x, 2), X)
@@ -153,6 +154,7 @@ def test_bad_arguments():
         x.sort(2)
 
 
+@needs_torch
 def test_fake_gpu(monkeypatch):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, None)

@@ -46,6 +46,14 @@ FLOAT32_INSIDE = {
     "cpu": {"Sum", "Mean", "Softmax", "LogSoftmax"},
     "cuda": {"Mean"},
 }
+# the ops of math_ops.py and products.py, as PyTorch's tables list them: einsum (built on bmm
+# there) in the low dtype; prod in float32 on both devices; on CUDA the exp/log family,
+# cumulative sums and products, logsumexp and norms in float32 too
+LOWER |= {"Einsum"}
+FLOAT32["cpu"] |= {"Prod"}
+FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Reciprocal",
+                    "Rsqrt", "Log1p", "Expm1", "Log2", "Log10", "Asin", "Acos", "Sinh", "Cosh",
+                    "Tan"}
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)
 BANNED = {"cpu": set(), "cuda": {"BinaryCrossEntropy"}}

@@ -1,0 +1,290 @@
+"""Matrix and tensor products under PyTorch's names: mm, bmm, mv, dot, outer (ger), einsum.
+mm, bmm, mv and dot are ``matmul`` (ops.MatMul, so autocast runs them in the low dtype) after
+checks that name the shapes that do not fit; einsum is one Function whose gradient for each
+operand is the einsum of the incoming gradient with the other operands.
+
+Imports only ``backend``, ``autograd`` and ``ops``.
+"""
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+from . import autograd
+from .autograd import Function
+from .backend import get_array_module
+from .ops import Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
+from .shape_ops import select
+
+
+def _tensor(name, what, x):
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor, got {type(x).__name__}")
+
+
+def _same_dtype(name, a, b):
+    if a.data.dtype != b.data.dtype:
+        raise TypeError(f"{name}: expected both operands to have the same dtype, got "
+                        f"{a.data.dtype} and {b.data.dtype}")
+
+
+class Dot(MatMul):
+    """matmul of 1-d operands (dot) or of a matrix and a vector (mv): its own name, because
+    PyTorch's CPU autocast leaves dot and mv in the input dtype, while matmul runs low."""
+
+
+def mm(input, mat2):
+    """The matrix product of two 2-d tensors."""
+    _tensor("mm", "input", input), _tensor("mm", "mat2", mat2)
+    if input.ndim != 2 or mat2.ndim != 2:
+        raise ValueError(f"mm: both operands must be 2-d matrices, got shapes {input.shape} and "
+                         f"{mat2.shape}")
+    if input.shape[1] != mat2.shape[0]:
+        raise ValueError(f"mm: shapes {input.shape} and {mat2.shape} cannot be multiplied "
+                         f"({input.shape[1]} columns, {mat2.shape[0]} rows)")
+    _same_dtype("mm", input, mat2)
+    return MatMul.apply(input, mat2)
+
+
+def bmm(input, mat2):
+    """Batched matrix products of two 3-d tensors with the same batch size (no broadcast)."""
+    _tensor("bmm", "input", input), _tensor("bmm", "mat2", mat2)
+    if input.ndim != 3 or mat2.ndim != 3:
+        raise ValueError(f"bmm: both operands must be 3-d (batch, n, m), got shapes "
+                         f"{input.shape} and {mat2.shape}")
+    if input.shape[0] != mat2.shape[0]:
+        raise ValueError(f"bmm: batch sizes differ: shapes {input.shape} and {mat2.shape}")
+    if input.shape[2] != mat2.shape[1]:
+        raise ValueError(f"bmm: shapes {input.shape} and {mat2.shape} cannot be multiplied "
+                         f"({input.shape[2]} columns, {mat2.shape[1]} rows)")
+    _same_dtype("bmm", input, mat2)
+    return MatMul.apply(input, mat2)
+
+
+def mv(input, vec):
+    """A matrix (2-d) times a vector (1-d)."""
+    _tensor("mv", "input", input), _tensor("mv", "vec", vec)
+    if input.ndim != 2 or vec.ndim != 1:
+        raise ValueError(f"mv: needs a 2-d matrix and a 1-d vector, got shapes {input.shape} "
+                         f"and {vec.shape}")
+    if input.shape[1] != vec.shape[0]:
+        raise ValueError(f"mv: shapes {input.shape} and {vec.shape} cannot be multiplied")
+    _same_dtype("mv", input, vec)
+    return Dot.apply(input, vec)
+
+
+def dot(input, tensor):
+    """The dot product of two 1-d tensors of the same size."""
+    _tensor("dot", "input", input), _tensor("dot", "tensor", tensor)
+    if input.ndim != 1 or tensor.ndim != 1:
+        raise ValueError(f"dot: both operands must be 1-d, got shapes {input.shape} and "
+                         f"{tensor.shape}")
+    if input.shape != tensor.shape:
+        raise ValueError(f"dot: sizes differ: {input.shape[0]} and {tensor.shape[0]}")
+    _same_dtype("dot", input, tensor)
+    return Dot.apply(input, tensor)
+
+
+def outer(input, vec2):
+    """The outer product ``input[i] * vec2[j]`` of two 1-d tensors."""
+    _tensor("outer", "input", input), _tensor("outer", "vec2", vec2)
+    if input.ndim != 1 or vec2.ndim != 1:
+        raise ValueError(f"outer: both operands must be 1-d, got shapes {input.shape} and "
+                         f"{vec2.shape}")
+    a, b = input, vec2
+    dtype = result_type(a, b)
+    a = a if a.data.dtype == dtype else Cast.apply(a, dtype=dtype)
+    b = b if b.data.dtype == dtype else Cast.apply(b, dtype=dtype)
+    return Mul.apply(Reshape.apply(a, shape=(-1, 1)), Reshape.apply(b, shape=(1, -1)))
+
+
+ger = outer
+
+
+# ---- einsum --------------------------------------------------------------------------------
+def _parse(equation, shapes):
+    """(input subscripts, output subscripts) with every ellipsis spelled out in letters that
+    the equation does not use; the output is NumPy's implicit one where '->' is absent."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(shapes):
+        raise ValueError(f"einsum: the equation {equation!r} has {len(terms)} operands, "
+                         f"{len(shapes)} were given")
+    for ch in eq:
+        if not (ch.isalpha() or ch in ",.->"):
+            raise ValueError(f"einsum: invalid subscript {ch!r} in {equation!r}")
+    spare = [c for c in string.ascii_letters if c not in eq]
+    ell = 0
+    out_terms = []
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            n = len(shape) - (len(term) - 3)
+            if n < 0:
+                raise ValueError(f"einsum: operand of shape {shape} has fewer dims than "
+                                 f"subscripts {term!r}")
+            ell = max(ell, n)
+    lead = "".join(spare[:ell])
+    for term, shape in zip(terms, shapes):
+        if "..." in term:
+            n = len(shape) - (len(term) - 3)
+            term = term.replace("...", lead[ell - n:])
+        if len(term) != len(shape):
+            raise ValueError(f"einsum: subscripts {term!r} name {len(term)} dims, the operand "
+                             f"has {len(shape)} (shape {shape})")
+        out_terms.append(term)
+    if arrow:
+        out = rhs.replace("...", lead)
+    else:
+        counts = {}
+        for c in "".join(out_terms):
+            counts[c] = counts.get(c, 0) + 1
+        out = lead + "".join(sorted(c for c, k in counts.items() if k == 1 and c not in lead))
+    for c in out:
+        if not any(c in t for t in out_terms):
+            raise ValueError(f"einsum: output subscript {c!r} of {equation!r} appears in no "
+                             "operand")
+    return out_terms, out
+
+
+class Einsum(Function):
+    """``xp.einsum`` over explicit subscripts. Operand k's gradient is the einsum of the
+    incoming gradient with the other operands onto k's subscripts, broadcast over letters that
+    appear only in k (summed away in the forward pass)."""
+
+    def forward(self, *arrays, terms, out):
+        self.terms, self.out = terms, out
+        self.save_for_backward(*arrays)
+        xp = get_array_module(*arrays)
+        y = xp.einsum(",".join(terms) + "->" + out, *arrays, optimize=len(arrays) > 2)
+        return y.astype(arrays[0].dtype, copy=False)
+
+    def backward(self, g):
+        arrays = self.saved
+        xp = get_array_module(g)
+        grads = []
+        for k, (term, a) in enumerate(zip(self.terms, arrays)):
+            if not self.inputs[k].requires_grad:
+                grads.append(None)
+                continue
+            others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, arrays)) if j != k]
+            known = set(self.out).union(*[set(t) for t, _ in others])
+            unique = "".join(dict.fromkeys(term))
+            present = "".join(c for c in unique if c in known)
+            spec = ",".join([self.out] + [t for t, _ in others]) + "->" + present
+            gk = xp.einsum(spec, g, *[x for _, x in others], optimize=len(others) > 1)
+            size = {c: n for c, n in zip(term, a.shape)}
+            gk = gk.reshape(tuple(gk.shape[present.index(c)] if c in present else 1
+                                  for c in unique))
+            # a size-1 dim of k that broadcast against the others: sum its gradient back
+            ones = tuple(i for i, c in enumerate(unique) if size[c] == 1 and gk.shape[i] != 1)
+            if ones:
+                gk = gk.sum(axis=ones, keepdims=True)
+            gk = xp.broadcast_to(gk, tuple(size[c] for c in unique))
+            if len(unique) != len(term):  # a letter repeated in k: onto its diagonal
+                full = xp.zeros(a.shape, dtype=g.dtype)
+                n = len(unique)
+                where = {c: xp.arange(size[c]).reshape((-1,) + (1,) * (n - i - 1))
+                         for i, c in enumerate(unique)}
+                full[tuple(where[c] for c in term)] = gk
+                gk = full
+            grads.append(gk.astype(a.dtype, copy=False))
+        return tuple(grads)
+
+
+def einsum(equation, *operands):
+    """Einstein summation as torch.einsum (ellipsis, implicit output, size-1 broadcasting);
+    operands as separate arguments or one list, all of one dtype."""
+    if len(operands) == 1 and isinstance(operands[0], (tuple, list)):
+        operands = tuple(operands[0])
+    if not isinstance(equation, str):
+        raise TypeError(f"einsum: the equation must be a string, got {type(equation).__name__}")
+    for i, x in enumerate(operands):
+        _tensor("einsum", f"operand {i}", x)
+    terms, out = _parse(equation, [x.shape for x in operands])
+    sizes = {}
+    for term, x in zip(terms, operands):
+        for c, n in zip(term, x.shape):
+            if c in sizes and n != sizes[c] and 1 not in (n, sizes[c]):
+                raise ValueError(f"einsum: subscript {c!r} has size {sizes[c]} in one operand "
+                                 f"and {n} in another (shapes {[x.shape for x in operands]})")
+            sizes[c] = n if c not in sizes or sizes[c] == 1 else sizes[c]
+    dtypes = {x.data.dtype for x in operands}
+    if len(dtypes) > 1:
+        raise TypeError(f"einsum: operands have different dtypes {sorted(map(str, dtypes))}; "
+                        "cast them to one dtype first (as PyTorch asks)")
+    return Einsum.apply(*operands, terms=tuple(terms), out=out)
+
+
+
+TENSOR_METHODS = {"mm": mm, "bmm": bmm, "mv": mv, "dot": dot, "outer": outer, "ger": ger}
+
+
+def trace(input):
+    """The sum of a matrix's main diagonal."""
+    if input.ndim != 2:
+        raise ValueError(f"trace: needs a 2-d matrix, got shape {input.shape}")
+    return input.diagonal().sum()
+
+
+def _scaled_sum(input, product, beta, alpha):
+    out = product if alpha == 1 else product * alpha
+    if beta == 0:  # input is ignored (a NaN in it does not spread), as in PyTorch
+        return out
+    if autograd.autocast_hook() is not None and input.data.dtype != out.data.dtype:
+        # autocast runs addmm/baddbmm as one op in the low dtype: input is cast to it too
+        input = Cast.apply(input, dtype=out.data.dtype)
+    return out + (input if beta == 1 else input * beta)
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    """``beta * input + alpha * (mat1 @ mat2)`` (input broadcast)."""
+    return _scaled_sum(input, mm(mat1, mat2), beta, alpha)
+
+
+def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    """``beta * input + alpha * bmm(batch1, batch2)``."""
+    return _scaled_sum(input, bmm(batch1, batch2), beta, alpha)
+
+
+def addmv(input, mat, vec, *, beta=1, alpha=1):
+    """``beta * input + alpha * (mat @ vec)``."""
+    return _scaled_sum(input, mv(mat, vec), beta, alpha)
+
+
+def inner(input, other):
+    """The sum over the last dims of both: shape ``input.shape[:-1] + other.shape[:-1]``."""
+    if input.ndim == 0 or other.ndim == 0:
+        return input * other
+    if input.shape[-1] != other.shape[-1]:
+        raise ValueError(f"inner: last dims differ: shapes {input.shape} and {other.shape}")
+    k = input.shape[-1]
+    flat = other.reshape(-1, k)
+    out = input.reshape(-1, k) @ flat.transpose(0, 1)
+    return out.reshape(input.shape[:-1] + other.shape[:-1])
+
+
+def cross(input, other, dim=None):
+    """The cross product of 3-vectors along ``dim`` (the first dim of size 3 when None, as
+    torch.cross; torch.linalg.cross uses -1)."""
+    shape = np.broadcast_shapes(input.shape, other.shape)
+    if dim is None:
+        dim = next((i for i, n in enumerate(shape) if n == 3), None)
+        if dim is None:
+            raise ValueError(f"cross: no dim of size 3 in shapes {input.shape} and "
+                             f"{other.shape}")
+    a, b = input.expand(shape), other.expand(shape)
+    d = wrap_dim(dim, len(shape), "cross")
+    if shape[d] != 3:
+        raise ValueError(f"cross: dim {dim} has size {shape[d]}, not 3 (shapes {input.shape} "
+                         f"and {other.shape})")
+    a0, a1, a2 = (select(a, d, i) for i in range(3))
+    b0, b1, b2 = (select(b, d, i) for i in range(3))
+    return stack([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0], dim=d)
+
+
+TENSOR_METHODS.update({"trace": trace, "addmm": addmm, "baddbmm": baddbmm, "addmv": addmv,
+                       "inner": inner, "cross": cross})
+FUNCTIONS = ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum", "trace", "addmm", "baddbmm",
+             "addmv", "inner", "cross"]
