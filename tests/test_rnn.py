@@ -367,3 +367,26 @@ def test_lstm_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
     gpu = [out.numpy(), h.numpy(), c.numpy()] + [p.grad.numpy() for p in m.parameters()]
     for a, b in zip(cpu, gpu):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---- autocast ----------------------------------------------------------------------------------
+@needs_torch
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "RNNCell", "LSTMCell", "GRUCell"])
+def test_autocast_cpu_output_dtype_matches_torch(kind):
+    args = (4, 3)
+    """PyTorch's CPU autocast gives bfloat16 from an LSTM over a sequence, an RNN and an
+    RNNCell, and float32 from a GRU, a GRUCell and an LSTMCell; the parameters' gradients stay
+    float32 either way."""
+    x = np.random.default_rng(0).standard_normal((5, 2, 4)).astype(np.float32)
+    if kind.endswith("Cell"):
+        x = x[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = getattr(torch.nn, kind)(*args)(torch.tensor(x))
+    expected = (out[0] if isinstance(out, tuple) else out).dtype
+    m = getattr(nn, kind)(*args)
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        out = m(minidl.tensor(x))
+        mine = out[0] if isinstance(out, tuple) else out
+    assert str(mine.dtype) == str(expected).replace("torch.", "")
+    mine.float().sum().backward()
+    assert all(p.grad.dtype == np.float32 for p in m.parameters())

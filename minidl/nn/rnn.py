@@ -42,13 +42,17 @@ class Recurrence(Function):
 
     def forward(self, xw, h0, *rest, mode, reverse):
         xp = get_array_module(xw)
+        # under autocast the projection may come in a 16-bit dtype beside float32 weights:
+        # the recurrence runs in the widest (each gradient goes back in its input's dtype)
+        dtype = max((a.dtype for a in (xw, h0) + rest), key=lambda d: d.itemsize)
+        xw, h0 = xw.astype(dtype, copy=False), h0.astype(dtype, copy=False)
+        rest = tuple(a.astype(dtype, copy=False) for a in rest)
         lstm, gru = mode == "LSTM", mode == "GRU"
         c0, rest = (rest[0], rest[1:]) if lstm else (None, rest)
         w_hh = rest[0]
         b_hh = rest[1] if len(rest) > 1 else None
         length, batch = xw.shape[:2]
         hidden = h0.shape[-1]
-        dtype = xw.dtype
         hs = xp.empty((length, batch, hidden), dtype=dtype)
         acts = xp.empty(xw.shape, dtype=dtype) if (lstm or gru) else None
         cs = xp.empty((length, batch, hidden), dtype=dtype) if lstm else None
@@ -150,6 +154,22 @@ class Recurrence(Function):
         if len(self.inputs) > (4 if lstm else 3):
             grads.append(dgh.sum(axis=(0, 1)))
         return tuple(grads)
+
+
+# Their own names for autocast's policy: PyTorch's CPU autocast runs an Elman RNN (layer or
+# cell) and an LSTM over a sequence in the low dtype, and a GRU or an LSTMCell in float32.
+class RNNRecurrence(Recurrence):
+    """Recurrence of nn.RNN and nn.RNNCell."""
+
+
+class LSTMRecurrence(Recurrence):
+    """Recurrence of nn.LSTM over a sequence (nn.LSTMCell runs the plain Recurrence)."""
+
+
+def _recurrence(mode, sequence):
+    if mode.startswith("RNN"):
+        return RNNRecurrence
+    return LSTMRecurrence if mode == "LSTM" and sequence else Recurrence
 
 
 # ---- checks -----------------------------------------------------------------------------------
@@ -323,7 +343,7 @@ class RNNBase(Module):
                 args = [xw, states[0][k]] + ([states[1][k]] if lstm else []) + [w_hh]
                 if b_hh is not None:
                     args.append(b_hh)
-                y = Recurrence.apply(*args, mode=self.mode, reverse=direction == 1)
+                y = _recurrence(self.mode, True).apply(*args, mode=self.mode, reverse=direction == 1)
                 last = 0 if direction == 1 else length - 1
                 if lstm:
                     outputs.append(y[0])
@@ -461,7 +481,7 @@ class RNNCellBase(Module):
         args = [xw] + list(states) + [self.weight_hh]
         if self.bias_hh is not None:
             args.append(self.bias_hh)
-        y = Recurrence.apply(*args, mode=self.mode, reverse=False)
+        y = _recurrence(self.mode, False).apply(*args, mode=self.mode, reverse=False)
         if lstm:
             h, c = y[0, 0], y[1, 0]
             return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
