@@ -21,6 +21,9 @@ except ImportError:  # the parity tests skip, the rest still run
     torch = None
 
 needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+# torch's own notes on the masks and the nested-tensor fast path, which are not ours to test
+pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning"),
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")]
 
 
 def f64(a, requires_grad=True):
@@ -301,3 +304,187 @@ def test_attention_under_cpu_autocast_is_bfloat16_as_in_torch():
     assert m_sdpa.dtype == m_mha.dtype == minidl.bfloat16
     m_mha.float().sum().backward()
     assert all(p.grad.dtype == np.float32 for p in mm.parameters())
+
+
+# ---- transformer layers -----------------------------------------------------------------------
+def _twin(make_torch, make_mine):
+    """A torch module in float64 and eval mode, and ours with its weights (through its own
+    state_dict, so the keys must match)."""
+    tm = make_torch().double().eval()
+    mm = make_mine()
+    assert list(mm.state_dict()) == list(tm.state_dict())
+    mm.load_state_dict(tm.state_dict())
+    return tm, mm.double().eval()
+
+
+def _compare_run(tm, mm, arrays, tkw=None, mkw=None, seed=7):
+    rng = np.random.default_rng(seed)
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [f64(a) for a in arrays]
+    tout = tm(*ts, **(tkw or {}))
+    mout = mm(*ms, **(mkw or {}))
+    _close(mout, tout, "output", atol=1e-9)
+    _backward_both([tout], [mout], rng)
+    for k, (a, b) in enumerate(zip(ms, ts)):
+        _close(a.grad, b.grad, f"grad of input {k}", atol=1e-9)
+    theirs = dict(tm.named_parameters())
+    assert [n for n, _ in mm.named_parameters()] == list(theirs)
+    for name, p in mm.named_parameters():
+        _close(p.grad, theirs[name].grad, f"grad of {name}", atol=1e-9)
+
+
+def _masks(rng, L, S, N, causal=True, padding=True):
+    tkw, mkw = {}, {}
+    if causal:
+        m = np.triu(np.full((L, S), -np.inf), 1)
+        tkw["mask"], mkw["mask"] = torch.tensor(m), f64(m, False)
+    if padding:
+        p = rng.random((N, S)) > 0.6
+        p[:, 0] = False
+        tkw["padding"], mkw["padding"] = torch.tensor(p), minidl.tensor(p)
+    return tkw, mkw
+
+
+ENCODER_CASES = [
+    dict(),
+    dict(norm_first=True, activation="gelu", batch_first=True, masks=True),
+    dict(bias=False, masks=True),
+    dict(activation="silu", layer_norm_eps=1e-3),
+    dict(unbatched=True, masks=True),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("case", ENCODER_CASES, ids=lambda c: "-".join(
+    f"{k}={v}" for k, v in c.items()) or "default")
+def test_encoder_layer_parity(case):
+    case = dict(case)
+    masks, unbatched = case.pop("masks", False), case.pop("unbatched", False)
+    act = case.pop("activation", "relu")
+    t_act = torch.nn.functional.silu if act == "silu" else act
+    m_act = F.silu if act == "silu" else act
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerEncoderLayer(8, 2, 16, activation=t_act, **case),
+        lambda: nn.TransformerEncoderLayer(8, 2, 16, activation=m_act, **case))
+    rng = np.random.default_rng(8)
+    L, N = 5, 3
+    shape = (L, 8) if unbatched else ((N, L, 8) if case.get("batch_first") else (L, N, 8))
+    tkw, mkw = {}, {}
+    if masks:
+        t, m = _masks(rng, L, L, N, padding=not unbatched)
+        tkw = {"src_mask": t["mask"]}
+        mkw = {"src_mask": m["mask"]}
+        if "padding" in t:
+            tkw["src_key_padding_mask"], mkw["src_key_padding_mask"] = t["padding"], m["padding"]
+    _compare_run(tm, mm, [rng.standard_normal(shape)], tkw, mkw)
+
+
+@needs_torch
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_parity(norm_first):
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerDecoderLayer(8, 2, 12, norm_first=norm_first),
+        lambda: nn.TransformerDecoderLayer(8, 2, 12, norm_first=norm_first))
+    rng = np.random.default_rng(9)
+    L, S, N = 4, 6, 2
+    t, m = _masks(rng, L, L, N, padding=False)
+    tp, mp = _masks(rng, L, S, N, causal=False)
+    tkw = {"tgt_mask": t["mask"], "memory_key_padding_mask": tp["padding"]}
+    mkw = {"tgt_mask": m["mask"], "memory_key_padding_mask": mp["padding"]}
+    _compare_run(tm, mm, [rng.standard_normal((L, N, 8)), rng.standard_normal((S, N, 8))],
+                 tkw, mkw)
+
+
+@needs_torch
+def test_encoder_and_decoder_stacks_parity():
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), 2,
+                                            norm=torch.nn.LayerNorm(8), enable_nested_tensor=False),
+        lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2,
+                                      norm=nn.LayerNorm(8), enable_nested_tensor=False))
+    rng = np.random.default_rng(10)
+    t, m = _masks(rng, 5, 5, 3)
+    _compare_run(tm, mm, [rng.standard_normal((5, 3, 8))],
+                 {"mask": t["mask"], "src_key_padding_mask": t["padding"]},
+                 {"mask": m["mask"], "src_key_padding_mask": m["padding"]})
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerDecoder(
+            torch.nn.TransformerDecoderLayer(8, 2, 16, batch_first=True), 2),
+        lambda: nn.TransformerDecoder(nn.TransformerDecoderLayer(8, 2, 16, batch_first=True), 2))
+    t, m = _masks(rng, 4, 4, 3, padding=False)
+    _compare_run(tm, mm, [rng.standard_normal((3, 4, 8)), rng.standard_normal((3, 5, 8))],
+                 {"tgt_mask": t["mask"], "tgt_is_causal": True},
+                 {"tgt_mask": m["mask"], "tgt_is_causal": True})
+
+
+@needs_torch
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_transformer_parity(batch_first):
+    kw = dict(d_model=8, nhead=2, num_encoder_layers=2, num_decoder_layers=2,
+              dim_feedforward=16, batch_first=batch_first)
+    tm, mm = _twin(lambda: torch.nn.Transformer(**kw), lambda: nn.Transformer(**kw))
+    rng = np.random.default_rng(11)
+    S, L, N = 6, 4, 2
+    src = rng.standard_normal((N, S, 8) if batch_first else (S, N, 8))
+    tgt = rng.standard_normal((N, L, 8) if batch_first else (L, N, 8))
+    tmask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)
+    mmask = nn.Transformer.generate_square_subsequent_mask(L, dtype=minidl.float64)
+    pad = np.zeros((N, S), bool)
+    pad[1, 4:] = True
+    tkw = {"tgt_mask": tmask, "src_key_padding_mask": torch.tensor(pad),
+           "memory_key_padding_mask": torch.tensor(pad)}
+    mkw = {"tgt_mask": mmask, "src_key_padding_mask": minidl.tensor(pad),
+           "memory_key_padding_mask": minidl.tensor(pad)}
+    _compare_run(tm, mm, [src, tgt], tkw, mkw)
+
+
+@needs_torch
+def test_transformer_state_dict_and_mask_match_torch():
+    tm = torch.nn.Transformer(16, 4, 1, 1, 32)
+    mm = nn.Transformer(16, 4, 1, 1, 32)
+    ours = {k: tuple(v.shape) for k, v in mm.state_dict().items()}
+    assert list(ours) == list(tm.state_dict())
+    assert ours == {k: tuple(v.shape) for k, v in tm.state_dict().items()}
+    mm.load_state_dict(tm.state_dict())  # torch's tensors load as they are
+    np.testing.assert_array_equal(mm.encoder.layers[0].linear1.weight.numpy(),
+                                  tm.encoder.layers[0].linear1.weight.detach().numpy())
+    np.testing.assert_array_equal(nn.Transformer.generate_square_subsequent_mask(5).numpy(),
+                                  torch.nn.Transformer.generate_square_subsequent_mask(5).numpy())
+    assert nn.Transformer.generate_square_subsequent_mask(3).dtype == np.float32
+
+
+def test_transformer_init():
+    m = nn.Transformer(16, 4, 2, 1, 32)
+    w = m.encoder.layers[1].linear1.weight.numpy()  # (32, 16): xavier bound sqrt(6 / 48)
+    assert np.abs(w).max() <= math.sqrt(6 / 48) and w.std() > 0.25 * math.sqrt(6 / 48)
+    a = m.encoder.layers[0].self_attn.in_proj_weight.numpy()
+    assert np.abs(a).max() <= math.sqrt(6 / 64)
+    assert not m.encoder.layers[0].self_attn.in_proj_bias.numpy().any()
+    np.testing.assert_array_equal(m.encoder.norm.weight.numpy(), 1)
+    # the stack's layers are copies of one layer: they start equal, then train apart
+    stack = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 3)
+    first, last = stack.layers[0].linear1.weight, stack.layers[2].linear1.weight
+    np.testing.assert_array_equal(first.numpy(), last.numpy())
+    assert first is not last and first.data is not last.data
+
+
+def test_encoder_layer_gradcheck_and_dropout():
+    layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.3).double().eval()
+    x = f64(np.random.default_rng(12).standard_normal((3, 2, 4)))
+    mask = nn.Transformer.generate_square_subsequent_mask(3, dtype=minidl.float64)
+    assert gradcheck(lambda x: layer(x, src_mask=mask), [x])
+    a = layer(x).numpy()
+    layer.train()
+    assert not np.allclose(layer(x).numpy(), a)
+
+
+def test_transformer_errors():
+    with pytest.raises(ValueError, match="divisible by nhead"):
+        nn.TransformerEncoderLayer(10, 3)
+    with pytest.raises(ValueError, match="activation should be relu/gelu, not tanh"):
+        nn.TransformerDecoderLayer(8, 2, activation="tanh")
+    m = nn.Transformer(8, 2, 1, 1, 16)
+    with pytest.raises(ValueError, match="batch number of src and tgt must be equal"):
+        m(minidl.randn(5, 2, 8), minidl.randn(4, 3, 8))
+    with pytest.raises(ValueError, match=r"equal to d_model \(8\), got 6"):
+        m(minidl.randn(5, 2, 6), minidl.randn(4, 2, 8))
