@@ -19,6 +19,7 @@ from ..backend import get_array_module
 from ..ops import cat, stable_sigmoid, stack
 from ..tensor import Function, Tensor
 from . import init
+from ._rnn_utils import PackedSequence, packing_index, unpack_sorted
 from .module import Module, Parameter
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
@@ -38,9 +39,13 @@ class Recurrence(Function):
 
     The output is the hidden state at every step, (L, N, H), in input order also when
     ``reverse`` (the backward direction of a bidirectional layer runs from L-1 down to 0); an
-    LSTM returns (2, L, N, H), the hidden and the cell states stacked."""
+    LSTM returns (2, L, N, H), the hidden and the cell states stacked.
 
-    def forward(self, xw, h0, *rest, mode, reverse):
+    ``lengths`` (N,) (packed sequences): sequence b has steps 0..lengths[b]-1 only; at the
+    steps past its end its state is carried unchanged, so the forward direction ends, and the
+    reverse direction starts, at its own last step."""
+
+    def forward(self, xw, h0, *rest, mode, reverse, lengths=None):
         xp = get_array_module(xw)
         # under autocast the projection may come in a 16-bit dtype beside float32 weights:
         # the recurrence runs in the widest (each gradient goes back in its input's dtype)
@@ -60,7 +65,11 @@ class Recurrence(Function):
         w_t = w_hh.T
         h, c = h0, c0
         H = hidden
+        valid = None
+        if lengths is not None:  # (L, N, 1): step t is inside sequence b
+            valid = (xp.arange(length)[:, None] < lengths[None, :])[:, :, None]
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
+            h_prev, c_prev = h, c
             gh = h @ w_t
             if b_hh is not None:
                 gh += b_hh
@@ -71,7 +80,6 @@ class Recurrence(Function):
                 xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])  # g
                 a[:, 3 * H:] = stable_sigmoid(a[:, 3 * H:])  # o
                 c = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
-                cs[t] = c
                 h = a[:, 3 * H:] * xp.tanh(c)
             elif gru:
                 a = acts[t]
@@ -86,8 +94,14 @@ class Recurrence(Function):
                     xp.tanh(h, out=h)
                 else:
                     xp.maximum(h, 0, out=h)
+            if valid is not None:
+                h = xp.where(valid[t], h, h_prev)
+                if lstm:
+                    c = xp.where(valid[t], c, c_prev)
+            if lstm:
+                cs[t] = c
             hs[t] = h
-        self.mode, self.reverse = mode, reverse
+        self.mode, self.reverse, self.valid = mode, reverse, valid
         self.save_for_backward(h0, c0, w_hh, hs, cs, acts, hn_parts)
         return xp.stack([hs, cs]) if lstm else hs
 
@@ -108,8 +122,18 @@ class Recurrence(Function):
             prev = xp.concatenate([hs[1:], h0[None]]) if length else hs
         else:
             prev = xp.concatenate([h0[None], hs[:-1]]) if length else hs
+        valid = self.valid
+        skip_h = skip_c = 0
         for t in order:
             dh = dh + g_h[t]
+            if lstm:
+                dc = dc + g_c[t]
+            if valid is not None:
+                # past a sequence's end the state went through unchanged: so does its gradient
+                m = valid[t].astype(dh.dtype)
+                skip_h, dh = dh * (1 - m), dh * m
+                if lstm:
+                    skip_c, dc = dc * (1 - m), dc * m
             h = hs[t]
             if lstm:
                 a = acts[t]
@@ -117,14 +141,14 @@ class Recurrence(Function):
                 last = (t == length - 1) if reverse else (t == 0)
                 c_prev = c0 if last else cs[t + 1 if reverse else t - 1]
                 tc = xp.tanh(cs[t])
-                dc = dc + g_c[t] + dh * o * (1 - tc * tc)
+                dc = dc + dh * o * (1 - tc * tc)
                 da = dxw[t]
                 da[:, :H] = dc * gg * i * (1 - i)
                 da[:, H:2 * H] = dc * c_prev * f * (1 - f)
                 da[:, 2 * H:3 * H] = dc * i * (1 - gg * gg)
                 da[:, 3 * H:] = dh * tc * o * (1 - o)
-                dc = dc * f
-                dh = da @ w_hh
+                dc = dc * f + skip_c
+                dh = da @ w_hh + skip_h
             elif gru:
                 a = acts[t]
                 r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
@@ -137,14 +161,14 @@ class Recurrence(Function):
                 dxw[t, :, 2 * H:] = dan
                 dgh[t, :, :2 * H] = dxw[t, :, :2 * H]
                 dgh[t, :, 2 * H:] = dan * r
-                dh = dh * z + dgh[t] @ w_hh
+                dh = dh * z + dgh[t] @ w_hh + skip_h
             else:
                 da = dxw[t]
                 if mode == "RNN_TANH":
                     xp.multiply(dh, 1 - h * h, out=da)
                 else:
                     xp.multiply(dh, h > 0, out=da)
-                dh = da @ w_hh
+                dh = da @ w_hh + skip_h
         gates = w_hh.shape[0]
         dw = dgh.reshape(-1, gates).T @ prev.reshape(-1, H)
         grads = [dxw, dh]
@@ -328,7 +352,46 @@ class RNNBase(Module):
         return x, states, batched
 
     def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         x, states, batched = self._prepare(input, hx)
+        output, h, c = self._run(x, states)
+        if not batched:
+            output, h = output.squeeze(1), h.squeeze(1)
+            c = c.squeeze(1) if c is not None else None
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return (output, (h, c)) if self.mode == "LSTM" else (output, h)
+
+    def _forward_packed(self, packed, hx):
+        """A PackedSequence in, one out (as PyTorch): the recurrences run on the padded batch
+        (in its sorted order) and carry each sequence's state past its end unchanged, so
+        h_n holds each sequence's own last step."""
+        padded, lengths = unpack_sorted(packed)
+        sorted_indices, unsorted_indices = packed.sorted_indices, packed.unsorted_indices
+        lstm = self.mode == "LSTM"
+        batch_first, self.batch_first = self.batch_first, False  # padded is (L, N, H_in)
+        try:
+            x, states, _ = self._prepare(padded, hx)
+        finally:
+            self.batch_first = batch_first
+        if hx is not None and sorted_indices is not None:  # hx comes in the caller's order
+            states = [s[:, sorted_indices.data] for s in states]
+        xp = get_array_module(x.data)
+        device_lengths = lengths if xp is np else xp.asarray(lengths)
+        output, h, c = self._run(x, states, device_lengths)
+        t_idx, b_idx, _ = packing_index(lengths)
+        if xp is not np:
+            t_idx, b_idx = xp.asarray(t_idx), xp.asarray(b_idx)
+        data = output[t_idx, b_idx]
+        if unsorted_indices is not None:
+            h = h[:, unsorted_indices.data]
+            c = c[:, unsorted_indices.data] if lstm else None
+        out = PackedSequence(data, packed.batch_sizes, sorted_indices, unsorted_indices)
+        return (out, (h, c)) if lstm else (out, h)
+
+    def _run(self, x, states, lengths=None):
+        """All layers over x (L, N, H_in) from the initial states: (output, h_n, c_n)."""
         lstm = self.mode == "LSTM"
         directions = 2 if self.bidirectional else 1
         length = x.shape[0]
@@ -343,7 +406,8 @@ class RNNBase(Module):
                 args = [xw, states[0][k]] + ([states[1][k]] if lstm else []) + [w_hh]
                 if b_hh is not None:
                     args.append(b_hh)
-                y = _recurrence(self.mode, True).apply(*args, mode=self.mode, reverse=direction == 1)
+                y = _recurrence(self.mode, True).apply(*args, mode=self.mode,
+                                                       reverse=direction == 1, lengths=lengths)
                 last = 0 if direction == 1 else length - 1
                 if lstm:
                     outputs.append(y[0])
@@ -355,14 +419,7 @@ class RNNBase(Module):
             layer_input = outputs[0] if directions == 1 else cat(outputs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, True)
-        output, h = layer_input, stack(h_n)
-        c = stack(c_n) if lstm else None
-        if not batched:
-            output, h = output.squeeze(1), h.squeeze(1)
-            c = c.squeeze(1) if lstm else None
-        elif self.batch_first:
-            output = output.transpose(0, 1)
-        return (output, (h, c)) if lstm else (output, h)
+        return layer_input, stack(h_n), (stack(c_n) if lstm else None)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
