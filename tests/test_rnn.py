@@ -49,9 +49,10 @@ def _parity(kind, batched=True, batch_first=False, with_state=True, L=5, N=3, I=
     mm = _copy_torch_weights(tm, getattr(nn, kind)(I, H, batch_first=batch_first, **kwargs))
     rng = np.random.default_rng(1)
     xshape = ((N, L, I) if batch_first else (L, N, I)) if batched else (L, I)
-    hshape = (layers * directions, N, H) if batched else (layers * directions, H)
+    widths = [kwargs.get("proj_size") or H] + ([H] if kind == "LSTM" else [])
     x = rng.standard_normal(xshape)
-    states = [rng.standard_normal(hshape) for _ in range(2 if kind == "LSTM" else 1)]
+    states = [rng.standard_normal((layers * directions, N, w) if batched else
+                                  (layers * directions, w)) for w in widths]
     tx, mx = torch.tensor(x, requires_grad=True), f64(x)
     ts = [torch.tensor(s, requires_grad=True) for s in states]
     ms = [f64(s) for s in states]
@@ -105,6 +106,15 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_parity_with_torch(kind, case):
     _parity(kind, **case)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", [
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(batched=False, with_state=False, bias=False),
+    dict(num_layers=3)])
+def test_lstm_with_projections_parity(case):
+    _parity("LSTM", proj_size=4, **case)
 
 
 @needs_torch
@@ -216,6 +226,7 @@ def test_gradcheck_relu_rnn_module():
 @needs_torch
 @pytest.mark.parametrize("kind,kwargs", [
     ("RNN", dict(num_layers=2, bidirectional=True)), ("LSTM", dict(num_layers=3)),
+    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=2)),
     ("GRU", dict(bidirectional=True, bias=False)), ("RNNCell", {}), ("LSTMCell", {}),
     ("GRUCell", dict(bias=False))])
 def test_state_dict_names_and_shapes_match_torch(kind, kwargs):
@@ -316,8 +327,13 @@ def test_errors_name_the_expected_sizes():
         nn.LSTM(4, 3.0)
     with pytest.raises(ValueError, match="num_layers must be greater than zero"):
         nn.LSTM(4, 3, num_layers=0)
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        nn.LSTM(4, 3, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+        nn.RNNBase("GRU", 4, 3, proj_size=2)
+    with pytest.raises(ValueError, match=r"proj_size \(3\) has to be smaller than hidden_size"):
+        nn.LSTM(4, 3, proj_size=3)
+    with pytest.raises(ValueError, match=r"expected c_0 of size \(1, 2, 3\), got \(1, 2, 2\)"):
+        nn.LSTM(4, 3, proj_size=2)(minidl.randn(5, 2, 4),
+                                   (minidl.zeros(1, 2, 2), minidl.zeros(1, 2, 2)))
 
 
 # ---- pad_sequence ------------------------------------------------------------------------------
@@ -516,3 +532,15 @@ def test_packed_gru_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
     m.to("cuda")
     for a, b in zip(cpu, run("cuda")):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck_lstm_recurrence_with_projection_and_lengths(reverse):
+    rng = np.random.default_rng(10)
+    H, P = 3, 2
+    inputs = [f64(rng.standard_normal((4, 3, 4 * H))), f64(rng.standard_normal((3, P))),
+              f64(rng.standard_normal((3, H))), f64(rng.standard_normal((4 * H, P)) * 0.5),
+              f64(rng.standard_normal(4 * H)), f64(rng.standard_normal((P, H)))]
+    for lengths in (None, np.array([4, 3, 1])):
+        assert gradcheck(lambda *a: Recurrence.apply(*a, mode="LSTM", reverse=reverse,
+                                                     lengths=lengths, proj=True), inputs)
