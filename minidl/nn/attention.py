@@ -25,6 +25,12 @@ from .module import Module, Parameter
 __all__ = ["scaled_dot_product_attention", "MultiheadAttention"]
 
 
+class AttentionArgumentError(ValueError, RuntimeError):
+    """Arguments that do not go together (is_causal without or beside a mask, src and tgt of
+    different batches): PyTorch raises RuntimeError, minidl's argument errors are
+    ValueErrors; this is both."""
+
+
 class SafeSoftmax(Function):
     """softmax along the last dim where a row of only -inf (every key masked) gives zeros
     instead of NaN, as PyTorch's scaled_dot_product_attention does."""
@@ -106,7 +112,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             0 <= dropout_p <= 1):
         raise ValueError(f"{name}: dropout_p must be in [0, 1], got {dropout_p!r}")
     if is_causal and attn_mask is not None:
-        raise ValueError(f"{name}: pass either attn_mask or is_causal=True, not both")
+        raise AttentionArgumentError(f"{name}: pass either attn_mask or is_causal=True, not "
+                                     "both")
     if enable_gqa and query.ndim >= 3 and key.shape[-3] != query.shape[-3]:
         heads, kv_heads = query.shape[-3], key.shape[-3]
         if heads % kv_heads:
@@ -238,9 +245,10 @@ class MultiheadAttention(Module):
             raise ValueError(f"{name}: for {query.ndim}-D query, key and value must be "
                              f"{query.ndim}-D too, got {key.ndim}-D and {value.ndim}-D")
         if is_causal and attn_mask is None:
-            raise ValueError(f"{name}: Need attn_mask if specifying the is_causal hint. You may "
-                             "use the Transformer module method `generate_square_subsequent_"
-                             "mask` to create this mask.")
+            raise AttentionArgumentError(
+                f"{name}: Need attn_mask if specifying the is_causal hint. You may use the "
+                "Transformer module method `generate_square_subsequent_mask` to create this "
+                "mask.")
         if batched and self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if not batched:

@@ -375,8 +375,8 @@ class RNNBase(Module):
             for s, what, expected in zip(states, whats, shapes):
                 shown = expected if batched else (expected[0], expected[2])
                 if tuple(s.shape) != expected:
-                    raise RNNShapeError(f"{name}: expected {what} of size {shown}, got "
-                                        f"{tuple(s.shape) if batched else (s.shape[0], s.shape[2])}")
+                    got = tuple(s.shape) if batched else (s.shape[0], s.shape[2])
+                    raise RNNShapeError(f"{name}: expected {what} of size {shown}, got {got}")
                 if s.dtype != x.dtype:
                     raise ValueError(f"{name}: {what} dtype ({s.dtype}) does not match the "
                                      f"input's ({x.dtype})")

@@ -13,7 +13,7 @@ from ..backend import normalize_device, to_device
 from ..backend.dtypes import DEFAULT_FLOAT, as_dtype
 from ..tensor import Tensor
 from . import init
-from .attention import MultiheadAttention
+from .attention import AttentionArgumentError, MultiheadAttention
 from .layers import Dropout, LayerNorm, Linear, ModuleList
 from .module import Module
 
@@ -243,13 +243,13 @@ class Transformer(Module):
         if src.ndim == 3:
             b = 0 if self.batch_first else 1
             if tgt.ndim != 3 or src.shape[b] != tgt.shape[b]:
-                raise ValueError(f"{name}: the batch number of src and tgt must be equal, got "
-                                 f"shapes {src.shape} and {tgt.shape} (batch_first="
-                                 f"{self.batch_first})")
+                raise AttentionArgumentError(
+                    f"{name}: the batch number of src and tgt must be equal, got shapes "
+                    f"{src.shape} and {tgt.shape} (batch_first={self.batch_first})")
         if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
-            raise ValueError(f"{name}: the feature number of src and tgt must be equal to "
-                             f"d_model ({self.d_model}), got {src.shape[-1]} and "
-                             f"{tgt.shape[-1]}")
+            raise AttentionArgumentError(
+                f"{name}: the feature number of src and tgt must be equal to d_model "
+                f"({self.d_model}), got {src.shape[-1]} and {tgt.shape[-1]}")
         memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
                               is_causal=src_is_causal)
         return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
