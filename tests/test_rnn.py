@@ -11,7 +11,10 @@ import pytest
 import minidl
 import minidl.nn as nn
 from minidl.nn.rnn import Recurrence
-from minidl.nn.utils.rnn import pack_padded_sequence, pad_sequence
+from minidl.nn.utils.rnn import (
+    PackedSequence, pack_padded_sequence, pack_sequence, pad_packed_sequence, pad_sequence,
+    unpack_sequence,
+)
 from minidl.testing import gradcheck
 
 import _fake_gpu
@@ -46,9 +49,10 @@ def _parity(kind, batched=True, batch_first=False, with_state=True, L=5, N=3, I=
     mm = _copy_torch_weights(tm, getattr(nn, kind)(I, H, batch_first=batch_first, **kwargs))
     rng = np.random.default_rng(1)
     xshape = ((N, L, I) if batch_first else (L, N, I)) if batched else (L, I)
-    hshape = (layers * directions, N, H) if batched else (layers * directions, H)
+    widths = [kwargs.get("proj_size") or H] + ([H] if kind == "LSTM" else [])
     x = rng.standard_normal(xshape)
-    states = [rng.standard_normal(hshape) for _ in range(2 if kind == "LSTM" else 1)]
+    states = [rng.standard_normal((layers * directions, N, w) if batched else
+                                  (layers * directions, w)) for w in widths]
     tx, mx = torch.tensor(x, requires_grad=True), f64(x)
     ts = [torch.tensor(s, requires_grad=True) for s in states]
     ms = [f64(s) for s in states]
@@ -102,6 +106,15 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
 def test_parity_with_torch(kind, case):
     _parity(kind, **case)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", [
+    dict(num_layers=2, bidirectional=True, batch_first=True),
+    dict(batched=False, with_state=False, bias=False),
+    dict(num_layers=3)])
+def test_lstm_with_projections_parity(case):
+    _parity("LSTM", proj_size=4, **case)
 
 
 @needs_torch
@@ -213,6 +226,7 @@ def test_gradcheck_relu_rnn_module():
 @needs_torch
 @pytest.mark.parametrize("kind,kwargs", [
     ("RNN", dict(num_layers=2, bidirectional=True)), ("LSTM", dict(num_layers=3)),
+    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=2)),
     ("GRU", dict(bidirectional=True, bias=False)), ("RNNCell", {}), ("LSTMCell", {}),
     ("GRUCell", dict(bias=False))])
 def test_state_dict_names_and_shapes_match_torch(kind, kwargs):
@@ -313,8 +327,13 @@ def test_errors_name_the_expected_sizes():
         nn.LSTM(4, 3.0)
     with pytest.raises(ValueError, match="num_layers must be greater than zero"):
         nn.LSTM(4, 3, num_layers=0)
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        nn.LSTM(4, 3, proj_size=2)
+    with pytest.raises(ValueError, match="proj_size argument is only supported for LSTM"):
+        nn.RNNBase("GRU", 4, 3, proj_size=2)
+    with pytest.raises(ValueError, match=r"proj_size \(3\) has to be smaller than hidden_size"):
+        nn.LSTM(4, 3, proj_size=3)
+    with pytest.raises(ValueError, match=r"expected c_0 of size \(1, 2, 3\), got \(1, 2, 2\)"):
+        nn.LSTM(4, 3, proj_size=2)(minidl.randn(5, 2, 4),
+                                   (minidl.zeros(1, 2, 2), minidl.zeros(1, 2, 2)))
 
 
 # ---- pad_sequence ------------------------------------------------------------------------------
@@ -338,14 +357,112 @@ def test_pad_sequence_parity(batch_first, side):
         _compare(a.grad, b.grad, "grad")
 
 
-def test_pad_sequence_errors_and_packing():
+def test_pad_sequence_errors():
     with pytest.raises(ValueError, match="empty list"):
         pad_sequence([])
     with pytest.raises(ValueError, match=r"sequence 1 has shape \(2, 3\)"):
         pad_sequence([minidl.zeros(2, 2), minidl.zeros(2, 3)])
-    with pytest.raises(NotImplementedError, match="pack_padded_sequence"):
-        pack_padded_sequence(minidl.zeros(3, 2, 1), [3, 2])
     assert nn.utils.rnn.pad_sequence is pad_sequence
+
+
+# ---- packed sequences --------------------------------------------------------------------------
+@needs_torch
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_packed_sequence_parity(kind, enforce_sorted):
+    """A packed batch through a 2-layer bidirectional RNN: the packed output, h_n (each
+    sequence's own last step) and every gradient as PyTorch's."""
+    rng = np.random.default_rng(7)
+    lengths = [5, 3, 3, 1] if enforce_sorted else [2, 5, 1, 4]
+    tm = getattr(torch.nn, kind)(3, 4, num_layers=2, bidirectional=True,
+                                 batch_first=True).double()
+    mm = _copy_torch_weights(tm, getattr(nn, kind)(3, 4, num_layers=2, bidirectional=True,
+                                                   batch_first=True))
+    x = rng.standard_normal((4, 5, 3))
+    states = [rng.standard_normal((4, 4, 4)) for _ in range(2 if kind == "LSTM" else 1)]
+    tx, mx = torch.tensor(x, requires_grad=True), f64(x)
+    ts = [torch.tensor(s, requires_grad=True) for s in states]
+    ms = [f64(s) for s in states]
+    tp = torch.nn.utils.rnn.pack_padded_sequence(tx, lengths, batch_first=True,
+                                                 enforce_sorted=enforce_sorted)
+    mp = pack_padded_sequence(mx, lengths, batch_first=True, enforce_sorted=enforce_sorted)
+    np.testing.assert_array_equal(mp.batch_sizes.numpy(), tp.batch_sizes.numpy())
+    _compare(mp.data, tp.data, "packed data")
+    if not enforce_sorted:
+        np.testing.assert_array_equal(mp.sorted_indices.numpy(), tp.sorted_indices.numpy())
+        np.testing.assert_array_equal(mp.unsorted_indices.numpy(), tp.unsorted_indices.numpy())
+    tout, tfinal = tm(tp, tuple(ts) if kind == "LSTM" else ts[0])
+    mout, mfinal = mm(mp, tuple(ms) if kind == "LSTM" else ms[0])
+    assert isinstance(mout, PackedSequence)
+    _compare(mout.data, tout.data, "output data")
+    tpad, tlen = torch.nn.utils.rnn.pad_packed_sequence(tout, batch_first=True, total_length=6)
+    mpad, mlen = pad_packed_sequence(mout, batch_first=True, total_length=6)
+    np.testing.assert_array_equal(mlen.numpy(), tlen.numpy())
+    _compare(mpad, tpad, "padded output")
+    tfinal = list(tfinal) if kind == "LSTM" else [tfinal]
+    mfinal = list(mfinal) if kind == "LSTM" else [mfinal]
+    for a, b in zip(mfinal, tfinal):
+        _compare(a, b, "final state")
+    weights = [rng.standard_normal(tuple(t.shape)) for t in [tpad] + tfinal]
+    sum((t * torch.tensor(w)).sum() for t, w in zip([tpad] + tfinal, weights)).backward()
+    loss = None
+    for t, w in zip([mpad] + mfinal, weights):
+        term = (t * f64(w, False)).sum()
+        loss = term if loss is None else loss + term
+    loss.backward()
+    _compare(mx.grad, tx.grad, "input grad")
+    for a, b in zip(ms, ts):
+        _compare(a.grad, b.grad, "state grad")
+    theirs = dict(tm.named_parameters())
+    for name, p in mm.named_parameters():
+        _compare(p.grad, theirs[name].grad, f"grad of {name}")
+
+
+@pytest.mark.parametrize("mode", ["RNN_TANH", "LSTM", "GRU"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck_recurrence_with_lengths(mode, reverse):
+    rng = np.random.default_rng(8)
+    H = 2
+    G = {"LSTM": 4, "GRU": 3}.get(mode, 1) * H
+    inputs = [f64(rng.standard_normal((4, 3, G))), f64(rng.standard_normal((3, H)))]
+    if mode == "LSTM":
+        inputs.append(f64(rng.standard_normal((3, H))))
+    inputs += [f64(rng.standard_normal((G, H)) * 0.5), f64(rng.standard_normal(G))]
+    lengths = np.array([4, 2, 1])
+    assert gradcheck(lambda *a: Recurrence.apply(*a, mode=mode, reverse=reverse,
+                                                 lengths=lengths), inputs)
+
+
+@needs_torch
+def test_pack_sequence_and_unpack_match_torch():
+    rng = np.random.default_rng(9)
+    arrays = [rng.standard_normal((n, 2)) for n in (2, 4, 3)]
+    tp = torch.nn.utils.rnn.pack_sequence([torch.tensor(a) for a in arrays],
+                                          enforce_sorted=False)
+    mp = pack_sequence([f64(a) for a in arrays], enforce_sorted=False)
+    _compare(mp.data, tp.data, "packed data")
+    np.testing.assert_array_equal(mp.batch_sizes.numpy(), tp.batch_sizes.numpy())
+    for a, b in zip(unpack_sequence(mp), arrays):
+        np.testing.assert_array_equal(a.numpy(), b)
+    padded, lengths = pad_packed_sequence(mp, padding_value=-1.0)
+    assert padded.shape == (4, 3, 2) and lengths.tolist() == [2, 4, 3]
+    assert padded.numpy()[3, 0, 0] == -1.0
+
+
+def test_packing_errors():
+    x = minidl.zeros(3, 2, 1)
+    with pytest.raises(ValueError, match="enforce_sorted"):
+        pack_padded_sequence(x, [2, 3])
+    with pytest.raises(ValueError, match="greater than 0"):
+        pack_padded_sequence(x, [3, 0])
+    with pytest.raises(ValueError, match="3 lengths for a batch of 2"):
+        pack_padded_sequence(x, [3, 2, 1])
+    with pytest.raises(ValueError, match="longer than the input's 3 steps"):
+        pack_padded_sequence(x, [4, 2])
+    with pytest.raises(ValueError, match="total_length to be at least 3"):
+        pad_packed_sequence(pack_padded_sequence(x, [3, 2]), total_length=2)
+    with pytest.raises(ValueError, match=r"expected hx of size \(1, 2, 4\)"):
+        nn.GRU(1, 4)(pack_padded_sequence(x, [3, 2]), minidl.zeros(1, 3, 4))
 
 
 # ---- devices -----------------------------------------------------------------------------------
@@ -367,3 +484,63 @@ def test_lstm_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
     gpu = [out.numpy(), h.numpy(), c.numpy()] + [p.grad.numpy() for p in m.parameters()]
     for a, b in zip(cpu, gpu):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---- autocast ----------------------------------------------------------------------------------
+@needs_torch
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "RNNCell", "LSTMCell", "GRUCell"])
+def test_autocast_cpu_output_dtype_matches_torch(kind):
+    args = (4, 3)
+    """PyTorch's CPU autocast gives bfloat16 from an LSTM over a sequence, an RNN and an
+    RNNCell, and float32 from a GRU, a GRUCell and an LSTMCell; the parameters' gradients stay
+    float32 either way."""
+    x = np.random.default_rng(0).standard_normal((5, 2, 4)).astype(np.float32)
+    if kind.endswith("Cell"):
+        x = x[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = getattr(torch.nn, kind)(*args)(torch.tensor(x))
+    expected = (out[0] if isinstance(out, tuple) else out).dtype
+    m = getattr(nn, kind)(*args)
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        out = m(minidl.tensor(x))
+        mine = out[0] if isinstance(out, tuple) else out
+    assert str(mine.dtype) == str(expected).replace("torch.", "")
+    mine.float().sum().backward()
+    assert all(p.grad.dtype == np.float32 for p in m.parameters())
+
+
+def test_packed_gru_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    m = nn.GRU(3, 4, bidirectional=True)
+    x = np.random.default_rng(6).standard_normal((5, 3, 3)).astype(np.float32)
+
+    def run(device):
+        xs = minidl.tensor(x, device=device, requires_grad=True)
+        packed = pack_padded_sequence(xs, [2, 5, 3], enforce_sorted=False)
+        out, h = m(packed)
+        padded, _ = pad_packed_sequence(out)
+        assert padded.device == device and h.device == device
+        (padded.sum() + (h * h).sum()).backward()
+        return [padded.numpy(), h.numpy(), xs.grad.numpy()] + [p.grad.numpy()
+                                                              for p in m.parameters()]
+
+    cpu = run("cpu")
+    _fake_gpu.install(monkeypatch, lib)
+    m.zero_grad()
+    m.to("cuda")
+    for a, b in zip(cpu, run("cuda")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_gradcheck_lstm_recurrence_with_projection_and_lengths(reverse):
+    rng = np.random.default_rng(10)
+    H, P = 3, 2
+    inputs = [f64(rng.standard_normal((4, 3, 4 * H))), f64(rng.standard_normal((3, P))),
+              f64(rng.standard_normal((3, H))), f64(rng.standard_normal((4 * H, P)) * 0.5),
+              f64(rng.standard_normal(4 * H)), f64(rng.standard_normal((P, H)))]
+    for lengths in (None, np.array([4, 3, 1])):
+        assert gradcheck(lambda *a: Recurrence.apply(*a, mode="LSTM", reverse=reverse,
+                                                     lengths=lengths, proj=True), inputs)

@@ -63,8 +63,16 @@ _BANNED_MESSAGE = (
     "(nn.BCEWithLogitsLoss), which is safe to autocast; or run this loss outside the region "
     "on float32 input")
 
+# the recurrences of nn.RNN/LSTM/GRU and their cells (minidl.nn.rnn) in the low dtype:
+# PyTorch's CUDA policy runs every RNN (cuDNN) and cell so; on the CPU its LSTM over a sequence
+# (mkldnn_rnn_layer) and its Elman RNN and RNNCell (made of linear ops) come out 16-bit, while
+# a GRU, a GRUCell and an LSTMCell stay in float32
+LOWER_ON = {"cpu": {"LSTMRecurrence", "RNNRecurrence"},
+            "cuda": {"Recurrence", "LSTMRecurrence", "RNNRecurrence"}}
+
 # every op some policy names, on some device
-_LISTED = LOWER.union(*FLOAT32.values(), *FLOAT32_INSIDE.values(), *BANNED.values())
+_LISTED = LOWER.union(*FLOAT32.values(), *FLOAT32_INSIDE.values(), *BANNED.values(),
+                      *LOWER_ON.values())
 
 # (enabled, dtype) per device; PyTorch's defaults: float16 on CUDA, bfloat16 on the CPU
 _state = {"cpu": (False, None), "cuda": (False, float16)}
@@ -172,7 +180,7 @@ class Hook:
             return None
         if name in BANNED[device]:
             raise RuntimeError(_BANNED_MESSAGE)
-        if name in LOWER:
+        if name in LOWER or name in LOWER_ON[device]:
             inputs = [_cast(t, low) for t in tensors]
             if device == "cpu":
                 out = _apply(fn_class, [_cast(t, float32) for t in inputs], kwargs)

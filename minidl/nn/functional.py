@@ -5,3 +5,4 @@ from ..functional import (  # noqa: F401
     gelu, l1_loss, layer_norm, leaky_relu, linear, log_softmax, max_pool2d, mse_loss, nll_loss,
     one_hot, pad, relu, sigmoid, silu, smooth_l1_loss, softmax, tanh,
 )
+from .attention import scaled_dot_product_attention  # noqa: E402,F401

@@ -19,6 +19,7 @@ from ..backend import get_array_module
 from ..ops import cat, stable_sigmoid, stack
 from ..tensor import Function, Tensor
 from . import init
+from ._rnn_utils import PackedSequence, packing_index, unpack_sorted
 from .module import Module, Parameter
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
@@ -38,25 +39,41 @@ class Recurrence(Function):
 
     The output is the hidden state at every step, (L, N, H), in input order also when
     ``reverse`` (the backward direction of a bidirectional layer runs from L-1 down to 0); an
-    LSTM returns (2, L, N, H), the hidden and the cell states stacked."""
+    LSTM returns (L, N, P + H): the hidden states, then the cell states, along the last dim.
 
-    def forward(self, xw, h0, *rest, mode, reverse):
+    ``proj``: an LSTM with projections; the last input is ``w_hr`` (P, H) and the hidden
+    state is ``(o * tanh(c)) @ w_hr.T`` (P wide; the cell state stays H wide).
+
+    ``lengths`` (N,) (packed sequences): sequence b has steps 0..lengths[b]-1 only; at the
+    steps past its end its state is carried unchanged, so the forward direction ends, and the
+    reverse direction starts, at its own last step."""
+
+    def forward(self, xw, h0, *rest, mode, reverse, lengths=None, proj=False):
         xp = get_array_module(xw)
+        # under autocast the projection may come in a 16-bit dtype beside float32 weights:
+        # the recurrence runs in the widest (each gradient goes back in its input's dtype)
+        dtype = max((a.dtype for a in (xw, h0) + rest), key=lambda d: d.itemsize)
+        xw, h0 = xw.astype(dtype, copy=False), h0.astype(dtype, copy=False)
+        rest = tuple(a.astype(dtype, copy=False) for a in rest)
         lstm, gru = mode == "LSTM", mode == "GRU"
         c0, rest = (rest[0], rest[1:]) if lstm else (None, rest)
+        w_hr, rest = (rest[-1], rest[:-1]) if proj else (None, rest)
         w_hh = rest[0]
         b_hh = rest[1] if len(rest) > 1 else None
         length, batch = xw.shape[:2]
-        hidden = h0.shape[-1]
-        dtype = xw.dtype
-        hs = xp.empty((length, batch, hidden), dtype=dtype)
+        H = c0.shape[-1] if lstm else h0.shape[-1]
+        hs = xp.empty((length, batch, h0.shape[-1]), dtype=dtype)
         acts = xp.empty(xw.shape, dtype=dtype) if (lstm or gru) else None
-        cs = xp.empty((length, batch, hidden), dtype=dtype) if lstm else None
-        hn_parts = xp.empty((length, batch, hidden), dtype=dtype) if gru else None
+        cs = xp.empty((length, batch, H), dtype=dtype) if lstm else None
+        hn_parts = xp.empty((length, batch, H), dtype=dtype) if gru else None
+        unprojected = xp.empty((length, batch, H), dtype=dtype) if proj else None
         w_t = w_hh.T
         h, c = h0, c0
-        H = hidden
+        valid = None
+        if lengths is not None:  # (L, N, 1): step t is inside sequence b
+            valid = (xp.arange(length)[:, None] < lengths[None, :])[:, :, None]
         for t in (range(length - 1, -1, -1) if reverse else range(length)):
+            h_prev, c_prev = h, c
             gh = h @ w_t
             if b_hh is not None:
                 gh += b_hh
@@ -67,8 +84,10 @@ class Recurrence(Function):
                 xp.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])  # g
                 a[:, 3 * H:] = stable_sigmoid(a[:, 3 * H:])  # o
                 c = a[:, H:2 * H] * c + a[:, :H] * a[:, 2 * H:3 * H]
-                cs[t] = c
                 h = a[:, 3 * H:] * xp.tanh(c)
+                if proj:
+                    unprojected[t] = h
+                    h = h @ w_hr.T
             elif gru:
                 a = acts[t]
                 a[:, :2 * H] = stable_sigmoid(xw[t, :, :2 * H] + gh[:, :2 * H])  # r, z
@@ -82,18 +101,27 @@ class Recurrence(Function):
                     xp.tanh(h, out=h)
                 else:
                     xp.maximum(h, 0, out=h)
+            if valid is not None:
+                h = xp.where(valid[t], h, h_prev)
+                if lstm:
+                    c = xp.where(valid[t], c, c_prev)
+            if lstm:
+                cs[t] = c
             hs[t] = h
-        self.mode, self.reverse = mode, reverse
-        self.save_for_backward(h0, c0, w_hh, hs, cs, acts, hn_parts)
-        return xp.stack([hs, cs]) if lstm else hs
+        self.mode, self.reverse, self.valid = mode, reverse, valid
+        self.save_for_backward(h0, c0, w_hh, hs, cs, acts, hn_parts, w_hr, unprojected)
+        return xp.concatenate([hs, cs], axis=2) if lstm else hs
 
     def backward(self, g):
-        h0, c0, w_hh, hs, cs, acts, hn_parts = self.saved
+        h0, c0, w_hh, hs, cs, acts, hn_parts, w_hr, unprojected = self.saved
         xp = get_array_module(g)
         mode, reverse = self.mode, self.reverse
         lstm, gru = mode == "LSTM", mode == "GRU"
-        length, batch, H = hs.shape
-        g_h, g_c = (g[0], g[1]) if lstm else (g, None)
+        length, batch, P = hs.shape  # P: the hidden state's width (H, or an LSTM's proj_size)
+        H = cs.shape[2] if lstm else P
+        dproj = xp.empty_like(hs) if w_hr is not None else None
+        width = hs.shape[2]
+        g_h, g_c = (g[:, :, :width], g[:, :, width:]) if lstm else (g, None)
         dxw = xp.empty((length, batch, w_hh.shape[0]), dtype=g.dtype)
         dgh = xp.empty_like(dxw) if gru else dxw  # gradient of h @ W_hh.T + b_hh per step
         dh = xp.zeros_like(h0)
@@ -104,8 +132,18 @@ class Recurrence(Function):
             prev = xp.concatenate([hs[1:], h0[None]]) if length else hs
         else:
             prev = xp.concatenate([h0[None], hs[:-1]]) if length else hs
+        valid = self.valid
+        skip_h = skip_c = 0
         for t in order:
             dh = dh + g_h[t]
+            if lstm:
+                dc = dc + g_c[t]
+            if valid is not None:
+                # past a sequence's end the state went through unchanged: so does its gradient
+                m = valid[t].astype(dh.dtype)
+                skip_h, dh = dh * (1 - m), dh * m
+                if lstm:
+                    skip_c, dc = dc * (1 - m), dc * m
             h = hs[t]
             if lstm:
                 a = acts[t]
@@ -113,14 +151,17 @@ class Recurrence(Function):
                 last = (t == length - 1) if reverse else (t == 0)
                 c_prev = c0 if last else cs[t + 1 if reverse else t - 1]
                 tc = xp.tanh(cs[t])
-                dc = dc + g_c[t] + dh * o * (1 - tc * tc)
+                if w_hr is not None:
+                    dproj[t] = dh
+                    dh = dh @ w_hr
+                dc = dc + dh * o * (1 - tc * tc)
                 da = dxw[t]
                 da[:, :H] = dc * gg * i * (1 - i)
                 da[:, H:2 * H] = dc * c_prev * f * (1 - f)
                 da[:, 2 * H:3 * H] = dc * i * (1 - gg * gg)
                 da[:, 3 * H:] = dh * tc * o * (1 - o)
-                dc = dc * f
-                dh = da @ w_hh
+                dc = dc * f + skip_c
+                dh = da @ w_hh + skip_h
             elif gru:
                 a = acts[t]
                 r, z, n = a[:, :H], a[:, H:2 * H], a[:, 2 * H:]
@@ -133,23 +174,41 @@ class Recurrence(Function):
                 dxw[t, :, 2 * H:] = dan
                 dgh[t, :, :2 * H] = dxw[t, :, :2 * H]
                 dgh[t, :, 2 * H:] = dan * r
-                dh = dh * z + dgh[t] @ w_hh
+                dh = dh * z + dgh[t] @ w_hh + skip_h
             else:
                 da = dxw[t]
                 if mode == "RNN_TANH":
                     xp.multiply(dh, 1 - h * h, out=da)
                 else:
                     xp.multiply(dh, h > 0, out=da)
-                dh = da @ w_hh
+                dh = da @ w_hh + skip_h
         gates = w_hh.shape[0]
-        dw = dgh.reshape(-1, gates).T @ prev.reshape(-1, H)
+        dw = dgh.reshape(-1, gates).T @ prev.reshape(-1, P)
         grads = [dxw, dh]
         if lstm:
             grads.append(dc)
         grads.append(dw)
-        if len(self.inputs) > (4 if lstm else 3):
+        if len(self.inputs) > (4 if lstm else 3) + (w_hr is not None):
             grads.append(dgh.sum(axis=(0, 1)))
+        if w_hr is not None:
+            grads.append(dproj.reshape(-1, P).T @ unprojected.reshape(-1, H))
         return tuple(grads)
+
+
+# Their own names for autocast's policy: PyTorch's CPU autocast runs an Elman RNN (layer or
+# cell) and an LSTM over a sequence in the low dtype, and a GRU or an LSTMCell in float32.
+class RNNRecurrence(Recurrence):
+    """Recurrence of nn.RNN and nn.RNNCell."""
+
+
+class LSTMRecurrence(Recurrence):
+    """Recurrence of nn.LSTM over a sequence (nn.LSTMCell runs the plain Recurrence)."""
+
+
+def _recurrence(mode, sequence):
+    if mode.startswith("RNN"):
+        return RNNRecurrence
+    return LSTMRecurrence if mode == "LSTM" and sequence else Recurrence
 
 
 # ---- checks -----------------------------------------------------------------------------------
@@ -208,23 +267,33 @@ class RNNBase(Module):
             warnings.warn(f"{name}: dropout option adds dropout after all but last recurrent "
                           f"layer, so non-zero dropout expects num_layers greater than 1, but "
                           f"got dropout={dropout} and num_layers={num_layers}", stacklevel=3)
-        if proj_size:
-            raise NotImplementedError(f"{name}: proj_size > 0 (LSTM projections) is not "
-                                      "supported in minidl")
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral) or \
+                proj_size < 0:
+            raise ValueError(f"{name}: proj_size should be a non-negative integer, got "
+                             f"{proj_size!r}")
+        if proj_size and mode != "LSTM":
+            raise ValueError(f"{name}: proj_size argument is only supported for LSTM, not "
+                             f"RNN or GRU")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size ({proj_size}) has to be smaller than "
+                             f"hidden_size ({hidden_size})")
         self.bias, self.batch_first = bool(bias), bool(batch_first)
         self.dropout, self.bidirectional = float(dropout), bool(bidirectional)
-        self.proj_size = 0
+        self.proj_size = int(proj_size)
+        out_size = proj_size or hidden_size  # the width of the hidden state and the output
         gate_size = _GATES[mode] * hidden_size
         directions = 2 if bidirectional else 1
         self._flat_weights_names = []
         for layer in range(num_layers):
             for direction in range(directions):
-                layer_input = input_size if layer == 0 else hidden_size * directions
+                layer_input = input_size if layer == 0 else out_size * directions
                 suffix = "_reverse" if direction == 1 else ""
                 shapes = [("weight_ih", (gate_size, layer_input)),
-                          ("weight_hh", (gate_size, hidden_size))]
+                          ("weight_hh", (gate_size, out_size))]
                 if bias:
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                if proj_size:
+                    shapes.append(("weight_hr", (proj_size, hidden_size)))
                 for kind, shape in shapes:
                     pname = f"{kind}_l{layer}{suffix}"
                     setattr(self, pname, Parameter(np.empty(shape, dtype=np.float32)))
@@ -248,7 +317,7 @@ class RNNBase(Module):
     @property
     def all_weights(self):
         """The parameters grouped per layer and direction, as PyTorch lists them."""
-        per = 4 if self.bias else 2
+        per = (4 if self.bias else 2) + (1 if self.proj_size else 0)
         w = self._flat_weights
         return [w[i:i + per] for i in range(0, len(w), per)]
 
@@ -256,9 +325,11 @@ class RNNBase(Module):
         suffix = "_reverse" if direction else ""
         get = self.__getattr__
         w_ih, w_hh = get(f"weight_ih_l{layer}{suffix}"), get(f"weight_hh_l{layer}{suffix}")
+        w_hr = get(f"weight_hr_l{layer}{suffix}") if self.proj_size else None
         if self.bias:
-            return w_ih, w_hh, get(f"bias_ih_l{layer}{suffix}"), get(f"bias_hh_l{layer}{suffix}")
-        return w_ih, w_hh, None, None
+            return (w_ih, w_hh, get(f"bias_ih_l{layer}{suffix}"),
+                    get(f"bias_hh_l{layer}{suffix}"), w_hr)
+        return w_ih, w_hh, None, None, w_hr
 
     def _prepare(self, input, hx):
         """The input as (L, N, H_in) and the initial state(s) as (layers * D, N, H)."""
@@ -276,10 +347,14 @@ class RNNBase(Module):
                                 f"{self.input_size}, got {x.shape[-1]}")
         _check_dtype(name, x, self.weight_ih_l0)
         batch = x.shape[1]
-        expected = (self.num_layers * (2 if self.bidirectional else 1), batch, self.hidden_size)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
         lstm = self.mode == "LSTM"
+        # h_0's width is proj_size where an LSTM projects; c_0's is always hidden_size
+        shapes = [(layers, batch, self.proj_size or self.hidden_size)]
+        if lstm:
+            shapes.append((layers, batch, self.hidden_size))
         if hx is None:
-            states = [_zeros_like_state(x, expected)] * (2 if lstm else 1)
+            states = [_zeros_like_state(x, shape) for shape in shapes]
         else:
             if lstm:
                 if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -297,18 +372,57 @@ class RNNBase(Module):
                         f"{what} should be {3 if batched else 2}-D, got {s.ndim}-D")
             if not batched:
                 states = [s.unsqueeze(1) for s in states]
-            for s, what in zip(states, whats):
+            for s, what, expected in zip(states, whats, shapes):
                 shown = expected if batched else (expected[0], expected[2])
                 if tuple(s.shape) != expected:
-                    raise RNNShapeError(f"{name}: expected {what} of size {shown}, got "
-                                        f"{tuple(s.shape) if batched else (s.shape[0], s.shape[2])}")
+                    got = tuple(s.shape) if batched else (s.shape[0], s.shape[2])
+                    raise RNNShapeError(f"{name}: expected {what} of size {shown}, got {got}")
                 if s.dtype != x.dtype:
                     raise ValueError(f"{name}: {what} dtype ({s.dtype}) does not match the "
                                      f"input's ({x.dtype})")
         return x, states, batched
 
     def forward(self, input, hx=None):
+        if isinstance(input, PackedSequence):
+            return self._forward_packed(input, hx)
         x, states, batched = self._prepare(input, hx)
+        output, h, c = self._run(x, states)
+        if not batched:
+            output, h = output.squeeze(1), h.squeeze(1)
+            c = c.squeeze(1) if c is not None else None
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return (output, (h, c)) if self.mode == "LSTM" else (output, h)
+
+    def _forward_packed(self, packed, hx):
+        """A PackedSequence in, one out (as PyTorch): the recurrences run on the padded batch
+        (in its sorted order) and carry each sequence's state past its end unchanged, so
+        h_n holds each sequence's own last step."""
+        padded, lengths = unpack_sorted(packed)
+        sorted_indices, unsorted_indices = packed.sorted_indices, packed.unsorted_indices
+        lstm = self.mode == "LSTM"
+        batch_first, self.batch_first = self.batch_first, False  # padded is (L, N, H_in)
+        try:
+            x, states, _ = self._prepare(padded, hx)
+        finally:
+            self.batch_first = batch_first
+        if hx is not None and sorted_indices is not None:  # hx comes in the caller's order
+            states = [s[:, sorted_indices.data] for s in states]
+        xp = get_array_module(x.data)
+        device_lengths = lengths if xp is np else xp.asarray(lengths)
+        output, h, c = self._run(x, states, device_lengths)
+        t_idx, b_idx, _ = packing_index(lengths)
+        if xp is not np:
+            t_idx, b_idx = xp.asarray(t_idx), xp.asarray(b_idx)
+        data = output[t_idx, b_idx]
+        if unsorted_indices is not None:
+            h = h[:, unsorted_indices.data]
+            c = c[:, unsorted_indices.data] if lstm else None
+        out = PackedSequence(data, packed.batch_sizes, sorted_indices, unsorted_indices)
+        return (out, (h, c)) if lstm else (out, h)
+
+    def _run(self, x, states, lengths=None):
+        """All layers over x (L, N, H_in) from the initial states: (output, h_n, c_n)."""
         lstm = self.mode == "LSTM"
         directions = 2 if self.bidirectional else 1
         length = x.shape[0]
@@ -317,35 +431,35 @@ class RNNBase(Module):
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(directions):
-                w_ih, w_hh, b_ih, b_hh = self._layer_weights(layer, direction)
+                w_ih, w_hh, b_ih, b_hh, w_hr = self._layer_weights(layer, direction)
                 k = layer * directions + direction
                 xw = F.linear(layer_input, w_ih, b_ih)
                 args = [xw, states[0][k]] + ([states[1][k]] if lstm else []) + [w_hh]
                 if b_hh is not None:
                     args.append(b_hh)
-                y = Recurrence.apply(*args, mode=self.mode, reverse=direction == 1)
+                if w_hr is not None:
+                    args.append(w_hr)
+                y = _recurrence(self.mode, True).apply(*args, mode=self.mode,
+                                                       reverse=direction == 1, lengths=lengths,
+                                                       proj=w_hr is not None)
                 last = 0 if direction == 1 else length - 1
                 if lstm:
-                    outputs.append(y[0])
-                    h_n.append(y[0, last])
-                    c_n.append(y[1, last])
+                    width = self.proj_size or self.hidden_size
+                    outputs.append(y[:, :, :width])
+                    h_n.append(y[last, :, :width])
+                    c_n.append(y[last, :, width:])
                 else:
                     outputs.append(y)
                     h_n.append(y[last])
             layer_input = outputs[0] if directions == 1 else cat(outputs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, True)
-        output, h = layer_input, stack(h_n)
-        c = stack(c_n) if lstm else None
-        if not batched:
-            output, h = output.squeeze(1), h.squeeze(1)
-            c = c.squeeze(1) if lstm else None
-        elif self.batch_first:
-            output = output.transpose(0, 1)
-        return (output, (h, c)) if lstm else (output, h)
+        return layer_input, stack(h_n), (stack(c_n) if lstm else None)
 
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if not self.bias:
@@ -461,9 +575,9 @@ class RNNCellBase(Module):
         args = [xw] + list(states) + [self.weight_hh]
         if self.bias_hh is not None:
             args.append(self.bias_hh)
-        y = Recurrence.apply(*args, mode=self.mode, reverse=False)
+        y = _recurrence(self.mode, False).apply(*args, mode=self.mode, reverse=False)
         if lstm:
-            h, c = y[0, 0], y[1, 0]
+            h, c = y[0, :, :self.hidden_size], y[0, :, self.hidden_size:]
             return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
         h = y[0]
         return h if batched else h.squeeze(0)

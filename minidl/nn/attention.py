@@ -1,0 +1,355 @@
+"""Attention: ``F.scaled_dot_product_attention`` and ``nn.MultiheadAttention`` with PyTorch's
+arguments, mask conventions, parameter names and initialisation.
+
+Masks, as in PyTorch: for scaled_dot_product_attention a bool ``attn_mask`` is True where a
+query may attend; for MultiheadAttention a bool ``attn_mask`` or ``key_padding_mask`` is True
+where it may NOT. A float mask is added to the scores in both.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from ..backend import get_array_module
+from ..backend import rng as _rng
+from ..backend import to_device
+from ..ops import accumulation_dtype, cat
+from ..tensor import Function, Tensor
+from . import init
+from .layers import Linear
+from .module import Module, Parameter
+
+__all__ = ["scaled_dot_product_attention", "MultiheadAttention"]
+
+
+class AttentionArgumentError(ValueError, RuntimeError):
+    """Arguments that do not go together (is_causal without or beside a mask, src and tgt of
+    different batches): PyTorch raises RuntimeError, minidl's argument errors are
+    ValueErrors; this is both."""
+
+
+class SafeSoftmax(Function):
+    """softmax along the last dim where a row of only -inf (every key masked) gives zeros
+    instead of NaN, as PyTorch's scaled_dot_product_attention does."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        wide = accumulation_dtype(x)
+        xw = x if wide is None else x.astype(wide)
+        top = xw.max(axis=-1, keepdims=True)
+        top = xp.where(xp.isneginf(top), xp.zeros((), dtype=top.dtype), top)
+        e = xp.exp(xw - top)
+        total = e.sum(axis=-1, keepdims=True)
+        y = (e / xp.where(total == 0, xp.ones((), dtype=total.dtype), total))
+        y = y.astype(x.dtype, copy=False)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return y * (g - (g * y).sum(axis=-1, keepdims=True))
+
+
+def _check_tensor(name, what, t):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
+
+
+def _additive_mask(name, mask, dtype, allowed_when):
+    """A mask as a Tensor to add to the scores: a bool mask becomes 0 and -inf (-inf where
+    ``mask == (not allowed_when)``); a float mask is used as it is (cast to ``dtype``)."""
+    xp = get_array_module(mask.data)
+    if mask.dtype == np.bool_:
+        keep = mask.data if allowed_when else ~mask.data
+        zero, ninf = xp.zeros((), dtype=dtype), xp.full((), -np.inf, dtype=dtype)
+        return Tensor(xp.where(keep, zero, ninf))
+    if mask.dtype.kind != "f" and mask.dtype.kind != "V":
+        raise TypeError(f"{name}: a mask must be bool or floating point, got {mask.dtype}")
+    return mask if mask.dtype == dtype else mask.to(dtype=dtype)
+
+
+def _broadcastable(name, what, shape, target):
+    try:
+        if tuple(np.broadcast_shapes(tuple(shape), tuple(target))) != tuple(target):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{name}: {what} of shape {tuple(shape)} does not broadcast to the "
+                         f"attention scores' shape {tuple(target)}") from None
+
+
+def _causal_mask(xp, length, source, dtype):
+    """0 on and below the diagonal, -inf above it: query i sees keys 0..i (top-left aligned
+    when length != source, as PyTorch's is_causal)."""
+    return Tensor(xp.triu(xp.full((length, source), -np.inf, dtype=dtype), 1))
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None, enable_gqa=False):
+    """softmax(query @ key^T * scale + mask) @ value over the last two dims, batch dims
+    broadcast. query (..., L, E), key (..., S, E), value (..., S, Ev) -> (..., L, Ev).
+    ``scale`` defaults to 1/sqrt(E); dropout_p applies whenever it is > 0 (as in PyTorch,
+    pass 0.0 outside training); enable_gqa lets key/value have fewer heads (dim -3) than
+    query, each shared by a group of query heads."""
+    name = "scaled_dot_product_attention"
+    for what, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, what, t)
+        if t.ndim < 2:
+            raise ValueError(f"{name}: {what} must have at least 2 dims (..., length, features), "
+                             f"got shape {t.shape}")
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(f"{name}: query, key and value must have the same dtype, got "
+                        f"{query.dtype}, {key.dtype} and {value.dtype}")
+    if query.shape[-1] != key.shape[-1]:
+        raise ValueError(f"{name}: query has {query.shape[-1]} features (shape {query.shape}), "
+                         f"key {key.shape[-1]} (shape {key.shape}); they must match")
+    if key.shape[-2] != value.shape[-2]:
+        raise ValueError(f"{name}: key has {key.shape[-2]} positions (shape {key.shape}), value "
+                         f"{value.shape[-2]} (shape {value.shape}); they must match")
+    if isinstance(dropout_p, bool) or not isinstance(dropout_p, numbers.Real) or not (
+            0 <= dropout_p <= 1):
+        raise ValueError(f"{name}: dropout_p must be in [0, 1], got {dropout_p!r}")
+    if is_causal and attn_mask is not None:
+        raise AttentionArgumentError(f"{name}: pass either attn_mask or is_causal=True, not "
+                                     "both")
+    if enable_gqa and query.ndim >= 3 and key.shape[-3] != query.shape[-3]:
+        heads, kv_heads = query.shape[-3], key.shape[-3]
+        if heads % kv_heads:
+            raise ValueError(f"{name}: enable_gqa needs the query's {heads} heads to be a "
+                             f"multiple of key/value's {kv_heads}")
+        key, value = (_repeat_heads(t, heads // kv_heads) for t in (key, value))
+    elif query.ndim >= 3 and key.ndim >= 3 and key.shape[-3] != query.shape[-3] and (
+            key.shape[-3] != 1 and query.shape[-3] != 1):
+        raise ValueError(f"{name}: query has {query.shape[-3]} heads (shape {query.shape}), "
+                         f"key {key.shape[-3]} (shape {key.shape}); pass enable_gqa=True to "
+                         "share key/value heads across query heads")
+    length, source = query.shape[-2], key.shape[-2]
+    xp = get_array_module(query.data)
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] else 1.0
+    scores = (query @ key.transpose(-2, -1)) * float(scale)
+    if is_causal:
+        scores = scores + _causal_mask(xp, length, source, scores.dtype)
+    elif attn_mask is not None:
+        _check_tensor(name, "attn_mask", attn_mask)
+        _broadcastable(name, "attn_mask", attn_mask.shape, scores.shape)
+        scores = scores + _additive_mask(name, attn_mask, scores.dtype, allowed_when=True)
+    attn = SafeSoftmax.apply(scores)
+    if dropout_p > 0:
+        attn = F.dropout(attn, float(dropout_p), True)
+    return attn @ value
+
+
+def _repeat_heads(t, times):
+    """(..., H, S, E) -> (..., H * times, S, E), each head repeated ``times`` times in a row
+    (torch.repeat_interleave on dim -3)."""
+    shape = t.shape
+    expanded = t.unsqueeze(-3).expand(*shape[:-2], times, *shape[-2:])
+    return expanded.reshape(*shape[:-3], shape[-3] * times, *shape[-2:])
+
+
+def _xavier_normal_(t):
+    fan_in = t.shape[1] * int(np.prod(t.shape[2:])) if t.ndim > 1 else t.shape[0]
+    fan_out = t.shape[0] * int(np.prod(t.shape[2:])) if t.ndim > 1 else t.shape[0]
+    std = math.sqrt(2.0 / (fan_in + fan_out))
+    t.data = to_device((_rng().standard_normal(t.shape) * std).astype(t.dtype), t.device)
+    return t
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention, PyTorch's: the projections ``in_proj_weight`` (3E, E) and
+    ``in_proj_bias`` (3E), or ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` where
+    kdim or vdim differ from embed_dim, then ``out_proj``; Xavier-uniform projections and
+    zero biases as PyTorch initialises them."""
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
+                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, device=None,
+                 dtype=None):
+        super().__init__()
+        name = "MultiheadAttention"
+        for what, v in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v <= 0:
+                raise ValueError(f"{name}: {what} must be a positive int, got {v!r}")
+        if embed_dim % num_heads:
+            raise ValueError(f"{name}: embed_dim must be divisible by num_heads, got "
+                             f"{embed_dim} and {num_heads}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not (
+                0 <= dropout <= 1):
+            raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout!r}")
+        self.embed_dim = embed_dim
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.num_heads, self.dropout, self.batch_first = num_heads, float(dropout), batch_first
+        self.head_dim = embed_dim // num_heads
+        E = embed_dim
+        if not self._qkv_same_embed_dim:
+            self.q_proj_weight = Parameter(np.empty((E, E), dtype=np.float32))
+            self.k_proj_weight = Parameter(np.empty((E, self.kdim), dtype=np.float32))
+            self.v_proj_weight = Parameter(np.empty((E, self.vdim), dtype=np.float32))
+            self.register_parameter("in_proj_weight", None)
+        else:
+            self.in_proj_weight = Parameter(np.empty((3 * E, E), dtype=np.float32))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        if bias:
+            self.in_proj_bias = Parameter(np.empty(3 * E, dtype=np.float32))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = Linear(E, E, bias=bias)
+        if add_bias_kv:
+            self.bias_k = Parameter(np.empty((1, 1, E), dtype=np.float32))
+            self.bias_v = Parameter(np.empty((1, 1, E), dtype=np.float32))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+        self._reset_parameters()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    def _reset_parameters(self):
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            for w in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+                init.xavier_uniform_(w)
+        if self.in_proj_bias is not None:
+            init.zeros_(self.in_proj_bias)
+            init.zeros_(self.out_proj.bias)
+        if self.bias_k is not None:
+            _xavier_normal_(self.bias_k)
+            _xavier_normal_(self.bias_v)
+
+    def _projections(self):
+        E = self.embed_dim
+        b = self.in_proj_bias
+        bq, bk, bv = (None, None, None) if b is None else (b[:E], b[E:2 * E], b[2 * E:])
+        if self._qkv_same_embed_dim:
+            w = self.in_proj_weight
+            return (w[:E], bq), (w[E:2 * E], bk), (w[2 * E:], bv)
+        return (self.q_proj_weight, bq), (self.k_proj_weight, bk), (self.v_proj_weight, bv)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        name = "MultiheadAttention"
+        for what, t in (("query", query), ("key", key), ("value", value)):
+            _check_tensor(name, what, t)
+        batched = query.ndim == 3
+        if query.ndim not in (2, 3):
+            raise ValueError(f"{name}: query should be unbatched 2-D or batched 3-D, got "
+                             f"{query.ndim}-D (shape {query.shape})")
+        if key.ndim != query.ndim or value.ndim != query.ndim:
+            raise ValueError(f"{name}: for {query.ndim}-D query, key and value must be "
+                             f"{query.ndim}-D too, got {key.ndim}-D and {value.ndim}-D")
+        if is_causal and attn_mask is None:
+            raise AttentionArgumentError(
+                f"{name}: Need attn_mask if specifying the is_causal hint. You may use the "
+                "Transformer module method `generate_square_subsequent_mask` to create this "
+                "mask.")
+        if batched and self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        if not batched:
+            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+            if key_padding_mask is not None:
+                _check_tensor(name, "key_padding_mask", key_padding_mask)
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        L, N, E = query.shape
+        S = key.shape[0]
+        H, hd = self.num_heads, self.head_dim
+        if E != self.embed_dim:
+            raise ValueError(f"{name}: query has {E} features (shape {query.shape}), expected "
+                             f"embed_dim {self.embed_dim}")
+        if key.shape[2] != self.kdim or value.shape[2] != self.vdim:
+            raise ValueError(f"{name}: key and value have {key.shape[2]} and {value.shape[2]} "
+                             f"features, expected kdim {self.kdim} and vdim {self.vdim}")
+        if key.shape[:2] != value.shape[:2] or key.shape[1] != N:
+            raise ValueError(f"{name}: key {key.shape} and value {value.shape} must share their "
+                             f"length and batch, and the batch must be the query's {N}")
+        if query.dtype != self.out_proj.weight.dtype:
+            raise ValueError(f"{name}: input dtype ({query.dtype}) does not match the weights' "
+                             f"({self.out_proj.weight.dtype})")
+        (wq, bq), (wk, bk), (wv, bv) = self._projections()
+        q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+
+        dtype = q.dtype
+        mask = None  # additive, broadcastable to (N, H, L, S)
+        if attn_mask is not None:
+            _check_tensor(name, "attn_mask", attn_mask)
+            if attn_mask.ndim == 2:
+                if tuple(attn_mask.shape) != (L, S):
+                    raise ValueError(f"{name}: the shape of the 2-D attn_mask is "
+                                     f"{tuple(attn_mask.shape)}, but should be {(L, S)}")
+                mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
+            elif attn_mask.ndim == 3:
+                if tuple(attn_mask.shape) != (N * H, L, S):
+                    raise ValueError(f"{name}: the shape of the 3-D attn_mask is "
+                                     f"{tuple(attn_mask.shape)}, but should be {(N * H, L, S)}")
+                mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
+                mask = mask.reshape(N, H, L, S)
+            else:
+                raise ValueError(f"{name}: attn_mask's dimension {attn_mask.ndim} is not "
+                                 "supported (2-D (L, S) or 3-D (N * num_heads, L, S))")
+        if self.bias_k is not None:
+            k = cat([k, self.bias_k.expand(1, N, E)])
+            v = cat([v, self.bias_v.expand(1, N, E)])
+            if mask is not None:
+                mask = F.pad(mask, (0, 1))
+            if key_padding_mask is not None:
+                key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
+        if key_padding_mask is not None:
+            _check_tensor(name, "key_padding_mask", key_padding_mask)
+            if tuple(key_padding_mask.shape) != (N, k.shape[0]):
+                raise ValueError(f"{name}: expecting key_padding_mask shape of "
+                                 f"{(N, k.shape[0])}, but got {tuple(key_padding_mask.shape)}")
+        if self.add_zero_attn:
+            xp = get_array_module(k.data)
+            zeros = Tensor(xp.zeros((1, N, E), dtype=dtype))
+            k, v = cat([k, zeros]), cat([v, zeros])
+            if mask is not None:
+                mask = F.pad(mask, (0, 1))
+            if key_padding_mask is not None:
+                key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
+        if key_padding_mask is not None:
+            padding = _additive_mask(name, key_padding_mask, dtype, allowed_when=False)
+            padding = padding.reshape(N, 1, 1, k.shape[0])
+            mask = padding if mask is None else mask + padding
+
+        # (len, N, E) -> (N, H, len, head_dim)
+        q = q.reshape(L, N, H, hd).permute(1, 2, 0, 3)
+        k = k.reshape(k.shape[0], N, H, hd).permute(1, 2, 0, 3)
+        v = v.reshape(v.shape[0], N, H, hd).permute(1, 2, 0, 3)
+        p = self.dropout if self.training else 0.0
+        if need_weights:
+            scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
+            if mask is not None:
+                scores = scores + mask
+            weights = F.softmax(scores, dim=-1)  # an all-masked row is NaN, as in PyTorch
+            dropped = F.dropout(weights, p, True) if p > 0 else weights
+            out = dropped @ v
+        else:
+            weights = None
+            out = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        out = out.permute(2, 0, 1, 3).reshape(L, N, E)
+        out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
+        if weights is not None and average_attn_weights:
+            weights = weights.mean(dim=1)
+        if not batched:
+            out = out.squeeze(1)
+            if weights is not None:
+                weights = weights.squeeze(0)
+        elif self.batch_first:
+            out = out.transpose(0, 1)
+        return out, weights
+
+    def extra_repr(self):
+        return ""
+
+
+def _as_float_padding(mask, dtype):
+    """A bool key_padding_mask (True: ignore) as 0/-inf floats, so it can be padded."""
+    if mask.dtype == np.bool_:
+        return _additive_mask("MultiheadAttention", mask, dtype, allowed_when=False)
+    return mask

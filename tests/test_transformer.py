@@ -1,0 +1,490 @@
+"""Attention and transformers: F.scaled_dot_product_attention, nn.MultiheadAttention and the
+nn.Transformer family against PyTorch in float64 (outputs, attention weights, the gradients of
+every input and parameter), gradient checks, parameter names and initialisation, bad input."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl.testing import gradcheck
+
+import _fake_gpu
+
+try:
+    import torch
+except ImportError:  # the parity tests skip, the rest still run
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+# torch's own notes on the masks and the nested-tensor fast path, which are not ours to test
+pytestmark = [pytest.mark.filterwarnings("ignore:Support for mismatched:UserWarning"),
+              pytest.mark.filterwarnings("ignore:enable_nested_tensor is True:UserWarning")]
+
+
+def f64(a, requires_grad=True):
+    return minidl.tensor(np.asarray(a), requires_grad=requires_grad, dtype="float64")
+
+
+def _close(mine, theirs, what, atol=1e-10):
+    assert mine.shape == tuple(theirs.shape), what
+    np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), atol=atol, rtol=1e-9,
+                               err_msg=what)
+
+
+def _backward_both(touts, mouts, rng):
+    """Backward of one random projection of all the outputs on both sides."""
+    tloss, mloss = 0, None
+    for t, m in zip(touts, mouts):
+        w = rng.standard_normal(tuple(t.shape))
+        tloss = tloss + (t * torch.tensor(w)).sum()
+        term = (m * f64(w, False)).sum()
+        mloss = term if mloss is None else mloss + term
+    tloss.backward()
+    mloss.backward()
+
+
+def _mask_pair(mask):
+    if mask.dtype == np.bool_:
+        return torch.tensor(mask), minidl.tensor(mask)
+    return torch.tensor(mask), f64(mask, False)
+
+
+# ---- scaled_dot_product_attention -------------------------------------------------------------
+def _sdpa_case(case, rng):
+    q = rng.standard_normal((2, 3, 4, 5))
+    k = rng.standard_normal((2, 3, 6, 5))
+    v = rng.standard_normal((2, 3, 6, 7))
+    kw = {}
+    if case == "causal":
+        kw["is_causal"] = True
+    elif case == "scale":
+        kw["scale"] = 0.3
+    elif case == "bool_mask":
+        m = rng.random((4, 6)) > 0.3
+        m[1] = False  # a query that sees no key: zeros, as in PyTorch
+        m[2] = True
+        kw["attn_mask"] = m
+    elif case == "float_mask":
+        kw["attn_mask"] = rng.standard_normal((2, 1, 4, 6))
+    elif case == "gqa":
+        k, v = k[:, :1], v[:, :1]
+        kw["enable_gqa"] = True
+    elif case == "3d":
+        q, k, v = q[0], k[0], v[0]
+    return (q, k, v), kw
+
+
+@needs_torch
+@pytest.mark.parametrize("case", ["plain", "causal", "scale", "bool_mask", "float_mask", "gqa",
+                                  "3d"])
+def test_sdpa_parity(case):
+    rng = np.random.default_rng(0)
+    arrays, kw = _sdpa_case(case, rng)
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [f64(a) for a in arrays]
+    tkw, mkw = dict(kw), dict(kw)
+    if "attn_mask" in kw:
+        tkw["attn_mask"], mkw["attn_mask"] = _mask_pair(kw["attn_mask"])
+    tout = torch.nn.functional.scaled_dot_product_attention(*ts, **tkw)
+    mout = F.scaled_dot_product_attention(*ms, **mkw)
+    _close(mout, tout, "output")
+    _backward_both([tout], [mout], rng)
+    for name, a, b in zip("qkv", ms, ts):
+        _close(a.grad, b.grad, f"grad of {name}")
+    if case == "bool_mask":
+        assert np.all(mout.numpy()[:, :, 1] == 0)
+
+
+def test_sdpa_gradcheck_with_a_float_mask_and_causal():
+    rng = np.random.default_rng(1)
+    q, k, v = (f64(rng.standard_normal(s)) for s in ((2, 3, 4), (2, 5, 4), (2, 5, 3)))
+    mask = f64(rng.standard_normal((3, 5)))  # a float mask gets a gradient too
+    assert gradcheck(lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+                     [q, k, v, mask])
+    assert gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                     [q, k, v])
+
+
+def test_sdpa_dropout_and_errors():
+    q = minidl.randn(2, 4, 8)
+    plain = F.scaled_dot_product_attention(q, q, q).numpy()
+    minidl.manual_seed(3)
+    a = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5).numpy()
+    minidl.manual_seed(3)
+    b = F.scaled_dot_product_attention(q, q, q, dropout_p=0.5).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, plain)
+    with pytest.raises(ValueError, match="query has 8 features .* key 5"):
+        F.scaled_dot_product_attention(q, minidl.randn(2, 4, 5), minidl.randn(2, 4, 5))
+    with pytest.raises(ValueError, match="either attn_mask or is_causal"):
+        F.scaled_dot_product_attention(q, q, q, attn_mask=minidl.ones(4, 4).bool(),
+                                       is_causal=True)
+    with pytest.raises(ValueError, match=r"attn_mask of shape \(3, 4\) does not broadcast"):
+        F.scaled_dot_product_attention(q, q, q, attn_mask=minidl.ones(3, 4).bool())
+    with pytest.raises(TypeError, match="same dtype"):
+        F.scaled_dot_product_attention(q, q.double(), q)
+
+
+# ---- MultiheadAttention -----------------------------------------------------------------------
+MHA_CASES = [
+    dict(),
+    dict(batch_first=True, key_padding_mask=True, attn_mask="bool"),
+    dict(kdim=3, vdim=6, need_weights=False, key_padding_mask=True),
+    dict(average_attn_weights=False, attn_mask="float3", bias=False),
+    dict(batched=False, key_padding_mask=True, attn_mask="bool"),
+    dict(batched=False, need_weights=False, attn_mask="float3"),
+    dict(add_bias_kv=True, add_zero_attn=True, key_padding_mask=True, attn_mask="bool"),
+    dict(add_bias_kv=True, need_weights=False, batch_first=True),
+    dict(attn_mask="float2", key_padding_mask="float", need_weights=False),
+]
+
+
+def _mha_parity(batch_first=False, kdim=None, vdim=None, bias=True, need_weights=True,
+                average_attn_weights=True, key_padding_mask=False, attn_mask=None, batched=True,
+                add_bias_kv=False, add_zero_attn=False, self_attention=False):
+    rng = np.random.default_rng(2)
+    E, H, L, S, N = 8, 2, 4, 5, 3
+    ctor = dict(bias=bias, kdim=kdim, vdim=vdim, batch_first=batch_first,
+                add_bias_kv=add_bias_kv, add_zero_attn=add_zero_attn)
+    tm = torch.nn.MultiheadAttention(E, H, **ctor).double()
+    mm = nn.MultiheadAttention(E, H, **ctor)
+    assert list(mm.state_dict()) == list(tm.state_dict())
+    mm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    mm.double()
+
+    def shape(length, e):
+        return ((N, length, e) if batch_first else (length, N, e)) if batched else (length, e)
+
+    if self_attention:
+        S = L
+        x = rng.standard_normal(shape(L, E))
+        arrays = [x]
+    else:
+        arrays = [rng.standard_normal(shape(L, E)), rng.standard_normal(shape(S, kdim or E)),
+                  rng.standard_normal(shape(S, vdim or E))]
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [f64(a) for a in arrays]
+    tkw, mkw = {}, {}
+    if key_padding_mask:
+        if key_padding_mask == "float":
+            m = rng.standard_normal((N, S))
+        else:
+            m = rng.random((N, S) if batched else (S,)) > 0.6
+            m[..., 0] = False  # every query sees some key
+        tkw["key_padding_mask"], mkw["key_padding_mask"] = _mask_pair(m)
+    if attn_mask == "bool":
+        m = np.triu(np.ones((L, S), bool), 1)
+    elif attn_mask == "float2":
+        m = rng.standard_normal((L, S))
+    elif attn_mask == "float3":
+        m = rng.standard_normal(((N if batched else 1) * H, L, S))
+    if attn_mask:
+        tkw["attn_mask"], mkw["attn_mask"] = _mask_pair(m)
+    targs = ts * 3 if self_attention else ts
+    margs = ms * 3 if self_attention else ms
+    tout, tw = tm(*targs, need_weights=need_weights, average_attn_weights=average_attn_weights,
+                  **tkw)
+    mout, mw = mm(*margs, need_weights=need_weights, average_attn_weights=average_attn_weights,
+                  **mkw)
+    _close(mout, tout, "output")
+    if need_weights:
+        _close(mw, tw, "attention weights")
+        _backward_both([tout, tw], [mout, mw], rng)
+    else:
+        assert mw is None and tw is None
+        _backward_both([tout], [mout], rng)
+    for k, (a, b) in enumerate(zip(ms, ts)):
+        _close(a.grad, b.grad, f"grad of input {k}")
+    theirs = dict(tm.named_parameters())
+    assert [n for n, _ in mm.named_parameters()] == list(theirs)
+    for name, p in mm.named_parameters():
+        _close(p.grad, theirs[name].grad, f"grad of {name}")
+
+
+@needs_torch
+@pytest.mark.parametrize("case", MHA_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())
+                         or "default")
+def test_multihead_attention_parity(case):
+    _mha_parity(**case)
+
+
+@needs_torch
+def test_multihead_self_attention_parity():
+    _mha_parity(self_attention=True, attn_mask="bool", batch_first=True)
+
+
+def test_multihead_attention_init_and_names():
+    m = nn.MultiheadAttention(16, 4)
+    assert [k for k in m.state_dict()] == ["in_proj_weight", "in_proj_bias", "out_proj.weight",
+                                           "out_proj.bias"]
+    assert m.in_proj_weight.shape == (48, 16) and m.head_dim == 4
+    bound = math.sqrt(6 / (16 + 48))  # xavier_uniform_ of (3E, E)
+    w = m.in_proj_weight.numpy()
+    assert np.abs(w).max() <= bound and w.std() > 0.5 * bound / math.sqrt(3)
+    assert not m.in_proj_bias.numpy().any() and not m.out_proj.bias.numpy().any()
+    m = nn.MultiheadAttention(8, 2, kdim=3, vdim=5, bias=False)
+    assert list(m.state_dict()) == ["q_proj_weight", "k_proj_weight", "v_proj_weight",
+                                    "out_proj.weight"]
+    assert m.k_proj_weight.shape == (8, 3) and m.v_proj_weight.shape == (8, 5)
+
+
+def test_multihead_attention_gradcheck():
+    m = nn.MultiheadAttention(4, 2, add_bias_kv=True).double()
+    rng = np.random.default_rng(4)
+    q, k = f64(rng.standard_normal((3, 2, 4))), f64(rng.standard_normal((5, 2, 4)))
+    mask = minidl.tensor(np.triu(np.ones((3, 5), bool), 3))
+    assert gradcheck(lambda q, k: m(q, k, k, attn_mask=mask)[0], [q, k])
+    assert gradcheck(lambda q, k: m(q, k, k, need_weights=False)[0], [q, k])
+
+
+def test_multihead_attention_dropout_only_in_training():
+    m = nn.MultiheadAttention(8, 2, dropout=0.5)
+    x = minidl.randn(3, 2, 8)
+    m.eval()
+    a = m(x, x, x)[0].numpy()
+    np.testing.assert_array_equal(a, m(x, x, x)[0].numpy())
+    m.train()
+    assert not np.allclose(m(x, x, x)[0].numpy(), a)
+
+
+def test_multihead_attention_errors():
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        nn.MultiheadAttention(10, 3)
+    m = nn.MultiheadAttention(8, 2)
+    x = minidl.randn(3, 2, 8)
+    with pytest.raises(RuntimeError, match="Need attn_mask"):  # torch's type; a ValueError too
+        m(x, x, x, is_causal=True)
+    with pytest.raises(ValueError, match=r"key_padding_mask shape of \(2, 3\), but got \(3, 2\)"):
+        m(x, x, x, key_padding_mask=minidl.zeros(3, 2).bool())
+    with pytest.raises(ValueError, match=r"2-D attn_mask is \(3, 4\), but should be \(3, 3\)"):
+        m(x, x, x, attn_mask=minidl.zeros(3, 4).bool())
+    with pytest.raises(ValueError, match="expected embed_dim 8"):
+        m(minidl.randn(3, 2, 6), x, x)
+
+
+def test_multihead_attention_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    m = nn.MultiheadAttention(8, 2, batch_first=True)
+    x = np.random.default_rng(6).standard_normal((2, 5, 8)).astype(np.float32)
+    mask = np.zeros((2, 5), bool)
+    mask[0, 3:] = True
+    out, w = m(*[minidl.tensor(x)] * 3, key_padding_mask=minidl.tensor(mask))
+    (out.sum() + (w * w).sum()).backward()
+    cpu = [out.numpy(), w.numpy()] + [p.grad.numpy() for p in m.parameters()]
+    _fake_gpu.install(monkeypatch, lib)
+    m.zero_grad()
+    m.to("cuda")
+    xs = minidl.tensor(x, device="cuda")
+    out, w = m(xs, xs, xs, key_padding_mask=minidl.tensor(mask, device="cuda"))
+    assert out.device == "cuda"
+    (out.sum() + (w * w).sum()).backward()
+    gpu = [out.numpy(), w.numpy()] + [p.grad.numpy() for p in m.parameters()]
+    for a, b in zip(cpu, gpu):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_torch
+def test_attention_under_cpu_autocast_is_bfloat16_as_in_torch():
+    x = np.random.default_rng(0).standard_normal((3, 2, 8)).astype(np.float32)
+    tm, mm = torch.nn.MultiheadAttention(8, 2), nn.MultiheadAttention(8, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        t_sdpa = torch.nn.functional.scaled_dot_product_attention(*[torch.tensor(x)] * 3)
+        t_mha = tm(*[torch.tensor(x)] * 3)[0]
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        m_sdpa = F.scaled_dot_product_attention(*[minidl.tensor(x)] * 3)
+        m_mha = mm(*[minidl.tensor(x)] * 3)[0]
+    assert t_sdpa.dtype == t_mha.dtype == torch.bfloat16
+    assert m_sdpa.dtype == m_mha.dtype == minidl.bfloat16
+    m_mha.float().sum().backward()
+    assert all(p.grad.dtype == np.float32 for p in mm.parameters())
+
+
+# ---- transformer layers -----------------------------------------------------------------------
+def _twin(make_torch, make_mine):
+    """A torch module in float64 and eval mode, and ours with its weights (through its own
+    state_dict, so the keys must match)."""
+    tm = make_torch().double().eval()
+    mm = make_mine()
+    assert list(mm.state_dict()) == list(tm.state_dict())
+    mm.load_state_dict(tm.state_dict())
+    return tm, mm.double().eval()
+
+
+def _compare_run(tm, mm, arrays, tkw=None, mkw=None, seed=7):
+    rng = np.random.default_rng(seed)
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [f64(a) for a in arrays]
+    tout = tm(*ts, **(tkw or {}))
+    mout = mm(*ms, **(mkw or {}))
+    _close(mout, tout, "output", atol=1e-9)
+    _backward_both([tout], [mout], rng)
+    for k, (a, b) in enumerate(zip(ms, ts)):
+        _close(a.grad, b.grad, f"grad of input {k}", atol=1e-9)
+    theirs = dict(tm.named_parameters())
+    assert [n for n, _ in mm.named_parameters()] == list(theirs)
+    for name, p in mm.named_parameters():
+        _close(p.grad, theirs[name].grad, f"grad of {name}", atol=1e-9)
+
+
+def _masks(rng, L, S, N, causal=True, padding=True):
+    tkw, mkw = {}, {}
+    if causal:
+        m = np.triu(np.full((L, S), -np.inf), 1)
+        tkw["mask"], mkw["mask"] = torch.tensor(m), f64(m, False)
+    if padding:
+        p = rng.random((N, S)) > 0.6
+        p[:, 0] = False
+        tkw["padding"], mkw["padding"] = torch.tensor(p), minidl.tensor(p)
+    return tkw, mkw
+
+
+ENCODER_CASES = [
+    dict(),
+    dict(norm_first=True, activation="gelu", batch_first=True, masks=True),
+    dict(bias=False, masks=True),
+    dict(activation="silu", layer_norm_eps=1e-3),
+    dict(unbatched=True, masks=True),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("case", ENCODER_CASES, ids=lambda c: "-".join(
+    f"{k}={v}" for k, v in c.items()) or "default")
+def test_encoder_layer_parity(case):
+    case = dict(case)
+    masks, unbatched = case.pop("masks", False), case.pop("unbatched", False)
+    act = case.pop("activation", "relu")
+    t_act = torch.nn.functional.silu if act == "silu" else act
+    m_act = F.silu if act == "silu" else act
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerEncoderLayer(8, 2, 16, activation=t_act, **case),
+        lambda: nn.TransformerEncoderLayer(8, 2, 16, activation=m_act, **case))
+    rng = np.random.default_rng(8)
+    L, N = 5, 3
+    shape = (L, 8) if unbatched else ((N, L, 8) if case.get("batch_first") else (L, N, 8))
+    tkw, mkw = {}, {}
+    if masks:
+        t, m = _masks(rng, L, L, N, padding=not unbatched)
+        tkw = {"src_mask": t["mask"]}
+        mkw = {"src_mask": m["mask"]}
+        if "padding" in t:
+            tkw["src_key_padding_mask"], mkw["src_key_padding_mask"] = t["padding"], m["padding"]
+    _compare_run(tm, mm, [rng.standard_normal(shape)], tkw, mkw)
+
+
+@needs_torch
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_parity(norm_first):
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerDecoderLayer(8, 2, 12, norm_first=norm_first),
+        lambda: nn.TransformerDecoderLayer(8, 2, 12, norm_first=norm_first))
+    rng = np.random.default_rng(9)
+    L, S, N = 4, 6, 2
+    t, m = _masks(rng, L, L, N, padding=False)
+    tp, mp = _masks(rng, L, S, N, causal=False)
+    tkw = {"tgt_mask": t["mask"], "memory_key_padding_mask": tp["padding"]}
+    mkw = {"tgt_mask": m["mask"], "memory_key_padding_mask": mp["padding"]}
+    _compare_run(tm, mm, [rng.standard_normal((L, N, 8)), rng.standard_normal((S, N, 8))],
+                 tkw, mkw)
+
+
+@needs_torch
+def test_encoder_and_decoder_stacks_parity():
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), 2,
+                                            norm=torch.nn.LayerNorm(8), enable_nested_tensor=False),
+        lambda: nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 2,
+                                      norm=nn.LayerNorm(8), enable_nested_tensor=False))
+    rng = np.random.default_rng(10)
+    t, m = _masks(rng, 5, 5, 3)
+    _compare_run(tm, mm, [rng.standard_normal((5, 3, 8))],
+                 {"mask": t["mask"], "src_key_padding_mask": t["padding"]},
+                 {"mask": m["mask"], "src_key_padding_mask": m["padding"]})
+    tm, mm = _twin(
+        lambda: torch.nn.TransformerDecoder(
+            torch.nn.TransformerDecoderLayer(8, 2, 16, batch_first=True), 2),
+        lambda: nn.TransformerDecoder(nn.TransformerDecoderLayer(8, 2, 16, batch_first=True), 2))
+    t, m = _masks(rng, 4, 4, 3, padding=False)
+    _compare_run(tm, mm, [rng.standard_normal((3, 4, 8)), rng.standard_normal((3, 5, 8))],
+                 {"tgt_mask": t["mask"], "tgt_is_causal": True},
+                 {"tgt_mask": m["mask"], "tgt_is_causal": True})
+
+
+@needs_torch
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_transformer_parity(batch_first):
+    kw = dict(d_model=8, nhead=2, num_encoder_layers=2, num_decoder_layers=2,
+              dim_feedforward=16, batch_first=batch_first)
+    tm, mm = _twin(lambda: torch.nn.Transformer(**kw), lambda: nn.Transformer(**kw))
+    rng = np.random.default_rng(11)
+    S, L, N = 6, 4, 2
+    src = rng.standard_normal((N, S, 8) if batch_first else (S, N, 8))
+    tgt = rng.standard_normal((N, L, 8) if batch_first else (L, N, 8))
+    tmask = torch.nn.Transformer.generate_square_subsequent_mask(L, dtype=torch.float64)
+    mmask = nn.Transformer.generate_square_subsequent_mask(L, dtype=minidl.float64)
+    pad = np.zeros((N, S), bool)
+    pad[1, 4:] = True
+    tkw = {"tgt_mask": tmask, "src_key_padding_mask": torch.tensor(pad),
+           "memory_key_padding_mask": torch.tensor(pad)}
+    mkw = {"tgt_mask": mmask, "src_key_padding_mask": minidl.tensor(pad),
+           "memory_key_padding_mask": minidl.tensor(pad)}
+    _compare_run(tm, mm, [src, tgt], tkw, mkw)
+
+
+@needs_torch
+def test_transformer_state_dict_and_mask_match_torch():
+    tm = torch.nn.Transformer(16, 4, 1, 1, 32)
+    mm = nn.Transformer(16, 4, 1, 1, 32)
+    ours = {k: tuple(v.shape) for k, v in mm.state_dict().items()}
+    assert list(ours) == list(tm.state_dict())
+    assert ours == {k: tuple(v.shape) for k, v in tm.state_dict().items()}
+    mm.load_state_dict(tm.state_dict())  # torch's tensors load as they are
+    np.testing.assert_array_equal(mm.encoder.layers[0].linear1.weight.numpy(),
+                                  tm.encoder.layers[0].linear1.weight.detach().numpy())
+    np.testing.assert_array_equal(nn.Transformer.generate_square_subsequent_mask(5).numpy(),
+                                  torch.nn.Transformer.generate_square_subsequent_mask(5).numpy())
+    assert nn.Transformer.generate_square_subsequent_mask(3).dtype == np.float32
+
+
+def test_transformer_init():
+    m = nn.Transformer(16, 4, 2, 1, 32)
+    w = m.encoder.layers[1].linear1.weight.numpy()  # (32, 16): xavier bound sqrt(6 / 48)
+    assert np.abs(w).max() <= math.sqrt(6 / 48) and w.std() > 0.25 * math.sqrt(6 / 48)
+    a = m.encoder.layers[0].self_attn.in_proj_weight.numpy()
+    assert np.abs(a).max() <= math.sqrt(6 / 64)
+    assert not m.encoder.layers[0].self_attn.in_proj_bias.numpy().any()
+    np.testing.assert_array_equal(m.encoder.norm.weight.numpy(), 1)
+    # the stack's layers are copies of one layer: they start equal, then train apart
+    stack = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 3)
+    first, last = stack.layers[0].linear1.weight, stack.layers[2].linear1.weight
+    np.testing.assert_array_equal(first.numpy(), last.numpy())
+    assert first is not last and first.data is not last.data
+
+
+def test_encoder_layer_gradcheck_and_dropout():
+    layer = nn.TransformerEncoderLayer(4, 2, 6, dropout=0.3).double().eval()
+    x = f64(np.random.default_rng(12).standard_normal((3, 2, 4)))
+    mask = nn.Transformer.generate_square_subsequent_mask(3, dtype=minidl.float64)
+    assert gradcheck(lambda x: layer(x, src_mask=mask), [x])
+    a = layer(x).numpy()
+    layer.train()
+    assert not np.allclose(layer(x).numpy(), a)
+
+
+def test_transformer_errors():
+    with pytest.raises(ValueError, match="divisible by nhead"):
+        nn.TransformerEncoderLayer(10, 3)
+    with pytest.raises(ValueError, match="activation should be relu/gelu, not tanh"):
+        nn.TransformerDecoderLayer(8, 2, activation="tanh")
+    m = nn.Transformer(8, 2, 1, 1, 16)
+    with pytest.raises(ValueError, match="batch number of src and tgt must be equal"):
+        m(minidl.randn(5, 2, 8), minidl.randn(4, 3, 8))
+    with pytest.raises(ValueError, match=r"equal to d_model \(8\), got 6"):
+        m(minidl.randn(5, 2, 6), minidl.randn(4, 2, 8))
