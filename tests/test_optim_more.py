@@ -176,3 +176,250 @@ def test_a_maximize_state_dict_loads_both_ways(torch):
     for g in grads[2:]:
         _step(plain, again, g), _torch_step(torch, topt, tps, g)
     _close(again, tps, np.float64, "resumed")
+
+
+# ---- the optimizers beyond SGD/Adam/RMSprop against PyTorch -----------------------------------
+CONFIGS = {
+    "adagrad": ("Adagrad", {}),
+    "adagrad_decay": ("Adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.1,
+                                      initial_accumulator_value=0.3, eps=1e-6)),
+    "adadelta": ("Adadelta", {}),
+    "adadelta_wd": ("Adadelta", dict(lr=0.5, rho=0.8, eps=1e-4, weight_decay=0.1)),
+    "adamax": ("Adamax", {}),
+    "adamax_wd": ("Adamax", dict(lr=0.05, betas=(0.7, 0.9), eps=1e-3, weight_decay=0.1)),
+    "nadam": ("NAdam", {}),
+    "nadam_wd": ("NAdam", dict(lr=0.05, betas=(0.8, 0.95), weight_decay=0.1,
+                               momentum_decay=0.01)),
+    "nadam_decoupled": ("NAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
+    "radam": ("RAdam", {}),
+    "radam_rectified": ("RAdam", dict(lr=0.05, betas=(0.8, 0.5), weight_decay=0.1)),
+    "radam_decoupled": ("RAdam", dict(lr=0.05, betas=(0.9, 0.6), weight_decay=0.1,
+                                      decoupled_weight_decay=True)),
+    "rprop": ("Rprop", {}),
+    "rprop_tight": ("Rprop", dict(lr=0.1, etas=(0.3, 1.5), step_sizes=(0.01, 0.2))),
+    "asgd": ("ASGD", {}),
+    "asgd_averaging": ("ASGD", dict(lr=0.05, lambd=0.01, alpha=0.5, t0=2, weight_decay=0.1)),
+    "adagrad_maximize": ("Adagrad", dict(lr=0.1, maximize=True)),
+    "adadelta_maximize": ("Adadelta", dict(maximize=True)),
+    "adamax_maximize": ("Adamax", dict(maximize=True)),
+    "nadam_maximize": ("NAdam", dict(maximize=True)),
+    "radam_maximize": ("RAdam", dict(betas=(0.9, 0.6), maximize=True)),
+    "rprop_maximize": ("Rprop", dict(maximize=True)),
+    "asgd_maximize": ("ASGD", dict(t0=1, maximize=True)),
+}
+
+
+def _sign_flips(grads):
+    """Rprop's interesting case: some gradients keep their sign, some flip."""
+    return [[g if k % 3 else -g for g in gs] for k, gs in enumerate(grads)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_new_optimizer_matches_torch(torch, name, dtype):
+    cls, kw = CONFIGS[name]
+    params, grads = _data(dtype, steps=8)
+    if cls == "Rprop":
+        grads = _sign_flips(grads)
+    ps, tps = _params(params), _torch_params(torch, params)
+    opt, topt = getattr(optim, cls)(ps, **kw), getattr(torch.optim, cls)(tps, **kw)
+    for k, g in enumerate(grads):
+        _step(opt, ps, g)
+        _torch_step(torch, topt, tps, g)
+        _close(ps, tps, dtype, f"{name}, step {k + 1}")
+    assert not np.allclose(ps[0].numpy(), params[0])
+    ours, theirs = opt.state_dict(), topt.state_dict()
+    for ga, gb in zip(ours["param_groups"], theirs["param_groups"]):
+        assert ga == {k: v for k, v in gb.items() if k in ga}
+    assert sorted(ours["state"]) == sorted(theirs["state"])
+    for i, entry in theirs["state"].items():
+        assert set(ours["state"][i]) == set(entry)
+        for k, v in entry.items():
+            mine = ours["state"][i][k]
+            mine = mine.numpy() if hasattr(mine, "numpy") else np.asarray(mine)
+            np.testing.assert_allclose(mine, v.numpy(), rtol=1e-5, err_msg=f"state {i} {k}")
+
+
+def test_radam_takes_both_branches():
+    # beta2 = 0.6: rho_t passes 5 after a few steps; beta2 = 0.999 keeps it under 5 for long
+    p = nn.Parameter(np.zeros(1))
+    opt = optim.RAdam([p], lr=1.0, betas=(0.0, 0.999))
+    p.grad = minidl.Tensor(np.array([2.0]))
+    opt.step()
+    assert p.numpy()[0] == pytest.approx(-2.0)  # un-adapted: the bias-corrected momentum
+
+
+@pytest.mark.parametrize("name", ["adagrad_decay", "adadelta_wd", "adamax_wd", "nadam_wd",
+                                  "radam_rectified", "rprop_tight", "asgd_averaging"])
+def test_new_optimizer_state_dicts_load_both_ways(torch, name):
+    cls, kw = CONFIGS[name]
+    params, grads = _data(np.float64, steps=7)
+    if cls == "Rprop":
+        grads = _sign_flips(grads)
+    grads = [[None if k < 2 and i == 0 else g for i, g in enumerate(gs)]
+             for k, gs in enumerate(grads)]
+    ps, tps = _params(params), _torch_params(torch, params)
+    opt, topt = getattr(optim, cls)(ps, **kw), getattr(torch.optim, cls)(tps, **kw)
+    for g in grads[:4]:
+        _step(opt, ps, g)
+        _torch_step(torch, topt, tps, g)
+    ours, theirs = opt.state_dict(), topt.state_dict()
+    from_torch = _params([p.detach().numpy() for p in tps])
+    opt_from_torch = getattr(optim, cls)(from_torch, **kw)
+    opt_from_torch.load_state_dict(theirs)
+    to_torch = _torch_params(torch, [p.numpy() for p in ps])
+    topt_from_ours = getattr(torch.optim, cls)(to_torch, **kw)
+    topt_from_ours.load_state_dict({
+        "state": {i: {k: torch.tensor(v.numpy()) if hasattr(v, "numpy") else v
+                      for k, v in e.items()} for i, e in ours["state"].items()},
+        "param_groups": ours["param_groups"]})
+    resumed = _params([p.numpy() for p in ps])
+    opt_resumed = getattr(optim, cls)(resumed, **kw)
+    opt_resumed.load_state_dict(ours)
+    for g in grads[4:]:
+        for o, group in ((opt, ps), (opt_from_torch, from_torch), (opt_resumed, resumed)):
+            _step(o, group, g)
+        for o, group in ((topt, tps), (topt_from_ours, to_torch)):
+            _torch_step(torch, o, group, g)
+    _close(from_torch, tps, np.float64, "minidl from torch's state dict")
+    _close(ps, to_torch, np.float64, "torch from minidl's state dict")
+    for a, b in zip(resumed, ps):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("make,error,message", [
+    (lambda p: optim.Adagrad(p, lr=-0.1), ValueError, "lr must be >= 0"),
+    (lambda p: optim.Adagrad(p, lr_decay=-1), ValueError, "lr_decay must be >= 0"),
+    (lambda p: optim.Adagrad(p, initial_accumulator_value=-1), ValueError, "initial_accumulator"),
+    (lambda p: optim.Adadelta(p, rho=1.5), ValueError, r"rho must be in \[0, 1\]"),
+    (lambda p: optim.Adadelta(p, eps=float("nan")), ValueError, "eps must be a finite"),
+    (lambda p: optim.Adamax(p, betas=(0.9, 1.0)), ValueError, r"betas\[1\]"),
+    (lambda p: optim.NAdam(p, momentum_decay=-0.1), ValueError, "momentum_decay must be >= 0"),
+    (lambda p: optim.NAdam(p, decoupled_weight_decay=1), TypeError, "decoupled_weight_decay"),
+    (lambda p: optim.RAdam(p, weight_decay=-1), ValueError, "weight_decay must be >= 0"),
+    (lambda p: optim.Rprop(p, etas=(1.2, 0.5)), ValueError, "0 < etaminus < 1 < etaplus"),
+    (lambda p: optim.Rprop(p, step_sizes=(1.0, 0.1)), ValueError, "step_sizes"),
+    (lambda p: optim.Rprop(p, etas=0.5), TypeError, "etas must be a pair"),
+    (lambda p: optim.ASGD(p, lambd=-1), ValueError, "lambd must be >= 0"),
+    (lambda p: optim.ASGD(p, maximize="no"), TypeError, "maximize must be True or False"),
+    (lambda p: optim.LBFGS(p, line_search_fn="armijo"), ValueError, "strong_wolfe"),
+    (lambda p: optim.LBFGS(p, history_size=0), ValueError, "history_size"),
+    (lambda p: optim.LBFGS([{"params": p[:1]}, {"params": p[1:]}]), ValueError,
+     "per-parameter options"),
+])
+def test_bad_new_optimizer_arguments_name_what_did_not_fit(make, error, message):
+    with pytest.raises(error, match=message):
+        make([nn.Parameter(np.ones(2)), nn.Parameter(np.ones(3))])
+
+
+# ---- LBFGS on a small least-squares problem ---------------------------------------------------
+def _least_squares(seed=0, n=12, k=4):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, k)), rng.standard_normal(n), rng.standard_normal(k)
+
+
+def _lbfgs_run(module, dtype, steps, **kw):
+    a, b, w0 = _least_squares()
+    if module is minidl:
+        w = nn.Parameter(w0.astype(dtype))
+        bias = nn.Parameter(np.zeros(1, dtype))
+        x, y = minidl.tensor(a, dtype=dtype), minidl.tensor(b, dtype=dtype)
+        opt = optim.LBFGS([w, bias], **kw)
+    else:
+        w = module.nn.Parameter(module.tensor(w0.astype(dtype)))
+        bias = module.nn.Parameter(module.zeros(1, dtype=w.dtype))
+        x, y = module.tensor(a.astype(dtype)), module.tensor(b.astype(dtype))
+        opt = module.optim.LBFGS([w, bias], **kw)
+
+    def closure():
+        opt.zero_grad()
+        r = x @ w + bias - y
+        loss = (r * r).mean() + 0.01 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    losses, weights = [], []
+    for _ in range(steps):
+        losses.append(float(opt.step(closure).detach()))
+        weights.append(np.concatenate([w.detach().numpy().copy(), bias.detach().numpy()]))
+    return losses, weights, opt
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("kw", [dict(), dict(lr=0.5, max_iter=3, history_size=2),
+                                dict(line_search_fn="strong_wolfe"),
+                                dict(lr=0.8, max_iter=4, history_size=3,
+                                     line_search_fn="strong_wolfe")],
+                         ids=["default", "short_history", "strong_wolfe", "wolfe_short"])
+def test_lbfgs_matches_torch(torch, kw, dtype):
+    ours, ours_w, opt = _lbfgs_run(minidl, dtype, 3, **kw)
+    theirs, theirs_w, topt = _lbfgs_run(torch, dtype, 3, **kw)
+    tol = dict(rtol=1e-9, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ours, theirs, **tol)
+    np.testing.assert_allclose(ours_w, theirs_w, **tol)
+    state, tstate = opt.state_dict()["state"][0], topt.state_dict()["state"][0]
+    assert set(state) == set(tstate)
+    if dtype == np.float64:  # float32 near convergence: a stopping test may flip an iteration
+        assert (state["func_evals"], state["n_iter"]) == (tstate["func_evals"], tstate["n_iter"])
+    assert ours[-1] < ours[0]
+
+
+def test_lbfgs_converges_on_least_squares_and_its_state_dict_round_trips(torch):
+    losses, weights, opt = _lbfgs_run(minidl, np.float64, 2, line_search_fn="strong_wolfe")
+    a, b, _ = _least_squares()
+    # the ridge solution of the same problem (bias column unpenalised)
+    design = np.hstack([a, np.ones((len(a), 1))])
+    reg = np.diag([0.01 * len(a)] * a.shape[1] + [0.0])
+    exact = np.linalg.solve(design.T @ design + reg, design.T @ b)
+    np.testing.assert_allclose(weights[-1], exact, atol=2e-5)  # stops at tolerance_change
+    sd = opt.state_dict()
+    tparams = [torch.nn.Parameter(torch.tensor(weights[-1][:4])),
+               torch.nn.Parameter(torch.tensor(weights[-1][4:]))]
+    topt = torch.optim.LBFGS(tparams, line_search_fn="strong_wolfe")
+    topt.load_state_dict({"state": {0: {k: torch.tensor(v.numpy()) if hasattr(v, "numpy")
+                                        else [torch.tensor(x.numpy()) if hasattr(x, "numpy")
+                                              else x for x in v] if isinstance(v, list) else v
+                                        for k, v in sd["state"][0].items()}},
+                          "param_groups": sd["param_groups"]})
+    again = optim.LBFGS([nn.Parameter(np.zeros(4)), nn.Parameter(np.zeros(1))])
+    again.load_state_dict(topt.state_dict())
+    assert again.state_dict()["state"][0]["n_iter"] == sd["state"][0]["n_iter"]
+    with pytest.raises(TypeError, match="needs a closure"):
+        again.step(None)
+
+
+# ---- on a (fake) GPU: the array-module paths ---------------------------------------------------
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("optim_more_kernels"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+def test_new_optimizers_on_fake_cuda_match_the_cpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    params, grads = _data(np.float32)
+    grads = _sign_flips(grads)
+    names = ["adagrad_decay", "adadelta_wd", "adamax_wd", "nadam_wd", "radam_rectified",
+             "rprop_tight", "asgd_averaging"]
+    cpu = {n: _params(params) for n in names}
+    cpu_opts = {n: getattr(optim, CONFIGS[n][0])(cpu[n], **CONFIGS[n][1]) for n in names}
+    _fake_gpu.install(monkeypatch, host_kernels)
+    gpu = {n: [nn.Parameter(minidl.tensor(p, device="cuda").data) for p in params]
+           for n in names}
+    gpu_opts = {n: getattr(optim, CONFIGS[n][0])(gpu[n], **CONFIGS[n][1]) for n in names}
+    for step_grads in grads:
+        for n in names:
+            for ps, o in ((cpu[n], cpu_opts[n]), (gpu[n], gpu_opts[n])):
+                o.zero_grad()
+                for p, g in zip(ps, step_grads):
+                    p.grad = minidl.tensor(g, device=p.device)
+                o.step()
+    for n in names:
+        for a, b in zip(gpu[n], cpu[n]):
+            assert a.device == "cuda"
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=n)

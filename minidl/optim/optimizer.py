@@ -313,3 +313,17 @@ def _lerp_(a, b, weight):
     else:
         a[...] = b - (b - a) * (1 - weight)
 
+
+
+def _check_group_numbers(name, group, keys, flags=("maximize",)):
+    """The usual checks of a group: each of ``keys`` a finite number >= 0, each of ``flags``
+    True or False."""
+    _check_finite(name, **{k: group[k] for k in keys})
+    _check_non_negative(name, group, keys)
+    _check_flags(name, **{k: group.get(k, False) for k in flags})
+
+
+def _as_float32(x):
+    """x rounded to float32: PyTorch keeps some scalar state (NAdam's mu_product, ASGD's eta
+    and mu) in 0-d tensors of its default scalar dtype, float32, and steps with those values."""
+    return float(np.float32(x))
