@@ -423,3 +423,263 @@ def test_new_optimizers_on_fake_cuda_match_the_cpu(monkeypatch, host_kernels):
         for a, b in zip(gpu[n], cpu[n]):
             assert a.device == "cuda"
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=n)
+
+
+# ---- the schedules beyond StepLR & co against PyTorch -----------------------------------------
+class Halve:
+    """A callable object: MultiplicativeLR's state dict keeps its attributes."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, epoch):
+        return self.factor if epoch % 2 else 1.0
+
+
+def _seq(m, o):
+    s = m.lr_scheduler
+    return s.SequentialLR(o, [s.LinearLR(o, start_factor=0.1, total_iters=3),
+                              s.ExponentialLR(o, 0.8), s.CosineAnnealingLR(o, T_max=4)],
+                          milestones=[3, 7])
+
+
+def _seq_closed_forms(m, o):
+    s = m.lr_scheduler
+    return s.SequentialLR(o, [s.ConstantLR(o, factor=0.5, total_iters=2),
+                              s.StepLR(o, 2, 0.5), s.MultiStepLR(o, [1, 3], 0.3),
+                              s.PolynomialLR(o, total_iters=4, power=2.0),
+                              s.LinearLR(o, 0.2, 0.9, 3)], milestones=[2, 5, 9, 12])
+
+
+SCHEDULES = {
+    "ConstantLR": lambda m, o: m.lr_scheduler.ConstantLR(o),
+    "ConstantLR_long": lambda m, o: m.lr_scheduler.ConstantLR(o, factor=0.25, total_iters=7),
+    "PolynomialLR": lambda m, o: m.lr_scheduler.PolynomialLR(o),
+    "PolynomialLR_power": lambda m, o: m.lr_scheduler.PolynomialLR(o, total_iters=9, power=2.5),
+    "MultiplicativeLR": lambda m, o: m.lr_scheduler.MultiplicativeLR(o, lambda e: 0.9),
+    "MultiplicativeLR_per_group": lambda m, o: m.lr_scheduler.MultiplicativeLR(
+        o, [lambda e: 0.95, Halve(0.5)]),
+    "CosineAnnealingWarmRestarts": lambda m, o: m.lr_scheduler.CosineAnnealingWarmRestarts(
+        o, T_0=4, eta_min=0.01),
+    "CosineAnnealingWarmRestarts_mult": lambda m, o: m.lr_scheduler.CosineAnnealingWarmRestarts(
+        o, T_0=2, T_mult=2),
+    "CyclicLR": lambda m, o: m.lr_scheduler.CyclicLR(o, 0.01, 0.1, step_size_up=3),
+    "CyclicLR_triangular2": lambda m, o: m.lr_scheduler.CyclicLR(
+        o, [0.01, 0.02], [0.1, 0.3], step_size_up=2, step_size_down=3, mode="triangular2",
+        base_momentum=0.7, max_momentum=[0.9, 0.95]),
+    "CyclicLR_exp_range": lambda m, o: m.lr_scheduler.CyclicLR(
+        o, 0.01, 0.1, step_size_up=3, mode="exp_range", gamma=0.9, cycle_momentum=False),
+    "CyclicLR_scale_fn": lambda m, o: m.lr_scheduler.CyclicLR(
+        o, 0.01, 0.1, step_size_up=2, scale_fn=lambda x: 0.8 ** x, scale_mode="iterations"),
+    "OneCycleLR": lambda m, o: m.lr_scheduler.OneCycleLR(o, max_lr=1.0, total_steps=16),
+    "OneCycleLR_linear": lambda m, o: m.lr_scheduler.OneCycleLR(
+        o, max_lr=[0.5, 2.0], epochs=4, steps_per_epoch=4, anneal_strategy="linear",
+        pct_start=0.25, div_factor=10.0, final_div_factor=100.0),
+    "OneCycleLR_three_phase": lambda m, o: m.lr_scheduler.OneCycleLR(
+        o, max_lr=1.0, total_steps=16, three_phase=True, base_momentum=0.8),
+    "SequentialLR": _seq,
+    "SequentialLR_closed_forms": _seq_closed_forms,
+    "ChainedScheduler": lambda m, o: m.lr_scheduler.ChainedScheduler(
+        [m.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=3),
+         m.lr_scheduler.ExponentialLR(o, 0.9)]),
+}
+NOT_CHAINABLE = ("CyclicLR", "OneCycleLR", "CosineAnnealingWarmRestarts")  # from base lrs
+STEPS = 15
+
+
+def _optimizer(module, kind, make_param):
+    a, b = make_param(), make_param()
+    groups = [{"params": [a]}, {"params": [b], "lr": 0.5}]
+    if kind == "adam":
+        return module.optim.Adam(groups, lr=0.2)
+    return module.optim.SGD(groups, lr=0.2, momentum=0.5)
+
+
+def _pair(torch, name, kind="sgd"):
+    opt = _optimizer(minidl, kind, lambda: nn.Parameter(np.ones(1, np.float32)))
+    topt = _optimizer(torch, kind, lambda: torch.nn.Parameter(torch.ones(1)))
+    return SCHEDULES[name](optim, opt), SCHEDULES[name](torch.optim, topt)
+
+
+def _momenta(opt):
+    return [g["betas"][0] if "betas" in g else g["momentum"] for g in opt.param_groups]
+
+
+def _run(sched, tsched, steps, by_hand_at=None):
+    ours, theirs = [], []
+    for k in range(steps):
+        if k == by_hand_at:
+            for o in (sched.optimizer, tsched.optimizer):
+                o.param_groups[0]["lr"] *= 0.3
+        ours.append(sched.get_last_lr() + _momenta(sched.optimizer))
+        theirs.append(tsched.get_last_lr() + _momenta(tsched.optimizer))
+        tsched.optimizer.step()
+        sched.step(), tsched.step()
+    return ours, theirs
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+@pytest.mark.parametrize("by_hand_at", [None, 5])
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_new_schedule_matches_torch(torch, name, by_hand_at, kind):
+    if by_hand_at is not None and name.startswith(NOT_CHAINABLE):
+        pytest.skip("this schedule sets the lr from its base lrs, not from the current lr")
+    sched, tsched = _pair(torch, name, kind)
+    steps = STEPS if not name.startswith("OneCycleLR") else 16
+    ours, theirs = _run(sched, tsched, steps, by_hand_at)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    assert len({tuple(r) for r in ours}) >= 2  # the lr did change
+
+
+def test_one_cycle_lr_refuses_a_step_past_total_steps(torch):
+    sched, _ = _pair(torch, "OneCycleLR")
+    for _ in range(15):
+        sched.step()
+    sched.step()  # step 16 = total_steps is still allowed, as in PyTorch
+    with pytest.raises(ValueError, match="Tried to step 17 times"):
+        sched.step()
+
+
+def test_warm_restarts_take_a_fractional_epoch_as_torch(torch):
+    sched, tsched = _pair(torch, "CosineAnnealingWarmRestarts_mult")
+    for epoch in np.arange(0, 9, 0.25):
+        sched.step(float(epoch)), tsched.step(float(epoch))
+        np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), rtol=1e-12)
+    with pytest.raises(ValueError, match="epoch must be >= 0"):
+        sched.step(-1.0)
+
+
+PLATEAU = {
+    "min_rel": dict(patience=2),
+    "min_abs_cooldown": dict(threshold=0.05, threshold_mode="abs", cooldown=2, patience=1,
+                             factor=0.5),
+    "max_rel": dict(mode="max", patience=1, factor=0.3, min_lr=[0.05, 0.0]),
+    "max_abs_eps": dict(mode="max", threshold_mode="abs", patience=0, factor=0.9, eps=0.02,
+                        min_lr=0.1),
+}
+
+
+def _metrics(mode):
+    rng = np.random.default_rng(5)
+    base = np.concatenate([np.linspace(1.0, 0.5, 6), 0.5 + 0.01 * rng.standard_normal(20)])
+    return base if mode == "min" else -base
+
+
+@pytest.mark.parametrize("name", list(PLATEAU))
+def test_reduce_lr_on_plateau_matches_torch(torch, name):
+    kw = PLATEAU[name]
+    opt = _optimizer(minidl, "sgd", lambda: nn.Parameter(np.ones(1, np.float32)))
+    topt = _optimizer(torch, "sgd", lambda: torch.nn.Parameter(torch.ones(1)))
+    sched = optim.lr_scheduler.ReduceLROnPlateau(opt, **kw)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kw)
+    metrics = _metrics(kw.get("mode", "min"))
+    for k, m in enumerate(metrics):
+        sched.step(minidl.tensor(m) if k % 2 else m), tsched.step(m)
+        assert sched.get_last_lr() == pytest.approx(tsched.get_last_lr(), rel=1e-12)
+        assert (sched.num_bad_epochs, sched.cooldown_counter) == (tsched.num_bad_epochs,
+                                                                   tsched.cooldown_counter)
+        if k == 12:  # the state dicts: the same keys and values, and they load both ways
+            sd, tsd = sched.state_dict(), tsched.state_dict()
+            assert set(sd) == set(tsd) and sd == tsd
+    assert len(set(map(tuple, [sched.get_last_lr()]))) == 1
+    assert sched.get_last_lr() != [0.2, 0.5]
+    fresh = optim.lr_scheduler.ReduceLROnPlateau(_optimizer(
+        minidl, "sgd", lambda: nn.Parameter(np.ones(1, np.float32))))
+    fresh.load_state_dict(tsched.state_dict())
+    assert fresh.best == tsched.best and fresh.mode == tsched.mode
+    with pytest.raises(ValueError, match="mode 'median' is unknown"):
+        fresh.load_state_dict({**tsched.state_dict(), "mode": "median"})
+    assert fresh.mode == tsched.mode
+
+
+def _continue(sched, steps):
+    out = []
+    for _ in range(steps):
+        sched.step()
+        out.append(sched.get_last_lr() + _momenta(sched.optimizer))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n in SCHEDULES if "_" not in n or n.endswith("mult")]
+                         + ["CyclicLR_triangular2", "OneCycleLR_three_phase",
+                            "MultiplicativeLR_per_group"])
+def test_new_schedule_state_dicts_resume_and_load_both_ways(torch, name):
+    sched, tsched = _pair(torch, name)
+    _run(sched, tsched, 5)
+    sd, tsd = sched.state_dict(), tsched.state_dict()
+    opt_sd, topt_sd = sched.optimizer.state_dict(), tsched.optimizer.state_dict()
+
+    def keys(d):
+        return {k for k in d if k not in ("_schedulers",)}
+    assert keys(sd) <= keys(tsd)
+    expected = _continue(tsched, 6)
+    np.testing.assert_allclose(_continue(sched, 6), expected, rtol=1e-12, atol=1e-15)
+    for state, opt_state, what in ((sd, opt_sd, "minidl's"), (tsd, topt_sd, "torch's")):
+        opt = _optimizer(minidl, "sgd", lambda: nn.Parameter(np.ones(1, np.float32)))
+        resumed = SCHEDULES[name](optim, opt)
+        opt.load_state_dict(opt_state)
+        resumed.load_state_dict(state)
+        np.testing.assert_allclose(_continue(resumed, 6), expected, rtol=1e-12, atol=1e-15,
+                                   err_msg=f"minidl from {what}")
+    topt = _optimizer(torch, "sgd", lambda: torch.nn.Parameter(torch.ones(1)))
+    tresumed = SCHEDULES[name](torch.optim, topt)
+    topt.load_state_dict(topt_sd)
+    tresumed.load_state_dict(sd)
+    topt.step()
+    np.testing.assert_allclose(_continue(tresumed, 6), expected, rtol=1e-12, atol=1e-15,
+                               err_msg="torch from minidl's")
+
+
+def _sgd(momentum=0.9):
+    return optim.SGD([nn.Parameter(np.ones(2, np.float32))], lr=0.1, momentum=momentum)
+
+
+@pytest.mark.parametrize("make,error,message", [
+    (lambda: optim.lr_scheduler.ConstantLR(_sgd(), factor=1.5), ValueError, "factor must be in"),
+    (lambda: optim.lr_scheduler.PolynomialLR(_sgd(), total_iters=0), ValueError, "total_iters"),
+    (lambda: optim.lr_scheduler.MultiplicativeLR(_sgd(), 0.9), TypeError, "not a function"),
+    (lambda: optim.lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), T_0=0), ValueError, "T_0"),
+    (lambda: optim.lr_scheduler.CosineAnnealingWarmRestarts(_sgd(), 2, T_mult=1.5), ValueError,
+     "T_mult"),
+    (lambda: optim.lr_scheduler.CyclicLR(_sgd(), 0.01, 0.1, mode="zigzag"), ValueError,
+     "mode is invalid"),
+    (lambda: optim.lr_scheduler.CyclicLR(_sgd(), [0.01, 0.02], 0.1), ValueError,
+     "base_lr must have the same length"),
+    (lambda: optim.lr_scheduler.CyclicLR(optim.Adagrad([nn.Parameter(np.ones(1))]), 0.01, 0.1),
+     ValueError, "must support momentum or beta1"),
+    (lambda: optim.lr_scheduler.OneCycleLR(_sgd(), 1.0), ValueError, "total_steps OR"),
+    (lambda: optim.lr_scheduler.OneCycleLR(_sgd(), 1.0, 10, anneal_strategy="exp"), ValueError,
+     "anneal_strategy"),
+    (lambda: optim.lr_scheduler.OneCycleLR(_sgd(), 1.0, 10, pct_start=1.5), ValueError,
+     "pct_start"),
+    (lambda: optim.lr_scheduler.ReduceLROnPlateau(_sgd(), factor=1.0), ValueError,
+     "Factor should be < 1.0"),
+    (lambda: optim.lr_scheduler.ReduceLROnPlateau(_sgd(), mode="up"), ValueError, "unknown"),
+    (lambda: optim.lr_scheduler.ReduceLROnPlateau(_sgd(), threshold_mode="x"), ValueError,
+     "threshold mode"),
+    (lambda: optim.lr_scheduler.ReduceLROnPlateau(_sgd(), patience=-1), ValueError, "patience"),
+    (lambda: optim.lr_scheduler.ReduceLROnPlateau(_sgd(), min_lr=[0.1, 0.2]), ValueError,
+     "min_lr must have the same length"),
+    (lambda: optim.lr_scheduler.SequentialLR(_sgd(), [], []), ValueError, "at least one"),
+    (lambda: (lambda o: optim.lr_scheduler.SequentialLR(
+        o, [optim.lr_scheduler.ConstantLR(o), optim.lr_scheduler.ExponentialLR(o, 0.9)],
+        [1, 2]))(_sgd()), ValueError, "one more than the number of milestone"),
+    (lambda: (lambda o: optim.lr_scheduler.SequentialLR(
+        o, [optim.lr_scheduler.ConstantLR(o), optim.lr_scheduler.ExponentialLR(_sgd(), 0.9)],
+        [1]))(_sgd()), ValueError, "same optimizer"),
+    (lambda: (lambda o: optim.lr_scheduler.ChainedScheduler(
+        [optim.lr_scheduler.ReduceLROnPlateau(o)]))(_sgd()), ValueError, "ReduceLROnPlateau"),
+])
+def test_bad_new_schedule_arguments_name_what_did_not_fit(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_new_schedules_are_in_both_namespaces():
+    from minidl.optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau  # noqa: F401
+
+    for name in ("OneCycleLR", "ReduceLROnPlateau", "CosineAnnealingWarmRestarts", "CyclicLR",
+                 "PolynomialLR", "ConstantLR", "SequentialLR", "ChainedScheduler",
+                 "MultiplicativeLR"):
+        cls = getattr(optim.lr_scheduler, name)
+        assert getattr(optim, name) is cls and issubclass(cls, optim.lr_scheduler.LRScheduler)

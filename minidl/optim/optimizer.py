@@ -116,6 +116,9 @@ class _Required:
 
 _REQUIRED = _Required()
 
+# what PyTorch's schedulers note in a group (OneCycleLR and CyclicLR), which its state dicts keep
+_SCHEDULER_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
+
 
 def _evaluate(closure):
     if closure is None:
@@ -253,8 +256,8 @@ class Optimizer:
             by_index.update(zip((int(k) for k in ids), group["params"]))
             new_group = dict(group)
             for k, v in saved.items():
-                if (k in group and k != "params") or k == "initial_lr":
-                    new_group[k] = v  # initial_lr: what PyTorch's schedulers note in a group
+                if (k in group and k != "params") or k in _SCHEDULER_KEYS:
+                    new_group[k] = v
                 elif k not in group and v not in (None, False):
                     # PyTorch-only options (maximize, amsgrad, foreach, ...) are fine when off
                     raise ValueError(f"{name}.load_state_dict: option {k}={v!r} of group {i} "
