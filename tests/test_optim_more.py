@@ -683,3 +683,21 @@ def test_new_schedules_are_in_both_namespaces():
                  "MultiplicativeLR"):
         cls = getattr(optim.lr_scheduler, name)
         assert getattr(optim, name) is cls and issubclass(cls, optim.lr_scheduler.LRScheduler)
+
+
+def test_named_parameters_give_torchs_param_names(torch):
+    model = nn.Linear(3, 2)
+    tmodel = torch.nn.Linear(3, 2)
+    opt = optim.Adam(model.named_parameters(), lr=0.01)
+    topt = torch.optim.Adam(tmodel.named_parameters(), lr=0.01)
+    assert opt.param_groups[0]["param_names"] == ["weight", "bias"]
+    group, tgroup = opt.state_dict()["param_groups"][0], topt.state_dict()["param_groups"][0]
+    assert group == {k: v for k, v in tgroup.items() if k in group}
+    plain = optim.Adam(model.parameters(), lr=0.01)
+    plain.load_state_dict(topt.state_dict())  # torch's named state dict loads, names kept
+    assert plain.param_groups[0]["param_names"] == ["weight", "bias"]
+    with pytest.raises(ValueError, match="with/without names"):
+        optim.SGD([("weight", model.weight), model.bias], lr=0.1)
+    grouped = optim.SGD([{"params": [("w", model.weight)]}, {"params": [model.bias]}], lr=0.1)
+    assert grouped.param_groups[0]["param_names"] == ["w"]
+    assert "param_names" not in grouped.param_groups[1]

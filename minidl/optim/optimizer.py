@@ -37,6 +37,10 @@ def _fused(name, p, g, *buffers):
     return fast
 
 
+def _is_named(item):
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+
+
 def _as_param_list(params, where, groups_allowed=False):
     """A list of Tensors (or of group dicts) from an iterable of them; PyTorch's TypeErrors for
     the usual mistakes (a single Tensor iterates its rows, a set has no stable order)."""
@@ -48,6 +52,11 @@ def _as_param_list(params, where, groups_allowed=False):
                         "not a set: a set's order changes between runs")
     params = list(params)
     if groups_allowed and params and all(isinstance(p, dict) for p in params):
+        return params
+    if any(_is_named(p) for p in params):  # model.named_parameters(): (name, tensor) pairs
+        if not all(_is_named(p) for p in params):
+            raise ValueError(f"{where}: all optimizer params should be with/without names. Some "
+                             "param names are missing")
         return params
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
@@ -117,7 +126,8 @@ class _Required:
 _REQUIRED = _Required()
 
 # what PyTorch's schedulers note in a group (OneCycleLR and CyclicLR), which its state dicts keep
-_SCHEDULER_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum")
+_SCHEDULER_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum",
+                   "param_names")  # and the names of named_parameters(), as torch keeps them
 
 
 def _evaluate(closure):
@@ -166,6 +176,10 @@ class Optimizer:
         if isinstance(g["params"], Tensor):
             g["params"] = [g["params"]]  # as PyTorch does for a group's single tensor
         g["params"] = _as_param_list(g["params"], f"parameter group {i}'s params")
+        if g["params"] and _is_named(g["params"][0]):
+            g["param_names"] = [name for name, _ in g["params"]]
+            g["params"] = _as_param_list([p for _, p in g["params"]],
+                                         f"parameter group {i}'s params")
         seen = {id(p) for group in self.param_groups for p in group["params"]}
         for p in g["params"]:
             if id(p) in seen:
