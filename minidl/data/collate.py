@@ -6,6 +6,24 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+def collate(samples):
+    """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
+    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
+    first = samples[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate_field([s[i] for s in samples]) for i in range(len(first)))
+    return _collate_field(samples)
+
+
+def _collate_field(values):
+    first = values[0]
+    if isinstance(first, Mapping):
+        return {k: _collate_field([v[k] for v in values]) for k in first}
+    if isinstance(first, (str, bytes)):
+        return list(values)
+    return np.stack([np.asarray(v) for v in values])
+
+
 _FOUND = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
           "found {}")
 

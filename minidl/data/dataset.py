@@ -130,7 +130,7 @@ class Subset(Dataset):
         inner = self.indices[np.asarray(indices)]
         if hasattr(self.dataset, "get_batch"):
             return self.dataset.get_batch(inner)
-        from .loader import collate
+        from .collate import collate
 
         return collate([self.dataset[int(i)] for i in inner])
 

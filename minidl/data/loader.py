@@ -1,27 +1,10 @@
 """DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
-
-def collate(samples):
-    """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
-    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
-    first = samples[0]
-    if isinstance(first, (tuple, list)):
-        return tuple(_collate_field([s[i] for s in samples]) for i in range(len(first)))
-    return _collate_field(samples)
-
-
-def _collate_field(values):
-    first = values[0]
-    if isinstance(first, Mapping):
-        return {k: _collate_field([v[k] for v in values]) for k in first}
-    if isinstance(first, (str, bytes)):
-        return list(values)
-    return np.stack([np.asarray(v) for v in values])
+from .collate import collate
+from .dataset import IterableDataset
 
 
 def _to_tensors(batch, device):
@@ -77,8 +60,6 @@ class DataLoader:
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size should be a positive integer, "
                              f"got {batch_size!r}")
-        from .dataset import IterableDataset
-
         self._iterable = isinstance(dataset, IterableDataset)
         if self._iterable:  # a stream has its own order: PyTorch refuses these three
             for key, value in (("shuffle", shuffle), ("sampler", sampler),
