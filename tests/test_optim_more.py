@@ -701,3 +701,10 @@ def test_named_parameters_give_torchs_param_names(torch):
     grouped = optim.SGD([{"params": [("w", model.weight)]}, {"params": [model.bias]}], lr=0.1)
     assert grouped.param_groups[0]["param_names"] == ["w"]
     assert "param_names" not in grouped.param_groups[1]
+
+
+def test_optimizer_repr_reads_as_torchs(torch):
+    ours = repr(optim.SGD([nn.Parameter(np.ones(1))], lr=0.1, momentum=0.9))
+    theirs = repr(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9))
+    assert ours.splitlines()[:2] == theirs.splitlines()[:2] == ["SGD (", "Parameter Group 0"]
+    assert set(ours.splitlines()) <= set(theirs.splitlines())

@@ -198,6 +198,13 @@ class Optimizer:
     def _check_group(self, group):
         pass
 
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
+        return "\n".join(lines + [")"])
+
     def zero_grad(self, set_to_none=True):
         """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
         for group in self.param_groups:
