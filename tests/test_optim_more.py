@@ -708,3 +708,36 @@ def test_optimizer_repr_reads_as_torchs(torch):
     theirs = repr(torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9))
     assert ours.splitlines()[:2] == theirs.splitlines()[:2] == ["SGD (", "Parameter Group 0"]
     assert set(ours.splitlines()) <= set(theirs.splitlines())
+
+
+@pytest.mark.parametrize("make", [
+    lambda m, o: m.lr_scheduler.StepLR(o, 2, 0.5),
+    lambda m, o: m.lr_scheduler.MultiStepLR(o, [1, 4], 0.3),
+    lambda m, o: m.lr_scheduler.ExponentialLR(o, 0.9),
+    lambda m, o: m.lr_scheduler.CosineAnnealingLR(o, 6, 0.01),
+    lambda m, o: m.lr_scheduler.LinearLR(o, 0.2, 1.0, 4),
+    lambda m, o: m.lr_scheduler.PolynomialLR(o, 5, 2.0),
+    lambda m, o: m.lr_scheduler.ConstantLR(o, 0.5, 3),
+    lambda m, o: m.lr_scheduler.LambdaLR(o, lambda e: 1 / (e + 1)),
+], ids=["step", "multistep", "exponential", "cosine", "linear", "polynomial", "constant",
+        "lambda"])
+def test_step_with_an_epoch_jumps_as_torch_and_warns(torch, make):
+    opt = _optimizer(minidl, "sgd", lambda: nn.Parameter(np.ones(1, np.float32)))
+    topt = _optimizer(torch, "sgd", lambda: torch.nn.Parameter(torch.ones(1)))
+    sched, tsched = make(optim, opt), make(torch.optim, topt)
+    topt.step()
+    for epoch in (3, 1, 5, 5, 8, 0):
+        with pytest.warns(UserWarning, match="deprecated"):
+            sched.step(epoch)
+        with pytest.warns(UserWarning):
+            tsched.step(epoch)
+        np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), rtol=1e-12)
+    with pytest.raises(ValueError, match="epoch"), pytest.warns(UserWarning):
+        sched.step(-2)
+
+
+def test_reduce_lr_on_plateau_takes_a_deprecated_epoch(torch):
+    sched = optim.lr_scheduler.ReduceLROnPlateau(_sgd(), patience=0)
+    with pytest.warns(UserWarning, match="deprecated"):
+        sched.step(1.0, epoch=7)
+    assert sched.last_epoch == 7

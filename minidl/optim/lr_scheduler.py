@@ -5,12 +5,18 @@ import bisect
 import copy
 import math
 import types
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from .optimizer import Optimizer, _check_finite
+
+
+_EPOCH_DEPRECATION = ("The epoch parameter in `scheduler.step()` was not necessary and is being "
+                      "deprecated where possible. Please use `scheduler.step()` to step the "
+                      "scheduler.")
 
 
 def _check_count(name, key, value, minimum):
@@ -82,10 +88,15 @@ class LRScheduler:
         """The lrs of the step being taken (use get_last_lr() to read the current ones)."""
         raise NotImplementedError
 
-    def step(self):
-        """Advance one epoch (call it after optimizer.step()) and set the groups' lrs."""
+    def step(self, epoch=None):
+        """Advance one epoch (call it after optimizer.step()) and set the groups' lrs.
+        ``epoch`` (deprecated in PyTorch, which warns as here) jumps to that epoch, by the
+        schedule's closed form where it has one."""
+        if epoch is not None:
+            warnings.warn(_EPOCH_DEPRECATION, UserWarning, stacklevel=2)
+            epoch = _check_count(f"{type(self).__name__}.step", "epoch", epoch, 0)
         self._step_count += 1
-        self._update_lr()
+        self._update_lr(epoch)
 
     def _update_lr(self, epoch=None):
         """Set the groups' lrs for the next epoch, or (``epoch`` given, as SequentialLR does at a
@@ -851,9 +862,9 @@ class ReduceLROnPlateau(LRScheduler):
             return a > best * (self.threshold + 1.0)
         return a > best + self.threshold
 
-    def step(self, metrics):
+    def step(self, metrics, epoch=None):
         """Note the epoch's metric (a number or a one-element Tensor) and reduce the lrs once
-        it has stopped improving."""
+        it has stopped improving. ``epoch`` is deprecated, as in PyTorch."""
         if hasattr(metrics, "item"):
             metrics = metrics.item()
         try:
@@ -861,7 +872,11 @@ class ReduceLROnPlateau(LRScheduler):
         except (TypeError, ValueError):
             raise TypeError(f"ReduceLROnPlateau.step: metrics must be a number, got "
                             f"{metrics!r}") from None
-        self.last_epoch += 1
+        if epoch is None:
+            self.last_epoch += 1
+        else:
+            warnings.warn(_EPOCH_DEPRECATION, UserWarning, stacklevel=2)
+            self.last_epoch = _check_count("ReduceLROnPlateau.step", "epoch", epoch, 0)
         if self._is_better(current, self.best):
             self.best = current
             self.num_bad_epochs = 0
