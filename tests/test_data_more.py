@@ -389,3 +389,15 @@ def test_default_collate_keeps_gpu_tensors_on_the_gpu(monkeypatch, host_kernels)
     loader = DataLoader(ConcatDataset(_parts()), batch_sampler=[[0, 9]], device="cuda")
     (x, y), = list(loader)
     assert x.device == "cuda" and x.tolist() == [0, 9] and y.tolist() == [0, 90]
+
+
+def test_random_split_takes_a_numpy_generator():
+    from minidl.data import random_split
+
+    ds = TensorDataset(np.arange(10))
+    a, b = random_split(ds, [7, 3], generator=np.random.default_rng(4))
+    c, d = random_split(ds, [7, 3], np.random.default_rng(4))  # in seed's place, as torch's
+    assert a.indices.tolist() == c.indices.tolist() and sorted(
+        a.indices.tolist() + b.indices.tolist()) == list(range(10))
+    with pytest.raises(TypeError, match="generator"):
+        random_split(ds, [7, 3], generator=4)

@@ -135,12 +135,19 @@ class Subset(Dataset):
         return collate([self.dataset[int(i)] for i in inner])
 
 
-def random_split(dataset, lengths, seed=None):
+def random_split(dataset, lengths, seed=None, *, generator=None):
     """Split into non-overlapping subsets.
 
     ``lengths`` is a list of sizes or fractions summing to 1, or a single fraction ``f``
     (``random_split(ds, 0.8, seed=2)`` gives a (train, test) pair of 80% and 20%).
+    ``generator`` (a ``numpy.random.Generator``, also taken in seed's place, where PyTorch's
+    third argument is its generator) draws the permutation instead of ``seed``.
     """
+    if isinstance(seed, np.random.Generator):
+        seed, generator = None, seed
+    if generator is not None and not isinstance(generator, np.random.Generator):
+        raise TypeError(f"random_split: generator must be a numpy.random.Generator, got "
+                        f"{type(generator).__name__}")
     n = len(dataset)
     if isinstance(lengths, float):
         lengths = [lengths, 1.0 - lengths]
@@ -156,7 +163,7 @@ def random_split(dataset, lengths, seed=None):
         sizes = [int(x) for x in lengths]
         if sum(sizes) != n:
             raise ValueError(f"random_split: lengths {sizes} sum to {sum(sizes)}, dataset has {n}")
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = (generator if generator is not None else np.random.default_rng(seed)).permutation(n)
     out, start = [], 0
     for size in sizes:
         out.append(Subset(dataset, perm[start:start + size]))
