@@ -741,3 +741,30 @@ def test_reduce_lr_on_plateau_takes_a_deprecated_epoch(torch):
     with pytest.warns(UserWarning, match="deprecated"):
         sched.step(1.0, epoch=7)
     assert sched.last_epoch == 7
+
+
+def test_lbfgs_on_fake_cuda_matches_the_cpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    a, b, w0 = _least_squares()
+    results = []
+    for device in ("cpu", "cuda"):
+        if device == "cuda":
+            _fake_gpu.install(monkeypatch, host_kernels)
+        w = nn.Parameter(minidl.tensor(w0, dtype=np.float64, device=device).data)
+        x = minidl.tensor(a, dtype=np.float64, device=device)
+        y = minidl.tensor(b, dtype=np.float64, device=device)
+        opt = optim.LBFGS([w], max_iter=5, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            r = x @ w - y
+            loss = (r * r).mean()
+            loss.backward()
+            return loss
+
+        for _ in range(2):
+            opt.step(closure)
+        assert w.device == device
+        results.append(w.numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-10)
