@@ -5,6 +5,8 @@ arrays; DataLoader uses it when present, which avoids a Python loop per sample.
 """
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 
@@ -14,6 +16,78 @@ class Dataset:
 
     def __getitem__(self, index):
         raise NotImplementedError
+
+    def __add__(self, other):
+        return ConcatDataset([self, other])
+
+
+class IterableDataset(Dataset):
+    """A dataset read as a stream: ``__iter__`` yields the samples (no indexing, no sampler);
+    a DataLoader batches them in the order they come. ``a + b`` chains two of them."""
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise TypeError(f"{type(self).__name__} is an IterableDataset: iterate over it, it "
+                        "cannot be indexed")
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class ConcatDataset(Dataset):
+    """Several datasets one after the other: index i reaches into the dataset it falls in
+    (``cumulative_sizes`` holds where each one ends); negative indices count from the end."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset: datasets should not be an empty iterable")
+        for i, d in enumerate(self.datasets):
+            if isinstance(d, IterableDataset):
+                raise TypeError(f"ConcatDataset does not support IterableDataset (dataset {i}); "
+                                "use ChainDataset")
+        self.cumulative_sizes = np.cumsum([len(d) for d in self.datasets]).tolist()
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        n = len(self)
+        if index < 0:
+            if -index > n:
+                raise ValueError(f"ConcatDataset: absolute value of index should not exceed "
+                                 f"dataset length (index {index}, length {n})")
+            index += n
+        if index >= n:
+            raise IndexError(f"ConcatDataset: index {index} is out of range for length {n}")
+        which = bisect.bisect_right(self.cumulative_sizes, index)
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][index - start]
+
+
+class ChainDataset(IterableDataset):
+    """Several IterableDatasets read one after the other."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+
+    def __iter__(self):
+        for i, d in enumerate(self.datasets):
+            if not isinstance(d, IterableDataset):
+                raise TypeError(f"ChainDataset only supports IterableDataset; dataset {i} is a "
+                                f"{type(d).__name__}")
+            yield from d
+
+    def __len__(self):
+        total = 0
+        for i, d in enumerate(self.datasets):
+            if not isinstance(d, IterableDataset):
+                raise TypeError(f"ChainDataset only supports IterableDataset; dataset {i} is a "
+                                f"{type(d).__name__}")
+            total += len(d)
+        return total
 
 
 class TensorDataset(Dataset):
@@ -56,17 +130,24 @@ class Subset(Dataset):
         inner = self.indices[np.asarray(indices)]
         if hasattr(self.dataset, "get_batch"):
             return self.dataset.get_batch(inner)
-        from .loader import collate
+        from .collate import collate
 
         return collate([self.dataset[int(i)] for i in inner])
 
 
-def random_split(dataset, lengths, seed=None):
+def random_split(dataset, lengths, seed=None, *, generator=None):
     """Split into non-overlapping subsets.
 
     ``lengths`` is a list of sizes or fractions summing to 1, or a single fraction ``f``
     (``random_split(ds, 0.8, seed=2)`` gives a (train, test) pair of 80% and 20%).
+    ``generator`` (a ``numpy.random.Generator``, also taken in seed's place, where PyTorch's
+    third argument is its generator) draws the permutation instead of ``seed``.
     """
+    if isinstance(seed, np.random.Generator):
+        seed, generator = None, seed
+    if generator is not None and not isinstance(generator, np.random.Generator):
+        raise TypeError(f"random_split: generator must be a numpy.random.Generator, got "
+                        f"{type(generator).__name__}")
     n = len(dataset)
     if isinstance(lengths, float):
         lengths = [lengths, 1.0 - lengths]
@@ -82,7 +163,7 @@ def random_split(dataset, lengths, seed=None):
         sizes = [int(x) for x in lengths]
         if sum(sizes) != n:
             raise ValueError(f"random_split: lengths {sizes} sum to {sum(sizes)}, dataset has {n}")
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = (generator if generator is not None else np.random.default_rng(seed)).permutation(n)
     out, start = [], 0
     for size in sizes:
         out.append(Subset(dataset, perm[start:start + size]))

@@ -1,27 +1,10 @@
 """DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import numpy as np
 
-
-def collate(samples):
-    """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
-    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
-    first = samples[0]
-    if isinstance(first, (tuple, list)):
-        return tuple(_collate_field([s[i] for s in samples]) for i in range(len(first)))
-    return _collate_field(samples)
-
-
-def _collate_field(values):
-    first = values[0]
-    if isinstance(first, Mapping):
-        return {k: _collate_field([v[k] for v in values]) for k in first}
-    if isinstance(first, (str, bytes)):
-        return list(values)
-    return np.stack([np.asarray(v) for v in values])
+from .collate import collate
+from .dataset import IterableDataset
 
 
 def _to_tensors(batch, device):
@@ -47,18 +30,23 @@ class DataLoader:
     sees the batches an unbroken run would have seen.
     ``device`` moves each batch once, as it is made. ``sampler`` (a DistributedSampler, or any
     iterable of indices with a length) decides which items come, in which order, instead;
-    ``set_epoch`` is passed on to it. The first four arguments are PyTorch's positional
-    ones (dataset, batch_size, shuffle, sampler); the others are taken by keyword only.
+    ``set_epoch`` is passed on to it. ``batch_sampler`` (a BatchSampler, or any iterable of
+    lists of indices) decides whole batches instead, and excludes batch_size, shuffle,
+    sampler and drop_last, as in PyTorch. Over an IterableDataset the samples are batched in
+    the order its iterator yields them (no shuffle, sampler or batch_sampler).
+    The first five arguments are PyTorch's positional ones (dataset, batch_size, shuffle,
+    sampler, batch_sampler); the others are taken by keyword only.
     ``collate_fn(list_of_samples)`` replaces the default batching (its result is yielded as
     it is). Items load in this process (PyTorch's ``num_workers=0``); ``num_workers``,
     ``pin_memory``, ``persistent_workers`` and ``worker_init_fn`` are accepted, so PyTorch code
     runs unchanged, and give the same batches.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, *, drop_last=False,
-                 seed=None, device="cpu", collate_fn=None, num_workers=0, pin_memory=False,
-                 persistent_workers=False, worker_init_fn=None):
-        # the first four in PyTorch's positional order; the rest by keyword only.
+    def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None, *,
+                 drop_last=False, seed=None, device="cpu", collate_fn=None, num_workers=0,
+                 pin_memory=False, persistent_workers=False, worker_init_fn=None, timeout=0,
+                 prefetch_factor=None):
+        # the first five in PyTorch's positional order; the rest by keyword only.
         # Batches are loaded in this process, as PyTorch's num_workers=0 does: num_workers and
         # the worker options are taken (so PyTorch code runs as it is) and give the same batches.
         if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
@@ -72,15 +60,31 @@ class DataLoader:
                 or batch_size < 1:
             raise ValueError(f"DataLoader: batch_size should be a positive integer, "
                              f"got {batch_size!r}")
+        self._iterable = isinstance(dataset, IterableDataset)
+        if self._iterable:  # a stream has its own order: PyTorch refuses these three
+            for key, value in (("shuffle", shuffle), ("sampler", sampler),
+                               ("batch_sampler", batch_sampler)):
+                if value not in (None, False):
+                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
+                                     f"{key} option, but got {key}={value!r}")
         if sampler is not None and shuffle:
-            raise ValueError("DataLoader: sampler and shuffle=True are mutually exclusive (the "
+            raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle (the "
                              "sampler decides the order; DistributedSampler shuffles itself)")
+        if batch_sampler is not None:
+            if not hasattr(batch_sampler, "__iter__"):  # e.g. drop_last passed by position
+                raise TypeError(f"DataLoader: batch_sampler must be an iterable of lists of "
+                                f"indices, got {type(batch_sampler).__name__}")
+            if batch_size != 1 or shuffle or sampler is not None or drop_last:
+                raise ValueError("DataLoader: batch_sampler option is mutually exclusive with "
+                                 "batch_size, shuffle, sampler, and drop_last")
         self.sampler = sampler
+        self.batch_sampler = batch_sampler
         self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
+        self.batch_size = None if batch_sampler is not None else int(batch_size)
+        self.shuffle = bool(shuffle)
         self.drop_last = drop_last
         self.device = device
+        self.num_workers = int(num_workers)
         if seed is None:
             from ..backend import rng
 
@@ -96,35 +100,70 @@ class DataLoader:
             raise ValueError(f"DataLoader.set_epoch: epoch should be a non-negative integer, "
                              f"got {epoch!r}")
         self.epoch = int(epoch)
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(self.epoch)
+        for sampler in (self.sampler, self.batch_sampler,
+                        getattr(self.batch_sampler, "sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch)
 
     def __len__(self):
+        if self.batch_sampler is not None:
+            return len(self.batch_sampler)
+        if self._iterable and not hasattr(self.dataset, "__len__"):
+            raise TypeError(f"DataLoader: the IterableDataset {type(self.dataset).__name__} "
+                            "has no len()")
         n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         # the epoch advances when the pass starts, not at its first batch
-        n = len(self.dataset)
         epoch, self.epoch = self.epoch, self.epoch + 1
+        if self._iterable:
+            return self._stream()
+        if self.batch_sampler is not None:
+            return (self._batch(np.asarray(list(idx), dtype=np.int64))
+                    for idx in self.batch_sampler)
         if self.sampler is not None:
             return self._batches(np.fromiter(iter(self.sampler), dtype=np.int64))
+        n = len(self.dataset)
         order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
             else np.arange(n)
         return self._batches(order)
 
     def _batches(self, order):
         n = len(order)
-        batched = hasattr(self.dataset, "get_batch") and self.collate_fn is None
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
-            if self.collate_fn is not None:  # the caller's batching, returned as it is
-                yield self.collate_fn([self.dataset[int(i)] for i in idx])
-                continue
-            if batched:
-                arrays = self.dataset.get_batch(idx)
-            else:
-                arrays = collate([self.dataset[int(i)] for i in idx])
-            yield _to_tensors(arrays, self.device)
+            yield self._batch(idx)
+
+    def _batch(self, idx):
+        if self.collate_fn is not None:  # the caller's batching, returned as it is
+            return self.collate_fn([self.dataset[int(i)] for i in idx])
+        if hasattr(self.dataset, "get_batch"):
+            arrays = self.dataset.get_batch(idx)
+        else:
+            arrays = collate([self.dataset[int(i)] for i in idx])
+        return _to_tensors(arrays, self.device)
+
+    def _stream(self):
+        """An IterableDataset's samples in the order they come, batch_size at a time."""
+        samples = []
+        for sample in self.dataset:
+            samples.append(sample)
+            if len(samples) == self.batch_size:
+                yield self._collate_samples(samples)
+                samples = []
+        if samples and not self.drop_last:
+            yield self._collate_samples(samples)
+
+    def _collate_samples(self, samples):
+        if self.collate_fn is not None:
+            return self.collate_fn(samples)
+        return _to_tensors(collate(samples), self.device)
+
+
+def get_worker_info():
+    """None: minidl loads batches in the calling process (PyTorch's answer outside a worker),
+    so an IterableDataset that splits its stream among workers reads all of it."""
+    return None

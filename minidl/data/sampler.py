@@ -1,12 +1,186 @@
-"""DistributedSampler: each rank's share of a dataset's indices, as in PyTorch."""
+"""Samplers, as torch.utils.data's: which indices a DataLoader reads, in which order
+(Sequential, Random, SubsetRandom, WeightedRandom), grouped into batches (BatchSampler), or
+each rank's share of them (DistributedSampler).
+
+Random samplers take ``generator``: None draws a fresh seed from minidl's global generator
+(``minidl.manual_seed``) at each pass, as PyTorch draws one from its global generator; an int
+seeds a generator of the sampler's own; a ``numpy.random.Generator`` is used as it is. The
+orders are numpy's, so they differ from PyTorch's for the same seed."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sized
 
 import numpy as np
 
 
-class DistributedSampler:
+def _is_bool(value):
+    return isinstance(value, (bool, np.bool_))
+
+
+def _positive_int(name, key, value):
+    if _is_bool(value) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name}: {key} should be a positive integer value, but got "
+                         f"{key}={value!r}")
+    return int(value)
+
+
+def _generator(name, generator):
+    """A numpy Generator from what ``generator`` was given (None: made at each pass)."""
+    if generator is None or isinstance(generator, np.random.Generator):
+        return generator
+    if not _is_bool(generator) and isinstance(generator, (int, np.integer)):
+        return np.random.default_rng(int(generator))
+    raise TypeError(f"{name}: generator must be None, an integer seed or a "
+                    f"numpy.random.Generator, got {type(generator).__name__}")
+
+
+def _rng_for_pass(generator):
+    if generator is not None:
+        return generator
+    from ..backend import rng
+
+    return np.random.default_rng(int(rng().integers(0, 2**63 - 1)))
+
+
+class Sampler:
+    """The base of samplers: ``__iter__`` yields dataset indices (or lists of them, for a batch
+    sampler); ``__len__`` where the count is known."""
+
+    def __init__(self, data_source=None):
+        pass
+
+    def __iter__(self):
+        raise NotImplementedError
+
+
+class SequentialSampler(Sampler):
+    """0, 1, ..., len(data_source) - 1."""
+
+    def __init__(self, data_source):
+        self.data_source = data_source
+
+    def __iter__(self):
+        return iter(range(len(self.data_source)))
+
+    def __len__(self):
+        return len(self.data_source)
+
+
+class RandomSampler(Sampler):
+    """A random order of the indices (replacement=False: each once per permutation; asking
+    for num_samples > len gives whole permutations back to back), or num_samples indices drawn
+    uniformly with replacement."""
+
+    def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
+        name = type(self).__name__
+        if not _is_bool(replacement):
+            raise TypeError(f"{name}: replacement should be a boolean value, but got "
+                            f"replacement={replacement!r}")
+        self.data_source = data_source
+        self.replacement = bool(replacement)
+        self._num_samples = num_samples
+        self.generator = _generator(name, generator)
+        _positive_int(name, "num_samples", self.num_samples)
+
+    @property
+    def num_samples(self):
+        return len(self.data_source) if self._num_samples is None else self._num_samples
+
+    def __iter__(self):
+        n, count = len(self.data_source), self.num_samples
+        rng = _rng_for_pass(self.generator)
+        if self.replacement:
+            yield from rng.integers(0, n, size=count).tolist()
+            return
+        for _ in range(count // n):
+            yield from rng.permutation(n).tolist()
+        yield from rng.permutation(n)[:count % n].tolist()
+
+    def __len__(self):
+        return self.num_samples
+
+
+class SubsetRandomSampler(Sampler):
+    """The given indices in a random order, each once."""
+
+    def __init__(self, indices, generator=None):
+        self.indices = indices
+        self.generator = _generator(type(self).__name__, generator)
+
+    def __iter__(self):
+        for i in _rng_for_pass(self.generator).permutation(len(self.indices)).tolist():
+            yield self.indices[i]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class WeightedRandomSampler(Sampler):
+    """num_samples indices 0..len(weights)-1 drawn with probability proportional to weights
+    (with replacement by default; without, each index at most once)."""
+
+    def __init__(self, weights, num_samples, replacement=True, generator=None):
+        name = type(self).__name__
+        num_samples = _positive_int(name, "num_samples", num_samples)
+        if not _is_bool(replacement):
+            raise ValueError(f"{name}: replacement should be a boolean value, but got "
+                             f"replacement={replacement!r}")
+        if hasattr(weights, "numpy"):
+            weights = weights.numpy()
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim != 1:
+            raise ValueError(f"{name}: weights should be a 1d sequence but given weights have "
+                             f"shape {tuple(w.shape)}")
+        if not np.all(np.isfinite(w)) or (w < 0).any() or not w.sum() > 0:
+            raise ValueError(f"{name}: weights must be finite, >= 0 and not all 0, got {w}")
+        if not replacement and num_samples > np.count_nonzero(w):
+            raise ValueError(f"{name}: cannot draw {num_samples} samples without replacement "
+                             f"from {np.count_nonzero(w)} non-zero weights")
+        self.weights, self.num_samples, self.replacement = w, num_samples, bool(replacement)
+        self.generator = _generator(name, generator)
+
+    def __iter__(self):
+        rng = _rng_for_pass(self.generator)
+        p = self.weights / self.weights.sum()
+        yield from rng.choice(len(p), size=self.num_samples, replace=self.replacement,
+                              p=p).tolist()
+
+    def __len__(self):
+        return self.num_samples
+
+
+class BatchSampler(Sampler):
+    """Lists of batch_size indices from another sampler (or any iterable of indices); the last
+    one shorter, or dropped with drop_last."""
+
+    def __init__(self, sampler, batch_size, drop_last):
+        name = type(self).__name__
+        self.batch_size = _positive_int(name, "batch_size", batch_size)
+        if not _is_bool(drop_last):
+            raise ValueError(f"{name}: drop_last should be a boolean value, but got "
+                             f"drop_last={drop_last!r}")
+        self.sampler, self.drop_last = sampler, bool(drop_last)
+
+    def __iter__(self):
+        batch = []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch and not self.drop_last:
+            yield batch
+
+    def __len__(self):
+        if not isinstance(self.sampler, Sized):
+            raise TypeError(f"BatchSampler: its sampler ({type(self.sampler).__name__}) has no "
+                            "len()")
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+
+class DistributedSampler(Sampler):
     """The indices rank ``rank`` of ``num_replicas`` reads in one epoch.
 
     Every rank draws the same permutation (seeded by ``seed + epoch``: call ``set_epoch`` at

@@ -2,12 +2,25 @@
 (``minidl.optim.lr_scheduler``, torch.optim.lr_scheduler's chainable forms): one module per
 concept, as torch.optim lays them out."""
 from . import lr_scheduler
+from .adadelta import Adadelta
+from .adagrad import Adagrad
 from .adam import Adam, AdamW
-from .lr_scheduler import (CosineAnnealingLR, ExponentialLR, LambdaLR, LinearLR, LRScheduler,
-                           MultiStepLR, StepLR)
+from .adamax import Adamax
+from .asgd import ASGD
+from .lbfgs import LBFGS
+from .lr_scheduler import (ChainedScheduler, ConstantLR, CosineAnnealingLR,
+                           CosineAnnealingWarmRestarts, CyclicLR, ExponentialLR, LambdaLR, LinearLR,
+                           LRScheduler, MultiplicativeLR, MultiStepLR, OneCycleLR, PolynomialLR,
+                           ReduceLROnPlateau, SequentialLR, StepLR)
+from .nadam import NAdam
 from .optimizer import Optimizer
+from .radam import RAdam
 from .rmsprop import RMSprop
+from .rprop import Rprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "lr_scheduler", "LRScheduler",
-           "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LambdaLR", "LinearLR"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax",
+           "NAdam", "RAdam", "ASGD", "Rprop", "LBFGS", "lr_scheduler", "LRScheduler",
+           "StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LambdaLR", "LinearLR",
+           "ConstantLR", "PolynomialLR", "MultiplicativeLR", "CosineAnnealingWarmRestarts",
+           "CyclicLR", "OneCycleLR", "ReduceLROnPlateau", "SequentialLR", "ChainedScheduler"]

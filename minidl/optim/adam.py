@@ -15,7 +15,7 @@ class Adam(Optimizer):
 
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, decoupled_weight_decay=False):
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,

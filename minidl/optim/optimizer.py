@@ -37,6 +37,10 @@ def _fused(name, p, g, *buffers):
     return fast
 
 
+def _is_named(item):
+    return isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+
+
 def _as_param_list(params, where, groups_allowed=False):
     """A list of Tensors (or of group dicts) from an iterable of them; PyTorch's TypeErrors for
     the usual mistakes (a single Tensor iterates its rows, a set has no stable order)."""
@@ -48,6 +52,11 @@ def _as_param_list(params, where, groups_allowed=False):
                         "not a set: a set's order changes between runs")
     params = list(params)
     if groups_allowed and params and all(isinstance(p, dict) for p in params):
+        return params
+    if any(_is_named(p) for p in params):  # model.named_parameters(): (name, tensor) pairs
+        if not all(_is_named(p) for p in params):
+            raise ValueError(f"{where}: all optimizer params should be with/without names. Some "
+                             "param names are missing")
         return params
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
@@ -116,6 +125,10 @@ class _Required:
 
 _REQUIRED = _Required()
 
+# what PyTorch's schedulers note in a group (OneCycleLR and CyclicLR), which its state dicts keep
+_SCHEDULER_KEYS = ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum",
+                   "param_names")  # and the names of named_parameters(), as torch keeps them
+
 
 def _evaluate(closure):
     if closure is None:
@@ -163,6 +176,10 @@ class Optimizer:
         if isinstance(g["params"], Tensor):
             g["params"] = [g["params"]]  # as PyTorch does for a group's single tensor
         g["params"] = _as_param_list(g["params"], f"parameter group {i}'s params")
+        if g["params"] and _is_named(g["params"][0]):
+            g["param_names"] = [name for name, _ in g["params"]]
+            g["params"] = _as_param_list([p for _, p in g["params"]],
+                                         f"parameter group {i}'s params")
         seen = {id(p) for group in self.param_groups for p in group["params"]}
         for p in g["params"]:
             if id(p) in seen:
@@ -180,6 +197,13 @@ class Optimizer:
 
     def _check_group(self, group):
         pass
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
+        return "\n".join(lines + [")"])
 
     def zero_grad(self, set_to_none=True):
         """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
@@ -253,8 +277,8 @@ class Optimizer:
             by_index.update(zip((int(k) for k in ids), group["params"]))
             new_group = dict(group)
             for k, v in saved.items():
-                if (k in group and k != "params") or k == "initial_lr":
-                    new_group[k] = v  # initial_lr: what PyTorch's schedulers note in a group
+                if (k in group and k != "params") or k in _SCHEDULER_KEYS:
+                    new_group[k] = v
                 elif k not in group and v not in (None, False):
                     # PyTorch-only options (maximize, amsgrad, foreach, ...) are fine when off
                     raise ValueError(f"{name}.load_state_dict: option {k}={v!r} of group {i} "
@@ -313,3 +337,17 @@ def _lerp_(a, b, weight):
     else:
         a[...] = b - (b - a) * (1 - weight)
 
+
+
+def _check_group_numbers(name, group, keys, flags=("maximize",)):
+    """The usual checks of a group: each of ``keys`` a finite number >= 0, each of ``flags``
+    True or False."""
+    _check_finite(name, **{k: group[k] for k in keys})
+    _check_non_negative(name, group, keys)
+    _check_flags(name, **{k: group.get(k, False) for k in flags})
+
+
+def _as_float32(x):
+    """x rounded to float32: PyTorch keeps some scalar state (NAdam's mu_product, ASGD's eta
+    and mu) in 0-d tensors of its default scalar dtype, float32, and steps with those values."""
+    return float(np.float32(x))

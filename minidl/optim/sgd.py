@@ -12,7 +12,7 @@ class SGD(Optimizer):
 
     _state_keys = ("momentum_buffer",)
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+    def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
                  nesterov=False, *, maximize=False, foreach=None):
         # foreach (PyTorch's choice of kernel) is taken and has no effect on the numbers
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,

@@ -1,0 +1,138 @@
+"""default_collate and default_convert, as torch.utils.data's: a list of samples into a batch
+of Tensors with the samples' structure (dicts, named tuples, lists), strings kept as they are."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+def collate(samples):
+    """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
+    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
+    first = samples[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate_field([s[i] for s in samples]) for i in range(len(first)))
+    return _collate_field(samples)
+
+
+def _collate_field(values):
+    first = values[0]
+    if isinstance(first, Mapping):
+        return {k: _collate_field([v[k] for v in values]) for k in first}
+    if isinstance(first, (str, bytes)):
+        return list(values)
+    return np.stack([np.asarray(v) for v in values])
+
+
+_FOUND = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
+          "found {}")
+
+
+def _tensor(array):
+    from ..tensor import Tensor
+
+    return Tensor(array)
+
+
+def _is_namedtuple(x):
+    return isinstance(x, tuple) and hasattr(x, "_fields")
+
+
+def _stack_tensors(batch):
+    from ..backend import get_array_module
+    from ..tensor import Tensor
+
+    shapes = {tuple(t.shape) for t in batch}
+    if len(shapes) > 1:
+        raise RuntimeError(f"default_collate: stack expects each tensor to be equal size, but "
+                           f"got {sorted(shapes)}")
+    devices = {t.device for t in batch}
+    if len(devices) > 1:
+        raise RuntimeError(f"default_collate: the tensors are on different devices: "
+                           f"{sorted(devices)}")
+    xp = get_array_module(batch[0].data)
+    return Tensor(xp.stack([t.data for t in batch]), device=batch[0].device)
+
+
+def default_collate(batch):
+    """Tensors, numpy arrays and numpy numbers are stacked into a Tensor with a new first
+    dimension; Python floats become a float64 Tensor, ints an int64 one (bools a bool one);
+    strings and bytes come back as they were given; dicts are collated key by key; a named
+    tuple gives the same named tuple of batches; other sequences (lists, tuples) give a list
+    of batches, one per position (each sample must have the same length)."""
+    from ..tensor import Tensor
+
+    if not isinstance(batch, Sequence) or isinstance(batch, (str, bytes)):
+        batch = list(batch)
+    if not batch:
+        raise ValueError("default_collate: the batch is empty")
+    elem = batch[0]
+    if isinstance(elem, Tensor):
+        return _stack_tensors(batch)
+    if isinstance(elem, np.ndarray) or isinstance(elem, np.generic) and not isinstance(
+            elem, (np.str_, np.bytes_)):
+        if isinstance(elem, np.ndarray) and elem.dtype.kind in "SaUO":
+            raise TypeError(_FOUND.format(elem.dtype))
+        shapes = {np.shape(b) for b in batch}
+        if len(shapes) > 1:
+            raise RuntimeError(f"default_collate: stack expects each array to be equal size, "
+                               f"but got {sorted(shapes)}")
+        return _tensor(np.stack([np.asarray(b) for b in batch]))
+    if isinstance(elem, float):
+        return _tensor(np.array(batch, dtype=np.float64))
+    if isinstance(elem, (bool, int)):
+        values = np.array(batch)
+        if values.dtype.kind == "f":  # torch.tensor's default dtype for a mixed list
+            values = values.astype(np.float32)
+        return _tensor(values)
+    if isinstance(elem, (str, bytes)):
+        return batch
+    if isinstance(elem, Mapping):
+        collated = {key: default_collate([d[key] for d in batch]) for key in elem}
+        try:
+            return type(elem)(collated)
+        except TypeError:  # a mapping type that cannot be built from a dict
+            return collated
+    if _is_namedtuple(elem):
+        return type(elem)(*(default_collate(s) for s in zip(*batch)))
+    if isinstance(elem, Sequence):
+        size = len(elem)
+        if any(len(b) != size for b in batch):
+            raise RuntimeError("each element in list of batch should be of equal size")
+        columns = [default_collate(s) for s in zip(*batch)]  # strings stay tuples, as in torch
+        if isinstance(elem, tuple):
+            return columns  # a list, as PyTorch returns for tuples
+        try:
+            return type(elem)(columns)
+        except TypeError:
+            return columns
+    raise TypeError(_FOUND.format(type(elem)))
+
+
+def default_convert(data):
+    """One sample's numpy arrays and numbers as Tensors, its structure kept (what a DataLoader
+    with batch_size=None yields); strings and other objects are left as they are."""
+    from ..tensor import Tensor
+
+    if isinstance(data, Tensor):
+        return data
+    if isinstance(data, np.ndarray):
+        return data if data.dtype.kind in "SaUO" else _tensor(data)
+    if isinstance(data, np.generic) and not isinstance(data, (np.str_, np.bytes_)):
+        return _tensor(np.asarray(data))
+    if isinstance(data, Mapping):
+        converted = {k: default_convert(v) for k, v in data.items()}
+        try:
+            return type(data)(converted)
+        except TypeError:
+            return converted
+    if _is_namedtuple(data):
+        return type(data)(*(default_convert(d) for d in data))
+    if isinstance(data, tuple):
+        return [default_convert(d) for d in data]
+    if isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        try:
+            return type(data)([default_convert(d) for d in data])
+        except TypeError:
+            return [default_convert(d) for d in data]
+    return data

@@ -1,0 +1,48 @@
+"""torch.optim.Adagrad."""
+from __future__ import annotations
+
+from ..backend import get_array_module
+from .optimizer import Optimizer, _check_group_numbers
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad: sum += g^2, p -= clr * g / (sqrt(sum) + eps) with
+    clr = lr / (1 + (step - 1) * lr_decay). As in PyTorch, every parameter's state (sum filled
+    with initial_accumulator_value) is made at construction."""
+
+    _state_keys = ("step", "sum")
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
+                 eps=1e-10, foreach=None, *, maximize=False):
+        super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
+                                      weight_decay=weight_decay,
+                                      initial_accumulator_value=initial_accumulator_value,
+                                      maximize=maximize))
+        for group in self.param_groups:
+            for p in group["params"]:
+                self._init_state(p, group)
+
+    def _init_state(self, p, group):
+        xp = get_array_module(p.data)
+        self.state[id(p)] = {"step": 0, "sum": xp.full_like(
+            p.data, group["initial_accumulator_value"])}
+
+    def _check_group(self, group):
+        _check_group_numbers("Adagrad", group, ("lr", "lr_decay", "eps", "weight_decay",
+                                                "initial_accumulator_value"))
+
+    def _update(self, p, g, group, state):
+        xp = get_array_module(p.data)
+        g = g.astype(p.data.dtype, copy=False)
+        if not state:  # a group added after construction
+            self._init_state(p, group)
+            state.update(self.state[id(p)])
+            self.state[id(p)] = state
+        state["step"] += 1
+        if group["weight_decay"]:
+            g = g + group["weight_decay"] * p.data
+        clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        state["sum"] += g * g
+        std = xp.sqrt(state["sum"])
+        std += group["eps"]
+        p.data -= clr * (g / std)

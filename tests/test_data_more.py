@@ -1,0 +1,403 @@
+"""Samplers, BatchSampler and DataLoader(batch_sampler=...), ConcatDataset, IterableDataset and
+ChainDataset, default_collate / default_convert and get_worker_info: torch.utils.data's
+behaviour where it is deterministic (orders, batch structures, indexing, errors), and the
+properties that define the random samplers."""
+import collections
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.data import (BatchSampler, ChainDataset, ConcatDataset, DataLoader, Dataset,
+                         IterableDataset, RandomSampler, Sampler, SequentialSampler,
+                         SubsetRandomSampler, TensorDataset, WeightedRandomSampler,
+                         default_collate, default_convert, get_worker_info)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    return pytest.importorskip("torch", reason="PyTorch parity needs torch, which is not installed")
+
+
+def _as_lists(batch):
+    """A batch (of minidl or torch Tensors, in any structure) as plain Python values."""
+    if isinstance(batch, dict):
+        return {k: _as_lists(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return [_as_lists(v) for v in batch]
+    if hasattr(batch, "numpy"):
+        return batch.detach().numpy().tolist() if hasattr(batch, "detach") else \
+            batch.numpy().tolist()
+    return batch
+
+
+# ---- samplers ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_sequential_sampler_matches_torch(torch, n):
+    data = list(range(100, 100 + n))
+    ours, theirs = SequentialSampler(data), torch.utils.data.SequentialSampler(data)
+    assert list(ours) == list(theirs) and len(ours) == len(theirs) == n
+    assert isinstance(ours, Sampler)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 10, 11])
+def test_batch_sampler_matches_torch(torch, batch_size, drop_last):
+    data = list(range(10))
+    ours = BatchSampler(SequentialSampler(data), batch_size, drop_last)
+    theirs = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(data), batch_size,
+                                           drop_last)
+    assert list(ours) == list(theirs) and len(ours) == len(theirs)
+    # any iterable of indices will do, as in torch
+    order = [5, 3, 9, 1, 0, 2, 8]
+    assert list(BatchSampler(order, batch_size, drop_last)) == \
+        list(torch.utils.data.BatchSampler(order, batch_size, drop_last))
+
+
+@pytest.mark.parametrize("args", [(0, False), (-2, False), (2.5, False), (True, False),
+                                  (2, None), (2, 1)])
+def test_batch_sampler_refuses_what_torch_refuses(torch, args):
+    with pytest.raises(ValueError) as theirs:
+        torch.utils.data.BatchSampler(range(4), *args)
+    with pytest.raises(ValueError, match="batch_size|drop_last") as ours:
+        BatchSampler(range(4), *args)
+    assert str(theirs.value).split(" ")[0] in str(ours.value)  # names the same argument
+
+
+def test_random_sampler_is_a_permutation_and_a_seed_repeats_it():
+    data = list(range(20))
+    a = list(RandomSampler(data, generator=3))
+    assert sorted(a) == data and a != data
+    assert list(RandomSampler(data, generator=3)) == a
+    sampler = RandomSampler(data, generator=np.random.default_rng(3))
+    first, second = list(sampler), list(sampler)
+    assert first == a and second != first and sorted(second) == data  # a new order each pass
+    minidl.manual_seed(7)
+    x = list(RandomSampler(data))
+    minidl.manual_seed(7)
+    assert list(RandomSampler(data)) == x
+
+
+def test_random_sampler_num_samples_and_replacement():
+    data = list(range(5))
+    more = list(RandomSampler(data, num_samples=13, generator=0))
+    assert len(more) == 13 and len(RandomSampler(data, num_samples=13)) == 13
+    assert sorted(more[:5]) == sorted(more[5:10]) == data  # whole permutations, then a part
+    assert len(set(more[10:])) == 3
+    drawn = list(RandomSampler(data, replacement=True, num_samples=400, generator=1))
+    assert len(drawn) == 400 and set(drawn) == set(data)
+    assert len(RandomSampler(data, replacement=True)) == 5
+
+
+@pytest.mark.parametrize("kw,error", [(dict(replacement=1), TypeError),
+                                      (dict(num_samples=0), ValueError),
+                                      (dict(num_samples=2.0), ValueError),
+                                      (dict(replacement=True, num_samples=-1), ValueError)])
+def test_random_sampler_refuses_what_torch_refuses(torch, kw, error):
+    with pytest.raises(error):
+        torch.utils.data.RandomSampler(range(4), **kw)
+    with pytest.raises(error, match="replacement|num_samples"):
+        RandomSampler(range(4), **kw)
+    with pytest.raises(TypeError, match="generator"):
+        RandomSampler(range(4), generator="seed")
+
+
+def test_subset_random_sampler_permutes_the_given_indices():
+    indices = [10, 3, 7, 42]
+    out = list(SubsetRandomSampler(indices, generator=0))
+    assert sorted(out) == sorted(indices) and len(SubsetRandomSampler(indices)) == 4
+
+
+def test_weighted_random_sampler_follows_the_weights():
+    weights = [0.1, 0.0, 0.6, 0.3]
+    drawn = np.array(list(WeightedRandomSampler(weights, 20000, generator=0)))
+    freq = np.bincount(drawn, minlength=4) / len(drawn)
+    np.testing.assert_allclose(freq, weights, atol=0.015)
+    assert freq[1] == 0
+    once = list(WeightedRandomSampler(minidl.tensor(weights), 3, replacement=False, generator=1))
+    assert sorted(once) == [0, 2, 3]
+    assert len(WeightedRandomSampler(weights, 7)) == 7
+
+
+@pytest.mark.parametrize("args,kw", [(([1.0, 2.0], 0), {}), (([1.0, 2.0], 2), dict(replacement=1)),
+                                     (([[1.0, 2.0]], 2), {})])
+def test_weighted_random_sampler_refuses_what_torch_refuses(torch, args, kw):
+    with pytest.raises(ValueError):
+        torch.utils.data.WeightedRandomSampler(*args, **kw)
+    with pytest.raises(ValueError, match="num_samples|replacement|1d sequence"):
+        WeightedRandomSampler(*args, **kw)
+    with pytest.raises(ValueError, match="without replacement"):
+        WeightedRandomSampler([1.0, 0.0, 1.0], 3, replacement=False)
+
+
+# ---- ConcatDataset ----------------------------------------------------------------------------
+def _parts():
+    return [TensorDataset(np.arange(3), np.arange(3) * 10),
+            TensorDataset(np.arange(3, 8), np.arange(3, 8) * 10),
+            TensorDataset(np.arange(8, 10), np.arange(8, 10) * 10)]
+
+
+def _torch_parts(torch):
+    return [torch.utils.data.TensorDataset(torch.tensor(d.arrays[0]), torch.tensor(d.arrays[1]))
+            for d in _parts()]
+
+
+def test_concat_dataset_indexes_as_torch(torch):
+    ours = ConcatDataset(_parts())
+    theirs = torch.utils.data.ConcatDataset(_torch_parts(torch))
+    assert len(ours) == len(theirs) == 10
+    assert ours.cumulative_sizes == theirs.cumulative_sizes
+    for i in range(-10, 10):
+        assert [int(v) for v in ours[i]] == [int(v) for v in theirs[i]], i
+    with pytest.raises(ValueError, match="absolute value of index"):
+        ours[-11]
+    with pytest.raises(ValueError, match="absolute value of index"):
+        theirs[-11]
+    with pytest.raises(IndexError, match="out of range"):
+        ours[10]
+    a, b, _ = _parts()
+    added = a + b
+    assert isinstance(added, ConcatDataset) and len(added) == 8 and int(added[5][0]) == 5
+
+
+def test_concat_dataset_refuses_nothing_and_streams():
+    with pytest.raises(ValueError, match="empty"):
+        ConcatDataset([])
+    with pytest.raises(TypeError, match="IterableDataset"):
+        ConcatDataset([_parts()[0], Stream(3)])
+
+
+# ---- DataLoader(batch_sampler=...) ------------------------------------------------------------
+def test_loader_with_a_batch_sampler_matches_torch(torch):
+    ds, tds = ConcatDataset(_parts()), torch.utils.data.ConcatDataset(_torch_parts(torch))
+    batches = [[9, 0], [3, 4, 5], [1], [-1, 2]]
+    ours = DataLoader(ds, batch_sampler=batches)
+    theirs = torch.utils.data.DataLoader(tds, batch_sampler=batches)
+    assert len(ours) == len(theirs) == 4
+    assert [_as_lists(b) for b in ours] == [_as_lists(b) for b in theirs]
+    sampler = BatchSampler(SequentialSampler(ds), 4, drop_last=True)
+    tsampler = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(tds), 4, True)
+    ours = DataLoader(ds, batch_sampler=sampler)
+    theirs = torch.utils.data.DataLoader(tds, batch_sampler=tsampler)
+    assert len(ours) == len(theirs) == 2 and ours.batch_size is theirs.batch_size is None
+    assert [_as_lists(b) for b in ours] == [_as_lists(b) for b in theirs]
+    # a TensorDataset takes the fast whole-batch path: the same batches
+    flat = TensorDataset(np.arange(10) * 2)
+    assert [b[0].tolist() for b in DataLoader(flat, batch_sampler=[[3, 1], [7]])] == \
+        [[6, 2], [14]]
+
+
+@pytest.mark.parametrize("kw", [dict(batch_size=2), dict(shuffle=True), dict(drop_last=True),
+                                dict(sampler=[0, 1])])
+def test_batch_sampler_excludes_the_other_options_as_torch(torch, kw):
+    with pytest.raises(ValueError, match="mutually exclusive") as theirs:
+        torch.utils.data.DataLoader(list(range(4)), batch_sampler=[[0, 1]], **kw)
+    with pytest.raises(ValueError, match="mutually exclusive") as ours:
+        DataLoader(TensorDataset(np.arange(4)), batch_sampler=[[0, 1]], **kw)
+    assert str(theirs.value) in str(ours.value)
+
+
+def test_sampler_and_shuffle_exclude_each_other_as_torch(torch):
+    with pytest.raises(ValueError) as theirs:
+        torch.utils.data.DataLoader(list(range(4)), sampler=[0, 1], shuffle=True)
+    with pytest.raises(ValueError) as ours:
+        DataLoader(TensorDataset(np.arange(4)), sampler=[0, 1], shuffle=True)
+    assert str(theirs.value) in str(ours.value)
+
+
+def test_loader_with_samplers_from_this_module():
+    ds = TensorDataset(np.arange(10))
+    out = [b[0].tolist() for b in DataLoader(ds, batch_size=4,
+                                             sampler=SubsetRandomSampler([1, 3, 5], 0))]
+    assert len(out) == 1 and sorted(out[0]) == [1, 3, 5]
+    loader = DataLoader(ds, batch_size=3, sampler=RandomSampler(ds, generator=2))
+    assert sorted(sum((b[0].tolist() for b in loader), [])) == list(range(10))
+
+
+# ---- IterableDataset and ChainDataset ---------------------------------------------------------
+class Stream(IterableDataset):
+    def __init__(self, n, start=0):
+        self.n, self.start = n, start
+
+    def __iter__(self):
+        info = get_worker_info()
+        assert info is None  # in the calling process, as PyTorch's num_workers=0
+        for i in range(self.start, self.start + self.n):
+            yield np.array([i, i * i], np.int64), float(i) / 2
+
+    def __len__(self):
+        return self.n
+
+
+def _torch_stream(torch, n, start=0):
+    class TorchStream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            for i in range(start, start + n):
+                yield np.array([i, i * i], np.int64), float(i) / 2
+
+        def __len__(self):
+            return n
+    return TorchStream()
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_loader_over_an_iterable_dataset_matches_torch(torch, drop_last):
+    ours = DataLoader(Stream(7), batch_size=3, drop_last=drop_last)
+    theirs = torch.utils.data.DataLoader(_torch_stream(torch, 7), batch_size=3,
+                                         drop_last=drop_last)
+    got, expected = [_as_lists(b) for b in ours], [_as_lists(b) for b in theirs]
+    assert got == expected and len(got) == (2 if drop_last else 3)
+    assert len(ours) == len(theirs)
+    x, y = next(iter(ours))
+    assert x.dtype == np.int64 and y.dtype == np.float64
+
+
+def test_chain_dataset_reads_its_streams_in_turn(torch):
+    ours = Stream(3) + Stream(2, start=10)
+    assert isinstance(ours, ChainDataset) and len(ours) == 5
+    theirs = torch.utils.data.ChainDataset([_torch_stream(torch, 3),
+                                            _torch_stream(torch, 2, start=10)])
+    assert [_as_lists(b) for b in DataLoader(ours, batch_size=2)] == \
+        [_as_lists(b) for b in torch.utils.data.DataLoader(theirs, batch_size=2)]
+    with pytest.raises(TypeError, match="only supports IterableDataset"):
+        list(ChainDataset([Stream(1), _parts()[0]]))
+    with pytest.raises(TypeError, match="cannot be indexed"):
+        Stream(2)[0]
+
+
+@pytest.mark.parametrize("kw", [dict(shuffle=True), dict(sampler=[0, 1]),
+                                dict(batch_sampler=[[0]])])
+def test_iterable_dataset_refuses_an_order_as_torch(torch, kw):
+    with pytest.raises(ValueError) as theirs:
+        torch.utils.data.DataLoader(_torch_stream(torch, 3), **kw)
+    with pytest.raises(ValueError) as ours:
+        DataLoader(Stream(3), **kw)
+    assert str(theirs.value).split(",")[0] in str(ours.value)
+
+
+def test_get_worker_info_is_none_in_process():
+    assert get_worker_info() is None
+
+
+# ---- default_collate and default_convert ------------------------------------------------------
+Point = collections.namedtuple("Point", "x y")
+
+COLLATE_CASES = {
+    "ints": [1, 2, 3],
+    "floats": [1.5, 2.0],
+    "bools": [True, False],
+    "ints_then_float": [1, 2.5],
+    "numpy_float32_scalars": [np.float32(1), np.float32(2)],
+    "numpy_int32_scalars": [np.int32(4), np.int32(5)],
+    "arrays": [np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)],
+    "uint8_arrays": [np.array([1, 2], np.uint8), np.array([3, 4], np.uint8)],
+    "zero_d_arrays": [np.array(1.0), np.array(2.0)],
+    "tuples": [(1, "a", 0.5), (2, "b", 1.5)],
+    "lists": [[1, 2], [3, 4]],
+    "namedtuples": [Point(1, 2.0), Point(3, 4.0)],
+    "dicts": [{"a": 1, "b": [1, 2], "s": "x"}, {"a": 2, "b": [3, 4], "s": "y"}],
+    "strings": ["a", "bc"],
+    "bytes": [b"x", b"y"],
+    "nested": [{"img": np.ones(2), "meta": (1, {"k": 2.0})},
+               {"img": np.zeros(2), "meta": (3, {"k": 4.0})}],
+}
+
+
+def _structure(batch):
+    """The batch's containers and leaves: type names, and for Tensors dtype, shape, values."""
+    if isinstance(batch, dict):
+        return ("dict", {k: _structure(v) for k, v in batch.items()})
+    if hasattr(batch, "_fields"):
+        return (type(batch).__name__, [_structure(v) for v in batch])
+    if isinstance(batch, (list, tuple)):
+        return (type(batch).__name__, [_structure(v) for v in batch])
+    if hasattr(batch, "shape") and not isinstance(batch, np.ndarray):
+        array = batch.detach().numpy() if hasattr(batch, "detach") else batch.numpy()
+        return ("Tensor", str(array.dtype), array.shape, array.tolist())
+    return (type(batch).__name__, batch)
+
+
+@pytest.mark.parametrize("name", list(COLLATE_CASES))
+def test_default_collate_matches_torch(torch, name):
+    from torch.utils.data import default_collate as torch_collate
+
+    samples = COLLATE_CASES[name]
+    ours, theirs = default_collate(samples), torch_collate(samples)
+    assert _structure(ours) == _structure(theirs)
+
+
+def test_default_collate_stacks_tensors_and_keeps_their_dtype(torch):
+    ours = default_collate([minidl.Tensor(np.ones(3)), minidl.Tensor(np.zeros(3))])
+    assert isinstance(ours, minidl.Tensor) and ours.shape == (2, 3) and ours.dtype == np.float64
+    with pytest.raises(RuntimeError, match="equal size"):
+        default_collate([minidl.Tensor(np.ones(3)), minidl.Tensor(np.ones(2))])
+
+
+@pytest.mark.parametrize("samples,error", [([None, None], TypeError), ([object()], TypeError),
+                                           ([np.array(["a"])], TypeError),
+                                           ([[1, 2], [3]], RuntimeError)])
+def test_default_collate_refuses_what_torch_refuses(torch, samples, error):
+    from torch.utils.data import default_collate as torch_collate
+
+    with pytest.raises(error) as theirs:
+        torch_collate(samples)
+    with pytest.raises(error) as ours:
+        default_collate(samples)
+    assert str(theirs.value) == str(ours.value)
+
+
+@pytest.mark.parametrize("sample", [(np.ones(2), 1, "a"), [np.ones(1)], np.float32(2),
+                                    {"x": np.arange(3), "y": Point(np.zeros(1), "p")}])
+def test_default_convert_matches_torch(torch, sample):
+    from torch.utils.data import default_convert as torch_convert
+
+    assert _structure(default_convert(sample)) == _structure(torch_convert(sample))
+
+
+def test_default_collate_as_a_loaders_collate_fn_gives_torchs_structure(torch):
+    class Pairs(Dataset):
+        def __len__(self):
+            return 5
+
+        def __getitem__(self, i):
+            return np.full(2, i, np.float32), i
+
+    ours = [_structure(b) for b in DataLoader(Pairs(), batch_size=2, collate_fn=default_collate)]
+    theirs = [_structure(b) for b in torch.utils.data.DataLoader(Pairs(), batch_size=2)]
+    assert ours == theirs
+
+
+# ---- on a (fake) GPU --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("data_more_kernels"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+def test_default_collate_keeps_gpu_tensors_on_the_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, host_kernels)
+    batch = default_collate([{"x": minidl.tensor(np.ones(2, np.float32), device="cuda")},
+                             {"x": minidl.tensor(np.zeros(2, np.float32), device="cuda")}])
+    assert batch["x"].device == "cuda" and batch["x"].shape == (2, 2)
+    np.testing.assert_array_equal(batch["x"].numpy(), [[1, 1], [0, 0]])
+    loader = DataLoader(ConcatDataset(_parts()), batch_sampler=[[0, 9]], device="cuda")
+    (x, y), = list(loader)
+    assert x.device == "cuda" and x.tolist() == [0, 9] and y.tolist() == [0, 90]
+
+
+def test_random_split_takes_a_numpy_generator():
+    from minidl.data import random_split
+
+    ds = TensorDataset(np.arange(10))
+    a, b = random_split(ds, [7, 3], generator=np.random.default_rng(4))
+    c, d = random_split(ds, [7, 3], np.random.default_rng(4))  # in seed's place, as torch's
+    assert a.indices.tolist() == c.indices.tolist() and sorted(
+        a.indices.tolist() + b.indices.tolist()) == list(range(10))
+    with pytest.raises(TypeError, match="generator"):
+        random_split(ds, [7, 3], generator=4)
