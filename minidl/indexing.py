@@ -222,6 +222,9 @@ def index_select(input, dim, index):
     d = wrap_dim(dim, input.ndim, "index_select")
     if input.ndim == 0:
         idx = _vector_index("index_select", index, 1, d, input.device)
+        if idx.size != 1:
+            raise IndexError(f"index_select: the index of a 0-d tensor can have only 1 value, "
+                             f"got {idx.size}")
         return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(index.shape)
     idx = _vector_index("index_select", index, input.shape[d], d, input.device)
     return IndexSelect.apply(input, index=idx, dim=d)
