@@ -926,6 +926,7 @@ def _inplace_in_graph(t, other, name, out_of_place):
     t.__dict__.pop("_vc", None)  # a new array: views of the old one keep the old count
     t.__dict__.pop("_used", None)
     t.__dict__.pop("_is_view", None)
+    t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
     return t
 
 
