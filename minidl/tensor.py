@@ -1232,3 +1232,11 @@ def _index_copy_(self, dim, index, source):
 
 
 _install_methods({"index_put_": _index_put_, "index_copy_": _index_copy_})
+
+
+def _scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
+    return _inplace_by(self, "scatter_reduce_", lambda t, s: _indexing.scatter_reduce(
+        t, dim, index, s, reduce, include_self=include_self), src)
+
+
+_install_methods({"scatter_reduce_": _scatter_reduce_})
