@@ -64,41 +64,29 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
            "is_floating_point", "get_default_dtype", "finfo", "iinfo"]  # max and min stay out: import * must not shadow the builtins
 
-from .indexing import (  # noqa: E402
-    argwhere, gather, index_add, index_copy, index_fill, index_put, index_select, masked_select,
-    nonzero, scatter, scatter_add, take, take_along_dim,
-)
-
-__all__ += ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
-            "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
-            "index_copy"]
-from .shape_ops import (  # noqa: E402
-    argsort, diag, diagonal, flip, fliplr, flipud, movedim, moveaxis, narrow, roll, sort,
-    swapaxes, swapdims, tile, tril, triu, unbind, unflatten,
-)
-from .math_ops import cumprod, cumsum  # noqa: E402
-
-__all__ += ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "triu", "diag",
-            "diagonal", "narrow", "unbind", "movedim", "moveaxis", "swapaxes", "swapdims",
-            "unflatten", "tile", "cumsum", "cumprod"]
-from . import linalg, math_ops as _math_ops  # noqa: E402,F401
-
-# the elementwise, reduction, comparison and logical ops of math_ops
-for _name, _fn in _math_ops.FUNCTIONS.items():
-    globals()[_name] = _fn
-__all__ += list(_math_ops.FUNCTIONS)
-del _name, _fn
-from .products import bmm, dot, einsum, ger, mm, mv, outer  # noqa: E402
-
-__all__ += ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum"]
+# PyTorch's tensor ops beyond the core, each under its torch name (minidl.gather, minidl.sort,
+# minidl.einsum, ...; also a Tensor method where torch has one): indexing.py (gather, scatter,
+# index_select, ...), shape_ops.py (sort, flip, roll, tril, ...), math_ops.py (cumsum, sin,
+# prod, logsumexp, comparisons, ...),
+# products.py (mm, bmm, einsum, ...); torch.linalg's norms in minidl.linalg
+from . import linalg  # noqa: E402,F401
+from . import indexing as _indexing, math_ops as _math_ops  # noqa: E402
 from . import products as _products, shape_ops as _shape_ops  # noqa: E402
 
-# the rest of shape_ops' and products' functions under their PyTorch names
-for _name in _shape_ops.FUNCTIONS + _products.FUNCTIONS:
-    globals()[_name] = getattr(_shape_ops, _name, None) or getattr(_products, _name)
-__all__ += [n for n in _shape_ops.FUNCTIONS + _products.FUNCTIONS if n not in __all__]
-del _name
+
+def _export(functions):
+    for name, fn in functions.items():
+        globals()[name] = fn
+        if name not in __all__:
+            __all__.append(name)
+
+
+_export({n: getattr(_indexing, n) for n in _indexing.__all__})
+_export({n: getattr(_shape_ops, n) for n in _shape_ops.FUNCTIONS})
+_export(_math_ops.FUNCTIONS)
+_export({n: getattr(_products, n) for n in _products.FUNCTIONS})
+del _export
 
 # minidl.exp(x), minidl.flatten(x, 1), ...: the Tensor methods torch also has as functions,
-# where no module above defined the name
+# where no module above defined the name (tensor_functions.py)
 _tensor_functions._install(globals())

@@ -140,9 +140,8 @@ def gather(input, dim, index, *, sparse_grad=False):
 
 def _scatter(name, input, dim, index, src, value, add, reduce=None):
     _tensor(input, name, "input")
-    if reduce is not None:
-        raise NotImplementedError(f"{name}: reduce={reduce!r} is not supported; use "
-                                  "scatter_add or scatter_reduce-free code")
+    if reduce is not None and reduce not in ("add", "multiply"):
+        raise ValueError(f"{name}: reduce must be 'add' or 'multiply', got {reduce!r}")
     if src is None and value is None:
         raise TypeError(f"{name}: pass src (a tensor) or value (a number)")
     if src is not None and value is not None:
@@ -167,6 +166,8 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
             raise TypeError(f"{name}: src has dtype {src.data.dtype}, input {input.data.dtype}; "
                             "they must match")
         src = Cast.apply(src, dtype=input.data.dtype)
+    if reduce is not None:  # the older API: scatter_reduce's sum or prod, input included
+        return scatter_reduce(input, dim, index, src, "sum" if reduce == "add" else "prod")
     if input.ndim == 0:
         out = Scatter.apply(input.reshape(1), src.reshape(1), index=idx.reshape(1), dim=0, add=add)
         return out.reshape(())
@@ -181,6 +182,126 @@ def scatter(input, dim, index, src=None, *, value=None, reduce=None):
 def scatter_add(input, dim, index, src):
     """A copy of ``input`` with ``src`` added at ``index`` along ``dim`` (repeats add up)."""
     return _scatter("scatter_add", input, dim, index, src, None, add=True)
+
+
+def _ufunc_at(xp, name, out, where, values):
+    ufunc = getattr(xp, name)
+    if xp is np or hasattr(ufunc, "at"):
+        ufunc.at(out, where, values)
+    elif name == "add":
+        add_at(out, where, values)
+    else:  # CuPy without ufunc.at: cupyx's scatter kernels
+        import cupyx
+
+        getattr(cupyx, {"maximum": "scatter_max", "minimum": "scatter_min"}[name])(
+            out, where, values)
+
+
+class ScatterReduce(Function):
+    """``src``'s values reduced (sum, prod, mean, amax, amin) into a copy of ``a`` at
+    ``index`` along ``dim``, ``a``'s own value taking part where ``include_self``. Gradients as
+    PyTorch's: prod's exact with zeros (the product of the other contributors), amax/amin's
+    shared evenly among the contributors equal to the result."""
+
+    IDENTITY = {"sum": 0, "mean": 0, "prod": 1, "amax": -np.inf, "amin": np.inf}
+
+    def forward(self, a, src, index, dim, reduce, include_self):
+        xp = get_array_module(a)
+        self.where, self.reduce, self.include_self = _grid(index, dim), reduce, include_self
+        self.part = tuple(slice(0, n) for n in index.shape)
+        self.src_shape = src.shape
+        values = src[self.part]
+        hit = xp.zeros(a.shape, dtype=bool)
+        hit[self.where] = True
+        out = a.copy()
+        if not include_self:
+            identity = self.IDENTITY[reduce]
+            if a.dtype.kind in "iub" and reduce in ("amax", "amin"):
+                info = np.iinfo(a.dtype) if a.dtype.kind != "b" else None
+                identity = (info.min if reduce == "amax" else info.max) if info else reduce == "amin"
+            out[hit] = identity
+        name = {"sum": "add", "mean": "add", "prod": "multiply", "amax": "maximum",
+                "amin": "minimum"}[reduce]
+        _ufunc_at(xp, name, out, self.where, values)
+        if reduce == "mean":
+            count = xp.zeros(a.shape, dtype=a.dtype)
+            add_at(count, self.where, xp.ones(values.shape, dtype=a.dtype))
+            if include_self:
+                count = count + 1
+            count = xp.where(hit, count, 1)
+            out = out // count if a.dtype.kind in "iub" else out / count
+            self.count = count
+        self.hit = hit
+        self.save_for_backward(a, values, out)
+        return out.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, values, out = self.saved
+        xp = get_array_module(g)
+        where, hit = self.where, self.hit
+        reduce = self.reduce
+        zero = xp.zeros((), dtype=g.dtype)
+        if reduce in ("sum", "mean"):
+            g2 = g / self.count if reduce == "mean" else g
+            ga = g2 if self.include_self else xp.where(hit, zero, g2)
+            gv = g2[where]
+        elif reduce == "prod":
+            # per position: the contributors' product without their zeros, and the zero count
+            nonzero = xp.ones(a.shape, dtype=a.dtype)
+            zeros = xp.zeros(a.shape, dtype=np.int64)
+            if self.include_self:
+                nonzero = xp.where(a == 0, 1, a).astype(a.dtype)
+                zeros = (a == 0).astype(np.int64)
+            _ufunc_at(xp, "multiply", nonzero, where, xp.where(values == 0, 1, values))
+            add_at(zeros, where, (values == 0).astype(np.int64))
+
+            def others(c, n_zero, prod_nz, y):
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    return xp.where(n_zero == 0, y / xp.where(c == 0, 1, c),
+                                    xp.where((n_zero == 1) & (c == 0), prod_nz, 0))
+            ga = g * others(a, zeros, nonzero, out)
+            if not self.include_self:
+                ga = xp.where(hit, zero, g)
+            ga = xp.where(hit, ga, g)
+            gv = g[where] * others(values, zeros[where], nonzero[where], out[where])
+        else:  # amax / amin: shared among the contributors equal to the result
+            ties = xp.zeros(a.shape, dtype=g.dtype)
+            add_at(ties, where, (values == out[where]).astype(g.dtype))
+            self_tie = (a == out) & hit if self.include_self else xp.zeros(a.shape, bool)
+            ties = ties + self_tie
+            with np.errstate(divide="ignore", invalid="ignore"):
+                share = g / xp.where(ties == 0, 1, ties)
+            ga = xp.where(hit, xp.where(self_tie, share, zero), g)
+            gv = xp.where(values == out[where], share[where], zero)
+        gs = xp.zeros(self.src_shape, dtype=g.dtype)
+        gs[self.part] = gv
+        return ga.astype(g.dtype, copy=False), gs
+
+
+def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
+    """``src`` reduced into a copy of ``input`` at ``index`` along ``dim``: reduce is 'sum',
+    'prod', 'mean', 'amax' or 'amin'; ``include_self`` lets input's value take part."""
+    if reduce not in ScatterReduce.IDENTITY:
+        raise ValueError(f"scatter_reduce: reduce must be one of 'sum', 'prod', 'mean', "
+                         f"'amax', 'amin', got {reduce!r}")
+    _tensor(input, "scatter_reduce", "input")
+    _tensor(src, "scatter_reduce", "src")
+    d = wrap_dim(dim, input.ndim, "scatter_reduce")
+    _tensor(index, "scatter_reduce", "index")
+    if src.ndim != index.ndim:
+        raise ValueError(f"scatter_reduce: src has {src.ndim} dims, index {index.ndim}; they "
+                         "must have the same number of dims")
+    _check_same_dims("scatter_reduce", input, index, d, others=(("src", src),))
+    idx = _index_array("scatter_reduce", index, input.shape[d] if input.ndim else 1, d,
+                       device=input.device)
+    if src.data.dtype != input.data.dtype:
+        raise TypeError(f"scatter_reduce: src has dtype {src.data.dtype}, input "
+                        f"{input.data.dtype}; they must match")
+    if input.ndim == 0:
+        return ScatterReduce.apply(input.reshape(1), src.reshape(1), index=idx.reshape(1), dim=0,
+                                   reduce=reduce, include_self=include_self).reshape(())
+    return ScatterReduce.apply(input, src, index=idx, dim=d, reduce=reduce,
+                               include_self=bool(include_self))
 
 
 class IndexAdd(Function):
@@ -222,6 +343,9 @@ def index_select(input, dim, index):
     d = wrap_dim(dim, input.ndim, "index_select")
     if input.ndim == 0:
         idx = _vector_index("index_select", index, 1, d, input.device)
+        if idx.size != 1:
+            raise IndexError(f"index_select: the index of a 0-d tensor can have only 1 value, "
+                             f"got {idx.size}")
         return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(index.shape)
     idx = _vector_index("index_select", index, input.shape[d], d, input.device)
     return IndexSelect.apply(input, index=idx, dim=d)
@@ -443,6 +567,7 @@ TENSOR_METHODS = {
     "gather": gather,
     "scatter": scatter,
     "scatter_add": scatter_add,
+    "scatter_reduce": scatter_reduce,
     "index_select": index_select,
     "index_add": index_add,
     "take_along_dim": take_along_dim,
@@ -456,6 +581,6 @@ TENSOR_METHODS = {
     "unfold": unfold,
 }
 
-__all__ = ["gather", "scatter", "scatter_add", "index_select", "index_add", "take_along_dim",
+__all__ = ["gather", "scatter", "scatter_add", "scatter_reduce", "index_select", "index_add", "take_along_dim",
            "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
            "index_copy"]

@@ -160,7 +160,7 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 def _float_op(fn):
     def op(input):
         return fn.apply(_float_input(input))
-    op.__name__ = fn.__name__.lower()
+    op.__name__ = op.__qualname__ = fn.__name__.lower()
     op.__doc__ = f"Elementwise {op.__name__}; integer input computes in float32, as PyTorch."
     return op
 
@@ -173,7 +173,7 @@ def _same_dtype_op(fn, integer=None):
                 return autograd.Tensor(input.data.copy())
             return autograd.Tensor(integer(get_array_module(input.data), input.data))
         return fn.apply(input)
-    op.__name__ = fn.__name__.lower()
+    op.__name__ = op.__qualname__ = fn.__name__.lower()
     op.__doc__ = f"Elementwise {op.__name__}, in the input's dtype."
     return op
 
@@ -406,7 +406,7 @@ def ge(input, other):
 def _bool(name, fn):
     def op(input):
         return autograd.Tensor(fn(get_array_module(input.data), input.data))
-    op.__name__ = name
+    op.__name__ = op.__qualname__ = name
     return op
 
 
@@ -422,7 +422,7 @@ def _logical(name, ufunc):
         a = input.data
         b = other.data if isinstance(other, autograd.Tensor) else other
         return autograd.Tensor(getattr(get_array_module(a), ufunc)(a, b))
-    op.__name__ = name
+    op.__name__ = op.__qualname__ = name
     return op
 
 

@@ -364,7 +364,7 @@ def select(input, dim, index):
     """The slice at ``index`` along ``dim`` (that dim removed); a negative index counts from
     the end."""
     if input.ndim == 0:
-        raise ValueError("select: cannot select from a 0-d tensor")
+        raise IndexError("select: cannot select from a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "select")
     n = input.shape[d]
     if isinstance(index, autograd.Tensor):

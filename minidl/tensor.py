@@ -1086,6 +1086,7 @@ def _inplace_in_graph(t, other, name, out_of_place):
     t.__dict__.pop("_vc", None)  # a new array: views of the old one keep the old count
     t.__dict__.pop("_used", None)
     t.__dict__.pop("_is_view", None)
+    t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
     return t
 
 
@@ -1384,3 +1385,11 @@ def _index_copy_(self, dim, index, source):
 
 
 _install_methods({"index_put_": _index_put_, "index_copy_": _index_copy_})
+
+
+def _scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
+    return _inplace_by(self, "scatter_reduce_", lambda t, s: _indexing.scatter_reduce(
+        t, dim, index, s, reduce, include_self=include_self), src)
+
+
+_install_methods({"scatter_reduce_": _scatter_reduce_})

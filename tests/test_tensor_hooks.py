@@ -62,3 +62,17 @@ def test_hook_errors():
     x.register_hook(lambda g: minidl.zeros(3))
     with pytest.raises(RuntimeError, match="shape"):
         (x * 2).sum().backward()
+
+
+@needs_torch
+def test_hooks_stay_with_the_value_before_an_in_place_change():
+    def run(lib):
+        seen = []
+        x = lib.tensor([1.0, 2.0], requires_grad=True)
+        h = x * 2
+        h.register_hook(lambda g: seen.append(("before", g.tolist())))
+        h.mul_(3)
+        h.register_hook(lambda g: seen.append(("after", g.tolist())))
+        h.sum().backward()
+        return seen, x.grad.tolist()
+    assert run(minidl) == run(torch)

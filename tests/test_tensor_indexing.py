@@ -252,3 +252,44 @@ def test_index_put_index_copy_unfold():
     check(lambda L, x: x.unfold(-1, 3, 2), rng.standard_normal((2, 3, 7)))
     with pytest.raises(IndexError, match="index 3 is out of bounds"):
         minidl.tensor(X).index_put((minidl.tensor([3]),), minidl.tensor(1.0))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "prod", "mean", "amax", "amin"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_reduce(reduce, include_self):
+    index = np.array([[0, 1, 2, 0], [2, 2, 1, 0], [0, 0, 2, 2]])  # repeats, one row untouched
+    src = rng.standard_normal((3, 4))
+    check(lambda L, x, i, s: L.scatter_reduce(x, 0, i, s, reduce, include_self=include_self),
+          X, index, src)
+    check(lambda L, x, i, s: x.scatter_reduce(1, i, s, reduce=reduce, include_self=include_self),
+          X, index[:, :2] + 1, src[:, :2])
+
+    def f(L, x, i, s):
+        y = x * 1
+        y.scatter_reduce_(0, i, s, reduce, include_self=include_self)
+        return y
+    check(f, X, index, src)
+
+
+@pytest.mark.filterwarnings("ignore:The reduce argument of torch.scatter")
+def test_scatter_reduce_prod_with_zeros_amax_ties_and_integers():
+    x = np.array([[0.0, 2.0, 1.5], [3.0, 0.0, 2.0]])
+    s = np.array([[2.0, 0.0, 0.5], [0.0, 1.5, -1.0], [1.0, 3.0, 2.0]])
+    i = np.array([[0, 1, 0], [0, 1, 1], [1, 0, 1]])
+    check(lambda L, x, i, s: L.scatter_reduce(x, 0, i, s, "prod"), x, i, s)
+    check(lambda L, x, i, s: L.scatter_reduce(x, 0, i, s, "prod", include_self=False), x, i, s)
+    tie = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [1.0, 0.0, 3.0]])  # ties in a position
+    check(lambda L, x, i, s: L.scatter_reduce(x, 0, i, s, "amax"), x, np.zeros((3, 3), int),
+          tie, check_grad=False)
+    check(lambda L, x, i, s: L.scatter_reduce(x, 0, i, s, "amin", include_self=False), x,
+          np.zeros((3, 3), int), tie, check_grad=False)
+    ints = np.array([[1, 2, 3], [4, 5, 6]])
+    for reduce in ["sum", "prod", "mean", "amax", "amin"]:
+        for inc in (True, False):
+            check(lambda L, x, i: L.scatter_reduce(x, 1, i, x, reduce, include_self=inc), ints,
+                  np.array([[0, 0, 2], [1, 1, 1]]), grad=False)
+    check(lambda L, x, i, s: L.scatter(x, 0, i, s, reduce="multiply"), x, i[:2], s[:2],
+          grad=False)
+    check(lambda L, x, i, s: x.scatter(0, i, s, reduce="add"), x, i[:2], s[:2], grad=False)
+    with pytest.raises(ValueError, match="reduce must be one of"):
+        minidl.scatter_reduce(minidl.tensor(x), 0, minidl.tensor(i), minidl.tensor(s), "max")

@@ -203,3 +203,24 @@ def test_remainder_fmod_floor_divide():
     check(lambda L, x: 9 // x, ints, grad=False)
     with pytest.raises(ValueError, match="rounding_mode"):
         minidl.tensor([1.0]).div(2, rounding_mode="round")
+
+
+@pytest.mark.parametrize("ord", ["fro", 1, -1, float("inf"), float("-inf")])
+def test_linalg_matrix_norm_and_norm(ord):
+    a = np.array([[0.3, -1.2, 2.5, 0.7], [-0.4, 1.1, -0.9, 1.9], [2.2, -0.1, 0.6, -1.5]])
+    check(lambda L, x: L.linalg.matrix_norm(x, ord), a)
+    check(lambda L, x: L.linalg.matrix_norm(x, ord, dim=(0, 2), keepdim=True),
+          np.stack([a, a * 2 - 1]).transpose(1, 0, 2).copy())
+    check(lambda L, x: L.linalg.norm(x, ord), a)
+    check(lambda L, x: L.linalg.norm(x, ord, dim=(1, 0)), a)
+
+
+def test_linalg_norm_vectors_and_cross():
+    a = np.array([[0.3, -1.2, 2.5, 0.7], [-0.4, 1.1, -0.9, 1.9], [2.2, -0.1, 0.6, -1.5]])
+    check(lambda L, x: L.linalg.norm(x), a)
+    check(lambda L, x: L.linalg.norm(x, 3, dim=1), a)
+    check(lambda L, x: L.linalg.norm(x[0], 1), a)
+    check(lambda L, x: L.linalg.norm(x, dim=0, keepdim=True), a)
+    check(lambda L, x, y: L.linalg.cross(x, y), a[:, :3].copy(), a[:, 1:].copy())
+    with pytest.raises(NotImplementedError, match="singular values"):
+        minidl.linalg.matrix_norm(minidl.tensor(a), "nuc")
