@@ -111,6 +111,7 @@ def mnist_example(tt, state=None, steps=6, p_drop=(0.0, 0.0)):
             "correct": correct, "params": _params(model)}
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step()`")  # torch, 0 steps
 def test_mnist_example_trains_the_same():
     _parity(mnist_example, steps=10)
 
