@@ -768,3 +768,15 @@ def test_lbfgs_on_fake_cuda_matches_the_cpu(monkeypatch, host_kernels):
         assert w.device == device
         results.append(w.numpy())
     np.testing.assert_allclose(results[1], results[0], rtol=1e-10)
+
+
+def test_state_is_keyed_by_the_parameter_as_torchs():
+    p, q = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(3))
+    opt = optim.Adam([p, q], lr=0.1)
+    p.grad = minidl.Tensor(np.ones(2))
+    opt.step()
+    assert p in opt.state and q not in opt.state
+    assert opt.state[p]["step"] == 1 and opt.state[p]["exp_avg"].shape == (2,)
+    assert opt.state.get(q) is None
+    opt.load_state_dict(opt.state_dict())
+    assert opt.state[p]["step"] == 1

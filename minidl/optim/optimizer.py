@@ -140,6 +140,36 @@ def _evaluate(closure):
         return closure()
 
 
+class _ParamState(dict):
+    """Each parameter's state, kept by id(param); ``optimizer.state[p]`` with the parameter
+    itself as the key works too, as PyTorch's state is keyed by parameter."""
+
+    @staticmethod
+    def _key(key):
+        return id(key) if isinstance(key, Tensor) else key
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._key(key))
+
+    def __setitem__(self, key, value):
+        super().__setitem__(self._key(key), value)
+
+    def __delitem__(self, key):
+        super().__delitem__(self._key(key))
+
+    def __contains__(self, key):
+        return super().__contains__(self._key(key))
+
+    def get(self, key, default=None):
+        return super().get(self._key(key), default)
+
+    def setdefault(self, key, default=None):
+        return super().setdefault(self._key(key), default)
+
+    def pop(self, key, *default):
+        return super().pop(self._key(key), *default)
+
+
 class Optimizer:
     """torch.optim.Optimizer: ``param_groups`` (dicts holding ``params`` and the
     hyperparameters, the constructor's ``defaults`` filling what a group leaves out),
@@ -194,6 +224,14 @@ class Optimizer:
                              f"required optimization parameter {missing[0]}")
         self._check_group(group)
         self.param_groups.append(group)
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        self._state = _ParamState(value)
 
     def _check_group(self, group):
         pass
