@@ -401,3 +401,20 @@ def test_random_split_takes_a_numpy_generator():
         a.indices.tolist() + b.indices.tolist()) == list(range(10))
     with pytest.raises(TypeError, match="generator"):
         random_split(ds, [7, 3], generator=4)
+
+
+def test_len_of_a_loader_over_a_stream_without_len_is_a_type_error(torch):
+    class Endless(IterableDataset):
+        def __iter__(self):
+            yield from range(5)
+
+    class TorchEndless(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield from range(5)
+
+    with pytest.raises(TypeError):
+        len(torch.utils.data.DataLoader(TorchEndless(), batch_size=2))
+    loader = DataLoader(Endless(), batch_size=2)
+    with pytest.raises(TypeError, match="has no len"):
+        len(loader)
+    assert [b.tolist() for b in loader] == [[0, 1], [2, 3], [4]]

@@ -768,3 +768,42 @@ def test_lbfgs_on_fake_cuda_matches_the_cpu(monkeypatch, host_kernels):
         assert w.device == device
         results.append(w.numpy())
     np.testing.assert_allclose(results[1], results[0], rtol=1e-10)
+
+
+def test_state_is_keyed_by_the_parameter_as_torchs():
+    p, q = nn.Parameter(np.ones(2)), nn.Parameter(np.ones(3))
+    opt = optim.Adam([p, q], lr=0.1)
+    p.grad = minidl.Tensor(np.ones(2))
+    opt.step()
+    assert p in opt.state and q not in opt.state
+    assert opt.state[p]["step"] == 1 and opt.state[p]["exp_avg"].shape == (2,)
+    assert opt.state.get(q) is None
+    opt.load_state_dict(opt.state_dict())
+    assert opt.state[p]["step"] == 1
+
+
+def test_step_hooks_run_around_every_optimizers_step():
+    for make in (lambda ps: optim.SGD(ps, lr=0.1), lambda ps: optim.Adagrad(ps),
+                 lambda ps: optim.LBFGS(ps, max_iter=1)):
+        p = nn.Parameter(np.ones(2))
+        opt = make([p])
+        calls = []
+        pre = opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", o is opt, a)))
+        opt.register_step_post_hook(lambda o, a, k: calls.append(("post", len(a))))
+
+        def closure():
+            opt.zero_grad()
+            loss = (p * p).sum()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        assert calls == [("pre", True, (closure,)), ("post", 1)]
+        pre.remove()
+        opt.step(closure)
+        assert calls[-1] == ("post", 1) and len(calls) == 3
+    opt = optim.SGD([nn.Parameter(np.ones(2))], lr=0.1)
+    opt.register_step_pre_hook(lambda o, a, k: 3)
+    with pytest.raises(RuntimeError, match="must return None or a tuple"):
+        opt.step()
+    with pytest.raises(TypeError, match="hook must be callable"):
+        opt.register_step_post_hook(5)

@@ -108,10 +108,14 @@ class DataLoader:
     def __len__(self):
         if self.batch_sampler is not None:
             return len(self.batch_sampler)
-        if self._iterable and not hasattr(self.dataset, "__len__"):
-            raise TypeError(f"DataLoader: the IterableDataset {type(self.dataset).__name__} "
-                            "has no len()")
-        n = len(self.dataset) if self.sampler is None else len(self.sampler)
+        if self._iterable:
+            try:
+                n = len(self.dataset)
+            except (TypeError, NotImplementedError):
+                raise TypeError(f"DataLoader: the IterableDataset {type(self.dataset).__name__} "
+                                "has no len()") from None
+        else:
+            n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):

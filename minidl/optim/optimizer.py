@@ -2,6 +2,7 @@
 zero_grad) and the checks and helpers the optimizers share."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -140,6 +141,56 @@ def _evaluate(closure):
         return closure()
 
 
+class _ParamState(dict):
+    """Each parameter's state, kept by id(param); ``optimizer.state[p]`` with the parameter
+    itself as the key works too, as PyTorch's state is keyed by parameter."""
+
+    @staticmethod
+    def _key(key):
+        return id(key) if isinstance(key, Tensor) else key
+
+    def __getitem__(self, key):
+        return super().__getitem__(self._key(key))
+
+    def __setitem__(self, key, value):
+        super().__setitem__(self._key(key), value)
+
+    def __delitem__(self, key):
+        super().__delitem__(self._key(key))
+
+    def __contains__(self, key):
+        return super().__contains__(self._key(key))
+
+    def get(self, key, default=None):
+        return super().get(self._key(key), default)
+
+    def setdefault(self, key, default=None):
+        return super().setdefault(self._key(key), default)
+
+    def pop(self, key, *default):
+        return super().pop(self._key(key), *default)
+
+
+def _with_hooks(step):
+    """``step`` running the optimizer's step pre-hooks before it (a hook may return new
+    (args, kwargs)) and its post-hooks after it, as torch.optim's does."""
+    @functools.wraps(step)
+    def hooked(self, *args, **kwargs):
+        for hook in list(self.__dict__.get("_step_pre_hooks", {}).values()):
+            result = hook(self, args, kwargs)
+            if result is not None:
+                if not (isinstance(result, tuple) and len(result) == 2):
+                    raise RuntimeError(f"{type(self).__name__}: an optimizer step pre-hook must "
+                                       f"return None or a tuple of (new_args, new_kwargs), but "
+                                       f"got {result!r}")
+                args, kwargs = result
+        out = step(self, *args, **kwargs)
+        for hook in list(self.__dict__.get("_step_post_hooks", {}).values()):
+            hook(self, args, kwargs)
+        return out
+    return hooked
+
+
 class Optimizer:
     """torch.optim.Optimizer: ``param_groups`` (dicts holding ``params`` and the
     hyperparameters, the constructor's ``defaults`` filling what a group leaves out),
@@ -194,6 +245,39 @@ class Optimizer:
                              f"required optimization parameter {missing[0]}")
         self._check_group(group)
         self.param_groups.append(group)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "step" in cls.__dict__:  # every optimizer's own step runs the hooks
+            cls.step = _with_hooks(cls.__dict__["step"])
+
+    def register_step_pre_hook(self, hook):
+        """``hook(optimizer, args, kwargs)`` before each step; returning (args, kwargs) replaces
+        step's arguments. Returns a handle whose remove() takes the hook out."""
+        return self._add_step_hook("_step_pre_hooks", hook)
+
+    def register_step_post_hook(self, hook):
+        """``hook(optimizer, args, kwargs)`` after each step. Returns a removable handle."""
+        return self._add_step_hook("_step_post_hooks", hook)
+
+    def _add_step_hook(self, store, hook):
+        from ..nn.module import RemovableHandle
+
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}: a hook must be callable, got a "
+                            f"{type(hook).__name__}")
+        hooks = self.__dict__.setdefault(store, {})
+        handle = RemovableHandle(hooks)
+        hooks[handle.id] = hook
+        return handle
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        self._state = _ParamState(value)
 
     def _check_group(self, group):
         pass
@@ -351,3 +435,6 @@ def _as_float32(x):
     """x rounded to float32: PyTorch keeps some scalar state (NAdam's mu_product, ASGD's eta
     and mu) in 0-d tensors of its default scalar dtype, float32, and steps with those values."""
     return float(np.float32(x))
+
+
+Optimizer.step = _with_hooks(Optimizer.step)
