@@ -114,6 +114,24 @@ def use_tensor_class(cls):
     Tensor = cls
 
 
+_grad_engine = None  # tensor.py's grad(), handed over as the Tensor class is
+
+
+def use_grad_engine(fn):
+    global _grad_engine
+    _grad_engine = fn
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, materialize_grads=False):
+    """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs`` (a tuple,
+    one per input), accumulated into no ``.grad``; ``grad_outputs`` seeds non-scalar outputs.
+    An input the outputs do not depend on is an error unless ``allow_unused=True`` (None, or
+    zeros with ``materialize_grads=True``). ``create_graph=True`` is not supported."""
+    return _grad_engine(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                        materialize_grads)
+
+
 def unbroadcast(grad, shape):
     """Sum a broadcast gradient back down to ``shape`` (16-bit gradients in float32)."""
     extra = grad.ndim - len(shape)

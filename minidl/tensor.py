@@ -348,101 +348,27 @@ class Tensor:
         return self.data.copy() if copy else self.data
 
     # ---- autograd ---------------------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=False):
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires grad
+        (only into ``inputs``' ``.grad`` where that is given, as PyTorch).
 
         As in PyTorch, the graph's saved arrays are freed on the way, and a second backward
         through it raises a RuntimeError, unless the first one passes ``retain_graph=True``."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input of the computation had requires_grad=True)")
-        xp = get_array_module(self.data)
-        if gradient is None:
-            if self.data.size != 1:
-                raise ValueError(
-                    f"backward() without a gradient needs a scalar, got shape {self.shape}; "
-                    "pass gradient= of the same shape"
-                )
-            grad = xp.ones_like(self.data)
-        else:
-            grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
-            if grad.shape != self.data.shape:
-                raise ValueError(f"backward(): gradient shape {grad.shape} does not match "
-                                 f"tensor shape {self.shape}")
-            grad = grad.astype(self.data.dtype, copy=False)
-
-        changes = autograd.changes
-        order, any_freed = _graph_order(self)
-        for node in (order if any_freed else ()):  # the first freed op in order, as before
-            ctx = node._ctx
-            if ctx is not None and ctx.freed:
-                raise RuntimeError(
-                    "backward() through a graph a second time: its saved arrays were freed by "
-                    f"the first backward (at {type(ctx).__name__}, output shape "
-                    f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
-                    "again, or recompute the forward pass")
-        finishers = []  # Function.after_backward callbacks met on the way, each run once
-        grads = {id(self): grad}
-        pop_grad = grads.pop
-        # arrays already owned elsewhere (the caller's gradient, another leaf's .grad) are
-        # copied before a leaf keeps them, so .grad is always writable and never shared
-        handed_out = {id(grad)} if gradient is not None else set()
-        for node in reversed(order):
-            g = pop_grad(id(node), None)
-            if g is None:
-                continue
-            if node._hooks:
-                g = _run_hooks(node, g)
-            ctx = node._ctx
-            if ctx is None or node._retain_grad:
-                if node.requires_grad:
-                    held = node.grad
-                    if held is not None:
-                        if (held.data.dtype == g.dtype and held.data.shape == g.shape
-                                and type(held.data) is type(g)
-                                and (type(g) is not np.ndarray or held.data.flags.writeable)):
-                            held.data += g  # in place, as PyTorch: a reference to .grad sees it
-                        else:
-                            node.grad = Tensor(held.data + g, dtype=g.dtype)
-                    else:
-                        # a view (broadcast_to in sum's backward is read-only) or an array
-                        # that Add handed to two inputs must not become a shared .grad
-                        if getattr(g, "base", None) is not None or id(g) in handed_out:
-                            g = g.copy()
-                        handed_out.add(id(g))
-                        node.grad = Tensor(g, dtype=g.dtype)
-                if ctx is None:
-                    continue
-            if ctx.stamp != changes:  # something changed in place since this op's forward
-                autograd.check_versions(node, ctx)
-            finish = ctx.after_backward
-            if finish is not None and finish not in finishers:
-                finishers.append(finish)
-            # no_grad() around the op's backward, without a context manager's cost per node
-            previous, autograd._grad_enabled = autograd._grad_enabled, False
-            try:
-                in_grads = ctx.backward(g)
-            finally:
-                autograd._grad_enabled = previous
-            if not isinstance(in_grads, tuple):
-                in_grads = (in_grads,)
-            inputs = ctx.inputs
-            if not retain_graph:
-                ctx.free()
-            for parent, pg in zip(inputs, in_grads):
-                if pg is None or not parent.requires_grad:
-                    continue
-                target = parent.data
-                if pg.shape != target.shape:
-                    pg = unbroadcast(pg, target.shape)
-                dtype = target.dtype
-                if pg.dtype is not dtype and pg.dtype != dtype:
-                    pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
-                key = id(parent)
-                held = grads.get(key)
-                grads[key] = pg if held is None else held + pg
-        for finish in finishers:
-            finish()
+        _no_double_backward(create_graph)
+        grad = _root_gradient(self, gradient, "backward()")
+        if inputs is None:
+            _backprop([self], [grad], bool(retain_graph), gradient is not None)
+            return
+        inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
+        if not inputs:
+            raise RuntimeError("backward(): inputs=, where given, must not be empty")
+        found = _backprop([self], [grad], bool(retain_graph), True, wanted=inputs)
+        for t, g in zip(inputs, found):
+            if g is not None:
+                _accumulate(t, g, set())
 
     # ---- operators and math: each runs one Function from ops.py ----------------------------
     def __add__(self, other):
@@ -1163,15 +1089,166 @@ def _is_dtype_like(x):
     return isinstance(x, (np.dtype, type))
 
 
-def _topological_order(root):
-    """Nodes reachable from root, each after all of its inputs; iterative (no recursion limit)."""
-    return _graph_order(root)[0]
+def _no_double_backward(create_graph):
+    if create_graph:
+        raise NotImplementedError(
+            "create_graph=True (a differentiable gradient, for double backward) is not supported: "
+            "minidl's backward computes gradients on arrays, outside the graph")
 
 
-def _graph_order(root):
-    """``_topological_order(root)``, and whether any op in it was freed by a backward pass."""
+def _root_gradient(t, gradient, name):
+    """The gradient a backward pass starts from at ``t``: ones for a one-element tensor,
+    else ``gradient``, checked against t's shape and cast to its dtype."""
+    xp = get_array_module(t.data)
+    if gradient is None:
+        if t.data.size != 1:
+            raise ValueError(f"{name} without a gradient needs a scalar, got shape {t.shape}; "
+                             "pass gradient= of the same shape")
+        return xp.ones_like(t.data)
+    grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
+    if grad.shape != t.data.shape:
+        raise ValueError(f"{name}: gradient shape {grad.shape} does not match tensor shape "
+                         f"{t.shape}")
+    return grad.astype(t.data.dtype, copy=False)
+
+
+def _accumulate(node, g, handed_out):
+    """Add ``g`` into ``node.grad`` (in place where it can, as PyTorch's AccumulateGrad)."""
+    held = node.grad
+    if held is not None:
+        if (held.data.dtype == g.dtype and held.data.shape == g.shape
+                and type(held.data) is type(g)
+                and (type(g) is not np.ndarray or held.data.flags.writeable)):
+            held.data += g  # in place, as PyTorch: a reference to .grad sees it
+        else:
+            node.grad = Tensor(held.data + g, dtype=g.dtype)
+    else:
+        # a view (broadcast_to in sum's backward is read-only) or an array that Add handed to
+        # two inputs must not become a shared .grad
+        if getattr(g, "base", None) is not None or id(g) in handed_out:
+            g = g.copy()
+        handed_out.add(id(g))
+        node.grad = Tensor(g, dtype=g.dtype)
+
+
+def _backprop(roots, root_grads, retain_graph, given, wanted=None):
+    """The backward pass from ``roots`` (seeded with ``root_grads``) through the graph, in
+    reverse topological order. Without ``wanted``, leaves (and tensors that retain_grad)
+    accumulate into ``.grad``; with it, nothing is accumulated and the gradients reaching the
+    ``wanted`` tensors are returned, in order (None where none arrives). ``given``: the root
+    gradients came from the caller (copied before a leaf keeps them)."""
+    changes = autograd.changes
+    order, any_freed = _graph_order(roots)
+    for node in (order if any_freed else ()):  # the first freed op in order, as before
+        ctx = node._ctx
+        if ctx is not None and ctx.freed:
+            raise RuntimeError(
+                "backward() through a graph a second time: its saved arrays were freed by "
+                f"the first backward (at {type(ctx).__name__}, output shape "
+                f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
+                "again, or recompute the forward pass")
+    finishers = []  # Function.after_backward callbacks met on the way, each run once
+    grads = {}
+    for root, grad in zip(roots, root_grads):
+        held = grads.get(id(root))
+        grads[id(root)] = grad if held is None else held + grad
+    pop_grad = grads.pop
+    handed_out = {id(g) for g in root_grads} if given else set()
+    found = None if wanted is None else {id(t): None for t in wanted}
+    for node in reversed(order):
+        g = pop_grad(id(node), None)
+        if g is None:
+            continue
+        if node._hooks:
+            g = _run_hooks(node, g)
+        ctx = node._ctx
+        if found is not None:
+            if id(node) in found:
+                found[id(node)] = g
+            if ctx is None:
+                continue
+        elif ctx is None or node._retain_grad:
+            if node.requires_grad:
+                _accumulate(node, g, handed_out)
+            if ctx is None:
+                continue
+        if ctx.stamp != changes:  # something changed in place since this op's forward
+            autograd.check_versions(node, ctx)
+        finish = ctx.after_backward
+        if finish is not None and finish not in finishers:
+            finishers.append(finish)
+        # no_grad() around the op's backward, without a context manager's cost per node
+        previous, autograd._grad_enabled = autograd._grad_enabled, False
+        try:
+            in_grads = ctx.backward(g)
+        finally:
+            autograd._grad_enabled = previous
+        if not isinstance(in_grads, tuple):
+            in_grads = (in_grads,)
+        inputs = ctx.inputs
+        if not retain_graph:
+            ctx.free()
+        for parent, pg in zip(inputs, in_grads):
+            if pg is None or not parent.requires_grad:
+                continue
+            target = parent.data
+            if pg.shape != target.shape:
+                pg = unbroadcast(pg, target.shape)
+            dtype = target.dtype
+            if pg.dtype is not dtype and pg.dtype != dtype:
+                pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
+            key = id(parent)
+            held = grads.get(key)
+            grads[key] = pg if held is None else held + pg
+    for finish in finishers:
+        finish()
+    return None if found is None else [found[id(t)] for t in wanted]
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, materialize_grads=False):
+    """The gradients of ``outputs`` with respect to ``inputs`` (a tuple of Tensors, one per
+    input), as ``torch.autograd.grad``: nothing is accumulated into any ``.grad``. An input
+    that the outputs do not depend on is an error unless ``allow_unused=True`` (then None, or
+    zeros with ``materialize_grads=True``)."""
+    _no_double_backward(create_graph)
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None or isinstance(grad_outputs, Tensor):
+        grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
+    grad_outputs = list(grad_outputs)
+    if len(grad_outputs) != len(outputs):
+        raise ValueError(f"grad: {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise RuntimeError(f"grad: input {i} does not require grad (or is not a Tensor)")
+    for i, t in enumerate(outputs):
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: output {i} does not require grad and has no grad_fn")
+    seeds = [_root_gradient(t, g, "grad()") for t, g in zip(outputs, grad_outputs)]
+    found = _backprop(outputs, seeds, bool(retain_graph), True, wanted=inputs)
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    result = []
+    for i, (t, g) in enumerate(zip(inputs, found)):
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError(f"grad: input {i} (shape {t.shape}) was not used in the graph "
+                                   "of the outputs; pass allow_unused=True if this is intended")
+            result.append(Tensor(get_array_module(t.data).zeros_like(t.data))
+                          if materialize_grads else None)
+        else:
+            result.append(Tensor(g.copy() if getattr(g, "base", None) is not None else g,
+                                 dtype=g.dtype))
+    return tuple(result)
+
+
+def _graph_order(roots):
+    """The graph above ``roots`` (a list) in topological order (depth-first post-order: every
+    op's inputs before it), and whether any op in it was freed by a backward pass."""
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(root, False) for root in reversed(roots)]
     push, pop, seen, emit = stack.append, stack.pop, visited.add, order.append
     freed = False
     while stack:
@@ -1393,3 +1470,6 @@ def _scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
 
 
 _install_methods({"scatter_reduce_": _scatter_reduce_})
+
+
+autograd.use_grad_engine(grad)  # minidl.autograd.grad runs the backward pass defined here
