@@ -35,7 +35,7 @@ class RNNShapeError(ValueError, RuntimeError):
 # ---- the recurrence ---------------------------------------------------------------------------
 class Recurrence(Function):
     """One layer and one direction over a whole sequence, from the projected input
-    ``xw = x @ W_ih.T + b_ih`` of shape (L, N, G): inputs ``xw, h0, [c0,] w_hh, [b_hh]``.
+    ``xw = x @ W_ih.T + b_ih`` of shape (L, N, G): inputs ``xw, h0, [c0,] w_hh, [b_hh,] [w_hr]``.
 
     The output is the hidden state at every step, (L, N, H), in input order also when
     ``reverse`` (the backward direction of a bidirectional layer runs from L-1 down to 0); an
