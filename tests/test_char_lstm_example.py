@@ -24,7 +24,9 @@ def test_char_lstm_trains_on_a_file_and_returns_losses(tmp_path):
     path.write_text("abcabcabcabd " * 40, encoding="utf-8")
     args = char_lstm.parse_args(["--text", str(path), "--steps", "30", "--seq-len", "12",
                                  "--hidden", "32", "--sample-len", "0"])
-    losses = char_lstm.train(args, out=open(tmp_path / "log.txt", "w"))
+    with open(tmp_path / "log.txt", "w") as log:
+        losses = char_lstm.train(args, out=log)
+    assert "step    30/30" in (tmp_path / "log.txt").read_text()
     assert len(losses) == 30 and sum(losses[-5:]) / 5 < 0.5 * losses[0]
 
 

@@ -305,6 +305,9 @@ def test_errors_name_the_expected_sizes():
         m(minidl.randn(5, 2, 7))
     with pytest.raises(RuntimeError, match=r"expected h_0 of size \(2, 2, 3\), got \(1, 2, 3\)"):
         m(minidl.randn(5, 2, 4), (minidl.zeros(1, 2, 3), minidl.zeros(2, 2, 3)))
+    with pytest.raises(RuntimeError, match="sequence length to be larger than 0"):
+        m(minidl.randn(0, 2, 4))
+    assert nn.GRU(4, 3)(minidl.randn(3, 0, 4))[0].shape == (3, 0, 3)  # an empty batch is fine
     with pytest.raises(ValueError, match="2D or 3D, got 4D"):
         m(minidl.randn(2, 5, 2, 4))
     with pytest.raises(ValueError, match="should be 2-D, got 3-D"):

@@ -40,7 +40,7 @@ class SafeSoftmax(Function):
         wide = accumulation_dtype(x)
         xw = x if wide is None else x.astype(wide)
         top = xw.max(axis=-1, keepdims=True)
-        top = xp.where(xp.isneginf(top), xp.zeros((), dtype=top.dtype), top)
+        top = xp.where(top == -np.inf, xp.zeros((), dtype=top.dtype), top)  # all masked
         e = xp.exp(xw - top)
         total = e.sum(axis=-1, keepdims=True)
         y = (e / xp.where(total == 0, xp.ones((), dtype=total.dtype), total))

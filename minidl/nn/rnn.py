@@ -35,7 +35,7 @@ class RNNShapeError(ValueError, RuntimeError):
 # ---- the recurrence ---------------------------------------------------------------------------
 class Recurrence(Function):
     """One layer and one direction over a whole sequence, from the projected input
-    ``xw = x @ W_ih.T + b_ih`` of shape (L, N, G): inputs ``xw, h0, [c0,] w_hh, [b_hh]``.
+    ``xw = x @ W_ih.T + b_ih`` of shape (L, N, G): inputs ``xw, h0, [c0,] w_hh, [b_hh,] [w_hr]``.
 
     The output is the hidden state at every step, (L, N, H), in input order also when
     ``reverse`` (the backward direction of a bidirectional layer runs from L-1 down to 0); an
@@ -345,6 +345,9 @@ class RNNBase(Module):
         if x.shape[-1] != self.input_size:
             raise RNNShapeError(f"{name}: input.size(-1) must be equal to input_size. Expected "
                                 f"{self.input_size}, got {x.shape[-1]}")
+        if x.shape[0] == 0:
+            raise RNNShapeError(f"{name}: Expected sequence length to be larger than 0 in RNN, "
+                                f"got input of shape {input.shape}")
         _check_dtype(name, x, self.weight_ih_l0)
         batch = x.shape[1]
         layers = self.num_layers * (2 if self.bidirectional else 1)
