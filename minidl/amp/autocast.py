@@ -29,7 +29,7 @@ from ..backend.dtypes import as_dtype, bfloat16_dtype, float16, float32, float64
 DEVICES = ("cpu", "cuda")
 # op -> policy per device; ops are Function class names, or names of composite functions
 # (nll_loss, mse_loss) that ask through ``Hook.inputs``
-LOWER = {"MatMul", "Linear", "Conv2d"}
+LOWER = {"MatMul", "Linear", "Conv2d", "ConvNd", "ConvTranspose2d"}
 # the losses run in float32 on both devices; layer_norm does on CUDA, while PyTorch's CPU
 # policy leaves it alone (its CPU kernel computes 16-bit input in float32 and rounds, which
 # minidl's LayerNorm does everywhere)

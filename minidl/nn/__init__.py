@@ -7,6 +7,7 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
+from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d  # noqa: E402
 
 __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "ReLU",
@@ -14,3 +15,4 @@ __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "MSELoss", "NLLLoss", "L1Loss",
            "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "Sequential", "ModuleList",
            "ModuleDict", "functional", "init", "parallel"]
+__all__ += ["Conv1d", "ConvTranspose1d", "ConvTranspose2d"]

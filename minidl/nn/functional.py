@@ -5,3 +5,6 @@ from ..functional import (  # noqa: F401
     gelu, l1_loss, layer_norm, leaky_relu, linear, log_softmax, max_pool2d, mse_loss, nll_loss,
     one_hot, pad, relu, sigmoid, silu, smooth_l1_loss, softmax, tanh,
 )
+from ..convolution import (  # noqa: F401,F811,E402  (conv2d with groups, dilation, "same")
+    conv1d, conv2d, conv_transpose1d, conv_transpose2d, fold, unfold,
+)
