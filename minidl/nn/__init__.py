@@ -8,6 +8,11 @@ from .layers import (
 )
 from .module import Module, Parameter
 from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d  # noqa: E402
+from .pooling import (  # noqa: E402
+    AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, Fold, MaxPool1d,
+    PixelShuffle, PixelUnshuffle, Unflatten, Unfold, Upsample, UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
 
 __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "ReLU",
@@ -16,3 +21,6 @@ __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "Sequential", "ModuleList",
            "ModuleDict", "functional", "init", "parallel"]
 __all__ += ["Conv1d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ += ["MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
+            "AdaptiveMaxPool2d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
+            "PixelShuffle", "PixelUnshuffle", "Unflatten", "Unfold", "Fold"]

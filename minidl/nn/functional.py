@@ -8,3 +8,8 @@ from ..functional import (  # noqa: F401
 from ..convolution import (  # noqa: F401,F811,E402  (conv2d with groups, dilation, "same")
     conv1d, conv2d, conv_transpose1d, conv_transpose2d, fold, unfold,
 )
+from ..pooling import (  # noqa: F401,F811,E402  (max/avg pooling with PyTorch's full options)
+    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
+    avg_pool1d, avg_pool2d, interpolate, max_pool1d, max_pool2d, pixel_shuffle, pixel_unshuffle,
+    upsample,
+)
