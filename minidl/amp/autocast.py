@@ -40,6 +40,9 @@ FLOAT32 = {
     "cuda": _FLOAT32_LOSSES | {"Softmax", "LogSoftmax", "Sum", "Exp", "Log", "Pow", "PowTensor",
                                "LayerNorm"},
 }
+# composite functions added later (normalisations, as torch's policy lists them per device)
+FLOAT32["cpu"] |= {"local_response_norm"}
+FLOAT32["cuda"] |= {"group_norm", "cosine_similarity", "local_response_norm"}
 FLOAT32_INSIDE = {
     # NumPy sums bfloat16 in bfloat16 and has no float32-accumulating float16 GEMM: on the CPU
     # the reductions and softmaxes compute in float32 and round, as PyTorch's CPU kernels do

@@ -7,6 +7,10 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
+from .normalization import (  # noqa: E402
+    CosineSimilarity, GroupNorm, InstanceNorm1d, InstanceNorm2d, LocalResponseNorm,
+    PairwiseDistance,
+)
 from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d  # noqa: E402
 from .pooling import (  # noqa: E402
     AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, Fold, MaxPool1d,
@@ -24,3 +28,5 @@ __all__ += ["Conv1d", "ConvTranspose1d", "ConvTranspose2d"]
 __all__ += ["MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
             "AdaptiveMaxPool2d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
             "PixelShuffle", "PixelUnshuffle", "Unflatten", "Unfold", "Fold"]
+__all__ += ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LocalResponseNorm",
+            "CosineSimilarity", "PairwiseDistance"]

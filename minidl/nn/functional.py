@@ -13,3 +13,7 @@ from ..pooling import (  # noqa: F401,F811,E402  (max/avg pooling with PyTorch's
     avg_pool1d, avg_pool2d, interpolate, max_pool1d, max_pool2d, pixel_shuffle, pixel_unshuffle,
     upsample,
 )
+from ..normalization import (  # noqa: F401,E402
+    cosine_similarity, group_norm, instance_norm, local_response_norm, normalize,
+    pairwise_distance,
+)
