@@ -42,7 +42,8 @@ FLOAT32 = {
 }
 # composite functions added later (normalisations, as torch's policy lists them per device)
 FLOAT32["cpu"] |= {"local_response_norm"}
-FLOAT32["cuda"] |= {"group_norm", "cosine_similarity", "local_response_norm"}
+FLOAT32["cuda"] |= {"group_norm", "cosine_similarity", "local_response_norm", "Softplus"}
+LOWER |= {"PReLU"}  # prelu runs in the low dtype on both devices, as torch's policy lists it
 FLOAT32_INSIDE = {
     # NumPy sums bfloat16 in bfloat16 and has no float32-accumulating float16 GEMM: on the CPU
     # the reductions and softmaxes compute in float32 and round, as PyTorch's CPU kernels do

@@ -7,6 +7,10 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
+from .activation import (  # noqa: E402
+    CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU,
+    ReLU6, Softmin, Softplus, Softshrink, Softsign, Tanhshrink, Threshold,
+)
 from .normalization import (  # noqa: E402
     CosineSimilarity, GroupNorm, InstanceNorm1d, InstanceNorm2d, LocalResponseNorm,
     PairwiseDistance,
@@ -30,3 +34,6 @@ __all__ += ["MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
             "PixelShuffle", "PixelUnshuffle", "Unflatten", "Unfold", "Fold"]
 __all__ += ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LocalResponseNorm",
             "CosineSimilarity", "PairwiseDistance"]
+__all__ += ["ReLU6", "Hardtanh", "Softplus", "Softsign", "Mish", "Hardswish", "Hardsigmoid",
+            "PReLU", "SELU", "CELU", "GLU", "Tanhshrink", "Threshold", "Softmin", "LogSigmoid",
+            "Hardshrink", "Softshrink"]

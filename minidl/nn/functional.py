@@ -17,3 +17,7 @@ from ..normalization import (  # noqa: F401,E402
     cosine_similarity, group_norm, instance_norm, local_response_norm, normalize,
     pairwise_distance,
 )
+from ..activations import (  # noqa: F401,E402
+    celu, glu, hardshrink, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, prelu, relu6, selu,
+    softmin, softplus, softshrink, softsign, tanhshrink, threshold,
+)
