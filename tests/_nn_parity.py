@@ -20,12 +20,14 @@ def same_state(ours, theirs):
 
 def check_module(ours, theirs, inputs, rtol=1e-4, atol=1e-5, seed=0, grad_inputs=True,
                  call=None):
-    """``inputs``: numpy arrays (float ones get requires_grad when grad_inputs)."""
+    """``inputs``: numpy arrays (float ones get requires_grad when grad_inputs, which may
+    also be the set of the inputs' positions that get it: targets do not)."""
     same_state(ours, theirs)
     m_in, t_in = [], []
-    for a in inputs:
+    for k, a in enumerate(inputs):
         a = np.asarray(a)
-        g = grad_inputs and a.dtype.kind == "f"
+        wanted = k in grad_inputs if isinstance(grad_inputs, (set, tuple, list)) else grad_inputs
+        g = bool(wanted) and a.dtype.kind == "f"
         m_in.append(minidl.tensor(a, requires_grad=g, dtype=str(a.dtype)))
         t_in.append(torch.tensor(a, requires_grad=g))
     call = call or (lambda m, *xs: m(*xs))

@@ -43,6 +43,11 @@ FLOAT32 = {
 # composite functions added later (normalisations, as torch's policy lists them per device)
 FLOAT32["cpu"] |= {"local_response_norm"}
 FLOAT32["cuda"] |= {"group_norm", "cosine_similarity", "local_response_norm", "Softplus"}
+_MORE_FLOAT32_LOSSES = {"kl_div", "huber_loss", "margin_ranking_loss", "hinge_embedding_loss",
+                        "soft_margin_loss", "cosine_embedding_loss", "triplet_margin_loss",
+                        "poisson_nll_loss"}
+FLOAT32["cpu"] |= _MORE_FLOAT32_LOSSES
+FLOAT32["cuda"] |= _MORE_FLOAT32_LOSSES
 LOWER |= {"PReLU"}  # prelu runs in the low dtype on both devices, as torch's policy lists it
 FLOAT32_INSIDE = {
     # NumPy sums bfloat16 in bfloat16 and has no float32-accumulating float16 GEMM: on the CPU

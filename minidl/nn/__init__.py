@@ -7,6 +7,11 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
+from .loss import (  # noqa: E402
+    CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss, KLDivLoss,
+    MarginRankingLoss, MultiLabelSoftMarginLoss, PoissonNLLLoss, SoftMarginLoss,
+    TripletMarginLoss,
+)
 from .activation import (  # noqa: E402
     CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU,
     ReLU6, Softmin, Softplus, Softshrink, Softsign, Tanhshrink, Threshold,
@@ -37,3 +42,6 @@ __all__ += ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LocalResponseNorm"
 __all__ += ["ReLU6", "Hardtanh", "Softplus", "Softsign", "Mish", "Hardswish", "Hardsigmoid",
             "PReLU", "SELU", "CELU", "GLU", "Tanhshrink", "Threshold", "Softmin", "LogSigmoid",
             "Hardshrink", "Softshrink"]
+__all__ += ["KLDivLoss", "HuberLoss", "MarginRankingLoss", "HingeEmbeddingLoss",
+            "SoftMarginLoss", "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss",
+            "TripletMarginLoss", "PoissonNLLLoss", "GaussianNLLLoss"]

@@ -21,3 +21,8 @@ from ..activations import (  # noqa: F401,E402
     celu, glu, hardshrink, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, prelu, relu6, selu,
     softmin, softplus, softshrink, softsign, tanhshrink, threshold,
 )
+from ..losses import (  # noqa: F401,E402
+    cosine_embedding_loss, gaussian_nll_loss, hinge_embedding_loss, huber_loss, kl_div,
+    margin_ranking_loss, multilabel_soft_margin_loss, poisson_nll_loss, soft_margin_loss,
+    triplet_margin_loss,
+)
