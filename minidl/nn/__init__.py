@@ -7,6 +7,8 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
+from .container import ParameterDict, ParameterList  # noqa: E402
+from .dropout import AlphaDropout, Bilinear, Dropout1d, Dropout2d, FeatureAlphaDropout  # noqa: E402
 from .loss import (  # noqa: E402
     CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss, KLDivLoss,
     MarginRankingLoss, MultiLabelSoftMarginLoss, PoissonNLLLoss, SoftMarginLoss,
@@ -45,3 +47,5 @@ __all__ += ["ReLU6", "Hardtanh", "Softplus", "Softsign", "Mish", "Hardswish", "H
 __all__ += ["KLDivLoss", "HuberLoss", "MarginRankingLoss", "HingeEmbeddingLoss",
             "SoftMarginLoss", "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss",
             "TripletMarginLoss", "PoissonNLLLoss", "GaussianNLLLoss"]
+__all__ += ["ParameterList", "ParameterDict", "Dropout1d", "Dropout2d", "AlphaDropout",
+            "FeatureAlphaDropout", "Bilinear"]

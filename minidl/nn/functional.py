@@ -26,3 +26,5 @@ from ..losses import (  # noqa: F401,E402
     margin_ranking_loss, multilabel_soft_margin_loss, poisson_nll_loss, soft_margin_loss,
     triplet_margin_loss,
 )
+from ..dropout import alpha_dropout, dropout1d, dropout2d, feature_alpha_dropout  # noqa: F401,E402
+from ..bilinear import bilinear  # noqa: F401,E402
