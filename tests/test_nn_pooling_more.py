@@ -162,3 +162,29 @@ def test_bad_arguments():
         F.pixel_shuffle(minidl.randn(1, 6, 2, 2), 2)
     with pytest.raises(ValueError, match="output_size"):
         F.adaptive_max_pool2d(x, (1, 2, 3))
+
+
+@pytest.mark.parametrize("low", ["bfloat16", "float16"])
+def test_autocast_keeps_the_low_dtype_as_torch_cpu(low):
+    from _torch_parity import MINIDL, TORCH
+
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((4, 4, 1, 1)).astype(np.float32)
+    cases = [lambda F, h: F.interpolate(h, scale_factor=2),
+             lambda F, h: F.interpolate(h, size=(7, 5), mode="bilinear"),
+             lambda F, h: F.interpolate(h[:, :, 0], size=7, mode="linear"),
+             lambda F, h: F.adaptive_max_pool2d(h, 4),
+             lambda F, h: F.adaptive_avg_pool1d(h[:, :, 0], 4),
+             lambda F, h: F.max_pool1d(h[:, :, 0], 3, 2, 1, ceil_mode=True),
+             lambda F, h: F.avg_pool1d(h[:, :, 0], 3, 2, 1, ceil_mode=True),
+             lambda F, h: F.avg_pool2d(h, 3, 2, ceil_mode=True),
+             lambda F, h: F.fold(F.unfold(h, 2), (6, 6), 2),
+             lambda F, h: F.pixel_unshuffle(h, 2)]
+    for k, fn in enumerate(cases):
+        with torch.autocast("cpu", dtype=getattr(torch, low)):
+            want = fn(TORCH, TF.conv2d(torch.tensor(x), torch.tensor(w)))
+        with minidl.autocast("cpu", dtype=getattr(minidl, low)):
+            got = fn(MINIDL, F.conv2d(minidl.tensor(x), minidl.tensor(w)))
+        assert str(got.dtype) == str(want.dtype).replace("torch.", ""), k
+        np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0.05,
+                                   atol=0.1, err_msg=str(k))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import activations as A
+from ._functional import activations as A
 from .module import Module, Parameter
 
 

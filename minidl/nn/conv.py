@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .. import convolution as C
+from ._functional import convolution as C
 from .. import functional as F
 from . import init
 from .module import Module, Parameter

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from .. import bilinear as B
-from .. import dropout as D
+from ._functional import bilinear as B
+from ._functional import dropout as D
 from . import init
 from .module import Module, Parameter
 

@@ -3,7 +3,7 @@ HingeEmbeddingLoss, SoftMarginLoss, MultiLabelSoftMarginLoss, CosineEmbeddingLos
 TripletMarginLoss, PoissonNLLLoss, GaussianNLLLoss."""
 from __future__ import annotations
 
-from .. import losses as L
+from ._functional import losses as L
 from .module import Module
 
 

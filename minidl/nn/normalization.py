@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import normalization as N
+from ._functional import normalization as N
 from . import init
 from .module import Module, Parameter
 

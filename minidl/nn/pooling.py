@@ -3,8 +3,8 @@ AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, PixelShuffle
 PixelUnshuffle, Unflatten, Unfold, Fold."""
 from __future__ import annotations
 
-from .. import convolution as C
-from .. import pooling as P
+from ._functional import convolution as C
+from ._functional import pooling as P
 from .module import Module
 
 

@@ -14,13 +14,13 @@ import warnings
 
 import numpy as np
 
-from . import functional as _F
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import _check_reduction
+from ...ops import minimum, where
+from ...tensor import Tensor
 from .activations import logsigmoid, softplus
-from .backend import get_array_module
-from .functional import _check_reduction
 from .normalization import pairwise_distance
-from .ops import minimum, where
-from .tensor import Tensor
 
 
 def _legacy_reduction(size_average, reduce, reduction):

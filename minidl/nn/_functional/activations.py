@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import functools
 
-from .backend import get_array_module
-from .functional import _float_input, _opmath, _softmax_dim, softmax
-from .ops import reduction_axes, stable_sigmoid
-from .tensor import Function, Tensor, apply_in_place
+from ...backend import get_array_module
+from ...functional import _float_input, _opmath, _softmax_dim, softmax
+from ...ops import reduction_axes, stable_sigmoid
+from ...tensor import Function, Tensor, apply_in_place
 
 
 class Pointwise(Function):

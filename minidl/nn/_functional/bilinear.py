@@ -1,8 +1,8 @@
 """bilinear: y = x1^T A x2 + b per output feature, as PyTorch's F.bilinear."""
 from __future__ import annotations
 
-from .functional import _check_dtypes, _float_input
-from .tensor import Tensor
+from ...functional import _check_dtypes, _float_input
+from ...tensor import Tensor
 
 
 def bilinear(input1, input2, weight, bias=None):

@@ -10,10 +10,10 @@ are the 2-D ones on a height of 1.
 """
 from __future__ import annotations
 
-from . import functional as _F
-from .backend import get_array_module
-from .functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
-from .tensor import Function, Tensor
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
+from ...tensor import Function, Tensor
 
 
 def _ntuple(v, n, what):

@@ -7,10 +7,10 @@ import warnings
 
 import numpy as np
 
-from . import backend
-from .backend import get_array_module
-from .functional import _float_input
-from .tensor import Tensor, apply_in_place
+from ... import backend
+from ...backend import get_array_module
+from ...functional import _float_input
+from ...tensor import Tensor, apply_in_place
 
 # -SELU's alpha * scale: the value SELU saturates to, which alpha dropout drops to
 _ALPHA = 1.7580993408473766

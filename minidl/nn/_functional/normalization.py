@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import functional as _F
-from .backend import get_array_module
-from .functional import LayerNorm, _float_input, _opmath, _whole
-from .ops import reduction_axes
-from .tensor import Function, Tensor, no_grad
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import LayerNorm, _float_input, _opmath, _whole
+from ...ops import reduction_axes
+from ...tensor import Function, Tensor, no_grad
 
 
 def _channel_view(t, ndim):

@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 
-from . import functional as _F
-from .backend import get_array_module
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import _float_input, _whole, accumulation_dtype
+from ...tensor import Function, Tensor
 from .convolution import _batched, _ntuple, fold_array, unfold_array
-from .functional import _float_input, _whole, accumulation_dtype
-from .tensor import Function, Tensor
 
 
 # ---- window geometry ----------------------------------------------------------------------------
