@@ -177,3 +177,50 @@ def test_parameters_to_vector_and_back():
         vector_to_parameters(np.zeros(8), ours.parameters())
     with pytest.raises(ValueError, match="8 elements"):
         vector_to_parameters(minidl.zeros(7), ours.parameters())
+
+
+NEW_FUNCTIONS = """conv1d conv2d conv_transpose1d conv_transpose2d unfold fold pad max_pool1d max_pool2d
+avg_pool1d avg_pool2d adaptive_avg_pool1d adaptive_avg_pool2d adaptive_max_pool1d
+adaptive_max_pool2d interpolate upsample pixel_shuffle pixel_unshuffle group_norm instance_norm
+local_response_norm normalize cosine_similarity pairwise_distance relu6 hardtanh softplus
+softsign mish hardswish hardsigmoid prelu selu celu glu tanhshrink threshold softmin logsigmoid
+hardshrink softshrink kl_div huber_loss margin_ranking_loss hinge_embedding_loss
+soft_margin_loss multilabel_soft_margin_loss cosine_embedding_loss triplet_margin_loss
+poisson_nll_loss gaussian_nll_loss dropout1d dropout2d alpha_dropout feature_alpha_dropout
+bilinear""".split()
+NEW_MODULES = """Conv1d Conv2d ConvTranspose1d ConvTranspose2d MaxPool1d MaxPool2d AvgPool1d AvgPool2d
+AdaptiveAvgPool1d AdaptiveAvgPool2d AdaptiveMaxPool1d AdaptiveMaxPool2d Upsample
+UpsamplingNearest2d UpsamplingBilinear2d PixelShuffle PixelUnshuffle Unflatten Unfold Fold
+GroupNorm InstanceNorm1d InstanceNorm2d LocalResponseNorm CosineSimilarity PairwiseDistance
+ReLU6 Hardtanh Softplus Softsign Mish Hardswish Hardsigmoid PReLU SELU CELU GLU Tanhshrink
+Threshold Softmin LogSigmoid Hardshrink Softshrink KLDivLoss HuberLoss MarginRankingLoss
+HingeEmbeddingLoss SoftMarginLoss MultiLabelSoftMarginLoss CosineEmbeddingLoss
+TripletMarginLoss PoissonNLLLoss GaussianNLLLoss ParameterList ParameterDict Dropout1d Dropout2d
+AlphaDropout FeatureAlphaDropout Bilinear""".split()
+
+
+def _params(fn):
+    import inspect
+
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return None
+    # torch's boolean-dispatch wrappers and Module.__init__(*args, **kwargs) say nothing;
+    # Hardtanh's min_value/max_value are its deprecated spellings
+    names = [n for n in names if n not in ("min_value", "max_value")]
+    return None if names[-2:] == ["args", "kwargs"] else names
+
+
+@pytest.mark.parametrize("name", NEW_FUNCTIONS)
+def test_function_arguments_are_torchs(name):
+    want = _params(getattr(torch.nn.functional, name))
+    if want is not None:
+        assert _params(getattr(F, name)) == want
+
+
+@pytest.mark.parametrize("name", NEW_MODULES)
+def test_module_constructor_arguments_are_torchs(name):
+    want = _params(getattr(torch.nn, name).__init__)
+    if want is not None:
+        assert _params(getattr(nn, name).__init__) == want

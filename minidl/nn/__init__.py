@@ -7,23 +7,23 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
-from .container import ParameterDict, ParameterList  # noqa: E402
-from .dropout import AlphaDropout, Bilinear, Dropout1d, Dropout2d, FeatureAlphaDropout  # noqa: E402
-from .loss import (  # noqa: E402
+from .container import ParameterDict, ParameterList
+from .dropout import AlphaDropout, Bilinear, Dropout1d, Dropout2d, FeatureAlphaDropout
+from .loss import (
     CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss, KLDivLoss,
     MarginRankingLoss, MultiLabelSoftMarginLoss, PoissonNLLLoss, SoftMarginLoss,
     TripletMarginLoss,
 )
-from .activation import (  # noqa: E402
+from .activation import (
     CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU,
     ReLU6, Softmin, Softplus, Softshrink, Softsign, Tanhshrink, Threshold,
 )
-from .normalization import (  # noqa: E402
+from .normalization import (
     CosineSimilarity, GroupNorm, InstanceNorm1d, InstanceNorm2d, LocalResponseNorm,
     PairwiseDistance,
 )
-from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d  # noqa: E402
-from .pooling import (  # noqa: E402
+from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d
+from .pooling import (
     AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, Fold, MaxPool1d,
     PixelShuffle, PixelUnshuffle, Unflatten, Unfold, Upsample, UpsamplingBilinear2d,
     UpsamplingNearest2d,
