@@ -83,6 +83,7 @@ def test_parameter_dict_behaviour():
 
 
 # ---- dropout ------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:.*Received a 3D input")
 @pytest.mark.parametrize("fn,shape,feature", [
     (F.dropout1d, (8, 16, 5), (8, 16, 1)), (F.dropout1d, (16, 5), (16, 1)),
     (F.dropout2d, (8, 16, 3, 3), (8, 16, 1, 1)),
@@ -92,11 +93,7 @@ def test_channel_dropout_zeroes_whole_channels(fn, shape, feature):
     minidl.manual_seed(0)
     x = minidl.tensor(np.random.default_rng(0).uniform(1, 2, shape).astype(np.float32),
                       requires_grad=True)
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # dropout2d of a 3-D input warns, as torch's
-        y = fn(x, p=0.25)
+    y = fn(x, p=0.25)  # dropout2d of a 3-D input warns, as torch's
     r = y.numpy() / x.numpy()
     # each channel is all zero or all scaled by 1 / (1 - p)
     per_channel = r.reshape(int(np.prod([s for s, f in zip(shape, feature) if f != 1])), -1)

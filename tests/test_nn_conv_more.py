@@ -82,6 +82,7 @@ PARITY = [
 ]
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch's note on even kernels
 @pytest.mark.parametrize("name,fn,shapes", PARITY, ids=[p[0] for p in PARITY])
 def test_functional_parity_with_torch(name, fn, shapes):
     check_op(fn, shapes, rtol=1e-4, atol=1e-5)
