@@ -1472,14 +1472,15 @@ class Pad(Function):
 
 def pad(input, pad, mode="constant", value=None):
     """Pad (or, with negative amounts, crop) the last dims: ``pad`` is (left, right) of the
-    last dim, then (top, bottom) of the one before, and so on, as in PyTorch. Only the
-    'constant' mode is implemented; ``value`` (default 0) fills the new elements."""
+    last dim, then (top, bottom) of the one before, and so on, as in PyTorch. 'constant' mode
+    fills the new elements with ``value`` (default 0); 'reflect', 'replicate' and 'circular'
+    repeat the input (the last 1-3 dims of a (N, C, *) or (C, *) input)."""
     name = "pad"
     if not isinstance(input, Tensor):
         raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
-    if mode != "constant":
-        raise ValueError(f"{name}: mode {mode!r} is not supported; minidl pads in 'constant' "
-                         "mode only")
+    if mode not in ("constant",) + _GATHER_PAD_MODES:
+        raise ValueError(f"{name}: mode {mode!r} is not one of 'constant', 'reflect', "
+                         "'replicate', 'circular'")
     if not isinstance(pad, (tuple, list)):
         raise TypeError(f"{name}: pad must be a tuple of ints, got {pad!r}")
     amounts = [_whole(p, f"{name}: pad", pad) for p in pad]
@@ -1491,6 +1492,8 @@ def pad(input, pad, mode="constant", value=None):
     widths = [(0, 0)] * input.ndim
     for k in range(len(amounts) // 2):
         widths[input.ndim - 1 - k] = (amounts[2 * k], amounts[2 * k + 1])
+    if mode != "constant":
+        return _pad_gather(input, widths, amounts, mode, value)
     for d, (n, (lo, hi)) in enumerate(zip(input.shape, widths)):
         if n + min(lo, 0) + min(hi, 0) < 0:
             raise ValueError(f"{name}: pad ({lo}, {hi}) of dim {d} crops more than its "
@@ -1500,3 +1503,65 @@ def pad(input, pad, mode="constant", value=None):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         raise TypeError(f"{name}: value must be a number, got {value!r}")
     return Pad.apply(input, widths=tuple(widths), value=value)
+
+
+# ---- padding by repeating the input: reflect, replicate, circular --------------------------
+_GATHER_PAD_MODES = ("reflect", "replicate", "circular")
+
+
+class PadGather(Function):
+    """Non-constant padding as a gather: each padded dim reads its source indices (reflected,
+    clamped to the edge or wrapped); backward adds every read back where it came from."""
+
+    def forward(self, x, indices):
+        self.indices, self.in_shape = indices, x.shape
+        xp = get_array_module(x)
+        for d, idx in indices:
+            x = xp.take(x, xp.asarray(idx), axis=d)
+        return x
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        for d, idx in reversed(self.indices):
+            moved = xp.moveaxis(g, d, 0)
+            out = xp.zeros((self.in_shape[d],) + moved.shape[1:], dtype=g.dtype)
+            _add_rows(out, xp.asarray(idx), moved)
+            g = xp.moveaxis(out, 0, d)
+        return g
+
+
+def _pad_gather(input, widths, amounts, mode, value):
+    name = "pad"
+    if value is not None and value != 0:
+        raise ValueError(f"{name}: mode {mode!r} takes no value argument, got value={value!r}")
+    dims = len(amounts) // 2
+    if len(amounts) not in (2, 4, 6) or input.ndim not in (dims + 1, dims + 2):
+        raise ValueError(f"{name}: mode {mode!r} pads the last 1, 2 or 3 dims of a batched or "
+                         f"unbatched input ((N, C, *) or (C, *)); got pad {tuple(amounts)} for "
+                         f"input of shape {input.shape}")
+    indices = []
+    for d in range(input.ndim - dims, input.ndim):
+        lo, hi = widths[d]
+        n = input.shape[d]
+        if lo < 0 or hi < 0:
+            raise ValueError(f"{name}: mode {mode!r} needs non-negative padding, got ({lo}, "
+                             f"{hi}) for dim {d}")
+        limit = n - 1 if mode == "reflect" else (n if mode == "circular" else None)
+        if (limit is not None and max(lo, hi) > limit) or n == 0:
+            raise ValueError(f"{name}: padding ({lo}, {hi}) of dim {d} must be at most {limit} "
+                             f"for mode {mode!r} (input shape {input.shape})")
+        if not lo and not hi:
+            continue
+        pos = np.arange(-lo, n + hi)
+        if mode == "reflect":
+            period = 2 * (n - 1)
+            pos = np.abs(pos) % period if period else np.zeros_like(pos)
+            pos = np.where(pos >= n, period - pos, pos)
+        elif mode == "replicate":
+            pos = np.clip(pos, 0, n - 1)
+        else:
+            pos = pos % n
+        indices.append((d, pos))
+    if not indices:
+        return input
+    return PadGather.apply(input, indices=tuple(indices))

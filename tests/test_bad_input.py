@@ -19,8 +19,10 @@ def test_conv2d_channel_mismatch():
 
 
 def test_conv2d_needs_4d_input():
-    with pytest.raises(ValueError, match=r"4-D.*\(3, 5, 5\)"):
-        F.conv2d(t(3, 5, 5), t(4, 3, 3, 3))
+    # a 3-D input is one unbatched sample, as in PyTorch
+    assert F.conv2d(t(3, 5, 5), t(4, 3, 3, 3)).shape == (4, 3, 3)
+    with pytest.raises(ValueError, match=r"4-D.*\(5, 5\)"):
+        F.conv2d(t(5, 5), t(4, 3, 3, 3))
     with pytest.raises(ValueError, match=r"weight must be 4-D.*\(4, 3, 3\)"):
         F.conv2d(t(1, 3, 5, 5), t(4, 3, 3))
 

@@ -29,7 +29,7 @@ from ..backend.dtypes import as_dtype, bfloat16_dtype, float16, float32, float64
 DEVICES = ("cpu", "cuda")
 # op -> policy per device; ops are Function class names, or names of composite functions
 # (nll_loss, mse_loss) that ask through ``Hook.inputs``
-LOWER = {"MatMul", "Linear", "Conv2d"}
+LOWER = {"MatMul", "Linear", "Conv2d", "ConvNd", "ConvTranspose2d"}
 # the losses run in float32 on both devices; layer_norm does on CUDA, while PyTorch's CPU
 # policy leaves it alone (its CPU kernel computes 16-bit input in float32 and rounds, which
 # minidl's LayerNorm does everywhere)
@@ -40,6 +40,15 @@ FLOAT32 = {
     "cuda": _FLOAT32_LOSSES | {"Softmax", "LogSoftmax", "Sum", "Exp", "Log", "Pow", "PowTensor",
                                "LayerNorm"},
 }
+# composite functions added later (normalisations, as torch's policy lists them per device)
+FLOAT32["cpu"] |= {"local_response_norm"}
+FLOAT32["cuda"] |= {"group_norm", "cosine_similarity", "local_response_norm", "Softplus"}
+_MORE_FLOAT32_LOSSES = {"kl_div", "huber_loss", "margin_ranking_loss", "hinge_embedding_loss",
+                        "soft_margin_loss", "cosine_embedding_loss", "triplet_margin_loss",
+                        "poisson_nll_loss"}
+FLOAT32["cpu"] |= _MORE_FLOAT32_LOSSES
+FLOAT32["cuda"] |= _MORE_FLOAT32_LOSSES
+LOWER |= {"PReLU"}  # prelu runs in the low dtype on both devices, as torch's policy lists it
 FLOAT32_INSIDE = {
     # NumPy sums bfloat16 in bfloat16 and has no float32-accumulating float16 GEMM: on the CPU
     # the reductions and softmaxes compute in float32 and round, as PyTorch's CPU kernels do

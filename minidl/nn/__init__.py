@@ -7,6 +7,27 @@ from .layers import (
     Sigmoid, SiLU, SmoothL1Loss, Softmax, Tanh,
 )
 from .module import Module, Parameter
+from .container import ParameterDict, ParameterList
+from .dropout import AlphaDropout, Bilinear, Dropout1d, Dropout2d, FeatureAlphaDropout
+from .loss import (
+    CosineEmbeddingLoss, GaussianNLLLoss, HingeEmbeddingLoss, HuberLoss, KLDivLoss,
+    MarginRankingLoss, MultiLabelSoftMarginLoss, PoissonNLLLoss, SoftMarginLoss,
+    TripletMarginLoss,
+)
+from .activation import (
+    CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU,
+    ReLU6, Softmin, Softplus, Softshrink, Softsign, Tanhshrink, Threshold,
+)
+from .normalization import (
+    CosineSimilarity, GroupNorm, InstanceNorm1d, InstanceNorm2d, LocalResponseNorm,
+    PairwiseDistance,
+)
+from .conv import Conv1d, ConvTranspose1d, ConvTranspose2d
+from .pooling import (
+    AdaptiveAvgPool1d, AdaptiveMaxPool1d, AdaptiveMaxPool2d, AvgPool1d, Fold, MaxPool1d,
+    PixelShuffle, PixelUnshuffle, Unflatten, Unfold, Upsample, UpsamplingBilinear2d,
+    UpsamplingNearest2d,
+)
 
 __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "AdaptiveAvgPool2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding", "ReLU",
@@ -14,6 +35,20 @@ __all__ = ["Module", "Parameter", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "Flatten", "Identity", "Dropout", "CrossEntropyLoss", "MSELoss", "NLLLoss", "L1Loss",
            "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss", "Sequential", "ModuleList",
            "ModuleDict", "functional", "init", "parallel"]
+__all__ += ["Conv1d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ += ["MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "AdaptiveMaxPool1d",
+            "AdaptiveMaxPool2d", "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d",
+            "PixelShuffle", "PixelUnshuffle", "Unflatten", "Unfold", "Fold"]
+__all__ += ["GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LocalResponseNorm",
+            "CosineSimilarity", "PairwiseDistance"]
+__all__ += ["ReLU6", "Hardtanh", "Softplus", "Softsign", "Mish", "Hardswish", "Hardsigmoid",
+            "PReLU", "SELU", "CELU", "GLU", "Tanhshrink", "Threshold", "Softmin", "LogSigmoid",
+            "Hardshrink", "Softshrink"]
+__all__ += ["KLDivLoss", "HuberLoss", "MarginRankingLoss", "HingeEmbeddingLoss",
+            "SoftMarginLoss", "MultiLabelSoftMarginLoss", "CosineEmbeddingLoss",
+            "TripletMarginLoss", "PoissonNLLLoss", "GaussianNLLLoss"]
+__all__ += ["ParameterList", "ParameterDict", "Dropout1d", "Dropout2d", "AlphaDropout",
+            "FeatureAlphaDropout", "Bilinear"]
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase  # noqa: E402
 from .attention import MultiheadAttention  # noqa: E402
 from .transformer import (  # noqa: E402

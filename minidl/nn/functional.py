@@ -5,4 +5,27 @@ from ..functional import (  # noqa: F401
     gelu, l1_loss, layer_norm, leaky_relu, linear, log_softmax, max_pool2d, mse_loss, nll_loss,
     one_hot, pad, relu, sigmoid, silu, smooth_l1_loss, softmax, tanh,
 )
+from ._functional.convolution import (  # noqa: F401,F811,E402  (conv2d with groups, dilation, "same")
+    conv1d, conv2d, conv_transpose1d, conv_transpose2d, fold, unfold,
+)
+from ._functional.pooling import (  # noqa: F401,F811,E402  (max/avg pooling with PyTorch's full options)
+    adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_max_pool1d, adaptive_max_pool2d,
+    avg_pool1d, avg_pool2d, interpolate, max_pool1d, max_pool2d, pixel_shuffle, pixel_unshuffle,
+    upsample,
+)
+from ._functional.normalization import (  # noqa: F401,E402
+    cosine_similarity, group_norm, instance_norm, local_response_norm, normalize,
+    pairwise_distance,
+)
+from ._functional.activations import (  # noqa: F401,E402
+    celu, glu, hardshrink, hardsigmoid, hardswish, hardtanh, logsigmoid, mish, prelu, relu6, selu,
+    softmin, softplus, softshrink, softsign, tanhshrink, threshold,
+)
+from ._functional.losses import (  # noqa: F401,E402
+    cosine_embedding_loss, gaussian_nll_loss, hinge_embedding_loss, huber_loss, kl_div,
+    margin_ranking_loss, multilabel_soft_margin_loss, poisson_nll_loss, soft_margin_loss,
+    triplet_margin_loss,
+)
+from ._functional.dropout import alpha_dropout, dropout1d, dropout2d, feature_alpha_dropout  # noqa: F401,E402
+from ._functional.bilinear import bilinear  # noqa: F401,E402
 from .attention import scaled_dot_product_attention  # noqa: E402,F401

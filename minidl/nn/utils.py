@@ -1,4 +1,5 @@
-"""Gradient clipping with torch.nn.utils' names: clip_grad_norm_ and clip_grad_value_."""
+"""torch.nn.utils' names: gradient clipping (clip_grad_norm_, clip_grad_value_) and
+parameters_to_vector / vector_to_parameters."""
 from __future__ import annotations
 
 import math
@@ -6,9 +7,10 @@ import math
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
+from ..ops import cat
 from ..tensor import Tensor
 
-__all__ = ["clip_grad_norm_", "clip_grad_value_"]
+__all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
 
 
 def _grads(parameters, where):
@@ -107,6 +109,40 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     for g in grads:
         xp = get_array_module(g.data)
         xp.clip(g.data, -clip_value, clip_value, out=g.data)
+
+
+def parameters_to_vector(parameters):
+    """The parameters flattened and concatenated into one 1-D tensor (differentiable), as
+    torch.nn.utils.parameters_to_vector; all on one device."""
+    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise TypeError(f"parameters_to_vector: parameter {i} is a {type(p).__name__}, "
+                            "not a Tensor")
+        if p.device != params[0].device:
+            raise TypeError(f"parameters_to_vector: found two parameters on different devices "
+                            f"({params[0].device} and {p.device})")
+    return cat([p.reshape(-1) for p in params])
+
+
+def vector_to_parameters(vec, parameters):
+    """Write consecutive slices of the 1-D ``vec`` into the parameters (in place, so
+    optimizers holding them see the values), as torch.nn.utils.vector_to_parameters."""
+    if not isinstance(vec, Tensor):
+        raise TypeError(f"vector_to_parameters: expected a Tensor, but got {type(vec).__name__}")
+    params = [parameters] if isinstance(parameters, Tensor) else list(parameters)
+    total = sum(p.numel() for p in params)
+    if vec.ndim != 1 or vec.numel() != total:
+        raise ValueError(f"vector_to_parameters: vec of shape {vec.shape} does not hold the "
+                         f"parameters' {total} elements")
+    at = 0
+    for p in params:
+        if p.device != vec.device:
+            raise TypeError(f"vector_to_parameters: vec is on {vec.device}, a parameter on "
+                            f"{p.device}")
+        n = p.numel()
+        p.data[...] = vec.data[at:at + n].reshape(p.shape).astype(p.data.dtype, copy=False)
+        at += n
 
 
 # nn.utils.rnn (pad_sequence), importable as ``minidl.nn.utils.rnn`` too

@@ -1,0 +1,325 @@
+"""More activations, as PyTorch's: relu6, hardtanh, softplus, softsign, mish, hardswish,
+hardsigmoid, prelu, selu, celu, glu, tanhshrink, threshold, softmin, logsigmoid, hardshrink,
+softshrink.
+
+Each elementwise one is a Function whose ``f`` and derivative ``df`` are written side by side
+on the array module; 16-bit inputs are computed in float32 and rounded (PyTorch's CPU
+kernels do the same). Only x is kept for backward. The derivatives at the kinks are
+PyTorch's (hardtanh's is 0 at its bounds, hardswish's -0.5 at -3).
+"""
+from __future__ import annotations
+
+import functools
+
+from ...backend import get_array_module
+from ...functional import _float_input, _opmath, _softmax_dim, softmax
+from ...ops import reduction_axes, stable_sigmoid
+from ...tensor import Function, Tensor, apply_in_place
+
+
+class Pointwise(Function):
+    """y = f(x, **params) elementwise; backward g * df(x, **params)."""
+
+    def forward(self, x, **params):
+        self.params = params
+        self.save_for_backward(x)
+        xp = get_array_module(x)
+        return self.f(xp, _opmath(x), **params).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved
+        xp = get_array_module(g)
+        return (_opmath(g) * self.df(xp, _opmath(x), **self.params)).astype(g.dtype, copy=False)
+
+
+def _softplus(xp, z):
+    """log(1 + e^z) without overflow."""
+    return xp.maximum(z, 0) + xp.log1p(xp.exp(-abs(z)))
+
+
+class Hardtanh(Pointwise):
+    @staticmethod
+    def f(xp, x, min_val, max_val):
+        return xp.clip(x, min_val, max_val)
+
+    @staticmethod
+    def df(xp, x, min_val, max_val):
+        return ((x > min_val) & (x < max_val)).astype(x.dtype)
+
+
+class Softplus(Pointwise):
+    @staticmethod
+    def f(xp, x, beta, threshold):
+        z = x * beta
+        return xp.where(z > threshold, x, _softplus(xp, z) / beta)
+
+    @staticmethod
+    def df(xp, x, beta, threshold):
+        z = x * beta
+        return xp.where(z > threshold, 1, stable_sigmoid(z)).astype(x.dtype, copy=False)
+
+
+class Softsign(Pointwise):
+    @staticmethod
+    def f(xp, x):
+        return x / (1 + abs(x))
+
+    @staticmethod
+    def df(xp, x):
+        return 1 / (1 + abs(x)) ** 2
+
+
+class Mish(Pointwise):
+    @staticmethod
+    def f(xp, x):
+        return x * xp.tanh(_softplus(xp, x))
+
+    @staticmethod
+    def df(xp, x):
+        t = xp.tanh(_softplus(xp, x))
+        return t + x * stable_sigmoid(x) * (1 - t * t)
+
+
+class Hardswish(Pointwise):
+    @staticmethod
+    def f(xp, x):
+        return x * xp.clip(x + 3, 0, 6) / 6
+
+    @staticmethod
+    def df(xp, x):
+        return xp.where(x < -3, 0, xp.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype, copy=False)
+
+
+class Hardsigmoid(Pointwise):
+    @staticmethod
+    def f(xp, x):
+        return xp.clip(x + 3, 0, 6) / 6
+
+    @staticmethod
+    def df(xp, x):
+        return ((x > -3) & (x < 3)).astype(x.dtype) / 6
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class CELU(Pointwise):
+    """scale * (max(0, x) + min(0, alpha (exp(x / inner) - 1))): CELU with inner = alpha and
+    scale = 1, SELU with inner = 1 and PyTorch's alpha and scale."""
+
+    @staticmethod
+    def f(xp, x, alpha, scale, inner):
+        return scale * xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0) / inner))
+
+    @staticmethod
+    def df(xp, x, alpha, scale, inner):
+        return scale * xp.where(x > 0, 1, (alpha / inner) * xp.exp(xp.minimum(x, 0) / inner))
+
+
+class Tanhshrink(Pointwise):
+    @staticmethod
+    def f(xp, x):
+        return x - xp.tanh(x)
+
+    @staticmethod
+    def df(xp, x):
+        return xp.tanh(x) ** 2
+
+
+class Threshold(Pointwise):
+    @staticmethod
+    def f(xp, x, threshold, value):
+        return xp.where(x > threshold, x, value)
+
+    @staticmethod
+    def df(xp, x, threshold, value):
+        return (x > threshold).astype(x.dtype)
+
+
+class LogSigmoid(Pointwise):
+    @staticmethod
+    def f(xp, x):
+        return xp.minimum(x, 0) - xp.log1p(xp.exp(-abs(x)))
+
+    @staticmethod
+    def df(xp, x):
+        return stable_sigmoid(-x)
+
+
+class Hardshrink(Pointwise):
+    @staticmethod
+    def f(xp, x, lambd):
+        return xp.where(abs(x) > lambd, x, 0)
+
+    @staticmethod
+    def df(xp, x, lambd):
+        return (abs(x) > lambd).astype(x.dtype)
+
+
+class Softshrink(Pointwise):
+    @staticmethod
+    def f(xp, x, lambd):
+        return xp.where(x > lambd, x - lambd, xp.where(x < -lambd, x + lambd, 0))
+
+    @staticmethod
+    def df(xp, x, lambd):
+        return (abs(x) > lambd).astype(x.dtype)
+
+
+def _pointwise(name, fn_class, input, inplace=False, **params):
+    _float_input(name, input)
+    fn = functools.partial(fn_class.apply, **params)
+    return apply_in_place(input, fn, name) if inplace else fn(input)
+
+
+def _number(v, what):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+        raise TypeError(f"{what} must be a number, got {v!r}")
+    return float(v)
+
+
+def relu6(input, inplace=False):
+    """min(max(0, x), 6)."""
+    return _pointwise("relu6", Hardtanh, input, inplace, min_val=0.0, max_val=6.0)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """x clipped to [min_val, max_val]."""
+    lo, hi = _number(min_val, "hardtanh: min_val"), _number(max_val, "hardtanh: max_val")
+    if lo > hi:
+        raise ValueError(f"hardtanh: min_val ({min_val}) cannot be greater than max_val "
+                         f"({max_val})")
+    return _pointwise("hardtanh", Hardtanh, input, inplace, min_val=lo, max_val=hi)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold."""
+    return _pointwise("softplus", Softplus, input, beta=_number(beta, "softplus: beta"),
+                      threshold=_number(threshold, "softplus: threshold"))
+
+
+def softsign(input):
+    return _pointwise("softsign", Softsign, input)
+
+
+def mish(input, inplace=False):
+    """x * tanh(softplus(x))."""
+    return _pointwise("mish", Mish, input, inplace)
+
+
+def hardswish(input, inplace=False):
+    """x * relu6(x + 3) / 6."""
+    return _pointwise("hardswish", Hardswish, input, inplace)
+
+
+def hardsigmoid(input, inplace=False):
+    """relu6(x + 3) / 6."""
+    return _pointwise("hardsigmoid", Hardsigmoid, input, inplace)
+
+
+def selu(input, inplace=False):
+    """scale * (max(0, x) + min(0, alpha (exp(x) - 1))) with PyTorch's alpha and scale."""
+    return _pointwise("selu", CELU, input, inplace, alpha=_SELU_ALPHA, scale=_SELU_SCALE,
+                      inner=1.0)
+
+
+def celu(input, alpha=1.0, inplace=False):
+    """max(0, x) + min(0, alpha (exp(x / alpha) - 1))."""
+    alpha = _number(alpha, "celu: alpha")
+    if alpha == 0:
+        raise ValueError("celu: alpha must not be 0 (ZeroDivisionError in PyTorch)")
+    return _pointwise("celu", CELU, input, inplace, alpha=alpha, scale=1.0, inner=alpha)
+
+
+def tanhshrink(input):
+    return _pointwise("tanhshrink", Tanhshrink, input)
+
+
+def threshold(input, threshold, value, inplace=False):
+    """x where x > threshold, ``value`` elsewhere."""
+    return _pointwise("threshold", Threshold, input, inplace,
+                      threshold=_number(threshold, "threshold: threshold"),
+                      value=_number(value, "threshold: value"))
+
+
+def logsigmoid(input):
+    """log(sigmoid(x)), without overflow for any x."""
+    return _pointwise("logsigmoid", LogSigmoid, input)
+
+
+def hardshrink(input, lambd=0.5):
+    return _pointwise("hardshrink", Hardshrink, input, lambd=_number(lambd, "hardshrink: lambd"))
+
+
+def softshrink(input, lambd=0.5):
+    lambd = _number(lambd, "softshrink: lambd")
+    if lambd < 0:
+        raise ValueError(f"softshrink: lambd must be non-negative, got {lambd}")
+    return _pointwise("softshrink", Softshrink, input, lambd=lambd)
+
+
+def glu(input, dim=-1):
+    """a * sigmoid(b), a and b the two halves of ``input`` along ``dim``."""
+    _float_input("glu", input)
+    if input.ndim == 0:
+        raise ValueError("glu: does not support scalars (0-D tensors)")
+    d = reduction_axes(dim, input.ndim)[0]
+    if input.shape[d] % 2:
+        raise ValueError(f"glu: halving dimension {dim} must be even, got size "
+                         f"{input.shape[d]} (input shape {input.shape})")
+    a, b = input.chunk(2, dim=d)
+    return a * b.sigmoid()
+
+
+def softmin(input, dim=None, _stacklevel=3, dtype=None):
+    """softmax(-input, dim)."""
+    _float_input("softmin", input)
+    if dtype is not None:
+        input = input.to(dtype)
+    return softmax(-input, _softmax_dim("softmin", input, dim) if dim is None else dim)
+
+
+class PReLU(Function):
+    """x where x > 0, weight * x elsewhere; one weight per channel (dim 1) or one for all."""
+
+    def forward(self, x, w):
+        xp = get_array_module(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2) if w.size > 1 else (1,) * max(x.ndim, 1)
+        self.shape = shape
+        self.save_for_backward(x, w)
+        wb = w.reshape(shape) if x.ndim else w.reshape(())
+        return xp.where(x > 0, x, wb * x).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x, w = self.saved
+        wb = w.reshape(self.shape) if x.ndim else w.reshape(())
+        gx = xp.where(x > 0, g, wb * g).astype(x.dtype, copy=False)
+        neg = xp.where(x > 0, 0, g * x)
+        if w.size > 1:
+            axes = (0,) + tuple(range(2, x.ndim))
+            gw = neg.sum(axis=axes, dtype=_opmath(w).dtype)
+        else:
+            gw = neg.sum(dtype=_opmath(w).dtype).reshape(w.shape)
+        return gx, gw.astype(w.dtype, copy=False)
+
+
+def prelu(input, weight):
+    """max(0, x) + weight * min(0, x), weight (C,) per channel of dim 1, or one value."""
+    _float_input("prelu", input)
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"prelu: weight must be a Tensor, got {type(weight).__name__}")
+    n = weight.numel()
+    channels = input.shape[1] if input.ndim >= 2 else 1
+    if n != 1 and n != channels:
+        raise ValueError(f"prelu: weight has {n} parameters, the input (shape {input.shape}) "
+                         f"has {channels} channels: give 1 or {channels}")
+    if weight.ndim > 1:
+        raise ValueError(f"prelu: weight must be 0-D or 1-D, got shape {weight.shape}")
+    return PReLU.apply(input, weight)
+
+
+__all__ = ["relu6", "hardtanh", "softplus", "softsign", "mish", "hardswish", "hardsigmoid",
+           "prelu", "selu", "celu", "glu", "tanhshrink", "threshold", "softmin", "logsigmoid",
+           "hardshrink", "softshrink"]

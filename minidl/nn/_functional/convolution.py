@@ -1,0 +1,415 @@
+"""Convolutions with PyTorch's full set of options: conv1d, conv2d (groups, dilation,
+padding='same'/'valid'), conv_transpose1d/2d, and unfold/fold (im2col/col2im as ops).
+
+conv2d with groups=1 and dilation=1 is ``functional.conv2d`` (its tuned kernels); the other
+cases run here on whole arrays of any array module: a dilated im2col (``unfold_array``), one
+batched GEMM per group, and its adjoint ``fold_array`` (col2im). A transposed convolution is
+the adjoint of a convolution: its forward pass is the convolution's input-gradient pass (GEMM,
+then col2im) and its backward the convolution's forward (im2col, then GEMM). 1-D convolutions
+are the 2-D ones on a height of 1.
+"""
+from __future__ import annotations
+
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
+from ...tensor import Function, Tensor
+
+
+def _ntuple(v, n, what):
+    if isinstance(v, (tuple, list)):
+        if len(v) != n:
+            raise ValueError(f"{what} must be an int or a tuple of {n} ints, got {v!r}")
+        return tuple(_whole(e, what, v) for e in v)
+    return (_whole(v, what),) * n
+
+
+def out_length(size, kernel, stride, padding, dilation):
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+# ---- windows of an array: im2col and its adjoint ------------------------------------------
+def unfold_array(xpad, kernel, stride, dilation, out_hw):
+    """(N, C, H, W) already padded -> (N, C, kh, kw, OH, OW): the window element (i, j) of
+    every output position, the rows ordered as a flattened (C, kh, kw) weight."""
+    xp = get_array_module(xpad)
+    n, c = xpad.shape[:2]
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    col = xp.empty((n, c, kh, kw, oh, ow), dtype=xpad.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r, s = i * dh, j * dw
+            col[:, :, i, j] = xpad[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
+    return col
+
+
+def fold_array(col, padded_hw, stride, dilation):
+    """Adjoint of unfold_array: (N, C, kh, kw, OH, OW) summed into an (N, C, *padded_hw)
+    array, each entry into the pixel it was read from."""
+    xp = get_array_module(col)
+    n, c, kh, kw, oh, ow = col.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out = xp.zeros((n, c) + tuple(padded_hw), dtype=col.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r, s = i * dh, j * dw
+            out[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw] += col[:, :, i, j]
+    return out
+
+
+def _pad_hw(x, ph, pw):
+    if not ph and not pw:
+        return x
+    return get_array_module(x).pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _crop_hw(x, ph, pw, h, w):
+    return get_array_module(x).ascontiguousarray(x[:, :, ph:ph + h, pw:pw + w])
+
+
+# ---- convolution with groups and dilation ---------------------------------------------------
+class ConvNd(Function):
+    """2-D convolution with groups and dilation: the im2col matrix (N, G, Ci/G*kh*kw, L) is
+    kept for the weight gradient; each group is one batched GEMM."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+        xp = get_array_module(x)
+        n, ci, h, wd = x.shape
+        co, cig, kh, kw = w.shape
+        oh = out_length(h, kh, stride[0], padding[0], dilation[0])
+        ow = out_length(wd, kw, stride[1], padding[1], dilation[1])
+        col = unfold_array(_pad_hw(x, *padding), (kh, kw), stride, dilation, (oh, ow))
+        col = col.reshape(n, groups, cig * kh * kw, oh * ow)
+        wg = w.reshape(groups, co // groups, cig * kh * kw)
+        y = xp.matmul(wg, col).reshape(n, co, oh, ow)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        self.geom = (x.shape, (kh, kw), stride, padding, dilation, groups)
+        self.save_for_backward(col, w)
+        return y
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        col, w = self.saved
+        (n, ci, h, wd), kernel, stride, padding, dilation, groups = self.geom
+        co = w.shape[0]
+        gy = g.reshape(n, groups, co // groups, -1)
+        gx = gw = gb = None
+        if _needs_grad(self, 1):
+            gw = xp.matmul(gy, col.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+        if len(self.inputs) > 2 and _needs_grad(self, 2):
+            gb = g.sum(axis=(0, 2, 3))
+        if _needs_grad(self, 0):
+            wg = w.reshape(groups, co // groups, -1)
+            gcol = xp.matmul(wg.transpose(0, 2, 1), gy)
+            gcol = gcol.reshape((n, ci) + kernel + g.shape[2:])
+            ph, pw = padding
+            full = fold_array(gcol, (h + 2 * ph, wd + 2 * pw), stride, dilation)
+            gx = _crop_hw(full, ph, pw, h, wd)
+        return gx, gw, gb
+
+
+class ConvTranspose2d(Function):
+    """The adjoint of ConvNd in its input: GEMM into columns, then col2im onto the output."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
+                dilation=(1, 1), groups=1):
+        xp = get_array_module(x)
+        n, ci, h, wd = x.shape
+        _, cog, kh, kw = w.shape
+        co = cog * groups
+        hout, wout = (_transposed_length(s, k, st, p, op, d) for s, k, st, p, op, d in zip(
+            (h, wd), (kh, kw), stride, padding, output_padding, dilation))
+        ph, pw = padding
+        xg = x.reshape(n, groups, ci // groups, h * wd)
+        wg = w.reshape(groups, ci // groups, cog * kh * kw)
+        col = xp.matmul(wg.transpose(0, 2, 1), xg).reshape(n, co, kh, kw, h, wd)
+        y = _crop_hw(fold_array(col, (hout + 2 * ph, wout + 2 * pw), stride, dilation),
+                     ph, pw, hout, wout)
+        if b is not None:
+            y += b.reshape(1, -1, 1, 1)
+        self.geom = (x.shape, (kh, kw), stride, padding, dilation, groups)
+        self.save_for_backward(x, w)
+        return y
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x, w = self.saved
+        (n, ci, h, wd), kernel, stride, padding, dilation, groups = self.geom
+        gcol = unfold_array(_pad_hw(g, *padding), kernel, stride, dilation, (h, wd))
+        gcol = gcol.reshape(n, groups, -1, h * wd)       # (N, G, Co/G*kh*kw, L)
+        gx = gw = gb = None
+        if _needs_grad(self, 0):
+            wg = w.reshape(groups, ci // groups, -1)
+            gx = xp.matmul(wg, gcol).reshape(x.shape)
+        if _needs_grad(self, 1):
+            xg = x.reshape(n, groups, ci // groups, h * wd)
+            gw = xp.matmul(xg, gcol.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+        if len(self.inputs) > 2 and _needs_grad(self, 2):
+            gb = g.sum(axis=(0, 2, 3))
+        return gx, gw, gb
+
+
+def _transposed_length(size, kernel, stride, padding, output_padding, dilation):
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+# ---- argument checks shared by the public functions ------------------------------------------
+def _batched(name, x, dims):
+    """x with a batch dim (an unbatched (C, *) input gets one), and whether it was added."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    if x.ndim == dims + 1:
+        return x.unsqueeze(0), True
+    if x.ndim != dims + 2:
+        raise ValueError(f"{name}: expected a {dims + 1}-D (unbatched) or {dims + 2}-D "
+                         f"(batched) input, got shape {x.shape}")
+    return x, False
+
+
+def _check_weight(name, weight, bias, dims, out_channels_dim=0, groups=1):
+    if not isinstance(weight, Tensor) or weight.ndim != dims + 2:
+        raise ValueError(f"{name}: weight must be {dims + 2}-D, got "
+                         f"{getattr(weight, 'shape', type(weight).__name__)}")
+    co = weight.shape[out_channels_dim] * (groups if out_channels_dim == 1 else 1)
+    if bias is not None and tuple(bias.shape) != (co,):
+        raise ValueError(f"{name}: bias shape {tuple(bias.shape)} does not match {co} filters")
+
+
+def _check_groups(name, groups):
+    groups = _whole(groups, f"{name}: groups")
+    if groups < 1:
+        raise ValueError(f"{name}: groups must be a positive int, got {groups}")
+    return groups
+
+
+def _as_2d(x, w, dims):
+    """1-D tensors as 2-D ones of height 1."""
+    return (x.unsqueeze(2), w.unsqueeze(2)) if dims == 1 else (x, w)
+
+
+def _lift(t, dims, fill):
+    return (fill,) + t if dims == 1 else t
+
+
+def _conv(name, dims, input, weight, bias, stride, padding, dilation, groups):
+    x, unbatched = _batched(name, input, dims)
+    _check_weight(name, weight, bias, dims)
+    groups = _check_groups(name, groups)
+    stride = _ntuple(stride, dims, f"{name}: stride")
+    dilation = _ntuple(dilation, dims, f"{name}: dilation")
+    kernel = tuple(weight.shape[2:])
+    if min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"{name}: stride {stride} and dilation {dilation} must be positive")
+    c, co, cig = x.shape[1], weight.shape[0], weight.shape[1]
+    if c != cig * groups:
+        raise ValueError(f"{name}: input has {c} channels (shape {input.shape}), weight "
+                         f"{weight.shape} expects {cig * groups}"
+                         + (f" (groups={groups})" if groups > 1 else ""))
+    if co % groups:
+        raise ValueError(f"{name}: weight's {co} output channels are not divisible by "
+                         f"groups={groups}")
+    if isinstance(padding, str):
+        if padding not in ("same", "valid"):
+            raise ValueError(f"{name}: padding must be 'same', 'valid' or ints, got {padding!r}")
+        pads = (0,) * dims
+        if padding == "same":
+            if max(stride) > 1:
+                raise ValueError(f"{name}: padding='same' is not supported for strided "
+                                 f"convolutions (stride {stride})")
+            amounts = []
+            for k, d in zip(reversed(kernel), reversed(dilation)):
+                total = d * (k - 1)
+                amounts += [total // 2, total - total // 2]
+            if any(amounts[0::2][i] != amounts[1::2][i] for i in range(dims)):
+                x = _F.pad(x, amounts)  # an even kernel: one more on the right, as PyTorch
+            else:
+                pads = tuple(reversed(amounts[0::2]))
+    else:
+        pads = _ntuple(padding, dims, f"{name}: padding")
+        if min(pads) < 0:
+            raise ValueError(f"{name}: padding {pads} must not be negative")
+    for size, k, p, d in zip(x.shape[2:], kernel, pads, dilation):
+        if size + 2 * p < d * (k - 1) + 1:
+            padded = "x".join(str(s + 2 * q) for s, q in zip(x.shape[2:], pads))
+            dilated = "" if max(dilation) == 1 else f" (dilation {dilation})"
+            raise ValueError(f"{name}: kernel {'x'.join(map(str, kernel))}{dilated} is larger "
+                             f"than the padded input {padded}")
+    _check_dtypes(name, x, weight, bias)
+    x2, w2 = _as_2d(x, weight, dims)
+    s2, p2, d2 = _lift(stride, dims, 1), _lift(pads, dims, 0), _lift(dilation, dims, 1)
+    if groups == 1 and d2 == (1, 1):
+        y = _F.conv2d(x2, w2, bias, s2, p2)
+    else:
+        args = (x2, w2) if bias is None else (x2, w2, bias)
+        low = _cpu_low_precision(x2)
+        if low:
+            args = tuple(t.float() for t in args)
+        y = ConvNd.apply(*args, stride=s2, padding=p2, dilation=d2, groups=groups)
+        if low:
+            y = y.astype(x.dtype)
+    if dims == 1:
+        y = y.squeeze(2)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution (cross-correlation) of (N, C_in, L) or (C_in, L) input with weight
+    (C_out, C_in/groups, kL); ``padding`` may be an int or 'same'/'valid', as in PyTorch."""
+    return _conv("conv1d", 1, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution of (N, C_in, H, W) or (C_in, H, W) input with weight
+    (C_out, C_in/groups, kH, kW), with PyTorch's stride, padding (ints, 'same', 'valid'),
+    dilation and groups."""
+    return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def _conv_transpose(name, dims, input, weight, bias, stride, padding, output_padding, groups,
+                    dilation):
+    x, unbatched = _batched(name, input, dims)
+    groups = _check_groups(name, groups)
+    _check_weight(name, weight, bias, dims, out_channels_dim=1, groups=groups)
+    stride = _ntuple(stride, dims, f"{name}: stride")
+    padding = _ntuple(padding, dims, f"{name}: padding")
+    output_padding = _ntuple(output_padding, dims, f"{name}: output_padding")
+    dilation = _ntuple(dilation, dims, f"{name}: dilation")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0 or min(output_padding) < 0:
+        raise ValueError(f"{name}: stride {stride} and dilation {dilation} must be positive, "
+                         f"padding {padding} and output_padding {output_padding} not negative")
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= max(s, d):
+            raise ValueError(f"{name}: output_padding {output_padding} must be smaller than "
+                             f"either stride {stride} or dilation {dilation}")
+    c = x.shape[1]
+    if c != weight.shape[0]:
+        raise ValueError(f"{name}: input has {c} channels (shape {input.shape}), weight "
+                         f"{weight.shape} expects {weight.shape[0]}")
+    if c % groups:
+        raise ValueError(f"{name}: {c} input channels are not divisible by groups={groups}")
+    out = tuple(_transposed_length(*a) for a in zip(
+        x.shape[2:], weight.shape[2:], stride, padding, output_padding, dilation))
+    if min(out) < 1:
+        raise ValueError(f"{name}: the output size {out} is too small (input {input.shape}, "
+                         f"kernel {tuple(weight.shape[2:])}, padding {padding})")
+    _check_dtypes(name, x, weight, bias)
+    x2, w2 = _as_2d(x, weight, dims)
+    args = (x2, w2) if bias is None else (x2, w2, bias)
+    low = _cpu_low_precision(x2)
+    if low:
+        args = tuple(t.float() for t in args)
+    y = ConvTranspose2d.apply(*args, stride=_lift(stride, dims, 1),
+                              padding=_lift(padding, dims, 0),
+                              output_padding=_lift(output_padding, dims, 0),
+                              dilation=_lift(dilation, dims, 1), groups=groups)
+    if low:
+        y = y.astype(x.dtype)
+    if dims == 1:
+        y = y.squeeze(2)
+    return y.squeeze(0) if unbatched else y
+
+
+def conv_transpose1d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 1-D convolution of (N, C_in, L) input with weight (C_in, C_out/groups, kL);
+    output length (L - 1) * stride - 2 * padding + dilation * (kL - 1) + output_padding + 1."""
+    return _conv_transpose("conv_transpose1d", 1, input, weight, bias, stride, padding,
+                           output_padding, groups, dilation)
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 2-D convolution of (N, C_in, H, W) input with weight
+    (C_in, C_out/groups, kH, kW), as PyTorch's (the gradient of conv2d in its input)."""
+    return _conv_transpose("conv_transpose2d", 2, input, weight, bias, stride, padding,
+                           output_padding, groups, dilation)
+
+
+# ---- unfold / fold ---------------------------------------------------------------------------
+class Unfold(Function):
+    def forward(self, x, kernel, dilation, padding, stride):
+        n, c, h, w = x.shape
+        oh, ow = (out_length(s, k, st, p, d) for s, k, st, p, d in zip(
+            (h, w), kernel, stride, padding, dilation))
+        self.geom = (x.shape, kernel, padding, stride, dilation, (oh, ow))
+        col = unfold_array(_pad_hw(x, *padding), kernel, stride, dilation, (oh, ow))
+        return col.reshape(n, c * kernel[0] * kernel[1], oh * ow)
+
+    def backward(self, g):
+        (n, c, h, w), kernel, (ph, pw), stride, dilation, out_hw = self.geom
+        full = fold_array(g.reshape((n, c) + kernel + out_hw), (h + 2 * ph, w + 2 * pw),
+                          stride, dilation)
+        return _crop_hw(full, ph, pw, h, w)
+
+
+class Fold(Function):
+    def forward(self, col, output_size, kernel, dilation, padding, stride, blocks):
+        n = col.shape[0]
+        c = col.shape[1] // (kernel[0] * kernel[1])
+        (h, w), (ph, pw) = output_size, padding
+        self.geom = (col.shape, kernel, dilation, padding, stride, blocks)
+        full = fold_array(col.reshape((n, c) + kernel + blocks), (h + 2 * ph, w + 2 * pw),
+                          stride, dilation)
+        return _crop_hw(full, ph, pw, h, w)
+
+    def backward(self, g):
+        col_shape, kernel, dilation, padding, stride, blocks = self.geom
+        col = unfold_array(_pad_hw(g, *padding), kernel, stride, dilation, blocks)
+        return col.reshape(col_shape)
+
+
+def _window_args(name, kernel_size, dilation, padding, stride):
+    kernel = _ntuple(kernel_size, 2, f"{name}: kernel_size")
+    dilation = _ntuple(dilation, 2, f"{name}: dilation")
+    padding = _ntuple(padding, 2, f"{name}: padding")
+    stride = _ntuple(stride, 2, f"{name}: stride")
+    if min(kernel) < 1 or min(dilation) < 1 or min(stride) < 1 or min(padding) < 0:
+        raise ValueError(f"{name}: kernel_size {kernel}, dilation {dilation} and stride "
+                         f"{stride} must be positive, padding {padding} not negative")
+    return kernel, dilation, padding, stride
+
+
+def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
+    """Sliding blocks of a (N, C, H, W) input (or (C, H, W)) as columns:
+    (N, C * kH * kW, L), L the number of block positions (im2col, as PyTorch's unfold)."""
+    name = "unfold"
+    x, unbatched = _batched(name, input, 2)
+    kernel, dilation, padding, stride = _window_args(name, kernel_size, dilation, padding, stride)
+    for s, k, p, d in zip(x.shape[2:], kernel, padding, dilation):
+        if s + 2 * p < d * (k - 1) + 1:
+            raise ValueError(f"{name}: kernel {kernel} (dilation {dilation}) is larger than the "
+                             f"padded input of shape {x.shape} (padding {padding})")
+    y = Unfold.apply(x, kernel=kernel, dilation=dilation, padding=padding, stride=stride)
+    return y.squeeze(0) if unbatched else y
+
+
+def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
+    """Adjoint of unfold: columns (N, C * kH * kW, L) summed into (N, C, *output_size)
+    (col2im, as PyTorch's fold); overlapping blocks add up."""
+    name = "fold"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    unbatched = input.ndim == 2
+    x = input.unsqueeze(0) if unbatched else input
+    if x.ndim != 3:
+        raise ValueError(f"{name}: expected a 2-D (unbatched) or 3-D (batched) input, got "
+                         f"shape {input.shape}")
+    size = _ntuple(output_size, 2, f"{name}: output_size")
+    kernel, dilation, padding, stride = _window_args(name, kernel_size, dilation, padding, stride)
+    blocks = tuple(out_length(s, k, st, p, d) for s, k, st, p, d in zip(
+        size, kernel, stride, padding, dilation))
+    kk = kernel[0] * kernel[1]
+    if x.shape[1] % kk:
+        raise ValueError(f"{name}: input's dim 1 ({x.shape[1]}) must be divisible by the "
+                         f"kernel's {kk} elements (kernel_size {kernel})")
+    if min(blocks) < 1 or blocks[0] * blocks[1] != x.shape[2]:
+        raise ValueError(f"{name}: input has {x.shape[2]} blocks, output_size {size} with "
+                         f"kernel_size {kernel}, dilation {dilation}, padding {padding} and "
+                         f"stride {stride} makes {blocks[0]} x {blocks[1]}")
+    y = Fold.apply(x, output_size=size, kernel=kernel, dilation=dilation, padding=padding,
+                   stride=stride, blocks=blocks)
+    return y.squeeze(0) if unbatched else y
+
+
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "unfold", "fold"]

@@ -1,0 +1,283 @@
+"""More losses, as PyTorch's: kl_div, huber_loss, margin_ranking_loss, hinge_embedding_loss,
+soft_margin_loss, multilabel_soft_margin_loss, cosine_embedding_loss, triplet_margin_loss,
+poisson_nll_loss, gaussian_nll_loss.
+
+Each is written with differentiable ops (autograd takes the gradient) and the stable pieces
+of ``activations`` (softplus, logsigmoid); the legacy ``size_average``/``reduce`` arguments
+map to ``reduction`` as in PyTorch. Under autocast they run in float32 where PyTorch's policy
+lists them (``amp/autocast.py``).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import _check_reduction
+from ...ops import minimum, where
+from ...tensor import Tensor
+from .activations import logsigmoid, softplus
+from .normalization import pairwise_distance
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's mapping of the deprecated size_average/reduce to a reduction."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if not reduce:
+        return "none"
+    return "mean" if size_average else "sum"
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _tensors(name, **named):
+    for what, t in named.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
+
+
+def _same_shape(name, **named):
+    _tensors(name, **named)
+    (first, a), *rest = named.items()
+    for what, t in rest:
+        if t.shape != a.shape:
+            raise ValueError(f"{name}: {what} shape {t.shape} differs from {first} shape "
+                             f"{a.shape}; they must be the same")
+
+
+def _floats(name, *tensors):
+    return _F._autocast_inputs(name, *tensors)
+
+
+def _const(t, like):
+    """A number or array as a constant Tensor on ``like``'s device and dtype."""
+    xp = get_array_module(like.data)
+    return Tensor(xp.asarray(t, dtype=like.data.dtype))
+
+
+def _no_grad_lift(t, low):
+    """t raised to at least ``low`` with the gradient of t itself (PyTorch clamps such
+    values in place under no_grad: the clamp does not stop the gradient)."""
+    xp = get_array_module(t.data)
+    return t + Tensor(xp.maximum(t.data, low) - t.data)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """Pointwise KL divergence target * (log target - input), input holding log-probabilities
+    (target too with log_target=True); reduction 'batchmean' divides the sum by the batch
+    size, the true KL divergence (PyTorch's 'mean' averages over every element)."""
+    name = "kl_div"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in ("mean", "batchmean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'batchmean', 'sum' or 'none', got "
+                         f"{reduction!r}")
+    if reduction == "mean":
+        warnings.warn("kl_div: reduction='mean' divides the total loss by both the batch size "
+                      "and the support size, as PyTorch's; 'batchmean' divides by the batch "
+                      "size only, which is the KL divergence", stacklevel=2)
+    _tensors(name, input=input, target=target)
+    input, target = _floats(name, input, target)
+    if log_target:
+        loss = target.exp() * (target - input)
+    elif target.requires_grad:  # xlogy through ops: 0 where the target is 0
+        positive = Tensor(target.data > 0)
+        safe = where(positive, target, _const(1.0, target))
+        loss = where(positive, target * safe.log(), target * 0.0) - target * input
+    else:  # xlogy: 0 where the target is 0
+        xp = get_array_module(target.data)
+        t = target.data
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tlogt = xp.where(t > 0, t * xp.log(xp.where(t > 0, t, 1)), 0)
+        loss = Tensor(tlogt.astype(t.dtype, copy=False)) - target * input
+    if reduction == "batchmean":
+        return loss.sum() / (input.shape[0] if input.ndim else 1)
+    return _reduce(loss, reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere (d = input - target)."""
+    name = "huber_loss"
+    _check_reduction(name, reduction)
+    _same_shape(name, input=input, target=target)
+    if delta <= 0:
+        raise ValueError(f"{name}: delta must be positive, got {delta}")
+    input, target = _floats(name, input, target)
+    d = input - target
+    ad = abs(d)
+    loss = where(ad < delta, d * d * 0.5, (ad - 0.5 * delta) * delta)
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
+                        reduction="mean"):
+    """max(0, -target * (input1 - input2) + margin), target 1 or -1."""
+    name = "margin_ranking_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _tensors(name, input1=input1, input2=input2, target=target)
+    if not (input1.ndim == input2.ndim == target.ndim):
+        raise ValueError(f"{name}: input1 {input1.shape}, input2 {input2.shape} and target "
+                         f"{target.shape} must have the same number of dims")
+    input1, input2, target = _floats(name, input1, input2, target)
+    return _reduce((-target * (input1 - input2) + margin).clamp(min=0), reduction)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=None,
+                         reduction="mean"):
+    """input where target is 1, max(0, margin - input) where it is -1."""
+    name = "hinge_embedding_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _tensors(name, input=input, target=target)
+    (input,) = _floats(name, input)
+    t = target.data
+    zero = input * 0.0
+    loss = where(Tensor(t != 1), (margin - input).clamp(min=0), zero) + \
+        where(Tensor(t != -1), input, zero)
+    return _reduce(loss, reduction)
+
+
+def soft_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """log(1 + exp(-target * input)), target 1 or -1."""
+    name = "soft_margin_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _same_shape(name, input=input, target=target)
+    input, target = _floats(name, input, target)
+    return _reduce(softplus(-target * input), reduction)
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, size_average=None, reduce=None,
+                                reduction="mean"):
+    """Per sample, the mean over classes (the last dim) of the binary cross-entropy of
+    sigmoid(input) against 0/1 targets, each class scaled by ``weight``."""
+    name = "multilabel_soft_margin_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _same_shape(name, input=input, target=target)
+    loss = -(target * logsigmoid(input) + (1 - target) * logsigmoid(-input))
+    if weight is not None:
+        loss = loss * (weight if isinstance(weight, Tensor) else _const(weight, loss))
+    c = input.shape[-1] if input.ndim else 1
+    loss = loss.sum(dim=-1) / c if input.ndim else loss
+    return _reduce(loss, reduction)
+
+
+def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, reduce=None,
+                          reduction="mean"):
+    """1 - cos(input1, input2) where target is 1, max(0, cos - margin) where it is -1 (the
+    cosine over the last dim, each squared norm + 1e-12, as PyTorch's)."""
+    name = "cosine_embedding_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _tensors(name, input1=input1, input2=input2, target=target)
+    if input1.shape != input2.shape or input1.ndim not in (1, 2) or \
+            target.ndim != input1.ndim - 1:
+        raise ValueError(f"{name}: expected input1 and input2 of the same 1-D or 2-D shape and "
+                         f"a target with one dim fewer, got {input1.shape}, {input2.shape} and "
+                         f"{target.shape}")
+    input1, input2 = _floats(name, input1, input2)
+    eps = 1e-12
+    dot = (input1 * input2).sum(dim=-1)
+    mag = ((input1 * input1).sum(dim=-1) + eps) * ((input2 * input2).sum(dim=-1) + eps)
+    cos = dot / mag.sqrt()
+    t = target.data
+    zero = cos * 0.0
+    loss = where(Tensor(t == 1), 1 - cos, zero) + \
+        where(Tensor(t == -1), (cos - margin).clamp(min=0), zero)
+    return _reduce(loss, reduction)
+
+
+def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2, eps=1e-6, swap=False,
+                        size_average=None, reduce=None, reduction="mean"):
+    """max(0, d(anchor, positive) - d(anchor, negative) + margin), d the p-norm distance
+    (pairwise_distance); swap uses the smaller of d(a, n) and d(p, n)."""
+    name = "triplet_margin_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _tensors(name, anchor=anchor, positive=positive, negative=negative)
+    if not (anchor.ndim == positive.ndim == negative.ndim) or anchor.ndim not in (1, 2):
+        raise ValueError(f"{name}: anchor {anchor.shape}, positive {positive.shape} and negative "
+                         f"{negative.shape} must all be 1-D or all 2-D")
+    if margin <= 0:
+        raise ValueError(f"{name}: margin must be greater than 0, got {margin}")
+    anchor, positive, negative = _floats(name, anchor, positive, negative)
+    d_pos = pairwise_distance(anchor, positive, p, eps)
+    d_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        d_neg = minimum(d_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce((d_pos - d_neg + margin).clamp(min=0), reduction)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, size_average=None, eps=1e-8,
+                     reduce=None, reduction="mean"):
+    """exp(input) - target * input (log_input), or input - target * log(input + eps); full
+    adds Stirling's approximation of log(target!) where target > 1."""
+    name = "poisson_nll_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _tensors(name, input=input, target=target)
+    input, target = _floats(name, input, target)
+    if log_input:
+        loss = input.exp() - target * input
+    else:
+        loss = input - target * (input + eps).log()
+    if full:
+        xp = get_array_module(target.data)
+        t = target.data
+        safe = xp.where(t > 1, t, 2)
+        stirling = xp.where(t > 1, safe * xp.log(safe) - safe + 0.5 * xp.log(2 * math.pi * safe),
+                            0)
+        if target.requires_grad:
+            tt = where(Tensor(t > 1), target, _const(2.0, target))
+            stirling_t = where(Tensor(t > 1), tt * tt.log() - tt + (tt * (2 * math.pi)).log()
+                               * 0.5, target * 0.0)
+            loss = loss + stirling_t
+        else:
+            loss = loss + Tensor(stirling.astype(t.dtype, copy=False))
+    return _reduce(loss, reduction)
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """0.5 (log(var) + (input - target)^2 / var) (+ 0.5 log(2 pi) with full), var at least
+    eps; var has the input's shape, or one dim fewer / a last dim of 1 (homoscedastic)."""
+    name = "gaussian_nll_loss"
+    _check_reduction(name, reduction)
+    _tensors(name, input=input, target=target)
+    if not isinstance(var, Tensor):
+        var = _const(float(var), input).expand(*input.shape)
+    if var.shape != input.shape:
+        if input.shape[:-1] == var.shape:
+            var = var.unsqueeze(-1)
+        elif input.shape[:-1] == var.shape[:-1] and var.shape[-1] == 1:
+            pass
+        else:
+            raise ValueError(f"{name}: var of shape {var.shape} does not fit the input's "
+                             f"shape {input.shape}")
+    if bool((var.data < 0).any()):
+        raise ValueError(f"{name}: var has negative entries")
+    d = input - target
+    var = _no_grad_lift(var, eps)
+    loss = (var.log() + d * d / var) * 0.5
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+__all__ = ["kl_div", "huber_loss", "margin_ranking_loss", "hinge_embedding_loss",
+           "soft_margin_loss", "multilabel_soft_margin_loss", "cosine_embedding_loss",
+           "triplet_margin_loss", "poisson_nll_loss", "gaussian_nll_loss"]

@@ -1,0 +1,476 @@
+"""Pooling and resampling with PyTorch's options: max/avg pooling in 1-D and 2-D (dilation,
+ceil_mode, return_indices, count_include_pad, divisor_override), adaptive average and max
+pooling, interpolate (nearest, linear, bilinear), pixel_shuffle/pixel_unshuffle.
+
+The default 2-D cases stay on ``functional``'s kernels; the others take the windows of a
+padded array (``convolution.unfold_array``), reduce them, and in backward send the gradient
+back through the adjoint ``fold_array``. 1-D pooling is 2-D pooling on a height of 1.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ... import functional as _F
+from ...backend import get_array_module
+from ...functional import _float_input, _whole, accumulation_dtype
+from ...tensor import Function, Tensor
+from .convolution import _batched, _ntuple, fold_array, unfold_array
+
+
+# ---- window geometry ----------------------------------------------------------------------------
+def _pool_geometry(name, x, dims, kernel_size, stride, padding, dilation, ceil_mode):
+    kernel = _ntuple(kernel_size, dims, f"{name}: kernel_size")
+    if stride is None or (isinstance(stride, (tuple, list)) and not stride):
+        stride = kernel
+    stride = _ntuple(stride, dims, f"{name}: stride")
+    padding = _ntuple(padding, dims, f"{name}: padding")
+    dilation = _ntuple(dilation, dims, f"{name}: dilation")
+    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"{name}: kernel_size {kernel}, stride {stride} and dilation "
+                         f"{dilation} must be positive")
+    if min(padding) < 0 or any(p > k // 2 for p, k in zip(padding, kernel)):
+        raise ValueError(f"{name}: padding {padding} must be non-negative and at most half "
+                         f"the kernel size {kernel}")
+    out, extra = [], []
+    for size, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation):
+        span = size + 2 * p - d * (k - 1) - 1
+        o = (span + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (o - 1) * s >= size + p:  # the last window must start inside
+            o -= 1
+        if o < 1:
+            raise ValueError(f"{name}: output size {o} is too small: kernel {kernel} "
+                             f"(dilation {dilation}) on input {x.shape} with padding {padding}")
+        out.append(o)
+        extra.append(max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)))
+    return kernel, stride, padding, dilation, tuple(out), tuple(extra)
+
+
+def _lift(t, dims, fill):
+    return (fill,) + tuple(t) if dims == 1 else tuple(t)
+
+
+def _padded(x, padding, extra, fill):
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    (ph, pw), (eh, ew) = padding, extra
+    out = xp.full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), fill, dtype=x.dtype)
+    out[:, :, ph:ph + h, pw:pw + w] = x
+    return out
+
+
+def _fold_back(gcol, x_shape, padding, extra, stride, dilation):
+    n, c, h, w = x_shape
+    (ph, pw), (eh, ew) = padding, extra
+    full = fold_array(gcol, (h + 2 * ph + eh, w + 2 * pw + ew), stride, dilation)
+    return get_array_module(gcol).ascontiguousarray(full[:, :, ph:ph + h, pw:pw + w])
+
+
+class MaxPoolWindows(Function):
+    """Max over (dilated) windows of a -inf-padded array; the winner's position is kept, and
+    backward sends each output's gradient to it."""
+
+    def forward(self, x, kernel, stride, padding, dilation, out_hw, extra, keep=None):
+        if keep is not None:  # the caller asked for the indices (return_indices=True)
+            keep.append(self)
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        kk = kernel[0] * kernel[1]
+        col = unfold_array(_padded(x, padding, extra, -np.inf), kernel, stride, dilation, out_hw)
+        col = col.reshape((n, c, kk) + out_hw)
+        arg = col.argmax(axis=2)
+        self.arg, self.geom = arg, (x.shape, kernel, stride, padding, dilation, extra)
+        return xp.take_along_axis(col, arg[:, :, None], axis=2)[:, :, 0]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x_shape, kernel, stride, padding, dilation, extra = self.geom
+        n, c, oh, ow = g.shape
+        kk = xp.arange(kernel[0] * kernel[1]).reshape(1, 1, -1, 1, 1)
+        gcol = (kk == self.arg[:, :, None]) * g[:, :, None]
+        gcol = gcol.astype(g.dtype, copy=False).reshape((n, c) + kernel + (oh, ow))
+        return _fold_back(gcol, x_shape, padding, extra, stride, dilation)
+
+    def indices(self):
+        """The winners as flat indices into each (H, W) input plane, as PyTorch returns them."""
+        xp = get_array_module(self.arg)
+        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = self.geom
+        oh, ow = self.arg.shape[2:]
+        rows = xp.arange(oh).reshape(-1, 1) * sh - ph + (self.arg // kw) * dh
+        cols = xp.arange(ow).reshape(1, -1) * sw - pw + (self.arg % kw) * dw
+        return (rows * w + cols).astype(np.int64)
+
+
+class AvgPoolWindows(Function):
+    """Sum over windows of a zero-padded array divided by PyTorch's divisor per window (the
+    window clipped to the padded input, or to the input itself without count_include_pad)."""
+
+    def forward(self, x, kernel, stride, padding, out_hw, extra, divisor):
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        ones = (1, 1)
+        col = unfold_array(_padded(x, padding, extra, 0), kernel, stride, ones, out_hw)
+        total = col.reshape((n, c, -1) + out_hw).sum(axis=2, dtype=accumulation_dtype(x))
+        self.divisor = xp.asarray(divisor, dtype=total.dtype)
+        self.geom = (x.shape, kernel, stride, padding, extra)
+        return (total / self.divisor).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        x_shape, kernel, stride, padding, extra = self.geom
+        share = (g / self.divisor).astype(g.dtype, copy=False)
+        gcol = xp.broadcast_to(share[:, :, None, None], share.shape[:2] + kernel + share.shape[2:])
+        return _fold_back(gcol, x_shape, padding, extra, stride, (1, 1))
+
+
+def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor_override):
+    if divisor_override is not None:
+        return np.full(out, float(divisor_override))
+    per_dim = []
+    for size, k, s, p, o in zip(sizes, kernel, stride, padding, out):
+        start = np.arange(o) * s - p
+        end = np.minimum(start + k, size + p)
+        pool = end - start
+        inside = np.minimum(end, size) - np.maximum(start, 0)
+        per_dim.append(pool if count_include_pad else inside)
+    return np.multiply.outer(*per_dim).astype(np.float64) if len(per_dim) == 2 else per_dim[0]
+
+
+# ---- max and average pooling -------------------------------------------------------------------
+def _max_pool(name, dims, input, kernel_size, stride, padding, dilation, ceil_mode,
+              return_indices):
+    _float_input(name, input)
+    x, unbatched = _batched(name, input, dims)
+    kernel, stride, padding, dilation, out, extra = _pool_geometry(
+        name, x, dims, kernel_size, stride, padding, dilation, ceil_mode)
+    x2 = x.unsqueeze(2) if dims == 1 else x
+    geom = dict(kernel=_lift(kernel, dims, 1), stride=_lift(stride, dims, 1),
+                padding=_lift(padding, dims, 0), dilation=_lift(dilation, dims, 1))
+    if dims == 2 and not return_indices and max(dilation) == 1 and not any(extra):
+        y = _F.max_pool2d(x2, kernel, stride, padding)  # the tuned kernels
+        idx = None
+    else:
+        keep = []
+        y = MaxPoolWindows.apply(x2, out_hw=_lift(out, dims, 1), extra=_lift(extra, dims, 0),
+                                 keep=keep, **geom)
+        idx = Tensor(keep[0].indices()) if return_indices else None
+    if dims == 1:
+        y = y.squeeze(2)
+        idx = None if idx is None else idx.squeeze(2)
+    if unbatched:
+        y = y.squeeze(0)
+        idx = None if idx is None else idx.squeeze(0)
+    return (y, idx) if return_indices else y
+
+
+def max_pool1d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over windows of (N, C, L) or (C, L) input; stride defaults to kernel_size and
+    padding counts as -inf. With return_indices, also the winners' positions in L."""
+    return _max_pool("max_pool1d", 1, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over windows of (N, C, H, W) or (C, H, W) input, with PyTorch's dilation,
+    ceil_mode and return_indices (flat indices into H * W)."""
+    return _max_pool("max_pool2d", 2, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def _avg_pool(name, dims, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
+              divisor_override):
+    _float_input(name, input)
+    x, unbatched = _batched(name, input, dims)
+    kernel, stride, padding, _, out, extra = _pool_geometry(
+        name, x, dims, kernel_size, stride, padding, 1, ceil_mode)
+    if divisor_override is not None:
+        divisor_override = _whole(divisor_override, f"{name}: divisor_override")
+        if divisor_override == 0:
+            raise ValueError(f"{name}: divisor_override must not be zero")
+    x2 = x.unsqueeze(2) if dims == 1 else x
+    if (dims == 2 and count_include_pad and divisor_override is None and not any(extra)):
+        y = _F.avg_pool2d(x2, kernel, stride, padding)
+    else:
+        divisor = _avg_divisor(x.shape[2:], kernel, stride, padding, out, count_include_pad,
+                               divisor_override)
+        y = AvgPoolWindows.apply(x2, kernel=_lift(kernel, dims, 1), stride=_lift(stride, dims, 1),
+                                 padding=_lift(padding, dims, 0), out_hw=_lift(out, dims, 1),
+                                 extra=_lift(extra, dims, 0),
+                                 divisor=divisor.reshape(_lift(out, dims, 1)))
+    if dims == 1:
+        y = y.squeeze(2)
+    return y.squeeze(0) if unbatched else y
+
+
+def avg_pool1d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True):
+    """Mean over windows of (N, C, L) or (C, L) input; padding counts as zeros unless
+    count_include_pad=False."""
+    return _avg_pool("avg_pool1d", 1, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, None)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Mean over windows of (N, C, H, W) or (C, H, W) input, with PyTorch's ceil_mode,
+    count_include_pad and divisor_override."""
+    return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+# ---- adaptive pooling ----------------------------------------------------------------------------
+def _adaptive_size(name, x, dims, output_size):
+    if isinstance(output_size, (tuple, list)):
+        if len(output_size) != dims:
+            raise ValueError(f"{name}: output_size must have {dims} elements, got "
+                             f"{output_size!r}")
+        sizes = output_size
+    else:
+        sizes = (output_size,) * dims
+    out = tuple(x.shape[2 + d] if s is None else _whole(s, f"{name}: output_size", output_size)
+                for d, s in enumerate(sizes))
+    if min(out) < 1 and x.numel():
+        raise ValueError(f"{name}: output_size {out} must be positive")
+    return out
+
+
+def _bins(size, out):
+    return [((i * size) // out, -(-((i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avg_pool1d(input, output_size):
+    """Average (N, C, L) or (C, L) input into output_size bins (PyTorch's floor/ceil bins)."""
+    name = "adaptive_avg_pool1d"
+    _float_input(name, input)
+    x, unbatched = _batched(name, input, 1)
+    (o,) = _adaptive_size(name, x, 1, output_size)
+    y = _F.adaptive_avg_pool2d(x.unsqueeze(2), (1, o)).squeeze(2)
+    return y.squeeze(0) if unbatched else y
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Average (N, C, H, W) or (C, H, W) input into an output_size grid; None in output_size
+    keeps that dim's size."""
+    name = "adaptive_avg_pool2d"
+    _float_input(name, input)
+    x, unbatched = _batched(name, input, 2)
+    y = _F.adaptive_avg_pool2d(x, _adaptive_size(name, x, 2, output_size))
+    return y.squeeze(0) if unbatched else y
+
+
+class AdaptiveMaxPool2d(Function):
+    """Max over PyTorch's adaptive bins (which may overlap); the winners' flat indices are
+    kept and backward adds each output's gradient at its winner."""
+
+    def forward(self, x, out_hw, keep=None):
+        if keep is not None:
+            keep.append(self)
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        oh, ow = out_hw
+        y = xp.empty((n, c, oh, ow), dtype=x.dtype)
+        idx = xp.empty((n, c, oh, ow), dtype=np.int64)
+        for i, (r0, r1) in enumerate(_bins(h, oh)):
+            for j, (c0, c1) in enumerate(_bins(w, ow)):
+                window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
+                a = window.argmax(axis=2)
+                y[:, :, i, j] = xp.take_along_axis(window, a[:, :, None], axis=2)[:, :, 0]
+                idx[:, :, i, j] = (r0 + a // (c1 - c0)) * w + c0 + a % (c1 - c0)
+        self.idx, self.in_shape = idx, x.shape
+        return y
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        n, c, h, w = self.in_shape
+        gx = xp.zeros((n * c, h * w), dtype=g.dtype)
+        rows = xp.arange(n * c).reshape(-1, 1)
+        index = (rows, self.idx.reshape(n * c, -1))
+        if hasattr(xp.add, "at"):
+            xp.add.at(gx, index, g.reshape(n * c, -1))
+        else:  # CuPy before 12
+            import cupyx
+
+            cupyx.scatter_add(gx, index, g.reshape(n * c, -1))
+        return gx.reshape(self.in_shape)
+
+
+def _adaptive_max(name, dims, input, output_size, return_indices):
+    _float_input(name, input)
+    x, unbatched = _batched(name, input, dims)
+    out = _adaptive_size(name, x, dims, output_size)
+    x2 = x.unsqueeze(2) if dims == 1 else x
+    keep = []
+    y = AdaptiveMaxPool2d.apply(x2, out_hw=_lift(out, dims, 1), keep=keep)
+    idx = Tensor(keep[0].idx) if return_indices else None
+    if dims == 1:
+        y = y.squeeze(2)
+        idx = idx.squeeze(2) if return_indices else None
+    if unbatched:
+        y = y.squeeze(0)
+        idx = idx.squeeze(0) if return_indices else None
+    return (y, idx) if return_indices else y
+
+
+def adaptive_max_pool1d(input, output_size, return_indices=False):
+    return _adaptive_max("adaptive_max_pool1d", 1, input, output_size, return_indices)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Max of (N, C, H, W) or (C, H, W) input over an output_size grid of adaptive bins;
+    with return_indices, also the winners' flat indices into H * W."""
+    return _adaptive_max("adaptive_max_pool2d", 2, input, output_size, return_indices)
+
+
+# ---- resampling ------------------------------------------------------------------------------------
+class Resample(Function):
+    """Separable resampling: along each resized dim, output i = sum_k w_k[i] * x[idx_k[i]]
+    (one tap for nearest, two for linear); backward adds the weighted gradient back."""
+
+    def forward(self, x, taps):
+        xp = get_array_module(x)
+        self.taps, self.in_shape = taps, x.shape
+        for d, index, weights in taps:
+            shape = [1] * x.ndim
+            shape[d] = -1
+            y = None
+            for idx, wt in zip(index, weights):
+                part = xp.take(x, xp.asarray(idx), axis=d)
+                if wt is not None:
+                    part = part * xp.asarray(wt, dtype=x.dtype).reshape(shape)
+                y = part if y is None else y + part
+            x = y
+        return x
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        shape = list(g.shape)
+        for d, index, weights in reversed(self.taps):
+            moved = xp.moveaxis(g, d, 0)
+            out = xp.zeros((self.in_shape[d],) + moved.shape[1:], dtype=g.dtype)
+            for idx, wt in zip(index, weights):
+                part = moved if wt is None else \
+                    moved * xp.asarray(wt, dtype=g.dtype).reshape((-1,) + (1,) * (g.ndim - 1))
+                _F._add_rows(out, xp.asarray(idx), part)
+            g = xp.moveaxis(out, 0, d)
+            shape[d] = self.in_shape[d]
+        return g
+
+
+_MODES = {"nearest": None, "nearest-exact": None, "linear": 1, "bilinear": 2}
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+                recompute_scale_factor=None, antialias=False):
+    """Resize the spatial dims of (N, C, L) or (N, C, H, W) input to ``size`` or by
+    ``scale_factor``: mode 'nearest', 'nearest-exact', 'linear' (3-D) or 'bilinear' (4-D),
+    with PyTorch's source-index rules (align_corners for the linear modes)."""
+    name = "interpolate"
+    _float_input(name, input)
+    if mode not in _MODES:
+        raise ValueError(f"{name}: mode {mode!r} is not supported; minidl has "
+                         f"{', '.join(map(repr, _MODES))}")
+    dims = input.ndim - 2
+    if dims not in (1, 2):
+        raise ValueError(f"{name}: expected a 3-D (N, C, L) or 4-D (N, C, H, W) input, got "
+                         f"shape {input.shape}")
+    if _MODES[mode] is not None and _MODES[mode] != dims:
+        raise ValueError(f"{name}: mode {mode!r} expects a {_MODES[mode] + 2}-D input, got "
+                         f"shape {input.shape}")
+    if mode.startswith("nearest") and align_corners is not None:
+        raise ValueError(f"{name}: align_corners option can only be set with the interpolating "
+                         f"modes: linear | bilinear | bicubic | trilinear")
+    if antialias:
+        raise ValueError(f"{name}: antialias=True is not supported in minidl")
+    if (size is None) == (scale_factor is None):
+        raise ValueError(f"{name}: exactly one of size or scale_factor must be given")
+    in_sizes = input.shape[2:]
+    if size is not None:
+        out = _ntuple(size, dims, f"{name}: size")
+        scales = [None] * dims
+    else:
+        if isinstance(scale_factor, (tuple, list)):
+            if len(scale_factor) != dims:
+                raise ValueError(f"{name}: scale_factor must have {dims} elements, got "
+                                 f"{scale_factor!r}")
+            factors = [float(f) for f in scale_factor]
+        else:
+            factors = [float(scale_factor)] * dims
+        if min(factors) <= 0:
+            raise ValueError(f"{name}: scale_factor must be positive, got {scale_factor!r}")
+        out = tuple(int(math.floor(s * f)) for s, f in zip(in_sizes, factors))
+        scales = [None] * dims if recompute_scale_factor else factors
+    if min(out) < 1:
+        raise ValueError(f"{name}: output size {out} must be positive (input {input.shape})")
+    taps = []
+    for d, (n_in, n_out, factor) in enumerate(zip(in_sizes, out, scales)):
+        if n_in == n_out and factor in (None, 1.0):
+            continue
+        taps.append((2 + d,) + _taps(mode, n_in, n_out, factor, bool(align_corners)))
+    if not taps:
+        return input.clone()
+    return Resample.apply(input, taps=tuple(taps))
+
+
+def _taps(mode, n_in, n_out, factor, align_corners):
+    dst = np.arange(n_out, dtype=np.float64)
+    scale = (1.0 / factor) if factor is not None else n_in / n_out
+    if mode == "nearest":
+        src = np.minimum(np.floor(dst * scale).astype(np.int64), n_in - 1)
+        return (src,), (None,)
+    if mode == "nearest-exact":
+        src = np.minimum(np.floor((dst + 0.5) * scale).astype(np.int64), n_in - 1)
+        return (src,), (None,)
+    if align_corners:
+        pos = dst * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:
+        pos = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+    i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    lam = pos - i0
+    return (i0, i1), (1.0 - lam, lam)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+# ---- pixel shuffle ---------------------------------------------------------------------------------
+def pixel_shuffle(input, upscale_factor):
+    """(*, C * r^2, H, W) -> (*, C, H * r, W * r), as PyTorch's (a reshape and a permute)."""
+    name = "pixel_shuffle"
+    r = _whole(upscale_factor, f"{name}: upscale_factor")
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"{name}: expected an input of at least 3 dims, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if r < 1:
+        raise ValueError(f"{name}: upscale_factor must be positive, got {r}")
+    *lead, c, h, w = input.shape
+    if c % (r * r):
+        raise ValueError(f"{name}: the channels ({c}) must be divisible by upscale_factor "
+                         f"squared ({r * r})")
+    k = len(lead)
+    y = input.reshape(*lead, c // (r * r), r, r, h, w)
+    y = y.permute(*range(k), k, k + 3, k + 1, k + 4, k + 2)
+    return y.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    """(*, C, H * r, W * r) -> (*, C * r^2, H, W), the inverse of pixel_shuffle."""
+    name = "pixel_unshuffle"
+    r = _whole(downscale_factor, f"{name}: downscale_factor")
+    if not isinstance(input, Tensor) or input.ndim < 3:
+        raise ValueError(f"{name}: expected an input of at least 3 dims, got "
+                         f"{getattr(input, 'shape', type(input).__name__)}")
+    if r < 1:
+        raise ValueError(f"{name}: downscale_factor must be positive, got {r}")
+    *lead, c, h, w = input.shape
+    if h % r or w % r:
+        raise ValueError(f"{name}: height {h} and width {w} must be divisible by "
+                         f"downscale_factor {r}")
+    k = len(lead)
+    y = input.reshape(*lead, c, h // r, r, w // r, r)
+    y = y.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)
+    return y.reshape(*lead, c * r * r, h // r, w // r)
