@@ -488,3 +488,16 @@ def test_transformer_errors():
         m(minidl.randn(5, 2, 8), minidl.randn(4, 3, 8))
     with pytest.raises(ValueError, match=r"equal to d_model \(8\), got 6"):
         m(minidl.randn(5, 2, 6), minidl.randn(4, 2, 8))
+
+
+@needs_torch
+def test_activation_module_and_custom_encoder():
+    """An activation Module is a submodule (no parameters, so torch's keys still match); a
+    custom encoder takes the place of the built one."""
+    tm, mm = _twin(lambda: torch.nn.TransformerEncoderLayer(8, 2, 16, activation=torch.nn.GELU()),
+                   lambda: nn.TransformerEncoderLayer(8, 2, 16, activation=nn.GELU()))
+    _compare_run(tm, mm, [np.random.default_rng(13).standard_normal((4, 2, 8))])
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 1)
+    m = nn.Transformer(8, 2, num_decoder_layers=1, dim_feedforward=16, custom_encoder=encoder)
+    assert m.encoder is encoder
+    assert m(minidl.randn(5, 2, 8), minidl.randn(3, 2, 8)).shape == (3, 2, 8)
