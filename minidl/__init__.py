@@ -84,3 +84,4 @@ __all__ += ["sort", "argsort", "flip", "fliplr", "flipud", "roll", "tril", "triu
 # minidl.exp(x), minidl.flatten(x, 1), ...: the Tensor methods torch also has as functions,
 # where no module above defined the name
 _tensor_functions._install(globals())
+from . import distributions  # noqa: E402,F401  (minidl.distributions, as torch.distributions)

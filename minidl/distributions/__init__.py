@@ -1,0 +1,21 @@
+"""Probability distributions, as ``torch.distributions``: sampling (from minidl's seeded
+generator), reparameterised sampling with gradients, log-densities, entropies and KL
+divergences for policies (REINFORCE), VAEs and Bayesian layers::
+
+    import minidl.distributions as D
+    dist = D.Categorical(logits=policy(obs))
+    action = dist.sample()
+    loss = -(dist.log_prob(action) * advantage).mean()
+"""
+from . import constraints
+from .bernoulli import Bernoulli
+from .categorical import Categorical
+from .distribution import Distribution
+from .independent import Independent
+from .kl import kl_divergence, register_kl
+from .normal import Normal
+from .one_hot_categorical import OneHotCategorical
+from .uniform import Uniform
+
+__all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "OneHotCategorical",
+           "Independent", "kl_divergence", "register_kl", "constraints"]
