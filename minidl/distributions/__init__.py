@@ -13,9 +13,10 @@ from .categorical import Categorical
 from .distribution import Distribution
 from .independent import Independent
 from .kl import kl_divergence, register_kl
+from .multivariate_normal import MultivariateNormal
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .uniform import Uniform
 
 __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "OneHotCategorical",
-           "Independent", "kl_divergence", "register_kl", "constraints"]
+           "Independent", "MultivariateNormal", "kl_divergence", "register_kl", "constraints"]

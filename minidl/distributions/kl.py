@@ -9,7 +9,9 @@ from ._special import softplus
 from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .distribution import Distribution
+from ._linalg import solve_lower
 from .independent import Independent
+from .multivariate_normal import MultivariateNormal, _batch_mahalanobis, _half_log_det
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .uniform import Uniform
@@ -105,3 +107,15 @@ def _kl_independent_independent(p, q):
                                   "reinterpreted_batch_ndims is not implemented")
     result = kl_divergence(p.base_dist, q.base_dist)
     return sum_rightmost(result, p.reinterpreted_batch_ndims)
+
+
+@register_kl(MultivariateNormal, MultivariateNormal)
+def _kl_multivariatenormal_multivariatenormal(p, q):
+    if p.event_shape != q.event_shape:
+        raise ValueError("KL-divergence between two Multivariate Normals with different event "
+                         f"shapes cannot be computed: {p.event_shape} and {q.event_shape}")
+    lp, lq = p._unbroadcasted_scale_tril, q._unbroadcasted_scale_tril
+    half_term1 = _half_log_det(lq) - _half_log_det(lp)
+    term2 = (solve_lower(lq, lp) ** 2).sum((-2, -1))  # tr(Sigma_q^-1 Sigma_p)
+    term3 = _batch_mahalanobis(lq, q.loc - p.loc)
+    return half_term1 + 0.5 * (term2 + term3 - p.event_shape[0])
