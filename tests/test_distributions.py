@@ -60,6 +60,11 @@ ONEHOT = np.eye(5)[CVALUE]
 _X = R.standard_normal((2, 3, 3))
 MLOC, MCOV = R.standard_normal(3), _X @ _X.transpose(0, 2, 1) + np.eye(3)
 MTRIL, MVALUE = np.linalg.cholesky(MCOV), R.standard_normal((4, 2, 3))
+GCONC, GRATE = np.array([0.4, 1.0, 2.5, 9.0]), np.array([0.5, 2.0, 1.0, 3.0])
+GVALUE = R.random((3, 4)) * 4 + 0.01
+BVALUE01 = R.random((3, 4)) * 0.98 + 0.01
+DCONC = np.array([[0.5, 2.0, 3.0], [0.3, 0.2, 0.9]])
+DVALUE = R.dirichlet([1.0, 1.0, 1.0], size=(5, 2))
 
 normal = lambda D, loc, scale: D.Normal(loc, scale)  # noqa: E731
 uniform = lambda D, low, high: D.Uniform(low, high)  # noqa: E731
@@ -69,6 +74,9 @@ cat_p = lambda D, p: D.Categorical(probs=p)  # noqa: E731
 cat_l = lambda D, logit: D.Categorical(logits=logit)  # noqa: E731
 ohc_l = lambda D, logit: D.OneHotCategorical(logits=logit)  # noqa: E731
 ind_n = lambda D, loc, scale: D.Independent(D.Normal(loc, scale), 1)  # noqa: E731
+gamma = lambda D, c, r: D.Gamma(c, r)  # noqa: E731
+beta = lambda D, a, b: D.Beta(a, b)  # noqa: E731
+dirichlet = lambda D, c: D.Dirichlet(c)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -113,6 +121,21 @@ PARITY = [
     ("independent.log_prob", ind_n, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
     ("independent.entropy", ind_n, [LOC, SCALE], lambda d, T: d.entropy()),
     ("independent.variance", ind_n, [LOC, SCALE], lambda d, T: d.variance),
+    ("gamma.log_prob", gamma, [GCONC, GRATE], lambda d, T: d.log_prob(T(GVALUE))),
+    ("gamma.entropy", gamma, [GCONC, GRATE], lambda d, T: d.entropy()),
+    ("gamma.mean", gamma, [GCONC, GRATE], lambda d, T: d.mean),
+    ("gamma.mode", gamma, [GCONC, GRATE], lambda d, T: d.mode),
+    ("gamma.variance", gamma, [GCONC, GRATE], lambda d, T: d.variance),
+    ("beta.log_prob", beta, [GCONC, GRATE], lambda d, T: d.log_prob(T(BVALUE01))),
+    ("beta.entropy", beta, [GCONC, GRATE], lambda d, T: d.entropy()),
+    ("beta.mean", beta, [GCONC, GRATE], lambda d, T: d.mean),
+    ("beta.mode", beta, [GCONC + 1, GRATE + 1], lambda d, T: d.mode),
+    ("beta.variance", beta, [GCONC, GRATE], lambda d, T: d.variance),
+    ("dirichlet.log_prob", dirichlet, [DCONC], lambda d, T: d.log_prob(T(DVALUE))),
+    ("dirichlet.entropy", dirichlet, [DCONC], lambda d, T: d.entropy()),
+    ("dirichlet.mean", dirichlet, [DCONC], lambda d, T: d.mean),
+    ("dirichlet.mode", dirichlet, [DCONC], lambda d, T: d.mode),
+    ("dirichlet.variance", dirichlet, [DCONC], lambda d, T: d.variance),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -149,6 +172,9 @@ KL_CASES = [
     ("uniform_not_inside", uniform, uniform, [LOW, HIGH, LOW + 0.1, HIGH + 1.0]),
     ("independent", ind_n, ind_n, [LOC, SCALE, LOC * 0.5, SCALE * 2]),
     ("mvn", mvn_c, mvn_t, [MLOC, MCOV, MLOC[::-1], MTRIL[:1] * 1.5]),
+    ("gamma", gamma, gamma, [GCONC, GRATE, GRATE, GCONC]),
+    ("beta", beta, beta, [GCONC, GRATE, GRATE * 2, GCONC]),
+    ("dirichlet", dirichlet, dirichlet, [DCONC, DCONC[::-1] * 2]),
 ]
 
 
@@ -246,6 +272,22 @@ def test_special_functions_gradcheck_and_torch_parity(name, fn, torch_name, x):
     np.testing.assert_allclose(fn(Tensor(x32)).numpy(), tfn(torch.tensor(x32)).numpy(), rtol=2e-6, atol=1e-6)
 
 
+def test_xlogy_gradchecks_and_matches_torch_with_its_zero_case():
+    x = np.array([0.0, 0.5, -1.5, 2.0])
+    y = np.array([3.0, 0.2, 1.5, 4.0])
+    assert gradcheck(_special.xlogy, [Tensor(x, requires_grad=True), Tensor(y, requires_grad=True)])
+    torch = _torch()
+    tx, ty = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+    mx, my = Tensor(x, requires_grad=True), Tensor(y, requires_grad=True)
+    torch.xlogy(tx, ty).sum().backward()
+    out = _special.xlogy(mx, my)
+    out.sum().backward()
+    np.testing.assert_allclose(out.numpy(), torch.xlogy(tx, ty).detach().numpy())
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy())
+    np.testing.assert_allclose(my.grad.numpy(), ty.grad.numpy())
+    assert _special.xlogy(Tensor(np.zeros(1)), Tensor(np.zeros(1))).item() == 0.0
+
+
 def test_special_functions_at_their_edges_match_torch():
     torch = _torch()
     y = np.array([-1.0, 1.0, 1.5, 0.0, 1 - 1e-12, -(1 - 1e-12)])
@@ -326,6 +368,56 @@ def test_multivariate_normal_sample_statistics():
     np.testing.assert_allclose(np.cov(s.T), cov, atol=0.06)
 
 
+def test_gamma_rsample_gradient_is_the_implicit_one():
+    """d sample / d concentration at a fixed quantile: float64-exact against mpmath, within
+    torch's own approximation of it, and right on average (d E[x] / d c = 1 / rate)."""
+    from minidl.distributions._special import _np_standard_gamma_grad
+
+    a = np.array([0.3, 0.5, 1.0, 2.0, 5.0, 30.0, 100.0, 50.0])
+    x = np.array([5.0, 0.3, 1.0, 4.0, 2.0, 28.0, 130.0, 20.0])
+    ours = _np_standard_gamma_grad(x, a)
+    torch = _torch()
+    np.testing.assert_allclose(ours, torch._standard_gamma_grad(torch.tensor(a), torch.tensor(x)).numpy(),
+                               rtol=1e-3)
+    mp = pytest.importorskip("mpmath", reason="the exact implicit gradient needs mpmath")
+    mp.mp.dps = 30
+    for ai, xi, gi in zip(a, x, ours):
+        dp = mp.diff(lambda s: mp.gammainc(s, 0, xi, regularized=True), ai)
+        exact = -dp / (mp.mpf(xi) ** (ai - 1) * mp.exp(-xi) / mp.gamma(ai))
+        assert gi == pytest.approx(float(exact), rel=1e-10)
+    minidl.manual_seed(0)
+    conc = Tensor(np.array([0.7, 3.0]), requires_grad=True)
+    rate = Tensor(np.array([2.0, 0.5]), requires_grad=True)
+    sample = D.Gamma(conc, rate).rsample((20000,))
+    sample.mean(0).sum().backward()
+    np.testing.assert_allclose(conc.grad.numpy(), 1 / np.array([2.0, 0.5]), rtol=0.03)
+    # d (g / rate) / d rate = -x / rate, exactly
+    np.testing.assert_allclose(rate.grad.numpy(), -sample.detach().numpy().mean(0) / rate.numpy(),
+                               rtol=1e-12)
+
+
+def test_beta_and_dirichlet_rsample_carry_gradients_and_statistics():
+    minidl.manual_seed(0)
+    a = Tensor(np.array([2.0, 0.5]), requires_grad=True)
+    b = Tensor(np.array([3.0, 0.5]), requires_grad=True)
+    x = D.Beta(a, b).rsample((20000,))
+    np.testing.assert_allclose(x.detach().numpy().mean(0), [0.4, 0.5], atol=0.01)
+    x.mean(0).sum().backward()
+    # d E[x] / d a = b / (a + b)^2
+    np.testing.assert_allclose(a.grad.numpy(), [3 / 25, 0.5], rtol=0.06)
+    c = Tensor(np.array([1.0, 2.0, 5.0]), requires_grad=True)
+    y = D.Dirichlet(c).rsample((20000,))
+    np.testing.assert_allclose(y.detach().numpy().mean(0), [0.125, 0.25, 0.625], atol=0.01)
+    np.testing.assert_allclose(y.detach().numpy().sum(-1), 1.0, rtol=1e-12)
+    (y[:, 0].mean()).backward()
+    # d E[y_0] / d c = (e_0 * c0 - c_0) / c0^2 with c0 = 8
+    np.testing.assert_allclose(c.grad.numpy(), [7 / 64, -1 / 64, -1 / 64], rtol=0.1, atol=3e-3)
+    g = D.Gamma(minidl.tensor([0.5, 4.0]), minidl.tensor([1.0, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(g.mean(0), [0.5, 2.0], rtol=0.04)
+    np.testing.assert_allclose(g.var(0), [0.5, 1.0], rtol=0.08)
+    assert (g > 0).all()
+
+
 def test_discrete_distributions_have_no_rsample():
     for d in (D.Bernoulli(0.3), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
@@ -387,6 +479,10 @@ SHAPE_CASES = [
     ("onehot", lambda D, T: D.OneHotCategorical(probs=T(np.ones((2, 5))))),
     ("independent", lambda D, T: D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 2)),
     ("mvn", lambda D, T: D.MultivariateNormal(T(np.zeros((2, 1, 3))), scale_tril=T(np.eye(3) * 2))),
+    ("gamma", lambda D, T: D.Gamma(T(np.ones((2, 3))), 2.0)),
+    ("beta_scalar", lambda D, T: D.Beta(0.5, 2.0)),
+    ("beta", lambda D, T: D.Beta(T(np.ones(3)), 2.0)),
+    ("dirichlet", lambda D, T: D.Dirichlet(T(np.ones((2, 4))))),
 ]
 
 
@@ -458,6 +554,16 @@ def test_bad_parameters_raise_valueerrors_naming_them():
         D.MultivariateNormal(minidl.tensor(0.0), minidl.eye(2))
     with pytest.raises(ValueError, match=r"covariance_matrix has shape \(3, 3\), expected"):
         D.MultivariateNormal(minidl.zeros(2), minidl.eye(3))
+    with pytest.raises(ValueError, match="parameter concentration .* GreaterThan"):
+        D.Gamma(minidl.tensor([1.0, -1.0]), 1.0)
+    with pytest.raises(ValueError, match="parameter rate"):
+        D.Gamma(1.0, 0.0)
+    with pytest.raises(ValueError, match="parameter concentration .* IndependentConstraint"):
+        D.Dirichlet(minidl.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="`concentration` parameter must be at least one-dimensional"):
+        D.Dirichlet(minidl.tensor(1.0))
+    with pytest.raises(ValueError, match="parameter concentration"):
+        D.Beta(-1.0, 1.0)
     # validate_args=False skips the checks, as in torch
     assert D.Normal(0.0, -1.0, validate_args=False).scale.item() == -1.0
     D.Distribution.set_default_validate_args(False)
@@ -483,6 +589,10 @@ def test_bad_values_raise_valueerrors_as_torch():
         D.OneHotCategorical(logits=minidl.zeros(3)).log_prob(minidl.tensor([1.0, 1.0, 0.0]))
     with pytest.raises(ValueError, match="must match event_shape"):
         D.OneHotCategorical(logits=minidl.zeros(3)).log_prob(minidl.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="Simplex"):
+        D.Dirichlet(minidl.ones(3)).log_prob(minidl.tensor([0.5, 0.6, 0.1]))
+    with pytest.raises(ValueError, match="GreaterThanEq"):
+        D.Gamma(1.0, 1.0).log_prob(minidl.tensor(-0.5))
     with pytest.raises(TypeError, match="sample_shape must be a tuple"):
         D.Normal(0.0, 1.0).sample(5)
     # without validation a number is taken, as torch does

@@ -9,8 +9,11 @@ divergences for policies (REINFORCE), VAEs and Bayesian layers::
 """
 from . import constraints
 from .bernoulli import Bernoulli
+from .beta import Beta
 from .categorical import Categorical
+from .dirichlet import Dirichlet
 from .distribution import Distribution
+from .gamma import Gamma
 from .independent import Independent
 from .kl import kl_divergence, register_kl
 from .multivariate_normal import MultivariateNormal
@@ -19,4 +22,4 @@ from .one_hot_categorical import OneHotCategorical
 from .uniform import Uniform
 
 __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "OneHotCategorical",
-           "Independent", "MultivariateNormal", "kl_divergence", "register_kl", "constraints"]
+           "Independent", "MultivariateNormal", "Gamma", "Beta", "Dirichlet", "kl_divergence", "register_kl", "constraints"]
