@@ -77,6 +77,9 @@ ind_n = lambda D, loc, scale: D.Independent(D.Normal(loc, scale), 1)  # noqa: E7
 gamma = lambda D, c, r: D.Gamma(c, r)  # noqa: E731
 beta = lambda D, a, b: D.Beta(a, b)  # noqa: E731
 dirichlet = lambda D, c: D.Dirichlet(c)  # noqa: E731
+expo = lambda D, r: D.Exponential(r)  # noqa: E731
+laplace = lambda D, loc, scale: D.Laplace(loc, scale)  # noqa: E731
+poisson = lambda D, r: D.Poisson(r)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -136,6 +139,22 @@ PARITY = [
     ("dirichlet.mean", dirichlet, [DCONC], lambda d, T: d.mean),
     ("dirichlet.mode", dirichlet, [DCONC], lambda d, T: d.mode),
     ("dirichlet.variance", dirichlet, [DCONC], lambda d, T: d.variance),
+    ("exponential.log_prob", expo, [GRATE], lambda d, T: d.log_prob(T(GVALUE))),
+    ("exponential.cdf", expo, [GRATE], lambda d, T: d.cdf(T(GVALUE))),
+    ("exponential.icdf", expo, [GRATE], lambda d, T: d.icdf(T(BVALUE01))),
+    ("exponential.entropy", expo, [GRATE], lambda d, T: d.entropy()),
+    ("exponential.moments", expo, [GRATE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3),
+    ("laplace.log_prob", laplace, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("laplace.cdf", laplace, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("laplace.icdf", laplace, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("laplace.entropy", laplace, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("laplace.moments", laplace, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3),
+    ("poisson.log_prob", poisson, [GRATE * 3], lambda d, T: d.log_prob(T(np.floor(GVALUE * 3)))),
+    ("poisson.moments", poisson, [GRATE * 3], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("normal.mode", normal, [LOC, SCALE], lambda d, T: d.mode),
+    ("bernoulli.mode", bern_p, [np.array([0.2, 0.7, 0.5])], lambda d, T: d.mode),
+    ("categorical.mode", cat_l, [CLOGITS], lambda d, T: d.mode),
+    ("categorical.perplexity", cat_l, [CLOGITS], lambda d, T: d.perplexity()),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -175,6 +194,9 @@ KL_CASES = [
     ("gamma", gamma, gamma, [GCONC, GRATE, GRATE, GCONC]),
     ("beta", beta, beta, [GCONC, GRATE, GRATE * 2, GCONC]),
     ("dirichlet", dirichlet, dirichlet, [DCONC, DCONC[::-1] * 2]),
+    ("exponential", expo, expo, [GRATE, GCONC]),
+    ("laplace", laplace, laplace, [LOC, SCALE, LOC[::-1], SCALE + 1]),
+    ("poisson", poisson, poisson, [GRATE, GCONC]),
 ]
 
 
@@ -418,8 +440,26 @@ def test_beta_and_dirichlet_rsample_carry_gradients_and_statistics():
     assert (g > 0).all()
 
 
+def test_exponential_and_laplace_rsample_gradcheck_and_statistics():
+    rate = Tensor(GRATE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Exponential), [rate])
+    loc, scale = Tensor(LOC.copy(), requires_grad=True), Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Laplace), [loc, scale])
+    minidl.manual_seed(0)
+    e = D.Exponential(minidl.tensor([0.5, 4.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(e.mean(0), [2.0, 0.25], rtol=0.04)
+    np.testing.assert_allclose(e.var(0), [4.0, 1 / 16], rtol=0.08)
+    lp = D.Laplace(minidl.tensor([1.0, -2.0]), minidl.tensor([0.5, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(lp.mean(0), [1.0, -2.0], atol=0.06)
+    np.testing.assert_allclose(lp.var(0), [0.5, 8.0], rtol=0.08)
+    p = D.Poisson(minidl.tensor([0.5, 7.0])).sample((20000,)).numpy()
+    assert p.dtype == np.float32 and (p == np.floor(p)).all() and (p >= 0).all()
+    np.testing.assert_allclose(p.mean(0), [0.5, 7.0], rtol=0.04)
+    np.testing.assert_allclose(p.var(0), [0.5, 7.0], rtol=0.08)
+
+
 def test_discrete_distributions_have_no_rsample():
-    for d in (D.Bernoulli(0.3), D.Categorical(logits=minidl.zeros(3)),
+    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
         assert not d.has_rsample
         with pytest.raises(NotImplementedError):
@@ -483,6 +523,9 @@ SHAPE_CASES = [
     ("beta_scalar", lambda D, T: D.Beta(0.5, 2.0)),
     ("beta", lambda D, T: D.Beta(T(np.ones(3)), 2.0)),
     ("dirichlet", lambda D, T: D.Dirichlet(T(np.ones((2, 4))))),
+    ("exponential", lambda D, T: D.Exponential(T(np.ones((3, 1))))),
+    ("laplace", lambda D, T: D.Laplace(T(np.zeros(2)), 1.0)),
+    ("poisson", lambda D, T: D.Poisson(T(np.ones(2) * 3))),
 ]
 
 
@@ -501,7 +544,8 @@ def test_shapes_as_torch(name, make, sample_shape):
     assert s.dtype == np.dtype(str(ts.dtype).replace("torch.", ""))
     lp, tlp = ours.log_prob(s), theirs.log_prob(torch.as_tensor(s.numpy()))
     assert tuple(lp.shape) == tuple(tlp.shape)
-    assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
+    if name != "poisson":  # torch's Poisson has no entropy either
+        assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
     e, te = ours.expand((6,) + ours.batch_shape), theirs.expand((6,) + tuple(theirs.batch_shape))
     assert e.batch_shape == tuple(te.batch_shape) and e.event_shape == tuple(te.event_shape)
     assert tuple(e.sample((2,)).shape) == tuple(te.sample((2,)).shape)

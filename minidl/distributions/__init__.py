@@ -13,13 +13,16 @@ from .beta import Beta
 from .categorical import Categorical
 from .dirichlet import Dirichlet
 from .distribution import Distribution
+from .exponential import Exponential
 from .gamma import Gamma
 from .independent import Independent
 from .kl import kl_divergence, register_kl
+from .laplace import Laplace
 from .multivariate_normal import MultivariateNormal
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
+from .poisson import Poisson
 from .uniform import Uniform
 
 __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "OneHotCategorical",
-           "Independent", "MultivariateNormal", "Gamma", "Beta", "Dirichlet", "kl_divergence", "register_kl", "constraints"]
+           "Independent", "MultivariateNormal", "Gamma", "Beta", "Dirichlet", "Exponential", "Laplace", "Poisson", "kl_divergence", "register_kl", "constraints"]
