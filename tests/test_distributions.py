@@ -80,6 +80,11 @@ dirichlet = lambda D, c: D.Dirichlet(c)  # noqa: E731
 expo = lambda D, r: D.Exponential(r)  # noqa: E731
 laplace = lambda D, loc, scale: D.Laplace(loc, scale)  # noqa: E731
 poisson = lambda D, r: D.Poisson(r)  # noqa: E731
+lognormal = lambda D, loc, scale: D.LogNormal(loc, scale)  # noqa: E731
+squashed = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
+    D.Normal(loc, scale), [D.AffineTransform(0.5, 2.0), D.TanhTransform(), D.SigmoidTransform()])
+affine_event = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
+    D.Normal(loc, scale), D.AffineTransform(loc * 0.5, -1.5, event_dim=1))
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -155,6 +160,13 @@ PARITY = [
     ("bernoulli.mode", bern_p, [np.array([0.2, 0.7, 0.5])], lambda d, T: d.mode),
     ("categorical.mode", cat_l, [CLOGITS], lambda d, T: d.mode),
     ("categorical.perplexity", cat_l, [CLOGITS], lambda d, T: d.perplexity()),
+    ("lognormal.log_prob", lognormal, [LOC, SCALE], lambda d, T: d.log_prob(T(np.exp(NVALUE)))),
+    ("lognormal.cdf", lognormal, [LOC, SCALE], lambda d, T: d.cdf(T(np.exp(NVALUE)))),
+    ("lognormal.icdf", lognormal, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("lognormal.entropy", lognormal, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("lognormal.moments", lognormal, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("squashed.log_prob", squashed, [LOC, SCALE], lambda d, T: d.log_prob(T(U01 * 0.5 + 0.25))),
+    ("affine_event.log_prob", affine_event, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -197,6 +209,7 @@ KL_CASES = [
     ("exponential", expo, expo, [GRATE, GCONC]),
     ("laplace", laplace, laplace, [LOC, SCALE, LOC[::-1], SCALE + 1]),
     ("poisson", poisson, poisson, [GRATE, GCONC]),
+    ("lognormal", lognormal, lognormal, [LOC, SCALE, LOC[::-1], SCALE + 1]),
 ]
 
 
@@ -267,6 +280,8 @@ def test_kl_registry_dispatch_and_unknown_pairs():
 
 # ---- the special functions behind cdf, icdf and softplus --------------------------------
 SPECIAL = [
+    ("log1p", _special.log1p, "log1p", R.random(7) * 3 - 0.9),
+    ("expm1", _special.expm1, "expm1", R.standard_normal(7) * 3),
     ("softplus", _special.softplus, "nn.functional.softplus", R.standard_normal(7) * 10),
     ("erf", _special.erf, "erf", R.standard_normal(7) * 1.5),
     ("erfinv", _special.erfinv, "erfinv", R.random(7) * 1.98 - 0.99),
@@ -458,6 +473,59 @@ def test_exponential_and_laplace_rsample_gradcheck_and_statistics():
     np.testing.assert_allclose(p.var(0), [0.5, 7.0], rtol=0.08)
 
 
+TRANSFORMS = [
+    ("exp", lambda: D.ExpTransform(), R.standard_normal(6)),
+    ("affine", lambda: D.AffineTransform(0.5, -2.0), R.standard_normal(6)),
+    ("affine_tensor", lambda: D.AffineTransform(Tensor(np.ones(6)), Tensor(np.arange(1.0, 7.0))),
+     R.standard_normal(6)),
+    ("sigmoid", lambda: D.SigmoidTransform(), R.standard_normal(6) * 3),
+    ("tanh", lambda: D.TanhTransform(), R.standard_normal(6) * 2),
+    ("compose", lambda: D.ComposeTransform([D.AffineTransform(1.0, 3.0), D.TanhTransform()]),
+     R.standard_normal(6) * 0.3),
+]
+
+
+@pytest.mark.parametrize("name,make,x", TRANSFORMS, ids=[t[0] for t in TRANSFORMS])
+def test_transforms_invert_and_their_log_det_is_the_log_derivative(name, make, x):
+    t = make()
+    xt = Tensor(x, requires_grad=True)
+    y = t(xt)
+    np.testing.assert_allclose(t.inv(y).numpy(), x, rtol=1e-9, atol=1e-12)
+    # elementwise maps: log|dy/dx| from autograd
+    y.sum().backward()
+    np.testing.assert_allclose(t.log_abs_det_jacobian(xt, y).numpy(), np.log(np.abs(xt.grad.numpy())),
+                               rtol=1e-9, atol=1e-12)
+    # (+ v: a constant log-det, as an affine map's, still gives a graph to check)
+    assert gradcheck(lambda v: t.log_abs_det_jacobian(v, t(v)) + v, [Tensor(x, requires_grad=True)])
+    assert t.inv.inv is t or t.inv.inv == t
+    assert t.inv.log_abs_det_jacobian(y, xt).numpy() == pytest.approx(
+        -t.log_abs_det_jacobian(xt, y).numpy())
+
+
+def test_tanh_squashed_policy_uses_the_cached_preimage():
+    """SAC's policy: tanh(Normal) with cache_size=1, so log_prob of its own saturated sample
+    needs no atanh(1.0); rsample gradchecks through the squashing."""
+    base = D.Normal(minidl.tensor([0.0, 30.0], dtype="float64"), minidl.tensor([1.0, 1.0], dtype="float64"))
+    pi = D.TransformedDistribution(base, [D.TanhTransform(cache_size=1)])
+    minidl.manual_seed(0)
+    a = pi.rsample()
+    assert a.numpy()[1] == 1.0  # saturated
+    lp = pi.log_prob(a)
+    assert np.isfinite(lp.numpy()).all()
+    minidl.manual_seed(0)
+    x = base.rsample()
+    expected = base.log_prob(x) - 2 * (math.log(2) - x - _special.softplus(-2 * x))
+    np.testing.assert_allclose(lp.numpy(), expected.numpy(), rtol=1e-12)
+    without_cache = D.TransformedDistribution(base, [D.TanhTransform()])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert not np.isfinite(without_cache.log_prob(a).numpy()[1])  # atanh(1): why the cache
+    loc = Tensor(LOC.copy(), requires_grad=True)
+    scale = Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(lambda m, s: D.TransformedDistribution(
+        D.Normal(m, s), [D.TanhTransform(), D.AffineTransform(1.0, 2.0)])), [loc, scale])
+    assert gradcheck(_with_noise(D.LogNormal), [loc, scale])
+
+
 def test_discrete_distributions_have_no_rsample():
     for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
@@ -526,6 +594,9 @@ SHAPE_CASES = [
     ("exponential", lambda D, T: D.Exponential(T(np.ones((3, 1))))),
     ("laplace", lambda D, T: D.Laplace(T(np.zeros(2)), 1.0)),
     ("poisson", lambda D, T: D.Poisson(T(np.ones(2) * 3))),
+    ("lognormal", lambda D, T: D.LogNormal(T(np.zeros((2, 3))), 1.0)),
+    ("affine_event", lambda D, T: D.TransformedDistribution(
+        D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
 ]
 
 
@@ -544,7 +615,7 @@ def test_shapes_as_torch(name, make, sample_shape):
     assert s.dtype == np.dtype(str(ts.dtype).replace("torch.", ""))
     lp, tlp = ours.log_prob(s), theirs.log_prob(torch.as_tensor(s.numpy()))
     assert tuple(lp.shape) == tuple(tlp.shape)
-    if name != "poisson":  # torch's Poisson has no entropy either
+    if name not in ("poisson", "affine_event"):  # torch has no entropy for these either
         assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
     e, te = ours.expand((6,) + ours.batch_shape), theirs.expand((6,) + tuple(theirs.batch_shape))
     assert e.batch_shape == tuple(te.batch_shape) and e.event_shape == tuple(te.event_shape)

@@ -173,6 +173,39 @@ class Softplus(Function):
         return g * stable_sigmoid(x)
 
 
+class Log1p(Function):
+    """log(1 + x), all its digits for small |x|."""
+
+    def forward(self, x):
+        self.save_for_backward(x)
+        return get_array_module(x).log1p(x)
+
+    def backward(self, g):
+        (x,) = self.saved
+        return g / (1 + x)
+
+
+class Expm1(Function):
+    """e^x - 1, all its digits for small |x|."""
+
+    def forward(self, x):
+        y = get_array_module(x).expm1(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return g * (y + 1)
+
+
+def log1p(x):
+    return Log1p.apply(x)
+
+
+def expm1(x):
+    return Expm1.apply(x)
+
+
 class Erf(Function):
     def forward(self, x):
         self.save_for_backward(x)

@@ -8,6 +8,7 @@ from ..autograd import no_grad
 from ..backend import rng
 from ..tensor import Tensor
 from . import constraints
+from ._special import expm1, log1p
 from .distribution import Distribution
 from .utils import broadcast_all
 
@@ -62,10 +63,10 @@ class Exponential(Distribution):
     def cdf(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        return 1 - (-self.rate * value).exp()
+        return -expm1(-self.rate * value)
 
     def icdf(self, value):
-        return -(1 - value).log() / self.rate
+        return -log1p(-value) / self.rate
 
     def entropy(self):
         return 1.0 - self.rate.log()

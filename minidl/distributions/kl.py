@@ -20,6 +20,7 @@ from .multivariate_normal import MultivariateNormal, _batch_mahalanobis, _half_l
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .poisson import Poisson
+from .transformed_distribution import TransformedDistribution
 from .uniform import Uniform
 from .utils import sum_rightmost
 
@@ -178,3 +179,14 @@ def _kl_laplace_laplace(p, q):
 @register_kl(Poisson, Poisson)
 def _kl_poisson_poisson(p, q):
     return p.rate * (p.rate.log() - q.rate.log()) - (p.rate - q.rate)
+
+
+@register_kl(TransformedDistribution, TransformedDistribution)
+def _kl_transformed_transformed(p, q):
+    if p.transforms != q.transforms:
+        raise NotImplementedError("KL between TransformedDistributions with different "
+                                  "transforms is not implemented")
+    if p.event_shape != q.event_shape:
+        raise NotImplementedError("KL between TransformedDistributions of different event "
+                                  "shapes is not implemented")
+    return kl_divergence(p.base_dist, q.base_dist)

@@ -10,6 +10,7 @@ from ..autograd import no_grad
 from ..backend import get_array_module, rng
 from ..tensor import Tensor
 from . import constraints
+from ._special import expm1, log1p
 from .distribution import Distribution
 from .utils import broadcast_all
 
@@ -73,11 +74,11 @@ class Laplace(Distribution):
         if self._validate_args:
             self._validate_sample(value)
         d = value - self.loc
-        return 0.5 - 0.5 * _sign(d) * ((-d.abs() / self.scale).exp() - 1)
+        return 0.5 - 0.5 * _sign(d) * expm1(-d.abs() / self.scale)
 
     def icdf(self, value):
         term = value - 0.5
-        return self.loc - self.scale * _sign(term) * (1 - 2 * term.abs()).log()
+        return self.loc - self.scale * _sign(term) * log1p(-2 * term.abs())
 
     def entropy(self):
         return 1 + (2 * self.scale).log()
