@@ -797,7 +797,23 @@ def test_distributions_on_the_fake_gpu_match_cpu(monkeypatch, tmp_path):
         s = c.sample((5,))
         out = n.log_prob(x).sum() + n.cdf(x).sum() + n.icdf(minidl.tensor(U01, device=device)).sum()
         out = out + D.kl_divergence(n, D.Normal(0.0, scale)).sum()
+        tril = minidl.tensor(MTRIL, dtype="float64", device=device)
+        mvn = D.MultivariateNormal(loc[:, 0], scale_tril=tril)
+        out = out + mvn.log_prob(mvn.rsample((3,))).sum() + mvn.entropy().sum()
+        out = out + D.MultivariateNormal(loc[:, 0], minidl.tensor(MCOV, dtype="float64", device=device)).log_prob(
+            minidl.tensor(MVALUE, dtype="float64", device=device)).sum()
+        g = D.Gamma(scale * 2, 1.5)
+        out = out + g.log_prob(g.rsample()).sum() + g.entropy().sum()
+        dr = D.Dirichlet(scale.exp())
+        out = out + dr.log_prob(dr.rsample()).sum()
+        squash = D.TransformedDistribution(D.Normal(loc, scale), [D.TanhTransform(cache_size=1)])
+        out = out + squash.log_prob(squash.rsample()).sum()
+        b = D.Bernoulli(logits=loc)
+        out = out + b.log_prob(b.sample()).sum() + b.entropy().sum()
+        out = out + D.Uniform(loc - 1, loc + scale).rsample((2,)).sum()
         out.backward()
+        for t in (mvn.rsample(), g.rsample(), dr.sample(), squash.sample(), b.sample(), out, loc.grad):
+            assert t.device == device
         assert x.device == device and s.device == device and c.log_prob(s).device == device
         results[device] = (x.numpy(), s.numpy(), c.log_prob(s).numpy(), out.item(), loc.grad.numpy())
     for a, b in zip(results["cpu"], results["cuda"]):

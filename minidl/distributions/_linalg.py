@@ -2,6 +2,8 @@
 (broadcasting) forward and backward: the Cholesky factor and the lower-triangular solve."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Function, unbroadcast
 from ..backend import get_array_module
 
@@ -17,8 +19,11 @@ class Cholesky(Function):
         xp = get_array_module(a)
         try:
             L = xp.linalg.cholesky(a)
-        except xp.linalg.LinAlgError:
-            raise ValueError("cholesky: the input is not positive-definite") from None
+        except np.linalg.LinAlgError:
+            L = None
+        # CuPy does not raise by default: a failed factorisation is NaN there
+        if L is None or (xp is not np and bool(xp.isnan(L).any())):
+            raise ValueError("cholesky: the input is not positive-definite")
         self.save_for_backward(L)
         return L
 
