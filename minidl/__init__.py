@@ -90,3 +90,4 @@ del _export
 # minidl.exp(x), minidl.flatten(x, 1), ...: the Tensor methods torch also has as functions,
 # where no module above defined the name (tensor_functions.py)
 _tensor_functions._install(globals())
+from . import distributions  # noqa: E402,F401  (minidl.distributions, as torch.distributions)

@@ -1,0 +1,36 @@
+"""Probability distributions, as ``torch.distributions``: sampling (from minidl's seeded
+generator), reparameterised sampling with gradients, log-densities, entropies and KL
+divergences for policies (REINFORCE), VAEs and Bayesian layers::
+
+    import minidl.distributions as D
+    dist = D.Categorical(logits=policy(obs))
+    action = dist.sample()
+    loss = -(dist.log_prob(action) * advantage).mean()
+"""
+from . import constraints, transforms  # noqa: F401  (D.transforms, as torch)
+from .bernoulli import Bernoulli
+from .beta import Beta
+from .categorical import Categorical
+from .dirichlet import Dirichlet
+from .distribution import Distribution
+from .exponential import Exponential
+from .gamma import Gamma
+from .independent import Independent
+from .kl import kl_divergence, register_kl
+from .laplace import Laplace
+from .log_normal import LogNormal
+from .multivariate_normal import MultivariateNormal
+from .normal import Normal
+from .one_hot_categorical import OneHotCategorical
+from .poisson import Poisson
+from .transformed_distribution import TransformedDistribution
+from .transforms import (
+    AffineTransform, ComposeTransform, ExpTransform, SigmoidTransform, TanhTransform, Transform,
+)
+from .uniform import Uniform
+
+__all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "OneHotCategorical",
+           "Independent", "MultivariateNormal", "Gamma", "Beta", "Dirichlet", "Exponential",
+           "Laplace", "Poisson", "LogNormal", "TransformedDistribution", "Transform",
+           "ComposeTransform", "ExpTransform", "AffineTransform", "SigmoidTransform",
+           "TanhTransform", "kl_divergence", "register_kl", "constraints"]

@@ -1,0 +1,84 @@
+"""Dirichlet(concentration): a distribution over the probability simplex of the last dim;
+rsample normalises Gamma draws, so gradients flow through their implicit reparameterisation."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..creation import zeros
+from ..functional import one_hot
+from ..ops import where
+from ..tensor import Tensor
+from . import constraints
+from ._special import digamma, lgamma, standard_gamma, xlogy
+from .distribution import Distribution
+
+
+def _first_index(c):
+    return zeros(c.shape[:-1], dtype="int64", device=c.device)
+
+
+class Dirichlet(Distribution):
+    arg_constraints = {"concentration": constraints.independent(constraints.positive, 1)}
+    support = constraints.simplex
+    has_rsample = True
+
+    def __init__(self, concentration, validate_args=None):
+        if not isinstance(concentration, Tensor) or concentration.ndim < 1:
+            raise ValueError("`concentration` parameter must be at least one-dimensional.")
+        self.concentration = concentration
+        shape = concentration.shape
+        super().__init__(shape[:-1], shape[-1:], validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Dirichlet, _instance)
+        batch_shape = tuple(batch_shape)
+        new.concentration = self.concentration.expand(*batch_shape, *self._event_shape)
+        Distribution.__init__(new, batch_shape, self._event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return self.concentration / self.concentration.sum(-1, keepdim=True)
+
+    @property
+    def mode(self):
+        # where every concentration is below 1 the density is unbounded at every corner;
+        # torch takes the first (the argmax of its row of 0/0), and so does this
+        c = self.concentration
+        cm1 = (c - 1).clamp(min=0.0)
+        # the clamp keeps rows of all-zero cm1 (taken from the corner below) from 0 / 0
+        mode = cm1 / cm1.sum(-1, keepdim=True).clamp(min=float(np.finfo(c.dtype).tiny))
+        first = _first_index(c)
+        corner = one_hot(first, c.shape[-1]).type_as(c)
+        return where((c < 1).all(-1, keepdim=True), corner, mode)
+
+    @property
+    def variance(self):
+        c = self.concentration
+        c0 = c.sum(-1, keepdim=True)
+        return c * (c0 - c) / (c0 ** 2 * (c0 + 1))
+
+    def sample(self, sample_shape=()):
+        with no_grad():
+            return self.rsample(sample_shape).detach()
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        g = standard_gamma(self.concentration.expand(*shape))
+        tiny = float(np.finfo(g.dtype).tiny)
+        return (g / g.sum(-1, keepdim=True)).clamp(min=tiny, max=1 - float(np.finfo(g.dtype).eps))
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        c = self.concentration
+        return xlogy(c - 1.0, value).sum(-1) + lgamma(c.sum(-1)) - lgamma(c).sum(-1)
+
+    def entropy(self):
+        c = self.concentration
+        k = c.shape[-1]
+        a0 = c.sum(-1)
+        return (lgamma(c).sum(-1) - lgamma(a0) - (k - a0) * digamma(a0)
+                - ((c - 1.0) * digamma(c)).sum(-1))

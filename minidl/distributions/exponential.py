@@ -1,0 +1,72 @@
+"""Exponential(rate): density rate e^(-rate x) on x >= 0; rsample is E / rate, E a standard
+exponential draw."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..backend import rng
+from ..tensor import Tensor
+from . import constraints
+from ._special import expm1, log1p
+from .distribution import Distribution
+from .utils import broadcast_all
+
+
+class Exponential(Distribution):
+    arg_constraints = {"rate": constraints.positive}
+    support = constraints.nonnegative
+    has_rsample = True
+
+    def __init__(self, rate, validate_args=None):
+        (self.rate,) = broadcast_all(rate)
+        super().__init__(self.rate.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Exponential, _instance)
+        batch_shape = tuple(batch_shape)
+        new.rate = self.rate.expand(*batch_shape)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return 1.0 / self.rate
+
+    @property
+    def mode(self):
+        return self.rate * 0.0
+
+    @property
+    def stddev(self):
+        return 1.0 / self.rate
+
+    @property
+    def variance(self):
+        return self.rate ** -2
+
+    def sample(self, sample_shape=()):
+        with no_grad():
+            return self.rsample(sample_shape).detach()
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        e = rng().standard_exponential(shape).astype(self.rate.dtype)
+        return Tensor(np.asarray(e), device=self.rate.device) / self.rate
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return self.rate.log() - self.rate * value
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return -expm1(-self.rate * value)
+
+    def icdf(self, value):
+        return -log1p(-value) / self.rate
+
+    def entropy(self):
+        return 1.0 - self.rate.log()

@@ -1,0 +1,84 @@
+"""Laplace(loc, scale): density exp(-|x - loc| / scale) / (2 scale); rsample by the inverse
+CDF of a uniform draw."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..backend import get_array_module, rng
+from ..tensor import Tensor
+from . import constraints
+from ._special import expm1, log1p
+from .distribution import Distribution
+from .utils import broadcast_all
+
+
+def _sign(t):
+    """sign(t) as a constant (its gradient is 0 almost everywhere)."""
+    return Tensor(get_array_module(t.data).sign(t.data))
+
+
+class Laplace(Distribution):
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, scale, validate_args=None):
+        self.loc, self.scale = broadcast_all(loc, scale)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Laplace, _instance)
+        batch_shape = tuple(batch_shape)
+        new.loc = self.loc.expand(*batch_shape)
+        new.scale = self.scale.expand(*batch_shape)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return self.loc
+
+    @property
+    def mode(self):
+        return self.loc
+
+    @property
+    def variance(self):
+        return 2 * self.scale ** 2
+
+    @property
+    def stddev(self):
+        return math.sqrt(2) * self.scale
+
+    def sample(self, sample_shape=()):
+        with no_grad():
+            return self.rsample(sample_shape).detach()
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        eps = float(np.finfo(self.loc.dtype).eps)
+        u = rng().uniform(eps - 1, 1, shape)  # open at -1: log1p(-|u|) stays finite
+        step = -np.sign(u) * np.log1p(-np.abs(u))
+        return self.loc + self.scale * Tensor(step.astype(self.loc.dtype), device=self.loc.device)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return -(2 * self.scale).log() - (value - self.loc).abs() / self.scale
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        d = value - self.loc
+        return 0.5 - 0.5 * _sign(d) * expm1(-d.abs() / self.scale)
+
+    def icdf(self, value):
+        term = value - 0.5
+        return self.loc - self.scale * _sign(term) * log1p(-2 * term.abs())
+
+    def entropy(self):
+        return 1 + (2 * self.scale).log()

@@ -1,0 +1,54 @@
+"""Poisson(rate): counts k >= 0 with probability rate^k e^-rate / k!."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_array_module, rng
+from ..tensor import Tensor
+from . import constraints
+from ._special import lgamma, xlogy
+from .distribution import Distribution
+from .utils import broadcast_all
+
+
+class Poisson(Distribution):
+    arg_constraints = {"rate": constraints.nonnegative}
+    support = constraints.nonnegative_integer
+
+    def __init__(self, rate, validate_args=None):
+        (self.rate,) = broadcast_all(rate)
+        super().__init__(self.rate.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Poisson, _instance)
+        batch_shape = tuple(batch_shape)
+        new.rate = self.rate.expand(*batch_shape)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return self.rate
+
+    @property
+    def mode(self):
+        rate = self.rate.detach()
+        return Tensor(get_array_module(rate.data).floor(rate.data))
+
+    @property
+    def variance(self):
+        return self.rate
+
+    def sample(self, sample_shape=()):
+        """Counts in the rate's (floating) dtype, as torch."""
+        shape = self._extended_shape(sample_shape)
+        rate = np.broadcast_to(self.rate.detach().numpy(), shape)
+        counts = rng().poisson(rate).astype(self.rate.dtype)
+        return Tensor(counts, device=self.rate.device)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        rate, value = broadcast_all(self.rate, value)
+        return xlogy(value, rate) - rate - lgamma(value + 1)

@@ -1,0 +1,80 @@
+"""Helpers shared by the distributions: broadcasting parameters, probabilities to logits and
+back, lazily computed attributes, sums over the rightmost dims."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..backend.dtypes import is_floating
+from ..tensor import Tensor
+from ..tensor_functions import get_default_dtype
+
+
+def broadcast_all(*values):
+    """Tensors of one broadcast shape from Tensors and numbers: numbers take the dtype and
+    device of the first Tensor (the default dtype when there is none); gradients flow back
+    through the broadcast."""
+    tensors = [v for v in values if isinstance(v, Tensor)]
+    for v in values:
+        if not isinstance(v, (Tensor, numbers.Number)):
+            raise ValueError("Input arguments must all be instances of numbers.Number or "
+                             f"minidl.Tensor, got {type(v).__name__}")
+    if tensors:
+        first = tensors[0]
+        dtype = first.dtype if is_floating(first.dtype) else get_default_dtype()
+        device = first.device
+    else:
+        dtype, device = get_default_dtype(), "cpu"
+    out = [v if isinstance(v, Tensor) else Tensor(np.asarray(v, dtype=dtype), device=device)
+           for v in values]
+    shape = np.broadcast_shapes(*(t.shape for t in out))
+    return tuple(t if t.shape == shape else t.expand(*shape) for t in out)
+
+
+def broadcast_shape(name, *shapes):
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ValueError(f"{name}: shapes {' and '.join(str(tuple(s)) for s in shapes)} do not "
+                         "broadcast") from None
+
+
+def clamp_probs(probs):
+    """Probabilities clamped to [eps, 1 - eps] of their dtype, so that their logs are finite."""
+    eps = float(np.finfo(probs.dtype).eps)
+    return probs.clamp(min=eps, max=1 - eps)
+
+
+def probs_to_logits(probs, is_binary=False):
+    """log(p) (log-probabilities of categories), or log(p) - log(1 - p) for is_binary."""
+    ps = clamp_probs(probs)
+    return ps.log() - (1 - ps).log() if is_binary else ps.log()
+
+
+def logits_to_probs(logits, is_binary=False):
+    return logits.sigmoid() if is_binary else logits.softmax(-1)
+
+
+def sum_rightmost(value, dim):
+    """``value`` summed over its ``dim`` rightmost dims."""
+    if dim == 0:
+        return value
+    return value.reshape(*value.shape[:value.ndim - dim], -1).sum(-1)
+
+
+class lazy_property:
+    """An attribute computed on first access and then stored on the instance (Bernoulli's
+    logits from probs, or probs from logits): set once, it is a plain attribute."""
+
+    def __init__(self, wrapped):
+        self.wrapped = wrapped
+        self.__doc__ = wrapped.__doc__
+        self.__name__ = wrapped.__name__
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = self.wrapped(instance)
+        instance.__dict__[self.wrapped.__name__] = value
+        return value

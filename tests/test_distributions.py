@@ -1,0 +1,820 @@
+"""minidl.distributions: torch parity (values and parameter gradients in float64), rsample
+gradients with the noise fixed, sampling statistics on the seeded generator, shapes as
+torch's, argument validation, and two tiny end-to-end trainings (REINFORCE, a VAE step)."""
+import math
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.distributions as D
+import minidl.nn as nn
+from minidl import Tensor
+from minidl.distributions import _special
+from minidl.testing import gradcheck
+
+R = np.random.default_rng(0)
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="torch parity needs torch installed")
+
+
+def _parity(build, params, quantity, rtol=1e-9, atol=1e-10):
+    """``quantity(build(D, *params), T)`` in minidl and in torch on the same float64 parameters:
+    the same values, and the same gradients of a random projection w.r.t. every parameter."""
+    torch = _torch()
+    import torch.distributions as TD
+
+    mp = [Tensor(np.array(p, dtype=np.float64), requires_grad=True) for p in params]
+    tp = [torch.tensor(np.array(p, dtype=np.float64), requires_grad=True) for p in params]
+    mo = quantity(build(D, *mp), lambda a: Tensor(np.asarray(a)))
+    to = quantity(build(TD, *tp), lambda a: torch.as_tensor(np.asarray(a)))
+    assert tuple(mo.shape) == tuple(to.shape)
+    assert mo.dtype == np.dtype(str(to.dtype).replace("torch.", ""))
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), rtol=rtol, atol=atol)
+    if not to.requires_grad:
+        return
+    proj = np.random.default_rng(1).standard_normal(to.shape)
+    (to * torch.tensor(proj)).sum().backward()
+    (mo * Tensor(proj)).sum().backward()
+    for i, (m, t) in enumerate(zip(mp, tp)):
+        tg = np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+        mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
+        np.testing.assert_allclose(mg, tg, rtol=1e-7, atol=1e-9, err_msg=f"gradient of parameter {i}")
+
+
+LOC, SCALE = R.standard_normal((3, 2)), R.random((3, 2)) + 0.5
+NVALUE = R.standard_normal((4, 3, 2)) * 2
+U01 = R.random((4, 3, 2)) * 0.98 + 0.01
+LOW = R.standard_normal(3)
+HIGH = LOW + R.random(3) + 0.5
+UVALUE = LOW + np.array([0.1, 0.5, 0.9])[:, None] * (HIGH - LOW)  # (3, 3), inside
+PROBS = R.random(4) * 0.8 + 0.1
+LOGITS = np.array([-50.0, -3.0, 0.4, 45.0])
+BVALUE = np.tile([0.0, 1.0, 1.0, 0.0], (5, 1))
+CPROBS = R.random((3, 5)) + 0.1  # unnormalised
+CLOGITS = R.standard_normal((3, 5)) * 2
+CVALUE = R.integers(0, 5, (6, 3))
+ONEHOT = np.eye(5)[CVALUE]
+_X = R.standard_normal((2, 3, 3))
+MLOC, MCOV = R.standard_normal(3), _X @ _X.transpose(0, 2, 1) + np.eye(3)
+MTRIL, MVALUE = np.linalg.cholesky(MCOV), R.standard_normal((4, 2, 3))
+GCONC, GRATE = np.array([0.4, 1.0, 2.5, 9.0]), np.array([0.5, 2.0, 1.0, 3.0])
+GVALUE = R.random((3, 4)) * 4 + 0.01
+BVALUE01 = R.random((3, 4)) * 0.98 + 0.01
+DCONC = np.array([[0.5, 2.0, 3.0], [0.3, 0.2, 0.9]])
+DVALUE = R.dirichlet([1.0, 1.0, 1.0], size=(5, 2))
+
+normal = lambda D, loc, scale: D.Normal(loc, scale)  # noqa: E731
+uniform = lambda D, low, high: D.Uniform(low, high)  # noqa: E731
+bern_p = lambda D, p: D.Bernoulli(probs=p)  # noqa: E731
+bern_l = lambda D, logit: D.Bernoulli(logits=logit)  # noqa: E731
+cat_p = lambda D, p: D.Categorical(probs=p)  # noqa: E731
+cat_l = lambda D, logit: D.Categorical(logits=logit)  # noqa: E731
+ohc_l = lambda D, logit: D.OneHotCategorical(logits=logit)  # noqa: E731
+ind_n = lambda D, loc, scale: D.Independent(D.Normal(loc, scale), 1)  # noqa: E731
+gamma = lambda D, c, r: D.Gamma(c, r)  # noqa: E731
+beta = lambda D, a, b: D.Beta(a, b)  # noqa: E731
+dirichlet = lambda D, c: D.Dirichlet(c)  # noqa: E731
+expo = lambda D, r: D.Exponential(r)  # noqa: E731
+laplace = lambda D, loc, scale: D.Laplace(loc, scale)  # noqa: E731
+poisson = lambda D, r: D.Poisson(r)  # noqa: E731
+lognormal = lambda D, loc, scale: D.LogNormal(loc, scale)  # noqa: E731
+squashed = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
+    D.Normal(loc, scale), [D.AffineTransform(0.5, 2.0), D.TanhTransform(), D.SigmoidTransform()])
+affine_event = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
+    D.Normal(loc, scale), D.AffineTransform(loc * 0.5, -1.5, event_dim=1))
+mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
+mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
+mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
+
+PARITY = [
+    ("normal.log_prob", normal, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("normal.cdf", normal, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("normal.icdf", normal, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("normal.entropy", normal, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("normal.mean", normal, [LOC, SCALE], lambda d, T: d.mean),
+    ("normal.variance", normal, [LOC, SCALE], lambda d, T: d.variance),
+    ("normal.stddev", normal, [LOC, SCALE], lambda d, T: d.stddev),
+    ("normal.number_scale", lambda D, loc: D.Normal(loc, 2.5), [LOC],
+     lambda d, T: d.log_prob(T(NVALUE))),
+    ("uniform.log_prob", uniform, [LOW, HIGH], lambda d, T: d.log_prob(T(UVALUE))),
+    ("uniform.cdf", uniform, [LOW, HIGH], lambda d, T: d.cdf(T(UVALUE))),
+    ("uniform.icdf", uniform, [LOW, HIGH], lambda d, T: d.icdf(T(U01[0, :, :1]))),
+    ("uniform.entropy", uniform, [LOW, HIGH], lambda d, T: d.entropy()),
+    ("uniform.mean", uniform, [LOW, HIGH], lambda d, T: d.mean),
+    ("uniform.variance", uniform, [LOW, HIGH], lambda d, T: d.variance),
+    ("uniform.stddev", uniform, [LOW, HIGH], lambda d, T: d.stddev),
+    ("bernoulli_probs.log_prob", bern_p, [PROBS], lambda d, T: d.log_prob(T(BVALUE))),
+    ("bernoulli_probs.entropy", bern_p, [PROBS], lambda d, T: d.entropy()),
+    ("bernoulli_probs.logits", bern_p, [PROBS], lambda d, T: d.logits),
+    ("bernoulli_probs.variance", bern_p, [PROBS], lambda d, T: d.variance),
+    ("bernoulli_logits.log_prob", bern_l, [LOGITS], lambda d, T: d.log_prob(T(BVALUE))),
+    ("bernoulli_logits.entropy", bern_l, [LOGITS], lambda d, T: d.entropy()),
+    ("bernoulli_logits.mean", bern_l, [LOGITS], lambda d, T: d.mean),
+    ("categorical_probs.log_prob", cat_p, [CPROBS], lambda d, T: d.log_prob(T(CVALUE))),
+    ("categorical_probs.entropy", cat_p, [CPROBS], lambda d, T: d.entropy()),
+    ("categorical_probs.probs", cat_p, [CPROBS], lambda d, T: d.probs),
+    ("categorical_probs.logits", cat_p, [CPROBS], lambda d, T: d.logits),
+    ("categorical_logits.log_prob", cat_l, [CLOGITS], lambda d, T: d.log_prob(T(CVALUE))),
+    ("categorical_logits.entropy", cat_l, [CLOGITS], lambda d, T: d.entropy()),
+    ("categorical_logits.probs", cat_l, [CLOGITS], lambda d, T: d.probs),
+    ("categorical_logits.broadcast_value", cat_l, [CLOGITS],
+     lambda d, T: d.log_prob(T(CVALUE[:1, :1]))),
+    ("onehot.log_prob", ohc_l, [CLOGITS], lambda d, T: d.log_prob(T(ONEHOT))),
+    ("onehot.entropy", ohc_l, [CLOGITS], lambda d, T: d.entropy()),
+    ("onehot.mean", ohc_l, [CLOGITS], lambda d, T: d.mean),
+    ("onehot.variance", ohc_l, [CLOGITS], lambda d, T: d.variance),
+    ("independent.log_prob", ind_n, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("independent.entropy", ind_n, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("independent.variance", ind_n, [LOC, SCALE], lambda d, T: d.variance),
+    ("gamma.log_prob", gamma, [GCONC, GRATE], lambda d, T: d.log_prob(T(GVALUE))),
+    ("gamma.entropy", gamma, [GCONC, GRATE], lambda d, T: d.entropy()),
+    ("gamma.mean", gamma, [GCONC, GRATE], lambda d, T: d.mean),
+    ("gamma.mode", gamma, [GCONC, GRATE], lambda d, T: d.mode),
+    ("gamma.variance", gamma, [GCONC, GRATE], lambda d, T: d.variance),
+    ("beta.log_prob", beta, [GCONC, GRATE], lambda d, T: d.log_prob(T(BVALUE01))),
+    ("beta.entropy", beta, [GCONC, GRATE], lambda d, T: d.entropy()),
+    ("beta.mean", beta, [GCONC, GRATE], lambda d, T: d.mean),
+    ("beta.mode", beta, [GCONC + 1, GRATE + 1], lambda d, T: d.mode),
+    ("beta.variance", beta, [GCONC, GRATE], lambda d, T: d.variance),
+    ("dirichlet.log_prob", dirichlet, [DCONC], lambda d, T: d.log_prob(T(DVALUE))),
+    ("dirichlet.entropy", dirichlet, [DCONC], lambda d, T: d.entropy()),
+    ("dirichlet.mean", dirichlet, [DCONC], lambda d, T: d.mean),
+    ("dirichlet.mode", dirichlet, [DCONC], lambda d, T: d.mode),
+    ("dirichlet.variance", dirichlet, [DCONC], lambda d, T: d.variance),
+    ("exponential.log_prob", expo, [GRATE], lambda d, T: d.log_prob(T(GVALUE))),
+    ("exponential.cdf", expo, [GRATE], lambda d, T: d.cdf(T(GVALUE))),
+    ("exponential.icdf", expo, [GRATE], lambda d, T: d.icdf(T(BVALUE01))),
+    ("exponential.entropy", expo, [GRATE], lambda d, T: d.entropy()),
+    ("exponential.moments", expo, [GRATE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3),
+    ("laplace.log_prob", laplace, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("laplace.cdf", laplace, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("laplace.icdf", laplace, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("laplace.entropy", laplace, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("laplace.moments", laplace, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3),
+    ("poisson.log_prob", poisson, [GRATE * 3], lambda d, T: d.log_prob(T(np.floor(GVALUE * 3)))),
+    ("poisson.moments", poisson, [GRATE * 3], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("normal.mode", normal, [LOC, SCALE], lambda d, T: d.mode),
+    ("bernoulli.mode", bern_p, [np.array([0.2, 0.7, 0.5])], lambda d, T: d.mode),
+    ("categorical.mode", cat_l, [CLOGITS], lambda d, T: d.mode),
+    ("categorical.perplexity", cat_l, [CLOGITS], lambda d, T: d.perplexity()),
+    ("lognormal.log_prob", lognormal, [LOC, SCALE], lambda d, T: d.log_prob(T(np.exp(NVALUE)))),
+    ("lognormal.cdf", lognormal, [LOC, SCALE], lambda d, T: d.cdf(T(np.exp(NVALUE)))),
+    ("lognormal.icdf", lognormal, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("lognormal.entropy", lognormal, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("lognormal.moments", lognormal, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("squashed.log_prob", squashed, [LOC, SCALE], lambda d, T: d.log_prob(T(U01 * 0.5 + 0.25))),
+    ("affine_event.log_prob", affine_event, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
+    ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
+    ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
+    ("mvn_cov.variance", mvn_c, [MLOC, MCOV], lambda d, T: d.variance),
+    ("mvn_prec.log_prob", mvn_p, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
+    ("mvn_prec.covariance", mvn_p, [MLOC, MCOV], lambda d, T: d.covariance_matrix),
+    ("mvn_tril.log_prob", mvn_t, [MLOC, MTRIL], lambda d, T: d.log_prob(T(MVALUE))),
+    ("mvn_tril.entropy", mvn_t, [MLOC, MTRIL], lambda d, T: d.entropy()),
+    # torch's cholesky_inverse also sends gradients to the (zero) upper triangle of scale_tril,
+    # minidl's triangular solve reads the lower one only: compared through tril()
+    ("mvn_tril.precision", lambda D, loc, t: D.MultivariateNormal(loc, scale_tril=t.tril()),
+     [MLOC, MTRIL], lambda d, T: d.precision_matrix),
+    ("mvn_tril.mean", mvn_t, [MLOC, MTRIL], lambda d, T: d.mean),
+]
+
+
+@pytest.mark.parametrize("name,build,params,quantity", PARITY, ids=[p[0] for p in PARITY])
+def test_torch_parity_values_and_parameter_gradients(name, build, params, quantity):
+    _parity(build, params, quantity)
+
+
+def _kl(make_p, make_q):
+    return lambda D, *ps: (make_p(D, *ps[:len(ps) // 2]), make_q(D, *ps[len(ps) // 2:]))
+
+
+KL_CASES = [
+    ("normal", normal, normal, [LOC, SCALE, LOC[::-1], SCALE[::-1] + 0.2]),
+    ("normal_broadcast", normal, normal, [LOC, SCALE, LOC[:1], SCALE[:1]]),
+    ("bernoulli_probs", bern_p, bern_p, [PROBS, PROBS[::-1]]),
+    ("bernoulli_logits", bern_l, bern_l, [LOGITS, LOGITS[::-1] * 0.1]),
+    ("categorical", cat_p, cat_l, [CPROBS, CLOGITS]),
+    ("onehot", ohc_l, ohc_l, [CLOGITS, CLOGITS[::-1]]),
+    ("uniform_inside", uniform, uniform, [LOW, HIGH, LOW - 0.3, HIGH + 1.0]),
+    ("uniform_not_inside", uniform, uniform, [LOW, HIGH, LOW + 0.1, HIGH + 1.0]),
+    ("independent", ind_n, ind_n, [LOC, SCALE, LOC * 0.5, SCALE * 2]),
+    ("mvn", mvn_c, mvn_t, [MLOC, MCOV, MLOC[::-1], MTRIL[:1] * 1.5]),
+    ("gamma", gamma, gamma, [GCONC, GRATE, GRATE, GCONC]),
+    ("beta", beta, beta, [GCONC, GRATE, GRATE * 2, GCONC]),
+    ("dirichlet", dirichlet, dirichlet, [DCONC, DCONC[::-1] * 2]),
+    ("exponential", expo, expo, [GRATE, GCONC]),
+    ("laplace", laplace, laplace, [LOC, SCALE, LOC[::-1], SCALE + 1]),
+    ("poisson", poisson, poisson, [GRATE, GCONC]),
+    ("lognormal", lognormal, lognormal, [LOC, SCALE, LOC[::-1], SCALE + 1]),
+]
+
+
+@pytest.mark.parametrize("name,make_p,make_q,params", KL_CASES, ids=[k[0] for k in KL_CASES])
+def test_kl_divergence_matches_torch(name, make_p, make_q, params):
+    half = len(params) // 2
+
+    def build(lib, *ps):
+        return (make_p(lib, *ps[:half]), make_q(lib, *ps[half:]))
+
+    _parity(build, params, lambda pq, T: _kl_of(pq))
+
+
+def _kl_of(pq):
+    p, q = pq
+    if isinstance(p, D.Distribution):
+        return D.kl_divergence(p, q)
+    import torch.distributions as TD
+
+    return TD.kl_divergence(p, q)
+
+
+def test_kl_of_impossible_events_is_inf_as_torch():
+    torch = _torch()
+    import torch.distributions as TD
+
+    pp, qp = np.array([0.0, 0.3, 1.0, 0.5]), np.array([0.5, 0.0, 0.4, 1.0])
+    ours = D.kl_divergence(D.Bernoulli(Tensor(pp)), D.Bernoulli(Tensor(qp))).numpy()
+    theirs = TD.kl_divergence(TD.Bernoulli(torch.tensor(pp)), TD.Bernoulli(torch.tensor(qp)))
+    np.testing.assert_allclose(ours, theirs.numpy())
+    cp, cq = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]]), np.array([[0.4, 0.6, 0.0], [0.0, 0.5, 0.5]])
+    ours = D.kl_divergence(D.Categorical(Tensor(cp)), D.Categorical(Tensor(cq))).numpy()
+    theirs = TD.kl_divergence(TD.Categorical(torch.tensor(cp)), TD.Categorical(torch.tensor(cq)))
+    np.testing.assert_allclose(ours, theirs.numpy())
+    assert np.isinf(ours[1]) and np.isfinite(ours[0])
+
+
+def test_kl_registry_dispatch_and_unknown_pairs():
+    with pytest.raises(NotImplementedError, match="p type Normal and q type Bernoulli"):
+        D.kl_divergence(D.Normal(0.0, 1.0), D.Bernoulli(0.3))
+
+    class Wide(D.Normal):
+        pass
+
+    # a subclass uses its parent's rule until it registers its own
+    p, q = Wide(0.0, 2.0), D.Normal(1.0, 1.0)
+    expected = D.kl_divergence(D.Normal(0.0, 2.0), q).item()
+    assert D.kl_divergence(p, q).item() == pytest.approx(expected)
+
+    @D.register_kl(Wide, D.Normal)
+    def _kl_wide_normal(p, q):
+        return minidl.tensor(-1.0)
+
+    try:
+        assert D.kl_divergence(p, q).item() == -1.0
+        assert D.kl_divergence(q, q).item() == 0.0
+    finally:
+        from minidl.distributions import kl
+
+        del kl._KL_REGISTRY[Wide, D.Normal]
+        kl._KL_MEMOIZE.clear()
+    with pytest.raises(NotImplementedError, match="reinterpreted_batch_ndims"):
+        base = D.Normal(minidl.zeros(2, 3), 1.0)
+        D.kl_divergence(D.Independent(base, 1), D.Independent(base, 2))
+    with pytest.raises(TypeError, match="subclasses of Distribution"):
+        D.register_kl(int, D.Normal)
+
+
+# ---- the special functions behind cdf, icdf and softplus --------------------------------
+SPECIAL = [
+    ("log1p", _special.log1p, "log1p", R.random(7) * 3 - 0.9),
+    ("expm1", _special.expm1, "expm1", R.standard_normal(7) * 3),
+    ("softplus", _special.softplus, "nn.functional.softplus", R.standard_normal(7) * 10),
+    ("erf", _special.erf, "erf", R.standard_normal(7) * 1.5),
+    ("erfinv", _special.erfinv, "erfinv", R.random(7) * 1.98 - 0.99),
+    ("lgamma", _special.lgamma, "lgamma", np.array([-2.5, -0.3, 0.02, 0.5, 1.7, 6.3, 40.0])),
+    ("digamma", _special.digamma, "digamma", np.array([-2.5, -0.3, 0.02, 0.5, 1.7, 6.3, 40.0])),
+]
+
+
+@pytest.mark.parametrize("name,fn,torch_name,x", SPECIAL, ids=[s[0] for s in SPECIAL])
+def test_special_functions_gradcheck_and_torch_parity(name, fn, torch_name, x):
+    assert gradcheck(fn, [Tensor(x, requires_grad=True)], atol=1e-6, rtol=1e-6)
+    torch = _torch()
+    tfn = torch
+    for part in torch_name.split("."):
+        tfn = getattr(tfn, part)
+    tx, mx = torch.tensor(x, requires_grad=True), Tensor(x, requires_grad=True)
+    ty, my = tfn(tx), fn(mx)
+    np.testing.assert_allclose(my.numpy(), ty.detach().numpy(), rtol=1e-12, atol=1e-13)
+    ty.sum().backward()
+    my.sum().backward()
+    # torch's trigamma (the gradient of digamma) is good to ~1e-9 only
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-8)
+    x32 = x.astype(np.float32)
+    assert fn(Tensor(x32)).dtype == np.float32
+    np.testing.assert_allclose(fn(Tensor(x32)).numpy(), tfn(torch.tensor(x32)).numpy(), rtol=2e-6, atol=1e-6)
+
+
+def test_xlogy_gradchecks_and_matches_torch_with_its_zero_case():
+    x = np.array([0.0, 0.5, -1.5, 2.0])
+    y = np.array([3.0, 0.2, 1.5, 4.0])
+    assert gradcheck(_special.xlogy, [Tensor(x, requires_grad=True), Tensor(y, requires_grad=True)])
+    torch = _torch()
+    tx, ty = torch.tensor(x, requires_grad=True), torch.tensor(y, requires_grad=True)
+    mx, my = Tensor(x, requires_grad=True), Tensor(y, requires_grad=True)
+    torch.xlogy(tx, ty).sum().backward()
+    out = _special.xlogy(mx, my)
+    out.sum().backward()
+    np.testing.assert_allclose(out.numpy(), torch.xlogy(tx, ty).detach().numpy())
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy())
+    np.testing.assert_allclose(my.grad.numpy(), ty.grad.numpy())
+    assert _special.xlogy(Tensor(np.zeros(1)), Tensor(np.zeros(1))).item() == 0.0
+
+
+def test_special_functions_at_their_edges_match_torch():
+    torch = _torch()
+    y = np.array([-1.0, 1.0, 1.5, 0.0, 1 - 1e-12, -(1 - 1e-12)])
+    np.testing.assert_allclose(_special.erfinv(Tensor(y)).numpy(),
+                               torch.erfinv(torch.tensor(y)).numpy(), rtol=1e-7)
+    x = np.array([0.0, -1.0, -3.0, np.inf])
+    np.testing.assert_array_equal(_special.lgamma(Tensor(x)).numpy(), torch.lgamma(torch.tensor(x)).numpy())
+    big = np.array([-800.0, 800.0])
+    np.testing.assert_allclose(_special.softplus(Tensor(big)).numpy(), [0.0, 800.0])
+    assert _special.softplus(Tensor(np.array([-40.0]))).item() == pytest.approx(math.exp(-40), rel=1e-12)
+
+
+# ---- rsample: the gradient flows to the parameters ----------------------------------------
+def _with_noise(make, shape=(5,)):
+    def fn(*params):
+        minidl.manual_seed(7)  # the same noise at every call of gradcheck
+        return make(*params).rsample(shape)
+    return fn
+
+
+def test_normal_rsample_is_loc_plus_scale_times_noise_and_gradchecks():
+    loc = Tensor(LOC.copy(), requires_grad=True)
+    scale = Tensor(SCALE.copy(), requires_grad=True)
+    minidl.manual_seed(7)
+    eps = minidl.randn((5, 3, 2), dtype="float64").numpy()
+    x = _with_noise(D.Normal)(loc, scale)
+    np.testing.assert_allclose(x.numpy(), LOC + SCALE * eps, rtol=1e-12)
+    x.sum().backward()
+    np.testing.assert_allclose(loc.grad.numpy(), np.full(LOC.shape, 5.0))
+    np.testing.assert_allclose(scale.grad.numpy(), eps.sum(0), rtol=1e-12)
+    assert gradcheck(_with_noise(D.Normal), [loc, scale])
+    assert D.Normal(loc, scale).has_rsample
+    assert not D.Normal(loc, scale).sample((2,)).requires_grad
+
+
+def test_uniform_and_independent_rsample_gradchecks():
+    low = Tensor(LOW.copy(), requires_grad=True)
+    high = Tensor(HIGH.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Uniform), [low, high])
+    loc, scale = Tensor(LOC.copy(), requires_grad=True), Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(lambda m, s: D.Independent(D.Normal(m, s), 2)), [loc, scale])
+    # a VAE's loss: log-density of its own reparameterised sample
+    assert gradcheck(lambda m, s: (lambda d: d.log_prob(_with_noise(lambda: d)()))(
+        D.Normal(m, s)), [loc, scale])
+
+
+def test_multivariate_normal_rsample_gradchecks_and_matches_loc_plus_L_eps():
+    loc, tril = Tensor(MLOC.copy(), requires_grad=True), Tensor(MTRIL.copy(), requires_grad=True)
+    make = lambda m, t: D.MultivariateNormal(m, scale_tril=t.tril())  # noqa: E731
+    assert gradcheck(_with_noise(make), [loc, tril])
+    minidl.manual_seed(7)
+    eps = minidl.randn((5, 2, 3), dtype="float64").numpy()
+    np.testing.assert_allclose(_with_noise(make)(loc, tril).numpy(),
+                               MLOC + np.einsum("bij,sbj->sbi", MTRIL, eps), rtol=1e-12)
+    cov = Tensor(MCOV[0].copy(), requires_grad=True)
+    # through the Cholesky factor of a covariance (kept symmetric by its construction)
+    assert gradcheck(lambda c: _with_noise(lambda m, s: D.MultivariateNormal(m, s))(
+        loc, (c + c.transpose(0, 1)) * 0.5), [cov])
+
+
+def test_private_linalg_gradchecks():
+    from minidl.distributions._linalg import cholesky, solve_lower
+
+    x = Tensor(R.standard_normal((2, 3, 3)), requires_grad=True)
+    assert gradcheck(lambda a: cholesky(a @ a.transpose(-2, -1) + minidl.eye(3, dtype="float64")), [x])
+    L = Tensor(np.tril(R.random((2, 3, 3))) + np.eye(3), requires_grad=True)
+    b = Tensor(R.standard_normal((3, 2)), requires_grad=True)
+    assert gradcheck(solve_lower, [L, b])
+    with pytest.raises(ValueError, match="not positive-definite"):
+        cholesky(Tensor(-np.eye(2)))
+
+
+def test_multivariate_normal_sample_statistics():
+    minidl.manual_seed(0)
+    cov = np.array([[2.0, 0.6], [0.6, 0.5]])
+    s = D.MultivariateNormal(minidl.tensor([1.0, -1.0]), minidl.tensor(cov)).sample((20000,)).numpy()
+    np.testing.assert_allclose(s.mean(0), [1.0, -1.0], atol=0.05)
+    np.testing.assert_allclose(np.cov(s.T), cov, atol=0.06)
+
+
+def test_gamma_rsample_gradient_is_the_implicit_one():
+    """d sample / d concentration at a fixed quantile: float64-exact against mpmath, within
+    torch's own approximation of it, and right on average (d E[x] / d c = 1 / rate)."""
+    from minidl.distributions._special import _np_standard_gamma_grad
+
+    a = np.array([0.3, 0.5, 1.0, 2.0, 5.0, 30.0, 100.0, 50.0])
+    x = np.array([5.0, 0.3, 1.0, 4.0, 2.0, 28.0, 130.0, 20.0])
+    ours = _np_standard_gamma_grad(x, a)
+    torch = _torch()
+    np.testing.assert_allclose(ours, torch._standard_gamma_grad(torch.tensor(a), torch.tensor(x)).numpy(),
+                               rtol=1e-3)
+    mp = pytest.importorskip("mpmath", reason="the exact implicit gradient needs mpmath")
+    mp.mp.dps = 30
+    for ai, xi, gi in zip(a, x, ours):
+        dp = mp.diff(lambda s: mp.gammainc(s, 0, xi, regularized=True), ai)
+        exact = -dp / (mp.mpf(xi) ** (ai - 1) * mp.exp(-xi) / mp.gamma(ai))
+        assert gi == pytest.approx(float(exact), rel=1e-10)
+    minidl.manual_seed(0)
+    conc = Tensor(np.array([0.7, 3.0]), requires_grad=True)
+    rate = Tensor(np.array([2.0, 0.5]), requires_grad=True)
+    sample = D.Gamma(conc, rate).rsample((20000,))
+    sample.mean(0).sum().backward()
+    np.testing.assert_allclose(conc.grad.numpy(), 1 / np.array([2.0, 0.5]), rtol=0.03)
+    # d (g / rate) / d rate = -x / rate, exactly
+    np.testing.assert_allclose(rate.grad.numpy(), -sample.detach().numpy().mean(0) / rate.numpy(),
+                               rtol=1e-12)
+
+
+def test_beta_and_dirichlet_rsample_carry_gradients_and_statistics():
+    minidl.manual_seed(0)
+    a = Tensor(np.array([2.0, 0.5]), requires_grad=True)
+    b = Tensor(np.array([3.0, 0.5]), requires_grad=True)
+    x = D.Beta(a, b).rsample((20000,))
+    np.testing.assert_allclose(x.detach().numpy().mean(0), [0.4, 0.5], atol=0.01)
+    x.mean(0).sum().backward()
+    # d E[x] / d a = b / (a + b)^2
+    np.testing.assert_allclose(a.grad.numpy(), [3 / 25, 0.5], rtol=0.06)
+    c = Tensor(np.array([1.0, 2.0, 5.0]), requires_grad=True)
+    y = D.Dirichlet(c).rsample((20000,))
+    np.testing.assert_allclose(y.detach().numpy().mean(0), [0.125, 0.25, 0.625], atol=0.01)
+    np.testing.assert_allclose(y.detach().numpy().sum(-1), 1.0, rtol=1e-12)
+    (y[:, 0].mean()).backward()
+    # d E[y_0] / d c = (e_0 * c0 - c_0) / c0^2 with c0 = 8
+    np.testing.assert_allclose(c.grad.numpy(), [7 / 64, -1 / 64, -1 / 64], rtol=0.1, atol=3e-3)
+    g = D.Gamma(minidl.tensor([0.5, 4.0]), minidl.tensor([1.0, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(g.mean(0), [0.5, 2.0], rtol=0.04)
+    np.testing.assert_allclose(g.var(0), [0.5, 1.0], rtol=0.08)
+    assert (g > 0).all()
+
+
+def test_exponential_and_laplace_rsample_gradcheck_and_statistics():
+    rate = Tensor(GRATE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Exponential), [rate])
+    loc, scale = Tensor(LOC.copy(), requires_grad=True), Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Laplace), [loc, scale])
+    minidl.manual_seed(0)
+    e = D.Exponential(minidl.tensor([0.5, 4.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(e.mean(0), [2.0, 0.25], rtol=0.04)
+    np.testing.assert_allclose(e.var(0), [4.0, 1 / 16], rtol=0.08)
+    lp = D.Laplace(minidl.tensor([1.0, -2.0]), minidl.tensor([0.5, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(lp.mean(0), [1.0, -2.0], atol=0.06)
+    np.testing.assert_allclose(lp.var(0), [0.5, 8.0], rtol=0.08)
+    p = D.Poisson(minidl.tensor([0.5, 7.0])).sample((20000,)).numpy()
+    assert p.dtype == np.float32 and (p == np.floor(p)).all() and (p >= 0).all()
+    np.testing.assert_allclose(p.mean(0), [0.5, 7.0], rtol=0.04)
+    np.testing.assert_allclose(p.var(0), [0.5, 7.0], rtol=0.08)
+
+
+TRANSFORMS = [
+    ("exp", lambda: D.ExpTransform(), R.standard_normal(6)),
+    ("affine", lambda: D.AffineTransform(0.5, -2.0), R.standard_normal(6)),
+    ("affine_tensor", lambda: D.AffineTransform(Tensor(np.ones(6)), Tensor(np.arange(1.0, 7.0))),
+     R.standard_normal(6)),
+    ("sigmoid", lambda: D.SigmoidTransform(), R.standard_normal(6) * 3),
+    ("tanh", lambda: D.TanhTransform(), R.standard_normal(6) * 2),
+    ("compose", lambda: D.ComposeTransform([D.AffineTransform(1.0, 3.0), D.TanhTransform()]),
+     R.standard_normal(6) * 0.3),
+]
+
+
+@pytest.mark.parametrize("name,make,x", TRANSFORMS, ids=[t[0] for t in TRANSFORMS])
+def test_transforms_invert_and_their_log_det_is_the_log_derivative(name, make, x):
+    t = make()
+    xt = Tensor(x, requires_grad=True)
+    y = t(xt)
+    np.testing.assert_allclose(t.inv(y).numpy(), x, rtol=1e-9, atol=1e-12)
+    # elementwise maps: log|dy/dx| from autograd
+    y.sum().backward()
+    np.testing.assert_allclose(t.log_abs_det_jacobian(xt, y).numpy(), np.log(np.abs(xt.grad.numpy())),
+                               rtol=1e-9, atol=1e-12)
+    # (+ v: a constant log-det, as an affine map's, still gives a graph to check)
+    assert gradcheck(lambda v: t.log_abs_det_jacobian(v, t(v)) + v, [Tensor(x, requires_grad=True)])
+    assert t.inv.inv is t or t.inv.inv == t
+    assert t.inv.log_abs_det_jacobian(y, xt).numpy() == pytest.approx(
+        -t.log_abs_det_jacobian(xt, y).numpy())
+
+
+def test_tanh_squashed_policy_uses_the_cached_preimage():
+    """SAC's policy: tanh(Normal) with cache_size=1, so log_prob of its own saturated sample
+    needs no atanh(1.0); rsample gradchecks through the squashing."""
+    base = D.Normal(minidl.tensor([0.0, 30.0], dtype="float64"), minidl.tensor([1.0, 1.0], dtype="float64"))
+    pi = D.TransformedDistribution(base, [D.TanhTransform(cache_size=1)])
+    minidl.manual_seed(0)
+    a = pi.rsample()
+    assert a.numpy()[1] == 1.0  # saturated
+    lp = pi.log_prob(a)
+    assert np.isfinite(lp.numpy()).all()
+    minidl.manual_seed(0)
+    x = base.rsample()
+    expected = base.log_prob(x) - 2 * (math.log(2) - x - _special.softplus(-2 * x))
+    np.testing.assert_allclose(lp.numpy(), expected.numpy(), rtol=1e-12)
+    without_cache = D.TransformedDistribution(base, [D.TanhTransform()])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert not np.isfinite(without_cache.log_prob(a).numpy()[1])  # atanh(1): why the cache
+    loc = Tensor(LOC.copy(), requires_grad=True)
+    scale = Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(lambda m, s: D.TransformedDistribution(
+        D.Normal(m, s), [D.TanhTransform(), D.AffineTransform(1.0, 2.0)])), [loc, scale])
+    assert gradcheck(_with_noise(D.LogNormal), [loc, scale])
+
+
+def test_discrete_distributions_have_no_rsample():
+    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Categorical(logits=minidl.zeros(3)),
+              D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
+        assert not d.has_rsample
+        with pytest.raises(NotImplementedError):
+            d.rsample()
+
+
+# ---- sampling statistics and determinism --------------------------------------------------
+def test_normal_and_uniform_sample_statistics():
+    minidl.manual_seed(0)
+    n = D.Normal(minidl.tensor([-1.0, 3.0]), minidl.tensor([0.5, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(n.mean(0), [-1.0, 3.0], atol=0.05)
+    np.testing.assert_allclose(n.var(0), [0.25, 4.0], rtol=0.05)
+    u = D.Uniform(minidl.tensor([0.0, -2.0]), minidl.tensor([1.0, 4.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(u.mean(0), [0.5, 1.0], atol=0.05)
+    np.testing.assert_allclose(u.var(0), [1 / 12, 3.0], rtol=0.05)
+    assert u.min(0)[0] >= 0 and u.max(0)[0] < 1 and u.min(0)[1] >= -2
+
+
+def test_discrete_sample_frequencies():
+    minidl.manual_seed(0)
+    probs = np.array([[0.1, 0.0, 0.6, 0.3], [0.25, 0.25, 0.25, 0.25]])
+    s = D.Categorical(probs=Tensor(probs)).sample((20000,)).numpy()
+    assert s.dtype == np.int64 and s.shape == (20000, 2)
+    freq = np.stack([np.bincount(s[:, i], minlength=4) / 20000 for i in range(2)])
+    np.testing.assert_allclose(freq, probs, atol=0.015)
+    assert (s[:, 0] != 1).all()  # a category of probability 0 is never drawn
+    b = D.Bernoulli(logits=minidl.tensor([-1.0, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(b.mean(0), 1 / (1 + np.exp([1.0, -2.0])), atol=0.015)
+    assert set(np.unique(b)) <= {0.0, 1.0}
+    o = D.OneHotCategorical(probs=minidl.tensor([0.2, 0.8])).sample((20000,)).numpy()
+    assert (o.sum(-1) == 1).all()
+    np.testing.assert_allclose(o.mean(0), [0.2, 0.8], atol=0.015)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: D.Normal(minidl.zeros(3), 1.0), lambda: D.Uniform(0.0, minidl.ones(3)),
+    lambda: D.Bernoulli(minidl.ones(3) * 0.4), lambda: D.Categorical(logits=minidl.zeros(3, 4)),
+], ids=["normal", "uniform", "bernoulli", "categorical"])
+def test_manual_seed_makes_samples_repeat(make):
+    minidl.manual_seed(123)
+    a = make().sample((50,)).numpy()
+    minidl.manual_seed(123)
+    b = make().sample((50,)).numpy()
+    c = make().sample((50,)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(b, c)
+
+
+# ---- shapes as torch's -------------------------------------------------------------------
+SHAPE_CASES = [
+    ("normal_scalar", lambda D, T: D.Normal(0.0, 1.0)),
+    ("normal_batch", lambda D, T: D.Normal(T(np.zeros((2, 3))), 1.0)),
+    ("uniform", lambda D, T: D.Uniform(T(np.zeros(3)), 2.0)),
+    ("bernoulli", lambda D, T: D.Bernoulli(logits=T(np.zeros((4, 1))))),
+    ("categorical_1d", lambda D, T: D.Categorical(logits=T(np.zeros(5)))),
+    ("categorical_batch", lambda D, T: D.Categorical(probs=T(np.ones((2, 3, 5))))),
+    ("onehot", lambda D, T: D.OneHotCategorical(probs=T(np.ones((2, 5))))),
+    ("independent", lambda D, T: D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 2)),
+    ("mvn", lambda D, T: D.MultivariateNormal(T(np.zeros((2, 1, 3))), scale_tril=T(np.eye(3) * 2))),
+    ("gamma", lambda D, T: D.Gamma(T(np.ones((2, 3))), 2.0)),
+    ("beta_scalar", lambda D, T: D.Beta(0.5, 2.0)),
+    ("beta", lambda D, T: D.Beta(T(np.ones(3)), 2.0)),
+    ("dirichlet", lambda D, T: D.Dirichlet(T(np.ones((2, 4))))),
+    ("exponential", lambda D, T: D.Exponential(T(np.ones((3, 1))))),
+    ("laplace", lambda D, T: D.Laplace(T(np.zeros(2)), 1.0)),
+    ("poisson", lambda D, T: D.Poisson(T(np.ones(2) * 3))),
+    ("lognormal", lambda D, T: D.LogNormal(T(np.zeros((2, 3))), 1.0)),
+    ("affine_event", lambda D, T: D.TransformedDistribution(
+        D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
+]
+
+
+@pytest.mark.parametrize("sample_shape", [(), (7,), (2, 3)], ids=["none", "7", "2x3"])
+@pytest.mark.parametrize("name,make", SHAPE_CASES, ids=[s[0] for s in SHAPE_CASES])
+def test_shapes_as_torch(name, make, sample_shape):
+    torch = _torch()
+    import torch.distributions as TD
+
+    ours = make(D, lambda a: Tensor(a))
+    theirs = make(TD, lambda a: torch.tensor(a))
+    assert ours.batch_shape == tuple(theirs.batch_shape)
+    assert ours.event_shape == tuple(theirs.event_shape)
+    s, ts = ours.sample(sample_shape), theirs.sample(sample_shape)
+    assert tuple(s.shape) == tuple(ts.shape)
+    assert s.dtype == np.dtype(str(ts.dtype).replace("torch.", ""))
+    lp, tlp = ours.log_prob(s), theirs.log_prob(torch.as_tensor(s.numpy()))
+    assert tuple(lp.shape) == tuple(tlp.shape)
+    if name not in ("poisson", "affine_event"):  # torch has no entropy for these either
+        assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
+    e, te = ours.expand((6,) + ours.batch_shape), theirs.expand((6,) + tuple(theirs.batch_shape))
+    assert e.batch_shape == tuple(te.batch_shape) and e.event_shape == tuple(te.event_shape)
+    assert tuple(e.sample((2,)).shape) == tuple(te.sample((2,)).shape)
+    if ours.has_enumerate_support:
+        assert tuple(ours.enumerate_support().shape) == tuple(theirs.enumerate_support().shape)
+        np.testing.assert_array_equal(ours.enumerate_support(False).numpy(),
+                                      theirs.enumerate_support(False).numpy())
+
+
+def test_parameters_broadcast_and_keep_dtype():
+    d = D.Normal(minidl.zeros(3, 1, dtype="float64"), minidl.ones(4, dtype="float64"))
+    assert d.batch_shape == (3, 4) and d.loc.dtype == np.float64
+    assert d.sample().dtype == np.float64
+    assert D.Normal(0.0, 1.0).sample().dtype == np.float32
+    assert D.Normal(minidl.zeros(2, dtype="float64"), 2).scale.dtype == np.float64
+    assert D.Bernoulli(0.3).batch_shape == () and D.Bernoulli(minidl.tensor([0.3])).batch_shape == (1,)
+
+
+# ---- argument validation, with torch's errors -------------------------------------------
+def test_bad_parameters_raise_valueerrors_naming_them():
+    with pytest.raises(ValueError, match=r"Expected parameter scale \(Tensor of shape \(2,\)\) of "
+                       r"distribution Normal\(loc: \(2,\), scale: \(2,\)\) to satisfy the constraint "
+                       r"GreaterThan\(lower_bound=0.0\)"):
+        D.Normal(minidl.zeros(2), minidl.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="parameter loc .* Real"):
+        D.Normal(minidl.tensor([float("nan")]), 1.0)
+    with pytest.raises(ValueError, match=r"parameter low .* LessThan\(upper_bound=0.0\)"):
+        D.Uniform(1.0, 0.0)
+    with pytest.raises(ValueError, match="parameter probs .* Interval"):
+        D.Bernoulli(probs=minidl.tensor([1.5]))
+    with pytest.raises(ValueError, match="parameter probs .* Simplex"):
+        D.Categorical(probs=minidl.tensor([-1.0, 2.0]))
+    with pytest.raises(ValueError, match="Either `probs` or `logits` must be specified, but not both"):
+        D.Bernoulli(probs=0.5, logits=1.0)
+    with pytest.raises(ValueError, match="Either `probs` or `logits`"):
+        D.Categorical()
+    with pytest.raises(ValueError, match="`probs` parameter must be at least one-dimensional"):
+        D.Categorical(minidl.tensor(1.0))
+    with pytest.raises(ValueError, match="reinterpreted_batch_ndims <= len"):
+        D.Independent(D.Normal(minidl.zeros(2), 1.0), 2)
+    with pytest.raises(ValueError, match="Input arguments must all be"):
+        D.Normal([0.0], 1.0)
+    with pytest.raises(ValueError, match="parameter covariance_matrix .* PositiveDefinite"):
+        D.MultivariateNormal(minidl.zeros(2), covariance_matrix=minidl.tensor([[1.0, 2.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="parameter scale_tril .* LowerCholesky"):
+        D.MultivariateNormal(minidl.zeros(2), scale_tril=minidl.tensor([[1.0, 2.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="Exactly one of covariance_matrix or precision_matrix"):
+        D.MultivariateNormal(minidl.zeros(2), minidl.eye(2), scale_tril=minidl.eye(2))
+    with pytest.raises(ValueError, match="loc must be at least one-dimensional"):
+        D.MultivariateNormal(minidl.tensor(0.0), minidl.eye(2))
+    with pytest.raises(ValueError, match=r"covariance_matrix has shape \(3, 3\), expected"):
+        D.MultivariateNormal(minidl.zeros(2), minidl.eye(3))
+    with pytest.raises(ValueError, match="parameter concentration .* GreaterThan"):
+        D.Gamma(minidl.tensor([1.0, -1.0]), 1.0)
+    with pytest.raises(ValueError, match="parameter rate"):
+        D.Gamma(1.0, 0.0)
+    with pytest.raises(ValueError, match="parameter concentration .* IndependentConstraint"):
+        D.Dirichlet(minidl.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="`concentration` parameter must be at least one-dimensional"):
+        D.Dirichlet(minidl.tensor(1.0))
+    with pytest.raises(ValueError, match="parameter concentration"):
+        D.Beta(-1.0, 1.0)
+    # validate_args=False skips the checks, as in torch
+    assert D.Normal(0.0, -1.0, validate_args=False).scale.item() == -1.0
+    D.Distribution.set_default_validate_args(False)
+    try:
+        D.Normal(0.0, -1.0)
+    finally:
+        D.Distribution.set_default_validate_args(True)
+    with pytest.raises(ValueError):
+        D.Normal(0.0, -1.0)
+
+
+def test_bad_values_raise_valueerrors_as_torch():
+    with pytest.raises(ValueError, match=r"Expected value argument \(Tensor of shape \(1,\)\) to be "
+                       r"within the support \(Boolean\(\)\) of the distribution Bernoulli"):
+        D.Bernoulli(probs=minidl.tensor([0.5])).log_prob(minidl.tensor([0.3]))
+    with pytest.raises(ValueError, match="The value argument to log_prob must be a Tensor"):
+        D.Normal(0.0, 1.0).log_prob(1.0)
+    with pytest.raises(ValueError, match=r"not broadcastable with batch_shape\+event_shape: \(3,\) vs \(2,\)"):
+        D.Normal(minidl.zeros(2), 1.0).log_prob(minidl.zeros(3))
+    with pytest.raises(ValueError, match="IntegerInterval"):
+        D.Categorical(logits=minidl.zeros(3)).log_prob(minidl.tensor([3]))
+    with pytest.raises(ValueError, match="OneHot"):
+        D.OneHotCategorical(logits=minidl.zeros(3)).log_prob(minidl.tensor([1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="must match event_shape"):
+        D.OneHotCategorical(logits=minidl.zeros(3)).log_prob(minidl.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="Simplex"):
+        D.Dirichlet(minidl.ones(3)).log_prob(minidl.tensor([0.5, 0.6, 0.1]))
+    with pytest.raises(ValueError, match="GreaterThanEq"):
+        D.Gamma(1.0, 1.0).log_prob(minidl.tensor(-0.5))
+    with pytest.raises(TypeError, match="sample_shape must be a tuple"):
+        D.Normal(0.0, 1.0).sample(5)
+    # without validation a number is taken, as torch does
+    assert D.Normal(0.0, 1.0, validate_args=False).log_prob(0.0).item() == pytest.approx(
+        -0.5 * math.log(2 * math.pi))
+
+
+def test_repr_as_torch():
+    assert repr(D.Normal(0.0, 1.0)) == "Normal(loc: 0.0, scale: 1.0)"
+    assert repr(D.Normal(minidl.zeros(2), 1.0)) == "Normal(loc: (2,), scale: (2,))"
+    assert repr(D.Categorical(logits=minidl.zeros(3))) == "Categorical(logits: (3,))"
+
+
+# ---- end to end ------------------------------------------------------------------------
+def test_reinforce_policy_gradient_learns_a_contextual_bandit():
+    """Categorical(logits=net(x)).log_prob(a) * advantage: the policy learns to pick, in each
+    context, the arm that pays."""
+    minidl.manual_seed(0)
+    net = nn.Linear(2, 3)
+    opt = minidl.optim.Adam(net.parameters(), lr=0.05)
+    contexts = minidl.tensor(np.eye(2))
+    best = np.array([2, 0])  # the arm that pays 1 in each context; the others pay 0
+
+    def expected_reward():
+        with minidl.no_grad():
+            p = D.Categorical(logits=net(contexts)).probs.numpy()
+        return p[np.arange(2), best].mean()
+
+    before = expected_reward()
+    for _ in range(150):
+        dist = D.Categorical(logits=net(contexts))
+        actions = dist.sample((16,))  # (16, 2)
+        rewards = (actions.numpy() == best).astype(np.float32)
+        advantage = minidl.tensor(rewards - rewards.mean(0))
+        loss = -(dist.log_prob(actions) * advantage).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert before < 0.5 and expected_reward() > 0.9
+
+
+def test_vae_reparameterised_step_trains_a_tiny_model():
+    """Encoder to (mu, log sigma), rsample, decoder, loss = reconstruction + KL to N(0, 1)."""
+    minidl.manual_seed(0)
+    data = minidl.tensor(np.random.default_rng(0).standard_normal((64, 4)) @ np.diag([2.0, 1.0, 0.5, 0.1]),
+                         dtype="float32")
+    enc, dec = nn.Linear(4, 4), nn.Linear(2, 4)
+    opt = minidl.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=0.02)
+    prior = D.Normal(minidl.zeros(2), minidl.ones(2))
+
+    def step():
+        h = enc(data)
+        q = D.Normal(h[:, :2], h[:, 2:].exp())
+        z = q.rsample()
+        recon = D.Independent(D.Normal(dec(z), 1.0), 1).log_prob(data)
+        kl = D.kl_divergence(D.Independent(q, 1), D.Independent(prior, 1))
+        return (kl - recon).mean()
+
+    first = step().item()
+    for _ in range(200):
+        loss = step()
+        opt.zero_grad()
+        loss.backward()
+        assert enc.weight.grad is not None and np.isfinite(enc.weight.grad.numpy()).all()
+        opt.step()
+    with minidl.no_grad():
+        last = np.mean([step().item() for _ in range(10)])
+    assert last < first - 1.0, (first, last)
+
+
+# ---- the fake GPU ---------------------------------------------------------------------
+def test_distributions_on_the_fake_gpu_match_cpu(monkeypatch, tmp_path):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    _fake_gpu.install(monkeypatch, lib)
+    results = {}
+    for device in ("cpu", "cuda"):
+        minidl.manual_seed(3)
+        loc = minidl.tensor(LOC, dtype="float64", device=device, requires_grad=True)
+        scale = minidl.tensor(SCALE, dtype="float64", device=device)
+        n = D.Normal(loc, scale)
+        x = n.rsample((4,))
+        c = D.Categorical(logits=minidl.tensor(CLOGITS, device=device))
+        s = c.sample((5,))
+        out = n.log_prob(x).sum() + n.cdf(x).sum() + n.icdf(minidl.tensor(U01, device=device)).sum()
+        out = out + D.kl_divergence(n, D.Normal(0.0, scale)).sum()
+        tril = minidl.tensor(MTRIL, dtype="float64", device=device)
+        mvn = D.MultivariateNormal(loc[:, 0], scale_tril=tril)
+        out = out + mvn.log_prob(mvn.rsample((3,))).sum() + mvn.entropy().sum()
+        out = out + D.MultivariateNormal(loc[:, 0], minidl.tensor(MCOV, dtype="float64", device=device)).log_prob(
+            minidl.tensor(MVALUE, dtype="float64", device=device)).sum()
+        g = D.Gamma(scale * 2, 1.5)
+        out = out + g.log_prob(g.rsample()).sum() + g.entropy().sum()
+        dr = D.Dirichlet(scale.exp())
+        out = out + dr.log_prob(dr.rsample()).sum()
+        squash = D.TransformedDistribution(D.Normal(loc, scale), [D.TanhTransform(cache_size=1)])
+        out = out + squash.log_prob(squash.rsample()).sum()
+        b = D.Bernoulli(logits=loc)
+        out = out + b.log_prob(b.sample()).sum() + b.entropy().sum()
+        out = out + D.Uniform(loc - 1, loc + scale).rsample((2,)).sum()
+        out.backward()
+        for t in (mvn.rsample(), g.rsample(), dr.sample(), squash.sample(), b.sample(), out, loc.grad):
+            assert t.device == device
+        assert x.device == device and s.device == device and c.log_prob(s).device == device
+        results[device] = (x.numpy(), s.numpy(), c.log_prob(s).numpy(), out.item(), loc.grad.numpy())
+    for a, b in zip(results["cpu"], results["cuda"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
