@@ -1,6 +1,7 @@
 """torchvision-style datasets (minidl.vision.datasets), make_grid/save_image, and a torchvision
 training script's data part end to end: MNIST -> transforms -> DataLoader -> a model."""
 import gzip
+import io
 import logging
 import os
 import pickle
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from minidl import Tensor
 from minidl.datasets import load_mnist_sample
-from minidl.vision import datasets, transforms
+from minidl.vision import datasets, transforms, utils
 
 
 # ---- MNIST family -------------------------------------------------------------------------------
@@ -247,3 +249,38 @@ def test_image_folder_verify_skips_unreadable_images(tmp_path):
     assert len(datasets.ImageFolder(tmp_path)) == 6  # not opened at scan time by default
     checked = datasets.ImageFolder(tmp_path, verify=True)
     assert len(checked) == 5 and any("broken" in p for p, _ in checked.skipped)
+
+
+# ---- make_grid / save_image -----------------------------------------------------------------------
+def test_make_grid_layout_and_padding():
+    x = np.random.default_rng(0).random((5, 3, 4, 6), dtype=np.float32)
+    grid = utils.make_grid(Tensor(x), nrow=3, padding=2, pad_value=0.5).numpy()
+    assert grid.shape == (3, 2 * (4 + 2) + 2, 3 * (6 + 2) + 2)
+    for k in range(5):
+        y0, x0 = (k // 3) * 6 + 2, (k % 3) * 8 + 2
+        np.testing.assert_array_equal(grid[:, y0:y0 + 4, x0:x0 + 6], x[k])
+    assert (grid[:, :2] == 0.5).all() and (grid[:, 8:14, 18:] == 0.5).all()  # border, 6th slot
+    one_channel = utils.make_grid([Tensor(x[0, :1]), Tensor(x[1, :1])], padding=0)
+    np.testing.assert_array_equal(one_channel.numpy()[2], np.concatenate([x[0, 0], x[1, 0]], 1))
+    single = utils.make_grid(Tensor(x[0]))  # one image: returned without padding
+    np.testing.assert_array_equal(single.numpy(), x[0])
+    normed = utils.make_grid(Tensor(x * 4 - 1), normalize=True, padding=0).numpy()
+    assert normed.min() == 0 and normed.max() == 1
+    ranged = utils.make_grid(Tensor(x), normalize=True, value_range=(0, 0.5), padding=0)
+    np.testing.assert_allclose(ranged.numpy()[:, :4, :6], np.clip(x[0], 0, 0.5) / 0.5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        utils.make_grid([Tensor(x[0]), Tensor(x[0, :, :2])])
+
+
+def test_save_image_writes_the_grid(tmp_path):
+    x = np.random.default_rng(1).random((4, 3, 5, 5), dtype=np.float32)
+    utils.save_image(Tensor(x), tmp_path / "grid.png", nrow=2)
+    with Image.open(tmp_path / "grid.png") as img:
+        saved = np.asarray(img)
+    expected = np.clip(utils.make_grid(Tensor(x), nrow=2).numpy() * 255 + 0.5, 0, 255)
+    np.testing.assert_array_equal(saved, expected.astype(np.uint8).transpose(1, 2, 0))
+    buf = io.BytesIO()
+    utils.save_image(Tensor(x[0]), buf, format="png")
+    assert buf.getvalue()[:4] == b"\x89PNG"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        utils.save_image(Tensor(x), tmp_path / "missing" / "grid.png")

@@ -11,9 +11,9 @@
 The classifier is imported on first use: ``minidl.datasets`` reads images through
 ``vision.transforms``, and must not pull in the models that the classifier needs.
 """
-from . import datasets, transforms
+from . import datasets, transforms, utils
 
-__all__ = ["transforms", "datasets", "ImageClassifier"]
+__all__ = ["transforms", "datasets", "utils", "ImageClassifier"]
 
 
 def __getattr__(name):
