@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minidl import Tensor
+import minidl
+from minidl import Tensor, nn, optim
+from minidl.data import DataLoader
 from minidl.datasets import load_mnist_sample
 from minidl.vision import datasets, transforms, utils
 
@@ -284,3 +286,40 @@ def test_save_image_writes_the_grid(tmp_path):
     assert buf.getvalue()[:4] == b"\x89PNG"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         utils.save_image(Tensor(x), tmp_path / "missing" / "grid.png")
+
+
+# ---- a torchvision script's data part, end to end -------------------------------------------------
+def _run(steps=15):
+    minidl.manual_seed(0)
+    transform = transforms.Compose([transforms.RandomCrop(28, padding=2), transforms.ToTensor(),
+                                    transforms.Normalize((0.1307,), (0.3081,))])
+    train = datasets.MNIST.sample(train=True, transform=transform)
+    loader = DataLoader(train, batch_size=32, shuffle=True)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    losses, first = [], None
+    for step, (x, y) in enumerate(loader):
+        if step == 0:
+            first = x.numpy().copy()
+            assert x.shape == (32, 1, 28, 28) and x.dtype == np.float32
+            assert y.shape == (32,) and y.dtype == np.int64
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step + 1 == steps:
+            break
+    return losses, first
+
+
+def test_mnist_transforms_dataloader_train_end_to_end():
+    losses, first = _run()
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-5:]) < 0.75 * losses[0], losses
+    # normalised pixels: the background (0) becomes -0.1307/0.3081
+    assert np.isclose(first.min(), -0.1307 / 0.3081, atol=1e-6)
+    losses2, first2 = _run()  # manual_seed makes crops, shuffling and init repeat
+    np.testing.assert_array_equal(first, first2)
+    assert losses == losses2
