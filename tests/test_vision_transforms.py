@@ -463,3 +463,119 @@ def test_tensor_transforms_stay_on_the_fake_gpu(monkeypatch):
     gpu_out = T.Compose(pipe)(on_gpu)
     assert gpu_out.device == "cuda"
     np.testing.assert_allclose(gpu_out.numpy(), cpu_out, rtol=1e-6)
+
+
+# ---- affine, blur, multi-crops, dtype, the ImageOps family ---------------------------------------
+def test_affine_translation_is_a_shift_and_rotation_matches_rotate():
+    a = _rgb(7, 9)
+    out = np.asarray(TF.affine(Image.fromarray(a), angle=0.0, translate=[2, 1], scale=1.0,
+                               shear=0.0))
+    expected = np.zeros_like(a)
+    expected[1:, 2:] = a[:-1, :-2]  # out[y, x] = in[y - ty, x - tx], zeros elsewhere
+    np.testing.assert_array_equal(out, expected)
+    chw = Tensor(a.transpose(2, 0, 1))
+    shifted = TF.affine(chw, 0.0, [2, 1], 1.0, 0.0)
+    assert shifted.dtype == np.uint8
+    np.testing.assert_array_equal(shifted.numpy(), expected.transpose(2, 0, 1))
+    sq = Image.fromarray(_rgb(8, 8))
+    np.testing.assert_array_equal(np.asarray(TF.affine(sq, 90.0, [0, 0], 1.0, 0.0)),
+                                  np.asarray(TF.rotate(sq, -90.0)))  # affine turns clockwise
+    with pytest.raises(ValueError, match="scale"):
+        TF.affine(sq, 0.0, [0, 0], 0.0, 0.0)
+
+
+def test_random_affine_params_in_range_and_repeatable():
+    minidl.manual_seed(11)
+    draws = [T.RandomAffine.get_params([-10.0, 10.0], (0.1, 0.2), (0.8, 1.2), [-5.0, 5.0, 0, 3],
+                                       [50, 40]) for _ in range(100)]
+    for angle, (tx, ty), scale, (sx, sy) in draws:
+        assert -10 <= angle <= 10 and abs(tx) <= 5 and abs(ty) <= 8 and 0.8 <= scale <= 1.2
+        assert -5 <= sx <= 5 and 0 <= sy <= 3 and isinstance(tx, int)
+    minidl.manual_seed(11)
+    assert draws[0] == T.RandomAffine.get_params([-10.0, 10.0], (0.1, 0.2), (0.8, 1.2),
+                                                 [-5.0, 5.0, 0, 3], [50, 40])
+    ra = T.RandomAffine(15, translate=(0.1, 0.1), scale=(0.9, 1.1), shear=5)
+    assert ra.degrees == [-15.0, 15.0] and ra.shear == [-5.0, 5.0]
+    assert ra(_pil(12, 10)).size == (10, 12)
+    assert ra(Tensor(_chw(12, 10))).shape == (3, 12, 10)
+    assert repr(T.RandomAffine(10)) == "RandomAffine(degrees=[-10.0, 10.0])"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        T.RandomAffine(0, translate=(1.5, 0))
+
+
+def test_gaussian_blur_matches_torch_conv2d_with_reflect_padding():
+    torch = pytest.importorskip("torch")
+    x = _chw(9, 11)
+    out = TF.gaussian_blur(Tensor(x), [5, 3], [1.5, 0.7])
+
+    def k1(size, sigma):
+        t = torch.linspace(-(size - 1) / 2, (size - 1) / 2, size, dtype=torch.float64)
+        pdf = torch.exp(-0.5 * (t / sigma) ** 2)
+        return pdf / pdf.sum()
+
+    kernel = torch.outer(k1(3, 0.7), k1(5, 1.5)).float()  # (ky, kx)
+    padded = torch.nn.functional.pad(torch.from_numpy(x)[None], [2, 2, 1, 1], mode="reflect")
+    ref = torch.nn.functional.conv2d(padded, kernel.expand(3, 1, 3, 5), groups=3)[0]
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), atol=1e-6)
+    u = (x * 255).astype(np.uint8)
+    ou = TF.gaussian_blur(Tensor(u), 3, 1.0)
+    assert ou.dtype == np.uint8
+    pil = TF.gaussian_blur(Image.fromarray(u.transpose(1, 2, 0)), 3, 1.0)
+    np.testing.assert_array_equal(np.asarray(pil), ou.numpy().transpose(1, 2, 0))
+    minidl.manual_seed(0)
+    assert T.GaussianBlur(3, sigma=(0.5, 1.0))(Tensor(x)).shape == (3, 9, 11)
+    with pytest.raises(ValueError, match="odd and positive"):
+        T.GaussianBlur(4)
+    assert repr(T.GaussianBlur(3)) == "GaussianBlur(kernel_size=(3, 3), sigma=(0.1, 2.0))"
+
+
+def test_five_and_ten_crop_are_slices():
+    a = _chw(7, 9)
+    tl, tr, bl, br, c = T.FiveCrop((3, 4))(Tensor(a))
+    for got, want in [(tl, a[:, :3, :4]), (tr, a[:, :3, 5:]), (bl, a[:, 4:, :4]),
+                      (br, a[:, 4:, 5:]), (c, a[:, 2:5, 2:6])]:
+        np.testing.assert_array_equal(got.numpy(), want)
+    ten = T.TenCrop(3)(Image.fromarray(_rgb(7, 9)))
+    assert len(ten) == 10
+    np.testing.assert_array_equal(np.asarray(ten[5]), _rgb(7, 9)[:3, ::-1][:, :3])
+    with pytest.raises(ValueError, match="bigger than input size"):
+        T.FiveCrop(8)(Tensor(a))
+
+
+def test_convert_image_dtype():
+    u = np.array([[[0, 1, 128, 255]]], np.uint8)
+    f = T.ConvertImageDtype(np.float32)(Tensor(u))
+    np.testing.assert_array_equal(f.numpy(), u / np.float32(255))
+    back = T.ConvertImageDtype(np.uint8)(f)  # x * 255.999, truncated: a round trip
+    np.testing.assert_array_equal(back.numpy(), u)
+    np.testing.assert_array_equal(TF.convert_image_dtype(Tensor(u), np.int32).numpy(),
+                                  u.astype(np.int32) * 2 ** 23)
+
+
+def test_imageops_family_tensor_matches_pillow():
+    a = _rgb(6, 7, seed=5)
+    img, t = Image.fromarray(a), Tensor(a.transpose(2, 0, 1))
+    from PIL import ImageEnhance, ImageOps
+
+    cases = [(TF.invert, ImageOps.invert, 0), (lambda x: TF.posterize(x, 3),
+                                               lambda x: ImageOps.posterize(x, 3), 0),
+             (lambda x: TF.solarize(x, 100), lambda x: ImageOps.solarize(x, 100), 0),
+             (TF.equalize, ImageOps.equalize, 0), (TF.autocontrast, ImageOps.autocontrast, 1),
+             (lambda x: TF.adjust_sharpness(x, 2.0),
+              lambda x: ImageEnhance.Sharpness(x).enhance(2.0), 1)]
+    for ours, pillow, tol in cases:
+        ref = np.asarray(pillow(img)).astype(int)
+        np.testing.assert_array_equal(np.asarray(ours(img)), ref)  # PIL path: Pillow's own
+        diff = np.abs(ours(t).numpy().transpose(1, 2, 0).astype(int) - ref)
+        assert diff.max() <= tol, (ours, diff.max())
+    x = _chw()
+    np.testing.assert_allclose(TF.invert(Tensor(x)).numpy(), 1 - x)
+    np.testing.assert_allclose(TF.solarize(Tensor(x), 0.5).numpy(), np.where(x >= 0.5, 1 - x, x))
+    ac = TF.autocontrast(Tensor(x)).numpy()
+    np.testing.assert_allclose(ac.min(axis=(1, 2)), 0, atol=1e-6)
+    np.testing.assert_allclose(ac.max(axis=(1, 2)), 1, atol=1e-6)
+    assert T.RandomInvert(p=0.0)(img) is img
+    np.testing.assert_array_equal(np.asarray(T.RandomInvert(p=1.0)(img)), 255 - a)
+    with pytest.raises(TypeError, match="uint8"):
+        TF.posterize(Tensor(x), 2)
+    assert repr(T.RandomSolarize(128)) == "RandomSolarize(threshold=128,p=0.5)"

@@ -7,11 +7,12 @@ computed on their array module (numpy or cupy) with torchvision's tensor formula
 """
 from __future__ import annotations
 
+import math
 import numbers
 from enum import Enum
 
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from ...backend import get_array_module
 from ...tensor import Tensor
@@ -20,7 +21,9 @@ __all__ = ["InterpolationMode", "get_dimensions", "get_image_size", "get_image_n
            "to_tensor", "pil_to_tensor", "to_pil_image", "normalize", "resize", "crop",
            "center_crop", "resized_crop", "pad", "hflip", "vflip", "rgb_to_grayscale",
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
-           "adjust_hue", "rotate", "erase"]
+           "adjust_hue", "rotate", "erase", "affine", "gaussian_blur", "five_crop", "ten_crop",
+           "convert_image_dtype", "invert", "posterize", "solarize", "autocontrast",
+           "adjust_sharpness", "equalize"]
 
 
 class InterpolationMode(Enum):
@@ -172,12 +175,12 @@ def to_pil_image(pic, mode=None):
         a = a[:, :, 0]
         default = {np.dtype(np.uint8): "L", np.dtype(np.int16): "I;16",
                    np.dtype(np.int32): "I", np.dtype(np.float32): "F"}.get(a.dtype)
-        if mode is not None and mode != default and not (mode == "L" and default is None):
+        if default is None:
+            raise TypeError(f"to_pil_image: input type {a.dtype} is not supported")
+        if mode is not None and mode != default:
             raise ValueError(f"to_pil_image: incorrect mode {mode!r} supplied for input type "
                              f"{a.dtype}; should be {default}")
-        mode = mode or default
-        if mode is None:
-            raise TypeError(f"to_pil_image: input type {a.dtype} is not supported")
+        mode = default
         return _fromarray(a.astype(np.int32) if mode == "I" else a, mode)
     allowed = {2: ["LA"], 3: ["RGB", "YCbCr", "HSV"], 4: ["RGBA", "CMYK", "RGBX"]}[channels]
     if mode is not None and mode not in allowed:
@@ -611,6 +614,13 @@ def rotate(img, angle, interpolation=InterpolationMode.NEAREST, expand=False, ce
         if isinstance(fill, list):
             fill = tuple(fill)
         return img.rotate(angle, resample, expand=expand, center=center, fillcolor=fill)
+    return _per_channel(img, fill, "rotate", lambda plane, f: plane.rotate(
+        angle, resample, expand=expand, center=center, fillcolor=f))
+
+
+def _per_channel(img, fill, name, op):
+    """Run ``op(PIL float image, fill value)`` on each channel of a tensor image, as Pillow
+    float ("F") images, and stack the results in the tensor's dtype and device."""
     a = img.data
     xp = get_array_module(a)
     host = np.asarray(img.numpy(), dtype=np.float32)
@@ -622,11 +632,9 @@ def rotate(img, angle, interpolation=InterpolationMode.NEAREST, expand=False, ce
     if len(fills) == 1:
         fills = fills * c
     if len(fills) != c:
-        raise ValueError(f"rotate: fill {fill} has {len(fills)} values for an image of {c} "
+        raise ValueError(f"{name}: fill {fill} has {len(fills)} values for an image of {c} "
                          "channels")
-    out = [np.asarray(Image.fromarray(p, "F").rotate(angle, resample, expand=expand,
-                                                       center=center, fillcolor=fills[k % c]))
-           for k, p in enumerate(planes)]
+    out = [np.asarray(op(Image.fromarray(p, "F"), fills[k % c])) for k, p in enumerate(planes)]
     out = np.stack(out).reshape(lead + out[0].shape)
     if not _is_float(a):
         out = np.clip(np.rint(out), 0, _max_value(a))
@@ -655,3 +663,231 @@ def _fromarray(a, mode):
     except (TypeError, ValueError):
         img = Image.fromarray(a)
         return img if img.mode == mode else img.convert(mode)
+
+
+def _inverse_affine_matrix(center, angle, translate, scale, shear):
+    """torchvision's inverse of (translate . centre . rotate-scale-shear . centre^-1), the
+    matrix Pillow's Image.transform takes (output pixel -> input pixel)."""
+    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
+    cx, cy = center
+    tx, ty = translate
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    m = [x / scale for x in (d, -b, 0.0, -c, a, 0.0)]
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty) + cx
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty) + cy
+    return m
+
+
+def affine(img, angle, translate, scale, shear, interpolation=InterpolationMode.NEAREST,
+           fill=None, center=None):
+    """Rotate by ``angle`` degrees (clockwise), ``translate`` by (dx, dy) pixels, ``scale``
+    and ``shear`` (degrees, a number or (x, y)) about ``center`` (the image's by default),
+    keeping the size; with Pillow (tensors: channel by channel)."""
+    _check_image(img, "affine")
+    interpolation = _interpolation(interpolation)
+    if interpolation not in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR,
+                             InterpolationMode.BICUBIC):
+        raise ValueError(f"affine: interpolation {interpolation.value} is not supported")
+    if not isinstance(translate, (list, tuple)) or len(translate) != 2:
+        raise ValueError(f"affine: translate should be a sequence of length 2, got {translate!r}")
+    if scale <= 0.0:
+        raise ValueError(f"affine: scale should be positive, got {scale}")
+    if isinstance(shear, numbers.Number):
+        shear = [float(shear), 0.0]
+    elif isinstance(shear, (list, tuple)) and len(shear) in (1, 2):
+        shear = [float(shear[0]), float(shear[1]) if len(shear) == 2 else 0.0]
+    else:
+        raise ValueError(f"affine: shear should be a number or a sequence of 1 or 2, got "
+                         f"{shear!r}")
+    _, h, w = get_dimensions(img)
+    if center is None:
+        center = [w * 0.5, h * 0.5]
+    matrix = _inverse_affine_matrix(center, float(angle), [float(t) for t in translate],
+                                    float(scale), shear)
+    resample = _PIL_FILTER[interpolation]
+    if _is_pil(img):
+        if isinstance(fill, (list, tuple)):
+            fill = fill[0] if len(fill) == 1 else tuple(fill)
+        return img.transform(img.size, Image.AFFINE, matrix, resample, fillcolor=fill)
+    return _per_channel(img, fill, "affine", lambda plane, f: plane.transform(
+        plane.size, Image.AFFINE, matrix, resample, fillcolor=f))
+
+
+def _gaussian_kernel1d(size, sigma):
+    half = (size - 1) * 0.5
+    pdf = np.exp(-0.5 * (np.linspace(-half, half, size) / sigma) ** 2)
+    return pdf / pdf.sum()
+
+
+def gaussian_blur(img, kernel_size, sigma=None):
+    """Blur with a Gaussian of odd ``kernel_size`` ((kx, ky) or int) and ``sigma`` ((sx, sy),
+    default 0.3 * ((k - 1) * 0.5 - 1) + 0.8), reflect-padded, as torchvision."""
+    _check_image(img, "gaussian_blur")
+    if isinstance(kernel_size, numbers.Integral):
+        kernel_size = [int(kernel_size)] * 2
+    if len(kernel_size) != 2 or any(k <= 0 or k % 2 == 0 for k in kernel_size):
+        raise ValueError(f"gaussian_blur: kernel size should be odd and positive, got "
+                         f"{kernel_size}")
+    if sigma is None:
+        sigma = [k * 0.15 + 0.35 for k in kernel_size]
+    elif isinstance(sigma, numbers.Number):
+        sigma = [float(sigma)] * 2
+    elif len(sigma) == 1:
+        sigma = [float(sigma[0])] * 2
+    if any(s <= 0 for s in sigma):
+        raise ValueError(f"gaussian_blur: sigma should be positive, got {sigma}")
+    if _is_pil(img):
+        return to_pil_image(gaussian_blur(pil_to_tensor(img), kernel_size, sigma), img.mode)
+    a = img.data
+    xp = get_array_module(a)
+    dtype = a.dtype if _is_float(a) else np.float32
+    kx = xp.asarray(_gaussian_kernel1d(kernel_size[0], sigma[0]).astype(dtype))
+    ky = xp.asarray(_gaussian_kernel1d(kernel_size[1], sigma[1]).astype(dtype))
+    x = a.astype(dtype)
+    px, py = kernel_size[0] // 2, kernel_size[1] // 2
+    widths = [(0, 0)] * (x.ndim - 2)
+    x = xp.pad(x, widths + [(py, py), (px, px)], mode="reflect")
+    h, w = a.shape[-2:]
+    x = sum(ky[i] * x[..., i:i + h, :] for i in range(kernel_size[1]))
+    x = sum(kx[i] * x[..., :, i:i + w] for i in range(kernel_size[0]))
+    if not _is_float(a):
+        x = xp.clip(xp.rint(x), 0, _max_value(a))
+    return Tensor(x.astype(a.dtype))
+
+
+def five_crop(img, size):
+    """The four corner crops and the centre crop of ``size``."""
+    th, tw = _setup_size(size, "five_crop")
+    _, h, w = get_dimensions(img)
+    if tw > w or th > h:
+        raise ValueError(f"Requested crop size {(th, tw)} is bigger than input size {(h, w)}")
+    return (crop(img, 0, 0, th, tw), crop(img, 0, w - tw, th, tw), crop(img, h - th, 0, th, tw),
+            crop(img, h - th, w - tw, th, tw), center_crop(img, [th, tw]))
+
+
+def ten_crop(img, size, vertical_flip=False):
+    """five_crop of the image and of its mirror image (horizontal, or vertical)."""
+    return five_crop(img, size) + five_crop(vflip(img) if vertical_flip else hflip(img), size)
+
+
+def convert_image_dtype(image, dtype=np.float32):
+    """A tensor image in another dtype, values rescaled: integers span 0..max, floats 0..1."""
+    if not isinstance(image, Tensor):
+        raise TypeError(f"convert_image_dtype: input img should be Tensor Image, got "
+                        f"{type(image).__name__}")
+    a, dtype = image.data, np.dtype(dtype)
+    if a.dtype == dtype:
+        return image
+    if _is_float(a):
+        if dtype.kind == "f":
+            return Tensor(a.astype(dtype))
+        if (a.dtype == np.float32 and dtype in (np.int32, np.int64)) or \
+                (a.dtype == np.float64 and dtype == np.int64):
+            raise RuntimeError(f"convert_image_dtype: the cast from {a.dtype} to {dtype} cannot "
+                               "be performed safely")
+        return Tensor((a * (np.iinfo(dtype).max + 1.0 - 1e-3)).astype(dtype))
+    in_max = int(np.iinfo(a.dtype).max)
+    if dtype.kind == "f":
+        return Tensor(a.astype(dtype) / dtype.type(in_max))
+    out_max = int(np.iinfo(dtype).max)
+    if in_max > out_max:
+        return Tensor((a // ((in_max + 1) // (out_max + 1))).astype(dtype))
+    return Tensor(a.astype(dtype) * ((out_max + 1) // (in_max + 1)))
+
+
+def _pil_op(img, name, op, modes=None):
+    if modes is not None and img.mode not in modes:
+        raise TypeError(f"{name}: Pillow supports modes {modes} here, got {img.mode!r}")
+    return op(img)
+
+
+def invert(img):
+    _check_image(img, "invert")
+    if _is_pil(img):
+        return _pil_op(img, "invert", ImageOps.invert, ("L", "RGB"))
+    a = img.data
+    return Tensor((_max_value(a) - a).astype(a.dtype) if _is_float(a) else ~a)
+
+
+def posterize(img, bits):
+    """Keep the top ``bits`` bits of each channel (uint8 images)."""
+    _check_image(img, "posterize")
+    if not 0 <= int(bits) <= 8:
+        raise ValueError(f"posterize: the number of bits should be between 0 and 8, got {bits}")
+    if _is_pil(img):
+        return _pil_op(img, "posterize", lambda im: ImageOps.posterize(im, int(bits)),
+                       ("L", "RGB"))
+    a = img.data
+    if a.dtype != np.uint8:
+        raise TypeError(f"posterize: only uint8 tensors are supported, got {a.dtype}")
+    return Tensor(a & np.uint8((0xFF << (8 - int(bits))) & 0xFF))
+
+
+def solarize(img, threshold):
+    """Invert the values at or above ``threshold``."""
+    _check_image(img, "solarize")
+    if _is_pil(img):
+        return _pil_op(img, "solarize", lambda im: ImageOps.solarize(im, threshold),
+                       ("L", "RGB"))
+    a = img.data
+    if threshold > _max_value(a):
+        raise TypeError("solarize: threshold should be less than bound of img")
+    xp = get_array_module(a)
+    return Tensor(xp.where(a >= threshold, invert(img).data, a))
+
+
+def autocontrast(img):
+    """Stretch each channel to the full range (its darkest value to 0, its brightest to max)."""
+    _check_image(img, "autocontrast")
+    if _is_pil(img):
+        return ImageOps.autocontrast(img)
+    a = img.data
+    xp = get_array_module(a)
+    bound = _max_value(a)
+    dtype = a.dtype if _is_float(a) else np.float32
+    x = a.astype(dtype)
+    lo, hi = x.min(axis=(-2, -1), keepdims=True), x.max(axis=(-2, -1), keepdims=True)
+    flat = hi == lo
+    scale = bound / xp.where(flat, 1, hi - lo)
+    lo, scale = xp.where(flat, 0, lo), xp.where(flat, 1, scale)
+    return Tensor(xp.clip((x - lo) * scale, 0, bound).astype(a.dtype))
+
+
+def adjust_sharpness(img, sharpness_factor):
+    """Blend with a smoothed copy (factor 0: smooth, 1: the image, 2: sharper)."""
+    _check_image(img, "adjust_sharpness")
+    _check_factor(sharpness_factor, "adjust_sharpness")
+    if _is_pil(img):
+        return ImageEnhance.Sharpness(img).enhance(sharpness_factor)
+    a = img.data
+    if a.shape[-1] <= 2 or a.shape[-2] <= 2:
+        return img
+    dtype = a.dtype if _is_float(a) else np.float32
+    x = a.astype(dtype)
+    h, w = a.shape[-2:]
+    # Pillow's SMOOTH kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 on the inside; edges kept
+    inner = sum(x[..., i:i + h - 2, j:j + w - 2] for i in range(3) for j in range(3)) \
+        + 4 * x[..., 1:-1, 1:-1]
+    inner = inner / 13
+    if not _is_float(a):
+        inner = get_array_module(a).rint(inner)
+    smooth = x.copy()
+    smooth[..., 1:-1, 1:-1] = inner
+    return Tensor(_blend(a, smooth.astype(a.dtype), float(sharpness_factor)))
+
+
+def equalize(img):
+    """Histogram equalisation per channel, Pillow's (tensors: uint8, through Pillow)."""
+    _check_image(img, "equalize")
+    if _is_pil(img):
+        return ImageOps.equalize(img)
+    a = img.data
+    if a.dtype != np.uint8:
+        raise TypeError(f"equalize: only uint8 tensors are supported, got {a.dtype}")
+    host = img.numpy()
+    planes = host.reshape((-1,) + host.shape[-2:])
+    out = np.stack([np.asarray(ImageOps.equalize(Image.fromarray(p, "L"))) for p in planes])
+    return Tensor(get_array_module(a).asarray(out.reshape(host.shape)))

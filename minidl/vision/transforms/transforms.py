@@ -22,7 +22,9 @@ __all__ = ["Compose", "ToTensor", "PILToTensor", "ToPILImage", "Normalize", "Res
            "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
            "RandomResizedCrop", "Pad", "Grayscale", "RandomGrayscale", "ColorJitter",
            "RandomRotation", "Lambda", "RandomApply", "RandomChoice", "RandomOrder",
-           "RandomErasing", "InterpolationMode"]
+           "RandomErasing", "RandomAffine", "GaussianBlur", "FiveCrop", "TenCrop",
+           "ConvertImageDtype", "RandomInvert", "RandomPosterize", "RandomSolarize",
+           "RandomAdjustSharpness", "RandomAutocontrast", "RandomEqualize", "InterpolationMode"]
 
 
 def _rand():
@@ -524,3 +526,217 @@ class RandomErasing:
     def __repr__(self):
         return (f"{type(self).__name__}(p={self.p}, scale={self.scale}, ratio={self.ratio}, "
                 f"value={self.value}, inplace={self.inplace})")
+
+
+def _pair_range(value, name, center_zero=True):
+    """A number d -> (-d, d) (it must be >= 0); a pair stays a pair."""
+    if isinstance(value, numbers.Number) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"If {name} is a single number, it must be positive.")
+        return [-float(value), float(value)] if center_zero else [float(value)] * 2
+    if isinstance(value, Sequence) and len(value) == 2:
+        return [float(v) for v in value]
+    raise ValueError(f"{name} should be a number or a sequence of length 2, got {value!r}")
+
+
+class RandomAffine:
+    """A random rotation (``degrees``), translation (``translate``: fractions of the width and
+    height), ``scale`` and ``shear``, keeping the image size."""
+
+    def __init__(self, degrees, translate=None, scale=None, shear=None,
+                 interpolation=InterpolationMode.NEAREST, fill=0, center=None):
+        self.degrees = _pair_range(degrees, "degrees")
+        if translate is not None:
+            if not isinstance(translate, Sequence) or len(translate) != 2:
+                raise ValueError(f"translate should be a sequence of length 2, got {translate!r}")
+            if not all(0.0 <= t <= 1.0 for t in translate):
+                raise ValueError("translation values should be between 0 and 1")
+        if scale is not None:
+            if not isinstance(scale, Sequence) or len(scale) != 2:
+                raise ValueError(f"scale should be a sequence of length 2, got {scale!r}")
+            if any(s <= 0 for s in scale):
+                raise ValueError("scale values should be positive")
+        if shear is not None:
+            if isinstance(shear, Sequence) and len(shear) == 4:
+                shear = [float(s) for s in shear]
+            else:
+                shear = _pair_range(shear, "shear")
+        if center is not None and (not isinstance(center, Sequence) or len(center) != 2):
+            raise ValueError(f"center should be a sequence of length 2, got {center!r}")
+        self.translate, self.scale, self.shear = translate, scale, shear
+        self.interpolation = _interpolation(interpolation)
+        self.fill, self.center = fill, center
+
+    @staticmethod
+    def get_params(degrees, translate, scale_ranges, shears, img_size):
+        """(angle, (tx, ty), scale, (shear_x, shear_y)) for an image of ``img_size`` [w, h]."""
+        angle = _uniform(degrees[0], degrees[1])
+        if translate is not None:
+            max_dx, max_dy = float(translate[0] * img_size[0]), float(translate[1] * img_size[1])
+            translations = (int(round(_uniform(-max_dx, max_dx))),
+                            int(round(_uniform(-max_dy, max_dy))))
+        else:
+            translations = (0, 0)
+        scale = 1.0 if scale_ranges is None else _uniform(scale_ranges[0], scale_ranges[1])
+        shear_x = shear_y = 0.0
+        if shears is not None:
+            shear_x = _uniform(shears[0], shears[1])
+            if len(shears) == 4:
+                shear_y = _uniform(shears[2], shears[3])
+        return angle, translations, scale, (shear_x, shear_y)
+
+    def __call__(self, img):
+        fill = self.fill
+        if isinstance(img, Tensor) and isinstance(fill, numbers.Number):
+            fill = [float(fill)] * F.get_dimensions(img)[0]
+        params = self.get_params(self.degrees, self.translate, self.scale, self.shear,
+                                 F.get_image_size(img))
+        return F.affine(img, *params, interpolation=self.interpolation, fill=fill,
+                        center=self.center)
+
+    def __repr__(self):
+        s = f"{type(self).__name__}(degrees={self.degrees}"
+        for name in ("translate", "scale", "shear"):
+            if getattr(self, name) is not None:
+                s += f", {name}={getattr(self, name)}"
+        if self.interpolation != InterpolationMode.NEAREST:
+            s += f", interpolation={self.interpolation.value}"
+        if self.fill != 0:
+            s += f", fill={self.fill}"
+        if self.center is not None:
+            s += f", center={self.center}"
+        return s + ")"
+
+
+class GaussianBlur:
+    """Blur with a Gaussian of ``kernel_size`` and a sigma drawn from ``sigma`` (min, max)."""
+
+    def __init__(self, kernel_size, sigma=(0.1, 2.0)):
+        self.kernel_size = _setup_size(kernel_size, "GaussianBlur")
+        if any(k <= 0 or k % 2 == 0 for k in self.kernel_size):
+            raise ValueError("Kernel size value should be an odd and positive number.")
+        if isinstance(sigma, numbers.Number) and not isinstance(sigma, bool):
+            if sigma <= 0:
+                raise ValueError("If sigma is a single number, it must be positive.")
+            sigma = (float(sigma), float(sigma))
+        elif isinstance(sigma, Sequence) and len(sigma) == 2:
+            if not 0.0 < sigma[0] <= sigma[1]:
+                raise ValueError("sigma values should be positive and of the form (min, max).")
+        else:
+            raise ValueError("sigma should be a single number or a list/tuple with length 2.")
+        self.sigma = sigma
+
+    @staticmethod
+    def get_params(sigma_min, sigma_max):
+        return _uniform(sigma_min, sigma_max)
+
+    def __call__(self, img):
+        s = self.get_params(self.sigma[0], self.sigma[1])
+        return F.gaussian_blur(img, list(self.kernel_size), [s, s])
+
+    def __repr__(self):
+        return f"{type(self).__name__}(kernel_size={self.kernel_size}, sigma={self.sigma})"
+
+
+class FiveCrop:
+    """The four corners and the centre, as a tuple of five images."""
+
+    def __init__(self, size):
+        self.size = _setup_size(size, type(self).__name__)
+
+    def __call__(self, img):
+        return F.five_crop(img, self.size)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(size={self.size})"
+
+
+class TenCrop(FiveCrop):
+    """FiveCrop of the image and of its mirror image: a tuple of ten images."""
+
+    def __init__(self, size, vertical_flip=False):
+        super().__init__(size)
+        self.vertical_flip = vertical_flip
+
+    def __call__(self, img):
+        return F.ten_crop(img, self.size, self.vertical_flip)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(size={self.size}, vertical_flip={self.vertical_flip})"
+
+
+class ConvertImageDtype:
+    """A tensor image in ``dtype``, values rescaled (uint8 255 <-> float 1.0)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __call__(self, image):
+        return F.convert_image_dtype(image, self.dtype)
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class _RandomOp:
+    """Apply ``self._op(img)`` with probability ``p``."""
+
+    def __init__(self, p=0.5):
+        self.p = p
+
+    def __call__(self, img):
+        return self._op(img) if _rand() < self.p else img
+
+    def __repr__(self):
+        return f"{type(self).__name__}(p={self.p})"
+
+
+class RandomInvert(_RandomOp):
+    def _op(self, img):
+        return F.invert(img)
+
+
+class RandomAutocontrast(_RandomOp):
+    def _op(self, img):
+        return F.autocontrast(img)
+
+
+class RandomEqualize(_RandomOp):
+    def _op(self, img):
+        return F.equalize(img)
+
+
+class RandomPosterize(_RandomOp):
+    def __init__(self, bits, p=0.5):
+        super().__init__(p)
+        self.bits = bits
+
+    def _op(self, img):
+        return F.posterize(img, self.bits)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(bits={self.bits},p={self.p})"
+
+
+class RandomSolarize(_RandomOp):
+    def __init__(self, threshold, p=0.5):
+        super().__init__(p)
+        self.threshold = threshold
+
+    def _op(self, img):
+        return F.solarize(img, self.threshold)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(threshold={self.threshold},p={self.p})"
+
+
+class RandomAdjustSharpness(_RandomOp):
+    def __init__(self, sharpness_factor, p=0.5):
+        super().__init__(p)
+        self.sharpness_factor = sharpness_factor
+
+    def _op(self, img):
+        return F.adjust_sharpness(img, self.sharpness_factor)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(sharpness_factor={self.sharpness_factor},p={self.p})"
