@@ -323,3 +323,9 @@ def test_mnist_transforms_dataloader_train_end_to_end():
     losses2, first2 = _run()  # manual_seed makes crops, shuffling and init repeat
     np.testing.assert_array_equal(first, first2)
     assert losses == losses2
+
+
+def test_dataloader_refuses_pil_images_as_torch_does():
+    loader = DataLoader(datasets.MNIST.sample(train=False), batch_size=4)
+    with pytest.raises(TypeError, match="PIL.Image.*ToTensor"):
+        next(iter(loader))

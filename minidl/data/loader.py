@@ -1,6 +1,7 @@
 """DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 import numpy as np
@@ -21,6 +22,12 @@ def _collate_field(values):
         return {k: _collate_field([v[k] for v in values]) for k in first}
     if isinstance(first, (str, bytes)):
         return list(values)
+    pil = sys.modules.get("PIL.Image")  # only loaded when images are in use
+    if pil is not None and isinstance(first, pil.Image):
+        # np.asarray would silently batch HWC pixels; torch refuses, and so does minidl
+        raise TypeError("default_collate: batch must contain tensors, numpy arrays, numbers, "
+                        "dicts or lists; found <class 'PIL.Image.Image'> (add "
+                        "minidl.vision.transforms.ToTensor() to the dataset's transform)")
     return np.stack([np.asarray(v) for v in values])
 
 
