@@ -329,3 +329,17 @@ def test_dataloader_refuses_pil_images_as_torch_does():
     loader = DataLoader(datasets.MNIST.sample(train=False), batch_size=4)
     with pytest.raises(TypeError, match="PIL.Image.*ToTensor"):
         next(iter(loader))
+
+
+def test_fake_data_repeats_per_index():
+    ds = datasets.FakeData(size=6, image_size=(3, 8, 10), num_classes=4,
+                           transform=transforms.ToTensor())
+    x, y = ds[2]
+    assert len(ds) == 6 and x.shape == (3, 8, 10) and 0 <= y < 4
+    x2, y2 = ds[2]
+    np.testing.assert_array_equal(x.numpy(), x2.numpy())
+    assert y == y2
+    assert not np.array_equal(ds[3][0].numpy(), x.numpy())
+    assert isinstance(datasets.FakeData(2, (1, 4, 4))[0][0], Image.Image)
+    with pytest.raises(IndexError, match="out of range"):
+        ds[6]

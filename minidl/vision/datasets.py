@@ -24,8 +24,9 @@ from ..datasets.image_folder import ImageFolder as _ScannedFolder
 from ..datasets.image_folder import _is_readable_image
 from ..tensor import Tensor
 from .transforms import load_image
+from .transforms.functional import to_pil_image
 
-__all__ = ["VisionDataset", "MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100",
+__all__ = ["VisionDataset", "FakeData", "MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100",
            "DatasetFolder", "ImageFolder", "DatasetNotFoundError", "IMG_EXTENSIONS",
            "default_loader", "has_file_allowed_extension", "find_classes"]
 
@@ -74,6 +75,35 @@ class VisionDataset(Dataset):
                 lines += [label + text[0]] + [" " * len(label) + t for t in text[1:]]
         pad = " " * self._repr_indent
         return "\n".join([f"Dataset {type(self).__name__}"] + [pad + line for line in lines])
+
+
+class FakeData(VisionDataset):
+    """Random images, ``ds[i] -> (PIL image, int label)``: the same pair for the same index
+    (drawn from a generator seeded by ``index + random_offset``), for trying a pipeline out.
+    ``image_size`` is (C, H, W); pixels are standard normal values taken as [0, 1] by
+    ToPILImage, as torchvision's."""
+
+    def __init__(self, size=1000, image_size=(3, 224, 224), num_classes=10, transform=None,
+                 target_transform=None, random_offset=0):
+        super().__init__(None, transform, target_transform)
+        if len(image_size) != 3 or image_size[0] not in (1, 3, 4):
+            raise ValueError(f"FakeData: image_size should be (C, H, W) with 1, 3 or 4 "
+                             f"channels, got {image_size}")
+        self.size, self.num_classes = int(size), int(num_classes)
+        self.image_size, self.random_offset = tuple(image_size), int(random_offset)
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        if not -self.size <= index < self.size:
+            raise IndexError(f"{type(self).__name__} index out of range: {index} for "
+                             f"{self.size} items")
+        index %= self.size
+        gen = np.random.default_rng(index + self.random_offset)
+        pixels = gen.standard_normal(self.image_size).astype(np.float32)
+        target = int(gen.integers(0, self.num_classes))
+        return self._apply(to_pil_image(Tensor(pixels)), target)
 
 
 # ---- the MNIST family (IDX files) --------------------------------------------------------------
