@@ -302,9 +302,10 @@ def test_grayscale_pil_and_tensor():
                                rtol=1e-6)
     assert T.Grayscale(3)(Tensor(x)).shape == (3, 6, 8)
     gu = T.Grayscale()(Tensor(a.transpose(2, 0, 1)))  # integer images: truncated, as torch's .to
-    af = a.astype(np.float64)
-    np.testing.assert_array_equal(gu.numpy()[0], (0.2989 * af[..., 0] + 0.587 * af[..., 1]
-                                                  + 0.114 * af[..., 2]).astype(np.uint8))
+    torch = pytest.importorskip("torch")
+    ta = torch.from_numpy(a.transpose(2, 0, 1).copy())
+    np.testing.assert_array_equal(gu.numpy()[0],
+                                  (0.2989 * ta[0] + 0.587 * ta[1] + 0.114 * ta[2]).to(torch.uint8))
     with pytest.raises(ValueError, match="1 or 3"):
         T.Grayscale(2)
     minidl.manual_seed(0)
@@ -331,8 +332,17 @@ def test_color_adjustments_follow_torchs_formulas():
         assert got[name].dtype == np.float32
     # uint8: clamped to 0..255 and truncated back
     u = (x * 255).astype(np.uint8)
-    np.testing.assert_array_equal(TF.adjust_brightness(Tensor(u), 1.5).numpy(),
-                                  np.clip(1.5 * u.astype(np.float32), 0, 255).astype(np.uint8))
+    tu = torch.from_numpy(u)
+    for f in (0.3, 1.5, 1.7):
+        np.testing.assert_array_equal(TF.adjust_brightness(Tensor(u), f).numpy(),
+                                      (f * tu).clamp(0, 255).to(torch.uint8).numpy())
+        gray_u = (0.2989 * tu[0] + 0.587 * tu[1] + 0.114 * tu[2]).to(torch.uint8)[None]
+        np.testing.assert_array_equal(
+            TF.adjust_saturation(Tensor(u), f).numpy(),
+            (f * tu + (1 - f) * gray_u).clamp(0, 255).to(torch.uint8).numpy())
+        np.testing.assert_array_equal(
+            TF.adjust_contrast(Tensor(u), f).numpy(),
+            (f * tu + (1 - f) * gray_u.float().mean()).clamp(0, 255).to(torch.uint8).numpy())
     # hue: a turn of the HSV hue (colorsys is the reference)
     h = TF.adjust_hue(Tensor(x), 0.25).numpy()
     for i, j in [(0, 0), (1, 3), (3, 4)]:

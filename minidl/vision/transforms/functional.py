@@ -460,7 +460,8 @@ def vflip(img):
 # ---- colour -------------------------------------------------------------------------------------
 def _gray(a):
     """torchvision's luma on a (..., 3, H, W) array, in the array's dtype (integers truncated)."""
-    r, g, b = a[..., 0, :, :], a[..., 1, :, :], a[..., 2, :, :]
+    x = a if _is_float(a) else a.astype(np.float32)  # torch computes integer images in float32
+    r, g, b = x[..., 0, :, :], x[..., 1, :, :], x[..., 2, :, :]
     gray = 0.2989 * r + 0.587 * g + 0.114 * b
     return gray.astype(a.dtype)[..., None, :, :]
 
@@ -491,7 +492,12 @@ to_grayscale = rgb_to_grayscale
 
 
 def _blend(a, b, ratio):
-    out = ratio * a + (1.0 - ratio) * b
+    if not _is_float(a):  # as torch: integer images in float32
+        a32 = a.astype(np.float32)
+        b = b.astype(np.float32) if hasattr(b, "astype") else b
+    else:
+        a32 = a
+    out = ratio * a32 + (1.0 - ratio) * b
     xp = get_array_module(out)
     out = xp.clip(out, 0, _max_value(a))
     return out.astype(a.dtype)
