@@ -589,3 +589,26 @@ def test_imageops_family_tensor_matches_pillow():
     with pytest.raises(TypeError, match="uint8"):
         TF.posterize(Tensor(x), 2)
     assert repr(T.RandomSolarize(128)) == "RandomSolarize(threshold=128,p=0.5)"
+
+
+def test_batched_tensor_images():
+    x = np.random.default_rng(3).random((2, 3, 12, 16), dtype=np.float32)
+    out = T.Resize((6, 8))(Tensor(x))
+    assert out.shape == (2, 3, 6, 8)
+    np.testing.assert_allclose(out.numpy()[1], T.Resize((6, 8))(Tensor(x[1])).numpy(), atol=1e-6)
+    np.testing.assert_array_equal(T.CenterCrop(4)(Tensor(x)).numpy(), x[..., 4:8, 6:10])
+    np.testing.assert_array_equal(T.Grayscale()(Tensor(x)).numpy()[0],
+                                  T.Grayscale()(Tensor(x[0])).numpy())
+
+
+def test_make_grid_on_the_fake_gpu(monkeypatch):
+    from minidl.vision import utils
+
+    _fake_gpu.install(monkeypatch, None)
+    x = _chw(4, 5)
+    batch = Tensor(np.stack([x, x[::-1]])).to("cuda")
+    grid = utils.make_grid(batch, nrow=2, normalize=True)
+    assert grid.device == "cuda"
+    np.testing.assert_allclose(
+        grid.numpy(), utils.make_grid(Tensor(np.stack([x, x[::-1]])), nrow=2,
+                                      normalize=True).numpy())
