@@ -2,6 +2,7 @@
 of Tensors with the samples' structure (dicts, named tuples, lists), strings kept as they are."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -21,6 +22,11 @@ def _collate_field(values):
         return {k: _collate_field([v[k] for v in values]) for k in first}
     if isinstance(first, (str, bytes)):
         return list(values)
+    pil = sys.modules.get("PIL.Image")  # only loaded when images are in use
+    if pil is not None and isinstance(first, pil.Image):
+        # np.asarray would silently batch HWC pixels; torch refuses, and so does minidl
+        raise TypeError(_FOUND.format("<class 'PIL.Image.Image'>") + " (add "
+                        "minidl.vision.transforms.ToTensor() to the dataset's transform)")
     return np.stack([np.asarray(v) for v in values])
 
 

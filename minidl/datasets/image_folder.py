@@ -59,10 +59,15 @@ class ImageFolder(Dataset):
     """
 
     def __init__(self, root, transform=None, verify=True):
+        self.transform = transform
+        self._scan(root, verify)
+
+    def _scan(self, root, verify, allow_empty=False):
+        """Find the classes and the files (the attributes above); shared with the torchvision-
+        style folders of ``minidl.vision.datasets``, which decide per file in ``_file_problem``."""
         self.root = os.fspath(root)
         if not os.path.isdir(self.root):
             raise FileNotFoundError(f"ImageFolder: {self.root} is not a directory")
-        self.transform = transform
         self.skipped = []
         entries = sorted(os.scandir(self.root), key=lambda e: e.name)
         self.classes = [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
@@ -80,7 +85,7 @@ class ImageFolder(Dataset):
             if not found:
                 log.warning("ImageFolder: class folder %s holds no readable images",
                             os.path.join(self.root, name))
-        if not self.samples:
+        if not self.samples and not allow_empty:
             raise FileNotFoundError(f"ImageFolder: no readable images under {self.root} "
                                     f"(extensions: {', '.join(IMG_EXTENSIONS)})")
         self.targets = [label for _, label in self.samples]
@@ -121,16 +126,22 @@ class ImageFolder(Dataset):
                 if not ok:
                     continue
                 self._seen.add(real)
-                if not fname.lower().endswith(IMG_EXTENSIONS):
-                    self._skip(path, "not an image file (by its extension)")
+                problem = self._file_problem(path, verify)
+                if problem is None:  # left out on purpose (an is_valid_file said no): no warning
                     continue
-                problem = _is_readable_image(path) if verify else ""
                 if problem:
-                    self._skip(path, f"Pillow cannot read it ({problem})")
+                    self._skip(path, problem)
                     continue
                 self.samples.append((path, label))
                 count += 1
         return count
+
+    def _file_problem(self, path, verify):
+        """'' to take the file, else why it is skipped (None: skipped without a warning)."""
+        if not path.lower().endswith(IMG_EXTENSIONS):
+            return "not an image file (by its extension)"
+        problem = _is_readable_image(path) if verify else ""
+        return f"Pillow cannot read it ({problem})" if problem else ""
 
     def __len__(self):
         return len(self.samples)

@@ -1,12 +1,19 @@
-"""Vision: image loading and ImageNet preprocessing (``minidl.vision.transforms``) and the
-photo-folder ``ImageClassifier`` (``minidl.vision.classifier``).
+"""Vision: torchvision's everyday data API and the photo-folder classifier.
+
+- ``minidl.vision.transforms``: image loading and ImageNet preprocessing (``load_image``,
+  ``preprocess``), torchvision's transform classes (``Compose``, ``ToTensor``, ``Normalize``,
+  ``RandomCrop``, ...) and ``transforms.functional``;
+- ``minidl.vision.datasets``: MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, DatasetFolder,
+  ImageFolder with torchvision's constructors;
+- ``minidl.vision.utils``: ``make_grid`` and ``save_image``;
+- ``ImageClassifier`` (``minidl.vision.classifier``).
 
 The classifier is imported on first use: ``minidl.datasets`` reads images through
 ``vision.transforms``, and must not pull in the models that the classifier needs.
 """
-from . import transforms
+from . import datasets, transforms, utils
 
-__all__ = ["transforms", "ImageClassifier"]
+__all__ = ["transforms", "datasets", "utils", "ImageClassifier"]
 
 
 def __getattr__(name):

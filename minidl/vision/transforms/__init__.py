@@ -1,4 +1,6 @@
-"""Image loading and ImageNet preprocessing, shared by datasets, models and examples.
+"""Image loading and ImageNet preprocessing, shared by datasets, models and examples, and
+torchvision's transform classes (``Compose``, ``ToTensor``, ``Normalize``, ``RandomCrop``, ...,
+defined in ``transforms.transforms``; the functions behind them in ``transforms.functional``).
 
 ``load_image`` opens any file Pillow reads as an upright RGB image; ``preprocess`` reproduces torchvision's ``Resize(256), CenterCrop(224), ToTensor(),
 Normalize(mean, std)`` on Pillow images, so weights converted from torchvision see the inputs
@@ -12,8 +14,12 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from . import functional
+from .transforms import *  # noqa: F403  (torchvision's classes, by their names)
+from .transforms import __all__ as _classes
+
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageReadError", "load_image", "preprocess",
-           "preprocess_batch"]
+           "preprocess_batch", "functional"] + _classes
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
