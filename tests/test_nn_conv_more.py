@@ -98,6 +98,8 @@ MODULES = [
                     padding_mode="circular", bias=False), (2, 2, 5)),
     ("Conv2d", dict(in_channels=3, out_channels=6, kernel_size=(3, 2), stride=(2, 1),
                     padding=(1, 2), dilation=(1, 2), groups=3), (2, 3, 7, 8)),
+    ("Conv2d", dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1),
+     (2, 3, 7, 6)),  # the plain case: straight to the tuned kernels
     ("Conv2d", dict(in_channels=2, out_channels=4, kernel_size=3, padding=1,
                     padding_mode="replicate"), (2, 2, 5, 6)),
     ("Conv2d", dict(in_channels=2, out_channels=3, kernel_size=3, padding="same",
