@@ -193,7 +193,9 @@ ReLU6 Hardtanh Softplus Softsign Mish Hardswish Hardsigmoid PReLU SELU CELU GLU 
 Threshold Softmin LogSigmoid Hardshrink Softshrink KLDivLoss HuberLoss MarginRankingLoss
 HingeEmbeddingLoss SoftMarginLoss MultiLabelSoftMarginLoss CosineEmbeddingLoss
 TripletMarginLoss PoissonNLLLoss GaussianNLLLoss ParameterList ParameterDict Dropout1d Dropout2d
-AlphaDropout FeatureAlphaDropout Bilinear""".split()
+AlphaDropout FeatureAlphaDropout Bilinear Softmax2d ZeroPad1d ZeroPad2d ZeroPad3d ConstantPad1d
+ConstantPad2d ConstantPad3d ReflectionPad1d ReflectionPad2d ReflectionPad3d ReplicationPad1d
+ReplicationPad2d ReplicationPad3d CircularPad1d CircularPad2d CircularPad3d""".split()
 
 
 def _params(fn):

@@ -98,6 +98,8 @@ MODULES = [
                     padding_mode="circular", bias=False), (2, 2, 5)),
     ("Conv2d", dict(in_channels=3, out_channels=6, kernel_size=(3, 2), stride=(2, 1),
                     padding=(1, 2), dilation=(1, 2), groups=3), (2, 3, 7, 8)),
+    ("Conv2d", dict(in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1),
+     (2, 3, 7, 6)),  # the plain case: straight to the tuned kernels
     ("Conv2d", dict(in_channels=2, out_channels=4, kernel_size=3, padding=1,
                     padding_mode="replicate"), (2, 2, 5, 6)),
     ("Conv2d", dict(in_channels=2, out_channels=3, kernel_size=3, padding="same",
@@ -180,3 +182,28 @@ def test_autocast_conv_family_matches_torch_dtype(low):
             got = fn(F, minidl.tensor(x), minidl.tensor(w))
         assert str(got.dtype) == str(want.dtype).replace("torch.", "")
         np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0.05, atol=0.1)
+
+
+PAD_MODULES = [(f"{kind}{d}d", d) for kind in ("ZeroPad", "ReflectionPad", "ReplicationPad",
+                                               "CircularPad") for d in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("cls,dims", PAD_MODULES, ids=[p[0] for p in PAD_MODULES])
+def test_padding_modules_match_torch(cls, dims):
+    shape = {1: (2, 3, 6), 2: (2, 3, 5, 6), 3: (1, 2, 4, 5, 7)}[dims]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for padding in (2, tuple(range(1, 2 * dims + 1))[::-1]):
+        ours, theirs = getattr(nn, cls)(padding), getattr(torch.nn, cls)(padding)
+        assert repr(ours) == repr(theirs)
+        check_module(ours, theirs, [x])
+    ours, theirs = getattr(nn, cls.replace(cls.split("Pad")[0], "Constant"))(1, 2.5), \
+        getattr(torch.nn, cls.replace(cls.split("Pad")[0], "Constant"))(1, 2.5)
+    assert repr(ours) == repr(theirs)
+    check_module(ours, theirs, [x])
+
+
+def test_softmax2d_matches_torch():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    check_module(nn.Softmax2d(), torch.nn.Softmax2d(), [x])
+    check_module(nn.Softmax2d(), torch.nn.Softmax2d(), [x[0]])
+    assert repr(nn.Softmax2d()) == "Softmax2d()"

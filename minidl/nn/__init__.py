@@ -16,7 +16,12 @@ from .loss import (
 )
 from .activation import (
     CELU, GLU, SELU, Hardshrink, Hardsigmoid, Hardswish, Hardtanh, LogSigmoid, Mish, PReLU,
-    ReLU6, Softmin, Softplus, Softshrink, Softsign, Tanhshrink, Threshold,
+    ReLU6, Softmax2d, Softmin, Softplus, Softshrink, Softsign, Tanhshrink, Threshold,
+)
+from .padding import (
+    CircularPad1d, CircularPad2d, CircularPad3d, ConstantPad1d, ConstantPad2d, ConstantPad3d,
+    ReflectionPad1d, ReflectionPad2d, ReflectionPad3d, ReplicationPad1d, ReplicationPad2d,
+    ReplicationPad3d, ZeroPad1d, ZeroPad2d, ZeroPad3d,
 )
 from .normalization import (
     CosineSimilarity, GroupNorm, InstanceNorm1d, InstanceNorm2d, LocalResponseNorm,
@@ -49,6 +54,10 @@ __all__ += ["KLDivLoss", "HuberLoss", "MarginRankingLoss", "HingeEmbeddingLoss",
             "TripletMarginLoss", "PoissonNLLLoss", "GaussianNLLLoss"]
 __all__ += ["ParameterList", "ParameterDict", "Dropout1d", "Dropout2d", "AlphaDropout",
             "FeatureAlphaDropout", "Bilinear"]
+__all__ += ["Softmax2d", "ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d",
+            "ConstantPad2d", "ConstantPad3d", "ReflectionPad1d", "ReflectionPad2d",
+            "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d",
+            "CircularPad1d", "CircularPad2d", "CircularPad3d"]
 from .rnn import GRU, GRUCell, LSTM, LSTMCell, RNN, RNNBase, RNNCell, RNNCellBase  # noqa: E402
 from .attention import MultiheadAttention  # noqa: E402
 from .transformer import (  # noqa: E402

@@ -136,7 +136,14 @@ class Conv2d(_ConvNd):
                          groups, bias, padding_mode, device, dtype)
 
     def forward(self, input):
+        if self._plain and input.ndim == 4:  # the hot path as before: the tuned kernels direct
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding)
         return self._conv_forward(input, C.conv2d)
+
+    @property
+    def _plain(self):
+        return (self.groups == 1 and self.dilation == (1, 1) and self.padding_mode == "zeros"
+                and not isinstance(self.padding, str))
 
 
 class _ConvTransposeNd(_ConvNd):

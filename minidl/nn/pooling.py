@@ -3,6 +3,7 @@ AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, PixelShuffle
 PixelUnshuffle, Unflatten, Unfold, Fold."""
 from __future__ import annotations
 
+from .. import functional as F
 from ._functional import convolution as C
 from ._functional import pooling as P
 from .module import Module
@@ -30,6 +31,9 @@ class MaxPool1d(_MaxPoolNd):
 
 class MaxPool2d(_MaxPoolNd):
     def forward(self, input):
+        if (input.ndim == 4 and self.dilation in (1, (1, 1)) and not self.ceil_mode
+                and not self.return_indices):  # the hot path as before: the tuned kernel
+            return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
         return P.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                             self.ceil_mode, self.return_indices)
 
@@ -63,6 +67,9 @@ class AvgPool2d(Module):
         self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
 
     def forward(self, input):
+        if (input.ndim == 4 and not self.ceil_mode and self.count_include_pad
+                and self.divisor_override is None):
+            return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding)
         return P.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
 
