@@ -659,3 +659,23 @@ def test_trivial_augment_and_rand_augment():
     assert wide["Posterize"][0][-1] == 2 and wide["TranslateX"][0][-1] == 32.0
     with pytest.raises(ValueError, match="magnitude"):
         T.RandAugment(magnitude=31)
+
+
+def test_normalize_is_differentiable_and_other_tensor_ops_refuse_grad():
+    torch = pytest.importorskip("torch")
+    x = _chw(4, 4).astype(np.float64)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)
+    t = Tensor(x, requires_grad=True)
+    out = T.Normalize(mean, std)(t)
+    (out * out).sum().backward()
+    tt = torch.from_numpy(x).requires_grad_()
+    ref = (tt - torch.tensor(mean, dtype=torch.float64)[:, None, None]) \
+        / torch.tensor(std, dtype=torch.float64)[:, None, None]
+    (ref * ref).sum().backward()
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="not differentiable.*detach"):
+        T.RandomHorizontalFlip(1.0)(t)
+    with minidl.no_grad():
+        assert T.RandomHorizontalFlip(1.0)(t).shape == (3, 4, 4)
+    assert T.RandomHorizontalFlip(1.0)(t.detach()).shape == (3, 4, 4)
