@@ -679,3 +679,16 @@ def test_normalize_is_differentiable_and_other_tensor_ops_refuse_grad():
     with minidl.no_grad():
         assert T.RandomHorizontalFlip(1.0)(t).shape == (3, 4, 4)
     assert T.RandomHorizontalFlip(1.0)(t.detach()).shape == (3, 4, 4)
+
+
+def test_adjust_gamma():
+    x = _chw()
+    np.testing.assert_allclose(TF.adjust_gamma(Tensor(x), 2.0, gain=0.5).numpy(),
+                               np.clip(0.5 * x ** 2, 0, 1), rtol=1e-6)
+    a = _rgb()
+    pil = np.asarray(TF.adjust_gamma(Image.fromarray(a), 0.5)).astype(int)
+    np.testing.assert_array_equal(pil, (255.999 * (a / 255.0) ** 0.5).astype(int))
+    ten = TF.adjust_gamma(Tensor(a.transpose(2, 0, 1)), 0.5).numpy().transpose(1, 2, 0)
+    assert np.abs(ten.astype(int) - pil).max() <= 1
+    with pytest.raises(ValueError, match="non-negative"):
+        TF.adjust_gamma(Tensor(x), -1.0)

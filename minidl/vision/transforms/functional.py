@@ -23,7 +23,7 @@ __all__ = ["InterpolationMode", "get_dimensions", "get_image_size", "get_image_n
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
            "adjust_hue", "rotate", "erase", "affine", "gaussian_blur", "five_crop", "ten_crop",
            "convert_image_dtype", "invert", "posterize", "solarize", "autocontrast",
-           "adjust_sharpness", "equalize"]
+           "adjust_sharpness", "equalize", "adjust_gamma"]
 
 
 class InterpolationMode(Enum):
@@ -912,3 +912,23 @@ def equalize(img):
     planes = host.reshape((-1,) + host.shape[-2:])
     out = np.stack([np.asarray(ImageOps.equalize(Image.fromarray(p, "L"))) for p in planes])
     return Tensor(get_array_module(a).asarray(out.reshape(host.shape)))
+
+
+def adjust_gamma(img, gamma, gain=1.0):
+    """gain * x ** gamma on values in [0, 1] (uint8 images through a lookup table)."""
+    _check_image(img, "adjust_gamma")
+    if gamma < 0:
+        raise ValueError(f"adjust_gamma: gamma should be a non-negative real number, got "
+                         f"{gamma}")
+    if _is_pil(img):
+        mode = img.mode
+        rgb = img.convert("RGB")
+        table = [int((255 + 1 - 1e-3) * gain * pow(v / 255.0, gamma)) for v in range(256)]
+        return rgb.point(table * 3).convert(mode)
+    a = img.data
+    xp = get_array_module(a)
+    x = a if _is_float(a) else convert_image_dtype(img, np.float32).data
+    out = xp.clip(gain * x ** gamma, 0, 1).astype(x.dtype)
+    if _is_float(a):
+        return Tensor(out)
+    return convert_image_dtype(Tensor(out), a.dtype)
