@@ -612,3 +612,83 @@ def test_make_grid_on_the_fake_gpu(monkeypatch):
     np.testing.assert_allclose(
         grid.numpy(), utils.make_grid(Tensor(np.stack([x, x[::-1]])), nrow=2,
                                       normalize=True).numpy())
+
+
+OPS = ["Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
+       "Color", "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize",
+       "Invert"]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_augmentation_ops_agree_between_pil_and_uint8_tensors(op):
+    from minidl.vision.transforms.transforms import _apply_op
+
+    a = _rgb(10, 12, seed=8)
+    magnitude = {"ShearX": 0.3, "ShearY": -0.2, "TranslateX": 3.0, "TranslateY": -2.0,
+                 "Rotate": 20.0, "Posterize": 4, "Solarize": 128.0}.get(op, 0.5)
+    pil = np.asarray(_apply_op(Image.fromarray(a), op, magnitude, T.InterpolationMode.NEAREST,
+                               None)).astype(int)
+    ten = _apply_op(Tensor(a.transpose(2, 0, 1)), op, magnitude, T.InterpolationMode.NEAREST,
+                    [0.0, 0.0, 0.0])
+    assert ten.dtype == np.uint8 and ten.shape == (3, 10, 12)
+    assert np.abs(ten.numpy().transpose(1, 2, 0).astype(int) - pil).max() <= 1
+    if op == "TranslateX":  # +3 pixels to the right, zeros coming in
+        np.testing.assert_array_equal(pil[:, 3:], a[:, :-3])
+        assert (pil[:, :3] == 0).all()
+    if op == "Identity":
+        np.testing.assert_array_equal(pil, a)
+
+
+def test_trivial_augment_and_rand_augment():
+    img = _pil(16, 16)
+    minidl.manual_seed(0)
+    outs = [np.asarray(T.TrivialAugmentWide()(img)) for _ in range(30)]
+    assert all(o.shape == (16, 16, 3) for o in outs)
+    assert sum(not np.array_equal(o, np.asarray(img)) for o in outs) > 15
+    minidl.manual_seed(0)
+    again = [np.asarray(T.TrivialAugmentWide()(img)) for _ in range(30)]
+    assert all(np.array_equal(x, y) for x, y in zip(outs, again))
+    u = Tensor(_rgb(16, 16).transpose(2, 0, 1))
+    for _ in range(20):
+        r = T.RandAugment(num_ops=2, magnitude=9)(u)
+        assert r.dtype == np.uint8 and r.shape == (3, 16, 16)
+    space = T.RandAugment()._augmentation_space(31, (16, 16))
+    assert space["Posterize"][0][0] == 8 and space["Posterize"][0][-1] == 4
+    assert space["Rotate"][0][-1] == 30.0 and len(space) == 14
+    wide = T.TrivialAugmentWide()._augmentation_space(31)
+    assert wide["Posterize"][0][-1] == 2 and wide["TranslateX"][0][-1] == 32.0
+    with pytest.raises(ValueError, match="magnitude"):
+        T.RandAugment(magnitude=31)
+
+
+def test_normalize_is_differentiable_and_other_tensor_ops_refuse_grad():
+    torch = pytest.importorskip("torch")
+    x = _chw(4, 4).astype(np.float64)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.4)
+    t = Tensor(x, requires_grad=True)
+    out = T.Normalize(mean, std)(t)
+    (out * out).sum().backward()
+    tt = torch.from_numpy(x).requires_grad_()
+    ref = (tt - torch.tensor(mean, dtype=torch.float64)[:, None, None]) \
+        / torch.tensor(std, dtype=torch.float64)[:, None, None]
+    (ref * ref).sum().backward()
+    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(t.grad.numpy(), tt.grad.numpy(), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="not differentiable.*detach"):
+        T.RandomHorizontalFlip(1.0)(t)
+    with minidl.no_grad():
+        assert T.RandomHorizontalFlip(1.0)(t).shape == (3, 4, 4)
+    assert T.RandomHorizontalFlip(1.0)(t.detach()).shape == (3, 4, 4)
+
+
+def test_adjust_gamma():
+    x = _chw()
+    np.testing.assert_allclose(TF.adjust_gamma(Tensor(x), 2.0, gain=0.5).numpy(),
+                               np.clip(0.5 * x ** 2, 0, 1), rtol=1e-6)
+    a = _rgb()
+    pil = np.asarray(TF.adjust_gamma(Image.fromarray(a), 0.5)).astype(int)
+    np.testing.assert_array_equal(pil, (255.999 * (a / 255.0) ** 0.5).astype(int))
+    ten = TF.adjust_gamma(Tensor(a.transpose(2, 0, 1)), 0.5).numpy().transpose(1, 2, 0)
+    assert np.abs(ten.astype(int) - pil).max() <= 1
+    with pytest.raises(ValueError, match="non-negative"):
+        TF.adjust_gamma(Tensor(x), -1.0)

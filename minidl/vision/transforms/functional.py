@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from ...backend import get_array_module
-from ...tensor import Tensor
+from ...tensor import Tensor, is_grad_enabled
 
 __all__ = ["InterpolationMode", "get_dimensions", "get_image_size", "get_image_num_channels",
            "to_tensor", "pil_to_tensor", "to_pil_image", "normalize", "resize", "crop",
@@ -23,7 +23,7 @@ __all__ = ["InterpolationMode", "get_dimensions", "get_image_size", "get_image_n
            "to_grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation",
            "adjust_hue", "rotate", "erase", "affine", "gaussian_blur", "five_crop", "ten_crop",
            "convert_image_dtype", "invert", "posterize", "solarize", "autocontrast",
-           "adjust_sharpness", "equalize"]
+           "adjust_sharpness", "equalize", "adjust_gamma"]
 
 
 class InterpolationMode(Enum):
@@ -77,6 +77,15 @@ def _check_image(img, name):
     if img.data.ndim < 2:
         raise TypeError(f"{name}: a tensor image needs at least 2 dimensions (..., H, W), "
                         f"got shape {img.shape}")
+    _check_no_grad(img, name)
+
+
+def _check_no_grad(img, name):
+    # the image operations work on the arrays, outside the graph: refuse rather than return
+    # a result that gradients silently do not flow through
+    if img.requires_grad and is_grad_enabled():
+        raise RuntimeError(f"{name}: this transform is not differentiable in minidl, and the "
+                           "tensor requires grad; detach() it, or run under minidl.no_grad()")
 
 
 def _is_float(a):
@@ -202,6 +211,8 @@ def normalize(tensor, mean, std, inplace=False):
     if a.ndim < 3:
         raise ValueError(f"normalize: expected a tensor image of size (..., C, H, W), got "
                          f"shape {tensor.shape}")
+    if tensor.requires_grad and is_grad_enabled() and inplace:
+        raise RuntimeError("normalize: inplace=True on a tensor that requires grad")
     xp = get_array_module(a)
     mean_a = xp.asarray(np.asarray(mean, dtype=a.dtype).reshape(-1))
     std_a = xp.asarray(np.asarray(std, dtype=a.dtype).reshape(-1))
@@ -213,6 +224,8 @@ def normalize(tensor, mean, std, inplace=False):
         if v.size not in (1, channels):
             raise ValueError(f"normalize: {name} has {v.size} values for an image of "
                              f"{channels} channels")
+    if tensor.requires_grad and is_grad_enabled():  # inside a model: minidl's ops, with grads
+        return (tensor - Tensor(mean_a[:, None, None])) / Tensor(std_a[:, None, None])
     out = (a - mean_a[:, None, None]) / std_a[:, None, None]
     if inplace:
         a[...] = out
@@ -652,6 +665,7 @@ def erase(img, i, j, h, w, v, inplace=False):
     broadcasts to the box)."""
     if not isinstance(img, Tensor):
         raise TypeError(f"erase: img should be Tensor Image, got {type(img).__name__}")
+    _check_no_grad(img, "erase")
     a = img.data if inplace else img.data.copy()
     xp = get_array_module(a)
     value = v.data if isinstance(v, Tensor) else v
@@ -784,6 +798,7 @@ def convert_image_dtype(image, dtype=np.float32):
     if not isinstance(image, Tensor):
         raise TypeError(f"convert_image_dtype: input img should be Tensor Image, got "
                         f"{type(image).__name__}")
+    _check_no_grad(image, "convert_image_dtype")
     a, dtype = image.data, np.dtype(dtype)
     if a.dtype == dtype:
         return image
@@ -897,3 +912,23 @@ def equalize(img):
     planes = host.reshape((-1,) + host.shape[-2:])
     out = np.stack([np.asarray(ImageOps.equalize(Image.fromarray(p, "L"))) for p in planes])
     return Tensor(get_array_module(a).asarray(out.reshape(host.shape)))
+
+
+def adjust_gamma(img, gamma, gain=1.0):
+    """gain * x ** gamma on values in [0, 1] (uint8 images through a lookup table)."""
+    _check_image(img, "adjust_gamma")
+    if gamma < 0:
+        raise ValueError(f"adjust_gamma: gamma should be a non-negative real number, got "
+                         f"{gamma}")
+    if _is_pil(img):
+        mode = img.mode
+        rgb = img.convert("RGB")
+        table = [int((255 + 1 - 1e-3) * gain * pow(v / 255.0, gamma)) for v in range(256)]
+        return rgb.point(table * 3).convert(mode)
+    a = img.data
+    xp = get_array_module(a)
+    x = a if _is_float(a) else convert_image_dtype(img, np.float32).data
+    out = xp.clip(gain * x ** gamma, 0, 1).astype(x.dtype)
+    if _is_float(a):
+        return Tensor(out)
+    return convert_image_dtype(Tensor(out), a.dtype)

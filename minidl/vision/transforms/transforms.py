@@ -24,7 +24,8 @@ __all__ = ["Compose", "ToTensor", "PILToTensor", "ToPILImage", "Normalize", "Res
            "RandomRotation", "Lambda", "RandomApply", "RandomChoice", "RandomOrder",
            "RandomErasing", "RandomAffine", "GaussianBlur", "FiveCrop", "TenCrop",
            "ConvertImageDtype", "RandomInvert", "RandomPosterize", "RandomSolarize",
-           "RandomAdjustSharpness", "RandomAutocontrast", "RandomEqualize", "InterpolationMode"]
+           "RandomAdjustSharpness", "RandomAutocontrast", "RandomEqualize", "TrivialAugmentWide",
+           "RandAugment", "InterpolationMode"]
 
 
 def _rand():
@@ -740,3 +741,151 @@ class RandomAdjustSharpness(_RandomOp):
 
     def __repr__(self):
         return f"{type(self).__name__}(sharpness_factor={self.sharpness_factor},p={self.p})"
+
+
+# ---- automatic augmentation -------------------------------------------------------------------
+def _apply_op(img, op_name, magnitude, interpolation, fill):
+    """One augmentation operation at ``magnitude``, as torchvision's autoaugment defines them."""
+    if op_name == "ShearX":  # the magnitude is the shear's tangent, about the top-left corner
+        return F.affine(img, 0.0, [0, 0], 1.0, [math.degrees(math.atan(magnitude)), 0.0],
+                        interpolation, fill, center=[0, 0])
+    if op_name == "ShearY":
+        return F.affine(img, 0.0, [0, 0], 1.0, [0.0, math.degrees(math.atan(magnitude))],
+                        interpolation, fill, center=[0, 0])
+    if op_name == "TranslateX":
+        return F.affine(img, 0.0, [int(magnitude), 0], 1.0, [0.0, 0.0], interpolation, fill)
+    if op_name == "TranslateY":
+        return F.affine(img, 0.0, [0, int(magnitude)], 1.0, [0.0, 0.0], interpolation, fill)
+    if op_name == "Rotate":
+        return F.rotate(img, magnitude, interpolation, fill=fill)
+    enhance = {"Brightness": F.adjust_brightness, "Color": F.adjust_saturation,
+               "Contrast": F.adjust_contrast, "Sharpness": F.adjust_sharpness}
+    if op_name in enhance:
+        return enhance[op_name](img, 1.0 + magnitude)
+    if op_name == "Posterize":
+        return F.posterize(img, int(magnitude))
+    if op_name == "Solarize":
+        return F.solarize(img, magnitude)
+    plain = {"AutoContrast": F.autocontrast, "Equalize": F.equalize, "Invert": F.invert,
+             "Identity": lambda x: x}
+    if op_name in plain:
+        return plain[op_name](img)
+    raise ValueError(f"The provided operator {op_name} is not recognized.")
+
+
+def _linspace(a, b, n):
+    return [float(v) for v in np.linspace(a, b, n, dtype=np.float32)]
+
+
+def _posterize_bits(num_bins, span):
+    return [int(v) for v in 8 - np.round(np.arange(num_bins) / ((num_bins - 1) / span))]
+
+
+class _AutoAugmentBase:
+    def __init__(self, num_magnitude_bins, interpolation, fill):
+        self.num_magnitude_bins = int(num_magnitude_bins)
+        self.interpolation = _interpolation(interpolation)
+        self.fill = fill
+
+    def _fill_for(self, img):
+        if isinstance(img, Tensor):
+            if isinstance(self.fill, numbers.Number):
+                return [float(self.fill)] * F.get_dimensions(img)[0]
+            if self.fill is not None:
+                return [float(f) for f in self.fill]
+        return self.fill
+
+    def _draw(self, space, bin_index=None):
+        """(op name, signed magnitude) drawn from ``space``: {name: (magnitudes, signed)}."""
+        names = list(space)
+        name = names[_randint(0, len(names))]
+        magnitudes, signed = space[name]
+        if magnitudes is None:
+            magnitude = 0.0
+        else:
+            magnitude = float(magnitudes[_randint(0, len(magnitudes)) if bin_index is None
+                                         else bin_index])
+        if signed and _randint(0, 2):
+            magnitude *= -1.0
+        return name, magnitude
+
+
+class TrivialAugmentWide(_AutoAugmentBase):
+    """TrivialAugment (wide space): one operation, picked uniformly, at a uniformly drawn
+    strength. PIL images, or uint8 tensors."""
+
+    def __init__(self, num_magnitude_bins=31, interpolation=InterpolationMode.NEAREST,
+                 fill=None):
+        super().__init__(num_magnitude_bins, interpolation, fill)
+
+    def _augmentation_space(self, num_bins):
+        return {
+            "Identity": (None, False),
+            "ShearX": (_linspace(0.0, 0.99, num_bins), True),
+            "ShearY": (_linspace(0.0, 0.99, num_bins), True),
+            "TranslateX": (_linspace(0.0, 32.0, num_bins), True),
+            "TranslateY": (_linspace(0.0, 32.0, num_bins), True),
+            "Rotate": (_linspace(0.0, 135.0, num_bins), True),
+            "Brightness": (_linspace(0.0, 0.99, num_bins), True),
+            "Color": (_linspace(0.0, 0.99, num_bins), True),
+            "Contrast": (_linspace(0.0, 0.99, num_bins), True),
+            "Sharpness": (_linspace(0.0, 0.99, num_bins), True),
+            "Posterize": (_posterize_bits(num_bins, 6), False),
+            "Solarize": (_linspace(255.0, 0.0, num_bins), False),
+            "AutoContrast": (None, False),
+            "Equalize": (None, False),
+        }
+
+    def __call__(self, img):
+        name, magnitude = self._draw(self._augmentation_space(self.num_magnitude_bins))
+        return _apply_op(img, name, magnitude, self.interpolation, self._fill_for(img))
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(num_magnitude_bins={self.num_magnitude_bins}, "
+                f"interpolation={self.interpolation}, fill={self.fill})")
+
+
+class RandAugment(_AutoAugmentBase):
+    """RandAugment: ``num_ops`` operations picked uniformly, each at bin ``magnitude`` of
+    ``num_magnitude_bins``. PIL images, or uint8 tensors."""
+
+    def __init__(self, num_ops=2, magnitude=9, num_magnitude_bins=31,
+                 interpolation=InterpolationMode.NEAREST, fill=None):
+        super().__init__(num_magnitude_bins, interpolation, fill)
+        if not 0 <= magnitude < num_magnitude_bins:
+            raise ValueError(f"RandAugment: magnitude {magnitude} must be in [0, "
+                             f"num_magnitude_bins={num_magnitude_bins})")
+        self.num_ops, self.magnitude = int(num_ops), int(magnitude)
+
+    def _augmentation_space(self, num_bins, image_size):
+        h, w = image_size
+        return {
+            "Identity": (None, False),
+            "ShearX": (_linspace(0.0, 0.3, num_bins), True),
+            "ShearY": (_linspace(0.0, 0.3, num_bins), True),
+            "TranslateX": (_linspace(0.0, 150.0 / 331.0 * w, num_bins), True),
+            "TranslateY": (_linspace(0.0, 150.0 / 331.0 * h, num_bins), True),
+            "Rotate": (_linspace(0.0, 30.0, num_bins), True),
+            "Brightness": (_linspace(0.0, 0.9, num_bins), True),
+            "Color": (_linspace(0.0, 0.9, num_bins), True),
+            "Contrast": (_linspace(0.0, 0.9, num_bins), True),
+            "Sharpness": (_linspace(0.0, 0.9, num_bins), True),
+            "Posterize": (_posterize_bits(num_bins, 4), False),
+            "Solarize": (_linspace(255.0, 0.0, num_bins), False),
+            "AutoContrast": (None, False),
+            "Equalize": (None, False),
+        }
+
+    def __call__(self, img):
+        _, h, w = F.get_dimensions(img)
+        space = self._augmentation_space(self.num_magnitude_bins, (h, w))
+        fill = self._fill_for(img)
+        for _ in range(self.num_ops):
+            name, magnitude = self._draw(space, self.magnitude)
+            img = _apply_op(img, name, magnitude, self.interpolation, fill)
+        return img
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(num_ops={self.num_ops}, magnitude={self.magnitude}, "
+                f"num_magnitude_bins={self.num_magnitude_bins}, "
+                f"interpolation={self.interpolation}, fill={self.fill})")
