@@ -1329,12 +1329,15 @@ class Dropout(Function):
         return g * self.mask
 
 
-def dropout(x, p=0.5, training=True):
-    """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
+def dropout(x, p=0.5, training=True, inplace=False):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (training only);
+    ``inplace=True`` writes the result into x under the in-place rules."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
         return x
+    if inplace:
+        return apply_in_place(x, lambda t: dropout(t, p, training), "dropout")
     if p == 1:
         return x * 0.0
     return Dropout.apply(x, p=p)

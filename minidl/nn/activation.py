@@ -171,6 +171,7 @@ class Softshrink(Hardshrink):
 class PReLU(Module):
     """max(0, x) + weight * min(0, x) with a learnt weight: one for all channels
     (num_parameters=1) or one per channel (dim 1), each starting at ``init``."""
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
         super().__init__()

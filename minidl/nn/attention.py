@@ -163,6 +163,7 @@ class MultiheadAttention(Module):
     ``in_proj_bias`` (3E), or ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` where
     kdim or vdim differ from embed_dim, then ``out_proj``; Xavier-uniform projections and
     zero biases as PyTorch initialises them."""
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
                  add_zero_attn=False, kdim=None, vdim=None, batch_first=False, device=None,

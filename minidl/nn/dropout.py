@@ -44,6 +44,7 @@ class FeatureAlphaDropout(_DropoutNd):
 class Bilinear(Module):
     """y = x1^T A x2 + b: weight (out_features, in1_features, in2_features) and bias drawn
     from U(-1/sqrt(in1_features), 1/sqrt(in1_features)), as in PyTorch."""
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     def __init__(self, in1_features, in2_features, out_features, bias=True, device=None,
                  dtype=None):

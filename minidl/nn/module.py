@@ -1,6 +1,8 @@
 """Module: parameters and sub-modules registered by attribute assignment, as in PyTorch."""
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 from collections import OrderedDict
 from typing import NamedTuple
@@ -199,6 +201,34 @@ def _add_hook(module, store, hook, prepend=False):
 
 class Module:
     training: bool
+    # Layers that hold parameters take PyTorch's factory arguments, ``nn.Linear(3, 4,
+    # device="cuda", dtype=minidl.float64)``: a layer class sets this, and a constructor of it
+    # that does not name ``device``/``dtype`` itself gets them as keywords (applied by .to()
+    # once the layer is built)
+    _factory_kwargs = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if not cls._factory_kwargs or init is None or not cls.__module__.startswith("minidl."):
+            return
+        sig = inspect.signature(init)
+        if "device" in sig.parameters or any(p.kind is p.VAR_KEYWORD
+                                             for p in sig.parameters.values()):
+            return
+
+        @functools.wraps(init)
+        def with_factory_kwargs(self, *args, device=None, dtype=None, **kw):
+            init(self, *args, **kw)
+            if device is not None or dtype is not None:
+                self.to(device=device, dtype=dtype)
+
+        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
+                 for n in ("device", "dtype")]
+        params = list(sig.parameters.values())
+        at = next((i for i, p in enumerate(params) if p.kind is p.KEYWORD_ONLY), len(params))
+        with_factory_kwargs.__signature__ = sig.replace(parameters=params[:at] + extra + params[at:])
+        cls.__init__ = with_factory_kwargs
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())

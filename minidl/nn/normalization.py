@@ -15,6 +15,8 @@ def _to(module, device, dtype):
 
 
 class GroupNorm(Module):
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
+
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None,
                  dtype=None, *, bias=True):
         super().__init__()
@@ -49,6 +51,8 @@ class GroupNorm(Module):
 
 
 class _InstanceNorm(Module):
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
+
     _dims = 1
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False,

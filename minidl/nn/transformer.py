@@ -52,6 +52,7 @@ def _finish(module, device, dtype):
 class TransformerEncoderLayer(Module):
     """Self-attention then a feed-forward block, each with dropout, a residual connection and
     LayerNorm (after the residual, or before the block with ``norm_first``)."""
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
@@ -96,6 +97,7 @@ class TransformerEncoderLayer(Module):
 class TransformerDecoderLayer(Module):
     """Self-attention, attention over the encoder's output (``memory``), then a feed-forward
     block; each with dropout, a residual connection and LayerNorm."""
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation=F.relu,
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
@@ -203,6 +205,7 @@ class TransformerDecoder(Module):
 class Transformer(Module):
     """The encoder-decoder of "Attention Is All You Need", PyTorch's: encoder and decoder
     stacks each ending in a LayerNorm, every weight matrix drawn Xavier-uniform."""
+    _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     def __init__(self, d_model=512, nhead=8, num_encoder_layers=6, num_decoder_layers=6,
                  dim_feedforward=2048, dropout=0.1, activation=F.relu, custom_encoder=None,

@@ -1,0 +1,96 @@
+"""Every nn layer that PyTorch also has takes PyTorch's constructor arguments, in PyTorch's
+order (so positional calls mean the same), and prints as PyTorch's does; layers with
+parameters take the factory arguments device= and dtype=."""
+import inspect
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+
+torch = pytest.importorskip("torch", reason="the expected signatures and reprs are torch's own")
+
+# torch takes (*args, **kwargs) for these, or a deprecated alias minidl leaves out
+LOOSE = {"GRU", "LSTM", "RNN", "Identity", "Module", "Sequential", "LogSigmoid", "Sigmoid",
+         "Softmax2d", "Softsign", "Tanh", "Tanhshrink", "Hardtanh", "RNNCellBase"}
+
+
+def _layers():
+    for name in sorted(dir(nn)):
+        ours = getattr(nn, name)
+        if isinstance(ours, type) and issubclass(ours, nn.Module) and hasattr(torch.nn, name):
+            yield name
+
+
+def test_constructor_arguments_are_torchs():
+    checked = 0
+    for name in _layers():
+        if name in LOOSE:
+            continue
+        ours = list(inspect.signature(getattr(nn, name).__init__).parameters)
+        theirs = list(inspect.signature(getattr(torch.nn, name).__init__).parameters)
+        assert ours == theirs, name
+        checked += 1
+    assert checked > 80
+
+
+@pytest.mark.parametrize("name,args", [
+    ("Dropout", ()), ("BatchNorm1d", (4,)), ("BatchNorm2d", (4,)), ("Softmax", (1,)),
+    ("LogSoftmax", (1,)), ("Flatten", ()), ("Linear", (3, 4)), ("Conv2d", (3, 4, 3)),
+    ("MaxPool2d", (2,)), ("LayerNorm", (4,)), ("Embedding", (5, 3)), ("GELU", ()),
+    ("LSTM", (3, 4)), ("GroupNorm", (2, 4)), ("ConvTranspose2d", (3, 4, 3)),
+    ("CrossEntropyLoss", ()), ("Unflatten", (1, (2, 2))),
+])
+def test_reprs_are_torchs(name, args):
+    assert repr(getattr(nn, name)(*args)) == repr(getattr(torch.nn, name)(*args))
+
+
+def test_factory_arguments_and_their_absence():
+    for make in (lambda **kw: nn.Linear(3, 4, **kw), lambda **kw: nn.BatchNorm2d(4, **kw),
+                 lambda **kw: nn.LayerNorm(4, **kw), lambda **kw: nn.Embedding(5, 3, **kw),
+                 lambda **kw: nn.GroupNorm(2, 4, **kw), lambda **kw: nn.PReLU(**kw),
+                 lambda **kw: nn.MultiheadAttention(8, 2, **kw),
+                 lambda **kw: nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, **kw),
+                 lambda **kw: nn.Conv1d(2, 3, 3, **kw), lambda **kw: nn.GRU(3, 4, **kw)):
+        layer = make(device="cpu", dtype=minidl.float64)
+        assert {p.dtype for p in layer.parameters()} == {np.dtype(np.float64)}
+        assert {p.dtype for p in make().parameters()} == {np.dtype(np.float32)}
+    with pytest.raises(TypeError, match="device"):
+        nn.ReLU(device="cpu")  # torch refuses it too: no parameters
+
+    class Mine(nn.Linear):
+        def __init__(self):
+            super().__init__(3, 4, dtype=minidl.float64)
+    assert Mine().weight.dtype == np.float64
+    with pytest.raises(TypeError):
+        Mine(device="cpu")  # a user's own constructor keeps its own signature
+
+
+def test_batch_norm_without_bias_matches_torch():
+    x = np.random.default_rng(0).standard_normal((4, 3, 5, 5))
+    ours, theirs = nn.BatchNorm2d(3, bias=False).double(), torch.nn.BatchNorm2d(3, bias=False).double()
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    xm, xt = minidl.from_numpy(x).requires_grad_(), torch.from_numpy(x).requires_grad_()
+    ym, yt = ours(xm), theirs(xt)
+    (ym * ym).sum().backward()
+    (yt * yt).sum().backward()
+    np.testing.assert_allclose(ym.detach().numpy(), yt.detach().numpy(), atol=1e-12)
+    np.testing.assert_allclose(xm.grad.numpy(), xt.grad.numpy(), atol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(), atol=1e-10)
+
+
+def test_dropout_inplace_and_legacy_reductions():
+    x = minidl.ones(6, 6)
+    minidl.manual_seed(0)
+    out = nn.Dropout(0.5, inplace=True)(x)
+    assert out is x and set(np.unique(x.numpy())) <= {0.0, 2.0} and x._version == 1
+    for legacy, want in (({"size_average": False}, "sum"), ({"reduce": False}, "none"),
+                         ({"size_average": True, "reduce": True}, "mean")):
+        for cls in ("CrossEntropyLoss", "NLLLoss", "MSELoss", "BCELoss", "BCEWithLogitsLoss",
+                    "L1Loss", "SmoothL1Loss"):
+            import warnings
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                assert getattr(torch.nn, cls)(**legacy).reduction == want
+            assert getattr(nn, cls)(**legacy).reduction == want, cls
