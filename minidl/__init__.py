@@ -85,6 +85,9 @@ _export({n: getattr(_indexing, n) for n in _indexing.__all__})
 _export({n: getattr(_shape_ops, n) for n in _shape_ops.FUNCTIONS})
 _export(_math_ops.FUNCTIONS)
 _export({n: getattr(_products, n) for n in _products.FUNCTIONS})
+_export(linalg.FUNCTIONS)  # det, inverse, svd (torch.svd's U, S, V), qr, ...
+from . import special  # noqa: E402  (minidl.special.erf, ...; minidl.erf, minidl.lgamma, ...)
+_export(special.FUNCTIONS)
 del _export
 
 # minidl.exp(x), minidl.flatten(x, 1), ...: the Tensor methods torch also has as functions,

@@ -6,7 +6,6 @@ in the wrapper functions, so a bad call fails before any work with the shapes th
 """
 from __future__ import annotations
 
-import math
 import functools
 import warnings
 
@@ -20,6 +19,7 @@ from .ops import (
     stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
+from .special import erfc_array  # noqa: E402
 
 
 def _pair(v, name):
@@ -611,34 +611,13 @@ def silu(x, inplace=False):
     return apply_in_place(x, SiLU.apply, "silu") if inplace else SiLU.apply(x)
 
 
-# Numerical Recipes' Chebyshev fit of erfc: erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2),
-# for z >= 0, with a relative error under 1.2e-7 everywhere, the tail included (where GELU of a
-# negative input is small and an absolute error would be all of it)
-_ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
-             -1.13520398, 1.48851587, -0.82215223, 0.17087277)
 _SQRT_HALF = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 _SQRT_2_OVER_PI = 0.7978845608028654
-
-
-def _erfc(x):
-    """Elementwise erfc: CuPy's own on CUDA; on NumPy, Python's math.erfc for float64 (the
-    dtype of gradient checks, where it must be exact) and the fit above for float32."""
-    xp = get_array_module(x)
-    if xp is not np:
-        from cupyx.scipy.special import erfc
-
-        return erfc(x)
-    if x.dtype == np.float64:
-        return np.frompyfunc(math.erfc, 1, 1)(x).astype(np.float64)
-    z = abs(x)
-    t = 1 / (1 + 0.5 * z)
-    p = np.full_like(t, _ERFC_FIT[-1])
-    for c in _ERFC_FIT[-2::-1]:
-        p *= t
-        p += c
-    tail = t * np.exp(p - z * z)
-    return np.where(x >= 0, tail, 2 - tail)
+# erfc of any float dtype on any device (special.py): float64 to a few ulps, float32 by a
+# Chebyshev fit with a relative error under 1.2e-7, the tail included (where GELU of a
+# negative input is small and an absolute error would be all of it)
+_erfc = erfc_array
 
 
 def _gelu_parts(x, approximate):

@@ -1,9 +1,21 @@
-"""``minidl.linalg``: torch.linalg's norms (vector_norm, matrix_norm, norm) and cross, built
-on minidl's differentiable ops."""
+"""``minidl.linalg``: torch.linalg's norms (vector_norm, matrix_norm, norm), cross, and the
+decompositions, inverses and solvers (inv, det, slogdet, solve, cholesky, qr, svd, svdvals,
+eigh, eigvalsh, pinv, lstsq, matrix_rank, matrix_power, multi_dot, cond) on batches of matrices
+(..., m, n) through the array module's linalg (numpy.linalg or cupy.linalg).
+
+Imports only ``backend``, ``autograd``, ``ops``, ``math_ops`` and ``products``."""
 from __future__ import annotations
 
+from collections import namedtuple
+
+import numpy as np
+
+from . import autograd
+from .autograd import Function
+from .backend import get_array_module
+from .backend.dtypes import is_floating
 from .math_ops import amin, vector_norm
-from .ops import wrap_dim
+from .ops import where, wrap_dim
 from .products import cross as _cross
 
 _INF = float("inf")
@@ -11,8 +23,8 @@ _INF = float("inf")
 
 def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
     """The ``ord`` norm of the matrices in ``dim``: 'fro', or 1 / -1 (the largest / smallest
-    column sum of |A|) and inf / -inf (row sums). 2, -2 and 'nuc' need singular values, which
-    minidl does not have."""
+    column sum of |A|), inf / -inf (row sums), 2 / -2 (the largest / smallest singular value)
+    and 'nuc' (their sum)."""
     if dtype is not None:
         A = A.to(dtype)
     if A.ndim < 2:
@@ -28,8 +40,13 @@ def matrix_norm(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None):
         sums = A.abs().sum(dim=inner, keepdim=True)
         out = sums.amax(dim=outer, keepdim=True) if ord > 0 else amin(sums, outer, True)
         return out if keepdim else out.squeeze((d0, d1))
-    raise NotImplementedError(f"matrix_norm: ord={ord!r} needs singular values; minidl has "
-                              "'fro', 1, -1, inf and -inf")
+    if ord in (2, -2, "nuc"):
+        A = A.movedim((d0, d1), (-2, -1))
+        s = svdvals(A)
+        out = s.sum(-1) if ord == "nuc" else s[..., 0] if ord == 2 else s[..., -1]
+        return out.unsqueeze(-1).unsqueeze(-1).movedim((-2, -1), (d0, d1)) if keepdim else out
+    raise ValueError(f"matrix_norm: ord must be 'fro', 'nuc', 2, -2, 1, -1, inf or -inf, got "
+                     f"{ord!r}")
 
 
 def norm(A, ord=None, dim=None, keepdim=False, *, dtype=None):
@@ -56,3 +73,706 @@ def cross(input, other, *, dim=-1):
 
 
 __all__ = ["vector_norm", "matrix_norm", "norm", "cross"]
+
+
+# ---- decompositions, inverses and solvers ---------------------------------------------------
+# One Function per op on batches (..., m, n) through the array module's linalg (numpy.linalg,
+# cupy.linalg). Ops with several differentiable outputs (qr, svd, eigh) return them raveled and
+# joined in one array, split again by _unpack, so that one backward sees every output's
+# gradient (zeros for outputs that were not used).
+
+class LinAlgError(RuntimeError):
+    """A matrix that the op cannot handle (singular, not positive-definite), as
+    torch.linalg.LinAlgError: a RuntimeError that names the batch element."""
+
+
+def _mT(a):
+    return a.swapaxes(-1, -2)
+
+
+def _xmT(xp, a):
+    return xp.swapaxes(a, -1, -2)
+
+
+def _matrix_input(name, A, square=False, what="A"):
+    if not isinstance(A, autograd.Tensor):
+        raise TypeError(f"{name}: {what} must be a Tensor, got {type(A).__name__}")
+    if not is_floating(A.data.dtype) or A.data.dtype.itemsize < 4:
+        kind = "a 16-bit float" if is_floating(A.data.dtype) else str(A.data.dtype)
+        raise TypeError(f"{name}: expected a float32 or float64 tensor as {what}, got {kind}")
+    if A.ndim < 2:
+        raise ValueError(f"{name}: {what} must have at least 2 dimensions, got shape {A.shape}")
+    if square and A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"{name}: {what} must be batches of square matrices, but they are "
+                         f"{A.shape[-2]} by {A.shape[-1]} matrices")
+
+
+def _fail(name, a, fails, message):
+    """Raise LinAlgError for the first matrix of the batch ``a`` where ``fails(xp, matrix)``
+    is true (torch's flat batch index, named only for batched input)."""
+    xp = get_array_module(a)
+    flat = a.reshape((-1,) + a.shape[-2:])
+    for k in range(flat.shape[0]):
+        detail = fails(xp, flat[k])
+        if detail:
+            where = f"(Batch element {k}): " if a.ndim > 2 else ""
+            raise LinAlgError(f"{name}: {where}{message(detail)}")
+    raise LinAlgError(f"{name}: the computation failed")
+
+
+def _singular_pivot(xp, m):
+    """1 + the index of the first zero pivot of m's LU factorisation (0: none), by trying the
+    leading blocks, as LAPACK's getrf reports it."""
+    n = m.shape[-1]
+    for k in range(1, n + 1):
+        try:
+            np.linalg.inv(_host(m[:k, :k]))
+        except np.linalg.LinAlgError:
+            return k
+        if k == n:
+            return 0
+    return 0
+
+
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _checked(name, xp, compute, a, fails, message):
+    """``compute()``; a LinAlgError (NumPy) or non-finite output from finite input (CuPy does
+    not raise) becomes the torch-style error naming the batch element."""
+    try:
+        with np.errstate(all="ignore"):
+            out = compute()
+    except np.linalg.LinAlgError:
+        _fail(name, a, fails, message)
+    first = out[0] if isinstance(out, tuple) else out
+    if xp is not np and not bool(xp.isfinite(first).all()) and bool(xp.isfinite(a).all()):
+        _fail(name, a, fails, message)
+    return out
+
+
+def _singular_message(detail):
+    return (f"The diagonal element {detail} is zero, the inversion could not be completed "
+            "because the input matrix is singular.")
+
+
+class Inv(Function):
+    def forward(self, a):
+        xp = get_array_module(a)
+        y = _checked("linalg.inv", xp, lambda: xp.linalg.inv(a), a, _singular_pivot,
+                     _singular_message)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        yt = _xmT(get_array_module(g), y)
+        return -(yt @ g @ yt)
+
+
+def inv(A):
+    """The inverse of each square matrix of A (..., n, n); a singular one raises LinAlgError
+    naming its batch element."""
+    _matrix_input("linalg.inv", A, square=True)
+    return Inv.apply(A)
+
+
+def _excluded_products(xp, s):
+    """prod_{j != i} s_j for each i, with prefix and suffix products (exact with zeros)."""
+    ones = xp.ones(s.shape[:-1] + (1,), s.dtype)
+    pre = xp.cumprod(xp.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    suf = xp.flip(xp.cumprod(xp.flip(xp.concatenate([s[..., 1:], ones], axis=-1), axis=-1),
+                             axis=-1), axis=-1)
+    return pre * suf
+
+
+class Det(Function):
+    """The gradient through the SVD A = U S V^T: sign(det U det V) U diag(prod_{j!=i} s_j) V^T,
+    which is the cofactor matrix, exact for singular matrices too."""
+
+    def forward(self, a):
+        xp = get_array_module(a)
+        self.save_for_backward(a)
+        return xp.linalg.det(a).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(g)
+        if a.shape[-1] == 0:
+            return xp.zeros_like(a)
+        u, s, vh = xp.linalg.svd(a)
+        sign = xp.linalg.det(u) * xp.linalg.det(vh)
+        cof = (u * _excluded_products(xp, s)[..., None, :]) @ vh
+        return ((g * sign)[..., None, None] * cof).astype(a.dtype, copy=False)
+
+
+def det(A):
+    """The determinant of each square matrix of A (..., n, n)."""
+    _matrix_input("linalg.det", A, square=True)
+    return Det.apply(A)
+
+
+class LogAbsDet(Function):
+    def forward(self, a):
+        xp = get_array_module(a)
+        sign, logabs = xp.linalg.slogdet(a)
+        self.save_for_backward(a)
+        self.sign = sign
+        return logabs.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(g)
+        with np.errstate(all="ignore"):
+            return g[..., None, None] * _xmT(xp, xp.linalg.inv(a))
+
+
+SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])  # torch.return_types
+
+
+def slogdet(A):
+    """(sign, log|det|) of each square matrix of A; the gradient flows through logabsdet."""
+    _matrix_input("linalg.slogdet", A, square=True)
+    xp = get_array_module(A.data)
+    logabs = LogAbsDet.apply(A)
+    sign = xp.sign(xp.linalg.det(A.data)).astype(A.data.dtype, copy=False)
+    return SlogdetResult(autograd.Tensor(sign), logabs)
+
+
+def logdet(input):
+    """log(det A): NaN where det A < 0, -inf where it is 0 (torch.logdet)."""
+    _matrix_input("logdet", input, square=True)
+    sign, logabs = slogdet(input)
+    nan = autograd.Tensor(get_array_module(sign.data).full(sign.shape, np.nan,
+                                                           sign.data.dtype))
+    return where(sign < 0, nan, logabs)
+
+
+def _sum_to(xp, g, shape):
+    """g summed over the leading batch dims that broadcasting added or stretched."""
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+class Solve(Function):
+    """X = A^{-1} B for batches (broadcast) of matrices B; gB = A^{-T} G, gA = -gB X^T."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        aa = xp.broadcast_to(a, batch + a.shape[-2:])
+        bb = xp.broadcast_to(b, batch + b.shape[-2:])
+        x = _checked("torch.linalg.solve", xp, lambda: xp.linalg.solve(aa, bb), aa,
+                     _singular_pivot,
+                     lambda d: "The solver failed because the input matrix is singular.")
+        self.save_for_backward(aa, x)
+        self.shapes = a.shape, b.shape
+        return x
+
+    def backward(self, g):
+        aa, x = self.saved
+        xp = get_array_module(g)
+        gb = xp.linalg.solve(_xmT(xp, aa), g)
+        ga = -(gb @ _xmT(xp, x))
+        return _sum_to(xp, ga, self.shapes[0]), _sum_to(xp, gb, self.shapes[1])
+
+
+def solve(A, B, *, left=True):
+    """X with A X = B (``left=False``: X A = B) for square A (..., n, n) and B (..., n, k)
+    or a (batch of) vector(s) B (..., n) when B.shape == A.shape[:-1] (or B is 1-d); batch
+    dims broadcast."""
+    name = "torch.linalg.solve"
+    _matrix_input(name, A, square=True)
+    if not isinstance(B, autograd.Tensor):
+        raise TypeError(f"{name}: B must be a Tensor, got {type(B).__name__}")
+    if A.data.dtype != B.data.dtype:
+        raise TypeError(f"{name}: A and B must have the same dtype, got {A.data.dtype} and "
+                        f"{B.data.dtype}")
+    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    if not left:
+        if vector:
+            raise ValueError(f"{name}: left=False needs B to be a matrix, got shape {B.shape}")
+        return _mT(solve(_mT(A), _mT(B)))
+    Bm = B.unsqueeze(-1) if vector else B
+    if Bm.ndim < 2 or Bm.shape[-2] != A.shape[-1]:
+        raise ValueError(f"{name}: incompatible shapes of A and B for the equation AX = B "
+                         f"({A.shape[-2]}x{A.shape[-1]} and {tuple(B.shape)})")
+    try:
+        np.broadcast_shapes(tuple(A.shape[:-2]), tuple(Bm.shape[:-2]))
+    except ValueError:
+        raise ValueError(f"{name}: the batch dims of A {tuple(A.shape)} and B {tuple(B.shape)} "
+                         "do not broadcast") from None
+    X = Solve.apply(A, Bm)
+    return X.squeeze(-1) if vector else X
+
+
+def _phi(xp, x):
+    """The lower triangle of x with its diagonal halved."""
+    y = xp.tril(x)
+    d = xp.arange(x.shape[-1])
+    y[..., d, d] *= 0.5
+    return y
+
+
+class Cholesky(Function):
+    """L with A = L L^T (A's lower triangle read). gA = sym(L^{-T} phi(L^T gL) L^{-1}), the
+    symmetric gradient PyTorch gives."""
+
+    def forward(self, a):
+        xp = get_array_module(a)
+
+        def not_pd(xp_, m):
+            for k in range(1, m.shape[-1] + 1):
+                try:
+                    np.linalg.cholesky(_host(m[:k, :k]))
+                except np.linalg.LinAlgError:
+                    return k
+            return 0
+
+        msg = ("The factorization could not be completed because the input is not "
+               "positive-definite (the leading minor of order {} is not positive-definite).")
+        L = _checked("linalg.cholesky", xp, lambda: xp.linalg.cholesky(a), a, not_pd,
+                     msg.format)
+        self.save_for_backward(L)
+        return L
+
+    def backward(self, g):
+        (L,) = self.saved
+        xp = get_array_module(g)
+        P = _phi(xp, _xmT(xp, L) @ g)
+        Linv = xp.linalg.inv(L)
+        ga = _xmT(xp, Linv) @ P @ Linv
+        return 0.5 * (ga + _xmT(xp, ga))
+
+
+def cholesky(A, *, upper=False):
+    """The Cholesky factor of each symmetric positive-definite matrix of A: lower L with
+    A = L L^T, or upper U = L^T with ``upper=True``."""
+    _matrix_input("linalg.cholesky", A, square=True)
+    L = Cholesky.apply(A)
+    return _mT(L) if upper else L
+
+
+def _unpack(packed, shapes):
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(packed[start:start + size].reshape(shape))
+        start += size
+    return out
+
+
+def _pack(xp, *arrays):
+    return xp.concatenate([a.ravel() for a in arrays])
+
+
+def _split(g, shapes):
+    out, start = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(g[start:start + size].reshape(shape))
+        start += size
+    return out
+
+
+def _copyltu(xp, m):
+    """The lower triangle of m mirrored onto the upper one (a symmetric matrix)."""
+    return xp.tril(m, -1) + _xmT(xp, xp.tril(m))
+
+
+class QR(Function):
+    """A = Q R. Gradient (m >= n, reduced, or square complete): gA = [gQ + Q copyltu(M)] R^{-T},
+    M = R gR^T - gQ^T Q. For m < n, A = [X | Y] with X = Q U square: the square rule on X with
+    gQ + Y gV^T, and gY = Q gV."""
+
+    def forward(self, a, mode):
+        xp = get_array_module(a)
+        q, r = xp.linalg.qr(a, mode="complete" if mode == "complete" else "reduced")
+        self.mode = mode
+        self.save_for_backward(a, q, r)
+        self.shapes = q.shape, r.shape
+        return _pack(xp, q, r)
+
+    def backward(self, g):
+        a, q, r = self.saved
+        xp = get_array_module(g)
+        m, n = a.shape[-2:]
+        if self.mode == "complete" and m > n:
+            raise RuntimeError("The QR decomposition is not differentiable when "
+                               "mode='complete' and nrows > ncols.")
+        gq, gr = _split(g, self.shapes)
+        if m >= n:
+            return self._square_or_tall(xp, q, r, gq, gr)
+        y = a[..., :, m:]
+        gu, gv = gr[..., :, :m], gr[..., :, m:]
+        gx = self._square_or_tall(xp, q, r[..., :, :m], gq + y @ _xmT(xp, gv), gu)
+        return xp.concatenate([gx, q @ gv], axis=-1)
+
+    @staticmethod
+    def _square_or_tall(xp, q, r, gq, gr):
+        M = r @ _xmT(xp, gr) - _xmT(xp, gq) @ q
+        b = gq + q @ _copyltu(xp, M)
+        # b R^{-T}: solve R X^T = b^T
+        return _xmT(xp, xp.linalg.solve(r, _xmT(xp, b)))
+
+
+QRResult = namedtuple("QRResult", ["Q", "R"])
+
+
+def qr(A, mode="reduced"):
+    """(Q, R) of A (..., m, n): mode 'reduced' (Q m x k, R k x n, k = min(m, n)), 'complete'
+    (Q m x m, R m x n) or 'r' (Q empty, R only)."""
+    _matrix_input("linalg.qr", A)
+    if mode not in ("reduced", "complete", "r"):
+        raise ValueError(f"linalg.qr: mode must be 'reduced', 'complete' or 'r', got {mode!r}")
+    m, n = A.shape[-2:]
+    k = m if mode == "complete" else min(m, n)
+    batch = tuple(A.shape[:-2])
+    q, r = _unpack(QR.apply(A, mode=mode), [batch + (m, k), batch + (k, n)])
+    if mode == "r":
+        xp = get_array_module(A.data)
+        q = autograd.Tensor(xp.zeros((0,), A.data.dtype))
+    return QRResult(q, r)
+
+
+class SVD(Function):
+    """A = U diag(S) Vh, distinct singular values. With k = min(m, n):
+    gA = U [(skew(U^T gU) / E) S + S (skew(V^T gV) / E) + diag(gS)] V^T
+         + (I - U U^T) gU S^{-1} V^T + U S^{-1} gV^T (I - V V^T),  E_ij = s_j^2 - s_i^2;
+    with full_matrices=True only the first k columns of U and rows of Vh take gradients."""
+
+    def forward(self, a, full_matrices, compute_uv=True):
+        xp = get_array_module(a)
+        if not compute_uv:
+            s = xp.linalg.svd(a, compute_uv=False)
+            self.save_for_backward(a)
+            self.shapes = None
+            return s
+        u, s, vh = xp.linalg.svd(a, full_matrices=full_matrices)
+        self.save_for_backward(u, s, vh)
+        self.shapes = u.shape, s.shape, vh.shape
+        return _pack(xp, u, s, vh)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        if self.shapes is None:
+            (a,) = self.saved
+            u, _, vh = xp.linalg.svd(a, full_matrices=False)
+            return (u * g[..., None, :]) @ vh
+        u, s, vh = self.saved
+        gu, gs, gvh = _split(g, self.shapes)
+        k = s.shape[-1]
+        u, gu, vh, gvh = u[..., :, :k], gu[..., :, :k], vh[..., :k, :], gvh[..., :k, :]
+        v, gv = _xmT(xp, vh), _xmT(xp, gvh)
+        m, n = u.shape[-2], v.shape[-2]
+        uhgu, vhgv = _xmT(xp, u) @ gu, vh @ gv
+        s2 = s * s
+        E = s2[..., None, :] - s2[..., :, None]
+        eye = xp.eye(k, dtype=bool)
+        E = xp.where(eye, 1, E)
+        with np.errstate(all="ignore"):
+            inner = ((uhgu - _xmT(xp, uhgu)) / E) * s[..., None, :] \
+                + s[..., :, None] * ((vhgv - _xmT(xp, vhgv)) / E)
+        inner = xp.where(eye, 0, inner)
+        inner = inner + gs[..., None, :] * eye
+        ga = u @ inner @ vh
+        with np.errstate(all="ignore"):
+            if m > k:
+                gus = gu / s[..., None, :]
+                ga = ga + (gus - u @ (_xmT(xp, u) @ gus)) @ vh
+            if n > k:
+                gvs = gv / s[..., None, :]
+                ga = ga + u @ _xmT(xp, gvs - v @ (vh @ gvs))
+        return ga
+
+
+SVDResult = namedtuple("SVDResult", ["U", "S", "Vh"])
+
+
+def svd(A, full_matrices=True, *, driver=None):
+    """(U, S, Vh) of A (..., m, n), S descending; ``full_matrices=False`` gives the reduced
+    U (m x k) and Vh (k x n), k = min(m, n). Gradients need distinct singular values."""
+    _matrix_input("linalg.svd", A)
+    m, n = A.shape[-2:]
+    k = min(m, n)
+    batch = tuple(A.shape[:-2])
+    shapes = ([batch + (m, m), batch + (k,), batch + (n, n)] if full_matrices else
+              [batch + (m, k), batch + (k,), batch + (k, n)])
+    return SVDResult(*_unpack(SVD.apply(A, full_matrices=full_matrices), shapes))
+
+
+def svdvals(A, *, driver=None):
+    """The singular values of A (..., m, n), descending."""
+    _matrix_input("linalg.svdvals", A)
+    return SVD.apply(A, full_matrices=False, compute_uv=False)
+
+
+class Eigh(Function):
+    """A = V diag(L) V^T from A's UPLO triangle, L ascending; distinct eigenvalues:
+    gA = V (diag(gL) + (V^T gV) / E) V^T, E_ij = L_j - L_i."""
+
+    def forward(self, a, UPLO, vectors=True):
+        xp = get_array_module(a)
+        w, v = xp.linalg.eigh(a, UPLO=UPLO)
+        self.save_for_backward(w, v)
+        self.vectors = vectors
+        return _pack(xp, w, v) if vectors else w
+
+    def backward(self, g):
+        w, v = self.saved
+        xp = get_array_module(g)
+        if not self.vectors:
+            return (v * g[..., None, :]) @ _xmT(xp, v)
+        gw, gv = _split(g, (w.shape, v.shape))
+        n = w.shape[-1]
+        eye = xp.eye(n, dtype=bool)
+        E = xp.where(eye, 1, w[..., None, :] - w[..., :, None])
+        with np.errstate(all="ignore"):
+            inner = xp.where(eye, 0, (_xmT(xp, v) @ gv) / E)
+        inner = inner + gw[..., None, :] * eye
+        return v @ inner @ _xmT(xp, v)
+
+
+EighResult = namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
+
+
+def _uplo(name, UPLO):
+    if UPLO not in ("L", "U"):
+        raise ValueError(f"{name}: UPLO must be 'L' or 'U', got {UPLO!r}")
+
+
+def eigh(A, UPLO="L"):
+    """(eigenvalues ascending, eigenvectors as columns) of the symmetric matrices of A, read
+    from their lower (``UPLO='L'``) or upper triangle."""
+    _matrix_input("linalg.eigh", A, square=True)
+    _uplo("linalg.eigh", UPLO)
+    batch, n = tuple(A.shape[:-2]), A.shape[-1]
+    return EighResult(*_unpack(Eigh.apply(A, UPLO=UPLO), [batch + (n,), batch + (n, n)]))
+
+
+def eigvalsh(A, UPLO="L"):
+    """The eigenvalues (ascending) of the symmetric matrices of A."""
+    _matrix_input("linalg.eigvalsh", A, square=True)
+    _uplo("linalg.eigvalsh", UPLO)
+    return Eigh.apply(A, UPLO=UPLO, vectors=False)
+
+
+def _tolerance(name, s, atol, rtol, m, n):
+    """max(atol, rtol * s_max) per matrix (an array of the batch shape, keepdim)."""
+    xp = get_array_module(s)
+    eps = float(np.finfo(s.dtype).eps)
+    if rtol is None:
+        rtol = eps * max(m, n) if atol is None or (not isinstance(atol, autograd.Tensor)
+                                                   and atol <= 0) else 0.0
+    atol = 0.0 if atol is None else atol
+    atol = atol.data if isinstance(atol, autograd.Tensor) else atol
+    rtol = rtol.data if isinstance(rtol, autograd.Tensor) else rtol
+    smax = s[..., :1] if s.shape[-1] else xp.zeros(s.shape[:-1] + (1,), s.dtype)
+    return xp.maximum(xp.asarray(atol, dtype=s.dtype)[..., None] if xp.ndim(atol) else atol,
+                      (xp.asarray(rtol, dtype=s.dtype)[..., None] if xp.ndim(rtol) else rtol)
+                      * smax)
+
+
+class Pinv(Function):
+    """The pseudo-inverse P from the SVD (singular values at or below the tolerance dropped).
+    Gradient at constant rank: -P^T G P^T + (I - A P) G^T P P^T + P^T P G^T (I - P A)."""
+
+    def forward(self, a, atol, rtol):
+        xp = get_array_module(a)
+        u, s, vh = xp.linalg.svd(a, full_matrices=False)
+        keep = s > _tolerance("linalg.pinv", s, atol, rtol, *a.shape[-2:])
+        with np.errstate(all="ignore"):
+            sinv = xp.where(keep, 1 / xp.where(keep, s, 1), 0)
+        p = (_xmT(xp, vh) * sinv[..., None, :]) @ _xmT(xp, u)
+        self.save_for_backward(a, p)
+        return p.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, p = self.saved
+        xp = get_array_module(g)
+        pt, gt = _xmT(xp, p), _xmT(xp, g)
+        ap, pa = a @ p, p @ a
+        return (-(pt @ g @ pt) + (gt @ p @ pt - ap @ gt @ p @ pt)
+                + (pt @ p @ gt - pt @ p @ gt @ pa))
+
+
+def pinv(A, *, atol=None, rtol=None, hermitian=False):
+    """The Moore-Penrose pseudo-inverse of A (..., m, n); singular values at or below
+    max(atol, rtol * s_max) count as zero (default rtol: eps * max(m, n)). ``hermitian``
+    reads A's lower triangle as a symmetric matrix."""
+    _matrix_input("linalg.pinv", A)
+    if hermitian:
+        _matrix_input("linalg.pinv", A, square=True)
+        A = A.tril() + _mT(A.tril(-1))
+    return Pinv.apply(A, atol=atol, rtol=rtol)
+
+
+def pinverse(input, rcond=1e-15):
+    """torch.pinverse: the pseudo-inverse with singular values <= rcond * s_max dropped."""
+    return pinv(input, rtol=rcond)
+
+
+def matrix_rank(A, *, atol=None, rtol=None, hermitian=False):
+    """The number of singular values above max(atol, rtol * s_max) (int64)."""
+    _matrix_input("linalg.matrix_rank", A)
+    xp = get_array_module(A.data)
+    a = A.data
+    if hermitian:
+        s = xp.abs(xp.linalg.eigvalsh(a, UPLO="L"))
+        s = xp.flip(xp.sort(s, axis=-1), axis=-1)
+    else:
+        s = xp.linalg.svd(a, compute_uv=False)
+    tol = _tolerance("linalg.matrix_rank", s, atol, rtol, *a.shape[-2:])
+    return autograd.Tensor((s > tol).sum(axis=-1).astype(np.int64))
+
+
+LstsqResult = namedtuple("LstsqResult", ["solution", "residuals", "rank", "singular_values"])
+
+
+def lstsq(A, B, rcond=None, *, driver=None):
+    """The least-squares solution X of A X = B (A (..., m, n), B (..., m, k) or (m,)) through
+    the pseudo-inverse (differentiable); rank as the default driver 'gelsy' gives it;
+    residuals (m > n, full rank) and singular values for 'gelsd' and 'gelss', as torch's CPU
+    drivers."""
+    name = "torch.linalg.lstsq"
+    _matrix_input(name, A)
+    if not isinstance(B, autograd.Tensor):
+        raise TypeError(f"{name}: B must be a Tensor, got {type(B).__name__}")
+    if driver not in (None, "gels", "gelsy", "gelsd", "gelss"):
+        raise ValueError(f"{name}: driver must be one of 'gels', 'gelsy', 'gelsd', 'gelss', "
+                         f"got {driver!r}")
+    vector = B.ndim == A.ndim - 1
+    Bm = B.unsqueeze(-1) if vector else B
+    if Bm.shape[-2] != A.shape[-2]:
+        raise ValueError(f"{name}: A {tuple(A.shape)} and B {tuple(B.shape)} must have the "
+                         "same number of rows")
+    m, n = A.shape[-2:]
+    X = pinv(A, rtol=rcond) @ Bm
+    xp = get_array_module(A.data)
+    empty = autograd.Tensor(xp.zeros((0,), A.data.dtype))
+    rank = matrix_rank(A, rtol=rcond) if driver != "gels" else \
+        autograd.Tensor(xp.zeros((0,), np.int64))
+    svals = svdvals(A).detach() if driver in ("gelsd", "gelss") else empty
+    residuals = empty
+    if m > n and driver not in (None, "gelsy") and bool((rank.data == n).all()):
+        residuals = ((A @ X - Bm) ** 2).sum(dim=-2)
+    return LstsqResult(X.squeeze(-1) if vector else X, residuals, rank, svals)
+
+
+def matrix_power(A, n):
+    """A^n for square matrices by repeated squaring; n = 0 gives the identity, n < 0 the
+    power of the inverse."""
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"linalg.matrix_power: A must be batches of square matrices, got shape "
+                         f"{tuple(A.shape)}")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"linalg.matrix_power: n must be an int, got {type(n).__name__}")
+    xp = get_array_module(A.data)
+    if n == 0:  # the identity, still in the graph (a zero gradient), as PyTorch's
+        return A * 0 + autograd.Tensor(xp.eye(A.shape[-1], dtype=A.data.dtype))
+    if n < 0:
+        A, n = inv(A), -n
+    result, base = None, A
+    while n:
+        if n & 1:
+            result = base if result is None else result @ base
+        n >>= 1
+        if n:
+            base = base @ base
+    return result
+
+
+def multi_dot(tensors):
+    """The product of a chain of matrices, the first may be a 1-d row vector and the last a
+    1-d column vector (multiplied left to right)."""
+    tensors = list(tensors)
+    if len(tensors) < 2:
+        raise ValueError(f"multi_dot: expected at least 2 tensors, got {len(tensors)}")
+    for i, t in enumerate(tensors):
+        wanted = (1, 2) if i in (0, len(tensors) - 1) else (2,)
+        if t.ndim not in wanted:
+            raise ValueError(f"multi_dot: tensor {i} must be "
+                             f"{' or '.join(f'{w}-d' for w in wanted)}, got shape "
+                             f"{tuple(t.shape)}")
+    first_vec, last_vec = tensors[0].ndim == 1, tensors[-1].ndim == 1
+    if first_vec:
+        tensors[0] = tensors[0].unsqueeze(0)
+    if last_vec:
+        tensors[-1] = tensors[-1].unsqueeze(-1)
+    out = tensors[0]
+    for i, t in enumerate(tensors[1:], 1):
+        if out.shape[-1] != t.shape[0]:
+            raise ValueError(f"multi_dot: tensor {i - 1} ... and tensor {i} cannot be "
+                             f"multiplied: {out.shape[-1]} columns and shape {tuple(t.shape)}")
+        out = out @ t
+    if first_vec:
+        out = out.squeeze(0)
+    if last_vec:
+        out = out.squeeze(-1)
+    return out
+
+
+def chain_matmul(*matrices):
+    """torch.chain_matmul: the product of 2-d matrices."""
+    return multi_dot(matrices) if len(matrices) > 1 else matrices[0]
+
+
+def cond(A, p=None):
+    """The condition number of A in the ``p`` norm (None: the 2-norm, s_max / s_min)."""
+    _matrix_input("linalg.cond", A)
+    if p is None or p in (2, -2):
+        s = svdvals(A)
+        ratio = s[..., 0] / s[..., -1]
+        return ratio if p != -2 else 1 / ratio
+    _matrix_input("linalg.cond", A, square=True)
+    return matrix_norm(A, p) * matrix_norm(inv(A), p)
+
+
+def inverse(input):
+    """torch.inverse: linalg.inv."""
+    return inv(input)
+
+
+def _svd_compat(input, some=True, compute_uv=True):
+    """torch.svd: (U, S, V) with V = Vh^T; ``some`` the reduced form."""
+    U, S, Vh = svd(input, full_matrices=not some)
+    if not compute_uv:
+        xp = get_array_module(input.data)
+        return (autograd.Tensor(xp.zeros(U.shape, U.data.dtype)), S,
+                autograd.Tensor(xp.zeros(Vh.shape[:-2] + Vh.shape[-1:] + Vh.shape[-2:-1],
+                                         Vh.data.dtype)))
+    return SVDCompat(U, S, _mT(Vh))
+
+
+SVDCompat = namedtuple("SVDCompat", ["U", "S", "V"])
+
+
+def _qr_compat(input, some=True):
+    """torch.qr: linalg.qr with mode 'reduced' (``some``) or 'complete'."""
+    return qr(input, "reduced" if some else "complete")
+
+
+def _cholesky_compat(input, upper=False):
+    """torch.cholesky (deprecated in torch): linalg.cholesky."""
+    return cholesky(input, upper=upper)
+
+
+__all__ += ["inv", "det", "slogdet", "solve", "cholesky", "qr", "svd", "svdvals", "eigh",
+            "eigvalsh", "pinv", "lstsq", "matrix_rank", "matrix_power", "multi_dot", "cond",
+            "LinAlgError"]
+
+# torch's top-level names and Tensor methods for them (minidl/__init__.py, tensor.py)
+TENSOR_METHODS = {
+    "det": det, "logdet": logdet, "slogdet": slogdet, "inverse": inverse,
+    "cholesky": _cholesky_compat, "qr": _qr_compat, "svd": _svd_compat, "pinverse": pinverse,
+    "matrix_power": matrix_power,
+}
+# A.mT / A.mH: the last two dims swapped (real tensors: mH is mT)
+_MATRIX_T = property(_mT, doc="The last two dims swapped, as torch.Tensor.mT.")
+TENSOR_METHODS.update({"mT": _MATRIX_T, "mH": _MATRIX_T})
+FUNCTIONS = {k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH")}
+FUNCTIONS["chain_matmul"] = chain_matmul

@@ -1378,6 +1378,14 @@ from . import products as _products  # noqa: E402
 
 _install_methods(_products.TENSOR_METHODS)
 
+from . import linalg as _linalg  # noqa: E402
+
+_install_methods(_linalg.TENSOR_METHODS)
+
+from . import special as _special  # noqa: E402
+
+_install_methods(_special.TENSOR_METHODS)
+
 
 class _HookHandle:
     """What ``register_hook`` returns: ``remove()`` takes the hook off (twice is harmless)."""

@@ -146,6 +146,7 @@ class FakeCuPy(types.ModuleType):
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
             Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
+        self.linalg = _FakeLinalg()
 
     @staticmethod
     def asarray(a, dtype=None):
@@ -164,6 +165,30 @@ class FakeCuPy(types.ModuleType):
 
         def on_device(*args, **kwargs):
             return _on_device(obj(*args, **kwargs))
+        return on_device
+
+
+class _FakeLinalg:
+    """``cupy.linalg``: numpy.linalg with its results on the 'device'; like CuPy's, inv and
+    solve of a singular matrix give inf/NaN instead of raising."""
+
+    def __getattr__(self, name):
+        obj = getattr(np.linalg, name)
+        if not callable(obj) or isinstance(obj, type):
+            return obj
+
+        def on_device(*args, **kwargs):
+            try:
+                out = obj(*args, **kwargs)
+                if isinstance(out, tuple):  # numpy's named results: plain tuples, as CuPy's
+                    return tuple(_on_device(o) for o in out)
+                return _on_device(out)
+            except np.linalg.LinAlgError:
+                if name not in ("inv", "solve"):
+                    raise
+                shape = np.broadcast_shapes(*(np.shape(a)[:-2] for a in args)) + \
+                    np.shape(args[-1])[-2:]
+                return _on_device(np.full(shape, np.inf))
         return on_device
 
 

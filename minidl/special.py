@@ -1,0 +1,529 @@
+"""``minidl.special``: torch.special's functions (erf, erfc, erfcx, erfinv, ndtr, ndtri,
+log_ndtr, gammaln/lgamma, digamma/psi, polygamma, multigammaln, logit, expit, xlogy, xlog1py,
+entr, sinc, i0, i0e, i1, i1e, logsumexp, softmax, log_softmax, ...), also under torch's
+top-level and Tensor names (minidl.erf, x.lgamma(), x.polygamma(n)...).
+
+No SciPy: each function is written on the array module (NumPy or CuPy) of its input.
+float64 is accurate to a few ulps: erf and erfc by the series
+``erf x = 2/sqrt(pi) e^{-x^2} sum 2^n x^{2n+1} / (2n+1)!!`` (no cancellation) for |x| < 1 and
+the continued fraction of erfc above; erfinv by Halley steps on erf from Winitzki's first guess
+(on erfc near +-1, so that the tails keep their digits); lgamma by Lanczos (g = 7) with the
+reflection formula below 1/2; digamma by the recurrence and the asymptotic series; polygamma
+(n >= 1) by the Hurwitz zeta function with Euler-Maclaurin. float32 and float16 inputs are
+computed in float64 and rounded, except erfc/erf of float32, which take a Chebyshev fit with a
+relative error under 1.2e-7 (the one GELU uses). Integer inputs compute in float32, as torch's.
+
+Imports only ``backend``, ``autograd``, ``ops`` and ``math_ops``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .autograd import Function
+from .backend import get_array_module
+from .backend.dtypes import is_floating
+from .math_ops import _binary_operands, _float_input, _float_op, _unary, expm1, exp2, log1p
+from .math_ops import logsumexp, round, xlogy  # noqa: A004  (torch.special's names)
+
+_SQRT_PI = math.sqrt(math.pi)
+_2_OVER_SQRT_PI = 2 / _SQRT_PI
+_SQRT_HALF = math.sqrt(0.5)
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _wide(a):
+    """a as float64 (the dtype the float64-accurate algorithms run in)."""
+    return a if a.dtype == np.float64 else a.astype(np.float64)
+
+
+# ---- erf, erfc, erfcx ---------------------------------------------------------------------
+# Numerical Recipes' Chebyshev fit of erfc: erfc(z) = t * exp(-z^2 + P(t)), t = 1 / (1 + z/2),
+# for z >= 0, with a relative error under 1.2e-7 everywhere, the tail included
+_ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+             -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def _erfc_fit(xp, x):
+    z = abs(x)
+    t = 1 / (1 + 0.5 * z)
+    p = xp.full_like(t, _ERFC_FIT[-1])
+    for c in _ERFC_FIT[-2::-1]:
+        p *= t
+        p += c
+    tail = t * xp.exp(p - z * z)
+    return xp.where(x >= 0, tail, 2 - tail)
+
+
+def _erf_series(xp, x, terms):
+    """erf(x) = 2/sqrt(pi) e^{-x^2} sum_n 2^n x^{2n+1} / (2n+1)!!: positive terms only."""
+    x2 = x * x
+    term = x.copy()
+    total = x.copy()
+    for n in range(1, terms):
+        term = term * (2 * x2 / (2 * n + 1))
+        total = total + term
+    return _2_OVER_SQRT_PI * xp.exp(-x2) * total
+
+
+def _erfcx_cf(x):
+    """exp(x^2) erfc(x) for x >= 1 from erfc's continued fraction
+    ``1 / (x + (1/2) / (x + 1 / (x + (3/2) / (x + ...))))`` / sqrt(pi), evaluated bottom-up;
+    200 levels keep x near 1 exact to the last digits, 60 suffice from 2 up."""
+    depth = 60 if x.size == 0 or float(x.min()) >= 2 else 200
+    k = x.copy()
+    for level in range(depth, 0, -1):
+        k = x + (level / 2) / k
+    return 1 / (_SQRT_PI * k)
+
+
+def _erf_erfc64(xp, x, want):
+    """erf(x) or erfc(x) (``want``) in float64."""
+    ax = xp.abs(x)
+    small = ax < 1
+    out = xp.empty_like(x)
+    if bool(small.any()):
+        e = _erf_series(xp, x[small], 30)
+        out[small] = e if want == "erf" else 1 - e
+    big = ~small & ~xp.isnan(x)
+    if bool(big.any()):
+        xb = x[big]
+        axb = xp.abs(xb)
+        tail = xp.exp(-axb * axb) * _erfcx_cf(axb)  # erfc(|x|)
+        if want == "erf":
+            out[big] = xp.where(xb > 0, 1 - tail, tail - 1)
+        else:
+            out[big] = xp.where(xb > 0, tail, 2 - tail)
+    out[xp.isnan(x)] = xp.nan
+    return out
+
+
+def erf_array(x):
+    """erf on an array of any float dtype (in its dtype)."""
+    xp = get_array_module(x)
+    if x.dtype == np.float32:
+        small = xp.abs(x) < 1
+        series = _erf_series(xp, xp.where(small, x, 0), 14)  # exact relative to erf near 0
+        return xp.where(small, series, 1 - _erfc_fit(xp, x)).astype(x.dtype, copy=False)
+    return _erf_erfc64(xp, _wide(x), "erf").astype(x.dtype, copy=False)
+
+
+def erfc_array(x):
+    """erfc on an array of any float dtype: the Chebyshev fit for float32 (GELU's), float64
+    to a few ulps."""
+    xp = get_array_module(x)
+    if x.dtype == np.float32:
+        return _erfc_fit(xp, x)
+    return _erf_erfc64(xp, _wide(x), "erfc").astype(x.dtype, copy=False)
+
+
+def _erfcx64(xp, x):
+    out = xp.empty_like(x)
+    big = x >= 1
+    if bool(big.any()):
+        out[big] = _erfcx_cf(x[big])
+    rest = ~big
+    if bool(rest.any()):
+        xr = x[rest]
+        # x < 1: erfc itself is accurate; below -26 exp(x^2) overflows to inf, as erfcx does
+        with np.errstate(over="ignore"):
+            out[rest] = xp.exp(xr * xr) * _erf_erfc64(xp, xr, "erfc")
+    return out
+
+
+Erf = _unary("Erf", lambda xp, a: erf_array(a),
+             lambda xp, a: _2_OVER_SQRT_PI * xp.exp(-a * a))
+Erfc = _unary("Erfc", lambda xp, a: erfc_array(a),
+              lambda xp, a: -_2_OVER_SQRT_PI * xp.exp(-a * a))
+Erfcx = _unary("Erfcx", lambda xp, a: _erfcx64(xp, _wide(a)),
+               lambda xp, a: 2 * a * _erfcx64(xp, _wide(a)).astype(a.dtype) - _2_OVER_SQRT_PI)
+
+
+# ---- erfinv and ndtri ---------------------------------------------------------------------
+def _erfinv64(xp, y, tail=None):
+    """x with erf(x) = y; ``tail`` = 1 - |y| when the caller knows it more exactly (ndtri of
+    a tiny p). Halley steps on f(x) = (1 - |y|) - erfc(x) from Winitzki's guess."""
+    ay = xp.abs(y)
+    om = 1 - ay if tail is None else tail
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_term = xp.log(om) + xp.log(2 - om)  # log(1 - y^2)
+        a = 0.147
+        b = 2 / (math.pi * a) + 0.5 * log_term
+        x = xp.sqrt(xp.sqrt(b * b - log_term / a) - b)
+        inside = (om > 0) & (om <= 1)
+        x = xp.where(inside, x, 0)
+        for _ in range(4):
+            f = xp.where(om < 0.5, om - _erf_erfc64(xp, x, "erfc"),
+                         _erf_erfc64(xp, x, "erf") - ay)
+            d = _2_OVER_SQRT_PI * xp.exp(-x * x)
+            step = f / d
+            x = x - step / (1 + x * step)
+        x = xp.where(inside, x, xp.where(om == 0, xp.inf, xp.nan))
+        return xp.where(y < 0, -x, x)
+
+
+Erfinv = _unary("Erfinv", lambda xp, a: _erfinv64(xp, _wide(a)),
+                lambda xp, y: (_SQRT_PI / 2) * xp.exp(y * y), save_output=True)
+
+
+def _ndtri64(xp, p):
+    # p < 1/2: x = -sqrt(2) erfcinv(2p), with 1 - |2p - 1| = 2p exactly
+    with np.errstate(invalid="ignore"):
+        low = -math.sqrt(2) * _erfinv64(xp, 1 - 2 * p, tail=2 * p)
+        high = math.sqrt(2) * _erfinv64(xp, 2 * p - 1)
+    return xp.where(p < 0.5, low, high)
+
+
+Ndtri = _unary("Ndtri", lambda xp, a: _ndtri64(xp, _wide(a)),
+               lambda xp, y: math.sqrt(2 * math.pi) * xp.exp(0.5 * y * y), save_output=True)
+
+
+# ---- normal distribution ------------------------------------------------------------------
+def _ndtr64(xp, x):
+    return 0.5 * _erf_erfc64(xp, -x * _SQRT_HALF, "erfc")
+
+
+def _log_ndtr64(xp, x):
+    """log Phi(x): log1p(-Phi(-x)) above 0; below, log(erfc(z)/2) = -z^2 + log(erfcx(z)/2)
+    with z = -x/sqrt(2), which never underflows."""
+    z = -x * _SQRT_HALF
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        upper = xp.log1p(-0.5 * _erf_erfc64(xp, -z, "erfc"))
+        lower = -z * z + xp.log(0.5 * _erfcx64(xp, z))
+    return xp.where(x > 0, upper, lower)
+
+
+Ndtr = _unary("Ndtr", lambda xp, a: _ndtr64(xp, _wide(a)),
+              lambda xp, a: xp.exp(-0.5 * a * a - _LOG_SQRT_2PI))
+LogNdtr = _unary("LogNdtr", lambda xp, a: _log_ndtr64(xp, _wide(a)),
+                 lambda xp, a: xp.exp(-0.5 * a * a - _LOG_SQRT_2PI
+                                      - _log_ndtr64(xp, _wide(a)).astype(a.dtype)))
+
+
+# ---- gamma family -------------------------------------------------------------------------
+_LANCZOS = (0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
+            -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+            9.9843695780195716e-6, 1.5056327351493116e-7)
+
+
+def _sinpi(xp, x):
+    """sin(pi x) with x reduced exactly to [-1/2, 1/2] first (sin(pi r) = sin(pi (1 - r))),
+    so that it keeps its relative accuracy near the integers, where it is exactly 0."""
+    r = x - 2 * xp.round(x / 2)  # [-1, 1]
+    r = xp.where(r > 0.5, 1 - r, xp.where(r < -0.5, -1 - r, r))
+    return xp.where(r == 0, 0.0, xp.sin(math.pi * r))
+
+
+def _lgamma_lanczos(xp, x):  # x >= 1/2
+    z = x - 1
+    a = xp.full_like(z, _LANCZOS[0])
+    for i, c in enumerate(_LANCZOS[1:], 1):
+        a = a + c / (z + i)
+    t = z + 7.5
+    return _LOG_SQRT_2PI + (z + 0.5) * xp.log(t) - t + xp.log(a)
+
+
+def _lgamma_stirling(xp, x):  # x >= 1000: Lanczos' two large terms would cancel digits away
+    r = 1 / (x * x)
+    return (x - 0.5) * xp.log(x) - x + _LOG_SQRT_2PI + (1 / 12 - r * (1 / 360 - r / 1260)) / x
+
+
+def _lgamma64(xp, x):
+    """log|Gamma(x)|: Lanczos from 1/2 up (Stirling's series from 1000, exact 0 at 1 and 2),
+    the reflection formula below; inf at 0 and the negative integers."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        y = xp.where(x >= 0.5, x, 1 - x)
+        up = xp.where(y >= 1000, _lgamma_stirling(xp, xp.where(y >= 1000, y, 1000.0)),
+                      _lgamma_lanczos(xp, xp.where(y >= 1000, 1.0, y)))
+        up = xp.where((y == 1) | (y == 2), 0.0, up)
+        s = xp.abs(_sinpi(xp, x))
+        reflected = math.log(math.pi) - xp.log(s) - up
+        out = xp.where(x >= 0.5, up, reflected)
+        return xp.where(xp.isinf(x), xp.inf, out)
+
+
+def _digamma_pos(xp, x):
+    """psi(x) for x > 0: psi(x) = psi(x + k) - sum 1/(x + j) up to 10, then the asymptotic
+    series in 1/x^2."""
+    y = x.copy()
+    acc = xp.zeros_like(x)
+    for _ in range(10):
+        m = y < 10
+        acc = xp.where(m, acc - 1 / y, acc)
+        y = xp.where(m, y + 1, y)
+    r = 1 / (y * y)
+    s = r * (1 / 12 - r * (1 / 120 - r * (1 / 252 - r * (1 / 240 - r * (
+        1 / 132 - r * (691 / 32760 - r / 12))))))
+    return acc + xp.log(y) - 0.5 / y - s
+
+
+def _digamma64(xp, x):
+    """psi(x); psi(1 - x) - pi / tan(pi x) below 1/2; -inf at 0 and NaN at the negative
+    integers, as torch.digamma."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos = _digamma_pos(xp, xp.where(x > 0, x, 1 - x))
+        cot = xp.cos(math.pi * (x - 2 * xp.round(x / 2))) / _sinpi(xp, x)
+        out = xp.where(x > 0, pos, pos - math.pi * cot)
+        out = xp.where(x == 0, -xp.inf, out)
+        return xp.where((x < 0) & (x == xp.floor(x)), xp.nan, out)
+
+
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
+
+
+def _hurwitz_zeta64(xp, s, q):
+    """zeta(s, q) = sum_k (q + k)^-s for an integer s >= 2: the terms up to q + k >= 12 + s
+    summed, the rest by Euler-Maclaurin."""
+    limit = 12.0 + s
+    acc = xp.zeros_like(q)
+    w = q.copy()
+    steps = 0 if q.size == 0 else max(0, int(math.ceil(limit - float(xp.nanmin(q)))))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(steps):
+            m = w < limit
+            acc = xp.where(m, acc + w ** -s, acc)
+            w = xp.where(m, w + 1, w)
+        tail = w ** (1 - s) / (s - 1) + 0.5 * w ** -s
+        rise, fact, power = float(s), 2.0, w ** (-s - 1)
+        for j, b in enumerate(_BERNOULLI, 1):
+            tail = tail + b / fact * rise * power
+            rise *= (s + 2 * j - 1) * (s + 2 * j)
+            fact *= (2 * j + 1) * (2 * j + 2)
+            power = power / (w * w)
+        return acc + tail
+
+
+def _polygamma64(xp, n, x):
+    if n == 0:
+        return _digamma64(xp, x)
+    zeta = _hurwitz_zeta64(xp, n + 1, x)
+    return (-1) ** (n + 1) * math.factorial(n) * zeta
+
+
+Lgamma = _unary("Lgamma", lambda xp, a: _lgamma64(xp, _wide(a)),
+                lambda xp, a: _digamma64(xp, _wide(a)).astype(a.dtype))
+
+
+class Polygamma(Function):
+    """The n-th derivative of digamma (n = 0: digamma); its gradient is polygamma(n + 1)."""
+
+    def forward(self, a, n):
+        xp = get_array_module(a)
+        self.n = n
+        self.save_for_backward(a)
+        return _polygamma64(xp, n, _wide(a)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(g)
+        with np.errstate(all="ignore"):
+            return (g * _polygamma64(xp, self.n + 1, _wide(a))).astype(g.dtype, copy=False)
+
+
+# ---- Bessel functions I0, I1 --------------------------------------------------------------
+def _bessel_i64(xp, nu, x, scaled):
+    """I_nu(|x|) (nu 0 or 1), times e^-|x| when ``scaled``: the power series up to 15, the
+    asymptotic series e^x / sqrt(2 pi x) sum_k prod (4 nu^2 - (2j-1)^2) / (k! (-8x)^k) above."""
+    ax = xp.abs(x)
+    small = ax <= 15
+    xs = xp.where(small, ax, 0)
+    q = xs * xs / 4
+    term = xp.ones_like(xs) if nu == 0 else xs / 2
+    total = term.copy()
+    for k in range(1, 60):
+        term = term * q / (k * (k + nu))
+        total = total + term
+    if scaled:
+        total = total * xp.exp(-xs)
+    xl = xp.where(small, 16.0, ax)
+    mu = 4.0 * nu * nu
+    term = xp.ones_like(xl)
+    asym = term.copy()
+    for k in range(1, 25):
+        term = term * -(mu - (2 * k - 1) ** 2) / (k * 8 * xl)
+        asym = asym + term
+    with np.errstate(over="ignore"):
+        asym = asym / xp.sqrt(2 * math.pi * xl) * (1.0 if scaled else xp.exp(xl))
+    return xp.where(small, total, asym)
+
+
+def _odd(xp, x, v):
+    return xp.where(x < 0, -v, v)
+
+
+def _i0(xp, a):
+    return _bessel_i64(xp, 0, _wide(a), False).astype(a.dtype)
+
+
+def _i1(xp, a):
+    return _odd(xp, a, _bessel_i64(xp, 1, _wide(a), False).astype(a.dtype))
+
+
+def _i0e(xp, a):
+    return _bessel_i64(xp, 0, _wide(a), True).astype(a.dtype)
+
+
+def _i1e(xp, a):
+    return _odd(xp, a, _bessel_i64(xp, 1, _wide(a), True).astype(a.dtype))
+
+
+def _i1_over_x(xp, a, v):
+    """I1(x)/x with its limit 1/2 at 0."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return xp.where(a == 0, 0.5, v / a)
+
+
+I0 = _unary("I0", _i0, _i1)
+I0e = _unary("I0e", _i0e, lambda xp, a: _i1e(xp, a) - xp.sign(a) * _i0e(xp, a))
+I1 = _unary("I1", _i1, lambda xp, a: _i0(xp, a) - _i1_over_x(xp, a, _i1(xp, a)))
+I1e = _unary("I1e", _i1e, lambda xp, a: _i0e(xp, a) - _i1e(xp, a) * xp.sign(a)
+             - _i1_over_x(xp, a, _i1e(xp, a)))
+
+
+# ---- logit, entr, sinc, xlog1py -----------------------------------------------------------
+class Logit(Function):
+    """log(x / (1 - x)), x clamped to [eps, 1 - eps] when eps is given (a zero gradient
+    outside); without eps the gradient is NaN outside [0, 1], as torch's."""
+
+    def forward(self, a, eps):
+        xp = get_array_module(a)
+        self.eps = eps
+        self.save_for_backward(a)
+        z = a if eps is None else xp.clip(a, eps, 1 - eps)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.log(z / (1 - z)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = g / (a * (1 - a))
+        if self.eps is None:
+            return xp.where((a < 0) | (a > 1), xp.nan, d).astype(g.dtype, copy=False)
+        return xp.where((a < self.eps) | (a > 1 - self.eps), 0, d).astype(g.dtype, copy=False)
+
+
+def _entr(xp, a):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = xp.where(a > 0, -a * xp.log(xp.where(a > 0, a, 1)), 0)
+    return xp.where(a < 0, -xp.inf, xp.where(xp.isnan(a), a, y))
+
+
+Entr = _unary("Entr", _entr, lambda xp, a: -(xp.log(a) + 1))
+
+
+def _sinc(xp, a):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        px = math.pi * a
+        return xp.where(a == 0, 1.0, xp.sin(px) / px)
+
+
+def _sinc_derivative(xp, a):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        px = math.pi * a
+        return xp.where(a == 0, 0.0, (px * xp.cos(px) - xp.sin(px)) / (px * a))
+
+
+Sinc = _unary("Sinc", _sinc, _sinc_derivative)
+
+
+class XLog1pY(Function):
+    """``x * log1p(y)``, 0 where x == 0 (unless y is NaN); the gradient for x is 0 there too,
+    as torch.special.xlog1py's."""
+
+    def forward(self, x, y):
+        xp = get_array_module(x)
+        self.save_for_backward(x, y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return xp.where((x == 0) & ~xp.isnan(y), 0, x * xp.log1p(y)).astype(x.dtype)
+
+    def backward(self, g):
+        x, y = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gx = g * xp.where((x == 0) & ~xp.isnan(y), 0, xp.log1p(y))
+            gy = g * x / (1 + y)
+        return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
+
+
+# ---- the public functions -----------------------------------------------------------------
+erf, erfc, erfcx, erfinv = (_float_op(f) for f in (Erf, Erfc, Erfcx, Erfinv))
+ndtr, ndtri, log_ndtr = (_float_op(f) for f in (Ndtr, Ndtri, LogNdtr))
+lgamma, i0, i0e, i1, i1e = (_float_op(f) for f in (Lgamma, I0, I0e, I1, I1e))
+entr, sinc = _float_op(Entr), _float_op(Sinc)
+for _f, _n in ((ndtr, "ndtr"), (ndtri, "ndtri"), (log_ndtr, "log_ndtr"), (i0e, "i0e"),
+               (i1e, "i1e")):
+    _f.__name__ = _f.__qualname__ = _n
+gammaln = lgamma
+
+
+def polygamma(n, input):
+    """The n-th derivative of digamma (n >= 0) of ``input``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"polygamma: n must be a non-negative int, got {n!r}")
+    return Polygamma.apply(_float_input(input), n=int(n))
+
+
+def digamma(input):
+    """The logarithmic derivative of the gamma function."""
+    return polygamma(0, input)
+
+
+psi = digamma
+
+
+def multigammaln(input, p):
+    """The multivariate log-gamma function of dimension p: sum_j lgamma(x - j/2) +
+    p (p - 1) / 4 log(pi); every element must be greater than (p - 1) / 2."""
+    if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
+        raise ValueError(f"multigammaln: p must be an int >= 1, got {p!r}")
+    x = _float_input(input)
+    if bool((x.data <= (p - 1) / 2).any()):
+        raise ValueError(f"multigammaln: all elements must be greater than (p-1)/2 = "
+                         f"{(p - 1) / 2}")
+    total = sum(lgamma(x - j / 2) for j in range(p))
+    return total + p * (p - 1) / 4 * math.log(math.pi)
+
+
+mvlgamma = multigammaln
+
+
+def logit(input, eps=None):
+    """log(x / (1 - x)); with ``eps``, x is clamped to [eps, 1 - eps] first."""
+    return Logit.apply(_float_input(input), eps=None if eps is None else float(eps))
+
+
+def expit(input):
+    """The logistic sigmoid 1 / (1 + e^-x)."""
+    return _float_input(input).sigmoid()
+
+
+def xlog1py(input, other):
+    """``input * log1p(other)``, 0 where input is 0 (unless other is NaN)."""
+    a, b = _binary_operands("xlog1py", input, other)
+    if not is_floating(a.data.dtype):
+        a, b = _float_input(a), _float_input(b)
+    return XLog1pY.apply(a, b)
+
+
+def softmax(input, dim, *, dtype=None):
+    """Softmax over ``dim`` (computed in ``dtype`` when given)."""
+    return (input if dtype is None else input.to(dtype)).softmax(dim)
+
+
+def log_softmax(input, dim, *, dtype=None):
+    """log(softmax) over ``dim`` (computed in ``dtype`` when given)."""
+    return (input if dtype is None else input.to(dtype)).log_softmax(dim)
+
+
+__all__ = ["erf", "erfc", "erfcx", "erfinv", "ndtr", "ndtri", "log_ndtr", "gammaln",
+           "digamma", "psi", "polygamma", "multigammaln", "logit", "expit", "xlogy", "xlog1py",
+           "entr", "sinc", "i0", "i0e", "i1", "i1e", "logsumexp", "softmax", "log_softmax",
+           "expm1", "exp2", "log1p", "round"]
+
+# torch's top-level functions and Tensor methods of these (minidl/__init__.py, tensor.py)
+TENSOR_METHODS = {"erf": erf, "erfc": erfc, "erfinv": erfinv, "lgamma": lgamma,
+                  "digamma": digamma, "polygamma": lambda self, n: polygamma(n, self),
+                  "logit": logit, "i0": i0, "sinc": sinc, "mvlgamma": mvlgamma}
+FUNCTIONS = dict(TENSOR_METHODS, polygamma=polygamma)
