@@ -85,6 +85,14 @@ squashed = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
     D.Normal(loc, scale), [D.AffineTransform(0.5, 2.0), D.TanhTransform(), D.SigmoidTransform()])
 affine_event = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
     D.Normal(loc, scale), D.AffineTransform(loc * 0.5, -1.5, event_dim=1))
+cauchy = lambda D, loc, scale: D.Cauchy(loc, scale)  # noqa: E731
+half = lambda D, scale: D.HalfNormal(scale)  # noqa: E731
+student = lambda D, df, loc, scale: D.StudentT(df, loc, scale)  # noqa: E731
+chi2 = lambda D, df: D.Chi2(df)  # noqa: E731
+geom_p = lambda D, p: D.Geometric(probs=p)  # noqa: E731
+geom_l = lambda D, logit: D.Geometric(logits=logit)  # noqa: E731
+binom_p = lambda D, p: D.Binomial(10, probs=p)  # noqa: E731
+binom_l = lambda D, logit: D.Binomial(10, logits=logit)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -167,6 +175,28 @@ PARITY = [
     ("lognormal.moments", lognormal, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
     ("squashed.log_prob", squashed, [LOC, SCALE], lambda d, T: d.log_prob(T(U01 * 0.5 + 0.25))),
     ("affine_event.log_prob", affine_event, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("cauchy.log_prob", cauchy, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("cauchy.cdf", cauchy, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("cauchy.icdf", cauchy, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("cauchy.entropy", cauchy, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("halfnormal.log_prob", half, [SCALE], lambda d, T: d.log_prob(T(np.abs(NVALUE)))),
+    ("halfnormal.cdf", half, [SCALE], lambda d, T: d.cdf(T(np.abs(NVALUE)))),
+    ("halfnormal.icdf", half, [SCALE], lambda d, T: d.icdf(T(U01))),
+    ("halfnormal.entropy", half, [SCALE], lambda d, T: d.entropy()),
+    ("halfnormal.moments", half, [SCALE], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("studentT.log_prob", student, [SCALE * 5, LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("studentT.entropy", student, [SCALE * 5, LOC, SCALE], lambda d, T: d.entropy()),
+    ("studentT.moments", student, [SCALE * 5, LOC, SCALE], lambda d, T: d.mean + d.variance * 2),
+    ("chi2.log_prob", chi2, [GRATE * 3], lambda d, T: d.log_prob(T(GVALUE))),
+    ("chi2.entropy", chi2, [GRATE * 3], lambda d, T: d.entropy()),
+    ("geometric_probs.log_prob", geom_p, [PROBS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2)))),
+    ("geometric_probs.entropy", geom_p, [PROBS], lambda d, T: d.entropy()),
+    ("geometric_logits.log_prob", geom_l, [LOGITS * 0.1], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2)))),
+    ("geometric.moments", geom_p, [PROBS], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("binomial_probs.log_prob", binom_p, [PROBS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2.5)))),
+    ("binomial_probs.entropy", binom_p, [PROBS], lambda d, T: d.entropy()),
+    ("binomial_logits.log_prob", binom_l, [LOGITS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2.5)))),
+    ("binomial.moments", binom_p, [PROBS], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -210,6 +240,8 @@ KL_CASES = [
     ("laplace", laplace, laplace, [LOC, SCALE, LOC[::-1], SCALE + 1]),
     ("poisson", poisson, poisson, [GRATE, GCONC]),
     ("lognormal", lognormal, lognormal, [LOC, SCALE, LOC[::-1], SCALE + 1]),
+    ("halfnormal", half, half, [SCALE, SCALE[::-1] * 2]),
+    ("geometric", geom_p, geom_l, [PROBS, LOGITS * 0.1]),
 ]
 
 
@@ -526,8 +558,32 @@ def test_tanh_squashed_policy_uses_the_cached_preimage():
     assert gradcheck(_with_noise(D.LogNormal), [loc, scale])
 
 
+def test_cauchy_halfnormal_studentt_rsample_and_statistics():
+    loc, scale = Tensor(LOC.copy(), requires_grad=True), Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Cauchy), [loc, scale])
+    assert gradcheck(_with_noise(D.HalfNormal), [scale])
+    minidl.manual_seed(0)
+    c = D.Cauchy(minidl.tensor([1.0]), minidl.tensor([2.0])).sample((20000,)).numpy()
+    assert np.median(c) == pytest.approx(1.0, abs=0.1)
+    assert np.mean(np.abs(c - 1) < 2) == pytest.approx(0.5, abs=0.02)  # the quartiles at loc -+ scale
+    h = D.HalfNormal(minidl.tensor([2.0])).sample((20000,)).numpy()
+    assert (h >= 0).all() and h.mean() == pytest.approx(2 * math.sqrt(2 / math.pi), rel=0.03)
+    df = Tensor(np.array([6.0]), requires_grad=True)
+    t = D.StudentT(df, 1.0, 2.0).rsample((20000,))
+    assert t.detach().numpy().mean() == pytest.approx(1.0, abs=0.06)
+    assert t.detach().numpy().var() == pytest.approx(4 * 6 / 4, rel=0.1)
+    t.abs().mean().backward()
+    assert df.grad is not None and df.grad.item() < 0  # heavier tails for smaller df
+    g = D.Geometric(minidl.tensor([0.3, 1.0])).sample((20000,)).numpy()
+    assert (g == np.floor(g)).all() and (g[:, 1] == 0).all()
+    assert g[:, 0].mean() == pytest.approx(1 / 0.3 - 1, rel=0.05)
+    b = D.Binomial(minidl.tensor([5.0, 20.0]), minidl.tensor([0.3, 0.9])).sample((20000,)).numpy()
+    np.testing.assert_allclose(b.mean(0), [1.5, 18.0], rtol=0.02)
+    np.testing.assert_allclose(b.var(0), [1.05, 1.8], rtol=0.08)
+
+
 def test_discrete_distributions_have_no_rsample():
-    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Categorical(logits=minidl.zeros(3)),
+    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Geometric(0.3), D.Binomial(3, 0.4), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
         assert not d.has_rsample
         with pytest.raises(NotImplementedError):
@@ -595,6 +651,12 @@ SHAPE_CASES = [
     ("laplace", lambda D, T: D.Laplace(T(np.zeros(2)), 1.0)),
     ("poisson", lambda D, T: D.Poisson(T(np.ones(2) * 3))),
     ("lognormal", lambda D, T: D.LogNormal(T(np.zeros((2, 3))), 1.0)),
+    ("cauchy", lambda D, T: D.Cauchy(T(np.zeros((2, 1))), T(np.ones(3)))),
+    ("halfnormal", lambda D, T: D.HalfNormal(T(np.ones(3)))),
+    ("studentT", lambda D, T: D.StudentT(T(np.ones(3) * 4))),
+    ("chi2", lambda D, T: D.Chi2(T(np.ones(2) * 3))),
+    ("geometric", lambda D, T: D.Geometric(T(np.ones(2) * 0.3))),
+    ("binomial", lambda D, T: D.Binomial(7, T(np.ones((2, 2)) * 0.3))),
     ("affine_event", lambda D, T: D.TransformedDistribution(
         D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
 ]
@@ -679,6 +741,12 @@ def test_bad_parameters_raise_valueerrors_naming_them():
         D.Dirichlet(minidl.tensor(1.0))
     with pytest.raises(ValueError, match="parameter concentration"):
         D.Beta(-1.0, 1.0)
+    with pytest.raises(ValueError, match="parameter probs .* Interval"):
+        D.Geometric(minidl.tensor([0.0, 0.5]))
+    with pytest.raises(ValueError, match="parameter total_count .* NonNegativeInteger"):
+        D.Binomial(minidl.tensor([2.5]), minidl.tensor([0.5]))
+    with pytest.raises(ValueError, match="parameter df"):
+        D.StudentT(minidl.tensor([-1.0]))
     # validate_args=False skips the checks, as in torch
     assert D.Normal(0.0, -1.0, validate_args=False).scale.item() == -1.0
     D.Distribution.set_default_validate_args(False)

@@ -10,11 +10,16 @@ divergences for policies (REINFORCE), VAEs and Bayesian layers::
 from . import constraints, transforms  # noqa: F401  (D.transforms, as torch)
 from .bernoulli import Bernoulli
 from .beta import Beta
+from .binomial import Binomial
 from .categorical import Categorical
+from .cauchy import Cauchy
+from .chi2 import Chi2
 from .dirichlet import Dirichlet
 from .distribution import Distribution
 from .exponential import Exponential
 from .gamma import Gamma
+from .geometric import Geometric
+from .half_normal import HalfNormal
 from .independent import Independent
 from .kl import kl_divergence, register_kl
 from .laplace import Laplace
@@ -23,6 +28,7 @@ from .multivariate_normal import MultivariateNormal
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
 from .poisson import Poisson
+from .studentT import StudentT
 from .transformed_distribution import TransformedDistribution
 from .transforms import (
     AffineTransform, ComposeTransform, ExpTransform, SigmoidTransform, TanhTransform, Transform,
@@ -33,4 +39,5 @@ __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "One
            "Independent", "MultivariateNormal", "Gamma", "Beta", "Dirichlet", "Exponential",
            "Laplace", "Poisson", "LogNormal", "TransformedDistribution", "Transform",
            "ComposeTransform", "ExpTransform", "AffineTransform", "SigmoidTransform",
-           "TanhTransform", "kl_divergence", "register_kl", "constraints"]
+           "TanhTransform", "Binomial", "Cauchy", "Chi2", "Geometric", "HalfNormal", "StudentT",
+           "kl_divergence", "register_kl", "constraints"]
