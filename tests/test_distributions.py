@@ -93,6 +93,11 @@ geom_p = lambda D, p: D.Geometric(probs=p)  # noqa: E731
 geom_l = lambda D, logit: D.Geometric(logits=logit)  # noqa: E731
 binom_p = lambda D, p: D.Binomial(10, probs=p)  # noqa: E731
 binom_l = lambda D, logit: D.Binomial(10, logits=logit)  # noqa: E731
+relaxed_b = lambda D, temp, logit: D.RelaxedBernoulli(temp, logits=logit)  # noqa: E731
+relaxed_c = lambda D, temp, logit: D.RelaxedOneHotCategorical(temp, logits=logit)  # noqa: E731
+mixture = lambda D, w, loc, scale: D.MixtureSameFamily(D.Categorical(logits=w), D.Normal(loc, scale))  # noqa: E731
+mixture_vec = lambda D, w, loc, scale: D.MixtureSameFamily(  # noqa: E731
+    D.Categorical(logits=w), D.Independent(D.Normal(loc, scale), 1))
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -197,6 +202,16 @@ PARITY = [
     ("binomial_probs.entropy", binom_p, [PROBS], lambda d, T: d.entropy()),
     ("binomial_logits.log_prob", binom_l, [LOGITS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2.5)))),
     ("binomial.moments", binom_p, [PROBS], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("relaxed_bernoulli.log_prob", relaxed_b, [np.array(0.7), CLOGITS],
+     lambda d, T: d.log_prob(T(np.random.default_rng(4).random((4, 3, 5)) * 0.9 + 0.05))),
+    ("relaxed_onehot.log_prob", relaxed_c, [np.array(0.6), CLOGITS],
+     lambda d, T: d.log_prob(T(np.random.default_rng(3).dirichlet(np.ones(5), size=(4, 3))))),
+    ("mixture.log_prob", mixture, [CLOGITS[0, :3], LOC[:, 0], SCALE[:, 0]], lambda d, T: d.log_prob(T(NVALUE[:, :, 0]))),
+    ("mixture.cdf", mixture, [CLOGITS[:, :2], LOC, SCALE], lambda d, T: d.cdf(T(NVALUE[:, :, 0]))),
+    ("mixture.mean", mixture, [CLOGITS[0, :2], LOC, SCALE], lambda d, T: d.mean),
+    ("mixture.variance", mixture, [CLOGITS[0, :2], LOC, SCALE], lambda d, T: d.variance),
+    ("mixture_vec.log_prob", mixture_vec, [CLOGITS[0, :3], LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE[:, 0]))),
+    ("mixture_vec.variance", mixture_vec, [CLOGITS[0, :3], LOC, SCALE], lambda d, T: d.variance),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -582,6 +597,83 @@ def test_cauchy_halfnormal_studentt_rsample_and_statistics():
     np.testing.assert_allclose(b.var(0), [1.05, 1.8], rtol=0.08)
 
 
+def test_relaxed_and_straight_through_rsample_gradients():
+    logits = Tensor(CLOGITS.copy(), requires_grad=True)
+    temp = Tensor(np.array(0.5), requires_grad=True)
+    assert gradcheck(_with_noise(lambda t, w: D.RelaxedOneHotCategorical(t, logits=w)), [temp, logits])
+    assert gradcheck(_with_noise(lambda t, w: D.RelaxedBernoulli(t, logits=w)), [temp, logits])
+    minidl.manual_seed(0)
+    y = D.RelaxedOneHotCategorical(0.1, logits=minidl.tensor([0.0, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+    # at a low temperature the argmax frequencies are the probabilities
+    np.testing.assert_allclose(np.bincount(y.argmax(-1)) / 20000, [1 / (1 + np.e ** 2), 1 / (1 + np.e ** -2)],
+                               atol=0.015)
+    b = D.RelaxedBernoulli(0.05, probs=minidl.tensor([0.3])).sample((20000,)).numpy()
+    assert ((b > 0) & (b < 1)).all() and (b > 0.5).mean() == pytest.approx(0.3, abs=0.015)
+    # straight-through: one-hot forward, the probabilities' gradient backward
+    logits = Tensor(CLOGITS.copy(), requires_grad=True)
+    st = D.OneHotCategoricalStraightThrough(logits=logits)
+    minidl.manual_seed(1)
+    s = st.rsample((4,))
+    assert set(np.unique(s.numpy())) <= {0.0, 1.0} and (s.numpy().sum(-1) == 1).all()
+    w = R.standard_normal(5)
+    (s * Tensor(w)).sum().backward()
+    p = np.exp(CLOGITS) / np.exp(CLOGITS).sum(-1, keepdims=True)
+    expected = 4 * p * (w - (p * w).sum(-1, keepdims=True))  # softmax's vector-Jacobian product
+    np.testing.assert_allclose(logits.grad.numpy(), expected, rtol=1e-10)
+
+
+def test_mixture_weights_broadcast_over_the_component_batch_when_sampling():
+    # torch's gather fails here (one set of weights, components batched over 2)
+    minidl.manual_seed(0)
+    mix = D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(3)),
+                              D.Independent(D.Normal(minidl.zeros(2, 3, 4), 1.0), 1))
+    assert mix.batch_shape == (2,) and mix.event_shape == (4,)
+    assert mix.sample().shape == (2, 4) and mix.sample((5, 6)).shape == (5, 6, 2, 4)
+    assert mix.log_prob(mix.sample((5,))).shape == (5, 2)
+    two = D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(2)),
+                              D.Normal(minidl.tensor([[-10.0, 10.0]] * 2), 0.1))
+    s = two.sample((4000,)).numpy()
+    assert (np.sign(s[:, 0]) != np.sign(s[:, 1])).mean() == pytest.approx(0.5, abs=0.04)  # independent
+
+
+def test_mixture_sampling_statistics_and_errors():
+    minidl.manual_seed(0)
+    mix = D.MixtureSameFamily(D.Categorical(probs=minidl.tensor([0.3, 0.7])),
+                              D.Normal(minidl.tensor([-5.0, 5.0]), minidl.tensor([1.0, 0.5])))
+    x = mix.sample((20000,)).numpy()
+    assert x.shape == (20000,)
+    assert (x > 0).mean() == pytest.approx(0.7, abs=0.015)
+    assert x.mean() == pytest.approx(mix.mean.item(), abs=0.1)
+    assert x.var() == pytest.approx(mix.variance.item(), rel=0.05)
+    with pytest.raises(ValueError, match="needs to be an instance of minidl.distributions.Categorical"):
+        D.MixtureSameFamily(D.Normal(0.0, 1.0), D.Normal(minidl.zeros(2), 1.0))
+    with pytest.raises(ValueError, match=r"`mixture_distribution component` \(3\) does not equal"):
+        D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(3)), D.Normal(minidl.zeros(2), 1.0))
+    with pytest.raises(ValueError, match="is not compatible"):
+        D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(3, 2)), D.Normal(minidl.zeros(4, 2), 1.0))
+
+
+def test_mixture_density_network_trains():
+    """A mixture of two Gaussians fitted by log-likelihood to bimodal data finds both modes."""
+    minidl.manual_seed(0)
+    data = minidl.tensor(np.concatenate([np.random.default_rng(0).normal(-2, 0.3, 300),
+                                         np.random.default_rng(1).normal(3, 0.5, 700)]))
+    w = minidl.zeros(2, requires_grad=True)
+    mu = minidl.tensor([-0.5, 0.5], requires_grad=True)
+    log_sigma = minidl.zeros(2, requires_grad=True)
+    opt = minidl.optim.Adam([w, mu, log_sigma], lr=0.05)
+    for _ in range(300):
+        mix = D.MixtureSameFamily(D.Categorical(logits=w), D.Normal(mu, log_sigma.exp()))
+        loss = -mix.log_prob(data).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(np.sort(mu.detach().numpy()), [-2.0, 3.0], atol=0.1)
+    weights = np.exp(w.detach().numpy()) / np.exp(w.detach().numpy()).sum()
+    np.testing.assert_allclose(weights[np.argsort(mu.detach().numpy())], [0.3, 0.7], atol=0.05)
+
+
 def test_discrete_distributions_have_no_rsample():
     for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Geometric(0.3), D.Binomial(3, 0.4), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
@@ -657,6 +749,13 @@ SHAPE_CASES = [
     ("chi2", lambda D, T: D.Chi2(T(np.ones(2) * 3))),
     ("geometric", lambda D, T: D.Geometric(T(np.ones(2) * 0.3))),
     ("binomial", lambda D, T: D.Binomial(7, T(np.ones((2, 2)) * 0.3))),
+    ("relaxed_bernoulli", lambda D, T: D.RelaxedBernoulli(T(np.array(0.5)), logits=T(np.zeros((2, 3))))),
+    ("relaxed_onehot", lambda D, T: D.RelaxedOneHotCategorical(T(np.array(0.5)), logits=T(np.zeros((2, 3))))),
+    ("straight_through", lambda D, T: D.OneHotCategoricalStraightThrough(logits=T(np.zeros((2, 3))))),
+    ("mixture", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
+                                                 D.Normal(T(np.zeros((2, 3))), 1.0))),
+    ("mixture_vec", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
+                                                     D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 1))),
     ("affine_event", lambda D, T: D.TransformedDistribution(
         D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
 ]
@@ -677,7 +776,8 @@ def test_shapes_as_torch(name, make, sample_shape):
     assert s.dtype == np.dtype(str(ts.dtype).replace("torch.", ""))
     lp, tlp = ours.log_prob(s), theirs.log_prob(torch.as_tensor(s.numpy()))
     assert tuple(lp.shape) == tuple(tlp.shape)
-    if name not in ("poisson", "affine_event"):  # torch has no entropy for these either
+    if name not in ("poisson", "affine_event", "relaxed_bernoulli", "relaxed_onehot", "mixture",
+                    "mixture_vec"):  # torch has no entropy for these either
         assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
     e, te = ours.expand((6,) + ours.batch_shape), theirs.expand((6,) + tuple(theirs.batch_shape))
     assert e.batch_shape == tuple(te.batch_shape) and e.event_shape == tuple(te.event_shape)
