@@ -123,6 +123,13 @@ PARITY = [
     ("bernoulli_probs.entropy", bern_p, [PROBS], lambda d, T: d.entropy()),
     ("bernoulli_probs.logits", bern_p, [PROBS], lambda d, T: d.logits),
     ("bernoulli_probs.variance", bern_p, [PROBS], lambda d, T: d.variance),
+    ("bernoulli_edge_probs.log_prob", bern_p, [np.array([0.0, 1.0, 0.5, 1e-20])],
+     lambda d, T: d.log_prob(T(BVALUE))),
+    ("bernoulli_edge_probs.entropy", bern_p, [np.array([0.0, 1.0, 0.5, 1e-20])], lambda d, T: d.entropy()),
+    ("categorical_zero_probs.entropy", cat_p, [np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])],
+     lambda d, T: d.entropy()),
+    ("categorical_zero_probs.log_prob", cat_p, [np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])],
+     lambda d, T: d.log_prob(T(np.array([[1, 0], [2, 0]])))),
     ("bernoulli_logits.log_prob", bern_l, [LOGITS], lambda d, T: d.log_prob(T(BVALUE))),
     ("bernoulli_logits.entropy", bern_l, [LOGITS], lambda d, T: d.entropy()),
     ("bernoulli_logits.mean", bern_l, [LOGITS], lambda d, T: d.mean),
@@ -986,3 +993,25 @@ def test_distributions_on_the_fake_gpu_match_cpu(monkeypatch, tmp_path):
         results[device] = (x.numpy(), s.numpy(), c.log_prob(s).numpy(), out.item(), loc.grad.numpy())
     for a, b in zip(results["cpu"], results["cuda"]):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_distributions_import_only_the_layers_below_nn():
+    """minidl.distributions sits beside nn: it builds on the ops, tensor, functional and
+    creation modules and never imports nn, optim, data or the models."""
+    import ast
+    import os
+
+    folder = os.path.dirname(D.__file__)
+    allowed = {"backend", "autograd", "ops", "indexing", "shape_ops", "math_ops", "tensor",
+               "functional", "creation", "tensor_functions", "distributions"}
+    for name in os.listdir(folder):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                top = (node.module or "").split(".")[0]
+                assert top in allowed, f"distributions/{name} imports minidl.{top}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("minidl") for a in node.names), name
