@@ -1015,3 +1015,48 @@ def test_distributions_import_only_the_layers_below_nn():
                 assert top in allowed, f"distributions/{name} imports minidl.{top}"
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("minidl") for a in node.names), name
+
+
+FLOAT32_CASES = [
+    ("normal", lambda t: D.Normal(t(LOC), t(SCALE))),
+    ("uniform", lambda t: D.Uniform(t(LOW), t(HIGH))),
+    ("bernoulli", lambda t: D.Bernoulli(logits=t(LOGITS))),
+    ("categorical", lambda t: D.Categorical(logits=t(CLOGITS))),
+    ("onehot", lambda t: D.OneHotCategorical(probs=t(CPROBS))),
+    ("mvn", lambda t: D.MultivariateNormal(t(MLOC), t(MCOV))),
+    ("gamma", lambda t: D.Gamma(t(GCONC), t(GRATE))),
+    ("beta", lambda t: D.Beta(t(GCONC), t(GRATE))),
+    ("dirichlet", lambda t: D.Dirichlet(t(DCONC))),
+    ("exponential", lambda t: D.Exponential(t(GRATE))),
+    ("laplace", lambda t: D.Laplace(t(LOC), t(SCALE))),
+    ("poisson", lambda t: D.Poisson(t(GRATE))),
+    ("lognormal", lambda t: D.LogNormal(t(LOC), t(SCALE))),
+    ("cauchy", lambda t: D.Cauchy(t(LOC), t(SCALE))),
+    ("halfnormal", lambda t: D.HalfNormal(t(SCALE))),
+    ("studentT", lambda t: D.StudentT(t(SCALE * 5), t(LOC), t(SCALE))),
+    ("geometric", lambda t: D.Geometric(t(PROBS))),
+    ("binomial", lambda t: D.Binomial(10, t(PROBS))),
+    ("relaxed_onehot", lambda t: D.RelaxedOneHotCategorical(0.5, logits=t(CLOGITS))),
+    ("mixture", lambda t: D.MixtureSameFamily(D.Categorical(logits=t(CLOGITS[:, :2])), D.Normal(t(LOC), t(SCALE)))),
+]
+
+
+@pytest.mark.parametrize("name,make", FLOAT32_CASES, ids=[c[0] for c in FLOAT32_CASES])
+def test_float32_parameters_stay_float32_and_agree_with_float64(name, make):
+    """No silent upcast: float32 parameters give float32 samples, log-densities and entropies,
+    equal to the float64 ones to float32 precision."""
+    d32 = make(lambda a: Tensor(np.asarray(a, dtype=np.float32)))
+    d64 = make(lambda a: Tensor(np.asarray(a, dtype=np.float64)))
+    minidl.manual_seed(5)
+    x = d32.sample((3,))
+    assert x.dtype == (np.int64 if name == "categorical" else np.float32)
+    lp32 = d32.log_prob(x)
+    lp64 = d64.log_prob(x if name == "categorical" else x.double())
+    assert lp32.dtype == np.float32
+    np.testing.assert_allclose(lp32.numpy(), lp64.numpy(), rtol=2e-4, atol=2e-4)
+    try:
+        h32, h64 = d32.entropy(), d64.entropy()
+    except NotImplementedError:
+        return
+    assert h32.dtype == np.float32
+    np.testing.assert_allclose(h32.numpy(), h64.numpy(), rtol=1e-4, atol=1e-4)
