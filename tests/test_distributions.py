@@ -98,6 +98,7 @@ relaxed_c = lambda D, temp, logit: D.RelaxedOneHotCategorical(temp, logits=logit
 mixture = lambda D, w, loc, scale: D.MixtureSameFamily(D.Categorical(logits=w), D.Normal(loc, scale))  # noqa: E731
 mixture_vec = lambda D, w, loc, scale: D.MixtureSameFamily(  # noqa: E731
     D.Categorical(logits=w), D.Independent(D.Normal(loc, scale), 1))
+gumbel = lambda D, loc, scale: D.Gumbel(loc, scale)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -219,6 +220,11 @@ PARITY = [
     ("mixture.variance", mixture, [CLOGITS[0, :2], LOC, SCALE], lambda d, T: d.variance),
     ("mixture_vec.log_prob", mixture_vec, [CLOGITS[0, :3], LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE[:, 0]))),
     ("mixture_vec.variance", mixture_vec, [CLOGITS[0, :3], LOC, SCALE], lambda d, T: d.variance),
+    ("gumbel.log_prob", gumbel, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("gumbel.cdf", gumbel, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("gumbel.icdf", gumbel, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("gumbel.entropy", gumbel, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("gumbel.moments", gumbel, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3 + d.mode),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -264,6 +270,7 @@ KL_CASES = [
     ("lognormal", lognormal, lognormal, [LOC, SCALE, LOC[::-1], SCALE + 1]),
     ("halfnormal", half, half, [SCALE, SCALE[::-1] * 2]),
     ("geometric", geom_p, geom_l, [PROBS, LOGITS * 0.1]),
+    ("gumbel", gumbel, gumbel, [LOC, SCALE, LOC[::-1], SCALE + 0.5]),
 ]
 
 
@@ -584,6 +591,11 @@ def test_cauchy_halfnormal_studentt_rsample_and_statistics():
     loc, scale = Tensor(LOC.copy(), requires_grad=True), Tensor(SCALE.copy(), requires_grad=True)
     assert gradcheck(_with_noise(D.Cauchy), [loc, scale])
     assert gradcheck(_with_noise(D.HalfNormal), [scale])
+    assert gradcheck(_with_noise(D.Gumbel), [loc, scale])
+    minidl.manual_seed(0)
+    gm = D.Gumbel(minidl.tensor([1.0]), minidl.tensor([2.0])).sample((20000,)).numpy()
+    assert gm.mean() == pytest.approx(1 + 2 * 0.5772156649, abs=0.06)
+    assert gm.var() == pytest.approx(math.pi ** 2 / 6 * 4, rel=0.06)
     minidl.manual_seed(0)
     c = D.Cauchy(minidl.tensor([1.0]), minidl.tensor([2.0])).sample((20000,)).numpy()
     assert np.median(c) == pytest.approx(1.0, abs=0.1)
@@ -763,6 +775,7 @@ SHAPE_CASES = [
                                                  D.Normal(T(np.zeros((2, 3))), 1.0))),
     ("mixture_vec", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
                                                      D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 1))),
+    ("gumbel", lambda D, T: D.Gumbel(T(np.zeros((2, 1))), T(np.ones(3)))),
     ("affine_event", lambda D, T: D.TransformedDistribution(
         D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
 ]
@@ -1037,6 +1050,7 @@ FLOAT32_CASES = [
     ("geometric", lambda t: D.Geometric(t(PROBS))),
     ("binomial", lambda t: D.Binomial(10, t(PROBS))),
     ("relaxed_onehot", lambda t: D.RelaxedOneHotCategorical(0.5, logits=t(CLOGITS))),
+    ("gumbel", lambda t: D.Gumbel(t(LOC), t(SCALE))),
     ("mixture", lambda t: D.MixtureSameFamily(D.Categorical(logits=t(CLOGITS[:, :2])), D.Normal(t(LOC), t(SCALE)))),
 ]
 

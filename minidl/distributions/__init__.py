@@ -19,6 +19,7 @@ from .distribution import Distribution
 from .exponential import Exponential
 from .gamma import Gamma
 from .geometric import Geometric
+from .gumbel import Gumbel
 from .half_normal import HalfNormal
 from .independent import Independent
 from .kl import kl_divergence, register_kl
@@ -43,6 +44,6 @@ __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "One
            "Laplace", "Poisson", "LogNormal", "TransformedDistribution", "Transform",
            "ComposeTransform", "ExpTransform", "AffineTransform", "SigmoidTransform",
            "TanhTransform", "Binomial", "Cauchy", "Chi2", "Geometric", "HalfNormal", "StudentT",
-           "OneHotCategoricalStraightThrough", "RelaxedBernoulli", "LogitRelaxedBernoulli",
+           "Gumbel",            "OneHotCategoricalStraightThrough", "RelaxedBernoulli", "LogitRelaxedBernoulli",
            "RelaxedOneHotCategorical", "ExpRelaxedCategorical", "MixtureSameFamily",
            "kl_divergence", "register_kl", "constraints"]

@@ -13,6 +13,7 @@ from .dirichlet import Dirichlet
 from .distribution import Distribution
 from .exponential import Exponential
 from .geometric import Geometric
+from .gumbel import EULER_GAMMA, Gumbel
 from .gamma import Gamma
 from ._linalg import solve_lower
 from .half_normal import HalfNormal
@@ -202,3 +203,14 @@ def _kl_halfnormal_halfnormal(p, q):
 @register_kl(Geometric, Geometric)
 def _kl_geometric_geometric(p, q):
     return -p.entropy() - log1p(-q.probs) / p.probs - q.logits
+
+
+@register_kl(Gumbel, Gumbel)
+def _kl_gumbel_gumbel(p, q):
+    ct1 = p.scale / q.scale
+    ct2 = q.loc / q.scale
+    ct3 = p.loc / q.scale
+    t1 = -ct1.log() - ct2 + ct3
+    t2 = ct1 * EULER_GAMMA
+    t3 = (ct2 + lgamma(1 + ct1) - ct3).exp()
+    return t1 + t2 + t3 - (1 + EULER_GAMMA)
