@@ -99,6 +99,8 @@ mixture = lambda D, w, loc, scale: D.MixtureSameFamily(D.Categorical(logits=w), 
 mixture_vec = lambda D, w, loc, scale: D.MixtureSameFamily(  # noqa: E731
     D.Categorical(logits=w), D.Independent(D.Normal(loc, scale), 1))
 gumbel = lambda D, loc, scale: D.Gumbel(loc, scale)  # noqa: E731
+LRW, LRD = R.standard_normal((3, 2)), R.random(3) + 0.5
+lowrank = lambda D, loc, w, d: D.LowRankMultivariateNormal(loc, w, d)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -225,6 +227,12 @@ PARITY = [
     ("gumbel.icdf", gumbel, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
     ("gumbel.entropy", gumbel, [LOC, SCALE], lambda d, T: d.entropy()),
     ("gumbel.moments", gumbel, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3 + d.mode),
+    ("lowrank.log_prob", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.log_prob(T(NVALUE.transpose(0, 2, 1)))),
+    ("lowrank.entropy", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.entropy()),
+    ("lowrank.variance", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.variance),
+    ("lowrank.covariance", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.covariance_matrix),
+    ("lowrank.precision", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.precision_matrix),
+    ("lowrank.scale_tril", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.scale_tril),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -444,6 +452,24 @@ def test_multivariate_normal_rsample_gradchecks_and_matches_loc_plus_L_eps():
     # through the Cholesky factor of a covariance (kept symmetric by its construction)
     assert gradcheck(lambda c: _with_noise(lambda m, s: D.MultivariateNormal(m, s))(
         loc, (c + c.transpose(0, 1)) * 0.5), [cov])
+
+
+def test_lowrank_multivariate_normal_rsample_gradchecks_and_statistics():
+    loc = Tensor(LOC.T.copy(), requires_grad=True)
+    w, d = Tensor(LRW.copy(), requires_grad=True), Tensor(LRD.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.LowRankMultivariateNormal), [loc, w, d])
+    minidl.manual_seed(0)
+    lr = D.LowRankMultivariateNormal(minidl.zeros(3, dtype="float64"), Tensor(LRW), Tensor(LRD))
+    s = lr.sample((20000,)).numpy()
+    np.testing.assert_allclose(np.cov(s.T), LRW @ LRW.T + np.diag(LRD), atol=0.08)
+    with pytest.raises(ValueError, match="cov_factor must be a batch of matrices with shape 3 x m"):
+        D.LowRankMultivariateNormal(minidl.zeros(3), minidl.zeros(2, 2), minidl.ones(3))
+    with pytest.raises(ValueError, match=r"cov_diag must be a batch of vectors with shape \(3,\)"):
+        D.LowRankMultivariateNormal(minidl.zeros(3), minidl.zeros(3, 2), minidl.ones(2))
+    with pytest.raises(ValueError, match="parameter cov_diag"):
+        D.LowRankMultivariateNormal(minidl.zeros(3), minidl.zeros(3, 2), -minidl.ones(3))
+    with pytest.raises(ValueError, match="Incompatible batch shapes"):
+        D.LowRankMultivariateNormal(minidl.zeros(2, 3), minidl.zeros(4, 3, 2), minidl.ones(3))
 
 
 def test_private_linalg_gradchecks():
@@ -776,6 +802,7 @@ SHAPE_CASES = [
     ("mixture_vec", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
                                                      D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 1))),
     ("gumbel", lambda D, T: D.Gumbel(T(np.zeros((2, 1))), T(np.ones(3)))),
+    ("lowrank", lambda D, T: D.LowRankMultivariateNormal(T(np.zeros((2, 1, 3))), T(np.ones((3, 2))), T(np.ones(3)))),
     ("affine_event", lambda D, T: D.TransformedDistribution(
         D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
 ]

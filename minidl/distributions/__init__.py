@@ -25,6 +25,7 @@ from .independent import Independent
 from .kl import kl_divergence, register_kl
 from .laplace import Laplace
 from .log_normal import LogNormal
+from .lowrank_multivariate_normal import LowRankMultivariateNormal
 from .multivariate_normal import MultivariateNormal
 from .normal import Normal
 from .mixture_same_family import MixtureSameFamily
@@ -44,6 +45,6 @@ __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "One
            "Laplace", "Poisson", "LogNormal", "TransformedDistribution", "Transform",
            "ComposeTransform", "ExpTransform", "AffineTransform", "SigmoidTransform",
            "TanhTransform", "Binomial", "Cauchy", "Chi2", "Geometric", "HalfNormal", "StudentT",
-           "Gumbel",            "OneHotCategoricalStraightThrough", "RelaxedBernoulli", "LogitRelaxedBernoulli",
+           "Gumbel", "LowRankMultivariateNormal",            "OneHotCategoricalStraightThrough", "RelaxedBernoulli", "LogitRelaxedBernoulli",
            "RelaxedOneHotCategorical", "ExpRelaxedCategorical", "MixtureSameFamily",
            "kl_divergence", "register_kl", "constraints"]
