@@ -101,6 +101,13 @@ mixture_vec = lambda D, w, loc, scale: D.MixtureSameFamily(  # noqa: E731
 gumbel = lambda D, loc, scale: D.Gumbel(loc, scale)  # noqa: E731
 LRW, LRD = R.standard_normal((3, 2)), R.random(3) + 0.5
 lowrank = lambda D, loc, w, d: D.LowRankMultivariateNormal(loc, w, d)  # noqa: E731
+MCOUNTS = np.random.default_rng(5).multinomial(10, [0.1, 0.2, 0.3, 0.15, 0.25], size=(4, 3)).astype(float)
+multinomial = lambda D, p: D.Multinomial(10, probs=p)  # noqa: E731
+multinomial_l = lambda D, logit: D.Multinomial(10, logits=logit)  # noqa: E731
+negbin = lambda D, n, logit: D.NegativeBinomial(n, logits=logit)  # noqa: E731
+negbin_p = lambda D, n, p: D.NegativeBinomial(n, probs=p)  # noqa: E731
+weibull = lambda D, s, k: D.Weibull(s, k)  # noqa: E731
+pareto = lambda D, s, a: D.Pareto(s, a)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -233,6 +240,22 @@ PARITY = [
     ("lowrank.covariance", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.covariance_matrix),
     ("lowrank.precision", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.precision_matrix),
     ("lowrank.scale_tril", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.scale_tril),
+    ("multinomial.log_prob", multinomial, [CPROBS], lambda d, T: d.log_prob(T(MCOUNTS))),
+    ("multinomial_logits.log_prob", multinomial_l, [CLOGITS], lambda d, T: d.log_prob(T(MCOUNTS))),
+    ("multinomial.moments", multinomial, [CPROBS], lambda d, T: d.mean + d.variance * 2),
+    ("negative_binomial.log_prob", negbin, [GCONC * 3, LOGITS * 0.1], lambda d, T: d.log_prob(T(np.floor(GVALUE * 3)))),
+    ("negative_binomial_probs.log_prob", negbin_p, [GCONC * 3, PROBS * 0.9], lambda d, T: d.log_prob(T(np.floor(GVALUE * 3)))),
+    ("negative_binomial.moments", negbin, [GCONC * 3, LOGITS * 0.1], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("weibull.log_prob", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.log_prob(T(GVALUE))),
+    ("weibull.cdf", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.cdf(T(GVALUE))),
+    ("weibull.icdf", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.icdf(T(BVALUE01))),
+    ("weibull.entropy", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.entropy()),
+    ("weibull.moments", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("pareto.log_prob", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.log_prob(T(GRATE + GVALUE))),
+    ("pareto.cdf", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.cdf(T(GRATE + GVALUE))),
+    ("pareto.icdf", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.icdf(T(BVALUE01))),
+    ("pareto.entropy", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.entropy()),
+    ("pareto.moments", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -719,8 +742,30 @@ def test_mixture_density_network_trains():
     np.testing.assert_allclose(weights[np.argsort(mu.detach().numpy())], [0.3, 0.7], atol=0.05)
 
 
+def test_count_and_tail_distributions_sample_statistics():
+    minidl.manual_seed(0)
+    m = D.Multinomial(10, probs=minidl.tensor([0.2, 0.3, 0.5])).sample((20000,)).numpy()
+    assert (m.sum(-1) == 10).all()
+    np.testing.assert_allclose(m.mean(0), [2.0, 3.0, 5.0], rtol=0.02)
+    nb = D.NegativeBinomial(minidl.tensor([3.0]), probs=minidl.tensor([0.4])).sample((20000,)).numpy()
+    assert nb.mean() == pytest.approx(3 * 0.4 / 0.6, rel=0.04)
+    assert nb.var() == pytest.approx(3 * 0.4 / 0.36, rel=0.08)
+    w = D.Weibull(minidl.tensor([2.0]), minidl.tensor([1.5])).sample((20000,)).numpy()
+    assert w.mean() == pytest.approx(2 * math.gamma(1 + 1 / 1.5), rel=0.03)
+    pa = D.Pareto(minidl.tensor([1.0]), minidl.tensor([4.0])).sample((20000,)).numpy()
+    assert pa.min() >= 1.0 and pa.mean() == pytest.approx(4 / 3, rel=0.03)
+    s, k = Tensor(GRATE.copy(), requires_grad=True), Tensor(GCONC + 0.8, requires_grad=True)
+    assert gradcheck(_with_noise(D.Weibull), [s, k])
+    assert gradcheck(_with_noise(D.Pareto), [s, k])
+    with pytest.raises(NotImplementedError, match="inhomogeneous total_count"):
+        D.Multinomial(minidl.tensor([3.0, 4.0]), probs=minidl.ones(2, 2))
+    with pytest.raises(ValueError, match="Multinomial"):
+        D.Multinomial(3, probs=minidl.ones(2)).log_prob(minidl.tensor([-1.0, 2.0]))
+
+
 def test_discrete_distributions_have_no_rsample():
-    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Geometric(0.3), D.Binomial(3, 0.4), D.Categorical(logits=minidl.zeros(3)),
+    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Geometric(0.3), D.Binomial(3, 0.4),
+              D.Multinomial(3, probs=minidl.ones(2)), D.NegativeBinomial(2.0, 0.5), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
         assert not d.has_rsample
         with pytest.raises(NotImplementedError):
@@ -802,6 +847,10 @@ SHAPE_CASES = [
     ("mixture_vec", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
                                                      D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 1))),
     ("gumbel", lambda D, T: D.Gumbel(T(np.zeros((2, 1))), T(np.ones(3)))),
+    ("multinomial", lambda D, T: D.Multinomial(6, probs=T(np.ones((2, 4))))),
+    ("negative_binomial", lambda D, T: D.NegativeBinomial(T(np.ones(3) * 2), logits=T(np.zeros((2, 3))))),
+    ("weibull", lambda D, T: D.Weibull(T(np.ones(3)), 2.0)),
+    ("pareto", lambda D, T: D.Pareto(1.0, T(np.ones((2, 1)) * 3))),
     ("lowrank", lambda D, T: D.LowRankMultivariateNormal(T(np.zeros((2, 1, 3))), T(np.ones((3, 2))), T(np.ones(3)))),
     ("affine_event", lambda D, T: D.TransformedDistribution(
         D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
@@ -823,7 +872,7 @@ def test_shapes_as_torch(name, make, sample_shape):
     assert s.dtype == np.dtype(str(ts.dtype).replace("torch.", ""))
     lp, tlp = ours.log_prob(s), theirs.log_prob(torch.as_tensor(s.numpy()))
     assert tuple(lp.shape) == tuple(tlp.shape)
-    if name not in ("poisson", "affine_event", "relaxed_bernoulli", "relaxed_onehot", "mixture",
+    if name not in ("poisson", "affine_event", "multinomial", "negative_binomial", "relaxed_bernoulli", "relaxed_onehot", "mixture",
                     "mixture_vec"):  # torch has no entropy for these either
         assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
     e, te = ours.expand((6,) + ours.batch_shape), theirs.expand((6,) + tuple(theirs.batch_shape))
@@ -1078,6 +1127,10 @@ FLOAT32_CASES = [
     ("binomial", lambda t: D.Binomial(10, t(PROBS))),
     ("relaxed_onehot", lambda t: D.RelaxedOneHotCategorical(0.5, logits=t(CLOGITS))),
     ("gumbel", lambda t: D.Gumbel(t(LOC), t(SCALE))),
+    ("multinomial", lambda t: D.Multinomial(10, probs=t(CPROBS))),
+    ("negative_binomial", lambda t: D.NegativeBinomial(t(GCONC * 3), logits=t(LOGITS * 0.1))),
+    ("weibull", lambda t: D.Weibull(t(GRATE), t(GCONC + 0.8))),
+    ("pareto", lambda t: D.Pareto(t(GRATE), t(GCONC + 2.5))),
     ("mixture", lambda t: D.MixtureSameFamily(D.Categorical(logits=t(CLOGITS[:, :2])), D.Normal(t(LOC), t(SCALE)))),
 ]
 

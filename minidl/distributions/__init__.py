@@ -27,8 +27,11 @@ from .laplace import Laplace
 from .log_normal import LogNormal
 from .lowrank_multivariate_normal import LowRankMultivariateNormal
 from .multivariate_normal import MultivariateNormal
+from .negative_binomial import NegativeBinomial
 from .normal import Normal
 from .mixture_same_family import MixtureSameFamily
+from .multinomial import Multinomial
+from .pareto import Pareto
 from .one_hot_categorical import OneHotCategorical, OneHotCategoricalStraightThrough
 from .poisson import Poisson
 from .relaxed_bernoulli import LogitRelaxedBernoulli, RelaxedBernoulli
@@ -39,12 +42,14 @@ from .transforms import (
     AffineTransform, ComposeTransform, ExpTransform, SigmoidTransform, TanhTransform, Transform,
 )
 from .uniform import Uniform
+from .weibull import Weibull
 
 __all__ = ["Distribution", "Normal", "Uniform", "Bernoulli", "Categorical", "OneHotCategorical",
            "Independent", "MultivariateNormal", "Gamma", "Beta", "Dirichlet", "Exponential",
            "Laplace", "Poisson", "LogNormal", "TransformedDistribution", "Transform",
            "ComposeTransform", "ExpTransform", "AffineTransform", "SigmoidTransform",
            "TanhTransform", "Binomial", "Cauchy", "Chi2", "Geometric", "HalfNormal", "StudentT",
-           "Gumbel", "LowRankMultivariateNormal",            "OneHotCategoricalStraightThrough", "RelaxedBernoulli", "LogitRelaxedBernoulli",
+           "Gumbel", "LowRankMultivariateNormal", "Multinomial",
+           "NegativeBinomial", "Weibull", "Pareto",            "OneHotCategoricalStraightThrough", "RelaxedBernoulli", "LogitRelaxedBernoulli",
            "RelaxedOneHotCategorical", "ExpRelaxedCategorical", "MixtureSameFamily",
            "kl_divergence", "register_kl", "constraints"]
