@@ -85,6 +85,29 @@ squashed = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
     D.Normal(loc, scale), [D.AffineTransform(0.5, 2.0), D.TanhTransform(), D.SigmoidTransform()])
 affine_event = lambda D, loc, scale: D.TransformedDistribution(  # noqa: E731
     D.Normal(loc, scale), D.AffineTransform(loc * 0.5, -1.5, event_dim=1))
+cauchy = lambda D, loc, scale: D.Cauchy(loc, scale)  # noqa: E731
+half = lambda D, scale: D.HalfNormal(scale)  # noqa: E731
+student = lambda D, df, loc, scale: D.StudentT(df, loc, scale)  # noqa: E731
+chi2 = lambda D, df: D.Chi2(df)  # noqa: E731
+geom_p = lambda D, p: D.Geometric(probs=p)  # noqa: E731
+geom_l = lambda D, logit: D.Geometric(logits=logit)  # noqa: E731
+binom_p = lambda D, p: D.Binomial(10, probs=p)  # noqa: E731
+binom_l = lambda D, logit: D.Binomial(10, logits=logit)  # noqa: E731
+relaxed_b = lambda D, temp, logit: D.RelaxedBernoulli(temp, logits=logit)  # noqa: E731
+relaxed_c = lambda D, temp, logit: D.RelaxedOneHotCategorical(temp, logits=logit)  # noqa: E731
+mixture = lambda D, w, loc, scale: D.MixtureSameFamily(D.Categorical(logits=w), D.Normal(loc, scale))  # noqa: E731
+mixture_vec = lambda D, w, loc, scale: D.MixtureSameFamily(  # noqa: E731
+    D.Categorical(logits=w), D.Independent(D.Normal(loc, scale), 1))
+gumbel = lambda D, loc, scale: D.Gumbel(loc, scale)  # noqa: E731
+LRW, LRD = R.standard_normal((3, 2)), R.random(3) + 0.5
+lowrank = lambda D, loc, w, d: D.LowRankMultivariateNormal(loc, w, d)  # noqa: E731
+MCOUNTS = np.random.default_rng(5).multinomial(10, [0.1, 0.2, 0.3, 0.15, 0.25], size=(4, 3)).astype(float)
+multinomial = lambda D, p: D.Multinomial(10, probs=p)  # noqa: E731
+multinomial_l = lambda D, logit: D.Multinomial(10, logits=logit)  # noqa: E731
+negbin = lambda D, n, logit: D.NegativeBinomial(n, logits=logit)  # noqa: E731
+negbin_p = lambda D, n, p: D.NegativeBinomial(n, probs=p)  # noqa: E731
+weibull = lambda D, s, k: D.Weibull(s, k)  # noqa: E731
+pareto = lambda D, s, a: D.Pareto(s, a)  # noqa: E731
 mvn_c = lambda D, loc, cov: D.MultivariateNormal(loc, covariance_matrix=cov)  # noqa: E731
 mvn_p = lambda D, loc, prec: D.MultivariateNormal(loc, precision_matrix=prec)  # noqa: E731
 mvn_t = lambda D, loc, tril: D.MultivariateNormal(loc, scale_tril=tril)  # noqa: E731
@@ -110,6 +133,13 @@ PARITY = [
     ("bernoulli_probs.entropy", bern_p, [PROBS], lambda d, T: d.entropy()),
     ("bernoulli_probs.logits", bern_p, [PROBS], lambda d, T: d.logits),
     ("bernoulli_probs.variance", bern_p, [PROBS], lambda d, T: d.variance),
+    ("bernoulli_edge_probs.log_prob", bern_p, [np.array([0.0, 1.0, 0.5, 1e-20])],
+     lambda d, T: d.log_prob(T(BVALUE))),
+    ("bernoulli_edge_probs.entropy", bern_p, [np.array([0.0, 1.0, 0.5, 1e-20])], lambda d, T: d.entropy()),
+    ("categorical_zero_probs.entropy", cat_p, [np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])],
+     lambda d, T: d.entropy()),
+    ("categorical_zero_probs.log_prob", cat_p, [np.array([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])],
+     lambda d, T: d.log_prob(T(np.array([[1, 0], [2, 0]])))),
     ("bernoulli_logits.log_prob", bern_l, [LOGITS], lambda d, T: d.log_prob(T(BVALUE))),
     ("bernoulli_logits.entropy", bern_l, [LOGITS], lambda d, T: d.entropy()),
     ("bernoulli_logits.mean", bern_l, [LOGITS], lambda d, T: d.mean),
@@ -167,6 +197,65 @@ PARITY = [
     ("lognormal.moments", lognormal, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
     ("squashed.log_prob", squashed, [LOC, SCALE], lambda d, T: d.log_prob(T(U01 * 0.5 + 0.25))),
     ("affine_event.log_prob", affine_event, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("cauchy.log_prob", cauchy, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("cauchy.cdf", cauchy, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("cauchy.icdf", cauchy, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("cauchy.entropy", cauchy, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("halfnormal.log_prob", half, [SCALE], lambda d, T: d.log_prob(T(np.abs(NVALUE)))),
+    ("halfnormal.cdf", half, [SCALE], lambda d, T: d.cdf(T(np.abs(NVALUE)))),
+    ("halfnormal.icdf", half, [SCALE], lambda d, T: d.icdf(T(U01))),
+    ("halfnormal.entropy", half, [SCALE], lambda d, T: d.entropy()),
+    ("halfnormal.moments", half, [SCALE], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("studentT.log_prob", student, [SCALE * 5, LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("studentT.entropy", student, [SCALE * 5, LOC, SCALE], lambda d, T: d.entropy()),
+    ("studentT.moments", student, [SCALE * 5, LOC, SCALE], lambda d, T: d.mean + d.variance * 2),
+    ("chi2.log_prob", chi2, [GRATE * 3], lambda d, T: d.log_prob(T(GVALUE))),
+    ("chi2.entropy", chi2, [GRATE * 3], lambda d, T: d.entropy()),
+    ("geometric_probs.log_prob", geom_p, [PROBS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2)))),
+    ("geometric_probs.entropy", geom_p, [PROBS], lambda d, T: d.entropy()),
+    ("geometric_logits.log_prob", geom_l, [LOGITS * 0.1], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2)))),
+    ("geometric.moments", geom_p, [PROBS], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("binomial_probs.log_prob", binom_p, [PROBS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2.5)))),
+    ("binomial_probs.entropy", binom_p, [PROBS], lambda d, T: d.entropy()),
+    ("binomial_logits.log_prob", binom_l, [LOGITS], lambda d, T: d.log_prob(T(np.floor(GVALUE * 2.5)))),
+    ("binomial.moments", binom_p, [PROBS], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("relaxed_bernoulli.log_prob", relaxed_b, [np.array(0.7), CLOGITS],
+     lambda d, T: d.log_prob(T(np.random.default_rng(4).random((4, 3, 5)) * 0.9 + 0.05))),
+    ("relaxed_onehot.log_prob", relaxed_c, [np.array(0.6), CLOGITS],
+     lambda d, T: d.log_prob(T(np.random.default_rng(3).dirichlet(np.ones(5), size=(4, 3))))),
+    ("mixture.log_prob", mixture, [CLOGITS[0, :3], LOC[:, 0], SCALE[:, 0]], lambda d, T: d.log_prob(T(NVALUE[:, :, 0]))),
+    ("mixture.cdf", mixture, [CLOGITS[:, :2], LOC, SCALE], lambda d, T: d.cdf(T(NVALUE[:, :, 0]))),
+    ("mixture.mean", mixture, [CLOGITS[0, :2], LOC, SCALE], lambda d, T: d.mean),
+    ("mixture.variance", mixture, [CLOGITS[0, :2], LOC, SCALE], lambda d, T: d.variance),
+    ("mixture_vec.log_prob", mixture_vec, [CLOGITS[0, :3], LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE[:, 0]))),
+    ("mixture_vec.variance", mixture_vec, [CLOGITS[0, :3], LOC, SCALE], lambda d, T: d.variance),
+    ("gumbel.log_prob", gumbel, [LOC, SCALE], lambda d, T: d.log_prob(T(NVALUE))),
+    ("gumbel.cdf", gumbel, [LOC, SCALE], lambda d, T: d.cdf(T(NVALUE))),
+    ("gumbel.icdf", gumbel, [LOC, SCALE], lambda d, T: d.icdf(T(U01))),
+    ("gumbel.entropy", gumbel, [LOC, SCALE], lambda d, T: d.entropy()),
+    ("gumbel.moments", gumbel, [LOC, SCALE], lambda d, T: d.mean + d.variance * 2 + d.stddev * 3 + d.mode),
+    ("lowrank.log_prob", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.log_prob(T(NVALUE.transpose(0, 2, 1)))),
+    ("lowrank.entropy", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.entropy()),
+    ("lowrank.variance", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.variance),
+    ("lowrank.covariance", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.covariance_matrix),
+    ("lowrank.precision", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.precision_matrix),
+    ("lowrank.scale_tril", lowrank, [LOC.T, LRW, LRD], lambda d, T: d.scale_tril),
+    ("multinomial.log_prob", multinomial, [CPROBS], lambda d, T: d.log_prob(T(MCOUNTS))),
+    ("multinomial_logits.log_prob", multinomial_l, [CLOGITS], lambda d, T: d.log_prob(T(MCOUNTS))),
+    ("multinomial.moments", multinomial, [CPROBS], lambda d, T: d.mean + d.variance * 2),
+    ("negative_binomial.log_prob", negbin, [GCONC * 3, LOGITS * 0.1], lambda d, T: d.log_prob(T(np.floor(GVALUE * 3)))),
+    ("negative_binomial_probs.log_prob", negbin_p, [GCONC * 3, PROBS * 0.9], lambda d, T: d.log_prob(T(np.floor(GVALUE * 3)))),
+    ("negative_binomial.moments", negbin, [GCONC * 3, LOGITS * 0.1], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("weibull.log_prob", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.log_prob(T(GVALUE))),
+    ("weibull.cdf", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.cdf(T(GVALUE))),
+    ("weibull.icdf", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.icdf(T(BVALUE01))),
+    ("weibull.entropy", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.entropy()),
+    ("weibull.moments", weibull, [GRATE, GCONC + 0.8], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
+    ("pareto.log_prob", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.log_prob(T(GRATE + GVALUE))),
+    ("pareto.cdf", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.cdf(T(GRATE + GVALUE))),
+    ("pareto.icdf", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.icdf(T(BVALUE01))),
+    ("pareto.entropy", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.entropy()),
+    ("pareto.moments", pareto, [GRATE, GCONC + 2.5], lambda d, T: d.mean + d.variance * 2 + d.mode * 3),
     ("mvn_cov.log_prob", mvn_c, [MLOC, MCOV], lambda d, T: d.log_prob(T(MVALUE))),
     ("mvn_cov.entropy", mvn_c, [MLOC, MCOV], lambda d, T: d.entropy()),
     ("mvn_cov.scale_tril", mvn_c, [MLOC, MCOV], lambda d, T: d.scale_tril),
@@ -210,6 +299,9 @@ KL_CASES = [
     ("laplace", laplace, laplace, [LOC, SCALE, LOC[::-1], SCALE + 1]),
     ("poisson", poisson, poisson, [GRATE, GCONC]),
     ("lognormal", lognormal, lognormal, [LOC, SCALE, LOC[::-1], SCALE + 1]),
+    ("halfnormal", half, half, [SCALE, SCALE[::-1] * 2]),
+    ("geometric", geom_p, geom_l, [PROBS, LOGITS * 0.1]),
+    ("gumbel", gumbel, gumbel, [LOC, SCALE, LOC[::-1], SCALE + 0.5]),
 ]
 
 
@@ -385,6 +477,24 @@ def test_multivariate_normal_rsample_gradchecks_and_matches_loc_plus_L_eps():
         loc, (c + c.transpose(0, 1)) * 0.5), [cov])
 
 
+def test_lowrank_multivariate_normal_rsample_gradchecks_and_statistics():
+    loc = Tensor(LOC.T.copy(), requires_grad=True)
+    w, d = Tensor(LRW.copy(), requires_grad=True), Tensor(LRD.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.LowRankMultivariateNormal), [loc, w, d])
+    minidl.manual_seed(0)
+    lr = D.LowRankMultivariateNormal(minidl.zeros(3, dtype="float64"), Tensor(LRW), Tensor(LRD))
+    s = lr.sample((20000,)).numpy()
+    np.testing.assert_allclose(np.cov(s.T), LRW @ LRW.T + np.diag(LRD), atol=0.08)
+    with pytest.raises(ValueError, match="cov_factor must be a batch of matrices with shape 3 x m"):
+        D.LowRankMultivariateNormal(minidl.zeros(3), minidl.zeros(2, 2), minidl.ones(3))
+    with pytest.raises(ValueError, match=r"cov_diag must be a batch of vectors with shape \(3,\)"):
+        D.LowRankMultivariateNormal(minidl.zeros(3), minidl.zeros(3, 2), minidl.ones(2))
+    with pytest.raises(ValueError, match="parameter cov_diag"):
+        D.LowRankMultivariateNormal(minidl.zeros(3), minidl.zeros(3, 2), -minidl.ones(3))
+    with pytest.raises(ValueError, match="Incompatible batch shapes"):
+        D.LowRankMultivariateNormal(minidl.zeros(2, 3), minidl.zeros(4, 3, 2), minidl.ones(3))
+
+
 def test_private_linalg_gradchecks():
     from minidl.distributions._linalg import cholesky, solve_lower
 
@@ -526,8 +636,136 @@ def test_tanh_squashed_policy_uses_the_cached_preimage():
     assert gradcheck(_with_noise(D.LogNormal), [loc, scale])
 
 
+def test_cauchy_halfnormal_studentt_rsample_and_statistics():
+    loc, scale = Tensor(LOC.copy(), requires_grad=True), Tensor(SCALE.copy(), requires_grad=True)
+    assert gradcheck(_with_noise(D.Cauchy), [loc, scale])
+    assert gradcheck(_with_noise(D.HalfNormal), [scale])
+    assert gradcheck(_with_noise(D.Gumbel), [loc, scale])
+    minidl.manual_seed(0)
+    gm = D.Gumbel(minidl.tensor([1.0]), minidl.tensor([2.0])).sample((20000,)).numpy()
+    assert gm.mean() == pytest.approx(1 + 2 * 0.5772156649, abs=0.06)
+    assert gm.var() == pytest.approx(math.pi ** 2 / 6 * 4, rel=0.06)
+    minidl.manual_seed(0)
+    c = D.Cauchy(minidl.tensor([1.0]), minidl.tensor([2.0])).sample((20000,)).numpy()
+    assert np.median(c) == pytest.approx(1.0, abs=0.1)
+    assert np.mean(np.abs(c - 1) < 2) == pytest.approx(0.5, abs=0.02)  # the quartiles at loc -+ scale
+    h = D.HalfNormal(minidl.tensor([2.0])).sample((20000,)).numpy()
+    assert (h >= 0).all() and h.mean() == pytest.approx(2 * math.sqrt(2 / math.pi), rel=0.03)
+    df = Tensor(np.array([6.0]), requires_grad=True)
+    t = D.StudentT(df, 1.0, 2.0).rsample((20000,))
+    assert t.detach().numpy().mean() == pytest.approx(1.0, abs=0.06)
+    assert t.detach().numpy().var() == pytest.approx(4 * 6 / 4, rel=0.1)
+    t.abs().mean().backward()
+    assert df.grad is not None and df.grad.item() < 0  # heavier tails for smaller df
+    g = D.Geometric(minidl.tensor([0.3, 1.0])).sample((20000,)).numpy()
+    assert (g == np.floor(g)).all() and (g[:, 1] == 0).all()
+    assert g[:, 0].mean() == pytest.approx(1 / 0.3 - 1, rel=0.05)
+    b = D.Binomial(minidl.tensor([5.0, 20.0]), minidl.tensor([0.3, 0.9])).sample((20000,)).numpy()
+    np.testing.assert_allclose(b.mean(0), [1.5, 18.0], rtol=0.02)
+    np.testing.assert_allclose(b.var(0), [1.05, 1.8], rtol=0.08)
+
+
+def test_relaxed_and_straight_through_rsample_gradients():
+    logits = Tensor(CLOGITS.copy(), requires_grad=True)
+    temp = Tensor(np.array(0.5), requires_grad=True)
+    assert gradcheck(_with_noise(lambda t, w: D.RelaxedOneHotCategorical(t, logits=w)), [temp, logits])
+    assert gradcheck(_with_noise(lambda t, w: D.RelaxedBernoulli(t, logits=w)), [temp, logits])
+    minidl.manual_seed(0)
+    y = D.RelaxedOneHotCategorical(0.1, logits=minidl.tensor([0.0, 2.0])).sample((20000,)).numpy()
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+    # at a low temperature the argmax frequencies are the probabilities
+    np.testing.assert_allclose(np.bincount(y.argmax(-1)) / 20000, [1 / (1 + np.e ** 2), 1 / (1 + np.e ** -2)],
+                               atol=0.015)
+    b = D.RelaxedBernoulli(0.05, probs=minidl.tensor([0.3])).sample((20000,)).numpy()
+    assert ((b > 0) & (b < 1)).all() and (b > 0.5).mean() == pytest.approx(0.3, abs=0.015)
+    # straight-through: one-hot forward, the probabilities' gradient backward
+    logits = Tensor(CLOGITS.copy(), requires_grad=True)
+    st = D.OneHotCategoricalStraightThrough(logits=logits)
+    minidl.manual_seed(1)
+    s = st.rsample((4,))
+    assert set(np.unique(s.numpy())) <= {0.0, 1.0} and (s.numpy().sum(-1) == 1).all()
+    w = R.standard_normal(5)
+    (s * Tensor(w)).sum().backward()
+    p = np.exp(CLOGITS) / np.exp(CLOGITS).sum(-1, keepdims=True)
+    expected = 4 * p * (w - (p * w).sum(-1, keepdims=True))  # softmax's vector-Jacobian product
+    np.testing.assert_allclose(logits.grad.numpy(), expected, rtol=1e-10)
+
+
+def test_mixture_weights_broadcast_over_the_component_batch_when_sampling():
+    # torch's gather fails here (one set of weights, components batched over 2)
+    minidl.manual_seed(0)
+    mix = D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(3)),
+                              D.Independent(D.Normal(minidl.zeros(2, 3, 4), 1.0), 1))
+    assert mix.batch_shape == (2,) and mix.event_shape == (4,)
+    assert mix.sample().shape == (2, 4) and mix.sample((5, 6)).shape == (5, 6, 2, 4)
+    assert mix.log_prob(mix.sample((5,))).shape == (5, 2)
+    two = D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(2)),
+                              D.Normal(minidl.tensor([[-10.0, 10.0]] * 2), 0.1))
+    s = two.sample((4000,)).numpy()
+    assert (np.sign(s[:, 0]) != np.sign(s[:, 1])).mean() == pytest.approx(0.5, abs=0.04)  # independent
+
+
+def test_mixture_sampling_statistics_and_errors():
+    minidl.manual_seed(0)
+    mix = D.MixtureSameFamily(D.Categorical(probs=minidl.tensor([0.3, 0.7])),
+                              D.Normal(minidl.tensor([-5.0, 5.0]), minidl.tensor([1.0, 0.5])))
+    x = mix.sample((20000,)).numpy()
+    assert x.shape == (20000,)
+    assert (x > 0).mean() == pytest.approx(0.7, abs=0.015)
+    assert x.mean() == pytest.approx(mix.mean.item(), abs=0.1)
+    assert x.var() == pytest.approx(mix.variance.item(), rel=0.05)
+    with pytest.raises(ValueError, match="needs to be an instance of minidl.distributions.Categorical"):
+        D.MixtureSameFamily(D.Normal(0.0, 1.0), D.Normal(minidl.zeros(2), 1.0))
+    with pytest.raises(ValueError, match=r"`mixture_distribution component` \(3\) does not equal"):
+        D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(3)), D.Normal(minidl.zeros(2), 1.0))
+    with pytest.raises(ValueError, match="is not compatible"):
+        D.MixtureSameFamily(D.Categorical(logits=minidl.zeros(3, 2)), D.Normal(minidl.zeros(4, 2), 1.0))
+
+
+def test_mixture_density_network_trains():
+    """A mixture of two Gaussians fitted by log-likelihood to bimodal data finds both modes."""
+    minidl.manual_seed(0)
+    data = minidl.tensor(np.concatenate([np.random.default_rng(0).normal(-2, 0.3, 300),
+                                         np.random.default_rng(1).normal(3, 0.5, 700)]))
+    w = minidl.zeros(2, requires_grad=True)
+    mu = minidl.tensor([-0.5, 0.5], requires_grad=True)
+    log_sigma = minidl.zeros(2, requires_grad=True)
+    opt = minidl.optim.Adam([w, mu, log_sigma], lr=0.05)
+    for _ in range(300):
+        mix = D.MixtureSameFamily(D.Categorical(logits=w), D.Normal(mu, log_sigma.exp()))
+        loss = -mix.log_prob(data).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(np.sort(mu.detach().numpy()), [-2.0, 3.0], atol=0.1)
+    weights = np.exp(w.detach().numpy()) / np.exp(w.detach().numpy()).sum()
+    np.testing.assert_allclose(weights[np.argsort(mu.detach().numpy())], [0.3, 0.7], atol=0.05)
+
+
+def test_count_and_tail_distributions_sample_statistics():
+    minidl.manual_seed(0)
+    m = D.Multinomial(10, probs=minidl.tensor([0.2, 0.3, 0.5])).sample((20000,)).numpy()
+    assert (m.sum(-1) == 10).all()
+    np.testing.assert_allclose(m.mean(0), [2.0, 3.0, 5.0], rtol=0.02)
+    nb = D.NegativeBinomial(minidl.tensor([3.0]), probs=minidl.tensor([0.4])).sample((20000,)).numpy()
+    assert nb.mean() == pytest.approx(3 * 0.4 / 0.6, rel=0.04)
+    assert nb.var() == pytest.approx(3 * 0.4 / 0.36, rel=0.08)
+    w = D.Weibull(minidl.tensor([2.0]), minidl.tensor([1.5])).sample((20000,)).numpy()
+    assert w.mean() == pytest.approx(2 * math.gamma(1 + 1 / 1.5), rel=0.03)
+    pa = D.Pareto(minidl.tensor([1.0]), minidl.tensor([4.0])).sample((20000,)).numpy()
+    assert pa.min() >= 1.0 and pa.mean() == pytest.approx(4 / 3, rel=0.03)
+    s, k = Tensor(GRATE.copy(), requires_grad=True), Tensor(GCONC + 0.8, requires_grad=True)
+    assert gradcheck(_with_noise(D.Weibull), [s, k])
+    assert gradcheck(_with_noise(D.Pareto), [s, k])
+    with pytest.raises(NotImplementedError, match="inhomogeneous total_count"):
+        D.Multinomial(minidl.tensor([3.0, 4.0]), probs=minidl.ones(2, 2))
+    with pytest.raises(ValueError, match="Multinomial"):
+        D.Multinomial(3, probs=minidl.ones(2)).log_prob(minidl.tensor([-1.0, 2.0]))
+
+
 def test_discrete_distributions_have_no_rsample():
-    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Categorical(logits=minidl.zeros(3)),
+    for d in (D.Bernoulli(0.3), D.Poisson(2.0), D.Geometric(0.3), D.Binomial(3, 0.4),
+              D.Multinomial(3, probs=minidl.ones(2)), D.NegativeBinomial(2.0, 0.5), D.Categorical(logits=minidl.zeros(3)),
               D.OneHotCategorical(probs=minidl.ones(3)), D.Independent(D.Bernoulli(minidl.ones(2) * 0.5), 1)):
         assert not d.has_rsample
         with pytest.raises(NotImplementedError):
@@ -595,6 +833,25 @@ SHAPE_CASES = [
     ("laplace", lambda D, T: D.Laplace(T(np.zeros(2)), 1.0)),
     ("poisson", lambda D, T: D.Poisson(T(np.ones(2) * 3))),
     ("lognormal", lambda D, T: D.LogNormal(T(np.zeros((2, 3))), 1.0)),
+    ("cauchy", lambda D, T: D.Cauchy(T(np.zeros((2, 1))), T(np.ones(3)))),
+    ("halfnormal", lambda D, T: D.HalfNormal(T(np.ones(3)))),
+    ("studentT", lambda D, T: D.StudentT(T(np.ones(3) * 4))),
+    ("chi2", lambda D, T: D.Chi2(T(np.ones(2) * 3))),
+    ("geometric", lambda D, T: D.Geometric(T(np.ones(2) * 0.3))),
+    ("binomial", lambda D, T: D.Binomial(7, T(np.ones((2, 2)) * 0.3))),
+    ("relaxed_bernoulli", lambda D, T: D.RelaxedBernoulli(T(np.array(0.5)), logits=T(np.zeros((2, 3))))),
+    ("relaxed_onehot", lambda D, T: D.RelaxedOneHotCategorical(T(np.array(0.5)), logits=T(np.zeros((2, 3))))),
+    ("straight_through", lambda D, T: D.OneHotCategoricalStraightThrough(logits=T(np.zeros((2, 3))))),
+    ("mixture", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
+                                                 D.Normal(T(np.zeros((2, 3))), 1.0))),
+    ("mixture_vec", lambda D, T: D.MixtureSameFamily(D.Categorical(logits=T(np.zeros((2, 3)))),
+                                                     D.Independent(D.Normal(T(np.zeros((2, 3, 4))), 1.0), 1))),
+    ("gumbel", lambda D, T: D.Gumbel(T(np.zeros((2, 1))), T(np.ones(3)))),
+    ("multinomial", lambda D, T: D.Multinomial(6, probs=T(np.ones((2, 4))))),
+    ("negative_binomial", lambda D, T: D.NegativeBinomial(T(np.ones(3) * 2), logits=T(np.zeros((2, 3))))),
+    ("weibull", lambda D, T: D.Weibull(T(np.ones(3)), 2.0)),
+    ("pareto", lambda D, T: D.Pareto(1.0, T(np.ones((2, 1)) * 3))),
+    ("lowrank", lambda D, T: D.LowRankMultivariateNormal(T(np.zeros((2, 1, 3))), T(np.ones((3, 2))), T(np.ones(3)))),
     ("affine_event", lambda D, T: D.TransformedDistribution(
         D.Normal(T(np.zeros((2, 3))), 1.0), D.AffineTransform(0.0, 2.0, event_dim=1))),
 ]
@@ -615,7 +872,8 @@ def test_shapes_as_torch(name, make, sample_shape):
     assert s.dtype == np.dtype(str(ts.dtype).replace("torch.", ""))
     lp, tlp = ours.log_prob(s), theirs.log_prob(torch.as_tensor(s.numpy()))
     assert tuple(lp.shape) == tuple(tlp.shape)
-    if name not in ("poisson", "affine_event"):  # torch has no entropy for these either
+    if name not in ("poisson", "affine_event", "multinomial", "negative_binomial", "relaxed_bernoulli", "relaxed_onehot", "mixture",
+                    "mixture_vec"):  # torch has no entropy for these either
         assert tuple(ours.entropy().shape) == tuple(theirs.entropy().shape)
     e, te = ours.expand((6,) + ours.batch_shape), theirs.expand((6,) + tuple(theirs.batch_shape))
     assert e.batch_shape == tuple(te.batch_shape) and e.event_shape == tuple(te.event_shape)
@@ -679,6 +937,12 @@ def test_bad_parameters_raise_valueerrors_naming_them():
         D.Dirichlet(minidl.tensor(1.0))
     with pytest.raises(ValueError, match="parameter concentration"):
         D.Beta(-1.0, 1.0)
+    with pytest.raises(ValueError, match="parameter probs .* Interval"):
+        D.Geometric(minidl.tensor([0.0, 0.5]))
+    with pytest.raises(ValueError, match="parameter total_count .* NonNegativeInteger"):
+        D.Binomial(minidl.tensor([2.5]), minidl.tensor([0.5]))
+    with pytest.raises(ValueError, match="parameter df"):
+        D.StudentT(minidl.tensor([-1.0]))
     # validate_args=False skips the checks, as in torch
     assert D.Normal(0.0, -1.0, validate_args=False).scale.item() == -1.0
     D.Distribution.set_default_validate_args(False)
@@ -818,3 +1082,75 @@ def test_distributions_on_the_fake_gpu_match_cpu(monkeypatch, tmp_path):
         results[device] = (x.numpy(), s.numpy(), c.log_prob(s).numpy(), out.item(), loc.grad.numpy())
     for a, b in zip(results["cpu"], results["cuda"]):
         np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_distributions_import_only_the_layers_below_nn():
+    """minidl.distributions sits beside nn: it builds on the ops, tensor, functional and
+    creation modules and never imports nn, optim, data or the models."""
+    import ast
+    import os
+
+    folder = os.path.dirname(D.__file__)
+    allowed = {"backend", "autograd", "ops", "indexing", "shape_ops", "math_ops", "tensor",
+               "functional", "creation", "tensor_functions", "distributions"}
+    for name in os.listdir(folder):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                top = (node.module or "").split(".")[0]
+                assert top in allowed, f"distributions/{name} imports minidl.{top}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("minidl") for a in node.names), name
+
+
+FLOAT32_CASES = [
+    ("normal", lambda t: D.Normal(t(LOC), t(SCALE))),
+    ("uniform", lambda t: D.Uniform(t(LOW), t(HIGH))),
+    ("bernoulli", lambda t: D.Bernoulli(logits=t(LOGITS))),
+    ("categorical", lambda t: D.Categorical(logits=t(CLOGITS))),
+    ("onehot", lambda t: D.OneHotCategorical(probs=t(CPROBS))),
+    ("mvn", lambda t: D.MultivariateNormal(t(MLOC), t(MCOV))),
+    ("gamma", lambda t: D.Gamma(t(GCONC), t(GRATE))),
+    ("beta", lambda t: D.Beta(t(GCONC), t(GRATE))),
+    ("dirichlet", lambda t: D.Dirichlet(t(DCONC))),
+    ("exponential", lambda t: D.Exponential(t(GRATE))),
+    ("laplace", lambda t: D.Laplace(t(LOC), t(SCALE))),
+    ("poisson", lambda t: D.Poisson(t(GRATE))),
+    ("lognormal", lambda t: D.LogNormal(t(LOC), t(SCALE))),
+    ("cauchy", lambda t: D.Cauchy(t(LOC), t(SCALE))),
+    ("halfnormal", lambda t: D.HalfNormal(t(SCALE))),
+    ("studentT", lambda t: D.StudentT(t(SCALE * 5), t(LOC), t(SCALE))),
+    ("geometric", lambda t: D.Geometric(t(PROBS))),
+    ("binomial", lambda t: D.Binomial(10, t(PROBS))),
+    ("relaxed_onehot", lambda t: D.RelaxedOneHotCategorical(0.5, logits=t(CLOGITS))),
+    ("gumbel", lambda t: D.Gumbel(t(LOC), t(SCALE))),
+    ("multinomial", lambda t: D.Multinomial(10, probs=t(CPROBS))),
+    ("negative_binomial", lambda t: D.NegativeBinomial(t(GCONC * 3), logits=t(LOGITS * 0.1))),
+    ("weibull", lambda t: D.Weibull(t(GRATE), t(GCONC + 0.8))),
+    ("pareto", lambda t: D.Pareto(t(GRATE), t(GCONC + 2.5))),
+    ("mixture", lambda t: D.MixtureSameFamily(D.Categorical(logits=t(CLOGITS[:, :2])), D.Normal(t(LOC), t(SCALE)))),
+]
+
+
+@pytest.mark.parametrize("name,make", FLOAT32_CASES, ids=[c[0] for c in FLOAT32_CASES])
+def test_float32_parameters_stay_float32_and_agree_with_float64(name, make):
+    """No silent upcast: float32 parameters give float32 samples, log-densities and entropies,
+    equal to the float64 ones to float32 precision."""
+    d32 = make(lambda a: Tensor(np.asarray(a, dtype=np.float32)))
+    d64 = make(lambda a: Tensor(np.asarray(a, dtype=np.float64)))
+    minidl.manual_seed(5)
+    x = d32.sample((3,))
+    assert x.dtype == (np.int64 if name == "categorical" else np.float32)
+    lp32 = d32.log_prob(x)
+    lp64 = d64.log_prob(x if name == "categorical" else x.double())
+    assert lp32.dtype == np.float32
+    np.testing.assert_allclose(lp32.numpy(), lp64.numpy(), rtol=2e-4, atol=2e-4)
+    try:
+        h32, h64 = d32.entropy(), d64.entropy()
+    except NotImplementedError:
+        return
+    assert h32.dtype == np.float32
+    np.testing.assert_allclose(h32.numpy(), h64.numpy(), rtol=1e-4, atol=1e-4)

@@ -198,6 +198,35 @@ class Expm1(Function):
         return g * (y + 1)
 
 
+class Atan(Function):
+    def forward(self, x):
+        self.save_for_backward(x)
+        return get_array_module(x).arctan(x)
+
+    def backward(self, g):
+        (x,) = self.saved
+        return g / (1 + x * x)
+
+
+class Tan(Function):
+    def forward(self, x):
+        y = get_array_module(x).tan(x)
+        self.save_for_backward(y)
+        return y
+
+    def backward(self, g):
+        (y,) = self.saved
+        return g * (1 + y * y)
+
+
+def atan(x):
+    return Atan.apply(x)
+
+
+def tan(x):
+    return Tan.apply(x)
+
+
 def log1p(x):
     return Log1p.apply(x)
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import warnings
 
 from ..ops import where
-from ._special import digamma, lgamma, softplus
+from ._special import digamma, lgamma, log1p, softplus
 from .beta import Beta
 from .bernoulli import Bernoulli
 from .categorical import Categorical
 from .dirichlet import Dirichlet
 from .distribution import Distribution
 from .exponential import Exponential
+from .geometric import Geometric
+from .gumbel import EULER_GAMMA, Gumbel
 from .gamma import Gamma
 from ._linalg import solve_lower
+from .half_normal import HalfNormal
 from .independent import Independent
 from .laplace import Laplace
 from .multivariate_normal import MultivariateNormal, _batch_mahalanobis, _half_log_det
@@ -190,3 +193,24 @@ def _kl_transformed_transformed(p, q):
         raise NotImplementedError("KL between TransformedDistributions of different event "
                                   "shapes is not implemented")
     return kl_divergence(p.base_dist, q.base_dist)
+
+
+@register_kl(HalfNormal, HalfNormal)
+def _kl_halfnormal_halfnormal(p, q):
+    return _kl_normal_normal(p.base_dist, q.base_dist)
+
+
+@register_kl(Geometric, Geometric)
+def _kl_geometric_geometric(p, q):
+    return -p.entropy() - log1p(-q.probs) / p.probs - q.logits
+
+
+@register_kl(Gumbel, Gumbel)
+def _kl_gumbel_gumbel(p, q):
+    ct1 = p.scale / q.scale
+    ct2 = q.loc / q.scale
+    ct3 = p.loc / q.scale
+    t1 = -ct1.log() - ct2 + ct3
+    t2 = ct1 * EULER_GAMMA
+    t3 = (ct2 + lgamma(1 + ct1) - ct3).exp()
+    return t1 + t2 + t3 - (1 + EULER_GAMMA)

@@ -74,3 +74,15 @@ class OneHotCategorical(Distribution):
         values = one_hot(self._categorical.enumerate_support(expand=False).reshape(-1), n)
         values = values.type_as(self._param).reshape((n,) + (1,) * len(self._batch_shape) + (n,))
         return values.expand(n, *self._batch_shape, n) if expand else values
+
+
+class OneHotCategoricalStraightThrough(OneHotCategorical):
+    """OneHotCategorical whose rsample is the straight-through estimator: the one-hot sample
+    forward, the gradient of the probabilities backward."""
+
+    has_rsample = True
+
+    def rsample(self, sample_shape=()):
+        samples = self.sample(sample_shape)
+        probs = self._categorical.probs
+        return samples + (probs - probs.detach())

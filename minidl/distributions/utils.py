@@ -78,3 +78,12 @@ class lazy_property:
         value = self.wrapped(instance)
         instance.__dict__[self.wrapped.__name__] = value
         return value
+
+
+def logsumexp(x, dim, keepdim=False):
+    """log(sum(exp(x))) along dim with the max subtracted (no overflow); the max is a constant
+    for the gradient, which is softmax(x) either way."""
+    m = x.detach().amax(dim, keepdim=True)
+    m = m.masked_fill(~(m == m) | (m.abs() == float("inf")), 0.0)  # all -inf rows: no NaN
+    out = (x - m).exp().sum(dim, keepdim=True).log() + m
+    return out if keepdim else out.squeeze(dim)

@@ -1,0 +1,78 @@
+"""Gumbel(loc, scale): the distribution of a maximum (Gumbel-max sampling of categories);
+rsample is loc - scale log(-log u)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..creation import rand
+from . import constraints
+from .distribution import Distribution
+from .utils import broadcast_all
+
+EULER_GAMMA = 0.57721566490153286060
+
+
+class Gumbel(Distribution):
+    arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
+    support = constraints.real
+    has_rsample = True
+
+    def __init__(self, loc, scale, validate_args=None):
+        self.loc, self.scale = broadcast_all(loc, scale)
+        super().__init__(self.loc.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Gumbel, _instance)
+        batch_shape = tuple(batch_shape)
+        new.loc = self.loc.expand(*batch_shape)
+        new.scale = self.scale.expand(*batch_shape)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return self.loc + self.scale * EULER_GAMMA
+
+    @property
+    def mode(self):
+        return self.loc
+
+    @property
+    def stddev(self):
+        return (math.pi / math.sqrt(6)) * self.scale
+
+    @property
+    def variance(self):
+        return self.stddev ** 2
+
+    def sample(self, sample_shape=()):
+        with no_grad():
+            return self.rsample(sample_shape).detach()
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        finfo = np.finfo(self.loc.dtype)
+        u = rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(
+            min=float(finfo.tiny), max=1 - float(finfo.eps))
+        return self.loc - self.scale * (-u.log()).log()
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        z = (value - self.loc) / self.scale
+        return -(self.scale.log() + z + (-z).exp())
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return (-(-(value - self.loc) / self.scale).exp()).exp()
+
+    def icdf(self, value):
+        return self.loc - self.scale * (-value.log()).log()
+
+    def entropy(self):
+        return self.scale.log() + (1 + EULER_GAMMA)

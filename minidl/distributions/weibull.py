@@ -1,0 +1,76 @@
+"""Weibull(scale, concentration): density (k / s) (x / s)^(k-1) exp(-(x / s)^k) on x > 0;
+rsample is s E^(1/k), E a standard exponential."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..backend import rng
+from ..tensor import Tensor
+from . import constraints
+from ._special import expm1, lgamma, log1p
+from .distribution import Distribution
+from .gumbel import EULER_GAMMA
+from .utils import broadcast_all
+
+
+class Weibull(Distribution):
+    arg_constraints = {"scale": constraints.positive, "concentration": constraints.positive}
+    support = constraints.positive
+    has_rsample = True
+
+    def __init__(self, scale, concentration, validate_args=None):
+        self.scale, self.concentration = broadcast_all(scale, concentration)
+        super().__init__(self.scale.shape, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(Weibull, _instance)
+        batch_shape = tuple(batch_shape)
+        new.scale = self.scale.expand(*batch_shape)
+        new.concentration = self.concentration.expand(*batch_shape)
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @property
+    def mean(self):
+        return self.scale * lgamma(1 + 1 / self.concentration).exp()
+
+    @property
+    def mode(self):
+        k = self.concentration
+        return self.scale * ((k - 1) / k) ** (1 / k)
+
+    @property
+    def variance(self):
+        k = self.concentration
+        return self.scale ** 2 * (lgamma(1 + 2 / k).exp() - (2 * lgamma(1 + 1 / k)).exp())
+
+    def sample(self, sample_shape=()):
+        with no_grad():
+            return self.rsample(sample_shape).detach()
+
+    def rsample(self, sample_shape=()):
+        shape = self._extended_shape(sample_shape)
+        e = rng().standard_exponential(shape).astype(self.scale.dtype)
+        e = Tensor(np.asarray(e), device=self.scale.device)
+        return self.scale * e ** (1 / self.concentration)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        k, s = self.concentration, self.scale
+        z = value / s
+        return (k / s).log() + (k - 1) * z.log() - z ** k
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return -expm1(-(value / self.scale) ** self.concentration)
+
+    def icdf(self, value):
+        return self.scale * (-log1p(-value)) ** (1 / self.concentration)
+
+    def entropy(self):
+        k = self.concentration
+        return EULER_GAMMA * (1 - 1 / k) + (self.scale / k).log() + 1
