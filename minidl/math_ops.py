@@ -149,7 +149,8 @@ Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda xp, a: 1 / (a * _LN2))
 Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda xp, a: 1 / (a * _LN10))
 Exp2 = _unary("Exp2", lambda xp, a: xp.exp2(a), lambda xp, y: y * _LN2, save_output=True)
 # piecewise constant: a zero gradient everywhere, as PyTorch's
-Sign = _unary("Sign", lambda xp, a: xp.sign(a), None)
+# (a > 0) - (a < 0): the sign of NaN is 0, as PyTorch's (xp.sign gives NaN)
+Sign = _unary("Sign", lambda xp, a: (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype), None)
 Floor = _unary("Floor", lambda xp, a: xp.floor(a), None)
 Ceil = _unary("Ceil", lambda xp, a: xp.ceil(a), None)
 Trunc = _unary("Trunc", lambda xp, a: xp.trunc(a), None)
@@ -478,6 +479,16 @@ def _binary_operands(name, input, other):
     return _operand(input, dtype, xp), _operand(other, dtype, xp)
 
 
+class IntegerDivisionByZero(ZeroDivisionError, RuntimeError):
+    """An integer ``//``, ``%`` or fmod by zero: PyTorch raises it (as a RuntimeError whose
+    message is 'ZeroDivisionError'); NumPy would give 0 with a warning."""
+
+
+def _check_integer_divisor(name, b):
+    if b.dtype.kind in "iub" and bool((b == 0).any()):
+        raise IntegerDivisionByZero(f"{name}: integer division by zero (ZeroDivisionError)")
+
+
 class Remainder(Function):
     """``a - b * floor(a / b)`` (remainder, the sign of b, as Python's %) or ``a - b *
     trunc(a / b)`` (fmod, the sign of a). Gradients: g for a, ``-g * floor(a / b)`` (trunc)
@@ -485,6 +496,7 @@ class Remainder(Function):
 
     def forward(self, a, b, trunc):
         xp = get_array_module(a)
+        _check_integer_divisor("fmod" if trunc else "remainder", b)
         self.trunc = trunc
         self.save_for_backward(a, b)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -498,6 +510,19 @@ class Remainder(Function):
         return g, (-g * q).astype(g.dtype, copy=False)
 
 
+def _floor_divide_float(xp, a, b):
+    """PyTorch's float floor division, from fmod as Python's ``//``: ``inf // 2`` is NaN and
+    ``-1 // inf`` is -1 (floor(a / b) would give inf and -0); by zero, IEEE's a / b."""
+    mod = xp.fmod(a, b)
+    div = (a - mod) / b
+    div = xp.where((mod != 0) & ((b < 0) != (mod < 0)), div - 1, div)
+    floordiv = xp.floor(div)
+    floordiv = xp.where(div - floordiv > 0.5, floordiv + 1, floordiv)
+    quotient = a / b
+    floordiv = xp.where(div == 0, xp.copysign(xp.zeros_like(div), quotient), floordiv)
+    return xp.where(b == 0, quotient, floordiv).astype(a.dtype, copy=False)
+
+
 class DivRounded(Function):
     """``a / b`` rounded down (floor) or toward zero (trunc); a zero gradient, as PyTorch's
     div with a rounding mode."""
@@ -506,11 +531,12 @@ class DivRounded(Function):
         xp = get_array_module(a)
         with np.errstate(divide="ignore", invalid="ignore"):
             if a.dtype.kind in "iub":
+                _check_integer_divisor("div", b)
                 q = xp.floor_divide(a, b)
                 if trunc:  # floor and trunc differ where the signs differ and it is not exact
                     q = xp.where((xp.mod(a, b) != 0) & ((a < 0) != (b < 0)), q + 1, q)
                 return q
-            return xp.trunc(a / b) if trunc else xp.floor(a / b)
+            return xp.trunc(a / b) if trunc else _floor_divide_float(xp, a, b)
 
     def backward(self, g):
         zero = get_array_module(g).zeros_like(g)
@@ -638,9 +664,14 @@ class XLogY(Function):
 
 
 def xlogy(input, other):
-    a, b = _binary_operands("xlogy", input, other)
-    if not is_floating(a.data.dtype):
-        a, b = _float_input(a), _float_input(b)
+    for what, x in (("input", input), ("other", other)):
+        if not (isinstance(x, autograd.Tensor) or _is_number(x)):
+            raise TypeError(f"xlogy: {what} must be a tensor or a number, got {type(x).__name__}")
+    dtype = result_type(input, other)
+    if not is_floating(dtype):  # integers computed in float32 (a number not wrapped first)
+        dtype = np.dtype(np.float32)
+    xp = _array_module(input, other)
+    a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     return XLogY.apply(a, b)
 
 

@@ -248,11 +248,24 @@ def result_type(*operands):
     return result
 
 
+def wrap_integer(x, dtype):
+    """A Python integer outside an integer dtype's range wrapped into it (two's complement),
+    as PyTorch takes it: ``uint8_tensor - 1`` subtracts 1 mod 256. Anything else as it is."""
+    if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)) and dtype is not None:
+        dt = np.dtype(dtype)
+        if dt.kind in "iu":
+            info, bits = np.iinfo(dt), 8 * dt.itemsize
+            if not info.min <= x <= info.max:
+                x = int(x) % (1 << bits)
+                return dt.type(x - (1 << bits) if x > info.max else x)
+    return x
+
+
 def _operand(x, dtype, xp):
     """``x`` (a tensor or a number) as a tensor of ``dtype``; a number goes to xp's device."""
     if _is_tensor(x):
         return x if x.data.dtype == dtype else Cast.apply(x, dtype=dtype)
-    return autograd.Tensor(xp.full((), x, dtype=dtype))
+    return autograd.Tensor(xp.full((), wrap_integer(x, dtype), dtype=dtype))
 
 
 def _broadcast_shapes(name, **shapes):
@@ -580,6 +593,8 @@ class Sum(Function):
         wide = accumulation_dtype(a)
         if wide is not None:
             return a.sum(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
+        if a.dtype.kind in "biu" and a.dtype != np.uint64:  # every integer sums to int64, as
+            return a.sum(axis=self.axes, keepdims=keepdim, dtype=np.int64)  # PyTorch (uint8 too)
         return a.sum(axis=self.axes, keepdims=keepdim)
 
     def backward(self, g):

@@ -562,17 +562,57 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     return KthResult(values, autograd.Tensor(index))
 
 
+class MedianAll(Function):
+    """The median of a flat tensor (the lower middle value; NaN where there is a NaN, as
+    PyTorch): the gradient is shared among the elements equal to it, as torch.median()'s."""
+
+    def forward(self, a, k):
+        xp = get_array_module(a)
+        y = a[_argsort(a, 0, False, True)[k - 1]]
+        if a.dtype.kind == "f" and bool(xp.isnan(a).any()):
+            y = xp.asarray(xp.nan, dtype=a.dtype)
+        self.save_for_backward(a, y)
+        return xp.asarray(y, dtype=a.dtype).reshape(())
+
+    def backward(self, g):
+        a, y = self.saved
+        mask = ((a == y) | ((a != a) & (y != y))).astype(g.dtype)
+        return g * mask / mask.sum()
+
+
 def median(input, dim=None, keepdim=False):
-    """Over everything: the lower of the two middle values. Over ``dim``: (values, indices)."""
+    """Over everything: the lower of the two middle values (NaN if there is a NaN, NaN of an
+    empty float tensor). Over ``dim``: (values, indices); a slice holding a NaN gives NaN and
+    the index of its first NaN, as PyTorch."""
+    xp = get_array_module(input.data)
     if dim is None:
         flat = input.reshape(-1)
-        if flat.shape[0] == 0:
-            raise ValueError("median: the tensor is empty")
-        return kthvalue(flat, (flat.shape[0] + 1) // 2, 0).values
+        n = flat.shape[0]
+        if n == 0:
+            if input.dtype.kind != "f":
+                raise IndexError("median(): an empty tensor of an integer dtype has no median")
+            return autograd.Tensor(xp.full((), xp.nan, dtype=input.dtype))
+        return MedianAll.apply(flat, k=(n + 1) // 2)
     d = wrap_dim(dim, input.ndim, "median")
-    n = input.shape[d] if input.ndim else 1
-    r = kthvalue(input, (n + 1) // 2, d, keepdim)
-    return KthResult(r.values, r.indices)
+    if input.ndim == 0:
+        r = kthvalue(input, 1, d, keepdim)
+        return KthResult(r.values, r.indices)
+    n = input.shape[d]
+    if n == 0:
+        raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
+    r = kthvalue(input, (n + 1) // 2, d, True)
+    index = r.indices.data
+    if input.dtype.kind == "f":
+        nan = xp.isnan(input.data)
+        has_nan = nan.any(axis=d, keepdims=True)
+        if bool(has_nan.any()):
+            first_nan = xp.argmax(nan, axis=d, keepdims=True).astype(np.int64)
+            index = xp.where(has_nan, first_nan, index)
+    values = TakeAlongDim.apply(input, index=index, dim=d)
+    if not keepdim:
+        values = values.squeeze(d)
+        index = index.squeeze(axis=d)
+    return KthResult(values, autograd.Tensor(index))
 
 
 def msort(input):
@@ -585,8 +625,10 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     if dim is not None:
         raise NotImplementedError("unique: dim= is not supported; unique of the flattened tensor")
     xp = get_array_module(input.data)
-    values, inverse, counts = xp.unique(input.data.reshape(-1), return_inverse=True,
-                                        return_counts=True)
+    data = input.data.reshape(-1)
+    # every NaN is a value of its own in PyTorch's unique (NumPy merges them by default)
+    each_nan = {"equal_nan": False} if data.dtype.kind == "f" and bool(xp.isnan(data).any()) else {}
+    values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, **each_nan)
     out = [autograd.Tensor(values)]
     if return_inverse:
         out.append(autograd.Tensor(inverse.reshape(input.shape).astype(np.int64)))

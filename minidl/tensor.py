@@ -799,6 +799,8 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
         b = other
     elif isinstance(other, (bool, int, float, np.generic)):
         dtype = combine_dtypes(a.data.dtype, scalar_dtype(other))
+        if true_divide and not is_floating(dtype):  # the number made at the float dtype, so
+            dtype = DEFAULT_FLOAT  # uint8_tensor / -1 divides by -1, not by a wrapped 255
         b = _scalar(other, a, dtype)
     else:  # an array (numpy, or cupy on the GPU) takes part as a number of its kind would
         arr = get_array_module(a.data).asarray(other)
@@ -824,7 +826,9 @@ def _bitwise(a: Tensor, other, ufunc):
 
 
 def _scalar(x, like: Tensor, dtype):
-    """A Python number as a 0-d array of ``dtype`` on ``like``'s device."""
+    """A Python number as a 0-d array of ``dtype`` on ``like``'s device. An integer outside an
+    integer dtype's range wraps as in PyTorch (``uint8_tensor - 1``: the 1 subtracted, mod 256)."""
+    x = ops.wrap_integer(x, dtype)
     if type(like.data) is np.ndarray:
         return Tensor(np.asarray(x, dtype=dtype))
     xp = get_array_module(like.data)
@@ -1065,7 +1069,11 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     keepdim = keepdims if keepdims is not None else keepdim
     if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
         return Maximum.apply(*_pair(x, dim), take_min=take_min)
-    if dim is None or not isinstance(dim, int) or x.ndim == 0:
+    if x.ndim == 0 and isinstance(dim, int):  # x.max(0) of a 0-d x: (x, 0), as torch
+        _wrap_dim(dim, 0, "min" if take_min else "max")
+        return MaxResult(Max.apply(x, dim=dim, keepdim=keepdim, take_min=take_min),
+                         Tensor(get_array_module(x.data).zeros((), dtype=np.int64)))
+    if dim is None or not isinstance(dim, int):
         return Max.apply(x, dim=dim, keepdim=keepdim, take_min=take_min)
     reduction_axes(dim, x.ndim)  # a clear error for a dim out of range
     arg = x.data.argmin(axis=dim) if take_min else x.data.argmax(axis=dim)

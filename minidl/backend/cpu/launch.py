@@ -74,8 +74,9 @@ class Drivers(NamedTuple):
 
 
 def contiguous(a):
-    """The kernels index flat memory: they are handed C-contiguous arrays."""
-    return np.ascontiguousarray(a)
+    """The kernels index flat memory: they are handed C-contiguous arrays (a 0-d array as it
+    is: np.ascontiguousarray would make it 1-d, and the result would keep that shape)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def parallel(size, kind):
