@@ -20,9 +20,9 @@ import minidl  # noqa: E402
 
 PACKAGE = os.path.dirname(minidl.__file__)
 # each layer may import the layers before it; the op modules beside ops.py (indexing, shape,
-# math, product and linear-algebra ops) form one layer with it, and may import each other (no cycles:
+# math, product, linear-algebra and special-function ops) form one layer with it, and may import each other (no cycles:
 # test_no_import_cycles)
-OPS_LAYER = ("ops", "indexing", "shape_ops", "math_ops", "products", "linalg")
+OPS_LAYER = ("ops", "indexing", "shape_ops", "math_ops", "products", "linalg", "special")
 CORE = [("backend",), ("autograd",), OPS_LAYER, ("tensor",), ("functional",), ("nn",)]
 
 

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from ..backend import rng, to_device
+from ..special import _erfinv64
 
 
 def _fans(shape):
@@ -113,24 +114,10 @@ def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0):
     the normal CDF over the interval's probability range."""
     if not a < b:
         raise ValueError(f"trunc_normal_: a ({a}) must be less than b ({b})")
-    erf = np.vectorize(math.erf)
-    lo, hi = (erf((v - mean) / (std * math.sqrt(2.0))) for v in (a, b))
+    lo, hi = (math.erf((v - mean) / (std * math.sqrt(2.0))) for v in (a, b))
     u = rng().uniform(lo, hi, t.shape)
-    values = mean + std * math.sqrt(2.0) * _erfinv(u)
+    values = mean + std * math.sqrt(2.0) * _erfinv64(np, u)
     return _write(t, np.clip(values, a, b))
-
-
-def _erfinv(y):
-    """Inverse error function in float64: a rational first guess refined by Newton steps on
-    math.erf (accurate to ~1e-15 over (-1, 1))."""
-    y = np.clip(np.asarray(y, dtype=np.float64), -1 + 1e-16, 1 - 1e-16)
-    w = -np.log((1.0 - y) * (1.0 + y))
-    t = 2 / (math.pi * 0.147) - w / 2  # Winitzki's approximation, within 2e-3
-    x = np.sign(y) * np.sqrt(np.sqrt(t * t + w / 0.147) - t)
-    erf = np.vectorize(math.erf)
-    for _ in range(3):
-        x = x - (erf(x) - y) / (2 / math.sqrt(math.pi) * np.exp(-x * x))
-    return x
 
 
 def orthogonal_(t, gain=1.0):
