@@ -19,7 +19,9 @@ from minidl.nn.utils import clip_grad_norm_, clip_grad_value_
 
 import _fake_gpu
 
-SHAPES = [(4, 3), (3,), (2, 2, 3)]
+from _optim_parity import (  # noqa: E402,F401
+    SHAPES, _data, _params, _step, _torch_params, _torch_step, close,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,43 +29,8 @@ def torch():
     return pytest.importorskip("torch", reason="PyTorch parity needs torch, which is not installed")
 
 
-def _data(dtype, steps=6, seed=0):
-    rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    grads = [[rng.standard_normal(s).astype(dtype) for s in SHAPES] for _ in range(steps)]
-    return params, grads
-
-
-def _step(opt, ps, step_grads):
-    opt.zero_grad()
-    for p, g in zip(ps, step_grads):
-        if g is not None:
-            p.grad = minidl.Tensor(g.copy())
-    opt.step()
-
-
-def _torch_step(torch, opt, ps, step_grads):
-    opt.zero_grad()
-    for p, g in zip(ps, step_grads):
-        if g is not None:
-            p.grad = torch.tensor(g)
-    opt.step()
-
-
-def _params(arrays):
-    return [nn.Parameter(a.copy()) for a in arrays]
-
-
-def _torch_params(torch, arrays):
-    return [torch.nn.Parameter(torch.tensor(a.copy())) for a in arrays]
-
-
 def _close(ours, theirs, dtype, what=""):
-    tol = dict(rtol=1e-12, atol=1e-14) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-7)
-    for k, (a, b) in enumerate(zip(ours, theirs)):
-        a, b = a.numpy(), b.detach().numpy()  # minidl's, PyTorch's
-        assert a.dtype == dtype, f"{what}: parameter {k} became {a.dtype}"
-        np.testing.assert_allclose(a, b, **tol, err_msg=f"{what}: parameter {k}")
+    close(ours, theirs, dtype, what, dict(rtol=1e-12, atol=1e-14), dict(rtol=1e-5, atol=1e-7))
 
 
 # ---- optimizers against PyTorch ---------------------------------------------------------------
