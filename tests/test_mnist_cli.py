@@ -260,21 +260,35 @@ def test_the_example_uses_no_private_attributes():
     assert private == []
 
 
-def test_compile_notice_speaks_only_when_the_first_step_is_slow():
-    """A cold numba cache makes the first step take half a minute: one line says why. A step
-    that ends in time (a warm cache) prints nothing, and a CUDA run never does."""
+def _fresh_kernel(module):
+    """A numba function defined as if in ``module``, compiled on its first call (no cache)."""
+    import numba
+
+    scope = {"__name__": module}
+    exec("def twice(x):\n    return 2 * x\n", scope)
+    return numba.njit(cache=False)(scope["twice"])
+
+
+def test_compile_notice_speaks_once_when_numba_compiles_a_minidl_kernel():
+    """A cold numba cache makes the first step take half a minute: one line says why, as the
+    compiling starts. A kernel already compiled (a warm cache), a compile outside minidl and a
+    CUDA run say nothing, and after done() nothing more is heard."""
     import io
-    import time
 
     from minidl.examples import CompileNotice
 
-    slow, fast, gpu = io.StringIO(), io.StringIO(), io.StringIO()
-    notice = CompileNotice("cpu", after=0.05, stream=slow)
-    time.sleep(0.5)
+    cold, warm, theirs, gpu, after = (io.StringIO() for _ in range(5))
+    with CompileNotice("cpu", stream=cold):
+        kernel = _fresh_kernel("minidl.backend.cpu._notice_probe")
+        assert kernel(2) == 4 and kernel(3) == 6 and kernel(2.5) == 5.0  # two compiles, one line
+    assert cold.getvalue().count("compiling minidl's CPU kernels") == 1
+    with CompileNotice("cpu", stream=warm):
+        assert kernel(4) == 8  # already compiled for int
+    with CompileNotice("cpu", stream=theirs):
+        assert _fresh_kernel("user_script")(1) == 2
+    with CompileNotice("cuda", stream=gpu):
+        assert _fresh_kernel("minidl.backend.cpu._notice_probe")(1) == 2
+    notice = CompileNotice("cpu", stream=after)
     notice.done()
-    assert "compiling minidl's CPU kernels" in slow.getvalue()
-    notice = CompileNotice("cpu", after=0.3, stream=fast)
-    notice.done()
-    CompileNotice("cuda", after=0.0, stream=gpu)
-    time.sleep(0.5)
-    assert fast.getvalue() == "" and gpu.getvalue() == ""
+    assert _fresh_kernel("minidl.backend.cpu._notice_probe")(1) == 2
+    assert warm.getvalue() == theirs.getvalue() == gpu.getvalue() == after.getvalue() == ""

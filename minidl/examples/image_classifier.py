@@ -47,7 +47,7 @@ from contextlib import nullcontext
 
 import minidl
 from minidl.backend import normalize_device
-from minidl.examples import device_arg, seed_arg
+from minidl.examples import CompileNotice, device_arg, seed_arg
 from minidl.vision import classifier as _classifier
 from minidl.vision.classifier import (RANDOM, FeatureCache, ImageClassifier, confusion_matrix,  # noqa: F401
                                       contact_sheet, default_cache_dir, extract_features,
@@ -60,10 +60,12 @@ def train(args):
     t0 = time.perf_counter()
     sheet = os.path.join(args.out, "misclassified.png")
     _classifier.check_output_dir(args.out)  # before the long part, not after it
-    clf = ImageClassifier.fit(args.folder, args.weights, test_fraction=0.2, split_seed=args.split_seed,
-                              epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              device=args.device, cache_dir=args.cache_dir,
-                              progress=not args.no_progress, seed=args.seed, log=print)
+    with CompileNotice(args.device):  # a cold numba cache: the first batch compiles kernels
+        clf = ImageClassifier.fit(args.folder, args.weights, test_fraction=0.2,
+                                  split_seed=args.split_seed, epochs=args.epochs, lr=args.lr,
+                                  batch_size=args.batch_size, device=args.device,
+                                  cache_dir=args.cache_dir, progress=not args.no_progress,
+                                  seed=args.seed, log=print)
     missed = []
     if clf.test_paths:
         report = clf.evaluate()
@@ -95,7 +97,8 @@ def predict(args):
                                cache_dir=args.cache_dir, batch_size=args.batch_size,
                                progress=not args.no_progress, seed=args.seed)
     paths = clf.image_paths(args.images)  # a folder stands for the images in it
-    results = clf.predict(paths, skip_unreadable=True)  # one warning line per bad file
+    with CompileNotice(args.device):
+        results = clf.predict(paths, skip_unreadable=True)  # one warning line per bad file
     for path, (label, p) in zip(paths, results):
         if label is not None:
             print(f"{path}: {label} ({100 * p:.1f}%)")

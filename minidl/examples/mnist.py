@@ -374,8 +374,6 @@ def main(argv=None):
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)  # optimizer.step(), skipped on inf/NaN float16 gradients
                 scaler.update()
-                if step == 0:
-                    notice.done()
                 n = len(y)
                 seen += n
                 if step % 20 == 0 or step == len(loader) - 1:
