@@ -7,7 +7,7 @@ Train (``train`` may be left out when the first argument is the folder):
     python -m minidl.examples.image_classifier PHOTOS --weights resnet50.npz
     python -m minidl.examples.image_classifier train PHOTOS --weights resnet50.npz \\
         [--epochs 40] [--lr 0.5] [--batch-size 32] [--out DIR] [--cache-dir DIR] \\
-        [--seed 0] [--split-seed 2] [--device cpu|cuda] [--no-progress]
+        [--seed 0] [--split-seed 2] [--device cpu|cuda] [--workers N] [--no-progress]
 
 Label new photos with a trained classifier:
 
@@ -65,7 +65,7 @@ def train(args):
                                   split_seed=args.split_seed, epochs=args.epochs, lr=args.lr,
                                   batch_size=args.batch_size, device=args.device,
                                   cache_dir=args.cache_dir, progress=not args.no_progress,
-                                  seed=args.seed, log=print)
+                                  seed=args.seed, log=print, num_workers=args.workers)
     missed = []
     if clf.test_paths:
         report = clf.evaluate()
@@ -95,7 +95,8 @@ def train(args):
 def predict(args):
     clf = ImageClassifier.load(args.classifier, args.weights, device=args.device,
                                cache_dir=args.cache_dir, batch_size=args.batch_size,
-                               progress=not args.no_progress, seed=args.seed)
+                               progress=not args.no_progress, seed=args.seed,
+                               num_workers=args.workers)
     paths = clf.image_paths(args.images)  # a folder stands for the images in it
     with CompileNotice(args.device):
         results = clf.predict(paths, skip_unreadable=True)  # one warning line per bad file
@@ -123,6 +124,9 @@ def build_parser():
                         help="seed of the classifier's shuffling (and of --weights random); "
                              "predict: default the one it was trained with")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--workers", type=seed_arg, default=0, metavar="N",
+                        help="decode the photos in N worker processes while the network runs "
+                             "(default 0: in this process)")
         sp.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off",
                         help="run ResNet-50 (and the classifier) under autocast in float16 or "
                              "bfloat16; their features are cached apart from float32 ones")
