@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 
+import sys
+
 import numpy as np
 
 from . import autograd, backend
@@ -53,6 +55,11 @@ def _as_array(data, dtype=None, device="cpu"):
 def _cuda_array_type():
     cp = backend.cupy_module()
     return None if cp is None else cp.ndarray
+
+
+# how Tensors print (minidl.set_printoptions changes it, as torch.set_printoptions)
+PRINT_OPTIONS = {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth": 80,
+                 "sci_mode": None}
 
 
 class Tensor:
@@ -196,8 +203,17 @@ class Tensor:
             finite = shown[np.isfinite(shown)]
             if finite.size and np.any(finite != np.round(finite)):
                 mode = "fixed"
-        body = np.array2string(shown, separator=", ", prefix="tensor(", precision=4,
-                               floatmode=mode, threshold=1000, edgeitems=3)
+        opts = PRINT_OPTIONS
+        formatter = None
+        if opts["sci_mode"] is not None and shown.dtype.kind == "f":
+            spec = f".{int(opts['precision'])}{'e' if opts['sci_mode'] else 'f'}"
+            formatter = {"float_kind": lambda v: format(v, spec)}
+        threshold = opts["threshold"]
+        body = np.array2string(shown, separator=", ", prefix="tensor(",
+                               precision=int(opts["precision"]), floatmode=mode,
+                               threshold=sys.maxsize if threshold == np.inf else int(threshold),
+                               edgeitems=int(opts["edgeitems"]),
+                               max_line_width=int(opts["linewidth"]), formatter=formatter)
         extra = []
         if a.dtype not in (np.float32, np.int64, np.bool_):
             extra.append(f"dtype=minidl.{a.dtype.name}")
