@@ -332,3 +332,45 @@ def test_random_split_refuses_negative_and_fractional_sizes():
     with pytest.raises(ValueError, match="not between 0 and 1"):
         minidl.data.random_split(list(range(10)), 1.5)
     assert [len(s) for s in minidl.data.random_split(list(range(200)), 0.8)] == [160, 40]
+
+
+# ---- 5. var/std with no degrees of freedom left ----------------------------------------------------
+DOF_CASES = [("var", (1,), {}), ("std", (1,), {}), ("var", (3,), dict(correction=3)),
+             ("std", (3,), dict(correction=5)), ("var", (2, 3), dict(dim=1, correction=3)),
+             ("std", (1, 4), dict(dim=0)), ("var", (0,), {}), ("var_mean", (1, 3), dict(dim=0)),
+             ("std_mean", (3,), dict(correction=3)), ("var", (3,), dict(correction=2.5)),
+             ("std", (2, 3), dict(dim=1, correction=2))]
+
+
+@needs_torch
+@pytest.mark.parametrize("fn,shape,kwargs", DOF_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in DOF_CASES])
+def test_var_std_without_degrees_of_freedom_warn_and_match_torch(fn, shape, kwargs):
+    import warnings
+
+    x = (np.arange(int(np.prod(shape)), dtype=np.float32) * 1.5 + 1).reshape(shape)
+    results = []
+    for lib, make in ((torch, torch.tensor), (minidl, minidl.tensor)):
+        t = make(x, requires_grad=True)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            out = getattr(lib, fn)(t, **kwargs)
+        first = out[0] if isinstance(out, tuple) else out
+        if x.size:
+            first.sum().backward()
+        grad = t.grad.numpy() if x.size else None
+        messages = [str(w.message).split(" (Triggered")[0] for w in seen
+                    if issubclass(w.category, UserWarning)]
+        results.append((first.detach().numpy() if lib is torch else first.numpy(), grad,
+                        messages))
+    (want, want_grad, want_msg), (got, got_grad, got_msg) = results
+    np.testing.assert_array_equal(got, want)  # nan and inf where torch has them
+    if want_grad is not None:
+        # with no degrees of freedom, torch's full-reduction var gradient is +inf wherever x is
+        # not its mean (whatever the side); minidl's is the limit's sign(x - mean) * inf
+        np.testing.assert_allclose(np.abs(got_grad), np.abs(want_grad), rtol=1e-5,
+                                   equal_nan=True)
+    degenerate = kwargs.get("correction", 1) >= (x.size // max(want.size, 1) if x.size else 0)
+    assert got_msg == want_msg and bool(got_msg) == degenerate
+    if degenerate:
+        assert got_msg[0].startswith(f"{fn}(): degrees of freedom is <= 0")
