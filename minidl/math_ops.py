@@ -20,6 +20,7 @@ from .ops import (
     Cast, Max, _array_module, _is_number, _operand, accumulation_dtype, clamp, reduction_axes,
     result_type, where, wrap_dim,
 )
+from .ops import var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -677,13 +678,13 @@ def xlogy(input, other):
 
 def std_mean(input, dim=None, *, correction=1, keepdim=False):
     """(std, mean) over ``dim``, as torch.std_mean."""
-    return (input.std(dim, keepdim=keepdim, correction=correction),
+    return (_var(input, dim, None, keepdim, correction, name="std_mean"),
             input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
 
 
 def var_mean(input, dim=None, *, correction=1, keepdim=False):
     """(var, mean) over ``dim``, as torch.var_mean."""
-    return (input.var(dim, keepdim=keepdim, correction=correction),
+    return (_var(input, dim, None, keepdim, correction, name="var_mean"),
             input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
 
 

@@ -9,6 +9,7 @@ Tensor's methods, in tensor.py, call them; this module imports only ``backend`` 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -718,8 +719,12 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
     elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
         raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
     axes = reduction_axes(dim, x.ndim)
-    return (Std if name == "std" else Var).apply(x, axes=axes, correction=correction,
-                                                  keepdim=bool(keepdim))
+    if int(np.prod([x.shape[ax] for ax in axes])) - correction <= 0:  # nan or inf, as torch
+        warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less "
+                      f"than the reduction factor (input numel divided by output numel).",
+                      UserWarning, stacklevel=3)
+    return (Std if name.startswith("std") else Var).apply(x, axes=axes, correction=correction,
+                                                          keepdim=bool(keepdim))
 
 
 class TakeAlongDim(Function):

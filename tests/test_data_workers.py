@@ -298,3 +298,17 @@ def test_bad_worker_options_are_refused_as_in_pytorch(kwargs, words):
 def test_worker_init_fn_must_be_callable():
     with pytest.raises(TypeError, match="worker_init_fn must be callable"):
         DataLoader(Numbers(), num_workers=1, worker_init_fn=3)
+
+
+def test_unbatched_loading_in_workers_gives_the_samples_of_one_process():
+    """batch_size=None: each sample alone, converted by default_convert, in workers too."""
+    kwargs = dict(batch_size=None, shuffle=True, seed=4)
+    ours = list(DataLoader(Numbers(9), num_workers=2, **kwargs))
+    base = list(DataLoader(Numbers(9), **kwargs))
+    assert len(ours) == len(base) == 9
+    for a, b in zip(ours, base):
+        assert type(a) is type(b)
+        np.testing.assert_array_equal(np.asarray(a[0].numpy()), np.asarray(b[0].numpy()))
+        assert a[2] == b[2]
+    stream = [int(x) for x in DataLoader(Range(0, 7), batch_size=None, num_workers=2)]
+    assert sorted(stream) == list(range(7)) and stream[:2] == [0, 4]  # round-robin

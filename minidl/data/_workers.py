@@ -32,7 +32,7 @@ import traceback
 
 import numpy as np
 
-from .collate import collate
+from .collate import collate, default_convert
 
 _worker_info = None  # set in a worker process only
 _POLL = 1.0  # seconds between checks that the workers are alive
@@ -95,7 +95,10 @@ def _seed_worker(seed):
     np.random.seed(seed % 2**32)
 
 
-def _fetch_map(dataset, indices, collate_fn):
+def _fetch_map(dataset, indices, collate_fn, batch_size):
+    if batch_size is None:  # unbatched (DataLoader(batch_size=None)): one sample, converted
+        sample = dataset[int(indices[0])]
+        return collate_fn(sample) if collate_fn is not None else default_convert(sample)
     if collate_fn is not None:
         return collate_fn([dataset[int(i)] for i in indices])
     if hasattr(dataset, "get_batch"):
@@ -104,6 +107,10 @@ def _fetch_map(dataset, indices, collate_fn):
 
 
 def _next_stream_batch(iterator, batch_size, drop_last, collate_fn):
+    if batch_size is None:
+        for sample in iterator:
+            return collate_fn(sample) if collate_fn is not None else default_convert(sample)
+        return _Exhausted
     samples = list(itertools.islice(iterator, batch_size))
     if not samples or (drop_last and len(samples) < batch_size):
         return _Exhausted
@@ -143,7 +150,7 @@ def _worker_loop(dataset, worker_id, num_workers, seed, worker_init_fn, collate_
             if init_error is not None:
                 batch = init_error
             elif kind == "map":
-                batch = _fetch_map(dataset, message[3], collate_fn)
+                batch = _fetch_map(dataset, message[3], collate_fn, batch_size)
             else:
                 if stream is None:
                     stream = iter(dataset)
@@ -166,12 +173,15 @@ class WorkerPool:
         self.num_workers = loader.num_workers
         self.result_queue = context.Queue()
         self.index_queues, self.processes = [], []
+        # None: unbatched (batch_size=None); a batch_sampler's batches come as index lists
+        unbatched = loader.batch_size is None and loader.batch_sampler is None
+        batch_size = None if unbatched else (loader.batch_size or 0)
         for worker_id in range(self.num_workers):
             index_queue = context.Queue()
             process = context.Process(
                 target=_worker_loop, daemon=True,
                 args=(loader.dataset, worker_id, self.num_workers, base_seed + worker_id,
-                      loader.worker_init_fn, loader.collate_fn, loader.batch_size,
+                      loader.worker_init_fn, loader.collate_fn, batch_size,
                       loader.drop_last, index_queue, self.result_queue))
             process.start()
             self.index_queues.append(index_queue)

@@ -3,9 +3,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from .collate import collate
 from ._workers import get_worker_info  # noqa: F401  (minidl.data.get_worker_info)
+from .collate import collate, default_convert
 from .dataset import IterableDataset
+
+
+def _to_device(sample, device):
+    """The Tensors in a converted sample moved to ``device``, its structure kept."""
+    from ..tensor import Tensor
+
+    if isinstance(sample, Tensor):
+        return sample.to(device)
+    if isinstance(sample, dict):
+        moved = {k: _to_device(v, device) for k, v in sample.items()}
+        try:
+            return type(sample)(moved)
+        except TypeError:  # a mapping type that cannot be built from a dict
+            return moved
+    if isinstance(sample, list):
+        return [_to_device(v, device) for v in sample]
+    if isinstance(sample, tuple) and hasattr(sample, "_fields"):
+        return type(sample)(*(_to_device(v, device) for v in sample))
+    return sample
 
 
 def _to_tensors(batch, device):
@@ -38,7 +57,10 @@ class DataLoader:
     The first five arguments are PyTorch's positional ones (dataset, batch_size, shuffle,
     sampler, batch_sampler); the others are taken by keyword only.
     ``collate_fn(list_of_samples)`` replaces the default batching (its result is yielded as
-    it is).
+    it is). ``batch_size=None`` turns batching off, as in PyTorch: each sample comes alone,
+    its numpy arrays and numbers made Tensors by ``default_convert`` (no batch dimension; a
+    tuple sample comes as a list), or passed to ``collate_fn`` when one is given; the sampler
+    or shuffle still picks the order, and drop_last is refused.
     ``num_workers=0`` (the default) loads the items in this process. ``num_workers=k`` loads
     them in k worker processes, as PyTorch does, and gives the same batches in the same order
     (``in_order=True``): each worker collates whole batches, ``prefetch_factor`` (default 2)
@@ -96,9 +118,13 @@ class DataLoader:
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be callable, got {collate_fn!r}")
         self.collate_fn = collate_fn
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+        if batch_size is None:  # no automatic batching: one sample at a time
+            if drop_last:
+                raise ValueError("DataLoader: batch_size=None option disables auto-batching and "
+                                 "is mutually exclusive with drop_last")
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size should be a positive integer, "
+            raise ValueError(f"DataLoader: batch_size should be a positive integer or None, "
                              f"got {batch_size!r}")
         self._iterable = isinstance(dataset, IterableDataset)
         if self._iterable:  # a stream has its own order: PyTorch refuses these three
@@ -120,7 +146,8 @@ class DataLoader:
         self.sampler = sampler
         self.batch_sampler = batch_sampler
         self.dataset = dataset
-        self.batch_size = None if batch_sampler is not None else int(batch_size)
+        self.batch_size = None if batch_sampler is not None or batch_size is None \
+            else int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = drop_last
         self.device = device
@@ -164,6 +191,8 @@ class DataLoader:
                                 "has no len()") from None
         else:
             n = len(self.dataset) if self.sampler is None else len(self.sampler)
+        if self.batch_size is None:
+            return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
@@ -171,6 +200,8 @@ class DataLoader:
         epoch, self.epoch = self.epoch, self.epoch + 1
         if self.num_workers:
             return self._worker_iter(epoch)
+        if self.batch_sampler is None and self.batch_size is None:
+            return self._samples(epoch)
         if self._iterable:
             return self._stream()
         return (self._batch(idx) for idx in self._index_batches(epoch))
@@ -179,12 +210,29 @@ class DataLoader:
         """The indices of each batch of epoch ``epoch`` (a map-style dataset)."""
         if self.batch_sampler is not None:
             return (np.asarray(list(idx), dtype=np.int64) for idx in self.batch_sampler)
-        if self.sampler is not None:
-            return self._batches(np.fromiter(iter(self.sampler), dtype=np.int64))
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
-            else np.arange(n)
+        order = self._order(epoch)
+        if self.batch_size is None:  # unbatched: one index per "batch"
+            return (order[i:i + 1] for i in range(len(order)))
         return self._batches(order)
+
+    def _order(self, epoch):
+        if self.sampler is not None:
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
+        n = len(self.dataset)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
+            else np.arange(n)
+
+    def _samples(self, epoch):
+        """batch_size=None: each sample alone, converted (or given to collate_fn)."""
+        samples = iter(self.dataset) if self._iterable else \
+            (self.dataset[int(i)] for i in self._order(epoch))
+        for sample in samples:
+            if self.collate_fn is not None:
+                yield self.collate_fn(sample)
+            else:
+                converted = default_convert(sample)
+                yield converted if self.device in (None, "cpu") else \
+                    _to_device(converted, self.device)
 
     def _batches(self, order):
         n = len(order)
@@ -205,8 +253,15 @@ class DataLoader:
         else:
             pool, own = WorkerPool(self, base_seed), True
         batches = None if self._iterable else self._index_batches(epoch)
-        convert = (lambda b: b) if self.collate_fn is not None else \
-            (lambda b: _to_tensors(b, self.device))
+        if self.collate_fn is not None:
+            def convert(b):
+                return b
+        elif self.batch_size is None and self.batch_sampler is None:
+            def convert(b):  # a sample the worker ran default_convert on
+                return b if self.device in (None, "cpu") else _to_device(b, self.device)
+        else:
+            def convert(b):
+                return _to_tensors(b, self.device)
         return MultiProcessIter(self, pool, epoch, batches, convert, own)
 
     def __del__(self):

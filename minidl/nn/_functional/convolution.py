@@ -11,9 +11,9 @@ are the 2-D ones on a height of 1.
 from __future__ import annotations
 
 from ... import functional as _F
-from ...backend import get_array_module
+from ...backend import generic, get_array_module
 from ...functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
-from ...tensor import Function, Tensor
+from ...tensor import Function, Tensor, is_grad_enabled
 
 
 def _ntuple(v, n, what):
@@ -68,24 +68,36 @@ def _crop_hw(x, ph, pw, h, w):
 
 
 # ---- convolution with groups and dilation ---------------------------------------------------
-class ConvNd(Function):
-    """2-D convolution with groups and dilation: the im2col matrix (N, G, Ci/G*kh*kw, L) is
-    kept for the weight gradient; each group is one batched GEMM."""
+def _group_columns(x, kernel, stride, padding, dilation, groups):
+    """The im2col matrix of a grouped, dilated convolution: (N, G, Ci/G*kh*kw, OH*OW)."""
+    n, ci, h, wd = x.shape
+    (kh, kw) = kernel
+    oh = out_length(h, kh, stride[0], padding[0], dilation[0])
+    ow = out_length(wd, kw, stride[1], padding[1], dilation[1])
+    col = unfold_array(_pad_hw(x, *padding), kernel, stride, dilation, (oh, ow))
+    return col.reshape(n, groups, ci // groups * kh * kw, oh * ow), (oh, ow)
 
-    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+
+class ConvNd(Function):
+    """2-D convolution with groups and dilation, each group one batched GEMM on the im2col
+    matrix (N, G, Ci/G*kh*kw, L). Only the weight gradient needs that matrix: it is kept when
+    small (up to generic.KEEP_COLUMNS_BYTES, as functional.Conv2d does), and otherwise
+    gathered again in backward from the input, which the graph holds anyway; a depthwise
+    layer's kh*kw-times copy of a large input does not outlive the forward pass."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                weight_grad=True):
         xp = get_array_module(x)
-        n, ci, h, wd = x.shape
+        n = x.shape[0]
         co, cig, kh, kw = w.shape
-        oh = out_length(h, kh, stride[0], padding[0], dilation[0])
-        ow = out_length(wd, kw, stride[1], padding[1], dilation[1])
-        col = unfold_array(_pad_hw(x, *padding), (kh, kw), stride, dilation, (oh, ow))
-        col = col.reshape(n, groups, cig * kh * kw, oh * ow)
+        col, (oh, ow) = _group_columns(x, (kh, kw), stride, padding, dilation, groups)
         wg = w.reshape(groups, co // groups, cig * kh * kw)
         y = xp.matmul(wg, col).reshape(n, co, oh, ow)
         if b is not None:
             y += b.reshape(1, -1, 1, 1)
         self.geom = (x.shape, (kh, kw), stride, padding, dilation, groups)
-        self.save_for_backward(col, w)
+        self.kept_cols = weight_grad and col.nbytes <= generic.KEEP_COLUMNS_BYTES
+        self.save_for_backward(col if self.kept_cols else x, w)
         return y
 
     def backward(self, g):
@@ -96,7 +108,10 @@ class ConvNd(Function):
         gy = g.reshape(n, groups, co // groups, -1)
         gx = gw = gb = None
         if _needs_grad(self, 1):
+            if not self.kept_cols:  # col holds x: gather the columns again
+                col, _ = _group_columns(col, kernel, stride, padding, dilation, groups)
             gw = xp.matmul(gy, col.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+            col = None
         if len(self.inputs) > 2 and _needs_grad(self, 2):
             gb = g.sum(axis=(0, 2, 3))
         if _needs_grad(self, 0):
@@ -245,7 +260,10 @@ def _conv(name, dims, input, weight, bias, stride, padding, dilation, groups):
         low = _cpu_low_precision(x2)
         if low:
             args = tuple(t.float() for t in args)
-        y = ConvNd.apply(*args, stride=s2, padding=p2, dilation=d2, groups=groups)
+        # the columns are kept (when small) only for a weight gradient
+        weight_grad = is_grad_enabled() and weight.requires_grad
+        y = ConvNd.apply(*args, stride=s2, padding=p2, dilation=d2, groups=groups,
+                         weight_grad=weight_grad)
         if low:
             y = y.astype(x.dtype)
     if dims == 1:

@@ -1,6 +1,7 @@
 """Pooling and resampling with PyTorch's options: max/avg pooling in 1-D and 2-D (dilation,
 ceil_mode, return_indices, count_include_pad, divisor_override), adaptive average and max
-pooling, interpolate (nearest, linear, bilinear), pixel_shuffle/pixel_unshuffle.
+pooling, interpolate (nearest, nearest-exact, linear, bilinear, bicubic, area),
+pixel_shuffle/pixel_unshuffle.
 
 The default 2-D cases stay on ``functional``'s kernels; the others take the windows of a
 padded array (``convolution.unfold_array``), reduce them, and in backward send the gradient
@@ -327,7 +328,8 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
 # ---- resampling ------------------------------------------------------------------------------------
 class Resample(Function):
     """Separable resampling: along each resized dim, output i = sum_k w_k[i] * x[idx_k[i]]
-    (one tap for nearest, two for linear); backward adds the weighted gradient back."""
+    (one tap for nearest, two for linear, four for cubic); backward adds the weighted gradient
+    back."""
 
     def forward(self, x, taps):
         xp = get_array_module(x)
@@ -359,14 +361,22 @@ class Resample(Function):
         return g
 
 
-_MODES = {"nearest": None, "nearest-exact": None, "linear": 1, "bilinear": 2}
+_MODES = {"nearest": None, "nearest-exact": None, "area": None, "linear": 1, "bilinear": 2,
+          "bicubic": 2}
+
+
+# The modes whose PyTorch kernels copy a dim whose size does not change, whatever the
+# scale_factor (1-D nearest, nearest-exact and bicubic still sample at the scaled positions).
+_COPIES_SAME_SIZE = {1: ("linear",), 2: ("nearest", "bilinear")}
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
     """Resize the spatial dims of (N, C, L) or (N, C, H, W) input to ``size`` or by
-    ``scale_factor``: mode 'nearest', 'nearest-exact', 'linear' (3-D) or 'bilinear' (4-D),
-    with PyTorch's source-index rules (align_corners for the linear modes)."""
+    ``scale_factor``: mode 'nearest', 'nearest-exact', 'area' (adaptive average pooling),
+    'linear' (3-D), 'bilinear' or 'bicubic' (4-D), with PyTorch's source-index rules
+    (align_corners for the interpolating modes; bicubic's A = -0.75 kernel with its taps
+    clamped to the border)."""
     name = "interpolate"
     _float_input(name, input)
     if mode not in _MODES:
@@ -379,13 +389,16 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if _MODES[mode] is not None and _MODES[mode] != dims:
         raise ValueError(f"{name}: mode {mode!r} expects a {_MODES[mode] + 2}-D input, got "
                          f"shape {input.shape}")
-    if mode.startswith("nearest") and align_corners is not None:
+    if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise ValueError(f"{name}: align_corners option can only be set with the interpolating "
                          f"modes: linear | bilinear | bicubic | trilinear")
     if antialias:
         raise ValueError(f"{name}: antialias=True is not supported in minidl")
     if (size is None) == (scale_factor is None):
         raise ValueError(f"{name}: exactly one of size or scale_factor must be given")
+    if recompute_scale_factor and size is not None:
+        raise ValueError(f"{name}: recompute_scale_factor is not meaningful with an explicit "
+                         f"size")
     in_sizes = input.shape[2:]
     if size is not None:
         out = _ntuple(size, dims, f"{name}: size")
@@ -404,14 +417,30 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         scales = [None] * dims if recompute_scale_factor else factors
     if min(out) < 1:
         raise ValueError(f"{name}: output size {out} must be positive (input {input.shape})")
+    if mode == "area":  # PyTorch's area mode is adaptive average pooling to the output size
+        return (adaptive_avg_pool1d if dims == 1 else adaptive_avg_pool2d)(input, out)
     taps = []
     for d, (n_in, n_out, factor) in enumerate(zip(in_sizes, out, scales)):
-        if n_in == n_out and factor in (None, 1.0):
+        if n_in == n_out and (factor in (None, 1.0) or mode in _COPIES_SAME_SIZE[dims]):
             continue
+        if mode == "nearest" and dims == 2 and n_out == 2 * n_in:
+            factor = None  # PyTorch's 2-D nearest takes index // 2 whatever the scale_factor
         taps.append((2 + d,) + _taps(mode, n_in, n_out, factor, bool(align_corners)))
     if not taps:
         return input.clone()
     return Resample.apply(input, taps=tuple(taps))
+
+
+def _cubic_weights(t, a=-0.75):
+    """PyTorch's cubic convolution weights for the taps at floor(pos) - 1 .. floor(pos) + 2,
+    t = pos - floor(pos)."""
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
 
 
 def _taps(mode, n_in, n_out, factor, align_corners):
@@ -426,7 +455,12 @@ def _taps(mode, n_in, n_out, factor, align_corners):
     if align_corners:
         pos = dst * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
     else:
-        pos = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+        pos = (dst + 0.5) * scale - 0.5
+    if mode == "bicubic":  # positions left of the first pixel are not clamped, the taps are
+        i0 = np.floor(pos).astype(np.int64)
+        index = tuple(np.clip(i0 + k, 0, n_in - 1) for k in (-1, 0, 1, 2))
+        return index, _cubic_weights(pos - i0)
+    pos = np.maximum(pos, 0.0)
     i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = pos - i0
