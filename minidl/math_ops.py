@@ -698,3 +698,198 @@ FUNCTIONS.update({
     "std_mean": std_mean, "var_mean": var_mean,
     "is_floating_point": TENSOR_METHODS["is_floating_point"],
 })
+
+
+# ---- two-argument elementwise functions: atan2, hypot, logaddexp, logaddexp2 ----------------
+class DtypeNotImplemented(NotImplementedError, TypeError):
+    """An op PyTorch has no kernel for at this dtype (hypot of int64 tensors): a
+    NotImplementedError as PyTorch raises it, and a TypeError as minidl's other dtype errors."""
+
+
+def _wide(a):
+    """16-bit floats compute in float32 (NumPy has no bfloat16 hypot or log1p)."""
+    wide = accumulation_dtype(a)
+    return a if wide is None else a.astype(wide)
+
+
+def _logaddexp_arrays(xp, a, b):
+    """``log(exp(a) + exp(b))`` without overflow; equal infinities give themselves (the
+    difference of two -inf would be NaN)."""
+    m = xp.maximum(a, b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = m + xp.log1p(xp.exp(-abs(a - b)))
+        return xp.where((a == b) & xp.isinf(a), a, out)
+
+
+class Atan2(Function):
+    """The angle of (b, a): ``atan2(a, b)``. Gradients ``b / r2`` and ``-a / r2`` with
+    r2 = a^2 + b^2, 0 at the origin (PyTorch's)."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        self.save_for_backward(a, b)
+        return xp.arctan2(_wide(a), _wide(b)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            r2 = a * a + b * b
+            inv = xp.where(r2 == 0, 0, 1 / r2)
+            ga, gb = g * b * inv, g * -a * inv
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+class Hypot(Function):
+    """``sqrt(a^2 + b^2)`` without overflow; gradients ``a / y`` and ``b / y`` (NaN at the
+    origin, as PyTorch's)."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        y = xp.hypot(_wide(a), _wide(b)).astype(a.dtype, copy=False)
+        self.save_for_backward(a, b, y)
+        return y
+
+    def backward(self, g):
+        a, b, y = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (g * a / y).astype(g.dtype, copy=False), (g * b / y).astype(g.dtype, copy=False)
+
+
+class LogAddExp(Function):
+    """``log(exp(a) + exp(b))`` (base 2 with ``base2``: ``log2(2^a + 2^b)``), stable; the
+    gradients ``1 / (1 + e^(b - a))`` and ``1 / (1 + e^(a - b))``."""
+
+    def forward(self, a, b, base2):
+        xp = get_array_module(a)
+        self.base2 = base2
+        self.save_for_backward(a, b)
+        aw, bw = _wide(a), _wide(b)
+        if base2:
+            y = _logaddexp_arrays(xp, aw * _LN2, bw * _LN2) / _LN2
+        else:
+            y = _logaddexp_arrays(xp, aw, bw)
+        return y.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        power = xp.exp2 if self.base2 else xp.exp
+        with np.errstate(invalid="ignore", over="ignore"):
+            ga = g / (1 + power(b - a))
+            gb = g / (1 + power(a - b))
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+def _two_tensors(name, input, other, integers_in_float32):
+    """Both tensors at PyTorch's result type; other must be a tensor, as PyTorch's signature
+    has it. Integers compute in float32 (atan2) or are refused (hypot, logaddexp)."""
+    for what, x in (("input", input), ("other", other)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"{name}(): argument '{what}' must be a Tensor, not "
+                            f"{type(x).__name__}")
+    if input.device != other.device:
+        raise ValueError(f"{name}: tensors on different devices, {input.device} and "
+                         f"{other.device}; move them with .to('{input.device}') first")
+    dtype = result_type(input, other)
+    if not is_floating(dtype):
+        if not integers_in_float32:
+            raise DtypeNotImplemented(f"{name}: not implemented for {dtype} tensors (PyTorch "
+                                      "has no kernel for them either); pass floating-point ones")
+        dtype = np.dtype(np.float32)
+    try:
+        np.broadcast_shapes(input.shape, other.shape)
+    except ValueError:
+        raise ValueError(f"{name}: shapes do not broadcast: input {tuple(input.shape)}, other "
+                         f"{tuple(other.shape)}") from None
+    xp = _array_module(input, other)
+    return _operand(input, dtype, xp), _operand(other, dtype, xp)
+
+
+def atan2(input, other):
+    """The elementwise angle of the point (other, input) in radians, in [-pi, pi]; integer
+    tensors compute in float32, as PyTorch."""
+    return Atan2.apply(*_two_tensors("atan2", input, other, True))
+
+
+def hypot(input, other):
+    """``sqrt(input^2 + other^2)`` elementwise, without overflow (floating-point tensors)."""
+    return Hypot.apply(*_two_tensors("hypot", input, other, False))
+
+
+def logaddexp(input, other):
+    """``log(exp(input) + exp(other))``, computed stably (floating-point tensors)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp", input, other, False), base2=False)
+
+
+def logaddexp2(input, other):
+    """``log2(2^input + 2^other)``, computed stably (floating-point tensors)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp2", input, other, False), base2=True)
+
+
+arctan2 = atan2
+
+
+# ---- logcumsumexp ----------------------------------------------------------------------------
+def _along(d, ndim, start, stop):
+    return (slice(None),) * d + (slice(start, stop),) + (slice(None),) * (ndim - d - 1)
+
+
+def _logcumsumexp_array(xp, a, d):
+    """Running log-sum-exp along axis d by doubling (Hillis-Steele): log2(n) steps, each a
+    stable logaddexp of the array and itself shifted by 2^k, so no sum under- or overflows."""
+    y = a.copy()
+    n, shift = a.shape[d], 1
+    while shift < n:
+        hi, lo = _along(d, a.ndim, shift, None), _along(d, a.ndim, 0, n - shift)
+        y[hi] = _logaddexp_arrays(xp, y[hi], y[lo])
+        shift *= 2
+    return y
+
+
+class LogCumSumExp(Function):
+    """``log(cumsum(exp(x)))`` along ``dim``, stable. The gradient ``exp(x_j) * sum_{k>=j}
+    g_k exp(-y_k)`` is summed in log space, separately for the positive and the negative g
+    (so neither part over- or underflows); -inf and +inf give PyTorch's values."""
+
+    def forward(self, a, dim):
+        xp = get_array_module(a)
+        self.dim = dim
+        aw = _wide(a)
+        y = _logcumsumexp_array(xp, aw, dim)
+        self.save_for_backward(aw, y)
+        return y.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        d = self.dim
+        gw = g.astype(a.dtype, copy=False)
+        lowest = float(np.finfo(a.dtype).min)
+
+        def part(mask):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                log_g = xp.where(mask, xp.log(abs(gw)), lowest)
+                rev = xp.flip(_logcumsumexp_array(xp, xp.flip(log_g - y, axis=d), d), axis=d)
+                return xp.exp(rev + a)
+
+        return (part(gw > 0) - part(gw < 0)).astype(g.dtype, copy=False)
+
+
+def logcumsumexp(input, dim):
+    """``log(cumsum(exp(input), dim))`` computed stably (floating-point tensors)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"logcumsumexp(): argument 'input' must be a Tensor, not "
+                        f"{type(input).__name__}")
+    d = wrap_dim(dim, input.ndim, "logcumsumexp")
+    if not is_floating(input.data.dtype):
+        raise DtypeNotImplemented(f"logcumsumexp: not implemented for {input.data.dtype} "
+                                  "tensors (PyTorch has no kernel for them either)")
+    return _cumulative(LogCumSumExp, input, d)
+
+
+TENSOR_METHODS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot,
+                       "logaddexp": logaddexp, "logaddexp2": logaddexp2,
+                       "logcumsumexp": logcumsumexp})
+FUNCTIONS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot, "logaddexp": logaddexp,
+                  "logaddexp2": logaddexp2, "logcumsumexp": logcumsumexp})

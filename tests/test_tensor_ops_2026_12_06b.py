@@ -1,0 +1,131 @@
+"""Tensor ops added on 2026-12-06 (b): atan2/arctan2, hypot, logaddexp, logaddexp2,
+logcumsumexp, tensor_split/hsplit/vsplit/dsplit, block_diag, cartesian_prod, cdist, bincount,
+histc, trapezoid, the in-place view methods (unsqueeze_, squeeze_, t_, transpose_, swapdims_,
+swapaxes_) and their autocast entries: PyTorch 2.13's values, dtypes and gradients in float64,
+finite-difference checks, and PyTorch's errors for bad input."""
+import numpy as np
+import pytest
+
+import minidl
+from _ops_check import check, needs_torch, torch
+
+rng = np.random.default_rng(20261206)
+
+
+def r(*shape):
+    return rng.standard_normal(shape)
+
+
+INF = float("inf")
+
+
+# ---- atan2, hypot, logaddexp, logaddexp2 ------------------------------------------------------
+@pytest.mark.parametrize("name", ["atan2", "arctan2", "hypot", "logaddexp", "logaddexp2"])
+def test_binary_elementwise_values_and_gradients(name):
+    check(lambda L, a, b: getattr(L, name)(a, b), r(3, 4), r(3, 4))
+    check(lambda L, a, b: getattr(a, name)(b), r(2, 3, 4), r(4))       # broadcast
+    check(lambda L, a, b: getattr(L, name)(a, b), r(3, 1), r(1, 5))    # both broadcast
+    check(lambda L, a, b: getattr(L, name)(a, b), r(3), r())           # a 0-d other
+    check(lambda L, a, b: getattr(L, name)(a, b).sum(dim=-1), r(2, 5), r(2, 5))
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["atan2", "hypot", "logaddexp", "logaddexp2"])
+def test_binary_elementwise_edges_as_torch(name):
+    # infinities, NaN, zeros, signed zeros: PyTorch's values and gradients, NaN where it has NaN
+    a = np.array([-INF, -INF, INF, 1.0, 0.0, 0.0, -0.0, 3.0, -1e300, 1e300, 1.0])
+    b = np.array([-INF, 0.0, INF, np.nan, 0.0, -0.0, 1.0, 4.0, -1e300, 1e300, -INF])
+    ma, mb = (minidl.tensor(v, dtype=np.float64, requires_grad=True) for v in (a, b))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    my, ty = getattr(minidl, name)(ma, mb), getattr(torch, name)(ta, tb)
+    np.testing.assert_allclose(my.numpy(), ty.detach().numpy(), rtol=1e-12)
+    my.sum().backward()
+    ty.sum().backward()
+    np.testing.assert_allclose(ma.grad.numpy(), ta.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(mb.grad.numpy(), tb.grad.numpy(), rtol=1e-12)
+
+
+@needs_torch
+def test_binary_elementwise_dtypes_as_torch():
+    i, f = np.array([1, 2, -3]), np.array([1.0, -2.0, 0.5], dtype=np.float32)
+    for name in ("atan2", "hypot", "logaddexp", "logaddexp2"):
+        for a, b in ((f, f), (f, f.astype(np.float64)), (f, i), (f.astype(np.float16), f[:1])):
+            m = getattr(minidl, name)(minidl.tensor(a, dtype=a.dtype), minidl.tensor(b, dtype=b.dtype))
+            t = getattr(torch, name)(torch.tensor(a), torch.tensor(b))
+            assert m.dtype == np.dtype(str(t.dtype).split(".")[1]), (name, a.dtype, b.dtype)
+            np.testing.assert_allclose(m.numpy().astype(np.float64), t.numpy().astype(np.float64),
+                                       rtol=2e-3 if a.dtype == np.float16 else 1e-6)
+    assert minidl.atan2(minidl.tensor(i), minidl.tensor(i)).dtype == np.float32
+    for name in ("hypot", "logaddexp", "logaddexp2"):
+        with pytest.raises(NotImplementedError, match="int64"):
+            getattr(minidl, name)(minidl.tensor(i), minidl.tensor(i))
+        with pytest.raises(NotImplementedError):
+            getattr(torch, name)(torch.tensor(i), torch.tensor(i))
+
+
+@pytest.mark.parametrize("name", ["atan2", "hypot", "logaddexp", "logaddexp2"])
+def test_binary_elementwise_bad_input(name):
+    x = minidl.tensor([1.0, 2.0])
+    with pytest.raises(TypeError, match="'other' must be a Tensor"):
+        getattr(minidl, name)(x, 2.0)
+    with pytest.raises(TypeError, match="'input' must be a Tensor"):
+        getattr(minidl, name)([1.0], x)
+    with pytest.raises(ValueError, match=r"do not broadcast: input \(2,\), other \(3,\)"):
+        getattr(x, name)(minidl.zeros(3))
+    if torch is not None:
+        with pytest.raises(TypeError):
+            getattr(torch, name)(torch.tensor([1.0, 2.0]), 2.0)
+        with pytest.raises(RuntimeError):
+            getattr(torch, name)(torch.tensor([1.0, 2.0]), torch.zeros(3))
+
+
+def test_logaddexp_is_stable():
+    big = minidl.tensor([1000.0, -1000.0, 88.0], requires_grad=True)
+    y = minidl.logaddexp(big, big)
+    np.testing.assert_allclose(y.numpy(), [1000 + np.log(2), -1000 + np.log(2), 88 + np.log(2)],
+                               rtol=1e-6)
+    y.sum().backward()
+    np.testing.assert_allclose(big.grad.numpy(), [1.0, 1.0, 1.0])
+    y2 = minidl.logaddexp2(minidl.tensor([500.0]), minidl.tensor([500.0]))
+    np.testing.assert_allclose(y2.numpy(), [501.0])
+
+
+# ---- logcumsumexp -----------------------------------------------------------------------------
+def test_logcumsumexp_values_and_gradients():
+    x = r(3, 4, 5)
+    for dim in (0, 1, 2, -1, -3):
+        check(lambda L, a: L.logcumsumexp(a, dim), x)
+    check(lambda L, a: a.logcumsumexp(dim=-1), r(7) * 30)
+    check(lambda L, a: a.logcumsumexp(0), r())              # 0-d: dim 0 and -1
+    check(lambda L, a: L.logcumsumexp(a, -1), r())
+    check(lambda L, a: L.logcumsumexp(a, 1), r(2, 0), grad=False)
+    check(lambda L, a: L.logcumsumexp(a, 0), np.array([-1000.0, 0.0, 1000.0, -5.0]))
+
+
+@needs_torch
+def test_logcumsumexp_infinities_as_torch():
+    cases = [([-INF, -INF, 0.0, 1.0, -INF, 2.0], [1.0, -2.0, 3.0, 0.5, 1.0, -1.0]),
+             ([-INF, -INF], [1.0, 1.0]), ([1.0, INF, 0.0], [1.0, 1.0, 1.0]),
+             ([-1000.0, 0.0, np.nan, 1.0], [1.0, 1.0, 1.0, 1.0]), ([-1e308, 1e308], [1.0, 0.0])]
+    for xs, gs in cases:
+        m = minidl.tensor(xs, dtype=np.float64, requires_grad=True)
+        t = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+        my, ty = minidl.logcumsumexp(m, 0), torch.logcumsumexp(t, 0)
+        np.testing.assert_allclose(my.numpy(), ty.detach().numpy(), rtol=1e-12)
+        my.backward(minidl.tensor(gs, dtype=np.float64))
+        ty.backward(torch.tensor(gs, dtype=torch.float64))
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, err_msg=str(xs))
+
+
+def test_logcumsumexp_is_stable_and_checks_input():
+    x = minidl.tensor([-1000.0, 0.0, 1000.0])
+    np.testing.assert_allclose(minidl.logcumsumexp(x, 0).numpy(), [-1000.0, 0.0, 1000.0])
+    h = minidl.logcumsumexp(minidl.tensor(np.zeros((2, 4096), np.float16), dtype=np.float16), 1)
+    assert h.dtype == np.float16
+    np.testing.assert_allclose(h.numpy()[:, -1].astype(np.float64), np.log(4096), rtol=1e-3)
+    with pytest.raises(IndexError, match=r"range of \[-2, 1\], but got 2"):
+        minidl.zeros(2, 3).logcumsumexp(2)
+    with pytest.raises(NotImplementedError, match="int64"):
+        minidl.tensor([1, 2]).logcumsumexp(0)
+    with pytest.raises(TypeError, match="dim must be an int"):
+        minidl.zeros(3).logcumsumexp(None)
