@@ -129,3 +129,138 @@ def test_logcumsumexp_is_stable_and_checks_input():
         minidl.tensor([1, 2]).logcumsumexp(0)
     with pytest.raises(TypeError, match="dim must be an int"):
         minidl.zeros(3).logcumsumexp(None)
+
+
+# ---- tensor_split, hsplit, vsplit, dsplit ---------------------------------------------------
+def test_tensor_split_values_and_gradients():
+    x = r(7, 3)
+    for spec in (3, 1, 7, 10, [1, 5], [5, 1, 10], (-2, -5), [], [0, 0, 7]):
+        check(lambda L, a: L.tensor_split(a, spec), x)
+    check(lambda L, a: a.tensor_split(2, dim=-1), x)
+    check(lambda L, a: L.tensor_split(a, [1], 1), x)
+    check(lambda L, a: L.tensor_split(a, sections=4), r(9))
+    check(lambda L, a: L.tensor_split(a, indices=[2, 3]), r(9))
+    if torch is not None:
+        for spec in (np.array(3), np.array([1, 5])):
+            m = minidl.tensor_split(minidl.tensor(x), minidl.tensor(spec))
+            t = torch.tensor_split(torch.tensor(x), torch.tensor(spec))
+            assert isinstance(m, tuple) and [p.shape for p in m] == [tuple(p.shape) for p in t]
+
+
+def test_hsplit_vsplit_dsplit():
+    check(lambda L, a: L.hsplit(a, 3), r(4, 6))
+    check(lambda L, a: a.hsplit([1, 4]), r(4, 6))
+    check(lambda L, a: L.hsplit(a, 7), r(7))
+    check(lambda L, a: L.vsplit(a, [1]), r(4, 6))
+    check(lambda L, a: a.vsplit(2), r(4, 6, 2))
+    check(lambda L, a: L.dsplit(a, [1, 4]), r(1, 2, 6))
+    check(lambda L, a: a.dsplit(3), r(2, 2, 6))
+
+
+def test_split_family_bad_input():
+    x = minidl.arange(7.0)
+    for sections in (0, -1):
+        with pytest.raises(RuntimeError, match=f"larger than 0, got {sections}"):
+            minidl.tensor_split(x, sections)
+    with pytest.raises(RuntimeError, match="at least a 1-dimensional tensor"):
+        minidl.tensor_split(minidl.tensor(1.0), 2)
+    with pytest.raises(IndexError, match=r"range of \[-1, 0\], but got 1"):
+        minidl.tensor_split(x, 2, dim=1)
+    with pytest.raises(TypeError, match="must be an int, a list of ints"):
+        minidl.tensor_split(x, 2.0)
+    with pytest.raises(RuntimeError, match="one-dimensional tensor, but got a tensor with 2"):
+        minidl.tensor_split(x, minidl.tensor([[1]]))
+    with pytest.raises(TypeError, match="dtype int64"):
+        minidl.tensor_split(x, minidl.tensor([1.0]))
+    with pytest.raises(RuntimeError, match="size 7 into 2 equal pieces"):
+        minidl.hsplit(x, 2)
+    with pytest.raises(RuntimeError, match="at least 2 dimensions, but got a tensor with 1"):
+        minidl.vsplit(x, 7)
+    with pytest.raises(RuntimeError, match="at least 3 dimensions"):
+        minidl.dsplit(minidl.zeros(2, 2), 1)
+    if torch is not None:  # the same inputs are refused by PyTorch with the same error types
+        tx = torch.arange(7.0)
+        for call in (lambda: torch.tensor_split(tx, 0), lambda: torch.hsplit(tx, 2),
+                     lambda: torch.vsplit(tx, 7)):
+            with pytest.raises(RuntimeError):
+                call()
+        with pytest.raises(IndexError):
+            torch.tensor_split(tx, 2, dim=1)
+
+
+# ---- block_diag, cartesian_prod -------------------------------------------------------------
+def test_block_diag():
+    check(lambda L, a, b, c: L.block_diag(a, b, c), r(2, 3), r(1, 1), r(3, 2))
+    check(lambda L, a, b, c: L.block_diag(a, b, c), r(), r(3), r(2, 2))   # 0-d and 1-d blocks
+    check(lambda L, a, b: L.block_diag(a, b), r(0, 2), r(1, 0))
+    check(lambda L, a, b: L.block_diag(a, b), np.array([[1, 2]]), r(2, 1))  # int64 + float64
+    check(lambda L, a: L.block_diag(a), np.array([[True]]), grad=False)
+    if torch is not None:
+        assert tuple(minidl.block_diag().shape) == tuple(torch.block_diag().shape) == (1, 0)
+    with pytest.raises(RuntimeError, match="2 or fewer dimensions. Input 1 has 3"):
+        minidl.block_diag(minidl.zeros(2), minidl.zeros(2, 2, 2))
+    with pytest.raises(TypeError, match="input 0 must be a Tensor"):
+        minidl.block_diag([[1.0]])
+
+
+def test_cartesian_prod():
+    check(lambda L, a, b: L.cartesian_prod(a, b), r(2), r(3))
+    check(lambda L, a, b, c: L.cartesian_prod(a, b, c), r(2), r(3), r(2))
+    check(lambda L, a: L.cartesian_prod(a), r(4))
+    check(lambda L, a, b: L.cartesian_prod(a, b), np.array([1, 2]), np.array([3, 4, 5]))
+    check(lambda L, a, b: L.cartesian_prod(a, b), np.array([1, 2]), np.zeros(0, np.int64))
+    with pytest.raises(TypeError, match="same dtype, got int64, float32"):
+        minidl.cartesian_prod(minidl.tensor([1, 2]), minidl.tensor([1.0]))
+    for bad in ((minidl.tensor(1.0),), (minidl.zeros(2, 2),), ()):
+        with pytest.raises(RuntimeError):
+            minidl.cartesian_prod(*bad)
+
+
+# ---- cdist ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [2.0, 1.0, INF, 3.0, 0.5, 1.5, 0.0])
+def test_cdist_values_and_gradients(p):
+    check(lambda L, a, b: L.cdist(a, b, p=p), r(4, 3), r(5, 3))
+    check(lambda L, a, b: L.cdist(a, b, p), r(2, 1, 3, 4), r(5, 2, 4))      # batch broadcast
+    check(lambda L, a, b: L.cdist(a, b, p=p).sum(dim=-1), r(3, 2), r(3, 2))
+
+
+@needs_torch
+@pytest.mark.parametrize("p", [2.0, 1.0, INF, 3.0, 0.5, 0.0])
+def test_cdist_ties_and_zero_distances_as_torch(p):
+    # equal points (distance 0), equal coordinates, and ties for the largest |difference|
+    x = np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 2.0], [2.0, -1.0, 0.0]])
+    y = np.array([[0.0, 0.0, 1.0], [1.0, 2.0, 2.0], [3.0, 0.0, 1.0]])
+    check(lambda L, a, b: L.cdist(a, b, p=p), x, y, check_grad=False)
+    check(lambda L, a, b: L.cdist(a, b, p=p, compute_mode="donot_use_mm_for_euclid_dist"),
+          r(30, 3), r(40, 3))
+
+
+@needs_torch
+def test_cdist_float32_matches_torch():
+    a, b = r(2, 50, 8).astype(np.float32), r(2, 30, 8).astype(np.float32)
+    for p in (2.0, 1.0):
+        m = minidl.cdist(minidl.tensor(a), minidl.tensor(b), p)
+        t = torch.cdist(torch.tensor(a), torch.tensor(b), p)
+        assert m.dtype == np.float32
+        np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_cdist_bad_input():
+    a = minidl.zeros(2, 3)
+    with pytest.raises(RuntimeError, match="at least 2D tensors, x1 got: 1D"):
+        minidl.cdist(minidl.zeros(3), a)
+    with pytest.raises(RuntimeError, match="same number of columns. X1: 3 X2: 4"):
+        minidl.cdist(a, minidl.zeros(2, 4))
+    with pytest.raises(RuntimeError, match="non-negative p values"):
+        minidl.cdist(a, a, p=-1)
+    with pytest.raises(RuntimeError, match="batch dims do not broadcast"):
+        minidl.cdist(minidl.zeros(2, 3, 3), minidl.zeros(3, 2, 3))
+    with pytest.raises(TypeError, match="floating-point dtypes, x1 got: int64"):
+        minidl.cdist(minidl.tensor([[1, 2]]), minidl.tensor([[1, 2]]))
+    with pytest.raises(TypeError, match="same dtype, got float32 and float64"):
+        minidl.cdist(a, a.double())
+    with pytest.raises(ValueError, match="foo is not a valid value for compute_mode"):
+        minidl.cdist(a, a, compute_mode="foo")
+    assert minidl.cdist(minidl.zeros(0, 3), a).shape == (0, 2)
+    np.testing.assert_array_equal(minidl.cdist(minidl.zeros(2, 0), minidl.zeros(2, 0),
+                                               p=INF).numpy(), np.zeros((2, 2)))
