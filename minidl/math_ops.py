@@ -893,3 +893,144 @@ TENSOR_METHODS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot,
                        "logcumsumexp": logcumsumexp})
 FUNCTIONS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot, "logaddexp": logaddexp,
                   "logaddexp2": logaddexp2, "logcumsumexp": logcumsumexp})
+
+
+# ---- counting: bincount, histc (outside the graph) ----------------------------------------------
+class CountArgumentError(ValueError, RuntimeError):
+    """An argument value PyTorch refuses with a RuntimeError (negative bins, a minlength < 0):
+    a ValueError, as minidl's other argument errors, and a RuntimeError, as PyTorch's."""
+
+
+def bincount(input, weights=None, minlength=0):
+    """How often each value 0, 1, ... occurs in a 1-d tensor of non-negative integers (int64),
+    or the sum of ``weights`` per value: float32 weights give float32 sums, other weights
+    float64, as in PyTorch. At least ``minlength`` bins. Not differentiable."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"bincount(): argument 'input' must be a Tensor, not "
+                        f"{type(input).__name__}")
+    data = input.data
+    if data.dtype.kind not in "iu":
+        raise DtypeNotImplemented(f"bincount: not implemented for {data.dtype} tensors; it "
+                                  "counts integers")
+    if isinstance(minlength, bool) or not isinstance(minlength, (int, np.integer)):
+        raise TypeError(f"bincount: minlength must be an int, got {type(minlength).__name__}")
+    if minlength < 0:
+        raise CountArgumentError(f"bincount: minlength should be >= 0, got {minlength}")
+    xp = get_array_module(data)
+    if data.ndim != 1 or (data.size and bool((data < 0).any())):
+        raise CountArgumentError(f"bincount: only supports 1-d non-negative integral inputs, "
+                                 f"got shape {tuple(data.shape)}"
+                                 + ("" if data.ndim != 1 else " with negative values"))
+    w = None
+    if weights is not None:
+        if not isinstance(weights, autograd.Tensor):
+            raise TypeError(f"bincount: weights must be a Tensor, got {type(weights).__name__}")
+        if weights.ndim != 1 or weights.shape[0] != data.shape[0]:
+            raise CountArgumentError(f"bincount: weights should be 1-d and have the same length "
+                                     f"as input, got shapes {tuple(weights.shape)} and "
+                                     f"{tuple(data.shape)}")
+        out_dtype = np.dtype(np.float32 if weights.data.dtype == np.float32 else np.float64)
+        w = weights.data.astype(np.float64 if out_dtype == np.float64 else np.float32)
+    counts = xp.bincount(data.astype(np.int64, copy=False), weights=w, minlength=int(minlength))
+    if w is None:
+        return autograd.Tensor(counts.astype(np.int64, copy=False))
+    return autograd.Tensor(counts.astype(out_dtype, copy=False))
+
+
+def histc(input, bins=100, min=0, max=0):  # noqa: A002  (PyTorch's argument names)
+    """A histogram of ``bins`` equal-width bins over [min, max] (the last bin includes max;
+    values outside are left out). min == max takes the data's range (one unit either side
+    when that is a single value). In the input's dtype; not differentiable."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"histc(): argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not is_floating(input.data.dtype):
+        raise DtypeNotImplemented(f"histc: not implemented for {input.data.dtype} tensors; pass "
+                                  "a floating-point one")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
+        raise TypeError(f"histc(): argument 'bins' must be int, not {type(bins).__name__}")
+    if bins <= 0:
+        raise CountArgumentError(f"histc: bins must be > 0, but got {bins}")
+    lo, hi = float(min), float(max)
+    if lo > hi:
+        raise CountArgumentError(f"histc: max must be larger than min, got min={min}, max={max}")
+    data = input.data.reshape(-1)
+    xp = get_array_module(data)
+    wide = _wide(data)
+    if lo == hi:
+        if data.size:
+            lo, hi = float(wide.min()), float(wide.max())
+        if lo == hi:
+            lo, hi = lo - 1, hi + 1
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise CountArgumentError(f"histc: range of [{lo}, {hi}] is not finite")
+    keep = (wide >= lo) & (wide <= hi)  # NaN falls outside
+    inside = wide[keep]
+    with np.errstate(invalid="ignore", over="ignore"):
+        pos = ((inside - wide.dtype.type(lo)) * bins / wide.dtype.type(hi - lo)).astype(np.int64)
+    pos = xp.minimum(xp.maximum(pos, 0), bins - 1)  # max itself goes in the last bin
+    counts = xp.bincount(pos, minlength=int(bins))
+    return autograd.Tensor(counts.astype(input.data.dtype))
+
+
+# ---- trapezoid: the trapezoidal rule (differentiable) ------------------------------------------
+def _slices(y, d):
+    n = y.shape[d]
+    lead = (slice(None),) * d
+    return y[lead + (slice(1, None),)], y[lead + (slice(0, n - 1),)]
+
+
+def _trapezoid_parts(name, y, x, dx, dim):
+    if not isinstance(y, autograd.Tensor):
+        raise TypeError(f"{name}(): argument 'y' must be a Tensor, not {type(y).__name__}")
+    if y.ndim == 0:
+        raise autograd.DimError(f"{name}: dimension specified as {dim} but tensor has no "
+                                "dimensions")
+    d = wrap_dim(dim, y.ndim, name)
+    if x is not None and dx is not None:
+        raise TypeError(f"{name}: pass x or dx, not both")
+    y = _float_input(y)
+    if x is None:
+        return y, d, (1.0 if dx is None else dx), None
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: x must be a Tensor, got {type(x).__name__}")
+    x = _float_input(x)
+    if x.ndim == 1:
+        if x.shape[0] != y.shape[d]:
+            raise CountArgumentError(f"{name}: there must be one `x` value for each sample "
+                                     f"point: x has {x.shape[0]}, y has {y.shape[d]} along dim "
+                                     f"{dim}")
+        shape = [1] * y.ndim
+        shape[d] = -1
+        x = x.reshape(shape)
+    hi, lo = _slices(x, d if x.ndim == y.ndim else x.ndim - (y.ndim - d))
+    return y, d, None, hi - lo
+
+
+def trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The integral of ``y`` along ``dim`` by the trapezoidal rule, at the points ``x`` (a 1-d
+    tensor or one that broadcasts with y) or spaced ``dx`` apart (1 by default)."""
+    y, d, dx, widths = _trapezoid_parts("trapezoid", y, x, dx, dim)
+    if y.shape[d] == 0:
+        return y.sum(dim=d)
+    hi, lo = _slices(y, d)
+    if widths is None:
+        return (hi + lo).sum(dim=d) * (dx / 2)
+    return (widths * (hi + lo)).sum(dim=d) / 2
+
+
+def trapz(y, x=None, *, dx=None, dim=-1):
+    """The old name of trapezoid."""
+    return trapezoid(y, x, dx=dx, dim=dim)
+
+
+def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The running trapezoidal integral along ``dim`` (one fewer element there)."""
+    y, d, dx, widths = _trapezoid_parts("cumulative_trapezoid", y, x, dx, dim)
+    hi, lo = _slices(y, d) if y.shape[d] else (y, y)
+    pieces = (hi + lo) * (dx / 2) if widths is None else widths * (hi + lo) / 2
+    return cumsum(pieces, d)
+
+
+TENSOR_METHODS.update({"bincount": bincount, "histc": histc})
+FUNCTIONS.update({"bincount": bincount, "histc": histc, "trapezoid": trapezoid, "trapz": trapz,
+                  "cumulative_trapezoid": cumulative_trapezoid})

@@ -264,3 +264,103 @@ def test_cdist_bad_input():
     assert minidl.cdist(minidl.zeros(0, 3), a).shape == (0, 2)
     np.testing.assert_array_equal(minidl.cdist(minidl.zeros(2, 0), minidl.zeros(2, 0),
                                                p=INF).numpy(), np.zeros((2, 2)))
+
+
+# ---- bincount, histc ------------------------------------------------------------------------
+def _same(m, t):
+    assert m.dtype == np.dtype(str(t.dtype).split(".")[1]), (m.dtype, t.dtype)
+    assert tuple(m.shape) == tuple(t.shape)
+    np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-6)
+
+
+@needs_torch
+def test_bincount_as_torch():
+    x = rng.integers(0, 9, 50)
+    w = rng.standard_normal(50)
+    cases = [((x,), {}), ((x, w.astype(np.float32)), {}), ((x, w), {}), ((x,), {"minlength": 20}),
+             ((x, w.astype(np.float16)), {"minlength": 3}), ((x, rng.integers(0, 5, 50)), {}),
+             ((np.zeros(0, np.int64),), {}), ((np.zeros(0, np.int64),), {"minlength": 4}),
+             ((x.astype(np.uint8),), {}), ((x.astype(np.int32),), {})]
+    for args, kwargs in cases:
+        m = minidl.bincount(*[minidl.tensor(a, dtype=a.dtype) for a in args], **kwargs)
+        t = torch.bincount(*[torch.tensor(a) for a in args], **kwargs)
+        _same(m, t)
+    m = minidl.tensor(x).bincount(weights=minidl.tensor(w, dtype=np.float64, requires_grad=True),
+                                  minlength=2)
+    assert not m.requires_grad and m.dtype == np.float64
+
+
+def test_bincount_bad_input():
+    with pytest.raises(RuntimeError, match="1-d non-negative integral inputs"):
+        minidl.bincount(minidl.tensor([-1, 2]))
+    with pytest.raises(RuntimeError, match="1-d non-negative integral inputs, got shape \\(2, 2\\)"):
+        minidl.bincount(minidl.zeros(2, 2).long())
+    for bad in (minidl.tensor([1.0, 2.0]), minidl.tensor([True, False])):
+        with pytest.raises(NotImplementedError):
+            minidl.bincount(bad)
+    with pytest.raises(RuntimeError, match="minlength should be >= 0"):
+        minidl.bincount(minidl.tensor([1]), minlength=-1)
+    with pytest.raises(RuntimeError, match="same length as input"):
+        minidl.bincount(minidl.tensor([1, 2]), minidl.ones(3))
+
+
+@needs_torch
+def test_histc_as_torch():
+    x = np.array([1.0, 2, 1, 4, 2.5, -1, 10], np.float32)
+    cases = [{}, {"bins": 4, "min": 0, "max": 3}, {"bins": 4}, {"bins": 3, "min": 1, "max": 1},
+             {"bins": 5, "min": -1, "max": 10}, {"bins": 1}]
+    for kwargs in cases:
+        _same(minidl.histc(minidl.tensor(x), **kwargs), torch.histc(torch.tensor(x), **kwargs))
+    others = [(np.array([2.0, 2.0]), {"bins": 4}), (np.zeros(0), {"bins": 3}),
+              (np.array([0.0, 1.0, np.nan]), {"bins": 2, "min": 0, "max": 1}),
+              (np.array([0.1, 0.2, 0.3], np.float32), {"bins": 3, "min": 0.1, "max": 0.3}),
+              (np.linspace(0, 1, 1001, dtype=np.float32), {"bins": 7, "min": 0, "max": 1}),
+              (rng.standard_normal((20, 30)), {"bins": 13}),
+              (rng.standard_normal(500).astype(np.float32), {"bins": 9, "min": -1.5, "max": 2}),
+              (x.astype(np.float16), {"bins": 6})]
+    for a, kwargs in others:
+        _same(minidl.tensor(a, dtype=a.dtype).histc(**kwargs), torch.histc(torch.tensor(a), **kwargs))
+
+
+def test_histc_bad_input():
+    x = minidl.tensor([1.0, 2.0])
+    with pytest.raises(NotImplementedError, match="int64"):
+        minidl.histc(minidl.tensor([1, 2]))
+    for bins in (0, -1):
+        with pytest.raises(RuntimeError, match=f"bins must be > 0, but got {bins}"):
+            minidl.histc(x, bins=bins)
+    with pytest.raises(RuntimeError, match="max must be larger than min"):
+        minidl.histc(x, min=3, max=1)
+    with pytest.raises(RuntimeError, match="is not finite"):
+        minidl.histc(minidl.tensor([1.0, INF]))
+    with pytest.raises(RuntimeError, match="is not finite"):
+        minidl.histc(minidl.tensor([1.0, np.nan]))
+    with pytest.raises(TypeError, match="'bins' must be int, not float"):
+        minidl.histc(x, bins=2.5)
+
+
+# ---- trapezoid, trapz, cumulative_trapezoid ------------------------------------------------------
+@pytest.mark.parametrize("name", ["trapezoid", "trapz", "cumulative_trapezoid"])
+def test_trapezoid_values_and_gradients(name):
+    y = r(3, 4)
+    check(lambda L, a: getattr(L, name)(a), y)
+    check(lambda L, a: getattr(L, name)(a, dim=0), y)
+    check(lambda L, a: getattr(L, name)(a, dx=2.5, dim=-1), y)
+    check(lambda L, a, x: getattr(L, name)(a, x), y, np.array([0.0, 1.0, 3.0, 6.0]))
+    check(lambda L, a, x: getattr(L, name)(a, x), y, r(3, 4))           # x the shape of y
+    check(lambda L, a, x: getattr(L, name)(a, x, dim=0), y, r(3, 1))     # x broadcasts
+    check(lambda L, a: getattr(L, name)(a), np.array([1, 2, 4]), grad=False)   # int -> float32
+    check(lambda L, a: getattr(L, name)(a), r(2, 0), grad=False)
+    check(lambda L, a: getattr(L, name)(a), r(1))
+
+
+def test_trapezoid_bad_input():
+    y = minidl.zeros(3, 4)
+    with pytest.raises(IndexError, match="no dimensions"):
+        minidl.trapezoid(minidl.tensor(1.0))
+    with pytest.raises(IndexError, match=r"range of \[-2, 1\], but got 2"):
+        minidl.trapezoid(y, dim=2)
+    with pytest.raises(RuntimeError, match="one `x` value for each sample point"):
+        minidl.trapezoid(y, minidl.arange(3.0))
+    with pytest.raises(TypeError, match="x or dx, not both"):
+        minidl.trapezoid(y, minidl.arange(4.0), dx=1.0)
