@@ -364,3 +364,92 @@ def test_trapezoid_bad_input():
         minidl.trapezoid(y, minidl.arange(3.0))
     with pytest.raises(TypeError, match="x or dx, not both"):
         minidl.trapezoid(y, minidl.arange(4.0), dx=1.0)
+
+
+# ---- in-place view methods ----------------------------------------------------------------------
+VIEW_CALLS = [("unsqueeze_", (0,)), ("unsqueeze_", (-1,)), ("squeeze_", ()), ("squeeze_", (1,)),
+              ("squeeze_", ((0, 1),)), ("t_", ()), ("transpose_", (0, -1)),
+              ("swapdims_", (-1, 0)), ("swapaxes_", (1, 0))]
+
+
+@pytest.mark.parametrize("name,args", VIEW_CALLS)
+def test_view_in_place_shapes_and_gradients(name, args):
+    shape = (1, 3) if name.startswith("squeeze") else (2, 3)
+    a = rng.standard_normal(shape)
+    out_of_place = name[:-1]
+    # the same shape and values as the out-of-place view; the same object comes back
+    x = minidl.tensor(a)
+    ref = getattr(x, out_of_place)(*args)
+    assert getattr(x, name)(*args) is x
+    assert x.shape == ref.shape
+    np.testing.assert_array_equal(x.numpy(), ref.numpy())
+    assert x._version == 1
+    # in the graph: the gradient flows back through the change of shape (gradcheck + torch)
+    check(lambda L, t: getattr(t * 1.5, name)(*args) * 2, a)
+
+
+def test_view_in_place_chain_and_torch_parity():
+    check(lambda L, t: (t * 1).t_().unsqueeze_(1).squeeze_().transpose_(0, 1).swapaxes_(0, 1)
+          .exp(), r(2, 3))
+    check(lambda L, t: (t * 1)[0].unsqueeze_(0) * 3, r(2, 3))   # a view of a non-leaf
+    check(lambda L, t: (t * 1).t()[1:].t_() * 3, r(2, 3))
+    for lib in (minidl, torch) if torch is not None else (minidl,):
+        leaf = lib.ones(2, 3, requires_grad=True)
+        with pytest.raises(RuntimeError, match="view of a leaf"):
+            leaf[0].unsqueeze_(0)
+        with pytest.raises(RuntimeError, match="view of a leaf"):
+            leaf.t()[1:].t_()
+
+
+def test_view_in_place_on_leaves_and_without_grad():
+    for name, args in VIEW_CALLS:
+        x = minidl.tensor(np.ones((1, 3)), requires_grad=True)
+        with pytest.raises(RuntimeError, match=f"{name} on a leaf tensor that requires grad"):
+            getattr(x, name)(*args)
+        if torch is not None:
+            with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+                getattr(torch.ones(1, 3, requires_grad=True), name)(*args)
+    leaf = minidl.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    with minidl.no_grad():
+        leaf.t_()
+    assert leaf.shape == (3, 2) and leaf.requires_grad and leaf.grad_fn is None
+    leaf.sum().backward()
+    assert leaf.grad.shape == (3, 2)
+    a = minidl.zeros(2, 3)
+    flat = a.reshape(6)
+    a.unsqueeze_(0)
+    a[0, 1, 2] = 7.0  # the same array: a view made before sees the write
+    assert flat[5].item() == 7.0 and a.shape == (1, 2, 3)
+
+
+def test_view_in_place_refusals():
+    x = minidl.tensor(np.ones((2, 3)), requires_grad=True)
+    h = x * 2
+    y = h * h  # h is an input of an op of the graph already
+    with pytest.raises(RuntimeError, match="already took as an input"):
+        h.t_()
+    assert h.shape == (2, 3)
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.full((2, 3), 8.0))
+    h2 = x * 2
+    with minidl.no_grad(), pytest.raises(RuntimeError, match="under no_grad"):
+        h2.t_()
+    with pytest.raises(ValueError):
+        minidl.zeros(2, 3, 4).t_()
+    with pytest.raises(IndexError, match=r"range of \[-3, 2\], but got 5"):
+        minidl.zeros(2, 3).unsqueeze_(5)
+    if torch is not None:
+        with pytest.raises(IndexError):
+            torch.zeros(2, 3).unsqueeze_(5)
+
+
+def test_atan2_and_hypot_in_place():
+    a, b = r(2, 3), r(3)
+    x = minidl.tensor(a, dtype=np.float64)
+    assert x.atan2_(minidl.tensor(b, dtype=np.float64)) is x
+    np.testing.assert_allclose(x.numpy(), np.arctan2(a, b))
+    x = minidl.tensor(a, dtype=np.float64)
+    x.hypot_(minidl.tensor(b, dtype=np.float64))
+    np.testing.assert_allclose(x.numpy(), np.hypot(a, b))
+    check(lambda L, t, u: (t * 1).atan2_(u), a, b)
+    check(lambda L, t, u: (t * 1).hypot_(u), a, b)
