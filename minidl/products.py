@@ -226,6 +226,9 @@ def trace(input):
     """The sum of a matrix's main diagonal."""
     if input.ndim != 2:
         raise ValueError(f"trace: needs a 2-d matrix, got shape {input.shape}")
+    hook = autograd.autocast_hook()
+    if hook is not None:  # PyTorch's CPU autocast sums 16-bit input in float32, to float32
+        (input,) = hook.inputs("trace", [input])
     return input.diagonal().sum()
 
 
