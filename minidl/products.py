@@ -305,54 +305,78 @@ def _pairwise_difference(x1, x2):
     return x1[..., :, None, :] - x2[..., None, :, :]
 
 
+# rows of x1 per step, so that one step's (..., rows, R, M) differences stay near this many
+# elements (the memory of a step, not of the whole (..., P, R, M) at once)
+_CDIST_STEP_ELEMENTS = 1 << 22
+
+
+def _row_steps(a, b):
+    batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+    per_row = max(1, batch * b.shape[-2] * b.shape[-1])
+    rows = max(1, _CDIST_STEP_ELEMENTS // per_row)
+    return [(i, min(i + rows, a.shape[-2])) for i in range(0, a.shape[-2], rows)] or [(0, 0)]
+
+
 class Cdist(Function):
-    """The p-norm distance of every row of x1 to every row of x2 (batch dims broadcast).
-    Gradients are PyTorch's: 0 where a distance is 0, and for p < 1 where a coordinate
-    difference is 0; for p = inf every coordinate that attains the max gets the gradient."""
+    """The p-norm distance of every row of x1 to every row of x2 (batch dims broadcast), from
+    the differences, a block of x1's rows at a time. Gradients are PyTorch's: 0 where a
+    distance is 0, and for p < 1 where a coordinate difference is 0; for p = inf every
+    coordinate that attains the max gets the gradient."""
 
     def forward(self, x1, x2, p):
         xp = get_array_module(x1)
-        self.p = p
+        self.p, self.dtype = p, x1.dtype
         wide = np.float32 if x1.dtype.itemsize == 2 else None
         a, b = (x1, x2) if wide is None else (x1.astype(wide), x2.astype(wide))
-        diff = _pairwise_difference(a, b)
-        m = abs(diff)
-        if p == 0:
-            y = (m != 0).sum(axis=-1).astype(a.dtype)
-        elif p == 1:
-            y = m.sum(axis=-1)
-        elif p == 2:
-            y = xp.sqrt((diff * diff).sum(axis=-1))
-        elif p == float("inf"):
-            y = m.max(axis=-1) if m.shape[-1] else xp.zeros(m.shape[:-1], a.dtype)
-        else:
-            y = (m ** p).sum(axis=-1) ** (1.0 / p)
+        parts = []
+        for i, j in _row_steps(a, b):
+            diff = _pairwise_difference(a[..., i:j, :], b)
+            m = abs(diff)
+            if p == 0:
+                y = (m != 0).sum(axis=-1).astype(a.dtype)
+            elif p == 1:
+                y = m.sum(axis=-1)
+            elif p == 2:
+                y = xp.sqrt((diff * diff).sum(axis=-1))
+            elif p == float("inf"):
+                y = m.max(axis=-1) if m.shape[-1] else xp.zeros(m.shape[:-1], a.dtype)
+            else:
+                y = (m ** p).sum(axis=-1) ** (1.0 / p)
+            parts.append(y)
+        y = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=-2)
         self.save_for_backward(a, b, y)
         return y.astype(x1.dtype, copy=False)
+
+    def _derivative(self, xp, diff, dist):
+        """d dist / d diff for one block, where ``dist`` has a trailing 1."""
+        p = self.p
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if p == 0:
+                return xp.zeros_like(diff)
+            if p == 1:
+                return xp.sign(diff)
+            if p == 2:
+                return xp.where(dist == 0, 0, diff / dist)
+            if p == float("inf"):
+                return xp.sign(diff) * (abs(diff) == dist)
+            m = abs(diff)
+            d = xp.sign(diff) * m ** (p - 1) / dist ** (p - 1)
+            zero = (dist == 0) | ((m == 0) if p < 1 else False)
+            return xp.where(zero, 0, d)
 
     def backward(self, g):
         a, b, y = self.saved
         xp = get_array_module(g)
-        p = self.p
-        diff = _pairwise_difference(a, b)
-        dist = y[..., None]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if p == 0:
-                d = xp.zeros_like(diff)
-            elif p == 1:
-                d = xp.sign(diff)
-            elif p == 2:
-                d = xp.where(dist == 0, 0, diff / dist)
-            elif p == float("inf"):
-                d = xp.sign(diff) * (abs(diff) == dist)
-            else:
-                m = abs(diff)
-                d = xp.sign(diff) * m ** (p - 1) / dist ** (p - 1)
-                zero = (dist == 0) | ((m == 0) if p < 1 else False)
-                d = xp.where(zero, 0, d)
-        gd = g[..., None].astype(d.dtype, copy=False) * d
-        g1, g2 = gd.sum(axis=-2), -gd.sum(axis=-3)
-        return g1.astype(g.dtype, copy=False), g2.astype(g.dtype, copy=False)
+        g = g.astype(a.dtype, copy=False)  # 16-bit input: its gradient computed in float32
+        g1_parts, g2 = [], None
+        for i, j in _row_steps(a, b):
+            diff = _pairwise_difference(a[..., i:j, :], b)
+            gd = g[..., i:j, :, None] * self._derivative(xp, diff, y[..., i:j, :, None])
+            g1_parts.append(gd.sum(axis=-2))
+            step = gd.sum(axis=-3)
+            g2 = -step if g2 is None else g2 - step
+        g1 = g1_parts[0] if len(g1_parts) == 1 else xp.concatenate(g1_parts, axis=-2)
+        return g1.astype(self.dtype, copy=False), g2.astype(self.dtype, copy=False)
 
 
 _COMPUTE_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",

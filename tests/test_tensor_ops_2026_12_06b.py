@@ -562,3 +562,22 @@ def test_new_ops_on_the_fake_gpu(monkeypatch):
         e = minidl.erfinv(h / 10)
         assert minidl.logcumsumexp(h, 1).dtype == np.float16  # not on the list: as it comes
     assert d.dtype == np.float32 and e.dtype == np.float32 and str(d.device).startswith("cuda")
+
+
+def test_cdist_in_row_blocks(monkeypatch):
+    # a block of rows at a time (here 2 of 7): the same values and gradients as in one step
+    from minidl import products
+
+    a, b, g = r(2, 7, 3), r(1, 5, 3), r(2, 7, 5)
+    whole = {}
+    for limit in (1 << 22, 2 * 5 * 3 * 2):
+        monkeypatch.setattr(products, "_CDIST_STEP_ELEMENTS", limit)
+        assert len(products._row_steps(a, b)) == (1 if limit > 1000 else 4)
+        for p in (2.0, 1.0, INF, 0.5):
+            x, y = (minidl.tensor(v, dtype=np.float64, requires_grad=True) for v in (a, b))
+            d = minidl.cdist(x, y, p)
+            d.backward(minidl.tensor(g, dtype=np.float64))
+            got = [d.numpy(), x.grad.numpy(), y.grad.numpy()]
+            for u, v in zip(whole.setdefault(p, got), got):
+                np.testing.assert_allclose(u, v, rtol=1e-13)
+    check(lambda L, u, v: L.cdist(u, v, 3.0), a, b)
