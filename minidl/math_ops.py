@@ -1002,7 +1002,9 @@ def _trapezoid_parts(name, y, x, dx, dim):
         shape = [1] * y.ndim
         shape[d] = -1
         x = x.reshape(shape)
-    hi, lo = _slices(x, d if x.ndim == y.ndim else x.ndim - (y.ndim - d))
+    elif x.ndim < y.ndim:  # x's shape padded with leading 1s, as PyTorch's
+        x = x.reshape((1,) * (y.ndim - x.ndim) + tuple(x.shape))
+    hi, lo = _slices(x, d)
     return y, d, None, hi - lo
 
 

@@ -349,6 +349,9 @@ def test_trapezoid_values_and_gradients(name):
     check(lambda L, a, x: getattr(L, name)(a, x), y, np.array([0.0, 1.0, 3.0, 6.0]))
     check(lambda L, a, x: getattr(L, name)(a, x), y, r(3, 4))           # x the shape of y
     check(lambda L, a, x: getattr(L, name)(a, x, dim=0), y, r(3, 1))     # x broadcasts
+    y3 = r(2, 3, 4)
+    for xs, dim in (((3, 1), 1), ((3, 4), -1), ((2, 1, 1), 0), ((1, 3, 4), 1), ((1, 4), 0)):
+        check(lambda L, a, x: getattr(L, name)(a, x, dim=dim), y3, r(*xs))  # x padded with 1s
     check(lambda L, a: getattr(L, name)(a), np.array([1, 2, 4]), grad=False)   # int -> float32
     check(lambda L, a: getattr(L, name)(a), r(2, 0), grad=False)
     check(lambda L, a: getattr(L, name)(a), r(1))
