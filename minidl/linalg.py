@@ -635,6 +635,18 @@ def pinv(A, *, atol=None, rtol=None, hermitian=False):
     """The Moore-Penrose pseudo-inverse of A (..., m, n); singular values at or below
     max(atol, rtol * s_max) count as zero (default rtol: eps * max(m, n)). ``hermitian``
     reads A's lower triangle as a symmetric matrix."""
+    hook = autograd.autocast_hook()
+    low = None if hook is None or not isinstance(A, autograd.Tensor) else \
+        hook.low_output_dtype("linalg_pinv", A.device)
+    if low is not None:  # computed in float32 outside the region, the result rounded to low
+        if is_floating(A.data.dtype) and A.data.dtype.itemsize == 2:
+            A = A.float()  # (PyTorch refuses 16-bit input here)
+        autograd.set_autocast_hook(None)
+        try:
+            P = pinv(A, atol=atol, rtol=rtol, hermitian=hermitian)
+        finally:
+            autograd.set_autocast_hook(hook)
+        return P if P.data.dtype == np.float64 else P.to(low)
     _matrix_input("linalg.pinv", A)
     if hermitian:
         _matrix_input("linalg.pinv", A, square=True)

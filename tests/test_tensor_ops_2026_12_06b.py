@@ -519,6 +519,24 @@ def test_autocast_cpu_dtypes_as_torch(name, low):
         np.testing.assert_allclose(mv, tv, rtol=tol, atol=tol, err_msg=f"{name} {in_dtype}")
 
 
+@needs_torch
+@pytest.mark.parametrize("low", ["bfloat16", "float16"])
+def test_autocast_linalg_pinv_comes_back_low_as_torch(low):
+    # PyTorch's pinv is an SVD in float32 and a matmul in the low dtype
+    with minidl.autocast("cpu", dtype=getattr(minidl, low)):
+        m = minidl.linalg.pinv(minidl.tensor(_SPD))
+        m64 = minidl.linalg.pinv(minidl.tensor(_SPD, dtype=np.float64))
+        m_compat = minidl.pinverse(minidl.tensor(_SPD))
+    with torch.autocast("cpu", dtype=getattr(torch, low)):
+        t = torch.linalg.pinv(torch.tensor(_SPD, dtype=torch.float32))
+        t64 = torch.linalg.pinv(torch.tensor(_SPD))
+        t_compat = torch.pinverse(torch.tensor(_SPD, dtype=torch.float32))
+    for m_, t_ in ((m, t), (m64, t64), (m_compat, t_compat)):
+        assert str(m_.dtype) == _torch_dtype(t_)
+        np.testing.assert_allclose(m_.numpy().astype(np.float64), t_.to(torch.float64).numpy(),
+                                   rtol=2e-2, atol=2e-3)
+
+
 def test_autocast_float32_ops_keep_the_gradient_path():
     a = minidl.tensor(_SPD, dtype=minidl.bfloat16, requires_grad=True)
     with minidl.autocast("cpu"):

@@ -247,3 +247,17 @@ def _runs_in_float32(self, name, device):
 
 
 Hook.runs_in_float32 = _runs_in_float32
+
+# linalg.pinv is composite in PyTorch (an SVD in float32, then a matmul in the low dtype): in a
+# region its result comes back in the low dtype on both devices. minidl.linalg computes it in
+# float32 and rounds the result (asked through Hook.low_output_dtype)
+LOW_OUTPUT = {"cpu": {"linalg_pinv"}, "cuda": {"linalg_pinv"}}
+
+
+def _low_output_dtype(self, name, device):
+    """The region's low dtype where ``name``'s result is rounded to it, else None."""
+    enabled, low = _state[device]
+    return low if enabled and name in LOW_OUTPUT[device] else None
+
+
+Hook.low_output_dtype = _low_output_dtype
