@@ -15,6 +15,7 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
+from .math_ops import vector_norm
 from .ops import Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
 from .shape_ops import select
 
@@ -419,3 +420,31 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
 
 
 FUNCTIONS.append("cdist")
+
+
+def pdist(input, p=2.0):
+    """The p-norm distance between each pair of rows i < j of a 2-d tensor (n, M): a 1-d
+    tensor of n (n - 1) / 2 distances in row-major order, as torch.pdist."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"pdist(): argument 'input' must be a Tensor, not {type(input).__name__}")
+    if input.ndim != 2:
+        raise CdistArgumentError(f"pdist: only supports 2D tensors, got: {input.ndim}D")
+    if not is_floating(input.data.dtype):
+        raise TypeError(f"pdist: only supports floating-point dtypes, got {input.data.dtype}")
+    n = input.shape[0]
+    rows, cols = np.triu_indices(n, 1)
+    xp = get_array_module(input.data)
+    index = (xp.asarray(rows.astype(np.int64)), xp.asarray(cols.astype(np.int64)))
+    return cdist(input, input, p)[autograd.Tensor(index[0]), autograd.Tensor(index[1])]
+
+
+def dist(input, other, p=2):
+    """The p-norm of ``input - other`` (broadcast) over all elements, as torch.dist."""
+    for what, x in (("input", input), ("other", other)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"dist(): argument '{what}' must be a Tensor, not {type(x).__name__}")
+    return vector_norm(input - other, p)
+
+
+TENSOR_METHODS["dist"] = dist
+FUNCTIONS += ["pdist", "dist"]

@@ -1,7 +1,7 @@
 """Tensor ops added on 2026-12-06 (b): atan2/arctan2, hypot, logaddexp, logaddexp2,
-logcumsumexp, tensor_split/hsplit/vsplit/dsplit, block_diag, cartesian_prod, cdist, bincount,
-histc, trapezoid, the in-place view methods (unsqueeze_, squeeze_, t_, transpose_, swapdims_,
-swapaxes_) and their autocast entries: PyTorch 2.13's values, dtypes and gradients in float64,
+logcumsumexp, tensor_split/hsplit/vsplit/dsplit, block_diag, cartesian_prod, cdist, pdist, dist,
+bincount, histc, trapezoid/cumulative_trapezoid, the in-place view methods (unsqueeze_, squeeze_, t_, transpose_, swapdims_,
+swapaxes_), atan2_/hypot_, and the autocast entries of these and of linalg: PyTorch 2.13's values, dtypes and gradients in float64,
 finite-difference checks, and PyTorch's errors for bad input."""
 import numpy as np
 import pytest
@@ -602,3 +602,26 @@ def test_cdist_in_row_blocks(monkeypatch):
             for u, v in zip(whole.setdefault(p, got), got):
                 np.testing.assert_allclose(u, v, rtol=1e-13)
     check(lambda L, u, v: L.cdist(u, v, 3.0), a, b)
+
+
+# ---- pdist, dist ------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [2.0, 1.0, INF, 3.0, 0.5])
+def test_pdist_and_dist(p):
+    check(lambda L, a: L.pdist(a, p), r(5, 3))
+    check(lambda L, a: L.pdist(a, p=p), r(2, 4))
+    check(lambda L, a: L.pdist(a, p), r(1, 3), grad=False)
+    check(lambda L, a, b: L.dist(a, b, p), r(3, 4), r(4))     # broadcast
+    check(lambda L, a, b: a.dist(b, p), r(2, 3), r(2, 1))
+
+
+def test_pdist_and_dist_bad_input():
+    with pytest.raises(RuntimeError, match="only supports 2D tensors, got: 1D"):
+        minidl.pdist(minidl.zeros(3))
+    with pytest.raises(RuntimeError, match="non-negative p values"):
+        minidl.pdist(minidl.zeros(2, 3), p=-1)
+    with pytest.raises(TypeError, match="floating-point dtypes"):
+        minidl.pdist(minidl.zeros(2, 3).long())
+    with pytest.raises(TypeError, match="'other' must be a Tensor"):
+        minidl.dist(minidl.zeros(3), 2.0)
+    with pytest.raises(ValueError):
+        minidl.dist(minidl.zeros(3, 3), minidl.zeros(5))
