@@ -1,8 +1,9 @@
 """Tensor ops added on 2026-12-06 (b): atan2/arctan2, hypot, logaddexp, logaddexp2,
-logcumsumexp, tensor_split/hsplit/vsplit/dsplit, block_diag, cartesian_prod, cdist, pdist, dist,
-bincount, histc, trapezoid/cumulative_trapezoid, the in-place view methods (unsqueeze_, squeeze_, t_, transpose_, swapdims_,
-swapaxes_), atan2_/hypot_, and the autocast entries of these and of linalg: PyTorch 2.13's values, dtypes and gradients in float64,
-finite-difference checks, and PyTorch's errors for bad input."""
+logcumsumexp, tensor_split/hsplit/vsplit/dsplit, block_diag, cartesian_prod, cdist, pdist,
+dist, bincount, histc, trapezoid/cumulative_trapezoid, the in-place view methods (unsqueeze_,
+squeeze_, t_, transpose_, swapdims_, swapaxes_), atan2_/hypot_, and the autocast entries of
+these and of linalg: PyTorch 2.13's values, dtypes and gradients in float64, finite-difference
+checks, and PyTorch's errors for bad input."""
 import numpy as np
 import pytest
 
