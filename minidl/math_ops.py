@@ -699,3 +699,341 @@ FUNCTIONS.update({
     "std_mean": std_mean, "var_mean": var_mean,
     "is_floating_point": TENSOR_METHODS["is_floating_point"],
 })
+
+
+# ---- two-argument elementwise functions: atan2, hypot, logaddexp, logaddexp2 ----------------
+class DtypeNotImplemented(NotImplementedError, TypeError):
+    """An op PyTorch has no kernel for at this dtype (hypot of int64 tensors): a
+    NotImplementedError as PyTorch raises it, and a TypeError as minidl's other dtype errors."""
+
+
+def _wide(a):
+    """16-bit floats compute in float32 (NumPy has no bfloat16 hypot or log1p)."""
+    wide = accumulation_dtype(a)
+    return a if wide is None else a.astype(wide)
+
+
+def _logaddexp_arrays(xp, a, b):
+    """``log(exp(a) + exp(b))`` without overflow; equal infinities give themselves (the
+    difference of two -inf would be NaN)."""
+    m = xp.maximum(a, b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = m + xp.log1p(xp.exp(-abs(a - b)))
+        return xp.where((a == b) & xp.isinf(a), a, out)
+
+
+class Atan2(Function):
+    """The angle of (b, a): ``atan2(a, b)``. Gradients ``b / r2`` and ``-a / r2`` with
+    r2 = a^2 + b^2, 0 at the origin (PyTorch's)."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        self.save_for_backward(a, b)
+        return xp.arctan2(_wide(a), _wide(b)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            r2 = a * a + b * b
+            inv = xp.where(r2 == 0, 0, 1 / r2)
+            ga, gb = g * b * inv, g * -a * inv
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+class Hypot(Function):
+    """``sqrt(a^2 + b^2)`` without overflow; gradients ``a / y`` and ``b / y`` (NaN at the
+    origin, as PyTorch's)."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        y = xp.hypot(_wide(a), _wide(b)).astype(a.dtype, copy=False)
+        self.save_for_backward(a, b, y)
+        return y
+
+    def backward(self, g):
+        a, b, y = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (g * a / y).astype(g.dtype, copy=False), (g * b / y).astype(g.dtype, copy=False)
+
+
+class LogAddExp(Function):
+    """``log(exp(a) + exp(b))`` (base 2 with ``base2``: ``log2(2^a + 2^b)``), stable; the
+    gradients ``1 / (1 + e^(b - a))`` and ``1 / (1 + e^(a - b))``."""
+
+    def forward(self, a, b, base2):
+        xp = get_array_module(a)
+        self.base2 = base2
+        self.save_for_backward(a, b)
+        aw, bw = _wide(a), _wide(b)
+        if base2:
+            y = _logaddexp_arrays(xp, aw * _LN2, bw * _LN2) / _LN2
+        else:
+            y = _logaddexp_arrays(xp, aw, bw)
+        return y.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        power = xp.exp2 if self.base2 else xp.exp
+        with np.errstate(invalid="ignore", over="ignore"):
+            ga = g / (1 + power(b - a))
+            gb = g / (1 + power(a - b))
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+def _two_tensors(name, input, other, integers_in_float32):
+    """Both tensors at PyTorch's result type; other must be a tensor, as PyTorch's signature
+    has it. Integers compute in float32 (atan2) or are refused (hypot, logaddexp)."""
+    for what, x in (("input", input), ("other", other)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"{name}(): argument '{what}' must be a Tensor, not "
+                            f"{type(x).__name__}")
+    if input.device != other.device:
+        raise ValueError(f"{name}: tensors on different devices, {input.device} and "
+                         f"{other.device}; move them with .to('{input.device}') first")
+    dtype = result_type(input, other)
+    if not is_floating(dtype):
+        if not integers_in_float32:
+            raise DtypeNotImplemented(f"{name}: not implemented for {dtype} tensors (PyTorch "
+                                      "has no kernel for them either); pass floating-point ones")
+        dtype = np.dtype(np.float32)
+    try:
+        np.broadcast_shapes(input.shape, other.shape)
+    except ValueError:
+        raise ValueError(f"{name}: shapes do not broadcast: input {tuple(input.shape)}, other "
+                         f"{tuple(other.shape)}") from None
+    xp = _array_module(input, other)
+    return _operand(input, dtype, xp), _operand(other, dtype, xp)
+
+
+def atan2(input, other):
+    """The elementwise angle of the point (other, input) in radians, in [-pi, pi]; integer
+    tensors compute in float32, as PyTorch."""
+    return Atan2.apply(*_two_tensors("atan2", input, other, True))
+
+
+def hypot(input, other):
+    """``sqrt(input^2 + other^2)`` elementwise, without overflow (floating-point tensors)."""
+    return Hypot.apply(*_two_tensors("hypot", input, other, False))
+
+
+def logaddexp(input, other):
+    """``log(exp(input) + exp(other))``, computed stably (floating-point tensors)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp", input, other, False), base2=False)
+
+
+def logaddexp2(input, other):
+    """``log2(2^input + 2^other)``, computed stably (floating-point tensors)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp2", input, other, False), base2=True)
+
+
+arctan2 = atan2
+
+
+# ---- logcumsumexp ----------------------------------------------------------------------------
+def _along(d, ndim, start, stop):
+    return (slice(None),) * d + (slice(start, stop),) + (slice(None),) * (ndim - d - 1)
+
+
+def _logcumsumexp_array(xp, a, d):
+    """Running log-sum-exp along axis d by doubling (Hillis-Steele): log2(n) steps, each a
+    stable logaddexp of the array and itself shifted by 2^k, so no sum under- or overflows."""
+    y = a.copy()
+    n, shift = a.shape[d], 1
+    while shift < n:
+        hi, lo = _along(d, a.ndim, shift, None), _along(d, a.ndim, 0, n - shift)
+        y[hi] = _logaddexp_arrays(xp, y[hi], y[lo])
+        shift *= 2
+    return y
+
+
+class LogCumSumExp(Function):
+    """``log(cumsum(exp(x)))`` along ``dim``, stable. The gradient ``exp(x_j) * sum_{k>=j}
+    g_k exp(-y_k)`` is summed in log space, separately for the positive and the negative g
+    (so neither part over- or underflows); -inf and +inf give PyTorch's values."""
+
+    def forward(self, a, dim):
+        xp = get_array_module(a)
+        self.dim = dim
+        aw = _wide(a)
+        y = _logcumsumexp_array(xp, aw, dim)
+        self.save_for_backward(aw, y)
+        return y.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        d = self.dim
+        gw = g.astype(a.dtype, copy=False)
+        lowest = float(np.finfo(a.dtype).min)
+
+        def part(mask):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                log_g = xp.where(mask, xp.log(abs(gw)), lowest)
+                rev = xp.flip(_logcumsumexp_array(xp, xp.flip(log_g - y, axis=d), d), axis=d)
+                return xp.exp(rev + a)
+
+        return (part(gw > 0) - part(gw < 0)).astype(g.dtype, copy=False)
+
+
+def logcumsumexp(input, dim):
+    """``log(cumsum(exp(input), dim))`` computed stably (floating-point tensors)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"logcumsumexp(): argument 'input' must be a Tensor, not "
+                        f"{type(input).__name__}")
+    d = wrap_dim(dim, input.ndim, "logcumsumexp")
+    if not is_floating(input.data.dtype):
+        raise DtypeNotImplemented(f"logcumsumexp: not implemented for {input.data.dtype} "
+                                  "tensors (PyTorch has no kernel for them either)")
+    return _cumulative(LogCumSumExp, input, d)
+
+
+TENSOR_METHODS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot,
+                       "logaddexp": logaddexp, "logaddexp2": logaddexp2,
+                       "logcumsumexp": logcumsumexp})
+FUNCTIONS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot, "logaddexp": logaddexp,
+                  "logaddexp2": logaddexp2, "logcumsumexp": logcumsumexp})
+
+
+# ---- counting: bincount, histc (outside the graph) ----------------------------------------------
+class CountArgumentError(ValueError, RuntimeError):
+    """An argument value PyTorch refuses with a RuntimeError (negative bins, a minlength < 0):
+    a ValueError, as minidl's other argument errors, and a RuntimeError, as PyTorch's."""
+
+
+def bincount(input, weights=None, minlength=0):
+    """How often each value 0, 1, ... occurs in a 1-d tensor of non-negative integers (int64),
+    or the sum of ``weights`` per value: float32 weights give float32 sums, other weights
+    float64, as in PyTorch. At least ``minlength`` bins. Not differentiable."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"bincount(): argument 'input' must be a Tensor, not "
+                        f"{type(input).__name__}")
+    data = input.data
+    if data.dtype.kind not in "iu":
+        raise DtypeNotImplemented(f"bincount: not implemented for {data.dtype} tensors; it "
+                                  "counts integers")
+    if isinstance(minlength, bool) or not isinstance(minlength, (int, np.integer)):
+        raise TypeError(f"bincount: minlength must be an int, got {type(minlength).__name__}")
+    if minlength < 0:
+        raise CountArgumentError(f"bincount: minlength should be >= 0, got {minlength}")
+    xp = get_array_module(data)
+    if data.ndim != 1 or (data.size and bool((data < 0).any())):
+        raise CountArgumentError(f"bincount: only supports 1-d non-negative integral inputs, "
+                                 f"got shape {tuple(data.shape)}"
+                                 + ("" if data.ndim != 1 else " with negative values"))
+    w = None
+    if weights is not None:
+        if not isinstance(weights, autograd.Tensor):
+            raise TypeError(f"bincount: weights must be a Tensor, got {type(weights).__name__}")
+        if weights.ndim != 1 or weights.shape[0] != data.shape[0]:
+            raise CountArgumentError(f"bincount: weights should be 1-d and have the same length "
+                                     f"as input, got shapes {tuple(weights.shape)} and "
+                                     f"{tuple(data.shape)}")
+        out_dtype = np.dtype(np.float32 if weights.data.dtype == np.float32 else np.float64)
+        w = weights.data.astype(np.float64 if out_dtype == np.float64 else np.float32)
+    counts = xp.bincount(data.astype(np.int64, copy=False), weights=w, minlength=int(minlength))
+    if w is None:
+        return autograd.Tensor(counts.astype(np.int64, copy=False))
+    return autograd.Tensor(counts.astype(out_dtype, copy=False))
+
+
+def histc(input, bins=100, min=0, max=0):  # noqa: A002  (PyTorch's argument names)
+    """A histogram of ``bins`` equal-width bins over [min, max] (the last bin includes max;
+    values outside are left out). min == max takes the data's range (one unit either side
+    when that is a single value). In the input's dtype; not differentiable."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"histc(): argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not is_floating(input.data.dtype):
+        raise DtypeNotImplemented(f"histc: not implemented for {input.data.dtype} tensors; pass "
+                                  "a floating-point one")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
+        raise TypeError(f"histc(): argument 'bins' must be int, not {type(bins).__name__}")
+    if bins <= 0:
+        raise CountArgumentError(f"histc: bins must be > 0, but got {bins}")
+    lo, hi = float(min), float(max)
+    if lo > hi:
+        raise CountArgumentError(f"histc: max must be larger than min, got min={min}, max={max}")
+    data = input.data.reshape(-1)
+    xp = get_array_module(data)
+    wide = _wide(data)
+    if lo == hi:
+        if data.size:
+            lo, hi = float(wide.min()), float(wide.max())
+        if lo == hi:
+            lo, hi = lo - 1, hi + 1
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise CountArgumentError(f"histc: range of [{lo}, {hi}] is not finite")
+    keep = (wide >= lo) & (wide <= hi)  # NaN falls outside
+    inside = wide[keep]
+    with np.errstate(invalid="ignore", over="ignore"):
+        pos = ((inside - wide.dtype.type(lo)) * bins / wide.dtype.type(hi - lo)).astype(np.int64)
+    pos = xp.minimum(xp.maximum(pos, 0), bins - 1)  # max itself goes in the last bin
+    counts = xp.bincount(pos, minlength=int(bins))
+    return autograd.Tensor(counts.astype(input.data.dtype))
+
+
+# ---- trapezoid: the trapezoidal rule (differentiable) ------------------------------------------
+def _slices(y, d):
+    n = y.shape[d]
+    lead = (slice(None),) * d
+    return y[lead + (slice(1, None),)], y[lead + (slice(0, n - 1),)]
+
+
+def _trapezoid_parts(name, y, x, dx, dim):
+    if not isinstance(y, autograd.Tensor):
+        raise TypeError(f"{name}(): argument 'y' must be a Tensor, not {type(y).__name__}")
+    if y.ndim == 0:
+        raise autograd.DimError(f"{name}: dimension specified as {dim} but tensor has no "
+                                "dimensions")
+    d = wrap_dim(dim, y.ndim, name)
+    if x is not None and dx is not None:
+        raise TypeError(f"{name}: pass x or dx, not both")
+    y = _float_input(y)
+    if x is None:
+        return y, d, (1.0 if dx is None else dx), None
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: x must be a Tensor, got {type(x).__name__}")
+    x = _float_input(x)
+    if x.ndim == 1:
+        if x.shape[0] != y.shape[d]:
+            raise CountArgumentError(f"{name}: there must be one `x` value for each sample "
+                                     f"point: x has {x.shape[0]}, y has {y.shape[d]} along dim "
+                                     f"{dim}")
+        shape = [1] * y.ndim
+        shape[d] = -1
+        x = x.reshape(shape)
+    elif x.ndim < y.ndim:  # x's shape padded with leading 1s, as PyTorch's
+        x = x.reshape((1,) * (y.ndim - x.ndim) + tuple(x.shape))
+    hi, lo = _slices(x, d)
+    return y, d, None, hi - lo
+
+
+def trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The integral of ``y`` along ``dim`` by the trapezoidal rule, at the points ``x`` (a 1-d
+    tensor or one that broadcasts with y) or spaced ``dx`` apart (1 by default)."""
+    y, d, dx, widths = _trapezoid_parts("trapezoid", y, x, dx, dim)
+    if y.shape[d] == 0:
+        return y.sum(dim=d)
+    hi, lo = _slices(y, d)
+    if widths is None:
+        return (hi + lo).sum(dim=d) * (dx / 2)
+    return (widths * (hi + lo)).sum(dim=d) / 2
+
+
+def trapz(y, x=None, *, dx=None, dim=-1):
+    """The old name of trapezoid."""
+    return trapezoid(y, x, dx=dx, dim=dim)
+
+
+def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The running trapezoidal integral along ``dim`` (one fewer element there)."""
+    y, d, dx, widths = _trapezoid_parts("cumulative_trapezoid", y, x, dx, dim)
+    hi, lo = _slices(y, d) if y.shape[d] else (y, y)
+    pieces = (hi + lo) * (dx / 2) if widths is None else widths * (hi + lo) / 2
+    return cumsum(pieces, d)
+
+
+TENSOR_METHODS.update({"bincount": bincount, "histc": histc})
+FUNCTIONS.update({"bincount": bincount, "histc": histc, "trapezoid": trapezoid, "trapz": trapz,
+                  "cumulative_trapezoid": cumulative_trapezoid})

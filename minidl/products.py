@@ -14,6 +14,8 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
+from .backend.dtypes import is_floating
+from .math_ops import vector_norm
 from .ops import Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
 from .shape_ops import select
 
@@ -225,6 +227,9 @@ def trace(input):
     """The sum of a matrix's main diagonal."""
     if input.ndim != 2:
         raise ValueError(f"trace: needs a 2-d matrix, got shape {input.shape}")
+    hook = autograd.autocast_hook()
+    if hook is not None:  # PyTorch's CPU autocast sums 16-bit input in float32, to float32
+        (input,) = hook.inputs("trace", [input])
     return input.diagonal().sum()
 
 
@@ -288,3 +293,158 @@ TENSOR_METHODS.update({"trace": trace, "addmm": addmm, "baddbmm": baddbmm, "addm
                        "inner": inner, "cross": cross})
 FUNCTIONS = ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum", "trace", "addmm", "baddbmm",
              "addmv", "inner", "cross"]
+
+
+# ---- cdist ---------------------------------------------------------------------------------
+class CdistArgumentError(ValueError, RuntimeError):
+    """An argument of cdist PyTorch refuses with a RuntimeError (p < 0, too few dims, column
+    counts that differ): a ValueError as minidl's other argument errors, a RuntimeError as
+    PyTorch's."""
+
+
+def _pairwise_difference(x1, x2):
+    return x1[..., :, None, :] - x2[..., None, :, :]
+
+
+# rows of x1 per step, so that one step's (..., rows, R, M) differences stay near this many
+# elements (the memory of a step, not of the whole (..., P, R, M) at once)
+_CDIST_STEP_ELEMENTS = 1 << 22
+
+
+def _row_steps(a, b):
+    batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+    per_row = max(1, batch * b.shape[-2] * b.shape[-1])
+    rows = max(1, _CDIST_STEP_ELEMENTS // per_row)
+    return [(i, min(i + rows, a.shape[-2])) for i in range(0, a.shape[-2], rows)] or [(0, 0)]
+
+
+class Cdist(Function):
+    """The p-norm distance of every row of x1 to every row of x2 (batch dims broadcast), from
+    the differences, a block of x1's rows at a time. Gradients are PyTorch's: 0 where a
+    distance is 0, and for p < 1 where a coordinate difference is 0; for p = inf every
+    coordinate that attains the max gets the gradient."""
+
+    def forward(self, x1, x2, p):
+        xp = get_array_module(x1)
+        self.p, self.dtype = p, x1.dtype
+        wide = np.float32 if x1.dtype.itemsize == 2 else None
+        a, b = (x1, x2) if wide is None else (x1.astype(wide), x2.astype(wide))
+        parts = []
+        for i, j in _row_steps(a, b):
+            diff = _pairwise_difference(a[..., i:j, :], b)
+            m = abs(diff)
+            if p == 0:
+                y = (m != 0).sum(axis=-1).astype(a.dtype)
+            elif p == 1:
+                y = m.sum(axis=-1)
+            elif p == 2:
+                y = xp.sqrt((diff * diff).sum(axis=-1))
+            elif p == float("inf"):
+                y = m.max(axis=-1) if m.shape[-1] else xp.zeros(m.shape[:-1], a.dtype)
+            else:
+                y = (m ** p).sum(axis=-1) ** (1.0 / p)
+            parts.append(y)
+        y = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=-2)
+        self.save_for_backward(a, b, y)
+        return y.astype(x1.dtype, copy=False)
+
+    def _derivative(self, xp, diff, dist):
+        """d dist / d diff for one block, where ``dist`` has a trailing 1."""
+        p = self.p
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if p == 0:
+                return xp.zeros_like(diff)
+            if p == 1:
+                return xp.sign(diff)
+            if p == 2:
+                return xp.where(dist == 0, 0, diff / dist)
+            if p == float("inf"):
+                return xp.sign(diff) * (abs(diff) == dist)
+            m = abs(diff)
+            d = xp.sign(diff) * m ** (p - 1) / dist ** (p - 1)
+            zero = (dist == 0) | ((m == 0) if p < 1 else False)
+            return xp.where(zero, 0, d)
+
+    def backward(self, g):
+        a, b, y = self.saved
+        xp = get_array_module(g)
+        g = g.astype(a.dtype, copy=False)  # 16-bit input: its gradient computed in float32
+        g1_parts, g2 = [], None
+        for i, j in _row_steps(a, b):
+            diff = _pairwise_difference(a[..., i:j, :], b)
+            gd = g[..., i:j, :, None] * self._derivative(xp, diff, y[..., i:j, :, None])
+            g1_parts.append(gd.sum(axis=-2))
+            step = gd.sum(axis=-3)
+            g2 = -step if g2 is None else g2 - step
+        g1 = g1_parts[0] if len(g1_parts) == 1 else xp.concatenate(g1_parts, axis=-2)
+        return g1.astype(self.dtype, copy=False), g2.astype(self.dtype, copy=False)
+
+
+_COMPUTE_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",
+                  "donot_use_mm_for_euclid_dist")
+
+
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
+    """Distances between the rows of ``x1`` (..., P, M) and ``x2`` (..., R, M): (..., P, R),
+    batch dims broadcast, as torch.cdist. ``compute_mode`` is checked and otherwise ignored:
+    the distances are always computed from the differences (never through a matrix product,
+    which loses digits for close points)."""
+    for what, x in (("x1", x1), ("x2", x2)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"cdist(): argument '{what}' must be a Tensor, not "
+                            f"{type(x).__name__}")
+        if x.ndim < 2:
+            raise CdistArgumentError(f"cdist: only supports at least 2D tensors, {what} got: "
+                                     f"{x.ndim}D")
+        if not is_floating(x.data.dtype):
+            raise TypeError(f"cdist: only supports floating-point dtypes, {what} got: "
+                            f"{x.data.dtype}")
+    if x1.data.dtype != x2.data.dtype:
+        raise TypeError(f"cdist: x1 and x2 must have the same dtype, got {x1.data.dtype} and "
+                        f"{x2.data.dtype}")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise CdistArgumentError(f"cdist: X1 and X2 must have the same number of columns. X1: "
+                                 f"{x1.shape[-1]} X2: {x2.shape[-1]}")
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"cdist: p must be a number, got {type(p).__name__}")
+    if not p >= 0:
+        raise CdistArgumentError(f"cdist: only supports non-negative p values, got {p}")
+    if compute_mode not in _COMPUTE_MODES:
+        raise ValueError(f"{compute_mode} is not a valid value for compute_mode")
+    try:
+        np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+    except ValueError:
+        raise CdistArgumentError(f"cdist: batch dims do not broadcast: x1 {tuple(x1.shape)}, "
+                                 f"x2 {tuple(x2.shape)}") from None
+    return Cdist.apply(x1, x2, p=float(p))
+
+
+FUNCTIONS.append("cdist")
+
+
+def pdist(input, p=2.0):
+    """The p-norm distance between each pair of rows i < j of a 2-d tensor (n, M): a 1-d
+    tensor of n (n - 1) / 2 distances in row-major order, as torch.pdist."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"pdist(): argument 'input' must be a Tensor, not {type(input).__name__}")
+    if input.ndim != 2:
+        raise CdistArgumentError(f"pdist: only supports 2D tensors, got: {input.ndim}D")
+    if not is_floating(input.data.dtype):
+        raise TypeError(f"pdist: only supports floating-point dtypes, got {input.data.dtype}")
+    n = input.shape[0]
+    rows, cols = np.triu_indices(n, 1)
+    xp = get_array_module(input.data)
+    index = (xp.asarray(rows.astype(np.int64)), xp.asarray(cols.astype(np.int64)))
+    return cdist(input, input, p)[autograd.Tensor(index[0]), autograd.Tensor(index[1])]
+
+
+def dist(input, other, p=2):
+    """The p-norm of ``input - other`` (broadcast) over all elements, as torch.dist."""
+    for what, x in (("input", input), ("other", other)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"dist(): argument '{what}' must be a Tensor, not {type(x).__name__}")
+    return vector_norm(input - other, p)
+
+
+TENSOR_METHODS["dist"] = dist
+FUNCTIONS += ["pdist", "dist"]

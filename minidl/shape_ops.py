@@ -18,6 +18,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
 from .ops import Repeat, Reshape, TakeAlongDim, _sizes, repeat_sizes, wrap_dim
+from .ops import Cast, GetItem, result_type, stack
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
 
@@ -678,3 +679,150 @@ TENSOR_METHODS.update({
 })
 FUNCTIONS += ["cummax", "cummin", "kthvalue", "median", "msort", "unique", "searchsorted",
               "bucketize"]
+
+
+# ---- tensor_split, hsplit/vsplit/dsplit, block_diag, cartesian_prod -------------------------
+class ArgumentError(ValueError, RuntimeError):
+    """An argument value PyTorch refuses with a RuntimeError (``tensor_split(x, 0)``): a
+    ValueError, as minidl's other argument errors, and a RuntimeError, as PyTorch's."""
+
+
+def _is_int(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _split_points(name, indices_or_sections, n):
+    """The start of each piece (the first is 0) for an int of sections or a list of indices
+    (a 0-d or 1-d int64 tensor is taken as one or the other)."""
+    spec = indices_or_sections
+    if isinstance(spec, autograd.Tensor):
+        if spec.ndim > 1:
+            raise ArgumentError(f"{name}: expected tensor_indices_or_sections to be a "
+                                f"zero-dimensional or one-dimensional tensor, but got a tensor "
+                                f"with {spec.ndim} dims")
+        if spec.data.dtype != np.int64:
+            raise TypeError(f"{name}: expected tensor_indices_or_sections to have dtype int64, "
+                            f"but got {spec.data.dtype}")
+        spec = int(spec.item()) if spec.ndim == 0 else [int(i) for i in spec.tolist()]
+    if _is_int(spec):
+        sections = int(spec)
+        if sections <= 0:
+            raise ArgumentError(f"{name}: number of sections must be larger than 0, got "
+                                f"{sections}")
+        size, extra = divmod(n, sections)
+        sizes = [size + 1] * extra + [size] * (sections - extra)
+        return np.cumsum([0] + sizes[:-1]).tolist(), sizes
+    if isinstance(spec, (tuple, list)) and all(_is_int(i) for i in spec):
+        return [None] + [int(i) for i in spec], None
+    raise TypeError(f"{name}: indices_or_sections must be an int, a list of ints or an int64 "
+                    f"tensor, got {type(indices_or_sections).__name__}")
+
+
+def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indices=None,
+                 tensor_indices_or_sections=None):
+    """Views of ``input`` along ``dim``: ``sections`` pieces as even as can be (the first
+    ``n % sections`` one longer), or the pieces between ``indices`` (as Python slices, so an
+    index past the end gives empty pieces), as torch.tensor_split."""
+    given = [s for s in (indices_or_sections, sections, indices, tensor_indices_or_sections)
+             if s is not None]
+    if len(given) != 1:
+        raise TypeError("tensor_split: pass one of indices_or_sections, sections, indices or "
+                        "tensor_indices_or_sections")
+    if input.ndim == 0:
+        raise ArgumentError("tensor_split: expected at least a 1-dimensional tensor, but got a "
+                            "tensor with 0 dims")
+    d = wrap_dim(dim, input.ndim, "tensor_split")
+    starts, sizes = _split_points("tensor_split", given[0], input.shape[d])
+    lead = (slice(None),) * d
+    if sizes is not None:  # sections: consecutive pieces of the given sizes
+        return tuple(GetItem.apply(input, index=lead + (slice(s, s + k),))
+                     for s, k in zip(starts, sizes))
+    stops = starts[1:] + [None]
+    return tuple(GetItem.apply(input, index=lead + (slice(a, b),)) for a, b in zip(starts, stops))
+
+
+def _split_along(name, input, indices_or_sections, dim, min_ndim):
+    if input.ndim < min_ndim:
+        raise ArgumentError(f"{name}: requires a tensor with at least {min_ndim} dimension"
+                            f"{'s' if min_ndim > 1 else ''}, but got a tensor with {input.ndim} "
+                            "dimensions")
+    if _is_int(indices_or_sections):
+        n, k = input.shape[dim], int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ArgumentError(f"{name}: cannot split dimension {dim} of size {n} into {k} "
+                                "equal pieces (it must be divisible by the number of sections)")
+    return tensor_split(input, indices_or_sections, dim)
+
+
+def hsplit(input, indices_or_sections):
+    """tensor_split along dim 1 (dim 0 of a 1-d tensor); an int must divide the size."""
+    return _split_along("hsplit", input, indices_or_sections, 1 if input.ndim > 1 else 0, 1)
+
+
+def vsplit(input, indices_or_sections):
+    """tensor_split along dim 0 of a tensor with at least 2 dims; an int must divide it."""
+    return _split_along("vsplit", input, indices_or_sections, 0, 2)
+
+
+def dsplit(input, indices_or_sections):
+    """tensor_split along dim 2 of a tensor with at least 3 dims; an int must divide it."""
+    return _split_along("dsplit", input, indices_or_sections, 2, 3)
+
+
+class BlockDiag(Function):
+    """The matrices on the diagonal of a zero matrix; each one's gradient is its block."""
+
+    def forward(self, *blocks):
+        xp = get_array_module(*blocks)
+        rows, cols = sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)
+        out = xp.zeros((rows, cols), dtype=blocks[0].dtype)
+        self.places, i, j = [], 0, 0
+        for b in blocks:
+            place = (slice(i, i + b.shape[0]), slice(j, j + b.shape[1]))
+            out[place] = b
+            self.places.append(place)
+            i, j = i + b.shape[0], j + b.shape[1]
+        return out
+
+    def backward(self, g):
+        return tuple(g[place] for place in self.places)
+
+
+def block_diag(*tensors):
+    """A block-diagonal matrix of the tensors (0-d ones are 1x1, 1-d ones a row), at their
+    promoted dtype, as torch.block_diag."""
+    blocks = []
+    for k, t in enumerate(tensors):
+        if not isinstance(t, autograd.Tensor):
+            raise TypeError(f"block_diag: input {k} must be a Tensor, got {type(t).__name__}")
+        if t.ndim > 2:
+            raise ArgumentError(f"block_diag: input tensors must have 2 or fewer dimensions. "
+                                f"Input {k} has {t.ndim} dimensions")
+        blocks.append(t.reshape(1, -1) if t.ndim < 2 else t)
+    if not blocks:
+        return autograd.Tensor(np.zeros((1, 0), np.float32))
+    dtype = result_type(*blocks)
+    blocks = [b if b.data.dtype == dtype else Cast.apply(b, dtype=dtype) for b in blocks]
+    return BlockDiag.apply(*blocks)
+
+
+def cartesian_prod(*tensors):
+    """Every combination of one element from each 1-d tensor, one per row (the last tensor's
+    element changes fastest); one tensor comes back as it is, as in PyTorch."""
+    if not tensors:
+        raise ArgumentError("cartesian_prod: expects at least one tensor")
+    for t in tensors:
+        if not isinstance(t, autograd.Tensor) or t.ndim != 1:
+            raise ArgumentError(f"cartesian_prod: expects 1-d tensors, but got shape "
+                                f"{tuple(getattr(t, 'shape', ()))}")
+    if len({t.data.dtype for t in tensors}) > 1:
+        raise TypeError("cartesian_prod: expects all tensors to have the same dtype, got "
+                        + ", ".join(str(t.data.dtype) for t in tensors))
+    if len(tensors) == 1:
+        return tensors[0]
+    return stack([g.reshape(-1) for g in meshgrid(*tensors, indexing="ij")], dim=1)
+
+
+TENSOR_METHODS.update({"tensor_split": tensor_split, "hsplit": hsplit, "vsplit": vsplit,
+                       "dsplit": dsplit})
+FUNCTIONS += ["tensor_split", "hsplit", "vsplit", "dsplit", "block_diag", "cartesian_prod"]

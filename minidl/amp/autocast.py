@@ -225,3 +225,39 @@ def _apply(fn_class, tensors, kwargs):
 
 
 _HOOK = Hook()
+
+
+# cdist in float32 on both devices (a Function); erfinv too on CUDA. PyTorch's CPU policy also
+# runs trace and its linear-algebra decompositions and solvers in float32: those are composite
+# functions here (minidl.linalg, products.trace), which ask through Hook.inputs and
+# Hook.runs_in_float32 under these names
+FLOAT32["cpu"] |= {"Cdist", "trace", "linalg_inv", "linalg_solve", "linalg_cholesky",
+                   "linalg_qr", "linalg_svd", "linalg_svdvals", "linalg_eigh",
+                   "linalg_eigvalsh", "linalg_lstsq", "linalg_matrix_rank", "linalg_cond",
+                   "pinverse"}
+FLOAT32["cuda"] |= {"Cdist", "Erfinv"}
+_LISTED = _LISTED | FLOAT32["cpu"] | FLOAT32["cuda"]
+
+
+def _runs_in_float32(self, name, device):
+    """Whether an autocast region on ``device`` runs the composite op ``name`` in float32
+    (its steps then run outside the region, as one float32 op of PyTorch's would)."""
+    enabled, _ = _state[device]
+    return enabled and name in FLOAT32[device]
+
+
+Hook.runs_in_float32 = _runs_in_float32
+
+# linalg.pinv is composite in PyTorch (an SVD in float32, then a matmul in the low dtype): in a
+# region its result comes back in the low dtype on both devices. minidl.linalg computes it in
+# float32 and rounds the result (asked through Hook.low_output_dtype)
+LOW_OUTPUT = {"cpu": {"linalg_pinv"}, "cuda": {"linalg_pinv"}}
+
+
+def _low_output_dtype(self, name, device):
+    """The region's low dtype where ``name``'s result is rounded to it, else None."""
+    enabled, low = _state[device]
+    return low if enabled and name in LOW_OUTPUT[device] else None
+
+
+Hook.low_output_dtype = _low_output_dtype
