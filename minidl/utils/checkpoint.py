@@ -56,12 +56,12 @@ class _RandomState:
         from .. import backend
 
         self.cupy = None
-        if any(t.device.startswith("cuda") for t in tensors):
-            import cupy
-
+        on_gpu = [t for t in tensors if t.device.startswith("cuda")]
+        if on_gpu:
             # CuPy's generator has no readable state: both runs draw from a generator of
             # their own, seeded alike from minidl's
-            self.cupy, self.cupy_seed = cupy, int(backend.rng().integers(0, 2**63 - 1))
+            self.cupy = backend.get_array_module(on_gpu[0].data)
+            self.cupy_seed = int(backend.rng().integers(0, 2**63 - 1))
         self.numpy = backend.rng().bit_generator.state
 
     @contextlib.contextmanager
