@@ -1489,3 +1489,8 @@ _install_methods({"scatter_reduce_": _scatter_reduce_})
 
 
 autograd.use_grad_engine(grad)  # minidl.autograd.grad runs the backward pass defined here
+
+# the ops of pointwise.py, statistics.py and structure.py (more of PyTorch's tensor ops)
+from . import pointwise as _pointwise  # noqa: E402
+
+_install_methods(_pointwise.TENSOR_METHODS)

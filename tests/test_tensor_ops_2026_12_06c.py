@@ -1,0 +1,184 @@
+"""More of PyTorch's tensor ops: elementwise (pointwise.py), statistics (statistics.py), products
+and shape/scatter ops (structure.py), tensor queries and in-place samplers. PyTorch's values,
+dtypes and gradients in float64 (broadcasting and negative dims included), finite-difference
+checks, and PyTorch's errors."""
+import numpy as np
+import pytest
+
+import minidl
+from _ops_check import check
+
+rng = np.random.default_rng(7)
+X = rng.standard_normal((3, 4))
+Y = rng.standard_normal((3, 4))
+ROW = rng.standard_normal((4,))
+UNIT = rng.uniform(-0.9, 0.9, (3, 4))
+ABOVE1 = rng.uniform(1.2, 3.0, (3, 4))
+INTS = np.array([[-4, 0, 6, 9], [12, -15, 7, 0]])
+
+
+# ---- group 1: elementwise --------------------------------------------------------------------
+UNARY = [("asinh", X), ("arcsinh", X), ("acosh", ABOVE1), ("arccosh", ABOVE1), ("atanh", UNIT),
+         ("arctanh", UNIT), ("deg2rad", X * 90), ("rad2deg", X), ("fix", X * 3),
+         ("absolute", X + 0.01), ("positive", X), ("negative", X), ("arctan", X)]
+
+
+@pytest.mark.parametrize("name, a", UNARY, ids=[u[0] for u in UNARY])
+def test_unary(name, a):
+    check(lambda L, x: getattr(L, name)(x), a)
+    check(lambda L, x: getattr(x, name)(), a)
+
+
+def test_sgn_is_sign_with_a_zero_gradient():
+    check(lambda L, x: L.sgn(x), X, grad=False)
+    check(lambda L, x: x.sgn(), INTS, grad=False)
+    x = minidl.tensor(X, requires_grad=True)
+    x.sgn().sum().backward()
+    assert x.grad is not None and not x.grad.numpy().any()
+
+
+@pytest.mark.parametrize("name", ["asinh", "acosh", "atanh", "deg2rad", "rad2deg", "sgn", "fix",
+                                  "positive", "absolute", "signbit", "isposinf", "isneginf",
+                                  "isreal"])
+@pytest.mark.parametrize("dtype", ["int64", "uint8", "bool", "float32"])
+def test_unary_dtypes(name, dtype):
+    a = np.array([[2, 0, 1], [3, 1, 5]]).astype(dtype)
+    if dtype == "bool" and name in ("positive", "absolute", "fix"):
+        with pytest.raises((TypeError, RuntimeError)):
+            getattr(minidl, name)(minidl.tensor(a))
+        return
+    check(lambda L, x: getattr(L, name)(x), a, grad=False, rtol=1e-6)
+
+
+@pytest.mark.parametrize("b", [Y, ROW, np.array(-0.7), -2.5], ids=["same", "row", "0d", "num"])
+def test_copysign(b):
+    a = X.copy()
+    a[0, 0] = 0.0
+    if isinstance(b, float):
+        check(lambda L, x: L.copysign(x, b), a)
+    else:
+        check(lambda L, x, y: L.copysign(x, y), a, b)
+        check(lambda L, x, y: x.copysign(y), a, b)
+
+
+def test_copysign_and_signbit_dtypes():
+    check(lambda L, x, y: L.copysign(x, y), INTS, INTS[::-1].copy(), grad=False)
+    check(lambda L, x: L.signbit(x), np.array([-0.0, 0.0, -1.0, np.nan, -np.inf]), grad=False)
+    check(lambda L, x: L.signbit(x), INTS, grad=False)
+
+
+def test_heaviside():
+    a = np.array([-1.5, 0.0, 2.0, 0.0])
+    check(lambda L, x, v: L.heaviside(x, v), a, np.array([0.5, 0.25, 7.0, -1.0]), grad=False)
+    check(lambda L, x, v: x.heaviside(v), a, np.array(0.5), grad=False)
+    check(lambda L, x, v: L.heaviside(x, v), INTS, np.array(3), grad=False)
+    with pytest.raises(TypeError, match="same dtype"):
+        minidl.heaviside(minidl.tensor(a), minidl.tensor([1, 2, 3, 4]))
+    x = minidl.tensor(a, requires_grad=True, dtype=np.float64)
+    with pytest.raises(RuntimeError, match="not implemented"):
+        minidl.heaviside(x, minidl.tensor(0.5, dtype=np.float64)).sum().backward()
+
+
+@pytest.mark.parametrize("name", ["fmax", "fmin"])
+def test_fmax_fmin(name):
+    a, b = X.copy(), Y.copy()
+    a[0, 0] = b[0, 0] = np.nan
+    a[0, 1] = np.nan
+    b[1, 2] = np.nan
+    a[2, 3] = b[2, 3]  # a tie: the input takes the gradient, as PyTorch's
+    check(lambda L, x, y: getattr(L, name)(x, y), a, b, check_grad=False)
+    check(lambda L, x, y: getattr(x, name)(y), X, ROW)
+    check(lambda L, x, y: getattr(L, name)(x, y), INTS, INTS[::-1].copy(), grad=False)
+    check(lambda L, x, y: getattr(L, name)(x, y), INTS, X[:2].astype(np.float32), grad=False)
+    with pytest.raises(TypeError, match="other"):
+        getattr(minidl, name)(minidl.tensor(X), 2.0)
+    with pytest.raises(ValueError, match="broadcast"):
+        getattr(minidl, name)(minidl.tensor(X), minidl.tensor(Y[:, :3]))
+
+
+def test_float_power():
+    pos = np.abs(X) + 0.5
+    check(lambda L, x, y: L.float_power(x, y), pos, Y)
+    check(lambda L, x, y: x.float_power(y), pos, ROW)
+    check(lambda L, x: L.float_power(x, 3), X)
+    check(lambda L, x: L.float_power(x, 0.5), pos)
+    check(lambda L, x: L.float_power(2, x), X)
+    check(lambda L, x: L.float_power(x, 2), INTS, grad=False)
+    check(lambda L, x: L.float_power(x, 2), X.astype(np.float32), grad=False)
+    check(lambda L, x, y: L.float_power(x, y), np.abs(X[:2]).astype(np.float32), INTS % 4,
+          grad=False)
+
+
+def test_ldexp_and_frexp():
+    e = np.array([[1, -2, 0, 3], [2, 2, -1, 0], [0, 5, 1, -3]])
+    check(lambda L, x, y: L.ldexp(x, y), X, e.astype(np.float64))
+    check(lambda L, x, y: x.ldexp(y), X, ROW)
+    # an integer exponent: PyTorch's input gradient 2**e is computed in integers there (0 for
+    # negative e), which minidl does not copy; compared where e >= 0
+    check(lambda L, x, y: L.ldexp(x, y), X, np.abs(e))
+    check(lambda L, x, y: L.ldexp(x, y), X, e, grad=False)
+    x = minidl.tensor(X, dtype=np.float64, requires_grad=True)
+    minidl.ldexp(x, minidl.tensor(e)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 2.0 ** e)
+    check(lambda L, x, y: L.ldexp(x, y), INTS[:, :3], e[:2, :3], grad=False)
+    check(lambda L, x: L.frexp(x), X * 100)
+    check(lambda L, x: x.frexp(), np.array([0.0, -0.0, 1.0, -3.5, 1e-300, np.inf]),
+          grad=False)
+    check(lambda L, x: L.frexp(x), X.astype(np.float32), grad=False)
+    with pytest.raises(RuntimeError, match="floating-point"):
+        minidl.frexp(minidl.tensor(INTS))
+    with pytest.raises(TypeError, match="other"):
+        minidl.ldexp(minidl.tensor(X), 2)
+
+
+def test_gcd_lcm():
+    a, b = INTS, np.array([[6, 0, -4, 3], [8, 10, 7, 5]])
+    for name in ("gcd", "lcm"):
+        check(lambda L, x, y: getattr(L, name)(x, y), a, b, grad=False)
+        check(lambda L, x, y: getattr(x, name)(y), a, np.array(4), grad=False)
+        check(lambda L, x, y: getattr(L, name)(x, y), a.astype(np.int32), b.astype(np.int16),
+              grad=False)
+        with pytest.raises(NotImplementedError, match="integer"):
+            getattr(minidl, name)(minidl.tensor(X), minidl.tensor(Y))
+        with pytest.raises(NotImplementedError):
+            getattr(minidl, name)(minidl.tensor([True]), minidl.tensor([False]))
+
+
+def test_nextafter():
+    b = Y.copy()
+    b[1, 1] = X[1, 1]
+    check(lambda L, x, y: L.nextafter(x, y), X, b, rtol=0, atol=0, check_grad=False)
+    check(lambda L, x, y: x.nextafter(y), X.astype(np.float32), np.array(np.inf, np.float32),
+          rtol=0, atol=0, check_grad=False)
+    with pytest.raises(NotImplementedError):
+        minidl.nextafter(minidl.tensor(INTS), minidl.tensor(INTS))
+
+
+def test_isposinf_isneginf_isreal():
+    a = np.array([np.inf, -np.inf, np.nan, 0.0, -2.0])
+    for name in ("isposinf", "isneginf", "isreal"):
+        check(lambda L, x: getattr(L, name)(x), a, grad=False)
+        check(lambda L, x: getattr(x, name)(), a.astype(np.float32), grad=False)
+
+
+def test_arithmetic_aliases():
+    check(lambda L, x, y: L.multiply(x, y), X, ROW)
+    check(lambda L, x, y: x.multiply(y), X, Y)
+    check(lambda L, x, y: L.subtract(x, y, alpha=2.5), X, ROW)
+    check(lambda L, x, y: x.subtract(y), X, Y)
+    check(lambda L, x, y: L.subtract(x, y, alpha=2), INTS, INTS, grad=False)
+    check(lambda L, x, y: L.true_divide(x, y), X, Y)
+    check(lambda L, x, y: L.true_divide(x, y), INTS, INTS + 20, grad=False)
+    check(lambda L, x, y: x.true_divide(y), X, ROW)
+    check(lambda L, x, y: L.divide(x, y, rounding_mode="floor"), INTS, INTS + 20, grad=False)
+    check(lambda L, x, y: L.not_equal(x, y), INTS, INTS[::-1].copy(), grad=False)
+    check(lambda L, x, y: L.multiply(x, y), np.array([True, False]), np.array([True, True]),
+          grad=False)
+    with pytest.raises((TypeError, RuntimeError)):
+        minidl.subtract(minidl.tensor([True]), minidl.tensor([False]))
+
+
+def test_inverse_hyperbolic_edges():
+    check(lambda L, x: L.atanh(x), np.array([-1.0, 1.0, 0.0, 2.0]), grad=False)
+    check(lambda L, x: L.acosh(x), np.array([1.0, 0.5, 1e6]), grad=False)
+    check(lambda L, x: L.asinh(x), np.array([-1e300, 1e-300, 0.0]), grad=False, rtol=1e-12)
