@@ -1494,3 +1494,7 @@ autograd.use_grad_engine(grad)  # minidl.autograd.grad runs the backward pass de
 from . import pointwise as _pointwise  # noqa: E402
 
 _install_methods(_pointwise.TENSOR_METHODS)
+
+from . import statistics as _statistics  # noqa: E402
+
+_install_methods(_statistics.TENSOR_METHODS)

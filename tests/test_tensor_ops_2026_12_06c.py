@@ -182,3 +182,178 @@ def test_inverse_hyperbolic_edges():
     check(lambda L, x: L.atanh(x), np.array([-1.0, 1.0, 0.0, 2.0]), grad=False)
     check(lambda L, x: L.acosh(x), np.array([1.0, 0.5, 1e6]), grad=False)
     check(lambda L, x: L.asinh(x), np.array([-1e300, 1e-300, 0.0]), grad=False, rtol=1e-12)
+
+
+# ---- group 2: reductions and statistics ------------------------------------------------------
+DISTINCT = rng.permutation(24).reshape(2, 3, 4) * 0.37 - 4.0
+
+
+@pytest.mark.parametrize("dim, keepdim", [(None, False), (None, True), (0, False), (-1, True),
+                                          (1, False)])
+def test_aminmax(dim, keepdim):
+    check(lambda L, x: L.aminmax(x, dim=dim, keepdim=keepdim), DISTINCT)
+    check(lambda L, x: x.aminmax(dim=dim, keepdim=keepdim), INTS, grad=False)
+
+
+def test_aminmax_ties_share_the_gradient_and_errors():
+    a = np.array([[1.0, 3.0, 3.0], [0.0, 0.0, 2.0]])
+    check(lambda L, x: L.aminmax(x), a, check_grad=False)
+    check(lambda L, x: L.aminmax(x, dim=1)[1], a, check_grad=False)
+    check(lambda L, x: L.aminmax(x, dim=1)[0], a, check_grad=False)
+    check(lambda L, x: L.aminmax(x), np.array([True, False]), grad=False)
+    check(lambda L, x: L.aminmax(x, dim=0), np.array(2.5))
+    with pytest.raises(RuntimeError, match="empty"):
+        minidl.aminmax(minidl.tensor(np.zeros((0, 3))))
+    with pytest.raises(ValueError, match="empty"):
+        minidl.aminmax(minidl.tensor(np.zeros((2, 0))), dim=1)
+
+
+@pytest.mark.parametrize("dim, keepdim", [(None, False), (0, False), (-1, True), (1, False)])
+def test_nanmedian(dim, keepdim):
+    a = DISTINCT.copy()
+    a[0, 1, 2] = a[1, 0, 0] = a[1, 2, 3] = np.nan
+    if dim is None:
+        check(lambda L, x: L.nanmedian(x), a)
+        check(lambda L, x: x.nanmedian(), DISTINCT)
+    else:
+        check(lambda L, x: L.nanmedian(x, dim, keepdim), a, check_grad=False)
+        check(lambda L, x: x.nanmedian(dim, keepdim=keepdim), DISTINCT)
+        # an all-NaN slice: NaN (its index is where PyTorch's partial sort left it: not compared)
+        a[0, 2, :] = a[1, :, 1] = np.nan
+        check(lambda L, x: L.nanmedian(x, dim, keepdim)[0], a, grad=False)
+    check(lambda L, x: L.nanmedian(x, -1), np.array([[2.0, 1, 2, 2], [1, 1, 3, 3], [3, 3, 1, 1]]),
+          check_grad=False)
+    check(lambda L, x: L.nanmedian(x), np.array([2.0, 1, 2, 2, 5, np.nan]), check_grad=False)
+    check(lambda L, x: L.nanmedian(x, 0), INTS, grad=False)
+
+
+QUANTILE_CASES = [(0.3, None, False), (0.5, 1, False), (1.0, -1, True), (0.0, 0, True),
+                  ([0.1, 0.5, 0.95], -1, False), ([0.25, 0.75], 0, True),
+                  ([0.6], None, True), ("0d", 1, False)]
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "lower", "higher", "midpoint", "nearest"])
+@pytest.mark.parametrize("q, dim, keepdim", QUANTILE_CASES)
+def test_quantile(q, dim, keepdim, interpolation):
+    def fn(L, x):
+        qq = q
+        if q == "0d":
+            qq = L.tensor(0.4, dtype=x.dtype)
+        elif isinstance(q, list):
+            qq = L.tensor(np.array(q), dtype=x.dtype)
+        return L.quantile(x, qq, dim, keepdim, interpolation=interpolation)
+    check(fn, DISTINCT)
+
+
+@pytest.mark.parametrize("interpolation", ["linear", "nearest", "midpoint"])
+def test_quantile_nan_and_nanquantile(interpolation):
+    a = DISTINCT[0].copy()
+    a[0, 1] = a[2, 2] = np.nan
+    a[1, :] = np.nan
+    q = np.array([0.2, 0.5, 0.9])
+    for name in ("quantile", "nanquantile"):
+        check(lambda L, x, qq: getattr(L, name)(x, qq, 1, interpolation=interpolation),
+              a, q, check_grad=False)
+        check(lambda L, x, qq: getattr(x, name)(qq, 0, True, interpolation=interpolation),
+              a, q, check_grad=False)
+        check(lambda L, x: getattr(L, name)(x, 0.5), a, check_grad=False)
+    b = DISTINCT[0].copy()
+    b[0, 0] = np.nan
+    check(lambda L, x: L.nanquantile(x, 0.7, dim=-1), b)
+    # the gradient of q itself (linear interpolation), as PyTorch's
+    check(lambda L, x, qq: L.quantile(x, qq, 1), DISTINCT[0], np.array([0.15, 0.55, 0.8]))
+    check(lambda L, x, qq: L.nanquantile(x, qq, 1), b, np.array([0.15, 0.55, 0.8]))
+    check(lambda L, x: L.quantile(x, 0.25), DISTINCT.astype(np.float32), grad=False, rtol=1e-6)
+    halves = np.array([1.0, 2.0, 3.0, 4.0, 5.0])  # ranks at .5: nearest rounds half to even
+    check(lambda L, x: L.quantile(x, L.tensor([0.125, 0.375, 0.625, 0.875], dtype=x.dtype),
+                                  interpolation="nearest"), halves)
+
+
+def test_quantile_errors():
+    x = minidl.tensor(X)
+    with pytest.raises(RuntimeError, match="float or double"):
+        minidl.quantile(minidl.tensor(INTS), 0.5)
+    with pytest.raises(ValueError, match="range"):
+        minidl.quantile(x, 1.5)
+    with pytest.raises(ValueError, match="range"):
+        x.nanquantile(minidl.tensor([0.5, -0.1]))
+    with pytest.raises(RuntimeError, match="same dtype"):
+        minidl.quantile(x, minidl.tensor([0.5], dtype=np.float64))
+    with pytest.raises(RuntimeError, match="1D"):
+        minidl.quantile(x, minidl.tensor([[0.5]]))
+    with pytest.raises(RuntimeError, match="interpolation"):
+        minidl.quantile(x, 0.5, interpolation="cubic")
+    with pytest.raises(RuntimeError, match="non-empty"):
+        minidl.quantile(minidl.tensor(np.zeros(0, np.float32)), 0.5)
+    with pytest.raises(IndexError):
+        minidl.quantile(x, 0.5, dim=2)
+
+
+@pytest.mark.parametrize("dim, keepdim", [(-1, False), (0, True), (1, False)])
+def test_mode(dim, keepdim):
+    a = np.array([[[1, 5, 5, 1, 7], [2, 2, 2, 0, 0], [3, 1, 1, 3, 4]],
+                  [[9, 9, 8, 8, 8], [6, 5, 4, 3, 2], [0, 0, 0, 0, 0]]], dtype=np.float64)
+    # finite differences break the ties that make a mode: torch's gradients only
+    check(lambda L, x: L.mode(x, dim, keepdim), a, check_grad=False)
+    check(lambda L, x: x.mode(dim, keepdim=keepdim), a.astype(np.int64), grad=False)
+    check(lambda L, x: L.mode(x), np.array([[2.0, 1, 2, 2], [1, 1, 3, 3], [3, 3, 1, 1]]),
+          check_grad=False)
+    check(lambda L, x: L.mode(x), np.array(3.0))
+    check(lambda L, x: L.mode(x, 0), np.array([True, False, True]), grad=False)
+
+
+@pytest.mark.parametrize("p", [2, 1, 0, 3.5, float("inf"), float("-inf")])
+def test_dist(p):
+    a, b = DISTINCT[0], DISTINCT[1][::-1].copy()
+    check(lambda L, x, y: L.dist(x, y, p), a, b, grad=p != 0)  # p = 0: a zero gradient
+    check(lambda L, x, y: x.dist(y, p=p), a, b[1], grad=p != 0)
+
+
+@pytest.mark.parametrize("correction", [1, 0, 2])
+def test_cov_and_corrcoef(correction):
+    a = rng.standard_normal((3, 6))
+    fw = np.array([1, 2, 0, 3, 1, 1])
+    aw = rng.uniform(0.2, 2.0, 6)
+    check(lambda L, x: L.cov(x, correction=correction), a)
+    check(lambda L, x: x.cov(correction=correction), a[0])
+    check(lambda L, x, f: L.cov(x, correction=correction, fweights=f), a, fw)
+    check(lambda L, x, w: L.cov(x, correction=correction, aweights=w), a, aw)
+    check(lambda L, x, f, w: L.cov(x, correction=correction, fweights=f, aweights=w), a, fw, aw)
+    check(lambda L, x: L.corrcoef(x), a)
+    check(lambda L, x: x.corrcoef(), a[:1])
+    check(lambda L, x: L.cov(x), INTS, grad=False)
+    check(lambda L, x: L.corrcoef(x), INTS, grad=False, rtol=1e-6)
+
+
+def test_cov_errors_and_degrees_of_freedom():
+    x = minidl.tensor(X)
+    with pytest.raises(RuntimeError, match="two or fewer"):
+        minidl.cov(minidl.tensor(np.zeros((2, 2, 2))))
+    with pytest.raises(TypeError, match="integral"):
+        minidl.cov(x, fweights=minidl.tensor([1.0, 2.0, 3.0, 4.0]))
+    with pytest.raises(TypeError, match="floating point"):
+        minidl.cov(x, aweights=minidl.tensor([1, 2, 3, 4]))
+    with pytest.raises(ValueError, match="negative"):
+        minidl.cov(x, fweights=minidl.tensor([1, -2, 3, 4]))
+    with pytest.raises(ValueError, match="numel"):
+        minidl.cov(x, fweights=minidl.tensor([1, 2, 3]))
+    with pytest.warns(RuntimeWarning, match="degrees of freedom"):
+        out = minidl.cov(minidl.tensor(np.ones((2, 1))))
+    assert np.isnan(out.numpy()).all()
+
+
+def test_quantile_and_dist_under_autocast():
+    torch_ = pytest.importorskip("torch")
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal((3, 4)).astype(np.float32)
+    m = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    with minidl.autocast("cpu"), torch_.autocast("cpu"):
+        for fn in (lambda L, x, y: L.quantile(x, 0.3), lambda L, x, y: L.nanquantile(x, 0.3, 1),
+                   lambda L, x, y: L.dist(x, y), lambda L, x, y: L.cov(x),
+                   lambda L, x, y: L.corrcoef(x)):
+            mine = fn(minidl, minidl.tensor(a), minidl.tensor(b))
+            theirs = fn(torch_, torch_.tensor(a), torch_.tensor(b))
+            assert str(mine.dtype) == str(theirs.dtype).replace("torch.", "")
+        mine = minidl.quantile(minidl.tensor(m).to(minidl.bfloat16), 0.5, dim=0)
+        theirs = torch_.quantile(torch_.tensor(m).bfloat16(), 0.5, dim=0)
+        assert mine.dtype == np.float32 and theirs.dtype == torch_.float32

@@ -225,3 +225,9 @@ def _apply(fn_class, tensors, kwargs):
 
 
 _HOOK = Hook()
+
+# statistics.py's composite ops, as PyTorch's tables list them: quantile and nanquantile in
+# float32 on the CPU, dist in float32 on CUDA (cov, tensordot and kin run on matmul, which is
+# in LOWER already)
+FLOAT32["cpu"] |= {"quantile", "nanquantile"}
+FLOAT32["cuda"] |= {"dist"}
