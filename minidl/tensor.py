@@ -1498,3 +1498,7 @@ _install_methods(_pointwise.TENSOR_METHODS)
 from . import statistics as _statistics  # noqa: E402
 
 _install_methods(_statistics.TENSOR_METHODS)
+
+from . import structure as _structure  # noqa: E402
+
+_install_methods(_structure.TENSOR_METHODS)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minidl
-from _ops_check import check
+from _ops_check import check, torch
 
 rng = np.random.default_rng(7)
 X = rng.standard_normal((3, 4))
@@ -357,3 +357,282 @@ def test_quantile_and_dist_under_autocast():
         mine = minidl.quantile(minidl.tensor(m).to(minidl.bfloat16), 0.5, dim=0)
         theirs = torch_.quantile(torch_.tensor(m).bfloat16(), 0.5, dim=0)
         assert mine.dtype == np.float32 and theirs.dtype == torch_.float32
+
+
+# ---- group 3: products, shapes, scatters -----------------------------------------------------
+A3 = rng.standard_normal((2, 3, 4))
+B3 = rng.standard_normal((4, 3, 5))
+
+
+@pytest.mark.parametrize("dims", [2, 1, 0, ([1, 0], [1, 0]), ([2], [0]), [[-1, 1], [0, -2]],
+                                  ([], [])])
+def test_tensordot(dims):
+    b = B3  # (4, 3, 5)
+    if dims == 2:
+        b = rng.standard_normal((3, 4, 2))
+    elif dims == ([1, 0], [1, 0]):
+        b = rng.standard_normal((2, 3, 5))
+    check(lambda L, x, y: L.tensordot(x, y, dims), A3, b)
+    check(lambda L, x, y: L.tensordot(x, y, dims=dims), A3, b)
+
+
+def test_tensordot_errors():
+    a = minidl.tensor(A3)
+    with pytest.raises(RuntimeError, match="dims"):
+        minidl.tensordot(a, a, 4)
+    with pytest.raises(ValueError, match="need to match"):
+        minidl.tensordot(a, a, ([0], [1]))
+    with pytest.raises(TypeError):
+        minidl.tensordot(a, a, (0, 0, 1))
+    with pytest.raises(TypeError, match="same dtype"):
+        minidl.tensordot(a, minidl.tensor(INTS), 0)
+
+
+@pytest.mark.parametrize("sa, sb", [((2, 3), (2, 2)), ((3,), (2, 2)), ((), (2, 3)),
+                                    ((2, 1, 3), (2, 2))])
+def test_kron(sa, sb):
+    a, b = rng.standard_normal(sa), rng.standard_normal(sb)
+    check(lambda L, x, y: L.kron(x, y), a, b)
+    check(lambda L, x, y: x.kron(y), a, b)
+    check(lambda L, x, y: L.kron(x, y), INTS[:, :2], np.array([[1, 2], [3, 4]]), grad=False)
+
+
+@pytest.mark.parametrize("beta, alpha", [(1, 1), (0.5, 2.0), (0, -1.5)])
+def test_addr_addbmm(beta, alpha):
+    inp, v1, v2 = rng.standard_normal((3, 4)), rng.standard_normal(3), rng.standard_normal(4)
+    check(lambda L, m, a, b: L.addr(m, a, b, beta=beta, alpha=alpha), inp, v1, v2)
+    check(lambda L, m, a, b: m.addr(a, b, beta=beta, alpha=alpha), inp[0], v1, v2)
+    b1, b2 = rng.standard_normal((2, 3, 5)), rng.standard_normal((2, 5, 4))
+    check(lambda L, m, a, b: L.addbmm(m, a, b, beta=beta, alpha=alpha), inp, b1, b2)
+    check(lambda L, m, a, b: m.addbmm(a, b, beta=beta, alpha=alpha), inp[:, :1], b1, b2)
+    check(lambda L, m, a, b: L.addr(m, a, b), INTS[:, :3], INTS[:, 0], INTS[0, :3], grad=False)
+
+
+def test_vdot():
+    check(lambda L, x, y: L.vdot(x, y), ROW, X[0])
+    check(lambda L, x, y: x.vdot(y), INTS[0], INTS[1], grad=False)
+    with pytest.raises(RuntimeError, match="1D"):
+        minidl.vdot(minidl.tensor(X), minidl.tensor(X))
+    with pytest.raises(TypeError, match="dtype"):
+        minidl.vdot(minidl.tensor(INTS[0]), minidl.tensor(ROW))
+
+
+@pytest.mark.parametrize("offset, dim1, dim2", [(0, -2, -1), (1, 0, 2), (-1, -1, 0),
+                                                (2, 1, 3), (-2, 3, 0)])
+def test_diag_embed(offset, dim1, dim2):
+    check(lambda L, x: L.diag_embed(x, offset, dim1, dim2), A3)
+    check(lambda L, x: x.diag_embed(offset=offset, dim1=dim1, dim2=dim2), A3)
+
+
+def test_diag_embed_diagflat_dtypes_and_errors():
+    check(lambda L, x: L.diag_embed(x), INTS, grad=False)
+    check(lambda L, x: L.diag_embed(x), ROW)
+    for offset in (0, 2, -1):
+        check(lambda L, x: L.diagflat(x, offset), X)
+        check(lambda L, x: x.diagflat(offset), INTS, grad=False)
+    with pytest.raises(RuntimeError, match="identical"):
+        minidl.diag_embed(minidl.tensor(X), 0, 1, -2)
+
+
+@pytest.mark.parametrize("offset, dim1, dim2", [(0, 0, 1), (1, 0, 1), (-1, 1, 0), (1, 0, 2),
+                                                (0, -1, -3), (-2, 2, 1)])
+def test_diagonal_scatter(offset, dim1, dim2):
+    shape = np.array(A3).diagonal(offset, dim1, dim2).shape
+    src = rng.standard_normal(shape)
+    check(lambda L, x, s: L.diagonal_scatter(x, s, offset, dim1, dim2), A3, src)
+    check(lambda L, x, s: x.diagonal_scatter(s, offset=offset, dim1=dim1, dim2=dim2), A3, src)
+
+
+def test_select_and_slice_scatter():
+    check(lambda L, x, s: L.select_scatter(x, s, 1, -1), A3, rng.standard_normal((2, 4)))
+    check(lambda L, x, s: x.select_scatter(s, 0, 1), A3, rng.standard_normal((3, 4)))
+    check(lambda L, x, s: L.slice_scatter(x, s, 2, 1, None, 2), A3, rng.standard_normal((2, 3, 2)))
+    check(lambda L, x, s: x.slice_scatter(s), A3, rng.standard_normal((2, 3, 4)))
+    check(lambda L, x, s: L.slice_scatter(x, s, -2, -2), A3, rng.standard_normal((2, 2, 4)))
+    check(lambda L, x, s: L.select_scatter(x, s, 0, 0), INTS, np.array([1, 2, 3, 4]), grad=False)
+    check(lambda L, x, s: L.diagonal_scatter(x, s, 1), X, np.array([7, 8, 9]).astype(np.int64),
+          check_grad=False)
+    x = minidl.tensor(X)
+    with pytest.raises(RuntimeError, match="slice size"):
+        minidl.select_scatter(x, minidl.tensor(np.ones(3)), 0, 0)
+    with pytest.raises(ValueError, match="slice size"):
+        minidl.diagonal_scatter(x, minidl.tensor(np.ones(4)), 1)
+    with pytest.raises(IndexError):
+        minidl.select_scatter(x, minidl.tensor(np.ones(4)), 0, 3)
+
+
+def test_broadcast_tensors_and_stacking():
+    check(lambda L, x, y, z: L.broadcast_tensors(x, y, z), X, ROW, np.array(2.0))
+    check(lambda L, x, y: L.broadcast_tensors(x, y), A3, X)
+    for fn in ("dstack", "column_stack", "hstack", "vstack"):
+        check(lambda L, x, y: getattr(L, fn)([x, y]), X, Y)
+    check(lambda L, x, y: L.dstack([x, y]), ROW, X[0])
+    check(lambda L, x, y: L.dstack([x, y]), np.array(1.5), np.array(2.5))
+    check(lambda L, x, y: L.dstack((x, y)), A3, A3[..., :2].copy())
+    check(lambda L, x, y, z: L.column_stack([x, y, z]), X[:, 0].copy(), X, np.ones((3, 2)))
+    check(lambda L, x, y: L.column_stack([x, y]), np.array(1.5), np.array(2.5))
+    check(lambda L, x, y: L.column_stack([x, y]), INTS[0], INTS[1], grad=False)
+    check(lambda L, x: L.atleast_3d(x), ROW)
+    check(lambda L, x: L.atleast_3d(x), X)
+    check(lambda L, x, y: L.atleast_3d(x, y), np.array(1.0), A3)
+    with pytest.raises(TypeError):
+        minidl.dstack(minidl.tensor(X))
+    with pytest.raises(ValueError, match="broadcast"):
+        minidl.broadcast_tensors(minidl.tensor(X), minidl.tensor(np.ones(3)))
+
+
+def test_split_with_sizes_and_sum_to_size():
+    check(lambda L, x: L.split_with_sizes(x, [1, 3], 1), X)
+    check(lambda L, x: x.split_with_sizes([2, 0, 2], dim=-1), X)
+    check(lambda L, x: x.split_with_sizes([3]), X)
+    with pytest.raises(RuntimeError, match="sum exactly"):
+        minidl.tensor(X).split_with_sizes([1, 1], 1)
+    for size in [(4,), (1, 4), (3, 1), (1, 1), (3, 4), ((3, 1),), (1, 3, 1)]:
+        check(lambda L, x: x.sum_to_size(*size), A3)
+    check(lambda L, x: x.sum_to_size(1, 4), INTS.astype(np.int32), grad=False)
+    with pytest.raises(ValueError, match="not expandable"):
+        minidl.tensor(A3).sum_to_size(3)
+    with pytest.raises(RuntimeError, match="not expandable"):
+        minidl.tensor(X).sum_to_size(1, 3, 4, 1)
+
+
+def test_logspace():
+    for args, kw in [((0, 2, 5), {}), ((-1, 1, 7), {"base": 2.0}), ((0, 2, 5), {"dtype": "int64"}),
+                     ((1, -1, 4), {"base": 3}), ((-1, 1, 1), {}), ((0, 1, 0), {}),
+                     ((0, 3, 4), {"dtype": "float64", "base": 0.5})]:
+        mine = minidl.logspace(*args, **{k: getattr(minidl, v) if k == "dtype" else v
+                                         for k, v in kw.items()})
+        if torch is not None:
+            theirs = torch.logspace(*args, **{k: getattr(torch, v) if k == "dtype" else v
+                                              for k, v in kw.items()})
+            assert str(mine.dtype) == str(theirs.dtype).replace("torch.", "")
+            np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=2e-7)
+    assert minidl.logspace(0, 1, 3, requires_grad=True).requires_grad
+
+
+@pytest.mark.parametrize("dim", [None, 0, 1, -1])
+def test_unique_consecutive(dim):
+    x = np.array([[1, 1, 2], [1, 1, 2], [3, 3, 3], [1, 1, 2]])
+    for inverse in (False, True):
+        for counts in (False, True):
+            check(lambda L, t: L.unique_consecutive(t, return_inverse=inverse,
+                                                    return_counts=counts, dim=dim),
+                  x, grad=False)
+            check(lambda L, t: t.unique_consecutive(return_inverse=inverse,
+                                                    return_counts=counts, dim=dim),
+                  x.astype(np.float32), grad=False)
+    check(lambda L, t: L.unique_consecutive(t, return_counts=True),
+          np.array([np.nan, np.nan, 1.0, 1.0]), grad=False)
+    check(lambda L, t: L.unique_consecutive(t, return_inverse=True, return_counts=True),
+          np.zeros(0), grad=False)
+
+
+def test_masked_scatter():
+    mask = rng.random((3, 4)) > 0.4
+    src = rng.standard_normal(15)
+    check(lambda L, x, m, s: L.masked_scatter(x, m, s), X, mask, src)
+    check(lambda L, x, m, s: x.masked_scatter(m, s), X, mask[1], src[:12].reshape(3, 4))
+    check(lambda L, x, m, s: x.masked_scatter(m, s), ROW, mask, src)  # input broadcast
+    check(lambda L, x, m, s: L.masked_scatter(x, m, s), INTS, mask[:2], INTS * 3, grad=False)
+    x = minidl.tensor(X)
+    with pytest.raises(RuntimeError, match="source"):
+        x.masked_scatter(minidl.tensor(np.ones((3, 4), bool)), minidl.tensor(np.ones(5)))
+    with pytest.raises(TypeError, match="boolean"):
+        x.masked_scatter(minidl.tensor(np.ones((3, 4), np.int64)), minidl.tensor(np.ones(12)))
+    with pytest.raises(TypeError, match="dtype"):
+        x.masked_scatter(minidl.tensor(mask), minidl.tensor(INTS))
+
+
+def test_masked_scatter_in_place():
+    mask = rng.random((3, 4)) > 0.5
+    src = rng.standard_normal(12)
+    a, b = minidl.tensor(X, dtype=np.float64), torch.tensor(X) if torch is not None else None
+    out = a.masked_scatter_(minidl.tensor(mask), minidl.tensor(src, dtype=np.float64))
+    assert out is a
+    if torch is not None:
+        b.masked_scatter_(torch.tensor(mask), torch.tensor(src))
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+        # in the graph: the gradient through the in-place op, as torch's
+        w = minidl.tensor(X, dtype=np.float64, requires_grad=True)
+        s = minidl.tensor(src, dtype=np.float64, requires_grad=True)
+        h = w * 2
+        h.masked_scatter_(minidl.tensor(mask), s)
+        (h * minidl.tensor(Y, dtype=np.float64)).sum().backward()
+        tw = torch.tensor(X, requires_grad=True)
+        ts = torch.tensor(src, requires_grad=True)
+        th = tw * 2
+        th.masked_scatter_(torch.tensor(mask), ts)
+        (th * torch.tensor(Y)).sum().backward()
+        np.testing.assert_allclose(w.grad.numpy(), tw.grad.numpy())
+        np.testing.assert_allclose(s.grad.numpy(), ts.grad.numpy())
+
+
+@pytest.mark.parametrize("shape, wrap", [((5, 3), True), ((7, 3), True), ((7, 3), False),
+                                         ((3, 5), True), ((4, 4), False), ((2, 2, 2), False),
+                                         ((3, 3, 3, 3), True)])
+def test_fill_diagonal_(shape, wrap):
+    a = rng.standard_normal(shape)
+    mine = minidl.tensor(a).fill_diagonal_(2.5, wrap=wrap)
+    ints = minidl.tensor(np.zeros(shape, np.int64)).fill_diagonal_(1.7, wrap)
+    if torch is not None:
+        np.testing.assert_array_equal(
+            mine.numpy(), torch.tensor(a, dtype=torch.float32).fill_diagonal_(2.5, wrap=wrap))
+        theirs = torch.zeros(shape, dtype=torch.long).fill_diagonal_(1.7, wrap)
+        np.testing.assert_array_equal(ints.numpy(), theirs.numpy())
+
+
+def test_fill_diagonal_gradient_and_errors():
+    w = minidl.tensor(X, dtype=np.float64, requires_grad=True)
+    h = w * 3
+    h.fill_diagonal_(0.0)
+    h.sum().backward()
+    expected = np.full(X.shape, 3.0)
+    expected[np.arange(3), np.arange(3)] = 0
+    np.testing.assert_array_equal(w.grad.numpy(), expected)
+    with pytest.raises(RuntimeError, match="equal length"):
+        minidl.zeros(2, 3, 2).fill_diagonal_(1)
+    with pytest.raises(ValueError, match="larger than 1"):
+        minidl.zeros(3).fill_diagonal_(1)
+
+
+@pytest.mark.filterwarnings("ignore:index_reduce:UserWarning")  # torch's "in beta" note
+@pytest.mark.parametrize("reduce", ["prod", "mean", "amax", "amin"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_index_reduce(reduce, include_self):
+    index = np.array([0, 2, 0, 3])
+    src = rng.standard_normal((3, 4, 4)) + 0.1 * np.arange(48).reshape(3, 4, 4)
+    base = rng.standard_normal((3, 5, 4))
+    fn = (lambda L, x, s, i: L.index_reduce(x, 1, i, s, reduce, include_self=include_self))
+    check(fn, base, src, index, check_grad=reduce not in ("amax", "amin"))
+    check(lambda L, x, s, i: x.index_reduce(-1, i, s, reduce, include_self=include_self),
+          base[:, :4, :], rng.standard_normal((3, 4, 4)), index, check_grad=False)
+    check(fn, base.astype(np.int64), (src * 3).astype(np.int64), index, grad=False)
+    a = minidl.tensor(base)
+    out = a.index_reduce_(1, minidl.tensor(index), minidl.tensor(src), reduce,
+                          include_self=include_self)
+    assert out is a
+    np.testing.assert_allclose(a.numpy(), fn(minidl, minidl.tensor(base), minidl.tensor(src),
+                                            minidl.tensor(index)).numpy())
+    with pytest.raises(ValueError, match="reduce"):
+        minidl.tensor(base).index_reduce(1, minidl.tensor(index), minidl.tensor(src), "sum")
+
+
+def test_products_under_autocast():
+    torch_ = pytest.importorskip("torch")
+    a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((4, 5))
+    b = b.astype(np.float32)
+    m, n = rng.standard_normal((2, 3, 4)).astype(np.float32), rng.standard_normal((2, 4, 5))
+    n = n.astype(np.float32)
+    c = rng.standard_normal((3, 5)).astype(np.float32)
+    cases = [lambda L, t: L.tensordot(t["a"], t["b"], 1), lambda L, t: L.kron(t["a"], t["a"]),
+             lambda L, t: L.addbmm(t["c"], t["m"], t["n"]),
+             lambda L, t: L.addr(t["c"], t["a"][:, 0], t["b"][0]),
+             lambda L, t: L.vdot(t["a"][0], t["a"][1])]
+    arrays = {"a": a, "b": b, "m": m, "n": n, "c": c}
+    with minidl.autocast("cpu"), torch_.autocast("cpu"):
+        for fn in cases:
+            mine = fn(minidl, {k: minidl.tensor(v) for k, v in arrays.items()})
+            theirs = fn(torch_, {k: torch_.tensor(v) for k, v in arrays.items()})
+            assert str(mine.dtype) == str(theirs.dtype).replace("torch.", "")
+            np.testing.assert_allclose(mine.float().numpy(), theirs.float().numpy(), rtol=2e-2,
+                                       atol=5e-2)

@@ -231,3 +231,5 @@ _HOOK = Hook()
 # in LOWER already)
 FLOAT32["cpu"] |= {"quantile", "nanquantile"}
 FLOAT32["cuda"] |= {"dist"}
+# addbmm is bmm then a sum: the bmm runs low through LOWER (MatMul), and _scaled_sum casts
+# input to the product's dtype under autocast, so it comes out in the low dtype as torch's
