@@ -1502,3 +1502,7 @@ _install_methods(_statistics.TENSOR_METHODS)
 from . import structure as _structure  # noqa: E402
 
 _install_methods(_structure.TENSOR_METHODS)
+
+from . import sampling as _sampling  # noqa: E402
+
+_install_methods(_sampling.TENSOR_METHODS)  # queries (nbytes, is_signed, ...), random_, ...

@@ -636,3 +636,157 @@ def test_products_under_autocast():
             assert str(mine.dtype) == str(theirs.dtype).replace("torch.", "")
             np.testing.assert_allclose(mine.float().numpy(), theirs.float().numpy(), rtol=2e-2,
                                        atol=5e-2)
+
+
+# ---- group 4: tensor queries -----------------------------------------------------------------
+def test_queries_match_torch():
+    for dtype in ("float32", "float64", "float16", "int64", "int16", "int8", "uint8", "bool"):
+        a = np.zeros((3, 4), dtype=dtype)
+        mine = minidl.tensor(a, dtype=a.dtype)
+        assert mine.itemsize == a.itemsize and mine.nbytes == a.nbytes
+        assert mine.is_signed() == (dtype not in ("uint8", "bool"))
+        if torch is not None:
+            theirs = torch.tensor(a)
+            assert (mine.itemsize, mine.nbytes, mine.is_signed()) == (
+                theirs.itemsize, theirs.nbytes, theirs.is_signed())
+    assert minidl.ones(2).bfloat16().is_signed()
+    x = minidl.ones(2, 3)
+    assert x.is_cpu and not x.is_inference() and not minidl.is_inference(x)
+    assert x.is_same_size(minidl.zeros(2, 3)) and not minidl.is_same_size(x, minidl.zeros(3, 2))
+    for value, expected in ((np.array([3]), True), (np.array([[0.0]]), False),
+                            (np.array(np.nan), True), (np.array([False]), False)):
+        assert minidl.tensor(value).is_nonzero() is expected
+        assert minidl.is_nonzero(minidl.tensor(value)) is expected
+    with pytest.raises(RuntimeError, match="no values"):
+        minidl.tensor(np.zeros(0)).is_nonzero()
+    with pytest.raises(ValueError, match="more than one"):
+        minidl.tensor([1, 2]).is_nonzero()
+
+
+def test_retains_grad():
+    w = minidl.tensor([1.0, 2.0], requires_grad=True)
+    w.retain_grad()
+    assert w.retains_grad is False  # never for a leaf, as torch
+    h = w * 2
+    assert h.retains_grad is False
+    h.retain_grad()
+    assert h.retains_grad is True
+    h.sum().backward()
+    np.testing.assert_array_equal(h.grad.numpy(), [1.0, 1.0])
+
+
+# ---- group 5: in-place samplers --------------------------------------------------------------
+def _draws(make, n=20000):
+    minidl.manual_seed(3)
+    first = make(n)
+    minidl.manual_seed(3)
+    again = make(n)
+    np.testing.assert_array_equal(first.numpy(), again.numpy())  # manual_seed repeats them
+    return first.numpy()
+
+
+def test_random_():
+    v = _draws(lambda n: minidl.zeros(n).random_(3, 10))
+    assert v.dtype == np.float32 and set(np.unique(v)) == set(range(3, 10))
+    v = _draws(lambda n: minidl.zeros(n, dtype=minidl.int64).random_(4))
+    assert v.dtype == np.int64 and set(np.unique(v)) == {0, 1, 2, 3}
+    v = _draws(lambda n: minidl.zeros(n, dtype=minidl.uint8).random_())
+    assert v.min() == 0 and v.max() == 255
+    v = _draws(lambda n: minidl.zeros(n, dtype=minidl.int8).random_(100, None))
+    assert v.min() == 100 and v.max() == 127
+    v = _draws(lambda n: minidl.zeros(n, dtype=minidl.bool).random_())
+    assert v.dtype == np.bool_ and 0.45 < v.mean() < 0.55
+    v = _draws(lambda n: minidl.zeros(n).random_())
+    assert v.min() >= 0 and v.max() <= 2 ** 24 and (v == np.round(v)).all()
+    v = _draws(lambda n: minidl.zeros(n).random_(**{"from": -5, "to": -2}))
+    assert set(np.unique(v)) == {-5, -4, -3}
+    for bad in ((5, 5), (-3,)):
+        with pytest.raises(RuntimeError, match="less than"):
+            minidl.zeros(3).random_(*bad)
+    with pytest.raises(ValueError, match="out of bounds"):
+        minidl.zeros(3, dtype=minidl.uint8).random_(-1, 3)
+    with pytest.raises(ValueError, match="out of bounds"):
+        minidl.zeros(3, dtype=minidl.uint8).random_(0, 300)
+    x = minidl.zeros(3)
+    assert x.random_(2) is x
+
+
+def test_continuous_samplers():
+    v = _draws(lambda n: minidl.zeros(n).exponential_(2.0))
+    assert v.min() >= 0 and abs(v.mean() - 0.5) < 0.02
+    v = _draws(lambda n: minidl.zeros(n, dtype=minidl.float64).cauchy_(1.0, 0.5))
+    assert v.dtype == np.float64 and abs(np.median(v) - 1.0) < 0.03
+    assert abs(np.percentile(v, 75) - np.percentile(v, 25) - 1.0) < 0.05  # IQR = 2 sigma
+    v = _draws(lambda n: minidl.zeros(n).log_normal_(0.5, 0.25))
+    assert v.min() > 0 and abs(np.log(v).mean() - 0.5) < 0.01 and abs(np.log(v).std() - 0.25) < 0.01
+    v = _draws(lambda n: minidl.zeros(n, dtype=minidl.int64).geometric_(0.3))
+    assert v.dtype == np.int64 and v.min() >= 1 and abs(v.mean() - 1 / 0.3) < 0.1
+    for method, args, match in (("exponential_", (0,), "lambda"), ("cauchy_", (0, 0), "sigma"),
+                                ("log_normal_", (1, -1), "std"), ("geometric_", (1,), "p")):
+        with pytest.raises(RuntimeError, match=match):
+            getattr(minidl.zeros(3), method)(*args)
+    for method in ("exponential_", "cauchy_", "log_normal_"):
+        with pytest.raises(TypeError, match="floating point"):
+            getattr(minidl.zeros(3, dtype=minidl.int64), method)()
+    with pytest.raises(NotImplementedError):
+        minidl.zeros(3, dtype=minidl.bool).geometric_(0.5)
+    w = minidl.zeros(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf"):
+        w.exponential_()
+    with minidl.no_grad():
+        assert w.exponential_() is w
+
+
+def test_bernoulli_and_multinomial_methods():
+    minidl.manual_seed(0)
+    p = minidl.full((20000,), 0.3)
+    v = p.bernoulli().numpy()
+    assert v.dtype == np.float32 and set(np.unique(v)) <= {0.0, 1.0} and abs(v.mean() - 0.3) < 0.02
+    assert abs(p.bernoulli(0.8).numpy().mean() - 0.8) < 0.02
+    idx = minidl.tensor([[0.0, 1.0, 0.0, 3.0]] * 2).multinomial(2)
+    assert idx.shape == (2, 2) and idx.dtype == np.int64 and set(idx.numpy().ravel()) <= {1, 3}
+    assert (idx.numpy()[:, 0] != idx.numpy()[:, 1]).all()  # without replacement
+
+
+# ---- a fake GPU: the new ops keep their arrays on the device ------------------------------------
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("ops_c_kernels"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+def test_new_ops_on_a_fake_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, host_kernels)
+    a = minidl.tensor(X, dtype=np.float64, requires_grad=True)
+    g = a.to("cuda")
+    assert g.device == "cuda"
+    outs = [minidl.asinh(g), minidl.copysign(g, -1.0), minidl.fmax(g, g.flip(0)),
+            minidl.quantile(g, 0.3, dim=1), minidl.nanmedian(g, 0).values, minidl.mode(g).values,
+            minidl.cov(g), minidl.tensordot(g, g.t(), 1), minidl.kron(g, g),
+            minidl.diag_embed(g, 1), g.masked_scatter(g > 0, g * 3),
+            minidl.slice_scatter(g, g[:, :2] * 2, 1, 0, 2), minidl.float_power(g.abs(), 1.5)]
+    for out in outs:
+        assert out.device == "cuda", out
+    loss = sum(o.sum() for o in outs)
+    loss.backward()
+    ref = minidl.tensor(X, dtype=np.float64, requires_grad=True)
+    outs_cpu = [minidl.asinh(ref), minidl.copysign(ref, -1.0), minidl.fmax(ref, ref.flip(0)),
+                minidl.quantile(ref, 0.3, dim=1), minidl.nanmedian(ref, 0).values,
+                minidl.mode(ref).values, minidl.cov(ref), minidl.tensordot(ref, ref.t(), 1),
+                minidl.kron(ref, ref), minidl.diag_embed(ref, 1),
+                ref.masked_scatter(ref > 0, ref * 3),
+                minidl.slice_scatter(ref, ref[:, :2] * 2, 1, 0, 2),
+                minidl.float_power(ref.abs(), 1.5)]
+    for out, expected in zip(outs, outs_cpu):
+        np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-12)
+    sum(o.sum() for o in outs_cpu).backward()
+    np.testing.assert_allclose(a.grad.numpy(), ref.grad.numpy(), rtol=1e-12)
+    z = minidl.zeros(4, device="cuda")
+    assert z.exponential_().device == "cuda" and z.random_(3).device == "cuda"
+    assert not z.is_cpu
