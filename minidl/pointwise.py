@@ -60,8 +60,16 @@ Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),
                lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)))
 Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a))
 _DEG = math.pi / 180.0
-Deg2Rad = _unary("Deg2Rad", lambda xp, a: a * _DEG, lambda xp, a: xp.full_like(a, _DEG))
-Rad2Deg = _unary("Rad2Deg", lambda xp, a: a * (1 / _DEG), lambda xp, a: xp.full_like(a, 1 / _DEG))
+
+
+def _wide16(a):
+    """16-bit floats computed in float32 and rounded once, as PyTorch's kernels do."""
+    return a.astype(np.float32) if a.dtype.itemsize == 2 else a
+
+
+Deg2Rad = _unary("Deg2Rad", lambda xp, a: _wide16(a) * _DEG, lambda xp, a: xp.full_like(a, _DEG))
+Rad2Deg = _unary("Rad2Deg", lambda xp, a: _wide16(a) * (1 / _DEG),
+                 lambda xp, a: xp.full_like(a, 1 / _DEG))
 asinh, acosh, atanh, deg2rad, rad2deg = (_float_op(f) for f in (Asinh, Acosh, Atanh, Deg2Rad,
                                                                     Rad2Deg))
 
@@ -262,8 +270,8 @@ class NextAfter(Function):
 def nextafter(input, other):
     """The next representable value after ``input`` toward ``other``, of float tensors."""
     a, b = _pair("nextafter", input, other, numbers=False)
-    if a.dtype not in (np.float32, np.float64):
-        raise DtypeError(f"nextafter: needs float32 or float64 tensors, got {a.dtype}")
+    if not is_floating(a.dtype):
+        raise DtypeError(f"nextafter: needs floating-point tensors, got {a.dtype}")
     return NextAfter.apply(a, b)
 
 

@@ -790,3 +790,18 @@ def test_new_ops_on_a_fake_gpu(monkeypatch, host_kernels):
     z = minidl.zeros(4, device="cuda")
     assert z.exponential_().device == "cuda" and z.random_(3).device == "cuda"
     assert not z.is_cpu
+
+
+@pytest.mark.skipif(torch is None, reason="compares with PyTorch's 16-bit kernels; torch missing")
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_floats_round_as_torch(dtype):
+    x = rng.uniform(-0.9, 0.9, (64,)).astype(np.float32)
+    m, t = minidl.tensor(x).to(getattr(minidl, dtype)), torch.tensor(x).to(getattr(torch, dtype))
+    unary = ["asinh", "atanh", "deg2rad", "rad2deg", "sgn", "signbit", "isposinf", "fix"]
+    binary = ["fmax", "fmin", "copysign", "nextafter", "multiply", "subtract", "true_divide"]
+    for name in unary + binary:
+        args = (m,) if name in unary else (m, m.flip(0))
+        targs = (t,) if name in unary else (t, t.flip(0))
+        mine, theirs = getattr(minidl, name)(*args), getattr(torch, name)(*targs)
+        assert str(mine.dtype) == str(theirs.dtype).replace("torch.", ""), name
+        np.testing.assert_array_equal(mine.float().numpy(), theirs.float().numpy(), err_msg=name)
