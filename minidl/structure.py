@@ -496,7 +496,23 @@ def _index_reduce_(self, dim, index, source, reduce, *, include_self=True):
         t, dim, index, s, reduce, include_self=include_self), source)
 
 
+def _addr_(self, vec1, vec2, *, beta=1, alpha=1):
+    from .tensor import _inplace_by
+
+    return _inplace_by(self, "addr_", lambda t, _: addr(t, vec1, vec2, beta=beta, alpha=alpha),
+                       vec1 if vec1.requires_grad else vec2)
+
+
+def _addbmm_(self, batch1, batch2, *, beta=1, alpha=1):
+    from .tensor import _inplace_by
+
+    return _inplace_by(self, "addbmm_", lambda t, _: addbmm(t, batch1, batch2, beta=beta,
+                                                            alpha=alpha),
+                       batch1 if batch1.requires_grad else batch2)
+
+
 TENSOR_METHODS = {
+    "addr_": _addr_, "addbmm_": _addbmm_,
     "kron": kron, "addr": addr, "addbmm": addbmm, "vdot": vdot,
     "diag_embed": diag_embed, "diagflat": diagflat, "diagonal_scatter": diagonal_scatter,
     "select_scatter": select_scatter, "slice_scatter": slice_scatter,
@@ -507,6 +523,6 @@ TENSOR_METHODS = {
 }
 FUNCTIONS = {name: fn for name, fn in TENSOR_METHODS.items()
              if name not in ("sum_to_size", "masked_scatter_", "fill_diagonal_",
-                             "index_reduce_")}
+                             "index_reduce_", "addr_", "addbmm_")}
 FUNCTIONS.update({"tensordot": tensordot, "broadcast_tensors": broadcast_tensors, "atleast_3d": atleast_3d,
                   "dstack": dstack, "column_stack": column_stack, "logspace": logspace})

@@ -805,3 +805,28 @@ def test_16_bit_floats_round_as_torch(dtype):
         mine, theirs = getattr(minidl, name)(*args), getattr(torch, name)(*targs)
         assert str(mine.dtype) == str(theirs.dtype).replace("torch.", ""), name
         np.testing.assert_array_equal(mine.float().numpy(), theirs.float().numpy(), err_msg=name)
+
+
+def test_addr_and_addbmm_in_place():
+    inp, v1, v2 = rng.standard_normal((3, 4)), rng.standard_normal(3), rng.standard_normal(4)
+    b1, b2 = rng.standard_normal((2, 3, 5)), rng.standard_normal((2, 5, 4))
+    plain = minidl.tensor(inp, dtype=np.float64)
+    assert plain.addr_(minidl.tensor(v1, dtype=np.float64), minidl.tensor(v2, dtype=np.float64),
+                       beta=0.5, alpha=2) is plain
+    np.testing.assert_allclose(plain.numpy(), 0.5 * inp + 2 * np.outer(v1, v2))
+    if torch is None:
+        return
+    for method, args in (("addr_", (v1, v2)), ("addbmm_", (b1, b2))):
+        w = minidl.tensor(inp, dtype=np.float64, requires_grad=True)
+        ms = [minidl.tensor(a, dtype=np.float64, requires_grad=True) for a in args]
+        h = w * 1.5
+        getattr(h, method)(*ms, beta=0.5, alpha=-2)
+        (h * minidl.tensor(Y, dtype=np.float64)).sum().backward()
+        tw = torch.tensor(inp, requires_grad=True)
+        ts = [torch.tensor(a, requires_grad=True) for a in args]
+        th = tw * 1.5
+        getattr(th, method)(*ts, beta=0.5, alpha=-2)
+        (th * torch.tensor(Y)).sum().backward()
+        np.testing.assert_allclose(h.detach().numpy(), th.detach().numpy())
+        for m, t in zip([w] + ms, [tw] + ts):
+            np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy())
