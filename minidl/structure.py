@@ -141,7 +141,7 @@ def diag_embed(input, offset=0, dim1=-2, dim2=-1):
     """Matrices (in dims dim1, dim2 of the result) with the last dim of ``input`` on their
     diagonal ``offset``."""
     _check_tensor("diag_embed", "input", input)
-    x = input if input.ndim else input.reshape(1)
+    x = input
     d1, d2 = wrap_dim(dim1, x.ndim + 1, "diag_embed"), wrap_dim(dim2, x.ndim + 1, "diag_embed")
     if d1 == d2:
         raise OpArgumentError(f"diag_embed: diagonal dimensions cannot be identical {dim1}, "
@@ -279,6 +279,8 @@ def column_stack(tensors):
 def split_with_sizes(input, split_sizes, dim=0):
     """Pieces of the sizes listed (which must add up to the size of ``dim``)."""
     _check_tensor("split_with_sizes", "input", input)
+    if input.ndim == 0:
+        raise OpArgumentError("split_with_sizes: split expects at least a 1-dimensional tensor")
     d = wrap_dim(dim, input.ndim, "split_with_sizes")
     sizes = [int(s) for s in split_sizes]
     if any(s < 0 for s in sizes) or sum(sizes) != input.shape[d]:

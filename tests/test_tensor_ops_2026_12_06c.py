@@ -830,3 +830,19 @@ def test_addr_and_addbmm_in_place():
         np.testing.assert_allclose(h.detach().numpy(), th.detach().numpy())
         for m, t in zip([w] + ms, [tw] + ts):
             np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy())
+
+
+def test_zero_dim_inputs():
+    s = np.array(2.5)
+    check(lambda L, x: L.quantile(x, 0.5, dim=0, keepdim=True), s)
+    check(lambda L, x: L.quantile(x, L.tensor([0.2, 0.7], dtype=x.dtype), keepdim=True), s)
+    check(lambda L, x: L.nanmedian(x, 0, True), s)
+    check(lambda L, x: L.mode(x, 0, True), s)
+    check(lambda L, x: L.aminmax(x, dim=0, keepdim=True), s)
+    check(lambda L, x: L.kron(x, x), s)
+    check(lambda L, x: L.diagflat(x), s)
+    check(lambda L, x: L.column_stack([x]), s)
+    with pytest.raises(IndexError):
+        minidl.diag_embed(minidl.tensor(2.5))
+    with pytest.raises(RuntimeError, match="1-dimensional"):
+        minidl.tensor(2.5).split_with_sizes([1])
