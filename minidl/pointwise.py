@@ -290,8 +290,9 @@ def _float_query(name, fn, default):
     return op
 
 
-isposinf = _float_query("isposinf", lambda xp, a: xp.isposinf(a), False)
-isneginf = _float_query("isneginf", lambda xp, a: xp.isneginf(a), False)
+# isinf and a sign test: CuPy has no isposinf/isneginf
+isposinf = _float_query("isposinf", lambda xp, a: xp.isinf(a) & (a > 0), False)
+isneginf = _float_query("isneginf", lambda xp, a: xp.isinf(a) & (a < 0), False)
 isreal = _float_query("isreal", lambda xp, a: xp.ones(a.shape, dtype=bool), True)
 
 
