@@ -100,3 +100,14 @@ del _export
 # where no module above defined the name (tensor_functions.py)
 _tensor_functions._install(globals())
 from . import distributions  # noqa: E402,F401  (minidl.distributions, as torch.distributions)
+# more of PyTorch's tensor ops: pointwise.py (asinh, copysign, fmax, gcd, ...), statistics.py
+# (quantile, mode, cov, ...), structure.py (tensordot, kron, diag_embed, *_scatter, ...)
+from . import pointwise as _pointwise, statistics as _statistics  # noqa: E402
+from . import sampling as _sampling, structure as _structure  # noqa: E402
+
+for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
+                   **_structure.FUNCTIONS, **_sampling.FUNCTIONS}.items():
+    globals()[_name] = _fn
+    if _name not in __all__:
+        __all__.append(_name)
+del _name, _fn

@@ -1568,3 +1568,13 @@ _install_methods({"atan2_": _atan2_, "arctan2_": _atan2_, "hypot_": _hypot_})
 
 
 autograd.use_grad_engine(grad)  # minidl.autograd.grad runs the backward pass defined here
+
+# the ops of pointwise.py and statistics.py (more of PyTorch's tensor ops; structure.py and
+# sampling.py, which use the in-place machinery above, are installed by tensor_functions.py)
+from . import pointwise as _pointwise  # noqa: E402
+
+_install_methods(_pointwise.TENSOR_METHODS)
+
+from . import statistics as _statistics  # noqa: E402
+
+_install_methods(_statistics.TENSOR_METHODS)

@@ -108,6 +108,16 @@ def _install(namespace):
             namespace[name] = _method_form(name)
 
 
+# ---- structure.py (tensordot, kron, *_scatter, masked_scatter_, ...) and sampling.py (tensor
+# queries such as nbytes, and the in-place samplers random_, exponential_, ...): a layer above
+# tensor.py, since their in-place methods go through its in-place machinery
+from . import sampling as _sampling, structure as _structure  # noqa: E402
+
+for _methods in (_structure.TENSOR_METHODS, _sampling.TENSOR_METHODS):
+    for _name, _fn in _methods.items():
+        setattr(Tensor, _name, _fn)
+
+
 # ---- the in-place forms of elementwise methods: x.erf_(), x.ge_(0), x.lerp_(y, 0.5) ---------
 # Each is the method of the same name, written back into the tensor under the in-place rules
 # (tensor.py's _inplace_by: recorded as the tensor itself where the graph takes part, written

@@ -98,14 +98,17 @@ def test_values_and_dtype_as_pytorch(name):
 
 
 @pytest.mark.parametrize("name", [n for n in PRESENT if n not in NOT_DIFFERENTIABLE])
-def test_gradient_through_the_change_as_pytorch(name):
+def test_gradient_through_the_change_as_pytorch_out_of_place(name):
     array, make_args = SPECS[name]
     weights = RNG.standard_normal(array.shape)
     grads = []
     for lib in (minidl, torch):
         x = _t(lib, array, grad=True)
         h = x * 1
-        getattr(h, name + "_")(*make_args(lib))
+        if lib is minidl:
+            getattr(h, name + "_")(*make_args(lib))
+        else:  # the out-of-place op's gradient (torch has none for some in-place forms: acosh_)
+            h = getattr(h, name)(*make_args(lib))
         (h * _t(lib, weights)).sum().backward()
         grads.append(x.grad.numpy())
     np.testing.assert_allclose(grads[0], grads[1], rtol=_RTOL.get(name, 1e-10), atol=1e-12,

@@ -261,3 +261,12 @@ def _low_output_dtype(self, name, device):
 
 
 Hook.low_output_dtype = _low_output_dtype
+
+# statistics.py's composite ops, as PyTorch's tables list them: quantile and nanquantile in
+# float32 on the CPU, dist in float32 on CUDA (cov, tensordot and kin run on matmul, which is
+# in LOWER already)
+FLOAT32["cpu"] |= {"quantile", "nanquantile"}
+FLOAT32["cuda"] |= {"dist"}
+# addbmm is bmm then a sum: the bmm runs low through LOWER (MatMul), and _scaled_sum casts
+# input to the product's dtype under autocast, so it comes out in the low dtype as torch's
+_LISTED = _LISTED | FLOAT32["cpu"] | FLOAT32["cuda"]  # and the entries added since
