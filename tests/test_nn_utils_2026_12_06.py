@@ -155,3 +155,227 @@ def test_update_bn_as_torch():
     _assert_same_state(m, t, rtol=1e-5)
     m2, _ = _pair(bn=False)
     swa_utils.update_bn([minidl.tensor(data[0])], m2)  # no batch norm: nothing to do
+
+
+# ---- nn.utils: total norm, clipping, weight_norm, spectral_norm, fusion, skip_init ---------
+from types import SimpleNamespace  # noqa: E402
+
+from minidl.nn import utils as U  # noqa: E402
+from minidl.nn._norm_hooks import SpectralNorm, WeightNorm  # noqa: E402
+
+TU = torch.nn.utils
+
+
+def _copy_params(m, t):
+    m.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1, 3.5, "inf", float("inf")])
+def test_get_total_norm_and_clip_grads_with_norm_as_torch(norm_type):
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (5,), (2, 2, 2))]
+    got = U.get_total_norm([minidl.tensor(a) for a in arrays], norm_type)
+    want = TU.get_total_norm([torch.tensor(a) for a in arrays], float(norm_type))
+    assert got.dtype == np.float32 and got.shape == ()
+    np.testing.assert_allclose(got.item(), want.item(), rtol=1e-6)
+    ps = [nn.Parameter(minidl.zeros(a.shape)) for a in arrays]
+    tps = [torch.nn.Parameter(torch.zeros(a.shape)) for a in arrays]
+    for p, tp, a in zip(ps, tps, arrays):
+        p.grad, tp.grad = minidl.tensor(a), torch.tensor(a)
+    U.clip_grads_with_norm_(ps, 1.5, got)
+    TU.clip_grads_with_norm_(tps, 1.5, want)
+    for p, tp in zip(ps, tps):
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
+    U.clip_grads_with_norm_(ps, 1e6, 2.0)  # a float total norm; coefficient clamps at 1
+    for p, tp in zip(ps, tps):
+        np.testing.assert_allclose(p.grad.numpy(), tp.grad.numpy(), rtol=1e-6)
+
+
+def test_get_total_norm_edges():
+    assert U.get_total_norm([]).item() == 0.0 == TU.get_total_norm([]).item()
+    assert U.get_total_norm(minidl.tensor([3.0, 4.0])).item() == pytest.approx(5.0)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        U.get_total_norm([minidl.tensor([1.0, float("inf")])], error_if_nonfinite=True)
+    with pytest.raises(TypeError, match="not a Tensor"):
+        U.get_total_norm([np.ones(2)])
+
+
+def test_clip_grad_norm_is_a_deprecated_alias():
+    p = nn.Parameter(minidl.ones(4))
+    p.grad = minidl.ones(4) * 3
+    with pytest.warns(FutureWarning, match="clip_grad_norm_"):
+        total = U.clip_grad_norm([p], 1.0)
+    assert total.item() == pytest.approx(6.0)
+    np.testing.assert_allclose(p.grad.numpy(), 0.5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [0, 1, None, -1])
+def test_weight_norm_gradcheck(dim):
+    fn = WeightNorm("weight", dim)
+    if dim is not None and dim >= 0:
+        fn.dim = dim
+    v = minidl.tensor(np.random.default_rng(0).standard_normal((3, 4, 2)), requires_grad=True,
+                      dtype=minidl.float64)
+    shape = () if fn.dim == -1 else tuple(n if i == dim else 1 for i, n in enumerate(v.shape))
+    g = minidl.tensor(np.random.default_rng(1).uniform(0.5, 2, shape), requires_grad=True,
+                      dtype=minidl.float64)
+    assert gradcheck(lambda g, v: fn.compute_weight(SimpleNamespace(weight_g=g, weight_v=v)),
+                     [g, v])
+
+
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+@pytest.mark.parametrize("make,dim,xshape", [
+    (lambda M: M.Linear(3, 4), 0, (2, 3)),
+    (lambda M: M.Linear(3, 4), None, (2, 3)),
+    (lambda M: M.Conv2d(2, 3, 3), 1, (1, 2, 5, 5)),
+])
+def test_weight_norm_matches_torch(make, dim, xshape):
+    torch.manual_seed(0)
+    t = TU.weight_norm(make(torch.nn), dim=dim)
+    with pytest.warns(FutureWarning, match="parametrizations.weight_norm"):
+        m = U.weight_norm(make(nn), dim=dim)
+    assert list(m.state_dict()) == list(t.state_dict())
+    assert m.weight_g.shape == tuple(t.weight_g.shape)
+    _copy_params(m, t)
+    x = np.random.default_rng(0).standard_normal(xshape).astype(np.float32)
+    for step in range(2):
+        y, ty = m(minidl.tensor(x)), t(torch.tensor(x))
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+        (y * y).sum().backward()
+        (ty * ty).sum().backward()
+        for name in ("weight_g", "weight_v"):
+            np.testing.assert_allclose(getattr(m, name).grad.numpy(),
+                                       getattr(t, name).grad.numpy(), rtol=1e-4, atol=1e-5)
+        with torch.no_grad():  # move g and v, so the next forward must recompute the weight
+            t.weight_g.mul_(1.5)
+            t.weight_v.add_(0.1)
+        m.weight_g.data[...] *= 1.5
+        m.weight_v.data[...] += 0.1
+    with pytest.raises(RuntimeError, match="Cannot register two weight_norm hooks"):
+        U.weight_norm(m, dim=dim)
+    U.remove_weight_norm(m)
+    TU.remove_weight_norm(t)
+    assert list(m.state_dict()) == list(t.state_dict())
+    assert isinstance(m.weight, nn.Parameter)
+    np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="weight_norm of 'weight' not found"):
+        U.remove_weight_norm(m)
+
+
+def test_spectral_norm_gradcheck():
+    rng = np.random.default_rng(0)
+    w = minidl.tensor(rng.standard_normal((4, 2, 3)), requires_grad=True, dtype=minidl.float64)
+    for dim, (h, wd) in ((0, (4, 6)), (1, (2, 12))):
+        fn = SpectralNorm("weight", 1, dim, 1e-12)
+        u = minidl.tensor(rng.standard_normal(h), dtype=minidl.float64)
+        v = minidl.tensor(rng.standard_normal(wd), dtype=minidl.float64)
+        assert gradcheck(lambda w: fn.compute_weight(
+            SimpleNamespace(weight_orig=w, weight_u=u, weight_v=v), False), [w])
+
+
+@pytest.mark.parametrize("make,xshape,kw", [
+    (lambda M: M.Linear(3, 4), (2, 3), {}),
+    (lambda M: M.Conv2d(2, 3, 3), (1, 2, 5, 5), {"n_power_iterations": 3}),
+    (lambda M: M.ConvTranspose2d(2, 3, 2), (1, 2, 3, 3), {"eps": 1e-6}),
+])
+def test_spectral_norm_matches_torch(make, xshape, kw):
+    torch.manual_seed(0)
+    t = TU.spectral_norm(make(torch.nn), **kw)
+    m = U.spectral_norm(make(nn), **kw)
+    assert list(m.state_dict()) == list(t.state_dict())
+    assert m.weight_u.shape == tuple(t.weight_u.shape)
+    assert m.weight_v.shape == tuple(t.weight_v.shape)
+    _copy_params(m, t)  # the same weight and the same random u, v
+    x = np.random.default_rng(0).standard_normal(xshape).astype(np.float32)
+    for step in range(3):
+        y, ty = m(minidl.tensor(x)), t(torch.tensor(x))
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+        (y * y).sum().backward()
+        (ty * ty).sum().backward()
+        np.testing.assert_allclose(m.weight_orig.grad.numpy(), t.weight_orig.grad.numpy(),
+                                   rtol=1e-3, atol=1e-5)
+        for name in ("weight_u", "weight_v"):
+            np.testing.assert_allclose(getattr(m, name).numpy(), getattr(t, name).numpy(),
+                                       rtol=1e-4, atol=1e-5)
+    m.eval()
+    t.eval()
+    u_before = m.weight_u.numpy().copy()
+    y, ty = m(minidl.tensor(x)), t(torch.tensor(x))
+    np.testing.assert_array_equal(m.weight_u.numpy(), u_before)  # no power iteration in eval
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="Cannot register two spectral_norm hooks"):
+        U.spectral_norm(m)
+    U.remove_spectral_norm(m)
+    TU.remove_spectral_norm(t)
+    assert list(m.state_dict()) == list(t.state_dict())
+    np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="spectral_norm of 'weight' not found"):
+        U.remove_spectral_norm(m)
+    with pytest.raises(ValueError, match="n_power_iterations=0"):
+        U.spectral_norm(nn.Linear(2, 2), n_power_iterations=0)
+
+
+def _random_bn(m, t, rng):
+    n = m.num_features
+    vals = {"running_mean": rng.standard_normal(n), "running_var": rng.uniform(0.5, 2, n),
+            "weight": rng.uniform(0.5, 2, n), "bias": rng.standard_normal(n)}
+    sd = {k: v.astype(np.float32) for k, v in vals.items()}
+    sd["num_batches_tracked"] = np.array(3)
+    m.load_state_dict(sd)
+    t.load_state_dict({k: torch.tensor(v) for k, v in sd.items()})
+
+
+@pytest.mark.parametrize("kind", ["conv", "conv_nobias", "convT", "linear", "linear_bn1"])
+def test_fuse_bn_eval_as_torch(kind):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    if kind.startswith("conv"):
+        Tl = {"conv": lambda M: M.Conv2d(2, 3, 3), "conv_nobias": lambda M: M.Conv2d(
+            2, 3, 3, bias=False), "convT": lambda M: M.ConvTranspose2d(2, 3, 2)}[kind]
+        layer_t, layer_m = Tl(torch.nn), Tl(nn)
+        bn_t, bn_m = torch.nn.BatchNorm2d(3), nn.BatchNorm2d(3)
+        x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    else:
+        n = 1 if kind == "linear_bn1" else 4
+        layer_t, layer_m = torch.nn.Linear(3, 4), nn.Linear(3, 4)
+        bn_t, bn_m = torch.nn.BatchNorm1d(n), nn.BatchNorm1d(n)
+        x = rng.standard_normal((5, 3)).astype(np.float32)
+    _copy_params(layer_m, layer_t)
+    _random_bn(bn_m, bn_t, rng)
+    with pytest.raises(AssertionError, match="Fusion only for eval"):
+        (U.fuse_conv_bn_eval(layer_m, bn_m) if kind.startswith("conv")
+         else U.fuse_linear_bn_eval(layer_m, bn_m))
+    for mod in (layer_t, layer_m, bn_t, bn_m):
+        mod.eval()
+    if kind.startswith("conv"):
+        tr = kind == "convT"
+        fm = U.fuse_conv_bn_eval(layer_m, bn_m, transpose=tr)
+        ft = TU.fuse_conv_bn_eval(layer_t, bn_t, transpose=tr)
+    else:
+        fm, ft = U.fuse_linear_bn_eval(layer_m, bn_m), TU.fuse_linear_bn_eval(layer_t, bn_t)
+    assert fm is not layer_m and isinstance(fm.bias, nn.Parameter)
+    assert list(fm.state_dict()) == list(ft.state_dict())
+    for k, v in ft.state_dict().items():
+        np.testing.assert_allclose(fm.state_dict()[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6)
+    if kind != "linear_bn1":  # BatchNorm1d(1) does not take a (5, 4) input
+        unfused = bn_m(layer_m(minidl.tensor(x)))
+        np.testing.assert_allclose(fm(minidl.tensor(x)).numpy(), unfused.numpy(), rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_fuse_linear_bn_refuses_mismatched_features():
+    lin, bn = nn.Linear(3, 4).eval(), nn.BatchNorm1d(3).eval()
+    with pytest.raises(AssertionError, match="linear.out_features must equal bn.num_features"):
+        U.fuse_linear_bn_eval(lin, bn)
+
+
+def test_skip_init():
+    m = U.skip_init(nn.Linear, 3, 4, bias=False)
+    assert isinstance(m, nn.Linear) and m.weight.shape == (4, 3) and m.bias is None
+    assert m.weight.device == "cpu" and m.weight.dtype == np.float32
+    m = U.skip_init(nn.Conv2d, 2, 3, 3, dtype=minidl.float64)
+    assert m.weight.dtype == np.float64 and m.weight.shape == (3, 2, 3, 3)
+    with pytest.raises(RuntimeError, match="Expected a Module"):
+        U.skip_init(int)
+    with pytest.raises(RuntimeError, match="support a 'device' arg"):
+        U.skip_init(nn.ReLU)

@@ -481,6 +481,21 @@ class Module:
                 t.grad = Tensor(to_device(t.grad.data, device))
         return self
 
+    def to_empty(self, *, device, recurse=True):
+        """Move every parameter and buffer to ``device`` as uninitialised storage (the values
+        are not copied), keeping the same objects, as PyTorch's (after building a module whose
+        values will be loaded anyway). ``recurse=False`` moves only this module's own."""
+        device = normalize_device("cpu" if device is None else device)
+        own = [t for t in list(self._parameters.values()) + list(self._buffers.values())
+               if t is not None]
+        tensors = own if not recurse else list(self.parameters()) + list(self.buffers())
+        for t in tensors:
+            xp = get_array_module(to_device(np.empty(0, t.data.dtype), device))
+            t.data = xp.empty(t.data.shape, t.data.dtype)
+            if t.grad is not None:  # the gradient moves the same way, as in PyTorch
+                t.grad = Tensor(xp.empty(t.grad.shape, t.grad.dtype))
+        return self
+
     def cuda(self, device=None):
         return self.to("cuda" if device is None or isinstance(device, int) else device)
 
