@@ -379,3 +379,231 @@ def test_skip_init():
         U.skip_init(int)
     with pytest.raises(RuntimeError, match="support a 'device' arg"):
         U.skip_init(nn.ReLU)
+
+
+# ---- nn.utils.parametrize and nn.utils.parametrizations ------------------------------------
+from minidl.nn.utils import parametrizations as PM  # noqa: E402
+from minidl.nn.utils import parametrize as P  # noqa: E402
+from minidl.nn._parametrizations import _Orthogonal  # noqa: E402
+
+TP, TPM = torch.nn.utils.parametrize, torch.nn.utils.parametrizations
+
+
+def _symmetric(M):
+    class Symmetric(M.Module):
+        calls = 0
+
+        def forward(self, X):
+            type(self).calls += 1
+            return X.triu() + X.triu(1).mT
+
+        def right_inverse(self, A):
+            return A.triu()
+    return Symmetric
+
+
+def _scale(M):
+    class Scale(M.Module):  # no right_inverse
+        def forward(self, X):
+            return X * 2.0
+    return Scale
+
+
+def _same_weights(m, t):
+    m.load_state_dict({k: v.detach().numpy() for k, v in t.state_dict().items()})
+
+
+def test_register_parametrization_as_torch():
+    torch.manual_seed(0)
+    t, m = torch.nn.Linear(3, 3), nn.Linear(3, 3)
+    _same_weights(m, t)
+    original = m.weight
+    TP.register_parametrization(t, "weight", _symmetric(torch.nn)())
+    P.register_parametrization(m, "weight", _symmetric(nn)())
+    assert type(m).__name__ == type(t).__name__ == "ParametrizedLinear"
+    assert isinstance(m, nn.Linear) and P.type_before_parametrizations(m) is nn.Linear
+    assert list(m.state_dict()) == list(t.state_dict()) == ["bias", "parametrizations.weight.original"]
+    assert m.parametrizations.weight.original is original  # the same Parameter object
+    assert P.is_parametrized(m) and P.is_parametrized(m, "weight") and not P.is_parametrized(m, "bias")
+    np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-6)
+    x = np.random.default_rng(0).standard_normal((2, 3)).astype(np.float32)
+    (m(minidl.tensor(x)) ** 2).sum().backward()
+    (t(torch.tensor(x)) ** 2).sum().backward()
+    np.testing.assert_allclose(m.parametrizations.weight.original.grad.numpy(),
+                               t.parametrizations.weight.original.grad.numpy(), rtol=1e-5)
+    # the setter goes through right_inverse
+    a = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    m.weight = minidl.tensor(a)
+    t.weight = torch.tensor(a)
+    np.testing.assert_allclose(m.parametrizations.weight.original.numpy(),
+                               t.parametrizations.weight.original.detach().numpy(), rtol=1e-6)
+    # a second parametrization chains after the first
+    P.register_parametrization(m, "weight", _scale(nn)())
+    TP.register_parametrization(t, "weight", _scale(torch.nn)())
+    np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="does not implement right_inverse"):
+        m.weight = minidl.tensor(a)
+    with pytest.raises(KeyError, match="already exists"):
+        m.weight = nn.Parameter(minidl.tensor(a))
+    P.remove_parametrizations(m, "weight")
+    TP.remove_parametrizations(t, "weight")
+    assert type(m) is nn.Linear and m.weight is original
+    assert list(m.state_dict()) == list(t.state_dict()) == ["bias", "weight"]
+    np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-6)
+
+
+def test_remove_parametrizations_leave_original_and_errors():
+    m, t = nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    _same_weights(m, t)
+    P.register_parametrization(m, "weight", _symmetric(nn)())
+    TP.register_parametrization(t, "weight", _symmetric(torch.nn)())
+    P.remove_parametrizations(m, "weight", leave_parametrized=False)
+    TP.remove_parametrizations(t, "weight", leave_parametrized=False)
+    np.testing.assert_array_equal(m.weight.numpy(), t.weight.detach().numpy())  # right_inverse'd
+    with pytest.raises(ValueError, match="does not have a parametrization on weight"):
+        P.remove_parametrizations(m, "weight")
+    with pytest.raises(ValueError, match="does not have a parameter, a buffer, or a parametrized"):
+        P.register_parametrization(m, "nothing", _scale(nn)())
+
+    class Shrink(nn.Module):
+        def forward(self, X):
+            return X[:2]
+    with pytest.raises(ValueError, match="may not change the shape"):
+        P.register_parametrization(m, "weight", Shrink())
+    P.register_parametrization(m, "weight", Shrink(), unsafe=True)
+    assert m.weight.shape == (2, 3)
+
+
+def test_parametrize_a_buffer_and_cached():
+    bn = nn.BatchNorm1d(3)
+    sym = _symmetric(nn)
+    P.register_parametrization(bn, "running_var", _scale(nn)())
+    assert "parametrizations.running_var.original" in bn.state_dict()
+    assert not any(n.endswith("running_var.original") for n, _ in bn.named_parameters())
+    np.testing.assert_allclose(bn.running_var.numpy(), 2.0)
+    m = nn.Linear(3, 3)
+    P.register_parametrization(m, "weight", sym())
+    sym.calls = 0
+    with P.cached():
+        w1, w2 = m.weight, m.weight
+    assert w1 is w2 and sym.calls == 1
+    m.weight
+    assert sym.calls == 2  # the cache is gone after the block
+
+
+def test_weight_norm_parametrization_as_torch():
+    torch.manual_seed(0)
+    t, m = torch.nn.Conv2d(2, 3, 3), nn.Conv2d(2, 3, 3)
+    TPM.weight_norm(t, dim=0)
+    PM.weight_norm(m, dim=0)
+    keys = ["bias", "parametrizations.weight.original0", "parametrizations.weight.original1"]
+    assert list(m.state_dict()) == list(t.state_dict()) == keys
+    _same_weights(m, t)
+    x = np.random.default_rng(0).standard_normal((1, 2, 5, 5)).astype(np.float32)
+    y, ty = m(minidl.tensor(x)), t(torch.tensor(x))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    (y * y).sum().backward()
+    (ty * ty).sum().backward()
+    for k in ("original0", "original1"):
+        np.testing.assert_allclose(getattr(m.parametrizations.weight, k).grad.numpy(),
+                                   getattr(t.parametrizations.weight, k).grad.numpy(),
+                                   rtol=1e-4, atol=1e-5)
+    P.remove_parametrizations(m, "weight")
+    TP.remove_parametrizations(t, "weight")
+    np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make,xshape", [
+    (lambda M: M.Linear(3, 4), (2, 3)),
+    (lambda M: M.ConvTranspose2d(2, 3, 2), (1, 2, 3, 3)),
+])
+def test_spectral_norm_parametrization_as_torch(make, xshape):
+    torch.manual_seed(0)
+    t, m = TPM.spectral_norm(make(torch.nn)), PM.spectral_norm(make(nn))
+    keys = list(t.state_dict())
+    assert list(m.state_dict()) == keys
+    assert "parametrizations.weight.0._u" in keys
+    _same_weights(m, t)
+    x = np.random.default_rng(0).standard_normal(xshape).astype(np.float32)
+    for _ in range(3):
+        y, ty = m(minidl.tensor(x)), t(torch.tensor(x))
+        np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5)
+        (y * y).sum().backward()
+        (ty * ty).sum().backward()
+        np.testing.assert_allclose(m.parametrizations.weight.original.grad.numpy(),
+                                   t.parametrizations.weight.original.grad.numpy(),
+                                   rtol=1e-3, atol=1e-5)
+    for k, v in t.state_dict().items():
+        np.testing.assert_allclose(m.state_dict()[k].numpy(), v.numpy(), rtol=1e-4, atol=1e-5)
+    m.eval()
+    u = m.parametrizations.weight[0]._u.numpy().copy()
+    m(minidl.tensor(x))
+    np.testing.assert_array_equal(m.parametrizations.weight[0]._u.numpy(), u)
+    # the 15 power iterations at registration: sigma close to the top singular value
+    m2 = PM.spectral_norm(nn.Linear(6, 5))
+    s = np.linalg.svd(m2.weight.numpy(), compute_uv=False)
+    assert abs(s[0] - 1) < 0.05
+
+
+@pytest.mark.parametrize("shape,orthogonal_map", [
+    ((4, 4), None), ((5, 3), None), ((3, 5), None), ((4, 4), "cayley"), ((5, 3), "matrix_exp"),
+    ((3, 5), "cayley"), ((4, 4), "householder"),
+])
+def test_orthogonal_as_torch(shape, orthogonal_map):
+    torch.manual_seed(0)
+    t, m = torch.nn.Linear(shape[1], shape[0]), nn.Linear(shape[1], shape[0])
+    _same_weights(m, t)
+    TPM.orthogonal(t, orthogonal_map=orthogonal_map)
+    PM.orthogonal(m, orthogonal_map=orthogonal_map)
+    want_map = t.parametrizations.weight[0].orthogonal_map.name
+    assert m.parametrizations.weight[0].orthogonal_map == want_map
+    assert list(m.state_dict()) == list(t.state_dict())
+    k = min(shape)
+    base_t = t.parametrizations.weight[0].base.numpy()
+    base_m = m.parametrizations.weight[0].base.numpy()
+    np.testing.assert_allclose(base_m[:, :k], base_t[:, :k], atol=1e-5)  # QR of the weight
+    # move the original away from -Id (the same amounts in both): the map itself is compared
+    _same_weights(m, t)
+    d = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 0.3
+    np.fill_diagonal(d, 0)  # householder reads the diagonal's sign only (as ints, as torch)
+    m.parametrizations.weight.original.data[...] += d
+    with torch.no_grad():
+        t.parametrizations.weight.original += torch.tensor(d)
+    w, tw = m.weight.numpy(), t.weight.detach().numpy()
+    np.testing.assert_allclose(w, tw, atol=1e-5)
+    wk = w if shape[0] >= shape[1] else w.T
+    np.testing.assert_allclose(wk.T @ wk, np.eye(k), atol=1e-5)  # orthonormal columns/rows
+    x = np.random.default_rng(1).standard_normal((2, shape[1])).astype(np.float32)
+    (m(minidl.tensor(x)) ** 2).sum().backward()
+    (t(torch.tensor(x)) ** 2).sum().backward()
+    np.testing.assert_allclose(m.parametrizations.weight.original.grad.numpy(),
+                               t.parametrizations.weight.original.grad.numpy(), atol=2e-5)
+
+
+@pytest.mark.parametrize("orthogonal_map,shape", [("matrix_exp", (3, 3)), ("cayley", (4, 2)),
+                                                  ("householder", (4, 3)),
+                                                  ("householder", (2, 3, 2))])
+def test_orthogonal_maps_gradcheck(orthogonal_map, shape):
+    x = minidl.tensor(np.random.default_rng(0).standard_normal(shape) * 0.5,
+                      dtype=minidl.float64, requires_grad=True)
+    orth = _Orthogonal(x, orthogonal_map, use_trivialization=False)
+    assert gradcheck(orth, [x])
+
+
+def test_orthogonal_assignment_and_errors():
+    m = PM.orthogonal(nn.Linear(4, 4))
+    q = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0].astype(np.float32)
+    m.weight = minidl.tensor(q)
+    np.testing.assert_allclose(m.weight.numpy(), q, atol=1e-5)
+    h = PM.orthogonal(nn.Linear(3, 5), use_trivialization=False)
+    q53 = np.linalg.qr(np.random.default_rng(1).standard_normal((5, 3)))[0].astype(np.float32)
+    h.weight = minidl.tensor(q53)
+    w = h.weight.numpy()
+    np.testing.assert_allclose(w.T @ w, np.eye(3), atol=1e-5)
+    with pytest.raises(ValueError, match="Expected a matrix or batch of matrices"):
+        PM.orthogonal(nn.Linear(3, 3), name="bias")
+    with pytest.raises(ValueError, match="orthogonal_map has to be one of"):
+        PM.orthogonal(nn.Linear(3, 3), orthogonal_map="qr")
+    e = PM.orthogonal(nn.Linear(3, 3), use_trivialization=False)
+    with pytest.raises(NotImplementedError, match="use_trivialization=False"):
+        e.weight = minidl.tensor(q[:3, :3])

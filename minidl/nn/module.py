@@ -251,6 +251,9 @@ class Module:
                 and not isinstance(value, Tensor)):
             raise TypeError(f"cannot assign a {type(value).__name__} as buffer {name!r} of "
                             f"{type(self).__name__} (a Tensor or None expected)")
+        if isinstance(value, Parameter) and isinstance(getattr(type(self), name, None), property):
+            # a parametrized tensor (nn.utils.parametrize): a Parameter would hide behind it
+            raise KeyError(f"attribute '{name}' already exists")
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
         if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):

@@ -250,3 +250,10 @@ def skip_init(module_cls, *args, **kwargs):
 __all__ += ["get_total_norm", "clip_grads_with_norm_", "clip_grad_norm", "weight_norm",
             "remove_weight_norm", "spectral_norm", "remove_spectral_norm", "fuse_conv_bn_eval",
             "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights", "skip_init"]
+
+from . import _parametrize as parametrize  # noqa: E402
+
+_sys.modules[__name__ + ".parametrize"] = parametrize
+from . import _parametrizations as parametrizations  # noqa: E402
+
+_sys.modules[__name__ + ".parametrizations"] = parametrizations
