@@ -100,3 +100,4 @@ del _export
 # where no module above defined the name (tensor_functions.py)
 _tensor_functions._install(globals())
 from . import distributions  # noqa: E402,F401  (minidl.distributions, as torch.distributions)
+from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)

@@ -607,3 +607,103 @@ def test_orthogonal_assignment_and_errors():
     e = PM.orthogonal(nn.Linear(3, 3), use_trivialization=False)
     with pytest.raises(NotImplementedError, match="use_trivialization=False"):
         e.weight = minidl.tensor(q[:3, :3])
+
+
+# ---- functional_call (minidl.func / nn.utils.stateless) ------------------------------------
+def _seq_pair():
+    torch.manual_seed(0)
+    t = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    _same_weights(m, t)
+    return m, t
+
+
+def test_functional_call_gradients_reach_the_substitutes():
+    m, t = _seq_pair()
+    rng = np.random.default_rng(0)
+    subs = {"0.weight": rng.standard_normal((4, 3)), "2.bias": rng.standard_normal(2),
+            "1.running_mean": rng.standard_normal(4)}
+    subs = {k: v.astype(np.float32) for k, v in subs.items()}
+    ms = {k: minidl.tensor(v, requires_grad=k != "1.running_mean") for k, v in subs.items()}
+    ts = {k: torch.tensor(v, requires_grad=k != "1.running_mean") for k, v in subs.items()}
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    m.eval()
+    t.eval()
+    before = {k: v.numpy().copy() for k, v in m.state_dict().items()}
+    y = minidl.func.functional_call(m, [{k: ms[k] for k in ("0.weight",)},
+                                        {k: ms[k] for k in ("2.bias", "1.running_mean")}],
+                                    (minidl.tensor(x),))
+    ty = torch.func.functional_call(t, ts, (torch.tensor(x),))
+    np.testing.assert_allclose(y.numpy(), ty.detach().numpy(), rtol=1e-5, atol=1e-5)
+    (y * y).sum().backward()
+    (ty * ty).sum().backward()
+    for k in ("0.weight", "2.bias"):
+        np.testing.assert_allclose(ms[k].grad.numpy(), ts[k].grad.numpy(), rtol=1e-4, atol=1e-5)
+    assert m[0].weight.grad is None and m[2].bias.grad is None  # the module's own got none
+    assert m[2].weight.grad is not None  # the ones not substituted still get theirs
+    assert isinstance(m[0].weight, nn.Parameter)
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])  # restored
+
+
+def test_functional_call_restores_after_an_error_and_takes_kwargs():
+    class Add(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(minidl.ones(2))
+
+        def forward(self, x, *, scale=1.0, fail=False):
+            if fail:
+                raise RuntimeError("boom")
+            return self.w * x * scale
+    m = Add()
+    w = m.w
+    with pytest.raises(RuntimeError, match="boom"):
+        minidl.func.functional_call(m, {"w": minidl.zeros(2)}, minidl.ones(2), {"fail": True})
+    assert m.w is w
+    y = minidl.func.functional_call(m, {"w": minidl.tensor([2.0, 3.0])}, minidl.ones(2),
+                                    {"scale": 2.0})
+    np.testing.assert_allclose(y.numpy(), [4.0, 6.0])
+    # a name the module does not have is set for the call only
+    minidl.func.functional_call(m, {"extra": minidl.ones(1)}, (minidl.ones(2),))
+    assert not hasattr(m, "extra")
+
+
+def test_functional_call_errors_and_ties_as_torch():
+    m, t = _seq_pair()
+    x = minidl.randn(2, 3)
+    with pytest.raises(ValueError, match="appeared in multiple dictionaries"):
+        minidl.func.functional_call(m, [{"0.bias": minidl.zeros(4)}, {"0.bias": minidl.zeros(4)}], x)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        minidl.func.functional_call(m, {"0.bias": minidl.zeros(4)}, x, strict=True)
+    full = {k: v for k, v in m.state_dict().items()}
+    with pytest.raises(RuntimeError, match="Unexpected key\\(s\\): 'foo'"):
+        minidl.func.functional_call(m, {**full, "foo": minidl.ones(1)}, x, strict=True)
+    with pytest.raises(AttributeError, match="no attribute `a`"):
+        minidl.func.functional_call(m, {"a.b": minidl.ones(1)}, x)
+    # tied weights
+    s = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    s[1].weight = s[0].weight
+    ts = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    ts[1].weight = ts[0].weight
+    _same_weights(s, ts)
+    ts[1].bias.data = torch.tensor(s[1].bias.numpy())
+    xx = np.random.default_rng(0).standard_normal((1, 2)).astype(np.float32)
+    z = np.zeros((2, 2), np.float32)
+    for tie in (True, False):
+        got = minidl.func.functional_call(s, {"0.weight": minidl.tensor(z)}, minidl.tensor(xx),
+                                          tie_weights=tie)
+        want = torch.func.functional_call(ts, {"0.weight": torch.tensor(z)}, torch.tensor(xx),
+                                          tie_weights=tie)
+        np.testing.assert_allclose(got.numpy(), want.detach().numpy(), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="which are tied"):
+        minidl.func.functional_call(s, {"0.weight": minidl.tensor(z), "1.weight": minidl.ones(2, 2)},
+                                    minidl.tensor(xx))
+
+
+def test_stateless_functional_call_is_deprecated():
+    from minidl.nn.utils.stateless import functional_call
+    m = nn.Linear(2, 2)
+    with pytest.warns(FutureWarning, match="torch.func.functional_call"):
+        y = functional_call(m, {"weight": minidl.zeros(2, 2)}, minidl.ones(1, 2))
+    np.testing.assert_allclose(y.numpy(), m.bias.numpy()[None], rtol=1e-6)

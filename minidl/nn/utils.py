@@ -257,3 +257,12 @@ _sys.modules[__name__ + ".parametrize"] = parametrize
 from . import _parametrizations as parametrizations  # noqa: E402
 
 _sys.modules[__name__ + ".parametrizations"] = parametrizations
+
+import types as _types  # noqa: E402
+
+from ._stateless import _deprecated_functional_call  # noqa: E402
+
+stateless = _types.ModuleType(__name__ + ".stateless",
+                              "torch.nn.utils.stateless: the deprecated functional_call")
+stateless.functional_call = _deprecated_functional_call
+_sys.modules[__name__ + ".stateless"] = stateless
