@@ -834,3 +834,139 @@ def test_to_empty_keeps_the_objects_and_shapes():
     assert m[0].weight.data is inner
     with pytest.raises(TypeError):
         m.to_empty("cpu")  # device is keyword-only, as in torch
+
+
+# ---- gumbel_softmax, rrelu, in-place functional activations --------------------------------
+def test_gumbel_softmax_soft_gradcheck_and_straight_through():
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((3, 4)), dtype=minidl.float64,
+                      requires_grad=True)
+
+    def soft(x):
+        minidl.manual_seed(5)  # the same noise on every call
+        return F.gumbel_softmax(x, tau=0.7, dim=0)
+    assert gradcheck(soft, [x])
+    # hard: one-hot values, the soft sample's gradient (same noise)
+    proj = minidl.tensor(np.random.default_rng(1).standard_normal((3, 4)), dtype=minidl.float64)
+    grads = []
+    for hard in (False, True):
+        minidl.manual_seed(7)
+        x.grad = None
+        y = F.gumbel_softmax(x, tau=0.5, hard=hard)
+        (y * proj).sum().backward()
+        grads.append(x.grad.numpy())
+        if hard:
+            assert set(np.unique(y.numpy())) == {0.0, 1.0}
+            np.testing.assert_array_equal(y.numpy().sum(-1), 1.0)
+            assert y.dtype == np.float64
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
+
+
+def test_gumbel_softmax_samples_follow_the_softmax_as_torch():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    n = 4000
+    minidl.manual_seed(0)
+    x = minidl.tensor(np.tile(logits, (n, 1)))
+    hard = F.gumbel_softmax(x, hard=True).numpy()
+    t = torch.nn.functional.gumbel_softmax(torch.tensor(np.tile(logits, (n, 1))), hard=True)
+    want = torch.softmax(torch.tensor(logits), 0).numpy()
+    np.testing.assert_allclose(hard.mean(0), want, atol=0.03)  # the Gumbel-max trick
+    np.testing.assert_allclose(t.numpy().mean(0), want, atol=0.03)
+    soft = F.gumbel_softmax(x, tau=2.0, dim=1).numpy()
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-5)
+    assert soft.shape == (n, 4) and soft.dtype == np.float32
+    with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
+        F.gumbel_softmax(x, eps=1e-5)
+
+
+INPLACE = [
+    ("relu_", (), {}), ("elu_", (0.7,), {}), ("leaky_relu_", (0.2,), {}),
+    ("hardtanh_", (-0.5, 0.8), {}), ("selu_", (), {}), ("celu_", (1.3,), {}),
+    ("threshold_", (0.1, -2.0), {}), ("rrelu_", (0.1, 0.3), {}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", INPLACE, ids=[c[0] for c in INPLACE])
+def test_inplace_functional_forms_as_torch(name, args, kwargs):
+    a = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    a[np.abs(a) < 0.05] = 0.3  # away from the kinks
+    leaf, tleaf = minidl.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    h, th = leaf * 1.5, tleaf * 1.5
+    out = getattr(F, name)(h, *args, **kwargs)
+    assert getattr(torch.nn.functional, name)(th, *args, **kwargs) is th
+    assert out is h
+    np.testing.assert_allclose(h.numpy(), th.detach().numpy(), rtol=1e-5, atol=1e-6)
+    (h * h).sum().backward()
+    (th * th).sum().backward()
+    np.testing.assert_allclose(leaf.grad.numpy(), tleaf.grad.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="leaf"):
+        getattr(F, name)(minidl.tensor(a, requires_grad=True), *args, **kwargs)
+    plain = minidl.tensor(a)
+    getattr(F, name)(plain, *args, **kwargs)  # no graph: written into the array
+    np.testing.assert_allclose(plain.numpy(), getattr(torch.nn.functional, name)(
+        torch.tensor(a), *args, **kwargs).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_rrelu_training_and_module():
+    minidl.manual_seed(0)
+    a = np.random.default_rng(0).standard_normal((200, 50)).astype(np.float32)
+    x = minidl.tensor(a, requires_grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    ratio = y.numpy()[a < 0] / a[a < 0]
+    assert 0.1 <= ratio.min() and ratio.max() <= 0.3 and ratio.std() > 0.03
+    np.testing.assert_array_equal(y.numpy()[a >= 0], a[a >= 0])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy()[a < 0], ratio, rtol=1e-6)  # the slopes drawn
+    x64 = minidl.tensor(a[:3, :4].astype(np.float64), dtype=minidl.float64, requires_grad=True)
+
+    def fn(t):
+        minidl.manual_seed(3)
+        return F.rrelu(t, training=True)
+    assert gradcheck(fn, [x64])
+    m, t = nn.RReLU(0.1, 0.3), torch.nn.RReLU(0.1, 0.3)
+    assert repr(m) == repr(t)
+    m.eval()
+    t.eval()
+    np.testing.assert_allclose(m(minidl.tensor(a)).numpy(), t(torch.tensor(a)).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="lower bound must be less than or equal"):
+        F.rrelu(minidl.tensor(a), 0.5, 0.1)
+
+
+# ---- on the fake GPU -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    import _fake_gpu
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+def test_new_pieces_on_fake_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+    _fake_gpu.install(monkeypatch, host_kernels)
+    m = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    avg = swa_utils.AveragedModel(m, device="cuda",
+                                  multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9))
+    avg.update_parameters(m)
+    avg.update_parameters(m)
+    assert avg.n_averaged.device == "cuda" and avg.module[0].weight.device == "cuda"
+    np.testing.assert_allclose(avg.module[0].weight.numpy(), m[0].weight.numpy(), rtol=1e-6)
+    m.to("cuda")
+    PM.weight_norm(m[0])
+    PM.spectral_norm(m[2])
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32),
+                      device="cuda")
+    y = m(x)
+    assert y.device == "cuda"
+    y.sum().backward()
+    assert m[0].parametrizations.weight.original0.grad.device == "cuda"
+    w = minidl.ones(2, 4, device="cuda", requires_grad=True)
+    z = minidl.func.functional_call(m[2], {"parametrizations.weight.original": w},
+                                    (minidl.ones(5, 4, device="cuda"),))
+    z.sum().backward()
+    assert w.grad.device == "cuda"
+    g = F.gumbel_softmax(x, hard=True)
+    assert g.device == "cuda" and np.all(g.numpy().sum(-1) == 1)
+    r = F.rrelu(x, training=True)
+    assert r.device == "cuda"
+    assert U.get_total_norm([x, y]).device == "cuda"

@@ -71,3 +71,6 @@ __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell
 from .rms_norm import RMSNorm  # noqa: E402
 
 __all__ += ["RMSNorm"]
+from .activation import RReLU  # noqa: E402
+
+__all__ += ["RReLU"]
