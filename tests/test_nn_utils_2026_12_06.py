@@ -513,6 +513,14 @@ def test_weight_norm_parametrization_as_torch():
     np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")
+def test_weight_norm_parametrization_loads_the_old_keys():
+    old = U.weight_norm(nn.Linear(3, 2))
+    new = PM.weight_norm(nn.Linear(3, 2))
+    new.load_state_dict(old.state_dict())
+    np.testing.assert_allclose(new.weight.numpy(), old.weight.numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("make,xshape", [
     (lambda M: M.Linear(3, 4), (2, 3)),
     (lambda M: M.ConvTranspose2d(2, 3, 2), (1, 2, 3, 3)),

@@ -55,6 +55,14 @@ def weight_norm(module, name="weight", dim=0):
                              f"{name}")
         dim %= weight.ndim
     parametrize.register_parametrization(module, name, _WeightNorm(dim), unsafe=True)
+
+    def _old_keys(module, state_dict, prefix, *rest):
+        # a checkpoint of the hook-based nn.utils.weight_norm (name_g, name_v) loads, as in torch
+        g_key, v_key = f"{prefix}{name}_g", f"{prefix}{name}_v"
+        if g_key in state_dict and v_key in state_dict:
+            state_dict[f"{prefix}parametrizations.{name}.original0"] = state_dict.pop(g_key)
+            state_dict[f"{prefix}parametrizations.{name}.original1"] = state_dict.pop(v_key)
+    module.register_load_state_dict_pre_hook(_old_keys)
     return module
 
 
