@@ -384,7 +384,7 @@ def test_skip_init():
 # ---- nn.utils.parametrize and nn.utils.parametrizations ------------------------------------
 from minidl.nn.utils import parametrizations as PM  # noqa: E402
 from minidl.nn.utils import parametrize as P  # noqa: E402
-from minidl.nn._parametrizations import _Orthogonal  # noqa: E402
+from minidl.nn._parametrizations import _Orthogonal, _WeightNorm as _WeightNormP  # noqa: E402
 
 TP, TPM = torch.nn.utils.parametrize, torch.nn.utils.parametrizations
 
@@ -511,6 +511,15 @@ def test_weight_norm_parametrization_as_torch():
     P.remove_parametrizations(m, "weight")
     TP.remove_parametrizations(t, "weight")
     np.testing.assert_allclose(m.weight.numpy(), t.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_weight_norm_parametrization_gradcheck():
+    v = minidl.tensor(np.random.default_rng(0).standard_normal((3, 4)), requires_grad=True,
+                      dtype=minidl.float64)
+    for dim, gshape in ((0, (3, 1)), (1, (1, 4)), (None, ())):
+        g = minidl.tensor(np.random.default_rng(1).uniform(0.5, 2, gshape), requires_grad=True,
+                          dtype=minidl.float64)
+        assert gradcheck(_WeightNormP(dim), [g, v])
 
 
 @pytest.mark.filterwarnings("ignore:`torch.nn.utils.weight_norm` is deprecated")

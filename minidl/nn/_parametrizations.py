@@ -20,19 +20,13 @@ from ..ops import cat
 from ..tensor import Function, Tensor
 from . import _parametrize as parametrize
 from ._functional.normalization import normalize
+from ._norm_hooks import _norm_except_dim, _normalize as _unit
 from .module import Module
 
 __all__ = ["weight_norm", "spectral_norm", "orthogonal"]
 
 
 # ---- weight_norm ---------------------------------------------------------------------------
-def _norm_except_dim(v, dim):
-    if dim == -1:
-        return (v * v).sum().sqrt()
-    axes = tuple(i for i in range(v.ndim) if i != dim)
-    return (v * v).sum(dim=axes, keepdim=True).sqrt()
-
-
 class _WeightNorm(Module):
     def __init__(self, dim=0):
         super().__init__()
@@ -67,11 +61,6 @@ def weight_norm(module, name="weight", dim=0):
 
 
 # ---- spectral_norm -------------------------------------------------------------------------
-def _unit(a, eps):
-    xp = get_array_module(a)
-    return a / xp.maximum(xp.sqrt((a * a).sum()), a.dtype.type(eps))
-
-
 class _SpectralNorm(Module):
     def __init__(self, weight, n_power_iterations=1, dim=0, eps=1e-12):
         super().__init__()
