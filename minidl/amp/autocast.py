@@ -225,3 +225,7 @@ def _apply(fn_class, tensors, kwargs):
 
 
 _HOOK = Hook()
+# rms_norm: float32 in PyTorch's CUDA policy since 2.12 (pytorch/pytorch#174824); its CPU policy
+# leaves it alone (the CPU kernel computes 16-bit input in float32 and rounds, as minidl's does)
+FLOAT32["cuda"] |= {"RMSNorm"}
+_LISTED = _LISTED | {"RMSNorm"}
