@@ -111,3 +111,4 @@ for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
     if _name not in __all__:
         __all__.append(_name)
 del _name, _fn
+from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)

@@ -270,3 +270,7 @@ FLOAT32["cuda"] |= {"dist"}
 # addbmm is bmm then a sum: the bmm runs low through LOWER (MatMul), and _scaled_sum casts
 # input to the product's dtype under autocast, so it comes out in the low dtype as torch's
 _LISTED = _LISTED | FLOAT32["cpu"] | FLOAT32["cuda"]  # and the entries added since
+# rms_norm: float32 in PyTorch's CUDA policy since 2.12 (pytorch/pytorch#174824); its CPU policy
+# leaves it alone (the CPU kernel computes 16-bit input in float32 and rounds, as minidl's does)
+FLOAT32["cuda"] |= {"RMSNorm"}
+_LISTED = _LISTED | {"RMSNorm"}

@@ -68,3 +68,9 @@ from .transformer import (  # noqa: E402
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell",
             "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder",
             "TransformerEncoderLayer", "TransformerDecoderLayer"]
+from .rms_norm import RMSNorm  # noqa: E402
+
+__all__ += ["RMSNorm"]
+from .activation import RReLU  # noqa: E402
+
+__all__ += ["RReLU"]

@@ -197,3 +197,21 @@ class Softmax2d(Module):
         if input.ndim not in (3, 4):
             raise ValueError(f"Softmax2d: expected a 3-D or 4-D input, got shape {input.shape}")
         return A.softmax(input, -3)
+
+
+from ._functional.extra_activations import rrelu as _rrelu  # noqa: E402
+
+
+class RReLU(Module):
+    """Randomized leaky relu (F.rrelu): slopes from U(lower, upper) in training, their mean in
+    eval mode."""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
+        super().__init__()
+        self.lower, self.upper, self.inplace = lower, upper, inplace
+
+    def forward(self, input):
+        return _rrelu(input, self.lower, self.upper, self.training, self.inplace)
+
+    def extra_repr(self):
+        return f"lower={self.lower}, upper={self.upper}{', inplace=True' if self.inplace else ''}"

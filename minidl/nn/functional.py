@@ -29,3 +29,7 @@ from ._functional.losses import (  # noqa: F401,E402
 from ._functional.dropout import alpha_dropout, dropout1d, dropout2d, feature_alpha_dropout  # noqa: F401,E402
 from ._functional.bilinear import bilinear  # noqa: F401,E402
 from .attention import scaled_dot_product_attention  # noqa: E402,F401
+from ._functional.rms_norm import rms_norm  # noqa: F401,E402
+from ._functional.extra_activations import (  # noqa: F401,E402
+    celu_, elu_, gumbel_softmax, hardtanh_, leaky_relu_, relu_, rrelu, rrelu_, selu_, threshold_,
+)
