@@ -63,6 +63,10 @@ FLOAT32["cpu"] |= {"Prod"}
 FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Reciprocal",
                     "Rsqrt", "Log1p", "Expm1", "Log2", "Log10", "Asin", "Acos", "Sinh", "Cosh",
                     "Tan"}
+# 3-D pooling: float32 in torch's CPU policy (max_pool3d, avg_pool3d, adaptive_*_pool3d);
+# conv3d and conv_transpose3d run as ConvNd / ConvTranspose2d, already in LOWER
+FLOAT32["cpu"] |= {"max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"}
+
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)
 BANNED = {"cpu": set(), "cuda": {"BinaryCrossEntropy"}}

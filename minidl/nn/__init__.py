@@ -68,3 +68,14 @@ from .transformer import (  # noqa: E402
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell",
             "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder",
             "TransformerEncoderLayer", "TransformerDecoderLayer"]
+
+from .layers import BatchNorm3d  # noqa: E402
+from .conv import Conv3d, ConvTranspose3d  # noqa: E402
+from .pooling import (  # noqa: E402
+    AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, MaxPool3d,
+)
+from .normalization import InstanceNorm3d  # noqa: E402
+from .dropout import Dropout3d  # noqa: E402
+
+__all__ += ["BatchNorm3d", "Conv3d", "ConvTranspose3d", "MaxPool3d", "AvgPool3d",
+            "AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "InstanceNorm3d", "Dropout3d"]

@@ -29,3 +29,8 @@ from ._functional.losses import (  # noqa: F401,E402
 from ._functional.dropout import alpha_dropout, dropout1d, dropout2d, feature_alpha_dropout  # noqa: F401,E402
 from ._functional.bilinear import bilinear  # noqa: F401,E402
 from .attention import scaled_dot_product_attention  # noqa: E402,F401
+from ._functional.convolution import conv3d, conv_transpose3d  # noqa: F401,E402
+from ._functional.pooling import (  # noqa: F401,E402
+    adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d,
+)
+from ._functional.dropout import dropout3d  # noqa: F401,E402

@@ -1,5 +1,5 @@
-"""Pooling, resampling and reshaping layers with PyTorch's arguments and repr: MaxPool1d/2d,
-AvgPool1d/2d, AdaptiveAvgPool1d/2d, AdaptiveMaxPool1d/2d, Upsample, PixelShuffle,
+"""Pooling, resampling and reshaping layers with PyTorch's arguments and repr: MaxPool1d/2d/3d,
+AvgPool1d/2d/3d, AdaptiveAvgPool1d/2d/3d, AdaptiveMaxPool1d/2d/3d, Upsample, PixelShuffle,
 PixelUnshuffle, Unflatten, Unfold, Fold."""
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ class MaxPool2d(_MaxPoolNd):
                 and not self.return_indices):  # the hot path as before: the tuned kernel
             return F.max_pool2d(input, self.kernel_size, self.stride, self.padding)
         return P.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode, self.return_indices)
+
+
+class MaxPool3d(_MaxPoolNd):
+    def forward(self, input):
+        return P.max_pool3d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                             self.ceil_mode, self.return_indices)
 
 
@@ -75,6 +81,12 @@ class AvgPool2d(Module):
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool3d(AvgPool2d):
+    def forward(self, input):
+        return P.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad, self.divisor_override)
 
 
 class _AdaptivePool(Module):
@@ -120,6 +132,23 @@ class AdaptiveMaxPool2d(_AdaptivePool):
 
     def forward(self, input):
         return P.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+
+class AdaptiveAvgPool3d(_AdaptivePool):
+    _max = False
+
+    def __init__(self, output_size):
+        super().__init__(output_size)
+
+    def forward(self, input):
+        return P.adaptive_avg_pool3d(input, self.output_size)
+
+
+class AdaptiveMaxPool3d(_AdaptivePool):
+    _max = True
+
+    def forward(self, input):
+        return P.adaptive_max_pool3d(input, self.output_size, self.return_indices)
 
 
 class Upsample(Module):

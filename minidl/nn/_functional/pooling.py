@@ -9,6 +9,7 @@ back through the adjoint ``fold_array``. 1-D pooling is 2-D pooling on a height 
 """
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -53,33 +54,36 @@ def _lift(t, dims, fill):
 
 
 def _padded(x, padding, extra, fill):
+    """x padded with ``fill``: padding[d] before each spatial dim, padding[d] + extra[d]
+    after it (any number of spatial dims)."""
     xp = get_array_module(x)
-    n, c, h, w = x.shape
-    (ph, pw), (eh, ew) = padding, extra
-    out = xp.full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), fill, dtype=x.dtype)
-    out[:, :, ph:ph + h, pw:pw + w] = x
+    sizes = x.shape[2:]
+    out = xp.full(x.shape[:2] + tuple(s + 2 * p + e for s, p, e in zip(sizes, padding, extra)),
+                  fill, dtype=x.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, sizes))] = x
     return out
 
 
 def _fold_back(gcol, x_shape, padding, extra, stride, dilation):
-    n, c, h, w = x_shape
-    (ph, pw), (eh, ew) = padding, extra
-    full = fold_array(gcol, (h + 2 * ph + eh, w + 2 * pw + ew), stride, dilation)
-    return get_array_module(gcol).ascontiguousarray(full[:, :, ph:ph + h, pw:pw + w])
+    sizes = x_shape[2:]
+    full = fold_array(gcol, tuple(s + 2 * p + e for s, p, e in zip(sizes, padding, extra)),
+                      stride, dilation)
+    index = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, sizes))
+    return get_array_module(gcol).ascontiguousarray(full[index])
 
 
 class MaxPoolWindows(Function):
-    """Max over (dilated) windows of a -inf-padded array; the winner's position is kept, and
-    backward sends each output's gradient to it."""
+    """Max over (dilated) windows of a -inf-padded array (2-D or 3-D); the winner's position
+    is kept, and backward sends each output's gradient to it."""
 
     def forward(self, x, kernel, stride, padding, dilation, out_hw, extra, keep=None):
         if keep is not None:  # the caller asked for the indices (return_indices=True)
             keep.append(self)
         xp = get_array_module(x)
         n, c = x.shape[:2]
-        kk = kernel[0] * kernel[1]
+        kk = math.prod(kernel)
         col = unfold_array(_padded(x, padding, extra, -np.inf), kernel, stride, dilation, out_hw)
-        col = col.reshape((n, c, kk) + out_hw)
+        col = col.reshape((n, c, kk) + tuple(out_hw))
         arg = col.argmax(axis=2)
         self.arg, self.geom = arg, (x.shape, kernel, stride, padding, dilation, extra)
         return xp.take_along_axis(col, arg[:, :, None], axis=2)[:, :, 0]
@@ -87,20 +91,27 @@ class MaxPoolWindows(Function):
     def backward(self, g):
         xp = get_array_module(g)
         x_shape, kernel, stride, padding, dilation, extra = self.geom
-        n, c, oh, ow = g.shape
-        kk = xp.arange(kernel[0] * kernel[1]).reshape(1, 1, -1, 1, 1)
+        n, c = g.shape[:2]
+        dims = g.ndim - 2
+        kk = xp.arange(math.prod(kernel)).reshape((1, 1, -1) + (1,) * dims)
         gcol = (kk == self.arg[:, :, None]) * g[:, :, None]
-        gcol = gcol.astype(g.dtype, copy=False).reshape((n, c) + kernel + (oh, ow))
+        gcol = gcol.astype(g.dtype, copy=False).reshape((n, c) + tuple(kernel) + g.shape[2:])
         return _fold_back(gcol, x_shape, padding, extra, stride, dilation)
 
     def indices(self):
-        """The winners as flat indices into each (H, W) input plane, as PyTorch returns them."""
+        """The winners as flat indices into each input plane (H * W, or D * H * W), as
+        PyTorch returns them."""
         xp = get_array_module(self.arg)
-        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = self.geom
-        oh, ow = self.arg.shape[2:]
-        rows = xp.arange(oh).reshape(-1, 1) * sh - ph + (self.arg // kw) * dh
-        cols = xp.arange(ow).reshape(1, -1) * sw - pw + (self.arg % kw) * dw
-        return (rows * w + cols).astype(np.int64)
+        x_shape, kernel, stride, padding, dilation, _ = self.geom
+        sizes, out = x_shape[2:], self.arg.shape[2:]
+        dims = len(sizes)
+        flat = 0
+        for d in range(dims):
+            offset = (self.arg // math.prod(kernel[d + 1:])) % kernel[d]
+            start = xp.arange(out[d]).reshape((-1,) + (1,) * (dims - 1 - d))
+            coord = start * stride[d] - padding[d] + offset * dilation[d]
+            flat = flat + coord * math.prod(sizes[d + 1:])
+        return flat.astype(np.int64)
 
 
 class AvgPoolWindows(Function):
@@ -110,9 +121,10 @@ class AvgPoolWindows(Function):
     def forward(self, x, kernel, stride, padding, out_hw, extra, divisor):
         xp = get_array_module(x)
         n, c = x.shape[:2]
-        ones = (1, 1)
+        ones = (1,) * len(kernel)
         col = unfold_array(_padded(x, padding, extra, 0), kernel, stride, ones, out_hw)
-        total = col.reshape((n, c, -1) + out_hw).sum(axis=2, dtype=accumulation_dtype(x))
+        total = col.reshape((n, c, -1) + tuple(out_hw)).sum(axis=2,
+                                                            dtype=accumulation_dtype(x))
         self.divisor = xp.asarray(divisor, dtype=total.dtype)
         self.geom = (x.shape, kernel, stride, padding, extra)
         return (total / self.divisor).astype(x.dtype, copy=False)
@@ -121,8 +133,10 @@ class AvgPoolWindows(Function):
         xp = get_array_module(g)
         x_shape, kernel, stride, padding, extra = self.geom
         share = (g / self.divisor).astype(g.dtype, copy=False)
-        gcol = xp.broadcast_to(share[:, :, None, None], share.shape[:2] + kernel + share.shape[2:])
-        return _fold_back(gcol, x_shape, padding, extra, stride, (1, 1))
+        dims = len(kernel)
+        gcol = xp.broadcast_to(share[(slice(None), slice(None)) + (None,) * dims],
+                               share.shape[:2] + tuple(kernel) + share.shape[2:])
+        return _fold_back(gcol, x_shape, padding, extra, stride, (1,) * dims)
 
 
 def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor_override):
@@ -135,13 +149,18 @@ def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor
         pool = end - start
         inside = np.minimum(end, size) - np.maximum(start, 0)
         per_dim.append(pool if count_include_pad else inside)
-    return np.multiply.outer(*per_dim).astype(np.float64) if len(per_dim) == 2 else per_dim[0]
+    divisor = per_dim[0].astype(np.float64)
+    for more in per_dim[1:]:
+        divisor = np.multiply.outer(divisor, more)
+    return divisor
 
 
 # ---- max and average pooling -------------------------------------------------------------------
 def _max_pool(name, dims, input, kernel_size, stride, padding, dilation, ceil_mode,
               return_indices):
     _float_input(name, input)
+    if dims == 3:
+        (input,) = _F._autocast_inputs(name, input)
     x, unbatched = _batched(name, input, dims)
     kernel, stride, padding, dilation, out, extra = _pool_geometry(
         name, x, dims, kernel_size, stride, padding, dilation, ceil_mode)
@@ -184,6 +203,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def _avg_pool(name, dims, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override):
     _float_input(name, input)
+    if dims == 3:
+        (input,) = _F._autocast_inputs(name, input)
     x, unbatched = _batched(name, input, dims)
     kernel, stride, padding, _, out, extra = _pool_geometry(
         name, x, dims, kernel_size, stride, padding, 1, ceil_mode)
@@ -219,6 +240,22 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     """Mean over windows of (N, C, H, W) or (C, H, W) input, with PyTorch's ceil_mode,
     count_include_pad and divisor_override."""
     return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over windows of (N, C, D, H, W) or (C, D, H, W) input, with PyTorch's dilation,
+    ceil_mode and return_indices (flat indices into D * H * W)."""
+    return _max_pool("max_pool3d", 3, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Mean over windows of (N, C, D, H, W) or (C, D, H, W) input, with PyTorch's ceil_mode,
+    count_include_pad and divisor_override."""
+    return _avg_pool("avg_pool3d", 3, input, kernel_size, stride, padding, ceil_mode,
                      count_include_pad, divisor_override)
 
 
@@ -263,30 +300,38 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 class AdaptiveMaxPool2d(Function):
-    """Max over PyTorch's adaptive bins (which may overlap); the winners' flat indices are
-    kept and backward adds each output's gradient at its winner."""
+    """Max over PyTorch's adaptive bins (which may overlap), 2-D or 3-D; the winners' flat
+    indices are kept and backward adds each output's gradient at its winner."""
 
     def forward(self, x, out_hw, keep=None):
         if keep is not None:
             keep.append(self)
         xp = get_array_module(x)
-        n, c, h, w = x.shape
-        oh, ow = out_hw
-        y = xp.empty((n, c, oh, ow), dtype=x.dtype)
-        idx = xp.empty((n, c, oh, ow), dtype=np.int64)
-        for i, (r0, r1) in enumerate(_bins(h, oh)):
-            for j, (c0, c1) in enumerate(_bins(w, ow)):
-                window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
-                a = window.argmax(axis=2)
-                y[:, :, i, j] = xp.take_along_axis(window, a[:, :, None], axis=2)[:, :, 0]
-                idx[:, :, i, j] = (r0 + a // (c1 - c0)) * w + c0 + a % (c1 - c0)
+        n, c = x.shape[:2]
+        sizes = x.shape[2:]
+        y = xp.empty((n, c) + tuple(out_hw), dtype=x.dtype)
+        idx = xp.empty((n, c) + tuple(out_hw), dtype=np.int64)
+        bins = [list(enumerate(_bins(s, o))) for s, o in zip(sizes, out_hw)]
+        for cell in itertools.product(*bins):
+            where = tuple(i for i, _ in cell)
+            lo = [b[0] for _, b in cell]
+            extent = [b[1] - b[0] for _, b in cell]
+            window = x[(slice(None), slice(None)) + tuple(slice(a, b) for _, (a, b) in cell)]
+            a = window.reshape(n, c, -1).argmax(axis=2)
+            y[(slice(None), slice(None)) + where] = xp.take_along_axis(
+                window.reshape(n, c, -1), a[:, :, None], axis=2)[:, :, 0]
+            flat = 0
+            for d in range(len(sizes)):
+                coord = lo[d] + (a // math.prod(extent[d + 1:])) % extent[d]
+                flat = flat + coord * math.prod(sizes[d + 1:])
+            idx[(slice(None), slice(None)) + where] = flat
         self.idx, self.in_shape = idx, x.shape
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        n, c, h, w = self.in_shape
-        gx = xp.zeros((n * c, h * w), dtype=g.dtype)
+        n, c = self.in_shape[:2]
+        gx = xp.zeros((n * c, math.prod(self.in_shape[2:])), dtype=g.dtype)
         rows = xp.arange(n * c).reshape(-1, 1)
         index = (rows, self.idx.reshape(n * c, -1))
         if hasattr(xp.add, "at"):
@@ -298,8 +343,50 @@ class AdaptiveMaxPool2d(Function):
         return gx.reshape(self.in_shape)
 
 
+def _bin_matrix(size, out):
+    """(out, size): row i averages PyTorch's adaptive bin i."""
+    m = np.zeros((out, size))
+    for i, (a, b) in enumerate(_bins(size, out)):
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+class AdaptiveAvgPoolNd(Function):
+    """Adaptive average pooling as one (out, size) averaging matrix per spatial dim: the mean
+    over a box of bins is the mean over each dim in turn. Backward applies the transposes."""
+
+    def forward(self, x, out_sizes):
+        xp = get_array_module(x)
+        self.mats = [xp.asarray(_bin_matrix(s, o), dtype=accumulation_dtype(x))
+                     for s, o in zip(x.shape[2:], out_sizes)]
+        y = x.astype(accumulation_dtype(x), copy=False)
+        for d, m in enumerate(self.mats):
+            y = xp.moveaxis(xp.moveaxis(y, 2 + d, -1) @ m.T, -1, 2 + d)
+        return xp.ascontiguousarray(y.astype(x.dtype, copy=False))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        gx = g.astype(self.mats[0].dtype, copy=False)
+        for d, m in enumerate(self.mats):
+            gx = xp.moveaxis(xp.moveaxis(gx, 2 + d, -1) @ m, -1, 2 + d)
+        return xp.ascontiguousarray(gx.astype(g.dtype, copy=False))
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """Average (N, C, D, H, W) or (C, D, H, W) input into an output_size grid of PyTorch's
+    adaptive bins; None in output_size keeps that dim's size."""
+    name = "adaptive_avg_pool3d"
+    _float_input(name, input)
+    (input,) = _F._autocast_inputs(name, input)
+    x, unbatched = _batched(name, input, 3)
+    y = AdaptiveAvgPoolNd.apply(x, out_sizes=_adaptive_size(name, x, 3, output_size))
+    return y.squeeze(0) if unbatched else y
+
+
 def _adaptive_max(name, dims, input, output_size, return_indices):
     _float_input(name, input)
+    if dims == 3:
+        (input,) = _F._autocast_inputs(name, input)
     x, unbatched = _batched(name, input, dims)
     out = _adaptive_size(name, x, dims, output_size)
     x2 = x.unsqueeze(2) if dims == 1 else x
@@ -323,6 +410,12 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     """Max of (N, C, H, W) or (C, H, W) input over an output_size grid of adaptive bins;
     with return_indices, also the winners' flat indices into H * W."""
     return _adaptive_max("adaptive_max_pool2d", 2, input, output_size, return_indices)
+
+
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    """Max of (N, C, D, H, W) or (C, D, H, W) input over an output_size grid of adaptive bins;
+    with return_indices, also the winners' flat indices into D * H * W."""
+    return _adaptive_max("adaptive_max_pool3d", 3, input, output_size, return_indices)
 
 
 # ---- resampling ------------------------------------------------------------------------------------
