@@ -66,6 +66,8 @@ FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Rec
 # 3-D pooling: float32 in torch's CPU policy (max_pool3d, avg_pool3d, adaptive_*_pool3d);
 # conv3d and conv_transpose3d run as ConvNd / ConvTranspose2d, already in LOWER
 FLOAT32["cpu"] |= {"max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"}
+# grid_sample (grid_sampler) is float32 in torch's CPU policy; affine_grid is a matmul (LOWER)
+FLOAT32["cpu"] |= {"grid_sample"}
 
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)

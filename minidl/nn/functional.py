@@ -34,3 +34,4 @@ from ._functional.pooling import (  # noqa: F401,E402
     adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d,
 )
 from ._functional.dropout import dropout3d  # noqa: F401,E402
+from ._functional.sampling import affine_grid, grid_sample  # noqa: F401,E402
