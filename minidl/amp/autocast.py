@@ -68,6 +68,9 @@ FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Rec
 FLOAT32["cpu"] |= {"max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"}
 # grid_sample (grid_sampler) is float32 in torch's CPU policy; affine_grid is a matmul (LOWER)
 FLOAT32["cpu"] |= {"grid_sample"}
+# losses torch's CPU policy runs in float32 (triplet_margin_with_distance_loss is composite there
+# and stays in the input's dtype)
+FLOAT32["cpu"] |= {"ctc_loss", "multi_margin_loss", "multilabel_margin_loss"}
 
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)

@@ -79,3 +79,8 @@ from .dropout import Dropout3d  # noqa: E402
 
 __all__ += ["BatchNorm3d", "Conv3d", "ConvTranspose3d", "MaxPool3d", "AvgPool3d",
             "AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "InstanceNorm3d", "Dropout3d"]
+from .loss import (  # noqa: E402
+    CTCLoss, MultiLabelMarginLoss, MultiMarginLoss, TripletMarginWithDistanceLoss,
+)
+
+__all__ += ["CTCLoss", "MultiMarginLoss", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss"]

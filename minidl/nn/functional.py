@@ -35,3 +35,7 @@ from ._functional.pooling import (  # noqa: F401,E402
 )
 from ._functional.dropout import dropout3d  # noqa: F401,E402
 from ._functional.sampling import affine_grid, grid_sample  # noqa: F401,E402
+from ._functional.losses import (  # noqa: F401,E402
+    multi_margin_loss, multilabel_margin_loss, triplet_margin_with_distance_loss,
+)
+from ._functional.ctc import ctc_loss  # noqa: F401,E402
