@@ -289,6 +289,232 @@ def test_loss_autocast_dtypes_match_torch_cpu(low):
                                    atol=0.05)
 
 
+
+# ---- embedding_bag -----------------------------------------------------------------------------
+BAG_INPUT = np.array([1, 2, 4, 5, 4, 3, 2, 9])
+BAG_OFFSETS = np.array([0, 4, 4, 6])
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+@pytest.mark.parametrize("padding_idx", [None, 4])
+@pytest.mark.parametrize("include_last_offset", [False, True])
+def test_embedding_bag_parity(mode, padding_idx, include_last_offset):
+    offsets = np.append(BAG_OFFSETS, 8) if include_last_offset else BAG_OFFSETS
+    check_op(lambda F, w: F.embedding_bag(F.tensor(BAG_INPUT), w, F.tensor(offsets), mode=mode,
+                                          include_last_offset=include_last_offset,
+                                          padding_idx=padding_idx),
+             [_Made(lambda rng: rng.permutation(40).reshape(10, 4) * 0.1)])
+    check_op(lambda F, w: F.embedding_bag(F.tensor(BAG_INPUT.reshape(2, 4)), w, mode=mode,
+                                          padding_idx=padding_idx),
+             [_Made(lambda rng: rng.permutation(40).reshape(10, 4) * 0.1)])
+
+
+def test_embedding_bag_per_sample_weights_and_gradcheck():
+    check_op(lambda F, w, p: F.embedding_bag(F.tensor(BAG_INPUT), w, F.tensor(BAG_OFFSETS),
+                                             mode="sum", per_sample_weights=p, padding_idx=2),
+             [((10, 4), (8,))])
+    idx, off = minidl.tensor(BAG_INPUT), minidl.tensor(BAG_OFFSETS)
+    for mode in ("sum", "mean"):
+        assert gradcheck(lambda w: F.embedding_bag(idx, w, off, mode=mode), [randn((10, 4))])
+    assert gradcheck(lambda w, p: F.embedding_bag(idx, w, off, mode="sum", per_sample_weights=p),
+                     [randn((10, 4)), randn((8,), seed=2)])
+    w = leaf(np.random.default_rng(0).permutation(40).reshape(10, 4) * 0.1)
+    assert gradcheck(lambda w: F.embedding_bag(idx, w, off, mode="max"), [w])
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(mode="max", padding_idx=2),
+                                    dict(mode="sum", include_last_offset=True)])
+def test_embedding_bag_module(kwargs):
+    ours, theirs = nn.EmbeddingBag(10, 3, **kwargs), torch.nn.EmbeddingBag(10, 3, **kwargs)
+    assert repr(ours) == repr(theirs)
+    offsets = np.append(BAG_OFFSETS, 8) if kwargs.get("include_last_offset") else BAG_OFFSETS
+    check_module(ours, theirs, [BAG_INPUT, offsets])
+    big, tbig = nn.EmbeddingBag(200, 16, padding_idx=3), torch.nn.EmbeddingBag(200, 16, padding_idx=3)
+    assert abs(big.weight.numpy().std() - tbig.weight.detach().numpy().std()) < 0.1
+    assert not big.weight.numpy()[3].any()
+    pre = nn.EmbeddingBag.from_pretrained(minidl.ones(3, 2), mode="sum")
+    assert not pre.weight.requires_grad
+    np.testing.assert_array_equal(pre(minidl.tensor([[0, 2]])).numpy(), [[2.0, 2.0]])
+
+
+def test_embedding_bag_errors():
+    w = minidl.randn(10, 3)
+    idx = minidl.tensor(BAG_INPUT)
+    with pytest.raises(ValueError, match="offsets has to be a 1D Tensor but got None"):
+        F.embedding_bag(idx, w)
+    with pytest.raises(ValueError, match="offsets has to be None"):
+        F.embedding_bag(idx.reshape(2, 4), w, minidl.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"offsets\[0\] has to be 0"):
+        F.embedding_bag(idx, w, minidl.tensor([1, 4]))
+    with pytest.raises(NotImplementedError, match="only supported for mode='sum'"):
+        F.embedding_bag(idx, w, minidl.tensor([0, 4]), per_sample_weights=minidl.ones(8))
+    with pytest.raises(ValueError, match="same shape as the input"):
+        F.embedding_bag(idx, w, minidl.tensor([0, 4]), mode="sum",
+                        per_sample_weights=minidl.ones(7))
+    with pytest.raises(ValueError, match="mode has to be one of"):
+        F.embedding_bag(idx, w, minidl.tensor([0, 4]), mode="median")
+    with pytest.raises(IndexError, match="out of range"):
+        F.embedding_bag(minidl.tensor([0, 10]), w, minidl.tensor([0]))
+    with pytest.raises(TypeError, match="integer"):
+        F.embedding_bag(minidl.tensor([0.0, 1.0]), w, minidl.tensor([0]))
+
+
+# ---- rrelu -------------------------------------------------------------------------------------
+def test_rrelu_eval_matches_torch_and_train_draws_slopes():
+    check_op(lambda F, x: F.rrelu(x), [(4, 5)])
+    check_op(lambda F, x: F.rrelu(x, 0.1, 0.5, training=False), [(3, 4)])
+    assert gradcheck(lambda x: F.rrelu(x, 0.2, 0.4), [randn((3, 4))])
+    minidl.manual_seed(0)
+    x = minidl.tensor(-np.ones((200, 50), dtype=np.float32), requires_grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    slopes = -y.numpy()
+    assert 0.1 <= slopes.min() and slopes.max() <= 0.3 and slopes.std() > 0.04
+    assert abs(slopes.mean() - 0.2) < 0.01
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), slopes)  # the gradient is each element's slope
+    pos = F.rrelu(minidl.ones(3), training=True)
+    np.testing.assert_array_equal(pos.numpy(), 1.0)
+    minidl.manual_seed(1)
+    a = F.rrelu(minidl.tensor(-np.ones(8, np.float32)), training=True).numpy()
+    minidl.manual_seed(1)
+    b = F.rrelu(minidl.tensor(-np.ones(8, np.float32)), training=True).numpy()
+    np.testing.assert_array_equal(a, b)  # minidl's generator: seeded, reproducible
+
+
+def test_rrelu_module_and_errors():
+    ours, theirs = nn.RReLU(0.1, 0.3), torch.nn.RReLU(0.1, 0.3)
+    assert repr(ours) == repr(theirs)
+    assert repr(nn.RReLU(inplace=True)) == repr(torch.nn.RReLU(inplace=True))
+    ours.eval(), theirs.eval()
+    check_module(ours, theirs, [np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)])
+    ours.train()
+    y = ours(minidl.tensor(-np.ones((50, 50), np.float32))).numpy()
+    assert y.std() > 0.01  # random slopes in training mode
+    x = minidl.randn(3, 4)
+    out = F.rrelu(x, inplace=True)
+    assert out is x
+    with pytest.raises(ValueError, match="Lower bound"):
+        F.rrelu(x, 0.5, 0.1)
+
+
+# ---- lp_pool, max_unpool, channel_shuffle, *_with_indices, upsample aliases --------------------
+POOL_CASES = [
+    ("lp_pool1d", lambda F, x: F.lp_pool1d(x, 2, 3, 2), [(2, 3, 9)]),
+    ("lp_pool1d_ceil", lambda F, x: F.lp_pool1d(x.abs() + 0.1, 1.5, 2, ceil_mode=True),
+     [(2, 3, 7)]),
+    ("lp_pool2d", lambda F, x: F.lp_pool2d(x, 2, (2, 3), 1), [(2, 3, 5, 6)]),
+    ("lp_pool2d_p3", lambda F, x: F.lp_pool2d(x.abs() + 0.1, 3.0, 2), [(1, 2, 6, 6)]),
+    ("lp_pool2d_inf", lambda F, x: F.lp_pool2d(x, float("inf"), 2), [_Made(
+        lambda rng: (rng.permutation(72).reshape(2, 4, 3, 3) - 36) * 0.1)]),
+    ("channel_shuffle", lambda F, x: F.channel_shuffle(x, 3), [(2, 6, 2, 3)]),
+    ("channel_shuffle_3d", lambda F, x: F.channel_shuffle(x, 2), [(2, 4, 5)]),
+    ("max_unpool2d", lambda F, x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
+     [_Made(lambda rng: rng.permutation(96).reshape(2, 3, 4, 4) * 0.1)]),
+    ("max_unpool2d_size", lambda F, x: F.max_unpool2d(
+        *F.max_pool2d(x, 2, 2, 1, return_indices=True), 2, 2, 1, output_size=(1, 2, 7, 6)),
+     [_Made(lambda rng: rng.permutation(84).reshape(1, 2, 7, 6) * 0.1)]),
+    ("max_unpool1d", lambda F, x: F.max_unpool1d(*F.max_pool1d(x, 2, return_indices=True), 2),
+     [_Made(lambda rng: rng.permutation(42).reshape(2, 3, 7) * 0.1)]),
+    ("max_unpool3d", lambda F, x: F.max_unpool3d(*F.max_pool3d(x, 2, return_indices=True), 2),
+     [_Made(lambda rng: rng.permutation(128).reshape(1, 2, 4, 4, 4) * 0.1)]),
+    ("max_pool2d_with_indices", lambda F, x: F.max_pool2d_with_indices(x, 2, 1)[0]
+     * F.max_pool2d_with_indices(x, 2, 1)[1].float(),
+     [_Made(lambda rng: rng.permutation(48).reshape(1, 3, 4, 4) * 0.1)]),
+    ("max_pool1d_with_indices", lambda F, x: F.max_pool1d_with_indices(x, 3, 2, 1)[0],
+     [_Made(lambda rng: rng.permutation(27).reshape(1, 3, 9) * 0.1)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_pool_layers_parity_and_gradcheck(name, fn, shapes):
+    check_op(fn, shapes)
+    spec = shapes[0]
+    x = spec.make(np.random.default_rng(0)) if isinstance(spec, _Made) else \
+        np.random.default_rng(0).standard_normal(spec)
+    assert gradcheck(lambda x: fn(MINIDL, x), [leaf(x)])
+
+
+def test_with_indices_and_unpool_modules():
+    x = (np.random.default_rng(0).permutation(60).reshape(1, 3, 4, 5) * 0.1).astype(np.float32)
+    y, i = F.max_pool2d_with_indices(minidl.tensor(x), 2)
+    ty, ti = TF.max_pool2d_with_indices(torch.tensor(x), 2)
+    np.testing.assert_array_equal(i.numpy(), ti.numpy())
+    for cls, args in (("MaxUnpool2d", ((2, 3), 1, 1)), ("MaxUnpool1d", (2,)),
+                      ("MaxUnpool3d", (2, 1))):
+        assert repr(getattr(nn, cls)(*args)) == repr(getattr(torch.nn, cls)(*args))
+    pool, unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
+    tpool, tunpool = torch.nn.MaxPool2d(2, return_indices=True), torch.nn.MaxUnpool2d(2)
+    out, idx = pool(minidl.tensor(x))
+    tout, tidx = tpool(torch.tensor(x))
+    np.testing.assert_array_equal(unpool(out, idx, output_size=(1, 3, 5, 5)).numpy(),
+                                  tunpool(tout, tidx, output_size=(1, 3, 5, 5)).numpy())
+    u = F.max_unpool2d(out[0], idx[0], 2, output_size=(4, 5))  # unbatched (C, H, W)
+    assert u.shape == (3, 4, 5)
+    with pytest.raises(ValueError, match="invalid output_size"):
+        unpool(out, idx, output_size=(9, 9))
+    with pytest.raises(ValueError, match="2 or 4 elements"):
+        unpool(out, idx, output_size=(4, 4, 4))
+    with pytest.raises(IndexError, match="invalid max index"):
+        F.max_unpool2d(out, idx + 100, 2)
+    with pytest.raises(ValueError, match="same as that of the input"):
+        F.max_unpool2d(out, idx[:, :2], 2)
+
+
+def test_lp_pool_and_channel_shuffle_modules():
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    for ours, theirs in ((nn.LPPool2d(2, 3, 2), torch.nn.LPPool2d(2, 3, 2)),
+                         (nn.LPPool2d(2.5, (2, 3), 1, True), torch.nn.LPPool2d(2.5, (2, 3), 1, True)),
+                         (nn.ChannelShuffle(2), torch.nn.ChannelShuffle(2))):
+        assert repr(ours) == repr(theirs)
+        check_module(ours, theirs, [np.abs(x) + 0.1])
+    ours, theirs = nn.LPPool1d(2, 3), torch.nn.LPPool1d(2, 3)
+    assert repr(ours) == repr(theirs)
+    check_module(ours, theirs, [x[:, :, 0]])
+    with pytest.raises(ValueError, match="divisible by groups"):
+        F.channel_shuffle(minidl.randn(1, 5, 2, 2), 2)
+    with pytest.raises(ValueError, match="at least 3 dimensions"):
+        F.channel_shuffle(minidl.randn(4, 4), 2)
+
+
+def test_upsample_aliases_warn_and_match_interpolate():
+    x = minidl.randn(1, 2, 3, 4)
+    for fn, want in ((lambda: F.upsample(x, scale_factor=2, mode="bilinear", align_corners=False),
+                      F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)),
+                     (lambda: F.upsample_nearest(x, (5, 7)), F.interpolate(x, (5, 7))),
+                     (lambda: F.upsample_bilinear(x, scale_factor=2),
+                      F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))):
+        with pytest.warns(UserWarning, match="is deprecated. Use `nn.functional.interpolate`"):
+            got = fn()
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_op(lambda F, x: F.upsample_bilinear(x, scale_factor=2), [(1, 2, 3, 4)])
+        check_op(lambda F, x: F.upsample_nearest(x, scale_factor=3), [(1, 2, 3, 4)])
+
+
+@pytest.mark.parametrize("low", ["bfloat16", "float16"])
+def test_layer_autocast_dtypes_match_torch_cpu(low):
+    x = (np.random.default_rng(0).permutation(96).reshape(2, 3, 4, 4) * 0.1).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((10, 3)).astype(np.float32)
+    cases = [
+        lambda F, x, w: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
+        lambda F, x, w: F.lp_pool2d(x, 2, 2),
+        lambda F, x, w: F.channel_shuffle(x, 3),
+        lambda F, x, w: F.rrelu(x),
+        lambda F, x, w: F.embedding_bag(F.tensor([[1, 2], [3, 4]]), w),
+    ]
+    for fn in cases:
+        with torch.autocast("cpu", dtype=getattr(torch, low)):
+            want = fn(TORCH, torch.tensor(x).to(getattr(torch, low)),
+                      torch.tensor(w).to(getattr(torch, low)))
+        with minidl.autocast("cpu", dtype=getattr(minidl, low)):
+            got = fn(MINIDL, minidl.tensor(x).to(getattr(minidl, low)),
+                     minidl.tensor(w).to(getattr(minidl, low)))
+        assert str(got.dtype) == str(want.dtype).replace("torch.", ""), (got.dtype, want.dtype)
+        np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0.05,
+                                   atol=0.05)
+
+
 # ---- the numpy-backed fake GPU (tests/_fake_gpu.py) ---------------------------------------------
 FAKE_GPU = [
     ("grid_sample", lambda F, x, g: F.grid_sample(x, g, "bilinear", "reflection", False)
@@ -296,6 +522,17 @@ FAKE_GPU = [
     ("grid_sample_3d", lambda F, x, g: F.grid_sample(x, g, "bilinear", "border", True),
      [(1, 2, 3, 4, 3), (1, 2, 2, 2, 3)]),
     ("affine_grid", lambda F, t: F.affine_grid(t, (1, 1, 3, 4), False), [(1, 2, 3)]),
+    ("embedding_bag", lambda F, w: F.embedding_bag(
+        minidl.tensor([1, 2, 4, 5, 4], device=w.device), w,
+        minidl.tensor([0, 2], device=w.device), mode="max")
+     + F.embedding_bag(minidl.tensor([[1, 2], [4, 4]], device=w.device), w, mode="sum"), [(6, 3)]),
+    ("pool_layers", lambda F, x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2)
+     + F.rrelu(x) + F.channel_shuffle(x, 2) * 2 + F.interpolate(F.lp_pool2d(x, 2, 2), (4, 4)),
+     [(1, 4, 4, 4)]),
+    ("losses", lambda F, x: F.multi_margin_loss(x, minidl.tensor([0, 2], device=x.device))
+     + F.multilabel_margin_loss(x, minidl.tensor([[1, -1, 0], [2, 0, -1]], device=x.device))
+     + F.ctc_loss(x.reshape(2, 1, 3).log_softmax(2), minidl.tensor([[1]], device=x.device),
+                  [2], [1]), [(2, 3)]),
 ]
 
 

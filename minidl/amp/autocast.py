@@ -71,6 +71,7 @@ FLOAT32["cpu"] |= {"grid_sample"}
 # losses torch's CPU policy runs in float32 (triplet_margin_with_distance_loss is composite there
 # and stays in the input's dtype)
 FLOAT32["cpu"] |= {"ctc_loss", "multi_margin_loss", "multilabel_margin_loss"}
+FLOAT32["cpu"] |= {"max_unpool1d", "max_unpool2d", "max_unpool3d"}
 
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)

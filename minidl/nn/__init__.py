@@ -84,3 +84,11 @@ from .loss import (  # noqa: E402
 )
 
 __all__ += ["CTCLoss", "MultiMarginLoss", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss"]
+from .sparse import EmbeddingBag  # noqa: E402
+from .activation import RReLU  # noqa: E402
+from .pooling import (  # noqa: E402
+    ChannelShuffle, LPPool1d, LPPool2d, LPPool3d, MaxUnpool1d, MaxUnpool2d, MaxUnpool3d,
+)
+
+__all__ += ["EmbeddingBag", "RReLU", "LPPool1d", "LPPool2d", "LPPool3d", "MaxUnpool1d",
+            "MaxUnpool2d", "MaxUnpool3d", "ChannelShuffle"]

@@ -39,3 +39,10 @@ from ._functional.losses import (  # noqa: F401,E402
     multi_margin_loss, multilabel_margin_loss, triplet_margin_with_distance_loss,
 )
 from ._functional.ctc import ctc_loss  # noqa: F401,E402
+from ._functional.embedding_bag import embedding_bag  # noqa: F401,E402
+from ._functional.activations import rrelu  # noqa: F401,E402
+from ._functional.pooling import (  # noqa: F401,E402
+    channel_shuffle, lp_pool1d, lp_pool2d, lp_pool3d, max_pool1d_with_indices,
+    max_pool2d_with_indices, max_pool3d_with_indices, max_unpool1d, max_unpool2d, max_unpool3d,
+    upsample_bilinear, upsample_nearest,
+)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 
 from ... import functional as _F
 from ...backend import get_array_module
 from ...functional import _float_input, _whole, accumulation_dtype
+from ...math_ops import sign
 from ...tensor import Function, Tensor
 from .convolution import _batched, _ntuple, fold_array, unfold_array
 
@@ -560,8 +562,26 @@ def _taps(mode, n_in, n_out, factor, align_corners):
     return (i0, i1), (1.0 - lam, lam)
 
 
-def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
+             recompute_scale_factor=None):
+    """Deprecated alias of interpolate (warns as PyTorch's)."""
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` "
+                  "instead.", stacklevel=2)
     return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """Deprecated: interpolate(mode='nearest') (warns as PyTorch's)."""
+    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use "
+                  "`nn.functional.interpolate` instead.", stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """Deprecated: interpolate(mode='bilinear', align_corners=True) (warns as PyTorch's)."""
+    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use "
+                  "`nn.functional.interpolate` instead.", stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
 
 
 # ---- pixel shuffle ---------------------------------------------------------------------------------
@@ -601,3 +621,156 @@ def pixel_unshuffle(input, downscale_factor):
     y = input.reshape(*lead, c, h // r, r, w // r, r)
     y = y.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)
     return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def channel_shuffle(input, groups):
+    """(N, C, *) with its channels regrouped: channel g * (C / groups) + k goes to
+    k * groups + g, as PyTorch's (a reshape, a transpose and a reshape)."""
+    name = "channel_shuffle"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    groups = _whole(groups, f"{name}: groups")
+    if input.ndim < 3:
+        raise ValueError(f"channel_shuffle expects input to have at least 3 dimensions, but got "
+                         f"input with {input.ndim} dimension(s)")
+    if groups <= 0:
+        raise ValueError(f"Number of groups to divide channels in must be positive. Value of "
+                         f"groups:{groups}")
+    n, c, *rest = input.shape
+    if c % groups:
+        raise ValueError(f"Number of channels must be divisible by groups. Got {c} channels and "
+                         f"{groups} groups.")
+    y = input.reshape(n, groups, c // groups, *rest).transpose(1, 2)
+    return y.reshape(n, c, *rest)
+
+
+# ---- max_pool*_with_indices, max_unpool, lp_pool ---------------------------------------------
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """max_pool1d and the winners' positions, always (PyTorch's *_with_indices)."""
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """max_pool2d and the winners' flat indices into H * W, always."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """max_pool3d and the winners' flat indices into D * H * W, always."""
+    return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+class MaxUnpool(Function):
+    """Each input value placed at its flat index in a zero (N, C, prod(out_sizes)) output;
+    backward reads the gradient back from there."""
+
+    def forward(self, x, indices, out_sizes):
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        out = xp.zeros((n, c, math.prod(out_sizes)), dtype=x.dtype)
+        idx = indices.reshape(n, c, -1)
+        out[xp.arange(n)[:, None, None], xp.arange(c)[None, :, None], idx] = x.reshape(n, c, -1)
+        self.idx, self.in_shape = idx, x.shape
+        return out.reshape((n, c) + tuple(out_sizes))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        n, c = g.shape[:2]
+        return xp.take_along_axis(g.reshape(n, c, -1), self.idx, axis=2).reshape(self.in_shape)
+
+
+def _max_unpool(name, dims, input, indices, kernel_size, stride, padding, output_size):
+    _float_input(name, input)
+    if not isinstance(indices, Tensor) or indices.data.dtype.kind not in "iu":
+        raise TypeError(f"{name}: indices must be an integer Tensor (as max_pool's "
+                        f"return_indices gives), got "
+                        f"{getattr(indices, 'dtype', type(indices).__name__)}")
+    if tuple(indices.shape) != tuple(input.shape):
+        raise ValueError(f"{name}: Expected shape of indices to be same as that of the input "
+                         f"tensor ({tuple(input.shape)}) but got indices tensor with shape: "
+                         f"{tuple(indices.shape)}")
+    x, unbatched = _batched(name, input, dims)
+    idx = indices.unsqueeze(0) if unbatched else indices
+    kernel = _ntuple(kernel_size, dims, f"{name}: kernel_size")
+    stride = kernel if stride is None else _ntuple(stride, dims, f"{name}: stride")
+    padding = _ntuple(padding, dims, f"{name}: padding")
+    default = [(x.shape[2 + d] - 1) * stride[d] + kernel[d] - 2 * padding[d]
+               for d in range(dims)]
+    if output_size is None:
+        out = tuple(default)
+    else:
+        size = tuple(output_size)
+        if len(size) == dims + 2:
+            size = size[2:]
+        if len(size) != dims:
+            raise ValueError(f"output_size should be a sequence containing {dims} or {dims + 2} "
+                             f"elements, but it has a length of '{len(size)}'")
+        for d in range(dims):
+            lo, hi = default[d] - stride[d], default[d] + stride[d]
+            if not lo < size[d] < hi:
+                raise ValueError(f'invalid output_size "{tuple(size)}" (dim {d} must be between '
+                                 f'{lo} and {hi})')
+        out = tuple(int(v) for v in size)
+    total = math.prod(out)
+    data = idx.data
+    if data.size and (int(data.min()) < 0 or int(data.max()) >= total):
+        bad = int(data.min()) if int(data.min()) < 0 else int(data.max())
+        raise IndexError(f"{name}: Found an invalid max index: {bad} (output volumes are of "
+                         f"size {'x'.join(map(str, out))})")
+    (x,) = _F._autocast_inputs(name, x)
+    y = MaxUnpool.apply(x, indices=data.astype(np.int64, copy=False), out_sizes=out)
+    return y.squeeze(0) if unbatched else y
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool1d: each value put back at its index (from
+    return_indices) in a zero output of length (L - 1) * stride - 2 * padding + kernel_size
+    (or output_size)."""
+    return _max_unpool("max_unpool1d", 1, input, indices, kernel_size, stride, padding,
+                       output_size)
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool2d: each value put back at its flat index into
+    H_out * W_out, the rest zero."""
+    return _max_unpool("max_unpool2d", 2, input, indices, kernel_size, stride, padding,
+                       output_size)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool3d."""
+    return _max_unpool("max_unpool3d", 3, input, indices, kernel_size, stride, padding,
+                       output_size)
+
+
+def _lp_pool(name, dims, input, norm_type, kernel_size, stride, ceil_mode):
+    _float_input(name, input)
+    kernel = _ntuple(kernel_size, dims, f"{name}: kernel_size")
+    maxp, avgp = {1: (max_pool1d, avg_pool1d), 2: (max_pool2d, avg_pool2d),
+                  3: (max_pool3d, avg_pool3d)}[dims]
+    if norm_type == float("inf"):
+        return maxp(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if norm_type == -float("inf"):
+        return -maxp(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    out = avgp(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
+    # PyTorch's: sign(out) * relu(|out|), times the window size, to the power 1/p
+    return (sign(out) * out.abs().relu() * math.prod(kernel)).pow(1.0 / norm_type)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling: (sum over each window of x^p)^(1/p) over (N, C, L) input
+    (max of |x| for p = inf), as PyTorch's."""
+    return _lp_pool("lp_pool1d", 1, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling over (N, C, H, W) input, as PyTorch's."""
+    return _lp_pool("lp_pool2d", 2, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling over (N, C, D, H, W) input, as PyTorch's."""
+    return _lp_pool("lp_pool3d", 3, input, norm_type, kernel_size, stride, ceil_mode)
