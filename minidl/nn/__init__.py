@@ -92,3 +92,10 @@ from .pooling import (  # noqa: E402
 
 __all__ += ["EmbeddingBag", "RReLU", "LPPool1d", "LPPool2d", "LPPool3d", "MaxUnpool1d",
             "MaxUnpool2d", "MaxUnpool3d", "ChannelShuffle"]
+from .lazy import (  # noqa: E402
+    LazyBatchNorm1d, LazyBatchNorm2d, LazyBatchNorm3d, LazyConv1d, LazyConv2d, LazyConv3d,
+    LazyLinear, UninitializedBuffer, UninitializedParameter,
+)
+
+__all__ += ["LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyBatchNorm1d",
+            "LazyBatchNorm2d", "LazyBatchNorm3d", "UninitializedParameter", "UninitializedBuffer"]

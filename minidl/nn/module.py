@@ -412,6 +412,9 @@ class Module:
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict of name -> array (a state_dict), "
                             f"got a {type(state_dict).__name__}")
+        for mod_name, module in self.named_modules():  # lazy modules take the shapes first
+            if hasattr(module, "_materialize_from"):
+                module._materialize_from(state_dict, f"{mod_name}." if mod_name else "")
         own = self.state_dict()
         targets = dict(self.named_parameters())
         targets.update({k: b for k, b in self.named_buffers() if k in own})
