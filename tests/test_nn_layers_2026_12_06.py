@@ -393,6 +393,9 @@ def test_rrelu_module_and_errors():
     x = minidl.randn(3, 4)
     out = F.rrelu(x, inplace=True)
     assert out is x
+    y = minidl.tensor(-np.ones(3, np.float32))
+    assert F.rrelu_(y) is y
+    np.testing.assert_allclose(y.numpy(), -(1 / 8 + 1 / 3) / 2, rtol=1e-6)
     with pytest.raises(ValueError, match="Lower bound"):
         F.rrelu(x, 0.5, 0.1)
 
@@ -422,6 +425,11 @@ POOL_CASES = [
      [_Made(lambda rng: rng.permutation(48).reshape(1, 3, 4, 4) * 0.1)]),
     ("max_pool1d_with_indices", lambda F, x: F.max_pool1d_with_indices(x, 3, 2, 1)[0],
      [_Made(lambda rng: rng.permutation(27).reshape(1, 3, 9) * 0.1)]),
+    ("adaptive_max_pool_with_indices", lambda F, x: F.adaptive_max_pool2d_with_indices(x, 2)[0]
+     * F.adaptive_max_pool2d_with_indices(x, 2)[1].float()
+     + F.adaptive_max_pool1d_with_indices(x[:, :, 0], 3)[0].sum()
+     + F.adaptive_max_pool3d_with_indices(x.unsqueeze(2), 1)[0].sum(),
+     [_Made(lambda rng: rng.permutation(60).reshape(1, 3, 4, 5) * 0.1)]),
 ]
 
 

@@ -72,6 +72,7 @@ FLOAT32["cpu"] |= {"grid_sample"}
 # and stays in the input's dtype)
 FLOAT32["cpu"] |= {"ctc_loss", "multi_margin_loss", "multilabel_margin_loss"}
 FLOAT32["cpu"] |= {"max_unpool1d", "max_unpool2d", "max_unpool3d"}
+FLOAT32["cuda"] |= {"multi_margin_loss", "multilabel_margin_loss"}  # torch's CUDA list too
 
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)

@@ -46,3 +46,8 @@ from ._functional.pooling import (  # noqa: F401,E402
     max_pool2d_with_indices, max_pool3d_with_indices, max_unpool1d, max_unpool2d, max_unpool3d,
     upsample_bilinear, upsample_nearest,
 )
+from ._functional.activations import rrelu_  # noqa: F401,E402
+from ._functional.pooling import (  # noqa: F401,E402
+    adaptive_max_pool1d_with_indices, adaptive_max_pool2d_with_indices,
+    adaptive_max_pool3d_with_indices,
+)

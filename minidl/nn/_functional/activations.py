@@ -361,3 +361,8 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
     else:
         slopes = xp.asarray((lower + upper) / 2, dtype=input.data.dtype)
     return _pointwise(name, RReLU, input, inplace, slopes=slopes)
+
+
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
+    """In-place rrelu."""
+    return rrelu(input, lower, upper, training, inplace=True)

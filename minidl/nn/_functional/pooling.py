@@ -663,6 +663,21 @@ def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation
     return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
 
 
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool1d and the winners' positions, always."""
+    return adaptive_max_pool1d(input, output_size, True)
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool2d and the winners' flat indices, always."""
+    return adaptive_max_pool2d(input, output_size, True)
+
+
+def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool3d and the winners' flat indices, always."""
+    return adaptive_max_pool3d(input, output_size, True)
+
+
 class MaxUnpool(Function):
     """Each input value placed at its flat index in a zero (N, C, prod(out_sizes)) output;
     backward reads the gradient back from there."""
