@@ -337,6 +337,20 @@ def test_embedding_bag_module(kwargs):
     np.testing.assert_array_equal(pre(minidl.tensor([[0, 2]])).numpy(), [[2.0, 2.0]])
 
 
+def test_embedding_bag_max_norm_renormalises_rows_in_place():
+    w = np.random.default_rng(0).standard_normal((10, 4)) * 2
+    mw, tw = minidl.tensor(w, dtype="float64"), torch.tensor(w)
+    for kwargs in (dict(max_norm=1.5), dict(max_norm=2.0, norm_type=3, mode="max")):
+        got = F.embedding_bag(minidl.tensor(BAG_INPUT), mw, minidl.tensor(BAG_OFFSETS), **kwargs)
+        want = TF.embedding_bag(torch.tensor(BAG_INPUT), tw, torch.tensor(BAG_OFFSETS), **kwargs)
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(mw.numpy(), tw.numpy(), rtol=1e-12)  # the rows it touched
+    layer = nn.EmbeddingBag(10, 3, max_norm=1.0, mode="sum")
+    assert repr(layer) == repr(torch.nn.EmbeddingBag(10, 3, max_norm=1.0, mode="sum"))
+    layer(minidl.tensor([[1, 2, 3]]))
+    assert np.linalg.norm(layer.weight.numpy()[[1, 2, 3]], axis=1).max() <= 1.0 + 1e-6
+
+
 def test_embedding_bag_errors():
     w = minidl.randn(10, 3)
     idx = minidl.tensor(BAG_INPUT)
@@ -357,6 +371,10 @@ def test_embedding_bag_errors():
         F.embedding_bag(minidl.tensor([0, 10]), w, minidl.tensor([0]))
     with pytest.raises(TypeError, match="integer"):
         F.embedding_bag(minidl.tensor([0.0, 1.0]), w, minidl.tensor([0]))
+    with pytest.raises(ValueError, match="max mode does not support scaling"):
+        F.embedding_bag(idx, w, minidl.tensor([0, 4]), mode="max", scale_grad_by_freq=True)
+    with pytest.raises(ValueError, match="not supported in minidl"):
+        nn.EmbeddingBag(10, 3, sparse=True)
 
 
 # ---- rrelu -------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     a 1-D input is split into bags at ``offsets`` (the start of each; with include_last_offset
     the end of the last one too). per_sample_weights (the input's shape, mode 'sum' only)
     weighs each row; indices equal to padding_idx are left out (and out of a mean's count).
-    An empty bag gives zeros. max_norm, scale_grad_by_freq and sparse are not supported."""
+    An empty bag gives zeros. max_norm renormalises the rows looked up (in place, as PyTorch);
+    scale_grad_by_freq and sparse gradients are not supported."""
     name = "embedding_bag"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:
@@ -96,10 +97,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
                          f"({input.shape})")
     if mode not in ("sum", "mean", "max"):
         raise ValueError("mode has to be one of sum, mean or max")
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise ValueError(f"{name}: max_norm, scale_grad_by_freq and sparse are not supported "
-                         f"in minidl (got max_norm={max_norm}, scale_grad_by_freq="
-                         f"{scale_grad_by_freq}, sparse={sparse})")
+    if mode == "max" and scale_grad_by_freq:
+        raise ValueError("max mode does not support scaling the gradient by the frequency")
+    if scale_grad_by_freq or sparse:
+        raise ValueError(f"{name}: scale_grad_by_freq and sparse are not supported in minidl "
+                         f"(got scale_grad_by_freq={scale_grad_by_freq}, sparse={sparse})")
     if per_sample_weights is not None and mode != "sum":
         raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. "
                                   f"per_sample_weights is only supported for mode='sum' "
@@ -142,6 +144,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         bad = flat.min() if flat.min() < 0 else flat.max()
         raise IndexRangeError(f"{name}: index {bad} is out of range for {v} embeddings (weight "
                               f"shape {weight.shape})")
+    if max_norm is not None:
+        _renorm_rows(weight, np.unique(flat), float(max_norm), float(norm_type))
     bags = len(starts)
     seg = np.full(m, -1, dtype=np.int64)
     for b in range(bags):
@@ -156,8 +160,18 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     seg = np.where(keep, seg, 0)
     args = (weight,) if per_sample_weights is None else (
         weight, per_sample_weights.reshape(-1).astype(weight.dtype))
-    return EmbeddingBag.apply(*args, idx=flat, seg=seg,
-                              keep=keep, bags=bags, mode=mode)
+    return EmbeddingBag.apply(*args, idx=flat, seg=seg, keep=keep, bags=bags, mode=mode)
+
+
+def _renorm_rows(weight, rows, max_norm, norm_type):
+    """PyTorch's embedding_renorm_: the looked-up rows whose norm exceeds max_norm are scaled
+    down to it in place, outside the graph."""
+    xp = get_array_module(weight.data)
+    rows = xp.asarray(rows)
+    sel = weight.data[rows]
+    norms = (xp.abs(sel) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(sel.dtype)
+    weight.data[rows] = sel * scale[:, None]
 
 
 __all__ = ["embedding_bag"]
