@@ -315,6 +315,34 @@ def test_public_names():
     assert isinstance(const, type)
 
 
+
+# ---- interpolate on 5-D input (trilinear, nearest, nearest-exact, area) -------------------------
+INTERP = [(m, kw, ac) for m in ("nearest", "nearest-exact", "trilinear", "area")
+          for kw in (dict(size=(6, 4, 7)), dict(scale_factor=2), dict(scale_factor=(1.0, 1.7, 0.5)),
+                     dict(scale_factor=0.7, recompute_scale_factor=True))
+          for ac in ((None,) if m != "trilinear" else (True, False))]
+
+
+@pytest.mark.parametrize("mode,kwargs,align_corners", INTERP,
+                         ids=[f"{m}-{i}" for i, (m, _, _) in enumerate(INTERP)])
+def test_interpolate_5d_parity(mode, kwargs, align_corners):
+    check_op(lambda F, x: F.interpolate(x, mode=mode, align_corners=align_corners, **kwargs),
+             [(1, 2, 3, 4, 5)])
+
+
+def test_interpolate_5d_gradcheck_and_upsample_module():
+    assert gradcheck(lambda x: F.interpolate(x, (3, 5, 4), mode="trilinear", align_corners=False),
+                     [randn((1, 2, 2, 3, 3))])
+    assert gradcheck(lambda x: F.interpolate(x, scale_factor=(2, 1, 3)), [randn((1, 1, 2, 3, 2))])
+    ours = nn.Upsample(scale_factor=2, mode="trilinear", align_corners=True)
+    theirs = torch.nn.Upsample(scale_factor=2, mode="trilinear", align_corners=True)
+    assert repr(ours) == repr(theirs)
+    check_module(ours, theirs, [np.random.default_rng(0).standard_normal((1, 2, 2, 3, 2))
+                                .astype(np.float32)])
+    with pytest.raises(ValueError, match="5-D"):
+        F.interpolate(minidl.randn(1, 2, 3, 4), scale_factor=2, mode="trilinear")
+
+
 # ---- the numpy-backed fake GPU (tests/_fake_gpu.py) ---------------------------------------------
 FAKE_GPU = [
     ("conv3d", lambda F, x, w: F.conv3d(x, w, padding=1, groups=2), [(1, 4, 3, 4, 3), (4, 2, 2, 3, 2)]),

@@ -457,19 +457,19 @@ class Resample(Function):
 
 
 _MODES = {"nearest": None, "nearest-exact": None, "area": None, "linear": 1, "bilinear": 2,
-          "bicubic": 2}
+          "bicubic": 2, "trilinear": 3}
 
 
 # The modes whose PyTorch kernels copy a dim whose size does not change, whatever the
 # scale_factor (1-D nearest, nearest-exact and bicubic still sample at the scaled positions).
-_COPIES_SAME_SIZE = {1: ("linear",), 2: ("nearest", "bilinear")}
+_COPIES_SAME_SIZE = {1: ("linear",), 2: ("nearest", "bilinear"), 3: ("nearest", "trilinear")}
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
-    """Resize the spatial dims of (N, C, L) or (N, C, H, W) input to ``size`` or by
-    ``scale_factor``: mode 'nearest', 'nearest-exact', 'area' (adaptive average pooling),
-    'linear' (3-D), 'bilinear' or 'bicubic' (4-D), with PyTorch's source-index rules
+    """Resize the spatial dims of (N, C, L), (N, C, H, W) or (N, C, D, H, W) input to ``size``
+    or by ``scale_factor``: mode 'nearest', 'nearest-exact', 'area' (adaptive average pooling),
+    'linear' (3-D), 'bilinear' or 'bicubic' (4-D), 'trilinear' (5-D), with PyTorch's source-index rules
     (align_corners for the interpolating modes; bicubic's A = -0.75 kernel with its taps
     clamped to the border)."""
     name = "interpolate"
@@ -478,9 +478,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         raise ValueError(f"{name}: mode {mode!r} is not supported; minidl has "
                          f"{', '.join(map(repr, _MODES))}")
     dims = input.ndim - 2
-    if dims not in (1, 2):
-        raise ValueError(f"{name}: expected a 3-D (N, C, L) or 4-D (N, C, H, W) input, got "
-                         f"shape {input.shape}")
+    if dims not in (1, 2, 3):
+        raise ValueError(f"{name}: expected a 3-D (N, C, L), 4-D (N, C, H, W) or 5-D "
+                         f"(N, C, D, H, W) input, got shape {input.shape}")
     if _MODES[mode] is not None and _MODES[mode] != dims:
         raise ValueError(f"{name}: mode {mode!r} expects a {_MODES[mode] + 2}-D input, got "
                          f"shape {input.shape}")
@@ -513,7 +513,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if min(out) < 1:
         raise ValueError(f"{name}: output size {out} must be positive (input {input.shape})")
     if mode == "area":  # PyTorch's area mode is adaptive average pooling to the output size
-        return (adaptive_avg_pool1d if dims == 1 else adaptive_avg_pool2d)(input, out)
+        return (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d)[dims - 1](input,
+                                                                                     out)
     taps = []
     for d, (n_in, n_out, factor) in enumerate(zip(in_sizes, out, scales)):
         if n_in == n_out and (factor in (None, 1.0) or mode in _COPIES_SAME_SIZE[dims]):
