@@ -553,16 +553,23 @@ LAZY = [
     ("LazyBatchNorm2d", (), {}, (4, 3, 2, 2)),
     ("LazyBatchNorm1d", (), dict(affine=False), (4, 3)),
     ("LazyBatchNorm3d", (), dict(momentum=0.2), (2, 3, 2, 2, 2)),
+    ("LazyConvTranspose2d", (4, 3), dict(groups=2, stride=2), (1, 6, 3, 3)),
+    ("LazyConvTranspose1d", (2, 3), dict(output_padding=1, stride=2), (2, 3, 4)),
+    ("LazyConvTranspose3d", (2, 2), dict(bias=False), (1, 2, 2, 3, 2)),
+    ("LazyInstanceNorm2d", (), {}, (2, 3, 4, 4)),
+    ("LazyInstanceNorm1d", (), dict(affine=False, track_running_stats=False), (2, 3, 5)),
+    ("LazyInstanceNorm3d", (), dict(momentum=0.3), (2, 2, 2, 3, 2)),
 ]
 
 
+@pytest.mark.filterwarnings("ignore:input's size at dim=1")  # torch's note on affine=False
 @pytest.mark.parametrize("cls,args,kwargs,shape", LAZY,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(LAZY)])
 def test_lazy_modules_match_torch(cls, args, kwargs, shape):
     ours, theirs = getattr(nn, cls)(*args, **kwargs), getattr(torch.nn, cls)(*args, **kwargs)
     assert repr(ours) == repr(theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
-    assert ours.has_uninitialized_params()
+    assert ours.has_uninitialized_params() == theirs.has_uninitialized_params()
     for name, p in ours.named_parameters():
         assert type(p).__name__ == "UninitializedParameter", name
         with pytest.raises(RuntimeError, match="uninitialized parameter"):
@@ -574,12 +581,12 @@ def test_lazy_modules_match_torch(cls, args, kwargs, shape):
     assert repr(ours) == repr(theirs)
     for (name, p), (_, tp) in zip(ours.named_parameters(), theirs.named_parameters()):
         assert type(p) is nn.Parameter and p.shape == tuple(tp.shape), name
-    if "BatchNorm" not in cls:  # the layer's own init ran: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    if "Norm" not in cls:  # the layer's own init ran: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
         w = ours.weight.numpy()
         bound = 1 / np.sqrt(np.prod(w.shape[1:]))
         assert 0.5 * bound < np.abs(w).max() <= bound + 1e-6
     else:  # running statistics started at 0 and 1 and took the first batch in, as torch's
-        for k in ("running_mean", "running_var", "num_batches_tracked"):
+        for k in theirs.state_dict():
             np.testing.assert_allclose(ours.state_dict()[k].numpy(),
                                        theirs.state_dict()[k].numpy(), rtol=1e-5, atol=1e-6)
     check_module(ours, theirs, [x])

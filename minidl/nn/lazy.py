@@ -1,5 +1,5 @@
-"""Lazy modules, as PyTorch's: LazyLinear, LazyConv1d/2d/3d, LazyBatchNorm1d/2d/3d leave their
-input size open (in_features, in_channels, num_features) and take it from the first input.
+"""Lazy modules, as PyTorch's: LazyLinear, LazyConv1d/2d/3d, LazyConvTranspose1d/2d/3d,
+LazyBatchNorm1d/2d/3d, LazyInstanceNorm1d/2d/3d leave their input size open (in_features, in_channels, num_features) and take it from the first input.
 Until then their parameters (and BatchNorm's running statistics) are
 ``UninitializedParameter``/``UninitializedBuffer`` placeholders: asking one its shape or values
 raises, as in PyTorch. The first forward call (or a load_state_dict, which takes the shapes
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from ..backend import get_array_module
 from ..tensor import Tensor
-from .conv import Conv1d, Conv2d, Conv3d
+from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Linear, _BatchNorm
 from .module import Module, Parameter
+from .normalization import InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, _InstanceNorm
 
 _UNINITIALIZED = ("Can't access the shape of an uninitialized parameter or buffer. This error "
                   "usually happens in `load_state_dict` when trying to load an uninitialized "
@@ -190,6 +191,47 @@ class LazyConv3d(_LazyConvMixin, Conv3d):
     cls_to_become = Conv3d
 
 
+class _LazyConvTransposeMixin(LazyModuleMixin):
+    _factory_kwargs = False
+
+    def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 groups=1, bias=True, dilation=1, padding_mode="zeros", device=None,
+                 dtype=None):
+        self.cls_to_become.__init__(self, groups, out_channels, kernel_size, stride, padding,
+                                    output_padding, groups, bias, dilation, padding_mode, device,
+                                    dtype)
+        self.in_channels = 0
+        self._lazy_placeholders(("weight", "bias"))
+
+    def initialize_parameters(self, input):
+        batched = input.ndim == self._dims + 2
+        self.in_channels = input.shape[1 if batched else 0]
+        if self.in_channels % self.groups:
+            raise ValueError(f"{type(self).__name__}: in_channels ({self.in_channels}) must be "
+                             f"divisible by groups ({self.groups})")
+        self.weight.materialize((self.in_channels, self.out_channels // self.groups)
+                                + self.kernel_size)
+        if self.bias is not None:
+            self.bias.materialize((self.out_channels,))
+        self.reset_parameters()
+
+    def _infer_from_weights(self):
+        if not is_lazy(self.weight):
+            self.in_channels = self.weight.shape[0]
+
+
+class LazyConvTranspose1d(_LazyConvTransposeMixin, ConvTranspose1d):
+    cls_to_become = ConvTranspose1d
+
+
+class LazyConvTranspose2d(_LazyConvTransposeMixin, ConvTranspose2d):
+    cls_to_become = ConvTranspose2d
+
+
+class LazyConvTranspose3d(_LazyConvTransposeMixin, ConvTranspose3d):
+    cls_to_become = ConvTranspose3d
+
+
 class _LazyBatchNormMixin(LazyModuleMixin):
     _factory_kwargs = False
 
@@ -231,3 +273,42 @@ class LazyBatchNorm2d(_LazyBatchNormMixin, BatchNorm2d):
 
 class LazyBatchNorm3d(_LazyBatchNormMixin, BatchNorm3d):
     cls_to_become = BatchNorm3d
+
+
+class _LazyInstanceNormMixin(_LazyBatchNormMixin):
+    """Note PyTorch's lazy defaults: affine=True and track_running_stats=True (the plain
+    InstanceNorm's are False)."""
+
+    def __init__(self, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 device=None, dtype=None, *, bias=True):
+        _InstanceNorm.__init__(self, 1, eps, momentum, affine, track_running_stats, device,
+                               dtype, bias=bias)
+        self.num_features = 0
+        self._lazy_placeholders(("weight", "bias", "running_mean", "running_var"))
+
+    def initialize_parameters(self, input):
+        batched = input.ndim == self._dims + 2
+        self.num_features = input.shape[1 if batched else 0]
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            t = getattr(self, name)
+            if is_lazy(t):
+                t.materialize((self.num_features,))
+        if self.weight is not None:
+            self.weight.data[...] = 1
+        if self.bias is not None:
+            self.bias.data[...] = 0
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+
+
+class LazyInstanceNorm1d(_LazyInstanceNormMixin, InstanceNorm1d):
+    cls_to_become = InstanceNorm1d
+
+
+class LazyInstanceNorm2d(_LazyInstanceNormMixin, InstanceNorm2d):
+    cls_to_become = InstanceNorm2d
+
+
+class LazyInstanceNorm3d(_LazyInstanceNormMixin, InstanceNorm3d):
+    cls_to_become = InstanceNorm3d
