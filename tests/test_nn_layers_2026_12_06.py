@@ -667,3 +667,29 @@ def test_fake_gpu_matches_cpu(name, fn, shapes, monkeypatch, host_kernels):
     np.testing.assert_allclose(got_y, want_y, rtol=1e-5, atol=1e-5)
     for a, b in zip(got_g, want_g):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+NEW_FUNCTIONS = ["conv3d", "conv_transpose3d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d",
+                 "adaptive_max_pool3d", "dropout3d", "affine_grid", "grid_sample", "ctc_loss",
+                 "multi_margin_loss", "multilabel_margin_loss",
+                 "triplet_margin_with_distance_loss", "embedding_bag", "rrelu", "lp_pool1d",
+                 "lp_pool2d", "lp_pool3d", "max_unpool1d", "max_unpool2d", "max_unpool3d",
+                 "channel_shuffle", "max_pool1d_with_indices", "max_pool2d_with_indices",
+                 "max_pool3d_with_indices", "adaptive_max_pool1d_with_indices",
+                 "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices",
+                 "upsample", "upsample_nearest", "upsample_bilinear"]
+
+
+@pytest.mark.parametrize("name", NEW_FUNCTIONS)
+def test_new_function_arguments_are_torchs(name):
+    import inspect
+
+    try:
+        want = list(inspect.signature(getattr(TF, name)).parameters)
+    except (TypeError, ValueError):  # a torch builtin without a signature: the name exists
+        want = None
+    ours = list(inspect.signature(getattr(F, name)).parameters)
+    if want is not None and want[-2:] != ["args", "kwargs"]:  # boolean-dispatch wrappers
+        assert ours == want
+    else:
+        assert ours[0] == "input"

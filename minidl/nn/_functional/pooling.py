@@ -563,8 +563,7 @@ def _taps(mode, n_in, n_out, factor, align_corners):
     return (i0, i1), (1.0 - lam, lam)
 
 
-def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
-             recompute_scale_factor=None):
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
     """Deprecated alias of interpolate (warns as PyTorch's)."""
     warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` "
                   "instead.", stacklevel=2)
