@@ -135,6 +135,9 @@ class _FakeRandomState:
     def random_sample(self, size=None, dtype=float):
         return _on_device(self._gen.random(size, dtype=dtype))
 
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=float):
+        return _on_device(self._gen.uniform(low, high, size).astype(dtype))
+
 
 class FakeCuPy(types.ModuleType):
     """``cupy`` as far as minidl uses it; anything else falls through to numpy with its array
@@ -157,6 +160,7 @@ class FakeCuPy(types.ModuleType):
 
         self.random = types.SimpleNamespace(
             seed=seed, random_sample=random_sample, RandomState=_FakeRandomState,
+            uniform=lambda *a, **k: state[0].uniform(*a, **k),
             get_random_state=lambda: state[0], set_random_state=set_random_state)
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),

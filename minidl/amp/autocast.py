@@ -63,6 +63,17 @@ FLOAT32["cpu"] |= {"Prod"}
 FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Reciprocal",
                     "Rsqrt", "Log1p", "Expm1", "Log2", "Log10", "Asin", "Acos", "Sinh", "Cosh",
                     "Tan"}
+# 3-D pooling: float32 in torch's CPU policy (max_pool3d, avg_pool3d, adaptive_*_pool3d);
+# conv3d and conv_transpose3d run as ConvNd / ConvTranspose2d, already in LOWER
+FLOAT32["cpu"] |= {"max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"}
+# grid_sample (grid_sampler) is float32 in torch's CPU policy; affine_grid is a matmul (LOWER)
+FLOAT32["cpu"] |= {"grid_sample"}
+# losses torch's CPU policy runs in float32 (triplet_margin_with_distance_loss is composite there
+# and stays in the input's dtype)
+FLOAT32["cpu"] |= {"ctc_loss", "multi_margin_loss", "multilabel_margin_loss"}
+FLOAT32["cpu"] |= {"max_unpool1d", "max_unpool2d", "max_unpool3d"}
+FLOAT32["cuda"] |= {"multi_margin_loss", "multilabel_margin_loss"}  # torch's CUDA list too
+
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)
 BANNED = {"cpu": set(), "cuda": {"BinaryCrossEntropy"}}

@@ -199,19 +199,16 @@ class Softmax2d(Module):
         return A.softmax(input, -3)
 
 
-from ._functional.extra_activations import rrelu as _rrelu  # noqa: E402
-
-
 class RReLU(Module):
-    """Randomized leaky relu (F.rrelu): slopes from U(lower, upper) in training, their mean in
-    eval mode."""
+    """Randomised leaky ReLU: random slopes in U(lower, upper) for non-positive inputs while
+    training, their mean (lower + upper) / 2 in eval mode."""
 
     def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
         super().__init__()
         self.lower, self.upper, self.inplace = lower, upper, inplace
 
     def forward(self, input):
-        return _rrelu(input, self.lower, self.upper, self.training, self.inplace)
+        return A.rrelu(input, self.lower, self.upper, self.training, self.inplace)
 
     def extra_repr(self):
-        return f"lower={self.lower}, upper={self.upper}{', inplace=True' if self.inplace else ''}"
+        return f"lower={self.lower}, upper={self.upper}{_inplace(self.inplace)}"

@@ -502,6 +502,9 @@ class Module:
             if error_msgs:
                 raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: "
                                    + "; ".join(map(str, error_msgs)))
+        for mod_name, module in self.named_modules():  # lazy modules take the shapes first
+            if hasattr(module, "_materialize_from"):
+                module._materialize_from(state_dict, f"{mod_name}." if mod_name else "")
         own = self._tensor_state()
         extras = self._extra_state_keys("set_extra_state")
         targets = dict(self.named_parameters())

@@ -1,6 +1,6 @@
-"""gumbel_softmax (with the straight-through estimator for ``hard=True``), rrelu, and the
-in-place functional forms torch.nn.functional has (relu_, elu_, leaky_relu_, hardtanh_, selu_,
-celu_, threshold_, rrelu_): each is its out-of-place op with inplace=True, under minidl's
+"""gumbel_softmax (with the straight-through estimator for ``hard=True``) and the in-place
+functional forms torch.nn.functional has (relu_, elu_, leaky_relu_, hardtanh_, selu_, celu_,
+threshold_; rrelu and rrelu_ are in activations.py): each is its out-of-place op with inplace=True, under minidl's
 in-place rules (refused on a leaf that requires grad, as PyTorch refuses it)."""
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import numpy as np
 from ... import backend
 from ...backend import get_array_module
 from ...functional import _float_input, elu, leaky_relu, relu, softmax
-from ...tensor import Function, Tensor, apply_in_place
+from ...tensor import Tensor
 from .activations import celu, hardtanh, selu, threshold
 
-__all__ = ["gumbel_softmax", "rrelu", "relu_", "elu_", "leaky_relu_", "hardtanh_", "selu_",
-           "celu_", "threshold_", "rrelu_"]
+__all__ = ["gumbel_softmax", "relu_", "elu_", "leaky_relu_", "hardtanh_", "selu_", "celu_",
+           "threshold_"]
 
 
 def _uniform01(xp, shape):
@@ -47,35 +47,6 @@ def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
     return Tensor(y_hard) - y_soft.detach() + y_soft
 
 
-class RReLU(Function):
-    """Leaky relu with a slope drawn from U(lower, upper) for each negative element (training
-    mode); the slopes drawn are the gradient's too."""
-
-    def forward(self, x, lower, upper):
-        xp = get_array_module(x)
-        slopes = (lower + (upper - lower) * _uniform01(xp, x.shape)).astype(x.dtype)
-        self.noise = xp.where(x >= 0, x.dtype.type(1), slopes)
-        return x * self.noise
-
-    def backward(self, g):
-        return g * self.noise
-
-
-def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
-    """Randomized leaky relu, as torch.nn.functional.rrelu: in training each negative element
-    is scaled by a slope from U(lower, upper); otherwise by (lower + upper) / 2."""
-    _float_input("rrelu", input)
-    if not lower <= upper:
-        raise ValueError(f"rrelu: lower bound must be less than or equal to upper bound, got "
-                         f"lower={lower}, upper={upper}")
-    if not training:
-        return leaky_relu(input, (lower + upper) / 2, inplace)
-
-    def fn(t):
-        return RReLU.apply(t, lower=float(lower), upper=float(upper))
-    return apply_in_place(input, fn, "rrelu") if inplace else fn(input)
-
-
 def relu_(input):
     return relu(input, inplace=True)
 
@@ -102,10 +73,6 @@ def celu_(input, alpha=1.0):
 
 def threshold_(input, threshold, value):
     return _threshold(input, threshold, value, inplace=True)
-
-
-def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
-    return rrelu(input, lower, upper, training, inplace=True)
 
 
 _threshold = threshold
