@@ -23,6 +23,8 @@ from .tensor_functions import (  # noqa: E402,F401  (max, min: minidl.max(x, dim
     finfo, get_default_dtype, iinfo, is_tensor, max, min, numel,
 )
 from . import tensor_functions as _tensor_functions  # noqa: E402
+from .backend import default_generator, initial_seed  # noqa: E402
+from .creation import as_tensor, logspace  # noqa: E402
 
 
 __version__ = "0.1.0"
@@ -62,7 +64,8 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "where", "maximum", "minimum", "clamp", "clip", "device", "set_grad_enabled",
            "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
            "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
-           "is_floating_point", "get_default_dtype", "finfo", "iinfo"]  # max and min stay out: import * must not shadow the builtins
+           "is_floating_point", "get_default_dtype", "finfo", "iinfo",
+           "default_generator", "initial_seed", "as_tensor", "logspace"]  # max and min stay out: import * must not shadow the builtins
 
 # PyTorch's tensor ops beyond the core, each under its torch name (minidl.gather, minidl.sort,
 # minidl.einsum, ...; also a Tensor method where torch has one): indexing.py (gather, scatter,

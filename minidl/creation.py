@@ -7,7 +7,7 @@ import numpy as np
 
 from .backend import rng
 from .backend.dtypes import as_dtype, is_floating, scalar_dtype
-from .tensor import Tensor
+from .tensor import Tensor, tensor
 
 
 def zeros(*shape, dtype="float32", requires_grad=False, device="cpu"):
@@ -22,6 +22,8 @@ def ones(*shape, dtype="float32", requires_grad=False, device="cpu"):
 
 def randn(*shape, dtype="float32", requires_grad=False, device="cpu"):
     shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    if not is_floating(as_dtype(dtype)):  # samples cast to ints would be mostly zeros
+        raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
     values = rng().standard_normal(shape).astype(dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
 
@@ -39,6 +41,11 @@ def _creation_dtype(dtype, default):
     return as_dtype(default if dtype is None else dtype)
 
 
+class RangeError(ValueError, RuntimeError):
+    """arange's impossible ranges: PyTorch raises RuntimeError, minidl's argument errors are
+    ValueErrors; this is both."""
+
+
 def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="cpu"):
     """``start, start + step, ...`` up to ``end`` (excluded); ``arange(n)`` is 0 .. n-1.
     int64 where start, end and step are all integers, float32 otherwise, as in PyTorch."""
@@ -50,9 +57,10 @@ def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="
     if target is not None and target.kind in "iu":  # PyTorch counts in the integer type
         start, end, step = int(start), end, int(step)
     if step == 0:
-        raise ValueError("arange: step must be nonzero (an integer dtype truncates it)")
+        raise RangeError("arange: step must be nonzero (an integer dtype truncates it)")
     if (end - start) * step < 0:
-        raise ValueError(f"arange: end {end} cannot be reached from start {start} by step {step}")
+        raise RangeError(f"arange: upper bound and lower bound inconsistent with step sign: "
+                         f"end {end} cannot be reached from start {start} by step {step}")
     integral = all(isinstance(v, int) for v in (start, end, step))
     values = np.arange(start, end, step, dtype=np.int64 if integral else np.float64)
     dtype = _creation_dtype(dtype, np.int64 if integral else np.float32)
@@ -139,7 +147,43 @@ def eye(n, m=None, *, dtype=None, requires_grad=False, device="cpu"):
 
 
 def from_numpy(array):
+    """A tensor on the numpy array's memory (writes show through both ways), in its dtype."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray (got {type(array).__name__})")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"from_numpy: can't convert np.ndarray of type {array.dtype}; the "
+                        "supported types are floats, ints, uint8 and bool")
     return Tensor(array)
+
+
+def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, device="cpu"):
+    """``base ** linspace(start, end, steps)``: ``steps`` values spaced evenly on a log scale
+    from base**start to base**end (float32 by default; an integer dtype rounds toward zero,
+    as PyTorch's does)."""
+    start, end = _number("logspace", "start", start), _number("logspace", "end", end)
+    base = _number("logspace", "base", base)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"logspace: steps must be an int, got {type(steps).__name__}")
+    if steps < 0:
+        raise ValueError(f"logspace: number of steps must be non-negative, got {steps}")
+    values = np.power(float(base), np.linspace(start, end, int(steps), dtype=np.float64))
+    return Tensor(values.astype(_creation_dtype(dtype, "float32")), requires_grad=requires_grad,
+                  device=device)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """``data`` as a tensor without a copy where it can be: a tensor (or a numpy array) of the
+    asked dtype and device is used as it is (an array keeps its dtype, as from_numpy);
+    anything else is converted as minidl.tensor does."""
+    if isinstance(data, Tensor):
+        out = data if dtype is None else data.to(dtype=dtype)
+        return out if device is None else out.to(device)
+    if isinstance(data, np.ndarray) and data.dtype.kind in "biuf":
+        out = from_numpy(data)
+        if dtype is not None and as_dtype(dtype) != data.dtype:
+            out = out.to(dtype=dtype)
+        return out if device is None else out.to(device)
+    return tensor(data, dtype=dtype, device=device)
 
 
 def empty(*shape, dtype=None, requires_grad=False, device="cpu"):
