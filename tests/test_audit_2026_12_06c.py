@@ -639,3 +639,35 @@ def test_from_numpy_and_as_tensor_share_memory_and_keep_the_dtype():
     assert minidl.as_tensor(am) is am
     assert minidl.as_tensor([1.0, 2.0]).dtype == np.float32
     assert minidl.as_tensor(b, dtype=minidl.float64).dtype == np.float64
+
+
+# ---- a fake GPU -------------------------------------------------------------------------------
+def test_inference_paths_on_a_fake_gpu_match_the_cpu(monkeypatch, tmp_path):
+    """The encoder's nested-tensor zeros and the fast path's NaN come out the same on the
+    (numpy-backed) GPU stand-in as on the CPU; logspace and as_tensor place their results."""
+    import _fake_gpu
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    minidl.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2).eval()
+    x = np.random.default_rng(9).standard_normal((3, 5, 8)).astype(np.float32)
+    kpm = np.zeros((3, 5), bool)
+    kpm[0, 3:] = kpm[1, :] = True  # sequence 1: all padding
+    with minidl.no_grad():
+        cpu = enc(minidl.tensor(x), src_key_padding_mask=minidl.tensor(kpm)).numpy()
+    assert (cpu[0, 3:] == 0).all() and (cpu[1] == 0).all() and not np.isnan(cpu).any()
+    _fake_gpu.install(monkeypatch, lib)
+    enc.to("cuda")
+    with minidl.no_grad():
+        out = enc(minidl.tensor(x, device="cuda"),
+                  src_key_padding_mask=minidl.tensor(kpm, device="cuda"))
+    assert out.device == "cuda"
+    np.testing.assert_allclose(out.numpy(), cpu, rtol=1e-5, atol=1e-5)
+    layer = enc.layers[0]
+    with minidl.no_grad():
+        y = layer(minidl.tensor(x, device="cuda"),
+                  src_key_padding_mask=minidl.tensor(kpm, device="cuda"))
+    assert np.isnan(y.numpy()[1]).all() and not np.isnan(y.numpy()[0]).any()
+    assert minidl.logspace(0, 2, 3, device="cuda").device == "cuda"
+    assert minidl.as_tensor(np.zeros(2), device="cuda").device == "cuda"

@@ -357,7 +357,8 @@ class MultiheadAttention(Module):
             scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
             if mask is not None:
                 scores = scores + mask
-            weights = F.softmax(scores, dim=-1)  # an all-masked row is NaN, as in PyTorch
+            with np.errstate(invalid="ignore"):  # an all-masked row is NaN, as in PyTorch
+                weights = F.softmax(scores, dim=-1)
             dropped = F.dropout(weights, p, True) if p > 0 else weights
             out = dropped @ v
             if not need_weights:
