@@ -671,3 +671,22 @@ def test_inference_paths_on_a_fake_gpu_match_the_cpu(monkeypatch, tmp_path):
     assert np.isnan(y.numpy()[1]).all() and not np.isnan(y.numpy()[0]).any()
     assert minidl.logspace(0, 2, 3, device="cuda").device == "cuda"
     assert minidl.as_tensor(np.zeros(2), device="cuda").device == "cuda"
+
+
+def test_sdpa_mask_dtype_and_activation_name_errors_as_torch():
+    q = np.zeros((2, 3, 4), np.float32)
+    for bad in (np.float64, np.float16, np.int64):
+        both_raise(lambda: F.scaled_dot_product_attention(
+            *(minidl.tensor(q),) * 3, attn_mask=minidl.zeros(3, 3, dtype=bad)),
+            lambda: torch.nn.functional.scaled_dot_product_attention(
+                *(torch.tensor(q),) * 3, attn_mask=torch.zeros(3, 3, dtype=getattr(
+                    torch, np.dtype(bad).name))), [RuntimeError, ValueError], "attn_mask dtype")
+    q64 = np.random.default_rng(0).standard_normal((2, 3, 4))
+    mask = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    same(F.scaled_dot_product_attention(*(f64(q64),) * 3, attn_mask=minidl.tensor(mask)),
+         torch.nn.functional.scaled_dot_product_attention(*(t64(q64),) * 3,
+                                                          attn_mask=torch.tensor(mask)),
+         "float32 mask on float64 query", atol=1e-7)
+    both_raise(lambda: nn.TransformerEncoderLayer(4, 2, activation="tanh"),
+               lambda: torch.nn.TransformerEncoderLayer(4, 2, activation="tanh"),
+               [RuntimeError, ValueError], "activation should be relu/gelu, not tanh")

@@ -134,6 +134,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         scores = scores + _causal_mask(xp, length, source, scores.dtype)
     elif attn_mask is not None:
         _check_tensor(name, "attn_mask", attn_mask)
+        if attn_mask.dtype not in (np.bool_, query.dtype, np.float32):
+            raise AttentionArgumentError(
+                f"{name}: Expected attn_mask dtype to be bool or float or to match query "
+                f"dtype, but got attn_mask.dtype: {attn_mask.dtype} and query.dtype: "
+                f"{query.dtype} instead.")
         _broadcastable(name, "attn_mask", attn_mask.shape, scores.shape)
         scores = scores + _additive_mask(name, attn_mask, scores.dtype, allowed_when=True)
     attn = SafeSoftmax.apply(scores)

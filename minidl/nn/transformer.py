@@ -28,7 +28,8 @@ def _activation(name, activation):
             return F.relu
         if activation == "gelu":
             return F.gelu
-        raise ValueError(f"{name}: activation should be relu/gelu, not {activation}")
+        raise AttentionArgumentError(f"{name}: activation should be relu/gelu, not "
+                                     f"{activation}")
     if not callable(activation):
         raise TypeError(f"{name}: activation must be 'relu', 'gelu' or a callable, got "
                         f"{type(activation).__name__}")
