@@ -10,18 +10,27 @@ from .backend.dtypes import as_dtype, is_floating, scalar_dtype
 from .tensor import Tensor, tensor
 
 
-def zeros(*shape, dtype="float32", requires_grad=False, device="cpu"):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def _shape(name, shape, size):
+    """The size from ``f(2, 3)``, ``f((2, 3))`` or ``f(size=(2, 3))``, as torch takes them."""
+    if size is not None:
+        if shape:
+            raise TypeError(f"{name}: pass the size either positionally or as size=, not both")
+        shape = (size,)
+    return shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def zeros(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+    shape = _shape("zeros", shape, size)
     return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def ones(*shape, dtype="float32", requires_grad=False, device="cpu"):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def ones(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+    shape = _shape("ones", shape, size)
     return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def randn(*shape, dtype="float32", requires_grad=False, device="cpu"):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def randn(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+    shape = _shape("randn", shape, size)
     if not is_floating(as_dtype(dtype)):  # samples cast to ints would be mostly zeros
         raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
     values = rng().standard_normal(shape).astype(dtype)
@@ -93,9 +102,9 @@ def ones_like(input, *, dtype=None, requires_grad=False, device=None):
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def rand(*shape, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, size=None, dtype=None, requires_grad=False, device="cpu"):
     """Uniform on [0, 1), from minidl's seeded generator (minidl.manual_seed)."""
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = _shape("rand", shape, size)
     dtype = _creation_dtype(dtype, "float32")
     if not is_floating(dtype):
         raise TypeError(f"rand: dtype must be a floating-point type, got {dtype}")
@@ -150,7 +159,7 @@ def from_numpy(array):
     """A tensor on the numpy array's memory (writes show through both ways), in its dtype."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy: expected np.ndarray (got {type(array).__name__})")
-    if array.dtype.kind not in "biuf":
+    if array.dtype.kind not in "biufc":
         raise TypeError(f"from_numpy: can't convert np.ndarray of type {array.dtype}; the "
                         "supported types are floats, ints, uint8 and bool")
     return Tensor(array)
@@ -186,11 +195,11 @@ def as_tensor(data, dtype=None, device=None):
     return tensor(data, dtype=dtype, device=device)
 
 
-def empty(*shape, dtype=None, requires_grad=False, device="cpu"):
+def empty(*shape, size=None, dtype=None, requires_grad=False, device="cpu"):
     """A tensor of ``shape`` whose values are to be overwritten (zeros here: NumPy's
     uninitialised memory would make runs differ)."""
-    return zeros(*shape, dtype=_creation_dtype(dtype, "float32"), requires_grad=requires_grad,
-                 device=device)
+    return zeros(*shape, size=size, dtype=_creation_dtype(dtype, "float32"),
+                 requires_grad=requires_grad, device=device)
 
 
 def empty_like(input, *, dtype=None, requires_grad=False, device=None):

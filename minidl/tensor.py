@@ -87,7 +87,7 @@ class Tensor:
             self.data = _as_array(data, dtype, device)
             _note_host_range(self, source)
         if requires_grad and not is_floating(self.data.dtype):
-            raise TypeError(
+            raise GradDtypeError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
             )
         self.requires_grad = bool(requires_grad)
@@ -301,7 +301,7 @@ class Tensor:
 
     def requires_grad_(self, flag=True):
         if flag and not is_floating(self.data.dtype):
-            raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
+            raise GradDtypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
         self.requires_grad = flag
         return self
 
@@ -1312,6 +1312,11 @@ def _note_host_range(t, source):
         return
     host = np.asarray(source).astype(data.dtype, copy=False)
     t._host_range = (data, int(host.min()), int(host.max()))
+
+
+class GradDtypeError(TypeError, RuntimeError):
+    """requires_grad on a tensor that is not floating point: PyTorch raises RuntimeError,
+    minidl's earlier versions TypeError; this is both."""
 
 
 class ItemError(ValueError, RuntimeError):

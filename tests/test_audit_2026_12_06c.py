@@ -690,3 +690,19 @@ def test_sdpa_mask_dtype_and_activation_name_errors_as_torch():
     both_raise(lambda: nn.TransformerEncoderLayer(4, 2, activation="tanh"),
                lambda: torch.nn.TransformerEncoderLayer(4, 2, activation="tanh"),
                [RuntimeError, ValueError], "activation should be relu/gelu, not tanh")
+
+
+def test_size_keyword_numel_and_requires_grad_errors_as_torch():
+    for name in ("zeros", "ones", "empty"):
+        mine = getattr(minidl, name)(size=(2, 3))
+        theirs = getattr(torch, name)(size=(2, 3))
+        assert mine.shape == tuple(theirs.shape) and str(mine.dtype) == "float32"
+    assert minidl.randn(size=(2,)).shape == minidl.rand(size=(2, 1)).shape[:1]
+    both_raise(lambda: minidl.numel([1, 2]), lambda: torch.numel([1, 2]), [TypeError],
+               "must be Tensor")
+    both_raise(lambda: minidl.tensor([1, 2], requires_grad=True),
+               lambda: torch.tensor([1, 2], requires_grad=True), [RuntimeError, TypeError])
+    both_raise(lambda: minidl.tensor([1, 2]).requires_grad_(),
+               lambda: torch.tensor([1, 2]).requires_grad_(), [RuntimeError, TypeError])
+    same(minidl.from_numpy(np.ones(2, np.complex64)), torch.from_numpy(np.ones(2, np.complex64)),
+         "complex")
