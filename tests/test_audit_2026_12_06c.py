@@ -370,6 +370,16 @@ def test_transformer_encoder_nested_path_zeros_padding_and_warns_as_torch():
     with pytest.warns(UserWarning):
         torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), 1)
     assert enc.use_nested_tensor is False
+    for kw in (dict(norm_first=True), dict(nhead=3, d_model=9), dict(bias=False),
+               dict(activation=lambda x: x)):
+        args = dict(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+        args.update(kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(**args), 1)
+            nn.TransformerEncoder(nn.TransformerEncoderLayer(**args), 1)
+        theirs, mine = (str(w.message) for w in caught)
+        assert mine == theirs
 
 
 def test_attn_mask_of_the_wrong_shape_is_a_runtime_error_as_in_torch():

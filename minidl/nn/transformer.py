@@ -55,8 +55,9 @@ def _relu_or_gelu(activation):
     return 0
 
 
-def _fast_layer_reason(layer):
-    """Why PyTorch's fused inference path can never run this encoder layer ('' if it can)."""
+def _fast_layer_reason(layer, in_encoder=False):
+    """Why PyTorch's fused inference path can never run this encoder layer ('' if it can), in
+    the layer's words or (``in_encoder``) TransformerEncoder's."""
     attn = layer.self_attn
     if not attn.batch_first:
         return "self_attn.batch_first was not True"
@@ -69,7 +70,7 @@ def _fast_layer_reason(layer):
     if layer.norm1.eps != layer.norm2.eps:
         return "norm1.eps is not equal to norm2.eps"
     if attn.num_heads % 2:
-        return "num_head is odd"
+        return "self_attn.num_heads is odd" if in_encoder else "num_head is odd"
     return ""
 
 
@@ -245,7 +246,7 @@ class TransformerEncoder(Module):
         elif encoder_layer.norm_first:
             why_not = "encoder_layer.norm_first was True"
         else:
-            why_not = _fast_layer_reason(encoder_layer)
+            why_not = _fast_layer_reason(encoder_layer, in_encoder=True)
             why_not = why_not and "encoder_layer." + why_not
         self.use_nested_tensor = bool(enable_nested_tensor) and not why_not
         if enable_nested_tensor and why_not:
