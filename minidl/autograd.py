@@ -118,7 +118,10 @@ class set_grad_enabled:
 
 def inference_mode(mode: bool = True):
     """PyTorch's inference mode, as ``no_grad()`` (minidl has no separate tensor kind for it):
-    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is."""
+    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is;
+    a decorator with or without the call, as PyTorch's."""
+    if callable(mode):  # @minidl.inference_mode
+        return no_grad(mode)
     return no_grad() if mode else _mode_unchanged()
 
 

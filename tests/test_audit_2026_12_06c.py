@@ -582,6 +582,8 @@ def test_no_grad_and_enable_grad_decorate_with_and_without_the_call():
     with minidl.no_grad():
         assert minidl.enable_grad(lambda v: v * 2)(x).requires_grad
         assert not minidl.is_grad_enabled()
+    assert minidl.inference_mode(lambda v: v * 2)(x).requires_grad is \
+        torch.inference_mode(lambda v: v * 2)(tx).requires_grad is False
     mode = minidl.no_grad()
     with mode:
         with mode:
