@@ -301,7 +301,8 @@ class Tensor:
 
     def requires_grad_(self, flag=True):
         if flag and not is_floating(self.data.dtype):
-            raise GradDtypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
+            raise GradDtypeError(f"only floating-point tensors can require gradients, got "
+                                 f"{self.dtype}")
         self.requires_grad = flag
         return self
 

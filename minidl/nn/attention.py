@@ -316,18 +316,21 @@ class MultiheadAttention(Module):
             _check_tensor(name, "attn_mask", attn_mask)
             if attn_mask.ndim == 2:
                 if tuple(attn_mask.shape) != (L, S):
-                    raise AttentionArgumentError(f"{name}: the shape of the 2-D attn_mask is "
-                                     f"{tuple(attn_mask.shape)}, but should be {(L, S)}")
+                    raise AttentionArgumentError(
+                        f"{name}: the shape of the 2-D attn_mask is {tuple(attn_mask.shape)}, "
+                        f"but should be {(L, S)}")
                 mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
             elif attn_mask.ndim == 3:
                 if tuple(attn_mask.shape) != (N * H, L, S):
-                    raise AttentionArgumentError(f"{name}: the shape of the 3-D attn_mask is "
-                                     f"{tuple(attn_mask.shape)}, but should be {(N * H, L, S)}")
+                    raise AttentionArgumentError(
+                        f"{name}: the shape of the 3-D attn_mask is {tuple(attn_mask.shape)}, "
+                        f"but should be {(N * H, L, S)}")
                 mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
                 mask = mask.reshape(N, H, L, S)
             else:
-                raise AttentionArgumentError(f"{name}: attn_mask's dimension {attn_mask.ndim} is not "
-                                 "supported (2-D (L, S) or 3-D (N * num_heads, L, S))")
+                raise AttentionArgumentError(
+                    f"{name}: attn_mask's dimension {attn_mask.ndim} is not supported (2-D "
+                    "(L, S) or 3-D (N * num_heads, L, S))")
         if self.bias_k is not None:
             k = cat([k, self.bias_k.expand(1, N, E)])
             v = cat([v, self.bias_v.expand(1, N, E)])
