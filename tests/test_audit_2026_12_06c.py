@@ -718,3 +718,14 @@ def test_size_keyword_numel_and_requires_grad_errors_as_torch():
                lambda: torch.tensor([1, 2]).requires_grad_(), [RuntimeError, TypeError])
     same(minidl.from_numpy(np.ones(2, np.complex64)), torch.from_numpy(np.ones(2, np.complex64)),
          "complex")
+
+
+def test_a_hidden_state_of_another_dtype_is_a_runtime_error_as_in_torch():
+    x, h = np.zeros((2, 1, 3), np.float32), np.zeros((1, 1, 4))
+    tm, mm = torch.nn.GRU(3, 4), nn.GRU(3, 4)
+    both_raise(lambda: mm(minidl.tensor(x), f64(h)), lambda: tm(torch.tensor(x), t64(h)),
+               [RuntimeError, ValueError], "dtype")
+    tc, mc = torch.nn.GRUCell(3, 4), nn.GRUCell(3, 4)
+    both_raise(lambda: mc(minidl.tensor(x[0]), f64(h[0])), lambda: tc(torch.tensor(x[0]),
+                                                                      t64(h[0])),
+               [RuntimeError, ValueError], "dtype")
