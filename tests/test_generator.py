@@ -143,3 +143,125 @@ def test_rng_state_survives_save_load_and_old_states_load(tmp_path):
     minidl.set_rng_state(old)
     np.testing.assert_array_equal(minidl.randn(3).numpy(), b)
     assert minidl.initial_seed() == 2
+
+
+# ---- 2. generator= on every random function -------------------------------------------------
+def _x(m, *shape):
+    return m.ones(*shape) * 0.5
+
+
+def _w(m):  # a weight matrix to initialise (outside autograd)
+    return m.empty(4, 6)
+
+
+# Each case runs on minidl and on torch (``m`` is the module, ``g`` a generator of it), so the
+# keyword's name and place are torch's.
+CASES = {
+    "rand": lambda m, g: m.rand(3, 4, generator=g),
+    "rand size=": lambda m, g: m.rand(size=(5,), generator=g),
+    "randn": lambda m, g: m.randn(3, 4, generator=g),
+    "randint": lambda m, g: m.randint(0, 10, (6,), generator=g),
+    "randint(high, size)": lambda m, g: m.randint(10, (6,), generator=g),
+    "randperm": lambda m, g: m.randperm(9, generator=g),
+    "normal numbers": lambda m, g: m.normal(1.0, 2.0, (5,), generator=g),
+    "normal tensors": lambda m, g: m.normal(m.zeros(5), m.ones(5), generator=g),
+    "bernoulli": lambda m, g: m.bernoulli(_x(m, 20), generator=g),
+    "multinomial": lambda m, g: m.multinomial(m.ones(2, 8), 3, generator=g),
+    "multinomial replacement": lambda m, g: m.multinomial(m.ones(8), 12, True, generator=g),
+    "rand_like": lambda m, g: m.rand_like(_x(m, 4), generator=g),
+    "randn_like": lambda m, g: m.randn_like(_x(m, 4), generator=g),
+    "randint_like": lambda m, g: m.randint_like(_x(m, 4), 0, 7, generator=g),
+    "Tensor.uniform_": lambda m, g: _x(m, 6).uniform_(-1, 1, generator=g),
+    "Tensor.normal_": lambda m, g: _x(m, 6).normal_(0, 2, generator=g),
+    "Tensor.bernoulli_": lambda m, g: _x(m, 16).bernoulli_(0.3, generator=g),
+    "Tensor.random_": lambda m, g: m.zeros(8, dtype=m.int64).random_(0, 100, generator=g),
+    "Tensor.exponential_": lambda m, g: _x(m, 6).exponential_(2.0, generator=g),
+    "Tensor.geometric_": lambda m, g: _x(m, 6).geometric_(0.3, generator=g),
+    "Tensor.cauchy_": lambda m, g: _x(m, 6).cauchy_(generator=g),
+    "Tensor.log_normal_": lambda m, g: _x(m, 6).log_normal_(generator=g),
+    "Tensor.bernoulli": lambda m, g: _x(m, 16).bernoulli(generator=g),
+    "Tensor.multinomial": lambda m, g: m.ones(6).multinomial(4, generator=g),
+    "init.uniform_": lambda m, g: m.nn.init.uniform_(_w(m), -1, 1, generator=g),
+    "init.normal_": lambda m, g: m.nn.init.normal_(_w(m), 0, 1, generator=g),
+    "init.trunc_normal_": lambda m, g: m.nn.init.trunc_normal_(_w(m), generator=g),
+    "init.kaiming_uniform_": lambda m, g: m.nn.init.kaiming_uniform_(_w(m), a=5 ** 0.5,
+                                                                      generator=g),
+    "init.kaiming_normal_": lambda m, g: m.nn.init.kaiming_normal_(_w(m), generator=g),
+    "init.xavier_uniform_": lambda m, g: m.nn.init.xavier_uniform_(_w(m), generator=g),
+    "init.xavier_normal_": lambda m, g: m.nn.init.xavier_normal_(_w(m), 2.0, generator=g),
+    "init.orthogonal_": lambda m, g: m.nn.init.orthogonal_(_w(m), generator=g),
+    "init.sparse_": lambda m, g: m.nn.init.sparse_(_w(m), 0.5, generator=g),
+}
+
+
+def _draw(case, g):
+    with minidl.no_grad():
+        return CASES[case](minidl, g).numpy()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_seed_same_draws_and_the_global_stream_stays(case):
+    minidl.manual_seed(0)
+    before = minidl.get_rng_state().numpy()
+    g = minidl.Generator().manual_seed(21)
+    a = _draw(case, g)
+    b = _draw(case, g)
+    np.testing.assert_array_equal(minidl.get_rng_state().numpy(), before)  # global untouched
+    g.manual_seed(21)
+    np.testing.assert_array_equal(_draw(case, g), a)
+    np.testing.assert_array_equal(_draw(case, g), b)
+    # two generators are independent: draws from h in between do not change g's
+    g.manual_seed(21)
+    h = minidl.Generator().manual_seed(21)
+    _draw(case, h)
+    minidl.rand(7)  # nor do draws from the global generator
+    np.testing.assert_array_equal(_draw(case, g), a)
+    # and the global stream is not the generator: with generator=None it moves
+    minidl.manual_seed(0)
+    _draw(case, None)
+    assert not np.array_equal(minidl.get_rng_state().numpy(), before)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_torch_takes_the_same_call(case):
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        out = CASES[case](torch, g)
+    with minidl.no_grad():
+        mine = CASES[case](minidl, minidl.Generator().manual_seed(1))
+    assert tuple(mine.shape) == tuple(out.shape)
+    assert str(mine.dtype) == str(out.dtype).replace("torch.", "")
+
+
+def test_state_replays_through_the_in_place_samplers():
+    g = minidl.Generator().manual_seed(4)
+    state = g.get_state()
+    t = minidl.empty(3, 5)
+    minidl.nn.init.kaiming_uniform_(t, generator=g)
+    first = t.numpy().copy()
+    t.normal_(generator=g)
+    g.set_state(state)
+    u = minidl.empty(3, 5)
+    minidl.nn.init.kaiming_uniform_(u, generator=g)
+    np.testing.assert_array_equal(u.numpy(), first)
+
+
+def test_a_generator_that_is_not_one_is_a_type_error():
+    with pytest.raises(TypeError, match="generator must be a minidl.Generator"):
+        minidl.randn(3, generator=5)
+    with pytest.raises(TypeError, match="generator"):
+        minidl.ones(3).uniform_(generator=np.random.default_rng(0))
+    if torch is not None:
+        with pytest.raises(TypeError):
+            torch.randn(3, generator=5)
+
+
+def test_a_cuda_generator_needs_a_gpu_as_torch():
+    if minidl.cuda_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="CuPy|GPU"):
+        minidl.Generator("cuda")
+    if torch is not None and not torch.cuda.is_available():
+        with pytest.raises(RuntimeError):
+            torch.Generator("cuda")

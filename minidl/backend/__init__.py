@@ -260,7 +260,11 @@ class Generator:
 
     def _set_seed(self, seed):
         self._initial_seed = seed
-        self._gen = np.random.default_rng(seed)
+        fresh = np.random.default_rng(seed)
+        if getattr(self, "_gen", None) is None:
+            self._gen = fresh
+        else:  # reseeded in place: whoever holds the NumPy generator (rng()) sees the new seed
+            self._gen.bit_generator.state = fresh.bit_generator.state
 
     def manual_seed(self, seed):
         """Seed this generator (any integer in [-2**63, 2**64)); returns the generator."""
