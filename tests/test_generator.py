@@ -265,3 +265,165 @@ def test_a_cuda_generator_needs_a_gpu_as_torch():
     if torch is not None and not torch.cuda.is_available():
         with pytest.raises(RuntimeError):
             torch.Generator("cuda")
+
+
+# ---- 3. data: samplers, random_split, DataLoader ----------------------------------------------
+from minidl.data import (DataLoader, Dataset, RandomSampler, SubsetRandomSampler,  # noqa: E402
+                         TensorDataset, WeightedRandomSampler, get_worker_info, random_split)
+
+
+class WorkerSeeds(Dataset):
+    """Item i is (i, the seed of the worker that loaded it, its id; -1 in this process)."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        info = get_worker_info()
+        return (np.int64(i), np.int64(-1 if info is None else info.seed),
+                np.int64(-1 if info is None else info.id))
+
+
+def _order(loader):
+    return np.concatenate([b[0].numpy() for b in loader]).tolist()
+
+
+def test_samplers_draw_from_the_generator_at_each_pass():
+    data = range(10)
+    minidl.manual_seed(0)
+    before = minidl.get_rng_state().numpy()
+    for make in (lambda g: RandomSampler(data, generator=g),
+                 lambda g: RandomSampler(data, replacement=True, num_samples=7, generator=g),
+                 lambda g: SubsetRandomSampler([3, 5, 7, 9, 11], generator=g),
+                 lambda g: WeightedRandomSampler([1.0, 2.0, 3.0, 0.5], 6, generator=g)):
+        g = minidl.Generator().manual_seed(3)
+        sampler = make(g)
+        assert sampler.generator is g
+        first, second = list(sampler), list(sampler)
+        g.manual_seed(3)  # reseeding after construction is seen by the next pass
+        assert list(sampler) == first and list(sampler) == second
+        g.manual_seed(3)
+        assert list(make(g)) == first  # a sampler of the same seed gives the same order
+    np.testing.assert_array_equal(minidl.get_rng_state().numpy(), before)
+    if torch is not None:  # torch's samplers take its Generator under the same keyword
+        tg = torch.Generator().manual_seed(3)
+        assert len(list(torch.utils.data.RandomSampler(data, generator=tg))) == 10
+
+
+def test_random_split_takes_a_generator_as_torch():
+    ds = TensorDataset(minidl.arange(10))
+    g = minidl.Generator().manual_seed(1)
+    a, b = random_split(ds, [7, 3], generator=g)
+    c, d = random_split(ds, [7, 3], minidl.Generator().manual_seed(1))  # torch's 3rd argument
+    assert list(a.indices) == list(c.indices) and list(b.indices) == list(d.indices)
+    assert sorted(list(a.indices) + list(b.indices)) == list(range(10))
+    e, _ = random_split(ds, [7, 3], generator=g)  # g moved on
+    assert list(e.indices) != list(a.indices)
+    if torch is not None:
+        ta, tb = torch.utils.data.random_split(range(10), [7, 3],
+                                               generator=torch.Generator().manual_seed(1))
+        assert (len(ta), len(tb)) == (len(a), len(b))
+
+
+def test_dataloader_draws_its_order_from_the_generator_each_epoch():
+    ds = TensorDataset(minidl.arange(10))
+    minidl.manual_seed(0)
+    before = minidl.get_rng_state().numpy()
+    g = minidl.Generator().manual_seed(5)
+    loader = DataLoader(ds, batch_size=4, shuffle=True, generator=g)
+    assert loader.generator is g
+    epochs = [_order(loader) for _ in range(3)]
+    assert all(sorted(e) == list(range(10)) for e in epochs)
+    assert epochs[0] != epochs[1]
+    # as torch: each pass draws the workers' base seed, then the permutation, from g
+    ref = np.random.default_rng(5)
+    for e in epochs:
+        ref.integers(0, 2**63)
+        assert e == ref.permutation(10).tolist()
+    np.testing.assert_array_equal(minidl.get_rng_state().numpy(), before)  # global untouched
+    g.manual_seed(5)
+    assert [_order(loader) for _ in range(3)] == epochs
+    # without shuffle the order is 0..n-1, and a pass still draws the base seed from g
+    g.manual_seed(5)
+    state = g.get_state().numpy()
+    assert _order(DataLoader(ds, batch_size=3, generator=g)) == list(range(10))
+    assert not np.array_equal(g.get_state().numpy(), state)
+    # batch_size=None takes the order from g too
+    g.manual_seed(5)
+    single = [int(x[0].item()) for x in DataLoader(ds, batch_size=None, shuffle=True,
+                                                   generator=g)]
+    assert single == epochs[0]
+
+
+def test_dataloader_seed_still_works_and_excludes_generator():
+    ds = TensorDataset(minidl.arange(10))
+    a = _order(DataLoader(ds, batch_size=4, shuffle=True, seed=2))
+    assert a == np.random.default_rng([2, 0]).permutation(10).tolist()
+    with pytest.raises(ValueError, match="seed or generator"):
+        DataLoader(ds, shuffle=True, seed=2, generator=minidl.Generator())
+    with pytest.raises(TypeError, match="generator must be a minidl.Generator"):
+        DataLoader(ds, shuffle=True, generator=3)
+
+
+def test_dataloader_workers_base_seed_comes_from_the_generator():
+    g = minidl.Generator().manual_seed(9)
+    loader = DataLoader(WorkerSeeds(), batch_size=2, shuffle=True, num_workers=2, generator=g)
+    batches = list(loader)
+    ref = np.random.default_rng(9)
+    base = int(ref.integers(0, 2**63))
+    order = ref.permutation(8).tolist()
+    assert np.concatenate([b[0].numpy() for b in batches]).tolist() == order
+    for b in batches:  # a worker is seeded with base_seed + worker_id, as in torch
+        ids, seeds = b[2].numpy(), b[1].numpy()
+        assert (ids >= 0).all()
+        assert (seeds == base + ids).all()
+    g.manual_seed(9)
+    again = list(loader)
+    for x, y in zip(batches, again):
+        np.testing.assert_array_equal(x[1].numpy(), y[1].numpy())
+    # the next epoch draws a new base seed
+    nxt = list(loader)
+    assert int(nxt[0][1].numpy()[0] - nxt[0][2].numpy()[0]) != base
+
+
+# ---- devices ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+def test_a_generator_of_another_device_is_refused_as_torch(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, host_kernels)
+    gc = minidl.Generator("cuda")
+    assert gc.device == "cuda" and gc.initial_seed() == 67280421310721
+    x = minidl.randn(2, 3, device="cuda", generator=gc.manual_seed(2))
+    assert x.device == "cuda"
+    np.testing.assert_array_equal(minidl.randn(2, 3, device="cuda", generator=gc.manual_seed(2))
+                                  .numpy(), x.numpy())
+    t = minidl.zeros(4, device="cuda").uniform_(generator=gc)
+    assert t.device == "cuda"
+    minidl.zeros(4, device="cuda").exponential_(generator=gc)
+    state = gc.get_state()  # a CUDA generator's state is a CPU uint8 Tensor, as torch's
+    assert state.device == "cpu" and state.dtype == minidl.uint8
+    assert gc.clone_state().device == "cuda"
+    g = minidl.Generator()
+    for call in (lambda: minidl.randn(3, generator=gc),
+                 lambda: minidl.rand(3, device="cuda", generator=g),
+                 lambda: minidl.zeros(3, device="cuda").normal_(generator=g),
+                 lambda: minidl.zeros(3, device="cuda").random_(0, 5, generator=g),
+                 lambda: minidl.nn.init.xavier_uniform_(minidl.empty(2, 2, device="cuda"),
+                                                        generator=g),
+                 lambda: minidl.bernoulli(minidl.ones(3, device="cuda") * 0.5, generator=g),
+                 lambda: RandomSampler(range(3), generator=gc),
+                 lambda: random_split(range(4), [2, 2], generator=gc),
+                 lambda: DataLoader(range(4), shuffle=True, generator=gc)):
+        with pytest.raises(RuntimeError, match="Expected a '(cpu|cuda)' device type for "
+                                               "generator but found '(cuda|cpu)'"):
+            call()
