@@ -3,9 +3,10 @@ is_inference) and the in-place samplers under PyTorch's names (random_, exponent
 geometric_, cauchy_, log_normal_), with the Tensor.bernoulli and Tensor.multinomial methods.
 
 The samplers draw from minidl's seeded generator (``backend.rng()``, as uniform_ and normal_
-do) on the host and write the draws in place under copy_'s rules, so ``manual_seed`` repeats
-them on either device; PyTorch's argument checks and dtypes. Installed on Tensor by tensor.py
-from ``TENSOR_METHODS``.
+do), or from ``generator`` (a minidl.Generator of the tensor's device), on the host and write
+the draws in place under copy_'s rules, so ``manual_seed`` repeats them on either device;
+PyTorch's argument checks and dtypes. Installed on Tensor by tensor.py from
+``TENSOR_METHODS``.
 """
 from __future__ import annotations
 

@@ -427,3 +427,25 @@ def test_a_generator_of_another_device_is_refused_as_torch(monkeypatch, host_ker
         with pytest.raises(RuntimeError, match="Expected a '(cpu|cuda)' device type for "
                                                "generator but found '(cuda|cpu)'"):
             call()
+
+
+def test_the_device_keeps_its_index_as_torch(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, host_kernels)
+    g = minidl.Generator("cuda:0")
+    assert g.device.type == "cuda" and g.device.index == 0
+    assert minidl.rand(2, device="cuda", generator=g).device == "cuda"
+    assert minidl.Generator(device=minidl.device("cpu")).device.index is None
+
+
+def test_a_generator_pickles_with_its_state_as_torchs():
+    g = minidl.Generator().manual_seed(8)
+    minidl.rand(3, generator=g)
+    h = pickle.loads(pickle.dumps(g))
+    assert h is not g and h.initial_seed() == 8
+    np.testing.assert_array_equal(minidl.rand(4, generator=h).numpy(),
+                                  minidl.rand(4, generator=g).numpy())
+    if torch is not None:
+        tg = torch.Generator().manual_seed(8)
+        assert pickle.loads(pickle.dumps(tg)).initial_seed() == 8

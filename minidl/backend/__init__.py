@@ -252,10 +252,9 @@ class Generator:
         if not isinstance(dev, (str, _device_class)):
             raise TypeError(f"Generator(): device must be a string or a minidl.device, got "
                             f"{type(dev).__name__}")
-        name = _device_class(dev).type
-        if name == "cuda":
+        self.device = _device_class(dev)  # as torch's: Generator("cuda:0").device has index 0
+        if self.device.type == "cuda":
             require_cuda()
-        self.device = _device_class(name)
         self._set_seed(_DEFAULT_SEED)
 
     def _set_seed(self, seed):
