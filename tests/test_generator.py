@@ -255,6 +255,8 @@ def test_a_generator_that_is_not_one_is_a_type_error():
     if torch is not None:
         with pytest.raises(TypeError):
             torch.randn(3, generator=5)
+        with pytest.raises(TypeError, match="got torch._C.Generator"):  # says whose it is
+            minidl.rand(2, generator=torch.Generator())
 
 
 def test_a_cuda_generator_needs_a_gpu_as_torch():

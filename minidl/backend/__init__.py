@@ -383,8 +383,9 @@ def generator_rng(generator, device="cpu", name="random") -> np.random.Generator
     if generator is None:
         return default_generator._gen
     if not isinstance(generator, Generator):
+        kind = type(generator)
         raise TypeError(f"{name}: generator must be a minidl.Generator, got "
-                        f"{type(generator).__name__}")
+                        f"{kind.__module__}.{kind.__qualname__}".replace("builtins.", ""))
     want = normalize_device(device)
     if generator.device.type != want:
         raise RuntimeError(f"{name}: Expected a '{want}' device type for generator but found "
