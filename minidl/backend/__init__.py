@@ -209,8 +209,9 @@ def _apply_tf32(cp):
 
 
 # ---- random generators -----------------------------------------------------------------------
-# Every draw minidl makes comes from a Generator's NumPy generator, on the host (a draw for a
-# CUDA tensor is copied there once), so one seed gives the same numbers on either device.
+# The random functions draw from a Generator's NumPy generator, on the host (a draw for a CUDA
+# tensor is copied there once), so one seed gives the same numbers on either device; only GPU
+# dropout draws on the GPU, from CuPy's global generator, which manual_seed seeds too.
 # ``default_generator`` is the process-wide one that manual_seed seeds and ``rng()`` returns.
 _DEFAULT_SEED = 67280421310721  # torch.Generator().initial_seed(): a fresh Generator's seed
 
@@ -248,11 +249,10 @@ class Generator:
     a generator of another device than the tensor they make, as torch does."""
 
     def __init__(self, device="cpu"):
-        dev = device
-        if not isinstance(dev, (str, _device_class)):
+        if not isinstance(device, (str, _device_class)):
             raise TypeError(f"Generator(): device must be a string or a minidl.device, got "
-                            f"{type(dev).__name__}")
-        self.device = _device_class(dev)  # as torch's: Generator("cuda:0").device has index 0
+                            f"{type(device).__name__}")
+        self.device = _device_class(device)  # as torch's: Generator("cuda:0").device has index 0
         if self.device.type == "cuda":
             require_cuda()
         self._set_seed(_DEFAULT_SEED)
