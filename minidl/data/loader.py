@@ -72,10 +72,9 @@ class DataLoader:
     the batches come round-robin from the workers). ``generator`` (a CPU minidl.Generator, as
     torch.Generator; not with ``seed``) replaces the seed: at the start of each pass the
     workers' ``base_seed`` and then (shuffle=True) the order are drawn from it, as PyTorch
-    draws them, so the order follows the generator's state rather than the epoch number. An
-    error in a worker is raised here with
-    the worker's traceback; a worker that dies is reported within a second; ``timeout`` > 0
-    bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
+    draws them, so the order follows the generator's state rather than the epoch number.
+    An error in a worker is raised here with the worker's traceback; a worker that dies is
+    reported within a second; ``timeout`` > 0 bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
     a context) picks how workers start (default: Python's). ``pin_memory`` is accepted and has
     no effect.
     """
@@ -164,25 +163,20 @@ class DataLoader:
         self.multiprocessing_context = multiprocessing_context
         self.in_order = bool(in_order)
         self._pool = None  # the persistent workers, once started
-        if generator is not None:
-            from ..backend import Generator, generator_rng
+        self.generator = generator
+        if generator is not None:  # no seed: each pass draws from the generator
+            from ..backend import generator_rng
 
-            if not isinstance(generator, Generator):
-                raise TypeError(f"DataLoader: generator must be a minidl.Generator, got "
-                                f"{type(generator).__name__}")
-            generator_rng(generator, "cpu", "DataLoader")  # torch's randperm needs a CPU one
+            generator_rng(generator, "cpu", "DataLoader")  # a CPU minidl.Generator, as torch's
             if seed is not None:
                 raise ValueError("DataLoader: pass seed or generator, not both")
-        self.generator = generator
-        if generator is not None:
-            pass  # no seed: each pass draws from the generator
         elif seed is None:
             from ..backend import rng
 
             seed = int(rng().integers(0, 2**63 - 1))
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"DataLoader: seed should be a non-negative integer, got {seed!r}")
-        self.seed = None if generator is not None else int(seed)
+        self.seed = None if seed is None else int(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch):
