@@ -1,6 +1,7 @@
 """Tensor creation, as PyTorch's factory functions: zeros, ones, full, arange, linspace, eye,
-the ``*_like`` forms, and the random ones (randn, rand, randint) on minidl's seeded generator
-(``minidl.manual_seed``). float32 by default; integer ranges and fills are int64, as in torch."""
+the ``*_like`` forms, and the random ones (randn, rand, randint, ...) on minidl's seeded generator
+(``minidl.manual_seed``), or on ``generator=`` (a minidl.Generator of the result's device, as
+torch's). float32 by default; integer ranges and fills are int64, as in torch."""
 from __future__ import annotations
 
 import numpy as np
