@@ -115,3 +115,6 @@ for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
         __all__.append(_name)
 del _name, _fn
 from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)
+from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
+
+__all__.append("Generator")

@@ -1,11 +1,12 @@
 """Tensor creation, as PyTorch's factory functions: zeros, ones, full, arange, linspace, eye,
-the ``*_like`` forms, and the random ones (randn, rand, randint) on minidl's seeded generator
-(``minidl.manual_seed``). float32 by default; integer ranges and fills are int64, as in torch."""
+the ``*_like`` forms, and the random ones (randn, rand, randint, ...) on minidl's seeded generator
+(``minidl.manual_seed``), or on ``generator=`` (a minidl.Generator of the result's device, as
+torch's). float32 by default; integer ranges and fills are int64, as in torch."""
 from __future__ import annotations
 
 import numpy as np
 
-from .backend import rng
+from .backend import generator_rng
 from .backend.dtypes import as_dtype, is_floating, scalar_dtype
 from .tensor import Tensor
 
@@ -29,11 +30,11 @@ def ones(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
     return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def randn(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+def randn(*shape, size=None, generator=None, dtype="float32", requires_grad=False, device="cpu"):
     shape = _shape("randn", shape, size)
     if not is_floating(as_dtype(dtype)):  # samples cast to ints would be mostly zeros
         raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
-    values = rng().standard_normal(shape).astype(dtype)
+    values = generator_rng(generator, device, "randn").standard_normal(shape).astype(dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
 
 
@@ -102,16 +103,18 @@ def ones_like(input, *, dtype=None, requires_grad=False, device=None):
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def rand(*shape, size=None, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, device="cpu"):
     """Uniform on [0, 1), from minidl's seeded generator (minidl.manual_seed)."""
     shape = _shape("rand", shape, size)
     dtype = _creation_dtype(dtype, "float32")
     if not is_floating(dtype):
         raise TypeError(f"rand: dtype must be a floating-point type, got {dtype}")
-    return Tensor(rng().random(shape).astype(dtype), requires_grad=requires_grad, device=device)
+    values = generator_rng(generator, device, "rand").random(shape).astype(dtype)
+    return Tensor(values, requires_grad=requires_grad, device=device)
 
 
-def randint(low=0, high=None, size=None, *, dtype=None, requires_grad=False, device="cpu"):
+def randint(low=0, high=None, size=None, *, generator=None, dtype=None, requires_grad=False,
+            device="cpu"):
     """Integers uniform on [low, high), int64 unless dtype is given: ``randint(high, size)``
     or ``randint(low, high, size)``, from minidl's seeded generator."""
     if size is None and isinstance(high, (tuple, list)):
@@ -126,7 +129,8 @@ def randint(low=0, high=None, size=None, *, dtype=None, requires_grad=False, dev
     low, high = _number("randint", "low", low), _number("randint", "high", high)
     if low >= high:
         raise ValueError(f"randint: low ({low}) must be less than high ({high})")
-    values = rng().integers(low, high, size=tuple(size), dtype="int64")
+    values = generator_rng(generator, device, "randint").integers(low, high, size=tuple(size),
+                                                                   dtype="int64")
     return Tensor(values.astype(_creation_dtype(dtype, "int64")), requires_grad=requires_grad,
                   device=device)
 
@@ -196,35 +200,40 @@ def _like(input, dtype, device):
             input.device if device is None else device)
 
 
-def rand_like(input, *, dtype=None, requires_grad=False, device=None):
+def rand_like(input, *, generator=None, dtype=None, requires_grad=False, device=None):
     shape, dtype, device = _like(input, dtype, device)
-    return rand(shape, dtype=dtype, requires_grad=requires_grad, device=device)
+    return rand(shape, generator=generator, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def randn_like(input, *, dtype=None, requires_grad=False, device=None):
+def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device=None):
     shape, dtype, device = _like(input, dtype, device)
     if not is_floating(dtype):
         raise TypeError(f"randn_like: dtype must be a floating-point type, got {dtype}")
-    return randn(shape, dtype=dtype, requires_grad=requires_grad, device=device)
+    return randn(shape, generator=generator, dtype=dtype, requires_grad=requires_grad,
+                 device=device)
 
 
-def randint_like(input, low=0, high=None, *, dtype=None, requires_grad=False, device=None):
+def randint_like(input, low=0, high=None, *, generator=None, dtype=None, requires_grad=False,
+                 device=None):
     """``randint(low, high, input.shape)`` in input's dtype; ``randint_like(x, high)`` too."""
     if high is None:
         low, high = 0, low
     shape, dtype, device = _like(input, dtype, device)
-    return randint(low, high, shape, dtype=dtype, requires_grad=requires_grad, device=device)
+    return randint(low, high, shape, generator=generator, dtype=dtype,
+                   requires_grad=requires_grad, device=device)
 
 
-def randperm(n, *, dtype=None, requires_grad=False, device="cpu"):
+def randperm(n, *, generator=None, dtype=None, requires_grad=False, device="cpu"):
     """A random permutation of 0 .. n-1 (int64), from minidl's seeded generator."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"randperm: n must be a non-negative int, got {n!r}")
-    values = rng().permutation(int(n)).astype(_creation_dtype(dtype, "int64"))
+    values = generator_rng(generator, device, "randperm").permutation(int(n)).astype(
+        _creation_dtype(dtype, "int64"))
     return Tensor(values, requires_grad=requires_grad, device=device)
 
 
-def normal(mean=0.0, std=1.0, size=None, *, dtype=None, requires_grad=False, device=None):
+def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, requires_grad=False,
+           device=None):
     """Samples of N(mean, std**2): numbers with ``size``, or tensors of means and/or standard
     deviations (broadcast together; the result takes their shape, dtype and device)."""
     tensors = [v for v in (mean, std) if isinstance(v, Tensor)]
@@ -245,11 +254,11 @@ def normal(mean=0.0, std=1.0, size=None, *, dtype=None, requires_grad=False, dev
         device = "cpu" if device is None else device
     if not is_floating(dtype):
         raise TypeError(f"normal: dtype must be a floating-point type, got {dtype}")
-    values = mu + sigma * rng().standard_normal(shape)
+    values = mu + sigma * generator_rng(generator, device, "normal").standard_normal(shape)
     return Tensor(np.asarray(values).astype(dtype), requires_grad=requires_grad, device=device)
 
 
-def bernoulli(input, p=None):
+def bernoulli(input, p=None, *, generator=None):
     """0 or 1 with the probabilities in ``input`` (or the number ``p``), in input's dtype and on
     its device; no gradient flows through the draw."""
     probs = input.numpy() if p is None else np.full(input.shape, _number("bernoulli", "p", p))
@@ -257,11 +266,11 @@ def bernoulli(input, p=None):
         raise TypeError(f"bernoulli: input must be floating point, got {input.dtype}")
     if probs.size and (np.nanmin(probs) < 0 or np.nanmax(probs) > 1 or np.isnan(probs).any()):
         raise ValueError("bernoulli: probabilities must lie in [0, 1]")
-    draws = rng().random(input.shape) < probs
+    draws = generator_rng(generator, input.device, "bernoulli").random(input.shape) < probs
     return Tensor(draws.astype(input.dtype), device=input.device)
 
 
-def multinomial(input, num_samples, replacement=False):
+def multinomial(input, num_samples, replacement=False, *, generator=None):
     """Indices drawn from the categories whose (unnormalised, non-negative) weights are the
     last dim of ``input`` (a vector, or one row per draw set): int64, ``num_samples`` per row;
     without replacement each category at most once, as PyTorch."""
@@ -279,7 +288,7 @@ def multinomial(input, num_samples, replacement=False):
     if not replacement and num_samples > (rows > 0).sum(1).min():
         raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement "
                          f"from {int((rows > 0).sum(1).min())} categories of non-zero weight")
-    gen = rng()
+    gen = generator_rng(generator, input.device, "multinomial")
     out = np.empty((rows.shape[0], int(num_samples)), dtype=np.int64)
     for i, w in enumerate(rows):
         out[i] = gen.choice(len(w), size=int(num_samples), replace=replacement, p=w / w.sum())

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import warnings
 
 import numpy as np
@@ -63,11 +62,10 @@ def initial_seed():
 
 
 def get_rng_state():
-    """The state of minidl's CPU generator as a uint8 Tensor (opaque, as PyTorch's ByteTensor):
-    ``set_rng_state`` of it makes the draws that followed repeat. It survives ``minidl.save``."""
-    state = backend.rng().bit_generator.state
-    text = json.dumps(state, default=int).encode("ascii")
-    return Tensor(np.frombuffer(text, dtype=np.uint8).copy())
+    """The state of minidl's CPU generator (``default_generator.get_state()``) as a uint8
+    Tensor (opaque, as PyTorch's ByteTensor): ``set_rng_state`` of it makes the draws that
+    followed repeat. It survives ``minidl.save``."""
+    return backend.default_generator.get_state()
 
 
 def set_rng_state(new_state):
@@ -77,10 +75,10 @@ def set_rng_state(new_state):
         raise TypeError(f"set_rng_state: expected the uint8 Tensor get_rng_state returned, got "
                         f"{type(new_state).__name__}")
     try:
-        state = json.loads(new_state.numpy().tobytes().decode("ascii"))
-        backend.rng().bit_generator.state = state
-    except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"set_rng_state: not a state get_rng_state returned ({e})") from None
+        backend.default_generator.set_state(new_state)
+    except backend.GeneratorStateError as e:
+        raise backend.GeneratorStateError(
+            f"set_rng_state: not a state get_rng_state returned ({e})") from None
 
 
 # ---- dtypes ----------------------------------------------------------------------------------

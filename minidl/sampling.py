@@ -3,9 +3,10 @@ is_inference) and the in-place samplers under PyTorch's names (random_, exponent
 geometric_, cauchy_, log_normal_), with the Tensor.bernoulli and Tensor.multinomial methods.
 
 The samplers draw from minidl's seeded generator (``backend.rng()``, as uniform_ and normal_
-do) on the host and write the draws in place under copy_'s rules, so ``manual_seed`` repeats
-them on either device; PyTorch's argument checks and dtypes. Installed on Tensor by tensor.py
-from ``TENSOR_METHODS``.
+do), or from ``generator`` (a minidl.Generator of the tensor's device), on the host and write
+the draws in place under copy_'s rules, so ``manual_seed`` repeats them on either device;
+PyTorch's argument checks and dtypes. Installed on Tensor by tensor.py from
+``TENSOR_METHODS``.
 """
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def _fill(t, values, name):
     if device_of(t.data) != "cpu":  # drawn on the host (one seeded stream), moved once
         values = get_array_module(t.data).asarray(values)
     return _random_fill(t, values, name)
+
+
+def _rng(t, generator, name):
+    """The NumPy generator a draw for ``t`` takes: ``generator``'s (of t's device) or the
+    process-wide one."""
+    return backend.generator_rng(generator, device_of(t.data), name)
 
 
 def _number(name, what, x):
@@ -110,7 +117,7 @@ def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
             raise OpArgumentError(f"random_: from is out of bounds for {dt}")
         if hi - 1 > high:
             raise OpArgumentError(f"random_: to - 1 is out of bounds for {dt}")
-    values = backend.rng().integers(lo, hi - 1, size=self.shape, dtype=np.int64, endpoint=True)
+    values = _rng(self, generator, "random_").integers(lo, hi - 1, size=self.shape, dtype=np.int64, endpoint=True)
     return _fill(self, values, "random_")
 
 
@@ -120,7 +127,7 @@ def exponential_(self, lambd=1.0, *, generator=None):
     _floating_only("exponential_", self, "the exponential distribution")
     if not lambd > 0:
         raise OpArgumentError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
-    return _fill(self, backend.rng().exponential(1.0 / lambd, self.shape), "exponential_")
+    return _fill(self, _rng(self, generator, "exponential_").exponential(1.0 / lambd, self.shape), "exponential_")
 
 
 def geometric_(self, p, *, generator=None):
@@ -131,7 +138,7 @@ def geometric_(self, p, *, generator=None):
         raise DtypeError("geometric_: not implemented for bool tensors")
     if not 0 < p < 1:
         raise OpArgumentError(f"geometric_ expects p to be in (0, 1), but got p={p}")
-    return _fill(self, backend.rng().geometric(p, self.shape), "geometric_")
+    return _fill(self, _rng(self, generator, "geometric_").geometric(p, self.shape), "geometric_")
 
 
 def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
@@ -140,7 +147,7 @@ def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
     _floating_only("cauchy_", self, "the Cauchy distribution")
     if not sigma > 0:
         raise OpArgumentError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
-    return _fill(self, median + sigma * backend.rng().standard_cauchy(self.shape), "cauchy_")
+    return _fill(self, median + sigma * _rng(self, generator, "cauchy_").standard_cauchy(self.shape), "cauchy_")
 
 
 def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
@@ -149,7 +156,7 @@ def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
     _floating_only("log_normal_", self, "the log-normal distribution")
     if not std > 0:
         raise OpArgumentError(f"log_normal_ expects std > 0.0, but found std={std}")
-    return _fill(self, backend.rng().lognormal(mean, std, self.shape), "log_normal_")
+    return _fill(self, _rng(self, generator, "log_normal_").lognormal(mean, std, self.shape), "log_normal_")
 
 
 def bernoulli(self, p=None, *, generator=None):
@@ -157,7 +164,7 @@ def bernoulli(self, p=None, *, generator=None):
     ``p``), as ``torch.bernoulli``."""
     from .creation import bernoulli as draw
 
-    return draw(self, p)
+    return draw(self, p, generator=generator)
 
 
 def multinomial(self, num_samples, replacement=False, *, generator=None):
@@ -165,7 +172,7 @@ def multinomial(self, num_samples, replacement=False, *, generator=None):
     ``minidl.multinomial``)."""
     from .creation import multinomial as draw
 
-    return draw(self, num_samples, replacement)
+    return draw(self, num_samples, replacement, generator=generator)
 
 
 TENSOR_METHODS = {

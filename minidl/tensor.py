@@ -344,19 +344,21 @@ class Tensor:
     def fill_(self, value):
         return _inplace(self, value, "fill", _fill)
 
-    def uniform_(self, a=0.0, b=1.0):
+    def uniform_(self, a=0.0, b=1.0, *, generator=None):
         """Fill with draws uniform on [a, b) from minidl's seeded generator (PyTorch's
-        ``uniform_(from, to)``); the in-place rules of ``copy_`` apply."""
-        return _random_fill(self, backend.rng().uniform(a, b, self.shape), "uniform_")
+        ``uniform_(from, to)``), or from ``generator``; the in-place rules of ``copy_`` apply."""
+        gen = backend.generator_rng(generator, self.device, "uniform_")
+        return _random_fill(self, gen.uniform(a, b, self.shape), "uniform_")
 
-    def normal_(self, mean=0.0, std=1.0):
-        """Fill with draws of N(mean, std**2) from minidl's seeded generator."""
-        return _random_fill(self, backend.rng().standard_normal(self.shape) * std + mean,
-                            "normal_")
+    def normal_(self, mean=0.0, std=1.0, *, generator=None):
+        """Fill with draws of N(mean, std**2) from minidl's seeded generator (or ``generator``)."""
+        gen = backend.generator_rng(generator, self.device, "normal_")
+        return _random_fill(self, gen.standard_normal(self.shape) * std + mean, "normal_")
 
-    def bernoulli_(self, p=0.5):
+    def bernoulli_(self, p=0.5, *, generator=None):
         """Fill with 0 or 1, 1 with probability ``p``."""
-        return _random_fill(self, backend.rng().random(self.shape) < p, "bernoulli_")
+        gen = backend.generator_rng(generator, self.device, "bernoulli_")
+        return _random_fill(self, gen.random(self.shape) < p, "bernoulli_")
 
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the values of a tensor on the host (PyTorch refuses a GPU tensor:
@@ -905,7 +907,7 @@ def _random_fill(t, values, name):
     if autograd._grad_enabled and t.requires_grad and t._ctx is None:
         raise RuntimeError(f"{name} on a leaf tensor that requires grad (shape {t.shape}): "
                            "PyTorch refuses it too; initialise inside `with minidl.no_grad():`")
-    return t.copy_(Tensor(values))
+    return t.copy_(Tensor(values, device=t.device))  # drawn on the host, moved once
 
 
 def _fill(t, value):

@@ -208,21 +208,158 @@ def _apply_tf32(cp):
     linalg.set_compute_type(np.float32, mode)
 
 
-# One random generator per process, seeded by minidl.manual_seed.
-_initial_seed = int(np.random.SeedSequence().entropy) % 2**64
-_rng = np.random.default_rng(_initial_seed)
+# ---- random generators -----------------------------------------------------------------------
+# The random functions draw from a Generator's NumPy generator, on the host (a draw for a CUDA
+# tensor is copied there once), so one seed gives the same numbers on either device; only GPU
+# dropout draws on the GPU, from CuPy's global generator, which manual_seed seeds too.
+# ``default_generator`` is the process-wide one that manual_seed seeds and ``rng()`` returns.
+_DEFAULT_SEED = 67280421310721  # torch.Generator().initial_seed(): a fresh Generator's seed
+
+
+def _check_seed(name, seed):
+    """A seed as torch takes it: an integer in [-2**63, 2**64), a negative one modulo 2**64."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name}: seed must be an integer, got {seed!r}")
+    seed = int(seed)
+    if not -2**63 <= seed < 2**64:
+        raise ValueError(f"{name}: seed {seed} is out of range: a seed must lie in "
+                         f"[-2**63, 2**64)")
+    return seed % 2**64
+
+
+def _fresh_seed():
+    return int(np.random.SeedSequence().entropy % 2**63)
+
+
+class GeneratorStateError(ValueError, RuntimeError):
+    """A state that is not one ``get_state`` returned: torch raises RuntimeError, minidl's
+    argument errors are ValueErrors; this is both."""
+
+
+class Generator:
+    """A random generator of its own, as ``torch.Generator(device="cpu")``: the random functions
+    and samplers that take ``generator=`` draw from it instead of the process-wide generator
+    (``minidl.default_generator``), which it leaves untouched. ``manual_seed(seed)`` (returns
+    the generator), ``seed()``, ``initial_seed()``, ``get_state()``/``set_state(state)`` (a
+    uint8 Tensor, opaque as torch's ByteTensor, that replays the draws that followed it),
+    ``clone_state()`` and ``device`` as torch's. A fresh one is seeded with torch's default
+    seed, 67280421310721. It wraps a NumPy Generator (PCG64), so its numbers are not torch's.
+    A CUDA generator (which needs a GPU, as torch's) draws on the host and its draws are
+    copied to the GPU, as every minidl draw for a CUDA tensor is; the random functions refuse
+    a generator of another device than the tensor they make, as torch does."""
+
+    def __init__(self, device="cpu"):
+        if not isinstance(device, (str, _device_class)):
+            raise TypeError(f"Generator(): device must be a string or a minidl.device, got "
+                            f"{type(device).__name__}")
+        self.device = _device_class(device)  # as torch's: Generator("cuda:0").device has index 0
+        if self.device.type == "cuda":
+            require_cuda()
+        self._set_seed(_DEFAULT_SEED)
+
+    def _set_seed(self, seed):
+        self._initial_seed = seed
+        fresh = np.random.default_rng(seed)
+        if getattr(self, "_gen", None) is None:
+            self._gen = fresh
+        else:  # reseeded in place: whoever holds the NumPy generator (rng()) sees the new seed
+            self._gen.bit_generator.state = fresh.bit_generator.state
+
+    def manual_seed(self, seed):
+        """Seed this generator (any integer in [-2**63, 2**64)); returns the generator."""
+        self._set_seed(_check_seed("manual_seed", seed))
+        return self
+
+    def seed(self):
+        """Seed from the operating system's entropy; returns that seed."""
+        seed = _fresh_seed()
+        self.manual_seed(seed)
+        return seed
+
+    def initial_seed(self):
+        """The seed of the last manual_seed or seed (the default seed if none)."""
+        return self._initial_seed
+
+    def get_state(self):
+        """The generator's state as a uint8 Tensor (its seed and NumPy bit-generator state)."""
+        import json
+
+        from ..tensor import Tensor  # the one upward import: a state is a Tensor, as torch's
+
+        text = json.dumps({"seed": self._initial_seed, "numpy": self._gen.bit_generator.state},
+                          default=int).encode("ascii")
+        return Tensor(np.frombuffer(text, dtype=np.uint8).copy())
+
+    def set_state(self, new_state):
+        """Put back a state ``get_state`` returned (of this or another generator); returns the
+        generator."""
+        import json
+
+        from ..tensor import Tensor
+
+        if not isinstance(new_state, Tensor):
+            raise TypeError(f"set_state: expected a uint8 Tensor (the state get_state "
+                            f"returned), got {type(new_state).__name__}")
+        if np.dtype(new_state.dtype) != np.uint8 or new_state.ndim != 1:
+            raise TypeError(f"set_state: the RNG state must be the 1-D uint8 Tensor get_state "
+                            f"returned, got dtype {new_state.dtype} and shape "
+                            f"{tuple(new_state.shape)}")
+        try:
+            state = json.loads(new_state.numpy().tobytes().decode("ascii"))
+            if "numpy" not in state:  # a bare NumPy state, as get_rng_state saved it before
+                state = {"seed": self._initial_seed, "numpy": state}
+            gen = np.random.default_rng()
+            gen.bit_generator.state = state["numpy"]
+            seed = int(state["seed"])
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise GeneratorStateError(f"set_state: not a state get_state returned ({e})") \
+                from None
+        self._gen.bit_generator.state = gen.bit_generator.state
+        self._initial_seed = seed
+        return self
+
+    def clone_state(self):
+        """A new generator of the same device in this one's state (they then draw alike)."""
+        twin = Generator.__new__(Generator)
+        twin.device = self.device
+        twin._initial_seed = self._initial_seed
+        twin._gen = np.random.default_rng()
+        twin._gen.bit_generator.state = self._gen.bit_generator.state
+        return twin
+
+    def __repr__(self):
+        return f"<minidl.Generator device='{self.device}' initial_seed={self._initial_seed}>"
+
+
+_device_class = device  # Generator's argument is named device, as torch's
+
+
+class _DefaultGenerator(Generator):
+    """``minidl.default_generator``: the process-wide Generator (CPU). Seeding it also seeds
+    CuPy's global generator, which GPU dropout draws from."""
+
+    def manual_seed(self, seed):
+        return manual_seed(seed)
+
+    def __reduce__(self):  # a copy of the loader that holds it (spawned workers) gets this one
+        return "default_generator"
+
+    def __repr__(self):
+        return f"<minidl.default_generator initial_seed={self._initial_seed}>"
+
+
+default_generator = _DefaultGenerator.__new__(_DefaultGenerator)
+default_generator.device = device("cpu")
+default_generator._set_seed(int(np.random.SeedSequence().entropy) % 2**64)
 
 
 def manual_seed(seed: int):
-    """Seed every random source minidl uses (initialisation, dropout, shuffling). Any
-    integer, as in PyTorch (a negative one is taken modulo 2**64). Returns the default
-    generator (``minidl.default_generator``), as torch.manual_seed does."""
-    global _rng, _pending_seed, _initial_seed
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"manual_seed: seed must be an integer, got {seed!r}")
-    seed = int(seed) % 2**64
-    _initial_seed = seed
-    _rng = np.random.default_rng(seed)
+    """Seed every random source minidl uses (initialisation, dropout, shuffling). Any integer
+    in [-2**63, 2**64), as in PyTorch (a negative one is taken modulo 2**64). Returns the
+    default generator (``minidl.default_generator``), as torch.manual_seed does."""
+    global _pending_seed
+    seed = _check_seed("manual_seed", seed)
+    default_generator._set_seed(seed)
     if _cuda_ready:
         _cupy.random.seed(seed)
     else:
@@ -232,45 +369,28 @@ def manual_seed(seed: int):
 
 def initial_seed() -> int:
     """The seed of the default generator (the last manual_seed, or the one drawn at import)."""
-    return _initial_seed
-
-
-class DefaultGenerator:
-    """What torch.manual_seed returns: a handle on minidl's process-wide generator
-    (``minidl.default_generator``), with torch.Generator's seed methods. Its state is
-    NumPy's bit-generator state (a dict), not a ByteTensor. Not torch.Generator: it makes no
-    independent generators (minidl.data takes numpy Generators for those)."""
-
-    device = "cpu"
-
-    def manual_seed(self, seed):
-        return manual_seed(seed)
-
-    def initial_seed(self):
-        return initial_seed()
-
-    def seed(self):
-        """Reseed from fresh entropy; returns the new seed."""
-        seed = int(np.random.SeedSequence().entropy) % 2**64
-        manual_seed(seed)
-        return seed
-
-    def get_state(self):
-        return _rng.bit_generator.state
-
-    def set_state(self, state):
-        _rng.bit_generator.state = state
-        return self
-
-    def __repr__(self):
-        return f"<minidl.default_generator initial_seed={initial_seed()}>"
-
-
-default_generator = DefaultGenerator()
+    return default_generator._initial_seed
 
 
 def rng() -> np.random.Generator:
-    return _rng
+    """The NumPy generator of the process-wide generator (``minidl.default_generator``)."""
+    return default_generator._gen
+
+
+def generator_rng(generator, device="cpu", name="random") -> np.random.Generator:
+    """The NumPy generator a draw for a tensor on ``device`` takes: ``generator``'s (a
+    minidl.Generator of that device type, as torch requires) or the process-wide one."""
+    if generator is None:
+        return default_generator._gen
+    if not isinstance(generator, Generator):
+        kind = type(generator)
+        raise TypeError(f"{name}: generator must be a minidl.Generator, got "
+                        f"{kind.__module__}.{kind.__qualname__}".replace("builtins.", ""))
+    want = normalize_device(device)
+    if generator.device.type != want:
+        raise RuntimeError(f"{name}: Expected a '{want}' device type for generator but found "
+                           f"'{generator.device.type}'")
+    return generator._gen
 
 
 _kernel_sets: dict = {}

@@ -179,14 +179,19 @@ def random_split(dataset, lengths, seed=None, *, generator=None):
     size 0 warns), or a single fraction ``f`` (``random_split(ds, 0.8, seed=2)`` gives a
     (train, test) pair of 80% and 20%, as the list [f, 1 - f] would but with each product
     rounded to 6 decimals before the floor, so that 200 * (1 - 0.8) gives 40).
-    ``generator`` (a ``numpy.random.Generator``, also taken in seed's place, where PyTorch's
-    third argument is its generator) draws the permutation instead of ``seed``.
+    ``generator`` (a CPU ``minidl.Generator``, as torch's, or a ``numpy.random.Generator``;
+    also taken in seed's place, where PyTorch's third argument is its generator) draws the
+    permutation instead of ``seed``.
     """
-    if isinstance(seed, np.random.Generator):
+    from ..backend import Generator, generator_rng
+
+    if isinstance(seed, (np.random.Generator, Generator)):
         seed, generator = None, seed
+    if isinstance(generator, Generator):
+        generator = generator_rng(generator, "cpu", "random_split")
     if generator is not None and not isinstance(generator, np.random.Generator):
-        raise TypeError(f"random_split: generator must be a numpy.random.Generator, got "
-                        f"{type(generator).__name__}")
+        raise TypeError(f"random_split: generator must be a minidl.Generator or a "
+                        f"numpy.random.Generator, got {type(generator).__name__}")
     n = len(dataset)
     if isinstance(lengths, float):  # minidl's (train, test) pair, exact where f * n is whole
         if not 0.0 <= lengths <= 1.0:

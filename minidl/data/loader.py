@@ -69,9 +69,12 @@ class DataLoader:
     Python's and NumPy's global generators; ``base_seed`` follows from ``seed`` and the epoch),
     then runs ``worker_init_fn(worker_id)``; ``get_worker_info()`` in a worker says which it
     is, so an IterableDataset can read only its share (each worker iterates its own copy, and
-    the batches come round-robin from the workers). An error in a worker is raised here with
-    the worker's traceback; a worker that dies is reported within a second; ``timeout`` > 0
-    bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
+    the batches come round-robin from the workers). ``generator`` (a CPU minidl.Generator, as
+    torch.Generator; not with ``seed``) replaces the seed: at the start of each pass the
+    workers' ``base_seed`` and then (shuffle=True) the order are drawn from it, as PyTorch
+    draws them, so the order follows the generator's state rather than the epoch number.
+    An error in a worker is raised here with the worker's traceback; a worker that dies is
+    reported within a second; ``timeout`` > 0 bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
     a context) picks how workers start (default: Python's). ``pin_memory`` is accepted and has
     no effect.
     """
@@ -80,7 +83,7 @@ class DataLoader:
                  drop_last=False, seed=None, device="cpu", collate_fn=None, num_workers=0,
                  pin_memory=False, persistent_workers=False, worker_init_fn=None, timeout=0,
                  prefetch_factor=None, multiprocessing_context=None, in_order=True,
-                 pin_memory_device=""):
+                 pin_memory_device="", generator=None):
         # the first five in PyTorch's positional order; the rest by keyword only.
         del pin_memory, pin_memory_device  # no pinned host memory here: batches are made as
         # they are used (on CUDA, copied once by the device= move)
@@ -160,13 +163,20 @@ class DataLoader:
         self.multiprocessing_context = multiprocessing_context
         self.in_order = bool(in_order)
         self._pool = None  # the persistent workers, once started
-        if seed is None:
+        self.generator = generator
+        if generator is not None:  # no seed: each pass draws from the generator
+            from ..backend import generator_rng
+
+            generator_rng(generator, "cpu", "DataLoader")  # a CPU minidl.Generator, as torch's
+            if seed is not None:
+                raise ValueError("DataLoader: pass seed or generator, not both")
+        elif seed is None:
             from ..backend import rng
 
             seed = int(rng().integers(0, 2**63 - 1))
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"DataLoader: seed should be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.seed = None if seed is None else int(seed)
         self.epoch = 0
 
     def set_epoch(self, epoch):
@@ -198,19 +208,28 @@ class DataLoader:
     def __iter__(self):
         # the epoch advances when the pass starts, not at its first batch
         epoch, self.epoch = self.epoch, self.epoch + 1
+        order = None
+        if self.generator is not None:  # as torch: the base seed first, then the order
+            gen = self.generator._gen
+            base_seed = int(gen.integers(0, 2**63))
+            if self.shuffle and self.sampler is None and self.batch_sampler is None:
+                order = gen.permutation(len(self.dataset))
+        elif self.num_workers:
+            base_seed = int(np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**62))
         if self.num_workers:
-            return self._worker_iter(epoch)
+            return self._worker_iter(epoch, base_seed, order)
         if self.batch_sampler is None and self.batch_size is None:
-            return self._samples(epoch)
+            return self._samples(epoch, order)
         if self._iterable:
             return self._stream()
-        return (self._batch(idx) for idx in self._index_batches(epoch))
+        return (self._batch(idx) for idx in self._index_batches(epoch, order))
 
-    def _index_batches(self, epoch):
-        """The indices of each batch of epoch ``epoch`` (a map-style dataset)."""
+    def _index_batches(self, epoch, order=None):
+        """The indices of each batch of epoch ``epoch`` (a map-style dataset); ``order``: the
+        one drawn from the generator."""
         if self.batch_sampler is not None:
             return (np.asarray(list(idx), dtype=np.int64) for idx in self.batch_sampler)
-        order = self._order(epoch)
+        order = self._order(epoch) if order is None else order
         if self.batch_size is None:  # unbatched: one index per "batch"
             return (order[i:i + 1] for i in range(len(order)))
         return self._batches(order)
@@ -220,12 +239,17 @@ class DataLoader:
             return np.fromiter(iter(self.sampler), dtype=np.int64)
         n = len(self.dataset)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
-            else np.arange(n)
+            and self.generator is None else np.arange(n)
 
-    def _samples(self, epoch):
+    def _samples(self, epoch, order=None):
         """batch_size=None: each sample alone, converted (or given to collate_fn)."""
+        if order is None and not self._iterable:
+            order = self._order(epoch)
+        return self._each_sample(order)
+
+    def _each_sample(self, order):
         samples = iter(self.dataset) if self._iterable else \
-            (self.dataset[int(i)] for i in self._order(epoch))
+            (self.dataset[int(i)] for i in order)
         for sample in samples:
             if self.collate_fn is not None:
                 yield self.collate_fn(sample)
@@ -242,17 +266,16 @@ class DataLoader:
                 break
             yield idx
 
-    def _worker_iter(self, epoch):
+    def _worker_iter(self, epoch, base_seed, order=None):
         from ._workers import MultiProcessIter, WorkerPool
 
-        base_seed = int(np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**62))
         if self.persistent_workers:
             if self._pool is None or self._pool.closed:
                 self._pool = WorkerPool(self, base_seed)
             pool, own = self._pool, False
         else:
             pool, own = WorkerPool(self, base_seed), True
-        batches = None if self._iterable else self._index_batches(epoch)
+        batches = None if self._iterable else self._index_batches(epoch, order)
         if self.collate_fn is not None:
             def convert(b):
                 return b

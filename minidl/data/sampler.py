@@ -3,9 +3,11 @@
 each rank's share of them (DistributedSampler).
 
 Random samplers take ``generator``: None draws a fresh seed from minidl's global generator
-(``minidl.manual_seed``) at each pass, as PyTorch draws one from its global generator; an int
-seeds a generator of the sampler's own; a ``numpy.random.Generator`` is used as it is. The
-orders are numpy's, so they differ from PyTorch's for the same seed."""
+(``minidl.manual_seed``) at each pass, as PyTorch draws one from its global generator; a
+``minidl.Generator`` (CPU, as torch's randperm needs) is drawn from at each pass, as
+torch.Generator is; an int seeds a generator of the sampler's own; a
+``numpy.random.Generator`` is used as it is. The orders are numpy's, so they differ from
+PyTorch's for the same seed."""
 from __future__ import annotations
 
 import math
@@ -26,20 +28,28 @@ def _positive_int(name, key, value):
 
 
 def _generator(name, generator):
-    """A numpy Generator from what ``generator`` was given (None: made at each pass)."""
+    """What a sampler keeps of ``generator``: None (a seed drawn at each pass), a
+    minidl.Generator (drawn from at each pass), or a numpy Generator (an int seeds one)."""
+    from ..backend import Generator, generator_rng
+
+    if isinstance(generator, Generator):
+        generator_rng(generator, "cpu", name)  # a CUDA generator is refused, as torch does
+        return generator
     if generator is None or isinstance(generator, np.random.Generator):
         return generator
     if not _is_bool(generator) and isinstance(generator, (int, np.integer)):
         return np.random.default_rng(int(generator))
-    raise TypeError(f"{name}: generator must be None, an integer seed or a "
-                    f"numpy.random.Generator, got {type(generator).__name__}")
+    raise TypeError(f"{name}: generator must be None, a minidl.Generator, an integer seed or "
+                    f"a numpy.random.Generator, got {type(generator).__name__}")
 
 
 def _rng_for_pass(generator):
+    from ..backend import Generator, rng
+
+    if isinstance(generator, Generator):
+        return generator._gen  # looked up at each pass: manual_seed may have reseeded it
     if generator is not None:
         return generator
-    from ..backend import rng
-
     return np.random.default_rng(int(rng().integers(0, 2**63 - 1)))
 
 

@@ -1,11 +1,12 @@
-"""Weight initialisers, drawing from minidl's seeded generator (minidl.manual_seed)."""
+"""Weight initialisers, drawing from minidl's seeded generator (minidl.manual_seed), or from
+``generator`` (a minidl.Generator of the tensor's device) where torch takes one."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from ..backend import rng, to_device
+from ..backend import device_of, generator_rng, to_device
 from ..special import _erfinv64
 
 
@@ -27,12 +28,16 @@ def _write(t, values):
     return t
 
 
-def uniform_(t, a=0.0, b=1.0):
-    return _write(t, rng().uniform(a, b, t.shape))
+def _rng(t, generator, name):
+    return generator_rng(generator, device_of(t.data), name)
 
 
-def normal_(t, mean=0.0, std=1.0):
-    return _write(t, rng().standard_normal(t.shape) * std + mean)
+def uniform_(t, a=0.0, b=1.0, generator=None):
+    return _write(t, _rng(t, generator, "uniform_").uniform(a, b, t.shape))
+
+
+def normal_(t, mean=0.0, std=1.0, generator=None):
+    return _write(t, _rng(t, generator, "normal_").standard_normal(t.shape) * std + mean)
 
 
 def zeros_(t):
@@ -82,55 +87,56 @@ def _fan(t, mode, name):
     return fan_in if mode == "fan_in" else fan_out
 
 
-def kaiming_uniform_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_uniform_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """U(-bound, bound), bound = gain * sqrt(3 / fan); PyTorch's default for Linear and Conv2d
     weights is this with a = sqrt(5)."""
     gain = calculate_gain(nonlinearity, a)
     bound = gain * math.sqrt(3.0 / _fan(t, mode, "kaiming_uniform_"))
-    return uniform_(t, -bound, bound)
+    return uniform_(t, -bound, bound, generator)
 
 
-def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu"):
+def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """N(0, std**2), std = gain / sqrt(fan)."""
     gain = calculate_gain(nonlinearity, a)
-    return normal_(t, 0.0, gain / math.sqrt(_fan(t, mode, "kaiming_normal_")))
+    return normal_(t, 0.0, gain / math.sqrt(_fan(t, mode, "kaiming_normal_")), generator)
 
 
-def xavier_uniform_(t, gain=1.0):
+def xavier_uniform_(t, gain=1.0, generator=None):
     _fan(t, "fan_in", "xavier_uniform_")
     fan_in, fan_out = _fans(t.shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(t, -bound, bound)
+    return uniform_(t, -bound, bound, generator)
 
 
-def xavier_normal_(t, gain=1.0):
+def xavier_normal_(t, gain=1.0, generator=None):
     _fan(t, "fan_in", "xavier_normal_")
     fan_in, fan_out = _fans(t.shape)
-    return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
+    return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
 
 
-def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0):
+def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """N(mean, std**2) restricted to [a, b] (absolute bounds, as PyTorch's), drawn by inverting
     the normal CDF over the interval's probability range."""
     if not a < b:
         raise ValueError(f"trunc_normal_: a ({a}) must be less than b ({b})")
     lo, hi = (math.erf((v - mean) / (std * math.sqrt(2.0))) for v in (a, b))
-    u = rng().uniform(lo, hi, t.shape)
+    u = _rng(t, generator, "trunc_normal_").uniform(lo, hi, t.shape)
     values = mean + std * math.sqrt(2.0) * _erfinv64(np, u)
     return _write(t, np.clip(values, a, b))
 
 
-def orthogonal_(t, gain=1.0):
+def orthogonal_(t, gain=1.0, generator=None):
     """A (semi-)orthogonal matrix over the first dim and the rest flattened, from the QR of a
     Gaussian matrix with the signs fixed so the result is uniformly distributed, times gain."""
     if len(t.shape) < 2:
         raise ValueError(f"orthogonal_: only tensors with 2 or more dimensions are supported, got "
                          f"shape {tuple(t.shape)}")
+    gen = _rng(t, generator, "orthogonal_")
     rows = t.shape[0]
     cols = int(np.prod(t.shape[1:])) if rows else 0
     if rows == 0 or cols == 0:
         return t
-    flat = rng().standard_normal((rows, cols))
+    flat = gen.standard_normal((rows, cols))
     if rows < cols:
         flat = flat.T
     q, r = np.linalg.qr(flat)
@@ -163,13 +169,14 @@ def dirac_(t, groups=1):
     return _write(t, values)
 
 
-def sparse_(t, sparsity, std=0.01):
+def sparse_(t, sparsity, std=0.01, generator=None):
     """A 2-D matrix of N(0, std**2) entries with a ``sparsity`` fraction of each column zero."""
     if len(t.shape) != 2:
         raise ValueError(f"sparse_: only 2-D tensors are supported, got shape {tuple(t.shape)}")
+    gen = _rng(t, generator, "sparse_")
     rows, cols = t.shape
-    values = rng().standard_normal((rows, cols)) * std
+    values = gen.standard_normal((rows, cols)) * std
     zeros = int(math.ceil(sparsity * rows))
     for c in range(cols):
-        values[rng().permutation(rows)[:zeros], c] = 0
+        values[gen.permutation(rows)[:zeros], c] = 0
     return _write(t, values)
