@@ -81,6 +81,28 @@ def set_rng_state(new_state):
             f"set_rng_state: not a state get_rng_state returned ({e})") from None
 
 
+def _generator_get_state(self):
+    """The generator's state as a uint8 Tensor (opaque, as torch's ByteTensor)."""
+    return Tensor(self._state_array())
+
+
+def _generator_set_state(self, new_state):
+    """Put back a state ``get_state`` returned (of this or another generator); returns the
+    generator."""
+    if not isinstance(new_state, Tensor):
+        raise TypeError(f"set_state: expected a uint8 Tensor (the state get_state returned), got "
+                        f"{type(new_state).__name__}")
+    if np.dtype(new_state.dtype) != np.uint8 or new_state.ndim != 1:
+        raise TypeError(f"set_state: the RNG state must be the 1-D uint8 Tensor get_state "
+                        f"returned, got dtype {new_state.dtype} and shape "
+                        f"{tuple(new_state.shape)}")
+    return self._load_state_array(new_state.numpy())
+
+
+backend.Generator.get_state = _generator_get_state
+backend.Generator.set_state = _generator_set_state
+
+
 # ---- dtypes ----------------------------------------------------------------------------------
 def promote_types(type1, type2):
     """The dtype two tensors of these dtypes combine to, as ``torch.promote_types``."""

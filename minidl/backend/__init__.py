@@ -280,33 +280,24 @@ class Generator:
         """The seed of the last manual_seed or seed (the default seed if none)."""
         return self._initial_seed
 
-    def get_state(self):
-        """The generator's state as a uint8 Tensor (its seed and NumPy bit-generator state)."""
+    # get_state() and set_state(state) take and give a uint8 Tensor, as torch's; they are
+    # installed by minidl/runtime.py (the layer above tensor.py) around these two
+    def _state_array(self):
+        """The generator's state (its seed and NumPy bit-generator state) as uint8 bytes."""
         import json
-
-        from ..tensor import Tensor  # the one upward import: a state is a Tensor, as torch's
 
         text = json.dumps({"seed": self._initial_seed, "numpy": self._gen.bit_generator.state},
                           default=int).encode("ascii")
-        return Tensor(np.frombuffer(text, dtype=np.uint8).copy())
+        return np.frombuffer(text, dtype=np.uint8).copy()
 
-    def set_state(self, new_state):
-        """Put back a state ``get_state`` returned (of this or another generator); returns the
-        generator."""
+    def _load_state_array(self, array):
+        """Put back what ``_state_array`` gave (or a bare NumPy state, as get_rng_state saved
+        it before generators had seeds in their states)."""
         import json
 
-        from ..tensor import Tensor
-
-        if not isinstance(new_state, Tensor):
-            raise TypeError(f"set_state: expected a uint8 Tensor (the state get_state "
-                            f"returned), got {type(new_state).__name__}")
-        if np.dtype(new_state.dtype) != np.uint8 or new_state.ndim != 1:
-            raise TypeError(f"set_state: the RNG state must be the 1-D uint8 Tensor get_state "
-                            f"returned, got dtype {new_state.dtype} and shape "
-                            f"{tuple(new_state.shape)}")
         try:
-            state = json.loads(new_state.numpy().tobytes().decode("ascii"))
-            if "numpy" not in state:  # a bare NumPy state, as get_rng_state saved it before
+            state = json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode("ascii"))
+            if "numpy" not in state:
                 state = {"seed": self._initial_seed, "numpy": state}
             gen = np.random.default_rng()
             gen.bit_generator.state = state["numpy"]
