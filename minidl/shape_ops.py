@@ -17,7 +17,10 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
-from .ops import Repeat, Reshape, TakeAlongDim, _sizes, repeat_sizes, wrap_dim
+from .ops import (
+    Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, fix_ties, repeat_sizes,
+    torch_kth_index, wrap_dim,
+)
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
 
@@ -546,20 +549,41 @@ def cummin(input, dim):
 KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types.kthvalue
 
 
-def kthvalue(input, k, dim=-1, keepdim=False):
-    """(the k-th smallest value along ``dim``, its index); k counts from 1."""
-    d = wrap_dim(dim, input.ndim, "kthvalue")
+def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
+    d = wrap_dim(dim, input.ndim, name)
+    if input.data.dtype == np.bool_:
+        raise UnsupportedDtypeError(f"{name}: bool tensors are not supported (PyTorch refuses "
+                                    "them too); convert with .int() or .float() first")
     x = input if input.ndim else input.reshape(1)
     n = x.shape[d]
+    if n == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{name}: k must be an int, got {type(k).__name__}")
     if not 1 <= k <= n:
-        raise IndexError(f"kthvalue: k = {k} out of range for dimension {dim} of size {n}")
+        raise IndexError(f"{name}: k = {k} out of range for dimension {dim} of size {n}")
     order = _argsort(x.data, d, False, True).astype(np.int64, copy=False)
     index = order[(slice(None),) * d + (slice(k - 1, k),)]
+    data = x.data
+    if torch_ties and get_array_module(data) is np and n > 1:
+        # the k-th value held by several elements: which of them is PyTorch's CPU quickselect's
+        kth = np.take_along_axis(data, index, axis=d)
+        same = (data == kth) | ((data != data) & (kth != kth))
+        tied = same.sum(axis=d) > 1
+        if tied.any():
+            index = index.copy()
+            fix_ties(index, data, d, tied, lambda v: [torch_kth_index(v, k - 1)])
     values = TakeAlongDim.apply(x, index=index, dim=d)
     if not keepdim or input.ndim == 0:
         values = values.squeeze(d)
         index = index.squeeze(axis=d)
     return KthResult(values, autograd.Tensor(index))
+
+
+def kthvalue(input, k, dim=-1, keepdim=False):
+    """(the k-th smallest value along ``dim``, its index); k counts from 1. Among equal values
+    the index is the one PyTorch returns on the CPU; the gradient goes to it."""
+    return _kth(input, k, dim, keepdim)
 
 
 class MedianAll(Function):
@@ -585,6 +609,9 @@ def median(input, dim=None, keepdim=False):
     empty float tensor). Over ``dim``: (values, indices); a slice holding a NaN gives NaN and
     the index of its first NaN, as PyTorch."""
     xp = get_array_module(input.data)
+    if input.data.dtype == np.bool_:
+        raise UnsupportedDtypeError("median: bool tensors are not supported (PyTorch refuses "
+                                    "them too); convert with .int() or .float() first")
     if dim is None:
         flat = input.reshape(-1)
         n = flat.shape[0]
@@ -595,12 +622,12 @@ def median(input, dim=None, keepdim=False):
         return MedianAll.apply(flat, k=(n + 1) // 2)
     d = wrap_dim(dim, input.ndim, "median")
     if input.ndim == 0:
-        r = kthvalue(input, 1, d, keepdim)
+        r = _kth(input, 1, d, keepdim, "median", torch_ties=False)
         return KthResult(r.values, r.indices)
     n = input.shape[d]
     if n == 0:
         raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
-    r = kthvalue(input, (n + 1) // 2, d, True)
+    r = _kth(input, (n + 1) // 2, d, True, "median", torch_ties=False)
     index = r.indices.data
     if input.dtype.kind == "f":
         nan = xp.isnan(input.data)
