@@ -24,9 +24,9 @@ class UnsupportedDtypeError(TypeError, RuntimeError):
     RuntimeError there, and a TypeError as minidl's other dtype errors."""
 
 
-class ArgumentRangeError(ValueError, RuntimeError):
-    """An argument out of its range where PyTorch raises a RuntimeError (topk's k): a
-    ValueError as minidl's other argument errors."""
+class BadArgumentError(ValueError, RuntimeError):
+    """An argument PyTorch refuses with a RuntimeError (topk's k out of range, searchsorted's
+    side='left' with right=True): a ValueError as minidl's other argument errors."""
 
 
 def accumulation_dtype(a):
@@ -768,7 +768,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     d = axes[0] if axes else 0
     n = data.shape[d]
     if not 0 <= k <= n:
-        raise ArgumentRangeError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
+        raise BadArgumentError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
     xp = get_array_module(data)
     order = xp.argsort(data, axis=d, kind="stable") if xp is np else xp.argsort(data, axis=d)
     if largest:

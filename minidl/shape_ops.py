@@ -18,8 +18,8 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
 from .ops import (
-    Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, fix_ties, repeat_sizes,
-    torch_kth_index, wrap_dim,
+    BadArgumentError, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, fix_ties,
+    repeat_sizes, torch_kth_index, wrap_dim,
 )
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
@@ -664,30 +664,63 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     return out[0] if len(out) == 1 else tuple(out)
 
 
+def _binary_search(seq, values, right):
+    """PyTorch's lower (upper) bound, all values at once: the binary search steps right past
+    ``mid`` unless ``seq[mid] >= value`` (``>``), so a comparison with NaN (always False) steps
+    right, which is where torch puts NaN and what it returns for a sequence holding NaN."""
+    xp = get_array_module(seq)
+    n = seq.shape[-1]
+    start = xp.zeros(values.shape, np.int64)
+    end = xp.full(values.shape, n, np.int64)
+    for _ in range(n.bit_length() + 1):
+        active = start < end
+        mid = start + (end - start) // 2
+        at = xp.minimum(mid, n - 1)
+        pivot = seq[at] if seq.ndim == 1 else xp.take_along_axis(seq, at, axis=-1)
+        step = ~(pivot > values) if right else ~(pivot >= values)
+        start = xp.where(active & step, mid + 1, start)
+        end = xp.where(active & ~step, mid, end)
+    return start
+
+
 def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None,
                  sorter=None):
     """Where each value of ``input`` would go in ``sorted_sequence`` (1-d, or sorted along its
     last dim with matching leading dims) to keep it sorted: the first such place, or the last
-    with ``right=True`` / ``side='right'``."""
+    with ``right=True`` / ``side='right'``. With NaN in either, the places are PyTorch's (NaN
+    goes last)."""
     if sorter is not None:
         raise NotImplementedError("searchsorted: sorter= is not supported")
     if side is not None:
         if side not in ("left", "right"):
             raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+        if right and side == "left":
+            raise BadArgumentError("searchsorted: side='left' and right=True contradict each "
+                                   "other")
         right = side == "right"
     seq = sorted_sequence.data
     values = input.data if isinstance(input, autograd.Tensor) else np.asarray(input)
     xp = get_array_module(seq)
+    values = xp.asarray(values)
+    if seq.dtype == np.bool_ or values.dtype == np.bool_:
+        raise UnsupportedDtypeError("searchsorted: bool tensors are not supported (PyTorch "
+                                    "refuses them too)")
+    if seq.ndim == 0 or (seq.ndim > 1 and values.ndim == 0):
+        raise BadArgumentError(f"searchsorted: a scalar value needs a 1-d sorted_sequence, "
+                                 f"got one of shape {tuple(seq.shape)}")
+    if seq.ndim > 1 and seq.shape[:-1] != values.shape[:-1]:
+        raise BadArgumentError(f"searchsorted: sorted_sequence {tuple(seq.shape)} and input "
+                                 f"{tuple(values.shape)} must match in every dim but the last")
     dtype = np.int32 if out_int32 else np.int64
-    if seq.ndim == 1:
+    common = np.result_type(seq.dtype, values.dtype)
+    if seq.shape[-1] == 0:
+        out = xp.zeros(values.shape, dtype)
+    elif seq.ndim == 1 and not (common.kind == "f" and bool(xp.isnan(seq).any() |
+                                                             xp.isnan(values).any())):
         out = xp.searchsorted(seq, values, side="right" if right else "left")
     else:
-        if seq.shape[:-1] != values.shape[:-1]:
-            raise ValueError(f"searchsorted: sorted_sequence {seq.shape} and input "
-                             f"{values.shape} must match in every dim but the last")
-        cmp = seq[..., None, :] <= values[..., :, None] if right else \
-            seq[..., None, :] < values[..., :, None]
-        out = cmp.sum(axis=-1)
+        out = _binary_search(seq.astype(common, copy=False), values.astype(common, copy=False),
+                             right)
     return autograd.Tensor(xp.asarray(out).astype(dtype))
 
 

@@ -92,3 +92,41 @@ def test_kthvalue_ties_give_torchs_index_and_gradient():
         torch.tensor([True, False]).median()
     with pytest.raises(RuntimeError, match="bool"):
         minidl.tensor([True, False]).median()
+
+
+def test_searchsorted_with_nan_gives_torchs_places():
+    inf = float("inf")
+    cases = [([1., 2., NAN], [NAN, 0., 1.5, 3., inf]), ([1., NAN, NAN], [NAN, 1., 2.]),
+             ([NAN, NAN], [NAN, 1.]), ([1., 2., 3.], [NAN, 2.]),
+             ([-inf, 0., inf, NAN], [inf, NAN, -inf]), ([1., NAN, 3., 4.], [3., 0., 5.])]
+    for seq, values in cases:
+        for right in (False, True):
+            want = torch.searchsorted(torch.tensor(seq), torch.tensor(values), right=right)
+            got = minidl.searchsorted(minidl.tensor(seq), minidl.tensor(values), right=right)
+            np.testing.assert_array_equal(_np(got), want.numpy())
+            want = torch.searchsorted(torch.tensor([seq, seq[::-1]]),
+                                      torch.tensor([values, values]), right=right)
+            got = minidl.searchsorted(minidl.tensor([seq, seq[::-1]]),
+                                      minidl.tensor([values, values]), right=right)
+            np.testing.assert_array_equal(_np(got), want.numpy())
+            want = torch.bucketize(torch.tensor(values), torch.tensor(seq), right=right)
+            got = minidl.bucketize(minidl.tensor(values), minidl.tensor(seq), right=right)
+            np.testing.assert_array_equal(_np(got), want.numpy())
+    # an integer sequence searched for float values, NaN among them
+    want = torch.searchsorted(torch.tensor([1, 2, 3]), torch.tensor([NAN, 1.5]))
+    np.testing.assert_array_equal(
+        _np(minidl.searchsorted(minidl.tensor([1, 2, 3]), minidl.tensor([NAN, 1.5]))), want.numpy())
+
+
+def test_searchsorted_refuses_what_torch_refuses():
+    s = minidl.tensor([1., 2.])
+    bad = [lambda: minidl.searchsorted(minidl.tensor([True, False]), minidl.tensor([True])),
+           lambda: minidl.searchsorted(s, minidl.tensor([1.]), right=True, side="left"),
+           lambda: minidl.searchsorted(minidl.tensor([[1., 2.]]), minidl.tensor(1.)),
+           lambda: minidl.searchsorted(minidl.tensor([[1., 2.]]), minidl.tensor([[1.], [2.]]))]
+    for f in bad:
+        with pytest.raises(RuntimeError):
+            f()
+    with pytest.raises(RuntimeError):
+        torch.searchsorted(torch.tensor([1., 2.]), torch.tensor([1.]), right=True, side="left")
+    assert minidl.searchsorted(minidl.zeros(0), minidl.tensor([1.])).tolist() == [0]
