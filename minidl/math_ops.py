@@ -17,8 +17,8 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
 from .ops import (
-    Cast, Max, _array_module, _is_number, _operand, accumulation_dtype, clamp, reduction_axes,
-    result_type, where, wrap_dim,
+    Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand, accumulation_dtype,
+    clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
 
 
@@ -166,9 +166,12 @@ def _float_op(fn):
     return op
 
 
-def _same_dtype_op(fn, integer=None):
-    """An op whose integer input stays integer: ``integer(x)`` (None: x itself)."""
+def _same_dtype_op(fn, integer=None, bool_ok=True):
+    """An op whose integer input stays integer: ``integer(x)`` (None: x itself); bool input
+    refused unless ``bool_ok`` (PyTorch's floor, ceil, trunc, round)."""
     def op(input):
+        if not bool_ok:
+            refuse_bool(op.__name__, input)
         if not is_floating(input.data.dtype):
             if integer is None:
                 return autograd.Tensor(input.data.copy())
@@ -185,12 +188,13 @@ log1p, expm1, log2, log10, exp2 = (_float_op(f) for f in (Log1p, Expm1, Log2, Lo
 square = _same_dtype_op(Square, lambda xp, a: (a * a) if a.dtype != np.bool_ else
                         a.astype(np.int64))
 sign = _same_dtype_op(Sign, lambda xp, a: xp.sign(a) if a.dtype != np.bool_ else a.copy())
-floor, ceil, trunc = (_same_dtype_op(f) for f in (Floor, Ceil, Trunc))
+floor, ceil, trunc = (_same_dtype_op(f, bool_ok=False) for f in (Floor, Ceil, Trunc))
 def frac(input):
     """The fractional part ``x - trunc(x)``, with the sign of x (floating-point input only,
     as in PyTorch)."""
     if not is_floating(input.data.dtype):
-        raise TypeError(f"frac: needs a floating-point tensor, got dtype {input.data.dtype}")
+        raise UnsupportedDtypeError(f"frac: needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
     return Frac.apply(input)
 arcsin, arccos, arctan = asin, acos, atan
 
@@ -198,9 +202,9 @@ arcsin, arccos, arctan = asin, acos, atan
 def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
     """Elementwise rounding, half to even; ``decimals`` as torch.round's (zero gradient)."""
     if not decimals:
-        return _same_dtype_op(Round)(input)
+        return _same_dtype_op(Round, bool_ok=False)(input)
     scale = 10.0 ** decimals
-    return _same_dtype_op(Round)(input * scale) / scale
+    return _same_dtype_op(Round, bool_ok=False)(input * scale) / scale
 
 
 def neg(input):
@@ -375,6 +379,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 
 def amin(input, dim=(), keepdim=False):
+    refuse_empty_reduction("amin", input.shape, dim)
     """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
     return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True)
 
@@ -496,6 +501,9 @@ class Remainder(Function):
 
     def forward(self, a, b, trunc):
         xp = get_array_module(a)
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError(f"{'fmod' if trunc else 'remainder'}: not implemented "
+                                        "for bool tensors (PyTorch refuses them too)")
         _check_integer_divisor("fmod" if trunc else "remainder", b)
         self.trunc = trunc
         self.save_for_backward(a, b)
@@ -529,6 +537,9 @@ class DivRounded(Function):
 
     def forward(self, a, b, trunc):
         xp = get_array_module(a)
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("div with a rounding mode (//): not implemented for "
+                                        "bool tensors (PyTorch refuses them too)")
         with np.errstate(divide="ignore", invalid="ignore"):
             if a.dtype.kind in "iub":
                 _check_integer_divisor("div", b)

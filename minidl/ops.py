@@ -29,6 +29,54 @@ class BadArgumentError(ValueError, RuntimeError):
     side='left' with right=True): a ValueError as minidl's other argument errors."""
 
 
+class EmptyReductionError(IndexError, ValueError, RuntimeError):
+    """max/min/argmax/argmin over an empty dim, which has no identity: PyTorch raises an
+    IndexError (argmax, or a dim given) or a RuntimeError (max() over everything)."""
+
+
+def refuse_empty_reduction(name, shape, dim):
+    """Refuse ``name`` (max, amin, argmax...) over ``dim`` of a tensor of ``shape`` where a
+    reduced dim is empty, with PyTorch's message."""
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+        if 0 in shape:
+            raise EmptyReductionError(
+                f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                "Specify the reduction dim with the 'dim' argument.")
+        return
+    for ax in reduction_axes(dim, len(shape)):
+        if shape and shape[ax] == 0:
+            raise EmptyReductionError(f"{name}(): Expected reduction dim {ax} to have non-zero "
+                                      "size.")
+
+
+def refuse_bool(name, x, hint="convert with .int() or .float() first"):
+    """PyTorch's refusal of ``name`` for a bool tensor."""
+    if x.data.dtype == np.bool_:
+        raise UnsupportedDtypeError(f"{name}: not implemented for bool tensors (PyTorch refuses "
+                                    f"them too); {hint}")
+
+
+def refuse_bool_sub(a, b):
+    """PyTorch refuses a subtraction with a bool on either side (a tensor or a Python bool)."""
+    def is_bool(x):
+        return isinstance(x, (bool, np.bool_)) or (_is_tensor(x) and x.data.dtype == np.bool_)
+
+    if is_bool(a) or is_bool(b):
+        raise UnsupportedDtypeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. Use the "
+            "`^` or `logical_xor()` operator instead." if is_bool(a) and is_bool(b) else
+            "Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+            "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+
+
+def refuse_mixed_matmul(a, b):
+    """PyTorch's matmul takes two tensors of one dtype (outside autocast, which casts them)."""
+    if (_is_tensor(a) and _is_tensor(b) and a.data.dtype != b.data.dtype
+            and autograd.autocast_hook() is None):
+        raise UnsupportedDtypeError(f"matmul: expected both operands to have the same dtype, "
+                                    f"got {a.data.dtype} and {b.data.dtype}")
+
+
 def accumulation_dtype(a):
     """float32 for 16-bit floats, whose sums NumPy would add up in 16 bits (a bfloat16 sum of
     4096 ones is 256): PyTorch's kernels accumulate them in float32. None otherwise."""
@@ -65,16 +113,22 @@ class Mul(Function):
 class Div(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return a / b
+        with np.errstate(divide="ignore", invalid="ignore"):  # x / 0 is inf or NaN, silently
+            return a / b
 
     def backward(self, g):
         a, b = self.saved
-        ga = g / b
-        return ga, -ga * a / b
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ga = g / b
+            return ga, -ga * a / b
 
 
 class Neg(Function):
     def forward(self, a):
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError(
+                "Negation, the `-` operator, on a bool tensor is not supported. If you are "
+                "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
         return -a
 
     def backward(self, g):
@@ -87,7 +141,8 @@ class Pow(Function):
     def forward(self, a, exponent):
         self.exponent = exponent
         self.save_for_backward(a)
-        return a ** exponent
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 is inf, (-8) ** 0.5 NaN
+            return a ** exponent
 
     def backward(self, g):
         (a,) = self.saved
@@ -102,7 +157,14 @@ class PowTensor(Function):
     where b = 0 (also at a = 0), d/db is 0 where a = 0 and b >= 0, and NaN where a < 0."""
 
     def forward(self, a, b):
-        y = a ** b
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("pow: not implemented for bool tensors (PyTorch refuses "
+                                        "them too); convert with .int() or .float() first")
+        if a.dtype.kind in "iu" and bool((b < 0).any()):
+            y = integer_power(a, b)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y = a ** b
         self.save_for_backward(a, b, y)
         return y
 
@@ -113,6 +175,29 @@ class PowTensor(Function):
             ga = xp.where(b == 0, 0, g * b * a ** (b - 1))
             gb = xp.where((a == 0) & (b >= 0), 0, g * y * xp.log(a))
         return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+def integer_power(a, b):
+    """``a ** b`` for integer arrays where some of ``b`` is negative, as PyTorch computes it
+    (NumPy refuses): 1 for a base of 1, +-1 for -1 (by the exponent's parity), else 0."""
+    xp = get_array_module(a, b)
+    negative = b < 0
+    y = a ** xp.where(negative, 0, b).astype(b.dtype, copy=False)
+    one = xp.ones((), a.dtype)
+    small = xp.where(a == 1, one, 0)
+    if a.dtype.kind == "i":
+        small = xp.where(a == -1, xp.where(b % 2 == 0, one, -one), small)
+    return xp.where(negative, small, y).astype(y.dtype, copy=False)
+
+
+def check_integer_exponent(dtype, exponent):
+    """Refuse what PyTorch refuses for an integer or bool tensor raised to a Python integer:
+    a negative exponent, or one outside the tensor's dtype."""
+    if exponent < 0:
+        raise BadArgumentError("Integers to negative integer powers are not allowed.")
+    if dtype != np.bool_ and np.iinfo(dtype).max < exponent <= np.iinfo(np.int64).max:
+        raise BadArgumentError(f"pow: exponent {exponent} cannot be converted to {dtype} "
+                               "without overflow")
 
 
 class Exp(Function):
@@ -200,6 +285,9 @@ class Maximum(Function):
 
 class Abs(Function):
     def forward(self, a):
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("abs: not implemented for bool tensors (PyTorch refuses "
+                                        "them too)")
         self.save_for_backward(a)
         return abs(a)
 
@@ -269,6 +357,35 @@ def wrap_integer(x, dtype):
                 x = int(x) % (1 << bits)
                 return dt.type(x - (1 << bits) if x > info.max else x)
     return x
+
+
+def fill_value(value, dtype):
+    """A Python number as ``fill_`` writes it into a tensor of ``dtype``, checked as PyTorch
+    checks it: an integer dtype refuses NaN, infinity and numbers outside its range (an
+    unsigned one takes integers down to -max, wrapped: ``uint8.fill_(-1)`` is 255), a float
+    dtype a finite number beyond its range."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    dt = np.dtype(dtype)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+            is_floating(dt) or dt.kind in "iu"):
+        return value
+    if is_floating(dt):
+        fits = dt == np.float64 or not abs(value) > float(np.finfo(dt).max) or \
+            abs(value) == float("inf")
+    else:
+        info = np.iinfo(dt)
+        low = info.min if dt.kind == "i" else (-int(info.max) if isinstance(value, int) else 0)
+        fits = value == value and low <= value <= info.max
+    if not fits:
+        raise BadArgumentError(f"fill_: value {value} cannot be converted to type {dt} without "
+                               "overflow")
+    return wrap_integer(value, dt)
+
+
+class InPlaceCastError(TypeError, RuntimeError):
+    """An in-place op whose result a tensor cannot hold (``int_tensor += 2.5``): PyTorch's
+    RuntimeError "result type Float can't be cast to the desired output type Long"."""
 
 
 def _operand(x, dtype, xp):
@@ -357,6 +474,9 @@ class Clamp(Function):
     gets the gradient where it is the result, and where ``lo > hi`` the result is hi."""
 
     def forward(self, x, *bounds, has_min, has_max):
+        if x.dtype == np.bool_:
+            raise UnsupportedDtypeError("clamp: not implemented for bool tensors (PyTorch "
+                                        "refuses them too); convert with .int() first")
         xp = get_array_module(x)
         self.has_min, self.has_max = has_min, has_max
         lo = bounds[0] if has_min else None
@@ -448,6 +568,8 @@ def masked_fill(input, mask, value):
 class ReLU(Function):
     # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
     def forward(self, x):
+        if x.dtype == np.bool_:
+            raise UnsupportedDtypeError("Boolean inputs not supported for relu")
         fast = getattr(backend.kernels(get_array_module(x)), "relu_forward", None)
         y = fast(x) if fast is not None else get_array_module(x).maximum(x, 0)
         self.save_for_backward(y)
@@ -482,8 +604,12 @@ class Softmax(Function):
         xp = get_array_module(x)
         wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
         xw = x if wide is None else x.astype(wide)
-        e = xp.exp(xw - xw.max(axis=dim, keepdims=True))  # max subtracted: no overflow
-        y = (e / e.sum(axis=dim, keepdims=True)).astype(x.dtype, copy=False)
+        if x.size == 0:  # an empty dim has no max: the result is empty too
+            y = x.copy()
+        else:
+            with np.errstate(invalid="ignore"):  # a slice of -inf only: NaN, as in PyTorch
+                e = xp.exp(xw - xw.max(axis=dim, keepdims=True))  # max subtracted: no overflow
+                y = (e / e.sum(axis=dim, keepdims=True)).astype(x.dtype, copy=False)
         self.dim = dim
         self.save_for_backward(y)
         return y
@@ -502,8 +628,11 @@ def log_softmax_array(x, dim):
     xp = get_array_module(x)
     wide = accumulation_dtype(x)
     xw = x if wide is None else x.astype(wide)
-    shifted = xw - xw.max(axis=dim, keepdims=True)
-    y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    if x.size == 0:
+        return x.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = xw - xw.max(axis=dim, keepdims=True)
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
     return y.astype(x.dtype, copy=False)
 
 
@@ -530,6 +659,9 @@ class MatMul(Function):
         if a.ndim == 0 or b.ndim == 0:
             raise ValueError("matmul: both operands need at least one dimension, got shapes "
                              f"{a.shape} and {b.shape}")
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("matmul: not implemented for bool tensors (PyTorch "
+                                        "refuses them too); convert with .int() or .float()")
         k_a = a.shape[-1]
         k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
         if k_a != k_b:
@@ -722,7 +854,8 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
     if unbiased is not None and correction is not None:
         raise TypeError(f"{name}: pass unbiased or correction, not both")
     if not is_floating(x.data.dtype):
-        raise TypeError(f"{name}: needs a floating-point tensor, got dtype {x.data.dtype}")
+        raise UnsupportedDtypeError(f"{name}: needs a floating-point tensor, got dtype "
+                                    f"{x.data.dtype}")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
     elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):

@@ -498,7 +498,9 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
         m = x.shape[d]
         if m == 0:
             break
-        x = narrow(x, d, 1, m - 1) - narrow(x, d, 0, m - 1)
+        later, earlier = narrow(x, d, 1, m - 1), narrow(x, d, 0, m - 1)
+        # bools differ where they are not equal (PyTorch's diff of bools; - refuses them)
+        x = later ^ earlier if x.data.dtype == np.bool_ else later - earlier
     return x
 
 

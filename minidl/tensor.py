@@ -378,9 +378,11 @@ class Tensor:
         return Add.apply(*_pair(self, other, reverse=True))
 
     def __sub__(self, other):
+        ops.refuse_bool_sub(self, other)
         return Sub.apply(*_pair(self, other))
 
     def __rsub__(self, other):
+        ops.refuse_bool_sub(other, self)
         return Sub.apply(*_pair(self, other, reverse=True))
 
     def __mul__(self, other):
@@ -396,9 +398,11 @@ class Tensor:
         return Div.apply(*_pair(self, other, reverse=True, true_divide=True))
 
     def __matmul__(self, other):
+        ops.refuse_mixed_matmul(self, other)
         return MatMul.apply(*_pair(self, other))
 
     def __rmatmul__(self, other):
+        ops.refuse_mixed_matmul(other, self)
         return MatMul.apply(*_pair(self, other, reverse=True))
 
     matmul = __matmul__
@@ -409,6 +413,7 @@ class Tensor:
 
     def sub(self, other, *, alpha=1):
         """``self - alpha * other``."""
+        ops.refuse_bool_sub(self, other)
         return self - _times_alpha(self, other, alpha, "sub")
 
     mul = __mul__
@@ -421,6 +426,13 @@ class Tensor:
             exponent = exponent.item()
         if not is_floating(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, np.dtype(np.float32)), exponent=exponent)
+        if self.data.dtype.kind in "biu" and isinstance(exponent, int):
+            ops.check_integer_exponent(self.data.dtype, exponent)
+            if self.data.dtype == np.bool_:  # bool ** 2 is int64; bool ** True stays bool
+                if isinstance(exponent, bool):
+                    return Tensor(self.data.copy() if exponent else
+                                  get_array_module(self.data).ones_like(self.data))
+                return Pow.apply(_cast(self, np.dtype(np.int64)), exponent=exponent)
         return Pow.apply(self, exponent=exponent)
 
     def __rpow__(self, base):
@@ -625,8 +637,8 @@ class Tensor:
         if dtype is not None:
             return self.to(as_dtype(dtype)).mean(dim, keepdim, axis, keepdims)
         if not is_floating(self.data.dtype):  # PyTorch refuses it (NumPy would give float64)
-            raise TypeError(f"mean: needs a floating-point tensor, got {self.data.dtype}; "
-                            "call .float() first")
+            raise ops.UnsupportedDtypeError(f"mean: needs a floating-point tensor, got "
+                                            f"{self.data.dtype}; call .float() first")
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
         return Mean.apply(self, dim=dim, keepdim=keepdim)
@@ -640,6 +652,7 @@ class Tensor:
         return _max_or_min(self, dim, keepdim, axis, keepdims, take_min=True)
 
     def amax(self, dim=None, keepdim=False):
+        ops.refuse_empty_reduction("amax", self.shape, dim)
         return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False)
 
     def argmax(self, dim=None, keepdim=False):
@@ -909,22 +922,36 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
             raise ValueError(f"{name}: tensors on different devices, {t.device} and "
                              f"{other.device}; move them with .to('{t.device}') first")
         value = other.data
+    elif isinstance(other, (bool, int, float, np.generic)):
+        value = ops.fill_value(other, t.data.dtype) if ufunc in ("fill", "copy") else other
     else:
-        value = other if isinstance(other, (bool, int, float)) else xp.asarray(other)
+        value = xp.asarray(other)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
+    # anything else is computed by the op itself (PyTorch's result type, integer wrapping), then
+    # stored where that type fits
+    direct = out_of_place is None or ufunc == "fill" or (is_floating(t.data.dtype) and (
+        type(other) in (int, float) or getattr(value, "dtype", None) == t.data.dtype))
+    if not direct:
+        with no_grad():
+            value = out_of_place(t, other).data
+        if category(value.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {value.dtype} can't be cast to the "
+                                       f"desired output type {t.data.dtype} (a {t.data.dtype} "
+                                       "tensor cannot hold it)")
     try:
-        if out_of_place is None or ufunc == "fill":
+        if out_of_place is None or ufunc == "fill" or not direct:
+            if not direct and value.shape != t.shape:
+                raise ValueError
             xp.copyto(t.data, value, casting="unsafe")
         else:
-            getattr(xp, ufunc)(t.data, value, out=t.data)
-    except TypeError:  # NumPy's UFuncTypeError: the result's type cannot be stored in t
-        result = xp.result_type(t.data, value)
-        raise TypeError(f"{name}: the result has dtype {result}, which a {t.data.dtype} tensor "
-                        "cannot hold") from None
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                getattr(xp, ufunc)(t.data, value, out=t.data)
     except ValueError:
-        raise ValueError(f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to "
-                         f"this tensor's shape {t.shape}") from None
+        raise ops.BadArgumentError(
+            f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to this tensor's "
+            f"shape {t.shape}") from None
     bump_version(t)
     return t
 
@@ -1006,8 +1033,9 @@ def _inplace_in_graph(t, other, name, out_of_place):
     out = out_of_place(old, old if other is t else other)  # y *= y squares the old y
     if out.data.dtype != t.data.dtype:
         if category(out.data.dtype) > category(t.data.dtype):
-            raise TypeError(f"{name}: the result has dtype {out.data.dtype}, which a "
-                            f"{t.data.dtype} tensor cannot hold")
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
         out = _cast(out, t.data.dtype)
     if out.shape != t.shape:
         raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
@@ -1039,12 +1067,16 @@ def _index(index):
 
 def _arg_max_or_min(x, dim, keepdim, take_min):
     data = x.data
+    name = "argmin" if take_min else "argmax"
+    if data.dtype == np.bool_:
+        raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
+                                        ".int() first")
+    ops.refuse_empty_reduction(name, x.shape, dim)
     if dim is None:
         arg = data.argmin() if take_min else data.argmax()
         if keepdim:
             return Tensor(get_array_module(data).reshape(arg, (1,) * x.ndim).astype(np.int64))
         return Tensor(np.int64(arg) if x.device == "cpu" else arg.astype(np.int64))
-    name = "argmin" if take_min else "argmax"
     if x.ndim == 0:
         _wrap_dim(dim, 0, name)
         return Tensor(get_array_module(data).zeros((), dtype=np.int64))
@@ -1069,6 +1101,7 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     keepdim = keepdims if keepdims is not None else keepdim
     if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
         return Maximum.apply(*_pair(x, dim), take_min=take_min)
+    ops.refuse_empty_reduction("min" if take_min else "max", x.shape, dim)
     if x.ndim == 0 and isinstance(dim, int):  # x.max(0) of a 0-d x: (x, 0), as torch
         _wrap_dim(dim, 0, "min" if take_min else "max")
         return MaxResult(Max.apply(x, dim=dim, keepdim=keepdim, take_min=take_min),

@@ -130,3 +130,147 @@ def test_searchsorted_refuses_what_torch_refuses():
     with pytest.raises(RuntimeError):
         torch.searchsorted(torch.tensor([1., 2.]), torch.tensor([1.]), right=True, side="left")
     assert minidl.searchsorted(minidl.zeros(0), minidl.tensor([1.])).tolist() == [0]
+
+
+def _same(fm, ft):
+    """Run the same lambda on minidl and torch: equal values and dtypes, or both raise an
+    error of torch's type (minidl's error classes subclass torch's)."""
+    try:
+        want = ft(torch)
+    except Exception as e:  # noqa: BLE001  (any error torch raises, minidl must raise too)
+        kind = RuntimeError if isinstance(e, RuntimeError) else type(e)
+        with pytest.raises(kind):
+            fm(minidl)
+        return
+    got = fm(minidl)
+    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+    np.testing.assert_array_equal(_np(got), want.numpy())
+
+
+def _both(f):
+    _same(f, f)
+
+
+def test_integer_powers_with_negative_exponents():
+    cases = [lambda L: L.tensor([1, 2, 3]) ** -1, lambda L: L.tensor([0, 2]) ** -2,
+             lambda L: L.tensor(2) ** -1, lambda L: L.tensor([1, 2], dtype=L.uint8) ** -1,
+             lambda L: L.tensor([True, False]) ** -1, lambda L: L.tensor([2, 3]).pow(-2),
+             lambda L: L.pow(L.tensor([2, 3]), -1), lambda L: L.tensor([2, 3]) ** np.int64(-1),
+             lambda L: L.tensor([2, 3], dtype=L.int8) ** 200,
+             # a tensor exponent: no error, PyTorch's integer results (1, +-1 or 0)
+             lambda L: L.tensor([-3, -2, -1, 0, 1, 2, 3] * 2) ** L.tensor([-1] * 7 + [-2] * 7),
+             lambda L: 2 ** L.tensor([1, -1]), lambda L: (-1) ** L.tensor([1, -1, -2, 0]),
+             lambda L: L.tensor([1, 2, 0], dtype=L.uint8) ** L.tensor([-1, -1, -1], dtype=L.int8),
+             lambda L: L.tensor([1, -1, -1, 5], dtype=L.int8) ** L.tensor([-1, -1, -2, -3],
+                                                                        dtype=L.int8),
+             lambda L: L.tensor([2]) ** L.tensor(-1),
+             # exponents that stay legal
+             lambda L: L.tensor([0, 2]) ** 0, lambda L: L.tensor([1, 2]) ** -1.0,
+             lambda L: L.tensor([2, 3], dtype=L.uint8) ** 200, lambda L: L.tensor([3]) ** 40]
+    for f in cases:
+        _both(f)
+    x = minidl.tensor([2, 3])
+    with pytest.raises(RuntimeError, match="negative integer powers"):
+        x **= -1
+    x **= minidl.tensor([-1, 1])
+    assert x.tolist() == [0, 3]
+
+
+def test_bool_operands_refused_as_in_torch():
+    b = lambda L: L.tensor([True, False, True])  # noqa: E731
+    i = lambda L: L.tensor([1, 2, 3])  # noqa: E731
+    refused = [lambda L: -b(L), lambda L: L.neg(b(L)), lambda L: b(L) - b(L),
+               lambda L: i(L) - b(L), lambda L: b(L) - i(L), lambda L: b(L) - 1,
+               lambda L: 1 - b(L), lambda L: True - b(L), lambda L: b(L) - True,
+               lambda L: b(L) - 1.5, lambda L: L.sub(b(L), b(L)), lambda L: i(L) - True,
+               lambda L: b(L).argmax(), lambda L: b(L).argmin(0), lambda L: b(L).abs(),
+               lambda L: L.floor(b(L)), lambda L: L.ceil(b(L)), lambda L: L.trunc(b(L)),
+               lambda L: L.round(b(L)), lambda L: L.frac(b(L)), lambda L: b(L).relu(),
+               lambda L: b(L) @ b(L), lambda L: b(L) // b(L), lambda L: b(L) % b(L),
+               lambda L: L.fmod(b(L), b(L)), lambda L: b(L).clamp(min=True),
+               lambda L: b(L) ** b(L), lambda L: True ** b(L), lambda L: b(L).mean(),
+               lambda L: b(L).var(), lambda L: i(L) @ L.tensor([1., 2., 3.])]
+    for f in refused:
+        with pytest.raises(RuntimeError):
+            f(torch)
+        with pytest.raises(RuntimeError):
+            f(minidl)
+    with pytest.raises(RuntimeError, match="logical_not"):
+        -b(minidl)
+    with pytest.raises(RuntimeError, match="logical_xor"):
+        b(minidl) - b(minidl)
+    t = minidl.tensor([1., 2.])
+    with pytest.raises(RuntimeError, match="bool"):
+        t -= minidl.tensor([True, False])
+    allowed = [lambda L: b(L) + b(L), lambda L: b(L) * b(L), lambda L: b(L) / b(L),
+               lambda L: b(L) ** 2, lambda L: b(L) ** True, lambda L: b(L) ** False,
+               lambda L: 2 ** b(L), lambda L: b(L) ** 0.5, lambda L: L.diff(b(L)),
+               lambda L: b(L).clamp(0, 1), lambda L: L.sign(b(L)), lambda L: b(L).cumsum(0),
+               lambda L: b(L).sum(), lambda L: L.square(b(L))]
+    for f in allowed:
+        _both(f)
+
+
+def test_max_min_argmax_over_an_empty_dim_raise_torchs_errors():
+    for name in ("argmax", "argmin", "max", "min", "amax", "amin"):
+        for dim in (None, 1, -1):
+            def f(L, name=name, dim=dim):
+                x = L.zeros((3, 0))
+                return getattr(x, name)() if dim is None else getattr(x, name)(dim)
+            # torch: an IndexError, but a RuntimeError for max(), min(), amax(), amin()
+            kind = RuntimeError if dim is None and not name.startswith("arg") else IndexError
+            with pytest.raises(kind):
+                f(torch)
+            with pytest.raises(kind, match="reduction dim"):
+                f(minidl)
+        # an empty dim that is not reduced: an empty result, as in torch
+        want = getattr(torch.zeros((3, 0)), name)(0)
+        got = getattr(minidl.zeros((3, 0)), name)(0)
+        want, got = (want.values, got.values) if isinstance(want, tuple) else (want, got)
+        assert tuple(got.shape) == tuple(want.shape) == (0,)
+    assert minidl.zeros((3, 0)).softmax(1).shape == (3, 0)
+    assert minidl.zeros((3, 0)).log_softmax(1).shape == (3, 0)
+
+
+def test_in_place_ops_follow_torchs_result_types():
+    def ip(op, make, other):
+        def f(L):
+            x = make(L)
+            getattr(x, op)(other(L) if callable(other) else other)
+            return x
+        return f
+    cases = [ip("__iadd__", lambda L: L.tensor([1, 2]), 2.5),
+             ip("__iadd__", lambda L: L.tensor([1, 2]), lambda L: L.tensor([1., 2.])),
+             ip("__itruediv__", lambda L: L.tensor([1, 2]), 2),
+             ip("__imul__", lambda L: L.tensor([1, 2]), lambda L: L.tensor(1.5)),
+             ip("__iadd__", lambda L: L.tensor([0, 2], dtype=L.uint8), -1),
+             ip("__iadd__", lambda L: L.tensor([0, 2], dtype=L.uint8), 300),
+             ip("__iadd__", lambda L: L.tensor([0, 2], dtype=L.uint8),
+                lambda L: L.tensor([-1, 1], dtype=L.int8)),
+             ip("__iadd__", lambda L: L.tensor([100, 2], dtype=L.int8),
+                lambda L: L.tensor([100, 1])),
+             ip("__iadd__", lambda L: L.tensor([True, False]), lambda L: L.tensor([True, True])),
+             ip("__iadd__", lambda L: L.tensor([True, False]), 1),
+             ip("__iadd__", lambda L: L.tensor([1., 2.]), lambda L: L.tensor([[1., 2.], [3, 4]])),
+             ip("__itruediv__", lambda L: L.tensor([1., 0.]), 0),
+             ip("__ipow__", lambda L: L.tensor([1, 4]), 0.5),
+             ip("add_", lambda L: L.tensor([1, 2]), 2.5),
+             ip("fill_", lambda L: L.tensor([1, 2], dtype=L.uint8), -1),
+             ip("fill_", lambda L: L.tensor([1, 2], dtype=L.uint8), -255),
+             ip("fill_", lambda L: L.tensor([1, 2], dtype=L.uint8), -1.5),
+             ip("fill_", lambda L: L.tensor([1, 2], dtype=L.uint8), 300),
+             ip("fill_", lambda L: L.tensor([1, 2], dtype=L.int8), -1.5),
+             ip("fill_", lambda L: L.tensor([1, 2]), float("nan")),
+             ip("fill_", lambda L: L.tensor([1., 2.]), 1e40),
+             ip("fill_", lambda L: L.tensor([1., 2.], dtype=L.float16), 1e5),
+             ip("fill_", lambda L: L.tensor([1., 2.]), float("inf")),
+             ip("copy_", lambda L: L.tensor([1, 2], dtype=L.uint8), lambda L: L.tensor([-1, 300]))]
+    for f in cases:
+        _both(f)
+    with pytest.raises(TypeError, match="can't be cast to the desired output type int64"):
+        x = minidl.tensor([1, 2])
+        x += 2.5
+    x = minidl.tensor([1., 2.], requires_grad=True) * 1
+    z = minidl.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="can't be cast"):  # recorded by the graph: same rule
+        z += x
