@@ -203,6 +203,9 @@ def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
     """Elementwise rounding, half to even; ``decimals`` as torch.round's (zero gradient)."""
     if not decimals:
         return _same_dtype_op(Round, bool_ok=False)(input)
+    if not is_floating(input.data.dtype):
+        raise UnsupportedDtypeError(f"round: decimals= needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
     scale = 10.0 ** decimals
     return _same_dtype_op(Round, bool_ok=False)(input * scale) / scale
 

@@ -9,6 +9,7 @@ Tensor's methods, in tensor.py, call them; this module imports only ``backend`` 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import namedtuple
 
 import numpy as np
@@ -84,9 +85,14 @@ def accumulation_dtype(a):
     return np.float32 if dt.itemsize == 2 and is_floating(dt) else None
 
 # ---- arithmetic -------------------------------------------------------------------------
+# inf and NaN results come silently, as in PyTorch (NumPy would warn of overflow, 0 * inf, log 0)
+_QUIET = {"divide": "ignore", "invalid": "ignore", "over": "ignore"}
+
+
 class Add(Function):
     def forward(self, a, b):
-        return a + b
+        with np.errstate(**_QUIET):
+            return a + b
 
     def backward(self, g):
         return g, g
@@ -94,7 +100,8 @@ class Add(Function):
 
 class Sub(Function):
     def forward(self, a, b):
-        return a - b
+        with np.errstate(**_QUIET):
+            return a - b
 
     def backward(self, g):
         return g, -g
@@ -103,7 +110,8 @@ class Sub(Function):
 class Mul(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return a * b
+        with np.errstate(**_QUIET):
+            return a * b
 
     def backward(self, g):
         a, b = self.saved
@@ -113,12 +121,12 @@ class Mul(Function):
 class Div(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        with np.errstate(divide="ignore", invalid="ignore"):  # x / 0 is inf or NaN, silently
+        with np.errstate(**_QUIET):  # x / 0 is inf or NaN, silently
             return a / b
 
     def backward(self, g):
         a, b = self.saved
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(**_QUIET):
             ga = g / b
             return ga, -ga * a / b
 
@@ -141,7 +149,7 @@ class Pow(Function):
     def forward(self, a, exponent):
         self.exponent = exponent
         self.save_for_backward(a)
-        with np.errstate(divide="ignore", invalid="ignore"):  # 0 ** -1 is inf, (-8) ** 0.5 NaN
+        with np.errstate(**_QUIET):  # 0 ** -1 is inf, (-8) ** 0.5 NaN, 10 ** 100 inf
             return a ** exponent
 
     def backward(self, g):
@@ -149,7 +157,8 @@ class Pow(Function):
         p = self.exponent
         if p == 0:  # d(x^0)/dx = 0 everywhere, also at x = 0 where p * a^(p-1) is 0 * inf
             return get_array_module(g).zeros_like(g)
-        return g * (p * a ** (p - 1))
+        with np.errstate(**_QUIET):
+            return g * (p * a ** (p - 1))
 
 
 class PowTensor(Function):
@@ -163,7 +172,7 @@ class PowTensor(Function):
         if a.dtype.kind in "iu" and bool((b < 0).any()):
             y = integer_power(a, b)
         else:
-            with np.errstate(divide="ignore", invalid="ignore"):
+            with np.errstate(**_QUIET):
                 y = a ** b
         self.save_for_backward(a, b, y)
         return y
@@ -202,7 +211,8 @@ def check_integer_exponent(dtype, exponent):
 
 class Exp(Function):
     def forward(self, a):
-        y = get_array_module(a).exp(a)
+        with np.errstate(**_QUIET):
+            y = get_array_module(a).exp(a)
         self.save_for_backward(y)
         return y
 
@@ -214,22 +224,26 @@ class Exp(Function):
 class Log(Function):
     def forward(self, a):
         self.save_for_backward(a)
-        return get_array_module(a).log(a)
+        with np.errstate(**_QUIET):
+            return get_array_module(a).log(a)
 
     def backward(self, g):
         (a,) = self.saved
-        return g / a
+        with np.errstate(**_QUIET):
+            return g / a
 
 
 class Sqrt(Function):
     def forward(self, a):
-        y = get_array_module(a).sqrt(a)
+        with np.errstate(**_QUIET):
+            y = get_array_module(a).sqrt(a)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved
-        return g / (2 * y)
+        with np.errstate(**_QUIET):
+            return g / (2 * y)
 
 
 class Tanh(Function):
@@ -359,7 +373,7 @@ def wrap_integer(x, dtype):
     return x
 
 
-def fill_value(value, dtype):
+def fill_value(value, dtype, name="fill_"):
     """A Python number as ``fill_`` writes it into a tensor of ``dtype``, checked as PyTorch
     checks it: an integer dtype refuses NaN, infinity and numbers outside its range (an
     unsigned one takes integers down to -max, wrapped: ``uint8.fill_(-1)`` is 255), a float
@@ -378,7 +392,7 @@ def fill_value(value, dtype):
         low = info.min if dt.kind == "i" else (-int(info.max) if isinstance(value, int) else 0)
         fits = value == value and low <= value <= info.max
     if not fits:
-        raise BadArgumentError(f"fill_: value {value} cannot be converted to type {dt} without "
+        raise BadArgumentError(f"{name}: value {value} cannot be converted to type {dt} without "
                                "overflow")
     return wrap_integer(value, dt)
 
@@ -404,8 +418,10 @@ def _broadcast_shapes(name, **shapes):
 
 
 def _check_bool_tensor(name, what, x):
-    if not _is_tensor(x) or x.data.dtype != np.bool_:
+    if not _is_tensor(x):
         raise TypeError(f"{name}: {what} must be a bool tensor, got {_describe(x)}")
+    if x.data.dtype != np.bool_:
+        raise UnsupportedDtypeError(f"{name}: {what} must be a bool tensor, got {_describe(x)}")
 
 
 def _array_module(*operands):
@@ -521,8 +537,8 @@ def clamp(input, min=None, max=None):
     dtype = result_type(input, min, max)
     xp = _array_module(input, min, max)
     x = _operand(input, dtype, xp)
-    bounds = {what: _operand(b, dtype, xp) for what, b in (("min", min), ("max", max))
-              if b is not None}
+    bounds = {what: _operand(fill_value(b, dtype, "clamp") if _is_number(b) else b, dtype, xp)
+              for what, b in (("min", min), ("max", max)) if b is not None}
     _broadcast_shapes("clamp", input=x.shape, **{what: b.shape for what, b in bounds.items()})
     return Clamp.apply(x, *bounds.values(), has_min="min" in bounds, has_max="max" in bounds)
 
@@ -719,6 +735,10 @@ def reduction_axes(dim, ndim):
     return tuple(sorted(out)) if ndim else ()
 
 
+def _reduced_shape(shape, axes, keepdim):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape) if keepdim or i not in axes)
+
+
 def _expand_reduced(g, shape, axes, keepdim):
     xp = get_array_module(g)
     if not keepdim:
@@ -750,6 +770,9 @@ class Mean(Function):
         self.keepdim = keepdim
         self.count = int(np.prod([a.shape[ax] for ax in self.axes]))
         wide = accumulation_dtype(a)
+        if self.count == 0:  # NaN, as PyTorch, without NumPy's warning
+            return get_array_module(a).full(_reduced_shape(a.shape, self.axes, keepdim), np.nan,
+                                            dtype=a.dtype)
         if wide is not None:
             return a.mean(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
         return a.mean(axis=self.axes, keepdims=keepdim)
@@ -861,6 +884,10 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
     elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
         raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
     axes = reduction_axes(dim, x.ndim)
+    if int(np.prod([x.shape[ax] for ax in axes])) - correction <= 0:
+        warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less "
+                      "than the reduction factor (input numel divided by output numel).",
+                      UserWarning, stacklevel=3)
     return (Std if name == "std" else Var).apply(x, axes=axes, correction=correction,
                                                   keepdim=bool(keepdim))
 
@@ -1299,25 +1326,43 @@ def chunk(x, chunks, dim=0):
 
 
 class Concat(Function):
+    """Arrays joined along ``dim``; 1-d empty arrays among others of more dims are left out, as
+    PyTorch's cat does (its legacy rule), and get an empty gradient."""
+
     def forward(self, *arrays, dim=0):
         self.dim = dim
-        self.sizes = [a.shape[dim] for a in arrays]
-        return get_array_module(*arrays).concatenate(arrays, axis=dim)
+        ndim = max(a.ndim for a in arrays)
+        self.skip = [ndim > 1 and a.shape == (0,) for a in arrays]
+        kept = [a for a, s in zip(arrays, self.skip) if not s]
+        self.sizes = [a.shape[dim] for a in kept]
+        return get_array_module(*arrays).concatenate(kept, axis=dim)
 
     def backward(self, g):
         xp = get_array_module(g)
         splits = np.cumsum(self.sizes)[:-1].tolist()
-        return tuple(xp.split(g, splits, axis=self.dim))
+        parts = iter(xp.split(g, splits, axis=self.dim))
+        return tuple(xp.zeros((0,), g.dtype) if s else next(parts) for s in self.skip)
 
 
 def cat(tensors, dim=0):
     """Concatenate along ``dim``; mixed dtypes meet at PyTorch's result type."""
+    if _is_tensor(tensors):
+        raise TypeError("cat: expected a sequence of tensors, got a single tensor")
     tensors = list(tensors)
+    if not tensors:
+        raise BadArgumentError("cat: expected a non-empty list of tensors")
+    for i, t in enumerate(tensors):
+        if not _is_tensor(t):
+            raise TypeError(f"cat: expected tensors, got {_describe(t)} at position {i}")
+        if t.ndim == 0:
+            raise BadArgumentError(f"cat: zero-dimensional tensor (at position {i}) cannot be "
+                                   "concatenated")
     dtypes = {t.data.dtype for t in tensors}
     if len(dtypes) > 1:
         dtype = functools.reduce(promote_types, dtypes)
         tensors = [t if t.data.dtype == dtype else Cast.apply(t, dtype=dtype) for t in tensors]
-    return Concat.apply(*tensors, dim=dim)
+    ndim = max(t.ndim for t in tensors)
+    return Concat.apply(*tensors, dim=wrap_dim(dim, ndim, "cat"))
 
 
 def stack(tensors, dim=0):

@@ -631,7 +631,8 @@ class Tensor:
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
         x = self if dtype is None else self.to(as_dtype(dtype))  # PyTorch's dtype=: cast first
-        return Sum.apply(x, dim=dim, keepdim=keepdim)
+        y = Sum.apply(x, dim=dim, keepdim=keepdim)
+        return y if dtype is None or y.data.dtype == x.data.dtype else y.to(x.data.dtype)
 
     def mean(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
         if dtype is not None:

@@ -274,3 +274,94 @@ def test_in_place_ops_follow_torchs_result_types():
     z = minidl.tensor([1, 2])
     with pytest.raises(RuntimeError, match="can't be cast"):  # recorded by the graph: same rule
         z += x
+
+
+def test_std_var_with_no_degrees_of_freedom_warn_as_torch():
+    cases = [lambda L: L.tensor([1.]).var(), lambda L: L.tensor([1., 2.]).std(correction=2),
+             lambda L: L.tensor([1., 2.]).var(correction=3), lambda L: L.zeros(2, 0).var(1),
+             lambda L: L.tensor(1.).std()]
+    for f in cases:
+        with pytest.warns(UserWarning, match="degrees of freedom is <= 0"):
+            want = f(torch)
+        with pytest.warns(UserWarning, match="degrees of freedom is <= 0"):
+            got = f(minidl)
+        np.testing.assert_array_equal(_np(got), want.numpy())
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        minidl.tensor([1.]).var(correction=0)  # one degree of freedom: no warning
+        minidl.tensor([1., 2.]).std()
+
+
+def test_inf_and_nan_results_come_without_numpy_warnings():
+    import warnings
+    inf = float("inf")
+    cases = [lambda L: L.log(L.tensor([0., -1.])), lambda L: L.sqrt(L.tensor([-1.])),
+             lambda L: L.exp(L.tensor([1000.])), lambda L: L.tensor([1e38]) * L.tensor([1e38]),
+             lambda L: L.tensor([3e38]) + 3e38, lambda L: L.tensor([inf]) - inf,
+             lambda L: L.tensor([0.]) * inf, lambda L: L.tensor([10.]) ** 100,
+             lambda L: L.tensor([1, 2]) / 0, lambda L: L.tensor([1., 0.]) / L.zeros(2),
+             lambda L: L.tensor([True, False]) / L.tensor([True, False]),
+             lambda L: L.zeros(0).mean(), lambda L: L.zeros(2, 0).mean(1),
+             lambda L: L.tensor([-inf, -inf]).softmax(0),
+             lambda L: L.tensor([-inf, -inf]).log_softmax(0)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for f in cases:
+            _both(f)
+        x = minidl.tensor([0., 4.], requires_grad=True)
+        (x.log() + x.sqrt()).sum().backward()
+        assert np.isinf(x.grad.numpy()[0])
+
+
+def test_reduction_dtype_and_promotion_edges():
+    cases = [lambda L: L.tensor([1.5, 2., 3.]).sum(dtype=L.int32),
+             lambda L: L.tensor([1, 2]).sum(dtype=L.float32),
+             lambda L: L.ones(2, 3, dtype=L.int64).mean(1, dtype=L.float64),
+             lambda L: L.tensor([True, False, True]).cumsum(0),
+             lambda L: L.tensor([-1, 2, 127], dtype=L.int8).cumsum(0),
+             lambda L: L.tensor([1, 2, 3]).cumsum(0, dtype=L.float32),
+             lambda L: L.tensor([2 ** 30, 2 ** 30], dtype=L.int32).sum(),
+             lambda L: L.tensor([1, 2, 3]) + 2.5, lambda L: L.tensor([1, 2]) / L.tensor([2, 2]),
+             lambda L: L.tensor([True, False]) + L.tensor([True, True]),
+             lambda L: L.tensor([1, 2, 250], dtype=L.uint8) + L.tensor([-1, 2, 127], dtype=L.int8),
+             lambda L: L.tensor([1, 250], dtype=L.uint8) + L.tensor(300),
+             lambda L: L.tensor([2 ** 62]) * 4, lambda L: L.tensor([100], dtype=L.int8) * 2]
+    for f in cases:
+        _both(f)
+
+
+def test_clamp_where_cat_round_edges():
+    nan = NAN
+    cases = [lambda L: L.tensor([1., 2., 3.]).clamp(2.5, 1.5),
+             lambda L: L.tensor([1, 2, 3]).clamp(3, 1),
+             lambda L: L.tensor([1., 2.]).clamp(L.tensor([3., 3.]), L.tensor([1., 1.])),
+             lambda L: L.tensor([1, 2, 3]).clamp(1.5, 2.5),
+             lambda L: L.tensor([nan, 1.]).clamp(0, 0.5),
+             lambda L: L.tensor([1, 2, 250], dtype=L.uint8).clamp(-1, 100),
+             lambda L: L.tensor([-1, 2, 127], dtype=L.int8).clamp(max=300),
+             lambda L: L.where(L.tensor([True, False]), 1, 0),
+             lambda L: L.where(L.tensor([True, False]), 1., 0),
+             lambda L: L.where(L.tensor([True, False]), L.tensor([1, 2]), 0.5),
+             lambda L: L.where(L.tensor([True, False]), L.tensor([1, 250], dtype=L.uint8), -1),
+             lambda L: L.where(L.tensor([1, 0]), 1., 0.),
+             lambda L: L.cat([L.tensor([1, 2]), L.tensor([1., 2.])]),
+             lambda L: L.cat([L.tensor([True]), L.tensor([1, 2], dtype=L.uint8)]),
+             lambda L: L.cat([L.tensor([1], dtype=L.uint8), L.tensor([-1], dtype=L.int8)]),
+             lambda L: L.cat([L.zeros(0), L.ones(2, 2)]),
+             lambda L: L.cat([L.ones(2, 2), L.zeros(0), L.ones(2, 1)], -1),
+             lambda L: L.cat([L.tensor(1.), L.tensor(2.)]),
+             lambda L: L.stack([L.tensor([1, 2]), L.tensor([1., 2.])], -1),
+             lambda L: L.round(L.tensor([1.25, 2.35, -0.15]), decimals=1),
+             lambda L: L.round(L.tensor([15., 25., 1234.]), decimals=-1),
+             lambda L: L.round(L.tensor([1, 2]), decimals=1),
+             lambda L: L.round(L.tensor([0.5, 1.5, 2.5, -0.5])),
+             lambda L: L.nan_to_num(L.tensor([nan, float("inf"), -float("inf"), 1.]), nan=2.,
+                                    posinf=3., neginf=-3.),
+             lambda L: L.nan_to_num(L.tensor([nan, float("inf")], dtype=L.float16))]
+    for f in cases:
+        _both(f)
+    x = minidl.zeros(0, requires_grad=True)
+    y = minidl.ones(2, 2, requires_grad=True)
+    minidl.cat([x, y]).sum().backward()
+    assert x.grad.shape == (0,) and y.grad.tolist() == [[1., 1.], [1., 1.]]
