@@ -346,7 +346,7 @@ def index_select(input, dim, index):
         if idx.size != 1:
             raise IndexError(f"index_select: the index of a 0-d tensor can have only 1 value, "
                              f"got {idx.size}")
-        return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(index.shape)
+        return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(())
     idx = _vector_index("index_select", index, input.shape[d], d, input.device)
     return IndexSelect.apply(input, index=idx, dim=d)
 

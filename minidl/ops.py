@@ -673,7 +673,7 @@ class LogSoftmax(Function):
 class MatMul(Function):
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
-            raise ValueError("matmul: both operands need at least one dimension, got shapes "
+            raise BadArgumentError("matmul: both operands need at least one dimension, got shapes "
                              f"{a.shape} and {b.shape}")
         if a.dtype == np.bool_:
             raise UnsupportedDtypeError("matmul: not implemented for bool tensors (PyTorch "
@@ -884,7 +884,8 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
     elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
         raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
     axes = reduction_axes(dim, x.ndim)
-    if int(np.prod([x.shape[ax] for ax in axes])) - correction <= 0:
+    count = int(np.prod([x.shape[ax] for ax in axes])) if x.data.size else 0
+    if count - correction <= 0:  # PyTorch counts numel / output numel: 0 for an empty input
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less "
                       "than the reduction factor (input numel divided by output numel).",
                       UserWarning, stacklevel=3)
@@ -929,6 +930,8 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     n = data.shape[d]
     if not 0 <= k <= n:
         raise BadArgumentError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
+    if not x.ndim:
+        k = 1  # a 0-d tensor gives itself and index 0, for k = 0 too (as PyTorch)
     xp = get_array_module(data)
     order = xp.argsort(data, axis=d, kind="stable") if xp is np else xp.argsort(data, axis=d)
     if largest:
@@ -1288,7 +1291,7 @@ def split(x, split_size_or_sections, dim=0):
     """Pieces of ``split_size`` along ``dim`` (the last one smaller), or of each size in a
     list that sums to the dim's size; each piece keeps its gradient path to x."""
     if x.ndim == 0:
-        raise ValueError("split: needs a tensor with at least one dim, got a 0-d tensor")
+        raise BadArgumentError("split: needs a tensor with at least one dim, got a 0-d tensor")
     d = wrap_dim(dim, x.ndim, "split")
     n = x.shape[d]
     sections = split_size_or_sections
@@ -1318,7 +1321,7 @@ def chunk(x, chunks, dim=0):
     if chunks <= 0:
         raise ValueError(f"chunk: chunks must be > 0, got {chunks}")
     if x.ndim == 0:
-        raise ValueError("chunk: needs a tensor with at least one dim, got a 0-d tensor")
+        raise BadArgumentError("chunk: needs a tensor with at least one dim, got a 0-d tensor")
     n = x.shape[wrap_dim(dim, x.ndim, "chunk")]
     if n == 0:
         return split(x, [0] * int(chunks), dim)

@@ -14,7 +14,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .ops import Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
+from .ops import BadArgumentError, Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
 from .shape_ops import select
 
 
@@ -78,7 +78,7 @@ def dot(input, tensor):
     """The dot product of two 1-d tensors of the same size."""
     _tensor("dot", "input", input), _tensor("dot", "tensor", tensor)
     if input.ndim != 1 or tensor.ndim != 1:
-        raise ValueError(f"dot: both operands must be 1-d, got shapes {input.shape} and "
+        raise BadArgumentError(f"dot: both operands must be 1-d, got shapes {input.shape} and "
                          f"{tensor.shape}")
     if input.shape != tensor.shape:
         raise ValueError(f"dot: sizes differ: {input.shape[0]} and {tensor.shape[0]}")
@@ -90,7 +90,7 @@ def outer(input, vec2):
     """The outer product ``input[i] * vec2[j]`` of two 1-d tensors."""
     _tensor("outer", "input", input), _tensor("outer", "vec2", vec2)
     if input.ndim != 1 or vec2.ndim != 1:
-        raise ValueError(f"outer: both operands must be 1-d, got shapes {input.shape} and "
+        raise BadArgumentError(f"outer: both operands must be 1-d, got shapes {input.shape} and "
                          f"{vec2.shape}")
     a, b = input, vec2
     dtype = result_type(a, b)

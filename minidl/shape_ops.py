@@ -14,7 +14,7 @@ from collections import namedtuple
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import DimError, Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
 from .ops import (
@@ -146,7 +146,7 @@ class Triangle(Function):
 
 def _triangle(name, input, diagonal, upper):
     if input.ndim < 2:
-        raise ValueError(f"{name}: needs a tensor of at least 2 dims (a matrix or a batch of "
+        raise BadArgumentError(f"{name}: needs a tensor of at least 2 dims (a matrix or a batch of "
                          f"them), got shape {input.shape}")
     if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
         raise TypeError(f"{name}: diagonal must be an int, got {type(diagonal).__name__}")
@@ -217,13 +217,13 @@ def diag(input, diagonal=0):
         return DiagEmbed.apply(input, offset=int(diagonal))
     if input.ndim == 2:
         return Diagonal.apply(input, offset=int(diagonal), dim1=0, dim2=1)
-    raise ValueError(f"diag: needs a 1-d or 2-d tensor, got shape {input.shape}")
+    raise BadArgumentError(f"diag: needs a 1-d or 2-d tensor, got shape {input.shape}")
 
 
 def narrow(input, dim, start, length):
     """The ``length`` elements from ``start`` along ``dim`` (a slice, sharing the gradient)."""
     if input.ndim == 0:
-        raise ValueError("narrow: cannot narrow a 0-d tensor")
+        raise BadArgumentError("narrow: cannot narrow a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "narrow")
     if isinstance(start, autograd.Tensor):
         start = int(start.item())
@@ -241,7 +241,7 @@ def narrow(input, dim, start, length):
 def unbind(input, dim=0):
     """The slices of ``input`` along ``dim``, as a tuple (each keeps its gradient path)."""
     if input.ndim == 0:
-        raise ValueError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
+        raise DimError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "unbind")
     return tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d]))
 
@@ -491,6 +491,8 @@ def rot90(input, k=1, dims=(0, 1)):
 
 def diff(input, n=1, dim=-1, prepend=None, append=None):
     """The ``n``-th forward difference along ``dim``, after prepending/appending tensors."""
+    if input.ndim == 0:
+        raise BadArgumentError("diff expects input to be at least one-dimensional")
     d = wrap_dim(dim, input.ndim, "diff")
     parts = [p for p in (prepend, input, append) if p is not None]
     x = concat(parts, d) if len(parts) > 1 else input

@@ -739,7 +739,8 @@ class Tensor:
         start = _wrap_dim(start_dim, self.ndim, "flatten")
         end = _wrap_dim(end_dim, self.ndim, "flatten")
         if start > end:
-            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+            raise ops.BadArgumentError(f"flatten: start_dim {start_dim} comes after end_dim "
+                                       f"{end_dim}")
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
         if 0 in self.shape:
             shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) \

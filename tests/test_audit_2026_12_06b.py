@@ -365,3 +365,50 @@ def test_clamp_where_cat_round_edges():
     y = minidl.ones(2, 2, requires_grad=True)
     minidl.cat([x, y]).sum().backward()
     assert x.grad.shape == (0,) and y.grad.tolist() == [[1., 1.], [1., 1.]]
+
+
+def test_0d_and_empty_edges():
+    s = lambda L: L.tensor(2.5)  # noqa: E731
+    cases = [lambda L: s(L).topk(0).values, lambda L: s(L).topk(0).indices,
+             lambda L: L.index_select(s(L), 0, L.tensor([0])),
+             lambda L: L.narrow(s(L), 0, 0, 1), lambda L: L.chunk(s(L), 2),
+             lambda L: L.split(s(L), 1), lambda L: L.diag(s(L)), lambda L: L.tril(s(L)),
+             lambda L: s(L) @ s(L), lambda L: L.dot(s(L), s(L)), lambda L: L.outer(s(L), s(L)),
+             lambda L: L.diff(s(L)), lambda L: L.ones(2, 3).flatten(1, 0)]
+    for f in cases:
+        _both(f)
+    with pytest.raises(IndexError):
+        minidl.unbind(minidl.tensor(1.))
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        torch.zeros(2, 0).var(0)
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        minidl.zeros(2, 0).var(0)
+
+
+def test_new_paths_run_on_a_fake_gpu(monkeypatch):
+    """searchsorted's NaN search, integer powers and the tie rules on a CuPy-like device (the
+    numpy-backed stand-in of tests/_fake_gpu.py; no CUDA kernel is needed by these ops)."""
+    import _fake_gpu
+
+    seq, values = [1., NAN, 3., 4.], [3., NAN, 0., 5.]
+    want_search = minidl.searchsorted(minidl.tensor(seq), minidl.tensor(values)).numpy()
+    want_2d = minidl.searchsorted(minidl.tensor([seq]), minidl.tensor([values]),
+                                  right=True).numpy()
+    base, exponent = [-3, -1, 0, 1, 2], [-1, -1, -2, -3, -1]
+    want_pow = (minidl.tensor(base) ** minidl.tensor(exponent)).numpy()
+    _fake_gpu.install(monkeypatch, None)
+    got = minidl.searchsorted(minidl.tensor(seq, device="cuda"),
+                              minidl.tensor(values, device="cuda"))
+    assert got.device == "cuda"
+    np.testing.assert_array_equal(got.numpy(), want_search)
+    got = minidl.searchsorted(minidl.tensor([seq], device="cuda"),
+                              minidl.tensor([values], device="cuda"), right=True)
+    np.testing.assert_array_equal(got.numpy(), want_2d)
+    got = minidl.tensor(base, device="cuda") ** minidl.tensor(exponent, device="cuda")
+    np.testing.assert_array_equal(got.numpy(), want_pow)
+    x = minidl.tensor([1., 3., 3., 2.], device="cuda", requires_grad=True)
+    top = x.topk(2)
+    top.values.sum().backward()
+    assert top.values.tolist() == [3., 3.] and x.grad.tolist() == [0., 1., 1., 0.]
+    with pytest.raises(RuntimeError, match="bool"):
+        -minidl.tensor([True], device="cuda")
