@@ -218,18 +218,61 @@ negative = neg
 
 
 def lerp(input, end, weight):
-    """``input + weight * (end - input)``; weight a number or a tensor (broadcast)."""
+    """``input + weight * (end - input)``; weight a number or a tensor (broadcast). As in
+    PyTorch, input is floating-point and end (and a weight tensor with dims) of its dtype."""
+    dtype = input.data.dtype
+    if not is_floating(dtype):
+        raise UnsupportedDtypeError(f"lerp: needs a floating-point input, got dtype {dtype}")
+    for what, x in (("end", end), ("weight", weight)):
+        if isinstance(x, autograd.Tensor) and x.data.dtype != dtype and (
+                what == "end" or x.ndim):
+            raise UnsupportedDtypeError(f"lerp: expected dtype {dtype} for `{what}` but got "
+                                        f"dtype {x.data.dtype}")
     return input + weight * (end - input)
+
+
+def _integer_value(value, *tensors):
+    """``value`` as PyTorch applies it to integer tensors: a float one truncated to an int."""
+    if isinstance(value, float) and not is_floating(result_type(*tensors)):
+        return int(value)
+    return value
 
 
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 * tensor2``."""
-    return input + value * (tensor1 * tensor2)
+    return input + _integer_value(value, input, tensor1, tensor2) * (tensor1 * tensor2)
 
 
 def addcdiv(input, tensor1, tensor2, *, value=1):
-    """``input + value * tensor1 / tensor2``."""
+    """``input + value * tensor1 / tensor2``; two integer tensors are refused, as in PyTorch
+    (its integer division here was removed)."""
+    if not (is_floating(tensor1.data.dtype) or is_floating(tensor2.data.dtype)):
+        raise UnsupportedDtypeError("Integer division with addcdiv is no longer supported; "
+                                    "use tensor1 / tensor2 or a floating-point tensor")
     return input + value * (tensor1 / tensor2)
+
+
+def _shift(input, other, ufunc, reverse=False):
+    """``<<`` and ``>>`` of integer tensors and numbers, at PyTorch's result type."""
+    a, b = (other, input) if reverse else (input, other)
+    for what, x in (("input", a), ("other", b)):
+        if not (isinstance(x, autograd.Tensor) or _is_number(x)):
+            raise TypeError(f"{ufunc}: {what} must be a tensor or a number, got "
+                            f"{type(x).__name__}")
+    dtype = result_type(a, b)
+    if dtype.kind not in "iu":
+        raise UnsupportedDtypeError(f"{ufunc}: needs integer tensors, got dtype {dtype}")
+    xp = _array_module(a, b)
+    x, y = _operand(a, dtype, xp), _operand(b, dtype, xp)
+    return autograd.Tensor(getattr(xp, ufunc)(x.data, y.data))
+
+
+def bitwise_left_shift(input, other):
+    return _shift(input, other, "left_shift")
+
+
+def bitwise_right_shift(input, other):
+    return _shift(input, other, "right_shift")
 
 
 # ---- reductions ----------------------------------------------------------------------------
@@ -543,7 +586,7 @@ class DivRounded(Function):
         if a.dtype == np.bool_:
             raise UnsupportedDtypeError("div with a rounding mode (//): not implemented for "
                                         "bool tensors (PyTorch refuses them too)")
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # int8 -128 // -1
             if a.dtype.kind in "iub":
                 _check_integer_divisor("div", b)
                 q = xp.floor_divide(a, b)
@@ -598,6 +641,14 @@ TENSOR_METHODS.update({
     "__mod__": remainder, "__rmod__": _reflected(remainder),
     "__floordiv__": floor_divide, "__rfloordiv__": _reflected(floor_divide),
 })
+TENSOR_METHODS.update({
+    "bitwise_left_shift": bitwise_left_shift, "bitwise_right_shift": bitwise_right_shift,
+    "__lshift__": bitwise_left_shift, "__rshift__": bitwise_right_shift,
+    "__rlshift__": lambda self, other: _shift(self, other, "left_shift", reverse=True),
+    "__rrshift__": lambda self, other: _shift(self, other, "right_shift", reverse=True),
+})
+FUNCTIONS.update({"bitwise_left_shift": bitwise_left_shift,
+                  "bitwise_right_shift": bitwise_right_shift})
 FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": div,
                   "floor_divide": floor_divide})
 

@@ -836,7 +836,8 @@ def _bitwise(a: Tensor, other, ufunc):
     """``&``, ``|``, ``^`` on bool or integer tensors (bool with bool stays bool)."""
     x, y = _pair(a, other)
     if x.data.dtype.kind not in "biu":
-        raise TypeError(f"{ufunc} needs bool or integer tensors, got {x.data.dtype}")
+        raise ops.UnsupportedDtypeError(f"{ufunc} needs bool or integer tensors, got "
+                                        f"{x.data.dtype}")
     return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
 
 
@@ -844,6 +845,9 @@ def _scalar(x, like: Tensor, dtype):
     """A Python number as a 0-d array of ``dtype`` on ``like``'s device. An integer outside an
     integer dtype's range wraps as in PyTorch (``uint8_tensor - 1``: the 1 subtracted, mod 256)."""
     x = ops.wrap_integer(x, dtype)
+    if type(x) is float and abs(x) > 65504.0:  # beyond float16: inf there, as in PyTorch
+        with np.errstate(over="ignore"):
+            return Tensor(get_array_module(like.data).asarray(x, dtype=dtype))
     if type(like.data) is np.ndarray:
         return Tensor(np.asarray(x, dtype=dtype))
     xp = get_array_module(like.data)
@@ -960,6 +964,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
 
 def _set_item(t, index, value):
     name = "x[index] = value"
+    if isinstance(value, (bool, int, float, np.generic)):  # checked and wrapped as torch does
+        value = ops.fill_value(value, t.data.dtype, name)
     if isinstance(value, Tensor) and value.device != t.device:
         raise ValueError(f"{name}: tensors on different devices, {t.device} and "
                          f"{value.device}; move the value with .to('{t.device}') first")
@@ -1092,10 +1098,12 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
 def _any_or_all(x, name, dim, keepdim):
     """``x.any()``, ``x.all()``: a bool tensor outside the graph. An empty list of dims reduces
     none, as in PyTorch's any and all (its sum and mean take it as all dims)."""
+    # uint8 gives uint8 (0 or 1), as in PyTorch; every other dtype gives bool
+    dtype = np.uint8 if x.data.dtype == np.uint8 else np.bool_
     if isinstance(dim, (tuple, list)) and not dim:
-        return Tensor(x.data.astype(np.bool_))
+        return Tensor(x.data.astype(np.bool_).astype(dtype, copy=False))
     axes = reduction_axes(dim, x.ndim)
-    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim))
+    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim).astype(dtype, copy=False))
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):

@@ -412,3 +412,72 @@ def test_new_paths_run_on_a_fake_gpu(monkeypatch):
     assert top.values.tolist() == [3., 3.] and x.grad.tolist() == [0., 1., 1., 0.]
     with pytest.raises(RuntimeError, match="bool"):
         -minidl.tensor([True], device="cuda")
+
+
+def test_any_all_shifts_bitwise_lerp_addc_edges():
+    u8 = lambda L: L.tensor([1, 0, 250], dtype=L.uint8)  # noqa: E731
+    i = lambda L: L.tensor([1, 2, 3])  # noqa: E731
+    f = lambda L: L.tensor([1., 2., 3.])  # noqa: E731
+    cases = [lambda L: u8(L).any(), lambda L: u8(L).all(),
+             lambda L: L.tensor([[1, 0], [0, 0]], dtype=L.uint8).any(1),
+             lambda L: L.tensor([[1, 0], [0, 0]], dtype=L.int8).all(0),
+             lambda L: L.tensor([-128], dtype=L.int8) // -1, lambda L: L.tensor([-2 ** 63]) // -1,
+             lambda L: f(L) & 1, lambda L: i(L) & 1.5, lambda L: i(L) << 2,
+             lambda L: L.tensor([-8]) >> 1, lambda L: u8(L) << 1, lambda L: 1 << L.tensor([2]),
+             lambda L: L.tensor([True]) << 1, lambda L: L.tensor([1.]) << 1,
+             lambda L: L.tensor([1]) << 64, lambda L: L.tensor([-8]) >> 70,
+             lambda L: L.bitwise_left_shift(L.tensor([3]), 1),
+             lambda L: L.bitwise_right_shift(L.tensor([12], dtype=L.int8), L.tensor([2])),
+             lambda L: L.lerp(f(L), f(L) * 2, 0.5), lambda L: L.lerp(i(L), i(L), 0.5),
+             lambda L: L.lerp(f(L), i(L), 0.5), lambda L: L.lerp(f(L), f(L).double(), 0.5),
+             lambda L: L.lerp(f(L), f(L), L.tensor([0.5, 0.5, 0.5], dtype=L.float64)),
+             lambda L: L.addcmul(i(L), i(L), i(L), value=1.5),
+             lambda L: L.addcmul(i(L), i(L), i(L), value=-0.5),
+             lambda L: L.addcmul(i(L), f(L), i(L), value=0.5),
+             lambda L: L.addcdiv(f(L), i(L), f(L)), lambda L: L.addcdiv(f(L), i(L), i(L)),
+             lambda L: L.tensor([1.], dtype=L.float16) + 1e5]
+    for c in cases:
+        _both(c)
+
+
+def test_indexing_ops_index_dtypes_bounds_and_src_dtypes_as_torch():
+    m = lambda L: L.arange(6.).reshape(2, 3)  # noqa: E731
+    ix = lambda L, v, dt=None: L.tensor(v, dtype=dt or L.int64)  # noqa: E731
+
+    def setitem(make, index, value):
+        def f(L):
+            t = make(L)
+            t[index] = value
+            return t
+        return f
+    cases = [lambda L: L.gather(m(L), 1, ix(L, [[-1], [0]])),
+             lambda L: L.gather(m(L), 1, ix(L, [[3], [0]])),
+             lambda L: L.gather(m(L), 1, ix(L, [[1], [0]], L.int32)),
+             lambda L: L.gather(m(L), 1, ix(L, [[1], [0]], L.int16)),
+             lambda L: L.gather(m(L), 1, L.tensor([[1.], [0.]])),
+             lambda L: L.gather(m(L), 1, ix(L, [[0], [1], [0]])),
+             lambda L: L.scatter(m(L), 1, ix(L, [[0], [2]]), L.ones(2, 1, dtype=L.int64)),
+             lambda L: L.scatter(m(L), 1, ix(L, [[0], [2]], L.int32), 9.),
+             lambda L: L.scatter(m(L), 1, ix(L, [[-1], [2]]), 9.),
+             lambda L: L.scatter_add(m(L), 1, ix(L, [[0], [2]]), L.ones(2, 1, dtype=L.int64)),
+             lambda L: L.index_select(m(L), 1, ix(L, [-1])),
+             lambda L: L.index_select(m(L), 1, ix(L, [2, 0], L.int32)),
+             lambda L: L.index_select(m(L), 1, ix(L, [2, 0], L.int16)),
+             lambda L: L.index_add(m(L), 1, ix(L, [-1]), L.ones(2, 1)),
+             lambda L: L.index_add(m(L), 1, ix(L, [0]), L.ones(2, 1, dtype=L.float64)),
+             lambda L: L.index_fill(m(L), 1, ix(L, [-1]), -1.),
+             lambda L: L.index_fill(m(L), 1, ix(L, [-4]), -1.),
+             lambda L: L.index_fill(m(L), 1, ix(L, [0], L.int32), -1.),
+             lambda L: L.index_copy(m(L), 1, ix(L, [0]), L.ones(2, 1, dtype=L.float64)),
+             lambda L: L.index_put(m(L), (ix(L, [0]),), L.tensor(1., dtype=L.float64)),
+             lambda L: L.take_along_dim(m(L), ix(L, [[0], [1]], L.int32), 1),
+             lambda L: L.masked_select(m(L), ix(L, [1, 0, 1])),
+             setitem(lambda L: L.zeros(2, dtype=L.uint8), 0, -1),
+             setitem(lambda L: L.zeros(2, dtype=L.uint8), 0, 300),
+             setitem(lambda L: L.zeros(2, dtype=L.int64), 0, NAN),
+             setitem(lambda L: L.zeros(2), 0, 1e40),
+             setitem(lambda L: L.zeros(2, dtype=L.int64), 1, 2.7)]
+    for c in cases:
+        _both(c)
+    with pytest.raises(IndexError):
+        minidl.index_select(m(minidl), 1, ix(minidl, [[0]]))
