@@ -10,6 +10,8 @@ methods are installed by tensor.py from ``TENSOR_METHODS``; this module imports 
 """
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from . import autograd
@@ -17,8 +19,9 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
 from .ops import (
-    Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand, accumulation_dtype,
-    clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
+    BadArgumentError, Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
+    accumulation_dtype, clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type,
+    where, wrap_dim,
 )
 
 
@@ -763,3 +766,239 @@ FUNCTIONS.update({
     "std_mean": std_mean, "var_mean": var_mean,
     "is_floating_point": TENSOR_METHODS["is_floating_point"],
 })
+
+
+# ---- more elementwise ops under PyTorch's names: atan2, hypot, logaddexp, copysign, fmax... -
+def _two_tensors(name, input, other, floating=True, integers=True):
+    """The operands of a binary op that takes tensors only (as PyTorch's atan2, hypot...), at
+    their result type: floating-point where ``floating`` (integers as float32, or refused
+    where not ``integers``)."""
+    for what, x in (("input", input), ("other", other)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"{name}(): argument '{what}' must be a Tensor, not "
+                            f"{type(x).__name__}")
+    dtype = result_type(input, other)
+    if floating and not is_floating(dtype):
+        if not integers:
+            raise UnsupportedDtypeError(f"{name}: not implemented for integer tensors (PyTorch "
+                                        f"refuses them too), got {dtype}")
+        dtype = np.dtype(np.float32)
+    xp = _array_module(input, other)
+    return _operand(input, dtype, xp), _operand(other, dtype, xp)
+
+
+def _binary(name, forward, gradients):
+    """A Function ``y = forward(xp, a, b)`` whose gradients are ``gradients(xp, a, b, y, g)``
+    (None for an input that gets none)."""
+
+    def fwd(self, a, b):
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            y = forward(xp, a, b).astype(a.dtype, copy=False)
+        self.save_for_backward(a, b, y)
+        return y
+
+    def bwd(self, g):
+        a, b, y = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            grads = gradients(xp, a, b, y, g)
+        return tuple(None if x is None else x.astype(g.dtype, copy=False) for x in grads)
+
+    return type(name, (Function,), {"forward": fwd, "backward": bwd, "__doc__": name.lower()})
+
+
+def _atan2_grads(xp, a, b, y, g):
+    r2 = a * a + b * b  # d/da atan2(a, b) = b / r^2, d/db = -a / r^2; 0 at the origin (PyTorch)
+    return xp.where(r2 == 0, 0, g * b / r2), xp.where(r2 == 0, 0, -g * a / r2)
+
+
+def _pick_grads(take_min):
+    def grads(xp, a, b, y, g):
+        # a gets the gradient where it is the result (ties and two NaNs: a), b elsewhere
+        first = (a <= b if take_min else a >= b) | xp.isnan(b)
+        return xp.where(first, g, 0), xp.where(first, 0, g)
+    return grads
+
+
+Atan2 = _binary("Atan2", lambda xp, a, b: xp.arctan2(a, b), _atan2_grads)
+Hypot = _binary("Hypot", lambda xp, a, b: xp.hypot(a, b),
+                lambda xp, a, b, y, g: (g * a / y, g * b / y))
+LogAddExp = _binary("LogAddExp", lambda xp, a, b: xp.logaddexp(a, b),
+                    lambda xp, a, b, y, g: (g * xp.exp(a - y), g * xp.exp(b - y)))
+LogAddExp2 = _binary("LogAddExp2", lambda xp, a, b: xp.logaddexp2(a, b),
+                     lambda xp, a, b, y, g: (g * xp.exp2(a - y), g * xp.exp2(b - y)))
+CopySign = _binary("CopySign", lambda xp, a, b: xp.copysign(a, b),
+                   lambda xp, a, b, y, g: (xp.where(a == 0, 0, g * y / a), None))
+FMax = _binary("FMax", lambda xp, a, b: xp.fmax(a, b), _pick_grads(take_min=False))
+FMin = _binary("FMin", lambda xp, a, b: xp.fmin(a, b), _pick_grads(take_min=True))
+
+
+def atan2(input, other):
+    """The angle of (other, input) in radians, elementwise (integers computed in float32)."""
+    return Atan2.apply(*_two_tensors("atan2", input, other))
+
+
+def hypot(input, other):
+    """``sqrt(input^2 + other^2)`` without overflow (floating-point tensors only)."""
+    return Hypot.apply(*_two_tensors("hypot", input, other, integers=False))
+
+
+def logaddexp(input, other):
+    """``log(exp(input) + exp(other))``, stable (floating-point tensors only)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp", input, other, integers=False))
+
+
+def logaddexp2(input, other):
+    """``log2(2^input + 2^other)``, stable (floating-point tensors only)."""
+    return LogAddExp2.apply(*_two_tensors("logaddexp2", input, other, integers=False))
+
+
+def copysign(input, other):
+    """``|input|`` with the sign of ``other`` (a tensor or a number); float result."""
+    if not isinstance(other, autograd.Tensor) and not _is_number(other):
+        raise TypeError(f"copysign: other must be a tensor or a number, got "
+                        f"{type(other).__name__}")
+    dtype = result_type(input, other)
+    dtype = dtype if is_floating(dtype) else np.dtype(np.float32)
+    xp = _array_module(input, other)
+    return CopySign.apply(_operand(input, dtype, xp), _operand(other, dtype, xp))
+
+
+def fmax(input, other):
+    """The elementwise maximum ignoring NaN (NaN only where both are); integers stay integers."""
+    a, b = _two_tensors("fmax", input, other, floating=False)
+    if not is_floating(a.data.dtype):
+        return autograd.Tensor(get_array_module(a.data).maximum(a.data, b.data))
+    return FMax.apply(a, b)
+
+
+def fmin(input, other):
+    """The elementwise minimum ignoring NaN (NaN only where both are)."""
+    a, b = _two_tensors("fmin", input, other, floating=False)
+    if not is_floating(a.data.dtype):
+        return autograd.Tensor(get_array_module(a.data).minimum(a.data, b.data))
+    return FMin.apply(a, b)
+
+
+def float_power(input, exponent):
+    """``input ** exponent`` computed in float64 (PyTorch's float_power), the result float64."""
+    double = np.dtype(np.float64)
+    base = input.to(double) if isinstance(input, autograd.Tensor) else \
+        autograd.Tensor(np.asarray(float(input)))
+    if isinstance(exponent, autograd.Tensor):
+        return base ** exponent.to(double)
+    return base ** float(exponent)
+
+
+Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1))
+Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a), lambda xp, a: 1 / xp.sqrt(a * a - 1))
+Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a))
+Deg2Rad = _unary("Deg2Rad", lambda xp, a: a * (np.pi / 180), lambda xp, a: xp.full(
+    a.shape, np.pi / 180, a.dtype))
+Rad2Deg = _unary("Rad2Deg", lambda xp, a: a * (180 / np.pi), lambda xp, a: xp.full(
+    a.shape, 180 / np.pi, a.dtype))
+asinh, acosh, atanh, deg2rad, rad2deg = (_float_op(f) for f in (Asinh, Acosh, Atanh, Deg2Rad,
+                                                                  Rad2Deg))
+arcsinh, arccosh, arctanh, arctan2 = asinh, acosh, atanh, atan2
+
+
+def signbit(input):
+    """Whether the sign bit is set (True for -0.0), elementwise; a bool tensor."""
+    data = input.data
+    xp = get_array_module(data)
+    return autograd.Tensor(xp.signbit(data) if data.dtype.kind != "b" else
+                           xp.zeros(data.shape, bool))
+
+
+def isposinf(input):
+    data = input.data
+    return autograd.Tensor(data == np.inf if is_floating(data.dtype) else
+                           get_array_module(data).zeros(data.shape, bool))
+
+
+def isneginf(input):
+    data = input.data
+    return autograd.Tensor(data == -np.inf if is_floating(data.dtype) else
+                           get_array_module(data).zeros(data.shape, bool))
+
+
+def heaviside(input, values):
+    """0 where input < 0, 1 where > 0, ``values`` where it is 0 (both of one dtype, as
+    PyTorch asks); no gradient."""
+    if not isinstance(values, autograd.Tensor) or values.data.dtype != input.data.dtype:
+        raise UnsupportedDtypeError("heaviside: values must be a tensor of input's dtype "
+                                    "(PyTorch does not mix dtypes here)")
+    xp = get_array_module(input.data)
+    return autograd.Tensor(xp.heaviside(input.data, values.data).astype(input.data.dtype))
+
+
+AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])  # torch.return_types.aminmax
+
+
+def aminmax(input, *, dim=None, keepdim=False):
+    """(min, max) over everything or over one ``dim``; gradients as amin's and amax's (shared
+    among ties)."""
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
+        raise TypeError(f"aminmax: dim must be an int or None, got {type(dim).__name__}")
+    if 0 in input.shape and (dim is None or input.shape[wrap_dim(dim, input.ndim, "aminmax")]
+                             == 0):
+        raise BadArgumentError("aminmax(): cannot compute aminmax over an empty dimension as "
+                               "the operation has no identity.")
+    axes = None if dim is None else dim
+    return AminmaxResult(Max.apply(input, dim=axes, keepdim=keepdim, take_min=True),
+                         Max.apply(input, dim=axes, keepdim=keepdim, take_min=False))
+
+
+def dist(input, other, p=2):
+    """The p-norm of ``input - other`` (broadcast)."""
+    return (input - other).norm(p=p)
+
+
+def isin(elements, test_elements, *, assume_unique=False, invert=False):
+    """Whether each element of ``elements`` is in ``test_elements`` (tensors or numbers)."""
+    a = elements.data if isinstance(elements, autograd.Tensor) else np.asarray(elements)
+    b = test_elements.data if isinstance(test_elements, autograd.Tensor) else \
+        np.asarray(test_elements)
+    xp = get_array_module(a, b)
+    return autograd.Tensor(xp.isin(a, b, assume_unique=assume_unique, invert=invert))
+
+
+def _alias(fn, name):
+    def op(*args, **kwargs):
+        return fn(*args, **kwargs)
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"PyTorch's alias of {fn.__name__}."
+    return op
+
+
+_NEW_ELEMENTWISE = {
+    "atan2": atan2, "arctan2": arctan2, "hypot": hypot, "logaddexp": logaddexp,
+    "logaddexp2": logaddexp2, "copysign": copysign, "fmax": fmax, "fmin": fmin,
+    "float_power": float_power, "asinh": asinh, "acosh": acosh, "atanh": atanh,
+    "arcsinh": arcsinh, "arccosh": arccosh, "arctanh": arctanh, "deg2rad": deg2rad,
+    "rad2deg": rad2deg, "signbit": signbit, "isposinf": isposinf, "isneginf": isneginf,
+    "heaviside": heaviside, "aminmax": aminmax, "dist": dist,
+    "absolute": _alias(lambda input: abs(input), "absolute"),
+    "multiply": _alias(lambda input, other: input * other, "multiply"),
+    "subtract": _alias(lambda input, other, *, alpha=1: input.sub(other, alpha=alpha),
+                       "subtract"),
+    "true_divide": _alias(lambda input, other: input / other, "true_divide"),
+    "positive": _alias(lambda input: _positive(input), "positive"),
+    "sgn": _alias(lambda input: sign(input), "sgn"),
+    "bitwise_and": _alias(lambda input, other: input & other, "bitwise_and"),
+    "bitwise_or": _alias(lambda input, other: input | other, "bitwise_or"),
+    "bitwise_xor": _alias(lambda input, other: input ^ other, "bitwise_xor"),
+    "bitwise_not": _alias(lambda input: ~input, "bitwise_not"),
+}
+
+
+def _positive(input):
+    if input.data.dtype == np.bool_:
+        raise UnsupportedDtypeError("The `+` operator, on a bool tensor is not supported.")
+    return input
+
+
+TENSOR_METHODS.update(_NEW_ELEMENTWISE)
+FUNCTIONS.update(_NEW_ELEMENTWISE)
+FUNCTIONS["isin"] = isin

@@ -589,7 +589,8 @@ class Tensor:
 
     def __invert__(self):
         if self.data.dtype.kind not in "biu":
-            raise TypeError(f"~ (bitwise_not) needs a bool or integer tensor, got {self.dtype}")
+            raise ops.UnsupportedDtypeError(f"~ (bitwise_not) needs a bool or integer tensor, "
+                                            f"got {self.dtype}")
         return Tensor(get_array_module(self.data).invert(self.data))
 
     def __contains__(self, element):

@@ -144,7 +144,11 @@ def _same(fm, ft):
         return
     got = fm(minidl)
     assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
-    np.testing.assert_array_equal(_np(got), want.numpy())
+    if want.dtype.is_floating_point:  # within an ulp or two of torch's vectorised math
+        np.testing.assert_allclose(_np(got).astype(np.float64),
+                                   want.double().numpy(), rtol=3e-7, atol=0)
+    else:
+        np.testing.assert_array_equal(_np(got), want.numpy())
 
 
 def _both(f):
@@ -481,3 +485,104 @@ def test_indexing_ops_index_dtypes_bounds_and_src_dtypes_as_torch():
         _both(c)
     with pytest.raises(IndexError):
         minidl.index_select(m(minidl), 1, ix(minidl, [[0]]))
+
+
+# ---- ops PyTorch has that minidl lacked: forward and backward against torch, gradcheck ------
+BINARY_NEW = ["atan2", "hypot", "logaddexp", "logaddexp2", "copysign", "fmax", "fmin",
+              "float_power"]
+UNARY_NEW = ["asinh", "acosh", "atanh", "deg2rad", "rad2deg"]
+
+
+def _pair_data(name):
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    if name == "float_power":
+        a = np.abs(a) + 0.5
+    a[0, 0], b[0, 0] = 1.25, 1.25  # a tie (fmax/fmin give it to input)
+    if name in ("fmax", "fmin"):
+        a[1, 1], b[2, 2] = NAN, NAN
+    return a, b
+
+
+def _unary_data(name):
+    x = np.random.default_rng(6).uniform(-0.9, 0.9, (3, 4))
+    return x + 2 if name == "acosh" else x
+
+
+@pytest.mark.parametrize("name", BINARY_NEW)
+def test_new_binary_ops_match_torch_forward_and_backward(name):
+    a, b = _pair_data(name)
+    ma, mb = (minidl.tensor(v, dtype=minidl.float64, requires_grad=True) for v in (a, b))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    ym, yt = getattr(minidl, name)(ma, mb), getattr(torch, name)(ta, tb)
+    np.testing.assert_allclose(_np(ym), yt.detach().numpy(), rtol=1e-12)
+    w = np.random.default_rng(7).standard_normal(a.shape)
+    (ym * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (yt * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(_np(ma.grad), ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if tb.grad is not None and name != "copysign":
+        np.testing.assert_allclose(_np(mb.grad), tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+    # float32 in, the result dtype as torch's (float_power: float64)
+    m32 = getattr(minidl, name)(minidl.tensor(a), minidl.tensor(b))
+    t32 = getattr(torch, name)(torch.tensor(a, dtype=torch.float32),
+                               torch.tensor(b, dtype=torch.float32))
+    assert str(m32.dtype) == str(t32.dtype).split(".")[-1]
+    if name not in ("fmax", "fmin"):  # piecewise: finite differences across the tie
+        x, y = (minidl.tensor(v, dtype=minidl.float64, requires_grad=True)
+                for v in (np.abs(a) + 0.5, b + 0.1 * (b == a)))
+        assert gradcheck(lambda p, q: getattr(minidl, name)(p, q), [x, y])
+
+
+@pytest.mark.parametrize("name", UNARY_NEW)
+def test_new_unary_ops_match_torch_forward_and_backward(name):
+    x = _unary_data(name)
+    m, t = minidl.tensor(x, dtype=minidl.float64, requires_grad=True), \
+        torch.tensor(x, requires_grad=True)
+    ym, yt = getattr(minidl, name)(m), getattr(torch, name)(t)
+    np.testing.assert_allclose(_np(ym), yt.detach().numpy(), rtol=1e-12)
+    ym.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(_np(m.grad), t.grad.numpy(), rtol=1e-10)
+    assert gradcheck(lambda a: getattr(minidl, name)(a),
+                     [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
+    _both(lambda L: getattr(L, name)(L.tensor([1, 2])))  # integers: float32
+
+
+def test_new_ops_edges_and_dtypes():
+    a = lambda L: L.tensor([0., 1., -2., 3.])  # noqa: E731
+    i = lambda L: L.tensor([1, 2, 3, 4])  # noqa: E731
+    cases = [lambda L: L.atan2(i(L), i(L)), lambda L: L.hypot(i(L), i(L)),
+             lambda L: L.logaddexp(i(L), i(L)), lambda L: L.fmax(i(L), i(L)),
+             lambda L: L.copysign(i(L), -1), lambda L: L.atan2(a(L), 2),
+             lambda L: L.float_power(i(L), 2), lambda L: L.signbit(L.tensor([-0., 0., -1.])),
+             lambda L: L.isposinf(L.tensor([float("inf"), -float("inf"), 1.])),
+             lambda L: L.isneginf(L.tensor([float("inf"), -float("inf"), 1.])),
+             lambda L: L.sgn(L.tensor([-2, 0, 3])), lambda L: L.absolute(L.tensor([-2, 3])),
+             lambda L: L.positive(L.tensor([True])), lambda L: L.heaviside(a(L), L.tensor([.5])),
+             lambda L: L.heaviside(a(L), L.tensor([1])), lambda L: L.dist(a(L), a(L) * 2, 1),
+             lambda L: L.dist(a(L), a(L) * 2, float("inf")),
+             lambda L: L.isin(i(L), L.tensor([2, 4])), lambda L: L.multiply(i(L), 2.5),
+             lambda L: L.subtract(i(L), i(L), alpha=2), lambda L: L.true_divide(i(L), 2),
+             lambda L: L.bitwise_and(i(L), 6), lambda L: L.bitwise_not(a(L)),
+             lambda L: L.aminmax(L.tensor([[1., 3.], [0., 2.]]), dim=1, keepdim=True).max,
+             lambda L: L.aminmax(i(L)).min, lambda L: L.aminmax(L.zeros(0)).min]
+    for c in cases:
+        _both(c)
+    # aminmax's gradients are amin's and amax's: shared among ties
+    x = [[1., 3., 3.], [2., 2., 0.]]
+    m, t = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    rm, rt = minidl.aminmax(m), torch.aminmax(t)
+    (rm.min + 2 * rm.max).backward()
+    (rt.min + 2 * rt.max).backward()
+    np.testing.assert_allclose(_np(m.grad), t.grad.numpy())
+
+
+def test_new_ops_under_cpu_autocast_keep_torchs_dtypes():
+    a, b = np.random.default_rng(8).uniform(1, 2, (2, 3, 3))
+    for name in BINARY_NEW + ["dist"]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = getattr(torch, name)(torch.tensor(a).bfloat16(), torch.tensor(b).bfloat16())
+        with minidl.autocast("cpu", dtype=minidl.bfloat16):
+            got = getattr(minidl, name)(minidl.tensor(a).to(minidl.bfloat16),
+                                        minidl.tensor(b).to(minidl.bfloat16))
+        assert str(got.dtype) == str(want.dtype).split(".")[-1], name
