@@ -942,7 +942,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
         tied = _tied(first, d)
         if tied.any():
             index = index.copy()
-            fix_ties(index, data, d, tied, lambda v: torch_topk_indices(v, k, largest))
+            torch_order("topk", index, data, d, tied, k, bool(largest))
     source = x if x.ndim else Reshape.apply(x, shape=(1,))
     values = TakeAlongDim.apply(source, index=index, dim=d)
     if not x.ndim:
@@ -950,179 +950,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     return TopkResult(values, autograd.Tensor(index.astype(np.int64, copy=False)))
 
 
-# ---- PyTorch's CPU order among tied values --------------------------------------------------
-# Which of several equal values topk and kthvalue return, and in which order, is not in
-# PyTorch's docs: on the CPU it is whatever its selection algorithms leave. topk runs the C++
-# standard library's nth_element then sort (partial_sort where k * 64 <= n), kthvalue its own
-# median-of-three quickselect. The functions below redo those steps on (value, index) pairs
-# for the slices where ties change the answer, so the indices (and where the gradient goes)
-# are torch's. Everything else is decided by the values alone and comes from argsort.
-def _before(largest):
-    """The order topk selects in: NaN first, then larger (smaller) values first."""
-    if largest:
-        return lambda x, y: (x != x and y == y) or x > y
-    return lambda x, y: (y != y and x == x) or x < y
-
-
-def _adjust_heap(q, first, hole, length, value, comp):
-    top = second = hole
-    while second < (length - 1) // 2:
-        second = 2 * (second + 1)
-        if comp(q[first + second][0], q[first + second - 1][0]):
-            second -= 1
-        q[first + hole] = q[first + second]
-        hole = second
-    if length % 2 == 0 and second == (length - 2) // 2:
-        second = 2 * (second + 1)
-        q[first + hole] = q[first + second - 1]
-        hole = second - 1
-    parent = (hole - 1) // 2
-    while hole > top and comp(q[first + parent][0], value[0]):
-        q[first + hole] = q[first + parent]
-        hole, parent = parent, (parent - 1) // 2
-    q[first + hole] = value
-
-
-def _heap_select(q, first, middle, last, comp):
-    length = middle - first
-    for parent in range((length - 2) // 2, -1, -1) if length >= 2 else ():
-        _adjust_heap(q, first, parent, length, q[first + parent], comp)
-    for i in range(middle, last):
-        if comp(q[i][0], q[first][0]):
-            value, q[i] = q[i], q[first]
-            _adjust_heap(q, first, 0, length, value, comp)
-
-
-def _partial_sort(q, first, middle, last, comp):
-    _heap_select(q, first, middle, last, comp)
-    while middle - first > 1:  # sort_heap
-        middle -= 1
-        value, q[middle] = q[middle], q[first]
-        _adjust_heap(q, first, 0, middle - first, value, comp)
-
-
-def _partition_pivot(q, first, last, comp):
-    """The median of three moved to ``first``, then an unguarded partition around it."""
-    a, b, c = first + 1, first + (last - first) // 2, last - 1
-    if comp(q[a][0], q[b][0]):
-        m = b if comp(q[b][0], q[c][0]) else c if comp(q[a][0], q[c][0]) else a
-    else:
-        m = a if comp(q[a][0], q[c][0]) else c if comp(q[b][0], q[c][0]) else b
-    q[first], q[m] = q[m], q[first]
-    pivot, lo, hi = q[first][0], first + 1, last
-    while True:
-        while comp(q[lo][0], pivot):
-            lo += 1
-        hi -= 1
-        while comp(pivot, q[hi][0]):
-            hi -= 1
-        if lo >= hi:
-            return lo
-        q[lo], q[hi] = q[hi], q[lo]
-        lo += 1
-
-
-def _linear_insert(q, last, comp):
-    value = q[last]
-    while comp(value[0], q[last - 1][0]):
-        q[last] = q[last - 1]
-        last -= 1
-    q[last] = value
-
-
-def _insertion_sort(q, first, last, comp):
-    for i in range(first + 1, last):
-        if comp(q[i][0], q[first][0]):
-            q[first:i + 1] = [q[i]] + q[first:i]
-        else:
-            _linear_insert(q, i, comp)
-
-
-def _nth_element(q, nth, comp):
-    first, last = 0, len(q)
-    depth = 2 * ((last - first).bit_length() - 1)
-    while last - first > 3:
-        if depth == 0:
-            _heap_select(q, first, nth + 1, last, comp)
-            q[first], q[nth] = q[nth], q[first]
-            return
-        depth -= 1
-        cut = _partition_pivot(q, first, last, comp)
-        first, last = (cut, last) if cut <= nth else (first, cut)
-    _insertion_sort(q, first, last, comp)
-
-
-def _introsort(q, first, last, depth, comp):
-    while last - first > 16:
-        if depth == 0:
-            _partial_sort(q, first, last, last, comp)
-            return
-        depth -= 1
-        cut = _partition_pivot(q, first, last, comp)
-        _introsort(q, cut, last, depth, comp)
-        last = cut
-
-
-def _sort(q, last, comp):
-    if last <= 0:
-        return
-    _introsort(q, 0, last, 2 * (last.bit_length() - 1), comp)
-    _insertion_sort(q, 0, min(last, 16), comp)
-    for i in range(16, last):
-        _linear_insert(q, i, comp)
-
-
-def torch_topk_indices(values, k, largest):
-    """The indices torch.topk(sorted=True) returns for the 1-d sequence ``values`` on the CPU."""
-    comp = _before(largest)
-    q = [(v, i) for i, v in enumerate(values)]
-    if k * 64 <= len(q):
-        _partial_sort(q, 0, k, len(q), comp)
-    elif k:
-        _nth_element(q, k - 1, comp)
-        _sort(q, k - 1, comp)
-    return [i for _, i in q[:k]]
-
-
-def torch_kth_index(values, k):
-    """The index torch.kthvalue(values, k + 1) returns for a 1-d sequence on the CPU."""
-    a, idx = list(values), list(range(len(values)))
-
-    def gt(x, y):
-        return (x != x and y == y) or x > y
-
-    def swap(i, j):
-        a[i], a[j] = a[j], a[i]
-        idx[i], idx[j] = idx[j], idx[i]
-
-    lo, hi = 0, len(a) - 1
-    while hi > lo + 1:
-        mid = lo + (hi - lo) // 2
-        swap(mid, lo + 1)
-        for i, j in ((lo + 1, hi), (lo, hi), (lo + 1, lo)):
-            if gt(a[i], a[j]):
-                swap(i, j)
-        i, j, pivot = lo + 1, hi, a[lo]
-        while True:
-            i += 1
-            while gt(pivot, a[i]):
-                i += 1
-            j -= 1
-            while gt(a[j], pivot):
-                j -= 1
-            if j < i:
-                break
-            swap(i, j)
-        swap(lo, j)
-        if j <= k:
-            lo = i
-        if j >= k:
-            hi = j - 1
-    if hi == lo + 1 and gt(a[lo], a[hi]):
-        swap(lo, hi)
-    return idx[k]
-
-
+# ---- PyTorch's CPU order among tied values (see backend/ordering.py) ------------------------
 def _tied(values, axis):
     """Per slice along ``axis`` of values in order: whether two neighbours are equal (NaNs
     count as equal to each other)."""
@@ -1134,13 +962,21 @@ def _tied(values, axis):
     return same.any(axis=axis)
 
 
-def fix_ties(index, data, d, slices, pick):
-    """Write ``pick(list of a slice's values)`` (torch's indices) into ``index`` along ``d``
-    for each slice of ``data`` where ``slices`` (shape of data without d) is True."""
-    moved_index, moved_data = np.moveaxis(index, d, -1), np.moveaxis(data, d, -1)
-    for where in np.argwhere(slices):
-        where = tuple(where)
-        moved_index[where] = pick(moved_data[where].tolist())
+def torch_order(kind, index, data, d, slices, *args):
+    """Overwrite ``index`` (int64, along ``d``) with PyTorch's CPU indices for the slices of
+    the NumPy array ``data`` along ``d`` where ``slices`` (data's shape without d) holds:
+    ``kind`` is "topk" (args k, largest), "sort" (descending) or "kth" (k, from 0)."""
+    from .backend import ordering
+
+    topk_rows, sort_rows, kth_rows = ordering.rows_kernels()
+    rows = np.ascontiguousarray(ordering.keys(np.moveaxis(data, d, -1)[slices]))
+    target = np.moveaxis(index, d, -1)
+    out = np.empty((rows.shape[0], target.shape[-1]), np.int64)
+    if kind == "kth":
+        kth_rows(rows, args[0], out.reshape(-1))
+    else:
+        (topk_rows if kind == "topk" else sort_rows)(rows, *args, out)
+    target[slices] = out
 
 
 # ---- shape ------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from .autograd import DimError, Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
 from .ops import (
-    BadArgumentError, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, fix_ties,
-    repeat_sizes, torch_kth_index, wrap_dim,
+    BadArgumentError, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, _tied,
+    repeat_sizes, torch_order, wrap_dim,
 )
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
@@ -28,14 +28,22 @@ SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_
 def _argsort(data, d, descending, stable):
     """Indices that sort ``data`` along ``d``. NaN sorts as the largest, as in PyTorch; a
     stable descending sort keeps equal values in their order (sorting the reversed array
-    ascending, then reversing the result)."""
+    ascending, then reversing the result). Not ``stable``, equal values come in the order
+    PyTorch's CPU sort (std::sort) leaves them, which differs from the stable one in slices
+    longer than 16 (shorter ones it insertion-sorts)."""
     xp = get_array_module(data)
     kind = {"kind": "stable"} if xp is np else {}
     if not descending:
-        return xp.argsort(data, axis=d, **kind)
-    n = data.shape[d]
-    order = xp.argsort(xp.flip(data, axis=d), axis=d, **kind)
-    return n - 1 - xp.flip(order, axis=d)
+        order = xp.argsort(data, axis=d, **kind)
+    else:
+        n = data.shape[d]
+        order = n - 1 - xp.flip(xp.argsort(xp.flip(data, axis=d), axis=d, **kind), axis=d)
+    if not stable and xp is np and data.ndim and data.shape[d] > 16:
+        tied = _tied(np.take_along_axis(data, order, axis=d), d)
+        if tied.any():
+            order = np.array(order, dtype=np.int64)
+            torch_order("sort", order, data, d, tied, bool(descending))
+    return order
 
 
 def sort(input, dim=-1, descending=False, stable=False):
@@ -576,7 +584,7 @@ def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
         tied = same.sum(axis=d) > 1
         if tied.any():
             index = index.copy()
-            fix_ties(index, data, d, tied, lambda v: [torch_kth_index(v, k - 1)])
+            torch_order("kth", index, data, d, tied, k - 1)
     values = TakeAlongDim.apply(x, index=index, dim=d)
     if not keepdim or input.ndim == 0:
         values = values.squeeze(d)

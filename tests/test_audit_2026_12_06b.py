@@ -586,3 +586,47 @@ def test_new_ops_under_cpu_autocast_keep_torchs_dtypes():
             got = getattr(minidl, name)(minidl.tensor(a).to(minidl.bfloat16),
                                         minidl.tensor(b).to(minidl.bfloat16))
         assert str(got.dtype) == str(want.dtype).split(".")[-1], name
+
+
+def test_unstable_sort_gives_torchs_order_among_ties():
+    """sort(stable=False), PyTorch's default, runs std::sort on the CPU: equal values in rows
+    longer than 16 come out in its order, not the stable one (and so do their gradients)."""
+    rng = np.random.default_rng(9)
+    for i in range(40):
+        shape = tuple(int(s) for s in rng.integers(1, 60, size=int(rng.integers(1, 3))))
+        a = rng.integers(0, 4, shape).astype(np.float64)
+        if i % 3 == 0:
+            a[rng.random(shape) < 0.2] = NAN
+        d = int(rng.integers(-len(shape), len(shape)))
+        for descending in (False, True):
+            m = minidl.tensor(a, dtype=minidl.float64, requires_grad=True)
+            t = torch.tensor(a, requires_grad=True)
+            rm, rt = minidl.sort(m, d, descending), torch.sort(t, d, descending)
+            np.testing.assert_array_equal(_np(rm.indices), rt.indices.numpy())
+            np.testing.assert_array_equal(
+                _np(minidl.argsort(m, d, descending)), torch.argsort(t, d, descending).numpy())
+            w = np.arange(a.size, dtype=np.float64).reshape(a.shape)
+            (rm.values * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+            (rt.values * torch.tensor(w)).sum().backward()
+            np.testing.assert_array_equal(_np(m.grad), t.grad.numpy())
+    for dtype in ("int64", "float16", "bool"):
+        a = rng.integers(0, 2, 40).astype(dtype)
+        np.testing.assert_array_equal(_np(minidl.sort(minidl.from_numpy(a)).indices),
+                                      torch.sort(torch.from_numpy(a)).indices.numpy())
+
+
+def test_tie_orders_without_numba_match_too():
+    """backend/ordering.py runs as Python where numba is off: the same indices."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, torch, minidl\n"
+            "a = np.random.default_rng(0).integers(0, 3, (3, 80)).astype(np.float32)\n"
+            "m, t = minidl.from_numpy(a), torch.from_numpy(a)\n"
+            "assert (m.topk(9).indices.numpy() == t.topk(9).indices.numpy()).all()\n"
+            "assert (m.sort().indices.numpy() == t.sort().indices.numpy()).all()\n"
+            "assert (m.kthvalue(30).indices.numpy() == t.kthvalue(30).indices.numpy()).all()\n"
+            "from minidl.backend import ordering\n"
+            "assert not hasattr(ordering.topk_rows, 'py_func')\n")
+    env = {**__import__("os").environ, "MINIDL_DISABLE_NUMBA": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
