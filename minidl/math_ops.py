@@ -430,7 +430,8 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 def amin(input, dim=(), keepdim=False):
     refuse_empty_reduction("amin", input.shape, dim)
     """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
-    return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True)
+    return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True,
+                     nan_spread=False)
 
 
 # ---- comparisons and logical ops: bool tensors outside the graph ---------------------------
@@ -946,8 +947,10 @@ def aminmax(input, *, dim=None, keepdim=False):
         raise BadArgumentError("aminmax(): cannot compute aminmax over an empty dimension as "
                                "the operation has no identity.")
     axes = None if dim is None else dim
-    return AminmaxResult(Max.apply(input, dim=axes, keepdim=keepdim, take_min=True),
-                         Max.apply(input, dim=axes, keepdim=keepdim, take_min=False))
+    return AminmaxResult(Max.apply(input, dim=axes, keepdim=keepdim, take_min=True,
+                                   nan_spread=False),
+                         Max.apply(input, dim=axes, keepdim=keepdim, take_min=False,
+                                   nan_spread=False))
 
 
 def dist(input, other, p=2):

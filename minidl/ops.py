@@ -782,11 +782,13 @@ class Mean(Function):
 
 
 class Max(Function):
-    """Max over axes; ties share the gradient equally (as torch.amax does)."""
+    """Max over axes; ties share the gradient equally (as torch.amax does). Where the result
+    is NaN, max()/min() share it among the NaNs; amax/amin (``nan_spread=False``) give the
+    whole slice a NaN gradient, as PyTorch's do."""
 
-    def forward(self, a, dim=None, keepdim=False, take_min=False):
+    def forward(self, a, dim=None, keepdim=False, take_min=False, nan_spread=True):
         self.axes = reduction_axes(dim, a.ndim)
-        self.keepdim = keepdim
+        self.keepdim, self.nan_spread = keepdim, nan_spread
         y = a.min(axis=self.axes, keepdims=True) if take_min else a.max(axis=self.axes, keepdims=True)
         self.save_for_backward(a, y)
         return y if keepdim else y.squeeze(axis=self.axes)
@@ -794,8 +796,10 @@ class Max(Function):
     def backward(self, g):
         a, y = self.saved
         # a NaN is the max (min) where there is one: the gradient goes to it, as in PyTorch
-        mask = ((a == y) | ((a != a) & (y != y))).astype(a.dtype)
-        mask /= mask.sum(axis=self.axes, keepdims=True)
+        mask = ((a == y) | ((a != a) & (y != y))) if self.nan_spread else (a == y)
+        mask = mask.astype(a.dtype)
+        with np.errstate(**_QUIET):  # no element equals a NaN result: 0 / 0 in that slice
+            mask /= mask.sum(axis=self.axes, keepdims=True)
         xp = get_array_module(a)
         if not self.keepdim:
             for ax in self.axes:

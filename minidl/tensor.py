@@ -655,7 +655,7 @@ class Tensor:
 
     def amax(self, dim=None, keepdim=False):
         ops.refuse_empty_reduction("amax", self.shape, dim)
-        return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False)
+        return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False, nan_spread=False)
 
     def argmax(self, dim=None, keepdim=False):
         return _arg_max_or_min(self, dim, keepdim, take_min=False)

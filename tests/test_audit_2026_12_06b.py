@@ -630,3 +630,19 @@ def test_tie_orders_without_numba_match_too():
     env = {**__import__("os").environ, "MINIDL_DISABLE_NUMBA": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
+
+
+def test_amax_amin_give_a_nan_slice_a_nan_gradient_and_max_shares_it():
+    x = [[1., NAN, 0., NAN], [3., 3., 2., 0.]]
+    cases = [lambda t: t.amax(), lambda t: t.amax(1), lambda t: t.amin(0),
+             lambda t: t.amax((0, 1)), lambda t: t.max(), lambda t: t.min(),
+             lambda t: t.max(1).values]
+    for f in cases:
+        m, t = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+        f(m).sum().backward()
+        f(t).sum().backward()
+        np.testing.assert_array_equal(_np(m.grad), t.grad.numpy())
+    m, t = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    minidl.aminmax(m, dim=1).max.sum().backward()
+    torch.aminmax(t, dim=1).max.sum().backward()
+    np.testing.assert_array_equal(_np(m.grad), t.grad.numpy())
