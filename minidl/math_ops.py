@@ -1005,3 +1005,75 @@ def _positive(input):
 TENSOR_METHODS.update(_NEW_ELEMENTWISE)
 FUNCTIONS.update(_NEW_ELEMENTWISE)
 FUNCTIONS["isin"] = isin
+
+
+# ---- logcumsumexp, bincount ----------------------------------------------------------------
+def _logaddexp_accumulate(xp, a, axis):
+    """Running log(sum(exp)) along ``axis``, exact for any range (NumPy's ufunc accumulate; on
+    a GPU through the host, as CuPy's accumulate covers add and multiply only)."""
+    if xp is np:
+        return np.logaddexp.accumulate(a, axis=axis)
+    from .backend import to_numpy
+
+    return xp.asarray(np.logaddexp.accumulate(to_numpy(a), axis=axis))
+
+
+class LogCumSumExp(Function):
+    """``log(cumsum(exp(x)))`` without overflow or underflow. The gradient
+    ``sum_{i>=j} g_i exp(x_j - y_i)`` is taken in log space, positive and negative parts of g
+    apart, so it neither overflows nor loses the small terms."""
+
+    def forward(self, a, dim):
+        xp = get_array_module(a)
+        self.dim = dim
+        with np.errstate(**{"invalid": "ignore", "over": "ignore"}):
+            y = _logaddexp_accumulate(xp, a, dim).astype(a.dtype, copy=False)
+        self.save_for_backward(a, y)
+        return y
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        d = self.dim
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            parts = []
+            for sign in (1, -1):
+                logs = xp.where(sign * g > 0, xp.log(sign * g), -np.inf) - y
+                tail = xp.flip(_logaddexp_accumulate(xp, xp.flip(logs, axis=d), d), axis=d)
+                parts.append(xp.exp(a + tail))
+            return (parts[0] - parts[1]).astype(g.dtype, copy=False)
+
+
+def logcumsumexp(input, dim):
+    """The running log of the sum of exponentials along ``dim``."""
+    d = wrap_dim(dim, input.ndim, "logcumsumexp")
+    if not is_floating(input.data.dtype):
+        raise UnsupportedDtypeError(f"logcumsumexp: needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
+    x = input
+    if x.ndim == 0:
+        return LogCumSumExp.apply(x.reshape(1), dim=0).reshape(())
+    return LogCumSumExp.apply(x, dim=d)
+
+
+def bincount(input, weights=None, minlength=0):
+    """How often each value 0, 1, ... occurs in the 1-d non-negative integer ``input`` (the sum
+    of ``weights`` at each, where given: float32 weights stay float32, others give float64)."""
+    data = input.data
+    xp = get_array_module(data)
+    if data.ndim != 1 or data.dtype.kind not in "iu" or (data.size and bool((data < 0).any())):
+        raise BadArgumentError("bincount only supports 1-d non-negative integral inputs.")
+    w = None
+    if weights is not None:
+        w = weights.data
+        if w.shape != data.shape:
+            raise BadArgumentError(f"bincount: weights {w.shape} must have input's shape "
+                                   f"{data.shape}")
+    out = xp.bincount(data, weights=w, minlength=int(minlength))
+    if w is None:
+        return autograd.Tensor(out.astype(np.int64, copy=False))
+    return autograd.Tensor(out.astype(np.float32 if w.dtype == np.float32 else np.float64))
+
+
+TENSOR_METHODS.update({"logcumsumexp": logcumsumexp, "bincount": bincount})
+FUNCTIONS.update({"logcumsumexp": logcumsumexp, "bincount": bincount})

@@ -14,7 +14,10 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .ops import BadArgumentError, Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
+from .ops import (
+    BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
+    wrap_dim,
+)
 from .shape_ops import select
 
 
@@ -25,8 +28,8 @@ def _tensor(name, what, x):
 
 def _same_dtype(name, a, b):
     if a.data.dtype != b.data.dtype:
-        raise TypeError(f"{name}: expected both operands to have the same dtype, got "
-                        f"{a.data.dtype} and {b.data.dtype}")
+        raise UnsupportedDtypeError(f"{name}: expected both operands to have the same dtype, "
+                                    f"got {a.data.dtype} and {b.data.dtype}")
 
 
 class Dot(MatMul):
@@ -288,3 +291,53 @@ TENSOR_METHODS.update({"trace": trace, "addmm": addmm, "baddbmm": baddbmm, "addm
                        "inner": inner, "cross": cross})
 FUNCTIONS = ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum", "trace", "addmm", "baddbmm",
              "addmv", "inner", "cross"]
+
+
+# ---- tensordot, kron, vdot ------------------------------------------------------------------
+def tensordot(a, b, dims=2):
+    """The sum over ``dims`` pairs of dims: an int n (a's last n with b's first n) or two lists
+    of dims (a's, b's); both of one dtype, as PyTorch asks."""
+    _tensor("tensordot", "a", a)
+    _tensor("tensordot", "b", b)
+    _same_dtype("tensordot", a, b)
+    if isinstance(dims, autograd.Tensor):
+        dims = dims.tolist()
+    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
+        if dims < 0 or dims > min(a.ndim, b.ndim):
+            raise BadArgumentError(f"tensordot expects dims >= 0 and <= the smaller number of "
+                                   f"dims, got {dims} for shapes {a.shape} and {b.shape}")
+        da, db = list(range(a.ndim - dims, a.ndim)), list(range(dims))
+    else:
+        da, db = ([d] if isinstance(d, (int, np.integer)) else list(d) for d in dims)
+        da = [wrap_dim(d, a.ndim, "tensordot") for d in da]
+        db = [wrap_dim(d, b.ndim, "tensordot") for d in db]
+    if len(da) != len(db) or any(a.shape[i] != b.shape[j] for i, j in zip(da, db)):
+        raise BadArgumentError(f"tensordot: dims {da} of {a.shape} and {db} of {b.shape} do "
+                               "not match")
+    free_a = [i for i in range(a.ndim) if i not in da]
+    free_b = [j for j in range(b.ndim) if j not in db]
+    k = int(np.prod([a.shape[i] for i in da]))
+    left = a.permute(free_a + da).reshape(-1, k)
+    right = b.permute(db + free_b).reshape(k, -1)
+    return (left @ right).reshape(tuple(a.shape[i] for i in free_a)
+                                  + tuple(b.shape[j] for j in free_b))
+
+
+def kron(input, other):
+    """The Kronecker product: each element of input times the whole of other, laid out in
+    blocks (dims matched from the right)."""
+    n = max(input.ndim, other.ndim)
+    sa = (1,) * (n - input.ndim) + tuple(input.shape)
+    sb = (1,) * (n - other.ndim) + tuple(other.shape)
+    a = input.reshape(tuple(x for s in sa for x in (s, 1)))
+    b = other.reshape(tuple(x for s in sb for x in (1, s)))
+    return (a * b).reshape(tuple(x * y for x, y in zip(sa, sb)))
+
+
+def vdot(input, other):
+    """The dot product of two 1-d tensors (real: torch.dot)."""
+    return dot(input, other)
+
+
+TENSOR_METHODS.update({"tensordot": tensordot, "kron": kron, "vdot": vdot})
+FUNCTIONS += ["tensordot", "kron", "vdot"]

@@ -750,3 +750,211 @@ TENSOR_METHODS.update({
 })
 FUNCTIONS += ["cummax", "cummin", "kthvalue", "median", "msort", "unique", "searchsorted",
               "bucketize"]
+
+
+# ---- more shape ops under PyTorch's names: tensor_split and its h/v/d forms, atleast_3d,
+# dstack, column_stack, broadcast_tensors, diag_embed, block_diag, cartesian_prod... ----------
+def atleast_3d(input):
+    """0-d as (1, 1, 1), 1-d (n) as (1, n, 1), 2-d (m, n) as (m, n, 1); others as they are."""
+    if input.ndim == 0:
+        return input.reshape(1, 1, 1)
+    if input.ndim == 1:
+        return input.reshape(1, -1, 1)
+    return input.reshape(*input.shape, 1) if input.ndim == 2 else input
+
+
+def dstack(tensors):
+    """Tensors stacked along the third dim (after atleast_3d)."""
+    return concat([atleast_3d(t) for t in tensors], 2)
+
+
+def column_stack(tensors):
+    """Tensors side by side as columns: 0-d and 1-d ones become columns first."""
+    return concat([t.reshape(-1, 1) if t.ndim < 2 else t for t in tensors], 1)
+
+
+def tensor_split(input, indices_or_sections, dim=0):
+    """Views along ``dim``: ``n`` pieces as equal as can be (the first ``size % n`` one
+    longer), or the pieces between the given indices (Python's slicing: negative indices count
+    from the end, out of range ones clip)."""
+    d = wrap_dim(dim, input.ndim, "tensor_split")
+    if input.ndim == 0:
+        raise BadArgumentError("tensor_split expects at least a 1-dimensional tensor")
+    split = indices_or_sections
+    if isinstance(split, autograd.Tensor):
+        if split.data.dtype.kind not in "iu" or split.ndim > 1:
+            raise BadArgumentError("tensor_split: a tensor of indices_or_sections must be a "
+                                   "0-d or 1-d integer tensor")
+        split = int(split.item()) if split.ndim == 0 else [int(i) for i in split.tolist()]
+    n = input.shape[d]
+    if isinstance(split, (int, np.integer)) and not isinstance(split, bool):
+        if split <= 0:
+            raise BadArgumentError(f"tensor_split: number of sections must be > 0, got {split}")
+        size, extra = divmod(n, int(split))
+        bounds = np.cumsum([0] + [size + (i < extra) for i in range(int(split))]).tolist()
+    elif isinstance(split, (tuple, list)):
+        bounds = [0] + [int(i) for i in split] + [n]
+    else:
+        raise TypeError(f"tensor_split: indices_or_sections must be an int, a list of ints or "
+                        f"a tensor, got {type(split).__name__}")
+    pieces = []
+    for k in range(len(bounds) - 1):
+        start, stop, _ = slice(bounds[k], bounds[k + 1]).indices(n)
+        pieces.append(narrow(input, d, start, max(stop - start, 0)))
+    return tuple(pieces)
+
+
+def _split_along(name, input, sections, dim, min_dims):
+    if input.ndim < min_dims:
+        raise BadArgumentError(f"torch.{name} requires a tensor with at least {min_dims} "
+                               f"dimension, but got a tensor with {input.ndim} dimensions!")
+    if isinstance(sections, (int, np.integer)) and not isinstance(sections, bool):
+        if sections <= 0 or input.shape[dim] % sections:
+            raise BadArgumentError(f"torch.{name} attempted to split along dimension {dim}, "
+                                   f"but the size of the dimension {input.shape[dim]} is not "
+                                   f"divisible by the split_size {sections}!")
+    return tensor_split(input, sections, dim)
+
+
+def hsplit(input, indices_or_sections):
+    return _split_along("hsplit", input, indices_or_sections, 1 if input.ndim > 1 else 0, 1)
+
+
+def vsplit(input, indices_or_sections):
+    return _split_along("vsplit", input, indices_or_sections, 0, 2)
+
+
+def dsplit(input, indices_or_sections):
+    return _split_along("dsplit", input, indices_or_sections, 2, 3)
+
+
+def broadcast_shapes(*shapes):
+    """The shape the given shapes broadcast to (ints count as 1-d shapes)."""
+    shapes = [(s,) if isinstance(s, (int, np.integer)) else tuple(s) for s in shapes]
+    try:
+        return tuple(int(n) for n in np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise BadArgumentError(f"broadcast_shapes: shapes {shapes} do not broadcast") from None
+
+
+def broadcast_tensors(*tensors):
+    """Each tensor expanded to the common broadcast shape (gradients sum back)."""
+    shape = broadcast_shapes(*[t.shape for t in tensors])
+    return tuple(t if tuple(t.shape) == shape else t.expand(shape) for t in tensors)
+
+
+class BatchDiagEmbed(Function):
+    """Each vector along the last dim placed on the ``offset`` diagonal of a new last pair of
+    dims (zeros elsewhere); the gradient reads that diagonal back."""
+
+    def forward(self, a, offset):
+        xp = get_array_module(a)
+        n = a.shape[-1]
+        m = n + abs(offset)
+        rows = xp.arange(n) + max(-offset, 0)
+        self.where = (Ellipsis, rows, rows + offset)
+        out = xp.zeros(a.shape[:-1] + (m, m), dtype=a.dtype)
+        out[self.where] = a
+        return out
+
+    def backward(self, g):
+        return g[self.where]
+
+
+def diag_embed(input, offset=0, dim1=-2, dim2=-1):
+    """Diagonal matrices from the last dim of ``input``, in dims ``dim1`` and ``dim2`` of the
+    result (on the ``offset`` diagonal)."""
+    ndim = input.ndim + 1
+    d1, d2 = wrap_dim(dim1, ndim, "diag_embed"), wrap_dim(dim2, ndim, "diag_embed")
+    if d1 == d2:
+        raise BadArgumentError(f"diag_embed: diagonal dimensions cannot be identical {dim1}, "
+                               f"{dim2}")
+    out = BatchDiagEmbed.apply(input if input.ndim else input.reshape(1), offset=int(offset))
+    if d1 > d2:  # rows along dim2, columns along dim1
+        d1, d2 = d2, d1
+        out = out.transpose(-2, -1)
+    return movedim(out, (ndim - 2, ndim - 1), (d1, d2))
+
+
+def block_diag(*tensors):
+    """The tensors (0-d, 1-d as one row, or 2-d) down the diagonal of one matrix, zeros
+    elsewhere, at their common dtype."""
+    from .ops import result_type
+
+    mats = []
+    for i, t in enumerate(tensors):
+        if t.ndim > 2:
+            raise BadArgumentError(f"torch.block_diag: Input tensors must have 2 or fewer "
+                                   f"dimensions. Input {i} has {t.ndim} dimensions")
+        mats.append(t.reshape(1, -1) if t.ndim == 1 else t.reshape(1, 1) if t.ndim == 0 else t)
+    if not mats:
+        return autograd.Tensor(np.zeros((0, 0), np.float32))
+    dtype = result_type(*mats)
+    mats = [m if m.data.dtype == dtype else m.to(dtype) for m in mats]
+    total = sum(m.shape[1] for m in mats)
+    xp = get_array_module(mats[0].data)
+    rows, before = [], 0
+    for m in mats:
+        r, c = m.shape
+        left = autograd.Tensor(xp.zeros((r, before), dtype))
+        right = autograd.Tensor(xp.zeros((r, total - before - c), dtype))
+        rows.append(concat([left, m, right], 1))
+        before += c
+    return concat(rows, 0)
+
+
+def cartesian_prod(*tensors):
+    """Every combination of the 1-d tensors' elements, one per row (one tensor: itself)."""
+    if len(tensors) == 1:
+        return tensors[0]
+    grids = meshgrid(*tensors, indexing="ij")
+    from .ops import stack
+
+    return stack([g.reshape(-1) for g in grids], 1)
+
+
+def _triangle_indices(name, row, col, offset, dtype, device, upper):
+    xp = np if str(device).split(":")[0] == "cpu" else get_array_module(
+        autograd.Tensor(np.zeros(0)).to(device).data)
+    r, c = np.indices((row, col)).reshape(2, -1)
+    keep = (c - r >= offset) if upper else (c - r <= offset)
+    out = np.stack([r[keep], c[keep]]).astype(as_dtype(dtype))
+    return autograd.Tensor(xp.asarray(out))
+
+
+def tril_indices(row, col, offset=0, *, dtype=np.int64, device="cpu"):
+    """The (2, N) row and column indices of the lower triangle of a row x col matrix."""
+    return _triangle_indices("tril_indices", row, col, offset, dtype, device, upper=False)
+
+
+def triu_indices(row, col, offset=0, *, dtype=np.int64, device="cpu"):
+    """The (2, N) row and column indices of the upper triangle of a row x col matrix."""
+    return _triangle_indices("triu_indices", row, col, offset, dtype, device, upper=True)
+
+
+def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
+    """Each run of equal consecutive values (of the flattened input) once; optionally the
+    inverse indices and the run lengths."""
+    if dim is not None:
+        raise NotImplementedError("unique_consecutive: dim= is not supported; flattened only")
+    xp = get_array_module(input.data)
+    data = input.data.reshape(-1)
+    starts = xp.ones(data.shape, bool)
+    if data.size:
+        starts[1:] = data[1:] != data[:-1]
+    out = [autograd.Tensor(data[starts])]
+    if return_inverse:
+        out.append(autograd.Tensor((xp.cumsum(starts) - 1).reshape(input.shape).astype(np.int64)))
+    if return_counts:
+        first = xp.nonzero(starts)[0]
+        out.append(autograd.Tensor(xp.diff(xp.append(first, data.size)).astype(np.int64)))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+TENSOR_METHODS.update({
+    "tensor_split": tensor_split, "hsplit": hsplit, "vsplit": vsplit, "dsplit": dsplit,
+    "diag_embed": diag_embed, "unique_consecutive": unique_consecutive,
+})
+FUNCTIONS += ["atleast_3d", "dstack", "column_stack", "tensor_split", "hsplit", "vsplit",
+              "dsplit", "broadcast_shapes", "broadcast_tensors", "diag_embed", "block_diag",
+              "cartesian_prod", "tril_indices", "triu_indices", "unique_consecutive"]

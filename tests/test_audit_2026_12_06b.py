@@ -646,3 +646,84 @@ def test_amax_amin_give_a_nan_slice_a_nan_gradient_and_max_shares_it():
     minidl.aminmax(m, dim=1).max.sum().backward()
     torch.aminmax(t, dim=1).max.sum().backward()
     np.testing.assert_array_equal(_np(m.grad), t.grad.numpy())
+
+
+# composite and new shape ops: (name, lambda on the library, input shapes), run on both
+SHAPE_NEW = [
+    ("tensor_split", lambda L, a: L.tensor_split(a, 3, 1)[2] * 2, [(2, 7)]),
+    ("tensor_split_idx", lambda L, a: L.cat(L.tensor_split(a, [1, 5, 20], 1)[1:3], 1), [(2, 7)]),
+    ("hsplit", lambda L, a: L.hsplit(a, [1, 3])[1], [(2, 6)]),
+    ("vsplit", lambda L, a: L.vsplit(a, 2)[1], [(4, 3)]),
+    ("dsplit", lambda L, a: L.dsplit(a, 2)[0], [(2, 2, 4)]),
+    ("atleast_3d", lambda L, a: L.atleast_3d(a), [(5,)]),
+    ("dstack", lambda L, a, b: L.dstack([a, b]), [(2, 3), (2, 3)]),
+    ("column_stack", lambda L, a, b: L.column_stack([a, b]), [(3,), (3, 2)]),
+    ("broadcast_tensors", lambda L, a, b: L.broadcast_tensors(a, b)[0] * 3, [(3, 1), (4,)]),
+    ("diag_embed", lambda L, a: L.diag_embed(a, 1), [(2, 3)]),
+    ("diag_embed_dims", lambda L, a: L.diag_embed(a, -1, 2, 0), [(2, 3)]),
+    ("block_diag", lambda L, a, b: L.block_diag(a, b), [(2, 3), (1, 2)]),
+    ("cartesian_prod", lambda L, a, b: L.cartesian_prod(a, b), [(2,), (3,)]),
+    ("tensordot", lambda L, a, b: L.tensordot(a, b, dims=([1, 2], [1, 0])), [(2, 3, 4), (4, 3, 5)]),
+    ("tensordot_int", lambda L, a, b: L.tensordot(a, b, 1), [(2, 3), (3, 2)]),
+    ("kron", lambda L, a, b: L.kron(a, b), [(2, 3), (2, 1, 2)]),
+    ("vdot", lambda L, a, b: L.vdot(a, b), [(4,), (4,)]),
+    ("logcumsumexp", lambda L, a: L.logcumsumexp(a * 300, 1), [(3, 5)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", SHAPE_NEW, ids=[c[0] for c in SHAPE_NEW])
+def test_new_shape_and_product_ops_match_torch(name, fn, shapes):
+    rng = np.random.default_rng(10)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    ms = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ym, yt = fn(minidl, *ms), fn(torch, *ts)
+    assert tuple(ym.shape) == tuple(yt.shape)
+    np.testing.assert_allclose(_np(ym), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    w = rng.standard_normal(tuple(yt.shape))
+    (ym * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (yt * torch.tensor(w)).sum().backward()
+    for m, t in zip(ms, ts):
+        if t.grad is None:  # an input the result does not depend on
+            assert m.grad is None
+            continue
+        np.testing.assert_allclose(_np(m.grad), t.grad.numpy(), rtol=1e-9, atol=1e-12)
+    fresh = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    assert gradcheck(lambda *xs: fn(minidl, *xs), fresh)
+
+
+def test_new_shape_ops_edges():
+    x7 = lambda L: L.arange(7.)  # noqa: E731
+    cases = [lambda L: L.tensor_split(x7(L), [-2])[1], lambda L: L.tensor_split(x7(L), [5, 2])[2],
+             lambda L: L.tensor_split(L.ones(2, 7), L.tensor(3), 1)[1],
+             lambda L: L.hsplit(x7(L), 3)[0], lambda L: L.dsplit(L.ones(2, 3), 1)[0],
+             lambda L: L.atleast_3d(L.tensor(1.)), lambda L: L.atleast_3d(L.ones(2, 3)),
+             lambda L: L.column_stack([L.tensor(1.), L.ones(1, 2)]),
+             lambda L: L.tensor(list(L.broadcast_shapes((2, 1), (3,)))),
+             lambda L: L.tensor(list(L.broadcast_shapes((2,), (3,)))),
+             lambda L: L.block_diag(L.tensor(1), L.ones(2), L.ones(2, 1) * 2.),
+             lambda L: L.block_diag(L.tensor([[1, 2]]), L.tensor([[3]])),
+             lambda L: L.cartesian_prod(L.tensor([1, 2])),
+             lambda L: L.tril_indices(3, 3), lambda L: L.triu_indices(2, 4, 1),
+             lambda L: L.tril_indices(3, 2, -1), lambda L: L.triu_indices(3, 3, -5),
+             lambda L: L.unique_consecutive(L.tensor([1, 1, 2, 2, 3, 1, 1])),
+             lambda L: L.unique_consecutive(L.tensor([[1, 1], [2, 1]]), return_inverse=True)[1],
+             lambda L: L.unique_consecutive(L.tensor([1, 1, 2, 3, 3]), return_counts=True)[1],
+             lambda L: L.tensordot(L.ones(2, 3), L.ones(3, 2, dtype=L.float64), 1),
+             lambda L: L.tensordot(L.ones(2), L.ones(3), 0),
+             lambda L: L.kron(L.tensor([[1, 2], [3, 4]]), L.tensor([1, 10])),
+             lambda L: L.logcumsumexp(L.tensor([-1000., 0., 1.]), 0),
+             lambda L: L.logcumsumexp(L.tensor([-float("inf"), float("inf"), 1.]), 0),
+             lambda L: L.logcumsumexp(L.tensor([1, 2]), 0),
+             lambda L: L.bincount(L.tensor([0, 1, 1, 3])),
+             lambda L: L.bincount(L.tensor([0, 1, 1]), weights=L.tensor([.5, 1., 2.])),
+             lambda L: L.bincount(L.tensor([0, 1]), weights=L.tensor([1, 2])),
+             lambda L: L.bincount(L.tensor([], dtype=L.int64), minlength=3),
+             lambda L: L.bincount(L.tensor([-1]))]
+    for c in cases:
+        _both(c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = torch.tensordot(torch.ones(2, 3), torch.ones(3, 2), 1).dtype
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        got = minidl.tensordot(minidl.ones(2, 3), minidl.ones(3, 2), 1).dtype
+    assert str(got) == str(want).split(".")[-1]
