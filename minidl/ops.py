@@ -1052,6 +1052,19 @@ def wrap_dim(dim, ndim, name):
     return int(dim) % n
 
 
+def sizes_or_keyword(name, args, by_name, keyword):
+    """The sizes or dims of ``f(*args)``, or of ``f(keyword=...)`` as PyTorch's names them
+    (``reshape(shape=...)``, ``permute(dims=...)``): one tuple, as ``args`` would hold it."""
+    if not by_name:
+        return args
+    unknown = set(by_name) - {keyword}
+    if unknown or args:
+        raise TypeError(f"{name}() got an unexpected keyword argument "
+                        f"{sorted(unknown)[0]!r}" if unknown else
+                        f"{name}(): pass {keyword} positionally or by name, not both")
+    return (by_name[keyword],)
+
+
 def _sizes(name, sizes):
     """``f(2, 3)`` and ``f((2, 3))`` both as the tuple (2, 3), each an int."""
     if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):

@@ -19,7 +19,7 @@ from .backend import get_array_module
 from .backend.dtypes import as_dtype
 from .ops import (
     BadArgumentError, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, _tied,
-    repeat_sizes, torch_order, wrap_dim,
+    repeat_sizes, sizes_or_keyword, torch_order, wrap_dim,
 )
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
@@ -88,9 +88,10 @@ class Flip(Function):
         return get_array_module(g).flip(g, axis=self.axes)
 
 
-def flip(input, *dims):
+def flip(input, *dims, **by_name):
     """``input`` reversed along each of ``dims`` (a copy, as PyTorch's): ``flip(x, (0, 1))``,
-    ``x.flip(0, 1)``."""
+    ``x.flip(0, 1)``, ``flip(x, dims=(0,))``."""
+    dims = sizes_or_keyword("flip", dims, by_name, "dims")
     if len(dims) == 1:
         dims = dims[0]
     axes = _dims("flip", dims, input.ndim)
@@ -306,10 +307,10 @@ def contiguous(input, memory_format=None):
     return input
 
 
-def tile(input, *dims):
+def tile(input, *dims, **by_name):
     """``input`` repeated ``dims[i]`` times along dim i; fewer dims than ``input`` has are
     padded with 1s in front (unlike repeat). ``tile(x, (2, 3))`` or ``x.tile(2, 3)``."""
-    dims = _sizes("tile", dims)
+    dims = _sizes("tile", sizes_or_keyword("tile", dims, by_name, "dims"))
     dims = (1,) * (input.ndim - len(dims)) + dims
     return Repeat.apply(input, sizes=repeat_sizes(input.shape, dims))
 

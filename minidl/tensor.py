@@ -690,7 +690,8 @@ class Tensor:
         see; inside a graph, recorded as an op whose result ``x`` becomes."""
         _set_item(self, _index(index), value)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape, **by_name):
+        shape = ops.sizes_or_keyword("reshape", shape, by_name, "shape")
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         try:
@@ -702,7 +703,8 @@ class Tensor:
 
     view = reshape
 
-    def permute(self, *axes):
+    def permute(self, *axes, **by_name):
+        axes = ops.sizes_or_keyword("permute", axes, by_name, "dims")
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         wrapped = tuple(_wrap_dim(a, self.ndim, "permute") for a in axes)
@@ -775,8 +777,13 @@ class Tensor:
         """Dim i repeated sizes[i] times (a copy, NumPy's tile)."""
         return Repeat.apply(self, sizes=ops.repeat_sizes(self.shape, sizes))
 
-    def split(self, split_size, dim=0):
-        """A tuple of pieces of split_size (or of each size in a list) along dim."""
+    def split(self, split_size=None, dim=0, *, split_size_or_sections=None):
+        """A tuple of pieces of split_size (or of each size in a list) along dim
+        (``split_size_or_sections`` is torch.split's name for it)."""
+        if split_size_or_sections is not None:
+            if split_size is not None:
+                raise TypeError("split: pass split_size or split_size_or_sections, not both")
+            split_size = split_size_or_sections
         return ops.split(self, split_size, dim)
 
     def chunk(self, chunks, dim=0):

@@ -727,3 +727,21 @@ def test_new_shape_ops_edges():
     with minidl.autocast("cpu", dtype=minidl.bfloat16):
         got = minidl.tensordot(minidl.ones(2, 3), minidl.ones(3, 2), 1).dtype
     assert str(got) == str(want).split(".")[-1]
+
+
+def test_torchs_keyword_names_are_accepted():
+    m = lambda L: L.arange(12.).reshape(3, 4)  # noqa: E731
+    cases = [lambda L: L.split(m(L), split_size_or_sections=2, dim=1)[1],
+             lambda L: m(L).split(split_size=3, dim=1)[1],
+             lambda L: L.flip(m(L), dims=(0,)), lambda L: L.permute(m(L), dims=(1, 0)),
+             lambda L: m(L).permute(dims=[1, 0]), lambda L: L.reshape(m(L), shape=(4, 3)),
+             lambda L: m(L).reshape(shape=(2, 6)), lambda L: L.tile(m(L), dims=(2, 1)),
+             lambda L: L.topk(input=m(L), k=2, dim=0, largest=False, sorted=True).values,
+             lambda L: L.gather(input=m(L), dim=1, index=L.tensor([[0], [1], [2]])),
+             lambda L: L.clamp(input=m(L), min=2, max=5)]
+    for c in cases:
+        _both(c)
+    with pytest.raises(TypeError):
+        m(minidl).reshape((4, 3), shape=(4, 3))
+    with pytest.raises(TypeError):
+        m(minidl).permute(order=(1, 0))
