@@ -12,7 +12,7 @@ import string
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import Function, unbroadcast
 from .backend import get_array_module
 from .ops import (
     BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
@@ -341,3 +341,132 @@ def vdot(input, other):
 
 TENSOR_METHODS.update({"tensordot": tensordot, "kron": kron, "vdot": vdot})
 FUNCTIONS += ["tensordot", "kron", "vdot"]
+
+
+# ---- cdist, cov, corrcoef ------------------------------------------------------------------
+class Cdist(Function):
+    """The p-norm distance of every row of x1 to every row of x2 (batch dims broadcast), with
+    PyTorch's gradients: 0 for p = 0; sign(d) for p = 1; d / dist for p = 2 (0 at dist 0);
+    sign(d) at each coordinate that reaches the max for p = inf (every tied one)."""
+
+    def forward(self, x1, x2, p):
+        xp = get_array_module(x1)
+        diff = x1[..., :, None, :] - x2[..., None, :, :]
+        self.p = p
+        a = xp.abs(diff)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if p == 0:
+                dist = (a != 0).sum(axis=-1).astype(x1.dtype)
+            elif p == 1:
+                dist = a.sum(axis=-1)
+            elif p == 2:
+                dist = xp.sqrt((diff * diff).sum(axis=-1))
+            elif p == np.inf:
+                dist = a.max(axis=-1) if a.shape[-1] else xp.zeros(a.shape[:-1], x1.dtype)
+            else:
+                dist = (a ** p).sum(axis=-1) ** (1 / p)
+        self.save_for_backward(diff, dist)
+        self.shapes = x1.shape, x2.shape
+        return dist.astype(x1.dtype, copy=False)
+
+    def backward(self, g):
+        diff, dist = self.saved
+        xp = get_array_module(g)
+        p, gd, d = self.p, g[..., None], dist[..., None]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if p == 0:
+                each = xp.zeros_like(diff)
+            elif p == 1:
+                each = gd * xp.sign(diff)
+            elif p == 2:
+                each = xp.where(d == 0, 0, gd * diff / d)
+            elif p == np.inf:
+                each = gd * xp.sign(diff) * (xp.abs(diff) == d)
+            else:
+                each = xp.where(d == 0, 0, gd * diff * xp.abs(diff) ** (p - 2) / d ** (p - 1))
+        each = each.astype(g.dtype, copy=False)
+        g1 = unbroadcast(each.sum(axis=-2), self.shapes[0])
+        g2 = unbroadcast(-each.sum(axis=-3), self.shapes[1])
+        return g1, g2
+
+
+def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
+    """Distances between the rows of x1 (..., P, M) and of x2 (..., R, M): (..., P, R)."""
+    _tensor("cdist", "x1", x1)
+    _tensor("cdist", "x2", x2)
+    for t in (x1, x2):
+        if not t.data.dtype.kind == "f" and t.data.dtype.name != "bfloat16":
+            raise UnsupportedDtypeError(f"cdist only supports floating-point dtypes, got "
+                                        f"{t.data.dtype}")
+    if x1.ndim < 2 or x2.ndim < 2:
+        raise BadArgumentError(f"cdist only supports at least 2D tensors, got {x1.ndim}D and "
+                               f"{x2.ndim}D")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise BadArgumentError(f"X1 and X2 must have the same number of columns. X1: "
+                               f"{x1.shape[-1]} X2: {x2.shape[-1]}")
+    if p < 0:
+        raise BadArgumentError(f"cdist only supports non-negative p values, got {p}")
+    _same_dtype("cdist", x1, x2)
+    return Cdist.apply(x1, x2, p=float(p))
+
+
+def cov(input, *, correction=1, fweights=None, aweights=None):
+    """The covariance of the variables in the rows of ``input`` (observations in columns; a
+    1-d input is one variable), optionally weighted by integer ``fweights`` (frequencies)
+    and ``aweights`` (importance), as torch.cov. No degrees of freedom left: a warning, and
+    inf/NaN."""
+    if input.ndim > 2:
+        raise BadArgumentError(f"cov(): expected input to have two or fewer dimensions but got "
+                               f"an input with {input.ndim} dimensions")
+    x = input.reshape(1, -1) if input.ndim < 2 else input
+    if not x.data.dtype.kind == "f":
+        x = x.to(np.dtype(np.float32))
+    n = x.shape[1]
+    w = None
+    for name, weights in (("fweights", fweights), ("aweights", aweights)):
+        if weights is None:
+            continue
+        if weights.ndim > 1 or weights.numel() != n:
+            raise BadArgumentError(f"cov(): expected {name} to have one dimension and {n} "
+                                   f"elements, got shape {tuple(weights.shape)}")
+        if name == "fweights" and weights.data.dtype.kind not in "iu":
+            raise UnsupportedDtypeError("cov(): expected fweights to have integral dtype")
+        if bool((weights.data < 0).any()):
+            raise BadArgumentError(f"cov(): {name} cannot be negative")
+        weights = weights.to(x.data.dtype)
+        w = weights if w is None else w * weights
+    if w is None:
+        w_sum = float(n)
+        mean = x.mean(1, keepdim=True)
+        norm = w_sum - correction
+    else:
+        w_sum = w.sum()
+        mean = (x * w).sum(1, keepdim=True) / w_sum
+        norm = w_sum - (correction if aweights is None else
+                        correction * (w * aweights.to(x.data.dtype)).sum() / w_sum)
+    norm_value = float(norm.item() if isinstance(norm, autograd.Tensor) else norm)
+    if norm_value <= 0:
+        import warnings
+
+        warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less "
+                      "than the number of observations.", UserWarning, stacklevel=2)
+        norm = 0.0
+    centred = x - mean
+    weighted = centred if w is None else centred * w
+    c = (centred @ weighted.transpose(0, 1)) / norm
+    return c.reshape(()) if c.shape == (1, 1) else c  # one variable: 0-d, as torch
+
+
+def corrcoef(input):
+    """Pearson's correlation coefficients of the rows of ``input`` (clipped to [-1, 1])."""
+    c = cov(input)
+    if c.ndim == 0:
+        return c / c
+    d = c.diagonal()
+    std = d.sqrt()
+    c = c / std.reshape(-1, 1) / std.reshape(1, -1)
+    return c.clamp(-1, 1)
+
+
+TENSOR_METHODS.update({"cov": cov, "corrcoef": corrcoef})
+FUNCTIONS += ["cdist", "cov", "corrcoef"]

@@ -959,3 +959,173 @@ TENSOR_METHODS.update({
 FUNCTIONS += ["atleast_3d", "dstack", "column_stack", "tensor_split", "hsplit", "vsplit",
               "dsplit", "broadcast_shapes", "broadcast_tensors", "diag_embed", "block_diag",
               "cartesian_prod", "tril_indices", "triu_indices", "unique_consecutive"]
+
+
+# ---- quantile, nanquantile, nanmedian, mode ------------------------------------------------
+_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
+
+
+def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
+    from .ops import where
+
+    if not input.data.dtype.kind == "f" or input.data.dtype.itemsize < 4:
+        raise UnsupportedDtypeError(f"{name}() input tensor must be either float or double dtype")
+    if interpolation not in _INTERPOLATIONS:
+        raise BadArgumentError(f"{name}() interpolation must be one of linear, lower, higher, "
+                               f"midpoint or nearest, but got {interpolation}")
+    xp = get_array_module(input.data)
+    if isinstance(q, autograd.Tensor):
+        if q.ndim > 1:
+            raise BadArgumentError(f"{name}() q must be a scalar or 1D tensor")
+        if q.data.dtype != input.data.dtype:
+            raise UnsupportedDtypeError(f"{name}() q tensor must be same dtype as the input "
+                                        "tensor")
+        qs = q.data
+    else:
+        qs = xp.asarray(q, dtype=input.data.dtype)
+    host_q = np.asarray(qs.get() if hasattr(qs, "get") else qs)
+    if host_q.size and (host_q.min() < 0 or host_q.max() > 1):
+        raise BadArgumentError(f"{name}() q values must be in the range [0, 1]")
+    if input.data.size == 0:
+        raise BadArgumentError(f"{name}() input tensor must be non-empty")
+    if dim is None:
+        x, d = input.reshape(-1), 0
+    else:
+        x, d = input, wrap_dim(dim, input.ndim, name)
+        if x.ndim == 0:
+            x = x.reshape(1)
+    ordered = sort(movedim(x, d, -1), -1).values  # NaN last; ties as torch's sort leaves them
+    data = ordered.data
+    n = data.shape[-1]
+    nan = xp.isnan(data)
+    qv = qs.reshape(-1)
+    if ignore_nan:  # ranks among the values that are not NaN; all NaN: the last, a NaN
+        count = n - nan.sum(axis=-1, keepdims=True)
+        last = xp.where(count == 0, n - 1, count - 1).astype(data.dtype)
+        ranks = qv * last  # (..., m): m quantiles per slice
+    else:  # a slice with a NaN gives NaN: its ranks are the last index, where NaN sorts
+        ranks = xp.broadcast_to(qv * (n - 1), data.shape[:-1] + (qv.size,))
+        ranks = xp.where(nan.any(axis=-1, keepdims=True), n - 1, ranks).astype(data.dtype)
+    if interpolation == "lower":
+        ranks = xp.floor(ranks)
+    elif interpolation == "higher":
+        ranks = xp.ceil(ranks)
+    elif interpolation == "nearest":
+        ranks = xp.round(ranks)  # half to even, as torch.round
+    below = xp.floor(ranks).astype(np.int64)
+    above = xp.ceil(ranks).astype(np.int64)
+    lo = TakeAlongDim.apply(ordered, index=below, dim=ordered.ndim - 1)
+    hi = TakeAlongDim.apply(ordered, index=above, dim=ordered.ndim - 1)
+    if interpolation == "midpoint":
+        out = lo + (hi - lo) * 0.5
+    elif interpolation == "linear":
+        w = autograd.Tensor((ranks - below).astype(data.dtype, copy=False))
+        # PyTorch's lerp: from the nearer end, so the weights 0 and 1 give the values exactly
+        out = where(w < 0.5, lo + w * (hi - lo), hi - (hi - lo) * (1 - w))
+    else:
+        out = lo
+    out = movedim(out, -1, 0)  # (m, ...) with the quantiles first, as torch
+    if keepdim:
+        shape = (1,) * input.ndim if dim is None else tuple(
+            1 if i == d else s for i, s in enumerate(input.shape))
+        out = out.reshape((qv.size,) + shape)
+    if not isinstance(q, autograd.Tensor) or q.ndim == 0:
+        out = out.reshape(out.shape[1:])
+    return out
+
+
+def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
+    """The q-th quantiles (q a number or a 1-d tensor in [0, 1]) over everything or ``dim``;
+    a slice holding a NaN gives NaN. Gradients through the sorted values, as PyTorch's."""
+    return _quantile("quantile", *_autocast_quantile("quantile", input, q), dim, keepdim,
+                     interpolation, ignore_nan=False)
+
+
+def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
+    """quantile with NaNs left out (NaN where a slice holds nothing else)."""
+    return _quantile("nanquantile", *_autocast_quantile("nanquantile", input, q), dim,
+                     keepdim, interpolation, ignore_nan=True)
+
+
+def _autocast_quantile(name, input, q):
+    """PyTorch's autocast runs quantile in float32 (input and a q tensor)."""
+    hook = autograd.autocast_hook()
+    if hook is None:
+        return input, q
+    if isinstance(q, autograd.Tensor):
+        return tuple(hook.inputs(name, [input, q]))
+    return hook.inputs(name, [input])[0], q
+
+
+def nanmedian(input, dim=None, keepdim=False):
+    """median with NaNs left out: the lower middle value of the others (NaN, index 0, where a
+    slice is all NaN)."""
+    if input.data.dtype.kind != "f":
+        return median(input, dim, keepdim)
+    xp = get_array_module(input.data)
+    if dim is None:
+        flat = input.reshape(-1)
+        keep = ~xp.isnan(flat.data)
+        count = int(keep.sum())
+        if count == 0:
+            return autograd.Tensor(xp.full((), xp.nan, dtype=input.data.dtype))
+        order = _argsort(flat.data, 0, False, True)
+        return flat[autograd.Tensor(order[(count - 1) // 2].reshape(()))]
+    d = wrap_dim(dim, input.ndim, "nanmedian")
+    x = input if input.ndim else input.reshape(1)
+    if x.shape[d] == 0:
+        raise IndexError(f"nanmedian(): Expected reduction dim {d} to have non-zero size.")
+    order = _argsort(x.data, d, False, True).astype(np.int64)
+    count = (~xp.isnan(x.data)).sum(axis=d, keepdims=True)
+    at = xp.maximum(count - 1, 0) // 2
+    index = xp.take_along_axis(order, at, axis=d)
+    if bool((count == 0).any()):  # all NaN: where PyTorch's nth_element leaves index 0
+        index = xp.where(count == 0, _all_nan_median_index(x.shape[d]), index)
+    values = TakeAlongDim.apply(x, index=index, dim=d)
+    if not keepdim or input.ndim == 0:
+        values, index = values.squeeze(d), index.squeeze(axis=d)
+    return KthResult(values, autograd.Tensor(index))
+
+
+def _all_nan_median_index(n):
+    """The index torch.nanmedian gives for a slice of n NaNs: std::nth_element at position 0
+    with a comparison that never holds (every NaN is NaN) leaves it to the partitioning."""
+    from .backend import ordering
+
+    ordering.rows_kernels()
+    ix = np.arange(n)
+    ordering._nth_element(np.full(n, np.nan), ix, 0, n, False)
+    return int(ix[0])
+
+
+ModeResult = namedtuple("ModeResult", ["values", "indices"])  # torch.return_types.mode
+
+
+def mode(input, dim=-1, keepdim=False):
+    """The most frequent value along ``dim`` (the smallest of those tied for it) and an index
+    of it: PyTorch's on the CPU, the last of its run in std::sort's order. The value's gradient
+    goes to that index."""
+    d = wrap_dim(dim, input.ndim, "mode")
+    x = input if input.ndim else input.reshape(1)
+    if x.shape[d] == 0:
+        raise IndexError(f"mode(): Expected reduction dim {d} to have non-zero size.")
+    host = np.asarray(x.data.get() if hasattr(x.data, "get") else x.data)
+    order = np.moveaxis(np.asarray(_argsort(host, d, False, False)), d, -1)
+    values = np.take_along_axis(np.moveaxis(host, d, -1), order, axis=-1)
+    rows, orders = values.reshape(-1, values.shape[-1]), order.reshape(-1, order.shape[-1])
+    index = np.empty(rows.shape[0], np.int64)
+    for r, (row, where) in enumerate(zip(rows, orders)):
+        ends = np.flatnonzero(np.r_[row[1:] != row[:-1], True])  # last position of each run
+        counts = np.diff(np.r_[-1, ends])
+        index[r] = where[ends[np.argmax(counts)]]  # the first longest run: the smallest value
+    xp = get_array_module(x.data)
+    index = xp.expand_dims(xp.asarray(index.reshape(values.shape[:-1])), d)
+    out = TakeAlongDim.apply(x, index=index, dim=d)
+    if not keepdim or input.ndim == 0:
+        out, index = out.squeeze(d), index.squeeze(axis=d)
+    return ModeResult(out, autograd.Tensor(index))
+
+
+TENSOR_METHODS.update({"quantile": quantile, "nanquantile": nanquantile,
+                       "nanmedian": nanmedian, "mode": mode})
+FUNCTIONS += ["quantile", "nanquantile", "nanmedian", "mode"]

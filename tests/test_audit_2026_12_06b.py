@@ -745,3 +745,69 @@ def test_torchs_keyword_names_are_accepted():
         m(minidl).reshape((4, 3), shape=(4, 3))
     with pytest.raises(TypeError):
         m(minidl).permute(order=(1, 0))
+
+
+STATS_NEW = [
+    ("quantile_linear", lambda L, a: L.quantile(a, 0.3, dim=1), [(3, 5)]),
+    ("quantile_q_tensor", lambda L, a: L.quantile(a, L.tensor([0.1, 0.5, 0.9], dtype=a.dtype),
+                                                 dim=0, keepdim=True), [(4, 3)]),
+    ("quantile_all", lambda L, a: L.quantile(a, 0.75), [(3, 4)]),
+    ("quantile_midpoint", lambda L, a: L.quantile(a, 0.5, 1, interpolation="midpoint"), [(3, 4)]),
+    ("quantile_nearest", lambda L, a: L.quantile(a, 0.4, 1, interpolation="nearest"), [(3, 6)]),
+    ("nanquantile", lambda L, a: L.nanquantile(a, 0.6, dim=1), [(3, 5)]),
+    ("nanmedian", lambda L, a: L.nanmedian(a, 1).values, [(3, 5)]),
+    ("mode", lambda L, a: L.mode(a.round(), 1).values, [(3, 7)]),
+    ("cov", lambda L, a: L.cov(a), [(3, 6)]),
+    ("cov_weights", lambda L, a: L.cov(a, fweights=L.tensor([1, 2, 1, 3]),
+                                       aweights=L.tensor([0.5, 1., 2., 1.], dtype=a.dtype)),
+     [(2, 4)]),
+    ("corrcoef", lambda L, a: L.corrcoef(a), [(3, 6)]),
+    ("cdist", lambda L, a, b: L.cdist(a, b), [(2, 4, 3), (2, 5, 3)]),
+    ("cdist_p1", lambda L, a, b: L.cdist(a, b, p=1), [(4, 3), (5, 3)]),
+    ("cdist_p3", lambda L, a, b: L.cdist(a, b, p=3), [(4, 3), (5, 3)]),
+    ("cdist_inf", lambda L, a, b: L.cdist(a, b, p=float("inf")), [(4, 3), (5, 3)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", STATS_NEW, ids=[c[0] for c in STATS_NEW])
+def test_new_statistics_ops_match_torch(name, fn, shapes):
+    test_new_shape_and_product_ops_match_torch(name, fn, shapes)
+
+
+def test_new_statistics_ops_edges():
+    a = lambda L: L.tensor([[1., 5., 2., 2., 9.], [3., NAN, 1., 0., 2.]])  # noqa: E731
+    cases = [lambda L: L.quantile(a(L), 0.5, dim=1), lambda L: L.nanquantile(a(L), 0.5),
+             lambda L: L.nanquantile(L.tensor([[NAN, NAN], [1., NAN]]), 0.5, dim=1),
+             lambda L: L.quantile(L.tensor([1., 2., 3., 4.]), L.tensor([.25, .5, 1.]),
+                                  interpolation="nearest"),
+             lambda L: L.quantile(L.tensor(2.), 0.5), lambda L: L.quantile(L.tensor([1, 2]), .5),
+             lambda L: L.quantile(L.tensor([1., 2.]), 1.5),
+             lambda L: L.quantile(L.tensor([1., 2.]), L.tensor([.5], dtype=L.float64)),
+             lambda L: L.quantile(L.zeros(0), 0.5),
+             lambda L: L.quantile(L.tensor([1., 2.]), 0.5, interpolation="foo"),
+             lambda L: L.nanmedian(L.tensor([1., NAN, 3., 2.])),
+             lambda L: L.nanmedian(L.tensor([[NAN, 1.], [NAN, NAN], [2., 2.]]), 1).indices,
+             lambda L: L.nanmedian(L.full((2, 70), NAN), 1).indices,
+             lambda L: L.mode(L.tensor([0., 1., 0., 1., 0., 1., 2., 0.] * 3), 0).indices,
+             lambda L: L.mode(L.tensor([3, 1, 3, 1, 2])).indices,
+             lambda L: L.cov(L.tensor([[1, 2, 4]])), lambda L: L.cov(L.ones(2, 2, 2)),
+             lambda L: L.corrcoef(L.tensor([[1., 1., 1.], [1., 2., 3.]])),
+             lambda L: L.cdist(L.ones(3, 4), L.ones(5, 3)),
+             lambda L: L.cdist(L.ones(3, 4, dtype=L.int64), L.ones(5, 4, dtype=L.int64))]
+    for c in cases:
+        _both(c)
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        got = minidl.cov(minidl.tensor([[1.]]))
+    assert np.isnan(got.item()) or np.isinf(got.item())
+    x = np.random.default_rng(11).uniform(size=(3, 6))
+    for name in ("quantile", "nanquantile"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = getattr(torch, name)(torch.tensor(x).bfloat16(), 0.5, dim=1)
+        with minidl.autocast("cpu", dtype=minidl.bfloat16):
+            got = getattr(minidl, name)(minidl.tensor(x).to(minidl.bfloat16), 0.5, dim=1)
+        assert str(got.dtype) == str(want.dtype).split(".")[-1] == "float32"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = torch.cdist(torch.tensor(x).bfloat16(), torch.tensor(x).bfloat16())
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        got = minidl.cdist(minidl.tensor(x).to(minidl.bfloat16), minidl.tensor(x).to(minidl.bfloat16))
+    assert str(got.dtype) == str(want.dtype).split(".")[-1] == "float32"

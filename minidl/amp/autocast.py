@@ -63,6 +63,10 @@ FLOAT32["cpu"] |= {"Prod"}
 FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Reciprocal",
                     "Rsqrt", "Log1p", "Expm1", "Log2", "Log10", "Asin", "Acos", "Sinh", "Cosh",
                     "Tan"}
+# cdist in float32 on both devices, quantile and nanquantile on the CPU (composite: they ask
+# through Hook.inputs), as PyTorch's tables list them
+FLOAT32["cpu"] |= {"Cdist", "quantile", "nanquantile"}
+FLOAT32["cuda"] |= {"Cdist"}
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)
 BANNED = {"cpu": set(), "cuda": {"BinaryCrossEntropy"}}
