@@ -601,3 +601,100 @@ TENSOR_METHODS = {
 __all__ = ["gather", "scatter", "scatter_add", "scatter_reduce", "index_select", "index_add", "take_along_dim",
            "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
            "index_copy"]
+
+
+# ---- masked_scatter and the *_scatter ops (a copy with a part replaced) ------------------------
+def masked_scatter(input, mask, source):
+    """A copy of ``input`` with ``source``'s first elements (in order) written where the bool
+    ``mask`` (broadcast to input) holds; gradients as index_put's."""
+    _tensor(input, "masked_scatter", "input")
+    _tensor(mask, "masked_scatter", "mask")
+    _tensor(source, "masked_scatter", "source")
+    if mask.data.dtype != np.bool_:
+        raise UnsupportedDtypeError(f"masked_scatter_ only supports boolean masks, but got mask "
+                                    f"with dtype {mask.data.dtype}")
+    if source.data.dtype != input.data.dtype:
+        raise UnsupportedDtypeError(f"masked_scatter: expected self and source to have same "
+                                    f"dtypes but got {input.data.dtype} and {source.data.dtype}")
+    xp = get_array_module(input.data)
+    try:
+        m = xp.broadcast_to(mask.data, input.shape)
+    except ValueError:
+        raise BadArgumentError(f"masked_scatter: mask {mask.shape} does not broadcast to input "
+                               f"{input.shape}") from None
+    count = int(m.sum())
+    if count > source.numel():
+        raise BadArgumentError(f"masked_scatter: Number of elements of source < number of ones "
+                               f"in mask ({source.numel()} < {count})")
+    values = source.reshape(-1)[:count] if count else source.reshape(-1)[:0]
+    return IndexPut.apply(input, values, index=xp.nonzero(m), accumulate=False)
+
+
+def _scatter_into(name, input, src, where, view_shape):
+    """A copy of ``input`` with ``input[where]`` (of shape ``view_shape``) replaced by src."""
+    _tensor(input, name, "input")
+    _tensor(src, name, "src")
+    if tuple(src.shape) != tuple(view_shape):
+        raise BadArgumentError(f"{name}: expected src to have a size equal to the slice of "
+                               f"self. src size = {tuple(src.shape)}, slice size = "
+                               f"{tuple(view_shape)}")
+    if src.data.dtype != input.data.dtype:
+        raise UnsupportedDtypeError(f"{name}: src has dtype {src.data.dtype}, input "
+                                    f"{input.data.dtype}; they must match")
+    return IndexPut.apply(input, src, index=where, accumulate=False)
+
+
+def select_scatter(input, src, dim, index):
+    """``input`` with the slice at ``index`` along ``dim`` replaced by ``src``."""
+    d = wrap_dim(dim, input.ndim, "select_scatter")
+    n = input.shape[d]
+    if not -n <= index < n:
+        raise IndexArgumentError(f"select_scatter: index {index} out of range for dimension "
+                                 f"{dim} of size {n}")
+    where = (slice(None),) * d + (int(index) % n,)
+    return _scatter_into("select_scatter", input, src, where,
+                         input.shape[:d] + input.shape[d + 1:])
+
+
+def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
+    """``input`` with ``input[start:end:step]`` along ``dim`` replaced by ``src``."""
+    d = wrap_dim(dim, input.ndim, "slice_scatter")
+    if step <= 0:
+        raise BadArgumentError("slice_scatter: slice step must be positive")
+    where = (slice(None),) * d + (slice(start, end, step),)
+    view = np.empty(input.shape, np.uint8)[where].shape
+    return _scatter_into("slice_scatter", input, src, where, view)
+
+
+def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
+    """``input`` with its diagonal ``offset`` (of dims dim1, dim2) replaced by ``src``."""
+    if input.ndim < 2:
+        raise BadArgumentError("diagonal_scatter: needs at least 2 dims")
+    d1, d2 = wrap_dim(dim1, input.ndim, "diagonal_scatter"), wrap_dim(dim2, input.ndim,
+                                                                      "diagonal_scatter")
+    rows, cols = input.shape[d1], input.shape[d2]
+    n = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
+    xp = get_array_module(input.data)
+    i = xp.arange(n)
+    where = [slice(None)] * input.ndim
+    where[d1], where[d2] = i - min(offset, 0), i + max(offset, 0)
+    # NumPy puts the advanced (diagonal) dim first when dim1 and dim2 are not adjacent, and in
+    # place of the first otherwise; torch.diagonal puts it last: move src's to NumPy's place
+    others = [s for k, s in enumerate(input.shape) if k not in (d1, d2)]
+    if abs(d1 - d2) == 1:
+        first = min(d1, d2)
+        view = tuple(others[:first]) + (n,) + tuple(others[first:])
+        src_np = src.movedim(-1, first) if src.ndim == len(view) else src
+    else:
+        view = (n,) + tuple(others)
+        src_np = src.movedim(-1, 0) if src.ndim == len(view) else src
+    if tuple(src.shape) != tuple(others) + (n,):
+        raise BadArgumentError(f"diagonal_scatter: expected src to have a size equal to the "
+                               f"diagonal. src size = {tuple(src.shape)}, diagonal size = "
+                               f"{tuple(others) + (n,)}")
+    return _scatter_into("diagonal_scatter", input, src_np, tuple(where), view)
+
+
+TENSOR_METHODS.update({"masked_scatter": masked_scatter, "select_scatter": select_scatter,
+                       "slice_scatter": slice_scatter, "diagonal_scatter": diagonal_scatter})
+__all__ += ["masked_scatter", "select_scatter", "slice_scatter", "diagonal_scatter"]

@@ -1077,3 +1077,132 @@ def bincount(input, weights=None, minlength=0):
 
 TENSOR_METHODS.update({"logcumsumexp": logcumsumexp, "bincount": bincount})
 FUNCTIONS.update({"logcumsumexp": logcumsumexp, "bincount": bincount})
+
+
+# ---- integer and floating-point helpers, integrals, renorm, histc ----------------------------
+def _integer_pair(name, input, other):
+    a, b = _binary_operands(name, input, other)
+    if a.data.dtype.kind not in "iu":
+        raise UnsupportedDtypeError(f"{name}: needs integer tensors, got dtype {a.data.dtype}")
+    return a.data, b.data, get_array_module(a.data)
+
+
+def gcd(input, other):
+    """The greatest common divisor, elementwise (non-negative; gcd(0, 0) = 0)."""
+    a, b, xp = _integer_pair("gcd", input, other)
+    return autograd.Tensor(xp.gcd(a, b))
+
+
+def lcm(input, other):
+    """The least common multiple, elementwise (non-negative; 0 where either is 0)."""
+    a, b, xp = _integer_pair("lcm", input, other)
+    return autograd.Tensor(xp.lcm(a, b))
+
+
+def ldexp(input, other):
+    """``input * 2 ** other``."""
+    return input * (2.0 ** other if not isinstance(other, autograd.Tensor) else
+                    autograd.Tensor(get_array_module(other.data).asarray(2.0, np.float32))
+                    ** other)
+
+
+FrexpResult = namedtuple("FrexpResult", ["mantissa", "exponent"])  # torch.return_types.frexp
+
+
+def frexp(input):
+    """(mantissa in [0.5, 1), int32 exponent) with ``input = mantissa * 2 ** exponent``."""
+    if not is_floating(input.data.dtype):
+        raise UnsupportedDtypeError("torch.frexp() only supports floating-point dtypes")
+    xp = get_array_module(input.data)
+    mantissa, exponent = xp.frexp(input.data)
+    return FrexpResult(autograd.Tensor(mantissa.astype(input.data.dtype)),
+                       autograd.Tensor(exponent.astype(np.int32)))
+
+
+def nextafter(input, other):
+    """The next representable number after input toward other (no gradient)."""
+    a, b = _binary_operands("nextafter", input, other)
+    return autograd.Tensor(get_array_module(a.data).nextafter(a.data, b.data))
+
+
+def angle(input):
+    """The angle of a real number: pi for negatives, 0 otherwise, NaN kept (float result)."""
+    x = _float_input(input)
+    return where(x < 0, np.pi, x * 0)
+
+
+def trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The trapezoid rule along ``dim``: over sample points ``x`` (a tensor) or a spacing."""
+    d = wrap_dim(dim, y.ndim, "trapezoid")
+    n = y.shape[d]
+    if n == 0:
+        return y.sum(d)
+    pair = y.narrow(d, 1, n - 1) + y.narrow(d, 0, n - 1)
+    if x is not None:
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError("trapezoid: x must be a tensor (pass a spacing as dx=)")
+        dxs = x.diff(dim=-1 if x.ndim == 1 else d)
+        if x.ndim == 1 and y.ndim > 1:
+            dxs = dxs.reshape((-1,) + (1,) * (y.ndim - d - 1))
+        return (pair * dxs).sum(d) / 2
+    return pair.sum(d) * ((1.0 if dx is None else dx) / 2)
+
+
+def trapz(y, x=None, *, dx=None, dim=-1):
+    return trapezoid(y, x, dx=dx, dim=dim)
+
+
+def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The running trapezoid rule along ``dim`` (one fewer element)."""
+    d = wrap_dim(dim, y.ndim, "cumulative_trapezoid")
+    n = y.shape[d]
+    pair = y.narrow(d, 1, max(n - 1, 0)) + y.narrow(d, 0, max(n - 1, 0))
+    if x is not None:
+        dxs = x.diff(dim=-1 if x.ndim == 1 else d)
+        if x.ndim == 1 and y.ndim > 1:
+            dxs = dxs.reshape((-1,) + (1,) * (y.ndim - d - 1))
+        return cumsum(pair * dxs, d) / 2
+    return cumsum(pair, d) * ((1.0 if dx is None else dx) / 2)
+
+
+def renorm(input, p, dim, maxnorm):
+    """Each slice along ``dim`` whose p-norm is above ``maxnorm`` scaled down to it (as
+    PyTorch: by maxnorm / (norm + 1e-7))."""
+    d = wrap_dim(dim, input.ndim, "renorm")
+    if not is_floating(input.data.dtype):
+        raise UnsupportedDtypeError(f"renorm: needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
+    others = tuple(i for i in range(input.ndim) if i != d)
+    norms = input.norm(p=p, dim=others, keepdim=True) if others else input.abs()
+    scale = where(norms > maxnorm, maxnorm / (norms + 1e-7), 1.0)
+    return input * scale
+
+
+def histc(input, bins=100, min=0, max=0):  # noqa: A002  (PyTorch's names)
+    """Counts of the elements in ``bins`` equal bins over [min, max] (the data's range when
+    both are 0); elements outside are left out (no gradient)."""
+    data = input.data
+    if not is_floating(data.dtype):
+        raise UnsupportedDtypeError(f"torch.histogramdd: input tensor and bins tensors should "
+                                    f"have the same dtype, got {data.dtype}")
+    xp = get_array_module(data)
+    lo, hi = float(min), float(max)
+    if lo == hi == 0 and data.size:
+        lo, hi = float(data.min()), float(data.max())
+    if lo == hi:
+        lo, hi = lo - 1, hi + 1
+    if lo > hi:
+        raise BadArgumentError(f"histc: max must be larger than min, got min {min}, max {max}")
+    flat = data.reshape(-1)
+    inside = flat[(flat >= lo) & (flat <= hi)]
+    which = xp.floor((inside - lo) / (hi - lo) * bins).astype(np.int64)
+    which = xp.minimum(which, bins - 1)
+    return autograd.Tensor(xp.bincount(which, minlength=bins)[:bins].astype(data.dtype))
+
+
+_MORE = {"gcd": gcd, "lcm": lcm, "ldexp": ldexp, "frexp": frexp, "nextafter": nextafter,
+         "angle": angle, "trapezoid": trapezoid, "trapz": trapz,
+         "cumulative_trapezoid": cumulative_trapezoid, "renorm": renorm, "histc": histc}
+TENSOR_METHODS.update({k: v for k, v in _MORE.items()
+                       if k not in ("trapezoid", "trapz", "cumulative_trapezoid")})
+FUNCTIONS.update(_MORE)

@@ -470,3 +470,17 @@ def corrcoef(input):
 
 TENSOR_METHODS.update({"cov": cov, "corrcoef": corrcoef})
 FUNCTIONS += ["cdist", "cov", "corrcoef"]
+
+
+def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
+    """``beta * input + alpha * sum_b batch1[b] @ batch2[b]``."""
+    return _scaled_sum(input, bmm(batch1, batch2).sum(0), beta, alpha)
+
+
+def addr(input, vec1, vec2, *, beta=1, alpha=1):
+    """``beta * input + alpha * outer(vec1, vec2)``."""
+    return _scaled_sum(input, outer(vec1, vec2), beta, alpha)
+
+
+TENSOR_METHODS.update({"addbmm": addbmm, "addr": addr})
+FUNCTIONS += ["addbmm", "addr"]

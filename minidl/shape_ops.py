@@ -1129,3 +1129,67 @@ def mode(input, dim=-1, keepdim=False):
 TENSOR_METHODS.update({"quantile": quantile, "nanquantile": nanquantile,
                        "nanmedian": nanmedian, "mode": mode})
 FUNCTIONS += ["quantile", "nanquantile", "nanmedian", "mode"]
+
+
+# ---- narrow_copy, unravel_index, vander, combinations ------------------------------------------
+def narrow_copy(input, dim, start, length):
+    """narrow as a copy."""
+    return narrow(input, dim, start, length).clone()
+
+
+def unravel_index(indices, shape):
+    """The coordinates in ``shape`` of flat ``indices``: a tuple of int64 tensors."""
+    data = indices.data if isinstance(indices, autograd.Tensor) else np.asarray(indices)
+    if data.dtype.kind not in "iu":
+        raise UnsupportedDtypeError(f"expected 'indices' to be integer dtype, but got "
+                                    f"{data.dtype}")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    total = int(np.prod(shape))
+    xp = get_array_module(data)
+    if data.size and (bool((data < -total).any()) or bool((data >= total).any())):
+        raise BadArgumentError("'indices' must be in range [-prod(shape), prod(shape) - 1]")
+    coords = xp.unravel_index(data % max(total, 1), shape)
+    return tuple(autograd.Tensor(c.astype(np.int64)) for c in coords)
+
+
+def vander(x, N=None, increasing=False):  # noqa: N803  (PyTorch's name)
+    """The Vandermonde matrix of the 1-d ``x``: columns x**(N-1) ... x**0 (or increasing)."""
+    if x.ndim != 1:
+        raise BadArgumentError("x must be a one-dimensional tensor.")
+    n = x.shape[0] if N is None else int(N)
+    if n < 0:
+        raise BadArgumentError("N must be non-negative.")
+    from .ops import stack
+
+    dtype = np.dtype(np.int64) if x.data.dtype.kind in "biu" else x.data.dtype
+    base = x if x.data.dtype == dtype else x.to(dtype)
+    powers = range(n) if increasing else range(n - 1, -1, -1)
+    columns = [base ** p if p else base * 0 + 1 for p in powers]
+    if not columns:
+        return autograd.Tensor(get_array_module(x.data).zeros((x.shape[0], 0), dtype))
+    return stack(columns, 1)
+
+
+def combinations(input, r=2, with_replacement=False):
+    """The length-``r`` combinations of the 1-d ``input``'s elements, one per row (itertools'
+    order)."""
+    import itertools
+
+    if input.ndim != 1:
+        raise BadArgumentError(f"Expect a 1D vector, but got shape {tuple(input.shape)}")
+    pick = itertools.combinations_with_replacement if with_replacement else \
+        itertools.combinations
+    rows = list(pick(range(input.shape[0]), r)) if r else []
+    if not r:
+        return autograd.Tensor(get_array_module(input.data).zeros((0,), input.data.dtype))
+    if not rows:
+        return autograd.Tensor(get_array_module(input.data).zeros((0, r), input.data.dtype))
+    from .indexing import index_select
+
+    index = autograd.Tensor(get_array_module(input.data).asarray(
+        np.asarray(rows, np.int64).reshape(-1)))
+    return index_select(input, 0, index).reshape(len(rows), r)
+
+
+TENSOR_METHODS.update({"narrow_copy": narrow_copy})
+FUNCTIONS += ["narrow_copy", "unravel_index", "vander", "combinations"]

@@ -811,3 +811,57 @@ def test_new_statistics_ops_edges():
     with minidl.autocast("cpu", dtype=minidl.bfloat16):
         got = minidl.cdist(minidl.tensor(x).to(minidl.bfloat16), minidl.tensor(x).to(minidl.bfloat16))
     assert str(got.dtype) == str(want.dtype).split(".")[-1] == "float32"
+
+
+MORE_NEW = [
+    ("addbmm", lambda L, a, b, c: L.addbmm(a, b, c, beta=0.5, alpha=2), [(2, 2), (3, 2, 4),
+                                                                         (3, 4, 2)]),
+    ("addr", lambda L, a, b, c: L.addr(a, b, c, beta=2, alpha=0.5), [(2, 3), (2,), (3,)]),
+    # a positive exponent: torch's ldexp gradient takes 2 ** -2 in integers, as 0
+    ("ldexp", lambda L, a: L.ldexp(a, L.tensor([1, 2, 3])), [(2, 3)]),
+    ("trapezoid", lambda L, a, x: L.trapezoid(a, x.cumsum(0)), [(2, 4), (4,)]),
+    ("trapezoid_dx", lambda L, a: L.trapezoid(a, dx=0.5, dim=0), [(3, 2)]),
+    ("cumulative_trapezoid", lambda L, a: L.cumulative_trapezoid(a), [(2, 5)]),
+    ("renorm", lambda L, a: L.renorm(a, 2, 0, 1.5), [(3, 4)]),
+    ("masked_scatter", lambda L, a, s: a.masked_scatter(L.tensor([True, False, True]), s),
+     [(2, 3), (5,)]),
+    ("select_scatter", lambda L, a, s: L.select_scatter(a, s, 1, -1), [(2, 3), (2,)]),
+    ("slice_scatter", lambda L, a, s: L.slice_scatter(a, s, 0, 1, 4, 2), [(4, 2), (2, 2)]),
+    ("diagonal_scatter", lambda L, a, s: L.diagonal_scatter(a, s, 1, 0, 2), [(3, 2, 4), (2, 3)]),
+    ("narrow_copy", lambda L, a: L.narrow_copy(a, 1, 1, 2), [(2, 4)]),
+    ("combinations", lambda L, a: L.combinations(a, 2), [(4,)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", MORE_NEW, ids=[c[0] for c in MORE_NEW])
+def test_more_new_ops_match_torch(name, fn, shapes):
+    test_new_shape_and_product_ops_match_torch(name, fn, shapes)
+
+
+def test_more_new_ops_edges():
+    # vander: torch's own backward trips on an in-place op; forward against torch, gradcheck
+    x = np.array([0.5, -1.5, 2.0])
+    np.testing.assert_allclose(_np(minidl.vander(minidl.tensor(x, dtype=minidl.float64), N=4)),
+                               torch.vander(torch.tensor(x), N=4).numpy())
+    assert gradcheck(lambda a: minidl.vander(a, N=4, increasing=True),
+                     [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
+    cases = [lambda L: L.gcd(L.tensor([12, -18, 0]), L.tensor([8, 12, 0])),
+             lambda L: L.lcm(L.tensor([4, -6, 0]), L.tensor([6, 4, 5])),
+             lambda L: L.gcd(L.tensor([1.]), L.tensor([2.])),
+             lambda L: L.ldexp(L.tensor([1, 2]), L.tensor([2, 3])),
+             lambda L: L.frexp(L.tensor([8., 0.5, -3., 0.])).mantissa,
+             lambda L: L.frexp(L.tensor([8., 0.5, -3., 0.])).exponent,
+             lambda L: L.frexp(L.tensor([1])).mantissa,
+             lambda L: L.nextafter(L.tensor([1., 0.]), L.tensor([2., -1.])),
+             lambda L: L.angle(L.tensor([-1., 0., 2., NAN])), lambda L: L.angle(L.tensor([-1, 2])),
+             lambda L: L.trapezoid(L.zeros(0)),
+             lambda L: L.histc(L.tensor([1., 2., 1., 4.]), bins=4, min=0, max=3),
+             lambda L: L.histc(L.tensor([1., 2., 1.]), bins=4),
+             lambda L: L.histc(L.tensor([1., 1.]), bins=3), lambda L: L.histc(L.tensor([1, 2])),
+             lambda L: L.zeros(2).masked_scatter(L.tensor([True, True]), L.ones(1)),
+             lambda L: L.stack(list(L.unravel_index(L.tensor([5, 7, -1]), (2, 4)))),
+             lambda L: L.vander(L.tensor([1, 2, 3])), lambda L: L.vander(L.tensor([1., 2.]), N=0),
+             lambda L: L.combinations(L.tensor([1, 2]), 3),
+             lambda L: L.combinations(L.tensor([1, 2]), 2, with_replacement=True)]
+    for c in cases:
+        _both(c)
