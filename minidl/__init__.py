@@ -23,6 +23,11 @@ from .tensor_functions import (  # noqa: E402,F401  (max, min: minidl.max(x, dim
     finfo, get_default_dtype, iinfo, is_tensor, max, min, numel,
 )
 from . import tensor_functions as _tensor_functions  # noqa: E402
+from . import runtime  # noqa: E402
+from .runtime import (  # noqa: E402,F401  (in __all__ below, compile aside)
+    Size, as_tensor, can_cast, compile, get_num_threads, get_rng_state, initial_seed,
+    promote_types, result_type, seed, set_printoptions, set_rng_state,
+)
 
 
 __version__ = "0.1.0"
@@ -63,6 +68,7 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
            "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
            "is_floating_point", "get_default_dtype", "finfo", "iinfo"]  # max and min stay out: import * must not shadow the builtins
+__all__ += [n for n in runtime.__all__ if n != "compile"]  # nor compile
 
 # PyTorch's tensor ops beyond the core, each under its torch name (minidl.gather, minidl.sort,
 # minidl.einsum, ...; also a Tensor method where torch has one): indexing.py (gather, scatter,
@@ -94,3 +100,15 @@ del _export
 # where no module above defined the name (tensor_functions.py)
 _tensor_functions._install(globals())
 from . import distributions  # noqa: E402,F401  (minidl.distributions, as torch.distributions)
+# more of PyTorch's tensor ops: pointwise.py (asinh, copysign, fmax, gcd, ...), statistics.py
+# (quantile, mode, cov, ...), structure.py (tensordot, kron, diag_embed, *_scatter, ...)
+from . import pointwise as _pointwise, statistics as _statistics  # noqa: E402
+from . import sampling as _sampling, structure as _structure  # noqa: E402
+
+for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
+                   **_structure.FUNCTIONS, **_sampling.FUNCTIONS}.items():
+    globals()[_name] = _fn
+    if _name not in __all__:
+        __all__.append(_name)
+del _name, _fn
+from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)

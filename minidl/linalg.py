@@ -6,6 +6,7 @@ eigh, eigvalsh, pinv, lstsq, matrix_rank, matrix_power, multi_dot, cond) on batc
 Imports only ``backend``, ``autograd``, ``ops``, ``math_ops`` and ``products``."""
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 
 import numpy as np
@@ -80,6 +81,28 @@ __all__ = ["vector_norm", "matrix_norm", "norm", "cross"]
 # cupy.linalg). Ops with several differentiable outputs (qr, svd, eigh) return them raveled and
 # joined in one array, split again by _unpack, so that one backward sees every output's
 # gradient (zeros for outputs that were not used).
+
+def _float32_under_autocast(name):
+    """PyTorch's CPU autocast runs these ops in float32 (``name`` in amp's FLOAT32 table): in
+    a region, 16-bit tensor arguments are cast to float32 and the op's own steps (a matmul in
+    lstsq) run outside the region. Elsewhere the op runs as it is."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def op(*args, **kwargs):
+            hook = autograd.autocast_hook()
+            tensors = [a for a in args if isinstance(a, autograd.Tensor)]
+            if hook is None or not tensors or not hook.runs_in_float32(name, tensors[0].device):
+                return fn(*args, **kwargs)
+            cast = iter(hook.inputs(name, tensors))
+            args = [next(cast) if isinstance(a, autograd.Tensor) else a for a in args]
+            autograd.set_autocast_hook(None)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                autograd.set_autocast_hook(hook)
+        return op
+    return wrap
+
 
 class LinAlgError(RuntimeError):
     """A matrix that the op cannot handle (singular, not positive-definite), as
@@ -171,6 +194,7 @@ class Inv(Function):
         return -(yt @ g @ yt)
 
 
+@_float32_under_autocast("linalg_inv")
 def inv(A):
     """The inverse of each square matrix of A (..., n, n); a singular one raises LinAlgError
     naming its batch element."""
@@ -281,6 +305,7 @@ class Solve(Function):
         return _sum_to(xp, ga, self.shapes[0]), _sum_to(xp, gb, self.shapes[1])
 
 
+@_float32_under_autocast("linalg_solve")
 def solve(A, B, *, left=True):
     """X with A X = B (``left=False``: X A = B) for square A (..., n, n) and B (..., n, k)
     or a (batch of) vector(s) B (..., n) when B.shape == A.shape[:-1] (or B is 1-d); batch
@@ -349,6 +374,7 @@ class Cholesky(Function):
         return 0.5 * (ga + _xmT(xp, ga))
 
 
+@_float32_under_autocast("linalg_cholesky")
 def cholesky(A, *, upper=False):
     """The Cholesky factor of each symmetric positive-definite matrix of A: lower L with
     A = L L^T, or upper U = L^T with ``upper=True``."""
@@ -423,6 +449,7 @@ class QR(Function):
 QRResult = namedtuple("QRResult", ["Q", "R"])
 
 
+@_float32_under_autocast("linalg_qr")
 def qr(A, mode="reduced"):
     """(Q, R) of A (..., m, n): mode 'reduced' (Q m x k, R k x n, k = min(m, n)), 'complete'
     (Q m x m, R m x n) or 'r' (Q empty, R only)."""
@@ -493,6 +520,7 @@ class SVD(Function):
 SVDResult = namedtuple("SVDResult", ["U", "S", "Vh"])
 
 
+@_float32_under_autocast("linalg_svd")
 def svd(A, full_matrices=True, *, driver=None):
     """(U, S, Vh) of A (..., m, n), S descending; ``full_matrices=False`` gives the reduced
     U (m x k) and Vh (k x n), k = min(m, n). Gradients need distinct singular values."""
@@ -505,6 +533,7 @@ def svd(A, full_matrices=True, *, driver=None):
     return SVDResult(*_unpack(SVD.apply(A, full_matrices=full_matrices), shapes))
 
 
+@_float32_under_autocast("linalg_svdvals")
 def svdvals(A, *, driver=None):
     """The singular values of A (..., m, n), descending."""
     _matrix_input("linalg.svdvals", A)
@@ -545,6 +574,7 @@ def _uplo(name, UPLO):
         raise ValueError(f"{name}: UPLO must be 'L' or 'U', got {UPLO!r}")
 
 
+@_float32_under_autocast("linalg_eigh")
 def eigh(A, UPLO="L"):
     """(eigenvalues ascending, eigenvectors as columns) of the symmetric matrices of A, read
     from their lower (``UPLO='L'``) or upper triangle."""
@@ -554,6 +584,7 @@ def eigh(A, UPLO="L"):
     return EighResult(*_unpack(Eigh.apply(A, UPLO=UPLO), [batch + (n,), batch + (n, n)]))
 
 
+@_float32_under_autocast("linalg_eigvalsh")
 def eigvalsh(A, UPLO="L"):
     """The eigenvalues (ascending) of the symmetric matrices of A."""
     _matrix_input("linalg.eigvalsh", A, square=True)
@@ -604,6 +635,18 @@ def pinv(A, *, atol=None, rtol=None, hermitian=False):
     """The Moore-Penrose pseudo-inverse of A (..., m, n); singular values at or below
     max(atol, rtol * s_max) count as zero (default rtol: eps * max(m, n)). ``hermitian``
     reads A's lower triangle as a symmetric matrix."""
+    hook = autograd.autocast_hook()
+    low = None if hook is None or not isinstance(A, autograd.Tensor) else \
+        hook.low_output_dtype("linalg_pinv", A.device)
+    if low is not None:  # computed in float32 outside the region, the result rounded to low
+        if is_floating(A.data.dtype) and A.data.dtype.itemsize == 2:
+            A = A.float()  # (PyTorch refuses 16-bit input here)
+        autograd.set_autocast_hook(None)
+        try:
+            P = pinv(A, atol=atol, rtol=rtol, hermitian=hermitian)
+        finally:
+            autograd.set_autocast_hook(hook)
+        return P if P.data.dtype == np.float64 else P.to(low)
     _matrix_input("linalg.pinv", A)
     if hermitian:
         _matrix_input("linalg.pinv", A, square=True)
@@ -611,11 +654,13 @@ def pinv(A, *, atol=None, rtol=None, hermitian=False):
     return Pinv.apply(A, atol=atol, rtol=rtol)
 
 
+@_float32_under_autocast("pinverse")
 def pinverse(input, rcond=1e-15):
     """torch.pinverse: the pseudo-inverse with singular values <= rcond * s_max dropped."""
     return pinv(input, rtol=rcond)
 
 
+@_float32_under_autocast("linalg_matrix_rank")
 def matrix_rank(A, *, atol=None, rtol=None, hermitian=False):
     """The number of singular values above max(atol, rtol * s_max) (int64)."""
     _matrix_input("linalg.matrix_rank", A)
@@ -633,6 +678,7 @@ def matrix_rank(A, *, atol=None, rtol=None, hermitian=False):
 LstsqResult = namedtuple("LstsqResult", ["solution", "residuals", "rank", "singular_values"])
 
 
+@_float32_under_autocast("linalg_lstsq")
 def lstsq(A, B, rcond=None, *, driver=None):
     """The least-squares solution X of A X = B (A (..., m, n), B (..., m, k) or (m,)) through
     the pseudo-inverse (differentiable); rank as the default driver 'gelsy' gives it;
@@ -721,6 +767,7 @@ def chain_matmul(*matrices):
     return multi_dot(matrices) if len(matrices) > 1 else matrices[0]
 
 
+@_float32_under_autocast("linalg_cond")
 def cond(A, p=None):
     """The condition number of A in the ``p`` norm (None: the 2-norm, s_max / s_min)."""
     _matrix_input("linalg.cond", A)

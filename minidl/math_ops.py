@@ -10,7 +10,6 @@ methods are installed by tensor.py from ``TENSOR_METHODS``; this module imports 
 """
 from __future__ import annotations
 
-from collections import namedtuple
 
 import numpy as np
 
@@ -19,10 +18,11 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
 from .ops import (
-    BadArgumentError, Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
+    Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
     accumulation_dtype, clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type,
     where, wrap_dim,
 )
+from .ops import var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -746,13 +746,13 @@ def xlogy(input, other):
 
 def std_mean(input, dim=None, *, correction=1, keepdim=False):
     """(std, mean) over ``dim``, as torch.std_mean."""
-    return (input.std(dim, keepdim=keepdim, correction=correction),
+    return (_var(input, dim, None, keepdim, correction, name="std_mean"),
             input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
 
 
 def var_mean(input, dim=None, *, correction=1, keepdim=False):
     """(var, mean) over ``dim``, as torch.var_mean."""
-    return (input.var(dim, keepdim=keepdim, correction=correction),
+    return (_var(input, dim, None, keepdim, correction, name="var_mean"),
             input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
 
 
@@ -769,195 +769,345 @@ FUNCTIONS.update({
 })
 
 
-# ---- more elementwise ops under PyTorch's names: atan2, hypot, logaddexp, copysign, fmax... -
-def _two_tensors(name, input, other, floating=True, integers=True):
-    """The operands of a binary op that takes tensors only (as PyTorch's atan2, hypot...), at
-    their result type: floating-point where ``floating`` (integers as float32, or refused
-    where not ``integers``)."""
+# ---- two-argument elementwise functions: atan2, hypot, logaddexp, logaddexp2 ----------------
+class DtypeNotImplemented(NotImplementedError, TypeError):
+    """An op PyTorch has no kernel for at this dtype (hypot of int64 tensors): a
+    NotImplementedError as PyTorch raises it, and a TypeError as minidl's other dtype errors."""
+
+
+def _wide(a):
+    """16-bit floats compute in float32 (NumPy has no bfloat16 hypot or log1p)."""
+    wide = accumulation_dtype(a)
+    return a if wide is None else a.astype(wide)
+
+
+def _logaddexp_arrays(xp, a, b):
+    """``log(exp(a) + exp(b))`` without overflow; equal infinities give themselves (the
+    difference of two -inf would be NaN)."""
+    m = xp.maximum(a, b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = m + xp.log1p(xp.exp(-abs(a - b)))
+        return xp.where((a == b) & xp.isinf(a), a, out)
+
+
+class Atan2(Function):
+    """The angle of (b, a): ``atan2(a, b)``. Gradients ``b / r2`` and ``-a / r2`` with
+    r2 = a^2 + b^2, 0 at the origin (PyTorch's)."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        self.save_for_backward(a, b)
+        return xp.arctan2(_wide(a), _wide(b)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            r2 = a * a + b * b
+            inv = xp.where(r2 == 0, 0, 1 / r2)
+            ga, gb = g * b * inv, g * -a * inv
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+class Hypot(Function):
+    """``sqrt(a^2 + b^2)`` without overflow; gradients ``a / y`` and ``b / y`` (NaN at the
+    origin, as PyTorch's)."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        y = xp.hypot(_wide(a), _wide(b)).astype(a.dtype, copy=False)
+        self.save_for_backward(a, b, y)
+        return y
+
+    def backward(self, g):
+        a, b, y = self.saved
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (g * a / y).astype(g.dtype, copy=False), (g * b / y).astype(g.dtype, copy=False)
+
+
+class LogAddExp(Function):
+    """``log(exp(a) + exp(b))`` (base 2 with ``base2``: ``log2(2^a + 2^b)``), stable; the
+    gradients ``1 / (1 + e^(b - a))`` and ``1 / (1 + e^(a - b))``."""
+
+    def forward(self, a, b, base2):
+        xp = get_array_module(a)
+        self.base2 = base2
+        self.save_for_backward(a, b)
+        aw, bw = _wide(a), _wide(b)
+        if base2:
+            y = _logaddexp_arrays(xp, aw * _LN2, bw * _LN2) / _LN2
+        else:
+            y = _logaddexp_arrays(xp, aw, bw)
+        return y.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        power = xp.exp2 if self.base2 else xp.exp
+        with np.errstate(invalid="ignore", over="ignore"):
+            ga = g / (1 + power(b - a))
+            gb = g / (1 + power(a - b))
+        return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+
+def _two_tensors(name, input, other, integers_in_float32):
+    """Both tensors at PyTorch's result type; other must be a tensor, as PyTorch's signature
+    has it. Integers compute in float32 (atan2) or are refused (hypot, logaddexp)."""
     for what, x in (("input", input), ("other", other)):
         if not isinstance(x, autograd.Tensor):
             raise TypeError(f"{name}(): argument '{what}' must be a Tensor, not "
                             f"{type(x).__name__}")
+    if input.device != other.device:
+        raise ValueError(f"{name}: tensors on different devices, {input.device} and "
+                         f"{other.device}; move them with .to('{input.device}') first")
     dtype = result_type(input, other)
-    if floating and not is_floating(dtype):
-        if not integers:
-            raise UnsupportedDtypeError(f"{name}: not implemented for integer tensors (PyTorch "
-                                        f"refuses them too), got {dtype}")
+    if not is_floating(dtype):
+        if not integers_in_float32:
+            raise DtypeNotImplemented(f"{name}: not implemented for {dtype} tensors (PyTorch "
+                                      "has no kernel for them either); pass floating-point ones")
         dtype = np.dtype(np.float32)
+    try:
+        np.broadcast_shapes(input.shape, other.shape)
+    except ValueError:
+        raise ValueError(f"{name}: shapes do not broadcast: input {tuple(input.shape)}, other "
+                         f"{tuple(other.shape)}") from None
     xp = _array_module(input, other)
     return _operand(input, dtype, xp), _operand(other, dtype, xp)
 
 
-def _binary(name, forward, gradients):
-    """A Function ``y = forward(xp, a, b)`` whose gradients are ``gradients(xp, a, b, y, g)``
-    (None for an input that gets none)."""
-
-    def fwd(self, a, b):
-        xp = get_array_module(a)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            y = forward(xp, a, b).astype(a.dtype, copy=False)
-        self.save_for_backward(a, b, y)
-        return y
-
-    def bwd(self, g):
-        a, b, y = self.saved
-        xp = get_array_module(g)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            grads = gradients(xp, a, b, y, g)
-        return tuple(None if x is None else x.astype(g.dtype, copy=False) for x in grads)
-
-    return type(name, (Function,), {"forward": fwd, "backward": bwd, "__doc__": name.lower()})
-
-
-def _atan2_grads(xp, a, b, y, g):
-    r2 = a * a + b * b  # d/da atan2(a, b) = b / r^2, d/db = -a / r^2; 0 at the origin (PyTorch)
-    return xp.where(r2 == 0, 0, g * b / r2), xp.where(r2 == 0, 0, -g * a / r2)
-
-
-def _pick_grads(take_min):
-    def grads(xp, a, b, y, g):
-        # a gets the gradient where it is the result (ties and two NaNs: a), b elsewhere
-        first = (a <= b if take_min else a >= b) | xp.isnan(b)
-        return xp.where(first, g, 0), xp.where(first, 0, g)
-    return grads
-
-
-Atan2 = _binary("Atan2", lambda xp, a, b: xp.arctan2(a, b), _atan2_grads)
-Hypot = _binary("Hypot", lambda xp, a, b: xp.hypot(a, b),
-                lambda xp, a, b, y, g: (g * a / y, g * b / y))
-LogAddExp = _binary("LogAddExp", lambda xp, a, b: xp.logaddexp(a, b),
-                    lambda xp, a, b, y, g: (g * xp.exp(a - y), g * xp.exp(b - y)))
-LogAddExp2 = _binary("LogAddExp2", lambda xp, a, b: xp.logaddexp2(a, b),
-                     lambda xp, a, b, y, g: (g * xp.exp2(a - y), g * xp.exp2(b - y)))
-CopySign = _binary("CopySign", lambda xp, a, b: xp.copysign(a, b),
-                   lambda xp, a, b, y, g: (xp.where(a == 0, 0, g * y / a), None))
-FMax = _binary("FMax", lambda xp, a, b: xp.fmax(a, b), _pick_grads(take_min=False))
-FMin = _binary("FMin", lambda xp, a, b: xp.fmin(a, b), _pick_grads(take_min=True))
-
-
 def atan2(input, other):
-    """The angle of (other, input) in radians, elementwise (integers computed in float32)."""
-    return Atan2.apply(*_two_tensors("atan2", input, other))
+    """The elementwise angle of the point (other, input) in radians, in [-pi, pi]; integer
+    tensors compute in float32, as PyTorch."""
+    return Atan2.apply(*_two_tensors("atan2", input, other, True))
 
 
 def hypot(input, other):
-    """``sqrt(input^2 + other^2)`` without overflow (floating-point tensors only)."""
-    return Hypot.apply(*_two_tensors("hypot", input, other, integers=False))
+    """``sqrt(input^2 + other^2)`` elementwise, without overflow (floating-point tensors)."""
+    return Hypot.apply(*_two_tensors("hypot", input, other, False))
 
 
 def logaddexp(input, other):
-    """``log(exp(input) + exp(other))``, stable (floating-point tensors only)."""
-    return LogAddExp.apply(*_two_tensors("logaddexp", input, other, integers=False))
+    """``log(exp(input) + exp(other))``, computed stably (floating-point tensors)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp", input, other, False), base2=False)
 
 
 def logaddexp2(input, other):
-    """``log2(2^input + 2^other)``, stable (floating-point tensors only)."""
-    return LogAddExp2.apply(*_two_tensors("logaddexp2", input, other, integers=False))
+    """``log2(2^input + 2^other)``, computed stably (floating-point tensors)."""
+    return LogAddExp.apply(*_two_tensors("logaddexp2", input, other, False), base2=True)
 
 
-def copysign(input, other):
-    """``|input|`` with the sign of ``other`` (a tensor or a number); float result."""
-    if not isinstance(other, autograd.Tensor) and not _is_number(other):
-        raise TypeError(f"copysign: other must be a tensor or a number, got "
-                        f"{type(other).__name__}")
-    dtype = result_type(input, other)
-    dtype = dtype if is_floating(dtype) else np.dtype(np.float32)
-    xp = _array_module(input, other)
-    return CopySign.apply(_operand(input, dtype, xp), _operand(other, dtype, xp))
+arctan2 = atan2
 
 
-def fmax(input, other):
-    """The elementwise maximum ignoring NaN (NaN only where both are); integers stay integers."""
-    a, b = _two_tensors("fmax", input, other, floating=False)
-    if not is_floating(a.data.dtype):
-        return autograd.Tensor(get_array_module(a.data).maximum(a.data, b.data))
-    return FMax.apply(a, b)
+# ---- logcumsumexp ----------------------------------------------------------------------------
+def _along(d, ndim, start, stop):
+    return (slice(None),) * d + (slice(start, stop),) + (slice(None),) * (ndim - d - 1)
 
 
-def fmin(input, other):
-    """The elementwise minimum ignoring NaN (NaN only where both are)."""
-    a, b = _two_tensors("fmin", input, other, floating=False)
-    if not is_floating(a.data.dtype):
-        return autograd.Tensor(get_array_module(a.data).minimum(a.data, b.data))
-    return FMin.apply(a, b)
+def _logcumsumexp_array(xp, a, d):
+    """Running log-sum-exp along axis d by doubling (Hillis-Steele): log2(n) steps, each a
+    stable logaddexp of the array and itself shifted by 2^k, so no sum under- or overflows."""
+    y = a.copy()
+    n, shift = a.shape[d], 1
+    while shift < n:
+        hi, lo = _along(d, a.ndim, shift, None), _along(d, a.ndim, 0, n - shift)
+        y[hi] = _logaddexp_arrays(xp, y[hi], y[lo])
+        shift *= 2
+    return y
 
 
-def float_power(input, exponent):
-    """``input ** exponent`` computed in float64 (PyTorch's float_power), the result float64."""
-    double = np.dtype(np.float64)
-    base = input.to(double) if isinstance(input, autograd.Tensor) else \
-        autograd.Tensor(np.asarray(float(input)))
-    if isinstance(exponent, autograd.Tensor):
-        return base ** exponent.to(double)
-    return base ** float(exponent)
+class LogCumSumExp(Function):
+    """``log(cumsum(exp(x)))`` along ``dim``, stable. The gradient ``exp(x_j) * sum_{k>=j}
+    g_k exp(-y_k)`` is summed in log space, separately for the positive and the negative g
+    (so neither part over- or underflows); -inf and +inf give PyTorch's values."""
+
+    def forward(self, a, dim):
+        xp = get_array_module(a)
+        self.dim = dim
+        aw = _wide(a)
+        y = _logcumsumexp_array(xp, aw, dim)
+        self.save_for_backward(aw, y)
+        return y.astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        d = self.dim
+        gw = g.astype(a.dtype, copy=False)
+        lowest = float(np.finfo(a.dtype).min)
+
+        def part(mask):
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                log_g = xp.where(mask, xp.log(abs(gw)), lowest)
+                rev = xp.flip(_logcumsumexp_array(xp, xp.flip(log_g - y, axis=d), d), axis=d)
+                return xp.exp(rev + a)
+
+        return (part(gw > 0) - part(gw < 0)).astype(g.dtype, copy=False)
 
 
-Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1))
-Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a), lambda xp, a: 1 / xp.sqrt(a * a - 1))
-Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a))
-Deg2Rad = _unary("Deg2Rad", lambda xp, a: a * (np.pi / 180), lambda xp, a: xp.full(
-    a.shape, np.pi / 180, a.dtype))
-Rad2Deg = _unary("Rad2Deg", lambda xp, a: a * (180 / np.pi), lambda xp, a: xp.full(
-    a.shape, 180 / np.pi, a.dtype))
-asinh, acosh, atanh, deg2rad, rad2deg = (_float_op(f) for f in (Asinh, Acosh, Atanh, Deg2Rad,
-                                                                  Rad2Deg))
-arcsinh, arccosh, arctanh, arctan2 = asinh, acosh, atanh, atan2
+def logcumsumexp(input, dim):
+    """``log(cumsum(exp(input), dim))`` computed stably (floating-point tensors)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"logcumsumexp(): argument 'input' must be a Tensor, not "
+                        f"{type(input).__name__}")
+    d = wrap_dim(dim, input.ndim, "logcumsumexp")
+    if not is_floating(input.data.dtype):
+        raise DtypeNotImplemented(f"logcumsumexp: not implemented for {input.data.dtype} "
+                                  "tensors (PyTorch has no kernel for them either)")
+    return _cumulative(LogCumSumExp, input, d)
 
 
-def signbit(input):
-    """Whether the sign bit is set (True for -0.0), elementwise; a bool tensor."""
+TENSOR_METHODS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot,
+                       "logaddexp": logaddexp, "logaddexp2": logaddexp2,
+                       "logcumsumexp": logcumsumexp})
+FUNCTIONS.update({"atan2": atan2, "arctan2": arctan2, "hypot": hypot, "logaddexp": logaddexp,
+                  "logaddexp2": logaddexp2, "logcumsumexp": logcumsumexp})
+
+
+# ---- counting: bincount, histc (outside the graph) ----------------------------------------------
+class CountArgumentError(ValueError, RuntimeError):
+    """An argument value PyTorch refuses with a RuntimeError (negative bins, a minlength < 0):
+    a ValueError, as minidl's other argument errors, and a RuntimeError, as PyTorch's."""
+
+
+def bincount(input, weights=None, minlength=0):
+    """How often each value 0, 1, ... occurs in a 1-d tensor of non-negative integers (int64),
+    or the sum of ``weights`` per value: float32 weights give float32 sums, other weights
+    float64, as in PyTorch. At least ``minlength`` bins. Not differentiable."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"bincount(): argument 'input' must be a Tensor, not "
+                        f"{type(input).__name__}")
     data = input.data
+    if data.dtype.kind not in "iu":
+        raise DtypeNotImplemented(f"bincount: not implemented for {data.dtype} tensors; it "
+                                  "counts integers")
+    if isinstance(minlength, bool) or not isinstance(minlength, (int, np.integer)):
+        raise TypeError(f"bincount: minlength must be an int, got {type(minlength).__name__}")
+    if minlength < 0:
+        raise CountArgumentError(f"bincount: minlength should be >= 0, got {minlength}")
     xp = get_array_module(data)
-    return autograd.Tensor(xp.signbit(data) if data.dtype.kind != "b" else
-                           xp.zeros(data.shape, bool))
+    if data.ndim != 1 or (data.size and bool((data < 0).any())):
+        raise CountArgumentError(f"bincount: only supports 1-d non-negative integral inputs, "
+                                 f"got shape {tuple(data.shape)}"
+                                 + ("" if data.ndim != 1 else " with negative values"))
+    w = None
+    if weights is not None:
+        if not isinstance(weights, autograd.Tensor):
+            raise TypeError(f"bincount: weights must be a Tensor, got {type(weights).__name__}")
+        if weights.ndim != 1 or weights.shape[0] != data.shape[0]:
+            raise CountArgumentError(f"bincount: weights should be 1-d and have the same length "
+                                     f"as input, got shapes {tuple(weights.shape)} and "
+                                     f"{tuple(data.shape)}")
+        out_dtype = np.dtype(np.float32 if weights.data.dtype == np.float32 else np.float64)
+        w = weights.data.astype(np.float64 if out_dtype == np.float64 else np.float32)
+    counts = xp.bincount(data.astype(np.int64, copy=False), weights=w, minlength=int(minlength))
+    if w is None:
+        return autograd.Tensor(counts.astype(np.int64, copy=False))
+    return autograd.Tensor(counts.astype(out_dtype, copy=False))
 
 
-def isposinf(input):
-    data = input.data
-    return autograd.Tensor(data == np.inf if is_floating(data.dtype) else
-                           get_array_module(data).zeros(data.shape, bool))
+def histc(input, bins=100, min=0, max=0):  # noqa: A002  (PyTorch's argument names)
+    """A histogram of ``bins`` equal-width bins over [min, max] (the last bin includes max;
+    values outside are left out). min == max takes the data's range (one unit either side
+    when that is a single value). In the input's dtype; not differentiable."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"histc(): argument 'input' must be a Tensor, not {type(input).__name__}")
+    if not is_floating(input.data.dtype):
+        raise DtypeNotImplemented(f"histc: not implemented for {input.data.dtype} tensors; pass "
+                                  "a floating-point one")
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)):
+        raise TypeError(f"histc(): argument 'bins' must be int, not {type(bins).__name__}")
+    if bins <= 0:
+        raise CountArgumentError(f"histc: bins must be > 0, but got {bins}")
+    lo, hi = float(min), float(max)
+    if lo > hi:
+        raise CountArgumentError(f"histc: max must be larger than min, got min={min}, max={max}")
+    data = input.data.reshape(-1)
+    xp = get_array_module(data)
+    wide = _wide(data)
+    if lo == hi:
+        if data.size:
+            lo, hi = float(wide.min()), float(wide.max())
+        if lo == hi:
+            lo, hi = lo - 1, hi + 1
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise CountArgumentError(f"histc: range of [{lo}, {hi}] is not finite")
+    keep = (wide >= lo) & (wide <= hi)  # NaN falls outside
+    inside = wide[keep]
+    with np.errstate(invalid="ignore", over="ignore"):
+        pos = ((inside - wide.dtype.type(lo)) * bins / wide.dtype.type(hi - lo)).astype(np.int64)
+    pos = xp.minimum(xp.maximum(pos, 0), bins - 1)  # max itself goes in the last bin
+    counts = xp.bincount(pos, minlength=int(bins))
+    return autograd.Tensor(counts.astype(input.data.dtype))
 
 
-def isneginf(input):
-    data = input.data
-    return autograd.Tensor(data == -np.inf if is_floating(data.dtype) else
-                           get_array_module(data).zeros(data.shape, bool))
+# ---- trapezoid: the trapezoidal rule (differentiable) ------------------------------------------
+def _slices(y, d):
+    n = y.shape[d]
+    lead = (slice(None),) * d
+    return y[lead + (slice(1, None),)], y[lead + (slice(0, n - 1),)]
 
 
-def heaviside(input, values):
-    """0 where input < 0, 1 where > 0, ``values`` where it is 0 (both of one dtype, as
-    PyTorch asks); no gradient."""
-    if not isinstance(values, autograd.Tensor) or values.data.dtype != input.data.dtype:
-        raise UnsupportedDtypeError("heaviside: values must be a tensor of input's dtype "
-                                    "(PyTorch does not mix dtypes here)")
-    xp = get_array_module(input.data)
-    return autograd.Tensor(xp.heaviside(input.data, values.data).astype(input.data.dtype))
+def _trapezoid_parts(name, y, x, dx, dim):
+    if not isinstance(y, autograd.Tensor):
+        raise TypeError(f"{name}(): argument 'y' must be a Tensor, not {type(y).__name__}")
+    if y.ndim == 0:
+        raise autograd.DimError(f"{name}: dimension specified as {dim} but tensor has no "
+                                "dimensions")
+    d = wrap_dim(dim, y.ndim, name)
+    if x is not None and dx is not None:
+        raise TypeError(f"{name}: pass x or dx, not both")
+    y = _float_input(y)
+    if x is None:
+        return y, d, (1.0 if dx is None else dx), None
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: x must be a Tensor, got {type(x).__name__}")
+    x = _float_input(x)
+    if x.ndim == 1:
+        if x.shape[0] != y.shape[d]:
+            raise CountArgumentError(f"{name}: there must be one `x` value for each sample "
+                                     f"point: x has {x.shape[0]}, y has {y.shape[d]} along dim "
+                                     f"{dim}")
+        shape = [1] * y.ndim
+        shape[d] = -1
+        x = x.reshape(shape)
+    elif x.ndim < y.ndim:  # x's shape padded with leading 1s, as PyTorch's
+        x = x.reshape((1,) * (y.ndim - x.ndim) + tuple(x.shape))
+    hi, lo = _slices(x, d)
+    return y, d, None, hi - lo
 
 
-AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])  # torch.return_types.aminmax
+def trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The integral of ``y`` along ``dim`` by the trapezoidal rule, at the points ``x`` (a 1-d
+    tensor or one that broadcasts with y) or spaced ``dx`` apart (1 by default)."""
+    y, d, dx, widths = _trapezoid_parts("trapezoid", y, x, dx, dim)
+    if y.shape[d] == 0:
+        return y.sum(dim=d)
+    hi, lo = _slices(y, d)
+    if widths is None:
+        return (hi + lo).sum(dim=d) * (dx / 2)
+    return (widths * (hi + lo)).sum(dim=d) / 2
 
 
-def aminmax(input, *, dim=None, keepdim=False):
-    """(min, max) over everything or over one ``dim``; gradients as amin's and amax's (shared
-    among ties)."""
-    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
-        raise TypeError(f"aminmax: dim must be an int or None, got {type(dim).__name__}")
-    if 0 in input.shape and (dim is None or input.shape[wrap_dim(dim, input.ndim, "aminmax")]
-                             == 0):
-        raise BadArgumentError("aminmax(): cannot compute aminmax over an empty dimension as "
-                               "the operation has no identity.")
-    axes = None if dim is None else dim
-    return AminmaxResult(Max.apply(input, dim=axes, keepdim=keepdim, take_min=True,
-                                   nan_spread=False),
-                         Max.apply(input, dim=axes, keepdim=keepdim, take_min=False,
-                                   nan_spread=False))
+def trapz(y, x=None, *, dx=None, dim=-1):
+    """The old name of trapezoid."""
+    return trapezoid(y, x, dx=dx, dim=dim)
 
 
-def dist(input, other, p=2):
-    """The p-norm of ``input - other`` (broadcast)."""
-    return (input - other).norm(p=p)
+def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
+    """The running trapezoidal integral along ``dim`` (one fewer element there)."""
+    y, d, dx, widths = _trapezoid_parts("cumulative_trapezoid", y, x, dx, dim)
+    hi, lo = _slices(y, d) if y.shape[d] else (y, y)
+    pieces = (hi + lo) * (dx / 2) if widths is None else widths * (hi + lo) / 2
+    return cumsum(pieces, d)
 
 
+TENSOR_METHODS.update({"bincount": bincount, "histc": histc})
+FUNCTIONS.update({"bincount": bincount, "histc": histc, "trapezoid": trapezoid, "trapz": trapz,
+                  "cumulative_trapezoid": cumulative_trapezoid})
+
+
+# ---- isin, angle, renorm, and the bitwise_* function forms ------------------------------------
 def isin(elements, test_elements, *, assume_unique=False, invert=False):
     """Whether each element of ``elements`` is in ``test_elements`` (tensors or numbers)."""
     a = elements.data if isinstance(elements, autograd.Tensor) else np.asarray(elements)
@@ -967,202 +1117,10 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
     return autograd.Tensor(xp.isin(a, b, assume_unique=assume_unique, invert=invert))
 
 
-def _alias(fn, name):
-    def op(*args, **kwargs):
-        return fn(*args, **kwargs)
-    op.__name__ = op.__qualname__ = name
-    op.__doc__ = f"PyTorch's alias of {fn.__name__}."
-    return op
-
-
-_NEW_ELEMENTWISE = {
-    "atan2": atan2, "arctan2": arctan2, "hypot": hypot, "logaddexp": logaddexp,
-    "logaddexp2": logaddexp2, "copysign": copysign, "fmax": fmax, "fmin": fmin,
-    "float_power": float_power, "asinh": asinh, "acosh": acosh, "atanh": atanh,
-    "arcsinh": arcsinh, "arccosh": arccosh, "arctanh": arctanh, "deg2rad": deg2rad,
-    "rad2deg": rad2deg, "signbit": signbit, "isposinf": isposinf, "isneginf": isneginf,
-    "heaviside": heaviside, "aminmax": aminmax, "dist": dist,
-    "absolute": _alias(lambda input: abs(input), "absolute"),
-    "multiply": _alias(lambda input, other: input * other, "multiply"),
-    "subtract": _alias(lambda input, other, *, alpha=1: input.sub(other, alpha=alpha),
-                       "subtract"),
-    "true_divide": _alias(lambda input, other: input / other, "true_divide"),
-    "positive": _alias(lambda input: _positive(input), "positive"),
-    "sgn": _alias(lambda input: sign(input), "sgn"),
-    "bitwise_and": _alias(lambda input, other: input & other, "bitwise_and"),
-    "bitwise_or": _alias(lambda input, other: input | other, "bitwise_or"),
-    "bitwise_xor": _alias(lambda input, other: input ^ other, "bitwise_xor"),
-    "bitwise_not": _alias(lambda input: ~input, "bitwise_not"),
-}
-
-
-def _positive(input):
-    if input.data.dtype == np.bool_:
-        raise UnsupportedDtypeError("The `+` operator, on a bool tensor is not supported.")
-    return input
-
-
-TENSOR_METHODS.update(_NEW_ELEMENTWISE)
-FUNCTIONS.update(_NEW_ELEMENTWISE)
-FUNCTIONS["isin"] = isin
-
-
-# ---- logcumsumexp, bincount ----------------------------------------------------------------
-def _logaddexp_accumulate(xp, a, axis):
-    """Running log(sum(exp)) along ``axis``, exact for any range (NumPy's ufunc accumulate; on
-    a GPU through the host, as CuPy's accumulate covers add and multiply only)."""
-    if xp is np:
-        return np.logaddexp.accumulate(a, axis=axis)
-    from .backend import to_numpy
-
-    return xp.asarray(np.logaddexp.accumulate(to_numpy(a), axis=axis))
-
-
-class LogCumSumExp(Function):
-    """``log(cumsum(exp(x)))`` without overflow or underflow. The gradient
-    ``sum_{i>=j} g_i exp(x_j - y_i)`` is taken in log space, positive and negative parts of g
-    apart, so it neither overflows nor loses the small terms."""
-
-    def forward(self, a, dim):
-        xp = get_array_module(a)
-        self.dim = dim
-        with np.errstate(**{"invalid": "ignore", "over": "ignore"}):
-            y = _logaddexp_accumulate(xp, a, dim).astype(a.dtype, copy=False)
-        self.save_for_backward(a, y)
-        return y
-
-    def backward(self, g):
-        a, y = self.saved
-        xp = get_array_module(g)
-        d = self.dim
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            parts = []
-            for sign in (1, -1):
-                logs = xp.where(sign * g > 0, xp.log(sign * g), -np.inf) - y
-                tail = xp.flip(_logaddexp_accumulate(xp, xp.flip(logs, axis=d), d), axis=d)
-                parts.append(xp.exp(a + tail))
-            return (parts[0] - parts[1]).astype(g.dtype, copy=False)
-
-
-def logcumsumexp(input, dim):
-    """The running log of the sum of exponentials along ``dim``."""
-    d = wrap_dim(dim, input.ndim, "logcumsumexp")
-    if not is_floating(input.data.dtype):
-        raise UnsupportedDtypeError(f"logcumsumexp: needs a floating-point tensor, got dtype "
-                                    f"{input.data.dtype}")
-    x = input
-    if x.ndim == 0:
-        return LogCumSumExp.apply(x.reshape(1), dim=0).reshape(())
-    return LogCumSumExp.apply(x, dim=d)
-
-
-def bincount(input, weights=None, minlength=0):
-    """How often each value 0, 1, ... occurs in the 1-d non-negative integer ``input`` (the sum
-    of ``weights`` at each, where given: float32 weights stay float32, others give float64)."""
-    data = input.data
-    xp = get_array_module(data)
-    if data.ndim != 1 or data.dtype.kind not in "iu" or (data.size and bool((data < 0).any())):
-        raise BadArgumentError("bincount only supports 1-d non-negative integral inputs.")
-    w = None
-    if weights is not None:
-        w = weights.data
-        if w.shape != data.shape:
-            raise BadArgumentError(f"bincount: weights {w.shape} must have input's shape "
-                                   f"{data.shape}")
-    out = xp.bincount(data, weights=w, minlength=int(minlength))
-    if w is None:
-        return autograd.Tensor(out.astype(np.int64, copy=False))
-    return autograd.Tensor(out.astype(np.float32 if w.dtype == np.float32 else np.float64))
-
-
-TENSOR_METHODS.update({"logcumsumexp": logcumsumexp, "bincount": bincount})
-FUNCTIONS.update({"logcumsumexp": logcumsumexp, "bincount": bincount})
-
-
-# ---- integer and floating-point helpers, integrals, renorm, histc ----------------------------
-def _integer_pair(name, input, other):
-    a, b = _binary_operands(name, input, other)
-    if a.data.dtype.kind not in "iu":
-        raise UnsupportedDtypeError(f"{name}: needs integer tensors, got dtype {a.data.dtype}")
-    return a.data, b.data, get_array_module(a.data)
-
-
-def gcd(input, other):
-    """The greatest common divisor, elementwise (non-negative; gcd(0, 0) = 0)."""
-    a, b, xp = _integer_pair("gcd", input, other)
-    return autograd.Tensor(xp.gcd(a, b))
-
-
-def lcm(input, other):
-    """The least common multiple, elementwise (non-negative; 0 where either is 0)."""
-    a, b, xp = _integer_pair("lcm", input, other)
-    return autograd.Tensor(xp.lcm(a, b))
-
-
-def ldexp(input, other):
-    """``input * 2 ** other``."""
-    return input * (2.0 ** other if not isinstance(other, autograd.Tensor) else
-                    autograd.Tensor(get_array_module(other.data).asarray(2.0, np.float32))
-                    ** other)
-
-
-FrexpResult = namedtuple("FrexpResult", ["mantissa", "exponent"])  # torch.return_types.frexp
-
-
-def frexp(input):
-    """(mantissa in [0.5, 1), int32 exponent) with ``input = mantissa * 2 ** exponent``."""
-    if not is_floating(input.data.dtype):
-        raise UnsupportedDtypeError("torch.frexp() only supports floating-point dtypes")
-    xp = get_array_module(input.data)
-    mantissa, exponent = xp.frexp(input.data)
-    return FrexpResult(autograd.Tensor(mantissa.astype(input.data.dtype)),
-                       autograd.Tensor(exponent.astype(np.int32)))
-
-
-def nextafter(input, other):
-    """The next representable number after input toward other (no gradient)."""
-    a, b = _binary_operands("nextafter", input, other)
-    return autograd.Tensor(get_array_module(a.data).nextafter(a.data, b.data))
-
-
 def angle(input):
     """The angle of a real number: pi for negatives, 0 otherwise, NaN kept (float result)."""
     x = _float_input(input)
     return where(x < 0, np.pi, x * 0)
-
-
-def trapezoid(y, x=None, *, dx=None, dim=-1):
-    """The trapezoid rule along ``dim``: over sample points ``x`` (a tensor) or a spacing."""
-    d = wrap_dim(dim, y.ndim, "trapezoid")
-    n = y.shape[d]
-    if n == 0:
-        return y.sum(d)
-    pair = y.narrow(d, 1, n - 1) + y.narrow(d, 0, n - 1)
-    if x is not None:
-        if not isinstance(x, autograd.Tensor):
-            raise TypeError("trapezoid: x must be a tensor (pass a spacing as dx=)")
-        dxs = x.diff(dim=-1 if x.ndim == 1 else d)
-        if x.ndim == 1 and y.ndim > 1:
-            dxs = dxs.reshape((-1,) + (1,) * (y.ndim - d - 1))
-        return (pair * dxs).sum(d) / 2
-    return pair.sum(d) * ((1.0 if dx is None else dx) / 2)
-
-
-def trapz(y, x=None, *, dx=None, dim=-1):
-    return trapezoid(y, x, dx=dx, dim=dim)
-
-
-def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
-    """The running trapezoid rule along ``dim`` (one fewer element)."""
-    d = wrap_dim(dim, y.ndim, "cumulative_trapezoid")
-    n = y.shape[d]
-    pair = y.narrow(d, 1, max(n - 1, 0)) + y.narrow(d, 0, max(n - 1, 0))
-    if x is not None:
-        dxs = x.diff(dim=-1 if x.ndim == 1 else d)
-        if x.ndim == 1 and y.ndim > 1:
-            dxs = dxs.reshape((-1,) + (1,) * (y.ndim - d - 1))
-        return cumsum(pair * dxs, d) / 2
-    return cumsum(pair, d) * ((1.0 if dx is None else dx) / 2)
 
 
 def renorm(input, p, dim, maxnorm):
@@ -1178,31 +1136,11 @@ def renorm(input, p, dim, maxnorm):
     return input * scale
 
 
-def histc(input, bins=100, min=0, max=0):  # noqa: A002  (PyTorch's names)
-    """Counts of the elements in ``bins`` equal bins over [min, max] (the data's range when
-    both are 0); elements outside are left out (no gradient)."""
-    data = input.data
-    if not is_floating(data.dtype):
-        raise UnsupportedDtypeError(f"torch.histogramdd: input tensor and bins tensors should "
-                                    f"have the same dtype, got {data.dtype}")
-    xp = get_array_module(data)
-    lo, hi = float(min), float(max)
-    if lo == hi == 0 and data.size:
-        lo, hi = float(data.min()), float(data.max())
-    if lo == hi:
-        lo, hi = lo - 1, hi + 1
-    if lo > hi:
-        raise BadArgumentError(f"histc: max must be larger than min, got min {min}, max {max}")
-    flat = data.reshape(-1)
-    inside = flat[(flat >= lo) & (flat <= hi)]
-    which = xp.floor((inside - lo) / (hi - lo) * bins).astype(np.int64)
-    which = xp.minimum(which, bins - 1)
-    return autograd.Tensor(xp.bincount(which, minlength=bins)[:bins].astype(data.dtype))
-
-
-_MORE = {"gcd": gcd, "lcm": lcm, "ldexp": ldexp, "frexp": frexp, "nextafter": nextafter,
-         "angle": angle, "trapezoid": trapezoid, "trapz": trapz,
-         "cumulative_trapezoid": cumulative_trapezoid, "renorm": renorm, "histc": histc}
-TENSOR_METHODS.update({k: v for k, v in _MORE.items()
-                       if k not in ("trapezoid", "trapz", "cumulative_trapezoid")})
-FUNCTIONS.update(_MORE)
+TENSOR_METHODS.update({"isin": isin, "angle": angle, "renorm": renorm})
+FUNCTIONS.update({
+    "isin": isin, "angle": angle, "renorm": renorm,
+    "bitwise_and": lambda input, other: input & other,
+    "bitwise_or": lambda input, other: input | other,
+    "bitwise_xor": lambda input, other: input ^ other,
+    "bitwise_not": lambda input: ~input,
+})

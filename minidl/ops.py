@@ -893,8 +893,8 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less "
                       "than the reduction factor (input numel divided by output numel).",
                       UserWarning, stacklevel=3)
-    return (Std if name == "std" else Var).apply(x, axes=axes, correction=correction,
-                                                  keepdim=bool(keepdim))
+    return (Std if name.startswith("std") else Var).apply(x, axes=axes, correction=correction,
+                                                          keepdim=bool(keepdim))
 
 
 class TakeAlongDim(Function):

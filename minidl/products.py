@@ -12,8 +12,10 @@ import string
 import numpy as np
 
 from . import autograd
-from .autograd import Function, unbroadcast
+from .autograd import Function
 from .backend import get_array_module
+from .backend.dtypes import is_floating
+from .math_ops import vector_norm
 from .ops import (
     BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
     wrap_dim,
@@ -228,6 +230,9 @@ def trace(input):
     """The sum of a matrix's main diagonal."""
     if input.ndim != 2:
         raise ValueError(f"trace: needs a 2-d matrix, got shape {input.shape}")
+    hook = autograd.autocast_hook()
+    if hook is not None:  # PyTorch's CPU autocast sums 16-bit input in float32, to float32
+        (input,) = hook.inputs("trace", [input])
     return input.diagonal().sum()
 
 
@@ -293,194 +298,156 @@ FUNCTIONS = ["mm", "bmm", "mv", "dot", "outer", "ger", "einsum", "trace", "addmm
              "addmv", "inner", "cross"]
 
 
-# ---- tensordot, kron, vdot ------------------------------------------------------------------
-def tensordot(a, b, dims=2):
-    """The sum over ``dims`` pairs of dims: an int n (a's last n with b's first n) or two lists
-    of dims (a's, b's); both of one dtype, as PyTorch asks."""
-    _tensor("tensordot", "a", a)
-    _tensor("tensordot", "b", b)
-    _same_dtype("tensordot", a, b)
-    if isinstance(dims, autograd.Tensor):
-        dims = dims.tolist()
-    if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
-        if dims < 0 or dims > min(a.ndim, b.ndim):
-            raise BadArgumentError(f"tensordot expects dims >= 0 and <= the smaller number of "
-                                   f"dims, got {dims} for shapes {a.shape} and {b.shape}")
-        da, db = list(range(a.ndim - dims, a.ndim)), list(range(dims))
-    else:
-        da, db = ([d] if isinstance(d, (int, np.integer)) else list(d) for d in dims)
-        da = [wrap_dim(d, a.ndim, "tensordot") for d in da]
-        db = [wrap_dim(d, b.ndim, "tensordot") for d in db]
-    if len(da) != len(db) or any(a.shape[i] != b.shape[j] for i, j in zip(da, db)):
-        raise BadArgumentError(f"tensordot: dims {da} of {a.shape} and {db} of {b.shape} do "
-                               "not match")
-    free_a = [i for i in range(a.ndim) if i not in da]
-    free_b = [j for j in range(b.ndim) if j not in db]
-    k = int(np.prod([a.shape[i] for i in da]))
-    left = a.permute(free_a + da).reshape(-1, k)
-    right = b.permute(db + free_b).reshape(k, -1)
-    return (left @ right).reshape(tuple(a.shape[i] for i in free_a)
-                                  + tuple(b.shape[j] for j in free_b))
+# ---- cdist ---------------------------------------------------------------------------------
+class CdistArgumentError(ValueError, RuntimeError):
+    """An argument of cdist PyTorch refuses with a RuntimeError (p < 0, too few dims, column
+    counts that differ): a ValueError as minidl's other argument errors, a RuntimeError as
+    PyTorch's."""
 
 
-def kron(input, other):
-    """The Kronecker product: each element of input times the whole of other, laid out in
-    blocks (dims matched from the right)."""
-    n = max(input.ndim, other.ndim)
-    sa = (1,) * (n - input.ndim) + tuple(input.shape)
-    sb = (1,) * (n - other.ndim) + tuple(other.shape)
-    a = input.reshape(tuple(x for s in sa for x in (s, 1)))
-    b = other.reshape(tuple(x for s in sb for x in (1, s)))
-    return (a * b).reshape(tuple(x * y for x, y in zip(sa, sb)))
+def _pairwise_difference(x1, x2):
+    return x1[..., :, None, :] - x2[..., None, :, :]
 
 
-def vdot(input, other):
-    """The dot product of two 1-d tensors (real: torch.dot)."""
-    return dot(input, other)
+# rows of x1 per step, so that one step's (..., rows, R, M) differences stay near this many
+# elements (the memory of a step, not of the whole (..., P, R, M) at once)
+_CDIST_STEP_ELEMENTS = 1 << 22
 
 
-TENSOR_METHODS.update({"tensordot": tensordot, "kron": kron, "vdot": vdot})
-FUNCTIONS += ["tensordot", "kron", "vdot"]
+def _row_steps(a, b):
+    batch = int(np.prod(np.broadcast_shapes(a.shape[:-2], b.shape[:-2])))
+    per_row = max(1, batch * b.shape[-2] * b.shape[-1])
+    rows = max(1, _CDIST_STEP_ELEMENTS // per_row)
+    return [(i, min(i + rows, a.shape[-2])) for i in range(0, a.shape[-2], rows)] or [(0, 0)]
 
 
-# ---- cdist, cov, corrcoef ------------------------------------------------------------------
 class Cdist(Function):
-    """The p-norm distance of every row of x1 to every row of x2 (batch dims broadcast), with
-    PyTorch's gradients: 0 for p = 0; sign(d) for p = 1; d / dist for p = 2 (0 at dist 0);
-    sign(d) at each coordinate that reaches the max for p = inf (every tied one)."""
+    """The p-norm distance of every row of x1 to every row of x2 (batch dims broadcast), from
+    the differences, a block of x1's rows at a time. Gradients are PyTorch's: 0 where a
+    distance is 0, and for p < 1 where a coordinate difference is 0; for p = inf every
+    coordinate that attains the max gets the gradient."""
 
     def forward(self, x1, x2, p):
         xp = get_array_module(x1)
-        diff = x1[..., :, None, :] - x2[..., None, :, :]
-        self.p = p
-        a = xp.abs(diff)
+        self.p, self.dtype = p, x1.dtype
+        wide = np.float32 if x1.dtype.itemsize == 2 else None
+        a, b = (x1, x2) if wide is None else (x1.astype(wide), x2.astype(wide))
+        parts = []
+        for i, j in _row_steps(a, b):
+            diff = _pairwise_difference(a[..., i:j, :], b)
+            m = abs(diff)
+            if p == 0:
+                y = (m != 0).sum(axis=-1).astype(a.dtype)
+            elif p == 1:
+                y = m.sum(axis=-1)
+            elif p == 2:
+                y = xp.sqrt((diff * diff).sum(axis=-1))
+            elif p == float("inf"):
+                y = m.max(axis=-1) if m.shape[-1] else xp.zeros(m.shape[:-1], a.dtype)
+            else:
+                y = (m ** p).sum(axis=-1) ** (1.0 / p)
+            parts.append(y)
+        y = parts[0] if len(parts) == 1 else xp.concatenate(parts, axis=-2)
+        self.save_for_backward(a, b, y)
+        return y.astype(x1.dtype, copy=False)
+
+    def _derivative(self, xp, diff, dist):
+        """d dist / d diff for one block, where ``dist`` has a trailing 1."""
+        p = self.p
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if p == 0:
-                dist = (a != 0).sum(axis=-1).astype(x1.dtype)
-            elif p == 1:
-                dist = a.sum(axis=-1)
-            elif p == 2:
-                dist = xp.sqrt((diff * diff).sum(axis=-1))
-            elif p == np.inf:
-                dist = a.max(axis=-1) if a.shape[-1] else xp.zeros(a.shape[:-1], x1.dtype)
-            else:
-                dist = (a ** p).sum(axis=-1) ** (1 / p)
-        self.save_for_backward(diff, dist)
-        self.shapes = x1.shape, x2.shape
-        return dist.astype(x1.dtype, copy=False)
+                return xp.zeros_like(diff)
+            if p == 1:
+                return xp.sign(diff)
+            if p == 2:
+                return xp.where(dist == 0, 0, diff / dist)
+            if p == float("inf"):
+                return xp.sign(diff) * (abs(diff) == dist)
+            m = abs(diff)
+            d = xp.sign(diff) * m ** (p - 1) / dist ** (p - 1)
+            zero = (dist == 0) | ((m == 0) if p < 1 else False)
+            return xp.where(zero, 0, d)
 
     def backward(self, g):
-        diff, dist = self.saved
+        a, b, y = self.saved
         xp = get_array_module(g)
-        p, gd, d = self.p, g[..., None], dist[..., None]
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if p == 0:
-                each = xp.zeros_like(diff)
-            elif p == 1:
-                each = gd * xp.sign(diff)
-            elif p == 2:
-                each = xp.where(d == 0, 0, gd * diff / d)
-            elif p == np.inf:
-                each = gd * xp.sign(diff) * (xp.abs(diff) == d)
-            else:
-                each = xp.where(d == 0, 0, gd * diff * xp.abs(diff) ** (p - 2) / d ** (p - 1))
-        each = each.astype(g.dtype, copy=False)
-        g1 = unbroadcast(each.sum(axis=-2), self.shapes[0])
-        g2 = unbroadcast(-each.sum(axis=-3), self.shapes[1])
-        return g1, g2
+        g = g.astype(a.dtype, copy=False)  # 16-bit input: its gradient computed in float32
+        g1_parts, g2 = [], None
+        for i, j in _row_steps(a, b):
+            diff = _pairwise_difference(a[..., i:j, :], b)
+            gd = g[..., i:j, :, None] * self._derivative(xp, diff, y[..., i:j, :, None])
+            g1_parts.append(gd.sum(axis=-2))
+            step = gd.sum(axis=-3)
+            g2 = -step if g2 is None else g2 - step
+        g1 = g1_parts[0] if len(g1_parts) == 1 else xp.concatenate(g1_parts, axis=-2)
+        return g1.astype(self.dtype, copy=False), g2.astype(self.dtype, copy=False)
+
+
+_COMPUTE_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",
+                  "donot_use_mm_for_euclid_dist")
 
 
 def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
-    """Distances between the rows of x1 (..., P, M) and of x2 (..., R, M): (..., P, R)."""
-    _tensor("cdist", "x1", x1)
-    _tensor("cdist", "x2", x2)
-    for t in (x1, x2):
-        if not t.data.dtype.kind == "f" and t.data.dtype.name != "bfloat16":
-            raise UnsupportedDtypeError(f"cdist only supports floating-point dtypes, got "
-                                        f"{t.data.dtype}")
-    if x1.ndim < 2 or x2.ndim < 2:
-        raise BadArgumentError(f"cdist only supports at least 2D tensors, got {x1.ndim}D and "
-                               f"{x2.ndim}D")
+    """Distances between the rows of ``x1`` (..., P, M) and ``x2`` (..., R, M): (..., P, R),
+    batch dims broadcast, as torch.cdist. ``compute_mode`` is checked and otherwise ignored:
+    the distances are always computed from the differences (never through a matrix product,
+    which loses digits for close points)."""
+    for what, x in (("x1", x1), ("x2", x2)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"cdist(): argument '{what}' must be a Tensor, not "
+                            f"{type(x).__name__}")
+        if x.ndim < 2:
+            raise CdistArgumentError(f"cdist: only supports at least 2D tensors, {what} got: "
+                                     f"{x.ndim}D")
+        if not is_floating(x.data.dtype):
+            raise UnsupportedDtypeError(f"cdist: only supports floating-point dtypes, {what} "
+                                        f"got: {x.data.dtype}")
+    if x1.data.dtype != x2.data.dtype:
+        raise UnsupportedDtypeError(f"cdist: x1 and x2 must have the same dtype, got "
+                                    f"{x1.data.dtype} and {x2.data.dtype}")
     if x1.shape[-1] != x2.shape[-1]:
-        raise BadArgumentError(f"X1 and X2 must have the same number of columns. X1: "
-                               f"{x1.shape[-1]} X2: {x2.shape[-1]}")
-    if p < 0:
-        raise BadArgumentError(f"cdist only supports non-negative p values, got {p}")
-    _same_dtype("cdist", x1, x2)
+        raise CdistArgumentError(f"cdist: X1 and X2 must have the same number of columns. X1: "
+                                 f"{x1.shape[-1]} X2: {x2.shape[-1]}")
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"cdist: p must be a number, got {type(p).__name__}")
+    if not p >= 0:
+        raise CdistArgumentError(f"cdist: only supports non-negative p values, got {p}")
+    if compute_mode not in _COMPUTE_MODES:
+        raise ValueError(f"{compute_mode} is not a valid value for compute_mode")
+    try:
+        np.broadcast_shapes(x1.shape[:-2], x2.shape[:-2])
+    except ValueError:
+        raise CdistArgumentError(f"cdist: batch dims do not broadcast: x1 {tuple(x1.shape)}, "
+                                 f"x2 {tuple(x2.shape)}") from None
     return Cdist.apply(x1, x2, p=float(p))
 
 
-def cov(input, *, correction=1, fweights=None, aweights=None):
-    """The covariance of the variables in the rows of ``input`` (observations in columns; a
-    1-d input is one variable), optionally weighted by integer ``fweights`` (frequencies)
-    and ``aweights`` (importance), as torch.cov. No degrees of freedom left: a warning, and
-    inf/NaN."""
-    if input.ndim > 2:
-        raise BadArgumentError(f"cov(): expected input to have two or fewer dimensions but got "
-                               f"an input with {input.ndim} dimensions")
-    x = input.reshape(1, -1) if input.ndim < 2 else input
-    if not x.data.dtype.kind == "f":
-        x = x.to(np.dtype(np.float32))
-    n = x.shape[1]
-    w = None
-    for name, weights in (("fweights", fweights), ("aweights", aweights)):
-        if weights is None:
-            continue
-        if weights.ndim > 1 or weights.numel() != n:
-            raise BadArgumentError(f"cov(): expected {name} to have one dimension and {n} "
-                                   f"elements, got shape {tuple(weights.shape)}")
-        if name == "fweights" and weights.data.dtype.kind not in "iu":
-            raise UnsupportedDtypeError("cov(): expected fweights to have integral dtype")
-        if bool((weights.data < 0).any()):
-            raise BadArgumentError(f"cov(): {name} cannot be negative")
-        weights = weights.to(x.data.dtype)
-        w = weights if w is None else w * weights
-    if w is None:
-        w_sum = float(n)
-        mean = x.mean(1, keepdim=True)
-        norm = w_sum - correction
-    else:
-        w_sum = w.sum()
-        mean = (x * w).sum(1, keepdim=True) / w_sum
-        norm = w_sum - (correction if aweights is None else
-                        correction * (w * aweights.to(x.data.dtype)).sum() / w_sum)
-    norm_value = float(norm.item() if isinstance(norm, autograd.Tensor) else norm)
-    if norm_value <= 0:
-        import warnings
-
-        warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less "
-                      "than the number of observations.", UserWarning, stacklevel=2)
-        norm = 0.0
-    centred = x - mean
-    weighted = centred if w is None else centred * w
-    c = (centred @ weighted.transpose(0, 1)) / norm
-    return c.reshape(()) if c.shape == (1, 1) else c  # one variable: 0-d, as torch
+FUNCTIONS.append("cdist")
 
 
-def corrcoef(input):
-    """Pearson's correlation coefficients of the rows of ``input`` (clipped to [-1, 1])."""
-    c = cov(input)
-    if c.ndim == 0:
-        return c / c
-    d = c.diagonal()
-    std = d.sqrt()
-    c = c / std.reshape(-1, 1) / std.reshape(1, -1)
-    return c.clamp(-1, 1)
+def pdist(input, p=2.0):
+    """The p-norm distance between each pair of rows i < j of a 2-d tensor (n, M): a 1-d
+    tensor of n (n - 1) / 2 distances in row-major order, as torch.pdist."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"pdist(): argument 'input' must be a Tensor, not {type(input).__name__}")
+    if input.ndim != 2:
+        raise CdistArgumentError(f"pdist: only supports 2D tensors, got: {input.ndim}D")
+    if not is_floating(input.data.dtype):
+        raise TypeError(f"pdist: only supports floating-point dtypes, got {input.data.dtype}")
+    n = input.shape[0]
+    rows, cols = np.triu_indices(n, 1)
+    xp = get_array_module(input.data)
+    index = (xp.asarray(rows.astype(np.int64)), xp.asarray(cols.astype(np.int64)))
+    return cdist(input, input, p)[autograd.Tensor(index[0]), autograd.Tensor(index[1])]
 
 
-TENSOR_METHODS.update({"cov": cov, "corrcoef": corrcoef})
-FUNCTIONS += ["cdist", "cov", "corrcoef"]
+def dist(input, other, p=2):
+    """The p-norm of ``input - other`` (broadcast) over all elements, as torch.dist."""
+    for what, x in (("input", input), ("other", other)):
+        if not isinstance(x, autograd.Tensor):
+            raise TypeError(f"dist(): argument '{what}' must be a Tensor, not {type(x).__name__}")
+    return vector_norm(input - other, p)
 
 
-def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
-    """``beta * input + alpha * sum_b batch1[b] @ batch2[b]``."""
-    return _scaled_sum(input, bmm(batch1, batch2).sum(0), beta, alpha)
-
-
-def addr(input, vec1, vec2, *, beta=1, alpha=1):
-    """``beta * input + alpha * outer(vec1, vec2)``."""
-    return _scaled_sum(input, outer(vec1, vec2), beta, alpha)
-
-
-TENSOR_METHODS.update({"addbmm": addbmm, "addr": addr})
-FUNCTIONS += ["addbmm", "addr"]
+TENSOR_METHODS["dist"] = dist
+FUNCTIONS += ["pdist", "dist"]

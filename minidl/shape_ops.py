@@ -18,8 +18,8 @@ from .autograd import DimError, Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
 from .ops import (
-    BadArgumentError, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError, _sizes, _tied,
-    repeat_sizes, sizes_or_keyword, torch_order, wrap_dim,
+    BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
+    _sizes, _tied, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order, wrap_dim,
 )
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
@@ -753,82 +753,154 @@ FUNCTIONS += ["cummax", "cummin", "kthvalue", "median", "msort", "unique", "sear
               "bucketize"]
 
 
-# ---- more shape ops under PyTorch's names: tensor_split and its h/v/d forms, atleast_3d,
-# dstack, column_stack, broadcast_tensors, diag_embed, block_diag, cartesian_prod... ----------
-def atleast_3d(input):
-    """0-d as (1, 1, 1), 1-d (n) as (1, n, 1), 2-d (m, n) as (m, n, 1); others as they are."""
+# ---- tensor_split, hsplit/vsplit/dsplit, block_diag, cartesian_prod -------------------------
+class ArgumentError(ValueError, RuntimeError):
+    """An argument value PyTorch refuses with a RuntimeError (``tensor_split(x, 0)``): a
+    ValueError, as minidl's other argument errors, and a RuntimeError, as PyTorch's."""
+
+
+def _is_int(x):
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _split_points(name, indices_or_sections, n):
+    """The start of each piece (the first is 0) for an int of sections or a list of indices
+    (a 0-d or 1-d int64 tensor is taken as one or the other)."""
+    spec = indices_or_sections
+    if isinstance(spec, autograd.Tensor):
+        if spec.ndim > 1:
+            raise ArgumentError(f"{name}: expected tensor_indices_or_sections to be a "
+                                f"zero-dimensional or one-dimensional tensor, but got a tensor "
+                                f"with {spec.ndim} dims")
+        if spec.data.dtype != np.int64:
+            raise TypeError(f"{name}: expected tensor_indices_or_sections to have dtype int64, "
+                            f"but got {spec.data.dtype}")
+        spec = int(spec.item()) if spec.ndim == 0 else [int(i) for i in spec.tolist()]
+    if _is_int(spec):
+        sections = int(spec)
+        if sections <= 0:
+            raise ArgumentError(f"{name}: number of sections must be larger than 0, got "
+                                f"{sections}")
+        size, extra = divmod(n, sections)
+        sizes = [size + 1] * extra + [size] * (sections - extra)
+        return np.cumsum([0] + sizes[:-1]).tolist(), sizes
+    if isinstance(spec, (tuple, list)) and all(_is_int(i) for i in spec):
+        return [None] + [int(i) for i in spec], None
+    raise TypeError(f"{name}: indices_or_sections must be an int, a list of ints or an int64 "
+                    f"tensor, got {type(indices_or_sections).__name__}")
+
+
+def tensor_split(input, indices_or_sections=None, dim=0, *, sections=None, indices=None,
+                 tensor_indices_or_sections=None):
+    """Views of ``input`` along ``dim``: ``sections`` pieces as even as can be (the first
+    ``n % sections`` one longer), or the pieces between ``indices`` (as Python slices, so an
+    index past the end gives empty pieces), as torch.tensor_split."""
+    given = [s for s in (indices_or_sections, sections, indices, tensor_indices_or_sections)
+             if s is not None]
+    if len(given) != 1:
+        raise TypeError("tensor_split: pass one of indices_or_sections, sections, indices or "
+                        "tensor_indices_or_sections")
     if input.ndim == 0:
-        return input.reshape(1, 1, 1)
-    if input.ndim == 1:
-        return input.reshape(1, -1, 1)
-    return input.reshape(*input.shape, 1) if input.ndim == 2 else input
-
-
-def dstack(tensors):
-    """Tensors stacked along the third dim (after atleast_3d)."""
-    return concat([atleast_3d(t) for t in tensors], 2)
-
-
-def column_stack(tensors):
-    """Tensors side by side as columns: 0-d and 1-d ones become columns first."""
-    return concat([t.reshape(-1, 1) if t.ndim < 2 else t for t in tensors], 1)
-
-
-def tensor_split(input, indices_or_sections, dim=0):
-    """Views along ``dim``: ``n`` pieces as equal as can be (the first ``size % n`` one
-    longer), or the pieces between the given indices (Python's slicing: negative indices count
-    from the end, out of range ones clip)."""
+        raise ArgumentError("tensor_split: expected at least a 1-dimensional tensor, but got a "
+                            "tensor with 0 dims")
     d = wrap_dim(dim, input.ndim, "tensor_split")
-    if input.ndim == 0:
-        raise BadArgumentError("tensor_split expects at least a 1-dimensional tensor")
-    split = indices_or_sections
-    if isinstance(split, autograd.Tensor):
-        if split.data.dtype.kind not in "iu" or split.ndim > 1:
-            raise BadArgumentError("tensor_split: a tensor of indices_or_sections must be a "
-                                   "0-d or 1-d integer tensor")
-        split = int(split.item()) if split.ndim == 0 else [int(i) for i in split.tolist()]
-    n = input.shape[d]
-    if isinstance(split, (int, np.integer)) and not isinstance(split, bool):
-        if split <= 0:
-            raise BadArgumentError(f"tensor_split: number of sections must be > 0, got {split}")
-        size, extra = divmod(n, int(split))
-        bounds = np.cumsum([0] + [size + (i < extra) for i in range(int(split))]).tolist()
-    elif isinstance(split, (tuple, list)):
-        bounds = [0] + [int(i) for i in split] + [n]
-    else:
-        raise TypeError(f"tensor_split: indices_or_sections must be an int, a list of ints or "
-                        f"a tensor, got {type(split).__name__}")
-    pieces = []
-    for k in range(len(bounds) - 1):
-        start, stop, _ = slice(bounds[k], bounds[k + 1]).indices(n)
-        pieces.append(narrow(input, d, start, max(stop - start, 0)))
-    return tuple(pieces)
+    starts, sizes = _split_points("tensor_split", given[0], input.shape[d])
+    lead = (slice(None),) * d
+    if sizes is not None:  # sections: consecutive pieces of the given sizes
+        return tuple(GetItem.apply(input, index=lead + (slice(s, s + k),))
+                     for s, k in zip(starts, sizes))
+    stops = starts[1:] + [None]
+    return tuple(GetItem.apply(input, index=lead + (slice(a, b),)) for a, b in zip(starts, stops))
 
 
-def _split_along(name, input, sections, dim, min_dims):
-    if input.ndim < min_dims:
-        raise BadArgumentError(f"torch.{name} requires a tensor with at least {min_dims} "
-                               f"dimension, but got a tensor with {input.ndim} dimensions!")
-    if isinstance(sections, (int, np.integer)) and not isinstance(sections, bool):
-        if sections <= 0 or input.shape[dim] % sections:
-            raise BadArgumentError(f"torch.{name} attempted to split along dimension {dim}, "
-                                   f"but the size of the dimension {input.shape[dim]} is not "
-                                   f"divisible by the split_size {sections}!")
-    return tensor_split(input, sections, dim)
+def _split_along(name, input, indices_or_sections, dim, min_ndim):
+    if input.ndim < min_ndim:
+        raise ArgumentError(f"{name}: requires a tensor with at least {min_ndim} dimension"
+                            f"{'s' if min_ndim > 1 else ''}, but got a tensor with {input.ndim} "
+                            "dimensions")
+    if _is_int(indices_or_sections):
+        n, k = input.shape[dim], int(indices_or_sections)
+        if k <= 0 or n % k:
+            raise ArgumentError(f"{name}: cannot split dimension {dim} of size {n} into {k} "
+                                "equal pieces (it must be divisible by the number of sections)")
+    return tensor_split(input, indices_or_sections, dim)
 
 
 def hsplit(input, indices_or_sections):
+    """tensor_split along dim 1 (dim 0 of a 1-d tensor); an int must divide the size."""
     return _split_along("hsplit", input, indices_or_sections, 1 if input.ndim > 1 else 0, 1)
 
 
 def vsplit(input, indices_or_sections):
+    """tensor_split along dim 0 of a tensor with at least 2 dims; an int must divide it."""
     return _split_along("vsplit", input, indices_or_sections, 0, 2)
 
 
 def dsplit(input, indices_or_sections):
+    """tensor_split along dim 2 of a tensor with at least 3 dims; an int must divide it."""
     return _split_along("dsplit", input, indices_or_sections, 2, 3)
 
 
+class BlockDiag(Function):
+    """The matrices on the diagonal of a zero matrix; each one's gradient is its block."""
+
+    def forward(self, *blocks):
+        xp = get_array_module(*blocks)
+        rows, cols = sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)
+        out = xp.zeros((rows, cols), dtype=blocks[0].dtype)
+        self.places, i, j = [], 0, 0
+        for b in blocks:
+            place = (slice(i, i + b.shape[0]), slice(j, j + b.shape[1]))
+            out[place] = b
+            self.places.append(place)
+            i, j = i + b.shape[0], j + b.shape[1]
+        return out
+
+    def backward(self, g):
+        return tuple(g[place] for place in self.places)
+
+
+def block_diag(*tensors):
+    """A block-diagonal matrix of the tensors (0-d ones are 1x1, 1-d ones a row), at their
+    promoted dtype, as torch.block_diag."""
+    blocks = []
+    for k, t in enumerate(tensors):
+        if not isinstance(t, autograd.Tensor):
+            raise TypeError(f"block_diag: input {k} must be a Tensor, got {type(t).__name__}")
+        if t.ndim > 2:
+            raise ArgumentError(f"block_diag: input tensors must have 2 or fewer dimensions. "
+                                f"Input {k} has {t.ndim} dimensions")
+        blocks.append(t.reshape(1, -1) if t.ndim < 2 else t)
+    if not blocks:
+        return autograd.Tensor(np.zeros((1, 0), np.float32))
+    dtype = result_type(*blocks)
+    blocks = [b if b.data.dtype == dtype else Cast.apply(b, dtype=dtype) for b in blocks]
+    return BlockDiag.apply(*blocks)
+
+
+def cartesian_prod(*tensors):
+    """Every combination of one element from each 1-d tensor, one per row (the last tensor's
+    element changes fastest); one tensor comes back as it is, as in PyTorch."""
+    if not tensors:
+        raise ArgumentError("cartesian_prod: expects at least one tensor")
+    for t in tensors:
+        if not isinstance(t, autograd.Tensor) or t.ndim != 1:
+            raise ArgumentError(f"cartesian_prod: expects 1-d tensors, but got shape "
+                                f"{tuple(getattr(t, 'shape', ()))}")
+    if len({t.data.dtype for t in tensors}) > 1:
+        raise TypeError("cartesian_prod: expects all tensors to have the same dtype, got "
+                        + ", ".join(str(t.data.dtype) for t in tensors))
+    if len(tensors) == 1:
+        return tensors[0]
+    return stack([g.reshape(-1) for g in meshgrid(*tensors, indexing="ij")], dim=1)
+
+
+TENSOR_METHODS.update({"tensor_split": tensor_split, "hsplit": hsplit, "vsplit": vsplit,
+                       "dsplit": dsplit})
+FUNCTIONS += ["tensor_split", "hsplit", "vsplit", "dsplit", "block_diag", "cartesian_prod"]
+
+
+# ---- broadcast_shapes, tril/triu_indices, narrow_copy, unravel_index, vander, combinations ----
 def broadcast_shapes(*shapes):
     """The shape the given shapes broadcast to (ints count as 1-d shapes)."""
     shapes = [(s,) if isinstance(s, (int, np.integer)) else tuple(s) for s in shapes]
@@ -836,82 +908,6 @@ def broadcast_shapes(*shapes):
         return tuple(int(n) for n in np.broadcast_shapes(*shapes))
     except ValueError:
         raise BadArgumentError(f"broadcast_shapes: shapes {shapes} do not broadcast") from None
-
-
-def broadcast_tensors(*tensors):
-    """Each tensor expanded to the common broadcast shape (gradients sum back)."""
-    shape = broadcast_shapes(*[t.shape for t in tensors])
-    return tuple(t if tuple(t.shape) == shape else t.expand(shape) for t in tensors)
-
-
-class BatchDiagEmbed(Function):
-    """Each vector along the last dim placed on the ``offset`` diagonal of a new last pair of
-    dims (zeros elsewhere); the gradient reads that diagonal back."""
-
-    def forward(self, a, offset):
-        xp = get_array_module(a)
-        n = a.shape[-1]
-        m = n + abs(offset)
-        rows = xp.arange(n) + max(-offset, 0)
-        self.where = (Ellipsis, rows, rows + offset)
-        out = xp.zeros(a.shape[:-1] + (m, m), dtype=a.dtype)
-        out[self.where] = a
-        return out
-
-    def backward(self, g):
-        return g[self.where]
-
-
-def diag_embed(input, offset=0, dim1=-2, dim2=-1):
-    """Diagonal matrices from the last dim of ``input``, in dims ``dim1`` and ``dim2`` of the
-    result (on the ``offset`` diagonal)."""
-    ndim = input.ndim + 1
-    d1, d2 = wrap_dim(dim1, ndim, "diag_embed"), wrap_dim(dim2, ndim, "diag_embed")
-    if d1 == d2:
-        raise BadArgumentError(f"diag_embed: diagonal dimensions cannot be identical {dim1}, "
-                               f"{dim2}")
-    out = BatchDiagEmbed.apply(input if input.ndim else input.reshape(1), offset=int(offset))
-    if d1 > d2:  # rows along dim2, columns along dim1
-        d1, d2 = d2, d1
-        out = out.transpose(-2, -1)
-    return movedim(out, (ndim - 2, ndim - 1), (d1, d2))
-
-
-def block_diag(*tensors):
-    """The tensors (0-d, 1-d as one row, or 2-d) down the diagonal of one matrix, zeros
-    elsewhere, at their common dtype."""
-    from .ops import result_type
-
-    mats = []
-    for i, t in enumerate(tensors):
-        if t.ndim > 2:
-            raise BadArgumentError(f"torch.block_diag: Input tensors must have 2 or fewer "
-                                   f"dimensions. Input {i} has {t.ndim} dimensions")
-        mats.append(t.reshape(1, -1) if t.ndim == 1 else t.reshape(1, 1) if t.ndim == 0 else t)
-    if not mats:
-        return autograd.Tensor(np.zeros((0, 0), np.float32))
-    dtype = result_type(*mats)
-    mats = [m if m.data.dtype == dtype else m.to(dtype) for m in mats]
-    total = sum(m.shape[1] for m in mats)
-    xp = get_array_module(mats[0].data)
-    rows, before = [], 0
-    for m in mats:
-        r, c = m.shape
-        left = autograd.Tensor(xp.zeros((r, before), dtype))
-        right = autograd.Tensor(xp.zeros((r, total - before - c), dtype))
-        rows.append(concat([left, m, right], 1))
-        before += c
-    return concat(rows, 0)
-
-
-def cartesian_prod(*tensors):
-    """Every combination of the 1-d tensors' elements, one per row (one tensor: itself)."""
-    if len(tensors) == 1:
-        return tensors[0]
-    grids = meshgrid(*tensors, indexing="ij")
-    from .ops import stack
-
-    return stack([g.reshape(-1) for g in grids], 1)
 
 
 def _triangle_indices(name, row, col, offset, dtype, device, upper):
@@ -933,205 +929,6 @@ def triu_indices(row, col, offset=0, *, dtype=np.int64, device="cpu"):
     return _triangle_indices("triu_indices", row, col, offset, dtype, device, upper=True)
 
 
-def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
-    """Each run of equal consecutive values (of the flattened input) once; optionally the
-    inverse indices and the run lengths."""
-    if dim is not None:
-        raise NotImplementedError("unique_consecutive: dim= is not supported; flattened only")
-    xp = get_array_module(input.data)
-    data = input.data.reshape(-1)
-    starts = xp.ones(data.shape, bool)
-    if data.size:
-        starts[1:] = data[1:] != data[:-1]
-    out = [autograd.Tensor(data[starts])]
-    if return_inverse:
-        out.append(autograd.Tensor((xp.cumsum(starts) - 1).reshape(input.shape).astype(np.int64)))
-    if return_counts:
-        first = xp.nonzero(starts)[0]
-        out.append(autograd.Tensor(xp.diff(xp.append(first, data.size)).astype(np.int64)))
-    return out[0] if len(out) == 1 else tuple(out)
-
-
-TENSOR_METHODS.update({
-    "tensor_split": tensor_split, "hsplit": hsplit, "vsplit": vsplit, "dsplit": dsplit,
-    "diag_embed": diag_embed, "unique_consecutive": unique_consecutive,
-})
-FUNCTIONS += ["atleast_3d", "dstack", "column_stack", "tensor_split", "hsplit", "vsplit",
-              "dsplit", "broadcast_shapes", "broadcast_tensors", "diag_embed", "block_diag",
-              "cartesian_prod", "tril_indices", "triu_indices", "unique_consecutive"]
-
-
-# ---- quantile, nanquantile, nanmedian, mode ------------------------------------------------
-_INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
-
-
-def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
-    from .ops import where
-
-    if not input.data.dtype.kind == "f" or input.data.dtype.itemsize < 4:
-        raise UnsupportedDtypeError(f"{name}() input tensor must be either float or double dtype")
-    if interpolation not in _INTERPOLATIONS:
-        raise BadArgumentError(f"{name}() interpolation must be one of linear, lower, higher, "
-                               f"midpoint or nearest, but got {interpolation}")
-    xp = get_array_module(input.data)
-    if isinstance(q, autograd.Tensor):
-        if q.ndim > 1:
-            raise BadArgumentError(f"{name}() q must be a scalar or 1D tensor")
-        if q.data.dtype != input.data.dtype:
-            raise UnsupportedDtypeError(f"{name}() q tensor must be same dtype as the input "
-                                        "tensor")
-        qs = q.data
-    else:
-        qs = xp.asarray(q, dtype=input.data.dtype)
-    host_q = np.asarray(qs.get() if hasattr(qs, "get") else qs)
-    if host_q.size and (host_q.min() < 0 or host_q.max() > 1):
-        raise BadArgumentError(f"{name}() q values must be in the range [0, 1]")
-    if input.data.size == 0:
-        raise BadArgumentError(f"{name}() input tensor must be non-empty")
-    if dim is None:
-        x, d = input.reshape(-1), 0
-    else:
-        x, d = input, wrap_dim(dim, input.ndim, name)
-        if x.ndim == 0:
-            x = x.reshape(1)
-    ordered = sort(movedim(x, d, -1), -1).values  # NaN last; ties as torch's sort leaves them
-    data = ordered.data
-    n = data.shape[-1]
-    nan = xp.isnan(data)
-    qv = qs.reshape(-1)
-    if ignore_nan:  # ranks among the values that are not NaN; all NaN: the last, a NaN
-        count = n - nan.sum(axis=-1, keepdims=True)
-        last = xp.where(count == 0, n - 1, count - 1).astype(data.dtype)
-        ranks = qv * last  # (..., m): m quantiles per slice
-    else:  # a slice with a NaN gives NaN: its ranks are the last index, where NaN sorts
-        ranks = xp.broadcast_to(qv * (n - 1), data.shape[:-1] + (qv.size,))
-        ranks = xp.where(nan.any(axis=-1, keepdims=True), n - 1, ranks).astype(data.dtype)
-    if interpolation == "lower":
-        ranks = xp.floor(ranks)
-    elif interpolation == "higher":
-        ranks = xp.ceil(ranks)
-    elif interpolation == "nearest":
-        ranks = xp.round(ranks)  # half to even, as torch.round
-    below = xp.floor(ranks).astype(np.int64)
-    above = xp.ceil(ranks).astype(np.int64)
-    lo = TakeAlongDim.apply(ordered, index=below, dim=ordered.ndim - 1)
-    hi = TakeAlongDim.apply(ordered, index=above, dim=ordered.ndim - 1)
-    if interpolation == "midpoint":
-        out = lo + (hi - lo) * 0.5
-    elif interpolation == "linear":
-        w = autograd.Tensor((ranks - below).astype(data.dtype, copy=False))
-        # PyTorch's lerp: from the nearer end, so the weights 0 and 1 give the values exactly
-        out = where(w < 0.5, lo + w * (hi - lo), hi - (hi - lo) * (1 - w))
-    else:
-        out = lo
-    out = movedim(out, -1, 0)  # (m, ...) with the quantiles first, as torch
-    if keepdim:
-        shape = (1,) * input.ndim if dim is None else tuple(
-            1 if i == d else s for i, s in enumerate(input.shape))
-        out = out.reshape((qv.size,) + shape)
-    if not isinstance(q, autograd.Tensor) or q.ndim == 0:
-        out = out.reshape(out.shape[1:])
-    return out
-
-
-def quantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
-    """The q-th quantiles (q a number or a 1-d tensor in [0, 1]) over everything or ``dim``;
-    a slice holding a NaN gives NaN. Gradients through the sorted values, as PyTorch's."""
-    return _quantile("quantile", *_autocast_quantile("quantile", input, q), dim, keepdim,
-                     interpolation, ignore_nan=False)
-
-
-def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
-    """quantile with NaNs left out (NaN where a slice holds nothing else)."""
-    return _quantile("nanquantile", *_autocast_quantile("nanquantile", input, q), dim,
-                     keepdim, interpolation, ignore_nan=True)
-
-
-def _autocast_quantile(name, input, q):
-    """PyTorch's autocast runs quantile in float32 (input and a q tensor)."""
-    hook = autograd.autocast_hook()
-    if hook is None:
-        return input, q
-    if isinstance(q, autograd.Tensor):
-        return tuple(hook.inputs(name, [input, q]))
-    return hook.inputs(name, [input])[0], q
-
-
-def nanmedian(input, dim=None, keepdim=False):
-    """median with NaNs left out: the lower middle value of the others (NaN, index 0, where a
-    slice is all NaN)."""
-    if input.data.dtype.kind != "f":
-        return median(input, dim, keepdim)
-    xp = get_array_module(input.data)
-    if dim is None:
-        flat = input.reshape(-1)
-        keep = ~xp.isnan(flat.data)
-        count = int(keep.sum())
-        if count == 0:
-            return autograd.Tensor(xp.full((), xp.nan, dtype=input.data.dtype))
-        order = _argsort(flat.data, 0, False, True)
-        return flat[autograd.Tensor(order[(count - 1) // 2].reshape(()))]
-    d = wrap_dim(dim, input.ndim, "nanmedian")
-    x = input if input.ndim else input.reshape(1)
-    if x.shape[d] == 0:
-        raise IndexError(f"nanmedian(): Expected reduction dim {d} to have non-zero size.")
-    order = _argsort(x.data, d, False, True).astype(np.int64)
-    count = (~xp.isnan(x.data)).sum(axis=d, keepdims=True)
-    at = xp.maximum(count - 1, 0) // 2
-    index = xp.take_along_axis(order, at, axis=d)
-    if bool((count == 0).any()):  # all NaN: where PyTorch's nth_element leaves index 0
-        index = xp.where(count == 0, _all_nan_median_index(x.shape[d]), index)
-    values = TakeAlongDim.apply(x, index=index, dim=d)
-    if not keepdim or input.ndim == 0:
-        values, index = values.squeeze(d), index.squeeze(axis=d)
-    return KthResult(values, autograd.Tensor(index))
-
-
-def _all_nan_median_index(n):
-    """The index torch.nanmedian gives for a slice of n NaNs: std::nth_element at position 0
-    with a comparison that never holds (every NaN is NaN) leaves it to the partitioning."""
-    from .backend import ordering
-
-    ordering.rows_kernels()
-    ix = np.arange(n)
-    ordering._nth_element(np.full(n, np.nan), ix, 0, n, False)
-    return int(ix[0])
-
-
-ModeResult = namedtuple("ModeResult", ["values", "indices"])  # torch.return_types.mode
-
-
-def mode(input, dim=-1, keepdim=False):
-    """The most frequent value along ``dim`` (the smallest of those tied for it) and an index
-    of it: PyTorch's on the CPU, the last of its run in std::sort's order. The value's gradient
-    goes to that index."""
-    d = wrap_dim(dim, input.ndim, "mode")
-    x = input if input.ndim else input.reshape(1)
-    if x.shape[d] == 0:
-        raise IndexError(f"mode(): Expected reduction dim {d} to have non-zero size.")
-    host = np.asarray(x.data.get() if hasattr(x.data, "get") else x.data)
-    order = np.moveaxis(np.asarray(_argsort(host, d, False, False)), d, -1)
-    values = np.take_along_axis(np.moveaxis(host, d, -1), order, axis=-1)
-    rows, orders = values.reshape(-1, values.shape[-1]), order.reshape(-1, order.shape[-1])
-    index = np.empty(rows.shape[0], np.int64)
-    for r, (row, where) in enumerate(zip(rows, orders)):
-        ends = np.flatnonzero(np.r_[row[1:] != row[:-1], True])  # last position of each run
-        counts = np.diff(np.r_[-1, ends])
-        index[r] = where[ends[np.argmax(counts)]]  # the first longest run: the smallest value
-    xp = get_array_module(x.data)
-    index = xp.expand_dims(xp.asarray(index.reshape(values.shape[:-1])), d)
-    out = TakeAlongDim.apply(x, index=index, dim=d)
-    if not keepdim or input.ndim == 0:
-        out, index = out.squeeze(d), index.squeeze(axis=d)
-    return ModeResult(out, autograd.Tensor(index))
-
-
-TENSOR_METHODS.update({"quantile": quantile, "nanquantile": nanquantile,
-                       "nanmedian": nanmedian, "mode": mode})
-FUNCTIONS += ["quantile", "nanquantile", "nanmedian", "mode"]
-
-
-# ---- narrow_copy, unravel_index, vander, combinations ------------------------------------------
 def narrow_copy(input, dim, start, length):
     """narrow as a copy."""
     return narrow(input, dim, start, length).clone()
@@ -1192,4 +989,5 @@ def combinations(input, r=2, with_replacement=False):
 
 
 TENSOR_METHODS.update({"narrow_copy": narrow_copy})
-FUNCTIONS += ["narrow_copy", "unravel_index", "vander", "combinations"]
+FUNCTIONS += ["broadcast_shapes", "tril_indices", "triu_indices", "narrow_copy", "unravel_index",
+              "vander", "combinations"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 
+import sys
+
 import numpy as np
 
 from . import autograd, backend
@@ -53,6 +55,11 @@ def _as_array(data, dtype=None, device="cpu"):
 def _cuda_array_type():
     cp = backend.cupy_module()
     return None if cp is None else cp.ndarray
+
+
+# how Tensors print (minidl.set_printoptions changes it, as torch.set_printoptions)
+PRINT_OPTIONS = {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth": 80,
+                 "sci_mode": None}
 
 
 class Tensor:
@@ -196,8 +203,17 @@ class Tensor:
             finite = shown[np.isfinite(shown)]
             if finite.size and np.any(finite != np.round(finite)):
                 mode = "fixed"
-        body = np.array2string(shown, separator=", ", prefix="tensor(", precision=4,
-                               floatmode=mode, threshold=1000, edgeitems=3)
+        opts = PRINT_OPTIONS
+        formatter = None
+        if opts["sci_mode"] is not None and shown.dtype.kind == "f":
+            spec = f".{int(opts['precision'])}{'e' if opts['sci_mode'] else 'f'}"
+            formatter = {"float_kind": lambda v: format(v, spec)}
+        threshold = opts["threshold"]
+        body = np.array2string(shown, separator=", ", prefix="tensor(",
+                               precision=int(opts["precision"]), floatmode=mode,
+                               threshold=sys.maxsize if threshold == np.inf else int(threshold),
+                               edgeitems=int(opts["edgeitems"]),
+                               max_line_width=int(opts["linewidth"]), formatter=formatter)
         extra = []
         if a.dtype not in (np.float32, np.int64, np.bool_):
             extra.append(f"dtype=minidl.{a.dtype.name}")
@@ -1539,4 +1555,77 @@ def _scatter_reduce_(self, dim, index, src, reduce, *, include_self=True):
 _install_methods({"scatter_reduce_": _scatter_reduce_})
 
 
+def _view_in_place(name, view):
+    """``x.unsqueeze_(0)`` and its kin: x takes the shape ``view(x)`` gives it, on the same
+    array (only the shape changes; the version count goes up, as in PyTorch). In the graph,
+    x's node moves to the view op's input as the in-place ops' does, under their rules."""
+    def method(self, *args, **kwargs):
+        if autograd._grad_enabled and self.requires_grad:
+            if self._ctx is None:
+                raise RuntimeError(f"{name} on a leaf tensor that requires grad (shape "
+                                   f"{self.shape}): PyTorch refuses it too; call it inside "
+                                   "`with minidl.no_grad():` or on a .clone()")
+            base = self
+            while base._is_view and base._ctx is not None and base._ctx.inputs:
+                base = base._ctx.inputs[0]
+            if base is not self and base._ctx is None and base.requires_grad:
+                raise RuntimeError(f"{name} on a view of a leaf tensor that requires grad "
+                                   f"(shape {base.shape}): PyTorch refuses it too")
+            if self._used:
+                raise RuntimeError(
+                    f"{name} on a tensor (shape {self.shape}) that another op of the graph "
+                    "already took as an input: its gradient would come back in the new shape. "
+                    f"Use the out-of-place {name[:-1]}()")
+            old = Tensor.__new__(Tensor)
+            old.__dict__.update(self.__dict__)
+            out = view(old, *args, **kwargs)
+            self.data, self._ctx, self._vc = out.data, out._ctx, old._vc  # one count, one array
+            self.__dict__.pop("_hooks", None)  # hooks stay with the shape they were given
+            bump_version(self)
+            return self
+        if self._ctx is not None and self.requires_grad:
+            raise RuntimeError(f"{name} under no_grad() on a tensor (shape {self.shape}) made "
+                               "by an op of the graph: its gradient would no longer fit its "
+                               f"node (PyTorch fails at backward). Use {name[:-1]}() instead")
+        with no_grad():
+            out = view(self, *args, **kwargs)
+        self.data = out.data
+        bump_version(self)
+        return self
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = f"``x.{name[:-1]}(...)``'s shape given to x itself, in place."
+    return method
+
+
+_install_methods({
+    "unsqueeze_": _view_in_place("unsqueeze_", lambda t, dim: t.unsqueeze(dim)),
+    "squeeze_": _view_in_place("squeeze_", lambda t, dim=None: t.squeeze(dim)),
+    "t_": _view_in_place("t_", lambda t: t.t()),
+    "transpose_": _view_in_place("transpose_", lambda t, dim0, dim1: t.transpose(dim0, dim1)),
+    "swapdims_": _view_in_place("swapdims_", lambda t, dim0, dim1: t.transpose(dim0, dim1)),
+    "swapaxes_": _view_in_place("swapaxes_", lambda t, axis0, axis1: t.transpose(axis0, axis1)),
+})
+
+
+def _atan2_(self, other):
+    return _inplace_by(self, "atan2_", lambda t, o: _math_ops.atan2(t, o), other)
+
+
+def _hypot_(self, other):
+    return _inplace_by(self, "hypot_", lambda t, o: _math_ops.hypot(t, o), other)
+
+
+_install_methods({"atan2_": _atan2_, "arctan2_": _atan2_, "hypot_": _hypot_})
+
+
 autograd.use_grad_engine(grad)  # minidl.autograd.grad runs the backward pass defined here
+
+# the ops of pointwise.py and statistics.py (more of PyTorch's tensor ops; structure.py and
+# sampling.py, which use the in-place machinery above, are installed by tensor_functions.py)
+from . import pointwise as _pointwise  # noqa: E402
+
+_install_methods(_pointwise.TENSOR_METHODS)
+
+from . import statistics as _statistics  # noqa: E402
+
+_install_methods(_statistics.TENSOR_METHODS)

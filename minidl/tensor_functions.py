@@ -106,3 +106,81 @@ def _install(namespace):
     for name in METHOD_FORMS:
         if hasattr(Tensor, name) and name not in namespace:
             namespace[name] = _method_form(name)
+
+
+# ---- structure.py (tensordot, kron, *_scatter, masked_scatter_, ...) and sampling.py (tensor
+# queries such as nbytes, and the in-place samplers random_, exponential_, ...): a layer above
+# tensor.py, since their in-place methods go through its in-place machinery
+from . import sampling as _sampling, structure as _structure  # noqa: E402
+
+for _methods in (_structure.TENSOR_METHODS, _sampling.TENSOR_METHODS):
+    for _name, _fn in _methods.items():
+        setattr(Tensor, _name, _fn)
+
+
+# ---- the in-place forms of elementwise methods: x.erf_(), x.ge_(0), x.lerp_(y, 0.5) ---------
+# Each is the method of the same name, written back into the tensor under the in-place rules
+# (tensor.py's _inplace_by: recorded as the tensor itself where the graph takes part, written
+# into the array, which views see, where it does not). As in PyTorch, the result must keep the
+# tensor's shape and be castable to its dtype (a float result does not go into an int tensor).
+INPLACE_FORMS = (
+    "acos", "arccos", "acosh", "arccosh", "asin", "arcsin", "asinh", "arcsinh", "atan", "arctan",
+    "atanh", "arctanh", "atan2", "arctan2", "cosh", "sinh", "tan", "sinc", "exp2", "log10",
+    "log2", "logit", "erf", "erfc", "erfinv", "lgamma", "digamma", "polygamma", "mvlgamma", "i0",
+    "deg2rad", "rad2deg", "fix", "sgn", "negative", "absolute", "nan_to_num", "xlogy",
+    "copysign", "heaviside", "hypot", "ldexp", "nextafter", "float_power", "gcd", "lcm", "fmod",
+    "remainder", "floor_divide", "divide", "true_divide", "multiply", "subtract", "lerp",
+    "addcmul", "addcdiv", "addmm", "addmv", "addr", "addbmm", "baddbmm", "cumsum", "cumprod",
+    "tril", "triu", "renorm", "eq", "ne", "lt", "le", "gt", "ge", "greater", "greater_equal",
+    "less", "less_equal", "not_equal", "logical_and", "logical_or", "logical_xor",
+    "logical_not", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
+    "bitwise_left_shift", "bitwise_right_shift", "masked_scatter",
+)
+
+
+def _inplace_form(name):
+    from .backend.dtypes import category
+    from .tensor import _inplace_by
+
+    method = getattr(Tensor, name)
+    inplace = name + "_"
+
+    def form(self, *args, **kwargs):
+        def compute(t, _):
+            # t is self, or (where the graph records the change) self's old node: an argument
+            # that is self itself (x.mul_(x)) reads the old value too
+            y = method(t, *[t if a is self else a for a in args], **kwargs)
+            if tuple(y.shape) != tuple(t.shape):
+                raise RuntimeError(f"{inplace}: output with shape {list(t.shape)} doesn't match "
+                                   f"the broadcast shape {list(y.shape)}")
+            have, want = np.dtype(y.dtype), np.dtype(t.dtype)
+            if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
+                raise RuntimeError(f"{inplace}: result type {have} can't be cast to the desired "
+                                   f"output type {want}")
+            return y
+        grad_arg = next((a for a in args if isinstance(a, Tensor) and a.requires_grad), None)
+        return _inplace_by(self, inplace, compute, grad_arg)
+
+    form.__name__ = form.__qualname__ = inplace
+    form.__doc__ = f"``x.{inplace}(...)``: ``x.{name}(...)`` written into ``x``."
+    return form
+
+
+def _install_inplace_forms():
+    for name in INPLACE_FORMS:
+        if hasattr(Tensor, name) and not hasattr(Tensor, name + "_"):
+            setattr(Tensor, name + "_", _inplace_form(name))
+
+
+# the named bitwise methods beside the operators & | ^ ~ << >>
+def _bitwise(op):
+    return lambda self, other: op(self, other)
+
+
+for _name, _op in (("bitwise_and", lambda a, b: a & b), ("bitwise_or", lambda a, b: a | b),
+                   ("bitwise_xor", lambda a, b: a ^ b)):
+    if not hasattr(Tensor, _name):
+        setattr(Tensor, _name, _bitwise(_op))
+if not hasattr(Tensor, "bitwise_not"):
+    Tensor.bitwise_not = lambda self: ~self
+_install_inplace_forms()

@@ -126,6 +126,19 @@ def _on_device(result):
     return result
 
 
+class _FakeRandomState:
+    """cupy.random.RandomState: a generator of its own (checkpoint forks one per call)."""
+
+    def __init__(self, seed=None):
+        self._gen = np.random.default_rng(seed)
+
+    def random_sample(self, size=None, dtype=float):
+        return _on_device(self._gen.random(size, dtype=dtype))
+
+    def uniform(self, low=0.0, high=1.0, size=None, dtype=float):
+        return _on_device(self._gen.uniform(low, high, size).astype(dtype))
+
+
 class FakeCuPy(types.ModuleType):
     """``cupy`` as far as minidl uses it; anything else falls through to numpy with its array
     results put on the 'device'."""
@@ -134,15 +147,21 @@ class FakeCuPy(types.ModuleType):
 
     def __init__(self):
         super().__init__("fake_cupy")
-        gen = [np.random.default_rng(0)]
+        state = [_FakeRandomState(0)]
 
         def seed(s=None):
-            gen[0] = np.random.default_rng(s)
+            state[0] = _FakeRandomState(s)
 
         def random_sample(size=None, dtype=float):
-            return _on_device(gen[0].random(size, dtype=dtype))
+            return state[0].random_sample(size, dtype)
 
-        self.random = types.SimpleNamespace(seed=seed, random_sample=random_sample)
+        def set_random_state(rs):
+            state[0] = rs
+
+        self.random = types.SimpleNamespace(
+            seed=seed, random_sample=random_sample, RandomState=_FakeRandomState,
+            uniform=lambda *a, **k: state[0].uniform(*a, **k),
+            get_random_state=lambda: state[0], set_random_state=set_random_state)
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
             Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))

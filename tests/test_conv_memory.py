@@ -1,5 +1,6 @@
 """What a convolution keeps for backward: a large im2col matrix is not kept (it is gathered
-again from the input in backward), and the gradients are the same either way."""
+again from the input in backward), and the gradients are the same either way; the same for
+grouped, depthwise and dilated convolutions."""
 import numpy as np
 import pytest
 
@@ -140,3 +141,92 @@ def test_gradcheck_of_a_tiled_training_convolution():
             for s in ((2, 4, 6, 5), (16, 4, 3, 3)))
     assert F.conv2d(x, w, padding=1)._ctx.tiles  # the tiled kernels, forward and backward
     assert gradcheck(lambda x, w: F.conv2d(x, w, padding=1), [x, w])
+
+
+# ---- grouped and dilated convolutions (nn/_functional/convolution.py's ConvNd) -----------------
+def _grouped_grads(x, w, b, **kwargs):
+    mx, mw, mb = (minidl.tensor(a, requires_grad=True, dtype=a.dtype) for a in (x, w, b))
+    out = F.conv2d(mx, mw, mb, **kwargs)
+    saved = out._ctx.saved
+    proj = np.random.default_rng(9).standard_normal(out.shape).astype(x.dtype)
+    (out * minidl.tensor(proj, dtype=x.dtype)).sum().backward()
+    return out.numpy(), saved, [t.grad.numpy() for t in (mx, mw, mb)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("kwargs", [dict(groups=3, padding=1), dict(dilation=2, stride=2),
+                                    dict(groups=6, dilation=(2, 1), padding=(2, 1), stride=2)],
+                         ids=["grouped", "dilated", "depthwise_dilated"])
+def test_grouped_dilated_columns_are_gathered_again_in_backward(monkeypatch, dtype, kwargs):
+    rng = np.random.default_rng(8)
+    groups = kwargs.get("groups", 1)
+    x = rng.standard_normal((2, 6, 9, 8)).astype(dtype)
+    w = rng.standard_normal((6, 6 // groups, 3, 3)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    want_y, kept, want = _grouped_grads(x, w, b, **kwargs)
+    assert kept[0].ndim == 4 and kept[0].shape[:2] == (2, groups)  # small: the columns kept
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    got_y, saved, got = _grouped_grads(x, w, b, **kwargs)
+    assert saved[0].shape == x.shape  # large: only the input, which the graph holds anyway
+    np.testing.assert_array_equal(got_y, want_y)
+    for g, w_ in zip(got, want):
+        np.testing.assert_allclose(g, w_, rtol=1e-6 if dtype == np.float32 else 1e-13)
+
+
+def test_large_depthwise_conv_holds_no_columns_after_forward():
+    import tracemalloc
+
+    c, hw = 32, 96  # the 3x3 columns: 9x the 1.2 MB input, above KEEP_COLUMNS_BYTES
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((1, c, hw, hw)),
+                      requires_grad=True)
+    w = minidl.tensor(np.random.default_rng(1).standard_normal((c, 1, 3, 3)),
+                      requires_grad=True)
+    columns = 9 * x.data.nbytes
+    assert columns > generic.KEEP_COLUMNS_BYTES
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        y = F.conv2d(x, w, padding=1, groups=c)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before >= columns  # the forward pass did build them ...
+    assert held - before < 2 * x.data.nbytes < columns / 4  # ... and keeps only the output
+    assert y._ctx.saved[0] is x.data
+    y.sum().backward()
+    assert w.grad.shape == w.shape and x.grad.shape == x.shape
+
+
+def test_frozen_grouped_weight_keeps_no_columns():
+    x = minidl.randn(1, 4, 6, 6, requires_grad=True)
+    w = minidl.randn(4, 1, 3, 3)  # no weight gradient: the columns are never needed
+    y = F.conv2d(x, w, groups=4, dilation=2)
+    assert y._ctx.saved[0] is x.data
+    y.sum().backward()
+    assert x.grad is not None and w.grad is None
+
+
+def test_gradcheck_grouped_dilated_with_columns_gathered_again(monkeypatch):
+    from minidl.testing import gradcheck
+
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    rng = np.random.default_rng(10)
+    x, w, b = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
+               for s in ((2, 4, 6, 5), (4, 1, 3, 2), (4,)))
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, padding=(2, 1), dilation=(2, 1),
+                                              groups=4), [x, w, b])
+    x1, w1 = (minidl.tensor(rng.standard_normal(s), dtype=np.float64, requires_grad=True)
+              for s in ((2, 4, 11), (6, 2, 3)))
+    assert gradcheck(lambda x, w: F.conv1d(x, w, stride=2, dilation=3, groups=2), [x1, w1])
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch's note on even kernels
+def test_grouped_dilated_with_columns_gathered_again_matches_torch(monkeypatch):
+    pytest.importorskip("torch")
+    from _torch_parity import check_op
+
+    monkeypatch.setattr(generic, "KEEP_COLUMNS_BYTES", 0)
+    check_op(lambda F, x, w, b: F.conv2d(x, w, b, stride=(1, 2), padding=1, dilation=2,
+                                         groups=3), [((2, 6, 9, 10), (6, 2, 3, 3), (6,))])
+    check_op(lambda F, x, w: F.conv2d(x, w, padding="same", groups=5), [((1, 5, 7, 7),
+                                                                        (10, 1, 4, 3))])

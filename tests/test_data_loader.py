@@ -50,8 +50,8 @@ def test_no_shuffle_keeps_the_dataset_order():
     np.testing.assert_array_equal(order, np.arange(50))
 
 
-@pytest.mark.parametrize("bad", [2.7, 2.0, "4", True, 0, -3, None])
-def test_batch_size_must_be_a_positive_integer(bad):
+@pytest.mark.parametrize("bad", [2.7, 2.0, "4", True, 0, -3])
+def test_batch_size_must_be_a_positive_integer(bad):  # or None: no batching, as in torch
     with pytest.raises(ValueError, match="batch_size should be a positive integer"):
         DataLoader(_dataset(), batch_size=bad)
 

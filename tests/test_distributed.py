@@ -234,7 +234,7 @@ def test_mnist_example_data_parallel(tmp_path):
     # evaluation combined both ranks' counts: the accuracy is a multiple of 1/301
     final = float([line for line in lines if line.startswith("test accuracy:")][-1].split()[2])
     assert abs(final * 301 - round(final * 301)) < 0.02 and final == round(m["test_accuracy"], 4)
-    assert np.load(ckpt)["meta.epoch"] == 2
+    assert minidl.load(ckpt)["epoch"] == 2
 
 
 # ---- in this process: no MPI needed --------------------------------------------------------------

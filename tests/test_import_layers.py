@@ -22,7 +22,8 @@ PACKAGE = os.path.dirname(minidl.__file__)
 # each layer may import the layers before it; the op modules beside ops.py (indexing, shape,
 # math, product, linear-algebra and special-function ops) form one layer with it, and may import each other (no cycles:
 # test_no_import_cycles)
-OPS_LAYER = ("ops", "indexing", "shape_ops", "math_ops", "products", "linalg", "special")
+OPS_LAYER = ("ops", "indexing", "shape_ops", "math_ops", "products", "linalg", "special",
+             "pointwise", "statistics")
 CORE = [("backend",), ("autograd",), OPS_LAYER, ("tensor",), ("functional",), ("nn",)]
 
 

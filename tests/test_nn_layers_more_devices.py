@@ -23,6 +23,8 @@ CASES = [
     ("avg_pool1d", lambda F, x: F.avg_pool1d(x, 3, 2, 1, count_include_pad=False), [(2, 3, 8)]),
     ("adaptive_max_pool2d", lambda F, x: F.adaptive_max_pool2d(x, (2, 3)), [(1, 2, 5, 7)]),
     ("bilinear", lambda F, x: F.interpolate(x, (5, 6), mode="bilinear"), [(1, 2, 3, 4)]),
+    ("bicubic_area", lambda F, x: F.interpolate(x, (5, 6), mode="bicubic")
+     + F.interpolate(x * 2, (5, 6), mode="area"), [(1, 2, 3, 4)]),
     ("group_norm", lambda F, x: F.group_norm(x, 2), [(2, 4, 3, 3)]),
     ("instance_norm", lambda F, x: F.instance_norm(x), [(2, 3, 5)]),
     ("normalize", lambda F, x: F.normalize(x), [(3, 4)]),

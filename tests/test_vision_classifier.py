@@ -159,3 +159,28 @@ def test_evaluate_refuses_unknown_classes(fitted, photos, tmp_path):
     shutil.copytree(photos / "red_stripes", other / "zebras")
     with pytest.raises(ValueError, match="zebras"):
         fitted.evaluate(other)
+
+
+def test_photos_decoded_in_workers_give_the_same_features_and_warnings(photos, tmp_path, capsys):
+    """num_workers=2 decodes in worker processes; the features, the failures and their warning
+    lines are those of decoding here."""
+    from minidl.models import resnet50
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(photos, folder)
+    (folder / "red_stripes" / "zz_broken.jpg").write_bytes(b"not an image")
+    paths = sorted(str(p) for p in folder.rglob("*.jpg"))
+    net = resnet50(weights=None).eval()
+    results = []
+    for workers in (0, 2):
+        cache = clf_module.FeatureCache(tmp_path / f"cache{workers}", "random-seed0")
+        feats, ok, counts = clf_module.extract_features(net, paths, cache, batch_size=5,
+                                                        progress=False, num_workers=workers)
+        results.append((feats, ok, counts, capsys.readouterr().err))
+    (f0, ok0, c0, err0), (f2, ok2, c2, err2) = results
+    np.testing.assert_array_equal(f0, f2)
+    np.testing.assert_array_equal(ok0, ok2)
+    assert c0 == c2 and c0["failed"] == 1 and c0["computed"] == len(paths) - 1
+    assert err0 == err2 and "zz_broken.jpg" in err0
+    with pytest.raises(ValueError, match="num_workers must be an integer >= 0"):
+        ImageClassifier.fit(photos, "random", num_workers=-1)

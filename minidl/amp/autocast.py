@@ -63,10 +63,17 @@ FLOAT32["cpu"] |= {"Prod"}
 FLOAT32["cuda"] |= {"Prod", "CumSum", "CumProd", "LogSumExp", "VectorNorm", "Reciprocal",
                     "Rsqrt", "Log1p", "Expm1", "Log2", "Log10", "Asin", "Acos", "Sinh", "Cosh",
                     "Tan"}
-# cdist in float32 on both devices, quantile and nanquantile on the CPU (composite: they ask
-# through Hook.inputs), as PyTorch's tables list them
-FLOAT32["cpu"] |= {"Cdist", "quantile", "nanquantile"}
-FLOAT32["cuda"] |= {"Cdist"}
+# 3-D pooling: float32 in torch's CPU policy (max_pool3d, avg_pool3d, adaptive_*_pool3d);
+# conv3d and conv_transpose3d run as ConvNd / ConvTranspose2d, already in LOWER
+FLOAT32["cpu"] |= {"max_pool3d", "avg_pool3d", "adaptive_avg_pool3d", "adaptive_max_pool3d"}
+# grid_sample (grid_sampler) is float32 in torch's CPU policy; affine_grid is a matmul (LOWER)
+FLOAT32["cpu"] |= {"grid_sample"}
+# losses torch's CPU policy runs in float32 (triplet_margin_with_distance_loss is composite there
+# and stays in the input's dtype)
+FLOAT32["cpu"] |= {"ctc_loss", "multi_margin_loss", "multilabel_margin_loss"}
+FLOAT32["cpu"] |= {"max_unpool1d", "max_unpool2d", "max_unpool3d"}
+FLOAT32["cuda"] |= {"multi_margin_loss", "multilabel_margin_loss"}  # torch's CUDA list too
+
 # ops PyTorch refuses to autocast on a device (binary_cross_entropy on CUDA: a 16-bit
 # probability from a sigmoid has already lost what the log needs)
 BANNED = {"cpu": set(), "cuda": {"BinaryCrossEntropy"}}
@@ -229,3 +236,52 @@ def _apply(fn_class, tensors, kwargs):
 
 
 _HOOK = Hook()
+
+
+# cdist in float32 on both devices (a Function); erfinv too on CUDA. PyTorch's CPU policy also
+# runs trace and its linear-algebra decompositions and solvers in float32: those are composite
+# functions here (minidl.linalg, products.trace), which ask through Hook.inputs and
+# Hook.runs_in_float32 under these names
+FLOAT32["cpu"] |= {"Cdist", "trace", "linalg_inv", "linalg_solve", "linalg_cholesky",
+                   "linalg_qr", "linalg_svd", "linalg_svdvals", "linalg_eigh",
+                   "linalg_eigvalsh", "linalg_lstsq", "linalg_matrix_rank", "linalg_cond",
+                   "pinverse"}
+FLOAT32["cuda"] |= {"Cdist", "Erfinv"}
+_LISTED = _LISTED | FLOAT32["cpu"] | FLOAT32["cuda"]
+
+
+def _runs_in_float32(self, name, device):
+    """Whether an autocast region on ``device`` runs the composite op ``name`` in float32
+    (its steps then run outside the region, as one float32 op of PyTorch's would)."""
+    enabled, _ = _state[device]
+    return enabled and name in FLOAT32[device]
+
+
+Hook.runs_in_float32 = _runs_in_float32
+
+# linalg.pinv is composite in PyTorch (an SVD in float32, then a matmul in the low dtype): in a
+# region its result comes back in the low dtype on both devices. minidl.linalg computes it in
+# float32 and rounds the result (asked through Hook.low_output_dtype)
+LOW_OUTPUT = {"cpu": {"linalg_pinv"}, "cuda": {"linalg_pinv"}}
+
+
+def _low_output_dtype(self, name, device):
+    """The region's low dtype where ``name``'s result is rounded to it, else None."""
+    enabled, low = _state[device]
+    return low if enabled and name in LOW_OUTPUT[device] else None
+
+
+Hook.low_output_dtype = _low_output_dtype
+
+# statistics.py's composite ops, as PyTorch's tables list them: quantile and nanquantile in
+# float32 on the CPU, dist in float32 on CUDA (cov, tensordot and kin run on matmul, which is
+# in LOWER already)
+FLOAT32["cpu"] |= {"quantile", "nanquantile"}
+FLOAT32["cuda"] |= {"dist"}
+# addbmm is bmm then a sum: the bmm runs low through LOWER (MatMul), and _scaled_sum casts
+# input to the product's dtype under autocast, so it comes out in the low dtype as torch's
+_LISTED = _LISTED | FLOAT32["cpu"] | FLOAT32["cuda"]  # and the entries added since
+# rms_norm: float32 in PyTorch's CUDA policy since 2.12 (pytorch/pytorch#174824); its CPU policy
+# leaves it alone (the CPU kernel computes 16-bit input in float32 and rounds, as minidl's does)
+FLOAT32["cuda"] |= {"RMSNorm"}
+_LISTED = _LISTED | {"RMSNorm"}

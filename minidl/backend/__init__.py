@@ -208,22 +208,30 @@ def _apply_tf32(cp):
     linalg.set_compute_type(np.float32, mode)
 
 
-# One random generator per process, seeded by minidl.manual_seed.
-_rng = np.random.default_rng()
+# One random generator per process, seeded by minidl.manual_seed (until then, from a seed
+# drawn from the operating system's entropy, which initial_seed() reports).
+_initial_seed = int(np.random.SeedSequence().entropy % 2**63)
+_rng = np.random.default_rng(_initial_seed)
 
 
 def manual_seed(seed: int) -> None:
     """Seed every random source minidl uses (initialisation, dropout, shuffling). Any
     integer, as in PyTorch (a negative one is taken modulo 2**64)."""
-    global _rng, _pending_seed
+    global _rng, _pending_seed, _initial_seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"manual_seed: seed must be an integer, got {seed!r}")
     seed = int(seed) % 2**64
+    _initial_seed = seed
     _rng = np.random.default_rng(seed)
     if _cuda_ready:
         _cupy.random.seed(seed)
     else:
         _pending_seed = seed  # CuPy's generator is seeded when the GPU is first used
+
+
+def initial_seed() -> int:
+    """The seed of the last manual_seed (or the one drawn at import)."""
+    return _initial_seed
 
 
 def rng() -> np.random.Generator:

@@ -6,6 +6,8 @@ arrays; DataLoader uses it when present, which avoids a Python loop per sample.
 from __future__ import annotations
 
 import bisect
+import math
+import warnings
 
 import numpy as np
 
@@ -135,11 +137,48 @@ class Subset(Dataset):
         return collate([self.dataset[int(i)] for i in inner])
 
 
+def _warn_empty(sizes):
+    for i, size in enumerate(sizes):  # as PyTorch, for splits by fractions only
+        if size == 0:
+            warnings.warn(f"Length of split at index {i} is 0. This might result in an empty "
+                          f"dataset.", UserWarning, stacklevel=4)
+
+
+def _split_sizes(lengths, n):
+    """PyTorch's rule: lengths summing to 1 (to within math.isclose, and not above it) are
+    fractions, each floored, the remainder handed out one by one from the first split;
+    otherwise they are sizes, which must sum to len(dataset)."""
+    total = sum(lengths)
+    if math.isclose(total, 1) and total <= 1:
+        for i, frac in enumerate(lengths):
+            if not 0 <= frac <= 1:
+                raise ValueError(f"random_split: fraction at index {i} ({frac}) is not between "
+                                 f"0 and 1")
+        sizes = [int(math.floor(n * frac)) for frac in lengths]
+        for i in range(n - sum(sizes)):
+            sizes[i % len(sizes)] += 1
+        _warn_empty(sizes)
+        return sizes
+    if total != n:
+        raise ValueError(f"random_split: sum of input lengths {lengths} ({total}) does not equal "
+                         f"the length of the input dataset ({n})")
+    for i, size in enumerate(lengths):
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+            raise TypeError(f"random_split: lengths {lengths} are neither fractions summing to "
+                            f"1 nor integer sizes (index {i}: {size!r})")
+        if size < 0:  # PyTorch gives overlapping subsets here; refused instead
+            raise ValueError(f"random_split: length at index {i} is negative ({size})")
+    return [int(size) for size in lengths]
+
+
 def random_split(dataset, lengths, seed=None, *, generator=None):
     """Split into non-overlapping subsets.
 
-    ``lengths`` is a list of sizes or fractions summing to 1, or a single fraction ``f``
-    (``random_split(ds, 0.8, seed=2)`` gives a (train, test) pair of 80% and 20%).
+    ``lengths`` is a list of sizes or fractions summing to 1 (PyTorch's sizes: each fraction
+    of len(dataset) floored, the remainder given one each from the first split on; a split of
+    size 0 warns), or a single fraction ``f`` (``random_split(ds, 0.8, seed=2)`` gives a
+    (train, test) pair of 80% and 20%, as the list [f, 1 - f] would but with each product
+    rounded to 6 decimals before the floor, so that 200 * (1 - 0.8) gives 40).
     ``generator`` (a ``numpy.random.Generator``, also taken in seed's place, where PyTorch's
     third argument is its generator) draws the permutation instead of ``seed``.
     """
@@ -149,20 +188,16 @@ def random_split(dataset, lengths, seed=None, *, generator=None):
         raise TypeError(f"random_split: generator must be a numpy.random.Generator, got "
                         f"{type(generator).__name__}")
     n = len(dataset)
-    if isinstance(lengths, float):
-        lengths = [lengths, 1.0 - lengths]
-    lengths = list(lengths)
-    if all(isinstance(x, float) for x in lengths):
-        if abs(sum(lengths) - 1.0) > 1e-6 or any(x < 0 for x in lengths):
-            raise ValueError(f"random_split: fractions {lengths} must be >= 0 and sum to 1")
-        # rounded first: 1.0 - 0.8 is 0.19999999999999996, and 200 of it must floor to 40, not 39
-        sizes = [int(np.floor(round(f * n, 6))) for f in lengths]
-        for i in range(n - sum(sizes)):  # hand out the remainder round-robin, as PyTorch does
-            sizes[i % len(sizes)] += 1
+    if isinstance(lengths, float):  # minidl's (train, test) pair, exact where f * n is whole
+        if not 0.0 <= lengths <= 1.0:
+            raise ValueError(f"random_split: the fraction {lengths} is not between 0 and 1")
+        # rounded first: 1.0 - 0.8 is 0.19999999999999996, and 200 of it must give 40, not 39
+        sizes = [int(math.floor(round(f * n, 6))) for f in (lengths, 1.0 - lengths)]
+        for i in range(n - sum(sizes)):
+            sizes[i % 2] += 1
+        _warn_empty(sizes)
     else:
-        sizes = [int(x) for x in lengths]
-        if sum(sizes) != n:
-            raise ValueError(f"random_split: lengths {sizes} sum to {sum(sizes)}, dataset has {n}")
+        sizes = _split_sizes(list(lengths), n)
     perm = (generator if generator is not None else np.random.default_rng(seed)).permutation(n)
     out, start = [], 0
     for size in sizes:

@@ -3,8 +3,28 @@ from __future__ import annotations
 
 import numpy as np
 
-from .collate import collate
+from ._workers import get_worker_info  # noqa: F401  (minidl.data.get_worker_info)
+from .collate import collate, default_convert
 from .dataset import IterableDataset
+
+
+def _to_device(sample, device):
+    """The Tensors in a converted sample moved to ``device``, its structure kept."""
+    from ..tensor import Tensor
+
+    if isinstance(sample, Tensor):
+        return sample.to(device)
+    if isinstance(sample, dict):
+        moved = {k: _to_device(v, device) for k, v in sample.items()}
+        try:
+            return type(sample)(moved)
+        except TypeError:  # a mapping type that cannot be built from a dict
+            return moved
+    if isinstance(sample, list):
+        return [_to_device(v, device) for v in sample]
+    if isinstance(sample, tuple) and hasattr(sample, "_fields"):
+        return type(sample)(*(_to_device(v, device) for v in sample))
+    return sample
 
 
 def _to_tensors(batch, device):
@@ -37,28 +57,74 @@ class DataLoader:
     The first five arguments are PyTorch's positional ones (dataset, batch_size, shuffle,
     sampler, batch_sampler); the others are taken by keyword only.
     ``collate_fn(list_of_samples)`` replaces the default batching (its result is yielded as
-    it is). Items load in this process (PyTorch's ``num_workers=0``); ``num_workers``,
-    ``pin_memory``, ``persistent_workers`` and ``worker_init_fn`` are accepted, so PyTorch code
-    runs unchanged, and give the same batches.
+    it is). ``batch_size=None`` turns batching off, as in PyTorch: each sample comes alone,
+    its numpy arrays and numbers made Tensors by ``default_convert`` (no batch dimension; a
+    tuple sample comes as a list), or passed to ``collate_fn`` when one is given; the sampler
+    or shuffle still picks the order, and drop_last is refused.
+    ``num_workers=0`` (the default) loads the items in this process. ``num_workers=k`` loads
+    them in k worker processes, as PyTorch does, and gives the same batches in the same order
+    (``in_order=True``): each worker collates whole batches, ``prefetch_factor`` (default 2)
+    batches per worker are requested ahead, and ``persistent_workers=True`` keeps the workers
+    from one pass to the next. A worker is seeded with ``base_seed + worker_id`` (minidl's,
+    Python's and NumPy's global generators; ``base_seed`` follows from ``seed`` and the epoch),
+    then runs ``worker_init_fn(worker_id)``; ``get_worker_info()`` in a worker says which it
+    is, so an IterableDataset can read only its share (each worker iterates its own copy, and
+    the batches come round-robin from the workers). An error in a worker is raised here with
+    the worker's traceback; a worker that dies is reported within a second; ``timeout`` > 0
+    bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
+    a context) picks how workers start (default: Python's). ``pin_memory`` is accepted and has
+    no effect.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=None, sampler=None, batch_sampler=None, *,
                  drop_last=False, seed=None, device="cpu", collate_fn=None, num_workers=0,
                  pin_memory=False, persistent_workers=False, worker_init_fn=None, timeout=0,
-                 prefetch_factor=None):
+                 prefetch_factor=None, multiprocessing_context=None, in_order=True,
+                 pin_memory_device=""):
         # the first five in PyTorch's positional order; the rest by keyword only.
-        # Batches are loaded in this process, as PyTorch's num_workers=0 does: num_workers and
-        # the worker options are taken (so PyTorch code runs as it is) and give the same batches.
+        del pin_memory, pin_memory_device  # no pinned host memory here: batches are made as
+        # they are used (on CUDA, copied once by the device= move)
         if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) \
                 or num_workers < 0:
             raise ValueError(f"DataLoader: num_workers should be a non-negative integer, "
                              f"got {num_workers!r}")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError("DataLoader: prefetch_factor option could only be specified in "
+                             "multiprocessing. Let num_workers > 0 to enable multiprocessing, "
+                             "otherwise set prefetch_factor to None.")
+        if prefetch_factor is not None and (isinstance(prefetch_factor, bool) or not isinstance(
+                prefetch_factor, (int, np.integer)) or prefetch_factor < 1):
+            raise ValueError(f"DataLoader: prefetch_factor should be a positive integer, "
+                             f"got {prefetch_factor!r}")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("DataLoader: persistent_workers option needs num_workers > 0")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.number)) \
+                or not timeout >= 0:
+            raise ValueError(f"DataLoader: timeout option should be non-negative, got {timeout!r}")
+        if worker_init_fn is not None and not callable(worker_init_fn):
+            raise TypeError(f"DataLoader: worker_init_fn must be callable, got {worker_init_fn!r}")
+        if multiprocessing_context is not None and num_workers == 0:
+            raise ValueError(f"DataLoader: multiprocessing_context can only be used with "
+                             f"multi-process loading (num_workers > 0), but got num_workers="
+                             f"{num_workers}")
+        if isinstance(multiprocessing_context, str):
+            import multiprocessing
+
+            valid = multiprocessing.get_all_start_methods()
+            if multiprocessing_context not in valid:
+                raise ValueError(f"DataLoader: multiprocessing_context option should specify a "
+                                 f"valid start method in {valid!r}, but got "
+                                 f"multiprocessing_context={multiprocessing_context!r}")
         if collate_fn is not None and not callable(collate_fn):
             raise TypeError(f"DataLoader: collate_fn must be callable, got {collate_fn!r}")
         self.collate_fn = collate_fn
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+        if batch_size is None:  # no automatic batching: one sample at a time
+            if drop_last:
+                raise ValueError("DataLoader: batch_size=None option disables auto-batching and "
+                                 "is mutually exclusive with drop_last")
+        elif isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
                 or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size should be a positive integer, "
+            raise ValueError(f"DataLoader: batch_size should be a positive integer or None, "
                              f"got {batch_size!r}")
         self._iterable = isinstance(dataset, IterableDataset)
         if self._iterable:  # a stream has its own order: PyTorch refuses these three
@@ -80,11 +146,20 @@ class DataLoader:
         self.sampler = sampler
         self.batch_sampler = batch_sampler
         self.dataset = dataset
-        self.batch_size = None if batch_sampler is not None else int(batch_size)
+        self.batch_size = None if batch_sampler is not None or batch_size is None \
+            else int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = drop_last
         self.device = device
         self.num_workers = int(num_workers)
+        self.prefetch_factor = (2 if prefetch_factor is None else int(prefetch_factor)) \
+            if num_workers else None
+        self.persistent_workers = bool(persistent_workers)
+        self.worker_init_fn = worker_init_fn
+        self.timeout = float(timeout)
+        self.multiprocessing_context = multiprocessing_context
+        self.in_order = bool(in_order)
+        self._pool = None  # the persistent workers, once started
         if seed is None:
             from ..backend import rng
 
@@ -116,22 +191,48 @@ class DataLoader:
                                 "has no len()") from None
         else:
             n = len(self.dataset) if self.sampler is None else len(self.sampler)
+        if self.batch_size is None:
+            return n
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
         # the epoch advances when the pass starts, not at its first batch
         epoch, self.epoch = self.epoch, self.epoch + 1
+        if self.num_workers:
+            return self._worker_iter(epoch)
+        if self.batch_sampler is None and self.batch_size is None:
+            return self._samples(epoch)
         if self._iterable:
             return self._stream()
+        return (self._batch(idx) for idx in self._index_batches(epoch))
+
+    def _index_batches(self, epoch):
+        """The indices of each batch of epoch ``epoch`` (a map-style dataset)."""
         if self.batch_sampler is not None:
-            return (self._batch(np.asarray(list(idx), dtype=np.int64))
-                    for idx in self.batch_sampler)
-        if self.sampler is not None:
-            return self._batches(np.fromiter(iter(self.sampler), dtype=np.int64))
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
-            else np.arange(n)
+            return (np.asarray(list(idx), dtype=np.int64) for idx in self.batch_sampler)
+        order = self._order(epoch)
+        if self.batch_size is None:  # unbatched: one index per "batch"
+            return (order[i:i + 1] for i in range(len(order)))
         return self._batches(order)
+
+    def _order(self, epoch):
+        if self.sampler is not None:
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
+        n = len(self.dataset)
+        return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
+            else np.arange(n)
+
+    def _samples(self, epoch):
+        """batch_size=None: each sample alone, converted (or given to collate_fn)."""
+        samples = iter(self.dataset) if self._iterable else \
+            (self.dataset[int(i)] for i in self._order(epoch))
+        for sample in samples:
+            if self.collate_fn is not None:
+                yield self.collate_fn(sample)
+            else:
+                converted = default_convert(sample)
+                yield converted if self.device in (None, "cpu") else \
+                    _to_device(converted, self.device)
 
     def _batches(self, order):
         n = len(order)
@@ -139,7 +240,39 @@ class DataLoader:
             idx = order[start:start + self.batch_size]
             if self.drop_last and len(idx) < self.batch_size:
                 break
-            yield self._batch(idx)
+            yield idx
+
+    def _worker_iter(self, epoch):
+        from ._workers import MultiProcessIter, WorkerPool
+
+        base_seed = int(np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**62))
+        if self.persistent_workers:
+            if self._pool is None or self._pool.closed:
+                self._pool = WorkerPool(self, base_seed)
+            pool, own = self._pool, False
+        else:
+            pool, own = WorkerPool(self, base_seed), True
+        batches = None if self._iterable else self._index_batches(epoch)
+        if self.collate_fn is not None:
+            def convert(b):
+                return b
+        elif self.batch_size is None and self.batch_sampler is None:
+            def convert(b):  # a sample the worker ran default_convert on
+                return b if self.device in (None, "cpu") else _to_device(b, self.device)
+        else:
+            def convert(b):
+                return _to_tensors(b, self.device)
+        return MultiProcessIter(self, pool, epoch, batches, convert, own)
+
+    def __del__(self):
+        pool = self.__dict__.get("_pool")
+        if pool is not None:
+            pool.close()
+
+    def __getstate__(self):  # the loader travels to spawned workers without its workers
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
 
     def _batch(self, idx):
         if self.collate_fn is not None:  # the caller's batching, returned as it is
@@ -167,7 +300,3 @@ class DataLoader:
         return _to_tensors(collate(samples), self.device)
 
 
-def get_worker_info():
-    """None: minidl loads batches in the calling process (PyTorch's answer outside a worker),
-    so an IterableDataset that splits its stream among workers reads all of it."""
-    return None

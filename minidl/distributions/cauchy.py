@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..backend import rng
 from ..creation import full
 from ..tensor import Tensor
@@ -25,13 +24,7 @@ class Cauchy(Distribution):
         super().__init__(self.loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Cauchy, _instance)
-        batch_shape = tuple(batch_shape)
-        new.loc = self.loc.expand(*batch_shape)
-        new.scale = self.scale.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Cauchy, batch_shape, _instance, "loc", "scale")
 
     def _full(self, value):
         return full(self._extended_shape(), value, dtype=self.loc.dtype, device=self.loc.device)
@@ -47,10 +40,6 @@ class Cauchy(Distribution):
     @property
     def variance(self):
         return self._full(float("inf"))
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -88,6 +88,22 @@ class Distribution:
     def expand(self, batch_shape, _instance=None):
         raise NotImplementedError(f"{type(self).__name__} does not implement expand")
 
+    def _expand_params(self, cls, batch_shape, _instance, *names):
+        """``expand`` for a distribution whose parameters all have its batch shape: each named
+        parameter the instance holds (probs or logits only once computed) is expanded to
+        ``batch_shape``, and ``_param`` follows the one the instance was built from."""
+        new = self._get_checked_instance(cls, _instance)
+        batch_shape = tuple(batch_shape)
+        for name in names:
+            if name in self.__dict__:
+                value = self.__dict__[name]
+                setattr(new, name, value.expand(*batch_shape))
+                if self.__dict__.get("_param") is value:
+                    new._param = new.__dict__[name]
+        Distribution.__init__(new, batch_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
     def _get_checked_instance(self, cls, _instance=None):
         if _instance is None and type(self).__init__ != cls.__init__:
             raise NotImplementedError(

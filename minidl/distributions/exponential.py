@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..backend import rng
 from ..tensor import Tensor
 from . import constraints
@@ -23,12 +22,7 @@ class Exponential(Distribution):
         super().__init__(self.rate.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Exponential, _instance)
-        batch_shape = tuple(batch_shape)
-        new.rate = self.rate.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Exponential, batch_shape, _instance, "rate")
 
     @property
     def mean(self):
@@ -45,10 +39,6 @@ class Exponential(Distribution):
     @property
     def variance(self):
         return self.rate ** -2
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -4,7 +4,6 @@ quantile)."""
 from __future__ import annotations
 
 
-from ..autograd import no_grad
 from . import constraints
 from ._special import digamma, lgamma, standard_gamma, xlogy
 from .distribution import Distribution
@@ -21,13 +20,7 @@ class Gamma(Distribution):
         super().__init__(self.concentration.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Gamma, _instance)
-        batch_shape = tuple(batch_shape)
-        new.concentration = self.concentration.expand(*batch_shape)
-        new.rate = self.rate.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Gamma, batch_shape, _instance, "concentration", "rate")
 
     @property
     def mean(self):
@@ -40,10 +33,6 @@ class Gamma(Distribution):
     @property
     def variance(self):
         return self.concentration / self.rate ** 2
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

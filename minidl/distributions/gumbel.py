@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..creation import rand
 from . import constraints
 from .distribution import Distribution
@@ -25,13 +24,7 @@ class Gumbel(Distribution):
         super().__init__(self.loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Gumbel, _instance)
-        batch_shape = tuple(batch_shape)
-        new.loc = self.loc.expand(*batch_shape)
-        new.scale = self.scale.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Gumbel, batch_shape, _instance, "loc", "scale")
 
     @property
     def mean(self):
@@ -48,10 +41,6 @@ class Gumbel(Distribution):
     @property
     def variance(self):
         return self.stddev ** 2
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

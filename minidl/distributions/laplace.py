@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..backend import get_array_module, rng
 from ..tensor import Tensor
 from . import constraints
@@ -30,13 +29,7 @@ class Laplace(Distribution):
         super().__init__(self.loc.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Laplace, _instance)
-        batch_shape = tuple(batch_shape)
-        new.loc = self.loc.expand(*batch_shape)
-        new.scale = self.scale.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Laplace, batch_shape, _instance, "loc", "scale")
 
     @property
     def mean(self):
@@ -53,10 +46,6 @@ class Laplace(Distribution):
     @property
     def stddev(self):
         return math.sqrt(2) * self.scale
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import no_grad
 from ..creation import eye, randn
 from ..tensor import Tensor
 from . import constraints
@@ -122,10 +121,6 @@ class LowRankMultivariateNormal(Distribution):
         wt_dinv = W.transpose(-2, -1) / D.unsqueeze(-2)
         a = solve_lower(self._capacitance_tril, wt_dinv)
         return (self._diag_embed(1 / D) - a.transpose(-2, -1) @ a).expand(*self._matrix_shape())
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

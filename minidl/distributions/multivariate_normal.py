@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import no_grad
 from ..creation import eye, randn
 from ..shape_ops import flip
 from ..tensor import Tensor
@@ -119,10 +118,6 @@ class MultivariateNormal(Distribution):
     def variance(self):
         return (self._unbroadcasted_scale_tril ** 2).sum(-1).expand(
             *self._batch_shape, *self._event_shape)
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..backend import rng
 from ..tensor import Tensor
 from . import constraints
@@ -22,13 +21,7 @@ class Pareto(Distribution):
         super().__init__(self.scale.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Pareto, _instance)
-        batch_shape = tuple(batch_shape)
-        new.scale = self.scale.expand(*batch_shape)
-        new.alpha = self.alpha.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Pareto, batch_shape, _instance, "scale", "alpha")
 
     @property
     def support(self):
@@ -47,10 +40,6 @@ class Pareto(Distribution):
     def variance(self):
         a = self.alpha.clamp(min=2)  # infinite where alpha <= 2
         return self.scale ** 2 * a / ((a - 1) ** 2 * (a - 2))
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

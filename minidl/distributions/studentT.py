@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from ..autograd import no_grad
 from ..creation import randn
 from ..ops import where
 from . import constraints
@@ -24,14 +23,7 @@ class StudentT(Distribution):
         super().__init__(self.df.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(StudentT, _instance)
-        batch_shape = tuple(batch_shape)
-        new.df = self.df.expand(*batch_shape)
-        new.loc = self.loc.expand(*batch_shape)
-        new.scale = self.scale.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(StudentT, batch_shape, _instance, "df", "loc", "scale")
 
     @property
     def mean(self):
@@ -46,10 +38,6 @@ class StudentT(Distribution):
         df = self.df
         finite = self.scale ** 2 * df / where(df > 2, df - 2, 1.0)
         return where(df > 2, finite, where(df > 1, float("inf"), float("nan")))
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -1,7 +1,6 @@
 """Uniform(low, high): constant density on [low, high), reparameterised as low + u (high - low)."""
 from __future__ import annotations
 
-from ..autograd import no_grad
 from ..creation import rand
 from ..ops import where
 from . import constraints
@@ -23,13 +22,7 @@ class Uniform(Distribution):
         super().__init__(self.low.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Uniform, _instance)
-        batch_shape = tuple(batch_shape)
-        new.low = self.low.expand(*batch_shape)
-        new.high = self.high.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Uniform, batch_shape, _instance, "low", "high")
 
     @property
     def support(self):
@@ -50,10 +43,6 @@ class Uniform(Distribution):
     @property
     def variance(self):
         return (self.high - self.low) ** 2 / 12
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

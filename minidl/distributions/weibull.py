@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import no_grad
 from ..backend import rng
 from ..tensor import Tensor
 from . import constraints
@@ -24,13 +23,7 @@ class Weibull(Distribution):
         super().__init__(self.scale.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(Weibull, _instance)
-        batch_shape = tuple(batch_shape)
-        new.scale = self.scale.expand(*batch_shape)
-        new.concentration = self.concentration.expand(*batch_shape)
-        Distribution.__init__(new, batch_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
+        return self._expand_params(Weibull, batch_shape, _instance, "scale", "concentration")
 
     @property
     def mean(self):
@@ -45,10 +38,6 @@ class Weibull(Distribution):
     def variance(self):
         k = self.concentration
         return self.scale ** 2 * (lgamma(1 + 2 / k).exp() - (2 * lgamma(1 + 1 / k)).exp())
-
-    def sample(self, sample_shape=()):
-        with no_grad():
-            return self.rsample(sample_shape).detach()
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

@@ -27,28 +27,57 @@ def device_arg(text):
 
 
 class CompileNotice:
-    """One line printed if the first training step is still running after ``after`` seconds.
+    """One line printed when numba starts compiling one of minidl's CPU kernels.
 
     On a fresh install numba compiles minidl's CPU kernels on their first use (about half a
     minute on a 2-core machine) and saves them to its cache; without a word the pause reads as
-    a hang. ``done()`` (after the first step) cancels the line; a step that finishes in time
-    prints nothing, so a warm cache stays silent."""
+    a hang. The notice listens to numba's own "numba:compile" event, which fires only on a
+    cache miss, so a warm cache stays silent however slow the step, and the line comes as the
+    compiling starts rather than after a guessed delay. It speaks at most once; ``done()`` stops
+    listening (a ``with`` block does it on exit). CUDA runs never print it."""
 
-    MESSAGE = ("(the first step is compiling minidl's CPU kernels with numba: about half a minute, "
-               "once; later runs load them from numba's cache)")
+    MESSAGE = ("(numba is compiling minidl's CPU kernels: about half a minute, once; later runs "
+               "load them from numba's cache)")
 
-    def __init__(self, device, after=3.0, stream=None):
-        import sys
-        import threading
+    def __init__(self, device, stream=None):
+        self._stream, self._spoken, self._listener = stream, False, None
+        if not str(device).startswith("cpu"):
+            return
+        try:
+            from numba.core import event
+        except ImportError:  # numba without its event API: say nothing rather than fail
+            return
+        notice = self
 
-        self._timer = None
-        if str(device).startswith("cpu"):
-            out = stream or sys.stdout
-            self._timer = threading.Timer(after, lambda: print(self.MESSAGE, file=out, flush=True))
-            self._timer.daemon = True
-            self._timer.start()
+        class _Listener(event.Listener):
+            def on_start(self, ev):
+                dispatcher = (ev.data or {}).get("dispatcher")
+                module = getattr(getattr(dispatcher, "py_func", None), "__module__", "") or ""
+                if module.startswith("minidl"):
+                    notice._speak()
+
+            def on_end(self, ev):
+                pass
+
+        self._listener = _Listener()
+        event.register("numba:compile", self._listener)
+
+    def _speak(self):
+        if not self._spoken:
+            import sys
+
+            self._spoken = True
+            print(self.MESSAGE, file=self._stream or sys.stdout, flush=True)
 
     def done(self):
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._listener is not None:
+            from numba.core import event
+
+            event.unregister("numba:compile", self._listener)
+            self._listener = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.done()

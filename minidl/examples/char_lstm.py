@@ -20,7 +20,7 @@ import numpy as np
 import minidl
 import minidl.nn.functional as F
 from minidl import nn, optim
-from minidl.examples import device_arg, seed_arg
+from minidl.examples import CompileNotice, device_arg, seed_arg
 
 TEXT = """\
 The river runs to the sea, and the sea runs to the sky, and the sky comes down as rain.
@@ -146,7 +146,8 @@ def train(args, out=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    train(args)
+    with CompileNotice(args.device):  # a cold numba cache: the first step compiles kernels
+        train(args)
     return 0
 
 

@@ -7,7 +7,7 @@ Train (``train`` may be left out when the first argument is the folder):
     python -m minidl.examples.image_classifier PHOTOS --weights resnet50.npz
     python -m minidl.examples.image_classifier train PHOTOS --weights resnet50.npz \\
         [--epochs 40] [--lr 0.5] [--batch-size 32] [--out DIR] [--cache-dir DIR] \\
-        [--seed 0] [--split-seed 2] [--device cpu|cuda] [--no-progress]
+        [--seed 0] [--split-seed 2] [--device cpu|cuda] [--workers N] [--no-progress]
 
 Label new photos with a trained classifier:
 
@@ -47,7 +47,7 @@ from contextlib import nullcontext
 
 import minidl
 from minidl.backend import normalize_device
-from minidl.examples import device_arg, seed_arg
+from minidl.examples import CompileNotice, device_arg, seed_arg
 from minidl.vision import classifier as _classifier
 from minidl.vision.classifier import (RANDOM, FeatureCache, ImageClassifier, confusion_matrix,  # noqa: F401
                                       contact_sheet, default_cache_dir, extract_features,
@@ -60,10 +60,12 @@ def train(args):
     t0 = time.perf_counter()
     sheet = os.path.join(args.out, "misclassified.png")
     _classifier.check_output_dir(args.out)  # before the long part, not after it
-    clf = ImageClassifier.fit(args.folder, args.weights, test_fraction=0.2, split_seed=args.split_seed,
-                              epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                              device=args.device, cache_dir=args.cache_dir,
-                              progress=not args.no_progress, seed=args.seed, log=print)
+    with CompileNotice(args.device):  # a cold numba cache: the first batch compiles kernels
+        clf = ImageClassifier.fit(args.folder, args.weights, test_fraction=0.2,
+                                  split_seed=args.split_seed, epochs=args.epochs, lr=args.lr,
+                                  batch_size=args.batch_size, device=args.device,
+                                  cache_dir=args.cache_dir, progress=not args.no_progress,
+                                  seed=args.seed, log=print, num_workers=args.workers)
     missed = []
     if clf.test_paths:
         report = clf.evaluate()
@@ -93,9 +95,11 @@ def train(args):
 def predict(args):
     clf = ImageClassifier.load(args.classifier, args.weights, device=args.device,
                                cache_dir=args.cache_dir, batch_size=args.batch_size,
-                               progress=not args.no_progress, seed=args.seed)
+                               progress=not args.no_progress, seed=args.seed,
+                               num_workers=args.workers)
     paths = clf.image_paths(args.images)  # a folder stands for the images in it
-    results = clf.predict(paths, skip_unreadable=True)  # one warning line per bad file
+    with CompileNotice(args.device):
+        results = clf.predict(paths, skip_unreadable=True)  # one warning line per bad file
     for path, (label, p) in zip(paths, results):
         if label is not None:
             print(f"{path}: {label} ({100 * p:.1f}%)")
@@ -120,6 +124,9 @@ def build_parser():
                         help="seed of the classifier's shuffling (and of --weights random); "
                              "predict: default the one it was trained with")
         sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+        sp.add_argument("--workers", type=seed_arg, default=0, metavar="N",
+                        help="decode the photos in N worker processes while the network runs "
+                             "(default 0: in this process)")
         sp.add_argument("--amp", choices=["off", "fp16", "bf16"], default="off",
                         help="run ResNet-50 (and the classifier) under autocast in float16 or "
                              "bfloat16; their features are cached apart from float32 ones")

@@ -8,7 +8,10 @@
 The data is looked up in --data, then $MINIDL_DATA/mnist, then ~/.cache/minidl/mnist, then
 downloaded; with none of those it trains on the small sample shipped inside the package and says
 so. A checkpoint (--save) is written atomically after every epoch, so Ctrl-C leaves the last
-completed one intact; --resume continues from it. The last line printed is the test accuracy.
+completed one intact; --resume continues from it. It is what a PyTorch script saves,
+``{"model": state_dict, "optimizer": state_dict, "epoch": n, "history": [...]}`` (plus "scaler"
+under --amp fp16), so ``net.load_state_dict(minidl.load(path)["model"])`` reads it; checkpoints
+in the older flat layout still resume. The last line printed is the test accuracy.
 Progress bars are drawn only when stderr is a terminal (tqdm's convention); in a log there is
 one line per epoch. Output paths are checked before the first step; a bad input or path prints
 one "error: ..." line and exits with status 2.
@@ -180,23 +183,40 @@ def evaluate(model, dataset, device, batch_size=1000):
     return float(correct[0] / n), every
 
 
-# ---- checkpoints: model, optimizer and progress in one flat .npz -----------------------------
-def _json_array(obj):
-    return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
-
-
+# ---- checkpoints: what a PyTorch script saves, {"model", "optimizer", "epoch", ...} -----------
 def save_checkpoint(path, model, optimizer, epoch, history, scaler=None):
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "epoch": int(epoch), "history": history}
     if scaler is not None:  # float16 loss scaling: its scale and growth count
-        state.update({f"scaler.{k}": np.asarray(v) for k, v in scaler.state_dict().items()})
-    opt_state = optimizer.state_dict()
-    for i, entries in opt_state["state"].items():
-        for key, value in entries.items():
-            state[f"optimizer.state.{i}.{key}"] = value
-    state["optimizer.param_groups"] = _json_array(opt_state["param_groups"])
-    state["meta.epoch"] = np.array(epoch)
-    state["meta.history"] = _json_array(history)
+        state["scaler"] = scaler.state_dict()
     minidl.save(state, path)
+
+
+def _from_flat(state):
+    """The layout --save wrote before stop 28: one flat {name: array} dict (``model.<key>``,
+    ``optimizer.state.<i>.<key>`` or, older still, ``optim.<i>.<key>``, ``meta.epoch``...),
+    read into today's nested one so old checkpoints still resume."""
+    if "meta.epoch" not in state:
+        raise ValueError("not a checkpoint written by --save (it has no epoch)")
+    out = {"model": {k[6:]: v for k, v in state.items() if k.startswith("model.")},
+           "epoch": int(state["meta.epoch"]),
+           "history": json.loads(state["meta.history"].tobytes().decode())
+           if "meta.history" in state else []}
+    if "optimizer.param_groups" in state:
+        groups = json.loads(state["optimizer.param_groups"].tobytes().decode())
+        prefix = "optimizer.state."
+    else:  # written before optimizers had state_dict(): only momentum, as optim.<i>.<key>
+        groups, prefix = None, "optim."
+    entries = {}
+    for name, value in state.items():
+        if name.startswith(prefix):
+            index, key = name[len(prefix):].split(".", 1)
+            entries.setdefault(int(index), {})[key] = value
+    out["optimizer"] = {"state": entries, "param_groups": groups}
+    scaler = {k[7:]: v for k, v in state.items() if k.startswith("scaler.")}
+    if scaler:
+        out["scaler"] = scaler
+    return out
 
 
 def load_checkpoint(path, model, optimizer, scaler=None):
@@ -204,29 +224,28 @@ def load_checkpoint(path, model, optimizer, scaler=None):
     file is not a checkpoint of this model and optimizer."""
     try:
         state = minidl.load(path)
-        if "meta.epoch" not in state:
-            raise ValueError("not a checkpoint written by --save (it has no meta.epoch)")
-        model.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("model.")})
-        if "optimizer.param_groups" in state:
-            groups = json.loads(state["optimizer.param_groups"].tobytes().decode())
-            prefix = "optimizer.state."
-        else:  # written before optimizers had state_dict(): only momentum, as optim.<i>.<key>
-            groups = optimizer.state_dict()["param_groups"]
-            prefix = "optim."
-        opt_state = {"state": {}, "param_groups": groups}
-        for name, value in state.items():
-            if name.startswith(prefix):
-                index, key = name[len(prefix):].split(".", 1)
-                opt_state["state"].setdefault(int(index), {})[key] = value
+        if not isinstance(state, dict):
+            raise ValueError(f"not a checkpoint written by --save (it holds a "
+                             f"{type(state).__name__})")
+        if "epoch" not in state:
+            state = _from_flat(state)
+        missing = [k for k in ("model", "optimizer") if not isinstance(state.get(k), dict)]
+        if missing:
+            raise ValueError(f"not a checkpoint written by --save (no {' or '.join(missing)} "
+                             "state dict)")
+        history = state.get("history") or []
+        epoch = state["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"its epoch is {epoch!r}, not a count of completed epochs")
+        if not isinstance(history, list):
+            raise ValueError(f"its history is a {type(history).__name__}, not a list")
+        model.load_state_dict(state["model"])
+        opt_state = dict(state["optimizer"])
+        if opt_state.get("param_groups") is None:
+            opt_state["param_groups"] = optimizer.state_dict()["param_groups"]
         optimizer.load_state_dict(opt_state)
-        scaler_state = {k[7:]: v for k, v in state.items() if k.startswith("scaler.")}
-        if scaler is not None and scaler.is_enabled() and scaler_state:
-            scaler.load_state_dict(scaler_state)
-        history = json.loads(state["meta.history"].tobytes().decode()) \
-            if "meta.history" in state else []
-        epoch = int(state["meta.epoch"])
-        if epoch < 0:
-            raise ValueError(f"meta.epoch is {epoch}")
+        if scaler is not None and scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
     except FileNotFoundError:
         raise ValueError(f"cannot resume: {path} does not exist") from None
     except (OSError, ValueError, TypeError, KeyError) as exc:  # JSON and UTF-8 errors included
@@ -355,8 +374,6 @@ def main(argv=None):
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)  # optimizer.step(), skipped on inf/NaN float16 gradients
                 scaler.update()
-                if step == 0:
-                    notice.done()
                 n = len(y)
                 seen += n
                 if step % 20 == 0 or step == len(loader) - 1:

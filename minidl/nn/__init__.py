@@ -68,3 +68,44 @@ from .transformer import (  # noqa: E402
 __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell",
             "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder",
             "TransformerEncoderLayer", "TransformerDecoderLayer"]
+from .rms_norm import RMSNorm  # noqa: E402
+
+__all__ += ["RMSNorm"]
+
+from .layers import BatchNorm3d  # noqa: E402
+from .conv import Conv3d, ConvTranspose3d  # noqa: E402
+from .pooling import (  # noqa: E402
+    AdaptiveAvgPool3d, AdaptiveMaxPool3d, AvgPool3d, MaxPool3d,
+)
+from .normalization import InstanceNorm3d  # noqa: E402
+from .dropout import Dropout3d  # noqa: E402
+
+__all__ += ["BatchNorm3d", "Conv3d", "ConvTranspose3d", "MaxPool3d", "AvgPool3d",
+            "AdaptiveAvgPool3d", "AdaptiveMaxPool3d", "InstanceNorm3d", "Dropout3d"]
+from .loss import (  # noqa: E402
+    CTCLoss, MultiLabelMarginLoss, MultiMarginLoss, TripletMarginWithDistanceLoss,
+)
+
+__all__ += ["CTCLoss", "MultiMarginLoss", "MultiLabelMarginLoss", "TripletMarginWithDistanceLoss"]
+from .sparse import EmbeddingBag  # noqa: E402
+from .activation import RReLU  # noqa: E402
+from .pooling import (  # noqa: E402
+    ChannelShuffle, LPPool1d, LPPool2d, LPPool3d, MaxUnpool1d, MaxUnpool2d, MaxUnpool3d,
+)
+
+__all__ += ["EmbeddingBag", "RReLU", "LPPool1d", "LPPool2d", "LPPool3d", "MaxUnpool1d",
+            "MaxUnpool2d", "MaxUnpool3d", "ChannelShuffle"]
+from .lazy import (  # noqa: E402
+    LazyBatchNorm1d, LazyBatchNorm2d, LazyBatchNorm3d, LazyConv1d, LazyConv2d, LazyConv3d,
+    LazyLinear, UninitializedBuffer, UninitializedParameter,
+)
+
+__all__ += ["LazyLinear", "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyBatchNorm1d",
+            "LazyBatchNorm2d", "LazyBatchNorm3d", "UninitializedParameter", "UninitializedBuffer"]
+from .lazy import (  # noqa: E402
+    LazyConvTranspose1d, LazyConvTranspose2d, LazyConvTranspose3d, LazyInstanceNorm1d,
+    LazyInstanceNorm2d, LazyInstanceNorm3d,
+)
+
+__all__ += ["LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d",
+            "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"]

@@ -197,3 +197,18 @@ class Softmax2d(Module):
         if input.ndim not in (3, 4):
             raise ValueError(f"Softmax2d: expected a 3-D or 4-D input, got shape {input.shape}")
         return A.softmax(input, -3)
+
+
+class RReLU(Module):
+    """Randomised leaky ReLU: random slopes in U(lower, upper) for non-positive inputs while
+    training, their mean (lower + upper) / 2 in eval mode."""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
+        super().__init__()
+        self.lower, self.upper, self.inplace = lower, upper, inplace
+
+    def forward(self, input):
+        return A.rrelu(input, self.lower, self.upper, self.training, self.inplace)
+
+    def extra_repr(self):
+        return f"lower={self.lower}, upper={self.upper}{_inplace(self.inplace)}"

@@ -1,4 +1,4 @@
-"""Convolution layers: Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d, with PyTorch's
+"""Convolution layers: Conv1d, Conv2d, Conv3d, ConvTranspose1d/2d/3d, with PyTorch's
 constructor arguments, initialisation, parameter shapes and repr."""
 from __future__ import annotations
 
@@ -146,6 +146,21 @@ class Conv2d(_ConvNd):
                 and not isinstance(self.padding, str))
 
 
+class Conv3d(_ConvNd):
+    """3-D convolution over (N, C_in, D, H, W) (or (C_in, D, H, W)); weight
+    (C_out, C_in/groups, kD, kH, kW)."""
+
+    _dims = 3
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, padding_mode="zeros", device=None, dtype=None):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode, device, dtype)
+
+    def forward(self, input):
+        return self._conv_forward(input, C.conv3d)
+
+
 class _ConvTransposeNd(_ConvNd):
     _transposed = True
 
@@ -196,4 +211,15 @@ class ConvTranspose2d(_ConvTransposeNd):
     def forward(self, input, output_size=None):
         op = self._output_padding(input, output_size)
         return C.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding, op,
+                                  self.groups, self.dilation)
+
+
+class ConvTranspose3d(_ConvTransposeNd):
+    """Transposed 3-D convolution; weight (C_in, C_out/groups, kD, kH, kW)."""
+
+    _dims = 3
+
+    def forward(self, input, output_size=None):
+        op = self._output_padding(input, output_size)
+        return C.conv_transpose3d(input, self.weight, self.bias, self.stride, self.padding, op,
                                   self.groups, self.dilation)

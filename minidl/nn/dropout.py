@@ -33,6 +33,10 @@ class Dropout2d(_DropoutNd):
     _fn = staticmethod(D.dropout2d)
 
 
+class Dropout3d(_DropoutNd):
+    _fn = staticmethod(D.dropout3d)
+
+
 class AlphaDropout(_DropoutNd):
     _fn = staticmethod(D.alpha_dropout)
 

@@ -29,3 +29,29 @@ from ._functional.losses import (  # noqa: F401,E402
 from ._functional.dropout import alpha_dropout, dropout1d, dropout2d, feature_alpha_dropout  # noqa: F401,E402
 from ._functional.bilinear import bilinear  # noqa: F401,E402
 from .attention import scaled_dot_product_attention  # noqa: E402,F401
+from ._functional.rms_norm import rms_norm  # noqa: F401,E402
+from ._functional.extra_activations import (  # noqa: F401,E402
+    celu_, elu_, gumbel_softmax, hardtanh_, leaky_relu_, relu_, selu_, threshold_,
+)
+from ._functional.convolution import conv3d, conv_transpose3d  # noqa: F401,E402
+from ._functional.pooling import (  # noqa: F401,E402
+    adaptive_avg_pool3d, adaptive_max_pool3d, avg_pool3d, max_pool3d,
+)
+from ._functional.dropout import dropout3d  # noqa: F401,E402
+from ._functional.sampling import affine_grid, grid_sample  # noqa: F401,E402
+from ._functional.losses import (  # noqa: F401,E402
+    multi_margin_loss, multilabel_margin_loss, triplet_margin_with_distance_loss,
+)
+from ._functional.ctc import ctc_loss  # noqa: F401,E402
+from ._functional.embedding_bag import embedding_bag  # noqa: F401,E402
+from ._functional.activations import rrelu  # noqa: F401,E402
+from ._functional.pooling import (  # noqa: F401,E402
+    channel_shuffle, lp_pool1d, lp_pool2d, lp_pool3d, max_pool1d_with_indices,
+    max_pool2d_with_indices, max_pool3d_with_indices, max_unpool1d, max_unpool2d, max_unpool3d,
+    upsample_bilinear, upsample_nearest,
+)
+from ._functional.activations import rrelu_  # noqa: F401,E402
+from ._functional.pooling import (  # noqa: F401,E402
+    adaptive_max_pool1d_with_indices, adaptive_max_pool2d_with_indices,
+    adaptive_max_pool3d_with_indices,
+)

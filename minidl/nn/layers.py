@@ -92,7 +92,7 @@ class _BatchNorm(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, bias={self.use_bias}, "
+                f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
 
 
@@ -106,6 +106,13 @@ class BatchNorm2d(_BatchNorm):
     def _check_input(self, x):
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d: expected 4-D input (N, C, H, W), got shape {x.shape}")
+
+
+class BatchNorm3d(_BatchNorm):
+    def _check_input(self, x):
+        if x.ndim != 5:
+            raise ValueError(f"BatchNorm3d: expected 5-D input (N, C, D, H, W), got shape "
+                             f"{x.shape}")
 
 
 class LayerNorm(Module):

@@ -251,6 +251,9 @@ class Module:
                 and not isinstance(value, Tensor)):
             raise TypeError(f"cannot assign a {type(value).__name__} as buffer {name!r} of "
                             f"{type(self).__name__} (a Tensor or None expected)")
+        if isinstance(value, Parameter) and isinstance(getattr(type(self), name, None), property):
+            # a parametrized tensor (nn.utils.parametrize): a Parameter would hide behind it
+            raise KeyError(f"attribute '{name}' already exists")
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
         if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):
@@ -387,52 +390,147 @@ class Module:
             yield b
 
     # ---- state ------------------------------------------------------------------------
+    def _own_state(self, prefix, keep_vars):
+        """(name, tensor) of this module's parameters and persistent buffers, in order."""
+        skip = self.__dict__.get("_non_persistent", ())
+        for name, p in self._parameters.items():
+            if p is not None:
+                yield prefix + name, p if keep_vars else p.detach()
+        for name, b in self._buffers.items():
+            if b is not None and name not in skip:
+                yield prefix + name, b if keep_vars else b.detach()
+
+    def _tensor_state(self):
+        """The state_dict's tensors by name, without hooks or extra state."""
+        out = OrderedDict()
+        for mod_name, module in self.named_modules(remove_duplicate=False):
+            out.update(module._own_state(f"{mod_name}." if mod_name else "", False))
+        return out
+
+    def _extra_state_keys(self, method):
+        """name -> module for the modules whose class overrides ``method`` (get_extra_state
+        when saving, set_extra_state when loading), as ``<prefix>_extra_state``."""
+        return OrderedDict(
+            (f"{mod_name}._extra_state" if mod_name else "_extra_state", module)
+            for mod_name, module in self.named_modules(remove_duplicate=False)
+            if getattr(type(module), method) is not getattr(Module, method))
+
     def state_dict(self, destination=None, prefix="", keep_vars=False):
         """Parameters and persistent buffers by dotted name, in registration order: detached
         Tensors sharing the parameters' arrays, or the Parameters themselves (keep_vars=True).
-        ``prefix`` goes before every name; ``destination`` is filled and returned."""
+        ``prefix`` goes before every name; ``destination`` is filled and returned. A module
+        whose class defines ``get_extra_state`` adds what it returns as ``<prefix>_extra_state``
+        (after its own tensors); state-dict pre- and post-hooks run as PyTorch's."""
         out = OrderedDict() if destination is None else destination
-        for mod_name, module in self.named_modules(remove_duplicate=False):
-            at = prefix + (f"{mod_name}." if mod_name else "")
-            for name, p in module._parameters.items():
-                if p is not None:
-                    out[at + name] = p if keep_vars else p.detach()
-            skip = module.__dict__.get("_non_persistent", ())
-            for name, b in module._buffers.items():
-                if b is not None and name not in skip:
-                    out[at + name] = b if keep_vars else b.detach()
+        for hook in list((self.__dict__.get("_state_dict_pre_hooks") or {}).values()):
+            hook(self, prefix, keep_vars)
+        out.update(self._own_state(prefix, keep_vars))
+        if type(self).get_extra_state is not Module.get_extra_state:
+            out[prefix + "_extra_state"] = self.get_extra_state()
+        for name, child in self._modules.items():
+            if child is not None:
+                child.state_dict(destination=out, prefix=f"{prefix}{name}.", keep_vars=keep_vars)
+        for hook in list((self.__dict__.get("_state_dict_hooks") or {}).values()):
+            if hook(self, out, prefix, {"version": getattr(self, "_version", 1)}) is not None:
+                raise RuntimeError("state_dict post-hook must return None")
         return out
+
+    def _post_order(self):
+        """Every module (shared ones under each name), children before their parent, as
+        PyTorch runs the load post-hooks."""
+        for child in self._modules.values():
+            if child is not None:
+                yield from child._post_order()
+        yield self
+
+    def get_extra_state(self):
+        """Extra (non-tensor) state for state_dict: a module class that keeps some defines this
+        and set_extra_state; the value is saved under ``<prefix>_extra_state``, as PyTorch's."""
+        raise RuntimeError("Reached a code path in Module.get_extra_state() that should never be "
+                           "called. Please file an issue at https://github.com/pytorch/pytorch/"
+                           "issues/new?template=bug-report.yml to report this bug.")
+
+    def set_extra_state(self, state):
+        """Restore what get_extra_state returned (called by load_state_dict)."""
+        raise RuntimeError("Reached a code path in Module.set_extra_state() that should never be "
+                           "called. Please file an issue at https://github.com/pytorch/pytorch/"
+                           "issues/new?template=bug-report.yml to report this bug.")
+
+    def register_state_dict_pre_hook(self, hook):
+        """``hook(module, prefix, keep_vars)`` runs before this module's state_dict()."""
+        return _add_hook(self, "_state_dict_pre_hooks", hook)
+
+    def register_state_dict_post_hook(self, hook):
+        """``hook(module, state_dict, prefix, local_metadata)`` runs after this module's (and
+        its children's) entries are in ``state_dict``; it may change it in place and must
+        return None."""
+        return _add_hook(self, "_state_dict_hooks", hook)
+
+    def register_load_state_dict_pre_hook(self, hook):
+        """``hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
+        unexpected_keys, error_msgs)`` runs before load_state_dict reads this module's entries;
+        it may change the (copied) state_dict in place, e.g. rename old keys."""
+        return _add_hook(self, "_load_state_dict_pre_hooks", hook)
+
+    def register_load_state_dict_post_hook(self, hook):
+        """``hook(module, incompatible_keys)`` runs after load_state_dict; it may remove
+        entries from ``incompatible_keys.missing_keys`` / ``unexpected_keys`` in place, and
+        strict loading then checks what is left."""
+        return _add_hook(self, "_load_state_dict_post_hooks", hook)
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values (numpy arrays or Tensors) into parameters and buffers, in place.
 
         Every missing, unexpected and mis-shaped key is listed in one error; nothing is
         changed unless everything fits (with strict=False, missing and unexpected keys are
-        returned instead of raised, but shape mismatches still raise)."""
+        returned instead of raised, but shape mismatches still raise). Load pre-hooks see a
+        copy of the dict first; where a module has load post-hooks, the values are loaded
+        first, the hooks may clear keys, and strict then judges what is left (PyTorch's
+        order). ``_extra_state`` entries go to set_extra_state."""
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict of name -> array (a state_dict), "
                             f"got a {type(state_dict).__name__}")
-        own = self.state_dict()
+        modules = list(self.named_modules(remove_duplicate=False))
+        if any(m.__dict__.get("_load_state_dict_pre_hooks") for _, m in modules):
+            state_dict = OrderedDict(state_dict.items())
+            error_msgs = []
+            for mod_name, module in modules:
+                for hook in list((module.__dict__.get("_load_state_dict_pre_hooks") or {})
+                                 .values()):
+                    hook(module, state_dict, f"{mod_name}." if mod_name else "",
+                         {"version": getattr(module, "_version", 1)}, strict, [], [], error_msgs)
+            if error_msgs:
+                raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: "
+                                   + "; ".join(map(str, error_msgs)))
+        for mod_name, module in self.named_modules():  # lazy modules take the shapes first
+            if hasattr(module, "_materialize_from"):
+                module._materialize_from(state_dict, f"{mod_name}." if mod_name else "")
+        own = self._tensor_state()
+        extras = self._extra_state_keys("set_extra_state")
         targets = dict(self.named_parameters())
         targets.update({k: b for k, b in self.named_buffers() if k in own})
         given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")
                  or k in own}
         # PyTorch's BatchNorm counter is optional: converted checkpoints drop it
         missing = [k for k in own if k not in given and not k.endswith("num_batches_tracked")]
-        unexpected = [k for k in given if k not in own]
+        missing += [k for k in extras if k not in given and strict]
+        unexpected = [k for k in given if k not in own and k not in extras]
         mismatched = []
         for k in own:
             if k in given:
                 shape = tuple(np.shape(given[k].data if isinstance(given[k], Tensor) else given[k]))
                 if shape != own[k].shape:
                     mismatched.append(f"{k}: checkpoint {shape}, model {own[k].shape}")
+        post_hooks = [(m, h) for m in self._post_order()
+                      for h in (m.__dict__.get("_load_state_dict_post_hooks") or {}).values()]
         problems = []
         if mismatched:
             problems.append("size mismatch for " + "; ".join(mismatched))
-        if strict and missing:
-            problems.append("missing keys: " + ", ".join(missing))
-        if strict and unexpected:
-            problems.append("unexpected keys: " + ", ".join(unexpected))
+        if not post_hooks:
+            if strict and missing:
+                problems.append("missing keys: " + ", ".join(missing))
+            if strict and unexpected:
+                problems.append("unexpected keys: " + ", ".join(unexpected))
         if problems:
             raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
                              + " | ".join(problems))
@@ -449,7 +547,18 @@ class Module:
                     bump_version(t)  # a graph that saved the old values refuses its backward
                 else:
                     t.data = arr.astype(own_arr.dtype, copy=True)
-        return IncompatibleKeys(missing, unexpected)
+            elif k in extras:
+                extras[k].set_extra_state(value)
+        result = IncompatibleKeys(missing, unexpected)
+        for module, hook in post_hooks:
+            if hook(module, result) is not None:
+                raise RuntimeError("load_state_dict post-hook must return None")
+        if post_hooks and strict and (missing or unexpected):
+            problems = (["missing keys: " + ", ".join(missing)] if missing else []) + \
+                (["unexpected keys: " + ", ".join(unexpected)] if unexpected else [])
+            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
+                             + " | ".join(problems))
+        return result
 
     # ---- modes and devices ------------------------------------------------------------
     def train(self, mode=True):
@@ -479,6 +588,21 @@ class Module:
                 t.data = t.data.astype(dtype)
             if t.grad is not None and device is not None:
                 t.grad = Tensor(to_device(t.grad.data, device))
+        return self
+
+    def to_empty(self, *, device, recurse=True):
+        """Move every parameter and buffer to ``device`` as uninitialised storage (the values
+        are not copied), keeping the same objects, as PyTorch's (after building a module whose
+        values will be loaded anyway). ``recurse=False`` moves only this module's own."""
+        device = normalize_device("cpu" if device is None else device)
+        own = [t for t in list(self._parameters.values()) + list(self._buffers.values())
+               if t is not None]
+        tensors = own if not recurse else list(self.parameters()) + list(self.buffers())
+        for t in tensors:
+            xp = get_array_module(to_device(np.empty(0, t.data.dtype), device))
+            t.data = xp.empty(t.data.shape, t.data.dtype)
+            if t.grad is not None:  # the gradient moves the same way, as in PyTorch
+                t.grad = Tensor(xp.empty(t.grad.shape, t.grad.dtype))
         return self
 
     def cuda(self, device=None):

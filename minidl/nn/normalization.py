@@ -126,6 +126,12 @@ class InstanceNorm2d(_InstanceNorm):
     _dims = 2
 
 
+class InstanceNorm3d(_InstanceNorm):
+    """Per-sample, per-channel normalisation of (N, C, D, H, W) or (C, D, H, W) input."""
+
+    _dims = 3
+
+
 class LocalResponseNorm(Module):
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()

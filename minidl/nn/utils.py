@@ -151,3 +151,118 @@ import sys as _sys  # noqa: E402
 from . import _rnn_utils as rnn  # noqa: E402
 
 _sys.modules[__name__ + ".rnn"] = rnn
+
+
+# ---- added 2026-12-06: torch.nn.utils' newer clipping helpers, the hook-based
+# reparametrisations, batch-norm fusion and skip_init ----------------------------------------
+import warnings as _warnings  # noqa: E402
+
+from ._fusion import (  # noqa: E402,F401
+    fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval, fuse_linear_bn_weights,
+)
+from ._norm_hooks import (  # noqa: E402,F401
+    remove_spectral_norm, remove_weight_norm, spectral_norm, weight_norm,
+)
+
+
+def _norm_type(where, norm_type):
+    try:
+        p = float(norm_type)  # PyTorch takes "inf" too
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: norm_type must be a number or 'inf', got {norm_type!r}") from None
+    if not p > 0:
+        raise ValueError(f"{where}: norm_type must be > 0 or inf, got {norm_type!r}")
+    return p
+
+
+def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """The norm_type-norm of ``tensors`` taken together as one vector (usually the gradients:
+    ``get_total_norm([p.grad for p in model.parameters()])``), as a 0-d Tensor (float32, or
+    float64 for float64 tensors; 0. for none). Not differentiable (PyTorch computes it under
+    no_grad too). A non-finite norm raises RuntimeError if error_if_nonfinite."""
+    where = "get_total_norm"
+    if isinstance(tensors, Tensor):
+        tensors = [tensors]
+    try:
+        tensors = list(tensors)
+    except TypeError:
+        raise TypeError(f"{where}: tensors must be a Tensor or an iterable of Tensors, got a "
+                        f"{type(tensors).__name__}") from None
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{where}: item {i} is a {type(t).__name__}, not a Tensor")
+    p = _norm_type(where, norm_type)
+    if not tensors:
+        return Tensor(np.zeros((), np.float32))
+    device = device_of(tensors[0].data)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = [to_device(_vector_norm(t.data, p), device) for t in tensors]
+        xp = get_array_module(norms[0])
+        total = norms[0] if len(norms) == 1 else _vector_norm(xp.stack(norms), p)
+    if error_if_nonfinite and not bool(xp.isfinite(total)):
+        raise RuntimeError(f"The total norm of order {float(p)} for gradients from `parameters` "
+                           "is non-finite, so it cannot be clipped. To disable this error and "
+                           "scale the gradients by the non-finite norm anyway, set "
+                           "`error_if_nonfinite=False`")
+    return Tensor(total)
+
+
+def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
+    """Scale the gradients in place by min(max_norm / (total_norm + 1e-6), 1), with a total
+    norm computed beforehand (get_total_norm), as torch.nn.utils.clip_grads_with_norm_."""
+    where = "clip_grads_with_norm_"
+    grads = _grads(parameters, where)
+    max_norm = _number(where, "max_norm", max_norm)
+    if not grads:
+        return
+    total = total_norm.data if isinstance(total_norm, Tensor) else np.asarray(float(total_norm))
+    xp = get_array_module(total)
+    dtype = total.dtype if total.dtype.kind == "f" else np.float32
+    with np.errstate(invalid="ignore", divide="ignore"):
+        coef = xp.minimum(max_norm / (total.astype(dtype) + 1e-6), 1.0).astype(dtype)
+        for g in grads:
+            g.data *= to_device(coef, device_of(g.data)).astype(g.dtype, copy=False)
+
+
+def clip_grad_norm(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
+    """Deprecated alias of clip_grad_norm_ (warns FutureWarning, as PyTorch)."""
+    _warnings.warn("`torch.nn.utils.clip_grad_norm` is now deprecated in favor of "
+                   "`torch.nn.utils.clip_grad_norm_`.", FutureWarning, stacklevel=2)
+    return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+
+
+def skip_init(module_cls, *args, **kwargs):
+    """``module_cls(*args, **kwargs)`` with its parameters and buffers left uninitialised
+    (``to_empty``), on ``device`` (default "cpu"). PyTorch builds the module on the meta device
+    so that the initialisation never runs; minidl has no meta device, so it runs and is then
+    discarded: the result is the same, the time spent is not saved."""
+    import inspect
+
+    from .module import Module
+    if not (isinstance(module_cls, type) and issubclass(module_cls, Module)):
+        raise RuntimeError(f"Expected a Module; got {module_cls}")
+    if "device" not in inspect.signature(module_cls).parameters:
+        raise RuntimeError("Module must support a 'device' arg to skip initialization")
+    device = kwargs.pop("device", "cpu")
+    return module_cls(*args, **kwargs).to_empty(device=device)
+
+
+__all__ += ["get_total_norm", "clip_grads_with_norm_", "clip_grad_norm", "weight_norm",
+            "remove_weight_norm", "spectral_norm", "remove_spectral_norm", "fuse_conv_bn_eval",
+            "fuse_conv_bn_weights", "fuse_linear_bn_eval", "fuse_linear_bn_weights", "skip_init"]
+
+from . import _parametrize as parametrize  # noqa: E402
+
+_sys.modules[__name__ + ".parametrize"] = parametrize
+from . import _parametrizations as parametrizations  # noqa: E402
+
+_sys.modules[__name__ + ".parametrizations"] = parametrizations
+
+import types as _types  # noqa: E402
+
+from ._stateless import _deprecated_functional_call  # noqa: E402
+
+stateless = _types.ModuleType(__name__ + ".stateless",
+                              "torch.nn.utils.stateless: the deprecated functional_call")
+stateless.functional_call = _deprecated_functional_call
+_sys.modules[__name__ + ".stateless"] = stateless

@@ -35,7 +35,7 @@ import numpy as np
 import minidl
 import minidl.nn.functional as F
 from minidl import nn, optim
-from minidl.data import DataLoader, TensorDataset, random_split
+from minidl.data import DataLoader, Dataset, TensorDataset, random_split
 from minidl.models import resnet50
 from minidl.models.weights import resolve_weights_path
 from minidl.serialization import new_temporary
@@ -135,12 +135,32 @@ class FeatureCache:
             raise
 
 
-def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=True):
+class _Photos(Dataset):
+    """(row, preprocessed image or None, the decoding error or "") of each path: decoding can
+    run in DataLoader workers while the network runs here."""
+
+    def __init__(self, rows, paths):
+        self.rows, self.paths = rows, paths
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, k):
+        try:
+            return self.rows[k], preprocess(self.paths[k]), ""
+        except ImageReadError as e:
+            return self.rows[k], None, str(e)
+
+
+def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=True,
+                     num_workers=0):
     """ResNet-50 features of each image -> (features (N, 2048) float32, ok (N,) bool, counts).
 
     ``model`` is the network, or a function that builds it: it is then called only when some
     image is not in the cache, so a fully cached run never loads the weights. Images that fail
-    to decode are warned about once and marked not ok (their row is zero).
+    to decode are warned about once and marked not ok (their row is zero). ``num_workers`` > 0
+    decodes and resizes the photos in that many worker processes (a DataLoader's) while the
+    network runs, which is what keeps a GPU busy.
     """
     from tqdm import tqdm
 
@@ -157,28 +177,31 @@ def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=
     counts = {"images": len(paths), "cached": len(paths) - len(todo), "computed": 0, "failed": 0}
     if todo and not isinstance(model, nn.Module):
         model = model()
+    keys = dict(todo)
+    photos = _Photos([i for i, _ in todo], [paths[i] for i, _ in todo])
+    # seed=0: the loader does not shuffle, and drawing a seed would move minidl's generator
+    loader = DataLoader(photos, batch_size=batch_size, collate_fn=list, seed=0,
+                        num_workers=num_workers)
     # disable=None: drawn on a terminal only, so a log file gets no bar (as in the mnist example)
     bar = tqdm(total=len(todo), unit="img", desc="ResNet-50 features",
                disable=True if not progress or not todo else None, file=sys.stderr)
     with minidl.no_grad():
-        for start in range(0, len(todo), batch_size):
-            rows, keys, arrays = [], [], []
-            for i, key in todo[start:start + batch_size]:
-                try:
-                    arrays.append(preprocess(paths[i]))
-                except ImageReadError as e:
-                    print(f"warning: skipping {paths[i]}: {e}", file=sys.stderr)
+        for batch in (loader if todo else ()):
+            rows, arrays = [], []
+            for i, array, error in batch:
+                if array is None:
+                    print(f"warning: skipping {paths[i]}: {error}", file=sys.stderr)
                     counts["failed"] += 1
                     continue
                 rows.append(i)
-                keys.append(key)
+                arrays.append(array)
             if arrays:
                 out = model.features(minidl.tensor(np.stack(arrays), device=device)).numpy()
-                for i, key, f in zip(rows, keys, out):
+                for i, f in zip(rows, out):
                     feats[i], ok[i] = f, True
-                    cache.put(key, f)
+                    cache.put(keys[i], f)
                 counts["computed"] += len(rows)
-            bar.update(len(todo[start:start + batch_size]))
+            bar.update(len(batch))
     bar.close()
     return feats, ok, counts
 
@@ -379,7 +402,7 @@ class ImageClassifier:
     """
 
     def __init__(self, layer, classes, weights_source, weights_id, *, device="cpu", cache_dir=None,
-                 batch_size=16, seed=0, progress=True, meta=None):
+                 batch_size=16, seed=0, progress=True, meta=None, num_workers=0):
         if layer.weight.shape[0] != len(classes):
             raise ValueError(f"ImageClassifier: the layer has {layer.weight.shape[0]} outputs for "
                              f"{len(classes)} classes")
@@ -387,6 +410,7 @@ class ImageClassifier:
         self.classes = list(classes)
         self.weights_source, self.weights_id = weights_source, weights_id
         self.device, self.batch_size, self.seed, self.progress = device, batch_size, seed, progress
+        self.num_workers = _check_positive_int("num_workers", num_workers, minimum=0)
         self.cache_dir = os.fspath(cache_dir) if cache_dir is not None else default_cache_dir()
         self.meta = dict(meta or {})
         self.train_paths, self.test_paths, self.test_labels = [], [], np.zeros(0, np.int64)
@@ -412,7 +436,7 @@ class ImageClassifier:
             return self._backbone
 
         return extract_features(backbone, paths, self._cache, self.batch_size, self.device,
-                                progress=self.progress)
+                                progress=self.progress, num_workers=self.num_workers)
 
     def _proba(self, feats):
         return predict_proba(self.layer, feats, self.device)
@@ -420,12 +444,13 @@ class ImageClassifier:
     # -- training
     @classmethod
     def fit(cls, folder, weights, test_fraction=0.2, split_seed=2, epochs=40, lr=0.5, batch_size=16,
-            device="cpu", cache_dir=None, progress=True, seed=0, log=None):
+            device="cpu", cache_dir=None, progress=True, seed=0, log=None, num_workers=0):
         """Train on ``folder/<class>/<images>``; ``test_fraction`` of the photos is held out.
 
         ``batch_size`` is the number of images per ResNet-50 batch and per SGD step; ``seed``
         seeds the classifier's shuffling (and the network for ``weights="random"``); ``log`` is
-        called with each status line (``print`` to see them).
+        called with each status line (``print`` to see them); ``num_workers`` > 0 decodes the
+        photos in that many worker processes.
         """
         from minidl.datasets import ImageFolder
 
@@ -449,7 +474,8 @@ class ImageClassifier:
 
         source, weights_id = resolve_weights(weights, seed, what="features")
         clf = cls(nn.Linear(FEATURES, len(classes)), classes, source, weights_id, device=device,
-                  cache_dir=cache_dir, batch_size=batch_size, seed=seed, progress=progress)
+                  cache_dir=cache_dir, batch_size=batch_size, seed=seed, progress=progress,
+                  num_workers=num_workers)
         paths = [p for p, _ in dataset.samples]
         feats, ok, counts = clf._features(paths)
         clf.feature_counts = counts
@@ -646,7 +672,7 @@ class ImageClassifier:
 
     @classmethod
     def load(cls, directory, weights, device="cpu", cache_dir=None, batch_size=16, progress=True,
-             seed=None):
+             seed=None, num_workers=0):
         """A classifier written by :meth:`save` (``directory``, or its ``classifier.npz``).
 
         ``weights`` must be the backbone weights it was trained on (the same file's bytes, or
@@ -683,7 +709,7 @@ class ImageClassifier:
         layer = nn.Linear(n_features, n_classes)
         layer.load_state_dict(state)
         clf = cls(layer, classes, source, weights_id, device=device, cache_dir=cache_dir,
-                  batch_size=batch_size, seed=seed, progress=progress,
+                  batch_size=batch_size, seed=seed, progress=progress, num_workers=num_workers,
                   meta={k: v for k, v in meta.items()
                         if k not in ("classes", "features", "weights", "test_split")})
         split = meta.get("test_split") or []

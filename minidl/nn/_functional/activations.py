@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
+
 from ...backend import get_array_module
 from ...functional import _float_input, _opmath, _softmax_dim, softmax
 from ...ops import reduction_axes, stable_sigmoid
@@ -323,3 +325,44 @@ def prelu(input, weight):
 __all__ = ["relu6", "hardtanh", "softplus", "softsign", "mish", "hardswish", "hardsigmoid",
            "prelu", "selu", "celu", "glu", "tanhshrink", "threshold", "softmin", "logsigmoid",
            "hardshrink", "softshrink"]
+
+
+class RReLU(Function):
+    """x where x > 0, else x * slope; the slopes (one per element) are given."""
+
+    def forward(self, x, slopes):
+        xp = get_array_module(x)
+        self.factor = xp.where(x > 0, 1, slopes).astype(x.dtype, copy=False)
+        return x * self.factor
+
+    def backward(self, g):
+        return g * self.factor
+
+
+def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
+    """Randomised leaky ReLU: in training each non-positive element gets its own slope drawn
+    from U(lower, upper) (minidl's generator, as dropout); otherwise the fixed slope
+    (lower + upper) / 2. Note training=False by default, as in PyTorch's function."""
+    name = "rrelu"
+    _float_input(name, input)
+    lower, upper = _number(lower, f"{name}: lower"), _number(upper, f"{name}: upper")
+    if lower > upper:
+        raise ValueError(f"{name}: Lower bound should be less than or equal to the upper bound "
+                         f"(lower={lower}, upper={upper})")
+    xp = get_array_module(input.data)
+    if training:
+        if xp is np:
+            from ... import backend
+
+            draw = backend.rng().uniform(lower, upper, input.shape)
+        else:
+            draw = xp.random.uniform(lower, upper, input.shape)
+        slopes = draw.astype(input.data.dtype)
+    else:
+        slopes = xp.asarray((lower + upper) / 2, dtype=input.data.dtype)
+    return _pointwise(name, RReLU, input, inplace, slopes=slopes)
+
+
+def rrelu_(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
+    """In-place rrelu."""
+    return rrelu(input, lower, upper, training, inplace=True)

@@ -1,19 +1,22 @@
-"""Convolutions with PyTorch's full set of options: conv1d, conv2d (groups, dilation,
-padding='same'/'valid'), conv_transpose1d/2d, and unfold/fold (im2col/col2im as ops).
+"""Convolutions with PyTorch's full set of options: conv1d, conv2d, conv3d (groups, dilation,
+padding='same'/'valid'), conv_transpose1d/2d/3d, and unfold/fold (im2col/col2im as ops).
 
 conv2d with groups=1 and dilation=1 is ``functional.conv2d`` (its tuned kernels); the other
 cases run here on whole arrays of any array module: a dilated im2col (``unfold_array``), one
 batched GEMM per group, and its adjoint ``fold_array`` (col2im). A transposed convolution is
 the adjoint of a convolution: its forward pass is the convolution's input-gradient pass (GEMM,
 then col2im) and its backward the convolution's forward (im2col, then GEMM). 1-D convolutions
-are the 2-D ones on a height of 1.
+are the 2-D ones on a height of 1; 3-D ones take the same N-d path (no tuned kernel).
 """
 from __future__ import annotations
 
+import itertools
+import math
+
 from ... import functional as _F
-from ...backend import get_array_module
+from ...backend import generic, get_array_module
 from ...functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
-from ...tensor import Function, Tensor
+from ...tensor import Function, Tensor, is_grad_enabled
 
 
 def _ntuple(v, n, what):
@@ -29,124 +32,166 @@ def out_length(size, kernel, stride, padding, dilation):
 
 
 # ---- windows of an array: im2col and its adjoint ------------------------------------------
+def _window(offsets, stride, dilation, out_sizes):
+    """The slices that read window element ``offsets`` of every output position."""
+    return (slice(None), slice(None)) + tuple(
+        slice(i * d, i * d + s * (o - 1) + 1, s)
+        for i, s, d, o in zip(offsets, stride, dilation, out_sizes))
+
+
 def unfold_array(xpad, kernel, stride, dilation, out_hw):
-    """(N, C, H, W) already padded -> (N, C, kh, kw, OH, OW): the window element (i, j) of
-    every output position, the rows ordered as a flattened (C, kh, kw) weight."""
+    """(N, C, *S) already padded -> (N, C, *kernel, *out_sizes): the window element of every
+    output position, the rows ordered as a flattened (C, *kernel) weight (any number of
+    spatial dims: 2-D convolutions and pooling, 3-D ones)."""
     xp = get_array_module(xpad)
     n, c = xpad.shape[:2]
-    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
-    col = xp.empty((n, c, kh, kw, oh, ow), dtype=xpad.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            r, s = i * dh, j * dw
-            col[:, :, i, j] = xpad[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw]
+    kernel, out_hw = tuple(kernel), tuple(out_hw)
+    col = xp.empty((n, c) + kernel + out_hw, dtype=xpad.dtype)
+    for offsets in itertools.product(*(range(k) for k in kernel)):
+        col[(slice(None), slice(None)) + offsets] = xpad[_window(offsets, stride, dilation,
+                                                                  out_hw)]
     return col
 
 
 def fold_array(col, padded_hw, stride, dilation):
-    """Adjoint of unfold_array: (N, C, kh, kw, OH, OW) summed into an (N, C, *padded_hw)
-    array, each entry into the pixel it was read from."""
+    """Adjoint of unfold_array: (N, C, *kernel, *out_sizes) summed into an
+    (N, C, *padded_hw) array, each entry into the element it was read from."""
     xp = get_array_module(col)
-    n, c, kh, kw, oh, ow = col.shape
-    (sh, sw), (dh, dw) = stride, dilation
+    dims = len(padded_hw)
+    n, c = col.shape[:2]
+    kernel, out_hw = col.shape[2:2 + dims], col.shape[2 + dims:]
     out = xp.zeros((n, c) + tuple(padded_hw), dtype=col.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            r, s = i * dh, j * dw
-            out[:, :, r:r + sh * (oh - 1) + 1:sh, s:s + sw * (ow - 1) + 1:sw] += col[:, :, i, j]
+    for offsets in itertools.product(*(range(k) for k in kernel)):
+        out[_window(offsets, stride, dilation, out_hw)] += col[(slice(None), slice(None))
+                                                               + offsets]
     return out
 
 
-def _pad_hw(x, ph, pw):
-    if not ph and not pw:
+def _pad_sp(x, padding):
+    """Zero padding of every spatial dim (dims 2...) by ``padding[d]`` on both sides."""
+    if not any(padding):
         return x
-    return get_array_module(x).pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    return get_array_module(x).pad(x, ((0, 0), (0, 0)) + tuple((p, p) for p in padding))
+
+
+def _crop_sp(x, padding, sizes):
+    index = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, sizes))
+    return get_array_module(x).ascontiguousarray(x[index])
+
+
+def _pad_hw(x, ph, pw):
+    return _pad_sp(x, (ph, pw))
 
 
 def _crop_hw(x, ph, pw, h, w):
-    return get_array_module(x).ascontiguousarray(x[:, :, ph:ph + h, pw:pw + w])
+    return _crop_sp(x, (ph, pw), (h, w))
+
+
+def _spatial_axes(a):
+    return (0,) + tuple(range(2, a.ndim))
 
 
 # ---- convolution with groups and dilation ---------------------------------------------------
-class ConvNd(Function):
-    """2-D convolution with groups and dilation: the im2col matrix (N, G, Ci/G*kh*kw, L) is
-    kept for the weight gradient; each group is one batched GEMM."""
+def _group_columns(x, kernel, stride, padding, dilation, groups):
+    """The im2col matrix of a grouped, dilated convolution: (N, G, Ci/G*prod(kernel), L)."""
+    n, ci = x.shape[:2]
+    out = tuple(out_length(*a) for a in zip(x.shape[2:], kernel, stride, padding, dilation))
+    col = unfold_array(_pad_sp(x, padding), kernel, stride, dilation, out)
+    return col.reshape(n, groups, ci // groups * math.prod(kernel), math.prod(out)), out
 
-    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+
+class ConvNd(Function):
+    """Convolution with groups and dilation over any number of spatial dims (2-D, 3-D), each
+    group one batched GEMM on the im2col matrix (N, G, Ci/G*prod(kernel), L). Only the weight
+    gradient needs that matrix: it is kept when small (up to generic.KEEP_COLUMNS_BYTES, as
+    functional.Conv2d does), and otherwise gathered again in backward from the input, which
+    the graph holds anyway; a depthwise layer's kh*kw-times copy of a large input does not
+    outlive the forward pass."""
+
+    def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
+                weight_grad=True):
         xp = get_array_module(x)
-        n, ci, h, wd = x.shape
-        co, cig, kh, kw = w.shape
-        oh = out_length(h, kh, stride[0], padding[0], dilation[0])
-        ow = out_length(wd, kw, stride[1], padding[1], dilation[1])
-        col = unfold_array(_pad_hw(x, *padding), (kh, kw), stride, dilation, (oh, ow))
-        col = col.reshape(n, groups, cig * kh * kw, oh * ow)
-        wg = w.reshape(groups, co // groups, cig * kh * kw)
-        y = xp.matmul(wg, col).reshape(n, co, oh, ow)
+        n = x.shape[0]
+        co, cig = w.shape[:2]
+        kernel = tuple(w.shape[2:])
+        col, out = _group_columns(x, kernel, stride, padding, dilation, groups)
+        wg = w.reshape(groups, co // groups, cig * math.prod(kernel))
+        y = xp.matmul(wg, col).reshape((n, co) + out)
         if b is not None:
-            y += b.reshape(1, -1, 1, 1)
-        self.geom = (x.shape, (kh, kw), stride, padding, dilation, groups)
-        self.save_for_backward(col, w)
+            y += b.reshape((1, -1) + (1,) * len(out))
+        self.geom = (x.shape, kernel, stride, padding, dilation, groups)
+        self.kept_cols = weight_grad and col.nbytes <= generic.KEEP_COLUMNS_BYTES
+        self.save_for_backward(col if self.kept_cols else x, w)
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
         col, w = self.saved
-        (n, ci, h, wd), kernel, stride, padding, dilation, groups = self.geom
+        x_shape, kernel, stride, padding, dilation, groups = self.geom
+        n, ci = x_shape[:2]
         co = w.shape[0]
         gy = g.reshape(n, groups, co // groups, -1)
         gx = gw = gb = None
         if _needs_grad(self, 1):
+            if not self.kept_cols:  # col holds x: gather the columns again
+                col, _ = _group_columns(col, kernel, stride, padding, dilation, groups)
             gw = xp.matmul(gy, col.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+            col = None
         if len(self.inputs) > 2 and _needs_grad(self, 2):
-            gb = g.sum(axis=(0, 2, 3))
+            gb = g.sum(axis=_spatial_axes(g))
         if _needs_grad(self, 0):
             wg = w.reshape(groups, co // groups, -1)
             gcol = xp.matmul(wg.transpose(0, 2, 1), gy)
             gcol = gcol.reshape((n, ci) + kernel + g.shape[2:])
-            ph, pw = padding
-            full = fold_array(gcol, (h + 2 * ph, wd + 2 * pw), stride, dilation)
-            gx = _crop_hw(full, ph, pw, h, wd)
+            sizes = x_shape[2:]
+            full = fold_array(gcol, tuple(s + 2 * p for s, p in zip(sizes, padding)), stride,
+                              dilation)
+            gx = _crop_sp(full, padding, sizes)
         return gx, gw, gb
 
 
 class ConvTranspose2d(Function):
-    """The adjoint of ConvNd in its input: GEMM into columns, then col2im onto the output."""
+    """The adjoint of ConvNd in its input (any number of spatial dims): GEMM into columns,
+    then col2im onto the output."""
 
     def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), output_padding=(0, 0),
                 dilation=(1, 1), groups=1):
         xp = get_array_module(x)
-        n, ci, h, wd = x.shape
-        _, cog, kh, kw = w.shape
+        n, ci = x.shape[:2]
+        sizes = tuple(x.shape[2:])
+        cog = w.shape[1]
+        kernel = tuple(w.shape[2:])
         co = cog * groups
-        hout, wout = (_transposed_length(s, k, st, p, op, d) for s, k, st, p, op, d in zip(
-            (h, wd), (kh, kw), stride, padding, output_padding, dilation))
-        ph, pw = padding
-        xg = x.reshape(n, groups, ci // groups, h * wd)
-        wg = w.reshape(groups, ci // groups, cog * kh * kw)
-        col = xp.matmul(wg.transpose(0, 2, 1), xg).reshape(n, co, kh, kw, h, wd)
-        y = _crop_hw(fold_array(col, (hout + 2 * ph, wout + 2 * pw), stride, dilation),
-                     ph, pw, hout, wout)
+        out = tuple(_transposed_length(*a) for a in zip(
+            sizes, kernel, stride, padding, output_padding, dilation))
+        xg = x.reshape(n, groups, ci // groups, math.prod(sizes))
+        wg = w.reshape(groups, ci // groups, cog * math.prod(kernel))
+        col = xp.matmul(wg.transpose(0, 2, 1), xg).reshape((n, co) + kernel + sizes)
+        full = fold_array(col, tuple(o + 2 * p for o, p in zip(out, padding)), stride, dilation)
+        y = _crop_sp(full, padding, out)
         if b is not None:
-            y += b.reshape(1, -1, 1, 1)
-        self.geom = (x.shape, (kh, kw), stride, padding, dilation, groups)
+            y += b.reshape((1, -1) + (1,) * len(out))
+        self.geom = (x.shape, kernel, stride, padding, dilation, groups)
         self.save_for_backward(x, w)
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
         x, w = self.saved
-        (n, ci, h, wd), kernel, stride, padding, dilation, groups = self.geom
-        gcol = unfold_array(_pad_hw(g, *padding), kernel, stride, dilation, (h, wd))
-        gcol = gcol.reshape(n, groups, -1, h * wd)       # (N, G, Co/G*kh*kw, L)
+        x_shape, kernel, stride, padding, dilation, groups = self.geom
+        n, ci = x_shape[:2]
+        sizes = tuple(x_shape[2:])
+        gcol = unfold_array(_pad_sp(g, padding), kernel, stride, dilation, sizes)
+        gcol = gcol.reshape(n, groups, -1, math.prod(sizes))   # (N, G, Co/G*prod(k), L)
         gx = gw = gb = None
         if _needs_grad(self, 0):
             wg = w.reshape(groups, ci // groups, -1)
             gx = xp.matmul(wg, gcol).reshape(x.shape)
         if _needs_grad(self, 1):
-            xg = x.reshape(n, groups, ci // groups, h * wd)
+            xg = x.reshape(n, groups, ci // groups, math.prod(sizes))
             gw = xp.matmul(xg, gcol.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
         if len(self.inputs) > 2 and _needs_grad(self, 2):
-            gb = g.sum(axis=(0, 2, 3))
+            gb = g.sum(axis=_spatial_axes(g))
         return gx, gw, gb
 
 
@@ -238,14 +283,17 @@ def _conv(name, dims, input, weight, bias, stride, padding, dilation, groups):
     _check_dtypes(name, x, weight, bias)
     x2, w2 = _as_2d(x, weight, dims)
     s2, p2, d2 = _lift(stride, dims, 1), _lift(pads, dims, 0), _lift(dilation, dims, 1)
-    if groups == 1 and d2 == (1, 1):
+    if dims <= 2 and groups == 1 and d2 == (1, 1):
         y = _F.conv2d(x2, w2, bias, s2, p2)
     else:
         args = (x2, w2) if bias is None else (x2, w2, bias)
         low = _cpu_low_precision(x2)
         if low:
             args = tuple(t.float() for t in args)
-        y = ConvNd.apply(*args, stride=s2, padding=p2, dilation=d2, groups=groups)
+        # the columns are kept (when small) only for a weight gradient
+        weight_grad = is_grad_enabled() and weight.requires_grad
+        y = ConvNd.apply(*args, stride=s2, padding=p2, dilation=d2, groups=groups,
+                         weight_grad=weight_grad)
         if low:
             y = y.astype(x.dtype)
     if dims == 1:
@@ -264,6 +312,13 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     (C_out, C_in/groups, kH, kW), with PyTorch's stride, padding (ints, 'same', 'valid'),
     dilation and groups."""
     return _conv("conv2d", 2, input, weight, bias, stride, padding, dilation, groups)
+
+
+def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """3-D convolution of (N, C_in, D, H, W) or (C_in, D, H, W) input with weight
+    (C_out, C_in/groups, kD, kH, kW), with PyTorch's stride, padding (ints, 'same', 'valid'),
+    dilation and groups (an N-d im2col and one GEMM per group)."""
+    return _conv("conv3d", 3, input, weight, bias, stride, padding, dilation, groups)
 
 
 def _conv_transpose(name, dims, input, weight, bias, stride, padding, output_padding, groups,
@@ -323,6 +378,14 @@ def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_paddi
     """Transposed 2-D convolution of (N, C_in, H, W) input with weight
     (C_in, C_out/groups, kH, kW), as PyTorch's (the gradient of conv2d in its input)."""
     return _conv_transpose("conv_transpose2d", 2, input, weight, bias, stride, padding,
+                           output_padding, groups, dilation)
+
+
+def conv_transpose3d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,
+                     dilation=1):
+    """Transposed 3-D convolution of (N, C_in, D, H, W) input with weight
+    (C_in, C_out/groups, kD, kH, kW), as PyTorch's (the gradient of conv3d in its input)."""
+    return _conv_transpose("conv_transpose3d", 3, input, weight, bias, stride, padding,
                            output_padding, groups, dilation)
 
 
@@ -412,4 +475,5 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
     return y.squeeze(0) if unbatched else y
 
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "unfold", "fold"]
+__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d", "unfold", "fold",
+           "conv3d", "conv_transpose3d"]

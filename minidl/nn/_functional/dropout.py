@@ -1,4 +1,4 @@
-"""Channel dropout (dropout1d, dropout2d, feature_alpha_dropout) and alpha dropout, as
+"""Channel dropout (dropout1d, dropout2d, dropout3d, feature_alpha_dropout) and alpha dropout, as
 PyTorch's: a random keep mask (whole channels for the feature variants), the kept values
 scaled so the expectation (and for alpha dropout, the variance of SELU activations) stays."""
 from __future__ import annotations
@@ -69,6 +69,26 @@ def dropout2d(input, p=0.5, training=True, inplace=False):
                       "where C is the channel dim, as PyTorch does", stacklevel=2)
         return _channel_dropout("dropout2d", input, p, training, inplace, 1)
     return _channel_dropout("dropout2d", input, p, training, inplace, 2)
+
+
+def dropout3d(input, p=0.5, training=True, inplace=False):
+    """Zero whole channels of (N, C, D, H, W) or (C, D, H, W) input with probability p,
+    scaling the rest by 1 / (1 - p). As in PyTorch, other ranks warn (deprecated) and are
+    taken as unbatched: dim 0 is the channel dim."""
+    name = "dropout3d"
+    _check(name, input, p)
+    if input.ndim not in (4, 5):
+        warnings.warn(f"dropout3d: Received a {input.ndim}-D input to dropout3d, which is "
+                      "deprecated and will result in an error in a future release. To retain "
+                      "the behavior and silence this warning, please use dropout instead. Note "
+                      "that dropout3d exists to provide channel-wise dropout on inputs with 3 "
+                      "spatial dimensions, a channel dimension, and an optional batch dimension "
+                      "(i.e. 4D or 5D inputs).", stacklevel=2)
+    if not training or p == 0:
+        return input
+    mask = _keep_mask(input, _feature_shape(input, input.ndim == 5), p)
+    scale = 0.0 if p == 1 else 1.0 / (1 - p)
+    return _apply(input, inplace, name, lambda x: x * Tensor(mask * scale))
 
 
 def _alpha(name, input, p, training, inplace, shape):

@@ -17,6 +17,7 @@ import numpy as np
 from ... import functional as _F
 from ...backend import get_array_module
 from ...functional import _check_reduction
+from ...indexing import gather
 from ...ops import minimum, where
 from ...tensor import Tensor
 from .activations import logsigmoid, softplus
@@ -278,6 +279,113 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     return _reduce(loss, reduction)
 
 
+def _class_targets(name, input, target):
+    """(N, C) input and (N,) integer targets (an unbatched (C,) input with a 0-d target gets a
+    batch dim); whether it was unbatched."""
+    _tensors(name, input=input, target=target)
+    if target.data.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class indices, got {target.dtype}")
+    if input.ndim == 1 and target.ndim in (0, 1) and target.numel() == 1:
+        return input.unsqueeze(0), target.reshape(1), True
+    if input.ndim != 2 or target.ndim != 1 or target.shape[0] != input.shape[0]:
+        raise ValueError(f"{name}: expected input (N, C) and target (N,) (or (C,) and a 0-d "
+                         f"target), got {input.shape} and {target.shape}")
+    c = input.shape[1]
+    t = target.data
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= c):
+        raise IndexError(f"{name}: target {int(t.min())} .. {int(t.max())} out of bounds for "
+                         f"{c} classes")
+    return input, target, False
+
+
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=None,
+                      reduce=None, reduction="mean"):
+    """Multi-class hinge loss: sum over classes i != y of max(0, margin - x[y] + x[i])^p
+    (times weight[y]) divided by the number of classes; p is 1 or 2, as in PyTorch."""
+    name = "multi_margin_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    if p not in (1, 2):
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and (not isinstance(weight, Tensor) or weight.ndim != 1):
+        raise ValueError("weight must be one-dimensional")
+    x, y, unbatched = _class_targets(name, input, target)
+    c = x.shape[1]
+    if weight is not None and weight.shape[0] != c:
+        raise ValueError(f"{name}: weight has {weight.shape[0]} entries for {c} classes")
+    (x,) = _floats(name, x)
+    xp = get_array_module(x.data)
+    picked = gather(x, 1, y.reshape(-1, 1))              # x[y], (N, 1)
+    z = (x - picked + margin).clamp(min=0)
+    if p == 2:
+        z = z * z
+    if weight is not None:
+        z = z * gather(weight.astype(z.dtype), 0, y).reshape(-1, 1)
+    others = Tensor((xp.arange(c)[None, :] != y.data[:, None]).astype(z.data.dtype))
+    loss = (z * others).sum(dim=1) / c
+    if unbatched:
+        loss = loss.reshape(())
+    return _reduce(loss, reduction)
+
+
+def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Multi-label hinge loss: target (N, C) lists each sample's classes, ended by the first
+    -1; sum over listed j and unlisted i of max(0, 1 - (x[j] - x[i])), over C."""
+    name = "multilabel_margin_loss"
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(name, reduction)
+    _tensors(name, input=input, target=target)
+    if target.data.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold integer class indices, got {target.dtype}")
+    if input.shape != target.shape or input.ndim not in (1, 2):
+        raise ValueError(f"{name}: inconsistent target size: {target.shape} for input of size "
+                         f"{input.shape}")
+    unbatched = input.ndim == 1
+    x = input.unsqueeze(0) if unbatched else input
+    t = np.asarray(target.numpy()).reshape(x.shape)
+    n, c = x.shape
+    if t.size and (t.min() < -1 or t.max() >= c):
+        raise IndexError(f"{name}: target values must be in [-1, {c}), got {t.min()} .. "
+                         f"{t.max()}")
+    listed = np.cumprod(t != -1, axis=1).astype(bool)     # before the first -1
+    is_target = np.zeros((n, c), dtype=bool)
+    rows = np.repeat(np.arange(n)[:, None], c, axis=1)
+    is_target[rows[listed], t[listed]] = True
+    (x,) = _floats(name, x)
+    xp = get_array_module(x.data)
+    safe = np.where(listed, t, 0)
+    xj = gather(x, 1, Tensor(xp.asarray(safe)))           # (N, K): x at each listed class
+    z = (xj.unsqueeze(2) * -1 + x.unsqueeze(1) + 1.0).clamp(min=0)   # (N, K, C)
+    mask = listed[:, :, None] & ~is_target[:, None, :]
+    loss = (z * Tensor(xp.asarray(mask, dtype=x.data.dtype))).sum(dim=(1, 2)) / c
+    if unbatched:
+        loss = loss.reshape(())
+    return _reduce(loss, reduction)
+
+
+def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_function=None,
+                                      margin=1.0, swap=False, reduction="mean"):
+    """max(0, margin + d(anchor, positive) - d(anchor, negative)) with any distance function
+    (pairwise_distance by default); swap takes the smaller of d(a, n) and d(p, n)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    _tensors("triplet_margin_with_distance_loss", anchor=anchor, positive=positive,
+             negative=negative)
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise ValueError(f"The anchor, positive, and negative tensors are expected to have the "
+                         f"same number of dimensions, but got: anchor {anchor.ndim}D, positive "
+                         f"{positive.ndim}D, and negative {negative.ndim}D inputs")
+    distance = distance_function if distance_function is not None else pairwise_distance
+    d_pos = distance(anchor, positive)
+    d_neg = distance(anchor, negative)
+    if swap:
+        d_neg = minimum(d_neg, distance(positive, negative))
+    return _reduce((d_pos - d_neg + margin).clamp(min=0), reduction)
+
+
 __all__ = ["kl_div", "huber_loss", "margin_ranking_loss", "hinge_embedding_loss",
            "soft_margin_loss", "multilabel_soft_margin_loss", "cosine_embedding_loss",
-           "triplet_margin_loss", "poisson_nll_loss", "gaussian_nll_loss"]
+           "triplet_margin_loss", "poisson_nll_loss", "gaussian_nll_loss", "multi_margin_loss",
+           "multilabel_margin_loss", "triplet_margin_with_distance_loss"]

@@ -1,6 +1,7 @@
 """Pooling and resampling with PyTorch's options: max/avg pooling in 1-D and 2-D (dilation,
 ceil_mode, return_indices, count_include_pad, divisor_override), adaptive average and max
-pooling, interpolate (nearest, linear, bilinear), pixel_shuffle/pixel_unshuffle.
+pooling, interpolate (nearest, nearest-exact, linear, bilinear, bicubic, area),
+pixel_shuffle/pixel_unshuffle.
 
 The default 2-D cases stay on ``functional``'s kernels; the others take the windows of a
 padded array (``convolution.unfold_array``), reduce them, and in backward send the gradient
@@ -8,13 +9,16 @@ back through the adjoint ``fold_array``. 1-D pooling is 2-D pooling on a height 
 """
 from __future__ import annotations
 
+import itertools
 import math
+import warnings
 
 import numpy as np
 
 from ... import functional as _F
 from ...backend import get_array_module
 from ...functional import _float_input, _whole, accumulation_dtype
+from ...math_ops import sign
 from ...tensor import Function, Tensor
 from .convolution import _batched, _ntuple, fold_array, unfold_array
 
@@ -52,33 +56,36 @@ def _lift(t, dims, fill):
 
 
 def _padded(x, padding, extra, fill):
+    """x padded with ``fill``: padding[d] before each spatial dim, padding[d] + extra[d]
+    after it (any number of spatial dims)."""
     xp = get_array_module(x)
-    n, c, h, w = x.shape
-    (ph, pw), (eh, ew) = padding, extra
-    out = xp.full((n, c, h + 2 * ph + eh, w + 2 * pw + ew), fill, dtype=x.dtype)
-    out[:, :, ph:ph + h, pw:pw + w] = x
+    sizes = x.shape[2:]
+    out = xp.full(x.shape[:2] + tuple(s + 2 * p + e for s, p, e in zip(sizes, padding, extra)),
+                  fill, dtype=x.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, sizes))] = x
     return out
 
 
 def _fold_back(gcol, x_shape, padding, extra, stride, dilation):
-    n, c, h, w = x_shape
-    (ph, pw), (eh, ew) = padding, extra
-    full = fold_array(gcol, (h + 2 * ph + eh, w + 2 * pw + ew), stride, dilation)
-    return get_array_module(gcol).ascontiguousarray(full[:, :, ph:ph + h, pw:pw + w])
+    sizes = x_shape[2:]
+    full = fold_array(gcol, tuple(s + 2 * p + e for s, p, e in zip(sizes, padding, extra)),
+                      stride, dilation)
+    index = (slice(None), slice(None)) + tuple(slice(p, p + s) for p, s in zip(padding, sizes))
+    return get_array_module(gcol).ascontiguousarray(full[index])
 
 
 class MaxPoolWindows(Function):
-    """Max over (dilated) windows of a -inf-padded array; the winner's position is kept, and
-    backward sends each output's gradient to it."""
+    """Max over (dilated) windows of a -inf-padded array (2-D or 3-D); the winner's position
+    is kept, and backward sends each output's gradient to it."""
 
     def forward(self, x, kernel, stride, padding, dilation, out_hw, extra, keep=None):
         if keep is not None:  # the caller asked for the indices (return_indices=True)
             keep.append(self)
         xp = get_array_module(x)
         n, c = x.shape[:2]
-        kk = kernel[0] * kernel[1]
+        kk = math.prod(kernel)
         col = unfold_array(_padded(x, padding, extra, -np.inf), kernel, stride, dilation, out_hw)
-        col = col.reshape((n, c, kk) + out_hw)
+        col = col.reshape((n, c, kk) + tuple(out_hw))
         arg = col.argmax(axis=2)
         self.arg, self.geom = arg, (x.shape, kernel, stride, padding, dilation, extra)
         return xp.take_along_axis(col, arg[:, :, None], axis=2)[:, :, 0]
@@ -86,20 +93,27 @@ class MaxPoolWindows(Function):
     def backward(self, g):
         xp = get_array_module(g)
         x_shape, kernel, stride, padding, dilation, extra = self.geom
-        n, c, oh, ow = g.shape
-        kk = xp.arange(kernel[0] * kernel[1]).reshape(1, 1, -1, 1, 1)
+        n, c = g.shape[:2]
+        dims = g.ndim - 2
+        kk = xp.arange(math.prod(kernel)).reshape((1, 1, -1) + (1,) * dims)
         gcol = (kk == self.arg[:, :, None]) * g[:, :, None]
-        gcol = gcol.astype(g.dtype, copy=False).reshape((n, c) + kernel + (oh, ow))
+        gcol = gcol.astype(g.dtype, copy=False).reshape((n, c) + tuple(kernel) + g.shape[2:])
         return _fold_back(gcol, x_shape, padding, extra, stride, dilation)
 
     def indices(self):
-        """The winners as flat indices into each (H, W) input plane, as PyTorch returns them."""
+        """The winners as flat indices into each input plane (H * W, or D * H * W), as
+        PyTorch returns them."""
         xp = get_array_module(self.arg)
-        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (dh, dw), _ = self.geom
-        oh, ow = self.arg.shape[2:]
-        rows = xp.arange(oh).reshape(-1, 1) * sh - ph + (self.arg // kw) * dh
-        cols = xp.arange(ow).reshape(1, -1) * sw - pw + (self.arg % kw) * dw
-        return (rows * w + cols).astype(np.int64)
+        x_shape, kernel, stride, padding, dilation, _ = self.geom
+        sizes, out = x_shape[2:], self.arg.shape[2:]
+        dims = len(sizes)
+        flat = 0
+        for d in range(dims):
+            offset = (self.arg // math.prod(kernel[d + 1:])) % kernel[d]
+            start = xp.arange(out[d]).reshape((-1,) + (1,) * (dims - 1 - d))
+            coord = start * stride[d] - padding[d] + offset * dilation[d]
+            flat = flat + coord * math.prod(sizes[d + 1:])
+        return flat.astype(np.int64)
 
 
 class AvgPoolWindows(Function):
@@ -109,9 +123,10 @@ class AvgPoolWindows(Function):
     def forward(self, x, kernel, stride, padding, out_hw, extra, divisor):
         xp = get_array_module(x)
         n, c = x.shape[:2]
-        ones = (1, 1)
+        ones = (1,) * len(kernel)
         col = unfold_array(_padded(x, padding, extra, 0), kernel, stride, ones, out_hw)
-        total = col.reshape((n, c, -1) + out_hw).sum(axis=2, dtype=accumulation_dtype(x))
+        total = col.reshape((n, c, -1) + tuple(out_hw)).sum(axis=2,
+                                                            dtype=accumulation_dtype(x))
         self.divisor = xp.asarray(divisor, dtype=total.dtype)
         self.geom = (x.shape, kernel, stride, padding, extra)
         return (total / self.divisor).astype(x.dtype, copy=False)
@@ -120,8 +135,10 @@ class AvgPoolWindows(Function):
         xp = get_array_module(g)
         x_shape, kernel, stride, padding, extra = self.geom
         share = (g / self.divisor).astype(g.dtype, copy=False)
-        gcol = xp.broadcast_to(share[:, :, None, None], share.shape[:2] + kernel + share.shape[2:])
-        return _fold_back(gcol, x_shape, padding, extra, stride, (1, 1))
+        dims = len(kernel)
+        gcol = xp.broadcast_to(share[(slice(None), slice(None)) + (None,) * dims],
+                               share.shape[:2] + tuple(kernel) + share.shape[2:])
+        return _fold_back(gcol, x_shape, padding, extra, stride, (1,) * dims)
 
 
 def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor_override):
@@ -134,13 +151,18 @@ def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor
         pool = end - start
         inside = np.minimum(end, size) - np.maximum(start, 0)
         per_dim.append(pool if count_include_pad else inside)
-    return np.multiply.outer(*per_dim).astype(np.float64) if len(per_dim) == 2 else per_dim[0]
+    divisor = per_dim[0].astype(np.float64)
+    for more in per_dim[1:]:
+        divisor = np.multiply.outer(divisor, more)
+    return divisor
 
 
 # ---- max and average pooling -------------------------------------------------------------------
 def _max_pool(name, dims, input, kernel_size, stride, padding, dilation, ceil_mode,
               return_indices):
     _float_input(name, input)
+    if dims == 3:
+        (input,) = _F._autocast_inputs(name, input)
     x, unbatched = _batched(name, input, dims)
     kernel, stride, padding, dilation, out, extra = _pool_geometry(
         name, x, dims, kernel_size, stride, padding, dilation, ceil_mode)
@@ -183,6 +205,8 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 def _avg_pool(name, dims, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override):
     _float_input(name, input)
+    if dims == 3:
+        (input,) = _F._autocast_inputs(name, input)
     x, unbatched = _batched(name, input, dims)
     kernel, stride, padding, _, out, extra = _pool_geometry(
         name, x, dims, kernel_size, stride, padding, 1, ceil_mode)
@@ -218,6 +242,22 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     """Mean over windows of (N, C, H, W) or (C, H, W) input, with PyTorch's ceil_mode,
     count_include_pad and divisor_override."""
     return _avg_pool("avg_pool2d", 2, input, kernel_size, stride, padding, ceil_mode,
+                     count_include_pad, divisor_override)
+
+
+def max_pool3d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over windows of (N, C, D, H, W) or (C, D, H, W) input, with PyTorch's dilation,
+    ceil_mode and return_indices (flat indices into D * H * W)."""
+    return _max_pool("max_pool3d", 3, input, kernel_size, stride, padding, dilation, ceil_mode,
+                     return_indices)
+
+
+def avg_pool3d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Mean over windows of (N, C, D, H, W) or (C, D, H, W) input, with PyTorch's ceil_mode,
+    count_include_pad and divisor_override."""
+    return _avg_pool("avg_pool3d", 3, input, kernel_size, stride, padding, ceil_mode,
                      count_include_pad, divisor_override)
 
 
@@ -262,30 +302,38 @@ def adaptive_avg_pool2d(input, output_size):
 
 
 class AdaptiveMaxPool2d(Function):
-    """Max over PyTorch's adaptive bins (which may overlap); the winners' flat indices are
-    kept and backward adds each output's gradient at its winner."""
+    """Max over PyTorch's adaptive bins (which may overlap), 2-D or 3-D; the winners' flat
+    indices are kept and backward adds each output's gradient at its winner."""
 
     def forward(self, x, out_hw, keep=None):
         if keep is not None:
             keep.append(self)
         xp = get_array_module(x)
-        n, c, h, w = x.shape
-        oh, ow = out_hw
-        y = xp.empty((n, c, oh, ow), dtype=x.dtype)
-        idx = xp.empty((n, c, oh, ow), dtype=np.int64)
-        for i, (r0, r1) in enumerate(_bins(h, oh)):
-            for j, (c0, c1) in enumerate(_bins(w, ow)):
-                window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
-                a = window.argmax(axis=2)
-                y[:, :, i, j] = xp.take_along_axis(window, a[:, :, None], axis=2)[:, :, 0]
-                idx[:, :, i, j] = (r0 + a // (c1 - c0)) * w + c0 + a % (c1 - c0)
+        n, c = x.shape[:2]
+        sizes = x.shape[2:]
+        y = xp.empty((n, c) + tuple(out_hw), dtype=x.dtype)
+        idx = xp.empty((n, c) + tuple(out_hw), dtype=np.int64)
+        bins = [list(enumerate(_bins(s, o))) for s, o in zip(sizes, out_hw)]
+        for cell in itertools.product(*bins):
+            where = tuple(i for i, _ in cell)
+            lo = [b[0] for _, b in cell]
+            extent = [b[1] - b[0] for _, b in cell]
+            window = x[(slice(None), slice(None)) + tuple(slice(a, b) for _, (a, b) in cell)]
+            a = window.reshape(n, c, -1).argmax(axis=2)
+            y[(slice(None), slice(None)) + where] = xp.take_along_axis(
+                window.reshape(n, c, -1), a[:, :, None], axis=2)[:, :, 0]
+            flat = 0
+            for d in range(len(sizes)):
+                coord = lo[d] + (a // math.prod(extent[d + 1:])) % extent[d]
+                flat = flat + coord * math.prod(sizes[d + 1:])
+            idx[(slice(None), slice(None)) + where] = flat
         self.idx, self.in_shape = idx, x.shape
         return y
 
     def backward(self, g):
         xp = get_array_module(g)
-        n, c, h, w = self.in_shape
-        gx = xp.zeros((n * c, h * w), dtype=g.dtype)
+        n, c = self.in_shape[:2]
+        gx = xp.zeros((n * c, math.prod(self.in_shape[2:])), dtype=g.dtype)
         rows = xp.arange(n * c).reshape(-1, 1)
         index = (rows, self.idx.reshape(n * c, -1))
         if hasattr(xp.add, "at"):
@@ -297,8 +345,50 @@ class AdaptiveMaxPool2d(Function):
         return gx.reshape(self.in_shape)
 
 
+def _bin_matrix(size, out):
+    """(out, size): row i averages PyTorch's adaptive bin i."""
+    m = np.zeros((out, size))
+    for i, (a, b) in enumerate(_bins(size, out)):
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+class AdaptiveAvgPoolNd(Function):
+    """Adaptive average pooling as one (out, size) averaging matrix per spatial dim: the mean
+    over a box of bins is the mean over each dim in turn. Backward applies the transposes."""
+
+    def forward(self, x, out_sizes):
+        xp = get_array_module(x)
+        self.mats = [xp.asarray(_bin_matrix(s, o), dtype=accumulation_dtype(x))
+                     for s, o in zip(x.shape[2:], out_sizes)]
+        y = x.astype(accumulation_dtype(x), copy=False)
+        for d, m in enumerate(self.mats):
+            y = xp.moveaxis(xp.moveaxis(y, 2 + d, -1) @ m.T, -1, 2 + d)
+        return xp.ascontiguousarray(y.astype(x.dtype, copy=False))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        gx = g.astype(self.mats[0].dtype, copy=False)
+        for d, m in enumerate(self.mats):
+            gx = xp.moveaxis(xp.moveaxis(gx, 2 + d, -1) @ m, -1, 2 + d)
+        return xp.ascontiguousarray(gx.astype(g.dtype, copy=False))
+
+
+def adaptive_avg_pool3d(input, output_size):
+    """Average (N, C, D, H, W) or (C, D, H, W) input into an output_size grid of PyTorch's
+    adaptive bins; None in output_size keeps that dim's size."""
+    name = "adaptive_avg_pool3d"
+    _float_input(name, input)
+    (input,) = _F._autocast_inputs(name, input)
+    x, unbatched = _batched(name, input, 3)
+    y = AdaptiveAvgPoolNd.apply(x, out_sizes=_adaptive_size(name, x, 3, output_size))
+    return y.squeeze(0) if unbatched else y
+
+
 def _adaptive_max(name, dims, input, output_size, return_indices):
     _float_input(name, input)
+    if dims == 3:
+        (input,) = _F._autocast_inputs(name, input)
     x, unbatched = _batched(name, input, dims)
     out = _adaptive_size(name, x, dims, output_size)
     x2 = x.unsqueeze(2) if dims == 1 else x
@@ -324,10 +414,17 @@ def adaptive_max_pool2d(input, output_size, return_indices=False):
     return _adaptive_max("adaptive_max_pool2d", 2, input, output_size, return_indices)
 
 
+def adaptive_max_pool3d(input, output_size, return_indices=False):
+    """Max of (N, C, D, H, W) or (C, D, H, W) input over an output_size grid of adaptive bins;
+    with return_indices, also the winners' flat indices into D * H * W."""
+    return _adaptive_max("adaptive_max_pool3d", 3, input, output_size, return_indices)
+
+
 # ---- resampling ------------------------------------------------------------------------------------
 class Resample(Function):
     """Separable resampling: along each resized dim, output i = sum_k w_k[i] * x[idx_k[i]]
-    (one tap for nearest, two for linear); backward adds the weighted gradient back."""
+    (one tap for nearest, two for linear, four for cubic); backward adds the weighted gradient
+    back."""
 
     def forward(self, x, taps):
         xp = get_array_module(x)
@@ -359,33 +456,44 @@ class Resample(Function):
         return g
 
 
-_MODES = {"nearest": None, "nearest-exact": None, "linear": 1, "bilinear": 2}
+_MODES = {"nearest": None, "nearest-exact": None, "area": None, "linear": 1, "bilinear": 2,
+          "bicubic": 2, "trilinear": 3}
+
+
+# The modes whose PyTorch kernels copy a dim whose size does not change, whatever the
+# scale_factor (1-D nearest, nearest-exact and bicubic still sample at the scaled positions).
+_COPIES_SAME_SIZE = {1: ("linear",), 2: ("nearest", "bilinear"), 3: ("nearest", "trilinear")}
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None,
                 recompute_scale_factor=None, antialias=False):
-    """Resize the spatial dims of (N, C, L) or (N, C, H, W) input to ``size`` or by
-    ``scale_factor``: mode 'nearest', 'nearest-exact', 'linear' (3-D) or 'bilinear' (4-D),
-    with PyTorch's source-index rules (align_corners for the linear modes)."""
+    """Resize the spatial dims of (N, C, L), (N, C, H, W) or (N, C, D, H, W) input to ``size``
+    or by ``scale_factor``: mode 'nearest', 'nearest-exact', 'area' (adaptive average pooling),
+    'linear' (3-D), 'bilinear' or 'bicubic' (4-D), 'trilinear' (5-D), with PyTorch's source-index rules
+    (align_corners for the interpolating modes; bicubic's A = -0.75 kernel with its taps
+    clamped to the border)."""
     name = "interpolate"
     _float_input(name, input)
     if mode not in _MODES:
         raise ValueError(f"{name}: mode {mode!r} is not supported; minidl has "
                          f"{', '.join(map(repr, _MODES))}")
     dims = input.ndim - 2
-    if dims not in (1, 2):
-        raise ValueError(f"{name}: expected a 3-D (N, C, L) or 4-D (N, C, H, W) input, got "
-                         f"shape {input.shape}")
+    if dims not in (1, 2, 3):
+        raise ValueError(f"{name}: expected a 3-D (N, C, L), 4-D (N, C, H, W) or 5-D "
+                         f"(N, C, D, H, W) input, got shape {input.shape}")
     if _MODES[mode] is not None and _MODES[mode] != dims:
         raise ValueError(f"{name}: mode {mode!r} expects a {_MODES[mode] + 2}-D input, got "
                          f"shape {input.shape}")
-    if mode.startswith("nearest") and align_corners is not None:
+    if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise ValueError(f"{name}: align_corners option can only be set with the interpolating "
                          f"modes: linear | bilinear | bicubic | trilinear")
     if antialias:
         raise ValueError(f"{name}: antialias=True is not supported in minidl")
     if (size is None) == (scale_factor is None):
         raise ValueError(f"{name}: exactly one of size or scale_factor must be given")
+    if recompute_scale_factor and size is not None:
+        raise ValueError(f"{name}: recompute_scale_factor is not meaningful with an explicit "
+                         f"size")
     in_sizes = input.shape[2:]
     if size is not None:
         out = _ntuple(size, dims, f"{name}: size")
@@ -404,14 +512,31 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         scales = [None] * dims if recompute_scale_factor else factors
     if min(out) < 1:
         raise ValueError(f"{name}: output size {out} must be positive (input {input.shape})")
+    if mode == "area":  # PyTorch's area mode is adaptive average pooling to the output size
+        return (adaptive_avg_pool1d, adaptive_avg_pool2d, adaptive_avg_pool3d)[dims - 1](input,
+                                                                                     out)
     taps = []
     for d, (n_in, n_out, factor) in enumerate(zip(in_sizes, out, scales)):
-        if n_in == n_out and factor in (None, 1.0):
+        if n_in == n_out and (factor in (None, 1.0) or mode in _COPIES_SAME_SIZE[dims]):
             continue
+        if mode == "nearest" and dims == 2 and n_out == 2 * n_in:
+            factor = None  # PyTorch's 2-D nearest takes index // 2 whatever the scale_factor
         taps.append((2 + d,) + _taps(mode, n_in, n_out, factor, bool(align_corners)))
     if not taps:
         return input.clone()
     return Resample.apply(input, taps=tuple(taps))
+
+
+def _cubic_weights(t, a=-0.75):
+    """PyTorch's cubic convolution weights for the taps at floor(pos) - 1 .. floor(pos) + 2,
+    t = pos - floor(pos)."""
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
 
 
 def _taps(mode, n_in, n_out, factor, align_corners):
@@ -426,7 +551,12 @@ def _taps(mode, n_in, n_out, factor, align_corners):
     if align_corners:
         pos = dst * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
     else:
-        pos = np.maximum((dst + 0.5) * scale - 0.5, 0.0)
+        pos = (dst + 0.5) * scale - 0.5
+    if mode == "bicubic":  # positions left of the first pixel are not clamped, the taps are
+        i0 = np.floor(pos).astype(np.int64)
+        index = tuple(np.clip(i0 + k, 0, n_in - 1) for k in (-1, 0, 1, 2))
+        return index, _cubic_weights(pos - i0)
+    pos = np.maximum(pos, 0.0)
     i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)
     lam = pos - i0
@@ -434,7 +564,24 @@ def _taps(mode, n_in, n_out, factor, align_corners):
 
 
 def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """Deprecated alias of interpolate (warns as PyTorch's)."""
+    warnings.warn("`nn.functional.upsample` is deprecated. Use `nn.functional.interpolate` "
+                  "instead.", stacklevel=2)
     return interpolate(input, size, scale_factor, mode, align_corners)
+
+
+def upsample_nearest(input, size=None, scale_factor=None):
+    """Deprecated: interpolate(mode='nearest') (warns as PyTorch's)."""
+    warnings.warn("`nn.functional.upsample_nearest` is deprecated. Use "
+                  "`nn.functional.interpolate` instead.", stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="nearest")
+
+
+def upsample_bilinear(input, size=None, scale_factor=None):
+    """Deprecated: interpolate(mode='bilinear', align_corners=True) (warns as PyTorch's)."""
+    warnings.warn("`nn.functional.upsample_bilinear` is deprecated. Use "
+                  "`nn.functional.interpolate` instead.", stacklevel=2)
+    return interpolate(input, size, scale_factor, mode="bilinear", align_corners=True)
 
 
 # ---- pixel shuffle ---------------------------------------------------------------------------------
@@ -474,3 +621,171 @@ def pixel_unshuffle(input, downscale_factor):
     y = input.reshape(*lead, c, h // r, r, w // r, r)
     y = y.permute(*range(k), k, k + 2, k + 4, k + 1, k + 3)
     return y.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def channel_shuffle(input, groups):
+    """(N, C, *) with its channels regrouped: channel g * (C / groups) + k goes to
+    k * groups + g, as PyTorch's (a reshape, a transpose and a reshape)."""
+    name = "channel_shuffle"
+    if not isinstance(input, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(input).__name__}")
+    groups = _whole(groups, f"{name}: groups")
+    if input.ndim < 3:
+        raise ValueError(f"channel_shuffle expects input to have at least 3 dimensions, but got "
+                         f"input with {input.ndim} dimension(s)")
+    if groups <= 0:
+        raise ValueError(f"Number of groups to divide channels in must be positive. Value of "
+                         f"groups:{groups}")
+    n, c, *rest = input.shape
+    if c % groups:
+        raise ValueError(f"Number of channels must be divisible by groups. Got {c} channels and "
+                         f"{groups} groups.")
+    y = input.reshape(n, groups, c // groups, *rest).transpose(1, 2)
+    return y.reshape(n, c, *rest)
+
+
+# ---- max_pool*_with_indices, max_unpool, lp_pool ---------------------------------------------
+def max_pool1d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """max_pool1d and the winners' positions, always (PyTorch's *_with_indices)."""
+    return max_pool1d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool2d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """max_pool2d and the winners' flat indices into H * W, always."""
+    return max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def max_pool3d_with_indices(input, kernel_size, stride=None, padding=0, dilation=1,
+                            ceil_mode=False, return_indices=False):
+    """max_pool3d and the winners' flat indices into D * H * W, always."""
+    return max_pool3d(input, kernel_size, stride, padding, dilation, ceil_mode, True)
+
+
+def adaptive_max_pool1d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool1d and the winners' positions, always."""
+    return adaptive_max_pool1d(input, output_size, True)
+
+
+def adaptive_max_pool2d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool2d and the winners' flat indices, always."""
+    return adaptive_max_pool2d(input, output_size, True)
+
+
+def adaptive_max_pool3d_with_indices(input, output_size, return_indices=False):
+    """adaptive_max_pool3d and the winners' flat indices, always."""
+    return adaptive_max_pool3d(input, output_size, True)
+
+
+class MaxUnpool(Function):
+    """Each input value placed at its flat index in a zero (N, C, prod(out_sizes)) output;
+    backward reads the gradient back from there."""
+
+    def forward(self, x, indices, out_sizes):
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        out = xp.zeros((n, c, math.prod(out_sizes)), dtype=x.dtype)
+        idx = indices.reshape(n, c, -1)
+        out[xp.arange(n)[:, None, None], xp.arange(c)[None, :, None], idx] = x.reshape(n, c, -1)
+        self.idx, self.in_shape = idx, x.shape
+        return out.reshape((n, c) + tuple(out_sizes))
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        n, c = g.shape[:2]
+        return xp.take_along_axis(g.reshape(n, c, -1), self.idx, axis=2).reshape(self.in_shape)
+
+
+def _max_unpool(name, dims, input, indices, kernel_size, stride, padding, output_size):
+    _float_input(name, input)
+    if not isinstance(indices, Tensor) or indices.data.dtype.kind not in "iu":
+        raise TypeError(f"{name}: indices must be an integer Tensor (as max_pool's "
+                        f"return_indices gives), got "
+                        f"{getattr(indices, 'dtype', type(indices).__name__)}")
+    if tuple(indices.shape) != tuple(input.shape):
+        raise ValueError(f"{name}: Expected shape of indices to be same as that of the input "
+                         f"tensor ({tuple(input.shape)}) but got indices tensor with shape: "
+                         f"{tuple(indices.shape)}")
+    x, unbatched = _batched(name, input, dims)
+    idx = indices.unsqueeze(0) if unbatched else indices
+    kernel = _ntuple(kernel_size, dims, f"{name}: kernel_size")
+    stride = kernel if stride is None else _ntuple(stride, dims, f"{name}: stride")
+    padding = _ntuple(padding, dims, f"{name}: padding")
+    default = [(x.shape[2 + d] - 1) * stride[d] + kernel[d] - 2 * padding[d]
+               for d in range(dims)]
+    if output_size is None:
+        out = tuple(default)
+    else:
+        size = tuple(output_size)
+        if len(size) == dims + 2:
+            size = size[2:]
+        if len(size) != dims:
+            raise ValueError(f"output_size should be a sequence containing {dims} or {dims + 2} "
+                             f"elements, but it has a length of '{len(size)}'")
+        for d in range(dims):
+            lo, hi = default[d] - stride[d], default[d] + stride[d]
+            if not lo < size[d] < hi:
+                raise ValueError(f'invalid output_size "{tuple(size)}" (dim {d} must be between '
+                                 f'{lo} and {hi})')
+        out = tuple(int(v) for v in size)
+    total = math.prod(out)
+    data = idx.data
+    if data.size and (int(data.min()) < 0 or int(data.max()) >= total):
+        bad = int(data.min()) if int(data.min()) < 0 else int(data.max())
+        raise IndexError(f"{name}: Found an invalid max index: {bad} (output volumes are of "
+                         f"size {'x'.join(map(str, out))})")
+    (x,) = _F._autocast_inputs(name, x)
+    y = MaxUnpool.apply(x, indices=data.astype(np.int64, copy=False), out_sizes=out)
+    return y.squeeze(0) if unbatched else y
+
+
+def max_unpool1d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool1d: each value put back at its index (from
+    return_indices) in a zero output of length (L - 1) * stride - 2 * padding + kernel_size
+    (or output_size)."""
+    return _max_unpool("max_unpool1d", 1, input, indices, kernel_size, stride, padding,
+                       output_size)
+
+
+def max_unpool2d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool2d: each value put back at its flat index into
+    H_out * W_out, the rest zero."""
+    return _max_unpool("max_unpool2d", 2, input, indices, kernel_size, stride, padding,
+                       output_size)
+
+
+def max_unpool3d(input, indices, kernel_size, stride=None, padding=0, output_size=None):
+    """The partial inverse of max_pool3d."""
+    return _max_unpool("max_unpool3d", 3, input, indices, kernel_size, stride, padding,
+                       output_size)
+
+
+def _lp_pool(name, dims, input, norm_type, kernel_size, stride, ceil_mode):
+    _float_input(name, input)
+    kernel = _ntuple(kernel_size, dims, f"{name}: kernel_size")
+    maxp, avgp = {1: (max_pool1d, avg_pool1d), 2: (max_pool2d, avg_pool2d),
+                  3: (max_pool3d, avg_pool3d)}[dims]
+    if norm_type == float("inf"):
+        return maxp(input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    if norm_type == -float("inf"):
+        return -maxp(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
+    out = avgp(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
+    # PyTorch's: sign(out) * relu(|out|), times the window size, to the power 1/p
+    return (sign(out) * out.abs().relu() * math.prod(kernel)).pow(1.0 / norm_type)
+
+
+def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling: (sum over each window of x^p)^(1/p) over (N, C, L) input
+    (max of |x| for p = inf), as PyTorch's."""
+    return _lp_pool("lp_pool1d", 1, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool2d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling over (N, C, H, W) input, as PyTorch's."""
+    return _lp_pool("lp_pool2d", 2, input, norm_type, kernel_size, stride, ceil_mode)
+
+
+def lp_pool3d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
+    """Power-average pooling over (N, C, D, H, W) input, as PyTorch's."""
+    return _lp_pool("lp_pool3d", 3, input, norm_type, kernel_size, stride, ceil_mode)

@@ -1,0 +1,177 @@
+"""embedding_bag, as PyTorch's: the rows of an embedding table for each bag of indices (the
+rows of a 2-D input, or the runs of a 1-D input that ``offsets`` start), reduced by sum
+(optionally weighted per index), mean or max, without the (bags, length, dim) intermediate.
+
+The bag structure (which bag each index falls in, which are padding) is worked out on the
+host from the indices; the rows and their reductions run on the weight's array module.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...backend import get_array_module, to_numpy
+from ...functional import IndexRangeError, _index_tensor, _needs_grad, _whole
+from ...tensor import Function, Tensor
+
+
+def _scatter_add(xp, target, index, values):
+    if hasattr(xp.add, "at"):
+        xp.add.at(target, index, values)
+    else:  # CuPy before 12
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+
+
+class EmbeddingBag(Function):
+    """weight (V, D) [, per_sample_weights (M,)] -> (B, D)."""
+
+    def forward(self, weight, psw=None, idx=None, seg=None, keep=None, bags=0, mode="mean"):
+        xp = get_array_module(weight)
+        d = weight.shape[1]
+        rows = weight[xp.asarray(idx)]
+        if psw is not None:
+            rows = rows * psw[:, None]
+        out = xp.zeros((bags, d), dtype=weight.dtype)
+        counts = np.bincount(seg[keep], minlength=bags)
+        self.geom = (idx, seg, keep, bags, mode, counts)
+        if mode == "max":
+            winners = np.full((bags, d), -1, dtype=np.int64)
+            for b in np.flatnonzero(counts):
+                sel = np.flatnonzero((seg == b) & keep)
+                a = rows[xp.asarray(sel)].argmax(axis=0)
+                winners[b] = sel[to_numpy(a)]
+                out[b] = rows[xp.asarray(winners[b]), xp.arange(d)]
+            self.winners = winners
+        else:
+            live = xp.asarray(np.flatnonzero(keep))
+            _scatter_add(xp, out, xp.asarray(seg)[live], rows[live])
+            if mode == "mean":
+                out /= xp.asarray(np.maximum(counts, 1), dtype=weight.dtype)[:, None]
+        self.save_for_backward(weight, psw)
+        return out
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        weight, psw = self.saved
+        idx, seg, keep, bags, mode, counts = self.geom
+        d = weight.shape[1]
+        gw = gpsw = None
+        if mode == "max":
+            if _needs_grad(self, 0):
+                gw = xp.zeros_like(weight)
+                for b in np.flatnonzero(counts):
+                    _scatter_add(xp, gw, (xp.asarray(idx[self.winners[b]]), xp.arange(d)), g[b])
+            return gw, None
+        live = np.flatnonzero(keep)
+        gm = g[xp.asarray(seg[live])]                     # (M_live, D)
+        if mode == "mean":
+            gm = gm / xp.asarray(counts[seg[live]], dtype=g.dtype)[:, None]
+        if _needs_grad(self, 0):
+            gw = xp.zeros_like(weight)
+            part = gm if psw is None else gm * psw[xp.asarray(live)][:, None]
+            _scatter_add(xp, gw, xp.asarray(idx[live]), part)
+        if psw is not None and _needs_grad(self, 1):
+            gpsw = xp.zeros(psw.shape, dtype=g.dtype)
+            gpsw[xp.asarray(live)] = (gm * weight[xp.asarray(idx[live])]).sum(axis=1)
+        return gw, gpsw
+
+
+def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False,
+                  mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False,
+                  padding_idx=None):
+    """Sums, means or maxima of bags of embedding rows: input (B, L) is B bags of L indices;
+    a 1-D input is split into bags at ``offsets`` (the start of each; with include_last_offset
+    the end of the last one too). per_sample_weights (the input's shape, mode 'sum' only)
+    weighs each row; indices equal to padding_idx are left out (and out of a mean's count).
+    An empty bag gives zeros. max_norm renormalises the rows looked up (in place, as PyTorch);
+    scale_grad_by_freq and sparse gradients are not supported."""
+    name = "embedding_bag"
+    _index_tensor(name, input)
+    if not isinstance(weight, Tensor) or weight.ndim != 2:
+        raise ValueError(f"weight has to be a 2D Tensor, but got Tensor of dimension "
+                         f"{getattr(weight, 'ndim', type(weight).__name__)}")
+    if per_sample_weights is not None and tuple(per_sample_weights.shape) != tuple(input.shape):
+        raise ValueError(f"embedding_bag: If per_sample_weights ({per_sample_weights.shape}) is "
+                         f"not None, then it must have the same shape as the input "
+                         f"({input.shape})")
+    if mode not in ("sum", "mean", "max"):
+        raise ValueError("mode has to be one of sum, mean or max")
+    if mode == "max" and scale_grad_by_freq:
+        raise ValueError("max mode does not support scaling the gradient by the frequency")
+    if scale_grad_by_freq or sparse:
+        raise ValueError(f"{name}: scale_grad_by_freq and sparse are not supported in minidl "
+                         f"(got scale_grad_by_freq={scale_grad_by_freq}, sparse={sparse})")
+    if per_sample_weights is not None and mode != "sum":
+        raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. "
+                                  f"per_sample_weights is only supported for mode='sum' "
+                                  f"(got mode='{mode}'). Please open a feature request on "
+                                  f"GitHub.")
+    flat = np.asarray(input.numpy()).reshape(-1).astype(np.int64)
+    m = flat.size
+    if input.ndim == 2:
+        if offsets is not None:
+            raise ValueError(f"if input is 2D, then offsets has to be None, as input is treated "
+                             f"is a mini-batch of fixed length sequences. However, found offsets "
+                             f"of type {type(offsets)}")
+        length = input.shape[1]
+        starts = np.arange(0, m, length) if length else np.zeros(input.shape[0], np.int64)
+        ends = starts + length
+    elif input.ndim == 1:
+        if offsets is None:
+            raise ValueError("offsets has to be a 1D Tensor but got None")
+        _index_tensor(name, offsets, "offsets")
+        if offsets.ndim != 1:
+            raise ValueError("offsets has to be a 1D Tensor")
+        off = np.asarray(offsets.numpy()).astype(np.int64)
+        if off.size and off[0] != 0:
+            raise ValueError(f"{name}: offsets[0] has to be 0, i.e., the first sequence in the "
+                             f"mini-batch has to start from position 0. However, got {off[0]}")
+        if off.size and (off.max() > m or np.any(np.diff(off) < 0)):
+            raise ValueError(f"{name}: offsets {off.tolist()} must be non-decreasing and at most "
+                             f"the input's length {m}")
+        if include_last_offset:
+            if off.size < 1:
+                raise ValueError(f"{name}: include_last_offset needs at least one offset")
+            starts, ends = off[:-1], off[1:]
+        else:
+            starts, ends = off, np.append(off[1:], m).astype(np.int64)
+    else:
+        raise ValueError(f"input has to be 1D or 2D Tensor, but got Tensor of dimension "
+                         f"{input.ndim}")
+    v = weight.shape[0]
+    if m and (flat.min() < 0 or flat.max() >= v):
+        bad = flat.min() if flat.min() < 0 else flat.max()
+        raise IndexRangeError(f"{name}: index {bad} is out of range for {v} embeddings (weight "
+                              f"shape {weight.shape})")
+    if max_norm is not None:
+        _renorm_rows(weight, np.unique(flat), float(max_norm), float(norm_type))
+    bags = len(starts)
+    seg = np.full(m, -1, dtype=np.int64)
+    for b in range(bags):
+        seg[starts[b]:ends[b]] = b
+    keep = seg >= 0
+    if padding_idx is not None:
+        padding_idx = _whole(padding_idx, f"{name}: padding_idx")
+        if not -v <= padding_idx < v:
+            raise ValueError(f"{name}: padding_idx {padding_idx} is out of range for {v} "
+                             f"embeddings")
+        keep &= flat != padding_idx % v
+    seg = np.where(keep, seg, 0)
+    args = (weight,) if per_sample_weights is None else (
+        weight, per_sample_weights.reshape(-1).astype(weight.dtype))
+    return EmbeddingBag.apply(*args, idx=flat, seg=seg, keep=keep, bags=bags, mode=mode)
+
+
+def _renorm_rows(weight, rows, max_norm, norm_type):
+    """PyTorch's embedding_renorm_: the looked-up rows whose norm exceeds max_norm are scaled
+    down to it in place, outside the graph."""
+    xp = get_array_module(weight.data)
+    rows = xp.asarray(rows)
+    sel = weight.data[rows]
+    norms = (xp.abs(sel) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    scale = xp.where(norms > max_norm, max_norm / (norms + 1e-7), 1.0).astype(sel.dtype)
+    weight.data[rows] = sel * scale[:, None]
+
+
+__all__ = ["embedding_bag"]

@@ -1,0 +1,363 @@
+"""Elementwise ops under PyTorch's names that math_ops.py does not have: the inverse
+hyperbolic functions, angle conversions, copysign/signbit/heaviside, fmax/fmin (NaN-ignoring),
+float_power, ldexp/frexp, gcd/lcm, nextafter, the isposinf family, and PyTorch's aliases
+(multiply, subtract, true_divide, positive, absolute, fix, sgn).
+
+One Function per differentiable op, on the array module of its inputs; the gradients at the
+edges are PyTorch's (copysign's is 0 where the input is 0, fmax's goes to the input on a tie,
+nextafter's passes where the two differ). Tensor's methods are installed by tensor.py from
+``TENSOR_METHODS``; this module imports only ``backend``, ``autograd``, ``ops`` and
+``math_ops``.
+"""
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from . import autograd
+from .autograd import Function
+from .backend import get_array_module
+from .backend.dtypes import is_floating
+from .math_ops import _float_op, _unary, sign, trunc
+from .ops import (
+    Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
+    result_type,
+)
+
+
+class DtypeError(TypeError, NotImplementedError):
+    """An op given a dtype it has no kernel for: a TypeError as minidl's other argument errors,
+    and the NotImplementedError (a RuntimeError) PyTorch raises."""
+
+
+class OpArgumentError(ValueError, RuntimeError):
+    """An argument out of its range: a ValueError as minidl's, the RuntimeError PyTorch raises."""
+
+
+def _check_tensor(name, what, x):
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}(): argument '{what}' must be a Tensor, got {type(x).__name__}")
+
+
+def _pair(name, input, other, *, floating=False, numbers=True):
+    """Two tensors (numbers as 0-d ones) at PyTorch's result type; ``floating``: integer and
+    bool results computed in float32, as PyTorch's float-only binary ops."""
+    _check_tensor(name, "input", input)
+    if not (isinstance(other, autograd.Tensor) or (numbers and _is_number(other))):
+        raise TypeError(f"{name}(): argument 'other' must be a Tensor, got "
+                        f"{type(other).__name__}")
+    dtype = result_type(input, other)
+    if floating and not is_floating(dtype):
+        dtype = np.dtype(np.float32)
+    xp = _array_module(input, other)
+    a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
+    _broadcast_shapes(name, input=a.shape, other=b.shape)
+    return a, b
+
+
+# ---- inverse hyperbolic functions, angle conversions -----------------------------------------
+Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1))
+Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),
+               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)))
+Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a))
+_DEG = math.pi / 180.0
+
+
+def _wide16(a):
+    """16-bit floats computed in float32 and rounded once, as PyTorch's kernels do."""
+    return a.astype(np.float32) if a.dtype.itemsize == 2 else a
+
+
+Deg2Rad = _unary("Deg2Rad", lambda xp, a: _wide16(a) * _DEG, lambda xp, a: xp.full_like(a, _DEG))
+Rad2Deg = _unary("Rad2Deg", lambda xp, a: _wide16(a) * (1 / _DEG),
+                 lambda xp, a: xp.full_like(a, 1 / _DEG))
+asinh, acosh, atanh, deg2rad, rad2deg = (_float_op(f) for f in (Asinh, Acosh, Atanh, Deg2Rad,
+                                                                    Rad2Deg))
+
+
+# ---- sign manipulation -----------------------------------------------------------------------
+class CopySign(Function):
+    """``|a|`` with the sign of ``b``; PyTorch's gradients: ``g * result / a`` for a (0 where a
+    is 0), none for b."""
+
+    def forward(self, a, b):
+        y = get_array_module(a).copysign(a, b)
+        self.save_for_backward(a, y)
+        return y
+
+    def backward(self, g):
+        a, y = self.saved
+        xp = get_array_module(g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = xp.where(a == 0, 0, y / a)
+        return (g * ratio).astype(g.dtype, copy=False), xp.zeros_like(g)
+
+
+def copysign(input, other):
+    """``|input|`` with the sign of ``other`` (a tensor or a number); floating-point result."""
+    a, b = _pair("copysign", input, other, floating=True)
+    return CopySign.apply(a, b)
+
+
+def signbit(input):
+    """Whether the sign bit is set (True for -0.0 and negative numbers), as a bool tensor."""
+    _check_tensor("signbit", "input", input)
+    a = input.data
+    xp = get_array_module(a)
+    if a.dtype.kind == "b" or a.dtype.kind == "u":
+        return autograd.Tensor(xp.zeros(a.shape, dtype=bool))
+    if a.dtype.kind == "i":
+        return autograd.Tensor(a < 0)
+    if a.dtype.kind != "f":  # bfloat16 (ml_dtypes): through float32, which keeps the sign
+        a = a.astype(np.float32)
+    return autograd.Tensor(xp.signbit(a))
+
+
+class Heaviside(Function):
+    """The step function: 0 below zero, 1 above, ``values`` at zero. PyTorch has no derivative
+    for it: backward raises, as there."""
+
+    def forward(self, a, v):
+        xp = get_array_module(a)
+        one, zero = xp.ones((), a.dtype), xp.zeros((), a.dtype)
+        return xp.where(a == 0, v, xp.where(a > 0, one, zero)).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        raise RuntimeError("derivative for heaviside is not implemented (as in PyTorch)")
+
+
+def heaviside(input, values):
+    """0 where ``input < 0``, 1 where ``> 0``, ``values`` where it is 0 (same dtypes, as torch)."""
+    _check_tensor("heaviside", "input", input)
+    _check_tensor("heaviside", "values", values)
+    if input.dtype != values.dtype:
+        raise DtypeError(f"heaviside: input ({input.dtype}) and values ({values.dtype}) must "
+                         "have the same dtype, as in PyTorch")
+    _broadcast_shapes("heaviside", input=input.shape, values=values.shape)
+    return Heaviside.apply(input, values)
+
+
+# ---- fmax / fmin -----------------------------------------------------------------------------
+class FMax(Function):
+    """The larger (smaller) of two, NaN only where both are NaN. PyTorch's gradients: a gets it
+    where it won or tied or b is NaN, b where a lost."""
+
+    def forward(self, a, b, take_min):
+        xp = get_array_module(a)
+        self.take_min = take_min
+        self.save_for_backward(a, b)
+        if a.dtype.kind == "V":  # bfloat16 (ml_dtypes): through float32, which holds it exactly
+            wide = a.astype(np.float32), b.astype(np.float32)
+            return (xp.fmin(*wide) if take_min else xp.fmax(*wide)).astype(a.dtype)
+        return xp.fmin(a, b) if take_min else xp.fmax(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        a_side = ((a <= b) if self.take_min else (a >= b)) | (b != b)
+        zero = xp.zeros((), g.dtype)
+        return xp.where(a_side, g, zero), xp.where(a_side, zero, g)
+
+
+def fmax(input, other):
+    """The elementwise maximum that ignores NaN (NaN only where both are NaN)."""
+    a, b = _pair("fmax", input, other, numbers=False)
+    return FMax.apply(a, b, take_min=False)
+
+
+def fmin(input, other):
+    """The elementwise minimum that ignores NaN (NaN only where both are NaN)."""
+    a, b = _pair("fmin", input, other, numbers=False)
+    return FMax.apply(a, b, take_min=True)
+
+
+# ---- powers of two, float_power --------------------------------------------------------------
+def float_power(input, exponent):
+    """``input ** exponent`` in float64, whatever the dtypes (either may be a number)."""
+    f64 = np.dtype(np.float64)
+    if not isinstance(input, autograd.Tensor):
+        if not _is_number(input):
+            raise TypeError(f"float_power(): argument 'input' must be a Tensor or a number, got "
+                            f"{type(input).__name__}")
+        _check_tensor("float_power", "exponent", exponent)
+        e = exponent if exponent.dtype == f64 else Cast.apply(exponent, dtype=f64)
+        base = autograd.Tensor(get_array_module(e.data).full((), float(input), dtype=f64))
+        return base ** e
+    x = input if input.dtype == f64 else Cast.apply(input, dtype=f64)
+    if isinstance(exponent, autograd.Tensor):
+        e = exponent if exponent.dtype == f64 else Cast.apply(exponent, dtype=f64)
+        _broadcast_shapes("float_power", input=x.shape, exponent=e.shape)
+        return x ** e
+    if not _is_number(exponent):
+        raise TypeError(f"float_power(): argument 'exponent' must be a Tensor or a number, got "
+                        f"{type(exponent).__name__}")
+    return x ** float(exponent)
+
+
+class Ldexp(Function):
+    """``a * 2**b``: gradients ``g * 2**b`` and ``g * a * 2**b * ln 2``."""
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        scale = xp.exp2(b).astype(a.dtype, copy=False)
+        self.save_for_backward(a, scale)
+        return a * scale
+
+    def backward(self, g):
+        a, scale = self.saved
+        return g * scale, (g * a * scale * math.log(2.0)).astype(g.dtype, copy=False)
+
+
+def ldexp(input, other):
+    """``input * 2 ** other`` (other a tensor); integer inputs give float32."""
+    _check_tensor("ldexp", "other", other)
+    a, b = _pair("ldexp", input, other, floating=True)
+    return Ldexp.apply(a, b)
+
+
+FrexpResult = namedtuple("FrexpResult", ["mantissa", "exponent"])  # torch.return_types.frexp
+
+
+def frexp(input):
+    """(mantissa, exponent) with ``input = mantissa * 2 ** exponent``, |mantissa| in [0.5, 1):
+    the mantissa in input's dtype (its gradient ``g / 2**exponent``), the exponent int32."""
+    _check_tensor("frexp", "input", input)
+    if not is_floating(input.dtype):
+        raise DtypeError(f"frexp: only supports floating-point dtypes, got {input.dtype}")
+    a = input.data
+    xp = get_array_module(a)
+    wide = a if a.dtype.kind == "f" else a.astype(np.float32)
+    _, e = xp.frexp(wide)
+    e = e.astype(np.int32)
+    scale = xp.exp2(-e.astype(wide.dtype)).astype(a.dtype)
+    return FrexpResult(input * autograd.Tensor(scale), autograd.Tensor(e))
+
+
+# ---- integer ops, nextafter ------------------------------------------------------------------
+def _integer_pair(name, input, other):
+    a, b = _pair(name, input, other, numbers=False)
+    if a.dtype.kind not in "iu":
+        raise DtypeError(f"{name}: needs integer tensors, got {a.dtype} (as in PyTorch, "
+                         "floating-point and bool tensors have no kernel)")
+    return a.data, b.data
+
+
+def gcd(input, other):
+    """The greatest common divisor (non-negative; gcd(0, 0) = 0), of integer tensors."""
+    a, b = _integer_pair("gcd", input, other)
+    return autograd.Tensor(get_array_module(a).gcd(a, b))
+
+
+def lcm(input, other):
+    """The least common multiple (non-negative; 0 where either is 0), of integer tensors."""
+    a, b = _integer_pair("lcm", input, other)
+    return autograd.Tensor(get_array_module(a).lcm(a, b))
+
+
+class NextAfter(Function):
+    """The next floating-point value after a toward b. PyTorch's gradient: g for a where the
+    two differ, none for b."""
+
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return get_array_module(a).nextafter(a, b)
+
+    def backward(self, g):
+        a, b = self.saved
+        xp = get_array_module(g)
+        return xp.where(a != b, g, xp.zeros((), g.dtype)), xp.zeros_like(g)
+
+
+def nextafter(input, other):
+    """The next representable value after ``input`` toward ``other``, of float tensors."""
+    a, b = _pair("nextafter", input, other, numbers=False)
+    if not is_floating(a.dtype):
+        raise DtypeError(f"nextafter: needs floating-point tensors, got {a.dtype}")
+    return NextAfter.apply(a, b)
+
+
+# ---- queries ---------------------------------------------------------------------------------
+def _float_query(name, fn, default):
+    def op(input):
+        _check_tensor(name, "input", input)
+        a = input.data
+        xp = get_array_module(a)
+        if not is_floating(a.dtype):
+            return autograd.Tensor(xp.full(a.shape, default, dtype=bool))
+        if a.dtype.kind != "f":
+            a = a.astype(np.float32)
+        return autograd.Tensor(fn(xp, a))
+    op.__name__ = op.__qualname__ = name
+    return op
+
+
+# isinf and a sign test: CuPy has no isposinf/isneginf
+isposinf = _float_query("isposinf", lambda xp, a: xp.isinf(a) & (a > 0), False)
+isneginf = _float_query("isneginf", lambda xp, a: xp.isinf(a) & (a < 0), False)
+isreal = _float_query("isreal", lambda xp, a: xp.ones(a.shape, dtype=bool), True)
+
+
+# ---- aliases ---------------------------------------------------------------------------------
+def multiply(input, other):
+    """``input * other`` (torch.multiply, an alias of mul)."""
+    return input.mul(other)
+
+
+def subtract(input, other, *, alpha=1):
+    """``input - alpha * other`` (torch.subtract, an alias of sub)."""
+    _check_tensor("subtract", "input", input)
+    if input.dtype == np.bool_ and isinstance(other, autograd.Tensor) and other.dtype == np.bool_:
+        raise TypeError("subtract: subtraction of two bool tensors is not supported; use "
+                        "logical_xor() or the ^ operator, as PyTorch says")
+    return input.sub(other, alpha=alpha)
+
+
+def true_divide(input, other):
+    """``input / other``, always true division (integers give float32)."""
+    return input.div(other)
+
+
+def positive(input):
+    """``input`` itself (torch.positive; bool tensors are refused, as there)."""
+    _check_tensor("positive", "input", input)
+    if input.dtype == np.bool_:
+        raise UnsupportedDtypeError("positive: the + operator on a bool tensor is not supported")
+    return input
+
+
+def _no_bool(name, input):
+    _check_tensor(name, "input", input)
+    if input.dtype == np.bool_:
+        raise DtypeError(f"{name}: not implemented for bool tensors (as in PyTorch)")
+
+
+def absolute(input):
+    """``abs(input)`` (torch.absolute; bool tensors are refused, as there)."""
+    _no_bool("absolute", input)
+    return input.abs()
+
+
+def fix(input):
+    """Rounding toward zero (torch.fix, an alias of trunc; not for bool tensors)."""
+    _no_bool("fix", input)
+    return trunc(input)
+
+
+def sgn(input):
+    """The sign of each element (for real tensors, torch.sgn is torch.sign)."""
+    return sign(input)
+
+
+TENSOR_METHODS = {
+    "asinh": asinh, "acosh": acosh, "atanh": atanh, "arcsinh": asinh, "arccosh": acosh,
+    "arctanh": atanh, "deg2rad": deg2rad, "rad2deg": rad2deg, "copysign": copysign,
+    "signbit": signbit, "heaviside": heaviside, "fmax": fmax, "fmin": fmin,
+    "float_power": float_power, "ldexp": ldexp, "frexp": frexp, "gcd": gcd, "lcm": lcm,
+    "nextafter": nextafter, "isposinf": isposinf, "isneginf": isneginf, "isreal": isreal,
+    "multiply": multiply, "subtract": subtract, "true_divide": true_divide,
+    "positive": positive, "absolute": absolute, "fix": fix, "sgn": sgn,
+}
+# minidl.X for each (minidl/__init__.py)
+FUNCTIONS = dict(TENSOR_METHODS)

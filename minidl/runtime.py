@@ -1,0 +1,200 @@
+"""What PyTorch code asks of the framework around its tensors: ``as_tensor``, the random state
+(``seed``, ``initial_seed``, ``get_rng_state``, ``set_rng_state``), dtype promotion
+(``promote_types``, ``result_type``, ``can_cast``), ``Size``, ``get_num_threads``,
+``set_printoptions`` and ``compile``."""
+from __future__ import annotations
+
+import functools
+import json
+import warnings
+
+import numpy as np
+
+from . import backend
+from .backend.dtypes import as_dtype, category
+from .tensor import Tensor
+
+__all__ = ["as_tensor", "seed", "initial_seed", "get_rng_state", "set_rng_state",
+           "promote_types", "result_type", "can_cast", "Size", "get_num_threads",
+           "set_printoptions", "compile"]
+
+
+def as_tensor(data, dtype=None, device=None):
+    """``data`` as a Tensor, sharing its memory where it can, as ``torch.as_tensor``: a Tensor
+    of the asked dtype and device is returned as it is; a NumPy array on the CPU of that dtype
+    is wrapped without a copy (so a change to one shows in the other); anything else (lists,
+    numbers, another dtype or device) is copied as ``minidl.tensor`` copies."""
+    from .backend import normalize_device
+
+    want_device = None if device is None else normalize_device(device)
+    if isinstance(data, Tensor):
+        out = data
+        if dtype is not None and np.dtype(out.dtype) != as_dtype(dtype):
+            out = out.to(dtype=dtype)
+        if want_device is not None and out.device != want_device:
+            out = out.to(want_device)
+        return out
+    if isinstance(data, np.ndarray) and (want_device in (None, "cpu")) and (
+            dtype is None or as_dtype(dtype) == data.dtype) and data.dtype.kind in "biuf":
+        from .creation import from_numpy
+
+        return from_numpy(data)
+    if type(data).__module__.startswith("cupy") and want_device in (None, "cuda") and (
+            dtype is None or as_dtype(dtype) == data.dtype):
+        return Tensor(data)  # a CuPy array stays where it is, shared
+    from .tensor import tensor
+
+    if dtype is None and isinstance(data, np.ndarray):
+        dtype = data.dtype  # as torch: a float64 array stays float64 (another device: a copy)
+    return tensor(data, dtype=dtype, device=want_device or "cpu")
+
+
+# ---- the random state ------------------------------------------------------------------------
+def seed():
+    """Seed minidl's generators from the operating system's entropy and return that seed."""
+    value = int(np.random.SeedSequence().entropy % 2**63)
+    backend.manual_seed(value)
+    return value
+
+
+def initial_seed():
+    """The seed of the last ``manual_seed`` or ``seed`` call (one drawn at import if none)."""
+    return backend.initial_seed()
+
+
+def get_rng_state():
+    """The state of minidl's CPU generator as a uint8 Tensor (opaque, as PyTorch's ByteTensor):
+    ``set_rng_state`` of it makes the draws that followed repeat. It survives ``minidl.save``."""
+    state = backend.rng().bit_generator.state
+    text = json.dumps(state, default=int).encode("ascii")
+    return Tensor(np.frombuffer(text, dtype=np.uint8).copy())
+
+
+def set_rng_state(new_state):
+    """Put back a state ``get_rng_state`` returned."""
+    if not isinstance(new_state, Tensor) or np.dtype(new_state.dtype) != np.uint8 \
+            or new_state.ndim != 1:
+        raise TypeError(f"set_rng_state: expected the uint8 Tensor get_rng_state returned, got "
+                        f"{type(new_state).__name__}")
+    try:
+        state = json.loads(new_state.numpy().tobytes().decode("ascii"))
+        backend.rng().bit_generator.state = state
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"set_rng_state: not a state get_rng_state returned ({e})") from None
+
+
+# ---- dtypes ----------------------------------------------------------------------------------
+def promote_types(type1, type2):
+    """The dtype two tensors of these dtypes combine to, as ``torch.promote_types``."""
+    from .backend.dtypes import promote_types as promote
+
+    return promote(as_dtype(type1), as_dtype(type2))
+
+
+def result_type(tensor1, tensor2):
+    """The dtype of an arithmetic op on ``tensor1`` and ``tensor2`` (Tensors or Python
+    numbers), as ``torch.result_type``: dimensioned tensors first, then 0-d ones, then
+    numbers, a lower tier counting only where its kind is higher."""
+    from .ops import result_type as rule
+
+    for x in (tensor1, tensor2):
+        if not isinstance(x, (Tensor, bool, int, float)):
+            raise TypeError(f"result_type: expected Tensors or numbers, got {type(x).__name__}")
+    return rule(tensor1, tensor2)
+
+
+def can_cast(from_, to):
+    """Whether PyTorch's type promotion allows the cast (``torch.can_cast``): never floating
+    point to integer or bool, nor integer to bool; narrowing within a kind is allowed."""
+    a, b = as_dtype(from_), as_dtype(to)
+    if b.kind == "b":
+        return a.kind == "b"
+    return category(a) <= category(b)
+
+
+class Size(tuple):
+    """A shape, as ``torch.Size``: a tuple of ints (``x.shape == minidl.Size([2, 3])``)."""
+
+    def __new__(cls, sizes=()):
+        sizes = tuple(sizes)
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+                raise TypeError(f"Size: expected a sequence of ints, got an element of type "
+                                f"{type(s).__name__}")
+        return super().__new__(cls, (int(s) for s in sizes))
+
+    def numel(self):
+        return int(np.prod(self, dtype=np.int64))
+
+    def __repr__(self):
+        return f"minidl.Size({list(self)})"
+
+
+# ---- threads, printing, compile ---------------------------------------------------------------
+def get_num_threads():
+    """Threads minidl's CPU kernels use (``set_num_threads`` changes it)."""
+    from .backend.cpu import tuning
+
+    tuning.configure()
+    import numba
+
+    return numba.get_num_threads()
+
+
+_PRINT_PROFILES = {"default": dict(precision=4, threshold=1000, edgeitems=3, linewidth=80),
+                   "short": dict(precision=2, threshold=1000, edgeitems=2, linewidth=80),
+                   "full": dict(precision=4, threshold=np.inf, edgeitems=3, linewidth=80)}
+
+
+def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=None,
+                     profile=None, sci_mode=None):
+    """How Tensors print, as ``torch.set_printoptions``: ``precision`` (decimals),
+    ``threshold`` (more elements than this are summarised), ``edgeitems``, ``linewidth``,
+    ``profile`` ("default", "short", "full"), ``sci_mode`` (True: always scientific, False:
+    never, None: NumPy's choice)."""
+    from .tensor import PRINT_OPTIONS as options
+
+    if profile is not None:
+        if profile not in _PRINT_PROFILES:
+            raise ValueError(f"set_printoptions: profile must be one of "
+                             f"{sorted(_PRINT_PROFILES)}, got {profile!r}")
+        options.update(_PRINT_PROFILES[profile])
+    for name, value in (("precision", precision), ("threshold", threshold),
+                        ("edgeitems", edgeitems), ("linewidth", linewidth)):
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"set_printoptions: {name} must be a non-negative number, "
+                                 f"got {value!r}")
+            options[name] = value
+    if sci_mode is not None or profile is not None:
+        options["sci_mode"] = sci_mode
+
+
+_compile_warned = False
+
+
+def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
+            options=None, disable=False):
+    """``torch.compile``'s place: minidl has no graph compiler, so ``model`` (a Module or a
+    function) is returned as it is and runs eagerly, with one warning per process saying so.
+    As a decorator with options (``@minidl.compile(mode="max-autotune")``) it does the same."""
+    del fullgraph, dynamic, backend, mode, options
+
+    def passthrough(fn):
+        global _compile_warned
+        if not callable(fn):
+            raise TypeError(f"compile: expected a Module or a function, got {type(fn).__name__}")
+        if not disable and not _compile_warned:
+            _compile_warned = True
+            warnings.warn("minidl.compile: minidl has no graph compiler; the model runs eagerly, "
+                          "as it is (its CPU kernels are already compiled by numba)",
+                          UserWarning, stacklevel=3)
+        return fn
+
+    if model is None:
+        return functools.partial(_decorate, passthrough)
+    return passthrough(model)
+
+
+def _decorate(passthrough, fn):
+    return passthrough(fn)
