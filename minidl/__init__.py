@@ -15,7 +15,8 @@ from . import amp, backends, cuda, utils  # noqa: E402,F401
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402
-    arange, bernoulli, empty, empty_like, eye, from_numpy, full, full_like, linspace, multinomial,
+    arange, bernoulli, empty, empty_like, eye, from_numpy, full, full_like, linspace, logspace,
+    multinomial,
     normal, ones, ones_like, rand, rand_like, randint, randint_like, randn, randn_like, randperm,
     zeros, zeros_like,
 )
@@ -28,6 +29,7 @@ from .runtime import (  # noqa: E402,F401  (in __all__ below, compile aside)
     Size, as_tensor, can_cast, compile, get_num_threads, get_rng_state, initial_seed,
     promote_types, result_type, seed, set_printoptions, set_rng_state,
 )
+from .backend import default_generator  # noqa: E402,F401
 
 
 __version__ = "0.1.0"
@@ -67,7 +69,8 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "where", "maximum", "minimum", "clamp", "clip", "device", "set_grad_enabled",
            "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
            "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
-           "is_floating_point", "get_default_dtype", "finfo", "iinfo"]  # max and min stay out: import * must not shadow the builtins
+           "is_floating_point", "get_default_dtype", "finfo", "iinfo",
+           "default_generator", "logspace"]  # max and min stay out: import * must not shadow the builtins
 __all__ += [n for n in runtime.__all__ if n != "compile"]  # nor compile
 
 # PyTorch's tensor ops beyond the core, each under its torch name (minidl.gather, minidl.sort,

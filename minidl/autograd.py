@@ -37,25 +37,51 @@ def autocast_hook():
     return _autocast_hook
 
 
-@contextlib.contextmanager
-def no_grad():
+class _GradMode:
+    """A graph-recording mode as PyTorch's no_grad/enable_grad: a context manager
+    (``with minidl.no_grad():``) and a decorator, with or without the call
+    (``@minidl.no_grad()`` and ``@minidl.no_grad``)."""
+
+    _mode = None
+
+    def __new__(cls, func=None):
+        self = super().__new__(cls)
+        self._previous = []
+        return self(func) if callable(func) else self
+
+    def __init__(self, func=None):
+        pass
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous.append(_grad_enabled)
+        _grad_enabled = self._mode
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous.pop()
+        return False
+
+    def __call__(self, func):
+        mode = type(self)
+
+        @functools.wraps(func)
+        def in_mode(*args, **kwargs):
+            with mode():
+                return func(*args, **kwargs)
+        return in_mode
+
+
+class no_grad(_GradMode):
     """Run ops without recording the graph (evaluation, parameter updates)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+
+    _mode = False
 
 
-@contextlib.contextmanager
-def enable_grad():
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, True
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+class enable_grad(_GradMode):
+    """Record the graph again inside a no_grad region (an optimizer's closure does)."""
+
+    _mode = True
 
 
 class set_grad_enabled:
@@ -92,7 +118,10 @@ class set_grad_enabled:
 
 def inference_mode(mode: bool = True):
     """PyTorch's inference mode, as ``no_grad()`` (minidl has no separate tensor kind for it):
-    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is."""
+    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is;
+    a decorator with or without the call, as PyTorch's."""
+    if callable(mode):  # @minidl.inference_mode
+        return no_grad(mode)
     return no_grad() if mode else _mode_unchanged()
 
 

@@ -10,18 +10,29 @@ from .backend.dtypes import as_dtype, is_floating, scalar_dtype
 from .tensor import Tensor
 
 
-def zeros(*shape, dtype="float32", requires_grad=False, device="cpu"):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def _shape(name, shape, size):
+    """The size from ``f(2, 3)``, ``f((2, 3))`` or ``f(size=(2, 3))``, as torch takes them."""
+    if size is not None:
+        if shape:
+            raise TypeError(f"{name}: pass the size either positionally or as size=, not both")
+        shape = (size,)
+    return shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def zeros(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+    shape = _shape("zeros", shape, size)
     return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def ones(*shape, dtype="float32", requires_grad=False, device="cpu"):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def ones(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+    shape = _shape("ones", shape, size)
     return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
 
 
-def randn(*shape, dtype="float32", requires_grad=False, device="cpu"):
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+def randn(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+    shape = _shape("randn", shape, size)
+    if not is_floating(as_dtype(dtype)):  # samples cast to ints would be mostly zeros
+        raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
     values = rng().standard_normal(shape).astype(dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
 
@@ -39,6 +50,11 @@ def _creation_dtype(dtype, default):
     return as_dtype(default if dtype is None else dtype)
 
 
+class RangeError(ValueError, RuntimeError):
+    """arange's impossible ranges: PyTorch raises RuntimeError, minidl's argument errors are
+    ValueErrors; this is both."""
+
+
 def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="cpu"):
     """``start, start + step, ...`` up to ``end`` (excluded); ``arange(n)`` is 0 .. n-1.
     int64 where start, end and step are all integers, float32 otherwise, as in PyTorch."""
@@ -50,9 +66,10 @@ def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="
     if target is not None and target.kind in "iu":  # PyTorch counts in the integer type
         start, end, step = int(start), end, int(step)
     if step == 0:
-        raise ValueError("arange: step must be nonzero (an integer dtype truncates it)")
+        raise RangeError("arange: step must be nonzero (an integer dtype truncates it)")
     if (end - start) * step < 0:
-        raise ValueError(f"arange: end {end} cannot be reached from start {start} by step {step}")
+        raise RangeError(f"arange: upper bound and lower bound inconsistent with step sign: "
+                         f"end {end} cannot be reached from start {start} by step {step}")
     integral = all(isinstance(v, int) for v in (start, end, step))
     values = np.arange(start, end, step, dtype=np.int64 if integral else np.float64)
     dtype = _creation_dtype(dtype, np.int64 if integral else np.float32)
@@ -85,9 +102,9 @@ def ones_like(input, *, dtype=None, requires_grad=False, device=None):
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def rand(*shape, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, size=None, dtype=None, requires_grad=False, device="cpu"):
     """Uniform on [0, 1), from minidl's seeded generator (minidl.manual_seed)."""
-    shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    shape = _shape("rand", shape, size)
     dtype = _creation_dtype(dtype, "float32")
     if not is_floating(dtype):
         raise TypeError(f"rand: dtype must be a floating-point type, got {dtype}")
@@ -139,14 +156,35 @@ def eye(n, m=None, *, dtype=None, requires_grad=False, device="cpu"):
 
 
 def from_numpy(array):
+    """A tensor on the numpy array's memory (writes show through both ways), in its dtype."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected np.ndarray (got {type(array).__name__})")
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"from_numpy: can't convert np.ndarray of type {array.dtype}; the "
+                        "supported types are floats, ints, uint8 and bool")
     return Tensor(array)
 
 
-def empty(*shape, dtype=None, requires_grad=False, device="cpu"):
+def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, device="cpu"):
+    """``base ** linspace(start, end, steps)``: ``steps`` values spaced evenly on a log scale
+    from base**start to base**end (float32 by default; an integer dtype rounds toward zero,
+    as PyTorch's does)."""
+    start, end = _number("logspace", "start", start), _number("logspace", "end", end)
+    base = _number("logspace", "base", base)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+        raise TypeError(f"logspace: steps must be an int, got {type(steps).__name__}")
+    if steps < 0:
+        raise ValueError(f"logspace: number of steps must be non-negative, got {steps}")
+    values = np.power(float(base), np.linspace(start, end, int(steps), dtype=np.float64))
+    return Tensor(values.astype(_creation_dtype(dtype, "float32")), requires_grad=requires_grad,
+                  device=device)
+
+
+def empty(*shape, size=None, dtype=None, requires_grad=False, device="cpu"):
     """A tensor of ``shape`` whose values are to be overwritten (zeros here: NumPy's
     uninitialised memory would make runs differ)."""
-    return zeros(*shape, dtype=_creation_dtype(dtype, "float32"), requires_grad=requires_grad,
-                 device=device)
+    return zeros(*shape, size=size, dtype=_creation_dtype(dtype, "float32"),
+                 requires_grad=requires_grad, device=device)
 
 
 def empty_like(input, *, dtype=None, requires_grad=False, device=None):

@@ -1,6 +1,6 @@
 """Products, shape and scatter ops under PyTorch's names that products.py, shape_ops.py and
 indexing.py do not have: tensordot, kron, addr, addbmm, vdot; diag_embed, diagflat,
-broadcast_tensors, dstack, column_stack, atleast_3d, logspace, unique_consecutive,
+broadcast_tensors, dstack, column_stack, atleast_3d, unique_consecutive,
 split_with_sizes, sum_to_size; masked_scatter, fill_diagonal_, index_reduce and the
 diagonal/select/slice_scatter family.
 
@@ -16,7 +16,6 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import as_dtype
 from .indexing import scatter_reduce
 from .ops import Cast, SetItem, _is_number, cat, where, wrap_dim
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
@@ -312,28 +311,6 @@ def sum_to_size(input, *size):
     return input.sum(dim=axes, keepdim=True).reshape(size)
 
 
-def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, device="cpu"):
-    """``steps`` values ``base ** x`` for x evenly spaced from start to end (float32 by
-    default), as torch.logspace."""
-    def number(what, x):
-        if isinstance(x, autograd.Tensor):
-            x = x.item()
-        if not _is_number(x):
-            raise TypeError(f"logspace: {what} must be a number, got {type(x).__name__}")
-        return float(x)
-    start, end, base = number("start", start), number("end", end), number("base", base)
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-        raise TypeError(f"logspace: steps must be an int, got {type(steps).__name__}")
-    if steps < 0:
-        raise OpArgumentError(f"logspace: number of steps must be non-negative, got {steps}")
-    exponents = np.linspace(start, end, int(steps), dtype=np.float64)
-    values = np.power(base, exponents)
-    out_dtype = np.dtype(np.float32) if dtype is None else as_dtype(dtype)
-    if out_dtype.kind in "iu":
-        values = np.trunc(values)
-    return autograd.Tensor(values.astype(out_dtype), requires_grad=requires_grad, device=device)
-
-
 # ---- unique_consecutive ----------------------------------------------------------------------
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """Each run of equal consecutive elements (slices along ``dim``) kept once; optionally the
@@ -527,4 +504,4 @@ FUNCTIONS = {name: fn for name, fn in TENSOR_METHODS.items()
              if name not in ("sum_to_size", "masked_scatter_", "fill_diagonal_",
                              "index_reduce_", "addr_", "addbmm_")}
 FUNCTIONS.update({"tensordot": tensordot, "broadcast_tensors": broadcast_tensors, "atleast_3d": atleast_3d,
-                  "dstack": dstack, "column_stack": column_stack, "logspace": logspace})
+                  "dstack": dstack, "column_stack": column_stack})

@@ -94,7 +94,7 @@ class Tensor:
             self.data = _as_array(data, dtype, device)
             _note_host_range(self, source)
         if requires_grad and not is_floating(self.data.dtype):
-            raise TypeError(
+            raise GradDtypeError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
             )
         self.requires_grad = bool(requires_grad)
@@ -227,8 +227,10 @@ class Tensor:
             extra.append("requires_grad=True")
         return "tensor(" + ", ".join([body] + extra) + ")"
 
-    def numpy(self) -> np.ndarray:
-        """The values as a numpy array on the host (a copy when on the GPU)."""
+    def numpy(self, *, force=False) -> np.ndarray:
+        """The values as a numpy array on the host (a copy when on the GPU). Unlike PyTorch,
+        also for a tensor that requires grad (see DESIGN.md); ``force`` is taken for
+        PyTorch's signature and changes nothing."""
         return backend.to_numpy(self.data)
 
     def tolist(self):
@@ -236,7 +238,9 @@ class Tensor:
 
     def item(self):
         if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+            raise ItemError(f"item(): a Tensor with {self.data.size} elements cannot be "
+                            f"converted to Scalar; it needs one element, got shape "
+                            f"{self.shape}")
         return self.data.reshape(-1)[0].item()
 
     def __float__(self):
@@ -313,7 +317,8 @@ class Tensor:
 
     def requires_grad_(self, flag=True):
         if flag and not is_floating(self.data.dtype):
-            raise TypeError(f"only floating-point tensors can require gradients, got {self.dtype}")
+            raise GradDtypeError(f"only floating-point tensors can require gradients, got "
+                                 f"{self.dtype}")
         self.requires_grad = flag
         return self
 
@@ -1377,6 +1382,16 @@ def _note_host_range(t, source):
     t._host_range = (data, int(host.min()), int(host.max()))
 
 
+class GradDtypeError(TypeError, RuntimeError):
+    """requires_grad on a tensor that is not floating point: PyTorch raises RuntimeError,
+    minidl's earlier versions TypeError; this is both."""
+
+
+class ItemError(ValueError, RuntimeError):
+    """item() of a tensor that does not hold exactly one element: PyTorch raises RuntimeError,
+    minidl's earlier versions ValueError; this is both."""
+
+
 def tensor(data, requires_grad=False, dtype=None, device=None):
     """Make a tensor: floats become float32, integers int64 (class labels)."""
     if device is None:
@@ -1391,6 +1406,9 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
         elif data.dtype == np.float64:
             dtype = np.float32  # float32 by default; pass dtype=float64 for gradient checks
     out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+    if out.data.dtype.kind in "USO":  # strings, objects: no tensor dtype holds them
+        raise TypeError(f"tensor: invalid data type {type(data).__name__!r} (an array of "
+                        f"{out.data.dtype}); pass numbers, bools or arrays of them")
     if out.data is data:
         # like torch.tensor, always a copy: an in-place update (an optimizer step) must never
         # write into the caller's array; minidl.from_numpy is the sharing variant

@@ -71,6 +71,9 @@ def is_tensor(obj) -> bool:
 
 
 def numel(input) -> int:
+    if not isinstance(input, Tensor):
+        raise TypeError(f"numel(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(input).__name__}")
     return input.numel()
 
 

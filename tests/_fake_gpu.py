@@ -19,6 +19,7 @@ import types
 
 import numpy as np
 
+import minidl
 from minidl.backend import cuda
 
 DTYPES = [np.float32, np.float64]
@@ -224,3 +225,14 @@ def install(monkeypatch, lib, fake=None):
     monkeypatch.setattr(backend, "_cuda_ready", True)
     monkeypatch.setattr(cuda, "_kernel", lambda name, wide=False: HostKernel(lib, name))
     return fake
+
+
+def forward_backward(fn, F, arrays, device):
+    """``fn(F, *inputs)`` on ``device`` for inputs made from ``arrays`` (requiring grad), then
+    backward from a fixed random projection of the output: (output, [input gradients]) as host
+    arrays, to compare a fake-GPU run with the CPU's."""
+    xs = [minidl.tensor(a, requires_grad=True, device=device) for a in arrays]
+    y = fn(F, *xs)
+    proj = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    (y * minidl.tensor(proj, device=device)).sum().backward()
+    return y.numpy(), [x.grad.numpy() for x in xs]

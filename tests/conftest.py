@@ -24,3 +24,15 @@ def _seeded():
 
     minidl.manual_seed(1234)
     yield
+
+
+@pytest.fixture(scope="session")
+def host_kernels(tmp_path_factory):
+    """The CUDA kernel bodies compiled for the host, which the fake GPU (tests/_fake_gpu.py)
+    runs; skipped with the reason where no C++ compiler is found."""
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib

@@ -241,13 +241,10 @@ def _dropout_replay_on_cuda():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_checkpoint_with_dropout_on_the_fake_gpu(monkeypatch, tmp_path_factory):
+def test_checkpoint_with_dropout_on_the_fake_gpu(monkeypatch, host_kernels):
     import _fake_gpu
 
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    _fake_gpu.install(monkeypatch, lib)
+    _fake_gpu.install(monkeypatch, host_kernels)
     _dropout_replay_on_cuda()
 
 

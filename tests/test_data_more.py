@@ -368,16 +368,6 @@ def test_default_collate_as_a_loaders_collate_fn_gives_torchs_structure(torch):
 
 
 # ---- on a (fake) GPU --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    import _fake_gpu
-
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("data_more_kernels"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
 def test_default_collate_keeps_gpu_tensors_on_the_gpu(monkeypatch, host_kernels):
     import _fake_gpu
 

@@ -312,3 +312,23 @@ def test_unbatched_loading_in_workers_gives_the_samples_of_one_process():
         assert a[2] == b[2]
     stream = [int(x) for x in DataLoader(Range(0, 7), batch_size=None, num_workers=2)]
     assert sorted(stream) == list(range(7)) and stream[:2] == [0, 4]  # round-robin
+
+
+class Slow(Dataset):
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        time.sleep(0.3)
+        return np.float32(i)
+
+
+def test_leaving_a_pass_early_does_not_wait_for_the_requests_queued_ahead():
+    """A break after the first batch: the workers stop after the item in hand instead of
+    loading the prefetched batches nobody will read (8 items of 0.3 s each here)."""
+    loader = DataLoader(Slow(), batch_size=4, num_workers=2, prefetch_factor=4)
+    it = iter(loader)
+    next(it)
+    start = time.monotonic()
+    del it
+    assert time.monotonic() - start < 5  # the 16 queued batches would take 9.6 s per worker

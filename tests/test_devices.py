@@ -36,14 +36,6 @@ DEVICES = ["cpu", "fake-cuda", pytest.param("cuda", marks=needs_cuda)]
 GPU_LIKE = ["fake-cuda", pytest.param("cuda", marks=needs_cuda)]
 
 
-@pytest.fixture(scope="session")
-def host_kernels(tmp_path_factory):
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
 @pytest.fixture
 def device(request, monkeypatch):
     """The device name to pass to minidl ('cpu' or 'cuda'); "fake-cuda" installs the stand-in."""

@@ -637,22 +637,10 @@ FAKE_GPU = [
 ]
 
 
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
+def _run_on(fn, arrays, device):
     import _fake_gpu
 
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
-def _run_on(fn, arrays, device):
-    xs = [minidl.tensor(a, requires_grad=True, device=device) for a in arrays]
-    y = fn(F, *xs)
-    proj = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-    (y * minidl.tensor(proj, device=device)).sum().backward()
-    return y.numpy(), [x.grad.numpy() for x in xs]
+    return _fake_gpu.forward_backward(fn, F, arrays, device)
 
 
 @pytest.mark.parametrize("name,fn,shapes", FAKE_GPU, ids=[c[0] for c in FAKE_GPU])

@@ -949,15 +949,6 @@ def test_rrelu_training_and_module():
 
 
 # ---- on the fake GPU -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    import _fake_gpu
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
 def test_new_pieces_on_fake_gpu(monkeypatch, host_kernels):
     import _fake_gpu
     _fake_gpu.install(monkeypatch, host_kernels)

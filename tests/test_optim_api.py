@@ -576,14 +576,6 @@ def test_clip_grad_norm_is_in_nn_utils():
 
 
 # ---- on a (fake) GPU: the array-module paths and the fused Adam kernel ------------------------
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("optim_api_kernels"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
 @pytest.mark.parametrize("name", ["adamw_big_lr_decay", "adamw_amsgrad", "rmsprop_everything",
                                   "rmsprop_momentum"])
 def test_optimizers_and_clipping_on_fake_cuda_match_the_cpu(monkeypatch, host_kernels, name):

@@ -356,16 +356,6 @@ def test_lbfgs_converges_on_least_squares_and_its_state_dict_round_trips(torch):
 
 
 # ---- on a (fake) GPU: the array-module paths ---------------------------------------------------
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    import _fake_gpu
-
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("optim_more_kernels"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
 def test_new_optimizers_on_fake_cuda_match_the_cpu(monkeypatch, host_kernels):
     import _fake_gpu
 

@@ -749,16 +749,6 @@ def test_bernoulli_and_multinomial_methods():
 
 
 # ---- a fake GPU: the new ops keep their arrays on the device ------------------------------------
-@pytest.fixture(scope="module")
-def host_kernels(tmp_path_factory):
-    import _fake_gpu
-
-    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("ops_c_kernels"))
-    if lib is None:
-        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    return lib
-
-
 def test_new_ops_on_a_fake_gpu(monkeypatch, host_kernels):
     import _fake_gpu
 

@@ -208,15 +208,15 @@ def _apply_tf32(cp):
     linalg.set_compute_type(np.float32, mode)
 
 
-# One random generator per process, seeded by minidl.manual_seed (until then, from a seed
-# drawn from the operating system's entropy, which initial_seed() reports).
-_initial_seed = int(np.random.SeedSequence().entropy % 2**63)
+# One random generator per process, seeded by minidl.manual_seed.
+_initial_seed = int(np.random.SeedSequence().entropy) % 2**64
 _rng = np.random.default_rng(_initial_seed)
 
 
-def manual_seed(seed: int) -> None:
+def manual_seed(seed: int):
     """Seed every random source minidl uses (initialisation, dropout, shuffling). Any
-    integer, as in PyTorch (a negative one is taken modulo 2**64)."""
+    integer, as in PyTorch (a negative one is taken modulo 2**64). Returns the default
+    generator (``minidl.default_generator``), as torch.manual_seed does."""
     global _rng, _pending_seed, _initial_seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"manual_seed: seed must be an integer, got {seed!r}")
@@ -227,11 +227,46 @@ def manual_seed(seed: int) -> None:
         _cupy.random.seed(seed)
     else:
         _pending_seed = seed  # CuPy's generator is seeded when the GPU is first used
+    return default_generator
 
 
 def initial_seed() -> int:
-    """The seed of the last manual_seed (or the one drawn at import)."""
+    """The seed of the default generator (the last manual_seed, or the one drawn at import)."""
     return _initial_seed
+
+
+class DefaultGenerator:
+    """What torch.manual_seed returns: a handle on minidl's process-wide generator
+    (``minidl.default_generator``), with torch.Generator's seed methods. Its state is
+    NumPy's bit-generator state (a dict), not a ByteTensor. Not torch.Generator: it makes no
+    independent generators (minidl.data takes numpy Generators for those)."""
+
+    device = "cpu"
+
+    def manual_seed(self, seed):
+        return manual_seed(seed)
+
+    def initial_seed(self):
+        return initial_seed()
+
+    def seed(self):
+        """Reseed from fresh entropy; returns the new seed."""
+        seed = int(np.random.SeedSequence().entropy) % 2**64
+        manual_seed(seed)
+        return seed
+
+    def get_state(self):
+        return _rng.bit_generator.state
+
+    def set_state(self, state):
+        _rng.bit_generator.state = state
+        return self
+
+    def __repr__(self):
+        return f"<minidl.default_generator initial_seed={initial_seed()}>"
+
+
+default_generator = DefaultGenerator()
 
 
 def rng() -> np.random.Generator:

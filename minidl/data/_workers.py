@@ -118,7 +118,7 @@ def _next_stream_batch(iterator, batch_size, drop_last, collate_fn):
 
 
 def _worker_loop(dataset, worker_id, num_workers, seed, worker_init_fn, collate_fn, batch_size,
-                 drop_last, index_queue, result_queue):
+                 drop_last, index_queue, result_queue, done):
     """The body of a worker process (see the module docstring for the messages)."""
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
@@ -139,7 +139,7 @@ def _worker_loop(dataset, worker_id, num_workers, seed, worker_init_fn, collate_
             if os.getppid() == 1:  # the main process is gone (its daemon clean-up did not run)
                 return
             continue
-        if message is None:
+        if message is None or done.is_set():  # closing: the requests still queued are dropped
             return
         kind, epoch = message[0], message[1]
         if kind == "reset":
@@ -172,6 +172,7 @@ class WorkerPool:
             context = mp.get_context(context)
         self.num_workers = loader.num_workers
         self.result_queue = context.Queue()
+        self.done = context.Event()  # set on close: workers stop after the item in hand
         self.index_queues, self.processes = [], []
         # None: unbatched (batch_size=None); a batch_sampler's batches come as index lists
         unbatched = loader.batch_size is None and loader.batch_sampler is None
@@ -182,7 +183,7 @@ class WorkerPool:
                 target=_worker_loop, daemon=True,
                 args=(loader.dataset, worker_id, self.num_workers, base_seed + worker_id,
                       loader.worker_init_fn, loader.collate_fn, batch_size,
-                      loader.drop_last, index_queue, self.result_queue))
+                      loader.drop_last, index_queue, self.result_queue, self.done))
             process.start()
             self.index_queues.append(index_queue)
             self.processes.append(process)
@@ -204,6 +205,7 @@ class WorkerPool:
         if self.closed:
             return
         self.closed = True
+        self.done.set()
         for index_queue in self.index_queues:
             try:
                 index_queue.put(None)

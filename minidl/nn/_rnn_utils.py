@@ -16,6 +16,12 @@ __all__ = ["pad_sequence", "unpad_sequence", "PackedSequence", "pack_padded_sequ
            "pad_packed_sequence", "pack_sequence", "unpack_sequence"]
 
 
+class PackingError(ValueError, RuntimeError):
+    """Lengths that do not fit the batch (too few or many, not positive, not sorted where
+    enforce_sorted): PyTorch raises RuntimeError for these, minidl's argument errors are
+    ValueErrors; this is both."""
+
+
 def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
     """Stack tensors of shape (L_i, *) into (L_max, B, *) (``batch_first``: (B, L_max, *)),
     filling each past its length (``padding_side="left"``: before it) with padding_value."""
@@ -117,10 +123,10 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     lengths = _host_ints(name, "lengths", lengths)
     x = input.transpose(0, 1) if batch_first else input
     if len(lengths) != x.shape[1]:
-        raise ValueError(f"{name}: {len(lengths)} lengths for a batch of {x.shape[1]} "
+        raise PackingError(f"{name}: {len(lengths)} lengths for a batch of {x.shape[1]} "
                          f"sequences (input shape {input.shape}, batch_first={batch_first})")
     if len(lengths) and lengths.min() <= 0:
-        raise ValueError(f"{name}: Length of all samples has to be greater than 0, but found "
+        raise PackingError(f"{name}: Length of all samples has to be greater than 0, but found "
                          f"an element in 'lengths' that is <= 0: {lengths.tolist()}")
     if len(lengths) and lengths.max() > x.shape[0]:
         raise ValueError(f"{name}: a length of {lengths.max()} is longer than the input's "
@@ -128,7 +134,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     sorted_indices = unsorted_indices = None
     if enforce_sorted:
         if np.any(np.diff(lengths) > 0):
-            raise ValueError(f"{name}: `lengths` array must be sorted in decreasing order when "
+            raise PackingError(f"{name}: `lengths` array must be sorted in decreasing order when "
                              "`enforce_sorted` is True (got "
                              f"{lengths.tolist()}). You can pass `enforce_sorted=False` to "
                              "pack_padded_sequence and/or pack_sequence to sidestep this "

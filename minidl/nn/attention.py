@@ -17,7 +17,7 @@ from ..backend import get_array_module
 from ..backend import rng as _rng
 from ..backend import to_device
 from ..ops import accumulation_dtype, cat
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled
 from . import init
 from .layers import Linear
 from .module import Module, Parameter
@@ -134,6 +134,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         scores = scores + _causal_mask(xp, length, source, scores.dtype)
     elif attn_mask is not None:
         _check_tensor(name, "attn_mask", attn_mask)
+        if attn_mask.dtype not in (np.bool_, query.dtype, np.float32):
+            raise AttentionArgumentError(
+                f"{name}: Expected attn_mask dtype to be bool or float or to match query "
+                f"dtype, but got attn_mask.dtype: {attn_mask.dtype} and query.dtype: "
+                f"{query.dtype} instead.")
         _broadcastable(name, "attn_mask", attn_mask.shape, scores.shape)
         scores = scores + _additive_mask(name, attn_mask, scores.dtype, allowed_when=True)
     attn = SafeSoftmax.apply(scores)
@@ -233,11 +238,36 @@ class MultiheadAttention(Module):
             return (w[:E], bq), (w[E:2 * E], bk), (w[2 * E:], bv)
         return (self.q_proj_weight, bq), (self.k_proj_weight, bk), (self.v_proj_weight, bv)
 
+    def _inference_fast_path(self, query, key, value, attn_mask, key_padding_mask):
+        """Whether PyTorch takes its inference fast path here (batch-first self-attention in
+        eval mode with nothing to differentiate, bool masks, ...). Its results differ from
+        the general path's in two ways minidl copies: a query whose every key is masked gives
+        NaN (not the zeros of scaled_dot_product_attention), and ``is_causal`` is not used
+        (attn_mask is)."""
+        if query.ndim != 3 or not (query is key and key is value):
+            return False
+        if any(m is not None and m.dtype != np.bool_ for m in (attn_mask, key_padding_mask)):
+            return False
+        if (self.training or self.num_heads % 2 or not self.batch_first or self.bias_k is not None
+                or self.add_zero_attn or not self._qkv_same_embed_dim or self.in_proj_bias is None
+                or autocast_hook() is not None):
+            return False
+        weights = (query, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight,
+                   self.out_proj.bias)
+        return not (is_grad_enabled() and any(t is not None and t.requires_grad for t in weights))
+
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
         name = "MultiheadAttention"
         for what, t in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, what, t)
+        fast = self._inference_fast_path(query, key, value, attn_mask, key_padding_mask)
+        return self._attend(query, key, value, key_padding_mask, need_weights, attn_mask,
+                            average_attn_weights, is_causal, fast)
+
+    def _attend(self, query, key, value, key_padding_mask, need_weights, attn_mask,
+                average_attn_weights, is_causal, fast):
+        name = "MultiheadAttention"
         batched = query.ndim == 3
         if query.ndim not in (2, 3):
             raise ValueError(f"{name}: query should be unbatched 2-D or batched 3-D, got "
@@ -250,6 +280,11 @@ class MultiheadAttention(Module):
                 f"{name}: Need attn_mask if specifying the is_causal hint. You may use the "
                 "Transformer module method `generate_square_subsequent_mask` to create this "
                 "mask.")
+        # PyTorch's general path takes is_causal as the promise that attn_mask is the causal
+        # mask and applies that instead where nothing else is to be merged into it
+        causal = bool(is_causal) and not fast and key_padding_mask is None and not need_weights
+        if causal:
+            attn_mask = None
         if batched and self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if not batched:
@@ -281,18 +316,21 @@ class MultiheadAttention(Module):
             _check_tensor(name, "attn_mask", attn_mask)
             if attn_mask.ndim == 2:
                 if tuple(attn_mask.shape) != (L, S):
-                    raise ValueError(f"{name}: the shape of the 2-D attn_mask is "
-                                     f"{tuple(attn_mask.shape)}, but should be {(L, S)}")
+                    raise AttentionArgumentError(
+                        f"{name}: the shape of the 2-D attn_mask is {tuple(attn_mask.shape)}, "
+                        f"but should be {(L, S)}")
                 mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
             elif attn_mask.ndim == 3:
                 if tuple(attn_mask.shape) != (N * H, L, S):
-                    raise ValueError(f"{name}: the shape of the 3-D attn_mask is "
-                                     f"{tuple(attn_mask.shape)}, but should be {(N * H, L, S)}")
+                    raise AttentionArgumentError(
+                        f"{name}: the shape of the 3-D attn_mask is {tuple(attn_mask.shape)}, "
+                        f"but should be {(N * H, L, S)}")
                 mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
                 mask = mask.reshape(N, H, L, S)
             else:
-                raise ValueError(f"{name}: attn_mask's dimension {attn_mask.ndim} is not "
-                                 "supported (2-D (L, S) or 3-D (N * num_heads, L, S))")
+                raise AttentionArgumentError(
+                    f"{name}: attn_mask's dimension {attn_mask.ndim} is not supported (2-D "
+                    "(L, S) or 3-D (N * num_heads, L, S))")
         if self.bias_k is not None:
             k = cat([k, self.bias_k.expand(1, N, E)])
             v = cat([v, self.bias_v.expand(1, N, E)])
@@ -323,16 +361,20 @@ class MultiheadAttention(Module):
         k = k.reshape(k.shape[0], N, H, hd).permute(1, 2, 0, 3)
         v = v.reshape(v.shape[0], N, H, hd).permute(1, 2, 0, 3)
         p = self.dropout if self.training else 0.0
-        if need_weights:
+        if need_weights or fast:
             scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
             if mask is not None:
                 scores = scores + mask
-            weights = F.softmax(scores, dim=-1)  # an all-masked row is NaN, as in PyTorch
+            with np.errstate(invalid="ignore"):  # an all-masked row is NaN, as in PyTorch
+                weights = F.softmax(scores, dim=-1)
             dropped = F.dropout(weights, p, True) if p > 0 else weights
             out = dropped @ v
+            if not need_weights:
+                weights = None
         else:
             weights = None
-            out = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            out = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                               is_causal=causal)
         out = out.permute(2, 0, 1, 3).reshape(L, N, E)
         out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
         if weights is not None and average_attn_weights:

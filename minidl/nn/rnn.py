@@ -28,8 +28,9 @@ _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 class RNNShapeError(ValueError, RuntimeError):
-    """An input or hidden state of the wrong size: PyTorch raises RuntimeError for these, and
-    minidl's shape errors are ValueErrors; this is both."""
+    """An input or hidden state of the wrong size (or a hidden state of another dtype than the
+    input's): PyTorch raises RuntimeError for these, and minidl's shape errors are ValueErrors;
+    this is both."""
 
 
 # ---- the recurrence ---------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def _check_state(name, what, h, expected, dtype):
         raise RNNShapeError(f"{name}: expected {what} of size {tuple(expected)}, got "
                             f"{tuple(h.shape)}")
     if h.dtype != dtype:
-        raise ValueError(f"{name}: {what} dtype ({h.dtype}) does not match the input's "
+        raise RNNShapeError(f"{name}: {what} dtype ({h.dtype}) does not match the input's "
                          f"({dtype})")
 
 
@@ -381,7 +382,7 @@ class RNNBase(Module):
                     got = tuple(s.shape) if batched else (s.shape[0], s.shape[2])
                     raise RNNShapeError(f"{name}: expected {what} of size {shown}, got {got}")
                 if s.dtype != x.dtype:
-                    raise ValueError(f"{name}: {what} dtype ({s.dtype}) does not match the "
+                    raise RNNShapeError(f"{name}: {what} dtype ({s.dtype}) does not match the "
                                      f"input's ({x.dtype})")
         return x, states, batched
 
@@ -572,7 +573,7 @@ class RNNCellBase(Module):
                     raise RNNShapeError(f"{name}: {what} has inconsistent hidden_size: got "
                                         f"{s.shape[1]}, expected {self.hidden_size}")
                 if s.dtype != x.dtype:
-                    raise ValueError(f"{name}: {what} dtype ({s.dtype}) does not match the "
+                    raise RNNShapeError(f"{name}: {what} dtype ({s.dtype}) does not match the "
                                      f"input's ({x.dtype})")
         xw = F.linear(x, self.weight_ih, self.bias_ih).unsqueeze(0)
         args = [xw] + list(states) + [self.weight_hh]

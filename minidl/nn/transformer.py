@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 
 import numpy as np
 
 from .. import functional as F
-from ..backend import normalize_device, to_device
+from ..backend import get_array_module, normalize_device, to_device
 from ..backend.dtypes import DEFAULT_FLOAT, as_dtype
-from ..tensor import Tensor
+from ..tensor import Tensor, autocast_hook, is_grad_enabled
 from . import init
-from .attention import AttentionArgumentError, MultiheadAttention
-from .layers import Dropout, LayerNorm, Linear, ModuleList
+from .attention import AttentionArgumentError, MultiheadAttention, _as_float_padding
+from .layers import GELU, Dropout, LayerNorm, Linear, ModuleList, ReLU
 from .module import Module
 
 __all__ = ["Transformer", "TransformerEncoder", "TransformerDecoder", "TransformerEncoderLayer",
@@ -27,7 +28,8 @@ def _activation(name, activation):
             return F.relu
         if activation == "gelu":
             return F.gelu
-        raise ValueError(f"{name}: activation should be relu/gelu, not {activation}")
+        raise AttentionArgumentError(f"{name}: activation should be relu/gelu, not "
+                                     f"{activation}")
     if not callable(activation):
         raise TypeError(f"{name}: activation must be 'relu', 'gelu' or a callable, got "
                         f"{type(activation).__name__}")
@@ -42,6 +44,45 @@ def _check_sizes(name, d_model, nhead, dim_feedforward, dropout):
         raise ValueError(f"{name}: d_model ({d_model}) must be divisible by nhead ({nhead})")
     if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0 <= dropout <= 1:
         raise ValueError(f"{name}: dropout must be in [0, 1], got {dropout!r}")
+
+
+def _relu_or_gelu(activation):
+    """PyTorch's ``activation_relu_or_gelu``: 1 for relu, 2 for gelu, 0 for anything else."""
+    if activation is F.relu or isinstance(activation, ReLU):
+        return 1
+    if activation is F.gelu or isinstance(activation, GELU):
+        return 2
+    return 0
+
+
+def _fast_layer_reason(layer, in_encoder=False):
+    """Why PyTorch's fused inference path can never run this encoder layer ('' if it can), in
+    the layer's words or (``in_encoder``) TransformerEncoder's."""
+    attn = layer.self_attn
+    if not attn.batch_first:
+        return "self_attn.batch_first was not True"
+    if attn.in_proj_bias is None:
+        return "self_attn was passed bias=False"
+    if not attn._qkv_same_embed_dim:
+        return "self_attn._qkv_same_embed_dim was not True"
+    if not layer.activation_relu_or_gelu:
+        return "activation_relu_or_gelu was not True"
+    if layer.norm1.eps != layer.norm2.eps:
+        return "norm1.eps is not equal to norm2.eps"
+    if attn.num_heads % 2:
+        return "self_attn.num_heads is odd" if in_encoder else "num_head is odd"
+    return ""
+
+
+def _nothing_to_differentiate(layer, src):
+    if not is_grad_enabled():
+        return True
+    attn = layer.self_attn
+    tensors = (src, attn.in_proj_weight, attn.in_proj_bias, attn.out_proj.weight,
+               attn.out_proj.bias, layer.norm1.weight, layer.norm1.bias, layer.norm2.weight,
+               layer.norm2.bias, layer.linear1.weight, layer.linear1.bias, layer.linear2.weight,
+               layer.linear2.bias)
+    return not any(t is not None and t.requires_grad for t in tensors)
 
 
 def _finish(module, device, dtype):
@@ -71,11 +112,37 @@ class TransformerEncoderLayer(Module):
         self.dropout1 = Dropout(dropout)
         self.dropout2 = Dropout(dropout)
         self.activation = _activation(name, activation)
+        self.activation_relu_or_gelu = _relu_or_gelu(self.activation)
         self.batch_first = batch_first
         _finish(self, device, dtype)
 
+    def _inference_fast_path(self, src):
+        """Whether PyTorch runs this layer through its fused inference kernel, whose attention
+        gives NaN for a query with every key masked (float masks too) and ignores is_causal;
+        minidl computes the same numbers the ordinary way."""
+        if (not isinstance(src, Tensor) or src.ndim != 3 or self.training
+                or _fast_layer_reason(self) or autocast_hook() is not None):
+            return False
+        if any(m.__dict__.get("_forward_hooks") or m.__dict__.get("_forward_pre_hooks")
+               for m in self.modules()):
+            return False
+        return _nothing_to_differentiate(self, src)
+
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
         x = src
+        if self._inference_fast_path(src):
+            def attend(y):
+                return self.self_attn._attend(y, y, y, src_key_padding_mask, False, src_mask,
+                                              True, False, True)[0]
+            if self.norm_first:
+                x = x + attend(self.norm1(x))
+                return x + self._ff_block(self.norm2(x))
+            x = self.norm1(x + attend(x))
+            return self.norm2(x + self._ff_block(x))
+        if isinstance(src, Tensor):  # bool masks become float ones, as PyTorch's do here
+            src_mask, src_key_padding_mask = (
+                None if m is None else _as_float_padding(m, src.dtype)
+                for m in (src_mask, src_key_padding_mask))
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
             x = x + self._ff_block(self.norm2(x))
@@ -173,12 +240,46 @@ class TransformerEncoder(Module):
         self.num_layers = num_layers
         self.norm = norm
         self.enable_nested_tensor, self.mask_check = enable_nested_tensor, mask_check
+        # PyTorch's nested-tensor inference path (see forward); asked for but impossible: warn
+        if not isinstance(encoder_layer, TransformerEncoderLayer):
+            why_not = "encoder_layer was not TransformerEncoderLayer"
+        elif encoder_layer.norm_first:
+            why_not = "encoder_layer.norm_first was True"
+        else:
+            why_not = _fast_layer_reason(encoder_layer, in_encoder=True)
+            why_not = why_not and "encoder_layer." + why_not
+        self.use_nested_tensor = bool(enable_nested_tensor) and not why_not
+        if enable_nested_tensor and why_not:
+            warnings.warn(f"enable_nested_tensor is True, but self.use_nested_tensor is False "
+                          f"because {why_not}", stacklevel=2)
+
+    def _padded_positions(self, src, mask, src_key_padding_mask):
+        """Where PyTorch's nested-tensor path (inference with right-padded sequences) leaves
+        zeros in place of the padded positions' outputs: a (N, L, 1) bool array, or None."""
+        kpm = src_key_padding_mask
+        first = self.layers[0] if len(self.layers) else None
+        if (not self.use_nested_tensor or first is None or first.training
+                or not isinstance(src, Tensor) or src.ndim != 3 or kpm is None
+                or mask is not None or autocast_hook() is not None
+                or not _nothing_to_differentiate(first, src)):
+            return None
+        xp = get_array_module(kpm.data)
+        padded = kpm.data if kpm.dtype == np.bool_ else kpm.data != 0
+        if padded.shape != (src.shape[0], src.shape[1]):
+            return None
+        # PyTorch checks that every sequence is its valid steps, then only padding
+        if self.mask_check and bool(xp.any(padded[:, :-1] & ~padded[:, 1:])):
+            return None
+        return padded[:, :, None]
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         x = src
+        padded = self._padded_positions(src, mask, src_key_padding_mask)
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
                       is_causal=bool(is_causal))
+        if padded is not None:
+            x = x.masked_fill(Tensor(padded), 0.0)
         return self.norm(x) if self.norm is not None else x
 
 

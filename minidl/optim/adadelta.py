@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_group_numbers
+from .optimizer import Optimizer, _kernel_options, _check_group_numbers
 
 
 class Adadelta(Optimizer):
@@ -13,9 +13,11 @@ class Adadelta(Optimizer):
     _state_keys = ("step", "square_avg", "acc_delta")
 
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
-                 maximize=False):
+                 capturable=False, maximize=False, differentiable=False):
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, capturable=capturable,
+                                                        differentiable=differentiable)))
 
     def _check_group(self, group):
         _check_group_numbers("Adadelta", group, ("lr", "rho", "eps", "weight_decay"))

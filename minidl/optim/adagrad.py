@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_group_numbers
+from .optimizer import Optimizer, _kernel_options, _check_group_numbers
 
 
 class Adagrad(Optimizer):
@@ -13,11 +13,13 @@ class Adagrad(Optimizer):
     _state_keys = ("step", "sum")
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
-                 eps=1e-10, foreach=None, *, maximize=False):
+                 eps=1e-10, foreach=None, *, maximize=False, differentiable=False, fused=None):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, eps=eps,
                                       weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, differentiable=differentiable,
+                                                        fused=fused)))
         for group in self.param_groups:
             for p in group["params"]:
                 self._init_state(p, group)

@@ -5,7 +5,7 @@ import math
 
 from ..backend import get_array_module
 from .optimizer import (Optimizer, _check_betas, _check_finite, _check_flags, _check_non_negative,
-                        _fused, _lerp_)
+                        _fused, _kernel_options, _lerp_)
 
 
 class Adam(Optimizer):
@@ -16,10 +16,14 @@ class Adam(Optimizer):
     _state_keys = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 amsgrad=False, *, foreach=None, maximize=False, decoupled_weight_decay=False):
+                 amsgrad=False, *, foreach=None, maximize=False, capturable=False,
+                 differentiable=False, fused=None, decoupled_weight_decay=False):
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize,
+                                      **_kernel_options(foreach, capturable=capturable,
+                                                        differentiable=differentiable,
+                                                        fused=fused),
                                       decoupled_weight_decay=decoupled_weight_decay))
 
     def _check_group(self, group):
@@ -71,9 +75,11 @@ class AdamW(Adam):
     p *= 1 - lr * weight_decay, instead of entering the gradient and the moments."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, foreach=None):
+                 amsgrad=False, *, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, fused=None):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
-                         decoupled_weight_decay=True)
+                         foreach=foreach, capturable=capturable, differentiable=differentiable,
+                         fused=fused, decoupled_weight_decay=True)
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_betas, _check_group_numbers, _lerp_
+from .optimizer import Optimizer, _kernel_options, _check_betas, _check_group_numbers, _lerp_
 
 
 class Adamax(Optimizer):
@@ -12,10 +12,12 @@ class Adamax(Optimizer):
     _state_keys = ("step", "exp_avg", "exp_inf")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 foreach=None, *, maximize=False):
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, differentiable=differentiable,
+                                                        capturable=capturable)))
 
     def _check_group(self, group):
         _check_group_numbers("Adamax", group, ("lr", "eps", "weight_decay"))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _as_float32, _check_group_numbers
+from .optimizer import Optimizer, _kernel_options, _as_float32, _check_group_numbers
 
 
 class ASGD(Optimizer):
@@ -14,9 +14,11 @@ class ASGD(Optimizer):
     _scalar_state_keys = ("eta", "mu")
 
     def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
-                 foreach=None, maximize=False):
+                 foreach=None, maximize=False, differentiable=False, capturable=False):
         super().__init__(params, dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0,
-                                      weight_decay=weight_decay, maximize=maximize))
+                                      weight_decay=weight_decay, maximize=maximize,
+                                      **_kernel_options(foreach, differentiable=differentiable,
+                                                        capturable=capturable)))
 
     def _check_group(self, group):
         _check_group_numbers("ASGD", group, ("lr", "lambd", "alpha", "t0", "weight_decay"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import functools
 import math
 import types
 import warnings
@@ -17,6 +18,37 @@ from .optimizer import Optimizer, _check_finite
 _EPOCH_DEPRECATION = ("The epoch parameter in `scheduler.step()` was not necessary and is being "
                       "deprecated where possible. Please use `scheduler.step()` to step the "
                       "scheduler.")
+
+
+_STEP_ORDER_WARNING = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`. In PyTorch 1.1.0 and "
+    "later, you should call them in the opposite order: `optimizer.step()` before "
+    "`lr_scheduler.step()`.  Failure to do this will result in PyTorch skipping the first "
+    "value of the learning rate schedule. See more details at "
+    "https://pytorch.org/docs/stable/optim.html#how-to-adjust-learning-rate")
+
+
+def _warn_outside_step(get_lr):
+    """get_lr called from outside step() warns as PyTorch's does (it computes the next lrs,
+    which is rarely what the caller wants)."""
+    @functools.wraps(get_lr)
+    def checked(self):
+        if not self.__dict__.get("_get_lr_called_within_step", False):
+            warnings.warn("To get the last learning rate computed by the scheduler, please use "
+                          "`get_last_lr()`.", UserWarning, stacklevel=2)
+        return get_lr(self)
+    return checked
+
+
+class _within_step:
+    def __init__(self, scheduler):
+        self.scheduler = scheduler
+
+    def __enter__(self):
+        self.scheduler._get_lr_called_within_step = True
+
+    def __exit__(self, *exc):
+        self.scheduler._get_lr_called_within_step = False
 
 
 def _check_count(name, key, value, minimum):
@@ -46,6 +78,14 @@ class LRScheduler:
     _hyper = ()
     _internal_keys = ("_step_count", "_last_lr", "_is_initial", "_get_lr_called_within_step",
                       "verbose")  # PyTorch's bookkeeping, which its state dicts carry
+
+    _is_initial = False
+    _get_lr_called_within_step = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "get_lr" in cls.__dict__:
+            cls.get_lr = _warn_outside_step(cls.__dict__["get_lr"])
 
     def __init__(self, optimizer, last_epoch=-1):
         name = type(self).__name__
@@ -92,7 +132,9 @@ class LRScheduler:
         """Advance one epoch (call it after optimizer.step()) and set the groups' lrs.
         ``epoch`` (deprecated in PyTorch, which warns as here) jumps to that epoch, by the
         schedule's closed form where it has one."""
-        if epoch is not None:
+        if self._step_count == 1 and not getattr(self.optimizer, "_opt_called", False):
+            warnings.warn(_STEP_ORDER_WARNING, UserWarning, stacklevel=2)
+        if epoch is not None:  # after the one above, as PyTorch warns them
             warnings.warn(_EPOCH_DEPRECATION, UserWarning, stacklevel=2)
             epoch = _check_count(f"{type(self).__name__}.step", "epoch", epoch, 0)
         self._step_count += 1
@@ -101,13 +143,14 @@ class LRScheduler:
     def _update_lr(self, epoch=None):
         """Set the groups' lrs for the next epoch, or (``epoch`` given, as SequentialLR does at a
         milestone) for that epoch, from the closed form where the schedule has one."""
-        if epoch is None:
-            self.last_epoch += 1
-            lrs = self.get_lr()
-        else:
-            self.last_epoch = epoch
-            closed = getattr(self, "_get_closed_form_lr", None)
-            lrs = closed() if closed is not None else self.get_lr()
+        with _within_step(self):
+            if epoch is None:
+                self.last_epoch += 1
+                lrs = self.get_lr()
+            else:
+                self.last_epoch = epoch
+                closed = getattr(self, "_get_closed_form_lr", None)
+                lrs = closed() if closed is not None else self.get_lr()
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
@@ -123,7 +166,8 @@ class LRScheduler:
         not the optimizer (whose own state_dict holds the lrs)."""
         state = {key: copy.copy(getattr(self, key)) for key in self._hyper}
         state.update(base_lrs=list(self.base_lrs), last_epoch=self.last_epoch,
-                     _step_count=self._step_count, _last_lr=list(self._last_lr))
+                     _step_count=self._step_count, _is_initial=False,
+                     _get_lr_called_within_step=False, _last_lr=list(self._last_lr))
         return state
 
     def load_state_dict(self, state_dict):
@@ -511,7 +555,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                 self.T_i = self.T_0
                 self.T_cur = epoch
         self.last_epoch = math.floor(epoch)
-        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+        with _within_step(self):
+            lrs = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = self._group_lrs()
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _as_float32, _check_betas, _check_group_numbers, _lerp_
+from .optimizer import Optimizer, _kernel_options, _as_float32, _check_betas, _check_group_numbers, _lerp_
 
 
 class NAdam(Optimizer):
@@ -16,12 +16,14 @@ class NAdam(Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
-                 maximize=False):
+                 maximize=False, capturable=False, differentiable=False):
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, capturable=capturable,
+                                                        differentiable=differentiable)))
 
     def _check_group(self, group):
         _check_group_numbers("NAdam", group, ("lr", "eps", "weight_decay", "momentum_decay"),

@@ -117,6 +117,35 @@ def _state_value(value, param, key, index, scalar_keys=()):
     return xp.array(value, dtype=param.data.dtype if value.dtype.kind == "f" else value.dtype)
 
 
+_KERNEL_OPTIONS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def _kernel_options(foreach=None, **options):
+    """PyTorch's choices of implementation that a group records (each optimizer passes the ones
+    its torch counterpart takes): foreach is taken and changes nothing here; fused, capturable
+    and differentiable may be off (None or False) only, which _check_kernel_options says."""
+    return {"foreach": foreach, **options}
+
+
+def _check_kernel_options(name, group):
+    foreach = group.get("foreach")
+    if foreach is not None and not isinstance(foreach, (bool, np.bool_)):
+        raise TypeError(f"{name}: foreach must be None, True or False, got {foreach!r}")
+    refused = {
+        "fused": "PyTorch's fused kernels; minidl chooses its update kernels itself",
+        "capturable": "CUDA graph capture",
+        "differentiable": "autograd through the optimizer step",
+    }
+    for key, what in refused.items():
+        value = group.get(key)
+        if value is None or value is False:
+            continue
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: {key} must be True or False, got {value!r}")
+        raise ValueError(f"{name}: {key}=True ({what}) is not supported; leave {key} "
+                         f"unset")
+
+
 class _Required:
     """The default of a hyperparameter that has none (torch.optim.optimizer.required)."""
 
@@ -176,6 +205,7 @@ def _with_hooks(step):
     (args, kwargs)) and its post-hooks after it, as torch.optim's does."""
     @functools.wraps(step)
     def hooked(self, *args, **kwargs):
+        self._opt_called = True  # a schedule stepped before any optimizer step warns
         for hook in list(self.__dict__.get("_step_pre_hooks", {}).values()):
             result = hook(self, args, kwargs)
             if result is not None:
@@ -243,6 +273,7 @@ class Optimizer:
         if missing:
             raise ValueError(f"optimizer: parameter group {i} didn't specify a value of "
                              f"required optimization parameter {missing[0]}")
+        _check_kernel_options(type(self).__name__, group)
         self._check_group(group)
         self.param_groups.append(group)
 
@@ -370,6 +401,7 @@ class Optimizer:
             for pair in ("betas", "etas", "step_sizes"):  # a JSON round trip makes them lists
                 if isinstance(new_group.get(pair), list):
                     new_group[pair] = tuple(new_group[pair])
+            _check_kernel_options(name, new_group)
             self._check_group(new_group)
             new_groups.append(new_group)
         new_state = {}

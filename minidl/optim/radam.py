@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_betas, _check_group_numbers, _lerp_
+from .optimizer import Optimizer, _kernel_options, _check_betas, _check_group_numbers, _lerp_
 
 
 class RAdam(Optimizer):
@@ -15,11 +15,14 @@ class RAdam(Optimizer):
     _state_keys = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
-                 decoupled_weight_decay=False, *, foreach=None, maximize=False):
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False):
         betas = tuple(betas) if isinstance(betas, list) else betas
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, capturable=capturable,
+                                                        differentiable=differentiable)))
 
     def _check_group(self, group):
         _check_group_numbers("RAdam", group, ("lr", "eps", "weight_decay"),

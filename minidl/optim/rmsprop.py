@@ -13,12 +13,12 @@ class RMSprop(Optimizer):
     _state_keys = ("step", "square_avg", "momentum_buffer", "grad_avg")
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, capturable=False, foreach=None, maximize=False):
-        if capturable:
-            raise ValueError("RMSprop: capturable=True (CUDA graph capture) is not supported")
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps,
                                       centered=centered, weight_decay=weight_decay,
-                                      maximize=maximize))
+                                      capturable=capturable, foreach=foreach, maximize=maximize,
+                                      differentiable=differentiable))
 
     def _check_group(self, group):
         keys = ("lr", "alpha", "eps", "weight_decay", "momentum")

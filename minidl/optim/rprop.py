@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_finite, _check_group_numbers
+from .optimizer import Optimizer, _kernel_options, _check_finite, _check_group_numbers
 
 
 class Rprop(Optimizer):
@@ -12,12 +12,14 @@ class Rprop(Optimizer):
 
     _state_keys = ("step", "prev", "step_size")
 
-    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *, foreach=None,
-                 maximize=False):
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
         etas = tuple(etas) if isinstance(etas, list) else etas
         step_sizes = tuple(step_sizes) if isinstance(step_sizes, list) else step_sizes
         super().__init__(params, dict(lr=lr, etas=etas, step_sizes=step_sizes,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, capturable=capturable,
+                                                        differentiable=differentiable)))
 
     def _check_group(self, group):
         _check_group_numbers("Rprop", group, ("lr",))

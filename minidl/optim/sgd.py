@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..backend import get_array_module
-from .optimizer import Optimizer, _check_finite, _check_flags, _fused
+from .optimizer import Optimizer, _check_finite, _check_flags, _fused, _kernel_options
 
 
 class SGD(Optimizer):
@@ -13,11 +13,13 @@ class SGD(Optimizer):
     _state_keys = ("momentum_buffer",)
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False, foreach=None):
-        # foreach (PyTorch's choice of kernel) is taken and has no effect on the numbers
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
-                                      maximize=maximize))
+                                      maximize=maximize,
+                                      **_kernel_options(foreach, differentiable=differentiable,
+                                                        fused=fused)))
 
     def _check_group(self, group):
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
