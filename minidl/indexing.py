@@ -14,7 +14,17 @@ import numpy as np
 from . import autograd
 from .autograd import Function, unbroadcast
 from .backend import get_array_module, to_numpy
-from .ops import Cast, Expand, GetItem, _is_number, wrap_dim
+from .ops import BadArgumentError, Expand, GetItem, UnsupportedDtypeError, _is_number, wrap_dim
+
+
+class IndexArgumentError(IndexError, ValueError, RuntimeError):
+    """An index out of bounds, or of the wrong shape: PyTorch raises a RuntimeError or an
+    IndexError (depending on the op), minidl's older checks a ValueError or an IndexError."""
+
+
+class IndexDtypeError(IndexError, UnsupportedDtypeError):
+    """An index of a dtype the op does not take: a RuntimeError or an IndexError in PyTorch
+    (index_fill's), a TypeError as minidl's other dtype errors."""
 
 
 def add_at(out, index, values):
@@ -44,26 +54,26 @@ def _tensor(x, name, what):
     return x
 
 
-def _index_array(name, index, size, dim, int64_only=True, device=None):
-    """The index as an array with negatives refused (as PyTorch's gather/scatter; ``take``
-    allows them from -size) and every value checked against ``size``: an IndexError naming the
-    first bad one."""
+def _index_array(name, index, size, dim, int64_only=True, device=None, negative=False):
+    """The index as an array with negatives refused (as PyTorch's gather/scatter; ``take`` and
+    ``negative=True`` allow them from -size) and every value checked against ``size``: an
+    IndexError naming the first bad one. int64, or int32 too where not ``int64_only``."""
     _tensor(index, name, "index")
     if device is not None and index.device != device:
         raise ValueError(f"{name}: index is on {index.device}, input on {device}; move the "
                          f"index with .to('{device}') first")
     dt = index.data.dtype
-    if dt.kind not in "iu" or (int64_only and dt != np.int64):
+    if dt != np.int64 and (int64_only or dt != np.int32):
         wanted = "int64" if int64_only else "int32 or int64"
-        raise TypeError(f"{name}: index must be an {wanted} tensor, got dtype {dt}")
+        raise IndexDtypeError(f"{name}: index must be an {wanted} tensor, got dtype {dt}")
     data = index.data
     if data.size:
         host = to_numpy(data)
-        bad = (host < (-size if name == "take" else 0)) | (host >= size)
+        bad = (host < (-size if name == "take" or negative else 0)) | (host >= size)
         if bad.any():
             value = int(host[bad].reshape(-1)[0])
-            raise IndexError(f"{name}: index {value} is out of bounds for dimension {dim} "
-                             f"with size {size}")
+            raise IndexArgumentError(f"{name}: index {value} is out of bounds for dimension "
+                                     f"{dim} with size {size}")
     return data
 
 
@@ -71,16 +81,16 @@ def _check_same_dims(name, input, index, dim, others=()):
     """gather/scatter: index has input's number of dims, and no dim larger than input's
     (than src's, for scatter), except along ``dim`` for input."""
     if index.ndim != max(input.ndim, 1) and not (index.ndim == 0 and input.ndim == 0):
-        raise ValueError(f"{name}: index has {index.ndim} dims, input {input.ndim}; they must "
+        raise BadArgumentError(f"{name}: index has {index.ndim} dims, input {input.ndim}; they must "
                          f"have the same number of dims (index {index.shape}, input "
                          f"{input.shape})")
     for i in range(index.ndim):
         if i != dim and input.ndim and index.shape[i] > input.shape[i]:
-            raise ValueError(f"{name}: index {index.shape} is larger than input {input.shape} "
+            raise BadArgumentError(f"{name}: index {index.shape} is larger than input {input.shape} "
                              f"in dim {i}")
         for what, t in others:
             if t.ndim and index.shape[i] > t.shape[i]:
-                raise ValueError(f"{name}: index {index.shape} is larger than {what} "
+                raise BadArgumentError(f"{name}: index {index.shape} is larger than {what} "
                                  f"{t.shape} in dim {i}")
 
 
@@ -132,7 +142,7 @@ def gather(input, dim, index, *, sparse_grad=False):
     _tensor(index, "gather", "index")
     _check_same_dims("gather", input, index, d)
     idx = _index_array("gather", index, input.shape[d] if input.ndim else 1, d,
-                       device=input.device)
+                       int64_only=False, device=input.device)
     if input.ndim == 0:
         return Gather.apply(input.reshape(1), index=idx.reshape(1), dim=0).reshape(())
     return Gather.apply(input, index=idx, dim=d)
@@ -160,12 +170,11 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
         raise ValueError(f"{name}: src has {src.ndim} dims, index {index.ndim}; they must have "
                          "the same number of dims")
     _check_same_dims(name, input, index, d, others=(("src", src),))
-    idx = _index_array(name, index, input.shape[d] if input.ndim else 1, d, device=input.device)
-    if src.data.dtype != input.data.dtype:
-        if add:
-            raise TypeError(f"{name}: src has dtype {src.data.dtype}, input {input.data.dtype}; "
-                            "they must match")
-        src = Cast.apply(src, dtype=input.data.dtype)
+    idx = _index_array(name, index, input.shape[d] if input.ndim else 1, d, int64_only=False,
+                       device=input.device)
+    if src.data.dtype != input.data.dtype:  # PyTorch refuses it (a number was made at its dtype)
+        raise UnsupportedDtypeError(f"{name}: src has dtype {src.data.dtype}, input "
+                                    f"{input.data.dtype}; they must match")
     if reduce is not None:  # the older API: scatter_reduce's sum or prod, input included
         return scatter_reduce(input, dim, index, src, "sum" if reduce == "add" else "prod")
     if input.ndim == 0:
@@ -293,9 +302,9 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
                          "must have the same number of dims")
     _check_same_dims("scatter_reduce", input, index, d, others=(("src", src),))
     idx = _index_array("scatter_reduce", index, input.shape[d] if input.ndim else 1, d,
-                       device=input.device)
+                       int64_only=False, device=input.device)
     if src.data.dtype != input.data.dtype:
-        raise TypeError(f"scatter_reduce: src has dtype {src.data.dtype}, input "
+        raise UnsupportedDtypeError(f"scatter_reduce: src has dtype {src.data.dtype}, input "
                         f"{input.data.dtype}; they must match")
     if input.ndim == 0:
         return ScatterReduce.apply(input.reshape(1), src.reshape(1), index=idx.reshape(1), dim=0,
@@ -329,11 +338,12 @@ class IndexSelect(Function):
         return out
 
 
-def _vector_index(name, index, size, dim, device=None):
+def _vector_index(name, index, size, dim, device=None, int64_only=False, negative=False):
     _tensor(index, name, "index")
     if index.ndim > 1:
-        raise ValueError(f"{name}: index must be 0-d or 1-d, got shape {index.shape}")
-    idx = _index_array(name, index, size, dim, int64_only=False, device=device)
+        raise IndexArgumentError(f"{name}: index must be 0-d or 1-d, got shape {index.shape}")
+    idx = _index_array(name, index, size, dim, int64_only=int64_only, device=device,
+                       negative=negative)
     return idx.reshape(-1)
 
 
@@ -346,7 +356,7 @@ def index_select(input, dim, index):
         if idx.size != 1:
             raise IndexError(f"index_select: the index of a 0-d tensor can have only 1 value, "
                              f"got {idx.size}")
-        return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(index.shape)
+        return IndexSelect.apply(input.reshape(1), index=idx, dim=0).reshape(())
     idx = _vector_index("index_select", index, input.shape[d], d, input.device)
     return IndexSelect.apply(input, index=idx, dim=d)
 
@@ -364,7 +374,7 @@ def index_add(input, dim, index, source, *, alpha=1):
         raise ValueError(f"index_add: source has shape {source.shape}; for input {input.shape}, "
                          f"dim {dim} and {idx.size} indices it must be {expected}")
     if source.data.dtype != input.data.dtype:
-        raise TypeError(f"index_add: source has dtype {source.data.dtype}, input "
+        raise UnsupportedDtypeError(f"index_add: source has dtype {source.data.dtype}, input "
                         f"{input.data.dtype}; they must match")
     if input.ndim == 0:
         return IndexAdd.apply(input.reshape(1), source.reshape(1), index=idx, dim=0,
@@ -377,6 +387,9 @@ def take_along_dim(input, indices, dim=None):
     the other dims; with ``dim=None`` both are flattened first."""
     _tensor(input, "take_along_dim", "input")
     _tensor(indices, "take_along_dim", "indices")
+    if indices.data.dtype != np.int64:
+        raise UnsupportedDtypeError(f"take_along_dim: indices must be an int64 tensor, got dtype "
+                                    f"{indices.data.dtype}")
     if dim is None:
         return gather(input.reshape(-1), 0, indices.reshape(-1))
     d = wrap_dim(dim, input.ndim, "take_along_dim")
@@ -406,7 +419,7 @@ def masked_select(input, mask):
     _tensor(input, "masked_select", "input")
     _tensor(mask, "masked_select", "mask")
     if mask.data.dtype != np.bool_:
-        raise TypeError(f"masked_select: mask must be a bool tensor, got dtype {mask.data.dtype}")
+        raise UnsupportedDtypeError(f"masked_select: mask must be a bool tensor, got dtype {mask.data.dtype}")
     try:
         shape = np.broadcast_shapes(input.shape, mask.shape)
     except ValueError:
@@ -453,7 +466,9 @@ def index_fill(input, dim, index, value):
     _tensor(input, "index_fill", "input")
     d = wrap_dim(dim, input.ndim, "index_fill")
     size = input.shape[d] if input.ndim else 1
-    idx = _vector_index("index_fill", index, size, d, input.device)
+    # negative positions count from the end, as in PyTorch's index_fill
+    idx = _vector_index("index_fill", index, size, d, input.device, int64_only=True,
+                        negative=True)
     xp = get_array_module(input.data)
     mask_shape = [1] * max(input.ndim, 1)
     mask_shape[d if input.ndim else 0] = size
@@ -518,7 +533,8 @@ def index_put(input, indices, values, accumulate=False):
         raise ValueError(f"index_put: values of shape {values.shape} do not fit the {target} "
                          "elements selected") from None
     if values.data.dtype != input.data.dtype:
-        values = Cast.apply(values, dtype=input.data.dtype)
+        raise UnsupportedDtypeError(f"index_put: values have dtype {values.data.dtype}, input "
+                                    f"{input.data.dtype}; they must match")
     return IndexPut.apply(input, values, index=index, accumulate=bool(accumulate))
 
 
@@ -528,15 +544,16 @@ def index_copy(input, dim, index, source):
     _tensor(input, "index_copy", "input")
     d = wrap_dim(dim, input.ndim, "index_copy")
     idx = _vector_index("index_copy", index, input.shape[d] if input.ndim else 1, d,
-                        input.device)
+                        input.device, int64_only=True)
     expected = input.shape[:d] + (idx.size,) + input.shape[d + 1:]
     if tuple(source.shape) != tuple(expected):
         raise ValueError(f"index_copy: source has shape {source.shape}; for input "
                          f"{input.shape}, dim {dim} and {idx.size} indices it must be {expected}")
+    if source.data.dtype != input.data.dtype:
+        raise UnsupportedDtypeError(f"index_copy: source has dtype {source.data.dtype}, input "
+                                    f"{input.data.dtype}; they must match")
     where = (slice(None),) * d + (idx,)
-    return IndexPut.apply(input, source if source.data.dtype == input.data.dtype else
-                          Cast.apply(source, dtype=input.data.dtype), index=where,
-                          accumulate=False)
+    return IndexPut.apply(input, source, index=where, accumulate=False)
 
 
 def unfold(input, dimension, size, step):
@@ -584,3 +601,100 @@ TENSOR_METHODS = {
 __all__ = ["gather", "scatter", "scatter_add", "scatter_reduce", "index_select", "index_add", "take_along_dim",
            "masked_select", "nonzero", "argwhere", "take", "index_fill", "index_put",
            "index_copy"]
+
+
+# ---- masked_scatter and the *_scatter ops (a copy with a part replaced) ------------------------
+def masked_scatter(input, mask, source):
+    """A copy of ``input`` with ``source``'s first elements (in order) written where the bool
+    ``mask`` (broadcast to input) holds; gradients as index_put's."""
+    _tensor(input, "masked_scatter", "input")
+    _tensor(mask, "masked_scatter", "mask")
+    _tensor(source, "masked_scatter", "source")
+    if mask.data.dtype != np.bool_:
+        raise UnsupportedDtypeError(f"masked_scatter_ only supports boolean masks, but got mask "
+                                    f"with dtype {mask.data.dtype}")
+    if source.data.dtype != input.data.dtype:
+        raise UnsupportedDtypeError(f"masked_scatter: expected self and source to have same "
+                                    f"dtypes but got {input.data.dtype} and {source.data.dtype}")
+    xp = get_array_module(input.data)
+    try:
+        m = xp.broadcast_to(mask.data, input.shape)
+    except ValueError:
+        raise BadArgumentError(f"masked_scatter: mask {mask.shape} does not broadcast to input "
+                               f"{input.shape}") from None
+    count = int(m.sum())
+    if count > source.numel():
+        raise BadArgumentError(f"masked_scatter: Number of elements of source < number of ones "
+                               f"in mask ({source.numel()} < {count})")
+    values = source.reshape(-1)[:count] if count else source.reshape(-1)[:0]
+    return IndexPut.apply(input, values, index=xp.nonzero(m), accumulate=False)
+
+
+def _scatter_into(name, input, src, where, view_shape):
+    """A copy of ``input`` with ``input[where]`` (of shape ``view_shape``) replaced by src."""
+    _tensor(input, name, "input")
+    _tensor(src, name, "src")
+    if tuple(src.shape) != tuple(view_shape):
+        raise BadArgumentError(f"{name}: expected src to have a size equal to the slice of "
+                               f"self. src size = {tuple(src.shape)}, slice size = "
+                               f"{tuple(view_shape)}")
+    if src.data.dtype != input.data.dtype:
+        raise UnsupportedDtypeError(f"{name}: src has dtype {src.data.dtype}, input "
+                                    f"{input.data.dtype}; they must match")
+    return IndexPut.apply(input, src, index=where, accumulate=False)
+
+
+def select_scatter(input, src, dim, index):
+    """``input`` with the slice at ``index`` along ``dim`` replaced by ``src``."""
+    d = wrap_dim(dim, input.ndim, "select_scatter")
+    n = input.shape[d]
+    if not -n <= index < n:
+        raise IndexArgumentError(f"select_scatter: index {index} out of range for dimension "
+                                 f"{dim} of size {n}")
+    where = (slice(None),) * d + (int(index) % n,)
+    return _scatter_into("select_scatter", input, src, where,
+                         input.shape[:d] + input.shape[d + 1:])
+
+
+def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
+    """``input`` with ``input[start:end:step]`` along ``dim`` replaced by ``src``."""
+    d = wrap_dim(dim, input.ndim, "slice_scatter")
+    if step <= 0:
+        raise BadArgumentError("slice_scatter: slice step must be positive")
+    where = (slice(None),) * d + (slice(start, end, step),)
+    view = np.empty(input.shape, np.uint8)[where].shape
+    return _scatter_into("slice_scatter", input, src, where, view)
+
+
+def diagonal_scatter(input, src, offset=0, dim1=0, dim2=1):
+    """``input`` with its diagonal ``offset`` (of dims dim1, dim2) replaced by ``src``."""
+    if input.ndim < 2:
+        raise BadArgumentError("diagonal_scatter: needs at least 2 dims")
+    d1, d2 = wrap_dim(dim1, input.ndim, "diagonal_scatter"), wrap_dim(dim2, input.ndim,
+                                                                      "diagonal_scatter")
+    rows, cols = input.shape[d1], input.shape[d2]
+    n = max(0, min(rows + min(offset, 0), cols - max(offset, 0)))
+    xp = get_array_module(input.data)
+    i = xp.arange(n)
+    where = [slice(None)] * input.ndim
+    where[d1], where[d2] = i - min(offset, 0), i + max(offset, 0)
+    # NumPy puts the advanced (diagonal) dim first when dim1 and dim2 are not adjacent, and in
+    # place of the first otherwise; torch.diagonal puts it last: move src's to NumPy's place
+    others = [s for k, s in enumerate(input.shape) if k not in (d1, d2)]
+    if abs(d1 - d2) == 1:
+        first = min(d1, d2)
+        view = tuple(others[:first]) + (n,) + tuple(others[first:])
+        src_np = src.movedim(-1, first) if src.ndim == len(view) else src
+    else:
+        view = (n,) + tuple(others)
+        src_np = src.movedim(-1, 0) if src.ndim == len(view) else src
+    if tuple(src.shape) != tuple(others) + (n,):
+        raise BadArgumentError(f"diagonal_scatter: expected src to have a size equal to the "
+                               f"diagonal. src size = {tuple(src.shape)}, diagonal size = "
+                               f"{tuple(others) + (n,)}")
+    return _scatter_into("diagonal_scatter", input, src_np, tuple(where), view)
+
+
+TENSOR_METHODS.update({"masked_scatter": masked_scatter, "select_scatter": select_scatter,
+                       "slice_scatter": slice_scatter, "diagonal_scatter": diagonal_scatter})
+__all__ += ["masked_scatter", "select_scatter", "slice_scatter", "diagonal_scatter"]

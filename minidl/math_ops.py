@@ -10,6 +10,7 @@ methods are installed by tensor.py from ``TENSOR_METHODS``; this module imports 
 """
 from __future__ import annotations
 
+
 import numpy as np
 
 from . import autograd
@@ -17,8 +18,9 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
 from .ops import (
-    Cast, Max, _array_module, _is_number, _operand, accumulation_dtype, clamp, reduction_axes,
-    result_type, where, wrap_dim,
+    Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
+    accumulation_dtype, clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type,
+    where, wrap_dim,
 )
 from .ops import var as _var
 
@@ -167,9 +169,12 @@ def _float_op(fn):
     return op
 
 
-def _same_dtype_op(fn, integer=None):
-    """An op whose integer input stays integer: ``integer(x)`` (None: x itself)."""
+def _same_dtype_op(fn, integer=None, bool_ok=True):
+    """An op whose integer input stays integer: ``integer(x)`` (None: x itself); bool input
+    refused unless ``bool_ok`` (PyTorch's floor, ceil, trunc, round)."""
     def op(input):
+        if not bool_ok:
+            refuse_bool(op.__name__, input)
         if not is_floating(input.data.dtype):
             if integer is None:
                 return autograd.Tensor(input.data.copy())
@@ -186,12 +191,13 @@ log1p, expm1, log2, log10, exp2 = (_float_op(f) for f in (Log1p, Expm1, Log2, Lo
 square = _same_dtype_op(Square, lambda xp, a: (a * a) if a.dtype != np.bool_ else
                         a.astype(np.int64))
 sign = _same_dtype_op(Sign, lambda xp, a: xp.sign(a) if a.dtype != np.bool_ else a.copy())
-floor, ceil, trunc = (_same_dtype_op(f) for f in (Floor, Ceil, Trunc))
+floor, ceil, trunc = (_same_dtype_op(f, bool_ok=False) for f in (Floor, Ceil, Trunc))
 def frac(input):
     """The fractional part ``x - trunc(x)``, with the sign of x (floating-point input only,
     as in PyTorch)."""
     if not is_floating(input.data.dtype):
-        raise TypeError(f"frac: needs a floating-point tensor, got dtype {input.data.dtype}")
+        raise UnsupportedDtypeError(f"frac: needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
     return Frac.apply(input)
 arcsin, arccos, arctan = asin, acos, atan
 
@@ -199,9 +205,12 @@ arcsin, arccos, arctan = asin, acos, atan
 def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
     """Elementwise rounding, half to even; ``decimals`` as torch.round's (zero gradient)."""
     if not decimals:
-        return _same_dtype_op(Round)(input)
+        return _same_dtype_op(Round, bool_ok=False)(input)
+    if not is_floating(input.data.dtype):
+        raise UnsupportedDtypeError(f"round: decimals= needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
     scale = 10.0 ** decimals
-    return _same_dtype_op(Round)(input * scale) / scale
+    return _same_dtype_op(Round, bool_ok=False)(input * scale) / scale
 
 
 def neg(input):
@@ -212,18 +221,61 @@ negative = neg
 
 
 def lerp(input, end, weight):
-    """``input + weight * (end - input)``; weight a number or a tensor (broadcast)."""
+    """``input + weight * (end - input)``; weight a number or a tensor (broadcast). As in
+    PyTorch, input is floating-point and end (and a weight tensor with dims) of its dtype."""
+    dtype = input.data.dtype
+    if not is_floating(dtype):
+        raise UnsupportedDtypeError(f"lerp: needs a floating-point input, got dtype {dtype}")
+    for what, x in (("end", end), ("weight", weight)):
+        if isinstance(x, autograd.Tensor) and x.data.dtype != dtype and (
+                what == "end" or x.ndim):
+            raise UnsupportedDtypeError(f"lerp: expected dtype {dtype} for `{what}` but got "
+                                        f"dtype {x.data.dtype}")
     return input + weight * (end - input)
+
+
+def _integer_value(value, *tensors):
+    """``value`` as PyTorch applies it to integer tensors: a float one truncated to an int."""
+    if isinstance(value, float) and not is_floating(result_type(*tensors)):
+        return int(value)
+    return value
 
 
 def addcmul(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 * tensor2``."""
-    return input + value * (tensor1 * tensor2)
+    return input + _integer_value(value, input, tensor1, tensor2) * (tensor1 * tensor2)
 
 
 def addcdiv(input, tensor1, tensor2, *, value=1):
-    """``input + value * tensor1 / tensor2``."""
+    """``input + value * tensor1 / tensor2``; two integer tensors are refused, as in PyTorch
+    (its integer division here was removed)."""
+    if not (is_floating(tensor1.data.dtype) or is_floating(tensor2.data.dtype)):
+        raise UnsupportedDtypeError("Integer division with addcdiv is no longer supported; "
+                                    "use tensor1 / tensor2 or a floating-point tensor")
     return input + value * (tensor1 / tensor2)
+
+
+def _shift(input, other, ufunc, reverse=False):
+    """``<<`` and ``>>`` of integer tensors and numbers, at PyTorch's result type."""
+    a, b = (other, input) if reverse else (input, other)
+    for what, x in (("input", a), ("other", b)):
+        if not (isinstance(x, autograd.Tensor) or _is_number(x)):
+            raise TypeError(f"{ufunc}: {what} must be a tensor or a number, got "
+                            f"{type(x).__name__}")
+    dtype = result_type(a, b)
+    if dtype.kind not in "iu":
+        raise UnsupportedDtypeError(f"{ufunc}: needs integer tensors, got dtype {dtype}")
+    xp = _array_module(a, b)
+    x, y = _operand(a, dtype, xp), _operand(b, dtype, xp)
+    return autograd.Tensor(getattr(xp, ufunc)(x.data, y.data))
+
+
+def bitwise_left_shift(input, other):
+    return _shift(input, other, "left_shift")
+
+
+def bitwise_right_shift(input, other):
+    return _shift(input, other, "right_shift")
 
 
 # ---- reductions ----------------------------------------------------------------------------
@@ -376,8 +428,10 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 
 def amin(input, dim=(), keepdim=False):
+    refuse_empty_reduction("amin", input.shape, dim)
     """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
-    return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True)
+    return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True,
+                     nan_spread=False)
 
 
 # ---- comparisons and logical ops: bool tensors outside the graph ---------------------------
@@ -497,6 +551,9 @@ class Remainder(Function):
 
     def forward(self, a, b, trunc):
         xp = get_array_module(a)
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError(f"{'fmod' if trunc else 'remainder'}: not implemented "
+                                        "for bool tensors (PyTorch refuses them too)")
         _check_integer_divisor("fmod" if trunc else "remainder", b)
         self.trunc = trunc
         self.save_for_backward(a, b)
@@ -530,7 +587,10 @@ class DivRounded(Function):
 
     def forward(self, a, b, trunc):
         xp = get_array_module(a)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("div with a rounding mode (//): not implemented for "
+                                        "bool tensors (PyTorch refuses them too)")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # int8 -128 // -1
             if a.dtype.kind in "iub":
                 _check_integer_divisor("div", b)
                 q = xp.floor_divide(a, b)
@@ -585,6 +645,14 @@ TENSOR_METHODS.update({
     "__mod__": remainder, "__rmod__": _reflected(remainder),
     "__floordiv__": floor_divide, "__rfloordiv__": _reflected(floor_divide),
 })
+TENSOR_METHODS.update({
+    "bitwise_left_shift": bitwise_left_shift, "bitwise_right_shift": bitwise_right_shift,
+    "__lshift__": bitwise_left_shift, "__rshift__": bitwise_right_shift,
+    "__rlshift__": lambda self, other: _shift(self, other, "left_shift", reverse=True),
+    "__rrshift__": lambda self, other: _shift(self, other, "right_shift", reverse=True),
+})
+FUNCTIONS.update({"bitwise_left_shift": bitwise_left_shift,
+                  "bitwise_right_shift": bitwise_right_shift})
 FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": div,
                   "floor_divide": floor_divide})
 
@@ -1037,3 +1105,42 @@ def cumulative_trapezoid(y, x=None, *, dx=None, dim=-1):
 TENSOR_METHODS.update({"bincount": bincount, "histc": histc})
 FUNCTIONS.update({"bincount": bincount, "histc": histc, "trapezoid": trapezoid, "trapz": trapz,
                   "cumulative_trapezoid": cumulative_trapezoid})
+
+
+# ---- isin, angle, renorm, and the bitwise_* function forms ------------------------------------
+def isin(elements, test_elements, *, assume_unique=False, invert=False):
+    """Whether each element of ``elements`` is in ``test_elements`` (tensors or numbers)."""
+    a = elements.data if isinstance(elements, autograd.Tensor) else np.asarray(elements)
+    b = test_elements.data if isinstance(test_elements, autograd.Tensor) else \
+        np.asarray(test_elements)
+    xp = get_array_module(a, b)
+    return autograd.Tensor(xp.isin(a, b, assume_unique=assume_unique, invert=invert))
+
+
+def angle(input):
+    """The angle of a real number: pi for negatives, 0 otherwise, NaN kept (float result)."""
+    x = _float_input(input)
+    return where(x < 0, np.pi, x * 0)
+
+
+def renorm(input, p, dim, maxnorm):
+    """Each slice along ``dim`` whose p-norm is above ``maxnorm`` scaled down to it (as
+    PyTorch: by maxnorm / (norm + 1e-7))."""
+    d = wrap_dim(dim, input.ndim, "renorm")
+    if not is_floating(input.data.dtype):
+        raise UnsupportedDtypeError(f"renorm: needs a floating-point tensor, got dtype "
+                                    f"{input.data.dtype}")
+    others = tuple(i for i in range(input.ndim) if i != d)
+    norms = input.norm(p=p, dim=others, keepdim=True) if others else input.abs()
+    scale = where(norms > maxnorm, maxnorm / (norms + 1e-7), 1.0)
+    return input * scale
+
+
+TENSOR_METHODS.update({"isin": isin, "angle": angle, "renorm": renorm})
+FUNCTIONS.update({
+    "isin": isin, "angle": angle, "renorm": renorm,
+    "bitwise_and": lambda input, other: input & other,
+    "bitwise_or": lambda input, other: input | other,
+    "bitwise_xor": lambda input, other: input ^ other,
+    "bitwise_not": lambda input: ~input,
+})

@@ -20,6 +20,64 @@ from .backend import get_array_module
 from .backend.dtypes import combine_dtypes, is_floating, promote_types, scalar_dtype
 
 
+class UnsupportedDtypeError(TypeError, RuntimeError):
+    """An op PyTorch refuses for an operand's dtype (``-bool_tensor``, topk of bools): a
+    RuntimeError there, and a TypeError as minidl's other dtype errors."""
+
+
+class BadArgumentError(ValueError, RuntimeError):
+    """An argument PyTorch refuses with a RuntimeError (topk's k out of range, searchsorted's
+    side='left' with right=True): a ValueError as minidl's other argument errors."""
+
+
+class EmptyReductionError(IndexError, ValueError, RuntimeError):
+    """max/min/argmax/argmin over an empty dim, which has no identity: PyTorch raises an
+    IndexError (argmax, or a dim given) or a RuntimeError (max() over everything)."""
+
+
+def refuse_empty_reduction(name, shape, dim):
+    """Refuse ``name`` (max, amin, argmax...) over ``dim`` of a tensor of ``shape`` where a
+    reduced dim is empty, with PyTorch's message."""
+    if dim is None or (isinstance(dim, (tuple, list)) and not dim):
+        if 0 in shape:
+            raise EmptyReductionError(
+                f"{name}(): Expected reduction dim to be specified for input.numel() == 0. "
+                "Specify the reduction dim with the 'dim' argument.")
+        return
+    for ax in reduction_axes(dim, len(shape)):
+        if shape and shape[ax] == 0:
+            raise EmptyReductionError(f"{name}(): Expected reduction dim {ax} to have non-zero "
+                                      "size.")
+
+
+def refuse_bool(name, x, hint="convert with .int() or .float() first"):
+    """PyTorch's refusal of ``name`` for a bool tensor."""
+    if x.data.dtype == np.bool_:
+        raise UnsupportedDtypeError(f"{name}: not implemented for bool tensors (PyTorch refuses "
+                                    f"them too); {hint}")
+
+
+def refuse_bool_sub(a, b):
+    """PyTorch refuses a subtraction with a bool on either side (a tensor or a Python bool)."""
+    def is_bool(x):
+        return isinstance(x, (bool, np.bool_)) or (_is_tensor(x) and x.data.dtype == np.bool_)
+
+    if is_bool(a) or is_bool(b):
+        raise UnsupportedDtypeError(
+            "Subtraction, the `-` operator, with two bool tensors is not supported. Use the "
+            "`^` or `logical_xor()` operator instead." if is_bool(a) and is_bool(b) else
+            "Subtraction, the `-` operator, with a bool tensor is not supported. If you are "
+            "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
+
+
+def refuse_mixed_matmul(a, b):
+    """PyTorch's matmul takes two tensors of one dtype (outside autocast, which casts them)."""
+    if (_is_tensor(a) and _is_tensor(b) and a.data.dtype != b.data.dtype
+            and autograd.autocast_hook() is None):
+        raise UnsupportedDtypeError(f"matmul: expected both operands to have the same dtype, "
+                                    f"got {a.data.dtype} and {b.data.dtype}")
+
+
 def accumulation_dtype(a):
     """float32 for 16-bit floats, whose sums NumPy would add up in 16 bits (a bfloat16 sum of
     4096 ones is 256): PyTorch's kernels accumulate them in float32. None otherwise."""
@@ -27,9 +85,14 @@ def accumulation_dtype(a):
     return np.float32 if dt.itemsize == 2 and is_floating(dt) else None
 
 # ---- arithmetic -------------------------------------------------------------------------
+# inf and NaN results come silently, as in PyTorch (NumPy would warn of overflow, 0 * inf, log 0)
+_QUIET = {"divide": "ignore", "invalid": "ignore", "over": "ignore"}
+
+
 class Add(Function):
     def forward(self, a, b):
-        return a + b
+        with np.errstate(**_QUIET):
+            return a + b
 
     def backward(self, g):
         return g, g
@@ -37,7 +100,8 @@ class Add(Function):
 
 class Sub(Function):
     def forward(self, a, b):
-        return a - b
+        with np.errstate(**_QUIET):
+            return a - b
 
     def backward(self, g):
         return g, -g
@@ -46,7 +110,8 @@ class Sub(Function):
 class Mul(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return a * b
+        with np.errstate(**_QUIET):
+            return a * b
 
     def backward(self, g):
         a, b = self.saved
@@ -56,16 +121,22 @@ class Mul(Function):
 class Div(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return a / b
+        with np.errstate(**_QUIET):  # x / 0 is inf or NaN, silently
+            return a / b
 
     def backward(self, g):
         a, b = self.saved
-        ga = g / b
-        return ga, -ga * a / b
+        with np.errstate(**_QUIET):
+            ga = g / b
+            return ga, -ga * a / b
 
 
 class Neg(Function):
     def forward(self, a):
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError(
+                "Negation, the `-` operator, on a bool tensor is not supported. If you are "
+                "trying to invert a mask, use the `~` or `logical_not()` operator instead.")
         return -a
 
     def backward(self, g):
@@ -78,14 +149,16 @@ class Pow(Function):
     def forward(self, a, exponent):
         self.exponent = exponent
         self.save_for_backward(a)
-        return a ** exponent
+        with np.errstate(**_QUIET):  # 0 ** -1 is inf, (-8) ** 0.5 NaN, 10 ** 100 inf
+            return a ** exponent
 
     def backward(self, g):
         (a,) = self.saved
         p = self.exponent
         if p == 0:  # d(x^0)/dx = 0 everywhere, also at x = 0 where p * a^(p-1) is 0 * inf
             return get_array_module(g).zeros_like(g)
-        return g * (p * a ** (p - 1))
+        with np.errstate(**_QUIET):
+            return g * (p * a ** (p - 1))
 
 
 class PowTensor(Function):
@@ -93,7 +166,14 @@ class PowTensor(Function):
     where b = 0 (also at a = 0), d/db is 0 where a = 0 and b >= 0, and NaN where a < 0."""
 
     def forward(self, a, b):
-        y = a ** b
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("pow: not implemented for bool tensors (PyTorch refuses "
+                                        "them too); convert with .int() or .float() first")
+        if a.dtype.kind in "iu" and bool((b < 0).any()):
+            y = integer_power(a, b)
+        else:
+            with np.errstate(**_QUIET):
+                y = a ** b
         self.save_for_backward(a, b, y)
         return y
 
@@ -106,9 +186,33 @@ class PowTensor(Function):
         return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
 
 
+def integer_power(a, b):
+    """``a ** b`` for integer arrays where some of ``b`` is negative, as PyTorch computes it
+    (NumPy refuses): 1 for a base of 1, +-1 for -1 (by the exponent's parity), else 0."""
+    xp = get_array_module(a, b)
+    negative = b < 0
+    y = a ** xp.where(negative, 0, b).astype(b.dtype, copy=False)
+    one = xp.ones((), a.dtype)
+    small = xp.where(a == 1, one, 0)
+    if a.dtype.kind == "i":
+        small = xp.where(a == -1, xp.where(b % 2 == 0, one, -one), small)
+    return xp.where(negative, small, y).astype(y.dtype, copy=False)
+
+
+def check_integer_exponent(dtype, exponent):
+    """Refuse what PyTorch refuses for an integer or bool tensor raised to a Python integer:
+    a negative exponent, or one outside the tensor's dtype."""
+    if exponent < 0:
+        raise BadArgumentError("Integers to negative integer powers are not allowed.")
+    if dtype != np.bool_ and np.iinfo(dtype).max < exponent <= np.iinfo(np.int64).max:
+        raise BadArgumentError(f"pow: exponent {exponent} cannot be converted to {dtype} "
+                               "without overflow")
+
+
 class Exp(Function):
     def forward(self, a):
-        y = get_array_module(a).exp(a)
+        with np.errstate(**_QUIET):
+            y = get_array_module(a).exp(a)
         self.save_for_backward(y)
         return y
 
@@ -120,22 +224,26 @@ class Exp(Function):
 class Log(Function):
     def forward(self, a):
         self.save_for_backward(a)
-        return get_array_module(a).log(a)
+        with np.errstate(**_QUIET):
+            return get_array_module(a).log(a)
 
     def backward(self, g):
         (a,) = self.saved
-        return g / a
+        with np.errstate(**_QUIET):
+            return g / a
 
 
 class Sqrt(Function):
     def forward(self, a):
-        y = get_array_module(a).sqrt(a)
+        with np.errstate(**_QUIET):
+            y = get_array_module(a).sqrt(a)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved
-        return g / (2 * y)
+        with np.errstate(**_QUIET):
+            return g / (2 * y)
 
 
 class Tanh(Function):
@@ -191,6 +299,9 @@ class Maximum(Function):
 
 class Abs(Function):
     def forward(self, a):
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("abs: not implemented for bool tensors (PyTorch refuses "
+                                        "them too)")
         self.save_for_backward(a)
         return abs(a)
 
@@ -262,6 +373,35 @@ def wrap_integer(x, dtype):
     return x
 
 
+def fill_value(value, dtype, name="fill_"):
+    """A Python number as ``fill_`` writes it into a tensor of ``dtype``, checked as PyTorch
+    checks it: an integer dtype refuses NaN, infinity and numbers outside its range (an
+    unsigned one takes integers down to -max, wrapped: ``uint8.fill_(-1)`` is 255), a float
+    dtype a finite number beyond its range."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    dt = np.dtype(dtype)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
+            is_floating(dt) or dt.kind in "iu"):
+        return value
+    if is_floating(dt):
+        fits = dt == np.float64 or not abs(value) > float(np.finfo(dt).max) or \
+            abs(value) == float("inf")
+    else:
+        info = np.iinfo(dt)
+        low = info.min if dt.kind == "i" else (-int(info.max) if isinstance(value, int) else 0)
+        fits = value == value and low <= value <= info.max
+    if not fits:
+        raise BadArgumentError(f"{name}: value {value} cannot be converted to type {dt} without "
+                               "overflow")
+    return wrap_integer(value, dt)
+
+
+class InPlaceCastError(TypeError, RuntimeError):
+    """An in-place op whose result a tensor cannot hold (``int_tensor += 2.5``): PyTorch's
+    RuntimeError "result type Float can't be cast to the desired output type Long"."""
+
+
 def _operand(x, dtype, xp):
     """``x`` (a tensor or a number) as a tensor of ``dtype``; a number goes to xp's device."""
     if _is_tensor(x):
@@ -278,8 +418,10 @@ def _broadcast_shapes(name, **shapes):
 
 
 def _check_bool_tensor(name, what, x):
-    if not _is_tensor(x) or x.data.dtype != np.bool_:
+    if not _is_tensor(x):
         raise TypeError(f"{name}: {what} must be a bool tensor, got {_describe(x)}")
+    if x.data.dtype != np.bool_:
+        raise UnsupportedDtypeError(f"{name}: {what} must be a bool tensor, got {_describe(x)}")
 
 
 def _array_module(*operands):
@@ -348,6 +490,9 @@ class Clamp(Function):
     gets the gradient where it is the result, and where ``lo > hi`` the result is hi."""
 
     def forward(self, x, *bounds, has_min, has_max):
+        if x.dtype == np.bool_:
+            raise UnsupportedDtypeError("clamp: not implemented for bool tensors (PyTorch "
+                                        "refuses them too); convert with .int() first")
         xp = get_array_module(x)
         self.has_min, self.has_max = has_min, has_max
         lo = bounds[0] if has_min else None
@@ -392,8 +537,8 @@ def clamp(input, min=None, max=None):
     dtype = result_type(input, min, max)
     xp = _array_module(input, min, max)
     x = _operand(input, dtype, xp)
-    bounds = {what: _operand(b, dtype, xp) for what, b in (("min", min), ("max", max))
-              if b is not None}
+    bounds = {what: _operand(fill_value(b, dtype, "clamp") if _is_number(b) else b, dtype, xp)
+              for what, b in (("min", min), ("max", max)) if b is not None}
     _broadcast_shapes("clamp", input=x.shape, **{what: b.shape for what, b in bounds.items()})
     return Clamp.apply(x, *bounds.values(), has_min="min" in bounds, has_max="max" in bounds)
 
@@ -439,6 +584,8 @@ def masked_fill(input, mask, value):
 class ReLU(Function):
     # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
     def forward(self, x):
+        if x.dtype == np.bool_:
+            raise UnsupportedDtypeError("Boolean inputs not supported for relu")
         fast = getattr(backend.kernels(get_array_module(x)), "relu_forward", None)
         y = fast(x) if fast is not None else get_array_module(x).maximum(x, 0)
         self.save_for_backward(y)
@@ -473,8 +620,12 @@ class Softmax(Function):
         xp = get_array_module(x)
         wide = accumulation_dtype(x)  # 16-bit inputs: computed in float32 and rounded
         xw = x if wide is None else x.astype(wide)
-        e = xp.exp(xw - xw.max(axis=dim, keepdims=True))  # max subtracted: no overflow
-        y = (e / e.sum(axis=dim, keepdims=True)).astype(x.dtype, copy=False)
+        if x.size == 0:  # an empty dim has no max: the result is empty too
+            y = x.copy()
+        else:
+            with np.errstate(invalid="ignore"):  # a slice of -inf only: NaN, as in PyTorch
+                e = xp.exp(xw - xw.max(axis=dim, keepdims=True))  # max subtracted: no overflow
+                y = (e / e.sum(axis=dim, keepdims=True)).astype(x.dtype, copy=False)
         self.dim = dim
         self.save_for_backward(y)
         return y
@@ -493,8 +644,11 @@ def log_softmax_array(x, dim):
     xp = get_array_module(x)
     wide = accumulation_dtype(x)
     xw = x if wide is None else x.astype(wide)
-    shifted = xw - xw.max(axis=dim, keepdims=True)
-    y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
+    if x.size == 0:
+        return x.copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shifted = xw - xw.max(axis=dim, keepdims=True)
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=dim, keepdims=True))
     return y.astype(x.dtype, copy=False)
 
 
@@ -519,8 +673,11 @@ class LogSoftmax(Function):
 class MatMul(Function):
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
-            raise ValueError("matmul: both operands need at least one dimension, got shapes "
+            raise BadArgumentError("matmul: both operands need at least one dimension, got shapes "
                              f"{a.shape} and {b.shape}")
+        if a.dtype == np.bool_:
+            raise UnsupportedDtypeError("matmul: not implemented for bool tensors (PyTorch "
+                                        "refuses them too); convert with .int() or .float()")
         k_a = a.shape[-1]
         k_b = b.shape[0] if b.ndim == 1 else b.shape[-2]
         if k_a != k_b:
@@ -578,6 +735,10 @@ def reduction_axes(dim, ndim):
     return tuple(sorted(out)) if ndim else ()
 
 
+def _reduced_shape(shape, axes, keepdim):
+    return tuple(1 if i in axes else n for i, n in enumerate(shape) if keepdim or i not in axes)
+
+
 def _expand_reduced(g, shape, axes, keepdim):
     xp = get_array_module(g)
     if not keepdim:
@@ -609,6 +770,9 @@ class Mean(Function):
         self.keepdim = keepdim
         self.count = int(np.prod([a.shape[ax] for ax in self.axes]))
         wide = accumulation_dtype(a)
+        if self.count == 0:  # NaN, as PyTorch, without NumPy's warning
+            return get_array_module(a).full(_reduced_shape(a.shape, self.axes, keepdim), np.nan,
+                                            dtype=a.dtype)
         if wide is not None:
             return a.mean(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
         return a.mean(axis=self.axes, keepdims=keepdim)
@@ -618,11 +782,13 @@ class Mean(Function):
 
 
 class Max(Function):
-    """Max over axes; ties share the gradient equally (as torch.amax does)."""
+    """Max over axes; ties share the gradient equally (as torch.amax does). Where the result
+    is NaN, max()/min() share it among the NaNs; amax/amin (``nan_spread=False``) give the
+    whole slice a NaN gradient, as PyTorch's do."""
 
-    def forward(self, a, dim=None, keepdim=False, take_min=False):
+    def forward(self, a, dim=None, keepdim=False, take_min=False, nan_spread=True):
         self.axes = reduction_axes(dim, a.ndim)
-        self.keepdim = keepdim
+        self.keepdim, self.nan_spread = keepdim, nan_spread
         y = a.min(axis=self.axes, keepdims=True) if take_min else a.max(axis=self.axes, keepdims=True)
         self.save_for_backward(a, y)
         return y if keepdim else y.squeeze(axis=self.axes)
@@ -630,8 +796,10 @@ class Max(Function):
     def backward(self, g):
         a, y = self.saved
         # a NaN is the max (min) where there is one: the gradient goes to it, as in PyTorch
-        mask = ((a == y) | ((a != a) & (y != y))).astype(a.dtype)
-        mask /= mask.sum(axis=self.axes, keepdims=True)
+        mask = ((a == y) | ((a != a) & (y != y))) if self.nan_spread else (a == y)
+        mask = mask.astype(a.dtype)
+        with np.errstate(**_QUIET):  # no element equals a NaN result: 0 / 0 in that slice
+            mask /= mask.sum(axis=self.axes, keepdims=True)
         xp = get_array_module(a)
         if not self.keepdim:
             for ax in self.axes:
@@ -713,15 +881,17 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
     if unbiased is not None and correction is not None:
         raise TypeError(f"{name}: pass unbiased or correction, not both")
     if not is_floating(x.data.dtype):
-        raise TypeError(f"{name}: needs a floating-point tensor, got dtype {x.data.dtype}")
+        raise UnsupportedDtypeError(f"{name}: needs a floating-point tensor, got dtype "
+                                    f"{x.data.dtype}")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
     elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
         raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
     axes = reduction_axes(dim, x.ndim)
-    if int(np.prod([x.shape[ax] for ax in axes])) - correction <= 0:  # nan or inf, as torch
+    count = int(np.prod([x.shape[ax] for ax in axes])) if x.data.size else 0
+    if count - correction <= 0:  # PyTorch counts numel / output numel: 0 for an empty input
         warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less "
-                      f"than the reduction factor (input numel divided by output numel).",
+                      "than the reduction factor (input numel divided by output numel).",
                       UserWarning, stacklevel=3)
     return (Std if name.startswith("std") else Var).apply(x, axes=axes, correction=correction,
                                                           keepdim=bool(keepdim))
@@ -750,25 +920,67 @@ TopkResult = namedtuple("TopkResult", ["values", "indices"])  # as torch.return_
 
 def topk(x, k, dim=-1, largest=True, sorted=True):
     """The k largest (smallest) values along ``dim`` in order, and their int64 indices; NaN
-    counts as the largest, as in PyTorch. ``sorted`` is accepted; the result is always sorted."""
+    counts as the largest, as in PyTorch. Among equal values the indices are those PyTorch
+    returns on the CPU (and the gradient goes to them). ``sorted=False`` selects the same
+    elements as PyTorch but returns them sorted (PyTorch leaves their order unspecified)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
+    if x.data.dtype == np.bool_:
+        raise UnsupportedDtypeError("topk: bool tensors are not supported (PyTorch refuses "
+                                    "them too); convert with .int() or .float() first")
     axes = reduction_axes(dim, x.ndim)  # checks dim; () for a 0-d tensor
     data = x.data if x.ndim else x.data.reshape(1)
     d = axes[0] if axes else 0
     n = data.shape[d]
     if not 0 <= k <= n:
-        raise ValueError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
+        raise BadArgumentError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
+    if not x.ndim:
+        k = 1  # a 0-d tensor gives itself and index 0, for k = 0 too (as PyTorch)
     xp = get_array_module(data)
     order = xp.argsort(data, axis=d, kind="stable") if xp is np else xp.argsort(data, axis=d)
     if largest:
         order = xp.flip(order, axis=d)
     index = order[(slice(None),) * d + (slice(0, k),)]
+    if xp is np and k and n > 1:  # ties among the first k + 1: PyTorch's CPU order decides
+        first = xp.take_along_axis(data, order[(slice(None),) * d + (slice(0, k + 1),)], axis=d)
+        tied = _tied(first, d)
+        if tied.any():
+            index = index.copy()
+            torch_order("topk", index, data, d, tied, k, bool(largest))
     source = x if x.ndim else Reshape.apply(x, shape=(1,))
     values = TakeAlongDim.apply(source, index=index, dim=d)
     if not x.ndim:
         values, index = Reshape.apply(values, shape=()), index.reshape(())
     return TopkResult(values, autograd.Tensor(index.astype(np.int64, copy=False)))
+
+
+# ---- PyTorch's CPU order among tied values (see backend/ordering.py) ------------------------
+def _tied(values, axis):
+    """Per slice along ``axis`` of values in order: whether two neighbours are equal (NaNs
+    count as equal to each other)."""
+    xp = get_array_module(values)
+    n = values.shape[axis]
+    a = values.take(xp.arange(1, n), axis=axis)
+    b = values.take(xp.arange(n - 1), axis=axis)
+    same = (a == b) | ((a != a) & (b != b))
+    return same.any(axis=axis)
+
+
+def torch_order(kind, index, data, d, slices, *args):
+    """Overwrite ``index`` (int64, along ``d``) with PyTorch's CPU indices for the slices of
+    the NumPy array ``data`` along ``d`` where ``slices`` (data's shape without d) holds:
+    ``kind`` is "topk" (args k, largest), "sort" (descending) or "kth" (k, from 0)."""
+    from .backend import ordering
+
+    topk_rows, sort_rows, kth_rows = ordering.rows_kernels()
+    rows = np.ascontiguousarray(ordering.keys(np.moveaxis(data, d, -1)[slices]))
+    target = np.moveaxis(index, d, -1)
+    out = np.empty((rows.shape[0], target.shape[-1]), np.int64)
+    if kind == "kth":
+        kth_rows(rows, args[0], out.reshape(-1))
+    else:
+        (topk_rows if kind == "topk" else sort_rows)(rows, *args, out)
+    target[slices] = out
 
 
 # ---- shape ------------------------------------------------------------------------------
@@ -838,6 +1050,19 @@ def wrap_dim(dim, ndim, name):
         raise DimError(f"{name}: dimension out of range (expected to be in range of "
                        f"[{-n}, {n - 1}], but got {dim})")
     return int(dim) % n
+
+
+def sizes_or_keyword(name, args, by_name, keyword):
+    """The sizes or dims of ``f(*args)``, or of ``f(keyword=...)`` as PyTorch's names them
+    (``reshape(shape=...)``, ``permute(dims=...)``): one tuple, as ``args`` would hold it."""
+    if not by_name:
+        return args
+    unknown = set(by_name) - {keyword}
+    if unknown or args:
+        raise TypeError(f"{name}() got an unexpected keyword argument "
+                        f"{sorted(unknown)[0]!r}" if unknown else
+                        f"{name}(): pass {keyword} positionally or by name, not both")
+    return (by_name[keyword],)
 
 
 def _sizes(name, sizes):
@@ -919,7 +1144,7 @@ def split(x, split_size_or_sections, dim=0):
     """Pieces of ``split_size`` along ``dim`` (the last one smaller), or of each size in a
     list that sums to the dim's size; each piece keeps its gradient path to x."""
     if x.ndim == 0:
-        raise ValueError("split: needs a tensor with at least one dim, got a 0-d tensor")
+        raise BadArgumentError("split: needs a tensor with at least one dim, got a 0-d tensor")
     d = wrap_dim(dim, x.ndim, "split")
     n = x.shape[d]
     sections = split_size_or_sections
@@ -949,7 +1174,7 @@ def chunk(x, chunks, dim=0):
     if chunks <= 0:
         raise ValueError(f"chunk: chunks must be > 0, got {chunks}")
     if x.ndim == 0:
-        raise ValueError("chunk: needs a tensor with at least one dim, got a 0-d tensor")
+        raise BadArgumentError("chunk: needs a tensor with at least one dim, got a 0-d tensor")
     n = x.shape[wrap_dim(dim, x.ndim, "chunk")]
     if n == 0:
         return split(x, [0] * int(chunks), dim)
@@ -957,25 +1182,43 @@ def chunk(x, chunks, dim=0):
 
 
 class Concat(Function):
+    """Arrays joined along ``dim``; 1-d empty arrays among others of more dims are left out, as
+    PyTorch's cat does (its legacy rule), and get an empty gradient."""
+
     def forward(self, *arrays, dim=0):
         self.dim = dim
-        self.sizes = [a.shape[dim] for a in arrays]
-        return get_array_module(*arrays).concatenate(arrays, axis=dim)
+        ndim = max(a.ndim for a in arrays)
+        self.skip = [ndim > 1 and a.shape == (0,) for a in arrays]
+        kept = [a for a, s in zip(arrays, self.skip) if not s]
+        self.sizes = [a.shape[dim] for a in kept]
+        return get_array_module(*arrays).concatenate(kept, axis=dim)
 
     def backward(self, g):
         xp = get_array_module(g)
         splits = np.cumsum(self.sizes)[:-1].tolist()
-        return tuple(xp.split(g, splits, axis=self.dim))
+        parts = iter(xp.split(g, splits, axis=self.dim))
+        return tuple(xp.zeros((0,), g.dtype) if s else next(parts) for s in self.skip)
 
 
 def cat(tensors, dim=0):
     """Concatenate along ``dim``; mixed dtypes meet at PyTorch's result type."""
+    if _is_tensor(tensors):
+        raise TypeError("cat: expected a sequence of tensors, got a single tensor")
     tensors = list(tensors)
+    if not tensors:
+        raise BadArgumentError("cat: expected a non-empty list of tensors")
+    for i, t in enumerate(tensors):
+        if not _is_tensor(t):
+            raise TypeError(f"cat: expected tensors, got {_describe(t)} at position {i}")
+        if t.ndim == 0:
+            raise BadArgumentError(f"cat: zero-dimensional tensor (at position {i}) cannot be "
+                                   "concatenated")
     dtypes = {t.data.dtype for t in tensors}
     if len(dtypes) > 1:
         dtype = functools.reduce(promote_types, dtypes)
         tensors = [t if t.data.dtype == dtype else Cast.apply(t, dtype=dtype) for t in tensors]
-    return Concat.apply(*tensors, dim=dim)
+    ndim = max(t.ndim for t in tensors)
+    return Concat.apply(*tensors, dim=wrap_dim(dim, ndim, "cat"))
 
 
 def stack(tensors, dim=0):

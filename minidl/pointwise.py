@@ -21,7 +21,10 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import _float_op, _unary, sign, trunc
-from .ops import Cast, _array_module, _broadcast_shapes, _is_number, _operand, result_type
+from .ops import (
+    Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
+    result_type,
+)
 
 
 class DtypeError(TypeError, NotImplementedError):
@@ -320,7 +323,7 @@ def positive(input):
     """``input`` itself (torch.positive; bool tensors are refused, as there)."""
     _check_tensor("positive", "input", input)
     if input.dtype == np.bool_:
-        raise TypeError("positive: the + operator on a bool tensor is not supported")
+        raise UnsupportedDtypeError("positive: the + operator on a bool tensor is not supported")
     return input
 
 

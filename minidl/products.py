@@ -16,7 +16,10 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import vector_norm
-from .ops import Cast, MatMul, Mul, Reshape, result_type, stack, wrap_dim
+from .ops import (
+    BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
+    wrap_dim,
+)
 from .shape_ops import select
 
 
@@ -27,8 +30,8 @@ def _tensor(name, what, x):
 
 def _same_dtype(name, a, b):
     if a.data.dtype != b.data.dtype:
-        raise TypeError(f"{name}: expected both operands to have the same dtype, got "
-                        f"{a.data.dtype} and {b.data.dtype}")
+        raise UnsupportedDtypeError(f"{name}: expected both operands to have the same dtype, "
+                                    f"got {a.data.dtype} and {b.data.dtype}")
 
 
 class Dot(MatMul):
@@ -80,7 +83,7 @@ def dot(input, tensor):
     """The dot product of two 1-d tensors of the same size."""
     _tensor("dot", "input", input), _tensor("dot", "tensor", tensor)
     if input.ndim != 1 or tensor.ndim != 1:
-        raise ValueError(f"dot: both operands must be 1-d, got shapes {input.shape} and "
+        raise BadArgumentError(f"dot: both operands must be 1-d, got shapes {input.shape} and "
                          f"{tensor.shape}")
     if input.shape != tensor.shape:
         raise ValueError(f"dot: sizes differ: {input.shape[0]} and {tensor.shape[0]}")
@@ -92,7 +95,7 @@ def outer(input, vec2):
     """The outer product ``input[i] * vec2[j]`` of two 1-d tensors."""
     _tensor("outer", "input", input), _tensor("outer", "vec2", vec2)
     if input.ndim != 1 or vec2.ndim != 1:
-        raise ValueError(f"outer: both operands must be 1-d, got shapes {input.shape} and "
+        raise BadArgumentError(f"outer: both operands must be 1-d, got shapes {input.shape} and "
                          f"{vec2.shape}")
     a, b = input, vec2
     dtype = result_type(a, b)
@@ -397,11 +400,11 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
             raise CdistArgumentError(f"cdist: only supports at least 2D tensors, {what} got: "
                                      f"{x.ndim}D")
         if not is_floating(x.data.dtype):
-            raise TypeError(f"cdist: only supports floating-point dtypes, {what} got: "
-                            f"{x.data.dtype}")
+            raise UnsupportedDtypeError(f"cdist: only supports floating-point dtypes, {what} "
+                                        f"got: {x.data.dtype}")
     if x1.data.dtype != x2.data.dtype:
-        raise TypeError(f"cdist: x1 and x2 must have the same dtype, got {x1.data.dtype} and "
-                        f"{x2.data.dtype}")
+        raise UnsupportedDtypeError(f"cdist: x1 and x2 must have the same dtype, got "
+                                    f"{x1.data.dtype} and {x2.data.dtype}")
     if x1.shape[-1] != x2.shape[-1]:
         raise CdistArgumentError(f"cdist: X1 and X2 must have the same number of columns. X1: "
                                  f"{x1.shape[-1]} X2: {x2.shape[-1]}")

@@ -14,11 +14,13 @@ from collections import namedtuple
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import DimError, Function
 from .backend import get_array_module
 from .backend.dtypes import as_dtype
-from .ops import Repeat, Reshape, TakeAlongDim, _sizes, repeat_sizes, wrap_dim
-from .ops import Cast, GetItem, result_type, stack
+from .ops import (
+    BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
+    _sizes, _tied, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order, wrap_dim,
+)
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
 
@@ -26,14 +28,22 @@ SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_
 def _argsort(data, d, descending, stable):
     """Indices that sort ``data`` along ``d``. NaN sorts as the largest, as in PyTorch; a
     stable descending sort keeps equal values in their order (sorting the reversed array
-    ascending, then reversing the result)."""
+    ascending, then reversing the result). Not ``stable``, equal values come in the order
+    PyTorch's CPU sort (std::sort) leaves them, which differs from the stable one in slices
+    longer than 16 (shorter ones it insertion-sorts)."""
     xp = get_array_module(data)
     kind = {"kind": "stable"} if xp is np else {}
     if not descending:
-        return xp.argsort(data, axis=d, **kind)
-    n = data.shape[d]
-    order = xp.argsort(xp.flip(data, axis=d), axis=d, **kind)
-    return n - 1 - xp.flip(order, axis=d)
+        order = xp.argsort(data, axis=d, **kind)
+    else:
+        n = data.shape[d]
+        order = n - 1 - xp.flip(xp.argsort(xp.flip(data, axis=d), axis=d, **kind), axis=d)
+    if not stable and xp is np and data.ndim and data.shape[d] > 16:
+        tied = _tied(np.take_along_axis(data, order, axis=d), d)
+        if tied.any():
+            order = np.array(order, dtype=np.int64)
+            torch_order("sort", order, data, d, tied, bool(descending))
+    return order
 
 
 def sort(input, dim=-1, descending=False, stable=False):
@@ -78,9 +88,10 @@ class Flip(Function):
         return get_array_module(g).flip(g, axis=self.axes)
 
 
-def flip(input, *dims):
+def flip(input, *dims, **by_name):
     """``input`` reversed along each of ``dims`` (a copy, as PyTorch's): ``flip(x, (0, 1))``,
-    ``x.flip(0, 1)``."""
+    ``x.flip(0, 1)``, ``flip(x, dims=(0,))``."""
+    dims = sizes_or_keyword("flip", dims, by_name, "dims")
     if len(dims) == 1:
         dims = dims[0]
     axes = _dims("flip", dims, input.ndim)
@@ -144,7 +155,7 @@ class Triangle(Function):
 
 def _triangle(name, input, diagonal, upper):
     if input.ndim < 2:
-        raise ValueError(f"{name}: needs a tensor of at least 2 dims (a matrix or a batch of "
+        raise BadArgumentError(f"{name}: needs a tensor of at least 2 dims (a matrix or a batch of "
                          f"them), got shape {input.shape}")
     if isinstance(diagonal, bool) or not isinstance(diagonal, (int, np.integer)):
         raise TypeError(f"{name}: diagonal must be an int, got {type(diagonal).__name__}")
@@ -215,13 +226,13 @@ def diag(input, diagonal=0):
         return DiagEmbed.apply(input, offset=int(diagonal))
     if input.ndim == 2:
         return Diagonal.apply(input, offset=int(diagonal), dim1=0, dim2=1)
-    raise ValueError(f"diag: needs a 1-d or 2-d tensor, got shape {input.shape}")
+    raise BadArgumentError(f"diag: needs a 1-d or 2-d tensor, got shape {input.shape}")
 
 
 def narrow(input, dim, start, length):
     """The ``length`` elements from ``start`` along ``dim`` (a slice, sharing the gradient)."""
     if input.ndim == 0:
-        raise ValueError("narrow: cannot narrow a 0-d tensor")
+        raise BadArgumentError("narrow: cannot narrow a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "narrow")
     if isinstance(start, autograd.Tensor):
         start = int(start.item())
@@ -239,7 +250,7 @@ def narrow(input, dim, start, length):
 def unbind(input, dim=0):
     """The slices of ``input`` along ``dim``, as a tuple (each keeps its gradient path)."""
     if input.ndim == 0:
-        raise ValueError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
+        raise DimError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "unbind")
     return tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d]))
 
@@ -296,10 +307,10 @@ def contiguous(input, memory_format=None):
     return input
 
 
-def tile(input, *dims):
+def tile(input, *dims, **by_name):
     """``input`` repeated ``dims[i]`` times along dim i; fewer dims than ``input`` has are
     padded with 1s in front (unlike repeat). ``tile(x, (2, 3))`` or ``x.tile(2, 3)``."""
-    dims = _sizes("tile", dims)
+    dims = _sizes("tile", sizes_or_keyword("tile", dims, by_name, "dims"))
     dims = (1,) * (input.ndim - len(dims)) + dims
     return Repeat.apply(input, sizes=repeat_sizes(input.shape, dims))
 
@@ -489,6 +500,8 @@ def rot90(input, k=1, dims=(0, 1)):
 
 def diff(input, n=1, dim=-1, prepend=None, append=None):
     """The ``n``-th forward difference along ``dim``, after prepending/appending tensors."""
+    if input.ndim == 0:
+        raise BadArgumentError("diff expects input to be at least one-dimensional")
     d = wrap_dim(dim, input.ndim, "diff")
     parts = [p for p in (prepend, input, append) if p is not None]
     x = concat(parts, d) if len(parts) > 1 else input
@@ -496,7 +509,9 @@ def diff(input, n=1, dim=-1, prepend=None, append=None):
         m = x.shape[d]
         if m == 0:
             break
-        x = narrow(x, d, 1, m - 1) - narrow(x, d, 0, m - 1)
+        later, earlier = narrow(x, d, 1, m - 1), narrow(x, d, 0, m - 1)
+        # bools differ where they are not equal (PyTorch's diff of bools; - refuses them)
+        x = later ^ earlier if x.data.dtype == np.bool_ else later - earlier
     return x
 
 
@@ -547,20 +562,41 @@ def cummin(input, dim):
 KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types.kthvalue
 
 
-def kthvalue(input, k, dim=-1, keepdim=False):
-    """(the k-th smallest value along ``dim``, its index); k counts from 1."""
-    d = wrap_dim(dim, input.ndim, "kthvalue")
+def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
+    d = wrap_dim(dim, input.ndim, name)
+    if input.data.dtype == np.bool_:
+        raise UnsupportedDtypeError(f"{name}: bool tensors are not supported (PyTorch refuses "
+                                    "them too); convert with .int() or .float() first")
     x = input if input.ndim else input.reshape(1)
     n = x.shape[d]
+    if n == 0:
+        raise IndexError(f"{name}(): Expected reduction dim {d} to have non-zero size.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{name}: k must be an int, got {type(k).__name__}")
     if not 1 <= k <= n:
-        raise IndexError(f"kthvalue: k = {k} out of range for dimension {dim} of size {n}")
+        raise IndexError(f"{name}: k = {k} out of range for dimension {dim} of size {n}")
     order = _argsort(x.data, d, False, True).astype(np.int64, copy=False)
     index = order[(slice(None),) * d + (slice(k - 1, k),)]
+    data = x.data
+    if torch_ties and get_array_module(data) is np and n > 1:
+        # the k-th value held by several elements: which of them is PyTorch's CPU quickselect's
+        kth = np.take_along_axis(data, index, axis=d)
+        same = (data == kth) | ((data != data) & (kth != kth))
+        tied = same.sum(axis=d) > 1
+        if tied.any():
+            index = index.copy()
+            torch_order("kth", index, data, d, tied, k - 1)
     values = TakeAlongDim.apply(x, index=index, dim=d)
     if not keepdim or input.ndim == 0:
         values = values.squeeze(d)
         index = index.squeeze(axis=d)
     return KthResult(values, autograd.Tensor(index))
+
+
+def kthvalue(input, k, dim=-1, keepdim=False):
+    """(the k-th smallest value along ``dim``, its index); k counts from 1. Among equal values
+    the index is the one PyTorch returns on the CPU; the gradient goes to it."""
+    return _kth(input, k, dim, keepdim)
 
 
 class MedianAll(Function):
@@ -586,6 +622,9 @@ def median(input, dim=None, keepdim=False):
     empty float tensor). Over ``dim``: (values, indices); a slice holding a NaN gives NaN and
     the index of its first NaN, as PyTorch."""
     xp = get_array_module(input.data)
+    if input.data.dtype == np.bool_:
+        raise UnsupportedDtypeError("median: bool tensors are not supported (PyTorch refuses "
+                                    "them too); convert with .int() or .float() first")
     if dim is None:
         flat = input.reshape(-1)
         n = flat.shape[0]
@@ -596,12 +635,12 @@ def median(input, dim=None, keepdim=False):
         return MedianAll.apply(flat, k=(n + 1) // 2)
     d = wrap_dim(dim, input.ndim, "median")
     if input.ndim == 0:
-        r = kthvalue(input, 1, d, keepdim)
+        r = _kth(input, 1, d, keepdim, "median", torch_ties=False)
         return KthResult(r.values, r.indices)
     n = input.shape[d]
     if n == 0:
         raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
-    r = kthvalue(input, (n + 1) // 2, d, True)
+    r = _kth(input, (n + 1) // 2, d, True, "median", torch_ties=False)
     index = r.indices.data
     if input.dtype.kind == "f":
         nan = xp.isnan(input.data)
@@ -638,30 +677,63 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     return out[0] if len(out) == 1 else tuple(out)
 
 
+def _binary_search(seq, values, right):
+    """PyTorch's lower (upper) bound, all values at once: the binary search steps right past
+    ``mid`` unless ``seq[mid] >= value`` (``>``), so a comparison with NaN (always False) steps
+    right, which is where torch puts NaN and what it returns for a sequence holding NaN."""
+    xp = get_array_module(seq)
+    n = seq.shape[-1]
+    start = xp.zeros(values.shape, np.int64)
+    end = xp.full(values.shape, n, np.int64)
+    for _ in range(n.bit_length() + 1):
+        active = start < end
+        mid = start + (end - start) // 2
+        at = xp.minimum(mid, n - 1)
+        pivot = seq[at] if seq.ndim == 1 else xp.take_along_axis(seq, at, axis=-1)
+        step = ~(pivot > values) if right else ~(pivot >= values)
+        start = xp.where(active & step, mid + 1, start)
+        end = xp.where(active & ~step, mid, end)
+    return start
+
+
 def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=None,
                  sorter=None):
     """Where each value of ``input`` would go in ``sorted_sequence`` (1-d, or sorted along its
     last dim with matching leading dims) to keep it sorted: the first such place, or the last
-    with ``right=True`` / ``side='right'``."""
+    with ``right=True`` / ``side='right'``. With NaN in either, the places are PyTorch's (NaN
+    goes last)."""
     if sorter is not None:
         raise NotImplementedError("searchsorted: sorter= is not supported")
     if side is not None:
         if side not in ("left", "right"):
             raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
+        if right and side == "left":
+            raise BadArgumentError("searchsorted: side='left' and right=True contradict each "
+                                   "other")
         right = side == "right"
     seq = sorted_sequence.data
     values = input.data if isinstance(input, autograd.Tensor) else np.asarray(input)
     xp = get_array_module(seq)
+    values = xp.asarray(values)
+    if seq.dtype == np.bool_ or values.dtype == np.bool_:
+        raise UnsupportedDtypeError("searchsorted: bool tensors are not supported (PyTorch "
+                                    "refuses them too)")
+    if seq.ndim == 0 or (seq.ndim > 1 and values.ndim == 0):
+        raise BadArgumentError(f"searchsorted: a scalar value needs a 1-d sorted_sequence, "
+                                 f"got one of shape {tuple(seq.shape)}")
+    if seq.ndim > 1 and seq.shape[:-1] != values.shape[:-1]:
+        raise BadArgumentError(f"searchsorted: sorted_sequence {tuple(seq.shape)} and input "
+                                 f"{tuple(values.shape)} must match in every dim but the last")
     dtype = np.int32 if out_int32 else np.int64
-    if seq.ndim == 1:
+    common = np.result_type(seq.dtype, values.dtype)
+    if seq.shape[-1] == 0:
+        out = xp.zeros(values.shape, dtype)
+    elif seq.ndim == 1 and not (common.kind == "f" and bool(xp.isnan(seq).any() |
+                                                             xp.isnan(values).any())):
         out = xp.searchsorted(seq, values, side="right" if right else "left")
     else:
-        if seq.shape[:-1] != values.shape[:-1]:
-            raise ValueError(f"searchsorted: sorted_sequence {seq.shape} and input "
-                             f"{values.shape} must match in every dim but the last")
-        cmp = seq[..., None, :] <= values[..., :, None] if right else \
-            seq[..., None, :] < values[..., :, None]
-        out = cmp.sum(axis=-1)
+        out = _binary_search(seq.astype(common, copy=False), values.astype(common, copy=False),
+                             right)
     return autograd.Tensor(xp.asarray(out).astype(dtype))
 
 
@@ -826,3 +898,96 @@ def cartesian_prod(*tensors):
 TENSOR_METHODS.update({"tensor_split": tensor_split, "hsplit": hsplit, "vsplit": vsplit,
                        "dsplit": dsplit})
 FUNCTIONS += ["tensor_split", "hsplit", "vsplit", "dsplit", "block_diag", "cartesian_prod"]
+
+
+# ---- broadcast_shapes, tril/triu_indices, narrow_copy, unravel_index, vander, combinations ----
+def broadcast_shapes(*shapes):
+    """The shape the given shapes broadcast to (ints count as 1-d shapes)."""
+    shapes = [(s,) if isinstance(s, (int, np.integer)) else tuple(s) for s in shapes]
+    try:
+        return tuple(int(n) for n in np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise BadArgumentError(f"broadcast_shapes: shapes {shapes} do not broadcast") from None
+
+
+def _triangle_indices(name, row, col, offset, dtype, device, upper):
+    xp = np if str(device).split(":")[0] == "cpu" else get_array_module(
+        autograd.Tensor(np.zeros(0)).to(device).data)
+    r, c = np.indices((row, col)).reshape(2, -1)
+    keep = (c - r >= offset) if upper else (c - r <= offset)
+    out = np.stack([r[keep], c[keep]]).astype(as_dtype(dtype))
+    return autograd.Tensor(xp.asarray(out))
+
+
+def tril_indices(row, col, offset=0, *, dtype=np.int64, device="cpu"):
+    """The (2, N) row and column indices of the lower triangle of a row x col matrix."""
+    return _triangle_indices("tril_indices", row, col, offset, dtype, device, upper=False)
+
+
+def triu_indices(row, col, offset=0, *, dtype=np.int64, device="cpu"):
+    """The (2, N) row and column indices of the upper triangle of a row x col matrix."""
+    return _triangle_indices("triu_indices", row, col, offset, dtype, device, upper=True)
+
+
+def narrow_copy(input, dim, start, length):
+    """narrow as a copy."""
+    return narrow(input, dim, start, length).clone()
+
+
+def unravel_index(indices, shape):
+    """The coordinates in ``shape`` of flat ``indices``: a tuple of int64 tensors."""
+    data = indices.data if isinstance(indices, autograd.Tensor) else np.asarray(indices)
+    if data.dtype.kind not in "iu":
+        raise UnsupportedDtypeError(f"expected 'indices' to be integer dtype, but got "
+                                    f"{data.dtype}")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    total = int(np.prod(shape))
+    xp = get_array_module(data)
+    if data.size and (bool((data < -total).any()) or bool((data >= total).any())):
+        raise BadArgumentError("'indices' must be in range [-prod(shape), prod(shape) - 1]")
+    coords = xp.unravel_index(data % max(total, 1), shape)
+    return tuple(autograd.Tensor(c.astype(np.int64)) for c in coords)
+
+
+def vander(x, N=None, increasing=False):  # noqa: N803  (PyTorch's name)
+    """The Vandermonde matrix of the 1-d ``x``: columns x**(N-1) ... x**0 (or increasing)."""
+    if x.ndim != 1:
+        raise BadArgumentError("x must be a one-dimensional tensor.")
+    n = x.shape[0] if N is None else int(N)
+    if n < 0:
+        raise BadArgumentError("N must be non-negative.")
+    from .ops import stack
+
+    dtype = np.dtype(np.int64) if x.data.dtype.kind in "biu" else x.data.dtype
+    base = x if x.data.dtype == dtype else x.to(dtype)
+    powers = range(n) if increasing else range(n - 1, -1, -1)
+    columns = [base ** p if p else base * 0 + 1 for p in powers]
+    if not columns:
+        return autograd.Tensor(get_array_module(x.data).zeros((x.shape[0], 0), dtype))
+    return stack(columns, 1)
+
+
+def combinations(input, r=2, with_replacement=False):
+    """The length-``r`` combinations of the 1-d ``input``'s elements, one per row (itertools'
+    order)."""
+    import itertools
+
+    if input.ndim != 1:
+        raise BadArgumentError(f"Expect a 1D vector, but got shape {tuple(input.shape)}")
+    pick = itertools.combinations_with_replacement if with_replacement else \
+        itertools.combinations
+    rows = list(pick(range(input.shape[0]), r)) if r else []
+    if not r:
+        return autograd.Tensor(get_array_module(input.data).zeros((0,), input.data.dtype))
+    if not rows:
+        return autograd.Tensor(get_array_module(input.data).zeros((0, r), input.data.dtype))
+    from .indexing import index_select
+
+    index = autograd.Tensor(get_array_module(input.data).asarray(
+        np.asarray(rows, np.int64).reshape(-1)))
+    return index_select(input, 0, index).reshape(len(rows), r)
+
+
+TENSOR_METHODS.update({"narrow_copy": narrow_copy})
+FUNCTIONS += ["broadcast_shapes", "tril_indices", "triu_indices", "narrow_copy", "unravel_index",
+              "vander", "combinations"]

@@ -71,6 +71,18 @@ class NanMedianAll(Function):
         return g * mask / mask.sum()
 
 
+def _all_nan_median_index(n):
+    """The index torch.nanmedian gives for a slice of n NaNs: std::nth_element at position 0
+    with a comparison that never holds (NaN is not less than NaN) leaves it to the
+    partitioning steps (backend/ordering.py redoes them)."""
+    from .backend import ordering
+
+    ordering.rows_kernels()
+    ix = np.arange(n)
+    ordering._nth_element(np.full(n, np.nan), ix, 0, n, False)
+    return int(ix[0])
+
+
 def nanmedian(input, dim=None, keepdim=False):
     """The median ignoring NaNs (the lower of the two middle values; NaN where a slice is all
     NaN). Over ``dim``: (values, indices), the index of the median's element in its slice."""
@@ -94,6 +106,9 @@ def nanmedian(input, dim=None, keepdim=False):
         count = xp.full((1,) * x.ndim, n)
     pos = xp.maximum(count - 1, 0) // 2
     index = xp.take_along_axis(order, pos.astype(np.int64), axis=d)
+    if x.dtype.kind == "f" and bool((count == 0).any()):
+        # an all-NaN slice: the index PyTorch's nth_element leaves at position 0 there
+        index = xp.where(count == 0, _all_nan_median_index(n), index)
     values = TakeAlongDim.apply(x, index=index, dim=d)
     if not keepdim or input.ndim == 0:
         values = values.squeeze(d)
@@ -204,7 +219,8 @@ def nanquantile(input, q, dim=None, keepdim=False, *, interpolation="linear"):
 # ---- mode ------------------------------------------------------------------------------------
 def mode(input, dim=-1, keepdim=False):
     """(the most frequent value along ``dim``, its index). Among equally frequent values the
-    smallest, and the index of its last occurrence, as PyTorch picks."""
+    smallest; its index is the one at the end of its run in the order std::sort leaves the
+    slice, as PyTorch picks on the CPU (the last occurrence in slices of up to 16)."""
     _check_tensor("mode", "input", input)
     d = wrap_dim(dim, max(input.ndim, 1), "mode")
     x = input if input.ndim else input.reshape(1)
@@ -216,7 +232,7 @@ def mode(input, dim=-1, keepdim=False):
     lead = rows.shape[:-1]
     rows = rows.reshape(-1, n)
     m = rows.shape[0]
-    order = _argsort(rows, 1, False, True)
+    order = _argsort(rows, 1, False, False)  # std::sort's order among equal values
     s = xp.take_along_axis(rows, order, axis=1)
     starts = xp.ones(s.shape, dtype=bool)
     starts[:, 1:] = s[:, 1:] != s[:, :-1]
@@ -224,7 +240,7 @@ def mode(input, dim=-1, keepdim=False):
     counts = xp.bincount(run, minlength=int(run[-1]) + 1 if run.size else 0)[run].reshape(m, n)
     best = counts.max(axis=1, keepdims=True)
     first = xp.argmax(counts == best, axis=1)[:, None]  # the smallest of the most frequent
-    last = first + best - 1  # its last occurrence (the sort is stable)
+    last = first + best - 1  # the end of its run
     index = xp.take_along_axis(order, last, axis=1).astype(np.int64)
     index = xp.moveaxis(index.reshape(lead + (1,)), -1, d)
     values = TakeAlongDim.apply(x, index=index, dim=d)
@@ -299,7 +315,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     c = (xm if w is None else xm * w).matmul(xm.t())
     if float(norm.item() if isinstance(norm, autograd.Tensor) else norm) <= 0:
         warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less "
-                      "than the number of observations.", RuntimeWarning, stacklevel=2)
+                      "than the number of observations.", UserWarning, stacklevel=2)
         c = _divide_by_zero(c)
     else:
         c = c / norm

@@ -401,9 +401,11 @@ class Tensor:
         return Add.apply(*_pair(self, other, reverse=True))
 
     def __sub__(self, other):
+        ops.refuse_bool_sub(self, other)
         return Sub.apply(*_pair(self, other))
 
     def __rsub__(self, other):
+        ops.refuse_bool_sub(other, self)
         return Sub.apply(*_pair(self, other, reverse=True))
 
     def __mul__(self, other):
@@ -419,9 +421,11 @@ class Tensor:
         return Div.apply(*_pair(self, other, reverse=True, true_divide=True))
 
     def __matmul__(self, other):
+        ops.refuse_mixed_matmul(self, other)
         return MatMul.apply(*_pair(self, other))
 
     def __rmatmul__(self, other):
+        ops.refuse_mixed_matmul(other, self)
         return MatMul.apply(*_pair(self, other, reverse=True))
 
     matmul = __matmul__
@@ -432,6 +436,7 @@ class Tensor:
 
     def sub(self, other, *, alpha=1):
         """``self - alpha * other``."""
+        ops.refuse_bool_sub(self, other)
         return self - _times_alpha(self, other, alpha, "sub")
 
     mul = __mul__
@@ -444,6 +449,13 @@ class Tensor:
             exponent = exponent.item()
         if not is_floating(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, np.dtype(np.float32)), exponent=exponent)
+        if self.data.dtype.kind in "biu" and isinstance(exponent, int):
+            ops.check_integer_exponent(self.data.dtype, exponent)
+            if self.data.dtype == np.bool_:  # bool ** 2 is int64; bool ** True stays bool
+                if isinstance(exponent, bool):
+                    return Tensor(self.data.copy() if exponent else
+                                  get_array_module(self.data).ones_like(self.data))
+                return Pow.apply(_cast(self, np.dtype(np.int64)), exponent=exponent)
         return Pow.apply(self, exponent=exponent)
 
     def __rpow__(self, base):
@@ -600,7 +612,8 @@ class Tensor:
 
     def __invert__(self):
         if self.data.dtype.kind not in "biu":
-            raise TypeError(f"~ (bitwise_not) needs a bool or integer tensor, got {self.dtype}")
+            raise ops.UnsupportedDtypeError(f"~ (bitwise_not) needs a bool or integer tensor, "
+                                            f"got {self.dtype}")
         return Tensor(get_array_module(self.data).invert(self.data))
 
     def __contains__(self, element):
@@ -642,14 +655,15 @@ class Tensor:
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
         x = self if dtype is None else self.to(as_dtype(dtype))  # PyTorch's dtype=: cast first
-        return Sum.apply(x, dim=dim, keepdim=keepdim)
+        y = Sum.apply(x, dim=dim, keepdim=keepdim)
+        return y if dtype is None or y.data.dtype == x.data.dtype else y.to(x.data.dtype)
 
     def mean(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
         if dtype is not None:
             return self.to(as_dtype(dtype)).mean(dim, keepdim, axis, keepdims)
         if not is_floating(self.data.dtype):  # PyTorch refuses it (NumPy would give float64)
-            raise TypeError(f"mean: needs a floating-point tensor, got {self.data.dtype}; "
-                            "call .float() first")
+            raise ops.UnsupportedDtypeError(f"mean: needs a floating-point tensor, got "
+                                            f"{self.data.dtype}; call .float() first")
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
         return Mean.apply(self, dim=dim, keepdim=keepdim)
@@ -663,7 +677,8 @@ class Tensor:
         return _max_or_min(self, dim, keepdim, axis, keepdims, take_min=True)
 
     def amax(self, dim=None, keepdim=False):
-        return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False)
+        ops.refuse_empty_reduction("amax", self.shape, dim)
+        return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False, nan_spread=False)
 
     def argmax(self, dim=None, keepdim=False):
         return _arg_max_or_min(self, dim, keepdim, take_min=False)
@@ -698,7 +713,8 @@ class Tensor:
         see; inside a graph, recorded as an op whose result ``x`` becomes."""
         _set_item(self, _index(index), value)
 
-    def reshape(self, *shape):
+    def reshape(self, *shape, **by_name):
+        shape = ops.sizes_or_keyword("reshape", shape, by_name, "shape")
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         try:
@@ -710,7 +726,8 @@ class Tensor:
 
     view = reshape
 
-    def permute(self, *axes):
+    def permute(self, *axes, **by_name):
+        axes = ops.sizes_or_keyword("permute", axes, by_name, "dims")
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         wrapped = tuple(_wrap_dim(a, self.ndim, "permute") for a in axes)
@@ -748,7 +765,8 @@ class Tensor:
         start = _wrap_dim(start_dim, self.ndim, "flatten")
         end = _wrap_dim(end_dim, self.ndim, "flatten")
         if start > end:
-            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
+            raise ops.BadArgumentError(f"flatten: start_dim {start_dim} comes after end_dim "
+                                       f"{end_dim}")
         shape = self.shape[:start] + (-1,) + self.shape[end + 1:]
         if 0 in self.shape:
             shape = self.shape[:start] + (int(np.prod(self.shape[start:end + 1])),) \
@@ -782,8 +800,13 @@ class Tensor:
         """Dim i repeated sizes[i] times (a copy, NumPy's tile)."""
         return Repeat.apply(self, sizes=ops.repeat_sizes(self.shape, sizes))
 
-    def split(self, split_size, dim=0):
-        """A tuple of pieces of split_size (or of each size in a list) along dim."""
+    def split(self, split_size=None, dim=0, *, split_size_or_sections=None):
+        """A tuple of pieces of split_size (or of each size in a list) along dim
+        (``split_size_or_sections`` is torch.split's name for it)."""
+        if split_size_or_sections is not None:
+            if split_size is not None:
+                raise TypeError("split: pass split_size or split_size_or_sections, not both")
+            split_size = split_size_or_sections
         return ops.split(self, split_size, dim)
 
     def chunk(self, chunks, dim=0):
@@ -844,7 +867,8 @@ def _bitwise(a: Tensor, other, ufunc):
     """``&``, ``|``, ``^`` on bool or integer tensors (bool with bool stays bool)."""
     x, y = _pair(a, other)
     if x.data.dtype.kind not in "biu":
-        raise TypeError(f"{ufunc} needs bool or integer tensors, got {x.data.dtype}")
+        raise ops.UnsupportedDtypeError(f"{ufunc} needs bool or integer tensors, got "
+                                        f"{x.data.dtype}")
     return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
 
 
@@ -852,6 +876,9 @@ def _scalar(x, like: Tensor, dtype):
     """A Python number as a 0-d array of ``dtype`` on ``like``'s device. An integer outside an
     integer dtype's range wraps as in PyTorch (``uint8_tensor - 1``: the 1 subtracted, mod 256)."""
     x = ops.wrap_integer(x, dtype)
+    if type(x) is float and abs(x) > 65504.0:  # beyond float16: inf there, as in PyTorch
+        with np.errstate(over="ignore"):
+            return Tensor(get_array_module(like.data).asarray(x, dtype=dtype))
     if type(like.data) is np.ndarray:
         return Tensor(np.asarray(x, dtype=dtype))
     xp = get_array_module(like.data)
@@ -932,28 +959,44 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
             raise ValueError(f"{name}: tensors on different devices, {t.device} and "
                              f"{other.device}; move them with .to('{t.device}') first")
         value = other.data
+    elif isinstance(other, (bool, int, float, np.generic)):
+        value = ops.fill_value(other, t.data.dtype) if ufunc in ("fill", "copy") else other
     else:
-        value = other if isinstance(other, (bool, int, float)) else xp.asarray(other)
+        value = xp.asarray(other)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
+    # anything else is computed by the op itself (PyTorch's result type, integer wrapping), then
+    # stored where that type fits
+    direct = out_of_place is None or ufunc == "fill" or (is_floating(t.data.dtype) and (
+        type(other) in (int, float) or getattr(value, "dtype", None) == t.data.dtype))
+    if not direct:
+        with no_grad():
+            value = out_of_place(t, other).data
+        if category(value.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {value.dtype} can't be cast to the "
+                                       f"desired output type {t.data.dtype} (a {t.data.dtype} "
+                                       "tensor cannot hold it)")
     try:
-        if out_of_place is None or ufunc == "fill":
+        if out_of_place is None or ufunc == "fill" or not direct:
+            if not direct and value.shape != t.shape:
+                raise ValueError
             xp.copyto(t.data, value, casting="unsafe")
         else:
-            getattr(xp, ufunc)(t.data, value, out=t.data)
-    except TypeError:  # NumPy's UFuncTypeError: the result's type cannot be stored in t
-        result = xp.result_type(t.data, value)
-        raise TypeError(f"{name}: the result has dtype {result}, which a {t.data.dtype} tensor "
-                        "cannot hold") from None
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                getattr(xp, ufunc)(t.data, value, out=t.data)
     except ValueError:
-        raise ValueError(f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to "
-                         f"this tensor's shape {t.shape}") from None
+        raise ops.BadArgumentError(
+            f"{name}: shape {getattr(value, 'shape', ())} does not broadcast to this tensor's "
+            f"shape {t.shape}") from None
     bump_version(t)
     return t
 
 
 def _set_item(t, index, value):
     name = "x[index] = value"
+    if isinstance(value, (bool, int, float, np.generic)):  # checked and wrapped as torch does
+        value = ops.fill_value(value, t.data.dtype, name)
     if isinstance(value, Tensor) and value.device != t.device:
         raise ValueError(f"{name}: tensors on different devices, {t.device} and "
                          f"{value.device}; move the value with .to('{t.device}') first")
@@ -1029,8 +1072,9 @@ def _inplace_in_graph(t, other, name, out_of_place):
     out = out_of_place(old, old if other is t else other)  # y *= y squares the old y
     if out.data.dtype != t.data.dtype:
         if category(out.data.dtype) > category(t.data.dtype):
-            raise TypeError(f"{name}: the result has dtype {out.data.dtype}, which a "
-                            f"{t.data.dtype} tensor cannot hold")
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
         out = _cast(out, t.data.dtype)
     if out.shape != t.shape:
         raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
@@ -1062,12 +1106,16 @@ def _index(index):
 
 def _arg_max_or_min(x, dim, keepdim, take_min):
     data = x.data
+    name = "argmin" if take_min else "argmax"
+    if data.dtype == np.bool_:
+        raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
+                                        ".int() first")
+    ops.refuse_empty_reduction(name, x.shape, dim)
     if dim is None:
         arg = data.argmin() if take_min else data.argmax()
         if keepdim:
             return Tensor(get_array_module(data).reshape(arg, (1,) * x.ndim).astype(np.int64))
         return Tensor(np.int64(arg) if x.device == "cpu" else arg.astype(np.int64))
-    name = "argmin" if take_min else "argmax"
     if x.ndim == 0:
         _wrap_dim(dim, 0, name)
         return Tensor(get_array_module(data).zeros((), dtype=np.int64))
@@ -1081,10 +1129,12 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
 def _any_or_all(x, name, dim, keepdim):
     """``x.any()``, ``x.all()``: a bool tensor outside the graph. An empty list of dims reduces
     none, as in PyTorch's any and all (its sum and mean take it as all dims)."""
+    # uint8 gives uint8 (0 or 1), as in PyTorch; every other dtype gives bool
+    dtype = np.uint8 if x.data.dtype == np.uint8 else np.bool_
     if isinstance(dim, (tuple, list)) and not dim:
-        return Tensor(x.data.astype(np.bool_))
+        return Tensor(x.data.astype(np.bool_).astype(dtype, copy=False))
     axes = reduction_axes(dim, x.ndim)
-    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim))
+    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim).astype(dtype, copy=False))
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
@@ -1092,6 +1142,7 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     keepdim = keepdims if keepdims is not None else keepdim
     if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
         return Maximum.apply(*_pair(x, dim), take_min=take_min)
+    ops.refuse_empty_reduction("min" if take_min else "max", x.shape, dim)
     if x.ndim == 0 and isinstance(dim, int):  # x.max(0) of a 0-d x: (x, 0), as torch
         _wrap_dim(dim, 0, "min" if take_min else "max")
         return MaxResult(Max.apply(x, dim=dim, keepdim=keepdim, take_min=take_min),
