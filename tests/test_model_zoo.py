@@ -28,6 +28,14 @@ PARAMS = {
     "resnet101": 44_549_160, "resnet152": 60_192_808,
     "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336, "resnext101_64x4d": 83_455_272,
     "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
+    "mobilenet_v2": 3_504_872, "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856,
+    "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232,
+    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    "alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
+    "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480,
+    "densenet201": 20_013_928, "convnext_tiny": 28_589_128, "convnext_small": 50_223_688,
 }
 
 
@@ -105,6 +113,354 @@ class _TResNet(tnn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+def _div(v, d=8):
+    n = max(d, int(v + d / 2) // d * d)
+    return n + d if n < 0.9 * v else n
+
+
+def _cna(cin, cout, k=3, stride=1, groups=1, norm=tnn.BatchNorm2d, act=tnn.ReLU, dilation=1,
+         padding=None, bias=None):
+    """torchvision.ops.Conv2dNormActivation as a plain Sequential."""
+    padding = (k - 1) // 2 * dilation if padding is None else padding
+    layers = [tnn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups,
+                         bias=norm is None if bias is None else bias)]
+    if norm is not None:
+        layers.append(norm(cout))
+    if act is not None:
+        layers.append(act())
+    return tnn.Sequential(*layers)
+
+
+class _TSE(tnn.Module):
+    def __init__(self, cin, csq, act=tnn.ReLU, scale=tnn.Sigmoid):
+        super().__init__()
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = tnn.Conv2d(cin, csq, 1), tnn.Conv2d(csq, cin, 1)
+        self.activation, self.scale_activation = act(), scale()
+
+    def forward(self, x):
+        return self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x))))) * x
+
+
+class _TStochasticDepth(tnn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = 1 - self.p
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype).bernoulli_(keep)
+        return x * noise / keep
+
+
+class _TV2Block(tnn.Module):
+    def __init__(self, inp, oup, stride, t):
+        super().__init__()
+        hidden = int(round(inp * t))
+        self.res = stride == 1 and inp == oup
+        layers = [] if t == 1 else [_cna(inp, hidden, 1, act=tnn.ReLU6)]
+        layers += [_cna(hidden, hidden, 3, stride, hidden, act=tnn.ReLU6),
+                   tnn.Conv2d(hidden, oup, 1, bias=False), tnn.BatchNorm2d(oup)]
+        self.conv = tnn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.res else self.conv(x)
+
+
+class _THead(tnn.Module):
+    """features -> global average pool -> flatten -> classifier."""
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class _TMobileNetV2(_THead):
+    def __init__(self, nc=1000):
+        super().__init__()
+        cin, feats = 32, [_cna(3, 32, 3, 2, act=tnn.ReLU6)]
+        for t, c, n, s in [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
+                           [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]:
+            for i in range(n):
+                feats.append(_TV2Block(cin, c, s if i == 0 else 1, t))
+                cin = c
+        feats.append(_cna(cin, 1280, 1, act=tnn.ReLU6))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Dropout(0.2), tnn.Linear(1280, nc))
+
+
+class _TV3Block(tnn.Module):
+    def __init__(self, inp, k, exp, out, se, act, stride):
+        super().__init__()
+        norm = lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)  # noqa: E731
+        act = tnn.Hardswish if act == "HS" else tnn.ReLU
+        self.res = stride == 1 and inp == out
+        layers = [] if exp == inp else [_cna(inp, exp, 1, norm=norm, act=act)]
+        layers.append(_cna(exp, exp, k, stride, exp, norm=norm, act=act))
+        if se:
+            layers.append(_TSE(exp, _div(exp // 4), scale=tnn.Hardsigmoid))
+        layers.append(_cna(exp, out, 1, norm=norm, act=None))
+        self.block = tnn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x) + x if self.res else self.block(x)
+
+
+_V3 = {
+    "mobilenet_v3_large": ([(16, 3, 16, 16, 0, "RE", 1), (16, 3, 64, 24, 0, "RE", 2),
+                            (24, 3, 72, 24, 0, "RE", 1), (24, 5, 72, 40, 1, "RE", 2),
+                            (40, 5, 120, 40, 1, "RE", 1), (40, 5, 120, 40, 1, "RE", 1),
+                            (40, 3, 240, 80, 0, "HS", 2), (80, 3, 200, 80, 0, "HS", 1),
+                            (80, 3, 184, 80, 0, "HS", 1), (80, 3, 184, 80, 0, "HS", 1),
+                            (80, 3, 480, 112, 1, "HS", 1), (112, 3, 672, 112, 1, "HS", 1),
+                            (112, 5, 672, 160, 1, "HS", 2), (160, 5, 960, 160, 1, "HS", 1),
+                            (160, 5, 960, 160, 1, "HS", 1)], 1280),
+    "mobilenet_v3_small": ([(16, 3, 16, 16, 1, "RE", 2), (16, 3, 72, 24, 0, "RE", 2),
+                            (24, 3, 88, 24, 0, "RE", 1), (24, 5, 96, 40, 1, "HS", 2),
+                            (40, 5, 240, 40, 1, "HS", 1), (40, 5, 240, 40, 1, "HS", 1),
+                            (40, 5, 120, 48, 1, "HS", 1), (48, 5, 144, 48, 1, "HS", 1),
+                            (48, 5, 288, 96, 1, "HS", 2), (96, 5, 576, 96, 1, "HS", 1),
+                            (96, 5, 576, 96, 1, "HS", 1)], 1024),
+}
+
+
+class _TMobileNetV3(_THead):
+    def __init__(self, arch, nc=1000):
+        super().__init__()
+        rows, last = _V3[arch]
+        norm = lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)  # noqa: E731
+        feats = [_cna(3, 16, 3, 2, norm=norm, act=tnn.Hardswish)]
+        feats += [_TV3Block(*r) for r in rows]
+        feats.append(_cna(rows[-1][3], 6 * rows[-1][3], 1, norm=norm, act=tnn.Hardswish))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Linear(6 * rows[-1][3], last), tnn.Hardswish(),
+                                         tnn.Dropout(0.2), tnn.Linear(last, nc))
+
+
+class _TMBConv(tnn.Module):
+    def __init__(self, t, k, stride, cin, cout, sd):
+        super().__init__()
+        exp = _div(cin * t)
+        self.res = stride == 1 and cin == cout
+        layers = [] if exp == cin else [_cna(cin, exp, 1, act=tnn.SiLU)]
+        layers += [_cna(exp, exp, k, stride, exp, act=tnn.SiLU),
+                   _TSE(exp, max(1, cin // 4), act=tnn.SiLU), _cna(exp, cout, 1, act=None)]
+        self.block = tnn.Sequential(*layers)
+        self.stochastic_depth = _TStochasticDepth(sd)
+
+    def forward(self, x):
+        out = self.block(x)
+        return self.stochastic_depth(out) + x if self.res else out
+
+
+class _TEfficientNet(_THead):
+    def __init__(self, width, depth, dropout, nc=1000):
+        super().__init__()
+        import math
+
+        rows = [(t, k, s, _div(i * width), _div(o * width), int(math.ceil(n * depth)))
+                for t, k, s, i, o, n in [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2),
+                                         (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+                                         (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
+                                         (6, 3, 1, 192, 320, 1)]]
+        total, bid = sum(r[-1] for r in rows), 0
+        feats = [_cna(3, rows[0][3], 3, 2, act=tnn.SiLU)]
+        for t, k, s, i, o, n in rows:
+            stage = []
+            for j in range(n):
+                stage.append(_TMBConv(t, k, s if j == 0 else 1, i if j == 0 else o, o,
+                                      0.2 * bid / total))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+        feats.append(_cna(rows[-1][4], 4 * rows[-1][4], 1, act=tnn.SiLU))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(4 * rows[-1][4], nc))
+
+
+_VGG = {"11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+        "13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+        "16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+               512, 512, 512, "M"],
+        "19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+               512, 512, 512, 512, "M"]}
+
+
+class _TVGG(_THead):
+    def __init__(self, depth, bn, nc=1000):
+        super().__init__()
+        layers, cin = [], 3
+        for v in _VGG[depth]:
+            if v == "M":
+                layers.append(tnn.MaxPool2d(2, 2))
+                continue
+            layers += [tnn.Conv2d(cin, v, 3, padding=1)] + ([tnn.BatchNorm2d(v)] if bn else [])
+            layers.append(tnn.ReLU(inplace=True))
+            cin = v
+        self.features = tnn.Sequential(*layers)
+        self.avgpool = tnn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = tnn.Sequential(
+            tnn.Linear(25088, 4096), tnn.ReLU(True), tnn.Dropout(), tnn.Linear(4096, 4096),
+            tnn.ReLU(True), tnn.Dropout(), tnn.Linear(4096, nc))
+
+
+class _TAlexNet(_THead):
+    def __init__(self, nc=1000):
+        super().__init__()
+        self.features = tnn.Sequential(
+            tnn.Conv2d(3, 64, 11, 4, 2), tnn.ReLU(True), tnn.MaxPool2d(3, 2),
+            tnn.Conv2d(64, 192, 5, padding=2), tnn.ReLU(True), tnn.MaxPool2d(3, 2),
+            tnn.Conv2d(192, 384, 3, padding=1), tnn.ReLU(True),
+            tnn.Conv2d(384, 256, 3, padding=1), tnn.ReLU(True),
+            tnn.Conv2d(256, 256, 3, padding=1), tnn.ReLU(True), tnn.MaxPool2d(3, 2))
+        self.avgpool = tnn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = tnn.Sequential(
+            tnn.Dropout(), tnn.Linear(9216, 4096), tnn.ReLU(True), tnn.Dropout(),
+            tnn.Linear(4096, 4096), tnn.ReLU(True), tnn.Linear(4096, nc))
+
+
+class _TFire(tnn.Module):
+    def __init__(self, cin, sq, e1, e3):
+        super().__init__()
+        self.squeeze, self.squeeze_activation = tnn.Conv2d(cin, sq, 1), tnn.ReLU(True)
+        self.expand1x1, self.expand1x1_activation = tnn.Conv2d(sq, e1, 1), tnn.ReLU(True)
+        self.expand3x3, self.expand3x3_activation = tnn.Conv2d(sq, e3, 3, padding=1), tnn.ReLU(True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class _TSqueezeNet(tnn.Module):
+    def __init__(self, version, nc=1000):
+        super().__init__()
+        P = lambda: tnn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        F_ = _TFire
+        if version == "1_0":
+            self.features = tnn.Sequential(
+                tnn.Conv2d(3, 96, 7, 2), tnn.ReLU(True), P(), F_(96, 16, 64, 64),
+                F_(128, 16, 64, 64), F_(128, 32, 128, 128), P(), F_(256, 32, 128, 128),
+                F_(256, 48, 192, 192), F_(384, 48, 192, 192), F_(384, 64, 256, 256), P(),
+                F_(512, 64, 256, 256))
+        else:
+            self.features = tnn.Sequential(
+                tnn.Conv2d(3, 64, 3, 2), tnn.ReLU(True), P(), F_(64, 16, 64, 64),
+                F_(128, 16, 64, 64), P(), F_(128, 32, 128, 128), F_(256, 32, 128, 128), P(),
+                F_(256, 48, 192, 192), F_(384, 48, 192, 192), F_(384, 64, 256, 256),
+                F_(512, 64, 256, 256))
+        self.classifier = tnn.Sequential(tnn.Dropout(), tnn.Conv2d(512, nc, 1), tnn.ReLU(True),
+                                         tnn.AdaptiveAvgPool2d((1, 1)))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class _TDenseLayer(tnn.Module):
+    def __init__(self, cin, growth, bn_size):
+        super().__init__()
+        self.norm1, self.relu1 = tnn.BatchNorm2d(cin), tnn.ReLU(True)
+        self.conv1 = tnn.Conv2d(cin, bn_size * growth, 1, bias=False)
+        self.norm2, self.relu2 = tnn.BatchNorm2d(bn_size * growth), tnn.ReLU(True)
+        self.conv2 = tnn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, feats):
+        x = torch.cat(feats, 1)
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class _TDenseBlock(tnn.ModuleDict):
+    def __init__(self, n, cin, bn_size, growth):
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"denselayer{i + 1}", _TDenseLayer(cin + i * growth, growth, bn_size))
+
+    def forward(self, x):
+        feats = [x]
+        for layer in self.values():
+            feats.append(layer(feats))
+        return torch.cat(feats, 1)
+
+
+class _TDenseNet(tnn.Module):
+    def __init__(self, growth, blocks, init, nc=1000):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.features = tnn.Sequential(OrderedDict([
+            ("conv0", tnn.Conv2d(3, init, 7, 2, 3, bias=False)), ("norm0", tnn.BatchNorm2d(init)),
+            ("relu0", tnn.ReLU(True)), ("pool0", tnn.MaxPool2d(3, 2, 1))]))
+        c = init
+        for i, n in enumerate(blocks):
+            self.features.add_module(f"denseblock{i + 1}", _TDenseBlock(n, c, 4, growth))
+            c += n * growth
+            if i != len(blocks) - 1:
+                self.features.add_module(f"transition{i + 1}", tnn.Sequential(OrderedDict([
+                    ("norm", tnn.BatchNorm2d(c)), ("relu", tnn.ReLU(True)),
+                    ("conv", tnn.Conv2d(c, c // 2, 1, bias=False)), ("pool", tnn.AvgPool2d(2, 2))])))
+                c //= 2
+        self.features.add_module("norm5", tnn.BatchNorm2d(c))
+        self.classifier = tnn.Linear(c, nc)
+
+    def forward(self, x):
+        out = torch.relu(self.features(x))
+        return self.classifier(torch.flatten(tnn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+class _TLayerNorm2d(tnn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _TPermute(tnn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class _TCNBlock(tnn.Module):
+    def __init__(self, dim, sd):
+        super().__init__()
+        self.block = tnn.Sequential(
+            tnn.Conv2d(dim, dim, 7, padding=3, groups=dim), _TPermute([0, 2, 3, 1]),
+            tnn.LayerNorm(dim, eps=1e-6), tnn.Linear(dim, 4 * dim), tnn.GELU(),
+            tnn.Linear(4 * dim, dim), _TPermute([0, 3, 1, 2]))
+        self.layer_scale = tnn.Parameter(torch.ones(dim, 1, 1) * 1e-6)
+        self.stochastic_depth = _TStochasticDepth(sd)
+
+    def forward(self, x):
+        return self.stochastic_depth(self.layer_scale * self.block(x)) + x
+
+
+class _TConvNeXt(tnn.Module):
+    def __init__(self, depths, sd, nc=1000):
+        super().__init__()
+        dims = [96, 192, 384, 768]
+        ln = lambda c: _TLayerNorm2d(c, eps=1e-6)  # noqa: E731
+        feats = [_cna(3, 96, 4, 4, norm=ln, act=None, padding=0, bias=True)]
+        total, bid = sum(depths), 0
+        for i, n in enumerate(depths):
+            stage = []
+            for _ in range(n):
+                stage.append(_TCNBlock(dims[i], sd * bid / (total - 1.0)))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+            if i < 3:
+                feats.append(tnn.Sequential(ln(dims[i]), tnn.Conv2d(dims[i], dims[i + 1], 2, 2)))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(ln(768), tnn.Flatten(1), tnn.Linear(768, nc))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -116,9 +472,30 @@ TWINS = {
     "resnext101_64x4d": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 23, 3], nc, 64, 4),
     "wide_resnet50_2": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 6, 3], nc, 1, 128),
     "wide_resnet101_2": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 23, 3], nc, 1, 128),
+    "mobilenet_v2": lambda nc=1000: _TMobileNetV2(nc),
+    "mobilenet_v3_large": lambda nc=1000: _TMobileNetV3("mobilenet_v3_large", nc),
+    "mobilenet_v3_small": lambda nc=1000: _TMobileNetV3("mobilenet_v3_small", nc),
+    "efficientnet_b0": lambda nc=1000: _TEfficientNet(1.0, 1.0, 0.2, nc),
+    "efficientnet_b1": lambda nc=1000: _TEfficientNet(1.0, 1.1, 0.2, nc),
+    "efficientnet_b2": lambda nc=1000: _TEfficientNet(1.1, 1.2, 0.3, nc),
+    "efficientnet_b3": lambda nc=1000: _TEfficientNet(1.2, 1.4, 0.3, nc),
+    "alexnet": lambda nc=1000: _TAlexNet(nc),
+    "squeezenet1_0": lambda nc=1000: _TSqueezeNet("1_0", nc),
+    "squeezenet1_1": lambda nc=1000: _TSqueezeNet("1_1", nc),
+    "densenet121": lambda nc=1000: _TDenseNet(32, (6, 12, 24, 16), 64, nc),
+    "densenet161": lambda nc=1000: _TDenseNet(48, (6, 12, 36, 24), 96, nc),
+    "densenet169": lambda nc=1000: _TDenseNet(32, (6, 12, 32, 32), 64, nc),
+    "densenet201": lambda nc=1000: _TDenseNet(32, (6, 12, 48, 32), 64, nc),
+    "convnext_tiny": lambda nc=1000: _TConvNeXt([3, 3, 9, 3], 0.1, nc),
+    "convnext_small": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.4, nc),
 }
+for _d in ("11", "13", "16", "19"):
+    TWINS[f"vgg{_d}"] = lambda nc=1000, d=_d: _TVGG(d, False, nc)
+    TWINS[f"vgg{_d}_bn"] = lambda nc=1000, d=_d: _TVGG(d, True, nc)
 # forward parity on these (input size); the rest are checked by count, names and shapes only
-FORWARD = {"resnet18": 32, "resnext50_32x4d": 32}
+FORWARD = {"resnet18": 32, "resnext50_32x4d": 32, "mobilenet_v2": 32, "mobilenet_v3_small": 32,
+           "mobilenet_v3_large": 32, "efficientnet_b0": 32, "alexnet": 64, "squeezenet1_0": 64,
+           "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32}
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -423,6 +423,15 @@ def _expected_shapes(arch):
             if not k.endswith("num_batches_tracked")}
 
 
+def _remap(arch, state):
+    """Old key spellings of torchvision's published files -> today's (DenseNet's)."""
+    if arch.startswith("densenet"):
+        from minidl.models.densenet import DenseNet
+
+        return DenseNet.remap_state_dict(state)
+    return state
+
+
 def _same_file(a, b):
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
@@ -442,6 +451,7 @@ def convert(in_path, out_path, arch="resnet50"):
     state = {k: v for k, v in load_torch_checkpoint(in_path, max_bytes=max_bytes).items()
              if not k.endswith("num_batches_tracked")}  # minidl's BatchNorm keeps no step counter
     if expected is not None:
+        state = _remap(arch, state)
         problems = check_state_dict(expected, state)
         if problems:
             raise ValueError(f"checkpoint {in_path} does not fit minidl's {arch} "

@@ -191,6 +191,9 @@ def load_weights(model, weights, arch="resnet50"):
     from .convert import check_state_dict
 
     state, source = _read_weights(weights, arch)
+    remap = getattr(model, "remap_state_dict", None)  # old key spellings (DenseNet's files)
+    if remap is not None:
+        state = remap(state)
     head = getattr(model, "classifier_key", "fc")
     head_w = state.get(f"{head}.weight")
     num_classes = getattr(model, "num_classes", None)
