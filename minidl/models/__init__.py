@@ -1,5 +1,75 @@
-"""Models: MLP and LeNet-5 for MNIST, ResNet-50 (torchvision layout), and the weight converter."""
-from .resnet import ResNet, resnet50
-from .small import lenet5, mlp
+"""Models: MLP and LeNet-5 for MNIST, torchvision's classification architectures (same module
+names and state_dict layout, so converted torchvision weights load), and the weight converter.
 
-__all__ = ["mlp", "lenet5", "ResNet", "resnet50"]
+``get_model(name, weights=None, **kwargs)`` and ``list_models()`` work as torchvision's."""
+from .resnet import (BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet50, resnet101,
+                     resnet152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
+                     wide_resnet50_2, wide_resnet101_2)
+from .small import lenet5, mlp
+from .mobilenet import MobileNetV2, MobileNetV3, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
+from .efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
+                           efficientnet_b3)
+from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
+from .alexnet import AlexNet, alexnet
+from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
+from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
+from .convnext import ConvNeXt, convnext_small, convnext_tiny
+
+__all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
+           "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
+           "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2", "get_model", "list_models",
+           "get_model_builder", "get_model_weights",
+           "MobileNetV2", "MobileNetV3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+           "EfficientNet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+           "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+           "AlexNet", "alexnet", "SqueezeNet", "squeezenet1_0", "squeezenet1_1",
+           "DenseNet", "densenet121", "densenet161", "densenet169", "densenet201",
+           "ConvNeXt", "convnext_tiny", "convnext_small"]
+
+_BUILDERS = {f.__name__: f for f in (
+    resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
+    resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
+    mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small,
+    efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3,
+    vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, alexnet,
+    squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
+    convnext_tiny, convnext_small)}
+
+
+def list_models(module=None, include=None, exclude=None):
+    """The names of the classification architectures, sorted, as torchvision's list_models;
+    ``include``/``exclude`` are fnmatch patterns (or lists of them)."""
+    import fnmatch
+
+    names = sorted(_BUILDERS)
+    if include is not None:
+        pats = [include] if isinstance(include, str) else list(include)
+        names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in pats)]
+    if exclude is not None:
+        pats = [exclude] if isinstance(exclude, str) else list(exclude)
+        names = [n for n in names if not any(fnmatch.fnmatch(n, p) for p in pats)]
+    return names
+
+
+def get_model_builder(name):
+    """The builder function of architecture ``name`` (case-insensitive)."""
+    key = str(name).lower()
+    if key not in _BUILDERS:
+        raise ValueError(f"Unknown model {name}; choose one of {', '.join(sorted(_BUILDERS))}")
+    return _BUILDERS[key]
+
+
+def get_model(name, weights=None, **config):
+    """Build architecture ``name`` with ``weights`` (path, weights name or None) and the
+    builder's keyword arguments (``num_classes``, ...), as torchvision.models.get_model."""
+    return get_model_builder(name)(weights=weights, **config)
+
+
+def get_model_weights(name):
+    """{weights name: checkpoint file name} of architecture ``name`` (torchvision returns the
+    weights enum; minidl has no enums, so the names and files it resolves)."""
+    from .weights import WEIGHTS
+
+    get_model_builder(name)
+    entry = WEIGHTS.get(str(name).lower())
+    return dict(entry["files"]) if entry else {}

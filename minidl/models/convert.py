@@ -1,6 +1,6 @@
 """Read PyTorch checkpoints without torch, and convert them to minidl's ``.npz`` weights.
 
-    python -m minidl.models.convert resnet50-0676ba61.pth resnet50.npz [--arch resnet50|none]
+    python -m minidl.models.convert resnet50-0676ba61.pth resnet50.npz [--arch NAME|none]
 
 A ``.pth`` file is a pickle, and unpickling runs whatever callables the file names. So the
 reader here never hands the pickle to ``pickle.load``: a restricted ``Unpickler`` resolves only
@@ -411,20 +411,25 @@ def check_state_dict(expected, got):
     return problems
 
 
-def _resnet50():
-    from minidl.models import resnet50  # imported late: the converter must not need the models
-    return resnet50(weights=None, num_classes=1000)
-
-
-_ARCHS = {"resnet50": _resnet50}
-
-
 def _expected_shapes(arch):
-    if arch not in _ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; choose one of {sorted(_ARCHS) + ['none']}")
-    model_state = _ARCHS[arch]().state_dict()
+    from minidl.models import list_models  # imported late: the converter must not need the models
+
+    if arch not in list_models():
+        raise ValueError(f"unknown arch {arch!r}; choose one of {list_models() + ['none']}")
+    from minidl.models import get_model
+
+    model_state = get_model(arch, weights=None, num_classes=1000).state_dict()
     return {k: tuple(v.shape) for k, v in model_state.items()
             if not k.endswith("num_batches_tracked")}
+
+
+def _remap(arch, state):
+    """Old key spellings of torchvision's published files -> today's (DenseNet's)."""
+    if arch.startswith("densenet"):
+        from minidl.models.densenet import DenseNet
+
+        return DenseNet.remap_state_dict(state)
+    return state
 
 
 def _same_file(a, b):
@@ -446,6 +451,7 @@ def convert(in_path, out_path, arch="resnet50"):
     state = {k: v for k, v in load_torch_checkpoint(in_path, max_bytes=max_bytes).items()
              if not k.endswith("num_batches_tracked")}  # minidl's BatchNorm keeps no step counter
     if expected is not None:
+        state = _remap(arch, state)
         problems = check_state_dict(expected, state)
         if problems:
             raise ValueError(f"checkpoint {in_path} does not fit minidl's {arch} "
@@ -461,8 +467,9 @@ def main(argv=None):
                     ".safetensors, or .npz) to minidl .npz weights.")
     parser.add_argument("input", help="PyTorch checkpoint")
     parser.add_argument("output", help="where to write the .npz")
-    parser.add_argument("--arch", default="resnet50", choices=sorted(_ARCHS) + ["none"],
-                        help="check names and shapes against this minidl model (default: resnet50)")
+    parser.add_argument("--arch", default="resnet50", metavar="NAME",
+                        help="check names and shapes against this minidl model: one of "
+                             "minidl.models.list_models(), or none (default: resnet50)")
     args = parser.parse_args(argv)
     try:
         state = convert(args.input, args.output, arch=args.arch)

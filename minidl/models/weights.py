@@ -1,26 +1,107 @@
-"""Where ResNet-50 weights come from: a file path, or torchvision's names for its cached files.
+"""Where model weights come from: a file path, or torchvision's names for its cached files.
 
-``resnet50(weights=...)`` takes a torchvision ``.pth``, a converted ``.npz``, a ``.safetensors``
-file with torchvision's parameter names (timm's ResNet-50 checkpoints use them), or one of the
-names below. minidl downloads nothing: a name is looked up where torchvision keeps the files it
-downloaded, ``$TORCH_HOME/hub/checkpoints`` (``TORCH_HOME`` defaults to ``~/.cache/torch``,
-or ``$XDG_CACHE_HOME/torch`` when that is set, as in torch.hub).
+Every builder (``resnet50(weights=...)``, ``mobilenet_v2(weights=...)``, ...) takes a
+torchvision ``.pth``, a converted ``.npz``, a ``.safetensors`` file with torchvision's parameter
+names, or one of torchvision's weights names for that architecture: ``"IMAGENET1K_V1"``,
+``"IMAGENET1K_V2"``, ``"DEFAULT"`` (torchvision's best), or the enum's spelling
+``"ResNet50_Weights.IMAGENET1K_V2"``. minidl downloads nothing: a name is looked up where
+torchvision keeps the files it downloaded, ``$TORCH_HOME/hub/checkpoints`` (``TORCH_HOME``
+defaults to ``~/.cache/torch``, or ``$XDG_CACHE_HOME/torch`` when that is set, as in torch.hub).
 """
 from __future__ import annotations
 
 import os
 import sys
 
-__all__ = ["PRETRAINED", "torch_home", "checkpoints_dir", "find_pretrained", "is_pretrained_name",
-           "resolve_weights_path"]
+__all__ = ["PRETRAINED", "WEIGHTS", "torch_home", "checkpoints_dir", "find_pretrained",
+           "is_pretrained_name", "resolve_weights_path", "weight_names"]
 
 _URL = "https://download.pytorch.org/models/"
-# torchvision's names -> its file names (the 8 hex digits are the start of the file's sha256)
-PRETRAINED = {
-    "IMAGENET1K_V1": "resnet50-0676ba61.pth",
-    "IMAGENET1K_V2": "resnet50-11ad3fa6.pth",
+
+
+def _w(title, enum, files, default=None):
+    return {"title": title, "enum": enum, "files": files,
+            "default": default or max(files)}  # torchvision's DEFAULT is its best (latest) weights
+
+
+# arch -> torchvision's weights enum, its members' file names (the 8 hex digits are the start
+# of the file's sha256) and which member DEFAULT names.
+WEIGHTS = {
+    "resnet18": _w("ResNet-18", "ResNet18_Weights", {"IMAGENET1K_V1": "resnet18-f37072fd.pth"}),
+    "resnet34": _w("ResNet-34", "ResNet34_Weights", {"IMAGENET1K_V1": "resnet34-b627a593.pth"}),
+    "resnet50": _w("ResNet-50", "ResNet50_Weights", {"IMAGENET1K_V1": "resnet50-0676ba61.pth",
+                                                     "IMAGENET1K_V2": "resnet50-11ad3fa6.pth"}),
+    "resnet101": _w("ResNet-101", "ResNet101_Weights", {"IMAGENET1K_V1": "resnet101-63fe2227.pth",
+                                                        "IMAGENET1K_V2": "resnet101-cd907fc2.pth"}),
+    "resnet152": _w("ResNet-152", "ResNet152_Weights", {"IMAGENET1K_V1": "resnet152-394f9c45.pth",
+                                                        "IMAGENET1K_V2": "resnet152-f82ba261.pth"}),
+    "resnext50_32x4d": _w("ResNeXt-50 32x4d", "ResNeXt50_32X4D_Weights",
+                          {"IMAGENET1K_V1": "resnext50_32x4d-7cdf4587.pth",
+                           "IMAGENET1K_V2": "resnext50_32x4d-1a0047aa.pth"}),
+    "resnext101_32x8d": _w("ResNeXt-101 32x8d", "ResNeXt101_32X8D_Weights",
+                           {"IMAGENET1K_V1": "resnext101_32x8d-8ba56ff5.pth",
+                            "IMAGENET1K_V2": "resnext101_32x8d-110c445d.pth"}),
+    "resnext101_64x4d": _w("ResNeXt-101 64x4d", "ResNeXt101_64X4D_Weights",
+                           {"IMAGENET1K_V1": "resnext101_64x4d-173b62eb.pth"}),
+    "wide_resnet50_2": _w("Wide ResNet-50-2", "Wide_ResNet50_2_Weights",
+                          {"IMAGENET1K_V1": "wide_resnet50_2-95faca4d.pth",
+                           "IMAGENET1K_V2": "wide_resnet50_2-9ba9bcbe.pth"}),
+    "wide_resnet101_2": _w("Wide ResNet-101-2", "Wide_ResNet101_2_Weights",
+                           {"IMAGENET1K_V1": "wide_resnet101_2-32ee1156.pth",
+                            "IMAGENET1K_V2": "wide_resnet101_2-d733dc28.pth"}),
+    "mobilenet_v2": _w("MobileNetV2", "MobileNet_V2_Weights",
+                       {"IMAGENET1K_V1": "mobilenet_v2-b0353104.pth",
+                        "IMAGENET1K_V2": "mobilenet_v2-7ebf99e0.pth"}),
+    "mobilenet_v3_large": _w("MobileNetV3-Large", "MobileNet_V3_Large_Weights",
+                             {"IMAGENET1K_V1": "mobilenet_v3_large-8738ca79.pth",
+                              "IMAGENET1K_V2": "mobilenet_v3_large-5c1a4163.pth"}),
+    "mobilenet_v3_small": _w("MobileNetV3-Small", "MobileNet_V3_Small_Weights",
+                             {"IMAGENET1K_V1": "mobilenet_v3_small-047dcff4.pth"}),
+    "efficientnet_b0": _w("EfficientNet-B0", "EfficientNet_B0_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b0_rwightman-7f5810bc.pth"}),
+    "efficientnet_b1": _w("EfficientNet-B1", "EfficientNet_B1_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b1_rwightman-bac287d4.pth",
+                           "IMAGENET1K_V2": "efficientnet_b1-c27df63c.pth"}),
+    "efficientnet_b2": _w("EfficientNet-B2", "EfficientNet_B2_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b2_rwightman-c35c1473.pth"}),
+    "efficientnet_b3": _w("EfficientNet-B3", "EfficientNet_B3_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b3_rwightman-b3899882.pth"}),
+    "vgg11": _w("VGG-11", "VGG11_Weights", {"IMAGENET1K_V1": "vgg11-8a719046.pth"}),
+    "vgg11_bn": _w("VGG-11-BN", "VGG11_BN_Weights", {"IMAGENET1K_V1": "vgg11_bn-6002323d.pth"}),
+    "vgg13": _w("VGG-13", "VGG13_Weights", {"IMAGENET1K_V1": "vgg13-19584684.pth"}),
+    "vgg13_bn": _w("VGG-13-BN", "VGG13_BN_Weights", {"IMAGENET1K_V1": "vgg13_bn-abd245e5.pth"}),
+    # IMAGENET1K_FEATURES: the SSD authors' features; its classifier holds NaNs (torchvision's note)
+    "vgg16": _w("VGG-16", "VGG16_Weights", {"IMAGENET1K_V1": "vgg16-397923af.pth",
+                                            "IMAGENET1K_FEATURES": "vgg16_features-amdegroot-88682ab5.pth"},
+                default="IMAGENET1K_V1"),
+    "vgg16_bn": _w("VGG-16-BN", "VGG16_BN_Weights", {"IMAGENET1K_V1": "vgg16_bn-6c64b313.pth"}),
+    "vgg19": _w("VGG-19", "VGG19_Weights", {"IMAGENET1K_V1": "vgg19-dcbb9e9d.pth"}),
+    "vgg19_bn": _w("VGG-19-BN", "VGG19_BN_Weights", {"IMAGENET1K_V1": "vgg19_bn-c79401a0.pth"}),
+    "alexnet": _w("AlexNet", "AlexNet_Weights", {"IMAGENET1K_V1": "alexnet-owt-7be5be79.pth"}),
+    "squeezenet1_0": _w("SqueezeNet 1.0", "SqueezeNet1_0_Weights",
+                        {"IMAGENET1K_V1": "squeezenet1_0-b66bff10.pth"}),
+    "squeezenet1_1": _w("SqueezeNet 1.1", "SqueezeNet1_1_Weights",
+                        {"IMAGENET1K_V1": "squeezenet1_1-b8a52dc0.pth"}),
+    "densenet121": _w("DenseNet-121", "DenseNet121_Weights",
+                      {"IMAGENET1K_V1": "densenet121-a639ec97.pth"}),
+    "densenet161": _w("DenseNet-161", "DenseNet161_Weights",
+                      {"IMAGENET1K_V1": "densenet161-8d451a50.pth"}),
+    "densenet169": _w("DenseNet-169", "DenseNet169_Weights",
+                      {"IMAGENET1K_V1": "densenet169-b2777c0a.pth"}),
+    "densenet201": _w("DenseNet-201", "DenseNet201_Weights",
+                      {"IMAGENET1K_V1": "densenet201-c1103571.pth"}),
+    "convnext_tiny": _w("ConvNeXt-Tiny", "ConvNeXt_Tiny_Weights",
+                        {"IMAGENET1K_V1": "convnext_tiny-983f1562.pth"}),
+    "convnext_small": _w("ConvNeXt-Small", "ConvNeXt_Small_Weights",
+                         {"IMAGENET1K_V1": "convnext_small-0c510722.pth"}),
 }
-_ALIASES = {"DEFAULT": "IMAGENET1K_V2"}  # torchvision's DEFAULT is its best weights
+
+PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
+
+
+def weight_names(arch):
+    """torchvision's weights names for ``arch`` ("IMAGENET1K_V1", ...), sorted."""
+    return sorted(WEIGHTS[arch]["files"]) if arch in WEIGHTS else []
 
 
 def torch_home():
@@ -35,51 +116,73 @@ def checkpoints_dir():
     return os.path.join(torch_home(), "hub", "checkpoints")
 
 
-def _canonical(name):
+def _canonical(name, arch):
+    """"imagenet1k_v2", "DEFAULT", "ResNet50_Weights.IMAGENET1K_V2" -> "IMAGENET1K_V2" (or None)."""
+    entry = WEIGHTS.get(arch)
+    if entry is None or not isinstance(name, str):
+        return None
     upper = name.upper()
-    upper = _ALIASES.get(upper, upper)
-    return upper if upper in PRETRAINED else None
+    prefix = entry["enum"].upper() + "."
+    if upper.startswith(prefix):
+        upper = upper[len(prefix):]
+    if upper == "DEFAULT":
+        upper = entry["default"]
+    return upper if upper in entry["files"] else None
 
 
-def is_pretrained_name(weights):
-    """True for "IMAGENET1K_V1", "IMAGENET1K_V2" and "DEFAULT" (any case)."""
-    return isinstance(weights, str) and _canonical(weights) is not None
+def is_pretrained_name(weights, arch="resnet50"):
+    """True for one of ``arch``'s torchvision weights names (any case), or "DEFAULT"."""
+    return isinstance(weights, str) and _canonical(weights, arch) is not None
 
 
-def find_pretrained(name, announce=True):
-    """A torchvision weights name -> the path of its cached file; a clear error when absent.
+def _looks_like_name(weights):
+    return isinstance(weights, str) and not os.path.exists(weights) and (
+        weights.upper() == "DEFAULT" or weights.upper().startswith("IMAGENET")
+        or "_WEIGHTS." in weights.upper())
 
-    ``announce`` prints one line to stderr naming the file used.
-    """
-    key = _canonical(name)
+
+def find_pretrained(name, announce=True, arch="resnet50"):
+    """A torchvision weights name of ``arch`` -> the path of its cached file; a clear error when
+    absent. ``announce`` prints one line to stderr naming the file used."""
+    if arch not in WEIGHTS:
+        raise ValueError(f"no torchvision weights are known for {arch!r}; pass a file path "
+                         f"(known: {', '.join(sorted(WEIGHTS))})")
+    entry = WEIGHTS[arch]
+    title = entry["title"]
+    key = _canonical(name, arch)
     if key is None:
-        raise ValueError(f"unknown ResNet-50 weights name {name!r}; choose one of "
-                         f"{', '.join(sorted(PRETRAINED))} (or DEFAULT), or pass a file path")
+        raise ValueError(f"unknown {title} weights name {name!r}; choose one of "
+                         f"{', '.join(weight_names(arch))} (or DEFAULT, or "
+                         f"{entry['enum']}.<name>), or pass a file path")
     folder = checkpoints_dir()
-    fname = PRETRAINED[key]
+    fname = entry["files"][key]
     path = os.path.join(folder, fname)
     if not os.path.isfile(path):
         raise FileNotFoundError(
-            f"ResNet-50 weights {key}: {fname} is not in {folder} (searched $TORCH_HOME/hub/checkpoints; "
+            f"{title} weights {key}: {fname} is not in {folder} (searched $TORCH_HOME/hub/checkpoints; "
             f"TORCH_HOME defaults to ~/.cache/torch). minidl downloads nothing. On a machine with a "
             f"network, fetch it with\n"
-            f"  python -c \"import torchvision; torchvision.models.resnet50(weights='{key}')\"\n"
+            f"  python -c \"import torchvision; torchvision.models.{arch}(weights='{key}')\"\n"
             f"or\n"
             f"  curl -L -o {fname} {_URL}{fname}\n"
             f"then copy {fname} into {folder} (or set TORCH_HOME, or pass the file's path)")
     if announce:
-        print(f"ResNet-50 weights {key}: using {path}", file=sys.stderr, flush=True)
+        print(f"{title} weights {key}: using {path}", file=sys.stderr, flush=True)
     return path
 
 
-def resolve_weights_path(weights, announce=True):
-    """A weights name or path -> a path that exists (FileNotFoundError naming it otherwise)."""
-    if is_pretrained_name(weights):
-        return find_pretrained(weights, announce=announce)
+def resolve_weights_path(weights, announce=True, arch="resnet50"):
+    """A weights name of ``arch`` or a path -> a path that exists (FileNotFoundError naming it
+    otherwise; ValueError for a weights name ``arch`` does not have)."""
+    if is_pretrained_name(weights, arch):
+        return find_pretrained(weights, announce=announce, arch=arch)
+    if _looks_like_name(weights):
+        return find_pretrained(weights, announce=announce, arch=arch)  # raises, naming the choices
     path = os.fspath(weights)
     if not os.path.isfile(path):
+        names = ", ".join(weight_names(arch)) or "none known"
         raise FileNotFoundError(
             f"weights file {path} does not exist (pass a torchvision .pth, a converted .npz, a "
-            f".safetensors file, or one of {', '.join(sorted(PRETRAINED))} to use torchvision's "
-            f"cached download)")
+            f".safetensors file, or one of {arch}'s weights names ({names}) to use "
+            f"torchvision's cached download)")
     return path

@@ -1,0 +1,137 @@
+"""EfficientNet B0-B3 (Tan & Le, 2019) in torchvision's layout: MBConv blocks (1x1 expand,
+depthwise kxk, squeeze-excitation, 1x1 project) with SiLU, stochastic depth on the residual
+branch in train mode (probability rising linearly to 0.2 over the blocks), and the width/depth
+multipliers of each variant."""
+from __future__ import annotations
+
+import copy
+import math
+
+from .. import nn
+from ._blocks import Conv2dNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
+from .resnet import _build
+
+__all__ = ["EfficientNet", "MBConv", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
+           "efficientnet_b3"]
+
+
+class MBConvConfig:
+    def __init__(self, expand_ratio, kernel, stride, input_channels, out_channels, num_layers,
+                 width_mult=1.0, depth_mult=1.0):
+        self.expand_ratio, self.kernel, self.stride = expand_ratio, kernel, stride
+        self.input_channels = make_divisible(input_channels * width_mult, 8)
+        self.out_channels = make_divisible(out_channels * width_mult, 8)
+        self.num_layers = int(math.ceil(num_layers * depth_mult))
+
+
+class MBConv(nn.Module):
+    def __init__(self, cnf, stochastic_depth_prob, norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        if cnf.stride not in (1, 2):
+            raise ValueError("illegal stride value")
+        self.use_res_connect = cnf.stride == 1 and cnf.input_channels == cnf.out_channels
+        expanded = make_divisible(cnf.input_channels * cnf.expand_ratio, 8)
+        layers = []
+        if expanded != cnf.input_channels:
+            layers.append(Conv2dNormActivation(cnf.input_channels, expanded, 1,
+                                               norm_layer=norm_layer, activation_layer=nn.SiLU))
+        layers.append(Conv2dNormActivation(expanded, expanded, cnf.kernel, stride=cnf.stride,
+                                           groups=expanded, norm_layer=norm_layer,
+                                           activation_layer=nn.SiLU))
+        layers.append(SqueezeExcitation(expanded, max(1, cnf.input_channels // 4),
+                                        activation=nn.SiLU))
+        layers.append(Conv2dNormActivation(expanded, cnf.out_channels, 1, norm_layer=norm_layer,
+                                           activation_layer=None))
+        self.block = nn.Sequential(*layers)
+        self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
+        self.out_channels = cnf.out_channels
+
+    def forward(self, x):
+        out = self.block(x)
+        if self.use_res_connect:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+class EfficientNet(nn.Module):
+    classifier_key = "classifier.1"
+
+    def __init__(self, inverted_residual_setting, dropout, stochastic_depth_prob=0.2,
+                 num_classes=1000, norm_layer=None, last_channel=None):
+        super().__init__()
+        if not inverted_residual_setting:
+            raise ValueError("The inverted_residual_setting should not be empty")
+        if int(num_classes) < 1:
+            raise ValueError(f"EfficientNet: num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+        layers = [Conv2dNormActivation(3, inverted_residual_setting[0].input_channels, 3,
+                                       stride=2, norm_layer=norm_layer, activation_layer=nn.SiLU)]
+        total = sum(cnf.num_layers for cnf in inverted_residual_setting)
+        block_id = 0
+        for cnf in inverted_residual_setting:
+            stage = []
+            for _ in range(cnf.num_layers):
+                block_cnf = copy.copy(cnf)
+                if stage:
+                    block_cnf.input_channels, block_cnf.stride = block_cnf.out_channels, 1
+                sd_prob = stochastic_depth_prob * float(block_id) / total
+                stage.append(MBConv(block_cnf, sd_prob, norm_layer))
+                block_id += 1
+            layers.append(nn.Sequential(*stage))
+        last_in = inverted_residual_setting[-1].out_channels
+        last_out = last_channel if last_channel is not None else 4 * last_in
+        layers.append(Conv2dNormActivation(last_in, last_out, 1, norm_layer=norm_layer,
+                                           activation_layer=nn.SiLU))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout),
+                                        nn.Linear(last_out, self.num_classes))
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                r = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -r, r)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+
+
+def _setting(width_mult, depth_mult):
+    rows = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+            (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+    return [MBConvConfig(*r, width_mult=width_mult, depth_mult=depth_mult) for r in rows]
+
+
+def _efficientnet(arch, width_mult, depth_mult, dropout, weights, num_classes, **kwargs):
+    dropout = kwargs.pop("dropout", dropout)
+    model = EfficientNet(_setting(width_mult, depth_mult), dropout, num_classes=num_classes,
+                         **kwargs)
+    return _build(arch, model, weights)
+
+
+def efficientnet_b0(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B0 with torchvision's names; ``weights`` as for ``resnet50``."""
+    return _efficientnet("efficientnet_b0", 1.0, 1.0, 0.2, weights, num_classes, **kwargs)
+
+
+def efficientnet_b1(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B1 with torchvision's names; ``weights`` as for ``resnet50``."""
+    return _efficientnet("efficientnet_b1", 1.0, 1.1, 0.2, weights, num_classes, **kwargs)
+
+
+def efficientnet_b2(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B2 with torchvision's names; ``weights`` as for ``resnet50``."""
+    return _efficientnet("efficientnet_b2", 1.1, 1.2, 0.3, weights, num_classes, **kwargs)
+
+
+def efficientnet_b3(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B3 with torchvision's names; ``weights`` as for ``resnet50``."""
+    return _efficientnet("efficientnet_b3", 1.2, 1.4, 0.3, weights, num_classes, **kwargs)

@@ -1,0 +1,802 @@
+"""The model zoo (minidl.models): torchvision's architectures with torchvision's state_dict
+layout, so converted torchvision checkpoints load by name.
+
+torchvision is not a dependency, so each family's reference is a twin built here from
+torch.nn primitives with torchvision's module names. The twins are pinned to torchvision by its
+published parameter counts (the ``num_params`` of each weights enum); minidl's models are
+pinned to the twins by state_dict names and shapes, and by forward (and one backward) parity
+on the same weights in float64.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.models import get_model, get_model_builder, get_model_weights, list_models
+from minidl.models.convert import main as convert_main
+from minidl.models.weights import WEIGHTS
+
+torch = pytest.importorskip("torch", reason="the torch twins need torch")
+tnn = torch.nn
+
+# torchvision's published parameter counts (the num_params of each *_Weights enum)
+PARAMS = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
+    "resnet101": 44_549_160, "resnet152": 60_192_808,
+    "resnext50_32x4d": 25_028_904, "resnext101_32x8d": 88_791_336, "resnext101_64x4d": 83_455_272,
+    "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
+    "mobilenet_v2": 3_504_872, "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856,
+    "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
+    "efficientnet_b3": 12_233_232,
+    "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
+    "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
+    "alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
+    "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480,
+    "densenet201": 20_013_928, "convnext_tiny": 28_589_128, "convnext_small": 50_223_688,
+}
+
+
+# ---- torch twins (torchvision's module names, written from torch.nn primitives) ------------
+class _TBasic(tnn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+        super().__init__()
+        self.conv1 = tnn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(planes)
+        self.relu = tnn.ReLU(inplace=True)
+        self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = tnn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _TBottleneck(tnn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+        super().__init__()
+        width = int(planes * base_width / 64) * groups
+        self.conv1 = tnn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(width)
+        self.conv2 = tnn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = tnn.BatchNorm2d(width)
+        self.conv3 = tnn.Conv2d(width, planes * 4, 1, bias=False)
+        self.bn3 = tnn.BatchNorm2d(planes * 4)
+        self.relu = tnn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class _TResNet(tnn.Module):
+    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64):
+        super().__init__()
+        self.inplanes, self.groups, self.base_width = 64, groups, width_per_group
+        self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = tnn.BatchNorm2d(64)
+        self.relu = tnn.ReLU(inplace=True)
+        self.maxpool = tnn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], 2)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+        self.fc = tnn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride=1):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = tnn.Sequential(
+                tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                tnn.BatchNorm2d(planes * block.expansion))
+        kw = dict(groups=self.groups, base_width=self.base_width)
+        layers = [block(self.inplanes, planes, stride, downsample, **kw)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, **kw) for _ in range(1, blocks)]
+        return tnn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def _div(v, d=8):
+    n = max(d, int(v + d / 2) // d * d)
+    return n + d if n < 0.9 * v else n
+
+
+def _cna(cin, cout, k=3, stride=1, groups=1, norm=tnn.BatchNorm2d, act=tnn.ReLU, dilation=1,
+         padding=None, bias=None):
+    """torchvision.ops.Conv2dNormActivation as a plain Sequential."""
+    padding = (k - 1) // 2 * dilation if padding is None else padding
+    layers = [tnn.Conv2d(cin, cout, k, stride, padding, dilation=dilation, groups=groups,
+                         bias=norm is None if bias is None else bias)]
+    if norm is not None:
+        layers.append(norm(cout))
+    if act is not None:
+        layers.append(act())
+    return tnn.Sequential(*layers)
+
+
+class _TSE(tnn.Module):
+    def __init__(self, cin, csq, act=tnn.ReLU, scale=tnn.Sigmoid):
+        super().__init__()
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.fc1, self.fc2 = tnn.Conv2d(cin, csq, 1), tnn.Conv2d(csq, cin, 1)
+        self.activation, self.scale_activation = act(), scale()
+
+    def forward(self, x):
+        return self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x))))) * x
+
+
+class _TStochasticDepth(tnn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = 1 - self.p
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype).bernoulli_(keep)
+        return x * noise / keep
+
+
+class _TV2Block(tnn.Module):
+    def __init__(self, inp, oup, stride, t):
+        super().__init__()
+        hidden = int(round(inp * t))
+        self.res = stride == 1 and inp == oup
+        layers = [] if t == 1 else [_cna(inp, hidden, 1, act=tnn.ReLU6)]
+        layers += [_cna(hidden, hidden, 3, stride, hidden, act=tnn.ReLU6),
+                   tnn.Conv2d(hidden, oup, 1, bias=False), tnn.BatchNorm2d(oup)]
+        self.conv = tnn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.res else self.conv(x)
+
+
+class _THead(tnn.Module):
+    """features -> global average pool -> flatten -> classifier."""
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class _TMobileNetV2(_THead):
+    def __init__(self, nc=1000):
+        super().__init__()
+        cin, feats = 32, [_cna(3, 32, 3, 2, act=tnn.ReLU6)]
+        for t, c, n, s in [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2],
+                           [6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]:
+            for i in range(n):
+                feats.append(_TV2Block(cin, c, s if i == 0 else 1, t))
+                cin = c
+        feats.append(_cna(cin, 1280, 1, act=tnn.ReLU6))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Dropout(0.2), tnn.Linear(1280, nc))
+
+
+class _TV3Block(tnn.Module):
+    def __init__(self, inp, k, exp, out, se, act, stride):
+        super().__init__()
+        norm = lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)  # noqa: E731
+        act = tnn.Hardswish if act == "HS" else tnn.ReLU
+        self.res = stride == 1 and inp == out
+        layers = [] if exp == inp else [_cna(inp, exp, 1, norm=norm, act=act)]
+        layers.append(_cna(exp, exp, k, stride, exp, norm=norm, act=act))
+        if se:
+            layers.append(_TSE(exp, _div(exp // 4), scale=tnn.Hardsigmoid))
+        layers.append(_cna(exp, out, 1, norm=norm, act=None))
+        self.block = tnn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.block(x) + x if self.res else self.block(x)
+
+
+_V3 = {
+    "mobilenet_v3_large": ([(16, 3, 16, 16, 0, "RE", 1), (16, 3, 64, 24, 0, "RE", 2),
+                            (24, 3, 72, 24, 0, "RE", 1), (24, 5, 72, 40, 1, "RE", 2),
+                            (40, 5, 120, 40, 1, "RE", 1), (40, 5, 120, 40, 1, "RE", 1),
+                            (40, 3, 240, 80, 0, "HS", 2), (80, 3, 200, 80, 0, "HS", 1),
+                            (80, 3, 184, 80, 0, "HS", 1), (80, 3, 184, 80, 0, "HS", 1),
+                            (80, 3, 480, 112, 1, "HS", 1), (112, 3, 672, 112, 1, "HS", 1),
+                            (112, 5, 672, 160, 1, "HS", 2), (160, 5, 960, 160, 1, "HS", 1),
+                            (160, 5, 960, 160, 1, "HS", 1)], 1280),
+    "mobilenet_v3_small": ([(16, 3, 16, 16, 1, "RE", 2), (16, 3, 72, 24, 0, "RE", 2),
+                            (24, 3, 88, 24, 0, "RE", 1), (24, 5, 96, 40, 1, "HS", 2),
+                            (40, 5, 240, 40, 1, "HS", 1), (40, 5, 240, 40, 1, "HS", 1),
+                            (40, 5, 120, 48, 1, "HS", 1), (48, 5, 144, 48, 1, "HS", 1),
+                            (48, 5, 288, 96, 1, "HS", 2), (96, 5, 576, 96, 1, "HS", 1),
+                            (96, 5, 576, 96, 1, "HS", 1)], 1024),
+}
+
+
+class _TMobileNetV3(_THead):
+    def __init__(self, arch, nc=1000):
+        super().__init__()
+        rows, last = _V3[arch]
+        norm = lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)  # noqa: E731
+        feats = [_cna(3, 16, 3, 2, norm=norm, act=tnn.Hardswish)]
+        feats += [_TV3Block(*r) for r in rows]
+        feats.append(_cna(rows[-1][3], 6 * rows[-1][3], 1, norm=norm, act=tnn.Hardswish))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Linear(6 * rows[-1][3], last), tnn.Hardswish(),
+                                         tnn.Dropout(0.2), tnn.Linear(last, nc))
+
+
+class _TMBConv(tnn.Module):
+    def __init__(self, t, k, stride, cin, cout, sd):
+        super().__init__()
+        exp = _div(cin * t)
+        self.res = stride == 1 and cin == cout
+        layers = [] if exp == cin else [_cna(cin, exp, 1, act=tnn.SiLU)]
+        layers += [_cna(exp, exp, k, stride, exp, act=tnn.SiLU),
+                   _TSE(exp, max(1, cin // 4), act=tnn.SiLU), _cna(exp, cout, 1, act=None)]
+        self.block = tnn.Sequential(*layers)
+        self.stochastic_depth = _TStochasticDepth(sd)
+
+    def forward(self, x):
+        out = self.block(x)
+        return self.stochastic_depth(out) + x if self.res else out
+
+
+class _TEfficientNet(_THead):
+    def __init__(self, width, depth, dropout, nc=1000):
+        super().__init__()
+        import math
+
+        rows = [(t, k, s, _div(i * width), _div(o * width), int(math.ceil(n * depth)))
+                for t, k, s, i, o, n in [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2),
+                                         (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+                                         (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
+                                         (6, 3, 1, 192, 320, 1)]]
+        total, bid = sum(r[-1] for r in rows), 0
+        feats = [_cna(3, rows[0][3], 3, 2, act=tnn.SiLU)]
+        for t, k, s, i, o, n in rows:
+            stage = []
+            for j in range(n):
+                stage.append(_TMBConv(t, k, s if j == 0 else 1, i if j == 0 else o, o,
+                                      0.2 * bid / total))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+        feats.append(_cna(rows[-1][4], 4 * rows[-1][4], 1, act=tnn.SiLU))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(4 * rows[-1][4], nc))
+
+
+_VGG = {"11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+        "13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+        "16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+               512, 512, 512, "M"],
+        "19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+               512, 512, 512, 512, "M"]}
+
+
+class _TVGG(_THead):
+    def __init__(self, depth, bn, nc=1000):
+        super().__init__()
+        layers, cin = [], 3
+        for v in _VGG[depth]:
+            if v == "M":
+                layers.append(tnn.MaxPool2d(2, 2))
+                continue
+            layers += [tnn.Conv2d(cin, v, 3, padding=1)] + ([tnn.BatchNorm2d(v)] if bn else [])
+            layers.append(tnn.ReLU(inplace=True))
+            cin = v
+        self.features = tnn.Sequential(*layers)
+        self.avgpool = tnn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = tnn.Sequential(
+            tnn.Linear(25088, 4096), tnn.ReLU(True), tnn.Dropout(), tnn.Linear(4096, 4096),
+            tnn.ReLU(True), tnn.Dropout(), tnn.Linear(4096, nc))
+
+
+class _TAlexNet(_THead):
+    def __init__(self, nc=1000):
+        super().__init__()
+        self.features = tnn.Sequential(
+            tnn.Conv2d(3, 64, 11, 4, 2), tnn.ReLU(True), tnn.MaxPool2d(3, 2),
+            tnn.Conv2d(64, 192, 5, padding=2), tnn.ReLU(True), tnn.MaxPool2d(3, 2),
+            tnn.Conv2d(192, 384, 3, padding=1), tnn.ReLU(True),
+            tnn.Conv2d(384, 256, 3, padding=1), tnn.ReLU(True),
+            tnn.Conv2d(256, 256, 3, padding=1), tnn.ReLU(True), tnn.MaxPool2d(3, 2))
+        self.avgpool = tnn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = tnn.Sequential(
+            tnn.Dropout(), tnn.Linear(9216, 4096), tnn.ReLU(True), tnn.Dropout(),
+            tnn.Linear(4096, 4096), tnn.ReLU(True), tnn.Linear(4096, nc))
+
+
+class _TFire(tnn.Module):
+    def __init__(self, cin, sq, e1, e3):
+        super().__init__()
+        self.squeeze, self.squeeze_activation = tnn.Conv2d(cin, sq, 1), tnn.ReLU(True)
+        self.expand1x1, self.expand1x1_activation = tnn.Conv2d(sq, e1, 1), tnn.ReLU(True)
+        self.expand3x3, self.expand3x3_activation = tnn.Conv2d(sq, e3, 3, padding=1), tnn.ReLU(True)
+
+    def forward(self, x):
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class _TSqueezeNet(tnn.Module):
+    def __init__(self, version, nc=1000):
+        super().__init__()
+        P = lambda: tnn.MaxPool2d(3, 2, ceil_mode=True)  # noqa: E731
+        F_ = _TFire
+        if version == "1_0":
+            self.features = tnn.Sequential(
+                tnn.Conv2d(3, 96, 7, 2), tnn.ReLU(True), P(), F_(96, 16, 64, 64),
+                F_(128, 16, 64, 64), F_(128, 32, 128, 128), P(), F_(256, 32, 128, 128),
+                F_(256, 48, 192, 192), F_(384, 48, 192, 192), F_(384, 64, 256, 256), P(),
+                F_(512, 64, 256, 256))
+        else:
+            self.features = tnn.Sequential(
+                tnn.Conv2d(3, 64, 3, 2), tnn.ReLU(True), P(), F_(64, 16, 64, 64),
+                F_(128, 16, 64, 64), P(), F_(128, 32, 128, 128), F_(256, 32, 128, 128), P(),
+                F_(256, 48, 192, 192), F_(384, 48, 192, 192), F_(384, 64, 256, 256),
+                F_(512, 64, 256, 256))
+        self.classifier = tnn.Sequential(tnn.Dropout(), tnn.Conv2d(512, nc, 1), tnn.ReLU(True),
+                                         tnn.AdaptiveAvgPool2d((1, 1)))
+
+    def forward(self, x):
+        return torch.flatten(self.classifier(self.features(x)), 1)
+
+
+class _TDenseLayer(tnn.Module):
+    def __init__(self, cin, growth, bn_size):
+        super().__init__()
+        self.norm1, self.relu1 = tnn.BatchNorm2d(cin), tnn.ReLU(True)
+        self.conv1 = tnn.Conv2d(cin, bn_size * growth, 1, bias=False)
+        self.norm2, self.relu2 = tnn.BatchNorm2d(bn_size * growth), tnn.ReLU(True)
+        self.conv2 = tnn.Conv2d(bn_size * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, feats):
+        x = torch.cat(feats, 1)
+        return self.conv2(self.relu2(self.norm2(self.conv1(self.relu1(self.norm1(x))))))
+
+
+class _TDenseBlock(tnn.ModuleDict):
+    def __init__(self, n, cin, bn_size, growth):
+        super().__init__()
+        for i in range(n):
+            self.add_module(f"denselayer{i + 1}", _TDenseLayer(cin + i * growth, growth, bn_size))
+
+    def forward(self, x):
+        feats = [x]
+        for layer in self.values():
+            feats.append(layer(feats))
+        return torch.cat(feats, 1)
+
+
+class _TDenseNet(tnn.Module):
+    def __init__(self, growth, blocks, init, nc=1000):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.features = tnn.Sequential(OrderedDict([
+            ("conv0", tnn.Conv2d(3, init, 7, 2, 3, bias=False)), ("norm0", tnn.BatchNorm2d(init)),
+            ("relu0", tnn.ReLU(True)), ("pool0", tnn.MaxPool2d(3, 2, 1))]))
+        c = init
+        for i, n in enumerate(blocks):
+            self.features.add_module(f"denseblock{i + 1}", _TDenseBlock(n, c, 4, growth))
+            c += n * growth
+            if i != len(blocks) - 1:
+                self.features.add_module(f"transition{i + 1}", tnn.Sequential(OrderedDict([
+                    ("norm", tnn.BatchNorm2d(c)), ("relu", tnn.ReLU(True)),
+                    ("conv", tnn.Conv2d(c, c // 2, 1, bias=False)), ("pool", tnn.AvgPool2d(2, 2))])))
+                c //= 2
+        self.features.add_module("norm5", tnn.BatchNorm2d(c))
+        self.classifier = tnn.Linear(c, nc)
+
+    def forward(self, x):
+        out = torch.relu(self.features(x))
+        return self.classifier(torch.flatten(tnn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+class _TLayerNorm2d(tnn.LayerNorm):
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class _TPermute(tnn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class _TCNBlock(tnn.Module):
+    def __init__(self, dim, sd):
+        super().__init__()
+        self.block = tnn.Sequential(
+            tnn.Conv2d(dim, dim, 7, padding=3, groups=dim), _TPermute([0, 2, 3, 1]),
+            tnn.LayerNorm(dim, eps=1e-6), tnn.Linear(dim, 4 * dim), tnn.GELU(),
+            tnn.Linear(4 * dim, dim), _TPermute([0, 3, 1, 2]))
+        self.layer_scale = tnn.Parameter(torch.ones(dim, 1, 1) * 1e-6)
+        self.stochastic_depth = _TStochasticDepth(sd)
+
+    def forward(self, x):
+        return self.stochastic_depth(self.layer_scale * self.block(x)) + x
+
+
+class _TConvNeXt(tnn.Module):
+    def __init__(self, depths, sd, nc=1000):
+        super().__init__()
+        dims = [96, 192, 384, 768]
+        ln = lambda c: _TLayerNorm2d(c, eps=1e-6)  # noqa: E731
+        feats = [_cna(3, 96, 4, 4, norm=ln, act=None, padding=0, bias=True)]
+        total, bid = sum(depths), 0
+        for i, n in enumerate(depths):
+            stage = []
+            for _ in range(n):
+                stage.append(_TCNBlock(dims[i], sd * bid / (total - 1.0)))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+            if i < 3:
+                feats.append(tnn.Sequential(ln(dims[i]), tnn.Conv2d(dims[i], dims[i + 1], 2, 2)))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(ln(768), tnn.Flatten(1), tnn.Linear(768, nc))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+TWINS = {
+    "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
+    "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
+    "resnet50": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 6, 3], nc),
+    "resnet101": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 23, 3], nc),
+    "resnet152": lambda nc=1000: _TResNet(_TBottleneck, [3, 8, 36, 3], nc),
+    "resnext50_32x4d": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 6, 3], nc, 32, 4),
+    "resnext101_32x8d": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 23, 3], nc, 32, 8),
+    "resnext101_64x4d": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 23, 3], nc, 64, 4),
+    "wide_resnet50_2": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 6, 3], nc, 1, 128),
+    "wide_resnet101_2": lambda nc=1000: _TResNet(_TBottleneck, [3, 4, 23, 3], nc, 1, 128),
+    "mobilenet_v2": lambda nc=1000: _TMobileNetV2(nc),
+    "mobilenet_v3_large": lambda nc=1000: _TMobileNetV3("mobilenet_v3_large", nc),
+    "mobilenet_v3_small": lambda nc=1000: _TMobileNetV3("mobilenet_v3_small", nc),
+    "efficientnet_b0": lambda nc=1000: _TEfficientNet(1.0, 1.0, 0.2, nc),
+    "efficientnet_b1": lambda nc=1000: _TEfficientNet(1.0, 1.1, 0.2, nc),
+    "efficientnet_b2": lambda nc=1000: _TEfficientNet(1.1, 1.2, 0.3, nc),
+    "efficientnet_b3": lambda nc=1000: _TEfficientNet(1.2, 1.4, 0.3, nc),
+    "alexnet": lambda nc=1000: _TAlexNet(nc),
+    "squeezenet1_0": lambda nc=1000: _TSqueezeNet("1_0", nc),
+    "squeezenet1_1": lambda nc=1000: _TSqueezeNet("1_1", nc),
+    "densenet121": lambda nc=1000: _TDenseNet(32, (6, 12, 24, 16), 64, nc),
+    "densenet161": lambda nc=1000: _TDenseNet(48, (6, 12, 36, 24), 96, nc),
+    "densenet169": lambda nc=1000: _TDenseNet(32, (6, 12, 32, 32), 64, nc),
+    "densenet201": lambda nc=1000: _TDenseNet(32, (6, 12, 48, 32), 64, nc),
+    "convnext_tiny": lambda nc=1000: _TConvNeXt([3, 3, 9, 3], 0.1, nc),
+    "convnext_small": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.4, nc),
+}
+for _d in ("11", "13", "16", "19"):
+    TWINS[f"vgg{_d}"] = lambda nc=1000, d=_d: _TVGG(d, False, nc)
+    TWINS[f"vgg{_d}_bn"] = lambda nc=1000, d=_d: _TVGG(d, True, nc)
+# forward parity on these (input size); the rest are checked by count, names and shapes only
+FORWARD = {"resnet18": 32, "resnext50_32x4d": 32, "mobilenet_v2": 32, "mobilenet_v3_small": 32,
+           "mobilenet_v3_large": 32, "efficientnet_b0": 32, "alexnet": 64, "squeezenet1_0": 64,
+           "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32}
+
+
+# ---- helpers -------------------------------------------------------------------------------
+def _shapes(state):
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def _randomised_state(model, seed=0):
+    """``model``'s state with BatchNorm statistics and affine parameters drawn at random (so
+    eval-mode BatchNorm is not the identity), in float64."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for k, v in model.state_dict().items():
+        a = v.numpy()
+        if a.dtype.kind != "f":
+            out[k] = a
+        elif k.endswith("running_var"):
+            out[k] = rng.uniform(0.5, 1.5, a.shape)
+        elif k.endswith("running_mean"):
+            out[k] = rng.normal(0, 0.1, a.shape)
+        elif a.ndim == 1 and k.endswith("weight"):  # norm scales
+            out[k] = rng.uniform(0.4, 0.8, a.shape)
+        elif a.ndim == 1:
+            out[k] = rng.normal(0, 0.1, a.shape)
+        else:
+            out[k] = a.astype(np.float64)
+    return out
+
+
+def _pair(name, seed=0, num_classes=1000):
+    """(minidl model, torch twin) in float64 with the same randomised weights."""
+    model = get_model(name, num_classes=num_classes).double()
+    state = _randomised_state(model, seed)
+    model.load_state_dict(state)
+    twin = TWINS[name](num_classes).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    return model, twin
+
+
+def _input(size, seed=1):
+    return np.random.default_rng(seed).standard_normal((2, 3, size, size))
+
+
+def _assert_close(got, want, rtol=1e-9, floor=1e-12):
+    """max |got - want| <= rtol * max(max |want|, floor)."""
+    assert got.shape == want.shape
+    err = np.abs(got - want).max() / max(np.abs(want).max(), floor)
+    assert err <= rtol, f"max |diff| / max |want| = {err:.2e}"
+
+
+# ---- (a) parameter counts and (b) state_dict layout ----------------------------------------
+def test_every_architecture_is_covered():
+    assert set(PARAMS) == set(TWINS) == set(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_parameter_count_and_layout_match_torchvision(name):
+    model = get_model(name)
+    assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
+    with torch.device("meta"):  # shapes without memory
+        twin = TWINS[name]()
+    assert sum(p.numel() for p in twin.parameters()) == PARAMS[name]
+    mine, theirs = _shapes(model.state_dict()), _shapes(twin.state_dict())
+    assert list(mine) == list(theirs)  # same names in the same order
+    assert mine == theirs
+
+
+@pytest.mark.parametrize("name", sorted(FORWARD))
+def test_forward_parity_eval_float64(name):
+    model, twin = _pair(name)
+    model.eval()
+    twin.eval()
+    x = _input(FORWARD[name])
+    with minidl.no_grad():
+        got = model(minidl.tensor(x, dtype=minidl.float64)).numpy()
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x)).numpy()
+    assert got.dtype == np.float64
+    _assert_close(got, want)
+
+
+def _no_dropout(*models):
+    for m in models:
+        for sub in m.modules():
+            if type(sub).__name__ == "Dropout":
+                sub.p = 0.0
+
+
+# train-mode BatchNorm over 2 samples of a 1x1 map is ill-conditioned: MobileNetV2 gets 64x64
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("mobilenet_v2", 64)])
+def test_train_mode_backward_matches_torch(name, size):
+    model, twin = _pair(name, num_classes=10)
+    model.train()
+    twin.train()
+    _no_dropout(model, twin)  # the two draw different masks
+    x = _input(size, seed=2)
+    w = np.random.default_rng(3).standard_normal((2, 10))
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    (model(xm) * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    xt = torch.from_numpy(x).requires_grad_(True)
+    (twin(xt) * torch.from_numpy(w)).sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        # the bias of a conv that feeds a train-mode BatchNorm has a zero gradient (rounding
+        # noise in both), hence the floor
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-3)
+    # train mode updated the running statistics as torch did
+    tstate = twin.state_dict()
+    for k, v in model.state_dict().items():
+        if "running" in k:
+            _assert_close(v.numpy(), tstate[k].numpy(), 1e-9)
+
+
+def test_vgg_features_parity_float64():
+    """VGG's classifier is 120M parameters of plain Linear layers; its features (3x3 convs,
+    BatchNorm, 2x2 pools) and the 7x7 adaptive pool (which replicates a 1x1 map) are compared."""
+    from minidl.models.vgg import _CFGS, make_layers
+
+    features = make_layers(_CFGS["A"], batch_norm=True).double().eval()
+    state = _randomised_state(features)
+    features.load_state_dict(state)
+    twin = _TVGG("11", True).double().eval()
+    twin.features.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    x = _input(32)
+    with minidl.no_grad():
+        got = minidl.nn.AdaptiveAvgPool2d((7, 7))(features(minidl.tensor(x, dtype=minidl.float64)))
+    with torch.no_grad():
+        want = twin.avgpool(twin.features(torch.from_numpy(x))).numpy()
+    assert got.shape == (2, 512, 7, 7)
+    _assert_close(got.numpy(), want)
+
+
+# ---- stochastic depth, squeeze-excitation, LayerNorm2d ------------------------------------
+def test_stochastic_depth_semantics():
+    from minidl.models._blocks import StochasticDepth, stochastic_depth
+
+    x = minidl.tensor(np.ones((64, 3, 2, 2)))
+    assert stochastic_depth(x, 0.5, "row", training=False) is x
+    assert np.all(stochastic_depth(x, 1.0, "row").numpy() == 0)
+    minidl.manual_seed(0)
+    rows = stochastic_depth(x, 0.5, "row").numpy().reshape(64, -1)
+    assert set(np.unique(rows)) == {0.0, 2.0}  # survivors scaled by 1/(1-p)
+    assert all(len(set(r)) == 1 for r in rows) and 10 < (rows[:, 0] == 0).sum() < 54
+    batch = stochastic_depth(x, 0.5, "batch").numpy()
+    assert len(np.unique(batch)) == 1
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        stochastic_depth(x, 1.5, "row")
+    with pytest.raises(ValueError, match="'batch' or 'row'"):
+        stochastic_depth(x, 0.5, "col")
+    assert repr(StochasticDepth(0.1, "row")) == "StochasticDepth(p=0.1, mode=row)"
+    # gradients flow through the kept rows only, scaled as the values are
+    xg = minidl.tensor(np.ones((8, 2)), requires_grad=True)
+    minidl.manual_seed(1)
+    out = stochastic_depth(xg, 0.5, "row")
+    out.sum().backward()
+    np.testing.assert_array_equal(xg.grad.numpy(), out.numpy())
+
+
+def test_stochastic_depth_probabilities_as_torchvision():
+    eff = get_model("efficientnet_b0")
+    blocks = [b for stage in list(eff.features)[1:-1] for b in stage]
+    assert len(blocks) == 16
+    assert [b.stochastic_depth.p for b in blocks] == pytest.approx([0.2 * i / 16 for i in range(16)])
+    from minidl.models.convnext import ConvNeXt
+
+    cn = ConvNeXt([(8, 16, 2), (16, None, 3)], stochastic_depth_prob=0.1)  # rises to p at the end
+    cblocks = [b for i in (1, 3) for b in cn.features[i]]
+    assert [b.stochastic_depth.p for b in cblocks] == pytest.approx([0, 0.025, 0.05, 0.075, 0.1])
+    assert cblocks[0].layer_scale.shape == (8, 1, 1)
+    assert np.allclose(cblocks[0].layer_scale.numpy(), 1e-6)
+
+
+def test_block_gradients_float64():
+    from minidl.models._blocks import LayerNorm2d, SqueezeExcitation
+    from minidl.testing import gradcheck
+
+    minidl.manual_seed(0)
+    se = SqueezeExcitation(4, 2, activation=minidl.nn.SiLU,
+                           scale_activation=minidl.nn.Hardsigmoid).double()
+    ln = LayerNorm2d(4, eps=1e-6).double()
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((2, 4, 3, 3)),
+                      dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda t: se(t), (x,))
+    assert gradcheck(lambda t: ln(t), (x,))
+
+
+# ---- (c) converted torch checkpoints load through weights= ---------------------------------
+@pytest.fixture(scope="module")
+def resnet18_checkpoint(tmp_path_factory):
+    """(twin in eval mode, path of torch.save(twin.state_dict())) in float32."""
+    model, twin = _pair("resnet18", seed=5)
+    twin = twin.float().eval()
+    path = tmp_path_factory.mktemp("zoo") / "resnet18.pth"
+    torch.save(twin.state_dict(), path)
+    return twin, path
+
+
+def _logits_match(model, twin, size=32):
+    x = _input(size, seed=4).astype(np.float32)
+    model.eval()
+    with minidl.no_grad():
+        got = model(minidl.tensor(x)).numpy()
+    with torch.no_grad():
+        want = twin(torch.from_numpy(x)).numpy()
+    _assert_close(got, want, 1e-4)
+
+
+def test_torch_checkpoint_loads_through_weights(resnet18_checkpoint, tmp_path, monkeypatch):
+    twin, path = resnet18_checkpoint
+    _logits_match(get_model("resnet18", weights=path), twin)
+    # converted once to .npz with the CLI, checked against the arch
+    npz = tmp_path / "resnet18.npz"
+    assert convert_main([str(path), str(npz), "--arch", "resnet18"]) == 0
+    _logits_match(get_model_builder("resnet18")(weights=str(npz)), twin)
+    # torchvision's names find its cached file under $TORCH_HOME/hub/checkpoints
+    ckpt = tmp_path / "home" / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    os.link(path, ckpt / "resnet18-f37072fd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    for name in ("IMAGENET1K_V1", "DEFAULT", "ResNet18_Weights.IMAGENET1K_V1"):
+        _logits_match(get_model("resnet18", weights=name), twin)
+
+
+def test_checkpoint_of_another_arch_is_refused(resnet18_checkpoint, tmp_path, capsys):
+    _, path = resnet18_checkpoint
+    with pytest.raises(ValueError, match=r"(?s)do not fit ResNet.*missing: layer1.2.conv1.weight"):
+        get_model("resnet34", weights=path)
+    assert convert_main([str(path), str(tmp_path / "x.npz"), "--arch", "resnet34"]) == 2
+    assert "does not fit minidl's resnet34" in capsys.readouterr().err
+    assert not (tmp_path / "x.npz").exists()
+    with pytest.raises(ValueError, match="for 1000 classes.*num_classes=1000"):
+        get_model("resnet18", weights=path, num_classes=10)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1"])
+def test_torch_checkpoint_of_other_families_loads(name, tmp_path):
+    _, twin = _pair(name, seed=6)
+    twin = twin.float().eval()
+    path = tmp_path / f"{name}.pth"
+    torch.save(twin.state_dict(), path)
+    _logits_match(get_model(name, weights=path), twin, 64 if name.startswith("squeeze") else 32)
+
+
+def test_densenet_files_with_torchvision_old_key_spelling(tmp_path):
+    """torchvision's densenet*.pth spell ``denselayer1.norm1.weight`` as
+    ``denselayer1.norm.1.weight``; weights= and the converter rename them as torchvision does."""
+    _, twin = _pair("densenet121", seed=7)
+    twin = twin.float().eval()
+    old = {}
+    for k, v in twin.state_dict().items():
+        k2 = k
+        for part in ("norm1", "norm2", "conv1", "conv2", "relu1", "relu2"):
+            k2 = k2.replace(f".{part}.", f".{part[:-1]}.{part[-1]}.") if "denselayer" in k2 else k2
+        old[k2] = v
+    assert "features.denseblock1.denselayer1.norm.1.weight" in old
+    path = tmp_path / "densenet121-old.pth"
+    torch.save(old, path)
+    _logits_match(get_model("densenet121", weights=path), twin)
+    npz = tmp_path / "densenet121.npz"
+    assert convert_main([str(path), str(npz), "--arch", "densenet121"]) == 0
+    _logits_match(get_model("densenet121", weights=npz), twin)
+
+
+def test_weights_names_and_missing_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="resnet101-cd907fc2.pth"):
+        get_model("resnet101", weights="DEFAULT")  # DEFAULT is torchvision's best: V2
+    with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth"):
+        get_model("resnet18", weights="imagenet1k_v1")
+    with pytest.raises(ValueError, match="unknown ResNet-18 weights name 'IMAGENET1K_V2'"):
+        get_model("resnet18", weights="IMAGENET1K_V2")  # resnet18 has only V1
+    with pytest.raises(ValueError, match="unknown ResNet-34 weights"):
+        get_model("resnet34", weights="ResNet18_Weights.IMAGENET1K_V1")
+    expected_files = {  # torchvision's DEFAULT file of each architecture
+        "mobilenet_v2": "mobilenet_v2-7ebf99e0.pth", "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth",
+        "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+        "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+        "efficientnet_b1": "efficientnet_b1-c27df63c.pth", "vgg16": "vgg16-397923af.pth",
+        "vgg19_bn": "vgg19_bn-c79401a0.pth", "alexnet": "alexnet-owt-7be5be79.pth",
+        "squeezenet1_1": "squeezenet1_1-b8a52dc0.pth", "densenet161": "densenet161-8d451a50.pth",
+        "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
+    }
+    from minidl.models.weights import find_pretrained
+
+    for arch, fname in expected_files.items():
+        with pytest.raises(FileNotFoundError, match=fname):
+            find_pretrained("DEFAULT", arch=arch)
+    assert get_model_weights("resnet50") == {"IMAGENET1K_V1": "resnet50-0676ba61.pth",
+                                             "IMAGENET1K_V2": "resnet50-11ad3fa6.pth"}
+    assert set(WEIGHTS) == set(list_models())
+
+
+def test_get_model_and_list_models():
+    assert list_models() == sorted(list_models())
+    assert "resnet18" in list_models(include="resnet*")
+    assert "resnext50_32x4d" not in list_models(include="resnet*")
+    assert all(not n.startswith("wide") for n in list_models(exclude="wide_*"))
+    m = get_model("ResNet18", num_classes=7)
+    assert m.fc.weight.shape == (7, 512)
+    with pytest.raises(ValueError, match="Unknown model resnet7"):
+        get_model("resnet7")
+    with pytest.raises(TypeError):
+        get_model("resnet18", weights=3)
