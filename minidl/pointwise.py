@@ -217,6 +217,21 @@ def ldexp(input, other):
 FrexpResult = namedtuple("FrexpResult", ["mantissa", "exponent"])  # torch.return_types.frexp
 
 
+class Frexp(Function):
+    """The mantissa of ``frexp``, taken from the array module's frexp (``input * 2**-e`` would
+    overflow for subnormals); its gradient ``g / 2**e`` as PyTorch's (inf there, as in PyTorch)."""
+
+    def forward(self, a, *, scale):
+        xp = get_array_module(a)
+        wide = a if a.dtype.kind == "f" else a.astype(np.float32)
+        self.save_for_backward(scale)
+        return xp.frexp(wide)[0].astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (scale,) = self.saved
+        return g * scale
+
+
 def frexp(input):
     """(mantissa, exponent) with ``input = mantissa * 2 ** exponent``, |mantissa| in [0.5, 1):
     the mantissa in input's dtype (its gradient ``g / 2**exponent``), the exponent int32."""
@@ -228,8 +243,9 @@ def frexp(input):
     wide = a if a.dtype.kind == "f" else a.astype(np.float32)
     _, e = xp.frexp(wide)
     e = e.astype(np.int32)
-    scale = xp.exp2(-e.astype(wide.dtype)).astype(a.dtype)
-    return FrexpResult(input * autograd.Tensor(scale), autograd.Tensor(e))
+    with np.errstate(over="ignore"):
+        scale = xp.exp2(-e.astype(wide.dtype)).astype(a.dtype)
+    return FrexpResult(Frexp.apply(input, scale=scale), autograd.Tensor(e))
 
 
 # ---- integer ops, nextafter ------------------------------------------------------------------
