@@ -30,6 +30,10 @@ NanmedianResult = namedtuple("NanmedianResult", ["values", "indices"])
 ModeResult = namedtuple("ModeResult", ["values", "indices"])  # torch.return_types.mode
 
 
+class EmptyDimError(IndexError, ValueError):
+    """A reduction over an empty dim: the IndexError PyTorch raises, a ValueError as minidl's."""
+
+
 def aminmax(input, *, dim=None, keepdim=False):
     """(min, max) over ``dim`` (all elements when None); ties share each gradient evenly."""
     _check_tensor("aminmax", "input", input)
@@ -44,8 +48,8 @@ def aminmax(input, *, dim=None, keepdim=False):
         return AminmaxResult(lo, hi)
     d = wrap_dim(dim, max(input.ndim, 1), "aminmax")
     if input.ndim and input.shape[d] == 0:
-        raise OpArgumentError(f"aminmax(): cannot compute aminmax over the empty dim {dim} (size "
-                              "0): the operation has no identity")
+        raise EmptyDimError(f"aminmax(): cannot compute aminmax over the empty dim {dim} (size "
+                            "0): the operation has no identity")
     if input.ndim == 0:
         return AminmaxResult(input.amin(), input.amax())
     return AminmaxResult(input.amin(d, keepdim), input.amax(d, keepdim))

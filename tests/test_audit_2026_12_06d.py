@@ -33,3 +33,12 @@ def test_frexp_subnormal_mantissa_and_gradient():
     same(mx.grad, tx.grad, "grad")
     d = minidl.tensor(np.array([0.3, -5.0, 7.5]), dtype=minidl.float64, requires_grad=True)
     assert gradcheck(lambda t: minidl.frexp(t)[0], [d])
+
+
+def test_aminmax_over_an_empty_dim_is_an_index_error():
+    with pytest.raises(IndexError):
+        torch.aminmax(torch.zeros(2, 0), dim=1)
+    with pytest.raises(IndexError, match="empty"):
+        minidl.aminmax(minidl.zeros(2, 0), dim=1)
+    with pytest.raises(ValueError):
+        minidl.aminmax(minidl.zeros(0, 3), dim=-2)
