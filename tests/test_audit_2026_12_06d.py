@@ -42,3 +42,79 @@ def test_aminmax_over_an_empty_dim_is_an_index_error():
         minidl.aminmax(minidl.zeros(2, 0), dim=1)
     with pytest.raises(ValueError):
         minidl.aminmax(minidl.zeros(0, 3), dim=-2)
+
+
+def _both(fn, *arrays, dtype=None):
+    ms = [minidl.tensor(a, dtype=a.dtype) for a in arrays]
+    ts = [torch.from_numpy(np.array(a)) for a in arrays]
+    return fn(minidl, *ms), fn(torch, *ts)
+
+
+def test_beta_zero_keeps_the_input_in_the_graph_and_checks_its_shape():
+    rng = np.random.default_rng(0)
+    a, v1, v2 = np.full((1, 4), np.nan), rng.standard_normal(3), rng.standard_normal(4)
+    mi = minidl.tensor(a, dtype=minidl.float64, requires_grad=True)
+    ti = torch.tensor(a, requires_grad=True)
+    mo = minidl.addr(mi, minidl.tensor(v1, dtype=minidl.float64), minidl.tensor(v2, dtype=minidl.float64), beta=0, alpha=2)
+    to = torch.addr(ti, torch.tensor(v1), torch.tensor(v2), beta=0, alpha=2)
+    same(mo, to, "addr beta=0")
+    mo.sum().backward()
+    to.sum().backward()
+    same(mi.grad, ti.grad, "input's gradient: zeros, not None")
+    for beta in (0, 1):
+        with pytest.raises(RuntimeError):
+            torch.addmm(torch.zeros(3, 4), torch.zeros(2, 3), torch.zeros(3, 4), beta=beta)
+        with pytest.raises((ValueError, RuntimeError), match="broadcast"):
+            minidl.addmm(minidl.zeros(3, 4), minidl.zeros(2, 3), minidl.zeros(3, 4), beta=beta)
+        with pytest.raises(RuntimeError, match="broadcast"):
+            minidl.addmm(minidl.zeros(2, 2, 4), minidl.zeros(2, 3), minidl.zeros(3, 4), beta=beta)
+
+
+def test_addr_refuses_float_scalars_for_integer_results():
+    ints = [np.ones((2, 2), np.int64), np.ones(2, np.int64), np.ones(2, np.int64)]
+    for kw in ({"beta": 0.5}, {"alpha": 1.5}):
+        with pytest.raises(RuntimeError):
+            torch.addr(*map(torch.from_numpy, ints), **kw)
+        with pytest.raises(RuntimeError, match="floating point"):
+            minidl.addr(*[minidl.tensor(x) for x in ints], **kw)
+    m, t = _both(lambda L, i, x, y: L.addr(i, x, y, beta=0.5), np.ones((2, 2), np.int64),
+                 np.ones(2), np.ones(2))
+    same(m, t, "float vectors: a float result, no error")
+
+
+def test_tensordot_takes_dims_as_a_tensor():
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(3, 2)
+    m, t = _both(lambda L, x, y: L.tensordot(x, y, dims=L.tensor(1)), a, b)
+    same(m, t, "0-d tensor dims")
+    m, t = _both(lambda L, x, y: L.tensordot(x, y, dims=L.tensor([[1], [0]])), a, b)
+    same(m, t, "2-row tensor dims")
+
+
+def test_unique_consecutive_of_an_empty_tensor_along_a_dim():
+    for shape, dim in (((0, 3), 1), ((2, 0), 0)):
+        with pytest.raises(RuntimeError):
+            torch.unique_consecutive(torch.zeros(shape), dim=dim)
+        with pytest.raises(ValueError, match="0 sized"):
+            minidl.unique_consecutive(minidl.zeros(shape), dim=dim)
+    for shape, dim in (((0,), 0), ((0, 3), 0), ((2, 0), 1)):
+        a = np.zeros(shape)
+        m, t = _both(lambda L, x: L.unique_consecutive(x, return_inverse=True,
+                                                      return_counts=True, dim=dim), a)
+        for x, y in zip(m, t):
+            same(x, y, f"unique_consecutive {shape} dim={dim}")
+
+
+def test_masked_scatter_on_0d_tensors_with_gradient():
+    for mask in (True, False):
+        x = np.array(1.5)
+        src = np.array([4.0, 5.0])
+        mx = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+        ms = minidl.tensor(src, dtype=minidl.float64, requires_grad=True)
+        tx, ts = torch.tensor(x, requires_grad=True), torch.tensor(src, requires_grad=True)
+        mo = minidl.masked_scatter(mx, minidl.tensor(mask), ms)
+        to = torch.masked_scatter(tx, torch.tensor(mask), ts)
+        same(mo, to, "0-d masked_scatter")
+        (mo * 3).backward()
+        (to * 3).backward()
+        same(mx.grad, tx.grad, "input grad")
+        same(ms.grad, ts.grad, "source grad")
