@@ -118,3 +118,14 @@ def test_masked_scatter_on_0d_tensors_with_gradient():
         (to * 3).backward()
         same(mx.grad, tx.grad, "input grad")
         same(ms.grad, ts.grad, "source grad")
+
+
+def test_nn_functional_pdist_and_empty_bincount_dtype():
+    import minidl.nn.functional as F
+
+    a = np.random.default_rng(1).standard_normal((5, 3))
+    m, t = _both(lambda L, x: (F if L is minidl else torch.nn.functional).pdist(x, 1.5), a)
+    same(m, t, "F.pdist")
+    for w in (np.zeros(0, np.float32), np.zeros(0), np.zeros(0, np.int64)):
+        m, t = _both(lambda L, x, ww: L.bincount(x, ww, minlength=3), np.zeros(0, np.int64), w)
+        same(m, t, f"empty bincount with {w.dtype} weights")
