@@ -129,3 +129,22 @@ def test_nn_functional_pdist_and_empty_bincount_dtype():
     for w in (np.zeros(0, np.float32), np.zeros(0), np.zeros(0, np.int64)):
         m, t = _both(lambda L, x, ww: L.bincount(x, ww, minlength=3), np.zeros(0, np.int64), w)
         same(m, t, f"empty bincount with {w.dtype} weights")
+
+
+@pytest.mark.parametrize("draw", [
+    lambda L: L.zeros(3).bernoulli_(1.5),
+    lambda L: L.zeros(3).bernoulli_(L.tensor([0.0, 2.0, 1.0])),
+    lambda L: L.zeros(3).normal_(0.0, -1.0),
+    lambda L: L.ones(3, dtype=L.int64).multinomial(1),
+])
+def test_random_fills_refuse_what_torch_refuses(draw):
+    with pytest.raises(RuntimeError):
+        draw(torch)
+    with pytest.raises((ValueError, TypeError)):
+        draw(minidl)
+
+
+def test_random_fills_at_the_edges_of_their_ranges():
+    assert minidl.zeros(4).bernoulli_(1.0).numpy().tolist() == [1.0] * 4
+    assert minidl.ones(4).bernoulli_(minidl.tensor([0.0, 1.0, 0.0, 1.0])).numpy().tolist() == [0, 1, 0, 1]
+    assert minidl.ones(4).normal_(2.0, 0.0).numpy().tolist() == [2.0] * 4
