@@ -148,3 +148,39 @@ def test_random_fills_at_the_edges_of_their_ranges():
     assert minidl.zeros(4).bernoulli_(1.0).numpy().tolist() == [1.0] * 4
     assert minidl.ones(4).bernoulli_(minidl.tensor([0.0, 1.0, 0.0, 1.0])).numpy().tolist() == [0, 1, 0, 1]
     assert minidl.ones(4).normal_(2.0, 0.0).numpy().tolist() == [2.0] * 4
+
+
+@pytest.mark.parametrize("call", [
+    lambda L, x: x.atan2_(L.tensor([1, 2])),
+    lambda L, x: x.arctan2_(L.tensor([1, 2])),
+    lambda L, x: x.hypot_(L.tensor([1.0, 2.0])),
+])
+def test_inplace_atan2_hypot_refuse_a_float_result_in_an_integer_tensor(call):
+    with pytest.raises(RuntimeError):
+        call(torch, torch.tensor([1, 2]))
+    x = minidl.tensor([1, 2])
+    with pytest.raises((RuntimeError, TypeError), match="cast"):
+        call(minidl, x)
+    assert x.numpy().tolist() == [1, 2], "unchanged"
+
+
+def test_inplace_atan2_still_matches_torch_with_gradients():
+    a, b = np.array([[0.3, -1.2], [2.0, 0.5]]), np.array([0.7, -0.4])
+    mb, tb = minidl.tensor(a, dtype=minidl.float64, requires_grad=True), torch.tensor(a, requires_grad=True)
+    mo, to = minidl.tensor(b, dtype=minidl.float64, requires_grad=True), torch.tensor(b, requires_grad=True)
+    mx, tx = mb * 1, tb * 1
+    mx.atan2_(mo)
+    tx.atan2_(to)
+    same(mx, tx, "atan2_")
+    mx.sum().backward()
+    tx.sum().backward()
+    same(mb.grad, tb.grad, "self's grad")
+    same(mo.grad, to.grad, "other's grad")
+
+
+def test_float_power_inplace_needs_a_float64_base():
+    for L in (torch, minidl):
+        with pytest.raises(RuntimeError, match="float_power_"):
+            L.tensor([1.0, 2.0], dtype=L.float32).float_power_(2)
+    m = minidl.tensor([1.0, 2.0], dtype=minidl.float64).float_power_(3)
+    same(m, torch.tensor([1.0, 2.0], dtype=torch.float64).float_power_(3), "float64 base")
