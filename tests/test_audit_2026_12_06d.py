@@ -184,3 +184,43 @@ def test_float_power_inplace_needs_a_float64_base():
             L.tensor([1.0, 2.0], dtype=L.float32).float_power_(2)
     m = minidl.tensor([1.0, 2.0], dtype=minidl.float64).float_power_(3)
     same(m, torch.tensor([1.0, 2.0], dtype=torch.float64).float_power_(3), "float64 base")
+
+
+def _checkpoint_grads(L, cp, fn_of):
+    rng = np.random.default_rng(3)
+    w1, w2, xs = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal((5, 3))
+    if L is torch:
+        W1, W2, x = (torch.tensor(a, requires_grad=True) for a in (w1, w2, xs))
+    else:
+        W1, W2, x = (minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in (w1, w2, xs))
+    out = fn_of(L, cp, W1, W2, x)
+    out.sum().backward()
+    return [out] + [t.grad for t in (W1, W2, x)]
+
+
+@pytest.mark.parametrize("fn_of", [
+    # h, computed before the checkpoint from x and W1, is read by the checkpointed function
+    lambda L, cp, W1, W2, x: (lambda h: cp(lambda a: (a @ W1).tanh() @ W2 * h.sum(), x,
+                                           use_reentrant=False))((x @ W1).sin()),
+    # a tuple output with a non-Tensor value in it
+    lambda L, cp, W1, W2, x: cp(lambda a: ((a @ W1) @ W2, 2.0), x, use_reentrant=False)[0] * 2,
+])
+def test_checkpoint_matches_torch_with_closures_and_mixed_outputs(fn_of):
+    from torch.utils.checkpoint import checkpoint as tcp
+
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    mine = _checkpoint_grads(minidl, mcp, fn_of)
+    theirs = _checkpoint_grads(torch, tcp, fn_of)
+    for what, a, b in zip(("out", "W1", "W2", "x"), mine, theirs):
+        same(a, b, what)
+
+
+def test_checkpoint_keeps_non_tensor_values_of_its_output():
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    x = minidl.ones(2, requires_grad=True)
+    y, tag, z = mcp(lambda a: (a * 3, "tag", a * a), x, use_reentrant=False)
+    assert tag == "tag"
+    (y.sum() + z.sum()).backward()
+    assert x.grad.numpy().tolist() == [5.0, 5.0]

@@ -27,9 +27,32 @@ from ..tensor import Tensor
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
 
-def _graph_leaves(outputs, skip):
-    """The tensors that require grad and have no graph behind them (parameters, inputs that
-    are leaves) reached from ``outputs``, in first-seen order, excluding those in ``skip``."""
+@contextlib.contextmanager
+def _recording_nodes(created):
+    """While active, the id of every graph node made (by any Function's apply) goes into
+    ``created``: what ``function`` builds in its first run, told apart from the graph it found."""
+    original = autograd.Function.__dict__["apply"]
+
+    def apply(cls, *inputs, **kwargs):
+        out = original.__func__(cls, *inputs, **kwargs)
+        for o in out if isinstance(out, tuple) else (out,):
+            ctx = getattr(o, "_ctx", None)
+            if ctx is not None:
+                created.add(id(ctx))
+        return out
+
+    autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        autograd.Function.apply = original
+
+
+def _graph_leaves(outputs, skip, created=None):
+    """The tensors that require grad that ``outputs`` were computed from without a node in
+    ``created`` behind them: parameters and other leaves, and tensors with a graph of their own
+    made before the run (a closure's ``h = layer(x)``: its gradient goes on into that graph),
+    in first-seen order, excluding those in ``skip``."""
     seen, found, stack = set(skip), [], []
     for out in outputs:
         stack.append(out)
@@ -40,7 +63,7 @@ def _graph_leaves(outputs, skip):
             continue
         visited.add(id(t))
         ctx = t._ctx
-        if ctx is None:
+        if ctx is None or (created is not None and id(ctx) not in created):
             if t.requires_grad and id(t) not in seen:
                 seen.add(id(t))
                 found.append(t)
@@ -111,11 +134,24 @@ def _autocast_as(state):
 
 
 def _as_tuple(out, where):
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    if not outs or not all(isinstance(o, Tensor) for o in outs):
-        raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors, got "
-                        f"{type(out).__name__}")
-    return tuple(outs)
+    """The Tensors ``function`` returned: itself, or those in its tuple or list (other values
+    there pass through, as in PyTorch)."""
+    if isinstance(out, Tensor):
+        return (out,)
+    if isinstance(out, (tuple, list)):
+        return tuple(o for o in out if isinstance(o, Tensor))
+    raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors (other "
+                    f"values may sit beside them, as in a list), got {type(out).__name__}")
+
+
+def _rebuild(out, tensors):
+    """``out`` with its Tensors replaced, in order, by ``tensors``."""
+    tensors = (tensors,) if isinstance(tensors, Tensor) else tuple(tensors)
+    if isinstance(out, Tensor):
+        return tensors[0]
+    it = iter(tensors)
+    items = [next(it) if isinstance(o, Tensor) else o for o in out]
+    return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
 
 
 class _Checkpoint(autograd.Function):
@@ -138,16 +174,27 @@ class _Checkpoint(autograd.Function):
             d = t.detach()
             d.requires_grad = t.requires_grad
             detached.append(d)
-        outs = ctx.run(detached)
-        got = [(o.shape, o.dtype) for o in outs]
-        if got != ctx.shapes:
-            raise RuntimeError(f"checkpoint: the function gave outputs {got} when run again for "
-                               f"backward, but {ctx.shapes} the first time; a checkpointed "
-                               "function must compute the same thing both times")
-        pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
-        wanted = [d for d in detached if d.requires_grad] + list(ctx.leaves)
-        found = autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
-                              allow_unused=True) if pairs and wanted else [None] * len(wanted)
+        # a tensor with a graph of its own made before the first run (a closure's h) is a leaf
+        # of the recompute: its gradient is returned here and goes on through its own graph in
+        # the outer backward (not twice, not through a graph the recompute would free)
+        outer = [(t, t._ctx) for t in ctx.leaves if t._ctx is not None]
+        try:
+            for t, _ in outer:
+                t._ctx = None
+            outs = ctx.run(detached)
+            got = [(o.shape, o.dtype) for o in outs]
+            if got != ctx.shapes:
+                raise RuntimeError(f"checkpoint: the function gave outputs {got} when run again "
+                                   f"for backward, but {ctx.shapes} the first time; a "
+                                   "checkpointed function must compute the same thing both "
+                                   "times")
+            pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
+            wanted = [d for d in detached if d.requires_grad] + list(ctx.leaves)
+            found = autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                  allow_unused=True) if pairs and wanted else [None] * len(wanted)
+        finally:
+            for t, node in outer:
+                t._ctx = node
         found = iter(found)
         input_grads = [next(found) if d.requires_grad else None for d in detached]
         return (None, None, None, *input_grads, *found)
@@ -191,16 +238,16 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
             stack.enter_context(autograd.enable_grad())
             return _as_tuple(function(*full, **kwargs), "checkpoint")
 
-    with rng.first_run() if rng is not None else contextlib.nullcontext():
+    created = set()
+    with rng.first_run() if rng is not None else contextlib.nullcontext(), \
+            _recording_nodes(created):
         out = function(*args, **kwargs)
     outs = _as_tuple(out, "checkpoint")
     if not any(o.requires_grad for o in outs):
         return out  # nothing inside requires grad: there is no graph to drop
-    leaves = _graph_leaves(outs, skip=[id(t) for t in tensors])
-    single = isinstance(out, Tensor)
-    del out
+    leaves = _graph_leaves(outs, skip=[id(t) for t in tensors], created=created)
     results = _Checkpoint.apply(call, outs, len(tensors), *tensors, *leaves)
-    return results[0] if single else results
+    return _rebuild(out, results)
 
 
 def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwargs):
