@@ -224,3 +224,30 @@ def test_checkpoint_keeps_non_tensor_values_of_its_output():
     assert tag == "tag"
     (y.sum() + z.sum()).backward()
     assert x.grad.numpy().tolist() == [5.0, 5.0]
+
+
+def test_checkpoint_through_a_custom_function_with_two_outputs():
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    class Two(minidl.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a * 2, a * 3
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            return g1 * 2 + g2 * 3
+
+    w = minidl.tensor([1.0, 2.0], requires_grad=True)
+    x = minidl.tensor([3.0, 4.0], requires_grad=True)
+
+    def f(a):
+        u, v = Two.apply(a * w)
+        return (u * v).sum()
+
+    f(x).backward()
+    want = (x.grad.numpy().copy(), w.grad.numpy().copy())
+    x.grad = w.grad = None
+    mcp(f, x, use_reentrant=False).backward()
+    np.testing.assert_allclose(x.grad.numpy(), want[0])
+    np.testing.assert_allclose(w.grad.numpy(), want[1])

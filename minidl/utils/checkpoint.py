@@ -35,10 +35,23 @@ def _recording_nodes(created):
 
     def apply(cls, *inputs, **kwargs):
         out = original.__func__(cls, *inputs, **kwargs)
-        for o in out if isinstance(out, tuple) else (out,):
-            ctx = getattr(o, "_ctx", None)
-            if ctx is not None:
-                created.add(id(ctx))
+        outs = [o for o in (out if isinstance(out, tuple) else (out,)) if isinstance(o, Tensor)]
+        for o in outs:
+            if o._ctx is not None:
+                created.add(id(o._ctx))
+        if cls._on_tensors:
+            # a custom function's outputs are views (recorded above) of one packed tensor
+            # whose node is made outside apply: find it below them
+            stack = [(o, 0) for o in outs]
+            while stack:
+                t, depth = stack.pop()
+                ctx = t._ctx
+                if ctx is None or depth > 3:
+                    continue
+                if isinstance(ctx, autograd._TensorStyle):
+                    created.add(id(ctx))
+                elif id(ctx) in created:
+                    stack.extend((i, depth + 1) for i in ctx.inputs if isinstance(i, Tensor))
         return out
 
     autograd.Function.apply = classmethod(apply)
