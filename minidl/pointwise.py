@@ -20,7 +20,7 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
-from .math_ops import _float_op, _unary, sign, trunc
+from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import Cast, _array_module, _broadcast_shapes, _is_number, _operand, result_type
 
 
@@ -314,7 +314,10 @@ isreal = _float_query("isreal", lambda xp, a: xp.ones(a.shape, dtype=bool), True
 
 # ---- aliases ---------------------------------------------------------------------------------
 def multiply(input, other):
-    """``input * other`` (torch.multiply, an alias of mul)."""
+    """``input * other`` (torch.multiply, an alias of mul; input may be a number, as there)."""
+    if _is_number(input) and isinstance(other, autograd.Tensor):
+        input, other = other, input  # a product is the same either way round
+    _check_tensor("multiply", "input", input)
     return input.mul(other)
 
 
@@ -328,7 +331,11 @@ def subtract(input, other, *, alpha=1):
 
 
 def true_divide(input, other):
-    """``input / other``, always true division (integers give float32)."""
+    """``input / other``, always true division (integers give float32); input may be a
+    number, as in PyTorch."""
+    if _is_number(input) and isinstance(other, autograd.Tensor):
+        return div(input, other)
+    _check_tensor("true_divide", "input", input)
     return input.div(other)
 
 

@@ -251,3 +251,13 @@ def test_checkpoint_through_a_custom_function_with_two_outputs():
     mcp(f, x, use_reentrant=False).backward()
     np.testing.assert_allclose(x.grad.numpy(), want[0])
     np.testing.assert_allclose(w.grad.numpy(), want[1])
+
+
+@pytest.mark.parametrize("name", ["multiply", "true_divide"])
+@pytest.mark.parametrize("number", [2, 2.5, True])
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+def test_multiply_and_true_divide_take_a_number_first(name, number, dtype):
+    a = np.array([1, 2, 4]).astype(dtype)
+    m = getattr(minidl, name)(number, minidl.tensor(a, dtype=a.dtype))
+    t = getattr(torch, name)(number, torch.from_numpy(a))
+    same(m, t, f"{name}({number}, {dtype})")
