@@ -324,10 +324,19 @@ def multiply(input, other):
 def subtract(input, other, *, alpha=1):
     """``input - alpha * other`` (torch.subtract, an alias of sub)."""
     _check_tensor("subtract", "input", input)
-    if input.dtype == np.bool_ and isinstance(other, autograd.Tensor) and other.dtype == np.bool_:
-        raise TypeError("subtract: subtraction of two bool tensors is not supported; use "
-                        "logical_xor() or the ^ operator, as PyTorch says")
+    other_bool = isinstance(other, (bool, np.bool_)) or (
+        isinstance(other, autograd.Tensor) and other.dtype == np.bool_)
+    if input.dtype == np.bool_ and other_bool:
+        raise BoolSubtractError("subtract: subtraction of two bool tensors is not supported; use "
+                                "logical_xor() or the ^ operator, as PyTorch says")
+    if input.dtype == np.bool_ or other_bool:
+        raise BoolSubtractError("subtract: subtraction with a bool tensor is not supported; to "
+                                "invert a mask use ~ or logical_not(), as PyTorch says")
     return input.sub(other, alpha=alpha)
+
+
+class BoolSubtractError(TypeError, RuntimeError):
+    """Subtraction with a bool operand: a TypeError as minidl's, PyTorch's RuntimeError."""
 
 
 def true_divide(input, other):

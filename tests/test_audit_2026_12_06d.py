@@ -261,3 +261,25 @@ def test_multiply_and_true_divide_take_a_number_first(name, number, dtype):
     m = getattr(minidl, name)(number, minidl.tensor(a, dtype=a.dtype))
     t = getattr(torch, name)(number, torch.from_numpy(a))
     same(m, t, f"{name}({number}, {dtype})")
+
+
+@pytest.mark.parametrize("a, b", [
+    (np.array([True, False]), np.array([1.0, 2.0])),
+    (np.array([1.0, 2.0]), np.array([True, False])),
+    (np.array([1, 2]), True),
+    (np.array([True, False]), 2),
+    (np.array([True, False]), np.array([True, True])),
+])
+def test_subtract_refuses_bool_operands(a, b):
+    def args(L):
+        x = L.tensor(a) if L is torch else minidl.tensor(a, dtype=a.dtype)
+        y = b if not isinstance(b, np.ndarray) else (
+            torch.tensor(b) if L is torch else minidl.tensor(b, dtype=b.dtype))
+        return x, y
+
+    with pytest.raises(RuntimeError):
+        torch.subtract(*args(torch))
+    with pytest.raises(RuntimeError, match="bool"):
+        minidl.subtract(*args(minidl))
+    with pytest.raises(TypeError):
+        minidl.subtract(*args(minidl))
