@@ -283,3 +283,16 @@ def test_subtract_refuses_bool_operands(a, b):
         minidl.subtract(*args(minidl))
     with pytest.raises(TypeError):
         minidl.subtract(*args(minidl))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "nearest-exact"])
+@pytest.mark.parametrize("kw", [{"size": (3, 4)}, {"scale_factor": 2}, {"scale_factor": 0.6}])
+def test_interpolate_nearest_takes_uint8_images(mode, kw):
+    a = (np.arange(2 * 3 * 5 * 7) % 251).astype(np.uint8).reshape(2, 3, 5, 7)
+    import minidl.nn.functional as F
+
+    m = F.interpolate(minidl.tensor(a, dtype=a.dtype), mode=mode, **kw)
+    t = torch.nn.functional.interpolate(torch.from_numpy(a), mode=mode, **kw)
+    same(m, t, f"uint8 {mode} {kw}")
+    with pytest.raises(TypeError):
+        F.interpolate(minidl.tensor(a.astype(np.int64)), mode=mode, **kw)
