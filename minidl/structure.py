@@ -228,6 +228,26 @@ def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
 
 
 # ---- stacking, broadcasting, splitting -------------------------------------------------------
+def broadcast_shapes(*shapes):
+    """The shape that tensors of ``shapes`` broadcast to (an int n is the shape (n,)), as
+    torch.broadcast_shapes; shapes that do not broadcast raise."""
+    dims = []
+    for s in shapes:
+        s = (s,) if isinstance(s, (int, np.integer)) and not isinstance(s, bool) else s
+        if not isinstance(s, (tuple, list)) or not all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in s):
+            raise TypeError(f"broadcast_shapes: expected shapes (tuples of ints) or ints, got "
+                            f"{s!r}")
+        if any(n < 0 for n in s):
+            raise OpArgumentError(f"broadcast_shapes: trying to create a shape with a negative "
+                                  f"dimension: {tuple(s)}")
+        dims.append(tuple(int(n) for n in s))
+    try:
+        return tuple(np.broadcast_shapes(*dims))
+    except ValueError:
+        raise OpArgumentError(f"broadcast_shapes: shapes {dims} do not broadcast") from None
+
+
 def broadcast_tensors(*tensors):
     """The tensors expanded to their common broadcast shape (views, as torch's)."""
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
@@ -514,5 +534,6 @@ TENSOR_METHODS = {
 FUNCTIONS = {name: fn for name, fn in TENSOR_METHODS.items()
              if name not in ("sum_to_size", "masked_scatter_", "fill_diagonal_",
                              "index_reduce_", "addr_", "addbmm_")}
+FUNCTIONS.update({"broadcast_shapes": broadcast_shapes})
 FUNCTIONS.update({"tensordot": tensordot, "broadcast_tensors": broadcast_tensors, "atleast_3d": atleast_3d,
                   "dstack": dstack, "column_stack": column_stack})

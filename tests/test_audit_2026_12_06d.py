@@ -296,3 +296,17 @@ def test_interpolate_nearest_takes_uint8_images(mode, kw):
     same(m, t, f"uint8 {mode} {kw}")
     with pytest.raises(TypeError):
         F.interpolate(minidl.tensor(a.astype(np.int64)), mode=mode, **kw)
+
+
+@pytest.mark.parametrize("shapes", [((3, 1), (1, 4), (4,)), (2, (3, 1)), ((),), (), ((0, 1), (3,)),
+                                    ([2, 1], [5, 1, 1])])
+def test_broadcast_shapes(shapes):
+    assert minidl.broadcast_shapes(*shapes) == tuple(torch.broadcast_shapes(*shapes))
+
+
+@pytest.mark.parametrize("shapes", [((2,), (3,)), ((-1,),)])
+def test_broadcast_shapes_refuses_what_torch_refuses(shapes):
+    with pytest.raises((RuntimeError, ValueError)):
+        torch.broadcast_shapes(*shapes)
+    with pytest.raises(RuntimeError):
+        minidl.broadcast_shapes(*shapes)
