@@ -310,3 +310,31 @@ def test_broadcast_shapes_refuses_what_torch_refuses(shapes):
         torch.broadcast_shapes(*shapes)
     with pytest.raises(RuntimeError):
         minidl.broadcast_shapes(*shapes)
+
+
+def test_module_repr_puts_extra_repr_on_its_own_line_beside_children():
+    import minidl.nn.utils.parametrize as MP
+
+    def build(nn, P):
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(2, 3)
+
+            def extra_repr(self):
+                return "scale=2"
+
+        class Multi(nn.Module):
+            def extra_repr(self):
+                return "a=1\nb=2"
+
+        class Twice(nn.Module):
+            def forward(self, x):
+                return x * 2
+
+        lin = nn.Linear(3, 3)
+        P.register_parametrization(lin, "weight", Twice())
+        return [Block(), Multi(), lin, nn.Sequential(nn.Linear(2, 3), nn.ReLU())]
+
+    for m, t in zip(build(minidl.nn, MP), build(torch.nn, torch.nn.utils.parametrize)):
+        assert repr(m) == repr(t)
