@@ -585,6 +585,8 @@ def median(input, dim=None, keepdim=False):
     """Over everything: the lower of the two middle values (NaN if there is a NaN, NaN of an
     empty float tensor). Over ``dim``: (values, indices); a slice holding a NaN gives NaN and
     the index of its first NaN, as PyTorch."""
+    if input.dtype == np.bool_:
+        raise TypeError("median: not implemented for bool tensors (as in PyTorch)")
     xp = get_array_module(input.data)
     if dim is None:
         flat = input.reshape(-1)

@@ -22,7 +22,7 @@ from .backend.dtypes import is_floating
 from .indexing import gather
 from .math_ops import vector_norm
 from .ops import Cast, TakeAlongDim, where, wrap_dim
-from .pointwise import OpArgumentError, _check_tensor
+from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .shape_ops import _argsort, sort
 
 AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])  # torch.return_types.aminmax
@@ -79,6 +79,8 @@ def nanmedian(input, dim=None, keepdim=False):
     """The median ignoring NaNs (the lower of the two middle values; NaN where a slice is all
     NaN). Over ``dim``: (values, indices), the index of the median's element in its slice."""
     _check_tensor("nanmedian", "input", input)
+    if input.dtype == np.bool_:
+        raise DtypeError("nanmedian: not implemented for bool tensors (as in PyTorch)")
     xp = get_array_module(input.data)
     if dim is None:
         if input.numel() == 0:

@@ -338,3 +338,12 @@ def test_module_repr_puts_extra_repr_on_its_own_line_beside_children():
 
     for m, t in zip(build(minidl.nn, MP), build(torch.nn, torch.nn.utils.parametrize)):
         assert repr(m) == repr(t)
+
+
+@pytest.mark.parametrize("call", [lambda L, x: L.nanmedian(x), lambda L, x: L.nanmedian(x, 0),
+                                  lambda L, x: L.median(x), lambda L, x: L.median(x, 0)])
+def test_median_and_nanmedian_refuse_bool(call):
+    with pytest.raises(NotImplementedError):
+        call(torch, torch.ones(3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="bool"):
+        call(minidl, minidl.ones(3, dtype=minidl.bool))
