@@ -9,6 +9,8 @@ import pytest
 import minidl
 from minidl.testing import gradcheck
 
+import _fake_gpu
+
 torch = pytest.importorskip("torch", reason="the audit compares against torch")
 
 
@@ -347,3 +349,37 @@ def test_median_and_nanmedian_refuse_bool(call):
         call(torch, torch.ones(3, dtype=torch.bool))
     with pytest.raises(TypeError, match="bool"):
         call(minidl, minidl.ones(3, dtype=minidl.bool))
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    return lib
+
+
+def test_fixes_run_on_the_fake_gpu(monkeypatch, host_kernels):
+    """frexp's new Function, beta=0's ignored input, masked_scatter on 0-d tensors and the
+    checkpoint boundary, on the numpy-backed stand-in GPU, give the CPU's numbers."""
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    def run(device):
+        x = minidl.tensor([1e-40, 3.0, -0.75], requires_grad=True, device=device)
+        m, e = minidl.frexp(x)
+        inp = minidl.tensor([[float("nan")] * 4], requires_grad=True, device=device)
+        o = minidl.addr(inp, minidl.ones(3, device=device), minidl.ones(4, device=device), beta=0)
+        s = minidl.tensor(1.5, requires_grad=True, device=device)
+        ms = minidl.masked_scatter(s, minidl.tensor(True, device=device),
+                                   minidl.tensor([4.0, 5.0], device=device))
+        w = minidl.tensor([[0.5, -1.0], [2.0, 0.25]], requires_grad=True, device=device)
+        h = (x[:2] @ w).sin()
+        c = mcp(lambda a: (a @ w).tanh() * h.sum(), x[:2] * 1, use_reentrant=False)
+        (m.sum() + o.sum() + ms * 2 + c.sum()).backward()
+        assert e.device == device
+        return [t.numpy() for t in (m, e, o, ms, c, x.grad, inp.grad, s.grad, w.grad)]
+
+    want = run("cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    for a, b in zip(run("cuda"), want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, equal_nan=True)
