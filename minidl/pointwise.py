@@ -379,7 +379,31 @@ def sgn(input):
     return sign(input)
 
 
+def renorm(input, p, dim, maxnorm):
+    """Each slice of ``input`` along ``dim`` whose ``p``-norm (over the other dims) exceeds
+    ``maxnorm`` scaled down to norm ``maxnorm`` (``maxnorm / (norm + 1e-7)``, as PyTorch);
+    differentiable through the norm, as torch.renorm."""
+    _check_tensor("renorm", "input", input)
+    if not is_floating(input.dtype):
+        raise DtypeError(f"renorm: needs a floating-point tensor, got {input.dtype}")
+    if input.ndim < 2:
+        raise OpArgumentError(f"renorm: input needs at least 2 dimensions, got {input.ndim} "
+                              "dimensions")
+    if not _is_number(p) or not p > 0:
+        raise OpArgumentError(f"renorm: non-positive-norm not supported, got p={p}")
+    if not _is_number(maxnorm) or not maxnorm >= 0:
+        raise OpArgumentError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
+    from .ops import wrap_dim
+    from .math_ops import vector_norm, where
+
+    d = wrap_dim(dim, input.ndim, "renorm")
+    norm = vector_norm(input, p, dim=[i for i in range(input.ndim) if i != d], keepdim=True)
+    scale = where(norm > maxnorm, maxnorm / (norm + 1e-7), 1.0)
+    return input * scale.to(input.dtype)
+
+
 TENSOR_METHODS = {
+    "renorm": renorm,
     "asinh": asinh, "acosh": acosh, "atanh": atanh, "arcsinh": asinh, "arccosh": acosh,
     "arctanh": atanh, "deg2rad": deg2rad, "rad2deg": rad2deg, "copysign": copysign,
     "signbit": signbit, "heaviside": heaviside, "fmax": fmax, "fmin": fmin,

@@ -383,3 +383,33 @@ def test_fixes_run_on_the_fake_gpu(monkeypatch, host_kernels):
     _fake_gpu.install(monkeypatch, host_kernels)
     for a, b in zip(run("cuda"), want):
         np.testing.assert_allclose(a, b, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("p, dim, maxnorm", [(2, 0, 1.0), (1, -1, 2.0), (float("inf"), 1, 0.5),
+                                             (3, 2, 100.0)])
+def test_renorm_matches_torch_with_gradients(p, dim, maxnorm):
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((3, 4, 2)) * 3, rng.standard_normal((3, 4, 2))
+    m = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    t = torch.tensor(x, requires_grad=True)
+    mo, to = minidl.renorm(m, p, dim, maxnorm), torch.renorm(t, p, dim, maxnorm)
+    same(mo, to, "renorm")
+    mo.backward(minidl.tensor(g, dtype=minidl.float64))
+    to.backward(torch.tensor(g))
+    same(m.grad, t.grad, "renorm grad", atol=1e-12)
+    assert gradcheck(lambda a: minidl.renorm(a, p, dim, maxnorm),
+                     [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
+    y, ty = minidl.tensor(x, dtype=minidl.float64), torch.tensor(x)
+    assert y.renorm_(p, dim, maxnorm) is y
+    same(y, ty.renorm_(p, dim, maxnorm), "renorm_")
+
+
+@pytest.mark.parametrize("call", [lambda L: L.renorm(L.ones(3), 2, 0, 1.0),
+                                  lambda L: L.renorm(L.ones(2, 3), 0, 0, 1.0),
+                                  lambda L: L.renorm(L.ones(2, 3), 2, 0, -1.0),
+                                  lambda L: L.renorm(L.ones(2, 3, dtype=L.int64), 2, 0, 1.0)])
+def test_renorm_refuses_what_torch_refuses(call):
+    with pytest.raises(RuntimeError):
+        call(torch)
+    with pytest.raises((ValueError, TypeError)):
+        call(minidl)
