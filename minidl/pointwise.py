@@ -379,6 +379,40 @@ def sgn(input):
     return sign(input)
 
 
+def _shift(name, input, other, left):
+    """``input << other`` or ``>>`` at PyTorch's result type, with its rules at the edges: a
+    shift by a negative amount or by the width or more gives 0 (left) or the sign (right)."""
+    if _is_number(input) and isinstance(other, autograd.Tensor):
+        xp = get_array_module(other.data)
+        input = autograd.Tensor(xp.asarray(input))
+    a, b = _pair(name, input, other)
+    if a.dtype.kind not in "iu":
+        raise DtypeError(f"{name}: not implemented for {a.dtype} tensors (integers only, as in "
+                         "PyTorch)")
+    a, b = a.data, b.data
+    xp = get_array_module(a)
+    bits = a.dtype.itemsize * 8
+    out_of_range = (b < 0) | (b >= bits)
+    amount = xp.clip(b, 0, bits - 1).astype(a.dtype)
+    if left:
+        out = xp.where(out_of_range, xp.zeros((), a.dtype), xp.left_shift(a, amount))
+    else:
+        sign = xp.where(a < 0, -1, 0).astype(a.dtype) if a.dtype.kind == "i" else \
+            xp.zeros((), a.dtype)
+        out = xp.where(out_of_range, sign, xp.right_shift(a, amount))
+    return autograd.Tensor(xp.asarray(out, dtype=a.dtype))
+
+
+def bitwise_left_shift(input, other):
+    """``input << other`` of integer tensors (or numbers), as torch.bitwise_left_shift."""
+    return _shift("bitwise_left_shift", input, other, True)
+
+
+def bitwise_right_shift(input, other):
+    """``input >> other`` (arithmetic for signed integers), as torch.bitwise_right_shift."""
+    return _shift("bitwise_right_shift", input, other, False)
+
+
 def renorm(input, p, dim, maxnorm):
     """Each slice of ``input`` along ``dim`` whose ``p``-norm (over the other dims) exceeds
     ``maxnorm`` scaled down to norm ``maxnorm`` (``maxnorm / (norm + 1e-7)``, as PyTorch);
@@ -403,7 +437,13 @@ def renorm(input, p, dim, maxnorm):
 
 
 TENSOR_METHODS = {
-    "renorm": renorm,
+    "renorm": renorm, "bitwise_left_shift": bitwise_left_shift,
+    "bitwise_right_shift": bitwise_right_shift, "__lshift__": bitwise_left_shift,
+    "__rshift__": bitwise_right_shift,
+    "__rlshift__": lambda self, other: bitwise_left_shift(other, self),
+    "__rrshift__": lambda self, other: bitwise_right_shift(other, self),
+    "__ilshift__": lambda self, other: self.bitwise_left_shift_(other),
+    "__irshift__": lambda self, other: self.bitwise_right_shift_(other),
     "asinh": asinh, "acosh": acosh, "atanh": atanh, "arcsinh": asinh, "arccosh": acosh,
     "arctanh": atanh, "deg2rad": deg2rad, "rad2deg": rad2deg, "copysign": copysign,
     "signbit": signbit, "heaviside": heaviside, "fmax": fmax, "fmin": fmin,
@@ -413,4 +453,4 @@ TENSOR_METHODS = {
     "positive": positive, "absolute": absolute, "fix": fix, "sgn": sgn,
 }
 # minidl.X for each (minidl/__init__.py)
-FUNCTIONS = dict(TENSOR_METHODS)
+FUNCTIONS = {k: v for k, v in TENSOR_METHODS.items() if not k.startswith("__")}

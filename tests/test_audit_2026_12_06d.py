@@ -377,7 +377,9 @@ def test_fixes_run_on_the_fake_gpu(monkeypatch, host_kernels):
         c = mcp(lambda a: (a @ w).tanh() * h.sum(), x[:2] * 1, use_reentrant=False)
         (m.sum() + o.sum() + ms * 2 + c.sum()).backward()
         assert e.device == device
-        return [t.numpy() for t in (m, e, o, ms, c, x.grad, inp.grad, s.grad, w.grad)]
+        sh = minidl.tensor([1, -8, 3], device=device) << minidl.tensor([1, 64, 2], device=device)
+        rn = minidl.renorm(w * 3, 2, 0, 1.0)
+        return [t.numpy() for t in (m, e, o, ms, c, x.grad, inp.grad, s.grad, w.grad, sh, rn)]
 
     want = run("cpu")
     _fake_gpu.install(monkeypatch, host_kernels)
@@ -413,3 +415,36 @@ def test_renorm_refuses_what_torch_refuses(call):
         call(torch)
     with pytest.raises((ValueError, TypeError)):
         call(minidl)
+
+
+SHIFTS = [
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) << L.tensor([1, 2, 8, 9], dtype=L.int8),
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) >> L.tensor([1, 2, 8, 9], dtype=L.int8),
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) << -1,
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) >> -1,
+    lambda L: L.tensor([1, -8, 3, 2**40]) << 63,
+    lambda L: L.tensor([1, -8, 3, 2**40]) >> 64,
+    lambda L: L.tensor([True, False]) << 1,
+    lambda L: 2 << L.tensor([1, 2]),
+    lambda L: 1024 >> L.tensor([1, 2]),
+    lambda L: L.tensor([1, 2], dtype=L.uint8) << L.tensor([1, 9]),
+    lambda L: L.tensor([200], dtype=L.uint8) >> 9,
+    lambda L: L.bitwise_left_shift(L.tensor([[1], [2]]), L.tensor([1, 2, 3])),
+    lambda L: L.tensor([3, 4]).bitwise_right_shift(1),
+]
+
+
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_bitwise_shifts_match_torch(shift):
+    same(shift(minidl), shift(torch), "shift")
+
+
+def test_bitwise_shifts_in_place_and_refusing_floats():
+    for L in (torch, minidl):
+        x = L.tensor([3, 4])
+        y = x
+        x <<= 2
+        assert x is y and x.tolist() == [12, 16]
+        assert x.bitwise_right_shift_(3) is x and x.tolist() == [1, 2]
+        with pytest.raises(NotImplementedError):
+            L.tensor([1.5]) << 1
