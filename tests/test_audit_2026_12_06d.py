@@ -448,3 +448,19 @@ def test_bitwise_shifts_in_place_and_refusing_floats():
         assert x.bitwise_right_shift_(3) is x and x.tolist() == [1, 2]
         with pytest.raises(NotImplementedError):
             L.tensor([1.5]) << 1
+
+
+def test_checkpoint_returns_dicts_and_nested_outputs():
+    from torch.utils.checkpoint import checkpoint as tcp
+
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    def fn_of(L, cp, W1, W2, x):
+        out = cp(lambda a: {"y": (a @ W1).tanh(), "rest": [a @ W1 @ W2, "note"]}, x,
+                 use_reentrant=False)
+        assert out["rest"][1] == "note"
+        return out["y"].sum() + (out["rest"][0] ** 2).sum()
+
+    for what, a, b in zip(("out", "W1", "W2", "x"), _checkpoint_grads(minidl, mcp, fn_of),
+                          _checkpoint_grads(torch, tcp, fn_of)):
+        same(a, b, what)

@@ -147,24 +147,43 @@ def _autocast_as(state):
 
 
 def _as_tuple(out, where):
-    """The Tensors ``function`` returned: itself, or those in its tuple or list (other values
-    there pass through, as in PyTorch)."""
-    if isinstance(out, Tensor):
-        return (out,)
-    if isinstance(out, (tuple, list)):
-        return tuple(o for o in out if isinstance(o, Tensor))
-    raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors (other "
-                    f"values may sit beside them, as in a list), got {type(out).__name__}")
+    """The Tensors ``function`` returned, in order: itself, or those inside its tuples, lists
+    and dicts, however nested (other values there pass through, as in PyTorch)."""
+    if not isinstance(out, (Tensor, tuple, list, dict)):
+        raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors (or a "
+                        f"list or dict holding Tensors beside other values), got "
+                        f"{type(out).__name__}")
+    found = []
+
+    def walk(o):
+        if isinstance(o, Tensor):
+            found.append(o)
+        elif isinstance(o, (tuple, list)):
+            for x in o:
+                walk(x)
+        elif isinstance(o, dict):
+            for x in o.values():
+                walk(x)
+
+    walk(out)
+    return tuple(found)
 
 
 def _rebuild(out, tensors):
     """``out`` with its Tensors replaced, in order, by ``tensors``."""
-    tensors = (tensors,) if isinstance(tensors, Tensor) else tuple(tensors)
-    if isinstance(out, Tensor):
-        return tensors[0]
-    it = iter(tensors)
-    items = [next(it) if isinstance(o, Tensor) else o for o in out]
-    return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)
+    it = iter((tensors,) if isinstance(tensors, Tensor) else tuple(tensors))
+
+    def build(o):
+        if isinstance(o, Tensor):
+            return next(it)
+        if isinstance(o, dict):
+            return type(o)((k, build(v)) for k, v in o.items())
+        if isinstance(o, (tuple, list)):
+            items = [build(x) for x in o]
+            return type(o)(*items) if hasattr(o, "_fields") else type(o)(items)
+        return o
+
+    return build(out)
 
 
 class _Checkpoint(autograd.Function):
