@@ -153,37 +153,34 @@ def _as_tuple(out, where):
         raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors (or a "
                         f"list or dict holding Tensors beside other values), got "
                         f"{type(out).__name__}")
-    found = []
-
-    def walk(o):
+    # an explicit stack, not a recursive closure: a closure that refers to itself is a cycle,
+    # which would keep the first run's outputs (and their whole graph) until the collector ran
+    found, stack = [], [out]
+    while stack:
+        o = stack.pop()
         if isinstance(o, Tensor):
             found.append(o)
         elif isinstance(o, (tuple, list)):
-            for x in o:
-                walk(x)
+            stack.extend(reversed(o))
         elif isinstance(o, dict):
-            for x in o.values():
-                walk(x)
-
-    walk(out)
+            stack.extend(reversed(list(o.values())))
     return tuple(found)
 
 
 def _rebuild(out, tensors):
     """``out`` with its Tensors replaced, in order, by ``tensors``."""
-    it = iter((tensors,) if isinstance(tensors, Tensor) else tuple(tensors))
+    return _build(out, iter((tensors,) if isinstance(tensors, Tensor) else tuple(tensors)))
 
-    def build(o):
-        if isinstance(o, Tensor):
-            return next(it)
-        if isinstance(o, dict):
-            return type(o)((k, build(v)) for k, v in o.items())
-        if isinstance(o, (tuple, list)):
-            items = [build(x) for x in o]
-            return type(o)(*items) if hasattr(o, "_fields") else type(o)(items)
-        return o
 
-    return build(out)
+def _build(o, it):
+    if isinstance(o, Tensor):
+        return next(it)
+    if isinstance(o, dict):
+        return type(o)((k, _build(v, it)) for k, v in o.items())
+    if isinstance(o, (tuple, list)):
+        items = [_build(x, it) for x in o]
+        return type(o)(*items) if hasattr(o, "_fields") else type(o)(items)
+    return o
 
 
 class _Checkpoint(autograd.Function):
