@@ -274,6 +274,9 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     """Indices drawn from the categories whose (unnormalised, non-negative) weights are the
     last dim of ``input`` (a vector, or one row per draw set): int64, ``num_samples`` per row;
     without replacement each category at most once, as PyTorch."""
+    if input.dtype.kind != "f" and str(input.dtype) != "bfloat16":
+        raise TypeError(f"multinomial only supports floating-point dtypes for input, got "
+                        f"{input.dtype}")
     weights = np.asarray(input.numpy(), dtype=np.float64)
     if weights.ndim not in (1, 2):
         raise ValueError(f"multinomial: input must be 1-D or 2-D, got shape {input.shape}")

@@ -1001,7 +1001,7 @@ def bincount(input, weights=None, minlength=0):
         out_dtype = np.dtype(np.float32 if weights.data.dtype == np.float32 else np.float64)
         w = weights.data.astype(np.float64 if out_dtype == np.float64 else np.float32)
     counts = xp.bincount(data.astype(np.int64, copy=False), weights=w, minlength=int(minlength))
-    if w is None:
+    if w is None or data.size == 0:  # PyTorch counts an empty input in int64, weights or not
         return autograd.Tensor(counts.astype(np.int64, copy=False))
     return autograd.Tensor(counts.astype(out_dtype, copy=False))
 

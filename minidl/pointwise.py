@@ -20,7 +20,7 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
-from .math_ops import _float_op, _unary, sign, trunc
+from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
     Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
     result_type,
@@ -220,6 +220,21 @@ def ldexp(input, other):
 FrexpResult = namedtuple("FrexpResult", ["mantissa", "exponent"])  # torch.return_types.frexp
 
 
+class Frexp(Function):
+    """The mantissa of ``frexp``, taken from the array module's frexp (``input * 2**-e`` would
+    overflow for subnormals); its gradient ``g / 2**e`` as PyTorch's (inf there, as in PyTorch)."""
+
+    def forward(self, a, *, scale):
+        xp = get_array_module(a)
+        wide = a if a.dtype.kind == "f" else a.astype(np.float32)
+        self.save_for_backward(scale)
+        return xp.frexp(wide)[0].astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        (scale,) = self.saved
+        return g * scale
+
+
 def frexp(input):
     """(mantissa, exponent) with ``input = mantissa * 2 ** exponent``, |mantissa| in [0.5, 1):
     the mantissa in input's dtype (its gradient ``g / 2**exponent``), the exponent int32."""
@@ -231,8 +246,9 @@ def frexp(input):
     wide = a if a.dtype.kind == "f" else a.astype(np.float32)
     _, e = xp.frexp(wide)
     e = e.astype(np.int32)
-    scale = xp.exp2(-e.astype(wide.dtype)).astype(a.dtype)
-    return FrexpResult(input * autograd.Tensor(scale), autograd.Tensor(e))
+    with np.errstate(over="ignore"):
+        scale = xp.exp2(-e.astype(wide.dtype)).astype(a.dtype)
+    return FrexpResult(Frexp.apply(input, scale=scale), autograd.Tensor(e))
 
 
 # ---- integer ops, nextafter ------------------------------------------------------------------
@@ -301,21 +317,37 @@ isreal = _float_query("isreal", lambda xp, a: xp.ones(a.shape, dtype=bool), True
 
 # ---- aliases ---------------------------------------------------------------------------------
 def multiply(input, other):
-    """``input * other`` (torch.multiply, an alias of mul)."""
+    """``input * other`` (torch.multiply, an alias of mul; input may be a number, as there)."""
+    if _is_number(input) and isinstance(other, autograd.Tensor):
+        input, other = other, input  # a product is the same either way round
+    _check_tensor("multiply", "input", input)
     return input.mul(other)
 
 
 def subtract(input, other, *, alpha=1):
     """``input - alpha * other`` (torch.subtract, an alias of sub)."""
     _check_tensor("subtract", "input", input)
-    if input.dtype == np.bool_ and isinstance(other, autograd.Tensor) and other.dtype == np.bool_:
-        raise TypeError("subtract: subtraction of two bool tensors is not supported; use "
-                        "logical_xor() or the ^ operator, as PyTorch says")
+    other_bool = isinstance(other, (bool, np.bool_)) or (
+        isinstance(other, autograd.Tensor) and other.dtype == np.bool_)
+    if input.dtype == np.bool_ and other_bool:
+        raise BoolSubtractError("subtract: subtraction of two bool tensors is not supported; use "
+                                "logical_xor() or the ^ operator, as PyTorch says")
+    if input.dtype == np.bool_ or other_bool:
+        raise BoolSubtractError("subtract: subtraction with a bool tensor is not supported; to "
+                                "invert a mask use ~ or logical_not(), as PyTorch says")
     return input.sub(other, alpha=alpha)
 
 
+class BoolSubtractError(TypeError, RuntimeError):
+    """Subtraction with a bool operand: a TypeError as minidl's, PyTorch's RuntimeError."""
+
+
 def true_divide(input, other):
-    """``input / other``, always true division (integers give float32)."""
+    """``input / other``, always true division (integers give float32); input may be a
+    number, as in PyTorch."""
+    if _is_number(input) and isinstance(other, autograd.Tensor):
+        return div(input, other)
+    _check_tensor("true_divide", "input", input)
     return input.div(other)
 
 
@@ -350,7 +382,71 @@ def sgn(input):
     return sign(input)
 
 
+def _shift(name, input, other, left):
+    """``input << other`` or ``>>`` at PyTorch's result type, with its rules at the edges: a
+    shift by a negative amount or by the width or more gives 0 (left) or the sign (right)."""
+    if _is_number(input) and isinstance(other, autograd.Tensor):
+        xp = get_array_module(other.data)
+        input = autograd.Tensor(xp.asarray(input))
+    a, b = _pair(name, input, other)
+    if a.dtype.kind not in "iu":
+        raise DtypeError(f"{name}: not implemented for {a.dtype} tensors (integers only, as in "
+                         "PyTorch)")
+    a, b = a.data, b.data
+    xp = get_array_module(a)
+    bits = a.dtype.itemsize * 8
+    out_of_range = (b < 0) | (b >= bits)
+    amount = xp.clip(b, 0, bits - 1).astype(a.dtype)
+    if left:
+        out = xp.where(out_of_range, xp.zeros((), a.dtype), xp.left_shift(a, amount))
+    else:
+        sign = xp.where(a < 0, -1, 0).astype(a.dtype) if a.dtype.kind == "i" else \
+            xp.zeros((), a.dtype)
+        out = xp.where(out_of_range, sign, xp.right_shift(a, amount))
+    return autograd.Tensor(xp.asarray(out, dtype=a.dtype))
+
+
+def bitwise_left_shift(input, other):
+    """``input << other`` of integer tensors (or numbers), as torch.bitwise_left_shift."""
+    return _shift("bitwise_left_shift", input, other, True)
+
+
+def bitwise_right_shift(input, other):
+    """``input >> other`` (arithmetic for signed integers), as torch.bitwise_right_shift."""
+    return _shift("bitwise_right_shift", input, other, False)
+
+
+def renorm(input, p, dim, maxnorm):
+    """Each slice of ``input`` along ``dim`` whose ``p``-norm (over the other dims) exceeds
+    ``maxnorm`` scaled down to norm ``maxnorm`` (``maxnorm / (norm + 1e-7)``, as PyTorch);
+    differentiable through the norm, as torch.renorm."""
+    _check_tensor("renorm", "input", input)
+    if not is_floating(input.dtype):
+        raise DtypeError(f"renorm: needs a floating-point tensor, got {input.dtype}")
+    if input.ndim < 2:
+        raise OpArgumentError(f"renorm: input needs at least 2 dimensions, got {input.ndim} "
+                              "dimensions")
+    if not _is_number(p) or not p > 0:
+        raise OpArgumentError(f"renorm: non-positive-norm not supported, got p={p}")
+    if not _is_number(maxnorm) or not maxnorm >= 0:
+        raise OpArgumentError(f"renorm: expected maxnorm to be >= 0 but got {maxnorm}")
+    from .ops import wrap_dim
+    from .math_ops import vector_norm, where
+
+    d = wrap_dim(dim, input.ndim, "renorm")
+    norm = vector_norm(input, p, dim=[i for i in range(input.ndim) if i != d], keepdim=True)
+    scale = where(norm > maxnorm, maxnorm / (norm + 1e-7), 1.0)
+    return input * scale.to(input.dtype)
+
+
 TENSOR_METHODS = {
+    "renorm": renorm, "bitwise_left_shift": bitwise_left_shift,
+    "bitwise_right_shift": bitwise_right_shift, "__lshift__": bitwise_left_shift,
+    "__rshift__": bitwise_right_shift,
+    "__rlshift__": lambda self, other: bitwise_left_shift(other, self),
+    "__rrshift__": lambda self, other: bitwise_right_shift(other, self),
+    "__ilshift__": lambda self, other: self.bitwise_left_shift_(other),
+    "__irshift__": lambda self, other: self.bitwise_right_shift_(other),
     "asinh": asinh, "acosh": acosh, "atanh": atanh, "arcsinh": asinh, "arccosh": acosh,
     "arctanh": atanh, "deg2rad": deg2rad, "rad2deg": rad2deg, "copysign": copysign,
     "signbit": signbit, "heaviside": heaviside, "fmax": fmax, "fmin": fmin,
@@ -360,4 +456,4 @@ TENSOR_METHODS = {
     "positive": positive, "absolute": absolute, "fix": fix, "sgn": sgn,
 }
 # minidl.X for each (minidl/__init__.py)
-FUNCTIONS = dict(TENSOR_METHODS)
+FUNCTIONS = {k: v for k, v in TENSOR_METHODS.items() if not k.startswith("__")}

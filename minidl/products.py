@@ -16,6 +16,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import vector_norm
+from .pointwise import OpArgumentError
 from .ops import (
     BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
     wrap_dim,
@@ -236,10 +237,25 @@ def trace(input):
     return input.diagonal().sum()
 
 
+class _Ignored(Function):
+    """Zeros in place of an input that ``beta=0`` ignores: a NaN in it does not spread, its
+    shape must still broadcast, and its gradient is zeros (not None), as in PyTorch."""
+
+    def forward(self, a):
+        return get_array_module(a).zeros_like(a)
+
+    def backward(self, g):
+        return get_array_module(g).zeros_like(g)
+
+
 def _scaled_sum(input, product, beta, alpha):
     out = product if alpha == 1 else product * alpha
-    if beta == 0:  # input is ignored (a NaN in it does not spread), as in PyTorch
-        return out
+    shape = tuple(getattr(input, "shape", ()))
+    if len(shape) > out.ndim or any(n not in (1, m) for n, m in zip(shape[::-1], out.shape[::-1])):
+        raise OpArgumentError(f"the input of shape {shape} does not broadcast to the product's shape "
+                         f"{tuple(out.shape)}")
+    if beta == 0:
+        input, beta = _Ignored.apply(input), 1
     if autograd.autocast_hook() is not None and input.data.dtype != out.data.dtype:
         # autocast runs addmm/baddbmm as one op in the low dtype: input is cast to it too
         input = Cast.apply(input, dtype=out.data.dtype)

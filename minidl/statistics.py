@@ -22,12 +22,16 @@ from .backend.dtypes import is_floating
 from .indexing import gather
 from .math_ops import vector_norm
 from .ops import Cast, TakeAlongDim, where, wrap_dim
-from .pointwise import OpArgumentError, _check_tensor
+from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .shape_ops import _argsort, sort
 
 AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])  # torch.return_types.aminmax
 NanmedianResult = namedtuple("NanmedianResult", ["values", "indices"])
 ModeResult = namedtuple("ModeResult", ["values", "indices"])  # torch.return_types.mode
+
+
+class EmptyDimError(IndexError, ValueError):
+    """A reduction over an empty dim: the IndexError PyTorch raises, a ValueError as minidl's."""
 
 
 def aminmax(input, *, dim=None, keepdim=False):
@@ -44,8 +48,8 @@ def aminmax(input, *, dim=None, keepdim=False):
         return AminmaxResult(lo, hi)
     d = wrap_dim(dim, max(input.ndim, 1), "aminmax")
     if input.ndim and input.shape[d] == 0:
-        raise OpArgumentError(f"aminmax(): cannot compute aminmax over the empty dim {dim} (size "
-                              "0): the operation has no identity")
+        raise EmptyDimError(f"aminmax(): cannot compute aminmax over the empty dim {dim} (size "
+                            "0): the operation has no identity")
     if input.ndim == 0:
         return AminmaxResult(input.amin(), input.amax())
     return AminmaxResult(input.amin(d, keepdim), input.amax(d, keepdim))
@@ -87,6 +91,8 @@ def nanmedian(input, dim=None, keepdim=False):
     """The median ignoring NaNs (the lower of the two middle values; NaN where a slice is all
     NaN). Over ``dim``: (values, indices), the index of the median's element in its slice."""
     _check_tensor("nanmedian", "input", input)
+    if input.dtype == np.bool_:
+        raise DtypeError("nanmedian: not implemented for bool tensors (as in PyTorch)")
     xp = get_array_module(input.data)
     if dim is None:
         if input.numel() == 0:

@@ -17,7 +17,7 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .indexing import scatter_reduce
-from .ops import Cast, SetItem, _is_number, cat, where, wrap_dim
+from .ops import Cast, SetItem, _is_number, cat, result_type, where, wrap_dim
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .products import Dot, _scaled_sum, bmm, outer
 from .shape_ops import _diagonal_positions, diag
@@ -27,6 +27,8 @@ from .shape_ops import _diagonal_positions, diag
 def _dim_list(name, dims, ndim):
     if isinstance(dims, autograd.Tensor):
         dims = dims.tolist()
+    if isinstance(dims, autograd.Tensor):
+        dims = dims.tolist()  # a 0-d tensor is an int, a 2-row one a pair of lists
     if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
         dims = [dims]
     if not isinstance(dims, (list, tuple)) or not all(
@@ -46,6 +48,8 @@ def tensordot(a, b, dims=2, out=None):
     if a.dtype != b.dtype:
         raise DtypeError(f"tensordot: both inputs should have the same dtype, got {a.dtype} "
                          f"and {b.dtype}")
+    if isinstance(dims, autograd.Tensor):
+        dims = dims.tolist()  # a 0-d tensor is an int, a 2-row one a pair of lists
     if isinstance(dims, (int, np.integer)) and not isinstance(dims, bool):
         if dims < 0:
             raise OpArgumentError(f"tensordot expects dims >= 0, but got dims={dims}")
@@ -54,8 +58,6 @@ def tensordot(a, b, dims=2, out=None):
                                   f"dims={dims}")
         da, db = list(range(a.ndim - dims, a.ndim)), list(range(dims))
     else:
-        if isinstance(dims, autograd.Tensor):
-            dims = dims.tolist()
         if not isinstance(dims, (list, tuple)) or len(dims) != 2:
             raise TypeError(f"tensordot: dims must be an int or a pair of lists, got {dims!r}")
         da, db = _dim_list("tensordot", dims[0], a.ndim), _dim_list("tensordot", dims[1], b.ndim)
@@ -94,6 +96,11 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
         _check_tensor("addr", what, v)
         if v.ndim != 1:
             raise OpArgumentError(f"addr: {what} must be a 1-d vector, got shape {v.shape}")
+    if isinstance(input, autograd.Tensor) and result_type(input, vec1, vec2).kind in "biu":
+        for what, n in (("beta", beta), ("alpha", alpha)):
+            if isinstance(n, float):
+                raise OpArgumentError(f"addr: for integral input tensors, argument {what} must "
+                                      f"not be a floating point number, got {n}")
     return _scaled_sum(input, outer(vec1, vec2), beta, alpha)
 
 
@@ -221,6 +228,26 @@ def slice_scatter(input, src, dim=0, start=None, end=None, step=1):
 
 
 # ---- stacking, broadcasting, splitting -------------------------------------------------------
+def broadcast_shapes(*shapes):
+    """The shape that tensors of ``shapes`` broadcast to (an int n is the shape (n,)), as
+    torch.broadcast_shapes; shapes that do not broadcast raise."""
+    dims = []
+    for s in shapes:
+        s = (s,) if isinstance(s, (int, np.integer)) and not isinstance(s, bool) else s
+        if not isinstance(s, (tuple, list)) or not all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in s):
+            raise TypeError(f"broadcast_shapes: expected shapes (tuples of ints) or ints, got "
+                            f"{s!r}")
+        if any(n < 0 for n in s):
+            raise OpArgumentError(f"broadcast_shapes: trying to create a shape with a negative "
+                                  f"dimension: {tuple(s)}")
+        dims.append(tuple(int(n) for n in s))
+    try:
+        return tuple(np.broadcast_shapes(*dims))
+    except ValueError:
+        raise OpArgumentError(f"broadcast_shapes: shapes {dims} do not broadcast") from None
+
+
 def broadcast_tensors(*tensors):
     """The tensors expanded to their common broadcast shape (views, as torch's)."""
     if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
@@ -322,8 +349,12 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
         d = 0
     else:
         d = wrap_dim(dim, input.ndim, "unique_consecutive")
+        if input.numel() == 0 and input.shape[d] != 0:
+            raise OpArgumentError(f"unique_consecutive: there are 0 sized dimensions in shape "
+                                  f"{tuple(input.shape)} and they aren't selected (dim={dim}), "
+                                  "so unique cannot be applied")
         rows = xp.moveaxis(input.data, d, 0)
-        rows = rows.reshape(rows.shape[0], -1)
+        rows = rows.reshape(rows.shape[0], int(np.prod(rows.shape[1:], dtype=np.int64)))
     n = rows.shape[0]
     starts = xp.ones(n, dtype=bool)
     if n > 1:
@@ -352,14 +383,14 @@ class MaskedScatter(Function):
         self.mask, self.source_shape = mask, source.shape
         self.k = int(mask.sum())
         out = a.copy()
-        out[mask] = source.reshape(-1)[:self.k]
+        out.reshape(-1)[mask.reshape(-1)] = source.reshape(-1)[:self.k]  # 0-d inputs too
         return out
 
     def backward(self, g):
         xp = get_array_module(g)
         ga = xp.where(self.mask, xp.zeros((), g.dtype), g)
         gs = xp.zeros(int(np.prod(self.source_shape, dtype=np.int64)), dtype=g.dtype)
-        gs[:self.k] = g[self.mask]
+        gs[:self.k] = g.reshape(-1)[self.mask.reshape(-1)]
         return ga, gs.reshape(self.source_shape)
 
 
@@ -503,5 +534,6 @@ TENSOR_METHODS = {
 FUNCTIONS = {name: fn for name, fn in TENSOR_METHODS.items()
              if name not in ("sum_to_size", "masked_scatter_", "fill_diagonal_",
                              "index_reduce_", "addr_", "addbmm_")}
+FUNCTIONS.update({"broadcast_shapes": broadcast_shapes})
 FUNCTIONS.update({"tensordot": tensordot, "broadcast_tensors": broadcast_tensors, "atleast_3d": atleast_3d,
                   "dstack": dstack, "column_stack": column_stack})

@@ -352,11 +352,16 @@ class Tensor:
 
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
         """Fill with draws of N(mean, std**2) from minidl's seeded generator (or ``generator``)."""
+        if std < 0:
+            raise ValueError(f"normal_ expects std >= 0.0, but found std {std}")
         gen = backend.generator_rng(generator, self.device, "normal_")
         return _random_fill(self, gen.standard_normal(self.shape) * std + mean, "normal_")
 
     def bernoulli_(self, p=0.5, *, generator=None):
-        """Fill with 0 or 1, 1 with probability ``p``."""
+        """Fill with 0 or 1, 1 with probability ``p`` (a number or a tensor) in [0, 1]."""
+        q = p.data if isinstance(p, Tensor) else p
+        if not bool(((q >= 0) & (q <= 1)).all()) if hasattr(q, "shape") else not 0 <= q <= 1:
+            raise ValueError(f"bernoulli_ expects p to be in [0, 1], but got p={p}")
         gen = backend.generator_rng(generator, self.device, "bernoulli_")
         return _random_fill(self, gen.random(self.shape) < p, "bernoulli_")
 

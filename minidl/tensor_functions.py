@@ -149,6 +149,10 @@ def _inplace_form(name):
     inplace = name + "_"
 
     def form(self, *args, **kwargs):
+        if name == "float_power" and self.dtype != np.float64:
+            raise RuntimeError(f"the base given to float_power_ has dtype {self.dtype} but the "
+                               "operation's result requires dtype float64")
+
         def compute(t, _):
             # t is self, or (where the graph records the change) self's old node: an argument
             # that is self itself (x.mul_(x)) reads the old value too
@@ -173,6 +177,10 @@ def _install_inplace_forms():
     for name in INPLACE_FORMS:
         if hasattr(Tensor, name) and not hasattr(Tensor, name + "_"):
             setattr(Tensor, name + "_", _inplace_form(name))
+    # tensor.py's atan2_/hypot_ wrote a float result into an integer tensor: these check the
+    # result's dtype and shape as PyTorch does
+    for name in ("atan2", "arctan2", "hypot"):
+        setattr(Tensor, name + "_", _inplace_form(name))
 
 
 # the named bitwise methods beside the operators & | ^ ~ << >>

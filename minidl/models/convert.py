@@ -426,7 +426,7 @@ def _expected_shapes(arch):
 def _remap(arch, state):
     """Old key spellings of torchvision's published files -> today's (DenseNet's)."""
     if arch.startswith("densenet"):
-        from minidl.models.densenet import DenseNet
+        from minidl.models import DenseNet  # through the package, as list_models above
 
         return DenseNet.remap_state_dict(state)
     return state

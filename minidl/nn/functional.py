@@ -55,3 +55,4 @@ from ._functional.pooling import (  # noqa: F401,E402
     adaptive_max_pool1d_with_indices, adaptive_max_pool2d_with_indices,
     adaptive_max_pool3d_with_indices,
 )
+from ..products import pdist  # noqa: F401,E402  (torch.nn.functional.pdist is torch.pdist)

@@ -729,12 +729,14 @@ class Module:
         return ""
 
     def __repr__(self):
-        lines = [f"{type(self).__name__}({self.extra_repr()}"]
-        children = list(self.named_children())
-        if not children:
-            return lines[0] + ")"
-        for name, child in children:
-            body = repr(child).replace("\n", "\n  ")
-            lines.append(f"  ({name}): {body}")
-        return "\n".join(lines) + "\n)"
+        # as PyTorch's: a one-line extra_repr stays inline when there are no children; else
+        # its lines and the children's each get a line of their own, indented by two spaces
+        extra = self.extra_repr()
+        extra_lines = extra.split("\n") if extra else []
+        child_lines = [f"({name}): " + repr(child).replace("\n", "\n  ")
+                       for name, child in self.named_children()]
+        if not child_lines and len(extra_lines) <= 1:
+            return f"{type(self).__name__}({extra})"
+        return (f"{type(self).__name__}(\n  " + "\n  ".join(extra_lines + child_lines)
+                + "\n)")
 

@@ -27,9 +27,45 @@ from ..tensor import Tensor
 __all__ = ["checkpoint", "checkpoint_sequential"]
 
 
-def _graph_leaves(outputs, skip):
-    """The tensors that require grad and have no graph behind them (parameters, inputs that
-    are leaves) reached from ``outputs``, in first-seen order, excluding those in ``skip``."""
+@contextlib.contextmanager
+def _recording_nodes(created):
+    """While active, the id of every graph node made (by any Function's apply) goes into
+    ``created``: what ``function`` builds in its first run, told apart from the graph it found."""
+    original = autograd.Function.__dict__["apply"]
+
+    def apply(cls, *inputs, **kwargs):
+        out = original.__func__(cls, *inputs, **kwargs)
+        outs = [o for o in (out if isinstance(out, tuple) else (out,)) if isinstance(o, Tensor)]
+        for o in outs:
+            if o._ctx is not None:
+                created.add(id(o._ctx))
+        if cls._on_tensors:
+            # a custom function's outputs are views (recorded above) of one packed tensor
+            # whose node is made outside apply: find it below them
+            stack = [(o, 0) for o in outs]
+            while stack:
+                t, depth = stack.pop()
+                ctx = t._ctx
+                if ctx is None or depth > 3:
+                    continue
+                if isinstance(ctx, autograd._TensorStyle):
+                    created.add(id(ctx))
+                elif id(ctx) in created:
+                    stack.extend((i, depth + 1) for i in ctx.inputs if isinstance(i, Tensor))
+        return out
+
+    autograd.Function.apply = classmethod(apply)
+    try:
+        yield
+    finally:
+        autograd.Function.apply = original
+
+
+def _graph_leaves(outputs, skip, created=None):
+    """The tensors that require grad that ``outputs`` were computed from without a node in
+    ``created`` behind them: parameters and other leaves, and tensors with a graph of their own
+    made before the run (a closure's ``h = layer(x)``: its gradient goes on into that graph),
+    in first-seen order, excluding those in ``skip``."""
     seen, found, stack = set(skip), [], []
     for out in outputs:
         stack.append(out)
@@ -40,7 +76,7 @@ def _graph_leaves(outputs, skip):
             continue
         visited.add(id(t))
         ctx = t._ctx
-        if ctx is None:
+        if ctx is None or (created is not None and id(ctx) not in created):
             if t.requires_grad and id(t) not in seen:
                 seen.add(id(t))
                 found.append(t)
@@ -111,11 +147,40 @@ def _autocast_as(state):
 
 
 def _as_tuple(out, where):
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    if not outs or not all(isinstance(o, Tensor) for o in outs):
-        raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors, got "
+    """The Tensors ``function`` returned, in order: itself, or those inside its tuples, lists
+    and dicts, however nested (other values there pass through, as in PyTorch)."""
+    if not isinstance(out, (Tensor, tuple, list, dict)):
+        raise TypeError(f"{where}: the function must return a Tensor or a tuple of Tensors (or a "
+                        f"list or dict holding Tensors beside other values), got "
                         f"{type(out).__name__}")
-    return tuple(outs)
+    # an explicit stack, not a recursive closure: a closure that refers to itself is a cycle,
+    # which would keep the first run's outputs (and their whole graph) until the collector ran
+    found, stack = [], [out]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, Tensor):
+            found.append(o)
+        elif isinstance(o, (tuple, list)):
+            stack.extend(reversed(o))
+        elif isinstance(o, dict):
+            stack.extend(reversed(list(o.values())))
+    return tuple(found)
+
+
+def _rebuild(out, tensors):
+    """``out`` with its Tensors replaced, in order, by ``tensors``."""
+    return _build(out, iter((tensors,) if isinstance(tensors, Tensor) else tuple(tensors)))
+
+
+def _build(o, it):
+    if isinstance(o, Tensor):
+        return next(it)
+    if isinstance(o, dict):
+        return type(o)((k, _build(v, it)) for k, v in o.items())
+    if isinstance(o, (tuple, list)):
+        items = [_build(x, it) for x in o]
+        return type(o)(*items) if hasattr(o, "_fields") else type(o)(items)
+    return o
 
 
 class _Checkpoint(autograd.Function):
@@ -138,16 +203,27 @@ class _Checkpoint(autograd.Function):
             d = t.detach()
             d.requires_grad = t.requires_grad
             detached.append(d)
-        outs = ctx.run(detached)
-        got = [(o.shape, o.dtype) for o in outs]
-        if got != ctx.shapes:
-            raise RuntimeError(f"checkpoint: the function gave outputs {got} when run again for "
-                               f"backward, but {ctx.shapes} the first time; a checkpointed "
-                               "function must compute the same thing both times")
-        pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
-        wanted = [d for d in detached if d.requires_grad] + list(ctx.leaves)
-        found = autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
-                              allow_unused=True) if pairs and wanted else [None] * len(wanted)
+        # a tensor with a graph of its own made before the first run (a closure's h) is a leaf
+        # of the recompute: its gradient is returned here and goes on through its own graph in
+        # the outer backward (not twice, not through a graph the recompute would free)
+        outer = [(t, t._ctx) for t in ctx.leaves if t._ctx is not None]
+        try:
+            for t, _ in outer:
+                t._ctx = None
+            outs = ctx.run(detached)
+            got = [(o.shape, o.dtype) for o in outs]
+            if got != ctx.shapes:
+                raise RuntimeError(f"checkpoint: the function gave outputs {got} when run again "
+                                   f"for backward, but {ctx.shapes} the first time; a "
+                                   "checkpointed function must compute the same thing both "
+                                   "times")
+            pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
+            wanted = [d for d in detached if d.requires_grad] + list(ctx.leaves)
+            found = autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                  allow_unused=True) if pairs and wanted else [None] * len(wanted)
+        finally:
+            for t, node in outer:
+                t._ctx = node
         found = iter(found)
         input_grads = [next(found) if d.requires_grad else None for d in detached]
         return (None, None, None, *input_grads, *found)
@@ -191,16 +267,16 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
             stack.enter_context(autograd.enable_grad())
             return _as_tuple(function(*full, **kwargs), "checkpoint")
 
-    with rng.first_run() if rng is not None else contextlib.nullcontext():
+    created = set()
+    with rng.first_run() if rng is not None else contextlib.nullcontext(), \
+            _recording_nodes(created):
         out = function(*args, **kwargs)
     outs = _as_tuple(out, "checkpoint")
     if not any(o.requires_grad for o in outs):
         return out  # nothing inside requires grad: there is no graph to drop
-    leaves = _graph_leaves(outs, skip=[id(t) for t in tensors])
-    single = isinstance(out, Tensor)
-    del out
+    leaves = _graph_leaves(outs, skip=[id(t) for t in tensors], created=created)
     results = _Checkpoint.apply(call, outs, len(tensors), *tensors, *leaves)
-    return results[0] if single else results
+    return _rebuild(out, results)
 
 
 def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwargs):

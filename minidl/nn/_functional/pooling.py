@@ -473,7 +473,9 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     (align_corners for the interpolating modes; bicubic's A = -0.75 kernel with its taps
     clamped to the border)."""
     name = "interpolate"
-    _float_input(name, input)
+    if not (isinstance(input, Tensor) and input.dtype == np.uint8
+            and mode in ("nearest", "nearest-exact")):  # uint8 images and masks, as PyTorch
+        _float_input(name, input)
     if mode not in _MODES:
         raise ValueError(f"{name}: mode {mode!r} is not supported; minidl has "
                          f"{', '.join(map(repr, _MODES))}")
