@@ -731,8 +731,10 @@ def _max_unpool(name, dims, input, indices, kernel_size, stride, padding, output
         out = tuple(int(v) for v in size)
     total = math.prod(out)
     data = idx.data
-    if data.size and (int(data.min()) < 0 or int(data.max()) >= total):
-        bad = int(data.min()) if int(data.min()) < 0 else int(data.max())
+    xp = get_array_module(data)
+    low, high = xp.stack([data.min(), data.max()]).tolist() if data.size else (0, 0)  # 1 copy
+    if low < 0 or high >= total:
+        bad = low if low < 0 else high
         raise IndexError(f"{name}: Found an invalid max index: {bad} (output volumes are of "
                          f"size {'x'.join(map(str, out))})")
     (x,) = _F._autocast_inputs(name, x)
