@@ -101,10 +101,11 @@ class HostKernel:
 
 
 # ---- a numpy-backed stand-in for the cupy module ------------------------------------------
-# CuPy >= 12 gives every ufunc an ``at`` method, but it runs only for those with an atomic
-# scatter kernel; the rest raise NotImplementedError (before 12, cupyx.scatter_* only)
-CUPY_UFUNC_AT = {"add", "subtract", "maximum", "minimum", "bitwise_and", "bitwise_or",
-                 "bitwise_xor"}
+# CuPy >= 12 gives every ufunc the methods, but ``at`` runs only for those with an atomic
+# scatter kernel (before 12: cupyx.scatter_* only) and ``accumulate`` only for add (cumsum;
+# multiply's is cumprod); the rest raise NotImplementedError (cupy/cupy#7082)
+CUPY_UFUNC_AT = {"add", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"}
+CUPY_UFUNC_ACCUMULATE = {"add", "multiply"}
 
 
 class _Strictness:
@@ -160,6 +161,10 @@ class FakeDeviceArray(np.ndarray):
                 raise TypeError(f"fake cupy (strict): {ufunc.__name__}.at on device arrays; "
                                 "CuPy has ufunc.at only for "
                                 f"{', '.join(sorted(CUPY_UFUNC_AT))} (from CuPy 12)")
+            if method == "accumulate" and ufunc.__name__ not in CUPY_UFUNC_ACCUMULATE:
+                raise TypeError(f"fake cupy (strict): {ufunc.__name__}.accumulate on device "
+                                "arrays; CuPy accumulates only add (cumsum) and multiply "
+                                "(cumprod)")
             if _Strictness.depth == 0:
                 _refuse_host_arrays(f"ufunc {ufunc.__name__}",
                                     inputs + tuple(kwargs.get("out", ())))
@@ -376,6 +381,13 @@ class FakeCuPy(types.ModuleType):
     @staticmethod
     def sort(a, axis=-1, kind=None, order=None):
         return _on_device(np.sort(_plain(a), axis=axis, kind="stable"))
+
+    @staticmethod
+    def repeat(a, repeats, axis=None):
+        if _Strictness.on and isinstance(repeats, np.ndarray):
+            raise TypeError("fake cupy (strict): cupy.repeat takes an int, list or tuple of "
+                            "repeats, not an array")
+        return _on_device(np.repeat(_plain(a), repeats, axis=axis))
 
     @staticmethod
     def asarray(a, dtype=None):

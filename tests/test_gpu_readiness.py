@@ -198,6 +198,25 @@ CASES = [
     ("split_with_sizes", lambda a: minidl.split_with_sizes(a, [1, 3], 1), [_r(2, 4)], 0),
     ("sum_to_size", lambda a: a.sum_to_size(1, 4), [_r(3, 4)], 0),
     ("column_stack", lambda a, b: minidl.column_stack((a, b)), [_r(3), _r(3, 2)], 0),
+    # shape_ops.py
+    ("cummax", lambda a: minidl.cummax(a, 1), [np.array([[1.0, 3.0, 2.0, 3.0, 5.0, 0.0, 7.0],
+                                                        [4.0, np.nan, 1.0, 9.0, 2.0, 2.0, 1.0]])],
+     0),
+    ("cummin", lambda a: minidl.cummin(a, 0), [_r(9, 2)], 0),
+    ("median", lambda a: minidl.median(a), [_r(7)], 0),
+    ("median-nan", lambda a: minidl.median(a), [np.array([1.0, np.nan, 0.5])], 0),
+    ("median-dim", lambda a: minidl.median(a, 1), [np.array([[1.0, np.nan, 0.5], [2.0, 0.0, 1.0]])],
+     0),
+    ("kthvalue", lambda a: minidl.kthvalue(a, 2, 0), [_r(4, 3)], 0),
+    ("repeat_interleave", lambda a: minidl.repeat_interleave(
+        a, minidl.tensor(_idx([1, 0, 3]), device=a.device), dim=0), [_r(3, 2)], 1),
+    ("repeat_interleave-counts", lambda a: minidl.repeat_interleave(
+        minidl.tensor(_idx([2, 0, 1]), device=a.device)) + a.sum().long(), [_r(2)], 1),
+    ("unique", lambda a: minidl.unique(a, return_inverse=True, return_counts=True),
+     [np.array([2.0, 1.0, 2.0, 3.0])], 2),  # its output size is data: a copy in CuPy too
+    ("repeat_interleave-one", lambda a: minidl.repeat_interleave(
+        a, minidl.tensor(_idx([2]), device=a.device), dim=1), [_r(2, 3)], 1),
+    ("repeat_interleave-int", lambda a: minidl.repeat_interleave(a, 2), [_r(2, 3)], 0),
     # nn.functional
     ("rms_norm", lambda x, w: F.rms_norm(x, (4,), w), [_r(2, 3, 4), _r(4)], 0),
     ("rms_norm-noeps", lambda x: F.rms_norm(x, (3, 4)), [_r(2, 3, 4)], 0),
@@ -448,3 +467,18 @@ def test_a_numba_kernel_given_device_data_is_refused_under_strict(fake_gpu):
     with _fake_gpu.strict():
         with pytest.raises(TypeError, match="numba"):
             total(arr)
+
+
+def test_new_tensor_copies_across_devices(fake_gpu):
+    gpu = minidl.zeros(2, device="cuda")
+    cpu = minidl.zeros(2)
+    with _fake_gpu.strict(*MODULES):
+        a = cpu.new_tensor(gpu.data + 1)            # device data into a CPU tensor
+        b = gpu.new_tensor(gpu.data + 2, device="cpu")
+        c = cpu.new_tensor(np.arange(2.0), device="cuda")
+        d = gpu.new_tensor([3.0, 4.0])
+    assert (a.device, b.device, c.device, d.device) == ("cpu", "cpu", "cuda", "cuda")
+    np.testing.assert_array_equal(a.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(b.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(c.numpy(), [0.0, 1.0])
+    np.testing.assert_array_equal(d.numpy(), [3.0, 4.0])
