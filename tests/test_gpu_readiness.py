@@ -235,6 +235,14 @@ CASES = [
      0),
     ("adaptive_max_pool3d", lambda x: F.adaptive_max_pool3d(x, (2, 3, 2)),
      [np.random.default_rng(0).permutation(120).reshape(1, 2, 5, 4, 3) * 0.1], 0),
+    ("adaptive_max_pool3d-ties", lambda x: F.adaptive_max_pool3d(x, (3, 2, 4),
+                                                                 return_indices=True),
+     [np.round(_r(2, 1, 7, 5, 6, seed=4))], 0),
+    ("adaptive_max_pool2d-nan", lambda x: F.adaptive_max_pool2d(x, (4, 3), return_indices=True),
+     [np.where(_r(1, 2, 9, 7, seed=5) > 1.8, np.nan, np.round(_r(1, 2, 9, 7, seed=6)))], 0),
+    ("adaptive_max_pool1d", lambda x: F.adaptive_max_pool1d(x, 4, return_indices=True),
+     [np.round(_r(2, 3, 11, seed=7))], 0),
+    ("adaptive_max_pool2d-global", lambda x: F.adaptive_max_pool2d(x, 1), [_r(2, 2, 5, 4)], 0),
     ("lp_pool3d", lambda x: F.lp_pool3d(x, 2.0, 2), [_r(1, 2, 4, 4, 4, lo=0.1)], 0),
     ("max_unpool3d", lambda x: F.max_unpool3d(*F.max_pool3d(x, 2, return_indices=True), 2),
      [np.random.default_rng(0).permutation(64).reshape(1, 1, 4, 4, 4) * 0.1], 1),
@@ -262,6 +270,10 @@ CASES = [
     ("embedding_bag-max", lambda w: F.embedding_bag(
         minidl.tensor(_idx([[1, 2, 4], [4, 3, 2]]), device=w.device), w, mode="max"),
      [_r(10, 3)], 3),
+    ("embedding_bag-max-empty-padding", lambda w: F.embedding_bag(
+        minidl.tensor(_idx([1, 2, 4, 5, 4, 3, 5]), device=w.device), w,
+        minidl.tensor(_idx([0, 2, 2, 5, 6]), device=w.device), mode="max", padding_idx=5),
+     [_r(10, 3)], 2),
     ("embedding_bag-psw", lambda w, p: F.embedding_bag(
         minidl.tensor(_idx([1, 2, 4, 5, 4, 3]), device=w.device), w,
         minidl.tensor(_idx([0, 2, 2]), device=w.device), mode="sum", per_sample_weights=p,
