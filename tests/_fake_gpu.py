@@ -7,8 +7,16 @@
   numpy returns scalars, as CuPy does. With it (and the host kernels) every device path of minidl
   runs on the CPU: dispatch to cuda.py, device checks, moving modules, optimizers, checkpoints.
 
-What it cannot show: that CuPy itself behaves as assumed (it is more permissive, e.g. it lets
-numpy and "GPU" arrays mix, where CuPy raises), NVRTC compilation, or speed.
+- ``strict(*modules)`` makes the fake behave as CuPy does where numpy would let a mistake
+  through: numpy arrays beside device arrays, ``ufunc.at``/``accumulate`` that CuPy lacks, numpy
+  functions CuPy lacks, ``cupy.repeat`` with array counts, device arrays passed to numba kernels,
+  and ``np.asarray``/``np.array`` of device data (through ``modules``' ``np``) raise TypeError;
+  host copies (float(), int(), bool(), .item(), .tolist(), iteration, .get(), asnumpy) are
+  counted, so a test can bound them (tests/test_gpu_readiness.py). Off by default.
+
+What it cannot show: that CuPy itself behaves as assumed (outside strict() it is more
+permissive, e.g. it lets numpy and "GPU" arrays mix, where CuPy raises), CuPy's dtype rules
+for numpy scalars, which dtypes its atomic scatters take, NVRTC compilation, or speed.
 """
 from __future__ import annotations
 
