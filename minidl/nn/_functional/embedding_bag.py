@@ -176,8 +176,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         _renorm_rows(weight, np.unique(flat), float(max_norm), float(norm_type))
     bags = len(starts)
     seg = np.full(m, -1, dtype=np.int64)
-    for b in range(bags):
-        seg[starts[b]:ends[b]] = b
+    if bags:  # the bags are consecutive runs from starts[0]: no Python loop over them
+        seg[starts[0]:ends[-1]] = np.repeat(np.arange(bags), ends - starts)
     keep = seg >= 0
     if padding_idx is not None:
         padding_idx = _whole(padding_idx, f"{name}: padding_idx")
