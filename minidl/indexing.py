@@ -195,6 +195,14 @@ def scatter_add(input, dim, index, src):
 
 def _ufunc_at(xp, name, out, where, values):
     ufunc = getattr(xp, name)
+    if xp is not np and name not in ("add", "maximum", "minimum"):
+        # CuPy's ufunc.at runs only where it has an atomic scatter (add, max, min, ...):
+        # multiply (scatter_reduce's prod) goes through the host
+        host = to_numpy(out)
+        grid = tuple(to_numpy(w) for w in where) if isinstance(where, tuple) else to_numpy(where)
+        getattr(np, name).at(host, grid, to_numpy(values))
+        out[...] = xp.asarray(host)
+        return
     if xp is np or hasattr(ufunc, "at"):
         ufunc.at(out, where, values)
     elif name == "add":

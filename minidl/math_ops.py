@@ -1027,7 +1027,7 @@ def histc(input, bins=100, min=0, max=0):  # noqa: A002  (PyTorch's argument nam
     wide = _wide(data)
     if lo == hi:
         if data.size:
-            lo, hi = float(wide.min()), float(wide.max())
+            lo, hi = (float(v) for v in xp.stack([wide.min(), wide.max()]).tolist())
         if lo == hi:
             lo, hi = lo - 1, hi + 1
     if not (np.isfinite(lo) and np.isfinite(hi)):

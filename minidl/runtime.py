@@ -23,7 +23,7 @@ def as_tensor(data, dtype=None, device=None):
     of the asked dtype and device is returned as it is; a NumPy array on the CPU of that dtype
     is wrapped without a copy (so a change to one shows in the other); anything else (lists,
     numbers, another dtype or device) is copied as ``minidl.tensor`` copies."""
-    from .backend import normalize_device
+    from .backend import device_of, normalize_device
 
     want_device = None if device is None else normalize_device(device)
     if isinstance(data, Tensor):
@@ -33,19 +33,21 @@ def as_tensor(data, dtype=None, device=None):
         if want_device is not None and out.device != want_device:
             out = out.to(want_device)
         return out
-    if isinstance(data, np.ndarray) and (want_device in (None, "cpu")) and (
+    on = device_of(data)  # "cuda" for a CuPy array (by the backend's own test)
+    if on == "cuda" and want_device in (None, "cuda") and (
+            dtype is None or as_dtype(dtype) == data.dtype):
+        return Tensor(data)  # a CuPy array stays where it is, shared
+    if on == "cpu" and isinstance(data, np.ndarray) and (want_device in (None, "cpu")) and (
             dtype is None or as_dtype(dtype) == data.dtype) and data.dtype.kind in "biuf":
         from .creation import from_numpy
 
         return from_numpy(data)
-    if type(data).__module__.startswith("cupy") and want_device in (None, "cuda") and (
-            dtype is None or as_dtype(dtype) == data.dtype):
-        return Tensor(data)  # a CuPy array stays where it is, shared
     from .tensor import tensor
 
-    if dtype is None and isinstance(data, np.ndarray):
+    if dtype is None and (isinstance(data, np.ndarray) or on == "cuda"):
         dtype = data.dtype  # as torch: a float64 array stays float64 (another device: a copy)
-    return tensor(data, dtype=dtype, device=want_device or "cpu")
+    # a CuPy array converted to another dtype stays on the GPU unless a device is asked for
+    return tensor(data, dtype=dtype, device=want_device or on)
 
 
 # ---- the random state ------------------------------------------------------------------------

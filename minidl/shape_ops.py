@@ -15,7 +15,7 @@ import numpy as np
 
 from . import autograd
 from .autograd import DimError, Function
-from .backend import get_array_module
+from .backend import device_of, get_array_module, to_numpy
 from .backend.dtypes import as_dtype
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
@@ -348,6 +348,9 @@ def new_tensor(self, data, *, dtype=None, device=None, requires_grad=False):
         data = data.data
     dtype = self.data.dtype if dtype is None else as_dtype(dtype)
     xp = get_array_module(self.data)
+    if device_of(data) == "cuda" and (self.device == "cpu" or (
+            device is not None and device != self.device)):
+        data = to_numpy(data)  # np.array() of a CuPy array raises: an explicit copy instead
     if device is not None and device != self.device:
         return autograd.Tensor(np.array(data, dtype=dtype), requires_grad=requires_grad,
                                device=device)
@@ -429,12 +432,15 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
     """Each element (slice along ``dim``; of the flattened input when dim is None) repeated
     ``repeats`` times (an int, or a 1-d tensor of counts). ``repeat_interleave(counts)`` alone
     gives each position repeated by its count."""
-    from .indexing import index_select
+    from .indexing import IndexSelect
 
     xp = get_array_module(input.data)
     if repeats is None:  # torch.repeat_interleave(repeats): positions repeated
         counts = input.data
-        return autograd.Tensor(xp.repeat(xp.arange(counts.shape[0]), counts).astype(np.int64))
+        # CuPy's repeat takes counts as a list, not as an array (the output size needs them
+        # on the host anyway)
+        host = counts if xp is np else to_numpy(counts).tolist()
+        return autograd.Tensor(xp.repeat(xp.arange(counts.shape[0]), host).astype(np.int64))
     if dim is None:
         input, d = input.reshape(-1), 0
     else:
@@ -447,12 +453,18 @@ def repeat_interleave(input, repeats=None, dim=None, *, output_size=None):
                              f"size {n}")
     else:
         counts = int(repeats)
-    if (np.asarray(counts.get() if hasattr(counts, "get") else counts) < 0).any():
+    host = to_numpy(counts) if not isinstance(counts, int) else np.asarray(counts)
+    if (host < 0).any():
         raise ValueError("repeat_interleave: repeats must be >= 0")
-    index = xp.repeat(xp.arange(n), counts)
+    # CuPy's repeat takes an int or a list of counts, not an array
+    if xp is np or isinstance(counts, int):
+        index = xp.repeat(xp.arange(n), counts)
+    else:
+        index = xp.repeat(xp.arange(n), int(host[0]) if host.size == 1 else host.tolist())
     if input.ndim == 0:
         input = input.reshape(1)
-    return index_select(input, d, autograd.Tensor(index.astype(np.int64)))
+    # the index is in range by construction: IndexSelect without index_select()'s host check
+    return IndexSelect.apply(input, index=index.astype(np.int64), dim=d)
 
 
 def meshgrid(*tensors, indexing="ij"):
@@ -529,7 +541,7 @@ CumResult = namedtuple("CumResult", ["values", "indices"])  # torch.return_types
 
 
 def _cumulative_extreme(name, input, dim, take_min):
-    from .indexing import gather
+    from .indexing import Gather
 
     d = wrap_dim(dim, input.ndim, name)
     if input.ndim == 0:
@@ -538,15 +550,32 @@ def _cumulative_extreme(name, input, dim, take_min):
     a = input.data
     xp = get_array_module(a)
     ufunc = xp.minimum if take_min else xp.maximum
-    run = ufunc.accumulate(a, axis=d) if a.shape[d] else a
+    run = _running(xp, ufunc, a, d) if a.shape[d] else a
     positions = xp.arange(a.shape[d]).reshape((-1,) + (1,) * (a.ndim - d - 1))
     # the latest position that holds the running extreme (a NaN holds it from there on), as
     # PyTorch's indices on ties
     holds = (a == run) | (a != a)
-    index = xp.maximum.accumulate(xp.where(holds, positions, 0), axis=d) if a.shape[d] else \
+    index = _running(xp, xp.maximum, xp.where(holds, positions, 0), d) if a.shape[d] else \
         xp.zeros(a.shape, np.int64)
     index = index.astype(np.int64, copy=False)
-    return CumResult(gather(input, d, autograd.Tensor(index)), autograd.Tensor(index))
+    # the indices are in range by construction: Gather without gather()'s host-side check
+    return CumResult(Gather.apply(input, index=index, dim=d), autograd.Tensor(index))
+
+
+def _running(xp, ufunc, a, d):
+    """``ufunc.accumulate(a, axis=d)`` for maximum/minimum. CuPy accumulates only add, so
+    there: log2(n) whole-array steps, each combining every element with the one 2**k before it
+    (exact, as max and min are)."""
+    if xp is np:
+        return ufunc.accumulate(a, axis=d)
+    out = a.copy()
+    n, step = a.shape[d], 1
+    while step < n:
+        later = (slice(None),) * d + (slice(step, None),)
+        earlier = (slice(None),) * d + (slice(None, n - step),)
+        out[later] = ufunc(out[later], out[earlier])  # the right side is read before the write
+        step *= 2
+    return out
 
 
 def cummax(input, dim):
@@ -606,8 +635,8 @@ class MedianAll(Function):
     def forward(self, a, k):
         xp = get_array_module(a)
         y = a[_argsort(a, 0, False, True)[k - 1]]
-        if a.dtype.kind == "f" and bool(xp.isnan(a).any()):
-            y = xp.asarray(xp.nan, dtype=a.dtype)
+        if a.dtype.kind == "f":  # NaN if there is one, decided on the device (no host copy)
+            y = xp.where(xp.isnan(a).any(), xp.asarray(xp.nan, dtype=a.dtype), y)
         self.save_for_backward(a, y)
         return xp.asarray(y, dtype=a.dtype).reshape(())
 
@@ -645,9 +674,9 @@ def median(input, dim=None, keepdim=False):
     if input.dtype.kind == "f":
         nan = xp.isnan(input.data)
         has_nan = nan.any(axis=d, keepdims=True)
-        if bool(has_nan.any()):
-            first_nan = xp.argmax(nan, axis=d, keepdims=True).astype(np.int64)
-            index = xp.where(has_nan, first_nan, index)
+        # always taken (no host copy to decide): where no slice has a NaN it changes nothing
+        first_nan = xp.argmax(nan, axis=d, keepdims=True).astype(np.int64)
+        index = xp.where(has_nan, first_nan, index)
     values = TakeAlongDim.apply(input, index=index, dim=d)
     if not keepdim:
         values = values.squeeze(d)

@@ -19,7 +19,7 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
-from .indexing import gather
+from .indexing import Gather
 from .math_ops import vector_norm
 from .ops import Cast, TakeAlongDim, where, wrap_dim
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
@@ -62,9 +62,13 @@ class NanMedianAll(Function):
 
     def forward(self, a):
         xp = get_array_module(a)
-        count = int((~xp.isnan(a)).sum()) if a.dtype.kind == "f" else a.size
         order = _argsort(a, 0, False, True)
-        y = a[order[max(count - 1, 0) // 2]] if count else xp.asarray(xp.nan, dtype=a.dtype)
+        if a.dtype.kind != "f":
+            y = a[order[(a.size - 1) // 2]]
+        else:
+            # the count stays on the device: no host copy on a GPU (NaN sorts last)
+            count = (~xp.isnan(a)).sum()
+            y = xp.where(count > 0, a[order[xp.maximum(count - 1, 0) // 2]], xp.nan)
         y = xp.asarray(y, dtype=a.dtype).reshape(())
         self.save_for_backward(a, y)
         return y
@@ -112,9 +116,8 @@ def nanmedian(input, dim=None, keepdim=False):
         count = xp.full((1,) * x.ndim, n)
     pos = xp.maximum(count - 1, 0) // 2
     index = xp.take_along_axis(order, pos.astype(np.int64), axis=d)
-    if x.dtype.kind == "f" and bool((count == 0).any()):
-        # an all-NaN slice: the index PyTorch's nth_element leaves at position 0 there
-        index = xp.where(count == 0, _all_nan_median_index(n), index)
+    if x.dtype.kind == "f":  # an all-NaN slice: the index PyTorch's nth_element leaves there
+        index = xp.where(count == 0, _all_nan_median_index(n), index)  # (no host check)
     values = TakeAlongDim.apply(x, index=index, dim=d)
     if not keepdim or input.ndim == 0:
         values = values.squeeze(d)
@@ -156,7 +159,11 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
             raise TypeError(f"{name}(): q must be a float or a tensor, got {type(q).__name__}")
         scalar_q = True
         qs = xp.asarray([q], dtype=input.dtype)
-    if bool(((qs < 0) | (qs > 1) | xp.isnan(qs)).any()):
+    if isinstance(q, autograd.Tensor):  # one host copy for a tensor q (as torch's check)
+        bad = bool(((qs < 0) | (qs > 1) | xp.isnan(qs)).any())
+    else:
+        bad = not 0 <= q <= 1  # NaN fails too
+    if bad:
         raise OpArgumentError(f"{name}() q values must be in the range [0, 1], got "
                               f"{q.data.tolist() if isinstance(q, autograd.Tensor) else q}")
     if dim is None:
@@ -184,9 +191,11 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
         lo = hi = xp.round(ranks)  # half to even, as torch.round
     else:
         lo, hi = xp.floor(ranks), xp.ceil(ranks)
-    below = gather(s, -1, autograd.Tensor(lo.astype(np.int64)))
+    # the ranks are in range by construction: Gather without gather()'s host-side index check
+    last = s.ndim - 1
+    below = Gather.apply(s, index=lo.astype(np.int64), dim=last)
     if interpolation in ("linear", "midpoint"):
-        above = gather(s, -1, autograd.Tensor(hi.astype(np.int64)))
+        above = Gather.apply(s, index=hi.astype(np.int64), dim=last)
         if interpolation == "midpoint":
             w = autograd.Tensor(xp.full(ranks.shape, 0.5, dtype=input.dtype))
         elif isinstance(q, autograd.Tensor) and q.requires_grad:
@@ -243,7 +252,10 @@ def mode(input, dim=-1, keepdim=False):
     starts = xp.ones(s.shape, dtype=bool)
     starts[:, 1:] = s[:, 1:] != s[:, :-1]
     run = xp.cumsum(starts.reshape(-1)) - 1  # one id per run of equal values, over all rows
-    counts = xp.bincount(run, minlength=int(run[-1]) + 1 if run.size else 0)[run].reshape(m, n)
+    # run ids ascend, so each run's length is where it ends minus where it starts (no host
+    # copy of the number of runs, as bincount would need on a GPU)
+    counts = (xp.searchsorted(run, run, side="right")
+              - xp.searchsorted(run, run, side="left")).reshape(m, n)
     best = counts.max(axis=1, keepdims=True)
     first = xp.argmax(counts == best, axis=1)[:, None]  # the smallest of the most frequent
     last = first + best - 1  # the end of its run

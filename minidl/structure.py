@@ -379,12 +379,16 @@ class MaskedScatter(Function):
     """A copy of ``a`` with ``source``'s first elements, in order, where ``mask`` holds. The
     gradient: ``a``'s with those places zeroed, ``source``'s what reaches its used elements."""
 
-    def forward(self, a, source, mask):
-        self.mask, self.source_shape = mask, source.shape
-        self.k = int(mask.sum())
-        out = a.copy()
-        out.reshape(-1)[mask.reshape(-1)] = source.reshape(-1)[:self.k]  # 0-d inputs too
-        return out
+    def forward(self, a, source, mask, k):
+        self.mask, self.source_shape, self.k = mask, source.shape, k
+        xp = get_array_module(a)
+        flat = source.reshape(-1)
+        if flat.size == 0:
+            return a.copy()
+        # each True takes the source element of its rank among the Trues: positions from a
+        # cumulative sum, so the GPU needs no host copy of the mask
+        pos = xp.minimum(xp.cumsum(mask.reshape(-1)) - 1, flat.size - 1).reshape(mask.shape)
+        return xp.where(mask, flat[xp.maximum(pos, 0)], a)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -413,11 +417,12 @@ def masked_scatter(input, mask, source):
                               f"with input of shape {input.shape}") from None
     xp = get_array_module(input.data)
     m = xp.broadcast_to(mask.data, shape)
-    if int(m.sum()) > source.numel():
+    k = int(m.sum())  # the one host copy: checked here as PyTorch does
+    if k > source.numel():
         raise OpArgumentError(f"masked_scatter: number of elements of source ({source.numel()}) "
-                              f"< number of ones in mask ({int(m.sum())})")
+                              f"< number of ones in mask ({k})")
     x = input if input.shape == shape else input.expand(shape)
-    return MaskedScatter.apply(x, source, mask=xp.ascontiguousarray(m))
+    return MaskedScatter.apply(x, source, mask=xp.array(m), k=k)  # a copy, 0-d stays 0-d
 
 
 def _masked_scatter_(self, mask, source):

@@ -7,11 +7,20 @@
   numpy returns scalars, as CuPy does. With it (and the host kernels) every device path of minidl
   runs on the CPU: dispatch to cuda.py, device checks, moving modules, optimizers, checkpoints.
 
-What it cannot show: that CuPy itself behaves as assumed (it is more permissive, e.g. it lets
-numpy and "GPU" arrays mix, where CuPy raises), NVRTC compilation, or speed.
+- ``strict(*modules)`` makes the fake behave as CuPy does where numpy would let a mistake
+  through: numpy arrays beside device arrays, ``ufunc.at``/``accumulate`` that CuPy lacks, numpy
+  functions CuPy lacks, ``cupy.repeat`` with array counts, device arrays passed to numba kernels,
+  and ``np.asarray``/``np.array`` of device data (through ``modules``' ``np``) raise TypeError;
+  host copies (float(), int(), bool(), .item(), .tolist(), iteration, .get(), asnumpy) are
+  counted, so a test can bound them (tests/test_gpu_readiness.py). Off by default.
+
+What it cannot show: that CuPy itself behaves as assumed (outside strict() it is more
+permissive, e.g. it lets numpy and "GPU" arrays mix, where CuPy raises), CuPy's dtype rules
+for numpy scalars, which dtypes its atomic scatters take, NVRTC compilation, or speed.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import shutil
 import subprocess
@@ -100,6 +109,53 @@ class HostKernel:
 
 
 # ---- a numpy-backed stand-in for the cupy module ------------------------------------------
+# CuPy >= 12 gives every ufunc the methods, but ``at`` runs only for those with an atomic
+# scatter kernel (before 12: cupyx.scatter_* only) and ``accumulate`` only for add (cumsum;
+# multiply's is cumprod); the rest raise NotImplementedError (cupy/cupy#7082)
+CUPY_UFUNC_AT = {"add", "maximum", "minimum", "bitwise_and", "bitwise_or", "bitwise_xor"}
+CUPY_UFUNC_ACCUMULATE = {"add", "multiply"}
+
+
+class _Strictness:
+    """The state of ``strict()``: off by default, so the fake stays as permissive as before."""
+
+    on = False
+    syncs: list = []
+    depth = 0  # > 0 inside a fake cupy function, whose numpy internals are not checked
+    trace = None  # a list to collect the stack of each host copy, or None
+
+
+@contextlib.contextmanager
+def _inside():
+    _Strictness.depth += 1
+    try:
+        yield
+    finally:
+        _Strictness.depth -= 1
+
+
+def _sync(kind):
+    if _Strictness.on:
+        _Strictness.syncs.append(kind)
+        if _Strictness.trace is not None:  # where each host copy came from, to debug a test
+            import traceback
+            _Strictness.trace.append(traceback.format_stack(limit=6)[:-2])
+
+
+def _is_host_array(a):
+    return type(a) is np.ndarray and a.ndim > 0
+
+
+def _refuse_host_arrays(what, args):
+    """CuPy refuses numpy arrays beside its own in a ufunc or an array function."""
+    for a in args:
+        if isinstance(a, (list, tuple)):
+            _refuse_host_arrays(what, a)
+        elif _is_host_array(a):
+            raise TypeError(f"fake cupy (strict): {what} got a numpy array {a.shape} {a.dtype} "
+                            "beside device arrays; CuPy raises here (move it with xp.asarray)")
+
+
 class FakeDeviceArray(np.ndarray):
     """A numpy array that minidl takes for a CuPy array."""
 
@@ -107,7 +163,81 @@ class FakeDeviceArray(np.ndarray):
         # CuPy keeps reductions as 0-d device arrays where numpy would return a scalar
         return np.asarray(array).view(FakeDeviceArray)
 
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if _Strictness.on:
+            if method == "at" and ufunc.__name__ not in CUPY_UFUNC_AT:
+                raise TypeError(f"fake cupy (strict): {ufunc.__name__}.at on device arrays; "
+                                "CuPy has ufunc.at only for "
+                                f"{', '.join(sorted(CUPY_UFUNC_AT))} (from CuPy 12)")
+            if method == "accumulate" and ufunc.__name__ not in CUPY_UFUNC_ACCUMULATE:
+                raise TypeError(f"fake cupy (strict): {ufunc.__name__}.accumulate on device "
+                                "arrays; CuPy accumulates only add (cumsum) and multiply "
+                                "(cumprod)")
+            if _Strictness.depth == 0:
+                _refuse_host_arrays(f"ufunc {ufunc.__name__}",
+                                    inputs + tuple(kwargs.get("out", ())))
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(_plain(o) for o in out)
+        result = getattr(ufunc, method)(*(_plain(a) for a in inputs), **kwargs)
+        if method == "at":
+            return None
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _on_device(result)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if not _Strictness.on:
+            return super().__array_function__(func, types, args, kwargs)
+        if _Strictness.depth == 0:
+            _refuse_host_arrays(f"np.{func.__name__}", tuple(args) + tuple(kwargs.values()))
+        with _inside():  # numpy's own helper arrays inside the function are not the caller's
+            return super().__array_function__(func, types, args, kwargs)
+
+    def __getitem__(self, key):
+        if _Strictness.on:  # a 0-d device index is an array index in CuPy, not a host copy
+            key = tuple(_plain(k) for k in key) if isinstance(key, tuple) else _plain(key)
+        out = np.ndarray.__getitem__(self, key)
+        if _Strictness.on and isinstance(out, np.generic):
+            return np.asarray(out).view(FakeDeviceArray)  # CuPy: a 0-d device array
+        return out
+
+    # Each of these copies device data to the host: a synchronisation on a real GPU (a
+    # per-element one inside a Python loop). strict() counts them.
+    def __float__(self):
+        _sync("float")
+        return np.ndarray.__float__(self)
+
+    def __int__(self):
+        _sync("int")
+        return np.ndarray.__int__(self)
+
+    def __index__(self):
+        _sync("index")
+        return np.ndarray.__index__(self)
+
+    def __bool__(self):
+        _sync("bool")
+        return np.ndarray.__bool__(self)
+
+    def __complex__(self):
+        _sync("complex")
+        return np.ndarray.__complex__(self)
+
+    def __iter__(self):
+        _sync("iter")
+        return np.ndarray.__iter__(self)
+
+    def item(self, *args):
+        _sync("item")
+        return np.ndarray.item(self, *args)
+
+    def tolist(self):
+        _sync("tolist")
+        return np.ndarray.tolist(self)
+
     def get(self):
+        _sync("get")
         return np.array(self.view(np.ndarray))
 
     def argmax(self, *args, **kwargs):  # numpy's methods return scalars without a wrap
@@ -115,6 +245,10 @@ class FakeDeviceArray(np.ndarray):
 
     def argmin(self, *args, **kwargs):
         return _on_device(np.ndarray.argmin(self, *args, **kwargs))
+
+
+def _plain(a):
+    return a.view(np.ndarray) if isinstance(a, FakeDeviceArray) else a
 
 
 def _on_device(result):
@@ -138,6 +272,86 @@ class _FakeRandomState:
 
     def uniform(self, low=0.0, high=1.0, size=None, dtype=float):
         return _on_device(self._gen.uniform(low, high, size).astype(dtype))
+
+
+# numpy functions that CuPy lacks (some only in older releases, or under another name); strict()
+# refuses them
+NUMPY_ONLY = {
+    "trapezoid": "CuPy has trapz", "cumulative_sum": "use cumsum", "cumulative_prod":
+    "use cumprod", "put_along_axis": "missing from older CuPy releases", "vecdot": "use sum(a * b)",
+    "matrix_transpose": "use swapaxes", "unique_values": "use unique",
+}
+
+
+class _GuardedNumpy(types.ModuleType):
+    """``numpy`` as a module that strict() puts in place of a minidl module's ``np``: the same
+    functions, but ``np.asarray``/``np.array``/``np.ascontiguousarray`` of device data raise, as
+    they do on CuPy arrays ("Implicit conversion to a NumPy array is not allowed")."""
+
+    def __init__(self):
+        super().__init__("numpy")
+
+    def __getattr__(self, name):
+        obj = getattr(np, name)
+        if name in ("asarray", "array", "asanyarray", "ascontiguousarray", "copy"):
+            def guarded(a, *args, **kwargs):
+                if _holds_device_data(a):
+                    raise TypeError(f"fake cupy (strict): np.{name} of device data; CuPy raises "
+                                    "(use xp.asarray, or backend.to_numpy where a host copy is "
+                                    "meant)")
+                return obj(a, *args, **kwargs)
+            return guarded
+        return obj
+
+
+def _holds_device_data(a):
+    if isinstance(a, FakeDeviceArray):
+        return True
+    if isinstance(a, (list, tuple)):
+        return any(_holds_device_data(x) for x in a)
+    return False
+
+
+def _guard_numba():
+    """Make numba's compiled functions refuse FakeDeviceArray arguments, as they refuse CuPy
+    arrays (numba would take the ndarray subclass); returns the undo, or None without numba."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # pragma: no cover
+        return None
+    original = Dispatcher.__call__
+
+    def guarded(self, *args, **kwargs):
+        if any(isinstance(a, FakeDeviceArray) for a in tuple(args) + tuple(kwargs.values())):
+            raise TypeError(f"fake cupy (strict): a device array passed to the numba (CPU) "
+                            f"kernel {getattr(self, '__name__', self)}")
+        return original(self, *args, **kwargs)
+
+    Dispatcher.__call__ = guarded
+    return lambda: setattr(Dispatcher, "__call__", original)
+
+
+@contextlib.contextmanager
+def strict(*modules, monkeypatch=None):
+    """Inside: the fake behaves as CuPy does where it differs from numpy: numpy arrays beside
+    device arrays, ``ufunc.at``, numba kernels, numpy-only functions and ``np.asarray`` of device
+    data (in each of ``modules``' ``np``) raise TypeError; host copies (float(), int(), bool(),
+    .item(), .tolist(), iteration, .get(), asnumpy) are counted in the yielded list."""
+    syncs = []
+    saved = [(m, m.np) for m in modules]
+    guarded = _GuardedNumpy()
+    for m in modules:
+        m.np = guarded
+    _Strictness.on, _Strictness.syncs = True, syncs
+    undo_numba = _guard_numba()
+    try:
+        yield syncs
+    finally:
+        _Strictness.on, _Strictness.syncs = False, []
+        if undo_numba is not None:
+            undo_numba()
+        for m, original in saved:
+            m.np = original
 
 
 class FakeCuPy(types.ModuleType):
@@ -169,6 +383,21 @@ class FakeCuPy(types.ModuleType):
         self.linalg = _FakeLinalg()
 
     @staticmethod
+    def argsort(a, axis=-1, kind=None, order=None):
+        return _on_device(np.argsort(_plain(a), axis=axis, kind="stable"))  # CuPy's is stable
+
+    @staticmethod
+    def sort(a, axis=-1, kind=None, order=None):
+        return _on_device(np.sort(_plain(a), axis=axis, kind="stable"))
+
+    @staticmethod
+    def repeat(a, repeats, axis=None):
+        if _Strictness.on and isinstance(repeats, np.ndarray):
+            raise TypeError("fake cupy (strict): cupy.repeat takes an int, list or tuple of "
+                            "repeats, not an array")
+        return _on_device(np.repeat(_plain(a), repeats, axis=axis))
+
+    @staticmethod
     def asarray(a, dtype=None):
         if isinstance(a, FakeDeviceArray):
             return a if dtype is None else a.astype(dtype, copy=False)
@@ -176,15 +405,26 @@ class FakeCuPy(types.ModuleType):
 
     @staticmethod
     def asnumpy(a):
+        if isinstance(a, FakeDeviceArray):
+            _sync("asnumpy")
         return np.array(a.view(np.ndarray) if isinstance(a, FakeDeviceArray) else a)
 
     def __getattr__(self, name):
+        if _Strictness.on and name in NUMPY_ONLY:
+            raise AttributeError(f"fake cupy (strict): CuPy has no {name} (numpy-only: "
+                                 f"{NUMPY_ONLY[name]})")
         obj = getattr(np, name)
         if isinstance(obj, (np.ufunc, type)) or not callable(obj):
             return obj  # dtypes, constants, ufuncs (which keep the subclass themselves)
 
         def on_device(*args, **kwargs):
-            return _on_device(obj(*args, **kwargs))
+            if not _Strictness.on:
+                return _on_device(obj(*args, **kwargs))
+            if _Strictness.depth == 0 and any(
+                    _holds_device_data(a) for a in tuple(args) + tuple(kwargs.values())):
+                _refuse_host_arrays(f"cupy.{name}", tuple(args) + tuple(kwargs.values()))
+            with _inside():
+                return _on_device(obj(*args, **kwargs))
         return on_device
 
 

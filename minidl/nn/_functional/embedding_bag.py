@@ -23,6 +23,28 @@ def _scatter_add(xp, target, index, values):
         cupyx.scatter_add(target, index, values)
 
 
+def _bag_max_padded(xp, rows, seg, keep, counts, bags):
+    """mode='max' on a GPU: the bags' rows gathered into a (bags, longest bag, D) block padded
+    with -inf, so one argmax finds every bag's maximum with no per-bag host copy. The result and
+    the winners (the position in the input of each bag's maximum, -1 for an empty bag) are the
+    CPU loop's: argmax takes the first of equal maxima in both."""
+    live = np.flatnonzero(keep)
+    bag_of = seg[live]  # ascending: bags are consecutive runs of the input
+    rank = np.arange(live.size) - np.searchsorted(bag_of, bag_of, side="left")
+    longest = int(counts.max()) if bags else 0
+    pos = np.full((bags, max(longest, 1)), -1, dtype=np.int64)
+    pos[bag_of, rank] = live
+    pos = xp.asarray(pos)
+    block = rows[xp.maximum(pos, 0)]  # (bags, longest, D)
+    block = xp.where((pos >= 0)[..., None], block, xp.asarray(-xp.inf, dtype=rows.dtype))
+    a = block.argmax(axis=1)  # (bags, D)
+    full = xp.asarray(counts > 0)[:, None]
+    winners = xp.where(full, xp.take_along_axis(pos, a, axis=1), -1)
+    out = xp.where(full, xp.take_along_axis(block, a[:, None, :], axis=1)[:, 0, :],
+                   xp.zeros((), rows.dtype))
+    return out.astype(rows.dtype, copy=False), winners
+
+
 class EmbeddingBag(Function):
     """weight (V, D) [, per_sample_weights (M,)] -> (B, D)."""
 
@@ -36,12 +58,15 @@ class EmbeddingBag(Function):
         counts = np.bincount(seg[keep], minlength=bags)
         self.geom = (idx, seg, keep, bags, mode, counts)
         if mode == "max":
-            winners = np.full((bags, d), -1, dtype=np.int64)
-            for b in np.flatnonzero(counts):
-                sel = np.flatnonzero((seg == b) & keep)
-                a = rows[xp.asarray(sel)].argmax(axis=0)
-                winners[b] = sel[to_numpy(a)]
-                out[b] = rows[xp.asarray(winners[b]), xp.arange(d)]
+            if xp is np:
+                winners = np.full((bags, d), -1, dtype=np.int64)
+                for b in np.flatnonzero(counts):
+                    sel = np.flatnonzero((seg == b) & keep)
+                    a = rows[xp.asarray(sel)].argmax(axis=0)
+                    winners[b] = sel[to_numpy(a)]
+                    out[b] = rows[xp.asarray(winners[b]), xp.arange(d)]
+            else:
+                out, winners = _bag_max_padded(xp, rows, seg, keep, counts, bags)
             self.winners = winners
         else:
             live = xp.asarray(np.flatnonzero(keep))
@@ -60,8 +85,11 @@ class EmbeddingBag(Function):
         if mode == "max":
             if _needs_grad(self, 0):
                 gw = xp.zeros_like(weight)
-                for b in np.flatnonzero(counts):
-                    _scatter_add(xp, gw, (xp.asarray(idx[self.winners[b]]), xp.arange(d)), g[b])
+                full = xp.asarray(np.flatnonzero(counts))  # the bags that have a maximum
+                if full.size:
+                    # one scatter for all bags: each winner's row and column gets its bag's g
+                    winner_rows = xp.asarray(idx)[self.winners[full]]  # (bags with rows, D)
+                    _scatter_add(xp, gw, (winner_rows, xp.arange(d)[None, :]), g[full])
             return gw, None
         live = np.flatnonzero(keep)
         gm = g[xp.asarray(seg[live])]                     # (M_live, D)
@@ -148,8 +176,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         _renorm_rows(weight, np.unique(flat), float(max_norm), float(norm_type))
     bags = len(starts)
     seg = np.full(m, -1, dtype=np.int64)
-    for b in range(bags):
-        seg[starts[b]:ends[b]] = b
+    if bags:  # the bags are consecutive runs from starts[0]: no Python loop over them
+        seg[starts[0]:ends[-1]] = np.repeat(np.arange(bags), ends - starts)
     keep = seg >= 0
     if padding_idx is not None:
         padding_idx = _whole(padding_idx, f"{name}: padding_idx")

@@ -42,8 +42,10 @@ def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
         return y_soft
     axis = dim % max(logits.ndim, 1)
     index = xp.expand_dims(xp.argmax(y_soft.data, axis=axis), axis)
-    y_hard = xp.zeros(logits.shape, dtype=y_soft.data.dtype)
-    xp.put_along_axis(y_hard, index, 1.0, axis=axis)
+    # the one-hot by comparing positions (put_along_axis is missing from older CuPy)
+    shape = [-1 if i == axis else 1 for i in range(y_soft.ndim)]
+    positions = xp.arange(y_soft.shape[axis] if y_soft.ndim else 1).reshape(shape or ())
+    y_hard = (positions == index).astype(y_soft.data.dtype).reshape(logits.shape)
     return Tensor(y_hard) - y_soft.detach() + y_soft
 
 

@@ -301,6 +301,42 @@ def adaptive_avg_pool2d(input, output_size):
     return y.squeeze(0) if unbatched else y
 
 
+def _adaptive_max_gathered(xp, x, out_hw):
+    """Adaptive max pooling on a GPU: every bin's window gathered at once, each dim's window
+    padded to the longest bin by repeating the bin's last position (a repeat comes after its
+    original, so the first maximum argmax finds, and its index, are the CPU loop's)."""
+    n, c = x.shape[:2]
+    sizes, dims = x.shape[2:], len(out_hw)
+    picks = []  # per dim: (out, longest) input positions of each bin's window
+    for size, out in zip(sizes, out_hw):
+        bins = _bins(size, out)
+        longest = max(b - a for a, b in bins)
+        pos = np.array([[min(a + k, b - 1) for k in range(longest)] for a, b in bins])
+        picks.append(pos)
+    # index arrays broadcasting to (out_0, k_0, out_1, k_1, ...)
+    index = []
+    for d, pos in enumerate(picks):
+        shape = [1] * (2 * dims)
+        shape[2 * d], shape[2 * d + 1] = pos.shape
+        index.append(xp.asarray(pos.reshape(shape)))
+    block = x[(slice(None), slice(None)) + tuple(index)]  # (n, c, o_0, k_0, o_1, k_1, ...)
+    order = [0, 1] + [2 + 2 * d for d in range(dims)] + [3 + 2 * d for d in range(dims)]
+    block = block.transpose(order).reshape((n, c) + tuple(out_hw) + (-1,))
+    a = block.argmax(axis=-1)
+    y = xp.take_along_axis(block, a[..., None], axis=-1)[..., 0]
+    flat = 0
+    rest = a
+    longest = [p.shape[1] for p in picks]
+    for d in range(dims):
+        k = (rest // math.prod(longest[d + 1:])) % longest[d]
+        shape = [1] * dims
+        shape[d] = out_hw[d]
+        rows = xp.arange(out_hw[d]).reshape(shape)
+        coord = xp.asarray(picks[d])[rows, k]
+        flat = flat + coord * math.prod(sizes[d + 1:])
+    return y, flat.astype(np.int64)
+
+
 class AdaptiveMaxPool2d(Function):
     """Max over PyTorch's adaptive bins (which may overlap), 2-D or 3-D; the winners' flat
     indices are kept and backward adds each output's gradient at its winner."""
@@ -311,6 +347,10 @@ class AdaptiveMaxPool2d(Function):
         xp = get_array_module(x)
         n, c = x.shape[:2]
         sizes = x.shape[2:]
+        if xp is not np:  # one gather and one argmax, not a kernel launch per output cell
+            y, self.idx = _adaptive_max_gathered(xp, x, out_hw)
+            self.in_shape = x.shape
+            return y
         y = xp.empty((n, c) + tuple(out_hw), dtype=x.dtype)
         idx = xp.empty((n, c) + tuple(out_hw), dtype=np.int64)
         bins = [list(enumerate(_bins(s, o))) for s, o in zip(sizes, out_hw)]
@@ -733,8 +773,10 @@ def _max_unpool(name, dims, input, indices, kernel_size, stride, padding, output
         out = tuple(int(v) for v in size)
     total = math.prod(out)
     data = idx.data
-    if data.size and (int(data.min()) < 0 or int(data.max()) >= total):
-        bad = int(data.min()) if int(data.min()) < 0 else int(data.max())
+    xp = get_array_module(data)
+    low, high = xp.stack([data.min(), data.max()]).tolist() if data.size else (0, 0)  # 1 copy
+    if low < 0 or high >= total:
+        bad = low if low < 0 else high
         raise IndexError(f"{name}: Found an invalid max index: {bad} (output volumes are of "
                          f"size {'x'.join(map(str, out))})")
     (x,) = _F._autocast_inputs(name, x)
