@@ -184,3 +184,34 @@ def test_photos_decoded_in_workers_give_the_same_features_and_warnings(photos, t
     assert err0 == err2 and "zz_broken.jpg" in err0
     with pytest.raises(ValueError, match="num_workers must be an integer >= 0"):
         ImageClassifier.fit(photos, "random", num_workers=-1)
+
+
+def test_a_resnet18_backbone_gives_512_features_and_round_trips(photos, tmp_path):
+    """arch="resnet18": 512-d features, cached apart from ResNet-50's (even for the same seed),
+    saved with the classifier and read back by load."""
+    cache = tmp_path / "cache18"
+    clf = ImageClassifier.fit(photos, "random", epochs=5, batch_size=6, cache_dir=cache,
+                              progress=False, arch="resnet18")
+    assert clf.arch == "resnet18" and clf.layer.weight.shape == (2, 512)
+    assert clf.weights_id == "random-resnet18-seed0"
+    entries = list((cache / "features").iterdir())
+    assert len(entries) == 1 and entries[0].name.startswith("random-resnet18-seed0-")
+    assert all(np.load(p).shape == (512,) for p in entries[0].iterdir())
+    clf.save(tmp_path / "clf18")
+    meta = json.loads((tmp_path / "clf18" / "classifier.json").read_text())
+    assert meta["arch"] == "resnet18" and meta["features"] == 512
+    loaded = ImageClassifier.load(tmp_path / "clf18", "random", cache_dir=cache, progress=False)
+    assert loaded.arch == "resnet18"
+    np.testing.assert_array_equal(loaded.predict_proba(photos), clf.predict_proba(photos))
+    with pytest.raises(ValueError, match="arch must be one of"):
+        ImageClassifier.fit(photos, "random", arch="mobilenet_v2", cache_dir=cache)
+
+
+def test_classifiers_saved_before_arch_load_as_resnet50(fitted, photos, cache, tmp_path):
+    fitted.save(tmp_path / "old")
+    sidecar = tmp_path / "old" / "classifier.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["arch"]
+    sidecar.write_text(json.dumps(meta))
+    loaded = ImageClassifier.load(tmp_path / "old", "random", cache_dir=cache, progress=False)
+    assert loaded.arch == "resnet50" and loaded.layer.weight.shape[1] == 2048

@@ -7,7 +7,8 @@ Train (``train`` may be left out when the first argument is the folder):
     python -m minidl.examples.image_classifier PHOTOS --weights resnet50.npz
     python -m minidl.examples.image_classifier train PHOTOS --weights resnet50.npz \\
         [--epochs 40] [--lr 0.5] [--batch-size 32] [--out DIR] [--cache-dir DIR] \\
-        [--seed 0] [--split-seed 2] [--device cpu|cuda] [--workers N] [--no-progress]
+        [--seed 0] [--split-seed 2] [--device cpu|cuda] [--workers N] [--arch resnet18] \\
+        [--no-progress]
 
 Label new photos with a trained classifier:
 
@@ -49,7 +50,8 @@ import minidl
 from minidl.backend import normalize_device
 from minidl.examples import CompileNotice, device_arg, seed_arg
 from minidl.vision import classifier as _classifier
-from minidl.vision.classifier import (RANDOM, FeatureCache, ImageClassifier, confusion_matrix,  # noqa: F401
+from minidl.vision.classifier import (ARCHES, RANDOM, FeatureCache, ImageClassifier,  # noqa: F401
+                                      confusion_matrix,
                                       contact_sheet, default_cache_dir, extract_features,
                                       format_confusion, format_per_class, predict_proba,
                                       train_classifier)
@@ -65,7 +67,8 @@ def train(args):
                                   split_seed=args.split_seed, epochs=args.epochs, lr=args.lr,
                                   batch_size=args.batch_size, device=args.device,
                                   cache_dir=args.cache_dir, progress=not args.no_progress,
-                                  seed=args.seed, log=print, num_workers=args.workers)
+                                  seed=args.seed, log=print, num_workers=args.workers,
+                                  arch=args.arch)
     missed = []
     if clf.test_paths:
         report = clf.evaluate()
@@ -138,6 +141,10 @@ def build_parser():
     t.add_argument("--lr", type=float, default=0.5, help="SGD learning rate on standardised features")
     t.add_argument("--out", default="image_classifier_out", help="output folder")
     t.add_argument("--split-seed", type=seed_arg, default=2, help="seed of the 80/20 split")
+    t.add_argument("--arch", choices=ARCHES, default="resnet50",
+                   help="the backbone whose features are used, with --weights of that arch "
+                        "(default resnet50; resnet18 is about 4x faster on a CPU); predict reads "
+                        "it from the saved classifier")
 
     q = sub.add_parser("predict", help="label images with a trained classifier")
     q.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders of them")

@@ -36,7 +36,7 @@ import minidl
 import minidl.nn.functional as F
 from minidl import nn, optim
 from minidl.data import DataLoader, Dataset, TensorDataset, random_split
-from minidl.models import resnet50
+from minidl.models import get_model
 from minidl.models.weights import resolve_weights_path
 from minidl.serialization import new_temporary
 
@@ -44,11 +44,26 @@ from .transforms import ImageReadError, load_image, preprocess
 
 __all__ = ["ImageClassifier", "FeatureCache", "extract_features", "train_classifier",
            "confusion_matrix", "per_class_scores", "format_confusion", "format_per_class",
-           "contact_sheet", "resolve_weights", "build_backbone", "RANDOM"]
+           "contact_sheet", "resolve_weights", "build_backbone", "RANDOM", "ARCHES",
+           "feature_dim"]
 
 RANDOM = "random"
 PREPROCESS_TAG = "resize256-crop224-v1"  # part of the cache key: change it if preprocess changes
-FEATURES = 2048
+FEATURES = 2048  # ResNet-50's (the default arch); ResNet-18 and -34 give 512
+# the backbones whose pooled features the classifier can use: torchvision's ResNet family
+ARCHES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+          "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2")
+
+
+def check_arch(arch):
+    if arch not in ARCHES:
+        raise ValueError(f"ImageClassifier: arch must be one of {', '.join(ARCHES)}, got {arch!r}")
+    return arch
+
+
+def feature_dim(arch):
+    """The length of ``arch``'s pooled feature vector: 512 for ResNet-18/34, 2048 otherwise."""
+    return 512 if check_arch(arch) in ("resnet18", "resnet34") else FEATURES
 
 
 # ---- the backbone ------------------------------------------------------------------------------
@@ -68,27 +83,29 @@ def warn_random_weights(seed, what="predictions"):
           file=sys.stderr, flush=True)
 
 
-def resolve_weights(weights, seed=0, what="predictions"):
+def resolve_weights(weights, seed=0, what="predictions", arch="resnet50"):
     """Check ``weights`` without loading it -> (source, id). ``source`` is a file path or
     "random"; the id names the weights in caches and saved classifiers: the sha1 of the file's
-    bytes, or "random-seed<N>" (after a loud warning)."""
+    bytes, or "random-seed<N>" ("random-<arch>-seed<N>" for another arch than ResNet-50)
+    after a loud warning. A weights name ("IMAGENET1K_V1") is ``arch``'s."""
     if isinstance(weights, str) and weights == RANDOM:
         warn_random_weights(seed, what)
-        return RANDOM, f"random-seed{seed}"
+        return RANDOM, f"random-seed{seed}" if arch == "resnet50" else f"random-{arch}-seed{seed}"
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be a file path, a torchvision weights name or 'random', "
                         f"got {type(weights).__name__}")
-    path = resolve_weights_path(weights)  # a name says which cached file it found
+    path = resolve_weights_path(weights, arch=arch)  # a name says which cached file it found
     return path, "sha1-" + file_sha1(path)
 
 
-def build_backbone(source, device="cpu", seed=0):
-    """ResNet-50 in eval mode on ``device``, from a weights path or "random" (seeded)."""
+def build_backbone(source, device="cpu", seed=0, arch="resnet50"):
+    """The ``arch`` network (ResNet-50 by default) in eval mode on ``device``, from a weights
+    path or "random" (seeded)."""
     if source == RANDOM:
         minidl.manual_seed(seed)
-        model = resnet50()
+        model = get_model(check_arch(arch))
     else:
-        model = resnet50(weights=source)
+        model = get_model(check_arch(arch), weights=source)
     return model.eval().to(device)
 
 
@@ -104,7 +121,8 @@ class FeatureCache:
     photo gets new ones.
     """
 
-    def __init__(self, root, weights_id):
+    def __init__(self, root, weights_id, dim=FEATURES):
+        self.dim = dim
         self.dir = os.path.join(os.fspath(root), "features", f"{weights_id}-{PREPROCESS_TAG}")
         os.makedirs(self.dir, exist_ok=True)
 
@@ -120,7 +138,7 @@ class FeatureCache:
             a = np.load(self._path(key), allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None  # absent, or a damaged entry: recompute it
-        return a if a.shape == (FEATURES,) and a.dtype == np.float32 else None
+        return a if a.shape == (self.dim,) and a.dtype == np.float32 else None
 
     def put(self, key, feature):
         # temp file + rename: an interrupted run never leaves a half-written entry
@@ -164,7 +182,7 @@ def extract_features(model, paths, cache, batch_size=16, device="cpu", progress=
     """
     from tqdm import tqdm
 
-    feats = np.zeros((len(paths), FEATURES), dtype=np.float32)
+    feats = np.zeros((len(paths), cache.dim), dtype=np.float32)
     ok = np.zeros(len(paths), dtype=bool)
     todo = []  # (row, key) of images the cache does not have
     for i, path in enumerate(paths):
@@ -392,20 +410,25 @@ def _split_sizes(labels, classes, folder, what):
 
 # ---- the API -----------------------------------------------------------------------------------
 class ImageClassifier:
-    """A linear classifier on ResNet-50 features, trained with :meth:`fit` on a photo folder.
+    """A linear classifier on ResNet features (ResNet-50's by default, ``arch``), trained with
+    :meth:`fit` on a photo folder.
 
-    Attributes: ``classes`` (sorted class names, index order), ``layer`` (the ``nn.Linear`` on
-    raw 2048-d features), ``weights_id`` (sha1 of the weights file, or "random-seed<N>"),
+    Attributes: ``classes`` (sorted class names, index order), ``arch``, ``layer`` (the
+    ``nn.Linear`` on the raw pooled features: 2048-d, 512-d for ResNet-18/34), ``weights_id`` (sha1 of the weights file, or "random-seed<N>"),
     ``weights_source`` (the file used, or "random"), ``train_paths``, ``test_paths``,
     ``test_labels`` (the held-out split), ``feature_counts`` (images cached/computed/failed),
     ``history`` (the log lines of training).
     """
 
     def __init__(self, layer, classes, weights_source, weights_id, *, device="cpu", cache_dir=None,
-                 batch_size=16, seed=0, progress=True, meta=None, num_workers=0):
+                 batch_size=16, seed=0, progress=True, meta=None, num_workers=0, arch="resnet50"):
         if layer.weight.shape[0] != len(classes):
             raise ValueError(f"ImageClassifier: the layer has {layer.weight.shape[0]} outputs for "
                              f"{len(classes)} classes")
+        self.arch = check_arch(arch)
+        if layer.weight.shape[1] != feature_dim(arch):
+            raise ValueError(f"ImageClassifier: the layer takes {layer.weight.shape[1]} features, "
+                             f"but {arch} gives {feature_dim(arch)}")
         self.layer = layer.to(device)
         self.classes = list(classes)
         self.weights_source, self.weights_id = weights_source, weights_id
@@ -423,16 +446,17 @@ class ImageClassifier:
 
     def __repr__(self):
         return (f"ImageClassifier({len(self.classes)} classes: {', '.join(self.classes)}; "
-                f"weights {self.weights_id})")
+                f"{self.arch}, weights {self.weights_id})")
 
     # -- features
     def _features(self, paths):
         if self._cache is None:
-            self._cache = FeatureCache(self.cache_dir, self.weights_id)
+            self._cache = FeatureCache(self.cache_dir, self.weights_id, feature_dim(self.arch))
 
         def backbone():
             if self._backbone is None:
-                self._backbone = build_backbone(self.weights_source, self.device, self.seed)
+                self._backbone = build_backbone(self.weights_source, self.device, self.seed,
+                                                self.arch)
             return self._backbone
 
         return extract_features(backbone, paths, self._cache, self.batch_size, self.device,
@@ -444,8 +468,13 @@ class ImageClassifier:
     # -- training
     @classmethod
     def fit(cls, folder, weights, test_fraction=0.2, split_seed=2, epochs=40, lr=0.5, batch_size=16,
-            device="cpu", cache_dir=None, progress=True, seed=0, log=None, num_workers=0):
+            device="cpu", cache_dir=None, progress=True, seed=0, log=None, num_workers=0,
+            arch="resnet50"):
         """Train on ``folder/<class>/<images>``; ``test_fraction`` of the photos is held out.
+
+        ``arch`` is the backbone whose features are used: ResNet-50 (the default) or another of
+        torchvision's ResNets (``ARCHES``; "resnet18" computes its features about 4x faster), with
+        ``weights`` of that arch.
 
         ``batch_size`` is the number of images per ResNet-50 batch and per SGD step; ``seed``
         seeds the classifier's shuffling (and the network for ``weights="random"``); ``log`` is
@@ -472,8 +501,10 @@ class ImageClassifier:
         _split_sizes(labels, classes, folder, "no readable images")
         log(f"{folder}: {len(dataset)} images in {len(classes)} classes: {', '.join(classes)}")
 
-        source, weights_id = resolve_weights(weights, seed, what="features")
-        clf = cls(nn.Linear(FEATURES, len(classes)), classes, source, weights_id, device=device,
+        check_arch(arch)
+        source, weights_id = resolve_weights(weights, seed, what="features", arch=arch)
+        clf = cls(nn.Linear(feature_dim(arch), len(classes)), classes, source, weights_id,
+                  arch=arch, device=device,
                   cache_dir=cache_dir, batch_size=batch_size, seed=seed, progress=progress,
                   num_workers=num_workers)
         paths = [p for p, _ in dataset.samples]
@@ -652,7 +683,8 @@ class ImageClassifier:
         os.makedirs(directory, exist_ok=True)
         npz = os.path.join(directory, "classifier.npz")
         sidecar = os.path.join(directory, "classifier.json")
-        meta = {"classes": self.classes, "features": FEATURES, "weights": self.weights_id,
+        meta = {"classes": self.classes, "arch": self.arch, "features": feature_dim(self.arch),
+                "weights": self.weights_id,
                 **self.meta,
                 "test_split": [[p, self.classes[int(k)]] for p, k in zip(self.test_paths, self.test_labels)]}
         if self._split_accuracy is not None:
@@ -677,6 +709,7 @@ class ImageClassifier:
 
         ``weights`` must be the backbone weights it was trained on (the same file's bytes, or
         the same seed for "random"): other weights give other features, so they are refused.
+        The arch comes from the saved description (ResNet-50 for files written before it).
         """
         directory = os.fspath(directory)
         npz = directory if directory.endswith(".npz") else os.path.join(directory, "classifier.npz")
@@ -694,13 +727,17 @@ class ImageClassifier:
         state = minidl.load(npz)
         if "weight" not in state or np.ndim(state["weight"]) != 2 or "bias" not in state:
             raise ValueError(f"classifier {npz}: expected an nn.Linear state_dict (weight, bias)")
+        arch = meta.get("arch", "resnet50")  # classifiers saved before arch= were ResNet-50's
+        if arch not in ARCHES:
+            raise ValueError(f"classifier {sidecar} names arch {arch!r}, not one of {ARCHES}")
         n_classes, n_features = state["weight"].shape
-        if n_classes != len(classes) or n_features != FEATURES:
+        if n_classes != len(classes) or n_features != feature_dim(arch):
             raise ValueError(f"classifier {npz} maps {n_features} features to {n_classes} outputs, but "
-                             f"{sidecar} names {len(classes)} classes of {FEATURES}-d ResNet-50 features")
+                             f"{sidecar} names {len(classes)} classes of {feature_dim(arch)}-d "
+                             f"{arch} features")
         if seed is None:
             seed = int(meta.get("seed", 0))
-        source, weights_id = resolve_weights(weights, seed, what="features")
+        source, weights_id = resolve_weights(weights, seed, what="features", arch=arch)
         trained_on = meta.get("weights")
         if trained_on is not None and trained_on != weights_id:
             raise ValueError(f"classifier {npz} was trained on features of weights {trained_on}, but "
@@ -710,8 +747,9 @@ class ImageClassifier:
         layer.load_state_dict(state)
         clf = cls(layer, classes, source, weights_id, device=device, cache_dir=cache_dir,
                   batch_size=batch_size, seed=seed, progress=progress, num_workers=num_workers,
-                  meta={k: v for k, v in meta.items()
-                        if k not in ("classes", "features", "weights", "test_split")})
+                  arch=arch, meta={k: v for k, v in meta.items()
+                                   if k not in ("classes", "arch", "features", "weights",
+                                                "test_split")})
         split = meta.get("test_split") or []
         index = {c: k for k, c in enumerate(classes)}
         clf.test_paths = [p for p, _ in split]
