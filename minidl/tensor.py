@@ -905,7 +905,8 @@ def _random_fill(t, values, name):
     if autograd._grad_enabled and t.requires_grad and t._ctx is None:
         raise RuntimeError(f"{name} on a leaf tensor that requires grad (shape {t.shape}): "
                            "PyTorch refuses it too; initialise inside `with minidl.no_grad():`")
-    return t.copy_(Tensor(values))
+    src = Tensor(values)
+    return t.copy_(src if t.device == "cpu" else src.to(t.device))  # host draws onto t's device
 
 
 def _fill(t, value):

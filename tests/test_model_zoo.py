@@ -800,3 +800,48 @@ def test_get_model_and_list_models():
         get_model("resnet7")
     with pytest.raises(TypeError):
         get_model("resnet18", weights=3)
+
+
+# ---- the device path (numpy-backed fake GPU) -----------------------------------------------
+@pytest.fixture
+def fake_cuda(monkeypatch, tmp_path_factory):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    _fake_gpu.install(monkeypatch, lib)
+    return "cuda"
+
+
+def test_mobilenet_v3_and_stochastic_depth_on_the_fake_gpu(fake_cuda):
+    """Hardswish, hard-sigmoid squeeze-excitation, depthwise convs and BatchNorm(eps=1e-3) on
+    the device path, a train step and eval in float64 against the CPU; stochastic depth draws
+    its mask on the input's device."""
+    from minidl.models._blocks import stochastic_depth
+
+    minidl.manual_seed(0)
+    state = {k: v.numpy() for k, v in get_model("mobilenet_v3_small", num_classes=5).state_dict().items()}
+    x = _input(32, seed=8)
+    results = []
+    for dev in (fake_cuda, "cpu"):
+        model = get_model("mobilenet_v3_small", num_classes=5)
+        model.load_state_dict(state)
+        model = model.double().to(dev)
+        _no_dropout(model)
+        out = model(minidl.tensor(x, dtype=minidl.float64, device=dev))
+        assert str(out.device).startswith("cuda" if dev != "cpu" else "cpu")
+        out.sum().backward()
+        grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
+        with minidl.no_grad():
+            logits = model.eval()(minidl.tensor(x, dtype=minidl.float64, device=dev)).numpy()
+        results.append((grads, logits))
+    (g1, l1), (g0, l0) = results
+    _assert_close(l1, l0)
+    for k in g0:
+        _assert_close(g1[k], g0[k], 1e-8, floor=1e-3)
+    for fill in ("bernoulli_", "uniform_", "normal_"):  # host draws copied onto the device
+        t = getattr(minidl.empty(4, 3, device=fake_cuda), fill)()
+        assert str(t.device).startswith("cuda") and np.isfinite(t.numpy()).all()
+    y = stochastic_depth(minidl.tensor(np.ones((16, 2)), device=fake_cuda), 0.5, "row")
+    assert str(y.device).startswith("cuda") and set(np.unique(y.numpy())) <= {0.0, 2.0}
