@@ -766,6 +766,8 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         get_model("resnet101", weights="DEFAULT")  # DEFAULT is torchvision's best: V2
     with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth"):
         get_model("resnet18", weights="imagenet1k_v1")
+    with pytest.raises(FileNotFoundError, match="imagenet_weights.pth does not exist"):
+        get_model("resnet18", weights=str(tmp_path / "imagenet_weights.pth"))  # a path, not a name
     with pytest.raises(ValueError, match="unknown ResNet-18 weights name 'IMAGENET1K_V2'"):
         get_model("resnet18", weights="IMAGENET1K_V2")  # resnet18 has only V1
     with pytest.raises(ValueError, match="unknown ResNet-34 weights"):

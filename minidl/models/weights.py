@@ -11,6 +11,7 @@ defaults to ``~/.cache/torch``, or ``$XDG_CACHE_HOME/torch`` when that is set, a
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 __all__ = ["PRETRAINED", "WEIGHTS", "torch_home", "checkpoints_dir", "find_pretrained",
@@ -135,10 +136,13 @@ def is_pretrained_name(weights, arch="resnet50"):
     return isinstance(weights, str) and _canonical(weights, arch) is not None
 
 
+_NAME = re.compile(r"(?i:DEFAULT|IMAGENET1K_\w+)|\w+_(?i:weights)\.[A-Z][A-Z0-9_]*")
+
+
 def _looks_like_name(weights):
-    return isinstance(weights, str) and not os.path.exists(weights) and (
-        weights.upper() == "DEFAULT" or weights.upper().startswith("IMAGENET")
-        or "_WEIGHTS." in weights.upper())
+    """A torchvision weights name of some architecture (not a file that exists)."""
+    return (isinstance(weights, str) and not os.path.exists(weights)
+            and _NAME.fullmatch(weights) is not None)
 
 
 def find_pretrained(name, announce=True, arch="resnet50"):
