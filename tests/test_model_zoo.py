@@ -30,7 +30,8 @@ PARAMS = {
     "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
     "mobilenet_v2": 3_504_872, "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856,
     "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
-    "efficientnet_b3": 12_233_232,
+    "efficientnet_b3": 12_233_232, "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704, "efficientnet_b7": 66_347_960,
     "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
     "alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
@@ -241,13 +242,14 @@ class _TMobileNetV3(_THead):
 
 
 class _TMBConv(tnn.Module):
-    def __init__(self, t, k, stride, cin, cout, sd):
+    def __init__(self, t, k, stride, cin, cout, sd, norm=tnn.BatchNorm2d):
         super().__init__()
         exp = _div(cin * t)
         self.res = stride == 1 and cin == cout
-        layers = [] if exp == cin else [_cna(cin, exp, 1, act=tnn.SiLU)]
-        layers += [_cna(exp, exp, k, stride, exp, act=tnn.SiLU),
-                   _TSE(exp, max(1, cin // 4), act=tnn.SiLU), _cna(exp, cout, 1, act=None)]
+        layers = [] if exp == cin else [_cna(cin, exp, 1, norm=norm, act=tnn.SiLU)]
+        layers += [_cna(exp, exp, k, stride, exp, norm=norm, act=tnn.SiLU),
+                   _TSE(exp, max(1, cin // 4), act=tnn.SiLU),
+                   _cna(exp, cout, 1, norm=norm, act=None)]
         self.block = tnn.Sequential(*layers)
         self.stochastic_depth = _TStochasticDepth(sd)
 
@@ -257,7 +259,7 @@ class _TMBConv(tnn.Module):
 
 
 class _TEfficientNet(_THead):
-    def __init__(self, width, depth, dropout, nc=1000):
+    def __init__(self, width, depth, dropout, nc=1000, tf_bn=False):
         super().__init__()
         import math
 
@@ -267,15 +269,16 @@ class _TEfficientNet(_THead):
                                          (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
                                          (6, 3, 1, 192, 320, 1)]]
         total, bid = sum(r[-1] for r in rows), 0
-        feats = [_cna(3, rows[0][3], 3, 2, act=tnn.SiLU)]
+        norm = (lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)) if tf_bn else tnn.BatchNorm2d
+        feats = [_cna(3, rows[0][3], 3, 2, norm=norm, act=tnn.SiLU)]
         for t, k, s, i, o, n in rows:
             stage = []
             for j in range(n):
                 stage.append(_TMBConv(t, k, s if j == 0 else 1, i if j == 0 else o, o,
-                                      0.2 * bid / total))
+                                      0.2 * bid / total, norm))
                 bid += 1
             feats.append(tnn.Sequential(*stage))
-        feats.append(_cna(rows[-1][4], 4 * rows[-1][4], 1, act=tnn.SiLU))
+        feats.append(_cna(rows[-1][4], 4 * rows[-1][4], 1, norm=norm, act=tnn.SiLU))
         self.features = tnn.Sequential(*feats)
         self.avgpool = tnn.AdaptiveAvgPool2d(1)
         self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(4 * rows[-1][4], nc))
@@ -479,6 +482,10 @@ TWINS = {
     "efficientnet_b1": lambda nc=1000: _TEfficientNet(1.0, 1.1, 0.2, nc),
     "efficientnet_b2": lambda nc=1000: _TEfficientNet(1.1, 1.2, 0.3, nc),
     "efficientnet_b3": lambda nc=1000: _TEfficientNet(1.2, 1.4, 0.3, nc),
+    "efficientnet_b4": lambda nc=1000: _TEfficientNet(1.4, 1.8, 0.4, nc),
+    "efficientnet_b5": lambda nc=1000: _TEfficientNet(1.6, 2.2, 0.4, nc, True),
+    "efficientnet_b6": lambda nc=1000: _TEfficientNet(1.8, 2.6, 0.5, nc, True),
+    "efficientnet_b7": lambda nc=1000: _TEfficientNet(2.0, 3.1, 0.5, nc, True),
     "alexnet": lambda nc=1000: _TAlexNet(nc),
     "squeezenet1_0": lambda nc=1000: _TSqueezeNet("1_0", nc),
     "squeezenet1_1": lambda nc=1000: _TSqueezeNet("1_1", nc),
@@ -667,6 +674,14 @@ def test_stochastic_depth_probabilities_as_torchvision():
     assert [b.stochastic_depth.p for b in cblocks] == pytest.approx([0, 0.025, 0.05, 0.075, 0.1])
     assert cblocks[0].layer_scale.shape == (8, 1, 1)
     assert np.allclose(cblocks[0].layer_scale.numpy(), 1e-6)
+
+
+def test_efficientnet_batchnorm_eps_as_torchvision():
+    """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
+    momentum=0.01, as torchvision's builders."""
+    for name, want in [("efficientnet_b0", (1e-5, 0.1)), ("efficientnet_b5", (0.001, 0.01))]:
+        bns = [m for m in get_model(name).modules() if isinstance(m, minidl.nn.BatchNorm2d)]
+        assert {(m.eps, m.momentum) for m in bns} == {want}, name
 
 
 def test_block_gradients_float64():

@@ -8,7 +8,8 @@ from .resnet import (BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet5
 from .small import lenet5, mlp
 from .mobilenet import MobileNetV2, MobileNetV3, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
-                           efficientnet_b3)
+                           efficientnet_b3, efficientnet_b4, efficientnet_b5, efficientnet_b6,
+                           efficientnet_b7)
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .alexnet import AlexNet, alexnet
 from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
@@ -21,6 +22,7 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "get_model_builder", "get_model_weights",
            "MobileNetV2", "MobileNetV3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
            "EfficientNet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+           "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
            "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
            "AlexNet", "alexnet", "SqueezeNet", "squeezenet1_0", "squeezenet1_1",
            "DenseNet", "densenet121", "densenet161", "densenet169", "densenet201",
@@ -30,7 +32,8 @@ _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
     resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
     mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small,
-    efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3,
+    efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4,
+    efficientnet_b5, efficientnet_b6, efficientnet_b7,
     vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, alexnet,
     squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
     convnext_tiny, convnext_small)}
