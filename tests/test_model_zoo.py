@@ -811,12 +811,25 @@ def test_get_model_and_list_models():
     assert "resnet18" in list_models(include="resnet*")
     assert "resnext50_32x4d" not in list_models(include="resnet*")
     assert all(not n.startswith("wide") for n in list_models(exclude="wide_*"))
+    import minidl.models.vgg
+
+    assert list_models(minidl.models.vgg) == ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
+                                              "vgg16_bn", "vgg19", "vgg19_bn"]
+    assert list_models(minidl.models) == list_models()
     m = get_model("ResNet18", num_classes=7)
     assert m.fc.weight.shape == (7, 512)
     with pytest.raises(ValueError, match="Unknown model resnet7"):
         get_model("resnet7")
     with pytest.raises(TypeError):
         get_model("resnet18", weights=3)
+
+
+def test_convert_cli_names_the_known_archs(tmp_path, capsys):
+    src = tmp_path / "w.pth"
+    torch.save({"a": torch.ones(2)}, src)
+    assert convert_main([str(src), str(tmp_path / "o.npz"), "--arch", "resnet7"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown arch 'resnet7'" in err and "mobilenet_v3_small" in err and "'none'" in err
 
 
 # ---- the device path (numpy-backed fake GPU) -----------------------------------------------

@@ -41,10 +41,15 @@ _BUILDERS = {f.__name__: f for f in (
 
 def list_models(module=None, include=None, exclude=None):
     """The names of the classification architectures, sorted, as torchvision's list_models;
-    ``include``/``exclude`` are fnmatch patterns (or lists of them)."""
+    ``module`` keeps those built in that module (``minidl.models.vgg``), ``include``/``exclude``
+    are fnmatch patterns (or lists of them)."""
     import fnmatch
 
     names = sorted(_BUILDERS)
+    if module is not None:
+        prefix = getattr(module, "__name__", str(module))
+        names = [n for n in names if _BUILDERS[n].__module__ == prefix
+                 or _BUILDERS[n].__module__.startswith(prefix + ".")]
     if include is not None:
         pats = [include] if isinstance(include, str) else list(include)
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in pats)]
