@@ -37,6 +37,7 @@ PARAMS = {
     "alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
     "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480,
     "densenet201": 20_013_928, "convnext_tiny": 28_589_128, "convnext_small": 50_223_688,
+    "convnext_base": 88_591_464, "convnext_large": 197_767_336,
 }
 
 
@@ -442,11 +443,10 @@ class _TCNBlock(tnn.Module):
 
 
 class _TConvNeXt(tnn.Module):
-    def __init__(self, depths, sd, nc=1000):
+    def __init__(self, depths, sd, nc=1000, dims=(96, 192, 384, 768)):
         super().__init__()
-        dims = [96, 192, 384, 768]
         ln = lambda c: _TLayerNorm2d(c, eps=1e-6)  # noqa: E731
-        feats = [_cna(3, 96, 4, 4, norm=ln, act=None, padding=0, bias=True)]
+        feats = [_cna(3, dims[0], 4, 4, norm=ln, act=None, padding=0, bias=True)]
         total, bid = sum(depths), 0
         for i, n in enumerate(depths):
             stage = []
@@ -458,7 +458,7 @@ class _TConvNeXt(tnn.Module):
                 feats.append(tnn.Sequential(ln(dims[i]), tnn.Conv2d(dims[i], dims[i + 1], 2, 2)))
         self.features = tnn.Sequential(*feats)
         self.avgpool = tnn.AdaptiveAvgPool2d(1)
-        self.classifier = tnn.Sequential(ln(768), tnn.Flatten(1), tnn.Linear(768, nc))
+        self.classifier = tnn.Sequential(ln(dims[3]), tnn.Flatten(1), tnn.Linear(dims[3], nc))
 
     def forward(self, x):
         return self.classifier(self.avgpool(self.features(x)))
@@ -495,6 +495,8 @@ TWINS = {
     "densenet201": lambda nc=1000: _TDenseNet(32, (6, 12, 48, 32), 64, nc),
     "convnext_tiny": lambda nc=1000: _TConvNeXt([3, 3, 9, 3], 0.1, nc),
     "convnext_small": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.4, nc),
+    "convnext_base": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.5, nc, (128, 256, 512, 1024)),
+    "convnext_large": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.5, nc, (192, 384, 768, 1536)),
 }
 for _d in ("11", "13", "16", "19"):
     TWINS[f"vgg{_d}"] = lambda nc=1000, d=_d: _TVGG(d, False, nc)

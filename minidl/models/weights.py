@@ -103,6 +103,10 @@ WEIGHTS = {
                         {"IMAGENET1K_V1": "convnext_tiny-983f1562.pth"}),
     "convnext_small": _w("ConvNeXt-Small", "ConvNeXt_Small_Weights",
                          {"IMAGENET1K_V1": "convnext_small-0c510722.pth"}),
+    "convnext_base": _w("ConvNeXt-Base", "ConvNeXt_Base_Weights",
+                        {"IMAGENET1K_V1": "convnext_base-6075fbad.pth"}),
+    "convnext_large": _w("ConvNeXt-Large", "ConvNeXt_Large_Weights",
+                         {"IMAGENET1K_V1": "convnext_large-ea097f82.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
