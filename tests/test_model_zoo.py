@@ -38,6 +38,8 @@ PARAMS = {
     "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480,
     "densenet201": 20_013_928, "convnext_tiny": 28_589_128, "convnext_small": 50_223_688,
     "convnext_base": 88_591_464, "convnext_large": 197_767_336,
+    "shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604,
+    "shufflenet_v2_x1_5": 3_503_624, "shufflenet_v2_x2_0": 7_393_996,
 }
 
 
@@ -464,6 +466,51 @@ class _TConvNeXt(tnn.Module):
         return self.classifier(self.avgpool(self.features(x)))
 
 
+class _TShuffleUnit(tnn.Module):
+    def __init__(self, inp, oup, stride):
+        super().__init__()
+        self.stride, bf = stride, oup // 2
+        self.branch1 = tnn.Sequential()
+        if stride > 1:
+            self.branch1 = tnn.Sequential(
+                tnn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), tnn.BatchNorm2d(inp),
+                tnn.Conv2d(inp, bf, 1, bias=False), tnn.BatchNorm2d(bf), tnn.ReLU(True))
+        self.branch2 = tnn.Sequential(
+            tnn.Conv2d(inp if stride > 1 else bf, bf, 1, bias=False), tnn.BatchNorm2d(bf),
+            tnn.ReLU(True), tnn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False),
+            tnn.BatchNorm2d(bf), tnn.Conv2d(bf, bf, 1, bias=False), tnn.BatchNorm2d(bf),
+            tnn.ReLU(True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), 1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), 1)
+        n, c, h, w = out.shape
+        return out.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+
+
+class _TShuffleNetV2(tnn.Module):
+    def __init__(self, ch, nc=1000):
+        super().__init__()
+        self.conv1 = tnn.Sequential(tnn.Conv2d(3, ch[0], 3, 2, 1, bias=False),
+                                    tnn.BatchNorm2d(ch[0]), tnn.ReLU(True))
+        self.maxpool = tnn.MaxPool2d(3, 2, 1)
+        inp = ch[0]
+        for name, reps, out in zip(("stage2", "stage3", "stage4"), [4, 8, 4], ch[1:]):
+            setattr(self, name, tnn.Sequential(
+                _TShuffleUnit(inp, out, 2), *[_TShuffleUnit(out, out, 1) for _ in range(reps - 1)]))
+            inp = out
+        self.conv5 = tnn.Sequential(tnn.Conv2d(inp, ch[-1], 1, bias=False),
+                                    tnn.BatchNorm2d(ch[-1]), tnn.ReLU(True))
+        self.fc = tnn.Linear(ch[-1], nc)
+
+    def forward(self, x):
+        x = self.conv5(self.stage4(self.stage3(self.stage2(self.maxpool(self.conv1(x))))))
+        return self.fc(x.mean([2, 3]))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -497,6 +544,10 @@ TWINS = {
     "convnext_small": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.4, nc),
     "convnext_base": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.5, nc, (128, 256, 512, 1024)),
     "convnext_large": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.5, nc, (192, 384, 768, 1536)),
+    "shufflenet_v2_x0_5": lambda nc=1000: _TShuffleNetV2([24, 48, 96, 192, 1024], nc),
+    "shufflenet_v2_x1_0": lambda nc=1000: _TShuffleNetV2([24, 116, 232, 464, 1024], nc),
+    "shufflenet_v2_x1_5": lambda nc=1000: _TShuffleNetV2([24, 176, 352, 704, 1024], nc),
+    "shufflenet_v2_x2_0": lambda nc=1000: _TShuffleNetV2([24, 244, 488, 976, 2048], nc),
 }
 for _d in ("11", "13", "16", "19"):
     TWINS[f"vgg{_d}"] = lambda nc=1000, d=_d: _TVGG(d, False, nc)
@@ -504,7 +555,7 @@ for _d in ("11", "13", "16", "19"):
 # forward parity on these (input size); the rest are checked by count, names and shapes only
 FORWARD = {"resnet18": 32, "resnext50_32x4d": 32, "mobilenet_v2": 32, "mobilenet_v3_small": 32,
            "mobilenet_v3_large": 32, "efficientnet_b0": 32, "alexnet": 64, "squeezenet1_0": 64,
-           "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32}
+           "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32, "shufflenet_v2_x0_5": 32}
 
 
 # ---- helpers -------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, 
 from .alexnet import AlexNet, alexnet
 from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
+from .shufflenetv2 import (ShuffleNetV2, shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5,
+                           shufflenet_v2_x2_0)
 from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
@@ -26,7 +28,9 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
            "AlexNet", "alexnet", "SqueezeNet", "squeezenet1_0", "squeezenet1_1",
            "DenseNet", "densenet121", "densenet161", "densenet169", "densenet201",
-           "ConvNeXt", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large"]
+           "ConvNeXt", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+           "ShuffleNetV2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
+           "shufflenet_v2_x2_0"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -36,7 +40,8 @@ _BUILDERS = {f.__name__: f for f in (
     efficientnet_b5, efficientnet_b6, efficientnet_b7,
     vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, alexnet,
     squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
-    convnext_tiny, convnext_small, convnext_base, convnext_large)}
+    convnext_tiny, convnext_small, convnext_base, convnext_large,
+    shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0)}
 
 
 def list_models(module=None, include=None, exclude=None):
