@@ -40,6 +40,8 @@ PARAMS = {
     "convnext_base": 88_591_464, "convnext_large": 197_767_336,
     "shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604,
     "shufflenet_v2_x1_5": 3_503_624, "shufflenet_v2_x2_0": 7_393_996,
+    "vit_b_16": 86_567_656, "vit_b_32": 88_224_232, "vit_l_16": 304_326_632,
+    "vit_l_32": 306_535_400, "vit_h_14": 632_045_800,
 }
 
 
@@ -511,6 +513,56 @@ class _TShuffleNetV2(tnn.Module):
         return self.fc(x.mean([2, 3]))
 
 
+class _TEncoderBlock(tnn.Module):
+    def __init__(self, heads, hidden, mlp):
+        super().__init__()
+        self.ln_1 = tnn.LayerNorm(hidden, eps=1e-6)
+        self.self_attention = tnn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.dropout = tnn.Dropout(0.0)
+        self.ln_2 = tnn.LayerNorm(hidden, eps=1e-6)
+        self.mlp = tnn.Sequential(tnn.Linear(hidden, mlp), tnn.GELU(), tnn.Dropout(0.0),
+                                  tnn.Linear(mlp, hidden), tnn.Dropout(0.0))
+
+    def forward(self, inp):
+        x = self.ln_1(inp)
+        x, _ = self.self_attention(x, x, x, need_weights=False)
+        x = self.dropout(x) + inp
+        return x + self.mlp(self.ln_2(x))
+
+
+class _TEncoder(tnn.Module):
+    def __init__(self, seq, layers, heads, hidden, mlp):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.pos_embedding = tnn.Parameter(torch.empty(1, seq, hidden).normal_(std=0.02))
+        self.dropout = tnn.Dropout(0.0)
+        self.layers = tnn.Sequential(OrderedDict(
+            (f"encoder_layer_{i}", _TEncoderBlock(heads, hidden, mlp)) for i in range(layers)))
+        self.ln = tnn.LayerNorm(hidden, eps=1e-6)
+
+    def forward(self, x):
+        return self.ln(self.layers(self.dropout(x + self.pos_embedding)))
+
+
+class _TViT(tnn.Module):
+    def __init__(self, image, patch, layers, heads, hidden, mlp, nc=1000):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.hidden = hidden
+        self.conv_proj = tnn.Conv2d(3, hidden, patch, patch)
+        self.class_token = tnn.Parameter(torch.zeros(1, 1, hidden))
+        self.encoder = _TEncoder((image // patch) ** 2 + 1, layers, heads, hidden, mlp)
+        self.heads = tnn.Sequential(OrderedDict([("head", tnn.Linear(hidden, nc))]))
+
+    def forward(self, x):
+        n = x.shape[0]
+        x = self.conv_proj(x).reshape(n, self.hidden, -1).permute(0, 2, 1)
+        x = self.encoder(torch.cat([self.class_token.expand(n, -1, -1), x], dim=1))
+        return self.heads(x[:, 0])
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -548,6 +600,11 @@ TWINS = {
     "shufflenet_v2_x1_0": lambda nc=1000: _TShuffleNetV2([24, 116, 232, 464, 1024], nc),
     "shufflenet_v2_x1_5": lambda nc=1000: _TShuffleNetV2([24, 176, 352, 704, 1024], nc),
     "shufflenet_v2_x2_0": lambda nc=1000: _TShuffleNetV2([24, 244, 488, 976, 2048], nc),
+    "vit_b_16": lambda nc=1000: _TViT(224, 16, 12, 12, 768, 3072, nc),
+    "vit_b_32": lambda nc=1000: _TViT(224, 32, 12, 12, 768, 3072, nc),
+    "vit_l_16": lambda nc=1000: _TViT(224, 16, 24, 16, 1024, 4096, nc),
+    "vit_l_32": lambda nc=1000: _TViT(224, 32, 24, 16, 1024, 4096, nc),
+    "vit_h_14": lambda nc=1000: _TViT(224, 14, 32, 16, 1280, 5120, nc),
 }
 for _d in ("11", "13", "16", "19"):
     TWINS[f"vgg{_d}"] = lambda nc=1000, d=_d: _TVGG(d, False, nc)
@@ -687,6 +744,46 @@ def test_vgg_features_parity_float64():
         want = twin.avgpool(twin.features(torch.from_numpy(x))).numpy()
     assert got.shape == (2, 512, 7, 7)
     _assert_close(got.numpy(), want)
+
+
+def test_vision_transformer_parity_float64():
+    """A small ViT (32x32 input, 16x16 patches, 2 blocks) from the same class as vit_b_16: the
+    patchify conv, class token, position embedding, pre-norm attention and MLP blocks, in eval
+    mode, and one train-mode backward."""
+    from minidl.models import VisionTransformer
+
+    model = VisionTransformer(32, 16, 2, 4, 32, 64, num_classes=10).double()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(9)
+    state["heads.head.weight"] = rng.standard_normal((10, 32)) * 0.2  # torchvision zeroes it
+    model.load_state_dict(state)
+    twin = _TViT(32, 16, 2, 4, 32, 64, 10).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    x = _input(32, seed=10)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    om, ot = model.train()(xm), twin.train()(xt)
+    _assert_close(om.detach().numpy(), ot.detach().numpy())
+    om.sum().backward()
+    ot.sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-6)
+    with pytest.raises(ValueError, match=r"expected input \(N, 3, 32, 32\)"):
+        model(minidl.tensor(_input(64), dtype=minidl.float64))
+
+
+def test_vit_swag_e2e_weights_build_at_their_size(tmp_path, monkeypatch):
+    """Naming the SWAG end-to-end weights builds ViT-B/16 at 384x384 as torchvision does (the
+    position embedding has (384/16)^2 + 1 rows), so the file's shapes are what is checked."""
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save({"conv_proj.weight": torch.zeros(1)}, ckpt / "vit_b_16_swag-9ac1b537.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"missing: encoder.pos_embedding \(1, 577, 768\)"):
+        get_model("vit_b_16", weights="IMAGENET1K_SWAG_E2E_V1")
 
 
 # ---- stochastic depth, squeeze-excitation, LayerNorm2d ------------------------------------

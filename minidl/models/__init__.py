@@ -16,6 +16,7 @@ from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
 from .shufflenetv2 import (ShuffleNetV2, shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5,
                            shufflenet_v2_x2_0)
+from .vision_transformer import VisionTransformer, vit_b_16, vit_b_32, vit_h_14, vit_l_16, vit_l_32
 from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
@@ -30,7 +31,8 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "DenseNet", "densenet121", "densenet161", "densenet169", "densenet201",
            "ConvNeXt", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
            "ShuffleNetV2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
-           "shufflenet_v2_x2_0"]
+           "shufflenet_v2_x2_0",
+           "VisionTransformer", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -41,7 +43,8 @@ _BUILDERS = {f.__name__: f for f in (
     vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, alexnet,
     squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
     convnext_tiny, convnext_small, convnext_base, convnext_large,
-    shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0)}
+    shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0,
+    vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14)}
 
 
 def list_models(module=None, include=None, exclude=None):
