@@ -30,12 +30,18 @@ PARAMS = {
     "wide_resnet50_2": 68_883_240, "wide_resnet101_2": 126_886_696,
     "mobilenet_v2": 3_504_872, "mobilenet_v3_large": 5_483_032, "mobilenet_v3_small": 2_542_856,
     "efficientnet_b0": 5_288_548, "efficientnet_b1": 7_794_184, "efficientnet_b2": 9_109_994,
-    "efficientnet_b3": 12_233_232,
+    "efficientnet_b3": 12_233_232, "efficientnet_b4": 19_341_616, "efficientnet_b5": 30_389_784,
+    "efficientnet_b6": 43_040_704, "efficientnet_b7": 66_347_960,
     "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848, "vgg13_bn": 133_053_736,
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
     "alexnet": 61_100_840, "squeezenet1_0": 1_248_424, "squeezenet1_1": 1_235_496,
     "densenet121": 7_978_856, "densenet161": 28_681_000, "densenet169": 14_149_480,
     "densenet201": 20_013_928, "convnext_tiny": 28_589_128, "convnext_small": 50_223_688,
+    "convnext_base": 88_591_464, "convnext_large": 197_767_336,
+    "shufflenet_v2_x0_5": 1_366_792, "shufflenet_v2_x1_0": 2_278_604,
+    "shufflenet_v2_x1_5": 3_503_624, "shufflenet_v2_x2_0": 7_393_996,
+    "vit_b_16": 86_567_656, "vit_b_32": 88_224_232, "vit_l_16": 304_326_632,
+    "vit_l_32": 306_535_400, "vit_h_14": 632_045_800,
 }
 
 
@@ -241,13 +247,14 @@ class _TMobileNetV3(_THead):
 
 
 class _TMBConv(tnn.Module):
-    def __init__(self, t, k, stride, cin, cout, sd):
+    def __init__(self, t, k, stride, cin, cout, sd, norm=tnn.BatchNorm2d):
         super().__init__()
         exp = _div(cin * t)
         self.res = stride == 1 and cin == cout
-        layers = [] if exp == cin else [_cna(cin, exp, 1, act=tnn.SiLU)]
-        layers += [_cna(exp, exp, k, stride, exp, act=tnn.SiLU),
-                   _TSE(exp, max(1, cin // 4), act=tnn.SiLU), _cna(exp, cout, 1, act=None)]
+        layers = [] if exp == cin else [_cna(cin, exp, 1, norm=norm, act=tnn.SiLU)]
+        layers += [_cna(exp, exp, k, stride, exp, norm=norm, act=tnn.SiLU),
+                   _TSE(exp, max(1, cin // 4), act=tnn.SiLU),
+                   _cna(exp, cout, 1, norm=norm, act=None)]
         self.block = tnn.Sequential(*layers)
         self.stochastic_depth = _TStochasticDepth(sd)
 
@@ -257,7 +264,7 @@ class _TMBConv(tnn.Module):
 
 
 class _TEfficientNet(_THead):
-    def __init__(self, width, depth, dropout, nc=1000):
+    def __init__(self, width, depth, dropout, nc=1000, tf_bn=False):
         super().__init__()
         import math
 
@@ -267,15 +274,16 @@ class _TEfficientNet(_THead):
                                          (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
                                          (6, 3, 1, 192, 320, 1)]]
         total, bid = sum(r[-1] for r in rows), 0
-        feats = [_cna(3, rows[0][3], 3, 2, act=tnn.SiLU)]
+        norm = (lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)) if tf_bn else tnn.BatchNorm2d
+        feats = [_cna(3, rows[0][3], 3, 2, norm=norm, act=tnn.SiLU)]
         for t, k, s, i, o, n in rows:
             stage = []
             for j in range(n):
                 stage.append(_TMBConv(t, k, s if j == 0 else 1, i if j == 0 else o, o,
-                                      0.2 * bid / total))
+                                      0.2 * bid / total, norm))
                 bid += 1
             feats.append(tnn.Sequential(*stage))
-        feats.append(_cna(rows[-1][4], 4 * rows[-1][4], 1, act=tnn.SiLU))
+        feats.append(_cna(rows[-1][4], 4 * rows[-1][4], 1, norm=norm, act=tnn.SiLU))
         self.features = tnn.Sequential(*feats)
         self.avgpool = tnn.AdaptiveAvgPool2d(1)
         self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(4 * rows[-1][4], nc))
@@ -439,11 +447,10 @@ class _TCNBlock(tnn.Module):
 
 
 class _TConvNeXt(tnn.Module):
-    def __init__(self, depths, sd, nc=1000):
+    def __init__(self, depths, sd, nc=1000, dims=(96, 192, 384, 768)):
         super().__init__()
-        dims = [96, 192, 384, 768]
         ln = lambda c: _TLayerNorm2d(c, eps=1e-6)  # noqa: E731
-        feats = [_cna(3, 96, 4, 4, norm=ln, act=None, padding=0, bias=True)]
+        feats = [_cna(3, dims[0], 4, 4, norm=ln, act=None, padding=0, bias=True)]
         total, bid = sum(depths), 0
         for i, n in enumerate(depths):
             stage = []
@@ -455,10 +462,105 @@ class _TConvNeXt(tnn.Module):
                 feats.append(tnn.Sequential(ln(dims[i]), tnn.Conv2d(dims[i], dims[i + 1], 2, 2)))
         self.features = tnn.Sequential(*feats)
         self.avgpool = tnn.AdaptiveAvgPool2d(1)
-        self.classifier = tnn.Sequential(ln(768), tnn.Flatten(1), tnn.Linear(768, nc))
+        self.classifier = tnn.Sequential(ln(dims[3]), tnn.Flatten(1), tnn.Linear(dims[3], nc))
 
     def forward(self, x):
         return self.classifier(self.avgpool(self.features(x)))
+
+
+class _TShuffleUnit(tnn.Module):
+    def __init__(self, inp, oup, stride):
+        super().__init__()
+        self.stride, bf = stride, oup // 2
+        self.branch1 = tnn.Sequential()
+        if stride > 1:
+            self.branch1 = tnn.Sequential(
+                tnn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), tnn.BatchNorm2d(inp),
+                tnn.Conv2d(inp, bf, 1, bias=False), tnn.BatchNorm2d(bf), tnn.ReLU(True))
+        self.branch2 = tnn.Sequential(
+            tnn.Conv2d(inp if stride > 1 else bf, bf, 1, bias=False), tnn.BatchNorm2d(bf),
+            tnn.ReLU(True), tnn.Conv2d(bf, bf, 3, stride, 1, groups=bf, bias=False),
+            tnn.BatchNorm2d(bf), tnn.Conv2d(bf, bf, 1, bias=False), tnn.BatchNorm2d(bf),
+            tnn.ReLU(True))
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), 1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), 1)
+        n, c, h, w = out.shape
+        return out.view(n, 2, c // 2, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+
+
+class _TShuffleNetV2(tnn.Module):
+    def __init__(self, ch, nc=1000):
+        super().__init__()
+        self.conv1 = tnn.Sequential(tnn.Conv2d(3, ch[0], 3, 2, 1, bias=False),
+                                    tnn.BatchNorm2d(ch[0]), tnn.ReLU(True))
+        self.maxpool = tnn.MaxPool2d(3, 2, 1)
+        inp = ch[0]
+        for name, reps, out in zip(("stage2", "stage3", "stage4"), [4, 8, 4], ch[1:]):
+            setattr(self, name, tnn.Sequential(
+                _TShuffleUnit(inp, out, 2), *[_TShuffleUnit(out, out, 1) for _ in range(reps - 1)]))
+            inp = out
+        self.conv5 = tnn.Sequential(tnn.Conv2d(inp, ch[-1], 1, bias=False),
+                                    tnn.BatchNorm2d(ch[-1]), tnn.ReLU(True))
+        self.fc = tnn.Linear(ch[-1], nc)
+
+    def forward(self, x):
+        x = self.conv5(self.stage4(self.stage3(self.stage2(self.maxpool(self.conv1(x))))))
+        return self.fc(x.mean([2, 3]))
+
+
+class _TEncoderBlock(tnn.Module):
+    def __init__(self, heads, hidden, mlp):
+        super().__init__()
+        self.ln_1 = tnn.LayerNorm(hidden, eps=1e-6)
+        self.self_attention = tnn.MultiheadAttention(hidden, heads, batch_first=True)
+        self.dropout = tnn.Dropout(0.0)
+        self.ln_2 = tnn.LayerNorm(hidden, eps=1e-6)
+        self.mlp = tnn.Sequential(tnn.Linear(hidden, mlp), tnn.GELU(), tnn.Dropout(0.0),
+                                  tnn.Linear(mlp, hidden), tnn.Dropout(0.0))
+
+    def forward(self, inp):
+        x = self.ln_1(inp)
+        x, _ = self.self_attention(x, x, x, need_weights=False)
+        x = self.dropout(x) + inp
+        return x + self.mlp(self.ln_2(x))
+
+
+class _TEncoder(tnn.Module):
+    def __init__(self, seq, layers, heads, hidden, mlp):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.pos_embedding = tnn.Parameter(torch.empty(1, seq, hidden).normal_(std=0.02))
+        self.dropout = tnn.Dropout(0.0)
+        self.layers = tnn.Sequential(OrderedDict(
+            (f"encoder_layer_{i}", _TEncoderBlock(heads, hidden, mlp)) for i in range(layers)))
+        self.ln = tnn.LayerNorm(hidden, eps=1e-6)
+
+    def forward(self, x):
+        return self.ln(self.layers(self.dropout(x + self.pos_embedding)))
+
+
+class _TViT(tnn.Module):
+    def __init__(self, image, patch, layers, heads, hidden, mlp, nc=1000):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.hidden = hidden
+        self.conv_proj = tnn.Conv2d(3, hidden, patch, patch)
+        self.class_token = tnn.Parameter(torch.zeros(1, 1, hidden))
+        self.encoder = _TEncoder((image // patch) ** 2 + 1, layers, heads, hidden, mlp)
+        self.heads = tnn.Sequential(OrderedDict([("head", tnn.Linear(hidden, nc))]))
+
+    def forward(self, x):
+        n = x.shape[0]
+        x = self.conv_proj(x).reshape(n, self.hidden, -1).permute(0, 2, 1)
+        x = self.encoder(torch.cat([self.class_token.expand(n, -1, -1), x], dim=1))
+        return self.heads(x[:, 0])
 
 
 TWINS = {
@@ -479,6 +581,10 @@ TWINS = {
     "efficientnet_b1": lambda nc=1000: _TEfficientNet(1.0, 1.1, 0.2, nc),
     "efficientnet_b2": lambda nc=1000: _TEfficientNet(1.1, 1.2, 0.3, nc),
     "efficientnet_b3": lambda nc=1000: _TEfficientNet(1.2, 1.4, 0.3, nc),
+    "efficientnet_b4": lambda nc=1000: _TEfficientNet(1.4, 1.8, 0.4, nc),
+    "efficientnet_b5": lambda nc=1000: _TEfficientNet(1.6, 2.2, 0.4, nc, True),
+    "efficientnet_b6": lambda nc=1000: _TEfficientNet(1.8, 2.6, 0.5, nc, True),
+    "efficientnet_b7": lambda nc=1000: _TEfficientNet(2.0, 3.1, 0.5, nc, True),
     "alexnet": lambda nc=1000: _TAlexNet(nc),
     "squeezenet1_0": lambda nc=1000: _TSqueezeNet("1_0", nc),
     "squeezenet1_1": lambda nc=1000: _TSqueezeNet("1_1", nc),
@@ -488,6 +594,17 @@ TWINS = {
     "densenet201": lambda nc=1000: _TDenseNet(32, (6, 12, 48, 32), 64, nc),
     "convnext_tiny": lambda nc=1000: _TConvNeXt([3, 3, 9, 3], 0.1, nc),
     "convnext_small": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.4, nc),
+    "convnext_base": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.5, nc, (128, 256, 512, 1024)),
+    "convnext_large": lambda nc=1000: _TConvNeXt([3, 3, 27, 3], 0.5, nc, (192, 384, 768, 1536)),
+    "shufflenet_v2_x0_5": lambda nc=1000: _TShuffleNetV2([24, 48, 96, 192, 1024], nc),
+    "shufflenet_v2_x1_0": lambda nc=1000: _TShuffleNetV2([24, 116, 232, 464, 1024], nc),
+    "shufflenet_v2_x1_5": lambda nc=1000: _TShuffleNetV2([24, 176, 352, 704, 1024], nc),
+    "shufflenet_v2_x2_0": lambda nc=1000: _TShuffleNetV2([24, 244, 488, 976, 2048], nc),
+    "vit_b_16": lambda nc=1000: _TViT(224, 16, 12, 12, 768, 3072, nc),
+    "vit_b_32": lambda nc=1000: _TViT(224, 32, 12, 12, 768, 3072, nc),
+    "vit_l_16": lambda nc=1000: _TViT(224, 16, 24, 16, 1024, 4096, nc),
+    "vit_l_32": lambda nc=1000: _TViT(224, 32, 24, 16, 1024, 4096, nc),
+    "vit_h_14": lambda nc=1000: _TViT(224, 14, 32, 16, 1280, 5120, nc),
 }
 for _d in ("11", "13", "16", "19"):
     TWINS[f"vgg{_d}"] = lambda nc=1000, d=_d: _TVGG(d, False, nc)
@@ -495,7 +612,7 @@ for _d in ("11", "13", "16", "19"):
 # forward parity on these (input size); the rest are checked by count, names and shapes only
 FORWARD = {"resnet18": 32, "resnext50_32x4d": 32, "mobilenet_v2": 32, "mobilenet_v3_small": 32,
            "mobilenet_v3_large": 32, "efficientnet_b0": 32, "alexnet": 64, "squeezenet1_0": 64,
-           "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32}
+           "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32, "shufflenet_v2_x0_5": 32}
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -629,6 +746,46 @@ def test_vgg_features_parity_float64():
     _assert_close(got.numpy(), want)
 
 
+def test_vision_transformer_parity_float64():
+    """A small ViT (32x32 input, 16x16 patches, 2 blocks) from the same class as vit_b_16: the
+    patchify conv, class token, position embedding, pre-norm attention and MLP blocks, in eval
+    mode, and one train-mode backward."""
+    from minidl.models import VisionTransformer
+
+    model = VisionTransformer(32, 16, 2, 4, 32, 64, num_classes=10).double()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(9)
+    state["heads.head.weight"] = rng.standard_normal((10, 32)) * 0.2  # torchvision zeroes it
+    model.load_state_dict(state)
+    twin = _TViT(32, 16, 2, 4, 32, 64, 10).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    x = _input(32, seed=10)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    om, ot = model.train()(xm), twin.train()(xt)
+    _assert_close(om.detach().numpy(), ot.detach().numpy())
+    om.sum().backward()
+    ot.sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-6)
+    with pytest.raises(ValueError, match=r"expected input \(N, 3, 32, 32\)"):
+        model(minidl.tensor(_input(64), dtype=minidl.float64))
+
+
+def test_vit_swag_e2e_weights_build_at_their_size(tmp_path, monkeypatch):
+    """Naming the SWAG end-to-end weights builds ViT-B/16 at 384x384 as torchvision does (the
+    position embedding has (384/16)^2 + 1 rows), so the file's shapes are what is checked."""
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save({"conv_proj.weight": torch.zeros(1)}, ckpt / "vit_b_16_swag-9ac1b537.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(ValueError, match=r"missing: encoder.pos_embedding \(1, 577, 768\)"):
+        get_model("vit_b_16", weights="IMAGENET1K_SWAG_E2E_V1")
+
+
 # ---- stochastic depth, squeeze-excitation, LayerNorm2d ------------------------------------
 def test_stochastic_depth_semantics():
     from minidl.models._blocks import StochasticDepth, stochastic_depth
@@ -667,6 +824,14 @@ def test_stochastic_depth_probabilities_as_torchvision():
     assert [b.stochastic_depth.p for b in cblocks] == pytest.approx([0, 0.025, 0.05, 0.075, 0.1])
     assert cblocks[0].layer_scale.shape == (8, 1, 1)
     assert np.allclose(cblocks[0].layer_scale.numpy(), 1e-6)
+
+
+def test_efficientnet_batchnorm_eps_as_torchvision():
+    """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
+    momentum=0.01, as torchvision's builders."""
+    for name, want in [("efficientnet_b0", (1e-5, 0.1)), ("efficientnet_b5", (0.001, 0.01))]:
+        bns = [m for m in get_model(name).modules() if isinstance(m, minidl.nn.BatchNorm2d)]
+        assert {(m.eps, m.momentum) for m in bns} == {want}, name
 
 
 def test_block_gradients_float64():
@@ -766,6 +931,8 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         get_model("resnet101", weights="DEFAULT")  # DEFAULT is torchvision's best: V2
     with pytest.raises(FileNotFoundError, match="resnet18-f37072fd.pth"):
         get_model("resnet18", weights="imagenet1k_v1")
+    with pytest.raises(FileNotFoundError, match="imagenet_weights.pth does not exist"):
+        get_model("resnet18", weights=str(tmp_path / "imagenet_weights.pth"))  # a path, not a name
     with pytest.raises(ValueError, match="unknown ResNet-18 weights name 'IMAGENET1K_V2'"):
         get_model("resnet18", weights="IMAGENET1K_V2")  # resnet18 has only V1
     with pytest.raises(ValueError, match="unknown ResNet-34 weights"):
@@ -794,9 +961,67 @@ def test_get_model_and_list_models():
     assert "resnet18" in list_models(include="resnet*")
     assert "resnext50_32x4d" not in list_models(include="resnet*")
     assert all(not n.startswith("wide") for n in list_models(exclude="wide_*"))
+    import minidl.models.vgg
+
+    assert list_models(minidl.models.vgg) == ["vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16",
+                                              "vgg16_bn", "vgg19", "vgg19_bn"]
+    assert list_models(minidl.models) == list_models()
     m = get_model("ResNet18", num_classes=7)
     assert m.fc.weight.shape == (7, 512)
     with pytest.raises(ValueError, match="Unknown model resnet7"):
         get_model("resnet7")
     with pytest.raises(TypeError):
         get_model("resnet18", weights=3)
+
+
+def test_convert_cli_names_the_known_archs(tmp_path, capsys):
+    src = tmp_path / "w.pth"
+    torch.save({"a": torch.ones(2)}, src)
+    assert convert_main([str(src), str(tmp_path / "o.npz"), "--arch", "resnet7"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown arch 'resnet7'" in err and "mobilenet_v3_small" in err and "'none'" in err
+
+
+# ---- the device path (numpy-backed fake GPU) -----------------------------------------------
+@pytest.fixture
+def fake_cuda(monkeypatch, tmp_path_factory):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path_factory.mktemp("fake_gpu"))
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    _fake_gpu.install(monkeypatch, lib)
+    return "cuda"
+
+
+def test_mobilenet_v3_and_stochastic_depth_on_the_fake_gpu(fake_cuda):
+    """Hardswish, hard-sigmoid squeeze-excitation, depthwise convs and BatchNorm(eps=1e-3) on
+    the device path, a train step and eval in float64 against the CPU; stochastic depth draws
+    its mask on the input's device."""
+    from minidl.models._blocks import stochastic_depth
+
+    minidl.manual_seed(0)
+    state = {k: v.numpy() for k, v in get_model("mobilenet_v3_small", num_classes=5).state_dict().items()}
+    x = _input(32, seed=8)
+    results = []
+    for dev in (fake_cuda, "cpu"):
+        model = get_model("mobilenet_v3_small", num_classes=5)
+        model.load_state_dict(state)
+        model = model.double().to(dev)
+        _no_dropout(model)
+        out = model(minidl.tensor(x, dtype=minidl.float64, device=dev))
+        assert str(out.device).startswith("cuda" if dev != "cpu" else "cpu")
+        out.sum().backward()
+        grads = {n: p.grad.numpy() for n, p in model.named_parameters()}
+        with minidl.no_grad():
+            logits = model.eval()(minidl.tensor(x, dtype=minidl.float64, device=dev)).numpy()
+        results.append((grads, logits))
+    (g1, l1), (g0, l0) = results
+    _assert_close(l1, l0)
+    for k in g0:
+        _assert_close(g1[k], g0[k], 1e-8, floor=1e-3)
+    for fill in ("bernoulli_", "uniform_", "normal_"):  # host draws copied onto the device
+        t = getattr(minidl.empty(4, 3, device=fake_cuda), fill)()
+        assert str(t.device).startswith("cuda") and np.isfinite(t.numpy()).all()
+    y = stochastic_depth(minidl.tensor(np.ones((16, 2)), device=fake_cuda), 0.5, "row")
+    assert str(y.device).startswith("cuda") and set(np.unique(y.numpy())) <= {0.0, 2.0}

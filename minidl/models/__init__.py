@@ -8,12 +8,16 @@ from .resnet import (BasicBlock, Bottleneck, ResNet, resnet18, resnet34, resnet5
 from .small import lenet5, mlp
 from .mobilenet import MobileNetV2, MobileNetV3, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
-                           efficientnet_b3)
+                           efficientnet_b3, efficientnet_b4, efficientnet_b5, efficientnet_b6,
+                           efficientnet_b7)
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .alexnet import AlexNet, alexnet
 from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
 from .densenet import DenseNet, densenet121, densenet161, densenet169, densenet201
-from .convnext import ConvNeXt, convnext_small, convnext_tiny
+from .shufflenetv2 import (ShuffleNetV2, shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5,
+                           shufflenet_v2_x2_0)
+from .vision_transformer import VisionTransformer, vit_b_16, vit_b_32, vit_h_14, vit_l_16, vit_l_32
+from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -21,27 +25,39 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "get_model_builder", "get_model_weights",
            "MobileNetV2", "MobileNetV3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
            "EfficientNet", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+           "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7",
            "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
            "AlexNet", "alexnet", "SqueezeNet", "squeezenet1_0", "squeezenet1_1",
            "DenseNet", "densenet121", "densenet161", "densenet169", "densenet201",
-           "ConvNeXt", "convnext_tiny", "convnext_small"]
+           "ConvNeXt", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+           "ShuffleNetV2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
+           "shufflenet_v2_x2_0",
+           "VisionTransformer", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
     resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
     mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small,
-    efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3,
+    efficientnet_b0, efficientnet_b1, efficientnet_b2, efficientnet_b3, efficientnet_b4,
+    efficientnet_b5, efficientnet_b6, efficientnet_b7,
     vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn, alexnet,
     squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
-    convnext_tiny, convnext_small)}
+    convnext_tiny, convnext_small, convnext_base, convnext_large,
+    shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0,
+    vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14)}
 
 
 def list_models(module=None, include=None, exclude=None):
     """The names of the classification architectures, sorted, as torchvision's list_models;
-    ``include``/``exclude`` are fnmatch patterns (or lists of them)."""
+    ``module`` keeps those built in that module (``minidl.models.vgg``), ``include``/``exclude``
+    are fnmatch patterns (or lists of them)."""
     import fnmatch
 
     names = sorted(_BUILDERS)
+    if module is not None:
+        prefix = getattr(module, "__name__", str(module))
+        names = [n for n in names if _BUILDERS[n].__module__ == prefix
+                 or _BUILDERS[n].__module__.startswith(prefix + ".")]
     if include is not None:
         pats = [include] if isinstance(include, str) else list(include)
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in pats)]

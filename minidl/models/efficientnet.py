@@ -1,18 +1,21 @@
-"""EfficientNet B0-B3 (Tan & Le, 2019) in torchvision's layout: MBConv blocks (1x1 expand,
+"""EfficientNet B0-B7 (Tan & Le, 2019) in torchvision's layout: MBConv blocks (1x1 expand,
 depthwise kxk, squeeze-excitation, 1x1 project) with SiLU, stochastic depth on the residual
 branch in train mode (probability rising linearly to 0.2 over the blocks), and the width/depth
-multipliers of each variant."""
+multipliers of each variant. B5-B7's BatchNorms use eps=0.001, momentum=0.01 as torchvision's
+(their weights were ported from TensorFlow)."""
 from __future__ import annotations
 
 import copy
 import math
+from functools import partial
 
 from .. import nn
 from ._blocks import Conv2dNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
 from .resnet import _build
 
 __all__ = ["EfficientNet", "MBConv", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
-           "efficientnet_b3"]
+           "efficientnet_b3", "efficientnet_b4", "efficientnet_b5", "efficientnet_b6",
+           "efficientnet_b7"]
 
 
 class MBConvConfig:
@@ -135,3 +138,29 @@ def efficientnet_b2(weights=None, num_classes=1000, **kwargs):
 def efficientnet_b3(weights=None, num_classes=1000, **kwargs):
     """EfficientNet-B3 with torchvision's names; ``weights`` as for ``resnet50``."""
     return _efficientnet("efficientnet_b3", 1.2, 1.4, 0.3, weights, num_classes, **kwargs)
+
+
+def efficientnet_b4(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B4 with torchvision's names; ``weights`` as for ``resnet50``."""
+    return _efficientnet("efficientnet_b4", 1.4, 1.8, 0.4, weights, num_classes, **kwargs)
+
+
+_TF_BN = partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+
+
+def efficientnet_b5(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B5 with torchvision's names; ``weights`` as for ``resnet50``."""
+    kwargs.setdefault("norm_layer", _TF_BN)
+    return _efficientnet("efficientnet_b5", 1.6, 2.2, 0.4, weights, num_classes, **kwargs)
+
+
+def efficientnet_b6(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B6 with torchvision's names; ``weights`` as for ``resnet50``."""
+    kwargs.setdefault("norm_layer", _TF_BN)
+    return _efficientnet("efficientnet_b6", 1.8, 2.6, 0.5, weights, num_classes, **kwargs)
+
+
+def efficientnet_b7(weights=None, num_classes=1000, **kwargs):
+    """EfficientNet-B7 with torchvision's names; ``weights`` as for ``resnet50``."""
+    kwargs.setdefault("norm_layer", _TF_BN)
+    return _efficientnet("efficientnet_b7", 2.0, 3.1, 0.5, weights, num_classes, **kwargs)

@@ -11,6 +11,7 @@ defaults to ``~/.cache/torch``, or ``$XDG_CACHE_HOME/torch`` when that is set, a
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 __all__ = ["PRETRAINED", "WEIGHTS", "torch_home", "checkpoints_dir", "find_pretrained",
@@ -66,6 +67,14 @@ WEIGHTS = {
                           {"IMAGENET1K_V1": "efficientnet_b2_rwightman-c35c1473.pth"}),
     "efficientnet_b3": _w("EfficientNet-B3", "EfficientNet_B3_Weights",
                           {"IMAGENET1K_V1": "efficientnet_b3_rwightman-b3899882.pth"}),
+    "efficientnet_b4": _w("EfficientNet-B4", "EfficientNet_B4_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b4_rwightman-23ab8bcd.pth"}),
+    "efficientnet_b5": _w("EfficientNet-B5", "EfficientNet_B5_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b5_lukemelas-1a07897c.pth"}),
+    "efficientnet_b6": _w("EfficientNet-B6", "EfficientNet_B6_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b6_lukemelas-24a108a5.pth"}),
+    "efficientnet_b7": _w("EfficientNet-B7", "EfficientNet_B7_Weights",
+                          {"IMAGENET1K_V1": "efficientnet_b7_lukemelas-c5b4e57e.pth"}),
     "vgg11": _w("VGG-11", "VGG11_Weights", {"IMAGENET1K_V1": "vgg11-8a719046.pth"}),
     "vgg11_bn": _w("VGG-11-BN", "VGG11_BN_Weights", {"IMAGENET1K_V1": "vgg11_bn-6002323d.pth"}),
     "vgg13": _w("VGG-13", "VGG13_Weights", {"IMAGENET1K_V1": "vgg13-19584684.pth"}),
@@ -94,6 +103,34 @@ WEIGHTS = {
                         {"IMAGENET1K_V1": "convnext_tiny-983f1562.pth"}),
     "convnext_small": _w("ConvNeXt-Small", "ConvNeXt_Small_Weights",
                          {"IMAGENET1K_V1": "convnext_small-0c510722.pth"}),
+    "shufflenet_v2_x0_5": _w("ShuffleNetV2 x0.5", "ShuffleNet_V2_X0_5_Weights",
+                             {"IMAGENET1K_V1": "shufflenetv2_x0.5-f707e7126e.pth"}),
+    "shufflenet_v2_x1_0": _w("ShuffleNetV2 x1.0", "ShuffleNet_V2_X1_0_Weights",
+                             {"IMAGENET1K_V1": "shufflenetv2_x1-5666bf0f80.pth"}),
+    "shufflenet_v2_x1_5": _w("ShuffleNetV2 x1.5", "ShuffleNet_V2_X1_5_Weights",
+                             {"IMAGENET1K_V1": "shufflenetv2_x1_5-3c479a10.pth"}),
+    "shufflenet_v2_x2_0": _w("ShuffleNetV2 x2.0", "ShuffleNet_V2_X2_0_Weights",
+                             {"IMAGENET1K_V1": "shufflenetv2_x2_0-8be3c8ee.pth"}),
+    "vit_b_16": _w("ViT-B/16", "ViT_B_16_Weights",
+                   {"IMAGENET1K_V1": "vit_b_16-c867db91.pth",
+                    "IMAGENET1K_SWAG_E2E_V1": "vit_b_16_swag-9ac1b537.pth",
+                    "IMAGENET1K_SWAG_LINEAR_V1": "vit_b_16_lc_swag-4e70ced5.pth"},
+                   default="IMAGENET1K_V1"),
+    "vit_b_32": _w("ViT-B/32", "ViT_B_32_Weights", {"IMAGENET1K_V1": "vit_b_32-d86f8d99.pth"}),
+    "vit_l_16": _w("ViT-L/16", "ViT_L_16_Weights",
+                   {"IMAGENET1K_V1": "vit_l_16-852ce7e3.pth",
+                    "IMAGENET1K_SWAG_E2E_V1": "vit_l_16_swag-4f3808c9.pth",
+                    "IMAGENET1K_SWAG_LINEAR_V1": "vit_l_16_lc_swag-4d563306.pth"},
+                   default="IMAGENET1K_V1"),
+    "vit_l_32": _w("ViT-L/32", "ViT_L_32_Weights", {"IMAGENET1K_V1": "vit_l_32-c7638314.pth"}),
+    "vit_h_14": _w("ViT-H/14", "ViT_H_14_Weights",
+                   {"IMAGENET1K_SWAG_E2E_V1": "vit_h_14_swag-80465313.pth",
+                    "IMAGENET1K_SWAG_LINEAR_V1": "vit_h_14_lc_swag-c1eb923e.pth"},
+                   default="IMAGENET1K_SWAG_E2E_V1"),
+    "convnext_base": _w("ConvNeXt-Base", "ConvNeXt_Base_Weights",
+                        {"IMAGENET1K_V1": "convnext_base-6075fbad.pth"}),
+    "convnext_large": _w("ConvNeXt-Large", "ConvNeXt_Large_Weights",
+                         {"IMAGENET1K_V1": "convnext_large-ea097f82.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
@@ -135,10 +172,13 @@ def is_pretrained_name(weights, arch="resnet50"):
     return isinstance(weights, str) and _canonical(weights, arch) is not None
 
 
+_NAME = re.compile(r"(?i:DEFAULT|IMAGENET1K_\w+)|\w+_(?i:weights)\.[A-Z][A-Z0-9_]*")
+
+
 def _looks_like_name(weights):
-    return isinstance(weights, str) and not os.path.exists(weights) and (
-        weights.upper() == "DEFAULT" or weights.upper().startswith("IMAGENET")
-        or "_WEIGHTS." in weights.upper())
+    """A torchvision weights name of some architecture (not a file that exists)."""
+    return (isinstance(weights, str) and not os.path.exists(weights)
+            and _NAME.fullmatch(weights) is not None)
 
 
 def find_pretrained(name, announce=True, arch="resnet50"):
