@@ -77,3 +77,13 @@ def test_resnet_convs_times_every_distinct_convolution(tmp_path, mode):
                                                  if mode else [])
     assert all(r[k] > 0 for r in rows for k in keys)
     assert report["train"] == bool(mode) and "all 53 convolutions" in done.stdout
+
+
+def test_solo_ratios_times_each_framework_in_its_own_process():
+    pytest.importorskip("torch", reason="solo_ratios compares with PyTorch")
+    out = run_tool("solo_ratios.py", "--cases", "mlp_step,encoder_step", "--reps", "2").stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:]}
+    assert sorted(rows) == ["encoder_step", "mlp_step"]
+    for minidl_ms, torch_ms, ratio in rows.values():
+        assert float(minidl_ms) > 0 and float(torch_ms) > 0
+        assert abs(float(ratio) - float(minidl_ms) / float(torch_ms)) < 0.01
