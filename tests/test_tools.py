@@ -86,4 +86,6 @@ def test_solo_ratios_times_each_framework_in_its_own_process():
     assert sorted(rows) == ["encoder_step", "mlp_step"]
     for minidl_ms, torch_ms, ratio in rows.values():
         assert float(minidl_ms) > 0 and float(torch_ms) > 0
-        assert abs(float(ratio) - float(minidl_ms) / float(torch_ms)) < 0.01
+        # the times print rounded to 0.1 ms; the ratio is of the unrounded ones
+        assert float(ratio) == pytest.approx(float(minidl_ms) / float(torch_ms), rel=0.15,
+                                             abs=0.02)

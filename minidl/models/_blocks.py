@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import nn
 
-__all__ = ["make_divisible", "Conv2dNormActivation", "SqueezeExcitation", "stochastic_depth",
+__all__ = ["init_mobile", "make_divisible", "Conv2dNormActivation", "SqueezeExcitation", "stochastic_depth",
            "StochasticDepth", "Permute", "LayerNorm2d"]
 
 
@@ -106,3 +106,20 @@ class LayerNorm2d(nn.LayerNorm):
 
     def forward(self, x):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def init_mobile(model, linear_init):
+    """torchvision's initialisation of its mobile networks (MobileNet, EfficientNet): He-normal
+    (fan_out) convs, zero biases, unit norms; ``linear_init(layer)`` sets each Linear's weight
+    (their bias is zeroed)."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            linear_init(m)
+            nn.init.zeros_(m.bias)

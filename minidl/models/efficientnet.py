@@ -10,7 +10,8 @@ import math
 from functools import partial
 
 from .. import nn
-from ._blocks import Conv2dNormActivation, SqueezeExcitation, StochasticDepth, make_divisible
+from ._blocks import (Conv2dNormActivation, SqueezeExcitation, StochasticDepth, init_mobile,
+                      make_divisible)
 from .resnet import _build
 
 __all__ = ["EfficientNet", "MBConv", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
@@ -90,18 +91,9 @@ class EfficientNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout),
                                         nn.Linear(last_out, self.num_classes))
-        for m in self.modules():  # torchvision's initialisation
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                r = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -r, r)
-                nn.init.zeros_(m.bias)
+        # torchvision's initialisation: U(-1/sqrt(out), 1/sqrt(out)) linears
+        init_mobile(self, lambda m: nn.init.uniform_(m.weight, -1.0 / math.sqrt(m.out_features),
+                                                      1.0 / math.sqrt(m.out_features)))
 
     def forward(self, x):
         return self.classifier(self.avgpool(self.features(x)).flatten(1))

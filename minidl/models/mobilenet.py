@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 from .. import nn
-from ._blocks import Conv2dNormActivation, SqueezeExcitation, make_divisible
+from ._blocks import Conv2dNormActivation, SqueezeExcitation, init_mobile, make_divisible
 from .resnet import _build
 
 __all__ = ["MobileNetV2", "MobileNetV3", "InvertedResidual", "mobilenet_v2",
@@ -15,19 +15,8 @@ __all__ = ["MobileNetV2", "MobileNetV3", "InvertedResidual", "mobilenet_v2",
 
 
 def _init_mobile(model):
-    """torchvision's MobileNet initialisation: He-normal (fan_out) convs, zero biases, unit
-    norms, N(0, 0.01) linears."""
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+    """torchvision's MobileNet initialisation, with N(0, 0.01) linears."""
+    init_mobile(model, lambda m: nn.init.normal_(m.weight, 0, 0.01))
 
 
 def _check_classes(name, num_classes):

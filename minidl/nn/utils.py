@@ -13,19 +13,25 @@ from ..tensor import Tensor
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
 
 
+def _tensor_list(items, where, what="parameters", each="parameter"):
+    """A Tensor or an iterable of Tensors as a list, refused with a TypeError naming ``where``
+    otherwise."""
+    if isinstance(items, Tensor):
+        items = [items]
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"{where}: {what} must be a Tensor or an iterable of Tensors, got "
+                        f"a {type(items).__name__}") from None
+    for i, t in enumerate(items):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{where}: {each} {i} is a {type(t).__name__}, not a Tensor")
+    return items
+
+
 def _grads(parameters, where):
     """The gradients (Tensors) of a Tensor or an iterable of them; those without one are skipped."""
-    if isinstance(parameters, Tensor):
-        parameters = [parameters]
-    try:
-        parameters = list(parameters)
-    except TypeError:
-        raise TypeError(f"{where}: parameters must be a Tensor or an iterable of Tensors, got "
-                        f"a {type(parameters).__name__}") from None
-    for i, p in enumerate(parameters):
-        if not isinstance(p, Tensor):
-            raise TypeError(f"{where}: parameter {i} is a {type(p).__name__}, not a Tensor")
-    return [p.grad for p in parameters if p.grad is not None]
+    return [p.grad for p in _tensor_list(parameters, where) if p.grad is not None]
 
 
 def _number(where, key, value):
@@ -181,16 +187,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     float64 for float64 tensors; 0. for none). Not differentiable (PyTorch computes it under
     no_grad too). A non-finite norm raises RuntimeError if error_if_nonfinite."""
     where = "get_total_norm"
-    if isinstance(tensors, Tensor):
-        tensors = [tensors]
-    try:
-        tensors = list(tensors)
-    except TypeError:
-        raise TypeError(f"{where}: tensors must be a Tensor or an iterable of Tensors, got a "
-                        f"{type(tensors).__name__}") from None
-    for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{where}: item {i} is a {type(t).__name__}, not a Tensor")
+    tensors = _tensor_list(tensors, where, "tensors", "item")
     p = _norm_type(where, norm_type)
     if not tensors:
         return Tensor(np.zeros((), np.float32))
