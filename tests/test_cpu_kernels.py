@@ -844,21 +844,3 @@ def test_sgd_step_uses_the_kernel_for_float_parameters_only(monkeypatch):
         opt.step()
         np.testing.assert_allclose(p.numpy().astype(np.float32), 0.5)
     assert calls == [np.dtype(np.float32)]  # float16 took the numpy expressions
-
-
-def test_pytorch_imported_after_minidl_keeps_its_own_openmp_runtime():
-    """Where PyTorch is installed, minidl's first op loads PyTorch's libgomp before numba loads
-    the system's, so a PyTorch imported afterwards runs on its own runtime (handed the system's,
-    its Transformer step was 6-9x slower); minidl keeps the layer it chose."""
-    pytest.importorskip("torch", reason="the libgomp PyTorch ships is what this is about")
-    done = _run_python(
-        "import re, minidl\n"
-        "from minidl.backend import cpu\n"
-        "layer = cpu.configure().threading_layer\n"
-        "import torch\n"
-        "torch.ones(64, 64) @ torch.ones(64, 64)\n"
-        "maps = open('/proc/self/maps').read()\n"
-        "gomps = sorted(set(re.findall(r'/\\S*libgomp\\S*', maps)))\n"
-        "print(layer, int(any('site-packages/torch' in p for p in gomps)))\n")
-    layer, torch_own = done.stdout.split()
-    assert layer in ("omp", "workqueue") and torch_own == "1", done.stdout

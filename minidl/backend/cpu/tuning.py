@@ -142,7 +142,6 @@ def _load_openmp_with_short_spin():
     of the user's own is kept as it is."""
     if sys.platform != "linux" or _loaded_libraries(lambda name: name.startswith("libgomp.so")):
         return False
-    _preload_torch_libgomp()
     ours = "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
     if ours:
         os.environ["GOMP_SPINCOUNT"] = str(OMP_SPINCOUNT)
@@ -154,36 +153,6 @@ def _load_openmp_with_short_spin():
         if ours:
             del os.environ["GOMP_SPINCOUNT"]
     return True
-
-
-def _preload_torch_libgomp():
-    """Where PyTorch is installed (and not imported yet), load the libgomp its wheel ships, with
-    PyTorch's own settings, before numba loads the system's. Otherwise PyTorch, imported later,
-    is handed the libgomp numba loaded (the dynamic linker reuses a loaded ``libgomp.so.1``), and
-    a PyTorch Transformer step took 200-240 ms instead of 26-40 ms on a 2-vCPU Zen 4. With its
-    own runtime loaded first, each framework keeps its own. Found without importing torch;
-    nothing happens when it is absent or ``MINIDL_TORCH_LIBGOMP=0``."""
-    if _off("MINIDL_TORCH_LIBGOMP"):
-        return None
-    import glob
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("torch")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for folder in spec.submodule_search_locations:
-        for path in sorted(glob.glob(os.path.join(folder, "lib", "libgomp*.so*"))):
-            try:
-                import ctypes
-
-                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
-                return path
-            except OSError:
-                continue
-    return None
 
 
 def _one_thread_after_fork():
