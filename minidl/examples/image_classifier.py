@@ -143,7 +143,7 @@ def build_parser():
     t.add_argument("--split-seed", type=seed_arg, default=2, help="seed of the 80/20 split")
     t.add_argument("--arch", choices=ARCHES, default="resnet50",
                    help="the backbone whose features are used, with --weights of that arch "
-                        "(default resnet50; resnet18 is about 2.5x faster on a CPU); predict reads "
+                        "(default resnet50; resnet18 is about 2.9x faster on a CPU); predict reads "
                         "it from the saved classifier")
 
     q = sub.add_parser("predict", help="label images with a trained classifier")

@@ -473,7 +473,7 @@ class ImageClassifier:
         """Train on ``folder/<class>/<images>``; ``test_fraction`` of the photos is held out.
 
         ``arch`` is the backbone whose features are used: ResNet-50 (the default) or another of
-        torchvision's ResNets (``ARCHES``; "resnet18" computes its features about 2.5x faster), with
+        torchvision's ResNets (``ARCHES``; "resnet18" computes its features about 2.9x faster), with
         ``weights`` of that arch.
 
         ``batch_size`` is the number of images per ResNet-50 batch and per SGD step; ``seed``
