@@ -89,18 +89,22 @@ def _normalize(a, eps):
     return a / xp.maximum(xp.sqrt((a * a).sum()), a.dtype.type(eps))
 
 
+def _as_matrix(weight, dim):
+    """A weight (a Tensor or an array) as a matrix with ``dim`` first, as spectral norm sees it
+    (here and in parametrizations.spectral_norm)."""
+    if dim != 0:
+        perm = (dim,) + tuple(d for d in range(weight.ndim) if d != dim)
+        weight = weight.permute(*perm) if isinstance(weight, Tensor) else weight.transpose(perm)
+    return weight.reshape(weight.shape[0], -1)
+
+
 class SpectralNorm:
     def __init__(self, name, n_power_iterations, dim, eps):
         self.name, self.n_power_iterations, self.dim, self.eps = (
             name, n_power_iterations, dim, eps)
 
     def _matrix(self, weight):
-        """The weight as a matrix with ``dim`` first (a Tensor or an array)."""
-        if self.dim != 0:
-            perm = (self.dim,) + tuple(d for d in range(weight.ndim) if d != self.dim)
-            weight = weight.permute(*perm) if isinstance(weight, Tensor) else \
-                weight.transpose(perm)
-        return weight.reshape(weight.shape[0], -1)
+        return _as_matrix(weight, self.dim)
 
     def compute_weight(self, module, do_power_iteration):
         weight = getattr(module, self.name + "_orig")

@@ -20,7 +20,7 @@ from ..ops import cat
 from ..tensor import Function, Tensor
 from . import _parametrize as parametrize
 from ._functional.normalization import normalize
-from ._norm_hooks import _norm_except_dim, _normalize as _unit
+from ._norm_hooks import _as_matrix, _norm_except_dim, _normalize as _unit
 from .module import Module
 
 __all__ = ["weight_norm", "spectral_norm", "orthogonal"]
@@ -84,11 +84,7 @@ class _SpectralNorm(Module):
             self._power_method(w, 15)
 
     def _matrix(self, weight):
-        if self.dim != 0:
-            perm = (self.dim,) + tuple(d for d in range(weight.ndim) if d != self.dim)
-            weight = weight.permute(*perm) if isinstance(weight, Tensor) else \
-                weight.transpose(perm)
-        return weight.reshape(weight.shape[0], -1)
+        return _as_matrix(weight, self.dim)
 
     def _power_method(self, w, n):
         # u and v are updated in place; the weight's gradient treats them as constants
