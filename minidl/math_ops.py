@@ -255,29 +255,6 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     return input + value * (tensor1 / tensor2)
 
 
-def _shift(input, other, ufunc, reverse=False):
-    """``<<`` and ``>>`` of integer tensors and numbers, at PyTorch's result type."""
-    a, b = (other, input) if reverse else (input, other)
-    for what, x in (("input", a), ("other", b)):
-        if not (isinstance(x, autograd.Tensor) or _is_number(x)):
-            raise TypeError(f"{ufunc}: {what} must be a tensor or a number, got "
-                            f"{type(x).__name__}")
-    dtype = result_type(a, b)
-    if dtype.kind not in "iu":
-        raise UnsupportedDtypeError(f"{ufunc}: needs integer tensors, got dtype {dtype}")
-    xp = _array_module(a, b)
-    x, y = _operand(a, dtype, xp), _operand(b, dtype, xp)
-    return autograd.Tensor(getattr(xp, ufunc)(x.data, y.data))
-
-
-def bitwise_left_shift(input, other):
-    return _shift(input, other, "left_shift")
-
-
-def bitwise_right_shift(input, other):
-    return _shift(input, other, "right_shift")
-
-
 # ---- reductions ----------------------------------------------------------------------------
 def _axes(dim, ndim, name):
     if isinstance(dim, (tuple, list)) and not dim:
@@ -645,14 +622,6 @@ TENSOR_METHODS.update({
     "__mod__": remainder, "__rmod__": _reflected(remainder),
     "__floordiv__": floor_divide, "__rfloordiv__": _reflected(floor_divide),
 })
-TENSOR_METHODS.update({
-    "bitwise_left_shift": bitwise_left_shift, "bitwise_right_shift": bitwise_right_shift,
-    "__lshift__": bitwise_left_shift, "__rshift__": bitwise_right_shift,
-    "__rlshift__": lambda self, other: _shift(self, other, "left_shift", reverse=True),
-    "__rrshift__": lambda self, other: _shift(self, other, "right_shift", reverse=True),
-})
-FUNCTIONS.update({"bitwise_left_shift": bitwise_left_shift,
-                  "bitwise_right_shift": bitwise_right_shift})
 FUNCTIONS.update({"remainder": remainder, "fmod": fmod, "div": div, "divide": div,
                   "floor_divide": floor_divide})
 
@@ -1107,7 +1076,7 @@ FUNCTIONS.update({"bincount": bincount, "histc": histc, "trapezoid": trapezoid, 
                   "cumulative_trapezoid": cumulative_trapezoid})
 
 
-# ---- isin, angle, renorm, and the bitwise_* function forms ------------------------------------
+# ---- isin, angle, and the bitwise_* function forms (shifts and renorm: pointwise.py) ------------------------------------
 def isin(elements, test_elements, *, assume_unique=False, invert=False):
     """Whether each element of ``elements`` is in ``test_elements`` (tensors or numbers)."""
     a = elements.data if isinstance(elements, autograd.Tensor) else np.asarray(elements)
@@ -1123,22 +1092,9 @@ def angle(input):
     return where(x < 0, np.pi, x * 0)
 
 
-def renorm(input, p, dim, maxnorm):
-    """Each slice along ``dim`` whose p-norm is above ``maxnorm`` scaled down to it (as
-    PyTorch: by maxnorm / (norm + 1e-7))."""
-    d = wrap_dim(dim, input.ndim, "renorm")
-    if not is_floating(input.data.dtype):
-        raise UnsupportedDtypeError(f"renorm: needs a floating-point tensor, got dtype "
-                                    f"{input.data.dtype}")
-    others = tuple(i for i in range(input.ndim) if i != d)
-    norms = input.norm(p=p, dim=others, keepdim=True) if others else input.abs()
-    scale = where(norms > maxnorm, maxnorm / (norms + 1e-7), 1.0)
-    return input * scale
-
-
-TENSOR_METHODS.update({"isin": isin, "angle": angle, "renorm": renorm})
+TENSOR_METHODS.update({"isin": isin, "angle": angle})
 FUNCTIONS.update({
-    "isin": isin, "angle": angle, "renorm": renorm,
+    "isin": isin, "angle": angle,
     "bitwise_and": lambda input, other: input & other,
     "bitwise_or": lambda input, other: input | other,
     "bitwise_xor": lambda input, other: input ^ other,

@@ -15,7 +15,6 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
-from .math_ops import vector_norm
 from .pointwise import OpArgumentError
 from .ops import (
     BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
@@ -457,13 +456,4 @@ def pdist(input, p=2.0):
     return cdist(input, input, p)[autograd.Tensor(index[0]), autograd.Tensor(index[1])]
 
 
-def dist(input, other, p=2):
-    """The p-norm of ``input - other`` (broadcast) over all elements, as torch.dist."""
-    for what, x in (("input", input), ("other", other)):
-        if not isinstance(x, autograd.Tensor):
-            raise TypeError(f"dist(): argument '{what}' must be a Tensor, not {type(x).__name__}")
-    return vector_norm(input - other, p)
-
-
-TENSOR_METHODS["dist"] = dist
-FUNCTIONS += ["pdist", "dist"]
+FUNCTIONS += ["pdist"]  # dist: statistics.py

@@ -929,16 +929,7 @@ TENSOR_METHODS.update({"tensor_split": tensor_split, "hsplit": hsplit, "vsplit":
 FUNCTIONS += ["tensor_split", "hsplit", "vsplit", "dsplit", "block_diag", "cartesian_prod"]
 
 
-# ---- broadcast_shapes, tril/triu_indices, narrow_copy, unravel_index, vander, combinations ----
-def broadcast_shapes(*shapes):
-    """The shape the given shapes broadcast to (ints count as 1-d shapes)."""
-    shapes = [(s,) if isinstance(s, (int, np.integer)) else tuple(s) for s in shapes]
-    try:
-        return tuple(int(n) for n in np.broadcast_shapes(*shapes))
-    except ValueError:
-        raise BadArgumentError(f"broadcast_shapes: shapes {shapes} do not broadcast") from None
-
-
+# ---- tril/triu_indices, narrow_copy, unravel_index, vander, combinations ----
 def _triangle_indices(name, row, col, offset, dtype, device, upper):
     xp = np if str(device).split(":")[0] == "cpu" else get_array_module(
         autograd.Tensor(np.zeros(0)).to(device).data)
@@ -1018,5 +1009,5 @@ def combinations(input, r=2, with_replacement=False):
 
 
 TENSOR_METHODS.update({"narrow_copy": narrow_copy})
-FUNCTIONS += ["broadcast_shapes", "tril_indices", "triu_indices", "narrow_copy", "unravel_index",
+FUNCTIONS += ["tril_indices", "triu_indices", "narrow_copy", "unravel_index",
               "vander", "combinations"]
