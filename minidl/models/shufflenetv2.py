@@ -5,16 +5,11 @@ torchvision."""
 from __future__ import annotations
 
 from .. import cat, nn
+from ..nn.functional import channel_shuffle  # torch.nn.functional's, as torchvision's model uses
 from .resnet import _build
 
 __all__ = ["ShuffleNetV2", "channel_shuffle", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
            "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"]
-
-
-def channel_shuffle(x, groups):
-    """(N, g*k, H, W) -> interleave the g groups of k channels."""
-    n, c, h, w = x.shape
-    return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
 class InvertedResidual(nn.Module):
