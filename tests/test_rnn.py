@@ -31,31 +31,42 @@ def f64(a, requires_grad=True):
     return minidl.tensor(np.asarray(a), requires_grad=requires_grad, dtype="float64")
 
 
-def _copy_torch_weights(tm, mm):
+def _copy_torch_weights(tm, mm, dtype="float64"):
     mm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
-    return mm.double()
+    return mm.double() if dtype == "float64" else mm.float()
 
 
-def _compare(mine, theirs, what, atol=1e-10):
-    np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), atol=atol, rtol=1e-9,
+def _compare(mine, theirs, what, atol=1e-10, rtol=1e-9):
+    np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), atol=atol, rtol=rtol,
                                err_msg=what)
 
 
 def _parity(kind, batched=True, batch_first=False, with_state=True, L=5, N=3, I=4, H=6,
-            **kwargs):
+            dtype="float64", **kwargs):
+    """float64 by default; float32 (``dtype``) runs the fused step kernels of the CPU backend,
+    compared at float32's tolerances."""
     layers = kwargs.get("num_layers", 1)
     directions = 2 if kwargs.get("bidirectional") else 1
-    tm = getattr(torch.nn, kind)(I, H, batch_first=batch_first, **kwargs).double()
-    mm = _copy_torch_weights(tm, getattr(nn, kind)(I, H, batch_first=batch_first, **kwargs))
+    tm = getattr(torch.nn, kind)(I, H, batch_first=batch_first, **kwargs)
+    tm = tm.double() if dtype == "float64" else tm.float()
+    mm = _copy_torch_weights(tm, getattr(nn, kind)(I, H, batch_first=batch_first, **kwargs), dtype)
+    tol = {} if dtype == "float64" else dict(atol=2e-5, rtol=2e-4)
+
+    def make(a, requires_grad=True):
+        return minidl.tensor(np.asarray(a), requires_grad=requires_grad, dtype=dtype)
+
+    def check(mine, theirs, what):
+        _compare(mine, theirs, what, **tol)
+
     rng = np.random.default_rng(1)
     xshape = ((N, L, I) if batch_first else (L, N, I)) if batched else (L, I)
     widths = [kwargs.get("proj_size") or H] + ([H] if kind == "LSTM" else [])
-    x = rng.standard_normal(xshape)
+    x = rng.standard_normal(xshape).astype(dtype)
     states = [rng.standard_normal((layers * directions, N, w) if batched else
-                                  (layers * directions, w)) for w in widths]
-    tx, mx = torch.tensor(x, requires_grad=True), f64(x)
+                                  (layers * directions, w)).astype(dtype) for w in widths]
+    tx, mx = torch.tensor(x, requires_grad=True), make(x)
     ts = [torch.tensor(s, requires_grad=True) for s in states]
-    ms = [f64(s) for s in states]
+    ms = [make(s) for s in states]
     if with_state:
         targ = tuple(ts) if kind == "LSTM" else ts[0]
         marg = tuple(ms) if kind == "LSTM" else ms[0]
@@ -67,28 +78,28 @@ def _parity(kind, batched=True, batch_first=False, with_state=True, L=5, N=3, I=
     tfinal = list(tfinal) if kind == "LSTM" else [tfinal]
     mfinal = list(mfinal) if kind == "LSTM" else [mfinal]
     assert mout.shape == tuple(tout.shape)
-    _compare(mout, tout, "output")
+    check(mout, tout, "output")
     for k, (a, b) in enumerate(zip(mfinal, tfinal)):
         assert a.shape == tuple(b.shape)
-        _compare(a, b, f"final state {k}")
+        check(a, b, f"final state {k}")
     # one random projection of every output, so each gets its own gradient
-    weights = [rng.standard_normal(tuple(t.shape)) for t in [tout] + tfinal]
+    weights = [rng.standard_normal(tuple(t.shape)).astype(dtype) for t in [tout] + tfinal]
     tloss = sum((t * torch.tensor(w)).sum() for t, w in zip([tout] + tfinal, weights))
     mloss = None
     for t, w in zip([mout] + mfinal, weights):
-        term = (t * f64(w, False)).sum()
+        term = (t * make(w, False)).sum()
         mloss = term if mloss is None else mloss + term
     tloss.backward()
     mloss.backward()
-    _compare(mx.grad, tx.grad, "input grad")
+    check(mx.grad, tx.grad, "input grad")
     if with_state:
         for k, (a, b) in enumerate(zip(ms, ts)):
-            _compare(a.grad, b.grad, f"initial state {k} grad")
+            check(a.grad, b.grad, f"initial state {k} grad")
     theirs = dict(tm.named_parameters())
     names = [n for n, _ in mm.named_parameters()]
     assert names == list(theirs)
     for name, p in mm.named_parameters():
-        _compare(p.grad, theirs[name].grad, f"grad of {name}")
+        check(p.grad, theirs[name].grad, f"grad of {name}")
 
 
 CASES = [
@@ -115,6 +126,83 @@ def test_parity_with_torch(kind, case):
     dict(num_layers=3)])
 def test_lstm_with_projections_parity(case):
     _parity("LSTM", proj_size=4, **case)
+
+
+FUSED_CASES = [(kind, case) for kind in ("LSTM", "GRU") for case in CASES[:4]] + [
+    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=4))]
+
+
+@needs_torch
+@pytest.mark.parametrize("kind, case", FUSED_CASES, ids=lambda c: c if isinstance(c, str) else
+                         "-".join(f"{k}={v}" for k, v in c.items()))
+def test_float32_parity_with_torch_through_the_fused_step_kernels(kind, case, monkeypatch):
+    """float32 runs the CPU backend's fused step kernels (float64 above runs the NumPy steps):
+    outputs, final states and every gradient against torch at float32's tolerances. The
+    kernels are counted, so this fails if the fused path stops being taken."""
+    from minidl.backend.cpu import rnn as kernels
+
+    calls = []
+    for name in ("lstm_step_forward", "lstm_step_backward", "gru_step_forward",
+                 "gru_step_backward"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(minidl.backend.kernels(np), name,
+                            lambda *a, _f=original, _n=name: (calls.append(_n), _f(*a))[1])
+    _parity(kind, dtype="float32", H=37, **case)  # H not a multiple of the vector width
+    prefix = kind.lower()
+    assert f"{prefix}_step_forward" in calls and f"{prefix}_step_backward" in calls
+
+
+def test_fused_step_kernels_match_the_numpy_steps(monkeypatch):
+    """Larger shapes than the parity tests: the fused kernels against the NumPy steps they
+    replace (run by turning the kernels off), in float32, forward and backward."""
+    rng = np.random.default_rng(3)
+    for kind, kw in (("LSTM", {}), ("LSTM", dict(proj_size=24)), ("GRU", {})):
+        minidl.manual_seed(0)
+        m = getattr(nn, kind)(40, 64, num_layers=2, bidirectional=True, batch_first=True, **kw)
+        x = rng.standard_normal((9, 17, 40)).astype(np.float32) * 3  # saturating gates too
+        results = []
+        for fused in (True, False):
+            if not fused:
+                monkeypatch.setattr("minidl.nn.rnn._fused_kernels", lambda *a: None)
+            m.zero_grad()
+            xt = minidl.tensor(x, requires_grad=True)
+            out, _ = m(xt)
+            (out * minidl.tensor(np.cos(np.arange(out.numel())).reshape(out.shape)
+                                 .astype(np.float32))).sum().backward()
+            results.append([out.numpy(), xt.grad.numpy()] + [p.grad.numpy() for p in m.parameters()])
+        monkeypatch.undo()
+        for a, b in zip(*results):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5)
+
+
+def test_fused_activations_are_accurate():
+    """The kernels' float32 sigmoid and tanh against float64 references, over the range where
+    they are used, and at the edges: 0, -0, tiny, huge, infinities and NaN."""
+    from numba import njit
+
+    from minidl.backend.cpu.rnn import sigmoid_f32, tanh_f32
+
+    @njit
+    def apply(x, out, which):
+        for i in range(x.size):
+            out[i] = sigmoid_f32(x[i]) if which == 0 else tanh_f32(x[i])
+
+    x = np.concatenate([np.linspace(-80, 80, 100001), [0.0, -0.0, 1e-7, -1e-7, 1e-30, 100.0,
+                                                       -100.0]]).astype(np.float32)
+    out = np.empty_like(x)
+    x64 = x.astype(np.float64)
+    apply(x, out, 1)
+    np.testing.assert_allclose(out, np.tanh(x64), rtol=4e-7, atol=0)
+    assert np.signbit(out[x.size - 6])  # tanh(-0) = -0
+    apply(x, out, 0)
+    # below -87 exp_f32 flushes to 0 (the exact values are float32 subnormals, < 1.2e-38)
+    np.testing.assert_allclose(out, 1 / (1 + np.exp(-x64)), rtol=4e-7, atol=1.2e-38)
+    special = np.float32([np.inf, -np.inf, np.nan])
+    out = np.empty_like(special)
+    apply(special, out, 0)
+    np.testing.assert_array_equal(out, [1, 0, np.nan])
+    apply(special, out, 1)
+    np.testing.assert_array_equal(out, [1, -1, np.nan])
 
 
 @needs_torch

@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 
+from .. import backend
 from .. import functional as F
 from ..backend import get_array_module
 from ..ops import cat, stable_sigmoid, stack
@@ -31,6 +32,16 @@ class RNNShapeError(ValueError, RuntimeError):
     """An input or hidden state of the wrong size (or a hidden state of another dtype than the
     input's): PyTorch raises RuntimeError for these, and minidl's shape errors are ValueErrors;
     this is both."""
+
+
+def _fused_kernels(xp, mode, valid, *like):
+    """The kernel set whose fused LSTM/GRU step kernels take this recurrence (numba's, for a
+    float32 or float64 LSTM or GRU without per-step masks), or None: the NumPy steps below."""
+    if mode not in ("LSTM", "GRU") or valid is not None or xp is not np:
+        return None
+    ks = backend.kernels(xp)
+    fits = getattr(ks, "rnn_step_fits", None)
+    return ks if fits is not None and fits(*like) else None
 
 
 # ---- the recurrence ---------------------------------------------------------------------------
@@ -73,7 +84,23 @@ class Recurrence(Function):
         valid = None
         if lengths is not None:  # (L, N, 1): step t is inside sequence b
             valid = (xp.arange(length)[:, None] < lengths[None, :])[:, :, None]
-        for t in (range(length - 1, -1, -1) if reverse else range(length)):
+        steps = range(length - 1, -1, -1) if reverse else range(length)
+        fused = _fused_kernels(xp, mode, valid, xw)
+        if fused is not None:
+            bias = b_hh if b_hh is not None else xp.zeros(w_hh.shape[0], dtype=dtype)
+            for t in steps:
+                gh = h @ w_t
+                if lstm:
+                    h_out = unprojected[t] if proj else hs[t]
+                    fused.lstm_step_forward(xw[t], gh, bias, c, acts[t], cs[t], h_out)
+                    c = cs[t]
+                    if proj:
+                        hs[t] = h_out @ w_hr.T
+                else:
+                    fused.gru_step_forward(xw[t], gh, bias, h, acts[t], hn_parts[t], hs[t])
+                h = hs[t]
+            steps = ()
+        for t in steps:
             h_prev, c_prev = h, c
             gh = h @ w_t
             if b_hh is not None:
@@ -135,6 +162,25 @@ class Recurrence(Function):
             prev = xp.concatenate([h0[None], hs[:-1]]) if length else hs
         valid = self.valid
         skip_h = skip_c = 0
+        fused = _fused_kernels(xp, mode, valid, g, hs)
+        if fused is not None:
+            carry = xp.empty(dh.shape, dh.dtype) if gru else None
+            dc = xp.zeros(c0.shape, c0.dtype) if lstm else None  # updated in place
+            for t in order:
+                dh = dh + g_h[t]
+                if lstm:
+                    if w_hr is not None:
+                        dproj[t] = dh
+                        dh = dh @ w_hr
+                    last = (t == length - 1) if reverse else (t == 0)
+                    c_prev = c0 if last else cs[t + 1 if reverse else t - 1]
+                    fused.lstm_step_backward(dh, dc, g_c[t], acts[t], c_prev, cs[t], dxw[t])
+                    dh = dxw[t] @ w_hh
+                else:
+                    fused.gru_step_backward(dh, acts[t], hn_parts[t], prev[t], dxw[t], dgh[t],
+                                            carry)
+                    dh = carry + dgh[t] @ w_hh
+            order = ()
         for t in order:
             dh = dh + g_h[t]
             if lstm:

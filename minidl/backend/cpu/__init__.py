@@ -13,6 +13,7 @@
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
 - ``activations``: ReLU and softmax cross-entropy (with a vectorisable float32 exp);
+- ``rnn``: one LSTM or GRU time step's gate arithmetic, forward and backward, in one pass;
 - ``batchnorm``: batch norm (training passes, and the eval-mode per-channel affine map);
 - ``optim``: the SGD update in one pass;
 - ``bits``: float operations on the bits as numba intrinsics (a branch-free keep-or-zero, 2**n
@@ -47,6 +48,9 @@ from .conv_im2col import (  # noqa: E402
 from .conv_winograd import conv2d_winograd  # noqa: E402
 from .optim import fused_update_dtypes, sgd_update  # noqa: E402
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: E402
+from .rnn import (  # noqa: E402
+    gru_step_backward, gru_step_forward, lstm_step_backward, lstm_step_forward, rnn_step_fits,
+)
 from .scratch import pool as scratch_pool  # noqa: E402
 
 __all__ = [
@@ -58,4 +62,6 @@ __all__ = [
     "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
     "batch_norm_backward", "channel_affine", "sgd_update", "fused_update_dtypes",
+    "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
+    "gru_step_backward",
 ]

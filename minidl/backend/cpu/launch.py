@@ -41,6 +41,9 @@ SLEEPING_WORKERS = {
     "batchnorm": 1 << 21,
     "batchnorm_grad": 1 << 20,
     "optim": 1 << 20,    # optimizer updates, by parameter size (five streams an element)
+    # one LSTM or GRU time step's gate arithmetic, by state size (batch x hidden): each step
+    # sits between two small GEMMs, so only a large state pays for waking the workers
+    "rnn": 1 << 20,
 }
 
 # The same for workers that spin a while after each kernel (the OpenMP layer with the short spin
