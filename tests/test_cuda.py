@@ -679,3 +679,67 @@ def test_magic_division_is_exact_for_31_bit_numerators():
         n = n[n < 2**31]
         q = (n * np.uint64(m)) >> np.uint64(shift)
         np.testing.assert_array_equal(q, n // np.uint64(d), err_msg=f"divisor {d}")
+
+
+# ---- recurrent steps ---------------------------------------------------------------------
+def _sig(v):
+    return 1 / (1 + np.exp(-v))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_lstm_and_gru_step_kernels_match_numpy(run, dtype):
+    """One LSTM and one GRU time step, forward and backward, against the same arithmetic in
+    numpy (written from the equations, not from nn/rnn.py)."""
+    rng = np.random.default_rng(17)
+    n, hid = 3, 5
+    tol = dict(rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6 if dtype == np.float32
+               else 1e-13)
+    d = run.to_device
+    # LSTM forward
+    xw, gh = (rng.standard_normal((n, 4 * hid)).astype(dtype) * 3 for _ in range(2))
+    bias, c_prev = rng.standard_normal(4 * hid).astype(dtype), rng.standard_normal((n, hid)).astype(dtype)
+    acts, c_out, h_out = d(np.zeros((n, 4 * hid), dtype)), d(np.zeros((n, hid), dtype)), d(np.zeros((n, hid), dtype))
+    cuda.lstm_step_forward(d(xw), d(gh), d(bias), d(c_prev), acts, c_out, h_out)
+    v = (xw + gh + bias).astype(np.float64)
+    i, f, g, o = _sig(v[:, :hid]), _sig(v[:, hid:2 * hid]), np.tanh(v[:, 2 * hid:3 * hid]), _sig(v[:, 3 * hid:])
+    c = f * c_prev + i * g
+    np.testing.assert_allclose(run.to_host(acts), np.concatenate([i, f, g, o], axis=1), **tol)
+    np.testing.assert_allclose(run.to_host(c_out), c, **tol)
+    np.testing.assert_allclose(run.to_host(h_out), o * np.tanh(c), **tol)
+    # LSTM backward
+    a = run.to_host(acts).astype(np.float64)
+    c_t = run.to_host(c_out)
+    dh, dc0, gc = (rng.standard_normal((n, hid)).astype(dtype) for _ in range(3))
+    dc, da = d(dc0.copy()), d(np.zeros((n, 4 * hid), dtype))
+    cuda.lstm_step_backward(d(dh), dc, d(gc), d(run.to_host(acts)), d(c_prev), d(c_t), da)
+    i, f, g, o = a[:, :hid], a[:, hid:2 * hid], a[:, 2 * hid:3 * hid], a[:, 3 * hid:]
+    tc = np.tanh(c_t.astype(np.float64))
+    dcv = dc0 + gc + dh * o * (1 - tc ** 2)
+    want = np.concatenate([dcv * g * i * (1 - i), dcv * c_prev * f * (1 - f), dcv * i * (1 - g * g),
+                           dh * tc * o * (1 - o)], axis=1)
+    np.testing.assert_allclose(run.to_host(da), want, **tol)
+    np.testing.assert_allclose(run.to_host(dc), dcv * f, **tol)
+    # GRU forward
+    xw, gh = (rng.standard_normal((n, 3 * hid)).astype(dtype) * 3 for _ in range(2))
+    bias, h_prev = rng.standard_normal(3 * hid).astype(dtype), rng.standard_normal((n, hid)).astype(dtype)
+    acts, hn, h_out = d(np.zeros((n, 3 * hid), dtype)), d(np.zeros((n, hid), dtype)), d(np.zeros((n, hid), dtype))
+    cuda.gru_step_forward(d(xw), d(gh), d(bias), d(h_prev), acts, hn, h_out)
+    v = (xw + gh + bias).astype(np.float64)
+    r, z = _sig(v[:, :hid]), _sig(v[:, hid:2 * hid])
+    ghn = gh[:, 2 * hid:] + bias[2 * hid:]
+    nn_ = np.tanh(xw[:, 2 * hid:] + r * ghn)
+    np.testing.assert_allclose(run.to_host(acts), np.concatenate([r, z, nn_], axis=1), **tol)
+    np.testing.assert_allclose(run.to_host(hn), ghn, **tol)
+    np.testing.assert_allclose(run.to_host(h_out), nn_ + z * (h_prev - nn_), **tol)
+    # GRU backward
+    a = run.to_host(acts).astype(np.float64)
+    r, z, nn_ = a[:, :hid], a[:, hid:2 * hid], a[:, 2 * hid:]
+    dxw, dgh, carry = (d(np.zeros(s, dtype)) for s in ((n, 3 * hid), (n, 3 * hid), (n, hid)))
+    cuda.gru_step_backward(d(dh), d(run.to_host(acts)), hn, d(h_prev), dxw, dgh, carry)
+    dxn = dh * (1 - z) * (1 - nn_ ** 2)
+    dxr = dxn * run.to_host(hn) * r * (1 - r)
+    dxz = dh * (h_prev - nn_) * z * (1 - z)
+    np.testing.assert_allclose(run.to_host(dxw), np.concatenate([dxr, dxz, dxn], axis=1), **tol)
+    np.testing.assert_allclose(run.to_host(dgh), np.concatenate([dxr, dxz, dxn * r], axis=1), **tol)
+    np.testing.assert_allclose(run.to_host(carry), dh * z, **tol)
+    assert cuda.rnn_step_fits(xw, gh) and not cuda.rnn_step_fits(xw, gh.astype(np.float16))

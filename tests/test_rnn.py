@@ -557,24 +557,37 @@ def test_packing_errors():
 
 
 # ---- devices -----------------------------------------------------------------------------------
-def test_lstm_on_fake_gpu_matches_cpu(monkeypatch, tmp_path):
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_lstm_on_fake_gpu_matches_cpu(kind, monkeypatch, tmp_path):
+    """On the (fake) GPU the recurrence runs the CUDA step kernels, compiled here on the host:
+    the same outputs and gradients as on the CPU, and the kernels are seen to run."""
     lib = _fake_gpu.build_host_kernels(tmp_path)
     if lib is None:
         pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
-    m = nn.LSTM(3, 4, num_layers=2, bidirectional=True, batch_first=True)
+    m = getattr(nn, kind)(3, 4, num_layers=2, bidirectional=True, batch_first=True)
     x = np.random.default_rng(6).standard_normal((2, 5, 3)).astype(np.float32)
-    out, (h, c) = m(minidl.tensor(x))
-    (out.sum() + h.sum() + c.sum()).backward()
-    cpu = [out.numpy(), h.numpy(), c.numpy()] + [p.grad.numpy() for p in m.parameters()]
+    out, state = m(minidl.tensor(x))
+    states = list(state) if kind == "LSTM" else [state]
+    (out.sum() + sum(s.sum() for s in states)).backward()
+    cpu = [out.numpy()] + [s.numpy() for s in states] + [p.grad.numpy() for p in m.parameters()]
     _fake_gpu.install(monkeypatch, lib)
+    from minidl.backend import cuda
+
+    launched = []
+    original = cuda._kernel
+    monkeypatch.setattr(cuda, "_kernel", lambda name, wide=False: (launched.append(name),
+                                                                   original(name, wide))[1])
     m.zero_grad()
     m.to("cuda")
-    out, (h, c) = m(minidl.tensor(x, device="cuda"))
-    assert out.device == "cuda" and h.device == "cuda"
-    (out.sum() + h.sum() + c.sum()).backward()
-    gpu = [out.numpy(), h.numpy(), c.numpy()] + [p.grad.numpy() for p in m.parameters()]
+    out, state = m(minidl.tensor(x, device="cuda"))
+    states = list(state) if kind == "LSTM" else [state]
+    assert out.device == "cuda" and states[0].device == "cuda"
+    (out.sum() + sum(s.sum() for s in states)).backward()
+    gpu = [out.numpy()] + [s.numpy() for s in states] + [p.grad.numpy() for p in m.parameters()]
     for a, b in zip(cpu, gpu):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    step = kind.lower() + "_step"
+    assert launched.count(step) == 4 * 5 and launched.count(step + "_backward") == 4 * 5
 
 
 # ---- autocast ----------------------------------------------------------------------------------

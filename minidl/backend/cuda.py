@@ -40,7 +40,9 @@ __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_f
            "softmax_cross_entropy", "softmax_cross_entropy_backward", "sgd_update",
            "sgd_update_many", "adam_update", "batch_norm_train", "batch_norm_backward",
            "batch_norm_eval", "channel_affine", "unscale_grads", "conv2d_algorithm",
-           "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter"]
+           "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter",
+           "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
+           "gru_step_backward"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
 GEOMETRY = ("int32 h, int32 w, int32 kh, int32 kw, int32 sh, int32 sw, int32 ph, int32 pw, "
@@ -408,6 +410,82 @@ if (!(v - v == (T)0)) found_inf[0] = 1;
 grad = v * (T)inv_scale;
 """
 
+# One time step of an LSTM or a GRU (nn/rnn.py's Recurrence), one thread per (sample, unit):
+# the gate arithmetic after the step's h @ W_hh.T, forward and backward, in one launch instead of
+# about twenty array expressions. Gate q of unit j in row n is at n * G * hidden + q * hidden + j
+# (G = 4 for an LSTM's i, f, g, o; 3 for a GRU's r, z, n). Computed in double (the inputs are
+# float32 or float64, see rnn_step_fits): a step is a few thousand values, bound by the launch.
+RNN_ROW = """
+const long long n = i / hidden, j = i - n * hidden;
+"""
+SIGMOID = "(({v}) >= 0 ? 1.0 / (1.0 + exp(-fabs({v}))) : exp(-fabs({v})) / (1.0 + exp(-fabs({v}))))"
+LSTM_STEP = RNN_ROW + """
+const long long r = n * 4 * hidden + j;
+const double vi = to_double(xw[r]) + to_double(gh[r]) + to_double(bias[j]);
+const double vf = to_double(xw[r + hidden]) + to_double(gh[r + hidden])
+                  + to_double(bias[j + hidden]);
+const double vg = to_double(xw[r + 2 * hidden]) + to_double(gh[r + 2 * hidden])
+                  + to_double(bias[j + 2 * hidden]);
+const double vo = to_double(xw[r + 3 * hidden]) + to_double(gh[r + 3 * hidden])
+                  + to_double(bias[j + 3 * hidden]);
+const double ai = """ + SIGMOID.format(v="vi") + """;
+const double af = """ + SIGMOID.format(v="vf") + """;
+const double ag = tanh(vg);
+const double ao = """ + SIGMOID.format(v="vo") + """;
+const double c = af * to_double(c_prev[i]) + ai * ag;
+acts[r] = (T)ai;
+acts[r + hidden] = (T)af;
+acts[r + 2 * hidden] = (T)ag;
+acts[r + 3 * hidden] = (T)ao;
+c_out[i] = (T)c;
+h_out[i] = (T)(ao * tanh(c));
+"""
+# dc: the cell gradient carried from step t+1 in, c_prev's out (each thread its own element)
+LSTM_STEP_BACKWARD = RNN_ROW + """
+const long long r = n * 4 * hidden + j;
+const double ai = to_double(acts[r]), af = to_double(acts[r + hidden]);
+const double ag = to_double(acts[r + 2 * hidden]), ao = to_double(acts[r + 3 * hidden]);
+const double tc = tanh(to_double(c_t[i]));
+const double d = to_double(dh[i]);
+const double dcv = to_double(dc[i]) + to_double(gc[i]) + d * ao * (1.0 - tc * tc);
+da[r] = (T)(dcv * ag * ai * (1.0 - ai));
+da[r + hidden] = (T)(dcv * to_double(c_prev[i]) * af * (1.0 - af));
+da[r + 2 * hidden] = (T)(dcv * ai * (1.0 - ag * ag));
+da[r + 3 * hidden] = (T)(d * tc * ao * (1.0 - ao));
+dc[i] = (T)(dcv * af);
+"""
+GRU_STEP = RNN_ROW + """
+const long long r = n * 3 * hidden + j;
+const double vr = to_double(xw[r]) + to_double(gh[r]) + to_double(bias[j]);
+const double vz = to_double(xw[r + hidden]) + to_double(gh[r + hidden])
+                  + to_double(bias[j + hidden]);
+const double ar = """ + SIGMOID.format(v="vr") + """;
+const double az = """ + SIGMOID.format(v="vz") + """;
+const double ghn = to_double(gh[r + 2 * hidden]) + to_double(bias[j + 2 * hidden]);
+const double an = tanh(to_double(xw[r + 2 * hidden]) + ar * ghn);
+acts[r] = (T)ar;
+acts[r + hidden] = (T)az;
+acts[r + 2 * hidden] = (T)an;
+hn[i] = (T)ghn;
+h_out[i] = (T)(an + az * (to_double(h_prev[i]) - an));
+"""
+GRU_STEP_BACKWARD = RNN_ROW + """
+const long long r = n * 3 * hidden + j;
+const double ar = to_double(acts[r]), az = to_double(acts[r + hidden]);
+const double an = to_double(acts[r + 2 * hidden]);
+const double d = to_double(dh[i]);
+const double dxn = d * (1.0 - az) * (1.0 - an * an);
+const double dxr = dxn * to_double(hn[i]) * ar * (1.0 - ar);
+const double dxz = d * (to_double(h_prev[i]) - an) * az * (1.0 - az);
+dxw[r] = (T)dxr;
+dxw[r + hidden] = (T)dxz;
+dxw[r + 2 * hidden] = (T)dxn;
+dgh[r] = (T)dxr;
+dgh[r + hidden] = (T)dxz;
+dgh[r + 2 * hidden] = (T)(dxn * ar);
+dh_carry[i] = (T)(d * az);
+"""
+
 # name: (input parameters, output parameters, body)
 SPECS = {
     "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS + ", " + IM2COL_MAGIC, "raw T col",
@@ -456,6 +534,14 @@ SPECS = {
                       "int64 hw, int32 relu, uint64 m_hw, uint64 m_channels", "T gx",
                       BN_INPUT_GRAD),
     "unscale_grads": ("float64 inv_scale", "T grad, raw int32 found_inf", UNSCALE_GRADS),
+    "lstm_step": ("raw T xw, raw T gh, raw T bias, raw T c_prev, int64 hidden",
+                  "raw T acts, raw T c_out, raw T h_out", LSTM_STEP),
+    "lstm_step_backward": ("raw T dh, raw T gc, raw T acts, raw T c_prev, raw T c_t, "
+                           "int64 hidden", "raw T dc, raw T da", LSTM_STEP_BACKWARD),
+    "gru_step": ("raw T xw, raw T gh, raw T bias, raw T h_prev, int64 hidden",
+                 "raw T acts, raw T hn, raw T h_out", GRU_STEP),
+    "gru_step_backward": ("raw T dh, raw T acts, raw T hn, raw T h_prev, int64 hidden",
+                          "raw T dxw, raw T dgh, raw T dh_carry", GRU_STEP_BACKWARD),
 }
 
 _compiled = {}
@@ -1081,6 +1167,39 @@ def unscale_grads(grads, inv_scale, found_inf):
     for g in grads:
         if g.size:
             _kernel("unscale_grads")(float(inv_scale), g, found_inf)
+
+
+# ---- recurrent steps ------------------------------------------------------------------------
+# The same functions as the CPU kernel set's (cpu/rnn.py): nn/rnn.py calls them once per time
+# step with (N, G*H) and (N, H) arrays; the outputs are C-contiguous step slices written in place.
+def rnn_step_fits(*arrays):
+    """Whether the step kernels take these arrays: one dtype, float32 or float64."""
+    dtype = arrays[0].dtype
+    return dtype in (_np.float32, _np.float64) and all(a.dtype == dtype for a in arrays)
+
+
+def _rnn_launch(name, inputs, hidden, outputs):
+    cp = get_array_module(*outputs)
+    size = inputs[0].shape[0] * hidden  # one thread per (sample, unit)
+    if size:
+        _kernel(name, _wide(*inputs, *outputs))(*(_flat(cp, a) for a in inputs), hidden,
+                                                *(_flat(cp, a) for a in outputs), size=size)
+
+
+def lstm_step_forward(xw, gh, bias, c_prev, acts, c_out, h_out):
+    _rnn_launch("lstm_step", (xw, gh, bias, c_prev), c_prev.shape[1], (acts, c_out, h_out))
+
+
+def lstm_step_backward(dh, dc, gc, acts, c_prev, c_t, da):
+    _rnn_launch("lstm_step_backward", (dh, gc, acts, c_prev, c_t), dc.shape[1], (dc, da))
+
+
+def gru_step_forward(xw, gh, bias, h_prev, acts, hn, h_out):
+    _rnn_launch("gru_step", (xw, gh, bias, h_prev), h_prev.shape[1], (acts, hn, h_out))
+
+
+def gru_step_backward(dh, acts, hn, h_prev, dxw, dgh, dh_carry):
+    _rnn_launch("gru_step_backward", (dh, acts, hn, h_prev), dh.shape[1], (dxw, dgh, dh_carry))
 
 
 # ---- convolution algorithm ------------------------------------------------------------------

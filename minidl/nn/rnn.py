@@ -35,9 +35,10 @@ class RNNShapeError(ValueError, RuntimeError):
 
 
 def _fused_kernels(xp, mode, valid, *like):
-    """The kernel set whose fused LSTM/GRU step kernels take this recurrence (numba's, for a
-    float32 or float64 LSTM or GRU without per-step masks), or None: the NumPy steps below."""
-    if mode not in ("LSTM", "GRU") or valid is not None or xp is not np:
+    """The kernel set whose fused LSTM/GRU step kernels take this recurrence (numba's for
+    float32, the CUDA kernels for float32 and float64; packed sequences, with their per-step
+    masks, excluded), or None: the array-expression steps below."""
+    if mode not in ("LSTM", "GRU") or valid is not None:
         return None
     ks = backend.kernels(xp)
     fits = getattr(ks, "rnn_step_fits", None)
