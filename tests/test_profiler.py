@@ -503,3 +503,44 @@ def test_cuda_events_time_each_op_on_the_fake_gpu(monkeypatch, host_kernels, tmp
     kernels = [e for e in doc["traceEvents"] if e.get("cat") == "kernel"]
     assert {"Conv2d", "Conv2dBackward"} <= {e["name"] for e in kernels}
     assert autograd._profiler_hook is None
+
+
+def test_a_range_open_when_the_profiler_stops_is_closed_there():
+    p = profile()
+    p.start()
+    r = record_function("straddles")
+    r.__enter__()
+    minidl.ones(2) * 2.0
+    p.stop()
+    minidl.ones(2) * 3.0  # not recorded
+    r.__exit__(None, None, None)  # nothing left to close
+    assert [e.name for e in p.events()] == ["straddles", "Mul"]
+    straddles = p.events()[0]
+    assert straddles.cpu_time_total >= straddles.cpu_children[0].cpu_time_total
+
+
+def test_autocast_ops_are_recorded_once_each():
+    lin = nn.Linear(4, 3)
+    x = minidl.ones(2, 4)
+    with profile() as prof:
+        with minidl.autocast("cpu", dtype=minidl.bfloat16):
+            lin(x)
+    counts = _counts(prof)
+    assert counts["Linear"] == 1
+
+
+def test_tensorboard_trace_handler_writes_one_trace_per_cycle(tmp_path):
+    from minidl.profiler import tensorboard_trace_handler
+
+    sched = schedule(wait=0, warmup=1, active=1, repeat=2)
+    with profile(schedule=sched, on_trace_ready=tensorboard_trace_handler(
+            tmp_path / "tb", worker_name="w0")) as prof:
+        for _ in range(5):
+            minidl.ones(2) * 2.0
+            prof.step()
+    files = sorted((tmp_path / "tb").iterdir())
+    assert len(files) == 2 and all(f.name.startswith("w0.") and
+                                   f.name.endswith(".pt.trace.json") for f in files)
+    names = [e["name"] for e in json.loads(files[0].read_text())["traceEvents"]
+             if e["ph"] == "X"]
+    assert names == ["ProfilerStep#1", "Mul"]

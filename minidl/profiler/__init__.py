@@ -25,7 +25,8 @@ from ._recorder import record_function
 from .events import EventList, FunctionEvent, FunctionEventAvg
 from .profiler import (
     ProfilerAction, ProfilerActivity, profile, schedule, supported_activities,
+    tensorboard_trace_handler,
 )
 
 __all__ = ["profile", "record_function", "schedule", "ProfilerActivity", "ProfilerAction",
-           "supported_activities", "EventList", "FunctionEvent", "FunctionEventAvg"]
+           "supported_activities", "tensorboard_trace_handler", "EventList", "FunctionEvent", "FunctionEventAvg"]

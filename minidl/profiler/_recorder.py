@@ -109,6 +109,9 @@ class Recorder:
             while stack:
                 ev = stack.pop()
                 ev._end_ns = now
+                if ev._cuda is not None and ev._cuda[1] is None:
+                    ev._cuda[1] = self.cuda.cuda.Event()
+                    ev._cuda[1].record()
         self._stacks = {}
         origin = self.origin_ns
         for ev in self.events:
@@ -123,7 +126,9 @@ class Recorder:
         timed = [ev for ev in self.events if ev._cuda is not None]
         if not timed:
             return
-        timed[-1]._cuda[1].synchronize()  # recorded last on the stream: all are done
+        last = self.cuda.cuda.Event()
+        last.record()
+        last.synchronize()  # recorded after every other event on the stream: all are done
         elapsed = self.cuda.cuda.get_elapsed_time
         base = self._base
         for ev in timed:

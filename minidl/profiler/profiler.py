@@ -9,6 +9,8 @@ and minidl runs exactly as without a profiler.
 from __future__ import annotations
 
 import enum
+import os
+import socket
 import time
 import warnings
 
@@ -87,6 +89,23 @@ def schedule(*, wait, warmup, active, repeat=0, skip_first=0, skip_first_wait=0)
             return ProfilerAction.WARMUP
         return ProfilerAction.RECORD if at < cycle - 1 else ProfilerAction.RECORD_AND_SAVE
     return schedule_fn
+
+
+def tensorboard_trace_handler(dir_name, worker_name=None, use_gzip=False):
+    """An ``on_trace_ready`` that writes each cycle's Chrome trace into ``dir_name`` as
+    ``{worker_name}.{nanoseconds}.pt.trace.json`` (``.gz`` with use_gzip), the names
+    TensorBoard's profiler plugin reads; ``worker_name`` defaults to ``{host}_{pid}``."""
+    dir_name = os.fspath(dir_name)
+    if os.path.exists(dir_name) and not os.path.isdir(dir_name):
+        raise ValueError(f"tensorboard_trace_handler: {dir_name!r} exists and is not a "
+                         "directory")
+
+    def handler(prof):
+        os.makedirs(dir_name, exist_ok=True)
+        name = worker_name or f"{socket.gethostname()}_{os.getpid()}"
+        path = os.path.join(dir_name, f"{name}.{time.time_ns()}.pt.trace.json")
+        prof.export_chrome_trace(path + ".gz" if use_gzip else path)
+    return handler
 
 
 def _always_record(step):
