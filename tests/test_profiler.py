@@ -544,3 +544,19 @@ def test_tensorboard_trace_handler_writes_one_trace_per_cycle(tmp_path):
     names = [e["name"] for e in json.loads(files[0].read_text())["traceEvents"]
              if e["ph"] == "X"]
     assert names == ["ProfilerStep#1", "Mul"]
+
+
+def test_the_profiling_doc_runs(capsys):
+    """docs/profiling.md: every ```python block runs, in order, in one namespace."""
+    import os
+
+    doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "profiling.md")
+    with open(doc, encoding="utf-8") as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
+    assert len(blocks) >= 4
+    namespace = {"__name__": "profiling_doc"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
+    out = capsys.readouterr().out
+    assert "Conv2dBackward" in out and "Self CPU time total" in out
+    assert autograd._profiler_hook is None
