@@ -560,3 +560,20 @@ def test_the_profiling_doc_runs(capsys):
     out = capsys.readouterr().out
     assert "Conv2dBackward" in out and "Self CPU time total" in out
     assert autograd._profiler_hook is None
+
+
+def test_a_range_never_exited_closes_with_the_one_around_it_on_the_fake_gpu(
+        monkeypatch, host_kernels):
+    _fake_gpu.install(monkeypatch, host_kernels)
+    x = minidl.ones(2, device="cuda")
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        with record_function("outer"):
+            record_function("forgotten").__enter__()
+            x * 2.0
+        x * 3.0
+        record_function("open at the end").__enter__()
+    outer, forgotten, mul, mul2, last = prof.events()
+    assert forgotten.cpu_parent is outer and mul.cpu_parent is forgotten
+    assert mul2.cpu_parent is None and forgotten.time_range.end <= outer.time_range.end
+    assert last.name == "open at the end" and last.device_time_total == 0.0
+    assert all(e.device_start is not None for e in prof.events())

@@ -107,11 +107,7 @@ class Recorder:
         now = _perf_ns()
         for stack in self._stacks.values():
             while stack:
-                ev = stack.pop()
-                ev._end_ns = now
-                if ev._cuda is not None and ev._cuda[1] is None:
-                    ev._cuda[1] = self.cuda.cuda.Event()
-                    ev._cuda[1].record()
+                self._close(stack.pop(), now)
         self._stacks = {}
         origin = self.origin_ns
         for ev in self.events:
@@ -162,18 +158,21 @@ class Recorder:
         ev._start_ns = _perf_ns()
         return ev
 
-    def end(self, ev, outputs=None):
-        now = _perf_ns()
+    def _close(self, ev, now):
+        ev._end_ns = now
         if ev._cuda is not None and ev._cuda[1] is None:
             end = self.cuda.cuda.Event()
             end.record()
             ev._cuda[1] = end
+
+    def end(self, ev, outputs=None):
+        now = _perf_ns()
         stack = self._stacks.get(_get_ident())
         if not stack or ev not in stack:
             return  # closed already (the recording stopped inside the range)
-        while stack:  # ranges an exception left open inside this one close with it
+        while stack:  # a range entered inside this one and never exited closes with it
             top = stack.pop()
-            top._end_ns = now
+            self._close(top, now)
             if top is ev:
                 break
         if self.profile_memory and outputs is not None:
