@@ -346,6 +346,10 @@ class _TensorStyle(Function):
     """The graph node of a PyTorch-style custom function: it holds the user's ``ctx`` and
     calls the user's ``backward(ctx, *grads)`` with Tensors."""
 
+    def name(self):
+        """``MyFunctionBackward`` for a custom ``MyFunction``, as PyTorch names it."""
+        return f"{type(self.ctx).__name__}Backward"
+
     def backward(self, g):
         ctx, shapes = self.ctx, self.shapes
         if len(shapes) == 1:
