@@ -118,3 +118,4 @@ from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.fu
 from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
 
 __all__.append("Generator")
+from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)

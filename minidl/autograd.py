@@ -28,6 +28,12 @@ changes = 0
 _autocast_hook = None
 
 
+# Set by minidl.profiler while a profiler records (its Recorder): Function.apply then runs
+# the op's forward through hook.forward(fn, tensors, kwargs), and the backward engine each
+# node's backward through hook.backward(fn, grad), so that both are timed. None otherwise.
+_profiler_hook = None
+
+
 def set_autocast_hook(hook):
     global _autocast_hook
     _autocast_hook = hook
@@ -304,7 +310,9 @@ class Function:
             if result is not None:
                 return result
         fn = cls()
-        if n == 1:
+        if _profiler_hook is not None:
+            out = _profiler_hook.forward(fn, tensors, kwargs)
+        elif n == 1:
             out = fn.forward(tensors[0].data, **kwargs)
         elif n == 2:
             out = fn.forward(tensors[0].data, tensors[1].data, **kwargs)
@@ -337,6 +345,10 @@ class Function:
 class _TensorStyle(Function):
     """The graph node of a PyTorch-style custom function: it holds the user's ``ctx`` and
     calls the user's ``backward(ctx, *grads)`` with Tensors."""
+
+    def name(self):
+        """``MyFunctionBackward`` for a custom ``MyFunction``, as PyTorch names it."""
+        return f"{type(self.ctx).__name__}Backward"
 
     def backward(self, g):
         ctx, shapes = self.ctx, self.shapes
@@ -382,7 +394,10 @@ def _apply_on_tensors(cls, args, kwargs):
     global _grad_enabled
     previous, _grad_enabled = _grad_enabled, False
     try:
-        out = cls.forward(ctx, *args, **kwargs)
+        if _profiler_hook is not None:
+            out = _profiler_hook.custom_forward(cls, ctx, args, kwargs)
+        else:
+            out = cls.forward(ctx, *args, **kwargs)
     finally:
         _grad_enabled = previous
     outs = out if isinstance(out, tuple) else (out,)

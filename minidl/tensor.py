@@ -1267,7 +1267,10 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None):
         # no_grad() around the op's backward, without a context manager's cost per node
         previous, autograd._grad_enabled = autograd._grad_enabled, False
         try:
-            in_grads = ctx.backward(g)
+            if autograd._profiler_hook is None:
+                in_grads = ctx.backward(g)
+            else:  # a profiler records: the node's backward in a range named ctx.name()
+                in_grads = autograd._profiler_hook.backward(ctx, g)
         finally:
             autograd._grad_enabled = previous
         if not isinstance(in_grads, tuple):

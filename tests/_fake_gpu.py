@@ -354,6 +354,34 @@ def strict(*modules, monkeypatch=None):
             m.np = original
 
 
+class FakeEvent:
+    """``cupy.cuda.Event``: nothing runs asynchronously here, so every span between two
+    events is 0 ms; ``recorded`` counts the records, for tests."""
+
+    recorded = 0
+
+    def __init__(self, block=False, disable_timing=False, interprocess=False):
+        self.done = False
+
+    def record(self, stream=None):
+        FakeEvent.recorded += 1
+        self.done = True
+
+    def synchronize(self):
+        if not self.done:
+            raise RuntimeError("fake cupy: synchronize() of an event never recorded")
+
+    def query(self):
+        return self.done
+
+    @staticmethod
+    def elapsed(start, end):
+        """``cupy.cuda.get_elapsed_time(start, end)`` in ms; both must have been recorded."""
+        if not (start.done and end.done):
+            raise RuntimeError("fake cupy: get_elapsed_time of an event never recorded")
+        return 0.0
+
+
 class FakeCuPy(types.ModuleType):
     """``cupy`` as far as minidl uses it; anything else falls through to numpy with its array
     results put on the 'device'."""
@@ -379,7 +407,8 @@ class FakeCuPy(types.ModuleType):
             get_random_state=lambda: state[0], set_random_state=set_random_state)
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-            Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None))
+            Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None),
+            Event=FakeEvent, get_elapsed_time=FakeEvent.elapsed)
         self.linalg = _FakeLinalg()
 
     @staticmethod

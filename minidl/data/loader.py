@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..profiler import _recorder
 from ._workers import get_worker_info  # noqa: F401  (minidl.data.get_worker_info)
 from .collate import collate, default_convert
 from .dataset import IterableDataset
@@ -206,6 +207,12 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
+        it = self._iter()
+        if _recorder.session is not None:  # a profiler is open: each batch is a range
+            it = _recorder.profile_iterator(it, self.num_workers)
+        return it
+
+    def _iter(self):
         # the epoch advances when the pass starts, not at its first batch
         epoch, self.epoch = self.epoch, self.epoch + 1
         order = None

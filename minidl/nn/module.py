@@ -11,6 +11,7 @@ import numpy as np
 
 from ..backend import get_array_module, normalize_device, to_device
 from ..backend.dtypes import as_dtype, is_floating
+from .. import autograd as _autograd
 from ..autograd import Function
 from ..tensor import Tensor, _is_dtype_like, bump_version, is_grad_enabled
 
@@ -701,6 +702,12 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        hook = _autograd._profiler_hook
+        if hook is not None:  # a profiler records: with_modules adds an "nn.Module: X" range
+            return hook.module_call(self, self._call_impl, args, kwargs)
+        return self._call_impl(*args, **kwargs)
+
+    def _call_impl(self, *args, **kwargs):
         for a in args:
             if isinstance(a, np.ndarray):  # PyTorch refuses it too; here it would fail deep inside
                 raise TypeError(f"{type(self).__name__}: the input is a numpy array of shape "

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .. import backend
+from .. import autograd, backend
 from ..backend import device_of, get_array_module, to_device
 from ..tensor import Tensor, bump_version, enable_grad, no_grad
 
@@ -205,20 +205,29 @@ def _with_hooks(step):
     (args, kwargs)) and its post-hooks after it, as torch.optim's does."""
     @functools.wraps(step)
     def hooked(self, *args, **kwargs):
-        self._opt_called = True  # a schedule stepped before any optimizer step warns
-        for hook in list(self.__dict__.get("_step_pre_hooks", {}).values()):
-            result = hook(self, args, kwargs)
-            if result is not None:
-                if not (isinstance(result, tuple) and len(result) == 2):
-                    raise RuntimeError(f"{type(self).__name__}: an optimizer step pre-hook must "
-                                       f"return None or a tuple of (new_args, new_kwargs), but "
-                                       f"got {result!r}")
-                args, kwargs = result
-        out = step(self, *args, **kwargs)
-        for hook in list(self.__dict__.get("_step_post_hooks", {}).values()):
-            hook(self, args, kwargs)
-        return out
+        hook = autograd._profiler_hook
+        if hook is not None:  # a profiler records: the step is one range, as in torch
+            return hook.run(f"Optimizer.step#{type(self).__name__}.step", _run_step, self,
+                            step, args, kwargs)
+        return _run_step(self, step, args, kwargs)
     return hooked
+
+
+def _run_step(self, step, args, kwargs):
+    """One step with the optimizer's step pre- and post-hooks around it."""
+    self._opt_called = True  # a schedule stepped before any optimizer step warns
+    for hook in list(self.__dict__.get("_step_pre_hooks", {}).values()):
+        result = hook(self, args, kwargs)
+        if result is not None:
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise RuntimeError(f"{type(self).__name__}: an optimizer step pre-hook must "
+                                   f"return None or a tuple of (new_args, new_kwargs), but "
+                                   f"got {result!r}")
+            args, kwargs = result
+    out = step(self, *args, **kwargs)
+    for hook in list(self.__dict__.get("_step_post_hooks", {}).values()):
+        hook(self, args, kwargs)
+    return out
 
 
 class Optimizer:
@@ -322,6 +331,13 @@ class Optimizer:
 
     def zero_grad(self, set_to_none=True):
         """Drop the gradients (set_to_none=True, PyTorch's default) or zero them in place."""
+        hook = autograd._profiler_hook
+        if hook is not None:
+            return hook.run(f"Optimizer.zero_grad#{type(self).__name__}.zero_grad",
+                            self._zero_grad, set_to_none)
+        self._zero_grad(set_to_none)
+
+    def _zero_grad(self, set_to_none):
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none or p.grad is None:
