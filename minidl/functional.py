@@ -16,7 +16,7 @@ from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, accumulation_dtype, cat, log_softmax_array, reduction_axes,
-    stable_sigmoid,
+    row_kernels, stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 from .special import erfc_array  # noqa: E402
@@ -1214,9 +1214,21 @@ class LayerNorm(Function):
     x and two numbers per row are kept for backward; x is alive anyway as this op's input.
     16-bit inputs are computed in float32 (also beside float32 weights) and rounded."""
 
+    fast = None  # the CPU kernel set, when its row kernels ran forward
+
     def forward(self, x, *weight_bias, ndim, eps, has_weight, has_bias):
         xp = get_array_module(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
+        ks = row_kernels(x, -1)
+        if ks is not None and ks.layer_norm_fits(x, *weight_bias):
+            wb = list(weight_bias)
+            w = wb.pop(0) if has_weight else None
+            b = wb.pop(0) if has_bias else None
+            cols = int(np.prod(x.shape[x.ndim - ndim:]))
+            y, mean, rstd = ks.layer_norm_forward(x.reshape(-1, cols), w, b, eps)
+            self.fast, self.axes, self.has_weight, self.has_bias = ks, axes, has_weight, has_bias
+            self.save_for_backward(x, mean, rstd, w)
+            return y.reshape(x.shape)
         xw = _opmath(x)
         mean = xw.mean(axis=axes, keepdims=True)
         xc = xw - mean
@@ -1236,6 +1248,18 @@ class LayerNorm(Function):
     def backward(self, g):
         x, mean, rstd, w = self.saved
         axes = self.axes
+        if self.fast is not None:
+            shape = x.shape[x.ndim - len(axes):]
+            cols = int(np.prod(shape))
+            gx, gw, gb = self.fast.layer_norm_backward(
+                g.astype(x.dtype, copy=False).reshape(-1, cols), x.reshape(-1, cols), w, mean,
+                rstd, want_gx=_needs_grad(self, 0))
+            grads = [None if gx is None else gx.reshape(x.shape)]
+            if self.has_weight:
+                grads.append(gw.reshape(shape))
+            if self.has_bias:
+                grads.append(gb.reshape(shape))
+            return tuple(grads)
         lead = tuple(range(x.ndim - len(axes)))  # the dims the parameters are shared over
         xhat = (_opmath(x) - mean) * rstd
         gw_ = _opmath(g)
@@ -1390,6 +1414,11 @@ class Embedding(Function):
 def _add_rows(out, index, rows):
     """out[index[i]] += rows[i], with repeated indices summed."""
     xp = get_array_module(out)
+    if xp is np and out.dtype in (np.float32, np.float64) and rows.dtype == out.dtype:
+        fast = getattr(backend.kernels(np), "add_rows", None)
+        if fast is not None:  # numba: ufunc.at is several times slower on rows
+            fast(out, index, rows)
+            return
     if xp is np or hasattr(xp.add, "at"):
         xp.add.at(out, index, rows)
     else:  # CuPy before 12

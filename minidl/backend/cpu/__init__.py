@@ -13,6 +13,8 @@
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
 - ``activations``: ReLU and softmax cross-entropy (with a vectorisable float32 exp);
+- ``rows``: layer norm and softmax over the last dim, row by row, and the scatter-add of rows
+  of an embedding's gradient;
 - ``rnn``: one LSTM or GRU time step's gate arithmetic, forward and backward, in one pass;
 - ``batchnorm``: batch norm (training passes, and the eval-mode per-channel affine map);
 - ``optim``: the SGD update in one pass;
@@ -48,6 +50,10 @@ from .conv_im2col import (  # noqa: E402
 from .conv_winograd import conv2d_winograd  # noqa: E402
 from .optim import fused_update_dtypes, sgd_update  # noqa: E402
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: E402
+from .rows import (  # noqa: E402
+    add_rows, layer_norm_backward, layer_norm_fits, layer_norm_forward, softmax_last,
+    softmax_last_backward,
+)
 from .rnn import (  # noqa: E402
     gru_step_backward, gru_step_forward, lstm_step_backward, lstm_step_forward, rnn_step_fits,
 )
@@ -63,5 +69,6 @@ __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
     "batch_norm_backward", "channel_affine", "sgd_update", "fused_update_dtypes",
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
-    "gru_step_backward",
+    "gru_step_backward", "layer_norm_fits", "layer_norm_forward", "layer_norm_backward",
+    "softmax_last", "softmax_last_backward", "add_rows",
 ]
