@@ -19,7 +19,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import default_float, is_floating
 from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
     Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
@@ -50,7 +50,7 @@ def _pair(name, input, other, *, floating=False, numbers=True):
                         f"{type(other).__name__}")
     dtype = result_type(input, other)
     if floating and not is_floating(dtype):
-        dtype = np.dtype(np.float32)
+        dtype = default_float()
     xp = _array_module(input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     _broadcast_shapes(name, input=a.shape, other=b.shape)

@@ -78,8 +78,37 @@ def numel(input) -> int:
 
 
 def get_default_dtype():
-    """float32: what ``minidl.tensor`` makes of Python floats (fixed, see DESIGN.md)."""
-    return np.dtype(np.float32)
+    """The default floating dtype, float32 unless ``set_default_dtype`` changed it: what
+    ``minidl.tensor`` makes of Python floats, what float factories and layers create."""
+    from .backend.dtypes import default_float
+
+    return default_float()
+
+
+def set_default_dtype(d):
+    """Make ``d`` (float32, float64, float16 or bfloat16) the default floating dtype, as
+    ``torch.set_default_dtype``: Python floats, float factories (zeros, rand, arange with
+    float arguments, ...), layers' parameters and integer-to-float promotion use it. Any other
+    dtype raises TypeError."""
+    from .backend.dtypes import set_default_float
+
+    set_default_float(d)
+
+
+def get_default_device():
+    """Where factory functions create tensors (``minidl.device("cpu")`` unless changed)."""
+    from .backend import default_device, device
+
+    return device(default_device())
+
+
+def set_default_device(device):
+    """Factory functions (zeros, ones, rand, arange, tensor of a list or array, ...) create on
+    ``device`` ("cpu" or "cuda"; None: back to the CPU), as ``torch.set_default_device``;
+    layers' parameters are created on the CPU still (move them with ``.to``)."""
+    from .backend import set_default_device as set_device
+
+    set_device(device)
 
 
 def finfo(dtype=None):

@@ -8,6 +8,7 @@ first call on, the module is its ordinary class (``type(m) is nn.Linear``)."""
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..backend.dtypes import default_float
 from ..tensor import Tensor
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Linear, _BatchNorm
@@ -73,7 +74,7 @@ class UninitializedBuffer(_Uninitialized, Tensor):
 def _empty_f32():
     import numpy as np
 
-    return np.empty(0, dtype=np.float32)
+    return np.empty(0, dtype=default_float())
 
 
 def is_lazy(t):
