@@ -11,8 +11,9 @@ import functools
 
 import numpy as np
 
+from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
-from .tensor import Tensor
+from .tensor import Function, Tensor, is_grad_enabled
 
 # Tensor methods that PyTorch also offers as torch.<name>(input, ...)
 METHOD_FORMS = (
@@ -170,12 +171,39 @@ INPLACE_FORMS = (
 )
 
 
+# comparisons written in place: in the graph, PyTorch records them (EqBackward0, ...) with a
+# zero gradient for the tensor and a tensor argument, so the tensor keeps requires_grad
+_COMPARISONS = {"eq": "Eq", "ne": "Ne", "lt": "Lt", "le": "Le", "gt": "Gt", "ge": "Ge",
+                "greater": "Gt", "greater_equal": "Ge", "less": "Lt", "less_equal": "Le",
+                "not_equal": "Ne",
+                # PyTorch writes these values without recording them (the old node's gradient
+                # flows on, and a leaf is not refused): here they count as comparisons
+                "logical_and": "LogicalAnd", "logical_or": "LogicalOr",
+                "logical_xor": "LogicalXor", "logical_not": "LogicalNot"}
+
+
+class _ComparisonResult(Function):
+    """The values of a comparison (``value``, an array) in the first input's dtype, with a
+    zero gradient for every input."""
+
+    def forward(self, *inputs, value):
+        self.like = [(x.shape, x.dtype) for x in inputs]
+        self.xp = get_array_module(value)
+        return value.astype(inputs[0].dtype)
+
+    def backward(self, g):
+        grads = tuple(self.xp.zeros(shape, dtype) for shape, dtype in self.like)
+        return grads if len(grads) > 1 else grads[0]
+
+
 def _inplace_form(name):
     from .backend.dtypes import category
     from .tensor import _inplace_by
 
     method = getattr(Tensor, name)
     inplace = name + "_"
+    if name in _COMPARISONS:  # grad_fn=<EqBackward>, as PyTorch names it
+        result_op = type(_COMPARISONS[name], (_ComparisonResult,), {})
 
     def form(self, *args, **kwargs):
         if name == "float_power" and self.dtype != np.float64:
@@ -193,6 +221,10 @@ def _inplace_form(name):
             if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
                 raise RuntimeError(f"{inplace}: result type {have} can't be cast to the desired "
                                    f"output type {want}")
+            if name in _COMPARISONS and is_floating(t.data.dtype) and (
+                    t.requires_grad or grad_arg is not None) and is_grad_enabled():
+                extra = [] if grad_arg is None else [t if grad_arg is self else grad_arg]
+                y = result_op.apply(t, *extra, value=y.data)
             return y
         grad_arg = next((a for a in args if isinstance(a, Tensor) and a.requires_grad), None)
         return _inplace_by(self, inplace, compute, grad_arg)
