@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 
-import sys
-
 import numpy as np
 
 from . import autograd, backend
@@ -193,39 +191,15 @@ class Tensor:
         return self.astype(dtype)
 
     def __repr__(self):
-        """As PyTorch prints a tensor: 4 decimals, the dtype only where it is not the default
-        for its kind (float32, int64, bool), then the device, and the op that made it
-        (``grad_fn=<MulBackward>``) or ``requires_grad=True`` on a leaf."""
-        a = self.numpy()
-        shown = a.astype(np.float32) if a.dtype.kind == "V" else a  # bfloat16 prints as float
-        mode = "maxprec"  # 1., 2. for whole numbers; otherwise 4 decimals, as torch prints
-        if shown.dtype.kind in "fc" and shown.size:
-            finite = shown[np.isfinite(shown)]
-            if finite.size and np.any(finite != np.round(finite)):
-                mode = "fixed"
-        opts = PRINT_OPTIONS
-        formatter = None
-        if opts["sci_mode"] is not None and shown.dtype.kind == "f":
-            spec = f".{int(opts['precision'])}{'e' if opts['sci_mode'] else 'f'}"
-            formatter = {"float_kind": lambda v: format(v, spec)}
-        threshold = opts["threshold"]
-        body = np.array2string(shown, separator=", ", prefix="tensor(",
-                               precision=int(opts["precision"]), floatmode=mode,
-                               threshold=sys.maxsize if threshold == np.inf else int(threshold),
-                               edgeitems=int(opts["edgeitems"]),
-                               max_line_width=int(opts["linewidth"]), formatter=formatter)
-        extra = []
-        if a.dtype not in (np.float32, np.int64, np.bool_):
-            extra.append(f"dtype=minidl.{a.dtype.name}")
-        if a.size == 0 and a.ndim > 1:
-            extra.append(f"size={a.shape}")
-        if self.device != "cpu":
-            extra.append(f"device='{self.device}'")
-        if self._ctx is not None:
-            extra.append(f"grad_fn=<{type(self._ctx).__name__}Backward>")
-        elif self.requires_grad:
-            extra.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extra) + ")"
+        """As PyTorch prints a tensor, character for character (minidl/printing.py): the
+        dtype where it is not the default for its kind (the default float dtype, int64, bool),
+        then the device, and the op that made it (``grad_fn=<MulBackward>``) or
+        ``requires_grad=True`` on a leaf."""
+        from .printing import tensor_repr
+
+        grad_fn = None if self._ctx is None else f"{type(self._ctx).__name__}Backward"
+        return tensor_repr(self.numpy(), self.device, grad_fn, self.requires_grad,
+                           PRINT_OPTIONS)
 
     def numpy(self, *, force=False) -> np.ndarray:
         """The values as a numpy array on the host (a copy when on the GPU). Unlike PyTorch,
