@@ -113,9 +113,9 @@ def set_default_device(device):
 
 
 def finfo(dtype=None):
-    """Limits of a floating-point dtype (float32 by default): ``.eps``, ``.max``, ``.tiny``...
-    bfloat16 through ml_dtypes."""
-    dtype = np.dtype(np.float32) if dtype is None else as_dtype(dtype)
+    """Limits of a floating-point dtype (the default dtype unless given): ``.eps``, ``.max``,
+    ``.tiny``... bfloat16 through ml_dtypes."""
+    dtype = get_default_dtype() if dtype is None else as_dtype(dtype)
     if not is_floating(dtype):
         raise TypeError(f"finfo: {dtype} is not a floating-point dtype")
     if dtype.kind == "f":

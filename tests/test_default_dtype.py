@@ -71,6 +71,11 @@ def test_creation_follows_the_default_dtype(name, make, default):
         torch.set_default_dtype(torch.float32)
 
 
+def test_finfo_of_the_default(default64):
+    assert minidl.finfo().eps == torch.finfo().eps
+    assert minidl.finfo().bits == 64
+
+
 def test_sixteen_bit_defaults_as_torch():
     for d in ("float16", "bfloat16"):
         minidl.set_default_dtype(getattr(minidl, d))
