@@ -104,16 +104,19 @@ def _body(a, indent, summarise, fmt, options):
 
 
 def _with_suffixes(text, suffixes, indent, linewidth):
-    """``text`` and ``, suffix`` each, a suffix that would pass ``linewidth`` on a new line."""
+    """``text`` and ``, suffix`` each, a suffix that would pass ``linewidth`` on a new line.
+    A suffix is measured as PyTorch's (``dtype=torch.int32``, one letter shorter), so that
+    the lines break where PyTorch's do."""
     out = [text]
     last = len(text) - text.rfind("\n") + 1
     for suffix in suffixes:
-        if last + len(suffix) + 2 > linewidth:
+        width = len(suffix) - suffix.count("minidl.")
+        if last + width + 2 > linewidth:
             out.append(",\n" + " " * indent + suffix)
-            last = indent + len(suffix)
+            last = indent + width
         else:
             out.append(", " + suffix)
-            last += len(suffix) + 2
+            last += width + 2
     return "".join(out) + ")"
 
 

@@ -186,3 +186,48 @@ def test_repr_on_the_fake_gpu(monkeypatch):
     t = minidl.tensor([1.5, 2.0], device="cuda", requires_grad=True)
     # minidl names the device 'cuda' (one GPU per process); torch would print 'cuda:0'
     assert repr(t) == "tensor([1.5000, 2.0000], device='cuda', requires_grad=True)"
+
+
+def test_suffix_breaks_where_torchs_does():
+    # torch's line is one letter shorter (dtype=torch.int32): minidl breaks where torch does
+    for lib in (minidl, torch):
+        lib.set_printoptions(linewidth=29)
+    try:
+        _same(minidl.tensor(0, dtype=minidl.int32), torch.tensor(0, dtype=torch.int32))
+        assert repr(minidl.tensor(0, dtype=minidl.int32)) == "tensor(0, dtype=minidl.int32)"
+    finally:
+        minidl.set_printoptions(profile="default")
+        torch.set_printoptions(profile="default")
+
+
+def test_random_tensors_and_options_as_torch():
+    """A seeded sweep: shapes up to 3-D, magnitudes 1e-9..1e12, whole values, nan/inf/-0,
+    zeros, several dtypes, random print options."""
+    r = np.random.default_rng(7)
+    for _ in range(300):
+        nd = int(r.integers(0, 4))
+        shape = tuple(int(s) for s in r.integers(1, 12 if nd > 1 else 1200, nd))
+        dtype = str(r.choice(["float32", "float64", "int64", "bool", "float16", "int32"]))
+        a = r.standard_normal(shape) * 10.0 ** int(r.integers(-9, 12))
+        if r.random() < 0.3:
+            a = np.round(a)
+        if r.random() < 0.15 and a.size:
+            a.flat[int(r.integers(a.size))] = r.choice([np.nan, np.inf, -np.inf, -0.0])
+        if dtype in ("int64", "int32"):
+            a = np.nan_to_num(a, posinf=0, neginf=0).clip(-2e9, 2e9)
+        if dtype == "bool":
+            a = a > 0
+        if dtype == "float16":
+            a = a.clip(-6e4, 6e4)
+        options = {}
+        if r.random() < 0.3:
+            options = dict(precision=int(r.integers(0, 8)), linewidth=int(r.integers(20, 150)),
+                           edgeitems=int(r.integers(0, 4)), threshold=int(r.integers(3, 1500)),
+                           sci_mode=[None, True, False][int(r.integers(3))])
+        minidl.set_printoptions(**options)
+        torch.set_printoptions(**options)
+        try:
+            _same(_make(minidl, a, dtype), _make(torch, a, dtype))
+        finally:
+            minidl.set_printoptions(profile="default")
+            torch.set_printoptions(profile="default")
