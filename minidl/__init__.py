@@ -23,6 +23,9 @@ from .creation import (  # noqa: E402
 from .tensor_functions import (  # noqa: E402,F401  (max, min: minidl.max(x, dim) as torch.max)
     finfo, get_default_dtype, iinfo, is_tensor, max, min, numel,
 )
+from .tensor_functions import (  # noqa: E402
+    get_default_device, set_default_device, set_default_dtype,
+)
 from . import tensor_functions as _tensor_functions  # noqa: E402
 from . import runtime  # noqa: E402
 from .runtime import (  # noqa: E402,F401  (in __all__ below, compile aside)
@@ -70,7 +73,8 @@ __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_en
            "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
            "randperm", "normal", "bernoulli", "multinomial", "is_tensor", "numel",
            "is_floating_point", "get_default_dtype", "finfo", "iinfo",
-           "default_generator", "logspace"]  # max and min stay out: import * must not shadow the builtins
+           "default_generator", "logspace", "set_default_dtype", "get_default_device",
+           "set_default_device"]  # max and min stay out: import * must not shadow the builtins
 __all__ += [n for n in runtime.__all__ if n != "compile"]  # nor compile
 
 # PyTorch's tensor ops beyond the core, each under its torch name (minidl.gather, minidl.sort,

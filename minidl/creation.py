@@ -1,13 +1,16 @@
 """Tensor creation, as PyTorch's factory functions: zeros, ones, full, arange, linspace, eye,
 the ``*_like`` forms, and the random ones (randn, rand, randint, ...) on minidl's seeded generator
 (``minidl.manual_seed``), or on ``generator=`` (a minidl.Generator of the result's device, as
-torch's). float32 by default; integer ranges and fills are int64, as in torch."""
+torch's). Floats in the default dtype (``minidl.set_default_dtype``, float32 unless changed) on
+the default device (``minidl.set_default_device``); integer ranges and fills are int64, as in
+torch."""
 from __future__ import annotations
 
 import numpy as np
 
 from .backend import generator_rng
-from .backend.dtypes import as_dtype, is_floating, scalar_dtype
+from . import backend
+from .backend.dtypes import as_dtype, default_float, is_floating, scalar_dtype
 from .tensor import Tensor
 
 
@@ -20,19 +23,27 @@ def _shape(name, shape, size):
     return shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
 
 
-def zeros(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+def _device(device):
+    """``device``, or the default device (``minidl.set_default_device``) for None."""
+    return backend.default_device() if device is None else device
+
+
+def zeros(*shape, size=None, dtype=None, requires_grad=False, device=None):
     shape = _shape("zeros", shape, size)
-    return Tensor(np.zeros(shape, dtype=dtype), requires_grad=requires_grad, device=device)
+    return Tensor(np.zeros(shape, dtype=_creation_dtype(dtype, default_float())),
+                  requires_grad=requires_grad, device=_device(device))
 
 
-def ones(*shape, size=None, dtype="float32", requires_grad=False, device="cpu"):
+def ones(*shape, size=None, dtype=None, requires_grad=False, device=None):
     shape = _shape("ones", shape, size)
-    return Tensor(np.ones(shape, dtype=dtype), requires_grad=requires_grad, device=device)
+    return Tensor(np.ones(shape, dtype=_creation_dtype(dtype, default_float())),
+                  requires_grad=requires_grad, device=_device(device))
 
 
-def randn(*shape, size=None, generator=None, dtype="float32", requires_grad=False, device="cpu"):
+def randn(*shape, size=None, generator=None, dtype=None, requires_grad=False, device=None):
     shape = _shape("randn", shape, size)
-    if not is_floating(as_dtype(dtype)):  # samples cast to ints would be mostly zeros
+    dtype, device = _creation_dtype(dtype, default_float()), _device(device)
+    if not is_floating(dtype):  # samples cast to ints would be mostly zeros
         raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
     values = generator_rng(generator, device, "randn").standard_normal(shape).astype(dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
@@ -56,9 +67,11 @@ class RangeError(ValueError, RuntimeError):
     ValueErrors; this is both."""
 
 
-def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="cpu"):
+def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device=None):
     """``start, start + step, ...`` up to ``end`` (excluded); ``arange(n)`` is 0 .. n-1.
-    int64 where start, end and step are all integers, float32 otherwise, as in PyTorch."""
+    int64 where start, end and step are all integers, the default dtype otherwise, as in
+    PyTorch."""
+    device = _device(device)
     if end is None:
         start, end = 0, start
     start, end, step = (_number("arange", what, v)
@@ -73,13 +86,14 @@ def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device="
                          f"end {end} cannot be reached from start {start} by step {step}")
     integral = all(isinstance(v, int) for v in (start, end, step))
     values = np.arange(start, end, step, dtype=np.int64 if integral else np.float64)
-    dtype = _creation_dtype(dtype, np.int64 if integral else np.float32)
+    dtype = _creation_dtype(dtype, np.int64 if integral else default_float())
     return Tensor(values.astype(dtype), requires_grad=requires_grad, device=device)
 
 
-def full(size, fill_value, *, dtype=None, requires_grad=False, device="cpu"):
+def full(size, fill_value, *, dtype=None, requires_grad=False, device=None):
     """A tensor of ``size`` (a tuple) filled with ``fill_value``; the dtype follows the value
-    (bool, int64 or float32) unless given."""
+    (bool, int64 or the default float dtype) unless given."""
+    device = _device(device)
     if not isinstance(size, (tuple, list)):
         raise TypeError(f"full: size must be a tuple of ints, got {type(size).__name__}")
     if isinstance(fill_value, Tensor):
@@ -103,10 +117,11 @@ def ones_like(input, *, dtype=None, requires_grad=False, device=None):
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, device="cpu"):
+def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, device=None):
     """Uniform on [0, 1), from minidl's seeded generator (minidl.manual_seed)."""
+    device = _device(device)
     shape = _shape("rand", shape, size)
-    dtype = _creation_dtype(dtype, "float32")
+    dtype = _creation_dtype(dtype, default_float())
     if not is_floating(dtype):
         raise TypeError(f"rand: dtype must be a floating-point type, got {dtype}")
     values = generator_rng(generator, device, "rand").random(shape).astype(dtype)
@@ -114,9 +129,10 @@ def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, dev
 
 
 def randint(low=0, high=None, size=None, *, generator=None, dtype=None, requires_grad=False,
-            device="cpu"):
+            device=None):
     """Integers uniform on [low, high), int64 unless dtype is given: ``randint(high, size)``
     or ``randint(low, high, size)``, from minidl's seeded generator."""
+    device = _device(device)
     if size is None and isinstance(high, (tuple, list)):
         low, high, size = 0, low, high  # randint(high, size)
     elif high is None and size is not None:
@@ -135,27 +151,29 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, requires
                   device=device)
 
 
-def linspace(start, end, steps, *, dtype=None, requires_grad=False, device="cpu"):
-    """``steps`` evenly spaced values from start to end, both included (float32 by default)."""
+def linspace(start, end, steps, *, dtype=None, requires_grad=False, device=None):
+    """``steps`` evenly spaced values from start to end, both included (the default dtype unless given)."""
+    device = _device(device)
     start, end = _number("linspace", "start", start), _number("linspace", "end", end)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise TypeError(f"linspace: steps must be an int, got {type(steps).__name__}")
     if steps < 0:
         raise ValueError(f"linspace: steps must be >= 0, got {steps}")
     values = np.linspace(start, end, int(steps), dtype=np.float64)
-    return Tensor(values.astype(_creation_dtype(dtype, "float32")), requires_grad=requires_grad,
+    return Tensor(values.astype(_creation_dtype(dtype, default_float())), requires_grad=requires_grad,
                   device=device)
 
 
-def eye(n, m=None, *, dtype=None, requires_grad=False, device="cpu"):
-    """The n x m (n x n) identity matrix, float32 by default."""
+def eye(n, m=None, *, dtype=None, requires_grad=False, device=None):
+    """The n x m (n x n) identity matrix, in the default dtype unless given."""
+    device = _device(device)
     m = n if m is None else m
     for what, v in (("n", n), ("m", m)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise TypeError(f"eye: {what} must be an int, got {type(v).__name__}")
         if v < 0:
             raise ValueError(f"eye: {what} must be >= 0, got {v}")
-    return Tensor(np.eye(n, m, dtype=_creation_dtype(dtype, "float32")),
+    return Tensor(np.eye(n, m, dtype=_creation_dtype(dtype, default_float())),
                   requires_grad=requires_grad, device=device)
 
 
@@ -169,10 +187,11 @@ def from_numpy(array):
     return Tensor(array)
 
 
-def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, device="cpu"):
+def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, device=None):
     """``base ** linspace(start, end, steps)``: ``steps`` values spaced evenly on a log scale
-    from base**start to base**end (float32 by default; an integer dtype rounds toward zero,
+    from base**start to base**end (the default dtype unless given; an integer dtype rounds toward zero,
     as PyTorch's does)."""
+    device = _device(device)
     start, end = _number("logspace", "start", start), _number("logspace", "end", end)
     base = _number("logspace", "base", base)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
@@ -180,14 +199,14 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, d
     if steps < 0:
         raise ValueError(f"logspace: number of steps must be non-negative, got {steps}")
     values = np.power(float(base), np.linspace(start, end, int(steps), dtype=np.float64))
-    return Tensor(values.astype(_creation_dtype(dtype, "float32")), requires_grad=requires_grad,
+    return Tensor(values.astype(_creation_dtype(dtype, default_float())), requires_grad=requires_grad,
                   device=device)
 
 
-def empty(*shape, size=None, dtype=None, requires_grad=False, device="cpu"):
+def empty(*shape, size=None, dtype=None, requires_grad=False, device=None):
     """A tensor of ``shape`` whose values are to be overwritten (zeros here: NumPy's
     uninitialised memory would make runs differ)."""
-    return zeros(*shape, size=size, dtype=_creation_dtype(dtype, "float32"),
+    return zeros(*shape, size=size, dtype=_creation_dtype(dtype, default_float()),
                  requires_grad=requires_grad, device=device)
 
 
@@ -223,8 +242,9 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, require
                    requires_grad=requires_grad, device=device)
 
 
-def randperm(n, *, generator=None, dtype=None, requires_grad=False, device="cpu"):
+def randperm(n, *, generator=None, dtype=None, requires_grad=False, device=None):
     """A random permutation of 0 .. n-1 (int64), from minidl's seeded generator."""
+    device = _device(device)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"randperm: n must be a non-negative int, got {n!r}")
     values = generator_rng(generator, device, "randperm").permutation(int(n)).astype(
@@ -250,8 +270,8 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, requires
     else:
         if size is None:
             raise TypeError("normal: pass size when mean and std are numbers")
-        shape, dtype = tuple(size), _creation_dtype(dtype, "float32")
-        device = "cpu" if device is None else device
+        shape, dtype = tuple(size), _creation_dtype(dtype, default_float())
+        device = _device(device)
     if not is_floating(dtype):
         raise TypeError(f"normal: dtype must be a floating-point type, got {dtype}")
     values = mu + sigma * generator_rng(generator, device, "normal").standard_normal(shape)

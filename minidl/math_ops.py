@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import as_dtype, is_floating
+from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
     Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
     accumulation_dtype, clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type,
@@ -107,8 +107,8 @@ TENSOR_METHODS = {"cumsum": cumsum, "cumprod": cumprod}
 
 # ---- elementwise functions ----------------------------------------------------------------
 def _float_input(x):
-    """Integer and bool tensors enter floating-point math as float32 (PyTorch's default)."""
-    return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=np.dtype(np.float32))
+    """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's)."""
+    return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=default_float())
 
 
 def _unary(name, forward, derivative, save_output=False):
@@ -706,8 +706,8 @@ def xlogy(input, other):
         if not (isinstance(x, autograd.Tensor) or _is_number(x)):
             raise TypeError(f"xlogy: {what} must be a tensor or a number, got {type(x).__name__}")
     dtype = result_type(input, other)
-    if not is_floating(dtype):  # integers computed in float32 (a number not wrapped first)
-        dtype = np.dtype(np.float32)
+    if not is_floating(dtype):  # integers computed in the default dtype (a number not wrapped)
+        dtype = default_float()
     xp = _array_module(input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     return XLogY.apply(a, b)
@@ -834,7 +834,7 @@ def _two_tensors(name, input, other, integers_in_float32):
         if not integers_in_float32:
             raise DtypeNotImplemented(f"{name}: not implemented for {dtype} tensors (PyTorch "
                                       "has no kernel for them either); pass floating-point ones")
-        dtype = np.dtype(np.float32)
+        dtype = default_float()
     try:
         np.broadcast_shapes(input.shape, other.shape)
     except ValueError:

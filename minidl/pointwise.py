@@ -19,11 +19,11 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import default_float, is_floating
 from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
     Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
-    result_type,
+    refuse_bool_sub, result_type,
 )
 
 
@@ -50,7 +50,7 @@ def _pair(name, input, other, *, floating=False, numbers=True):
                         f"{type(other).__name__}")
     dtype = result_type(input, other)
     if floating and not is_floating(dtype):
-        dtype = np.dtype(np.float32)
+        dtype = default_float()
     xp = _array_module(input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     _broadcast_shapes(name, input=a.shape, other=b.shape)
@@ -327,19 +327,8 @@ def multiply(input, other):
 def subtract(input, other, *, alpha=1):
     """``input - alpha * other`` (torch.subtract, an alias of sub)."""
     _check_tensor("subtract", "input", input)
-    other_bool = isinstance(other, (bool, np.bool_)) or (
-        isinstance(other, autograd.Tensor) and other.dtype == np.bool_)
-    if input.dtype == np.bool_ and other_bool:
-        raise BoolSubtractError("subtract: subtraction of two bool tensors is not supported; use "
-                                "logical_xor() or the ^ operator, as PyTorch says")
-    if input.dtype == np.bool_ or other_bool:
-        raise BoolSubtractError("subtract: subtraction with a bool tensor is not supported; to "
-                                "invert a mask use ~ or logical_not(), as PyTorch says")
+    refuse_bool_sub(input, other)  # PyTorch's RuntimeError and message, as the - operator's
     return input.sub(other, alpha=alpha)
-
-
-class BoolSubtractError(TypeError, RuntimeError):
-    """Subtraction with a bool operand: a TypeError as minidl's, PyTorch's RuntimeError."""
 
 
 def true_divide(input, other):

@@ -173,7 +173,7 @@ def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=N
     """How Tensors print, as ``torch.set_printoptions``: ``precision`` (decimals),
     ``threshold`` (more elements than this are summarised), ``edgeitems``, ``linewidth``,
     ``profile`` ("default", "short", "full"), ``sci_mode`` (True: always scientific, False:
-    never, None: NumPy's choice)."""
+    never, None, also when not given: PyTorch's choice from the values)."""
     from .tensor import PRINT_OPTIONS as options
 
     if profile is not None:
@@ -188,8 +188,7 @@ def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=N
                 raise ValueError(f"set_printoptions: {name} must be a non-negative number, "
                                  f"got {value!r}")
             options[name] = value
-    if sci_mode is not None or profile is not None:
-        options["sci_mode"] = sci_mode
+    options["sci_mode"] = sci_mode  # as torch's: every call sets it (None unless given)
 
 
 _compile_warned = False

@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import DimError, Function
 from .backend import device_of, get_array_module, to_numpy
-from .backend.dtypes import as_dtype
+from .backend.dtypes import as_dtype, default_float
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order, wrap_dim,
@@ -901,7 +901,7 @@ def block_diag(*tensors):
                                 f"Input {k} has {t.ndim} dimensions")
         blocks.append(t.reshape(1, -1) if t.ndim < 2 else t)
     if not blocks:
-        return autograd.Tensor(np.zeros((1, 0), np.float32))
+        return autograd.Tensor(np.zeros((1, 0), default_float()))
     dtype = result_type(*blocks)
     blocks = [b if b.data.dtype == dtype else Cast.apply(b, dtype=dtype) for b in blocks]
     return BlockDiag.apply(*blocks)

@@ -18,7 +18,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import default_float, is_floating
 from .indexing import Gather
 from .math_ops import vector_norm
 from .ops import Cast, TakeAlongDim, where, wrap_dim
@@ -308,7 +308,7 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
                               f"an input with {input.ndim} dimensions")
     x = input if input.ndim == 2 else input.reshape(1, -1)
     if not is_floating(x.dtype):
-        x = Cast.apply(x, dtype=np.dtype(np.float32))
+        x = Cast.apply(x, dtype=default_float())
     n = x.shape[1]
     w = None
     if fweights is not None:

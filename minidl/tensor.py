@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 
-import sys
-
 import numpy as np
 
 from . import autograd, backend
@@ -18,8 +16,8 @@ from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this 
 )
 from .backend import device_of, get_array_module, normalize_device
 from .backend.dtypes import (
-    DEFAULT_FLOAT, as_dtype, bfloat16_dtype, category, combine_dtypes, is_floating,
-    promote_types, scalar_dtype,
+    SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
+    is_floating, promote_types, scalar_dtype,
 )
 from . import ops
 from .ops import (
@@ -44,8 +42,8 @@ def _as_array(data, dtype=None, device="cpu"):
         arr = xp.asarray(data)
         # an array keeps its dtype on either device; Python numbers and lists get the defaults
         is_array = isinstance(data, (np.ndarray, np.generic, xp.ndarray))  # NumPy scalars too
-        if arr.dtype.kind == "f" and arr.dtype != xp.float32 and not is_array:
-            arr = arr.astype(xp.float32)  # Python floats and lists become float32
+        if arr.dtype.kind == "f" and not is_array and arr.dtype != SCALAR_DTYPES[float]:
+            arr = arr.astype(SCALAR_DTYPES[float])  # Python floats: the default dtype
         elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not is_array:
             arr = arr.astype(xp.int64)
         return arr
@@ -193,39 +191,15 @@ class Tensor:
         return self.astype(dtype)
 
     def __repr__(self):
-        """As PyTorch prints a tensor: 4 decimals, the dtype only where it is not the default
-        for its kind (float32, int64, bool), then the device, and the op that made it
-        (``grad_fn=<MulBackward>``) or ``requires_grad=True`` on a leaf."""
-        a = self.numpy()
-        shown = a.astype(np.float32) if a.dtype.kind == "V" else a  # bfloat16 prints as float
-        mode = "maxprec"  # 1., 2. for whole numbers; otherwise 4 decimals, as torch prints
-        if shown.dtype.kind in "fc" and shown.size:
-            finite = shown[np.isfinite(shown)]
-            if finite.size and np.any(finite != np.round(finite)):
-                mode = "fixed"
-        opts = PRINT_OPTIONS
-        formatter = None
-        if opts["sci_mode"] is not None and shown.dtype.kind == "f":
-            spec = f".{int(opts['precision'])}{'e' if opts['sci_mode'] else 'f'}"
-            formatter = {"float_kind": lambda v: format(v, spec)}
-        threshold = opts["threshold"]
-        body = np.array2string(shown, separator=", ", prefix="tensor(",
-                               precision=int(opts["precision"]), floatmode=mode,
-                               threshold=sys.maxsize if threshold == np.inf else int(threshold),
-                               edgeitems=int(opts["edgeitems"]),
-                               max_line_width=int(opts["linewidth"]), formatter=formatter)
-        extra = []
-        if a.dtype not in (np.float32, np.int64, np.bool_):
-            extra.append(f"dtype=minidl.{a.dtype.name}")
-        if a.size == 0 and a.ndim > 1:
-            extra.append(f"size={a.shape}")
-        if self.device != "cpu":
-            extra.append(f"device='{self.device}'")
-        if self._ctx is not None:
-            extra.append(f"grad_fn=<{type(self._ctx).__name__}Backward>")
-        elif self.requires_grad:
-            extra.append("requires_grad=True")
-        return "tensor(" + ", ".join([body] + extra) + ")"
+        """As PyTorch prints a tensor, character for character (minidl/printing.py): the
+        dtype where it is not the default for its kind (the default float dtype, int64, bool),
+        then the device, and the op that made it (``grad_fn=<MulBackward>``) or
+        ``requires_grad=True`` on a leaf."""
+        from .printing import tensor_repr
+
+        grad_fn = None if self._ctx is None else f"{type(self._ctx).__name__}Backward"
+        return tensor_repr(self.numpy(), self.device, grad_fn, self.requires_grad,
+                           PRINT_OPTIONS)
 
     def numpy(self, *, force=False) -> np.ndarray:
         """The values as a numpy array on the host (a copy when on the GPU). Unlike PyTorch,
@@ -453,7 +427,7 @@ class Tensor:
         if isinstance(exponent, np.generic):  # a NumPy number: its kind, as a Python one
             exponent = exponent.item()
         if not is_floating(self.dtype) and isinstance(exponent, float):
-            return Pow.apply(_cast(self, np.dtype(np.float32)), exponent=exponent)
+            return Pow.apply(_cast(self, default_float()), exponent=exponent)
         if self.data.dtype.kind in "biu" and isinstance(exponent, int):
             ops.check_integer_exponent(self.data.dtype, exponent)
             if self.data.dtype == np.bool_:  # bool ** 2 is int64; bool ** True stays bool
@@ -851,7 +825,7 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
     elif isinstance(other, (bool, int, float, np.generic)):
         dtype = combine_dtypes(a.data.dtype, scalar_dtype(other))
         if true_divide and not is_floating(dtype):  # the number made at the float dtype, so
-            dtype = DEFAULT_FLOAT  # uint8_tensor / -1 divides by -1, not by a wrapped 255
+            dtype = default_float()  # uint8_tensor / -1 divides by -1, not by a wrapped 255
         b = _scalar(other, a, dtype)
     else:  # an array (numpy, or cupy on the GPU) takes part as a number of its kind would
         arr = get_array_module(a.data).asarray(other)
@@ -862,7 +836,7 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
             dtype = arr.dtype  # not a number: the op says what does not fit
         b = Tensor(arr)
     if true_divide and not is_floating(dtype):
-        dtype = DEFAULT_FLOAT
+        dtype = default_float()
     a = _to_dtype(a, dtype)
     b = _to_dtype(b, dtype)
     return (b, a) if reverse else (a, b)
@@ -947,8 +921,8 @@ def _fill(t, value):
 
 
 def _float_input(t):
-    """Integer tensors enter floating-point math as float32 (PyTorch's default dtype)."""
-    return t if is_floating(t.data.dtype) else _cast(t, DEFAULT_FLOAT)
+    """Integer tensors enter floating-point math in the default dtype, as in PyTorch."""
+    return t if is_floating(t.data.dtype) else _cast(t, default_float())
 
 
 def _inplace(t: Tensor, other, ufunc, out_of_place):
@@ -1403,18 +1377,21 @@ class ItemError(ValueError, RuntimeError):
 
 
 def tensor(data, requires_grad=False, dtype=None, device=None):
-    """Make a tensor: floats become float32, integers int64 (class labels)."""
+    """Make a tensor: floats become the default dtype (float32 unless
+    ``minidl.set_default_dtype`` changed it), integers int64 (class labels). A NumPy float
+    array becomes float32 under the float32 default (pass dtype=float64 for gradient checks);
+    under another default it keeps its float dtype, as torch.tensor."""
     if device is None:
         device = data.device if isinstance(data, Tensor) else device_of(data)
+        if device == "cpu" and backend._default_device != "cpu" and not isinstance(data, Tensor):
+            device = backend._default_device  # minidl.set_default_device
     if isinstance(data, Tensor):
         data = data.data
     elif dtype is None and isinstance(data, np.ndarray):
-        if data.dtype.kind == "f" and data.dtype != np.float64:
+        if data.dtype.kind == "f" and SCALAR_DTYPES[float] == np.float32:
             dtype = np.float32
         elif data.dtype.kind in "iu":
             dtype = np.int64
-        elif data.dtype == np.float64:
-            dtype = np.float32  # float32 by default; pass dtype=float64 for gradient checks
     out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
     if out.data.dtype.kind in "USO":  # strings, objects: no tensor dtype holds them
         raise TypeError(f"tensor: invalid data type {type(data).__name__!r} (an array of "

@@ -11,8 +11,9 @@ import functools
 
 import numpy as np
 
+from .backend import get_array_module
 from .backend.dtypes import as_dtype, is_floating
-from .tensor import Tensor
+from .tensor import Function, Tensor, is_grad_enabled
 
 # Tensor methods that PyTorch also offers as torch.<name>(input, ...)
 METHOD_FORMS = (
@@ -78,14 +79,43 @@ def numel(input) -> int:
 
 
 def get_default_dtype():
-    """float32: what ``minidl.tensor`` makes of Python floats (fixed, see DESIGN.md)."""
-    return np.dtype(np.float32)
+    """The default floating dtype, float32 unless ``set_default_dtype`` changed it: what
+    ``minidl.tensor`` makes of Python floats, what float factories and layers create."""
+    from .backend.dtypes import default_float
+
+    return default_float()
+
+
+def set_default_dtype(d):
+    """Make ``d`` (float32, float64, float16 or bfloat16) the default floating dtype, as
+    ``torch.set_default_dtype``: Python floats, float factories (zeros, rand, arange with
+    float arguments, ...), layers' parameters and integer-to-float promotion use it. Any other
+    dtype raises TypeError."""
+    from .backend.dtypes import set_default_float
+
+    set_default_float(d)
+
+
+def get_default_device():
+    """Where factory functions create tensors (``minidl.device("cpu")`` unless changed)."""
+    from .backend import default_device, device
+
+    return device(default_device())
+
+
+def set_default_device(device):
+    """Factory functions (zeros, ones, rand, arange, tensor of a list or array, ...) create on
+    ``device`` ("cpu" or "cuda"; None: back to the CPU), as ``torch.set_default_device``;
+    layers' parameters are created on the CPU still (move them with ``.to``)."""
+    from .backend import set_default_device as set_device
+
+    set_device(device)
 
 
 def finfo(dtype=None):
-    """Limits of a floating-point dtype (float32 by default): ``.eps``, ``.max``, ``.tiny``...
-    bfloat16 through ml_dtypes."""
-    dtype = np.dtype(np.float32) if dtype is None else as_dtype(dtype)
+    """Limits of a floating-point dtype (the default dtype unless given): ``.eps``, ``.max``,
+    ``.tiny``... bfloat16 through ml_dtypes."""
+    dtype = get_default_dtype() if dtype is None else as_dtype(dtype)
     if not is_floating(dtype):
         raise TypeError(f"finfo: {dtype} is not a floating-point dtype")
     if dtype.kind == "f":
@@ -141,12 +171,39 @@ INPLACE_FORMS = (
 )
 
 
+# comparisons written in place: in the graph, PyTorch records them (EqBackward0, ...) with a
+# zero gradient for the tensor and a tensor argument, so the tensor keeps requires_grad
+_COMPARISONS = {"eq": "Eq", "ne": "Ne", "lt": "Lt", "le": "Le", "gt": "Gt", "ge": "Ge",
+                "greater": "Gt", "greater_equal": "Ge", "less": "Lt", "less_equal": "Le",
+                "not_equal": "Ne",
+                # PyTorch writes these values without recording them (the old node's gradient
+                # flows on, and a leaf is not refused): here they count as comparisons
+                "logical_and": "LogicalAnd", "logical_or": "LogicalOr",
+                "logical_xor": "LogicalXor", "logical_not": "LogicalNot"}
+
+
+class _ComparisonResult(Function):
+    """The values of a comparison (``value``, an array) in the first input's dtype, with a
+    zero gradient for every input."""
+
+    def forward(self, *inputs, value):
+        self.like = [(x.shape, x.dtype) for x in inputs]
+        self.xp = get_array_module(value)
+        return value.astype(inputs[0].dtype)
+
+    def backward(self, g):
+        grads = tuple(self.xp.zeros(shape, dtype) for shape, dtype in self.like)
+        return grads if len(grads) > 1 else grads[0]
+
+
 def _inplace_form(name):
     from .backend.dtypes import category
     from .tensor import _inplace_by
 
     method = getattr(Tensor, name)
     inplace = name + "_"
+    if name in _COMPARISONS:  # grad_fn=<EqBackward>, as PyTorch names it
+        result_op = type(_COMPARISONS[name], (_ComparisonResult,), {})
 
     def form(self, *args, **kwargs):
         if name == "float_power" and self.dtype != np.float64:
@@ -164,6 +221,10 @@ def _inplace_form(name):
             if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
                 raise RuntimeError(f"{inplace}: result type {have} can't be cast to the desired "
                                    f"output type {want}")
+            if name in _COMPARISONS and is_floating(t.data.dtype) and (
+                    t.requires_grad or grad_arg is not None) and is_grad_enabled():
+                extra = [] if grad_arg is None else [t if grad_arg is self else grad_arg]
+                y = result_op.apply(t, *extra, value=y.data)
             return y
         grad_arg = next((a for a in args if isinstance(a, Tensor) and a.requires_grad), None)
         return _inplace_by(self, inplace, compute, grad_arg)

@@ -110,6 +110,19 @@ def normalize_device(device) -> str:
     raise ValueError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
 
 
+_default_device = "cpu"  # where factory functions put tensors (minidl.set_default_device)
+
+
+def default_device() -> str:
+    return _default_device
+
+
+def set_default_device(device) -> None:
+    """Factory functions (zeros, tensor of a list, ...) create on ``device`` (None: the CPU)."""
+    global _default_device
+    _default_device = normalize_device(device)
+
+
 def cuda_available() -> bool:
     cp = _load_cupy()
     if cp is None:

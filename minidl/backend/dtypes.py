@@ -81,8 +81,28 @@ def combine_dtypes(higher, lower):
     return higher
 
 
-DEFAULT_FLOAT = np.dtype(np.float32)
+DEFAULT_FLOAT = np.dtype(np.float32)  # the initial default; default_float() is the current one
+# the dtypes Python numbers take part in promotion with; SCALAR_DTYPES[float] is minidl's
+# default floating dtype (set_default_float changes it), one dict look-up on the hot path
 SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64), float: DEFAULT_FLOAT}
+
+
+def default_float() -> np.dtype:
+    """The default floating dtype (``minidl.get_default_dtype()``): what float creation,
+    layers' parameters and integer-to-float promotion make."""
+    return SCALAR_DTYPES[float]
+
+
+def set_default_float(dtype) -> None:
+    """Make ``dtype`` (float32, float64, float16 or bfloat16) the default floating dtype."""
+    try:
+        dt = as_dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or not is_floating(dt):
+        raise TypeError(f"set_default_dtype: only floating-point types are supported as the "
+                        f"default type, got {dtype!r}")
+    SCALAR_DTYPES[float] = dt
 
 
 def scalar_dtype(x):

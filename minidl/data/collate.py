@@ -7,6 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ..backend.dtypes import default_float
+
+
 def collate(samples):
     """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
     into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
@@ -89,7 +92,7 @@ def default_collate(batch):
     if isinstance(elem, (bool, int)):
         values = np.array(batch)
         if values.dtype.kind == "f":  # torch.tensor's default dtype for a mixed list
-            values = values.astype(np.float32)
+            values = values.astype(default_float())
         return _tensor(values)
     if isinstance(elem, (str, bytes)):
         return batch

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from ._functional import activations as A
 from .module import Module, Parameter
 
@@ -176,7 +177,7 @@ class PReLU(Module):
     def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
         super().__init__()
         self.num_parameters, self.init = num_parameters, init
-        self.weight = Parameter(np.full(num_parameters, init, dtype=np.float32))
+        self.weight = Parameter(np.full(num_parameters, init, dtype=default_float()))
         if device is not None or dtype is not None:
             self.to(*(a for a in (device, dtype) if a is not None))
 

@@ -12,6 +12,7 @@ import numbers
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from .. import functional as F
 from ..backend import get_array_module
 from ..backend import rng as _rng
@@ -200,23 +201,23 @@ class MultiheadAttention(Module):
         self.head_dim = embed_dim // num_heads
         E = embed_dim
         if not self._qkv_same_embed_dim:
-            self.q_proj_weight = Parameter(np.empty((E, E), dtype=np.float32))
-            self.k_proj_weight = Parameter(np.empty((E, self.kdim), dtype=np.float32))
-            self.v_proj_weight = Parameter(np.empty((E, self.vdim), dtype=np.float32))
+            self.q_proj_weight = Parameter(np.empty((E, E), dtype=default_float()))
+            self.k_proj_weight = Parameter(np.empty((E, self.kdim), dtype=default_float()))
+            self.v_proj_weight = Parameter(np.empty((E, self.vdim), dtype=default_float()))
             self.register_parameter("in_proj_weight", None)
         else:
-            self.in_proj_weight = Parameter(np.empty((3 * E, E), dtype=np.float32))
+            self.in_proj_weight = Parameter(np.empty((3 * E, E), dtype=default_float()))
             self.register_parameter("q_proj_weight", None)
             self.register_parameter("k_proj_weight", None)
             self.register_parameter("v_proj_weight", None)
         if bias:
-            self.in_proj_bias = Parameter(np.empty(3 * E, dtype=np.float32))
+            self.in_proj_bias = Parameter(np.empty(3 * E, dtype=default_float()))
         else:
             self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(E, E, bias=bias)
         if add_bias_kv:
-            self.bias_k = Parameter(np.empty((1, 1, E), dtype=np.float32))
-            self.bias_v = Parameter(np.empty((1, 1, E), dtype=np.float32))
+            self.bias_k = Parameter(np.empty((1, 1, E), dtype=default_float()))
+            self.bias_v = Parameter(np.empty((1, 1, E), dtype=default_float()))
         else:
             self.bias_k = self.bias_v = None
         self.add_zero_attn = add_zero_attn

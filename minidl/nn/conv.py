@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from ._functional import convolution as C
 from .. import functional as F
 from . import init
@@ -68,9 +69,9 @@ class _ConvNd(Module):
         self._reversed_padding_repeated_twice = pads
         shape = ((in_channels, out_channels // groups) if self._transposed
                  else (out_channels, in_channels // groups)) + self.kernel_size
-        self.weight = Parameter(np.empty(shape, dtype=np.float32))
+        self.weight = Parameter(np.empty(shape, dtype=default_float()))
         if bias:
-            self.bias = Parameter(np.empty(out_channels, dtype=np.float32))
+            self.bias = Parameter(np.empty(out_channels, dtype=default_float()))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from ._functional import bilinear as B
 from ._functional import dropout as D
 from . import init
@@ -56,9 +57,9 @@ class Bilinear(Module):
         self.in1_features, self.in2_features = in1_features, in2_features
         self.out_features = out_features
         self.weight = Parameter(np.empty((out_features, in1_features, in2_features),
-                                         dtype=np.float32))
+                                         dtype=default_float()))
         if bias:
-            self.bias = Parameter(np.empty(out_features, dtype=np.float32))
+            self.bias = Parameter(np.empty(out_features, dtype=default_float()))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()

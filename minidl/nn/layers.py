@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from .. import functional as F
 from ..tensor import Tensor
 from . import init
@@ -21,9 +22,9 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = Parameter(np.empty((out_features, in_features), dtype=np.float32))
+        self.weight = Parameter(np.empty((out_features, in_features), dtype=default_float()))
         if bias:
-            self.bias = Parameter(np.empty(out_features, dtype=np.float32))
+            self.bias = Parameter(np.empty(out_features, dtype=default_float()))
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
@@ -50,16 +51,16 @@ class _BatchNorm(Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         self.use_bias = bias
         if affine:
-            self.weight = Parameter(np.ones(num_features, dtype=np.float32))
+            self.weight = Parameter(np.ones(num_features, dtype=default_float()))
         else:
             self.register_parameter("weight", None)
         if affine and bias:
-            self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
+            self.bias = Parameter(np.zeros(num_features, dtype=default_float()))
         else:
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
-            self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+            self.register_buffer("running_mean", np.zeros(num_features, dtype=default_float()))
+            self.register_buffer("running_var", np.ones(num_features, dtype=default_float()))
             self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
         else:
             self.register_buffer("running_mean", None)
@@ -125,9 +126,9 @@ class LayerNorm(Module):
         self.normalized_shape = F._shape_tuple("LayerNorm", "normalized_shape", normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=np.float32))
+            self.weight = Parameter(np.ones(self.normalized_shape, dtype=default_float()))
             if bias:
-                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=np.float32))
+                self.bias = Parameter(np.zeros(self.normalized_shape, dtype=default_float()))
             else:
                 self.register_parameter("bias", None)
         else:
@@ -171,7 +172,7 @@ class Embedding(Module):
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
         if _weight is None:
-            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=np.float32),
+            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=default_float()),
                                     requires_grad=not _freeze)
             self.reset_parameters()
         else:

@@ -7,8 +7,13 @@ from the checkpoint) materialises them and runs the layer's own initialisation; 
 first call on, the module is its ordinary class (``type(m) is nn.Linear``)."""
 from __future__ import annotations
 
+import sys
+
+import numpy as np
+
 from ..backend import get_array_module
-from ..tensor import Tensor
+from ..backend.dtypes import default_float
+from ..tensor import Function, Tensor
 from .conv import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d
 from .layers import BatchNorm1d, BatchNorm2d, BatchNorm3d, Linear, _BatchNorm
 from .module import Module, Parameter
@@ -20,37 +25,110 @@ _UNINITIALIZED = ("Can't access the shape of an uninitialized parameter or buffe
                   "parameters before accessing their attributes.")
 
 
+class UninitializedError(ValueError, RuntimeError):
+    """Asking a placeholder its shape (PyTorch's RuntimeError), or computing with it (PyTorch's
+    ValueError, which an op that reads the shape first, such as linear, raises here too)."""
+
+
+def _use_error(what, kind="UninitializedParameter"):
+    # the op's name where a Function's forward is what touched the array (an error path only)
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, Function):
+            what = type(owner).__name__.lower()
+            break
+        frame = frame.f_back
+    return UninitializedError(
+        f"Attempted to use an uninitialized parameter in {what}. This error happens when you "
+        f"are using a `LazyModule` or explicitly manipulating `minidl.nn.parameter.{kind}` "
+        "objects. When using LazyModules Call `forward` with a dummy batch to initialize the "
+        "parameters before calling minidl functions")
+
+
+class _UnusableArray(np.ndarray):
+    """The empty array a placeholder holds (its dtype, for .to() and the materialised array):
+    any computation on it (a ufunc, operator or reduction, a NumPy function) raises the
+    uninitialised-use error, so an op on an uninitialised parameter fails instead of computing
+    on an empty array, and ops on ordinary tensors check nothing."""
+
+    kind = "UninitializedParameter"
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        raise _use_error(ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}")
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise _use_error(func.__name__)
+
+    # ops that read the shape first (matmul's check, mean's empty case) refuse it there
+    @property
+    def shape(self):
+        raise _use_error("shape")
+
+    @property
+    def size(self):
+        raise _use_error("size")
+
+    @property
+    def ndim(self):
+        raise _use_error("ndim")
+
+
 class _Uninitialized:
     """A placeholder with no shape yet: it keeps the device and dtype it should have (an
-    empty array of them, so .to() before the first call applies), nothing else."""
+    empty array of them, so .to() before the first call applies), nothing else. Its array
+    refuses computation (_UnusableArray), whatever stores a new one there (Module.to)."""
 
     cls_to_become = None
 
     @property
+    def data(self):
+        return self.__dict__["data"]
+
+    @data.setter
+    def data(self, value):
+        if type(value) is np.ndarray:  # the GPU's arrays stay as they are
+            value = value.view(_UnusableArray)
+        self.__dict__["data"] = value
+
+    @property
     def shape(self):
-        raise RuntimeError(_UNINITIALIZED)
+        raise UninitializedError(_UNINITIALIZED)
 
     @property
     def ndim(self):
-        raise RuntimeError(_UNINITIALIZED)
+        raise UninitializedError(_UNINITIALIZED)
 
     def size(self, dim=None):
-        raise RuntimeError(_UNINITIALIZED)
+        raise UninitializedError(_UNINITIALIZED)
+
+    def dim(self):
+        raise _use_error("dim", type(self).__name__)
 
     def numel(self):
-        raise RuntimeError(_UNINITIALIZED)
+        raise _use_error("numel", type(self).__name__)
 
-    def numpy(self):
-        raise RuntimeError(_UNINITIALIZED)
+    def item(self):
+        raise _use_error("item", type(self).__name__)
+
+    def numpy(self, *, force=False):
+        raise _use_error("numpy", type(self).__name__)
+
+    def tolist(self):
+        raise _use_error("tolist", type(self).__name__)
+
+    def __len__(self):
+        raise _use_error("__len__", type(self).__name__)
 
     def __repr__(self):
         return f"<{type(self).__name__}>"
 
     def materialize(self, shape):
         """Give the placeholder its shape (uninitialised values) and its ordinary class."""
-        xp = get_array_module(self.data)
-        self.data = xp.empty(tuple(shape), dtype=self.data.dtype)
+        old = self.data
+        xp = get_array_module(old)
         self.__class__ = self.cls_to_become
+        self.data = xp.empty(tuple(shape), dtype=old.dtype)
 
 
 class UninitializedParameter(_Uninitialized, Parameter):
@@ -71,9 +149,7 @@ class UninitializedBuffer(_Uninitialized, Tensor):
 
 
 def _empty_f32():
-    import numpy as np
-
-    return np.empty(0, dtype=np.float32)
+    return np.empty(0, dtype=default_float())
 
 
 def is_lazy(t):

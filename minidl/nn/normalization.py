@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from ._functional import normalization as N
 from . import init
 from .module import Module, Parameter
@@ -26,9 +27,9 @@ class GroupNorm(Module):
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
         if affine:
-            self.weight = Parameter(np.ones(num_channels, dtype=np.float32))
+            self.weight = Parameter(np.ones(num_channels, dtype=default_float()))
             if bias:
-                self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
+                self.bias = Parameter(np.zeros(num_channels, dtype=default_float()))
             else:
                 self.register_parameter("bias", None)
         else:
@@ -61,17 +62,17 @@ class _InstanceNorm(Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
-            self.weight = Parameter(np.ones(num_features, dtype=np.float32))
+            self.weight = Parameter(np.ones(num_features, dtype=default_float()))
             if bias:
-                self.bias = Parameter(np.zeros(num_features, dtype=np.float32))
+                self.bias = Parameter(np.zeros(num_features, dtype=default_float()))
             else:
                 self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, dtype=np.float32))
-            self.register_buffer("running_var", np.ones(num_features, dtype=np.float32))
+            self.register_buffer("running_mean", np.zeros(num_features, dtype=default_float()))
+            self.register_buffer("running_var", np.ones(num_features, dtype=default_float()))
             self.register_buffer("num_batches_tracked", np.zeros((), dtype=np.int64))
         else:
             self.register_buffer("running_mean", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from . import init
 from ._functional.rms_norm import rms_norm
 from ..functional import _shape_tuple
@@ -20,7 +21,7 @@ class RMSNorm(Module):
         self.normalized_shape = _shape_tuple("RMSNorm", "normalized_shape", normalized_shape)
         self.eps, self.elementwise_affine = eps, elementwise_affine
         if elementwise_affine:
-            self.weight = Parameter(np.ones(self.normalized_shape, dtype=np.float32))
+            self.weight = Parameter(np.ones(self.normalized_shape, dtype=default_float()))
         else:
             self.register_parameter("weight", None)
         if device is not None or dtype is not None:

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from .. import backend
+from ..backend.dtypes import default_float
 from .. import functional as F
 from ..backend import get_array_module
 from ..ops import cat, stable_sigmoid, stack
@@ -344,7 +345,7 @@ class RNNBase(Module):
                     shapes.append(("weight_hr", (proj_size, hidden_size)))
                 for kind, shape in shapes:
                     pname = f"{kind}_l{layer}{suffix}"
-                    setattr(self, pname, Parameter(np.empty(shape, dtype=np.float32)))
+                    setattr(self, pname, Parameter(np.empty(shape, dtype=default_float())))
                     self._flat_weights_names.append(pname)
         self.reset_parameters()
         if device is not None or dtype is not None:
@@ -571,11 +572,11 @@ class RNNCellBase(Module):
         self.hidden_size = _positive_int(name, "hidden_size", hidden_size)
         self.bias = bool(bias)
         gates = _GATES[mode] * hidden_size
-        self.weight_ih = Parameter(np.empty((gates, input_size), dtype=np.float32))
-        self.weight_hh = Parameter(np.empty((gates, hidden_size), dtype=np.float32))
+        self.weight_ih = Parameter(np.empty((gates, input_size), dtype=default_float()))
+        self.weight_hh = Parameter(np.empty((gates, hidden_size), dtype=default_float()))
         if bias:
-            self.bias_ih = Parameter(np.empty(gates, dtype=np.float32))
-            self.bias_hh = Parameter(np.empty(gates, dtype=np.float32))
+            self.bias_ih = Parameter(np.empty(gates, dtype=default_float()))
+            self.bias_hh = Parameter(np.empty(gates, dtype=default_float()))
         else:
             self.register_parameter("bias_ih", None)
             self.register_parameter("bias_hh", None)

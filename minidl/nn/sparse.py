@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.dtypes import default_float
 from .. import functional as F
 from ._functional.embedding_bag import embedding_bag
 from . import init
@@ -34,7 +35,7 @@ class EmbeddingBag(Module):
             padding_idx %= num_embeddings
         self.padding_idx = padding_idx
         if _weight is None:
-            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=np.float32))
+            self.weight = Parameter(np.empty((num_embeddings, embedding_dim), dtype=default_float()))
             self.reset_parameters()
         else:
             if tuple(_weight.shape) != (num_embeddings, embedding_dim):

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from ..backend import get_array_module, normalize_device, to_device
-from ..backend.dtypes import DEFAULT_FLOAT, as_dtype
+from ..backend.dtypes import as_dtype, default_float
 from ..tensor import Tensor, autocast_hook, is_grad_enabled
 from . import init
 from .attention import AttentionArgumentError, MultiheadAttention, _as_float_padding
@@ -368,7 +368,7 @@ class Transformer(Module):
         if isinstance(sz, bool) or not isinstance(sz, numbers.Integral) or sz < 0:
             raise ValueError(f"generate_square_subsequent_mask: sz must be a non-negative int, "
                              f"got {sz!r}")
-        dt = DEFAULT_FLOAT if dtype is None else as_dtype(dtype)
+        dt = default_float() if dtype is None else as_dtype(dtype)
         mask = np.triu(np.full((sz, sz), -np.inf, dtype=dt), 1)
         device = "cpu" if device is None else normalize_device(device)
         if device != "cpu":

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
+from ..backend.dtypes import default_float
 from ..ops import cat
 from ..tensor import Tensor
 
@@ -88,7 +89,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if not p > 0:
         raise ValueError(f"{where}: norm_type must be > 0 or inf, got {norm_type!r}")
     if not grads:
-        return Tensor(np.zeros((), np.float32))
+        return Tensor(np.zeros((), default_float()))
     device = device_of(grads[0].data)
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN pass through, as in torch
         norms = [to_device(_vector_norm(g.data, p), device) for g in grads]
@@ -190,7 +191,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
     tensors = _tensor_list(tensors, where, "tensors", "item")
     p = _norm_type(where, norm_type)
     if not tensors:
-        return Tensor(np.zeros((), np.float32))
+        return Tensor(np.zeros((), default_float()))
     device = device_of(tensors[0].data)
     with np.errstate(invalid="ignore", over="ignore"):
         norms = [to_device(_vector_norm(t.data, p), device) for t in tensors]
