@@ -1318,14 +1318,20 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 # ---- dropout ----------------------------------------------------------------------------
+def dropout_mask(x, p):
+    """Dropout's multiplier for an array like x: 0 with probability p, else 1 / (1 - p), drawn
+    from the global generator (``manual_seed``) as every dropout in minidl draws it."""
+    xp = get_array_module(x)
+    if xp is np:
+        keep = backend.rng().random(x.shape, dtype=np.float32) >= p
+    else:
+        keep = xp.random.random_sample(x.shape, dtype=xp.float32) >= p
+    return keep.astype(x.dtype) / (1 - p)
+
+
 class Dropout(Function):
     def forward(self, x, p):
-        xp = get_array_module(x)
-        if xp is np:
-            keep = backend.rng().random(x.shape, dtype=np.float32) >= p
-        else:
-            keep = xp.random.random_sample(x.shape, dtype=xp.float32) >= p
-        self.mask = keep.astype(x.dtype) / (1 - p)
+        self.mask = dropout_mask(x, p)
         return x * self.mask
 
     def backward(self, g):

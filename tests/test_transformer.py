@@ -501,3 +501,31 @@ def test_activation_module_and_custom_encoder():
     m = nn.Transformer(8, 2, num_decoder_layers=1, dim_feedforward=16, custom_encoder=encoder)
     assert m.encoder is encoder
     assert m(minidl.randn(5, 2, 8), minidl.randn(3, 2, 8)).shape == (3, 2, 8)
+
+
+def test_sdpa_is_one_fused_op_that_matches_the_composite_with_dropout():
+    """scaled_dot_product_attention records one graph node (Attention) that stands for the
+    transpose, matmuls, scaling, mask add, safe softmax and dropout of the composite: the same
+    values and gradients as the composite written out with minidl's ops, dropout included
+    (the same seed draws the same multiplier)."""
+    rng = np.random.default_rng(7)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in ((2, 3, 4, 5), (2, 3, 6, 5),
+                                                                   (2, 3, 6, 7))]
+    mask = rng.standard_normal((4, 6)).astype(np.float32)
+    g = rng.standard_normal((2, 3, 4, 7)).astype(np.float32)
+    results = []
+    for fused in (True, False):
+        q, k, v = (minidl.tensor(a, requires_grad=True) for a in arrays)
+        m = minidl.tensor(mask, requires_grad=True)
+        minidl.manual_seed(11)
+        if fused:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=m, dropout_p=0.25, scale=0.7)
+            assert out.grad_fn.name() == "AttentionBackward"
+        else:
+            w = F.softmax(q @ k.transpose(-2, -1) * 0.7 + m, dim=-1)
+            out = F.dropout(w, 0.25, True) @ v
+        (out * minidl.tensor(g)).sum().backward()
+        results.append([out.numpy(), q.grad.numpy(), k.grad.numpy(), v.grad.numpy(),
+                        m.grad.numpy()])
+    for a, b, what in zip(*results, ["out", "q", "k", "v", "mask"]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=what)

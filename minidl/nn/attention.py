@@ -18,7 +18,7 @@ from ..backend import get_array_module
 from ..backend import rng as _rng
 from ..backend import to_device
 from ..ops import accumulation_dtype, cat, row_kernels
-from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled
+from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled, unbroadcast
 from . import init
 from .layers import Linear
 from .module import Module, Parameter
@@ -60,6 +60,53 @@ class SafeSoftmax(Function):
         if ks is not None and g.dtype == y.dtype and type(g) is np.ndarray:
             return ks.softmax_last_backward(g, y)
         return y * (g - (g * y).sum(axis=-1, keepdims=True))
+
+
+class Attention(Function):
+    """softmax(q @ k^T * scale + mask) @ v over the last two dims as one op: inputs q (..., L, E),
+    k (..., S, E), v (..., S, Ev) and optionally an additive float mask broadcastable to the
+    scores; batch dims broadcast. It stands for the five ops of the composite (transpose, two
+    matmuls, the scaling, the safe softmax) and the mask's add: one graph node, the scale
+    folded into the scores in place, the CPU's row kernels for the softmax and its gradient.
+    Keeps q, k, v and the attention weights (after dropout, their multiplier) for backward."""
+
+    def forward(self, q, k, v, mask=None, scale=1.0, causal=False, dropout_p=0.0):
+        xp = get_array_module(q)
+        s = q @ xp.swapaxes(k, -1, -2)
+        s *= s.dtype.type(scale)
+        if causal:
+            s += xp.triu(xp.full(s.shape[-2:], -np.inf, dtype=s.dtype), 1)
+        elif mask is not None:  # broadcastable to the scores (checked by the caller)
+            s += mask
+        ks = row_kernels(s, -1)
+        if ks is not None:
+            w = ks.softmax_last(s, safe=True)
+        else:
+            w = SafeSoftmax().forward(s)
+        self.drop = F.dropout_mask(w, dropout_p) if dropout_p > 0 else None
+        wd = w if self.drop is None else w * self.drop
+        self.scale, self.mask_shape = scale, None if mask is None else mask.shape
+        self.save_for_backward(q, k, v, w, wd)
+        return wd @ v
+
+    def backward(self, g):
+        q, k, v, w, wd = self.saved
+        xp = get_array_module(g)
+        gv = xp.swapaxes(wd, -1, -2) @ g
+        gw = g @ xp.swapaxes(v, -1, -2)
+        if self.drop is not None:
+            gw *= self.drop
+        ks = row_kernels(w, -1)
+        if ks is not None and gw.dtype == w.dtype:
+            gs = ks.softmax_last_backward(gw, w)
+        else:
+            gs = w * (gw - (gw * w).sum(axis=-1, keepdims=True))
+        gmask = unbroadcast(gs, self.mask_shape) if len(self.inputs) > 3 and \
+            self.inputs[3].requires_grad else None
+        gs *= gs.dtype.type(self.scale)
+        gq = unbroadcast(gs @ k, q.shape)
+        gk = unbroadcast(xp.swapaxes(gs, -1, -2) @ q, k.shape)
+        return (gq, gk, unbroadcast(gv, v.shape)) + ((gmask,) if len(self.inputs) > 3 else ())
 
 
 def _check_tensor(name, what, t):
@@ -138,6 +185,22 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     xp = get_array_module(query.data)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] else 1.0
+    if autocast_hook() is None and query.dtype.kind == "f" and query.dtype.itemsize >= 4:
+        # one fused op (the composite below is autocast's, and 16-bit inputs')
+        mask = None
+        if attn_mask is not None and not is_causal:
+            _check_tensor(name, "attn_mask", attn_mask)
+            if attn_mask.dtype not in (np.bool_, query.dtype, np.float32):
+                raise AttentionArgumentError(
+                    f"{name}: Expected attn_mask dtype to be bool or float or to match query "
+                    f"dtype, but got attn_mask.dtype: {attn_mask.dtype} and query.dtype: "
+                    f"{query.dtype} instead.")
+            scores_shape = np.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (length, source)
+            _broadcastable(name, "attn_mask", attn_mask.shape, scores_shape)
+            mask = _additive_mask(name, attn_mask, query.dtype, allowed_when=True)
+        args = (query, key, value) if mask is None else (query, key, value, mask)
+        return Attention.apply(*args, scale=float(scale), causal=bool(is_causal),
+                               dropout_p=float(dropout_p))
     scores = (query @ key.transpose(-2, -1)) * float(scale)
     if is_causal:
         scores = scores + _causal_mask(xp, length, source, scores.dtype)
