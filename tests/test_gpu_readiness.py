@@ -361,7 +361,27 @@ MODULE_CASES = [
     ("orthogonal_cayley", _orthogonal("cayley"), _f32(2, 3), 1),
     ("orthogonal_householder", _orthogonal("householder"), _f32(2, 3), 0),
     ("rrelu_module", lambda: nn.RReLU(), _f32(3, 4), 0),
+    # the CPU runs the row kernels, the packed self-attention op and the fused LSTM/GRU steps
+    # there; the device runs the array code and the CUDA step kernels
+    ("encoder_layer_packed_attention",
+     lambda: nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True), _f32(2, 5, 8),
+     0),
+    ("layer_norm", lambda: nn.LayerNorm(6), _f32(3, 6), 0),
+    ("lstm_fused_steps", lambda: _First(nn.LSTM(4, 5, num_layers=2, bidirectional=True)),
+     _f32(3, 2, 4), 0),
+    ("gru_fused_steps", lambda: _First(nn.GRU(4, 5)), _f32(3, 2, 4), 0),
 ]
+
+
+class _First(nn.Module):
+    """A recurrent layer's output alone (the states are checked through it)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)[0]
 
 
 @pytest.mark.filterwarnings("ignore:.*weight_norm.*is deprecated:FutureWarning")

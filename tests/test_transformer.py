@@ -529,3 +529,75 @@ def test_sdpa_is_one_fused_op_that_matches_the_composite_with_dropout():
                         m.grad.numpy()])
     for a, b, what in zip(*results, ["out", "q", "k", "v", "mask"]):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=what)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("masks", ["none", "bool2d", "float3d", "padding", "causal", "dropout"])
+def test_packed_self_attention_matches_the_general_path(batch_first, masks, monkeypatch):
+    """Self-attention (query is key is value) takes one packed projection and one op to the
+    merged heads; the same module with three distinct (equal) inputs takes the general path.
+    Outputs and every gradient agree, masks and dropout included (same seed, same draws)."""
+    from minidl.nn.attention import PackedSelfAttention
+
+    calls = []
+    original = PackedSelfAttention.forward
+    monkeypatch.setattr(PackedSelfAttention, "forward",
+                        lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    rng = np.random.default_rng(8)
+    E, H, L, N = 12, 3, 5, 2
+    m = nn.MultiheadAttention(E, H, dropout=0.3 if masks == "dropout" else 0.0,
+                              batch_first=batch_first)
+    x = rng.standard_normal((N, L, E) if batch_first else (L, N, E)).astype(np.float32)
+    kw = {}
+    if masks == "bool2d":
+        a = rng.random((L, L)) > 0.6
+        a[:, 0] = False  # every query keeps a key
+        kw["attn_mask"] = minidl.tensor(a)
+    elif masks == "float3d":
+        kw["attn_mask"] = minidl.tensor(rng.standard_normal((N * H, L, L)).astype(np.float32))
+    elif masks == "padding":
+        pad = np.zeros((N, L), bool)
+        pad[1, 3:] = True
+        kw["key_padding_mask"] = minidl.tensor(pad)
+    elif masks == "causal":
+        kw["attn_mask"] = nn.Transformer.generate_square_subsequent_mask(L)
+        kw["is_causal"] = True
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    results = []
+    for packed in (True, False):
+        m.zero_grad()
+        xs = [minidl.tensor(x, requires_grad=True) for _ in range(1 if packed else 3)]
+        q, k, v = (xs[0],) * 3 if packed else xs
+        minidl.manual_seed(5)
+        out, weights = m(q, k, v, need_weights=False, **kw)
+        assert weights is None
+        assert (len(calls) == 1) == packed
+        calls.clear()
+        (out * minidl.tensor(g)).sum().backward()
+        gx = sum(t.grad.numpy() for t in xs)
+        results.append([out.numpy(), gx] + [p.grad.numpy() for p in m.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@needs_torch
+def test_packed_self_attention_matches_torch_in_an_encoder_layer():
+    """TransformerEncoderLayer calls self-attention with need_weights=False: the packed path,
+    against torch's layer from the same weights, in float64, forward and backward."""
+    rng = np.random.default_rng(9)
+    tl = torch.nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True).double()
+    ml = nn.TransformerEncoderLayer(16, 4, 32, dropout=0.0, batch_first=True)
+    ml.load_state_dict({k: v.detach().numpy() for k, v in tl.state_dict().items()})
+    ml.double()
+    x = rng.standard_normal((3, 7, 16))
+    pad = np.zeros((3, 7), bool)
+    pad[2, 5:] = True
+    tx, mx = torch.tensor(x, requires_grad=True), f64(x)
+    tout = tl(tx, src_key_padding_mask=torch.tensor(pad))
+    mout = ml(mx, src_key_padding_mask=minidl.tensor(pad))
+    _close(mout, tout, "output")
+    _backward_both([tout], [mout], rng)
+    _close(mx.grad, tx.grad, "input grad")
+    theirs = dict(tl.named_parameters())
+    for name, p in ml.named_parameters():
+        _close(p.grad, theirs[name].grad, name)

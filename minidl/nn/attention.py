@@ -70,7 +70,18 @@ class Attention(Function):
     folded into the scores in place, the CPU's row kernels for the softmax and its gradient.
     Keeps q, k, v and the attention weights (after dropout, their multiplier) for backward."""
 
+    _mask_input = 3  # where the mask is among the inputs
+
     def forward(self, q, k, v, mask=None, scale=1.0, causal=False, dropout_p=0.0):
+        return self._attend(q, k, v, mask, scale, causal, dropout_p)
+
+    def backward(self, g):
+        q, k, v = self.saved[:3]
+        gq, gk, gv, gmask = self._attend_backward(g)
+        return (unbroadcast(gq, q.shape), unbroadcast(gk, k.shape),
+                unbroadcast(gv, v.shape)) + ((gmask,) if len(self.inputs) > 3 else ())
+
+    def _attend(self, q, k, v, mask, scale, causal, dropout_p):
         xp = get_array_module(q)
         s = q @ xp.swapaxes(k, -1, -2)
         s *= s.dtype.type(scale)
@@ -89,7 +100,9 @@ class Attention(Function):
         self.save_for_backward(q, k, v, w, wd)
         return wd @ v
 
-    def backward(self, g):
+    def _attend_backward(self, g):
+        """(gq, gk, gv, gmask) on the (possibly broadcast) shapes of the forward's products;
+        gmask is None unless the mask input requires grad."""
         q, k, v, w, wd = self.saved
         xp = get_array_module(g)
         gv = xp.swapaxes(wd, -1, -2) @ g
@@ -101,12 +114,58 @@ class Attention(Function):
             gs = ks.softmax_last_backward(gw, w)
         else:
             gs = w * (gw - (gw * w).sum(axis=-1, keepdims=True))
-        gmask = unbroadcast(gs, self.mask_shape) if len(self.inputs) > 3 and \
-            self.inputs[3].requires_grad else None
+        gmask = None
+        m = self._mask_input
+        if len(self.inputs) > m and self.inputs[m].requires_grad:
+            gmask = unbroadcast(gs, self.mask_shape)
         gs *= gs.dtype.type(self.scale)
-        gq = unbroadcast(gs @ k, q.shape)
-        gk = unbroadcast(xp.swapaxes(gs, -1, -2) @ q, k.shape)
-        return (gq, gk, unbroadcast(gv, v.shape)) + ((gmask,) if len(self.inputs) > 3 else ())
+        return gs @ k, xp.swapaxes(gs, -1, -2) @ q, gv, gmask
+
+
+class PackedSelfAttention(Attention):
+    """Self-attention from the packed projection ``qkv`` = x @ in_proj_weight.T + in_proj_bias,
+    (L, N, 3E) or batch-first (N, L, 3E), to the heads' outputs merged back into that layout,
+    (L, N, E) or (N, L, E); inputs ``qkv`` and optionally an additive mask broadcastable to
+    (N, heads, L, L). The heads are strided views of qkv (no split, no copy), and backward
+    writes the three gradients into one (.., 3E) array: what MultiheadAttention's three
+    slices, reshapes and permutes of q, k and v, and the merge of the heads, cost as separate
+    ops and gradients added together."""
+
+    _mask_input = 1
+
+    def forward(self, qkv, mask=None, heads=1, batch_first=False, scale=1.0, causal=False,
+                dropout_p=0.0):
+        self.heads, self.batch_first, self.qkv_shape = heads, batch_first, qkv.shape
+        q, k, v = self._split(qkv)
+        out = self._attend(q, k, v, mask, scale, causal, dropout_p)  # (N, H, L, hd)
+        return self._merge(out)
+
+    def _split(self, qkv):
+        a, b, e3 = qkv.shape
+        x = qkv.reshape(a, b, 3, self.heads, e3 // (3 * self.heads))
+        # to (N, H, L, hd): from (L, N, ...) or batch-first (N, L, ...)
+        order = (0, 2, 1, 3) if self.batch_first else (1, 2, 0, 3)
+        return tuple(x[:, :, i].transpose(order) for i in range(3))
+
+    def _merge(self, out):
+        n, h, length, hd = out.shape
+        order = (0, 2, 1, 3) if self.batch_first else (2, 0, 1, 3)
+        merged = out.transpose(order)  # (N, L, H, hd) or (L, N, H, hd)
+        return merged.reshape(merged.shape[0], merged.shape[1], h * hd)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        a, b, e = g.shape
+        h = self.heads
+        g4 = g.reshape(a, b, h, e // h)
+        g4 = g4.transpose((0, 2, 1, 3) if self.batch_first else (1, 2, 0, 3))  # (N, H, L, hd)
+        gq, gk, gv, gmask = self._attend_backward(g4)
+        gqkv = xp.empty((a, b, 3, h, e // h), dtype=g.dtype)
+        back = (0, 2, 1, 3) if self.batch_first else (2, 0, 1, 3)
+        for i, part in enumerate((gq, gk, gv)):
+            gqkv[:, :, i] = part.transpose(back)
+        gqkv = gqkv.reshape(self.qkv_shape)
+        return (gqkv,) if len(self.inputs) == 1 else (gqkv, gmask)
 
 
 def _check_tensor(name, what, t):
@@ -357,6 +416,13 @@ class MultiheadAttention(Module):
         causal = bool(is_causal) and not fast and key_padding_mask is None and not need_weights
         if causal:
             attn_mask = None
+        # self-attention with the packed projection: one GEMM for q, k and v, and one op
+        # (PackedSelfAttention) from it to the merged heads, in the caller's layout
+        packed = (batched and query is key and key is value and self._qkv_same_embed_dim
+                  and not need_weights and not fast and self.bias_k is None
+                  and not self.add_zero_attn and autocast_hook() is None
+                  and query.dtype in (np.float32, np.float64))
+        x_in = query
         if batched and self.batch_first:
             query, key, value = (t.transpose(0, 1) for t in (query, key, value))
         if not batched:
@@ -379,10 +445,13 @@ class MultiheadAttention(Module):
         if query.dtype != self.out_proj.weight.dtype:
             raise ValueError(f"{name}: input dtype ({query.dtype}) does not match the weights' "
                              f"({self.out_proj.weight.dtype})")
-        (wq, bq), (wk, bk), (wv, bv) = self._projections()
-        q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
-
-        dtype = q.dtype
+        if packed:
+            qkv = F.linear(x_in, self.in_proj_weight, self.in_proj_bias)
+            dtype = qkv.dtype
+        else:
+            (wq, bq), (wk, bk), (wv, bv) = self._projections()
+            q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+            dtype = q.dtype
         mask = None  # additive, broadcastable to (N, H, L, S)
         if attn_mask is not None:
             _check_tensor(name, "attn_mask", attn_mask)
@@ -410,11 +479,12 @@ class MultiheadAttention(Module):
                 mask = F.pad(mask, (0, 1))
             if key_padding_mask is not None:
                 key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
+        keys = S if packed else k.shape[0]  # S, plus the bias_k and zero-attention keys
         if key_padding_mask is not None:
             _check_tensor(name, "key_padding_mask", key_padding_mask)
-            if tuple(key_padding_mask.shape) != (N, k.shape[0]):
+            if tuple(key_padding_mask.shape) != (N, keys):
                 raise ValueError(f"{name}: expecting key_padding_mask shape of "
-                                 f"{(N, k.shape[0])}, but got {tuple(key_padding_mask.shape)}")
+                                 f"{(N, keys)}, but got {tuple(key_padding_mask.shape)}")
         if self.add_zero_attn:
             xp = get_array_module(k.data)
             zeros = Tensor(xp.zeros((1, N, E), dtype=dtype))
@@ -425,9 +495,16 @@ class MultiheadAttention(Module):
                 key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
         if key_padding_mask is not None:
             padding = _additive_mask(name, key_padding_mask, dtype, allowed_when=False)
-            padding = padding.reshape(N, 1, 1, k.shape[0])
+            padding = padding.reshape(N, 1, 1, S if packed else k.shape[0])
             mask = padding if mask is None else mask + padding
 
+        p = self.dropout if self.training else 0.0
+        if packed:
+            args = (qkv,) if mask is None else (qkv, mask)
+            out = PackedSelfAttention.apply(*args, heads=H, batch_first=self.batch_first,
+                                            scale=1.0 / math.sqrt(hd), causal=causal,
+                                            dropout_p=p)
+            return F.linear(out, self.out_proj.weight, self.out_proj.bias), None
         # (len, N, E) -> (N, H, len, head_dim)
         q = q.reshape(L, N, H, hd).permute(1, 2, 0, 3)
         k = k.reshape(k.shape[0], N, H, hd).permute(1, 2, 0, 3)
