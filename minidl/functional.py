@@ -16,7 +16,7 @@ from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, accumulation_dtype, cat, log_softmax_array, reduction_axes,
-    row_kernels, stable_sigmoid,
+    f32_kernels, row_kernels, stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 from .special import erfc_array  # noqa: E402
@@ -591,16 +591,25 @@ def elu(x, alpha=1.0, inplace=False):
     return apply_in_place(x, fn, "elu") if inplace else fn(x)
 
 
+_SILU, _GELU, _GELU_TANH = 1, 2, 3  # the CPU kernels' op codes (backend/cpu/activations.py)
+
+
 class SiLU(Function):
     """x * sigmoid(x); only x is kept (the sigmoid is taken again in backward)."""
 
     def forward(self, x):
-        xw = _opmath(x)
         self.save_for_backward(x)
+        ks = f32_kernels(x)
+        if ks is not None:
+            return ks.activation_forward(x, _SILU)
+        xw = _opmath(x)
         return (xw * stable_sigmoid(xw)).astype(x.dtype, copy=False)
 
     def backward(self, g):
         (x,) = self.saved
+        ks = f32_kernels(x)
+        if ks is not None and g.dtype == x.dtype and type(g) is np.ndarray:
+            return ks.activation_backward(g, x, _SILU)
         xw = _opmath(x)
         s = stable_sigmoid(xw)
         return (_opmath(g) * (s * (1 + xw * (1 - s)))).astype(g.dtype, copy=False)
@@ -630,15 +639,21 @@ def _gelu_parts(x, approximate):
 
 class GELU(Function):
     def forward(self, x, approximate):
-        xw = _opmath(x)
         self.approximate = approximate
         self.save_for_backward(x)
+        ks = f32_kernels(x)
+        if ks is not None:
+            return ks.activation_forward(x, _GELU if approximate == "none" else _GELU_TANH)
+        xw = _opmath(x)
         part = _gelu_parts(xw, approximate)
         y = xw * part if approximate == "none" else 0.5 * xw * (1 + part)
         return y.astype(x.dtype, copy=False)
 
     def backward(self, g):
         (x,) = self.saved
+        ks = f32_kernels(x)
+        if ks is not None and g.dtype == x.dtype and type(g) is np.ndarray:
+            return ks.activation_backward(g, x, _GELU if self.approximate == "none" else _GELU_TANH)
         xp = get_array_module(x)
         xw = _opmath(x)
         part = _gelu_parts(xw, self.approximate)

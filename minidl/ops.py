@@ -604,14 +604,25 @@ def stable_sigmoid(x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+def f32_kernels(x):
+    """The CPU kernel set where it takes float32 ``x`` (a NumPy array) pointwise, else None."""
+    if type(x) is not np.ndarray or x.dtype != np.float32:
+        return None
+    ks = backend.kernels(np)
+    return ks if hasattr(ks, "activation_forward") else None
+
+
 class Sigmoid(Function):
     def forward(self, x):
-        y = stable_sigmoid(x)
+        ks = self.fast = f32_kernels(x)
+        y = stable_sigmoid(x) if ks is None else ks.activation_forward(x, 0)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved
+        if self.fast is not None and g.dtype == y.dtype and type(g) is np.ndarray:
+            return self.fast.activation_backward(g, y, 0)  # op 0: the sigmoid, from y
         return g * y * (1 - y)
 
 

@@ -12,7 +12,8 @@
   ``conv_tiles_kernels``);
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
-- ``activations``: ReLU and softmax cross-entropy (with a vectorisable float32 exp);
+- ``activations``: ReLU, float32 sigmoid, SiLU and GELU, softmax cross-entropy (with a
+  vectorisable float32 exp);
 - ``rows``: layer norm and softmax over the last dim, row by row, and the scatter-add of rows
   of an embedding's gradient;
 - ``rnn``: one LSTM or GRU time step's gate arithmetic, forward and backward, in one pass;
@@ -35,7 +36,8 @@ configure()
 
 from ..generic import out_size  # noqa: E402
 from .activations import (  # noqa: E402
-    relu_backward, relu_forward, softmax_cross_entropy, softmax_cross_entropy_backward,
+    activation_backward, activation_forward, relu_backward, relu_forward, softmax_cross_entropy,
+    softmax_cross_entropy_backward,
 )
 from .batchnorm import batch_norm_backward, batch_norm_train, channel_affine  # noqa: E402
 from .conv import (  # noqa: E402
@@ -70,5 +72,6 @@ __all__ = [
     "batch_norm_backward", "channel_affine", "sgd_update", "fused_update_dtypes",
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
     "gru_step_backward", "layer_norm_fits", "layer_norm_forward", "layer_norm_backward",
-    "softmax_last", "softmax_last_backward", "add_rows",
+    "softmax_last", "softmax_last_backward", "add_rows", "activation_forward",
+    "activation_backward",
 ]

@@ -100,6 +100,34 @@ def exp_f32(x):
     return _F(0) if x < _EXP_LOW else e
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def expm1_f32(x):
+    """exp(x) - 1 of a float32 x <= 0, vectorisable, accurate near 0 (no 1 - 1 cancellation):
+    with x = n*ln2 + r, exp(x) - 1 = q * 2**n + (2**n - 1) where q = exp(r) - 1 by its series."""
+    xc = _EXP_LOW if x < _EXP_LOW else x
+    nf = np.floor(xc * _LOG2E + _F(0.5))
+    r = xc - nf * _LN2_HI - nf * _LN2_LO
+    q = ((((((_T7 * r + _T6) * r + _T5) * r + _T4) * r + _T3) * r + _T2) * r + _F(1)) * r
+    two = pow2_f32(nf)
+    e = q * two + (two - _F(1))
+    return _F(-1) if x < _EXP_LOW else e
+
+
+@njit(cache=True, error_model="numpy")
+def sigmoid_f32(v):
+    """1 / (1 + exp(-v)) of a float32, exp taken of -|v| only (no overflow); NaN stays NaN."""
+    e = exp_f32(-abs(v))
+    s = _F(1) / (_F(1) + e)
+    return s if v >= _F(0) else e * s
+
+
+@njit(cache=True, error_model="numpy")
+def tanh_f32(v):
+    """tanh of a float32 as -expm1(-2|v|) / (2 + expm1(-2|v|)), with v's sign."""
+    u = expm1_f32(_F(-2) * abs(v))  # in [-1, 0]
+    return np.copysign(-u / (_F(2) + u), v)
+
+
 @njit(cache=True, fastmath={"reassoc"})
 def _sum_f32(v):
     """Sum of a row in vector lanes (reassociated: its order differs from a left-to-right sum
@@ -215,3 +243,130 @@ def softmax_cross_entropy_backward(prob, target, scale, divisor=1):
     grad = np.empty_like(prob)
     _softmax_xent_bwd(prob, contiguous(target), scale, grad)
     return grad
+
+
+# ---- float32 sigmoid, SiLU, GELU ------------------------------------------------------------
+# One vectorised pass each way (NumPy's versions: sigmoid about 6 passes, GELU's erfc fit about
+# 25). The error model is NumPy's, so the divisions have no branch to ZeroDivisionError and the
+# loops vectorise. GELU uses special.py's erfc fit (the numpy path's), so both agree to float32
+# rounding.
+_ERFC_FIT = tuple(_F(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806,
+                                  0.27886807, -1.13520398, 1.48851587, -0.82215223, 0.17087277))
+_C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9 = _ERFC_FIT
+_SQRT_HALF, _INV_SQRT_2PI = _F(0.7071067811865476), _F(0.3989422804014327)
+_SQRT_2_OVER_PI, _GELU_K = _F(0.7978845608028654), _F(0.044715)
+SIGMOID, SILU, GELU, GELU_TANH = 0, 1, 2, 3  # the ``op`` codes of the kernels below
+
+
+@njit(cache=True, error_model="numpy")
+def _phi_f32(x):
+    """The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2 by the erfc fit."""
+    u = -x * _SQRT_HALF
+    z = abs(u)
+    t = _F(1) / (_F(1) + _F(0.5) * z)
+    p = _C9
+    p = p * t + _C8
+    p = p * t + _C7
+    p = p * t + _C6
+    p = p * t + _C5
+    p = p * t + _C4
+    p = p * t + _C3
+    p = p * t + _C2
+    p = p * t + _C1
+    p = p * t + _C0
+    tail = t * exp_f32(p - z * z)
+    return _F(0.5) * (tail if u >= _F(0) else _F(2) - tail)
+
+
+@njit(cache=True, error_model="numpy")
+def _act_fwd_range(x, y, op, lo, hi):
+    if op == SIGMOID:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            y[k] = sigmoid_f32(x[k])
+    elif op == SILU:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            y[k] = x[k] * sigmoid_f32(x[k])
+    elif op == GELU:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            y[k] = x[k] * _phi_f32(x[k])
+    else:  # 0.5 x (1 + tanh(z)) = x sigmoid(2z): no 1 + tanh cancelling in the negative tail
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            v = x[k]
+            y[k] = v * sigmoid_f32(_F(2) * _SQRT_2_OVER_PI * (v + _GELU_K * v * v * v))
+
+
+@njit(cache=True, error_model="numpy")
+def _act_bwd_range(g, x, gx, op, lo, hi):
+    """gx = g * f'(x); for the sigmoid ``x`` is its output y (f' = y (1 - y))."""
+    if op == SIGMOID:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            y = x[k]
+            gx[k] = g[k] * y * (_F(1) - y)
+    elif op == SILU:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            v = x[k]
+            s = sigmoid_f32(v)
+            gx[k] = g[k] * (s * (_F(1) + v * (_F(1) - s)))
+    elif op == GELU:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            v = x[k]
+            gx[k] = g[k] * (_phi_f32(v) + v * (_INV_SQRT_2PI * exp_f32(_F(-0.5) * v * v)))
+    else:  # with s = sigmoid(2z): s + 2 x s (1 - s) z', 1 - s taken as sigmoid(-2z)
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            v = x[k]
+            z2 = _F(2) * _SQRT_2_OVER_PI * (v + _GELU_K * v * v * v)
+            s, sn = sigmoid_f32(z2), sigmoid_f32(-z2)
+            dz = _SQRT_2_OVER_PI * (_F(1) + _F(3) * _GELU_K * v * v)
+            gx[k] = g[k] * (s + _F(2) * v * s * sn * dz)
+
+
+@njit(parallel=True, cache=True)
+def _act_fwd_par(x, y, op):
+    nt = 64
+    for t in prange(nt):
+        _act_fwd_range(x, y, op, t * x.size // nt, (t + 1) * x.size // nt)
+
+
+@njit(cache=True)
+def _act_fwd_ser(x, y, op):
+    _act_fwd_range(x, y, op, 0, x.size)
+
+
+@njit(parallel=True, cache=True)
+def _act_bwd_par(g, x, gx, op):
+    nt = 64
+    for t in prange(nt):
+        _act_bwd_range(g, x, gx, op, t * x.size // nt, (t + 1) * x.size // nt)
+
+
+@njit(cache=True)
+def _act_bwd_ser(g, x, gx, op):
+    _act_bwd_range(g, x, gx, op, 0, x.size)
+
+
+_ACT_FWD = Drivers(_act_fwd_par, _act_fwd_ser)
+_ACT_BWD = Drivers(_act_bwd_par, _act_bwd_ser)
+
+
+def activation_forward(x, op):
+    """f(x) for a float32 array x, f one of SIGMOID, SILU, GELU, GELU_TANH."""
+    x = contiguous(x)
+    y = np.empty_like(x)
+    launch(_ACT_FWD, parallel(x.size, "act"), x.reshape(-1), y.reshape(-1), op)
+    return y
+
+
+def activation_backward(g, x, op):
+    """g * f'(x) for float32 arrays of one shape (for SIGMOID, x is the output y)."""
+    g, x = contiguous(g), contiguous(x)
+    gx = np.empty_like(x)
+    launch(_ACT_BWD, parallel(x.size, "act"), g.reshape(-1), x.reshape(-1), gx.reshape(-1), op)
+    return gx

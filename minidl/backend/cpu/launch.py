@@ -46,6 +46,8 @@ SLEEPING_WORKERS = {
     "rnn": 1 << 20,
     # the row kernels (layer norm, softmax over the last dim), by activation size
     "rows": 1 << 20,
+    # float32 sigmoid, SiLU and GELU (an exp or two per element), by size
+    "act": 1 << 20,
 }
 
 # The same for workers that spin a while after each kernel (the OpenMP layer with the short spin
@@ -58,7 +60,8 @@ SLEEPING_WORKERS = {
 # GEMMs: the same case 1.12 -> 1.20x at 256k) and the optimizer update (the MLP's step
 # 0.80 -> 1.06 ms with its 200k-value weight updated in parallel).
 SPINNING_WORKERS = dict(SLEEPING_WORKERS, columns=1 << 18, winograd=1 << 17, pool=1 << 18,
-                        relu=1 << 19, macs=1 << 21, rows=1 << 16)
+                        relu=1 << 19, macs=1 << 21, rows=1 << 16,
+                        act=1 << 16)
 
 # The table in use (read on every launch, so a test can lower or raise its sizes):
 # ``tuning.configure()`` switches it to SPINNING_WORKERS when it starts numba's OpenMP layer.

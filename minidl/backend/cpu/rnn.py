@@ -18,39 +18,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .activations import _EXP_LOW, exp_f32, _LN2_HI, _LN2_LO, _LOG2E, _T2, _T3, _T4, _T5, _T6, _T7
-from .bits import pow2_f32
+from .activations import sigmoid_f32, tanh_f32
 from .launch import Drivers, contiguous, launch, parallel
 
 _F = np.float32
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def expm1_f32(x):
-    """exp(x) - 1 of a float32 x <= 0, vectorisable, accurate near 0 (no 1 - 1 cancellation):
-    with x = n*ln2 + r, exp(x) - 1 = q * 2**n + (2**n - 1) where q = exp(r) - 1 by its series."""
-    xc = _EXP_LOW if x < _EXP_LOW else x
-    nf = np.floor(xc * _LOG2E + _F(0.5))
-    r = xc - nf * _LN2_HI - nf * _LN2_LO
-    q = ((((((_T7 * r + _T6) * r + _T5) * r + _T4) * r + _T3) * r + _T2) * r + _F(1)) * r
-    two = pow2_f32(nf)
-    e = q * two + (two - _F(1))
-    return _F(-1) if x < _EXP_LOW else e
-
-
-@njit(cache=True, error_model="numpy")
-def sigmoid_f32(v):
-    """1 / (1 + exp(-v)) of a float32, exp taken of -|v| only (no overflow); NaN stays NaN."""
-    e = exp_f32(-abs(v))
-    s = _F(1) / (_F(1) + e)
-    return s if v >= _F(0) else e * s
-
-
-@njit(cache=True, error_model="numpy")
-def tanh_f32(v):
-    """tanh of a float32 as -expm1(-2|v|) / (2 + expm1(-2|v|)), with v's sign."""
-    u = expm1_f32(_F(-2) * abs(v))  # in [-1, 0]
-    return np.copysign(-u / (_F(2) + u), v)
 
 
 # ---- LSTM ---------------------------------------------------------------------------------
