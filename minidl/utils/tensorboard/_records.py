@@ -84,7 +84,8 @@ def f_double(field: int, value: float) -> bytes:
 
 def f_float(field: int, value: float) -> bytes:
     # through float32, so that values beyond its range become inf as in protobuf (struct refuses)
-    return _key(field, _FIXED32) + np.float32(value).astype("<f4").tobytes()
+    with np.errstate(over="ignore"):
+        return _key(field, _FIXED32) + np.float32(value).astype("<f4").tobytes()
 
 
 def f_bytes(field: int, value: bytes | str) -> bytes:
