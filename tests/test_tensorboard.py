@@ -498,3 +498,13 @@ def test_same_records_as_torchs_writer(tmp_path):
     assert one(mine[0][3], 2) == one(theirs[0][3], 2)
     assert _histo(mine[1][3])[1].tolist() == _histo(theirs[1][3])[1].tolist()
     np.testing.assert_array_equal(_png(mine[2][3]), _png(theirs[2][3]))
+
+
+def test_a_dropped_writer_writes_its_queue(tmp_path):
+    import gc
+    w = SummaryWriter(tmp_path, max_queue=100)
+    w.add_scalar("a", 1.0, minidl.tensor(3))
+    del w
+    gc.collect()
+    ((tag, step, _, _),) = values(tmp_path)
+    assert (tag, step) == ("a", 3)

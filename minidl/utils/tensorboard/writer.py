@@ -224,6 +224,12 @@ class FileWriter:
         self._file = None
         atexit.unregister(self._atexit)
 
+    def __del__(self):  # a writer dropped without close() still writes what it queued
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001  (interpreter shutdown: nothing left to report to)
+            pass
+
 
 # ---- the public writer --------------------------------------------------------------------------
 class SummaryWriter:
