@@ -508,3 +508,21 @@ def test_a_dropped_writer_writes_its_queue(tmp_path):
     gc.collect()
     ((tag, step, _, _),) = values(tmp_path)
     assert (tag, step) == ("a", 3)
+
+
+def test_bytes_of_one_scalar_event_are_protobufs(tmp_path):
+    """Event{wall_time: 1.0, step: 2, summary{value{tag: "a", simple_value: 1.5}}} as protobuf
+    serialises it (fields in number order), framed as one TFRecord."""
+    with SummaryWriter(tmp_path) as w:
+        w.add_scalar("a", 1.5, 2, walltime=1.0)
+        assert w.get_logdir() == tmp_path  # given back as given
+    (name,) = os.listdir(tmp_path)
+    data = read_records(tmp_path / name)[1]
+    value = b"\x0a\x01a" + b"\x15" + struct.pack("<f", 1.5)
+    expected = (b"\x09" + struct.pack("<d", 1.0) + b"\x10\x02"
+                + b"\x2a" + bytes([len(value) + 2]) + b"\x0a" + bytes([len(value)]) + value)
+    assert data == expected
+    blob = (tmp_path / name).read_bytes()
+    assert blob.endswith(struct.pack("<Q", len(expected)) + struct.pack(
+        "<I", _masked(struct.pack("<Q", len(expected)))) + expected
+        + struct.pack("<I", _masked(expected)))

@@ -243,8 +243,8 @@ class SummaryWriter:
 
             stamp = datetime.now().strftime("%b%d_%H-%M-%S")
             log_dir = os.path.join("runs", stamp + "_" + socket.gethostname() + comment)
-        self.log_dir = str(log_dir)
-        _check_log_dir(self.log_dir)  # before anything is created
+        self.log_dir = log_dir  # returned as given (a Path stays a Path), as torch
+        _check_log_dir(str(log_dir))  # before anything is created
         self.purge_step = purge_step
         self.max_queue = max_queue
         self.flush_secs = flush_secs
