@@ -844,3 +844,39 @@ def test_sgd_step_uses_the_kernel_for_float_parameters_only(monkeypatch):
         opt.step()
         np.testing.assert_allclose(p.numpy().astype(np.float32), 0.5)
     assert calls == [np.dtype(np.float32)]  # float16 took the numpy expressions
+
+
+# ---- the one-pass Adam update ----------------------------------------------------------------
+@pytest.mark.parametrize("driver", ["serial", "parallel"])
+@pytest.mark.parametrize("kind, kw", [("Adam", {}), ("Adam", dict(weight_decay=0.1)),
+                                      ("AdamW", dict(weight_decay=0.05)),
+                                      ("Adam", dict(maximize=True))])
+def test_adam_update_kernel_matches_torch(kind, kw, driver, monkeypatch):
+    """Adam/AdamW on float32 parameters take the CPU kernel (counted) and follow torch's steps;
+    amsgrad keeps the numpy expressions."""
+    torch = pytest.importorskip("torch", reason="the reference is torch.optim")
+    import minidl
+    from minidl.backend.cpu import launch as cpu_launch
+
+    if driver == "parallel":
+        monkeypatch.setitem(cpu_launch.THRESHOLDS, "optim", 0)
+    ks = minidl.backend.kernels(np)
+    calls = []
+    original = ks.adam_update
+    monkeypatch.setattr(ks, "adam_update", lambda *a: (calls.append(1), original(*a))[1])
+    rng = np.random.default_rng(0)
+    w0 = rng.standard_normal((37, 11)).astype(np.float32)
+    mp, tp = minidl.tensor(w0.copy(), requires_grad=True), torch.tensor(w0.copy(), requires_grad=True)
+    mo = getattr(minidl.optim, kind)([mp], lr=0.01, **kw)
+    to = getattr(torch.optim, kind)([tp], lr=0.01, **kw)
+    for step in range(5):
+        g = rng.standard_normal(w0.shape).astype(np.float32)
+        mp.grad, tp.grad = minidl.tensor(g), torch.tensor(g)
+        mo.step()
+        to.step()
+        np.testing.assert_allclose(mp.numpy(), tp.detach().numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=f"step {step}")
+    assert len(calls) == 5
+    calls.clear()
+    minidl.optim.Adam([mp], amsgrad=True).step()
+    assert calls == []

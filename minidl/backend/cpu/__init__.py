@@ -18,7 +18,7 @@
   of an embedding's gradient;
 - ``rnn``: one LSTM or GRU time step's gate arithmetic, forward and backward, in one pass;
 - ``batchnorm``: batch norm (training passes, and the eval-mode per-channel affine map);
-- ``optim``: the SGD update in one pass;
+- ``optim``: the SGD and Adam updates in one pass each;
 - ``bits``: float operations on the bits as numba intrinsics (a branch-free keep-or-zero, 2**n
   from exponent bits), for kernels that must vectorise or stay free of branches on the data.
 
@@ -50,7 +50,7 @@ from .conv_im2col import (  # noqa: E402
     nchw_to_cols,
 )
 from .conv_winograd import conv2d_winograd  # noqa: E402
-from .optim import fused_update_dtypes, sgd_update  # noqa: E402
+from .optim import adam_update, fused_update_dtypes, sgd_update  # noqa: E402
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: E402
 from .rows import (  # noqa: E402
     add_rows, layer_norm_backward, layer_norm_fits, layer_norm_forward, softmax_last,
@@ -69,7 +69,7 @@ __all__ = [
     "conv2d_winograd",
     "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
-    "batch_norm_backward", "channel_affine", "sgd_update", "fused_update_dtypes",
+    "batch_norm_backward", "channel_affine", "sgd_update", "adam_update", "fused_update_dtypes",
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
     "gru_step_backward", "layer_norm_fits", "layer_norm_forward", "layer_norm_backward",
     "softmax_last", "softmax_last_backward", "add_rows", "activation_forward",

@@ -1,4 +1,5 @@
-"""Optimizer updates: torch.optim.SGD's step for one parameter in one pass over its memory.
+"""Optimizer updates: torch.optim.SGD's and Adam's (AdamW's) steps for one parameter in one pass
+over its memory.
 
 In numpy the momentum update is five whole-array expressions (scale the buffer, scale the
 gradient into a temporary, add it, scale the buffer again into a temporary, subtract it), about
@@ -63,3 +64,59 @@ def sgd_update(param, grad, state, lr, momentum, dampening, weight_decay, nester
     b = buf.reshape(-1) if buf is not None else p  # unused without momentum
     launch(_SGD, parallel(p.size, "optim"), p, g, b, float(lr), float(weight_decay),
            float(momentum), float(1 - dampening), bool(nesterov), first)
+
+
+# ---- Adam -----------------------------------------------------------------------------------
+# In numpy Adam's step is about a dozen passes (the two moments' updates, the square root, the
+# division, the step) through parameter-sized temporaries; here one pass reads the gradient,
+# parameter and both moments and writes the last three. The arithmetic is the CUDA kernel's
+# (cuda.py's ADAM), scalars rounded to the parameter's dtype first. The division's error model is
+# NumPy's (no branch to ZeroDivisionError), so the loop vectorises.
+@njit(cache=True, error_model="numpy")
+def _adam_range(p, g, m, v, step_size, b1, b2, c2, eps, wd, lo, hi):
+    t = p.dtype.type
+    ss, b1t, b2t, c2t, epst, wdt = t(step_size), t(b1), t(b2), t(c2), t(eps), t(wd)
+    o1, o2 = t(1 - b1), t(1 - b2)
+    if wd != 0:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            d = g[k] + wdt * p[k]
+            mi = b1t * m[k] + o1 * d
+            vi = b2t * v[k] + o2 * d * d
+            m[k] = mi
+            v[k] = vi
+            p[k] -= ss * mi / (np.sqrt(vi) / c2t + epst)
+    else:
+        for i in range(lo, hi):
+            k = np.uintp(i)
+            d = g[k]
+            mi = b1t * m[k] + o1 * d
+            vi = b2t * v[k] + o2 * d * d
+            m[k] = mi
+            v[k] = vi
+            p[k] -= ss * mi / (np.sqrt(vi) / c2t + epst)
+
+
+@njit(parallel=True, cache=True)
+def _adam_par(p, g, m, v, step_size, b1, b2, c2, eps, wd):
+    nt = 64
+    for c in prange(nt):
+        _adam_range(p, g, m, v, step_size, b1, b2, c2, eps, wd, c * p.size // nt,
+                    (c + 1) * p.size // nt)
+
+
+@njit(cache=True)
+def _adam_ser(p, g, m, v, step_size, b1, b2, c2, eps, wd):
+    _adam_range(p, g, m, v, step_size, b1, b2, c2, eps, wd, 0, p.size)
+
+
+_ADAM = Drivers(_adam_par, _adam_ser)
+
+
+def adam_update(param, grad, m, v, step_size, beta1, beta2, c2, eps, weight_decay):
+    """One torch.optim.Adam step for one C-contiguous float32/float64 parameter and its moments
+    m, v (same shape and dtype), in place, in one pass."""
+    g = np.ascontiguousarray(grad, dtype=param.dtype).reshape(-1)
+    launch(_ADAM, parallel(param.size, "optim"), param.reshape(-1), g, m.reshape(-1),
+           v.reshape(-1), float(step_size), float(beta1), float(beta2), float(c2), float(eps),
+           float(weight_decay))
