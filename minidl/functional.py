@@ -16,7 +16,7 @@ from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, accumulation_dtype, cat, log_softmax_array, reduction_axes,
-    f32_kernels, row_kernels, stable_sigmoid,
+    pointwise_kernels, row_kernels, stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 from .special import erfc_array  # noqa: E402
@@ -599,7 +599,7 @@ class SiLU(Function):
 
     def forward(self, x):
         self.save_for_backward(x)
-        ks = f32_kernels(x)
+        ks = pointwise_kernels(x)
         if ks is not None:
             return ks.activation_forward(x, _SILU)
         xw = _opmath(x)
@@ -607,8 +607,8 @@ class SiLU(Function):
 
     def backward(self, g):
         (x,) = self.saved
-        ks = f32_kernels(x)
-        if ks is not None and g.dtype == x.dtype and type(g) is np.ndarray:
+        ks = pointwise_kernels(x)
+        if ks is not None and g.dtype == x.dtype and type(g) is type(x):
             return ks.activation_backward(g, x, _SILU)
         xw = _opmath(x)
         s = stable_sigmoid(xw)
@@ -641,7 +641,7 @@ class GELU(Function):
     def forward(self, x, approximate):
         self.approximate = approximate
         self.save_for_backward(x)
-        ks = f32_kernels(x)
+        ks = pointwise_kernels(x)
         if ks is not None:
             return ks.activation_forward(x, _GELU if approximate == "none" else _GELU_TANH)
         xw = _opmath(x)
@@ -651,8 +651,8 @@ class GELU(Function):
 
     def backward(self, g):
         (x,) = self.saved
-        ks = f32_kernels(x)
-        if ks is not None and g.dtype == x.dtype and type(g) is np.ndarray:
+        ks = pointwise_kernels(x)
+        if ks is not None and g.dtype == x.dtype and type(g) is type(x):
             return ks.activation_backward(g, x, _GELU if self.approximate == "none" else _GELU_TANH)
         xp = get_array_module(x)
         xw = _opmath(x)

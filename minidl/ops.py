@@ -604,24 +604,32 @@ def stable_sigmoid(x):
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
-def f32_kernels(x):
-    """The CPU kernel set where it takes float32 ``x`` (a NumPy array) pointwise, else None."""
-    if type(x) is not np.ndarray or x.dtype != np.float32:
-        return None
-    ks = backend.kernels(np)
+def pointwise_kernels(x):
+    """The kernel set whose ``activation_forward``/``activation_backward`` take ``x`` (the
+    sigmoid, SiLU and GELU in one pass: numba's for float32 NumPy arrays, CUDA's for float32 and
+    float64 CuPy arrays), else None."""
+    if type(x) is np.ndarray:
+        if x.dtype != np.float32:
+            return None
+        ks = backend.kernels(np)
+    else:
+        cp = backend.cupy_module()
+        if cp is None or not isinstance(x, cp.ndarray) or x.dtype not in (np.float32, np.float64):
+            return None
+        ks = backend.kernels(cp)
     return ks if hasattr(ks, "activation_forward") else None
 
 
 class Sigmoid(Function):
     def forward(self, x):
-        ks = self.fast = f32_kernels(x)
+        ks = self.fast = pointwise_kernels(x)
         y = stable_sigmoid(x) if ks is None else ks.activation_forward(x, 0)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved
-        if self.fast is not None and g.dtype == y.dtype and type(g) is np.ndarray:
+        if self.fast is not None and g.dtype == y.dtype and type(g) is type(y):
             return self.fast.activation_backward(g, y, 0)  # op 0: the sigmoid, from y
         return g * y * (1 - y)
 

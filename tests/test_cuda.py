@@ -743,3 +743,31 @@ def test_lstm_and_gru_step_kernels_match_numpy(run, dtype):
     np.testing.assert_allclose(run.to_host(dgh), np.concatenate([dxr, dxz, dxn * r], axis=1), **tol)
     np.testing.assert_allclose(run.to_host(carry), dh * z, **tol)
     assert cuda.rnn_step_fits(xw, gh) and not cuda.rnn_step_fits(xw, gh.astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_activation_kernels_match_numpy(run, dtype):
+    """The one-launch sigmoid, SiLU and GELU (both forms), forward and backward, against
+    float64 formulas (GELU's exact form through math.erfc)."""
+    from math import erfc
+
+    x = np.concatenate([np.linspace(-12, 12, 241), [0.0, -0.0]]).astype(dtype)
+    g = np.random.default_rng(18).standard_normal(x.shape).astype(dtype)
+    v = x.astype(np.float64)
+    sig = 1 / (1 + np.exp(-v))
+    phi = np.array([0.5 * erfc(-t / np.sqrt(2)) for t in v])
+    z2 = 2 * np.sqrt(2 / np.pi) * (v + 0.044715 * v ** 3)
+    s2, sn2 = 1 / (1 + np.exp(-z2)), 1 / (1 + np.exp(z2))
+    forward = [sig, v * sig, v * phi, v * s2]
+    backward = [sig * (1 - sig), sig * (1 + v * (1 - sig)),
+                phi + v * np.exp(-v * v / 2) / np.sqrt(2 * np.pi),
+                s2 + 2 * v * s2 * sn2 * np.sqrt(2 / np.pi) * (1 + 3 * 0.044715 * v * v)]
+    tol = dict(rtol=2e-6 if dtype == np.float32 else 1e-12, atol=1e-30)
+    for op in range(4):
+        y = run.to_host(cuda.activation_forward(run.to_device(x), op))
+        np.testing.assert_allclose(y, forward[op], err_msg=f"op {op}", **tol)
+        arg = y if op == 0 else x  # the sigmoid's backward takes its output
+        gx = run.to_host(cuda.activation_backward(run.to_device(g), run.to_device(arg), op))
+        want = g * (y.astype(np.float64) * (1 - y) if op == 0 else backward[op])
+        np.testing.assert_allclose(gx, want, err_msg=f"op {op} backward",
+                                   **dict(tol, atol=1e-6 if dtype == np.float32 else 1e-13))

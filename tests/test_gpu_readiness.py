@@ -370,6 +370,11 @@ MODULE_CASES = [
     ("lstm_fused_steps", lambda: _First(nn.LSTM(4, 5, num_layers=2, bidirectional=True)),
      _f32(3, 2, 4), 0),
     ("gru_fused_steps", lambda: _First(nn.GRU(4, 5)), _f32(3, 2, 4), 0),
+    # one launch each way on the device (CUDA's act_forward/act_backward), numba on the CPU
+    ("gelu", lambda: nn.GELU(), _f32(3, 7), 0),
+    ("gelu_tanh", lambda: nn.GELU(approximate="tanh"), _f32(3, 7), 0),
+    ("silu", lambda: nn.SiLU(), _f32(3, 7), 0),
+    ("sigmoid", lambda: nn.Sigmoid(), _f32(3, 7), 0),
 ]
 
 

@@ -41,7 +41,7 @@ __all__ = ["out_size", "im2col", "col2im", "im2col_t", "col2im_t", "max_pool2d_f
            "sgd_update_many", "adam_update", "batch_norm_train", "batch_norm_backward",
            "batch_norm_eval", "channel_affine", "unscale_grads", "conv2d_algorithm",
            "conv2d_cudnn", "conv2d_cudnn_backward_data", "conv2d_cudnn_backward_filter",
-           "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
+           "activation_forward", "activation_backward", "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
            "gru_step_backward"]
 
 # Geometry shared by every kernel: input h x w, kernel kh x kw, stride, padding, output oh x ow.
@@ -486,6 +486,40 @@ dgh[r + 2 * hidden] = (T)(dxn * ar);
 dh_carry[i] = (T)(d * az);
 """
 
+# The sigmoid, SiLU and GELU (exact, and the tanh form as x sigmoid(2z)) in one launch each way
+# (op 0..3, the CPU kernels' codes), in double: CuPy's array expressions of these are 6 to 25
+# launches. Backward takes the input x, except the sigmoid's, which takes its output y.
+ACT_SIGMOID = "(({v}) >= 0 ? 1.0 / (1.0 + exp(-({v}))) : exp({v}) / (1.0 + exp({v})))"
+ACT_FORWARD = """
+const double v = to_double(x[i]);
+double r;
+if (op == 0) r = """ + ACT_SIGMOID.format(v="v") + """;
+else if (op == 1) r = v * """ + ACT_SIGMOID.format(v="v") + """;
+else if (op == 2) r = 0.5 * v * erfc(-v * 0.7071067811865476);
+else {
+    const double z2 = 1.5957691216057308 * (v + 0.044715 * v * v * v);
+    r = v * """ + ACT_SIGMOID.format(v="z2") + """;
+}
+y = (T)r;
+"""
+ACT_BACKWARD = """
+const double v = to_double(x[i]);
+double d;
+if (op == 0) d = v * (1.0 - v);
+else if (op == 1) {
+    const double s = """ + ACT_SIGMOID.format(v="v") + """;
+    d = s * (1.0 + v * (1.0 - s));
+} else if (op == 2) {
+    d = 0.5 * erfc(-v * 0.7071067811865476) + v * 0.3989422804014327 * exp(-0.5 * v * v);
+} else {
+    const double z2 = 1.5957691216057308 * (v + 0.044715 * v * v * v);
+    const double s = """ + ACT_SIGMOID.format(v="z2") + """;
+    const double sn = """ + ACT_SIGMOID.format(v="-z2") + """;
+    d = s + 2.0 * v * s * sn * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * v * v);
+}
+gx = (T)(to_double(g[i]) * d);
+"""
+
 # name: (input parameters, output parameters, body)
 SPECS = {
     "im2col": ("raw T img, " + GEOMETRY + ", " + COLUMNS + ", " + IM2COL_MAGIC, "raw T col",
@@ -542,6 +576,8 @@ SPECS = {
                  "raw T acts, raw T hn, raw T h_out", GRU_STEP),
     "gru_step_backward": ("raw T dh, raw T acts, raw T hn, raw T h_prev, int64 hidden",
                           "raw T dxw, raw T dgh, raw T dh_carry", GRU_STEP_BACKWARD),
+    "act_forward": ("raw T x, int32 op", "T y", ACT_FORWARD),
+    "act_backward": ("raw T g, raw T x, int32 op", "T gx", ACT_BACKWARD),
 }
 
 _compiled = {}
@@ -1167,6 +1203,26 @@ def unscale_grads(grads, inv_scale, found_inf):
     for g in grads:
         if g.size:
             _kernel("unscale_grads")(float(inv_scale), g, found_inf)
+
+
+# ---- pointwise activations --------------------------------------------------------------------
+def activation_forward(x, op):
+    """The sigmoid (op 0), SiLU (1), GELU (2) or GELU's tanh form (3) of a float32/float64 x."""
+    cp = get_array_module(x)
+    y = cp.empty(x.shape, dtype=x.dtype)
+    if y.size:
+        _kernel("act_forward", _wide(x))(_flat(cp, x), int(op), y)
+    return y
+
+
+def activation_backward(g, x, op):
+    """g times the derivative at x (at the sigmoid's output y for op 0)."""
+    cp = get_array_module(x)
+    gx = cp.empty(x.shape, dtype=x.dtype)
+    if gx.size:
+        _kernel("act_backward", _wide(x))(_flat(cp, g.astype(x.dtype, copy=False)),
+                                          _flat(cp, x), int(op), gx)
+    return gx
 
 
 # ---- recurrent steps ------------------------------------------------------------------------
