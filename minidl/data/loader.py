@@ -310,7 +310,7 @@ class DataLoader:
         if hasattr(self.dataset, "get_batch"):
             arrays = self.dataset.get_batch(idx)
         else:
-            arrays = collate([self.dataset[int(i)] for i in idx])
+            arrays = collate([self.dataset[int(i)] for i in idx], idx)
         return _to_tensors(arrays, self.device)
 
     def _stream(self):
