@@ -78,3 +78,91 @@ def test_loader_good_batches_unchanged():
     assert batches[0][0].dtype == minidl.float32 and batches[0][0].shape == (2, 2)
     out = list(mdata.DataLoader(_Items(["a", "b"]), batch_size=2))
     assert out == [["a", "b"]]
+
+
+# --- 2. save / load / load_state_dict ----------------------------------------------------
+
+def test_save_into_missing_folder_refused_before_writing(tmp_path):
+    target = tmp_path / "typo_dir" / "model.npz"
+    with pytest.raises(FileNotFoundError, match="typo_dir does not exist") as info:
+        minidl.save({"w": minidl.ones(2)}, target)
+    assert isinstance(info.value, RuntimeError)  # torch.save's type too
+    assert not (tmp_path / "typo_dir").exists()  # no folder made behind the user's back
+
+
+def test_save_under_a_file_names_the_file(tmp_path):
+    (tmp_path / "model.npz").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError, match=r"model\.npz is a file, not a folder"):
+        minidl.save({"w": minidl.ones(2)}, tmp_path / "model.npz" / "inner.npz")
+    assert (tmp_path / "model.npz").read_bytes() == b"x"
+
+
+def test_save_npz_still_makes_the_converter_output_folders(tmp_path):
+    from minidl.serialization import save_npz
+
+    save_npz({"w": np.ones(2)}, tmp_path / "a" / "b" / "w.npz")
+    assert minidl.load(tmp_path / "a" / "b" / "w.npz")["w"].tolist() == [1.0, 1.0]
+
+
+def test_load_directory_is_an_is_a_directory_error(tmp_path):
+    with pytest.raises(IsADirectoryError, match=str(tmp_path.name)):
+        minidl.load(tmp_path)
+
+
+def test_load_of_a_torch_file_says_how_to_read_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "model.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    with pytest.raises(ValueError, match=r"model\.pt: it is a PyTorch file .*load_torch_checkpoint"):
+        minidl.load(path)
+
+
+def test_load_map_location_variants(tmp_path):
+    path = tmp_path / "m.npz"
+    minidl.save({"w": minidl.ones(2)}, path)
+    for where in ("cpu", minidl.device("cpu"), {"cuda:0": "cpu"}, {"cpu": "cpu"}):
+        assert minidl.load(path, map_location=where)["w"].device == "cpu"
+    seen = []
+    out = minidl.load(path, map_location=lambda t, loc: seen.append(loc) or t * 2)
+    assert seen == ["cpu"] and out["w"].tolist() == [2.0, 2.0]
+    assert minidl.load(path, map_location=lambda t, loc: None)["w"].tolist() == [1.0, 1.0]
+
+
+def test_load_bad_map_location_names_the_argument_not_the_file(tmp_path):
+    path = tmp_path / "m.npz"
+    minidl.save({"w": minidl.ones(2)}, path)
+    with pytest.raises(TypeError, match="map_location should be .* got int 3"):
+        minidl.load(path, map_location=3)
+    with pytest.raises(ValueError, match="map_location 'tpu' is not a device"):
+        minidl.load(path, map_location="tpu")
+    with pytest.raises(TypeError, match="map_location returned a str"):
+        minidl.load(path, map_location=lambda t, loc: "cpu")
+
+
+def test_save_load_of_a_file_object_is_a_clear_type_error(tmp_path):
+    with open(tmp_path / "f.npz", "wb") as f, pytest.raises(TypeError, match="path must be"):
+        minidl.save({"w": minidl.ones(1)}, f)
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike, got NoneType"):
+        minidl.load(None)
+
+
+@pytest.mark.parametrize("value", ["abc", None, {"x": 1}])
+def test_load_state_dict_non_array_value_names_the_key(value):
+    model = minidl.nn.Linear(2, 3)
+    state = dict(model.state_dict())
+    state["bias"] = value
+    before = model.weight.numpy().copy()
+    with pytest.raises(TypeError, match=r"parameter named 'bias'") as info:
+        model.load_state_dict(state)
+    assert isinstance(info.value, RuntimeError)  # torch's type
+    np.testing.assert_array_equal(model.weight.numpy(), before)  # nothing half-loaded
+
+
+def test_load_state_dict_torch_tensors_and_lists_still_load():
+    torch = pytest.importorskip("torch")
+    src = torch.nn.Linear(2, 3)
+    model = minidl.nn.Linear(2, 3)
+    model.load_state_dict(src.state_dict())
+    np.testing.assert_allclose(model.weight.numpy(), src.weight.detach().numpy())
+    model.load_state_dict({"weight": src.weight.detach().numpy(), "bias": [1.0, 2.0, 3.0]})
+    assert model.bias.tolist() == [1.0, 2.0, 3.0]
