@@ -166,3 +166,79 @@ def test_load_state_dict_torch_tensors_and_lists_still_load():
     np.testing.assert_allclose(model.weight.numpy(), src.weight.detach().numpy())
     model.load_state_dict({"weight": src.weight.detach().numpy(), "bias": [1.0, 2.0, 3.0]})
     assert model.bias.tolist() == [1.0, 2.0, 3.0]
+
+
+# --- 3. checkpoint, swa_utils, layers given a non-Tensor ---------------------------------
+
+def test_checkpoint_reentrant_refuses_keyword_arguments():
+    from minidl.utils.checkpoint import checkpoint
+
+    x = minidl.ones(2, requires_grad=True)
+    with pytest.raises(ValueError, match="Unexpected keyword arguments: scale"):
+        checkpoint(lambda t, scale=1: t * scale, x, use_reentrant=True, scale=3)
+    out = checkpoint(lambda t, scale=1: t * scale, x, use_reentrant=False, scale=3)
+    out.sum().backward()
+    assert x.grad.tolist() == [3.0, 3.0]
+
+
+def test_checkpoint_sequential_names_a_bad_functions_argument():
+    from minidl.utils.checkpoint import checkpoint_sequential
+
+    x = minidl.ones(2, requires_grad=True)
+    with pytest.raises(TypeError, match="functions must be an nn.Sequential .* got int"):
+        checkpoint_sequential(5, 1, x, use_reentrant=False)
+    with pytest.raises(TypeError, match=r"functions\[1\] is a str"):
+        checkpoint_sequential([minidl.nn.ReLU(), "relu"], 1, x, use_reentrant=False)
+
+
+def test_averaged_model_of_another_architecture_names_the_parameter():
+    from minidl.optim.swa_utils import AveragedModel
+
+    avg = AveragedModel(minidl.nn.Linear(2, 2))
+    before = avg.module.weight.numpy().copy()
+    with pytest.raises(ValueError, match=r"weight has shape \(2, 3\) in the model, \(2, 2\) in "
+                                         r"the averaged copy"):
+        avg.update_parameters(minidl.nn.Linear(3, 2))
+    np.testing.assert_array_equal(avg.module.weight.numpy(), before)
+    assert int(avg.n_averaged.item()) == 0
+
+
+def test_averaged_model_refuses_a_model_with_more_parameters():
+    from minidl.optim.swa_utils import AveragedModel
+
+    nn = minidl.nn
+    avg = AveragedModel(nn.Sequential(nn.Linear(2, 2)))
+    with pytest.raises(ValueError, match="the model has 4 parameters, the averaged copy 2"):
+        avg.update_parameters(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)))
+
+
+def test_averaged_model_buffer_mismatch_checked_before_any_write():
+    from minidl.optim.swa_utils import AveragedModel
+
+    nn = minidl.nn
+    avg = AveragedModel(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+    other = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(3))
+    other[1].weight = nn.Parameter(minidl.ones(2))  # same parameters, other buffers
+    other[1].bias = nn.Parameter(minidl.zeros(2))
+    before = avg.module[0].weight.numpy().copy()
+    with pytest.raises(ValueError, match=r"buffer 1.running_mean has shape \(3,\)"):
+        avg.update_parameters(other)
+    np.testing.assert_array_equal(avg.module[0].weight.numpy(), before)
+
+
+@pytest.mark.parametrize("bad", [{"x": 1}, [1.0, 2.0], None])
+def test_layers_given_a_non_tensor_raise_torch_type_error(bad):
+    nn = minidl.nn
+    with pytest.raises(TypeError, match=f"must be Tensor, not {type(bad).__name__}"):
+        nn.Linear(2, 2)(bad)
+    with pytest.raises(TypeError, match=f"got {type(bad).__name__}"):
+        nn.Conv2d(1, 1, 1)(bad)
+
+
+def test_update_bn_over_a_loader_of_dicts_is_a_type_error():
+    from minidl.optim.swa_utils import update_bn
+
+    nn = minidl.nn
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    with pytest.raises(TypeError, match="must be Tensor, not dict"):  # was an AttributeError
+        update_bn([{"x": minidl.ones(3, 2)}], model)
