@@ -242,3 +242,59 @@ def test_update_bn_over_a_loader_of_dicts_is_a_type_error():
     model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
     with pytest.raises(TypeError, match="must be Tensor, not dict"):  # was an AttributeError
         update_bn([{"x": minidl.ones(3, 2)}], model)
+
+
+# --- 4. models: weights files and the converter CLI ---------------------------------------
+
+def test_get_model_loads_weights_written_by_minidl_save(tmp_path):
+    from minidl import models
+
+    src = models.resnet18(num_classes=3)
+    minidl.save(src.state_dict(), tmp_path / "r18.npz")  # was: "expected one data.pkl"
+    model = models.get_model("resnet18", weights=tmp_path / "r18.npz", num_classes=3)
+    np.testing.assert_array_equal(model.fc.weight.numpy(), src.fc.weight.numpy())
+    minidl.save({"model": src.state_dict(), "epoch": 2}, tmp_path / "ck.npz")  # a checkpoint
+    model = models.get_model("resnet18", weights=tmp_path / "ck.npz", num_classes=3)
+    np.testing.assert_array_equal(model.conv1.weight.numpy(), src.conv1.weight.numpy())
+    with pytest.raises(ValueError, match=r"(?s)r18\.npz do not fit ResNet .*missing: layer1\.2\."):
+        models.get_model("resnet34", weights=tmp_path / "r18.npz", num_classes=3)
+
+
+def test_get_model_weights_directory_says_directory(tmp_path):
+    from minidl import models
+
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path.name} is a directory"):
+        models.get_model("resnet18", weights=tmp_path)
+
+
+def test_list_models_bad_include_names_the_argument():
+    from minidl import models
+
+    with pytest.raises(TypeError, match="list_models: include must be a pattern"):
+        models.list_models(include=5)
+    with pytest.raises(TypeError, match="exclude must be"):
+        models.list_models(exclude=3.5)
+    assert models.list_models(include="resnet1*") == ["resnet101", "resnet152", "resnet18"]
+
+
+def test_convert_cli_input_directory_is_one_error_line(tmp_path, capsys):
+    from minidl.models.convert import main
+
+    assert main([str(tmp_path), str(tmp_path / "out.npz"), "--arch", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "error: checkpoint" in err[0] and "is a directory" in err[0]
+
+
+def test_convert_cli_checks_the_output_before_reading_the_input(tmp_path, capsys):
+    from minidl.models.convert import main
+
+    bad_input = tmp_path / "corrupt.pth"
+    bad_input.write_bytes(b"PK\x03\x04 not really a zip")
+    blocker = tmp_path / "blocker"
+    blocker.write_bytes(b"keep")
+    assert main([str(bad_input), str(blocker / "out.npz"), "--arch", "none"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "blocker is a file, not a folder" in err[0]  # the output is named
+    assert main([str(bad_input), str(tmp_path), "--arch", "none"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert blocker.read_bytes() == b"keep"
