@@ -394,3 +394,39 @@ def test_profiler_export_from_on_trace_ready_still_works(tmp_path):
         minidl.ones(2) + 1
         prof.step()
     assert b"traceEvents" in out.read_bytes()
+
+
+# --- 1b. DataLoader: samplers that give non-integer indices, drop_last ----------------------
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_loader_float_indices_from_a_sampler_are_refused_not_floored(num_workers):
+    ds = list(range(6))
+    with pytest.raises(TypeError, match=r"sampler gave the index 0\.5 \(float\)"):
+        list(mdata.DataLoader(ds, sampler=[0.5, 1.0], num_workers=num_workers))
+    with pytest.raises(TypeError, match=r"batch_sampler gave the index 1\.5 \(float\)"):
+        list(mdata.DataLoader(ds, batch_sampler=[[0, 1.5]], num_workers=num_workers))
+    with pytest.raises(TypeError, match=r"sampler gave the index True \(bool\)"):
+        list(mdata.DataLoader(ds, sampler=[True]))
+
+
+def test_loader_sampler_and_batch_sampler_shapes_named():
+    ds = list(range(6))
+    with pytest.raises(TypeError, match="sampler must be an iterable of indices .* got int"):
+        mdata.DataLoader(ds, sampler=5)
+    with pytest.raises(TypeError, match="batch_sampler gave int 0, not a list of indices"):
+        list(mdata.DataLoader(ds, batch_sampler=[0, 1]))
+
+
+def test_loader_tensor_indices_still_work():
+    ds = list(range(6))
+    assert [b.tolist() for b in mdata.DataLoader(ds, sampler=minidl.tensor([2, 0]))] == [[2], [0]]
+    # a batch sampler yielding index Tensors (this one failed before, in np.asarray)
+    got = [b.tolist() for b in mdata.DataLoader(ds, batch_sampler=[minidl.tensor([2, 0]), [1]])]
+    assert got == [[2, 0], [1]]
+
+
+def test_loader_drop_last_must_be_a_bool():
+    with pytest.raises(ValueError, match="drop_last should be a boolean value, but got "
+                                         "drop_last='x'"):
+        mdata.DataLoader(list(range(5)), batch_size=2, drop_last="x")
+    assert len(mdata.DataLoader(list(range(5)), batch_size=2, drop_last=np.bool_(True))) == 2
