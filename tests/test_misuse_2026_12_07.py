@@ -430,3 +430,46 @@ def test_loader_drop_last_must_be_a_bool():
                                          "drop_last='x'"):
         mdata.DataLoader(list(range(5)), batch_size=2, drop_last="x")
     assert len(mdata.DataLoader(list(range(5)), batch_size=2, drop_last=np.bool_(True))) == 2
+
+
+# --- 2b. optimizer.load_state_dict -------------------------------------------------------
+
+def _stepped(name, **kw):
+    p = minidl.nn.Parameter(minidl.ones(3))
+    opt = getattr(minidl.optim, name)([p], lr=0.1, **kw)
+    (p * 2).sum().backward()
+    opt.step()
+    return opt
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("state", [1], r"'state' must be a dict .* got list \[1\]"),
+    ("param_groups", 5, r"'param_groups' must be a list of dicts, got int 5"),
+    ("param_groups", [5], r"'param_groups' must be a list of dicts, got list \[5\]"),
+])
+def test_optimizer_load_state_dict_malformed_fields_named(field, value, named):
+    opt = _stepped("Adam")
+    sd = opt.state_dict()
+    sd[field] = value
+    with pytest.raises(TypeError, match=named):  # was an AttributeError from inside
+        opt.load_state_dict(sd)
+
+
+def test_optimizer_load_state_dict_per_parameter_state_not_a_dict():
+    opt = _stepped("Adam")
+    sd = opt.state_dict()
+    sd["state"][0] = 3.0
+    with pytest.raises(TypeError, match=r"state 0 must be a dict \{name: value\}, got float"):
+        opt.load_state_dict(sd)
+
+
+def test_sgd_loads_a_none_momentum_buffer_as_torch_does():
+    opt = _stepped("SGD", momentum=0.9)
+    sd = opt.state_dict()
+    sd["state"][0]["momentum_buffer"] = None  # torch: no buffer yet
+    opt.load_state_dict(sd)
+    p = opt.param_groups[0]["params"][0]
+    p.grad = minidl.ones(3)
+    opt.step()  # a fresh buffer: the plain gradient step
+    np.testing.assert_allclose(p.numpy(), np.full(3, 0.8 - 0.1, np.float32), rtol=1e-6)
+    assert opt.state_dict()["state"][0]["momentum_buffer"].tolist() == [1.0, 1.0, 1.0]
