@@ -473,3 +473,18 @@ def test_sgd_loads_a_none_momentum_buffer_as_torch_does():
     opt.step()  # a fresh buffer: the plain gradient step
     np.testing.assert_allclose(p.numpy(), np.full(3, 0.8 - 0.1, np.float32), rtol=1e-6)
     assert opt.state_dict()["state"][0]["momentum_buffer"].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("batch, named", [([1.0, "x"], r"entry 1 is a str \('x'\)"),
+                                          ([1, None], r"entry 1 is a NoneType"),
+                                          ([1, [2]], r"entry 1 is a list")])
+def test_default_collate_numbers_mixed_with_others_named(batch, named):
+    with pytest.raises(TypeError, match=named):  # was a string/object tensor or a NumPy error
+        mdata.default_collate(batch)
+
+
+def test_default_collate_numbers_unchanged():
+    assert mdata.default_collate([1, 2.5]).dtype == minidl.float32  # torch.tensor's default
+    assert mdata.default_collate([2.5, 1]).dtype == minidl.float64
+    assert mdata.default_collate([True, 2]).tolist() == [1, 2]
+    assert mdata.default_collate([np.int64(3), 4]).tolist() == [3, 4]

@@ -100,6 +100,14 @@ def _stack_tensors(batch):
     return Tensor(xp.stack([t.data for t in batch]), device=batch[0].device)
 
 
+def _check_numbers(batch):
+    """A batch of Python numbers holds only numbers (torch: "must be real number, not str")."""
+    for j, value in enumerate(batch):
+        if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+            raise TypeError(f"default_collate: batch entry 0 is a number, entry {j} is a "
+                            f"{type(value).__name__} ({value!r}); must be real number")
+
+
 def default_collate(batch):
     """Tensors, numpy arrays and numpy numbers are stacked into a Tensor with a new first
     dimension; Python floats become a float64 Tensor, ints an int64 one (bools a bool one);
@@ -124,6 +132,8 @@ def default_collate(batch):
             raise RuntimeError(f"default_collate: stack expects each array to be equal size, "
                                f"but got {sorted(shapes)}")
         return _tensor(np.stack([np.asarray(b) for b in batch]))
+    if isinstance(elem, (bool, int, float)):
+        _check_numbers(batch)
     if isinstance(elem, float):
         return _tensor(np.array(batch, dtype=np.float64))
     if isinstance(elem, (bool, int)):
