@@ -488,3 +488,21 @@ def test_default_collate_numbers_unchanged():
     assert mdata.default_collate([2.5, 1]).dtype == minidl.float64
     assert mdata.default_collate([True, 2]).tolist() == [1, 2]
     assert mdata.default_collate([np.int64(3), 4]).tolist() == [3, 4]
+
+
+# --- the device paths of the new load checks, on the fake GPU ------------------------------
+
+def test_load_map_location_forms_reach_the_fake_gpu(tmp_path, monkeypatch, host_kernels):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, host_kernels)
+    path = tmp_path / "m.npz"
+    minidl.save({"w": minidl.ones(2), "n": 3}, path)
+    for where in ("cuda", {"cpu": "cuda:0"}, minidl.device("cuda")):
+        out = minidl.load(path, map_location=where)
+        assert out["w"].device == "cuda" and out["n"] == 3
+    out = minidl.load(path, map_location=lambda t, loc: t.to("cuda"))
+    assert out["w"].device == "cuda" and out["w"].tolist() == [1.0, 1.0]
+    model = minidl.nn.Linear(2, 1).to("cuda")
+    with pytest.raises(TypeError, match="parameter named 'weight'"):
+        model.load_state_dict({"weight": "w", "bias": minidl.zeros(1)})
