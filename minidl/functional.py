@@ -107,6 +107,9 @@ class Linear(Function):
 
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape (out_features, in_features) as in PyTorch."""
+    if not hasattr(x, "ndim"):  # a dict, list or None: PyTorch's TypeError, not an AttributeError
+        raise TypeError(f"linear(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(x).__name__}")
     if weight.ndim != 2:
         raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got {weight.shape}")
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
@@ -367,6 +370,9 @@ def _bias_grad(k, g):
 
 def conv2d(x, weight, bias=None, stride=1, padding=0):
     """2-D convolution (cross-correlation, as in PyTorch) of NCHW input with (C_out, C_in, kH, kW)."""
+    if not hasattr(x, "data") or not hasattr(x, "ndim"):  # PyTorch's TypeError
+        raise TypeError(f"conv2d(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(x).__name__}")
     xs, ws = x.data.shape, weight.data.shape
     if len(xs) != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {x.shape}")

@@ -26,6 +26,11 @@ import numpy as np
 _SUFFIX = ".npy"
 
 
+class SaveFolderError(FileNotFoundError, RuntimeError):
+    """``save`` to a path whose folder does not exist (PyTorch's RuntimeError "Parent directory
+    ... does not exist"); raised before anything is written."""
+
+
 def _host_array(name, value, raw_bfloat16=False):
     """``value`` as a numpy array that .npz stores and reads back unchanged, or a TypeError
     naming the key. ``raw_bfloat16``: let ml_dtypes' bfloat16 through (``save`` records it by
@@ -101,19 +106,42 @@ def new_temporary(directory, prefix, suffix, binary=True):
 
 def save_npz(arrays, path):
     """Write {name: array or Tensor} to ``path`` (.npz) atomically: a crash mid-write leaves the
-    previous file intact. The file's mode follows the umask, like any file the user writes."""
+    previous file intact. The file's mode follows the umask, like any file the user writes.
+    Missing folders on the way to ``path`` are created (the converter's output)."""
     checked = {name: _host_array(name, value) for name, value in arrays.items()}
-    _write_members(checked, path)
+    _write_members(checked, path, make_folders=True)
 
 
-def _write_members(checked, path, extra=None):
-    """The atomic write: {name: numpy array} as name.npy members (and ``extra`` {member name:
-    bytes}) into a temporary beside ``path``, fsynced, then renamed over it."""
-    path = os.path.abspath(os.fspath(path))
+def check_save_path(path, make_folders=False):
+    """The absolute ``path`` a checkpoint may be written to, or an error naming it: a
+    directory, a parent that is a file, or (``make_folders`` False, as torch.save) a parent
+    folder that does not exist. Nothing is written here."""
+    try:
+        path = os.path.abspath(os.fspath(path))
+    except TypeError:
+        raise TypeError(f"save: the path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}") from None
     if os.path.isdir(path):
         raise IsADirectoryError(f"save: {path} is a directory; give a file path (e.g. model.npz)")
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent):
+        if os.path.exists(parent):
+            raise NotADirectoryError(f"save: cannot write {path}: {parent} is a file, not a "
+                                     "folder")
+        if not make_folders:
+            raise SaveFolderError(f"save: cannot write {path}: its folder {parent} does not "
+                                  "exist (create it first, e.g. os.makedirs)")
+        parent = os.path.dirname(parent)
+    return path
+
+
+def _write_members(checked, path, extra=None, make_folders=False):
+    """The atomic write: {name: numpy array} as name.npy members (and ``extra`` {member name:
+    bytes}) into a temporary beside ``path``, fsynced, then renamed over it."""
+    path = check_save_path(path, make_folders)
     directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
+    if make_folders:
+        os.makedirs(directory, exist_ok=True)
     _remove_stale_temporaries(path)
     # not tempfile.mkstemp: its 0600 mode would stay on the result; open(.., "x") honours umask
     tmp = os.path.join(directory, f"{_tmp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}.npz")
@@ -216,7 +244,8 @@ def save(obj, path):
     strings, None, and dicts, lists and tuples of them are stored, each array as one .npy
     member of an .npz and the structure as JSON beside them: nothing is pickled, so loading a
     file cannot run code. Every value is checked before the file is touched; see ``save_npz``
-    for the write itself."""
+    for the write itself. The folder of ``path`` must exist, as for torch.save."""
+    check_save_path(path)  # before the walk: a wrong path costs nothing
     writer = _Writer()
     tree = writer.node(obj, [])
     text = json.dumps(tree, ensure_ascii=False, allow_nan=True)
@@ -228,9 +257,19 @@ def load(path, map_location=None, weights_only=True):
     (on ``map_location``: "cpu", the default, or "cuda"), arrays as numpy arrays, numbers and
     strings as themselves. A file without minidl's structure (written by np.savez, the weight
     converter, or minidl before the structure was recorded) loads as {name: numpy array}.
+    ``map_location`` may also be a device, a dict {saved location: device} or a callable
+    ``f(tensor, location)`` returning a Tensor (or None to keep it), as torch.load's; the saved
+    location is always "cpu" (minidl stores host arrays).
     ``weights_only`` is accepted for torch.load's sake: nothing is ever unpickled."""
     del weights_only
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"load: the path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}") from None
+    map_location = _check_map_location(map_location)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"load: {path} is a directory, not a checkpoint file")
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -243,10 +282,57 @@ def load(path, map_location=None, weights_only=True):
                 return out
             tree = json.loads(zf.read(TREE).decode("utf-8"))
             return _Reader(zf, map_location).node(tree)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError, _MapLocationError):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
+        if _is_torch_file(path):
+            raise ValueError(f"cannot read checkpoint {path}: it is a PyTorch file (torch.save), "
+                             "not minidl's .npz; read it with minidl.models.convert."
+                             "load_torch_checkpoint(path) or convert it with `python -m "
+                             "minidl.models.convert`") from None
         raise ValueError(f"cannot read checkpoint {path}: not a valid .npz file ({exc})") from None
+
+
+def _is_torch_file(path):
+    """torch.save's zip (a data.pkl member) or its legacy pickle (protocol 2 magic)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head == b"\x80\x02":
+            return True
+        with zipfile.ZipFile(path) as zf:
+            return any(n == "data.pkl" or n.endswith("/data.pkl") for n in zf.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def _check_map_location(map_location):
+    """``map_location`` as load applies it: None, a device name, a dict or a callable;
+    anything else is refused here, before the file is read, naming the argument."""
+    from .backend import normalize_device
+
+    if map_location is None or callable(map_location):
+        return map_location
+    if isinstance(map_location, dict):  # {saved location: device}; minidl saves from the host
+        for key, value in map_location.items():
+            if not isinstance(key, str) or not isinstance(value, str) and not hasattr(value, "type"):
+                raise TypeError(f"load: map_location dict entries must map a location name to a "
+                                f"device, got {key!r}: {value!r}")
+        map_location = map_location.get("cpu", "cpu")
+    if isinstance(map_location, (bool, int, float)) or not (
+            isinstance(map_location, str) or hasattr(map_location, "type")):
+        raise TypeError(f"load: map_location should be a device (str or minidl.device), a dict or "
+                        f"a callable, got {type(map_location).__name__} {map_location!r}")
+    name = str(map_location)
+    try:
+        return normalize_device("cpu" if name == "cpu:0" else name)
+    except ValueError:
+        raise ValueError(f"load: map_location {map_location!r} is not a device minidl has: "
+                         "expected 'cpu' or 'cuda'") from None
+
+
+class _MapLocationError(TypeError):
+    """The caller's map_location function misbehaved: not the file's fault."""
 
 
 class _Reader:
@@ -272,6 +358,14 @@ class _Reader:
             from .tensor import Tensor
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
+            if callable(self.device):  # torch's f(storage, location), given the Tensor here
+                moved = self.device(t, "cpu")
+                if moved is None:
+                    return t
+                if not isinstance(moved, Tensor):
+                    raise _MapLocationError(f"load: map_location returned a "
+                                            f"{type(moved).__name__}, not a Tensor")
+                return moved
             return t.to(self.device) if self.device not in (None, "cpu") else t
         if "dict" in node:
             return {k: self.node(v) for k, v in node["dict"]}

@@ -103,7 +103,7 @@ def _fetch_map(dataset, indices, collate_fn, batch_size):
         return collate_fn([dataset[int(i)] for i in indices])
     if hasattr(dataset, "get_batch"):
         return dataset.get_batch(np.asarray(indices, dtype=np.int64))
-    return collate([dataset[int(i)] for i in indices])
+    return collate([dataset[int(i)] for i in indices], indices)
 
 
 def _next_stream_batch(iterator, batch_size, drop_last, collate_fn):

@@ -10,19 +10,42 @@ import numpy as np
 from ..backend.dtypes import default_float
 
 
-def collate(samples):
+class CollateError(ValueError, RuntimeError):
+    """Samples that do not batch together (PyTorch's RuntimeError): their shapes or lengths
+    differ. The message names the samples (their place in the batch and, where known, their
+    dataset index) and the field."""
+
+
+def collate(samples, indices=None):
     """Batch a list of samples as PyTorch's default_collate does: (x, y, ...) tuples or lists
-    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list."""
+    into a tuple of stacked arrays, dicts into a dict of them (by key), strings into a list.
+    ``indices``: the samples' dataset indices, named in errors."""
     first = samples[0]
     if isinstance(first, (tuple, list)):
-        return tuple(_collate_field([s[i] for s in samples]) for i in range(len(first)))
-    return _collate_field(samples)
+        size = len(first)
+        for j, s in enumerate(samples):
+            if not isinstance(s, (tuple, list)) or len(s) != size:
+                got = f"length {len(s)}" if isinstance(s, (tuple, list)) else type(s).__name__
+                raise CollateError(f"default_collate: each element in list of batch should be of "
+                                   f"equal size: {_sample(0, indices)} has length {size}, "
+                                   f"{_sample(j, indices)} has {got}")
+        return tuple(_collate_field([s[i] for s in samples], indices, f" (field {i})")
+                     for i in range(size))
+    return _collate_field(samples, indices, "")
 
 
-def _collate_field(values):
+def _sample(j, indices):
+    """Sample ``j`` of a batch, named for an error message."""
+    if indices is None:
+        return f"sample {j}"
+    return f"sample {j} (dataset index {int(indices[j])})"
+
+
+def _collate_field(values, indices=None, where=""):
     first = values[0]
     if isinstance(first, Mapping):
-        return {k: _collate_field([v[k] for v in values]) for k in first}
+        return {k: _collate_field([v[k] for v in values], indices, f"{where} (key {k!r})")
+                for k in first}
     if isinstance(first, (str, bytes)):
         return list(values)
     pil = sys.modules.get("PIL.Image")  # only loaded when images are in use
@@ -30,7 +53,21 @@ def _collate_field(values):
         # np.asarray would silently batch HWC pixels; torch refuses, and so does minidl
         raise TypeError(_FOUND.format("<class 'PIL.Image.Image'>") + " (add "
                         "minidl.vision.transforms.ToTensor() to the dataset's transform)")
-    return np.stack([np.asarray(v) for v in values])
+    arrays = [np.asarray(v) for v in values]
+    try:
+        batch = np.stack(arrays)
+    except ValueError:
+        shape = arrays[0].shape
+        j = next((j for j, a in enumerate(arrays) if a.shape != shape), None)
+        if j is None:
+            raise
+        raise CollateError(f"default_collate: stack expects each sample to be equal size{where}, "
+                           f"but got {list(shape)} at {_sample(0, indices)} and "
+                           f"{list(arrays[j].shape)} at {_sample(j, indices)}") from None
+    if batch.dtype.kind in "OUSV":  # None, objects, or strings mixed with numbers
+        j = next((j for j, a in enumerate(arrays) if a.dtype.kind in "OUSV"), 0)
+        raise TypeError(_FOUND.format(type(values[j])) + f"{where} at {_sample(j, indices)}")
+    return batch
 
 
 _FOUND = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
@@ -63,6 +100,14 @@ def _stack_tensors(batch):
     return Tensor(xp.stack([t.data for t in batch]), device=batch[0].device)
 
 
+def _check_numbers(batch):
+    """A batch of Python numbers holds only numbers (torch: "must be real number, not str")."""
+    for j, value in enumerate(batch):
+        if not isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+            raise TypeError(f"default_collate: batch entry 0 is a number, entry {j} is a "
+                            f"{type(value).__name__} ({value!r}); must be real number")
+
+
 def default_collate(batch):
     """Tensors, numpy arrays and numpy numbers are stacked into a Tensor with a new first
     dimension; Python floats become a float64 Tensor, ints an int64 one (bools a bool one);
@@ -87,6 +132,8 @@ def default_collate(batch):
             raise RuntimeError(f"default_collate: stack expects each array to be equal size, "
                                f"but got {sorted(shapes)}")
         return _tensor(np.stack([np.asarray(b) for b in batch]))
+    if isinstance(elem, (bool, int, float)):
+        _check_numbers(batch)
     if isinstance(elem, float):
         return _tensor(np.array(batch, dtype=np.float64))
     if isinstance(elem, (bool, int)):

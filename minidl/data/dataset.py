@@ -134,7 +134,7 @@ class Subset(Dataset):
             return self.dataset.get_batch(inner)
         from .collate import collate
 
-        return collate([self.dataset[int(i)] for i in inner])
+        return collate([self.dataset[int(i)] for i in inner], indices)
 
 
 def _warn_empty(sizes):

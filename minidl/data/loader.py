@@ -1,6 +1,8 @@
 """DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 
 from ..profiler import _recorder
@@ -26,6 +28,32 @@ def _to_device(sample, device):
     if isinstance(sample, tuple) and hasattr(sample, "_fields"):
         return type(sample)(*(_to_device(v, device) for v in sample))
     return sample
+
+
+def _indices(items, what):
+    """The indices a sampler gave, as int64; a float or other non-integer index is refused
+    (an int64 cast would silently floor 0.5 to 0)."""
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"DataLoader: {what} gave {type(items).__name__} {items!r}, not "
+                        f"{'a list of indices' if what == 'batch_sampler' else 'indices'}") from None
+    try:
+        idx = np.asarray(items)
+    except (TypeError, ValueError):  # e.g. 0-d Tensors: taken one by one below
+        idx = None
+    if idx is not None and (idx.size == 0 or idx.dtype.kind in "iu"):
+        return idx.astype(np.int64, copy=False).reshape(-1)
+    out = np.empty(len(items), dtype=np.int64)
+    for i, v in enumerate(items):
+        try:
+            if isinstance(v, (bool, np.bool_)):
+                raise TypeError
+            out[i] = operator.index(v)
+        except TypeError:
+            raise TypeError(f"DataLoader: {what} gave the index {v!r} ({type(v).__name__}); "
+                            f"dataset indices must be integers") from None
+    return out
 
 
 def _to_tensors(batch, device):
@@ -137,6 +165,13 @@ class DataLoader:
                 if value not in (None, False):
                     raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
                                      f"{key} option, but got {key}={value!r}")
+        if not isinstance(drop_last, (bool, np.bool_)):  # as torch's BatchSampler
+            raise ValueError(f"DataLoader: drop_last should be a boolean value, but got "
+                             f"drop_last={drop_last!r}")
+        if sampler is not None and not hasattr(sampler, "__iter__") \
+                and not hasattr(sampler, "__getitem__"):
+            raise TypeError(f"DataLoader: sampler must be an iterable of indices (a Sampler or a "
+                            f"list), got {type(sampler).__name__}")
         if sampler is not None and shuffle:
             raise ValueError("DataLoader: sampler option is mutually exclusive with shuffle (the "
                              "sampler decides the order; DistributedSampler shuffles itself)")
@@ -235,7 +270,7 @@ class DataLoader:
         """The indices of each batch of epoch ``epoch`` (a map-style dataset); ``order``: the
         one drawn from the generator."""
         if self.batch_sampler is not None:
-            return (np.asarray(list(idx), dtype=np.int64) for idx in self.batch_sampler)
+            return (_indices(idx, "batch_sampler") for idx in self.batch_sampler)
         order = self._order(epoch) if order is None else order
         if self.batch_size is None:  # unbatched: one index per "batch"
             return (order[i:i + 1] for i in range(len(order)))
@@ -243,7 +278,7 @@ class DataLoader:
 
     def _order(self, epoch):
         if self.sampler is not None:
-            return np.fromiter(iter(self.sampler), dtype=np.int64)
+            return _indices(iter(self.sampler), "sampler")
         n = len(self.dataset)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
             and self.generator is None else np.arange(n)
@@ -310,7 +345,7 @@ class DataLoader:
         if hasattr(self.dataset, "get_batch"):
             arrays = self.dataset.get_batch(idx)
         else:
-            arrays = collate([self.dataset[int(i)] for i in idx])
+            arrays = collate([self.dataset[int(i)] for i in idx], idx)
         return _to_tensors(arrays, self.device)
 
     def _stream(self):

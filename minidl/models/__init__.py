@@ -58,6 +58,10 @@ def list_models(module=None, include=None, exclude=None):
         prefix = getattr(module, "__name__", str(module))
         names = [n for n in names if _BUILDERS[n].__module__ == prefix
                  or _BUILDERS[n].__module__.startswith(prefix + ".")]
+    for arg, value in (("include", include), ("exclude", exclude)):
+        if value is not None and not isinstance(value, (str, list, tuple, set)):
+            raise TypeError(f"list_models: {arg} must be a pattern or a list of patterns, got "
+                            f"{type(value).__name__}")
     if include is not None:
         pats = [include] if isinstance(include, str) else list(include)
         names = [n for n in names if any(fnmatch.fnmatch(n, p) for p in pats)]

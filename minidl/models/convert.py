@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..serialization import save_npz  # the one .npz writer: atomic, any key, umask mode
+from ..serialization import TREE, check_save_path, save_npz  # the one .npz writer: atomic, any key, umask mode
 
 __all__ = ["load_torch_checkpoint", "load_safetensors", "check_state_dict", "convert", "save_npz", "main"]
 
@@ -268,6 +268,27 @@ def _read_npz(archive, path, budget):
     return out
 
 
+def _read_minidl_save(path, archive, budget):
+    """What minidl.save wrote (its members charged against ``budget`` first), Tensors as numpy
+    arrays and bfloat16 as float32, as for torch's files."""
+    from ..serialization import load
+    from ..tensor import Tensor
+
+    for info in archive.infolist():
+        budget.charge(info)
+
+    def plain(obj):
+        if isinstance(obj, Tensor):
+            obj = obj.numpy()
+        if isinstance(obj, np.ndarray) and obj.dtype.name == "bfloat16":
+            return obj.astype(np.float32)
+        if isinstance(obj, dict):
+            return {k: plain(v) for k, v in obj.items()}
+        return obj
+
+    return plain(load(path))
+
+
 def _load_zip(path, archive, budget):
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
@@ -377,6 +398,8 @@ def load_torch_checkpoint(path, max_bytes=None):
     buffer of its size.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if _is_safetensors(path):
@@ -388,7 +411,10 @@ def load_torch_checkpoint(path, max_bytes=None):
                 budget = _Budget(path, max_bytes)
                 if names and all(n.endswith(".npy") for n in names):
                     return _as_state_dict(_read_npz(archive, path, budget), path)
-                obj = _load_zip(path, archive, budget)
+                if TREE in names and all(n.endswith(".npy") for n in names if n != TREE):
+                    obj = _read_minidl_save(path, archive, budget)
+                else:
+                    obj = _load_zip(path, archive, budget)
         except (pickle.UnpicklingError, ValueError) as e:
             if path in str(e):
                 raise
@@ -445,6 +471,7 @@ def convert(in_path, out_path, arch="resnet50"):
     if _same_file(in_path, out_path):
         raise ValueError(f"output {out_path} is the input checkpoint itself; writing it would "
                          "destroy the source: choose another output path")
+    check_save_path(out_path, make_folders=True)  # before the read, not after it
     expected = _expected_shapes(arch) if arch != "none" else None
     max_bytes = None if expected is None else \
         4 * 8 * sum(math.prod(s) for s in expected.values()) + (1 << 20)

@@ -219,6 +219,9 @@ def resolve_weights_path(weights, announce=True, arch="resnet50"):
     if _looks_like_name(weights):
         return find_pretrained(weights, announce=announce, arch=arch)  # raises, naming the choices
     path = os.fspath(weights)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"weights {path} is a directory; pass the weights file in it "
+                                f"(a torchvision .pth, a converted .npz or a .safetensors file)")
     if not os.path.isfile(path):
         names = ", ".join(weight_names(arch)) or "none known"
         raise FileNotFoundError(

@@ -137,7 +137,7 @@ class Conv2d(_ConvNd):
                          groups, bias, padding_mode, device, dtype)
 
     def forward(self, input):
-        if self._plain and input.ndim == 4:  # the hot path as before: the tuned kernels direct
+        if self._plain and getattr(input, "ndim", None) == 4:  # the hot path: the tuned kernels
             return F.conv2d(input, self.weight, self.bias, self.stride, self.padding)
         return self._conv_forward(input, C.conv2d)
 

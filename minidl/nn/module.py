@@ -200,6 +200,31 @@ def _add_hook(module, store, hook, prepend=False):
     return handle
 
 
+class StateDictValueError(TypeError, RuntimeError):
+    """A state_dict value that is no array (a string, None, an object): PyTorch's
+    RuntimeError, naming the key."""
+
+
+def _loadable(value):
+    """Whether a state_dict value can be copied into a parameter: a Tensor, a numeric array
+    (NumPy, CuPy, or anything with __array__, e.g. a torch Tensor), a number, or a list of
+    numbers. Strings, None and objects are refused (they have shape ())."""
+    if isinstance(value, Tensor) or type(value).__module__.startswith("cupy"):
+        return True
+    if isinstance(value, (str, bytes)) or value is None:
+        return False
+    try:
+        kind = np.asarray(value).dtype.kind if not isinstance(value, np.ndarray) else value.dtype.kind
+    except Exception:  # __array__ that refuses (e.g. a torch tensor that requires grad)
+        return True  # the copy below reports it
+    return kind not in "OUS"
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class Module:
     training: bool
     # Layers that hold parameters take PyTorch's factory arguments, ``nn.Linear(3, 4,
@@ -518,6 +543,11 @@ class Module:
         unexpected = [k for k in given if k not in own and k not in extras]
         mismatched = []
         for k in own:
+            if k in given and not _loadable(given[k]):  # np.shape(None) is (): not a shape error
+                raise StateDictValueError(
+                    f"Error(s) in loading state_dict for {type(self).__name__}: while copying the "
+                    f"parameter named {k!r}, expected a Tensor or a numeric array from the "
+                    f"checkpoint but received {type(given[k]).__name__} {_short(given[k])}")
             if k in given:
                 shape = tuple(np.shape(given[k].data if isinstance(given[k], Tensor) else given[k]))
                 if shape != own[k].shape:

@@ -85,6 +85,11 @@ def _check_finite(name, **values):
             raise ValueError(f"{name}: {key} must be a finite number, got {value}")
 
 
+def _short_repr(value):
+    text = f"{type(value).__name__} {value!r}"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _state_value(value, param, key, index, scalar_keys=()):
     """A saved state entry as this parameter's array: same dtype (floats), device and shape;
     ``step`` as an int and the keys in ``scalar_keys`` as floats."""
@@ -396,6 +401,13 @@ class Optimizer:
             raise ValueError(f"{name}.load_state_dict: expected a dict with 'state' and "
                              "'param_groups', as state_dict() returns")
         saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)) or not all(
+                isinstance(g, dict) for g in saved_groups):
+            raise TypeError(f"{name}.load_state_dict: 'param_groups' must be a list of dicts, got "
+                            f"{_short_repr(saved_groups)}")
+        if not isinstance(state_dict["state"], dict):
+            raise TypeError(f"{name}.load_state_dict: 'state' must be a dict {{parameter index: "
+                            f"{{name: value}}}}, got {_short_repr(state_dict['state'])}")
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} "
                              f"parameter groups, this optimizer {len(self.param_groups)}")
@@ -427,12 +439,17 @@ class Optimizer:
             except (KeyError, ValueError, TypeError):
                 raise ValueError(f"{name}.load_state_dict: state for parameter {key!r}, which "
                                  "no parameter group lists") from None
+            if not isinstance(entries, dict):
+                raise TypeError(f"{name}.load_state_dict: state {key!r} must be a dict "
+                                f"{{name: value}}, got {_short_repr(entries)}")
             unknown = set(entries) - set(self._state_keys)
             if unknown:
                 raise ValueError(f"{name}.load_state_dict: state {key} holds {sorted(unknown)}; "
                                  f"a {name} keeps {list(self._state_keys)}")
+            # PyTorch's SGD keeps momentum_buffer None until a buffer exists: no buffer here
             new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys)
-                                     for k, v in entries.items()}
+                                     for k, v in entries.items()
+                                     if not (v is None and k == "momentum_buffer")}
         for group, new_group in zip(self.param_groups, new_groups):
             group.update(new_group)
         self.state = new_state

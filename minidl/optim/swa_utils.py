@@ -132,8 +132,31 @@ class AveragedModel(Module):
             theirs = list(model.parameters()) + list(model.buffers())
         else:
             mine, theirs = list(self.parameters()), list(model.parameters())
+        if len(mine) != len(theirs):  # PyTorch zips silently: the tail would not be averaged
+            what = "parameters and buffers" if self.use_buffers else "parameters"
+            raise ValueError(f"AveragedModel.update_parameters: the model has {len(theirs)} "
+                             f"{what}, the averaged copy {len(mine)}; pass the model it "
+                             f"was made from")
+        if not self.use_buffers:
+            mine_b, theirs_b = list(self.module.named_buffers()), list(model.buffers())
+            if len(mine_b) != len(theirs_b):
+                raise ValueError(f"AveragedModel.update_parameters: the model has "
+                                 f"{len(theirs_b)} buffers, the averaged copy {len(mine_b)}")
+            for (name, b_avg), b_model in zip(mine_b, theirs_b):
+                if tuple(b_avg.shape) != tuple(b_model.shape):
+                    raise ValueError(f"AveragedModel.update_parameters: buffer {name} has shape "
+                                     f"{tuple(b_model.shape)} in the model, "
+                                     f"{tuple(b_avg.shape)} in the averaged copy")
         pairs = []
-        for p_avg, p_model in zip(mine, theirs):
+        for i, (p_avg, p_model) in enumerate(zip(mine, theirs)):
+            if tuple(p_avg.shape) != tuple(p_model.shape):
+                names = [n for n, _ in self.module.named_parameters()]
+                if self.use_buffers:
+                    names += [n for n, _ in self.module.named_buffers()]
+                name = names[i] if i < len(names) else f"#{i}"
+                raise ValueError(f"AveragedModel.update_parameters: {name} has shape "
+                                 f"{tuple(p_model.shape)} in the model, "
+                                 f"{tuple(p_avg.shape)} in the averaged copy")
             current = Tensor(to_device(p_model.data, device_of(p_avg.data)))
             pairs.append((p_avg.detach(), current))
         n = int(self.n_averaged.item())
@@ -159,13 +182,8 @@ class AveragedModel(Module):
             else:
                 for avg, current in pairs:
                     _copy_into(avg, self.avg_fn(avg, current, self.n_averaged.to(avg.device)))
-            if not self.use_buffers:
-                mine_b, theirs_b = list(self.module.buffers()), list(model.buffers())
-                if len(mine_b) != len(theirs_b):
-                    raise ValueError(f"AveragedModel.update_parameters: the model has "
-                                     f"{len(theirs_b)} buffers, the averaged copy "
-                                     f"{len(mine_b)}")
-                for b_avg, b_model in zip(mine_b, theirs_b):
+            if not self.use_buffers:  # checked above, before anything was written
+                for b_avg, b_model in zip(self.module.buffers(), model.buffers()):
                     _copy_into(b_avg, b_model)
         self.n_averaged.data[...] += 1
 

@@ -354,7 +354,11 @@ def _table(events, sort_by, row_limit, max_src_width, max_name_width, max_shapes
 
 
 def write_chrome_trace(events, path):
-    path = os.fspath(path)
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"export_chrome_trace: path must be a str or os.PathLike, got "
+                        f"{type(path).__name__}") from None
     pid = os.getpid()
     threads = {}  # thread ident -> a small track number, in order of appearance
     trace = []
@@ -391,6 +395,28 @@ def write_chrome_trace(events, path):
                   "args": {"name": "stream 7 (current stream)"}}]
     doc = {"schemaVersion": 1, "displayTimeUnit": "ms", "traceEvents": meta + trace}
     data = json.dumps(doc).encode()
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(data)
+    if path.endswith(".gz"):
+        data = gzip.compress(data)
+    _write_atomically(path, data)
+
+
+def _write_atomically(path, data):
+    """``data`` into ``path`` by a temporary beside it and a rename: a folder that does not
+    exist, or a directory given as the path, is named; a failed write leaves no half file."""
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"export_chrome_trace: {path} is a directory; give a file path "
+                                f"(e.g. trace.json)")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"export_chrome_trace: cannot write {path}: the folder {folder} "
+                                f"does not exist")
+    tmp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}-{id(data):x}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

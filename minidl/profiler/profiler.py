@@ -25,6 +25,10 @@ class _ScheduleError(AssertionError, ValueError):
     minidl's other argument errors."""
 
 
+class ProfilerNotReadyError(AssertionError, RuntimeError):
+    """Results asked of a profile that has finished no recording yet (PyTorch asserts)."""
+
+
 class ProfilerActivity(enum.Enum):
     """What to profile: ``CPU`` (ops' wall time on the host) and ``CUDA`` (each op's time on
     the GPU's current stream, from CUDA events). Values as torch's."""
@@ -331,8 +335,17 @@ class profile:
         """The events averaged per name (and per input shapes with
         ``group_by_input_shape=True`` and record_shapes; per top ``group_by_stack_n`` stack
         frames with with_stack)."""
+        self._check_recorded("key_averages")
         return self.events().key_averages(group_by_input_shape, group_by_stack_n)
 
     def export_chrome_trace(self, path):
         """The last recording as a Chrome trace JSON file (Perfetto, chrome://tracing)."""
+        self._check_recorded("export_chrome_trace")
         self.events().export_chrome_trace(path)
+
+    def _check_recorded(self, what):
+        if self._events is None:  # PyTorch: "Profiler must be initialized before ..."
+            when = ("it is still recording: call it after stop() (or the `with` block), or "
+                    "from on_trace_ready") if self._running else \
+                "it has not run: start() it or use `with profile(...) as prof:` first"
+            raise ProfilerNotReadyError(f"profiler: {what}() has no finished recording; {when}")

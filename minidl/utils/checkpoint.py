@@ -249,6 +249,9 @@ def checkpoint(function, *args, use_reentrant=None, context_fn=None, determinism
     del debug
     if not callable(function):
         raise TypeError(f"checkpoint: function must be callable, got {function!r}")
+    if use_reentrant and kwargs:  # PyTorch's reentrant variant passes none on
+        raise ValueError(f"checkpoint: Unexpected keyword arguments: {', '.join(kwargs)} "
+                         f"(use_reentrant=True takes none; pass use_reentrant=False)")
     if not autograd.is_grad_enabled():
         return function(*args, **kwargs)
     positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
@@ -287,7 +290,15 @@ def checkpoint_sequential(functions, segments, input, use_reentrant=None, **kwar
 
     if isinstance(functions, Sequential):
         functions = list(functions.children())
-    functions = list(functions)
+    try:
+        functions = list(functions)
+    except TypeError:
+        raise TypeError(f"checkpoint_sequential: functions must be an nn.Sequential or a list "
+                        f"of modules/functions, got {type(functions).__name__}") from None
+    for i, f in enumerate(functions):
+        if not callable(f):
+            raise TypeError(f"checkpoint_sequential: functions[{i}] is a {type(f).__name__}, "
+                            f"not a module or function")
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise ValueError(f"checkpoint_sequential: segments must be a positive integer, got "
                          f"{segments!r}")

@@ -75,9 +75,13 @@ def file_sha1(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def warn_random_weights(seed, what="predictions"):
+_ARCH_TITLES = {"resnet50": "ResNet-50"}
+
+
+def warn_random_weights(seed, what="predictions", arch="resnet50"):
     line = "!" * 100
-    print(f"{line}\n!!! WARNING: --weights random: ResNet-50 runs on RANDOM weights (seed {seed}); "
+    title = _ARCH_TITLES.get(arch, arch)
+    print(f"{line}\n!!! WARNING: --weights random: {title} runs on RANDOM weights (seed {seed}); "
           f"its {what} are MEANINGLESS.\n!!! Use real weights: a torchvision .pth, a converted .npz, "
           f"a .safetensors file, or IMAGENET1K_V2 (torchvision's cached download).\n{line}",
           file=sys.stderr, flush=True)
@@ -89,7 +93,7 @@ def resolve_weights(weights, seed=0, what="predictions", arch="resnet50"):
     bytes, or "random-seed<N>" ("random-<arch>-seed<N>" for another arch than ResNet-50)
     after a loud warning. A weights name ("IMAGENET1K_V1") is ``arch``'s."""
     if isinstance(weights, str) and weights == RANDOM:
-        warn_random_weights(seed, what)
+        warn_random_weights(seed, what, arch)
         return RANDOM, f"random-seed{seed}" if arch == "resnet50" else f"random-{arch}-seed{seed}"
     if not isinstance(weights, (str, os.PathLike)):
         raise TypeError(f"weights must be a file path, a torchvision weights name or 'random', "
@@ -627,8 +631,15 @@ class ImageClassifier:
         recursively) in its place, and files as they are; one path or a list of them."""
         if isinstance(paths_or_folder, (str, os.PathLike)):
             paths_or_folder = [paths_or_folder]
+        if not isinstance(paths_or_folder, (list, tuple)) and not hasattr(paths_or_folder, "__iter__"):
+            raise TypeError(f"ImageClassifier.predict: paths_or_folder must be an image path, a "
+                            f"folder or a list of them, got {type(paths_or_folder).__name__}")
         out = []
-        for p in map(os.fspath, paths_or_folder):
+        for p in paths_or_folder:
+            if not isinstance(p, (str, os.PathLike)):
+                raise TypeError(f"ImageClassifier.predict: paths_or_folder holds a "
+                                f"{type(p).__name__} ({p!r}), not a path")
+            p = os.fspath(p)
             if os.path.isdir(p):
                 found = _image_files(p)
                 if not found:
@@ -680,6 +691,10 @@ class ImageClassifier:
         """Write ``classifier.npz`` (the nn.Linear state_dict) and ``classifier.json`` (classes,
         weights id, held-out split, settings) into ``directory``; returns both paths."""
         directory = check_output_dir(directory)
+        if not os.path.isdir(directory) and directory.lower().endswith((".npz", ".json")):
+            raise ValueError(f"ImageClassifier.save: {directory} looks like a file name; save "
+                             f"takes a folder (it writes classifier.npz and classifier.json "
+                             f"into it), e.g. {os.path.splitext(directory)[0]}/")
         os.makedirs(directory, exist_ok=True)
         npz = os.path.join(directory, "classifier.npz")
         sidecar = os.path.join(directory, "classifier.json")
