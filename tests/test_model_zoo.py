@@ -563,6 +563,79 @@ class _TViT(tnn.Module):
         return self.heads(x[:, 0])
 
 
+# RegNet: torchvision's quantised-linear block rule, computed with torch (float32) as it does
+_TREGNET = {
+    "regnet_y_400mf": (16, 48, 27.89, 2.09, 8, 0.25), "regnet_y_800mf": (14, 56, 38.84, 2.4, 16, 0.25),
+    "regnet_y_1_6gf": (27, 48, 20.71, 2.65, 24, 0.25), "regnet_y_3_2gf": (21, 80, 42.63, 2.66, 24, 0.25),
+    "regnet_y_8gf": (17, 192, 76.82, 2.19, 56, 0.25), "regnet_y_16gf": (18, 200, 106.23, 2.48, 112, 0.25),
+    "regnet_y_32gf": (20, 232, 115.89, 2.53, 232, 0.25),
+    "regnet_y_128gf": (27, 456, 160.83, 2.52, 264, 0.25),
+    "regnet_x_400mf": (22, 24, 24.48, 2.54, 16, None), "regnet_x_800mf": (16, 56, 35.73, 2.28, 16, None),
+    "regnet_x_1_6gf": (18, 80, 34.01, 2.25, 24, None), "regnet_x_3_2gf": (25, 88, 26.31, 2.25, 48, None),
+    "regnet_x_8gf": (23, 80, 49.56, 2.88, 120, None), "regnet_x_16gf": (22, 216, 55.59, 2.1, 128, None),
+    "regnet_x_32gf": (23, 320, 69.86, 2.0, 168, None),
+}
+
+
+def _tregnet_stages(depth, w_0, w_a, w_m, group_width):
+    import math
+
+    cont = torch.arange(depth, device="cpu") * w_a + w_0  # real numbers under torch.device("meta")
+    cap = torch.round(torch.log(cont / w_0) / math.log(w_m))
+    widths = (torch.round(torch.divide(w_0 * torch.pow(w_m, cap), 8)) * 8).int().tolist()
+    stages = []  # [width, depth] runs of equal width
+    for w in widths:
+        if stages and stages[-1][0] == w:
+            stages[-1][1] += 1
+        else:
+            stages.append([w, 1])
+    out = []
+    for w, d in stages:
+        g = min(group_width, w)
+        out.append((_div(w, g), d, g))
+    return out
+
+
+class _TRegBlock(tnn.Module):
+    def __init__(self, win, wout, stride, gw, se):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.proj = _cna(win, wout, 1, stride, act=None) if win != wout or stride != 1 else None
+        layers = OrderedDict(a=_cna(win, wout, 1), b=_cna(wout, wout, 3, stride, wout // gw))
+        if se:
+            layers["se"] = _TSE(wout, int(round(se * win)))
+        layers["c"] = _cna(wout, wout, 1, act=None)
+        self.f = tnn.Sequential(layers)
+        self.activation = tnn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.activation((x if self.proj is None else self.proj(x)) + self.f(x))
+
+
+class _TRegNet(tnn.Module):
+    def __init__(self, arch, nc=1000):
+        super().__init__()
+        from collections import OrderedDict
+
+        depth, w_0, w_a, w_m, gw, se = _TREGNET[arch]
+        self.stem = _cna(3, 32, 3, 2)
+        blocks, cur = [], 32
+        for i, (w, d, g) in enumerate(_tregnet_stages(depth, w_0, w_a, w_m, gw)):
+            stage = tnn.Sequential()
+            for j in range(d):
+                stage.add_module(f"block{i + 1}-{j}", _TRegBlock(cur if j == 0 else w, w,
+                                                                 2 if j == 0 else 1, g, se))
+            blocks.append((f"block{i + 1}", stage))
+            cur = w
+        self.trunk_output = tnn.Sequential(OrderedDict(blocks))
+        self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+        self.fc = tnn.Linear(cur, nc)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avgpool(self.trunk_output(self.stem(x))), 1))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -614,6 +687,19 @@ FORWARD = {"resnet18": 32, "resnext50_32x4d": 32, "mobilenet_v2": 32, "mobilenet
            "mobilenet_v3_large": 32, "efficientnet_b0": 32, "alexnet": 64, "squeezenet1_0": 64,
            "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32, "shufflenet_v2_x0_5": 32}
 
+# torchvision's num_params of the families added later (source: torchvision/models/regnet.py's
+# *_Weights enums, e.g. RegNet_Y_400MF_Weights.IMAGENET1K_V1.meta["num_params"])
+PARAMS.update({
+    "regnet_y_400mf": 4_344_144, "regnet_y_800mf": 6_432_512, "regnet_y_1_6gf": 11_202_430,
+    "regnet_y_3_2gf": 19_436_338, "regnet_y_8gf": 39_381_472, "regnet_y_16gf": 83_590_140,
+    "regnet_y_32gf": 145_046_770, "regnet_y_128gf": 644_812_894,
+    "regnet_x_400mf": 5_495_976, "regnet_x_800mf": 7_259_656, "regnet_x_1_6gf": 9_190_136,
+    "regnet_x_3_2gf": 15_296_552, "regnet_x_8gf": 39_572_648, "regnet_x_16gf": 54_278_536,
+    "regnet_x_32gf": 107_811_560,
+})
+for _r in _TREGNET:
+    TWINS[_r] = lambda nc=1000, a=_r: _TRegNet(a, nc)
+FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32})
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -668,7 +754,13 @@ def test_every_architecture_is_covered():
     assert set(PARAMS) == set(TWINS) == set(list_models())
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
+# the RegNets over 80M parameters are built by minidl only as far as their stage plan (the code
+# that turns the plan into modules is the one every other variant checks): allocating and
+# initialising 80-645M parameters would take most of this file's time
+HUGE = {"regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_32gf"}
+
+
+@pytest.mark.parametrize("name", sorted(set(PARAMS) - HUGE))
 def test_parameter_count_and_layout_match_torchvision(name):
     model = get_model(name)
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
@@ -678,6 +770,22 @@ def test_parameter_count_and_layout_match_torchvision(name):
     mine, theirs = _shapes(model.state_dict()), _shapes(twin.state_dict())
     assert list(mine) == list(theirs)  # same names in the same order
     assert mine == theirs
+
+
+@pytest.mark.parametrize("name", sorted(HUGE))
+def test_huge_variants_stage_plan_and_count(name):
+    """minidl's RegNet stage plan (widths, depths, group widths) equals the twin's, and the twin
+    (on the meta device) has torchvision's parameter count."""
+    from minidl.models.regnet import _PARAMS, BlockParams
+
+    bp = BlockParams.from_init_params(**_PARAMS[name])
+    mine = list(zip(bp.widths, bp.depths, bp.group_widths))
+    depth, w_0, w_a, w_m, gw, _ = _TREGNET[name]
+    assert mine == _tregnet_stages(depth, w_0, w_a, w_m, gw)
+    assert bp.strides == [2] * len(mine) and bp.se_ratio == _TREGNET[name][-1]
+    with torch.device("meta"):
+        twin = TWINS[name]()
+    assert sum(p.numel() for p in twin.parameters()) == PARAMS[name]
 
 
 @pytest.mark.parametrize("name", sorted(FORWARD))
@@ -702,7 +810,8 @@ def _no_dropout(*models):
 
 
 # train-mode BatchNorm over 2 samples of a 1x1 map is ill-conditioned: MobileNetV2 gets 64x64
-@pytest.mark.parametrize("name,size", [("resnet18", 32), ("mobilenet_v2", 64)])
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("mobilenet_v2", 64),
+                                       ("regnet_y_400mf", 64)])
 def test_train_mode_backward_matches_torch(name, size):
     model, twin = _pair(name, num_classes=10)
     model.train()
@@ -826,6 +935,37 @@ def test_stochastic_depth_probabilities_as_torchvision():
     assert np.allclose(cblocks[0].layer_scale.numpy(), 1e-6)
 
 
+def _scale_ok(values, std, tol=0.1):
+    values = np.asarray(values, dtype=np.float64).ravel()
+    return abs(values.mean()) < 5 * std / np.sqrt(values.size) + 1e-12 \
+        and abs(values.std() / std - 1) < tol
+
+
+def test_regnet_initialisation_as_torchvision():
+    """Convs N(0, sqrt(2 / (k*k*out_channels))) (groups ignored, as torchvision), BatchNorm at
+    the identity, the classifier N(0, 0.01) with a zero bias; the squeeze-excitation convs'
+    biases keep Conv2d's default (torchvision leaves them)."""
+    minidl.manual_seed(0)
+    m = get_model("regnet_y_400mf")
+    b = m.trunk_output.block2[0].f.b[0]  # grouped 3x3
+    assert b.groups > 1
+    assert _scale_ok(b.weight.numpy(), np.sqrt(2.0 / (9 * b.out_channels)))
+    stem = m.stem[0]
+    assert _scale_ok(stem.weight.numpy(), np.sqrt(2.0 / (9 * 32)), tol=0.15)
+    assert _scale_ok(m.fc.weight.numpy(), 0.01) and np.all(m.fc.bias.numpy() == 0)
+    bns = [x for x in m.modules() if isinstance(x, minidl.nn.BatchNorm2d)]
+    assert all(np.all(x.weight.numpy() == 1) and np.all(x.bias.numpy() == 0) for x in bns)
+    se = m.trunk_output.block1[0].f.se
+    assert np.any(se.fc1.bias.numpy() != 0)
+    assert se.fc1.out_channels == int(round(0.25 * 32))  # se_ratio of the block's input width
+    # RegNetX has no squeeze-excitation; torchvision's kwargs reach BlockParams
+    assert "se" not in dict(get_model("regnet_x_400mf").trunk_output.block1[0].f.named_children())
+    with pytest.raises(ValueError, match="Invalid RegNet settings"):
+        get_model("regnet_x_400mf", w_0=30)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: dilation"):
+        get_model("regnet_x_400mf", dilation=2)
+
+
 def test_efficientnet_batchnorm_eps_as_torchvision():
     """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
     momentum=0.01, as torchvision's builders."""
@@ -896,7 +1036,8 @@ def test_checkpoint_of_another_arch_is_refused(resnet18_checkpoint, tmp_path, ca
         get_model("resnet18", weights=path, num_classes=10)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
+                                  "regnet_x_400mf"])
 def test_torch_checkpoint_of_other_families_loads(name, tmp_path):
     _, twin = _pair(name, seed=6)
     twin = twin.float().eval()
@@ -945,6 +1086,8 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         "vgg19_bn": "vgg19_bn-c79401a0.pth", "alexnet": "alexnet-owt-7be5be79.pth",
         "squeezenet1_1": "squeezenet1_1-b8a52dc0.pth", "densenet161": "densenet161-8d451a50.pth",
         "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
+        "regnet_y_400mf": "regnet_y_400mf-e6988f5f.pth", "regnet_x_32gf": "regnet_x_32gf-6eb8fdc6.pth",
+        "regnet_y_16gf": "regnet_y_16gf-3e4a00f9.pth", "regnet_y_128gf": "regnet_y_128gf_swag-c8ce3e52.pth",
     }
     from minidl.models.weights import find_pretrained
 

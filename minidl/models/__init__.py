@@ -18,6 +18,10 @@ from .shufflenetv2 import (ShuffleNetV2, shufflenet_v2_x0_5, shufflenet_v2_x1_0,
                            shufflenet_v2_x2_0)
 from .vision_transformer import VisionTransformer, vit_b_16, vit_b_32, vit_h_14, vit_l_16, vit_l_32
 from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
+from .regnet import (RegNet, regnet_x_1_6gf, regnet_x_3_2gf, regnet_x_8gf, regnet_x_16gf,
+                     regnet_x_32gf, regnet_x_400mf, regnet_x_800mf, regnet_y_1_6gf,
+                     regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf, regnet_y_32gf,
+                     regnet_y_128gf, regnet_y_400mf, regnet_y_800mf)
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -32,7 +36,10 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "ConvNeXt", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
            "ShuffleNetV2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
            "shufflenet_v2_x2_0",
-           "VisionTransformer", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
+           "VisionTransformer", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14",
+           "RegNet", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf", "regnet_y_8gf",
+           "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_400mf", "regnet_x_800mf",
+           "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -44,7 +51,10 @@ _BUILDERS = {f.__name__: f for f in (
     squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
     convnext_tiny, convnext_small, convnext_base, convnext_large,
     shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0,
-    vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14)}
+    vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14,
+    regnet_y_400mf, regnet_y_800mf, regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf,
+    regnet_y_32gf, regnet_y_128gf, regnet_x_400mf, regnet_x_800mf, regnet_x_1_6gf, regnet_x_3_2gf,
+    regnet_x_8gf, regnet_x_16gf, regnet_x_32gf)}
 
 
 def list_models(module=None, include=None, exclude=None):
