@@ -636,6 +636,45 @@ class _TRegNet(tnn.Module):
         return self.fc(torch.flatten(self.avgpool(self.trunk_output(self.stem(x))), 1))
 
 
+class _TMnasBlock(tnn.Module):
+    def __init__(self, cin, cout, k, stride, t, mom):
+        super().__init__()
+        mid = cin * t
+        self.res = cin == cout and stride == 1
+        self.layers = tnn.Sequential(
+            tnn.Conv2d(cin, mid, 1, bias=False), tnn.BatchNorm2d(mid, momentum=mom), tnn.ReLU(True),
+            tnn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False),
+            tnn.BatchNorm2d(mid, momentum=mom), tnn.ReLU(True),
+            tnn.Conv2d(mid, cout, 1, bias=False), tnn.BatchNorm2d(cout, momentum=mom))
+
+    def forward(self, x):
+        return self.layers(x) + x if self.res else self.layers(x)
+
+
+class _TMNASNet(tnn.Module):
+    def __init__(self, alpha, nc=1000):
+        super().__init__()
+        mom = 1 - 0.9997
+        d = [_div(c * alpha) for c in (32, 16, 24, 40, 80, 96, 192, 320)]
+
+        def stack(i, k, s, t, n):
+            return tnn.Sequential(*[_TMnasBlock(d[i] if j == 0 else d[i + 1], d[i + 1], k,
+                                                s if j == 0 else 1, t, mom) for j in range(n)])
+
+        bn = lambda c: tnn.BatchNorm2d(c, momentum=mom)  # noqa: E731
+        self.layers = tnn.Sequential(
+            tnn.Conv2d(3, d[0], 3, 2, 1, bias=False), bn(d[0]), tnn.ReLU(True),
+            tnn.Conv2d(d[0], d[0], 3, 1, 1, groups=d[0], bias=False), bn(d[0]), tnn.ReLU(True),
+            tnn.Conv2d(d[0], d[1], 1, bias=False), bn(d[1]),
+            stack(1, 3, 2, 3, 3), stack(2, 5, 2, 3, 3), stack(3, 5, 2, 6, 3), stack(4, 3, 1, 6, 2),
+            stack(5, 5, 2, 6, 4), stack(6, 3, 1, 6, 1),
+            tnn.Conv2d(d[7], 1280, 1, bias=False), bn(1280), tnn.ReLU(True))
+        self.classifier = tnn.Sequential(tnn.Dropout(0.2, inplace=True), tnn.Linear(1280, nc))
+
+    def forward(self, x):
+        return self.classifier(self.layers(x).mean([2, 3]))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -699,7 +738,12 @@ PARAMS.update({
 })
 for _r in _TREGNET:
     TWINS[_r] = lambda nc=1000, a=_r: _TRegNet(a, nc)
-FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32})
+# (source: torchvision/models/mnasnet.py, MNASNet*_Weights.IMAGENET1K_V1.meta["num_params"])
+PARAMS.update({"mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 4_383_312,
+               "mnasnet1_3": 6_282_256})
+for _a in ("0_5", "0_75", "1_0", "1_3"):
+    TWINS[f"mnasnet{_a}"] = lambda nc=1000, a=float(_a.replace("_", ".")): _TMNASNet(a, nc)
+FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32, "mnasnet1_3": 32})
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -966,6 +1010,37 @@ def test_regnet_initialisation_as_torchvision():
         get_model("regnet_x_400mf", dilation=2)
 
 
+def test_mnasnet_version1_checkpoint_rebuilds_the_stem(tmp_path):
+    """A checkpoint from before torchvision scaled MNASNet's stem (32/16 channels whatever
+    alpha) loads as torchvision loads it: the stem is rebuilt, with torchvision's warning, and
+    the converter accepts it for the arch."""
+    from minidl.models.mnasnet import MNASNet
+
+    old = MNASNet(0.5)
+    with pytest.warns(UserWarning, match="new version of MNASNet"):
+        old.remap_state_dict({"layers.0.weight": np.zeros((32, 3, 3, 3))})
+    assert old.layers[0].weight.shape == (32, 3, 3, 3) and old.layers[8][0].layers[0].in_channels == 16
+    state = {k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in old.state_dict().items()}
+    path = tmp_path / "mnasnet_v1.pth"
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="new version of MNASNet"):
+        m = get_model("mnasnet0_5", weights=path)
+    assert m.layers[0].weight.shape == (32, 3, 3, 3)
+    np.testing.assert_array_equal(m.layers[3].weight.numpy(), state["layers.3.weight"].numpy())
+    with pytest.warns(UserWarning):
+        assert convert_main([str(path), str(tmp_path / "v1.npz"), "--arch", "mnasnet0_5"]) == 0
+    assert get_model("mnasnet1_0").layers[0].weight.shape == (32, 3, 3, 3)  # alpha 1: unchanged
+    # torchvision's initialisation: linears U(+-sqrt(3 / out_features)), zero bias
+    minidl.manual_seed(0)
+    fc = MNASNet(1.0, num_classes=1000).classifier[1]
+    w = fc.weight.numpy()
+    bound = np.sqrt(3.0 / 1000)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert _scale_ok(w, bound / np.sqrt(3)) and np.all(fc.bias.numpy() == 0)
+    bns = [x for x in MNASNet(0.5).modules() if isinstance(x, minidl.nn.BatchNorm2d)]
+    assert [x.momentum for x in bns] == pytest.approx([1 - 0.9997] * len(bns))
+
+
 def test_efficientnet_batchnorm_eps_as_torchvision():
     """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
     momentum=0.01, as torchvision's builders."""
@@ -1037,7 +1112,7 @@ def test_checkpoint_of_another_arch_is_refused(resnet18_checkpoint, tmp_path, ca
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
-                                  "regnet_x_400mf"])
+                                  "regnet_x_400mf", "mnasnet0_75"])
 def test_torch_checkpoint_of_other_families_loads(name, tmp_path):
     _, twin = _pair(name, seed=6)
     twin = twin.float().eval()
@@ -1087,6 +1162,7 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         "squeezenet1_1": "squeezenet1_1-b8a52dc0.pth", "densenet161": "densenet161-8d451a50.pth",
         "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
         "regnet_y_400mf": "regnet_y_400mf-e6988f5f.pth", "regnet_x_32gf": "regnet_x_32gf-6eb8fdc6.pth",
+        "mnasnet1_0": "mnasnet1.0_top1_73.512-f206786ef8.pth", "mnasnet0_75": "mnasnet0_75-7090bc5f.pth",
         "regnet_y_16gf": "regnet_y_16gf-3e4a00f9.pth", "regnet_y_128gf": "regnet_y_128gf_swag-c8ce3e52.pth",
     }
     from minidl.models.weights import find_pretrained

@@ -162,6 +162,13 @@ WEIGHTS = {
                          default="IMAGENET1K_V2"),
     "regnet_x_32gf": _w("RegNetX-32GF", "RegNet_X_32GF_Weights", {"IMAGENET1K_V1": "regnet_x_32gf-9d47f8d0.pth", "IMAGENET1K_V2": "regnet_x_32gf-6eb8fdc6.pth"},
                          default="IMAGENET1K_V2"),
+    "mnasnet0_5": _w("MNASNet 0.5", "MNASNet0_5_Weights",
+                     {"IMAGENET1K_V1": "mnasnet0.5_top1_67.823-3ffadce67e.pth"}),
+    "mnasnet0_75": _w("MNASNet 0.75", "MNASNet0_75_Weights",
+                      {"IMAGENET1K_V1": "mnasnet0_75-7090bc5f.pth"}),
+    "mnasnet1_0": _w("MNASNet 1.0", "MNASNet1_0_Weights",
+                     {"IMAGENET1K_V1": "mnasnet1.0_top1_73.512-f206786ef8.pth"}),
+    "mnasnet1_3": _w("MNASNet 1.3", "MNASNet1_3_Weights", {"IMAGENET1K_V1": "mnasnet1_3-a4c69d6f.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
