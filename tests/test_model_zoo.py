@@ -675,6 +675,86 @@ class _TMNASNet(tnn.Module):
         return self.classifier(self.layers(x).mean([2, 3]))
 
 
+class _TBasicConv(tnn.Module):
+    def __init__(self, cin, cout, **kw):
+        super().__init__()
+        self.conv = tnn.Conv2d(cin, cout, bias=False, **kw)
+        self.bn = tnn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def _t_transform_input(x):
+    return torch.cat([x[:, c:c + 1] * (s / 0.5) + (m - 0.5) / 0.5
+                      for c, (m, s) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))], 1)
+
+
+class _TGInception(tnn.Module):
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, pp):
+        super().__init__()
+        B = _TBasicConv
+        self.branch1 = B(cin, c1, kernel_size=1)
+        self.branch2 = tnn.Sequential(B(cin, c3r, kernel_size=1), B(c3r, c3, kernel_size=3, padding=1))
+        self.branch3 = tnn.Sequential(B(cin, c5r, kernel_size=1), B(c5r, c5, kernel_size=3, padding=1))
+        self.branch4 = tnn.Sequential(tnn.MaxPool2d(3, 1, 1, ceil_mode=True), B(cin, pp, kernel_size=1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class _TGAux(tnn.Module):
+    def __init__(self, cin, nc):
+        super().__init__()
+        self.conv = _TBasicConv(cin, 128, kernel_size=1)
+        self.fc1, self.fc2, self.dropout = tnn.Linear(2048, 1024), tnn.Linear(1024, nc), tnn.Dropout(0.7)
+
+    def forward(self, x):
+        x = torch.flatten(self.conv(tnn.functional.adaptive_avg_pool2d(x, (4, 4))), 1)
+        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+
+
+class _TGoogLeNet(tnn.Module):
+    def __init__(self, nc=1000, aux=False, transform_input=False):
+        super().__init__()
+        B, I, P = _TBasicConv, _TGInception, lambda k=3: tnn.MaxPool2d(k, 2, ceil_mode=True)  # noqa: E731
+        self.aux, self.transform_input = aux, transform_input
+        self.conv1 = B(3, 64, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = P()
+        self.conv2 = B(64, 64, kernel_size=1)
+        self.conv3 = B(64, 192, kernel_size=3, padding=1)
+        self.maxpool2 = P()
+        self.inception3a = I(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = I(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = P()
+        self.inception4a = I(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = I(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = I(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = I(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = I(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = P(2)
+        self.inception5a = I(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = I(832, 384, 192, 384, 48, 128, 128)
+        if aux:
+            self.aux1, self.aux2 = _TGAux(512, nc), _TGAux(528, nc)
+        self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = tnn.Dropout(0.2)
+        self.fc = tnn.Linear(1024, nc)
+
+    def forward(self, x):
+        """(logits, aux after inception4a, aux after inception4d) in train mode with aux."""
+        if self.transform_input:
+            x = _t_transform_input(x)
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.inception4a(self.maxpool3(self.inception3b(self.inception3a(x))))
+        a1 = self.aux1(x) if self.aux and self.training else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        a2 = self.aux2(x) if self.aux and self.training else None
+        x = self.inception5b(self.inception5a(self.maxpool4(self.inception4e(x))))
+        x = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+        return (x, a1, a2) if self.aux and self.training else x
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -743,7 +823,12 @@ PARAMS.update({"mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 
                "mnasnet1_3": 6_282_256})
 for _a in ("0_5", "0_75", "1_0", "1_3"):
     TWINS[f"mnasnet{_a}"] = lambda nc=1000, a=float(_a.replace("_", ".")): _TMNASNet(a, nc)
-FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32, "mnasnet1_3": 32})
+# (source: torchvision/models/googlenet.py, GoogLeNet_Weights.IMAGENET1K_V1.meta["num_params"]:
+# the model as its builder returns it with weights, i.e. without the auxiliary heads)
+PARAMS["googlenet"] = 6_624_904
+TWINS["googlenet"] = lambda nc=1000: _TGoogLeNet(nc)
+FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32, "mnasnet1_3": 32,
+                "googlenet": 32})
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -772,9 +857,14 @@ def _randomised_state(model, seed=0):
     return out
 
 
+# builder arguments that give the model torchvision's num_params describes (its builder drops
+# the auxiliary heads when it loads weights)
+BUILD_KW = {"googlenet": {"aux_logits": False, "init_weights": True}}
+
+
 def _pair(name, seed=0, num_classes=1000):
     """(minidl model, torch twin) in float64 with the same randomised weights."""
-    model = get_model(name, num_classes=num_classes).double()
+    model = get_model(name, num_classes=num_classes, **BUILD_KW.get(name, {})).double()
     state = _randomised_state(model, seed)
     model.load_state_dict(state)
     twin = TWINS[name](num_classes).double()
@@ -806,7 +896,7 @@ HUGE = {"regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_32gf"}
 
 @pytest.mark.parametrize("name", sorted(set(PARAMS) - HUGE))
 def test_parameter_count_and_layout_match_torchvision(name):
-    model = get_model(name)
+    model = get_model(name, **BUILD_KW.get(name, {}))
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
     with torch.device("meta"):  # shapes without memory
         twin = TWINS[name]()
@@ -1039,6 +1129,76 @@ def test_mnasnet_version1_checkpoint_rebuilds_the_stem(tmp_path):
     assert _scale_ok(w, bound / np.sqrt(3)) and np.all(fc.bias.numpy() == 0)
     bns = [x for x in MNASNet(0.5).modules() if isinstance(x, minidl.nn.BatchNorm2d)]
     assert [x.momentum for x in bns] == pytest.approx([1 - 0.9997] * len(bns))
+
+
+def _aux_pair(name, twin_factory, seed=11):
+    """minidl's model with aux heads and transform_input, and its twin, same float64 weights."""
+    model = get_model(name, num_classes=10, aux_logits=True, transform_input=True,
+                      init_weights=True).double()
+    state = _randomised_state(model, seed)
+    model.load_state_dict(state)
+    twin = twin_factory().double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    _no_dropout(model, twin)
+    return model, twin
+
+
+def test_googlenet_aux_heads_outputs_and_backward():
+    """Train mode with aux_logits: GoogLeNetOutputs(logits, aux_logits2, aux_logits1), where
+    torchvision's forward puts the head after inception4a in the aux_logits2 field; all three
+    and the input gradient of their weighted sum match the twin (transform_input on). Eval
+    mode returns the logits alone."""
+    from minidl.models import GoogLeNetOutputs
+
+    model, twin = _aux_pair("googlenet", lambda: _TGoogLeNet(10, aux=True, transform_input=True))
+    x = _input(48, seed=12)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = model.train()(xm)
+    logits, a1, a2 = twin.train()(xt)
+    assert isinstance(out, GoogLeNetOutputs) and out._fields == ("logits", "aux_logits2", "aux_logits1")
+    _assert_close(out.logits.detach().numpy(), logits.detach().numpy())
+    _assert_close(out.aux_logits2.detach().numpy(), a1.detach().numpy())
+    _assert_close(out.aux_logits1.detach().numpy(), a2.detach().numpy())
+    (out.logits.sum() + 0.3 * out.aux_logits2.sum() + 0.7 * out.aux_logits1.sum()).backward()
+    (logits.sum() + 0.3 * a1.sum() + 0.7 * a2.sum()).backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k in ("conv1.conv.weight", "aux1.fc1.weight", "aux2.conv.conv.weight", "fc.weight"):
+        _assert_close(dict(model.named_parameters())[k].grad.numpy(), tgrads[k].grad.numpy(), 1e-8)
+    with minidl.no_grad():
+        got = model.eval()(minidl.tensor(x, dtype=minidl.float64))
+    assert isinstance(got, minidl.Tensor) and got.shape == (2, 10)
+    with torch.no_grad():
+        _assert_close(got.numpy(), twin.eval()(torch.from_numpy(x)).numpy())
+
+
+def test_googlenet_builder_weights_and_init(tmp_path):
+    """torchvision's builder: without weights GoogLeNet's defaults (aux heads, a FutureWarning
+    about init_weights); with weights, transform_input defaults to True and the file's aux
+    heads are loaded then dropped unless aux_logits=True (which warns they are untrained)."""
+    with pytest.warns(FutureWarning, match="init_weights=True"):
+        m = get_model("googlenet")
+    assert m.aux_logits and m.aux1 is not None and not m.transform_input
+    src = get_model("googlenet", init_weights=False)
+    path = tmp_path / "googlenet.pth"
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v.numpy()))
+                for k, v in src.state_dict().items()}, path)
+    m = get_model("googlenet", weights=path)
+    assert m.transform_input and not m.aux_logits and m.aux1 is None and m.aux2 is None
+    assert not any(k.startswith("aux") for k in m.state_dict())
+    assert sum(p.numel() for p in m.parameters()) == PARAMS["googlenet"]
+    assert isinstance(m.train()(minidl.randn(2, 3, 64, 64)), minidl.Tensor)
+    with pytest.warns(UserWarning, match="NOT pretrained"):
+        m = get_model("googlenet", weights=path, aux_logits=True, transform_input=False)
+    assert m.aux1 is not None and not m.transform_input
+    # torchvision's initialisation: truncated N(0, 0.01) convs and linears, BatchNorm identity
+    minidl.manual_seed(0)
+    m = get_model("googlenet", init_weights=True)
+    assert _scale_ok(m.inception4a.branch2[1].conv.weight.numpy(), 0.01)
+    assert _scale_ok(m.fc.weight.numpy(), 0.01)
+    assert m.conv1.bn.eps == 0.001
 
 
 def test_efficientnet_batchnorm_eps_as_torchvision():

@@ -169,6 +169,7 @@ WEIGHTS = {
     "mnasnet1_0": _w("MNASNet 1.0", "MNASNet1_0_Weights",
                      {"IMAGENET1K_V1": "mnasnet1.0_top1_73.512-f206786ef8.pth"}),
     "mnasnet1_3": _w("MNASNet 1.3", "MNASNet1_3_Weights", {"IMAGENET1K_V1": "mnasnet1_3-a4c69d6f.pth"}),
+    "googlenet": _w("GoogLeNet", "GoogLeNet_Weights", {"IMAGENET1K_V1": "googlenet-1378be20.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
