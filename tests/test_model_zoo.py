@@ -755,6 +755,131 @@ class _TGoogLeNet(tnn.Module):
         return (x, a1, a2) if self.aux and self.training else x
 
 
+def _tconvs(mod, spec):
+    """name -> (cin, cout, kernel, stride, padding) as _TBasicConv children of ``mod``."""
+    for name, (cin, cout, k, s, p) in spec.items():
+        setattr(mod, name, _TBasicConv(cin, cout, kernel_size=k, stride=s, padding=p))
+
+
+class _TIncA(tnn.Module):
+    def __init__(self, c, pf):
+        super().__init__()
+        _tconvs(self, {"branch1x1": (c, 64, 1, 1, 0), "branch5x5_1": (c, 48, 1, 1, 0),
+                       "branch5x5_2": (48, 64, 5, 1, 2), "branch3x3dbl_1": (c, 64, 1, 1, 0),
+                       "branch3x3dbl_2": (64, 96, 3, 1, 1), "branch3x3dbl_3": (96, 96, 3, 1, 1),
+                       "branch_pool": (c, pf, 1, 1, 0)})
+
+    def forward(self, x):
+        return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          self.branch_pool(tnn.functional.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class _TIncB(tnn.Module):
+    def __init__(self, c):
+        super().__init__()
+        _tconvs(self, {"branch3x3": (c, 384, 3, 2, 0), "branch3x3dbl_1": (c, 64, 1, 1, 0),
+                       "branch3x3dbl_2": (64, 96, 3, 1, 1), "branch3x3dbl_3": (96, 96, 3, 2, 0)})
+
+    def forward(self, x):
+        return torch.cat([self.branch3x3(x),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          tnn.functional.max_pool2d(x, 3, 2)], 1)
+
+
+class _TIncC(tnn.Module):
+    def __init__(self, c, c7):
+        super().__init__()
+        h, v = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
+        _tconvs(self, {"branch1x1": (c, 192, 1, 1, 0), "branch7x7_1": (c, c7, 1, 1, 0),
+                       "branch7x7_2": (c7, c7, *h), "branch7x7_3": (c7, 192, *v),
+                       "branch7x7dbl_1": (c, c7, 1, 1, 0), "branch7x7dbl_2": (c7, c7, *v),
+                       "branch7x7dbl_3": (c7, c7, *h), "branch7x7dbl_4": (c7, c7, *v),
+                       "branch7x7dbl_5": (c7, 192, *h), "branch_pool": (c, 192, 1, 1, 0)})
+
+    def forward(self, x):
+        d = self.branch7x7dbl_1(x)
+        for i in range(2, 6):
+            d = getattr(self, f"branch7x7dbl_{i}")(d)
+        return torch.cat([self.branch1x1(x), self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+                          d, self.branch_pool(tnn.functional.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class _TIncD(tnn.Module):
+    def __init__(self, c):
+        super().__init__()
+        _tconvs(self, {"branch3x3_1": (c, 192, 1, 1, 0), "branch3x3_2": (192, 320, 3, 2, 0),
+                       "branch7x7x3_1": (c, 192, 1, 1, 0), "branch7x7x3_2": (192, 192, (1, 7), 1, (0, 3)),
+                       "branch7x7x3_3": (192, 192, (7, 1), 1, (3, 0)), "branch7x7x3_4": (192, 192, 3, 2, 0)})
+
+    def forward(self, x):
+        b7 = x
+        for i in range(1, 5):
+            b7 = getattr(self, f"branch7x7x3_{i}")(b7)
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, tnn.functional.max_pool2d(x, 3, 2)], 1)
+
+
+class _TIncE(tnn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h, v = ((1, 3), 1, (0, 1)), ((3, 1), 1, (1, 0))
+        _tconvs(self, {"branch1x1": (c, 320, 1, 1, 0), "branch3x3_1": (c, 384, 1, 1, 0),
+                       "branch3x3_2a": (384, 384, *h), "branch3x3_2b": (384, 384, *v),
+                       "branch3x3dbl_1": (c, 448, 1, 1, 0), "branch3x3dbl_2": (448, 384, 3, 1, 1),
+                       "branch3x3dbl_3a": (384, 384, *h), "branch3x3dbl_3b": (384, 384, *v),
+                       "branch_pool": (c, 192, 1, 1, 0)})
+
+    def forward(self, x):
+        b = self.branch3x3_1(x)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        return torch.cat([self.branch1x1(x), self.branch3x3_2a(b), self.branch3x3_2b(b),
+                          self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
+                          self.branch_pool(tnn.functional.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class _TIncAux(tnn.Module):
+    def __init__(self, c, nc):
+        super().__init__()
+        _tconvs(self, {"conv0": (c, 128, 1, 1, 0), "conv1": (128, 768, 5, 1, 0)})
+        self.fc = tnn.Linear(768, nc)
+
+    def forward(self, x):
+        x = self.conv1(self.conv0(tnn.functional.avg_pool2d(x, 5, 3)))
+        return self.fc(torch.flatten(tnn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class _TInception3(tnn.Module):
+    def __init__(self, nc=1000, aux=True, transform_input=False):
+        super().__init__()
+        self.aux, self.transform_input = aux, transform_input
+        _tconvs(self, {"Conv2d_1a_3x3": (3, 32, 3, 2, 0), "Conv2d_2a_3x3": (32, 32, 3, 1, 0),
+                       "Conv2d_2b_3x3": (32, 64, 3, 1, 1)})
+        self.maxpool1 = tnn.MaxPool2d(3, 2)
+        _tconvs(self, {"Conv2d_3b_1x1": (64, 80, 1, 1, 0), "Conv2d_4a_3x3": (80, 192, 3, 1, 0)})
+        self.maxpool2 = tnn.MaxPool2d(3, 2)
+        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = _TIncA(192, 32), _TIncA(256, 64), _TIncA(288, 64)
+        self.Mixed_6a = _TIncB(288)
+        self.Mixed_6b, self.Mixed_6c = _TIncC(768, 128), _TIncC(768, 160)
+        self.Mixed_6d, self.Mixed_6e = _TIncC(768, 160), _TIncC(768, 192)
+        if aux:
+            self.AuxLogits = _TIncAux(768, nc)
+        self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = _TIncD(768), _TIncE(1280), _TIncE(2048)
+        self.avgpool, self.dropout = tnn.AdaptiveAvgPool2d(1), tnn.Dropout(0.5)
+        self.fc = tnn.Linear(2048, nc)
+
+    def forward(self, x):
+        if self.transform_input:
+            x = _t_transform_input(x)
+        for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+                     "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
+            x = getattr(self, name)(x)
+        aux = self.AuxLogits(x) if self.aux and self.training else None
+        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
+        x = self.fc(torch.flatten(self.dropout(self.avgpool(x)), 1))
+        return (x, aux) if self.aux and self.training else x
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -827,8 +952,12 @@ for _a in ("0_5", "0_75", "1_0", "1_3"):
 # the model as its builder returns it with weights, i.e. without the auxiliary heads)
 PARAMS["googlenet"] = 6_624_904
 TWINS["googlenet"] = lambda nc=1000: _TGoogLeNet(nc)
+# (source: torchvision/models/inception.py, Inception_V3_Weights.IMAGENET1K_V1.meta["num_params"],
+# with the auxiliary head, which inception_v3() keeps by default)
+PARAMS["inception_v3"] = 27_161_264
+TWINS["inception_v3"] = lambda nc=1000: _TInception3(nc)
 FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32, "mnasnet1_3": 32,
-                "googlenet": 32})
+                "googlenet": 32, "inception_v3": 75})  # 75x75: Inception-v3's smallest input
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -859,7 +988,8 @@ def _randomised_state(model, seed=0):
 
 # builder arguments that give the model torchvision's num_params describes (its builder drops
 # the auxiliary heads when it loads weights)
-BUILD_KW = {"googlenet": {"aux_logits": False, "init_weights": True}}
+BUILD_KW = {"googlenet": {"aux_logits": False, "init_weights": True},
+            "inception_v3": {"init_weights": True}}
 
 
 def _pair(name, seed=0, num_classes=1000):
@@ -1201,6 +1331,92 @@ def test_googlenet_builder_weights_and_init(tmp_path):
     assert m.conv1.bn.eps == 0.001
 
 
+def test_inception_v3_train_mode_backward_and_aux_head():
+    """Train mode at 75x75 (Inception-v3's smallest input) without the auxiliary head: logits
+    and every gradient match the twin (transform_input on); the auxiliary head (which needs
+    the 17x17 Mixed_6e map of a 299x299 image) matches its twin alone on a 17x17 map, forward
+    and backward."""
+    from minidl.models.inception import InceptionAux
+
+    model = get_model("inception_v3", num_classes=10, aux_logits=False, transform_input=True,
+                      init_weights=True).double()
+    state = _randomised_state(model, 13)
+    model.load_state_dict(state)
+    twin = _TInception3(10, aux=False, transform_input=True).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    _no_dropout(model, twin)
+    x = _input(75, seed=14)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    om, ot = model.train()(xm), twin.train()(xt)
+    assert isinstance(om, minidl.Tensor)  # aux_logits=False: no InceptionOutputs
+    # Mixed_7's train-mode BatchNorms see 2 values per channel (1x1 maps): rounding is amplified
+    # there, hence 1e-7 (a wrong wiring differs at O(1))
+    _assert_close(om.detach().numpy(), ot.detach().numpy(), 1e-7)
+    w = np.random.default_rng(15).standard_normal((2, 10))
+    (om * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (ot * torch.from_numpy(w)).sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-7)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-7, floor=1e-3)
+
+    aux = InceptionAux(8, 5).double()
+    aux_state = _randomised_state(aux, 16)
+    aux.load_state_dict(aux_state)
+    taux = _TIncAux(8, 5).double()
+    taux.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in aux_state.items()})
+    f = np.random.default_rng(17).standard_normal((3, 8, 17, 17))
+    fm = minidl.tensor(f, dtype=minidl.float64, requires_grad=True)
+    ft = torch.from_numpy(f).requires_grad_(True)
+    am, at = aux.train()(fm), taux.train()(ft)
+    _assert_close(am.detach().numpy(), at.detach().numpy())
+    am.sum().backward()
+    at.sum().backward()
+    _assert_close(fm.grad.numpy(), ft.grad.numpy(), 1e-8)
+
+
+def test_inception_v3_outputs_builder_and_init(tmp_path):
+    """aux_logits=True in train mode returns InceptionOutputs(logits, aux_logits), the aux head
+    fed Mixed_6e's output (a stand-in head here: the real one needs a 299x299 image); eval mode
+    runs no aux head and returns the logits. torchvision's builder: with weights, transform_input defaults to True,
+    the file's aux head loads and stays unless aux_logits=False. Initialisation: truncated
+    N(0, 0.1) everywhere but the aux head's fc (0.001); the aux conv1's 0.01 is set on its
+    BasicConv2d, which torchvision's init loop never reads."""
+    from minidl.models import InceptionOutputs
+
+    minidl.manual_seed(0)
+    with pytest.warns(FutureWarning, match="init_weights=True"):
+        m = get_model("inception_v3", num_classes=4)
+    assert _scale_ok(m.Mixed_6b.branch7x7_2.conv.weight.numpy(), 0.1)
+    assert _scale_ok(m.AuxLogits.conv1.conv.weight.numpy(), 0.1)
+    assert _scale_ok(m.AuxLogits.fc.weight.numpy(), 0.001)
+    assert _scale_ok(m.fc.weight.numpy(), 0.1, tol=0.15)
+    seen = []
+
+    class _StandIn(minidl.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return minidl.zeros(x.shape[0], 4)
+
+    real_aux = m.AuxLogits
+    m.AuxLogits = _StandIn()
+    with minidl.no_grad():
+        out = m.train()(minidl.randn(2, 3, 75, 75))
+        assert isinstance(out, InceptionOutputs) and out._fields == ("logits", "aux_logits")
+        assert out.logits.shape == (2, 4) and np.all(out.aux_logits.numpy() == 0)
+        assert seen == [(2, 768, 3, 3)]
+        assert isinstance(m.eval()(minidl.randn(2, 3, 75, 75)), minidl.Tensor) and len(seen) == 1
+    m.AuxLogits = real_aux
+    path = tmp_path / "inception.pth"
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in m.state_dict().items()},
+               path)
+    got = get_model("inception_v3", weights=path, num_classes=4)
+    assert got.transform_input and got.aux_logits and got.AuxLogits is not None
+    got = get_model("inception_v3", weights=path, num_classes=4, aux_logits=False)
+    assert got.AuxLogits is None and not any(k.startswith("AuxLogits") for k in got.state_dict())
+
+
 def test_efficientnet_batchnorm_eps_as_torchvision():
     """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
     momentum=0.01, as torchvision's builders."""
@@ -1323,6 +1539,7 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
         "regnet_y_400mf": "regnet_y_400mf-e6988f5f.pth", "regnet_x_32gf": "regnet_x_32gf-6eb8fdc6.pth",
         "mnasnet1_0": "mnasnet1.0_top1_73.512-f206786ef8.pth", "mnasnet0_75": "mnasnet0_75-7090bc5f.pth",
+        "googlenet": "googlenet-1378be20.pth", "inception_v3": "inception_v3_google-0cc3c7bd.pth",
         "regnet_y_16gf": "regnet_y_16gf-3e4a00f9.pth", "regnet_y_128gf": "regnet_y_128gf_swag-c8ce3e52.pth",
     }
     from minidl.models.weights import find_pretrained

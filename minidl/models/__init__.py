@@ -24,6 +24,7 @@ from .regnet import (RegNet, regnet_x_1_6gf, regnet_x_3_2gf, regnet_x_8gf, regne
                      regnet_y_128gf, regnet_y_400mf, regnet_y_800mf)
 from .mnasnet import MNASNet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from .googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
+from .inception import Inception3, InceptionOutputs, inception_v3
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -43,7 +44,8 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_400mf", "regnet_x_800mf",
            "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf",
            "MNASNet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
-           "GoogLeNet", "GoogLeNetOutputs", "googlenet"]
+           "GoogLeNet", "GoogLeNetOutputs", "googlenet",
+           "Inception3", "InceptionOutputs", "inception_v3"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -59,7 +61,7 @@ _BUILDERS = {f.__name__: f for f in (
     regnet_y_400mf, regnet_y_800mf, regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf,
     regnet_y_32gf, regnet_y_128gf, regnet_x_400mf, regnet_x_800mf, regnet_x_1_6gf, regnet_x_3_2gf,
     regnet_x_8gf, regnet_x_16gf, regnet_x_32gf,
-    mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3, googlenet)}
+    mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3, googlenet, inception_v3)}
 
 
 def list_models(module=None, include=None, exclude=None):

@@ -170,6 +170,8 @@ WEIGHTS = {
                      {"IMAGENET1K_V1": "mnasnet1.0_top1_73.512-f206786ef8.pth"}),
     "mnasnet1_3": _w("MNASNet 1.3", "MNASNet1_3_Weights", {"IMAGENET1K_V1": "mnasnet1_3-a4c69d6f.pth"}),
     "googlenet": _w("GoogLeNet", "GoogLeNet_Weights", {"IMAGENET1K_V1": "googlenet-1378be20.pth"}),
+    "inception_v3": _w("Inception v3", "Inception_V3_Weights",
+                       {"IMAGENET1K_V1": "inception_v3_google-0cc3c7bd.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
