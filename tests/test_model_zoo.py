@@ -880,6 +880,53 @@ class _TInception3(tnn.Module):
         return (x, aux) if self.aux and self.training else x
 
 
+class _TFusedMBConv(tnn.Module):
+    def __init__(self, t, k, stride, cin, cout, sd, norm):
+        super().__init__()
+        exp = _div(cin * t)
+        self.res = stride == 1 and cin == cout
+        if exp != cin:
+            layers = [_cna(cin, exp, k, stride, norm=norm, act=tnn.SiLU), _cna(exp, cout, 1, norm=norm, act=None)]
+        else:
+            layers = [_cna(cin, cout, k, stride, norm=norm, act=tnn.SiLU)]
+        self.block = tnn.Sequential(*layers)
+        self.stochastic_depth = _TStochasticDepth(sd)
+
+    def forward(self, x):
+        out = self.block(x)
+        return self.stochastic_depth(out) + x if self.res else out
+
+
+_TV2ROWS = {  # (fused, expand, kernel, stride, in, out, layers): torchvision's efficientnet.py
+    "s": [(1, 1, 3, 1, 24, 24, 2), (1, 4, 3, 2, 24, 48, 4), (1, 4, 3, 2, 48, 64, 4),
+          (0, 4, 3, 2, 64, 128, 6), (0, 6, 3, 1, 128, 160, 9), (0, 6, 3, 2, 160, 256, 15)],
+    "m": [(1, 1, 3, 1, 24, 24, 3), (1, 4, 3, 2, 24, 48, 5), (1, 4, 3, 2, 48, 80, 5), (0, 4, 3, 2, 80, 160, 7),
+          (0, 6, 3, 1, 160, 176, 14), (0, 6, 3, 2, 176, 304, 18), (0, 6, 3, 1, 304, 512, 5)],
+    "l": [(1, 1, 3, 1, 32, 32, 4), (1, 4, 3, 2, 32, 64, 7), (1, 4, 3, 2, 64, 96, 7), (0, 4, 3, 2, 96, 192, 10),
+          (0, 6, 3, 1, 192, 224, 19), (0, 6, 3, 2, 224, 384, 25), (0, 6, 3, 1, 384, 640, 7)],
+}
+
+
+class _TEfficientNetV2(_THead):
+    def __init__(self, size, dropout, nc=1000):
+        super().__init__()
+        rows = _TV2ROWS[size]
+        norm = lambda c: tnn.BatchNorm2d(c, eps=1e-3)  # noqa: E731
+        total, bid = sum(r[-1] for r in rows), 0
+        feats = [_cna(3, rows[0][4], 3, 2, norm=norm, act=tnn.SiLU)]
+        for fused, t, k, s, i, o, n in rows:
+            stage = []
+            for j in range(n):
+                cls = _TFusedMBConv if fused else _TMBConv
+                stage.append(cls(t, k, s if j == 0 else 1, i if j == 0 else o, o, 0.2 * bid / total, norm))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+        feats.append(_cna(rows[-1][5], 1280, 1, norm=norm, act=tnn.SiLU))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(1280, nc))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -956,8 +1003,13 @@ TWINS["googlenet"] = lambda nc=1000: _TGoogLeNet(nc)
 # with the auxiliary head, which inception_v3() keeps by default)
 PARAMS["inception_v3"] = 27_161_264
 TWINS["inception_v3"] = lambda nc=1000: _TInception3(nc)
+# (source: torchvision/models/efficientnet.py, EfficientNet_V2_*_Weights.IMAGENET1K_V1.meta)
+PARAMS.update({"efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356,
+               "efficientnet_v2_l": 118_515_272})
+for _v, _p in (("s", 0.2), ("m", 0.3), ("l", 0.4)):
+    TWINS[f"efficientnet_v2_{_v}"] = lambda nc=1000, v=_v, p=_p: _TEfficientNetV2(v, p, nc)
 FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32, "mnasnet1_3": 32,
-                "googlenet": 32, "inception_v3": 75})  # 75x75: Inception-v3's smallest input
+                "googlenet": 32, "inception_v3": 75, "efficientnet_v2_s": 32})  # 75x75: Inception-v3's smallest input
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -1417,10 +1469,51 @@ def test_inception_v3_outputs_builder_and_init(tmp_path):
     assert got.AuxLogits is None and not any(k.startswith("AuxLogits") for k in got.state_dict())
 
 
+def test_efficientnet_v2_blocks_and_stochastic_depth():
+    """V2-S: FusedMBConv in the first three stages (expand ratio 1: the kxk conv alone; else
+    kxk expand + 1x1 project, no squeeze-excitation), MBConv after; stochastic depth rising
+    to 0.2 over the 40 blocks; the head 256 -> 1280."""
+    from minidl.models.efficientnet import FusedMBConv, MBConv
+
+    m = get_model("efficientnet_v2_s")
+    blocks = [b for stage in list(m.features)[1:-1] for b in stage]
+    assert len(blocks) == 40
+    assert [type(b).__name__ for b in blocks] == ["FusedMBConv"] * 10 + ["MBConv"] * 30
+    assert len(blocks[0].block) == 1 and len(blocks[2].block) == 2
+    assert isinstance(blocks[0], FusedMBConv) and isinstance(blocks[10], MBConv)
+    assert blocks[0].use_res_connect and not blocks[2].use_res_connect
+    assert [b.stochastic_depth.p for b in blocks] == pytest.approx([0.2 * i / 40 for i in range(40)])
+    assert m.features[-1][0].weight.shape == (1280, 256, 1, 1) and m.classifier[0].p == 0.2
+    assert get_model("efficientnet_v2_s", dropout=0.5).classifier[0].p == 0.5
+    assert get_model("efficientnet_b0", dropout=0.5).classifier[0].p == 0.5  # was a TypeError
+
+
+def test_efficientnet_v2_train_mode_backward_matches_torch():
+    """One train-mode step of V2-S at 64x64 (stochastic depth switched off in both: the two
+    draw different masks): input and parameter gradients match the twin."""
+    model, twin = _pair("efficientnet_v2_s", seed=18, num_classes=10)
+    _no_dropout(model, twin)
+    for m in list(model.modules()) + list(twin.modules()):
+        if hasattr(m, "stochastic_depth"):
+            m.stochastic_depth.p = 0.0
+    x = _input(64, seed=19)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    om, ot = model.train()(xm), twin.train()(xt)
+    _assert_close(om.detach().numpy(), ot.detach().numpy(), 1e-8)
+    om.sum().backward()
+    ot.sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-7)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-7, floor=1e-3)
+
+
 def test_efficientnet_batchnorm_eps_as_torchvision():
     """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
-    momentum=0.01, as torchvision's builders."""
-    for name, want in [("efficientnet_b0", (1e-5, 0.1)), ("efficientnet_b5", (0.001, 0.01))]:
+    momentum=0.01, V2 eps=0.001, as torchvision's builders."""
+    for name, want in [("efficientnet_b0", (1e-5, 0.1)), ("efficientnet_b5", (0.001, 0.01)),
+                       ("efficientnet_v2_s", (0.001, 0.1))]:
         bns = [m for m in get_model(name).modules() if isinstance(m, minidl.nn.BatchNorm2d)]
         assert {(m.eps, m.momentum) for m in bns} == {want}, name
 
@@ -1488,7 +1581,7 @@ def test_checkpoint_of_another_arch_is_refused(resnet18_checkpoint, tmp_path, ca
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
-                                  "regnet_x_400mf", "mnasnet0_75"])
+                                  "regnet_x_400mf", "mnasnet0_75", "efficientnet_v2_s"])
 def test_torch_checkpoint_of_other_families_loads(name, tmp_path):
     _, twin = _pair(name, seed=6)
     twin = twin.float().eval()
@@ -1539,7 +1632,7 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
         "regnet_y_400mf": "regnet_y_400mf-e6988f5f.pth", "regnet_x_32gf": "regnet_x_32gf-6eb8fdc6.pth",
         "mnasnet1_0": "mnasnet1.0_top1_73.512-f206786ef8.pth", "mnasnet0_75": "mnasnet0_75-7090bc5f.pth",
-        "googlenet": "googlenet-1378be20.pth", "inception_v3": "inception_v3_google-0cc3c7bd.pth",
+        "efficientnet_v2_l": "efficientnet_v2_l-59c71312.pth", "googlenet": "googlenet-1378be20.pth", "inception_v3": "inception_v3_google-0cc3c7bd.pth",
         "regnet_y_16gf": "regnet_y_16gf-3e4a00f9.pth", "regnet_y_128gf": "regnet_y_128gf_swag-c8ce3e52.pth",
     }
     from minidl.models.weights import find_pretrained

@@ -9,7 +9,7 @@ from .small import lenet5, mlp
 from .mobilenet import MobileNetV2, MobileNetV3, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
                            efficientnet_b3, efficientnet_b4, efficientnet_b5, efficientnet_b6,
-                           efficientnet_b7)
+                           efficientnet_b7, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s)
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .alexnet import AlexNet, alexnet
 from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
@@ -45,7 +45,8 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf",
            "MNASNet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
            "GoogLeNet", "GoogLeNetOutputs", "googlenet",
-           "Inception3", "InceptionOutputs", "inception_v3"]
+           "Inception3", "InceptionOutputs", "inception_v3",
+           "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -61,7 +62,8 @@ _BUILDERS = {f.__name__: f for f in (
     regnet_y_400mf, regnet_y_800mf, regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf,
     regnet_y_32gf, regnet_y_128gf, regnet_x_400mf, regnet_x_800mf, regnet_x_1_6gf, regnet_x_3_2gf,
     regnet_x_8gf, regnet_x_16gf, regnet_x_32gf,
-    mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3, googlenet, inception_v3)}
+    mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3, googlenet, inception_v3,
+    efficientnet_v2_s, efficientnet_v2_m, efficientnet_v2_l)}
 
 
 def list_models(module=None, include=None, exclude=None):

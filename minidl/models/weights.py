@@ -172,6 +172,12 @@ WEIGHTS = {
     "googlenet": _w("GoogLeNet", "GoogLeNet_Weights", {"IMAGENET1K_V1": "googlenet-1378be20.pth"}),
     "inception_v3": _w("Inception v3", "Inception_V3_Weights",
                        {"IMAGENET1K_V1": "inception_v3_google-0cc3c7bd.pth"}),
+    "efficientnet_v2_s": _w("EfficientNetV2-S", "EfficientNet_V2_S_Weights",
+                            {"IMAGENET1K_V1": "efficientnet_v2_s-dd5fe13b.pth"}),
+    "efficientnet_v2_m": _w("EfficientNetV2-M", "EfficientNet_V2_M_Weights",
+                            {"IMAGENET1K_V1": "efficientnet_v2_m-dc08266a.pth"}),
+    "efficientnet_v2_l": _w("EfficientNetV2-L", "EfficientNet_V2_L_Weights",
+                            {"IMAGENET1K_V1": "efficientnet_v2_l-59c71312.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
