@@ -67,15 +67,17 @@ class _TBasic(tnn.Module):
 class _TBottleneck(tnn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm=tnn.BatchNorm2d):
         super().__init__()
         width = int(planes * base_width / 64) * groups
         self.conv1 = tnn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(width)
-        self.conv2 = tnn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
-        self.bn2 = tnn.BatchNorm2d(width)
+        self.bn1 = norm(width)
+        self.conv2 = tnn.Conv2d(width, width, 3, stride, dilation, dilation=dilation, groups=groups,
+                                bias=False)
+        self.bn2 = norm(width)
         self.conv3 = tnn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = tnn.BatchNorm2d(planes * 4)
+        self.bn3 = norm(planes * 4)
         self.relu = tnn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -87,30 +89,40 @@ class _TBottleneck(tnn.Module):
 
 
 class _TResNet(tnn.Module):
-    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64):
+    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64,
+                 dilate=(False, False, False), norm=tnn.BatchNorm2d):
         super().__init__()
         self.inplanes, self.groups, self.base_width = 64, groups, width_per_group
+        self.dilation, self.norm = 1, norm
         self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = tnn.BatchNorm2d(64)
+        self.bn1 = norm(64)
         self.relu = tnn.ReLU(inplace=True)
         self.maxpool = tnn.MaxPool2d(3, 2, 1)
         self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], 2)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2)
-        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, dilate[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, dilate[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, dilate[2])
         self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
         self.fc = tnn.Linear(512 * block.expansion, num_classes)
 
-    def _make_layer(self, block, planes, blocks, stride=1):
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
         downsample = None
+        prev = self.dilation
+        if dilate:
+            self.dilation, stride = self.dilation * stride, 1
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = tnn.Sequential(
                 tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                tnn.BatchNorm2d(planes * block.expansion))
+                self.norm(planes * block.expansion))
         kw = dict(groups=self.groups, base_width=self.base_width)
-        layers = [block(self.inplanes, planes, stride, downsample, **kw)]
+        if block is _TBottleneck:
+            kw["norm"] = self.norm
+        layers = [block(self.inplanes, planes, stride, downsample, **kw,
+                        **({"dilation": prev} if block is _TBottleneck else {}))]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **kw) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, **kw,
+                         **({"dilation": self.dilation} if block is _TBottleneck else {}))
+                   for _ in range(1, blocks)]
         return tnn.Sequential(*layers)
 
     def forward(self, x):
@@ -1507,6 +1519,47 @@ def test_efficientnet_v2_train_mode_backward_matches_torch():
     tgrads = dict(twin.named_parameters())
     for k, p in model.named_parameters():
         _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-7, floor=1e-3)
+
+
+def test_resnet_dilation_and_norm_layer_match_torchvision():
+    """replace_stride_with_dilation=[False, True, True] (output stride 8, as torchvision's
+    segmentation backbones) and norm_layer=GroupNorm: names, shapes, the feature map's size,
+    and eval forward plus a train-mode backward against the twin; BasicBlock refuses
+    dilation as torchvision's does."""
+    kw = dict(replace_stride_with_dilation=[False, True, True],
+              norm_layer=lambda c: minidl.nn.GroupNorm(4, c))
+    model = minidl.models.ResNet("bottleneck", [1, 1, 1, 1], num_classes=10, **kw).double()
+    state = _randomised_state(model, 20)
+    model.load_state_dict(state)
+    twin = _TResNet(_TBottleneck, [1, 1, 1, 1], 10, dilate=(False, True, True),
+                    norm=lambda c: tnn.GroupNorm(4, c)).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    assert model.layer4[0].conv2.dilation == (2, 2) and model.layer4[0].conv2.stride == (1, 1)
+    assert model.layer3[0].conv2.dilation == (1, 1) and model.dilation == 4
+    assert isinstance(model.bn1, minidl.nn.GroupNorm)
+    x = _input(32, seed=21)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    with minidl.no_grad():
+        h = model.maxpool(model.relu(model.bn1(model.conv1(minidl.tensor(x, dtype=minidl.float64)))))
+        feat = model.layer4(model.layer3(model.layer2(model.layer1(h))))
+    assert feat.shape == (2, 2048, 4, 4)  # 32 / 8
+    om, ot = model.train()(xm), twin.train()(xt)
+    _assert_close(om.detach().numpy(), ot.detach().numpy())
+    om.sum().backward()
+    ot.sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-6)
+    gn = [m for m in minidl.models.resnet50(norm_layer=lambda c: minidl.nn.GroupNorm(32, c)).modules()
+          if isinstance(m, minidl.nn.GroupNorm)]
+    assert gn and all(np.all(m.weight.numpy() == 1) and np.all(m.bias.numpy() == 0) for m in gn)
+    with pytest.raises(NotImplementedError, match="Dilation > 1 not supported in BasicBlock"):
+        get_model("resnet18", replace_stride_with_dilation=[False, False, True])
+    with pytest.raises(ValueError, match="3-element tuple"):
+        get_model("resnet50", replace_stride_with_dilation=[True])
 
 
 def test_efficientnet_batchnorm_eps_as_torchvision():
