@@ -245,11 +245,14 @@ _V3 = {
 
 
 class _TMobileNetV3(_THead):
-    def __init__(self, arch, nc=1000):
+    def __init__(self, arch, nc=1000, width_mult=1.0):
         super().__init__()
         rows, last = _V3[arch]
+        rows = [(_div(i * width_mult), k, _div(e * width_mult), _div(o * width_mult), se, a, s)
+                for i, k, e, o, se, a, s in rows]
+        last = _div(last * width_mult)
         norm = lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)  # noqa: E731
-        feats = [_cna(3, 16, 3, 2, norm=norm, act=tnn.Hardswish)]
+        feats = [_cna(3, rows[0][0], 3, 2, norm=norm, act=tnn.Hardswish)]
         feats += [_TV3Block(*r) for r in rows]
         feats.append(_cna(rows[-1][3], 6 * rows[-1][3], 1, norm=norm, act=tnn.Hardswish))
         self.features = tnn.Sequential(*feats)
@@ -1560,6 +1563,30 @@ def test_resnet_dilation_and_norm_layer_match_torchvision():
         get_model("resnet18", replace_stride_with_dilation=[False, False, True])
     with pytest.raises(ValueError, match="3-element tuple"):
         get_model("resnet50", replace_stride_with_dilation=[True])
+
+
+def test_mobilenet_v3_width_mult_reduced_tail_dilated():
+    """width_mult scales every width (multiples of 8) as torchvision's _mobilenet_v3_conf:
+    names, shapes and eval forward against the twin at 0.75; reduced_tail halves the last
+    stage and dilated trades its stride for dilation 2."""
+    model = get_model("mobilenet_v3_small", num_classes=10, width_mult=0.75).double()
+    state = _randomised_state(model, 22)
+    model.load_state_dict(state)
+    twin = _TMobileNetV3("mobilenet_v3_small", 10, width_mult=0.75).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    assert _shapes(model.state_dict()) == _shapes(twin.state_dict())
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    x = _input(32, seed=23)
+    with minidl.no_grad():
+        got = model.eval()(minidl.tensor(x, dtype=minidl.float64)).numpy()
+    with torch.no_grad():
+        _assert_close(got, twin.eval()(torch.from_numpy(x)).numpy())
+    assert model.features[0][0].out_channels == 16 and model.classifier[0].out_features == 768
+    m = get_model("mobilenet_v3_large", reduced_tail=True, dilated=True)
+    assert m.features[-1][0].in_channels == 80 and m.classifier[3].in_features == 640
+    dw = m.features[13].block[1][0]  # the C4 block's depthwise conv
+    assert dw.dilation == (2, 2) and dw.stride == (1, 1)
+    assert get_model("mobilenet_v3_large").features[13].block[1][0].stride == (2, 2)
 
 
 def test_efficientnet_batchnorm_eps_as_torchvision():
