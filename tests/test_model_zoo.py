@@ -1794,3 +1794,54 @@ def test_mobilenet_v3_and_stochastic_depth_on_the_fake_gpu(fake_cuda):
         assert str(t.device).startswith("cuda") and np.isfinite(t.numpy()).all()
     y = stochastic_depth(minidl.tensor(np.ones((16, 2)), device=fake_cuda), 0.5, "row")
     assert str(y.device).startswith("cuda") and set(np.unique(y.numpy())) <= {0.0, 2.0}
+
+
+def test_new_family_blocks_on_the_fake_gpu(fake_cuda):
+    """The blocks of RegNet (grouped 3x3 + squeeze-excitation + projection shortcut),
+    EfficientNetV2 (FusedMBConv), MNASNet (inverted residual), GoogLeNet (Inception branches
+    with a ceil-mode pool, transform_input) and Inception-v3 (InceptionE's split branches,
+    padded average pool) on the device path: a train-mode forward and backward in float64
+    against the CPU."""
+    from minidl.models._blocks import transform_input_imagenet
+    from minidl.models.efficientnet import FusedMBConv, FusedMBConvConfig
+    from minidl.models.googlenet import Inception
+    from minidl.models.inception import InceptionE
+    from minidl.models.mnasnet import _InvertedResidual
+    from minidl.models.regnet import ResBottleneckBlock
+
+    nn_ = minidl.nn
+    builders = [
+        lambda: ResBottleneckBlock(16, 32, 2, nn_.BatchNorm2d, nn_.ReLU, group_width=8, se_ratio=0.25),
+        lambda: FusedMBConv(FusedMBConvConfig(4, 3, 2, 16, 24, 1), 0.0, nn_.BatchNorm2d),
+        lambda: _InvertedResidual(16, 16, 5, 1, 3),
+        lambda: Inception(16, 4, 4, 8, 2, 4, 4),
+        lambda: InceptionE(16),
+    ]
+    x = np.random.default_rng(24).standard_normal((2, 16, 7, 7))
+    for build in builders:
+        minidl.manual_seed(0)
+        state = {k: v.numpy() for k, v in build().state_dict().items()}
+        results = []
+        for dev in (fake_cuda, "cpu"):
+            block = build()
+            block.load_state_dict(state)
+            block = block.double().to(dev).train()
+            xin = minidl.tensor(x, dtype=minidl.float64, device=dev, requires_grad=True)
+            out = block(xin)
+            assert str(out.device).startswith("cuda" if dev != "cpu" else "cpu")
+            # a weighted sum: a plain sum through a train-mode BatchNorm has a zero gradient
+            w = np.random.default_rng(26).standard_normal(tuple(out.shape))
+            (out * minidl.tensor(w, dtype=minidl.float64, device=dev)).sum().backward()
+            results.append((out.detach().numpy(), xin.grad.numpy(),
+                            {n: p.grad.numpy() for n, p in block.named_parameters()}))
+        (o1, g1, p1), (o0, g0, p0) = results
+        _assert_close(o1, o0)
+        _assert_close(g1, g0, 1e-8)
+        for k in p0:
+            _assert_close(p1[k], p0[k], 1e-8, floor=1e-3)
+    img = np.random.default_rng(25).standard_normal((2, 3, 4, 4))
+    got = transform_input_imagenet(minidl.tensor(img, device=fake_cuda))
+    assert str(got.device).startswith("cuda")
+    want = transform_input_imagenet(minidl.tensor(img)).numpy()
+    _assert_close(got.numpy(), want)
+    assert np.allclose(want[:, 1], img[:, 1] * 0.224 / 0.5 + (0.456 - 0.5) / 0.5)
