@@ -919,6 +919,8 @@ _TV2ROWS = {  # (fused, expand, kernel, stride, in, out, layers): torchvision's 
           (0, 6, 3, 1, 160, 176, 14), (0, 6, 3, 2, 176, 304, 18), (0, 6, 3, 1, 304, 512, 5)],
     "l": [(1, 1, 3, 1, 32, 32, 4), (1, 4, 3, 2, 32, 64, 7), (1, 4, 3, 2, 64, 96, 7), (0, 4, 3, 2, 96, 192, 10),
           (0, 6, 3, 1, 192, 224, 19), (0, 6, 3, 2, 224, 384, 25), (0, 6, 3, 1, 384, 640, 7)],
+    # a small mix of both block kinds, for the train-mode test
+    "tiny": [(1, 1, 3, 1, 24, 24, 2), (1, 4, 3, 2, 24, 32, 2), (0, 4, 3, 2, 32, 48, 2)],
 }
 
 
@@ -1023,8 +1025,9 @@ PARAMS.update({"efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356,
                "efficientnet_v2_l": 118_515_272})
 for _v, _p in (("s", 0.2), ("m", 0.3), ("l", 0.4)):
     TWINS[f"efficientnet_v2_{_v}"] = lambda nc=1000, v=_v, p=_p: _TEfficientNetV2(v, p, nc)
-FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32, "mnasnet1_3": 32,
-                "googlenet": 32, "inception_v3": 75, "efficientnet_v2_s": 32})  # 75x75: Inception-v3's smallest input
+FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32,
+                "googlenet": 32, "inception_v3": 75})
+# (EfficientNetV2's forward and backward parity: the small V2 in its train-mode test)  # 75x75: Inception-v3's smallest input
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -1085,10 +1088,11 @@ def test_every_architecture_is_covered():
     assert set(PARAMS) == set(TWINS) == set(list_models())
 
 
-# the RegNets over 80M parameters are built by minidl only as far as their stage plan (the code
-# that turns the plan into modules is the one every other variant checks): allocating and
-# initialising 80-645M parameters would take most of this file's time
-HUGE = {"regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_32gf"}
+# the RegNets and EfficientNetV2s over 35M parameters are built by minidl only as far as their
+# stage plan (the code that turns a plan into modules is the one every smaller variant checks):
+# allocating and initialising 35-645M parameters would take most of this file's time
+HUGE = {"regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_8gf",
+        "regnet_x_16gf", "regnet_x_32gf", "efficientnet_v2_m", "efficientnet_v2_l"}
 
 
 @pytest.mark.parametrize("name", sorted(set(PARAMS) - HUGE))
@@ -1105,15 +1109,21 @@ def test_parameter_count_and_layout_match_torchvision(name):
 
 @pytest.mark.parametrize("name", sorted(HUGE))
 def test_huge_variants_stage_plan_and_count(name):
-    """minidl's RegNet stage plan (widths, depths, group widths) equals the twin's, and the twin
-    (on the meta device) has torchvision's parameter count."""
-    from minidl.models.regnet import _PARAMS, BlockParams
+    """minidl's stage plan equals the twin's (RegNet: widths, depths, group widths from the
+    block rule; EfficientNetV2: the stage table), and the twin (on the meta device) has
+    torchvision's parameter count."""
+    if name.startswith("regnet"):
+        from minidl.models.regnet import _PARAMS, BlockParams
 
-    bp = BlockParams.from_init_params(**_PARAMS[name])
-    mine = list(zip(bp.widths, bp.depths, bp.group_widths))
-    depth, w_0, w_a, w_m, gw, _ = _TREGNET[name]
-    assert mine == _tregnet_stages(depth, w_0, w_a, w_m, gw)
-    assert bp.strides == [2] * len(mine) and bp.se_ratio == _TREGNET[name][-1]
+        bp = BlockParams.from_init_params(**_PARAMS[name])
+        mine = list(zip(bp.widths, bp.depths, bp.group_widths))
+        depth, w_0, w_a, w_m, gw, _ = _TREGNET[name]
+        assert mine == _tregnet_stages(depth, w_0, w_a, w_m, gw)
+        assert bp.strides == [2] * len(mine) and bp.se_ratio == _TREGNET[name][-1]
+    else:
+        from minidl.models.efficientnet import _V2
+
+        assert _V2[name] == _TV2ROWS[name[-1]]
     with torch.device("meta"):
         twin = TWINS[name]()
     assert sum(p.numel() for p in twin.parameters()) == PARAMS[name]
@@ -1504,14 +1514,27 @@ def test_efficientnet_v2_blocks_and_stochastic_depth():
 
 
 def test_efficientnet_v2_train_mode_backward_matches_torch():
-    """One train-mode step of V2-S at 64x64 (stochastic depth switched off in both: the two
-    draw different masks): input and parameter gradients match the twin."""
-    model, twin = _pair("efficientnet_v2_s", seed=18, num_classes=10)
+    """One train-mode step of a small V2 (two FusedMBConv stages, with and without expansion,
+    then MBConv) built by the same EfficientNet class as V2-S/M/L, stochastic depth switched off
+    in both (the two draw different masks): logits, input and parameter gradients match the
+    twin's."""
+    from functools import partial
+
+    from minidl.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
+
+    setting = [FusedMBConvConfig(*r[1:]) if r[0] else MBConvConfig(*r[1:]) for r in _TV2ROWS["tiny"]]
+    model = EfficientNet(setting, 0.2, num_classes=10, last_channel=1280,
+                         norm_layer=partial(minidl.nn.BatchNorm2d, eps=1e-3)).double()
+    state = _randomised_state(model, 18)
+    model.load_state_dict(state)
+    twin = _TEfficientNetV2("tiny", 0.2, 10).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
     _no_dropout(model, twin)
     for m in list(model.modules()) + list(twin.modules()):
         if hasattr(m, "stochastic_depth"):
             m.stochastic_depth.p = 0.0
-    x = _input(64, seed=19)
+    x = _input(32, seed=19)
     xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
     xt = torch.from_numpy(x).requires_grad_(True)
     om, ot = model.train()(xm), twin.train()(xt)
@@ -1661,7 +1684,7 @@ def test_checkpoint_of_another_arch_is_refused(resnet18_checkpoint, tmp_path, ca
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
-                                  "regnet_x_400mf", "mnasnet0_75", "efficientnet_v2_s"])
+                                  "regnet_x_400mf", "mnasnet0_75"])
 def test_torch_checkpoint_of_other_families_loads(name, tmp_path):
     _, twin = _pair(name, seed=6)
     twin = twin.float().eval()
