@@ -944,6 +944,106 @@ class _TEfficientNetV2(_THead):
         self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(1280, nc))
 
 
+class _TSwinAttention(tnn.Module):
+    def __init__(self, dim, window, shift, heads):
+        super().__init__()
+        self.window, self.shift, self.heads = list(window), list(shift), heads
+        self.qkv = tnn.Linear(dim, 3 * dim)
+        self.proj = tnn.Linear(dim, dim)
+        self.relative_position_bias_table = tnn.Parameter(
+            torch.zeros((2 * window[0] - 1) * (2 * window[1] - 1), heads).normal_(std=0.02))
+        c = torch.stack(torch.meshgrid(torch.arange(window[0], device="cpu"),
+                                       torch.arange(window[1], device="cpu"), indexing="ij")).flatten(1)
+        r = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0)
+        idx = (r[..., 0] + window[0] - 1) * (2 * window[1] - 1) + r[..., 1] + window[1] - 1
+        self.register_buffer("relative_position_index", idx.flatten())
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        wh, ww = self.window
+        x = tnn.functional.pad(x, (0, 0, 0, (ww - W % ww) % ww, 0, (wh - H % wh) % wh))
+        _, PH, PW, _ = x.shape
+        sh = [0 if wh >= PH else self.shift[0], 0 if ww >= PW else self.shift[1]]
+        if sum(sh):
+            x = torch.roll(x, (-sh[0], -sh[1]), (1, 2))
+        nW, n = (PH // wh) * (PW // ww), wh * ww
+        x = x.view(B, PH // wh, wh, PW // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B * nW, n, C)
+        q, k, v = self.qkv(x).reshape(B * nW, n, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q * (C // self.heads) ** -0.5) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.to(x.device)]
+        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        if sum(sh):
+            region = torch.zeros(PH, PW, dtype=x.dtype, device=x.device)
+            cnt = 0
+            for h in ((0, -wh), (-wh, -sh[0]), (-sh[0], None)):
+                for w in ((0, -ww), (-ww, -sh[1]), (-sh[1], None)):
+                    region[h[0]:h[1], w[0]:w[1]] = cnt
+                    cnt += 1
+            region = region.view(PH // wh, wh, PW // ww, ww).permute(0, 2, 1, 3).reshape(nW, n)
+            mask = region.unsqueeze(1) - region.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, -100.0)
+            attn = (attn.view(B, nW, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.heads, n, n)
+        x = (attn.softmax(-1) @ v).transpose(1, 2).reshape(B * nW, n, C)
+        x = self.proj(x).view(B, PH // wh, PW // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, PH, PW, C)
+        if sum(sh):
+            x = torch.roll(x, (sh[0], sh[1]), (1, 2))
+        return x[:, :H, :W, :].contiguous()
+
+
+class _TSwinBlock(tnn.Module):
+    def __init__(self, dim, heads, window, shift, sd):
+        super().__init__()
+        self.norm1 = tnn.LayerNorm(dim)
+        self.attn = _TSwinAttention(dim, window, shift, heads)
+        self.stochastic_depth = _TStochasticDepth(sd)
+        self.norm2 = tnn.LayerNorm(dim)
+        self.mlp = tnn.Sequential(tnn.Linear(dim, 4 * dim), tnn.GELU(), tnn.Dropout(0.0),
+                                  tnn.Linear(4 * dim, dim), tnn.Dropout(0.0))
+
+    def forward(self, x):
+        x = x + self.stochastic_depth(self.attn(self.norm1(x)))
+        return x + self.stochastic_depth(self.mlp(self.norm2(x)))
+
+
+class _TPatchMerging(tnn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.reduction = tnn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = tnn.LayerNorm(4 * dim)
+
+    def forward(self, x):
+        H, W = x.shape[-3:-1]
+        x = tnn.functional.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :],
+                       x[..., 1::2, 1::2, :]], -1)
+        return self.reduction(self.norm(x))
+
+
+class _TSwin(tnn.Module):
+    def __init__(self, embed, depths, heads, window=(7, 7), sd=0.2, nc=1000):
+        super().__init__()
+        feats = [tnn.Sequential(tnn.Conv2d(3, embed, 4, 4), _TPermute([0, 2, 3, 1]), tnn.LayerNorm(embed))]
+        total, bid = sum(depths), 0
+        for i, d in enumerate(depths):
+            dim = embed * 2 ** i
+            stage = []
+            for j in range(d):
+                stage.append(_TSwinBlock(dim, heads[i], window, [0 if j % 2 == 0 else w // 2 for w in window],
+                                         sd * bid / (total - 1)))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+            if i < len(depths) - 1:
+                feats.append(_TPatchMerging(dim))
+        self.features = tnn.Sequential(*feats)
+        nf = embed * 2 ** (len(depths) - 1)
+        self.norm = tnn.LayerNorm(nf)
+        self.head = tnn.Linear(nf, nc)
+
+    def forward(self, x):
+        x = self.norm(self.features(x)).permute(0, 3, 1, 2)
+        return self.head(torch.flatten(tnn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -1025,6 +1125,11 @@ PARAMS.update({"efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356,
                "efficientnet_v2_l": 118_515_272})
 for _v, _p in (("s", 0.2), ("m", 0.3), ("l", 0.4)):
     TWINS[f"efficientnet_v2_{_v}"] = lambda nc=1000, v=_v, p=_p: _TEfficientNetV2(v, p, nc)
+# (source: torchvision/models/swin_transformer.py, Swin_*_Weights.IMAGENET1K_V1.meta["num_params"])
+PARAMS.update({"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224})
+TWINS["swin_t"] = lambda nc=1000: _TSwin(96, [2, 2, 6, 2], [3, 6, 12, 24], sd=0.2, nc=nc)
+TWINS["swin_s"] = lambda nc=1000: _TSwin(96, [2, 2, 18, 2], [3, 6, 12, 24], sd=0.3, nc=nc)
+TWINS["swin_b"] = lambda nc=1000: _TSwin(128, [2, 2, 18, 2], [4, 8, 16, 32], sd=0.5, nc=nc)
 FORWARD.update({"regnet_y_400mf": 32, "regnet_x_400mf": 32, "mnasnet0_5": 32,
                 "googlenet": 32, "inception_v3": 75})
 # (EfficientNetV2's forward and backward parity: the small V2 in its train-mode test)  # 75x75: Inception-v3's smallest input
@@ -1612,6 +1717,76 @@ def test_mobilenet_v3_width_mult_reduced_tail_dilated():
     assert get_model("mobilenet_v3_large").features[13].block[1][0].stride == (2, 2)
 
 
+def test_swin_small_config_parity_float64():
+    """A small Swin (embed 16, three stages, 4x4 windows) from the same classes as swin_t on a
+    40x40 image: the 10x10 first map is padded to 12x12 and shifted, the 5x5 second map padded
+    and shifted, the odd 5x5 map merged with padding, and the last 3x3 map (smaller than a
+    window) attended unshifted. Eval forward, then a train-mode backward (stochastic depth
+    off: the two draw different masks), against the twin, including the bias table's
+    gradient (gathered through relative_position_index)."""
+    from minidl.models import SwinTransformer
+
+    model = SwinTransformer([4, 4], 16, [2, 2, 2], [2, 4, 8], [4, 4], stochastic_depth_prob=0.0,
+                            num_classes=10).double()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(27)
+    for k, v in state.items():  # LayerNorm scales and all biases off their init, for the test
+        if v.dtype.kind == "f" and v.ndim == 1:
+            state[k] = v + rng.normal(0, 0.2, v.shape)
+        if k.endswith("relative_position_bias_table"):
+            state[k] = rng.normal(0, 0.5, v.shape)
+    model.load_state_dict(state)
+    twin = _TSwin(16, [2, 2, 2], [2, 4, 8], window=(4, 4), sd=0.0, nc=10).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    x = _input(40, seed=28)
+    with minidl.no_grad():
+        got = model.eval()(minidl.tensor(x, dtype=minidl.float64)).numpy()
+    with torch.no_grad():
+        _assert_close(got, twin.eval()(torch.from_numpy(x)).numpy())
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    w = np.random.default_rng(29).standard_normal((2, 10))
+    (model.train()(xm) * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (twin.train()(xt) * torch.from_numpy(w)).sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-6)
+    idx = model.features[1][0].attn.relative_position_index
+    assert idx.dtype == minidl.int64 and idx.shape == (256,)
+    np.testing.assert_array_equal(idx.numpy(), twin.features[1][0].attn.relative_position_index.numpy())
+
+
+def test_swin_t_names_init_and_weights(tmp_path):
+    """swin_t's stochastic depth rises to 0.2 over its 12 blocks, shifted blocks alternate,
+    Linear layers are truncated N(0, 0.02) with zero biases (torchvision overrides the MLPs'
+    xavier init too), and a torch checkpoint with its int64 relative_position_index buffers
+    loads through weights= and the converter."""
+    minidl.manual_seed(0)
+    m = get_model("swin_t", num_classes=10)
+    blocks = [b for i in (1, 3, 5, 7) for b in m.features[i]]
+    assert len(blocks) == 12
+    assert [b.stochastic_depth.p for b in blocks] == pytest.approx([0.2 * i / 11 for i in range(12)])
+    assert [b.attn.shift_size for b in blocks[:2]] == [[0, 0], [3, 3]]
+    assert _scale_ok(m.features[5][0].mlp[0].weight.numpy(), 0.02)
+    assert np.all(m.features[5][0].mlp[0].bias.numpy() == 0)
+    assert _scale_ok(m.features[5][0].attn.relative_position_bias_table.numpy(), 0.02, tol=0.15)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in m.state_dict().items()}
+    assert state["features.1.0.attn.relative_position_index"].dtype == torch.int64
+    path = tmp_path / "swin_t.pth"
+    torch.save(state, path)
+    got = get_model("swin_t", weights=path, num_classes=10)
+    np.testing.assert_array_equal(got.head.weight.numpy(), m.head.weight.numpy())
+    assert convert_main([str(path), str(tmp_path / "swin.npz"), "--arch", "swin_t"]) == 2  # 1000 classes
+    state["head.weight"] = torch.zeros(1000, 768)
+    state["head.bias"] = torch.zeros(1000)
+    torch.save(state, path)
+    assert convert_main([str(path), str(tmp_path / "swin.npz"), "--arch", "swin_t"]) == 0
+    got = get_model("swin_t", weights=tmp_path / "swin.npz")
+    assert got.features[1][0].attn.relative_position_index.dtype == minidl.int64
+
+
 def test_efficientnet_batchnorm_eps_as_torchvision():
     """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
     momentum=0.01, V2 eps=0.001, as torchvision's builders."""
@@ -1735,7 +1910,8 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
         "regnet_y_400mf": "regnet_y_400mf-e6988f5f.pth", "regnet_x_32gf": "regnet_x_32gf-6eb8fdc6.pth",
         "mnasnet1_0": "mnasnet1.0_top1_73.512-f206786ef8.pth", "mnasnet0_75": "mnasnet0_75-7090bc5f.pth",
-        "efficientnet_v2_l": "efficientnet_v2_l-59c71312.pth", "googlenet": "googlenet-1378be20.pth", "inception_v3": "inception_v3_google-0cc3c7bd.pth",
+        "efficientnet_v2_l": "efficientnet_v2_l-59c71312.pth", "googlenet": "googlenet-1378be20.pth",
+        "inception_v3": "inception_v3_google-0cc3c7bd.pth", "swin_b": "swin_b-68c6b09e.pth",
         "regnet_y_16gf": "regnet_y_16gf-3e4a00f9.pth", "regnet_y_128gf": "regnet_y_128gf_swag-c8ce3e52.pth",
     }
     from minidl.models.weights import find_pretrained

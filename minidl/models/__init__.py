@@ -25,6 +25,7 @@ from .regnet import (RegNet, regnet_x_1_6gf, regnet_x_3_2gf, regnet_x_8gf, regne
 from .mnasnet import MNASNet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
 from .googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
 from .inception import Inception3, InceptionOutputs, inception_v3
+from .swin_transformer import SwinTransformer, swin_b, swin_s, swin_t
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -46,7 +47,8 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "MNASNet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
            "GoogLeNet", "GoogLeNetOutputs", "googlenet",
            "Inception3", "InceptionOutputs", "inception_v3",
-           "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l"]
+           "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+           "SwinTransformer", "swin_t", "swin_s", "swin_b"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -63,7 +65,7 @@ _BUILDERS = {f.__name__: f for f in (
     regnet_y_32gf, regnet_y_128gf, regnet_x_400mf, regnet_x_800mf, regnet_x_1_6gf, regnet_x_3_2gf,
     regnet_x_8gf, regnet_x_16gf, regnet_x_32gf,
     mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3, googlenet, inception_v3,
-    efficientnet_v2_s, efficientnet_v2_m, efficientnet_v2_l)}
+    efficientnet_v2_s, efficientnet_v2_m, efficientnet_v2_l, swin_t, swin_s, swin_b)}
 
 
 def list_models(module=None, include=None, exclude=None):

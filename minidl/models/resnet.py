@@ -242,7 +242,10 @@ def load_weights(model, weights, arch="resnet50"):
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ValueError(f"weights {source} do not fit {type(model).__name__} "
                          f"({len(problems)} problems):\n  " + "\n  ".join(shown))
-    non_float = [k for k, v in state.items() if np.asarray(v).dtype.kind != "f"]
+    model_state = model.state_dict()
+    # integer buffers (Swin's relative_position_index) load as integers; everything else is float
+    non_float = [k for k, v in state.items() if np.asarray(v).dtype.kind != "f"
+                 and str(model_state[k].dtype).replace("minidl.", "").startswith("float")]
     if non_float:
         raise ValueError(f"weights {source}: expected floating-point tensors, got "
                          + ", ".join(f"{k} ({np.asarray(state[k]).dtype})" for k in non_float[:5]))

@@ -178,6 +178,9 @@ WEIGHTS = {
                             {"IMAGENET1K_V1": "efficientnet_v2_m-dc08266a.pth"}),
     "efficientnet_v2_l": _w("EfficientNetV2-L", "EfficientNet_V2_L_Weights",
                             {"IMAGENET1K_V1": "efficientnet_v2_l-59c71312.pth"}),
+    "swin_t": _w("Swin-T", "Swin_T_Weights", {"IMAGENET1K_V1": "swin_t-704ceda3.pth"}),
+    "swin_s": _w("Swin-S", "Swin_S_Weights", {"IMAGENET1K_V1": "swin_s-5e29d889.pth"}),
+    "swin_b": _w("Swin-B", "Swin_B_Weights", {"IMAGENET1K_V1": "swin_b-68c6b09e.pth"}),
 }
 
 PRETRAINED = WEIGHTS["resnet50"]["files"]  # ResNet-50's names -> file names (kept for callers)
