@@ -1999,8 +1999,8 @@ def test_new_family_blocks_on_the_fake_gpu(fake_cuda):
     """The blocks of RegNet (grouped 3x3 + squeeze-excitation + projection shortcut),
     EfficientNetV2 (FusedMBConv), MNASNet (inverted residual), GoogLeNet (Inception branches
     with a ceil-mode pool, transform_input) and Inception-v3 (InceptionE's split branches,
-    padded average pool) on the device path: a train-mode forward and backward in float64
-    against the CPU."""
+    padded average pool) and Swin (shifted padded window attention, odd patch merging) on the
+    device path: a train-mode forward and backward in float64 against the CPU."""
     from minidl.models._blocks import transform_input_imagenet
     from minidl.models.efficientnet import FusedMBConv, FusedMBConvConfig
     from minidl.models.googlenet import Inception
@@ -2038,6 +2038,31 @@ def test_new_family_blocks_on_the_fake_gpu(fake_cuda):
         _assert_close(g1, g0, 1e-8)
         for k in p0:
             _assert_close(p1[k], p0[k], 1e-8, floor=1e-3)
+    # Swin on channels-last maps: a shifted, padded window attention (its mask and the bias
+    # gather built on the input's device) and an odd-sized patch merge
+    from minidl.models.swin_transformer import PatchMerging, SwinTransformerBlock
+
+    xs = np.random.default_rng(30).standard_normal((2, 6, 5, 16))
+    for build in (lambda: SwinTransformerBlock(16, 2, [4, 4], [2, 2]), lambda: PatchMerging(16)):
+        minidl.manual_seed(1)
+        state = {k: v.numpy() for k, v in build().state_dict().items()}
+        results = []
+        for dev in (fake_cuda, "cpu"):
+            block = build()
+            block.load_state_dict(state)
+            block = block.double().to(dev)
+            xin = minidl.tensor(xs, dtype=minidl.float64, device=dev, requires_grad=True)
+            out = block(xin)
+            assert str(out.device).startswith("cuda" if dev != "cpu" else "cpu")
+            w = np.random.default_rng(31).standard_normal(tuple(out.shape))
+            (out * minidl.tensor(w, dtype=minidl.float64, device=dev)).sum().backward()
+            results.append((out.detach().numpy(), xin.grad.numpy(),
+                            {n: p.grad.numpy() for n, p in block.named_parameters()}))
+        (o1, g1, p1), (o0, g0, p0) = results
+        _assert_close(o1, o0)
+        _assert_close(g1, g0, 1e-8)
+        for k in p0:
+            _assert_close(p1[k], p0[k], 1e-8, floor=1e-6)
     img = np.random.default_rng(25).standard_normal((2, 3, 4, 4))
     got = transform_input_imagenet(minidl.tensor(img, device=fake_cuda))
     assert str(got.device).startswith("cuda")
