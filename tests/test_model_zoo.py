@@ -1404,12 +1404,15 @@ def test_regnet_initialisation_as_torchvision():
     se = m.trunk_output.block1[0].f.se
     assert np.any(se.fc1.bias.numpy() != 0)
     assert se.fc1.out_channels == int(round(0.25 * 32))  # se_ratio of the block's input width
-    # RegNetX has no squeeze-excitation; torchvision's kwargs reach BlockParams
+    # RegNetX has no squeeze-excitation; the builders take RegNet's arguments only
     assert "se" not in dict(get_model("regnet_x_400mf").trunk_output.block1[0].f.named_children())
+    from minidl.models.regnet import BlockParams
+
     with pytest.raises(ValueError, match="Invalid RegNet settings"):
-        get_model("regnet_x_400mf", w_0=30)
-    with pytest.raises(TypeError, match="unexpected keyword arguments: dilation"):
-        get_model("regnet_x_400mf", dilation=2)
+        BlockParams.from_init_params(depth=4, w_0=30, w_a=8.0, w_m=2.0, group_width=8)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: dilation, w_0"):
+        get_model("regnet_x_400mf", dilation=2, w_0=32)
+    assert get_model("regnet_x_400mf", stem_width=16).stem[0].out_channels == 16
 
 
 def test_mnasnet_version1_checkpoint_rebuilds_the_stem(tmp_path):

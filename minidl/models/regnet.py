@@ -210,17 +210,14 @@ _MODEL_KWARGS = ("num_classes", "stem_width", "stem_type", "block_type", "norm_l
 
 
 def _regnet(arch, weights, num_classes, kwargs):
-    """As torchvision's builders: ``kwargs`` reach BlockParams.from_init_params (which may
-    override e.g. ``bottleneck_multiplier``) and RegNet."""
-    params = dict(_PARAMS[arch])
-    for k in ("depth", "w_0", "w_a", "w_m", "group_width", "bottleneck_multiplier", "se_ratio"):
-        if k in kwargs:
-            params[k] = kwargs.pop(k)
-    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS))
+    """As torchvision's builders: the variant's block parameters are fixed; ``kwargs`` are
+    RegNet's (``stem_width``, ``norm_layer``, ``activation``, ...). torchvision also hands
+    them to BlockParams.from_init_params, where one of its own names collides (TypeError)."""
+    unknown = sorted(set(kwargs) - set(_MODEL_KWARGS) - {"num_classes"})
     if unknown:
         raise TypeError(f"{arch}() got unexpected keyword arguments: {', '.join(unknown)}")
     norm_layer = kwargs.pop("norm_layer", partial(nn.BatchNorm2d, eps=1e-05, momentum=0.1))
-    model = RegNet(BlockParams.from_init_params(**params), num_classes=num_classes,
+    model = RegNet(BlockParams.from_init_params(**_PARAMS[arch]), num_classes=num_classes,
                    norm_layer=norm_layer, **kwargs)
     return _build(arch, model, weights)
 
