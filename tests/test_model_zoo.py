@@ -1500,7 +1500,12 @@ def test_googlenet_builder_weights_and_init(tmp_path):
     path = tmp_path / "googlenet.pth"
     torch.save({k: torch.from_numpy(np.ascontiguousarray(v.numpy()))
                 for k, v in src.state_dict().items()}, path)
-    m = get_model("googlenet", weights=path)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the converter builds quietly
+        assert convert_main([str(path), str(tmp_path / "g.npz"), "--arch", "googlenet"]) == 0
+    m = get_model("googlenet", weights=tmp_path / "g.npz")
     assert m.transform_input and not m.aux_logits and m.aux1 is None and m.aux2 is None
     assert not any(k.startswith("aux") for k in m.state_dict())
     assert sum(p.numel() for p in m.parameters()) == PARAMS["googlenet"]

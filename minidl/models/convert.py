@@ -418,7 +418,11 @@ def _expected_shapes(arch):
         raise ValueError(f"unknown arch {arch!r}; choose one of {list_models() + ['none']}")
     from minidl.models import get_model
 
-    model_state = get_model(arch, weights=None, num_classes=1000).state_dict()
+    import warnings
+
+    with warnings.catch_warnings():  # GoogLeNet/Inception's FutureWarning about init_weights
+        warnings.simplefilter("ignore", FutureWarning)
+        model_state = get_model(arch, weights=None, num_classes=1000).state_dict()
     return {k: tuple(v.shape) for k, v in model_state.items()
             if not k.endswith("num_batches_tracked")}
 
