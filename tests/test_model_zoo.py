@@ -67,15 +67,17 @@ class _TBasic(tnn.Module):
 class _TBottleneck(tnn.Module):
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm=tnn.BatchNorm2d):
         super().__init__()
         width = int(planes * base_width / 64) * groups
         self.conv1 = tnn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(width)
-        self.conv2 = tnn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
-        self.bn2 = tnn.BatchNorm2d(width)
+        self.bn1 = norm(width)
+        self.conv2 = tnn.Conv2d(width, width, 3, stride, dilation, dilation=dilation, groups=groups,
+                                bias=False)
+        self.bn2 = norm(width)
         self.conv3 = tnn.Conv2d(width, planes * 4, 1, bias=False)
-        self.bn3 = tnn.BatchNorm2d(planes * 4)
+        self.bn3 = norm(planes * 4)
         self.relu = tnn.ReLU(inplace=True)
         self.downsample = downsample
 
@@ -87,30 +89,40 @@ class _TBottleneck(tnn.Module):
 
 
 class _TResNet(tnn.Module):
-    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64):
+    def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64,
+                 dilate=(False, False, False), norm=tnn.BatchNorm2d):
         super().__init__()
         self.inplanes, self.groups, self.base_width = 64, groups, width_per_group
+        self.dilation, self.norm = 1, norm
         self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = tnn.BatchNorm2d(64)
+        self.bn1 = norm(64)
         self.relu = tnn.ReLU(inplace=True)
         self.maxpool = tnn.MaxPool2d(3, 2, 1)
         self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], 2)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2)
-        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2, dilate[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], 2, dilate[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], 2, dilate[2])
         self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
         self.fc = tnn.Linear(512 * block.expansion, num_classes)
 
-    def _make_layer(self, block, planes, blocks, stride=1):
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
         downsample = None
+        prev = self.dilation
+        if dilate:
+            self.dilation, stride = self.dilation * stride, 1
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = tnn.Sequential(
                 tnn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                tnn.BatchNorm2d(planes * block.expansion))
+                self.norm(planes * block.expansion))
         kw = dict(groups=self.groups, base_width=self.base_width)
-        layers = [block(self.inplanes, planes, stride, downsample, **kw)]
+        if block is _TBottleneck:
+            kw["norm"] = self.norm
+        layers = [block(self.inplanes, planes, stride, downsample, **kw,
+                        **({"dilation": prev} if block is _TBottleneck else {}))]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **kw) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, **kw,
+                         **({"dilation": self.dilation} if block is _TBottleneck else {}))
+                   for _ in range(1, blocks)]
         return tnn.Sequential(*layers)
 
     def forward(self, x):
@@ -233,11 +245,14 @@ _V3 = {
 
 
 class _TMobileNetV3(_THead):
-    def __init__(self, arch, nc=1000):
+    def __init__(self, arch, nc=1000, width_mult=1.0):
         super().__init__()
         rows, last = _V3[arch]
+        rows = [(_div(i * width_mult), k, _div(e * width_mult), _div(o * width_mult), se, a, s)
+                for i, k, e, o, se, a, s in rows]
+        last = _div(last * width_mult)
         norm = lambda c: tnn.BatchNorm2d(c, eps=0.001, momentum=0.01)  # noqa: E731
-        feats = [_cna(3, 16, 3, 2, norm=norm, act=tnn.Hardswish)]
+        feats = [_cna(3, rows[0][0], 3, 2, norm=norm, act=tnn.Hardswish)]
         feats += [_TV3Block(*r) for r in rows]
         feats.append(_cna(rows[-1][3], 6 * rows[-1][3], 1, norm=norm, act=tnn.Hardswish))
         self.features = tnn.Sequential(*feats)
@@ -563,6 +578,472 @@ class _TViT(tnn.Module):
         return self.heads(x[:, 0])
 
 
+# RegNet: torchvision's quantised-linear block rule, computed with torch (float32) as it does
+_TREGNET = {
+    "regnet_y_400mf": (16, 48, 27.89, 2.09, 8, 0.25), "regnet_y_800mf": (14, 56, 38.84, 2.4, 16, 0.25),
+    "regnet_y_1_6gf": (27, 48, 20.71, 2.65, 24, 0.25), "regnet_y_3_2gf": (21, 80, 42.63, 2.66, 24, 0.25),
+    "regnet_y_8gf": (17, 192, 76.82, 2.19, 56, 0.25), "regnet_y_16gf": (18, 200, 106.23, 2.48, 112, 0.25),
+    "regnet_y_32gf": (20, 232, 115.89, 2.53, 232, 0.25),
+    "regnet_y_128gf": (27, 456, 160.83, 2.52, 264, 0.25),
+    "regnet_x_400mf": (22, 24, 24.48, 2.54, 16, None), "regnet_x_800mf": (16, 56, 35.73, 2.28, 16, None),
+    "regnet_x_1_6gf": (18, 80, 34.01, 2.25, 24, None), "regnet_x_3_2gf": (25, 88, 26.31, 2.25, 48, None),
+    "regnet_x_8gf": (23, 80, 49.56, 2.88, 120, None), "regnet_x_16gf": (22, 216, 55.59, 2.1, 128, None),
+    "regnet_x_32gf": (23, 320, 69.86, 2.0, 168, None),
+}
+
+
+def _tregnet_stages(depth, w_0, w_a, w_m, group_width):
+    import math
+
+    cont = torch.arange(depth, device="cpu") * w_a + w_0  # real numbers under torch.device("meta")
+    cap = torch.round(torch.log(cont / w_0) / math.log(w_m))
+    widths = (torch.round(torch.divide(w_0 * torch.pow(w_m, cap), 8)) * 8).int().tolist()
+    stages = []  # [width, depth] runs of equal width
+    for w in widths:
+        if stages and stages[-1][0] == w:
+            stages[-1][1] += 1
+        else:
+            stages.append([w, 1])
+    out = []
+    for w, d in stages:
+        g = min(group_width, w)
+        out.append((_div(w, g), d, g))
+    return out
+
+
+class _TRegBlock(tnn.Module):
+    def __init__(self, win, wout, stride, gw, se):
+        super().__init__()
+        from collections import OrderedDict
+
+        self.proj = _cna(win, wout, 1, stride, act=None) if win != wout or stride != 1 else None
+        layers = OrderedDict(a=_cna(win, wout, 1), b=_cna(wout, wout, 3, stride, wout // gw))
+        if se:
+            layers["se"] = _TSE(wout, int(round(se * win)))
+        layers["c"] = _cna(wout, wout, 1, act=None)
+        self.f = tnn.Sequential(layers)
+        self.activation = tnn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.activation((x if self.proj is None else self.proj(x)) + self.f(x))
+
+
+class _TRegNet(tnn.Module):
+    def __init__(self, arch, nc=1000):
+        super().__init__()
+        from collections import OrderedDict
+
+        depth, w_0, w_a, w_m, gw, se = _TREGNET[arch]
+        self.stem = _cna(3, 32, 3, 2)
+        blocks, cur = [], 32
+        for i, (w, d, g) in enumerate(_tregnet_stages(depth, w_0, w_a, w_m, gw)):
+            stage = tnn.Sequential()
+            for j in range(d):
+                stage.add_module(f"block{i + 1}-{j}", _TRegBlock(cur if j == 0 else w, w,
+                                                                 2 if j == 0 else 1, g, se))
+            blocks.append((f"block{i + 1}", stage))
+            cur = w
+        self.trunk_output = tnn.Sequential(OrderedDict(blocks))
+        self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+        self.fc = tnn.Linear(cur, nc)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.avgpool(self.trunk_output(self.stem(x))), 1))
+
+
+class _TMnasBlock(tnn.Module):
+    def __init__(self, cin, cout, k, stride, t, mom):
+        super().__init__()
+        mid = cin * t
+        self.res = cin == cout and stride == 1
+        self.layers = tnn.Sequential(
+            tnn.Conv2d(cin, mid, 1, bias=False), tnn.BatchNorm2d(mid, momentum=mom), tnn.ReLU(True),
+            tnn.Conv2d(mid, mid, k, stride, k // 2, groups=mid, bias=False),
+            tnn.BatchNorm2d(mid, momentum=mom), tnn.ReLU(True),
+            tnn.Conv2d(mid, cout, 1, bias=False), tnn.BatchNorm2d(cout, momentum=mom))
+
+    def forward(self, x):
+        return self.layers(x) + x if self.res else self.layers(x)
+
+
+class _TMNASNet(tnn.Module):
+    def __init__(self, alpha, nc=1000):
+        super().__init__()
+        mom = 1 - 0.9997
+        d = [_div(c * alpha) for c in (32, 16, 24, 40, 80, 96, 192, 320)]
+
+        def stack(i, k, s, t, n):
+            return tnn.Sequential(*[_TMnasBlock(d[i] if j == 0 else d[i + 1], d[i + 1], k,
+                                                s if j == 0 else 1, t, mom) for j in range(n)])
+
+        bn = lambda c: tnn.BatchNorm2d(c, momentum=mom)  # noqa: E731
+        self.layers = tnn.Sequential(
+            tnn.Conv2d(3, d[0], 3, 2, 1, bias=False), bn(d[0]), tnn.ReLU(True),
+            tnn.Conv2d(d[0], d[0], 3, 1, 1, groups=d[0], bias=False), bn(d[0]), tnn.ReLU(True),
+            tnn.Conv2d(d[0], d[1], 1, bias=False), bn(d[1]),
+            stack(1, 3, 2, 3, 3), stack(2, 5, 2, 3, 3), stack(3, 5, 2, 6, 3), stack(4, 3, 1, 6, 2),
+            stack(5, 5, 2, 6, 4), stack(6, 3, 1, 6, 1),
+            tnn.Conv2d(d[7], 1280, 1, bias=False), bn(1280), tnn.ReLU(True))
+        self.classifier = tnn.Sequential(tnn.Dropout(0.2, inplace=True), tnn.Linear(1280, nc))
+
+    def forward(self, x):
+        return self.classifier(self.layers(x).mean([2, 3]))
+
+
+class _TBasicConv(tnn.Module):
+    def __init__(self, cin, cout, **kw):
+        super().__init__()
+        self.conv = tnn.Conv2d(cin, cout, bias=False, **kw)
+        self.bn = tnn.BatchNorm2d(cout, eps=0.001)
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)))
+
+
+def _t_transform_input(x):
+    return torch.cat([x[:, c:c + 1] * (s / 0.5) + (m - 0.5) / 0.5
+                      for c, (m, s) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)))], 1)
+
+
+class _TGInception(tnn.Module):
+    def __init__(self, cin, c1, c3r, c3, c5r, c5, pp):
+        super().__init__()
+        B = _TBasicConv
+        self.branch1 = B(cin, c1, kernel_size=1)
+        self.branch2 = tnn.Sequential(B(cin, c3r, kernel_size=1), B(c3r, c3, kernel_size=3, padding=1))
+        self.branch3 = tnn.Sequential(B(cin, c5r, kernel_size=1), B(c5r, c5, kernel_size=3, padding=1))
+        self.branch4 = tnn.Sequential(tnn.MaxPool2d(3, 1, 1, ceil_mode=True), B(cin, pp, kernel_size=1))
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class _TGAux(tnn.Module):
+    def __init__(self, cin, nc):
+        super().__init__()
+        self.conv = _TBasicConv(cin, 128, kernel_size=1)
+        self.fc1, self.fc2, self.dropout = tnn.Linear(2048, 1024), tnn.Linear(1024, nc), tnn.Dropout(0.7)
+
+    def forward(self, x):
+        x = torch.flatten(self.conv(tnn.functional.adaptive_avg_pool2d(x, (4, 4))), 1)
+        return self.fc2(self.dropout(torch.relu(self.fc1(x))))
+
+
+class _TGoogLeNet(tnn.Module):
+    def __init__(self, nc=1000, aux=False, transform_input=False):
+        super().__init__()
+        B, I, P = _TBasicConv, _TGInception, lambda k=3: tnn.MaxPool2d(k, 2, ceil_mode=True)  # noqa: E731
+        self.aux, self.transform_input = aux, transform_input
+        self.conv1 = B(3, 64, kernel_size=7, stride=2, padding=3)
+        self.maxpool1 = P()
+        self.conv2 = B(64, 64, kernel_size=1)
+        self.conv3 = B(64, 192, kernel_size=3, padding=1)
+        self.maxpool2 = P()
+        self.inception3a = I(192, 64, 96, 128, 16, 32, 32)
+        self.inception3b = I(256, 128, 128, 192, 32, 96, 64)
+        self.maxpool3 = P()
+        self.inception4a = I(480, 192, 96, 208, 16, 48, 64)
+        self.inception4b = I(512, 160, 112, 224, 24, 64, 64)
+        self.inception4c = I(512, 128, 128, 256, 24, 64, 64)
+        self.inception4d = I(512, 112, 144, 288, 32, 64, 64)
+        self.inception4e = I(528, 256, 160, 320, 32, 128, 128)
+        self.maxpool4 = P(2)
+        self.inception5a = I(832, 256, 160, 320, 32, 128, 128)
+        self.inception5b = I(832, 384, 192, 384, 48, 128, 128)
+        if aux:
+            self.aux1, self.aux2 = _TGAux(512, nc), _TGAux(528, nc)
+        self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = tnn.Dropout(0.2)
+        self.fc = tnn.Linear(1024, nc)
+
+    def forward(self, x):
+        """(logits, aux after inception4a, aux after inception4d) in train mode with aux."""
+        if self.transform_input:
+            x = _t_transform_input(x)
+        x = self.maxpool2(self.conv3(self.conv2(self.maxpool1(self.conv1(x)))))
+        x = self.inception4a(self.maxpool3(self.inception3b(self.inception3a(x))))
+        a1 = self.aux1(x) if self.aux and self.training else None
+        x = self.inception4d(self.inception4c(self.inception4b(x)))
+        a2 = self.aux2(x) if self.aux and self.training else None
+        x = self.inception5b(self.inception5a(self.maxpool4(self.inception4e(x))))
+        x = self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
+        return (x, a1, a2) if self.aux and self.training else x
+
+
+def _tconvs(mod, spec):
+    """name -> (cin, cout, kernel, stride, padding) as _TBasicConv children of ``mod``."""
+    for name, (cin, cout, k, s, p) in spec.items():
+        setattr(mod, name, _TBasicConv(cin, cout, kernel_size=k, stride=s, padding=p))
+
+
+class _TIncA(tnn.Module):
+    def __init__(self, c, pf):
+        super().__init__()
+        _tconvs(self, {"branch1x1": (c, 64, 1, 1, 0), "branch5x5_1": (c, 48, 1, 1, 0),
+                       "branch5x5_2": (48, 64, 5, 1, 2), "branch3x3dbl_1": (c, 64, 1, 1, 0),
+                       "branch3x3dbl_2": (64, 96, 3, 1, 1), "branch3x3dbl_3": (96, 96, 3, 1, 1),
+                       "branch_pool": (c, pf, 1, 1, 0)})
+
+    def forward(self, x):
+        return torch.cat([self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          self.branch_pool(tnn.functional.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class _TIncB(tnn.Module):
+    def __init__(self, c):
+        super().__init__()
+        _tconvs(self, {"branch3x3": (c, 384, 3, 2, 0), "branch3x3dbl_1": (c, 64, 1, 1, 0),
+                       "branch3x3dbl_2": (64, 96, 3, 1, 1), "branch3x3dbl_3": (96, 96, 3, 2, 0)})
+
+    def forward(self, x):
+        return torch.cat([self.branch3x3(x),
+                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                          tnn.functional.max_pool2d(x, 3, 2)], 1)
+
+
+class _TIncC(tnn.Module):
+    def __init__(self, c, c7):
+        super().__init__()
+        h, v = ((1, 7), 1, (0, 3)), ((7, 1), 1, (3, 0))
+        _tconvs(self, {"branch1x1": (c, 192, 1, 1, 0), "branch7x7_1": (c, c7, 1, 1, 0),
+                       "branch7x7_2": (c7, c7, *h), "branch7x7_3": (c7, 192, *v),
+                       "branch7x7dbl_1": (c, c7, 1, 1, 0), "branch7x7dbl_2": (c7, c7, *v),
+                       "branch7x7dbl_3": (c7, c7, *h), "branch7x7dbl_4": (c7, c7, *v),
+                       "branch7x7dbl_5": (c7, 192, *h), "branch_pool": (c, 192, 1, 1, 0)})
+
+    def forward(self, x):
+        d = self.branch7x7dbl_1(x)
+        for i in range(2, 6):
+            d = getattr(self, f"branch7x7dbl_{i}")(d)
+        return torch.cat([self.branch1x1(x), self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x))),
+                          d, self.branch_pool(tnn.functional.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class _TIncD(tnn.Module):
+    def __init__(self, c):
+        super().__init__()
+        _tconvs(self, {"branch3x3_1": (c, 192, 1, 1, 0), "branch3x3_2": (192, 320, 3, 2, 0),
+                       "branch7x7x3_1": (c, 192, 1, 1, 0), "branch7x7x3_2": (192, 192, (1, 7), 1, (0, 3)),
+                       "branch7x7x3_3": (192, 192, (7, 1), 1, (3, 0)), "branch7x7x3_4": (192, 192, 3, 2, 0)})
+
+    def forward(self, x):
+        b7 = x
+        for i in range(1, 5):
+            b7 = getattr(self, f"branch7x7x3_{i}")(b7)
+        return torch.cat([self.branch3x3_2(self.branch3x3_1(x)), b7, tnn.functional.max_pool2d(x, 3, 2)], 1)
+
+
+class _TIncE(tnn.Module):
+    def __init__(self, c):
+        super().__init__()
+        h, v = ((1, 3), 1, (0, 1)), ((3, 1), 1, (1, 0))
+        _tconvs(self, {"branch1x1": (c, 320, 1, 1, 0), "branch3x3_1": (c, 384, 1, 1, 0),
+                       "branch3x3_2a": (384, 384, *h), "branch3x3_2b": (384, 384, *v),
+                       "branch3x3dbl_1": (c, 448, 1, 1, 0), "branch3x3dbl_2": (448, 384, 3, 1, 1),
+                       "branch3x3dbl_3a": (384, 384, *h), "branch3x3dbl_3b": (384, 384, *v),
+                       "branch_pool": (c, 192, 1, 1, 0)})
+
+    def forward(self, x):
+        b = self.branch3x3_1(x)
+        d = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        return torch.cat([self.branch1x1(x), self.branch3x3_2a(b), self.branch3x3_2b(b),
+                          self.branch3x3dbl_3a(d), self.branch3x3dbl_3b(d),
+                          self.branch_pool(tnn.functional.avg_pool2d(x, 3, 1, 1))], 1)
+
+
+class _TIncAux(tnn.Module):
+    def __init__(self, c, nc):
+        super().__init__()
+        _tconvs(self, {"conv0": (c, 128, 1, 1, 0), "conv1": (128, 768, 5, 1, 0)})
+        self.fc = tnn.Linear(768, nc)
+
+    def forward(self, x):
+        x = self.conv1(self.conv0(tnn.functional.avg_pool2d(x, 5, 3)))
+        return self.fc(torch.flatten(tnn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class _TInception3(tnn.Module):
+    def __init__(self, nc=1000, aux=True, transform_input=False):
+        super().__init__()
+        self.aux, self.transform_input = aux, transform_input
+        _tconvs(self, {"Conv2d_1a_3x3": (3, 32, 3, 2, 0), "Conv2d_2a_3x3": (32, 32, 3, 1, 0),
+                       "Conv2d_2b_3x3": (32, 64, 3, 1, 1)})
+        self.maxpool1 = tnn.MaxPool2d(3, 2)
+        _tconvs(self, {"Conv2d_3b_1x1": (64, 80, 1, 1, 0), "Conv2d_4a_3x3": (80, 192, 3, 1, 0)})
+        self.maxpool2 = tnn.MaxPool2d(3, 2)
+        self.Mixed_5b, self.Mixed_5c, self.Mixed_5d = _TIncA(192, 32), _TIncA(256, 64), _TIncA(288, 64)
+        self.Mixed_6a = _TIncB(288)
+        self.Mixed_6b, self.Mixed_6c = _TIncC(768, 128), _TIncC(768, 160)
+        self.Mixed_6d, self.Mixed_6e = _TIncC(768, 160), _TIncC(768, 192)
+        if aux:
+            self.AuxLogits = _TIncAux(768, nc)
+        self.Mixed_7a, self.Mixed_7b, self.Mixed_7c = _TIncD(768), _TIncE(1280), _TIncE(2048)
+        self.avgpool, self.dropout = tnn.AdaptiveAvgPool2d(1), tnn.Dropout(0.5)
+        self.fc = tnn.Linear(2048, nc)
+
+    def forward(self, x):
+        if self.transform_input:
+            x = _t_transform_input(x)
+        for name in ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                     "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+                     "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
+            x = getattr(self, name)(x)
+        aux = self.AuxLogits(x) if self.aux and self.training else None
+        x = self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(x)))
+        x = self.fc(torch.flatten(self.dropout(self.avgpool(x)), 1))
+        return (x, aux) if self.aux and self.training else x
+
+
+class _TFusedMBConv(tnn.Module):
+    def __init__(self, t, k, stride, cin, cout, sd, norm):
+        super().__init__()
+        exp = _div(cin * t)
+        self.res = stride == 1 and cin == cout
+        if exp != cin:
+            layers = [_cna(cin, exp, k, stride, norm=norm, act=tnn.SiLU), _cna(exp, cout, 1, norm=norm, act=None)]
+        else:
+            layers = [_cna(cin, cout, k, stride, norm=norm, act=tnn.SiLU)]
+        self.block = tnn.Sequential(*layers)
+        self.stochastic_depth = _TStochasticDepth(sd)
+
+    def forward(self, x):
+        out = self.block(x)
+        return self.stochastic_depth(out) + x if self.res else out
+
+
+_TV2ROWS = {  # (fused, expand, kernel, stride, in, out, layers): torchvision's efficientnet.py
+    "s": [(1, 1, 3, 1, 24, 24, 2), (1, 4, 3, 2, 24, 48, 4), (1, 4, 3, 2, 48, 64, 4),
+          (0, 4, 3, 2, 64, 128, 6), (0, 6, 3, 1, 128, 160, 9), (0, 6, 3, 2, 160, 256, 15)],
+    "m": [(1, 1, 3, 1, 24, 24, 3), (1, 4, 3, 2, 24, 48, 5), (1, 4, 3, 2, 48, 80, 5), (0, 4, 3, 2, 80, 160, 7),
+          (0, 6, 3, 1, 160, 176, 14), (0, 6, 3, 2, 176, 304, 18), (0, 6, 3, 1, 304, 512, 5)],
+    "l": [(1, 1, 3, 1, 32, 32, 4), (1, 4, 3, 2, 32, 64, 7), (1, 4, 3, 2, 64, 96, 7), (0, 4, 3, 2, 96, 192, 10),
+          (0, 6, 3, 1, 192, 224, 19), (0, 6, 3, 2, 224, 384, 25), (0, 6, 3, 1, 384, 640, 7)],
+    # a small mix of both block kinds, for the train-mode test
+    "tiny": [(1, 1, 3, 1, 24, 24, 2), (1, 4, 3, 2, 24, 32, 2), (0, 4, 3, 2, 32, 48, 2)],
+}
+
+
+class _TEfficientNetV2(_THead):
+    def __init__(self, size, dropout, nc=1000):
+        super().__init__()
+        rows = _TV2ROWS[size]
+        norm = lambda c: tnn.BatchNorm2d(c, eps=1e-3)  # noqa: E731
+        total, bid = sum(r[-1] for r in rows), 0
+        feats = [_cna(3, rows[0][4], 3, 2, norm=norm, act=tnn.SiLU)]
+        for fused, t, k, s, i, o, n in rows:
+            stage = []
+            for j in range(n):
+                cls = _TFusedMBConv if fused else _TMBConv
+                stage.append(cls(t, k, s if j == 0 else 1, i if j == 0 else o, o, 0.2 * bid / total, norm))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+        feats.append(_cna(rows[-1][5], 1280, 1, norm=norm, act=tnn.SiLU))
+        self.features = tnn.Sequential(*feats)
+        self.avgpool = tnn.AdaptiveAvgPool2d(1)
+        self.classifier = tnn.Sequential(tnn.Dropout(dropout), tnn.Linear(1280, nc))
+
+
+class _TSwinAttention(tnn.Module):
+    def __init__(self, dim, window, shift, heads):
+        super().__init__()
+        self.window, self.shift, self.heads = list(window), list(shift), heads
+        self.qkv = tnn.Linear(dim, 3 * dim)
+        self.proj = tnn.Linear(dim, dim)
+        self.relative_position_bias_table = tnn.Parameter(
+            torch.zeros((2 * window[0] - 1) * (2 * window[1] - 1), heads).normal_(std=0.02))
+        c = torch.stack(torch.meshgrid(torch.arange(window[0], device="cpu"),
+                                       torch.arange(window[1], device="cpu"), indexing="ij")).flatten(1)
+        r = (c[:, :, None] - c[:, None, :]).permute(1, 2, 0)
+        idx = (r[..., 0] + window[0] - 1) * (2 * window[1] - 1) + r[..., 1] + window[1] - 1
+        self.register_buffer("relative_position_index", idx.flatten())
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        wh, ww = self.window
+        x = tnn.functional.pad(x, (0, 0, 0, (ww - W % ww) % ww, 0, (wh - H % wh) % wh))
+        _, PH, PW, _ = x.shape
+        sh = [0 if wh >= PH else self.shift[0], 0 if ww >= PW else self.shift[1]]
+        if sum(sh):
+            x = torch.roll(x, (-sh[0], -sh[1]), (1, 2))
+        nW, n = (PH // wh) * (PW // ww), wh * ww
+        x = x.view(B, PH // wh, wh, PW // ww, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B * nW, n, C)
+        q, k, v = self.qkv(x).reshape(B * nW, n, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+        attn = (q * (C // self.heads) ** -0.5) @ k.transpose(-2, -1)
+        bias = self.relative_position_bias_table[self.relative_position_index.to(x.device)]
+        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        if sum(sh):
+            region = torch.zeros(PH, PW, dtype=x.dtype, device=x.device)
+            cnt = 0
+            for h in ((0, -wh), (-wh, -sh[0]), (-sh[0], None)):
+                for w in ((0, -ww), (-ww, -sh[1]), (-sh[1], None)):
+                    region[h[0]:h[1], w[0]:w[1]] = cnt
+                    cnt += 1
+            region = region.view(PH // wh, wh, PW // ww, ww).permute(0, 2, 1, 3).reshape(nW, n)
+            mask = region.unsqueeze(1) - region.unsqueeze(2)
+            mask = mask.masked_fill(mask != 0, -100.0)
+            attn = (attn.view(B, nW, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)).view(-1, self.heads, n, n)
+        x = (attn.softmax(-1) @ v).transpose(1, 2).reshape(B * nW, n, C)
+        x = self.proj(x).view(B, PH // wh, PW // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5).reshape(B, PH, PW, C)
+        if sum(sh):
+            x = torch.roll(x, (sh[0], sh[1]), (1, 2))
+        return x[:, :H, :W, :].contiguous()
+
+
+class _TSwinBlock(tnn.Module):
+    def __init__(self, dim, heads, window, shift, sd):
+        super().__init__()
+        self.norm1 = tnn.LayerNorm(dim)
+        self.attn = _TSwinAttention(dim, window, shift, heads)
+        self.stochastic_depth = _TStochasticDepth(sd)
+        self.norm2 = tnn.LayerNorm(dim)
+        self.mlp = tnn.Sequential(tnn.Linear(dim, 4 * dim), tnn.GELU(), tnn.Dropout(0.0),
+                                  tnn.Linear(4 * dim, dim), tnn.Dropout(0.0))
+
+    def forward(self, x):
+        x = x + self.stochastic_depth(self.attn(self.norm1(x)))
+        return x + self.stochastic_depth(self.mlp(self.norm2(x)))
+
+
+class _TPatchMerging(tnn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.reduction = tnn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = tnn.LayerNorm(4 * dim)
+
+    def forward(self, x):
+        H, W = x.shape[-3:-1]
+        x = tnn.functional.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :], x[..., 0::2, 1::2, :],
+                       x[..., 1::2, 1::2, :]], -1)
+        return self.reduction(self.norm(x))
+
+
+class _TSwin(tnn.Module):
+    def __init__(self, embed, depths, heads, window=(7, 7), sd=0.2, nc=1000):
+        super().__init__()
+        feats = [tnn.Sequential(tnn.Conv2d(3, embed, 4, 4), _TPermute([0, 2, 3, 1]), tnn.LayerNorm(embed))]
+        total, bid = sum(depths), 0
+        for i, d in enumerate(depths):
+            dim = embed * 2 ** i
+            stage = []
+            for j in range(d):
+                stage.append(_TSwinBlock(dim, heads[i], window, [0 if j % 2 == 0 else w // 2 for w in window],
+                                         sd * bid / (total - 1)))
+                bid += 1
+            feats.append(tnn.Sequential(*stage))
+            if i < len(depths) - 1:
+                feats.append(_TPatchMerging(dim))
+        self.features = tnn.Sequential(*feats)
+        nf = embed * 2 ** (len(depths) - 1)
+        self.norm = tnn.LayerNorm(nf)
+        self.head = tnn.Linear(nf, nc)
+
+    def forward(self, x):
+        x = self.norm(self.features(x)).permute(0, 3, 1, 2)
+        return self.head(torch.flatten(tnn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
 TWINS = {
     "resnet18": lambda nc=1000: _TResNet(_TBasic, [2, 2, 2, 2], nc),
     "resnet34": lambda nc=1000: _TResNet(_TBasic, [3, 4, 6, 3], nc),
@@ -614,6 +1095,44 @@ FORWARD = {"resnet18": 32, "resnext50_32x4d": 32, "mobilenet_v2": 32, "mobilenet
            "mobilenet_v3_large": 32, "efficientnet_b0": 32, "alexnet": 64, "squeezenet1_0": 64,
            "squeezenet1_1": 64, "densenet121": 32, "convnext_tiny": 32, "shufflenet_v2_x0_5": 32}
 
+# torchvision's num_params of the families added later (source: torchvision/models/regnet.py's
+# *_Weights enums, e.g. RegNet_Y_400MF_Weights.IMAGENET1K_V1.meta["num_params"])
+PARAMS.update({
+    "regnet_y_400mf": 4_344_144, "regnet_y_800mf": 6_432_512, "regnet_y_1_6gf": 11_202_430,
+    "regnet_y_3_2gf": 19_436_338, "regnet_y_8gf": 39_381_472, "regnet_y_16gf": 83_590_140,
+    "regnet_y_32gf": 145_046_770, "regnet_y_128gf": 644_812_894,
+    "regnet_x_400mf": 5_495_976, "regnet_x_800mf": 7_259_656, "regnet_x_1_6gf": 9_190_136,
+    "regnet_x_3_2gf": 15_296_552, "regnet_x_8gf": 39_572_648, "regnet_x_16gf": 54_278_536,
+    "regnet_x_32gf": 107_811_560,
+})
+for _r in _TREGNET:
+    TWINS[_r] = lambda nc=1000, a=_r: _TRegNet(a, nc)
+# (source: torchvision/models/mnasnet.py, MNASNet*_Weights.IMAGENET1K_V1.meta["num_params"])
+PARAMS.update({"mnasnet0_5": 2_218_512, "mnasnet0_75": 3_170_208, "mnasnet1_0": 4_383_312,
+               "mnasnet1_3": 6_282_256})
+for _a in ("0_5", "0_75", "1_0", "1_3"):
+    TWINS[f"mnasnet{_a}"] = lambda nc=1000, a=float(_a.replace("_", ".")): _TMNASNet(a, nc)
+# (source: torchvision/models/googlenet.py, GoogLeNet_Weights.IMAGENET1K_V1.meta["num_params"]:
+# the model as its builder returns it with weights, i.e. without the auxiliary heads)
+PARAMS["googlenet"] = 6_624_904
+TWINS["googlenet"] = lambda nc=1000: _TGoogLeNet(nc)
+# (source: torchvision/models/inception.py, Inception_V3_Weights.IMAGENET1K_V1.meta["num_params"],
+# with the auxiliary head, which inception_v3() keeps by default)
+PARAMS["inception_v3"] = 27_161_264
+TWINS["inception_v3"] = lambda nc=1000: _TInception3(nc)
+# (source: torchvision/models/efficientnet.py, EfficientNet_V2_*_Weights.IMAGENET1K_V1.meta)
+PARAMS.update({"efficientnet_v2_s": 21_458_488, "efficientnet_v2_m": 54_139_356,
+               "efficientnet_v2_l": 118_515_272})
+for _v, _p in (("s", 0.2), ("m", 0.3), ("l", 0.4)):
+    TWINS[f"efficientnet_v2_{_v}"] = lambda nc=1000, v=_v, p=_p: _TEfficientNetV2(v, p, nc)
+# (source: torchvision/models/swin_transformer.py, Swin_*_Weights.IMAGENET1K_V1.meta["num_params"])
+PARAMS.update({"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224})
+TWINS["swin_t"] = lambda nc=1000: _TSwin(96, [2, 2, 6, 2], [3, 6, 12, 24], sd=0.2, nc=nc)
+TWINS["swin_s"] = lambda nc=1000: _TSwin(96, [2, 2, 18, 2], [3, 6, 12, 24], sd=0.3, nc=nc)
+TWINS["swin_b"] = lambda nc=1000: _TSwin(128, [2, 2, 18, 2], [4, 8, 16, 32], sd=0.5, nc=nc)
+FORWARD.update({"regnet_y_400mf": 32, "mnasnet0_5": 32,
+                "googlenet": 32})  # (Inception-v3: its train-mode test compares the logits)
+# (EfficientNetV2's forward and backward parity: the small V2 in its train-mode test)  # 75x75: Inception-v3's smallest input
 
 # ---- helpers -------------------------------------------------------------------------------
 def _shapes(state):
@@ -642,9 +1161,15 @@ def _randomised_state(model, seed=0):
     return out
 
 
+# builder arguments that give the model torchvision's num_params describes (its builder drops
+# the auxiliary heads when it loads weights)
+BUILD_KW = {"googlenet": {"aux_logits": False, "init_weights": True},
+            "inception_v3": {"init_weights": True}}
+
+
 def _pair(name, seed=0, num_classes=1000):
     """(minidl model, torch twin) in float64 with the same randomised weights."""
-    model = get_model(name, num_classes=num_classes).double()
+    model = get_model(name, num_classes=num_classes, **BUILD_KW.get(name, {})).double()
     state = _randomised_state(model, seed)
     model.load_state_dict(state)
     twin = TWINS[name](num_classes).double()
@@ -668,9 +1193,16 @@ def test_every_architecture_is_covered():
     assert set(PARAMS) == set(TWINS) == set(list_models())
 
 
-@pytest.mark.parametrize("name", sorted(PARAMS))
+# the RegNets and EfficientNetV2s over 35M parameters are built by minidl only as far as their
+# stage plan (the code that turns a plan into modules is the one every smaller variant checks):
+# allocating and initialising 35-645M parameters would take most of this file's time
+HUGE = {"regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_8gf",
+        "regnet_x_16gf", "regnet_x_32gf", "efficientnet_v2_m", "efficientnet_v2_l"}
+
+
+@pytest.mark.parametrize("name", sorted(set(PARAMS) - HUGE))
 def test_parameter_count_and_layout_match_torchvision(name):
-    model = get_model(name)
+    model = get_model(name, **BUILD_KW.get(name, {}))
     assert sum(p.numel() for p in model.parameters()) == PARAMS[name]
     with torch.device("meta"):  # shapes without memory
         twin = TWINS[name]()
@@ -678,6 +1210,28 @@ def test_parameter_count_and_layout_match_torchvision(name):
     mine, theirs = _shapes(model.state_dict()), _shapes(twin.state_dict())
     assert list(mine) == list(theirs)  # same names in the same order
     assert mine == theirs
+
+
+@pytest.mark.parametrize("name", sorted(HUGE))
+def test_huge_variants_stage_plan_and_count(name):
+    """minidl's stage plan equals the twin's (RegNet: widths, depths, group widths from the
+    block rule; EfficientNetV2: the stage table), and the twin (on the meta device) has
+    torchvision's parameter count."""
+    if name.startswith("regnet"):
+        from minidl.models.regnet import _PARAMS, BlockParams
+
+        bp = BlockParams.from_init_params(**_PARAMS[name])
+        mine = list(zip(bp.widths, bp.depths, bp.group_widths))
+        depth, w_0, w_a, w_m, gw, _ = _TREGNET[name]
+        assert mine == _tregnet_stages(depth, w_0, w_a, w_m, gw)
+        assert bp.strides == [2] * len(mine) and bp.se_ratio == _TREGNET[name][-1]
+    else:
+        from minidl.models.efficientnet import _V2
+
+        assert _V2[name] == _TV2ROWS[name[-1]]
+    with torch.device("meta"):
+        twin = TWINS[name]()
+    assert sum(p.numel() for p in twin.parameters()) == PARAMS[name]
 
 
 @pytest.mark.parametrize("name", sorted(FORWARD))
@@ -702,7 +1256,8 @@ def _no_dropout(*models):
 
 
 # train-mode BatchNorm over 2 samples of a 1x1 map is ill-conditioned: MobileNetV2 gets 64x64
-@pytest.mark.parametrize("name,size", [("resnet18", 32), ("mobilenet_v2", 64)])
+@pytest.mark.parametrize("name,size", [("resnet18", 32), ("mobilenet_v2", 64),
+                                       ("regnet_y_400mf", 64)])
 def test_train_mode_backward_matches_torch(name, size):
     model, twin = _pair(name, num_classes=10)
     model.train()
@@ -826,10 +1381,420 @@ def test_stochastic_depth_probabilities_as_torchvision():
     assert np.allclose(cblocks[0].layer_scale.numpy(), 1e-6)
 
 
+def _scale_ok(values, std, tol=0.1):
+    values = np.asarray(values, dtype=np.float64).ravel()
+    return abs(values.mean()) < 5 * std / np.sqrt(values.size) + 1e-12 \
+        and abs(values.std() / std - 1) < tol
+
+
+def test_regnet_initialisation_as_torchvision():
+    """Convs N(0, sqrt(2 / (k*k*out_channels))) (groups ignored, as torchvision), BatchNorm at
+    the identity, the classifier N(0, 0.01) with a zero bias; the squeeze-excitation convs'
+    biases keep Conv2d's default (torchvision leaves them)."""
+    minidl.manual_seed(0)
+    m = get_model("regnet_y_400mf")
+    b = m.trunk_output.block2[0].f.b[0]  # grouped 3x3
+    assert b.groups > 1
+    assert _scale_ok(b.weight.numpy(), np.sqrt(2.0 / (9 * b.out_channels)))
+    stem = m.stem[0]
+    assert _scale_ok(stem.weight.numpy(), np.sqrt(2.0 / (9 * 32)), tol=0.15)
+    assert _scale_ok(m.fc.weight.numpy(), 0.01) and np.all(m.fc.bias.numpy() == 0)
+    bns = [x for x in m.modules() if isinstance(x, minidl.nn.BatchNorm2d)]
+    assert all(np.all(x.weight.numpy() == 1) and np.all(x.bias.numpy() == 0) for x in bns)
+    se = m.trunk_output.block1[0].f.se
+    assert np.any(se.fc1.bias.numpy() != 0)
+    assert se.fc1.out_channels == int(round(0.25 * 32))  # se_ratio of the block's input width
+    # RegNetX has no squeeze-excitation; the builders take RegNet's arguments only
+    assert "se" not in dict(get_model("regnet_x_400mf").trunk_output.block1[0].f.named_children())
+    from minidl.models.regnet import BlockParams
+
+    with pytest.raises(ValueError, match="Invalid RegNet settings"):
+        BlockParams.from_init_params(depth=4, w_0=30, w_a=8.0, w_m=2.0, group_width=8)
+    with pytest.raises(TypeError, match="unexpected keyword arguments: dilation, w_0"):
+        get_model("regnet_x_400mf", dilation=2, w_0=32)
+    assert get_model("regnet_x_400mf", stem_width=16).stem[0].out_channels == 16
+
+
+def test_mnasnet_version1_checkpoint_rebuilds_the_stem(tmp_path):
+    """A checkpoint from before torchvision scaled MNASNet's stem (32/16 channels whatever
+    alpha) loads as torchvision loads it: the stem is rebuilt, with torchvision's warning, and
+    the converter accepts it for the arch."""
+    from minidl.models.mnasnet import MNASNet
+
+    old = MNASNet(0.5)
+    with pytest.warns(UserWarning, match="new version of MNASNet"):
+        old.remap_state_dict({"layers.0.weight": np.zeros((32, 3, 3, 3))})
+    assert old.layers[0].weight.shape == (32, 3, 3, 3) and old.layers[8][0].layers[0].in_channels == 16
+    state = {k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in old.state_dict().items()}
+    path = tmp_path / "mnasnet_v1.pth"
+    torch.save(state, path)
+    with pytest.warns(UserWarning, match="new version of MNASNet"):
+        m = get_model("mnasnet0_5", weights=path)
+    assert m.layers[0].weight.shape == (32, 3, 3, 3)
+    np.testing.assert_array_equal(m.layers[3].weight.numpy(), state["layers.3.weight"].numpy())
+    with pytest.warns(UserWarning):
+        assert convert_main([str(path), str(tmp_path / "v1.npz"), "--arch", "mnasnet0_5"]) == 0
+    assert get_model("mnasnet1_0").layers[0].weight.shape == (32, 3, 3, 3)  # alpha 1: unchanged
+    # torchvision's initialisation: linears U(+-sqrt(3 / out_features)), zero bias
+    minidl.manual_seed(0)
+    fc = MNASNet(1.0, num_classes=1000).classifier[1]
+    w = fc.weight.numpy()
+    bound = np.sqrt(3.0 / 1000)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert _scale_ok(w, bound / np.sqrt(3)) and np.all(fc.bias.numpy() == 0)
+    bns = [x for x in MNASNet(0.5).modules() if isinstance(x, minidl.nn.BatchNorm2d)]
+    assert [x.momentum for x in bns] == pytest.approx([1 - 0.9997] * len(bns))
+
+
+def _aux_pair(name, twin_factory, seed=11):
+    """minidl's model with aux heads and transform_input, and its twin, same float64 weights."""
+    model = get_model(name, num_classes=10, aux_logits=True, transform_input=True,
+                      init_weights=True).double()
+    state = _randomised_state(model, seed)
+    model.load_state_dict(state)
+    twin = twin_factory().double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    _no_dropout(model, twin)
+    return model, twin
+
+
+def test_googlenet_aux_heads_outputs_and_backward():
+    """Train mode with aux_logits: GoogLeNetOutputs(logits, aux_logits2, aux_logits1), where
+    torchvision's forward puts the head after inception4a in the aux_logits2 field; all three
+    and the input gradient of their weighted sum match the twin (transform_input on). Eval
+    mode returns the logits alone."""
+    from minidl.models import GoogLeNetOutputs
+
+    model, twin = _aux_pair("googlenet", lambda: _TGoogLeNet(10, aux=True, transform_input=True))
+    x = _input(48, seed=12)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    out = model.train()(xm)
+    logits, a1, a2 = twin.train()(xt)
+    assert isinstance(out, GoogLeNetOutputs) and out._fields == ("logits", "aux_logits2", "aux_logits1")
+    _assert_close(out.logits.detach().numpy(), logits.detach().numpy())
+    _assert_close(out.aux_logits2.detach().numpy(), a1.detach().numpy())
+    _assert_close(out.aux_logits1.detach().numpy(), a2.detach().numpy())
+    (out.logits.sum() + 0.3 * out.aux_logits2.sum() + 0.7 * out.aux_logits1.sum()).backward()
+    (logits.sum() + 0.3 * a1.sum() + 0.7 * a2.sum()).backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k in ("conv1.conv.weight", "aux1.fc1.weight", "aux2.conv.conv.weight", "fc.weight"):
+        _assert_close(dict(model.named_parameters())[k].grad.numpy(), tgrads[k].grad.numpy(), 1e-8)
+    with minidl.no_grad():
+        got = model.eval()(minidl.tensor(x, dtype=minidl.float64))
+    assert isinstance(got, minidl.Tensor) and got.shape == (2, 10)
+    with torch.no_grad():
+        _assert_close(got.numpy(), twin.eval()(torch.from_numpy(x)).numpy())
+
+
+def test_googlenet_builder_weights_and_init(tmp_path):
+    """torchvision's builder: without weights GoogLeNet's defaults (aux heads, a FutureWarning
+    about init_weights); with weights, transform_input defaults to True and the file's aux
+    heads are loaded then dropped unless aux_logits=True (which warns they are untrained)."""
+    with pytest.warns(FutureWarning, match="init_weights=True"):
+        m = get_model("googlenet")
+    assert m.aux_logits and m.aux1 is not None and not m.transform_input
+    src = get_model("googlenet", init_weights=False)
+    path = tmp_path / "googlenet.pth"
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v.numpy()))
+                for k, v in src.state_dict().items()}, path)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the converter builds quietly
+        assert convert_main([str(path), str(tmp_path / "g.npz"), "--arch", "googlenet"]) == 0
+    m = get_model("googlenet", weights=tmp_path / "g.npz")
+    assert m.transform_input and not m.aux_logits and m.aux1 is None and m.aux2 is None
+    assert not any(k.startswith("aux") for k in m.state_dict())
+    assert sum(p.numel() for p in m.parameters()) == PARAMS["googlenet"]
+    assert isinstance(m.train()(minidl.randn(2, 3, 64, 64)), minidl.Tensor)
+    with pytest.warns(UserWarning, match="NOT pretrained"):
+        m = get_model("googlenet", weights=path, aux_logits=True, transform_input=False)
+    assert m.aux1 is not None and not m.transform_input
+    # torchvision's initialisation: truncated N(0, 0.01) convs and linears, BatchNorm identity
+    minidl.manual_seed(0)
+    m = get_model("googlenet", init_weights=True)
+    assert _scale_ok(m.inception4a.branch2[1].conv.weight.numpy(), 0.01)
+    assert _scale_ok(m.fc.weight.numpy(), 0.01)
+    assert m.conv1.bn.eps == 0.001
+
+
+def test_inception_v3_train_mode_backward_and_aux_head():
+    """Train mode at 75x75 (Inception-v3's smallest input) without the auxiliary head: logits
+    and every gradient match the twin (transform_input on); the auxiliary head (which needs
+    the 17x17 Mixed_6e map of a 299x299 image) matches its twin alone on a 17x17 map, forward
+    and backward."""
+    from minidl.models.inception import InceptionAux
+
+    model = get_model("inception_v3", num_classes=10, aux_logits=False, transform_input=True,
+                      init_weights=True).double()
+    state = _randomised_state(model, 13)
+    model.load_state_dict(state)
+    twin = _TInception3(10, aux=False, transform_input=True).double()
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    _no_dropout(model, twin)
+    x = _input(75, seed=14)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    om, ot = model.train()(xm), twin.train()(xt)
+    assert isinstance(om, minidl.Tensor)  # aux_logits=False: no InceptionOutputs
+    # Mixed_7's train-mode BatchNorms see 2 values per channel (1x1 maps): rounding is amplified
+    # there, hence 1e-7 (a wrong wiring differs at O(1))
+    _assert_close(om.detach().numpy(), ot.detach().numpy(), 1e-7)
+    w = np.random.default_rng(15).standard_normal((2, 10))
+    (om * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (ot * torch.from_numpy(w)).sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-7)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-7, floor=1e-3)
+
+    aux = InceptionAux(8, 5).double()
+    aux_state = _randomised_state(aux, 16)
+    aux.load_state_dict(aux_state)
+    taux = _TIncAux(8, 5).double()
+    taux.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in aux_state.items()})
+    f = np.random.default_rng(17).standard_normal((3, 8, 17, 17))
+    fm = minidl.tensor(f, dtype=minidl.float64, requires_grad=True)
+    ft = torch.from_numpy(f).requires_grad_(True)
+    am, at = aux.train()(fm), taux.train()(ft)
+    _assert_close(am.detach().numpy(), at.detach().numpy())
+    am.sum().backward()
+    at.sum().backward()
+    _assert_close(fm.grad.numpy(), ft.grad.numpy(), 1e-8)
+
+
+def test_inception_v3_outputs_builder_and_init(tmp_path):
+    """aux_logits=True in train mode returns InceptionOutputs(logits, aux_logits), the aux head
+    fed Mixed_6e's output (a stand-in head here: the real one needs a 299x299 image); eval mode
+    runs no aux head and returns the logits. torchvision's builder: with weights, transform_input defaults to True,
+    the file's aux head loads and stays unless aux_logits=False. Initialisation: truncated
+    N(0, 0.1) everywhere but the aux head's fc (0.001); the aux conv1's 0.01 is set on its
+    BasicConv2d, which torchvision's init loop never reads."""
+    from minidl.models import InceptionOutputs
+
+    minidl.manual_seed(0)
+    with pytest.warns(FutureWarning, match="init_weights=True"):
+        m = get_model("inception_v3", num_classes=4)
+    assert _scale_ok(m.Mixed_6b.branch7x7_2.conv.weight.numpy(), 0.1)
+    assert _scale_ok(m.AuxLogits.conv1.conv.weight.numpy(), 0.1)
+    assert _scale_ok(m.AuxLogits.fc.weight.numpy(), 0.001)
+    assert _scale_ok(m.fc.weight.numpy(), 0.1, tol=0.15)
+    seen = []
+
+    class _StandIn(minidl.nn.Module):
+        def forward(self, x):
+            seen.append(tuple(x.shape))
+            return minidl.zeros(x.shape[0], 4)
+
+    real_aux = m.AuxLogits
+    m.AuxLogits = _StandIn()
+    with minidl.no_grad():
+        out = m.train()(minidl.randn(2, 3, 75, 75))
+        assert isinstance(out, InceptionOutputs) and out._fields == ("logits", "aux_logits")
+        assert out.logits.shape == (2, 4) and np.all(out.aux_logits.numpy() == 0)
+        assert seen == [(2, 768, 3, 3)]
+        assert isinstance(m.eval()(minidl.randn(2, 3, 75, 75)), minidl.Tensor) and len(seen) == 1
+    m.AuxLogits = real_aux
+    path = tmp_path / "inception.pth"
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in m.state_dict().items()},
+               path)
+    got = get_model("inception_v3", weights=path, num_classes=4)
+    assert got.transform_input and got.aux_logits and got.AuxLogits is not None
+    got = get_model("inception_v3", weights=path, num_classes=4, aux_logits=False)
+    assert got.AuxLogits is None and not any(k.startswith("AuxLogits") for k in got.state_dict())
+
+
+def test_efficientnet_v2_blocks_and_stochastic_depth():
+    """V2-S: FusedMBConv in the first three stages (expand ratio 1: the kxk conv alone; else
+    kxk expand + 1x1 project, no squeeze-excitation), MBConv after; stochastic depth rising
+    to 0.2 over the 40 blocks; the head 256 -> 1280."""
+    from minidl.models.efficientnet import FusedMBConv, MBConv
+
+    m = get_model("efficientnet_v2_s")
+    blocks = [b for stage in list(m.features)[1:-1] for b in stage]
+    assert len(blocks) == 40
+    assert [type(b).__name__ for b in blocks] == ["FusedMBConv"] * 10 + ["MBConv"] * 30
+    assert len(blocks[0].block) == 1 and len(blocks[2].block) == 2
+    assert isinstance(blocks[0], FusedMBConv) and isinstance(blocks[10], MBConv)
+    assert blocks[0].use_res_connect and not blocks[2].use_res_connect
+    assert [b.stochastic_depth.p for b in blocks] == pytest.approx([0.2 * i / 40 for i in range(40)])
+    assert m.features[-1][0].weight.shape == (1280, 256, 1, 1) and m.classifier[0].p == 0.2
+    assert get_model("efficientnet_v2_s", dropout=0.5).classifier[0].p == 0.5
+    assert get_model("efficientnet_b0", dropout=0.5).classifier[0].p == 0.5  # was a TypeError
+
+
+def test_efficientnet_v2_train_mode_backward_matches_torch():
+    """One train-mode step of a small V2 (two FusedMBConv stages, with and without expansion,
+    then MBConv) built by the same EfficientNet class as V2-S/M/L, stochastic depth switched off
+    in both (the two draw different masks): logits, input and parameter gradients match the
+    twin's."""
+    from functools import partial
+
+    from minidl.models.efficientnet import EfficientNet, FusedMBConvConfig, MBConvConfig
+
+    setting = [FusedMBConvConfig(*r[1:]) if r[0] else MBConvConfig(*r[1:]) for r in _TV2ROWS["tiny"]]
+    model = EfficientNet(setting, 0.2, num_classes=10, last_channel=1280,
+                         norm_layer=partial(minidl.nn.BatchNorm2d, eps=1e-3)).double()
+    state = _randomised_state(model, 18)
+    model.load_state_dict(state)
+    twin = _TEfficientNetV2("tiny", 0.2, 10).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    _no_dropout(model, twin)
+    for m in list(model.modules()) + list(twin.modules()):
+        if hasattr(m, "stochastic_depth"):
+            m.stochastic_depth.p = 0.0
+    x = _input(32, seed=19)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    om, ot = model.train()(xm), twin.train()(xt)
+    _assert_close(om.detach().numpy(), ot.detach().numpy(), 1e-8)
+    om.sum().backward()
+    ot.sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-7)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-7, floor=1e-3)
+
+
+def test_resnet_dilation_and_norm_layer_match_torchvision():
+    """replace_stride_with_dilation=[False, True, True] (output stride 8, as torchvision's
+    segmentation backbones) and norm_layer=GroupNorm: names, shapes, the feature map's size,
+    and eval forward plus a train-mode backward against the twin; BasicBlock refuses
+    dilation as torchvision's does."""
+    kw = dict(replace_stride_with_dilation=[False, True, True],
+              norm_layer=lambda c: minidl.nn.GroupNorm(4, c))
+    model = minidl.models.ResNet("bottleneck", [1, 1, 1, 1], num_classes=10, **kw).double()
+    state = _randomised_state(model, 20)
+    model.load_state_dict(state)
+    twin = _TResNet(_TBottleneck, [1, 1, 1, 1], 10, dilate=(False, True, True),
+                    norm=lambda c: tnn.GroupNorm(4, c)).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    assert model.layer4[0].conv2.dilation == (2, 2) and model.layer4[0].conv2.stride == (1, 1)
+    assert model.layer3[0].conv2.dilation == (1, 1) and model.dilation == 4
+    assert isinstance(model.bn1, minidl.nn.GroupNorm)
+    x = _input(32, seed=21)
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    with minidl.no_grad():
+        h = model.maxpool(model.relu(model.bn1(model.conv1(minidl.tensor(x, dtype=minidl.float64)))))
+        feat = model.layer4(model.layer3(model.layer2(model.layer1(h))))
+    assert feat.shape == (2, 2048, 4, 4)  # 32 / 8
+    om, ot = model.train()(xm), twin.train()(xt)
+    _assert_close(om.detach().numpy(), ot.detach().numpy())
+    om.sum().backward()
+    ot.sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-6)
+    gn = [m for m in minidl.models.resnet50(norm_layer=lambda c: minidl.nn.GroupNorm(32, c)).modules()
+          if isinstance(m, minidl.nn.GroupNorm)]
+    assert gn and all(np.all(m.weight.numpy() == 1) and np.all(m.bias.numpy() == 0) for m in gn)
+    with pytest.raises(NotImplementedError, match="Dilation > 1 not supported in BasicBlock"):
+        get_model("resnet18", replace_stride_with_dilation=[False, False, True])
+    with pytest.raises(ValueError, match="3-element tuple"):
+        get_model("resnet50", replace_stride_with_dilation=[True])
+
+
+def test_mobilenet_v3_width_mult_reduced_tail_dilated():
+    """width_mult scales every width (multiples of 8) as torchvision's _mobilenet_v3_conf:
+    names, shapes and eval forward against the twin at 0.75; reduced_tail halves the last
+    stage and dilated trades its stride for dilation 2."""
+    model = get_model("mobilenet_v3_small", num_classes=10, width_mult=0.75).double()
+    state = _randomised_state(model, 22)
+    model.load_state_dict(state)
+    twin = _TMobileNetV3("mobilenet_v3_small", 10, width_mult=0.75).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    assert _shapes(model.state_dict()) == _shapes(twin.state_dict())
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    x = _input(32, seed=23)
+    with minidl.no_grad():
+        got = model.eval()(minidl.tensor(x, dtype=minidl.float64)).numpy()
+    with torch.no_grad():
+        _assert_close(got, twin.eval()(torch.from_numpy(x)).numpy())
+    assert model.features[0][0].out_channels == 16 and model.classifier[0].out_features == 768
+    m = get_model("mobilenet_v3_small", reduced_tail=True, dilated=True)
+    assert m.features[-1][0].in_channels == 48 and m.classifier[3].in_features == 512
+    dw = m.features[9].block[1][0]  # the C4 block's depthwise conv
+    assert dw.dilation == (2, 2) and dw.stride == (1, 1)
+    assert get_model("mobilenet_v3_small").features[9].block[1][0].stride == (2, 2)
+
+
+def test_swin_small_config_parity_float64():
+    """A small Swin (embed 16, three stages, 4x4 windows) from the same classes as swin_t on a
+    40x40 image: the 10x10 first map is padded to 12x12 and shifted, the 5x5 second map padded
+    and shifted, the odd 5x5 map merged with padding, and the last 3x3 map (smaller than a
+    window) attended unshifted. Eval forward, then a train-mode backward (stochastic depth
+    off: the two draw different masks), against the twin, including the bias table's
+    gradient (gathered through relative_position_index)."""
+    from minidl.models import SwinTransformer
+
+    model = SwinTransformer([4, 4], 16, [2, 2, 2], [2, 4, 8], [4, 4], stochastic_depth_prob=0.0,
+                            num_classes=10).double()
+    state = {k: v.numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(27)
+    for k, v in state.items():  # LayerNorm scales and all biases off their init, for the test
+        if v.dtype.kind == "f" and v.ndim == 1:
+            state[k] = v + rng.normal(0, 0.2, v.shape)
+        if k.endswith("relative_position_bias_table"):
+            state[k] = rng.normal(0, 0.5, v.shape)
+    model.load_state_dict(state)
+    twin = _TSwin(16, [2, 2, 2], [2, 4, 8], window=(4, 4), sd=0.0, nc=10).double()
+    assert list(_shapes(model.state_dict())) == list(_shapes(twin.state_dict()))
+    twin.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})
+    x = _input(40, seed=28)
+    with minidl.no_grad():
+        got = model.eval()(minidl.tensor(x, dtype=minidl.float64)).numpy()
+    with torch.no_grad():
+        _assert_close(got, twin.eval()(torch.from_numpy(x)).numpy())
+    xm = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    w = np.random.default_rng(29).standard_normal((2, 10))
+    (model.train()(xm) * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (twin.train()(xt) * torch.from_numpy(w)).sum().backward()
+    _assert_close(xm.grad.numpy(), xt.grad.numpy(), 1e-8)
+    tgrads = dict(twin.named_parameters())
+    for k, p in model.named_parameters():
+        _assert_close(p.grad.numpy(), tgrads[k].grad.numpy(), 1e-8, floor=1e-6)
+    idx = model.features[1][0].attn.relative_position_index
+    assert idx.dtype == minidl.int64 and idx.shape == (256,)
+    np.testing.assert_array_equal(idx.numpy(), twin.features[1][0].attn.relative_position_index.numpy())
+
+
+def test_swin_t_names_init_and_weights(tmp_path):
+    """swin_t's stochastic depth rises to 0.2 over its 12 blocks, shifted blocks alternate,
+    Linear layers are truncated N(0, 0.02) with zero biases (torchvision overrides the MLPs'
+    xavier init too), and a torch checkpoint with its int64 relative_position_index buffers
+    loads through weights= and the converter."""
+    minidl.manual_seed(0)
+    m = get_model("swin_t")
+    blocks = [b for i in (1, 3, 5, 7) for b in m.features[i]]
+    assert len(blocks) == 12
+    assert [b.stochastic_depth.p for b in blocks] == pytest.approx([0.2 * i / 11 for i in range(12)])
+    assert [b.attn.shift_size for b in blocks[:2]] == [[0, 0], [3, 3]]
+    assert _scale_ok(m.features[5][0].mlp[0].weight.numpy(), 0.02)
+    assert np.all(m.features[5][0].mlp[0].bias.numpy() == 0)
+    assert _scale_ok(m.features[5][0].attn.relative_position_bias_table.numpy(), 0.02, tol=0.15)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v.numpy())) for k, v in m.state_dict().items()}
+    assert state["features.1.0.attn.relative_position_index"].dtype == torch.int64
+    path = tmp_path / "swin_t.pth"
+    torch.save(state, path)
+    assert convert_main([str(path), str(tmp_path / "swin.npz"), "--arch", "swin_t"]) == 0
+    got = get_model("swin_t", weights=tmp_path / "swin.npz")
+    assert got.features[1][0].attn.relative_position_index.dtype == minidl.int64
+    np.testing.assert_array_equal(got.head.weight.numpy(), m.head.weight.numpy())
+
+
 def test_efficientnet_batchnorm_eps_as_torchvision():
     """B0-B4 keep BatchNorm's defaults; B5-B7 (weights ported from TensorFlow) use eps=0.001,
-    momentum=0.01, as torchvision's builders."""
-    for name, want in [("efficientnet_b0", (1e-5, 0.1)), ("efficientnet_b5", (0.001, 0.01))]:
+    momentum=0.01, V2 eps=0.001, as torchvision's builders."""
+    for name, want in [("efficientnet_b0", (1e-5, 0.1)), ("efficientnet_b5", (0.001, 0.01)),
+                       ("efficientnet_v2_s", (0.001, 0.1))]:
         bns = [m for m in get_model(name).modules() if isinstance(m, minidl.nn.BatchNorm2d)]
         assert {(m.eps, m.momentum) for m in bns} == {want}, name
 
@@ -896,7 +1861,8 @@ def test_checkpoint_of_another_arch_is_refused(resnet18_checkpoint, tmp_path, ca
         get_model("resnet18", weights=path, num_classes=10)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1"])
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1",
+                                  "regnet_x_400mf", "mnasnet0_75"])
 def test_torch_checkpoint_of_other_families_loads(name, tmp_path):
     _, twin = _pair(name, seed=6)
     twin = twin.float().eval()
@@ -945,6 +1911,11 @@ def test_weights_names_and_missing_files(tmp_path, monkeypatch):
         "vgg19_bn": "vgg19_bn-c79401a0.pth", "alexnet": "alexnet-owt-7be5be79.pth",
         "squeezenet1_1": "squeezenet1_1-b8a52dc0.pth", "densenet161": "densenet161-8d451a50.pth",
         "convnext_small": "convnext_small-0c510722.pth", "wide_resnet50_2": "wide_resnet50_2-9ba9bcbe.pth",
+        "regnet_y_400mf": "regnet_y_400mf-e6988f5f.pth", "regnet_x_32gf": "regnet_x_32gf-6eb8fdc6.pth",
+        "mnasnet1_0": "mnasnet1.0_top1_73.512-f206786ef8.pth", "mnasnet0_75": "mnasnet0_75-7090bc5f.pth",
+        "efficientnet_v2_l": "efficientnet_v2_l-59c71312.pth", "googlenet": "googlenet-1378be20.pth",
+        "inception_v3": "inception_v3_google-0cc3c7bd.pth", "swin_b": "swin_b-68c6b09e.pth",
+        "regnet_y_16gf": "regnet_y_16gf-3e4a00f9.pth", "regnet_y_128gf": "regnet_y_128gf_swag-c8ce3e52.pth",
     }
     from minidl.models.weights import find_pretrained
 
@@ -1025,3 +1996,79 @@ def test_mobilenet_v3_and_stochastic_depth_on_the_fake_gpu(fake_cuda):
         assert str(t.device).startswith("cuda") and np.isfinite(t.numpy()).all()
     y = stochastic_depth(minidl.tensor(np.ones((16, 2)), device=fake_cuda), 0.5, "row")
     assert str(y.device).startswith("cuda") and set(np.unique(y.numpy())) <= {0.0, 2.0}
+
+
+def test_new_family_blocks_on_the_fake_gpu(fake_cuda):
+    """The blocks of RegNet (grouped 3x3 + squeeze-excitation + projection shortcut),
+    EfficientNetV2 (FusedMBConv), MNASNet (inverted residual), GoogLeNet (Inception branches
+    with a ceil-mode pool, transform_input) and Inception-v3 (InceptionE's split branches,
+    padded average pool) and Swin (shifted padded window attention, odd patch merging) on the
+    device path: a train-mode forward and backward in float64 against the CPU."""
+    from minidl.models._blocks import transform_input_imagenet
+    from minidl.models.efficientnet import FusedMBConv, FusedMBConvConfig
+    from minidl.models.googlenet import Inception
+    from minidl.models.inception import InceptionE
+    from minidl.models.mnasnet import _InvertedResidual
+    from minidl.models.regnet import ResBottleneckBlock
+
+    nn_ = minidl.nn
+    builders = [
+        lambda: ResBottleneckBlock(16, 32, 2, nn_.BatchNorm2d, nn_.ReLU, group_width=8, se_ratio=0.25),
+        lambda: FusedMBConv(FusedMBConvConfig(4, 3, 2, 16, 24, 1), 0.0, nn_.BatchNorm2d),
+        lambda: _InvertedResidual(16, 16, 5, 1, 3),
+        lambda: Inception(16, 4, 4, 8, 2, 4, 4),
+        lambda: InceptionE(16),
+    ]
+    x = np.random.default_rng(24).standard_normal((2, 16, 7, 7))
+    for build in builders:
+        minidl.manual_seed(0)
+        state = {k: v.numpy() for k, v in build().state_dict().items()}
+        results = []
+        for dev in (fake_cuda, "cpu"):
+            block = build()
+            block.load_state_dict(state)
+            block = block.double().to(dev).train()
+            xin = minidl.tensor(x, dtype=minidl.float64, device=dev, requires_grad=True)
+            out = block(xin)
+            assert str(out.device).startswith("cuda" if dev != "cpu" else "cpu")
+            # a weighted sum: a plain sum through a train-mode BatchNorm has a zero gradient
+            w = np.random.default_rng(26).standard_normal(tuple(out.shape))
+            (out * minidl.tensor(w, dtype=minidl.float64, device=dev)).sum().backward()
+            results.append((out.detach().numpy(), xin.grad.numpy(),
+                            {n: p.grad.numpy() for n, p in block.named_parameters()}))
+        (o1, g1, p1), (o0, g0, p0) = results
+        _assert_close(o1, o0)
+        _assert_close(g1, g0, 1e-8)
+        for k in p0:
+            _assert_close(p1[k], p0[k], 1e-8, floor=1e-3)
+    # Swin on channels-last maps: a shifted, padded window attention (its mask and the bias
+    # gather built on the input's device) and an odd-sized patch merge
+    from minidl.models.swin_transformer import PatchMerging, SwinTransformerBlock
+
+    xs = np.random.default_rng(30).standard_normal((2, 6, 5, 16))
+    for build in (lambda: SwinTransformerBlock(16, 2, [4, 4], [2, 2]), lambda: PatchMerging(16)):
+        minidl.manual_seed(1)
+        state = {k: v.numpy() for k, v in build().state_dict().items()}
+        results = []
+        for dev in (fake_cuda, "cpu"):
+            block = build()
+            block.load_state_dict(state)
+            block = block.double().to(dev)
+            xin = minidl.tensor(xs, dtype=minidl.float64, device=dev, requires_grad=True)
+            out = block(xin)
+            assert str(out.device).startswith("cuda" if dev != "cpu" else "cpu")
+            w = np.random.default_rng(31).standard_normal(tuple(out.shape))
+            (out * minidl.tensor(w, dtype=minidl.float64, device=dev)).sum().backward()
+            results.append((out.detach().numpy(), xin.grad.numpy(),
+                            {n: p.grad.numpy() for n, p in block.named_parameters()}))
+        (o1, g1, p1), (o0, g0, p0) = results
+        _assert_close(o1, o0)
+        _assert_close(g1, g0, 1e-8)
+        for k in p0:
+            _assert_close(p1[k], p0[k], 1e-8, floor=1e-6)
+    img = np.random.default_rng(25).standard_normal((2, 3, 4, 4))
+    got = transform_input_imagenet(minidl.tensor(img, device=fake_cuda))
+    assert str(got.device).startswith("cuda")
+    want = transform_input_imagenet(minidl.tensor(img)).numpy()
+    _assert_close(got.numpy(), want)
+    assert np.allclose(want[:, 1], img[:, 1] * 0.224 / 0.5 + (0.456 - 0.5) / 0.5)

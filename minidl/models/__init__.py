@@ -9,7 +9,7 @@ from .small import lenet5, mlp
 from .mobilenet import MobileNetV2, MobileNetV3, mobilenet_v2, mobilenet_v3_large, mobilenet_v3_small
 from .efficientnet import (EfficientNet, efficientnet_b0, efficientnet_b1, efficientnet_b2,
                            efficientnet_b3, efficientnet_b4, efficientnet_b5, efficientnet_b6,
-                           efficientnet_b7)
+                           efficientnet_b7, efficientnet_v2_l, efficientnet_v2_m, efficientnet_v2_s)
 from .vgg import VGG, vgg11, vgg11_bn, vgg13, vgg13_bn, vgg16, vgg16_bn, vgg19, vgg19_bn
 from .alexnet import AlexNet, alexnet
 from .squeezenet import SqueezeNet, squeezenet1_0, squeezenet1_1
@@ -18,6 +18,14 @@ from .shufflenetv2 import (ShuffleNetV2, shufflenet_v2_x0_5, shufflenet_v2_x1_0,
                            shufflenet_v2_x2_0)
 from .vision_transformer import VisionTransformer, vit_b_16, vit_b_32, vit_h_14, vit_l_16, vit_l_32
 from .convnext import ConvNeXt, convnext_base, convnext_large, convnext_small, convnext_tiny
+from .regnet import (RegNet, regnet_x_1_6gf, regnet_x_3_2gf, regnet_x_8gf, regnet_x_16gf,
+                     regnet_x_32gf, regnet_x_400mf, regnet_x_800mf, regnet_y_1_6gf,
+                     regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf, regnet_y_32gf,
+                     regnet_y_128gf, regnet_y_400mf, regnet_y_800mf)
+from .mnasnet import MNASNet, mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3
+from .googlenet import GoogLeNet, GoogLeNetOutputs, googlenet
+from .inception import Inception3, InceptionOutputs, inception_v3
+from .swin_transformer import SwinTransformer, swin_b, swin_s, swin_t
 
 __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "resnet34",
            "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "resnext101_32x8d",
@@ -32,7 +40,15 @@ __all__ = ["mlp", "lenet5", "ResNet", "BasicBlock", "Bottleneck", "resnet18", "r
            "ConvNeXt", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
            "ShuffleNetV2", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
            "shufflenet_v2_x2_0",
-           "VisionTransformer", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14"]
+           "VisionTransformer", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14",
+           "RegNet", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf", "regnet_y_8gf",
+           "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf", "regnet_x_400mf", "regnet_x_800mf",
+           "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf", "regnet_x_16gf", "regnet_x_32gf",
+           "MNASNet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
+           "GoogLeNet", "GoogLeNetOutputs", "googlenet",
+           "Inception3", "InceptionOutputs", "inception_v3",
+           "efficientnet_v2_s", "efficientnet_v2_m", "efficientnet_v2_l",
+           "SwinTransformer", "swin_t", "swin_s", "swin_b"]
 
 _BUILDERS = {f.__name__: f for f in (
     resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d,
@@ -44,7 +60,12 @@ _BUILDERS = {f.__name__: f for f in (
     squeezenet1_0, squeezenet1_1, densenet121, densenet161, densenet169, densenet201,
     convnext_tiny, convnext_small, convnext_base, convnext_large,
     shufflenet_v2_x0_5, shufflenet_v2_x1_0, shufflenet_v2_x1_5, shufflenet_v2_x2_0,
-    vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14)}
+    vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14,
+    regnet_y_400mf, regnet_y_800mf, regnet_y_1_6gf, regnet_y_3_2gf, regnet_y_8gf, regnet_y_16gf,
+    regnet_y_32gf, regnet_y_128gf, regnet_x_400mf, regnet_x_800mf, regnet_x_1_6gf, regnet_x_3_2gf,
+    regnet_x_8gf, regnet_x_16gf, regnet_x_32gf,
+    mnasnet0_5, mnasnet0_75, mnasnet1_0, mnasnet1_3, googlenet, inception_v3,
+    efficientnet_v2_s, efficientnet_v2_m, efficientnet_v2_l, swin_t, swin_s, swin_b)}
 
 
 def list_models(module=None, include=None, exclude=None):

@@ -444,18 +444,30 @@ def _expected_shapes(arch):
         raise ValueError(f"unknown arch {arch!r}; choose one of {list_models() + ['none']}")
     from minidl.models import get_model
 
-    model_state = get_model(arch, weights=None, num_classes=1000).state_dict()
+    import warnings
+
+    with warnings.catch_warnings():  # GoogLeNet/Inception's FutureWarning about init_weights
+        warnings.simplefilter("ignore", FutureWarning)
+        model_state = get_model(arch, weights=None, num_classes=1000).state_dict()
     return {k: tuple(v.shape) for k, v in model_state.items()
             if not k.endswith("num_batches_tracked")}
 
 
-def _remap(arch, state):
-    """Old key spellings of torchvision's published files -> today's (DenseNet's)."""
+def _remap(arch, state, expected):
+    """Old key spellings of torchvision's published files -> today's (DenseNet's); old layouts
+    a model rebuilds itself for (MNASNet's version-1 stem) -> that model's shapes."""
     if arch.startswith("densenet"):
         from minidl.models import DenseNet  # through the package, as list_models above
 
-        return DenseNet.remap_state_dict(state)
-    return state
+        return DenseNet.remap_state_dict(state), expected
+    if arch.startswith("mnasnet"):
+        from minidl.models import get_model
+
+        model = get_model(arch, weights=None, num_classes=1000)
+        state = model.remap_state_dict(state)
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()
+                    if not k.endswith("num_batches_tracked")}
+    return state, expected
 
 
 def _same_file(a, b):
@@ -478,7 +490,7 @@ def convert(in_path, out_path, arch="resnet50"):
     state = {k: v for k, v in load_torch_checkpoint(in_path, max_bytes=max_bytes).items()
              if not k.endswith("num_batches_tracked")}  # minidl's BatchNorm keeps no step counter
     if expected is not None:
-        state = _remap(arch, state)
+        state, expected = _remap(arch, state, expected)
         problems = check_state_dict(expected, state)
         if problems:
             raise ValueError(f"checkpoint {in_path} does not fit minidl's {arch} "

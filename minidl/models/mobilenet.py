@@ -107,9 +107,14 @@ class InvertedResidual(nn.Module):
         return out + x if self.use_res_connect else out
 
 
-def _v3_config(arch, width_mult=1.0):
-    # (input, kernel, expanded, out, use_se, activation, stride, dilation) as torchvision's
+def _v3_config(arch, width_mult=1.0, reduced_tail=False, dilated=False):
+    """(input, kernel, expanded, out, use_se, activation, stride, dilation) rows and the last
+    channel, as torchvision's _mobilenet_v3_conf: every width times ``width_mult`` (rounded to
+    multiples of 8); ``reduced_tail`` halves the last stage's widths, ``dilated`` dilates it
+    (stride 1) instead of striding."""
     adj = lambda c: make_divisible(c * width_mult, 8)  # noqa: E731
+    r = 2 if reduced_tail else 1
+    d = 2 if dilated else 1
     if arch == "mobilenet_v3_large":
         rows = [(16, 3, 16, 16, False, "RE", 1), (16, 3, 64, 24, False, "RE", 2),
                 (24, 3, 72, 24, False, "RE", 1), (24, 5, 72, 40, True, "RE", 2),
@@ -117,19 +122,27 @@ def _v3_config(arch, width_mult=1.0):
                 (40, 3, 240, 80, False, "HS", 2), (80, 3, 200, 80, False, "HS", 1),
                 (80, 3, 184, 80, False, "HS", 1), (80, 3, 184, 80, False, "HS", 1),
                 (80, 3, 480, 112, True, "HS", 1), (112, 3, 672, 112, True, "HS", 1),
-                (112, 5, 672, 160, True, "HS", 2), (160, 5, 960, 160, True, "HS", 1),
-                (160, 5, 960, 160, True, "HS", 1)]
-        last_channel = 1280
+                (112, 5, 672, 160 // r, True, "HS", 2, d),
+                (160 // r, 5, 960 // r, 160 // r, True, "HS", 1, d),
+                (160 // r, 5, 960 // r, 160 // r, True, "HS", 1, d)]
+        last_channel = 1280 // r
     else:
         rows = [(16, 3, 16, 16, True, "RE", 2), (16, 3, 72, 24, False, "RE", 2),
                 (24, 3, 88, 24, False, "RE", 1), (24, 5, 96, 40, True, "HS", 2),
                 (40, 5, 240, 40, True, "HS", 1), (40, 5, 240, 40, True, "HS", 1),
                 (40, 5, 120, 48, True, "HS", 1), (48, 5, 144, 48, True, "HS", 1),
-                (48, 5, 288, 96, True, "HS", 2), (96, 5, 576, 96, True, "HS", 1),
-                (96, 5, 576, 96, True, "HS", 1)]
-        last_channel = 1024
-    setting = [(adj(i), k, adj(e), adj(o), se, a, s, 1) for i, k, e, o, se, a, s in rows]
+                (48, 5, 288, 96 // r, True, "HS", 2, d),
+                (96 // r, 5, 576 // r, 96 // r, True, "HS", 1, d),
+                (96 // r, 5, 576 // r, 96 // r, True, "HS", 1, d)]
+        last_channel = 1024 // r
+    rows = [row if len(row) == 8 else row + (1,) for row in rows]
+    setting = [(adj(i), k, adj(e), adj(o), se, a, s, dil) for i, k, e, o, se, a, s, dil in rows]
     return setting, adj(last_channel)
+
+
+def _v3_split(kwargs):
+    """torchvision's builders send width_mult, reduced_tail and dilated to the config."""
+    return {k: kwargs.pop(k) for k in ("width_mult", "reduced_tail", "dilated") if k in kwargs}
 
 
 class MobileNetV3(nn.Module):
@@ -165,12 +178,14 @@ def mobilenet_v2(weights=None, num_classes=1000, **kwargs):
 
 
 def mobilenet_v3_large(weights=None, num_classes=1000, **kwargs):
-    """MobileNetV3-Large with torchvision's names; ``weights`` as for ``resnet50``."""
-    setting, last = _v3_config("mobilenet_v3_large")
+    """MobileNetV3-Large with torchvision's names; ``weights`` as for ``resnet50``;
+    ``width_mult``, ``reduced_tail``, ``dilated`` as torchvision's."""
+    setting, last = _v3_config("mobilenet_v3_large", **_v3_split(kwargs))
     return _build("mobilenet_v3_large", MobileNetV3(setting, last, num_classes, **kwargs), weights)
 
 
 def mobilenet_v3_small(weights=None, num_classes=1000, **kwargs):
-    """MobileNetV3-Small with torchvision's names; ``weights`` as for ``resnet50``."""
-    setting, last = _v3_config("mobilenet_v3_small")
+    """MobileNetV3-Small with torchvision's names; ``weights`` as for ``resnet50``;
+    ``width_mult``, ``reduced_tail``, ``dilated`` as torchvision's."""
+    setting, last = _v3_config("mobilenet_v3_small", **_v3_split(kwargs))
     return _build("mobilenet_v3_small", MobileNetV3(setting, last, num_classes, **kwargs), weights)

@@ -34,21 +34,25 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm_layer=None):
         super().__init__()
+        norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock only supports groups=1 and base_width=64, got "
                              f"groups={groups}, base_width={base_width}")
+        if dilation > 1:
+            raise NotImplementedError("Dilation > 1 not supported in BasicBlock")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU()
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self.downsample = downsample  # None is kept as a plain attribute: no state
         self.stride = stride
 
     def forward(self, x):
-        out = self.bn1.forward_relu(self.conv1(x))  # relu(bn1(...)) in one pass
+        out = _norm_relu(self.bn1, self.conv1(x))  # relu(bn1(...)) in one pass
         out = self.bn2(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
         return F.add_relu(out, identity)  # relu(out + identity) in one pass
@@ -63,22 +67,25 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
+    def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                 dilation=1, norm_layer=None):
         super().__init__()
+        norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
         width = int(planes * (base_width / 64.0)) * groups
         self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, groups=groups, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
+        self.bn1 = norm_layer(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=dilation, groups=groups,
+                               dilation=dilation, bias=False)
+        self.bn2 = norm_layer(width)
         self.conv3 = nn.Conv2d(width, planes * self.expansion, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample  # None is kept as a plain attribute: no state
         self.stride = stride
 
     def forward(self, x):
-        out = self.bn1.forward_relu(self.conv1(x))  # relu(bn1(...)) in one pass
-        out = self.bn2.forward_relu(self.conv2(out))
+        out = _norm_relu(self.bn1, self.conv1(x))  # relu(bn1(...)) in one pass
+        out = _norm_relu(self.bn2, self.conv2(out))
         out = self.bn3(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
         return F.add_relu(out, identity)  # relu(out + identity) in one pass
@@ -90,15 +97,26 @@ class Bottleneck(nn.Module):
 _BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
+def _norm_relu(norm, x):
+    """relu(norm(x)): fused for minidl's BatchNorm, in two steps for another ``norm_layer``."""
+    fused = getattr(norm, "forward_relu", None)
+    return fused(x) if fused is not None else F.relu(norm(x))
+
+
 class ResNet(nn.Module):
     """The ImageNet ResNet stem and four stages of ``block``s, torchvision's constructor:
     ``ResNet(block, layers, num_classes=1000, zero_init_residual=False, groups=1,
-    width_per_group=64)``; ``block`` is BasicBlock or Bottleneck (or "basic"/"bottleneck")."""
+    width_per_group=64, replace_stride_with_dilation=None, norm_layer=None)``; ``block`` is
+    BasicBlock or Bottleneck (or "basic"/"bottleneck"). ``replace_stride_with_dilation`` (three
+    bools, for layer2-4) trades a stage's stride 2 for dilation (output stride 16 or 8, as
+    segmentation backbones use; Bottleneck only); ``norm_layer(channels)`` replaces every
+    BatchNorm2d (e.g. ``lambda c: nn.GroupNorm(32, c)``)."""
 
     classifier_key = "fc"  # the last layer, named in a num_classes mismatch
 
     def __init__(self, block=Bottleneck, layers=(3, 4, 6, 3), num_classes=1000,
-                 zero_init_residual=False, groups=1, width_per_group=64):
+                 zero_init_residual=False, groups=1, width_per_group=64,
+                 replace_stride_with_dilation=None, norm_layer=None):
         super().__init__()
         block = _BLOCKS.get(block, block) if isinstance(block, str) else block
         if block not in (BasicBlock, Bottleneck):
@@ -110,34 +128,48 @@ class ResNet(nn.Module):
         if int(groups) < 1 or int(width_per_group) < 1:
             raise ValueError(f"ResNet: groups and width_per_group must be >= 1, got "
                              f"{groups} and {width_per_group}")
+        if replace_stride_with_dilation is None:
+            replace_stride_with_dilation = [False, False, False]
+        if len(replace_stride_with_dilation) != 3:
+            raise ValueError("replace_stride_with_dilation should be None or a 3-element tuple, "
+                             f"got {replace_stride_with_dilation}")
         self.num_classes = int(num_classes)
         self.groups, self.base_width = int(groups), int(width_per_group)
-        self.inplanes = 64
+        self._norm_layer = nn.BatchNorm2d if norm_layer is None else norm_layer
+        self.inplanes, self.dilation = 64, 1
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.bn1 = self._norm_layer(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2,
+                                       dilate=replace_stride_with_dilation[0])
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2,
+                                       dilate=replace_stride_with_dilation[1])
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2,
+                                       dilate=replace_stride_with_dilation[2])
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = 512 * block.expansion
         self.fc = nn.Linear(self.num_features, self.num_classes)
         self._init_weights(zero_init_residual)
 
-    def _make_layer(self, block, planes, blocks, stride=1):
+    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):
         downsample = None
         out_channels = planes * block.expansion
+        previous_dilation = self.dilation
+        if dilate:  # torchvision's: the stage keeps its resolution, later convs dilate
+            self.dilation *= stride
+            stride = 1
         if stride != 1 or self.inplanes != out_channels:
             downsample = nn.Sequential(
                 nn.Conv2d(self.inplanes, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
+                self._norm_layer(out_channels),
             )
-        kw = dict(groups=self.groups, base_width=self.base_width)
-        layers = [block(self.inplanes, planes, stride, downsample, **kw)]
+        kw = dict(groups=self.groups, base_width=self.base_width, norm_layer=self._norm_layer)
+        layers = [block(self.inplanes, planes, stride, downsample, dilation=previous_dilation, **kw)]
         self.inplanes = out_channels
-        layers += [block(self.inplanes, planes, **kw) for _ in range(1, int(blocks))]
+        layers += [block(self.inplanes, planes, dilation=self.dilation, **kw)
+                   for _ in range(1, int(blocks))]
         return nn.Sequential(*layers)
 
     def _init_weights(self, zero_init_residual=False):
@@ -146,7 +178,7 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
@@ -158,7 +190,7 @@ class ResNet(nn.Module):
         """The pooled image embedding (N, num_features): everything but the classifier."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"ResNet: expected input (N, 3, H, W), got shape {tuple(x.shape)}")
-        x = self.maxpool(self.bn1.forward_relu(self.conv1(x)))
+        x = self.maxpool(_norm_relu(self.bn1, self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.avgpool(x).flatten(1)
 
@@ -210,7 +242,10 @@ def load_weights(model, weights, arch="resnet50"):
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise ValueError(f"weights {source} do not fit {type(model).__name__} "
                          f"({len(problems)} problems):\n  " + "\n  ".join(shown))
-    non_float = [k for k, v in state.items() if np.asarray(v).dtype.kind != "f"]
+    model_state = model.state_dict()
+    # integer buffers (Swin's relative_position_index) load as integers; everything else is float
+    non_float = [k for k, v in state.items() if np.asarray(v).dtype.kind != "f"
+                 and str(model_state[k].dtype).replace("minidl.", "").startswith("float")]
     if non_float:
         raise ValueError(f"weights {source}: expected floating-point tensors, got "
                          + ", ".join(f"{k} ({np.asarray(state[k]).dtype})" for k in non_float[:5]))
