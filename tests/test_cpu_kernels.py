@@ -785,6 +785,38 @@ def test_the_users_openmp_spin_is_kept():
     assert out == ["123"]
 
 
+def test_openmp_stays_at_one_active_level_after_numbas_pool_starts():
+    """numba's OpenMP pool turns nesting on (255 levels) in the process's GNU OpenMP runtime;
+    minidl sets it back to one level, and it stays there after parallel kernels ran, so another
+    OpenMP user in the process (PyTorch imported after minidl's first op) does not open nested
+    teams, more threads than cores. A user's OMP_MAX_ACTIVE_LEVELS is kept."""
+    code = (
+        "import ctypes, numpy as np, minidl\n"
+        "from minidl.backend import cpu\n"
+        "from minidl.backend.cpu import launch, tuning\n"
+        "layer = cpu.configure().threading_layer\n"
+        "for kind in launch.THRESHOLDS: launch.THRESHOLDS[kind] = 0\n"
+        "minidl.nn.functional.relu(minidl.tensor(np.ones((64, 64)))).sum()\n"
+        "libs = tuning._loaded_libraries(lambda n: n.startswith('libgomp.so'))\n"
+        "levels = [ctypes.CDLL(p).omp_get_max_active_levels() for p in libs]\n"
+        "print(layer, levels)\n")
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "NUMBA_THREADING_LAYER", "MINIDL_THREADING_TUNING", "OMP_NESTED", "OMP_MAX_ACTIVE_LEVELS")}
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout
+    if not out.startswith("omp"):
+        pytest.skip(f"numba's OpenMP layer is not the one chosen here ({out.strip()}), so there is "
+                    "no OpenMP nesting to check")
+    assert out.split(" ", 1)[1].strip() == "[1]", out
+    env["OMP_MAX_ACTIVE_LEVELS"] = "3"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=300).stdout
+    assert out.split(" ", 1)[1].strip() != "[1]", out  # the user's setting is left alone
+
+
 def test_numba_threads_started_first_are_reported():
     done = _run_python(
         "import numba\n"

@@ -2,12 +2,12 @@
 
     python tools/solo_ratios.py [--reps 15] [--threads N] [--cases lenet_step,encoder_step]
 
-Why: in one process, minidl's first CPU op loads the system's GNU OpenMP runtime for numba
-(with a short spin, see backend/cpu/tuning.py). PyTorch's wheel ships its own libgomp.so.1, but
-when a libgomp.so.1 is loaded already the dynamic linker hands PyTorch that one, so PyTorch then
-runs on the system runtime: on a 2-vCPU Zen 4, a Transformer-encoder step of PyTorch's went
-from 26 ms alone to 240 ms in a process where minidl had run first. pytest-benchmark's twins
-share one process, so their PyTorch side can be slowed (or sped up) by this. Here each
+Why: in one process the two frameworks share more than the cores. minidl's first CPU op loads
+the system's GNU OpenMP runtime for numba, and PyTorch's wheel, whose libgomp.so.1 has the same
+soname, then runs on that one too. numba's pool also turned OpenMP nesting on there, which made
+a PyTorch Transformer-encoder step take 219-240 ms instead of 25 ms (2-vCPU Zen 4); minidl now
+sets nesting back to one level (backend/cpu/tuning.py), and the two agree again, but any such
+process-wide state can skew pytest-benchmark's twins, which share one process. Here each
 (case, framework) runs in a fresh interpreter; the PyTorch process never runs a minidl op
 (checked: the system libgomp must not be loaded there). Prints one line per case: the median
 step time of each and minidl / PyTorch."""
