@@ -709,9 +709,11 @@ def test_lstm_and_gru_step_kernels_match_numpy(run, dtype):
     # LSTM backward
     a = run.to_host(acts).astype(np.float64)
     c_t = run.to_host(c_out)
-    dh, dc0, gc = (rng.standard_normal((n, hid)).astype(dtype) for _ in range(3))
+    dh, dc0 = (rng.standard_normal((n, hid)).astype(dtype) for _ in range(2))
+    g_row = rng.standard_normal((n, 3 + hid)).astype(dtype)  # c_t's gradient at columns 3..
+    gc = g_row[:, 3:]
     dc, da = d(dc0.copy()), d(np.zeros((n, 4 * hid), dtype))
-    cuda.lstm_step_backward(d(dh), dc, d(gc), d(run.to_host(acts)), d(c_prev), d(c_t), da)
+    cuda.lstm_step_backward(d(dh), dc, d(g_row), 3, d(run.to_host(acts)), d(c_prev), d(c_t), da)
     i, f, g, o = a[:, :hid], a[:, hid:2 * hid], a[:, 2 * hid:3 * hid], a[:, 3 * hid:]
     tc = np.tanh(c_t.astype(np.float64))
     dcv = dc0 + gc + dh * o * (1 - tc ** 2)

@@ -447,7 +447,8 @@ const double ai = to_double(acts[r]), af = to_double(acts[r + hidden]);
 const double ag = to_double(acts[r + 2 * hidden]), ao = to_double(acts[r + 3 * hidden]);
 const double tc = tanh(to_double(c_t[i]));
 const double d = to_double(dh[i]);
-const double dcv = to_double(dc[i]) + to_double(gc[i]) + d * ao * (1.0 - tc * tc);
+const double dcv = to_double(dc[i]) + to_double(gc[n * gwidth + goff + j])
+                   + d * ao * (1.0 - tc * tc);
 da[r] = (T)(dcv * ag * ai * (1.0 - ai));
 da[r + hidden] = (T)(dcv * to_double(c_prev[i]) * af * (1.0 - af));
 da[r + 2 * hidden] = (T)(dcv * ai * (1.0 - ag * ag));
@@ -571,7 +572,8 @@ SPECS = {
     "lstm_step": ("raw T xw, raw T gh, raw T bias, raw T c_prev, int64 hidden",
                   "raw T acts, raw T c_out, raw T h_out", LSTM_STEP),
     "lstm_step_backward": ("raw T dh, raw T gc, raw T acts, raw T c_prev, raw T c_t, "
-                           "int64 hidden", "raw T dc, raw T da", LSTM_STEP_BACKWARD),
+                           "int64 gwidth, int64 goff, int64 hidden", "raw T dc, raw T da",
+                           LSTM_STEP_BACKWARD),
     "gru_step": ("raw T xw, raw T gh, raw T bias, raw T h_prev, int64 hidden",
                  "raw T acts, raw T hn, raw T h_out", GRU_STEP),
     "gru_step_backward": ("raw T dh, raw T acts, raw T hn, raw T h_prev, int64 hidden",
@@ -1246,8 +1248,14 @@ def lstm_step_forward(xw, gh, bias, c_prev, acts, c_out, h_out):
     _rnn_launch("lstm_step", (xw, gh, bias, c_prev), c_prev.shape[1], (acts, c_out, h_out))
 
 
-def lstm_step_backward(dh, dc, gc, acts, c_prev, c_t, da):
-    _rnn_launch("lstm_step_backward", (dh, gc, acts, c_prev, c_t), dc.shape[1], (dc, da))
+def lstm_step_backward(dh, dc, gc, off, acts, c_prev, c_t, da):
+    # c_t's gradient is gc[:, off:off + H], read in place from the step's (N, W) row
+    cp = get_array_module(dh)
+    size = dh.shape[0] * dc.shape[1]
+    if size:
+        _kernel("lstm_step_backward", _wide(dh, gc, acts, da))(
+            *(_flat(cp, a) for a in (dh, gc, acts, c_prev, c_t)), gc.shape[1], int(off),
+            dc.shape[1], _flat(cp, dc), _flat(cp, da), size=size)
 
 
 def gru_step_forward(xw, gh, bias, h_prev, acts, hn, h_out):

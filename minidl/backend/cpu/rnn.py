@@ -67,15 +67,16 @@ def _lstm_fwd_ser(xw, gh, bias, c_prev, acts, c_out, h_out):
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_bwd_rows(dh, dc, gc, acts, c_prev, c_t, da, lo, hi):
+def _lstm_bwd_rows(dh, dc, gc, off, acts, c_prev, c_t, da, lo, hi):
     """Rows lo..hi of one step backward: dc (the cell gradient carried from step t+1) gains
-    gc (the output's gradient of c_t) and dh's share through h = o*tanh(c); ``da`` gets the
+    gc[:, off:off + H] (the output's gradient of c_t) and dh's share through h = o*tanh(c); ``da`` gets the
     gradient of the four pre-activations, and dc becomes the gradient of c_prev. One store per
     loop, as in the forward kernel (da's o block holds tanh(c_t) until its own loop)."""
     hid = c_t.shape[1]
     one = _F(1)
     for n in range(lo, hi):
-        h, cr, g, a, cp, ct, d = dh[n], dc[n], gc[n], acts[n], c_prev[n], c_t[n], da[n]
+        h, cr, a, cp, ct, d = dh[n], dc[n], acts[n], c_prev[n], c_t[n], da[n]
+        g = gc[n][off:off + hid]
         ai, af, ag, ao = a[:hid], a[hid:2 * hid], a[2 * hid:3 * hid], a[3 * hid:]
         di, df, dg, do = d[:hid], d[hid:2 * hid], d[2 * hid:3 * hid], d[3 * hid:]
         for j in range(hid):
@@ -102,16 +103,16 @@ def _lstm_bwd_rows(dh, dc, gc, acts, c_prev, c_t, da, lo, hi):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def _lstm_bwd_par(dh, dc, gc, acts, c_prev, c_t, da):
+def _lstm_bwd_par(dh, dc, gc, off, acts, c_prev, c_t, da):
     n = dh.shape[0]
     nt = min(n, 64)
     for t in prange(nt):
-        _lstm_bwd_rows(dh, dc, gc, acts, c_prev, c_t, da, t * n // nt, (t + 1) * n // nt)
+        _lstm_bwd_rows(dh, dc, gc, off, acts, c_prev, c_t, da, t * n // nt, (t + 1) * n // nt)
 
 
 @njit(cache=True, error_model="numpy")
-def _lstm_bwd_ser(dh, dc, gc, acts, c_prev, c_t, da):
-    _lstm_bwd_rows(dh, dc, gc, acts, c_prev, c_t, da, 0, dh.shape[0])
+def _lstm_bwd_ser(dh, dc, gc, off, acts, c_prev, c_t, da):
+    _lstm_bwd_rows(dh, dc, gc, off, acts, c_prev, c_t, da, 0, dh.shape[0])
 
 
 # ---- GRU ----------------------------------------------------------------------------------
@@ -216,11 +217,13 @@ def lstm_step_forward(xw, gh, bias, c_prev, acts, c_out, h_out):
            contiguous(c_prev), acts, c_out, h_out)
 
 
-def lstm_step_backward(dh, dc, gc, acts, c_prev, c_t, da):
+def lstm_step_backward(dh, dc, gc, off, acts, c_prev, c_t, da):
     """One LSTM step backward: da (N, 4H) gets the pre-activation gradients; dc (N, H), the
-    carried cell gradient, is updated in place to c_prev's."""
-    launch(_LSTM_BWD, parallel(dh.size, "rnn"), contiguous(dh), dc, contiguous(gc), acts,
-           contiguous(c_prev), contiguous(c_t), da)
+    carried cell gradient, is updated in place to c_prev's. The output's gradient of c_t is
+    gc[:, off:off + H] (the step's row of the layer output's gradient, which holds h's first:
+    read in place, not copied out)."""
+    launch(_LSTM_BWD, parallel(dh.size, "rnn"), contiguous(dh), dc, contiguous(gc), int(off),
+           acts, contiguous(c_prev), contiguous(c_t), da)
 
 
 def gru_step_forward(xw, gh, bias, h_prev, acts, hn, h_out):
