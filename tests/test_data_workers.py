@@ -332,3 +332,81 @@ def test_leaving_a_pass_early_does_not_wait_for_the_requests_queued_ahead():
     start = time.monotonic()
     del it
     assert time.monotonic() - start < 5  # the 16 queued batches would take 9.6 s per worker
+
+
+# ---- large arrays through shared memory -----------------------------------------------------
+class _Images(Dataset):
+    """Image-sized samples (3x64x64 float32: 48 KB each, so a batch of 4 is past the 64 KB
+    from which arrays travel through /dev/shm) with a label and a dict field."""
+
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        image = np.random.default_rng(i).standard_normal((3, 64, 64)).astype(np.float32)
+        return image, i, {"mask": image > 0}
+
+
+def _our_files():
+    import glob
+
+    return glob.glob(f"/dev/shm/minidl-loader-{os.getpid()}-*")
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm here: "
+                    "batches then go through the queue, which the other tests cover")
+def test_large_arrays_come_through_shared_memory_and_leave_no_files():
+    import mmap
+
+    from minidl.data import _workers
+
+    want = list(DataLoader(_Images(), batch_size=4))
+    got = list(DataLoader(_Images(), batch_size=4, num_workers=2))
+    assert len(got) == len(want) == 3
+    for (gi, gl, gd), (wi, wl, wd) in zip(got, want):
+        np.testing.assert_array_equal(gi.numpy(), wi.numpy())
+        np.testing.assert_array_equal(gl.numpy(), wl.numpy())
+        np.testing.assert_array_equal(gd["mask"].numpy(), wd["mask"].numpy())
+    assert _our_files() == []
+    # the worker side: a big array becomes a handle, a small one stays; the handle maps back
+    # (writable, on the file's memory) and the file's name is gone once mapped
+    prefix = _workers.shared_memory_prefix(object()) + "t-"
+    counter = iter(range(100))
+    big, small = np.arange(20000, dtype=np.float64).reshape(100, 200), np.arange(3)
+    shared = _workers._share({"a": (big, small), "b": [big.T]}, prefix, counter)
+    assert type(shared["a"][0]) is _workers._SharedArray and shared["a"][1] is small
+    back = _workers.unshare(shared)
+    owner = back["a"][0]
+    while isinstance(owner, (np.ndarray, memoryview)):
+        owner = owner.base if isinstance(owner, np.ndarray) else owner.obj
+    assert isinstance(owner, mmap.mmap) and back["a"][0].flags.writeable
+    np.testing.assert_array_equal(back["a"][0], big)
+    np.testing.assert_array_equal(back["b"][0], big.T)
+    assert _our_files() == [] and not any(p.startswith(prefix) for p in
+                                          os.listdir("/dev/shm"))
+
+
+@pytest.mark.skipif(not os.access("/dev/shm", os.W_OK), reason="no writable /dev/shm here")
+def test_files_of_a_loader_whose_process_is_gone_are_removed():
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    orphan = f"/dev/shm/minidl-loader-{dead}-abc-0-0"
+    open(orphan, "wb").close()
+    list(DataLoader(_Images(), batch_size=4, num_workers=1))
+    assert not os.path.exists(orphan)
+
+
+def test_batches_left_behind_by_an_early_exit_or_an_error_leave_no_files():
+    loader = DataLoader(_Images(), batch_size=2, num_workers=2, prefetch_factor=2)
+    for _ in loader:
+        break  # the other requested batches are abandoned
+    import gc
+
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _our_files() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _our_files() == []
