@@ -161,3 +161,16 @@ def transform_input_imagenet(x):
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     return cat([x[:, c].unsqueeze(1) * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)], 1)
+
+
+def aux_head_kwargs(weights, kwargs, default):
+    """torchvision's builders of the nets with auxiliary heads (GoogLeNet, Inception v3): with
+    ``weights`` the file's aux heads load (``aux_logits=True``, no initialisation,
+    ``transform_input`` on unless given), and the builder drops them afterwards unless they
+    were asked for. Updates ``kwargs``; returns whether the caller asked for them."""
+    asked = kwargs.get("aux_logits", default)
+    if weights is not None:
+        kwargs.setdefault("transform_input", True)
+        kwargs["aux_logits"] = True
+        kwargs["init_weights"] = False
+    return asked

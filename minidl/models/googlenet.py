@@ -18,7 +18,7 @@ from collections import namedtuple
 
 from .. import cat, nn
 from ..nn import functional as F
-from ._blocks import BasicConv2d, transform_input_imagenet, trunc_normal_far_
+from ._blocks import BasicConv2d, aux_head_kwargs, transform_input_imagenet, trunc_normal_far_
 from .resnet import _build
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "googlenet"]
@@ -139,11 +139,7 @@ class GoogLeNet(nn.Module):
 
 
 def googlenet(weights=None, num_classes=1000, **kwargs):
-    original_aux_logits = kwargs.get("aux_logits", False)
-    if weights is not None:
-        kwargs.setdefault("transform_input", True)
-        kwargs["aux_logits"] = True
-        kwargs["init_weights"] = False
+    original_aux_logits = aux_head_kwargs(weights, kwargs, False)
     model = _build("googlenet", GoogLeNet(num_classes=num_classes, **kwargs), weights)
     if weights is not None:
         if not original_aux_logits:

@@ -17,7 +17,7 @@ from collections import namedtuple
 
 from .. import cat, nn
 from ..nn import functional as F
-from ._blocks import BasicConv2d, transform_input_imagenet, trunc_normal_far_
+from ._blocks import BasicConv2d, aux_head_kwargs, transform_input_imagenet, trunc_normal_far_
 from .resnet import _build
 
 __all__ = ["Inception3", "InceptionOutputs", "inception_v3"]
@@ -220,11 +220,7 @@ class Inception3(nn.Module):
 
 
 def inception_v3(weights=None, num_classes=1000, **kwargs):
-    original_aux_logits = kwargs.get("aux_logits", True)
-    if weights is not None:
-        kwargs.setdefault("transform_input", True)
-        kwargs["aux_logits"] = True
-        kwargs["init_weights"] = False
+    original_aux_logits = aux_head_kwargs(weights, kwargs, True)
     model = _build("inception_v3", Inception3(num_classes=num_classes, **kwargs), weights)
     if weights is not None and not original_aux_logits:
         model.aux_logits = False

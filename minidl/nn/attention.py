@@ -244,34 +244,27 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     xp = get_array_module(query.data)
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1]) if query.shape[-1] else 1.0
-    if autocast_hook() is None and query.dtype.kind == "f" and query.dtype.itemsize >= 4:
-        # one fused op (the composite below is autocast's, and 16-bit inputs')
-        mask = None
-        if attn_mask is not None and not is_causal:
-            _check_tensor(name, "attn_mask", attn_mask)
-            if attn_mask.dtype not in (np.bool_, query.dtype, np.float32):
-                raise AttentionArgumentError(
-                    f"{name}: Expected attn_mask dtype to be bool or float or to match query "
-                    f"dtype, but got attn_mask.dtype: {attn_mask.dtype} and query.dtype: "
-                    f"{query.dtype} instead.")
-            scores_shape = np.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (length, source)
-            _broadcastable(name, "attn_mask", attn_mask.shape, scores_shape)
-            mask = _additive_mask(name, attn_mask, query.dtype, allowed_when=True)
-        args = (query, key, value) if mask is None else (query, key, value, mask)
-        return Attention.apply(*args, scale=float(scale), causal=bool(is_causal),
-                               dropout_p=float(dropout_p))
-    scores = (query @ key.transpose(-2, -1)) * float(scale)
-    if is_causal:
-        scores = scores + _causal_mask(xp, length, source, scores.dtype)
-    elif attn_mask is not None:
+    mask = None  # additive, checked against the scores' shape
+    if attn_mask is not None and not is_causal:
         _check_tensor(name, "attn_mask", attn_mask)
         if attn_mask.dtype not in (np.bool_, query.dtype, np.float32):
             raise AttentionArgumentError(
                 f"{name}: Expected attn_mask dtype to be bool or float or to match query "
                 f"dtype, but got attn_mask.dtype: {attn_mask.dtype} and query.dtype: "
                 f"{query.dtype} instead.")
-        _broadcastable(name, "attn_mask", attn_mask.shape, scores.shape)
-        scores = scores + _additive_mask(name, attn_mask, scores.dtype, allowed_when=True)
+        scores_shape = np.broadcast_shapes(query.shape[:-2], key.shape[:-2]) + (length, source)
+        _broadcastable(name, "attn_mask", attn_mask.shape, scores_shape)
+        mask = _additive_mask(name, attn_mask, query.dtype, allowed_when=True)
+    if autocast_hook() is None and query.dtype.kind == "f" and query.dtype.itemsize >= 4:
+        # one fused op (the composite below is autocast's, and 16-bit inputs')
+        args = (query, key, value) if mask is None else (query, key, value, mask)
+        return Attention.apply(*args, scale=float(scale), causal=bool(is_causal),
+                               dropout_p=float(dropout_p))
+    scores = (query @ key.transpose(-2, -1)) * float(scale)
+    if is_causal:
+        scores = scores + _causal_mask(xp, length, source, scores.dtype)
+    elif mask is not None:
+        scores = scores + (mask if mask.dtype == scores.dtype else mask.to(dtype=scores.dtype))
     attn = SafeSoftmax.apply(scores)
     if dropout_p > 0:
         attn = F.dropout(attn, float(dropout_p), True)
