@@ -72,6 +72,7 @@ def run_mpi(args, n=2, timeout=120, cwd=None, threads=1):
             env.pop(key, None)
     cmd = mpiexec_command(n, MPIEXEC) + [sys.executable] + [str(a) for a in args]
     start = time.monotonic()
+    before = _mpich_segments()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=cwd or REPO, start_new_session=True)
     try:
@@ -80,7 +81,21 @@ def run_mpi(args, n=2, timeout=120, cwd=None, threads=1):
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(f"mpiexec did not finish within {timeout} s:\n{out}\n{err}")
+    finally:
+        # MPICH's shared-memory segments of a job whose rank was killed stay in /dev/shm (2 MB
+        # each, one per such run): the job is over, so what it left there goes
+        for path in _mpich_segments() - before:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
     return proc.returncode, out, err, time.monotonic() - start
+
+
+def _mpich_segments():
+    import glob
+
+    return set(glob.glob("/dev/shm/mpich_shm_*"))
 
 
 @pytest.fixture(scope="module")
