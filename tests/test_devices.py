@@ -100,6 +100,13 @@ IDX = np.array([0, 2, 2, 1])  # a repeated index: its gradient must accumulate
 LABELS = np.array([1, 0, 3, 3, 2])
 
 OPS = [
+    # today's fused paths: numba kernels on the CPU, CUDA kernels or array code on the devices
+    ("gelu_both_forms", lambda F, a: F.gelu(a) + F.gelu(a, approximate="tanh"), [(3, 5)]),
+    ("silu_sigmoid", lambda F, a: F.silu(a) + F.sigmoid(a), [(3, 5)]),
+    ("layer_norm", lambda F, a, w, b: F.layer_norm(a, (5,), w, b), [(3, 4, 5), (5,), (5,)]),
+    ("softmax_last_dim", lambda F, a: F.softmax(a, dim=-1), [(3, 7)]),
+    ("sdpa_causal", lambda F, q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+     [(2, 3, 4, 5), (2, 3, 4, 5), (2, 3, 4, 6)]),
     ("add_broadcast", lambda F, a, b: a + b, [(3, 4), (4,)]),
     ("sub_mul_div", lambda F, a, b: (a - b) * a / b, [(2, 3), positive(2, 3)]),
     ("scalars", lambda F, a: 2.0 / (a * 3.0 + 10.0) - 1, [(5,)]),

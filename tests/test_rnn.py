@@ -648,3 +648,25 @@ def test_gradcheck_lstm_recurrence_with_projection_and_lengths(reverse):
     for lengths in (None, np.array([4, 3, 1])):
         assert gradcheck(lambda *a: Recurrence.apply(*a, mode="LSTM", reverse=reverse,
                                                      lengths=lengths, proj=True), inputs)
+
+
+@pytest.mark.skipif(not minidl.backend.cuda_available(),
+                    reason="needs CuPy and an NVIDIA GPU (CuPy not installed or no GPU found)")
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_recurrence_on_the_gpu_matches_cpu(kind):
+    """The CUDA step kernels on a real GPU (tools/gpu_checks.sh runs this file): outputs, states
+    and every gradient as on the CPU, float32, two layers, both directions."""
+    m = getattr(nn, kind)(6, 9, num_layers=2, bidirectional=True, batch_first=True)
+    x = np.random.default_rng(6).standard_normal((3, 7, 6)).astype(np.float32)
+    results = []
+    for device in ("cpu", "cuda"):
+        m.zero_grad()
+        m.to(device)
+        out, state = m(minidl.tensor(x, device=device))
+        states = list(state) if kind == "LSTM" else [state]
+        (out.sum() + sum((s * s).sum() for s in states)).backward()
+        assert out.device == device
+        results.append([out.numpy()] + [s.numpy() for s in states]
+                       + [p.grad.numpy() for p in m.parameters()])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
