@@ -137,35 +137,32 @@ def _write_shared(array, path):
     return _SharedArray(path, array.shape, array.dtype)
 
 
-def _share(obj, prefix, counter):
-    """obj with its large arrays (in dicts, lists and tuples, namedtuples kept) written to
-    shared-memory files and replaced by ``_SharedArray`` handles; everything else as it is."""
-    if type(obj) is np.ndarray:
-        if obj.nbytes < _SHM_MIN or obj.dtype.hasobject:
-            return obj
-        return _write_shared(obj, f"{prefix}{next(counter)}")
+def _map_leaves(obj, fn):
+    """obj with fn applied to each value that is not a dict, list or tuple (namedtuples kept):
+    the containers a collated batch is made of."""
     if type(obj) is dict:
-        return {k: _share(v, prefix, counter) for k, v in obj.items()}
+        return {k: _map_leaves(v, fn) for k, v in obj.items()}
     if type(obj) is list:
-        return [_share(v, prefix, counter) for v in obj]
+        return [_map_leaves(v, fn) for v in obj]
     if type(obj) is tuple or (isinstance(obj, tuple) and hasattr(obj, "_fields")):
-        items = [_share(v, prefix, counter) for v in obj]
+        items = [_map_leaves(v, fn) for v in obj]
         return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    return obj
+    return fn(obj)
+
+
+def _share(obj, prefix, counter):
+    """obj with its large arrays written to shared-memory files and replaced by
+    ``_SharedArray`` handles; everything else as it is."""
+    def leaf(v):
+        if type(v) is not np.ndarray or v.nbytes < _SHM_MIN or v.dtype.hasobject:
+            return v
+        return _write_shared(v, f"{prefix}{next(counter)}")
+    return _map_leaves(obj, leaf)
 
 
 def _walk_shared(obj, fn):
-    """obj with fn applied to each ``_SharedArray`` in it (the containers ``_share`` makes)."""
-    if type(obj) is _SharedArray:
-        return fn(obj)
-    if type(obj) is dict:
-        return {k: _walk_shared(v, fn) for k, v in obj.items()}
-    if type(obj) is list:
-        return [_walk_shared(v, fn) for v in obj]
-    if type(obj) is tuple or (isinstance(obj, tuple) and hasattr(obj, "_fields")):
-        items = [_walk_shared(v, fn) for v in obj]
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
-    return obj
+    """obj with fn applied to each ``_SharedArray`` in it."""
+    return _map_leaves(obj, lambda v: fn(v) if type(v) is _SharedArray else v)
 
 
 def unshare(batch):
