@@ -597,9 +597,6 @@ def elu(x, alpha=1.0, inplace=False):
     return apply_in_place(x, fn, "elu") if inplace else fn(x)
 
 
-_SILU, _GELU, _GELU_TANH = 1, 2, 3  # the CPU kernels' op codes (backend/cpu/activations.py)
-
-
 class SiLU(Function):
     """x * sigmoid(x); only x is kept (the sigmoid is taken again in backward)."""
 
@@ -607,7 +604,7 @@ class SiLU(Function):
         self.save_for_backward(x)
         ks = pointwise_kernels(x)
         if ks is not None:
-            return ks.activation_forward(x, _SILU)
+            return ks.activation_forward(x, generic.ACT_SILU)
         xw = _opmath(x)
         return (xw * stable_sigmoid(xw)).astype(x.dtype, copy=False)
 
@@ -615,7 +612,7 @@ class SiLU(Function):
         (x,) = self.saved
         ks = pointwise_kernels(x)
         if ks is not None and g.dtype == x.dtype and type(g) is type(x):
-            return ks.activation_backward(g, x, _SILU)
+            return ks.activation_backward(g, x, generic.ACT_SILU)
         xw = _opmath(x)
         s = stable_sigmoid(xw)
         return (_opmath(g) * (s * (1 + xw * (1 - s)))).astype(g.dtype, copy=False)
@@ -643,13 +640,17 @@ def _gelu_parts(x, approximate):
     return xp.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
 
 
+def _gelu_op(approximate):
+    return generic.ACT_GELU if approximate == "none" else generic.ACT_GELU_TANH
+
+
 class GELU(Function):
     def forward(self, x, approximate):
         self.approximate = approximate
         self.save_for_backward(x)
         ks = pointwise_kernels(x)
         if ks is not None:
-            return ks.activation_forward(x, _GELU if approximate == "none" else _GELU_TANH)
+            return ks.activation_forward(x, _gelu_op(approximate))
         xw = _opmath(x)
         part = _gelu_parts(xw, approximate)
         y = xw * part if approximate == "none" else 0.5 * xw * (1 + part)
@@ -659,7 +660,7 @@ class GELU(Function):
         (x,) = self.saved
         ks = pointwise_kernels(x)
         if ks is not None and g.dtype == x.dtype and type(g) is type(x):
-            return ks.activation_backward(g, x, _GELU if self.approximate == "none" else _GELU_TANH)
+            return ks.activation_backward(g, x, _gelu_op(self.approximate))
         xp = get_array_module(x)
         xw = _opmath(x)
         part = _gelu_parts(xw, self.approximate)
@@ -1241,7 +1242,7 @@ class LayerNorm(Function):
         xp = get_array_module(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
         ks = row_kernels(x, -1)
-        if ks is not None and ks.layer_norm_fits(x, *weight_bias):
+        if ks is not None and ks.rows_fit(x, *weight_bias):
             wb = list(weight_bias)
             w = wb.pop(0) if has_weight else None
             b = wb.pop(0) if has_bias else None

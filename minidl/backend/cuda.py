@@ -488,18 +488,18 @@ dh_carry[i] = (T)(d * az);
 """
 
 # The sigmoid, SiLU and GELU (exact, and the tanh form as x sigmoid(2z)) in one launch each way
-# (op 0..3, the CPU kernels' codes), in double: CuPy's array expressions of these are 6 to 25
-# launches. Backward takes the input x, except the sigmoid's, which takes its output y.
-ACT_SIGMOID = "(({v}) >= 0 ? 1.0 / (1.0 + exp(-({v}))) : exp({v}) / (1.0 + exp({v})))"
+# (op: generic.ACT_SIGMOID .. ACT_GELU_TANH, 0..3), in double, the sigmoid as the recurrent
+# steps': CuPy's array expressions of these are 6 to 25 launches. Backward takes the input x,
+# except the sigmoid's, which takes its output y.
 ACT_FORWARD = """
 const double v = to_double(x[i]);
 double r;
-if (op == 0) r = """ + ACT_SIGMOID.format(v="v") + """;
-else if (op == 1) r = v * """ + ACT_SIGMOID.format(v="v") + """;
+if (op == 0) r = """ + SIGMOID.format(v="v") + """;
+else if (op == 1) r = v * """ + SIGMOID.format(v="v") + """;
 else if (op == 2) r = 0.5 * v * erfc(-v * 0.7071067811865476);
 else {
     const double z2 = 1.5957691216057308 * (v + 0.044715 * v * v * v);
-    r = v * """ + ACT_SIGMOID.format(v="z2") + """;
+    r = v * """ + SIGMOID.format(v="z2") + """;
 }
 y = (T)r;
 """
@@ -508,14 +508,14 @@ const double v = to_double(x[i]);
 double d;
 if (op == 0) d = v * (1.0 - v);
 else if (op == 1) {
-    const double s = """ + ACT_SIGMOID.format(v="v") + """;
+    const double s = """ + SIGMOID.format(v="v") + """;
     d = s * (1.0 + v * (1.0 - s));
 } else if (op == 2) {
     d = 0.5 * erfc(-v * 0.7071067811865476) + v * 0.3989422804014327 * exp(-0.5 * v * v);
 } else {
     const double z2 = 1.5957691216057308 * (v + 0.044715 * v * v * v);
-    const double s = """ + ACT_SIGMOID.format(v="z2") + """;
-    const double sn = """ + ACT_SIGMOID.format(v="-z2") + """;
+    const double s = """ + SIGMOID.format(v="z2") + """;
+    const double sn = """ + SIGMOID.format(v="-z2") + """;
     d = s + 2.0 * v * s * sn * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * v * v);
 }
 gx = (T)(to_double(g[i]) * d);
@@ -1236,34 +1236,32 @@ def rnn_step_fits(*arrays):
     return dtype in (_np.float32, _np.float64) and all(a.dtype == dtype for a in arrays)
 
 
-def _rnn_launch(name, inputs, hidden, outputs):
+def _rnn_launch(name, inputs, scalars, outputs):
+    """Kernel ``name`` over one thread per (sample, unit): inputs, then the scalars (the last
+    one the hidden size), then the outputs, all arrays flattened (outputs written in place)."""
     cp = get_array_module(*outputs)
-    size = inputs[0].shape[0] * hidden  # one thread per (sample, unit)
+    size = inputs[0].shape[0] * scalars[-1]
     if size:
-        _kernel(name, _wide(*inputs, *outputs))(*(_flat(cp, a) for a in inputs), hidden,
+        _kernel(name, _wide(*inputs, *outputs))(*(_flat(cp, a) for a in inputs), *scalars,
                                                 *(_flat(cp, a) for a in outputs), size=size)
 
 
 def lstm_step_forward(xw, gh, bias, c_prev, acts, c_out, h_out):
-    _rnn_launch("lstm_step", (xw, gh, bias, c_prev), c_prev.shape[1], (acts, c_out, h_out))
+    _rnn_launch("lstm_step", (xw, gh, bias, c_prev), (c_prev.shape[1],), (acts, c_out, h_out))
 
 
 def lstm_step_backward(dh, dc, gc, off, acts, c_prev, c_t, da):
     # c_t's gradient is gc[:, off:off + H], read in place from the step's (N, W) row
-    cp = get_array_module(dh)
-    size = dh.shape[0] * dc.shape[1]
-    if size:
-        _kernel("lstm_step_backward", _wide(dh, gc, acts, da))(
-            *(_flat(cp, a) for a in (dh, gc, acts, c_prev, c_t)), gc.shape[1], int(off),
-            dc.shape[1], _flat(cp, dc), _flat(cp, da), size=size)
+    _rnn_launch("lstm_step_backward", (dh, gc, acts, c_prev, c_t),
+                (gc.shape[1], int(off), dc.shape[1]), (dc, da))
 
 
 def gru_step_forward(xw, gh, bias, h_prev, acts, hn, h_out):
-    _rnn_launch("gru_step", (xw, gh, bias, h_prev), h_prev.shape[1], (acts, hn, h_out))
+    _rnn_launch("gru_step", (xw, gh, bias, h_prev), (h_prev.shape[1],), (acts, hn, h_out))
 
 
 def gru_step_backward(dh, acts, hn, h_prev, dxw, dgh, dh_carry):
-    _rnn_launch("gru_step_backward", (dh, acts, hn, h_prev), dh.shape[1], (dxw, dgh, dh_carry))
+    _rnn_launch("gru_step_backward", (dh, acts, hn, h_prev), (dh.shape[1],), (dxw, dgh, dh_carry))
 
 
 # ---- convolution algorithm ------------------------------------------------------------------

@@ -9,6 +9,12 @@ from __future__ import annotations
 from . import get_array_module
 
 
+# The op codes of the kernel sets' ``activation_forward``/``activation_backward`` (numba's in
+# cpu/activations.py, CUDA's act_forward/act_backward): the sigmoid (whose backward takes its
+# output), SiLU, GELU, and GELU's tanh form.
+ACT_SIGMOID, ACT_SILU, ACT_GELU, ACT_GELU_TANH = 0, 1, 2, 3
+
+
 def out_size(size, kernel, stride, pad):
     return (size + 2 * pad - kernel) // stride + 1
 

@@ -17,7 +17,7 @@ from .. import functional as F
 from ..backend import get_array_module
 from ..backend import rng as _rng
 from ..backend import to_device
-from ..ops import accumulation_dtype, cat, row_kernels
+from ..ops import accumulation_dtype, cat, row_kernels, softmax_backward_array
 from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled, unbroadcast
 from . import init
 from .layers import Linear
@@ -32,34 +32,35 @@ class AttentionArgumentError(ValueError, RuntimeError):
     ValueErrors; this is both."""
 
 
+def safe_softmax_array(x):
+    """softmax over the last dim where a row of only -inf (every key masked) gives zeros
+    instead of NaN, as PyTorch's scaled_dot_product_attention does; the CPU's row kernel
+    where it takes x."""
+    ks = row_kernels(x, -1)
+    if ks is not None:
+        return ks.softmax_last(x, safe=True)
+    xp = get_array_module(x)
+    wide = accumulation_dtype(x)
+    xw = x if wide is None else x.astype(wide)
+    top = xw.max(axis=-1, keepdims=True)
+    top = xp.where(top == -np.inf, xp.zeros((), dtype=top.dtype), top)  # all masked
+    e = xp.exp(xw - top)
+    total = e.sum(axis=-1, keepdims=True)
+    y = (e / xp.where(total == 0, xp.ones((), dtype=total.dtype), total))
+    return y.astype(x.dtype, copy=False)
+
+
 class SafeSoftmax(Function):
-    """softmax along the last dim where a row of only -inf (every key masked) gives zeros
-    instead of NaN, as PyTorch's scaled_dot_product_attention does."""
+    """``safe_softmax_array`` as an op."""
 
     def forward(self, x):
-        ks = row_kernels(x, -1)
-        if ks is not None:  # the CPU's row kernel, all-masked rows as zeros
-            y = ks.softmax_last(x, safe=True)
-            self.save_for_backward(y)
-            return y
-        xp = get_array_module(x)
-        wide = accumulation_dtype(x)
-        xw = x if wide is None else x.astype(wide)
-        top = xw.max(axis=-1, keepdims=True)
-        top = xp.where(top == -np.inf, xp.zeros((), dtype=top.dtype), top)  # all masked
-        e = xp.exp(xw - top)
-        total = e.sum(axis=-1, keepdims=True)
-        y = (e / xp.where(total == 0, xp.ones((), dtype=total.dtype), total))
-        y = y.astype(x.dtype, copy=False)
+        y = safe_softmax_array(x)
         self.save_for_backward(y)
         return y
 
     def backward(self, g):
         (y,) = self.saved
-        ks = row_kernels(y, -1)
-        if ks is not None and g.dtype == y.dtype and type(g) is np.ndarray:
-            return ks.softmax_last_backward(g, y)
-        return y * (g - (g * y).sum(axis=-1, keepdims=True))
+        return softmax_backward_array(g, y, -1)
 
 
 class Attention(Function):
@@ -89,11 +90,7 @@ class Attention(Function):
             s += xp.triu(xp.full(s.shape[-2:], -np.inf, dtype=s.dtype), 1)
         elif mask is not None:  # broadcastable to the scores (checked by the caller)
             s += mask
-        ks = row_kernels(s, -1)
-        if ks is not None:
-            w = ks.softmax_last(s, safe=True)
-        else:
-            w = SafeSoftmax().forward(s)
+        w = safe_softmax_array(s)
         self.drop = F.dropout_mask(w, dropout_p) if dropout_p > 0 else None
         wd = w if self.drop is None else w * self.drop
         self.scale, self.mask_shape = scale, None if mask is None else mask.shape
@@ -109,11 +106,7 @@ class Attention(Function):
         gw = g @ xp.swapaxes(v, -1, -2)
         if self.drop is not None:
             gw *= self.drop
-        ks = row_kernels(w, -1)
-        if ks is not None and gw.dtype == w.dtype:
-            gs = ks.softmax_last_backward(gw, w)
-        else:
-            gs = w * (gw - (gw * w).sum(axis=-1, keepdims=True))
+        gs = softmax_backward_array(gw, w, -1)
         gmask = None
         m = self._mask_input
         if len(self.inputs) > m and self.inputs[m].requires_grad:

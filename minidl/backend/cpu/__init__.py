@@ -53,7 +53,7 @@ from .conv_winograd import conv2d_winograd  # noqa: E402
 from .optim import adam_update, fused_update_dtypes, sgd_update  # noqa: E402
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: E402
 from .rows import (  # noqa: E402
-    add_rows, layer_norm_backward, layer_norm_fits, layer_norm_forward, softmax_last,
+    add_rows, layer_norm_backward, rows_fit, layer_norm_forward, softmax_last,
     softmax_last_backward,
 )
 from .rnn import (  # noqa: E402
@@ -71,7 +71,7 @@ __all__ = [
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
     "batch_norm_backward", "channel_affine", "sgd_update", "adam_update", "fused_update_dtypes",
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
-    "gru_step_backward", "layer_norm_fits", "layer_norm_forward", "layer_norm_backward",
+    "gru_step_backward", "rows_fit", "layer_norm_forward", "layer_norm_backward",
     "softmax_last", "softmax_last_backward", "add_rows", "activation_forward",
     "activation_backward",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..generic import ACT_GELU, ACT_GELU_TANH, ACT_SIGMOID, ACT_SILU
 from .bits import pow2_f32
 from .launch import FLOATS, Drivers, contiguous, launch, parallel
 
@@ -255,7 +256,8 @@ _ERFC_FIT = tuple(_F(c) for c in (-1.26551223, 1.00002368, 0.37409196, 0.0967841
 _C0, _C1, _C2, _C3, _C4, _C5, _C6, _C7, _C8, _C9 = _ERFC_FIT
 _SQRT_HALF, _INV_SQRT_2PI = _F(0.7071067811865476), _F(0.3989422804014327)
 _SQRT_2_OVER_PI, _GELU_K = _F(0.7978845608028654), _F(0.044715)
-SIGMOID, SILU, GELU, GELU_TANH = 0, 1, 2, 3  # the ``op`` codes of the kernels below
+# the ``op`` codes of the kernels below, the kernel sets' shared ones (generic.py)
+SIGMOID, SILU, GELU, GELU_TANH = ACT_SIGMOID, ACT_SILU, ACT_GELU, ACT_GELU_TANH
 
 
 @njit(cache=True, error_model="numpy")

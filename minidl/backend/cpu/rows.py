@@ -107,8 +107,8 @@ _LN_FWD = Drivers(_ln_fwd_par, _ln_fwd_ser)
 _LN_BWD = Drivers(_ln_bwd_par, _ln_bwd_ser)
 
 
-def layer_norm_fits(x, *params):
-    """Whether the kernels take x (rows of the normalised size) and the weight/bias given (None
+def rows_fit(x, *params):
+    """Whether the row kernels (layer norm, softmax) take x and the parameters given (None
     where absent): one float dtype they are compiled for."""
     return x.dtype in FLOATS and all(p is None or p.dtype == x.dtype for p in params)
 
