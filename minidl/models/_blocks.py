@@ -6,7 +6,7 @@ from __future__ import annotations
 from .. import nn
 
 __all__ = ["init_mobile", "make_divisible", "Conv2dNormActivation", "SqueezeExcitation", "stochastic_depth",
-           "trunc_normal_far_", "BasicConv2d", "transform_input_imagenet",
+           "trunc_normal_far_", "init_inception_style", "BasicConv2d", "transform_input_imagenet",
            "StochasticDepth", "Permute", "LayerNorm2d"]
 
 
@@ -174,3 +174,14 @@ def aux_head_kwargs(weights, kwargs, default):
         kwargs["aux_logits"] = True
         kwargs["init_weights"] = False
     return asked
+
+
+def init_inception_style(model, std_of):
+    """torchvision's initialisation of GoogLeNet and Inception v3: every conv and linear weight
+    truncated N(0, std_of(module)) in [-2, 2], every BatchNorm the identity."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            trunc_normal_far_(m.weight, std_of(m))
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

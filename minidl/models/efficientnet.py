@@ -46,7 +46,18 @@ class FusedMBConvConfig:
         self.block = FusedMBConv if block is None else block
 
 
-class MBConv(nn.Module):
+class _ResidualBlock(nn.Module):
+    """An EfficientNet block: ``block``, plus the input through stochastic depth where the
+    shapes allow (``use_res_connect``)."""
+
+    def forward(self, x):
+        out = self.block(x)
+        if self.use_res_connect:
+            out = self.stochastic_depth(out) + x
+        return out
+
+
+class MBConv(_ResidualBlock):
     def __init__(self, cnf, stochastic_depth_prob, norm_layer=nn.BatchNorm2d):
         super().__init__()
         if cnf.stride not in (1, 2):
@@ -68,14 +79,7 @@ class MBConv(nn.Module):
         self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
         self.out_channels = cnf.out_channels
 
-    def forward(self, x):
-        out = self.block(x)
-        if self.use_res_connect:
-            out = self.stochastic_depth(out) + x
-        return out
-
-
-class FusedMBConv(nn.Module):
+class FusedMBConv(_ResidualBlock):
     """EfficientNetV2's fused block: a kxk conv carrying the stride expands (SiLU), a 1x1
     projects; with expand ratio 1 the kxk conv alone maps in to out. Stochastic depth on the
     residual branch as MBConv's."""
@@ -99,13 +103,6 @@ class FusedMBConv(nn.Module):
         self.block = nn.Sequential(*layers)
         self.stochastic_depth = StochasticDepth(stochastic_depth_prob, "row")
         self.out_channels = cnf.out_channels
-
-    def forward(self, x):
-        out = self.block(x)
-        if self.use_res_connect:
-            out = self.stochastic_depth(out) + x
-        return out
-
 
 class EfficientNet(nn.Module):
     classifier_key = "classifier.1"

@@ -18,7 +18,7 @@ from collections import namedtuple
 
 from .. import cat, nn
 from ..nn import functional as F
-from ._blocks import BasicConv2d, aux_head_kwargs, transform_input_imagenet, trunc_normal_far_
+from ._blocks import BasicConv2d, aux_head_kwargs, init_inception_style, transform_input_imagenet
 from .resnet import _build
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "googlenet"]
@@ -108,12 +108,7 @@ class GoogLeNet(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(1024, self.num_classes)
         if init_weights:  # torchvision's: truncated N(0, 0.01) in [-2, 2], BatchNorm identity
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    trunc_normal_far_(m.weight, 0.01)
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            init_inception_style(self, lambda m: 0.01)
 
     def _transform_input(self, x):
         return transform_input_imagenet(x) if self.transform_input else x

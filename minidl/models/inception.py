@@ -17,7 +17,7 @@ from collections import namedtuple
 
 from .. import cat, nn
 from ..nn import functional as F
-from ._blocks import BasicConv2d, aux_head_kwargs, transform_input_imagenet, trunc_normal_far_
+from ._blocks import BasicConv2d, aux_head_kwargs, init_inception_style, transform_input_imagenet
 from .resnet import _build
 
 __all__ = ["Inception3", "InceptionOutputs", "inception_v3"]
@@ -191,12 +191,7 @@ class Inception3(nn.Module):
         self.dropout = nn.Dropout(p=dropout)
         self.fc = nn.Linear(2048, self.num_classes)
         if init_weights:  # torchvision's: truncated N(0, stddev or 0.1) in [-2, 2]
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    trunc_normal_far_(m.weight, float(getattr(m, "stddev", 0.1)))
-                elif isinstance(m, nn.BatchNorm2d):
-                    nn.init.ones_(m.weight)
-                    nn.init.zeros_(m.bias)
+            init_inception_style(self, lambda m: float(getattr(m, "stddev", 0.1)))
 
     def _transform_input(self, x):
         return transform_input_imagenet(x) if self.transform_input else x
