@@ -162,7 +162,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs`` (a tuple,
     one per input), accumulated into no ``.grad``; ``grad_outputs`` seeds non-scalar outputs.
     An input the outputs do not depend on is an error unless ``allow_unused=True`` (None, or
-    zeros with ``materialize_grads=True``). ``create_graph=True`` is not supported."""
+    zeros with ``materialize_grads=True``). ``create_graph=True`` records the gradients in the
+    graph, so that they can be differentiated again."""
     return _grad_engine(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
                         materialize_grads)
 
@@ -285,6 +286,14 @@ class Function:
     def backward(self, grad):
         raise NotImplementedError
 
+    def graph_backward(self, g, out):
+        """``backward`` for a pass with ``create_graph=True``: the input gradients as Tensors
+        made by recorded ops (graph mode is on) from ``g``, the output's gradient (a Tensor),
+        the op's input Tensors (``self.inputs``) and its output Tensor ``out``, so that they
+        can be differentiated again. An op that does not define it gives its first-order
+        gradients, which refuse a second differentiation (``first_order_only``)."""
+        return first_order_only(self, g)
+
     @classmethod
     def apply(cls, *inputs, **kwargs):
         if cls._on_tensors:
@@ -342,6 +351,48 @@ class Function:
 
 
 
+class _FirstOrderOnly(Function):
+    """The node behind a gradient that an op computed outside the graph in a pass with
+    create_graph=True (it defines no graph_backward): differentiating through it again
+    raises, rather than treating the gradient as a constant, which would be silently wrong."""
+
+    def backward(self, g):
+        raise NotImplementedError(
+            f"double backward through {self.op}: minidl computes {self.op}'s gradient outside "
+            "the graph, so that gradient cannot be differentiated again (create_graph=True "
+            "gave it, but a second backward reached it). docs/autograd.md lists the ops whose "
+            "gradients are differentiable")
+
+    def graph_backward(self, g, out):
+        return self.backward(None)
+
+
+def first_order_only(fn, g):
+    """``fn``'s input gradients from its array ``backward``, as Tensors that depend on ``g``
+    and on fn's inputs but refuse to be differentiated (see _FirstOrderOnly)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        grads = fn.backward(g.data)
+    finally:
+        _grad_enabled = previous
+    if not isinstance(grads, tuple):
+        grads = (grads,)
+    deps = [t for t in (g, *fn.inputs) if t.requires_grad]
+    out = []
+    for a in grads:
+        if a is None:
+            out.append(None)
+            continue
+        t = Tensor(a, dtype=a.dtype)
+        if deps and _grad_enabled:
+            node = _FirstOrderOnly()
+            node.op, node.inputs = fn.name(), deps
+            t.requires_grad, t._ctx = True, node
+        out.append(t)
+    return tuple(out)
+
+
 class _TensorStyle(Function):
     """The graph node of a PyTorch-style custom function: it holds the user's ``ctx`` and
     calls the user's ``backward(ctx, *grads)`` with Tensors."""
@@ -351,6 +402,12 @@ class _TensorStyle(Function):
         return f"{type(self.ctx).__name__}Backward"
 
     def backward(self, g):
+        return tuple(None if r is None else (r.data if isinstance(r, Tensor) else r)
+                     for r in self.graph_backward(Tensor(g, dtype=g.dtype), None))
+
+    def graph_backward(self, g, out):
+        """The user's backward on Tensors: in a pass with create_graph=True it runs in graph
+        mode, so its gradients are differentiable where its ops are, as in PyTorch."""
         ctx, shapes = self.ctx, self.shapes
         if len(shapes) == 1:
             grads = [g]
@@ -363,17 +420,15 @@ class _TensorStyle(Function):
         # one gradient per output, as PyTorch: zeros for those that take none (indices)
         full, parts = [], iter(grads)
         for shape, dtype, graded in self.outputs:
-            full.append(next(parts) if graded else get_array_module(g).zeros(shape, dtype))
-        result = type(ctx).backward(ctx, *[x if isinstance(x, Tensor) else Tensor(x)
-                                           for x in full])
+            full.append(next(parts) if graded
+                        else Tensor(get_array_module(g.data).zeros(shape, dtype)))
+        result = type(ctx).backward(ctx, *full)
         result = result if isinstance(result, tuple) else (result,)
         if len(result) != ctx._n_args:
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
                                f"expected {ctx._n_args} (one per argument of forward, None for "
                                "those that take none)")
-        return tuple(None if result[i] is None else
-                     (result[i].data if isinstance(result[i], Tensor) else result[i])
-                     for i in ctx._tensor_args)
+        return tuple(result[i] for i in ctx._tensor_args)
 
 
     def free(self):

@@ -104,6 +104,14 @@ class Linear(Function):
         gb = g2.sum(axis=0) if len(self.inputs) > 2 else None
         return gx, gw, gb
 
+    def graph_backward(self, g, out):
+        x, w = self.inputs[:2]
+        g2 = g.reshape(-1, w.shape[0])
+        gx = (g2 @ w).reshape(self.in_shape) if x.requires_grad else None
+        gw = g2.transpose(0, 1) @ x.reshape(-1, w.shape[1]) if w.requires_grad else None
+        gb = g2.sum(0) if len(self.inputs) > 2 else None
+        return gx, gw, gb
+
 
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape (out_features, in_features) as in PyTorch."""

@@ -90,12 +90,43 @@ def accumulation_dtype(a):
 _QUIET = {"divide": "ignore", "invalid": "ignore", "over": "ignore"}
 
 
+# ---- for graph_backward: gradients as recorded ops (backward with create_graph=True) -------
+def constant(a):
+    """An array as a Tensor that takes no gradient (a mask, a share of a gradient)."""
+    return autograd.Tensor(a, dtype=a.dtype)
+
+
+def keep_where(mask, g):
+    """``g`` where the bool array ``mask`` holds, 0 elsewhere, as a recorded op (0, not
+    g * 0, where g is inf or NaN)."""
+    zero = get_array_module(g.data).zeros((), dtype=g.data.dtype)
+    return Where.apply(constant(mask), g, constant(zero))
+
+
+def swap_last_dims(t):
+    """A Tensor with its last two dims swapped, as a recorded op."""
+    axes = list(range(t.ndim))
+    axes[-2:] = axes[-1], axes[-2]
+    return Permute.apply(t, axes=tuple(axes))
+
+
+def expand_reduced(g, shape, axes, keepdim):
+    """The gradient of a reduction over ``axes`` of a tensor of ``shape``, spread back over
+    the reduced axes, as recorded ops."""
+    if not keepdim:
+        g = Reshape.apply(g, shape=_reduced_shape(shape, axes, True))
+    return Expand.apply(g, shape=shape) if g.shape != tuple(shape) else g
+
+
 class Add(Function):
     def forward(self, a, b):
         with np.errstate(**_QUIET):
             return a + b
 
     def backward(self, g):
+        return g, g
+
+    def graph_backward(self, g, out):
         return g, g
 
 
@@ -105,6 +136,9 @@ class Sub(Function):
             return a - b
 
     def backward(self, g):
+        return g, -g
+
+    def graph_backward(self, g, out):
         return g, -g
 
 
@@ -117,6 +151,10 @@ class Mul(Function):
     def backward(self, g):
         a, b = self.saved
         return g * b, g * a
+
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        return (g * b if a.requires_grad else None), (g * a if b.requires_grad else None)
 
 
 class Div(Function):
@@ -131,6 +169,11 @@ class Div(Function):
             ga = g / b
             return ga, -ga * a / b
 
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        ga = g / b
+        return ga, (-ga * a / b if b.requires_grad else None)
+
 
 class Neg(Function):
     def forward(self, a):
@@ -141,6 +184,9 @@ class Neg(Function):
         return -a
 
     def backward(self, g):
+        return -g
+
+    def graph_backward(self, g, out):
         return -g
 
 
@@ -160,6 +206,13 @@ class Pow(Function):
             return get_array_module(g).zeros_like(g)
         with np.errstate(**_QUIET):
             return g * (p * a ** (p - 1))
+
+    def graph_backward(self, g, out):
+        (a,) = self.inputs
+        p = self.exponent
+        if p == 0:
+            return Fill.apply(g, value=0)
+        return g * (Pow.apply(a, exponent=p - 1) * p)
 
 
 class PowTensor(Function):
@@ -185,6 +238,15 @@ class PowTensor(Function):
             ga = xp.where(b == 0, 0, g * b * a ** (b - 1))
             gb = xp.where((a == 0) & (b >= 0), 0, g * y * xp.log(a))
         return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        ga = gb = None
+        if a.requires_grad:
+            ga = keep_where(b.data != 0, g * b * PowTensor.apply(a, b - 1))
+        if b.requires_grad:
+            gb = keep_where(~((a.data == 0) & (b.data >= 0)), g * out * Log.apply(a))
+        return ga, gb
 
 
 def integer_power(a, b):
@@ -221,6 +283,9 @@ class Exp(Function):
         (y,) = self.saved
         return g * y
 
+    def graph_backward(self, g, out):
+        return g * out
+
 
 class Log(Function):
     def forward(self, a):
@@ -232,6 +297,9 @@ class Log(Function):
         (a,) = self.saved
         with np.errstate(**_QUIET):
             return g / a
+
+    def graph_backward(self, g, out):
+        return g / self.inputs[0]
 
 
 class Sqrt(Function):
@@ -246,6 +314,9 @@ class Sqrt(Function):
         with np.errstate(**_QUIET):
             return g / (2 * y)
 
+    def graph_backward(self, g, out):
+        return g / (out * 2)
+
 
 class Tanh(Function):
     def forward(self, a):
@@ -256,6 +327,9 @@ class Tanh(Function):
     def backward(self, g):
         (y,) = self.saved
         return g * (1 - y * y)
+
+    def graph_backward(self, g, out):
+        return g * (1 - out * out)
 
 
 class Fill(Function):
@@ -268,12 +342,18 @@ class Fill(Function):
     def backward(self, g):
         return get_array_module(g).zeros_like(g)
 
+    def graph_backward(self, g, out):
+        return Fill.apply(g, value=0)
+
 
 class Clone(Function):
     def forward(self, a):
         return a.copy()
 
     def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
         return g
 
 
@@ -286,16 +366,25 @@ class Maximum(Function):
         self.take_min = take_min
         return xp.minimum(a, b) if take_min else xp.maximum(a, b)
 
-    def backward(self, g):
+    def shares(self, dtype):
+        """The share of the gradient each side gets, per element."""
         a, b = self.saved
         xp = get_array_module(a)
         a_wins, b_wins = ((a < b), (a > b)) if self.take_min else ((a > b), (a < b))
         tie = a == b
         # PyTorch's rule: a side gets the gradient unless the other side wins (so with a NaN,
         # where nothing compares, both sides get all of it), half each on a tie
-        share_a = xp.where(tie, 0.5, xp.where(b_wins, 0, 1)).astype(g.dtype, copy=False)
-        share_b = xp.where(tie, 0.5, xp.where(a_wins, 0, 1)).astype(g.dtype, copy=False)
+        share_a = xp.where(tie, 0.5, xp.where(b_wins, 0, 1)).astype(dtype, copy=False)
+        share_b = xp.where(tie, 0.5, xp.where(a_wins, 0, 1)).astype(dtype, copy=False)
+        return share_a, share_b
+
+    def backward(self, g):
+        share_a, share_b = self.shares(g.dtype)
         return g * share_a, g * share_b
+
+    def graph_backward(self, g, out):
+        share_a, share_b = self.shares(g.data.dtype)
+        return g * constant(share_a), g * constant(share_b)
 
 
 class Abs(Function):
@@ -309,6 +398,10 @@ class Abs(Function):
     def backward(self, g):
         (a,) = self.saved
         return g * get_array_module(a).sign(a)
+
+    def graph_backward(self, g, out):
+        a = self.inputs[0].data
+        return g * constant(get_array_module(a).sign(a))
 
 
 def astype(a, dtype):
@@ -325,6 +418,9 @@ class Cast(Function):
 
     def backward(self, g):
         return astype(g, self.source)
+
+    def graph_backward(self, g, out):
+        return Cast.apply(g, dtype=self.source)
 
 
 # ---- where, maximum/minimum, clamp, masked_fill: ops on several tensors and numbers --------
@@ -442,6 +538,12 @@ class Where(Function):
         return (None, xp.where(condition, g, zero) if a.requires_grad else None,
                 xp.where(condition, zero, g) if b.requires_grad else None)
 
+    def graph_backward(self, g, out):
+        (condition,) = self.saved
+        _, a, b = self.inputs
+        return (None, keep_where(condition, g) if a.requires_grad else None,
+                keep_where(~condition, g) if b.requires_grad else None)
+
 
 def where(condition, input=None, other=None):
     """``input`` where ``condition`` holds, ``other`` elsewhere: tensors or numbers, broadcast,
@@ -504,10 +606,10 @@ class Clamp(Function):
         self.save_for_backward(x, *bounds)
         return y
 
-    def backward(self, g):
+    def masks(self):
+        """Where each input (x, then the bounds given) gets the gradient: a bool array per
+        input, None for one that needs no gradient."""
         x, *bounds = self.saved
-        xp = get_array_module(g)
-        zero = xp.zeros((), dtype=g.dtype)
         lo = bounds[0] if self.has_min else None
         hi = bounds[-1] if self.has_max else None
         if lo is not None and hi is not None:
@@ -515,14 +617,22 @@ class Clamp(Function):
         else:
             keep = x >= lo if lo is not None else x <= hi
         inputs = self.inputs
-        grads = [xp.where(keep, g, zero) if inputs[0].requires_grad else None]
+        masks = [keep if inputs[0].requires_grad else None]
         if lo is not None:
             below = x < lo if hi is None else (x < lo) & (lo < hi)
-            grads.append(xp.where(below, g, zero) if inputs[1].requires_grad else None)
+            masks.append(below if inputs[1].requires_grad else None)
         if hi is not None:
             above = x > hi if lo is None else (x > hi) | (hi < lo)
-            grads.append(xp.where(above, g, zero) if inputs[-1].requires_grad else None)
-        return tuple(grads)
+            masks.append(above if inputs[-1].requires_grad else None)
+        return masks
+
+    def backward(self, g):
+        zero = get_array_module(g).zeros((), dtype=g.dtype)
+        return tuple(None if m is None else get_array_module(g).where(m, g, zero)
+                     for m in self.masks())
+
+    def graph_backward(self, g, out):
+        return tuple(None if m is None else keep_where(m, g) for m in self.masks())
 
 
 def clamp(input, min=None, max=None):
@@ -563,6 +673,12 @@ class MaskedFill(Function):
             gv = gv.reshape(()).astype(g.dtype, copy=False)
         return (xp.where(mask, zero, g) if a.requires_grad else None), None, gv
 
+    def graph_backward(self, g, out):
+        (mask,) = self.saved
+        a, _, value = self.inputs
+        gv = Sum.apply(keep_where(mask, g)) if value.requires_grad else None
+        return (keep_where(~mask, g) if a.requires_grad else None), None, gv
+
 
 def masked_fill(input, mask, value):
     """``input`` with ``value`` (a number or a 0-d tensor, cast to input's dtype) where the
@@ -596,6 +712,9 @@ class ReLU(Function):
         (y,) = self.saved
         fast = getattr(backend.kernels(get_array_module(g)), "relu_backward", None)
         return fast(g, y) if fast is not None else g * (y > 0)
+
+    def graph_backward(self, g, out):
+        return g * constant((out.data > 0).astype(g.data.dtype))
 
 
 def stable_sigmoid(x):
@@ -633,6 +752,9 @@ class Sigmoid(Function):
         if self.fast is not None and g.dtype == y.dtype and type(g) is type(y):
             return self.fast.activation_backward(g, y, ACT_SIGMOID)  # from the output y
         return g * y * (1 - y)
+
+    def graph_backward(self, g, out):
+        return g * out * (1 - out)
 
 
 def row_kernels(x, dim):
@@ -682,6 +804,9 @@ class Softmax(Function):
         (y,) = self.saved
         return softmax_backward_array(g, y, self.dim)
 
+    def graph_backward(self, g, out):
+        return out * (g - Sum.apply(g * out, dim=self.dim, keepdim=True))
+
 
 def log_softmax_array(x, dim):
     """log(softmax(x)) on an array; 16-bit inputs computed in float32 and rounded."""
@@ -712,6 +837,9 @@ class LogSoftmax(Function):
         wide = accumulation_dtype(g)
         yw, gw = (y, g) if wide is None else (y.astype(wide), g.astype(wide))
         return (gw - xp.exp(yw) * gw.sum(axis=self.dim, keepdims=True)).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        return g - Exp.apply(out) * Sum.apply(g, dim=self.dim, keepdim=True)
 
 
 class MatMul(Function):
@@ -755,6 +883,28 @@ class MatMul(Function):
         # batch dims broadcast (also size-1 dims in the middle, e.g. (2,1,m,k) @ (5,k,n)):
         # sum back to each operand's shape
         return unbroadcast(ga, a.shape), unbroadcast(gb, b.shape)
+
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        if a.ndim == 1 and b.ndim == 1:
+            return (g * b if a.requires_grad else None), (g * a if b.requires_grad else None)
+        a2 = Reshape.apply(a, shape=(1,) + a.shape) if a.ndim == 1 else a
+        b2 = Reshape.apply(b, shape=b.shape + (1,)) if b.ndim == 1 else b
+        g2 = g
+        if a.ndim == 1:
+            g2 = Reshape.apply(g2, shape=g2.shape[:-1] + (1,) + g2.shape[-1:])
+        if b.ndim == 1:
+            g2 = Reshape.apply(g2, shape=g2.shape + (1,))
+        ga = gb = None
+        if a.requires_grad:
+            ga = MatMul.apply(g2, swap_last_dims(b2))
+            if a.ndim == 1:
+                ga = Reshape.apply(ga, shape=ga.shape[:-2] + ga.shape[-1:])
+        if b.requires_grad:
+            gb = MatMul.apply(swap_last_dims(a2), g2)
+            if b.ndim == 1:
+                gb = Reshape.apply(gb, shape=gb.shape[:-1])
+        return ga, gb  # broadcast batch dims: the engine sums them back (sum_to_size)
 
 
 # ---- reductions -------------------------------------------------------------------------
@@ -806,6 +956,9 @@ class Sum(Function):
     def backward(self, g):
         return _expand_reduced(g, self.shape, self.axes, self.keepdim)
 
+    def graph_backward(self, g, out):
+        return expand_reduced(g, self.shape, self.axes, self.keepdim)
+
 
 class Mean(Function):
     def forward(self, a, dim=None, keepdim=False):
@@ -824,6 +977,9 @@ class Mean(Function):
     def backward(self, g):
         return _expand_reduced(g / self.count, self.shape, self.axes, self.keepdim)
 
+    def graph_backward(self, g, out):
+        return expand_reduced(g / self.count, self.shape, self.axes, self.keepdim)
+
 
 class Max(Function):
     """Max over axes; ties share the gradient equally (as torch.amax does). Where the result
@@ -837,18 +993,27 @@ class Max(Function):
         self.save_for_backward(a, y)
         return y if keepdim else y.squeeze(axis=self.axes)
 
-    def backward(self, g):
+    def shares(self):
+        """The share of its slice's gradient each element gets (ties split it)."""
         a, y = self.saved
         # a NaN is the max (min) where there is one: the gradient goes to it, as in PyTorch
         mask = ((a == y) | ((a != a) & (y != y))) if self.nan_spread else (a == y)
         mask = mask.astype(a.dtype)
         with np.errstate(**_QUIET):  # no element equals a NaN result: 0 / 0 in that slice
             mask /= mask.sum(axis=self.axes, keepdims=True)
-        xp = get_array_module(a)
+        return mask
+
+    def backward(self, g):
+        xp = get_array_module(g)
         if not self.keepdim:
             for ax in self.axes:
                 g = xp.expand_dims(g, ax)
-        return g * mask
+        return g * self.shares()
+
+    def graph_backward(self, g, out):
+        a = self.inputs[0]
+        g = expand_reduced(g, a.shape, self.axes, self.keepdim)
+        return g * constant(self.shares())
 
 
 MaxResult = namedtuple("MaxResult", ["values", "indices"])  # x.max(dim), as torch.return_types
@@ -863,12 +1028,21 @@ class MaxDim(Function):
         y = get_array_module(a).take_along_axis(a, arg, axis=dim)  # arg has dim kept
         return y if keepdim else y.squeeze(axis=dim)
 
-    def backward(self, g):
-        xp = get_array_module(g)
-        if not self.keepdim:
-            g = xp.expand_dims(g, self.dim)
+    def mask(self, dtype):
+        """1 at the returned index of each slice, 0 elsewhere."""
+        xp = get_array_module(self.arg)
         positions = xp.arange(self.n).reshape((-1,) + (1,) * (self.arg.ndim - self.dim - 1))
-        return g * (positions == self.arg)
+        return (positions == self.arg).astype(dtype)
+
+    def backward(self, g):
+        if not self.keepdim:
+            g = get_array_module(g).expand_dims(g, self.dim)
+        return g * self.mask(g.dtype)
+
+    def graph_backward(self, g, out):
+        a = self.inputs[0]
+        g = expand_reduced(g, a.shape, (self.dim,), self.keepdim)
+        return g * constant(self.mask(g.data.dtype))
 
 
 class Var(Function):
@@ -905,6 +1079,18 @@ class Var(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             return (self.var_gradient(g, y) * scale * d).astype(self.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        (x,) = self.inputs
+        d = x - Mean.apply(x, dim=self.axes, keepdim=True)
+        if not self.keepdim:
+            g = Reshape.apply(g, shape=_reduced_shape(x.shape, self.axes, True))
+            out = Reshape.apply(out, shape=g.shape)
+        scale = 2 / self.dof if self.dof else np.inf
+        return self.var_gradient_graph(g, out) * d * scale
+
+    def var_gradient_graph(self, g, y):
+        return g
+
 
 class Std(Var):
     """The square root of Var; where it is 0 (a constant input) the gradient is 0, as in
@@ -915,6 +1101,9 @@ class Std(Var):
 
     def var_gradient(self, g, y):
         return get_array_module(g).where(y == 0, 0, g / (2 * y)).astype(g.dtype, copy=False)
+
+    def var_gradient_graph(self, g, y):
+        return keep_where(y.data != 0, g / (y * 2))
 
 
 def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
@@ -950,13 +1139,31 @@ class TakeAlongDim(Function):
         return get_array_module(a).take_along_axis(a, index, axis=dim)
 
     def backward(self, g):
+        return TakeAlongDimGrad().forward(g, self.shape, self.index, self.dim)
+
+    def graph_backward(self, g, out):
+        return TakeAlongDimGrad.apply(g, shape=self.shape, index=self.index, dim=self.dim)
+
+
+class TakeAlongDimGrad(Function):
+    """TakeAlongDim's gradient as an op (for double backward): ``g`` written into zeros of
+    ``shape`` at ``index`` along ``dim``; its own gradient takes those elements back."""
+
+    def forward(self, g, shape, index, dim):
+        self.index, self.dim = index, dim
         xp = get_array_module(g)
-        out = xp.zeros(self.shape, dtype=g.dtype)
+        out = xp.zeros(shape, dtype=g.dtype)
         where = [xp.arange(n).reshape((-1,) + (1,) * (g.ndim - i - 1))
                  for i, n in enumerate(g.shape)]
-        where[self.dim] = self.index
+        where[dim] = index
         out[tuple(where)] = g
         return out
+
+    def backward(self, h):
+        return get_array_module(h).take_along_axis(h, self.index, axis=self.dim)
+
+    def graph_backward(self, h, out):
+        return TakeAlongDim.apply(h, index=self.index, dim=self.dim)
 
 
 TopkResult = namedtuple("TopkResult", ["values", "indices"])  # as torch.return_types.topk
@@ -1036,6 +1243,9 @@ class Reshape(Function):
     def backward(self, g):
         return g.reshape(self.shape)
 
+    def graph_backward(self, g, out):
+        return Reshape.apply(g, shape=self.shape)
+
 
 class Permute(Function):
     def forward(self, a, axes):
@@ -1045,6 +1255,9 @@ class Permute(Function):
     def backward(self, g):
         return g.transpose(tuple(int(a) for a in np.argsort(self.axes)))
 
+    def graph_backward(self, g, out):
+        return Permute.apply(g, axes=tuple(int(a) for a in np.argsort(self.axes)))
+
 
 class GetItem(Function):
     def forward(self, a, index):
@@ -1052,20 +1265,38 @@ class GetItem(Function):
         return a[index]
 
     def backward(self, g):
+        return GetItemGrad().forward(g, self.shape, self.index)
+
+    def graph_backward(self, g, out):
+        return GetItemGrad.apply(g, shape=self.shape, index=self.index)
+
+
+class GetItemGrad(Function):
+    """GetItem's gradient as an op (for double backward): ``g`` added into zeros of ``shape``
+    at ``index``; its own gradient is the same indexing again."""
+
+    def forward(self, g, shape, index):
+        self.index = index
         xp = get_array_module(g)
-        out = xp.zeros(self.shape, dtype=g.dtype)
-        items = self.index if isinstance(self.index, tuple) else (self.index,)
+        out = xp.zeros(shape, dtype=g.dtype)
+        items = index if isinstance(index, tuple) else (index,)
         if all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items):
-            out[self.index] = g  # basic indexing reaches each element at most once
+            out[index] = g  # basic indexing reaches each element at most once
         elif xp is np:
-            np.add.at(out, self.index, g)  # accumulates where an integer index repeats
+            np.add.at(out, index, g)  # accumulates where an integer index repeats
         elif hasattr(xp.add, "at"):
-            xp.add.at(out, self.index, g)  # CuPy >= 12
+            xp.add.at(out, index, g)  # CuPy >= 12
         else:
             import cupyx
 
-            cupyx.scatter_add(out, self.index, g)
+            cupyx.scatter_add(out, index, g)
         return out
+
+    def backward(self, h):
+        return h[self.index]
+
+    def graph_backward(self, h, out):
+        return GetItem.apply(h, index=self.index)
 
 
 class SetItem(Function):
@@ -1083,6 +1314,11 @@ class SetItem(Function):
         ga = g.copy()
         ga[self.index] = 0
         return ga, unbroadcast(g[self.index], self.value_shape)
+
+    def graph_backward(self, g, out):
+        keep = get_array_module(g.data).ones(g.shape, dtype=bool)
+        keep[self.index] = False
+        return keep_where(keep, g), GetItem.apply(g, index=self.index)
 
 
 def wrap_dim(dim, ndim, name):
@@ -1152,6 +1388,9 @@ class Expand(Function):
     def backward(self, g):
         return unbroadcast(g, self.shape)
 
+    def graph_backward(self, g, out):
+        return g.sum_to_size(self.shape)
+
 
 def repeat_sizes(shape, sizes):
     sizes = _sizes("repeat", sizes)
@@ -1178,6 +1417,11 @@ class Repeat(Function):
         copies = tuple(range(0, len(self.pairs), 2))
         g = g.reshape(self.pairs).sum(axis=copies, dtype=accumulation_dtype(g))
         return g.reshape(self.shape)
+
+    def graph_backward(self, g, out):
+        copies = tuple(range(0, len(self.pairs), 2))
+        g = Sum.apply(Reshape.apply(g, shape=self.pairs), dim=copies)
+        return Reshape.apply(g, shape=self.shape)
 
 
 def _narrow(x, dim, start, length):
@@ -1242,6 +1486,15 @@ class Concat(Function):
         splits = np.cumsum(self.sizes)[:-1].tolist()
         parts = iter(xp.split(g, splits, axis=self.dim))
         return tuple(xp.zeros((0,), g.dtype) if s else next(parts) for s in self.skip)
+
+    def graph_backward(self, g, out):
+        parts, start, lead = [], 0, (slice(None),) * self.dim
+        for size in self.sizes:
+            parts.append(GetItem.apply(g, index=lead + (slice(start, start + size),)))
+            start += size
+        parts = iter(parts)
+        return tuple(constant(get_array_module(g.data).zeros((0,), g.data.dtype)) if s
+                     else next(parts) for s in self.skip)
 
 
 def cat(tensors, dim=0):

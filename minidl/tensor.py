@@ -359,15 +359,18 @@ class Tensor:
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input of the computation had requires_grad=True)")
-        _no_double_backward(create_graph)
-        grad = _root_gradient(self, gradient, "backward()")
+        if retain_graph is None:
+            retain_graph = create_graph  # as PyTorch: a graph of gradients keeps its forward
+        grad = _root_gradient(self, gradient, "backward()", create_graph)
         if inputs is None:
-            _backprop([self], [grad], bool(retain_graph), gradient is not None)
+            _backprop([self], [grad], bool(retain_graph), gradient is not None,
+                      create_graph=create_graph)
             return
         inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
         if not inputs:
             raise RuntimeError("backward(): inputs=, where given, must not be empty")
-        found = _backprop([self], [grad], bool(retain_graph), True, wanted=inputs)
+        found = _backprop([self], [grad], bool(retain_graph), True, wanted=inputs,
+                          create_graph=create_graph)
         for t, g in zip(inputs, found):
             if g is not None:
                 _accumulate(t, g, set())
@@ -775,6 +778,24 @@ class Tensor:
     def expand_as(self, other):
         return self.expand(other.shape)
 
+    def sum_to_size(self, *size):
+        """The sum of this tensor down to ``size``, a shape it broadcasts to (the gradient of a
+        broadcast), as PyTorch's sum_to_size."""
+        shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) \
+            else tuple(size)
+        try:
+            fits = np.broadcast_shapes(shape, self.shape) == tuple(self.shape)
+        except ValueError:
+            fits = False
+        if not fits or len(shape) > self.ndim:
+            raise ValueError(f"sum_to_size: size {shape} is not expandable to the tensor's size "
+                             f"{tuple(self.shape)}")
+        extra = self.ndim - len(shape)
+        axes = tuple(range(extra)) + tuple(
+            i + extra for i, n in enumerate(shape) if n == 1 and self.shape[i + extra] != 1)
+        out = Sum.apply(self, dim=axes, keepdim=True) if axes else self
+        return out.reshape(shape) if out.shape != shape else out
+
     def repeat(self, *sizes):
         """Dim i repeated sizes[i] times (a copy, NumPy's tile)."""
         return Repeat.apply(self, sizes=ops.repeat_sizes(self.shape, sizes))
@@ -1150,32 +1171,37 @@ def _is_dtype_like(x):
     return isinstance(x, (np.dtype, type))
 
 
-def _no_double_backward(create_graph):
-    if create_graph:
-        raise NotImplementedError(
-            "create_graph=True (a differentiable gradient, for double backward) is not supported: "
-            "minidl's backward computes gradients on arrays, outside the graph")
-
-
-def _root_gradient(t, gradient, name):
+def _root_gradient(t, gradient, name, create_graph=False):
     """The gradient a backward pass starts from at ``t``: ones for a one-element tensor,
-    else ``gradient``, checked against t's shape and cast to its dtype."""
+    else ``gradient``, checked against t's shape and cast to its dtype. An array; a Tensor
+    with ``create_graph`` (the given Tensor itself where it fits, so that a gradient that
+    depends on other tensors is differentiated through too)."""
     xp = get_array_module(t.data)
     if gradient is None:
         if t.data.size != 1:
             raise ValueError(f"{name} without a gradient needs a scalar, got shape {t.shape}; "
                              "pass gradient= of the same shape")
-        return xp.ones_like(t.data)
+        ones = xp.ones_like(t.data)
+        return Tensor(ones, dtype=ones.dtype) if create_graph else ones
     grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
     if grad.shape != t.data.shape:
         raise ValueError(f"{name}: gradient shape {grad.shape} does not match tensor shape "
                          f"{t.shape}")
+    if create_graph:
+        if not isinstance(gradient, Tensor):
+            return Tensor(grad.astype(t.data.dtype, copy=False))
+        return gradient if gradient.dtype == t.data.dtype else gradient.to(t.data.dtype)
     return grad.astype(t.data.dtype, copy=False)
 
 
 def _accumulate(node, g, handed_out):
-    """Add ``g`` into ``node.grad`` (in place where it can, as PyTorch's AccumulateGrad)."""
+    """Add ``g`` into ``node.grad`` (in place where it can, as PyTorch's AccumulateGrad). A
+    Tensor ``g`` (a backward with create_graph) is added out of place, as PyTorch does, so
+    that ``.grad`` keeps its graph."""
     held = node.grad
+    if isinstance(g, Tensor):
+        node.grad = g if held is None else held + g
+        return
     if held is not None:
         if (held.data.dtype == g.dtype and held.data.shape == g.shape
                 and type(held.data) is type(g)
@@ -1192,12 +1218,16 @@ def _accumulate(node, g, handed_out):
         node.grad = Tensor(g, dtype=g.dtype)
 
 
-def _backprop(roots, root_grads, retain_graph, given, wanted=None):
+def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=False):
     """The backward pass from ``roots`` (seeded with ``root_grads``) through the graph, in
     reverse topological order. Without ``wanted``, leaves (and tensors that retain_grad)
     accumulate into ``.grad``; with it, nothing is accumulated and the gradients reaching the
     ``wanted`` tensors are returned, in order (None where none arrives). ``given``: the root
-    gradients came from the caller (copied before a leaf keeps them)."""
+    gradients came from the caller (copied before a leaf keeps them).
+
+    With ``create_graph`` the gradients are Tensors and each op's ``graph_backward`` computes
+    its input gradients with recorded ops, so that the gradients can be differentiated again
+    (double backward); without it they are arrays, computed outside the graph."""
     changes = autograd.changes
     order, any_freed = _graph_order(roots)
     for node in (order if any_freed else ()):  # the first freed op in order, as before
@@ -1238,15 +1268,18 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None):
         finish = ctx.after_backward
         if finish is not None and finish not in finishers:
             finishers.append(finish)
-        # no_grad() around the op's backward, without a context manager's cost per node
-        previous, autograd._grad_enabled = autograd._grad_enabled, False
-        try:
-            if autograd._profiler_hook is None:
-                in_grads = ctx.backward(g)
-            else:  # a profiler records: the node's backward in a range named ctx.name()
-                in_grads = autograd._profiler_hook.backward(ctx, g)
-        finally:
-            autograd._grad_enabled = previous
+        if create_graph:
+            in_grads = _graph_backward(ctx, g, node)
+        else:
+            # no_grad() around the op's backward, without a context manager's cost per node
+            previous, autograd._grad_enabled = autograd._grad_enabled, False
+            try:
+                if autograd._profiler_hook is None:
+                    in_grads = ctx.backward(g)
+                else:  # a profiler records: the node's backward in a range named ctx.name()
+                    in_grads = autograd._profiler_hook.backward(ctx, g)
+            finally:
+                autograd._grad_enabled = previous
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         inputs = ctx.inputs
@@ -1256,11 +1289,14 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None):
             if pg is None or not parent.requires_grad:
                 continue
             target = parent.data
-            if pg.shape != target.shape:
-                pg = unbroadcast(pg, target.shape)
-            dtype = target.dtype
-            if pg.dtype is not dtype and pg.dtype != dtype:
-                pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
+            if create_graph:
+                pg = _fit_graph_gradient(pg, target)
+            else:
+                if pg.shape != target.shape:
+                    pg = unbroadcast(pg, target.shape)
+                dtype = target.dtype
+                if pg.dtype is not dtype and pg.dtype != dtype:
+                    pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
             key = id(parent)
             held = grads.get(key)
             grads[key] = pg if held is None else held + pg
@@ -1269,13 +1305,37 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None):
     return None if found is None else [found[id(t)] for t in wanted]
 
 
+def _graph_backward(ctx, g, node):
+    """One op's input gradients as recorded Tensor ops (graph mode on while they run)."""
+    previous, autograd._grad_enabled = autograd._grad_enabled, True
+    try:
+        return ctx.graph_backward(g, node)
+    finally:
+        autograd._grad_enabled = previous
+
+
+def _fit_graph_gradient(pg, target):
+    """A Tensor gradient summed down to its input's shape (where the op broadcast it) and
+    cast to its input's dtype, both as recorded ops."""
+    if not isinstance(pg, Tensor):  # an array from an op's graph_backward: a constant
+        pg = Tensor(pg, dtype=pg.dtype)
+    if pg.shape != target.shape:
+        pg = pg.sum_to_size(target.shape)
+    if pg.data.dtype != target.dtype:
+        pg = pg.to(target.dtype)
+    return pg
+
+
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
          allow_unused=None, materialize_grads=False):
     """The gradients of ``outputs`` with respect to ``inputs`` (a tuple of Tensors, one per
     input), as ``torch.autograd.grad``: nothing is accumulated into any ``.grad``. An input
     that the outputs do not depend on is an error unless ``allow_unused=True`` (then None, or
-    zeros with ``materialize_grads=True``)."""
-    _no_double_backward(create_graph)
+    zeros with ``materialize_grads=True``). With ``create_graph=True`` the gradients are
+    recorded in the graph, so that they can be differentiated again (a gradient penalty, a
+    Hessian-vector product); ``retain_graph`` then defaults to True."""
+    if retain_graph is None:
+        retain_graph = create_graph
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
@@ -1290,8 +1350,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     for i, t in enumerate(outputs):
         if not t.requires_grad:
             raise RuntimeError(f"grad: output {i} does not require grad and has no grad_fn")
-    seeds = [_root_gradient(t, g, "grad()") for t, g in zip(outputs, grad_outputs)]
-    found = _backprop(outputs, seeds, bool(retain_graph), True, wanted=inputs)
+    seeds = [_root_gradient(t, g, "grad()", create_graph) for t, g in zip(outputs, grad_outputs)]
+    found = _backprop(outputs, seeds, bool(retain_graph), True, wanted=inputs,
+                      create_graph=create_graph)
     if allow_unused is None:
         allow_unused = materialize_grads
     result = []
@@ -1302,6 +1363,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
                                    "of the outputs; pass allow_unused=True if this is intended")
             result.append(Tensor(get_array_module(t.data).zeros_like(t.data))
                           if materialize_grads else None)
+        elif isinstance(g, Tensor):  # create_graph: the recorded gradient itself
+            result.append(g)
         else:
             result.append(Tensor(g.copy() if getattr(g, "base", None) is not None else g,
                                  dtype=g.dtype))
@@ -1489,6 +1552,17 @@ class _HookHandle:
 def _run_hooks(node, g):
     """``node``'s hooks in the order they were registered, each given the gradient the one
     before returned (a Tensor, or None to keep it)."""
+    if isinstance(g, Tensor):  # create_graph: the hooks see (and may return) the recorded grad
+        for hook in list(node._hooks.values()):
+            out = hook(g)
+            if out is None:
+                continue
+            if not isinstance(out, Tensor) or out.shape != g.shape:
+                raise RuntimeError(f"register_hook: a hook returned "
+                                   f"{getattr(out, 'shape', type(out).__name__)} for a tensor "
+                                   f"of shape {tuple(g.shape)}")
+            g = out if out.dtype == g.dtype else out.to(g.dtype)
+        return g
     for hook in list(node._hooks.values()):
         out = hook(Tensor(g, dtype=g.dtype))
         if out is None:

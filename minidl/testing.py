@@ -78,3 +78,35 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
                         raise AssertionError(msg)
                     return False
     return True
+
+
+def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=0,
+                  raise_exception=True):
+    """Check second derivatives, as ``torch.autograd.gradgradcheck``: the gradient of
+    ``fn(*inputs)`` (projected on a fixed random ``grad_outputs``) with respect to the inputs
+    that require grad, taken with ``create_graph=True``, is itself checked by ``gradcheck``
+    against finite differences of that first gradient. Inputs as for gradcheck (float64)."""
+    from . import autograd
+    from .ops import cat
+
+    rng = np.random.default_rng(seed + 1)
+    inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float64)) for x in inputs]
+    checked = [i for i, x in enumerate(inputs) if x.requires_grad]
+    out = fn(*inputs)
+    v = rng.standard_normal(out.shape)
+
+    def first_gradient(*xs):
+        # gradcheck calls this with its perturbed copies, which do not require grad: they
+        # become leaves here, so that the first gradient can be taken at them too
+        xs = list(xs)
+        for i in checked:
+            if not xs[i].requires_grad:
+                xs[i] = Tensor(xs[i].data, requires_grad=True)
+        y = fn(*xs)
+        grads = autograd.grad((y * Tensor(v.astype(y.dtype), device=y.device)).sum(),
+                              [xs[i] for i in checked], create_graph=True,
+                              allow_unused=True, materialize_grads=True)
+        return cat([g.reshape(-1) for g in grads])
+
+    return gradcheck(first_gradient, inputs, eps=eps, atol=atol, rtol=rtol,
+                     directions=directions, seed=seed, raise_exception=raise_exception)
