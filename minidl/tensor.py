@@ -778,24 +778,6 @@ class Tensor:
     def expand_as(self, other):
         return self.expand(other.shape)
 
-    def sum_to_size(self, *size):
-        """The sum of this tensor down to ``size``, a shape it broadcasts to (the gradient of a
-        broadcast), as PyTorch's sum_to_size."""
-        shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) \
-            else tuple(size)
-        try:
-            fits = np.broadcast_shapes(shape, self.shape) == tuple(self.shape)
-        except ValueError:
-            fits = False
-        if not fits or len(shape) > self.ndim:
-            raise ValueError(f"sum_to_size: size {shape} is not expandable to the tensor's size "
-                             f"{tuple(self.shape)}")
-        extra = self.ndim - len(shape)
-        axes = tuple(range(extra)) + tuple(
-            i + extra for i, n in enumerate(shape) if n == 1 and self.shape[i + extra] != 1)
-        out = Sum.apply(self, dim=axes, keepdim=True) if axes else self
-        return out.reshape(shape) if out.shape != shape else out
-
     def repeat(self, *sizes):
         """Dim i repeated sizes[i] times (a copy, NumPy's tile)."""
         return Repeat.apply(self, sizes=ops.repeat_sizes(self.shape, sizes))
