@@ -14,8 +14,8 @@ import functools
 
 import numpy as _np
 
-from .backend import get_array_module
-from .backend.dtypes import is_floating
+from ..backend import get_array_module
+from ..backend.dtypes import is_floating
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -523,3 +523,13 @@ def check_versions(node, ctx):
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "
                 "pass; change a copy (.clone()) instead, or do the in-place change before it")
+
+
+def __getattr__(name):
+    """``minidl.autograd.functional`` without an import of its own, as torch's (loaded on first
+    use: it imports ops, which import this module)."""
+    if name == "functional":
+        import importlib
+
+        return importlib.import_module(".functional", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
