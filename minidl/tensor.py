@@ -197,9 +197,11 @@ class Tensor:
         ``requires_grad=True`` on a leaf."""
         from .printing import tensor_repr
 
-        grad_fn = None if self._ctx is None else f"{type(self._ctx).__name__}Backward"
-        return tensor_repr(self.numpy(), self.device, grad_fn, self.requires_grad,
-                           PRINT_OPTIONS)
+        grad_fn = None if self._ctx is None else self._ctx.name()
+        device = self.device
+        if device != "cpu":  # torch names the GPU's index: device='cuda:0'
+            device = f"{device}:{getattr(getattr(self.data, 'device', None), 'id', 0)}"
+        return tensor_repr(self.numpy(), device, grad_fn, self.requires_grad, PRINT_OPTIONS)
 
     def numpy(self, *, force=False) -> np.ndarray:
         """The values as a numpy array on the host (a copy when on the GPU). Unlike PyTorch,

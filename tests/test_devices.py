@@ -406,7 +406,7 @@ def test_cross_entropy_rejects_out_of_range_labels_on_the_device(device):
 def test_tensor_basics_on_the_device(device):
     t = minidl.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True, device=device)
     assert t.device == device and t.dtype == np.float32
-    assert "device='cuda'" in repr(t) and "requires_grad=True" in repr(t)
+    assert "device='cuda:0'" in repr(t) and "requires_grad=True" in repr(t)
     assert isinstance(t.numpy(), np.ndarray)
     assert t.sum().item() == 10.0 and isinstance(t.sum().item(), float)
     # float64 host arrays stay float64 on the device, as on the CPU (gradient checks need it)

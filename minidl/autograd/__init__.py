@@ -366,6 +366,10 @@ class _FirstOrderOnly(Function):
     def graph_backward(self, g, out):
         return self.backward(None)
 
+    def name(self):
+        """The name of the op whose gradient this is (``MulBackward``)."""
+        return self.op
+
 
 def first_order_only(fn, g):
     """``fn``'s input gradients from its array ``backward``, as Tensors that depend on ``g``
