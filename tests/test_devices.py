@@ -491,3 +491,11 @@ def test_mnist_cli_without_cuda_prints_one_error_line():
     assert len(lines) == 1 and lines[0].startswith("error: ")
     for words in expected:
         assert words in lines[0]
+
+
+def test_cpu_device_with_an_index_is_the_cpu_as_in_torch():
+    t = minidl.ones(2)
+    assert t.to("cpu:0") is t or t.to("cpu:0").device == "cpu"
+    assert minidl.zeros(2, device="cpu:0").device == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        t.to("cpu:x")

@@ -617,11 +617,3 @@ def test_sgd_without_momentum_keeps_no_state_as_torch():
     topt.step()
     assert topt.state_dict()["state"] == {}
     opt.load_state_dict(topt.state_dict())  # and torch's loads
-
-
-def test_cpu_device_with_an_index_is_the_cpu_as_in_torch():
-    t = minidl.ones(2)
-    assert t.to("cpu:0") is t or t.to("cpu:0").device == "cpu"
-    assert minidl.zeros(2, device="cpu:0").device == "cpu"
-    with pytest.raises(ValueError, match="unknown device"):
-        t.to("cpu:x")
