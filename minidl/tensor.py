@@ -71,6 +71,7 @@ class Tensor:
     _used = False  # set once an op recorded in the graph took this tensor as an input
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
     _hooks = None  # register_hook's functions, {key: fn}, run when this gradient is computed
+    _post_hooks = None  # register_post_accumulate_grad_hook's, run after .grad is updated
 
     @property
     def _version(self):
@@ -314,6 +315,23 @@ class Tensor:
             self._hooks = {}
         return _HookHandle(self._hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` each time a backward pass has added into this leaf's ``.grad``
+        (an optimizer step per parameter, inside backward, as PyTorch's). Returns a handle
+        whose ``remove()`` takes the hook off."""
+        if self._ctx is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: post accumulate grad hooks "
+                               "cannot be registered on non-leaf tensors")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: cannot register a hook on a "
+                               "tensor that does not require grad")
+        if not callable(hook):
+            raise TypeError(f"register_post_accumulate_grad_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        if self._post_hooks is None:
+            self._post_hooks = {}
+        return _HookHandle(self._post_hooks, hook)
+
     def zero_(self):
         return _inplace(self, 0, "fill", _fill)
 
@@ -376,6 +394,9 @@ class Tensor:
         for t, g in zip(inputs, found):
             if g is not None:
                 _accumulate(t, g, set())
+                if t._post_hooks and t._ctx is None:
+                    for hook in list(t._post_hooks.values()):
+                        hook(t)
 
     # ---- operators and math: each runs one Function from ops.py ----------------------------
     def __add__(self, other):
@@ -1245,6 +1266,9 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
         elif ctx is None or node._retain_grad:
             if node.requires_grad:
                 _accumulate(node, g, handed_out)
+                if node._post_hooks and ctx is None:
+                    for hook in list(node._post_hooks.values()):
+                        hook(node)
             if ctx is None:
                 continue
         if ctx.stamp != changes:  # something changed in place since this op's forward
@@ -1252,7 +1276,9 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
         finish = ctx.after_backward
         if finish is not None and finish not in finishers:
             finishers.append(finish)
-        if create_graph:
+        if autograd._anomaly:
+            in_grads = _anomaly_backward(ctx, g, node, create_graph)
+        elif create_graph:
             in_grads = _graph_backward(ctx, g, node)
         else:
             # no_grad() around the op's backward, without a context manager's cost per node
@@ -1287,6 +1313,21 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
     for finish in finishers:
         finish()
     return None if found is None else [found[id(t)] for t in wanted]
+
+
+def _anomaly_backward(ctx, g, node, create_graph):
+    """One op's backward in anomaly mode: an error in it, or a NaN it returns, is raised with
+    the stack of the op's forward call."""
+    previous, autograd._grad_enabled = autograd._grad_enabled, bool(create_graph)
+    try:
+        in_grads = ctx.graph_backward(g, node) if create_graph else ctx.backward(g)
+    except Exception as e:
+        raise autograd.anomaly_error(ctx, f"Error detected in {ctx.name()}: "
+                                          f"{type(e).__name__}: {e}") from e
+    finally:
+        autograd._grad_enabled = previous
+    autograd.check_anomaly(ctx, in_grads if isinstance(in_grads, tuple) else (in_grads,))
+    return in_grads
 
 
 def _graph_backward(ctx, g, node):

@@ -34,6 +34,99 @@ _autocast_hook = None
 _profiler_hook = None
 
 
+# Anomaly detection (detect_anomaly): ops record where they were called, and a backward pass
+# checks every gradient an op returns for NaN, naming the op and that forward call.
+_anomaly = False
+_anomaly_check_nan = True
+
+
+def _forward_trace():
+    import traceback
+
+    return traceback.extract_stack()[:-2]
+
+
+class set_detect_anomaly:
+    """Turn anomaly detection on or off, as ``torch.autograd.set_detect_anomaly``: at once as a
+    call, restored on exit as a context manager. On, every op records the stack of its forward
+    call, and a backward pass that meets an op returning NaN in a gradient (with ``check_nan``)
+    or raising raises a RuntimeError that names the op and shows that forward call."""
+
+    def __init__(self, mode: bool, check_nan: bool = True):
+        global _anomaly, _anomaly_check_nan
+        self.previous = (_anomaly, _anomaly_check_nan)
+        _anomaly, _anomaly_check_nan = bool(mode), bool(check_nan)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        global _anomaly, _anomaly_check_nan
+        _anomaly, _anomaly_check_nan = self.previous
+        return False
+
+
+class detect_anomaly:
+    """``with minidl.autograd.detect_anomaly():`` (or as a decorator): anomaly detection on
+    inside, as torch's; it warns that it slows everything down, as torch's does."""
+
+    def __init__(self, check_nan: bool = True):
+        self.check_nan = check_nan
+        self._modes = []
+
+    def __enter__(self):
+        import warnings
+
+        warnings.warn("Anomaly Detection has been enabled. This mode will increase the runtime "
+                      "and should only be enabled for debugging.", UserWarning, stacklevel=2)
+        self._modes.append(set_detect_anomaly(True, self.check_nan))
+        return self
+
+    def __exit__(self, *exc):
+        self._modes.pop().__exit__(*exc)
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with detect_anomaly(self.check_nan):
+                return fn(*args, **kwargs)
+        return run
+
+
+def is_anomaly_enabled() -> bool:
+    return _anomaly
+
+
+def is_anomaly_check_nan_enabled() -> bool:
+    return _anomaly_check_nan
+
+
+def anomaly_error(fn, message):
+    """The RuntimeError anomaly mode raises for ``fn`` (a graph node), with the stack of the
+    forward call that made it where it was recorded."""
+    import traceback
+
+    trace = getattr(fn, "forward_trace", None)
+    where = ("\nTraceback of the forward call that caused the error:\n"
+             + "".join(traceback.format_list(trace)) if trace else
+             "\n(the op was recorded before anomaly detection was turned on: no forward trace)")
+    return RuntimeError(message + where)
+
+
+def check_anomaly(fn, grads):
+    """Anomaly mode: refuse a NaN in any gradient ``fn``'s backward returned."""
+    if not _anomaly_check_nan:
+        return
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        data = g.data if isinstance(g, Tensor) else g
+        if is_floating(data.dtype) and bool(get_array_module(data).isnan(data).any()):
+            raise anomaly_error(fn, f"Function '{fn.name()}' returned nan values in its {i}th "
+                                    "output.")
+
+
 def set_autocast_hook(hook):
     global _autocast_hook
     _autocast_hook = hook
@@ -204,7 +297,7 @@ def _holds_array(value):
 
 # Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
 # ``after_backward`` is kept
-_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp"))
+_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp", "forward_trace"))
 
 
 def _check_devices(name, tensors):
@@ -356,6 +449,8 @@ class Function:
                 t._used = True  # an in-place change of t would now reroute a gradient
             if changes:
                 fn.stamp = changes
+            if _anomaly:
+                fn.forward_trace = _forward_trace()
         return result
 
 
@@ -507,6 +602,8 @@ def _apply_on_tensors(cls, args, kwargs):
     for t in node.inputs:
         t._used = True
     node.stamp = changes
+    if _anomaly:
+        node.forward_trace = _forward_trace()
     data = [outs[i].data for i in graded]
     if len(data) > 1:
         joined = get_array_module(*data).concatenate([d.ravel() for d in data])
@@ -585,4 +682,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name in ("gradcheck", "gradgradcheck"):  # torch.autograd.gradcheck's place
+        from .. import testing
+
+        return getattr(testing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
