@@ -123,3 +123,13 @@ from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independ
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)
+# torch.autograd's names above the ops layer: autograd.functional (vjp, jacobian, hessian...)
+# and autograd.gradcheck/gradgradcheck, set here so that autograd imports nothing above it
+import sys as _sys  # noqa: E402
+
+from . import _autograd_functional, autograd as _autograd, testing as _testing  # noqa: E402
+
+_autograd.functional = _autograd_functional
+_sys.modules[__name__ + ".autograd.functional"] = _autograd_functional
+_autograd.gradcheck, _autograd.gradgradcheck = _testing.gradcheck, _testing.gradgradcheck
+del _sys, _testing, _autograd

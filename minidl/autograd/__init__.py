@@ -676,14 +676,11 @@ def check_versions(node, ctx):
 
 
 def __getattr__(name):
-    """``minidl.autograd.functional`` and ``.function`` without an import of their own, as
-    torch's (loaded on first use: functional imports ops, which import this module)."""
-    if name in ("functional", "function"):
+    """``minidl.autograd.function`` without an import of its own, as torch's. (``functional``,
+    ``gradcheck`` and ``gradgradcheck``, which sit above ops, are set here by minidl's
+    __init__, so that this layer imports nothing above it.)"""
+    if name == "function":
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
-    if name in ("gradcheck", "gradgradcheck"):  # torch.autograd.gradcheck's place
-        from .. import testing
-
-        return getattr(testing, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

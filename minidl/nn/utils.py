@@ -255,6 +255,9 @@ _sys.modules[__name__ + ".parametrize"] = parametrize
 from . import _parametrizations as parametrizations  # noqa: E402
 
 _sys.modules[__name__ + ".parametrizations"] = parametrizations
+from . import _prune as prune  # noqa: E402
+
+_sys.modules[__name__ + ".prune"] = prune
 
 import types as _types  # noqa: E402
 

@@ -10,8 +10,8 @@ Jacobian-vector product, so forward mode is not needed.
 """
 from __future__ import annotations
 
-from .. import autograd
-from ..backend import get_array_module
+from . import autograd
+from .backend import get_array_module
 
 __all__ = ["vjp", "jvp", "jacobian", "hessian", "vhp", "hvp"]
 
@@ -194,7 +194,7 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
 
 
 def _stack(parts, shape, like):
-    from ..ops import stack
+    from .ops import stack
 
     if not parts:
         data = like.data
