@@ -19,8 +19,8 @@ from .backend import get_array_module
 from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
     Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
-    accumulation_dtype, clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type,
-    where, wrap_dim,
+    accumulation_dtype, clamp, constant, reduction_axes, refuse_bool, refuse_empty_reduction,
+    result_type, where, wrap_dim,
 )
 from .ops import var as _var
 
@@ -111,9 +111,12 @@ def _float_input(x):
     return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=default_float())
 
 
-def _unary(name, forward, derivative, save_output=False):
+def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
     """A Function class ``name`` for ``y = forward(xp, x)`` whose gradient is
-    ``g * derivative(xp, x, y)``; it saves only what the derivative reads."""
+    ``g * derivative(xp, saved)`` (saved: x, or y with ``save_output``); it saves only what the
+    derivative reads. ``graph_derivative(x, y)`` states the same derivative with recorded ops
+    on the input and output Tensors (a Tensor or a number), for double backward; a
+    piecewise-constant op (``derivative`` None) has a zero gradient in both passes."""
 
     def fwd(self, a):
         xp = get_array_module(a)
@@ -130,27 +133,50 @@ def _unary(name, forward, derivative, save_output=False):
             d = derivative(xp, saved) if derivative is not None else xp.zeros_like(g)
         return (g * d).astype(g.dtype, copy=False)
 
-    return type(name, (Function,), {"forward": fwd, "backward": bwd, "__doc__": name.lower()})
+    def graph_bwd(self, g, out):
+        if derivative is None:  # exact: the gradient of a step function is 0, whatever x
+            return constant(get_array_module(g.data).zeros_like(g.data))
+        return g * graph_derivative(self.inputs[0], out)
+
+    attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower()}
+    if derivative is None or graph_derivative is not None:
+        attrs["graph_backward"] = graph_bwd
+    return type(name, (Function,), attrs)
 
 
 _LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
-Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda xp, y: -y * y, save_output=True)
+Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda xp, y: -y * y, save_output=True,
+                    graph_derivative=lambda x, y: -(y * y))
 Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a), lambda xp, y: -0.5 * y * y * y,
-               save_output=True)
-Square = _unary("Square", lambda xp, a: a * a, lambda xp, a: 2 * a)
-Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda xp, a: xp.cos(a))
-Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda xp, a: -xp.sin(a))
-Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda xp, y: 1 + y * y, save_output=True)
-Asin = _unary("Asin", lambda xp, a: xp.arcsin(a), lambda xp, a: 1 / xp.sqrt(1 - a * a))
-Acos = _unary("Acos", lambda xp, a: xp.arccos(a), lambda xp, a: -1 / xp.sqrt(1 - a * a))
-Atan = _unary("Atan", lambda xp, a: xp.arctan(a), lambda xp, a: 1 / (1 + a * a))
-Sinh = _unary("Sinh", lambda xp, a: xp.sinh(a), lambda xp, a: xp.cosh(a))
-Cosh = _unary("Cosh", lambda xp, a: xp.cosh(a), lambda xp, a: xp.sinh(a))
-Log1p = _unary("Log1p", lambda xp, a: xp.log1p(a), lambda xp, a: 1 / (1 + a))
-Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda xp, y: y + 1, save_output=True)
-Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda xp, a: 1 / (a * _LN2))
-Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda xp, a: 1 / (a * _LN10))
-Exp2 = _unary("Exp2", lambda xp, a: xp.exp2(a), lambda xp, y: y * _LN2, save_output=True)
+               save_output=True, graph_derivative=lambda x, y: y * y * y * -0.5)
+Square = _unary("Square", lambda xp, a: a * a, lambda xp, a: 2 * a,
+                graph_derivative=lambda x, y: x * 2)
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda xp, a: xp.cos(a),
+             graph_derivative=lambda x, y: Cos.apply(x))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda xp, a: -xp.sin(a),
+             graph_derivative=lambda x, y: -Sin.apply(x))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda xp, y: 1 + y * y, save_output=True,
+             graph_derivative=lambda x, y: 1 + y * y)
+Asin = _unary("Asin", lambda xp, a: xp.arcsin(a), lambda xp, a: 1 / xp.sqrt(1 - a * a),
+              graph_derivative=lambda x, y: Rsqrt.apply(1 - x * x))
+Acos = _unary("Acos", lambda xp, a: xp.arccos(a), lambda xp, a: -1 / xp.sqrt(1 - a * a),
+              graph_derivative=lambda x, y: -Rsqrt.apply(1 - x * x))
+Atan = _unary("Atan", lambda xp, a: xp.arctan(a), lambda xp, a: 1 / (1 + a * a),
+              graph_derivative=lambda x, y: 1 / (1 + x * x))
+Sinh = _unary("Sinh", lambda xp, a: xp.sinh(a), lambda xp, a: xp.cosh(a),
+              graph_derivative=lambda x, y: Cosh.apply(x))
+Cosh = _unary("Cosh", lambda xp, a: xp.cosh(a), lambda xp, a: xp.sinh(a),
+              graph_derivative=lambda x, y: Sinh.apply(x))
+Log1p = _unary("Log1p", lambda xp, a: xp.log1p(a), lambda xp, a: 1 / (1 + a),
+               graph_derivative=lambda x, y: 1 / (1 + x))
+Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda xp, y: y + 1, save_output=True,
+               graph_derivative=lambda x, y: y + 1)
+Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda xp, a: 1 / (a * _LN2),
+              graph_derivative=lambda x, y: 1 / (x * _LN2))
+Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda xp, a: 1 / (a * _LN10),
+               graph_derivative=lambda x, y: 1 / (x * _LN10))
+Exp2 = _unary("Exp2", lambda xp, a: xp.exp2(a), lambda xp, y: y * _LN2, save_output=True,
+              graph_derivative=lambda x, y: y * _LN2)
 # piecewise constant: a zero gradient everywhere, as PyTorch's
 # (a > 0) - (a < 0): the sign of NaN is 0, as PyTorch's (xp.sign gives NaN)
 Sign = _unary("Sign", lambda xp, a: (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype), None)
@@ -158,7 +184,8 @@ Floor = _unary("Floor", lambda xp, a: xp.floor(a), None)
 Ceil = _unary("Ceil", lambda xp, a: xp.ceil(a), None)
 Trunc = _unary("Trunc", lambda xp, a: xp.trunc(a), None)
 Round = _unary("Round", lambda xp, a: xp.round(a), None)  # half to even, as torch.round
-Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(a))
+Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(a),
+              graph_derivative=lambda x, y: 1)
 
 
 def _float_op(fn):

@@ -58,10 +58,13 @@ def _pair(name, input, other, *, floating=False, numbers=True):
 
 
 # ---- inverse hyperbolic functions, angle conversions -----------------------------------------
-Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1))
+Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1),
+               graph_derivative=lambda x, y: (x * x + 1).rsqrt())
 Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),
-               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)))
-Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a))
+               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)),
+               graph_derivative=lambda x, y: 1 / ((x - 1).sqrt() * (x + 1).sqrt()))
+Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a),
+               graph_derivative=lambda x, y: 1 / (1 - x * x))
 _DEG = math.pi / 180.0
 
 
@@ -70,9 +73,10 @@ def _wide16(a):
     return a.astype(np.float32) if a.dtype.itemsize == 2 else a
 
 
-Deg2Rad = _unary("Deg2Rad", lambda xp, a: _wide16(a) * _DEG, lambda xp, a: xp.full_like(a, _DEG))
+Deg2Rad = _unary("Deg2Rad", lambda xp, a: _wide16(a) * _DEG, lambda xp, a: xp.full_like(a, _DEG),
+                 graph_derivative=lambda x, y: _DEG)
 Rad2Deg = _unary("Rad2Deg", lambda xp, a: _wide16(a) * (1 / _DEG),
-                 lambda xp, a: xp.full_like(a, 1 / _DEG))
+                 lambda xp, a: xp.full_like(a, 1 / _DEG), graph_derivative=lambda x, y: 1 / _DEG)
 asinh, acosh, atanh, deg2rad, rad2deg = (_float_op(f) for f in (Asinh, Acosh, Atanh, Deg2Rad,
                                                                     Rad2Deg))
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..autograd import Function
 from ..backend import get_array_module
 from ..math_ops import atan, expm1, log1p, tan, xlogy  # noqa: F401  (re-exported)
-from ..ops import stable_sigmoid
+from ..ops import Sigmoid, stable_sigmoid
 from ..special import _digamma64, _lgamma64, digamma, erf, erfinv, lgamma  # noqa: F401
 
 
@@ -25,6 +25,9 @@ class Softplus(Function):
     def backward(self, g):
         (x,) = self.saved
         return g * stable_sigmoid(x)
+
+    def graph_backward(self, g, out):
+        return g * Sigmoid.apply(self.inputs[0])
 
 
 def softplus(x):
