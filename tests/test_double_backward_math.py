@@ -142,3 +142,165 @@ def test_functional_double_backward(case):
 @pytest.mark.parametrize("case", [c for c in FUNCTIONAL if c.torch], ids=repr)
 def test_functional_torch_parity(case):
     check_torch_parity(case)
+
+
+# ---- nn.functional's other activations, distributions' softplus ----------------------------
+def _act(name, **kw):
+    return lambda m, F, x: getattr(F, name)(x, **kw)
+
+
+WIDE = away((3, 4), 0.2, 4.0)
+ACTIVATIONS = [
+    Case("hardtanh", _act("hardtanh", min_val=-0.9, max_val=1.1), X),
+    Case("relu6", _act("relu6"), away((3, 4), 0.2, 7.0)),
+    Case("softplus", _act("softplus", beta=1.5, threshold=2.0), WIDE),
+    Case("softsign", _act("softsign"), X),
+    Case("mish", _act("mish"), WIDE),
+    Case("hardswish", _act("hardswish"), WIDE),
+    Case("hardsigmoid", _act("hardsigmoid"), WIDE, torch=False),  # torch: not implemented
+    Case("celu", _act("celu", alpha=0.7), X),
+    Case("selu", _act("selu"), X),
+    Case("tanhshrink", _act("tanhshrink"), X),
+    Case("threshold", _act("threshold", threshold=0.5, value=-2.0), X),
+    Case("logsigmoid", _act("logsigmoid"), WIDE),
+    Case("hardshrink", _act("hardshrink", lambd=0.6), X),
+    Case("softshrink", _act("softshrink", lambd=0.1), X),
+    Case("prelu_channels", lambda m, F, x, w: F.prelu(x, w), away((2, 3, 2)),
+         uniform((3,), 0.1, 0.5)),
+    Case("prelu_one", lambda m, F, x, w: F.prelu(x, w), away((2, 3)), uniform((1,), 0.1, 0.5)),
+    Case("rrelu_eval", _act("rrelu", lower=0.1, upper=0.3), X),
+]
+
+
+@pytest.mark.parametrize("case", ACTIVATIONS, ids=repr)
+def test_activation_double_backward(case):
+    check_double_backward(case)
+
+
+@pytest.mark.parametrize("case", [c for c in ACTIVATIONS if c.torch], ids=repr)
+def test_activation_torch_parity(case):
+    check_torch_parity(case)
+
+
+def test_rrelu_training_double_backward():
+    """In training each element has its own drawn slope, kept for both passes."""
+    x = minidl.tensor(away((3, 4)), dtype=minidl.float64, requires_grad=True)
+    minidl.manual_seed(0)
+    y = mF.rrelu(x, training=True)
+    (gx,) = minidl.autograd.grad((y * y).sum(), [x], create_graph=True)
+    (gxx,) = minidl.autograd.grad(gx.sum(), [x])
+    slope = y.numpy() / x.numpy()
+    np.testing.assert_allclose(gx.numpy(), 2 * slope * slope * x.numpy())
+    np.testing.assert_allclose(gxx.numpy(), 2 * slope * slope)
+
+
+def test_distributions_softplus_double_backward():
+    from minidl.distributions._special import softplus
+
+    x = minidl.tensor(away((3, 4), 0.2, 30.0), dtype=minidl.float64, requires_grad=True)
+    assert gradgradcheck(lambda t: softplus(t) * softplus(t), [x])
+
+
+# ---- elementwise math (the _unary factory) ---------------------------------------------------
+def _m(name):
+    return lambda m, F, x: getattr(m, name)(x)
+
+
+UNIT = uniform((2, 3), -0.8, 0.8)
+POSITIVE = uniform((2, 3), 0.3, 2.5)
+STEPS = ("sign", "floor", "ceil", "round", "trunc")  # torch's zero gradient takes no graph
+UNARY = [Case(name, _m(name), arrays, torch=name not in STEPS) for name, arrays in (
+    ("sin", X), ("cos", X), ("tan", UNIT), ("sinh", X), ("cosh", X), ("asin", UNIT),
+    ("acos", UNIT), ("atan", X), ("asinh", X), ("acosh", uniform((2, 3), 1.2, 3.0)),
+    ("atanh", UNIT), ("log1p", uniform((2, 3), -0.6, 2.0)), ("expm1", X), ("log2", POSITIVE),
+    ("log10", POSITIVE), ("exp2", X), ("reciprocal", X), ("rsqrt", POSITIVE), ("square", X),
+    ("erf", X), ("erfc", X), ("erfinv", UNIT), ("lgamma", POSITIVE), ("sign", X),
+    ("floor", X + 0.5), ("ceil", X + 0.5), ("round", X + 0.25), ("trunc", X + 0.5),
+    ("frac", X + 0.5), ("deg2rad", X), ("rad2deg", X), ("sinc", X))]
+SPECIAL = [Case(name, (lambda n: lambda m, F, x: getattr(m.special, n)(x))(name), arrays,
+                torch=name not in ("ndtri",))
+           for name, arrays in (
+    ("erfcx", X), ("ndtr", X), ("ndtri", uniform((2, 3), 0.1, 0.9)), ("log_ndtr", WIDE),
+    ("i0", X), ("i0e", X), ("i1", X), ("i1e", X), ("entr", POSITIVE), ("sinc", X))]
+
+
+@pytest.mark.parametrize("case", UNARY + SPECIAL, ids=repr)
+def test_unary_double_backward(case):
+    check_double_backward(case)
+
+
+@pytest.mark.parametrize("case", [c for c in UNARY + SPECIAL if c.torch], ids=repr)
+def test_unary_torch_parity(case):
+    check_torch_parity(case)
+
+
+def test_step_functions_zero_second_derivative():
+    """floor, sign... have a zero gradient in the graph too, so that a second backward
+    through them gives zeros (not an error)."""
+    x = minidl.tensor(X + 0.5, dtype=minidl.float64, requires_grad=True)
+    for op in (minidl.floor, minidl.ceil, minidl.round, minidl.trunc, minidl.sign):
+        (gx,) = minidl.autograd.grad((op(x) * x).sum(), [x], create_graph=True)
+        (gxx,) = minidl.autograd.grad((gx * gx).sum(), [x])
+        np.testing.assert_array_equal(gxx.numpy(), 2 * op(x).numpy() * 0)
+
+
+def test_sinc_at_zero():
+    x = minidl.tensor([0.0, 0.5], dtype=minidl.float64, requires_grad=True)
+    (gx,) = minidl.autograd.grad(minidl.sinc(x).sum(), [x], create_graph=True)
+    (gxx,) = minidl.autograd.grad(gx.sum(), [x])
+    assert gxx.numpy()[0] == pytest.approx(-np.pi ** 2 / 3)
+
+
+# ---- math ops with dims and two operands -----------------------------------------------------
+NONZERO = away((3, 4), 0.5, 1.5)
+B = away((3, 4))
+MATH = [
+    Case("cumsum", lambda m, F, x: m.cumsum(x, 1), X),
+    Case("cumsum_dim0", lambda m, F, x: m.cumsum(x, 0), X),
+    Case("cumprod", lambda m, F, x: m.cumprod(x, 1), NONZERO),
+    Case("prod_all", lambda m, F, x: m.prod(x), NONZERO),
+    Case("prod_dim", lambda m, F, x: m.prod(x, 0), NONZERO),
+    Case("prod_keepdim", lambda m, F, x: m.prod(x, 1, keepdim=True), NONZERO),
+    Case("logsumexp", lambda m, F, x: m.logsumexp(x, 1), X),
+    Case("logsumexp_dims", lambda m, F, x: m.logsumexp(x, (0, 1), keepdim=True), X),
+    Case("norm2", lambda m, F, x: m.linalg.vector_norm(x, dim=1), X),
+    Case("norm2_all", lambda m, F, x: m.linalg.vector_norm(x), X),
+    Case("norm1", lambda m, F, x: m.linalg.vector_norm(x, ord=1, dim=0), X),
+    Case("norm3", lambda m, F, x: m.linalg.vector_norm(x, ord=3, dim=1, keepdim=True), X),
+    Case("norm_half", lambda m, F, x: m.linalg.vector_norm(x, ord=0.5, dim=1), X),
+    Case("norm_inf", lambda m, F, x: m.linalg.vector_norm(x, ord=float("inf"), dim=1), X),
+    Case("remainder", lambda m, F, a, b: m.remainder(a, b), X * 3, B),
+    Case("fmod", lambda m, F, a, b: m.fmod(a, b), X * 3, B),
+    Case("div_floor", lambda m, F, a, b: m.div(a, b, rounding_mode="floor") * a, X * 3, B,
+         torch=False),
+    Case("nan_to_num", lambda m, F, x: m.nan_to_num(x), X),
+    Case("xlogy", lambda m, F, a, b: m.xlogy(a, b), X, uniform((3, 1), 0.3, 2.5)),
+    Case("atan2", lambda m, F, a, b: m.atan2(a, b), X, B),
+    Case("hypot", lambda m, F, a, b: m.hypot(a, b), X, B),
+    Case("logaddexp", lambda m, F, a, b: m.logaddexp(a, b), X, B),
+    Case("logaddexp2", lambda m, F, a, b: m.logaddexp2(a, b), X, B),
+    Case("logcumsumexp", lambda m, F, x: m.logcumsumexp(x, 1), X),
+    Case("logcumsumexp_dim0", lambda m, F, x: m.logcumsumexp(x, 0), X),
+]
+
+
+@pytest.mark.parametrize("case", MATH, ids=repr)
+def test_math_double_backward(case):
+    check_double_backward(case)
+
+
+@pytest.mark.parametrize("case", [c for c in MATH if c.torch], ids=repr)
+def test_math_torch_parity(case):
+    check_torch_parity(case)
+
+
+def test_prod_with_a_zero_is_first_order_only():
+    """The exact gradient of prod and cumprod at zeros is computed outside the graph: a
+    second backward through it says so instead of returning wrong numbers."""
+    a = np.array([[0.0, 2.0, 3.0], [1.0, 2.0, 3.0]])
+    for op in (lambda t: minidl.prod(t, 1), lambda t: minidl.cumprod(t, 1)):
+        x = minidl.tensor(a, dtype=minidl.float64, requires_grad=True)
+        (gx,) = minidl.autograd.grad(op(x).sum(), [x], create_graph=True)
+        assert gx.numpy()[0, 0] == 6.0  # the product of the others, exactly
+        with pytest.raises(NotImplementedError, match="double backward"):
+            minidl.autograd.grad((gx * gx).sum(), [x])
