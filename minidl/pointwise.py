@@ -22,8 +22,8 @@ from .backend import get_array_module
 from .backend.dtypes import default_float, is_floating
 from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
-    Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
-    refuse_bool_sub, result_type,
+    Cast, Fill, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
+    constant, keep_where, refuse_bool_sub, result_type,
 )
 
 
@@ -98,6 +98,13 @@ class CopySign(Function):
             ratio = xp.where(a == 0, 0, y / a)
         return (g * ratio).astype(g.dtype, copy=False), xp.zeros_like(g)
 
+    def graph_backward(self, g, out):
+        a = self.inputs[0].data
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = xp.where(a == 0, 0, out.data / a)  # +-1: piecewise constant
+        return g * constant(ratio.astype(g.data.dtype, copy=False)), Fill.apply(g, value=0)
+
 
 def copysign(input, other):
     """``|input|`` with the sign of ``other`` (a tensor or a number); floating-point result."""
@@ -164,6 +171,11 @@ class FMax(Function):
         zero = xp.zeros((), g.dtype)
         return xp.where(a_side, g, zero), xp.where(a_side, zero, g)
 
+    def graph_backward(self, g, out):
+        a, b = (t.data for t in self.inputs)
+        a_side = ((a <= b) if self.take_min else (a >= b)) | (b != b)
+        return keep_where(a_side, g), keep_where(~a_side, g)
+
 
 def fmax(input, other):
     """The elementwise maximum that ignores NaN (NaN only where both are NaN)."""
@@ -213,6 +225,10 @@ class Ldexp(Function):
         a, scale = self.saved
         return g * scale, (g * a * scale * math.log(2.0)).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        b = self.inputs[1]
+        return g * b.exp2(), g * out * math.log(2.0)
+
 
 def ldexp(input, other):
     """``input * 2 ** other`` (other a tensor); integer inputs give float32."""
@@ -237,6 +253,10 @@ class Frexp(Function):
     def backward(self, g):
         (scale,) = self.saved
         return g * scale
+
+    def graph_backward(self, g, out):
+        (scale,) = self.saved  # 2^-exponent: piecewise constant
+        return g * constant(scale)
 
 
 def frexp(input):
@@ -288,6 +308,10 @@ class NextAfter(Function):
         a, b = self.saved
         xp = get_array_module(g)
         return xp.where(a != b, g, xp.zeros((), g.dtype)), xp.zeros_like(g)
+
+    def graph_backward(self, g, out):
+        a, b = (t.data for t in self.inputs)
+        return keep_where(a != b, g), Fill.apply(g, value=0)
 
 
 def nextafter(input, other):

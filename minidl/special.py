@@ -329,6 +329,9 @@ class Polygamma(Function):
         with np.errstate(all="ignore"):
             return (g * _polygamma64(xp, self.n + 1, _wide(a))).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        return g * Polygamma.apply(self.inputs[0], n=self.n + 1)
+
 
 # ---- Bessel functions I0, I1 --------------------------------------------------------------
 def _bessel_i64(xp, nu, x, scaled):
@@ -429,6 +432,17 @@ class Logit(Function):
             return xp.where((a < 0) | (a > 1), xp.nan, d).astype(g.dtype, copy=False)
         return xp.where((a < self.eps) | (a > 1 - self.eps), 0, d).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        a = x.data
+        if self.eps is None:
+            inside, outside = (a >= 0) & (a <= 1), float("nan")
+        else:
+            inside, outside = (a >= self.eps) & (a <= 1 - self.eps), 0.0
+        keep = constant(inside)
+        safe = where(keep, x, 0.5)  # no 0/0 in the gradient of the branch not taken
+        return g * where(keep, 1 / (safe * (1 - safe)), outside)
+
 
 def _entr(xp, a):
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -480,6 +494,12 @@ class XLog1pY(Function):
             gx = g * xp.where((x == 0) & ~xp.isnan(y), 0, xp.log1p(y))
             gy = g * x / (1 + y)
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x, y = self.inputs
+        xp = get_array_module(x.data)
+        skip = constant((x.data == 0) & ~xp.isnan(y.data))
+        return g * where(skip, 0.0, y.log1p()), g * x / (1 + y)
 
 
 # ---- the public functions -----------------------------------------------------------------

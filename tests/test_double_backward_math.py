@@ -306,3 +306,42 @@ def test_prod_with_a_zero_is_first_order_only():
         np.testing.assert_array_equal(gx.numpy(), plain.grad.numpy())
         with pytest.raises(NotImplementedError, match="double backward"):
             minidl.autograd.grad((gx * gx).sum(), [x])
+
+
+# ---- special and pointwise functions of two operands, attention ------------------------------
+OTHERS = [
+    Case("polygamma0", lambda m, F, x: m.polygamma(0, x), POSITIVE),
+    Case("polygamma2", lambda m, F, x: m.polygamma(2, x), POSITIVE),
+    Case("digamma", lambda m, F, x: m.digamma(x), POSITIVE),
+    Case("logit", lambda m, F, x: m.logit(x), PROB),
+    Case("logit_eps", lambda m, F, x: m.logit(x, eps=0.2), PROB),
+    Case("xlog1py", lambda m, F, a, b: m.special.xlog1py(a, b), X,
+         uniform((3, 1), 0.3, 2.5)),
+    Case("copysign", lambda m, F, a, b: m.copysign(a, b), X, B),
+    Case("fmax", lambda m, F, a, b: m.fmax(a, b), X, B),
+    Case("fmin", lambda m, F, a, b: m.fmin(a, b), X, B),
+    Case("ldexp", lambda m, F, a, b: m.ldexp(a, b), X, B),
+    Case("frexp", lambda m, F, x: m.frexp(x)[0], X * 5),
+    Case("nextafter", lambda m, F, a, b: m.nextafter(a, b), X, B, fixed=(1,), torch=False),
+]
+
+Q, K, V = (RNG.standard_normal((2, 3, 4)) for _ in range(3))
+K5, V5 = RNG.standard_normal((2, 5, 4)), RNG.standard_normal((2, 5, 2))
+ADD_MASK = RNG.standard_normal((3, 5))
+ATTENTION = [
+    Case("sdpa", lambda m, F, q, k, v: F.scaled_dot_product_attention(q, k, v), Q, K5, V5),
+    Case("sdpa_causal", lambda m, F, q, k, v: F.scaled_dot_product_attention(
+        q, k, v, is_causal=True), Q, K, V),
+    Case("sdpa_mask", lambda m, F, q, k, v, mask: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=mask, scale=0.7), Q, K5, V5, ADD_MASK),
+]
+
+
+@pytest.mark.parametrize("case", OTHERS + ATTENTION, ids=repr)
+def test_other_double_backward(case):
+    check_double_backward(case)
+
+
+@pytest.mark.parametrize("case", [c for c in OTHERS + ATTENTION if c.torch], ids=repr)
+def test_other_torch_parity(case):
+    check_torch_parity(case)
