@@ -345,3 +345,58 @@ def test_other_double_backward(case):
 @pytest.mark.parametrize("case", [c for c in OTHERS + ATTENTION if c.torch], ids=repr)
 def test_other_torch_parity(case):
     check_torch_parity(case)
+
+
+def _packed(batch_first, causal=False, with_mask=False):
+    """PackedSelfAttention on minidl; on torch the same from the split heads and sdpa."""
+    heads = 2
+
+    def fn(m, F, qkv, *mask):
+        a, b, e3 = qkv.shape
+        hd = e3 // (3 * heads)
+        if m is minidl:
+            from minidl.nn.attention import PackedSelfAttention
+
+            return PackedSelfAttention.apply(qkv, *mask, heads=heads, batch_first=batch_first,
+                                             scale=0.6, causal=causal)
+        order = (0, 2, 1, 3) if batch_first else (1, 2, 0, 3)
+        q, k, v = (qkv.reshape(a, b, 3, heads, hd)[:, :, i].permute(*order) for i in range(3))
+        # the composite: torch's fused CPU kernels have no double backward
+        scores = q @ k.transpose(-2, -1) * 0.6
+        if causal:
+            length = b if batch_first else a
+            scores = scores.masked_fill(m.ones(length, length).triu(1).bool(), float("-inf"))
+        out = (scores + mask[0] if mask else scores).softmax(-1) @ v
+        back = (0, 2, 1, 3) if batch_first else (2, 0, 1, 3)
+        merged = out.permute(*back)
+        return merged.reshape(merged.shape[0], merged.shape[1], heads * hd)
+    return fn
+
+
+QKV = RNG.standard_normal((3, 2, 12))
+PACKED = [
+    Case("packed", _packed(False), QKV),
+    Case("packed_batch_first_causal", _packed(True, causal=True), RNG.standard_normal((2, 3, 12))),
+    Case("packed_mask", _packed(False, with_mask=True), QKV, RNG.standard_normal((1, 2, 3, 3))),
+]
+
+
+@pytest.mark.parametrize("case", PACKED, ids=repr)
+def test_packed_attention_double_backward(case):
+    check_double_backward(case)
+
+
+@pytest.mark.parametrize("case", PACKED, ids=repr)
+def test_packed_attention_torch_parity(case):
+    check_torch_parity(case)
+
+
+def test_attention_dropout_double_backward():
+    """The dropout multiplier is a constant of both passes (the same draw each call here)."""
+    def fn(q, k, v):
+        minidl.manual_seed(3)
+        y = mF.scaled_dot_product_attention(q, k, v, dropout_p=0.3)
+        return y * y
+
+    inputs = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in (Q, K5, V5)]
+    assert gradgradcheck(fn, inputs)
