@@ -1110,13 +1110,25 @@ class BinaryCrossEntropyWithLogits(Function):
             if pw is None:
                 gt = scale * -x
             else:
-                gt = scale * (pw * _graph_softplus(-x) - _graph_softplus(x))
+                gt = scale * (pw * Softplus.apply(-x) - Softplus.apply(x))
         return gx, gt
 
 
-def _graph_softplus(x):
-    """log(1 + e^x) as recorded ops that do not overflow (for double backward)."""
-    return x.relu() + (-x.abs()).exp().log1p()
+class Softplus(Function):
+    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): no overflow, and all its digits for x << 0
+    (the distributions' softplus, and the losses' and activations' double backward)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.save_for_backward(x)
+        return (xp.maximum(x, 0) + xp.log1p(xp.exp(-abs(x)))).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved
+        return g * stable_sigmoid(x)
+
+    def graph_backward(self, g, out):
+        return g * Sigmoid.apply(self.inputs[0])
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",

@@ -479,3 +479,17 @@ def test_mlp_hessian_vector_product_against_finite_differences():
     for h, gp, gm in zip(hvp, plus, minus):
         np.testing.assert_allclose(h.numpy(), (gp.numpy() - gm.numpy()) / (2 * eps),
                                    rtol=1e-5, atol=1e-8)
+
+
+def test_mish_double_backward_at_zero():
+    """mish's derivative takes softplus in the graph as one op, exact at x = 0 (a relu + abs
+    form would give softplus' derivative 0 there instead of 1/2)."""
+    torch = pytest.importorskip("torch")
+    x = minidl.tensor([0.0, 0.7], dtype=minidl.float64, requires_grad=True)
+    (gx,) = minidl.autograd.grad(mF.mish(x).sum(), [x], create_graph=True)
+    (gxx,) = minidl.autograd.grad(gx.sum(), [x])
+    xt = torch.tensor([0.0, 0.7], dtype=torch.float64, requires_grad=True)
+    (gt,) = torch.autograd.grad(torch.nn.functional.mish(xt).sum(), [xt], create_graph=True)
+    (gtt,) = torch.autograd.grad(gt.sum(), [xt])
+    np.testing.assert_allclose(gx.numpy(), gt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gxx.numpy(), gtt.numpy(), rtol=1e-10)

@@ -18,7 +18,8 @@ import functools
 import numpy as np
 
 from ...backend import get_array_module
-from ...functional import _float_input, _graph_softplus, _opmath, _softmax_dim, softmax
+from ...functional import Softplus as _SoftplusOp
+from ...functional import _float_input, _opmath, _softmax_dim, softmax
 from ...ops import Sigmoid, Where, constant, keep_where, reduction_axes, stable_sigmoid
 from ...tensor import Function, Tensor, apply_in_place
 
@@ -46,7 +47,8 @@ class Pointwise(Function):
         x = self.inputs[0]
         if self.constant_df:
             xp = get_array_module(x.data)
-            return g * constant(self.df(xp, x.data, **self.params).astype(g.data.dtype))
+            d = self.df(xp, _opmath(x.data), **self.params)
+            return g * constant(d.astype(g.data.dtype, copy=False))
         if self.graph_df is None:
             return super().graph_backward(g, out)
         return g * self.graph_df(x, **self.params)
@@ -118,7 +120,7 @@ class Mish(Pointwise):
 
     @staticmethod
     def graph_df(x):
-        t = _graph_softplus(x).tanh()
+        t = _SoftplusOp.apply(x).tanh()
         return t + x * Sigmoid.apply(x) * (1 - t * t)
 
 
