@@ -492,3 +492,20 @@ def test_mish_double_backward_at_zero():
     (gtt,) = torch.autograd.grad(gt.sum(), [xt])
     np.testing.assert_allclose(gx.numpy(), gt.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(gxx.numpy(), gtt.numpy(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_multihead_attention_double_backward(packed):
+    """nn.MultiheadAttention end to end: the packed self-attention op, or the separate
+    projections and the fused attention (key and value another tensor)."""
+    minidl.manual_seed(0)
+    mha = minidl.nn.MultiheadAttention(4, 2).double()
+    r = np.random.default_rng(4)
+    x = minidl.tensor(r.standard_normal((3, 2, 4)), dtype=minidl.float64, requires_grad=True)
+    kv = minidl.tensor(r.standard_normal((5, 2, 4)), dtype=minidl.float64)
+
+    def fn(x):
+        y, _ = mha(x, x, x, need_weights=False) if packed else mha(x, kv, kv)
+        return y * y
+
+    assert gradgradcheck(fn, [x])
