@@ -1,5 +1,402 @@
-"""``minidl.func``: torch.func's functional_call (run a module with substituted parameters and
-buffers, the gradients going to the substitutes)."""
+"""``minidl.func``: torch.func's function transforms on minidl's autograd.
+
+``grad``, ``grad_and_value``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``hessian`` and ``vmap``
+take a function and return a function, with torch.func's arguments (``argnums``, ``has_aux``,
+``in_dims``, ``out_dims``, ``randomness``), and they compose: ``grad(grad(f))``,
+``vmap(grad(loss), in_dims=(None, 0, 0))`` for per-sample gradients, ``jacfwd(jacrev(f))``.
+They run on double backward: a transform records its gradients as ops
+(``create_graph=True``) when what it returns is itself differentiated, which is the case where
+an argument or a tensor the function closes over requires grad (an outer transform, or a
+model's parameters). ``vmap`` runs the function once per sample and stacks the results: the
+same numbers as a batched rule, at a loop's speed. ``functional_call`` and
+``stack_module_state`` run a module with substituted (or stacked) parameters.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import autograd
 from .nn._stateless import functional_call
 
-__all__ = ["functional_call"]
+__all__ = ["functional_call", "grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd",
+           "hessian", "vmap", "stack_module_state"]
+
+
+# ---- containers of Tensors (torch.func's pytrees: tuples, lists and dicts) ---------------------
+def _flatten(tree):
+    """The Tensors of ``tree`` in order, and a function that rebuilds the tree from a list."""
+    Tensor = autograd.Tensor
+    if isinstance(tree, Tensor):
+        return [tree], lambda leaves: leaves[0]
+    if isinstance(tree, (tuple, list)):
+        parts = [_flatten(x) for x in tree]
+        kind = type(tree)
+
+        def rebuild(leaves):
+            out, start = [], 0
+            for flat, build in parts:
+                out.append(build(leaves[start:start + len(flat)]))
+                start += len(flat)
+            return kind(out) if kind in (tuple, list) else kind(*out)  # a namedtuple too
+        return [t for flat, _ in parts for t in flat], rebuild
+    if isinstance(tree, dict):
+        keys = list(tree)
+        parts = [_flatten(tree[k]) for k in keys]
+
+        def rebuild_dict(leaves):
+            out, start = {}, 0
+            for k, (flat, build) in zip(keys, parts):
+                out[k] = build(leaves[start:start + len(flat)])
+                start += len(flat)
+            return out
+        return [t for flat, _ in parts for t in flat], rebuild_dict
+    return [], lambda leaves: tree  # a number, a string, None: passed through as it is
+
+
+def _argnums(argnums, n, name):
+    single = isinstance(argnums, int)
+    nums = (argnums,) if single else tuple(argnums)
+    if not nums or not all(isinstance(i, int) and -n <= i < n for i in nums):
+        raise ValueError(f"{name}: argnums {argnums!r} must be an int or a tuple of ints in "
+                         f"[{-n}, {n}) for a function called with {n} positional arguments")
+    nums = tuple(i % n for i in nums)
+    if len(set(nums)) != len(nums):
+        raise ValueError(f"{name}: argnums {argnums!r} repeats an argument")
+    return single, nums
+
+
+def _track(args, nums):
+    """The arguments with those at ``nums`` replaced by tensors the gradient is taken at: a
+    view where the original requires grad (its graph kept for an outer transform), else a new
+    leaf. Returns (args, tracked leaves per argnum, the rebuilders)."""
+    args = list(args)
+    tracked, builders = [], []
+    for i in nums:
+        flat, build = _flatten(args[i])
+        if not flat:
+            raise TypeError(f"argument {i} holds no Tensor to differentiate with respect to")
+        new = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True)
+               for t in flat]
+        args[i] = build(new)
+        tracked.append(new)
+        builders.append(build)
+    return args, tracked, builders
+
+
+def _outer_dependence(outputs, tracked):
+    """Whether ``outputs`` depend on a tensor that requires grad other than the tracked
+    leaves: an outer transform or a model's parameters, which then need the result recorded."""
+    from .tensor import _graph_order
+
+    roots = [o for o in outputs if o.requires_grad]
+    if not roots:
+        return False
+    mine = {id(t) for t in tracked}
+    order, _ = _graph_order(roots)
+    for node in order:
+        if id(node) in mine:
+            continue
+        if node._ctx is None and node.requires_grad:
+            return True
+    return False
+
+
+def _gradients(outputs, seeds, inputs, create_graph):
+    """d(outputs)/d(inputs) seeded by ``seeds``, zeros where an input is not reached."""
+    pairs = [(o, s) for o, s in zip(outputs, seeds) if o.requires_grad]
+    if pairs:
+        found = autograd.grad([o for o, _ in pairs], list(inputs), [s for _, s in pairs],
+                              retain_graph=True, create_graph=create_graph, allow_unused=True)
+    else:
+        found = [None] * len(inputs)
+    return [_zeros_like(t) if g is None else g for g, t in zip(found, inputs)]
+
+
+def _zeros_like(t):
+    from .backend import get_array_module
+
+    data = t.data
+    return autograd.Tensor(get_array_module(data).zeros(data.shape, dtype=data.dtype))
+
+
+def _split_aux(out, has_aux, name):
+    if not has_aux:
+        return out, None
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise RuntimeError(f"{name}(f, has_aux=True): f must return a (output, aux) tuple")
+    return out
+
+
+def _result(t, keep):
+    return t if keep else t.detach()
+
+
+# ---- grad, grad_and_value, vjp, jvp --------------------------------------------------------------
+def grad_and_value(func, argnums=0, has_aux=False):
+    """A function returning ``(gradient, value)`` of ``func``, whose output must be a Tensor
+    with one element, with respect to the arguments at ``argnums`` (the gradient has their
+    structure: a Tensor, or a tuple, list or dict of them); ``(gradient, (value, aux))`` with
+    ``has_aux``."""
+    def wrapper(*args, **kwargs):
+        single, nums = _argnums(argnums, len(args), "grad")
+        with autograd.enable_grad():
+            args, tracked, builders = _track(args, nums)
+            out, aux = _split_aux(func(*args, **kwargs), has_aux, "grad")
+            if not isinstance(out, autograd.Tensor) or out.numel() != 1:
+                raise RuntimeError("grad: f must return a Tensor with a single element, got "
+                                   f"{getattr(out, 'shape', type(out).__name__)}")
+            flat = [t for group in tracked for t in group]
+            keep = _outer_dependence([out], flat)
+            seed = autograd.Tensor(out.data * 0 + 1)
+            grads = _gradients([out], [seed], flat, keep)
+        per_arg, start = [], 0
+        for group, build in zip(tracked, builders):
+            per_arg.append(build([_result(g, keep) for g in grads[start:start + len(group)]]))
+            start += len(group)
+        g = per_arg[0] if single else tuple(per_arg)
+        value = _result(out, keep)
+        return (g, (value, aux)) if has_aux else (g, value)
+    return wrapper
+
+
+def grad(func, argnums=0, has_aux=False):
+    """A function returning the gradient of ``func`` (a single-element output) with respect to
+    the arguments at ``argnums``; ``(gradient, aux)`` with ``has_aux``."""
+    both = grad_and_value(func, argnums, has_aux)
+
+    def wrapper(*args, **kwargs):
+        g, value = both(*args, **kwargs)
+        return (g, value[1]) if has_aux else g
+    return wrapper
+
+
+def vjp(func, *primals, has_aux=False):
+    """``(func(*primals), vjp_fn)``: ``vjp_fn(cotangents)`` (one per output, in the output's
+    structure) returns the tuple of cotangent-Jacobian products, one per primal; it may be
+    called more than once. ``(output, vjp_fn, aux)`` with ``has_aux``."""
+    with autograd.enable_grad():
+        args, tracked, builders = _track(primals, tuple(range(len(primals))))
+        out, aux = _split_aux(func(*args), has_aux, "vjp")
+        outputs, _ = _flatten(out)
+        flat = [t for group in tracked for t in group]
+        keep = _outer_dependence(outputs, flat)
+
+    def vjp_fn(cotangents):
+        seeds, _ = _flatten(cotangents)
+        if len(seeds) != len(outputs) or any(tuple(s.shape) != tuple(o.shape)
+                                             for s, o in zip(seeds, outputs)):
+            raise ValueError("vjp_fn: the cotangents must have the structure and shapes of the "
+                             f"output: {[tuple(o.shape) for o in outputs]}, got "
+                             f"{[tuple(s.shape) for s in seeds]}")
+        with autograd.enable_grad():
+            grads = _gradients(outputs, seeds, flat, keep or any(s.requires_grad for s in seeds))
+        per_arg, start = [], 0
+        for group, build in zip(tracked, builders):
+            per_arg.append(build(grads[start:start + len(group)]))
+            start += len(group)
+        return tuple(per_arg)
+
+    _, rebuild = _flatten(out)
+    value = rebuild([_result(o, keep) for o in outputs])
+    return (value, vjp_fn, aux) if has_aux else (value, vjp_fn)
+
+
+def jvp(func, primals, tangents, has_aux=False):
+    """``(func(*primals), J @ tangents)``: the Jacobian-vector product, by the double-vjp
+    construction (the vjp is linear in its cotangent; its derivative along the tangents with
+    respect to that cotangent is the jvp). ``(output, jvp_out, aux)`` with ``has_aux``."""
+    if not isinstance(primals, tuple) or not isinstance(tangents, tuple):
+        raise TypeError("jvp: primals and tangents must be tuples, as torch.func.jvp takes them")
+    if len(primals) != len(tangents):
+        raise ValueError(f"jvp: {len(primals)} primals and {len(tangents)} tangents")
+    with autograd.enable_grad():
+        args, tracked, _ = _track(primals, tuple(range(len(primals))))
+        out, aux = _split_aux(func(*args), has_aux, "jvp")
+        outputs, rebuild = _flatten(out)
+        flat = [t for group in tracked for t in group]
+        flat_tangents = [t for tangent in tangents for t in _flatten(tangent)[0]]
+        if [tuple(t.shape) for t in flat_tangents] != [tuple(t.shape) for t in flat]:
+            raise ValueError("jvp: the tangents must have the primals' structure and shapes")
+        keep = _outer_dependence(outputs, flat) or any(t.requires_grad for t in flat_tangents)
+        dummies = [_zeros_like(o).requires_grad_(True) for o in outputs]
+        vjps = _gradients(outputs, dummies, flat, True)
+        result = _gradients(vjps, flat_tangents, dummies, keep)
+    value = rebuild([_result(o, keep) for o in outputs])
+    jvp_out = rebuild([_result(r, keep) for r in result])
+    return (value, jvp_out, aux) if has_aux else (value, jvp_out)
+
+
+# ---- Jacobians and Hessians --------------------------------------------------------------------
+def _jacobian(func, argnums, has_aux, name, forward):
+    def wrapper(*args, **kwargs):
+        from .ops import stack
+
+        single, nums = _argnums(argnums, len(args), name)
+        with autograd.enable_grad():
+            args, tracked, builders = _track(args, nums)
+            out, aux = _split_aux(func(*args, **kwargs), has_aux, name)
+            outputs, rebuild_out = _flatten(out)
+            flat = [t for group in tracked for t in group]
+            keep = _outer_dependence(outputs, flat)
+            # blocks[i][k]: d output i / d input k, of shape out_i.shape + in_k.shape
+            blocks = [[None] * len(flat) for _ in outputs]
+            if not forward:
+                for i, o in enumerate(outputs):
+                    rows = [[] for _ in flat]
+                    for e in _basis(o):
+                        for k, g in enumerate(_gradients([o], [e], flat, keep)):
+                            rows[k].append(g)
+                    for k, t in enumerate(flat):
+                        blocks[i][k] = _stacked(stack, rows[k], o.shape + t.shape, t)
+            else:
+                dummies = [_zeros_like(o).requires_grad_(True) for o in outputs]
+                vjps = _gradients(outputs, dummies, flat, True)
+                for k, t in enumerate(flat):
+                    cols = [[] for _ in outputs]
+                    for e in _basis(t):
+                        for i, c in enumerate(_gradients([vjps[k]], [e], dummies, keep)):
+                            cols[i].append(c)
+                    for i, o in enumerate(outputs):
+                        col = _stacked(stack, cols[i], t.shape + o.shape, o)
+                        n_in = len(t.shape)
+                        axes = tuple(range(n_in, col.ndim)) + tuple(range(n_in))
+                        blocks[i][k] = col.permute(*axes) if col.ndim else col
+        per_output = []
+        for row in blocks:
+            per_arg, start = [], 0
+            for group, build in zip(tracked, builders):
+                per_arg.append(build([_result(b, keep) for b in row[start:start + len(group)]]))
+                start += len(group)
+            per_output.append(per_arg[0] if single else tuple(per_arg))
+        jac = rebuild_out(per_output)
+        return (jac, aux) if has_aux else jac
+    return wrapper
+
+
+def _basis(t):
+    from .backend import get_array_module
+
+    xp = get_array_module(t.data)
+    for j in range(t.numel()):
+        e = xp.zeros(t.data.size, dtype=t.data.dtype)
+        e[j] = 1
+        yield autograd.Tensor(e.reshape(t.data.shape))
+
+
+def _stacked(stack, parts, shape, like):
+    if not parts:
+        from .backend import get_array_module
+
+        return autograd.Tensor(get_array_module(like.data).zeros(tuple(shape),
+                                                                 dtype=like.data.dtype))
+    return stack(parts).reshape(tuple(shape))
+
+
+def jacrev(func, argnums=0, has_aux=False, *, chunk_size=None):
+    """A function returning the Jacobian of ``func`` with respect to the arguments at
+    ``argnums``, one vjp per output element: for an output of shape S and an argument of shape
+    T, shape S + T, in the structure of the outputs, then of the arguments."""
+    return _jacobian(func, argnums, has_aux, "jacrev", forward=False)
+
+
+def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
+    """jacrev's Jacobian, one jvp per input element (by the double-vjp construction)."""
+    return _jacobian(func, argnums, has_aux, "jacfwd", forward=True)
+
+
+def hessian(func, argnums=0):
+    """A function returning the Hessian of ``func`` (a single-element output) with respect to
+    the arguments at ``argnums``: ``jacfwd(jacrev(func))``, as torch.func's."""
+    return jacfwd(jacrev(func, argnums), argnums)
+
+
+# ---- vmap ------------------------------------------------------------------------------------------
+def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
+    """``func`` mapped over a dimension of its arguments: ``in_dims`` (an int or None, or one per
+    positional argument) names the mapped dim of each (None: the same argument for every
+    sample), ``out_dims`` where the samples go in the outputs. It runs ``func`` once per sample
+    and stacks the results, so it gives what a batched rule gives and composes with ``grad``
+    (per-sample gradients: ``vmap(grad(loss), in_dims=(None, 0, 0))``). ``randomness``:
+    'error' refuses a ``func`` that draws from minidl's global random generator, 'different'
+    lets each sample draw its own numbers, 'same' gives every sample the same numbers."""
+    if randomness not in ("error", "different", "same"):
+        raise ValueError(f"vmap: randomness must be 'error', 'different' or 'same', got "
+                         f"{randomness!r}")
+
+    def wrapper(*args, **kwargs):
+        from . import get_rng_state, set_rng_state
+        from .ops import stack
+
+        dims = in_dims if isinstance(in_dims, (tuple, list)) else (in_dims,) * len(args)
+        if len(dims) != len(args):
+            raise ValueError(f"vmap: in_dims has {len(dims)} entries for {len(args)} positional "
+                             "arguments")
+        size, flats = None, []
+        for i, (a, d) in enumerate(zip(args, dims)):
+            flat, build = _flatten(a)
+            if d is not None:
+                if not isinstance(d, int):
+                    raise ValueError(f"vmap: in_dims[{i}] must be an int or None, got {d!r}")
+                for t in flat:
+                    if not -t.ndim <= d < t.ndim:
+                        raise ValueError(f"vmap: in_dims[{i}] = {d} is out of range for a "
+                                         f"tensor of shape {tuple(t.shape)}")
+                    n = t.shape[d]
+                    if size is not None and n != size:
+                        raise ValueError("vmap: Expected all tensors to have the same size in "
+                                         f"the mapped dimension, got sizes {size} and {n}")
+                    size = n
+            flats.append((flat, build, d))
+        if size is None:
+            raise ValueError("vmap: at least one argument must be mapped (in_dims all None)")
+        start_state = get_rng_state()
+        results = []
+        for j in range(size):
+            if randomness == "same":
+                set_rng_state(start_state)
+            call = [build([t.select(d, j) for t in flat]) if d is not None else build(flat)
+                    for flat, build, d in flats]
+            before = get_rng_state() if randomness == "error" else None
+            out = func(*call, **kwargs)
+            if before is not None and not np.array_equal(get_rng_state().numpy(),
+                                                         before.numpy()):
+                raise RuntimeError("vmap: func called a random operation while randomness="
+                                   "'error'; pass randomness='different' or 'same'")
+            results.append(out)
+        leaves = [_flatten(r)[0] for r in results]
+        _, rebuild = _flatten(results[0])
+        n_out = len(leaves[0])
+        odims = out_dims if isinstance(out_dims, (tuple, list)) else (out_dims,) * n_out
+        if len(odims) != n_out:
+            raise ValueError(f"vmap: out_dims has {len(odims)} entries for {n_out} outputs")
+        stacked = []
+        for k in range(n_out):
+            parts = [leaf[k] for leaf in leaves]
+            d = odims[k]
+            if d is None:
+                stacked.append(parts[0])
+                continue
+            d = d % (parts[0].ndim + 1)
+            stacked.append(stack(parts, dim=d))
+        return rebuild(stacked)
+    return wrapper
+
+
+def stack_module_state(models):
+    """The parameters and buffers of identical ``models`` stacked along a new first dim, as
+    two dicts by name: the parameters as new leaves that require grad (torch.func's), for
+    ``vmap(functional_call...)`` over an ensemble."""
+    from .ops import stack
+
+    models = list(models)
+    if not models:
+        raise ValueError("stack_module_state: expected at least one model")
+    names = [n for n, _ in models[0].named_parameters()]
+    for m in models[1:]:
+        if [n for n, _ in m.named_parameters()] != names:
+            raise ValueError("stack_module_state: the models' parameters differ in names")
+    params = {n: stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_(
+        True) for n in names}
+    buffers = {n: stack([dict(m.named_buffers())[n] for m in models])
+               for n, _ in models[0].named_buffers()}
+    return params, buffers

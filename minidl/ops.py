@@ -4,7 +4,7 @@ minidl exports under PyTorch's names (``cat``, ``stack``, ``where``, ``maximum``
 
 Each op is one Function: forward and backward side by side, on the array module of its inputs.
 Tensor's methods, in tensor.py, call them; this module imports only ``backend`` and
-``autograd`` (see autograd.py for the direction of the imports).
+``autograd`` (see autograd/__init__.py for the direction of the imports).
 """
 from __future__ import annotations
 

@@ -197,9 +197,11 @@ class Tensor:
         ``requires_grad=True`` on a leaf."""
         from .printing import tensor_repr
 
-        grad_fn = None if self._ctx is None else f"{type(self._ctx).__name__}Backward"
-        return tensor_repr(self.numpy(), self.device, grad_fn, self.requires_grad,
-                           PRINT_OPTIONS)
+        grad_fn = None if self._ctx is None else self._ctx.name()
+        device = self.device
+        if device != "cpu":  # torch names the GPU's index: device='cuda:0'
+            device = f"{device}:{getattr(getattr(self.data, 'device', None), 'id', 0)}"
+        return tensor_repr(self.numpy(), device, grad_fn, self.requires_grad, PRINT_OPTIONS)
 
     def numpy(self, *, force=False) -> np.ndarray:
         """The values as a numpy array on the host (a copy when on the GPU). Unlike PyTorch,
@@ -777,24 +779,6 @@ class Tensor:
 
     def expand_as(self, other):
         return self.expand(other.shape)
-
-    def sum_to_size(self, *size):
-        """The sum of this tensor down to ``size``, a shape it broadcasts to (the gradient of a
-        broadcast), as PyTorch's sum_to_size."""
-        shape = tuple(size[0]) if len(size) == 1 and isinstance(size[0], (tuple, list)) \
-            else tuple(size)
-        try:
-            fits = np.broadcast_shapes(shape, self.shape) == tuple(self.shape)
-        except ValueError:
-            fits = False
-        if not fits or len(shape) > self.ndim:
-            raise ValueError(f"sum_to_size: size {shape} is not expandable to the tensor's size "
-                             f"{tuple(self.shape)}")
-        extra = self.ndim - len(shape)
-        axes = tuple(range(extra)) + tuple(
-            i + extra for i, n in enumerate(shape) if n == 1 and self.shape[i + extra] != 1)
-        out = Sum.apply(self, dim=axes, keepdim=True) if axes else self
-        return out.reshape(shape) if out.shape != shape else out
 
     def repeat(self, *sizes):
         """Dim i repeated sizes[i] times (a copy, NumPy's tile)."""

@@ -35,7 +35,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     for x in inputs:
         x.grad = None
 
-    (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
+    if out.requires_grad:  # else no input reaches the output: every analytic gradient is 0
+        (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
     for k, x in enumerate(inputs):
         if not x.requires_grad:
             continue
@@ -94,6 +95,10 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, s
     checked = [i for i, x in enumerate(inputs) if x.requires_grad]
     out = fn(*inputs)
     v = rng.standard_normal(out.shape)
+    # the first gradient that create_graph=True gives must be the ordinary backward's
+    projected = (out * Tensor(v.astype(out.dtype), device=out.device)).sum()
+    plain = autograd.grad(projected, [inputs[i] for i in checked], allow_unused=True,
+                          materialize_grads=True)
 
     def first_gradient(*xs):
         # gradcheck calls this with its perturbed copies, which do not require grad: they
@@ -108,5 +113,13 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, s
                               allow_unused=True, materialize_grads=True)
         return cat([g.reshape(-1) for g in grads])
 
+    recorded = first_gradient(*inputs).numpy()
+    expected = np.concatenate([g.numpy().reshape(-1) for g in plain])
+    if not np.allclose(recorded, expected, atol=atol, rtol=rtol):
+        msg = ("gradgradcheck: the first gradient taken with create_graph=True differs from "
+               f"backward's: max difference {np.abs(recorded - expected).max():.3g}")
+        if raise_exception:
+            raise AssertionError(msg)
+        return False
     return gradcheck(first_gradient, inputs, eps=eps, atol=atol, rtol=rtol,
                      directions=directions, seed=seed, raise_exception=raise_exception)

@@ -123,3 +123,84 @@ def test_mistakes_are_named():
 
     with pytest.raises(TypeError, match="must return a Tensor"):
         NotTensor.apply(a)
+
+
+def define_modern(tt, once):
+    """PyTorch 2's style (forward without ctx, setup_context), set_materialize_grads, and a
+    once_differentiable backward."""
+    class Cube(tt.autograd.Function):
+        @staticmethod
+        def forward(x, k):
+            return x ** 3 * k, x * 2
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, k = inputs
+            ctx.save_for_backward(x)
+            ctx.k = k
+            ctx.set_materialize_grads(False)
+
+        @staticmethod
+        def backward(ctx, g, g2):
+            (x,) = ctx.saved_tensors
+            grad = 3 * ctx.k * x * x * g if g is not None else None
+            if g2 is not None:
+                grad = g2 * 2 if grad is None else grad + g2 * 2
+            return grad, None
+
+    class Square(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        @once
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return 2 * x * g
+
+    return Cube, Square
+
+
+def run_modern(tt, once):
+    Cube, Square = define_modern(tt, once)
+    x = tt.from_numpy(np.array([0.5, -1.5, 2.0])).requires_grad_()
+    a, _ = Cube.apply(x, 2.0)
+    a.sum().backward()  # the second output gets no gradient: None reaches backward
+    first = x.grad.numpy().copy()
+    x.grad = None
+    (g,) = tt.autograd.grad(Cube.apply(x, 2.0)[0].sum(), x, create_graph=True)
+    g.sum().backward()
+    second = x.grad.numpy().copy()
+    (s,) = tt.autograd.grad(Square.apply(x).sum(), x, create_graph=True)
+    return first, second, s.detach().numpy(), s.requires_grad
+
+
+def test_setup_context_materialize_and_once_differentiable_match_torch():
+    from minidl.autograd.function import once_differentiable
+
+    ours = run_modern(minidl, once_differentiable)
+    np.testing.assert_allclose(ours[0], 6 * np.array([0.5, -1.5, 2.0]) ** 2)
+    np.testing.assert_allclose(ours[1], 12 * np.array([0.5, -1.5, 2.0]))
+    if torch is None:
+        pytest.skip("torch not installed: the parity half of this test needs it")
+    from torch.autograd.function import once_differentiable as torch_once
+
+    theirs = run_modern(torch, torch_once)
+    for a, b in zip(ours[:3], theirs[:3]):
+        np.testing.assert_allclose(a, b)
+    # where the incoming gradient needs none, torch hands back a gradient that is cut from x
+    # (differentiating it later silently misses x); minidl's stays tied to x and refuses
+    assert ours[3] and not theirs[3]
+
+
+def test_once_differentiable_refuses_a_second_backward():
+    from minidl.autograd.function import once_differentiable
+
+    _, Square = define_modern(minidl, once_differentiable)
+    x = minidl.tensor([1.0, 2.0], dtype=minidl.float64, requires_grad=True)
+    (g,) = minidl.autograd.grad(Square.apply(x).sum(), x, create_graph=True)
+    np.testing.assert_allclose(g.numpy(), [2.0, 4.0])
+    with pytest.raises(NotImplementedError, match="SquareBackward"):
+        g.sum().backward()

@@ -406,7 +406,7 @@ def test_cross_entropy_rejects_out_of_range_labels_on_the_device(device):
 def test_tensor_basics_on_the_device(device):
     t = minidl.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True, device=device)
     assert t.device == device and t.dtype == np.float32
-    assert "device='cuda'" in repr(t) and "requires_grad=True" in repr(t)
+    assert "device='cuda:0'" in repr(t) and "requires_grad=True" in repr(t)
     assert isinstance(t.numpy(), np.ndarray)
     assert t.sum().item() == 10.0 and isinstance(t.sum().item(), float)
     # float64 host arrays stay float64 on the device, as on the CPU (gradient checks need it)
@@ -491,3 +491,11 @@ def test_mnist_cli_without_cuda_prints_one_error_line():
     assert len(lines) == 1 and lines[0].startswith("error: ")
     for words in expected:
         assert words in lines[0]
+
+
+def test_cpu_device_with_an_index_is_the_cpu_as_in_torch():
+    t = minidl.ones(2)
+    assert t.to("cpu:0") is t or t.to("cpu:0").device == "cpu"
+    assert minidl.zeros(2, device="cpu:0").device == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        t.to("cpu:x")

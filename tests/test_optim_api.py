@@ -602,3 +602,18 @@ def test_optimizers_and_clipping_on_fake_cuda_match_the_cpu(monkeypatch, host_ke
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     state = gopt.state_dict()["state"][0]
     assert all(v.device == "cuda" for v in state.values() if hasattr(v, "device"))
+
+
+def test_sgd_without_momentum_keeps_no_state_as_torch():
+    p = minidl.nn.Parameter(minidl.ones(3))
+    opt = minidl.optim.SGD([p], lr=0.1)
+    (p * 2).sum().backward()
+    opt.step()
+    assert opt.state_dict()["state"] == {}
+    torch = pytest.importorskip("torch")
+    q = torch.nn.Parameter(torch.ones(3))
+    topt = torch.optim.SGD([q], lr=0.1)
+    (q * 2).sum().backward()
+    topt.step()
+    assert topt.state_dict()["state"] == {}
+    opt.load_state_dict(topt.state_dict())  # and torch's loads

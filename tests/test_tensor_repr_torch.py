@@ -185,7 +185,7 @@ def test_repr_on_the_fake_gpu(monkeypatch):
     _fake_gpu.install(monkeypatch, None)
     t = minidl.tensor([1.5, 2.0], device="cuda", requires_grad=True)
     # minidl names the device 'cuda' (one GPU per process); torch would print 'cuda:0'
-    assert repr(t) == "tensor([1.5000, 2.0000], device='cuda', requires_grad=True)"
+    assert repr(t) == "tensor([1.5000, 2.0000], device='cuda:0', requires_grad=True)"
 
 
 def test_suffix_breaks_where_torchs_does():

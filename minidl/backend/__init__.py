@@ -103,7 +103,7 @@ def normalize_device(device) -> str:
     if device is None:
         return "cpu"
     name = str(device).lower()
-    if name == "cpu":
+    if name == "cpu" or (name.startswith("cpu:") and name[4:].isdigit()):  # torch's cpu:0
         return "cpu"
     if name == "cuda" or name.startswith("cuda:") or name == "gpu":
         return "cuda"

@@ -382,7 +382,7 @@ class Optimizer:
         for group in self.param_groups:
             ids = []
             for p in group["params"]:
-                if id(p) in self.state:
+                if self.state.get(id(p)):  # empty (SGD without momentum): left out, as torch
                     state[index] = {k: Tensor(v.copy()) if hasattr(v, "shape") else v
                                     for k, v in self.state[id(p)].items()}
                 ids.append(index)

@@ -14,8 +14,8 @@ import functools
 
 import numpy as _np
 
-from .backend import get_array_module
-from .backend.dtypes import is_floating
+from ..backend import get_array_module
+from ..backend.dtypes import is_floating
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -252,6 +252,15 @@ class Function:
             arrays = tuple(a.data for a in arrays if a is not None)
         self.saved = arrays
 
+    # PyTorch 2's style of custom function: ``forward(*args)`` without ctx, and
+    # ``@staticmethod setup_context(ctx, inputs, output)`` to save what backward needs
+    setup_context = None
+
+    def set_materialize_grads(self, value):
+        """In a PyTorch-style forward: ``False`` passes None to backward for an output that
+        got no gradient, instead of zeros."""
+        self._materialize_grads = bool(value)
+
     def mark_non_differentiable(self, *tensors):
         """In a PyTorch-style forward: these outputs take no gradient (indices, masks)."""
         self._non_differentiable = tensors
@@ -366,6 +375,10 @@ class _FirstOrderOnly(Function):
     def graph_backward(self, g, out):
         return self.backward(None)
 
+    def name(self):
+        """The name of the op whose gradient this is (``MulBackward``)."""
+        return self.op
+
 
 def first_order_only(fn, g):
     """``fn``'s input gradients from its array ``backward``, as Tensors that depend on ``g``
@@ -379,18 +392,22 @@ def first_order_only(fn, g):
     if not isinstance(grads, tuple):
         grads = (grads,)
     deps = [t for t in (g, *fn.inputs) if t.requires_grad]
-    out = []
-    for a in grads:
-        if a is None:
-            out.append(None)
-            continue
-        t = Tensor(a, dtype=a.dtype)
-        if deps and _grad_enabled:
-            node = _FirstOrderOnly()
-            node.op, node.inputs = fn.name(), deps
-            t.requires_grad, t._ctx = True, node
-        out.append(t)
-    return tuple(out)
+    return tuple(None if a is None else refusing_second_order(a, deps, fn.name())
+                 for a in grads)
+
+
+def refusing_second_order(value, deps, op):
+    """``value`` (an array or a Tensor, computed outside the graph) as a Tensor that depends on
+    ``deps`` but refuses to be differentiated, naming ``op``; a plain Tensor where nothing in
+    ``deps`` requires grad or graph mode is off."""
+    data = value.data if isinstance(value, Tensor) else value
+    t = Tensor(data, dtype=data.dtype)
+    deps = [d for d in deps if d.requires_grad]
+    if deps and _grad_enabled and is_floating(t.data.dtype):
+        node = _FirstOrderOnly()
+        node.op, node.inputs = op, deps
+        t.requires_grad, t._ctx = True, node
+    return t
 
 
 class _TensorStyle(Function):
@@ -417,11 +434,15 @@ class _TensorStyle(Function):
                 size = int(_np.prod(shape))
                 grads.append(g[start:start + size].reshape(shape))
                 start += size
-        # one gradient per output, as PyTorch: zeros for those that take none (indices)
+        # one gradient per output, as PyTorch: zeros for those that take none (indices), or
+        # None after ctx.set_materialize_grads(False)
         full, parts = [], iter(grads)
+        materialize = getattr(ctx, "_materialize_grads", True)
         for shape, dtype, graded in self.outputs:
-            full.append(next(parts) if graded
-                        else Tensor(get_array_module(g.data).zeros(shape, dtype)))
+            full.append(next(parts) if graded else
+                        Tensor(get_array_module(g.data).zeros(shape, dtype)) if materialize
+                        else None)
+        ctx._graph_inputs = self.inputs  # for once_differentiable
         result = type(ctx).backward(ctx, *full)
         result = result if isinstance(result, tuple) else (result,)
         if len(result) != ctx._n_args:
@@ -434,6 +455,17 @@ class _TensorStyle(Function):
     def free(self):
         self.ctx._saved_tensors, self.ctx.freed = (), True
         super().free()
+
+
+def run_custom_forward(cls, ctx, args, kwargs):
+    """A PyTorch-style custom function's forward: ``forward(ctx, *args)``, or, where the class
+    defines ``setup_context`` (PyTorch 2's style), ``forward(*args)`` and then
+    ``setup_context(ctx, args, output)``."""
+    if cls.setup_context is None:
+        return cls.forward(ctx, *args, **kwargs)
+    out = cls.forward(*args, **kwargs)
+    cls.setup_context(ctx, args, out)
+    return out
 
 
 def _apply_on_tensors(cls, args, kwargs):
@@ -452,7 +484,7 @@ def _apply_on_tensors(cls, args, kwargs):
         if _profiler_hook is not None:
             out = _profiler_hook.custom_forward(cls, ctx, args, kwargs)
         else:
-            out = cls.forward(ctx, *args, **kwargs)
+            out = run_custom_forward(cls, ctx, args, kwargs)
     finally:
         _grad_enabled = previous
     outs = out if isinstance(out, tuple) else (out,)
@@ -497,6 +529,27 @@ def _apply_on_tensors(cls, args, kwargs):
     return tuple(final) if isinstance(out, tuple) else final[0]
 
 
+def once_differentiable(backward):
+    """Decorate a PyTorch-style custom function's ``backward`` whose ops are not meant to be
+    differentiated (it may compute on arrays): it runs without recording, and in a pass with
+    create_graph=True its gradients refuse a second differentiation, naming the function,
+    as PyTorch's ``torch.autograd.function.once_differentiable`` does."""
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        recording = _grad_enabled
+        with no_grad():
+            result = backward(ctx, *grads)
+        if not recording:
+            return result
+        deps = [g for g in grads if isinstance(g, Tensor)] + list(getattr(ctx, "_graph_inputs", ()))
+        name = f"{type(ctx).__name__}Backward"
+        single = not isinstance(result, tuple)
+        out = tuple(None if r is None else refusing_second_order(r, deps, name)
+                    for r in ((result,) if single else result))
+        return out[0] if single else out
+    return wrapper
+
+
 def root_array(a):
     """The array that owns the memory ``a`` views (``a`` itself if it owns it)."""
     while getattr(a, "base", None) is not None:
@@ -523,3 +576,13 @@ def check_versions(node, ctx):
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "
                 "pass; change a copy (.clone()) instead, or do the in-place change before it")
+
+
+def __getattr__(name):
+    """``minidl.autograd.functional`` and ``.function`` without an import of their own, as
+    torch's (loaded on first use: functional imports ops, which import this module)."""
+    if name in ("functional", "function"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,162 @@
+"""minidl.func's transforms (grad, grad_and_value, vjp, jvp, jacrev, jacfwd, hessian, vmap,
+stack_module_state) against torch.func on the same float64 inputs, and their errors."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.func as mf
+import minidl.nn as nn
+
+rng = np.random.default_rng(11)
+A, B = rng.normal(size=(3, 4)), rng.normal(size=4)
+W, X, Y = rng.normal(size=(4, 2)), rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+
+
+def f(x, y):
+    return ((x @ y).tanh() ** 2).sum() + (x.exp() * y).mean()
+
+
+def loss(w, x, y):
+    return ((x @ w - y) ** 2).sum()
+
+
+def ours(*arrays):
+    return tuple(minidl.tensor(a, dtype=minidl.float64) for a in arrays)
+
+
+def theirs(*arrays):
+    torch = pytest.importorskip("torch")
+    return tuple(torch.tensor(a) for a in arrays)
+
+
+def close(a, b):
+    if isinstance(b, (tuple, list)):
+        assert isinstance(a, (tuple, list)) and len(a) == len(b)
+        for x, y in zip(a, b):
+            close(x, y)
+        return
+    if isinstance(b, dict):
+        assert set(a) == set(b)
+        for k in b:
+            close(a[k], b[k])
+        return
+    assert tuple(a.shape) == tuple(b.shape)
+    np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def tf():
+    torch = pytest.importorskip("torch")
+    return torch.func
+
+
+def test_grad_and_friends_match_torch_func():
+    t = tf()
+    close(mf.grad(f)(*ours(A, B)), t.grad(f)(*theirs(A, B)))
+    close(mf.grad(f, argnums=(0, 1))(*ours(A, B)), t.grad(f, argnums=(0, 1))(*theirs(A, B)))
+    close(mf.grad_and_value(f, argnums=1)(*ours(A, B)),
+          t.grad_and_value(f, argnums=1)(*theirs(A, B)))
+    close(mf.hessian(f, argnums=(0, 1))(*ours(A, B)), t.hessian(f, argnums=(0, 1))(*theirs(A, B)))
+    g = lambda x, y: (x @ y).sigmoid()  # noqa: E731
+    close(mf.jacrev(g, argnums=1)(*ours(A, B)), t.jacrev(g, argnums=1)(*theirs(A, B)))
+    close(mf.jacfwd(g, argnums=(0, 1))(*ours(A, B)), t.jacfwd(g, argnums=(0, 1))(*theirs(A, B)))
+    h = lambda x: (x.tanh(), {"s": x.sum(0)})  # noqa: E731
+    close(mf.jacrev(h)(*ours(A)), t.jacrev(h)(*theirs(A)))
+
+
+def test_vjp_jvp_match_torch_func():
+    t = tf()
+    out, fn = mf.vjp(lambda x, y: (x * y).tanh(), *ours(A, B))
+    out_t, fn_t = t.vjp(lambda x, y: (x * y).tanh(), *theirs(A, B))
+    close(out, out_t)
+    close(fn(ours(A)[0]), fn_t(theirs(A)[0]))
+    close(fn(ours(A * 2)[0]), fn_t(theirs(A * 2)[0]))  # callable again
+    close(mf.jvp(lambda x, y: (x @ y).exp(), ours(A, B), ours(A, B)),
+          t.jvp(lambda x, y: (x @ y).exp(), theirs(A, B), theirs(A, B)))
+
+
+def test_nested_transforms_match_torch_func():
+    t = tf()
+    close(mf.grad(lambda x: mf.grad(lambda z: (z ** 4).sum())(x).sum())(*ours(B)),
+          t.grad(lambda x: t.grad(lambda z: (z ** 4).sum())(x).sum())(*theirs(B)))
+    close(mf.vmap(mf.grad(loss), in_dims=(None, 0, 0))(*ours(W, X, Y)),
+          t.vmap(t.grad(loss), in_dims=(None, 0, 0))(*theirs(W, X, Y)))
+    close(mf.vmap(mf.jacrev(lambda x: x.sin() if False else x.tanh()))(*ours(A)),
+          t.vmap(t.jacrev(lambda x: x.tanh()))(*theirs(A)))
+
+
+def test_vmap_dims_match_torch_func():
+    t = tf()
+    close(mf.vmap(lambda x: x.sum(0), in_dims=1)(*ours(A)),
+          t.vmap(lambda x: x.sum(0), in_dims=1)(*theirs(A)))
+    close(mf.vmap(lambda x, y: (x * y, x.sum()), in_dims=(0, None), out_dims=(1, 0))(*ours(A, B)),
+          t.vmap(lambda x, y: (x * y, x.sum()), in_dims=(0, None), out_dims=(1, 0))(*theirs(A, B)))
+
+
+def test_ensemble_with_stack_module_state_matches_a_loop():
+    minidl.manual_seed(0)
+    models = [nn.Linear(4, 3).double() for _ in range(3)]
+    params, buffers = mf.stack_module_state(models)
+    assert params["weight"].shape == (3, 3, 4) and params["weight"].requires_grad
+    x = ours(X)[0]
+
+    def one(p, b, xb):
+        return mf.functional_call(models[0], (p, b), (xb,))
+
+    out = mf.vmap(one, in_dims=(0, 0, None))(params, buffers, x)
+    for k, m in enumerate(models):
+        np.testing.assert_allclose(out[k].detach().numpy(), m(x).detach().numpy(), rtol=1e-12)
+    out.sum().backward()
+    assert params["weight"].grad.shape == (3, 3, 4)
+
+
+def test_a_closure_over_parameters_keeps_the_graph():
+    """MAML's inner step: the gradient with respect to an input is differentiable with respect
+    to the model's parameters the function closes over."""
+    minidl.manual_seed(1)
+    model = nn.Linear(4, 1).double()
+    g = mf.grad(lambda x: model(x).tanh().sum())(ours(X)[0])
+    assert g.requires_grad
+    g.pow(2).sum().backward()
+    assert model.weight.grad is not None and np.abs(model.weight.grad.numpy()).sum() > 0
+    plain = mf.grad(lambda x: (x ** 2).sum())(ours(X)[0])
+    assert not plain.requires_grad
+
+
+def test_has_aux_and_values():
+    g, aux = mf.grad(lambda x: ((x ** 2).sum(), {"n": 3}), has_aux=True)(ours(B)[0])
+    np.testing.assert_allclose(g.numpy(), 2 * B)
+    assert aux == {"n": 3}
+    g, (value, aux) = mf.grad_and_value(lambda x: ((x ** 2).sum(), x.mean()), has_aux=True)(
+        ours(B)[0])
+    np.testing.assert_allclose(value.item(), (B ** 2).sum())
+    np.testing.assert_allclose(aux.item(), B.mean())
+
+
+def test_vmap_randomness_modes():
+    x = minidl.zeros(4, 3)
+    with pytest.raises(RuntimeError, match="random operation"):
+        mf.vmap(lambda r: r + minidl.rand(3))(x)
+    same = mf.vmap(lambda r: r + minidl.rand(3), randomness="same")(x)
+    assert np.allclose(same.numpy(), same.numpy()[0])
+    different = mf.vmap(lambda r: r + minidl.rand(3), randomness="different")(x)
+    assert not np.allclose(different.numpy(), different.numpy()[0])
+
+
+def test_errors():
+    x = ours(A)[0]
+    with pytest.raises(RuntimeError, match="single element"):
+        mf.grad(lambda t: t * 2)(x)
+    with pytest.raises(ValueError, match="argnums"):
+        mf.grad(f, argnums=2)(*ours(A, B))
+    with pytest.raises(ValueError, match="same size in the mapped dimension"):
+        mf.vmap(lambda a, b: a + b)(x, ours(B)[0])
+    with pytest.raises(ValueError, match="out of range"):
+        mf.vmap(lambda a: a, in_dims=2)(x)
+    with pytest.raises(ValueError, match="at least one argument must be mapped"):
+        mf.vmap(lambda a: a, in_dims=None)(x)
+    with pytest.raises(ValueError, match="randomness"):
+        mf.vmap(lambda a: a, randomness="sometimes")
+    with pytest.raises(ValueError, match="cotangents"):
+        mf.vjp(lambda t: t * 2, x)[1](ours(B)[0])
+    with pytest.raises(TypeError, match="tuples"):
+        mf.jvp(lambda t: t, x, x)
