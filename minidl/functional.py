@@ -15,8 +15,8 @@ from . import backend
 from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
-    LogSoftmax, ReLU, Sigmoid, Softmax, accumulation_dtype, cat, log_softmax_array, reduction_axes,
-    pointwise_kernels, row_kernels, stable_sigmoid,
+    LogSoftmax, ReLU, Sigmoid, Softmax, Where, accumulation_dtype, cat, constant, keep_where,
+    log_softmax_array, reduction_axes, pointwise_kernels, row_kernels, stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 from .special import erfc_array  # noqa: E402
@@ -528,6 +528,10 @@ class AddReLU(Function):
         gx = fast(g, y) if fast is not None else g * (y > 0)
         return tuple(gx.astype(dt, copy=False) for dt in self.dtypes)
 
+    def graph_backward(self, g, out):
+        gx = keep_where(out.data > 0, g)
+        return gx, gx
+
 
 def add_relu(a, b):
     """``relu(a + b)`` for two tensors of the same shape, in one pass."""
@@ -572,6 +576,11 @@ class LeakyReLU(Function):
         gw = _opmath(g)
         return get_array_module(g).where(x > 0, gw, gw * self.slope).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0].data
+        slope = get_array_module(x).where(x > 0, 1, self.slope).astype(g.data.dtype)
+        return g * constant(slope)
+
 
 def leaky_relu(x, negative_slope=0.01, inplace=False):
     """x where x > 0, negative_slope * x elsewhere (the gradient at 0 is negative_slope)."""
@@ -596,6 +605,10 @@ class ELU(Function):
         # below 0, d/dx alpha * (e^x - 1) = alpha * e^x = y + alpha
         gx = get_array_module(g).where(x > 0, gw, gw * (_opmath(y) + self.alpha))
         return gx.astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        # below 0 the derivative is out + alpha, itself differentiable through out
+        return Where.apply(constant(self.inputs[0].data > 0), g, g * (out + self.alpha))
 
 
 def elu(x, alpha=1.0, inplace=False):
@@ -624,6 +637,11 @@ class SiLU(Function):
         xw = _opmath(x)
         s = stable_sigmoid(xw)
         return (_opmath(g) * (s * (1 + xw * (1 - s)))).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        s = Sigmoid.apply(x)
+        return g * (s * (1 + x * (1 - s)))
 
 
 def silu(x, inplace=False):
@@ -678,6 +696,16 @@ class GELU(Function):
             inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * xw * xw)
             d = 0.5 * (1 + part) + 0.5 * xw * (1 - part * part) * inner
         return (_opmath(g) * d).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        if self.approximate == "none":  # Phi(x) + x * phi(x)
+            d = (x * -_SQRT_HALF).erfc() * 0.5 + x * ((x * x) * -0.5).exp() * _INV_SQRT_2PI
+        else:
+            t = ((x + x * x * x * 0.044715) * _SQRT_2_OVER_PI).tanh()
+            inner = (1 + x * x * (3 * 0.044715)) * _SQRT_2_OVER_PI
+            d = (1 + t) * 0.5 + x * (1 - t * t) * inner * 0.5
+        return g * d
 
 
 def gelu(x, approximate="none"):
@@ -748,6 +776,19 @@ class CrossEntropy(Function):
         grad[xp.arange(n), target] -= 1
         grad *= scale if self.reduction != "none" else scale[:, None]
         return grad, None
+
+    def graph_backward(self, g, out):
+        logits, target = self.inputs
+        n = logits.shape[0]
+        xp = get_array_module(logits.data)
+        one_hot = xp.zeros(logits.shape, dtype=g.data.dtype)
+        one_hot[xp.arange(n), target.data] = 1
+        if self.reduction == "none":
+            scale = g.reshape(n, 1)
+        else:
+            scale = g / n if self.reduction == "mean" else g
+        prob = Softmax.apply(logits, dim=1)
+        return (prob - constant(one_hot)) * scale, None
 
 
 def _class_range(target):
@@ -904,6 +945,12 @@ def _spread_loss_grad(g, shape, reduction):
     return g / n if reduction == "mean" and n else g
 
 
+def _spread_graph_grad(g, shape, reduction):
+    """_spread_loss_grad on a Tensor ``g``, as a recorded op."""
+    n = int(np.prod(shape))
+    return g / n if reduction == "mean" and n else g
+
+
 def _check_same_shape(name, input, target):
     for what, t in (("input", input), ("target", target)):
         if not isinstance(t, Tensor):
@@ -974,6 +1021,18 @@ class BinaryCrossEntropy(Function):
             gt = (scale * (log_1mx - log_x)).astype(t.dtype, copy=False)
         return gx, gt
 
+    def graph_backward(self, g, out):
+        x, t = self.inputs
+        scale = _spread_graph_grad(g, x.shape, self.reduction)
+        if self.weight is not None:
+            scale = scale * constant(self.weight.astype(g.data.dtype, copy=False))
+        gx = gt = None
+        if x.requires_grad:
+            gx = scale * (x - t) / (x * (1 - x)).clamp(min=1e-12)
+        if t.requires_grad:
+            gt = scale * ((1 - x).log().clamp(min=-100) - x.log().clamp(min=-100))
+        return gx, gt
+
 
 def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     """Binary cross-entropy of probabilities ``input`` in [0, 1] against ``target`` in [0, 1]
@@ -1036,6 +1095,41 @@ class BinaryCrossEntropyWithLogits(Function):
             gt = (scale * d).astype(t.dtype, copy=False)
         return gx, gt
 
+    def graph_backward(self, g, out):
+        x, t = self.inputs
+        scale = _spread_graph_grad(g, x.shape, self.reduction)
+        if self.weight is not None:
+            scale = scale * constant(self.weight.astype(g.data.dtype, copy=False))
+        pw = None if self.pos_weight is None else \
+            constant(self.pos_weight.astype(g.data.dtype, copy=False))
+        gx = gt = None
+        if x.requires_grad:
+            s = Sigmoid.apply(x)
+            gx = scale * (s - t if pw is None else s * (1 - t + pw * t) - pw * t)
+        if t.requires_grad:
+            if pw is None:
+                gt = scale * -x
+            else:
+                gt = scale * (pw * Softplus.apply(-x) - Softplus.apply(x))
+        return gx, gt
+
+
+class Softplus(Function):
+    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): no overflow, and all its digits for x << 0
+    (the distributions' softplus, and the losses' and activations' double backward)."""
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        self.save_for_backward(x)
+        return (xp.maximum(x, 0) + xp.log1p(xp.exp(-abs(x)))).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        (x,) = self.saved
+        return g * stable_sigmoid(x)
+
+    def graph_backward(self, g, out):
+        return g * Sigmoid.apply(self.inputs[0])
+
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
                                      pos_weight=None):
@@ -1062,6 +1156,11 @@ class L1Loss(Function):
         gd = _spread_loss_grad(g, self.shape, self.reduction) * self.sign
         return gd, -gd
 
+    def graph_backward(self, g, out):
+        gd = _spread_graph_grad(g, self.shape, self.reduction) * constant(
+            self.sign.astype(g.data.dtype, copy=False))
+        return gd, -gd
+
 
 class SmoothL1Loss(Function):
     """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere (beta = 0: the L1 loss)."""
@@ -1085,6 +1184,18 @@ class SmoothL1Loss(Function):
         slope = xp.sign(d) if self.beta == 0 else \
             xp.where(abs(d) < self.beta, d / self.beta, xp.sign(d))
         gd = _spread_loss_grad(g, d.shape, self.reduction) * slope
+        return gd, -gd
+
+    def graph_backward(self, g, out):
+        x, t = self.inputs
+        xp = get_array_module(x.data)
+        d = x.data - t.data
+        sign = constant(xp.sign(d).astype(g.data.dtype, copy=False))
+        if self.beta == 0:
+            slope = sign
+        else:
+            slope = Where.apply(constant(abs(d) < self.beta), (x - t) / self.beta, sign)
+        gd = _spread_graph_grad(g, d.shape, self.reduction) * slope
         return gd, -gd
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
-    Cast, Max, UnsupportedDtypeError, _array_module, _is_number, _operand,
-    accumulation_dtype, clamp, reduction_axes, refuse_bool, refuse_empty_reduction, result_type,
-    where, wrap_dim,
+    Cast, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError, _array_module,
+    _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
+    reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
 from .ops import var as _var
 
@@ -46,6 +46,15 @@ def _reverse_cumsum(xp, a, d):
     return xp.flip(xp.cumsum(xp.flip(a, axis=d), axis=d), axis=d)
 
 
+def _flip_graph(t, d):
+    """``t`` reversed along dim d, as a recorded op (a basic slice, so GetItem's gradient)."""
+    return GetItem.apply(t, index=(slice(None),) * d + (slice(None, None, -1),))
+
+
+def _reverse_cumsum_graph(t, d):
+    return _flip_graph(CumSum.apply(_flip_graph(t, d), dim=d), d)
+
+
 class CumSum(Function):
     def forward(self, a, dim):
         self.dim = dim
@@ -54,6 +63,9 @@ class CumSum(Function):
 
     def backward(self, g):
         return _reverse_cumsum(get_array_module(g), g, self.dim)
+
+    def graph_backward(self, g, out):
+        return _reverse_cumsum_graph(g, self.dim)
 
 
 class CumProd(Function):
@@ -83,6 +95,12 @@ class CumProd(Function):
             grad = xp.where(first_zero, _reverse_cumsum(xp, g * y_without, d), grad)
         return grad.astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
+            return first_order_only(self, g)
+        return _reverse_cumsum_graph(g * out, self.dim) / x
+
 
 def _cumulative(fn, input, d):
     if input.ndim == 0:
@@ -111,9 +129,12 @@ def _float_input(x):
     return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=default_float())
 
 
-def _unary(name, forward, derivative, save_output=False):
+def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
     """A Function class ``name`` for ``y = forward(xp, x)`` whose gradient is
-    ``g * derivative(xp, x, y)``; it saves only what the derivative reads."""
+    ``g * derivative(xp, saved)`` (saved: x, or y with ``save_output``); it saves only what the
+    derivative reads. ``graph_derivative(x, y)`` states the same derivative with recorded ops
+    on the input and output Tensors (a Tensor or a number), for double backward; a
+    piecewise-constant op (``derivative`` None) has a zero gradient in both passes."""
 
     def fwd(self, a):
         xp = get_array_module(a)
@@ -130,27 +151,50 @@ def _unary(name, forward, derivative, save_output=False):
             d = derivative(xp, saved) if derivative is not None else xp.zeros_like(g)
         return (g * d).astype(g.dtype, copy=False)
 
-    return type(name, (Function,), {"forward": fwd, "backward": bwd, "__doc__": name.lower()})
+    def graph_bwd(self, g, out):
+        if derivative is None:  # exact: the gradient of a step function is 0, whatever x
+            return Fill.apply(g, value=0)
+        return g * graph_derivative(self.inputs[0], out)
+
+    attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower()}
+    if derivative is None or graph_derivative is not None:
+        attrs["graph_backward"] = graph_bwd
+    return type(name, (Function,), attrs)
 
 
 _LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
-Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda xp, y: -y * y, save_output=True)
+Reciprocal = _unary("Reciprocal", lambda xp, a: 1 / a, lambda xp, y: -y * y, save_output=True,
+                    graph_derivative=lambda x, y: -(y * y))
 Rsqrt = _unary("Rsqrt", lambda xp, a: 1 / xp.sqrt(a), lambda xp, y: -0.5 * y * y * y,
-               save_output=True)
-Square = _unary("Square", lambda xp, a: a * a, lambda xp, a: 2 * a)
-Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda xp, a: xp.cos(a))
-Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda xp, a: -xp.sin(a))
-Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda xp, y: 1 + y * y, save_output=True)
-Asin = _unary("Asin", lambda xp, a: xp.arcsin(a), lambda xp, a: 1 / xp.sqrt(1 - a * a))
-Acos = _unary("Acos", lambda xp, a: xp.arccos(a), lambda xp, a: -1 / xp.sqrt(1 - a * a))
-Atan = _unary("Atan", lambda xp, a: xp.arctan(a), lambda xp, a: 1 / (1 + a * a))
-Sinh = _unary("Sinh", lambda xp, a: xp.sinh(a), lambda xp, a: xp.cosh(a))
-Cosh = _unary("Cosh", lambda xp, a: xp.cosh(a), lambda xp, a: xp.sinh(a))
-Log1p = _unary("Log1p", lambda xp, a: xp.log1p(a), lambda xp, a: 1 / (1 + a))
-Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda xp, y: y + 1, save_output=True)
-Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda xp, a: 1 / (a * _LN2))
-Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda xp, a: 1 / (a * _LN10))
-Exp2 = _unary("Exp2", lambda xp, a: xp.exp2(a), lambda xp, y: y * _LN2, save_output=True)
+               save_output=True, graph_derivative=lambda x, y: y * y * y * -0.5)
+Square = _unary("Square", lambda xp, a: a * a, lambda xp, a: 2 * a,
+                graph_derivative=lambda x, y: x * 2)
+Sin = _unary("Sin", lambda xp, a: xp.sin(a), lambda xp, a: xp.cos(a),
+             graph_derivative=lambda x, y: Cos.apply(x))
+Cos = _unary("Cos", lambda xp, a: xp.cos(a), lambda xp, a: -xp.sin(a),
+             graph_derivative=lambda x, y: -Sin.apply(x))
+Tan = _unary("Tan", lambda xp, a: xp.tan(a), lambda xp, y: 1 + y * y, save_output=True,
+             graph_derivative=lambda x, y: 1 + y * y)
+Asin = _unary("Asin", lambda xp, a: xp.arcsin(a), lambda xp, a: 1 / xp.sqrt(1 - a * a),
+              graph_derivative=lambda x, y: Rsqrt.apply(1 - x * x))
+Acos = _unary("Acos", lambda xp, a: xp.arccos(a), lambda xp, a: -1 / xp.sqrt(1 - a * a),
+              graph_derivative=lambda x, y: -Rsqrt.apply(1 - x * x))
+Atan = _unary("Atan", lambda xp, a: xp.arctan(a), lambda xp, a: 1 / (1 + a * a),
+              graph_derivative=lambda x, y: 1 / (1 + x * x))
+Sinh = _unary("Sinh", lambda xp, a: xp.sinh(a), lambda xp, a: xp.cosh(a),
+              graph_derivative=lambda x, y: Cosh.apply(x))
+Cosh = _unary("Cosh", lambda xp, a: xp.cosh(a), lambda xp, a: xp.sinh(a),
+              graph_derivative=lambda x, y: Sinh.apply(x))
+Log1p = _unary("Log1p", lambda xp, a: xp.log1p(a), lambda xp, a: 1 / (1 + a),
+               graph_derivative=lambda x, y: 1 / (1 + x))
+Expm1 = _unary("Expm1", lambda xp, a: xp.expm1(a), lambda xp, y: y + 1, save_output=True,
+               graph_derivative=lambda x, y: y + 1)
+Log2 = _unary("Log2", lambda xp, a: xp.log2(a), lambda xp, a: 1 / (a * _LN2),
+              graph_derivative=lambda x, y: 1 / (x * _LN2))
+Log10 = _unary("Log10", lambda xp, a: xp.log10(a), lambda xp, a: 1 / (a * _LN10),
+               graph_derivative=lambda x, y: 1 / (x * _LN10))
+Exp2 = _unary("Exp2", lambda xp, a: xp.exp2(a), lambda xp, y: y * _LN2, save_output=True,
+              graph_derivative=lambda x, y: y * _LN2)
 # piecewise constant: a zero gradient everywhere, as PyTorch's
 # (a > 0) - (a < 0): the sign of NaN is 0, as PyTorch's (xp.sign gives NaN)
 Sign = _unary("Sign", lambda xp, a: (a > 0).astype(a.dtype) - (a < 0).astype(a.dtype), None)
@@ -158,7 +202,8 @@ Floor = _unary("Floor", lambda xp, a: xp.floor(a), None)
 Ceil = _unary("Ceil", lambda xp, a: xp.ceil(a), None)
 Trunc = _unary("Trunc", lambda xp, a: xp.trunc(a), None)
 Round = _unary("Round", lambda xp, a: xp.round(a), None)  # half to even, as torch.round
-Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(a))
+Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(a),
+              graph_derivative=lambda x, y: 1)
 
 
 def _float_op(fn):
@@ -293,6 +338,13 @@ class Prod(Function):
                             xp.where(zero & (count == 1), others, 0))
         return (g * grad).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
+            return first_order_only(self, g)
+        return (expand_reduced(g, x.shape, self.axes, self.keepdim)
+                * expand_reduced(out, x.shape, self.axes, self.keepdim) / x)
+
 
 def prod(input, dim=None, keepdim=False, *, dtype=None):
     """The product of all elements, or over ``dim``; integer and bool input gives int64."""
@@ -327,6 +379,11 @@ class LogSumExp(Function):
         gw = _keep(g, self.axes, self.keepdim, xp).astype(a.dtype, copy=False)
         with np.errstate(invalid="ignore"):
             return (gw * xp.exp(a - y)).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        spread = [expand_reduced(t, x.shape, self.axes, self.keepdim) for t in (g, out)]
+        return spread[0] * Exp.apply(x - spread[1])
 
 
 def logsumexp(input, dim, keepdim=False):
@@ -381,6 +438,30 @@ class VectorNorm(Function):
             else:
                 d = xp.where(y == 0, 0, xp.sign(a) * m ** (p - 1) / y ** (p - 1))
         return (gw * d).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        p, a = self.ord, x.data
+        xp = get_array_module(a)
+        gx = expand_reduced(g, x.shape, self.axes, self.keepdim)
+        if p == 0:
+            return Fill.apply(gx, value=0)
+        if p in (1, float("inf"), float("-inf")):  # piecewise linear: a constant factor
+            if p == 1:
+                d = xp.sign(a)
+            else:
+                y = _keep(out.data, self.axes, self.keepdim, xp)
+                hit = (abs(a) == y).astype(a.dtype)
+                d = xp.sign(a) * hit / hit.sum(axis=self.axes, keepdims=True)
+            return gx * constant(d.astype(g.data.dtype, copy=False))
+        y = expand_reduced(out, x.shape, self.axes, self.keepdim)
+        zero = constant(y.data == 0)  # the norm's subgradient 0 there, as in backward
+        safe = where(zero, 1.0, y)
+        if p == 2:
+            d = x / safe
+        else:
+            d = constant(xp.sign(a)) * x.abs() ** (p - 1) / safe ** (p - 1)
+        return gx * where(zero, 0.0, d)
 
 
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
@@ -544,6 +625,13 @@ class Remainder(Function):
             q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)
         return g, (-g * q).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        a, b = (t.data for t in self.inputs)
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)  # piecewise constant
+        return g, -g * constant(q.astype(g.data.dtype, copy=False))
+
 
 def _floor_divide_float(xp, a, b):
     """PyTorch's float floor division, from fmod as Python's ``//``: ``inf // 2`` is NaN and
@@ -578,6 +666,10 @@ class DivRounded(Function):
 
     def backward(self, g):
         zero = get_array_module(g).zeros_like(g)
+        return zero, zero
+
+    def graph_backward(self, g, out):
+        zero = Fill.apply(g, value=0)
         return zero, zero
 
 
@@ -653,6 +745,9 @@ class NanToNum(Function):
         xp = get_array_module(g)
         return xp.where(xp.isfinite(a), g, 0).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        return keep_where(get_array_module(g.data).isfinite(self.inputs[0].data), g)
+
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     """NaN as ``nan``, infinities as ``posinf``/``neginf`` (the dtype's largest and smallest
@@ -699,6 +794,10 @@ class XLogY(Function):
             gx = g * xp.log(y)  # log(y) at x == 0 too, as PyTorch's
             gy = g * x / y
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x, y = self.inputs
+        return g * y.log(), g * x / y
 
 
 def xlogy(input, other):
@@ -777,6 +876,13 @@ class Atan2(Function):
             ga, gb = g * b * inv, g * -a * inv
         return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        r2 = a * a + b * b
+        zero = constant(r2.data == 0)
+        inv = where(zero, 0.0, 1 / where(zero, 1.0, r2))
+        return g * b * inv, -g * a * inv
+
 
 class Hypot(Function):
     """``sqrt(a^2 + b^2)`` without overflow; gradients ``a / y`` and ``b / y`` (NaN at the
@@ -792,6 +898,10 @@ class Hypot(Function):
         a, b, y = self.saved
         with np.errstate(divide="ignore", invalid="ignore"):
             return (g * a / y).astype(g.dtype, copy=False), (g * b / y).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        return g * a / out, g * b / out
 
 
 class LogAddExp(Function):
@@ -817,6 +927,12 @@ class LogAddExp(Function):
             ga = g / (1 + power(b - a))
             gb = g / (1 + power(a - b))
         return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        # 1 / (1 + e^(b - a)) = sigmoid(a - b), which never overflows (2^x: e^(x ln 2))
+        a, b = self.inputs
+        diff = (a - b) * _LN2 if self.base2 else a - b
+        return g * Sigmoid.apply(diff), g * Sigmoid.apply(-diff)
 
 
 def _two_tensors(name, input, other, integers_in_float32):
@@ -912,6 +1028,14 @@ class LogCumSumExp(Function):
                 return xp.exp(rev + a)
 
         return (part(gw > 0) - part(gw < 0)).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        # exp(x_j) sum_{k >= j} g_k exp(-y_k), shifted by the largest y (a constant that
+        # cancels): exp(x - c) <= 1, and exp(c - y) overflows only where the running sums
+        # span more than the dtype's exponent range (backward's log-space sums do not)
+        x, d = self.inputs[0], self.dim
+        c = constant(out.data.max(axis=d, keepdims=True)) if out.numel() else 0.0
+        return Exp.apply(x - c) * _reverse_cumsum_graph(g * Exp.apply(c - out), d)
 
 
 def logcumsumexp(input, dim):

@@ -22,8 +22,8 @@ from .backend import get_array_module
 from .backend.dtypes import default_float, is_floating
 from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
-    Cast, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
-    refuse_bool_sub, result_type,
+    Cast, Fill, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
+    constant, keep_where, refuse_bool_sub, result_type,
 )
 
 
@@ -58,10 +58,13 @@ def _pair(name, input, other, *, floating=False, numbers=True):
 
 
 # ---- inverse hyperbolic functions, angle conversions -----------------------------------------
-Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1))
+Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1),
+               graph_derivative=lambda x, y: (x * x + 1).rsqrt())
 Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),
-               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)))
-Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a))
+               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)),
+               graph_derivative=lambda x, y: 1 / ((x - 1).sqrt() * (x + 1).sqrt()))
+Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a),
+               graph_derivative=lambda x, y: 1 / (1 - x * x))
 _DEG = math.pi / 180.0
 
 
@@ -70,9 +73,10 @@ def _wide16(a):
     return a.astype(np.float32) if a.dtype.itemsize == 2 else a
 
 
-Deg2Rad = _unary("Deg2Rad", lambda xp, a: _wide16(a) * _DEG, lambda xp, a: xp.full_like(a, _DEG))
+Deg2Rad = _unary("Deg2Rad", lambda xp, a: _wide16(a) * _DEG, lambda xp, a: xp.full_like(a, _DEG),
+                 graph_derivative=lambda x, y: _DEG)
 Rad2Deg = _unary("Rad2Deg", lambda xp, a: _wide16(a) * (1 / _DEG),
-                 lambda xp, a: xp.full_like(a, 1 / _DEG))
+                 lambda xp, a: xp.full_like(a, 1 / _DEG), graph_derivative=lambda x, y: 1 / _DEG)
 asinh, acosh, atanh, deg2rad, rad2deg = (_float_op(f) for f in (Asinh, Acosh, Atanh, Deg2Rad,
                                                                     Rad2Deg))
 
@@ -93,6 +97,13 @@ class CopySign(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = xp.where(a == 0, 0, y / a)
         return (g * ratio).astype(g.dtype, copy=False), xp.zeros_like(g)
+
+    def graph_backward(self, g, out):
+        a = self.inputs[0].data
+        xp = get_array_module(a)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = xp.where(a == 0, 0, out.data / a)  # +-1: piecewise constant
+        return g * constant(ratio.astype(g.data.dtype, copy=False)), Fill.apply(g, value=0)
 
 
 def copysign(input, other):
@@ -160,6 +171,11 @@ class FMax(Function):
         zero = xp.zeros((), g.dtype)
         return xp.where(a_side, g, zero), xp.where(a_side, zero, g)
 
+    def graph_backward(self, g, out):
+        a, b = (t.data for t in self.inputs)
+        a_side = ((a <= b) if self.take_min else (a >= b)) | (b != b)
+        return keep_where(a_side, g), keep_where(~a_side, g)
+
 
 def fmax(input, other):
     """The elementwise maximum that ignores NaN (NaN only where both are NaN)."""
@@ -209,6 +225,10 @@ class Ldexp(Function):
         a, scale = self.saved
         return g * scale, (g * a * scale * math.log(2.0)).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        b = self.inputs[1]
+        return g * b.exp2(), g * out * math.log(2.0)
+
 
 def ldexp(input, other):
     """``input * 2 ** other`` (other a tensor); integer inputs give float32."""
@@ -233,6 +253,10 @@ class Frexp(Function):
     def backward(self, g):
         (scale,) = self.saved
         return g * scale
+
+    def graph_backward(self, g, out):
+        (scale,) = self.saved  # 2^-exponent: piecewise constant
+        return g * constant(scale)
 
 
 def frexp(input):
@@ -284,6 +308,10 @@ class NextAfter(Function):
         a, b = self.saved
         xp = get_array_module(g)
         return xp.where(a != b, g, xp.zeros((), g.dtype)), xp.zeros_like(g)
+
+    def graph_backward(self, g, out):
+        a, b = (t.data for t in self.inputs)
+        return keep_where(a != b, g), Fill.apply(g, value=0)
 
 
 def nextafter(input, other):

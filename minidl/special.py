@@ -26,6 +26,7 @@ from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import _binary_operands, _float_input, _float_op, _unary, expm1, exp2, log1p
 from .math_ops import logsumexp, round, xlogy  # noqa: A004  (torch.special's names)
+from .ops import constant, where
 
 _SQRT_PI = math.sqrt(math.pi)
 _2_OVER_SQRT_PI = 2 / _SQRT_PI
@@ -133,11 +134,14 @@ def _erfcx64(xp, x):
 
 
 Erf = _unary("Erf", lambda xp, a: erf_array(a),
-             lambda xp, a: _2_OVER_SQRT_PI * xp.exp(-a * a))
+             lambda xp, a: _2_OVER_SQRT_PI * xp.exp(-a * a),
+             graph_derivative=lambda x, y: (-(x * x)).exp() * _2_OVER_SQRT_PI)
 Erfc = _unary("Erfc", lambda xp, a: erfc_array(a),
-              lambda xp, a: -_2_OVER_SQRT_PI * xp.exp(-a * a))
+              lambda xp, a: -_2_OVER_SQRT_PI * xp.exp(-a * a),
+              graph_derivative=lambda x, y: (-(x * x)).exp() * -_2_OVER_SQRT_PI)
 Erfcx = _unary("Erfcx", lambda xp, a: _erfcx64(xp, _wide(a)),
-               lambda xp, a: 2 * a * _erfcx64(xp, _wide(a)).astype(a.dtype) - _2_OVER_SQRT_PI)
+               lambda xp, a: 2 * a * _erfcx64(xp, _wide(a)).astype(a.dtype) - _2_OVER_SQRT_PI,
+               graph_derivative=lambda x, y: x * y * 2 - _2_OVER_SQRT_PI)
 
 
 # ---- erfinv and ndtri ---------------------------------------------------------------------
@@ -164,7 +168,8 @@ def _erfinv64(xp, y, tail=None):
 
 
 Erfinv = _unary("Erfinv", lambda xp, a: _erfinv64(xp, _wide(a)),
-                lambda xp, y: (_SQRT_PI / 2) * xp.exp(y * y), save_output=True)
+                lambda xp, y: (_SQRT_PI / 2) * xp.exp(y * y), save_output=True,
+                graph_derivative=lambda x, y: (y * y).exp() * (_SQRT_PI / 2))
 
 
 def _ndtri64(xp, p):
@@ -176,7 +181,8 @@ def _ndtri64(xp, p):
 
 
 Ndtri = _unary("Ndtri", lambda xp, a: _ndtri64(xp, _wide(a)),
-               lambda xp, y: math.sqrt(2 * math.pi) * xp.exp(0.5 * y * y), save_output=True)
+               lambda xp, y: math.sqrt(2 * math.pi) * xp.exp(0.5 * y * y), save_output=True,
+               graph_derivative=lambda x, y: (y * y * 0.5).exp() * math.sqrt(2 * math.pi))
 
 
 # ---- normal distribution ------------------------------------------------------------------
@@ -195,10 +201,12 @@ def _log_ndtr64(xp, x):
 
 
 Ndtr = _unary("Ndtr", lambda xp, a: _ndtr64(xp, _wide(a)),
-              lambda xp, a: xp.exp(-0.5 * a * a - _LOG_SQRT_2PI))
+              lambda xp, a: xp.exp(-0.5 * a * a - _LOG_SQRT_2PI),
+              graph_derivative=lambda x, y: (x * x * -0.5 - _LOG_SQRT_2PI).exp())
 LogNdtr = _unary("LogNdtr", lambda xp, a: _log_ndtr64(xp, _wide(a)),
                  lambda xp, a: xp.exp(-0.5 * a * a - _LOG_SQRT_2PI
-                                      - _log_ndtr64(xp, _wide(a)).astype(a.dtype)))
+                                      - _log_ndtr64(xp, _wide(a)).astype(a.dtype)),
+                 graph_derivative=lambda x, y: (x * x * -0.5 - _LOG_SQRT_2PI - y).exp())
 
 
 # ---- gamma family -------------------------------------------------------------------------
@@ -302,7 +310,8 @@ def _polygamma64(xp, n, x):
 
 
 Lgamma = _unary("Lgamma", lambda xp, a: _lgamma64(xp, _wide(a)),
-                lambda xp, a: _digamma64(xp, _wide(a)).astype(a.dtype))
+                lambda xp, a: _digamma64(xp, _wide(a)).astype(a.dtype),
+                graph_derivative=lambda x, y: Polygamma.apply(x, n=0))
 
 
 class Polygamma(Function):
@@ -319,6 +328,9 @@ class Polygamma(Function):
         xp = get_array_module(g)
         with np.errstate(all="ignore"):
             return (g * _polygamma64(xp, self.n + 1, _wide(a))).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        return g * Polygamma.apply(self.inputs[0], n=self.n + 1)
 
 
 # ---- Bessel functions I0, I1 --------------------------------------------------------------
@@ -374,11 +386,28 @@ def _i1_over_x(xp, a, v):
         return xp.where(a == 0, 0.5, v / a)
 
 
-I0 = _unary("I0", _i0, _i1)
-I0e = _unary("I0e", _i0e, lambda xp, a: _i1e(xp, a) - xp.sign(a) * _i0e(xp, a))
-I1 = _unary("I1", _i1, lambda xp, a: _i0(xp, a) - _i1_over_x(xp, a, _i1(xp, a)))
+def _sign_of(x):
+    return constant(get_array_module(x.data).sign(x.data))
+
+
+def _i1_over_x_graph(x, v):
+    """I1(x)/x (or I1e(x)/x for v = I1e(x)) as recorded ops; at 0 its series 1/2 + x^2/16,
+    whose first two derivatives there are I1(x)/x's."""
+    zero = constant(x.data == 0)
+    safe = where(zero, 1.0, x)
+    return where(zero, x * x / 16 + 0.5, v / safe)
+
+
+# d/dx I0 = I1, d/dx I1 = I0 - I1/x; the scaled ones (e^-|x| I) take -sign(x) times themselves
+I0 = _unary("I0", _i0, _i1, graph_derivative=lambda x, y: I1.apply(x))
+I0e = _unary("I0e", _i0e, lambda xp, a: _i1e(xp, a) - xp.sign(a) * _i0e(xp, a),
+             graph_derivative=lambda x, y: I1e.apply(x) - _sign_of(x) * y)
+I1 = _unary("I1", _i1, lambda xp, a: _i0(xp, a) - _i1_over_x(xp, a, _i1(xp, a)),
+            graph_derivative=lambda x, y: I0.apply(x) - _i1_over_x_graph(x, y))
 I1e = _unary("I1e", _i1e, lambda xp, a: _i0e(xp, a) - _i1e(xp, a) * xp.sign(a)
-             - _i1_over_x(xp, a, _i1e(xp, a)))
+             - _i1_over_x(xp, a, _i1e(xp, a)),
+             graph_derivative=lambda x, y: I0e.apply(x) - y * _sign_of(x)
+             - _i1_over_x_graph(x, y))
 
 
 # ---- logit, entr, sinc, xlog1py -----------------------------------------------------------
@@ -403,6 +432,17 @@ class Logit(Function):
             return xp.where((a < 0) | (a > 1), xp.nan, d).astype(g.dtype, copy=False)
         return xp.where((a < self.eps) | (a > 1 - self.eps), 0, d).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        a = x.data
+        if self.eps is None:
+            inside, outside = (a >= 0) & (a <= 1), float("nan")
+        else:
+            inside, outside = (a >= self.eps) & (a <= 1 - self.eps), 0.0
+        keep = constant(inside)
+        safe = where(keep, x, 0.5)  # no 0/0 in the gradient of the branch not taken
+        return g * where(keep, 1 / (safe * (1 - safe)), outside)
+
 
 def _entr(xp, a):
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -410,7 +450,8 @@ def _entr(xp, a):
     return xp.where(a < 0, -xp.inf, xp.where(xp.isnan(a), a, y))
 
 
-Entr = _unary("Entr", _entr, lambda xp, a: -(xp.log(a) + 1))
+Entr = _unary("Entr", _entr, lambda xp, a: -(xp.log(a) + 1),
+              graph_derivative=lambda x, y: -(x.log() + 1))
 
 
 def _sinc(xp, a):
@@ -425,7 +466,15 @@ def _sinc_derivative(xp, a):
         return xp.where(a == 0, 0.0, (px * xp.cos(px) - xp.sin(px)) / (px * a))
 
 
-Sinc = _unary("Sinc", _sinc, _sinc_derivative)
+def _sinc_graph_derivative(x, y):
+    """(cos(pi x) - sinc(x)) / x as recorded ops; at 0, -pi^2 x / 3: the value 0 and the
+    first two derivatives of sinc' there."""
+    zero = constant(x.data == 0)
+    safe = where(zero, 1.0, x)
+    return where(zero, x * (-math.pi ** 2 / 3), ((safe * math.pi).cos() - y) / safe)
+
+
+Sinc = _unary("Sinc", _sinc, _sinc_derivative, graph_derivative=_sinc_graph_derivative)
 
 
 class XLog1pY(Function):
@@ -445,6 +494,12 @@ class XLog1pY(Function):
             gx = g * xp.where((x == 0) & ~xp.isnan(y), 0, xp.log1p(y))
             gy = g * x / (1 + y)
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        x, y = self.inputs
+        xp = get_array_module(x.data)
+        skip = constant((x.data == 0) & ~xp.isnan(y.data))
+        return g * where(skip, 0.0, y.log1p()), g * x / (1 + y)
 
 
 # ---- the public functions -----------------------------------------------------------------

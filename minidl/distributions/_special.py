@@ -1,5 +1,5 @@
-"""What the distributions need beyond minidl's public ops: softplus without overflow, and the
-Gamma sampler with its implicit reparameterisation gradient. The special functions they use
+"""What the distributions need beyond minidl's public ops: softplus without overflow (the
+functional module's op), and the Gamma sampler with its implicit reparameterisation gradient. The special functions they use
 (erf, erfinv, lgamma, digamma, xlogy, log1p, expm1, atan, tan) are minidl.special's and
 math_ops', re-exported here under the names the distribution modules import.
 """
@@ -9,22 +9,9 @@ import numpy as np
 
 from ..autograd import Function
 from ..backend import get_array_module
+from ..functional import Softplus
 from ..math_ops import atan, expm1, log1p, tan, xlogy  # noqa: F401  (re-exported)
-from ..ops import stable_sigmoid
 from ..special import _digamma64, _lgamma64, digamma, erf, erfinv, lgamma  # noqa: F401
-
-
-class Softplus(Function):
-    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|): no overflow, and all its digits for x << 0."""
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        self.save_for_backward(x)
-        return (xp.maximum(x, 0) + xp.log1p(xp.exp(-abs(x)))).astype(x.dtype, copy=False)
-
-    def backward(self, g):
-        (x,) = self.saved
-        return g * stable_sigmoid(x)
 
 
 def softplus(x):

@@ -17,7 +17,10 @@ from .. import functional as F
 from ..backend import get_array_module
 from ..backend import rng as _rng
 from ..backend import to_device
-from ..ops import accumulation_dtype, cat, row_kernels, softmax_backward_array
+from ..ops import (
+    Reshape, Sum, accumulation_dtype, cat, constant, row_kernels, softmax_backward_array,
+    swap_last_dims,
+)
 from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled, unbroadcast
 from . import init
 from .layers import Linear
@@ -62,6 +65,9 @@ class SafeSoftmax(Function):
         (y,) = self.saved
         return softmax_backward_array(g, y, -1)
 
+    def graph_backward(self, g, out):
+        return out * (g - Sum.apply(g * out, dim=-1, keepdim=True))
+
 
 class Attention(Function):
     """softmax(q @ k^T * scale + mask) @ v over the last two dims as one op: inputs q (..., L, E),
@@ -82,6 +88,33 @@ class Attention(Function):
         return (unbroadcast(gq, q.shape), unbroadcast(gk, k.shape),
                 unbroadcast(gv, v.shape)) + ((gmask,) if len(self.inputs) > 3 else ())
 
+    def graph_backward(self, g, out):
+        q, k, v = self.inputs[:3]
+        mask = self.inputs[3] if len(self.inputs) > 3 else None
+        gq, gk, gv, gmask = self._graph_grads(q, k, v, mask, g)
+        return (gq, gk, gv) + ((gmask,) if mask is not None else ())
+
+    def _graph_grads(self, q, k, v, mask, g):
+        """_attend_backward as recorded ops (for double backward): the scores and weights
+        recomputed in the graph from the Tensors q, k, v and mask (None if absent), the
+        dropout multiplier and the causal mask as constants."""
+        xp = get_array_module(q.data)
+        s = (q @ swap_last_dims(k)) * self.scale
+        if self.causal:
+            s = s + constant(xp.triu(xp.full(s.shape[-2:], -np.inf, dtype=s.data.dtype), 1))
+        elif mask is not None:
+            s = s + mask
+        w = SafeSoftmax.apply(s)
+        wd = w if self.drop is None else w * constant(self.drop)
+        gv = swap_last_dims(wd) @ g
+        gw = g @ swap_last_dims(v)
+        if self.drop is not None:
+            gw = gw * constant(self.drop)
+        gs = w * (gw - Sum.apply(gw * w, dim=-1, keepdim=True))
+        gmask = gs if mask is not None and mask.requires_grad else None
+        gs = gs * self.scale
+        return gs @ k, swap_last_dims(gs) @ q, gv, gmask
+
     def _attend(self, q, k, v, mask, scale, causal, dropout_p):
         xp = get_array_module(q)
         s = q @ xp.swapaxes(k, -1, -2)
@@ -94,6 +127,7 @@ class Attention(Function):
         self.drop = F.dropout_mask(w, dropout_p) if dropout_p > 0 else None
         wd = w if self.drop is None else w * self.drop
         self.scale, self.mask_shape = scale, None if mask is None else mask.shape
+        self.causal = causal
         self.save_for_backward(q, k, v, w, wd)
         return wd @ v
 
@@ -159,6 +193,22 @@ class PackedSelfAttention(Attention):
             gqkv[:, :, i] = part.transpose(back)
         gqkv = gqkv.reshape(self.qkv_shape)
         return (gqkv,) if len(self.inputs) == 1 else (gqkv, gmask)
+
+    def graph_backward(self, g, out):
+        qkv = self.inputs[0]
+        mask = self.inputs[1] if len(self.inputs) > 1 else None
+        a, b, e3 = qkv.shape
+        h = self.heads
+        hd = e3 // (3 * h)
+        order = (0, 2, 1, 3) if self.batch_first else (1, 2, 0, 3)  # to (N, H, L, hd)
+        parts = Reshape.apply(qkv, shape=(a, b, 3, h, hd))
+        q, k, v = (parts[:, :, i].permute(*order) for i in range(3))
+        g4 = Reshape.apply(g, shape=(a, b, h, hd)).permute(*order)
+        gq, gk, gv, gmask = self._graph_grads(q, k, v, mask, g4)
+        back = (0, 2, 1, 3) if self.batch_first else (2, 0, 1, 3)
+        gqkv = cat([part.permute(*back).unsqueeze(2) for part in (gq, gk, gv)], dim=2)
+        gqkv = Reshape.apply(gqkv, shape=self.qkv_shape)
+        return (gqkv,) if mask is None else (gqkv, gmask)
 
 
 def _check_tensor(name, what, t):

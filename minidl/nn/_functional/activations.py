@@ -6,6 +6,10 @@ Each elementwise one is a Function whose ``f`` and derivative ``df`` are written
 on the array module; 16-bit inputs are computed in float32 and rounded (PyTorch's CPU
 kernels do the same). Only x is kept for backward. The derivatives at the kinks are
 PyTorch's (hardtanh's is 0 at its bounds, hardswish's -0.5 at -3).
+
+For double backward each states its derivative again as recorded ops on the input Tensor
+(``graph_df``), or says that it is piecewise constant (``constant_df``: its ``df`` array then
+serves as a constant factor, exact wherever the derivative exists).
 """
 from __future__ import annotations
 
@@ -14,13 +18,19 @@ import functools
 import numpy as np
 
 from ...backend import get_array_module
+from ...functional import Softplus as _SoftplusOp
 from ...functional import _float_input, _opmath, _softmax_dim, softmax
-from ...ops import reduction_axes, stable_sigmoid
+from ...ops import Sigmoid, Where, constant, keep_where, reduction_axes, stable_sigmoid
 from ...tensor import Function, Tensor, apply_in_place
 
 
 class Pointwise(Function):
-    """y = f(x, **params) elementwise; backward g * df(x, **params)."""
+    """y = f(x, **params) elementwise; backward g * df(x, **params). For double backward a
+    subclass gives ``graph_df(x, **params)`` (the derivative as recorded ops on the Tensor x)
+    or sets ``constant_df`` (df piecewise constant); otherwise it is first-order only."""
+
+    constant_df = False
+    graph_df = None
 
     def forward(self, x, **params):
         self.params = params
@@ -33,6 +43,21 @@ class Pointwise(Function):
         xp = get_array_module(g)
         return (_opmath(g) * self.df(xp, _opmath(x), **self.params)).astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        if self.constant_df:
+            xp = get_array_module(x.data)
+            d = self.df(xp, _opmath(x.data), **self.params)
+            return g * constant(d.astype(g.data.dtype, copy=False))
+        if self.graph_df is None:
+            return super().graph_backward(g, out)
+        return g * self.graph_df(x, **self.params)
+
+
+def _full_like_scalar(x, value):
+    """A 0-d constant Tensor of x's dtype on x's device."""
+    return constant(get_array_module(x.data).full((), value, dtype=x.data.dtype))
+
 
 def _softplus(xp, z):
     """log(1 + e^z) without overflow."""
@@ -40,6 +65,8 @@ def _softplus(xp, z):
 
 
 class Hardtanh(Pointwise):
+    constant_df = True
+
     @staticmethod
     def f(xp, x, min_val, max_val):
         return xp.clip(x, min_val, max_val)
@@ -60,6 +87,12 @@ class Softplus(Pointwise):
         z = x * beta
         return xp.where(z > threshold, 1, stable_sigmoid(z)).astype(x.dtype, copy=False)
 
+    @staticmethod
+    def graph_df(x, beta, threshold):
+        z = x * beta
+        return Where.apply(constant(z.data > threshold), _full_like_scalar(x, 1),
+                           Sigmoid.apply(z))
+
 
 class Softsign(Pointwise):
     @staticmethod
@@ -69,6 +102,10 @@ class Softsign(Pointwise):
     @staticmethod
     def df(xp, x):
         return 1 / (1 + abs(x)) ** 2
+
+    @staticmethod
+    def graph_df(x):
+        return (1 + x.abs()) ** -2
 
 
 class Mish(Pointwise):
@@ -81,6 +118,11 @@ class Mish(Pointwise):
         t = xp.tanh(_softplus(xp, x))
         return t + x * stable_sigmoid(x) * (1 - t * t)
 
+    @staticmethod
+    def graph_df(x):
+        t = _SoftplusOp.apply(x).tanh()
+        return t + x * Sigmoid.apply(x) * (1 - t * t)
+
 
 class Hardswish(Pointwise):
     @staticmethod
@@ -91,8 +133,15 @@ class Hardswish(Pointwise):
     def df(xp, x):
         return xp.where(x < -3, 0, xp.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype, copy=False)
 
+    @staticmethod
+    def graph_df(x):
+        outer = constant((x.data > 3).astype(x.data.dtype))
+        return Where.apply(constant((x.data >= -3) & (x.data <= 3)), x / 3 + 0.5, outer)
+
 
 class Hardsigmoid(Pointwise):
+    constant_df = True
+
     @staticmethod
     def f(xp, x):
         return xp.clip(x + 3, 0, 6) / 6
@@ -118,6 +167,11 @@ class CELU(Pointwise):
     def df(xp, x, alpha, scale, inner):
         return scale * xp.where(x > 0, 1, (alpha / inner) * xp.exp(xp.minimum(x, 0) / inner))
 
+    @staticmethod
+    def graph_df(x, alpha, scale, inner):
+        below = (x.clamp(max=0) / inner).exp() * (scale * alpha / inner)
+        return Where.apply(constant(x.data > 0), _full_like_scalar(x, scale), below)
+
 
 class Tanhshrink(Pointwise):
     @staticmethod
@@ -128,8 +182,15 @@ class Tanhshrink(Pointwise):
     def df(xp, x):
         return xp.tanh(x) ** 2
 
+    @staticmethod
+    def graph_df(x):
+        t = x.tanh()
+        return t * t
+
 
 class Threshold(Pointwise):
+    constant_df = True
+
     @staticmethod
     def f(xp, x, threshold, value):
         return xp.where(x > threshold, x, value)
@@ -148,8 +209,14 @@ class LogSigmoid(Pointwise):
     def df(xp, x):
         return stable_sigmoid(-x)
 
+    @staticmethod
+    def graph_df(x):
+        return Sigmoid.apply(-x)
+
 
 class Hardshrink(Pointwise):
+    constant_df = True
+
     @staticmethod
     def f(xp, x, lambd):
         return xp.where(abs(x) > lambd, x, 0)
@@ -160,6 +227,8 @@ class Hardshrink(Pointwise):
 
 
 class Softshrink(Pointwise):
+    constant_df = True
+
     @staticmethod
     def f(xp, x, lambd):
         return xp.where(x > lambd, x - lambd, xp.where(x < -lambd, x + lambd, 0))
@@ -306,6 +375,18 @@ class PReLU(Function):
             gw = neg.sum(dtype=_opmath(w).dtype).reshape(w.shape)
         return gx, gw.astype(w.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        x, w = self.inputs
+        wb = w.reshape(self.shape) if x.ndim else w.reshape(())
+        positive = x.data > 0
+        gx = Where.apply(constant(positive), g, g * wb)
+        neg = keep_where(~positive, g * x)
+        if w.numel() > 1:
+            gw = neg.sum(dim=(0,) + tuple(range(2, x.ndim)))
+        else:
+            gw = neg.sum().reshape(w.shape)
+        return gx, gw
+
 
 def prelu(input, weight):
     """max(0, x) + weight * min(0, x), weight (C,) per channel of dim 1, or one value."""
@@ -337,6 +418,9 @@ class RReLU(Function):
 
     def backward(self, g):
         return g * self.factor
+
+    def graph_backward(self, g, out):
+        return g * constant(self.factor)
 
 
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
