@@ -328,3 +328,20 @@ def test_second_backward_without_retain_graph():
     (gx,) = autograd.grad((y * y).sum(), [x], create_graph=True)
     (gx * gx).sum().backward(retain_graph=True)
     np.testing.assert_allclose(x.grad.numpy(), first, rtol=1e-12)
+
+
+def test_batch_norm_relu_gradgradcheck():
+    # the fused minidl extension: the ReLU's mask is a constant of the second derivative
+    def fn(x, w, b):
+        return F.batch_norm_relu(x, None, None, w, b, training=True).tanh()
+    assert gradgradcheck(fn, _leaves(_arrays([(4, 3, 2), (3,), (3,)])))
+
+
+def test_layers_gradgradcheck():
+    """The same ops reached through nn layers (running statistics updated on the way)."""
+    nn = minidl.nn
+    minidl.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh(),
+                        nn.MaxPool2d(2), nn.Conv2d(3, 2, 2, groups=1, dilation=1),
+                        nn.Flatten(), nn.LayerNorm(2)).double()
+    assert gradgradcheck(lambda x: net(x).tanh(), _leaves(_arrays([(2, 2, 4, 4)])))
