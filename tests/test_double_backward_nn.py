@@ -1,6 +1,7 @@
 """Double backward (create_graph=True) through the neural-network ops: convolutions (and their
-transposes, unfold, fold), pooling, resampling, batch/layer/RMS norm, vector norms, padding,
-dropout, embedding and embedding_bag, activation checkpointing and module hooks.
+transposes, unfold, fold), pooling, resampling, grid_sample, batch/layer/RMS norm, vector
+norms, padding, dropout, embedding and embedding_bag, activation checkpointing and module
+hooks.
 
 Each op: a gradgradcheck against finite differences in float64 (no torch needed), and where
 PyTorch differentiates that op twice, a parity test: the first gradient taken with
@@ -48,6 +49,11 @@ def _embedding(F, lib, w, v, padding_idx=None):
 
 def _embedding_padding(F, lib, w, v):
     return _embedding(F, lib, w, v, padding_idx=1)
+
+
+def _grid(F, x, g, mode, padding_mode, align_corners):
+    return F.grid_sample(x.tanh(), g.tanh() * 1.2, mode=mode, padding_mode=padding_mode,
+                         align_corners=align_corners).tanh()
 
 
 # id: (fn(F, lib, *inputs), input shapes); every one of them also runs against torch
@@ -119,6 +125,15 @@ CASES = {
     "pad_circular": (lambda F, L, x: F.pad(x.tanh(), (1, 1, 2, 0), mode="circular").tanh(),
                      [(1, 1, 3, 3)]),
     "embedding": (_embedding, [(5, 3), (4, 3)]),
+    # grid_sample: gradients in the input and in the grid
+    "grid_sample_bilinear": (lambda F, L, x, g: _grid(F, x, g, "bilinear", "zeros", False),
+                             [(1, 2, 4, 5), (1, 3, 2, 2)]),
+    "grid_sample_bicubic": (lambda F, L, x, g: _grid(F, x, g, "bicubic", "reflection", True),
+                            [(1, 2, 4, 5), (1, 3, 2, 2)]),
+    "grid_sample_nearest": (lambda F, L, x, g: _grid(F, x, g, "nearest", "border", False),
+                            [(1, 2, 4, 5), (1, 3, 2, 2)]),
+    "grid_sample_3d": (lambda F, L, x, g: _grid(F, x, g, "bilinear", "border", True),
+                       [(1, 1, 3, 4, 3), (1, 2, 2, 1, 3)]),
     "embedding_padding_idx": (_embedding_padding, [(5, 3), (4, 3)]),
 }
 # The padding row's gradient is 0 by convention, not by calculus (the row is read in forward),
