@@ -259,6 +259,19 @@ def test_full_backward_hook_gradgradcheck():
     assert seen and all(s == (4, 3) for s in seen)
 
 
+def test_full_backward_hook_two_inputs_gradgradcheck():
+    class Product(minidl.nn.Module):
+        def forward(self, a, b):
+            return a * b.tanh(), a + b
+
+    seen = []
+    mod = Product()
+    mod.register_full_backward_hook(lambda m, gin, gout: seen.append(len(gin)))
+    assert gradgradcheck(lambda a, b: sum(o.tanh() for o in mod(a.tanh(), b)),
+                         _leaves(_arrays([(2, 3), (2, 3)])))
+    assert seen and set(seen) == {2}
+
+
 def test_full_backward_hook_double_backward_matches_torch():
     torch = pytest.importorskip("torch")
     (a,) = _arrays([(4, 3)])

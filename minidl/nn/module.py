@@ -101,12 +101,9 @@ class _Pack(Function):
         return tuple(self.then(parts))
 
     def graph_backward(self, g, out):
-        parts, start = [], 0
-        for shape in self.shapes:
-            size = int(np.prod(shape))
-            parts.append(g if len(self.shapes) == 1 else g[start:start + size].reshape(shape))
-            start += size
-        return tuple(self.then(parts))
+        # backward's slices and reshapes are recorded ops on a Tensor g, and the hooks'
+        # results stay Tensors (_unwrap): the gradients remain differentiable
+        return self.backward(g)
 
 
 def _pack(tensors, then, module):
