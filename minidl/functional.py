@@ -6,6 +6,7 @@ in the wrapper functions, so a bad call fails before any work with the shapes th
 """
 from __future__ import annotations
 
+import copy
 import functools
 import warnings
 
@@ -83,6 +84,105 @@ def _cpu_low_precision(x):
     # numba and BLAS have no float16/bfloat16 GEMMs: on the CPU those run in float32, rounded
     dt = x.data.dtype
     return dt.itemsize == 2 and is_low_precision(dt) and x.device == "cpu"
+
+
+# ---- for graph_backward (double backward) of the ops linear in their input ----------------
+class LinearAdjoint(Function):
+    """The gradient of an op that is linear in its only differentiable input, with
+    coefficients fixed at its forward (padding, windows, averaging, resampling), as an op: its
+    forward is that op's array backward (on a shallow copy of the op, so that freeing the
+    original graph leaves it whole), and its own gradient is that op again: a fresh forward
+    with the same keyword arguments (``kwargs``, which must make it linear: pad value 0)."""
+
+    def forward(self, g, op, kwargs):
+        self.op, self.kwargs = op, kwargs
+        grads = op.backward(g)
+        return grads[0] if isinstance(grads, tuple) else grads
+
+    def backward(self, h):
+        return type(self.op)().forward(h, **self.kwargs)
+
+    def graph_backward(self, h, out):
+        return type(self.op).apply(h, **self.kwargs)
+
+
+def linear_graph_backward(op, g, **kwargs):
+    """``op``'s input gradient as a LinearAdjoint op (see there); ``kwargs``: the keyword
+    arguments of op's forward."""
+    return LinearAdjoint.apply(g, op=copy.copy(op), kwargs=kwargs)
+
+
+def _flat_scatter_add(values, index, shape):
+    """Zeros of ``shape`` (N, C, *S) with each value of ``values`` (N, C, *O) added at its
+    flat index ``index`` (N, C, *O) into its (n, c) plane; repeated indices summed."""
+    xp = get_array_module(values)
+    n, c = shape[:2]
+    plane = int(np.prod(shape[2:]))
+    rows = xp.arange(n * c, dtype=np.int64).reshape(-1, 1) * plane
+    where = (rows + index.reshape(n * c, -1)).reshape(-1)
+    wide = accumulation_dtype(values)
+    vals = values.reshape(-1, 1).astype(wide or values.dtype, copy=False)
+    out = xp.zeros((n * c * plane, 1), dtype=vals.dtype)
+    _add_rows(out, where, vals)
+    return out.reshape(shape).astype(values.dtype, copy=False)
+
+
+class GatherPlanes(Function):
+    """Each (n, c) plane of x (N, C, *S) read at flat indices ``index`` (N, C, *O): what max
+    pooling computes for its winners, and the gradient of max unpooling; its gradient adds
+    back (ScatterPlanes)."""
+
+    def forward(self, x, index):
+        self.index, self.in_shape = index, x.shape
+        xp = get_array_module(x)
+        n, c = x.shape[:2]
+        y = xp.take_along_axis(x.reshape(n, c, -1), index.reshape(n, c, -1), axis=2)
+        return y.reshape(index.shape)
+
+    def backward(self, g):
+        return _flat_scatter_add(g, self.index, self.in_shape)
+
+    def graph_backward(self, g, out):
+        return ScatterPlanes.apply(g, index=self.index, shape=self.in_shape)
+
+
+class ScatterPlanes(Function):
+    """The adjoint of GatherPlanes: ``g`` (N, C, *O) added into zeros of ``shape`` at its
+    flat indices per plane (max pooling's input gradient, as an op for double backward)."""
+
+    def forward(self, g, index, shape):
+        self.index = index
+        return _flat_scatter_add(g, index, shape)
+
+    def backward(self, h):
+        return GatherPlanes().forward(h, self.index)
+
+    def graph_backward(self, h, out):
+        return GatherPlanes.apply(h, index=self.index)
+
+
+def _normalization_graph_grads(fn, g, axes, lead, param_shape, eps):
+    """Graph-mode gradients of (x - mean) / sqrt(var + eps) * w + b over ``axes`` (batch and
+    layer norm with batch statistics), as recorded ops: w (and b) broadcast as
+    ``param_shape``, their gradients summed over ``lead``. ``fn.inputs``: x, then w and b
+    where the op has them."""
+    x, rest = fn.inputs[0], list(fn.inputs[1:])
+    w = rest.pop(0) if fn.has_weight else None
+    b = rest.pop(0) if fn.has_bias else None
+    xc = x - x.mean(dim=axes, keepdim=True)
+    rstd = ((xc * xc).mean(dim=axes, keepdim=True) + eps) ** -0.5
+    xhat = xc * rstd
+    gxhat = g * w.reshape(param_shape) if w is not None else g
+    gx = None
+    if x.requires_grad:
+        gx = rstd * (gxhat - gxhat.mean(dim=axes, keepdim=True)
+                     - xhat * (gxhat * xhat).mean(dim=axes, keepdim=True))
+    grads = [gx]
+    if w is not None:
+        grads.append((g * xhat).sum(dim=lead) if w.requires_grad else None)
+    if b is not None:
+        grads.append(g.sum(dim=lead) if b.requires_grad else None)
+    return tuple(grads)
 
 
 # ---- linear -----------------------------------------------------------------------------
@@ -266,6 +366,22 @@ class Conv2d(Function):
         _give_back_scratch(k, g2)
         return gx, gw, gb
 
+    def graph_backward(self, g, out):
+        x_shape, kh, kw, sh, sw, ph, pw = self.geom
+        return _conv_graph_gradients(self.inputs, g, (sh, sw), (ph, pw), (1, 1), 1)
+
+
+# The graph-mode gradients of a convolution (double backward) are convolutions with groups
+# and dilation, which nn/_functional/convolution.py defines on top of this module: it hands
+# its function over when imported (as tensor.py hands autograd its Tensor class), which
+# ``import minidl`` always does.
+_conv_graph_gradients = None
+
+
+def use_conv_graph_gradients(fn):
+    global _conv_graph_gradients
+    _conv_graph_gradients = fn
+
 
 def _data_grad_direct(k, g, w, stride, padding):
     """The input gradient of a stride-1 convolution as a convolution itself: of g, padded by
@@ -436,6 +552,17 @@ class MaxPool2d(Function):
         x_shape, *geom = self.geom
         return _kernels(g).max_pool2d_backward(g, self.argmax, x_shape, *geom)
 
+    def graph_backward(self, g, out):
+        # max pooling reads each output from its winner: the gradient is a scatter to the
+        # winners' flat positions in the input planes (linear in g, the winners fixed)
+        (n, c, h, w), kh, kw, sh, sw, ph, pw = self.geom
+        xp = get_array_module(self.argmax)
+        arg = self.argmax.astype(np.int64)
+        oh, ow = arg.shape[2:]
+        rows = xp.arange(oh, dtype=np.int64).reshape(-1, 1) * sh - ph + arg // kw
+        cols = xp.arange(ow, dtype=np.int64) * sw - pw + arg % kw
+        return ScatterPlanes.apply(g, index=rows * w + cols, shape=(n, c, h, w))
+
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over kH x kW windows; stride defaults to the kernel size; padding counts as -inf."""
@@ -471,6 +598,10 @@ class AvgPool2d(Function):
             for j in range(kw):
                 gx[:, :, i:i + sh * oh:sh, j:j + sw * ow:sw] += g
         return gx[:, :, ph:ph + h, pw:pw + w]
+
+    def graph_backward(self, g, out):
+        _, kernel, stride, padding = self.geom
+        return linear_graph_backward(self, g, kernel=kernel, stride=stride, padding=padding)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
@@ -1230,6 +1361,7 @@ class BatchNorm(Function):
         b = wb.pop(0) if has_bias else None
         self.batch_stats = training or running_mean is None
         self.has_weight, self.has_bias, self.relu = has_weight, has_bias, relu
+        self.eps = eps
         k = _kernels(x)
         if self.batch_stats:
             train = getattr(k, "batch_norm_train", generic.batch_norm_train)
@@ -1285,6 +1417,29 @@ class BatchNorm(Function):
             grads.append(gw)
         if self.has_bias:
             grads.append(gb)
+        return tuple(grads)
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        axes = (0,) if x.ndim == 2 else (0,) + tuple(range(2, x.ndim))
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if self.relu:
+            g = keep_where(out.data > 0, g)
+        if self.batch_stats:
+            return _normalization_graph_grads(self, g, axes, axes, shape, self.eps)
+        # eval mode: an affine map per channel, with the running statistics as constants
+        _, _, mean, inv_std, _ = self.saved
+        rest = list(self.inputs[1:])
+        w = rest.pop(0) if self.has_weight else None
+        b = rest.pop(0) if self.has_bias else None
+        inv = constant(inv_std).reshape(shape)
+        grads = [(g * (inv * w.reshape(shape)) if w is not None else g * inv)
+                 if x.requires_grad else None]
+        if w is not None:
+            xhat = (x - constant(mean).reshape(shape)) * inv
+            grads.append((g * xhat).sum(dim=axes) if w.requires_grad else None)
+        if b is not None:
+            grads.append(g.sum(dim=axes) if b.requires_grad else None)
         return tuple(grads)
 
 
@@ -1360,6 +1515,7 @@ class LayerNorm(Function):
     def forward(self, x, *weight_bias, ndim, eps, has_weight, has_bias):
         xp = get_array_module(x)
         axes = tuple(range(x.ndim - ndim, x.ndim))
+        self.eps = eps
         ks = row_kernels(x, -1)
         if ks is not None and ks.rows_fit(x, *weight_bias):
             wb = list(weight_bias)
@@ -1417,6 +1573,13 @@ class LayerNorm(Function):
         if self.has_bias:
             grads.append(gw_.sum(axis=lead))
         return tuple(grads)
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        axes = self.axes
+        lead = tuple(range(x.ndim - len(axes)))
+        return _normalization_graph_grads(self, g, axes, lead, x.shape[len(lead):],
+                                          self.eps)
 
 
 def _shape_tuple(name, what, shape):
@@ -1477,6 +1640,9 @@ class Dropout(Function):
 
     def backward(self, g):
         return g * self.mask
+
+    def graph_backward(self, g, out):
+        return g * constant(self.mask)
 
 
 def dropout(x, p=0.5, training=True, inplace=False):
@@ -1557,6 +1723,32 @@ class Embedding(Function):
             gw[self.padding_idx] = 0
         return gw.astype(g.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        return EmbeddingGrad.apply(g, op=copy.copy(self))
+
+
+class EmbeddingGrad(Function):
+    """Embedding's weight gradient as an op (for double backward): the rows of ``g`` added
+    into zeros of the weight's shape (Embedding's backward); its own gradient reads those rows
+    back, 0 where the index is the padding row (which got no gradient)."""
+
+    def forward(self, g, op):
+        self.op = op
+        return op.backward(g)
+
+    def backward(self, h):
+        rows = get_array_module(h).take(h, self.op.indices, axis=0)
+        if self.op.padding_idx is not None:
+            rows = rows * (self.op.indices != self.op.padding_idx)[..., None]
+        return rows
+
+    def graph_backward(self, h, out):
+        op = self.op
+        rows = Embedding.apply(h, indices=op.indices)
+        if op.padding_idx is None:
+            return rows
+        return keep_where((op.indices != op.padding_idx)[..., None], rows)
+
 
 def _add_rows(out, index, rows):
     """out[index[i]] += rows[i], with repeated indices summed."""
@@ -1618,6 +1810,7 @@ class Pad(Function):
             dst.append(slice(start + lo, max(start, stop) + lo))
             shape.append(m)
         self.src, self.dst, self.in_shape = tuple(src), tuple(dst), x.shape
+        self.widths = widths
         out = get_array_module(x).full(tuple(shape), value, dtype=x.dtype)
         out[self.dst] = x[self.src]
         return out
@@ -1626,6 +1819,9 @@ class Pad(Function):
         gx = get_array_module(g).zeros(self.in_shape, dtype=g.dtype)
         gx[self.src] = g[self.dst]
         return gx
+
+    def graph_backward(self, g, out):
+        return linear_graph_backward(self, g, widths=self.widths, value=0)
 
 
 def pad(input, pad, mode="constant", value=None):
@@ -1686,6 +1882,9 @@ class PadGather(Function):
             _add_rows(out, xp.asarray(idx), moved)
             g = xp.moveaxis(out, 0, d)
         return g
+
+    def graph_backward(self, g, out):
+        return linear_graph_backward(self, g, indices=self.indices)
 
 
 def _pad_gather(input, widths, amounts, mode, value):

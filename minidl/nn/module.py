@@ -30,10 +30,12 @@ class _BackwardHooks:
         self.grad_output = ()
 
     def outputs_done(self, grads):
+        graph = _in_graph(grads)
         for hook in list((self.module.__dict__.get("_backward_pre_hooks") or {}).values()):
             result = hook(self.module, tuple(_wrap(g) for g in grads))
             if result is not None:
-                grads = [_unwrap(g) for g in _as_tuple(result, len(grads), "backward pre-hook")]
+                grads = [_unwrap(g, graph)
+                         for g in _as_tuple(result, len(grads), "backward pre-hook")]
         self.grad_output = tuple(grads)
         if not self.input_slots:
             self.run((None,) * self.n_inputs)
@@ -47,20 +49,29 @@ class _BackwardHooks:
         return [grad_input[slot] for slot in self.input_slots]
 
     def run(self, grad_input):
+        graph = _in_graph(grad_input) or _in_graph(self.grad_output)
         grad_output = tuple(_wrap(g) for g in self.grad_output)
         for hook in list((self.module.__dict__.get("_backward_hooks") or {}).values()):
             result = hook(self.module, tuple(_wrap(g) for g in grad_input), grad_output)
             if result is not None:
-                grad_input = tuple(_unwrap(g) for g in _as_tuple(result, len(grad_input),
-                                                                  "backward hook"))
+                grad_input = tuple(_unwrap(g, graph) for g in _as_tuple(
+                    result, len(grad_input), "backward hook"))
         return grad_input
 
 
+# In a backward with create_graph=True (double backward) the gradients are Tensors of the
+# graph, and what the hooks return must stay so; otherwise they are arrays.
+def _in_graph(grads):
+    return any(isinstance(g, Tensor) for g in grads)
+
+
 def _wrap(g):
-    return None if g is None else Tensor(g)
+    return g if g is None or isinstance(g, Tensor) else Tensor(g)
 
 
-def _unwrap(g):
+def _unwrap(g, graph=False):
+    if graph:
+        return g if g is None or isinstance(g, Tensor) else Tensor(g)
     return g.data if isinstance(g, Tensor) else g
 
 
@@ -88,6 +99,11 @@ class _Pack(Function):
             parts.append(g if len(self.shapes) == 1 else g[start:start + size].reshape(shape))
             start += size
         return tuple(self.then(parts))
+
+    def graph_backward(self, g, out):
+        # backward's slices and reshapes are recorded ops on a Tensor g, and the hooks'
+        # results stay Tensors (_unwrap): the gradients remain differentiable
+        return self.backward(g)
 
 
 def _pack(tensors, then, module):

@@ -33,6 +33,9 @@ class _GradSync(Function):
     def backward(self, g):
         return g
 
+    def graph_backward(self, g, out):
+        return g
+
 
 class DistributedDataParallel(Module):
     def __init__(self, module, broadcast_buffers=True, bucket_cap_mb=4.0):

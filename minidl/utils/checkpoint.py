@@ -198,15 +198,29 @@ class _Checkpoint(autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         inputs = ctx.saved_tensors
+        # grad mode is on here only in a backward with create_graph=True (double backward):
+        # the recompute then runs on the inputs themselves, not on detached copies, and its
+        # gradients are taken with create_graph, so that they stay functions of the inputs
+        # and of the parameters and can be differentiated again
+        create_graph = autograd.is_grad_enabled()
         detached = []
         for t in inputs:
+            if create_graph:
+                detached.append(t)
+                continue
             d = t.detach()
             d.requires_grad = t.requires_grad
             detached.append(d)
         # a tensor with a graph of its own made before the first run (a closure's h) is a leaf
         # of the recompute: its gradient is returned here and goes on through its own graph in
-        # the outer backward (not twice, not through a graph the recompute would free)
-        outer = [(t, t._ctx) for t in ctx.leaves if t._ctx is not None]
+        # the outer backward (not twice, not through a graph the recompute would free); so is
+        # an input used as it is (create_graph)
+        cut = list(ctx.leaves) + (list(inputs) if create_graph else [])
+        outer, seen = [], set()
+        for t in cut:
+            if t._ctx is not None and id(t) not in seen:
+                seen.add(id(t))
+                outer.append((t, t._ctx))
         try:
             for t, _ in outer:
                 t._ctx = None
@@ -220,7 +234,8 @@ class _Checkpoint(autograd.Function):
             pairs = [(o, g) for o, g in zip(outs, grads) if o.requires_grad]
             wanted = [d for d in detached if d.requires_grad] + list(ctx.leaves)
             found = autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
-                                  allow_unused=True) if pairs and wanted else [None] * len(wanted)
+                                  allow_unused=True, create_graph=create_graph) \
+                if pairs and wanted else [None] * len(wanted)
         finally:
             for t, node in outer:
                 t._ctx = node

@@ -149,6 +149,86 @@ class ConvNd(Function):
             gx = _crop_sp(full, padding, sizes)
         return gx, gw, gb
 
+    def graph_backward(self, g, out):
+        _, _, stride, padding, dilation, groups = self.geom
+        return conv_graph_gradients(self.inputs, g, stride, padding, dilation, groups)
+
+
+# ---- double backward: a convolution is bilinear in (x, w) ----------------------------------
+# Its input gradient is a transposed convolution of g with w, and its weight gradient a
+# correlation of x with g (ConvWeightGrad); each of the three is linear in each argument, and
+# their gradients are the other two, so graph-mode gradients of any order close over them.
+def _output_padding(x_shape, y_shape, kernel, stride, padding, dilation):
+    """The output_padding that makes the transposed convolution of y (the gradient of a
+    convolution of x) the size of x again (the rows a strided convolution left unread)."""
+    return tuple(s - _transposed_length(o, k, st, p, 0, d) for s, o, k, st, p, d in zip(
+        x_shape[2:], y_shape[2:], kernel, stride, padding, dilation))
+
+
+def _input_gradient(g, w, x_shape, stride, padding, dilation, groups):
+    op = _output_padding(x_shape, g.shape, w.shape[2:], stride, padding, dilation)
+    return ConvTranspose2d.apply(g, w, stride=stride, padding=padding, output_padding=op,
+                                 dilation=dilation, groups=groups)
+
+
+def conv_graph_gradients(inputs, g, stride, padding, dilation, groups):
+    """The gradients of a convolution (x, w[, b]) as recorded ops, for double backward."""
+    x, w = inputs[:2]
+    gx = gw = gb = None
+    if x.requires_grad:
+        gx = _input_gradient(g, w, x.shape, stride, padding, dilation, groups)
+    if w.requires_grad:
+        gw = ConvWeightGrad.apply(x, g, kernel=tuple(w.shape[2:]), stride=stride,
+                                  padding=padding, dilation=dilation, groups=groups)
+    if len(inputs) > 2 and inputs[2].requires_grad:
+        gb = g.sum(dim=_spatial_axes(g))
+    return gx, gw, gb
+
+
+_F.use_conv_graph_gradients(conv_graph_gradients)
+
+
+class ConvWeightGrad(Function):
+    """The weight gradient of a convolution of x, from its output's gradient gy, as an op:
+    the correlation of x with gy (ConvNd's backward). Linear in each of x and gy: its
+    gradient in gy is the convolution of x with the incoming h, in x the transposed
+    convolution of gy with h."""
+
+    def forward(self, x, gy, kernel, stride, padding, dilation, groups):
+        xp = get_array_module(x)
+        self.geom = (kernel, stride, padding, dilation, groups)
+        n = x.shape[0]
+        co = gy.shape[1]
+        col, _ = _group_columns(x, kernel, stride, padding, dilation, groups)
+        gyg = gy.reshape(n, groups, co // groups, -1)
+        gw = xp.matmul(gyg, col.transpose(0, 1, 3, 2)).sum(axis=0)
+        self.save_for_backward(x, gy)
+        return gw.reshape((co, x.shape[1] // groups) + tuple(kernel))
+
+    def backward(self, h):
+        x, gy = self.saved
+        _, stride, padding, dilation, groups = self.geom
+        gx = ggy = None
+        if _needs_grad(self, 0):
+            op = _output_padding(x.shape, gy.shape, h.shape[2:], stride, padding, dilation)
+            gx = ConvTranspose2d().forward(gy, h, stride=stride, padding=padding,
+                                           output_padding=op, dilation=dilation, groups=groups)
+        if _needs_grad(self, 1):
+            ggy = ConvNd().forward(x, h, stride=stride, padding=padding, dilation=dilation,
+                                   groups=groups, weight_grad=False)
+        return gx, ggy
+
+    def graph_backward(self, h, out):
+        x, gy = self.inputs
+        _, stride, padding, dilation, groups = self.geom
+        gx = ggy = None
+        if x.requires_grad:
+            gx = _input_gradient(gy, h, x.shape, stride, padding, dilation, groups)
+        if gy.requires_grad:
+            ggy = ConvNd.apply(x, h, stride=stride, padding=padding, dilation=dilation,
+                               groups=groups)
+        return gx, ggy
+
 
 class ConvTranspose2d(Function):
     """The adjoint of ConvNd in its input (any number of spatial dims): GEMM into columns,
@@ -192,6 +272,22 @@ class ConvTranspose2d(Function):
             gw = xp.matmul(xg, gcol.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
         if len(self.inputs) > 2 and _needs_grad(self, 2):
             gb = g.sum(axis=_spatial_axes(g))
+        return gx, gw, gb
+
+    def graph_backward(self, g, out):
+        # the adjoint of a convolution in its input: its input gradient is that convolution
+        # of g, its weight gradient the convolution's weight gradient with the roles swapped
+        x, w = self.inputs[:2]
+        _, kernel, stride, padding, dilation, groups = self.geom
+        gx = gw = gb = None
+        if x.requires_grad:
+            gx = ConvNd.apply(g, w, stride=stride, padding=padding, dilation=dilation,
+                              groups=groups)
+        if w.requires_grad:
+            gw = ConvWeightGrad.apply(g, x, kernel=kernel, stride=stride, padding=padding,
+                                      dilation=dilation, groups=groups)
+        if len(self.inputs) > 2 and self.inputs[2].requires_grad:
+            gb = g.sum(dim=_spatial_axes(g))
         return gx, gw, gb
 
 
@@ -405,6 +501,11 @@ class Unfold(Function):
                           stride, dilation)
         return _crop_hw(full, ph, pw, h, w)
 
+    def graph_backward(self, g, out):
+        (_, _, h, w), kernel, padding, stride, dilation, out_hw = self.geom
+        return Fold.apply(g, output_size=(h, w), kernel=kernel, dilation=dilation,
+                          padding=padding, stride=stride, blocks=out_hw)
+
 
 class Fold(Function):
     def forward(self, col, output_size, kernel, dilation, padding, stride, blocks):
@@ -420,6 +521,10 @@ class Fold(Function):
         col_shape, kernel, dilation, padding, stride, blocks = self.geom
         col = unfold_array(_pad_hw(g, *padding), kernel, stride, dilation, blocks)
         return col.reshape(col_shape)
+
+    def graph_backward(self, g, out):
+        _, kernel, dilation, padding, stride, _ = self.geom
+        return Unfold.apply(g, kernel=kernel, dilation=dilation, padding=padding, stride=stride)
 
 
 def _window_args(name, kernel_size, dilation, padding, stride):

@@ -11,6 +11,7 @@ import numpy as np
 
 from ...backend import get_array_module, to_numpy
 from ...functional import IndexRangeError, _index_tensor, _needs_grad, _whole
+from ...ops import GetItem, GetItemGrad
 from ...tensor import Function, Tensor
 
 
@@ -102,6 +103,36 @@ class EmbeddingBag(Function):
         if psw is not None and _needs_grad(self, 1):
             gpsw = xp.zeros(psw.shape, dtype=g.dtype)
             gpsw[xp.asarray(live)] = (gm * weight[xp.asarray(idx[live])]).sum(axis=1)
+        return gw, gpsw
+
+    def graph_backward(self, g, out):
+        # the same scatters and gathers as recorded index ops (GetItem and its adjoint)
+        xp = get_array_module(g.data)
+        weight = self.inputs[0]
+        psw = self.inputs[1] if len(self.inputs) > 1 else None
+        idx, seg, keep, bags, mode, counts = self.geom
+        d = weight.shape[1]
+        gw = gpsw = None
+        if mode == "max":
+            full = xp.asarray(np.flatnonzero(counts))
+            if weight.requires_grad and full.size:
+                where = (xp.asarray(idx)[self.winners[full]], xp.arange(d)[None, :])
+                gw = GetItemGrad.apply(GetItem.apply(g, index=full), shape=weight.shape,
+                                       index=where)
+            return gw, None
+        live = np.flatnonzero(keep)
+        gm = GetItem.apply(g, index=xp.asarray(seg[live]))
+        if mode == "mean":
+            gm = gm / Tensor(xp.asarray(counts[seg[live]], dtype=g.data.dtype)[:, None])
+        rows = xp.asarray(idx[live])
+        if weight.requires_grad:
+            part = gm
+            if psw is not None:
+                part = gm * GetItem.apply(psw, index=xp.asarray(live)).reshape(-1, 1)
+            gw = GetItemGrad.apply(part, shape=weight.shape, index=rows)
+        if psw is not None and psw.requires_grad:
+            picked = (gm * GetItem.apply(weight, index=rows)).sum(dim=1)
+            gpsw = GetItemGrad.apply(picked, shape=psw.shape, index=xp.asarray(live))
         return gw, gpsw
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ... import functional as _F
 from ...backend import get_array_module
 from ...functional import LayerNorm, _float_input, _opmath, _whole
-from ...ops import reduction_axes
+from ...ops import constant, keep_where, reduction_axes
 from ...tensor import Function, Tensor, no_grad
 
 
@@ -161,6 +161,21 @@ class VectorNorm(Function):
             d = xp.sign(xw) * abs(xw) ** (self.p - 1) / safe ** (self.p - 1)
         d = xp.where(norm == 0, 0, d)
         return (gw * d).astype(x.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        (x,) = self.inputs
+        xp = get_array_module(x.data)
+        kept = tuple(1 if i in self.axes else n for i, n in enumerate(x.shape))
+        g, norm = g.reshape(kept), out.reshape(kept)
+        if self.p == 1:  # sign(x): constant where it is differentiable
+            return g * constant(xp.sign(x.data))
+        zero = norm.data == 0
+        safe = norm + constant(zero.astype(norm.data.dtype))  # 0 -> 1: no inf, even unused
+        if self.p == 2:
+            d = x / safe
+        else:
+            d = constant(xp.sign(x.data)) * x.abs() ** (self.p - 1) / safe ** (self.p - 1)
+        return keep_where(~zero, g * d)
 
 
 def _vector_norm(name, x, p, dim, keepdim):

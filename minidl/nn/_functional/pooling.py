@@ -17,7 +17,9 @@ import numpy as np
 
 from ... import functional as _F
 from ...backend import get_array_module
-from ...functional import _float_input, _whole, accumulation_dtype
+from ...functional import (
+    GatherPlanes, ScatterPlanes, _float_input, _whole, accumulation_dtype, linear_graph_backward,
+)
 from ...math_ops import sign
 from ...tensor import Function, Tensor
 from .convolution import _batched, _ntuple, fold_array, unfold_array
@@ -100,6 +102,10 @@ class MaxPoolWindows(Function):
         gcol = gcol.astype(g.dtype, copy=False).reshape((n, c) + tuple(kernel) + g.shape[2:])
         return _fold_back(gcol, x_shape, padding, extra, stride, dilation)
 
+    def graph_backward(self, g, out):
+        # the winners fixed, the gradient is a scatter to their positions (linear in g)
+        return ScatterPlanes.apply(g, index=self.indices(), shape=self.geom[0])
+
     def indices(self):
         """The winners as flat indices into each input plane (H * W, or D * H * W), as
         PyTorch returns them."""
@@ -139,6 +145,12 @@ class AvgPoolWindows(Function):
         gcol = xp.broadcast_to(share[(slice(None), slice(None)) + (None,) * dims],
                                share.shape[:2] + tuple(kernel) + share.shape[2:])
         return _fold_back(gcol, x_shape, padding, extra, stride, (1,) * dims)
+
+    def graph_backward(self, g, out):
+        _, kernel, stride, padding, extra = self.geom
+        return linear_graph_backward(self, g, kernel=kernel, stride=stride, padding=padding,
+                                     out_hw=tuple(g.shape[2:]), extra=extra,
+                                     divisor=self.divisor)
 
 
 def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor_override):
@@ -384,6 +396,9 @@ class AdaptiveMaxPool2d(Function):
             cupyx.scatter_add(gx, index, g.reshape(n * c, -1))
         return gx.reshape(self.in_shape)
 
+    def graph_backward(self, g, out):
+        return ScatterPlanes.apply(g, index=self.idx, shape=self.in_shape)
+
 
 def _bin_matrix(size, out):
     """(out, size): row i averages PyTorch's adaptive bin i."""
@@ -412,6 +427,9 @@ class AdaptiveAvgPoolNd(Function):
         for d, m in enumerate(self.mats):
             gx = xp.moveaxis(xp.moveaxis(gx, 2 + d, -1) @ m, -1, 2 + d)
         return xp.ascontiguousarray(gx.astype(g.dtype, copy=False))
+
+    def graph_backward(self, g, out):
+        return linear_graph_backward(self, g, out_sizes=tuple(g.shape[2:]))
 
 
 def adaptive_avg_pool3d(input, output_size):
@@ -494,6 +512,9 @@ class Resample(Function):
             g = xp.moveaxis(out, 0, d)
             shape[d] = self.in_shape[d]
         return g
+
+    def graph_backward(self, g, out):
+        return linear_graph_backward(self, g, taps=self.taps)
 
 
 _MODES = {"nearest": None, "nearest-exact": None, "area": None, "linear": 1, "bilinear": 2,
@@ -737,6 +758,9 @@ class MaxUnpool(Function):
         xp = get_array_module(g)
         n, c = g.shape[:2]
         return xp.take_along_axis(g.reshape(n, c, -1), self.idx, axis=2).reshape(self.in_shape)
+
+    def graph_backward(self, g, out):
+        return GatherPlanes.apply(g, index=self.idx.reshape(self.in_shape))
 
 
 def _max_unpool(name, dims, input, indices, kernel_size, stride, padding, output_size):

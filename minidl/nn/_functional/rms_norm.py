@@ -28,7 +28,7 @@ class RMSNorm(Function):
         w = weight[0] if weight else None
         if w is not None:
             y = y * w.astype(y.dtype, copy=False)
-        self.axes = axes
+        self.axes, self.eps = axes, eps
         self.save_for_backward(x, rstd, w)
         return y.astype(x.dtype, copy=False)
 
@@ -50,6 +50,21 @@ class RMSNorm(Function):
         if _needs_grad(self, 1):
             gw = (gw_ * xhat).sum(axis=lead).astype(w.dtype, copy=False)
         return gx, gw
+
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        w = self.inputs[1] if len(self.inputs) > 1 else None
+        axes = self.axes
+        rstd = ((x * x).mean(dim=axes, keepdim=True) + self.eps) ** -0.5
+        xhat = x * rstd
+        gxhat = g * w if w is not None else g
+        gx = None
+        if x.requires_grad:
+            gx = rstd * (gxhat - xhat * (gxhat * xhat).mean(dim=axes, keepdim=True))
+        if w is None:
+            return (gx,)
+        lead = tuple(range(x.ndim - len(axes)))
+        return gx, ((g * xhat).sum(dim=lead) if w.requires_grad else None)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None):

@@ -20,7 +20,8 @@ import numpy as np
 
 from ... import functional as _F
 from ...backend import get_array_module
-from ...functional import _float_input, _needs_grad
+from ...functional import GatherPlanes, ScatterPlanes, _float_input, _needs_grad
+from ...ops import constant, stack
 from ...tensor import Function, Tensor
 
 _ALIGN_WARNING = ("Default grid_sample and affine_grid behavior has changed to "
@@ -203,6 +204,7 @@ class GridSample(Function):
             y += weight[:, None] * values
             combos.append((combo, valid, index))
         self.combos, self.shapes = combos, (x.shape, grid.shape)
+        self.options = (mode, padding_mode, align_corners)
         self.save_for_backward(x)
         return y.reshape((n, c) + tuple(out_sizes))
 
@@ -235,6 +237,78 @@ class GridSample(Function):
         gx = None if gx is None else gx.reshape(x_shape)
         ggrid = None if ggrid is None else ggrid.reshape(grid_shape)
         return gx, ggrid
+
+    def graph_backward(self, g, out):
+        # backward's sums as recorded ops: the taps' positions are constants, their weights
+        # (and the weights' derivatives) functions of the grid, the values read gathers of x
+        x, grid = self.inputs
+        xp = get_array_module(g.data)
+        x_shape, grid_shape = self.shapes
+        n, c = x_shape[:2]
+        sizes = x_shape[2:]
+        dims = len(sizes)
+        coords = grid.reshape(n, -1, dims)
+        length = coords.shape[1]
+        per_dim = [_graph_taps(xp, coords[:, :, dims - 1 - d], sizes[d], *self.options)
+                   for d in range(dims)]
+        g3 = g.reshape(n, c, length)
+        flat_x = x.reshape(n, c, -1)
+        gx, parts = None, [None] * dims
+        for combo in itertools.product(*per_dim):
+            valid = xp.ones((n, length), dtype=bool)
+            index = xp.zeros((n, length), dtype=np.int64)
+            for d, (pos, _, _) in enumerate(combo):
+                valid &= (pos >= 0) & (pos < sizes[d])
+                index += xp.clip(pos, 0, sizes[d] - 1) * math.prod(sizes[d + 1:])
+            full_index = xp.ascontiguousarray(xp.broadcast_to(index[:, None], (n, c, length)))
+            mask = constant(valid.astype(g.data.dtype))
+            weights = [w for _, w, _ in combo]
+            if x.requires_grad:
+                weight = _product(weights) * mask
+                part = ScatterPlanes.apply(weight.reshape(n, 1, length) * g3, index=full_index,
+                                           shape=flat_x.shape)
+                gx = part if gx is None else gx + part
+            if grid.requires_grad and self.options[0] != "nearest":
+                seen = (GatherPlanes.apply(flat_x, index=full_index) * g3).sum(dim=1) * mask
+                for d in range(dims):
+                    term = combo[d][2] * _product(weights[:d] + weights[d + 1:]) * seen
+                    parts[d] = term if parts[d] is None else parts[d] + term
+        ggrid = None
+        if grid.requires_grad:
+            if parts[0] is None:  # nearest: the weights do not move with the grid
+                ggrid = constant(xp.zeros(grid_shape, dtype=g.data.dtype))
+            else:
+                ggrid = stack([parts[dims - 1 - k] for k in range(dims)], dim=-1)
+                ggrid = ggrid.reshape(grid_shape)
+        return (None if gx is None else gx.reshape(x_shape)), ggrid
+
+
+def _product(factors):
+    out = None
+    for f in factors:
+        out = f if out is None else out * f
+    return out if out is not None else 1.0
+
+
+def _graph_taps(xp, coord, size, mode, padding_mode, align_corners):
+    """_taps with the weights and their derivatives as recorded ops of ``coord`` (a Tensor):
+    the pixel coordinate is piecewise linear in it (unnormalisation, clipping, reflection),
+    so locally it is its value plus its slope times (coord - its value)."""
+    taps = _taps(xp, coord.data, size, mode, padding_mode, align_corners)
+    if mode == "nearest":
+        return [(pos, constant(w), None) for pos, w, _ in taps]
+    value = coord.data
+    if mode == "bicubic":
+        _, unnorm = _unnormalize(xp, value, size, align_corners)
+        pix = _unnormalize(xp, value, size, align_corners)[0]
+        t0 = pix - xp.floor(pix)
+        t = coord * unnorm + constant(t0 - unnorm * value)
+        coeffs, derivs = _cubic(t)
+        return [(pos, w, dw * unnorm) for (pos, _, _), w, dw in zip(taps, coeffs, derivs)]
+    (i0, w0, dw0), (i1, w1, dw1) = taps
+    slope = dw1  # d t / d coord: the chain of unnormalisation and padding
+    t = coord * constant(slope) + constant(w1 - slope * value)
+    return [(i0, 1 - t, constant(dw0)), (i1, t, constant(dw1))]
 
 
 def _scatter_add(xp, target, index, values):
