@@ -12,11 +12,11 @@ from collections import namedtuple
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import amin, vector_norm
-from .ops import where, wrap_dim
+from .ops import Reshape, constant, swap_last_dims, where, wrap_dim
 from .products import cross as _cross
 
 _INF = float("inf")
@@ -193,6 +193,10 @@ class Inv(Function):
         yt = _xmT(get_array_module(g), y)
         return -(yt @ g @ yt)
 
+    def graph_backward(self, g, out):
+        yt = swap_last_dims(out)
+        return -(yt @ g @ yt)
+
 
 @_float32_under_autocast("linalg_inv")
 def inv(A):
@@ -230,6 +234,14 @@ class Det(Function):
         cof = (u * _excluded_products(xp, s)[..., None, :]) @ vh
         return ((g * sign)[..., None, None] * cof).astype(a.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        # det(A) A^{-T}: the cofactor matrix where A is invertible; a singular matrix's
+        # second derivative (through the SVD) is not written
+        if self.inputs[0].shape[-1] == 0 or not get_array_module(out.data).all(out.data):
+            return first_order_only(self, g)
+        scale = Reshape.apply(g * out, shape=g.shape + (1, 1))
+        return scale * swap_last_dims(Inv.apply(self.inputs[0]))
+
 
 def det(A):
     """The determinant of each square matrix of A (..., n, n)."""
@@ -250,6 +262,12 @@ class LogAbsDet(Function):
         xp = get_array_module(g)
         with np.errstate(all="ignore"):
             return g[..., None, None] * _xmT(xp, xp.linalg.inv(a))
+
+    def graph_backward(self, g, out):
+        (a,) = self.inputs
+        if a.shape[-1] == 0:
+            return first_order_only(self, g)
+        return Reshape.apply(g, shape=g.shape + (1, 1)) * swap_last_dims(Inv.apply(a))
 
 
 SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])  # torch.return_types
@@ -303,6 +321,10 @@ class Solve(Function):
         gb = xp.linalg.solve(_xmT(xp, aa), g)
         ga = -(gb @ _xmT(xp, x))
         return _sum_to(xp, ga, self.shapes[0]), _sum_to(xp, gb, self.shapes[1])
+
+    def graph_backward(self, g, out):
+        gb = Solve.apply(swap_last_dims(self.inputs[0]), g)
+        return -(gb @ swap_last_dims(out)), gb  # the engine sums broadcast batch dims back
 
 
 @_float32_under_autocast("linalg_solve")
@@ -372,6 +394,20 @@ class Cholesky(Function):
         Linv = xp.linalg.inv(L)
         ga = _xmT(xp, Linv) @ P @ Linv
         return 0.5 * (ga + _xmT(xp, ga))
+
+    def graph_backward(self, g, out):
+        return cholesky_gradient(out, g)
+
+
+def cholesky_gradient(L, g):
+    """Cholesky's input gradient, sym(L^{-T} phi(L^T gL) L^{-1}), as recorded ops of the factor
+    ``L`` and its gradient ``g`` (so that it can be differentiated again)."""
+    xp = get_array_module(L.data)
+    x = swap_last_dims(L) @ g
+    P = x.tril() - x * constant(xp.eye(L.shape[-1], dtype=L.data.dtype) * 0.5)
+    Linv = Inv.apply(L)
+    ga = swap_last_dims(Linv) @ P @ Linv
+    return (ga + swap_last_dims(ga)) * 0.5
 
 
 @_float32_under_autocast("linalg_cholesky")

@@ -6,6 +6,8 @@ import numpy as np
 
 from ..autograd import Function, unbroadcast
 from ..backend import get_array_module
+from ..linalg import Solve, cholesky_gradient
+from ..ops import swap_last_dims
 
 
 def _mT(a):
@@ -38,6 +40,9 @@ class Cholesky(Function):
         s = _mT(xp.linalg.solve(_mT(L), _mT(y)))    # L^-T Phi L^-1
         return 0.5 * (s + _mT(s))
 
+    def graph_backward(self, g, out):
+        return cholesky_gradient(out, g)
+
 
 class SolveLower(Function):
     """X = L^-1 B for lower-triangular L (..., n, n) and B (..., n, k), batch dims broadcast."""
@@ -56,6 +61,10 @@ class SolveLower(Function):
         gb = xp.linalg.solve(_mT(L), g)
         gL = -xp.tril(gb @ _mT(x))
         return unbroadcast(gL, self.shapes[0]), unbroadcast(gb, self.shapes[1])
+
+    def graph_backward(self, g, out):
+        gb = Solve.apply(swap_last_dims(self.inputs[0].tril()), g)
+        return -(gb @ swap_last_dims(out)).tril(), gb  # the engine sums broadcast dims back
 
 
 def cholesky(a):

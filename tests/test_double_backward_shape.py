@@ -1,0 +1,205 @@
+"""Double backward (create_graph=True) of the indexing, shape, product and linear-algebra ops:
+each op's graph_backward checked by gradgradcheck (float64 finite differences of the first
+gradient) and, where PyTorch differentiates that op twice, against torch's second-order
+gradients on the same inputs. Every case runs ``op(...)`` squared, so that the second
+derivative is not zero for the ops that are linear in their input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.testing import gradgradcheck
+
+
+def _leaf(a):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=minidl.float64,
+                         requires_grad=True)
+
+
+def _ix(L, a):
+    """An index (int64) or mask (bool) tensor of library L (minidl or torch)."""
+    return L.tensor(np.asarray(a))
+
+
+def _f64(L, a):
+    return L.tensor(np.asarray(a, dtype=np.float64), dtype=L.float64)
+
+
+def _is_minidl(L):
+    return L is minidl
+
+
+def _spd(L, x):
+    """A symmetric positive-definite matrix (batch) made from x, differentiable in x."""
+    n = x.shape[-1]
+    return x @ x.transpose(-1, -2) + _f64(L, np.eye(n) * n)
+
+
+def _cholesky_private(L, a):
+    if _is_minidl(L):
+        from minidl.distributions._linalg import cholesky
+        return cholesky(a)
+    return L.linalg.cholesky(a)
+
+
+def _solve_lower(L, lower, b):
+    if _is_minidl(L):
+        from minidl.distributions._linalg import solve_lower
+        return solve_lower(lower, b)
+    return L.linalg.solve_triangular(lower.tril(), b, upper=False)
+
+
+def _set_item(L, x, v):
+    y = x * 1
+    y[_ix(L, [0, 2, 3]), 1:] = v
+    return y
+
+
+R = np.random.default_rng(0)
+_G = [[0, 2, 2, 1], [3, 0, 1, 1], [2, 2, 0, 3]]  # gather/scatter_add index, repeats in rows
+
+
+def _distinct(shape, seed):
+    """Values far apart (no ties: median, amax, cdist p=inf)."""
+    n = int(np.prod(shape))
+    return (np.random.default_rng(seed).permutation(n) * 0.37 + 0.1).reshape(shape)
+
+
+def _no_zero(shape, seed):
+    a = np.random.default_rng(seed).uniform(0.5, 1.5, shape)
+    return a * np.random.default_rng(seed + 1).choice([-1.0, 1.0], shape)
+
+
+# (id, input arrays (float64; a tuple is a shape of normal values), fn(L, *inputs), torch)
+# where L is minidl or torch; ``torch``: whether PyTorch differentiates the op twice
+CASES = [
+    # ---- indexing ----
+    ("gather", [(3, 4)], lambda L, x: x.gather(1, _ix(L, _G)), True),
+    ("gather_dim0", [(3, 4)], lambda L, x: x.gather(0, _ix(L, [[2, 0, 1, 2], [2, 2, 0, 1]])),
+     True),
+    ("take", [(3, 4)], lambda L, x: L.take(x, _ix(L, [[0, 11], [5, 5]])), True),
+    ("scatter", [(3, 5), (3, 3)],
+     lambda L, x, s: x.scatter(1, _ix(L, [[0, 2, 4], [1, 3, 0], [4, 1, 2]]), s), True),
+    ("scatter_add", [(4, 5), (3, 4)], lambda L, x, s: x.scatter_add(1, _ix(L, _G), s), True),
+    # src larger than index: PyTorch's own backward returns a gradient of index's shape there
+    ("scatter_src_larger", [(3, 5), (3, 4)],
+     lambda L, x, s: x.scatter(1, _ix(L, [[0, 2, 4], [1, 3, 0], [4, 1, 2]]), s), False),
+    ("scatter_add_src_larger", [(4, 5), (4, 5)],
+     lambda L, x, s: x.scatter_add(1, _ix(L, _G), s), False),
+    ("index_add", [(4, 3), (3, 3)],
+     lambda L, x, s: x.index_add(0, _ix(L, [1, 3, 1]), s, alpha=2.0), True),
+    ("index_select", [(4, 3)], lambda L, x: x.index_select(1, _ix(L, [2, 0, 2, 1])), True),
+    ("index_put", [(4, 3), (3,)],
+     lambda L, x, v: x.index_put((_ix(L, [0, 2, 3]), _ix(L, [1, 1, 0])), v), True),
+    ("index_put_accumulate", [(4, 3), (1,)],
+     lambda L, x, v: x.index_put((_ix(L, [0, 2, 0]),), v, accumulate=True), True),
+    ("getitem_advanced", [(4, 3)], lambda L, x: x[_ix(L, [3, 0, 3]), _ix(L, [1, 2, 1])], True),
+    ("setitem", [(4, 3), (2,)], lambda L, x, v: _set_item(L, x, v), True),
+    # ---- scatter_reduce (ties and zeros avoided unless named) ----
+    *[(f"scatter_reduce_{r}_{'self' if s else 'noself'}",
+       [_no_zero((3, 5), 3) if r != "amax" and r != "amin" else _distinct((3, 5), 3),
+        _no_zero((3, 4), 4) if r != "amax" and r != "amin" else _distinct((3, 4), 4) + 0.05],
+       (lambda r, s: lambda L, x, src: x.scatter_reduce(1, _ix(L, _G), src, r,
+                                                         include_self=s))(r, s), True)
+      for r in ("sum", "mean", "prod", "amax", "amin") for s in (True, False)],
+    ("scatter_reduce_prod_zeros", [np.array([[0.0, 1.5, -0.7], [0.8, 1.2, 0.9]]),
+                                   np.array([[1.1, 0.0, -1.3], [0.0, 0.6, 1.4]])],
+     lambda L, x, src: x.scatter_reduce(1, _ix(L, [[0, 1, 1], [2, 1, 0]]), src, "prod"), True),
+    # ---- shape ----
+    ("flip", [(3, 4)], lambda L, x: x.flip(0, 1), True),
+    ("roll", [(3, 4)], lambda L, x: x.roll((1, -2), (0, 1)), True),
+    ("roll_flat", [(3, 4)], lambda L, x: L.roll(x, 5), True),
+    ("tril", [(2, 3, 4)], lambda L, x: x.tril(-1), True),
+    ("triu", [(3, 4)], lambda L, x: x.triu(1), True),
+    ("diagonal", [(2, 3, 4)], lambda L, x: x.diagonal(1, 0, 2), True),
+    ("diag_2d", [(4, 3)], lambda L, x: L.diag(x, -1), True),
+    ("diag_1d", [(3,)], lambda L, x: L.diag(x, 1), True),
+    ("diag_embed", [(2, 3)], lambda L, x: L.diag_embed(x, offset=-1, dim1=0, dim2=2), True),
+    ("block_diag", [(2, 3), (1, 2), (3,)], lambda L, a, b, c: L.block_diag(a, b, c), True),
+    ("median", [_distinct((3, 4), 5)], lambda L, x: x.median(), True),
+    ("nanmedian", [_distinct((2, 3), 6)], lambda L, x: x.nanmedian(), True),
+    ("masked_scatter", [(3, 4), (2, 4)],
+     lambda L, x, s: x.masked_scatter(_ix(L, [[True, False, True, True], [False] * 4,
+                                              [False, True, True, False]]), s), True),
+    # ---- products ----
+    ("einsum_mm", [(2, 3), (3, 4)], lambda L, a, b: L.einsum("ij,jk->ik", a, b), True),
+    ("einsum_batch_ellipsis", [(2, 2, 3), (3, 2)],
+     lambda L, a, b: L.einsum("...ij,jk->...ik", a, b), True),
+    ("einsum_three", [(2, 3), (3, 4), (4,)],
+     lambda L, a, b, c: L.einsum("ij,jk,k->i", a, b, c), True),
+    ("einsum_diagonal", [(3, 3, 2)], lambda L, a: L.einsum("iij->ij", a), True),
+    ("einsum_trace_product", [(3, 3), (3,)], lambda L, a, b: L.einsum("ii,j->j", a, b), True),
+    ("einsum_summed_away", [(2, 3), (3, 4)], lambda L, a, b: L.einsum("ij,jk->i", a, b), True),
+    ("einsum_implicit", [(2, 3), (2, 3)], lambda L, a, b: L.einsum("ij,ij", a, b), True),
+    ("einsum_broadcast_one", [(1, 3), (2, 3)], lambda L, a, b: L.einsum("ij,ij->ij", a, b),
+     True),
+    ("cdist_p2", [(2, 3, 4), (1, 2, 4)], lambda L, a, b: (
+        L.cdist(a, b) if _is_minidl(L) else L.cdist(a, b, compute_mode="use_mm_for_euclid_dist")),
+     True),
+    ("cdist_p1", [(3, 2), (4, 2)], lambda L, a, b: L.cdist(a, b, p=1.0), False),
+    ("cdist_p3", [(3, 2), (4, 2)], lambda L, a, b: L.cdist(a, b, p=3.0), False),
+    ("cdist_p_half", [(3, 2), (4, 2)], lambda L, a, b: L.cdist(a, b, p=0.5), False),
+    ("cdist_pinf", [(3, 2), (4, 2)],
+     lambda L, a, b: L.cdist(a, b, p=float("inf")), False),
+    ("addmm_beta0", [(2, 2), (2, 3), (3, 2)],
+     lambda L, c, a, b: L.addmm(c, a, b, beta=0), True),
+    # ---- linear algebra ----
+    ("inv", [np.eye(3) * 2 + R.standard_normal((3, 3)) * 0.3], lambda L, a: L.linalg.inv(a),
+     True),
+    ("det", [R.standard_normal((2, 3, 3))], lambda L, a: L.linalg.det(a), True),
+    ("slogdet", [R.standard_normal((3, 3))], lambda L, a: L.linalg.slogdet(a)[1], True),
+    ("solve", [np.eye(3) * 2 + R.standard_normal((2, 3, 3)) * 0.3, (3, 2)],
+     lambda L, a, b: L.linalg.solve(a, b), True),
+    ("solve_vector", [np.eye(3) * 2 + R.standard_normal((3, 3)) * 0.3, (3,)],
+     lambda L, a, b: L.linalg.solve(a, b), True),
+    ("cholesky", [(2, 3, 3)], lambda L, x: L.linalg.cholesky(_spd(L, x)), True),
+    ("cholesky_upper", [(3, 3)], lambda L, x: L.linalg.cholesky(_spd(L, x), upper=True), True),
+    ("cholesky_private", [(2, 3, 3)], lambda L, x: _cholesky_private(L, _spd(L, x)), True),
+    ("solve_lower", [np.eye(3) * 2 + R.standard_normal((2, 3, 3)) * 0.3, (3, 2)],
+     lambda L, lower, b: _solve_lower(L, lower, b), True),
+]
+_IDS = [c[0] for c in CASES]
+
+
+def _inputs(spec, seed):
+    rng = np.random.default_rng(seed)
+    return [np.asarray(a, dtype=np.float64) if not isinstance(a, tuple)
+            else rng.standard_normal(a) for a in spec]
+
+
+@pytest.mark.parametrize("name, spec, fn, _", CASES, ids=_IDS)
+def test_gradgradcheck(name, spec, fn, _):
+    xs = [_leaf(a) for a in _inputs(spec, len(name))]
+    assert gradgradcheck(lambda *t: fn(minidl, *t) ** 2, xs, atol=1e-5, rtol=1e-4)
+
+
+def _second_order(L, fn, arrays, v, ws):
+    """Each input's gradient of sum(g^2) + <g, w> with g the first gradient of <fn^2, v>."""
+    if _is_minidl(L):
+        xs = [_leaf(a) for a in arrays]
+    else:
+        xs = [L.tensor(a, dtype=L.float64, requires_grad=True) for a in arrays]
+    y = fn(L, *xs) ** 2
+    grads = L.autograd.grad((y * _f64(L, v)).sum(), xs, create_graph=True)
+    total = sum(((g * g).sum() + (g * _f64(L, w)).sum()) for g, w in zip(grads, ws))
+    total.backward()
+    return [np.zeros(x.shape) if x.grad is None else np.asarray(x.grad.detach().numpy()
+                                                                if not _is_minidl(L)
+                                                                else x.grad.numpy())
+            for x in xs]
+
+
+@pytest.mark.parametrize("name, spec, fn", [c[:3] for c in CASES if c[3]],
+                         ids=[c[0] for c in CASES if c[3]])
+def test_second_order_matches_torch(name, spec, fn):
+    torch = pytest.importorskip("torch")
+    arrays = _inputs(spec, len(name))
+    rng = np.random.default_rng(1)
+    xs = [_leaf(a) for a in arrays]
+    v = rng.standard_normal(tuple(fn(minidl, *xs).shape))
+    ws = [rng.standard_normal(a.shape) for a in arrays]
+    got = _second_order(minidl, fn, arrays, v, ws)
+    want = _second_order(torch, fn, arrays, v, ws)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=f"{name}: input {k}")
