@@ -6,8 +6,8 @@ import numpy as np
 
 from ..autograd import Function, unbroadcast
 from ..backend import get_array_module
-from ..linalg import Solve, cholesky_gradient
-from ..ops import swap_last_dims
+from ..ops import constant, swap_last_dims
+from ..shape_ops import Flip
 
 
 def _mT(a):
@@ -41,7 +41,13 @@ class Cholesky(Function):
         return 0.5 * (s + _mT(s))
 
     def graph_backward(self, g, out):
-        return cholesky_gradient(out, g)
+        # backward's formula as recorded ops; L^-1 by a lower solve against the identity
+        eye = get_array_module(g.data).eye(out.shape[-1], dtype=g.data.dtype)
+        x = swap_last_dims(out) @ g
+        phi = x.tril() - x * constant(eye * 0.5)
+        inv = SolveLower.apply(out, constant(eye))
+        s = swap_last_dims(inv) @ phi @ inv
+        return (s + swap_last_dims(s)) * 0.5
 
 
 class SolveLower(Function):
@@ -63,8 +69,15 @@ class SolveLower(Function):
         return unbroadcast(gL, self.shapes[0]), unbroadcast(gb, self.shapes[1])
 
     def graph_backward(self, g, out):
-        gb = Solve.apply(swap_last_dims(self.inputs[0].tril()), g)
+        gb = _solve_upper(swap_last_dims(self.inputs[0].tril()), g)
         return -(gb @ swap_last_dims(out)).tril(), gb  # the engine sums broadcast dims back
+
+
+def _solve_upper(U, b):
+    """U^-1 b for upper-triangular U, as recorded ops: reversing the rows and columns of U
+    makes it lower-triangular (J U J, J the reversal), so U^-1 b = J (J U J)^-1 J b."""
+    lower = Flip.apply(U, axes=(-2, -1))
+    return Flip.apply(SolveLower.apply(lower, Flip.apply(b, axes=(-2,))), axes=(-2,))
 
 
 def cholesky(a):
