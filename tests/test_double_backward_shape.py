@@ -50,6 +50,19 @@ def _solve_lower(L, lower, b):
     return L.linalg.solve_triangular(lower.tril(), b, upper=False)
 
 
+def _matrix_exp(L, a):
+    if _is_minidl(L):
+        from minidl.nn._parametrizations import _matrix_exp
+        return _matrix_exp(a)
+    return L.linalg.matrix_exp(a)
+
+
+def _compared_in_place(L, x, z):
+    y = x * 1.0
+    y.eq_(z)  # a float result of a comparison: a zero gradient, not an error
+    return y * x
+
+
 def _set_item(L, x, v):
     y = x * 1
     y[_ix(L, [0, 2, 3]), 1:] = v
@@ -96,6 +109,18 @@ CASES = [
      lambda L, x, v: x.index_put((_ix(L, [0, 2, 0]),), v, accumulate=True), True),
     ("getitem_advanced", [(4, 3)], lambda L, x: x[_ix(L, [3, 0, 3]), _ix(L, [1, 2, 1])], True),
     ("setitem", [(4, 3), (2,)], lambda L, x, v: _set_item(L, x, v), True),
+    # ---- the shape paths of Tensor's methods ----
+    ("unbind_stack", [(3, 4)],
+     lambda L, x: L.stack([t * (i + 1.0) for i, t in enumerate(x.unbind(1))], 0), True),
+    ("split_chunk_cat", [(3, 4)], lambda L, x: L.cat(
+        [*x.split([1, 2], dim=0)[::-1], *x.chunk(2, dim=0)], 0), True),
+    ("view_chain", [(3, 4)], lambda L, x: x.unsqueeze(0).transpose(1, 2).squeeze(0)
+     .narrow(0, 1, 2).flatten().view(3, 2), True),
+    ("getitem_basic", [(3, 4, 2)], lambda L, x: x[1:, ::2][None, ..., 0], True),
+    ("getitem_mask", [(3, 4)], lambda L, x: x[_ix(L, [[True, False, True, True], [False] * 4,
+                                                     [True, True, False, False]])], True),
+    ("masked_select", [(3, 4)], lambda L, x: x.masked_select(_ix(L, [True, False, True, True])),
+     True),
     # ---- scatter_reduce (ties and zeros avoided unless named) ----
     *[(f"scatter_reduce_{r}_{'self' if s else 'noself'}",
        [_no_zero((3, 5), 3) if r != "amax" and r != "amin" else _distinct((3, 5), 3),
@@ -158,6 +183,11 @@ CASES = [
     ("cholesky_private", [(2, 3, 3)], lambda L, x: _cholesky_private(L, _spd(L, x)), True),
     ("solve_lower", [np.eye(3) * 2 + R.standard_normal((2, 3, 3)) * 0.3, (3, 2)],
      lambda L, lower, b: _solve_lower(L, lower, b), True),
+    ("matrix_exp", [R.standard_normal((2, 3, 3)) * 0.5], lambda L, a: _matrix_exp(L, a), True),
+    # ---- a comparison written in place into a float tensor ----
+    # (no equal values: finite differences would cross the step)
+    ("eq_inplace", [np.array([1.0, 2.0, 3.0]), np.array([1.25, 0.5, 3.5])],
+     lambda L, x, z: _compared_in_place(L, x, z), True),
 ]
 _IDS = [c[0] for c in CASES]
 
@@ -203,3 +233,115 @@ def test_second_order_matches_torch(name, spec, fn):
     want = _second_order(torch, fn, arrays, v, ws)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=f"{name}: input {k}")
+
+
+@pytest.mark.parametrize("name", ["gather", "scatter_reduce_prod_self", "index_select",
+                                  "index_put", "diagonal", "diag_1d", "diag_embed",
+                                  "masked_scatter", "einsum_diagonal", "cdist_p2", "inv",
+                                  "cholesky", "solve_lower", "matrix_exp"])
+def test_third_order_matches_torch(name):
+    """The gradients' own graph_backward (GetItemGrad, DiagonalGrad, the ops applied again):
+    a third derivative, through autograd.grad with create_graph=True twice."""
+    torch = pytest.importorskip("torch")
+    _, spec, fn, _ = CASES[_IDS.index(name)]
+    arrays = _inputs(spec, len(name))
+    rng = np.random.default_rng(2)
+    v = rng.standard_normal(tuple(fn(minidl, *[_leaf(a) for a in arrays]).shape))
+    ws = [rng.standard_normal(a.shape) for a in arrays]
+    results = []
+    for L in (minidl, torch):
+        xs = [_leaf(a) if _is_minidl(L) else L.tensor(a, requires_grad=True) for a in arrays]
+        y = fn(L, *xs) ** 2
+        g1 = L.autograd.grad((y * _f64(L, v)).sum(), xs, create_graph=True)
+        s1 = sum((g * g * g).sum() for g in g1)
+        g2 = L.autograd.grad(s1, xs, create_graph=True)
+        sum(((g * _f64(L, w)).sum() for g, w in zip(g2, ws))).backward()
+        results.append([x.grad.numpy() if _is_minidl(L) else x.grad.detach().numpy()
+                        for x in xs])
+    for k, (a, b) in enumerate(zip(*results)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=f"{name}: input {k}")
+
+
+def _f(L, x, w, idx):
+    """A small function of x (6,) whose Hessian mixes einsum, gather and indexing."""
+    m = x.reshape(2, 3)
+    e = L.einsum("ij,jk,i->k", m, _f64(L, w), x[:2])
+    picked = m.gather(1, _ix(L, idx))
+    return (e * e).sum() + (picked * x[_ix(L, [5, 0, 3])].reshape(1, 3)).sum() \
+        + m[:, 1:].exp().sum()
+
+
+def _hessian_by_loops(x0, w, idx):
+    """minidl's Hessian, row by row: the gradient taken with create_graph=True, then each of
+    its elements differentiated again."""
+    x = _leaf(x0)
+    (g,) = minidl.autograd.grad(_f(minidl, x, w, idx), [x], create_graph=True)
+    rows = []
+    for i in range(x0.size):
+        (h,) = minidl.autograd.grad(g[i], [x], retain_graph=True)
+        rows.append(h.numpy())
+    return np.stack(rows)
+
+
+def test_hessian_of_einsum_gather_indexing_matches_finite_differences():
+    rng = np.random.default_rng(3)
+    x0, w = rng.standard_normal(6), rng.standard_normal((3, 3))
+    idx = [[2, 0, 2], [1, 1, 0]]
+    hessian = _hessian_by_loops(x0, w, idx)
+    eps, numeric = 1e-6, np.zeros((6, 6))
+    for j in range(6):
+        grads = []
+        for step in (eps, -eps):
+            x = _leaf(x0 + step * np.eye(6)[j])
+            _f(minidl, x, w, idx).backward()
+            grads.append(x.grad.numpy())
+        numeric[:, j] = (grads[0] - grads[1]) / (2 * eps)
+    np.testing.assert_allclose(hessian, numeric, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hessian, hessian.T, rtol=1e-10, atol=1e-12)
+
+
+def test_hessian_of_einsum_gather_indexing_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x0, w = rng.standard_normal(6), rng.standard_normal((3, 3))
+    idx = [[2, 0, 2], [1, 1, 0]]
+    want = torch.autograd.functional.hessian(lambda x: _f(torch, x, w, idx),
+                                             torch.tensor(x0)).numpy()
+    np.testing.assert_allclose(_hessian_by_loops(x0, w, idx), want, rtol=1e-6, atol=1e-9)
+
+
+def _second_backward(y, xs):
+    (g,) = minidl.autograd.grad(y, xs, create_graph=True)
+    (g * g).sum().backward()
+
+
+def test_scatter_reduce_prod_with_two_zeros_at_a_place_refuses_a_second_backward():
+    """Two of src's zeros at one place: the product of the others is not written as ops
+    (PyTorch refuses it too); the first gradient is right, a second backward raises."""
+    x = _leaf([[1.0, 2.0]])
+    src = _leaf([[0.0, 0.0, 3.0]])
+    y = x.scatter_reduce(1, minidl.tensor([[0, 0, 1]]), src, "prod")
+    (g,) = minidl.autograd.grad(y.sum(), [src], create_graph=True)
+    np.testing.assert_allclose(g.numpy(), [[0.0, 0.0, 2.0]])
+    with pytest.raises(NotImplementedError, match="double backward"):
+        (g * g).sum().backward()
+
+
+def test_det_of_a_singular_matrix_refuses_a_second_backward():
+    a = _leaf([[1.0, 2.0], [2.0, 4.0]])
+    (g,) = minidl.autograd.grad(minidl.linalg.det(a), [a], create_graph=True)
+    np.testing.assert_allclose(g.numpy(), [[4.0, -2.0], [-2.0, 1.0]])  # the cofactors
+    with pytest.raises(NotImplementedError, match="double backward"):
+        (g * g).sum().backward()
+
+
+def test_device_move_has_a_second_derivative(monkeypatch):
+    """_ToDevice's gradient moves back: on the fake GPU (tests/_fake_gpu.py), a function that
+    moves x to 'cuda' and back is differentiated twice."""
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, None)
+    x = _leaf([0.5, -1.5, 2.0])
+    assert gradgradcheck(lambda t: t.to("cuda").to("cpu") ** 3, [x])
+    y = (x.to("cuda") * 1.0).to("cpu")
+    assert y.device == "cpu" and y._ctx is not None
