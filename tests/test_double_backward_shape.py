@@ -242,9 +242,12 @@ def test_second_order_matches_torch(name, spec, fn):
 def test_third_order_matches_torch(name):
     """The gradients' own graph_backward (GetItemGrad, DiagonalGrad, the ops applied again):
     a third derivative, through autograd.grad with create_graph=True twice."""
-    torch = pytest.importorskip("torch")
     _, spec, fn, _ = CASES[_IDS.index(name)]
-    arrays = _inputs(spec, len(name))
+    _check_third_order(name, fn, _inputs(spec, len(name)))
+
+
+def _check_third_order(name, fn, arrays):
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(2)
     v = rng.standard_normal(tuple(fn(minidl, *[_leaf(a) for a in arrays]).shape))
     ws = [rng.standard_normal(a.shape) for a in arrays]
@@ -345,3 +348,70 @@ def test_device_move_has_a_second_derivative(monkeypatch):
     assert gradgradcheck(lambda t: t.to("cuda").to("cpu") ** 3, [x])
     y = (x.to("cuda") * 1.0).to("cpu")
     assert y.device == "cpu" and y._ctx is not None
+
+
+# ---- recurrent layers: the Recurrence op's graph_backward (a replay of its forward) ----------
+RNN_CASES = [
+    ("rnn_tanh", "RNN", {}, None),
+    ("rnn_relu", "RNN", {"nonlinearity": "relu"}, None),
+    ("gru", "GRU", {}, None),
+    ("lstm", "LSTM", {}, None),
+    ("lstm_proj", "LSTM", {"proj_size": 1}, None),
+    ("gru_bidirectional_two_layers", "GRU", {"bidirectional": True, "num_layers": 2}, None),
+    ("lstm_no_bias", "LSTM", {"bias": False}, None),
+    ("lstm_packed", "LSTM", {}, [3, 2]),
+    ("rnn_packed_reverse", "RNN", {"bidirectional": True}, [3, 1]),
+    ("gru_cell", "GRUCell", {}, None),
+    ("lstm_cell", "LSTMCell", {}, None),
+]
+
+
+def _rnn_module(L, kind, kwargs):
+    m = getattr(L.nn, kind)(2, 2, **kwargs)
+    return m, [n for n, _ in m.named_parameters()]
+
+
+def _rnn_run(L, kind, kwargs, lengths, x, *params):
+    m, names = _rnn_module(L, kind, kwargs)
+    if lengths is not None:
+        x = L.nn.utils.rnn.pack_padded_sequence(x, lengths)
+    out = L.func.functional_call(m, dict(zip(names, params)), (x,))
+    out = out[0] if isinstance(out, tuple) else out
+    return out.data if lengths is not None else out
+
+
+def _rnn_inputs(kind, kwargs, seed):
+    rng = np.random.default_rng(seed)
+    m, _ = _rnn_module(minidl, kind, kwargs)
+    x = rng.standard_normal((2, 2) if kind.endswith("Cell") else (3, 2, 2))
+    return [x] + [rng.standard_normal(p.shape) * 0.7 for p in m.parameters()]
+
+
+@pytest.mark.parametrize("name, kind, kwargs, lengths", RNN_CASES, ids=[c[0] for c in RNN_CASES])
+def test_recurrence_gradgradcheck(name, kind, kwargs, lengths):
+    xs = [_leaf(a) for a in _rnn_inputs(kind, kwargs, len(name))]
+    assert gradgradcheck(lambda *t: _rnn_run(minidl, kind, kwargs, lengths, *t) ** 2, xs)
+
+
+@pytest.mark.parametrize("name, kind, kwargs, lengths", RNN_CASES, ids=[c[0] for c in RNN_CASES])
+def test_recurrence_second_order_matches_torch(name, kind, kwargs, lengths):
+    torch = pytest.importorskip("torch")
+    arrays = _rnn_inputs(kind, kwargs, len(name))
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(tuple(_rnn_run(minidl, kind, kwargs, lengths,
+                                           *[_leaf(a) for a in arrays]).shape))
+    ws = [rng.standard_normal(a.shape) for a in arrays]
+
+    def fn(L, *t):
+        return _rnn_run(L, kind, kwargs, lengths, *t)
+    got = _second_order(minidl, fn, arrays, v, ws)
+    want = _second_order(torch, fn, arrays, v, ws)
+    for k, (a, b) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=f"{name}: input {k}")
+
+
+def test_recurrence_third_order_matches_torch():
+    """The replay's stand-ins joined to the inputs: a third derivative reaches them too."""
+    kind, kwargs = "LSTM", {"proj_size": 1}
+    _check_third_order("lstm_proj", lambda L, *t: _rnn_run(L, kind, kwargs, None, *t),
+                       _rnn_inputs(kind, kwargs, 4))
