@@ -16,7 +16,7 @@ from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import amin, vector_norm
-from .ops import Reshape, constant, swap_last_dims, where, wrap_dim
+from .ops import Reshape, Where, cat, constant, keep_where, swap_last_dims, where, wrap_dim
 from .products import cross as _cross
 
 _INF = float("inf")
@@ -474,6 +474,25 @@ class QR(Function):
         gx = self._square_or_tall(xp, q, r[..., :, :m], gq + y @ _xmT(xp, gv), gu)
         return xp.concatenate([gx, q @ gv], axis=-1)
 
+    def graph_backward(self, g, out):
+        a = self.inputs[0]
+        m, n = a.shape[-2:]
+        if self.mode == "complete" and m > n:
+            return first_order_only(self, g)  # raises, as backward does
+        (q, r), (gq, gr) = _unpack(out, self.shapes), _unpack(g, self.shapes)
+        if m >= n:
+            return self._square_or_tall_graph(q, r, gq, gr)
+        gu, gv = gr[..., :, :m], gr[..., :, m:]
+        gx = self._square_or_tall_graph(q, r[..., :, :m], gq + a[..., :, m:] @ swap_last_dims(gv),
+                                        gu)
+        return cat([gx, q @ gv], dim=-1)
+
+    @staticmethod
+    def _square_or_tall_graph(q, r, gq, gr):
+        M = r @ swap_last_dims(gr) - swap_last_dims(gq) @ q
+        b = gq + q @ (M.tril(-1) + swap_last_dims(M.tril()))
+        return swap_last_dims(Solve.apply(r, swap_last_dims(b)))  # b R^{-T}
+
     @staticmethod
     def _square_or_tall(xp, q, r, gq, gr):
         M = r @ _xmT(xp, gr) - _xmT(xp, gq) @ q
@@ -552,6 +571,38 @@ class SVD(Function):
                 ga = ga + u @ _xmT(xp, gvs - v @ (vh @ gvs))
         return ga
 
+    def graph_backward(self, g, out):
+        a = self.inputs[0]
+        xp = get_array_module(g.data)
+        if self.shapes is None:  # U and V as functions of A: the decomposition again
+            m, n = a.shape[-2:]
+            k, batch = min(m, n), tuple(a.shape[:-2])
+            u, _, vh = _unpack(SVD.apply(a, full_matrices=False),
+                               [batch + (m, k), batch + (k,), batch + (k, n)])
+            return (u * g.unsqueeze(-2)) @ vh
+        u, s, vh = _unpack(out, self.shapes)
+        gu, gs, gvh = _unpack(g, self.shapes)
+        k = s.shape[-1]
+        u, gu, vh, gvh = u[..., :, :k], gu[..., :, :k], vh[..., :k, :], gvh[..., :k, :]
+        v, gv = swap_last_dims(vh), swap_last_dims(gvh)
+        m, n = u.shape[-2], v.shape[-2]
+        uhgu, vhgv = swap_last_dims(u) @ gu, vh @ gv
+        s2 = s * s
+        eye = xp.eye(k, dtype=bool)
+        one = constant(xp.ones((), dtype=g.data.dtype))
+        E = Where.apply(constant(eye), one, s2.unsqueeze(-2) - s2.unsqueeze(-1))
+        inner = ((uhgu - swap_last_dims(uhgu)) / E) * s.unsqueeze(-2) \
+            + s.unsqueeze(-1) * ((vhgv - swap_last_dims(vhgv)) / E)
+        inner = keep_where(~eye, inner) + gs.unsqueeze(-2) * constant(eye.astype(g.data.dtype))
+        ga = u @ inner @ vh
+        if m > k:
+            gus = gu / s.unsqueeze(-2)
+            ga = ga + (gus - u @ (swap_last_dims(u) @ gus)) @ vh
+        if n > k:
+            gvs = gv / s.unsqueeze(-2)
+            ga = ga + u @ swap_last_dims(gvs - v @ (vh @ gvs))
+        return ga
+
 
 SVDResult = namedtuple("SVDResult", ["U", "S", "Vh"])
 
@@ -584,7 +635,7 @@ class Eigh(Function):
         xp = get_array_module(a)
         w, v = xp.linalg.eigh(a, UPLO=UPLO)
         self.save_for_backward(w, v)
-        self.vectors = vectors
+        self.vectors, self.uplo = vectors, UPLO
         return _pack(xp, w, v) if vectors else w
 
     def backward(self, g):
@@ -600,6 +651,20 @@ class Eigh(Function):
             inner = xp.where(eye, 0, (_xmT(xp, v) @ gv) / E)
         inner = inner + gw[..., None, :] * eye
         return v @ inner @ _xmT(xp, v)
+
+    def graph_backward(self, g, out):
+        w0, v0 = self.saved
+        shapes = (w0.shape, v0.shape)
+        if not self.vectors:  # the eigenvectors, as functions of A: the decomposition again
+            v = _unpack(Eigh.apply(self.inputs[0], UPLO=self.uplo), shapes)[1]
+            return (v * g.unsqueeze(-2)) @ swap_last_dims(v)
+        (w, v), (gw, gv) = _unpack(out, shapes), _unpack(g, shapes)
+        eye = get_array_module(g.data).eye(w.shape[-1], dtype=bool)
+        one = constant(get_array_module(g.data).ones((), dtype=g.data.dtype))
+        E = Where.apply(constant(eye), one, w.unsqueeze(-2) - w.unsqueeze(-1))
+        inner = keep_where(~eye, (swap_last_dims(v) @ gv) / E) \
+            + gw.unsqueeze(-2) * constant(eye.astype(g.data.dtype))
+        return v @ inner @ swap_last_dims(v)
 
 
 EighResult = namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
@@ -662,6 +727,14 @@ class Pinv(Function):
         a, p = self.saved
         xp = get_array_module(g)
         pt, gt = _xmT(xp, p), _xmT(xp, g)
+        ap, pa = a @ p, p @ a
+        return (-(pt @ g @ pt) + (gt @ p @ pt - ap @ gt @ p @ pt)
+                + (pt @ p @ gt - pt @ p @ gt @ pa))
+
+    def graph_backward(self, g, out):
+        # backward's formula with P the output (differentiable at constant rank)
+        a, p = self.inputs[0], out
+        pt, gt = swap_last_dims(p), swap_last_dims(g)
         ap, pa = a @ p, p @ a
         return (-(pt @ g @ pt) + (gt @ p @ pt - ap @ gt @ p @ pt)
                 + (pt @ p @ gt - pt @ p @ gt @ pa))

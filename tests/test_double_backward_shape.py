@@ -63,6 +63,25 @@ def _compared_in_place(L, x, z):
     return y * x
 
 
+def _sym(x):
+    return x + x.transpose(-1, -2)
+
+
+def _eigh(L, x):
+    w, v = L.linalg.eigh(_sym(x))
+    return (v * v) * w.unsqueeze(-2)  # the eigenvectors' signs are arbitrary: squared
+
+
+def _svd(L, x):
+    u, s, vh = L.linalg.svd(x, full_matrices=False)
+    return (u * u * s.unsqueeze(-2)) @ (vh * vh)  # signs are arbitrary: squared
+
+
+def _qr(L, x, mode="reduced"):
+    q, r = L.linalg.qr(x, mode=mode)
+    return L.cat([q.reshape(-1), r.reshape(-1)])
+
+
 def _set_item(L, x, v):
     y = x * 1
     y[_ix(L, [0, 2, 3]), 1:] = v
@@ -184,6 +203,16 @@ CASES = [
     ("solve_lower", [np.eye(3) * 2 + R.standard_normal((2, 3, 3)) * 0.3, (3, 2)],
      lambda L, lower, b: _solve_lower(L, lower, b), True),
     ("matrix_exp", [R.standard_normal((2, 3, 3)) * 0.5], lambda L, a: _matrix_exp(L, a), True),
+    ("pinv_tall", [(4, 3)], lambda L, a: L.linalg.pinv(a), True),
+    ("pinv_wide_batch", [(2, 2, 3)], lambda L, a: L.linalg.pinv(a), True),
+    ("eigh", [(2, 3, 3)], lambda L, x: _eigh(L, x), True),
+    ("eigvalsh", [(3, 3)], lambda L, x: L.linalg.eigvalsh(_sym(x)), True),
+    ("svd_tall", [(4, 3)], lambda L, x: _svd(L, x), True),
+    ("svd_wide_batch", [(2, 2, 3)], lambda L, x: _svd(L, x), True),
+    ("svdvals", [(3, 4)], lambda L, x: L.linalg.svdvals(x), True),
+    ("qr_tall", [(4, 3)], lambda L, x: _qr(L, x), True),
+    ("qr_square_complete", [(2, 3, 3)], lambda L, x: _qr(L, x, "complete"), True),
+    ("qr_wide", [(2, 4)], lambda L, x: _qr(L, x), True),
     # ---- a comparison written in place into a float tensor ----
     # (no equal values: finite differences would cross the step)
     ("eq_inplace", [np.array([1.0, 2.0, 3.0]), np.array([1.25, 0.5, 3.5])],
@@ -238,7 +267,8 @@ def test_second_order_matches_torch(name, spec, fn):
 @pytest.mark.parametrize("name", ["gather", "scatter_reduce_prod_self", "index_select",
                                   "index_put", "diagonal", "diag_1d", "diag_embed",
                                   "masked_scatter", "einsum_diagonal", "cdist_p2", "inv",
-                                  "cholesky", "solve_lower", "matrix_exp"])
+                                  "cholesky", "solve_lower", "matrix_exp", "pinv_tall",
+                                  "eigh", "svd_tall", "qr_wide"])
 def test_third_order_matches_torch(name):
     """The gradients' own graph_backward (GetItemGrad, DiagonalGrad, the ops applied again):
     a third derivative, through autograd.grad with create_graph=True twice."""
