@@ -176,6 +176,7 @@ CASES = [
     ("einsum_trace_product", [(3, 3), (3,)], lambda L, a, b: L.einsum("ii,j->j", a, b), True),
     ("einsum_summed_away", [(2, 3), (3, 4)], lambda L, a, b: L.einsum("ij,jk->i", a, b), True),
     ("einsum_implicit", [(2, 3), (2, 3)], lambda L, a, b: L.einsum("ij,ij", a, b), True),
+    ("einsum_same_operand_twice", [(2, 3)], lambda L, a: L.einsum("ij,kj->ik", a, a), True),
     ("einsum_broadcast_one", [(1, 3), (2, 3)], lambda L, a, b: L.einsum("ij,ij->ij", a, b),
      True),
     ("cdist_p2", [(2, 3, 4), (1, 2, 4)], lambda L, a, b: (
@@ -366,6 +367,44 @@ def test_det_of_a_singular_matrix_refuses_a_second_backward():
     np.testing.assert_allclose(g.numpy(), [[4.0, -2.0], [-2.0, 1.0]])  # the cofactors
     with pytest.raises(NotImplementedError, match="double backward"):
         (g * g).sum().backward()
+
+
+@pytest.mark.parametrize("name", ["gather", "scatter", "scatter_reduce_prod_zeros",
+                                  "scatter_reduce_amax_self", "index_put", "diagonal",
+                                  "diag_embed", "masked_scatter", "median", "einsum_diagonal",
+                                  "cdist_p3", "inv", "cholesky"])
+def test_second_order_on_the_fake_gpu_matches_the_cpu(name, monkeypatch):
+    """graph_backward on device arrays (tests/_fake_gpu.py, strict: no NumPy on them in the
+    op modules) gives the CPU's second-order gradients."""
+    import _fake_gpu
+    from minidl import indexing, linalg, ops, products, shape_ops, statistics, structure
+
+    _, spec, fn, _ = CASES[_IDS.index(name)]
+    arrays = _inputs(spec, len(name))
+    rng = np.random.default_rng(1)
+    v = rng.standard_normal(tuple(fn(minidl, *[_leaf(a) for a in arrays]).shape))
+    want = _second_order(minidl, fn, arrays, v, arrays)
+    _fake_gpu.install(monkeypatch, None)
+
+    class OnGPU:  # minidl, with the tensors it makes (indices, masks, constants) on 'cuda'
+        def __getattr__(self, name):
+            return getattr(minidl, name)
+
+        @staticmethod
+        def tensor(a, **kwargs):
+            return minidl.tensor(a, device="cuda", **kwargs)
+
+    xs = [minidl.tensor(a, dtype=minidl.float64, device="cuda", requires_grad=True)
+          for a in arrays]
+    with _fake_gpu.strict(indexing, linalg, ops, products, shape_ops, statistics, structure):
+        y = fn(OnGPU(), *xs) ** 2
+        grads = minidl.autograd.grad((y * OnGPU.tensor(v, dtype=minidl.float64)).sum(), xs,
+                                     create_graph=True)
+        sum(((g * g).sum() + (g * OnGPU.tensor(w, dtype=minidl.float64)).sum())
+            for g, w in zip(grads, arrays)).backward()
+    for x, w in zip(xs, want):
+        assert x.grad.device == "cuda"
+        np.testing.assert_allclose(x.grad.numpy(), w, rtol=1e-10, atol=1e-12)
 
 
 def test_device_move_has_a_second_derivative(monkeypatch):
