@@ -244,10 +244,11 @@ def _second_order(L, fn, arrays, v, ws):
     grads = L.autograd.grad((y * _f64(L, v)).sum(), xs, create_graph=True)
     total = sum(((g * g).sum() + (g * _f64(L, w)).sum()) for g, w in zip(grads, ws))
     total.backward()
-    return [np.zeros(x.shape) if x.grad is None else np.asarray(x.grad.detach().numpy()
-                                                                if not _is_minidl(L)
-                                                                else x.grad.numpy())
-            for x in xs]
+    return [np.zeros(x.shape) if x.grad is None else _numpy(x.grad) for x in xs]
+
+
+def _numpy(t):
+    return t.numpy() if isinstance(t, minidl.Tensor) else t.detach().numpy()
 
 
 @pytest.mark.parametrize("name, spec, fn", [c[:3] for c in CASES if c[3]],
@@ -290,8 +291,7 @@ def _check_third_order(name, fn, arrays):
         s1 = sum((g * g * g).sum() for g in g1)
         g2 = L.autograd.grad(s1, xs, create_graph=True)
         sum(((g * _f64(L, w)).sum() for g, w in zip(g2, ws))).backward()
-        results.append([x.grad.numpy() if _is_minidl(L) else x.grad.detach().numpy()
-                        for x in xs])
+        results.append([_numpy(x.grad) for x in xs])
     for k, (a, b) in enumerate(zip(*results)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=f"{name}: input {k}")
 
