@@ -14,7 +14,11 @@ import numpy as np
 from . import autograd
 from .autograd import Function, unbroadcast
 from .backend import get_array_module, to_numpy
-from .ops import BadArgumentError, Expand, GetItem, UnsupportedDtypeError, _is_number, wrap_dim
+from .autograd import first_order_only
+from .ops import (
+    BadArgumentError, Expand, GetItem, GetItemGrad, UnsupportedDtypeError, Where, _is_number,
+    constant, keep_where, wrap_dim,
+)
 
 
 class IndexArgumentError(IndexError, ValueError, RuntimeError):
@@ -107,6 +111,21 @@ class Gather(Function):
         add_at(out, self.where, g)
         return out
 
+    def graph_backward(self, g, out):
+        return GetItemGrad.apply(g, shape=self.shape, index=self.where)
+
+
+def _written_elsewhere(g, where):
+    """A bool array of ``g``'s shape, False at ``where`` (the places a scatter wrote)."""
+    keep = get_array_module(g.data).ones(g.shape, dtype=bool)
+    keep[where] = False
+    return keep
+
+
+def _into_source(gv, shape, part):
+    """``gv`` (index's shape) placed at ``part`` of zeros of the source's ``shape``."""
+    return gv if gv.shape == tuple(shape) else GetItemGrad.apply(gv, shape=shape, index=part)
+
 
 class Scatter(Function):
     """A copy of ``a`` with ``src``'s values written (or, with ``add``, added) at ``index``
@@ -132,6 +151,11 @@ class Scatter(Function):
             ga[self.where] = 0
         gs = xp.zeros(self.src_shape, dtype=g.dtype)
         gs[self.part] = g[self.where]
+        return ga, gs
+
+    def graph_backward(self, g, out):
+        ga = g if self.add else keep_where(_written_elsewhere(g, self.where), g)
+        gs = _into_source(GetItem.apply(g, index=self.where), self.src_shape, self.part)
         return ga, gs
 
 
@@ -225,6 +249,7 @@ class ScatterReduce(Function):
     def forward(self, a, src, index, dim, reduce, include_self):
         xp = get_array_module(a)
         self.where, self.reduce, self.include_self = _grid(index, dim), reduce, include_self
+        self.index, self.dim = index, dim
         self.part = tuple(slice(0, n) for n in index.shape)
         self.src_shape = src.shape
         values = src[self.part]
@@ -294,6 +319,44 @@ class ScatterReduce(Function):
         gs[self.part] = gv
         return ga.astype(g.dtype, copy=False), gs
 
+    def graph_backward(self, g, out):
+        a, src = self.inputs
+        xp = get_array_module(g.data)
+        where, reduce = self.where, self.reduce
+        values = src if src.shape == self.index.shape else GetItem.apply(src, index=self.part)
+        if reduce in ("sum", "mean"):
+            g2 = g / constant(self.count) if reduce == "mean" else g
+            ga = g2 if self.include_self else keep_where(~self.hit, g2)
+            gv = GetItem.apply(g2, index=where)
+        elif reduce == "prod":
+            # each contributor's gradient is the product of the others: the same scatter with
+            # its own value replaced by 1 (PyTorch's form), differentiable where at most one
+            # of src's values at a place is 0
+            zero_src = values.data == 0
+            zeros = xp.zeros(a.shape, dtype=np.int64)
+            add_at(zeros, where, zero_src.astype(np.int64))
+            if (zeros > 1).any():
+                return first_order_only(self, g)
+            one = constant(xp.ones((), dtype=g.data.dtype))
+            if self.include_self:
+                a_one = Where.apply(constant(a.data == 0), one, a)
+                others = ScatterReduce.apply(a_one, values, index=self.index, dim=self.dim,
+                                             reduce="prod", include_self=True)
+                ga = g * others / a_one
+            else:
+                ga = keep_where(~self.hit, g)
+            v_one = Where.apply(constant(zero_src), one, values)
+            at_zero = ScatterReduce.apply(a, v_one, index=self.index, dim=self.dim,
+                                          reduce="prod", include_self=self.include_self)
+            gv = GetItem.apply(g, index=where) * Where.apply(
+                constant(zero_src), GetItem.apply(at_zero, index=where),
+                GetItem.apply(out, index=where) / v_one)
+        else:  # amax / amin: piecewise linear, shares that are constants (backward's on ones)
+            share_a, share_src = self.backward(xp.ones(g.shape, dtype=g.data.dtype))
+            ga = g * constant(share_a)
+            gv = GetItem.apply(g, index=where) * constant(share_src[self.part])
+        return ga, _into_source(gv, self.src_shape, self.part)
+
 
 def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     """``src`` reduced into a copy of ``input`` at ``index`` along ``dim``: reduce is 'sum',
@@ -334,6 +397,10 @@ class IndexAdd(Function):
         gs = g[self.where]
         return g, (gs * self.alpha if self.alpha != 1 else gs)
 
+    def graph_backward(self, g, out):
+        gs = GetItem.apply(g, index=self.where)
+        return g, (gs * self.alpha if self.alpha != 1 else gs)
+
 
 class IndexSelect(Function):
     def forward(self, a, index, dim):
@@ -344,6 +411,9 @@ class IndexSelect(Function):
         out = get_array_module(g).zeros(self.shape, dtype=g.dtype)
         add_at(out, self.where, g)
         return out
+
+    def graph_backward(self, g, out):
+        return GetItemGrad.apply(g, shape=self.shape, index=self.where)
 
 
 def _vector_index(name, index, size, dim, device=None, int64_only=False, negative=False):
@@ -506,6 +576,10 @@ class IndexPut(Function):
             ga = g.copy()
             ga[self.index] = 0
         return ga, unbroadcast(g[self.index], self.value_shape)
+
+    def graph_backward(self, g, out):
+        ga = g if self.accumulate else keep_where(_written_elsewhere(g, self.index), g)
+        return ga, GetItem.apply(g, index=self.index)  # the engine sums a broadcast value back
 
 
 def index_put(input, indices, values, accumulate=False):

@@ -12,11 +12,11 @@ from collections import namedtuple
 import numpy as np
 
 from . import autograd
-from .autograd import Function
+from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import amin, vector_norm
-from .ops import where, wrap_dim
+from .ops import Reshape, Where, cat, constant, keep_where, swap_last_dims, where, wrap_dim
 from .products import cross as _cross
 
 _INF = float("inf")
@@ -193,6 +193,10 @@ class Inv(Function):
         yt = _xmT(get_array_module(g), y)
         return -(yt @ g @ yt)
 
+    def graph_backward(self, g, out):
+        yt = swap_last_dims(out)
+        return -(yt @ g @ yt)
+
 
 @_float32_under_autocast("linalg_inv")
 def inv(A):
@@ -230,6 +234,14 @@ class Det(Function):
         cof = (u * _excluded_products(xp, s)[..., None, :]) @ vh
         return ((g * sign)[..., None, None] * cof).astype(a.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        # det(A) A^{-T}: the cofactor matrix where A is invertible; a singular matrix's
+        # second derivative (through the SVD) is not written
+        if self.inputs[0].shape[-1] == 0 or not get_array_module(out.data).all(out.data):
+            return first_order_only(self, g)
+        scale = Reshape.apply(g * out, shape=g.shape + (1, 1))
+        return scale * swap_last_dims(Inv.apply(self.inputs[0]))
+
 
 def det(A):
     """The determinant of each square matrix of A (..., n, n)."""
@@ -250,6 +262,12 @@ class LogAbsDet(Function):
         xp = get_array_module(g)
         with np.errstate(all="ignore"):
             return g[..., None, None] * _xmT(xp, xp.linalg.inv(a))
+
+    def graph_backward(self, g, out):
+        (a,) = self.inputs
+        if a.shape[-1] == 0:
+            return first_order_only(self, g)
+        return Reshape.apply(g, shape=g.shape + (1, 1)) * swap_last_dims(Inv.apply(a))
 
 
 SlogdetResult = namedtuple("SlogdetResult", ["sign", "logabsdet"])  # torch.return_types
@@ -303,6 +321,10 @@ class Solve(Function):
         gb = xp.linalg.solve(_xmT(xp, aa), g)
         ga = -(gb @ _xmT(xp, x))
         return _sum_to(xp, ga, self.shapes[0]), _sum_to(xp, gb, self.shapes[1])
+
+    def graph_backward(self, g, out):
+        gb = Solve.apply(swap_last_dims(self.inputs[0]), g)
+        return -(gb @ swap_last_dims(out)), gb  # the engine sums broadcast batch dims back
 
 
 @_float32_under_autocast("linalg_solve")
@@ -373,6 +395,20 @@ class Cholesky(Function):
         ga = _xmT(xp, Linv) @ P @ Linv
         return 0.5 * (ga + _xmT(xp, ga))
 
+    def graph_backward(self, g, out):
+        return cholesky_gradient(out, g)
+
+
+def cholesky_gradient(L, g):
+    """Cholesky's input gradient, sym(L^{-T} phi(L^T gL) L^{-1}), as recorded ops of the factor
+    ``L`` and its gradient ``g`` (so that it can be differentiated again)."""
+    xp = get_array_module(L.data)
+    x = swap_last_dims(L) @ g
+    P = x.tril() - x * constant(xp.eye(L.shape[-1], dtype=L.data.dtype) * 0.5)
+    Linv = Inv.apply(L)
+    ga = swap_last_dims(Linv) @ P @ Linv
+    return (ga + swap_last_dims(ga)) * 0.5
+
 
 @_float32_under_autocast("linalg_cholesky")
 def cholesky(A, *, upper=False):
@@ -437,6 +473,25 @@ class QR(Function):
         gu, gv = gr[..., :, :m], gr[..., :, m:]
         gx = self._square_or_tall(xp, q, r[..., :, :m], gq + y @ _xmT(xp, gv), gu)
         return xp.concatenate([gx, q @ gv], axis=-1)
+
+    def graph_backward(self, g, out):
+        a = self.inputs[0]
+        m, n = a.shape[-2:]
+        if self.mode == "complete" and m > n:
+            return first_order_only(self, g)  # raises, as backward does
+        (q, r), (gq, gr) = _unpack(out, self.shapes), _unpack(g, self.shapes)
+        if m >= n:
+            return self._square_or_tall_graph(q, r, gq, gr)
+        gu, gv = gr[..., :, :m], gr[..., :, m:]
+        gx = self._square_or_tall_graph(q, r[..., :, :m], gq + a[..., :, m:] @ swap_last_dims(gv),
+                                        gu)
+        return cat([gx, q @ gv], dim=-1)
+
+    @staticmethod
+    def _square_or_tall_graph(q, r, gq, gr):
+        M = r @ swap_last_dims(gr) - swap_last_dims(gq) @ q
+        b = gq + q @ (M.tril(-1) + swap_last_dims(M.tril()))
+        return swap_last_dims(Solve.apply(r, swap_last_dims(b)))  # b R^{-T}
 
     @staticmethod
     def _square_or_tall(xp, q, r, gq, gr):
@@ -516,6 +571,38 @@ class SVD(Function):
                 ga = ga + u @ _xmT(xp, gvs - v @ (vh @ gvs))
         return ga
 
+    def graph_backward(self, g, out):
+        a = self.inputs[0]
+        xp = get_array_module(g.data)
+        if self.shapes is None:  # U and V as functions of A: the decomposition again
+            m, n = a.shape[-2:]
+            k, batch = min(m, n), tuple(a.shape[:-2])
+            u, _, vh = _unpack(SVD.apply(a, full_matrices=False),
+                               [batch + (m, k), batch + (k,), batch + (k, n)])
+            return (u * g.unsqueeze(-2)) @ vh
+        u, s, vh = _unpack(out, self.shapes)
+        gu, gs, gvh = _unpack(g, self.shapes)
+        k = s.shape[-1]
+        u, gu, vh, gvh = u[..., :, :k], gu[..., :, :k], vh[..., :k, :], gvh[..., :k, :]
+        v, gv = swap_last_dims(vh), swap_last_dims(gvh)
+        m, n = u.shape[-2], v.shape[-2]
+        uhgu, vhgv = swap_last_dims(u) @ gu, vh @ gv
+        s2 = s * s
+        eye = xp.eye(k, dtype=bool)
+        one = constant(xp.ones((), dtype=g.data.dtype))
+        E = Where.apply(constant(eye), one, s2.unsqueeze(-2) - s2.unsqueeze(-1))
+        inner = ((uhgu - swap_last_dims(uhgu)) / E) * s.unsqueeze(-2) \
+            + s.unsqueeze(-1) * ((vhgv - swap_last_dims(vhgv)) / E)
+        inner = keep_where(~eye, inner) + gs.unsqueeze(-2) * constant(eye.astype(g.data.dtype))
+        ga = u @ inner @ vh
+        if m > k:
+            gus = gu / s.unsqueeze(-2)
+            ga = ga + (gus - u @ (swap_last_dims(u) @ gus)) @ vh
+        if n > k:
+            gvs = gv / s.unsqueeze(-2)
+            ga = ga + u @ swap_last_dims(gvs - v @ (vh @ gvs))
+        return ga
+
 
 SVDResult = namedtuple("SVDResult", ["U", "S", "Vh"])
 
@@ -548,7 +635,7 @@ class Eigh(Function):
         xp = get_array_module(a)
         w, v = xp.linalg.eigh(a, UPLO=UPLO)
         self.save_for_backward(w, v)
-        self.vectors = vectors
+        self.vectors, self.uplo = vectors, UPLO
         return _pack(xp, w, v) if vectors else w
 
     def backward(self, g):
@@ -564,6 +651,20 @@ class Eigh(Function):
             inner = xp.where(eye, 0, (_xmT(xp, v) @ gv) / E)
         inner = inner + gw[..., None, :] * eye
         return v @ inner @ _xmT(xp, v)
+
+    def graph_backward(self, g, out):
+        w0, v0 = self.saved
+        shapes = (w0.shape, v0.shape)
+        if not self.vectors:  # the eigenvectors, as functions of A: the decomposition again
+            v = _unpack(Eigh.apply(self.inputs[0], UPLO=self.uplo), shapes)[1]
+            return (v * g.unsqueeze(-2)) @ swap_last_dims(v)
+        (w, v), (gw, gv) = _unpack(out, shapes), _unpack(g, shapes)
+        eye = get_array_module(g.data).eye(w.shape[-1], dtype=bool)
+        one = constant(get_array_module(g.data).ones((), dtype=g.data.dtype))
+        E = Where.apply(constant(eye), one, w.unsqueeze(-2) - w.unsqueeze(-1))
+        inner = keep_where(~eye, (swap_last_dims(v) @ gv) / E) \
+            + gw.unsqueeze(-2) * constant(eye.astype(g.data.dtype))
+        return v @ inner @ swap_last_dims(v)
 
 
 EighResult = namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
@@ -626,6 +727,14 @@ class Pinv(Function):
         a, p = self.saved
         xp = get_array_module(g)
         pt, gt = _xmT(xp, p), _xmT(xp, g)
+        ap, pa = a @ p, p @ a
+        return (-(pt @ g @ pt) + (gt @ p @ pt - ap @ gt @ p @ pt)
+                + (pt @ p @ gt - pt @ p @ gt @ pa))
+
+    def graph_backward(self, g, out):
+        # backward's formula with P the output (differentiable at constant rank)
+        a, p = self.inputs[0], out
+        pt, gt = swap_last_dims(p), swap_last_dims(g)
         ap, pa = a @ p, p @ a
         return (-(pt @ g @ pt) + (gt @ p @ pt - ap @ gt @ p @ pt)
                 + (pt @ p @ gt - pt @ p @ gt @ pa))

@@ -17,8 +17,8 @@ from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .pointwise import OpArgumentError
 from .ops import (
-    BadArgumentError, Cast, MatMul, Mul, Reshape, UnsupportedDtypeError, result_type, stack,
-    wrap_dim,
+    BadArgumentError, Cast, Expand, MatMul, Mul, Reshape, Sum, UnsupportedDtypeError, Where,
+    constant, keep_where, result_type, stack, wrap_dim,
 )
 from .shape_ops import select
 
@@ -197,6 +197,47 @@ class Einsum(Function):
             grads.append(gk.astype(a.dtype, copy=False))
         return tuple(grads)
 
+    def graph_backward(self, g, out):
+        xp = get_array_module(g.data)
+        spare = [c for c in string.ascii_letters
+                 if c not in set(self.out).union(*[set(t) for t in self.terms])]
+        grads = []
+        for k, (term, a) in enumerate(zip(self.terms, self.inputs)):
+            if not a.requires_grad:
+                grads.append(None)
+                continue
+            others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, self.inputs)) if j != k]
+            known = set(self.out).union(*[set(t) for t, _ in others])
+            unique = "".join(dict.fromkeys(term))
+            present = "".join(c for c in unique if c in known)
+            gk = Einsum.apply(g, *[x for _, x in others], out=present,
+                              terms=(self.out,) + tuple(t for t, _ in others))
+            size = {c: n for c, n in zip(term, a.shape)}
+            gk = Reshape.apply(gk, shape=tuple(gk.shape[present.index(c)] if c in present else 1
+                                               for c in unique))
+            ones = tuple(i for i, c in enumerate(unique) if size[c] == 1 and gk.shape[i] != 1)
+            if ones:
+                gk = Sum.apply(gk, dim=ones, keepdim=True)
+            full = tuple(size[c] for c in unique)
+            if gk.shape != full:
+                gk = Expand.apply(gk, shape=full)
+            if len(unique) != len(term):
+                # a letter repeated in k: onto its diagonal, an einsum with identity matrices
+                # (each repeat spelled with a fresh letter)
+                fresh, seen, spelled, eyes, eye_terms = iter(spare), set(), "", [], []
+                for c in term:
+                    if c in seen:
+                        d = next(fresh)
+                        eyes.append(constant(xp.eye(size[c], dtype=g.data.dtype)))
+                        eye_terms.append(c + d)
+                        spelled += d
+                    else:
+                        seen.add(c)
+                        spelled += c
+                gk = Einsum.apply(gk, *eyes, terms=(unique,) + tuple(eye_terms), out=spelled)
+            grads.append(gk)
+        return tuple(grads)
+
 
 def einsum(equation, *operands):
     """Einstein summation as torch.einsum (ellipsis, implicit output, size-1 broadcasting);
@@ -245,6 +286,9 @@ class _Ignored(Function):
 
     def backward(self, g):
         return get_array_module(g).zeros_like(g)
+
+    def graph_backward(self, g, out):
+        return constant(get_array_module(g.data).zeros_like(g.data))  # zero, whatever the input
 
 
 def _scaled_sum(input, product, beta, alpha):
@@ -396,6 +440,37 @@ class Cdist(Function):
             g2 = -step if g2 is None else g2 - step
         g1 = g1_parts[0] if len(g1_parts) == 1 else xp.concatenate(g1_parts, axis=-2)
         return g1.astype(self.dtype, copy=False), g2.astype(self.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        # backward's derivative as recorded ops, on all rows at once (no steps)
+        x1, x2 = self.inputs
+        xp = get_array_module(g.data)
+        p = self.p
+        if p == 0:
+            return (constant(xp.zeros(x1.shape, g.data.dtype)),
+                    constant(xp.zeros(x2.shape, g.data.dtype)))
+        diff = x1.unsqueeze(-2) - x2.unsqueeze(-3)
+        sign = xp.sign(diff.data)
+        dist = out.unsqueeze(-1)
+        one = constant(xp.ones((), dtype=g.data.dtype))
+        if p == 1:
+            d = constant(sign)
+        elif p == float("inf"):
+            d = constant(sign * (abs(diff.data) == dist.data))
+        else:
+            # the zero cases of backward masked out, with their denominators made 1 so that
+            # no 0/0 reaches the second derivative either
+            zero = dist.data == 0
+            safe = Where.apply(constant(zero), one, dist)
+            if p == 2:
+                d = keep_where(~zero, diff / safe)
+            else:
+                m = abs(diff.data)
+                zero = zero | (m == 0)
+                m_safe = Where.apply(constant(m == 0), one, diff * constant(sign))
+                d = keep_where(~zero, constant(sign) * m_safe ** (p - 1) / safe ** (p - 1))
+        gd = g.unsqueeze(-1) * d
+        return gd.sum(-2), -gd.sum(-3)  # broadcast batch dims: the engine sums them back
 
 
 _COMPUTE_MODES = ("use_mm_for_euclid_dist_if_necessary", "use_mm_for_euclid_dist",

@@ -19,7 +19,8 @@ from .backend import device_of, get_array_module, to_numpy
 from .backend.dtypes import as_dtype, default_float
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
-    _sizes, _tied, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order, wrap_dim,
+    _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
+    wrap_dim,
 )
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
@@ -87,6 +88,9 @@ class Flip(Function):
     def backward(self, g):
         return get_array_module(g).flip(g, axis=self.axes)
 
+    def graph_backward(self, g, out):
+        return Flip.apply(g, axes=self.axes)
+
 
 def flip(input, *dims, **by_name):
     """``input`` reversed along each of ``dims`` (a copy, as PyTorch's): ``flip(x, (0, 1))``,
@@ -120,6 +124,9 @@ class Roll(Function):
     def backward(self, g):
         return get_array_module(g).roll(g, tuple(-s for s in self.shifts), axis=self.axes)
 
+    def graph_backward(self, g, out):
+        return Roll.apply(g, shifts=tuple(-s for s in self.shifts), axes=self.axes)
+
 
 def roll(input, shifts, dims=None):
     """``input`` shifted circularly by ``shifts`` along ``dims`` (flattened when dims is None)."""
@@ -151,6 +158,9 @@ class Triangle(Function):
     def backward(self, g):
         xp = get_array_module(g)
         return xp.triu(g, self.diagonal) if self.upper else xp.tril(g, self.diagonal)
+
+    def graph_backward(self, g, out):
+        return Triangle.apply(g, diagonal=self.diagonal, upper=self.upper)
 
 
 def _triangle(name, input, diagonal, upper):
@@ -186,13 +196,32 @@ class Diagonal(Function):
         return get_array_module(a).diagonal(a, offset, dim1, dim2).copy()
 
     def backward(self, g):
+        return DiagonalGrad().forward(g, self.shape, self.args)
+
+    def graph_backward(self, g, out):
+        return DiagonalGrad.apply(g, shape=self.shape, args=self.args)
+
+
+class DiagonalGrad(Function):
+    """Diagonal's gradient as an op (for double backward): ``g`` written on the diagonal of
+    zeros of ``shape``; its own gradient takes that diagonal back."""
+
+    def forward(self, g, shape, args):
+        self.args = args
         xp = get_array_module(g)
-        offset, dim1, dim2 = self.args
-        out = xp.zeros(self.shape, dtype=g.dtype)
+        offset, dim1, dim2 = args
+        out = xp.zeros(shape, dtype=g.dtype)
         moved = xp.moveaxis(out, (dim1, dim2), (-2, -1))  # a view: writes reach ``out``
         rows, cols = _diagonal_positions(xp, moved.shape[-2], moved.shape[-1], offset)
         moved[..., rows, cols] = g
         return out
+
+    def backward(self, h):
+        return get_array_module(h).diagonal(h, *self.args).copy()
+
+    def graph_backward(self, h, out):
+        offset, dim1, dim2 = self.args
+        return Diagonal.apply(h, offset=offset, dim1=dim1, dim2=dim2)
 
 
 class DiagEmbed(Function):
@@ -208,6 +237,9 @@ class DiagEmbed(Function):
 
     def backward(self, g):
         return g[self.where]
+
+    def graph_backward(self, g, out):
+        return GetItem.apply(g, index=self.where)
 
 
 def diagonal(input, offset=0, dim1=0, dim2=1):
@@ -628,6 +660,11 @@ def kthvalue(input, k, dim=-1, keepdim=False):
     return _kth(input, k, dim, keepdim)
 
 
+def median_ties(a, y, dtype):
+    """1 where ``a`` equals its median ``y`` (NaN matching NaN), 0 elsewhere."""
+    return ((a == y) | ((a != a) & (y != y))).astype(dtype)
+
+
 class MedianAll(Function):
     """The median of a flat tensor (the lower middle value; NaN where there is a NaN, as
     PyTorch): the gradient is shared among the elements equal to it, as torch.median()'s."""
@@ -642,8 +679,13 @@ class MedianAll(Function):
 
     def backward(self, g):
         a, y = self.saved
-        mask = ((a == y) | ((a != a) & (y != y))).astype(g.dtype)
+        mask = median_ties(a, y, g.dtype)
         return g * mask / mask.sum()
+
+    def graph_backward(self, g, out):
+        a, y = self.saved
+        mask = median_ties(a, y, g.data.dtype)
+        return g * constant(mask / mask.sum())  # piecewise linear: a constant share
 
 
 def median(input, dim=None, keepdim=False):
@@ -887,6 +929,9 @@ class BlockDiag(Function):
 
     def backward(self, g):
         return tuple(g[place] for place in self.places)
+
+    def graph_backward(self, g, out):
+        return tuple(GetItem.apply(g, index=place) for place in self.places)
 
 
 def block_diag(*tensors):

@@ -21,9 +21,9 @@ from .backend import get_array_module
 from .backend.dtypes import default_float, is_floating
 from .indexing import Gather
 from .math_ops import vector_norm
-from .ops import Cast, TakeAlongDim, where, wrap_dim
+from .ops import Cast, TakeAlongDim, constant, where, wrap_dim
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
-from .shape_ops import _argsort, sort
+from .shape_ops import _argsort, median_ties, sort
 
 AminmaxResult = namedtuple("AminmaxResult", ["min", "max"])  # torch.return_types.aminmax
 NanmedianResult = namedtuple("NanmedianResult", ["values", "indices"])
@@ -75,8 +75,13 @@ class NanMedianAll(Function):
 
     def backward(self, g):
         a, y = self.saved
-        mask = ((a == y) | ((a != a) & (y != y))).astype(g.dtype)
+        mask = median_ties(a, y, g.dtype)
         return g * mask / mask.sum()
+
+    def graph_backward(self, g, out):
+        a, y = self.saved
+        mask = median_ties(a, y, g.data.dtype)
+        return g * constant(mask / mask.sum())  # piecewise linear: a constant share
 
 
 def _all_nan_median_index(n):

@@ -17,7 +17,10 @@ from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .indexing import scatter_reduce
-from .ops import Cast, SetItem, _is_number, cat, result_type, where, wrap_dim
+from .ops import (
+    Cast, GetItem, GetItemGrad, Permute, Reshape, SetItem, _is_number, cat, keep_where,
+    result_type, where, wrap_dim,
+)
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .products import Dot, _scaled_sum, bmm, outer
 from .shape_ops import _diagonal_positions, diag
@@ -141,6 +144,11 @@ class DiagEmbedDims(Function):
     def backward(self, g):
         xp = get_array_module(g)
         return xp.moveaxis(g, self.dims, (-2, -1))[(Ellipsis,) + self.where]
+
+    def graph_backward(self, g, out):
+        # the matrix dims moved last (moveaxis keeps the others in order), then the diagonal
+        axes = tuple(i for i in range(g.ndim) if i not in self.dims) + self.dims
+        return GetItem.apply(Permute.apply(g, axes=axes), index=(Ellipsis,) + self.where)
 
 
 def diag_embed(input, offset=0, dim1=-2, dim2=-1):
@@ -396,6 +404,14 @@ class MaskedScatter(Function):
         gs = xp.zeros(int(np.prod(self.source_shape, dtype=np.int64)), dtype=g.dtype)
         gs[:self.k] = g.reshape(-1)[self.mask.reshape(-1)]
         return ga, gs.reshape(self.source_shape)
+
+    def graph_backward(self, g, out):
+        ga = keep_where(~self.mask, g)
+        used = GetItem.apply(Reshape.apply(g, shape=(-1,)), index=self.mask.reshape(-1))
+        size = int(np.prod(self.source_shape, dtype=np.int64))
+        if size != self.k:
+            used = GetItemGrad.apply(used, shape=(size,), index=(slice(0, self.k),))
+        return ga, Reshape.apply(used, shape=self.source_shape)
 
 
 def masked_scatter(input, mask, source):

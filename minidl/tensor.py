@@ -1433,6 +1433,9 @@ class _ToDevice(Function):
     def backward(self, g):
         return backend.to_device(g, self.source)
 
+    def graph_backward(self, g, out):
+        return _ToDevice.apply(g, device=self.source)
+
 
 def _to_device(x, device):
     out = _ToDevice.apply(x, device=device)

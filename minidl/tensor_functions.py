@@ -195,6 +195,11 @@ class _ComparisonResult(Function):
         grads = tuple(self.xp.zeros(shape, dtype) for shape, dtype in self.like)
         return grads if len(grads) > 1 else grads[0]
 
+    def graph_backward(self, g, out):
+        # zeros whatever the inputs: constants, so a second backward passes through
+        grads = tuple(Tensor(self.xp.zeros(shape, dtype), dtype=dtype) for shape, dtype in self.like)
+        return grads if len(grads) > 1 else grads[0]
+
 
 def _inplace_form(name):
     from .backend.dtypes import category

@@ -6,6 +6,8 @@ import numpy as np
 
 from ..autograd import Function, unbroadcast
 from ..backend import get_array_module
+from ..ops import constant, swap_last_dims
+from ..shape_ops import Flip
 
 
 def _mT(a):
@@ -38,6 +40,15 @@ class Cholesky(Function):
         s = _mT(xp.linalg.solve(_mT(L), _mT(y)))    # L^-T Phi L^-1
         return 0.5 * (s + _mT(s))
 
+    def graph_backward(self, g, out):
+        # backward's formula as recorded ops; L^-1 by a lower solve against the identity
+        eye = get_array_module(g.data).eye(out.shape[-1], dtype=g.data.dtype)
+        x = swap_last_dims(out) @ g
+        phi = x.tril() - x * constant(eye * 0.5)
+        inv = SolveLower.apply(out, constant(eye))
+        s = swap_last_dims(inv) @ phi @ inv
+        return (s + swap_last_dims(s)) * 0.5
+
 
 class SolveLower(Function):
     """X = L^-1 B for lower-triangular L (..., n, n) and B (..., n, k), batch dims broadcast."""
@@ -56,6 +67,17 @@ class SolveLower(Function):
         gb = xp.linalg.solve(_mT(L), g)
         gL = -xp.tril(gb @ _mT(x))
         return unbroadcast(gL, self.shapes[0]), unbroadcast(gb, self.shapes[1])
+
+    def graph_backward(self, g, out):
+        gb = _solve_upper(swap_last_dims(self.inputs[0].tril()), g)
+        return -(gb @ swap_last_dims(out)).tril(), gb  # the engine sums broadcast dims back
+
+
+def _solve_upper(U, b):
+    """U^-1 b for upper-triangular U, as recorded ops: reversing the rows and columns of U
+    makes it lower-triangular (J U J, J the reversal), so U^-1 b = J (J U J)^-1 J b."""
+    lower = Flip.apply(U, axes=(-2, -1))
+    return Flip.apply(SolveLower.apply(lower, Flip.apply(b, axes=(-2,))), axes=(-2,))
 
 
 def cholesky(a):

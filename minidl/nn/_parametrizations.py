@@ -16,7 +16,7 @@ import numpy as np
 
 from ..backend import get_array_module, rng, to_device, to_numpy
 from ..linalg import solve
-from ..ops import cat
+from ..ops import cat, swap_last_dims
 from ..tensor import Function, Tensor
 from . import _parametrize as parametrize
 from ._functional.normalization import normalize
@@ -154,6 +154,15 @@ class _MatrixExp(Function):
         block[..., n:, n:] = at
         block[..., :n, n:] = g
         return _expm(block)[..., :n, n:]
+
+    def graph_backward(self, g, out):
+        # the same block matrix from recorded ops: its exponential is this op again, so the
+        # gradient is differentiable as often as needed
+        (a,) = self.inputs
+        n, at = a.shape[-1], swap_last_dims(a)
+        zeros = Tensor(get_array_module(g.data).zeros(g.shape, dtype=g.data.dtype))
+        block = cat([cat([at, g], dim=-1), cat([zeros, at], dim=-1)], dim=-2)
+        return _MatrixExp.apply(block)[..., :n, n:]
 
 
 def _matrix_exp(a):

@@ -14,11 +14,11 @@ import warnings
 
 import numpy as np
 
-from .. import backend
+from .. import autograd, backend
 from ..backend.dtypes import default_float
 from .. import functional as F
 from ..backend import get_array_module
-from ..ops import cat, stable_sigmoid, stack
+from ..ops import Clone, Where, cat, constant, stable_sigmoid, stack
 from ..tensor import Function, Tensor
 from . import init
 from ._rnn_utils import PackedSequence, packing_index, unpack_sorted
@@ -143,7 +143,7 @@ class Recurrence(Function):
             if lstm:
                 cs[t] = c
             hs[t] = h
-        self.mode, self.reverse, self.valid = mode, reverse, valid
+        self.mode, self.reverse, self.valid, self.proj = mode, reverse, valid, proj
         self.save_for_backward(h0, c0, w_hh, hs, cs, acts, hn_parts, w_hr, unprojected)
         return xp.concatenate([hs, cs], axis=2) if lstm else hs
 
@@ -248,6 +248,67 @@ class Recurrence(Function):
         if w_hr is not None:
             grads.append(dproj.reshape(-1, P).T @ unprojected.reshape(-1, H))
         return tuple(grads)
+
+    def graph_backward(self, g, out):
+        """The gradients of a replay of the forward pass in recorded Tensor ops (one node per
+        step and gate), taken with create_graph=True, so that they can be differentiated
+        again. The replay starts from stand-ins of the inputs, so the inner backward stops
+        there instead of walking the graph above them; the stand-ins are then joined to the
+        inputs by an identity node, through which a second backward reaches them."""
+        if not out.shape[0]:  # an empty sequence
+            return autograd.first_order_only(self, g)
+        stand_ins = [Tensor(t.data, dtype=t.data.dtype, requires_grad=t.requires_grad)
+                     for t in self.inputs]
+        wanted = [s for s in stand_ins if s.requires_grad]
+        grads = iter(autograd.grad(self.replay(*stand_ins), wanted, grad_outputs=g,
+                                   create_graph=True, allow_unused=True,
+                                   materialize_grads=True))
+        for s, t in zip(stand_ins, self.inputs):
+            if s.requires_grad:
+                join = Clone()
+                join.inputs, join.stamp = [t], autograd.changes
+                s._ctx = join
+        return tuple(next(grads) if s.requires_grad else None for s in stand_ins)
+
+    def replay(self, xw, h0, *rest):
+        """The forward pass on Tensors, one recorded op at a time (for graph_backward)."""
+        lstm, gru = self.mode == "LSTM", self.mode == "GRU"
+        c0, rest = (rest[0], rest[1:]) if lstm else (None, rest)
+        w_hr, rest = (rest[-1], rest[:-1]) if self.proj else (None, rest)
+        w_hh, b_hh = rest[0], (rest[1] if len(rest) > 1 else None)
+        H = w_hh.shape[0] // _GATES[self.mode]
+        length = xw.shape[0]
+        h, c, hs, cs = h0, c0, [None] * length, [None] * length
+        for t in (range(length - 1, -1, -1) if self.reverse else range(length)):
+            gh = h @ w_hh.transpose(0, 1)
+            if b_hh is not None:
+                gh = gh + b_hh
+            x = xw[t]
+            if lstm:
+                a = x + gh
+                i, f = a[:, :H].sigmoid(), a[:, H:2 * H].sigmoid()
+                gg, o = a[:, 2 * H:3 * H].tanh(), a[:, 3 * H:].sigmoid()
+                c_new = f * c + i * gg
+                h_new = o * c_new.tanh()
+                if w_hr is not None:
+                    h_new = h_new @ w_hr.transpose(0, 1)
+            elif gru:
+                r = (x[:, :H] + gh[:, :H]).sigmoid()
+                z = (x[:, H:2 * H] + gh[:, H:2 * H]).sigmoid()
+                n = (x[:, 2 * H:] + r * gh[:, 2 * H:]).tanh()
+                h_new = n + z * (h - n)
+            else:
+                h_new = x + gh
+                h_new = h_new.tanh() if self.mode == "RNN_TANH" else h_new.relu()
+            if self.valid is not None:  # past a sequence's end the state is carried
+                step = constant(self.valid[t])
+                h_new = Where.apply(step, h_new, h)
+                if lstm:
+                    c_new = Where.apply(step, c_new, c)
+            h, hs[t] = h_new, h_new
+            if lstm:
+                c, cs[t] = c_new, c_new
+        return cat([stack(hs), stack(cs)], dim=2) if lstm else stack(hs)
 
 
 # Their own names for autocast's policy: PyTorch's CPU autocast runs an Elman RNN (layer or
