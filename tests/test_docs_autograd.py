@@ -43,10 +43,17 @@ def _all_functions():
 
 
 def first_order_only():
-    """minidl's Functions whose class (or a base below Function) defines no graph_backward."""
+    """minidl's Functions whose class (or a base below Function) defines no graph_backward, and
+    the pointwise activations (a graph_backward on their base) that state no derivative as
+    ops. A PyTorch-style function (backward on Tensors) is differentiable where its ops are."""
     names = set()
     for cls in _all_functions():
-        if not any("graph_backward" in vars(k) for k in cls.__mro__[:cls.__mro__.index(Function)]):
+        if cls._on_tensors:
+            continue
+        own = any("graph_backward" in vars(k) for k in cls.__mro__[:cls.__mro__.index(Function)])
+        if hasattr(cls, "graph_df") and not cls.graph_df and not cls.constant_df:
+            own = False  # Pointwise's graph_backward falls back to first order for it
+        if not own:
             names.add(f"{cls.__module__}.{cls.__qualname__}")
     return names
 
