@@ -2,7 +2,6 @@
 the same messages on the same pairs."""
 import math
 
-import numpy as np
 import pytest
 
 import minidl
