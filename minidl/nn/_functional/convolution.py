@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import functional as _F
 from ...backend import generic, get_array_module
+from ...backend import kernels as generic_kernels
 from ...functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
 from ...tensor import Function, Tensor, is_grad_enabled
 
@@ -109,6 +110,15 @@ def _shared_times_batched(a, b):
 
 
 
+def _depthwise_kernels(x, w, groups):
+    """The CPU kernel set where its direct depthwise kernels take this 2-D convolution."""
+    if type(x) is not np.ndarray or groups == 1 or x.ndim != 4:
+        return None
+    ks = generic_kernels(np)
+    fits = getattr(ks, "depthwise_fits", None)
+    return ks if fits is not None and fits(x, w, groups) else None
+
+
 def _group_columns(x, kernel, stride, padding, dilation, groups):
     """The im2col matrix of a grouped, dilated convolution: (N, G, Ci/G*prod(kernel), L)."""
     n, ci = x.shape[:2]
@@ -125,11 +135,21 @@ class ConvNd(Function):
     the graph holds anyway; a depthwise layer's kh*kw-times copy of a large input does not
     outlive the forward pass."""
 
+    depthwise = None  # the CPU kernel set, where it computes this (depthwise) convolution
+
     def forward(self, x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1,
                 weight_grad=True):
         n = x.shape[0]
         co, cig = w.shape[:2]
         kernel = tuple(w.shape[2:])
+        ks = _depthwise_kernels(x, w, groups)
+        if ks is not None:  # no column matrix: a direct kernel per (sample, channel) plane
+            out = tuple(out_length(*a) for a in zip(x.shape[2:], kernel, stride, padding,
+                                                     dilation))
+            self.depthwise, self.kept_cols = ks, False
+            self.geom = (x.shape, kernel, stride, padding, dilation, groups)
+            self.save_for_backward(x, w)
+            return ks.depthwise_forward(x, w, b, stride, padding, dilation, out)
         col, out = _group_columns(x, kernel, stride, padding, dilation, groups)
         wg = w.reshape(groups, co // groups, cig * math.prod(kernel))
         y = _shared_times_batched(wg, col).reshape((n, co) + out)
@@ -144,6 +164,8 @@ class ConvNd(Function):
         xp = get_array_module(g)
         col, w = self.saved
         x_shape, kernel, stride, padding, dilation, groups = self.geom
+        if self.depthwise is not None:
+            return self._depthwise_backward(g, col, w)
         n, ci = x_shape[:2]
         co = w.shape[0]
         gy = g.reshape(n, groups, co // groups, -1)
@@ -163,6 +185,18 @@ class ConvNd(Function):
             full = fold_array(gcol, tuple(s + 2 * p for s, p in zip(sizes, padding)), stride,
                               dilation)
             gx = _crop_sp(full, padding, sizes)
+        return gx, gw, gb
+
+    def _depthwise_backward(self, g, x, w):
+        x_shape, kernel, stride, padding, dilation, _ = self.geom
+        ks = self.depthwise
+        gx = gw = gb = None
+        if _needs_grad(self, 1):
+            gw = ks.depthwise_weight_grad(x, g, kernel, stride, padding, dilation)
+        if len(self.inputs) > 2 and _needs_grad(self, 2):
+            gb = g.sum(axis=_spatial_axes(g))
+        if _needs_grad(self, 0):
+            gx = ks.depthwise_input_grad(g, w, x_shape, stride, padding, dilation)
         return gx, gw, gb
 
     def graph_backward(self, g, out):
