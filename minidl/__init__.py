@@ -133,3 +133,9 @@ _autograd.functional = _autograd_functional
 _sys.modules[__name__ + ".autograd.functional"] = _autograd_functional
 _autograd.gradcheck, _autograd.gradgradcheck = _testing.gradcheck, _testing.gradgradcheck
 del _sys, _testing, _autograd
+from .shape_ops import (  # noqa: E402,F401  (torch.channels_last, ...)
+    channels_last, channels_last_3d, contiguous_format, memory_format, preserve_format,
+)
+
+__all__ += ["channels_last", "channels_last_3d", "contiguous_format", "memory_format",
+            "preserve_format"]

@@ -3,7 +3,8 @@ the ``*_like`` forms, and the random ones (randn, rand, randint, ...) on minidl'
 (``minidl.manual_seed``), or on ``generator=`` (a minidl.Generator of the result's device, as
 torch's). Floats in the default dtype (``minidl.set_default_dtype``, float32 unless changed) on
 the default device (``minidl.set_default_device``); integer ranges and fills are int64, as in
-torch."""
+torch. ``memory_format=`` is accepted where torch takes it: a new tensor is row-major, which
+every op takes (``x.to(memory_format=...)`` lays out an existing one)."""
 from __future__ import annotations
 
 import numpy as np
@@ -103,17 +104,20 @@ def full(size, fill_value, *, dtype=None, requires_grad=False, device=None):
                   device=device)
 
 
-def full_like(input, fill_value, *, dtype=None, requires_grad=False, device=None):
+def full_like(input, fill_value, *, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     """``full(input.shape, fill_value)`` in input's dtype and on its device unless given."""
     return full(input.shape, fill_value, dtype=input.dtype if dtype is None else dtype,
                 requires_grad=requires_grad, device=input.device if device is None else device)
 
 
-def zeros_like(input, *, dtype=None, requires_grad=False, device=None):
+def zeros_like(input, *, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     return full_like(input, 0, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def ones_like(input, *, dtype=None, requires_grad=False, device=None):
+def ones_like(input, *, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
@@ -203,14 +207,16 @@ def logspace(start, end, steps, base=10.0, *, dtype=None, requires_grad=False, d
                   device=device)
 
 
-def empty(*shape, size=None, dtype=None, requires_grad=False, device=None):
+def empty(*shape, size=None, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     """A tensor of ``shape`` whose values are to be overwritten (zeros here: NumPy's
     uninitialised memory would make runs differ)."""
     return zeros(*shape, size=size, dtype=_creation_dtype(dtype, default_float()),
                  requires_grad=requires_grad, device=device)
 
 
-def empty_like(input, *, dtype=None, requires_grad=False, device=None):
+def empty_like(input, *, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     return zeros_like(input, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
@@ -219,12 +225,14 @@ def _like(input, dtype, device):
             input.device if device is None else device)
 
 
-def rand_like(input, *, generator=None, dtype=None, requires_grad=False, device=None):
+def rand_like(input, *, generator=None, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     shape, dtype, device = _like(input, dtype, device)
     return rand(shape, generator=generator, dtype=dtype, requires_grad=requires_grad, device=device)
 
 
-def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device=None):
+def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device=None,
+                memory_format=None):
     shape, dtype, device = _like(input, dtype, device)
     if not is_floating(dtype):
         raise TypeError(f"randn_like: dtype must be a floating-point type, got {dtype}")
@@ -233,7 +241,7 @@ def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device
 
 
 def randint_like(input, low=0, high=None, *, generator=None, dtype=None, requires_grad=False,
-                 device=None):
+                 device=None, memory_format=None):
     """``randint(low, high, input.shape)`` in input's dtype; ``randint_like(x, high)`` too."""
     if high is None:
         low, high = 0, low

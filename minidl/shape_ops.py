@@ -334,9 +334,90 @@ def reshape_as(input, other):
     return input.reshape(other.shape)
 
 
-def contiguous(input, memory_format=None):
-    """``input`` itself: minidl's ops take arrays of any strides."""
-    return input
+class memory_format:
+    """A memory layout, as torch's: ``minidl.contiguous_format`` (row-major NCHW),
+    ``channels_last`` (NHWC memory behind an NCHW tensor), ``channels_last_3d`` (NDHWC) and
+    ``preserve_format``. minidl's kernels work in row-major order; a channels-last tensor holds
+    the same values in another order, and they take it (copying it back where they need)."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"minidl.{self.name}"
+
+    def __reduce__(self):
+        return self.name  # pickles as the module attribute of that name
+
+
+contiguous_format = memory_format("contiguous_format")
+channels_last = memory_format("channels_last")
+channels_last_3d = memory_format("channels_last_3d")
+preserve_format = memory_format("preserve_format")
+MEMORY_FORMATS = {"contiguous_format": contiguous_format, "channels_last": channels_last,
+                  "channels_last_3d": channels_last_3d, "preserve_format": preserve_format}
+
+
+def _channels_last_order(ndim, fmt):
+    """The axis order of the memory of a channels-last tensor of ``ndim`` dims (None where the
+    format is not a channels-last one); refuses a format that does not fit the rank."""
+    if fmt is None or fmt is contiguous_format or fmt is preserve_format:
+        return None
+    if not isinstance(fmt, memory_format):
+        raise TypeError(f"memory_format must be a minidl memory format (minidl.channels_last, "
+                        f"...), got {fmt!r}")
+    want = 4 if fmt is channels_last else 5
+    if ndim != want:
+        raise RuntimeError(f"required rank {want} tensor to use {fmt.name} format, got a tensor "
+                           f"of {ndim} dims")
+    return (0,) + tuple(range(2, ndim)) + (1,)
+
+
+class _Relayout(Function):
+    """The same values in another memory order (contiguous, or channels-last): the gradient
+    passes through unchanged."""
+
+    def forward(self, a, order):
+        xp = get_array_module(a)
+        if order is None:
+            return xp.ascontiguousarray(a)
+        inverse = tuple(int(i) for i in np.argsort(order))
+        return xp.ascontiguousarray(a.transpose(order)).transpose(inverse)
+
+    def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
+        return g
+
+
+def in_memory_format(input, fmt):
+    """``input`` with its memory laid out as ``fmt`` asks (itself where it already is)."""
+    order = _channels_last_order(input.ndim, fmt)
+    if fmt is preserve_format or fmt is None:
+        return input
+    if is_contiguous(input, fmt):
+        return input
+    return _Relayout.apply(input, order=order)
+
+
+def is_contiguous(input, memory_format=contiguous_format):
+    """Whether ``input``'s memory is laid out as ``memory_format`` (row-major by default);
+    False for a channels-last format of another rank, as torch answers."""
+    want = {channels_last: 4, channels_last_3d: 5}.get(memory_format)
+    if want is not None and input.ndim != want:
+        return False
+    order = _channels_last_order(input.ndim, memory_format)
+    data = input.data
+    if order is None:
+        return bool(data.flags.c_contiguous)
+    return bool(data.transpose(order).flags.c_contiguous)
+
+
+def contiguous(input, memory_format=contiguous_format):
+    """``input`` with row-major memory (itself where it has it; a copy in the graph where it
+    is a strided view), or channels-last memory with ``memory_format``."""
+    return in_memory_format(input, memory_format)
 
 
 def tile(input, *dims, **by_name):
@@ -395,6 +476,7 @@ TENSOR_METHODS = {
     "narrow": narrow, "unbind": unbind, "movedim": movedim, "moveaxis": movedim,
     "swapaxes": swapaxes, "swapdims": swapdims, "unflatten": unflatten, "view_as": view_as,
     "reshape_as": reshape_as, "contiguous": contiguous, "tile": tile,
+    "is_contiguous": is_contiguous,
     "new_zeros": new_zeros, "new_ones": new_ones, "new_empty": new_empty, "new_full": new_full,
     "new_tensor": new_tensor,
 }

@@ -159,9 +159,6 @@ class Tensor:
         steps = tuple(s // self.data.dtype.itemsize for s in self.data.strides)
         return steps if dim is None else steps[_wrap_dim(dim, self.data.ndim, "stride")]
 
-    def is_contiguous(self):
-        return bool(self.data.flags.c_contiguous)
-
     def data_ptr(self):
         """The address of the first element (to tell whether two tensors share memory)."""
         if device_of(self.data) == "cuda":
@@ -229,10 +226,11 @@ class Tensor:
     def __bool__(self):
         return bool(self.item())
 
-    def to(self, device=None, dtype=None, non_blocking=False, copy=False):
+    def to(self, device=None, dtype=None, non_blocking=False, copy=False, memory_format=None):
         """A copy on another device or with another dtype (self when nothing changes, unless
         ``copy=True``): ``x.to("cuda")``, ``x.to(minidl.bfloat16)``, ``x.to("cuda",
-        minidl.float16)``, ``x.to(other)`` (other's device and dtype). ``non_blocking`` is
+        minidl.float16)``, ``x.to(other)`` (other's device and dtype); ``memory_format``
+        (``minidl.channels_last``...) lays the memory out as torch's does. ``non_blocking`` is
         accepted for PyTorch's signature; copies here are synchronous."""
         if isinstance(device, Tensor):
             device, dtype = device.device, device.dtype if dtype is None else dtype
@@ -243,6 +241,8 @@ class Tensor:
             out = _to_device(out, normalize_device(device))
         if dtype is not None and as_dtype(dtype) != out.dtype:
             out = out.astype(dtype)
+        if memory_format is not None:
+            out = _shape_ops.in_memory_format(out, memory_format)
         return out
 
     def cpu(self):
@@ -504,9 +504,13 @@ class Tensor:
         shape), outside the graph, as PyTorch's ``copy_`` under ``no_grad()``."""
         return _inplace(self, src, "copy", None)
 
-    def clone(self):
-        """A copy of the values that stays in the graph (its gradient flows back to self)."""
-        return Clone.apply(self)
+    def clone(self, *, memory_format=None):
+        """A copy of the values that stays in the graph (its gradient flows back to self);
+        ``memory_format`` as torch's (channels-last memory, say)."""
+        out = Clone.apply(self)
+        if memory_format is None:
+            return out
+        return _shape_ops.in_memory_format(out, memory_format)
 
     def __neg__(self):
         return Neg.apply(self)

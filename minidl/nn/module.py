@@ -616,11 +616,19 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def to(self, device=None, dtype=None, non_blocking=False):
+    def to(self, device=None, dtype=None, non_blocking=False, memory_format=None):
         """Move (or cast) every parameter and buffer in place, keeping the same objects so an
         optimizer made before the move still holds them. ``model.to(device)``,
         ``model.to(minidl.bfloat16)``, ``model.to(tensor)`` (its device and dtype);
-        ``non_blocking`` is accepted for PyTorch's signature."""
+        ``non_blocking`` is accepted for PyTorch's signature, and so is ``memory_format``
+        (``minidl.channels_last``): the weights keep minidl's row-major layout, which its
+        kernels take, and every result is the same."""
+        if memory_format is not None:
+            from ..shape_ops import memory_format as _format
+
+            if not isinstance(memory_format, _format):
+                raise TypeError(f"to: memory_format must be a minidl memory format "
+                                f"(minidl.channels_last, ...), got {memory_format!r}")
         if isinstance(device, Tensor):
             device, dtype = device.device, device.dtype if dtype is None else dtype
         if dtype is None and device is not None and _is_dtype_like(device):
