@@ -1202,10 +1202,11 @@ def _root_gradient(t, gradient, name, create_graph=False):
 def _accumulate(node, g, handed_out):
     """Add ``g`` into ``node.grad`` (in place where it can, as PyTorch's AccumulateGrad). A
     Tensor ``g`` (a backward with create_graph) is added out of place, as PyTorch does, so
-    that ``.grad`` keeps its graph."""
+    that ``.grad`` keeps its graph; a first one is copied (a recorded clone, as PyTorch's), as
+    the same Tensor may be another leaf's gradient or the caller's ``gradient``."""
     held = node.grad
     if isinstance(g, Tensor):
-        node.grad = g if held is None else held + g
+        node.grad = g.clone() if held is None else held + g
         return
     if held is not None:
         if (held.data.dtype == g.dtype and held.data.shape == g.shape
@@ -1272,7 +1273,7 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
             if ctx is None:
                 continue
         if ctx.stamp != changes:  # something changed in place since this op's forward
-            autograd.check_versions(node, ctx)
+            autograd.check_versions(node, ctx, create_graph and ctx.graph_reads_all)
         finish = ctx.after_backward
         if finish is not None and finish not in finishers:
             finishers.append(finish)

@@ -318,6 +318,9 @@ class Function:
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
+    # True where graph_backward reads an input or the output that backward does not (saved
+    # values computed from it instead): a create_graph pass refuses any of them changed in place
+    graph_reads_all = False
     stamp = 0  # autograd.changes at this op's forward
     # PyTorch's style of custom function: ``@staticmethod forward(ctx, *args)`` and
     # ``backward(ctx, *grads)`` on Tensors (see _apply_on_tensors); set per subclass
@@ -654,10 +657,13 @@ def root_array(a):
     return a
 
 
-def check_versions(node, ctx):
+def check_versions(node, ctx, graph=False):
     """Refuse, as PyTorch does, a backward through an op whose saved array (one of its inputs,
     or its output, or a view of either) was changed in place after its forward pass: its
-    gradient would be wrong. Called only when some change happened after that forward."""
+    gradient would be wrong. Called only when some change happened after that forward.
+    ``graph``: a create_graph pass through an op whose graph_backward reads input or output
+    Tensors that its backward did not save (``Function.graph_reads_all``): any of them
+    changed is refused."""
     saved = ctx.saved
     if not saved:
         return
@@ -668,7 +674,7 @@ def check_versions(node, ctx):
         changed.append((node, "output"))
     for t, which in changed:
         root = root_array(t.data)
-        if any(s is t.data or root_array(s) is root for s in saved):
+        if graph or any(s is t.data or root_array(s) is root for s in saved):
             raise RuntimeError(
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "
