@@ -195,3 +195,66 @@ def test_transform_argument_errors_are_runtime_errors_as_torch():
         vjp(lambda x: x ** 2, x, t64([1.0, 1.0, 1.0], False))
     with pytest.raises(RuntimeError, match="strict=True and vectorize=True"):
         jacobian(lambda x: x, x, strict=True, vectorize=True)
+
+
+# ---- zero_grad(set_to_none=False) after backward(create_graph=True) --------------------------------
+@pytest.mark.parametrize("via", ["optimizer", "module"])
+def test_zero_grad_in_place_cuts_a_create_graph_gradient_from_its_graph(via):
+    m = minidl.nn.Linear(2, 1).double()
+    x = t64([[1.0, 2.0]], grad=False)
+    (m(x) ** 2).sum().backward(create_graph=True)
+    assert m.weight.grad.requires_grad
+    if via == "optimizer":
+        minidl.optim.SGD(m.parameters(), lr=0.1).zero_grad(set_to_none=False)
+    else:
+        m.zero_grad(set_to_none=False)
+    g = m.weight.grad
+    assert g.tolist() == [[0.0, 0.0]]
+    assert not g.requires_grad and g.grad_fn is None  # no graph kept alive by .grad
+    (m(x) ** 2).sum().backward()
+    assert not m.weight.grad.requires_grad
+
+
+def test_zero_grad_in_place_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    flags = []
+    for lib in (torch, minidl):
+        w = lib.tensor([1.0, 2.0], dtype=lib.float64, requires_grad=True)
+        opt = lib.optim.SGD([w], lr=0.1)
+        (w ** 3).sum().backward(create_graph=True)
+        opt.zero_grad(set_to_none=False)
+        flags.append((w.grad.requires_grad, w.grad.tolist()))
+    assert flags[0] == flags[1]
+
+
+# ---- custom functions ------------------------------------------------------------------------------
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_custom_backward_gradient_of_a_wrong_shape_is_refused(create_graph):
+    class Shrink(minidl.autograd.Function):
+        @staticmethod
+        def forward(x):
+            return x * 2
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            pass
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.sum()  # shape () for an input of shape (2,): was taken as x's gradient
+
+    x = t64([1.0, 2.0])
+    with pytest.raises(RuntimeError, match=r"invalid gradient at index 0 - got shape \(\)"):
+        minidl.autograd.grad(Shrink.apply(x).sum(), x, create_graph=create_graph)
+
+    class Wide(minidl.autograd.Function):  # a broadcast gradient is summed down, as PyTorch's
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * minidl.ones(3, 2, dtype=minidl.float64)
+
+    (gx,) = minidl.autograd.grad(Wide.apply(x).sum(), x, create_graph=create_graph)
+    assert gx.tolist() == [3.0, 3.0]

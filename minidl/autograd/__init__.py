@@ -547,12 +547,28 @@ class _TensorStyle(Function):
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
                                f"expected {ctx._n_args} (one per argument of forward, None for "
                                "those that take none)")
-        return tuple(result[i] for i in ctx._tensor_args)
+        grads = tuple(result[i] for i in ctx._tensor_args)
+        for i, (r, t) in enumerate(zip(grads, self.inputs)):
+            # a gradient may be broadcast (summed down to the input), not smaller, as PyTorch's
+            shape = getattr(r, "shape", None)
+            if shape is not None and tuple(shape) != tuple(t.shape) and not _broadcasts_to(
+                    tuple(t.shape), tuple(shape)):
+                raise RuntimeError(f"function {self.name()} returned an invalid gradient at "
+                                   f"index {ctx._tensor_args[i]} - got shape {tuple(shape)} "
+                                   f"but expected shape compatible with {tuple(t.shape)}")
+        return grads
 
 
     def free(self):
         self.ctx._saved_tensors, self.ctx.freed = (), True
         super().free()
+
+
+def _broadcasts_to(shape, target):
+    try:
+        return _np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def run_custom_forward(cls, ctx, args, kwargs):
