@@ -258,3 +258,18 @@ def test_custom_backward_gradient_of_a_wrong_shape_is_refused(create_graph):
 
     (gx,) = minidl.autograd.grad(Wide.apply(x).sum(), x, create_graph=create_graph)
     assert gx.tolist() == [3.0, 3.0]
+
+
+# ---- pruning ---------------------------------------------------------------------------------------
+def test_pruned_state_dict_into_an_unpruned_model_is_a_runtime_error_as_torch():
+    prune = minidl.nn.utils.prune
+    m = minidl.nn.Linear(3, 2)
+    prune.l1_unstructured(m, "weight", amount=2)
+    with pytest.raises(RuntimeError, match="missing keys: weight"):
+        minidl.nn.Linear(3, 2).load_state_dict(m.state_dict())
+    with pytest.raises(ValueError):  # still the ValueError it was
+        minidl.nn.Linear(3, 2).load_state_dict(m.state_dict())
+    fresh = minidl.nn.Linear(3, 2)
+    prune.identity(fresh, "weight")
+    fresh.load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(fresh.weight.numpy(), m.weight.numpy())

@@ -221,6 +221,12 @@ class StateDictValueError(TypeError, RuntimeError):
     RuntimeError, naming the key."""
 
 
+class StateDictKeyError(ValueError, RuntimeError):
+    """Missing or unexpected state_dict keys (a pruned model's ``weight_orig`` and
+    ``weight_mask`` loaded into an unpruned one): PyTorch's RuntimeError, and the ValueError
+    minidl raised before."""
+
+
 def _loadable(value):
     """Whether a state_dict value can be copied into a parameter: a Tensor, a numeric array
     (NumPy, CuPy, or anything with __array__, e.g. a torch Tensor), a number, or a list of
@@ -579,8 +585,8 @@ class Module:
             if strict and unexpected:
                 problems.append("unexpected keys: " + ", ".join(unexpected))
         if problems:
-            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                             + " | ".join(problems))
+            raise StateDictKeyError(f"Error(s) in loading state_dict for "
+                                    f"{type(self).__name__}: " + " | ".join(problems))
         for k, value in given.items():
             if k in targets:
                 t = targets[k]
@@ -603,8 +609,8 @@ class Module:
         if post_hooks and strict and (missing or unexpected):
             problems = (["missing keys: " + ", ".join(missing)] if missing else []) + \
                 (["unexpected keys: " + ", ".join(unexpected)] if unexpected else [])
-            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                             + " | ".join(problems))
+            raise StateDictKeyError(f"Error(s) in loading state_dict for "
+                                    f"{type(self).__name__}: " + " | ".join(problems))
         return result
 
     # ---- modes and devices ------------------------------------------------------------
