@@ -274,3 +274,33 @@ def test_pruned_state_dict_into_an_unpruned_model_is_a_runtime_error_as_torch():
     fresh.load_state_dict(m.state_dict())
     x = minidl.ones(1, 3)
     np.testing.assert_array_equal(fresh(x).numpy(), m(x).numpy())
+
+
+# ---- gradgradcheck takes torch's arguments ---------------------------------------------------------
+def test_gradgradcheck_takes_one_tensor_grad_outputs_and_tuple_outputs():
+    from minidl.testing import gradcheck, gradgradcheck
+
+    x = t64([0.5, -1.0, 2.0])
+    assert gradcheck(lambda t: t ** 3, x)  # one Tensor: was iterated over as its elements
+    assert gradgradcheck(lambda t: t ** 3, x)
+    # torch's third positional argument: was taken as eps
+    assert gradgradcheck(lambda t: t ** 3, [x], [t64([1.0, -1.0, 0.5], grad=False)])
+    assert gradgradcheck(lambda t: (t ** 3, t.exp().sum()), [x])
+    with pytest.raises(ValueError, match="grad_outputs of shapes"):
+        gradgradcheck(lambda t: t ** 3, [x], [t64([1.0], grad=False)])
+
+    class Wrong(minidl.autograd.Function):  # a graph_backward that is a constant: caught
+        def forward(self, a):
+            self.save_for_backward(a)
+            return a ** 3
+
+        def backward(self, g):
+            (a,) = self.saved
+            return 3 * g * a * a
+
+        def graph_backward(self, g, out):
+            (a,) = self.inputs
+            return g * minidl.tensor(3 * a.numpy() ** 2, dtype=minidl.float64)
+
+    assert not gradgradcheck(lambda t: Wrong.apply(t), x, [t64([1.0, 1.0, 1.0], grad=False)],
+                             raise_exception=False)
