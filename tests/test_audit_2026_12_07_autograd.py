@@ -304,3 +304,21 @@ def test_gradgradcheck_takes_one_tensor_grad_outputs_and_tuple_outputs():
 
     assert not gradgradcheck(lambda t: Wrong.apply(t), x, [t64([1.0, 1.0, 1.0], grad=False)],
                              raise_exception=False)
+
+
+# ---- autograd.grad / backward argument errors, as torch --------------------------------------------
+def test_grad_argument_errors_are_torch_s():
+    x = t64([1.0, 2.0])
+    y = x ** 3
+    with pytest.raises(RuntimeError, match="needs a scalar"):
+        minidl.autograd.grad(y, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not match"):
+        minidl.autograd.grad(y, x, grad_outputs=t64([1.0, 1.0, 1.0], False), create_graph=True)
+    with pytest.raises(RuntimeError, match="needs a scalar"):
+        y.backward(create_graph=True)
+    with pytest.raises(ValueError):  # still the ValueError it was
+        y.backward()
+    with pytest.raises(RuntimeError, match="inputs must not be empty"):
+        minidl.autograd.grad(y.sum(), [], create_graph=True)  # was ()
+    with pytest.raises(ValueError, match="allow_unused"):
+        minidl.autograd.grad(y.sum(), x, allow_unused=False, materialize_grads=True)
