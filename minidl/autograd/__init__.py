@@ -344,6 +344,10 @@ class Function:
         """Keep what backward needs: arrays in minidl's own ops; Tensors (or None) in a
         PyTorch-style function, given back by ``saved_tensors``."""
         if self._on_tensors:
+            for i, a in enumerate(arrays):
+                if a is not None and not isinstance(a, Tensor):
+                    raise TypeError("save_for_backward can only save Tensors (or None), but "
+                                    f"argument {i} is of type {type(a).__name__}")
             self._saved_tensors = arrays
             arrays = tuple(a.data for a in arrays if a is not None)
         self.saved = arrays
@@ -642,6 +646,10 @@ def _apply_on_tensors(cls, args, kwargs):
     final = list(outs)
     for i, r in zip(graded, results):
         final[i] = r
+    saved = getattr(ctx, "_saved_tensors", None)
+    if saved:  # a saved output is the recorded one, as PyTorch's: differentiable in backward
+        swap = {id(outs[i]): final[i] for i in graded}
+        ctx._saved_tensors = tuple(swap.get(id(t), t) for t in saved)
     return tuple(final) if isinstance(out, tuple) else final[0]
 
 
