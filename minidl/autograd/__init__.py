@@ -545,7 +545,21 @@ class _TensorStyle(Function):
                         Tensor(get_array_module(g.data).zeros(shape, dtype)) if materialize
                         else None)
         ctx._graph_inputs = self.inputs  # for once_differentiable
-        result = type(ctx).backward(ctx, *full)
+        saved = ctx._saved_tensors if out is not None and self.saved_outputs else None
+        if saved is not None:
+            # a create_graph pass: a saved output is the recorded one (rebuilt from ``out``,
+            # this node's packed output, as _apply_on_tensors split it), so that what backward
+            # computes from it is differentiable, as in PyTorch; put back afterwards, so that
+            # ctx does not hold its own graph
+            swapped = list(saved)
+            for j, k in self.saved_outputs:
+                swapped[j] = out if len(shapes) == 1 else self._output(out, k)
+            ctx._saved_tensors = tuple(swapped)
+        try:
+            result = type(ctx).backward(ctx, *full)
+        finally:
+            if saved is not None:
+                ctx._saved_tensors = saved
         result = result if isinstance(result, tuple) else (result,)
         if len(result) != ctx._n_args:
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
@@ -562,6 +576,14 @@ class _TensorStyle(Function):
                                    f"but expected shape compatible with {tuple(t.shape)}")
         return grads
 
+
+    saved_outputs = ()  # (place in ctx.saved_tensors, graded output) of outputs saved
+
+    def _output(self, packed, k):
+        """Graded output ``k`` as _apply_on_tensors split it from the packed output."""
+        start = sum(int(_np.prod(shape)) for shape in self.shapes[:k])
+        shape = self.shapes[k]
+        return packed[start:start + int(_np.prod(shape))].reshape(shape)
 
     def free(self):
         self.ctx._saved_tensors, self.ctx.freed = (), True
@@ -647,9 +669,9 @@ def _apply_on_tensors(cls, args, kwargs):
     for i, r in zip(graded, results):
         final[i] = r
     saved = getattr(ctx, "_saved_tensors", None)
-    if saved:  # a saved output is the recorded one, as PyTorch's: differentiable in backward
-        swap = {id(outs[i]): final[i] for i in graded}
-        ctx._saved_tensors = tuple(swap.get(id(t), t) for t in saved)
+    if saved:  # saved outputs: (place in saved_tensors, which graded output), see graph_backward
+        where = {id(outs[i]): k for k, i in enumerate(graded)}
+        node.saved_outputs = [(j, where[id(t)]) for j, t in enumerate(saved) if id(t) in where]
     return tuple(final) if isinstance(out, tuple) else final[0]
 
 
