@@ -27,7 +27,9 @@ class _BackwardHooks:
         self.module, self.n_inputs = module, len(args)  # grad_input: one per positional arg
         self.input_slots = [i for i, a in enumerate(args)
                             if isinstance(a, Tensor) and a.requires_grad]
-        self.grad_output = ()
+        # the outputs' gradients of this pass, until the hooks have run with them (None: the
+        # inputs' gradients did not come through the outputs, see inputs_done)
+        self.grad_output = None
 
     def outputs_done(self, grads):
         graph = _in_graph(grads)
@@ -42,6 +44,10 @@ class _BackwardHooks:
         return grads
 
     def inputs_done(self, grads):
+        if self.grad_output is None:
+            # a gradient that reached the inputs without passing the outputs (a second backward
+            # through the graph of a first one's gradients): no hook runs, as in PyTorch
+            return grads
         grad_input = [None] * self.n_inputs
         for slot, g in zip(self.input_slots, grads):
             grad_input[slot] = g
@@ -56,6 +62,7 @@ class _BackwardHooks:
             if result is not None:
                 grad_input = tuple(_unwrap(g, graph) for g in _as_tuple(
                     result, len(grad_input), "backward hook"))
+        self.grad_output = None
         return grad_input
 
 
