@@ -1,5 +1,8 @@
-"""gradcheck: analytic gradients against central finite differences in float64."""
+"""``minidl.testing``: gradcheck and gradgradcheck (first and second derivatives against
+central finite differences in float64), and torch.testing's assert_close and make_tensor."""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -143,3 +146,198 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
 
 def _as_outputs(out):
     return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+# ---- torch.testing.assert_close and make_tensor ------------------------------------------------
+# PyTorch's default (rtol, atol) per dtype; integers and bools compare exactly
+_TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
+               "float64": (1e-7, 1e-7)}
+
+
+def _tolerances(*dtypes):
+    pairs = [_TOLERANCES.get(np.dtype(d).name, (0.0, 0.0)) for d in dtypes]
+    return max(p[0] for p in pairs), max(p[1] for p in pairs)
+
+
+class _Mismatch(AssertionError):
+    pass
+
+
+def _fail(message, msg, where=""):
+    text = msg if isinstance(msg, str) else (msg(message) if callable(msg) else message)
+    if where and msg is None:
+        text += f"\n\nThe failure occurred for item {where}"
+    raise _Mismatch(text)
+
+
+def _is_number(x):
+    return isinstance(x, (bool, int, float, np.number)) and not isinstance(x, np.ndarray)
+
+
+def _number_text(v):
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return repr(float(v))
+
+
+def _compare_arrays(a, e, rtol, atol, equal_nan, scalar, msg, where):
+    exact = rtol == 0 and atol == 0
+    kind = "equal" if exact else "close"
+    if a.dtype == np.bool_:
+        a, e = a.astype(np.int64), e.astype(np.int64)
+    wide = a.dtype if a.dtype.kind == "f" or a.dtype.itemsize == 2 else np.float32
+    if a.dtype.kind in "iu":
+        close = a == e
+    else:
+        close = np.isclose(a, e, rtol=rtol, atol=atol, equal_nan=equal_nan)
+    if close.all():
+        return
+    with np.errstate(all="ignore"):
+        diff = np.abs(a.astype(wide) - e.astype(wide)) if a.dtype.kind not in "iu" else \
+            np.abs(a.astype(np.int64) - e.astype(np.int64))
+        rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
+    if scalar:  # as Python numbers, as PyTorch compares them
+        x, y = a.reshape(()).item(), e.reshape(()).item()
+        with np.errstate(all="ignore"):
+            d = abs(x - y)
+            r = d / abs(y) if y else (math.inf if d else math.nan)
+        limits = ("", "") if exact else (f" (up to {atol} allowed)", f" (up to {rtol} allowed)")
+        _fail(f"Scalars are not {kind}!\n\nExpected {_number_text(y)} but got "
+              f"{_number_text(x)}.\nAbsolute difference: {_number_text(d)}{limits[0]}\n"
+              f"Relative difference: {_number_text(r)}{limits[1]}", msg, where)
+    bad = ~close
+    where_abs = np.unravel_index(_nan_first_argmax(np.where(bad, diff, 0)), a.shape)
+    where_rel = np.unravel_index(_nan_first_argmax(np.where(bad, rel, 0)), a.shape)
+    limits = ("", "") if exact else (f" (up to {atol} allowed)", f" (up to {rtol} allowed)")
+    n_bad, n = int(bad.sum()), bad.size
+    _fail(f"Tensor-likes are not {kind}!\n\n"
+          f"Mismatched elements: {n_bad} / {n} ({100 * n_bad / n:.1f}%)\n"
+          f"Greatest absolute difference: {_number_text(diff[where_abs])} at index "
+          f"{tuple(int(i) for i in where_abs)}{limits[0]}\n"
+          f"Greatest relative difference: {_number_text(rel[where_rel])} at index "
+          f"{tuple(int(i) for i in where_rel)}{limits[1]}", msg, where)
+
+
+def _nan_first_argmax(values):
+    flat = values.reshape(-1)
+    nans = np.flatnonzero(flat != flat)
+    return int(nans[0]) if nans.size else int(np.argmax(flat))
+
+
+def _assert_pair(actual, expected, rtol, atol, equal_nan, check_device, check_dtype, msg, where):
+    from collections.abc import Mapping, Sequence
+
+    if isinstance(actual, Tensor) and isinstance(expected, Tensor):
+        for attr, a, e in (("shape", tuple(actual.shape), tuple(expected.shape)),
+                           ("device", actual.device, expected.device) if check_device else
+                           ("device", None, None),
+                           ("dtype", actual.dtype, expected.dtype) if check_dtype else
+                           ("dtype", None, None)):
+            if a != e:
+                shown = {"shape": lambda s: f"minidl.Size({list(s)})",
+                         "dtype": lambda d: f"minidl.{np.dtype(d).name}",
+                         "device": str}[attr]
+                _fail(f"The values for attribute '{attr}' do not match: {shown(a)} != "
+                      f"{shown(e)}.", msg, where)
+        a, e = actual.numpy(force=True), expected.numpy(force=True)
+        if a.dtype != e.dtype:
+            common = np.promote_types(a.dtype, e.dtype)
+            tol = _tolerances(a.dtype, e.dtype)
+            a, e = a.astype(common), e.astype(common)
+        else:
+            tol = _tolerances(a.dtype)
+        r, t = (tol if rtol is None else (rtol, atol))
+        _compare_arrays(a, e, r, t, equal_nan, a.ndim == 0, msg, where)
+        return
+    if isinstance(actual, (bool, np.bool_)) and isinstance(expected, (bool, np.bool_)):
+        if bool(actual) != bool(expected):
+            _fail(f"Booleans mismatch: {bool(actual)} is not {bool(expected)}", msg, where)
+        return
+    if _is_number(actual) and _is_number(expected):
+        both_int = all(isinstance(x, (int, np.integer, bool, np.bool_)) for x in (actual, expected))
+        tol = (0.0, 0.0) if both_int else _tolerances(np.float64)
+        r, t = (tol if rtol is None else (rtol, atol))
+        dtype = np.int64 if both_int else np.float64
+        _compare_arrays(np.asarray(actual, dtype), np.asarray(expected, dtype), r, t, equal_nan,
+                        True, msg, where)
+        return
+    if isinstance(actual, Mapping) and isinstance(expected, Mapping):
+        if set(actual) != set(expected):
+            missing = sorted(set(expected) - set(actual), key=repr)
+            extra = sorted(set(actual) - set(expected), key=repr)
+            _fail(f"The keys of the mappings do not match:\nMissing keys in the actual mapping: "
+                  f"{missing}\nAdditional keys in the actual mapping: {extra}", msg, where)
+        for k in expected:
+            _assert_pair(actual[k], expected[k], rtol, atol, equal_nan, check_device,
+                         check_dtype, msg, f"{where}[{k!r}]")
+        return
+    if (isinstance(actual, Sequence) and isinstance(expected, Sequence)
+            and not isinstance(actual, str) and not isinstance(expected, str)):
+        if len(actual) != len(expected):
+            _fail(f"The length of the sequences mismatch: {len(actual)} != {len(expected)}",
+                  msg, where)
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _assert_pair(a, e, rtol, atol, equal_nan, check_device, check_dtype, msg,
+                         f"{where}[{i}]")
+        return
+    raise TypeError(f"No comparison pair was able to handle inputs of type {type(actual)} and "
+                    f"{type(expected)}.")
+
+
+def assert_close(actual, expected, *, allow_subclasses=True, rtol=None, atol=None,
+                 equal_nan=False, check_device=True, check_dtype=True, check_layout=True,
+                 check_stride=False, msg=None):
+    """``torch.testing.assert_close``: Tensors (or numbers, or sequences and mappings of them,
+    compared item by item) of the same shape, device and dtype, close within ``rtol`` and
+    ``atol`` (by default PyTorch's for the dtype: 1.3e-6 and 1e-5 for float32, 1e-7 for
+    float64, exact for integers and bools). An AssertionError with PyTorch's message names the
+    mismatched elements and the greatest differences; ``msg`` (a string, or a function of the
+    message) replaces it. ``check_layout`` and ``check_stride`` are accepted (minidl has one
+    layout and does not expose strides)."""
+    if (rtol is None) != (atol is None):
+        raise ValueError("Both 'rtol' and 'atol' must be either specified or omitted, but got "
+                         f"no {'atol' if atol is None else 'rtol'}.")
+    try:
+        _assert_pair(actual, expected, rtol, atol, equal_nan, check_device, check_dtype, msg,
+                     "")
+    except _Mismatch as e:
+        raise AssertionError(str(e)) from None
+
+
+def make_tensor(*shape, dtype, device=None, low=None, high=None, requires_grad=False,
+                noncontiguous=False, exclude_zero=False, memory_format=None):
+    """``torch.testing.make_tensor``: a tensor of ``shape`` and ``dtype`` with values drawn
+    uniformly from [low, high) (PyTorch's defaults: [-9, 9] for floating and signed types, [0,
+    10) for uint8, True/False for bool) from minidl's seeded generator; ``exclude_zero``
+    replaces zeros (by the smallest positive value, 1 for integers)."""
+    from . import backend
+    from .backend.dtypes import as_dtype, is_floating
+
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    dt = np.dtype(as_dtype(dtype))
+    rng = backend.rng()
+    if dt == np.bool_:
+        values = rng.random(shape) < 0.5
+    elif dt.kind in "iu":
+        lo = (0 if dt.kind == "u" else -9) if low is None else int(np.ceil(low))
+        hi = 10 if high is None else int(np.ceil(high))
+        if hi <= lo:
+            raise ValueError(f"make_tensor: low {low} must be smaller than high {high}")
+        values = rng.integers(lo, hi, shape)
+    else:
+        lo = -9.0 if low is None else float(low)
+        hi = 9.0 if high is None else float(high)
+        if hi < lo:
+            raise ValueError(f"make_tensor: low {low} must not exceed high {high}")
+        values = rng.uniform(lo, hi, shape)
+    values = np.asarray(values).astype(dt)
+    if exclude_zero and dt != np.bool_:
+        tiny = np.finfo(dt).tiny if is_floating(dt) else 1
+        values[values == 0] = tiny
+    t = Tensor(values, dtype=dt, device=device)
+    if requires_grad:
+        t.requires_grad_(True)
+    return t

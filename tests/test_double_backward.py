@@ -311,3 +311,34 @@ def test_float32_second_order_matches_torch():
     for ours, theirs in zip(run(minidl), run(torch)):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def _penalty_on(device):
+    """A WGAN-GP style second-order step of a small CNN on ``device``: the parameters' grads."""
+    minidl.manual_seed(0)
+    model = minidl.nn.Sequential(
+        minidl.nn.Conv2d(2, 4, 3, padding=1), minidl.nn.BatchNorm2d(4), minidl.nn.ReLU(),
+        minidl.nn.MaxPool2d(2), minidl.nn.Flatten(), minidl.nn.Linear(4 * 2 * 2, 3),
+        minidl.nn.LayerNorm(3), minidl.nn.GELU(), minidl.nn.Linear(3, 1)).double().to(device)
+    x = minidl.tensor(np.random.default_rng(2).normal(size=(3, 2, 4, 4)),
+                      dtype=minidl.float64, device=device, requires_grad=True)
+    (gx,) = minidl.autograd.grad(model(x).sum(), x, create_graph=True)
+    ((gx.pow(2).sum(dim=(1, 2, 3)) + 1e-12).sqrt().sub(1).pow(2).mean()).backward()
+    # the last bias does not reach d(out)/dx: it gets no gradient
+    return [np.zeros(p.shape) if p.grad is None else p.grad.numpy() for p in model.parameters()]
+
+
+def test_second_order_on_the_fake_gpu_matches_the_cpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    expected = _penalty_on("cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    for a, b in zip(_penalty_on("cuda"), expected):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.skipif(not minidl.cuda_available(),
+                    reason="needs CuPy and an NVIDIA GPU (CuPy not installed or no GPU found)")
+def test_second_order_on_cuda_matches_the_cpu():
+    for a, b in zip(_penalty_on("cuda"), _penalty_on("cpu")):
+        np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-10)

@@ -47,7 +47,7 @@ x = minidl.randn(2, 3, 9, 9, device="cuda", requires_grad=True); w = minidl.rand
 y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().backward(); print("cuDNN probe ok", float(x.grad.sum()), float(w.grad.sum()))'; then
         echo "cuDNN PROBE FAILED: the rest of this run sets MINIDL_CUDNN=0"; export MINIDL_CUDNN=0
       fi
-      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider ${SMOKE_TESTS:-tests/test_cudnn.py tests/test_cuda.py tests/test_devices.py tests/test_rnn.py tests/test_batch_norm.py tests/test_conv_memory.py tests/test_checkpoint.py} 2>&1 | tee "$out/smoke.log" | tail -25 ;;
+      timeout 300 python3 -m pytest -q -rs -p no:cacheprovider ${SMOKE_TESTS:-tests/test_cudnn.py tests/test_cuda.py tests/test_devices.py tests/test_rnn.py tests/test_batch_norm.py tests/test_conv_memory.py tests/test_checkpoint.py tests/test_double_backward.py} 2>&1 | tee "$out/smoke.log" | tail -25 ;;
     bench)
       # BENCH_RUNS=3 for the issues' medians of 3 runs (bench_ratios takes the median ratio)
       for r in $(seq 1 "${BENCH_RUNS:-1}"); do
