@@ -16,6 +16,11 @@ from .backend import get_array_module
 __all__ = ["vjp", "jvp", "jacobian", "hessian", "vhp", "hvp"]
 
 
+class VectorShapeError(ValueError, RuntimeError):
+    """A ``v`` that does not fit: a RuntimeError as PyTorch raises, and a ValueError as minidl's
+    other argument errors."""
+
+
 def _as_tuple(x, what, fn_name):
     """(was it a tuple, the tuple of Tensors)."""
     Tensor = autograd.Tensor
@@ -56,11 +61,11 @@ def _finish(tensors, create_graph):
 def _check_v(v, like, fn_name, what):
     is_tuple, v = _as_tuple(v, "v", fn_name)
     if len(v) != len(like):
-        raise ValueError(f"{fn_name}: v has {len(v)} Tensors, the {what} {len(like)}")
+        raise VectorShapeError(f"{fn_name}: v has {len(v)} Tensors, the {what} {len(like)}")
     for i, (a, b) in enumerate(zip(v, like)):
         if tuple(a.shape) != tuple(b.shape):
-            raise ValueError(f"{fn_name}: v[{i}] has shape {tuple(a.shape)}, the {what}[{i}] "
-                             f"{tuple(b.shape)}; they must match")
+            raise VectorShapeError(f"{fn_name}: v[{i}] has shape {tuple(a.shape)}, the "
+                                   f"{what}[{i}] {tuple(b.shape)}; they must match")
     return v
 
 
@@ -152,6 +157,9 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
     if strategy not in ("reverse-mode", "forward-mode"):
         raise ValueError(f"jacobian: strategy must be 'reverse-mode' or 'forward-mode', got "
                          f"{strategy!r}")
+    if strict and vectorize:
+        raise RuntimeError("jacobian: strict=True and vectorize=True are not supported together, "
+                           "as in PyTorch; set one of them to False")
     if strategy == "forward-mode" and not vectorize:
         raise ValueError("jacobian: strategy='forward-mode' needs vectorize=True, as in PyTorch")
     with autograd.enable_grad():

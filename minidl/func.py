@@ -22,6 +22,12 @@ __all__ = ["functional_call", "grad", "grad_and_value", "vjp", "jvp", "jacrev", 
            "hessian", "vmap", "stack_module_state"]
 
 
+class TransformArgumentError(ValueError, RuntimeError):
+    """An argument a transform cannot take (argnums, a cotangent or tangent of the wrong
+    shape): a RuntimeError as torch.func raises, and a ValueError as minidl's other argument
+    errors."""
+
+
 # ---- containers of Tensors (torch.func's pytrees: tuples, lists and dicts) ---------------------
 def _flatten(tree):
     """The Tensors of ``tree`` in order, and a function that rebuilds the tree from a list."""
@@ -57,11 +63,12 @@ def _argnums(argnums, n, name):
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
     if not nums or not all(isinstance(i, int) and -n <= i < n for i in nums):
-        raise ValueError(f"{name}: argnums {argnums!r} must be an int or a tuple of ints in "
+        raise TransformArgumentError(f"{name}: argnums {argnums!r} must be an int or a tuple "
+                                     f"of ints in "
                          f"[{-n}, {n}) for a function called with {n} positional arguments")
     nums = tuple(i % n for i in nums)
     if len(set(nums)) != len(nums):
-        raise ValueError(f"{name}: argnums {argnums!r} repeats an argument")
+        raise TransformArgumentError(f"{name}: argnums {argnums!r} repeats an argument")
     return single, nums
 
 
@@ -131,6 +138,15 @@ def _result(t, keep):
     return t if keep else t.detach()
 
 
+def _aux(aux, tracked):
+    """``has_aux``'s extra output, each of its Tensors cut from the transform's own graph (as
+    torch.func's) unless it depends on something outside (``_outer_dependence``)."""
+    flat, build = _flatten(aux)
+    if not flat:
+        return aux
+    return build([t if _outer_dependence([t], tracked) else t.detach() for t in flat])
+
+
 # ---- grad, grad_and_value, vjp, jvp --------------------------------------------------------------
 def grad_and_value(func, argnums=0, has_aux=False):
     """A function returning ``(gradient, value)`` of ``func``, whose output must be a Tensor
@@ -155,7 +171,7 @@ def grad_and_value(func, argnums=0, has_aux=False):
             start += len(group)
         g = per_arg[0] if single else tuple(per_arg)
         value = _result(out, keep)
-        return (g, (value, aux)) if has_aux else (g, value)
+        return (g, (value, _aux(aux, flat))) if has_aux else (g, value)
     return wrapper
 
 
@@ -185,7 +201,8 @@ def vjp(func, *primals, has_aux=False):
         seeds, _ = _flatten(cotangents)
         if len(seeds) != len(outputs) or any(tuple(s.shape) != tuple(o.shape)
                                              for s, o in zip(seeds, outputs)):
-            raise ValueError("vjp_fn: the cotangents must have the structure and shapes of the "
+            raise TransformArgumentError("vjp_fn: the cotangents must have the structure and "
+                                         "shapes of the "
                              f"output: {[tuple(o.shape) for o in outputs]}, got "
                              f"{[tuple(s.shape) for s in seeds]}")
         with autograd.enable_grad():
@@ -198,7 +215,7 @@ def vjp(func, *primals, has_aux=False):
 
     _, rebuild = _flatten(out)
     value = rebuild([_result(o, keep) for o in outputs])
-    return (value, vjp_fn, aux) if has_aux else (value, vjp_fn)
+    return (value, vjp_fn, _aux(aux, flat)) if has_aux else (value, vjp_fn)
 
 
 def jvp(func, primals, tangents, has_aux=False):
@@ -216,14 +233,15 @@ def jvp(func, primals, tangents, has_aux=False):
         flat = [t for group in tracked for t in group]
         flat_tangents = [t for tangent in tangents for t in _flatten(tangent)[0]]
         if [tuple(t.shape) for t in flat_tangents] != [tuple(t.shape) for t in flat]:
-            raise ValueError("jvp: the tangents must have the primals' structure and shapes")
+            raise TransformArgumentError("jvp: the tangents must have the primals' structure "
+                                         "and shapes")
         keep = _outer_dependence(outputs, flat) or any(t.requires_grad for t in flat_tangents)
         dummies = [_zeros_like(o).requires_grad_(True) for o in outputs]
         vjps = _gradients(outputs, dummies, flat, True)
         result = _gradients(vjps, flat_tangents, dummies, keep)
     value = rebuild([_result(o, keep) for o in outputs])
     jvp_out = rebuild([_result(r, keep) for r in result])
-    return (value, jvp_out, aux) if has_aux else (value, jvp_out)
+    return (value, jvp_out, _aux(aux, flat)) if has_aux else (value, jvp_out)
 
 
 # ---- Jacobians and Hessians --------------------------------------------------------------------
@@ -269,7 +287,7 @@ def _jacobian(func, argnums, has_aux, name, forward):
                 start += len(group)
             per_output.append(per_arg[0] if single else tuple(per_arg))
         jac = rebuild_out(per_output)
-        return (jac, aux) if has_aux else jac
+        return (jac, _aux(aux, flat)) if has_aux else jac
     return wrapper
 
 
@@ -325,6 +343,7 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
 
     def wrapper(*args, **kwargs):
         from . import get_rng_state, set_rng_state
+        from .backend import get_array_module
         from .ops import stack
 
         dims = in_dims if isinstance(in_dims, (tuple, list)) else (in_dims,) * len(args)
@@ -334,10 +353,9 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         size, flats = None, []
         for i, (a, d) in enumerate(zip(args, dims)):
             flat, build = _flatten(a)
-            if d is not None:
-                if not isinstance(d, int):
-                    raise ValueError(f"vmap: in_dims[{i}] must be an int or None, got {d!r}")
-                for t in flat:
+            leaf_dims = _leaf_dims(a, d, i)
+            for t, d in zip(flat, leaf_dims):
+                if d is not None:
                     if not -t.ndim <= d < t.ndim:
                         raise ValueError(f"vmap: in_dims[{i}] = {d} is out of range for a "
                                          f"tensor of shape {tuple(t.shape)}")
@@ -346,7 +364,7 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                         raise ValueError("vmap: Expected all tensors to have the same size in "
                                          f"the mapped dimension, got sizes {size} and {n}")
                     size = n
-            flats.append((flat, build, d))
+            flats.append((flat, build, leaf_dims))
         if size is None:
             raise ValueError("vmap: at least one argument must be mapped (in_dims all None)")
         start_state = get_rng_state()
@@ -354,12 +372,13 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         for j in range(size):
             if randomness == "same":
                 set_rng_state(start_state)
-            call = [build([t.select(d, j) for t in flat]) if d is not None else build(flat)
-                    for flat, build, d in flats]
+            call = [build([t if d is None else t.select(d, j) for t, d in zip(flat, ds)])
+                    for flat, build, ds in flats]
             before = get_rng_state() if randomness == "error" else None
             out = func(*call, **kwargs)
             if before is not None and not np.array_equal(get_rng_state().numpy(),
                                                          before.numpy()):
+                set_rng_state(start_state)  # as torch's, which refuses before drawing
                 raise RuntimeError("vmap: func called a random operation while randomness="
                                    "'error'; pass randomness='different' or 'same'")
             results.append(out)
@@ -369,17 +388,59 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         odims = out_dims if isinstance(out_dims, (tuple, list)) else (out_dims,) * n_out
         if len(odims) != n_out:
             raise ValueError(f"vmap: out_dims has {len(odims)} entries for {n_out} outputs")
+        if out_dims is not None and _holds_non_tensor(results[0]):
+            raise ValueError("vmap: func must return only Tensors (in tuples, lists or dicts) "
+                             f"where out_dims is not None, got {results[0]!r}")
         stacked = []
         for k in range(n_out):
             parts = [leaf[k] for leaf in leaves]
             d = odims[k]
             if d is None:
+                # torch.func refuses a batched output here; one that varies per sample is
+                xp = get_array_module(parts[0].data)
+                if not all(xp.array_equal(p.data, parts[0].data, equal_nan=True)
+                           for p in parts[1:]):
+                    raise ValueError(f"vmap: out_dims is None for output {k}, but it differs "
+                                     "between samples (it depends on a mapped input)")
                 stacked.append(parts[0])
                 continue
-            d = d % (parts[0].ndim + 1)
-            stacked.append(stack(parts, dim=d))
+            ndim = parts[0].ndim + 1
+            if not isinstance(d, int) or not -ndim <= d < ndim:
+                raise autograd.DimError(f"vmap: out_dims {d!r} is out of range for output {k}, "
+                                        f"which gets {ndim} dimensions (expected in "
+                                        f"[{-ndim}, {ndim - 1}])")
+            stacked.append(stack(parts, dim=d % ndim))
         return rebuild(stacked)
     return wrapper
+
+
+def _leaf_dims(arg, d, i):
+    """The mapped dim of each Tensor of argument ``i`` (flattened as _flatten does) from its
+    in_dims entry ``d``: an int or None for all of them, or a tuple, list or dict that matches
+    the argument's structure (torch.func's nested in_dims)."""
+    Tensor = autograd.Tensor
+    if d is None or isinstance(d, int) and not isinstance(d, bool):
+        if d is not None and not isinstance(arg, (Tensor, tuple, list, dict)):
+            raise ValueError(f"vmap: in_dims[{i}] = {d} maps an argument of type "
+                             f"{type(arg).__name__}; only Tensors can be mapped (use None)")
+        return [d] * len(_flatten(arg)[0])
+    if isinstance(d, (tuple, list)) and isinstance(arg, (tuple, list)) and len(d) == len(arg):
+        return [x for a, e in zip(arg, d) for x in _leaf_dims(a, e, i)]
+    if isinstance(d, dict) and isinstance(arg, dict) and set(d) == set(arg):
+        return [x for k in arg for x in _leaf_dims(arg[k], d[k], i)]
+    raise ValueError(f"vmap: in_dims[{i}] must be an int, None, or a tuple, list or dict that "
+                     f"matches the argument's structure, got {d!r}")
+
+
+def _holds_non_tensor(tree):
+    """Whether an output holds anything but Tensors (in tuples, lists and dicts)."""
+    if isinstance(tree, autograd.Tensor):
+        return False
+    if isinstance(tree, (tuple, list)):
+        return any(_holds_non_tensor(x) for x in tree)
+    if isinstance(tree, dict):
+        return any(_holds_non_tensor(x) for x in tree.values())
+    return True
 
 
 def stack_module_state(models):

@@ -871,6 +871,8 @@ def log_softmax(x, dim=None):
 class CrossEntropy(Function):
     """Fused log-softmax + negative log-likelihood over class scores (N, C)."""
 
+    graph_reads_all = True  # graph_backward reads the logits; backward, the saved softmax
+
     def forward(self, logits, target, reduction="mean"):
         dtype = logits.dtype
         wide = accumulation_dtype(logits)  # 16-bit logits: computed in float32, loss rounded

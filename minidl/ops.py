@@ -1058,7 +1058,9 @@ class Var(Function):
         d = aw - aw.mean(axis=axes, keepdims=True) if count else aw
         with np.errstate(divide="ignore", invalid="ignore"):
             y = self.reduce(d)
-        self.save_for_backward(d, y)
+        # a: not needed here, but graph_backward reads the input Tensor, so an in-place change
+        # of it must stop a backward (as PyTorch's, which saves it)
+        self.save_for_backward(d, y, a)
         return (y if keepdim else y.squeeze(axis=axes)).astype(a.dtype, copy=False)
 
     def reduce(self, d):
@@ -1069,7 +1071,7 @@ class Var(Function):
         return g
 
     def backward(self, g):
-        d, y = self.saved
+        d, y, _ = self.saved
         xp = get_array_module(g)
         g = g.astype(d.dtype, copy=False)
         if not self.keepdim:

@@ -476,6 +476,12 @@ def _sinc_graph_derivative(x, y):
 
 Sinc = _unary("Sinc", _sinc, _sinc_derivative, graph_derivative=_sinc_graph_derivative)
 
+# their backward reads the saved input, their graph_derivative the output too: a create_graph
+# pass refuses an output changed in place after the forward
+for _op in (Erfcx, LogNdtr, I0e, I1, I1e, Sinc):
+    _op.graph_reads_all = True
+del _op
+
 
 class XLog1pY(Function):
     """``x * log1p(y)``, 0 where x == 0 (unless y is NaN); the gradient for x is 0 there too,

@@ -1188,14 +1188,14 @@ def _root_gradient(t, gradient, name, create_graph=False):
     xp = get_array_module(t.data)
     if gradient is None:
         if t.data.size != 1:
-            raise ValueError(f"{name} without a gradient needs a scalar, got shape {t.shape}; "
-                             "pass gradient= of the same shape")
+            raise GradientShapeError(f"{name} without a gradient needs a scalar, got shape "
+                                     f"{t.shape}; pass gradient= of the same shape")
         ones = xp.ones_like(t.data)
         return Tensor(ones, dtype=ones.dtype) if create_graph else ones
     grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
     if grad.shape != t.data.shape:
-        raise ValueError(f"{name}: gradient shape {grad.shape} does not match tensor shape "
-                         f"{t.shape}")
+        raise GradientShapeError(f"{name}: gradient shape {grad.shape} does not match tensor "
+                                 f"shape {t.shape}")
     if create_graph:
         if not isinstance(gradient, Tensor):
             return Tensor(grad.astype(t.data.dtype, copy=False))
@@ -1206,10 +1206,11 @@ def _root_gradient(t, gradient, name, create_graph=False):
 def _accumulate(node, g, handed_out):
     """Add ``g`` into ``node.grad`` (in place where it can, as PyTorch's AccumulateGrad). A
     Tensor ``g`` (a backward with create_graph) is added out of place, as PyTorch does, so
-    that ``.grad`` keeps its graph."""
+    that ``.grad`` keeps its graph; a first one is copied (a recorded clone, as PyTorch's), as
+    the same Tensor may be another leaf's gradient or the caller's ``gradient``."""
     held = node.grad
     if isinstance(g, Tensor):
-        node.grad = g if held is None else held + g
+        node.grad = g.clone() if held is None else held + g
         return
     if held is not None:
         if (held.data.dtype == g.dtype and held.data.shape == g.shape
@@ -1276,7 +1277,7 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
             if ctx is None:
                 continue
         if ctx.stamp != changes:  # something changed in place since this op's forward
-            autograd.check_versions(node, ctx)
+            autograd.check_versions(node, ctx, create_graph and ctx.graph_reads_all)
         finish = ctx.after_backward
         if finish is not None and finish not in finishers:
             finishers.append(finish)
@@ -1372,7 +1373,13 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
         grad_outputs = [grad_outputs] * len(outputs) if grad_outputs is None else [grad_outputs]
     grad_outputs = list(grad_outputs)
     if len(grad_outputs) != len(outputs):
-        raise ValueError(f"grad: {len(grad_outputs)} grad_outputs for {len(outputs)} outputs")
+        raise GradientShapeError(f"grad: {len(grad_outputs)} grad_outputs for {len(outputs)} "
+                                 "outputs")
+    if not inputs:
+        raise RuntimeError("grad(): inputs must not be empty (as PyTorch's)")
+    if materialize_grads and allow_unused is False:
+        raise ValueError("grad(): materialize_grads=True needs allow_unused=True or not given, "
+                         "got allow_unused=False (as PyTorch's)")
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:
             raise RuntimeError(f"grad: input {i} does not require grad (or is not a Tensor)")
@@ -1464,6 +1471,12 @@ def _note_host_range(t, source):
 class GradDtypeError(TypeError, RuntimeError):
     """requires_grad on a tensor that is not floating point: PyTorch raises RuntimeError,
     minidl's earlier versions TypeError; this is both."""
+
+
+class GradientShapeError(ValueError, RuntimeError):
+    """backward()/grad() of a non-scalar without a gradient, a gradient of the wrong shape, or
+    grad_outputs of the wrong count: PyTorch raises RuntimeError, minidl's earlier versions
+    ValueError; this is both."""
 
 
 class ItemError(ValueError, RuntimeError):

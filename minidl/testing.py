@@ -21,6 +21,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     input and where the gradients differ.
     """
     rng = np.random.default_rng(seed)
+    inputs = [inputs] if isinstance(inputs, Tensor) else inputs  # one Tensor, as torch's
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float64)) for x in inputs]
     for x in inputs:
         if x.requires_grad and x.dtype != np.float64:
@@ -84,23 +85,40 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     return True
 
 
-def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=0,
-                  raise_exception=True):
+def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
+                  directions=None, seed=0, raise_exception=True):
     """Check second derivatives, as ``torch.autograd.gradgradcheck``: the gradient of
-    ``fn(*inputs)`` (projected on a fixed random ``grad_outputs``) with respect to the inputs
-    that require grad, taken with ``create_graph=True``, is itself checked by ``gradcheck``
-    against finite differences of that first gradient. Inputs as for gradcheck (float64)."""
+    ``fn(*inputs)`` (projected on ``grad_outputs``, one per output of fn, which may return a
+    tuple of Tensors; fixed random ones where not given) with respect to the inputs that
+    require grad, taken with ``create_graph=True``, is itself checked by ``gradcheck`` against
+    finite differences of that first gradient. Inputs as for gradcheck (float64)."""
     from . import autograd
     from .ops import cat
 
     rng = np.random.default_rng(seed + 1)
+    inputs = [inputs] if isinstance(inputs, Tensor) else inputs  # one Tensor, as torch's
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float64)) for x in inputs]
     checked = [i for i, x in enumerate(inputs) if x.requires_grad]
-    out = fn(*inputs)
-    v = rng.standard_normal(out.shape)
+    outs = _as_outputs(fn(*inputs))
+    if grad_outputs is None:
+        vs = [rng.standard_normal(o.shape) for o in outs]
+    else:
+        given = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
+        vs = [g.numpy() if isinstance(g, Tensor) else np.asarray(g, dtype=np.float64)
+              for g in given]
+        if len(vs) != len(outs) or any(v.shape != o.shape for v, o in zip(vs, outs)):
+            raise ValueError(f"gradgradcheck: grad_outputs of shapes {[v.shape for v in vs]} "
+                             f"for outputs of shapes {[o.shape for o in outs]}")
+
+    def project(outs):
+        total = None
+        for o, v in zip(outs, vs):
+            term = (o * Tensor(v.astype(o.dtype), device=o.device)).sum()
+            total = term if total is None else total + term
+        return total
+
     # the first gradient that create_graph=True gives must be the ordinary backward's
-    projected = (out * Tensor(v.astype(out.dtype), device=out.device)).sum()
-    plain = autograd.grad(projected, [inputs[i] for i in checked], allow_unused=True,
+    plain = autograd.grad(project(outs), [inputs[i] for i in checked], allow_unused=True,
                           materialize_grads=True)
 
     def first_gradient(*xs):
@@ -110,10 +128,8 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, s
         for i in checked:
             if not xs[i].requires_grad:
                 xs[i] = Tensor(xs[i].data, requires_grad=True)
-        y = fn(*xs)
-        grads = autograd.grad((y * Tensor(v.astype(y.dtype), device=y.device)).sum(),
-                              [xs[i] for i in checked], create_graph=True,
-                              allow_unused=True, materialize_grads=True)
+        grads = autograd.grad(project(_as_outputs(fn(*xs))), [xs[i] for i in checked],
+                              create_graph=True, allow_unused=True, materialize_grads=True)
         return cat([g.reshape(-1) for g in grads])
 
     recorded = first_gradient(*inputs).numpy()
@@ -126,6 +142,10 @@ def gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, s
         return False
     return gradcheck(first_gradient, inputs, eps=eps, atol=atol, rtol=rtol,
                      directions=directions, seed=seed, raise_exception=raise_exception)
+
+
+def _as_outputs(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
 # ---- torch.testing.assert_close and make_tensor ------------------------------------------------

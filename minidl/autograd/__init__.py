@@ -318,6 +318,9 @@ class Function:
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
+    # True where graph_backward reads an input or the output that backward does not (saved
+    # values computed from it instead): a create_graph pass refuses any of them changed in place
+    graph_reads_all = False
     stamp = 0  # autograd.changes at this op's forward
     # PyTorch's style of custom function: ``@staticmethod forward(ctx, *args)`` and
     # ``backward(ctx, *grads)`` on Tensors (see _apply_on_tensors); set per subclass
@@ -341,6 +344,10 @@ class Function:
         """Keep what backward needs: arrays in minidl's own ops; Tensors (or None) in a
         PyTorch-style function, given back by ``saved_tensors``."""
         if self._on_tensors:
+            for i, a in enumerate(arrays):
+                if a is not None and not isinstance(a, Tensor):
+                    raise TypeError("save_for_backward can only save Tensors (or None), but "
+                                    f"argument {i} is of type {type(a).__name__}")
             self._saved_tensors = arrays
             arrays = tuple(a.data for a in arrays if a is not None)
         self.saved = arrays
@@ -538,18 +545,56 @@ class _TensorStyle(Function):
                         Tensor(get_array_module(g.data).zeros(shape, dtype)) if materialize
                         else None)
         ctx._graph_inputs = self.inputs  # for once_differentiable
-        result = type(ctx).backward(ctx, *full)
+        saved = ctx._saved_tensors if out is not None and self.saved_outputs else None
+        if saved is not None:
+            # a create_graph pass: a saved output is the recorded one (rebuilt from ``out``,
+            # this node's packed output, as _apply_on_tensors split it), so that what backward
+            # computes from it is differentiable, as in PyTorch; put back afterwards, so that
+            # ctx does not hold its own graph
+            swapped = list(saved)
+            for j, k in self.saved_outputs:
+                swapped[j] = out if len(shapes) == 1 else self._output(out, k)
+            ctx._saved_tensors = tuple(swapped)
+        try:
+            result = type(ctx).backward(ctx, *full)
+        finally:
+            if saved is not None:
+                ctx._saved_tensors = saved
         result = result if isinstance(result, tuple) else (result,)
         if len(result) != ctx._n_args:
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
                                f"expected {ctx._n_args} (one per argument of forward, None for "
                                "those that take none)")
-        return tuple(result[i] for i in ctx._tensor_args)
+        grads = tuple(result[i] for i in ctx._tensor_args)
+        for i, (r, t) in enumerate(zip(grads, self.inputs)):
+            # a gradient may be broadcast (summed down to the input), not smaller, as PyTorch's
+            shape = getattr(r, "shape", None)
+            if shape is not None and tuple(shape) != tuple(t.shape) and not _broadcasts_to(
+                    tuple(t.shape), tuple(shape)):
+                raise RuntimeError(f"function {self.name()} returned an invalid gradient at "
+                                   f"index {ctx._tensor_args[i]} - got shape {tuple(shape)} "
+                                   f"but expected shape compatible with {tuple(t.shape)}")
+        return grads
 
+
+    saved_outputs = ()  # (place in ctx.saved_tensors, graded output) of outputs saved
+
+    def _output(self, packed, k):
+        """Graded output ``k`` as _apply_on_tensors split it from the packed output."""
+        start = sum(int(_np.prod(shape)) for shape in self.shapes[:k])
+        shape = self.shapes[k]
+        return packed[start:start + int(_np.prod(shape))].reshape(shape)
 
     def free(self):
         self.ctx._saved_tensors, self.ctx.freed = (), True
         super().free()
+
+
+def _broadcasts_to(shape, target):
+    try:
+        return _np.broadcast_shapes(shape, target) == target
+    except ValueError:
+        return False
 
 
 def run_custom_forward(cls, ctx, args, kwargs):
@@ -623,6 +668,10 @@ def _apply_on_tensors(cls, args, kwargs):
     final = list(outs)
     for i, r in zip(graded, results):
         final[i] = r
+    saved = getattr(ctx, "_saved_tensors", None)
+    if saved:  # saved outputs: (place in saved_tensors, which graded output), see graph_backward
+        where = {id(outs[i]): k for k, i in enumerate(graded)}
+        node.saved_outputs = [(j, where[id(t)]) for j, t in enumerate(saved) if id(t) in where]
     return tuple(final) if isinstance(out, tuple) else final[0]
 
 
@@ -654,10 +703,13 @@ def root_array(a):
     return a
 
 
-def check_versions(node, ctx):
+def check_versions(node, ctx, graph=False):
     """Refuse, as PyTorch does, a backward through an op whose saved array (one of its inputs,
     or its output, or a view of either) was changed in place after its forward pass: its
-    gradient would be wrong. Called only when some change happened after that forward."""
+    gradient would be wrong. Called only when some change happened after that forward.
+    ``graph``: a create_graph pass through an op whose graph_backward reads input or output
+    Tensors that its backward did not save (``Function.graph_reads_all``): any of them
+    changed is refused."""
     saved = ctx.saved
     if not saved:
         return
@@ -668,7 +720,7 @@ def check_versions(node, ctx):
         changed.append((node, "output"))
     for t, which in changed:
         root = root_array(t.data)
-        if any(s is t.data or root_array(s) is root for s in saved):
+        if graph or any(s is t.data or root_array(s) is root for s in saved):
             raise RuntimeError(
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "

@@ -27,7 +27,9 @@ class _BackwardHooks:
         self.module, self.n_inputs = module, len(args)  # grad_input: one per positional arg
         self.input_slots = [i for i, a in enumerate(args)
                             if isinstance(a, Tensor) and a.requires_grad]
-        self.grad_output = ()
+        # the outputs' gradients of this pass, until the hooks have run with them (None: the
+        # inputs' gradients did not come through the outputs, see inputs_done)
+        self.grad_output = None
 
     def outputs_done(self, grads):
         graph = _in_graph(grads)
@@ -42,6 +44,10 @@ class _BackwardHooks:
         return grads
 
     def inputs_done(self, grads):
+        if self.grad_output is None:
+            # a gradient that reached the inputs without passing the outputs (a second backward
+            # through the graph of a first one's gradients): no hook runs, as in PyTorch
+            return grads
         grad_input = [None] * self.n_inputs
         for slot, g in zip(self.input_slots, grads):
             grad_input[slot] = g
@@ -56,6 +62,7 @@ class _BackwardHooks:
             if result is not None:
                 grad_input = tuple(_unwrap(g, graph) for g in _as_tuple(
                     result, len(grad_input), "backward hook"))
+        self.grad_output = None
         return grad_input
 
 
@@ -219,6 +226,12 @@ def _add_hook(module, store, hook, prepend=False):
 class StateDictValueError(TypeError, RuntimeError):
     """A state_dict value that is no array (a string, None, an object): PyTorch's
     RuntimeError, naming the key."""
+
+
+class StateDictKeyError(ValueError, RuntimeError):
+    """Missing or unexpected state_dict keys (a pruned model's ``weight_orig`` and
+    ``weight_mask`` loaded into an unpruned one): PyTorch's RuntimeError, and the ValueError
+    minidl raised before."""
 
 
 def _loadable(value):
@@ -579,8 +592,8 @@ class Module:
             if strict and unexpected:
                 problems.append("unexpected keys: " + ", ".join(unexpected))
         if problems:
-            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                             + " | ".join(problems))
+            raise StateDictKeyError(f"Error(s) in loading state_dict for "
+                                    f"{type(self).__name__}: " + " | ".join(problems))
         for k, value in given.items():
             if k in targets:
                 t = targets[k]
@@ -603,8 +616,8 @@ class Module:
         if post_hooks and strict and (missing or unexpected):
             problems = (["missing keys: " + ", ".join(missing)] if missing else []) + \
                 (["unexpected keys: " + ", ".join(unexpected)] if unexpected else [])
-            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}: "
-                             + " | ".join(problems))
+            raise StateDictKeyError(f"Error(s) in loading state_dict for "
+                                    f"{type(self).__name__}: " + " | ".join(problems))
         return result
 
     # ---- modes and devices ------------------------------------------------------------
@@ -687,6 +700,9 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
+                if p.grad._ctx is not None:  # from backward(create_graph=True): cut its graph first
+                    p.grad.detach_()
+                p.grad.requires_grad = False
                 p.grad.zero_()
 
     def requires_grad_(self, flag=True):

@@ -348,6 +348,9 @@ class Optimizer:
                 if set_to_none or p.grad is None:
                     p.grad = None
                 else:
+                    if p.grad._ctx is not None:  # from backward(create_graph=True): cut its graph first
+                        p.grad.detach_()
+                    p.grad.requires_grad = False
                     p.grad.zero_()
 
     def step(self, closure=None):
