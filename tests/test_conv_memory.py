@@ -173,25 +173,45 @@ def test_grouped_dilated_columns_are_gathered_again_in_backward(monkeypatch, dty
         np.testing.assert_allclose(g, w_, rtol=1e-6 if dtype == np.float32 else 1e-13)
 
 
-def test_large_depthwise_conv_holds_no_columns_after_forward():
+def _traced_conv(x, w, groups):
     import tracemalloc
 
-    c, hw = 32, 96  # the 3x3 columns: 9x the 1.2 MB input, above KEEP_COLUMNS_BYTES
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        y = F.conv2d(x, w, padding=1, groups=groups)
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return y, held - before, peak - before
+
+
+def test_large_depthwise_conv_builds_no_columns():
+    """A depthwise layer runs the direct CPU kernel: no kh*kw-times column matrix at all."""
+    c, hw = 32, 96  # the 3x3 columns would be 9x the 1.2 MB input
     x = minidl.tensor(np.random.default_rng(0).standard_normal((1, c, hw, hw)),
                       requires_grad=True)
     w = minidl.tensor(np.random.default_rng(1).standard_normal((c, 1, 3, 3)),
                       requires_grad=True)
+    y, held, peak = _traced_conv(x, w, c)
+    assert peak < 2 * x.data.nbytes < 9 * x.data.nbytes / 4  # the output, no columns
+    assert held < 2 * x.data.nbytes
+    assert y._ctx.saved[0] is x.data
+    y.sum().backward()
+    assert w.grad.shape == w.shape and x.grad.shape == x.shape
+
+
+def test_large_grouped_conv_holds_no_columns_after_forward():
+    c, hw = 32, 96  # two input channels per group: the columns, 9x the input, are built
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((1, c, hw, hw)),
+                      requires_grad=True)
+    w = minidl.tensor(np.random.default_rng(1).standard_normal((c, 2, 3, 3)),
+                      requires_grad=True)
     columns = 9 * x.data.nbytes
     assert columns > generic.KEEP_COLUMNS_BYTES
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        y = F.conv2d(x, w, padding=1, groups=c)
-        held, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak - before >= columns  # the forward pass did build them ...
-    assert held - before < 2 * x.data.nbytes < columns / 4  # ... and keeps only the output
+    y, held, peak = _traced_conv(x, w, c // 2)
+    assert peak >= columns  # the forward pass did build them ...
+    assert held < 2 * x.data.nbytes < columns / 4  # ... and keeps only the output
     assert y._ctx.saved[0] is x.data
     y.sum().backward()
     assert w.grad.shape == w.shape and x.grad.shape == x.shape
