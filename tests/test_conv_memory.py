@@ -193,8 +193,11 @@ def test_large_depthwise_conv_builds_no_columns():
                       requires_grad=True)
     w = minidl.tensor(np.random.default_rng(1).standard_normal((c, 1, 3, 3)),
                       requires_grad=True)
+    F.conv2d(x, w, padding=1, groups=c).sum().backward()  # numba compiles (or loads) first
+    x.grad = w.grad = None
     y, held, peak = _traced_conv(x, w, c)
-    assert peak < 2 * x.data.nbytes < 9 * x.data.nbytes / 4  # the output, no columns
+    # the output and the channels-last copies of input and output, no 9x columns
+    assert peak < 4 * x.data.nbytes < 9 * x.data.nbytes / 2
     assert held < 2 * x.data.nbytes
     assert y._ctx.saved[0] is x.data
     y.sum().backward()
