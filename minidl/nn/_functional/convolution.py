@@ -215,6 +215,42 @@ def _output_padding(x_shape, y_shape, kernel, stride, padding, dilation):
         x_shape[2:], y_shape[2:], kernel, stride, padding, dilation))
 
 
+def _plain_2d(kernel, dilation, groups):
+    """A 2-D convolution without groups or dilation: functional.Conv2d's own layout kernels
+    (im2col/col2im into one GEMM for the whole batch) compute it and its gradients."""
+    return len(kernel) == 2 and groups == 1 and tuple(dilation) == (1, 1)
+
+
+def _plain_input_grad(g, w, x_shape, stride, padding):
+    """The input gradient of a plain 2-D convolution by w (a transposed convolution of g):
+    one GEMM into the columns, then col2im, as functional.Conv2d's backward does."""
+    k = _F._kernels(g)
+    co, _, kh, kw = w.shape
+    g2, _ = _F._nchw_to_cols(k, g)
+    gx = _F._col2im_t(k, w.reshape(co, -1).T @ g2, tuple(x_shape), kh, kw, *stride, *padding)
+    _F._give_back_scratch(k, g2)
+    return gx
+
+
+def _plain_weight_grad(x, g, kernel, stride, padding):
+    """The weight gradient of a plain 2-D convolution of x whose output's gradient is g."""
+    k = _F._kernels(x)
+    kh, kw = kernel
+    col = _F._im2col_t(k, x, kh, kw, *stride, *padding)
+    g2, _ = _F._nchw_to_cols(k, g)
+    gw = (g2 @ col.T).reshape(g.shape[1], x.shape[1], kh, kw)
+    _F._give_back_scratch(k, col)
+    _F._give_back_scratch(k, g2)
+    return gw
+
+
+def _conv_op(x, w, stride, padding, dilation, groups):
+    """A convolution as a recorded op: functional.Conv2d where it is a plain 2-D one."""
+    if _plain_2d(tuple(w.shape[2:]), dilation, groups):
+        return _F.Conv2d.apply(x, w, stride=tuple(stride), padding=tuple(padding))
+    return ConvNd.apply(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
 def _input_gradient(g, w, x_shape, stride, padding, dilation, groups):
     op = _output_padding(x_shape, g.shape, w.shape[2:], stride, padding, dilation)
     return ConvTranspose2d.apply(g, w, stride=stride, padding=padding, output_padding=op,
@@ -247,6 +283,9 @@ class ConvWeightGrad(Function):
     def forward(self, x, gy, kernel, stride, padding, dilation, groups):
         xp = get_array_module(x)
         self.geom = (kernel, stride, padding, dilation, groups)
+        if _plain_2d(kernel, dilation, groups):
+            self.save_for_backward(x, gy)
+            return _plain_weight_grad(x, gy, kernel, stride, padding)
         n = x.shape[0]
         co = gy.shape[1]
         col, _ = _group_columns(x, kernel, stride, padding, dilation, groups)
@@ -259,13 +298,22 @@ class ConvWeightGrad(Function):
         x, gy = self.saved
         _, stride, padding, dilation, groups = self.geom
         gx = ggy = None
+        plain = _plain_2d(tuple(h.shape[2:]), dilation, groups)
         if _needs_grad(self, 0):
-            op = _output_padding(x.shape, gy.shape, h.shape[2:], stride, padding, dilation)
-            gx = ConvTranspose2d().forward(gy, h, stride=stride, padding=padding,
-                                           output_padding=op, dilation=dilation, groups=groups)
+            if plain:
+                gx = _plain_input_grad(gy, h, x.shape, stride, padding)
+            else:
+                op = _output_padding(x.shape, gy.shape, h.shape[2:], stride, padding, dilation)
+                gx = ConvTranspose2d().forward(gy, h, stride=stride, padding=padding,
+                                               output_padding=op, dilation=dilation,
+                                               groups=groups)
         if _needs_grad(self, 1):
-            ggy = ConvNd().forward(x, h, stride=stride, padding=padding, dilation=dilation,
-                                   groups=groups, weight_grad=False)
+            if plain:
+                ggy = _F.Conv2d().forward(x, h, None, tuple(stride), tuple(padding),
+                                          needs_grad=False)
+            else:
+                ggy = ConvNd().forward(x, h, stride=stride, padding=padding, dilation=dilation,
+                                       groups=groups, weight_grad=False)
         return gx, ggy
 
     def graph_backward(self, h, out):
@@ -275,8 +323,7 @@ class ConvWeightGrad(Function):
         if x.requires_grad:
             gx = _input_gradient(gy, h, x.shape, stride, padding, dilation, groups)
         if gy.requires_grad:
-            ggy = ConvNd.apply(x, h, stride=stride, padding=padding, dilation=dilation,
-                               groups=groups)
+            ggy = _conv_op(x, h, stride, padding, dilation, groups)
         return gx, ggy
 
 
@@ -293,6 +340,14 @@ class ConvTranspose2d(Function):
         co = cog * groups
         out = tuple(_transposed_length(*a) for a in zip(
             sizes, kernel, stride, padding, output_padding, dilation))
+        self.geom = (x.shape, kernel, stride, padding, dilation, groups)
+        if _plain_2d(kernel, dilation, groups) and not any(output_padding[i] >= stride[i]
+                                                            for i in range(2)):
+            self.save_for_backward(x, w)
+            y = _plain_input_grad(x, w, (n, co) + out, stride, padding)
+            if b is not None:
+                y += b.reshape(1, -1, 1, 1)
+            return y
         xg = x.reshape(n, groups, ci // groups, math.prod(sizes))
         wg = w.reshape(groups, ci // groups, cog * math.prod(kernel))
         col = _shared_times_batched(wg.transpose(0, 2, 1), xg).reshape((n, co) + kernel + sizes)
@@ -300,7 +355,6 @@ class ConvTranspose2d(Function):
         y = _crop_sp(full, padding, out)
         if b is not None:
             y += b.reshape((1, -1) + (1,) * len(out))
-        self.geom = (x.shape, kernel, stride, padding, dilation, groups)
         self.save_for_backward(x, w)
         return y
 
@@ -308,6 +362,16 @@ class ConvTranspose2d(Function):
         xp = get_array_module(g)
         x, w = self.saved
         x_shape, kernel, stride, padding, dilation, groups = self.geom
+        if _plain_2d(kernel, dilation, groups):
+            gx = gw = gb = None
+            if _needs_grad(self, 0):
+                gx = _F.Conv2d().forward(g, w, None, tuple(stride), tuple(padding),
+                                         needs_grad=False)
+            if _needs_grad(self, 1):
+                gw = _plain_weight_grad(g, x, kernel, stride, padding)
+            if len(self.inputs) > 2 and _needs_grad(self, 2):
+                gb = g.sum(axis=_spatial_axes(g))
+            return gx, gw, gb
         n, ci = x_shape[:2]
         sizes = tuple(x_shape[2:])
         gcol = unfold_array(_pad_sp(g, padding), kernel, stride, dilation, sizes)
@@ -330,8 +394,7 @@ class ConvTranspose2d(Function):
         _, kernel, stride, padding, dilation, groups = self.geom
         gx = gw = gb = None
         if x.requires_grad:
-            gx = ConvNd.apply(g, w, stride=stride, padding=padding, dilation=dilation,
-                              groups=groups)
+            gx = _conv_op(g, w, stride, padding, dilation, groups)
         if w.requires_grad:
             gw = ConvWeightGrad.apply(g, x, kernel=kernel, stride=stride, padding=padding,
                                       dilation=dilation, groups=groups)
