@@ -24,7 +24,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CASES = ["lenet_step", "lenet_infer", "mlp_step", "encoder_step", "lstm_step"]
+CASES = ["lenet_step", "lenet_infer", "mlp_step", "encoder_step", "lstm_step", "mobilenet_step"]
 
 
 def _inputs(case):
@@ -37,6 +37,11 @@ def _inputs(case):
         return rng.standard_normal((1000, 1, 28, 28), dtype=np.float32), None
     if case == "mlp_step":
         return rng.standard_normal((128, 784), dtype=np.float32), rng.integers(0, 10, 128)
+    if case == "mobilenet_step":
+        from test_bench_mobile import BATCH, CLASSES, SIZE
+
+        return (rng.standard_normal((BATCH, 3, SIZE, SIZE), dtype=np.float32),
+                rng.integers(0, CLASSES, BATCH))
     from _sequence_models import (BATCH, CLASSES, SEQ, T_BATCH, T_SEQ, TOKENS, VOCAB)
 
     if case == "encoder_step":
@@ -52,6 +57,10 @@ def _build(case, nn, lib):
         return seq._encoder_classifier(nn)
     if case == "lstm_step":
         return seq._lstm_lm(nn)
+    if case == "mobilenet_step":
+        from test_bench_mobile import mobilenet_v2
+
+        return mobilenet_v2(nn)
     import _torch_reference as ref  # pure torch builders (minidl's nn is imported, never run)
 
     if lib == "torch":
