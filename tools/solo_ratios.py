@@ -38,7 +38,7 @@ def _inputs(case):
     if case == "mlp_step":
         return rng.standard_normal((128, 784), dtype=np.float32), rng.integers(0, 10, 128)
     if case == "mobilenet_step":
-        from test_bench_mobile import BATCH, CLASSES, SIZE
+        from _mobile_models import BATCH, CLASSES, SIZE
 
         return (rng.standard_normal((BATCH, 3, SIZE, SIZE), dtype=np.float32),
                 rng.integers(0, CLASSES, BATCH))
@@ -58,7 +58,7 @@ def _build(case, nn, lib):
     if case == "lstm_step":
         return seq._lstm_lm(nn)
     if case == "mobilenet_step":
-        from test_bench_mobile import mobilenet_v2
+        from _mobile_models import mobilenet_v2
 
         return mobilenet_v2(nn)
     import _torch_reference as ref  # pure torch builders (minidl's nn is imported, never run)
