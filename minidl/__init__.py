@@ -29,8 +29,10 @@ from .tensor_functions import (  # noqa: E402
 from . import tensor_functions as _tensor_functions  # noqa: E402
 from . import runtime  # noqa: E402
 from .runtime import (  # noqa: E402,F401  (in __all__ below, compile aside)
-    Size, as_tensor, can_cast, compile, get_num_threads, get_rng_state, initial_seed,
-    promote_types, result_type, seed, set_printoptions, set_rng_state,
+    Size, are_deterministic_algorithms_enabled, as_tensor, can_cast, compile,
+    get_float32_matmul_precision, get_num_threads, get_rng_state, initial_seed,
+    is_deterministic_algorithms_warn_only_enabled, promote_types, result_type, seed,
+    set_float32_matmul_precision, set_printoptions, set_rng_state, use_deterministic_algorithms,
 )
 from .backend import default_generator  # noqa: E402,F401
 

@@ -1,5 +1,10 @@
 """Backend switches with PyTorch's names: ``minidl.backends.cuda.matmul.allow_tf32 = True``.
 
+``minidl.backends.cudnn.benchmark`` and ``.deterministic`` take what a PyTorch script sets:
+minidl picks one cuDNN algorithm per convolution shape without timing candidates, whatever
+``benchmark`` says, and ``deterministic`` is kept for ``use_deterministic_algorithms`` to
+read. ``minidl.backends.mps.is_available()`` is False: minidl has no Apple-GPU backend.
+
 float32 matrix products and convolutions share one TF32 switch (``minidl.backends.cuda.matmul``
 and ``minidl.backends.cudnn`` are the same flag), off by default. ``minidl.backends.cudnn``
 also says whether cuDNN was found (``is_available()``, ``version()``) and turns its
@@ -26,6 +31,9 @@ class _Cuda:
 
 
 class _Cudnn(_TF32Flag):
+    benchmark = False  # accepted; minidl chooses cuDNN algorithms without timing them
+    deterministic = False
+
     @property
     def enabled(self) -> bool:
         """Whether CUDA convolutions use cuDNN where it is available (else im2col + cuBLAS)."""
@@ -46,3 +54,16 @@ class _Cudnn(_TF32Flag):
 
 cuda = _Cuda()
 cudnn = _Cudnn()
+
+
+class _Mps:
+    @staticmethod
+    def is_available() -> bool:
+        return False
+
+    @staticmethod
+    def is_built() -> bool:
+        return False
+
+
+mps = _Mps()

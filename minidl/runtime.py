@@ -1,7 +1,8 @@
 """What PyTorch code asks of the framework around its tensors: ``as_tensor``, the random state
 (``seed``, ``initial_seed``, ``get_rng_state``, ``set_rng_state``), dtype promotion
 (``promote_types``, ``result_type``, ``can_cast``), ``Size``, ``get_num_threads``,
-``set_printoptions`` and ``compile``."""
+``set_printoptions``, ``compile``, the float32 matmul precision and the deterministic-algorithms
+switch."""
 from __future__ import annotations
 
 import functools
@@ -15,7 +16,10 @@ from .tensor import Tensor
 
 __all__ = ["as_tensor", "seed", "initial_seed", "get_rng_state", "set_rng_state",
            "promote_types", "result_type", "can_cast", "Size", "get_num_threads",
-           "set_printoptions", "compile"]
+           "set_printoptions", "compile", "set_float32_matmul_precision",
+           "get_float32_matmul_precision", "use_deterministic_algorithms",
+           "are_deterministic_algorithms_enabled",
+           "is_deterministic_algorithms_warn_only_enabled"]
 
 
 def as_tensor(data, dtype=None, device=None):
@@ -219,3 +223,55 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mo
 
 def _decorate(passthrough, fn):
     return passthrough(fn)
+
+
+# ---- float32 matmul precision, deterministic algorithms ----------------------------------------
+_PRECISIONS = ("highest", "high", "medium")
+
+
+def set_float32_matmul_precision(precision):
+    """torch's switch for float32 products on the GPU: "highest" computes in float32, "high"
+    and "medium" allow TF32 (minidl.backends.cuda.matmul.allow_tf32; CUDA only, as in torch;
+    the CPU always computes in float32)."""
+    if precision not in _PRECISIONS:
+        raise RuntimeError(f"Invalid precision {precision!r}: expected one of {_PRECISIONS}")
+    backend.allow_tf32(precision != "highest")
+    _precision[0] = precision
+
+
+_precision = ["highest"]
+
+
+def get_float32_matmul_precision():
+    """"highest" unless TF32 is allowed (then what set_float32_matmul_precision was given, or
+    "high" where TF32 was switched on through minidl.backends)."""
+    if not backend.allow_tf32():
+        return "highest"
+    return _precision[0] if _precision[0] != "highest" else "high"
+
+
+_deterministic = {"on": False, "warn_only": False}
+
+
+def use_deterministic_algorithms(mode, *, warn_only=False):
+    """Record torch's deterministic-algorithms switch (also read as
+    ``minidl.backends.cudnn.deterministic``). minidl's CPU kernels give the same result on
+    every run with the same thread count (their parallel sums are split by thread, not by
+    race), and its cuDNN convolutions use one fixed algorithm per shape; CUDA index_add,
+    scatter_add and embedding gradients add with atomics, whose order may vary in the last
+    bits. The switch is recorded, not enforced: those ops do not raise under it."""
+    if not isinstance(mode, bool):
+        raise TypeError(f"use_deterministic_algorithms: mode must be a bool, got "
+                        f"{type(mode).__name__}")
+    from . import backends
+
+    _deterministic["on"], _deterministic["warn_only"] = mode, bool(warn_only)
+    backends.cudnn.deterministic = mode
+
+
+def are_deterministic_algorithms_enabled():
+    return _deterministic["on"]
+
+
+def is_deterministic_algorithms_warn_only_enabled():
+    return _deterministic["warn_only"]

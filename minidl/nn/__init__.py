@@ -109,3 +109,6 @@ from .lazy import (  # noqa: E402
 
 __all__ += ["LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d",
             "LazyInstanceNorm1d", "LazyInstanceNorm2d", "LazyInstanceNorm3d"]
+from .parallel import DataParallel  # noqa: E402  (torch.nn.DataParallel, on one device)
+
+__all__ += ["DataParallel"]

@@ -217,3 +217,29 @@ class _Bucket:
                 p.grad = Tensor(view * self.dtype.type(scale))
             else:
                 xp.multiply(view, self.dtype.type(scale), out=p.grad.data)
+
+
+class DataParallel(Module):
+    """``torch.nn.DataParallel`` on one device. PyTorch's splits each batch across the GPUs of
+    one process; minidl runs one GPU per process, so here the wrapped module runs the whole
+    batch on its own device, which is what PyTorch's does with one device. The wrapped module
+    is ``.module``, and the state dict's keys carry the ``module.`` prefix, as PyTorch's. More
+    than one device in ``device_ids`` is refused: use DistributedDataParallel, one process
+    per GPU."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0):
+        super().__init__()
+        if not isinstance(module, Module):
+            raise TypeError(f"DataParallel: expected a Module, got {type(module).__name__}")
+        devices = list(device_ids) if device_ids is not None else []
+        if len(devices) > 1:
+            raise ValueError(f"DataParallel: minidl runs one GPU per process, got device_ids "
+                             f"{devices}; use nn.parallel.DistributedDataParallel with one "
+                             "process per GPU (minidl.distributed)")
+        self.module = module
+        self.dim = dim
+        self.device_ids = devices
+        self.output_device = output_device
+
+    def forward(self, *inputs, **kwargs):
+        return self.module(*inputs, **kwargs)
