@@ -26,6 +26,8 @@ __all__ = ["BasePruningMethod", "PruningContainer", "Identity", "RandomUnstructu
 
 # ---- amounts ----------------------------------------------------------------------------------
 def _check_amount(amount):
+    if not isinstance(amount, numbers.Real):
+        raise TypeError(f"Invalid type for amount: {amount}. Must be int or float.")
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or (
             isinstance(amount, numbers.Integral) and amount < 0) or (
             not isinstance(amount, numbers.Integral) and not 0.0 <= float(amount) <= 1.0):
@@ -120,6 +122,8 @@ class BasePruningMethod(ABC):
                 del module._forward_pre_hooks[found[0][0]]
             module.register_forward_pre_hook(method)
         except Exception:
+            if isinstance(old, PruningContainer):  # the container as it was before this call
+                old._pruning_methods = old._pruning_methods[:-1]
             if old is None:  # put the parameter back as it was
                 restored = module._parameters.pop(name + "_orig")
                 module.__dict__.pop(name, None)
