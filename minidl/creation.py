@@ -3,8 +3,8 @@ the ``*_like`` forms, and the random ones (randn, rand, randint, ...) on minidl'
 (``minidl.manual_seed``), or on ``generator=`` (a minidl.Generator of the result's device, as
 torch's). Floats in the default dtype (``minidl.set_default_dtype``, float32 unless changed) on
 the default device (``minidl.set_default_device``); integer ranges and fills are int64, as in
-torch. ``memory_format=`` is accepted where torch takes it: a new tensor is row-major, which
-every op takes (``x.to(memory_format=...)`` lays out an existing one)."""
+torch. ``memory_format=`` is taken where torch takes it and lays the memory out as torch's (a
+``*_like`` of a channels-last tensor is channels-last too); every op takes any layout."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +22,21 @@ def _shape(name, shape, size):
             raise TypeError(f"{name}: pass the size either positionally or as size=, not both")
         shape = (size,)
     return shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def _in_format(t, memory_format, like=None):
+    """``t`` with its memory laid out as ``memory_format`` asks; for a ``*_like`` (``like``)
+    preserve_format (the default) keeps like's memory order where like is dense, as torch's."""
+    from . import shape_ops
+    from .ops import memory_order
+
+    if memory_format is None or memory_format is shape_ops.preserve_format:
+        order = None if like is None else memory_order(like.data)
+    else:
+        order = shape_ops._channels_last_order(t.ndim, memory_format)
+    if order is not None:
+        t.data = shape_ops._Relayout().forward(t.data, order)
+    return t
 
 
 def _device(device):
@@ -107,18 +122,21 @@ def full(size, fill_value, *, dtype=None, requires_grad=False, device=None):
 def full_like(input, fill_value, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
     """``full(input.shape, fill_value)`` in input's dtype and on its device unless given."""
-    return full(input.shape, fill_value, dtype=input.dtype if dtype is None else dtype,
-                requires_grad=requires_grad, device=input.device if device is None else device)
+    out = full(input.shape, fill_value, dtype=input.dtype if dtype is None else dtype,
+               requires_grad=requires_grad, device=input.device if device is None else device)
+    return _in_format(out, memory_format, input)
 
 
 def zeros_like(input, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
-    return full_like(input, 0, dtype=dtype, requires_grad=requires_grad, device=device)
+    return full_like(input, 0, dtype=dtype, requires_grad=requires_grad, device=device,
+                     memory_format=memory_format)
 
 
 def ones_like(input, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
-    return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device)
+    return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device,
+                     memory_format=memory_format)
 
 
 def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, device=None):
@@ -211,13 +229,15 @@ def empty(*shape, size=None, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
     """A tensor of ``shape`` whose values are to be overwritten (zeros here: NumPy's
     uninitialised memory would make runs differ)."""
-    return zeros(*shape, size=size, dtype=_creation_dtype(dtype, default_float()),
-                 requires_grad=requires_grad, device=device)
+    out = zeros(*shape, size=size, dtype=_creation_dtype(dtype, default_float()),
+                requires_grad=requires_grad, device=device)
+    return _in_format(out, memory_format)
 
 
 def empty_like(input, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
-    return zeros_like(input, dtype=dtype, requires_grad=requires_grad, device=device)
+    return zeros_like(input, dtype=dtype, requires_grad=requires_grad, device=device,
+                      memory_format=memory_format)
 
 
 def _like(input, dtype, device):
@@ -228,7 +248,8 @@ def _like(input, dtype, device):
 def rand_like(input, *, generator=None, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
     shape, dtype, device = _like(input, dtype, device)
-    return rand(shape, generator=generator, dtype=dtype, requires_grad=requires_grad, device=device)
+    out = rand(shape, generator=generator, dtype=dtype, requires_grad=requires_grad, device=device)
+    return _in_format(out, memory_format, input)
 
 
 def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device=None,
@@ -236,8 +257,9 @@ def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device
     shape, dtype, device = _like(input, dtype, device)
     if not is_floating(dtype):
         raise TypeError(f"randn_like: dtype must be a floating-point type, got {dtype}")
-    return randn(shape, generator=generator, dtype=dtype, requires_grad=requires_grad,
-                 device=device)
+    out = randn(shape, generator=generator, dtype=dtype, requires_grad=requires_grad,
+                device=device)
+    return _in_format(out, memory_format, input)
 
 
 def randint_like(input, low=0, high=None, *, generator=None, dtype=None, requires_grad=False,
@@ -246,8 +268,9 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, require
     if high is None:
         low, high = 0, low
     shape, dtype, device = _like(input, dtype, device)
-    return randint(low, high, shape, generator=generator, dtype=dtype,
-                   requires_grad=requires_grad, device=device)
+    out = randint(low, high, shape, generator=generator, dtype=dtype,
+                  requires_grad=requires_grad, device=device)
+    return _in_format(out, memory_format, input)
 
 
 def randperm(n, *, generator=None, dtype=None, requires_grad=False, device=None):

@@ -346,8 +346,23 @@ class Fill(Function):
         return Fill.apply(g, value=0)
 
 
+def memory_order(a):
+    """The axis order of ``a``'s memory where it is a dense block in an order other than
+    row-major (channels-last, a transposed matrix), else None: what torch's preserve_format
+    keeps."""
+    if a.flags.c_contiguous or not a.size:
+        return None
+    order = tuple(int(i) for i in np.argsort(a.strides, kind="stable")[::-1])
+    return order if a.transpose(order).flags.c_contiguous else None
+
+
 class Clone(Function):
-    def forward(self, a):
+    """A copy; ``keep_layout`` (Tensor.clone's preserve_format) keeps the memory order of a
+    dense permuted input, as torch's; others are copied row-major."""
+
+    def forward(self, a, keep_layout=False):
+        if keep_layout and memory_order(a) is not None:
+            return a.copy(order="K")
         return a.copy()
 
     def backward(self, g):

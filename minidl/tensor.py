@@ -507,8 +507,8 @@ class Tensor:
     def clone(self, *, memory_format=None):
         """A copy of the values that stays in the graph (its gradient flows back to self);
         ``memory_format`` as torch's (channels-last memory, say)."""
-        out = Clone.apply(self)
-        if memory_format is None:
+        out = Clone.apply(self, keep_layout=memory_format in (None, _shape_ops.preserve_format))
+        if memory_format is None or memory_format is _shape_ops.preserve_format:
             return out
         return _shape_ops.in_memory_format(out, memory_format)
 
@@ -1210,7 +1210,7 @@ def _accumulate(node, g, handed_out):
     the same Tensor may be another leaf's gradient or the caller's ``gradient``."""
     held = node.grad
     if isinstance(g, Tensor):
-        node.grad = g.clone() if held is None else held + g
+        node.grad = Clone.apply(g) if held is None else held + g
         return
     if held is not None:
         if (held.data.dtype == g.dtype and held.data.shape == g.shape

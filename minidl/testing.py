@@ -3,6 +3,7 @@ central finite differences in float64), and torch.testing's assert_close and mak
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -182,7 +183,7 @@ def _number_text(v):
     return repr(float(v))
 
 
-def _compare_arrays(a, e, rtol, atol, equal_nan, scalar, msg, where):
+def _compare_arrays(a, e, rtol, atol, equal_nan, scalar, msg, where, numbers=None):
     exact = rtol == 0 and atol == 0
     kind = "equal" if exact else "close"
     if a.dtype == np.bool_:
@@ -199,7 +200,7 @@ def _compare_arrays(a, e, rtol, atol, equal_nan, scalar, msg, where):
             np.abs(a.astype(np.int64) - e.astype(np.int64))
         rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
     if scalar:  # as Python numbers, as PyTorch compares them
-        x, y = a.reshape(()).item(), e.reshape(()).item()
+        x, y = numbers or (a.reshape(()).item(), e.reshape(()).item())
         with np.errstate(all="ignore"):
             d = abs(x - y)
             r = d / abs(y) if y else (math.inf if d else math.nan)
@@ -229,6 +230,12 @@ def _nan_first_argmax(values):
 def _assert_pair(actual, expected, rtol, atol, equal_nan, check_device, check_dtype, msg, where):
     from collections.abc import Mapping, Sequence
 
+    if actual is None or expected is None:
+        if actual is not None or expected is not None:
+            _fail(f"None mismatch: {actual} is not {expected}", msg, where)
+        return
+    if isinstance(actual, np.ndarray) and isinstance(expected, np.ndarray):  # as torch's
+        actual, expected = (Tensor(a, dtype=a.dtype) for a in (actual, expected))
     if isinstance(actual, Tensor) and isinstance(expected, Tensor):
         for attr, a, e in (("shape", tuple(actual.shape), tuple(expected.shape)),
                            ("device", actual.device, expected.device) if check_device else
@@ -256,12 +263,15 @@ def _assert_pair(actual, expected, rtol, atol, equal_nan, check_device, check_dt
             _fail(f"Booleans mismatch: {bool(actual)} is not {bool(expected)}", msg, where)
         return
     if _is_number(actual) and _is_number(expected):
+        kinds = [type(x.item() if isinstance(x, np.generic) else x) for x in (actual, expected)]
+        if check_dtype and kinds[0] is not kinds[1]:
+            _fail(f"The (d)types do not match: {kinds[0]} != {kinds[1]}.", msg, where)
         both_int = all(isinstance(x, (int, np.integer, bool, np.bool_)) for x in (actual, expected))
         tol = (0.0, 0.0) if both_int else _tolerances(np.float64)
         r, t = (tol if rtol is None else (rtol, atol))
         dtype = np.int64 if both_int else np.float64
         _compare_arrays(np.asarray(actual, dtype), np.asarray(expected, dtype), r, t, equal_nan,
-                        True, msg, where)
+                        True, msg, where, (actual, expected))
         return
     if isinstance(actual, Mapping) and isinstance(expected, Mapping):
         if set(actual) != set(expected):
@@ -283,7 +293,8 @@ def _assert_pair(actual, expected, rtol, atol, equal_nan, check_device, check_dt
                          f"{where}[{i}]")
         return
     raise TypeError(f"No comparison pair was able to handle inputs of type {type(actual)} and "
-                    f"{type(expected)}.")
+                    f"{type(expected)}." + (f"\n\nThe failure occurred for item {where}"
+                                            if where else ""))
 
 
 def assert_close(actual, expected, *, allow_subclasses=True, rtol=None, atol=None,
@@ -306,38 +317,77 @@ def assert_close(actual, expected, *, allow_subclasses=True, rtol=None, atol=Non
         raise AssertionError(str(e)) from None
 
 
+def _value_range(dt, low, high):
+    """make_tensor's [low, high) for ``dt``, as torch's: PyTorch's defaults, refused where
+    empty, NaN or outside what dt holds, clamped to dt's range, rounded up for integers."""
+    if dt == np.bool_:
+        lowest, highest, default = 0, 2, (0, 2)
+    elif dt.kind in "iu":
+        info = np.iinfo(dt)
+        lowest, highest = int(info.min), int(info.max) + (dt != np.int64)
+        default = (-9, 10)
+    else:
+        info = np.finfo(dt)
+        lowest, highest, default = float(info.min), float(info.max), (-9, 9)
+    low = default[0] if low is None else low
+    high = default[1] if high is None else high
+    if any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
+        raise ValueError(f"`low` and `high` cannot be NaN, but got low={low} and high={high}")
+    if low == high and dt.kind == "f":
+        warnings.warn("Passing `low==high` to `make_tensor` for floating types is deprecated "
+                      "(as in PyTorch); use `minidl.full(...)` instead.", FutureWarning,
+                      stacklevel=3)
+    elif low >= high:
+        raise ValueError(f"`low` must be less than `high`, but got {low} >= {high}")
+    elif high < lowest or low >= highest:
+        raise ValueError(f"The value interval specified by `low` and `high` is [{low}, {high}), "
+                         f"but {dt} only supports [{lowest}, {highest})")
+    low, high = min(max(low, lowest), highest), min(max(high, lowest), highest)
+    if dt.kind in "biu":
+        return math.ceil(low), math.ceil(high)
+    return low, high
+
+
 def make_tensor(*shape, dtype, device=None, low=None, high=None, requires_grad=False,
                 noncontiguous=False, exclude_zero=False, memory_format=None):
     """``torch.testing.make_tensor``: a tensor of ``shape`` and ``dtype`` with values drawn
-    uniformly from [low, high) (PyTorch's defaults: [-9, 9] for floating and signed types, [0,
-    10) for uint8, True/False for bool) from minidl's seeded generator; ``exclude_zero``
-    replaces zeros (by the smallest positive value, 1 for integers)."""
+    uniformly from [low, high) (PyTorch's defaults: [-9, 9) for floating types, [-9, 10) for
+    integers, clamped to the dtype's range, so [0, 10) for uint8; False/True for bool) from
+    minidl's seeded generator; ``exclude_zero`` replaces zeros (by the smallest positive normal
+    value, 1 for integers, True for bool); ``noncontiguous`` gives a strided view and
+    ``memory_format`` a layout, as torch's. ``requires_grad`` only for floating types."""
     from . import backend
     from .backend.dtypes import as_dtype, is_floating
+    from .shape_ops import in_memory_format
 
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     dt = np.dtype(as_dtype(dtype))
+    if noncontiguous and memory_format is not None:
+        raise ValueError("The parameters `noncontiguous` and `memory_format` are mutually "
+                         f"exclusive, but got noncontiguous={noncontiguous} and "
+                         f"memory_format={memory_format}")
+    if requires_grad and not is_floating(dt):
+        raise ValueError("`requires_grad=True` is not supported for boolean and integral "
+                         f"dtypes, but got dtype={dt}")
+    low, high = _value_range(dt, low, high)
+    noncontiguous = noncontiguous and math.prod(shape) > 1
+    drawn = (*shape[:-1], 2 * shape[-1]) if noncontiguous else shape
     rng = backend.rng()
-    if dt == np.bool_:
-        values = rng.random(shape) < 0.5
-    elif dt.kind in "iu":
-        lo = (0 if dt.kind == "u" else -9) if low is None else int(np.ceil(low))
-        hi = 10 if high is None else int(np.ceil(high))
-        if hi <= lo:
-            raise ValueError(f"make_tensor: low {low} must be smaller than high {high}")
-        values = rng.integers(lo, hi, shape)
+    if dt.kind in "biu":
+        values = rng.integers(low, high, drawn, dtype=np.int64 if dt == np.bool_ else dt)
+    elif high - low >= np.finfo(np.float64).max:  # the span overflows: draw half of it
+        values = rng.uniform(low / 2, high / 2, drawn) * 2
     else:
-        lo = -9.0 if low is None else float(low)
-        hi = 9.0 if high is None else float(high)
-        if hi < lo:
-            raise ValueError(f"make_tensor: low {low} must not exceed high {high}")
-        values = rng.uniform(lo, hi, shape)
+        values = rng.uniform(low, high, drawn)
     values = np.asarray(values).astype(dt)
-    if exclude_zero and dt != np.bool_:
-        tiny = np.finfo(dt).tiny if is_floating(dt) else 1
-        values[values == 0] = tiny
+    if noncontiguous:
+        values = values[..., 1::2]
+    if exclude_zero:
+        values[values == 0] = np.finfo(dt).tiny if is_floating(dt) else 1
     t = Tensor(values, dtype=dt, device=device)
+    if memory_format is not None:
+        t = in_memory_format(t, memory_format)
     if requires_grad:
         t.requires_grad_(True)
     return t

@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 
 from .. import autograd
 from ..ops import cat
+from ..shape_ops import contiguous_format
 from ..tensor import Tensor
 from .module import Parameter
 
@@ -26,6 +27,8 @@ __all__ = ["BasePruningMethod", "PruningContainer", "Identity", "RandomUnstructu
 
 # ---- amounts ----------------------------------------------------------------------------------
 def _check_amount(amount):
+    if not isinstance(amount, numbers.Real):
+        raise TypeError(f"Invalid type for amount: {amount}. Must be int or float.")
     if isinstance(amount, bool) or not isinstance(amount, numbers.Real) or (
             isinstance(amount, numbers.Integral) and amount < 0) or (
             not isinstance(amount, numbers.Integral) and not 0.0 <= float(amount) <= 1.0):
@@ -110,7 +113,8 @@ class BasePruningMethod(ABC):
             del module._parameters[name]
             default_mask = _ones_like(orig)
         else:
-            default_mask = getattr(module, name + "_mask").detach().clone()
+            default_mask = getattr(module, name + "_mask").detach().clone(
+                memory_format=contiguous_format)
         try:
             with autograd.no_grad():
                 mask = method.compute_mask(importance_scores.detach(), default_mask=default_mask)
@@ -120,6 +124,8 @@ class BasePruningMethod(ABC):
                 del module._forward_pre_hooks[found[0][0]]
             module.register_forward_pre_hook(method)
         except Exception:
+            if isinstance(old, PruningContainer):  # the container as it was before this call
+                old._pruning_methods = old._pruning_methods[:-1]
             if old is None:  # put the parameter back as it was
                 restored = module._parameters.pop(name + "_orig")
                 module.__dict__.pop(name, None)
@@ -208,7 +214,7 @@ class PruningContainer(BasePruningMethod):
 
     def compute_mask(self, t, default_mask):
         method = self._pruning_methods[-1]
-        new_mask = default_mask.to(t.dtype).clone()
+        new_mask = default_mask.to(t.dtype).clone(memory_format=contiguous_format)
         if method.PRUNING_TYPE == "unstructured":
             where = (default_mask == 1).data
         elif method.PRUNING_TYPE == "structured":
@@ -253,7 +259,7 @@ class RandomUnstructured(BasePruningMethod):
 
     def compute_mask(self, t, default_mask):
         k = _count(self.amount, t.numel())
-        mask = default_mask.clone()
+        mask = default_mask.clone(memory_format=contiguous_format)
         if k:
             drop = _uniform(t.numel(), t.device).topk(k).indices
             _flat_indices_set(mask, drop, 0)
@@ -276,7 +282,7 @@ class L1Unstructured(BasePruningMethod):
 
     def compute_mask(self, t, default_mask):
         k = _count(self.amount, t.numel())
-        mask = default_mask.clone()
+        mask = default_mask.clone(memory_format=contiguous_format)
         if k:
             drop = t.abs().reshape(-1).topk(k, largest=False).indices
             _flat_indices_set(mask, drop, 0)
