@@ -694,22 +694,41 @@ def _float_input(name, x):
         raise TypeError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
 
 
+def _leaky_kernels(*arrays):
+    """The CPU kernel set where its leaky-ReLU kernels take these arrays, else None."""
+    if type(arrays[0]) is not np.ndarray:
+        return None
+    k = backend.kernels(np)
+    fits = getattr(k, "leaky_relu_fits", None)
+    return k if fits is not None and fits(*arrays) else None
+
+
 class LeakyReLU(Function):
     def forward(self, x, negative_slope):
-        xp = get_array_module(x)
-        xw = _opmath(x)
         self.slope = negative_slope
         self.save_for_backward(x)
+        k = _leaky_kernels(x)
+        if k is not None:
+            return k.leaky_relu_forward(x, negative_slope)
+        xp = get_array_module(x)
+        xw = _opmath(x)
         return xp.where(xw > 0, xw, xw * negative_slope).astype(x.dtype, copy=False)
 
     def backward(self, g):
         (x,) = self.saved
+        k = _leaky_kernels(g, x)
+        if k is not None:
+            return k.leaky_relu_backward(g, x, self.slope)
         gw = _opmath(g)
         return get_array_module(g).where(x > 0, gw, gw * self.slope).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x = self.inputs[0].data
-        slope = get_array_module(x).where(x > 0, 1, self.slope).astype(g.data.dtype)
+        k = _leaky_kernels(x)
+        if k is not None and x.dtype == g.data.dtype:  # the slopes: the gradient of ones
+            slope = k.leaky_relu_backward(np.ones_like(x), x, self.slope)
+        else:
+            slope = get_array_module(x).where(x > 0, 1, self.slope).astype(g.data.dtype)
         return g * constant(slope)
 
 

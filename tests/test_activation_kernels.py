@@ -139,3 +139,25 @@ def test_float64_and_16_bit_keep_the_numpy_code(calls):
     F.gelu(x).sum().backward()
     minidl.sigmoid(x.detach().half())
     assert calls == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_leaky_relu_kernels_match_torch_and_are_used(monkeypatch, dtype):
+    from minidl.backend import cpu
+
+    calls = []
+    for name in ("leaky_relu_forward", "leaky_relu_backward"):
+        fn = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    x = np.array([-2, -0.0, 0.0, 1e-30, -1e-30, 3, np.nan, -np.inf, np.inf] * 50, dtype=dtype)
+    w = np.arange(x.size, dtype=dtype)
+    xm = minidl.tensor(x, dtype=getattr(minidl, dtype), requires_grad=True)
+    y = minidl.nn.functional.leaky_relu(xm, 0.2)
+    (y * minidl.tensor(w, dtype=getattr(minidl, dtype))).sum().backward()
+    assert calls == ["leaky_relu_forward", "leaky_relu_backward"]
+    torch = pytest.importorskip("torch")
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.leaky_relu(xt, 0.2)
+    (yt * torch.tensor(w)).sum().backward()
+    np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
+    np.testing.assert_array_equal(xm.grad.numpy(), xt.grad.numpy())

@@ -37,7 +37,8 @@ configure()
 
 from ..generic import out_size  # noqa: E402
 from .activations import (  # noqa: E402
-    activation_backward, activation_forward, relu_backward, relu_forward, softmax_cross_entropy,
+    activation_backward, activation_forward, leaky_relu_backward, leaky_relu_fits,
+    leaky_relu_forward, relu_backward, relu_forward, softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )
 from .batchnorm import batch_norm_backward, batch_norm_train, channel_affine  # noqa: E402
@@ -73,6 +74,7 @@ __all__ = [
     "conv2d_winograd", "depthwise_fits", "depthwise_forward", "depthwise_input_grad",
     "depthwise_weight_grad",
     "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
+    "leaky_relu_forward", "leaky_relu_backward", "leaky_relu_fits",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
     "batch_norm_backward", "channel_affine", "sgd_update", "adam_update", "fused_update_dtypes",
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",

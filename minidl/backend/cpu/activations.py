@@ -1,4 +1,5 @@
-"""Activations and losses: ReLU forward and backward, and softmax cross-entropy."""
+"""Activations and losses: ReLU and leaky ReLU forward and backward, the float32 sigmoid, SiLU
+and GELU, and softmax cross-entropy."""
 from __future__ import annotations
 
 import numpy as np
@@ -52,6 +53,75 @@ def _relu_bwd_par(gf, yf, gxf):
 @njit(cache=True)
 def _relu_bwd_ser(gf, yf, gxf):
     _relu_bwd_range(gf, yf, gxf, 0, gf.size)
+
+
+# ---- leaky ReLU: x where x > 0, slope * x elsewhere (one pass each way, no temporaries) ------
+@njit(cache=True)
+def _leaky_fwd_range(xf, yf, slope, lo, hi):
+    for i in range(lo, hi):
+        k = np.uintp(i)
+        v = xf[k]
+        yf[k] = v if v > 0 else v * slope  # NaN * slope is NaN, as numpy's where gives
+
+
+@njit(cache=True)
+def _leaky_bwd_range(gf, xf, gxf, slope, lo, hi):
+    for i in range(lo, hi):
+        k = np.uintp(i)
+        gxf[k] = gf[k] if xf[k] > 0 else gf[k] * slope
+
+
+@njit(parallel=True, cache=True)
+def _leaky_fwd_par(xf, yf, slope):
+    nt = 64
+    for t in prange(nt):
+        _leaky_fwd_range(xf, yf, slope, t * xf.size // nt, (t + 1) * xf.size // nt)
+
+
+@njit(cache=True)
+def _leaky_fwd_ser(xf, yf, slope):
+    _leaky_fwd_range(xf, yf, slope, 0, xf.size)
+
+
+@njit(parallel=True, cache=True)
+def _leaky_bwd_par(gf, xf, gxf, slope):
+    nt = 64
+    for t in prange(nt):
+        _leaky_bwd_range(gf, xf, gxf, slope, t * gf.size // nt, (t + 1) * gf.size // nt)
+
+
+@njit(cache=True)
+def _leaky_bwd_ser(gf, xf, gxf, slope):
+    _leaky_bwd_range(gf, xf, gxf, slope, 0, gf.size)
+
+
+_LEAKY_FWD = Drivers(_leaky_fwd_par, _leaky_fwd_ser)
+_LEAKY_BWD = Drivers(_leaky_bwd_par, _leaky_bwd_ser)
+
+
+def leaky_relu_fits(*arrays):
+    """Whether the leaky-ReLU kernels take these arrays: float32 or float64 numpy arrays of one
+    dtype and shape."""
+    first = arrays[0]
+    return all(type(a) is np.ndarray and a.dtype in FLOATS and a.dtype == first.dtype
+               and a.shape == first.shape for a in arrays)
+
+
+def leaky_relu_forward(x, slope):
+    x = contiguous(x)
+    y = np.empty_like(x)
+    launch(_LEAKY_FWD, parallel(x.size, "relu"), x.reshape(-1), y.reshape(-1),
+           x.dtype.type(slope))
+    return y
+
+
+def leaky_relu_backward(g, x, slope):
+    """g where x > 0, slope * g elsewhere."""
+    g, x = contiguous(g), contiguous(x)
+    gx = np.empty_like(g)
+    launch(_LEAKY_BWD, parallel(g.size, "relu"), g.reshape(-1), x.reshape(-1), gx.reshape(-1),
+           g.dtype.type(slope))
+    return gx
 
 
 # ---- softmax cross-entropy -----------------------------------------------------------------
