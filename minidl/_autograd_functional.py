@@ -147,6 +147,38 @@ def _basis_rows(out):
         yield autograd.Tensor(e.reshape(out.data.shape))
 
 
+def jacobian_blocks(outputs, inputs, create_graph, strict, forward, fn_name):
+    """``blocks[i][k]``, the Jacobian of ``outputs[i]`` with respect to ``inputs[k]`` (of shape
+    out_i.shape + in_k.shape): one vjp per output element, or with ``forward`` one jvp per
+    input element (the double-vjp construction). Shared with minidl.func's jacrev/jacfwd."""
+    blocks = [[None] * len(inputs) for _ in outputs]
+    if not forward:
+        for i, out in enumerate(outputs):
+            rows = [[] for _ in inputs]
+            for e in _basis_rows(out):
+                for k, g in enumerate(_grad((out,), inputs, (e,), create_graph, strict,
+                                            fn_name)):
+                    rows[k].append(g)
+            for k, inp in enumerate(inputs):
+                blocks[i][k] = _stack(rows[k], tuple(out.shape) + tuple(inp.shape), inp)
+        return blocks
+    dummies = tuple(_filled(o, 0).requires_grad_(True) for o in outputs)
+    vjps = _grad(outputs, inputs, dummies, True, strict, fn_name)
+    for k, inp in enumerate(inputs):
+        cols = [[] for _ in outputs]
+        for e in _basis_rows(inp):
+            for i, c in enumerate(_grad((vjps[k],), dummies, (e,), create_graph, strict,
+                                        fn_name, what="Jacobian")):
+                cols[i].append(c)
+        for i, out in enumerate(outputs):
+            col = _stack(cols[i], tuple(inp.shape) + tuple(out.shape), out)
+            # (input dims, output dims) -> (output dims, input dims)
+            n_in = len(inp.shape)
+            axes = tuple(range(n_in, col.ndim)) + tuple(range(n_in))
+            blocks[i][k] = col.permute(*axes) if col.ndim else col
+    return blocks
+
+
 def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
              strategy="reverse-mode"):
     """The Jacobian of ``func`` at ``inputs``: for an output of shape S and an input of shape
@@ -166,31 +198,8 @@ def jacobian(func, inputs, create_graph=False, strict=False, vectorize=False,
         in_tuple, inputs = _as_tuple(inputs, "inputs", "jacobian")
         inputs = _leaves(inputs, create_graph)
         out_tuple, outputs = _as_tuple(func(*inputs), "output of func", "jacobian")
-        blocks = [[None] * len(inputs) for _ in outputs]
-        if strategy == "reverse-mode":
-            for i, out in enumerate(outputs):
-                rows = [[] for _ in inputs]
-                for e in _basis_rows(out):
-                    for k, g in enumerate(_grad((out,), inputs, (e,), create_graph, strict,
-                                                "jacobian")):
-                        rows[k].append(g)
-                for k, inp in enumerate(inputs):
-                    blocks[i][k] = _stack(rows[k], tuple(out.shape) + tuple(inp.shape), inp)
-        else:
-            dummies = tuple(_filled(o, 0).requires_grad_(True) for o in outputs)
-            vjps = _grad(outputs, inputs, dummies, True, strict, "jacobian")
-            for k, inp in enumerate(inputs):
-                cols = [[] for _ in outputs]
-                for e in _basis_rows(inp):
-                    for i, c in enumerate(_grad((vjps[k],), dummies, (e,), create_graph, strict,
-                                                "jacobian", what="Jacobian")):
-                        cols[i].append(c)
-                for i, out in enumerate(outputs):
-                    col = _stack(cols[i], tuple(inp.shape) + tuple(out.shape), out)
-                    # (input dims, output dims) -> (output dims, input dims)
-                    n_in = len(inp.shape)
-                    axes = tuple(range(n_in, col.ndim)) + tuple(range(n_in))
-                    blocks[i][k] = col.permute(*axes) if col.ndim else col
+        blocks = jacobian_blocks(outputs, inputs, create_graph, strict,
+                                 strategy == "forward-mode", "jacobian")
         blocks = [[b if create_graph else b.detach() for b in row] for row in blocks]
     if out_tuple and in_tuple:
         return tuple(tuple(row) for row in blocks)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import autograd
+from . import _autograd_functional as _af, autograd
 from .nn._stateless import functional_call
 
 __all__ = ["functional_call", "grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd",
@@ -110,20 +110,11 @@ def _outer_dependence(outputs, tracked):
 
 def _gradients(outputs, seeds, inputs, create_graph):
     """d(outputs)/d(inputs) seeded by ``seeds``, zeros where an input is not reached."""
-    pairs = [(o, s) for o, s in zip(outputs, seeds) if o.requires_grad]
-    if pairs:
-        found = autograd.grad([o for o, _ in pairs], list(inputs), [s for _, s in pairs],
-                              retain_graph=True, create_graph=create_graph, allow_unused=True)
-    else:
-        found = [None] * len(inputs)
-    return [_zeros_like(t) if g is None else g for g, t in zip(found, inputs)]
+    return list(_af._grad(outputs, inputs, seeds, create_graph, False, "func"))
 
 
 def _zeros_like(t):
-    from .backend import get_array_module
-
-    data = t.data
-    return autograd.Tensor(get_array_module(data).zeros(data.shape, dtype=data.dtype))
+    return _af._filled(t, 0)
 
 
 def _split_aux(out, has_aux, name):
@@ -247,8 +238,6 @@ def jvp(func, primals, tangents, has_aux=False):
 # ---- Jacobians and Hessians --------------------------------------------------------------------
 def _jacobian(func, argnums, has_aux, name, forward):
     def wrapper(*args, **kwargs):
-        from .ops import stack
-
         single, nums = _argnums(argnums, len(args), name)
         with autograd.enable_grad():
             args, tracked, builders = _track(args, nums)
@@ -257,28 +246,7 @@ def _jacobian(func, argnums, has_aux, name, forward):
             flat = [t for group in tracked for t in group]
             keep = _outer_dependence(outputs, flat)
             # blocks[i][k]: d output i / d input k, of shape out_i.shape + in_k.shape
-            blocks = [[None] * len(flat) for _ in outputs]
-            if not forward:
-                for i, o in enumerate(outputs):
-                    rows = [[] for _ in flat]
-                    for e in _basis(o):
-                        for k, g in enumerate(_gradients([o], [e], flat, keep)):
-                            rows[k].append(g)
-                    for k, t in enumerate(flat):
-                        blocks[i][k] = _stacked(stack, rows[k], o.shape + t.shape, t)
-            else:
-                dummies = [_zeros_like(o).requires_grad_(True) for o in outputs]
-                vjps = _gradients(outputs, dummies, flat, True)
-                for k, t in enumerate(flat):
-                    cols = [[] for _ in outputs]
-                    for e in _basis(t):
-                        for i, c in enumerate(_gradients([vjps[k]], [e], dummies, keep)):
-                            cols[i].append(c)
-                    for i, o in enumerate(outputs):
-                        col = _stacked(stack, cols[i], t.shape + o.shape, o)
-                        n_in = len(t.shape)
-                        axes = tuple(range(n_in, col.ndim)) + tuple(range(n_in))
-                        blocks[i][k] = col.permute(*axes) if col.ndim else col
+            blocks = _af.jacobian_blocks(outputs, flat, keep, False, forward, name)
         per_output = []
         for row in blocks:
             per_arg, start = [], 0
@@ -289,25 +257,6 @@ def _jacobian(func, argnums, has_aux, name, forward):
         jac = rebuild_out(per_output)
         return (jac, _aux(aux, flat)) if has_aux else jac
     return wrapper
-
-
-def _basis(t):
-    from .backend import get_array_module
-
-    xp = get_array_module(t.data)
-    for j in range(t.numel()):
-        e = xp.zeros(t.data.size, dtype=t.data.dtype)
-        e[j] = 1
-        yield autograd.Tensor(e.reshape(t.data.shape))
-
-
-def _stacked(stack, parts, shape, like):
-    if not parts:
-        from .backend import get_array_module
-
-        return autograd.Tensor(get_array_module(like.data).zeros(tuple(shape),
-                                                                 dtype=like.data.dtype))
-    return stack(parts).reshape(tuple(shape))
 
 
 def jacrev(func, argnums=0, has_aux=False, *, chunk_size=None):
