@@ -75,6 +75,20 @@ def _nchw_ser(x, out):
 
 
 # ---- forward -------------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _madd(acc, a, src, c, mult):
+    """acc[o] += a[o] * src[o // mult] over the C * mult output channels o: one tap of the
+    forward pass (a: the tap's filters) or of the weight gradient (a: the output gradient)."""
+    if mult == 1:
+        for ch in range(c):
+            acc[ch] += a[ch] * src[ch]
+    else:
+        for ch in range(c):
+            v = src[ch]
+            for k in range(mult):
+                acc[ch * mult + k] += a[ch * mult + k] * v
+
+
 @njit(cache=True)
 def _fwd_task(xt, wt, bias, sh, sw, ph, pw, dh, dw, mult, out, t):
     h, wd, c = xt.shape[1], xt.shape[2], xt.shape[3]
@@ -93,16 +107,7 @@ def _fwd_task(xt, wt, bias, sh, sw, ph, pw, dh, dw, mult, out, t):
                 ix = ox * sw - pw + j * dw
                 if ix < 0 or ix >= wd:
                     continue
-                src = xt[b, iy, ix]
-                wv = wt[i, j]
-                if mult == 1:
-                    for ch in range(c):
-                        acc[ch] += wv[ch] * src[ch]
-                else:
-                    for ch in range(c):
-                        v = src[ch]
-                        for k in range(mult):
-                            acc[ch * mult + k] += wv[ch * mult + k] * v
+                _madd(acc, wt[i, j], xt[b, iy, ix], c, mult)
 
 
 @njit(parallel=True, cache=True)
@@ -188,16 +193,7 @@ def _wgrad_task(xt, gt, sh, sw, ph, pw, dh, dw, mult, part, row, r0, r1):
                     ix = ox * sw - pw + j * dw
                     if ix < 0 or ix >= wd:
                         continue
-                    src = xt[b, iy, ix]
-                    acc = row[i, j]
-                    if mult == 1:
-                        for ch in range(c):
-                            acc[ch] += gv[ch] * src[ch]
-                    else:
-                        for ch in range(c):
-                            v = src[ch]
-                            for k in range(mult):
-                                acc[ch * mult + k] += gv[ch * mult + k] * v
+                    _madd(row[i, j], gv, xt[b, iy, ix], c, mult)
         for i in range(kh):
             for j in range(kw):
                 for ch in range(co):
