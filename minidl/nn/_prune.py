@@ -248,8 +248,8 @@ class Identity(BasePruningMethod):
         return super().apply(module, name)
 
 
-class RandomUnstructured(BasePruningMethod):
-    """Prunes ``amount`` entries chosen at random (minidl's generator)."""
+class _Unstructured(BasePruningMethod):
+    """Prunes ``amount`` single entries, those ``_drop(t, k)`` picks."""
 
     PRUNING_TYPE = "unstructured"
 
@@ -261,32 +261,29 @@ class RandomUnstructured(BasePruningMethod):
         k = _count(self.amount, t.numel())
         mask = default_mask.clone(memory_format=contiguous_format)
         if k:
-            drop = _uniform(t.numel(), t.device).topk(k).indices
-            _flat_indices_set(mask, drop, 0)
+            _flat_indices_set(mask, self._drop(t, k), 0)
         return mask
+
+
+class RandomUnstructured(_Unstructured):
+    """Prunes ``amount`` entries chosen at random (minidl's generator)."""
+
+    @staticmethod
+    def _drop(t, k):
+        return _uniform(t.numel(), t.device).topk(k).indices
 
     @classmethod
     def apply(cls, module, name, amount):
         return super().apply(module, name, amount=amount)
 
 
-class L1Unstructured(BasePruningMethod):
+class L1Unstructured(_Unstructured):
     """Prunes the ``amount`` entries of smallest absolute value (of the importance scores,
     where given), ties broken as torch.topk breaks them."""
 
-    PRUNING_TYPE = "unstructured"
-
-    def __init__(self, amount):
-        _check_amount(amount)
-        self.amount = amount
-
-    def compute_mask(self, t, default_mask):
-        k = _count(self.amount, t.numel())
-        mask = default_mask.clone(memory_format=contiguous_format)
-        if k:
-            drop = t.abs().reshape(-1).topk(k, largest=False).indices
-            _flat_indices_set(mask, drop, 0)
-        return mask
+    @staticmethod
+    def _drop(t, k):
+        return t.abs().reshape(-1).topk(k, largest=False).indices
 
     @classmethod
     def apply(cls, module, name, amount, importance_scores=None):
