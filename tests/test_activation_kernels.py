@@ -161,3 +161,29 @@ def test_leaky_relu_kernels_match_torch_and_are_used(monkeypatch, dtype):
     (yt * torch.tensor(w)).sum().backward()
     np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
     np.testing.assert_array_equal(xm.grad.numpy(), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("bounds", [(0.0, 6.0), (-0.5, 2.0)])
+def test_hardtanh_kernels_match_torch_and_are_used(monkeypatch, dtype, bounds):
+    """ReLU6 and hardtanh in one pass each way; the gradient passes strictly inside the bounds
+    (0 on them, as torch). NaN is left out: torch's float32 and float64 kernels disagree on it
+    (minidl gives 0, as torch's float64)."""
+    from minidl.backend import cpu
+
+    calls = []
+    for name in ("hardtanh_forward", "hardtanh_backward"):
+        fn = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _fn=fn, _n=name: calls.append(_n) or _fn(*a))
+    lo, hi = bounds
+    x = np.array([-7, -1, -0.5, 0, 1e-30, 2, 3, 6, 6.0001, -np.inf, np.inf, 5.9] * 40, dtype=dtype)
+    w = np.arange(x.size, dtype=dtype)
+    xm = minidl.tensor(x, dtype=getattr(minidl, dtype), requires_grad=True)
+    y = F.hardtanh(xm, lo, hi)
+    (y * minidl.tensor(w, dtype=getattr(minidl, dtype))).sum().backward()
+    assert calls == ["hardtanh_forward", "hardtanh_backward"]
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.hardtanh(xt, lo, hi)
+    (yt * torch.tensor(w)).sum().backward()
+    np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
+    np.testing.assert_array_equal(xm.grad.numpy(), xt.grad.numpy())

@@ -37,7 +37,8 @@ configure()
 
 from ..generic import out_size  # noqa: E402
 from .activations import (  # noqa: E402
-    activation_backward, activation_forward, leaky_relu_backward, leaky_relu_fits,
+    activation_backward, activation_forward, hardtanh_backward, hardtanh_forward,
+    leaky_relu_backward, leaky_relu_fits,
     leaky_relu_forward, relu_backward, relu_forward, softmax_cross_entropy,
     softmax_cross_entropy_backward,
 )
@@ -74,7 +75,8 @@ __all__ = [
     "conv2d_winograd", "depthwise_fits", "depthwise_forward", "depthwise_input_grad",
     "depthwise_weight_grad",
     "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
-    "leaky_relu_forward", "leaky_relu_backward", "leaky_relu_fits",
+    "leaky_relu_forward", "leaky_relu_backward", "leaky_relu_fits", "hardtanh_forward",
+    "hardtanh_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",
     "batch_norm_backward", "channel_affine", "sgd_update", "adam_update", "fused_update_dtypes",
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",

@@ -99,9 +99,72 @@ _LEAKY_FWD = Drivers(_leaky_fwd_par, _leaky_fwd_ser)
 _LEAKY_BWD = Drivers(_leaky_bwd_par, _leaky_bwd_ser)
 
 
+# ---- hardtanh (ReLU6): x clipped to [lo, hi]; the gradient passes strictly inside ----------
+@njit(cache=True)
+def _clip_fwd_range(xf, yf, lo, hi, a, b):
+    for i in range(a, b):
+        k = np.uintp(i)
+        v = xf[k]
+        yf[k] = lo if v < lo else (hi if v > hi else v)  # NaN compares false: stays NaN
+
+
+@njit(cache=True)
+def _clip_bwd_range(gf, xf, gxf, lo, hi, a, b):
+    for i in range(a, b):
+        k = np.uintp(i)
+        v = xf[k]
+        gxf[k] = gf[k] if (v > lo and v < hi) else gf[k] * 0
+
+
+@njit(parallel=True, cache=True)
+def _clip_fwd_par(xf, yf, lo, hi):
+    nt = 64
+    for t in prange(nt):
+        _clip_fwd_range(xf, yf, lo, hi, t * xf.size // nt, (t + 1) * xf.size // nt)
+
+
+@njit(cache=True)
+def _clip_fwd_ser(xf, yf, lo, hi):
+    _clip_fwd_range(xf, yf, lo, hi, 0, xf.size)
+
+
+@njit(parallel=True, cache=True)
+def _clip_bwd_par(gf, xf, gxf, lo, hi):
+    nt = 64
+    for t in prange(nt):
+        _clip_bwd_range(gf, xf, gxf, lo, hi, t * gf.size // nt, (t + 1) * gf.size // nt)
+
+
+@njit(cache=True)
+def _clip_bwd_ser(gf, xf, gxf, lo, hi):
+    _clip_bwd_range(gf, xf, gxf, lo, hi, 0, gf.size)
+
+
+_CLIP_FWD = Drivers(_clip_fwd_par, _clip_fwd_ser)
+_CLIP_BWD = Drivers(_clip_bwd_par, _clip_bwd_ser)
+
+
+def hardtanh_forward(x, lo, hi):
+    x = contiguous(x)
+    y = np.empty_like(x)
+    t = x.dtype.type
+    launch(_CLIP_FWD, parallel(x.size, "relu"), x.reshape(-1), y.reshape(-1), t(lo), t(hi))
+    return y
+
+
+def hardtanh_backward(g, x, lo, hi):
+    """g where lo < x < hi, 0 elsewhere (PyTorch's hardtanh gradient)."""
+    g, x = contiguous(g), contiguous(x)
+    gx = np.empty_like(g)
+    t = g.dtype.type
+    launch(_CLIP_BWD, parallel(g.size, "relu"), g.reshape(-1), x.reshape(-1), gx.reshape(-1),
+           t(lo), t(hi))
+    return gx
+
+
 def leaky_relu_fits(*arrays):
-    """Whether the leaky-ReLU kernels take these arrays: float32 or float64 numpy arrays of one
-    dtype and shape."""
+    """Whether the leaky-ReLU (and hardtanh) kernels take these arrays: float32 or float64
+    numpy arrays of one dtype and shape."""
     first = arrays[0]
     return all(type(a) is np.ndarray and a.dtype in FLOATS and a.dtype == first.dtype
                and a.shape == first.shape for a in arrays)
