@@ -319,9 +319,7 @@ class Conv2d(Function):
                 gw = gw if want_w else None
                 gb = gb_all if want_b else None
             if want_x:
-                g2, _ = _nchw_to_cols(k, g)
-                gx = _col2im_t(k, w2.T @ g2, x_shape, kh, kw, sh, sw, ph, pw)
-                _give_back_scratch(k, g2)
+                gx = _conv2d_input_grad(k, g, w, x_shape, (sh, sw), (ph, pw))
             return gx, gw, gb
         if self.pointwise:
             g3 = g.reshape(n, co, -1)
@@ -381,6 +379,16 @@ _conv_graph_gradients = None
 def use_conv_graph_gradients(fn):
     global _conv_graph_gradients
     _conv_graph_gradients = fn
+
+
+def _conv2d_input_grad(k, g, w, x_shape, stride, padding):
+    """The input gradient of a 2-D convolution (no groups, no dilation) by w, a transposed
+    convolution of g: one GEMM into the column matrix, then col2im."""
+    co, _, kh, kw = w.shape
+    g2, _ = _nchw_to_cols(k, g)
+    gx = _col2im_t(k, w.reshape(co, -1).T @ g2, tuple(x_shape), kh, kw, *stride, *padding)
+    _give_back_scratch(k, g2)
+    return gx
 
 
 def _data_grad_direct(k, g, w, stride, padding):
@@ -694,8 +702,9 @@ def _float_input(name, x):
         raise TypeError(f"{name}: input must be a floating-point tensor, got {x.dtype}")
 
 
-def _leaky_kernels(*arrays):
-    """The CPU kernel set where its leaky-ReLU kernels take these arrays, else None."""
+def _clip_like_kernels(*arrays):
+    """The CPU kernel set where its one-pass leaky-ReLU and hardtanh kernels take these
+    arrays, else None."""
     if type(arrays[0]) is not np.ndarray:
         return None
     k = backend.kernels(np)
@@ -707,7 +716,7 @@ class LeakyReLU(Function):
     def forward(self, x, negative_slope):
         self.slope = negative_slope
         self.save_for_backward(x)
-        k = _leaky_kernels(x)
+        k = _clip_like_kernels(x)
         if k is not None:
             return k.leaky_relu_forward(x, negative_slope)
         xp = get_array_module(x)
@@ -716,7 +725,7 @@ class LeakyReLU(Function):
 
     def backward(self, g):
         (x,) = self.saved
-        k = _leaky_kernels(g, x)
+        k = _clip_like_kernels(g, x)
         if k is not None:
             return k.leaky_relu_backward(g, x, self.slope)
         gw = _opmath(g)
@@ -724,7 +733,7 @@ class LeakyReLU(Function):
 
     def graph_backward(self, g, out):
         x = self.inputs[0].data
-        k = _leaky_kernels(x)
+        k = _clip_like_kernels(x)
         if k is not None and x.dtype == g.data.dtype:  # the slopes: the gradient of ones
             slope = k.leaky_relu_backward(np.ones_like(x), x, self.slope)
         else:

@@ -394,9 +394,7 @@ class Tensor:
         for t, g in zip(inputs, found):
             if g is not None:
                 _accumulate(t, g, set())
-                if t._post_hooks and t._ctx is None:
-                    for hook in list(t._post_hooks.values()):
-                        hook(t)
+                _run_post_hooks(t)
 
     # ---- operators and math: each runs one Function from ops.py ----------------------------
     def __add__(self, other):
@@ -1271,9 +1269,7 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
         elif ctx is None or node._retain_grad:
             if node.requires_grad:
                 _accumulate(node, g, handed_out)
-                if node._post_hooks and ctx is None:
-                    for hook in list(node._post_hooks.values()):
-                        hook(node)
+                _run_post_hooks(node)
             if ctx is None:
                 continue
         if ctx.stamp != changes:  # something changed in place since this op's forward
@@ -1318,6 +1314,13 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
     for finish in finishers:
         finish()
     return None if found is None else [found[id(t)] for t in wanted]
+
+
+def _run_post_hooks(t):
+    """``t``'s post-accumulate-grad hooks, once its ``.grad`` has been added to (leaves only)."""
+    if t._post_hooks and t._ctx is None:
+        for hook in list(t._post_hooks.values()):
+            hook(t)
 
 
 def _anomaly_backward(ctx, g, node, create_graph):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...backend import get_array_module
 from ...functional import Softplus as _SoftplusOp
-from ...functional import _float_input, _leaky_kernels, _opmath, _softmax_dim, softmax
+from ...functional import _float_input, _clip_like_kernels, _opmath, _softmax_dim, softmax
 from ...ops import Sigmoid, Where, constant, keep_where, reduction_axes, stable_sigmoid
 from ...tensor import Function, Tensor, apply_in_place
 
@@ -68,7 +68,7 @@ class Hardtanh(Pointwise):
     constant_df = True
 
     def forward(self, x, min_val, max_val):
-        k = _leaky_kernels(x)
+        k = _clip_like_kernels(x)
         if k is None:
             return super().forward(x, min_val=min_val, max_val=max_val)
         self.params = dict(min_val=min_val, max_val=max_val)
@@ -77,7 +77,7 @@ class Hardtanh(Pointwise):
 
     def backward(self, g):
         (x,) = self.saved
-        k = _leaky_kernels(g, x)
+        k = _clip_like_kernels(g, x)
         if k is None:
             return super().backward(g)
         return k.hardtanh_backward(g, x, self.params["min_val"], self.params["max_val"])

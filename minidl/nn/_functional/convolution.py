@@ -222,14 +222,9 @@ def _plain_2d(kernel, dilation, groups):
 
 
 def _plain_input_grad(g, w, x_shape, stride, padding):
-    """The input gradient of a plain 2-D convolution by w (a transposed convolution of g):
-    one GEMM into the columns, then col2im, as functional.Conv2d's backward does."""
-    k = _F._kernels(g)
-    co, _, kh, kw = w.shape
-    g2, _ = _F._nchw_to_cols(k, g)
-    gx = _F._col2im_t(k, w.reshape(co, -1).T @ g2, tuple(x_shape), kh, kw, *stride, *padding)
-    _F._give_back_scratch(k, g2)
-    return gx
+    """The input gradient of a plain 2-D convolution by w (a transposed convolution of g), as
+    functional.Conv2d's backward computes it."""
+    return _F._conv2d_input_grad(_F._kernels(g), g, w, x_shape, stride, padding)
 
 
 def _plain_weight_grad(x, g, kernel, stride, padding):
