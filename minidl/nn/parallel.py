@@ -38,7 +38,20 @@ class _GradSync(Function):
 
 
 class DistributedDataParallel(Module):
-    def __init__(self, module, broadcast_buffers=True, bucket_cap_mb=4.0):
+    """``torch.nn.parallel.DistributedDataParallel``'s constructor. ``device_ids``: None, or
+    the one device this rank's module is on (one GPU per process); ``process_group``: average
+    over that group's ranks instead of the world's; ``bucket_cap_mb``: None means 4 MB here
+    (the gradients are averaged after backward, so fewer, larger buckets cost nothing in
+    overlap); ``init_sync=False`` skips broadcasting rank 0's weights. Unused parameters are
+    always handled (a parameter no rank used keeps ``grad`` None, one that some ranks used is
+    averaged over all), so ``find_unused_parameters`` needs no setting;
+    ``gradient_as_bucket_view``, ``static_graph`` and ``check_reduction`` are accepted and
+    change nothing."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0,
+                 broadcast_buffers=True, init_sync=True, process_group=None, bucket_cap_mb=None,
+                 find_unused_parameters=False, check_reduction=False,
+                 gradient_as_bucket_view=False, static_graph=False, **_torch_only):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps an nn.Module, got "
@@ -46,16 +59,30 @@ class DistributedDataParallel(Module):
         if not dist.is_initialized():
             raise RuntimeError("DistributedDataParallel: the default process group is not "
                                "initialised; call minidl.distributed.init_process_group() first")
+        if bucket_cap_mb is None:
+            bucket_cap_mb = 4.0
         if bucket_cap_mb <= 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
                              f"{bucket_cap_mb}")
+        if device_ids is not None and len(list(device_ids)) > 1:
+            raise ValueError(f"DistributedDataParallel: device_ids={list(device_ids)}: a module "
+                             "runs on one device per process (one rank per GPU), so give at "
+                             "most one")
+        if process_group is dist.GroupMember.NON_GROUP_MEMBER:
+            raise ValueError("DistributedDataParallel: this rank is not part of process_group")
         self.module = module
+        self.device_ids = None if device_ids is None else list(device_ids)
+        self.output_device, self.dim = output_device, dim
         self.broadcast_buffers = broadcast_buffers
+        self.process_group = process_group
+        self.find_unused_parameters = find_unused_parameters
+        self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
         self.bucket_bytes = int(bucket_cap_mb * (1 << 20))
         self.require_backward_grad_sync = True
         self._buckets, self._layout = [], None
         self._check_same_model()
-        _broadcast_coalesced([t for _, t in self._named_state()])
+        if init_sync:
+            _broadcast_coalesced([t for _, t in self._named_state()], process_group)
 
     # ---- wrapping: every rank must hold the same architecture ---------------------------------
     def _named_state(self):
@@ -66,7 +93,8 @@ class DistributedDataParallel(Module):
         same shapes: otherwise the flat broadcasts and reductions would silently mix them up.
         Every rank sees every rank's list, so all of them raise the same error."""
         mine = [(name, tuple(t.shape), str(t.dtype)) for name, t in self._named_state()]
-        everyone = dist._all_gather_object(mine)
+        everyone = [None] * dist.get_world_size(self.process_group)
+        dist.all_gather_object(everyone, mine, group=self.process_group)
         ref = everyone[0]
         for rank, theirs in enumerate(everyone[1:], start=1):
             for (n0, s0, d0), (n, s, d) in zip(ref, theirs):
@@ -88,7 +116,7 @@ class DistributedDataParallel(Module):
         if self.broadcast_buffers and self.training:
             buffers = list(self.module.buffers())
             if buffers:
-                _broadcast_coalesced(buffers)
+                _broadcast_coalesced(buffers, self.process_group)
         out = self.module(*args, **kwargs)
         if is_grad_enabled() and self.require_backward_grad_sync:
             out = _attach(out, self._sync_gradients)
@@ -119,7 +147,8 @@ class DistributedDataParallel(Module):
             self.require_backward_grad_sync = previous
 
     def extra_repr(self):
-        return f"world_size={dist.get_world_size()}, bucket_cap_mb={self.bucket_bytes / 2**20:g}"
+        return (f"world_size={dist.get_world_size(self.process_group)}, "
+                f"bucket_cap_mb={self.bucket_bytes / 2**20:g}")
 
     # ---- gradient averaging -------------------------------------------------------------------
     def _plan_buckets(self, params):
@@ -145,8 +174,8 @@ class DistributedDataParallel(Module):
             self._buckets, self._layout = self._plan_buckets(params), layout
         for b in self._buckets:
             b.pack()
-            dist.all_reduce(b.flat, op="sum")
-        scale = 1.0 / dist.get_world_size()
+            dist.all_reduce(b.flat, op="sum", group=self.process_group)
+        scale = 1.0 / dist.get_world_size(self.process_group)
         for b in self._buckets:
             b.unpack(scale)
 
@@ -166,15 +195,16 @@ def _attach(out, callback):
     return out
 
 
-def _broadcast_coalesced(tensors):
-    """Rank 0's values of ``tensors`` to every rank: one broadcast per device and dtype."""
+def _broadcast_coalesced(tensors, group=None):
+    """The values of ``tensors`` on the group's first rank (rank 0 of the world by default) to
+    every rank of the group: one broadcast per device and dtype."""
     groups = {}
     for t in tensors:
         groups.setdefault((device_of(t.data), t.data.dtype), []).append(t)
     for ts in groups.values():
         xp = get_array_module(ts[0].data)
         flat = xp.concatenate([t.data.reshape(-1) for t in ts])
-        dist.broadcast(flat, src=0)
+        dist.broadcast(flat, group=group, group_src=0)
         off = 0
         for t in ts:
             t.data[...] = flat[off:off + t.data.size].reshape(t.data.shape)
