@@ -390,6 +390,183 @@ def case_autograd(rank, world, device, outdir):
     return {"rank": rank}
 
 
+JOIN_STEPS = (3, 5)  # the batches each of 2 ranks holds
+
+
+def join_reference(batch=BATCH):
+    """One process: both ranks' batches averaged while both train, then rank 1's alone at
+    half weight (join divides by the initial world size)."""
+    x, y = regression_data()
+    model = make_model(400)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for s in range(max(JOIN_STEPS)):
+        losses = []
+        for rank, steps in enumerate(JOIN_STEPS):
+            if s < steps:
+                start = (s * 2 + rank) * batch
+                losses.append(F.cross_entropy(model(minidl.tensor(x[start:start + batch])),
+                                              minidl.tensor(y[start:start + batch])))
+        opt.zero_grad()
+        (sum(losses) * 0.5).backward()
+        opt.step()
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+def case_join(rank, world, device, outdir):
+    """DDP under join() with uneven inputs; comm hooks; throw_on_early_termination."""
+    from minidl.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    x, y = regression_data()
+    out = {"rank": rank}
+
+    def batch(s):
+        start = (s * 2 + rank) * BATCH
+        return (minidl.tensor(x[start:start + BATCH], device=device),
+                minidl.tensor(y[start:start + BATCH], device=device))
+
+    ddp = DDP(make_model(400 + rank).to(device))
+    opt = optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    with ddp.join():
+        for s in range(JOIN_STEPS[rank]):
+            xb, yb = batch(s)
+            opt.zero_grad()
+            F.cross_entropy(ddp(xb), yb).backward()
+            opt.step()
+    np.savez(os.path.join(outdir, f"join.rank{rank}.npz"),
+             **{k: v.numpy() for k, v in ddp.state_dict().items()})
+
+    # throw_on_early_termination: every rank raises once one runs out
+    ddp2 = DDP(make_model(1).to(device))
+    try:
+        with ddp2.join(throw_on_early_termination=True):
+            for s in range(JOIN_STEPS[rank]):
+                xb, yb = batch(s)
+                F.cross_entropy(ddp2(xb), yb).backward()
+        out["throw"] = None
+    except RuntimeError as exc:
+        out["throw"] = str(exc)
+        out["throw_steps"] = s
+
+    # comm hooks: the stock ones against DDP's own averaging, and a custom one with state
+    grads = {}
+    for name in ("none", "allreduce", "fp16", "bf16", "custom"):
+        model = DDP(make_model(500 + rank).to(device), bucket_cap_mb=0.0005)
+        calls = []
+        if name == "allreduce":
+            model.register_comm_hook(None, default_hooks.allreduce_hook)
+        elif name == "fp16":
+            model.register_comm_hook(None, default_hooks.fp16_compress_hook)
+        elif name == "bf16":
+            model.register_comm_hook(None, default_hooks.bf16_compress_hook)
+        elif name == "custom":
+            def hook(state, bucket):
+                state.append((bucket.index(), bucket.is_last(), len(bucket.parameters())))
+                buf = bucket.buffer()
+                work = dist.all_reduce(buf, op="max", async_op=True)
+                return work.get_future().then(lambda fut: fut.value()[0])
+            model.register_comm_hook(calls, hook)
+        xb, yb = batch(0)
+        F.cross_entropy(model(xb), yb).backward()
+        grads[name] = {n: p.grad.numpy() for n, p in model.named_parameters()}
+        if name == "custom":
+            out["custom_calls"] = calls
+            try:
+                model.register_comm_hook(None, hook)
+            except RuntimeError as exc:
+                out["hook_twice"] = str(exc)
+    np.savez(os.path.join(outdir, f"hooks.rank{rank}.npz"),
+             **{f"{h}.{n}": g for h, d in grads.items() for n, g in d.items()})
+    return out
+
+
+def zero_reference(steps=6, batch=BATCH, world=2):
+    """One process, Adam with a step-decayed learning rate, on every rank's batches at once."""
+    x, y = regression_data()
+    model = make_model(600)
+    opt = optim.Adam([{"params": model[0].parameters()},
+                      {"params": model[2].parameters(), "lr": 0.02}], lr=0.01)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for s in range(steps):
+        idx = np.arange(s * batch * world, (s + 1) * batch * world)
+        opt.zero_grad()
+        F.cross_entropy(model(minidl.tensor(x[idx])), minidl.tensor(y[idx])).backward()
+        opt.step()
+        sched.step()
+    state = opt.state_dict()
+    return ({k: v.numpy() for k, v in model.state_dict().items()},
+            {int(i): {n: (t.numpy() if hasattr(t, "numpy") else t) for n, t in st.items()}
+             for i, st in state["state"].items()})
+
+
+def case_zero(rank, world, device, outdir):
+    """ZeroRedundancyOptimizer(Adam) under DDP == one process's Adam; its state is split."""
+    from minidl.distributed.optim import ZeroRedundancyOptimizer
+
+    x, y = regression_data()
+    ddp = DDP(make_model(600 + rank).to(device))
+    model = ddp.module
+    opt = ZeroRedundancyOptimizer([{"params": model[0].parameters()},
+                                   {"params": model[2].parameters(), "lr": 0.02}],
+                                  optimizer_class=optim.Adam, lr=0.01)
+    sched = optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    for s in range(6):
+        start = s * BATCH * world + rank * BATCH
+        opt.zero_grad()
+        F.cross_entropy(ddp(minidl.tensor(x[start:start + BATCH], device=device)),
+                        minidl.tensor(y[start:start + BATCH], device=device)).backward()
+        opt.step()
+        sched.step()
+    out = {"rank": rank, "local_params": len(opt.state),
+           "lr": [g["lr"] for g in opt.param_groups]}
+    try:
+        opt.state_dict()
+    except RuntimeError as exc:
+        out["not_consolidated"] = str(exc)
+    opt.consolidate_state_dict(to=0)
+    saved = {f"param.{k}": v.numpy() for k, v in model.state_dict().items()}
+    if rank == 0:
+        full = opt.state_dict()
+        out["state_keys"] = sorted(int(k) for k in full["state"])
+        for i, st in full["state"].items():
+            for n, t in st.items():
+                saved[f"state.{i}.{n}"] = t.numpy() if hasattr(t, "numpy") else np.asarray(t)
+        # a fresh ZeRO on rank 0's consolidated state: each rank loads its share
+        blob = full
+    else:
+        blob = None
+    holder = [blob]
+    dist.broadcast_object_list(holder, src=0)
+    fresh = ZeroRedundancyOptimizer([{"params": model[0].parameters()},
+                                     {"params": model[2].parameters(), "lr": 0.02}],
+                                    optimizer_class=optim.Adam, lr=0.01)
+    fresh.load_state_dict(holder[0])
+    out["reloaded_lr"] = [g["lr"] for g in fresh.param_groups]
+    out["reloaded_steps"] = sorted({float(np.asarray(st["step"].numpy() if hasattr(
+        st["step"], "numpy") else st["step"])) for st in fresh.state.values()})
+    np.savez(os.path.join(outdir, f"zero.rank{rank}.npz"), **saved)
+    return out
+
+
+def case_monitored(rank, world, device):
+    """monitored_barrier: passes when all come; names the late rank when one is late."""
+    import time
+
+    out = {"rank": rank}
+    t0 = time.monotonic()
+    dist.monitored_barrier(timeout=5)
+    out["ok_seconds"] = time.monotonic() - t0
+    if rank == world - 1:
+        time.sleep(2.5)  # late
+    t0 = time.monotonic()
+    out["late"] = _catch(lambda: dist.monitored_barrier(timeout=1, wait_all_ranks=True))
+    out["late_seconds"] = time.monotonic() - t0
+    dist.barrier()  # the job goes on: nothing was aborted
+    x = np.ones(2, dtype=np.float32)
+    dist.all_reduce(x)
+    out["after"] = x.tolist()
+    return out
+
+
 def case_train(rank, world, device, outdir):
     out = {"rank": rank}
     # the same architecture with one layer a different size on rank 1: refused, naming it
@@ -480,6 +657,12 @@ def main():
         result = case_collectives(rank, world, device)
     elif case == "api":
         result = case_api(rank, world, device)
+    elif case == "monitored":
+        result = case_monitored(rank, world, device)
+    elif case == "zero":
+        result = case_zero(rank, world, device, outdir)
+    elif case == "join":
+        result = case_join(rank, world, device, outdir)
     elif case == "syncbn":
         result = case_syncbn(rank, world, device, outdir)
     elif case == "autograd":

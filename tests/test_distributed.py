@@ -433,7 +433,7 @@ def test_nccl_group_plumbing_on_fake_cupy(monkeypatch, has_avg):
     monkeypatch.setattr(NCCLGroup, "_ptr", staticmethod(lambda a: a.ctypes.data))
     host_calls = []
     mpi = types.SimpleNamespace(
-        rank=1, size=2, local_rank=1, local_size=2,
+        rank=1, size=2, local_rank=1, local_size=2, timeout=30.0,
         comm=types.SimpleNamespace(bcast=lambda obj, root: b"made-on-rank-0"),
         all_reduce=lambda arr, op: host_calls.append(("all_reduce", op)),
         barrier_async=lambda: host_calls.append(("barrier",)) or Done(), close=lambda: None)

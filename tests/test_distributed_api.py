@@ -387,3 +387,121 @@ def test_torchrun_without_an_mpi_launcher_is_refused(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert "REFUSED" in res.stdout and "mpiexec -n 2" in res.stdout, res.stdout + res.stderr
+
+
+# ---- DDP: uneven inputs (join) and communication hooks ------------------------------------------
+@pytest.fixture(scope="module")
+def join_run(tmp_path_factory):
+    out = _run("join", tmp_path_factory)
+    return out, [json.loads((out / f"join.rank{r}.json").read_text()) for r in range(2)]
+
+
+@needs_mpi
+def test_ddp_join_trains_on_uneven_inputs(join_run):
+    """Rank 0 holds 3 batches, rank 1 holds 5: under join() rank 0 shadows rank 1's last two
+    steps, and both end with the model of one process that averaged the gradients that way."""
+    out, _ = join_run
+    ref = worker.join_reference()
+    for rank in range(2):
+        got = np.load(out / f"join.rank{rank}.npz")
+        for k in ref:
+            np.testing.assert_allclose(got[k], ref[k], rtol=0, atol=1e-5,
+                                       err_msg=f"rank {rank} {k}")
+
+
+@needs_mpi
+def test_ddp_join_throw_on_early_termination(join_run):
+    _, results = join_run
+    for r in results:
+        assert r["throw"] == ("Detected at least one rank that exhausted inputs. Throwing "
+                              "across all ranks.")
+    assert [r["throw_steps"] for r in results] == [2, 3]  # rank 1 raised in its 4th forward
+
+
+@needs_mpi
+def test_ddp_comm_hooks(join_run):
+    out, results = join_run
+    for rank in range(2):
+        got = np.load(out / f"hooks.rank{rank}.npz")
+        names = [k.split(".", 1)[1] for k in got.files if k.startswith("none.")]
+        for n in names:
+            plain = got[f"none.{n}"]
+            np.testing.assert_allclose(got[f"allreduce.{n}"], plain, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(got[f"fp16.{n}"], plain, rtol=1e-2, atol=1e-3)
+            np.testing.assert_allclose(got[f"bf16.{n}"], plain, rtol=2e-2, atol=1e-2)
+            assert not np.array_equal(got[f"fp16.{n}"], plain) or not plain.any()
+        # the custom hook took the max over ranks: the same on both ranks, unlike a mean
+        other = np.load(out / f"hooks.rank{1 - rank}.npz")
+        for n in names:
+            np.testing.assert_array_equal(got[f"custom.{n}"], other[f"custom.{n}"])
+    for r in results:
+        # 2 buckets of a tiny cap (reverse order: the last layer's 3 tensors... then the rest)
+        assert [c[0] for c in r["custom_calls"]] == list(range(len(r["custom_calls"])))
+        assert [c[1] for c in r["custom_calls"]][-1] is True
+        assert sum(c[2] for c in r["custom_calls"]) == 4  # every parameter in one bucket
+        assert r["hook_twice"] == "register_comm_hook can only be called once."
+
+
+def test_futures():
+    from minidl.futures import Future, collect_all, wait_all
+
+    f = Future()
+    with pytest.raises(RuntimeError, match="not completed yet"):
+        f.value()
+    g = f.then(lambda fut: fut.value() * 2)
+    seen = []
+    f.add_done_callback(lambda fut: seen.append(fut.value()))
+    f.set_result(21)
+    assert g.wait() == 42 and seen == [21] and f.done()
+    with pytest.raises(RuntimeError, match="already completed"):
+        f.set_result(1)
+    h = Future()
+    h.set_exception(ValueError("boom"))
+    with pytest.raises(ValueError, match="boom"):
+        h.then(lambda fut: fut.value()).wait()
+    assert wait_all([f, g]) == [21, 42]
+    assert collect_all([f, g]).wait() == [f, g]
+
+
+# ---- ZeroRedundancyOptimizer -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def zero_run(tmp_path_factory):
+    out = _run("zero", tmp_path_factory)
+    return out, [json.loads((out / f"zero.rank{r}.json").read_text()) for r in range(2)]
+
+
+@needs_mpi
+def test_zero_redundancy_optimizer_equals_one_process_adam(zero_run):
+    """2 ranks, DDP + ZeroRedundancyOptimizer(Adam) with two parameter groups and a StepLR
+    schedule == one process's Adam on both ranks' batches: the weights and the consolidated
+    Adam state, while each rank keeps the state of half the parameters only."""
+    out, results = zero_run
+    ref_params, ref_state = worker.zero_reference()
+    for rank in range(2):
+        got = np.load(out / f"zero.rank{rank}.npz")
+        for k, v in ref_params.items():
+            np.testing.assert_allclose(got[f"param.{k}"], v, rtol=1e-5, atol=1e-6,
+                                       err_msg=f"rank {rank} {k}")
+    got = np.load(out / "zero.rank0.npz")
+    assert results[0]["state_keys"] == sorted(ref_state)
+    for i, st in ref_state.items():
+        for n, v in st.items():
+            np.testing.assert_allclose(got[f"state.{i}.{n}"], v, rtol=1e-5, atol=1e-7,
+                                       err_msg=f"state {i} {n}")
+    for r in results:
+        assert r["local_params"] == 2  # of 4: the greedy partition halves them
+        assert r["lr"] == [0.01 * 0.5 ** 3, 0.02 * 0.5 ** 3]
+        assert r["reloaded_lr"] == r["lr"] and r["reloaded_steps"] == [6.0]
+        assert f"consolidate_state_dict(to={r['rank']})" in r["not_consolidated"]
+
+
+@needs_mpi
+def test_monitored_barrier_names_the_late_rank(tmp_path_factory):
+    out = _run("monitored", tmp_path_factory)
+    r0, r1 = [json.loads((out / f"monitored.rank{r}.json").read_text()) for r in range(2)]
+    assert r0["ok_seconds"] < 1 and r1["ok_seconds"] < 1
+    assert r0["late"] == ("RuntimeError: [Rank 0]: Rank 1 failed to pass monitoredBarrier in "
+                          "1000 ms")
+    assert 0.9 < r0["late_seconds"] < 2.0  # it waited its timeout, not the group's 30 min
+    assert "rank 0 did not answer within 1000 ms" in r1["late"]
+    assert r0["after"] == r1["after"] == [2.0, 2.0]  # no abort: the job carried on

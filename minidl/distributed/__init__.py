@@ -38,7 +38,7 @@ __all__ = ["init_process_group", "destroy_process_group", "is_initialized", "is_
            "ReduceOp", "Work", "P2POp", "all_reduce", "reduce", "broadcast", "all_gather",
            "all_gather_into_tensor", "gather", "scatter", "reduce_scatter",
            "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "send", "recv", "isend",
-           "irecv", "batch_isend_irecv", "barrier", "all_gather_object", "gather_object",
+           "irecv", "batch_isend_irecv", "barrier", "monitored_barrier", "all_gather_object", "gather_object",
            "broadcast_object_list", "scatter_object_list", "launched_world_size"]
 
 DEFAULT_TIMEOUT = 1800.0  # seconds, as PyTorch's default for CPU process groups
@@ -432,6 +432,12 @@ class Work:
         self._finish()
         return self._outputs
 
+    def get_future(self):
+        """A ``minidl.futures.Future`` of the output tensors (completed by waiting)."""
+        from ..futures import Future
+
+        return Future(_waiter=self.result)
+
     def source_rank(self) -> int:
         """For an ``irecv``: the world rank the message came from."""
         self._finish()
@@ -808,6 +814,23 @@ def barrier(group=None, async_op=False, device_ids=None):
     return _complete(pg._impl.barrier_async(), async_op)
 
 
+def monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
+    """A barrier that fails instead of hanging: rank 0 waits up to ``timeout`` (seconds or a
+    timedelta; the group's timeout by default) for every other rank, and raises a RuntimeError
+    naming the first rank that did not come (all of them with ``wait_all_ranks``); the ranks
+    that came raise too, naming it. The job is not aborted."""
+    pg = _pg(group, "monitored_barrier")
+    if pg is None:
+        return None
+    if timeout is None:
+        seconds = pg._impl.timeout
+    else:
+        seconds = timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout
+    if float(seconds) <= 0:
+        raise ValueError(f"monitored_barrier: timeout must be > 0 seconds, got {seconds}")
+    pg._impl.monitored_barrier(float(seconds), bool(wait_all_ranks), pg._ranks)
+
+
 # ---- picklable Python objects ---------------------------------------------------------------
 def _all_gather_object(obj):
     """Every rank's picklable ``obj``, as a list indexed by rank (small metadata only)."""
@@ -872,6 +895,16 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
                              f"scatter_object_input_list must hold {pg.size()} entries, got "
                              f"{len(objs)}")
     scatter_object_output_list[0] = pg._impl.scatter_object(objs, root)
+
+
+def __getattr__(name):
+    """The submodules as attributes, imported when first used (torch.distributed.nn, .optim,
+    .algorithms)."""
+    if name in ("nn", "optim", "algorithms"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- node resources: one GPU and a share of the cores per rank ------------------------------

@@ -40,6 +40,7 @@ class MPIGroup:
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
         self.timeout = timeout
+        self.monitor = self.comm.Dup()  # monitored_barrier's own messages
         self._ops = {"sum": MPI.SUM, "avg": MPI.SUM, "max": MPI.MAX, "min": MPI.MIN,
                      "product": MPI.PROD, "band": MPI.BAND, "bor": MPI.BOR, "bxor": MPI.BXOR}
         self._left = parent is not None  # only the world group says goodbye
@@ -262,6 +263,57 @@ class MPIGroup:
             return src if src is not None else status.Get_source()
         return Pending(self, request, "recv", finish, status=status)
 
+    # ---- monitored barrier: a barrier that names the ranks that did not come -----------------
+    def monitored_barrier(self, seconds, wait_all, names):
+        """Rank 0 waits up to ``seconds`` for a message from each other rank, then answers
+        each: 0 (all came) or 1 + the first missing rank. Raises RuntimeError, naming the
+        missing ranks (``names``: their world ranks), instead of aborting the job."""
+        MPI, comm = self.MPI, self.monitor
+        deadline = time.monotonic() + seconds
+        ms = int(round(seconds * 1000))
+        if self.rank == 0:
+            bufs = {r: np.zeros(1, dtype=np.int64) for r in range(1, self.size)}
+            reqs = {r: comm.Irecv(bufs[r], source=r, tag=3) for r in bufs}
+            pending = dict(reqs)
+            while pending and time.monotonic() < deadline:
+                pending = {r: q for r, q in pending.items() if not q.Test()}
+                if pending:
+                    time.sleep(1e-3)
+            missing = sorted(pending)
+            for q in pending.values():
+                q.Cancel()
+                q.Wait()
+            verdict = np.array([0 if not missing else 1 + missing[0]], dtype=np.int64)
+            acks = [comm.Isend(verdict, dest=r, tag=4) for r in bufs if r not in pending]
+            done_by = time.monotonic() + 1.0
+            while acks and not MPI.Request.Testall(acks) and time.monotonic() < done_by:
+                time.sleep(1e-4)
+            if missing:
+                who = missing if wait_all else missing[:1]
+                label = "Ranks" if len(who) > 1 else "Rank"
+                raise RuntimeError(f"[Rank {names[0]}]: {label} "
+                                   f"{', '.join(str(names[r]) for r in who)} failed to pass "
+                                   f"monitoredBarrier in {ms} ms")
+            return
+        token = np.zeros(1, dtype=np.int64)
+        send = comm.Isend(token, dest=0, tag=3)
+        verdict = np.zeros(1, dtype=np.int64)
+        recv = comm.Irecv(verdict, source=0, tag=4)
+        while not recv.Test():
+            if time.monotonic() > deadline + 1.0:  # rank 0 answers within a second of its own
+                for q in (recv, send):
+                    if not q.Test():
+                        q.Cancel()
+                        q.Wait()
+                raise RuntimeError(f"[Rank {names[self.rank]}]: monitoredBarrier: rank "
+                                   f"{names[0]} did not answer within {ms} ms (it did not "
+                                   "reach the barrier in time, or this rank came too late)")
+            time.sleep(1e-3)
+        send.Wait()
+        if verdict[0]:
+            raise RuntimeError(f"[Rank {names[self.rank]}]: monitoredBarrier failed: rank "
+                               f"{names[int(verdict[0]) - 1]} did not reach it within {ms} ms")
+
     # ---- picklable objects (small metadata): blocking calls, reached only when all can -------
     def all_gather_object(self, obj):
         self.barrier()  # the pickled gather below blocks: reach it only when every rank can
@@ -291,6 +343,7 @@ class MPIGroup:
     def close(self):
         if self.world is self:
             self.leave()
+        self.monitor.Free()
         self.comm.Free()
 
 

@@ -27,6 +27,7 @@ class NCCLGroup:
         self.mpi, self.nccl, self.cp = mpi_group, nccl, cp
         self.rank, self.size = mpi_group.rank, mpi_group.size
         self.local_rank, self.local_size = mpi_group.local_rank, mpi_group.local_size
+        self.timeout = mpi_group.timeout
         n_gpus = cp.cuda.runtime.getDeviceCount()
         if self.local_size > n_gpus:
             raise RuntimeError(
@@ -164,6 +165,10 @@ class NCCLGroup:
 
     def scatter_object(self, objs, root):
         return self.mpi.scatter_object(objs, root)
+
+    def monitored_barrier(self, seconds, wait_all, names):
+        self.cp.cuda.get_current_stream().synchronize()
+        return self.mpi.monitored_barrier(seconds, wait_all, names)
 
     def subgroup(self, ranks):
         sub = self.mpi.subgroup(ranks)
