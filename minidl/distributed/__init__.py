@@ -569,6 +569,22 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     return _complete(pg._impl.all_gather(arr, out), async_op, [output_tensor])
 
 
+def _root_list(pg, root, tensors, ref, name, role, what):
+    """gather's and scatter's list, which the root rank alone gives (one entry per rank, each
+    of ``ref``'s shape and dtype): its arrays on the root, None elsewhere."""
+    if pg.rank() != root:
+        if tensors:
+            raise ValueError(f"{what}: Argument ``{name}`` must NOT be specified on "
+                             f"non-{role} ranks.")
+        return None
+    if tensors is None:
+        raise ValueError(f"{what}: Argument ``{name}`` must be specified on {role} rank.")
+    arrs = _list(tensors, pg.size(), name, what)
+    for i, a in enumerate(arrs):
+        _like(a, ref, f"{name}[{i}]", what)
+    return arrs
+
+
 def gather(tensor, gather_list=None, dst=None, group=None, async_op=False, group_dst=None):
     """Every rank's ``tensor`` into ``gather_list`` on rank ``dst`` (one entry per rank)."""
     pg = _pg(group, "gather")
@@ -576,17 +592,7 @@ def gather(tensor, gather_list=None, dst=None, group=None, async_op=False, group
     if pg is None:
         return _skipped(async_op)
     root = _peer(pg, dst, group_dst, "dst", "gather")
-    outs = None
-    if pg.rank() == root:
-        if gather_list is None:
-            raise ValueError("gather: Argument ``gather_list`` must be specified on destination "
-                             "rank.")
-        outs = _list(gather_list, pg.size(), "gather_list", "gather")
-        for i, o in enumerate(outs):
-            _like(o, arr, f"gather_list[{i}]", "gather")
-    elif gather_list:
-        raise ValueError("gather: Argument ``gather_list`` must NOT be specified on "
-                         "non-destination ranks.")
+    outs = _root_list(pg, root, gather_list, arr, "gather_list", "destination", "gather")
 
     def place(gathered):
         if outs is not None:
@@ -602,19 +608,11 @@ def scatter(tensor, scatter_list=None, src=None, group=None, async_op=False, gro
     if pg is None:
         return _skipped(async_op)
     root = _peer(pg, src, group_src, "src", "scatter")
+    parts = _root_list(pg, root, scatter_list, out, "scatter_list", "source", "scatter")
     stacked = None
-    if pg.rank() == root:
-        if scatter_list is None:
-            raise ValueError("scatter: Argument ``scatter_list`` must be specified on source "
-                             "rank.")
-        parts = _list(scatter_list, pg.size(), "scatter_list", "scatter")
-        for i, p in enumerate(parts):
-            _like(p, out, f"scatter_list[{i}]", "scatter")
+    if parts is not None:
         xp = get_array_module(out)
         stacked = xp.stack([xp.asarray(p) for p in parts])
-    elif scatter_list:
-        raise ValueError("scatter: Argument ``scatter_list`` must NOT be specified on "
-                         "non-source ranks.")
     return _complete(pg._impl.scatter(out, stacked, root), async_op, [tensor])
 
 

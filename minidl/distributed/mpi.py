@@ -145,6 +145,17 @@ class MPIGroup:
                   "bor": "bor", "bxor": "bxor"}.get(op, op)  # logical or / and
         return buf, self._ops[op], half
 
+    def _reduced(self, op, buf, host, half, arr):
+        """The finishing step of a reduction into ``buf``: the 1/size of 'avg', the float32
+        copy back into 16-bit ``host``, and ``host`` back into ``arr``."""
+        def finish():
+            if op == "avg":
+                buf[...] *= buf.dtype.type(1.0 / self.size)
+            if half:
+                host[...] = buf
+            self._write_back(arr, host)
+        return finish
+
     def _pending(self, request, what, finish=None):
         return Pending(self, request, what, finish)
 
@@ -153,14 +164,8 @@ class MPIGroup:
         host = self._host(arr)
         buf, mpi_op, half = self._reducible(host, op)
 
-        def finish():
-            if op == "avg":
-                buf[...] *= buf.dtype.type(1.0 / self.size)
-            if half:
-                host[...] = buf
-            self._write_back(arr, host)
         return self._pending(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=mpi_op),
-                             "all_reduce", finish)
+                             "all_reduce", self._reduced(op, buf, host, half, arr))
 
     def reduce(self, arr, op, root):
         host = self._host(arr)
@@ -170,14 +175,8 @@ class MPIGroup:
         else:
             request = self.comm.Ireduce(buf, None, op=mpi_op, root=root)
 
-        def finish():
-            if self.rank != root:
-                return  # only the destination's array receives the result
-            if op == "avg":
-                buf[...] *= buf.dtype.type(1.0 / self.size)
-            if half:
-                host[...] = buf
-            self._write_back(arr, host)
+        # only the destination's array receives the result
+        finish = self._reduced(op, buf, host, half, arr) if self.rank == root else None
         return self._pending(request, "reduce", finish)
 
     def broadcast(self, arr, src):
@@ -221,13 +220,7 @@ class MPIGroup:
             bout = bout.view(np.uint8)
         request = self.comm.Ireduce_scatter_block(bin_, bout, op=mpi_op)
 
-        def finish():
-            if op == "avg":
-                bout[...] *= bout.dtype.type(1.0 / self.size)
-            if half:
-                hout[...] = bout
-            self._write_back(out, hout)
-        return self._pending(request, "reduce_scatter", finish)
+        return self._pending(request, "reduce_scatter", self._reduced(op, bout, hout, half, out))
 
     def all_to_all(self, out, inp, send_counts=None, recv_counts=None):
         """Rank r's slice j of ``inp`` to rank j's slice r of ``out`` (split along the first
