@@ -547,6 +547,21 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     return _complete(pg._impl.all_gather(arr), async_op, tensor_list, scatter_parts)
 
 
+def _check_world_sized(big, small, n, what, rule, names):
+    """``big`` must hold n ``small``s, concatenated along the first dimension or stacked;
+    returns the stacked shape. ``names``: what big and small are called in messages."""
+    if big.dtype != small.dtype:
+        raise ValueError(f"{what}: the {names[0]}'s dtype {big.dtype} differs from the "
+                         f"{names[1]}'s {small.dtype}")
+    stacked = (n,) + tuple(small.shape)
+    concatenated = ((n * small.shape[0],) + tuple(small.shape[1:])) if small.ndim else (n,)
+    if tuple(big.shape) not in (stacked, concatenated):
+        raise ValueError(f"{what}: {rule}: {names[0]} has shape {tuple(big.shape)}, expected "
+                         f"{concatenated} or {stacked} for {names[1]} {tuple(small.shape)} on "
+                         f"{n} ranks")
+    return stacked
+
+
 def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False):
     """Every rank's ``input_tensor`` into ``output_tensor``, either concatenated along the first
     dimension (world_size * n, ...) or stacked (world_size, n, ...)."""
@@ -555,17 +570,9 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
                                                                         "all_gather_into_tensor")
     if pg is None:
         return _skipped(async_op)
-    n = pg.size()
-    if out.dtype != arr.dtype:
-        raise ValueError(f"all_gather_into_tensor: output dtype {out.dtype} differs from the "
-                         f"input's {arr.dtype}")
-    stacked = (n,) + tuple(arr.shape)
-    concatenated = ((n * arr.shape[0],) + tuple(arr.shape[1:])) if arr.ndim else (n,)
-    if tuple(out.shape) not in (stacked, concatenated):
-        raise ValueError(f"all_gather_into_tensor: output tensor size must be equal to "
-                         f"world_size times input tensor size: output has shape "
-                         f"{tuple(out.shape)}, expected {concatenated} or {stacked} for input "
-                         f"{tuple(arr.shape)} on {n} ranks")
+    _check_world_sized(big=out, small=arr, n=pg.size(), what="all_gather_into_tensor",
+                       rule="output tensor size must be equal to world_size times input "
+                            "tensor size", names=("output", "input"))
     return _complete(pg._impl.all_gather(arr, out), async_op, [output_tensor])
 
 
@@ -639,17 +646,9 @@ def reduce_scatter_tensor(output, input, op="sum", group=None, async_op=False): 
     op = _op(op, arr, "reduce_scatter_tensor")
     if pg is None:
         return _skipped(async_op)
-    n = pg.size()
-    if out.dtype != arr.dtype:
-        raise ValueError(f"reduce_scatter_tensor: output dtype {out.dtype} differs from the "
-                         f"input's {arr.dtype}")
-    stacked = (n,) + tuple(out.shape)
-    concatenated = ((n * out.shape[0],) + tuple(out.shape[1:])) if out.ndim else (n,)
-    if tuple(arr.shape) not in (stacked, concatenated):
-        raise ValueError(f"reduce_scatter_tensor: input tensor must be the same size as output "
-                         f"size times world size: input has shape {tuple(arr.shape)}, expected "
-                         f"{concatenated} or {stacked} for output {tuple(out.shape)} on {n} "
-                         "ranks")
+    stacked = _check_world_sized(big=arr, small=out, n=pg.size(), what="reduce_scatter_tensor",
+                                 rule="input tensor must be the same size as output size "
+                                      "times world size", names=("input", "output"))
     return _complete(pg._impl.reduce_scatter(out, arr.reshape(stacked), op), async_op, [output])
 
 
