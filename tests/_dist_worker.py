@@ -547,6 +547,34 @@ def case_zero(rank, world, device, outdir):
     return out
 
 
+def case_mismatch(rank, world, device):
+    """Collectives whose arguments differ between ranks: every rank raises, naming them, and
+    the job goes on (nothing hangs, nothing is half-reduced)."""
+    B = minidl.backend
+    out = {"rank": rank}
+    out["size"] = _catch(lambda: dist.all_reduce(B.to_device(np.ones(3 + rank, np.float32),
+                                                             device)))
+    out["dtype"] = _catch(lambda: dist.all_reduce(
+        B.to_device(np.ones(3, np.float32 if rank == 0 else np.float64), device)))
+    out["kind"] = _catch(dist.barrier if rank == 0 else
+                         lambda: dist.all_reduce(np.ones(3, np.float32)))
+    out["root"] = _catch(lambda: dist.broadcast(np.ones(2), src=rank))
+    sizes = [1, 1] if rank == 0 else [2, 0]
+    out["splits"] = _catch(lambda: dist.all_to_all_single(
+        np.zeros(2, np.float32), np.zeros(2, np.float32), [1, 1], sizes))
+    if rank == 0:
+        dist.send(np.arange(4, dtype=np.float32), dst=1)
+        dist.send(np.arange(2, dtype=np.float32), dst=1, tag=1)
+        out["recv_small"] = out["recv_big"] = None
+    elif rank == 1:
+        out["recv_small"] = _catch(lambda: dist.recv(np.zeros(2, np.float32), src=0))
+        out["recv_big"] = _catch(lambda: dist.recv(np.zeros(3, np.float32), src=0, tag=1))
+    x = np.ones(2, dtype=np.float32)
+    dist.all_reduce(x)
+    out["after"] = x.tolist()
+    return out
+
+
 def case_monitored(rank, world, device):
     """monitored_barrier: passes when all come; names the late rank when one is late."""
     import time
@@ -657,6 +685,8 @@ def main():
         result = case_collectives(rank, world, device)
     elif case == "api":
         result = case_api(rank, world, device)
+    elif case == "mismatch":
+        result = case_mismatch(rank, world, device)
     elif case == "monitored":
         result = case_monitored(rank, world, device)
     elif case == "zero":

@@ -505,3 +505,23 @@ def test_monitored_barrier_names_the_late_rank(tmp_path_factory):
     assert 0.9 < r0["late_seconds"] < 2.0  # it waited its timeout, not the group's 30 min
     assert "rank 0 did not answer within 1000 ms" in r1["late"]
     assert r0["after"] == r1["after"] == [2.0, 2.0]  # no abort: the job carried on
+
+
+@needs_mpi
+def test_mismatched_collectives_raise_on_every_rank(tmp_path_factory):
+    """Arguments that differ between ranks (size, dtype, which collective, root, all-to-all
+    splits, a message of another size): every rank raises, naming what each rank passed,
+    instead of hanging or reducing part of the data; the job carries on."""
+    out = _run("mismatch", tmp_path_factory)
+    r0, r1 = [json.loads((out / f"mismatch.rank{r}.json").read_text()) for r in range(2)]
+    for r in (r0, r1):
+        assert ("rank 0: all_reduce of shape (3,) float32, op sum; rank 1: all_reduce of shape "
+                "(4,) float32, op sum" in r["size"])
+        assert "rank 1: all_reduce of shape (3,) float64" in r["dtype"]
+        assert "rank 0: barrier; rank 1: all_reduce of shape (3,) float32" in r["kind"]
+        assert "root 0; rank 1: broadcast of shape (2,) float64, root 1" in r["root"]
+        assert "rank 1 sends 2 elements to rank 0, which expects 1" in r["splits"]
+        assert r["after"] == [2.0, 2.0]
+    assert r1["recv_small"] == ("RuntimeError: recv: MPI reported an error: Message truncated "
+                                "(the message is larger than the receiving tensor)")
+    assert "the message from rank 0 holds 8 bytes, the receiving tensor 12" in r1["recv_big"]

@@ -27,6 +27,8 @@ import os
 import sys
 import traceback
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..tensor import Tensor
 
@@ -497,6 +499,34 @@ def _list(tensors, n, name, what):
     return arrs
 
 
+_KINDS = ("all_reduce", "reduce", "broadcast", "all_gather", "all_gather_into_tensor",
+          "gather", "scatter", "reduce_scatter", "reduce_scatter_tensor", "all_to_all_single",
+          "all_to_all", "barrier", "all_gather_object", "gather_object", "broadcast_object_list",
+          "scatter_object_list")
+CHECK_ARGUMENTS = os.environ.get("MINIDL_DIST_CHECKS", "1") != "0"
+
+
+def _agree(pg, what, arr=None, op=None, root=None, extra=()):
+    """Before a collective: every rank of the group called ``what`` with the same size, dtype,
+    op and root (see MPIGroup.agree; one small all-reduce). MINIDL_DIST_CHECKS=0 turns it
+    off."""
+    if not CHECK_ARGUMENTS:
+        return
+    import zlib
+
+    values = [_KINDS.index(what), -1, -1, -1 if op is None else OPS.index(op),
+              -1 if root is None else int(root), *extra]
+    describe = what
+    if arr is not None:
+        values[1], values[2] = int(arr.size), zlib.crc32(str(arr.dtype).encode()) & 0xFFFFFFF
+        describe = f"{what} of shape {tuple(arr.shape)} {arr.dtype}"
+    if op is not None:
+        describe += f", op {op}"
+    if root is not None:
+        describe += f", root {root}"
+    pg._impl.agree(values, describe, what)
+
+
 def all_reduce(tensor, op="sum", group=None, async_op=False):
     """Reduce ``tensor`` over the ranks of ``group``, in place on every rank. ``op``: sum, avg,
     max, min, product, or (integers) band, bor, bxor."""
@@ -505,6 +535,7 @@ def all_reduce(tensor, op="sum", group=None, async_op=False):
     op = _op(op, arr, "all_reduce")
     if pg is None:
         return _skipped(async_op)
+    _agree(pg, "all_reduce", arr, op)
     return _complete(pg._impl.all_reduce(arr, op), async_op, [tensor])
 
 
@@ -517,6 +548,7 @@ def reduce(tensor, dst=None, op="sum", group=None, async_op=False, group_dst=Non
     if pg is None:
         return _skipped(async_op)
     root = _peer(pg, dst, group_dst, "dst", "reduce")
+    _agree(pg, "reduce", arr, op, root)
     return _complete(pg._impl.reduce(arr, op, root), async_op, [tensor])
 
 
@@ -527,6 +559,7 @@ def broadcast(tensor, src=None, group=None, async_op=False, group_src=None):
     if pg is None:
         return _skipped(async_op)
     root = _peer(pg, src, group_src, "src", "broadcast")
+    _agree(pg, "broadcast", arr, root=root)
     return _complete(pg._impl.broadcast(arr, root), async_op, [tensor])
 
 
@@ -544,6 +577,7 @@ def all_gather(tensor_list, tensor, group=None, async_op=False):
     def scatter_parts(gathered):
         for o, part in zip(outs, gathered):
             o[...] = part
+    _agree(pg, "all_gather", arr)
     return _complete(pg._impl.all_gather(arr), async_op, tensor_list, scatter_parts)
 
 
@@ -573,6 +607,7 @@ def all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=Fal
     _check_world_sized(big=out, small=arr, n=pg.size(), what="all_gather_into_tensor",
                        rule="output tensor size must be equal to world_size times input "
                             "tensor size", names=("output", "input"))
+    _agree(pg, "all_gather_into_tensor", arr)
     return _complete(pg._impl.all_gather(arr, out), async_op, [output_tensor])
 
 
@@ -605,6 +640,7 @@ def gather(tensor, gather_list=None, dst=None, group=None, async_op=False, group
         if outs is not None:
             for o, part in zip(outs, gathered):
                 o[...] = part
+    _agree(pg, "gather", arr, root=root)
     return _complete(pg._impl.gather(arr, root), async_op, gather_list or [], place)
 
 
@@ -620,6 +656,7 @@ def scatter(tensor, scatter_list=None, src=None, group=None, async_op=False, gro
     if parts is not None:
         xp = get_array_module(out)
         stacked = xp.stack([xp.asarray(p) for p in parts])
+    _agree(pg, "scatter", out, root=root)
     return _complete(pg._impl.scatter(out, stacked, root), async_op, [tensor])
 
 
@@ -635,6 +672,7 @@ def reduce_scatter(output, input_list, op="sum", group=None, async_op=False):
         _like(p, out, f"input_list[{i}]", "reduce_scatter")
     xp = get_array_module(out)
     stacked = xp.stack([xp.asarray(p) for p in parts])
+    _agree(pg, "reduce_scatter", out, op)
     return _complete(pg._impl.reduce_scatter(out, stacked, op), async_op, [output])
 
 
@@ -649,6 +687,7 @@ def reduce_scatter_tensor(output, input, op="sum", group=None, async_op=False): 
     stacked = _check_world_sized(big=arr, small=out, n=pg.size(), what="reduce_scatter_tensor",
                                  rule="input tensor must be the same size as output size "
                                       "times world size", names=("input", "output"))
+    _agree(pg, "reduce_scatter_tensor", out, op)
     return _complete(pg._impl.reduce_scatter(out, arr.reshape(stacked), op), async_op, [output])
 
 
@@ -663,6 +702,29 @@ def _splits(sizes, total, n, name, what):
         raise ValueError(f"{what}: {name}_split_sizes {sizes} must hold {n} sizes >= 0 that sum "
                          f"to the {name}'s first dimension {total}")
     return sizes
+
+
+def _agree_splits(pg, what, send, recv, dtype):
+    """Before an all-to-all: what each rank sends to rank j is what rank j expects from it (in
+    elements), and the dtypes agree. Every rank sees every rank's counts (one small
+    all-gather), so all raise the same error."""
+    if not CHECK_ARGUMENTS:
+        return
+    import zlib
+
+    _agree(pg, what)
+    n = pg.size()
+    mine = np.array(list(send) + list(recv) + [zlib.crc32(str(dtype).encode()) & 0xFFFFFFF],
+                    dtype=np.int64)
+    table = pg._impl.all_gather(mine).wait()
+    table = np.asarray(table if not hasattr(table, "get") else table.get())
+    problems = [f"rank {i} sends {table[i, j]} elements to rank {j}, which expects "
+                f"{table[j, n + i]}" for i in range(n) for j in range(n)
+                if table[i, j] != table[j, n + i]]
+    if len(set(table[:, 2 * n].tolist())) > 1:
+        problems.append("the ranks' dtypes differ")
+    if problems:
+        raise ValueError(f"{what}: the ranks' split sizes do not match: {'; '.join(problems)}")
 
 
 def all_to_all_single(output, input, output_split_sizes=None,  # noqa: A002
@@ -684,6 +746,8 @@ def all_to_all_single(output, input, output_split_sizes=None,  # noqa: A002
     send = _splits(input_split_sizes, arr.shape[0], n, "input", what)
     recv = _splits(output_split_sizes, out.shape[0], n, "output", what)
     even = input_split_sizes in (None, []) and output_split_sizes in (None, [])
+    row = int(np.prod(arr.shape[1:], dtype=np.int64))
+    _agree_splits(pg, what, [c * row for c in send], [c * row for c in recv], arr.dtype)
     pending = pg._impl.all_to_all(out, arr, None if even else send, None if even else recv)
     return _complete(pending, async_op, [output])
 
@@ -705,8 +769,9 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
     xp = get_array_module(ins[0])
     flat_in = xp.concatenate([xp.ascontiguousarray(a).reshape(-1) for a in ins])
     flat_out = xp.empty(sum(int(o.size) for o in outs), dtype=ins[0].dtype)
-    pending = pg._impl.all_to_all(flat_out, flat_in, [int(a.size) for a in ins],
-                                  [int(o.size) for o in outs])
+    sizes_in, sizes_out = [int(a.size) for a in ins], [int(o.size) for o in outs]
+    _agree_splits(pg, what, sizes_in, sizes_out, ins[0].dtype)
+    pending = pg._impl.all_to_all(flat_out, flat_in, sizes_in, sizes_out)
 
     def place(_):
         off = 0
@@ -808,6 +873,7 @@ def barrier(group=None, async_op=False, device_ids=None):
     pg = _pg(group, "barrier")
     if pg is None:
         return _skipped(async_op)
+    _agree(pg, "barrier")
     return _complete(pg._impl.barrier_async(), async_op)
 
 
@@ -842,6 +908,7 @@ def all_gather_object(object_list, obj, group=None):
     if len(object_list) != pg.size():
         raise ValueError(f"all_gather_object: object_list has {len(object_list)} entries, the "
                          f"group has {pg.size()} ranks")
+    _agree(pg, "all_gather_object")
     object_list[:] = pg._impl.all_gather_object(obj)
 
 
@@ -855,6 +922,7 @@ def gather_object(obj, object_gather_list=None, dst=None, group=None, group_dst=
         if object_gather_list is None or len(object_gather_list) != pg.size():
             raise ValueError(f"gather_object: on the destination rank object_gather_list must "
                              f"hold {pg.size()} entries")
+    _agree(pg, "gather_object", root=root)
     got = pg._impl.gather_object(obj, root)
     if pg.rank() == root:
         object_gather_list[:] = got
@@ -866,6 +934,7 @@ def broadcast_object_list(object_list, src=None, group=None, device=None, group_
     if pg is None:
         return None
     root = _peer(pg, src, group_src, "src", "broadcast_object_list")
+    _agree(pg, "broadcast_object_list", root=root, extra=(len(object_list),))
     got = pg._impl.broadcast_object(list(object_list), root)
     if len(got) != len(object_list):
         raise ValueError(f"broadcast_object_list: rank {src}'s list has {len(got)} entries, "
@@ -891,6 +960,7 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
             raise ValueError(f"scatter_object_list: on the source rank "
                              f"scatter_object_input_list must hold {pg.size()} entries, got "
                              f"{len(objs)}")
+    _agree(pg, "scatter_object_list", root=root)
     scatter_object_output_list[0] = pg._impl.scatter_object(objs, root)
 
 

@@ -71,7 +71,16 @@ class MPIGroup:
         """Poll ``request`` (filling ``status`` if given): spin for a moment (most waits are
         short), then yield the core in short sleeps so a waiting rank does not steal it from a
         busy one on a shared node."""
-        test = request.Test if status is None else (lambda: request.Test(status))
+        plain = request.Test if status is None else (lambda: request.Test(status))
+
+        def test():
+            try:
+                return plain()
+            except self.MPI.Exception as exc:
+                first = exc.Get_error_string().splitlines()[0].replace(", error stack:", "")
+                hint = " (the message is larger than the receiving tensor)" \
+                    if exc.Get_error_class() == self.MPI.ERR_TRUNCATE else ""
+                raise RuntimeError(f"{what}: MPI reported an error: {first}{hint}") from None
         if test():
             return
         world = self.world
@@ -252,9 +261,33 @@ class MPIGroup:
         request = self.comm.Irecv(_raw(host), source=source, tag=tag)
 
         def finish():
+            got = status.Get_count(self.MPI.BYTE)
+            sender = src if src is not None else status.Get_source()
+            if got != host.nbytes:
+                raise ValueError(f"recv: the message from rank {sender} holds {got} bytes, the "
+                                 f"receiving tensor {host.nbytes} ({host.dtype}, shape "
+                                 f"{tuple(host.shape)}); send and receive tensors of one size")
             self._write_back(arr, host)
-            return src if src is not None else status.Get_source()
+            return sender
         return Pending(self, request, "recv", finish, status=status)
+
+    # ---- agreement: every rank called the same collective with matching arguments -------------
+    def agree(self, values, describe, what):
+        """Check that ``values`` (small integers: which collective, sizes, dtype, op, root) are
+        the same on every rank, with one small all-reduce (max of v and of -v); if not, every
+        rank learns it and raises the same ValueError, listing each rank's ``describe``, before
+        any data moves: a mismatched collective would otherwise hang, or reduce only part of
+        the data without a word."""
+        v = np.asarray(values, dtype=np.int64)
+        both = np.concatenate([v, -v])
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, both, op=self.MPI.MAX), what)
+        if np.array_equal(both[:v.size], -both[v.size:]):
+            return
+        everyone = self.all_gather_object(describe)
+        lines = "; ".join(f"rank {r}: {d}" for r, d in enumerate(everyone))
+        raise ValueError(f"{what}: the ranks called collectives that do not match ({lines}); "
+                         "every rank must call the same collective with tensors of the same "
+                         "size and dtype")
 
     # ---- monitored barrier: a barrier that names the ranks that did not come -----------------
     def monitored_barrier(self, seconds, wait_all, names):

@@ -166,6 +166,9 @@ class NCCLGroup:
     def scatter_object(self, objs, root):
         return self.mpi.scatter_object(objs, root)
 
+    def agree(self, values, describe, what):
+        return self.mpi.agree(values, describe, what)
+
     def monitored_barrier(self, seconds, wait_all, names):
         self.cp.cuda.get_current_stream().synchronize()
         return self.mpi.monitored_barrier(seconds, wait_all, names)
