@@ -11,7 +11,7 @@ from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, ten
 from .autograd import inference_mode, set_grad_enabled
 from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
-from . import amp, backends, cuda, futures, utils  # noqa: E402,F401
+from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402
