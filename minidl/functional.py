@@ -17,7 +17,8 @@ from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, Where, accumulation_dtype, cat, constant, keep_where,
-    log_softmax_array, reduction_axes, pointwise_kernels, row_kernels, stable_sigmoid,
+    log_softmax_array, reduction_axes, pointwise_kernels, refuse_complex, row_kernels,
+    stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 from .special import erfc_array  # noqa: E402
@@ -506,6 +507,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         raise TypeError(f"conv2d(): argument 'input' (position 1) must be Tensor, not "
                         f"{type(x).__name__}")
     xs, ws = x.data.shape, weight.data.shape
+    if x.data.dtype.kind == "c" or weight.data.dtype.kind == "c":
+        refuse_complex("conv2d", x.data if x.data.dtype.kind == "c" else weight.data)
     if len(xs) != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {x.shape}")
     if len(ws) != 4:

@@ -18,7 +18,7 @@ from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
-    Cast, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError, _array_module,
+    Cast, Conj, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError, _array_module,
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
@@ -35,7 +35,7 @@ def _cumulative_input(name, input, dim, dtype):
 def _accumulation_input(input, dtype):
     if dtype is not None:
         dtype = as_dtype(dtype)
-    elif not is_floating(input.data.dtype):
+    elif input.data.dtype.kind in "biu":
         dtype = np.dtype(np.int64)
     if dtype is not None and dtype != input.data.dtype:
         input = Cast.apply(input, dtype=dtype)
@@ -124,9 +124,19 @@ TENSOR_METHODS = {"cumsum": cumsum, "cumprod": cumprod}
 
 
 # ---- elementwise functions ----------------------------------------------------------------
-def _float_input(x):
-    """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's)."""
-    return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=default_float())
+def _float_input(x, name=None):
+    """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's).
+    Complex tensors pass where ``name`` (an op defined on complex numbers) is given, and are
+    refused, naming the op, elsewhere."""
+    dtype = x.data.dtype
+    if is_floating(dtype):
+        return x
+    if dtype.kind == "c":
+        if name is None:
+            raise UnsupportedDtypeError(f"this op is not implemented for complex tensors, got "
+                                        f"dtype {dtype}")
+        return x
+    return Cast.apply(x, dtype=default_float())
 
 
 def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
@@ -149,14 +159,20 @@ def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
         xp = get_array_module(g)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = derivative(xp, saved) if derivative is not None else xp.zeros_like(g)
+        if g.dtype.kind == "c":  # holomorphic: g times the conjugate derivative (PyTorch's)
+            d = d.conj()
         return (g * d).astype(g.dtype, copy=False)
 
     def graph_bwd(self, g, out):
         if derivative is None:  # exact: the gradient of a step function is 0, whatever x
             return Fill.apply(g, value=0)
-        return g * graph_derivative(self.inputs[0], out)
+        d = graph_derivative(self.inputs[0], out)
+        if g.data.dtype.kind == "c" and isinstance(d, autograd.Tensor):
+            d = Conj.apply(d)
+        return g * d
 
-    attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower()}
+    attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower(),
+             "complex_grad": derivative is not None}
     if derivative is None or graph_derivative is not None:
         attrs["graph_backward"] = graph_bwd
     return type(name, (Function,), attrs)
@@ -208,7 +224,7 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 
 def _float_op(fn):
     def op(input):
-        return fn.apply(_float_input(input))
+        return fn.apply(_float_input(input, fn.__name__))
     op.__name__ = op.__qualname__ = fn.__name__.lower()
     op.__doc__ = f"Elementwise {op.__name__}; integer input computes in float32, as PyTorch."
     return op
@@ -220,6 +236,12 @@ def _same_dtype_op(fn, integer=None, bool_ok=True):
     def op(input):
         if not bool_ok:
             refuse_bool(op.__name__, input)
+        if input.data.dtype.kind == "c":
+            if fn is Square:
+                return fn.apply(input)
+            hint = "; use minidl.sgn for z / |z|" if fn is Sign else ""
+            raise UnsupportedDtypeError(f"{op.__name__}: not implemented for complex tensors "
+                                        f"(dtype {input.data.dtype}){hint}")
         if not is_floating(input.data.dtype):
             if integer is None:
                 return autograd.Tensor(input.data.copy())
@@ -1211,7 +1233,12 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
 
 
 def angle(input):
-    """The angle of a real number: pi for negatives, 0 otherwise, NaN kept (float result)."""
+    """The angle of each element: of a complex number its argument (complex_ops.Angle), of a
+    real one pi for negatives, 0 otherwise, NaN kept (float result)."""
+    if input.data.dtype.kind == "c":
+        from .complex_ops import complex_angle
+
+        return complex_angle(input)
     x = _float_input(input)
     return where(x < 0, np.pi, x * 0)
 

@@ -395,7 +395,12 @@ def fix(input):
 
 
 def sgn(input):
-    """The sign of each element (for real tensors, torch.sgn is torch.sign)."""
+    """The sign of each element: z / |z| (0 at 0) for complex tensors; for real ones
+    torch.sgn is torch.sign."""
+    if isinstance(input, autograd.Tensor) and input.data.dtype.kind == "c":
+        from .complex_ops import complex_sgn
+
+        return complex_sgn(input)
     return sign(input)
 
 

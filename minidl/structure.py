@@ -132,6 +132,8 @@ class DiagEmbedDims(Function):
     """Matrices in dims (dim1, dim2) of the output with ``a``'s last dim on diagonal
     ``offset``; the other dims are a's leading ones."""
 
+    complex_grad = True
+
     def forward(self, a, offset, dim1, dim2):
         xp = get_array_module(a)
         n = a.shape[-1] + abs(offset)
@@ -386,6 +388,8 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
 class MaskedScatter(Function):
     """A copy of ``a`` with ``source``'s first elements, in order, where ``mask`` holds. The
     gradient: ``a``'s with those places zeroed, ``source``'s what reaches its used elements."""
+
+    complex_grad = True
 
     def forward(self, a, source, mask, k):
         self.mask, self.source_shape, self.k = mask, source.shape, k

@@ -20,45 +20,60 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     checked along ``directions`` random unit directions (Chainer's directional check), which
     keeps checks of large conv inputs cheap. Returns True or raises AssertionError saying which
     input and where the gradients differ.
+
+    Complex inputs (complex128) are checked as PyTorch's gradient convention states: the real
+    and imaginary parts are perturbed separately and the analytic gradient must be
+    dL/dRe + i dL/dIm; a complex output is projected to a real number by Re(sum(y conj(P)))
+    with a complex random P.
     """
     rng = np.random.default_rng(seed)
     inputs = [inputs] if isinstance(inputs, Tensor) else inputs  # one Tensor, as torch's
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float64)) for x in inputs]
     for x in inputs:
-        if x.requires_grad and x.dtype != np.float64:
-            raise TypeError(f"gradcheck: inputs that require grad must be float64, got {x.dtype}")
+        if x.requires_grad and x.dtype not in (np.float64, np.complex128):
+            raise TypeError(f"gradcheck: inputs that require grad must be float64 or "
+                            f"complex128, got {x.dtype}")
     out = fn(*inputs)
     proj = rng.standard_normal(out.shape)
+    complex_out = out.dtype.kind == "c"
+    if complex_out:
+        proj = proj + 1j * rng.standard_normal(out.shape)
 
     # perturbed copies go to their input's device: a check of CUDA inputs runs on the GPU
     def scalar(values):
         with_values = [Tensor(v, requires_grad=False, device=x.device) if v is not None else x
                        for x, v in zip(inputs, values)]
         y = fn(*with_values)
+        if complex_out:
+            return float((y.numpy().astype(np.complex128) * proj.conj()).real.sum())
         return float((y.numpy().astype(np.float64) * proj).sum())
 
     for x in inputs:
         x.grad = None
 
-    if out.requires_grad:  # else no input reaches the output: every analytic gradient is 0
+    if out.requires_grad and complex_out:  # the gradient of Re(sum(y conj(P))) at y is P
+        out.backward(Tensor(proj.astype(out.dtype), device=out.device))
+    elif out.requires_grad:  # else no input reaches the output: every analytic gradient is 0
         (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
     for k, x in enumerate(inputs):
         if not x.requires_grad:
             continue
-        analytic = np.zeros(x.shape) if x.grad is None else x.grad.numpy()
+        analytic = np.zeros(x.shape, x.dtype) if x.grad is None else x.grad.numpy()
         base = [None] * len(inputs)
         xd = x.numpy()
+        steps = (eps, 1j * eps) if xd.dtype.kind == "c" else (eps,)  # each part of a complex
         if x.numel() <= 2000 and directions is None:
-            numeric = np.zeros(x.shape)
+            numeric = np.zeros(x.shape, xd.dtype)
             flat = numeric.reshape(-1)
             for i in range(xd.size):
-                plus, minus = xd.copy(), xd.copy()
-                plus.reshape(-1)[i] += eps
-                minus.reshape(-1)[i] -= eps
-                base[k] = plus
-                f_plus = scalar(base)
-                base[k] = minus
-                flat[i] = (f_plus - scalar(base)) / (2 * eps)
+                for step in steps:
+                    plus, minus = xd.copy(), xd.copy()
+                    plus.reshape(-1)[i] += step
+                    minus.reshape(-1)[i] -= step
+                    base[k] = plus
+                    f_plus = scalar(base)
+                    base[k] = minus
+                    flat[i] += (step / eps) * (f_plus - scalar(base)) / (2 * eps)
             bad = ~np.isclose(analytic, numeric, atol=atol, rtol=rtol)
             if bad.any():
                 idx = np.unravel_index(np.argmax(bad), x.shape)
@@ -71,12 +86,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
         else:
             for _ in range(directions or 4):
                 d = rng.standard_normal(x.shape)
+                if xd.dtype.kind == "c":
+                    d = d + 1j * rng.standard_normal(x.shape)
                 d /= np.linalg.norm(d)
                 base[k] = xd + eps * d
                 f_plus = scalar(base)
                 base[k] = xd - eps * d
                 numeric = (f_plus - scalar(base)) / (2 * eps)
-                expected = float((analytic * d).sum())
+                expected = float((analytic.conj() * d).real.sum())
                 if not np.isclose(expected, numeric, atol=atol, rtol=rtol):
                     msg = (f"gradcheck: input {k} (shape {x.shape}): directional derivative "
                            f"analytic {expected:.8g}, numeric {numeric:.8g}")
