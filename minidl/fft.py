@@ -407,8 +407,9 @@ def fftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=No
 def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=None):
     """The sample frequencies of an rfft of length n: [0, 1, ..., n // 2] / (d n)."""
     n, d = _freq_args("rfftfreq", n, d)
-    return _freq_tensor(np.fft.rfftfreq(n, d) if n else np.zeros(0), dtype, device,
-                        requires_grad)
+    with np.errstate(invalid="ignore", divide="ignore"):  # n = 0: [nan], as torch's
+        values = np.arange(n // 2 + 1) / (n * d)
+    return _freq_tensor(values, dtype, device, requires_grad)
 
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2",

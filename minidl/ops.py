@@ -530,6 +530,10 @@ class Cast(Function):
         return astype(g, self.source)
 
     def graph_backward(self, g, out):
+        if g.data.dtype.kind == "c" and self.source.kind != "c":
+            from .complex_ops import Real  # (complex_ops builds on this module)
+
+            g = Real.apply(g)
         return Cast.apply(g, dtype=self.source)
 
 

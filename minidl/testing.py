@@ -109,7 +109,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     ``fn(*inputs)`` (projected on ``grad_outputs``, one per output of fn, which may return a
     tuple of Tensors; fixed random ones where not given) with respect to the inputs that
     require grad, taken with ``create_graph=True``, is itself checked by ``gradcheck`` against
-    finite differences of that first gradient. Inputs as for gradcheck (float64)."""
+    finite differences of that first gradient. Inputs as for gradcheck (float64 or
+    complex128; a complex output is projected to Re(sum(y conj(v))))."""
     from . import autograd
     from .ops import cat
 
@@ -120,6 +121,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     outs = _as_outputs(fn(*inputs))
     if grad_outputs is None:
         vs = [rng.standard_normal(o.shape) for o in outs]
+        vs = [v + 1j * rng.standard_normal(o.shape) if o.dtype.kind == "c" else v
+              for v, o in zip(vs, outs)]
     else:
         given = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
         vs = [g.numpy() if isinstance(g, Tensor) else np.asarray(g, dtype=np.float64)
@@ -131,7 +134,10 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     def project(outs):
         total = None
         for o, v in zip(outs, vs):
-            term = (o * Tensor(v.astype(o.dtype), device=o.device)).sum()
+            if o.dtype.kind == "c":  # a real number: Re(sum(o conj(v)))
+                term = (o * Tensor(v.conj().astype(o.dtype), device=o.device)).real.sum()
+            else:
+                term = (o * Tensor(v.astype(o.dtype), device=o.device)).sum()
             total = term if total is None else total + term
         return total
 
