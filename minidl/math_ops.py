@@ -18,7 +18,8 @@ from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
-    Cast, Conj, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError, _array_module,
+    Abs, Cast, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError,
+    _array_module,
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
@@ -124,17 +125,23 @@ TENSOR_METHODS = {"cumsum": cumsum, "cumprod": cumprod}
 
 
 # ---- elementwise functions ----------------------------------------------------------------
-def _float_input(x, name=None):
+# the elementwise functions (their Function's name) defined here for complex numbers, whose
+# gradient is g times the conjugate derivative (PyTorch's convention)
+HOLOMORPHIC = {"Reciprocal", "Rsqrt", "Square", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
+               "Sinh", "Cosh", "Log1p", "Expm1", "Log2", "Log10", "Exp2"}
+
+
+def _float_input(x, name="this op"):
     """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's).
-    Complex tensors pass where ``name`` (an op defined on complex numbers) is given, and are
-    refused, naming the op, elsewhere."""
+    Complex tensors pass into the ``HOLOMORPHIC`` ops, and are refused, naming the op,
+    elsewhere."""
     dtype = x.data.dtype
     if is_floating(dtype):
         return x
     if dtype.kind == "c":
-        if name is None:
-            raise UnsupportedDtypeError(f"this op is not implemented for complex tensors, got "
-                                        f"dtype {dtype}")
+        if name not in HOLOMORPHIC:
+            raise ComplexDtypeError(f"{name.lower()}: not implemented for complex tensors "
+                                    f"(got dtype {dtype})")
         return x
     return Cast.apply(x, dtype=default_float())
 
@@ -172,7 +179,7 @@ def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
         return g * d
 
     attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower(),
-             "complex_grad": derivative is not None}
+             "complex_grad": derivative is not None and name in HOLOMORPHIC}
     if derivative is None or graph_derivative is not None:
         attrs["graph_backward"] = graph_bwd
     return type(name, (Function,), attrs)
@@ -291,7 +298,7 @@ def lerp(input, end, weight):
     """``input + weight * (end - input)``; weight a number or a tensor (broadcast). As in
     PyTorch, input is floating-point and end (and a weight tensor with dims) of its dtype."""
     dtype = input.data.dtype
-    if not is_floating(dtype):
+    if not (is_floating(dtype) or dtype.kind == "c"):
         raise UnsupportedDtypeError(f"lerp: needs a floating-point input, got dtype {dtype}")
     for what, x in (("end", end), ("weight", weight)):
         if isinstance(x, autograd.Tensor) and x.data.dtype != dtype and (
@@ -303,7 +310,7 @@ def lerp(input, end, weight):
 
 def _integer_value(value, *tensors):
     """``value`` as PyTorch applies it to integer tensors: a float one truncated to an int."""
-    if isinstance(value, float) and not is_floating(result_type(*tensors)):
+    if isinstance(value, float) and result_type(*tensors).kind in "biu":
         return int(value)
     return value
 
@@ -410,7 +417,7 @@ class LogSumExp(Function):
 
 def logsumexp(input, dim, keepdim=False):
     """``log(sum(exp(input)))`` over ``dim`` (an int or a tuple), computed stably."""
-    x = _float_input(input)
+    x = _float_input(input, "logsumexp")
     return LogSumExp.apply(x, axes=_axes(dim, x.ndim, "logsumexp"), keepdim=bool(keepdim))
 
 
@@ -487,9 +494,12 @@ class VectorNorm(Function):
 
 
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
-    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims when None)."""
+    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims when None);
+    of a complex tensor, the norm of its elements' absolute values."""
     if dtype is not None:
         x = Cast.apply(x, dtype=as_dtype(dtype))
+    if x.data.dtype.kind == "c":
+        x = Abs.apply(x)
     if not is_floating(x.data.dtype):
         raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
     if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
@@ -610,6 +620,8 @@ def _binary_operands(name, input, other):
             raise TypeError(f"{name}: {what} must be a tensor or a number, got "
                             f"{type(x).__name__}")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        raise ComplexDtypeError(f"{name}: not implemented for complex tensors (got {dtype})")
     xp = _array_module(input, other)
     return _operand(input, dtype, xp), _operand(other, dtype, xp)
 
@@ -827,6 +839,8 @@ def xlogy(input, other):
         if not (isinstance(x, autograd.Tensor) or _is_number(x)):
             raise TypeError(f"xlogy: {what} must be a tensor or a number, got {type(x).__name__}")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        raise ComplexDtypeError(f"xlogy: not implemented for complex tensors (got {dtype})")
     if not is_floating(dtype):  # integers computed in the default dtype (a number not wrapped)
         dtype = default_float()
     xp = _array_module(input, other)
@@ -968,6 +982,8 @@ def _two_tensors(name, input, other, integers_in_float32):
         raise ValueError(f"{name}: tensors on different devices, {input.device} and "
                          f"{other.device}; move them with .to('{input.device}') first")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        raise ComplexDtypeError(f"{name}: not implemented for complex tensors (got {dtype})")
     if not is_floating(dtype):
         if not integers_in_float32:
             raise DtypeNotImplemented(f"{name}: not implemented for {dtype} tensors (PyTorch "
@@ -1172,12 +1188,12 @@ def _trapezoid_parts(name, y, x, dx, dim):
     d = wrap_dim(dim, y.ndim, name)
     if x is not None and dx is not None:
         raise TypeError(f"{name}: pass x or dx, not both")
-    y = _float_input(y)
+    y = _float_input(y, name)
     if x is None:
         return y, d, (1.0 if dx is None else dx), None
     if not isinstance(x, autograd.Tensor):
         raise TypeError(f"{name}: x must be a Tensor, got {type(x).__name__}")
-    x = _float_input(x)
+    x = _float_input(x, name)
     if x.ndim == 1:
         if x.shape[0] != y.shape[d]:
             raise CountArgumentError(f"{name}: there must be one `x` value for each sample "

@@ -1256,6 +1256,12 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
         dim, unbiased = None, dim
     if unbiased is not None and correction is not None:
         raise TypeError(f"{name}: pass unbiased or correction, not both")
+    if x.data.dtype.kind == "c":  # the mean |z - mean|^2: the two parts' variances added
+        from .complex_ops import imag, real
+
+        total = var(real(x), dim, unbiased, keepdim, correction) + \
+            var(imag(x), dim, unbiased, keepdim, correction)
+        return total.sqrt() if name.startswith("std") else total
     if not is_floating(x.data.dtype):
         raise UnsupportedDtypeError(f"{name}: needs a floating-point tensor, got dtype "
                                     f"{x.data.dtype}")

@@ -722,6 +722,8 @@ KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types
 
 
 def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
+    if isinstance(input, autograd.Tensor):
+        refuse_complex(name, input.data)
     d = wrap_dim(dim, input.ndim, name)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError(f"{name}: bool tensors are not supported (PyTorch refuses "
@@ -790,6 +792,8 @@ def median(input, dim=None, keepdim=False):
     """Over everything: the lower of the two middle values (NaN if there is a NaN, NaN of an
     empty float tensor). Over ``dim``: (values, indices); a slice holding a NaN gives NaN and
     the index of its first NaN, as PyTorch."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("median", input.data)
     xp = get_array_module(input.data)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError("median: bool tensors are not supported (PyTorch refuses "
@@ -831,6 +835,8 @@ def msort(input):
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
     """The distinct values, sorted (no gradient), and optionally the inverse indices and
     the counts, as torch.unique without ``dim``."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("unique", input.data)
     if dim is not None:
         raise NotImplementedError("unique: dim= is not supported; unique of the flattened tensor")
     xp = get_array_module(input.data)

@@ -187,3 +187,114 @@ def test_fake_gpu_runs_the_transforms_on_the_device(monkeypatch, host_kernels):
     for got, want in zip(results["cuda"], results["cpu"]):
         assert got.dtype == want.dtype
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ---- stft / istft -----------------------------------------------------------------------------
+def _hann(n):  # torch.hann_window(n) (periodic)
+    return 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
+
+
+STFT_CASES = [
+    ("plain", _x(40), dict(n_fft=8, return_complex=True), dict(n_fft=8)),
+    ("hop_hann_length", _x(40), dict(n_fft=8, hop_length=3, window=8, return_complex=True),
+     dict(n_fft=8, hop_length=3, length=40, window=8)),
+    ("batch_short_window_normalized", _x(3, 37),
+     dict(n_fft=10, hop_length=4, window=6, win_length=6, return_complex=True, normalized=True),
+     dict(n_fft=10, hop_length=4, win_length=6, normalized=True, window=6)),
+    ("not_centred", _x(40), dict(n_fft=8, center=False, hop_length=2, return_complex=True),
+     dict(n_fft=8, center=False, hop_length=2)),
+    ("constant_pad", _x(40), dict(n_fft=8, pad_mode="constant", window=8, return_complex=True),
+     dict(n_fft=8, window=8)),
+    ("replicate_pad", _x(40), dict(n_fft=8, pad_mode="replicate", window=8,
+                                   return_complex=True), dict(n_fft=8, window=8, length=45)),
+    ("circular_pad", _x(40), dict(n_fft=8, pad_mode="circular", window=8, return_complex=True),
+     dict(n_fft=8, window=8)),
+    ("two_sided", _x(40), dict(n_fft=8, onesided=False, window=8, return_complex=True),
+     dict(n_fft=8, onesided=False, return_complex=True, window=8)),
+    ("complex_input", _z(40), dict(n_fft=8, window=8), dict(n_fft=8, return_complex=True,
+                                                             window=8)),
+    ("real_pairs", _x(40), dict(n_fft=8, return_complex=False), None),
+]
+
+
+def _windowed(kw, lib, requires_grad):
+    kw = dict(kw)
+    if "window" in kw:
+        w = _hann(kw["window"])
+        kw["window"] = (minidl.tensor(w, dtype=w.dtype, requires_grad=requires_grad)
+                        if lib is minidl else lib.tensor(w, requires_grad=requires_grad))
+    return kw
+
+
+def _project(y, lib, seed):
+    w = _x(*y.shape, seed=seed) + (1j * _x(*y.shape, seed=seed + 1) if y.is_complex() else 0)
+    t = minidl.tensor(w.conj(), dtype=w.dtype) if lib is minidl else lib.tensor(w.conj())
+    return (y * t).real.sum()
+
+
+@pytest.mark.parametrize("name, signal, kw, ikw", STFT_CASES, ids=[c[0] for c in STFT_CASES])
+def test_stft_and_istft_match_torch(name, signal, kw, ikw):
+    torch = pytest.importorskip("torch")
+    for fn, args in (("stft", (signal, kw)), ("istft", (None, ikw))):
+        if args[1] is None:
+            continue
+        if fn == "istft":
+            spec = torch.stft(torch.tensor(signal), **_windowed(kw, torch, False)).numpy()
+            ours_in = minidl.tensor(spec, dtype=spec.dtype, requires_grad=True)
+            theirs_in = torch.tensor(spec, requires_grad=True)
+        else:
+            ours_in = minidl.tensor(signal, dtype=signal.dtype, requires_grad=True)
+            theirs_in = torch.tensor(signal, requires_grad=True)
+        ours_kw, theirs_kw = _windowed(args[1], minidl, True), _windowed(args[1], torch, True)
+        y = getattr(minidl, fn)(ours_in, **ours_kw)
+        t = getattr(torch, fn)(theirs_in, **theirs_kw)
+        assert y.shape == tuple(t.shape) and y.dtype.name == str(t.dtype).split(".")[1]
+        np.testing.assert_allclose(y.numpy(), t.detach().numpy(), atol=1e-9)
+        _project(y, minidl, 3).backward()
+        _project(t, torch, 3).backward()
+        np.testing.assert_allclose(ours_in.grad.numpy(), theirs_in.grad.numpy(), atol=1e-9)
+        if "window" in ours_kw:
+            np.testing.assert_allclose(ours_kw["window"].grad.numpy(),
+                                       theirs_kw["window"].grad.numpy(), atol=1e-9)
+
+
+def test_stft_gradcheck_and_gradgradcheck():
+    w = minidl.tensor(_hann(6) + 0.1, dtype=np.float64, requires_grad=True)
+    x = minidl.tensor(_x(14), dtype=np.float64, requires_grad=True)
+    fn = lambda x, w: minidl.stft(x, 6, hop_length=2, window=w, return_complex=True)  # noqa: E731
+    assert gradcheck(fn, [x, w])
+    assert gradgradcheck(fn, [x, w])
+    spec = minidl.stft(x, 6, hop_length=2, window=w, return_complex=True).detach()
+    s = minidl.tensor(spec.numpy(), dtype=np.complex128, requires_grad=True)
+    inv = lambda s, w: minidl.istft(s, 6, hop_length=2, window=w)  # noqa: E731
+    assert gradcheck(inv, [s, w])
+    assert gradgradcheck(inv, [s, w])
+
+
+def test_stft_round_trip_and_methods():
+    x = minidl.tensor(_x(2, 50))
+    w = minidl.tensor(_hann(16))
+    spec = x.stft(16, hop_length=4, window=w, return_complex=True)
+    assert spec.shape == (2, 9, 13) and spec.dtype == minidl.complex64
+    back = spec.istft(16, hop_length=4, window=w, length=50)
+    np.testing.assert_allclose(back.numpy(), x.numpy(), atol=1e-5)
+
+
+def test_stft_errors():
+    x = minidl.ones(20)
+    with pytest.raises(RuntimeError, match="return_complex parameter be given for real inputs"):
+        minidl.stft(x, 8)
+    with pytest.raises(RuntimeError, match="expected 0 < n_fft"):
+        minidl.stft(x, 0, return_complex=True)
+    with pytest.raises(RuntimeError, match="win_length"):
+        minidl.stft(x, 8, win_length=9, return_complex=True)
+    with pytest.raises(RuntimeError, match="window tensor of size equal to win_length=8"):
+        minidl.stft(x, 8, window=minidl.ones(5), return_complex=True)
+    with pytest.raises(RuntimeError, match="Cannot have onesided output if window or input"):
+        minidl.stft(x.cfloat(), 8, onesided=True)
+    with pytest.raises(RuntimeError, match="istft requires a complex-valued input"):
+        minidl.istft(minidl.ones(5, 3), 8)
+    with pytest.raises(RuntimeError, match="window overlap add min"):
+        spec = minidl.stft(x, 8, hop_length=2, center=False, window=minidl.tensor(_hann(8)),
+                           return_complex=True)
+        minidl.istft(spec, 8, hop_length=2, center=False, window=minidl.tensor(_hann(8)))
