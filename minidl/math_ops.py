@@ -57,6 +57,8 @@ def _reverse_cumsum_graph(t, d):
 
 
 class CumSum(Function):
+    complex_grad = True
+
     def forward(self, a, dim):
         self.dim = dim
         wide = accumulation_dtype(a)

@@ -449,7 +449,8 @@ class Maximum(Function):
     """Elementwise max (min) of two tensors; on a tie each side gets half the gradient."""
 
     def forward(self, a, b, take_min=False):
-        refuse_complex("minimum" if take_min else "maximum", a)
+        if a.dtype.kind == "c":
+            refuse_complex("minimum" if take_min else "maximum", a)
         xp = get_array_module(a)
         self.save_for_backward(a, b)
         self.take_min = take_min
@@ -720,7 +721,8 @@ class Clamp(Function):
     gets the gradient where it is the result, and where ``lo > hi`` the result is hi."""
 
     def forward(self, x, *bounds, has_min, has_max):
-        refuse_complex("clamp", x)
+        if x.dtype.kind == "c":
+            refuse_complex("clamp", x)
         if x.dtype == np.bool_:
             raise UnsupportedDtypeError("clamp: not implemented for bool tensors (PyTorch "
                                         "refuses them too); convert with .int() first")
@@ -786,6 +788,8 @@ clip = clamp
 
 
 class MaskedFill(Function):
+    complex_grad = True
+
     def forward(self, a, mask, value):
         self.save_for_backward(mask)
         return get_array_module(a).where(mask, value, a)
@@ -816,7 +820,7 @@ def masked_fill(input, mask, value):
         if value.ndim != 0:
             raise ValueError("masked_fill: value must be a number or a 0-d tensor, got a tensor "
                              f"of shape {value.shape}")
-    elif not _is_number(value):
+    elif not (_is_number(value) or isinstance(value, complex) and input.data.dtype.kind == "c"):
         raise TypeError(f"masked_fill: value must be a number or a 0-d tensor, got "
                         f"{_describe(value)}")
     xp = _array_module(input, mask, value)
@@ -829,7 +833,8 @@ def masked_fill(input, mask, value):
 class ReLU(Function):
     # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
     def forward(self, x):
-        refuse_complex("relu", x)
+        if x.dtype.kind == "c":
+            refuse_complex("relu", x)
         if x.dtype == np.bool_:
             raise UnsupportedDtypeError("Boolean inputs not supported for relu")
         fast = getattr(backend.kernels(get_array_module(x)), "relu_forward", None)
@@ -871,7 +876,8 @@ def pointwise_kernels(x):
 
 class Sigmoid(Function):
     def forward(self, x):
-        refuse_complex("sigmoid", x)
+        if x.dtype.kind == "c":
+            refuse_complex("sigmoid", x)
         ks = self.fast = pointwise_kernels(x)
         y = stable_sigmoid(x) if ks is None else ks.activation_forward(x, ACT_SIGMOID)
         self.save_for_backward(y)
@@ -911,7 +917,8 @@ def softmax_backward_array(g, y, dim):
 
 class Softmax(Function):
     def forward(self, x, dim):
-        refuse_complex("softmax", x)
+        if x.dtype.kind == "c":
+            refuse_complex("softmax", x)
         self.dim = dim
         ks = row_kernels(x, dim)
         if ks is not None:
@@ -957,7 +964,8 @@ class LogSoftmax(Function):
     no overflow, and no log of an underflowed 0."""
 
     def forward(self, x, dim):
-        refuse_complex("log_softmax", x)
+        if x.dtype.kind == "c":
+            refuse_complex("log_softmax", x)
         y = log_softmax_array(x, dim)
         self.dim = dim
         self.save_for_backward(y)
@@ -1127,7 +1135,8 @@ class Max(Function):
     whole slice a NaN gradient, as PyTorch's do."""
 
     def forward(self, a, dim=None, keepdim=False, take_min=False, nan_spread=True):
-        refuse_complex("min" if take_min else "max", a)
+        if a.dtype.kind == "c":
+            refuse_complex("min" if take_min else "max", a)
         self.axes = reduction_axes(dim, a.ndim)
         self.keepdim, self.nan_spread = keepdim, nan_spread
         y = a.min(axis=self.axes, keepdims=True) if take_min else a.max(axis=self.axes, keepdims=True)
@@ -1327,7 +1336,8 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     counts as the largest, as in PyTorch. Among equal values the indices are those PyTorch
     returns on the CPU (and the gradient goes to them). ``sorted=False`` selects the same
     elements as PyTorch but returns them sorted (PyTorch leaves their order unspecified)."""
-    refuse_complex("topk", x.data)
+    if x.data.dtype.kind == "c":
+        refuse_complex("topk", x.data)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
     if x.data.dtype == np.bool_:

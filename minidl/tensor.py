@@ -623,22 +623,26 @@ class Tensor:
     # Comparisons give a boolean Tensor outside the graph; a Tensor hashes by identity.
     def __lt__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
-        ops.refuse_complex("lt", a.data)
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("lt", a.data)
         return Tensor(a.data < b.data)
 
     def __le__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
-        ops.refuse_complex("le", a.data)
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("le", a.data)
         return Tensor(a.data <= b.data)
 
     def __gt__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
-        ops.refuse_complex("gt", a.data)
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("gt", a.data)
         return Tensor(a.data > b.data)
 
     def __ge__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
-        ops.refuse_complex("ge", a.data)
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("ge", a.data)
         return Tensor(a.data >= b.data)
 
     def __eq__(self, other):
@@ -1173,7 +1177,8 @@ def _index(index):
 def _arg_max_or_min(x, dim, keepdim, take_min):
     data = x.data
     name = "argmin" if take_min else "argmax"
-    ops.refuse_complex(name, data)
+    if data.dtype.kind == "c":
+        ops.refuse_complex(name, data)
     if data.dtype == np.bool_:
         raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
                                         ".int() first")
@@ -1205,7 +1210,8 @@ def _any_or_all(x, name, dim, keepdim):
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
-    ops.refuse_complex("min" if take_min else "max", x.data)
+    if x.data.dtype.kind == "c":
+        ops.refuse_complex("min" if take_min else "max", x.data)
     dim = axis if dim is None else dim
     keepdim = keepdims if keepdims is not None else keepdim
     if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
@@ -1501,6 +1507,8 @@ def _graph_order(roots):
 
 
 class _ToDevice(Function):
+    complex_grad = True
+
     def forward(self, x, device):
         self.source = device_of(x)
         return backend.to_device(x, device)

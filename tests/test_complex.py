@@ -141,11 +141,12 @@ def test_ordering_and_unsupported_ops_refuse_complex(op):
 
 def test_ops_without_a_complex_gradient_refuse_to_record_one():
     z = _leaf(_z(3))
-    with pytest.raises(RuntimeError, match="CumSum: the gradient of this op is not implemented "
+    with pytest.raises(RuntimeError, match="Prod: the gradient of this op is not implemented "
                                            "for complex tensors"):
-        minidl.cumsum(z, 0)
+        z.prod()
     with minidl.no_grad():  # the forward alone is fine
-        np.testing.assert_allclose(minidl.cumsum(z, 0).numpy(), np.cumsum(z.numpy()))
+        np.testing.assert_allclose(z.prod().numpy(), np.prod(z.numpy()))
+    assert gradcheck(lambda z: minidl.cumsum(z, 0), [z])  # a complex gradient of its own
 
 
 # ---- printing ---------------------------------------------------------------------------------
@@ -188,6 +189,8 @@ UNARY = {
     "view_as_real": lambda z: minidl.view_as_real(z),
     "shape": lambda z: minidl.cat([z.reshape(-1), z.t()[1:, 0], z[0]]).transpose(0, 0) * 1,
     "stack": lambda z: minidl.stack([z, z * 2j]),
+    "masked_fill": lambda z: z.masked_fill(minidl.tensor([[True, False, True]] * 2), 1j),
+    "flip_roll": lambda z: z.flip(0).roll(1, 1)[:, [0, 2, 2]],
     "scalar_mix": lambda z: (z * 2.5 + (1 - 2j)) / (3 + 1j) - 1j * z,
 }
 
@@ -270,3 +273,82 @@ def test_parity_complex64_and_grad_dtype():
     (t * t.conj() * 2).real.sum().backward()
     assert z.grad.dtype == c64
     np.testing.assert_allclose(z.grad.numpy(), t.grad.numpy(), rtol=1e-5)
+
+
+# ---- more ops on complex tensors ---------------------------------------------------------------
+def test_reductions_and_products_match_torch():
+    torch = pytest.importorskip("torch")
+    a, b = _z(3, 4, seed=11), _z(3, 4, seed=12)
+    cases = [
+        lambda m, z, w: z.var(), lambda m, z, w: z.std(dim=0),
+        lambda m, z, w: z.var(1, correction=0, keepdim=True), lambda m, z, w: z.norm(),
+        lambda m, z, w: m.linalg.vector_norm(z, 1, dim=1), lambda m, z, w: m.vdot(z[0], w[0]),
+        lambda m, z, w: m.dot(z[0], w[0]), lambda m, z, w: m.mm(z, w.t()),
+        lambda m, z, w: m.lerp(z, w, 0.3), lambda m, z, w: m.addcmul(z, z, w, value=0.5),
+        lambda m, z, w: m.outer(z[0], w[1]), lambda m, z, w: m.einsum("ij,ij->i", z, w),
+        lambda m, z, w: m.where(z.abs() > 1, z, w), lambda m, z, w: m.trace(z[:, :3]),
+        lambda m, z, w: z.sum(1).prod() if m is torch else z.sum(1)[0] * z.sum(1)[1]
+        * z.sum(1)[2],
+    ]
+    for k, f in enumerate(cases):
+        ours = [minidl.tensor(v, dtype=v.dtype, requires_grad=True) for v in (a, b)]
+        theirs = [torch.tensor(v, requires_grad=True) for v in (a, b)]
+        y, t = f(minidl, *ours), f(torch, *theirs)
+        np.testing.assert_allclose(y.numpy(), t.detach().numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=f"case {k}")
+        proj = _z(*y.shape, seed=13)
+        if y.dtype.kind == "c":
+            (y * minidl.tensor(proj.conj(), dtype=proj.dtype)).real.sum().backward()
+            (t * torch.tensor(proj.conj())).real.sum().backward()
+        else:
+            (y * minidl.tensor(proj.real, dtype=np.float64)).sum().backward()
+            (t * torch.tensor(proj.real)).sum().backward()
+        for x, tt in zip(ours, theirs):
+            if tt.grad is None:
+                assert x.grad is None
+            else:
+                np.testing.assert_allclose(x.grad.numpy(), tt.grad.numpy(), rtol=1e-9,
+                                           atol=1e-12, err_msg=f"case {k}")
+
+
+@pytest.mark.parametrize("op", [
+    lambda z: minidl.atan2(z, z), lambda z: minidl.hypot(z, z), lambda z: minidl.logaddexp(z, z),
+    lambda z: minidl.xlogy(z, z), lambda z: minidl.remainder(z, 2), lambda z: z // 2,
+    lambda z: minidl.fmod(z, 2), lambda z: minidl.copysign(z, z), lambda z: minidl.cov(z),
+    lambda z: minidl.median(z), lambda z: minidl.unique(z), lambda z: minidl.quantile(z, 0.5),
+    lambda z: minidl.kthvalue(z, 1), lambda z: minidl.heaviside(z, z),
+    lambda z: minidl.float_power(z, 2), lambda z: minidl.erf(z), minidl.logsumexp,
+    lambda z: minidl.argsort(z), lambda z: minidl.nn.functional.conv2d(
+        z.reshape(1, 1, 1, 2), z.reshape(1, 1, 1, 2)),
+])
+def test_ops_not_written_for_complex_refuse_it_by_name(op):
+    z = minidl.tensor([1 + 2j, 3j])
+    with pytest.raises(RuntimeError, match="complex"):
+        if op is minidl.logsumexp:
+            op(z, 0)
+        else:
+            op(z)
+
+
+def test_default_dtype_float64_makes_complex128():
+    previous = minidl.get_default_dtype()
+    minidl.set_default_dtype(minidl.float64)
+    try:
+        z = minidl.tensor([1 + 1j])
+        assert z.dtype == c128 and (minidl.ones(1) * 1j).dtype == c128
+        assert repr(z) == "tensor([1.+1.j])"
+        assert repr(z.cfloat()) == "tensor([1.+1.j], dtype=minidl.complex64)"
+    finally:
+        minidl.set_default_dtype(previous)
+    assert minidl.tensor([1j]).dtype == c64
+
+
+def test_real_and_imag_setters_and_save_load(tmp_path):
+    z = minidl.zeros(3, dtype=c64)
+    z.real = minidl.tensor([1.0, 2.0, 3.0])
+    z.imag = minidl.tensor([-1.0, 0.0, 1.0])
+    np.testing.assert_allclose(z.numpy(), [1 - 1j, 2, 3 + 1j])
+    minidl.save({"z": z}, tmp_path / "z.npz")
+    back = minidl.load(tmp_path / "z.npz")["z"]
+    assert back.dtype == c64
+    np.testing.assert_array_equal(back.numpy(), z.numpy())

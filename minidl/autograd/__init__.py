@@ -446,7 +446,8 @@ class Function:
                     dtype = out.dtype
                     needs_grad = dtype.kind == "f" or is_floating(dtype)
                     if t.data.dtype.kind == "c" or not needs_grad and dtype.kind == "c":
-                        needs_grad = complex_grad(cls, t.data.dtype, dtype)
+                        needs_grad = (needs_grad or dtype.kind == "c") and complex_grad(
+                            cls, t.data.dtype, dtype)
                     break
         result = T.__new__(T)
         result.data = out
