@@ -684,6 +684,8 @@ def add_relu(a, b):
 
 
 def sigmoid(x):
+    if x.data.dtype.kind == "c":
+        return x.sigmoid()
     return Sigmoid.apply(x)
 
 

@@ -263,13 +263,13 @@ class Pow(Function):
         if p == 0:  # d(x^0)/dx = 0 everywhere, also at x = 0 where p * a^(p-1) is 0 * inf
             return get_array_module(g).zeros_like(g)
         if g.dtype.kind == "c":
-            a = a.conj()
+            a, p = a.conj(), p.conjugate()
         with np.errstate(**_QUIET):
             return g * (p * a ** (p - 1))
 
     def graph_backward(self, g, out):
         (a,) = conj_inputs(g, self.inputs[0])
-        p = self.exponent
+        p = self.exponent.conjugate() if g.data.dtype.kind == "c" else self.exponent
         if p == 0:
             return Fill.apply(g, value=0)
         return g * (Pow.apply(a, exponent=p - 1) * p)

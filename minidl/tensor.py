@@ -498,6 +498,9 @@ class Tensor:
             return PowTensor.apply(*_pair(self, exponent))
         if isinstance(exponent, np.generic):  # a NumPy number: its kind, as a Python one
             exponent = exponent.item()
+        if isinstance(exponent, complex) and self.data.dtype.kind != "c":
+            return Pow.apply(_cast(self, combine_dtypes(self.data.dtype, scalar_dtype(exponent))),
+                             exponent=exponent)
         if not is_differentiable(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, default_float()), exponent=exponent)
         if self.data.dtype.kind in "biu" and isinstance(exponent, int):
@@ -588,6 +591,8 @@ class Tensor:
         return apply_in_place(self, ReLU.apply, "relu")
 
     def sigmoid(self):
+        if self.data.dtype.kind == "c":  # 1 / (1 + e^-z), as recorded complex ops
+            return 1 / (1 + (-self).exp())
         return Sigmoid.apply(_float_input(self))
 
     def softmax(self, dim):
@@ -1374,6 +1379,8 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
                     pg = unbroadcast(pg, target.shape)
                 dtype = target.dtype
                 if pg.dtype is not dtype and pg.dtype != dtype:
+                    if pg.dtype.kind == "c" and dtype.kind != "c":
+                        pg = pg.real  # a real input's share of a complex gradient (PyTorch's)
                     pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
             key = id(parent)
             held = grads.get(key)
@@ -1422,6 +1429,8 @@ def _fit_graph_gradient(pg, target):
     if pg.shape != target.shape:
         pg = pg.sum_to_size(target.shape)
     if pg.data.dtype != target.dtype:
+        if pg.data.dtype.kind == "c" and target.dtype.kind != "c":
+            pg = pg.real
         pg = pg.to(target.dtype)
     return pg
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import minidl
-from minidl.testing import gradcheck
+from minidl.testing import gradcheck, gradgradcheck
 
 c64, c128 = minidl.complex64, minidl.complex128
 
@@ -131,7 +131,7 @@ def test_casting_to_real_warns_and_keeps_the_real_part():
     lambda z: z < z, lambda z: z >= 0, lambda z: z.max(), lambda z: z.min(0), lambda z: z.amax(),
     lambda z: z.argmax(), lambda z: minidl.sort(z), lambda z: z.topk(1),
     lambda z: z.clamp(0, 1), lambda z: minidl.maximum(z, z), lambda z: minidl.relu(z),
-    lambda z: minidl.sigmoid(z), lambda z: z.floor(), lambda z: z.sign(),
+    lambda z: z.floor(), lambda z: z.sign(),
 ])
 def test_ordering_and_unsupported_ops_refuse_complex(op):
     z = minidl.tensor([1 + 2j, 3j])
@@ -183,9 +183,11 @@ UNARY = {
     "sqrt": lambda z: z.sqrt(), "abs": lambda z: z.abs(), "angle": lambda z: z.angle(),
     "real": lambda z: z.real * 1.0, "imag": lambda z: z.imag * 1.0, "conj": lambda z: z.conj(),
     "pow2": lambda z: z ** 2, "pow_half": lambda z: z ** 0.5, "pow_neg": lambda z: z ** -1.5,
+    "pow_complex": lambda z: z ** (0.5 + 1j),
     "tanh": lambda z: z.tanh(), "sin": lambda z: minidl.sin(z), "cos": lambda z: minidl.cos(z),
     "sum": lambda z: z.sum(0), "mean": lambda z: z.mean(), "square": lambda z: minidl.square(z),
     "reciprocal": lambda z: minidl.reciprocal(z), "sgn": lambda z: minidl.sgn(z),
+    "sigmoid": lambda z: minidl.sigmoid(z) + minidl.nn.functional.sigmoid(z),
     "view_as_real": lambda z: minidl.view_as_real(z),
     "shape": lambda z: minidl.cat([z.reshape(-1), z.t()[1:, 0], z[0]]).transpose(0, 0) * 1,
     "stack": lambda z: minidl.stack([z, z * 2j]),
@@ -221,11 +223,12 @@ def test_gradcheck_real_leaves_flowing_into_complex():
     assert gradcheck(lambda p: minidl.view_as_complex(p) * (1 + 2j), [pairs])
     z = _leaf(_z(3))
     assert gradcheck(lambda a, z: a[0] * z, [a, z])
+    assert gradcheck(lambda a: (a.abs() + 0.5) ** (0.5 + 1j), [a])
+    assert gradgradcheck(lambda a: (a.abs() + 0.5) ** (0.5 + 1j), [a])
+    assert (minidl.arange(3) ** 1j).dtype == c64
 
 
 def test_gradgradcheck_complex_mul_and_exp():
-    from minidl.testing import gradgradcheck
-
     assert gradgradcheck(lambda a, b: (a * b).exp() / b, [_leaf(_z(3, seed=4)),
                                                           _leaf(_z(3, seed=5) + 2)])
 
@@ -238,9 +241,12 @@ PARITY = [
     lambda m, z, w, a: m.view_as_real(z * m.complex(a, a * 2)).pow(2).sum(),
     lambda m, z, w, a: m.complex(a, a.exp()).abs().sum() + m.polar(a.abs(), a).real.sum(),
     lambda m, z, w, a: (m.cat([z, w]) * m.stack([z, w]).sum(0).repeat(2, 1)).abs().sum(),
-    lambda m, z, w, a: (m.sin(z) * m.cos(w) + m.tanh(z)).abs().sum() + m.sgn(z).real.sum(),
+    lambda m, z, w, a: (m.sin(z) * m.cos(w) + m.tanh(z)).abs().sum() + m.sgn(z).real.sum()
+    + m.sigmoid(w).imag.sum(),
     lambda m, z, w, a: m.view_as_complex(m.view_as_real(z) * 2).abs().sum()
     + (z.sum(1) * a.sum()).abs().sum(),
+    lambda m, z, w, a: (z ** (0.5 + 1j)).abs().sum() + ((a.abs() + 1) ** (1 - 0.5j)).imag.sum()
+    + (m.fft.fft(z, dim=0) * w).angle().sum(),
 ]
 
 
