@@ -1053,6 +1053,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     """Softmax cross-entropy of logits (N, C) against integer targets (N,), with PyTorch's
     options: class ``weight`` (C,), rows whose target is ``ignore_index`` left out, and
     ``label_smoothing``. Without them it is one fused op."""
+    if logits.data.dtype.kind == "c":
+        refuse_complex("cross_entropy", logits.data)
     _check_loss_options("cross_entropy", reduction, label_smoothing)
     target, ignored = _check_targets("cross_entropy", logits, target, ignore_index)
     w = _class_weights("cross_entropy", weight, logits)
@@ -1069,6 +1071,8 @@ def _check_reduction(name, reduction):
 
 
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    if log_probs.data.dtype.kind == "c":
+        refuse_complex("nll_loss", log_probs.data)
     _check_reduction("nll_loss", reduction)
     target, ignored = _check_targets("nll_loss", log_probs, target, ignore_index)
     w = _class_weights("nll_loss", weight, log_probs)
@@ -1081,6 +1085,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
 
 
 def mse_loss(input, target, reduction="mean"):
+    for t in (input, target):
+        if t.data.dtype.kind == "c":
+            refuse_complex("mse_loss", t.data)
     _check_reduction("mse_loss", reduction)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target {target.shape} differ")
@@ -1482,6 +1489,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                momentum=0.1, eps=1e-5):
     """Normalise over every dim but the channel dim (1). In training, batch statistics are
     used and the running ones (Tensors, updated in place) follow them with ``momentum``."""
+    if x.data.dtype.kind == "c":
+        refuse_complex("batch_norm", x.data)
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 

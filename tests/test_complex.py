@@ -326,9 +326,14 @@ def test_reductions_and_products_match_torch():
     lambda z: minidl.float_power(z, 2), lambda z: minidl.erf(z), minidl.logsumexp,
     lambda z: minidl.argsort(z), lambda z: minidl.nn.functional.conv2d(
         z.reshape(1, 1, 1, 2), z.reshape(1, 1, 1, 2)),
+    lambda z: minidl.nn.functional.cross_entropy(z.reshape(1, 2), minidl.tensor([0])),
+    lambda z: minidl.nn.functional.mse_loss(z, z),
+    lambda z: minidl.nn.functional.batch_norm(z.reshape(1, 2), None, None, training=True),
 ])
 def test_ops_not_written_for_complex_refuse_it_by_name(op):
     z = minidl.tensor([1 + 2j, 3j])
+    with pytest.raises(TypeError, match="max_pool2d: .*got complex64"):  # a floating-point one
+        minidl.nn.functional.max_pool2d(z.reshape(1, 1, 1, 2), (1, 2))
     with pytest.raises(RuntimeError, match="complex"):
         if op is minidl.logsumexp:
             op(z, 0)
