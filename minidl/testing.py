@@ -175,7 +175,7 @@ def _as_outputs(out):
 # ---- torch.testing.assert_close and make_tensor ------------------------------------------------
 # PyTorch's default (rtol, atol) per dtype; integers and bools compare exactly
 _TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
-               "float64": (1e-7, 1e-7)}
+               "float64": (1e-7, 1e-7), "complex64": (1.3e-6, 1e-5), "complex128": (1e-7, 1e-7)}
 
 
 def _tolerances(*dtypes):
@@ -203,6 +203,8 @@ def _number_text(v):
         return str(bool(v))
     if isinstance(v, (int, np.integer)):
         return str(int(v))
+    if isinstance(v, (complex, np.complexfloating)):
+        return repr(complex(v))
     return repr(float(v))
 
 
@@ -219,9 +221,15 @@ def _compare_arrays(a, e, rtol, atol, equal_nan, scalar, msg, where, numbers=Non
     if close.all():
         return
     with np.errstate(all="ignore"):
-        diff = np.abs(a.astype(wide) - e.astype(wide)) if a.dtype.kind not in "iu" else \
-            np.abs(a.astype(np.int64) - e.astype(np.int64))
-        rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
+        if a.dtype.kind == "c":  # |a - e| of complex numbers, a real distance
+            diff = np.abs(a.astype(np.complex128) - e.astype(np.complex128))
+            rel = diff / np.abs(e.astype(np.complex128))
+        elif a.dtype.kind not in "iu":
+            diff = np.abs(a.astype(wide) - e.astype(wide))
+            rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
+        else:
+            diff = np.abs(a.astype(np.int64) - e.astype(np.int64))
+            rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
     if scalar:  # as Python numbers, as PyTorch compares them
         x, y = numbers or (a.reshape(()).item(), e.reshape(()).item())
         with np.errstate(all="ignore"):

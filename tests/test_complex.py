@@ -363,3 +363,14 @@ def test_real_and_imag_setters_and_save_load(tmp_path):
     back = minidl.load(tmp_path / "z.npz")["z"]
     assert back.dtype == c64
     np.testing.assert_array_equal(back.numpy(), z.numpy())
+
+
+def test_assert_close_and_finfo_on_complex():
+    a = minidl.tensor([1 + 1j, 2 + 2j])
+    minidl.testing.assert_close(a, a * (1 + 1e-7))  # complex64: float32's tolerances
+    with pytest.raises(AssertionError, match="Greatest absolute difference: 0.00100"):
+        minidl.testing.assert_close(a, a + 1e-3j)
+    with pytest.raises(AssertionError, match=r"Expected \(1\+2j\) but got \(1\+1j\)"):
+        minidl.testing.assert_close(minidl.tensor(1 + 1j), minidl.tensor(1 + 2j))
+    assert minidl.finfo(c64).eps == np.finfo(np.float32).eps
+    assert minidl.finfo(c128).eps == np.finfo(np.float64).eps
