@@ -675,38 +675,31 @@ def case_exit(rank, world, device):
     return {"rank": rank, "unexpected": "the job survived a rank that left"}
 
 
+CASES = {  # name: (function, whether it takes the output directory)
+    "collectives": (case_collectives, False), "api": (case_api, False),
+    "mismatch": (case_mismatch, False), "monitored": (case_monitored, False),
+    "zero": (case_zero, True), "join": (case_join, True), "syncbn": (case_syncbn, True),
+    "autograd": (case_autograd, True), "train": (case_train, True),
+    "crash": (case_crash, False), "exit": (case_exit, False),
+}
+
+
 def main():
-    case, outdir = sys.argv[1], sys.argv[2]
+    """CASE may name several cases, comma-separated: they run one after the other in one
+    launch (each writes its own CASE.rank<R>.json)."""
+    cases, outdir = sys.argv[1].split(","), sys.argv[2]
     device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
     backend = sys.argv[4] if len(sys.argv) > 4 else "mpi"
+    for case in cases:
+        if case not in CASES:
+            raise SystemExit(f"unknown case {case}")
     dist.init_process_group(backend=backend)
     rank, world = dist.get_rank(), dist.get_world_size()
-    if case == "collectives":
-        result = case_collectives(rank, world, device)
-    elif case == "api":
-        result = case_api(rank, world, device)
-    elif case == "mismatch":
-        result = case_mismatch(rank, world, device)
-    elif case == "monitored":
-        result = case_monitored(rank, world, device)
-    elif case == "zero":
-        result = case_zero(rank, world, device, outdir)
-    elif case == "join":
-        result = case_join(rank, world, device, outdir)
-    elif case == "syncbn":
-        result = case_syncbn(rank, world, device, outdir)
-    elif case == "autograd":
-        result = case_autograd(rank, world, device, outdir)
-    elif case == "train":
-        result = case_train(rank, world, device, outdir)
-    elif case == "crash":
-        result = case_crash(rank, world, device)
-    elif case == "exit":
-        result = case_exit(rank, world, device)
-    else:
-        raise SystemExit(f"unknown case {case}")
-    with open(os.path.join(outdir, f"{case}.rank{rank}.json"), "w") as f:
-        json.dump(result, f)
+    for case in cases:
+        fn, takes_dir = CASES[case]
+        result = fn(rank, world, device, outdir) if takes_dir else fn(rank, world, device)
+        with open(os.path.join(outdir, f"{case}.rank{rank}.json"), "w") as f:
+            json.dump(result, f)
     dist.destroy_process_group()
 
 

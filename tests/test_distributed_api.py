@@ -19,28 +19,38 @@ from test_distributed import WORKER, needs_mpi, run_mpi
 import _dist_worker as worker
 
 
-def _run(case, tmp_path_factory):
-    out = tmp_path_factory.mktemp(case)
-    rc, so, se, _ = run_mpi([WORKER, case, out])
+# every multi-rank case of this file runs in one launch of mpiexec (a launch costs seconds)
+ALL_CASES = "api,autograd,syncbn,join,zero,mismatch,monitored"
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist_api")
+    rc, so, se, _ = run_mpi([WORKER, ALL_CASES, out])
     assert rc == 0, f"exit {rc}\n{so}\n{se}"
     return out
 
 
+def _run(case, launched):
+    assert case in ALL_CASES.split(",")
+    return launched
+
+
 @pytest.fixture(scope="module")
-def api(tmp_path_factory):
-    out = _run("api", tmp_path_factory)
+def api(launched):
+    out = _run("api", launched)
     return [json.loads((out / f"api.rank{r}.json").read_text()) for r in range(2)]
 
 
 @pytest.fixture(scope="module")
-def autograd_run(tmp_path_factory):
-    out = _run("autograd", tmp_path_factory)
+def autograd_run(launched):
+    out = _run("autograd", launched)
     return [dict(np.load(out / f"autograd.rank{r}.npz")) for r in range(2)]
 
 
 @pytest.fixture(scope="module")
-def syncbn_run(tmp_path_factory):
-    out = _run("syncbn", tmp_path_factory)
+def syncbn_run(launched):
+    out = _run("syncbn", launched)
     return [dict(np.load(out / f"syncbn.rank{r}.npz")) for r in range(2)]
 
 
@@ -391,8 +401,8 @@ def test_torchrun_without_an_mpi_launcher_is_refused(tmp_path):
 
 # ---- DDP: uneven inputs (join) and communication hooks ------------------------------------------
 @pytest.fixture(scope="module")
-def join_run(tmp_path_factory):
-    out = _run("join", tmp_path_factory)
+def join_run(launched):
+    out = _run("join", launched)
     return out, [json.loads((out / f"join.rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -465,8 +475,8 @@ def test_futures():
 
 # ---- ZeroRedundancyOptimizer -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def zero_run(tmp_path_factory):
-    out = _run("zero", tmp_path_factory)
+def zero_run(launched):
+    out = _run("zero", launched)
     return out, [json.loads((out / f"zero.rank{r}.json").read_text()) for r in range(2)]
 
 
@@ -496,8 +506,8 @@ def test_zero_redundancy_optimizer_equals_one_process_adam(zero_run):
 
 
 @needs_mpi
-def test_monitored_barrier_names_the_late_rank(tmp_path_factory):
-    out = _run("monitored", tmp_path_factory)
+def test_monitored_barrier_names_the_late_rank(launched):
+    out = _run("monitored", launched)
     r0, r1 = [json.loads((out / f"monitored.rank{r}.json").read_text()) for r in range(2)]
     assert r0["ok_seconds"] < 1 and r1["ok_seconds"] < 1
     assert r0["late"] == ("RuntimeError: [Rank 0]: Rank 1 failed to pass monitoredBarrier in "
@@ -508,11 +518,11 @@ def test_monitored_barrier_names_the_late_rank(tmp_path_factory):
 
 
 @needs_mpi
-def test_mismatched_collectives_raise_on_every_rank(tmp_path_factory):
+def test_mismatched_collectives_raise_on_every_rank(launched):
     """Arguments that differ between ranks (size, dtype, which collective, root, all-to-all
     splits, a message of another size): every rank raises, naming what each rank passed,
     instead of hanging or reducing part of the data; the job carries on."""
-    out = _run("mismatch", tmp_path_factory)
+    out = _run("mismatch", launched)
     r0, r1 = [json.loads((out / f"mismatch.rank{r}.json").read_text()) for r in range(2)]
     for r in (r0, r1):
         assert ("rank 0: all_reduce of shape (3,) float32, op sum; rank 1: all_reduce of shape "
