@@ -132,6 +132,7 @@ for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
 del _name, _fn
 from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)
 from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
+from .backend import OutOfMemoryError  # noqa: E402,F401  (torch.OutOfMemoryError)
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)

@@ -1299,6 +1299,16 @@ def _accumulate(node, g, handed_out):
 
 
 def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=False):
+    try:
+        return _backprop_graph(roots, root_grads, retain_graph, given, wanted, create_graph)
+    except MemoryError as exc:  # CuPy's out-of-memory error as torch's (backend.OutOfMemoryError)
+        oom = backend.translated_oom(exc)
+        if oom is None:
+            raise
+        raise oom from exc
+
+
+def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_graph=False):
     """The backward pass from ``roots`` (seeded with ``root_grads``) through the graph, in
     reverse topological order. Without ``wanted``, leaves (and tensors that retain_grad)
     accumulate into ``.grad``; with it, nothing is accumulated and the gradients reaching the

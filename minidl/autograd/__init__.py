@@ -14,7 +14,7 @@ import functools
 
 import numpy as _np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
 
 _grad_enabled = True
@@ -431,14 +431,20 @@ class Function:
             if result is not None:
                 return result
         fn = cls()
-        if _profiler_hook is not None:
-            out = _profiler_hook.forward(fn, tensors, kwargs)
-        elif n == 1:
-            out = fn.forward(tensors[0].data, **kwargs)
-        elif n == 2:
-            out = fn.forward(tensors[0].data, tensors[1].data, **kwargs)
-        else:
-            out = fn.forward(*[t.data for t in tensors], **kwargs)
+        try:
+            if _profiler_hook is not None:
+                out = _profiler_hook.forward(fn, tensors, kwargs)
+            elif n == 1:
+                out = fn.forward(tensors[0].data, **kwargs)
+            elif n == 2:
+                out = fn.forward(tensors[0].data, tensors[1].data, **kwargs)
+            else:
+                out = fn.forward(*[t.data for t in tensors], **kwargs)
+        except MemoryError as exc:  # CuPy's out-of-memory error as torch's OutOfMemoryError
+            oom = translated_oom(exc)
+            if oom is None:
+                raise
+            raise oom from exc
         needs_grad = False
         if _grad_enabled:
             for t in tensors:
