@@ -133,6 +133,7 @@ del _name, _fn
 from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)
 from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
 from .backend import OutOfMemoryError  # noqa: E402,F401  (torch.OutOfMemoryError)
+from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)

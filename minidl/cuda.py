@@ -823,7 +823,8 @@ sys.modules[nvtx.__name__] = nvtx
 
 class _Amp:
     """``torch.cuda.amp``'s deprecated names: ``autocast(...)`` is ``minidl.autocast("cuda",
-    ...)`` and ``GradScaler(...)`` is ``minidl.amp.GradScaler("cuda", ...)``, each with torch's
+    ...)``, ``GradScaler(...)`` is ``minidl.amp.GradScaler("cuda", ...)`` and ``custom_fwd``/
+    ``custom_bwd`` are ``minidl.amp``'s with ``device_type="cuda"``, each with torch's
     FutureWarning."""
 
     @staticmethod
@@ -849,6 +850,25 @@ class _Amp:
                       stacklevel=2)
         return GradScaler("cuda", init_scale, growth_factor, backoff_factor, growth_interval,
                           enabled)
+
+
+    @staticmethod
+    def custom_fwd(fwd=None, *, cast_inputs=None):
+        from .amp import custom_fwd
+
+        warnings.warn("`minidl.cuda.amp.custom_fwd(args...)` is deprecated. Please use "
+                      "`minidl.amp.custom_fwd(args..., device_type='cuda')` instead.",
+                      FutureWarning, stacklevel=2)
+        return custom_fwd(fwd, device_type="cuda", cast_inputs=cast_inputs)
+
+    @staticmethod
+    def custom_bwd(bwd=None):
+        from .amp import custom_bwd
+
+        warnings.warn("`minidl.cuda.amp.custom_bwd(args...)` is deprecated. Please use "
+                      "`minidl.amp.custom_bwd(args..., device_type='cuda')` instead.",
+                      FutureWarning, stacklevel=2)
+        return custom_bwd(bwd, device_type="cuda")
 
 
 amp = _Amp()

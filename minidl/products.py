@@ -28,8 +28,10 @@ def _tensor(name, what, x):
         raise TypeError(f"{name}: {what} must be a Tensor, got {type(x).__name__}")
 
 
-def _same_dtype(name, a, b):
-    if a.data.dtype != b.data.dtype:
+def _same_dtype(name, a, b, autocast=False):
+    """PyTorch's products take two tensors of one dtype; mm and bmm (``autocast=True``) also
+    take a mix under autocast, which casts them (as matmul, ops.refuse_mixed_matmul)."""
+    if a.data.dtype != b.data.dtype and not (autocast and autograd.autocast_hook() is not None):
         raise UnsupportedDtypeError(f"{name}: expected both operands to have the same dtype, "
                                     f"got {a.data.dtype} and {b.data.dtype}")
 
@@ -48,7 +50,7 @@ def mm(input, mat2):
     if input.shape[1] != mat2.shape[0]:
         raise ValueError(f"mm: shapes {input.shape} and {mat2.shape} cannot be multiplied "
                          f"({input.shape[1]} columns, {mat2.shape[0]} rows)")
-    _same_dtype("mm", input, mat2)
+    _same_dtype("mm", input, mat2, autocast=True)
     return MatMul.apply(input, mat2)
 
 
@@ -63,7 +65,7 @@ def bmm(input, mat2):
     if input.shape[2] != mat2.shape[1]:
         raise ValueError(f"bmm: shapes {input.shape} and {mat2.shape} cannot be multiplied "
                          f"({input.shape[2]} columns, {mat2.shape[1]} rows)")
-    _same_dtype("bmm", input, mat2)
+    _same_dtype("bmm", input, mat2, autocast=True)
     return MatMul.apply(input, mat2)
 
 

@@ -174,6 +174,36 @@ class Tensor:
     def is_pinned(self):
         return False
 
+    def share_memory_(self):
+        """Move a CPU tensor's values into shared memory (an anonymous shared mapping), so that
+        processes forked from this one (multiprocessing's "fork" start, Hogwild training) see
+        each other's in-place updates, as torch's; a CUDA tensor is left as it is, as torch
+        leaves it. Views made before keep the old memory. Returns the tensor."""
+        if device_of(self.data) == "cpu" and not self.is_shared():
+            import mmap
+
+            array = self.data
+            buffer = mmap.mmap(-1, max(array.nbytes, 1))  # MAP_SHARED | MAP_ANONYMOUS
+            shared = np.frombuffer(buffer, dtype=array.dtype, count=array.size)
+            shared = shared.reshape(array.shape)
+            shared[...] = array
+            self.data = shared
+        return self
+
+    def is_shared(self):
+        """Whether the values are in shared memory (``share_memory_``); CUDA tensors are, as
+        torch answers for them."""
+        if device_of(self.data) == "cuda":
+            return True
+        import mmap
+
+        base = self.data
+        while isinstance(base, np.ndarray):
+            base = base.base
+        if isinstance(base, memoryview):  # np.frombuffer's view of the mapping
+            base = base.obj
+        return isinstance(base, mmap.mmap)
+
     def detach_(self):
         """Take this tensor out of the graph in place (it becomes a leaf without grad)."""
         if self._is_view:

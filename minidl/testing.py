@@ -348,6 +348,34 @@ def assert_close(actual, expected, *, allow_subclasses=True, rtol=None, atol=Non
         raise AssertionError(str(e)) from None
 
 
+# assert_allclose's tolerances (rtol, atol) by dtype, as torch's: exact for the others
+_ALLCLOSE_TOLERANCES = {"float16": (1e-3, 1e-3), "float32": (1e-4, 1e-5),
+                        "float64": (1e-5, 1e-8)}
+
+
+def assert_allclose(actual, expected, rtol=None, atol=None, equal_nan=True, msg=""):
+    """torch's deprecated ``assert_allclose`` (use ``assert_close``): ``expected`` (a Tensor,
+    or data made one in ``actual``'s dtype) close to ``actual`` in values and device, its
+    dtype not checked; NaNs equal by default; its own default tolerances by ``actual``'s
+    dtype. Warns FutureWarning, as torch's."""
+    warnings.warn("`minidl.testing.assert_allclose()` is deprecated since torch 1.12 and will "
+                  "be removed in a future release. Please use `minidl.testing.assert_close()` "
+                  "instead.", FutureWarning, stacklevel=2)
+    if not isinstance(actual, Tensor):
+        actual = Tensor(np.asarray(actual))
+    if not isinstance(expected, Tensor):
+        from .runtime import as_tensor
+
+        expected = as_tensor(expected, dtype=actual.dtype, device=actual.device)
+    if (rtol is None) != (atol is None):
+        raise ValueError("Both 'rtol' and 'atol' must be either specified or omitted, but got "
+                         f"no {'atol' if atol is None else 'rtol'}.")
+    if rtol is None:
+        rtol, atol = _ALLCLOSE_TOLERANCES.get(str(np.dtype(actual.dtype)), (0.0, 0.0))
+    assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan,
+                 check_device=True, check_dtype=False, msg=msg or None)
+
+
 def _value_range(dt, low, high):
     """make_tensor's [low, high) for ``dt``, as torch's: PyTorch's defaults, refused where
     empty, NaN or outside what dt holds, clamped to dt's range, rounded up for integers."""

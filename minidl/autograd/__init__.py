@@ -756,6 +756,32 @@ def check_versions(node, ctx, graph=False):
                 "pass; change a copy (.clone()) instead, or do the in-place change before it")
 
 
+class _VariableMeta(type):
+    def __instancecheck__(cls, obj):  # as torch's: every Tensor is a Variable
+        return isinstance(obj, Tensor)
+
+
+class Variable(metaclass=_VariableMeta):
+    """torch's deprecated ``Variable``: ``Variable(t, requires_grad=False)`` is a new Tensor
+    on ``t``'s data, outside its graph (``t.detach()``, requiring grad as asked); every Tensor
+    is an instance. ``volatile`` has no effect (use ``no_grad()``), with torch's warning."""
+
+    def __new__(cls, data=None, requires_grad=False, volatile=False):
+        if volatile:
+            import warnings
+
+            warnings.warn("volatile was removed and now has no effect. Use `with "
+                          "minidl.no_grad():` instead.", UserWarning, stacklevel=2)
+        if data is None:
+            data = Tensor(_np.zeros(0, dtype=_np.float32))
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(data).__name__}")
+        out = data.detach()
+        if requires_grad:
+            out.requires_grad_(True)
+        return out
+
+
 def __getattr__(name):
     """``minidl.autograd.function`` without an import of its own, as torch's. (``functional``,
     ``gradcheck`` and ``gradgradcheck``, which sit above ops, are set here by minidl's

@@ -235,6 +235,54 @@ def _run_step(self, step, args, kwargs):
     return out
 
 
+def _with_state_dict_hooks(state_dict):
+    """``state_dict`` running the optimizer's state-dict pre-hooks (``hook(optimizer)``) before
+    it and its post-hooks (``hook(optimizer, state_dict)``, whose result, where not None,
+    replaces the state dict) after it; a subclass's call of its base's runs none again."""
+    @functools.wraps(state_dict)
+    def hooked(self):
+        if self.__dict__.get("_in_state_dict"):
+            return state_dict(self)
+        for hook in list(self.__dict__.get("_state_dict_pre_hooks", {}).values()):
+            hook(self)
+        self._in_state_dict = True
+        try:
+            out = state_dict(self)
+        finally:
+            self._in_state_dict = False
+        for hook in list(self.__dict__.get("_state_dict_post_hooks", {}).values()):
+            result = hook(self, out)
+            if result is not None:
+                out = result
+        return out
+    return hooked
+
+
+def _with_load_state_dict_hooks(load_state_dict):
+    """``load_state_dict`` on a shallow copy of the state dict, after the load pre-hooks
+    (``hook(optimizer, state_dict)``, whose result, where not None, is loaded instead) and
+    before the load post-hooks (``hook(optimizer)``), as torch.optim's."""
+    @functools.wraps(load_state_dict)
+    def hooked(self, state_dict):
+        if self.__dict__.get("_in_load_state_dict"):
+            return load_state_dict(self, state_dict)
+        if isinstance(state_dict, dict):
+            state_dict = dict(state_dict)  # a hook may change it: the caller's stays as it was
+        for hook in list(self.__dict__.get("_load_state_dict_pre_hooks", {}).values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        self._in_load_state_dict = True
+        try:
+            out = load_state_dict(self, state_dict)
+        finally:
+            self._in_load_state_dict = False
+        for hook in list(self.__dict__.get("_load_state_dict_post_hooks", {}).values()):
+            hook(self)
+        return out
+    return hooked
+
+
 class Optimizer:
     """torch.optim.Optimizer: ``param_groups`` (dicts holding ``params`` and the
     hyperparameters, the constructor's ``defaults`` filling what a group leaves out),
@@ -295,6 +343,10 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         if "step" in cls.__dict__:  # every optimizer's own step runs the hooks
             cls.step = _with_hooks(cls.__dict__["step"])
+        if "state_dict" in cls.__dict__:
+            cls.state_dict = _with_state_dict_hooks(cls.__dict__["state_dict"])
+        if "load_state_dict" in cls.__dict__:
+            cls.load_state_dict = _with_load_state_dict_hooks(cls.__dict__["load_state_dict"])
 
     def register_step_pre_hook(self, hook):
         """``hook(optimizer, args, kwargs)`` before each step; returning (args, kwargs) replaces
@@ -305,7 +357,29 @@ class Optimizer:
         """``hook(optimizer, args, kwargs)`` after each step. Returns a removable handle."""
         return self._add_step_hook("_step_post_hooks", hook)
 
-    def _add_step_hook(self, store, hook):
+    def register_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer)`` before ``state_dict()`` builds the state dict. Returns a
+        handle whose remove() takes the hook out; ``prepend`` runs it before those already
+        there."""
+        return self._add_step_hook("_state_dict_pre_hooks", hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict)`` after ``state_dict()`` built it; what it returns
+        other than None is returned instead. Returns a removable handle."""
+        return self._add_step_hook("_state_dict_post_hooks", hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict)`` before ``load_state_dict`` loads (a shallow copy of)
+        the state dict; what it returns other than None is loaded instead. Returns a
+        removable handle."""
+        return self._add_step_hook("_load_state_dict_pre_hooks", hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer)`` after ``load_state_dict`` has loaded. Returns a removable
+        handle."""
+        return self._add_step_hook("_load_state_dict_post_hooks", hook, prepend)
+
+    def _add_step_hook(self, store, hook, prepend=False):
         from ..nn.module import RemovableHandle
 
         if not callable(hook):
@@ -314,6 +388,9 @@ class Optimizer:
         hooks = self.__dict__.setdefault(store, {})
         handle = RemovableHandle(hooks)
         hooks[handle.id] = hook
+        if prepend:  # the handle's id first, the others after it in their order
+            for key in [k for k in hooks if k != handle.id]:
+                hooks[key] = hooks.pop(key)
         return handle
 
     @property
@@ -506,3 +583,5 @@ def _as_float32(x):
 
 
 Optimizer.step = _with_hooks(Optimizer.step)
+Optimizer.state_dict = _with_state_dict_hooks(Optimizer.state_dict)
+Optimizer.load_state_dict = _with_load_state_dict_hooks(Optimizer.load_state_dict)
