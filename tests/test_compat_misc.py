@@ -104,7 +104,9 @@ def test_swap_tensors_as_torch():
         y = x * x  # x is saved for backward: both refuse
         with pytest.raises(RuntimeError):
             swap(x, lib.zeros(2))
-        del y
+        y.sum().backward()  # the graph is freed: both swap now
+        swap(x, lib.zeros(2))
+        assert x.requires_grad is False and x.grad is None
     with pytest.raises(TypeError, match="expected t2 to be a minidl.Tensor"):
         swap_tensors(minidl.ones(2), 3)
 

@@ -2,10 +2,12 @@
 object), so ``from minidl.utils.data import DataLoader`` works as in PyTorch code,
 ``minidl.utils.checkpoint`` is activation checkpointing, ``minidl.utils.dlpack`` shares memory
 with other array libraries, and ``swap_tensors`` swaps two Tensors' contents."""
+import gc
 import sys
 import weakref
 
 from .. import data
+from ..autograd import Function
 from ..tensor import Tensor
 
 sys.modules[__name__ + ".data"] = data
@@ -14,6 +16,22 @@ from . import checkpoint  # noqa: E402  (after data: it imports the nn layer laz
 from . import dlpack, flop_counter  # noqa: E402,F401
 
 __all__ = ["data", "checkpoint", "dlpack", "flop_counter", "swap_tensors"]
+
+
+def _in_live_graph(t):
+    """Whether a recorded op not yet freed by a backward pass holds ``t`` among its inputs
+    (a search of the referrers: only for a tensor that some op took, and swaps are rare)."""
+    for holder in gc.get_referrers(t):
+        if isinstance(holder, (list, tuple)):
+            for owner in gc.get_referrers(holder):
+                if isinstance(owner, dict):  # the op's attributes (its __dict__)
+                    if owner.get("inputs") is holder and any(
+                            isinstance(fn, Function) and fn.__dict__ is owner
+                            for fn in gc.get_referrers(owner)):
+                        return True
+                elif isinstance(owner, Function) and owner.inputs is holder:
+                    return True
+    return False
 
 
 def swap_tensors(t1, t2):
@@ -28,11 +46,11 @@ def swap_tensors(t1, t2):
                             f"{type(t).__name__}")
         if weakref.getweakrefcount(t):
             raise RuntimeError(f"Cannot swap {name} because it has weakref associated with it")
-        if t.__dict__.get("_used") and t.requires_grad:
+        if t.__dict__.get("_used") and _in_live_graph(t):
             raise RuntimeError(f"swap_tensors: cannot swap {name}: an op recorded for backward "
                                "took it as an input, and that graph's gradients would go to "
                                "the other tensor's contents (swap before the forward pass, or "
-                               "after the backward pass with the graph dropped)")
+                               "once backward has freed the graph or it is gone)")
     if t1 is t2:
         return
     if type(t1) is not type(t2):
