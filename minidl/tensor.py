@@ -92,7 +92,13 @@ class Tensor:
             source = data.data if isinstance(data, Tensor) else data
             if device is None:
                 device = device_of(source)
-            self.data = _as_array(data, dtype, device)
+            try:
+                self.data = _as_array(data, dtype, device)
+            except MemoryError as exc:  # CuPy's out-of-memory error as torch's
+                oom = backend.translated_oom(exc)
+                if oom is None:
+                    raise
+                raise oom from exc
             _note_host_range(self, source)
         if requires_grad and not is_differentiable(self.data.dtype):
             raise GradDtypeError(

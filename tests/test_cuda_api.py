@@ -283,7 +283,9 @@ def test_out_of_memory_is_torchs_error(gpu):
     gpu.asarray = refuse
     with pytest.raises(minidl.OutOfMemoryError, match="4,096 bytes"):
         minidl.ones(3).to("cuda")
-    assert minidl.cuda.memory_stats()["num_ooms"] == 3
+    with pytest.raises(minidl.OutOfMemoryError, match="4,096 bytes"):
+        minidl.zeros(3, device="cuda")
+    assert minidl.cuda.memory_stats()["num_ooms"] == 4
 
     class HostFull(minidl.autograd.Function):  # a host MemoryError stays what it is
         def forward(self, x):

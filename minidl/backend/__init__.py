@@ -185,7 +185,8 @@ class OutOfMemoryError(RuntimeError, MemoryError):
     """The GPU ran out of memory (``torch.OutOfMemoryError``, also ``minidl.cuda.
     OutOfMemoryError``): a RuntimeError, as torch's, and a MemoryError, as the CuPy error it
     stands for, so code written for either catches it. minidl raises it from an op, a backward
-    pass or a move to the GPU where CuPy raised ``cupy.cuda.memory.OutOfMemoryError``."""
+    pass, or a tensor made on or moved to the GPU, where CuPy raised
+    ``cupy.cuda.memory.OutOfMemoryError``."""
 
 
 _oom_count = [0]  # how many CuPy allocations failed (memory_stats()["num_ooms"])
