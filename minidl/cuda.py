@@ -707,8 +707,8 @@ class Event:
             raise TypeError(f"elapsed_time: expected a minidl.cuda.Event, got "
                             f"{type(end_event).__name__}")
         if not (self.enable_timing and end_event.enable_timing):
-            raise ValueError("elapsed_time: both events must be created with argument "
-                             "'enable_timing=True'")
+            raise RuntimeError("elapsed_time: both events must be created with argument "
+                               "'enable_timing=True'")
         if not (self._recorded and end_event._recorded):
             raise RuntimeError("elapsed_time: both events must be recorded before calculating "
                                "elapsed time")
