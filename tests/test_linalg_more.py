@@ -1,0 +1,410 @@
+"""The rest of torch.linalg and its top-level relatives in minidl.linalg: solve_triangular,
+lu_factor(_ex) / lu / lu_solve / lu_unpack, cholesky_solve / cholesky_inverse, the *_ex forms
+(info tensors, check_errors), vecdot, vander, matrix_exp, householder_product / geqrf / orgqr /
+ormqr, tensorinv / tensorsolve, triangular_solve and the aliases. PyTorch's values and
+gradients in float64 on batched and broadcast inputs (``check``), finite-difference first and
+second derivatives, and errors that name what did not fit."""
+import numpy as np
+import pytest
+
+import minidl
+from _ops_check import check, needs_torch, torch
+from minidl.testing import gradcheck, gradgradcheck
+
+rng = np.random.default_rng(11)
+# torch.lu, torch.lu_solve and torch.triangular_solve are deprecated in torch
+pytestmark = pytest.mark.filterwarnings("ignore:torch.(lu|lu_solve|triangular_solve) is deprecated")
+
+
+def r(*shape):
+    return rng.standard_normal(shape)
+
+
+def tri(*shape, upper=False):
+    """Triangular matrices with a diagonal far from zero (accurate finite differences)."""
+    a = r(*shape) + 4 * np.eye(shape[-1])
+    return np.triu(a) if upper else np.tril(a)
+
+
+def t64(a, grad=True):
+    return minidl.tensor(a, dtype=np.float64, requires_grad=grad)
+
+
+def gg(fn, *arrays):
+    """Second derivatives of fn against finite differences (float64, every input)."""
+    assert gradgradcheck(fn, [t64(a) for a in arrays])
+
+
+# ---- solve_triangular and triangular_solve -------------------------------------------------
+@pytest.mark.parametrize("upper", [True, False])
+@pytest.mark.parametrize("unit", [False, True])
+@pytest.mark.parametrize("a_shape,b_shape", [((4, 4), (4, 2)), ((2, 3, 3), (3, 1, 3, 2)),
+                                             ((3, 1, 3, 3), (2, 3, 4))])
+def test_solve_triangular(upper, unit, a_shape, b_shape):
+    # A's whole square is passed: only its triangle (and diagonal unless unit) is read, and
+    # only there does it take a gradient
+    a = r(*a_shape) + 4 * np.eye(a_shape[-1])
+    check(lambda L, a, b: L.linalg.solve_triangular(a, b, upper=upper, unitriangular=unit),
+          a, r(*b_shape))
+
+
+@pytest.mark.parametrize("upper", [True, False])
+def test_solve_triangular_left_false(upper):
+    a = r(2, 3, 3) + 4 * np.eye(3)
+    check(lambda L, a, b: L.linalg.solve_triangular(a, b, upper=upper, left=False), a, r(5, 3))
+
+
+def test_solve_triangular_second_derivatives():
+    gg(lambda a, b: minidl.linalg.solve_triangular(a, b, upper=True), tri(2, 3, 3, upper=True),
+       r(3, 2))
+    gg(lambda a, b: minidl.linalg.solve_triangular(a, b, upper=False, unitriangular=True,
+                                                   left=False), tri(3, 3), r(2, 2, 3))
+
+
+def test_solve_triangular_zero_on_the_diagonal_gives_inf_as_torch():
+    check(lambda L, a, b: L.linalg.solve_triangular(a, b, upper=True), np.diag([1.0, 0.0]),
+          np.ones((2, 1)), grad=False)
+
+
+@pytest.mark.parametrize("upper,transpose,unit", [(True, False, False), (False, True, False),
+                                                  (True, True, True)])
+def test_triangular_solve(upper, transpose, unit):
+    a = r(2, 1, 3, 3) + 4 * np.eye(3)
+    check(lambda L, b, a: L.triangular_solve(b, a, upper, transpose, unit), r(3, 3, 2), a)
+    # the copy of A takes its own gradient (broadcast back), as torch's
+    check(lambda L, b, a: L.triangular_solve(b, a, upper, transpose, unit)[1] * 3, r(3, 3, 2),
+          a)
+    check(lambda L, b, a: b.triangular_solve(a, upper=upper).solution, r(3, 2), r(3, 3) + 4 *
+          np.eye(3))
+
+
+# ---- LU --------------------------------------------------------------------------------------
+LU_SHAPES = [(4, 4), (2, 3, 3), (3, 5), (2, 5, 3), (2, 1, 4, 2)]
+
+
+@pytest.mark.parametrize("shape", LU_SHAPES)
+def test_lu_factor_and_lu(shape):
+    a = r(*shape)
+    check(lambda L, a: L.linalg.lu_factor(a), a)  # pivots: int32, 1-based, as torch's
+    check(lambda L, a: L.linalg.lu_factor_ex(a), a)
+    check(lambda L, a: L.linalg.lu(a), a, check_grad=False)
+    check(lambda L, a: L.linalg.lu(a).U, a)
+    check(lambda L, a: L.linalg.lu(a).L, a)
+    check(lambda L, a: (lambda p, lo, up: p @ lo @ up)(*L.linalg.lu(a)), a)
+    check(lambda L, a: L.lu_unpack(*L.linalg.lu_factor(a)), a, check_grad=False)
+    check(lambda L, a: L.lu_unpack(*L.linalg.lu_factor(a))[2], a)
+
+
+def test_lu_second_derivatives():
+    for shape in [(3, 3), (2, 3, 4), (4, 2)]:
+        gg(lambda a: minidl.linalg.lu_factor(a).LU, r(*shape))
+    gg(lambda a: minidl.linalg.lu(a).L, r(2, 4, 3))
+
+
+def test_lu_of_singular_matrices():
+    s = np.stack([np.eye(2), [[1.0, 2.0], [2.0, 4.0]], np.diag([1.0, 0.0]), [[0.0, 0.0],
+                                                                            [1.0, 1.0]]])
+    check(lambda L, a: L.linalg.lu_factor_ex(a), s, grad=False)  # info 0, 2, 2, 2
+    check(lambda L, a: L.linalg.lu(a), s, grad=False)  # factors anyway
+    check(lambda L, a: L.lu(a, get_infos=True), s, grad=False)
+    with pytest.raises(minidl.linalg.LinAlgError,
+                       match=r"torch.linalg.lu_factor: \(Batch element 1\): U\[2,2\] is zero"):
+        minidl.linalg.lu_factor(minidl.tensor(s))
+    with pytest.raises(RuntimeError, match=r"lu_factor_ex: \(Batch element 1\): U\[2,2\]"):
+        minidl.linalg.lu_factor_ex(minidl.tensor(s), check_errors=True)
+    with pytest.raises(RuntimeError, match=r"lu_factor: U\[2,2\] is zero"):
+        minidl.linalg.lu_factor(minidl.tensor(s[1]))
+    with pytest.raises(RuntimeError, match=r"U\[2,2\] is zero"):
+        minidl.lu(minidl.tensor(s))  # torch.lu without get_infos checks
+
+
+def test_lu_without_pivoting():
+    # torch runs pivot=False on CUDA only; the factors still multiply back to A
+    a = t64(r(2, 3, 3) + 3 * np.eye(3), grad=False)
+    P, L, U = minidl.linalg.lu(a, pivot=False)
+    assert P.shape == (0,)
+    np.testing.assert_allclose((L @ U).numpy(), a.numpy(), rtol=1e-12, atol=1e-12)
+    LU, piv = minidl.linalg.lu_factor(a, pivot=False)
+    assert piv.tolist() == [[1, 2, 3]] * 2
+    x = minidl.linalg.lu_solve(LU, piv, minidl.ones(3, 1, dtype=minidl.float64))
+    np.testing.assert_allclose((a @ x).numpy(), np.ones((2, 3, 1)), rtol=1e-10)
+    assert gradcheck(lambda a: minidl.linalg.lu_factor(a, pivot=False).LU,
+                     [t64(r(3, 3) + 3 * np.eye(3))])
+
+
+@pytest.mark.parametrize("left,adjoint", [(True, False), (True, True), (False, False),
+                                          (False, True)])
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 3), (3, 2)), ((2, 3, 3), (4, 1, 3, 3))])
+def test_lu_solve(left, adjoint, a_shape, b_shape):
+    b = r(*b_shape) if left else r(*b_shape).swapaxes(-1, -2)
+    # the gradient reaches A through lu_factor, and LU itself as an input
+    check(lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b, left=left,
+                                            adjoint=adjoint), r(*a_shape), b)
+    a = r(*a_shape)
+    lu, piv = (t.numpy() for t in minidl.linalg.lu_factor(minidl.tensor(a, dtype=np.float64)))
+    check(lambda L, lu, piv, b: L.linalg.lu_solve(lu, piv, b, left=left, adjoint=adjoint),
+          lu, piv, b)
+
+
+def test_lu_solve_second_derivatives_and_the_deprecated_forms():
+    gg(lambda a, b: minidl.linalg.lu_solve(*minidl.linalg.lu_factor(a), b, adjoint=True),
+       r(3, 3), r(2, 3, 2))
+    check(lambda L, b, a: L.lu_solve(b, *L.linalg.lu_factor(a)), r(3, 2), r(3, 3))
+    check(lambda L, b, a: b.lu_solve(*a.lu()), r(2, 3, 2), r(2, 3, 3))
+    check(lambda L, a: L.lu(a), r(2, 3, 3))
+
+
+# ---- solves and inverses from a Cholesky factor ---------------------------------------------
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_and_inverse(upper):
+    def factor(L, l):  # the triangle, so that finite differences see only what is read
+        return l.triu() if upper else l.tril()
+    ls = tri(2, 3, 3, upper=upper)
+    check(lambda L, b, l: L.cholesky_solve(b, factor(L, l), upper=upper), r(4, 1, 3, 2), ls)
+    check(lambda L, b, l: b.cholesky_solve(factor(L, l), upper), r(3, 1), ls[0])
+    check(lambda L, l: L.cholesky_inverse(factor(L, l), upper=upper), ls)
+    check(lambda L, l: factor(L, l).cholesky_inverse(upper), ls[1])
+    # on the whole square torch's gradient reaches the unread triangle too: the same here
+    check(lambda L, b, l: L.cholesky_solve(b, l, upper=upper), r(3, 2), ls[0] + 0.1 * r(3, 3),
+          check_grad=False)
+    check(lambda L, l: L.cholesky_inverse(l, upper=upper), ls[0] + 0.1 * r(3, 3),
+          check_grad=False)
+    gg(lambda b, l: minidl.cholesky_solve(b, factor(minidl, l), upper=upper), r(3, 2), ls[0])
+    gg(lambda l: minidl.cholesky_inverse(factor(minidl, l), upper=upper), ls)
+
+
+# ---- the *_ex forms ----------------------------------------------------------------------------
+def test_ex_forms_on_good_input_match_the_plain_ops_and_torch():
+    a = r(2, 3, 3)
+
+    def spd(L, a):  # symmetric in the graph: Cholesky's gradient is torch's symmetric one
+        return a @ a.mT + L.eye(3, dtype=a.dtype)
+    check(lambda L, a: L.linalg.cholesky_ex(spd(L, a)), a)
+    check(lambda L, a: L.linalg.cholesky_ex(spd(L, a), upper=True), a)
+    check(lambda L, a: L.linalg.inv_ex(a), a)
+    check(lambda L, a, b: L.linalg.solve_ex(a, b), a, r(3, 2))
+    check(lambda L, a, b: L.linalg.solve_ex(a, b, left=False), a, r(5, 3))
+    gg(lambda a: minidl.linalg.inv_ex(a).inverse, a)
+    gg(lambda a: minidl.linalg.cholesky_ex(a @ a.mT + minidl.eye(3, dtype=a.dtype)).L, a)
+
+
+def test_ex_forms_report_failures_in_info():
+    c = np.array([[4.0, 2, 2, 1], [2, 5, 1, 1], [2, 1, -3, 1], [1, 1, 1, 3]])
+    not_pd = np.stack([c, c @ c.T, np.diag([1.0, 1.0, -1.0, 1.0])])
+    # info 3, 0, 3, and LAPACK's partial factor where it stopped
+    check(lambda L, a: L.linalg.cholesky_ex(a), not_pd, grad=False)
+    check(lambda L, a: L.linalg.cholesky_ex(a, upper=True), not_pd, grad=False)
+    s = np.stack([np.eye(2), [[1.0, 2.0], [2.0, 4.0]], np.diag([1.0, 0.0])])
+    check(lambda L, a: L.linalg.inv_ex(a), s, grad=False)  # inf / nan as LAPACK's
+    check(lambda L, a, b: L.linalg.solve_ex(a, b), s, np.ones((3, 2, 1)), grad=False)
+    check(lambda L, a, b: L.linalg.solve_ex(a, b), s, np.ones(2), grad=False)
+    with pytest.raises(minidl.linalg.LinAlgError,
+                       match=r"linalg.cholesky_ex: \(Batch element 0\): .*not positive-definite"
+                             r" \(the leading minor of order 3"):
+        minidl.linalg.cholesky_ex(minidl.tensor(not_pd), check_errors=True)
+    with pytest.raises(RuntimeError, match=r"linalg.inv_ex: \(Batch element 1\): The diagonal "
+                                           "element 2 is zero"):
+        minidl.linalg.inv_ex(minidl.tensor(s), check_errors=True)
+    with pytest.raises(RuntimeError, match=r"solve_ex: \(Batch element 1\): The solver failed"):
+        minidl.linalg.solve_ex(minidl.tensor(s), minidl.ones(3, 2, 1), check_errors=True)
+    assert minidl.linalg.inv_ex(minidl.tensor(s[1])).info.dtype == np.int32
+
+
+def test_inv_names_getrf_s_zero_pivot():
+    # the first leading block is singular, but with row exchanges U's second pivot is zero
+    with pytest.raises(RuntimeError, match="The diagonal element 2 is zero"):
+        minidl.linalg.inv(minidl.tensor([[0.0, 0.0], [1.0, 1.0]]))
+
+
+# ---- products, the exponential, Householder products, aliases -------------------------------
+def test_vecdot_vander():
+    check(lambda L, x, y: L.linalg.vecdot(x, y), r(2, 3), r(3))
+    check(lambda L, x, y: L.linalg.vecdot(x, y, dim=0), r(4, 1), r(4, 3))
+    check(lambda L, x: L.linalg.vander(x), r(2, 3))
+    check(lambda L, x: L.linalg.vander(x, N=5), np.array([0.0, 1.5, -2.0]))  # 0 included
+    check(lambda L, x: L.linalg.vander(x), np.arange(4))  # integers stay integers
+    gg(lambda x: minidl.linalg.vander(x, N=4), np.array([0.0, 0.5, -1.5]))
+
+
+def test_matrix_exp():
+    check(lambda L, a: L.linalg.matrix_exp(a), r(2, 3, 3))
+    check(lambda L, a: L.matrix_exp(a * 3), r(3, 3))  # scaled and squared
+    check(lambda L, a: a.matrix_exp(), r(2, 2))
+    check(lambda L, a: L.linalg.matrix_exp(a), r(3, 3).astype(np.float32), rtol=1e-5, atol=1e-6,
+          check_grad=False)
+    gg(lambda a: minidl.linalg.matrix_exp(a), r(2, 3, 3) * 0.5)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 4), (2, 1, 3, 2)])
+def test_householder_product_geqrf_orgqr(shape):
+    a = r(*shape)
+    check(lambda L, a: L.geqrf(a), a, grad=False)
+    check(lambda L, a: a.geqrf(), a, grad=False)
+    h, tau = (t.numpy() for t in minidl.geqrf(minidl.tensor(a, dtype=np.float64)))
+    check(lambda L, h, tau: L.linalg.householder_product(h, tau), h, tau)
+    check(lambda L, h, tau: L.orgqr(h, tau), h, tau)
+    check(lambda L, h, tau: h.orgqr(tau[..., :1]), h, tau)  # fewer reflectors than columns
+    # Q of geqrf is linalg.qr's Q
+    check(lambda L, a: L.linalg.householder_product(*L.geqrf(a)), a, grad=False)
+    gg(lambda h, tau: minidl.linalg.householder_product(h, tau), h, tau)
+
+
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_ormqr(left, transpose):
+    a = r(2, 5, 3)
+    h, tau = (t.numpy() for t in minidl.geqrf(minidl.tensor(a, dtype=np.float64)))
+    c = r(2, 5, 2) if left else r(2, 2, 5)
+    check(lambda L, h, tau, c: L.ormqr(h, tau, c, left, transpose), h, tau, c)
+    check(lambda L, h, tau, c: h.ormqr(tau, c, left=left, transpose=transpose), h, tau, c)
+    gg(lambda h, tau, c: minidl.ormqr(h, tau, c, left, transpose), h[0], tau[0], c[0])
+
+
+def test_geqrf_has_no_derivative_as_torch():
+    a, _ = minidl.geqrf(t64(r(3, 3)))
+    with pytest.raises(NotImplementedError, match="derivative for 'geqrf' is not implemented"):
+        a.sum().backward()
+
+
+def test_tensorinv_tensorsolve():
+    check(lambda L, a: L.linalg.tensorinv(a, ind=1), r(6, 2, 3))
+    check(lambda L, a: L.linalg.tensorinv(a), r(2, 3, 6))
+    check(lambda L, a, b: L.linalg.tensorsolve(a, b), r(2, 3, 6), r(2, 3))
+    check(lambda L, a, b: L.linalg.tensorsolve(a, b, dims=(0,)), r(6, 2, 3), r(2, 3))
+
+
+def test_aliases():
+    check(lambda L, a: L.linalg.diagonal(a), r(2, 3, 4))
+    check(lambda L, a: L.linalg.diagonal(a, offset=1, dim1=0, dim2=2), r(2, 3, 4))
+    check(lambda L, a, b: L.linalg.matmul(a, b), r(2, 3, 4), r(4, 2))
+    check(lambda L, a: L.adjoint(a), r(2, 3, 4))
+    check(lambda L, a: a.adjoint(), r(3, 4))
+
+
+def test_float32_stays_float32():
+    a = r(2, 3, 3).astype(np.float32) + 3 * np.eye(3, dtype=np.float32)
+    b = r(3, 2).astype(np.float32)
+    for fn in [lambda L, a, b: L.linalg.solve_triangular(a, b, upper=True),
+               lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b),
+               lambda L, a, b: L.cholesky_solve(b, a.tril()),
+               lambda L, a, b: L.linalg.lu_factor_ex(a)]:
+        check(fn, a, b, rtol=1e-5, atol=1e-5, check_grad=False)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+def test_errors_name_what_did_not_fit():
+    z = minidl.zeros
+    LinAlg = minidl.linalg
+    with pytest.raises(ValueError, match="solve_triangular: A must be batches of square "
+                                         "matrices, but they are 2 by 3"):
+        LinAlg.solve_triangular(z(2, 3), z(2, 1), upper=True)
+    with pytest.raises(ValueError, match=r"Incompatible shapes of A and B for the equation "
+                                         r"AX = B \(3x3 and 2x1\)"):
+        LinAlg.solve_triangular(z(3, 3), z(2, 1), upper=True)
+    with pytest.raises(ValueError, match=r"equation XA = B \(3x3 and 2x2\)"):
+        LinAlg.solve_triangular(z(3, 3), z(2, 2), upper=True, left=False)
+    with pytest.raises(RuntimeError, match="B must have at least 2 dimensions"):
+        LinAlg.solve_triangular(z(3, 3), z(3), upper=True)
+    with pytest.raises(TypeError, match="same dtype.*float32 and float64"):
+        LinAlg.solve_triangular(z(3, 3), z(3, 1, dtype=minidl.float64), upper=True)
+    with pytest.raises(ValueError, match=r"batch dims of A \(2, 3, 3\) and B \(3, 3, 1\)"):
+        LinAlg.solve_triangular(z(2, 3, 3), z(3, 3, 1), upper=True)
+    with pytest.raises(TypeError, match="float32 or float64.*int64"):
+        LinAlg.lu_factor(minidl.tensor([[1, 2], [3, 4]]))
+    with pytest.raises(TypeError, match="16-bit"):
+        LinAlg.lu_factor(z(2, 2, dtype=minidl.float16))
+    with pytest.raises(ValueError, match=r"at least 2 dimensions, got shape \(3,\)"):
+        LinAlg.lu_factor(z(3))
+    LU, piv = LinAlg.lu_factor(minidl.eye(3))
+    with pytest.raises(ValueError, match=r"equation AX = B \(3x3 and 4x1\)"):
+        LinAlg.lu_solve(LU, piv, z(4, 1))
+    with pytest.raises(TypeError, match="pivots must be an int32 tensor.*int64"):
+        LinAlg.lu_solve(LU, piv.long(), z(3, 1))
+    with pytest.raises(TypeError, match="LU_pivots is expected to be a tensor of int32"):
+        minidl.lu_unpack(LU, piv.long())
+    with pytest.raises(ValueError, match="between 1 and LU.size\\(-2\\) = 3"):
+        minidl.lu_unpack(LU, minidl.tensor([1, 2, 7], dtype=minidl.int32))
+    with pytest.raises(ValueError, match="each A matrix is 3 by 3 but each b matrix is 4 by 1"):
+        minidl.cholesky_solve(z(4, 1), minidl.eye(3))
+    with pytest.raises(ValueError, match="input2 must be batches of square matrices"):
+        minidl.cholesky_solve(z(3, 1), z(3, 2))
+    with pytest.raises(TypeError, match="Expected x and y to have the same dtype"):
+        LinAlg.vecdot(z(3), z(3, dtype=minidl.float64))
+    with pytest.raises(ValueError, match=r"x \(3,\) and y \(4,\) do not broadcast"):
+        LinAlg.vecdot(z(3), z(4))
+    with pytest.raises(ValueError, match="N must be greater than 1"):
+        LinAlg.vander(z(3), N=1)
+    with pytest.raises(TypeError, match="floating point and integer.*bool"):
+        LinAlg.vander(minidl.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"input.shape\[-2\] must be greater than or equal to "
+                                         r"input.shape\[-1\], got 3 and 4"):
+        LinAlg.householder_product(z(3, 4), z(2))
+    with pytest.raises(ValueError, match=r"must be greater than or equal to tau.shape\[-1\], "
+                                         "got 3 and 4"):
+        LinAlg.householder_product(z(4, 3), z(4))
+    with pytest.raises(ValueError, match=r"batch dimensions of tau.*\(2,\), but got \(3,\)"):
+        LinAlg.householder_product(z(2, 4, 3), z(3, 3))
+    with pytest.raises(ValueError, match=r"other.shape\[-2\] must be equal to input.shape\[-2\]"
+                                         ", got 5 and 4"):
+        minidl.ormqr(z(4, 3), z(3), z(5, 2))
+    with pytest.raises(ValueError, match=r"tau.shape\[-1\] must be equal to"):
+        minidl.ormqr(z(4, 3), z(2), z(4, 2))
+    with pytest.raises(ValueError, match="strictly positive integer for 'ind', but got 0"):
+        LinAlg.tensorinv(z(2, 3, 6), ind=0)
+    with pytest.raises(ValueError, match="18 != 2"):
+        LinAlg.tensorinv(z(2, 3, 6), ind=1)
+    with pytest.raises(ValueError, match=r"B of shape \(5,\)"):
+        LinAlg.tensorsolve(z(2, 3, 6), z(5))
+    with pytest.raises(ValueError, match="matrix_exp: A must be batches of square matrices"):
+        LinAlg.matrix_exp(z(3, 4))
+    with pytest.raises(ValueError, match="adjoint.*Got 1-D tensor"):
+        minidl.adjoint(z(3))
+    # torch's bad-input errors are RuntimeErrors: these are both
+    with pytest.raises(RuntimeError):
+        LinAlg.lu_solve(LU, piv, z(4, 1))
+
+
+@needs_torch
+def test_names_match_torch():
+    left_out = {"eig", "eigvals",  # need complex dtypes
+                "ldl_factor", "ldl_factor_ex", "ldl_solve", "common_notes"}
+    missing = [n for n in dir(torch.linalg) if not n.startswith("_") and n not in left_out
+               and not hasattr(minidl.linalg, n)]
+    assert not missing
+    for name in ["lu_unpack", "lu_solve", "lu", "cholesky_solve", "cholesky_inverse",
+                 "triangular_solve", "geqrf", "orgqr", "ormqr", "adjoint", "matrix_exp"]:
+        assert hasattr(torch, name) and hasattr(minidl, name), name
+        if name != "lu_unpack":
+            assert hasattr(minidl.Tensor, name), name
+
+
+def test_on_the_fake_gpu(monkeypatch):
+    """The triangular solves and LU run on the array module of the data (the numpy-backed
+    stand-in for CuPy), with the CPU's values and gradients."""
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, None)
+    a, b = r(2, 3, 3) + 3 * np.eye(3), r(3, 2)
+
+    def run(device):
+        x = minidl.tensor(a, dtype=np.float64, device=device, requires_grad=True)
+        y = minidl.tensor(b, dtype=np.float64, device=device, requires_grad=True)
+        lu, piv, info = minidl.linalg.lu_factor_ex(x)
+        out = (minidl.linalg.lu_solve(lu, piv, y).sum()
+               + minidl.linalg.solve_triangular(x, y, upper=True).sum()
+               + minidl.cholesky_solve(y, x.tril()).sum() + minidl.linalg.lu(x).P.sum()
+               + minidl.linalg.matrix_exp(x).sum() + minidl.linalg.inv_ex(x).inverse.sum())
+        out.backward()
+        return out, x, y, piv, info
+
+    out, x, y, piv, info = run("cuda")
+    assert str(x.grad.device).startswith("cuda") and str(piv.device).startswith("cuda")
+    cpu = run("cpu")
+    np.testing.assert_allclose(out.numpy(), cpu[0].numpy(), rtol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), cpu[1].grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(y.grad.numpy(), cpu[2].grad.numpy(), rtol=1e-10)
+    assert piv.numpy().tolist() == cpu[3].numpy().tolist() and info.numpy().tolist() == [0, 0]
+    s = minidl.tensor(np.stack([np.eye(2), np.zeros((2, 2))]), device="cuda")
+    assert minidl.linalg.inv_ex(s).info.numpy().tolist() == [0, 1]
+    with pytest.raises(RuntimeError, match="Batch element 1"):
+        minidl.linalg.lu_factor(s)
