@@ -1665,14 +1665,16 @@ def ormqr(input, tau, other, left=True, transpose=False):
     return c
 
 
-class _Geqrf(Function):
-    """geqrf's packed output (computed by the caller); PyTorch has no derivative for it."""
+class _NoDerivative(Function):
+    """The output of an op PyTorch has no derivative for (computed by the caller): it is in
+    the graph, as torch's, and its backward raises naming the op."""
 
-    def forward(self, a, packed):
-        return packed
+    def forward(self, *arrays, value, op):
+        self.op = op
+        return value
 
     def backward(self, g):
-        raise NotImplementedError("the derivative for 'geqrf' is not implemented.")
+        raise NotImplementedError(f"the derivative for '{self.op}' is not implemented.")
 
 
 GeqrfResult = namedtuple("GeqrfResult", ["a", "tau"])
@@ -1691,7 +1693,8 @@ def geqrf(input):
     else:
         a = input.data.copy()
         tau = xp.zeros(input.shape[:-2] + (min(m, n),), input.data.dtype)
-    return GeqrfResult(_Geqrf.apply(input, packed=a), autograd.Tensor(tau))
+    return GeqrfResult(_NoDerivative.apply(input, value=a, op="geqrf"),
+                       autograd.Tensor(tau))
 
 
 def tensorinv(A, ind=2):
@@ -1762,3 +1765,185 @@ TENSOR_METHODS.update({
 })
 FUNCTIONS.update({k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH")})
 FUNCTIONS["lu_unpack"] = lu_unpack
+
+
+# ---- LDL^T (Bunch-Kaufman), as LAPACK's sytrf / sytrs on the lower triangle -------------------
+# Each matrix picks its own 1x1 and 2x2 pivots, so the batch is a loop; the factorisation runs
+# on the host (its pivot choices are scalar decisions) and comes back to the data's device.
+_BK_ALPHA = (1 + 17 ** 0.5) / 8
+
+
+def _ldl_host(a):
+    """(LD, pivots, info) of one symmetric matrix from its lower triangle, as sytf2: pivots
+    1-based, both entries of a 2x2 block -kp; info the first zero pivot column."""
+    a = np.tril(np.array(a, dtype=a.dtype, copy=True))
+    n = a.shape[-1]
+    piv = np.zeros(n, dtype=np.int32)
+    info, k = 0, 0
+    while k < n:
+        step, absakk = 1, abs(a[k, k])
+        imax = k + 1 + int(np.argmax(np.abs(a[k + 1:, k]))) if k < n - 1 else k
+        colmax = abs(a[imax, k]) if k < n - 1 else 0.0
+        if max(absakk, colmax) == 0 or np.isnan(absakk):
+            info = info or k + 1
+            kp = k
+        else:
+            if absakk >= _BK_ALPHA * colmax:
+                kp = k
+            else:
+                rowmax = np.abs(a[imax, k:imax]).max()
+                if imax < n - 1:
+                    rowmax = max(rowmax, np.abs(a[imax + 1:, imax]).max())
+                if absakk >= _BK_ALPHA * colmax * (colmax / rowmax):
+                    kp = k
+                elif abs(a[imax, imax]) >= _BK_ALPHA * rowmax:
+                    kp = imax
+                else:
+                    kp, step = imax, 2
+            kk = k + step - 1
+            if kp != kk:  # symmetric interchange of kk and kp in the trailing lower triangle
+                a[kp + 1:, [kk, kp]] = a[kp + 1:, [kp, kk]]
+                seg = slice(kk + 1, kp)
+                a[seg, kk], a[kp, seg] = a[kp, seg].copy(), a[seg, kk].copy()
+                a[kk, kk], a[kp, kp] = a[kp, kp], a[kk, kk]
+                if step == 2:
+                    a[k + 1, k], a[kp, k] = a[kp, k], a[k + 1, k]
+            if step == 1 and k < n - 1:
+                x = a[k + 1:, k] / a[k, k]
+                a[k + 1:, k + 1:] -= np.tril(np.outer(a[k + 1:, k], x))
+                a[k + 1:, k] = x
+            elif step == 2 and k < n - 2:
+                d21 = a[k + 1, k]
+                d11, d22 = a[k + 1, k + 1] / d21, a[k, k] / d21
+                t = 1 / (d11 * d22 - 1)
+                d21 = t / d21
+                wk = d21 * (d11 * a[k + 2:, k] - a[k + 2:, k + 1])
+                wkp1 = d21 * (d22 * a[k + 2:, k + 1] - a[k + 2:, k])
+                a[k + 2:, k + 2:] -= np.tril(np.outer(a[k + 2:, k], wk)
+                                             + np.outer(a[k + 2:, k + 1], wkp1))
+                a[k + 2:, k], a[k + 2:, k + 1] = wk, wkp1
+        piv[k:k + step] = kp + 1 if step == 1 else -(kp + 1)
+        k += step
+    return a, piv, info
+
+
+def _ldl_solve_host(ld, piv, b):
+    """X with A X = B from one matrix's LD and pivots, as sytrs (lower)."""
+    b = np.array(b, dtype=ld.dtype, copy=True)
+    n = ld.shape[-1]
+    k = 0
+    while k < n:  # L D Y = P^T B
+        if piv[k] > 0:
+            kp = piv[k] - 1
+            b[[k, kp]] = b[[kp, k]]
+            b[k + 1:] -= np.outer(ld[k + 1:, k], b[k])
+            b[k] /= ld[k, k]
+            k += 1
+        else:
+            kp = -piv[k] - 1
+            b[[k + 1, kp]] = b[[kp, k + 1]]
+            b[k + 2:] -= np.outer(ld[k + 2:, k], b[k]) + np.outer(ld[k + 2:, k + 1], b[k + 1])
+            akm1k = ld[k + 1, k]
+            akm1, ak = ld[k, k] / akm1k, ld[k + 1, k + 1] / akm1k
+            denom = akm1 * ak - 1
+            bkm1, bk = b[k] / akm1k, b[k + 1] / akm1k
+            b[k], b[k + 1] = (ak * bkm1 - bk) / denom, (akm1 * bk - bkm1) / denom
+            k += 2
+    k = n - 1
+    while k >= 0:  # L^T P^T X = Y
+        if piv[k] > 0:
+            b[k] -= ld[k + 1:, k] @ b[k + 1:]
+            kp = piv[k] - 1
+            b[[k, kp]] = b[[kp, k]]
+            k -= 1
+        else:
+            b[k] -= ld[k + 1:, k] @ b[k + 1:]
+            b[k - 1] -= ld[k + 1:, k - 1] @ b[k + 1:]
+            kp = -piv[k] - 1
+            b[[k, kp]] = b[[kp, k]]
+            k -= 2
+    return b
+
+
+LDLFactorResult = namedtuple("LDLFactorResult", ["LD", "pivots"])
+LDLFactorExResult = namedtuple("LDLFactorExResult", ["LD", "pivots", "info"])
+
+
+def _ldl_factor(name, A):
+    _matrix_input(name, A, square=True)
+    xp = get_array_module(A.data)
+    a = _host(A.data)
+    n = a.shape[-1]
+    flat = a.reshape((-1, n, n))
+    parts = [_ldl_host(m) for m in flat]
+    ld = np.stack([p[0] for p in parts]).reshape(a.shape) if parts else a.copy()
+    piv = np.stack([p[1] for p in parts]).reshape(a.shape[:-1]) if parts else \
+        np.zeros(a.shape[:-1], np.int32)
+    info = np.array([p[2] for p in parts], dtype=np.int32).reshape(a.shape[:-2])
+    LD = _NoDerivative.apply(A, value=xp.asarray(ld), op="linalg_ldl_factor_ex")
+    return LD, autograd.Tensor(xp.asarray(piv)), info, xp
+
+
+def _ldl_message(i):
+    return (f"The factorization could not be completed: D's diagonal block at column {i} is "
+            "exactly zero, so D is singular.")
+
+
+def ldl_factor_ex(A, *, hermitian=False, check_errors=False):
+    """(LD, pivots, info) of the symmetric matrices of A (read from the lower triangle) as
+    LAPACK's sytrf: A = P L D L^T P^T with D block diagonal (1x1 and 2x2 blocks, Bunch-Kaufman
+    pivots), L's strict lower part and D's lower triangle packed in LD; pivots 1-based int32,
+    negative for a 2x2 block; info > 0 where D has a zero block. No gradient, as torch's."""
+    name = "torch.linalg.ldl_factor_ex"
+    LD, piv, info, xp = _ldl_factor(name, A)
+    if check_errors:
+        _info_error(name, info, A.ndim > 2, _ldl_message)
+    return LDLFactorExResult(LD, piv, autograd.Tensor(xp.asarray(info)))
+
+
+def ldl_factor(A, *, hermitian=False):
+    """(LD, pivots) as ldl_factor_ex; a singular D raises LinAlgError naming the batch
+    element."""
+    name = "torch.linalg.ldl_factor"
+    LD, piv, info, _ = _ldl_factor(name, A)
+    _info_error(name, info, A.ndim > 2, _ldl_message)
+    return LDLFactorResult(LD, piv)
+
+
+def ldl_solve(LD, pivots, B, *, hermitian=False):
+    """X with A X = B from A's ldl_factor (as LAPACK's sytrs); batch dims broadcast. No
+    gradient, as torch's."""
+    name = "torch.linalg.ldl_solve"
+    _matrix_input(name, LD, square=True, what="LD")
+    _same_float_dtype(name, LD, B, ("LD", "B"))
+    if not isinstance(pivots, autograd.Tensor) or pivots.data.dtype.kind not in "iu":
+        got = type(pivots).__name__ if not isinstance(pivots, autograd.Tensor) else \
+            str(pivots.data.dtype)
+        raise TypeError(f"{name}: pivots must be an integer tensor (as linalg.ldl_factor gives "
+                        f"them), got {got}")
+    n = LD.shape[-1]
+    if tuple(pivots.shape) != tuple(LD.shape[:-1]):
+        raise _bad(f"{name}: pivots of shape {tuple(pivots.shape)} do not fit LD of shape "
+                   f"{tuple(LD.shape)}")
+    if B.ndim < 2:
+        raise _bad(f"{name}: The input tensor B must have at least 2 dimensions.")
+    if B.shape[-2] != n:
+        raise _bad(f"Incompatible matrix sizes for {name}: each A matrix is {n} by {n} but "
+                   f"each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    batch = _batch_of(name, LD, B, ("LD", "B"))
+    xp = get_array_module(LD.data)
+    ld = np.broadcast_to(_host(LD.data), batch + (n, n)).reshape((-1, n, n))
+    piv = np.broadcast_to(_host(pivots.data), batch + (n,)).reshape((-1, n))
+    b = np.broadcast_to(_host(B.data), batch + B.shape[-2:]).reshape((-1,) + B.shape[-2:])
+    bad = (np.abs(piv) < 1) | (np.abs(piv) > n)
+    if bad.any():
+        raise _bad(f"{name}: pivots must be between 1 and {n} in absolute value (as "
+                   "linalg.ldl_factor gives them)")
+    with np.errstate(all="ignore"):
+        x = np.stack([_ldl_solve_host(*args) for args in zip(ld, piv, b)]) if b.shape[0] else \
+            np.zeros(b.shape, LD.data.dtype)
+    x = xp.asarray(x.reshape(batch + B.shape[-2:]))
+    return _NoDerivative.apply(LD, B, value=x, op="linalg_ldl_solve")
+
+
+__all__ += ["ldl_factor", "ldl_factor_ex", "ldl_solve"]

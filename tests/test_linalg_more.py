@@ -291,6 +291,52 @@ def test_float32_stays_float32():
         check(fn, a, b, rtol=1e-5, atol=1e-5, check_grad=False)
 
 
+# ---- LDL^T ---------------------------------------------------------------------------------------
+def symmetric(*shape, small_diagonal=False):
+    a = r(*shape)
+    a = a + a.swapaxes(-1, -2)
+    if small_diagonal:  # Bunch-Kaufman then takes 2x2 pivots (negative entries in pivots)
+        a[..., np.arange(shape[-1]), np.arange(shape[-1])] *= 0.01
+    return a
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9])
+@pytest.mark.parametrize("small_diagonal", [False, True])
+def test_ldl_factor_and_solve(n, small_diagonal):
+    a, b = symmetric(3, n, n, small_diagonal=small_diagonal), r(3, n, 2)
+    LD, piv, info = minidl.linalg.ldl_factor_ex(minidl.tensor(a, dtype=np.float64))
+    assert piv.dtype == np.int32 and info.numpy().tolist() == [0, 0, 0]
+    x = minidl.linalg.ldl_solve(LD, piv, minidl.tensor(b, dtype=np.float64))
+    np.testing.assert_allclose(a @ x.numpy(), b, rtol=1e-8, atol=1e-8)
+    if torch is not None:  # LAPACK's pivots and packed factors, exactly
+        check(lambda L, a: L.linalg.ldl_factor_ex(a), a, grad=False)
+        check(lambda L, a: L.linalg.ldl_factor(a, hermitian=True), a, grad=False)
+        check(lambda L, a, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(a), b), a, b, grad=False)
+        check(lambda L, a, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(a[0]), b), a, b,
+              grad=False)  # one factor, a batch of right-hand sides
+    if small_diagonal and n > 2:
+        assert (piv.numpy() < 0).any()
+
+
+def test_ldl_singular_and_no_derivative():
+    LD, piv, info = minidl.linalg.ldl_factor_ex(minidl.zeros(2, 3, 3, dtype=minidl.float64))
+    assert info.numpy().tolist() == [1, 1] and piv.numpy().tolist() == [[1, 2, 3]] * 2
+    s = np.stack([np.eye(3), np.diag([1.0, 0.0, 1.0])])
+    with pytest.raises(minidl.linalg.LinAlgError, match=r"ldl_factor: \(Batch element 1\): "
+                                                        "The factorization could not be "
+                                                        "completed: D's diagonal block at "
+                                                        "column 2"):
+        minidl.linalg.ldl_factor(minidl.tensor(s))
+    with pytest.raises(RuntimeError, match="ldl_factor_ex"):
+        minidl.linalg.ldl_factor_ex(minidl.tensor(s), check_errors=True)
+    a = t64(symmetric(3, 3))
+    LD, piv = minidl.linalg.ldl_factor(a)
+    with pytest.raises(NotImplementedError, match="derivative for 'linalg_ldl_factor_ex'"):
+        LD.sum().backward()
+    with pytest.raises(NotImplementedError, match="derivative for 'linalg_ldl_solve'"):
+        minidl.linalg.ldl_solve(LD.detach(), piv, t64(r(3, 1))).sum().backward()
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_errors_name_what_did_not_fit():
     z = minidl.zeros
@@ -359,6 +405,15 @@ def test_errors_name_what_did_not_fit():
         LinAlg.matrix_exp(z(3, 4))
     with pytest.raises(ValueError, match="adjoint.*Got 1-D tensor"):
         minidl.adjoint(z(3))
+    with pytest.raises(ValueError, match="ldl_factor: A must be batches of square matrices"):
+        LinAlg.ldl_factor(z(3, 4))
+    LD, lpiv = LinAlg.ldl_factor(minidl.eye(3))
+    with pytest.raises(ValueError, match="each A matrix is 3 by 3 but each b matrix is 2 by 1"):
+        LinAlg.ldl_solve(LD, lpiv, z(2, 1))
+    with pytest.raises(TypeError, match="pivots must be an integer tensor.*float32"):
+        LinAlg.ldl_solve(LD, lpiv.float(), z(3, 1))
+    with pytest.raises(ValueError, match="between 1 and 3 in absolute value"):
+        LinAlg.ldl_solve(LD, lpiv * 5, z(3, 1))
     # torch's bad-input errors are RuntimeErrors: these are both
     with pytest.raises(RuntimeError):
         LinAlg.lu_solve(LU, piv, z(4, 1))
@@ -366,8 +421,7 @@ def test_errors_name_what_did_not_fit():
 
 @needs_torch
 def test_names_match_torch():
-    left_out = {"eig", "eigvals",  # need complex dtypes
-                "ldl_factor", "ldl_factor_ex", "ldl_solve", "common_notes"}
+    left_out = {"eig", "eigvals", "common_notes"}  # eig and eigvals need complex dtypes
     missing = [n for n in dir(torch.linalg) if not n.startswith("_") and n not in left_out
                and not hasattr(minidl.linalg, n)]
     assert not missing
