@@ -1039,6 +1039,7 @@ def solve_triangular(A, B, *, upper, left=True, unitriangular=False):
 TriangularSolveResult = namedtuple("TriangularSolveResult", ["solution", "cloned_coefficient"])
 
 
+@_float32_under_autocast("triangular_solve")
 def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False):
     """torch.triangular_solve (deprecated there): X with A X = input (A^T X = input where
     ``transpose``), and a copy of A (broadcast to X's batch dims)."""
@@ -1291,6 +1292,7 @@ def lu_solve(LU, pivots, B, *, left=True, adjoint=False):
     return P @ SolveTriangular.apply(LUt, Y, upper=True, unit=True)
 
 
+@_float32_under_autocast("lu_solve")
 def _lu_solve_compat(input, LU_data, LU_pivots):  # noqa: N803
     """torch.lu_solve(b, LU_data, LU_pivots) (deprecated there): linalg.lu_solve."""
     return lu_solve(LU_data, LU_pivots, input)
@@ -1344,6 +1346,7 @@ class CholeskySolve(Function):
         return gb, -(l @ c) if self.upper else -(c @ l)
 
 
+@_float32_under_autocast("cholesky_solve")
 def cholesky_solve(input, input2, upper=False):
     """torch.cholesky_solve: X with A X = input, A = L L^T from its Cholesky factor
     ``input2`` (lower, or upper U with A = U^T U); batch dims broadcast."""
@@ -1386,6 +1389,7 @@ class CholeskyInverse(Function):
         return -(l @ c) if self.upper else -(c @ l)
 
 
+@_float32_under_autocast("cholesky_inverse")
 def cholesky_inverse(input, upper=False):
     """torch.cholesky_inverse: A^{-1} of A = L L^T (U^T U for ``upper``) from its Cholesky
     factor."""
@@ -1428,6 +1432,7 @@ def _not_pd_message(k):
             f"positive-definite (the leading minor of order {k} is not positive-definite).")
 
 
+@_float32_under_autocast("linalg_cholesky_ex")
 def cholesky_ex(A, *, upper=False, check_errors=False):
     """(L, info) of A as linalg.cholesky, info = the order of the first leading minor that
     is not positive-definite (0: none), raised as LinAlgError with ``check_errors``."""
@@ -1456,6 +1461,7 @@ def _lu_inverse_arrays(xp, a):
     return _tri_solve(xp, lu, _tri_solve(xp, lu, pt, False, True), True), lu, piv, info
 
 
+@_float32_under_autocast("linalg_inv_ex")
 def inv_ex(A, *, check_errors=False):
     """(inverse, info) of A as linalg.inv, info > 0 for a singular matrix (getrf's first zero
     pivot; its inverse is then inf/nan), raised as LinAlgError with ``check_errors``."""
@@ -1585,8 +1591,14 @@ class MatrixExp(Function):
 
 
 def matrix_exp(A):
-    """The matrix exponential of each square matrix of A (..., n, n)."""
-    _matrix_input("linalg.matrix_exp", A, square=True)
+    """The matrix exponential of each square matrix of A (..., n, n); 16-bit floats too
+    (computed in float64), as torch's."""
+    name = "linalg.matrix_exp"
+    if isinstance(A, autograd.Tensor) and is_floating(A.data.dtype) and A.data.dtype.itemsize < 4:
+        if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+            _matrix_input(name, A.float(), square=True)
+    else:
+        _matrix_input(name, A, square=True)
     return MatrixExp.apply(A)
 
 
@@ -1606,6 +1618,7 @@ def _check_householder(name, A, tau, what="input"):
                    f" (tau of shape {tuple(tau.shape)})")
 
 
+@_float32_under_autocast("linalg_householder_product")
 def householder_product(A, tau):
     """The first n columns of H_1 ... H_k, H_i = I - tau_i v_i v_i^T with v_i the i-th column
     of A (..., m, n) below the diagonal and a one on it (LAPACK's orgqr); k = tau.shape[-1].
@@ -1628,11 +1641,13 @@ def householder_product(A, tau):
     return q
 
 
+@_float32_under_autocast("orgqr")
 def orgqr(input, tau):
     """torch.orgqr: linalg.householder_product."""
     return householder_product(input, tau)
 
 
+@_float32_under_autocast("ormqr")
 def ormqr(input, tau, other, left=True, transpose=False):
     """torch.ormqr: Q @ other (Q^T with ``transpose``; other @ Q with ``left=False``), Q the
     product of geqrf's Householder reflectors in ``input`` and ``tau``, without forming Q."""
@@ -1680,6 +1695,7 @@ class _NoDerivative(Function):
 GeqrfResult = namedtuple("GeqrfResult", ["a", "tau"])
 
 
+@_float32_under_autocast("geqrf")
 def geqrf(input):
     """torch.geqrf: A's QR in LAPACK's form, R on and above the diagonal of ``a`` and the
     Householder vectors below it, with their scales ``tau`` (not differentiable, as torch)."""
@@ -1697,6 +1713,7 @@ def geqrf(input):
                        autograd.Tensor(tau))
 
 
+@_float32_under_autocast("linalg_tensorinv")
 def tensorinv(A, ind=2):
     """The inverse of A seen as a linear map from its first ``ind`` dims to the rest:
     shape A.shape[ind:] + A.shape[:ind]."""
@@ -1713,6 +1730,7 @@ def tensorinv(A, ind=2):
     return inv(A.reshape(rows, cols)).reshape(*A.shape[ind:], *A.shape[:ind])
 
 
+@_float32_under_autocast("linalg_tensorsolve")
 def tensorsolve(A, B, dims=None):
     """X with tensordot(A, X, X.ndim) = B; ``dims`` (of A) are moved to the end first. X has
     shape A.shape[B.ndim:]."""

@@ -337,6 +337,34 @@ def test_ldl_singular_and_no_derivative():
         minidl.linalg.ldl_solve(LD.detach(), piv, t64(r(3, 1))).sum().backward()
 
 
+def test_cpu_autocast_runs_torch_s_float32_ops_in_float32():
+    a = r(3, 3) + 3 * np.eye(3)
+    low = minidl.bfloat16
+    A, B = minidl.tensor(a).to(low), minidl.tensor(r(3, 2)).to(low)
+    Lo = minidl.tensor(np.tril(a)).to(low)
+    with minidl.autocast("cpu", dtype=low):
+        outs = {"cholesky_solve": minidl.cholesky_solve(B, Lo),
+                "cholesky_inverse": minidl.cholesky_inverse(Lo),
+                "triangular_solve": minidl.triangular_solve(B, A).solution,
+                "inv_ex": minidl.linalg.inv_ex(A).inverse,
+                "tensorinv": minidl.linalg.tensorinv(A, ind=1),
+                "householder_product": minidl.linalg.householder_product(A, B[:, 0]),
+                "ormqr": minidl.ormqr(A, B[:, 0], A),
+                "geqrf": minidl.geqrf(A).a,
+                "lu_solve": minidl.lu_solve(B, *minidl.linalg.lu_factor(A.float())),
+                "matrix_exp": minidl.linalg.matrix_exp(A)}  # runs in bfloat16, as torch's
+    got = {k: v.dtype for k, v in outs.items()}
+    assert got == {**{k: np.float32 for k in outs}, "matrix_exp": low}, got
+    with pytest.raises(TypeError, match="16-bit"):  # outside a region, as torch refuses it
+        minidl.cholesky_solve(B, Lo)
+    # (torch 2.13's own bfloat16 exponential on the CPU gives inf/nan: compared with float64)
+    small = 0.3 * r(3, 3)
+    np.testing.assert_allclose(
+        minidl.linalg.matrix_exp(minidl.tensor(small).to(low)).float().numpy(),
+        minidl.linalg.matrix_exp(minidl.tensor(small, dtype=np.float64)).numpy(), rtol=2e-2,
+        atol=1e-2)
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_errors_name_what_did_not_fit():
     z = minidl.zeros
