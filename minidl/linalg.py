@@ -1,7 +1,11 @@
 """``minidl.linalg``: torch.linalg's norms (vector_norm, matrix_norm, norm), cross, and the
 decompositions, inverses and solvers (inv, det, slogdet, solve, cholesky, qr, svd, svdvals,
 eigh, eigvalsh, pinv, lstsq, matrix_rank, matrix_power, multi_dot, cond) on batches of matrices
-(..., m, n) through the array module's linalg (numpy.linalg or cupy.linalg).
+(..., m, n) through the array module's linalg (numpy.linalg or cupy.linalg); and what that
+linalg lacks, written here on the array module: solve_triangular, LU with LAPACK's pivots
+(lu_factor, lu, lu_solve, lu_unpack), cholesky_solve / cholesky_inverse, the *_ex forms with
+info tensors, LDL^T (ldl_factor, ldl_solve), Householder products (householder_product, geqrf,
+orgqr, ormqr), matrix_exp, vecdot, vander, tensorinv and tensorsolve.
 
 Imports only ``backend``, ``autograd``, ``ops``, ``math_ops`` and ``products``."""
 from __future__ import annotations
@@ -17,7 +21,8 @@ from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import amin, vector_norm
 from .ops import (
-    BadArgumentError, Reshape, Where, cat, constant, keep_where, swap_last_dims, where, wrap_dim,
+    BadArgumentError, Reshape, Where, cat, constant, keep_where, stack, swap_last_dims, where,
+    wrap_dim,
 )
 from .products import cross as _cross
 
@@ -1051,6 +1056,10 @@ def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False)
 
 
 # -- LU --
+def _count(batch):
+    return int(np.prod(batch, dtype=np.int64))
+
+
 def _lu_arrays(xp, a, pivot=True):
     """(LU, pivots, info) of the batch ``a`` (..., m, n) as LAPACK's getrf: LU holds L's
     strict lower triangle (unit diagonal) and U; pivots 1-based int32 (row i was swapped with
@@ -1059,7 +1068,7 @@ def _lu_arrays(xp, a, pivot=True):
     m, n = a.shape[-2:]
     k = min(m, n)
     batch = a.shape[:-2]
-    flat = a.reshape((-1, m, n)).copy()
+    flat = a.reshape((_count(batch), m, n)).copy()
     count = flat.shape[0]
     rows = xp.arange(count)
     piv = xp.zeros((count, k), dtype=np.int32)
@@ -1086,7 +1095,7 @@ def _lu_arrays(xp, a, pivot=True):
 def _permutation(xp, piv, m, dtype):
     """The permutation matrices P (..., m, m) with A = P L U from getrf's 1-based pivots."""
     batch, k = piv.shape[:-1], piv.shape[-1]
-    flat = piv.reshape((-1, k)).astype(np.int64) - 1
+    flat = piv.reshape((_count(batch), k)).astype(np.int64) - 1
     count = flat.shape[0]
     rows = xp.arange(count)
     perm = xp.broadcast_to(xp.arange(m), (count, m)).copy()
@@ -1409,7 +1418,7 @@ def _cholesky_arrays(xp, a):
     the non-positive value met and the columns after it are a's."""
     n = a.shape[-1]
     batch = a.shape[:-2]
-    L = xp.tril(a.reshape((-1, n, n)))
+    L = xp.tril(a.reshape((_count(batch), n, n)))
     info = xp.zeros((L.shape[0],), dtype=np.int32)
     with np.errstate(all="ignore"):
         for j in range(n):
@@ -1539,7 +1548,6 @@ def vander(x, *, N=None):  # noqa: N803  (PyTorch's name)
     columns = [autograd.Tensor(xp.ones(x.shape, dtype)), base]
     while len(columns) < n:
         columns.append(columns[-1] * base)
-    from .ops import stack
     return stack(columns, -1)
 
 
@@ -1892,7 +1900,7 @@ def _ldl_factor(name, A):
     xp = get_array_module(A.data)
     a = _host(A.data)
     n = a.shape[-1]
-    flat = a.reshape((-1, n, n))
+    flat = a.reshape((_count(a.shape[:-2]), n, n))
     parts = [_ldl_host(m) for m in flat]
     ld = np.stack([p[0] for p in parts]).reshape(a.shape) if parts else a.copy()
     piv = np.stack([p[1] for p in parts]).reshape(a.shape[:-1]) if parts else \
@@ -1950,9 +1958,10 @@ def ldl_solve(LD, pivots, B, *, hermitian=False):
                    f"each b matrix is {B.shape[-2]} by {B.shape[-1]}")
     batch = _batch_of(name, LD, B, ("LD", "B"))
     xp = get_array_module(LD.data)
-    ld = np.broadcast_to(_host(LD.data), batch + (n, n)).reshape((-1, n, n))
-    piv = np.broadcast_to(_host(pivots.data), batch + (n,)).reshape((-1, n))
-    b = np.broadcast_to(_host(B.data), batch + B.shape[-2:]).reshape((-1,) + B.shape[-2:])
+    count = _count(batch)
+    ld = np.broadcast_to(_host(LD.data), batch + (n, n)).reshape((count, n, n))
+    piv = np.broadcast_to(_host(pivots.data), batch + (n,)).reshape((count, n))
+    b = np.broadcast_to(_host(B.data), batch + B.shape[-2:]).reshape((count,) + B.shape[-2:])
     bad = (np.abs(piv) < 1) | (np.abs(piv) > n)
     if bad.any():
         raise _bad(f"{name}: pivots must be between 1 and {n} in absolute value (as "

@@ -365,6 +365,24 @@ def test_cpu_autocast_runs_torch_s_float32_ops_in_float32():
         atol=1e-2)
 
 
+@pytest.mark.parametrize("a_shape,b_shape", [((0, 0), (0, 2)), ((2, 0, 0), (2, 0, 1)),
+                                             ((0, 3, 3), (0, 3, 1))])
+def test_empty_matrices_and_batches(a_shape, b_shape):
+    a, b = np.zeros(a_shape), np.zeros(b_shape)
+    for fn in [lambda L, a, b: L.linalg.solve_triangular(a, b, upper=True),
+               lambda L, a, b: L.linalg.lu_factor_ex(a), lambda L, a, b: L.linalg.lu(a),
+               lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b),
+               lambda L, a, b: L.cholesky_solve(b, a), lambda L, a, b: L.cholesky_inverse(a),
+               lambda L, a, b: L.linalg.cholesky_ex(a), lambda L, a, b: L.linalg.inv_ex(a),
+               lambda L, a, b: L.linalg.matrix_exp(a), lambda L, a, b: L.geqrf(a),
+               lambda L, a, b: L.linalg.ldl_factor_ex(a),
+               lambda L, a, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(a), b)]:
+        if torch is None:
+            fn(minidl, minidl.tensor(a, dtype=np.float64), minidl.tensor(b, dtype=np.float64))
+        else:
+            check(fn, a, b, grad=False)
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_errors_name_what_did_not_fit():
     z = minidl.zeros
