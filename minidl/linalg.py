@@ -966,19 +966,32 @@ def _batch_of(name, A, B, what=("A", "B")):
                    f"{tuple(B.shape)} do not broadcast") from None
 
 
+_BLOCK = 64  # rows (columns) per block of the triangular solve and the LU
+
+
 def _tri_solve(xp, a, b, upper, unit=False):
     """X with T X = B, T the upper or lower triangle of a (``unit``: ones on its diagonal,
-    which is not read); batch dims broadcast. Row-by-row substitution, as LAPACK's trtrs: a
-    zero on the diagonal gives inf/nan, not an error."""
+    which is not read); batch dims broadcast. Substitution, as LAPACK's trtrs (a zero on the
+    diagonal gives inf/nan, not an error), row by row inside blocks of _BLOCK rows, and one
+    matrix product per block for the rows below (above) it."""
     n = a.shape[-1]
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    x = xp.zeros(batch + b.shape[-2:], dtype=np.result_type(a.dtype, b.dtype))
+    x = xp.array(xp.broadcast_to(b, batch + b.shape[-2:]),
+                 dtype=np.result_type(a.dtype, b.dtype))
     d = xp.diagonal(a, axis1=-2, axis2=-1)[..., :, None]
+    starts = range(0, n, _BLOCK)
     with np.errstate(all="ignore"):
-        for i in (range(n - 1, -1, -1) if upper else range(n)):
-            rest = slice(i + 1, n) if upper else slice(0, i)
-            s = b[..., i, :] - (a[..., i:i + 1, rest] @ x[..., rest, :])[..., 0, :]
-            x[..., i, :] = s if unit else s / d[..., i, :]
+        for s0 in (reversed(starts) if upper else starts):
+            s1 = min(s0 + _BLOCK, n)
+            for i in (range(s1 - 1, s0 - 1, -1) if upper else range(s0, s1)):
+                rest = slice(i + 1, s1) if upper else slice(s0, i)
+                if rest.stop > rest.start:
+                    x[..., i, :] -= (a[..., i:i + 1, rest] @ x[..., rest, :])[..., 0, :]
+                if not unit:
+                    x[..., i, :] /= d[..., i, :]
+            later = slice(0, s0) if upper else slice(s1, n)
+            if later.stop > later.start:
+                x[..., later, :] -= a[..., later, s0:s1] @ x[..., s0:s1, :]
     return x
 
 
@@ -1074,20 +1087,26 @@ def _lu_arrays(xp, a, pivot=True):
     piv = xp.zeros((count, k), dtype=np.int32)
     info = xp.zeros((count,), dtype=np.int32)
     with np.errstate(all="ignore"):
-        for j in range(k):
-            if pivot:
-                p = j + xp.argmax(xp.abs(flat[:, j:, j]), axis=1)
-                pivot_rows, top = flat[rows, p], flat[:, j].copy()
-                flat[:, j], flat[rows, p] = pivot_rows, top
-                piv[:, j] = p + 1
-            else:
-                piv[:, j] = j + 1
-            d = flat[:, j, j]
-            zero = d == 0
-            info = xp.where((info == 0) & zero, j + 1, info).astype(np.int32)
-            # a zero pivot leaves its column as it is (all zeros below it when pivoting)
-            flat[:, j + 1:, j] /= xp.where(zero, 1, d)[:, None] if pivot else d[:, None]
-            flat[:, j + 1:, j + 1:] -= flat[:, j + 1:, j:j + 1] * flat[:, j:j + 1, j + 1:]
+        for j0 in range(0, k, _BLOCK):  # blocked as getrf: a panel, then one product
+            j1 = min(j0 + _BLOCK, k)
+            for j in range(j0, j1):
+                if pivot:  # whole rows are exchanged: L's columns and the deferred ones too
+                    p = j + xp.argmax(xp.abs(flat[:, j:, j]), axis=1)
+                    pivot_rows, top = flat[rows, p], flat[:, j].copy()
+                    flat[:, j], flat[rows, p] = pivot_rows, top
+                    piv[:, j] = p + 1
+                else:
+                    piv[:, j] = j + 1
+                d = flat[:, j, j]
+                zero = d == 0
+                info = xp.where((info == 0) & zero, j + 1, info).astype(np.int32)
+                # a zero pivot leaves its column as it is (all zeros below it when pivoting)
+                flat[:, j + 1:, j] /= xp.where(zero, 1, d)[:, None] if pivot else d[:, None]
+                flat[:, j + 1:, j + 1:j1] -= flat[:, j + 1:, j:j + 1] * flat[:, j:j + 1, j + 1:j1]
+            if j1 < n:  # U12 = L11^{-1} A12, then the trailing Schur complement
+                flat[:, j0:j1, j1:] = _tri_solve(xp, flat[:, j0:j1, j0:j1], flat[:, j0:j1, j1:],
+                                                 False, True)
+                flat[:, j1:, j1:] -= flat[:, j1:, j0:j1] @ flat[:, j0:j1, j1:]
     return (flat.reshape(batch + (m, n)), piv.reshape(batch + (k,)),
             info.reshape(batch))
 

@@ -154,6 +154,19 @@ def test_lu_solve_second_derivatives_and_the_deprecated_forms():
     check(lambda L, a: L.lu(a), r(2, 3, 3))
 
 
+@pytest.mark.parametrize("shape", [(2, 150, 130), (130, 150), (70, 70)])
+def test_lu_and_triangular_solves_past_one_block(shape):
+    # past minidl.linalg._BLOCK (64) rows both run blocked: the same pivots and values
+    a = r(*shape)
+    check(lambda L, a: L.linalg.lu_factor(a), a, grad=shape == (70, 70))
+    n = shape[-1]
+    t = 0.1 * r(2, n, n) + 4 * np.eye(n)  # well conditioned at this size
+    check(lambda L, t, b: L.linalg.solve_triangular(t, b, upper=False), t, r(n, 3),
+          grad=n < 100)
+    check(lambda L, t, b: L.linalg.solve_triangular(t, b, upper=True, unitriangular=True), t,
+          r(n, 3), grad=False)
+
+
 # ---- solves and inverses from a Cholesky factor ---------------------------------------------
 @pytest.mark.parametrize("upper", [False, True])
 def test_cholesky_solve_and_inverse(upper):
