@@ -1240,7 +1240,9 @@ def lu_factor(A, *, pivot=True):
     return LUFactorResult(LU, piv)
 
 
-def _unpack_lu(LU, pivots, unpack_data=True, unpack_pivots=True, name="torch.lu_unpack"):
+def _unpack_lu(LU, pivots, unpack_data=True, unpack_pivots=True, name="torch.lu_unpack",
+               checked=False):
+    """(P, L, U); ``checked``: the pivots are lu_factor's own (no host copy to check them)."""
     xp = get_array_module(LU.data)
     m, n = LU.shape[-2:]
     k = min(m, n)
@@ -1255,7 +1257,8 @@ def _unpack_lu(LU, pivots, unpack_data=True, unpack_pivots=True, name="torch.lu_
         if tuple(pivots.shape) != tuple(LU.shape[:-2]) + (k,):
             raise _bad(f"{name}: LU_pivots of shape {tuple(pivots.shape)} do not fit LU of "
                        f"shape {tuple(LU.shape)} (expected {tuple(LU.shape[:-2]) + (k,)})")
-        if pivots.numel() and bool(((pivots.data < 1) | (pivots.data > m)).any()):
+        if not checked and pivots.numel() and bool(((pivots.data < 1)
+                                                    | (pivots.data > m)).any()):
             raise _bad(f"{name}: pivots passed to lu_unpack must be between 1 and "
                        f"LU.size(-2) = {m} inclusive. Did you properly pass the result of "
                        "lu_factor?")
@@ -1276,7 +1279,7 @@ def lu(A, *, pivot=True):
     """(P, L, U) with A = P L U for A (..., m, n): L (m x k) unit lower, U (k x n) upper,
     k = min(m, n); singular matrices factor too. ``pivot=False`` gives an empty P."""
     LU, piv, _ = _lu_factor("torch.linalg.lu", A, pivot)
-    P, L, U = _unpack_lu(LU, piv if pivot else None)
+    P, L, U = _unpack_lu(LU, piv if pivot else None, checked=True)
     return LUResult(P, L, U)
 
 

@@ -521,3 +521,49 @@ def test_on_the_fake_gpu(monkeypatch):
     assert minidl.linalg.inv_ex(s).info.numpy().tolist() == [0, 1]
     with pytest.raises(RuntimeError, match="Batch element 1"):
         minidl.linalg.lu_factor(s)
+
+
+STRICT_OPS = {  # name: (fn of x (2, 3, 3) and y (3, 2), host copies allowed)
+    "solve_triangular": (lambda L, x, y: L.linalg.solve_triangular(x, y, upper=True), 0),
+    "lu_factor_ex": (lambda L, x, y: L.linalg.lu_factor_ex(x).LU, 0),
+    "lu": (lambda L, x, y: L.linalg.lu(x).U, 0),
+    "lu_solve": (lambda L, x, y: L.linalg.lu_solve(*L.linalg.lu_factor_ex(x)[:2], y), 0),
+    "cholesky_solve": (lambda L, x, y: L.cholesky_solve(y, x.tril()), 0),
+    "cholesky_inverse": (lambda L, x, y: L.cholesky_inverse(x.tril()), 0),
+    "householder_product": (lambda L, x, y: L.linalg.householder_product(x, y[:2].mT), 0),
+    "ormqr": (lambda L, x, y: L.ormqr(x, y[:, 0].expand(2, 3), x), 0),
+    "vander": (lambda L, x, y: L.linalg.vander(y), 0),
+    "vecdot": (lambda L, x, y: L.linalg.vecdot(x, y[:, 0]), 0),
+    "geqrf": (lambda L, x, y: L.geqrf(x.detach()).tau, 0),
+    "matrix_exp": (lambda L, x, y: L.linalg.matrix_exp(x), 2),  # the norm picks the scaling
+    "inv_ex": (lambda L, x, y: L.linalg.inv_ex(x).inverse, 1),  # CuPy's inv: a finite check
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRICT_OPS))
+def test_on_the_strict_fake_gpu(monkeypatch, name):
+    """As CuPy would run them: no numpy arrays beside device arrays, and host copies bounded."""
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, None)
+    fn, syncs = STRICT_OPS[name]
+    a, b = r(2, 3, 3) + 3 * np.eye(3), r(3, 2)
+
+    def run(device):
+        x, y = (minidl.tensor(v, dtype=np.float64, device=device, requires_grad=True)
+                for v in (a, b))
+        out = fn(minidl, x, y)
+        if out.requires_grad:
+            (out * minidl.tensor(np.cos(np.arange(out.numel())).reshape(out.shape),
+                                 dtype=np.float64, device=device)).sum().backward()
+        return out, x.grad, y.grad
+
+    cpu = run("cpu")
+    with _fake_gpu.strict(minidl.linalg) as counted:
+        gpu = run("cuda")
+    assert len(counted) <= syncs, counted
+    for c, g in zip(cpu, gpu):
+        assert (c is None) == (g is None)
+        if c is not None:
+            assert str(g.device).startswith("cuda")
+            np.testing.assert_allclose(g.numpy(), c.numpy(), rtol=1e-10, atol=1e-12)
