@@ -567,3 +567,45 @@ def test_on_the_strict_fake_gpu(monkeypatch, name):
         if c is not None:
             assert str(g.device).startswith("cuda")
             np.testing.assert_allclose(g.numpy(), c.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _second_derivatives(L, fn, arrays):
+    """d/dinputs <d/dinputs <fn(inputs), v>, w> on minidl or torch (L), fixed v and w."""
+    if L is minidl:
+        ts = [minidl.tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
+        grad = minidl.autograd.grad
+    else:
+        ts = [L.tensor(a, requires_grad=True) for a in arrays]
+        grad = L.autograd.grad
+    out = fn(L, *ts)
+    v = np.cos(np.arange(out.numel())).reshape(tuple(out.shape))
+    gs = grad((out * L.tensor(v, dtype=L.float64)).sum(), ts, create_graph=True)
+    total = sum((g * L.tensor(np.sin(np.arange(g.numel()) + k).reshape(tuple(g.shape)),
+                              dtype=L.float64)).sum() for k, g in enumerate(gs))
+    return [h.detach().numpy() for h in grad(total, ts)]
+
+
+def test_second_derivatives_match_torch():
+    torch = pytest.importorskip("torch")
+    lo = tri(2, 3, 3) + 0.2 * np.triu(r(3, 3), 1)  # the unread triangle is not zero
+    cases = [
+        (lambda L, a, b: L.linalg.solve_triangular(a, b, upper=False), [lo, r(3, 2)]),
+        (lambda L, a: L.linalg.lu_factor(a)[0], [r(2, 3, 3)]),
+        (lambda L, a: L.linalg.lu(a)[2], [r(3, 5)]),
+        (lambda L, a: L.linalg.lu(a)[1], [r(5, 3)]),
+        (lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b, adjoint=True),
+         [r(3, 3), r(3, 2)]),
+        (lambda L, b, lo: L.cholesky_solve(b, lo), [r(3, 2), lo]),
+        (lambda L, b, up: L.cholesky_solve(b, up, upper=True), [r(3, 2), lo.swapaxes(1, 2)]),
+        (lambda L, lo: L.cholesky_inverse(lo), [lo]),
+        (lambda L, up: L.cholesky_inverse(up, upper=True), [lo.swapaxes(1, 2)]),
+        (lambda L, a: L.linalg.matrix_exp(a), [r(3, 3)]),
+        (lambda L, a, t: L.linalg.householder_product(a, t), [r(4, 3), r(2)]),
+        (lambda L, a, t, c: L.ormqr(a, t, c, transpose=True), [r(4, 3), r(3), r(4, 2)]),
+        (lambda L, b, a: L.triangular_solve(b, a)[0], [r(3, 2), lo.swapaxes(1, 2)]),
+        (lambda L, a: L.linalg.inv_ex(a)[0], [r(3, 3)]),
+    ]
+    for k, (fn, arrays) in enumerate(cases):
+        for m, t in zip(_second_derivatives(minidl, fn, arrays),
+                        _second_derivatives(torch, fn, arrays)):
+            np.testing.assert_allclose(m, t, rtol=1e-7, atol=1e-9, err_msg=f"case {k}")
