@@ -18,7 +18,7 @@ from .backend.dtypes import is_floating
 from .pointwise import OpArgumentError
 from .ops import (
     BadArgumentError, Cast, Expand, MatMul, Mul, Reshape, Sum, UnsupportedDtypeError, Where,
-    constant, keep_where, result_type, stack, wrap_dim,
+    conj_inputs, constant, keep_where, result_type, stack, wrap_dim,
 )
 from .shape_ops import select
 
@@ -156,7 +156,10 @@ def _parse(equation, shapes):
 class Einsum(Function):
     """``xp.einsum`` over explicit subscripts. Operand k's gradient is the einsum of the
     incoming gradient with the other operands onto k's subscripts, broadcast over letters that
-    appear only in k (summed away in the forward pass)."""
+    appear only in k (summed away in the forward pass). For complex operands the others enter
+    conjugated (PyTorch's convention)."""
+
+    complex_grad = True
 
     def forward(self, *arrays, terms, out):
         self.terms, self.out = terms, out
@@ -168,6 +171,8 @@ class Einsum(Function):
     def backward(self, g):
         arrays = self.saved
         xp = get_array_module(g)
+        if g.dtype.kind == "c":
+            arrays = [a.conj() for a in arrays]
         grads = []
         for k, (term, a) in enumerate(zip(self.terms, arrays)):
             if not self.inputs[k].requires_grad:
@@ -202,11 +207,12 @@ class Einsum(Function):
         spare = [c for c in string.ascii_letters
                  if c not in set(self.out).union(*[set(t) for t in self.terms])]
         grads = []
-        for k, (term, a) in enumerate(zip(self.terms, self.inputs)):
-            if not a.requires_grad:
+        inputs = conj_inputs(g, *self.inputs)
+        for k, (term, a) in enumerate(zip(self.terms, inputs)):
+            if not self.inputs[k].requires_grad:
                 grads.append(None)
                 continue
-            others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, self.inputs)) if j != k]
+            others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, inputs)) if j != k]
             known = set(self.out).union(*[set(t) for t, _ in others])
             unique = "".join(dict.fromkeys(term))
             present = "".join(c for c in unique if c in known)

@@ -523,7 +523,7 @@ def polygamma(n, input):
     """The n-th derivative of digamma (n >= 0) of ``input``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"polygamma: n must be a non-negative int, got {n!r}")
-    return Polygamma.apply(_float_input(input), n=int(n))
+    return Polygamma.apply(_float_input(input, "polygamma"), n=int(n))
 
 
 def digamma(input):
@@ -539,7 +539,7 @@ def multigammaln(input, p):
     p (p - 1) / 4 log(pi); every element must be greater than (p - 1) / 2."""
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
         raise ValueError(f"multigammaln: p must be an int >= 1, got {p!r}")
-    x = _float_input(input)
+    x = _float_input(input, "multigammaln")
     if bool((x.data <= (p - 1) / 2).any()):
         raise ValueError(f"multigammaln: all elements must be greater than (p-1)/2 = "
                          f"{(p - 1) / 2}")
@@ -552,19 +552,19 @@ mvlgamma = multigammaln
 
 def logit(input, eps=None):
     """log(x / (1 - x)); with ``eps``, x is clamped to [eps, 1 - eps] first."""
-    return Logit.apply(_float_input(input), eps=None if eps is None else float(eps))
+    return Logit.apply(_float_input(input, "logit"), eps=None if eps is None else float(eps))
 
 
 def expit(input):
     """The logistic sigmoid 1 / (1 + e^-x)."""
-    return _float_input(input).sigmoid()
+    return _float_input(input, "expit").sigmoid()
 
 
 def xlog1py(input, other):
     """``input * log1p(other)``, 0 where input is 0 (unless other is NaN)."""
     a, b = _binary_operands("xlog1py", input, other)
     if not is_floating(a.data.dtype):
-        a, b = _float_input(a), _float_input(b)
+        a, b = _float_input(a, "xlog1py"), _float_input(b, "xlog1py")
     return XLog1pY.apply(a, b)
 
 

@@ -116,6 +116,8 @@ def finfo(dtype=None):
     """Limits of a floating-point dtype (the default dtype unless given): ``.eps``, ``.max``,
     ``.tiny``... bfloat16 through ml_dtypes."""
     dtype = get_default_dtype() if dtype is None else as_dtype(dtype)
+    if dtype.kind == "c":  # a complex dtype's parts, as torch.finfo
+        dtype = np.dtype(np.float64 if dtype == np.complex128 else np.float32)
     if not is_floating(dtype):
         raise TypeError(f"finfo: {dtype} is not a floating-point dtype")
     if dtype.kind == "f":

@@ -15,7 +15,7 @@ import functools
 import numpy as _np
 
 from ..backend import get_array_module
-from ..backend.dtypes import is_floating
+from ..backend.dtypes import is_differentiable, is_floating
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -322,6 +322,9 @@ class Function:
     # values computed from it instead): a create_graph pass refuses any of them changed in place
     graph_reads_all = False
     stamp = 0  # autograd.changes at this op's forward
+    # True where backward follows PyTorch's convention for complex tensors (the gradient of a
+    # real loss L is dL/dRe + i dL/dIm): others refuse to record a graph through complex ones
+    complex_grad = False
     # PyTorch's style of custom function: ``@staticmethod forward(ctx, *args)`` and
     # ``backward(ctx, *grads)`` on Tensors (see _apply_on_tensors); set per subclass
     _on_tensors = False
@@ -442,6 +445,9 @@ class Function:
                 if t.requires_grad:
                     dtype = out.dtype
                     needs_grad = dtype.kind == "f" or is_floating(dtype)
+                    if t.data.dtype.kind == "c" or not needs_grad and dtype.kind == "c":
+                        needs_grad = (needs_grad or dtype.kind == "c") and complex_grad(
+                            cls, t.data.dtype, dtype)
                     break
         result = T.__new__(T)
         result.data = out
@@ -460,6 +466,23 @@ class Function:
                 fn.forward_trace = _forward_trace()
         return result
 
+
+
+class ComplexGradError(RuntimeError):
+    """An op whose gradient minidl does not (yet) compute for complex tensors was recorded in
+    a graph with a complex input or output."""
+
+
+def complex_grad(cls, in_dtype, out_dtype):
+    """Whether ``cls`` records a gradient through complex tensors: its ``complex_grad`` flag
+    (set on the ops whose backward follows PyTorch's conjugate-Wirtinger convention); an op
+    without it raises rather than returning a gradient that ignores the conjugate."""
+    if cls.complex_grad:
+        return True
+    raise ComplexGradError(
+        f"{cls.__name__}: the gradient of this op is not implemented for complex tensors (input "
+        f"{in_dtype}, output {out_dtype}); compute it on .real and .imag (or "
+        "minidl.view_as_real) instead")
 
 
 class _FirstOrderOnly(Function):
@@ -505,7 +528,7 @@ def refusing_second_order(value, deps, op):
     data = value.data if isinstance(value, Tensor) else value
     t = Tensor(data, dtype=data.dtype)
     deps = [d for d in deps if d.requires_grad]
-    if deps and _grad_enabled and is_floating(t.data.dtype):
+    if deps and _grad_enabled and is_differentiable(t.data.dtype):
         node = _FirstOrderOnly()
         node.op, node.inputs = op, deps
         t.requires_grad, t._ctx = True, node
@@ -633,7 +656,7 @@ def _apply_on_tensors(cls, args, kwargs):
     wanted = _grad_enabled and any(ctx.needs_input_grad)
     fixed = getattr(ctx, "_non_differentiable", ())
     graded = [i for i, o in enumerate(outs)
-              if wanted and is_floating(o.dtype) and not any(o is t for t in fixed)]
+              if wanted and is_differentiable(o.dtype) and not any(o is t for t in fixed)]
     if not graded:
         return out
     if len({outs[i].dtype for i in graded}) > 1:

@@ -8,5 +8,6 @@ from .. import data
 sys.modules[__name__ + ".data"] = data
 
 from . import checkpoint  # noqa: E402  (after data: it imports the nn layer lazily)
+from . import flop_counter  # noqa: E402,F401
 
 __all__ = ["data", "checkpoint"]
