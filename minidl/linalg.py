@@ -5,7 +5,8 @@ eigh, eigvalsh, pinv, lstsq, matrix_rank, matrix_power, multi_dot, cond) on batc
 linalg lacks, written here on the array module: solve_triangular, LU with LAPACK's pivots
 (lu_factor, lu, lu_solve, lu_unpack), cholesky_solve / cholesky_inverse, the *_ex forms with
 info tensors, LDL^T (ldl_factor, ldl_solve), Householder products (householder_product, geqrf,
-orgqr, ormqr), matrix_exp, vecdot, vander, tensorinv and tensorsolve.
+orgqr, ormqr), matrix_exp, vecdot, vander, tensorinv and tensorsolve; eig and eigvals
+(complex results).
 
 Imports only ``backend``, ``autograd``, ``ops``, ``math_ops`` and ``products``."""
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, first_order_only
 from .backend import get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import complex_of, is_floating
 from .math_ops import amin, vector_norm
 from .ops import (
     BadArgumentError, Reshape, Where, cat, constant, keep_where, stack, swap_last_dims, where,
@@ -1996,3 +1997,98 @@ def ldl_solve(LD, pivots, B, *, hermitian=False):
 
 
 __all__ += ["ldl_factor", "ldl_factor_ex", "ldl_solve"]
+
+
+# ---- eig / eigvals: complex eigenvalues and eigenvectors of general square matrices ---------
+EigResult = namedtuple("EigResult", ["eigenvalues", "eigenvectors"])
+
+
+def _eig_arrays(xp, a):
+    """(w, v) as LAPACK's geev gives them (unit eigenvectors, largest component real), always
+    complex; on the host where the array module has no eig (CuPy)."""
+    cdtype = complex_of(a.dtype)
+    try:
+        if hasattr(xp.linalg, "eig"):
+            w, v = xp.linalg.eig(a)
+        else:
+            w, v = (xp.asarray(t) for t in np.linalg.eig(_host(a)))
+    except np.linalg.LinAlgError:
+        raise LinAlgError("linalg.eig: The algorithm failed to converge because the input "
+                          "matrix is ill-conditioned or has too many repeated eigenvalues"
+                          ) from None
+    return w.astype(cdtype, copy=False), v.astype(cdtype, copy=False)
+
+
+class Eig(Function):
+    """A V = V diag(L), complex. PyTorch's gradient: with gV projected to keep each column's
+    phase (gV^H V's diagonal made real), gA = V^{-H} (V^H gV / E* + diag(gL)) V^H,
+    E*_ij = conj(L_j - L_i); its real part for a real A. A loss that depends on the phases of
+    the eigenvectors is refused, as torch's."""
+
+    complex_grad = True
+
+    def forward(self, a, vectors=True):
+        xp = get_array_module(a)
+        w, v = _eig_arrays(xp, a)
+        self.save_for_backward(w, v)
+        self.vectors, self.real_input = vectors, a.dtype.kind == "f"
+        self.dtype = a.dtype
+        return _pack(xp, w, v) if vectors else w
+
+    def backward(self, g):
+        w, v = self.saved
+        xp = get_array_module(g)
+        n = w.shape[-1]
+        vh = xp.conj(_xmT(xp, v))
+        eye = xp.eye(n, dtype=bool)
+        if self.vectors:
+            gw, gv = _split(g, (w.shape, v.shape))
+            vhgv = vh @ gv
+            d = xp.diagonal(vhgv, axis1=-2, axis2=-1)
+            if not bool(xp.allclose(d.imag, 0, rtol=1e-2, atol=1e-2)):
+                raise RuntimeError(
+                    "linalg_eig_backward: The eigenvectors in the complex case are specified "
+                    "up to multiplication by e^{i phi}. The specified loss function depends on "
+                    "this quantity, so it is ill-defined.")
+            vhgv = vhgv - vh @ (v * d.real[..., None, :])
+            wc = xp.conj(w)
+            econj = xp.where(eye, 1, wc[..., None, :] - wc[..., :, None])
+            with np.errstate(all="ignore"):
+                inner = vhgv / econj
+            inner = inner + gw[..., None, :] * eye
+        else:
+            inner = g[..., None, :] * eye
+        ga = xp.linalg.solve(vh, inner @ vh)
+        return ga.real.astype(self.dtype, copy=False) if self.real_input else \
+            ga.astype(self.dtype, copy=False)
+
+
+def _eig_input(name, A):
+    if not isinstance(A, autograd.Tensor):
+        raise TypeError(f"{name}: A must be a Tensor, got {type(A).__name__}")
+    if A.data.dtype.kind == "c":
+        if A.data.dtype.itemsize < 8:
+            raise TypeError(f"{name}: expected a float or complex tensor of 32 or 64-bit parts, "
+                            f"got {A.data.dtype}")
+        if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+            _matrix_input(name, A.real, square=True)
+        return
+    _matrix_input(name, A, square=True)
+
+
+def eig(A):
+    """(eigenvalues, eigenvectors) of the square matrices of A (..., n, n), real or complex:
+    complex results (complex64 for float32), unit eigenvectors as columns with their largest
+    component real, as LAPACK's geev. Differentiable (first order), as torch's."""
+    _eig_input("linalg.eig", A)
+    batch, n = tuple(A.shape[:-2]), A.shape[-1]
+    return EigResult(*_unpack(Eig.apply(A), [batch + (n,), batch + (n, n)]))
+
+
+def eigvals(A):
+    """The (complex) eigenvalues of the square matrices of A, as linalg.eig's."""
+    _eig_input("linalg.eigvals", A)
+    return Eig.apply(A, vectors=False)
+
+
+__all__ += ["eig", "eigvals"]

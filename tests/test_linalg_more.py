@@ -396,6 +396,56 @@ def test_empty_matrices_and_batches(a_shape, b_shape):
             check(fn, a, b, grad=False)
 
 
+# ---- eig / eigvals (complex results) ----------------------------------------------------------
+@pytest.mark.parametrize("shape", [(4, 4), (2, 3, 3)])
+def test_eig_and_eigvals_of_real_matrices(shape):
+    a = r(*shape)  # random real matrices: complex-conjugate pairs among the eigenvalues
+    check(lambda L, a: L.view_as_real(L.linalg.eigvals(a)), a)
+    check(lambda L, a: L.view_as_real(L.linalg.eig(a).eigenvalues), a)
+    # geev's eigenvectors (unit, largest component real), and gradients of phase-free losses
+    check(lambda L, a: L.view_as_real(L.linalg.eig(a).eigenvectors), a, grad=False)
+    check(lambda L, a: L.linalg.eig(a).eigenvectors.abs(), a)
+    check(lambda L, a: (lambda w, v: (v.abs() ** 2 * w.real.unsqueeze(-2)).sum(-1))(
+        *L.linalg.eig(a)), a)
+
+
+def test_eig_of_complex_matrices():
+    c = r(2, 3, 3) + 1j * r(2, 3, 3)
+    x = minidl.tensor(c, dtype=np.complex128, requires_grad=True)
+    w, v = minidl.linalg.eig(x)
+    assert w.dtype == np.complex128 and v.dtype == np.complex128
+    np.testing.assert_allclose((x @ v).detach().numpy(), (v * w.unsqueeze(-2)).detach().numpy(),
+                               atol=1e-12)
+    assert gradcheck(lambda x: minidl.view_as_real(minidl.linalg.eigvals(x)),
+                     [minidl.tensor(c[0], dtype=np.complex128, requires_grad=True)])
+    assert gradcheck(lambda x: minidl.linalg.eig(x).eigenvectors.abs(),
+                     [minidl.tensor(c[0], dtype=np.complex128, requires_grad=True)])
+    if torch is not None:
+        t = torch.tensor(c, requires_grad=True)
+        tw, tv = torch.linalg.eig(t)
+        np.testing.assert_allclose(w.detach().numpy(), tw.detach().numpy(), atol=1e-12)
+        (tv.abs().sum() + tw.imag.sum()).backward()
+        (v.abs().sum() + w.imag.sum()).backward()
+        np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_eig_dtypes_and_refusals():
+    w = minidl.linalg.eigvals(minidl.tensor(r(3, 3)))
+    assert w.dtype == np.complex64  # float32 in, complex64 out, as torch
+    a = minidl.tensor(np.array([[0.0, -2.0], [1.0, 0.0]]), dtype=np.float64, requires_grad=True)
+    _, v = minidl.linalg.eig(a)  # eigenvalues +-i sqrt(2): v's phase is a convention
+    with pytest.raises(RuntimeError, match="depends on this quantity, so it is ill-defined"):
+        v.real.sum().backward()
+    with pytest.raises(ValueError, match="eig: A must be batches of square matrices"):
+        minidl.linalg.eig(minidl.zeros(2, 3))
+    with pytest.raises(TypeError, match="float32 or float64.*int64"):
+        minidl.linalg.eigvals(minidl.tensor([[1, 2], [3, 4]]))
+    g = minidl.linalg.eigvals(a)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        (gr,) = minidl.autograd.grad(g.real.sum(), a, create_graph=True)
+        gr.sum().backward()
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_errors_name_what_did_not_fit():
     z = minidl.zeros
@@ -480,7 +530,7 @@ def test_errors_name_what_did_not_fit():
 
 @needs_torch
 def test_names_match_torch():
-    left_out = {"eig", "eigvals", "common_notes"}  # eig and eigvals need complex dtypes
+    left_out = {"common_notes"}  # (a docs string)
     missing = [n for n in dir(torch.linalg) if not n.startswith("_") and n not in left_out
                and not hasattr(minidl.linalg, n)]
     assert not missing
@@ -537,6 +587,8 @@ STRICT_OPS = {  # name: (fn of x (2, 3, 3) and y (3, 2), host copies allowed)
     "geqrf": (lambda L, x, y: L.geqrf(x.detach()).tau, 0),
     "matrix_exp": (lambda L, x, y: L.linalg.matrix_exp(x), 2),  # the norm picks the scaling
     "inv_ex": (lambda L, x, y: L.linalg.inv_ex(x).inverse, 1),  # CuPy's inv: a finite check
+    "eigvals": (lambda L, x, y: L.view_as_real(L.linalg.eigvals(x)), 0),
+    "eig": (lambda L, x, y: L.linalg.eig(x).eigenvectors.abs(), 1),  # torch's phase check
 }
 
 
