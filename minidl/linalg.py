@@ -22,7 +22,7 @@ from .backend import get_array_module
 from .backend.dtypes import complex_of, is_floating
 from .math_ops import amin, vector_norm
 from .ops import (
-    BadArgumentError, Reshape, Where, cat, constant, keep_where, stack, swap_last_dims, where,
+    BadArgumentError, Conj, Reshape, Where, cat, constant, keep_where, stack, swap_last_dims, where,
     wrap_dim,
 )
 from .products import cross as _cross
@@ -2023,7 +2023,8 @@ class Eig(Function):
     """A V = V diag(L), complex. PyTorch's gradient: with gV projected to keep each column's
     phase (gV^H V's diagonal made real), gA = V^{-H} (V^H gV / E* + diag(gL)) V^H,
     E*_ij = conj(L_j - L_i); its real part for a real A. A loss that depends on the phases of
-    the eigenvectors is refused, as torch's."""
+    the eigenvectors is refused, as torch's. Twice differentiable (the same formula as recorded
+    ops), as torch's."""
 
     complex_grad = True
 
@@ -2062,6 +2063,60 @@ class Eig(Function):
         return ga.real.astype(self.dtype, copy=False) if self.real_input else \
             ga.astype(self.dtype, copy=False)
 
+    def graph_backward(self, g, out):
+        from .complex_ops import Real
+
+        w0, v0 = self.saved
+        shapes = (w0.shape, v0.shape)
+        xp = get_array_module(g.data)
+        n = w0.shape[-1]
+        eye = xp.eye(n, dtype=bool)
+        eye_c = constant(eye.astype(g.data.dtype))
+        if self.vectors:
+            (w, v), (gw, gv) = _unpack(out, shapes), _unpack(g, shapes)
+            vh = _adjoint_graph(v)
+            vhgv = vh @ gv
+            d = Real.apply(vhgv.diagonal(0, -2, -1))
+            vhgv = vhgv - vh @ (v * d.unsqueeze(-2).to(g.data.dtype))
+            wc = Conj.apply(w)
+            one = constant(xp.ones((), dtype=g.data.dtype))
+            econj = Where.apply(constant(eye), one, wc.unsqueeze(-2) - wc.unsqueeze(-1))
+            inner = vhgv / econj + gw.unsqueeze(-2) * eye_c
+        else:  # the eigenvectors, as functions of A: the decomposition again
+            v = _unpack(Eig.apply(self.inputs[0]), shapes)[1]
+            vh = _adjoint_graph(v)
+            inner = g.unsqueeze(-2) * eye_c
+        ga = _EigSolve.apply(vh, inner @ vh)
+        return Real.apply(ga) if self.real_input else ga
+
+
+def _adjoint_graph(t):
+    """t^H as a recorded op."""
+    return swap_last_dims(Conj.apply(t) if t.data.dtype.kind == "c" else t)
+
+
+class _EigSolve(Function):
+    """X = A^{-1} B for the complex matrices of eig's gradient (same batch dims): gB = A^{-H} G,
+    gA = -gB X^H, in PyTorch's convention for complex tensors."""
+
+    complex_grad = True
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        x = xp.linalg.solve(a, b)
+        self.save_for_backward(a, x)
+        return x
+
+    def backward(self, g):
+        a, x = self.saved
+        xp = get_array_module(g)
+        gb = xp.linalg.solve(xp.conj(_xmT(xp, a)), g)
+        return -(gb @ xp.conj(_xmT(xp, x))), gb
+
+    def graph_backward(self, g, out):
+        gb = _EigSolve.apply(_adjoint_graph(self.inputs[0]), g)
+        return -(gb @ _adjoint_graph(out)), gb
+
 
 def _eig_input(name, A):
     if not isinstance(A, autograd.Tensor):
@@ -2079,7 +2134,7 @@ def _eig_input(name, A):
 def eig(A):
     """(eigenvalues, eigenvectors) of the square matrices of A (..., n, n), real or complex:
     complex results (complex64 for float32), unit eigenvectors as columns with their largest
-    component real, as LAPACK's geev. Differentiable (first order), as torch's."""
+    component real, as LAPACK's geev. Differentiable (twice), as torch's."""
     _eig_input("linalg.eig", A)
     batch, n = tuple(A.shape[:-2]), A.shape[-1]
     return EigResult(*_unpack(Eig.apply(A), [batch + (n,), batch + (n, n)]))
