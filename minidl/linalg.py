@@ -1290,8 +1290,9 @@ def _check_pivots(name, LU, pivots):
             str(pivots.data.dtype)
         raise TypeError(f"{name}: pivots must be an int32 tensor (as linalg.lu_factor gives "
                         f"them), got {got}")
-    if tuple(pivots.shape[-1:]) != (LU.shape[-1],):
-        raise _bad(f"{name}: pivots of shape {tuple(pivots.shape)} do not fit LU of shape "
+    if tuple(pivots.shape) != tuple(LU.shape[:-1]):
+        raise _bad(f"{name}: Expected LU.shape[:-1] and pivots.shape to be the same, but got "
+                   f"pivots with shape {tuple(pivots.shape)} for LU of shape "
                    f"{tuple(LU.shape)}")
 
 

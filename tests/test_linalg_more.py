@@ -479,6 +479,9 @@ def test_errors_name_what_did_not_fit():
         LinAlg.lu_solve(LU, piv, z(4, 1))
     with pytest.raises(TypeError, match="pivots must be an int32 tensor.*int64"):
         LinAlg.lu_solve(LU, piv.long(), z(3, 1))
+    with pytest.raises(ValueError, match=r"LU.shape\[:-1\] and pivots.shape to be the same, "
+                                         r"but got pivots with shape \(2,\)"):
+        LinAlg.lu_solve(LU, piv[:2], z(3, 1))
     with pytest.raises(TypeError, match="LU_pivots is expected to be a tensor of int32"):
         minidl.lu_unpack(LU, piv.long())
     with pytest.raises(ValueError, match="between 1 and LU.size\\(-2\\) = 3"):
