@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 from . import constraints
+from ..special import gammainc
 from ._special import digamma, lgamma, standard_gamma, xlogy
 from .distribution import Distribution
 from .utils import broadcast_all
@@ -43,6 +44,11 @@ class Gamma(Distribution):
             self._validate_sample(value)
         c, r = self.concentration, self.rate
         return xlogy(c, r) + xlogy(c - 1, value) - r * value - lgamma(c)
+
+    def cdf(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        return gammainc(self.concentration, self.rate * value)
 
     def entropy(self):
         c = self.concentration
