@@ -35,10 +35,12 @@ class FisherSnedecor(Distribution):
         new._validate_args = self._validate_args
         return new
 
+    # where a moment does not exist, the parameter is NaN before the formula (torch's order:
+    # its gradient for the other parameter is NaN there too)
     @property
     def mean(self):
-        df2 = self.df2
-        return where(df2 > 2, df2 / (df2 - 2), math.nan)
+        df2 = where(self.df2 > 2, self.df2, math.nan)
+        return df2 / (df2 - 2)
 
     @property
     def mode(self):
@@ -47,9 +49,8 @@ class FisherSnedecor(Distribution):
 
     @property
     def variance(self):
-        df1, df2 = self.df1, self.df2
-        var = 2 * df2 ** 2 * (df1 + df2 - 2) / (df1 * (df2 - 2) ** 2 * (df2 - 4))
-        return where(df2 > 4, var, math.nan)
+        df1, df2 = self.df1, where(self.df2 > 4, self.df2, math.nan)
+        return 2 * df2 ** 2 * (df1 + df2 - 2) / (df1 * (df2 - 2) ** 2 * (df2 - 4))
 
     def rsample(self, sample_shape=()):
         tiny = float(np.finfo(self.df1.dtype).tiny)

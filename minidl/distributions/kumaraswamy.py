@@ -49,7 +49,7 @@ class Kumaraswamy(TransformedDistribution):
     def mode(self):
         a, b = self.concentration1, self.concentration0
         log_mode = b.reciprocal() * log1p(-b) - log1p(-b * a)
-        return where((b < 1) | (a < 1), math.nan, log_mode.exp())
+        return where((b < 1) | (a < 1), math.nan, log_mode).exp()
 
     @property
     def variance(self):

@@ -64,10 +64,10 @@ class VonMises(Distribution):
         shape = self._extended_shape(sample_shape)
         kappa = np.broadcast_to(self.concentration.numpy().astype(np.float64), shape)
         loc = np.broadcast_to(self.loc.numpy().astype(np.float64), shape)
-        x = _best_fisher(np.ascontiguousarray(kappa), rng())
+        x = _best_fisher(np.array(kappa), rng())
         x = np.mod(x + math.pi + loc, 2 * math.pi) - math.pi
         xp = get_array_module(self.loc.data)
-        data = x.astype(self.loc.dtype)
+        data = np.asarray(x).astype(self.loc.dtype)
         return Tensor(data if xp is np else xp.asarray(data), device=self.loc.device)
 
     @property

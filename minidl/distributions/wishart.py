@@ -19,6 +19,7 @@ from ._linalg import cholesky, solve_lower
 from ._special import digamma
 from .chi2 import Chi2
 from .distribution import Distribution
+from .exp_family import ExponentialFamily
 from .multivariate_normal import _precision_to_scale_tril
 from .utils import broadcast_shape, lazy_property
 
@@ -31,7 +32,7 @@ def _mvdigamma(x, p):
     return digamma(x.unsqueeze(-1) - steps).sum(-1)
 
 
-class Wishart(Distribution):
+class Wishart(ExponentialFamily):
     arg_constraints = {"covariance_matrix": constraints.positive_definite,
                        "precision_matrix": constraints.positive_definite,
                        "scale_tril": constraints.lower_cholesky,
@@ -177,3 +178,13 @@ class Wishart(Distribution):
         half_log_det = self._unbroadcasted_scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
         return ((p + 1) * (p * _LOG_2 / 2 + half_log_det) + multigammaln(nu / 2, p)
                 - (nu - p - 1) / 2 * _mvdigamma(nu / 2, p) + nu * p / 2)
+
+    @property
+    def _natural_params(self):
+        p = self._event_shape[-1]
+        return -self.precision_matrix / 2, (self.df - p - 1) / 2
+
+    def _log_normalizer(self, x, y):
+        p = self._event_shape[-1]
+        log_det = 2 * cholesky(-2 * x).diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return (y + (p + 1) / 2) * (-log_det + _LOG_2 * p) + multigammaln(y + (p + 1) / 2, p)
