@@ -19,7 +19,8 @@ input's dtype, step for step as torch's recurrences, so that float32 rounds as t
   Bernoulli terms.
 - P and Q: the series of P below x = a + 1 (of Q itself for a < 1, where 1 - P would lose Q's
   digits), Legendre's continued fraction of Q above; the factor x^a e^-x / Gamma(a) from
-  Stirling's series for a >= 20, so that a log x - x - lgamma(a) keeps its digits.
+  Stirling's series for a >= 20, so that a log x - x - lgamma(a) keeps its digits; above
+  a = 1e6, Temme's uniform asymptotic expansion (two terms, error O(a^-2)).
 """
 from __future__ import annotations
 
@@ -544,6 +545,30 @@ def _q_small(xp, a, x, lgamma64):
         return head - a * xp.exp(u) * total
 
 
+def _temme(xp, a, x, upper):
+    """P(a, x) (or Q) for a > 1e6 by Temme's uniform asymptotic expansion (DLMF 8.12):
+    Q = erfc(eta sqrt(a/2)) / 2 + e^(-a eta^2/2) / sqrt(2 pi a) (C0(eta) + C1(eta) / a), with
+    eta^2 / 2 = lambda - 1 - log(lambda), lambda = x / a; its error is O(a^-2)."""
+    from .special import _erf_erfc64  # the gamma functions' module imports this one
+
+    t = (x - a) / a
+    eta = xp.sign(t) * xp.sqrt(-2 * _log1p_minus(xp, t))
+    near = xp.abs(eta) < 1e-2
+    # the closed forms lose digits to cancellation near eta = 0: their Taylor series there
+    e = xp.where(near, eta, 0.0)
+    c0_series = -1 / 3 + e * (1 / 12 + e * (-2 / 135 + e * (1 / 864 + e / 2835)))
+    c1_series = -1 / 540 + e * (-1 / 288 + e / 378)
+    safe_t, safe_eta = xp.where(near, 1.0, t), xp.where(near, 1.0, eta)
+    c0 = 1 / safe_t - 1 / safe_eta
+    c1 = 1 / safe_eta ** 3 - 1 / safe_t ** 3 - 1 / safe_t ** 2 - 1 / (12 * safe_t)
+    c0, c1 = xp.where(near, c0_series, c0), xp.where(near, c1_series, c1)
+    r = xp.exp(-a * eta * eta / 2) / xp.sqrt(2 * math.pi * a) * (c0 + c1 / a)
+    z = eta * math.sqrt(0.5) * xp.sqrt(a)
+    if upper:
+        return 0.5 * _erf_erfc64(xp, z, "erfc") + r
+    return 0.5 * _erf_erfc64(xp, -z, "erfc") - r
+
+
 def igamma(xp, a, x, upper, lgamma64):
     """P(a, x) (Q(a, x) with ``upper``) of float64 arrays, with torch's values at the edges
     (NaN for a < 0 or x < 0, P = 1 at a = 0 < x, P = 0 at x = 0, ...)."""
@@ -561,6 +586,13 @@ def igamma(xp, a, x, upper, lgamma64):
     ok = ~decided & ~xp.isnan(a) & ~xp.isnan(x)
     if not bool(ok.any()):
         return out
+    huge = ok & (a > 1e6)
+    if bool(huge.any()):  # the series and the fraction would need ~10 sqrt(a) terms
+        with np.errstate(all="ignore"):
+            out[huge] = _temme(xp, a[huge], x[huge], upper)
+        ok = ok & ~huge
+        if not bool(ok.any()):
+            return out
     av, xv = a[ok], x[ok]
     res = xp.empty_like(av)
     with np.errstate(all="ignore"):

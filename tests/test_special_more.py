@@ -126,6 +126,22 @@ def test_incomplete_gamma_reference(a, x, p, q):
     np.testing.assert_allclose(_ours("gammaincc", np.array([a]), np.array([x])), [q], rtol=1e-12)
 
 
+def test_incomplete_gamma_for_huge_a():
+    # P + Q = 1, and the transition sits at x = a with width sqrt(a): with z = (x - a) /
+    # sqrt(a), P = Phi(z) - (z^2 - 1) phi(z) / (3 sqrt(a)) + O(1/a) (Edgeworth: the skewness
+    # of Gamma(a) is 2 / sqrt(a))
+    a = np.array([3e6, 1e8, 1e12, 1e15])
+    for z0 in (-2.0, 0.0, 1.5):
+        x = a + z0 * np.sqrt(a)
+        p, q = _ours("gammainc", a, x), _ours("gammaincc", a, x)
+        np.testing.assert_allclose(p + q, 1, rtol=1e-14)
+        z = (x - a) / np.sqrt(a)  # x - a is exact
+        phi = np.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+        cdf = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in z])
+        want = cdf - (z * z - 1) * phi / (3 * np.sqrt(a))
+        assert np.all(np.abs(p - want) <= 1 / a + 1e-15), (p - want) * a
+
+
 def test_zeta_reference():
     s, q, want = np.array(ZETA_REFERENCE).T
     np.testing.assert_allclose(_ours("zeta", s, q), want, rtol=1e-13)
@@ -356,6 +372,11 @@ def test_incomplete_gamma_against_torch():
         np.testing.assert_allclose(m, t, rtol=1e-5)
     np.testing.assert_allclose(minidl.igamma(f64([2.0]), f64([3.0])).numpy(),
                                torch.igamma(torch.tensor([2.0]), torch.tensor([3.0])).numpy())
+    # huge a (Temme's expansion in both), near the transition x = a
+    a = np.array([2e6, 1e7, 1e10, 1e12, 1e15])
+    x = a + np.array([-1.0, 0.3, -1.0, 0.0, 1.0]) * np.sqrt(a)
+    for name in ("gammainc", "gammaincc"):
+        np.testing.assert_allclose(_ours(name, a, x), _torch_values(name, a, x), rtol=5e-9)
 
 
 def test_gradients_against_torch():
