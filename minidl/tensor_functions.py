@@ -162,6 +162,7 @@ INPLACE_FORMS = (
     "acos", "arccos", "acosh", "arccosh", "asin", "arcsin", "asinh", "arcsinh", "atan", "arctan",
     "atanh", "arctanh", "atan2", "arctan2", "cosh", "sinh", "tan", "sinc", "exp2", "log10",
     "log2", "logit", "erf", "erfc", "erfinv", "lgamma", "digamma", "polygamma", "mvlgamma", "i0",
+    "igamma", "igammac",
     "deg2rad", "rad2deg", "fix", "sgn", "negative", "absolute", "nan_to_num", "xlogy",
     "copysign", "heaviside", "hypot", "ldexp", "nextafter", "float_power", "gcd", "lcm", "fmod",
     "remainder", "floor_divide", "divide", "true_divide", "multiply", "subtract", "lerp",

@@ -409,5 +409,12 @@ def test_names_match_torch():
     assert public <= set(dir(S)), sorted(public - set(dir(S)))
     for name in S.__all__:
         assert hasattr(torch.special, name), name
+    for name in ("igamma", "igammac", "igamma_", "igammac_"):
+        assert hasattr(minidl.Tensor, name) and hasattr(torch.Tensor, name), name
     for name in ("igamma", "igammac"):
-        assert hasattr(minidl, name) and hasattr(minidl.Tensor, name)
+        assert hasattr(minidl, name) and hasattr(torch, name)
+        a, x = np.array([0.5, 2.0, 7.5]), np.array([0.3, 2.0, 9.0])
+        m, t = f64(a), torch.tensor(a)
+        assert getattr(m, name + "_")(f64(x)) is m
+        getattr(t, name + "_")(torch.tensor(x))
+        np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-13)
