@@ -580,7 +580,7 @@ def _constant_polynomial(name, compute):
         degree = _more._degree(xp, deg.data)
         with np.errstate(all="ignore"):
             y = compute(xp, x.data, degree)
-        return autograd.Tensor(xp.ascontiguousarray(y))
+        return autograd.Tensor(xp.array(y))  # a fresh array (0-d stays 0-d)
     op.__name__ = op.__qualname__ = name
     op.__doc__ = (f"torch.special.{name}(input, n): the polynomial of degree n (a tensor or a "
                   "number, truncated to an integer) at input; no gradient, as in torch.")

@@ -418,3 +418,20 @@ def test_names_match_torch():
         assert getattr(m, name + "_")(f64(x)) is m
         getattr(t, name + "_")(torch.tensor(x))
         np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-13)
+
+
+def test_shapes_zero_dim_empty_and_broadcast():
+    for name in UNARY:
+        assert getattr(S, name)(f64(3.7)).shape == ()
+        assert getattr(S, name)(f64(np.zeros((2, 0, 3)))).shape == (2, 0, 3)
+    for name in POLYNOMIALS:
+        assert getattr(S, name)(f64(0.3), 5).shape == ()
+        assert getattr(S, name)(f64(np.zeros(0)), 3).shape == (0,)
+        out = getattr(S, name)(f64(np.linspace(-1, 1, 3)[:, None]), minidl.tensor(np.arange(4)))
+        assert out.shape == (3, 4)
+    for name in ("zeta", "gammainc", "gammaincc"):
+        assert getattr(S, name)(f64(2.5), f64(1.5)).shape == ()
+        assert getattr(S, name)(f64(np.zeros(0)), f64(np.zeros(0))).shape == (0,)
+        second = f64([0.5, 1.5, 2.5], requires_grad=True)
+        getattr(S, name)(f64([[2.5], [3.5]]), second).sum().backward()
+        assert second.grad.shape == (3,)
