@@ -614,3 +614,40 @@ def test_torchs_exponential_families_give_their_natural_parameters(name, make):
         # the entropy by Bregman equals the closed form
         np.testing.assert_allclose(D.ExponentialFamily.entropy(m).detach().numpy(),
                                    m.entropy().detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_on_the_fake_gpu_match_cpu(monkeypatch, tmp_path):
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    _fake_gpu.install(monkeypatch, lib)
+    results = {}
+    for device in ("cpu", "cuda"):
+        minidl.manual_seed(3)
+        a = minidl.tensor(A, dtype="float64", device=device, requires_grad=True)
+        b = minidl.tensor(B, dtype="float64", device=device)
+        parts = []
+        for d in (D.Kumaraswamy(a, b), D.InverseGamma(a + 2, b), D.HalfCauchy(a),
+                  D.ContinuousBernoulli(logits=a - 1), D.LogisticNormal(a, b)):
+            x = d.rsample((2,))
+            assert x.device == device
+            parts.append(d.log_prob(x).sum())
+        v = D.VonMises(a, b)
+        s = v.sample((3,))
+        assert s.device == device
+        parts.append(v.log_prob(s).sum())
+        cov = minidl.tensor(COV[0], dtype="float64", device=device)
+        w = D.Wishart(a[:1] + 3, covariance_matrix=cov)
+        parts.append(w.log_prob(w.rsample()).sum() + w.entropy().sum())
+        lkj = D.LKJCholesky(3, a[:1])
+        parts.append(lkj.log_prob(lkj.sample()).sum())
+        corr = MT.CorrCholeskyTransform()
+        parts.append(corr.log_abs_det_jacobian(a, corr(a)))
+        out = sum(parts[1:], parts[0])
+        out.backward()
+        assert out.device == device and a.grad.device == device
+        results[device] = (out.item(), a.grad.numpy())
+    np.testing.assert_allclose(results["cpu"][0], results["cuda"][0], rtol=1e-12)
+    np.testing.assert_allclose(results["cpu"][1], results["cuda"][1], rtol=1e-10)
