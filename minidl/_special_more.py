@@ -24,6 +24,7 @@ input's dtype, step for step as torch's recurrences, so that float32 rounds as t
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -440,13 +441,11 @@ def zeta(xp, s, q):
 
 
 # ---- regularized incomplete gamma ------------------------------------------------------------
-def _zeta_ints(count):
-    """zeta(2), ..., zeta(count + 1) in float64."""
+@functools.cache
+def _zeta_ints(count=60):
+    """zeta(2), ..., zeta(count + 1) in float64 (computed once, on first use)."""
     ks = np.arange(2, count + 2, dtype=np.float64)
-    return zeta(np, ks, np.ones_like(ks))
-
-
-_ZETA_INT = _zeta_ints(60)
+    return tuple(float(v) for v in zeta(np, ks, np.ones_like(ks)))
 
 
 def lgamma1p(xp, a, lgamma64):
@@ -456,7 +455,7 @@ def lgamma1p(xp, a, lgamma64):
     av = xp.where(small, a, 0.0)
     series = xp.zeros_like(av)
     power = -av
-    for k, z in enumerate(_ZETA_INT, 2):
+    for k, z in enumerate(_zeta_ints(), 2):
         power = power * -av
         series = series + z * power / k
     return xp.where(small, -_EULER * av + series, lgamma64(xp, 1 + a))
