@@ -183,13 +183,21 @@ def _ik_series(xp, x):
 
 def scaled_k_integral(xp, nu, x, nodes=40):
     """e^x K_nu(x) for x > ~0.5 by the trapezoidal rule on
-    int_0^inf exp(-2x sinh^2(t/2)) cosh(nu t) dt, cut where the integrand is below e^-45."""
-    h = xp.arccosh(1 + 45 / x) / nodes
-    total = 0.5 * xp.ones_like(x)
+    int_0^inf exp(-2x sinh^2(t/2)) cosh(nu t) dt, cut where the integrand is below e^-45;
+    above 1e8, where the nodes would crowd into underflow, the asymptotic series
+    sqrt(pi / 2x) (1 + (4 nu^2 - 1) / 8x + (4 nu^2 - 1)(4 nu^2 - 9) / (2 (8x)^2))."""
+    huge = x > 1e8
+    xs = xp.where(huge, 1.0, x)
+    u = 45 / xs
+    h = xp.log1p(u + xp.sqrt(u * (2 + u))) / nodes  # arccosh(1 + u), exact for small u
+    total = 0.5 * xp.ones_like(xs)
     for j in range(1, nodes + 1):
         t = j * h
-        total = total + xp.exp(-2 * x * xp.sinh(t / 2) ** 2) * (xp.cosh(nu * t) if nu else 1.0)
-    return h * total
+        total = total + xp.exp(-2 * xs * xp.sinh(t / 2) ** 2) * (xp.cosh(nu * t) if nu else 1.0)
+    mu = 4 * nu * nu
+    xl = xp.where(huge, x, 1e8)
+    series = 1 + (mu - 1) / (8 * xl) * (1 + (mu - 9) / (16 * xl))
+    return xp.where(huge, xp.sqrt(math.pi / 2 / xl) * series, h * total)
 
 
 def bessel_k(xp, x, nu, scaled):
@@ -255,7 +263,8 @@ def airy_ai(xp, x):
             jp = _hankel(xp, 1 / 3, zeta)[0]
             jm = _hankel(xp, -1 / 3, zeta)[0]
             out[left_far] = xp.sqrt(a) / 3 * (jp + jm)
-    return out  # NaN at +-inf, as torch's
+    # e^-zeta underflows long before: 0, not 0 * inf (torch's 0; NaN at +-inf)
+    return xp.where((x > 110) & xp.isfinite(x), 0.0, out)
 
 
 def spherical_bessel_j0(xp, x):

@@ -542,6 +542,7 @@ def _k(nu, scaled):
 def _i_nan_at_inf(nu):
     def compute(xp, x):
         v = _bessel_i64(xp, nu, x, False)
+        v = xp.where(xp.isnan(v) & xp.isfinite(x), xp.inf, v)  # e^x / sqrt(x): inf / inf
         v = _odd(xp, x, v) if nu else v
         return xp.where(xp.isinf(x), xp.nan, v)
     return compute
