@@ -23,6 +23,26 @@ def _tensor(x, name):
     return x
 
 
+def real_pairs(a):
+    """A complex array as real pairs (..., 2), always a view of its memory (as torch's
+    view_as_real, whatever the strides): the parts' strides are the complex strides, and the
+    pair's stride is one real item."""
+    real = a.real if a.ndim else a.reshape(1).real
+    shape, strides = real.shape, real.strides
+    if not a.ndim:
+        shape, strides = (), ()
+    xp = get_array_module(a)
+    return xp.lib.stride_tricks.as_strided(real, shape + (2,), strides + (real.itemsize,))
+
+
+def _pairs_as_complex(a):
+    try:
+        return a.view(complex_of(a.dtype)).reshape(a.shape[:-1])
+    except ValueError:
+        dense = get_array_module(a).ascontiguousarray(a)
+        return dense.view(complex_of(a.dtype)).reshape(a.shape[:-1])
+
+
 def _as_complex(g):
     """A real gradient array as complex (imaginary part 0), for a complex input."""
     return g.astype(complex_of(g.dtype))
@@ -127,17 +147,12 @@ class MakeComplex(Function):
 
 
 class ViewAsReal(Function):
-    """A complex array as real pairs (..., 2): a view where the memory allows."""
+    """A complex array as real pairs (..., 2): a view of its memory, whatever its strides."""
 
     complex_grad = True
 
     def forward(self, a):
-        b = a.reshape(1) if a.ndim == 0 else a
-        try:
-            pairs = b.view(real_of(a.dtype))
-        except ValueError:  # the last dim is not dense: a copy
-            pairs = get_array_module(a).ascontiguousarray(b).view(real_of(a.dtype))
-        return pairs.reshape(a.shape + (2,))
+        return real_pairs(a)
 
     def backward(self, g):
         return (g[..., 0] + 1j * g[..., 1]).astype(complex_of(g.dtype), copy=False)
@@ -147,14 +162,13 @@ class ViewAsReal(Function):
 
 
 class ViewAsComplex(Function):
-    """Real pairs (..., 2) as complex numbers, a view of a dense array."""
+    """Real pairs (..., 2) as complex numbers: a view where the pairs are dense (a copy where
+    the array module cannot view the other strides)."""
 
     complex_grad = True
 
     def forward(self, a):
-        xp = get_array_module(a)
-        dense = xp.ascontiguousarray(a)
-        return dense.view(complex_of(a.dtype)).reshape(a.shape[:-1])
+        return _pairs_as_complex(a)
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -288,8 +302,28 @@ def view_as_complex(input):
     if input.ndim == 0 or input.shape[-1] != 2:
         raise ValueError(f"view_as_complex: Tensor must have a last dimension of size 2, got "
                          f"shape {input.shape}")
+    a = input.data
+    if a.strides[-1] != a.itemsize:
+        raise UnsupportedStridesError(f"view_as_complex: Tensor must have a last dimension with "
+                                      f"stride 1, got strides {_elements(a.strides, a)}")
+    if any(st % (2 * a.itemsize) for n, st in zip(a.shape[:-1], a.strides[:-1]) if n > 1):
+        raise UnsupportedStridesError(f"view_as_complex: Tensor must have a stride divisible by "
+                                      f"2 for all but last dimension, got strides "
+                                      f"{_elements(a.strides, a)}")
     out = ViewAsComplex.apply(input)
-    return _view(out, input) if input.data.flags.c_contiguous else out
+    try:  # a view where the array module makes one (NumPy does for these strides)
+        viewed = a.view(complex_of(a.dtype)) is not None
+    except ValueError:
+        viewed = False
+    return _view(out, input) if viewed else out
+
+
+def _elements(strides, a):
+    return tuple(st // a.itemsize for st in strides)
+
+
+class UnsupportedStridesError(ValueError, RuntimeError):
+    """A tensor whose strides view_as_complex cannot view (PyTorch raises RuntimeError)."""
 
 
 FUNCTIONS = {

@@ -933,10 +933,27 @@ TENSOR_METHODS = {
     "cholesky": _cholesky_compat, "qr": _qr_compat, "svd": _svd_compat, "pinverse": pinverse,
     "matrix_power": matrix_power,
 }
-# A.mT / A.mH: the last two dims swapped (real tensors: mH is mT)
+# A.mT / A.mH: the last two dims swapped; mH (and H, of a matrix) conjugates a complex tensor
 _MATRIX_T = property(_mT, doc="The last two dims swapped, as torch.Tensor.mT.")
-TENSOR_METHODS.update({"mT": _MATRIX_T, "mH": _MATRIX_T})
-FUNCTIONS = {k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH")}
+
+
+def _mH(a):  # noqa: N802  (torch's name)
+    from .ops import Conj
+
+    return Conj.apply(_mT(a)) if a.data.dtype.kind == "c" else _mT(a)
+
+
+def _H(a):  # noqa: N802  (torch's name)
+    if a.ndim not in (0, 2):
+        raise _bad(f"tensor.H is only supported on matrices (2-D tensors). Got {a.ndim}-D "
+                   "tensor.")
+    return _mH(a) if a.ndim == 2 else a
+
+
+TENSOR_METHODS.update({"mT": _MATRIX_T, "mH": property(
+    _mH, doc="The conjugate transpose of the last two dims, as torch.Tensor.mH."),
+    "H": property(_H, doc="The conjugate transpose of a matrix, as torch.Tensor.H.")})
+FUNCTIONS = {k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH", "H")}
 FUNCTIONS["chain_matmul"] = chain_matmul
 
 
@@ -1548,6 +1565,10 @@ def vecdot(x, y, *, dim=-1):
     except ValueError:
         raise _bad(f"{name}: the shapes of x {tuple(x.shape)} and y {tuple(y.shape)} do not "
                    "broadcast") from None
+    if x.data.dtype.kind == "c":  # torch's vecdot conjugates x
+        from .ops import Conj
+
+        x = Conj.apply(x)
     return (x * y).sum(dim=wrap_dim(dim, len(shape), name))
 
 
@@ -1801,7 +1822,7 @@ def adjoint(input):
     if input.ndim < 2:
         raise _bad("tensor.adjoint() is only supported on matrices or batches of matrices. "
                    f"Got {input.ndim}-D tensor.")
-    return _mT(input)
+    return _mH(input)
 
 
 __all__ += ["solve_triangular", "lu_factor", "lu_factor_ex", "lu", "lu_solve", "cholesky_ex",
@@ -1813,7 +1834,7 @@ TENSOR_METHODS.update({
     "matrix_exp": matrix_exp, "geqrf": geqrf, "orgqr": orgqr, "ormqr": ormqr,
     "adjoint": adjoint,
 })
-FUNCTIONS.update({k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH")})
+FUNCTIONS.update({k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH", "H")})
 FUNCTIONS["lu_unpack"] = lu_unpack
 
 

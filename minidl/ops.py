@@ -57,7 +57,7 @@ class ComplexDtypeError(UnsupportedDtypeError, NotImplementedError):
 
 
 _ORDERING = ("lt", "le", "gt", "ge", "max", "min", "argmax", "argmin", "maximum", "minimum",
-             "clamp", "relu", "sort", "argsort", "topk")
+             "clamp", "relu", "sort", "argsort", "topk", "cummax", "cummin", "searchsorted")
 
 
 def refuse_complex(name, a):
@@ -605,6 +605,11 @@ def fill_value(value, dtype, name="fill_"):
     if isinstance(value, np.generic):
         value = value.item()
     dt = np.dtype(dtype)
+    if isinstance(value, complex) and dt.kind != "c":  # torch's checked conversion
+        if value.imag != 0:
+            raise BadArgumentError(f"{name}: value {value} cannot be converted to type {dt} "
+                                   "without overflow")
+        value = value.real
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not (
             is_floating(dt) or dt.kind in "iu"):
         return value
@@ -820,7 +825,13 @@ def masked_fill(input, mask, value):
         if value.ndim != 0:
             raise ValueError("masked_fill: value must be a number or a 0-d tensor, got a tensor "
                              f"of shape {value.shape}")
-    elif not (_is_number(value) or isinstance(value, complex) and input.data.dtype.kind == "c"):
+        if value.data.dtype.kind == "c" and input.data.dtype.kind != "c":
+            raise BadArgumentError(f"masked_fill: a complex value cannot be written into a "
+                                   f"{input.data.dtype} tensor (its imaginary part would be "
+                                   "lost)")
+    elif _is_number(value) or isinstance(value, complex):
+        value = fill_value(value, input.data.dtype, "masked_fill")
+    else:
         raise TypeError(f"masked_fill: value must be a number or a 0-d tensor, got "
                         f"{_describe(value)}")
     xp = _array_module(input, mask, value)

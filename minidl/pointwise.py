@@ -119,6 +119,7 @@ def signbit(input):
     _check_tensor("signbit", "input", input)
     a = input.data
     xp = get_array_module(a)
+    refuse_complex("signbit", a)  # NumPy would test the real part's sign
     if a.dtype.kind == "b" or a.dtype.kind == "u":
         return autograd.Tensor(xp.zeros(a.shape, dtype=bool))
     if a.dtype.kind == "i":
@@ -334,6 +335,10 @@ def _float_query(name, fn, default):
         _check_tensor(name, "input", input)
         a = input.data
         xp = get_array_module(a)
+        if a.dtype.kind == "c":  # isreal: no imaginary part; isposinf/isneginf refuse, as torch
+            if name == "isreal":
+                return autograd.Tensor(a.imag == 0)
+            refuse_complex(name, a)
         if not is_floating(a.dtype):
             return autograd.Tensor(xp.full(a.shape, default, dtype=bool))
         if a.dtype.kind != "f":

@@ -673,6 +673,7 @@ CumResult = namedtuple("CumResult", ["values", "indices"])  # torch.return_types
 def _cumulative_extreme(name, input, dim, take_min):
     from .indexing import Gather
 
+    refuse_complex(name, input.data)  # NumPy would order complex numbers lexicographically
     d = wrap_dim(dim, input.ndim, name)
     if input.ndim == 0:
         xp = get_array_module(input.data)
@@ -893,6 +894,8 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     if seq.dtype == np.bool_ or values.dtype == np.bool_:
         raise UnsupportedDtypeError("searchsorted: bool tensors are not supported (PyTorch "
                                     "refuses them too)")
+    refuse_complex("searchsorted", seq)  # complex numbers have no order
+    refuse_complex("searchsorted", values)
     if seq.ndim == 0 or (seq.ndim > 1 and values.ndim == 0):
         raise BadArgumentError(f"searchsorted: a scalar value needs a 1-d sorted_sequence, "
                                  f"got one of shape {tuple(seq.shape)}")

@@ -261,6 +261,9 @@ class Tensor:
     def __int__(self):
         return int(self.item())
 
+    def __complex__(self):
+        return complex(self.item())
+
     def __bool__(self):
         return bool(self.item())
 
@@ -572,11 +575,13 @@ class Tensor:
     def __ipow__(self, other):
         return _inplace(self, other, "power", Tensor.__pow__)
 
-    def add_(self, other):
-        return self.__iadd__(other)
+    def add_(self, other, *, alpha=1):
+        """``self += alpha * other``."""
+        return self.__iadd__(_times_alpha(self, other, alpha, "add_"))
 
-    def sub_(self, other):
-        return self.__isub__(other)
+    def sub_(self, other, *, alpha=1):
+        """``self -= alpha * other``."""
+        return self.__isub__(_times_alpha(self, other, alpha, "sub_"))
 
     def mul_(self, other):
         return self.__imul__(other)
@@ -1002,11 +1007,18 @@ def _scalar(x, like: Tensor, dtype):
 def _times_alpha(t: Tensor, other, alpha, name):
     """``alpha * other`` for ``t.add(other, alpha=...)``; as PyTorch, a float alpha needs a
     floating-point result."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, complex, np.number)):
         raise TypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
+    if type(alpha) is int:
+        return other if alpha == 1 else other * alpha
+    kinds = t.data.dtype.kind + (other.data.dtype.kind if isinstance(other, Tensor) else
+                                 "c" if isinstance(other, complex) else
+                                 "f" if isinstance(other, float) else "i")
+    if isinstance(alpha, (complex, np.complexfloating)) and "c" not in kinds:
+        raise TypeError(f"{name}: for non-complex input tensors, argument alpha must not be a "
+                        f"complex number ({alpha})")
     if isinstance(alpha, (float, np.floating)) and not (
-            is_floating(t.data.dtype) or isinstance(other, float)
-            or (isinstance(other, Tensor) and is_floating(other.data.dtype))):
+            is_floating(t.data.dtype) or "f" in kinds or "c" in kinds):
         raise TypeError(f"{name}: alpha must not be a float ({alpha}) for integer tensors")
     return other if alpha == 1 else other * alpha
 
@@ -1070,7 +1082,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
             raise ValueError(f"{name}: tensors on different devices, {t.device} and "
                              f"{other.device}; move them with .to('{t.device}') first")
         value = other.data
-    elif isinstance(other, (bool, int, float, np.generic)):
+    elif isinstance(other, (bool, int, float, complex, np.generic)):
         value = ops.fill_value(other, t.data.dtype) if ufunc in ("fill", "copy") else other
     else:
         value = xp.asarray(other)
@@ -1106,7 +1118,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
 
 def _set_item(t, index, value):
     name = "x[index] = value"
-    if isinstance(value, (bool, int, float, np.generic)):  # checked and wrapped as torch does
+    if isinstance(value, (bool, int, float, complex, np.generic)):  # checked, wrapped as torch's
         value = ops.fill_value(value, t.data.dtype, name)
     if isinstance(value, Tensor) and value.device != t.device:
         raise ValueError(f"{name}: tensors on different devices, {t.device} and "
@@ -1762,13 +1774,27 @@ def _index_fill_(self, dim, index, value):
                        lambda t, v: _indexing.index_fill(t, dim, index, v), value)
 
 
+def _conj_physical_(self):
+    return _inplace_by(self, "conj_physical_", lambda t, _: _complex_ops.conj_physical(t))
+
+
+_install_methods({"conj_physical_": _conj_physical_})
 _install_methods({"masked_fill_": _masked_fill_, "clamp_": _clamp_, "clip_": _clamp_,
                   "index_fill_": _index_fill_})
+
+
+def refuse_complex_abs_(t):
+    """torch's refusal of abs_ on a complex tensor (|z| is real: it would be stored as a
+    complex number with no imaginary part)."""
+    if t.data.dtype.kind == "c":
+        raise ops.ComplexDtypeError("In-place abs is not supported for complex tensors.")
 
 
 def _unary_in_place(name):
     """``x.exp_()`` and its kin: ``x.exp()`` written into x under the in-place rules."""
     def method(self):
+        if name == "abs":
+            refuse_complex_abs_(self)
         return apply_in_place(self, lambda t: getattr(t, name)(), name)
     method.__name__ = name + "_"
     return method

@@ -206,7 +206,7 @@ class _ComparisonResult(Function):
 
 def _inplace_form(name):
     from .backend.dtypes import category
-    from .tensor import _inplace_by
+    from .tensor import _inplace_by, refuse_complex_abs_
 
     method = getattr(Tensor, name)
     inplace = name + "_"
@@ -214,6 +214,8 @@ def _inplace_form(name):
         result_op = type(_COMPARISONS[name], (_ComparisonResult,), {})
 
     def form(self, *args, **kwargs):
+        if name == "absolute":
+            refuse_complex_abs_(self)
         if name == "float_power" and self.dtype != np.float64:
             raise RuntimeError(f"the base given to float_power_ has dtype {self.dtype} but the "
                                "operation's result requires dtype float64")

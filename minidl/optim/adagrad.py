@@ -26,8 +26,10 @@ class Adagrad(Optimizer):
 
     def _init_state(self, p, group):
         xp = get_array_module(p.data)
-        self.state[id(p)] = {"step": 0, "sum": xp.full_like(
-            p.data, group["initial_accumulator_value"])}
+        value = group["initial_accumulator_value"]
+        if p.data.dtype.kind == "c":  # both parts start there, as torch's
+            value = complex(value, value)
+        self.state[id(p)] = {"step": 0, "sum": xp.full_like(p.data, value)}
 
     def _check_group(self, group):
         _check_group_numbers("Adagrad", group, ("lr", "lr_decay", "eps", "weight_decay",

@@ -21,6 +21,16 @@ def _follow_device(state, param):
             state[key] = to_device(value, dev)
 
 
+class _RealPairs:
+    """A complex parameter as the optimizers' updates see it: ``data`` is its real pairs
+    (..., 2), a view, so that the update's in-place writes reach the parameter."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
+
+
 def _fused(name, p, g, *buffers):
     """The backend's one-pass update ``name`` for this parameter, or None (then the numpy
     expressions run: a GPU would pay a kernel launch for each, the CPU a pass over memory). The
@@ -449,10 +459,35 @@ class Optimizer:
                 if state:
                     _follow_device(state, p.data)
                 g = p.grad.data
-                self._update(p, -g if maximize else g, group, state)
+                if p.data.dtype.kind == "c":
+                    self._update_complex(p, -g if maximize else g, group, state)
+                else:
+                    self._update(p, -g if maximize else g, group, state)
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
+
+    def _update_complex(self, p, g, group, state):
+        """A complex parameter updated as PyTorch's optimizers update it: as its real pairs
+        (view_as_real), so that an adaptive method keeps the moments of the real and imaginary
+        parts apart (not the moments of the complex numbers, whose square g * g is not
+        |g|^2). The state keeps complex arrays of the parameter's shape, as torch's state_dict
+        shows them."""
+        from ..complex_ops import real_pairs
+
+        if not state and hasattr(self, "_init_state"):  # Adagrad's sum, made on first use
+            self._init_state(p, group)
+            state = self.state[id(p)]
+        shape = p.data.shape
+        pairs = {k: real_pairs(v) if hasattr(v, "shape") and v.dtype.kind == "c" and
+                 v.shape == shape else v for k, v in state.items()}
+        g = real_pairs(g.astype(p.data.dtype, copy=False))
+        self._update(_RealPairs(real_pairs(p.data)), g, group, pairs)
+        xp = get_array_module(p.data)
+        for k, v in pairs.items():
+            if hasattr(v, "shape") and v.dtype.kind == "f" and v.shape == shape + (2,):
+                v = xp.ascontiguousarray(v).view(p.data.dtype).reshape(shape)
+            state[k] = v
 
     def state_dict(self):
         """PyTorch's structure: ``state`` keyed by the parameter's index (counted across groups,

@@ -18,7 +18,7 @@ from ... import functional as _F
 from ...backend import get_array_module
 from ...functional import _check_reduction
 from ...indexing import gather
-from ...ops import minimum, where
+from ...ops import minimum, refuse_complex, where
 from ...tensor import Tensor
 from .activations import logsigmoid, softplus
 from .normalization import pairwise_distance
@@ -89,6 +89,8 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
                       "and the support size, as PyTorch's; 'batchmean' divides by the batch "
                       "size only, which is the KL divergence", stacklevel=2)
     _tensors(name, input=input, target=target)
+    for t in (input, target):  # as torch's: its log-probabilities are real
+        refuse_complex(name, t.data)
     input, target = _floats(name, input, target)
     if log_target:
         loss = target.exp() * (target - input)
@@ -114,6 +116,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     _same_shape(name, input=input, target=target)
     if delta <= 0:
         raise ValueError(f"{name}: delta must be positive, got {delta}")
+    for t in (input, target):  # its |d| < delta test orders magnitudes, not complex errors
+        refuse_complex(name, t.data)
     input, target = _floats(name, input, target)
     d = input - target
     ad = abs(d)

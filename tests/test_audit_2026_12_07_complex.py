@@ -1,0 +1,222 @@
+"""Audit of the complex-number support and the spectral ops (2026-12-07): each test is one
+problem found by comparing minidl with torch 2.13 on the same inputs; its docstring says what
+was wrong. Tests that compare with torch import it inside; the others run without it."""
+import warnings
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.testing import gradcheck
+
+c64, c128 = minidl.complex64, minidl.complex128
+
+
+def _z(*shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex128)
+
+
+def _steps(lib, name, kw, w0, x0, n=5):
+    w = lib.tensor(w0.copy(), requires_grad=True)
+    x = lib.tensor(x0.copy())
+    opt = getattr(lib.optim, name)([w], **kw)
+    for _ in range(n):
+        opt.zero_grad()
+        ((x @ w.t()).abs() ** 2).sum().backward()
+        opt.step()
+    return w.detach().numpy(), opt
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("Adam", dict(lr=0.01)), ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.1)),
+    ("AdamW", dict(lr=0.01)), ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
+    ("Adagrad", dict(lr=0.1, initial_accumulator_value=0.1)), ("Adadelta", dict(lr=1.0)),
+    ("Adamax", dict(lr=0.01)), ("NAdam", dict(lr=0.01)), ("RAdam", dict(lr=0.01)),
+    ("Rprop", dict(lr=0.01)), ("ASGD", dict(lr=0.01)),
+    ("SGD", dict(lr=0.01, momentum=0.9, nesterov=True)),
+])
+def test_optimizers_step_complex_parameters_as_real_pairs(name, kw):
+    """The adaptive optimizers squared complex gradients (g * g, not |g|^2 part by part), so a
+    complex parameter moved differently from torch's, which updates view_as_real(param) (Adam
+    with amsgrad even overflowed); Adagrad's initial sum had no imaginary part."""
+    torch = pytest.importorskip("torch")
+    w0 = _z(3, 2, seed=1).astype(np.complex64)
+    x0 = _z(4, 2, seed=2).astype(np.complex64)
+    ours, opt = _steps(minidl, name, kw, w0, x0, n=8)
+    theirs, topt = _steps(torch, name, kw, w0, x0, n=8)
+    assert ours.dtype == np.complex64
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    ours_state = opt.state_dict()["state"][0]
+    their_state = topt.state_dict()["state"][0]
+    for key, value in their_state.items():
+        if isinstance(value, torch.Tensor) and value.is_complex():
+            assert ours_state[key].dtype == c64 and tuple(ours_state[key].shape) == (3, 2)
+            np.testing.assert_allclose(ours_state[key].numpy(), value.numpy(), rtol=1e-4,
+                                       atol=1e-6)
+
+
+def test_mH_adjoint_and_H_conjugate():
+    """z.mH and z.adjoint() only swapped the last two dims of a complex tensor (torch
+    conjugates too), and Tensor.H was missing."""
+    a = _z(2, 3)
+    z = minidl.tensor(a, dtype=c128)
+    for got in (z.mH, z.adjoint(), minidl.adjoint(z), z.H):
+        np.testing.assert_array_equal(got.numpy(), a.conj().T)
+    r = minidl.tensor(np.arange(6.0).reshape(2, 3))
+    np.testing.assert_array_equal(r.mH.numpy(), r.numpy().T)
+    with pytest.raises(RuntimeError, match="matrices"):
+        minidl.ones(2, 2, 2).H
+    # the gradient of a real loss through mH: d/dz sum Re(z^H w) = conj(w)... as finite differences
+    w = minidl.tensor(_z(3, 2, seed=3), dtype=c128)
+    assert gradcheck(lambda t: (t.mH * w).real.sum() + (t.mH * w).imag.sum(),
+                     [minidl.tensor(a, dtype=c128, requires_grad=True)])
+
+
+def test_linalg_vecdot_conjugates_x():
+    """linalg.vecdot of complex vectors summed x * y; torch's (and the array API's) conjugates
+    x first, so vecdot(z, z) is |z|^2."""
+    a, b = _z(3, 4), _z(3, 4, seed=1)
+    got = minidl.linalg.vecdot(minidl.tensor(a, dtype=c128), minidl.tensor(b, dtype=c128))
+    np.testing.assert_allclose(got.numpy(), (a.conj() * b).sum(-1))
+
+
+def test_isreal_of_complex():
+    """isreal said True for every element of a complex tensor; it is True where the imaginary
+    part is 0."""
+    z = minidl.tensor([1 + 0j, 1j, 2 - 1e-30j, 0j], dtype=c128)
+    assert minidl.isreal(z).tolist() == [True, False, False, True]
+
+
+@pytest.mark.parametrize("name", ["isposinf", "isneginf", "signbit"])
+def test_sign_queries_refuse_complex(name):
+    """isposinf/isneginf/signbit of a complex tensor answered for the real part (after a
+    ComplexWarning); torch refuses complex input."""
+    z = minidl.tensor([complex(np.inf, 1), -1 + 1j])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError, match=f"{name}.*complex"):
+            getattr(minidl, name)(z)
+
+
+@pytest.mark.parametrize("call", [
+    lambda z: minidl.cummax(z, 0), lambda z: minidl.cummin(z, 0),
+    lambda z: minidl.searchsorted(z, z), lambda z: minidl.bucketize(z, z),
+])
+def test_ordering_ops_refuse_complex(call):
+    """cummax/cummin/searchsorted/bucketize ordered complex numbers lexicographically (NumPy's
+    order) where torch refuses them, as minidl's other ordering ops do."""
+    with pytest.raises(NotImplementedError, match="complex"):
+        call(minidl.tensor([1 + 2j, 2 - 1j, 3j]))
+
+
+@pytest.mark.parametrize("loss", ["kl_div", "huber_loss"])
+def test_losses_torch_refuses_for_complex(loss):
+    """kl_div and huber_loss computed something for complex input (huber ordering |d| against
+    delta, kl_div a complex 'divergence'); torch refuses both."""
+    z = minidl.tensor([[1 + 2j, 0.5j]])
+    with pytest.raises(RuntimeError, match="complex"):
+        getattr(minidl.nn.functional, loss)(z, z * 2, reduction="sum")
+
+
+def test_complex_number_into_real_tensor_refused():
+    """r.fill_(1j) wrote 0 (the imaginary part dropped without a word), r[0] = 1j failed with
+    NumPy's 'float() argument' TypeError, and masked_fill(m, 1j) said a complex is not a
+    number; torch refuses a complex value with an imaginary part ('value cannot be converted
+    to type float without overflow') and takes 1+0j."""
+    r = minidl.ones(3)
+    m = r > 0
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        r.fill_(1j)
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        r[0] = 2j
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        r.masked_fill(m, 1j)
+    with pytest.raises(RuntimeError, match="complex"):
+        r.masked_fill(m, minidl.tensor(1j))
+    assert r.tolist() == [1.0, 1.0, 1.0]
+    r.fill_(2 + 0j)
+    r[0] = 3 + 0j
+    assert r.tolist() == [3.0, 2.0, 2.0]
+    assert r.masked_fill(m, 4 + 0j).tolist() == [4.0, 4.0, 4.0]
+    z = minidl.zeros(2, dtype=c64)
+    z[0] = 1j
+    z.fill_(2j)
+    assert z.tolist() == [2j, 2j]
+
+
+@pytest.mark.parametrize("method", ["abs_", "absolute_"])
+def test_inplace_abs_of_complex_refused(method):
+    """z.abs_() stored |z| as a complex number with 0 imaginary part; torch refuses: 'In-place
+    abs is not supported for complex tensors.'"""
+    z = minidl.tensor([3 + 4j])
+    with pytest.raises(RuntimeError, match="In-place abs is not supported for complex"):
+        getattr(z, method)()
+    assert z.tolist() == [3 + 4j]
+    assert minidl.tensor([-2.0]).abs_().tolist() == [2.0]
+
+
+def test_complex_of_a_tensor():
+    """complex(t) of a one-element tensor failed (no __complex__; Python fell back to float(),
+    which refuses a complex value); torch gives the number."""
+    assert complex(minidl.tensor(1 + 2j)) == 1 + 2j
+    assert complex(minidl.tensor([3.0])) == 3 + 0j
+
+
+def test_add_sub_alpha_with_complex():
+    """add_/sub_ took no alpha; add/sub refused a complex alpha, and refused a float alpha for
+    a complex tensor ('alpha must not be a float for integer tensors'); torch takes them, and
+    refuses a complex alpha only for non-complex tensors."""
+    z = minidl.tensor([1j], dtype=c128)
+    assert z.add(z, alpha=0.5).tolist() == [1.5j]
+    assert z.add(z, alpha=1j).tolist() == [-1 + 1j]
+    assert z.sub(z, alpha=2).tolist() == [-1j]
+    w = z.clone()
+    w.add_(z, alpha=2j)
+    assert w.tolist() == [-2 + 1j]
+    w.sub_(minidl.tensor([1.0], dtype=minidl.float64), alpha=3)
+    assert w.tolist() == [-5 + 1j]
+    r = minidl.ones(1)
+    with pytest.raises(TypeError, match="alpha must not be a complex"):
+        r.add(r, alpha=1j)
+    with pytest.raises(TypeError, match="alpha must not be a complex"):
+        r.add_(r, alpha=1j)
+    assert r.add_(r, alpha=2).tolist() == [3.0]
+
+
+def test_conj_physical_in_place():
+    """Tensor.conj_physical_ was missing (torch has it)."""
+    z = minidl.tensor([1 + 2j])
+    assert z.conj_physical_() is z and z.tolist() == [1 - 2j]
+    r = minidl.tensor([1.0])
+    assert r.conj_physical_().tolist() == [1.0]
+
+
+def test_view_as_real_of_a_strided_tensor_is_a_view():
+    """view_as_real of a transposed or sliced complex tensor was a copy, so writes through it
+    were lost; torch's is always a view."""
+    a = _z(3, 4).astype(np.complex64)
+    for pick in (lambda z: z.t(), lambda z: z[:, ::2], lambda z: z[1, 2:3].reshape(())):
+        z = minidl.tensor(a.copy())
+        v = minidl.view_as_real(pick(z))
+        np.testing.assert_array_equal(v.numpy()[..., 0], pick(z).real.numpy())
+        np.testing.assert_array_equal(v.numpy()[..., 1], pick(z).imag.numpy())
+        v.mul_(2)
+        np.testing.assert_array_equal(pick(z).numpy(), 2 * pick(minidl.tensor(a)).numpy())
+    z = minidl.tensor(a, requires_grad=True)
+    (minidl.view_as_real(z.t()) ** 2).sum().backward()
+    np.testing.assert_allclose(z.grad.numpy(), 2 * a, rtol=1e-6)
+
+
+def test_view_as_complex_strides():
+    """view_as_complex copied a tensor whose pairs were not dense (a last dim of stride 2) where
+    torch refuses ('Tensor must have a last dimension with stride 1'), and copied a transposed
+    tensor of dense pairs, which torch views (writes went nowhere)."""
+    r = minidl.tensor(np.arange(8.0, dtype=np.float32).reshape(2, 4))
+    with pytest.raises(RuntimeError, match="last dimension with stride 1"):
+        minidl.view_as_complex(r[:, ::2])
+    pairs = minidl.tensor(np.arange(12.0, dtype=np.float32).reshape(3, 2, 2)).transpose(0, 1)
+    z = minidl.view_as_complex(pairs)
+    assert z.shape == (2, 3) and z.tolist()[0] == [0 + 1j, 4 + 5j, 8 + 9j]
+    z[0, 0] = 7 - 1j
+    assert pairs[0, 0].tolist() == [7.0, -1.0]
