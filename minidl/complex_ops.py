@@ -27,12 +27,13 @@ def real_pairs(a):
     """A complex array as real pairs (..., 2), always a view of its memory (as torch's
     view_as_real, whatever the strides): the parts' strides are the complex strides, and the
     pair's stride is one real item."""
-    real = a.real if a.ndim else a.reshape(1).real
-    shape, strides = real.shape, real.strides
-    if not a.ndim:
-        shape, strides = (), ()
-    xp = get_array_module(a)
-    return xp.lib.stride_tricks.as_strided(real, shape + (2,), strides + (real.itemsize,))
+    b = a.reshape(1) if a.ndim == 0 else a
+    try:  # the last dim dense: a plain view
+        return b.view(real_of(a.dtype)).reshape(a.shape + (2,))
+    except ValueError:
+        real = b.real
+        return get_array_module(a).lib.stride_tricks.as_strided(
+            real, a.shape + (2,), real.strides[:a.ndim] + (real.itemsize,))
 
 
 def _pairs_as_complex(a):

@@ -188,13 +188,19 @@ def _normalization_graph_grads(fn, g, axes, lead, param_shape, eps):
 
 # ---- linear -----------------------------------------------------------------------------
 class Linear(Function):
+    # complex x and w: the gradients take their conjugates (PyTorch's convention), saved so
+    complex_grad = True
+
     def forward(self, x, w, b=None):
         self.in_shape = x.shape
         x2 = x.reshape(-1, x.shape[-1])
         y = x2 @ w.T
         if b is not None:
             y += b
-        self.save_for_backward(x2, w)
+        if w.dtype.kind == "c":
+            self.save_for_backward(x2.conj(), w.conj())
+        else:
+            self.save_for_backward(x2, w)
         return y.reshape(x.shape[:-1] + (w.shape[0],))
 
     def backward(self, g):
@@ -208,8 +214,13 @@ class Linear(Function):
     def graph_backward(self, g, out):
         x, w = self.inputs[:2]
         g2 = g.reshape(-1, w.shape[0])
-        gx = (g2 @ w).reshape(self.in_shape) if x.requires_grad else None
-        gw = g2.transpose(0, 1) @ x.reshape(-1, w.shape[1]) if w.requires_grad else None
+        need_x, need_w = x.requires_grad, w.requires_grad
+        if w.data.dtype.kind == "c":
+            from .ops import Conj
+
+            x, w = Conj.apply(x), Conj.apply(w)
+        gx = (g2 @ w).reshape(self.in_shape) if need_x else None
+        gw = g2.transpose(0, 1) @ x.reshape(-1, w.shape[1]) if need_w else None
         gb = g2.sum(0) if len(self.inputs) > 2 else None
         return gx, gw, gb
 

@@ -59,6 +59,14 @@ def _fill(t, values, name):
     return _random_fill(t, values, name)
 
 
+def _refuse_complex_draws(name, t):
+    """torch has no integer-valued draws into a complex tensor (they would fill only the real
+    part)."""
+    if t.data.dtype.kind == "c":
+        raise DtypeError(f"{name}: not implemented for complex tensors (got dtype "
+                         f"{t.data.dtype})")
+
+
 def _rng(t, generator, name):
     """The NumPy generator a draw for ``t`` takes: ``generator``'s (of t's device) or the
     process-wide one."""
@@ -94,6 +102,7 @@ _UNSET = object()
 def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
     """Integers drawn uniformly from [from, to) (``random_(to)``: [0, to); ``to=None``: up to
     the largest integer the dtype holds exactly, also ``random_()``), as torch's ``random_``."""
+    _refuse_complex_draws("random_", self)
     if "from" in kwargs:  # random_(from=..., to=...), PyTorch's keyword
         from_ = kwargs.pop("from")
         if to is _UNSET:
@@ -134,6 +143,7 @@ def geometric_(self, p, *, generator=None):
     """Draws of the geometric distribution: the number of trials (1, 2, ...) up to the first
     success of probability ``p``."""
     p = _number("geometric_", "p", p)
+    _refuse_complex_draws("geometric_", self)
     if self.data.dtype == np.bool_:
         raise DtypeError("geometric_: not implemented for bool tensors")
     if not 0 < p < 1:

@@ -429,6 +429,9 @@ class Tensor:
         """Fill with draws uniform on [a, b) from minidl's seeded generator (PyTorch's
         ``uniform_(from, to)``), or from ``generator``; the in-place rules of ``copy_`` apply."""
         gen = backend.generator_rng(generator, self.device, "uniform_")
+        if self.data.dtype.kind == "c":  # each part uniform on [a, b), as torch's
+            parts = gen.uniform(a, b, self.shape + (2,))
+            return _random_fill(self, parts[..., 0] + 1j * parts[..., 1], "uniform_")
         return _random_fill(self, gen.uniform(a, b, self.shape), "uniform_")
 
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
@@ -436,6 +439,9 @@ class Tensor:
         if std < 0:
             raise ValueError(f"normal_ expects std >= 0.0, but found std {std}")
         gen = backend.generator_rng(generator, self.device, "normal_")
+        if self.data.dtype.kind == "c":  # each part N(mean, std**2 / 2), as torch's
+            parts = gen.standard_normal(self.shape + (2,)) * (std * np.sqrt(0.5)) + mean
+            return _random_fill(self, parts[..., 0] + 1j * parts[..., 1], "normal_")
         return _random_fill(self, gen.standard_normal(self.shape) * std + mean, "normal_")
 
     def bernoulli_(self, p=0.5, *, generator=None):
@@ -443,6 +449,9 @@ class Tensor:
         q = p.data if isinstance(p, Tensor) else p
         if not bool(((q >= 0) & (q <= 1)).all()) if hasattr(q, "shape") else not 0 <= q <= 1:
             raise ValueError(f"bernoulli_ expects p to be in [0, 1], but got p={p}")
+        if self.data.dtype.kind == "c":
+            raise ops.ComplexDtypeError(f"bernoulli_: not implemented for complex tensors (got "
+                                        f"dtype {self.data.dtype})")
         gen = backend.generator_rng(generator, self.device, "bernoulli_")
         return _random_fill(self, gen.random(self.shape) < p, "bernoulli_")
 

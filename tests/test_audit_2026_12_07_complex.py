@@ -220,3 +220,83 @@ def test_view_as_complex_strides():
     assert z.shape == (2, 3) and z.tolist()[0] == [0 + 1j, 4 + 5j, 8 + 9j]
     z[0, 0] = 7 - 1j
     assert pairs[0, 0].tolist() == [7.0, -1.0]
+
+
+@pytest.mark.parametrize("line_search", [None, "strong_wolfe"])
+def test_lbfgs_complex_parameters_as_real_pairs(line_search):
+    """LBFGS flattened a complex parameter as complex numbers (complex dot products in its
+    curvature pairs), so it went elsewhere than torch's, whose flat vectors hold the real and
+    imaginary parts (view_as_real)."""
+    torch = pytest.importorskip("torch")
+    w0, x0 = _z(3, 2, seed=3), _z(4, 2, seed=4)
+
+    def run(lib):
+        w = lib.tensor(w0.copy(), dtype=lib.complex128, requires_grad=True)
+        x = lib.tensor(x0.copy(), dtype=lib.complex128)
+        opt = lib.optim.LBFGS([w], lr=0.5, max_iter=5, line_search_fn=line_search)
+
+        def closure():
+            opt.zero_grad()
+            loss = ((x @ w.t()).abs() ** 2).sum() + (w.abs() ** 4).sum()
+            loss.backward()
+            return loss
+        for _ in range(2):
+            opt.step(closure)
+        return w.detach().numpy()
+    np.testing.assert_allclose(run(minidl), run(torch), rtol=1e-8, atol=1e-10)
+
+
+def test_linear_with_complex_weights_differentiates():
+    """F.linear / nn.Linear with complex input and weights refused to record a gradient
+    (ComplexGradError); torch differentiates it (x conj(W)-style adjoints)."""
+    from minidl.testing import gradgradcheck
+
+    def leaf(a):
+        return minidl.tensor(a, dtype=c128, requires_grad=True)
+    x, w, b = _z(2, 4, 3), _z(5, 3, seed=1), _z(5, seed=2)
+    f = minidl.nn.functional.linear
+    assert gradcheck(f, [leaf(x), leaf(w), leaf(b)])
+    assert gradgradcheck(f, [leaf(x), leaf(w), leaf(b)])
+
+
+def test_linear_with_complex_weights_matches_torch():
+    """The parity half of the test above: forward and the gradients of a real loss."""
+    torch = pytest.importorskip("torch")
+    arrays = (_z(2, 4, 3), _z(5, 3, seed=1), _z(5, seed=2))
+    ours = [minidl.tensor(a, dtype=c128, requires_grad=True) for a in arrays]
+    theirs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    y = minidl.nn.functional.linear(*ours)
+    ty = torch.nn.functional.linear(*theirs)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-12)
+    (y.abs() ** 3).sum().backward()
+    (ty.abs() ** 3).sum().backward()
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-10)
+
+
+def test_random_fills_of_complex_tensors():
+    """uniform_/normal_ (and nn.init's) filled only the real part of a complex tensor, and
+    nn.Linear(..., dtype=complex64) had weights with no imaginary part; torch draws both parts
+    (normal_: half the variance in each). random_/geometric_/bernoulli_, which torch refuses for
+    complex tensors, filled the real part."""
+    minidl.manual_seed(0)
+    z = minidl.zeros(20000, dtype=c128).uniform_(-1, 3)
+    for part in (z.real.numpy(), z.imag.numpy()):
+        assert part.min() >= -1 and part.max() < 3 and abs(part.mean() - 1) < 0.05
+    z = minidl.zeros(20000, dtype=c128).normal_(1.0, 2.0)
+    for part in (z.real.numpy(), z.imag.numpy()):
+        assert abs(part.mean() - 1) < 0.05 and abs(part.std() - 2 ** 0.5) < 0.05
+    w = minidl.zeros(20000, dtype=c64)
+    minidl.nn.init.normal_(w, 0.0, 2.0)
+    assert abs(w.imag.numpy().std() - 2 ** 0.5) < 0.05
+    minidl.nn.init.uniform_(w, 1.0, 2.0)
+    assert w.imag.numpy().min() >= 1.0
+    lin = minidl.nn.Linear(3, 4, dtype=c64)
+    assert lin.weight.dtype == c64 and (lin.weight.imag.numpy() != 0).all()
+    assert (lin.bias.imag.numpy() != 0).all() and lin.weight.requires_grad
+    bound = 1 / 3 ** 0.5
+    assert np.abs(lin.weight.real.numpy()).max() <= bound
+    for call in (lambda t: t.random_(0, 5), lambda t: t.geometric_(0.5),
+                 lambda t: t.bernoulli_(0.5)):
+        with pytest.raises(RuntimeError, match="complex"):
+            call(minidl.zeros(2, dtype=c64))

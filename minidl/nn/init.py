@@ -32,12 +32,25 @@ def _rng(t, generator, name):
     return generator_rng(generator, device_of(t.data), name)
 
 
+def _pairs(t, draw):
+    """Draws for ``t``: a complex tensor takes independent draws for its two parts (torch's
+    Tensor.uniform_/normal_ fill the real and imaginary parts alike)."""
+    if t.data.dtype.kind == "c":
+        parts = draw(tuple(t.shape) + (2,))
+        return parts[..., 0] + 1j * parts[..., 1]
+    return draw(tuple(t.shape))
+
+
 def uniform_(t, a=0.0, b=1.0, generator=None):
-    return _write(t, _rng(t, generator, "uniform_").uniform(a, b, t.shape))
+    gen = _rng(t, generator, "uniform_")
+    return _write(t, _pairs(t, lambda shape: gen.uniform(a, b, shape)))
 
 
 def normal_(t, mean=0.0, std=1.0, generator=None):
-    return _write(t, _rng(t, generator, "normal_").standard_normal(t.shape) * std + mean)
+    gen = _rng(t, generator, "normal_")
+    if t.data.dtype.kind == "c":  # half the variance in each part, as torch's
+        std = std * math.sqrt(0.5)
+    return _write(t, _pairs(t, lambda shape: gen.standard_normal(shape) * std + mean))
 
 
 def zeros_(t):

@@ -372,6 +372,12 @@ class Module:
             init(self, *args, **kw)
             if device is not None or dtype is not None:
                 self.to(device=device, dtype=dtype)
+                reset = getattr(self, "reset_parameters", None)
+                if dtype is not None and as_dtype(dtype).kind == "c" and callable(reset):
+                    # torch draws a complex layer's parameters as complex numbers (both parts
+                    # random); cast from real ones, their imaginary parts would all be 0
+                    with _autograd.no_grad():
+                        reset()
 
         extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None)
                  for n in ("device", "dtype")]

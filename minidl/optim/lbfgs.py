@@ -3,8 +3,14 @@ step or a strong-Wolfe line search."""
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..backend.dtypes import real_of
+from ..complex_ops import real_pairs
 from ..tensor import Tensor, enable_grad, no_grad
 from .optimizer import Optimizer, _check_finite, _count_changes
+
+
+def _flat(a):
+    return (real_pairs(a) if a.dtype.kind == "c" else a).ravel()
 
 
 def _cubic_minimum(x1, f1, g1, x2, f2, g2, bounds=None):
@@ -135,17 +141,20 @@ class LBFGS(Optimizer):
                              f"{group['line_search_fn']!r}")
 
     # ---- the parameters as one flat vector
+    # a complex parameter counts as its real pairs (view_as_real), as in torch's LBFGS: the
+    # flat vectors are real and their dot products the real inner product
     def _flat_grad(self):
         xp = get_array_module(self._params[0].data)
         return xp.concatenate([
-            p.grad.data.astype(p.data.dtype, copy=False).ravel() if p.grad is not None
-            else xp.zeros(p.data.size, p.data.dtype) for p in self._params])
+            _flat(p.grad.data.astype(p.data.dtype, copy=False)) if p.grad is not None
+            else _flat(xp.zeros(p.data.shape, p.data.dtype)) for p in self._params])
 
     def _add_to_params(self, step, direction):
         offset = 0
         for p in self._params:
-            n = p.data.size
-            p.data += step * direction[offset:offset + n].reshape(p.data.shape)
+            target = real_pairs(p.data) if p.data.dtype.kind == "c" else p.data
+            n = target.size
+            target += step * direction[offset:offset + n].reshape(target.shape)
             offset += n
 
     def _evaluate(self, closure):
@@ -279,7 +288,7 @@ class LBFGS(Optimizer):
         saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
         param = self._params[0].data
         xp = get_array_module(param)
-        size = sum(p.data.size for p in self._params)
+        size = sum(p.data.size * (2 if p.data.dtype.kind == "c" else 1) for p in self._params)
 
         def restore(key, value):
             if isinstance(value, (list, tuple)):
@@ -294,7 +303,7 @@ class LBFGS(Optimizer):
                 if value.size != size:
                     raise ValueError(f"LBFGS.load_state_dict: {key} holds {value.size} "
                                      f"numbers, the parameters {size}")
-                return xp.asarray(value).astype(param.dtype)
+                return xp.asarray(value).astype(real_of(param.dtype))
             if hasattr(value, "item"):
                 value = value.item()
             return int(value) if key in ("func_evals", "n_iter") else float(value)
