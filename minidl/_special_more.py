@@ -57,6 +57,9 @@ def _jy_series(xp, x):
     y1 = -_TWO_OVER_PI / x + _TWO_OVER_PI * log_half * j1 - x / (2 * math.pi) * y1s
     return j0, j1, y0, y1
 
+# erfc in float64, from minidl.special (which imports this module and sets it: one arrow)
+_erfc64 = None
+
 
 def _miller(xp, nu, x, neumann=False):
     """J_nu(x) and J_{nu+1}(x) for 1 < x < 30 by the backward recurrence
@@ -557,8 +560,6 @@ def _temme(xp, a, x, upper):
     """P(a, x) (or Q) for a > 1e6 by Temme's uniform asymptotic expansion (DLMF 8.12):
     Q = erfc(eta sqrt(a/2)) / 2 + e^(-a eta^2/2) / sqrt(2 pi a) (C0(eta) + C1(eta) / a), with
     eta^2 / 2 = lambda - 1 - log(lambda), lambda = x / a; its error is O(a^-2)."""
-    from .special import _erf_erfc64  # the gamma functions' module imports this one
-
     t = (x - a) / a
     eta = xp.sign(t) * xp.sqrt(-2 * _log1p_minus(xp, t))
     near = xp.abs(eta) < 1e-2
@@ -573,8 +574,8 @@ def _temme(xp, a, x, upper):
     r = xp.exp(-a * eta * eta / 2) / xp.sqrt(2 * math.pi * a) * (c0 + c1 / a)
     z = eta * math.sqrt(0.5) * xp.sqrt(a)
     if upper:
-        return 0.5 * _erf_erfc64(xp, z, "erfc") + r
-    return 0.5 * _erf_erfc64(xp, -z, "erfc") - r
+        return 0.5 * _erfc64(xp, z) + r
+    return 0.5 * _erfc64(xp, -z) - r
 
 
 def igamma(xp, a, x, upper, lgamma64):

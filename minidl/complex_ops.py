@@ -186,9 +186,7 @@ def is_complex(input):
 
 
 def _view(out, src):
-    from .tensor import _share_version
-
-    return _share_version(out, src)
+    return autograd.share_version(out, src)
 
 
 def real(input):
@@ -271,8 +269,6 @@ def complex(real, imag):  # noqa: A001  (torch.complex)
 
 def polar(abs, angle):  # noqa: A002  (torch.polar's argument names)
     """``abs * (cos(angle) + i sin(angle))`` from real tensors of one dtype, as torch.polar."""
-    from .math_ops import cos, sin
-
     for what, t in (("abs", abs), ("angle", angle)):
         if not isinstance(t, autograd.Tensor):
             raise TypeError(f"polar(): argument '{what}' must be a Tensor, not "
@@ -280,7 +276,7 @@ def polar(abs, angle):  # noqa: A002  (torch.polar's argument names)
     if abs.data.dtype != angle.data.dtype or abs.data.dtype not in (np.float32, np.float64):
         raise UnsupportedDtypeError(f"polar: expected abs and angle of one dtype, float32 or "
                                     f"float64, got {abs.data.dtype} and {angle.data.dtype}")
-    return complex(abs * cos(angle), abs * sin(angle))
+    return complex(abs * angle.cos(), abs * angle.sin())
 
 
 def view_as_real(input):

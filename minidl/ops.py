@@ -532,9 +532,7 @@ class Cast(Function):
 
     def graph_backward(self, g, out):
         if g.data.dtype.kind == "c" and self.source.kind != "c":
-            from .complex_ops import Real  # (complex_ops builds on this module)
-
-            g = Real.apply(g)
+            g = g.real  # (complex_ops builds on this module: through the Tensor's property)
         return Cast.apply(g, dtype=self.source)
 
 
@@ -1277,10 +1275,8 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
     if unbiased is not None and correction is not None:
         raise TypeError(f"{name}: pass unbiased or correction, not both")
     if x.data.dtype.kind == "c":  # the mean |z - mean|^2: the two parts' variances added
-        from .complex_ops import imag, real
-
-        total = var(real(x), dim, unbiased, keepdim, correction) + \
-            var(imag(x), dim, unbiased, keepdim, correction)
+        total = var(x.real, dim, unbiased, keepdim, correction) + \
+            var(x.imag, dim, unbiased, keepdim, correction)
         return total.sqrt() if name.startswith("std") else total
     if not is_floating(x.data.dtype):
         raise UnsupportedDtypeError(f"{name}: needs a floating-point tensor, got dtype "

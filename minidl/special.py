@@ -105,6 +105,9 @@ def _erf_erfc64(xp, x, want):
     return out
 
 
+_more._erfc64 = lambda xp, x: _erf_erfc64(xp, x, "erfc")  # for the incomplete gamma's tail
+
+
 def erf_array(x):
     """erf on an array of any float dtype (in its dtype)."""
     xp = get_array_module(x)

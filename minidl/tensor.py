@@ -1032,16 +1032,7 @@ def _times_alpha(t: Tensor, other, alpha, name):
     return other if alpha == 1 else other * alpha
 
 
-def _share_version(out, src):
-    """``out`` views ``src``'s memory (a slice, a reshape, detach()): one version count for
-    both, as in PyTorch, so an in-place change through either is seen by backward."""
-    if out.data is src.data or root_array(out.data) is root_array(src.data):
-        vc = src._vc
-        if vc is None:
-            vc = src._vc = [0, 0]
-        out._vc = vc
-        out._is_view = True
-    return out
+_share_version = autograd.share_version  # (defined beside root_array, for the op modules too)
 
 
 def bump_version(t):

@@ -732,6 +732,19 @@ def root_array(a):
     return a
 
 
+def share_version(out, src):
+    """``out`` views ``src``'s memory (a slice, a reshape, detach(), a complex tensor's real
+    part): one version count for both, as in PyTorch, so an in-place change through either is
+    seen by backward."""
+    if out.data is src.data or root_array(out.data) is root_array(src.data):
+        vc = src._vc
+        if vc is None:
+            vc = src._vc = [0, 0]
+        out._vc = vc
+        out._is_view = True
+    return out
+
+
 def check_versions(node, ctx, graph=False):
     """Refuse, as PyTorch does, a backward through an op whose saved array (one of its inputs,
     or its output, or a view of either) was changed in place after its forward pass: its

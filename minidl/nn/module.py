@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import warnings
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -15,6 +16,8 @@ from .. import autograd as _autograd
 from ..autograd import Function
 from ..tensor import Tensor, _is_dtype_like, bump_version, is_grad_enabled
 
+
+_compile_warned = False  # Module.compile's one warning per process
 
 class _BackwardHooks:
     """One call of a module with full backward hooks. The tensors it was given and the tensors
@@ -787,9 +790,12 @@ class Module:
     def compile(self, *args, **kwargs):
         """``torch.nn.Module.compile``'s place, in place: as ``minidl.compile(module)``, the
         module runs eagerly as it is (one warning per process says so); returns None."""
-        from ..runtime import compile as _compile
-
-        _compile(self, *args, **kwargs)
+        global _compile_warned
+        if not _compile_warned:
+            _compile_warned = True
+            warnings.warn("Module.compile: minidl has no graph compiler; the model runs "
+                          "eagerly, as it is (its CPU kernels are already compiled by numba)",
+                          UserWarning, stacklevel=2)
 
     def cuda(self, device=None):
         return self.to("cuda" if device is None or isinstance(device, int) else device)
