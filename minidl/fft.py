@@ -29,6 +29,10 @@ _NORMS = ("backward", "ortho", "forward")
 _SWAP = {"backward": "forward", "forward": "backward", "ortho": "ortho"}
 
 
+class FFTDimError(IndexError):
+    """A dim given for a 0-d tensor (PyTorch's IndexError)."""
+
+
 class FFTArgumentError(ValueError, RuntimeError):
     """A bad ``n``, ``s``, ``dim`` or ``norm`` (PyTorch raises RuntimeError; minidl's argument
     errors are ValueErrors; this is both)."""
@@ -185,7 +189,7 @@ def _input(name, x, want):
     return x
 
 
-def _axes_and_sizes(name, x, s, dim, default_all=True):
+def _axes_and_sizes(name, x, s, dim, allow_none=False):
     """(axes, sizes or None) from torch's ``s`` and ``dim``: dim None with s given means the
     last len(s) dims; both None all dims (or, for the 2-D forms, the caller's default)."""
     ndim = x.ndim
@@ -199,14 +203,17 @@ def _axes_and_sizes(name, x, s, dim, default_all=True):
                                        f"tensor only has {ndim} dimensions.")
     else:
         dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+        if ndim == 0 and dims:  # wrap_dim lets a 0-d tensor take dim 0 or -1; a transform not
+            raise FFTDimError(f"{name}: Dimension specified as {dims[0]} but tensor has no "
+                              "dimensions")
         axes = [wrap_dim(d, ndim, name) for d in dims]
         if len(set(axes)) != len(axes):
             raise FFTArgumentError(f"{name}: dims must be unique, got {tuple(dims)}")
         if s is not None and len(s) != len(axes):
             raise FFTArgumentError(f"{name}: When given, dim and shape arguments must have the "
                                    f"same length, got s={tuple(s)} and dim={tuple(dims)}")
-    if not axes:
-        raise FFTArgumentError(f"{name}: needs at least one dim to transform")
+    if not axes and not allow_none:
+        raise FFTArgumentError(f"{name} must transform at least one axis")
     sizes = None
     if s is not None:
         sizes = [int(n) for n in s]
@@ -219,7 +226,9 @@ def _axes_and_sizes(name, x, s, dim, default_all=True):
 def _c2c(name, x, s, dim, norm, inverse):
     norm = _norm(name, norm)
     x = _input(name, x, "complex")
-    axes, sizes = _axes_and_sizes(name, x, s, dim)
+    axes, sizes = _axes_and_sizes(name, x, s, dim, allow_none=True)
+    if not axes:  # no dims (dim=(), s=(), a 0-d fftn): the input as complex, as torch's
+        return x.clone()
     sizes = [x.shape[ax] if sizes is None or sizes[i] == -1 else sizes[i]
              for i, ax in enumerate(axes)]
     for ax, n in zip(axes, sizes):
@@ -257,7 +266,10 @@ def _c2r(name, x, s, dim, norm):
     return _C2R.apply(x, axes=tuple(axes), sizes=tuple(full), norm=norm)
 
 
-def _one(n, dim):
+def _one(name, n, dim):
+    """(s, dim) of a 1-D transform; its n, unlike an n-D transform's s, cannot be -1."""
+    if n is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n < 1:
+        raise FFTArgumentError(f"{name}: Invalid number of data points ({n}) specified")
     return (None if n is None else (n,)), (dim,)
 
 
@@ -265,13 +277,13 @@ def _one(n, dim):
 def fft(input, n=None, dim=-1, norm=None):
     """The 1-D discrete Fourier transform along ``dim`` (the input trimmed or zero-padded to
     ``n``)."""
-    s, d = _one(n, dim)
+    s, d = _one("fft", n, dim)
     return _c2c("fft", input, s, d, norm, inverse=False)
 
 
 def ifft(input, n=None, dim=-1, norm=None):
     """The inverse of fft."""
-    s, d = _one(n, dim)
+    s, d = _one("ifft", n, dim)
     return _c2c("ifft", input, s, d, norm, inverse=True)
 
 
@@ -293,14 +305,14 @@ def ifftn(input, s=None, dim=None, norm=None):
 
 def rfft(input, n=None, dim=-1, norm=None):
     """The fft of a real input: the n // 2 + 1 non-negative frequencies."""
-    s, d = _one(n, dim)
+    s, d = _one("rfft", n, dim)
     return _r2c("rfft", input, s, d, norm)
 
 
 def irfft(input, n=None, dim=-1, norm=None):
     """The inverse of rfft: a real signal of ``n`` (default 2 * (m - 1)) from a half
     spectrum of m entries."""
-    s, d = _one(n, dim)
+    s, d = _one("irfft", n, dim)
     return _c2r("irfft", input, s, d, norm)
 
 
@@ -323,13 +335,13 @@ def irfftn(input, s=None, dim=None, norm=None):
 def hfft(input, n=None, dim=-1, norm=None):
     """The fft of a Hermitian-symmetric signal given by its first half: a real spectrum of
     ``n`` (default 2 * (m - 1)) entries; the inverse of ihfft."""
-    s, d = _one(n, dim)
+    s, d = _one("hfft", n, dim)
     return hfftn(input, s, d, norm, _name="hfft")
 
 
 def ihfft(input, n=None, dim=-1, norm=None):
     """The inverse of hfft: the first n // 2 + 1 entries of ifft of a real signal."""
-    s, d = _one(n, dim)
+    s, d = _one("ihfft", n, dim)
     return ihfftn(input, s, d, norm, _name="ihfft")
 
 
