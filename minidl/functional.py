@@ -1856,6 +1856,8 @@ class Pad(Function):
     """Constant padding; a negative amount crops. Input element i of a dim lands at i + lo
     of the output, so forward and backward are one slice assignment each."""
 
+    complex_grad = True  # linear in x (the fill value is a constant)
+
     def forward(self, x, widths, value):
         src, dst, shape = [], [], []
         for n, (lo, hi) in zip(x.shape, widths):

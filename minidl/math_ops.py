@@ -74,7 +74,9 @@ class CumSum(Function):
 class CumProd(Function):
     """Running products. The gradient is exact with zeros present: before a slice's first
     zero it is ``sum_{j>=k} g_j y_j / x_k``; at the first zero, the products with that zero
-    left out; after it, 0."""
+    left out; after it, 0. Complex: the same with x and y conjugated (PyTorch's convention)."""
+
+    complex_grad = True
 
     def forward(self, a, dim):
         self.dim = dim
@@ -85,6 +87,8 @@ class CumProd(Function):
 
     def backward(self, g):
         a, y = self.saved
+        if a.dtype.kind == "c":  # every term is a product of them: conjugate once
+            a, y = a.conj(), y.conj()
         xp = get_array_module(g)
         d = self.dim
         zero = a == 0
@@ -102,6 +106,8 @@ class CumProd(Function):
         x = self.inputs[0]
         if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
             return first_order_only(self, g)
+        if x.data.dtype.kind == "c":
+            x, out = Conj.apply(x), Conj.apply(out)
         return _reverse_cumsum_graph(g * out, self.dim) / x
 
 
@@ -349,6 +355,8 @@ class Prod(Function):
     """The product over ``axes``. Its gradient is exact with zeros: y / x where a slice has
     none, the product of the others at a slice's only zero, and 0 where it has two or more."""
 
+    complex_grad = True  # the conjugate of the product of the others, PyTorch's convention
+
     def forward(self, a, axes, keepdim):
         self.axes, self.keepdim = axes, keepdim
         wide = accumulation_dtype(a)
@@ -367,14 +375,18 @@ class Prod(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             grad = xp.where(count == 0, y / xp.where(zero, 1, a),
                             xp.where(zero & (count == 1), others, 0))
+        if grad.dtype.kind == "c":
+            grad = grad.conj()
         return (g * grad).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
         if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
             return first_order_only(self, g)
-        return (expand_reduced(g, x.shape, self.axes, self.keepdim)
-                * expand_reduced(out, x.shape, self.axes, self.keepdim) / x)
+        others = expand_reduced(out, x.shape, self.axes, self.keepdim) / x
+        if others.data.dtype.kind == "c":
+            others = Conj.apply(others)
+        return expand_reduced(g, x.shape, self.axes, self.keepdim) * others
 
 
 def prod(input, dim=None, keepdim=False, *, dtype=None):

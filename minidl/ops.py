@@ -291,21 +291,31 @@ class PowTensor(Function):
         self.save_for_backward(a, b, y)
         return y
 
+    complex_grad = True  # g times the conjugate derivatives; the edges by the real part of b
+
     def backward(self, g):
         a, b, y = self.saved
         xp = get_array_module(a)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ga = xp.where(b == 0, 0, g * b * a ** (b - 1))
-            gb = xp.where((a == 0) & (b >= 0), 0, g * y * xp.log(a))
+            da = b * a ** (b - 1)
+            db = y * xp.log(a)
+            if a.dtype.kind == "c":
+                da, db = da.conj(), db.conj()
+            ga = xp.where(b == 0, 0, g * da)
+            gb = xp.where((a == 0) & (b.real >= 0), 0, g * db)
         return ga.astype(g.dtype, copy=False), gb.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         a, b = self.inputs
         ga = gb = None
         if a.requires_grad:
-            ga = keep_where(b.data != 0, g * b * PowTensor.apply(a, b - 1))
+            da = b * PowTensor.apply(a, b - 1)
+            da = Conj.apply(da) if da.data.dtype.kind == "c" else da
+            ga = keep_where(b.data != 0, g * da)
         if b.requires_grad:
-            gb = keep_where(~((a.data == 0) & (b.data >= 0)), g * out * Log.apply(a))
+            db = out * Log.apply(a)
+            db = Conj.apply(db) if db.data.dtype.kind == "c" else db
+            gb = keep_where(~((a.data == 0) & (b.data.real >= 0)), g * db)
         return ga, gb
 
 

@@ -324,3 +324,52 @@ def test_fft_edge_arguments_as_torch():
     leaf = minidl.tensor(np.ones(3, dtype=np.float64), requires_grad=True)
     (minidl.fft.fftn(leaf, dim=()) * 2j).imag.sum().backward()
     assert leaf.grad.tolist() == [2.0, 2.0, 2.0]
+
+
+def _cleaf(a):
+    return minidl.tensor(a, dtype=c128, requires_grad=True)
+
+
+_ZEROED = _z(2, 4, seed=5)
+_ZEROED[0, 1] = 0
+_ZEROED[1, 2] = _ZEROED[1, 3] = 0
+COMPLEX_GRAD_OPS = {  # name: (function, inputs)
+    "pow_tensor": (lambda a, b: a ** b, lambda: [_cleaf(_z(2, 3)), _cleaf(0.5 * _z(2, 3, seed=1))]),
+    "pow_real_base": (lambda a, b: a ** b, lambda: [
+        minidl.tensor(np.abs(_z(2, 3).real) + 0.2, dtype=minidl.float64, requires_grad=True),
+        _cleaf(_z(2, 3, seed=1))]),
+    "prod_dim": (lambda a: a.prod(1), lambda: [_cleaf(_z(2, 4))]),
+    "prod_all_with_a_zero": (lambda a: a.prod(), lambda: [_cleaf(_ZEROED[:1])]),
+    "cumprod": (lambda a: a.cumprod(1), lambda: [_cleaf(_z(2, 4))]),
+    "cumprod_with_zeros": (lambda a: a.cumprod(1), lambda: [_cleaf(_ZEROED)]),
+    "pad": (lambda a: minidl.nn.functional.pad(a, (1, 2)), lambda: [_cleaf(_z(2, 3))]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPLEX_GRAD_OPS))
+def test_complex_gradients_of_pow_prod_cumprod_pad(name):
+    """Tensor ** tensor, prod, cumprod and F.pad refused to record a gradient through complex
+    tensors (ComplexGradError) where torch differentiates them (g times the conjugate
+    derivative; pad is linear)."""
+    from minidl.testing import gradgradcheck
+
+    fn, inputs = COMPLEX_GRAD_OPS[name]
+    assert gradcheck(fn, inputs())
+    if "zero" not in name:  # at zeros, as for real inputs: first order only
+        assert gradgradcheck(fn, inputs())
+
+
+@pytest.mark.parametrize("name", sorted(COMPLEX_GRAD_OPS))
+def test_complex_gradients_of_pow_prod_cumprod_pad_match_torch(name):
+    """The parity half of the test above: values and gradients of a real loss as torch's."""
+    torch = pytest.importorskip("torch")
+    fn, inputs = COMPLEX_GRAD_OPS[name]
+    ours = inputs()
+    theirs = [torch.tensor(t.numpy(), requires_grad=True) for t in ours]
+    tfn = {"pad": lambda a: torch.nn.functional.pad(a, (1, 2))}.get(name, fn)
+    y, ty = fn(*ours), tfn(*theirs)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-12, atol=1e-14)
+    (y.abs() ** 3 + y.real).sum().backward()
+    (ty.abs() ** 3 + ty.real).sum().backward()
+    for a, t in zip(ours, theirs):
+        np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-12)
