@@ -1096,6 +1096,9 @@ def logcumsumexp(input, dim):
         raise TypeError(f"logcumsumexp(): argument 'input' must be a Tensor, not "
                         f"{type(input).__name__}")
     d = wrap_dim(dim, input.ndim, "logcumsumexp")
+    if input.data.dtype.kind == "c":  # torch has a kernel for these; minidl not yet
+        raise ComplexDtypeError(f"logcumsumexp: not implemented for complex tensors (got dtype "
+                                f"{input.data.dtype})")
     if not is_floating(input.data.dtype):
         raise DtypeNotImplemented(f"logcumsumexp: not implemented for {input.data.dtype} "
                                   "tensors (PyTorch has no kernel for them either)")

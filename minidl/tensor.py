@@ -1308,12 +1308,19 @@ def _root_gradient(t, gradient, name, create_graph=False):
         if t.data.size != 1:
             raise GradientShapeError(f"{name} without a gradient needs a scalar, got shape "
                                      f"{t.shape}; pass gradient= of the same shape")
+        if t.data.dtype.kind == "c":  # d(z)/d(z) is not a real loss's gradient
+            raise GradientDtypeError(f"{name}: grad can be implicitly created only for real "
+                                     f"scalar outputs but got {t.data.dtype}")
         ones = xp.ones_like(t.data)
         return Tensor(ones, dtype=ones.dtype) if create_graph else ones
     grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient)
     if grad.shape != t.data.shape:
         raise GradientShapeError(f"{name}: gradient shape {grad.shape} does not match tensor "
                                  f"shape {t.shape}")
+    if (grad.dtype.kind == "c") != (t.data.dtype.kind == "c"):
+        raise GradientDtypeError(f"{name}: for complex tensors, both the gradient and the "
+                                 f"output must be complex (or both real); got a gradient of "
+                                 f"dtype {grad.dtype} for an output of dtype {t.data.dtype}")
     if create_graph:
         if not isinstance(gradient, Tensor):
             return Tensor(grad.astype(t.data.dtype, copy=False))
@@ -1610,6 +1617,11 @@ def _note_host_range(t, source):
 class GradDtypeError(TypeError, RuntimeError):
     """requires_grad on a tensor that is not floating point: PyTorch raises RuntimeError,
     minidl's earlier versions TypeError; this is both."""
+
+
+class GradientDtypeError(TypeError, RuntimeError):
+    """A backward pass seeded with a complex gradient for a real output, a real one for a
+    complex output, or none for a complex scalar (PyTorch's RuntimeError)."""
 
 
 class GradientShapeError(ValueError, RuntimeError):

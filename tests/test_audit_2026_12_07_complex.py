@@ -373,3 +373,40 @@ def test_complex_gradients_of_pow_prod_cumprod_pad_match_torch(name):
     (ty.abs() ** 3 + ty.real).sum().backward()
     for a, t in zip(ours, theirs):
         np.testing.assert_allclose(a.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_backward_seeds_of_complex_outputs():
+    """backward() of a complex scalar started from 1 (d z / d z is no real loss's gradient),
+    and a complex gradient for a real output lost its imaginary part with a NumPy
+    ComplexWarning (a real one for a complex output was cast); torch refuses all three."""
+    z = minidl.tensor([1 + 2j, 3j], requires_grad=True)
+    with pytest.raises(RuntimeError, match="only for real scalar outputs"):
+        (z * 2).sum().backward()
+    with pytest.raises(RuntimeError, match="only for real scalar outputs"):
+        minidl.autograd.grad((z * 2).sum(), z)
+    with pytest.raises(RuntimeError, match="both the gradient and the output"):
+        z.abs().backward(minidl.tensor([1j, 1j]))
+    with pytest.raises(RuntimeError, match="both the gradient and the output"):
+        (z * 2).backward(minidl.tensor([1.0, 1.0]))
+    assert z.grad is None
+    (z * 2).backward(minidl.tensor([1, 1j], dtype=c128))  # another complex dtype: cast
+    assert z.grad.tolist() == [2, 2j] and z.grad.dtype == c64
+
+
+def test_full_with_a_complex_value_into_a_real_dtype():
+    """full/full_like with a complex value and a real dtype dropped the imaginary part
+    (NumPy's ComplexWarning); torch refuses it, and takes 1+0j."""
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        minidl.full((2,), 1j, dtype=minidl.int64)
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        minidl.full_like(minidl.ones(2), 2 - 1j)
+    assert minidl.full((2,), 3 + 0j, dtype=minidl.float32).tolist() == [3.0, 3.0]
+    assert minidl.full((1,), 1j).dtype == c64
+
+
+def test_logcumsumexp_of_complex_message():
+    """logcumsumexp of a complex tensor said 'PyTorch has no kernel for them either', which is
+    not so (torch 2.13 takes complex input); the refusal now names complex tensors only."""
+    with pytest.raises(NotImplementedError) as info:
+        minidl.logcumsumexp(minidl.tensor([1j, 2.0]), 0)
+    assert "complex" in str(info.value) and "PyTorch has no kernel" not in str(info.value)
