@@ -331,7 +331,7 @@ def addcmul(input, tensor1, tensor2, *, value=1):
 def addcdiv(input, tensor1, tensor2, *, value=1):
     """``input + value * tensor1 / tensor2``; two integer tensors are refused, as in PyTorch
     (its integer division here was removed)."""
-    if not (is_floating(tensor1.data.dtype) or is_floating(tensor2.data.dtype)):
+    if not any(is_floating(t.data.dtype) or t.data.dtype.kind == "c" for t in (tensor1, tensor2)):
         raise UnsupportedDtypeError("Integer division with addcdiv is no longer supported; "
                                     "use tensor1 / tensor2 or a floating-point tensor")
     return input + value * (tensor1 / tensor2)
@@ -799,7 +799,18 @@ class NanToNum(Function):
 
 def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
     """NaN as ``nan``, infinities as ``posinf``/``neginf`` (the dtype's largest and smallest
-    finite numbers when None)."""
+    finite numbers when None); a complex tensor's parts each, as torch's (which, as here, has
+    no gradient for it)."""
+    a = input.data
+    if a.dtype.kind == "c":
+        if input.requires_grad and autograd._grad_enabled:
+            raise autograd.ComplexGradError("nan_to_num does not support automatic "
+                                            "differentiation for outputs with complex dtype.")
+        info = np.finfo(a.dtype)
+        out = get_array_module(a).nan_to_num(
+            a, nan=nan, posinf=float(info.max) if posinf is None else posinf,
+            neginf=float(info.min) if neginf is None else neginf)
+        return autograd.Tensor(out.astype(a.dtype, copy=False))
     if not is_floating(input.data.dtype):
         return autograd.Tensor(input.data.copy())
     info = np.finfo(np.float32 if input.data.dtype.itemsize == 2 and input.data.dtype.kind != "f"
@@ -812,6 +823,9 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
 def nansum(input, dim=None, keepdim=False, *, dtype=None):
     """The sum with NaNs counted as 0 (their gradient is 0)."""
     x = input if dtype is None else input.to(as_dtype(dtype))
+    if x.data.dtype.kind == "c":  # as torch's (its NaNs would be summed, not skipped)
+        raise ComplexDtypeError(f"nansum: not implemented for complex tensors (got dtype "
+                                f"{x.data.dtype})")
     if is_floating(x.data.dtype):
         x = where(isnan(x), 0.0, x)
     return x.sum(dim=dim, keepdim=keepdim)

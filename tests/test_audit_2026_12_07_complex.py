@@ -410,3 +410,30 @@ def test_logcumsumexp_of_complex_message():
     with pytest.raises(NotImplementedError) as info:
         minidl.logcumsumexp(minidl.tensor([1j, 2.0]), 0)
     assert "complex" in str(info.value) and "PyTorch has no kernel" not in str(info.value)
+
+
+def test_nan_to_num_of_complex():
+    """nan_to_num of a complex tensor returned an untouched copy (NaN and infinities kept, and
+    the graph cut without a word); torch replaces them part by part and refuses to
+    differentiate it. nansum of a complex tensor summed its NaNs (torch refuses it)."""
+    values = [complex(np.nan, np.inf), complex(-np.inf, 1), complex(2, np.nan)]
+    big = float(np.finfo(np.float32).max)
+    got = minidl.nan_to_num(minidl.tensor(values))
+    assert got.dtype == c64 and got.tolist() == [complex(0, big), complex(-big, 1), 2 + 0j]
+    got = minidl.nan_to_num(minidl.tensor(values, dtype=c128), nan=1.0, posinf=2.0, neginf=-3.0)
+    assert got.tolist() == [1 + 2j, -3 + 1j, 2 + 1j]
+    with pytest.raises(RuntimeError, match="nan_to_num does not support automatic"):
+        minidl.nan_to_num(minidl.tensor(values, requires_grad=True))
+    with minidl.no_grad():
+        assert minidl.nan_to_num(minidl.tensor(values, requires_grad=True)).shape == (3,)
+    with pytest.raises(RuntimeError, match="nansum.*complex"):
+        minidl.nansum(minidl.tensor(values))
+
+
+def test_addcdiv_of_complex_tensors():
+    """addcdiv refused complex tensors with 'Integer division with addcdiv is no longer
+    supported' (a complex tensor is not an integer one); torch computes it."""
+    z = minidl.tensor([1j, 2], dtype=c128, requires_grad=True)
+    out = minidl.addcdiv(z, z, z + 2, value=0.5)
+    np.testing.assert_allclose(out.detach().numpy(), [1j + 0.5j / (2 + 1j), 2.25])
+    assert gradcheck(lambda a: minidl.addcdiv(a, a, a + 2, value=0.5), [z])
