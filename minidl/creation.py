@@ -76,11 +76,14 @@ def _complex_draws(draw, shape, dtype):
     return parts[..., 0] + 1j * parts[..., 1]
 
 
-def _number(name, what, x):
-    """A Python number from an int, a float or a one-element tensor (as torch takes them)."""
+def _number(name, what, x, complex_too=False):
+    """A Python number from an int, a float or a one-element tensor (as torch takes them);
+    a complex number too where ``complex_too``."""
     if isinstance(x, Tensor):
         x = x.item()
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+    kinds = (int, float, np.integer, np.floating) + ((complex, np.complexfloating)
+                                                     if complex_too else ())
+    if isinstance(x, bool) or not isinstance(x, kinds):
         raise TypeError(f"{name}: {what} must be a number, got {type(x).__name__}")
     return x.item() if isinstance(x, np.generic) else x
 
@@ -195,13 +198,21 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, requires
 def linspace(start, end, steps, *, dtype=None, requires_grad=False, device=None):
     """``steps`` evenly spaced values from start to end, both included (the default dtype unless given)."""
     device = _device(device)
-    start, end = _number("linspace", "start", start), _number("linspace", "end", end)
+    start = _number("linspace", "start", start, complex_too=True)
+    end = _number("linspace", "end", end, complex_too=True)
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
         raise TypeError(f"linspace: steps must be an int, got {type(steps).__name__}")
     if steps < 0:
         raise ValueError(f"linspace: steps must be >= 0, got {steps}")
-    values = np.linspace(start, end, int(steps), dtype=np.float64)
-    return Tensor(values.astype(_creation_dtype(dtype, default_float())), requires_grad=requires_grad,
+    default = default_float()
+    if isinstance(start, complex) or isinstance(end, complex):  # complex ends: complex values
+        default = scalar_dtype(1j)
+        if dtype is not None and as_dtype(dtype).kind != "c":
+            raise TypeError(f"linspace: inferred dtype {default} can't be safely cast to passed "
+                            f"dtype {as_dtype(dtype)}")
+    values = np.linspace(start, end, int(steps),
+                         dtype=np.complex128 if default.kind == "c" else np.float64)
+    return Tensor(values.astype(_creation_dtype(dtype, default)), requires_grad=requires_grad,
                   device=device)
 
 

@@ -437,3 +437,15 @@ def test_addcdiv_of_complex_tensors():
     out = minidl.addcdiv(z, z, z + 2, value=0.5)
     np.testing.assert_allclose(out.detach().numpy(), [1j + 0.5j / (2 + 1j), 2.25])
     assert gradcheck(lambda a: minidl.addcdiv(a, a, a + 2, value=0.5), [z])
+
+
+def test_linspace_with_complex_ends():
+    """linspace(0, 1j, 3) refused ('end must be a number, got complex'); torch spaces complex
+    ends in the default complex dtype, and refuses a real dtype for them."""
+    z = minidl.linspace(0, 1j, 3)
+    assert z.dtype == c64 and z.tolist() == [0j, 0.5j, 1j]
+    z = minidl.linspace(1 + 1j, 2, 3, dtype=c128)
+    assert z.dtype == c128 and z.tolist() == [1 + 1j, 1.5 + 0.5j, 2 + 0j]
+    with pytest.raises(TypeError, match="can't be safely cast"):
+        minidl.linspace(0, 1j, 3, dtype=minidl.float32)
+    assert minidl.linspace(0, 1, 3).dtype == minidl.float32
