@@ -17,7 +17,7 @@ from .backend import get_array_module, to_numpy
 from .autograd import first_order_only
 from .ops import (
     BadArgumentError, Expand, GetItem, GetItemGrad, UnsupportedDtypeError, Where, _is_number,
-    constant, keep_where, wrap_dim,
+    constant, fill_value, keep_where, wrap_dim,
 )
 
 
@@ -185,7 +185,7 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
     if src is not None and value is not None:
         raise TypeError(f"{name}: pass src or value, not both")
     if src is not None and not isinstance(src, autograd.Tensor):
-        if _is_number(src):
+        if _is_number(src) or isinstance(src, complex):
             src, value = None, src
         else:
             raise TypeError(f"{name}: src must be a Tensor, got {type(src).__name__}")
@@ -193,6 +193,8 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
     _tensor(index, name, "index")
     xp = get_array_module(input.data)
     if src is None:
+        if isinstance(value, (complex, np.complexfloating)):  # an imaginary part refused
+            value = fill_value(value, input.data.dtype, name)
         src = autograd.Tensor(xp.full(index.shape, value, dtype=input.data.dtype))
     if src.ndim != index.ndim:
         raise ValueError(f"{name}: src has {src.ndim} dims, index {index.ndim}; they must have "

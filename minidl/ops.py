@@ -697,7 +697,7 @@ def where(condition, input=None, other=None):
         return tuple(autograd.Tensor(i.astype(np.int64)) for i in found)
     _check_bool_tensor("where", "condition", condition)
     for what, x in (("input", input), ("other", other)):
-        if not (_is_tensor(x) or _is_number(x)):
+        if not (_is_tensor(x) or _is_number(x) or isinstance(x, complex)):
             raise TypeError(f"where: {what} must be a tensor or a number, got {_describe(x)}")
     dtype = result_type(input, other)
     xp = _array_module(condition, input, other)

@@ -22,6 +22,7 @@ from .ops import (
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
     refuse_complex, wrap_dim,
 )
+from .ops import fill_value as _fill_value
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
 
@@ -467,6 +468,9 @@ def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
 
 
 def new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad=False):
+    if isinstance(fill_value, (complex, np.complexfloating)):  # an imaginary part refused
+        fill_value = _fill_value(fill_value, self.data.dtype if dtype is None else
+                                 as_dtype(dtype), "new_full")
     return _new(self, lambda xp, s, dt: xp.full(s, fill_value, dtype=dt), (size,), dtype, device,
                 requires_grad)
 

@@ -449,3 +449,21 @@ def test_linspace_with_complex_ends():
     with pytest.raises(TypeError, match="can't be safely cast"):
         minidl.linspace(0, 1j, 3, dtype=minidl.float32)
     assert minidl.linspace(0, 1, 3).dtype == minidl.float32
+
+
+def test_complex_python_numbers_in_where_scatter_new_full():
+    """where(c, r, 1j) and scatter(dim, index, 7j) refused a Python complex ('must be a tensor
+    or a number'), and r.new_full(size, 1j) wrote 0 into a real tensor; torch promotes where
+    to complex, scatters the number, and refuses an imaginary part for a real tensor."""
+    r = minidl.tensor([1.0, -2.0, 3.0])
+    z = minidl.tensor([1 + 2j, 3 - 1j, 2j])
+    out = minidl.where(r > 0, r, 1j)
+    assert out.dtype == c64 and out.tolist() == [1 + 0j, 1j, 3 + 0j]
+    assert minidl.where(r > 0, 1j, 2j).tolist() == [1j, 2j, 1j]
+    assert z.scatter(0, minidl.tensor([0]), 7j).tolist() == [7j, 3 - 1j, 2j]
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        r.scatter(0, minidl.tensor([0]), 7j)
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        r.new_full((2,), 1j)
+    assert z.new_full((2,), 1j).tolist() == [1j, 1j]
+    assert r.new_full((1,), 2 + 0j).tolist() == [2.0]
