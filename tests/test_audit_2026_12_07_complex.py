@@ -467,3 +467,25 @@ def test_complex_python_numbers_in_where_scatter_new_full():
         r.new_full((2,), 1j)
     assert z.new_full((2,), 1j).tolist() == [1j, 1j]
     assert r.new_full((1,), 2 + 0j).tolist() == [2.0]
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])
+def test_clip_grad_norm_of_complex_gradients(norm_type):
+    """clip_grad_norm_ (and get_total_norm) cast complex gradients to real before taking
+    magnitudes (NumPy's ComplexWarning), so the norm ignored the imaginary parts and the
+    clipping was wrong; torch's norm is over |g|. clip_grad_value_ clipped the real parts of
+    complex gradients, which torch refuses (clamp of complex)."""
+    g0 = np.array([[3 + 4j, 1j], [-2 - 2j, 0.5]], dtype=np.complex64)
+    w = minidl.zeros(2, 2, dtype=c64, requires_grad=True)
+    w.grad = minidl.tensor(g0.copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        total = minidl.nn.utils.clip_grad_norm_([w], 1.0, norm_type=norm_type)
+    want = np.linalg.norm(np.abs(g0).ravel(), ord=norm_type)
+    assert total.dtype == minidl.float32
+    np.testing.assert_allclose(total.item(), want, rtol=1e-6)
+    np.testing.assert_allclose(w.grad.numpy(), g0 * min(1.0, 1.0 / (want + 1e-6)), rtol=1e-6)
+    np.testing.assert_allclose(minidl.nn.utils.get_total_norm([minidl.tensor(g0)],
+                                                            norm_type).item(), want, rtol=1e-6)
+    with pytest.raises(NotImplementedError, match="complex"):
+        minidl.nn.utils.clip_grad_value_([w], 0.1)

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
 from ..backend.dtypes import default_float
-from ..ops import cat
+from ..ops import cat, refuse_complex
 from ..tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_value_", "parameters_to_vector", "vector_to_parameters"]
@@ -51,10 +51,13 @@ def _vector_norm(a, p):
     entries are divided by the largest magnitude before the powers, so that neither overflows
     (float32 gradients of 1e20 square to inf) nor underflows; inf and NaN come through."""
     xp = get_array_module(a)
-    dtype = np.float64 if a.dtype == np.float64 else np.float32
+    dtype = np.float64 if a.dtype in (np.float64, np.complex128) else np.float32
     if a.size == 0:
         return xp.zeros((), dtype)
-    a = xp.abs(a.astype(dtype, copy=False)).reshape(-1)  # a fresh array, worked on in place
+    if a.dtype.kind == "c":  # the magnitudes (a cast first would drop the imaginary parts)
+        a = xp.abs(a).astype(dtype, copy=False).reshape(-1)
+    else:
+        a = xp.abs(a.astype(dtype, copy=False)).reshape(-1)  # a fresh array, worked on in place
     top = a.max()
     if p == math.inf:
         return xp.asarray(top)
@@ -113,6 +116,8 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
     where = "clip_grad_value_"
     grads = _grads(parameters, where)
     clip_value = _number(where, "clip_value", clip_value)
+    for g in grads:
+        refuse_complex("clamp", g.data)  # as torch's (NumPy would clip the real parts)
     for g in grads:
         xp = get_array_module(g.data)
         xp.clip(g.data, -clip_value, clip_value, out=g.data)
