@@ -14,7 +14,7 @@ output size, its backward torch's formulas for the input and the weight gradient
 2*B*H*L*S*(E + Ev) forward and twice that backward (torch's formula; torch 2.13's CPU build
 leaves its CPU attention kernel uncounted, so there its totals lack this). Elementwise ops, reductions, norms and
 softmax are not counted (they are not in torch's either). minidl's fused ops are counted as
-the products they do: an einsum of two operands as its batched product, a recurrent layer
+the products they do: an einsum as torch's pairwise batched products (bmm), a recurrent layer
 (LSTM, GRU, RNN) as its per-step products with the hidden weights (its input projection is a
 linear op, counted as such).
 """
@@ -82,30 +82,47 @@ def _sdpa(q_shape, k_shape, v_shape):
     return 2 * b * length * s * (e + ev)
 
 
-def _einsum(terms, shapes):
-    if len(terms) != 2:
-        return 0
+def _einsum(terms, shapes, out, needs=None):
+    """torch's einsum contracts its operands left to right, one batched product (bmm) per
+    pair that sums over a shared letter (a pair without one is a plain multiply, uncounted);
+    letters no later operand nor the output needs are summed away first. ``needs``: which
+    operands take a gradient (count the backward: one product per side that needs one)."""
     sizes = {}
     for term, shape in zip(terms, shapes):
         for letter, n in zip(term, shape):
             sizes[letter] = max(sizes.get(letter, 1), int(n))
-    return 2 * _prod(sizes.values())
+    flops, cur = 0, set(terms[0])
+    left_needs = bool(needs and needs[0])
+    for i in range(1, len(terms)):
+        later = set(out).union(*terms[i + 1:])
+        nxt = set(terms[i])
+        cur, nxt = {c for c in cur if c in nxt or c in later}, \
+            {c for c in nxt if c in cur or c in later}
+        if (cur & nxt) - later:
+            f = 2 * _prod(sizes[c] for c in cur | nxt)
+            flops += f if needs is None else f * (left_needs + bool(needs[i]))
+        left_needs = left_needs or bool(needs and needs[i])
+        cur = (cur | nxt) & later
+    return flops
 
 
 def _needs(ctx, i):
     return len(ctx.inputs) > i and ctx.inputs[i].requires_grad
 
 
-def op_flops(fn, in_shapes, out_shape, backward=False):
+def op_flops(fn, in_shapes, out_shape, backward=False, contiguous=True):
     """(name, FLOPs) of one run of op ``fn`` (a Function instance, whose attributes its forward
     set) on inputs of ``in_shapes`` with output ``out_shape``; its backward if ``backward``.
-    (None, 0) for ops that are not counted."""
+    ``contiguous``: whether the first input is C-contiguous (it picks torch's name for a
+    linear op). (None, 0) for ops that are not counted."""
     kind = type(fn).__name__
     if kind == "Linear":
         x, w = in_shapes[0], in_shapes[1]
         f = 2 * _prod(x[:-1]) * x[-1] * w[0]
-        if not backward:  # torch: addmm for a matrix input with a bias, else a folded mm
-            return ("addmm" if len(in_shapes) > 2 and len(x) == 2 else "mm"), f
+        if not backward:  # torch: with a bias, addmm for a matrix or a contiguous input (of
+            # any rank, flattened to a matrix), else a product (mm) and an add
+            fused = len(in_shapes) > 2 and (len(x) == 2 or contiguous)
+            return ("addmm" if fused else "mm"), f
         return "mm", f * (_needs(fn, 0) + _needs(fn, 1))
     if kind == "MatMul":
         f = _mm(in_shapes[0], in_shapes[1])
@@ -129,11 +146,11 @@ def op_flops(fn, in_shapes, out_shape, backward=False):
             e = e3 // 3
             f = 2 * n * length * length * 2 * e
         return "scaled_dot_product_attention", (2 * f if backward else f)
-    if kind == "Einsum":
-        f = _einsum(fn.terms, in_shapes)
+    if kind == "Einsum":  # torch's einsum runs as batched products: counted as bmm
         if not backward:
-            return "einsum", f
-        return "einsum", f * sum(_needs(fn, i) for i in range(len(in_shapes)))
+            return "bmm", _einsum(fn.terms, in_shapes, fn.out)
+        return "bmm", _einsum(fn.terms, in_shapes, fn.out,
+                              [_needs(fn, i) for i in range(len(in_shapes))])
     if kind in ("LSTMRecurrence", "RNNRecurrence", "Recurrence"):
         steps, batch = in_shapes[0][0], in_shapes[0][1]
         rest = in_shapes[2:]
@@ -176,7 +193,17 @@ class FlopCounterMode:
         return self
 
     def __exit__(self, *exc):
-        autograd._profiler_hook, self._prev = self._prev, None
+        # leave the stack of hooks wherever this counter is in it: a profiler or counter
+        # entered after it may still be running (or have stopped already)
+        hook = autograd._profiler_hook
+        if hook is self:
+            autograd._profiler_hook = self._prev
+        while isinstance(hook, FlopCounterMode):
+            if hook._prev is self:
+                hook._prev = self._prev
+                break
+            hook = hook._prev
+        self._prev = None
         self._active = False
         if self.display:
             print(self.get_table(self.depth))
@@ -201,8 +228,10 @@ class FlopCounterMode:
         modules = self._modules_now()
         fn._flop_modules = modules  # its backward counts toward the same modules
         first = out[0] if isinstance(out, tuple) else out
+        flags = getattr(tensors[0].data, "flags", None) if tensors else None
         name, flops = op_flops(fn, [tuple(t.data.shape) for t in tensors],
-                               tuple(getattr(first, "shape", ())))
+                               tuple(getattr(first, "shape", ())),
+                               contiguous=flags is None or bool(flags.c_contiguous))
         self._add(name, flops, modules)
         return out
 
