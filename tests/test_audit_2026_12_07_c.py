@@ -95,3 +95,95 @@ def test_counter_inside_a_scheduled_profile_and_profile_inside_a_counter():
     with profile() as p:  # raised before: the stopped recorder was still installed
         m(x)
     assert [e.name for e in p.events()] == ["Linear"]
+
+
+# ---- futures and jit ---------------------------------------------------------------------------
+def test_future_then_completes_when_its_future_is_set():
+    """Future.then's future completed only when it was waited on: after set_result on the
+    first, torch's chained future is done (its callback has run), minidl's was not."""
+    from minidl.futures import Future
+
+    seen = []
+    f = Future()
+    g = f.then(lambda fut: seen.append(fut.value()) or fut.value() + 1)
+    h = g.then(lambda fut: fut.value() * 10)
+    bad = f.then(lambda fut: 1 / 0)
+    assert not g.done()
+    f.set_result(1)
+    assert seen == [1] and g.done() and h.done() and bad.done()
+    assert g.value() == 2 and h.wait() == 20
+    with pytest.raises(ZeroDivisionError):
+        bad.wait()
+
+
+def test_jit_final_annotation_and_script_if_tracing_and_isinstance():
+    """``x: torch.jit.Final[int]`` in a class body raised TypeError ('type' object is not
+    subscriptable: Final was ``object``); torch.jit.script_if_tracing and torch.jit.isinstance
+    were missing."""
+    from typing import Dict, List, Optional, Tuple
+
+    from minidl import jit
+
+    class M(nn.Module):
+        scale: jit.Final[int] = 3
+
+    assert M.scale == 3
+
+    @jit.script_if_tracing
+    def double(x):
+        return x * 2
+    assert double(2) == 4
+    assert jit.isinstance([1, 2], List[int]) and not jit.isinstance([1, "a"], List[int])
+    assert jit.isinstance({"a": 1}, Dict[str, int]) and not jit.isinstance({"a": 1.0},
+                                                                            Dict[str, int])
+    assert jit.isinstance(None, Optional[int]) and jit.isinstance(3, Optional[int])
+    assert jit.isinstance((1, "a"), Tuple[int, str]) and not jit.isinstance((1, 2),
+                                                                            Tuple[int, str])
+    assert jit.isinstance(minidl.ones(1), minidl.Tensor) and not jit.isinstance(1, str)
+
+
+# ---- multi-rank (mpiexec -n 2) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audit_run(tmp_path_factory):
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_distributed import MPIEXEC, run_mpi
+
+    if not minidl.distributed.is_available() or MPIEXEC is None:
+        pytest.skip("needs mpi4py and an mpiexec")
+    out = tmp_path_factory.mktemp("audit")
+    worker = Path(__file__).parent / "_dist_audit_worker.py"
+    rc, so, se, _ = run_mpi([worker, "audit", out], timeout=90)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    return [json.loads((out / f"audit.rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_broadcast_reduce_and_send_need_a_source_or_destination(audit_run):
+    """broadcast, reduce, send and isend without src/dst silently used world rank 0; torch
+    raises ("Must specify global_rank or group_rank") because they have no default (gather,
+    scatter and the object collectives default to 0 in both)."""
+    for r in audit_run:
+        assert r["broadcast_no_src"].startswith("ValueError: broadcast: give src")
+        assert r["reduce_no_dst"].startswith("ValueError: reduce: give dst")
+        assert r["send_no_dst"].startswith("ValueError: send: give dst")
+        assert r["isend_no_dst"].startswith("ValueError: isend: give dst")
+
+
+def test_new_group_with_local_synchronization_is_called_by_its_members_only(audit_run):
+    """new_group(ranks, use_local_synchronization=True) ignored the flag: it split the world
+    communicator, which every rank had to join, so a group made by its members alone (as
+    torch allows) hung until the job was aborted."""
+    r0, r1 = audit_run
+    assert r1["local_group"] == [[1], 5.0] and "local_group" not in r0
+    assert r0["world_after"] == r1["world_after"] == 2.0
+
+
+def test_zero_partition_carries_rank_totals_across_param_groups(audit_run):
+    """ZeroRedundancyOptimizer shared out each parameter group from zero, so with one
+    parameter per group (per-layer learning rates) every parameter went to rank 0 and the
+    state was not divided at all; torch's greedy partition carries the totals across groups."""
+    for r in audit_run:
+        assert r["zero_owners"] == [0, 1, 0, 1]

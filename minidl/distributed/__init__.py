@@ -297,8 +297,9 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
               use_local_synchronization=False, group_desc=None):
     """A process group of the world ranks ``ranks`` (all of them if None), which every rank of
     the world must call, in the same order as the other ranks' calls (as torch's). Ranks
-    outside it get ``GroupMember.NON_GROUP_MEMBER``. ``backend``: the world's by default;
-    'mpi'/'gloo' runs a group on MPI under an NCCL world."""
+    outside it get ``GroupMember.NON_GROUP_MEMBER``. With ``use_local_synchronization=True``
+    only the ranks in ``ranks`` need to call it (as torch's). ``backend``: the world's by
+    default; 'mpi'/'gloo' runs a group on MPI under an NCCL world."""
     world = _require("new_group")
     size = world.size
     members = list(range(size)) if ranks is None else [int(r) for r in ranks]
@@ -313,7 +314,7 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
     base = world
     if backend is not None and _parse_backend(backend) == "mpi" and world.name == "nccl":
         base = world.mpi
-    impl = base.subgroup(members)
+    impl = base.subgroup(members, bool(use_local_synchronization))
     if timeout is not None and impl is not None:
         seconds = timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout
         _set_timeout(impl, float(seconds))
@@ -379,10 +380,16 @@ def get_global_rank(group, group_rank) -> int:
     return pg._ranks[int(group_rank)]
 
 
-def _peer(pg, global_rank, group_rank, name, what):
-    """The group-local rank of a ``src``/``dst`` given as a world rank or a group rank."""
+def _peer(pg, global_rank, group_rank, name, what, required=False):
+    """The group-local rank of a ``src``/``dst`` given as a world rank or a group rank; when
+    neither is given, world rank 0 (torch's default for gather, scatter and the object
+    collectives), or a ValueError where torch requires one (``required``: broadcast, reduce,
+    send)."""
     if global_rank is not None and group_rank is not None:
         raise ValueError(f"{what}: give {name} or group_{name}, not both")
+    if required and global_rank is None and group_rank is None:
+        raise ValueError(f"{what}: give {name} (a world rank) or group_{name} (a rank in the "
+                         "group); it has no default")
     if group_rank is not None:
         r = int(group_rank)
         if not 0 <= r < pg.size():
@@ -547,7 +554,7 @@ def reduce(tensor, dst=None, op="sum", group=None, async_op=False, group_dst=Non
     op = _op(op, arr, "reduce")
     if pg is None:
         return _skipped(async_op)
-    root = _peer(pg, dst, group_dst, "dst", "reduce")
+    root = _peer(pg, dst, group_dst, "dst", "reduce", required=True)
     _agree(pg, "reduce", arr, op, root)
     return _complete(pg._impl.reduce(arr, op, root), async_op, [tensor])
 
@@ -558,7 +565,7 @@ def broadcast(tensor, src=None, group=None, async_op=False, group_src=None):
     arr = _array(tensor, "broadcast")
     if pg is None:
         return _skipped(async_op)
-    root = _peer(pg, src, group_src, "src", "broadcast")
+    root = _peer(pg, src, group_src, "src", "broadcast", required=True)
     _agree(pg, "broadcast", arr, root=root)
     return _complete(pg._impl.broadcast(arr, root), async_op, [tensor])
 
@@ -783,7 +790,7 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
 
 # ---- point to point ---------------------------------------------------------------------------
 def _p2p_peer(pg, peer, group_peer, name, what):
-    r = _peer(pg, peer, group_peer, name, what)
+    r = _peer(pg, peer, group_peer, name, what, required=True)
     if r == pg.rank():
         raise ValueError(f"{what}: Invalid {'destination' if name == 'dst' else 'source'} rank: "
                          f"{'destination' if name == 'dst' else 'source'} rank should not be "
@@ -791,13 +798,13 @@ def _p2p_peer(pg, peer, group_peer, name, what):
     return r
 
 
-def isend(tensor, dst=None, group=None, tag=0, group_dst=None):
+def isend(tensor, dst=None, group=None, tag=0, group_dst=None, _what="isend"):
     """Start sending ``tensor`` to rank ``dst``; returns a Work to ``wait()`` on."""
-    pg = _pg(group, "isend")
-    arr = _array(tensor, "isend")
+    pg = _pg(group, _what)
+    arr = _array(tensor, _what)
     if pg is None:
         return None
-    r = _p2p_peer(pg, dst, group_dst, "dst", "isend")
+    r = _p2p_peer(pg, dst, group_dst, "dst", _what)
     return Work(pg._impl.send(arr, r, int(tag)), [tensor])
 
 
@@ -831,7 +838,7 @@ class _Mapped:
 
 def send(tensor, dst=None, group=None, tag=0, group_dst=None):
     """Send ``tensor`` to rank ``dst`` and wait until it has gone."""
-    work = isend(tensor, dst, group, tag, group_dst)
+    work = isend(tensor, dst, group, tag, group_dst, _what="send")
     if work is not None:
         work.wait()
 

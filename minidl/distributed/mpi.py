@@ -55,10 +55,20 @@ class MPIGroup:
 
         atexit.register(self.leave)  # runs before mpi4py's MPI_Finalize (registered earlier)
 
-    def subgroup(self, ranks):
+    def subgroup(self, ranks, local=False):
         """A group of ``ranks`` (ranks of this group, in that order), or None on a rank not in
-        it. Every rank of this group must call it, as torch's new_group."""
+        it. Every rank of this group must call it, as torch's new_group; with ``local``
+        (torch's use_local_synchronization) only the ranks in it do (MPI_Comm_create_group)."""
         MPI = self.MPI
+        if local:
+            if self.rank not in ranks:
+                return None
+            everyone = self.comm.Get_group()
+            members = everyone.Incl(list(ranks))
+            comm = self.comm.Create_group(members)
+            members.Free()
+            everyone.Free()
+            return MPIGroup(self.timeout, comm=comm, parent=self)
         color = 0 if self.rank in ranks else MPI.UNDEFINED
         key = ranks.index(self.rank) if self.rank in ranks else 0
         comm = self.comm.Split(color, key)
