@@ -187,3 +187,43 @@ def test_zero_partition_carries_rank_totals_across_param_groups(audit_run):
     state was not divided at all; torch's greedy partition carries the totals across groups."""
     for r in audit_run:
         assert r["zero_owners"] == [0, 1, 0, 1]
+
+
+def _tracked_net(torch_nn):
+    class Block(torch_nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.fc2 = torch_nn.Linear(4, 4), torch_nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc2(self.fc(x))
+
+    class Net(torch_nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = Block()
+            self.seq = torch_nn.Sequential(torch_nn.Linear(4, 4), Block())
+
+        def forward(self, x):
+            x = self.block(x)
+            x = self.seq[1].fc(x)  # a grandchild called from the root
+            x = self.block.fc(x)   # a module called a second time, from elsewhere
+            return self.seq(x)
+    return Net()
+
+
+def test_flop_counter_names_modules_by_their_path_wherever_they_are_called_from():
+    """A module called from a module other than its parent (self.seq[1].fc(x) in the root's
+    forward) was counted as '<caller>.Linear', lumping different modules together; torch
+    names every module by its path from the outermost one (Net.seq.1.fc)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode as TorchCounter
+
+    x = np.ones((2, 4), np.float32)
+    with TorchCounter(display=False) as tc:
+        _tracked_net(torch.nn)(torch.tensor(x))
+    with FlopCounterMode(display=False) as mc:
+        _tracked_net(nn)(minidl.tensor(x))
+    want = {m: sum(ops.values()) for m, ops in tc.get_flop_counts().items()}
+    assert {m: sum(ops.values()) for m, ops in mc.get_flop_counts().items()} == want
+    assert want["Net.seq.1.fc"] == 128

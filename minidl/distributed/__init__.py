@@ -511,6 +511,7 @@ _KINDS = ("all_reduce", "reduce", "broadcast", "all_gather", "all_gather_into_te
           "all_to_all", "barrier", "all_gather_object", "gather_object", "broadcast_object_list",
           "scatter_object_list")
 CHECK_ARGUMENTS = os.environ.get("MINIDL_DIST_CHECKS", "1") != "0"
+_AGREE_LEN = 6  # the values _agree compares: kind, size, dtype, op, root, one extra
 
 
 def _agree(pg, what, arr=None, op=None, root=None, extra=()):
@@ -523,6 +524,9 @@ def _agree(pg, what, arr=None, op=None, root=None, extra=()):
 
     values = [_KINDS.index(what), -1, -1, -1 if op is None else OPS.index(op),
               -1 if root is None else int(root), *extra]
+    # one length for every collective: ranks in different collectives must still run an
+    # all-reduce of one count (MPI has no meaning for one of mismatched counts)
+    values += [-1] * (_AGREE_LEN - len(values))
     describe = what
     if arr is not None:
         values[1], values[2] = int(arr.size), zlib.crc32(str(arr.dtype).encode()) & 0xFFFFFFF

@@ -179,7 +179,7 @@ class FlopCounterMode:
                                       "minidl.utils.flop_counter.op_flops")
         self.display, self.depth = display, depth
         self.flop_counts = defaultdict(lambda: defaultdict(int))
-        self._path, self._module_stack = [], []
+        self._path, self._module_stack, self._names = [], [], {}
         self._prev = None
         self._active = False
 
@@ -217,7 +217,7 @@ class FlopCounterMode:
             self.flop_counts[m][name] += flops
 
     def _modules_now(self):
-        return [".".join(self._path[:i + 1]) for i in range(len(self._path))]
+        return list(self._path)
 
     def forward(self, fn, tensors, kwargs):
         prev = self._prev
@@ -249,12 +249,20 @@ class FlopCounterMode:
         return autograd.run_custom_forward(cls, ctx, args, kwargs)
 
     def module_call(self, module, call, args, kwargs):
-        if self._path:
-            parent = self._module_stack[-1]
-            name = next((k for k, m in parent._modules.items() if m is module),
-                        type(module).__name__)
+        """Counts toward every module being called; each is named by its path from the
+        outermost one ("Net.seq.1.fc", as torch's), wherever it is called from."""
+        if not self._path:
+            root = type(module).__name__
+            self._names = {id(m): f"{root}.{n}" if n else root
+                           for n, m in module.named_modules()}
+            name = root
         else:
-            name = type(module).__name__
+            name = self._names.get(id(module))
+            if name is None:  # not part of the outermost module: named under its caller
+                parent = self._module_stack[-1]
+                child = next((k for k, m in parent._modules.items() if m is module),
+                             type(module).__name__)
+                name = f"{self._path[-1]}.{child}"
         self._path.append(name)
         self._module_stack.append(module)
         try:
@@ -264,6 +272,8 @@ class FlopCounterMode:
         finally:
             self._path.pop()
             self._module_stack.pop()
+            if not self._path:
+                self._names = {}
 
     def run(self, name, fn, /, *args, **kwargs):
         if self._prev is not None:
