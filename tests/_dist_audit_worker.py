@@ -36,6 +36,14 @@ def case_audit(rank, world):
     z = minidl.tensor([1.0])
     dist.all_reduce(z)
     out["world_after"] = float(z.item())
+    # a failed receive (a shorter message than the tensor) stays failed on a second wait
+    if rank == 0:
+        dist.send(minidl.tensor([1.0, 2.0]), dst=1)
+    else:
+        work = dist.irecv(minidl.zeros(4), src=0)
+        first = _catch(work.wait)
+        out["failed_recv"] = [first, _catch(work.wait), work.is_completed(), work.is_success(),
+                              type(work.exception()).__name__]
     # ZeRO: many one-parameter groups still spread over the ranks
     from minidl.distributed.optim import ZeroRedundancyOptimizer
 
@@ -49,7 +57,8 @@ def case_audit(rank, world):
 def main():
     case, outdir = sys.argv[1], sys.argv[2]
     os.environ.setdefault("MINIDL_DIST_TIMEOUT", "30")
-    dist.init_process_group(backend="mpi", timeout=30)
+    # -1: torch's defaults for "from the environment"
+    dist.init_process_group(backend="mpi", timeout=30, world_size=-1, rank=-1)
     rank, world = dist.get_rank(), dist.get_world_size()
     if case == "audit":
         result = case_audit(rank, world)

@@ -227,3 +227,19 @@ def test_flop_counter_names_modules_by_their_path_wherever_they_are_called_from(
     want = {m: sum(ops.values()) for m, ops in tc.get_flop_counts().items()}
     assert {m: sum(ops.values()) for m, ops in mc.get_flop_counts().items()} == want
     assert want["Net.seq.1.fc"] == 128
+
+
+def test_init_process_group_takes_torchs_minus_one_for_world_size_and_rank(audit_run):
+    """init_process_group(world_size=-1, rank=-1) (torch's defaults, which scripts pass on
+    meaning "from the environment") raised 'world_size=-1 but the MPI launcher started 2
+    ranks'; the worker initialises that way."""
+    assert [r["world_after"] for r in audit_run] == [2.0, 2.0]
+
+
+def test_a_failed_work_stays_failed(audit_run):
+    """A Work whose operation failed (a receive of a shorter message) raised once, then a
+    second wait() returned True and is_success() was True; now every wait raises the same
+    error, is_success() is False and exception() returns it (as torch's)."""
+    first, second, completed, success, exc = audit_run[1]["failed_recv"]
+    assert first.startswith("ValueError: recv: the message from rank 0 holds 8 bytes")
+    assert second == first and completed and not success and exc == "ValueError"

@@ -145,9 +145,9 @@ def _parse_backend(backend):
 def init_process_group(backend="mpi", init_method=None, timeout=None, world_size=None,
                        rank=None, store=None, device_id=None, **_ignored):
     """Join the job's process group. ``backend`` is "mpi", "nccl" or "gloo" (runs on MPI);
-    ``world_size`` and ``rank``, if given, must agree with what the MPI launcher assigned (they
-    are not chosen here). ``init_method``: None or "env://" (rank and world size come from the
-    MPI launcher either way). ``timeout``: seconds a collective may wait before the job is
+    ``world_size`` and ``rank``, if given (-1, torch's default, means not given), must agree
+    with what the MPI launcher assigned (they are not chosen here). ``init_method``: None or
+    "env://" (rank and world size come from the MPI launcher either way). ``timeout``: seconds a collective may wait before the job is
     aborted (default 1800; a ``datetime.timedelta`` works too)."""
     global _group, _world
     if _group is not None:
@@ -185,10 +185,10 @@ def init_process_group(backend="mpi", init_method=None, timeout=None, world_size
             f"init_process_group: WORLD_SIZE={torchrun_world} in the environment (torchrun?) but "
             "this process was not started by an MPI launcher, so it would train alone; launch "
             f"with `mpiexec -n {torchrun_world} python ...` instead")
-    if world_size is not None and int(world_size) != group.size:
+    if world_size is not None and int(world_size) != -1 and int(world_size) != group.size:
         raise ValueError(f"init_process_group: world_size={world_size} but the MPI launcher "
                          f"started {group.size} ranks (mpiexec -n sets it)")
-    if rank is not None and int(rank) != group.rank:
+    if rank is not None and int(rank) != -1 and int(rank) != group.rank:
         raise ValueError(f"init_process_group: rank={rank} but the MPI launcher made this "
                          f"process rank {group.rank}")
     _use_local_resources(group.local_rank, group.local_size)
@@ -411,30 +411,47 @@ class Work:
 
     def __init__(self, pending, outputs=(), after=None):
         self._pending, self._outputs, self._after = pending, list(outputs), after
-        self._finished = False
+        self._finished, self._error = False, None
 
     def _finish(self):
+        """Complete the operation once; an error it raised is kept and raised again by every
+        later wait (a second wait must not report a failed operation as done)."""
         if not self._finished:
-            self._finished = True
-            value = self._pending.wait()
-            if self._after is not None:
-                self._after(value)
-            self._value = value
+            try:
+                value = self._pending.wait()
+                if self._after is not None:
+                    self._after(value)
+            except Exception as exc:
+                self._finished, self._error = True, exc
+                raise
+            self._finished, self._value = True, value
+        elif self._error is not None:
+            raise self._error
 
     def wait(self, timeout=None):
         self._finish()
         return True
 
     def is_completed(self) -> bool:
-        if not self._finished and self._pending.test():
-            self._finish()
+        if not self._finished:
+            try:
+                ready = self._pending.test()
+            except Exception as exc:
+                self._finished, self._error = True, exc
+                return True
+            if ready:
+                try:
+                    self._finish()
+                except Exception:
+                    pass  # kept: exception() returns it, wait() raises it
         return self._finished
 
     def is_success(self) -> bool:
-        return self.is_completed()
+        return self.is_completed() and self._error is None
 
     def exception(self):
-        return None
+        """The error the operation raised, or None."""
+        return self._error
 
     def result(self):
         """The output tensors of the operation (after waiting for it)."""
