@@ -44,6 +44,20 @@ def case_audit(rank, world):
         first = _catch(work.wait)
         out["failed_recv"] = [first, _catch(work.wait), work.is_completed(), work.is_success(),
                               type(work.exception()).__name__]
+    # complex tensors: sum/avg reduce (as (real, imag) pairs, as torch's); max is refused
+    c = minidl.tensor([[1 + 2j, 3 - 1j]]) * (rank + 1)
+    dist.all_reduce(c)
+    a = minidl.tensor([2 + 4j]) * (rank + 1)
+    dist.all_reduce(a, op="avg")
+    rs = minidl.zeros(1, dtype=minidl.complex64)
+    dist.reduce_scatter_tensor(rs, minidl.tensor([1 + 1j, 2 - 2j]) * (rank + 1))
+    b = minidl.tensor([5 + 6j]) if rank == 0 else minidl.zeros(1, dtype=minidl.complex64)
+    dist.broadcast(b, src=0)
+    def pairs(t):
+        return [[float(v.real), float(v.imag)] for v in t.numpy().reshape(-1).tolist()]
+    out["complex"] = {"sum": pairs(c), "avg": pairs(a), "reduce_scatter": pairs(rs),
+                      "broadcast": pairs(b),
+                      "max": _catch(lambda: dist.all_reduce(minidl.tensor([1j]), op="max"))}
     # ZeRO: many one-parameter groups still spread over the ranks
     from minidl.distributed.optim import ZeroRedundancyOptimizer
 

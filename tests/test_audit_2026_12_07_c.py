@@ -243,3 +243,15 @@ def test_a_failed_work_stays_failed(audit_run):
     first, second, completed, success, exc = audit_run[1]["failed_recv"]
     assert first.startswith("ValueError: recv: the message from rank 0 holds 8 bytes")
     assert second == first and completed and not success and exc == "ValueError"
+
+
+def test_complex_tensors_sum_and_average_over_ranks(audit_run):
+    """all_reduce / reduce_scatter_tensor of a complex tensor raised 'cannot reduce dtype
+    complex64'; torch reduces complex tensors with sum and avg (as real pairs) and refuses max,
+    min, product and the bitwise ops with 'does not support ... on complex tensors'."""
+    for rank, r in enumerate(audit_run):
+        c = r["complex"]
+        assert c["sum"] == [[3.0, 6.0], [9.0, -3.0]] and c["avg"] == [[3.0, 6.0]]
+        assert c["reduce_scatter"] == ([[3.0, 3.0]] if rank == 0 else [[6.0, -6.0]])
+        assert c["broadcast"] == [[5.0, 6.0]]
+        assert c["max"].startswith("ValueError: all_reduce does not support 'max' on complex")

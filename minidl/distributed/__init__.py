@@ -500,6 +500,11 @@ def _op(op, arr, what):
     op = str(op).lower()
     if op not in OPS:
         raise ValueError(f"{what}: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if arr.dtype.kind == "c":  # as torch's: reduced as (real, imag) pairs
+        if op not in ("sum", "avg"):
+            raise ValueError(f"{what} does not support {op!r} on complex tensors (sum and avg "
+                             "do)")
+        return op
     if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{what}: cannot reduce dtype {arr.dtype}")
     floating = arr.dtype.kind == "f" or arr.dtype.name == "bfloat16"
