@@ -255,3 +255,53 @@ def test_complex_tensors_sum_and_average_over_ranks(audit_run):
         assert c["reduce_scatter"] == ([[3.0, 3.0]] if rank == 0 else [[6.0, -6.0]])
         assert c["broadcast"] == [[5.0, 6.0]]
         assert c["max"].startswith("ValueError: all_reduce does not support 'max' on complex")
+
+
+def test_compile_checks_mode_backend_and_options_as_torch():
+    """minidl.compile / compiler.compile accepted any mode and backend name (a typo such as
+    mode='max-autotun' passed silently) and mode with options together; torch raises on each
+    at once."""
+    from minidl import compiler
+
+    model = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="Unrecognized mode=max-autotun"):
+        minidl.compile(model, mode="max-autotun")
+    with pytest.raises(RuntimeError, match="Either mode or options"):
+        compiler.compile(model, mode="max-autotune", options={"triton.cudagraphs": True})
+    with pytest.raises(RuntimeError, match="invalid backend 'inductr'"):
+        minidl.compile(model, backend="inductr")
+    assert minidl.compile(model, backend="eager", mode="anything") is model  # as torch's
+    assert minidl.compile(model, mode="reduce-overhead") is model
+    assert minidl.compile(model, backend=lambda gm, inputs: gm) is model
+
+
+def test_compiler_set_stance_and_the_other_missing_names():
+    """torch.compiler.set_stance (function, context manager, decorator), is_exporting,
+    list_backends, substitute_in_graph, nested_compile_region and wrap_numpy were missing
+    (AttributeError in scripts written for torch 2.13)."""
+    from minidl import compiler
+
+    compiler.set_stance("force_eager")
+    assert compiler._stance == "force_eager"
+    compiler.set_stance("default")
+    with compiler.set_stance("eager_on_recompile"):
+        assert compiler._stance == "eager_on_recompile"
+    assert compiler._stance == "default"
+
+    @compiler.set_stance("force_eager")
+    def inside():
+        return compiler._stance
+    assert compiler._stance == "default" and inside() == "force_eager"
+    assert compiler._stance == "default"
+    with pytest.raises(ValueError, match="unknown stance 'eager'"):
+        compiler.set_stance("eager")
+    assert not compiler.is_exporting() and "inductor" in compiler.list_backends()
+    assert compiler.nested_compile_region(abs) is abs
+    assert compiler.substitute_in_graph(abs)(len) is len
+
+    @compiler.wrap_numpy
+    def add(a, b):
+        return a + b, np.float64(1.0)
+    out, one = add(minidl.ones(2), minidl.tensor(np.arange(2.0), dtype=minidl.float64))
+    assert isinstance(out, minidl.Tensor) and out.dtype == minidl.float64
+    assert out.numpy().tolist() == [1.0, 2.0] and one == 1.0
