@@ -305,3 +305,64 @@ def test_compiler_set_stance_and_the_other_missing_names():
     out, one = add(minidl.ones(2), minidl.tensor(np.arange(2.0), dtype=minidl.float64))
     assert isinstance(out, minidl.Tensor) and out.dtype == minidl.float64
     assert out.numpy().tolist() == [1.0, 2.0] and one == 1.0
+
+
+def _both_counts(torch, fn_torch, fn_ours):
+    want = _torch_global(torch, fn_torch)
+    with FlopCounterMode(display=False) as mc:
+        fn_ours()
+    return want, mc.get_flop_counts().get("Global", {})
+
+
+def test_flop_counter_addmm_baddbmm_addbmm_and_bilinear_as_torch():
+    """addmm and baddbmm were counted as mm/bmm (torch: addmm/baddbmm), addbmm's forward was
+    counted although torch has no formula for it, and nn.Bilinear counted its product
+    (torch's _trilinear is uncounted): totals and names differed from torch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    m, b = rng.standard_normal((3, 3)).astype(np.float32), \
+        rng.standard_normal((2, 3, 3)).astype(np.float32)
+    for name, call in (("addmm", lambda lib, x: lib.addmm(x, x, x)),
+                       ("baddbmm", lambda lib, x: lib.baddbmm(x, x, x)),
+                       ("addbmm", lambda lib, x: lib.addbmm(x[0], x, x))):
+        arr = m if name == "addmm" else b
+        want, got = _both_counts(
+            torch, lambda: call(torch, torch.tensor(arr, requires_grad=True)).sum().backward(),
+            lambda: call(minidl, minidl.tensor(arr, requires_grad=True)).sum().backward())
+        assert got == want, name
+    minidl.manual_seed(0)
+    ours, theirs = nn.Bilinear(3, 3, 2), torch.nn.Bilinear(3, 3, 2)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    want, got = _both_counts(
+        torch, lambda: theirs(*[torch.tensor(x, requires_grad=True)] * 2).sum().backward(),
+        lambda: ours(*[minidl.tensor(x, requires_grad=True)] * 2).sum().backward())
+    assert got == want == {}
+
+
+@pytest.mark.parametrize("sa,sb,transpose", [((2, 3, 4), (1, 4, 5), False),
+                                             ((1, 3, 4), (2, 4, 5), False),
+                                             ((3, 4), (2, 4, 5), False),
+                                             ((4,), (2, 4, 3), False),
+                                             ((2, 4, 3), (4,), True),
+                                             ((2, 4, 3), (4, 5), True)])
+def test_flop_counter_matmul_folds_as_torch(sa, sb, transpose):
+    """matmul with a batched operand was named bmm or mm by the operands' ranks alone, and a
+    vector times a batch of matrices was counted even where torch folds it into an
+    (uncounted) matrix-vector product: torch decides by which operand needs a gradient and
+    whether the larger one folds without a copy."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal(sa).astype(np.float32), rng.standard_normal(sb).astype(np.float32)
+    for ga, gb in ((False, False), (True, False), (False, True), (True, True)):
+        def run(lib, tensor):
+            x, y = tensor(a), tensor(b)
+            if transpose:
+                x = x.transpose(-1, -2)
+            x.requires_grad_(ga)
+            y.requires_grad_(gb)
+            out = x @ y
+            if ga or gb:
+                out.sum().backward()
+        want, got = _both_counts(torch, lambda: run(torch, torch.tensor),
+                                 lambda: run(minidl, minidl.tensor))
+        assert got == want, (ga, gb)

@@ -20,6 +20,7 @@ linear op, counted as such).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 
@@ -165,6 +166,58 @@ def op_flops(fn, in_shapes, out_shape, backward=False, contiguous=True):
     return None, 0
 
 
+def _leading_contiguous(arr):
+    """Whether the dims before the last two of ``arr`` fold into one without a copy (torch's
+    test before it runs a batched product as one matrix product)."""
+    shape, strides = arr.shape, getattr(arr, "strides", None)
+    if strides is None:
+        return True
+    return all(strides[i] == strides[i + 1] * shape[i + 1] for i in range(arr.ndim - 2))
+
+
+def _matmul_name(a, b):
+    """The product torch's matmul runs for Tensors ``a @ b`` (at least one of them 3-D or
+    more): 'mm' where it folds the batch into one matrix product, 'bmm' where it does not,
+    None where it folds into a matrix-vector product (uncounted). As torch 2.13's
+    should_fold: a fold needs no copy of the larger operand, or saves the smaller one's
+    gradient from a batch-sized expansion."""
+    d1, d2 = a.ndim, b.ndim
+    if d1 <= 2 and d2 <= 2:
+        return None if d2 == 1 else "mm"
+    if d1 >= 3 and d2 >= 3:
+        batch_a, batch_b = _prod(a.shape[:-2]), _prod(b.shape[:-2])
+        if batch_b == 1 < batch_a:  # b is one matrix: a @ b[0]
+            return "mm" if b.requires_grad or _leading_contiguous(a.data) else "bmm"
+        if batch_a == 1 < batch_b:  # a is one matrix: as a 2-D a
+            return "mm" if a.requires_grad else "bmm"
+        return "bmm"
+    if d1 >= 3:  # (..., n, k) @ (k,) or (k, m)
+        fold = b.requires_grad or _leading_contiguous(a.data)
+    else:  # (k,) or (n, k) @ (..., k, m): folded on b transposed
+        fold = a.requires_grad or (d1 == 1 and _leading_contiguous(
+            b.data.swapaxes(-1, -2)))
+    small = d2 if d1 >= 3 else d1
+    if not fold:
+        return "bmm"
+    return "mm" if small == 2 else None
+
+
+_alias = None  # (forward name or None, whether the backward counts): see counted_as
+
+
+@contextlib.contextmanager
+def counted_as(forward, backward=True):
+    """The products run inside count as torch counts the one op it has for them: ``forward``
+    names the forward's (addmm, baddbmm; None: torch counts none, as for addbmm and
+    bilinear), ``backward`` whether the backward's products count (under their own names)."""
+    global _alias
+    previous, _alias = _alias, (forward, backward)
+    try:
+        yield
+    finally:
+        _alias = previous
+
+
 # ---- the counter ----------------------------------------------------------------------------------
 class FlopCounterMode:
     """Counts the FLOPs of the ops run inside it, forward and backward, per module (modules
@@ -232,6 +285,21 @@ class FlopCounterMode:
         name, flops = op_flops(fn, [tuple(t.data.shape) for t in tensors],
                                tuple(getattr(first, "shape", ())),
                                contiguous=flags is None or bool(flags.c_contiguous))
+        if name in ("mm", "bmm", "addmm"):
+            backward_name = name
+            if type(fn).__name__ == "MatMul" and len(tensors) == 2 and \
+                    max(t.ndim for t in tensors) > 2:
+                name = backward_name = _matmul_name(*tensors)
+                if name == "bmm" and tensors[1].ndim == 1:  # a batch of matrix-vector products
+                    flops = fn._flop_per_pass = 2 * _prod(tensors[0].shape)
+            if _alias is not None:
+                name = _alias[0] if name is not None else None
+                if not _alias[1]:
+                    backward_name = None
+            if name is None:
+                flops = 0
+            if type(fn).__name__ != "Linear":
+                fn._flop_backward_name = backward_name
         self._add(name, flops, modules)
         return out
 
@@ -240,6 +308,10 @@ class FlopCounterMode:
         out = prev.backward(ctx, grad) if prev is not None else ctx.backward(grad)
         name, flops = op_flops(ctx, [tuple(t.shape) for t in ctx.inputs], tuple(grad.shape),
                                backward=True)
+        if hasattr(ctx, "_flop_backward_name"):  # as its forward was run (see forward)
+            name = ctx._flop_backward_name
+            if hasattr(ctx, "_flop_per_pass"):
+                flops = ctx._flop_per_pass * (_needs(ctx, 0) + _needs(ctx, 1))
         self._add(name, flops, getattr(ctx, "_flop_modules", []))
         return out
 
