@@ -12,11 +12,16 @@ same model; ``tests/test_flop_counter.py`` checks it): a multiply-add is 2 FLOPs
 per input that needs a gradient; a convolution 2 * N * C_out * C_in/groups * kernel size *
 output size, its backward torch's formulas for the input and the weight gradient; attention
 2*B*H*L*S*(E + Ev) forward and twice that backward (torch's formula; torch 2.13's CPU build
-leaves its CPU attention kernel uncounted, so there its totals lack this). Elementwise ops, reductions, norms and
-softmax are not counted (they are not in torch's either). minidl's fused ops are counted as
-the products they do: an einsum as torch's pairwise batched products (bmm), a recurrent layer
-(LSTM, GRU, RNN) as its per-step products with the hidden weights (its input projection is a
-linear op, counted as such).
+leaves its CPU attention kernel uncounted, so there its totals lack this). Elementwise ops,
+reductions, norms and softmax are not counted (they are not in torch's either). Products are
+named as torch runs them: a linear op with a bias is addmm (mm on a non-contiguous input),
+addmm/baddbmm keep their names, matmul folds a batch into mm or a matrix-vector product
+(uncounted) where torch's should_fold does, addbmm's forward and bilinear are uncounted (torch
+has no formula for them). minidl's fused ops are counted as the products they do: an einsum as
+torch's pairwise batched products (bmm), a recurrent layer (LSTM, GRU, RNN) as its per-step
+products with the hidden weights (its input projection is a linear op, counted as such).
+Modules are named by their path from the outermost module called, wherever they are called
+from. Counters nest, and nest with ``profile()`` either way round.
 """
 from __future__ import annotations
 
