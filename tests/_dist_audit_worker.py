@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+import numpy as np
+
 import minidl
 import minidl.distributed as dist
 
@@ -17,6 +19,91 @@ def _catch(fn):
     except Exception as exc:  # the test reads the type and message
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def _fd_check(rank, world, fn, shape, seed):
+    """fn (Tensor -> Tensor) run on every rank: the gradient of the loss summed over ranks
+    (sum_r p_r . fn(x_r)) that backward gives rank r's x, against central differences where
+    one rank at a time moves one element of its x (the others keep theirs). The largest
+    difference, the same on every rank."""
+    rng = np.random.default_rng(seed + rank)
+    x0 = rng.standard_normal(shape)
+    proj = None
+
+    def loss(xv, grad=False):
+        nonlocal proj
+        x = minidl.tensor(xv, dtype=minidl.float64, requires_grad=grad)
+        y = fn(x)
+        if proj is None:
+            proj = minidl.tensor(np.random.default_rng(100 + seed + rank)
+                                 .standard_normal(y.shape), dtype=minidl.float64)
+        local = (y * proj).sum()
+        if grad:
+            local.backward()
+            return x.grad.numpy()
+        total = np.array([local.item()])
+        dist.all_reduce(total)
+        return float(total[0])
+
+    analytic = loss(x0, grad=True)
+    worst, eps = 0.0, 1e-6
+    for q in range(world):
+        for i in range(x0.size):
+            moved = []
+            for sign in (1.0, -1.0):
+                xv = x0.copy()
+                if rank == q:
+                    xv.reshape(-1)[i] += sign * eps
+                moved.append(loss(xv))
+            if rank == q:
+                worst = max(worst, abs((moved[0] - moved[1]) / (2 * eps)
+                                       - analytic.reshape(-1)[i]))
+    best = np.array([worst])
+    dist.all_reduce(best, op="max")
+    return float(best[0])
+
+
+def _nn_collectives(rank, world):
+    """distributed.nn's gather, scatter, reduce and all_to_all: values, and gradients against
+    finite differences over the ranks."""
+    import minidl.distributed.nn as dnn
+
+    out = {}
+    x = minidl.tensor(np.full((2,), rank + 1.0), dtype=minidl.float64)
+    out["gather"] = [t.numpy().tolist() for t in dnn.gather(x, dst=1)]
+    parts = [minidl.tensor(np.full((2,), 10.0 * j + rank), dtype=minidl.float64)
+             for j in range(world)]
+    out["scatter"] = dnn.scatter(parts, src=0).numpy().tolist()
+    out["reduce"] = dnn.reduce(x, dst=0).numpy().tolist()
+    outs = [minidl.zeros(rank + 1, dtype=minidl.float64) for _ in range(world)]
+    ins = [minidl.tensor(np.full((j + 1,), 10.0 * rank + j), dtype=minidl.float64)
+           for j in range(world)]
+    out["all_to_all"] = [t.numpy().tolist() for t in dnn.all_to_all(outs, ins)]
+    out["all_to_all_filled"] = [t.numpy().tolist() for t in outs]
+    sizes = [(j + 1, 2) for j in range(world)]
+    out["fd"] = {
+        "gather": _fd_check(rank, world, lambda t: minidl.stack(dnn.gather(t * t, dst=1)),
+                            (3,), 1),
+        "scatter": _fd_check(rank, world, lambda t: dnn.scatter(
+            [t[j] * (j + 1.0) for j in range(world)], src=1) ** 2, (world, 2), 2),
+        # torch's reduce: only rank dst's output carries a gradient (the others' outputs
+        # are their inputs, ignored by the backward), so the loss reads rank dst's alone
+        "reduce": _fd_check(rank, world, lambda t: dnn.reduce(t * t, dst=1)
+                            * (1.0 if rank == 1 else 0.0), (3,), 3),
+        "all_to_all": _fd_check(rank, world, lambda t: minidl.cat([p.reshape(-1) for p in (
+            dnn.all_to_all([minidl.zeros(*sizes[rank], dtype=minidl.float64)
+                            for _ in range(world)],
+                           [t[:(j + 1) * 2].reshape(j + 1, 2) ** 2 for j in range(world)]))]),
+            (2 * world,), 4),
+    }
+    # second order: the gradient through gather, differentiated again
+    z = minidl.tensor(np.arange(3.0) + rank, dtype=minidl.float64, requires_grad=True)
+    w = minidl.tensor(np.arange(6.0).reshape(2, 3) + 1.0, dtype=minidl.float64)
+    (g,) = minidl.autograd.grad((minidl.stack(dnn.gather(z * z, dst=0)) * w).sum(), z,
+                                create_graph=True)
+    (g * g).sum().backward()
+    out["second_order"] = [g.detach().numpy().tolist(), z.grad.numpy().tolist()]
+    return out
 
 
 def case_audit(rank, world):
@@ -58,6 +145,7 @@ def case_audit(rank, world):
     out["complex"] = {"sum": pairs(c), "avg": pairs(a), "reduce_scatter": pairs(rs),
                       "broadcast": pairs(b),
                       "max": _catch(lambda: dist.all_reduce(minidl.tensor([1j]), op="max"))}
+    out["nn"] = _nn_collectives(rank, world)
     # ZeRO: many one-parameter groups still spread over the ranks
     from minidl.distributed.optim import ZeroRedundancyOptimizer
 
