@@ -146,6 +146,17 @@ def case_audit(rank, world):
                       "broadcast": pairs(b),
                       "max": _catch(lambda: dist.all_reduce(minidl.tensor([1j]), op="max"))}
     out["nn"] = _nn_collectives(rank, world)
+    # Work.wait(timeout): raises when the operation has not completed in time, and a later
+    # wait still completes it
+    late = minidl.zeros(1)
+    if rank == 0:
+        work = dist.irecv(late, src=1, tag=9)
+        out["wait_timeout"] = [_catch(lambda: work.wait(timeout=0.2)), work.is_completed()]
+        dist.barrier()
+        out["wait_timeout"].append([work.wait(), float(late.item())])
+    else:
+        dist.barrier()
+        dist.send(minidl.tensor([4.0]), dst=0, tag=9)
     # ZeRO: many one-parameter groups still spread over the ranks
     from minidl.distributed.optim import ZeroRedundancyOptimizer
 

@@ -386,3 +386,12 @@ def test_distributed_nn_gather_scatter_reduce_all_to_all(audit_run):
     for q, r in enumerate((r0, r1)):
         np.testing.assert_allclose(r["second_order"][0], 2 * z[q] * w[q])
         np.testing.assert_allclose(r["second_order"][1], 8 * z[q] * w[q] ** 2)
+
+
+def test_work_wait_honours_its_timeout(audit_run):
+    """Work.wait(timeout=...) ignored the timeout: a receive whose sender had not come waited
+    up to the group's timeout (30 min by default) and then aborted the whole job; torch's wait
+    raises after ``timeout``. The operation stays under way: a later wait completes it."""
+    err, completed, (later, value) = audit_run[0]["wait_timeout"]
+    assert err.startswith("RuntimeError: Work.wait: the operation did not complete within 0.2 s")
+    assert not completed and later is True and value == 4.0

@@ -429,6 +429,20 @@ class Work:
             raise self._error
 
     def wait(self, timeout=None):
+        """Block until the operation has completed. ``timeout`` (seconds or a timedelta):
+        raise a RuntimeError if it has not by then (it stays under way; a later wait can
+        still complete it) instead of waiting up to the group's timeout."""
+        if timeout is not None and not self._finished:
+            import time
+
+            seconds = timeout.total_seconds() if hasattr(timeout, "total_seconds") else \
+                float(timeout)
+            deadline = time.monotonic() + seconds
+            while not self.is_completed():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Work.wait: the operation did not complete within "
+                                       f"{seconds:g} s (timeout)")
+                time.sleep(1e-4)
         self._finish()
         return True
 
