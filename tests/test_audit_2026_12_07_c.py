@@ -395,3 +395,17 @@ def test_work_wait_honours_its_timeout(audit_run):
     err, completed, (later, value) = audit_run[0]["wait_timeout"]
     assert err.startswith("RuntimeError: Work.wait: the operation did not complete within 0.2 s")
     assert not completed and later is True and value == 4.0
+
+
+def test_p2pop_needs_one_peer_when_made():
+    """P2POp(isend, t) without a peer was accepted and only failed (or, before broadcast/send
+    needed a destination, went to rank 0) inside batch_isend_irecv; torch refuses it when the
+    P2POp is made, and a peer given both ways too."""
+    import minidl.distributed as dist
+
+    t = minidl.zeros(1)
+    with pytest.raises(ValueError, match="give peer"):
+        dist.P2POp(dist.isend, t)
+    with pytest.raises(ValueError, match="not both"):
+        dist.P2POp(dist.irecv, t, 1, group_peer=0)
+    assert dist.P2POp(dist.irecv, t, group_peer=1).group_peer == 1

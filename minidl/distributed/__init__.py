@@ -898,6 +898,11 @@ class P2POp:
     def __init__(self, op, tensor, peer=None, group=None, tag=0, group_peer=None):
         if op not in (isend, irecv):
             raise ValueError("P2POp: op must be minidl.distributed.isend or irecv")
+        if peer is None and group_peer is None:  # checked here, as torch's
+            raise ValueError("P2POp: give peer (a world rank) or group_peer (a rank in the "
+                             "group)")
+        if peer is not None and group_peer is not None:
+            raise ValueError("P2POp: give peer or group_peer, not both")
         self.op, self.tensor, self.peer, self.group, self.tag = op, tensor, peer, group, tag
         self.group_peer = group_peer
 
