@@ -409,3 +409,18 @@ def test_p2pop_needs_one_peer_when_made():
     with pytest.raises(ValueError, match="not both"):
         dist.P2POp(dist.irecv, t, 1, group_peer=0)
     assert dist.P2POp(dist.irecv, t, group_peer=1).group_peer == 1
+
+
+def test_convert_sync_batchnorm_regroups_an_existing_sync_batchnorm():
+    """convert_sync_batchnorm(model, process_group=g) left a SyncBatchNorm already in the model
+    on its old group (torch re-creates it on g, keeping its parameters and statistics), so its
+    statistics were silently synchronised over the wrong ranks."""
+    group = object()  # any group object: nothing runs a collective here
+    bn = nn.SyncBatchNorm(3)
+    bn.running_mean.data[...] = 2.0
+    model = nn.Sequential(nn.Linear(3, 3), bn)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=group)
+    new = converted[1]
+    assert isinstance(new, nn.SyncBatchNorm) and new.process_group is group
+    assert new.weight is bn.weight and new.running_mean is bn.running_mean
+    assert new.running_mean.numpy().tolist() == [2.0, 2.0, 2.0]
