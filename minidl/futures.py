@@ -12,14 +12,18 @@ __all__ = ["Future", "collect_all", "wait_all"]
 
 
 class Future:
-    def __init__(self, *, devices=None, _waiter=None):
-        self._waiter = _waiter
+    def __init__(self, *, devices=None, _waiter=None, _poll=None):
+        self._waiter, self._poll = _waiter, _poll  # _poll: whether waiting would not block
         self._done = False
         self._value = None
         self._error = None
         self._callbacks = []
 
     def done(self) -> bool:
+        """Whether the future is completed (a collective's future completes here once the
+        collective has, so ``while not fut.done(): ...`` ends)."""
+        if not self._done and self._poll is not None and self._poll():
+            self._settle()
         return self._done
 
     def wait(self):

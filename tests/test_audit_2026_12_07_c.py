@@ -424,3 +424,20 @@ def test_convert_sync_batchnorm_regroups_an_existing_sync_batchnorm():
     assert isinstance(new, nn.SyncBatchNorm) and new.process_group is group
     assert new.weight is bn.weight and new.running_mean is bn.running_mean
     assert new.running_mean.numpy().tolist() == [2.0, 2.0, 2.0]
+
+
+def test_a_collectives_future_reports_done_once_the_collective_is():
+    """Work.get_future().done() stayed False until something waited on the future, so
+    ``while not fut.done(): other_work()`` (torch's way to overlap) never ended; done() now
+    polls the operation, and a chained then() future follows."""
+    from minidl.distributed import Work
+    from minidl.distributed.mpi import Done
+
+    out = minidl.ones(2)
+    fut = Work(Done(), [out]).get_future()
+    chained = fut.then(lambda f: f.value()[0] * 2)
+    spins = 0
+    while not fut.done() and spins < 100:
+        spins += 1
+    assert fut.done() and spins == 0 and chained.done()
+    assert fut.value()[0] is out and chained.value().numpy().tolist() == [2.0, 2.0]

@@ -476,7 +476,7 @@ class Work:
         """A ``minidl.futures.Future`` of the output tensors (completed by waiting)."""
         from ..futures import Future
 
-        return Future(_waiter=self.result)
+        return Future(_waiter=self.result, _poll=self.is_completed)
 
     def source_rank(self) -> int:
         """For an ``irecv``: the world rank the message came from."""
