@@ -441,3 +441,24 @@ def test_a_collectives_future_reports_done_once_the_collective_is():
         spins += 1
     assert fut.done() and spins == 0 and chained.done()
     assert fut.value()[0] is out and chained.value().numpy().tolist() == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_flop_counter_transformer_encoder_layer_as_torch(batch_first):
+    """nn.TransformerEncoderLayer(batch_first=True) counted its packed q/k/v projection as
+    addmm where torch projects the transposed (non-contiguous) query with mm; the products
+    now match torch's by name and total (torch 2.13's CPU attention kernel is uncounted, so
+    the attention term is left out of the comparison, as the module docstring says)."""
+    torch = pytest.importorskip("torch")
+    minidl.manual_seed(0)
+    ours = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
+    theirs = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in
+                            ours.state_dict().items()})
+    x = np.random.default_rng(5).standard_normal((2, 3, 8)).astype(np.float32)
+    want, got = _both_counts(
+        torch, lambda: theirs(torch.tensor(x, requires_grad=True)).sum().backward(),
+        lambda: ours(minidl.tensor(x, requires_grad=True)).sum().backward())
+    got = dict(got)
+    assert got.pop("scaled_dot_product_attention") > 0
+    assert got == want
