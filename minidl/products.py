@@ -313,13 +313,15 @@ def _scaled_sum(input, product, beta, alpha):
 
 def counted_as(forward, backward, op, *args):
     """``op(*args)``, whose products a running FlopCounterMode counts as torch counts the one
-    op torch has for them (see minidl.utils.flop_counter.counted_as)."""
+    op torch has for them: ``forward`` its name for the forward (None: uncounted),
+    ``backward`` whether the backward's products count (see autograd._flop_alias)."""
     if autograd._profiler_hook is None:
         return op(*args)
-    from .utils.flop_counter import counted_as as alias
-
-    with alias(forward, backward):
+    previous, autograd._flop_alias = autograd._flop_alias, (forward, backward)
+    try:
         return op(*args)
+    finally:
+        autograd._flop_alias = previous
 
 
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):

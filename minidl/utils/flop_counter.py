@@ -25,7 +25,6 @@ from. Counters nest, and nest with ``profile()`` either way round.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import defaultdict
 
@@ -207,22 +206,6 @@ def _matmul_name(a, b):
     return "mm" if small == 2 else None
 
 
-_alias = None  # (forward name or None, whether the backward counts): see counted_as
-
-
-@contextlib.contextmanager
-def counted_as(forward, backward=True):
-    """The products run inside count as torch counts the one op it has for them: ``forward``
-    names the forward's (addmm, baddbmm; None: torch counts none, as for addbmm and
-    bilinear), ``backward`` whether the backward's products count (under their own names)."""
-    global _alias
-    previous, _alias = _alias, (forward, backward)
-    try:
-        yield
-    finally:
-        _alias = previous
-
-
 # ---- the counter ----------------------------------------------------------------------------------
 class FlopCounterMode:
     """Counts the FLOPs of the ops run inside it, forward and backward, per module (modules
@@ -297,9 +280,10 @@ class FlopCounterMode:
                 name = backward_name = _matmul_name(*tensors)
                 if name == "bmm" and tensors[1].ndim == 1:  # a batch of matrix-vector products
                     flops = fn._flop_per_pass = 2 * _prod(tensors[0].shape)
-            if _alias is not None:
-                name = _alias[0] if name is not None else None
-                if not _alias[1]:
+            alias = autograd._flop_alias  # set by products.counted_as
+            if alias is not None:
+                name = alias[0] if name is not None else None
+                if not alias[1]:
                     backward_name = None
             if name is None:
                 flops = 0
