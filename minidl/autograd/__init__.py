@@ -32,6 +32,10 @@ _autocast_hook = None
 # the op's forward through hook.forward(fn, tensors, kwargs), and the backward engine each
 # node's backward through hook.backward(fn, grad), so that both are timed. None otherwise.
 _profiler_hook = None
+# Set (by products.counted_as) while a product runs that torch counts as an op of its own
+# (addmm, baddbmm) or not at all (addbmm's forward, bilinear): (forward name or None, whether
+# the backward counts), read by minidl.utils.flop_counter.FlopCounterMode. None otherwise.
+_flop_alias = None
 
 
 # Anomaly detection (detect_anomaly): ops record where they were called, and a backward pass

@@ -170,8 +170,9 @@ class SyncBatchNorm(_BatchNorm):
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
         """``module`` with every BatchNorm*d layer replaced by a SyncBatchNorm that holds its
-        parameters, running statistics and mode (the module itself if it is one)."""
-        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        parameters, running statistics and mode (a SyncBatchNorm too, as torch's: it then
+        synchronises over ``process_group``)."""
+        if isinstance(module, _BatchNorm):
             new = cls(module.num_features, module.eps, module.momentum, module.affine,
                       module.track_running_stats, process_group,
                       bias=getattr(module, "use_bias", True))

@@ -17,6 +17,7 @@ from .. import functional as F
 from ..backend import get_array_module
 from ..backend import rng as _rng
 from ..backend import to_device
+from ..products import counted_as
 from ..ops import (
     Reshape, Sum, accumulation_dtype, cat, constant, row_kernels, softmax_backward_array,
     swap_last_dims,
@@ -482,7 +483,13 @@ class MultiheadAttention(Module):
             raise ValueError(f"{name}: input dtype ({query.dtype}) does not match the weights' "
                              f"({self.out_proj.weight.dtype})")
         if packed:
-            qkv = F.linear(x_in, self.in_proj_weight, self.in_proj_bias)
+            # torch projects the transposed (non-contiguous) query of a batch_first call: a
+            # FlopCounterMode names that product mm, not addmm, as torch's
+            if batched and self.batch_first:
+                qkv = counted_as("mm", True, F.linear, x_in, self.in_proj_weight,
+                                 self.in_proj_bias)
+            else:
+                qkv = F.linear(x_in, self.in_proj_weight, self.in_proj_bias)
             dtype = qkv.dtype
         else:
             (wq, bq), (wk, bk), (wv, bv) = self._projections()
