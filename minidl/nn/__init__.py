@@ -112,3 +112,15 @@ __all__ += ["LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d",
 from .parallel import DataParallel  # noqa: E402  (torch.nn.DataParallel, on one device)
 
 __all__ += ["DataParallel"]
+from .pooling import FractionalMaxPool2d, FractionalMaxPool3d  # noqa: E402
+
+__all__ += ["FractionalMaxPool2d", "FractionalMaxPool3d"]
+from .adaptive import AdaptiveLogSoftmaxWithLoss  # noqa: E402
+
+__all__ += ["AdaptiveLogSoftmaxWithLoss"]
+from .normalization import CrossMapLRN2d  # noqa: E402
+
+__all__ += ["CrossMapLRN2d"]
+from .module import Buffer  # noqa: E402
+
+__all__ += ["Buffer"]
