@@ -14,8 +14,7 @@ import math
 import numpy as np
 
 from ... import functional as _F
-from ...backend import get_array_module
-from ...creation import rand
+from ...backend import generator_rng, get_array_module
 from ...functional import GatherPlanes, _float_input, _whole
 from ...tensor import Tensor
 
@@ -111,7 +110,8 @@ def _fractional_max_pool(dims, input, kernel_size, output_size, output_ratio, re
                                f"{axis} {sizes[d]}")
     n, c = x.shape[:2]
     if _random_samples is None:
-        _random_samples = rand(n, c, dims, dtype=x.dtype, device=x.device)
+        draw = generator_rng(None, x.device, name).random((n, c, dims))
+        _random_samples = Tensor(draw.astype(x.data.dtype))
     if not isinstance(_random_samples, Tensor):
         raise TypeError(f"{name}: _random_samples must be a Tensor, got "
                         f"{type(_random_samples).__name__}")

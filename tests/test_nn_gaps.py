@@ -1,0 +1,424 @@
+"""torch.nn names minidl lacked: FractionalMaxPool2d/3d (and the functional forms),
+AdaptiveLogSoftmaxWithLoss, CrossMapLRN2d, nn.Buffer, F.multi_head_attention_forward.
+float64 gradient checks (without torch) and parity with torch 2.13 on the same inputs and
+weights, forward and backward."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl.testing import gradcheck, gradgradcheck
+
+from helpers import distinct, leaf, randn
+
+
+def _samples(shape, dims, seed=1, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    return rng.random(tuple(shape[:2]) + (dims,)).astype(dtype)
+
+
+# ---- fractional max pooling --------------------------------------------------------------
+FRACTIONAL = [
+    (2, (2, 3, 9, 7), (2, 3), (4, 3), None),
+    (2, (1, 2, 10, 10), 3, None, (0.5, 0.5)),
+    (2, (3, 8, 6), 2, (5, 4), None),  # unbatched
+    (3, (2, 2, 7, 8, 9), (2, 3, 2), (3, 4, 5), None),
+    (3, (1, 2, 9, 6, 7), 2, None, (0.7, 0.5, 0.6)),
+]
+
+
+def _fractional(dims):
+    return F.fractional_max_pool2d if dims == 2 else F.fractional_max_pool3d
+
+
+@pytest.mark.parametrize("dims,shape,k,out,ratio", FRACTIONAL)
+def test_fractional_max_pool_gradcheck_and_double_backward(dims, shape, k, out, ratio):
+    batch = shape if len(shape) == dims + 2 else (1,) + shape
+    s = minidl.tensor(_samples(batch, dims), dtype="float64")
+    x = leaf(distinct(shape, spacing=0.1))
+
+    def fn(x):
+        return _fractional(dims)(x, k, output_size=out, output_ratio=ratio, _random_samples=s)
+    assert gradcheck(fn, [x])
+    assert gradgradcheck(fn, [x])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("dims,shape,k,out,ratio", FRACTIONAL)
+def test_fractional_max_pool_matches_torch(dims, shape, k, out, ratio, dtype):
+    torch = pytest.importorskip("torch")
+    batch = shape if len(shape) == dims + 2 else (1,) + shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    s = _samples(batch, dims, dtype=dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    mx = minidl.tensor(x, requires_grad=True, dtype=dtype)
+    tf = getattr(torch.nn.functional, f"fractional_max_pool{dims}d")
+    ty, ti = tf(tx, k, output_size=out, output_ratio=ratio, return_indices=True,
+                _random_samples=torch.tensor(s))
+    my, mi = _fractional(dims)(mx, k, output_size=out, output_ratio=ratio, return_indices=True,
+                               _random_samples=minidl.tensor(s, dtype=dtype))
+    np.testing.assert_array_equal(my.numpy(), ty.detach().numpy())
+    np.testing.assert_array_equal(mi.numpy(), ti.numpy())
+    assert str(my.dtype) == dtype and mi.dtype == minidl.int64
+    g = rng.standard_normal(tuple(ty.shape)).astype(dtype)
+    ty.backward(torch.tensor(g))
+    my.backward(minidl.tensor(g, dtype=dtype))
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-6)
+    # the _with_indices form always returns both
+    wi = getattr(F, f"fractional_max_pool{dims}d_with_indices")(
+        mx, k, output_size=out, output_ratio=ratio,
+        _random_samples=minidl.tensor(s, dtype=dtype))
+    np.testing.assert_array_equal(wi[1].numpy(), ti.numpy())
+
+
+def test_fractional_max_pool_nan_and_ties_pick_as_torch():
+    torch = pytest.importorskip("torch")
+    x = np.zeros((1, 1, 7, 7))
+    x[0, 0, 1, 1] = x[0, 0, 2, 4] = np.nan
+    x[0, 0, 5:, 5:] = 3.0  # a tie: the first maximum wins
+    s = np.array([[[0.3, 0.6]]])
+    ty, ti = torch.nn.functional.fractional_max_pool2d(
+        torch.tensor(x), 3, output_size=3, return_indices=True, _random_samples=torch.tensor(s))
+    my, mi = F.fractional_max_pool2d(minidl.tensor(x, dtype="float64"), 3, output_size=3,
+                                     return_indices=True,
+                                     _random_samples=minidl.tensor(s, dtype="float64"))
+    np.testing.assert_array_equal(mi.numpy(), ti.numpy())
+    np.testing.assert_array_equal(my.numpy(), ty.numpy())
+
+
+def test_fractional_max_pool_module_matches_torch():
+    torch = pytest.importorskip("torch")
+    s = _samples((2, 3), 2, dtype="float32")
+    ours = nn.FractionalMaxPool2d((3, 2), output_ratio=(0.5, 0.6), return_indices=True,
+                                  _random_samples=minidl.tensor(s))
+    theirs = torch.nn.FractionalMaxPool2d((3, 2), output_ratio=(0.5, 0.6), return_indices=True,
+                                          _random_samples=torch.tensor(s))
+    x = np.random.default_rng(3).standard_normal((2, 3, 10, 9)).astype("float32")
+    (my, mi), (ty, ti) = ours(minidl.tensor(x)), theirs(torch.tensor(x))
+    np.testing.assert_array_equal(my.numpy(), ty.numpy())
+    np.testing.assert_array_equal(mi.numpy(), ti.numpy())
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["_random_samples"]
+    assert ours.kernel_size == theirs.kernel_size and ours.output_ratio == theirs.output_ratio
+    assert F.fractional_max_pool2d(randn((1, 2, 8, 6)), 2, output_ratio=0.5).shape == (1, 2, 4, 3)
+    m3 = nn.FractionalMaxPool3d(2, output_size=(2, 3, 2))
+    assert m3(randn((2, 3, 5, 6, 4))).shape == (2, 3, 2, 3, 2)  # fresh samples each call
+
+
+def test_fractional_max_pool_bad_arguments():
+    x = randn((2, 3, 7, 6))
+    with pytest.raises(RuntimeError, match="pool height 6 too large relative to input height 7"):
+        F.fractional_max_pool2d(x, 6, output_size=3)
+    with pytest.raises(ValueError, match="either an output_size or an output_ratio"):
+        F.fractional_max_pool2d(x, 2)
+    with pytest.raises(RuntimeError, match="Expected 3D or 4D tensor"):
+        F.fractional_max_pool2d(randn((7, 6)), 2, output_size=3)
+    with pytest.raises(RuntimeError, match="same dtype as input"):
+        F.fractional_max_pool2d(x, 2, output_size=3,
+                                _random_samples=minidl.rand(2, 3, 2, dtype=minidl.float32))
+    with pytest.raises(RuntimeError, match=r"_random_samples of shape \(2, 3, 2\)"):
+        F.fractional_max_pool2d(x, 2, output_size=3,
+                                _random_samples=minidl.rand(2, 3, 3, dtype=minidl.float64))
+    with pytest.raises(RuntimeError, match="pool time 6 too large relative to input time 5"):
+        F.fractional_max_pool3d(randn((1, 1, 5, 8, 8)), 6, output_size=2)
+    with pytest.raises(TypeError, match="floating-point"):
+        F.fractional_max_pool2d(minidl.tensor(np.zeros((1, 1, 4, 4), dtype=np.int64)), 2,
+                                output_size=2)
+    with pytest.raises(ValueError, match="only one of output_size and output_ratio"):
+        nn.FractionalMaxPool2d(2, output_size=3, output_ratio=0.5)
+    with pytest.raises(ValueError, match="output_ratio must be between 0 and 1"):
+        nn.FractionalMaxPool2d(2, output_ratio=1.5)
+    with pytest.raises(ValueError, match="FractionalMaxPool3d requires specifying"):
+        nn.FractionalMaxPool3d(2)
+
+
+# ---- AdaptiveLogSoftmaxWithLoss -----------------------------------------------------------
+def _asm_pair(torch, dtype, head_bias=True):
+    theirs = torch.nn.AdaptiveLogSoftmaxWithLoss(16, 20, [4, 9, 15], div_value=2.0,
+                                                 head_bias=head_bias).to(getattr(torch, dtype))
+    ours = nn.AdaptiveLogSoftmaxWithLoss(16, 20, [4, 9, 15], div_value=2.0, head_bias=head_bias,
+                                         dtype=dtype)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    return ours, theirs
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adaptive_log_softmax_matches_torch(dtype):
+    torch = pytest.importorskip("torch")
+    ours, theirs = _asm_pair(torch, dtype)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 16)).astype(dtype)
+    target = np.array([0, 5, 19, 3, 12, 9, 16])
+    tx, mx = torch.tensor(x, requires_grad=True), minidl.tensor(x, requires_grad=True,
+                                                                 dtype=dtype)
+    t_res, m_res = theirs(tx, torch.tensor(target)), ours(mx, minidl.tensor(target))
+    assert type(m_res).__name__ == "_ASMoutput" and m_res._fields == ("output", "loss")
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-10)
+    np.testing.assert_allclose(m_res.output.numpy(), t_res.output.detach().numpy(), **tol)
+    np.testing.assert_allclose(m_res.loss.item(), t_res.loss.item(), **tol)
+    (t_res.loss + t_res.output[2]).backward()
+    (m_res.loss + m_res.output[2]).backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), **tol)
+    t_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        np.testing.assert_allclose(p.grad.numpy(), t_params[name].grad.numpy(), **tol,
+                                   err_msg=name)
+    np.testing.assert_allclose(ours.log_prob(mx).numpy(), theirs.log_prob(tx).detach().numpy(),
+                               **tol)
+    # unbatched: a 1-D input and a 0-D target
+    t1, m1 = theirs(tx[1], torch.tensor(target[1])), ours(mx[1], minidl.tensor(target[1]))
+    assert m1.output.shape == tuple(t1.output.shape) == ()
+    np.testing.assert_allclose(m1.loss.item(), t1.loss.item(), **tol)
+
+
+def test_adaptive_log_softmax_predict_matches_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = _asm_pair(torch, "float64")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 16))
+    with torch.no_grad():  # tail clusters likely for some rows, shortlist for others
+        theirs.head.bias.copy_(torch.tensor([0.0] * 4 + [2.0, 1.0, 0.5]))
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    t_pred = theirs.predict(torch.tensor(x)).numpy()
+    assert (t_pred >= 4).any() and (t_pred < 4).any()
+    np.testing.assert_array_equal(ours.predict(minidl.tensor(x, dtype="float64")).numpy(),
+                                  t_pred)
+    # the all-tail and the all-shortlist batches take other branches
+    for rows in (np.nonzero(t_pred >= 4)[0], np.nonzero(t_pred < 4)[0]):
+        np.testing.assert_array_equal(
+            ours.predict(minidl.tensor(x[rows], dtype="float64")).numpy(),
+            theirs.predict(torch.tensor(x[rows])).numpy())
+
+
+def test_adaptive_log_softmax_gradcheck():
+    minidl.manual_seed(0)
+    m = nn.AdaptiveLogSoftmaxWithLoss(6, 10, [3, 6], div_value=2.0, dtype="float64")
+    target = minidl.tensor([0, 4, 9, 2, 7])
+    x = randn((5, 6))
+    assert gradcheck(lambda x: m(x, target).output, [x])
+    assert gradgradcheck(lambda x: m(x, target).loss, [x])
+    assert gradcheck(lambda x: m.log_prob(x), [randn((3, 6), seed=2)])
+    lp = m.log_prob(x)
+    np.testing.assert_allclose(np.exp(lp.numpy()).sum(1), 1.0, rtol=1e-12)
+
+
+def test_adaptive_log_softmax_bad_input():
+    with pytest.raises(ValueError, match="cutoffs should be a sequence of unique"):
+        nn.AdaptiveLogSoftmaxWithLoss(8, 10, [5, 3])
+    with pytest.raises(ValueError, match="larger than 0"):
+        nn.AdaptiveLogSoftmaxWithLoss(8, 10, [])
+    m = nn.AdaptiveLogSoftmaxWithLoss(8, 10, [3])
+    with pytest.raises(RuntimeError, match=r"Target values should be in \[0, 9\]"):
+        m(minidl.randn(2, 8), minidl.tensor([1, 10]))
+    with pytest.raises(RuntimeError, match="same size in the batch dimension"):
+        m(minidl.randn(3, 8), minidl.tensor([1, 2]))
+    with pytest.raises(RuntimeError, match="multi-target not supported"):
+        m(minidl.randn(3, 8), minidl.tensor([[1, 2]]))
+
+
+# ---- CrossMapLRN2d ------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("channels", [1, 3, 7])
+def test_cross_map_lrn2d_forward_matches_torch(size, channels):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(size).standard_normal((2, channels, 3, 4))
+    ours, theirs = nn.CrossMapLRN2d(size, 0.3, 0.75, 1.5), torch.nn.CrossMapLRN2d(size, 0.3, 0.75,
+                                                                                  1.5)
+    np.testing.assert_allclose(ours(minidl.tensor(x, dtype="float64")).numpy(),
+                               theirs(torch.tensor(x)).numpy(), rtol=1e-12)
+    x32 = x.astype("float32")
+    y32 = ours(minidl.tensor(x32))
+    assert y32.dtype == minidl.float32
+    np.testing.assert_allclose(y32.numpy(), theirs(torch.tensor(x32)).numpy(), rtol=1e-5)
+    assert repr(ours) == repr(theirs)
+
+
+def test_cross_map_lrn2d_backward_is_its_forwards_gradient():
+    # torch's hand-written backward is not the gradient of its forward (a window off by
+    # one channel, and channel 0 dropped); here backward is the forward's exact gradient,
+    # checked against torch's autograd of torch's own forward
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 6, 3, 3))
+    g = np.random.default_rng(1).standard_normal(x.shape)
+    tx = torch.tensor(x, requires_grad=True)
+    y = torch.nn.CrossMapLRN2d(3, 0.3, 0.75, 1.5)(tx)
+    pre = int((3 - 1) / 2 + 1)
+    sums = []
+    for c in range(6):
+        chans = set(range(max(0, c - pre + 1), min(5, c + pre - 1) + 1)) | {0}
+        sums.append(sum(tx[:, j] ** 2 for j in chans))
+    ref = tx * (torch.stack(sums, 1) * (0.3 / 3) + 1.5) ** -0.75
+    np.testing.assert_allclose(ref.detach().numpy(), y.detach().numpy(), rtol=1e-12)
+    (t_grad,) = torch.autograd.grad(ref, tx, torch.tensor(g))
+    mx = minidl.tensor(x, requires_grad=True, dtype="float64")
+    nn.CrossMapLRN2d(3, 0.3, 0.75, 1.5)(mx).backward(minidl.tensor(g, dtype="float64"))
+    np.testing.assert_allclose(mx.grad.numpy(), t_grad.numpy(), rtol=1e-10)
+
+
+def test_cross_map_lrn2d_gradcheck_and_bad_input():
+    m = nn.CrossMapLRN2d(3, 0.5, 0.75, 1.0)
+    x = randn((2, 5, 2, 3))
+    assert gradcheck(m, [x])
+    assert gradgradcheck(m, [x])
+    with pytest.raises(ValueError, match="Expected input to be 4D, got 3D"):
+        m(randn((5, 2, 3)))
+
+
+# ---- nn.Buffer ----------------------------------------------------------------------------
+def test_buffer_assignment_registers_a_buffer():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.mean = nn.Buffer(minidl.ones(3))
+            self.cache = nn.Buffer(minidl.zeros(2), persistent=False)
+
+    m = M()
+    assert [n for n, _ in m.named_buffers()] == ["mean", "cache"]
+    assert list(m.state_dict()) == ["mean", "lin.weight", "lin.bias"]
+    assert isinstance(m.mean, nn.Buffer) and not isinstance(minidl.ones(2), nn.Buffer)
+    assert isinstance(m.mean, minidl.Tensor) and not m.mean.requires_grad
+    m.mean = minidl.full((3,), 2.0)  # a plain Tensor keeps the buffer (and its persistence)
+    m.cache = minidl.ones(2)
+    assert list(m.state_dict()) == ["mean", "lin.weight", "lin.bias"]
+    np.testing.assert_array_equal(m.state_dict()["mean"].numpy(), [2.0, 2.0, 2.0])
+    m.to(dtype=minidl.float64)
+    assert m.mean.dtype == minidl.float64 and m.cache.dtype == minidl.float64
+    src = minidl.ones(2, requires_grad=True)
+    b = nn.Buffer(src)
+    assert b.requires_grad and b.grad_fn is None and b.persistent
+    assert nn.Buffer().shape == (0,)
+    with pytest.raises(TypeError):
+        m.lin.weight = nn.Buffer(minidl.ones(2, 2))  # a parameter's name takes Parameters
+
+
+def test_buffer_matches_torch_state_dict_keys():
+    torch = pytest.importorskip("torch")
+
+    def build(ns):
+        m = ns.nn.Module()
+        m.a = ns.nn.Buffer(ns.ones(2))
+        m.b = ns.nn.Buffer(ns.ones(2), persistent=False)
+        m.c = ns.ones(2)  # a plain tensor attribute is no buffer
+        m.lin = ns.nn.Linear(2, 2)
+        m.d = ns.nn.Buffer(ns.zeros(1))
+        return m
+    ours, theirs = build(minidl), build(torch)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert [n for n, _ in ours.named_buffers()] == [n for n, _ in theirs.named_buffers()]
+
+
+# ---- F.multi_head_attention_forward -------------------------------------------------------
+def _mha_args(ns, mha, training=False, **kw):
+    args = dict(embed_dim_to_check=mha.embed_dim, num_heads=mha.num_heads,
+                in_proj_weight=mha.in_proj_weight, in_proj_bias=mha.in_proj_bias,
+                bias_k=mha.bias_k, bias_v=mha.bias_v, add_zero_attn=mha.add_zero_attn,
+                dropout_p=mha.dropout, out_proj_weight=mha.out_proj.weight,
+                out_proj_bias=mha.out_proj.bias, training=training)
+    if not mha._qkv_same_embed_dim:
+        args.update(use_separate_proj_weight=True, q_proj_weight=mha.q_proj_weight,
+                    k_proj_weight=mha.k_proj_weight, v_proj_weight=mha.v_proj_weight)
+    args.update(kw)
+    return args
+
+
+MHA_CASES = [
+    (dict(), dict()),
+    (dict(add_bias_kv=True, add_zero_attn=True), dict(need_weights=True)),
+    (dict(kdim=5, vdim=3), dict(need_weights=False)),
+    (dict(), dict(need_weights=True, average_attn_weights=False, attn_mask="float")),
+    (dict(), dict(need_weights=False, key_padding_mask="bool")),
+    (dict(bias=False), dict(need_weights=False, attn_mask="causal", is_causal=True)),
+    (dict(), dict(static=True, need_weights=True)),
+]
+
+
+@pytest.mark.parametrize("ctor,call", MHA_CASES)
+def test_multi_head_attention_forward_matches_torch(ctor, call):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    E, H, L, S, N = 8, 2, 4, 5, 3
+    theirs = torch.nn.MultiheadAttention(E, H, dtype=torch.float64, **ctor)
+    ours = nn.MultiheadAttention(E, H, dtype="float64", **ctor)
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    rng = np.random.default_rng(0)
+    kd, vd = ctor.get("kdim", E), ctor.get("vdim", E)
+    arrays = [rng.standard_normal((L, N, E)), rng.standard_normal((S, N, kd)),
+              rng.standard_normal((S, N, vd))]
+    call = dict(call)
+    masks = {}
+    mask_kind = call.pop("attn_mask", None)
+    if mask_kind == "float":
+        masks["attn_mask"] = rng.standard_normal((L, S))
+    elif mask_kind == "causal":
+        arrays[1], arrays[2] = arrays[0].copy(), arrays[0].copy()
+        masks["attn_mask"] = np.triu(np.full((L, L), -np.inf), 1)
+    if call.pop("key_padding_mask", None):
+        masks["key_padding_mask"] = np.array([[False] * (S - 1) + [True]] * N)
+    if call.pop("static", False):
+        masks["static_k"] = rng.standard_normal((N * H, 6, E // H))
+        masks["static_v"] = rng.standard_normal((N * H, 6, E // H))
+    t_in = [torch.tensor(a, requires_grad=True) for a in arrays]
+    m_in = [minidl.tensor(a, requires_grad=True, dtype="float64") for a in arrays]
+    t_kw = {k: torch.tensor(v) for k, v in masks.items()}
+    m_kw = {k: minidl.tensor(v, dtype=None if v.dtype == bool else "float64")
+            for k, v in masks.items()}
+    t_out, t_w = torch.nn.functional.multi_head_attention_forward(
+        *t_in, **_mha_args(torch, theirs, **call, **t_kw))
+    m_out, m_w = F.multi_head_attention_forward(*m_in, **_mha_args(minidl, ours, **call, **m_kw))
+    np.testing.assert_allclose(m_out.numpy(), t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert (m_w is None) == (t_w is None)
+    if t_w is not None:
+        np.testing.assert_allclose(m_w.numpy(), t_w.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(tuple(t_out.shape))
+    t_out.backward(torch.tensor(g))
+    m_out.backward(minidl.tensor(g, dtype="float64"))
+    for k, (m, t) in enumerate(zip(m_in, t_in)):
+        if m.grad is None:  # static_k/static_v replace the key and value
+            assert t.grad is None or not t.grad.numpy().any(), k
+            continue
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"input {k}")
+    t_params = dict(theirs.named_parameters())
+    for name, p in ours.named_parameters():
+        tg = t_params[name].grad
+        if tg is None:
+            assert p.grad is None or not p.grad.numpy().any(), name
+        else:
+            np.testing.assert_allclose(p.grad.numpy(), tg.numpy(), rtol=1e-9, atol=1e-12,
+                                       err_msg=name)
+
+
+def test_multi_head_attention_forward_is_the_modules_computation():
+    minidl.manual_seed(0)
+    mha = nn.MultiheadAttention(6, 3, dtype="float64")
+    q, k, v = randn((4, 2, 6)), randn((5, 2, 6), seed=1), randn((5, 2, 6), seed=2)
+    out, w = mha(q, k, v)
+    f_out, f_w = F.multi_head_attention_forward(q, k, v, **_mha_args(minidl, mha))
+    np.testing.assert_array_equal(out.numpy(), f_out.numpy())
+    np.testing.assert_array_equal(w.numpy(), f_w.numpy())
+
+    def fn(q, k, v):
+        return F.multi_head_attention_forward(q, k, v, **_mha_args(minidl, mha))[0]
+    assert gradcheck(fn, [q, k, v])
+    assert gradgradcheck(fn, [q, k, v])
+
+
+def test_multi_head_attention_forward_bad_arguments():
+    mha = nn.MultiheadAttention(6, 3)
+    q = minidl.randn(4, 2, 6)
+    with pytest.raises(ValueError, match="was expecting embedding dimension of 8, but got 6"):
+        F.multi_head_attention_forward(q, q, q, **_mha_args(minidl, mha, embed_dim_to_check=8))
+    with pytest.raises(ValueError, match="bias cannot be added to static key"):
+        F.multi_head_attention_forward(
+            q, q, q, **_mha_args(minidl, mha, bias_k=minidl.zeros(1, 1, 6),
+                                 bias_v=minidl.zeros(1, 1, 6), static_k=minidl.zeros(6, 4, 2)))
+    with pytest.raises(ValueError, match=r"expecting static_k of shape \(6, S, 2\)"):
+        F.multi_head_attention_forward(q, q, q,
+                                       **_mha_args(minidl, mha, static_k=minidl.zeros(5, 4, 2)))
+    with pytest.raises(ValueError, match="in_proj_weight is None"):
+        F.multi_head_attention_forward(q, q, q, **_mha_args(minidl, mha, in_proj_weight=None))
