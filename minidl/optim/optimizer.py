@@ -90,9 +90,10 @@ def _short_repr(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _state_value(value, param, key, index, scalar_keys=()):
-    """A saved state entry as this parameter's array: same dtype (floats), device and shape;
-    ``step`` as an int and the keys in ``scalar_keys`` as floats."""
+def _state_value(value, param, key, index, scalar_keys=(), shape=None):
+    """A saved state entry as this parameter's array: same dtype (floats), device and shape
+    (``shape`` where the entry has another: Adafactor's row and column means); ``step`` as an
+    int and the keys in ``scalar_keys`` as floats."""
     if isinstance(value, Tensor):
         value = value.data
     elif not hasattr(value, "__array__") and not isinstance(value, (int, float)):
@@ -114,9 +115,10 @@ def _state_value(value, param, key, index, scalar_keys=()):
             raise ValueError(f"load_state_dict: state {index} {key!r} must be finite, got "
                              f"{number}")
         return number
-    if tuple(value.shape) != tuple(param.shape):
+    want = tuple(param.shape) if shape is None else tuple(shape)
+    if tuple(value.shape) != want:
         raise ValueError(f"load_state_dict: state {index} {key!r} has shape {tuple(value.shape)}, "
-                         f"its parameter has shape {tuple(param.shape)}")
+                         f"expected {want} for its parameter of shape {tuple(param.shape)}")
     value = to_device(value, device_of(param.data))
     xp = get_array_module(value)
     return xp.array(value, dtype=param.data.dtype if value.dtype.kind == "f" else value.dtype)
@@ -235,6 +237,39 @@ def _run_step(self, step, args, kwargs):
     return out
 
 
+def _with_state_dict_hooks(method, load):
+    """``state_dict``/``load_state_dict`` running the optimizer's hooks around it, once per
+    outermost call (a subclass's override calling the base one runs them once)."""
+    pre, post = (("_load_state_dict_pre_hooks", "_load_state_dict_post_hooks") if load else
+                 ("_state_dict_pre_hooks", "_state_dict_post_hooks"))
+
+    @functools.wraps(method)
+    def hooked(self, *args):
+        if self.__dict__.get("_in_state_dict_hooks"):
+            return method(self, *args)
+        self.__dict__["_in_state_dict_hooks"] = True
+        try:
+            if load:  # hook(optimizer, state_dict) may return the state dict to load
+                (sd,) = args
+                for hook in list(self.__dict__.get(pre, {}).values()):
+                    result = hook(self, sd)
+                    sd = sd if result is None else result
+                method(self, sd)
+                for hook in list(self.__dict__.get(post, {}).values()):
+                    hook(self)
+                return None
+            for hook in list(self.__dict__.get(pre, {}).values()):
+                hook(self)
+            sd = method(self)
+            for hook in list(self.__dict__.get(post, {}).values()):
+                result = hook(self, sd)
+                sd = sd if result is None else result
+            return sd
+        finally:
+            self.__dict__.pop("_in_state_dict_hooks", None)
+    return hooked
+
+
 class Optimizer:
     """torch.optim.Optimizer: ``param_groups`` (dicts holding ``params`` and the
     hyperparameters, the constructor's ``defaults`` filling what a group leaves out),
@@ -295,6 +330,9 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         if "step" in cls.__dict__:  # every optimizer's own step runs the hooks
             cls.step = _with_hooks(cls.__dict__["step"])
+        for name, load in (("state_dict", False), ("load_state_dict", True)):
+            if name in cls.__dict__:
+                setattr(cls, name, _with_state_dict_hooks(cls.__dict__[name], load))
 
     def register_step_pre_hook(self, hook):
         """``hook(optimizer, args, kwargs)`` before each step; returning (args, kwargs) replaces
@@ -305,7 +343,25 @@ class Optimizer:
         """``hook(optimizer, args, kwargs)`` after each step. Returns a removable handle."""
         return self._add_step_hook("_step_post_hooks", hook)
 
-    def _add_step_hook(self, store, hook):
+    def register_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer)`` before ``state_dict()`` builds the dict."""
+        return self._add_step_hook("_state_dict_pre_hooks", hook, prepend)
+
+    def register_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict)`` after ``state_dict()``; a dict it returns is
+        returned instead."""
+        return self._add_step_hook("_state_dict_post_hooks", hook, prepend)
+
+    def register_load_state_dict_pre_hook(self, hook, prepend=False):
+        """``hook(optimizer, state_dict)`` before ``load_state_dict``; a dict it returns is
+        loaded instead."""
+        return self._add_step_hook("_load_state_dict_pre_hooks", hook, prepend)
+
+    def register_load_state_dict_post_hook(self, hook, prepend=False):
+        """``hook(optimizer)`` after ``load_state_dict`` loaded the state."""
+        return self._add_step_hook("_load_state_dict_post_hooks", hook, prepend)
+
+    def _add_step_hook(self, store, hook, prepend=False):
         from ..nn.module import RemovableHandle
 
         if not callable(hook):
@@ -313,7 +369,13 @@ class Optimizer:
                             f"{type(hook).__name__}")
         hooks = self.__dict__.setdefault(store, {})
         handle = RemovableHandle(hooks)
-        hooks[handle.id] = hook
+        if prepend:  # first in the running order
+            rest = dict(hooks)
+            hooks.clear()
+            hooks[handle.id] = hook
+            hooks.update(rest)
+        else:
+            hooks[handle.id] = hook
         return handle
 
     @property
@@ -376,6 +438,11 @@ class Optimizer:
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
+
+    def _state_shape(self, key, param):
+        """The shape of state entry ``key`` of ``param`` (its own, unless an optimizer keeps
+        another)."""
+        return tuple(param.shape)
 
     def state_dict(self):
         """PyTorch's structure: ``state`` keyed by the parameter's index (counted across groups,
@@ -450,7 +517,8 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: state {key} holds {sorted(unknown)}; "
                                  f"a {name} keeps {list(self._state_keys)}")
             # PyTorch's SGD keeps momentum_buffer None until a buffer exists: no buffer here
-            new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys)
+            new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys,
+                                                    self._state_shape(k, param))
                                      for k, v in entries.items()
                                      if not (v is None and k == "momentum_buffer")}
         for group, new_group in zip(self.param_groups, new_groups):
@@ -506,3 +574,5 @@ def _as_float32(x):
 
 
 Optimizer.step = _with_hooks(Optimizer.step)
+Optimizer.state_dict = _with_state_dict_hooks(Optimizer.state_dict, False)
+Optimizer.load_state_dict = _with_state_dict_hooks(Optimizer.load_state_dict, True)
