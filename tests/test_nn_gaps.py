@@ -422,3 +422,76 @@ def test_multi_head_attention_forward_bad_arguments():
                                        **_mha_args(minidl, mha, static_k=minidl.zeros(5, 4, 2)))
     with pytest.raises(ValueError, match="in_proj_weight is None"):
         F.multi_head_attention_forward(q, q, q, **_mha_args(minidl, mha, in_proj_weight=None))
+
+
+# ---- nn.init's deprecated names, nn.utils' submodules --------------------------------------
+INIT_ALIASES = [("uniform", (-1.0, 2.0)), ("normal", (0.5, 2.0)), ("constant", (0.3,)),
+                ("eye", ()), ("dirac", ()), ("xavier_uniform", ()), ("xavier_normal", ()),
+                ("kaiming_uniform", ()), ("kaiming_normal", ()), ("orthogonal", ()),
+                ("sparse", (0.5,))]
+
+
+@pytest.mark.parametrize("name,args", INIT_ALIASES)
+def test_init_deprecated_names_warn_and_call_the_underscore_form(name, args):
+    shape = (3, 4, 3) if name == "dirac" else (4, 6)
+    a, b = minidl.zeros(*shape), minidl.zeros(*shape)
+    minidl.manual_seed(5)
+    getattr(nn.init, name + "_")(a, *args)
+    minidl.manual_seed(5)
+    with pytest.warns(FutureWarning, match=rf"`nn.init.{name}` is now deprecated in favor of "
+                                           rf"`nn.init.{name}_`"):
+        out = getattr(nn.init, name)(b, *args)
+    assert out is b
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert getattr(nn.init, name).__name__ == name
+
+
+def test_init_deprecated_names_are_torchs():
+    torch = pytest.importorskip("torch")
+    for name, _ in INIT_ALIASES:
+        assert callable(getattr(torch.nn.init, name)) and callable(getattr(nn.init, name))
+    with pytest.warns(FutureWarning) as ours:
+        nn.init.constant(minidl.zeros(2), 1.0)
+    with pytest.warns(FutureWarning) as theirs:
+        torch.nn.init.constant(torch.zeros(2), 1.0)
+    assert str(ours[0].message) == str(theirs[0].message)
+
+
+def test_nn_utils_submodules_import_as_torchs():
+    from minidl.nn.utils.clip_grad import clip_grad_norm_, clip_grad_value_, get_total_norm
+    from minidl.nn.utils.convert_parameters import parameters_to_vector, vector_to_parameters
+    from minidl.nn.utils.fusion import (
+        fuse_conv_bn_eval, fuse_conv_bn_weights, fuse_linear_bn_eval, fuse_linear_bn_weights,
+    )
+    from minidl.nn.utils.init import skip_init
+    from minidl.nn.utils.memory_format import (
+        convert_conv2d_weight_memory_format, convert_conv3d_weight_memory_format,
+    )
+    u = nn.utils
+    assert clip_grad_norm_ is u.clip_grad_norm_ and clip_grad_value_ is u.clip_grad_value_
+    assert get_total_norm is u.get_total_norm and skip_init is u.skip_init
+    assert parameters_to_vector is u.parameters_to_vector
+    assert vector_to_parameters is u.vector_to_parameters
+    assert fuse_conv_bn_eval is u.fuse_conv_bn_eval and fuse_linear_bn_eval is u.fuse_linear_bn_eval
+    assert fuse_conv_bn_weights is u.fuse_conv_bn_weights
+    assert fuse_linear_bn_weights is u.fuse_linear_bn_weights
+    assert convert_conv2d_weight_memory_format is u.convert_conv2d_weight_memory_format
+    assert convert_conv3d_weight_memory_format is u.convert_conv3d_weight_memory_format
+
+
+def test_convert_conv_weight_memory_format():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(),
+                          nn.Sequential(nn.ConvTranspose2d(4, 2, 2), nn.Conv3d(1, 2, 2)))
+    before = [p.numpy().copy() for p in model.parameters()]
+    out = nn.utils.convert_conv2d_weight_memory_format(model, minidl.channels_last)
+    assert out is model
+    assert model[0].weight.is_contiguous(memory_format=minidl.channels_last)
+    assert model[2][0].weight.is_contiguous(memory_format=minidl.channels_last)
+    assert model[2][1].weight.is_contiguous()  # a 3-D convolution is not converted
+    nn.utils.convert_conv3d_weight_memory_format(model, minidl.channels_last_3d)
+    assert model[2][1].weight.is_contiguous(memory_format=minidl.channels_last_3d)
+    for a, p in zip(before, model.parameters()):
+        np.testing.assert_array_equal(a, p.numpy())
+        assert isinstance(p, nn.Parameter)
+    x = minidl.randn(1, 3, 6, 6)
+    assert model[0](x).shape == (1, 4, 4, 4)
