@@ -298,6 +298,79 @@ def _method_function(name):
     return fn
 
 
+# ---- RNN cells from their weights: torch.gru_cell(input, hx, w_ih, w_hh, b_ih, b_hh) --------
+def _cell(mode, name, input, states, w_ih, w_hh, b_ih, b_hh):
+    from .nn.rnn import RNNCellBase
+
+    # RNNCellBase's own step, run on these weights (a stand-in for the cell module)
+    cell = type(name, (), {})()
+    cell.mode, cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh = (
+        mode, w_ih, w_hh, b_ih, b_hh)
+    cell.input_size, cell.hidden_size = w_ih.shape[1], w_hh.shape[1]
+    return RNNCellBase._step(cell, input, states)
+
+
+def rnn_tanh_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    return _cell("RNN_TANH", "rnn_tanh_cell", input, [hx], w_ih, w_hh, b_ih, b_hh)
+
+
+def rnn_relu_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    return _cell("RNN_RELU", "rnn_relu_cell", input, [hx], w_ih, w_hh, b_ih, b_hh)
+
+
+def gru_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    return _cell("GRU", "gru_cell", input, [hx], w_ih, w_hh, b_ih, b_hh)
+
+
+def lstm_cell(input, hx, w_ih, w_hh, b_ih=None, b_hh=None):
+    """(h, c) after one LSTM step from hx = (h_0, c_0)."""
+    if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+        raise TypeError(f"lstm_cell: hx must be a pair (h_0, c_0), got {type(hx).__name__}")
+    return _cell("LSTM", "lstm_cell", input, list(hx), w_ih, w_hh, b_ih, b_hh)
+
+
+# ---- the *_copy forms of view ops (torch's functionalization names): a copy of the view ----
+def _copy_form(method):
+    def fn(input, *args, **kwargs):
+        out = getattr(input, method)(*args, **kwargs)
+        if isinstance(out, (tuple, list)):
+            return type(out)(o.clone() for o in out)
+        return out.clone()
+    fn.__name__ = fn.__qualname__ = method + "_copy"
+    fn.__doc__ = f"``x.{method}(...)`` as a new tensor (not a view)."
+    return fn
+
+
+COPY_FORMS = ("detach", "diagonal", "expand", "permute", "select", "split", "split_with_sizes",
+              "squeeze", "t", "transpose", "unbind", "unfold", "unsqueeze", "view")
+
+
+def alias_copy(input):
+    return input.clone()
+
+
+def as_strided_copy(input, size, stride, storage_offset=None):
+    return as_strided(input, size, stride, storage_offset)
+
+
+def slice_copy(input, dim=0, start=None, end=None, step=1):
+    index = [slice(None)] * input.ndim
+    index[dim] = slice(start, end, step)
+    return input[tuple(index)].clone()
+
+
+def unsafe_chunk(input, chunks, dim=0):
+    return input.chunk(chunks, dim)
+
+
+def unsafe_split(input, split_size, dim=0):
+    return input.split(split_size, dim)
+
+
+def unsafe_split_with_sizes(input, split_sizes, dim=0):
+    return input.split(list(split_sizes), dim)
+
+
 # ---- creation, arithmetic -----------------------------------------------------------------
 def rsub(input, other, *, alpha=1):
     """other - alpha * input (torch.rsub)."""
@@ -770,9 +843,14 @@ def install(namespace):
         if name not in namespace and hasattr(Tensor, name):
             namespace[name] = _method_function(name)
             added.append(name)
+    for method in COPY_FORMS:
+        if method + "_copy" not in namespace and hasattr(Tensor, method):
+            namespace[method + "_copy"] = _copy_form(method)
+            added.append(method + "_copy")
     return added
 
 
 _NOT_EXPORTED = {"annotations", "math", "warnings", "np", "F", "Function", "Tensor",
                  "device_of", "get_array_module", "as_dtype", "default_float", "bump_version",
-                 "INPLACE_FUNCTIONS", "TENSOR_METHODS", "install", "AsStrided", "builtins"}
+                 "INPLACE_FUNCTIONS", "TENSOR_METHODS", "install", "AsStrided", "builtins",
+                 "COPY_FORMS"}

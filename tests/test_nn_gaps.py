@@ -495,3 +495,58 @@ def test_convert_conv_weight_memory_format():
         assert isinstance(p, nn.Parameter)
     x = minidl.randn(1, 3, 6, 6)
     assert model[0](x).shape == (1, 4, 4, 4)
+
+
+# ---- LinearCrossEntropyLoss and F.linear_cross_entropy (torch 2.13) ------------------------
+LCE = [(dict(), (), False, True), (dict(label_smoothing=0.1, ignore_index=2), (), True, True),
+       (dict(reduction="none"), (3,), True, True), (dict(reduction="sum"), (), True, False),
+       (dict(weight=True), (2,), False, True),
+       (dict(options="default"), (), True, True)]
+
+
+@pytest.mark.parametrize("kw,out_features,bias,batched", LCE)
+def test_linear_cross_entropy_loss_matches_torch(kw, out_features, bias, batched):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    t_kw, m_kw = dict(kw), dict(kw)
+    if kw.get("weight"):
+        w = (rng.random(5) + 0.5).astype("float32")
+        t_kw["weight"], m_kw["weight"] = torch.tensor(w), minidl.tensor(w)
+    if kw.get("options"):
+        t_kw["options"] = torch.nn.LinearCrossEntropyOptions()
+        m_kw["options"] = nn.LinearCrossEntropyOptions()
+    theirs = torch.nn.LinearCrossEntropyLoss(6, 5, out_features=out_features, bias=bias, **t_kw)
+    ours = nn.LinearCrossEntropyLoss(6, 5, out_features=out_features, bias=bias, **m_kw)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = rng.standard_normal((4, 6) if batched else (6,)).astype("float32")
+    target = rng.integers(0, 5, ((4,) + out_features) if batched else ())
+    tx, mx = torch.tensor(x, requires_grad=True), minidl.tensor(x, requires_grad=True)
+    t_loss, m_loss = theirs(tx, torch.tensor(target)), ours(mx, minidl.tensor(target))
+    assert tuple(m_loss.shape) == tuple(t_loss.shape)
+    np.testing.assert_allclose(m_loss.numpy(), t_loss.detach().numpy(), rtol=1e-5, atol=1e-6)
+    t_loss.sum().backward()
+    m_loss.sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours.linear.weight.grad.numpy(),
+                               theirs.linear.weight.grad.numpy(), rtol=1e-5, atol=1e-6)
+    if not kw.get("options"):
+        assert repr(ours) == repr(theirs)
+
+
+def test_linear_cross_entropy_gradcheck_and_bad_input():
+    w = randn((5, 2, 4), seed=1)
+    target = minidl.tensor([[0, 4], [2, 2], [1, 3]])
+    assert gradcheck(lambda x, w: F.linear_cross_entropy(x, w, target, label_smoothing=0.2),
+                     [randn((3, 4)), w])
+    assert gradgradcheck(lambda x: F.linear_cross_entropy(x, w.detach(), target), [randn((3, 4))])
+    with pytest.raises(ValueError, match="requires batched input"):
+        F.linear_cross_entropy(randn((4,)), w, minidl.tensor(0))
+    with pytest.raises(ValueError, match="expected equal input and linear_weight last"):
+        F.linear_cross_entropy(randn((3, 5)), w, target)
+    with pytest.raises(TypeError, match="class probabilities are not supported"):
+        F.linear_cross_entropy(randn((3, 4)), w, minidl.rand(3, 5, 2, dtype=minidl.float64))
+    with pytest.raises(ValueError, match="invalid acc_policy"):
+        nn.LinearCrossEntropyOptions(acc_policy="fast")
+    with pytest.raises(RuntimeError, match="expected label_smoothing to be in range"):
+        nn.LinearCrossEntropyLoss(4, 3, label_smoothing=2.0)

@@ -450,7 +450,7 @@ def test_mode_queries_match_torch():
         assert ns.get_device(ns.ones(2)) == -1
     with minidl.autocast("cpu"):
         assert minidl.is_autocast_enabled("cpu")
-        with pytest.warns(DeprecationWarning, match="is_autocast_enabled\(.cpu.\)"):
+        with pytest.warns(DeprecationWarning, match=r"is_autocast_enabled\(.cpu.\)"):
             assert minidl.is_autocast_cpu_enabled()
     assert minidl.vmap is minidl.func.vmap
     assert minidl.vmap(lambda v: v * 2)(minidl.ones(3, 2)).tolist() == [[2.0, 2.0]] * 3
@@ -520,3 +520,66 @@ def test_toplevel_names_added_here_exist_in_torch():
         assert hasattr(torch.Tensor, name) and hasattr(minidl.Tensor, name), name
     for name in SIGNAL + ["general_cosine", "general_hamming"]:
         assert hasattr(torch.signal.windows, name) and hasattr(minidl.signal.windows, name)
+
+
+# ---- RNN cells from weights, *_copy forms, unsafe_* -----------------------------------------
+CELLS = [("rnn_tanh_cell", 1), ("rnn_relu_cell", 1), ("gru_cell", 3), ("lstm_cell", 4)]
+
+
+@pytest.mark.parametrize("name,gates", CELLS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_rnn_cell_functions_match_torch(name, gates, bias):
+    torch = pytest.importorskip("torch")
+    H, I, N = 3, 4, 2
+    arrays = [_a(N, I), _a(N, H), _a(gates * H, I), _a(gates * H, H)]
+    if bias:
+        arrays += [_a(gates * H), _a(gates * H)]
+    extra = [_a(N, H)] if name == "lstm_cell" else []
+
+    def call(ns, x, h, *ws_and_c):
+        if name == "lstm_cell":
+            c = ws_and_c[-1]
+            return ns.lstm_cell(x, (h, c), *ws_and_c[:-1])
+        return getattr(ns, name)(x, h, *ws_and_c)
+    (t_out, t_in), (m_out, m_in) = (_run(ns, call, arrays + extra, True)
+                                    for ns in (torch, minidl))
+    t_outs = t_out if isinstance(t_out, tuple) else (t_out,)
+    m_outs = m_out if isinstance(m_out, tuple) else (m_out,)
+    for t, m in zip(t_outs, m_outs):
+        np.testing.assert_allclose(m.numpy(), t.detach().numpy(), rtol=1e-10, atol=1e-12)
+    gs = [R.standard_normal(tuple(t.shape)) for t in t_outs]
+    torch.autograd.backward(t_outs, [torch.tensor(g) for g in gs])
+    sum((m * minidl.tensor(g, dtype=minidl.float64)).sum() for m, g in zip(m_outs, gs)).backward()
+    for k, (t, m) in enumerate(zip(t_in, m_in)):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"{name}: grad of input {k}")
+
+
+COPIES = [("view_copy", ((4, 3),)), ("permute_copy", ((1, 0),)), ("t_copy", ()),
+          ("transpose_copy", (0, 1)), ("unsqueeze_copy", (1,)), ("squeeze_copy", ()),
+          ("expand_copy", ((2, 3, 4),)), ("select_copy", (1, 2)), ("diagonal_copy", ()),
+          ("detach_copy", ()), ("unfold_copy", (1, 2, 1)), ("alias_copy", ()),
+          ("slice_copy", (1, 1, None, 2)), ("split_copy", (2, 1)),
+          ("split_with_sizes_copy", ([1, 3], 1)), ("unbind_copy", (0,)),
+          ("as_strided_copy", ((2, 2), (1, 2))), ("unsafe_chunk", (2, 1)),
+          ("unsafe_split", (2,)), ("unsafe_split_with_sizes", ([1, 2],))]
+
+
+@pytest.mark.parametrize("name,args", COPIES, ids=[c[0] for c in COPIES])
+def test_copy_forms_match_torch_and_do_not_share_memory(name, args):
+    torch = pytest.importorskip("torch")
+    a = _a(3, 4)
+    t, m = torch.tensor(a, requires_grad=True), minidl.tensor(a, dtype=minidl.float64,
+                                                             requires_grad=True)
+    t_out, m_out = getattr(torch, name)(t, *args), getattr(minidl, name)(m, *args)
+    t_outs = t_out if isinstance(t_out, (tuple, list)) else [t_out]
+    m_outs = m_out if isinstance(m_out, (tuple, list)) else [m_out]
+    assert len(t_outs) == len(m_outs)
+    for tt, mm in zip(t_outs, m_outs):
+        np.testing.assert_allclose(mm.detach().numpy(), tt.detach().numpy(), rtol=1e-12)
+    if name.endswith("_copy") and name != "detach_copy":
+        m_outs[0].data[...] = 123.0
+        assert not (m.numpy() == 123.0).any()
+        sum(o.sum() for o in t_outs).backward()
+        sum(o.sum() for o in m_outs).backward()
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-12)

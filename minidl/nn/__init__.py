@@ -124,3 +124,7 @@ __all__ += ["CrossMapLRN2d"]
 from .module import Buffer  # noqa: E402
 
 __all__ += ["Buffer"]
+from .loss import LinearCrossEntropyLoss  # noqa: E402
+from ._functional.linear_cross_entropy import LinearCrossEntropyOptions  # noqa: E402
+
+__all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]

@@ -60,3 +60,4 @@ from ._functional.fractional_pooling import (  # noqa: F401,E402
     fractional_max_pool2d, fractional_max_pool2d_with_indices, fractional_max_pool3d,
     fractional_max_pool3d_with_indices,
 )
+from ._functional.linear_cross_entropy import linear_cross_entropy  # noqa: F401,E402
