@@ -501,7 +501,8 @@ def test_convert_conv_weight_memory_format():
 LCE = [(dict(), (), False, True), (dict(label_smoothing=0.1, ignore_index=2), (), True, True),
        (dict(reduction="none"), (3,), True, True), (dict(reduction="sum"), (), True, False),
        (dict(weight=True), (2,), False, True),
-       (dict(options="default"), (), True, True)]
+       (dict(options="default"), (), True, True),
+       (dict(probabilities=True, label_smoothing=0.1), (2,), True, True)]
 
 
 @pytest.mark.parametrize("kw,out_features,bias,batched", LCE)
@@ -515,12 +516,17 @@ def test_linear_cross_entropy_loss_matches_torch(kw, out_features, bias, batched
     if kw.get("options"):
         t_kw["options"] = torch.nn.LinearCrossEntropyOptions()
         m_kw["options"] = nn.LinearCrossEntropyOptions()
+    probabilities = t_kw.pop("probabilities", False)
+    m_kw.pop("probabilities", None)
     theirs = torch.nn.LinearCrossEntropyLoss(6, 5, out_features=out_features, bias=bias, **t_kw)
     ours = nn.LinearCrossEntropyLoss(6, 5, out_features=out_features, bias=bias, **m_kw)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x = rng.standard_normal((4, 6) if batched else (6,)).astype("float32")
     target = rng.integers(0, 5, ((4,) + out_features) if batched else ())
+    if probabilities:
+        target = rng.random((4, 5) + out_features).astype("float32")
+        target /= target.sum(1, keepdims=True)
     tx, mx = torch.tensor(x, requires_grad=True), minidl.tensor(x, requires_grad=True)
     t_loss, m_loss = theirs(tx, torch.tensor(target)), ours(mx, minidl.tensor(target))
     assert tuple(m_loss.shape) == tuple(t_loss.shape)
@@ -544,9 +550,92 @@ def test_linear_cross_entropy_gradcheck_and_bad_input():
         F.linear_cross_entropy(randn((4,)), w, minidl.tensor(0))
     with pytest.raises(ValueError, match="expected equal input and linear_weight last"):
         F.linear_cross_entropy(randn((3, 5)), w, target)
-    with pytest.raises(TypeError, match="class probabilities are not supported"):
-        F.linear_cross_entropy(randn((3, 4)), w, minidl.rand(3, 5, 2, dtype=minidl.float64))
+    with pytest.raises(ValueError, match="ignore_index cannot be specified"):
+        F.linear_cross_entropy(randn((3, 4)), w, minidl.rand(3, 5, 2, dtype=minidl.float64),
+                               ignore_index=1)
     with pytest.raises(ValueError, match="invalid acc_policy"):
         nn.LinearCrossEntropyOptions(acc_policy="fast")
     with pytest.raises(RuntimeError, match="expected label_smoothing to be in range"):
         nn.LinearCrossEntropyLoss(4, 3, label_smoothing=2.0)
+
+
+# ---- cross_entropy / nll_loss: K-dim, unbatched, class probabilities -----------------------
+def _ce_case(kind, rng):
+    if kind == "kdim":
+        t = rng.integers(0, 3, (2, 4, 5))
+        t[0, 0, 0] = -100
+        return rng.standard_normal((2, 3, 4, 5)), t
+    if kind == "kdim1":
+        return rng.standard_normal((3, 4, 6)), rng.integers(0, 4, (3, 6))
+    if kind == "unbatched":
+        return rng.standard_normal(5), np.array(2)
+    if kind == "probabilities":
+        p = rng.random((2, 3, 4))
+        return rng.standard_normal((2, 3, 4)), p / p.sum(1, keepdims=True)
+    p = rng.random(4)
+    return rng.standard_normal(4), p / p.sum()  # unbatched probabilities
+
+
+CE_FORMS = [(kind, reduction, options, fn)
+            for kind in ("kdim", "kdim1", "unbatched", "probabilities", "unbatched_probabilities")
+            for reduction in ("mean", "sum", "none")
+            for options in (dict(), dict(weight=True, label_smoothing=0.2))
+            for fn in ("cross_entropy", "nll_loss", "module")
+            # nll_loss takes class indices and no label smoothing (torch's too)
+            if not (fn == "nll_loss" and ("probabilities" in kind or options))]
+
+
+@pytest.mark.parametrize("kind,reduction,options,fn", CE_FORMS)
+def test_cross_entropy_and_nll_loss_forms_match_torch(kind, reduction, options, fn):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, target = _ce_case(kind, rng)
+    classes = x.shape[0] if x.ndim == 1 else x.shape[1]
+    kw = {"reduction": reduction}
+    t_kw, m_kw = dict(kw), dict(kw)
+    if options.get("weight"):
+        w = rng.random(classes) + 0.5
+        t_kw["weight"], m_kw["weight"] = torch.tensor(w), minidl.tensor(w, dtype="float64")
+    if options.get("label_smoothing"):
+        t_kw["label_smoothing"] = m_kw["label_smoothing"] = options["label_smoothing"]
+    tx = torch.tensor(x, requires_grad=True)
+    mx = minidl.tensor(x, requires_grad=True, dtype="float64")
+    tt = torch.tensor(target)
+    mt = minidl.tensor(target, dtype="float64" if target.dtype.kind == "f" else None)
+    if fn == "module":
+        t_out = torch.nn.CrossEntropyLoss(**t_kw)(tx, tt)
+        m_out = nn.CrossEntropyLoss(**m_kw)(mx, mt)
+    else:
+        t_out = getattr(torch.nn.functional, fn)(tx, tt, **t_kw)
+        m_out = getattr(F, fn)(mx, mt, **m_kw)
+    assert tuple(m_out.shape) == tuple(t_out.shape)
+    np.testing.assert_allclose(m_out.numpy(), t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(tuple(t_out.shape))
+    t_out.backward(torch.tensor(g))
+    m_out.backward(minidl.tensor(g, dtype="float64"))
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_nll_loss2d_and_kdim_gradchecks():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    x, t = rng.standard_normal((2, 3, 2, 2)), rng.integers(0, 3, (2, 2, 2))
+    ours = nn.NLLLoss2d(reduction="sum")(minidl.tensor(x, dtype="float64"), minidl.tensor(t))
+    theirs = torch.nn.NLLLoss2d(reduction="sum")(torch.tensor(x), torch.tensor(t))
+    np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-12)
+    target = minidl.tensor(t)
+    probs = minidl.tensor(rng.dirichlet(np.ones(3), (2, 2, 2)).transpose(0, 3, 1, 2),
+                          dtype="float64")
+    assert gradcheck(lambda x: F.cross_entropy(x, target, label_smoothing=0.1), [leaf(x)])
+    assert gradgradcheck(lambda x: F.cross_entropy(x, target), [leaf(x)])
+    assert gradcheck(lambda x, p: F.cross_entropy(x, p), [leaf(x), leaf(probs.numpy())])
+    assert gradgradcheck(lambda x: F.cross_entropy(x, probs, reduction="sum"), [leaf(x)])
+
+
+def test_cross_entropy_kdim_bad_input():
+    with pytest.raises(ValueError, match=r"take a target of shape \(2, 4\), got \(2, 5\)"):
+        F.cross_entropy(randn((2, 3, 4)), minidl.tensor(np.zeros((2, 5), dtype=np.int64)))
+    with pytest.raises(ValueError, match="unbatched logits of shape"):
+        F.cross_entropy(randn((3,)), minidl.tensor([1]))
+    with pytest.raises(TypeError, match="must be floating point"):
+        F.cross_entropy(randn((2, 3)), minidl.tensor(np.zeros((2, 3), dtype=np.int64)))

@@ -128,3 +128,6 @@ from .loss import LinearCrossEntropyLoss  # noqa: E402
 from ._functional.linear_cross_entropy import LinearCrossEntropyOptions  # noqa: E402
 
 __all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]
+from .loss import NLLLoss2d  # noqa: E402
+
+__all__ += ["NLLLoss2d"]

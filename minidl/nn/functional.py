@@ -61,3 +61,4 @@ from ._functional.fractional_pooling import (  # noqa: F401,E402
     fractional_max_pool3d_with_indices,
 )
 from ._functional.linear_cross_entropy import linear_cross_entropy  # noqa: F401,E402
+from ._functional.cross_entropy import cross_entropy, nll_loss  # noqa: F401,F811,E402  (K-dim, probabilities)

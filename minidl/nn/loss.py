@@ -9,6 +9,7 @@ import math
 from ._functional import losses as L
 from ._functional.ctc import ctc_loss
 from ._functional.linear_cross_entropy import linear_cross_entropy
+from .layers import Linear, NLLLoss
 from .module import Module
 
 
@@ -165,10 +166,9 @@ class LinearCrossEntropyLoss(Module):
     prod(out_features)) and cross entropy of its logits (F.linear_cross_entropy)."""
     _factory_kwargs = True
 
-    def __init__(self, in_features, num_classes, *, out_features=(), bias=False, reduction="mean",
-                 weight=None, ignore_index=None, label_smoothing=0.0, options=None):
-        from .layers import Linear
-
+    def __init__(self, in_features, num_classes, *, out_features=(), bias=False, device=None,
+                 dtype=None, reduction="mean", weight=None, ignore_index=None,
+                 label_smoothing=0.0, options=None):
         if weight is not None and tuple(weight.shape) != (num_classes,):
             raise RuntimeError(f"expected weight shape to be {(num_classes,)}, got "
                                f"{tuple(weight.shape)}")
@@ -182,6 +182,8 @@ class LinearCrossEntropyLoss(Module):
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
         self.linear = Linear(in_features, math.prod(self.out_features) * num_classes, bias=bias)
         self.options = options
+        if device is not None or dtype is not None:
+            self.linear.to(device=device, dtype=dtype)
 
     def forward(self, input, target):
         shape = (self.num_classes,) + self.out_features
@@ -196,3 +198,11 @@ class LinearCrossEntropyLoss(Module):
                 f"out_features={self.out_features}, bias={self.linear.bias is not None}, "
                 f"reduction={self.reduction}, ignore_index={self.ignore_index}, "
                 f"label_smoothing={self.label_smoothing}, options={self.options}")
+
+
+class NLLLoss2d(NLLLoss):
+    """torch.nn.NLLLoss2d, the old name of NLLLoss for (N, C, H, W) input."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        super().__init__(weight, size_average, ignore_index, reduce, reduction)

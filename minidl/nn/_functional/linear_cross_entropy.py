@@ -9,6 +9,7 @@ import math
 
 from ... import functional as _F
 from ...tensor import Tensor
+from .cross_entropy import cross_entropy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +44,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          options=None):
     """cross_entropy(linear(input, linear_weight, linear_bias) reshaped to (N, C, d_1, ...,
     d_K), target, ...): input (in_features) or (N, in_features); target class indices (),
-    (N) or (N, d_1, ..., d_K)."""
+    (N) or (N, d_1, ..., d_K), or class probabilities shaped as the logits."""
     for what, t in (("input", input), ("linear_weight", linear_weight), ("target", target)):
         if not isinstance(t, Tensor):
             raise TypeError(f"linear_cross_entropy: {what} must be a Tensor, got "
@@ -72,24 +73,13 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
                          f"(N, {in_features}), got unbatched input with shape "
                          f"{tuple(input.shape)}")
     logits_shape = batch + (classes,) + out_features
-    if tuple(target.shape) == logits_shape or target.data.dtype.kind not in "iu":
-        raise TypeError("linear_cross_entropy: target must hold class indices (an integer "
-                        f"tensor of shape {batch + out_features}); class probabilities are not "
-                        "supported here")
-    if tuple(target.shape) != batch + out_features:
-        raise ValueError(f"linear_cross_entropy: target shape {tuple(target.shape)} does not "
-                         f"match the logits' {logits_shape} (expected {batch + out_features})")
+    probabilities = tuple(target.shape) == logits_shape
+    if probabilities and ignore_index is not None:
+        raise ValueError("ignore_index cannot be specified when target contains probabilities")
     ignore_index = -100 if ignore_index is None else ignore_index
     size = math.prod(out_features) * classes
     w = linear_weight.reshape(size, in_features)
     b = None if linear_bias is None else linear_bias.reshape(size)
     logits = _F.linear(input, w, b).reshape(logits_shape)
-    if not batch:
-        logits, target = logits.unsqueeze(0), target.unsqueeze(0)
-    if out_features:  # (N, C, d...) -> (N * prod(d), C): each position a row
-        logits = logits.movedim(1, -1).reshape(-1, classes)
-    loss = _F.cross_entropy(logits, target.reshape(-1), weight, ignore_index, reduction,
-                            label_smoothing)
-    if reduction == "none":
-        loss = loss.reshape(batch + out_features)
-    return loss
+    return cross_entropy(logits, target, weight, ignore_index=ignore_index, reduction=reduction,
+                         label_smoothing=label_smoothing)
