@@ -639,3 +639,112 @@ def test_cross_entropy_kdim_bad_input():
         F.cross_entropy(randn((3,)), minidl.tensor([1]))
     with pytest.raises(TypeError, match="must be floating point"):
         F.cross_entropy(randn((2, 3)), minidl.tensor(np.zeros((2, 3), dtype=np.int64)))
+
+
+# ---- SyncBatchNorm ------------------------------------------------------------------------
+SYNC_SHAPE = (8, 3, 5)  # the whole batch; each of the 2 ranks takes half
+
+
+def _sync_data():
+    rng = np.random.default_rng(11)
+    return (rng.standard_normal(SYNC_SHAPE) * 2 + 1, rng.standard_normal(SYNC_SHAPE),
+            rng.random(3) + 0.5, rng.standard_normal(3))
+
+
+def _sync_batchnorm_rank(out_dir):
+    """Run under mpiexec -n 2: each rank's half of the batch through SyncBatchNorm."""
+    import minidl.distributed as dist
+
+    dist.init_process_group("mpi")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, proj, w, b = _sync_data()
+    rows = slice(rank * SYNC_SHAPE[0] // world, (rank + 1) * SYNC_SHAPE[0] // world)
+    m = nn.SyncBatchNorm(3, momentum=0.3, dtype=minidl.float64)
+    m.weight.data[...], m.bias.data[...] = w, b
+    xr = minidl.tensor(x[rows], requires_grad=True, dtype="float64")
+    y = m(xr)
+    (y * minidl.tensor(proj[rows], dtype="float64")).sum().backward()
+    np.savez(f"{out_dir}/rank{rank}.npz", y=y.numpy(), gx=xr.grad.numpy(),
+             gw=m.weight.grad.numpy(), gb=m.bias.grad.numpy(), rm=m.running_mean.numpy(),
+             rv=m.running_var.numpy(), nbt=m.num_batches_tracked.numpy())
+    dist.destroy_process_group()
+
+
+def test_sync_batchnorm_two_ranks_equal_one_batchnorm_over_the_whole_batch(tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import minidl.distributed as dist
+
+    mpiexec = Path(sys.executable).parent / "mpiexec"
+    mpiexec = str(mpiexec) if mpiexec.is_file() else shutil.which("mpiexec")
+    if not dist.is_available() or mpiexec is None:
+        pytest.skip("needs mpi4py and an mpiexec (pip install 'minidl[distributed]')")
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo)] + [
+        p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
+        OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen([mpiexec, "-n", "2", sys.executable, __file__, "syncbn",
+                             str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=repo, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mpiexec did not finish within 180 s:\n{out}\n{err}")
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{out}\n{err}"
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
+    x, proj, w, b = _sync_data()
+    ref = nn.BatchNorm1d(3, momentum=0.3, dtype=minidl.float64)
+    ref.weight.data[...], ref.bias.data[...] = w, b
+    xt = minidl.tensor(x, requires_grad=True, dtype="float64")
+    y = ref(xt)
+    (y * minidl.tensor(proj, dtype="float64")).sum().backward()
+    half = SYNC_SHAPE[0] // 2
+    for r, got in enumerate(ranks):
+        rows = slice(r * half, (r + 1) * half)
+        np.testing.assert_allclose(got["y"], y.numpy()[rows], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got["gx"], xt.grad.numpy()[rows], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got["rm"], ref.running_mean.numpy(), rtol=1e-10)
+        np.testing.assert_allclose(got["rv"], ref.running_var.numpy(), rtol=1e-10)
+        assert int(got["nbt"]) == 1
+    # each rank's parameter gradients are its own share (DDP averages them)
+    np.testing.assert_allclose(ranks[0]["gw"] + ranks[1]["gw"], ref.weight.grad.numpy(),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ranks[0]["gb"] + ranks[1]["gb"], ref.bias.grad.numpy(),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_sync_batchnorm_single_process_is_batchnorm_as_torchs():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 3, 2, 2)).astype("float32")
+    theirs = torch.nn.SyncBatchNorm(3, momentum=None)
+    ours = nn.SyncBatchNorm(3, momentum=None)
+    assert repr(ours) == repr(theirs)
+    from _nn_parity import check_module
+
+    check_module(ours, theirs, [x])
+    np.testing.assert_allclose(ours.running_var.numpy(), theirs.running_var.numpy(), rtol=1e-5)
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3), nn.Sequential(nn.BatchNorm1d(2)))
+    model[1].running_mean.data[...] = [1.0, 2.0, 3.0]
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model.eval())
+    assert isinstance(converted[1], nn.SyncBatchNorm) and isinstance(converted[2][0],
+                                                                     nn.SyncBatchNorm)
+    assert converted[1].weight is model[1].weight and not converted[1].training
+    assert converted[1].running_mean.tolist() == [1.0, 2.0, 3.0]
+    t_model = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.BatchNorm2d(3),
+                                  torch.nn.Sequential(torch.nn.BatchNorm1d(2)))
+    t_conv = torch.nn.SyncBatchNorm.convert_sync_batchnorm(t_model)
+    assert list(converted.state_dict()) == list(t_conv.state_dict())
+    with pytest.raises(ValueError, match="expected at least 2D input"):
+        nn.SyncBatchNorm(3)(randn((3,)))
+
+
+if __name__ == "__main__" and len(__import__("sys").argv) == 3:  # the mpiexec ranks
+    _sync_batchnorm_rank(__import__("sys").argv[2])

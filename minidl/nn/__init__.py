@@ -131,3 +131,6 @@ __all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]
 from .loss import NLLLoss2d  # noqa: E402
 
 __all__ += ["NLLLoss2d"]
+from .sync_batchnorm import SyncBatchNorm  # noqa: E402
+
+__all__ += ["SyncBatchNorm"]
