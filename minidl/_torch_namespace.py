@@ -371,6 +371,229 @@ def unsafe_split_with_sizes(input, split_sizes, dim=0):
     return input.split(list(split_sizes), dim)
 
 
+# ---- more of torch's functions ------------------------------------------------------------
+def conv_tbc(input, weight, bias, pad=0):
+    """Convolution over time of (T, B, C_in) input with a (K, C_in, C_out) weight, padding
+    ``pad`` on both ends of T: conv1d in another layout."""
+    if input.ndim != 3 or weight.ndim != 3:
+        raise RuntimeError(f"conv_tbc: input must have 3 dims and weight 3 dims, got shapes "
+                           f"{tuple(input.shape)} and {tuple(weight.shape)}")
+    y = F.conv1d(input.permute(1, 2, 0), weight.permute(2, 1, 0), bias, 1, pad)
+    return y.permute(2, 0, 1)
+
+
+def nonzero_static(input, *, size, fill_value=-1):
+    """The indices of the non-zero elements as a (size, ndim) tensor: the first ``size`` of
+    them, rows of ``fill_value`` after the last."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise RuntimeError(f"nonzero_static: 'size' must be an non-negative integer, got {size!r}")
+    found = input.nonzero()
+    xp = get_array_module(found.data)
+    out = xp.full((size, input.ndim), fill_value, dtype=np.int64)
+    k = min(size, found.shape[0])
+    out[:k] = found.data[:k]
+    return Tensor(out)
+
+
+def empty_permuted(size, physical_layout, *, dtype=None, layout=None, device=None,
+                   requires_grad=False, pin_memory=False):
+    """An uninitialised tensor of ``size`` whose memory is laid out in the order of dims
+    ``physical_layout`` (outermost first)."""
+    size, order = tuple(int(n) for n in size), tuple(int(d) for d in physical_layout)
+    if sorted(order) != list(builtins.range(len(size))):
+        raise RuntimeError(f"empty_permuted: physical_layout {list(order)} must be a permutation "
+                           f"of the {len(size)} dims")
+    dt = as_dtype(dtype) if dtype is not None else default_float()
+    from .backend import to_device
+
+    buf = to_device(np.empty(tuple(size[d] for d in order), dtype=dt), device or "cpu")
+    return Tensor(buf.transpose(np.argsort(order)), requires_grad=requires_grad)
+
+
+def histogram(input, bins=100, *, range=None, weight=None, density=False):
+    """(hist, bin_edges) of input's values (NumPy's histogram: ``bins`` equal bins over
+    ``range`` or [min, max], or the given increasing edges); the last bin includes its right
+    edge. Not differentiable, as torch's."""
+    from collections import namedtuple
+
+    if device_of(input.data) != "cpu":
+        raise RuntimeError("histogram is only implemented on CPU tensors")
+    edges = bins.data if isinstance(bins, Tensor) else bins
+    w = None if weight is None else np.asarray(weight.data).reshape(-1)
+    hist, edges = np.histogram(np.asarray(input.data).reshape(-1), bins=edges, range=range,
+                               weights=w, density=density)
+    dt = input.data.dtype
+    out = namedtuple("histogram", ["hist", "bin_edges"])
+    return out(Tensor(hist.astype(dt)), Tensor(edges.astype(dt)))
+
+
+def histogramdd(input, bins=10, *, range=None, weight=None, density=False):
+    """(hist, bin_edges): the D-dimensional histogram of the rows of ``input`` (..., D)."""
+    from collections import namedtuple
+
+    if device_of(input.data) != "cpu":
+        raise RuntimeError("histogramdd is only implemented on CPU tensors")
+    pts = np.asarray(input.data)
+    pts = pts.reshape(-1, pts.shape[-1])
+    if isinstance(bins, (list, tuple)) and bins and isinstance(bins[0], Tensor):
+        bins = [np.asarray(b.data) for b in bins]
+    if range is not None:
+        range = [tuple(range[2 * d:2 * d + 2]) for d in builtins.range(pts.shape[1])]
+    w = None if weight is None else np.asarray(weight.data).reshape(-1)
+    hist, edges = np.histogramdd(pts, bins=bins, range=range, weights=w, density=density)
+    dt = input.data.dtype
+    out = namedtuple("histogramdd", ["hist", "bin_edges"])
+    return out(Tensor(hist.astype(dt)), [Tensor(e.astype(dt)) for e in edges])
+
+
+def _gradient_along(f, d, h, edge_order):
+    """numpy.gradient's second-order central differences along dim d of f (a Tensor), with
+    spacing h: a number or the (n,) coordinates as an array; linear in f, so differentiable."""
+    n = f.shape[d]
+    if n < edge_order + 1:
+        raise RuntimeError(f"torch.gradient expected each dimension size to be at least "
+                           f"edge_order+1, got {n} along dim {d}")
+
+    def part(a, b):
+        index = [slice(None)] * f.ndim
+        index[d] = slice(a, b)
+        return f[tuple(index)]
+
+    def along(v):  # coefficients shaped to broadcast along dim d
+        shape = [1] * f.ndim
+        shape[d] = -1
+        return Tensor(np.asarray(v, dtype=f.data.dtype).reshape(shape))
+
+    if np.ndim(h) == 0:
+        dx = np.full(n - 1, float(h))
+    else:
+        dx = np.diff(np.asarray(h, dtype=np.float64))
+    dx1, dx2 = dx[:-1], dx[1:]
+    a = -dx2 / (dx1 * (dx1 + dx2))
+    b = (dx2 - dx1) / (dx1 * dx2)
+    c = dx1 / (dx2 * (dx1 + dx2))
+    inner = part(0, n - 2) * along(a) + part(1, n - 1) * along(b) + part(2, n) * along(c)
+    if edge_order == 1:
+        first = (part(1, 2) - part(0, 1)) * (1.0 / dx[0])
+        last = (part(n - 1, n) - part(n - 2, n - 1)) * (1.0 / dx[-1])
+    else:
+        d1, d2 = dx[0], dx[1]
+        first = (part(0, 1) * (-(2 * d1 + d2) / (d1 * (d1 + d2)))
+                 + part(1, 2) * ((d1 + d2) / (d1 * d2)) + part(2, 3) * (-d1 / (d2 * (d1 + d2))))
+        d1, d2 = dx[-2], dx[-1]
+        last = (part(n - 3, n - 2) * (d2 / (d1 * (d1 + d2)))
+                + part(n - 2, n - 1) * (-(d2 + d1) / (d1 * d2))
+                + part(n - 1, n) * ((2 * d2 + d1) / (d2 * (d1 + d2))))
+    from .ops import cat
+
+    return cat([first, inner, last], d)
+
+
+def gradient(input, *, spacing=1, dim=None, edge_order=1):
+    """torch.gradient: the derivative estimate of input along each of ``dim`` (all dims by
+    default), by central differences inside and one-sided ones (order ``edge_order``, 1 or 2)
+    at the ends; ``spacing`` a number, one number per dim, or each dim's coordinates."""
+    if edge_order not in (1, 2):
+        raise RuntimeError(f"torch.gradient only supports edge_order=1 and edge_order=2, got "
+                           f"{edge_order}")
+    if dim is None:
+        dims = list(builtins.range(input.ndim))
+    elif isinstance(dim, int):
+        dims = [dim]
+    else:
+        dims = list(dim)
+    dims = [d % input.ndim for d in dims]
+    if isinstance(spacing, (list, tuple)):
+        if len(spacing) != len(dims):
+            raise RuntimeError(f"torch.gradient expected spacing to be unspecified, a scalar or "
+                               f"it's spacing and dim arguments to have the same length, but got "
+                               f"a spacing argument of length {len(spacing)} and a dim argument "
+                               f"of length {len(dims)}.")
+        hs = [np.asarray(h.data) if isinstance(h, Tensor) else h for h in spacing]
+    else:
+        hs = [spacing.item() if isinstance(spacing, Tensor) else spacing] * len(dims)
+    if not is_floating_dtype(input):
+        input = input.to(dtype=default_float())
+    return tuple(_gradient_along(input, d, h, edge_order) for d, h in zip(dims, hs))
+
+
+def is_floating_dtype(t):
+    from .backend.dtypes import is_floating
+
+    return is_floating(t.data.dtype)
+
+
+def cond(pred, true_fn, false_fn, operands=()):
+    """torch.cond, run eagerly: true_fn(*operands) if pred else false_fn(*operands)."""
+    if isinstance(pred, Tensor):
+        if pred.numel() != 1:
+            raise RuntimeError(f"cond: expected pred to be a bool or a one-element tensor, got "
+                               f"shape {tuple(pred.shape)}")
+        pred = bool(pred.item())
+    return (true_fn if pred else false_fn)(*operands)
+
+
+def while_loop(cond_fn, body_fn, carried_inputs):
+    """torch.while_loop, run eagerly: carried_inputs = body_fn(*carried_inputs) while
+    cond_fn(*carried_inputs)."""
+    carried = tuple(carried_inputs)
+    while bool(cond_fn(*carried)):
+        out = body_fn(*carried)
+        carried = tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    return carried
+
+
+_DEBUG_MODES = {"default": 0, "warn": 1, "error": 2}
+
+
+def set_deterministic_debug_mode(debug_mode):
+    """0/"default": deterministic algorithms off; 1/"warn": on, warning only; 2/"error": on."""
+    from .runtime import use_deterministic_algorithms
+
+    mode = _DEBUG_MODES.get(debug_mode, debug_mode) if isinstance(debug_mode, str) else \
+        debug_mode
+    if mode not in (0, 1, 2):
+        raise RuntimeError(f"invalid value of debug_mode, expected one of default, warn, error, "
+                           f"but got {debug_mode}")
+    use_deterministic_algorithms(mode > 0, warn_only=mode == 1)
+
+
+def get_deterministic_debug_mode():
+    from .runtime import (are_deterministic_algorithms_enabled,
+                          is_deterministic_algorithms_warn_only_enabled)
+
+    if not are_deterministic_algorithms_enabled():
+        return 0
+    return 1 if is_deterministic_algorithms_warn_only_enabled() else 2
+
+
+_TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
+               "bfloat16": "BFloat16Tensor", "int64": "LongTensor", "int32": "IntTensor",
+               "int16": "ShortTensor", "int8": "CharTensor", "uint8": "ByteTensor",
+               "bool": "BoolTensor"}
+
+
+def typename(obj):
+    """torch.typename: 'torch.FloatTensor' for a float32 tensor (torch.cuda.* on the GPU),
+    else the object's module-qualified class name."""
+    if isinstance(obj, Tensor):
+        prefix = "torch.cuda." if device_of(obj.data) == "cuda" else "torch."
+        return prefix + _TYPE_NAMES.get(str(obj.data.dtype), "Tensor")
+    module = type(obj).__module__
+    if module in ("builtins", "__builtin__", None):
+        return type(obj).__qualname__
+    return f"{module}.{type(obj).__qualname__}"
+
+
+def is_storage(obj):
+    """False: minidl has no storage objects (a tensor's memory is its array)."""
+    return False
+
+
+def init_num_threads():
+    """Nothing to do: minidl's thread pools start when first used."""
+
+
 # ---- creation, arithmetic -----------------------------------------------------------------
 def rsub(input, other, *, alpha=1):
     """other - alpha * input (torch.rsub)."""
@@ -535,13 +758,62 @@ def get_autocast_gpu_dtype():
     return _amp.get_autocast_dtype("cuda")
 
 
+def set_autocast_enabled(device_type, enabled=None):
+    """set_autocast_enabled(device_type, enabled), or the old set_autocast_enabled(enabled)
+    for CUDA."""
+    if enabled is None:
+        device_type, enabled = "cuda", device_type
+    _amp.set_autocast_enabled(device_type, enabled)
+
+
+def set_autocast_dtype(device_type, dtype):
+    _amp.set_autocast_dtype(device_type, dtype)
+
+
+def set_autocast_cpu_enabled(enabled):
+    _deprecated_query("set_autocast_cpu_enabled", "set_autocast_enabled('cpu', enabled)")
+    _amp.set_autocast_enabled("cpu", enabled)
+
+
+def set_autocast_cpu_dtype(dtype):
+    _deprecated_query("set_autocast_cpu_dtype", "set_autocast_dtype('cpu', dtype)")
+    _amp.set_autocast_dtype("cpu", dtype)
+
+
+def set_autocast_gpu_dtype(dtype):
+    _deprecated_query("set_autocast_gpu_dtype", "set_autocast_dtype('cuda', dtype)")
+    _amp.set_autocast_dtype("cuda", dtype)
+
+
+_autocast_cache = True
+_autocast_nesting = 0
+
+
 def is_autocast_cache_enabled():
-    """True: minidl keeps no cast cache that could be turned off (casts are per op)."""
-    return True
+    """Whether autocast would cache cast weights (minidl casts per op and keeps no cache;
+    the flag is kept for code that sets and reads it)."""
+    return _autocast_cache
+
+
+def set_autocast_cache_enabled(enabled):
+    global _autocast_cache
+    _autocast_cache = bool(enabled)
 
 
 def clear_autocast_cache():
     """Nothing to clear: minidl keeps no cache of cast weights."""
+
+
+def autocast_increment_nesting():
+    global _autocast_nesting
+    _autocast_nesting += 1
+    return _autocast_nesting
+
+
+def autocast_decrement_nesting():
+    global _autocast_nesting
+    _autocast_nesting = max(0, _autocast_nesting - 1)
+    return _autocast_nesting
 
 
 _warn_always = False
@@ -815,6 +1087,12 @@ def _map2_(self, x, y, callable):
     return _write_values(self, "map2_", values)
 
 
+def _dim_order(self, *, ambiguity_check=False):
+    """The dims from outermost to innermost in memory (by stride), as torch's dim_order."""
+    strides = self.stride()
+    return tuple(sorted(builtins.range(self.ndim), key=lambda d: (-strides[d], d)))
+
+
 TENSOR_METHODS = {
     "hardshrink": lambda self, lambd=0.5: F.hardshrink(self, lambd),
     "prelu": lambda self, weight: F.prelu(self, weight),
@@ -822,7 +1100,19 @@ TENSOR_METHODS = {
     "new_empty_strided": _new_empty_strided, "put": put, "put_": _put_, "resize_": _resize_,
     "resize_as_": _resize_as_, "share_memory_": _share_memory_, "is_shared": _is_shared,
     "apply_": _apply_, "map_": _map_, "map2_": _map2_, "adjoint": adjoint,
+    "dim_order": _dim_order, "nonzero_static": lambda self, *, size, fill_value=-1:
+    nonzero_static(self, size=size, fill_value=fill_value),
+    "unsafe_chunk": lambda self, chunks, dim=0: self.chunk(chunks, dim),
+    "unsafe_split": lambda self, split_size, dim=0: self.split(split_size, dim),
+    "unsafe_split_with_sizes": lambda self, split_sizes, dim=0: self.split(list(split_sizes),
+                                                                           dim),
+    "H": property(lambda self: adjoint(self) if self.ndim == 2 else _H_error(self)),
 }
+
+
+def _H_error(t):
+    raise RuntimeError(f"tensor.H is only supported on matrices (2-D tensors). Got {t.ndim}-D "
+                       "tensor.")
 
 
 def install(namespace):
@@ -830,7 +1120,7 @@ def install(namespace):
     has) and its methods on Tensor (where Tensor lacks them). Returns the names added."""
     for name, fn in TENSOR_METHODS.items():
         if not hasattr(Tensor, name):
-            if getattr(fn, "__name__", "") == "<lambda>":
+            if getattr(fn, "__name__", "") == "<lambda>" and not isinstance(fn, property):
                 fn.__name__ = fn.__qualname__ = name
             setattr(Tensor, name, fn)
     added = []
@@ -853,4 +1143,4 @@ def install(namespace):
 _NOT_EXPORTED = {"annotations", "math", "warnings", "np", "F", "Function", "Tensor",
                  "device_of", "get_array_module", "as_dtype", "default_float", "bump_version",
                  "INPLACE_FUNCTIONS", "TENSOR_METHODS", "install", "AsStrided", "builtins",
-                 "COPY_FORMS"}
+                 "COPY_FORMS", "is_floating_dtype"}

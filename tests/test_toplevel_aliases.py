@@ -583,3 +583,123 @@ def test_copy_forms_match_torch_and_do_not_share_memory(name, args):
         sum(o.sum() for o in t_outs).backward()
         sum(o.sum() for o in m_outs).backward()
         np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+
+
+# ---- conv_tbc, gradient, histogram, nonzero_static, empty_permuted, cond, small queries -----
+def test_conv_tbc_matches_torch():
+    torch = pytest.importorskip("torch")
+    arrays = [_a(5, 2, 3), _a(3, 3, 4), _a(4)]
+    (t, t_in), (m, m_in) = (_run(ns, lambda ns, x, w, b: ns.conv_tbc(x, w, b, 1), arrays, True)
+                            for ns in (torch, minidl))
+    np.testing.assert_allclose(m.numpy(), t.detach().numpy(), rtol=1e-10)
+    g = _a(*t.shape)
+    t.backward(torch.tensor(g))
+    m.backward(minidl.tensor(g, dtype=minidl.float64))
+    for a, b in zip(m_in, t_in):
+        np.testing.assert_allclose(a.grad.numpy(), b.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+GRADIENT = [dict(), dict(spacing=2.0), dict(dim=1, edge_order=2),
+            dict(spacing=[1.5, 0.5], edge_order=2),
+            dict(spacing=(np.array([0.0, 1, 3, 4, 7]),), dim=0),
+            dict(spacing=(np.array([0.0, 1, 3, 4, 7]),), dim=0, edge_order=2)]
+
+
+@pytest.mark.parametrize("kw", GRADIENT)
+def test_gradient_matches_torch(kw):
+    torch = pytest.importorskip("torch")
+    x = _a(5, 6)
+
+    def args(ns):
+        out = dict(kw)
+        if isinstance(kw.get("spacing"), tuple):
+            out["spacing"] = tuple(ns.tensor(a, dtype=ns.float64) for a in kw["spacing"])
+        return out
+    tx = torch.tensor(x, requires_grad=True)
+    mx = minidl.tensor(x, requires_grad=True, dtype=minidl.float64)
+    t, m = torch.gradient(tx, **args(torch)), minidl.gradient(mx, **args(minidl))
+    assert isinstance(m, tuple) and len(m) == len(t)
+    for a, b in zip(m, t):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+    sum(o.sum() * (i + 1) for i, o in enumerate(t)).backward()
+    sum(o.sum() * (i + 1) for i, o in enumerate(m)).backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert gradcheck(lambda v: minidl.gradient(v, **args(minidl))[0], [randn((5, 6))])
+
+
+def test_histograms_match_torch():
+    torch = pytest.importorskip("torch")
+    v = R.standard_normal(50)
+    for ns_args in [dict(bins=7), dict(bins=4, range=(-1.0, 1.0)), dict(bins=5, density=True)]:
+        t = torch.histogram(torch.tensor(v), **ns_args)
+        m = minidl.histogram(minidl.tensor(v, dtype=minidl.float64), **ns_args)
+        np.testing.assert_allclose(m.hist.numpy(), t.hist.numpy(), rtol=1e-12)
+        np.testing.assert_allclose(m.bin_edges.numpy(), t.bin_edges.numpy(), rtol=1e-12)
+    edges, w = np.array([-2.0, -0.5, 0.0, 3.0]), R.random(50)
+    t = torch.histogram(torch.tensor(v), torch.tensor(edges), weight=torch.tensor(w))
+    m = minidl.histogram(minidl.tensor(v, dtype=minidl.float64),
+                         minidl.tensor(edges, dtype=minidl.float64),
+                         weight=minidl.tensor(w, dtype=minidl.float64))
+    np.testing.assert_allclose(m.hist.numpy(), t.hist.numpy(), rtol=1e-12)
+    pts = R.standard_normal((30, 2))
+    t = torch.histogramdd(torch.tensor(pts), bins=[3, 4], range=[-2.0, 2.0, -1.0, 1.0])
+    m = minidl.histogramdd(minidl.tensor(pts, dtype=minidl.float64), bins=[3, 4],
+                           range=[-2.0, 2.0, -1.0, 1.0])
+    np.testing.assert_allclose(m.hist.numpy(), t.hist.numpy())
+    for a, b in zip(m.bin_edges, t.bin_edges):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+
+
+def test_small_functions_match_torch():
+    torch = pytest.importorskip("torch")
+    for ns in (torch, minidl):
+        assert ns.nonzero_static(ns.tensor([0, 1, 0, 2]), size=3).tolist() == [[1], [3], [-1]]
+        assert ns.tensor([[0, 1], [2, 0]]).nonzero_static(size=1, fill_value=-5).tolist() == \
+            [[0, 1]]
+        e = ns.empty_permuted((2, 3, 4), (0, 2, 1))
+        assert tuple(e.shape) == (2, 3, 4) and tuple(e.stride()) == (12, 1, 3)
+        assert e.dim_order() == (0, 2, 1)
+        assert ns.ones(2, 3, 4, 5).to(memory_format=ns.channels_last).dim_order() == (0, 2, 3, 1)
+        assert ns.typename(ns.ones(2)) == "torch.FloatTensor"
+        assert ns.typename(ns.ones(2, dtype=ns.int64)) == "torch.LongTensor"
+        assert ns.typename(1.0) == "float" and not ns.is_storage(ns.ones(1))
+        assert tuple(ns.ones(2, 3).H.shape) == (3, 2)
+        with pytest.raises(RuntimeError, match="H is only supported on matrices"):
+            ns.ones(2, 3, 4).H
+        one = ns.ones(1)
+        assert ns.cond(ns.tensor(True), lambda a: a + 1, lambda a: a - 1, (one,)).tolist() == [2.0]
+        assert ns.cond(False, lambda a: a + 1, lambda a: a - 1, (one,)).tolist() == [0.0]
+        assert ns.unsafe_chunk(ns.arange(6), 3)[1].tolist() == [2, 3]
+        assert ns.arange(6).unsafe_split(4)[1].tolist() == [4, 5]
+        ns.set_deterministic_debug_mode("warn")
+        try:
+            assert ns.get_deterministic_debug_mode() == 1
+            assert ns.are_deterministic_algorithms_enabled()
+            assert ns.is_deterministic_algorithms_warn_only_enabled()
+        finally:
+            ns.set_deterministic_debug_mode(0)
+        assert ns.get_deterministic_debug_mode() == 0
+    out = minidl.while_loop(lambda i, s: i < 5, lambda i, s: (i + 1, s + i),
+                            (minidl.tensor(0), minidl.tensor(0)))
+    assert [o.item() for o in out] == [5, 10]
+
+
+def test_autocast_switches_match_torch():
+    torch = pytest.importorskip("torch")
+    for ns in (torch, minidl):
+        ns.set_autocast_enabled("cpu", True)
+        try:
+            ns.set_autocast_dtype("cpu", ns.float16)
+            assert ns.is_autocast_enabled("cpu") and ns.get_autocast_dtype("cpu") == ns.float16
+            assert (ns.ones(2, 3) @ ns.ones(3, 2)).dtype == ns.float16
+        finally:
+            ns.set_autocast_enabled("cpu", False)
+            ns.set_autocast_dtype("cpu", ns.bfloat16)
+        assert not ns.is_autocast_enabled("cpu")
+        assert (ns.ones(2, 3) @ ns.ones(3, 2)).dtype == ns.float32
+        assert ns.autocast_increment_nesting() == 1 and ns.autocast_decrement_nesting() == 0
+        ns.set_autocast_cache_enabled(False)
+        assert not ns.is_autocast_cache_enabled()
+        ns.set_autocast_cache_enabled(True)
+        with pytest.warns(DeprecationWarning):
+            ns.set_autocast_gpu_dtype(ns.float16)
