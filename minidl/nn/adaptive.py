@@ -17,8 +17,13 @@ from .module import Module
 _ASMoutput = namedtuple("_ASMoutput", ["output", "loss"])
 
 
+def _index(like, values):
+    """Host indices as an int64 tensor on ``like``'s device."""
+    return Tensor(np.asarray(values, dtype=np.int64), device=like.device)
+
+
 def _rows(t, rows):
-    return t.index_select(0, Tensor(rows.astype(np.int64)))
+    return t.index_select(0, _index(t, rows))
 
 
 class AdaptiveLogSoftmaxWithLoss(Module):
@@ -90,7 +95,7 @@ class AdaptiveLogSoftmaxWithLoss(Module):
                 head_index[rows] = target[rows]
             else:
                 cluster = F.log_softmax(self.tail[i - 1](_rows(input, rows)), dim=1)
-                local = Tensor((target[rows] - bounds[i]).reshape(-1, 1))
+                local = _index(input, (target[rows] - bounds[i]).reshape(-1, 1))
                 pieces.append(cluster.gather(1, local).squeeze(1))
                 head_index[rows] = self.shortlist_size + i - 1
                 tail_rows.append(rows)
@@ -99,9 +104,9 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             raise RuntimeError(f"Target values should be in [0, {self.n_classes - 1}], but "
                                f"values in range [{target.min()}, {target.max()}] were found. ")
         head_logprob = F.log_softmax(self.head(input), dim=1)
-        output = head_logprob.gather(1, Tensor(head_index.reshape(-1, 1))).squeeze(1)
+        output = head_logprob.gather(1, _index(input, head_index.reshape(-1, 1))).squeeze(1)
         if pieces:  # the tail rows' cluster log-probabilities, put back in batch order
-            order = Tensor(np.concatenate(tail_rows))
+            order = _index(input, np.concatenate(tail_rows))
             output = output + output.new_zeros(batch).index_add(0, order, cat(pieces))
         loss = (-output).mean()
         if not batched:
@@ -127,10 +132,10 @@ class AdaptiveLogSoftmaxWithLoss(Module):
         output = np.asarray(head_output.argmax(dim=1).numpy())
         outside = output >= self.shortlist_size
         if not outside.any():
-            return Tensor(output)
+            return _index(input, output)
         if outside.all():
             return self._get_full_log_prob(input, head_output).argmax(dim=1)
         rows = np.nonzero(outside)[0]
         full = self._get_full_log_prob(_rows(input, rows), _rows(head_output, rows))
         output[rows] = np.asarray(full.argmax(dim=1).numpy())
-        return Tensor(output)
+        return _index(input, output)
