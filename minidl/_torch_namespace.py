@@ -594,6 +594,46 @@ def init_num_threads():
     """Nothing to do: minidl's thread pools start when first used."""
 
 
+# ---- ATen's native forms ------------------------------------------------------------------
+def native_layer_norm(input, normalized_shape, weight, bias, eps):
+    """(layer_norm(...), mean, rstd): the statistics over the normalized dims, kept as size-1
+    dims (not differentiable outputs, as torch's)."""
+    dims = len(tuple(normalized_shape))
+    out = F.layer_norm(input, normalized_shape, weight, bias, eps)
+    xp = get_array_module(input.data)
+    axes = tuple(builtins.range(input.ndim - dims, input.ndim))
+    x = input.data.astype(np.float64 if input.data.dtype == np.float64 else np.float32)
+    mean = x.mean(axis=axes, keepdims=True)
+    rstd = 1.0 / xp.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    return out, Tensor(mean.astype(input.data.dtype)), Tensor(rstd.astype(input.data.dtype))
+
+
+def native_dropout(input, p, train):
+    """(output, mask): dropout's output and the bool mask of the kept elements (all True when
+    not training)."""
+    from .backend import generator_rng
+
+    xp = get_array_module(input.data)
+    if not train or p == 0:
+        return input.clone(), Tensor(xp.ones(input.shape, dtype=bool))
+    if p == 1:
+        return input * 0.0, Tensor(xp.zeros(input.shape, dtype=bool))
+    keep = generator_rng(None, device_of(input.data), "native_dropout").random(
+        tuple(input.shape)) >= p
+    scale = Tensor(xp.asarray(keep, dtype=input.data.dtype) * (1.0 / (1.0 - p)))
+    return input * scale, Tensor(xp.asarray(keep))
+
+
+def norm_except_dim(v, pow=2, dim=0):
+    """The p-norm of v over every dim but ``dim``, shaped to broadcast against v (weight
+    norm's g); ``dim=-1``: the norm of all of v."""
+    if dim == -1:
+        return v.norm(pow)
+    d = dim % v.ndim
+    axes = [a for a in builtins.range(v.ndim) if a != d]
+    return v.abs().pow(pow).sum(dim=axes, keepdim=True).pow(1.0 / pow)
+
+
 # ---- creation, arithmetic -----------------------------------------------------------------
 def rsub(input, other, *, alpha=1):
     """other - alpha * input (torch.rsub)."""

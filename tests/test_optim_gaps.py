@@ -163,3 +163,29 @@ def test_lbfgs_state_dict_hooks_run_once():
     opt.register_state_dict_pre_hook(lambda o: seen.append(1))
     opt.state_dict()
     assert seen == [1]
+
+
+def test_swap_in_optimizer_params_and_state_matches_torch():
+    torch = pytest.importorskip("torch")
+    results = []
+    for ns in (torch, minidl):
+        p = ns.nn.Parameter(ns.ones(3))
+        opt = ns.optim.Adam([p], lr=0.1)
+        p.grad = ns.ones(3)
+        opt.step()
+        q = ns.nn.Parameter(ns.zeros(3))
+        q.grad = ns.full((3,), 2.0)
+        sd = opt.state_dict()
+        sd["param_groups"][0]["lr"] = 0.5
+        with ns.optim.swap_in_optimizer_params_and_state(opt, {"w": q}, sd):
+            assert opt.param_groups[0]["params"][0] is q and opt.param_groups[0]["lr"] == 0.5
+            opt.step()
+        assert opt.param_groups[0]["params"][0] is p and opt.param_groups[0]["lr"] == 0.1
+        results.append((p.tolist(), q.tolist(), sd["state"][0]["exp_avg"].tolist()))
+    np.testing.assert_allclose(np.array(results[1], dtype=float), np.array(results[0], dtype=float),
+                               rtol=1e-6)
+    opt = minidl.optim.SGD([nn.Parameter(minidl.ones(2))], lr=0.1)
+    with pytest.raises(ValueError, match="1 parameters, 2 were given"):
+        with minidl.optim.swap_in_optimizer_params_and_state(
+                opt, [minidl.ones(2), minidl.ones(2)], opt.state_dict()):
+            pass

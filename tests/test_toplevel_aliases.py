@@ -703,3 +703,23 @@ def test_autocast_switches_match_torch():
         ns.set_autocast_cache_enabled(True)
         with pytest.warns(DeprecationWarning):
             ns.set_autocast_gpu_dtype(ns.float16)
+
+
+def test_native_forms_match_torch():
+    torch = pytest.importorskip("torch")
+    x, w = _a(2, 3, 4), _a(4)
+    outs = []
+    for ns in (torch, minidl):
+        t = ns.tensor(x, dtype=ns.float64)
+        o, m, r = ns.native_layer_norm(t, [4], ns.tensor(w, dtype=ns.float64), None, 1e-5)
+        outs.append([o.numpy(), m.numpy(), r.numpy(), ns.norm_except_dim(t, 2, 1).numpy(),
+                     ns.norm_except_dim(t, 3, 0).numpy(), ns.norm_except_dim(t, 2, -1).numpy()])
+        o, m = ns.native_dropout(t, 0.5, False)
+        assert m.dtype == ns.bool and bool(m.all()) and np.array_equal(o.numpy(), x)
+        o, m = ns.native_dropout(t, 0.5, True)
+        kept = m.numpy()
+        assert np.allclose(o.numpy()[kept], 2 * x[kept]) and (o.numpy()[~kept] == 0).all()
+    for a, b in zip(*outs):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-10)
+    assert gradcheck(lambda v: minidl.norm_except_dim(v, 3, 1), [randn((2, 3, 2))])
