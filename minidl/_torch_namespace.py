@@ -372,14 +372,7 @@ def unsafe_split_with_sizes(input, split_sizes, dim=0):
 
 
 # ---- more of torch's functions ------------------------------------------------------------
-def conv_tbc(input, weight, bias, pad=0):
-    """Convolution over time of (T, B, C_in) input with a (K, C_in, C_out) weight, padding
-    ``pad`` on both ends of T: conv1d in another layout."""
-    if input.ndim != 3 or weight.ndim != 3:
-        raise RuntimeError(f"conv_tbc: input must have 3 dims and weight 3 dims, got shapes "
-                           f"{tuple(input.shape)} and {tuple(weight.shape)}")
-    y = F.conv1d(input.permute(1, 2, 0), weight.permute(2, 1, 0), bias, 1, pad)
-    return y.permute(2, 0, 1)
+conv_tbc = F.conv_tbc
 
 
 def nonzero_static(input, *, size, fill_value=-1):

@@ -620,8 +620,10 @@ def test_nll_loss2d_and_kdim_gradchecks():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)
     x, t = rng.standard_normal((2, 3, 2, 2)), rng.integers(0, 3, (2, 2, 2))
-    ours = nn.NLLLoss2d(reduction="sum")(minidl.tensor(x, dtype="float64"), minidl.tensor(t))
-    theirs = torch.nn.NLLLoss2d(reduction="sum")(torch.tensor(x), torch.tensor(t))
+    with pytest.warns(FutureWarning, match="`NLLLoss2d` has been deprecated"):
+        ours = nn.NLLLoss2d(reduction="sum")(minidl.tensor(x, dtype="float64"), minidl.tensor(t))
+    with pytest.warns(FutureWarning, match="`NLLLoss2d` has been deprecated"):
+        theirs = torch.nn.NLLLoss2d(reduction="sum")(torch.tensor(x), torch.tensor(t))
     np.testing.assert_allclose(ours.item(), theirs.item(), rtol=1e-12)
     target = minidl.tensor(t)
     probs = minidl.tensor(rng.dirichlet(np.ones(3), (2, 2, 2)).transpose(0, 3, 1, 2),
@@ -748,3 +750,51 @@ def test_sync_batchnorm_single_process_is_batchnorm_as_torchs():
 
 if __name__ == "__main__" and len(__import__("sys").argv) == 3:  # the mpiexec ranks
     _sync_batchnorm_rank(__import__("sys").argv[2])
+
+
+# ---- nn.grad, nn.parameter, F.conv_tbc --------------------------------------------------
+CONV_GRADS = [(1, (2, 4, 9), (6, 2, 3), dict(stride=2, padding=1, groups=2)),
+              (2, (2, 4, 7, 6), (6, 2, 3, 2), dict(stride=2, padding=1, dilation=1, groups=2)),
+              (2, (1, 3, 6, 6), (2, 3, 3, 3), dict(dilation=2)),
+              (3, (1, 2, 5, 4, 4), (3, 2, 2, 2, 2), dict(padding=1))]
+
+
+@pytest.mark.parametrize("dims,x_shape,w_shape,kw", CONV_GRADS)
+def test_nn_grad_conv_input_and_weight_match_torch(dims, x_shape, w_shape, kw):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(dims)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    conv = getattr(torch.nn.functional, f"conv{dims}d")
+    out = conv(torch.tensor(x), torch.tensor(w), **kw)
+    go = rng.standard_normal(tuple(out.shape))
+    t_in = getattr(torch.nn.grad, f"conv{dims}d_input")(x_shape, torch.tensor(w),
+                                                         torch.tensor(go), **kw)
+    t_w = getattr(torch.nn.grad, f"conv{dims}d_weight")(torch.tensor(x), w_shape,
+                                                         torch.tensor(go), **kw)
+    m = lambda a: minidl.tensor(a, dtype="float64")  # noqa: E731
+    m_in = getattr(F.grad, f"conv{dims}d_input")(x_shape, m(w), m(go), **kw)
+    m_w = getattr(nn.grad, f"conv{dims}d_weight")(m(x), w_shape, m(go), **kw)
+    np.testing.assert_allclose(m_in.numpy(), t_in.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(m_w.numpy(), t_w.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_nn_grad_results_are_differentiable():
+    go = randn((1, 2, 4, 4), seed=3)
+    assert gradcheck(lambda w, g: nn.grad.conv2d_input((1, 3, 6, 6), w, g), [randn((2, 3, 3, 3)),
+                                                                            go])
+    assert gradcheck(lambda x: nn.grad.conv2d_weight(x, (2, 3, 3, 3), go.detach()),
+                     [randn((1, 3, 6, 6), seed=4)])
+
+
+def test_nn_parameter_module_and_conv_tbc():
+    from minidl.nn.parameter import Buffer, Parameter, UninitializedParameter
+
+    assert Parameter is nn.Parameter and Buffer is nn.Buffer
+    assert UninitializedParameter is nn.UninitializedParameter
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((5, 2, 3)), rng.standard_normal((3, 3, 4)), rng.standard_normal(4)
+    t = torch.conv_tbc(torch.tensor(x), torch.tensor(w), torch.tensor(b), 1)
+    m = F.conv_tbc(*(minidl.tensor(a, dtype="float64") for a in (x, w, b)), 1)
+    np.testing.assert_allclose(m.numpy(), t.numpy(), rtol=1e-10)
+    assert F.native_channel_shuffle is F.channel_shuffle

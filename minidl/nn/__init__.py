@@ -1,5 +1,5 @@
 """Modules and layers: ``import minidl.nn as nn``."""
-from . import functional, init, parallel, utils  # noqa: F401
+from . import functional, grad, init, parallel, utils  # noqa: F401
 from .layers import (
     BCELoss, BCEWithLogitsLoss, ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
     Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Identity, L1Loss, LayerNorm, LeakyReLU,
@@ -134,3 +134,15 @@ __all__ += ["NLLLoss2d"]
 from .sync_batchnorm import SyncBatchNorm  # noqa: E402
 
 __all__ += ["SyncBatchNorm"]
+
+# torch.nn.parameter, the module users import Parameter and Buffer from
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+parameter = _types.ModuleType(__name__ + ".parameter", "torch.nn.parameter")
+parameter.Parameter, parameter.Buffer = Parameter, Buffer
+parameter.UninitializedParameter, parameter.UninitializedBuffer = (UninitializedParameter,
+                                                                   UninitializedBuffer)
+parameter.__all__ = ["Parameter", "Buffer", "UninitializedParameter", "UninitializedBuffer"]
+_sys.modules[parameter.__name__] = parameter
+del _sys, _types

@@ -62,3 +62,6 @@ from ._functional.fractional_pooling import (  # noqa: F401,E402
 )
 from ._functional.linear_cross_entropy import linear_cross_entropy  # noqa: F401,E402
 from ._functional.cross_entropy import cross_entropy, nll_loss  # noqa: F401,F811,E402  (K-dim, probabilities)
+from ._functional.conv_tbc import conv_tbc  # noqa: F401,E402
+from ._functional.pooling import channel_shuffle as native_channel_shuffle  # noqa: F401,E402
+from . import grad  # noqa: F401,E402  (F.grad is torch.nn.grad)
