@@ -186,6 +186,52 @@ def embedding(weight, indices, padding_idx=-1, scale_grad_by_freq=False, sparse=
                        scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
 
 
+_BAG_MODES = ("sum", "mean", "max")
+
+
+def embedding_bag(weight, indices, offsets, scale_grad_by_freq=False, mode=0, sparse=False,
+                  per_sample_weights=None, include_last_offset=False, padding_idx=None):
+    """torch.embedding_bag: (output, offset2bag, bag_size, max_indices), mode 0 sum, 1 mean,
+    2 max; output is F.embedding_bag's. The other three are what torch's CPU kernel returns:
+    each index's bag (empty for sum), each bag's size (zeros for sum) and, for max, the row
+    that won each feature (for mean, the bag sizes again; for sum, zeros)."""
+    if mode not in (0, 1, 2):
+        raise ValueError(f"embedding_bag: mode must be 0 (sum), 1 (mean) or 2 (max), got {mode!r}")
+    if padding_idx is not None and padding_idx < 0:
+        padding_idx = None if padding_idx == -1 else padding_idx
+    out = F.embedding_bag(indices, weight, offsets, None, 2, scale_grad_by_freq,
+                          _BAG_MODES[mode], sparse, per_sample_weights, include_last_offset,
+                          padding_idx)
+    idx = np.asarray(indices.numpy()).reshape(-1)
+    off = np.asarray(offsets.numpy()).reshape(-1).astype(np.int64)
+    bags = off.size - 1 if include_last_offset else off.size
+    ends = np.append(off[1:], idx.size)[:bags] if not include_last_offset else off[1:bags + 1]
+    starts = off[:bags]
+    owner = np.zeros(idx.size, dtype=np.int64)
+    sizes = np.zeros(bags, dtype=np.int64)
+    for b, (a, z) in enumerate(zip(starts, ends)):
+        owner[a:z] = b
+        keep = idx[a:z] if padding_idx is None else idx[a:z][idx[a:z] != padding_idx]
+        sizes[b] = keep.size
+    dev = device_of(weight.data)
+    from .backend import to_device
+
+    def t(a):
+        return Tensor(to_device(a, dev))
+    if mode == 0:  # torch's vary with its kernel's path; these are its float64 ones
+        zeros = np.zeros(off.size, dtype=np.int64)
+        return out, t(owner), t(zeros), t(zeros.copy())
+    if mode == 1:
+        return out, t(owner), t(sizes), t(sizes.copy())
+    w = np.asarray(weight.numpy())
+    winners = np.zeros((bags, w.shape[1]), dtype=np.int64)
+    for b, (a, z) in enumerate(zip(starts, ends)):
+        rows = idx[a:z] if padding_idx is None else idx[a:z][idx[a:z] != padding_idx]
+        if rows.size:
+            winners[b] = rows[np.argmax(w[rows], axis=0)]
+    return out, t(owner), t(sizes), t(winners)
+
+
 def prelu(input, weight):
     return F.prelu(input, weight)
 

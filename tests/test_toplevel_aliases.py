@@ -723,3 +723,36 @@ def test_native_forms_match_torch():
         assert a.shape == b.shape
         np.testing.assert_allclose(b, a, rtol=1e-10)
     assert gradcheck(lambda v: minidl.norm_except_dim(v, 3, 1), [randn((2, 3, 2))])
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("kw", [dict(), dict(include_last_offset=True), dict(padding_idx=4),
+                                dict(per_sample_weights=True)])
+def test_embedding_bag_matches_torch(mode, kw):
+    torch = pytest.importorskip("torch")
+    if kw.get("per_sample_weights") and mode != 0:
+        mode = 0  # torch takes per_sample_weights with sum only
+    w = _a(6, 3)
+    idx = np.array([1, 2, 4, 5, 4, 3])
+    off = np.array([0, 2, 2, 5, 6]) if kw.get("include_last_offset") else np.array([0, 2, 2, 5])
+    psw = R.random(6) if kw.get("per_sample_weights") else None
+    outs, ws = [], []
+    for ns in (torch, minidl):
+        wt = ns.tensor(w, dtype=ns.float64).requires_grad_(True)
+        args = [False, mode, False, None if psw is None else ns.tensor(psw, dtype=ns.float64),
+                kw.get("include_last_offset", False)]
+        if "padding_idx" in kw:
+            args.append(kw["padding_idx"])
+        outs.append(ns.embedding_bag(wt, ns.tensor(idx), ns.tensor(off), *args))
+        ws.append(wt)
+    assert len(outs[1]) == len(outs[0]) == 4
+    # in sum mode torch's offset2bag/bag_size/max_indices vary with its kernel's path (dtype,
+    # requires_grad) and carry nothing: only the output is compared there
+    for k, (m, t) in enumerate(zip(outs[1], outs[0]) if mode else [(outs[1][0], outs[0][0])]):
+        assert tuple(m.shape) == tuple(t.shape), (k, m.shape, t.shape)
+        np.testing.assert_allclose(m.detach().numpy(), t.detach().numpy(), rtol=1e-12,
+                                   err_msg=f"output {k}")
+    g = R.standard_normal(tuple(outs[0][0].shape))
+    outs[0][0].backward(torch.tensor(g))
+    outs[1][0].backward(minidl.tensor(g, dtype=minidl.float64))
+    np.testing.assert_allclose(ws[1].grad.numpy(), ws[0].grad.numpy(), rtol=1e-12)
