@@ -1112,6 +1112,45 @@ def _resize_as_(self, the_template, *, memory_format=None):
     return _resize_(self, tuple(the_template.shape), memory_format=memory_format)
 
 
+def _resize(self, *sizes):
+    """Deprecated out-of-place resize: as torch's (autograd's Resize), the same elements in a
+    new shape (differentiable); the element count may not change. Warns."""
+    warnings.warn("non-inplace resize is deprecated", UserWarning, stacklevel=2)
+    return _reshaped(self, sizes)
+
+
+def _resize_as(self, tensor):
+    warnings.warn("non-inplace resize_as is deprecated", UserWarning, stacklevel=2)
+    return _reshaped(self, tuple(tensor.shape))
+
+
+def _reshaped(self, sizes):
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = tuple(sizes[0])
+    n = int(np.prod(sizes)) if sizes else 1
+    if n != self.numel():
+        raise RuntimeError(f"requested resize to {'x'.join(map(str, sizes))} ({n} elements in "
+                           f"total), but the given tensor has a size of "
+                           f"{'x'.join(map(str, self.shape))} ({self.numel()} elements). "
+                           "autograd's resize can only change the shape of a given tensor, "
+                           "while preserving the number of elements.")
+    return self.reshape(tuple(sizes))
+
+
+def _new(self, *args, **kwargs):
+    """Tensor.new, the legacy constructor: new(*sizes) uninitialised (here zeros), new(data)
+    from data (a sequence or a tensor), new() empty; this tensor's dtype and device."""
+    if kwargs.get("device") is not None:
+        raise TypeError("new(): device= is not supported; use new_empty/new_tensor")
+    if len(args) == 1 and not isinstance(args[0], int):
+        data = args[0]
+        if isinstance(data, Tensor):
+            return data.detach()
+        return self.new_tensor(data)
+    sizes = args if args else (0,)
+    return self.new_zeros(*sizes)
+
+
 def _share_memory_(self):
     """This tensor (its memory is already the process's own: minidl's workers get copies),
     as torch's share_memory_ returns self."""
@@ -1179,7 +1218,7 @@ TENSOR_METHODS = {
     "new_empty_strided": _new_empty_strided, "put": put, "put_": _put_, "resize_": _resize_,
     "resize_as_": _resize_as_, "share_memory_": _share_memory_, "is_shared": _is_shared,
     "apply_": _apply_, "map_": _map_, "map2_": _map2_, "adjoint": adjoint,
-    "dim_order": _dim_order, "nonzero_static": lambda self, *, size, fill_value=-1:
+    "dim_order": _dim_order, "resize": _resize, "resize_as": _resize_as, "new": _new, "nonzero_static": lambda self, *, size, fill_value=-1:
     nonzero_static(self, size=size, fill_value=fill_value),
     "unsafe_chunk": lambda self, chunks, dim=0: self.chunk(chunks, dim),
     "unsafe_split": lambda self, split_size, dim=0: self.split(split_size, dim),

@@ -509,14 +509,22 @@ def test_toplevel_names_added_here_exist_in_torch():
               "vmap", "set_flush_denormal", "get_device", "is_inference_mode_enabled",
               "is_anomaly_enabled", "set_anomaly_enabled", "is_autocast_enabled",
               "get_autocast_dtype", "max_pool1d_with_indices", "dropout_", "alpha_dropout_",
-              "feature_alpha_dropout_"}
+              "feature_alpha_dropout_", "embedding_bag", "conv_tbc", "gradient", "histogram",
+              "histogramdd", "nonzero_static", "empty_permuted", "cond", "while_loop",
+              "typename", "is_storage", "set_deterministic_debug_mode",
+              "get_deterministic_debug_mode", "set_autocast_enabled", "set_autocast_dtype",
+              "native_layer_norm", "native_dropout", "norm_except_dim", "gru_cell",
+              "lstm_cell", "rnn_tanh_cell", "rnn_relu_cell", "view_copy", "unsafe_chunk",
+              "adjoint", "put", "rsub", "fill", "index_put_"}
     added |= {n for n, _ in INPLACE} | set(WINDOWS)
     for name in sorted(added):
         assert hasattr(torch, name), name
         assert hasattr(minidl, name), name
     for name in ("hardshrink", "prelu", "as_strided", "storage_offset", "new_empty_strided",
                  "put_", "put", "resize_", "resize_as_", "share_memory_", "map_", "map2_",
-                 "apply_", "is_shared", "adjoint"):
+                 "apply_", "is_shared", "adjoint", "H", "dim_order", "nonzero_static",
+                 "unsafe_chunk", "unsafe_split", "unsafe_split_with_sizes", "resize", "resize_as",
+                 "new"):
         assert hasattr(torch.Tensor, name) and hasattr(minidl.Tensor, name), name
     for name in SIGNAL + ["general_cosine", "general_hamming"]:
         assert hasattr(torch.signal.windows, name) and hasattr(minidl.signal.windows, name)
@@ -756,3 +764,22 @@ def test_embedding_bag_matches_torch(mode, kw):
     outs[0][0].backward(torch.tensor(g))
     outs[1][0].backward(minidl.tensor(g, dtype=minidl.float64))
     np.testing.assert_allclose(ws[1].grad.numpy(), ws[0].grad.numpy(), rtol=1e-12)
+
+
+def test_deprecated_tensor_forms_match_torch():
+    torch = pytest.importorskip("torch")
+    for ns in (torch, minidl):
+        t = ns.ones(3)
+        with pytest.warns(UserWarning, match="non-inplace resize is deprecated"):
+            r = t.resize(1, 3)
+        assert tuple(r.shape) == (1, 3) and tuple(t.shape) == (3,)
+        with pytest.warns(UserWarning, match="non-inplace resize_as is deprecated"):
+            assert tuple(t.resize_as(ns.ones(3, 1)).shape) == (3, 1)
+        with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="resize can only"):
+            t.resize(2)
+        assert tuple(t.new(2, 3).shape) == (2, 3) and t.new(2, 3).dtype == t.dtype
+        assert t.new([1.0, 2.0]).tolist() == [1.0, 2.0] and tuple(t.new().shape) == (0,)
+        assert tuple(t.new(ns.ones(2)).shape) == (2,)
+        with pytest.warns(FutureWarning, match="`nn.Container` is deprecated"):
+            c = ns.nn.Container(a=ns.nn.Linear(1, 1))
+        assert [n for n, _ in c.named_children()] == ["a"]

@@ -146,3 +146,6 @@ parameter.UninitializedParameter, parameter.UninitializedBuffer = (Uninitialized
 parameter.__all__ = ["Parameter", "Buffer", "UninitializedParameter", "UninitializedBuffer"]
 _sys.modules[parameter.__name__] = parameter
 del _sys, _types
+from .container import Container  # noqa: E402
+
+__all__ += ["Container"]
