@@ -1036,6 +1036,28 @@ def as_strided(input, size, stride, storage_offset=None):
     return AsStrided.apply(input, storage=storage, x_pos=x_pos, out_pos=out_pos)
 
 
+def as_strided_scatter(input, src, size, stride, storage_offset=None):
+    """A copy of ``input`` with ``src`` written where ``input.as_strided(size, stride,
+    storage_offset)`` reads (positions in input's row-major order; differentiable in both)."""
+    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    if tuple(src.shape) != size:
+        raise RuntimeError(f"expected src to have a size equal to the slice of self. src size = "
+                           f"{list(src.shape)}, slice size = {list(size)}")
+    xp = get_array_module(input.data)
+    pos = _positions(xp, size, stride, 0 if storage_offset is None else int(storage_offset))
+    if pos.size and int(pos.max()) >= input.numel():
+        raise RuntimeError(f"as_strided_scatter: sizes {list(size)}, strides {list(stride)} "
+                           f"reach element {int(pos.max())} of a tensor of {input.numel()}")
+    return put(input, Tensor(pos), src)
+
+
+def _is_set_to(self, tensor):
+    """Whether both tensors view the same memory with the same offset, shape and strides."""
+    a, b = self.data, tensor.data
+    return (type(a) is type(b) and a.shape == b.shape and a.strides == b.strides
+            and self.data_ptr() == tensor.data_ptr())
+
+
 def _storage_offset(self):
     """The index of this tensor's first element in the array it views (0 for one that owns
     its memory)."""
@@ -1218,6 +1240,8 @@ TENSOR_METHODS = {
     "new_empty_strided": _new_empty_strided, "put": put, "put_": _put_, "resize_": _resize_,
     "resize_as_": _resize_as_, "share_memory_": _share_memory_, "is_shared": _is_shared,
     "apply_": _apply_, "map_": _map_, "map2_": _map2_, "adjoint": adjoint,
+    "as_strided_scatter": as_strided_scatter, "is_set_to": _is_set_to,
+    "output_nr": property(lambda self: 0), "const_data_ptr": lambda self: self.data_ptr(),
     "dim_order": _dim_order, "resize": _resize, "resize_as": _resize_as, "new": _new, "nonzero_static": lambda self, *, size, fill_value=-1:
     nonzero_static(self, size=size, fill_value=fill_value),
     "unsafe_chunk": lambda self, chunks, dim=0: self.chunk(chunks, dim),
