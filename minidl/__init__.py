@@ -11,9 +11,9 @@ from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, ten
 from .autograd import inference_mode, set_grad_enabled
 from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
-from . import amp, backends, cuda, utils  # noqa: E402,F401
+from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
 from .amp import autocast  # noqa: E402
-from .backend.dtypes import float16, float32, float64  # noqa: E402
+from .backend.dtypes import complex64, complex128, float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402
     arange, bernoulli, empty, empty_like, eye, from_numpy, full, full_like, linspace, logspace,
     multinomial,
@@ -51,7 +51,8 @@ def set_num_threads(n):
 # such as ``float``, ``int`` and ``bool`` do not shadow the builtins inside this module
 _DTYPE_NAMES = {"int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
                 "uint8": "uint8", "bool": "bool", "half": "float16", "float": "float32",
-                "double": "float64", "long": "int64", "int": "int32", "short": "int16"}
+                "double": "float64", "long": "int64", "int": "int32", "short": "int16",
+                "cfloat": "complex64", "cdouble": "complex128"}
 
 
 def __getattr__(name):
@@ -70,6 +71,7 @@ def __getattr__(name):
 __all__ = ["Tensor", "Function", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
            "manual_seed", "cuda_available", "save", "load", "zeros", "ones", "randn",
            "from_numpy", "set_num_threads", "cat", "stack", "autocast", "float16", "float32", "float64", "bfloat16",
+           "complex64", "complex128",
            "arange", "full", "full_like", "zeros_like", "ones_like", "rand", "randint", "linspace", "eye",
            "where", "maximum", "minimum", "clamp", "clip", "device", "set_grad_enabled",
            "inference_mode", "empty", "empty_like", "rand_like", "randn_like", "randint_like",
@@ -103,6 +105,14 @@ _export({n: getattr(_products, n) for n in _products.FUNCTIONS})
 _export(linalg.FUNCTIONS)  # det, inverse, svd (torch.svd's U, S, V), qr, ...
 from . import special  # noqa: E402  (minidl.special.erf, ...; minidl.erf, minidl.lgamma, ...)
 _export(special.FUNCTIONS)
+from . import complex_ops as _complex_ops  # noqa: E402  (minidl.real, minidl.complex, ...)
+_export(_complex_ops.FUNCTIONS)
+__all__.remove("complex")  # as max and min: import * must not shadow the builtin
+from . import fft  # noqa: E402,F401  (minidl.fft, as torch.fft)
+from . import spectral as _spectral  # noqa: E402  (minidl.stft, minidl.istft)
+_export(_spectral.FUNCTIONS)
+for _name, _fn in _spectral.TENSOR_METHODS.items():
+    setattr(Tensor, _name, _fn)
 del _export
 
 # minidl.exp(x), minidl.flatten(x, 1), ...: the Tensor methods torch also has as functions,
@@ -122,6 +132,8 @@ for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
 del _name, _fn
 from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)
 from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
+from .backend import OutOfMemoryError  # noqa: E402,F401  (torch.OutOfMemoryError)
+from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)

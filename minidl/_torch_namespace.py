@@ -934,14 +934,6 @@ def get_device(input):
     return input.get_device()
 
 
-def adjoint(input):
-    """The transpose of the last two dims (real tensors: the conjugate is the tensor)."""
-    if input.ndim < 2:
-        raise RuntimeError(f"tensor.adjoint() is only supported on matrices or batches of "
-                           f"matrices. Got {input.ndim}-D tensor.")
-    return input.transpose(-2, -1)
-
-
 # ---- Tensor methods that torch.Tensor has and minidl's lacked --------------------------------
 def _storage(t):
     """(flat storage array, offset of t's first element in it, t's strides in elements): the
@@ -1173,16 +1165,6 @@ def _new(self, *args, **kwargs):
     return self.new_zeros(*sizes)
 
 
-def _share_memory_(self):
-    """This tensor (its memory is already the process's own: minidl's workers get copies),
-    as torch's share_memory_ returns self."""
-    return self
-
-
-def _is_shared(self):
-    return False
-
-
 def _cpu_only(name, self):
     if device_of(self.data) != "cpu":
         raise TypeError(f"{name} is only implemented on CPU tensors")
@@ -1238,8 +1220,8 @@ TENSOR_METHODS = {
     "prelu": lambda self, weight: F.prelu(self, weight),
     "as_strided": as_strided, "storage_offset": _storage_offset,
     "new_empty_strided": _new_empty_strided, "put": put, "put_": _put_, "resize_": _resize_,
-    "resize_as_": _resize_as_, "share_memory_": _share_memory_, "is_shared": _is_shared,
-    "apply_": _apply_, "map_": _map_, "map2_": _map2_, "adjoint": adjoint,
+    "resize_as_": _resize_as_,
+    "apply_": _apply_, "map_": _map_, "map2_": _map2_,
     "as_strided_scatter": as_strided_scatter, "is_set_to": _is_set_to,
     "output_nr": property(lambda self: 0), "const_data_ptr": lambda self: self.data_ptr(),
     "dim_order": _dim_order, "resize": _resize, "resize_as": _resize_as, "new": _new, "nonzero_static": lambda self, *, size, fill_value=-1:
@@ -1248,7 +1230,7 @@ TENSOR_METHODS = {
     "unsafe_split": lambda self, split_size, dim=0: self.split(split_size, dim),
     "unsafe_split_with_sizes": lambda self, split_sizes, dim=0: self.split(list(split_sizes),
                                                                            dim),
-    "H": property(lambda self: adjoint(self) if self.ndim == 2 else _H_error(self)),
+    "H": property(lambda self: self.adjoint() if self.ndim == 2 else _H_error(self)),
 }
 
 

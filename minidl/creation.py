@@ -59,10 +59,21 @@ def ones(*shape, size=None, dtype=None, requires_grad=False, device=None):
 def randn(*shape, size=None, generator=None, dtype=None, requires_grad=False, device=None):
     shape = _shape("randn", shape, size)
     dtype, device = _creation_dtype(dtype, default_float()), _device(device)
+    rng = generator_rng(generator, device, "randn")
+    if dtype.kind == "c":  # variance 1 in all, half of it in each part, as torch's
+        values = _complex_draws(rng.standard_normal, shape, dtype) * np.sqrt(0.5)
+        return Tensor(values.astype(dtype), requires_grad=requires_grad, device=device)
     if not is_floating(dtype):  # samples cast to ints would be mostly zeros
         raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
-    values = generator_rng(generator, device, "randn").standard_normal(shape).astype(dtype)
+    values = rng.standard_normal(shape).astype(dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
+
+
+def _complex_draws(draw, shape, dtype):
+    """Complex values whose real and imaginary parts are independent draws (``draw(size)``)."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    parts = draw(shape + (2,))
+    return parts[..., 0] + 1j * parts[..., 1]
 
 
 def _number(name, what, x):
@@ -144,9 +155,13 @@ def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, dev
     device = _device(device)
     shape = _shape("rand", shape, size)
     dtype = _creation_dtype(dtype, default_float())
+    rng = generator_rng(generator, device, "rand")
+    if dtype.kind == "c":  # both parts uniform on [0, 1), as torch's
+        return Tensor(_complex_draws(rng.random, shape, dtype).astype(dtype),
+                      requires_grad=requires_grad, device=device)
     if not is_floating(dtype):
         raise TypeError(f"rand: dtype must be a floating-point type, got {dtype}")
-    values = generator_rng(generator, device, "rand").random(shape).astype(dtype)
+    values = rng.random(shape).astype(dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
 
 
@@ -255,8 +270,9 @@ def rand_like(input, *, generator=None, dtype=None, requires_grad=False, device=
 def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
     shape, dtype, device = _like(input, dtype, device)
-    if not is_floating(dtype):
-        raise TypeError(f"randn_like: dtype must be a floating-point type, got {dtype}")
+    if not (is_floating(dtype) or dtype.kind == "c"):
+        raise TypeError(f"randn_like: dtype must be a floating-point or complex type, got "
+                        f"{dtype}")
     out = randn(shape, generator=generator, dtype=dtype, requires_grad=requires_grad,
                 device=device)
     return _in_format(out, memory_format, input)

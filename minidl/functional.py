@@ -17,7 +17,8 @@ from .backend import device_of, generic, get_array_module
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, Where, accumulation_dtype, cat, constant, keep_where,
-    log_softmax_array, reduction_axes, pointwise_kernels, row_kernels, stable_sigmoid,
+    log_softmax_array, reduction_axes, pointwise_kernels, refuse_complex, row_kernels,
+    stable_sigmoid,
 )
 from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
 from .special import erfc_array  # noqa: E402
@@ -506,6 +507,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
         raise TypeError(f"conv2d(): argument 'input' (position 1) must be Tensor, not "
                         f"{type(x).__name__}")
     xs, ws = x.data.shape, weight.data.shape
+    if x.data.dtype.kind == "c" or weight.data.dtype.kind == "c":
+        refuse_complex("conv2d", x.data if x.data.dtype.kind == "c" else weight.data)
     if len(xs) != 4:
         raise ValueError(f"conv2d: input must be 4-D (N, C, H, W), got shape {x.shape}")
     if len(ws) != 4:
@@ -681,6 +684,8 @@ def add_relu(a, b):
 
 
 def sigmoid(x):
+    if x.data.dtype.kind == "c":
+        return x.sigmoid()
     return Sigmoid.apply(x)
 
 
@@ -1048,6 +1053,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     """Softmax cross-entropy of logits (N, C) against integer targets (N,), with PyTorch's
     options: class ``weight`` (C,), rows whose target is ``ignore_index`` left out, and
     ``label_smoothing``. Without them it is one fused op."""
+    if logits.data.dtype.kind == "c":
+        refuse_complex("cross_entropy", logits.data)
     _check_loss_options("cross_entropy", reduction, label_smoothing)
     target, ignored = _check_targets("cross_entropy", logits, target, ignore_index)
     w = _class_weights("cross_entropy", weight, logits)
@@ -1064,6 +1071,8 @@ def _check_reduction(name, reduction):
 
 
 def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"):
+    if log_probs.data.dtype.kind == "c":
+        refuse_complex("nll_loss", log_probs.data)
     _check_reduction("nll_loss", reduction)
     target, ignored = _check_targets("nll_loss", log_probs, target, ignore_index)
     w = _class_weights("nll_loss", weight, log_probs)
@@ -1076,6 +1085,9 @@ def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean"
 
 
 def mse_loss(input, target, reduction="mean"):
+    for t in (input, target):
+        if t.data.dtype.kind == "c":
+            refuse_complex("mse_loss", t.data)
     _check_reduction("mse_loss", reduction)
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: input shape {input.shape} and target {target.shape} differ")
@@ -1477,6 +1489,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                momentum=0.1, eps=1e-5):
     """Normalise over every dim but the channel dim (1). In training, batch statistics are
     used and the running ones (Tensors, updated in place) follow them with ``momentum``."""
+    if x.data.dtype.kind == "c":
+        refuse_complex("batch_norm", x.data)
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
 
 

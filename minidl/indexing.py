@@ -102,6 +102,8 @@ class Gather(Function):
     """``out[i][j] = a[index[i][j]][j]`` along ``dim`` (torch.gather); the gradient adds each
     output's back where it came from (repeats add up)."""
 
+    complex_grad = True
+
     def forward(self, a, index, dim):
         self.shape, self.where = a.shape, _grid(index, dim)
         return a[self.where]
@@ -131,6 +133,8 @@ class Scatter(Function):
     """A copy of ``a`` with ``src``'s values written (or, with ``add``, added) at ``index``
     along ``dim``. Written positions take no gradient from ``a``; ``src``'s gradient is the
     incoming one gathered at the same positions (PyTorch's rule, repeats included)."""
+
+    complex_grad = True
 
     def forward(self, a, src, index, dim, add):
         self.where, self.add = _grid(index, dim), add
@@ -387,6 +391,8 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
 class IndexAdd(Function):
     """A copy of ``a`` with ``alpha * source`` added at ``index`` along ``dim``."""
 
+    complex_grad = True
+
     def forward(self, a, source, index, dim, alpha):
         self.where, self.dim, self.alpha = (slice(None),) * dim + (index,), dim, alpha
         out = a.copy()
@@ -403,6 +409,8 @@ class IndexAdd(Function):
 
 
 class IndexSelect(Function):
+    complex_grad = True
+
     def forward(self, a, index, dim):
         self.shape, self.where = a.shape, (slice(None),) * dim + (index,)
         return a[self.where]
@@ -559,6 +567,8 @@ def index_fill(input, dim, index, value):
 class IndexPut(Function):
     """A copy of ``a`` with ``values`` written (added, with ``accumulate``) at the advanced
     index ``index``; gradients as SetItem's (accumulate: ``a`` keeps all of its gradient)."""
+
+    complex_grad = True
 
     def forward(self, a, values, index, accumulate):
         self.index, self.accumulate, self.value_shape = index, accumulate, values.shape

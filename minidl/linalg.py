@@ -1,7 +1,12 @@
 """``minidl.linalg``: torch.linalg's norms (vector_norm, matrix_norm, norm), cross, and the
 decompositions, inverses and solvers (inv, det, slogdet, solve, cholesky, qr, svd, svdvals,
 eigh, eigvalsh, pinv, lstsq, matrix_rank, matrix_power, multi_dot, cond) on batches of matrices
-(..., m, n) through the array module's linalg (numpy.linalg or cupy.linalg).
+(..., m, n) through the array module's linalg (numpy.linalg or cupy.linalg); and what that
+linalg lacks, written here on the array module: solve_triangular, LU with LAPACK's pivots
+(lu_factor, lu, lu_solve, lu_unpack), cholesky_solve / cholesky_inverse, the *_ex forms with
+info tensors, LDL^T (ldl_factor, ldl_solve), Householder products (householder_product, geqrf,
+orgqr, ormqr), matrix_exp, vecdot, vander, tensorinv and tensorsolve; eig and eigvals
+(complex results).
 
 Imports only ``backend``, ``autograd``, ``ops``, ``math_ops`` and ``products``."""
 from __future__ import annotations
@@ -14,9 +19,12 @@ import numpy as np
 from . import autograd
 from .autograd import Function, first_order_only
 from .backend import get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import complex_of, is_floating
 from .math_ops import amin, vector_norm
-from .ops import Reshape, Where, cat, constant, keep_where, swap_last_dims, where, wrap_dim
+from .ops import (
+    BadArgumentError, Conj, Reshape, Where, cat, constant, keep_where, stack, swap_last_dims, where,
+    wrap_dim,
+)
 from .products import cross as _cross
 
 _INF = float("inf")
@@ -144,17 +152,9 @@ def _fail(name, a, fails, message):
 
 
 def _singular_pivot(xp, m):
-    """1 + the index of the first zero pivot of m's LU factorisation (0: none), by trying the
-    leading blocks, as LAPACK's getrf reports it."""
-    n = m.shape[-1]
-    for k in range(1, n + 1):
-        try:
-            np.linalg.inv(_host(m[:k, :k]))
-        except np.linalg.LinAlgError:
-            return k
-        if k == n:
-            return 0
-    return 0
+    """1 + the index of the first zero pivot of m's LU factorisation (0: none), as LAPACK's
+    getrf reports it (the LU with pivots written below)."""
+    return int(_lu_arrays(np, _host(m))[2])
 
 
 def _host(a):
@@ -181,10 +181,13 @@ def _singular_message(detail):
 
 
 class Inv(Function):
-    def forward(self, a):
+    def forward(self, a, inverse=None):
         xp = get_array_module(a)
-        y = _checked("linalg.inv", xp, lambda: xp.linalg.inv(a), a, _singular_pivot,
-                     _singular_message)
+        if inverse is not None:  # computed by the caller (inv_ex)
+            y = inverse
+        else:
+            y = _checked("linalg.inv", xp, lambda: xp.linalg.inv(a), a, _singular_pivot,
+                         _singular_message)
         self.save_for_backward(y)
         return y
 
@@ -369,7 +372,10 @@ class Cholesky(Function):
     """L with A = L L^T (A's lower triangle read). gA = sym(L^{-T} phi(L^T gL) L^{-1}), the
     symmetric gradient PyTorch gives."""
 
-    def forward(self, a):
+    def forward(self, a, factor=None):
+        if factor is not None:  # computed by the caller (cholesky_ex)
+            self.save_for_backward(factor)
+            return factor
         xp = get_array_module(a)
 
         def not_pd(xp_, m):
@@ -932,3 +938,1213 @@ _MATRIX_T = property(_mT, doc="The last two dims swapped, as torch.Tensor.mT.")
 TENSOR_METHODS.update({"mT": _MATRIX_T, "mH": _MATRIX_T})
 FUNCTIONS = {k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH")}
 FUNCTIONS["chain_matmul"] = chain_matmul
+
+
+# ---- triangular solves, LU, solves from factors, the *_ex forms -----------------------------
+# NumPy has no triangular solve nor LU with its pivots: both are written here on the array
+# module (a loop over the n rows or columns, each step vectorised over the batch), so that they
+# run on CuPy too and give LAPACK's answers: trtrs's inf/nan for a zero on the diagonal, and
+# getrf's pivots (the first largest |entry| of the column) and info (the first zero pivot).
+
+def _bad(message):
+    return BadArgumentError(message)
+
+
+def _same_float_dtype(name, a, b, what=("A", "B")):
+    if not isinstance(b, autograd.Tensor):
+        raise TypeError(f"{name}: {what[1]} must be a Tensor, got {type(b).__name__}")
+    if a.data.dtype != b.data.dtype:
+        raise TypeError(f"{name}: {what[0]} and {what[1]} must have the same dtype, got "
+                        f"{a.data.dtype} and {b.data.dtype}")
+
+
+def _batch_of(name, A, B, what=("A", "B")):
+    """The broadcast batch shape of A (..., n, n) and B (..., n, k)."""
+    try:
+        return np.broadcast_shapes(tuple(A.shape[:-2]), tuple(B.shape[:-2]))
+    except ValueError:
+        raise _bad(f"{name}: the batch dims of {what[0]} {tuple(A.shape)} and {what[1]} "
+                   f"{tuple(B.shape)} do not broadcast") from None
+
+
+_BLOCK = 64  # rows (columns) per block of the triangular solve and the LU
+
+
+def _tri_solve(xp, a, b, upper, unit=False):
+    """X with T X = B, T the upper or lower triangle of a (``unit``: ones on its diagonal,
+    which is not read); batch dims broadcast. Substitution, as LAPACK's trtrs (a zero on the
+    diagonal gives inf/nan, not an error), row by row inside blocks of _BLOCK rows, and one
+    matrix product per block for the rows below (above) it."""
+    n = a.shape[-1]
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    x = xp.array(xp.broadcast_to(b, batch + b.shape[-2:]),
+                 dtype=np.result_type(a.dtype, b.dtype))
+    d = xp.diagonal(a, axis1=-2, axis2=-1)[..., :, None]
+    starts = range(0, n, _BLOCK)
+    with np.errstate(all="ignore"):
+        for s0 in (reversed(starts) if upper else starts):
+            s1 = min(s0 + _BLOCK, n)
+            for i in (range(s1 - 1, s0 - 1, -1) if upper else range(s0, s1)):
+                rest = slice(i + 1, s1) if upper else slice(s0, i)
+                if rest.stop > rest.start:
+                    x[..., i, :] -= (a[..., i:i + 1, rest] @ x[..., rest, :])[..., 0, :]
+                if not unit:
+                    x[..., i, :] /= d[..., i, :]
+            later = slice(0, s0) if upper else slice(s1, n)
+            if later.stop > later.start:
+                x[..., later, :] -= a[..., later, s0:s1] @ x[..., s0:s1, :]
+    return x
+
+
+def _tri_mask(xp, g, upper, unit):
+    k = 1 if unit else 0
+    return xp.triu(g, k) if upper else xp.tril(g, -k)
+
+
+class SolveTriangular(Function):
+    """X = T^{-1} B, T the triangle of A that ``upper`` names. gB = T^{-T} G, gA = -gB X^T on
+    the triangle read (without the diagonal where ``unit``)."""
+
+    def forward(self, a, b, upper, unit):
+        xp = get_array_module(a)
+        x = _tri_solve(xp, a, b, upper, unit)
+        self.save_for_backward(a, x)
+        self.upper, self.unit, self.shapes = upper, unit, (a.shape, b.shape)
+        return x
+
+    def backward(self, g):
+        a, x = self.saved
+        xp = get_array_module(g)
+        gb = _tri_solve(xp, _xmT(xp, a), g, not self.upper, self.unit)
+        ga = _tri_mask(xp, -(gb @ _xmT(xp, x)), self.upper, self.unit)
+        return _sum_to(xp, ga, self.shapes[0]), _sum_to(xp, gb, self.shapes[1])
+
+    def graph_backward(self, g, out):
+        gb = SolveTriangular.apply(swap_last_dims(self.inputs[0]), g, upper=not self.upper,
+                                   unit=self.unit)
+        ga = -(gb @ swap_last_dims(out))
+        k = 1 if self.unit else 0
+        return (ga.triu(k) if self.upper else ga.tril(-k)), gb
+
+
+def _solve_triangular(name, A, B, upper, unit, equation="AX = B"):
+    _matrix_input(name, A, square=True)
+    _same_float_dtype(name, A, B)
+    if B.ndim < 2:
+        raise _bad(f"{name}: The input tensor B must have at least 2 dimensions.")
+    if B.shape[-2] != A.shape[-1]:
+        raise _bad(f"{name}: Incompatible shapes of A and B for the equation {equation} "
+                   f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
+    _batch_of(name, A, B)
+    return SolveTriangular.apply(A, B, upper=bool(upper), unit=bool(unit))
+
+
+def solve_triangular(A, B, *, upper, left=True, unitriangular=False):
+    """X with A X = B (``left=False``: X A = B) for triangular A (..., n, n), read from its
+    upper or lower triangle (``unitriangular``: its diagonal taken as ones); batch dims
+    broadcast. A zero on the diagonal gives inf/nan, as torch's."""
+    name = "linalg.solve_triangular"
+    if left:
+        return _solve_triangular(name, A, B, upper, unitriangular)
+    _matrix_input(name, A, square=True)
+    if isinstance(B, autograd.Tensor) and B.ndim >= 2 and B.shape[-1] != A.shape[-1]:
+        raise _bad(f"{name}: Incompatible shapes of A and B for the equation XA = B "
+                   f"({A.shape[-2]}x{A.shape[-1]} and {B.shape[-2]}x{B.shape[-1]})")
+    if isinstance(B, autograd.Tensor) and B.ndim >= 2:
+        B = _mT(B)
+    return _mT(_solve_triangular(name, _mT(A), B, not upper, unitriangular))
+
+
+TriangularSolveResult = namedtuple("TriangularSolveResult", ["solution", "cloned_coefficient"])
+
+
+@_float32_under_autocast("triangular_solve")
+def triangular_solve(input, A, upper=True, transpose=False, unitriangular=False):
+    """torch.triangular_solve (deprecated there): X with A X = input (A^T X = input where
+    ``transpose``), and a copy of A (broadcast to X's batch dims)."""
+    name = "triangular_solve"
+    _matrix_input(name, A, square=True)
+    T = _mT(A) if transpose else A
+    X = _solve_triangular(name, T, input, upper != bool(transpose), unitriangular)
+    return TriangularSolveResult(X, A.expand(*X.shape[:-2], *A.shape[-2:]).clone())
+
+
+# -- LU --
+def _count(batch):
+    return int(np.prod(batch, dtype=np.int64))
+
+
+def _lu_arrays(xp, a, pivot=True):
+    """(LU, pivots, info) of the batch ``a`` (..., m, n) as LAPACK's getrf: LU holds L's
+    strict lower triangle (unit diagonal) and U; pivots 1-based int32 (row i was swapped with
+    row pivots[i]); info the first zero pivot (1-based), 0 where none. Right-looking, one
+    column at a time, vectorised over the batch."""
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    batch = a.shape[:-2]
+    flat = a.reshape((_count(batch), m, n)).copy()
+    count = flat.shape[0]
+    rows = xp.arange(count)
+    piv = xp.zeros((count, k), dtype=np.int32)
+    info = xp.zeros((count,), dtype=np.int32)
+    with np.errstate(all="ignore"):
+        for j0 in range(0, k, _BLOCK):  # blocked as getrf: a panel, then one product
+            j1 = min(j0 + _BLOCK, k)
+            for j in range(j0, j1):
+                if pivot:  # whole rows are exchanged: L's columns and the deferred ones too
+                    p = j + xp.argmax(xp.abs(flat[:, j:, j]), axis=1)
+                    pivot_rows, top = flat[rows, p], flat[:, j].copy()
+                    flat[:, j], flat[rows, p] = pivot_rows, top
+                    piv[:, j] = p + 1
+                else:
+                    piv[:, j] = j + 1
+                d = flat[:, j, j]
+                zero = d == 0
+                info = xp.where((info == 0) & zero, j + 1, info).astype(np.int32)
+                # a zero pivot leaves its column as it is (all zeros below it when pivoting)
+                flat[:, j + 1:, j] /= xp.where(zero, 1, d)[:, None] if pivot else d[:, None]
+                flat[:, j + 1:, j + 1:j1] -= flat[:, j + 1:, j:j + 1] * flat[:, j:j + 1, j + 1:j1]
+            if j1 < n:  # U12 = L11^{-1} A12, then the trailing Schur complement
+                flat[:, j0:j1, j1:] = _tri_solve(xp, flat[:, j0:j1, j0:j1], flat[:, j0:j1, j1:],
+                                                 False, True)
+                flat[:, j1:, j1:] -= flat[:, j1:, j0:j1] @ flat[:, j0:j1, j1:]
+    return (flat.reshape(batch + (m, n)), piv.reshape(batch + (k,)),
+            info.reshape(batch))
+
+
+def _permutation(xp, piv, m, dtype):
+    """The permutation matrices P (..., m, m) with A = P L U from getrf's 1-based pivots."""
+    batch, k = piv.shape[:-1], piv.shape[-1]
+    flat = piv.reshape((_count(batch), k)).astype(np.int64) - 1
+    count = flat.shape[0]
+    rows = xp.arange(count)
+    perm = xp.broadcast_to(xp.arange(m), (count, m)).copy()
+    for i in range(k):
+        j = flat[:, i]
+        at_i, at_j = perm[:, i].copy(), perm[rows, j]
+        perm[:, i], perm[rows, j] = at_j, at_i
+    # row i of P^T A is row perm[i] of A: P[perm[i], i] = 1
+    P = xp.zeros((count, m, m), dtype=dtype)
+    P[rows[:, None], perm, xp.arange(m)[None, :]] = 1
+    return P.reshape(batch + (m, m))
+
+
+def _unit_lower(LU, k):
+    """L (..., m, k) of a packed LU, as recorded ops (its diagonal ones are constants)."""
+    xp = get_array_module(LU.data)
+    m = LU.shape[-2]
+    return LU[..., :, :k].tril(-1) + constant(xp.eye(m, k, dtype=LU.data.dtype))
+
+
+def _lu_gradient(P, L, U, gL, gU):
+    """The gradient of A = P L U from those of L (unit lower, m x k) and U (upper, k x n), as
+    recorded ops: with X = tril(L^T gL, -1) + triu(gU U^T), gA = P L^{-T} X U^{-T} for square
+    A; a wide A = P L [U1 U2] adds -gU2 U2^T to X's lower part and gA2 = P L^{-T} gU2; a tall
+    A = P [L1; L2] U adds -L2^T gL2 to X's upper part and gA2 = P gL2 U^{-T}."""
+    m, n = L.shape[-2], U.shape[-1]
+
+    def left_lt(Lsq, Y):  # Lsq^{-T} Y
+        return SolveTriangular.apply(swap_last_dims(Lsq), Y, upper=True, unit=True)
+
+    def right_ut(Y, Usq):  # Y Usq^{-T}
+        return swap_last_dims(SolveTriangular.apply(Usq, swap_last_dims(Y), upper=True,
+                                                    unit=False))
+    Lt = swap_last_dims
+    if m == n:
+        X = (Lt(L) @ gL).tril(-1) + (gU @ Lt(U)).triu()
+        gA = right_ut(left_lt(L, X), U)
+    elif m < n:
+        U1, U2, gU1, gU2 = U[..., :, :m], U[..., :, m:], gU[..., :, :m], gU[..., :, m:]
+        X = (Lt(L) @ gL - gU2 @ Lt(U2)).tril(-1) + (gU1 @ Lt(U1)).triu()
+        gA = cat([right_ut(left_lt(L, X), U1), left_lt(L, gU2)], dim=-1)
+    else:
+        L1, L2, gL1, gL2 = L[..., :n, :], L[..., n:, :], gL[..., :n, :], gL[..., n:, :]
+        X = (Lt(L1) @ gL1).tril(-1) + (gU @ Lt(U) - Lt(L2) @ gL2).triu()
+        gA = cat([right_ut(left_lt(L1, X), U), right_ut(gL2, U)], dim=-2)
+    return gA if P is None else P @ gA
+
+
+class LUFactor(Function):
+    """The packed LU of A (computed by the caller, with its pivots): the gradient through
+    A = P L U (_lu_gradient), L and U read off the packed output and its gradient."""
+
+    def forward(self, a, lu, piv):
+        self.save_for_backward(lu)
+        self.piv = piv
+        return lu
+
+    def _gradient(self, LU, g):
+        m, n = LU.shape[-2:]
+        k = min(m, n)
+        xp = get_array_module(LU.data)
+        P = None if self.piv is None else constant(_permutation(xp, self.piv, m,
+                                                                LU.data.dtype))
+        L, U = _unit_lower(LU, k), LU[..., :k, :].triu()
+        return _lu_gradient(P, L, U, g[..., :, :k].tril(-1), g[..., :k, :].triu())
+
+    def backward(self, g):
+        (lu,) = self.saved
+        with autograd.no_grad():
+            return self._gradient(autograd.Tensor(lu), autograd.Tensor(g)).data
+
+    def graph_backward(self, g, out):
+        return self._gradient(out, g)
+
+
+LUFactorResult = namedtuple("LUFactorResult", ["LU", "pivots"])
+LUFactorExResult = namedtuple("LUFactorExResult", ["LU", "pivots", "info"])
+LUResult = namedtuple("LUResult", ["P", "L", "U"])
+
+
+def _info_error(name, info, batched, message):
+    """LinAlgError for the first batch element with info > 0 (none: nothing raised)."""
+    flat = _host(info).reshape(-1)
+    bad = np.flatnonzero(flat)
+    if bad.size:
+        k = int(bad[0])
+        where = f"(Batch element {k}): " if batched else ""
+        raise LinAlgError(f"{name}: {where}{message(int(flat[k]))}")
+
+
+def _lu_singular_message(i):
+    return (f"U[{i},{i}] is zero and using it on lu_solve would result in a division by "
+            "zero. If you still want to perform the factorization, consider calling "
+            "linalg.lu(A, pivot) or linalg.lu_factor_ex(A, pivot)")
+
+
+def _lu_factor(name, A, pivot):
+    _matrix_input(name, A)
+    xp = get_array_module(A.data)
+    lu, piv, info = _lu_arrays(xp, A.data, pivot)
+    LU = LUFactor.apply(A, lu=lu, piv=piv if pivot else None)
+    return LU, autograd.Tensor(piv), autograd.Tensor(info)
+
+
+def lu_factor_ex(A, *, pivot=True, check_errors=False):
+    """(LU, pivots, info) of A (..., m, n) as LAPACK's getrf: L's strict lower triangle and U
+    packed in LU, 1-based int32 pivots, info > 0 where U has a zero on its diagonal (raised
+    as LinAlgError with ``check_errors``). ``pivot=False`` (torch: CUDA only) factors
+    without row exchanges."""
+    name = "torch.linalg.lu_factor_ex"
+    LU, piv, info = _lu_factor(name, A, pivot)
+    if check_errors:
+        _info_error(name, info.data, A.ndim > 2, _lu_singular_message)
+    return LUFactorExResult(LU, piv, info)
+
+
+def lu_factor(A, *, pivot=True):
+    """(LU, pivots) of A, as lu_factor_ex; a zero on U's diagonal raises LinAlgError naming
+    the batch element."""
+    name = "torch.linalg.lu_factor"
+    LU, piv, info = _lu_factor(name, A, pivot)
+    _info_error(name, info.data, A.ndim > 2, _lu_singular_message)
+    return LUFactorResult(LU, piv)
+
+
+def _unpack_lu(LU, pivots, unpack_data=True, unpack_pivots=True, name="torch.lu_unpack",
+               checked=False):
+    """(P, L, U); ``checked``: the pivots are lu_factor's own (no host copy to check them)."""
+    xp = get_array_module(LU.data)
+    m, n = LU.shape[-2:]
+    k = min(m, n)
+    empty = autograd.Tensor(xp.zeros((0,), LU.data.dtype))
+    P = L = U = empty
+    if unpack_pivots and pivots is not None:
+        if not isinstance(pivots, autograd.Tensor) or pivots.data.dtype != np.int32:
+            got = type(pivots).__name__ if not isinstance(pivots, autograd.Tensor) else \
+                str(pivots.data.dtype)
+            raise TypeError(f"{name}: LU_pivots is expected to be a tensor of int32 dtype (as "
+                            f"linalg.lu_factor gives it), got {got}")
+        if tuple(pivots.shape) != tuple(LU.shape[:-2]) + (k,):
+            raise _bad(f"{name}: LU_pivots of shape {tuple(pivots.shape)} do not fit LU of "
+                       f"shape {tuple(LU.shape)} (expected {tuple(LU.shape[:-2]) + (k,)})")
+        if not checked and pivots.numel() and bool(((pivots.data < 1)
+                                                    | (pivots.data > m)).any()):
+            raise _bad(f"{name}: pivots passed to lu_unpack must be between 1 and "
+                       f"LU.size(-2) = {m} inclusive. Did you properly pass the result of "
+                       "lu_factor?")
+        P = autograd.Tensor(_permutation(xp, pivots.data, m, LU.data.dtype))
+    if unpack_data:
+        L, U = _unit_lower(LU, k), LU[..., :k, :].triu()
+    return LUResult(P, L, U)
+
+
+def lu_unpack(LU_data, LU_pivots, unpack_data=True, unpack_pivots=True):  # noqa: N803
+    """(P, L, U) from lu_factor's packed LU and pivots; L and U take gradients (P is a
+    constant). Empty tensors for the parts not unpacked."""
+    _matrix_input("torch.lu_unpack", LU_data, what="LU_data")
+    return _unpack_lu(LU_data, LU_pivots, unpack_data, unpack_pivots)
+
+
+def lu(A, *, pivot=True):
+    """(P, L, U) with A = P L U for A (..., m, n): L (m x k) unit lower, U (k x n) upper,
+    k = min(m, n); singular matrices factor too. ``pivot=False`` gives an empty P."""
+    LU, piv, _ = _lu_factor("torch.linalg.lu", A, pivot)
+    P, L, U = _unpack_lu(LU, piv if pivot else None, checked=True)
+    return LUResult(P, L, U)
+
+
+def _check_pivots(name, LU, pivots):
+    if not isinstance(pivots, autograd.Tensor) or pivots.data.dtype != np.int32:
+        got = type(pivots).__name__ if not isinstance(pivots, autograd.Tensor) else \
+            str(pivots.data.dtype)
+        raise TypeError(f"{name}: pivots must be an int32 tensor (as linalg.lu_factor gives "
+                        f"them), got {got}")
+    if tuple(pivots.shape) != tuple(LU.shape[:-1]):
+        raise _bad(f"{name}: Expected LU.shape[:-1] and pivots.shape to be the same, but got "
+                   f"pivots with shape {tuple(pivots.shape)} for LU of shape "
+                   f"{tuple(LU.shape)}")
+
+
+def lu_solve(LU, pivots, B, *, left=True, adjoint=False):
+    """X with A X = B from A's lu_factor (``adjoint``: A^T X = B; ``left=False``: X A = B),
+    batch dims broadcast; differentiable in LU and B, twice."""
+    name = "linalg.lu_solve"
+    _matrix_input(name, LU, square=True, what="LU")
+    _same_float_dtype(name, LU, B, ("LU", "B"))
+    _check_pivots(name, LU, pivots)
+    if B.ndim < 2:
+        raise _bad(f"{name}: The input tensor B must have at least 2 dimensions.")
+    n = LU.shape[-1]
+    if not left:
+        if B.shape[-1] != n:
+            raise _bad(f"{name}: Incompatible shapes of A and B for the equation XA = B "
+                       f"({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
+        return _mT(lu_solve(LU, pivots, _mT(B), adjoint=not adjoint))
+    if B.shape[-2] != n:
+        raise _bad(f"{name}: Incompatible shapes of A and B for the equation AX = B "
+                   f"({n}x{n} and {B.shape[-2]}x{B.shape[-1]})")
+    _batch_of(name, LU, B, ("LU", "B"))
+    P = autograd.Tensor(_permutation(get_array_module(LU.data), pivots.data, n, LU.data.dtype))
+    if not adjoint:  # X = U^{-1} L^{-1} P^T B
+        Y = SolveTriangular.apply(LU, _mT(P) @ B, upper=False, unit=True)
+        return SolveTriangular.apply(LU, Y, upper=True, unit=False)
+    # A^T = U^T L^T P^T: X = P L^{-T} U^{-T} B
+    LUt = _mT(LU)
+    Y = SolveTriangular.apply(LUt, B, upper=False, unit=False)
+    return P @ SolveTriangular.apply(LUt, Y, upper=True, unit=True)
+
+
+@_float32_under_autocast("lu_solve")
+def _lu_solve_compat(input, LU_data, LU_pivots):  # noqa: N803
+    """torch.lu_solve(b, LU_data, LU_pivots) (deprecated there): linalg.lu_solve."""
+    return lu_solve(LU_data, LU_pivots, input)
+
+
+_LUWithInfo = namedtuple("_LUWithInfo", ["LU", "pivots", "info"])
+
+
+def _lu_compat(A, pivot=True, get_infos=False):
+    """torch.lu (deprecated there): (LU, pivots), and info with ``get_infos`` (without it, a
+    singular matrix raises)."""
+    LU, piv, info = lu_factor_ex(A, pivot=pivot, check_errors=not get_infos)
+    return _LUWithInfo(LU, piv, info) if get_infos else (LU, piv)
+
+
+# -- solves and inverses from a Cholesky factor --
+def _cholesky_solve_arrays(xp, b, l, upper):
+    """(L L^T)^{-1} B (U^T U for ``upper``) from the triangle of l that ``upper`` names."""
+    lt = _xmT(xp, l)
+    if upper:
+        return _tri_solve(xp, l, _tri_solve(xp, lt, b, False), True)
+    return _tri_solve(xp, lt, _tri_solve(xp, l, b, False), True)
+
+
+class CholeskySolve(Function):
+    """X = (L L^T)^{-1} B. PyTorch's gradient: gB = (L L^T)^{-1} G and, with
+    C = gB X^T + X gB^T, gL = -C L (lower) or -L C (upper) over the whole of L (its unread
+    triangle included, as torch's)."""
+
+    def forward(self, b, l, upper):
+        xp = get_array_module(b)
+        x = _cholesky_solve_arrays(xp, b, l, upper)
+        self.save_for_backward(l, x)
+        self.upper, self.shapes = upper, (b.shape, l.shape)
+        return x
+
+    def backward(self, g):
+        l, x = self.saved
+        xp = get_array_module(g)
+        gb = _cholesky_solve_arrays(xp, g, l, self.upper)
+        c = gb @ _xmT(xp, x)
+        c = c + _xmT(xp, c)
+        gl = -(l @ c) if self.upper else -(c @ l)
+        return _sum_to(xp, gb, self.shapes[0]), _sum_to(xp, gl, self.shapes[1])
+
+    def graph_backward(self, g, out):
+        l = self.inputs[1]
+        gb = CholeskySolve.apply(g, l, upper=self.upper)
+        c = gb @ swap_last_dims(out)
+        c = c + swap_last_dims(c)
+        return gb, -(l @ c) if self.upper else -(c @ l)
+
+
+@_float32_under_autocast("cholesky_solve")
+def cholesky_solve(input, input2, upper=False):
+    """torch.cholesky_solve: X with A X = input, A = L L^T from its Cholesky factor
+    ``input2`` (lower, or upper U with A = U^T U); batch dims broadcast."""
+    name = "cholesky_solve"
+    _matrix_input(name, input2, square=True, what="input2")
+    _same_float_dtype(name, input2, input, ("input2", "input"))
+    if input.ndim < 2:
+        raise _bad(f"{name}: input must have at least 2 dimensions, got shape "
+                   f"{tuple(input.shape)}")
+    n = input2.shape[-1]
+    if input.shape[-2] != n:
+        raise _bad(f"{name}: Incompatible matrix sizes for cholesky_solve: each A matrix is "
+                   f"{n} by {n} but each b matrix is {input.shape[-2]} by {input.shape[-1]}")
+    _batch_of(name, input2, input, ("input2", "input"))
+    return CholeskySolve.apply(input, input2, upper=bool(upper))
+
+
+class CholeskyInverse(Function):
+    """(L L^T)^{-1} from L's triangle. PyTorch's gradient over the whole of L: with
+    C = Y (G + G^T) Y, gL = -C L (lower) or -L C (upper)."""
+
+    def forward(self, l, upper):
+        xp = get_array_module(l)
+        eye = xp.eye(l.shape[-1], dtype=l.dtype)
+        y = _cholesky_solve_arrays(xp, xp.broadcast_to(eye, l.shape), l, upper)
+        y = 0.5 * (y + _xmT(xp, y))  # exactly symmetric, as potri's
+        self.save_for_backward(l, y)
+        self.upper = upper
+        return y
+
+    def backward(self, g):
+        l, y = self.saved
+        xp = get_array_module(g)
+        c = y @ (g + _xmT(xp, g)) @ y
+        return -(l @ c) if self.upper else -(c @ l)
+
+    def graph_backward(self, g, out):
+        l = self.inputs[0]
+        c = out @ (g + swap_last_dims(g)) @ out
+        return -(l @ c) if self.upper else -(c @ l)
+
+
+@_float32_under_autocast("cholesky_inverse")
+def cholesky_inverse(input, upper=False):
+    """torch.cholesky_inverse: A^{-1} of A = L L^T (U^T U for ``upper``) from its Cholesky
+    factor."""
+    _matrix_input("cholesky_inverse", input, square=True, what="input")
+    return CholeskyInverse.apply(input, upper=bool(upper))
+
+
+# -- the *_ex forms: an info tensor (int32, the batch shape) instead of an error --
+CholeskyExResult = namedtuple("CholeskyExResult", ["L", "info"])
+InvExResult = namedtuple("InvExResult", ["inverse", "info"])
+SolveExResult = namedtuple("SolveExResult", ["result", "info"])
+
+
+def _cholesky_arrays(xp, a):
+    """(L, info) as LAPACK's potrf on the lower triangle: where the leading minor of order k
+    is not positive-definite, info = k, L's first k-1 columns are computed, L[k-1, k-1] holds
+    the non-positive value met and the columns after it are a's."""
+    n = a.shape[-1]
+    batch = a.shape[:-2]
+    L = xp.tril(a.reshape((_count(batch), n, n)))
+    info = xp.zeros((L.shape[0],), dtype=np.int32)
+    with np.errstate(all="ignore"):
+        for j in range(n):
+            live = info == 0
+            row = L[:, j, :j]
+            d = L[:, j, j] - (row * row).sum(axis=-1)
+            bad = live & ~(d > 0)
+            info = xp.where(bad, j + 1, info).astype(np.int32)
+            root = xp.sqrt(xp.where(bad, 1, d))
+            L[:, j, j] = xp.where(live, xp.where(bad, d, root), L[:, j, j])
+            col = (L[:, j + 1:, j] - (L[:, j + 1:, :j] @ row[:, :, None])[..., 0]) \
+                / root[:, None]
+            keep = (live & ~bad)[:, None]
+            L[:, j + 1:, j] = xp.where(keep, col, L[:, j + 1:, j])
+    return L.reshape(batch + (n, n)), info.reshape(batch)
+
+
+def _not_pd_message(k):
+    return ("The factorization could not be completed because the input is not "
+            f"positive-definite (the leading minor of order {k} is not positive-definite).")
+
+
+@_float32_under_autocast("linalg_cholesky_ex")
+def cholesky_ex(A, *, upper=False, check_errors=False):
+    """(L, info) of A as linalg.cholesky, info = the order of the first leading minor that
+    is not positive-definite (0: none), raised as LinAlgError with ``check_errors``."""
+    name = "linalg.cholesky_ex"
+    _matrix_input(name, A, square=True)
+    xp = get_array_module(A.data)
+    try:
+        out = cholesky(A)
+        info = xp.zeros(A.shape[:-2], dtype=np.int32)
+    except LinAlgError:
+        L, info = _cholesky_arrays(xp, A.data)
+        good = info == 0
+        if bool(good.any()):  # LAPACK's factor for the matrices that have one
+            L[good] = xp.linalg.cholesky(A.data[good])
+        if check_errors:
+            _info_error(name, info, A.ndim > 2, _not_pd_message)
+        out = Cholesky.apply(A, factor=L)
+    return CholeskyExResult(_mT(out) if upper else out, autograd.Tensor(info))
+
+
+def _lu_inverse_arrays(xp, a):
+    """A^{-1} and getrf's info through the LU here (inf/nan for singular matrices)."""
+    lu, piv, info = _lu_arrays(xp, a)
+    n = a.shape[-1]
+    pt = _xmT(xp, _permutation(xp, piv, n, a.dtype))
+    return _tri_solve(xp, lu, _tri_solve(xp, lu, pt, False, True), True), lu, piv, info
+
+
+@_float32_under_autocast("linalg_inv_ex")
+def inv_ex(A, *, check_errors=False):
+    """(inverse, info) of A as linalg.inv, info > 0 for a singular matrix (getrf's first zero
+    pivot; its inverse is then inf/nan), raised as LinAlgError with ``check_errors``."""
+    name = "linalg.inv_ex"
+    _matrix_input(name, A, square=True)
+    xp = get_array_module(A.data)
+    try:
+        return InvExResult(inv(A), autograd.Tensor(xp.zeros(A.shape[:-2], dtype=np.int32)))
+    except LinAlgError:
+        y, _, _, info = _lu_inverse_arrays(xp, A.data)
+    if check_errors:
+        _info_error(name, info, A.ndim > 2, _singular_message)
+    return InvExResult(Inv.apply(A, inverse=y), autograd.Tensor(info))
+
+
+def solve_ex(A, B, *, left=True, check_errors=False):
+    """(result, info) of linalg.solve, info > 0 for a singular A (getrf's first zero pivot;
+    its solution is then inf/nan), raised as LinAlgError with ``check_errors``."""
+    name = "torch.linalg.solve_ex"
+    _matrix_input(name, A, square=True)
+    xp = get_array_module(A.data)
+    try:
+        X = solve(A, B, left=left)
+        return SolveExResult(X, autograd.Tensor(xp.zeros(A.shape[:-2], dtype=np.int32)))
+    except LinAlgError:
+        pass
+    LU, piv, info = _lu_factor(name, A, True)
+    if check_errors:
+        _info_error(name, info.data, A.ndim > 2,
+                    lambda i: "The solver failed because the input matrix is singular.")
+    vector = B.ndim == 1 or (B.ndim == A.ndim - 1 and tuple(B.shape) == tuple(A.shape[:-1]))
+    if vector:
+        X = lu_solve(LU, piv, B.unsqueeze(-1)).squeeze(-1)
+    else:
+        X = lu_solve(LU, piv, B, left=left)
+    return SolveExResult(X, info)
+
+
+# ---- products, Householder products, the matrix exponential and aliases ---------------------
+def vecdot(x, y, *, dim=-1):
+    """The dot product of x and y along ``dim`` (batch dims broadcast)."""
+    name = "linalg.vecdot"
+    if not isinstance(x, autograd.Tensor) or not isinstance(y, autograd.Tensor):
+        raise TypeError(f"{name}: x and y must be Tensors, got {type(x).__name__} and "
+                        f"{type(y).__name__}")
+    if x.data.dtype != y.data.dtype:
+        raise TypeError(f"{name}: Expected x and y to have the same dtype, but found x of type "
+                        f"{x.data.dtype} and y of type {y.data.dtype} instead")
+    try:
+        shape = np.broadcast_shapes(tuple(x.shape), tuple(y.shape))
+    except ValueError:
+        raise _bad(f"{name}: the shapes of x {tuple(x.shape)} and y {tuple(y.shape)} do not "
+                   "broadcast") from None
+    return (x * y).sum(dim=wrap_dim(dim, len(shape), name))
+
+
+def vander(x, *, N=None):  # noqa: N803  (PyTorch's name)
+    """The Vandermonde matrices of x (..., n): (..., n, N) with columns x^0, x^1, ...,
+    x^(N-1) (N defaults to n)."""
+    name = "linalg.vander"
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: x must be a Tensor, got {type(x).__name__}")
+    if x.data.dtype == np.bool_ or x.data.dtype.kind not in "fiu":
+        raise TypeError(f"{name} supports floating point and integer tensors, but got "
+                        f"{x.data.dtype}")
+    if x.ndim < 1:
+        raise _bad(f"{name}: x must have at least one dimension, got shape {tuple(x.shape)}")
+    n = x.shape[-1] if N is None else N
+    if n <= 1:
+        raise _bad(f"{name}: N must be greater than 1, got {n}.")
+    xp = get_array_module(x.data)
+    dtype = np.int64 if x.data.dtype.kind in "iu" else x.data.dtype
+    base = x if x.data.dtype == dtype else x.to(dtype)
+    # repeated products, not x ** p: x ** 0's gradient would be 0 * x ** -1 (nan) at x = 0
+    columns = [autograd.Tensor(xp.ones(x.shape, dtype)), base]
+    while len(columns) < n:
+        columns.append(columns[-1] * base)
+    return stack(columns, -1)
+
+
+def _expm(a):
+    """exp of a batch of square matrices: scaling and squaring with a degree-18 Taylor
+    polynomial (in float64, whose error is then far below float32's)."""
+    xp = get_array_module(a)
+    a64 = a.astype(np.float64)
+    n = a.shape[-1]
+    norm = float(xp.abs(a64).sum(axis=-1).max()) if a64.size else 0.0
+    s = max(0, int(np.ceil(np.log2(norm / 0.5)))) if norm > 0.5 else 0
+    x = a64 / (2.0 ** s)
+    eye = xp.eye(n, dtype=np.float64)
+    result = eye + x / 18.0
+    for k in range(17, 0, -1):  # Horner: I + x/1 (I + x/2 (I + ...))
+        result = eye + (x @ result) / k
+    for _ in range(s):
+        result = result @ result
+    return result.astype(a.dtype, copy=False)
+
+
+class MatrixExp(Function):
+    """exp(A); its gradient (the Fréchet derivative at A^T applied to G) is the top-right
+    block of exp([[A^T, G], [0, A^T]])."""
+
+    def forward(self, a):
+        self.save_for_backward(a)
+        return _expm(a)
+
+    def backward(self, g):
+        (a,) = self.saved
+        xp = get_array_module(a)
+        n = a.shape[-1]
+        at = xp.swapaxes(a, -1, -2)
+        block = xp.zeros(a.shape[:-2] + (2 * n, 2 * n), dtype=a.dtype)
+        block[..., :n, :n] = at
+        block[..., n:, n:] = at
+        block[..., :n, n:] = g
+        return _expm(block)[..., :n, n:]
+
+    def graph_backward(self, g, out):
+        # the same block matrix from recorded ops: its exponential is this op again, so the
+        # gradient is differentiable as often as needed
+        (a,) = self.inputs
+        n, at = a.shape[-1], swap_last_dims(a)
+        zeros = autograd.Tensor(get_array_module(g.data).zeros(g.shape, dtype=g.data.dtype))
+        block = cat([cat([at, g], dim=-1), cat([zeros, at], dim=-1)], dim=-2)
+        return MatrixExp.apply(block)[..., :n, n:]
+
+
+def matrix_exp(A):
+    """The matrix exponential of each square matrix of A (..., n, n); 16-bit floats too
+    (computed in float64), as torch's."""
+    name = "linalg.matrix_exp"
+    if isinstance(A, autograd.Tensor) and is_floating(A.data.dtype) and A.data.dtype.itemsize < 4:
+        if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+            _matrix_input(name, A.float(), square=True)
+    else:
+        _matrix_input(name, A, square=True)
+    return MatrixExp.apply(A)
+
+
+def _householder_vectors(A):
+    """The Householder vectors of geqrf's packed A (m x k): its columns below the diagonal,
+    with a one on it (recorded ops)."""
+    xp = get_array_module(A.data)
+    return A.tril(-1) + constant(xp.eye(A.shape[-2], A.shape[-1], dtype=A.data.dtype))
+
+
+def _check_householder(name, A, tau, what="input"):
+    _matrix_input(name, A, what=what)
+    _same_float_dtype(name, A, tau, (what, "tau"))
+    if tuple(tau.shape[:-1]) != tuple(A.shape[:-2]) or tau.ndim < 1:
+        raise _bad(f"{name}: Expected batch dimensions of tau to be equal to "
+                   f"{what}.shape[:-2] = {tuple(A.shape[:-2])}, but got {tuple(tau.shape[:-1])}"
+                   f" (tau of shape {tuple(tau.shape)})")
+
+
+@_float32_under_autocast("linalg_householder_product")
+def householder_product(A, tau):
+    """The first n columns of H_1 ... H_k, H_i = I - tau_i v_i v_i^T with v_i the i-th column
+    of A (..., m, n) below the diagonal and a one on it (LAPACK's orgqr); k = tau.shape[-1].
+    Differentiable in A and tau, twice."""
+    name = "torch.linalg.householder_product"
+    _check_householder(name, A, tau)
+    m, n = A.shape[-2:]
+    if m < n:
+        raise _bad(f"{name}: input.shape[-2] must be greater than or equal to input.shape[-1]"
+                   f", got {m} and {n}")
+    if tau.shape[-1] > n:
+        raise _bad(f"{name}: input.shape[-1] must be greater than or equal to tau.shape[-1], "
+                   f"got {n} and {tau.shape[-1]}")
+    xp = get_array_module(A.data)
+    vs = _householder_vectors(A)
+    q = autograd.Tensor(xp.broadcast_to(xp.eye(m, n, dtype=A.data.dtype), A.shape).copy())
+    for i in range(tau.shape[-1] - 1, -1, -1):
+        v = vs[..., :, i:i + 1]
+        q = q - tau[..., i:i + 1].unsqueeze(-1) * (v @ (_mT(v) @ q))
+    return q
+
+
+@_float32_under_autocast("orgqr")
+def orgqr(input, tau):
+    """torch.orgqr: linalg.householder_product."""
+    return householder_product(input, tau)
+
+
+@_float32_under_autocast("ormqr")
+def ormqr(input, tau, other, left=True, transpose=False):
+    """torch.ormqr: Q @ other (Q^T with ``transpose``; other @ Q with ``left=False``), Q the
+    product of geqrf's Householder reflectors in ``input`` and ``tau``, without forming Q."""
+    name = "torch.ormqr"
+    _check_householder(name, input, tau)
+    _same_float_dtype(name, input, other, ("input", "other"))
+    if other.ndim < 2:
+        raise _bad(f"{name}: other must have at least 2 dimensions, got shape "
+                   f"{tuple(other.shape)}")
+    if tuple(other.shape[:-2]) != tuple(input.shape[:-2]):
+        raise _bad(f"{name}: Expected batch dimensions of other to be equal to "
+                   f"input.shape[:-2] = {tuple(input.shape[:-2])}, but got "
+                   f"{tuple(other.shape[:-2])}")
+    side = -2 if left else -1
+    m = input.shape[-2]
+    if other.shape[side] != m:
+        raise _bad(f"{name}: other.shape[{side}] must be equal to input.shape[-2], got "
+                   f"{other.shape[side]} and {m}")
+    k = tau.shape[-1]
+    if k != min(other.shape[side], input.shape[-1]):
+        raise _bad(f"{name}: tau.shape[-1] must be equal to min(other.shape[{side}], "
+                   f"input.shape[-1]) = {min(other.shape[side], input.shape[-1])}, got {k}")
+    vs = _householder_vectors(input)
+    c = other
+    # Q = H_1 ... H_k: Q C applies H_k first, Q^T C H_1 first; C Q and C Q^T the other way
+    order = range(k - 1, -1, -1) if left != bool(transpose) else range(k)
+    for i in order:
+        v, t = vs[..., :, i:i + 1], tau[..., i:i + 1].unsqueeze(-1)
+        c = c - t * (v @ (_mT(v) @ c)) if left else c - t * ((c @ v) @ _mT(v))
+    return c
+
+
+class _NoDerivative(Function):
+    """The output of an op PyTorch has no derivative for (computed by the caller): it is in
+    the graph, as torch's, and its backward raises naming the op."""
+
+    def forward(self, *arrays, value, op):
+        self.op = op
+        return value
+
+    def backward(self, g):
+        raise NotImplementedError(f"the derivative for '{self.op}' is not implemented.")
+
+
+GeqrfResult = namedtuple("GeqrfResult", ["a", "tau"])
+
+
+@_float32_under_autocast("geqrf")
+def geqrf(input):
+    """torch.geqrf: A's QR in LAPACK's form, R on and above the diagonal of ``a`` and the
+    Householder vectors below it, with their scales ``tau`` (not differentiable, as torch)."""
+    _matrix_input("geqrf", input, what="input")
+    xp = get_array_module(input.data)
+    m, n = input.shape[-2:]
+    if input.numel():
+        h, tau = xp.linalg.qr(input.data, mode="raw")
+        a = _xmT(xp, h).astype(input.data.dtype, copy=True)
+        tau = tau.astype(input.data.dtype, copy=False)
+    else:
+        a = input.data.copy()
+        tau = xp.zeros(input.shape[:-2] + (min(m, n),), input.data.dtype)
+    return GeqrfResult(_NoDerivative.apply(input, value=a, op="geqrf"),
+                       autograd.Tensor(tau))
+
+
+@_float32_under_autocast("linalg_tensorinv")
+def tensorinv(A, ind=2):
+    """The inverse of A seen as a linear map from its first ``ind`` dims to the rest:
+    shape A.shape[ind:] + A.shape[:ind]."""
+    name = "linalg.tensorinv"
+    if isinstance(ind, bool) or not isinstance(ind, (int, np.integer)) or ind <= 0:
+        raise _bad(f"{name}: Expected a strictly positive integer for 'ind', but got {ind!r}")
+    if not isinstance(A, autograd.Tensor):
+        raise TypeError(f"{name}: A must be a Tensor, got {type(A).__name__}")
+    rows, cols = int(np.prod(A.shape[:ind])), int(np.prod(A.shape[ind:]))
+    if rows != cols:
+        raise _bad(f"{name}: Expected self to satisfy the requirement prod(self.shape[ind:]) "
+                   f"== prod(self.shape[:ind]), but got {cols} != {rows} (shape "
+                   f"{tuple(A.shape)}, ind={ind})")
+    return inv(A.reshape(rows, cols)).reshape(*A.shape[ind:], *A.shape[:ind])
+
+
+@_float32_under_autocast("linalg_tensorsolve")
+def tensorsolve(A, B, dims=None):
+    """X with tensordot(A, X, X.ndim) = B; ``dims`` (of A) are moved to the end first. X has
+    shape A.shape[B.ndim:]."""
+    name = "linalg.tensorsolve"
+    if not isinstance(A, autograd.Tensor) or not isinstance(B, autograd.Tensor):
+        raise TypeError(f"{name}: A and B must be Tensors, got {type(A).__name__} and "
+                        f"{type(B).__name__}")
+    if dims is not None:
+        dims = [wrap_dim(d, A.ndim, name) for d in dims]
+        A = A.movedim(dims, list(range(A.ndim - len(dims), A.ndim)))
+    rows, cols = int(np.prod(A.shape[:B.ndim])), int(np.prod(A.shape[B.ndim:]))
+    if rows != cols or B.numel() != rows:
+        raise _bad(f"{name}: Expected self to satisfy the requirement prod(self.shape[other."
+                   f"ndim:]) == prod(self.shape[:other.ndim]) == other.numel(), but got {cols}"
+                   f", {rows} and {B.numel()} (A of shape {tuple(A.shape)}, B of shape "
+                   f"{tuple(B.shape)})")
+    return solve(A.reshape(rows, cols), B.reshape(rows)).reshape(*A.shape[B.ndim:])
+
+
+def diagonal(A, *, offset=0, dim1=-2, dim2=-1):
+    """The diagonals of the matrices of A (torch.diagonal with the last two dims)."""
+    return A.diagonal(offset, dim1, dim2)
+
+
+def matmul(input, other):
+    """input @ other (torch.matmul)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"linalg.matmul: input must be a Tensor, got {type(input).__name__}")
+    return input @ other
+
+
+def adjoint(input):
+    """The conjugate transpose of the matrices of input (real tensors: mT)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"adjoint: input must be a Tensor, got {type(input).__name__}")
+    if input.ndim < 2:
+        raise _bad("tensor.adjoint() is only supported on matrices or batches of matrices. "
+                   f"Got {input.ndim}-D tensor.")
+    return _mT(input)
+
+
+__all__ += ["solve_triangular", "lu_factor", "lu_factor_ex", "lu", "lu_solve", "cholesky_ex",
+            "inv_ex", "solve_ex", "vecdot", "vander", "matrix_exp", "householder_product",
+            "tensorinv", "tensorsolve", "diagonal", "matmul"]
+TENSOR_METHODS.update({
+    "cholesky_solve": cholesky_solve, "cholesky_inverse": cholesky_inverse, "lu": _lu_compat,
+    "lu_solve": _lu_solve_compat, "triangular_solve": triangular_solve,
+    "matrix_exp": matrix_exp, "geqrf": geqrf, "orgqr": orgqr, "ormqr": ormqr,
+    "adjoint": adjoint,
+})
+FUNCTIONS.update({k: v for k, v in TENSOR_METHODS.items() if k not in ("mT", "mH")})
+FUNCTIONS["lu_unpack"] = lu_unpack
+
+
+# ---- LDL^T (Bunch-Kaufman), as LAPACK's sytrf / sytrs on the lower triangle -------------------
+# Each matrix picks its own 1x1 and 2x2 pivots, so the batch is a loop; the factorisation runs
+# on the host (its pivot choices are scalar decisions) and comes back to the data's device.
+_BK_ALPHA = (1 + 17 ** 0.5) / 8
+
+
+def _ldl_host(a):
+    """(LD, pivots, info) of one symmetric matrix from its lower triangle, as sytf2: pivots
+    1-based, both entries of a 2x2 block -kp; info the first zero pivot column."""
+    a = np.tril(np.array(a, dtype=a.dtype, copy=True))
+    n = a.shape[-1]
+    piv = np.zeros(n, dtype=np.int32)
+    info, k = 0, 0
+    while k < n:
+        step, absakk = 1, abs(a[k, k])
+        imax = k + 1 + int(np.argmax(np.abs(a[k + 1:, k]))) if k < n - 1 else k
+        colmax = abs(a[imax, k]) if k < n - 1 else 0.0
+        if max(absakk, colmax) == 0 or np.isnan(absakk):
+            info = info or k + 1
+            kp = k
+        else:
+            if absakk >= _BK_ALPHA * colmax:
+                kp = k
+            else:
+                rowmax = np.abs(a[imax, k:imax]).max()
+                if imax < n - 1:
+                    rowmax = max(rowmax, np.abs(a[imax + 1:, imax]).max())
+                if absakk >= _BK_ALPHA * colmax * (colmax / rowmax):
+                    kp = k
+                elif abs(a[imax, imax]) >= _BK_ALPHA * rowmax:
+                    kp = imax
+                else:
+                    kp, step = imax, 2
+            kk = k + step - 1
+            if kp != kk:  # symmetric interchange of kk and kp in the trailing lower triangle
+                a[kp + 1:, [kk, kp]] = a[kp + 1:, [kp, kk]]
+                seg = slice(kk + 1, kp)
+                a[seg, kk], a[kp, seg] = a[kp, seg].copy(), a[seg, kk].copy()
+                a[kk, kk], a[kp, kp] = a[kp, kp], a[kk, kk]
+                if step == 2:
+                    a[k + 1, k], a[kp, k] = a[kp, k], a[k + 1, k]
+            if step == 1 and k < n - 1:
+                x = a[k + 1:, k] / a[k, k]
+                a[k + 1:, k + 1:] -= np.tril(np.outer(a[k + 1:, k], x))
+                a[k + 1:, k] = x
+            elif step == 2 and k < n - 2:
+                d21 = a[k + 1, k]
+                d11, d22 = a[k + 1, k + 1] / d21, a[k, k] / d21
+                t = 1 / (d11 * d22 - 1)
+                d21 = t / d21
+                wk = d21 * (d11 * a[k + 2:, k] - a[k + 2:, k + 1])
+                wkp1 = d21 * (d22 * a[k + 2:, k + 1] - a[k + 2:, k])
+                a[k + 2:, k + 2:] -= np.tril(np.outer(a[k + 2:, k], wk)
+                                             + np.outer(a[k + 2:, k + 1], wkp1))
+                a[k + 2:, k], a[k + 2:, k + 1] = wk, wkp1
+        piv[k:k + step] = kp + 1 if step == 1 else -(kp + 1)
+        k += step
+    return a, piv, info
+
+
+def _ldl_solve_host(ld, piv, b):
+    """X with A X = B from one matrix's LD and pivots, as sytrs (lower)."""
+    b = np.array(b, dtype=ld.dtype, copy=True)
+    n = ld.shape[-1]
+    k = 0
+    while k < n:  # L D Y = P^T B
+        if piv[k] > 0:
+            kp = piv[k] - 1
+            b[[k, kp]] = b[[kp, k]]
+            b[k + 1:] -= np.outer(ld[k + 1:, k], b[k])
+            b[k] /= ld[k, k]
+            k += 1
+        else:
+            kp = -piv[k] - 1
+            b[[k + 1, kp]] = b[[kp, k + 1]]
+            b[k + 2:] -= np.outer(ld[k + 2:, k], b[k]) + np.outer(ld[k + 2:, k + 1], b[k + 1])
+            akm1k = ld[k + 1, k]
+            akm1, ak = ld[k, k] / akm1k, ld[k + 1, k + 1] / akm1k
+            denom = akm1 * ak - 1
+            bkm1, bk = b[k] / akm1k, b[k + 1] / akm1k
+            b[k], b[k + 1] = (ak * bkm1 - bk) / denom, (akm1 * bk - bkm1) / denom
+            k += 2
+    k = n - 1
+    while k >= 0:  # L^T P^T X = Y
+        if piv[k] > 0:
+            b[k] -= ld[k + 1:, k] @ b[k + 1:]
+            kp = piv[k] - 1
+            b[[k, kp]] = b[[kp, k]]
+            k -= 1
+        else:
+            b[k] -= ld[k + 1:, k] @ b[k + 1:]
+            b[k - 1] -= ld[k + 1:, k - 1] @ b[k + 1:]
+            kp = -piv[k] - 1
+            b[[k, kp]] = b[[kp, k]]
+            k -= 2
+    return b
+
+
+LDLFactorResult = namedtuple("LDLFactorResult", ["LD", "pivots"])
+LDLFactorExResult = namedtuple("LDLFactorExResult", ["LD", "pivots", "info"])
+
+
+def _ldl_factor(name, A):
+    _matrix_input(name, A, square=True)
+    xp = get_array_module(A.data)
+    a = _host(A.data)
+    n = a.shape[-1]
+    flat = a.reshape((_count(a.shape[:-2]), n, n))
+    parts = [_ldl_host(m) for m in flat]
+    ld = np.stack([p[0] for p in parts]).reshape(a.shape) if parts else a.copy()
+    piv = np.stack([p[1] for p in parts]).reshape(a.shape[:-1]) if parts else \
+        np.zeros(a.shape[:-1], np.int32)
+    info = np.array([p[2] for p in parts], dtype=np.int32).reshape(a.shape[:-2])
+    LD = _NoDerivative.apply(A, value=xp.asarray(ld), op="linalg_ldl_factor_ex")
+    return LD, autograd.Tensor(xp.asarray(piv)), info, xp
+
+
+def _ldl_message(i):
+    return (f"The factorization could not be completed: D's diagonal block at column {i} is "
+            "exactly zero, so D is singular.")
+
+
+def ldl_factor_ex(A, *, hermitian=False, check_errors=False):
+    """(LD, pivots, info) of the symmetric matrices of A (read from the lower triangle) as
+    LAPACK's sytrf: A = P L D L^T P^T with D block diagonal (1x1 and 2x2 blocks, Bunch-Kaufman
+    pivots), L's strict lower part and D's lower triangle packed in LD; pivots 1-based int32,
+    negative for a 2x2 block; info > 0 where D has a zero block. No gradient, as torch's."""
+    name = "torch.linalg.ldl_factor_ex"
+    LD, piv, info, xp = _ldl_factor(name, A)
+    if check_errors:
+        _info_error(name, info, A.ndim > 2, _ldl_message)
+    return LDLFactorExResult(LD, piv, autograd.Tensor(xp.asarray(info)))
+
+
+def ldl_factor(A, *, hermitian=False):
+    """(LD, pivots) as ldl_factor_ex; a singular D raises LinAlgError naming the batch
+    element."""
+    name = "torch.linalg.ldl_factor"
+    LD, piv, info, _ = _ldl_factor(name, A)
+    _info_error(name, info, A.ndim > 2, _ldl_message)
+    return LDLFactorResult(LD, piv)
+
+
+def ldl_solve(LD, pivots, B, *, hermitian=False):
+    """X with A X = B from A's ldl_factor (as LAPACK's sytrs); batch dims broadcast. No
+    gradient, as torch's."""
+    name = "torch.linalg.ldl_solve"
+    _matrix_input(name, LD, square=True, what="LD")
+    _same_float_dtype(name, LD, B, ("LD", "B"))
+    if not isinstance(pivots, autograd.Tensor) or pivots.data.dtype.kind not in "iu":
+        got = type(pivots).__name__ if not isinstance(pivots, autograd.Tensor) else \
+            str(pivots.data.dtype)
+        raise TypeError(f"{name}: pivots must be an integer tensor (as linalg.ldl_factor gives "
+                        f"them), got {got}")
+    n = LD.shape[-1]
+    if tuple(pivots.shape) != tuple(LD.shape[:-1]):
+        raise _bad(f"{name}: pivots of shape {tuple(pivots.shape)} do not fit LD of shape "
+                   f"{tuple(LD.shape)}")
+    if B.ndim < 2:
+        raise _bad(f"{name}: The input tensor B must have at least 2 dimensions.")
+    if B.shape[-2] != n:
+        raise _bad(f"Incompatible matrix sizes for {name}: each A matrix is {n} by {n} but "
+                   f"each b matrix is {B.shape[-2]} by {B.shape[-1]}")
+    batch = _batch_of(name, LD, B, ("LD", "B"))
+    xp = get_array_module(LD.data)
+    count = _count(batch)
+    ld = np.broadcast_to(_host(LD.data), batch + (n, n)).reshape((count, n, n))
+    piv = np.broadcast_to(_host(pivots.data), batch + (n,)).reshape((count, n))
+    b = np.broadcast_to(_host(B.data), batch + B.shape[-2:]).reshape((count,) + B.shape[-2:])
+    bad = (np.abs(piv) < 1) | (np.abs(piv) > n)
+    if bad.any():
+        raise _bad(f"{name}: pivots must be between 1 and {n} in absolute value (as "
+                   "linalg.ldl_factor gives them)")
+    with np.errstate(all="ignore"):
+        x = np.stack([_ldl_solve_host(*args) for args in zip(ld, piv, b)]) if b.shape[0] else \
+            np.zeros(b.shape, LD.data.dtype)
+    x = xp.asarray(x.reshape(batch + B.shape[-2:]))
+    return _NoDerivative.apply(LD, B, value=x, op="linalg_ldl_solve")
+
+
+__all__ += ["ldl_factor", "ldl_factor_ex", "ldl_solve"]
+
+
+# ---- eig / eigvals: complex eigenvalues and eigenvectors of general square matrices ---------
+EigResult = namedtuple("EigResult", ["eigenvalues", "eigenvectors"])
+
+
+def _eig_arrays(xp, a):
+    """(w, v) as LAPACK's geev gives them (unit eigenvectors, largest component real), always
+    complex; on the host where the array module has no eig (CuPy)."""
+    cdtype = complex_of(a.dtype)
+    try:
+        if hasattr(xp.linalg, "eig"):
+            w, v = xp.linalg.eig(a)
+        else:
+            w, v = (xp.asarray(t) for t in np.linalg.eig(_host(a)))
+    except np.linalg.LinAlgError:
+        raise LinAlgError("linalg.eig: The algorithm failed to converge because the input "
+                          "matrix is ill-conditioned or has too many repeated eigenvalues"
+                          ) from None
+    return w.astype(cdtype, copy=False), v.astype(cdtype, copy=False)
+
+
+class Eig(Function):
+    """A V = V diag(L), complex. PyTorch's gradient: with gV projected to keep each column's
+    phase (gV^H V's diagonal made real), gA = V^{-H} (V^H gV / E* + diag(gL)) V^H,
+    E*_ij = conj(L_j - L_i); its real part for a real A. A loss that depends on the phases of
+    the eigenvectors is refused, as torch's. Twice differentiable (the same formula as recorded
+    ops), as torch's."""
+
+    complex_grad = True
+
+    def forward(self, a, vectors=True):
+        xp = get_array_module(a)
+        w, v = _eig_arrays(xp, a)
+        self.save_for_backward(w, v)
+        self.vectors, self.real_input = vectors, a.dtype.kind == "f"
+        self.dtype = a.dtype
+        return _pack(xp, w, v) if vectors else w
+
+    def backward(self, g):
+        w, v = self.saved
+        xp = get_array_module(g)
+        n = w.shape[-1]
+        vh = xp.conj(_xmT(xp, v))
+        eye = xp.eye(n, dtype=bool)
+        if self.vectors:
+            gw, gv = _split(g, (w.shape, v.shape))
+            vhgv = vh @ gv
+            d = xp.diagonal(vhgv, axis1=-2, axis2=-1)
+            if not bool(xp.allclose(d.imag, 0, rtol=1e-2, atol=1e-2)):
+                raise RuntimeError(
+                    "linalg_eig_backward: The eigenvectors in the complex case are specified "
+                    "up to multiplication by e^{i phi}. The specified loss function depends on "
+                    "this quantity, so it is ill-defined.")
+            vhgv = vhgv - vh @ (v * d.real[..., None, :])
+            wc = xp.conj(w)
+            econj = xp.where(eye, 1, wc[..., None, :] - wc[..., :, None])
+            with np.errstate(all="ignore"):
+                inner = vhgv / econj
+            inner = inner + gw[..., None, :] * eye
+        else:
+            inner = g[..., None, :] * eye
+        ga = xp.linalg.solve(vh, inner @ vh)
+        return ga.real.astype(self.dtype, copy=False) if self.real_input else \
+            ga.astype(self.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        from .complex_ops import Real
+
+        w0, v0 = self.saved
+        shapes = (w0.shape, v0.shape)
+        xp = get_array_module(g.data)
+        n = w0.shape[-1]
+        eye = xp.eye(n, dtype=bool)
+        eye_c = constant(eye.astype(g.data.dtype))
+        if self.vectors:
+            (w, v), (gw, gv) = _unpack(out, shapes), _unpack(g, shapes)
+            vh = _adjoint_graph(v)
+            vhgv = vh @ gv
+            d = Real.apply(vhgv.diagonal(0, -2, -1))
+            vhgv = vhgv - vh @ (v * d.unsqueeze(-2).to(g.data.dtype))
+            wc = Conj.apply(w)
+            one = constant(xp.ones((), dtype=g.data.dtype))
+            econj = Where.apply(constant(eye), one, wc.unsqueeze(-2) - wc.unsqueeze(-1))
+            inner = vhgv / econj + gw.unsqueeze(-2) * eye_c
+        else:  # the eigenvectors, as functions of A: the decomposition again
+            v = _unpack(Eig.apply(self.inputs[0]), shapes)[1]
+            vh = _adjoint_graph(v)
+            inner = g.unsqueeze(-2) * eye_c
+        ga = _EigSolve.apply(vh, inner @ vh)
+        return Real.apply(ga) if self.real_input else ga
+
+
+def _adjoint_graph(t):
+    """t^H as a recorded op."""
+    return swap_last_dims(Conj.apply(t) if t.data.dtype.kind == "c" else t)
+
+
+class _EigSolve(Function):
+    """X = A^{-1} B for the complex matrices of eig's gradient (same batch dims): gB = A^{-H} G,
+    gA = -gB X^H, in PyTorch's convention for complex tensors."""
+
+    complex_grad = True
+
+    def forward(self, a, b):
+        xp = get_array_module(a)
+        x = xp.linalg.solve(a, b)
+        self.save_for_backward(a, x)
+        return x
+
+    def backward(self, g):
+        a, x = self.saved
+        xp = get_array_module(g)
+        gb = xp.linalg.solve(xp.conj(_xmT(xp, a)), g)
+        return -(gb @ xp.conj(_xmT(xp, x))), gb
+
+    def graph_backward(self, g, out):
+        gb = _EigSolve.apply(_adjoint_graph(self.inputs[0]), g)
+        return -(gb @ _adjoint_graph(out)), gb
+
+
+def _eig_input(name, A):
+    if not isinstance(A, autograd.Tensor):
+        raise TypeError(f"{name}: A must be a Tensor, got {type(A).__name__}")
+    if A.data.dtype.kind == "c":
+        if A.data.dtype.itemsize < 8:
+            raise TypeError(f"{name}: expected a float or complex tensor of 32 or 64-bit parts, "
+                            f"got {A.data.dtype}")
+        if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+            _matrix_input(name, A.real, square=True)
+        return
+    _matrix_input(name, A, square=True)
+
+
+def eig(A):
+    """(eigenvalues, eigenvectors) of the square matrices of A (..., n, n), real or complex:
+    complex results (complex64 for float32), unit eigenvectors as columns with their largest
+    component real, as LAPACK's geev. Differentiable (twice), as torch's."""
+    _eig_input("linalg.eig", A)
+    batch, n = tuple(A.shape[:-2]), A.shape[-1]
+    return EigResult(*_unpack(Eig.apply(A), [batch + (n,), batch + (n, n)]))
+
+
+def eigvals(A):
+    """The (complex) eigenvalues of the square matrices of A, as linalg.eig's."""
+    _eig_input("linalg.eigvals", A)
+    return Eig.apply(A, vectors=False)
+
+
+__all__ += ["eig", "eigvals"]

@@ -18,7 +18,8 @@ from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
-    Cast, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError, _array_module,
+    Abs, Cast, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError,
+    _array_module,
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
@@ -35,7 +36,7 @@ def _cumulative_input(name, input, dim, dtype):
 def _accumulation_input(input, dtype):
     if dtype is not None:
         dtype = as_dtype(dtype)
-    elif not is_floating(input.data.dtype):
+    elif input.data.dtype.kind in "biu":
         dtype = np.dtype(np.int64)
     if dtype is not None and dtype != input.data.dtype:
         input = Cast.apply(input, dtype=dtype)
@@ -56,6 +57,8 @@ def _reverse_cumsum_graph(t, d):
 
 
 class CumSum(Function):
+    complex_grad = True
+
     def forward(self, a, dim):
         self.dim = dim
         wide = accumulation_dtype(a)
@@ -124,9 +127,25 @@ TENSOR_METHODS = {"cumsum": cumsum, "cumprod": cumprod}
 
 
 # ---- elementwise functions ----------------------------------------------------------------
-def _float_input(x):
-    """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's)."""
-    return x if is_floating(x.data.dtype) else Cast.apply(x, dtype=default_float())
+# the elementwise functions (their Function's name) defined here for complex numbers, whose
+# gradient is g times the conjugate derivative (PyTorch's convention)
+HOLOMORPHIC = {"Reciprocal", "Rsqrt", "Square", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan",
+               "Sinh", "Cosh", "Log1p", "Expm1", "Log2", "Log10", "Exp2"}
+
+
+def _float_input(x, name="this op"):
+    """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's).
+    Complex tensors pass into the ``HOLOMORPHIC`` ops, and are refused, naming the op,
+    elsewhere."""
+    dtype = x.data.dtype
+    if is_floating(dtype):
+        return x
+    if dtype.kind == "c":
+        if name not in HOLOMORPHIC:
+            raise ComplexDtypeError(f"{name.lower()}: not implemented for complex tensors "
+                                    f"(got dtype {dtype})")
+        return x
+    return Cast.apply(x, dtype=default_float())
 
 
 def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
@@ -149,14 +168,20 @@ def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
         xp = get_array_module(g)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = derivative(xp, saved) if derivative is not None else xp.zeros_like(g)
+        if g.dtype.kind == "c":  # holomorphic: g times the conjugate derivative (PyTorch's)
+            d = d.conj()
         return (g * d).astype(g.dtype, copy=False)
 
     def graph_bwd(self, g, out):
         if derivative is None:  # exact: the gradient of a step function is 0, whatever x
             return Fill.apply(g, value=0)
-        return g * graph_derivative(self.inputs[0], out)
+        d = graph_derivative(self.inputs[0], out)
+        if g.data.dtype.kind == "c" and isinstance(d, autograd.Tensor):
+            d = Conj.apply(d)
+        return g * d
 
-    attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower()}
+    attrs = {"forward": fwd, "backward": bwd, "__doc__": name.lower(),
+             "complex_grad": derivative is not None and name in HOLOMORPHIC}
     if derivative is None or graph_derivative is not None:
         attrs["graph_backward"] = graph_bwd
     return type(name, (Function,), attrs)
@@ -208,7 +233,7 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 
 def _float_op(fn):
     def op(input):
-        return fn.apply(_float_input(input))
+        return fn.apply(_float_input(input, fn.__name__))
     op.__name__ = op.__qualname__ = fn.__name__.lower()
     op.__doc__ = f"Elementwise {op.__name__}; integer input computes in float32, as PyTorch."
     return op
@@ -220,6 +245,12 @@ def _same_dtype_op(fn, integer=None, bool_ok=True):
     def op(input):
         if not bool_ok:
             refuse_bool(op.__name__, input)
+        if input.data.dtype.kind == "c":
+            if fn is Square:
+                return fn.apply(input)
+            hint = "; use minidl.sgn for z / |z|" if fn is Sign else ""
+            raise UnsupportedDtypeError(f"{op.__name__}: not implemented for complex tensors "
+                                        f"(dtype {input.data.dtype}){hint}")
         if not is_floating(input.data.dtype):
             if integer is None:
                 return autograd.Tensor(input.data.copy())
@@ -269,7 +300,7 @@ def lerp(input, end, weight):
     """``input + weight * (end - input)``; weight a number or a tensor (broadcast). As in
     PyTorch, input is floating-point and end (and a weight tensor with dims) of its dtype."""
     dtype = input.data.dtype
-    if not is_floating(dtype):
+    if not (is_floating(dtype) or dtype.kind == "c"):
         raise UnsupportedDtypeError(f"lerp: needs a floating-point input, got dtype {dtype}")
     for what, x in (("end", end), ("weight", weight)):
         if isinstance(x, autograd.Tensor) and x.data.dtype != dtype and (
@@ -281,7 +312,7 @@ def lerp(input, end, weight):
 
 def _integer_value(value, *tensors):
     """``value`` as PyTorch applies it to integer tensors: a float one truncated to an int."""
-    if isinstance(value, float) and not is_floating(result_type(*tensors)):
+    if isinstance(value, float) and result_type(*tensors).kind in "biu":
         return int(value)
     return value
 
@@ -388,7 +419,7 @@ class LogSumExp(Function):
 
 def logsumexp(input, dim, keepdim=False):
     """``log(sum(exp(input)))`` over ``dim`` (an int or a tuple), computed stably."""
-    x = _float_input(input)
+    x = _float_input(input, "logsumexp")
     return LogSumExp.apply(x, axes=_axes(dim, x.ndim, "logsumexp"), keepdim=bool(keepdim))
 
 
@@ -465,9 +496,12 @@ class VectorNorm(Function):
 
 
 def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
-    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims when None)."""
+    """torch.linalg.vector_norm: the ``ord``-norm of ``x`` over ``dim`` (all dims when None);
+    of a complex tensor, the norm of its elements' absolute values."""
     if dtype is not None:
         x = Cast.apply(x, dtype=as_dtype(dtype))
+    if x.data.dtype.kind == "c":
+        x = Abs.apply(x)
     if not is_floating(x.data.dtype):
         raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
     if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
@@ -588,6 +622,8 @@ def _binary_operands(name, input, other):
             raise TypeError(f"{name}: {what} must be a tensor or a number, got "
                             f"{type(x).__name__}")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        raise ComplexDtypeError(f"{name}: not implemented for complex tensors (got {dtype})")
     xp = _array_module(input, other)
     return _operand(input, dtype, xp), _operand(other, dtype, xp)
 
@@ -805,6 +841,8 @@ def xlogy(input, other):
         if not (isinstance(x, autograd.Tensor) or _is_number(x)):
             raise TypeError(f"xlogy: {what} must be a tensor or a number, got {type(x).__name__}")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        raise ComplexDtypeError(f"xlogy: not implemented for complex tensors (got {dtype})")
     if not is_floating(dtype):  # integers computed in the default dtype (a number not wrapped)
         dtype = default_float()
     xp = _array_module(input, other)
@@ -946,6 +984,8 @@ def _two_tensors(name, input, other, integers_in_float32):
         raise ValueError(f"{name}: tensors on different devices, {input.device} and "
                          f"{other.device}; move them with .to('{input.device}') first")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        raise ComplexDtypeError(f"{name}: not implemented for complex tensors (got {dtype})")
     if not is_floating(dtype):
         if not integers_in_float32:
             raise DtypeNotImplemented(f"{name}: not implemented for {dtype} tensors (PyTorch "
@@ -1150,12 +1190,12 @@ def _trapezoid_parts(name, y, x, dx, dim):
     d = wrap_dim(dim, y.ndim, name)
     if x is not None and dx is not None:
         raise TypeError(f"{name}: pass x or dx, not both")
-    y = _float_input(y)
+    y = _float_input(y, name)
     if x is None:
         return y, d, (1.0 if dx is None else dx), None
     if not isinstance(x, autograd.Tensor):
         raise TypeError(f"{name}: x must be a Tensor, got {type(x).__name__}")
-    x = _float_input(x)
+    x = _float_input(x, name)
     if x.ndim == 1:
         if x.shape[0] != y.shape[d]:
             raise CountArgumentError(f"{name}: there must be one `x` value for each sample "
@@ -1211,7 +1251,12 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
 
 
 def angle(input):
-    """The angle of a real number: pi for negatives, 0 otherwise, NaN kept (float result)."""
+    """The angle of each element: of a complex number its argument (complex_ops.Angle), of a
+    real one pi for negatives, 0 otherwise, NaN kept (float result)."""
+    if input.data.dtype.kind == "c":
+        from .complex_ops import complex_angle
+
+        return complex_angle(input)
     x = _float_input(input)
     return where(x < 0, np.pi, x * 0)
 

@@ -51,6 +51,24 @@ def refuse_empty_reduction(name, shape, dim):
                                       "size.")
 
 
+class ComplexDtypeError(UnsupportedDtypeError, NotImplementedError):
+    """An op that orders values (or is not written for complex numbers yet) given a complex
+    tensor: PyTorch raises NotImplementedError or RuntimeError there (both are caught)."""
+
+
+_ORDERING = ("lt", "le", "gt", "ge", "max", "min", "argmax", "argmin", "maximum", "minimum",
+             "clamp", "relu", "sort", "argsort", "topk")
+
+
+def refuse_complex(name, a):
+    """Refuse a complex array in an op that does not take one, naming the op and dtype (NumPy
+    would order complex numbers lexicographically, silently)."""
+    if a.dtype.kind == "c":
+        why = "; complex numbers have no order" if name in _ORDERING else ""
+        raise ComplexDtypeError(f"{name}: not implemented for complex tensors (got dtype "
+                                f"{a.dtype}){why}")
+
+
 def refuse_bool(name, x, hint="convert with .int() or .float() first"):
     """PyTorch's refusal of ``name`` for a bool tensor."""
     if x.data.dtype == np.bool_:
@@ -103,6 +121,15 @@ def keep_where(mask, g):
     return Where.apply(constant(mask), g, constant(zero))
 
 
+def conj_inputs(g, *tensors):
+    """``tensors`` conjugated (as recorded ops) where the gradient ``g`` is complex: a
+    holomorphic op's input gradient is g times the conjugate of its derivative, PyTorch's
+    convention; real tensors are returned as they are."""
+    if g.data.dtype.kind != "c":
+        return tensors
+    return tuple(Conj.apply(t) if t.data.dtype.kind == "c" else t for t in tensors)
+
+
 def swap_last_dims(t):
     """A Tensor with its last two dims swapped, as a recorded op."""
     axes = list(range(t.ndim))
@@ -119,6 +146,7 @@ def expand_reduced(g, shape, axes, keepdim):
 
 
 class Add(Function):
+    complex_grad = True
     def forward(self, a, b):
         with np.errstate(**_QUIET):
             return a + b
@@ -130,7 +158,24 @@ class Add(Function):
         return g, g
 
 
+class Conj(Function):
+    """The complex conjugate (a copy: minidl has no lazy conjugate bit); its gradient is the
+    conjugate of the incoming one."""
+
+    complex_grad = True
+
+    def forward(self, a):
+        return a.conj()
+
+    def backward(self, g):
+        return g.conj()
+
+    def graph_backward(self, g, out):
+        return Conj.apply(g)
+
+
 class Sub(Function):
+    complex_grad = True
     def forward(self, a, b):
         with np.errstate(**_QUIET):
             return a - b
@@ -143,6 +188,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    complex_grad = True
+
     def forward(self, a, b):
         self.save_for_backward(a, b)
         with np.errstate(**_QUIET):
@@ -150,14 +197,19 @@ class Mul(Function):
 
     def backward(self, g):
         a, b = self.saved
+        if g.dtype.kind == "c":  # PyTorch's convention: g times the conjugate derivative
+            a, b = a.conj(), b.conj()
         return g * b, g * a
 
     def graph_backward(self, g, out):
-        a, b = self.inputs
-        return (g * b if a.requires_grad else None), (g * a if b.requires_grad else None)
+        a, b = conj_inputs(g, *self.inputs)
+        ga = g * b if self.inputs[0].requires_grad else None
+        return ga, (g * a if self.inputs[1].requires_grad else None)
 
 
 class Div(Function):
+    complex_grad = True
+
     def forward(self, a, b):
         self.save_for_backward(a, b)
         with np.errstate(**_QUIET):  # x / 0 is inf or NaN, silently
@@ -165,17 +217,21 @@ class Div(Function):
 
     def backward(self, g):
         a, b = self.saved
+        if g.dtype.kind == "c":
+            a, b = a.conj(), b.conj()
         with np.errstate(**_QUIET):
             ga = g / b
             return ga, -ga * a / b
 
     def graph_backward(self, g, out):
-        a, b = self.inputs
+        a, b = conj_inputs(g, *self.inputs)
         ga = g / b
-        return ga, (-ga * a / b if b.requires_grad else None)
+        return ga, (-ga * a / b if self.inputs[1].requires_grad else None)
 
 
 class Neg(Function):
+    complex_grad = True
+
     def forward(self, a):
         if a.dtype == np.bool_:
             raise UnsupportedDtypeError(
@@ -193,6 +249,8 @@ class Neg(Function):
 class Pow(Function):
     """x ** p for a constant exponent p."""
 
+    complex_grad = True
+
     def forward(self, a, exponent):
         self.exponent = exponent
         self.save_for_backward(a)
@@ -204,12 +262,14 @@ class Pow(Function):
         p = self.exponent
         if p == 0:  # d(x^0)/dx = 0 everywhere, also at x = 0 where p * a^(p-1) is 0 * inf
             return get_array_module(g).zeros_like(g)
+        if g.dtype.kind == "c":
+            a, p = a.conj(), p.conjugate()
         with np.errstate(**_QUIET):
             return g * (p * a ** (p - 1))
 
     def graph_backward(self, g, out):
-        (a,) = self.inputs
-        p = self.exponent
+        (a,) = conj_inputs(g, self.inputs[0])
+        p = self.exponent.conjugate() if g.data.dtype.kind == "c" else self.exponent
         if p == 0:
             return Fill.apply(g, value=0)
         return g * (Pow.apply(a, exponent=p - 1) * p)
@@ -273,6 +333,8 @@ def check_integer_exponent(dtype, exponent):
 
 
 class Exp(Function):
+    complex_grad = True
+
     def forward(self, a):
         with np.errstate(**_QUIET):
             y = get_array_module(a).exp(a)
@@ -281,13 +343,15 @@ class Exp(Function):
 
     def backward(self, g):
         (y,) = self.saved
-        return g * y
+        return g * (y.conj() if g.dtype.kind == "c" else y)
 
     def graph_backward(self, g, out):
-        return g * out
+        return g * conj_inputs(g, out)[0]
 
 
 class Log(Function):
+    complex_grad = True
+
     def forward(self, a):
         self.save_for_backward(a)
         with np.errstate(**_QUIET):
@@ -296,13 +360,15 @@ class Log(Function):
     def backward(self, g):
         (a,) = self.saved
         with np.errstate(**_QUIET):
-            return g / a
+            return g / (a.conj() if g.dtype.kind == "c" else a)
 
     def graph_backward(self, g, out):
-        return g / self.inputs[0]
+        return g / conj_inputs(g, self.inputs[0])[0]
 
 
 class Sqrt(Function):
+    complex_grad = True
+
     def forward(self, a):
         with np.errstate(**_QUIET):
             y = get_array_module(a).sqrt(a)
@@ -312,13 +378,15 @@ class Sqrt(Function):
     def backward(self, g):
         (y,) = self.saved
         with np.errstate(**_QUIET):
-            return g / (2 * y)
+            return g / (2 * (y.conj() if g.dtype.kind == "c" else y))
 
     def graph_backward(self, g, out):
-        return g / (out * 2)
+        return g / (conj_inputs(g, out)[0] * 2)
 
 
 class Tanh(Function):
+    complex_grad = True
+
     def forward(self, a):
         y = get_array_module(a).tanh(a)
         self.save_for_backward(y)
@@ -326,13 +394,17 @@ class Tanh(Function):
 
     def backward(self, g):
         (y,) = self.saved
+        if g.dtype.kind == "c":
+            y = y.conj()
         return g * (1 - y * y)
 
     def graph_backward(self, g, out):
-        return g * (1 - out * out)
+        (y,) = conj_inputs(g, out)
+        return g * (1 - y * y)
 
 
 class Fill(Function):
+    complex_grad = True
     """Every element set to ``value`` (zero_ and fill_ inside the graph): no gradient flows
     back to the tensor that was overwritten."""
 
@@ -357,6 +429,7 @@ def memory_order(a):
 
 
 class Clone(Function):
+    complex_grad = True
     """A copy; ``keep_layout`` (Tensor.clone's preserve_format) keeps the memory order of a
     dense permuted input, as torch's; others are copied row-major."""
 
@@ -376,6 +449,8 @@ class Maximum(Function):
     """Elementwise max (min) of two tensors; on a tie each side gets half the gradient."""
 
     def forward(self, a, b, take_min=False):
+        if a.dtype.kind == "c":
+            refuse_complex("minimum" if take_min else "maximum", a)
         xp = get_array_module(a)
         self.save_for_backward(a, b)
         self.take_min = take_min
@@ -403,6 +478,8 @@ class Maximum(Function):
 
 
 class Abs(Function):
+    complex_grad = True
+
     def forward(self, a):
         if a.dtype == np.bool_:
             raise UnsupportedDtypeError("abs: not implemented for bool tensors (PyTorch refuses "
@@ -412,11 +489,24 @@ class Abs(Function):
 
     def backward(self, g):
         (a,) = self.saved
-        return g * get_array_module(a).sign(a)
+        return g * sgn(a)
 
     def graph_backward(self, g, out):
-        a = self.inputs[0].data
-        return g * constant(get_array_module(a).sign(a))
+        a = self.inputs[0]
+        if a.data.dtype.kind == "c":  # g * z / |z|, 0 at 0, as recorded ops
+            return keep_where(a.data != 0, g * a / Abs.apply(a))
+        return g * constant(get_array_module(a.data).sign(a.data))
+
+
+def sgn(a):
+    """The sign of an array: -1, 0 or 1 for real values, z / |z| (0 at 0) for complex ones, as
+    torch.sgn."""
+    xp = get_array_module(a)
+    if a.dtype.kind != "c":
+        return xp.sign(a)
+    size = abs(a)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return xp.where(size == 0, 0, a / size).astype(a.dtype, copy=False)
 
 
 def astype(a, dtype):
@@ -427,15 +517,35 @@ def astype(a, dtype):
 
 
 class Cast(Function):
+    complex_grad = True
+
     def forward(self, x, dtype):
         self.source = x.dtype
+        if x.dtype.kind == "c" and dtype.kind != "c":
+            x = complex_to_real(x, dtype)
         return astype(x, dtype)
 
     def backward(self, g):
+        if g.dtype.kind == "c" and self.source.kind != "c":
+            g = g.real  # a real input's share of a complex gradient, as PyTorch's
         return astype(g, self.source)
 
     def graph_backward(self, g, out):
+        if g.data.dtype.kind == "c" and self.source.kind != "c":
+            g = g.real  # (complex_ops builds on this module: through the Tensor's property)
         return Cast.apply(g, dtype=self.source)
+
+
+def complex_to_real(x, dtype):
+    """Complex values cast to the real ``dtype``: the real parts, with PyTorch's warning (bool
+    keeps NumPy's rule: True where either part is nonzero)."""
+    if dtype.kind == "b":
+        return x
+    import warnings
+
+    warnings.warn("Casting complex values to real discards the imaginary part", UserWarning,
+                  stacklevel=4)
+    return x.real
 
 
 # ---- where, maximum/minimum, clamp, masked_fill: ops on several tensors and numbers --------
@@ -541,6 +651,7 @@ def _array_module(*operands):
 
 
 class Where(Function):
+    complex_grad = True
     def forward(self, condition, a, b):
         self.save_for_backward(condition)
         return get_array_module(a).where(condition, a, b)
@@ -608,6 +719,8 @@ class Clamp(Function):
     gets the gradient where it is the result, and where ``lo > hi`` the result is hi."""
 
     def forward(self, x, *bounds, has_min, has_max):
+        if x.dtype.kind == "c":
+            refuse_complex("clamp", x)
         if x.dtype == np.bool_:
             raise UnsupportedDtypeError("clamp: not implemented for bool tensors (PyTorch "
                                         "refuses them too); convert with .int() first")
@@ -673,6 +786,8 @@ clip = clamp
 
 
 class MaskedFill(Function):
+    complex_grad = True
+
     def forward(self, a, mask, value):
         self.save_for_backward(mask)
         return get_array_module(a).where(mask, value, a)
@@ -703,7 +818,7 @@ def masked_fill(input, mask, value):
         if value.ndim != 0:
             raise ValueError("masked_fill: value must be a number or a 0-d tensor, got a tensor "
                              f"of shape {value.shape}")
-    elif not _is_number(value):
+    elif not (_is_number(value) or isinstance(value, complex) and input.data.dtype.kind == "c"):
         raise TypeError(f"masked_fill: value must be a number or a 0-d tensor, got "
                         f"{_describe(value)}")
     xp = _array_module(input, mask, value)
@@ -716,6 +831,8 @@ def masked_fill(input, mask, value):
 class ReLU(Function):
     # The output is saved instead of a mask: y > 0 exactly where x > 0, and it already exists.
     def forward(self, x):
+        if x.dtype.kind == "c":
+            refuse_complex("relu", x)
         if x.dtype == np.bool_:
             raise UnsupportedDtypeError("Boolean inputs not supported for relu")
         fast = getattr(backend.kernels(get_array_module(x)), "relu_forward", None)
@@ -757,6 +874,8 @@ def pointwise_kernels(x):
 
 class Sigmoid(Function):
     def forward(self, x):
+        if x.dtype.kind == "c":
+            refuse_complex("sigmoid", x)
         ks = self.fast = pointwise_kernels(x)
         y = stable_sigmoid(x) if ks is None else ks.activation_forward(x, ACT_SIGMOID)
         self.save_for_backward(y)
@@ -796,6 +915,8 @@ def softmax_backward_array(g, y, dim):
 
 class Softmax(Function):
     def forward(self, x, dim):
+        if x.dtype.kind == "c":
+            refuse_complex("softmax", x)
         self.dim = dim
         ks = row_kernels(x, dim)
         if ks is not None:
@@ -841,6 +962,8 @@ class LogSoftmax(Function):
     no overflow, and no log of an underflowed 0."""
 
     def forward(self, x, dim):
+        if x.dtype.kind == "c":
+            refuse_complex("log_softmax", x)
         y = log_softmax_array(x, dim)
         self.dim = dim
         self.save_for_backward(y)
@@ -858,6 +981,8 @@ class LogSoftmax(Function):
 
 
 class MatMul(Function):
+    complex_grad = True
+
     def forward(self, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise BadArgumentError("matmul: both operands need at least one dimension, got shapes "
@@ -879,6 +1004,8 @@ class MatMul(Function):
     def backward(self, g):
         a, b = self.saved
         xp = get_array_module(a)
+        if g.dtype.kind == "c":
+            a, b = a.conj(), b.conj()
         if a.ndim == 1 and b.ndim == 1:  # dot product: g is 0-d
             return g * b, g * a
         # 1-D operands act as a row (left) or a column (right) vector, as in numpy.matmul.
@@ -901,8 +1028,10 @@ class MatMul(Function):
 
     def graph_backward(self, g, out):
         a, b = self.inputs
+        need_a, need_b = a.requires_grad, b.requires_grad
+        a, b = conj_inputs(g, a, b)
         if a.ndim == 1 and b.ndim == 1:
-            return (g * b if a.requires_grad else None), (g * a if b.requires_grad else None)
+            return (g * b if need_a else None), (g * a if need_b else None)
         a2 = Reshape.apply(a, shape=(1,) + a.shape) if a.ndim == 1 else a
         b2 = Reshape.apply(b, shape=b.shape + (1,)) if b.ndim == 1 else b
         g2 = g
@@ -911,11 +1040,11 @@ class MatMul(Function):
         if b.ndim == 1:
             g2 = Reshape.apply(g2, shape=g2.shape + (1,))
         ga = gb = None
-        if a.requires_grad:
+        if need_a:
             ga = MatMul.apply(g2, swap_last_dims(b2))
             if a.ndim == 1:
                 ga = Reshape.apply(ga, shape=ga.shape[:-2] + ga.shape[-1:])
-        if b.requires_grad:
+        if need_b:
             gb = MatMul.apply(swap_last_dims(a2), g2)
             if b.ndim == 1:
                 gb = Reshape.apply(gb, shape=gb.shape[:-1])
@@ -957,6 +1086,7 @@ def _expand_reduced(g, shape, axes, keepdim):
 
 
 class Sum(Function):
+    complex_grad = True
     def forward(self, a, dim=None, keepdim=False):
         self.shape = a.shape
         self.axes = reduction_axes(dim, a.ndim)
@@ -976,6 +1106,7 @@ class Sum(Function):
 
 
 class Mean(Function):
+    complex_grad = True
     def forward(self, a, dim=None, keepdim=False):
         self.shape = a.shape
         self.axes = reduction_axes(dim, a.ndim)
@@ -1002,6 +1133,8 @@ class Max(Function):
     whole slice a NaN gradient, as PyTorch's do."""
 
     def forward(self, a, dim=None, keepdim=False, take_min=False, nan_spread=True):
+        if a.dtype.kind == "c":
+            refuse_complex("min" if take_min else "max", a)
         self.axes = reduction_axes(dim, a.ndim)
         self.keepdim, self.nan_spread = keepdim, nan_spread
         y = a.min(axis=self.axes, keepdims=True) if take_min else a.max(axis=self.axes, keepdims=True)
@@ -1130,6 +1263,10 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
         dim, unbiased = None, dim
     if unbiased is not None and correction is not None:
         raise TypeError(f"{name}: pass unbiased or correction, not both")
+    if x.data.dtype.kind == "c":  # the mean |z - mean|^2: the two parts' variances added
+        total = var(x.real, dim, unbiased, keepdim, correction) + \
+            var(x.imag, dim, unbiased, keepdim, correction)
+        return total.sqrt() if name.startswith("std") else total
     if not is_floating(x.data.dtype):
         raise UnsupportedDtypeError(f"{name}: needs a floating-point tensor, got dtype "
                                     f"{x.data.dtype}")
@@ -1151,6 +1288,8 @@ class TakeAlongDim(Function):
     """The values at ``index`` along ``dim`` (torch.gather), for indices that do not repeat
     along dim (topk's): each value's gradient goes back to where it came from."""
 
+    complex_grad = True
+
     def forward(self, a, index, dim):
         self.shape, self.index, self.dim = a.shape, index, dim
         return get_array_module(a).take_along_axis(a, index, axis=dim)
@@ -1165,6 +1304,8 @@ class TakeAlongDim(Function):
 class TakeAlongDimGrad(Function):
     """TakeAlongDim's gradient as an op (for double backward): ``g`` written into zeros of
     ``shape`` at ``index`` along ``dim``; its own gradient takes those elements back."""
+
+    complex_grad = True
 
     def forward(self, g, shape, index, dim):
         self.index, self.dim = index, dim
@@ -1191,6 +1332,8 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     counts as the largest, as in PyTorch. Among equal values the indices are those PyTorch
     returns on the CPU (and the gradient goes to them). ``sorted=False`` selects the same
     elements as PyTorch but returns them sorted (PyTorch leaves their order unspecified)."""
+    if x.data.dtype.kind == "c":
+        refuse_complex("topk", x.data)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
     if x.data.dtype == np.bool_:
@@ -1253,6 +1396,7 @@ def torch_order(kind, index, data, d, slices, *args):
 
 # ---- shape ------------------------------------------------------------------------------
 class Reshape(Function):
+    complex_grad = True
     def forward(self, a, shape):
         self.shape = a.shape
         return a.reshape(shape)
@@ -1265,6 +1409,7 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    complex_grad = True
     def forward(self, a, axes):
         self.axes = axes
         return a.transpose(axes)
@@ -1277,6 +1422,7 @@ class Permute(Function):
 
 
 class GetItem(Function):
+    complex_grad = True
     def forward(self, a, index):
         self.shape, self.index = a.shape, index
         return a[index]
@@ -1291,6 +1437,8 @@ class GetItem(Function):
 class GetItemGrad(Function):
     """GetItem's gradient as an op (for double backward): ``g`` added into zeros of ``shape``
     at ``index``; its own gradient is the same indexing again."""
+
+    complex_grad = True
 
     def forward(self, g, shape, index):
         self.index = index
@@ -1317,6 +1465,7 @@ class GetItemGrad(Function):
 
 
 class SetItem(Function):
+    complex_grad = True
     """``x[index] = value`` as an op of the graph: a copy of ``x`` with the selected elements
     replaced. ``x``'s gradient is the incoming one with those elements zeroed (they no longer
     come from ``x``); ``value``'s is what reaches them, summed back to its shape."""
@@ -1396,6 +1545,7 @@ def expand_shape(shape, sizes):
 
 
 class Expand(Function):
+    complex_grad = True
     """A broadcast view (read-only, as NumPy makes it); the gradient sums over the copies."""
 
     def forward(self, a, shape):
@@ -1420,6 +1570,7 @@ def repeat_sizes(shape, sizes):
 
 
 class Repeat(Function):
+    complex_grad = True
     """``x.repeat(*sizes)`` (NumPy's tile): dim i of the result is sizes[i] copies of x's."""
 
     def forward(self, a, sizes):
@@ -1487,6 +1638,7 @@ def chunk(x, chunks, dim=0):
 
 
 class Concat(Function):
+    complex_grad = True
     """Arrays joined along ``dim``; 1-d empty arrays among others of more dims are left out, as
     PyTorch's cat does (its legacy rule), and get an empty gradient."""
 

@@ -23,7 +23,7 @@ from .backend.dtypes import default_float, is_floating
 from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
     Cast, Fill, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
-    constant, keep_where, refuse_bool_sub, result_type,
+    constant, keep_where, refuse_bool_sub, refuse_complex, result_type,
 )
 
 
@@ -49,6 +49,8 @@ def _pair(name, input, other, *, floating=False, numbers=True):
         raise TypeError(f"{name}(): argument 'other' must be a Tensor, got "
                         f"{type(other).__name__}")
     dtype = result_type(input, other)
+    if dtype.kind == "c":
+        refuse_complex(name, np.empty(0, dtype))
     if floating and not is_floating(dtype):
         dtype = default_float()
     xp = _array_module(input, other)
@@ -141,6 +143,8 @@ class Heaviside(Function):
 
 def heaviside(input, values):
     """0 where ``input < 0``, 1 where ``> 0``, ``values`` where it is 0 (same dtypes, as torch)."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("heaviside", input.data)
     _check_tensor("heaviside", "input", input)
     _check_tensor("heaviside", "values", values)
     if input.dtype != values.dtype:
@@ -192,6 +196,8 @@ def fmin(input, other):
 # ---- powers of two, float_power --------------------------------------------------------------
 def float_power(input, exponent):
     """``input ** exponent`` in float64, whatever the dtypes (either may be a number)."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("float_power", input.data)
     f64 = np.dtype(np.float64)
     if not isinstance(input, autograd.Tensor):
         if not _is_number(input):
@@ -395,7 +401,12 @@ def fix(input):
 
 
 def sgn(input):
-    """The sign of each element (for real tensors, torch.sgn is torch.sign)."""
+    """The sign of each element: z / |z| (0 at 0) for complex tensors; for real ones
+    torch.sgn is torch.sign."""
+    if isinstance(input, autograd.Tensor) and input.data.dtype.kind == "c":
+        from .complex_ops import complex_sgn
+
+        return complex_sgn(input)
     return sign(input)
 
 

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .backend.dtypes import default_float
+from .backend.dtypes import default_complex, default_float
 
 PREFIX = "tensor("
 
@@ -58,6 +58,21 @@ class _Format:
         else:
             text = f"{v:.{self.precision}f}"
         return " " * (self.width - len(text)) + text
+
+
+class _ComplexFormat:
+    """Complex values as PyTorch prints them: the real parts in one format, the imaginary parts
+    in another (each chosen as for a real tensor), joined as ``re+imj`` with the imaginary
+    part's padding dropped."""
+
+    def __init__(self, values: np.ndarray, options):
+        self.re, self.im = _Format(values.real, options), _Format(values.imag, options)
+        self.width = self.re.width + self.im.width + 1  # torch's element width: and the "j"
+
+    def __call__(self, v) -> str:
+        v = complex(v)
+        imag = (self.im(v.imag) + "j").lstrip()
+        return self.re(v.real) + (imag if imag[0] in "+-" else "+" + imag)
 
 
 def _summary(a: np.ndarray, edge: int) -> np.ndarray:
@@ -130,20 +145,21 @@ def tensor_repr(a: np.ndarray, device: str, grad_fn_name, requires_grad, options
     if a.size == 0:
         if a.ndim != 1:
             suffixes.append(f"size={tuple(a.shape)}")
-        if dtype != default_float():
+        if dtype != default_float():  # torch names complex64 here too
             suffixes.append(f"dtype=minidl.{name}")
         body = "[]"
     else:
         if not options["edgeitems"]:  # the values show no shape then
             suffixes.append(f"size={tuple(a.shape)}")
-        if dtype not in (default_float(), np.int64, np.bool_):
+        if dtype not in (default_float(), default_complex(), np.int64, np.bool_):
             suffixes.append(f"dtype=minidl.{name}")
         if dtype.itemsize == 2 and dtype.kind in "fV":  # float16, bfloat16: as float32
             a = a.astype(np.float32)
         threshold = options["threshold"]
         summarise = a.size > threshold
         shown = _summary(a, int(options["edgeitems"])) if summarise else a
-        body = _body(a, len(PREFIX), summarise, _Format(shown, options), options)
+        fmt = (_ComplexFormat if dtype.kind == "c" else _Format)(shown, options)
+        body = _body(a, len(PREFIX), summarise, fmt, options)
     if grad_fn_name is not None:
         suffixes.append(f"grad_fn=<{grad_fn_name}>")
     elif requires_grad:

@@ -18,7 +18,7 @@ from .backend.dtypes import is_floating
 from .pointwise import OpArgumentError
 from .ops import (
     BadArgumentError, Cast, Expand, MatMul, Mul, Reshape, Sum, UnsupportedDtypeError, Where,
-    constant, keep_where, result_type, stack, wrap_dim,
+    conj_inputs, constant, keep_where, result_type, stack, wrap_dim,
 )
 from .shape_ops import select
 
@@ -28,8 +28,10 @@ def _tensor(name, what, x):
         raise TypeError(f"{name}: {what} must be a Tensor, got {type(x).__name__}")
 
 
-def _same_dtype(name, a, b):
-    if a.data.dtype != b.data.dtype:
+def _same_dtype(name, a, b, autocast=False):
+    """PyTorch's products take two tensors of one dtype; mm and bmm (``autocast=True``) also
+    take a mix under autocast, which casts them (as matmul, ops.refuse_mixed_matmul)."""
+    if a.data.dtype != b.data.dtype and not (autocast and autograd.autocast_hook() is not None):
         raise UnsupportedDtypeError(f"{name}: expected both operands to have the same dtype, "
                                     f"got {a.data.dtype} and {b.data.dtype}")
 
@@ -48,7 +50,7 @@ def mm(input, mat2):
     if input.shape[1] != mat2.shape[0]:
         raise ValueError(f"mm: shapes {input.shape} and {mat2.shape} cannot be multiplied "
                          f"({input.shape[1]} columns, {mat2.shape[0]} rows)")
-    _same_dtype("mm", input, mat2)
+    _same_dtype("mm", input, mat2, autocast=True)
     return MatMul.apply(input, mat2)
 
 
@@ -63,7 +65,7 @@ def bmm(input, mat2):
     if input.shape[2] != mat2.shape[1]:
         raise ValueError(f"bmm: shapes {input.shape} and {mat2.shape} cannot be multiplied "
                          f"({input.shape[2]} columns, {mat2.shape[1]} rows)")
-    _same_dtype("bmm", input, mat2)
+    _same_dtype("bmm", input, mat2, autocast=True)
     return MatMul.apply(input, mat2)
 
 
@@ -156,7 +158,10 @@ def _parse(equation, shapes):
 class Einsum(Function):
     """``xp.einsum`` over explicit subscripts. Operand k's gradient is the einsum of the
     incoming gradient with the other operands onto k's subscripts, broadcast over letters that
-    appear only in k (summed away in the forward pass)."""
+    appear only in k (summed away in the forward pass). For complex operands the others enter
+    conjugated (PyTorch's convention)."""
+
+    complex_grad = True
 
     def forward(self, *arrays, terms, out):
         self.terms, self.out = terms, out
@@ -168,6 +173,8 @@ class Einsum(Function):
     def backward(self, g):
         arrays = self.saved
         xp = get_array_module(g)
+        if g.dtype.kind == "c":
+            arrays = [a.conj() for a in arrays]
         grads = []
         for k, (term, a) in enumerate(zip(self.terms, arrays)):
             if not self.inputs[k].requires_grad:
@@ -202,11 +209,12 @@ class Einsum(Function):
         spare = [c for c in string.ascii_letters
                  if c not in set(self.out).union(*[set(t) for t in self.terms])]
         grads = []
-        for k, (term, a) in enumerate(zip(self.terms, self.inputs)):
-            if not a.requires_grad:
+        inputs = conj_inputs(g, *self.inputs)
+        for k, (term, a) in enumerate(zip(self.terms, inputs)):
+            if not self.inputs[k].requires_grad:
                 grads.append(None)
                 continue
-            others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, self.inputs)) if j != k]
+            others = [(t, x) for j, (t, x) in enumerate(zip(self.terms, inputs)) if j != k]
             known = set(self.out).union(*[set(t) for t, _ in others])
             unique = "".join(dict.fromkeys(term))
             present = "".join(c for c in unique if c in known)

@@ -124,7 +124,7 @@ def result_type(tensor1, tensor2):
     from .ops import result_type as rule
 
     for x in (tensor1, tensor2):
-        if not isinstance(x, (Tensor, bool, int, float)):
+        if not isinstance(x, (Tensor, bool, int, float, complex)):
             raise TypeError(f"result_type: expected Tensors or numbers, got {type(x).__name__}")
     return rule(tensor1, tensor2)
 

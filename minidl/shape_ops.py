@@ -20,7 +20,7 @@ from .backend.dtypes import as_dtype, default_float
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
-    wrap_dim,
+    refuse_complex, wrap_dim,
 )
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
@@ -50,6 +50,7 @@ def _argsort(data, d, descending, stable):
 def sort(input, dim=-1, descending=False, stable=False):
     """(values, indices) of ``input`` sorted along ``dim``; values keep the gradient. The sort
     is always stable (``stable`` is accepted)."""
+    refuse_complex("sort", input.data)
     d = wrap_dim(dim, input.ndim, "sort")
     if input.ndim == 0:
         xp = get_array_module(input.data)
@@ -60,6 +61,7 @@ def sort(input, dim=-1, descending=False, stable=False):
 
 def argsort(input, dim=-1, descending=False, stable=False):
     """The int64 indices that sort ``input`` along ``dim``."""
+    refuse_complex("argsort", input.data)
     d = wrap_dim(dim, input.ndim, "argsort")
     xp = get_array_module(input.data)
     if input.ndim == 0:
@@ -81,6 +83,8 @@ def _dims(name, dims, ndim):
 
 
 class Flip(Function):
+    complex_grad = True
+
     def forward(self, a, axes):
         self.axes = axes
         return get_array_module(a).flip(a, axis=axes).copy()
@@ -117,6 +121,8 @@ def flipud(input):
 
 
 class Roll(Function):
+    complex_grad = True
+
     def forward(self, a, shifts, axes):
         self.shifts, self.axes = shifts, axes
         return get_array_module(a).roll(a, shifts, axis=axes)
@@ -149,6 +155,8 @@ def roll(input, shifts, dims=None):
 class Triangle(Function):
     """The lower (upper) triangle of the last two dims, from ``diagonal`` on; the gradient
     is the incoming one's same triangle."""
+
+    complex_grad = True
 
     def forward(self, a, diagonal, upper):
         self.diagonal, self.upper = diagonal, upper
@@ -191,6 +199,8 @@ def _diagonal_positions(xp, rows, cols, offset):
 class Diagonal(Function):
     """The elements ``a[..., i, i + offset]`` of dims (dim1, dim2), as a new last dim."""
 
+    complex_grad = True
+
     def forward(self, a, offset, dim1, dim2):
         self.shape, self.args = a.shape, (offset, dim1, dim2)
         return get_array_module(a).diagonal(a, offset, dim1, dim2).copy()
@@ -205,6 +215,8 @@ class Diagonal(Function):
 class DiagonalGrad(Function):
     """Diagonal's gradient as an op (for double backward): ``g`` written on the diagonal of
     zeros of ``shape``; its own gradient takes that diagonal back."""
+
+    complex_grad = True
 
     def forward(self, g, shape, args):
         self.args = args
@@ -226,6 +238,8 @@ class DiagonalGrad(Function):
 
 class DiagEmbed(Function):
     """A square matrix with the vector ``a`` on diagonal ``offset`` (torch.diag of a 1-d)."""
+
+    complex_grad = True
 
     def forward(self, a, offset):
         xp = get_array_module(a)
@@ -376,6 +390,8 @@ def _channels_last_order(ndim, fmt):
 class _Relayout(Function):
     """The same values in another memory order (contiguous, or channels-last): the gradient
     passes through unchanged."""
+
+    complex_grad = True
 
     def forward(self, a, order):
         xp = get_array_module(a)
@@ -706,6 +722,8 @@ KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types
 
 
 def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
+    if isinstance(input, autograd.Tensor):
+        refuse_complex(name, input.data)
     d = wrap_dim(dim, input.ndim, name)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError(f"{name}: bool tensors are not supported (PyTorch refuses "
@@ -774,6 +792,8 @@ def median(input, dim=None, keepdim=False):
     """Over everything: the lower of the two middle values (NaN if there is a NaN, NaN of an
     empty float tensor). Over ``dim``: (values, indices); a slice holding a NaN gives NaN and
     the index of its first NaN, as PyTorch."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("median", input.data)
     xp = get_array_module(input.data)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError("median: bool tensors are not supported (PyTorch refuses "
@@ -815,6 +835,8 @@ def msort(input):
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
     """The distinct values, sorted (no gradient), and optionally the inverse indices and
     the counts, as torch.unique without ``dim``."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("unique", input.data)
     if dim is not None:
         raise NotImplementedError("unique: dim= is not supported; unique of the flattened tensor")
     xp = get_array_module(input.data)
@@ -996,6 +1018,8 @@ def dsplit(input, indices_or_sections):
 
 class BlockDiag(Function):
     """The matrices on the diagonal of a zero matrix; each one's gradient is its block."""
+
+    complex_grad = True
 
     def forward(self, *blocks):
         xp = get_array_module(*blocks)

@@ -1,7 +1,10 @@
 """``minidl.special``: torch.special's functions (erf, erfc, erfcx, erfinv, ndtr, ndtri,
 log_ndtr, gammaln/lgamma, digamma/psi, polygamma, multigammaln, logit, expit, xlogy, xlog1py,
 entr, sinc, i0, i0e, i1, i1e, logsumexp, softmax, log_softmax, ...), also under torch's
-top-level and Tensor names (minidl.erf, x.lgamma(), x.polygamma(n)...).
+top-level and Tensor names (minidl.erf, x.lgamma(), x.polygamma(n)...). The Bessel, Airy,
+orthogonal-polynomial, zeta and incomplete-gamma functions compute in _special_more.py; like
+torch's, the first two families and the polynomials give outputs without a gradient, and zeta
+and gammainc/gammaincc (igamma/igammac) differentiate in their second argument only.
 
 No SciPy: each function is written on the array module (NumPy or CuPy) of its input.
 float64 is accurate to a few ulps: erf and erfc by the series
@@ -21,6 +24,8 @@ import math
 
 import numpy as np
 
+from . import _special_more as _more
+from . import autograd
 from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
@@ -98,6 +103,9 @@ def _erf_erfc64(xp, x, want):
             out[big] = xp.where(xb > 0, tail, 2 - tail)
     out[xp.isnan(x)] = xp.nan
     return out
+
+
+_more._erfc64 = lambda xp, x: _erf_erfc64(xp, x, "erfc")  # for the incomplete gamma's tail
 
 
 def erf_array(x):
@@ -335,20 +343,21 @@ class Polygamma(Function):
 
 # ---- Bessel functions I0, I1 --------------------------------------------------------------
 def _bessel_i64(xp, nu, x, scaled):
-    """I_nu(|x|) (nu 0 or 1), times e^-|x| when ``scaled``: the power series up to 15, the
-    asymptotic series e^x / sqrt(2 pi x) sum_k prod (4 nu^2 - (2j-1)^2) / (k! (-8x)^k) above."""
+    """I_nu(|x|) (nu 0 or 1), times e^-|x| when ``scaled``: the power series (positive terms)
+    up to 30, the asymptotic series e^x / sqrt(2 pi x) sum_k prod (4 nu^2 - (2j-1)^2) /
+    (k! (-8x)^k) above, where its smallest term is below e^-60."""
     ax = xp.abs(x)
-    small = ax <= 15
+    small = ax <= 30
     xs = xp.where(small, ax, 0)
     q = xs * xs / 4
     term = xp.ones_like(xs) if nu == 0 else xs / 2
     total = term.copy()
-    for k in range(1, 60):
+    for k in range(1, 90):
         term = term * q / (k * (k + nu))
         total = total + term
     if scaled:
         total = total * xp.exp(-xs)
-    xl = xp.where(small, 16.0, ax)
+    xl = xp.where(small, 31.0, ax)
     mu = 4.0 * nu * nu
     term = xp.ones_like(xl)
     asym = term.copy()
@@ -508,6 +517,193 @@ class XLog1pY(Function):
         return g * where(skip, 0.0, y.log1p()), g * x / (1 + y)
 
 
+# ---- Bessel, Airy, orthogonal polynomials: no derivative in torch -------------------------
+def _check_tensor(name, what, x):
+    if not isinstance(x, autograd.Tensor):
+        raise TypeError(f"{name}: argument '{what}' must be a Tensor, not {type(x).__name__}")
+
+
+def _constant_unary(name, compute):
+    """torch.special.``name``, which torch defines without a derivative: its output takes no
+    gradient (requires_grad False, as torch's), whatever its input's."""
+    def op(input):
+        _check_tensor(name, "input", input)
+        x = _float_input(input).data
+        xp = get_array_module(x)
+        with np.errstate(all="ignore"):
+            y = compute(xp, _wide(x))
+        return autograd.Tensor(y.astype(x.dtype, copy=False))
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"torch.special.{name} (elementwise; no gradient, as in torch)."
+    return op
+
+
+def _k(nu, scaled):
+    return lambda xp, x: _more.bessel_k(xp, x, nu, scaled)
+
+
+def _i_nan_at_inf(nu):
+    def compute(xp, x):
+        v = _bessel_i64(xp, nu, x, False)
+        v = xp.where(xp.isnan(v) & xp.isfinite(x), xp.inf, v)  # e^x / sqrt(x): inf / inf
+        v = _odd(xp, x, v) if nu else v
+        return xp.where(xp.isinf(x), xp.nan, v)
+    return compute
+
+
+bessel_j0, bessel_j1, bessel_y0, bessel_y1 = (
+    _constant_unary(f"bessel_{w}", lambda xp, x, w=w: _more.bessel_jy(xp, x, w))
+    for w in ("j0", "j1", "y0", "y1"))
+modified_bessel_i0 = _constant_unary("modified_bessel_i0", _i_nan_at_inf(0))
+modified_bessel_i1 = _constant_unary("modified_bessel_i1", _i_nan_at_inf(1))
+modified_bessel_k0 = _constant_unary("modified_bessel_k0", _k(0, False))
+modified_bessel_k1 = _constant_unary("modified_bessel_k1", _k(1, False))
+scaled_modified_bessel_k0 = _constant_unary("scaled_modified_bessel_k0", _k(0, True))
+scaled_modified_bessel_k1 = _constant_unary("scaled_modified_bessel_k1", _k(1, True))
+airy_ai = _constant_unary("airy_ai", _more.airy_ai)
+spherical_bessel_j0 = _constant_unary("spherical_bessel_j0", _more.spherical_bessel_j0)
+
+
+def _pair(name, input, other):
+    """Two operands (at most one a number) at their result type; integers compute in the
+    default float dtype, as torch's."""
+    tensors = [isinstance(v, autograd.Tensor) for v in (input, other)]
+    if not any(tensors):
+        raise TypeError(f"{name}: needs at least one Tensor, got {type(input).__name__} and "
+                        f"{type(other).__name__}")
+    a, b = _binary_operands(name, input, other)
+    if not is_floating(a.data.dtype):
+        a, b = _float_input(a), _float_input(b)
+    return a, b
+
+
+def _constant_polynomial(name, compute):
+    def op(input, n):
+        x, deg = _pair(name, input, n)
+        xp = get_array_module(x.data)
+        degree = _more._degree(xp, deg.data)
+        with np.errstate(all="ignore"):
+            y = compute(xp, x.data, degree)
+        return autograd.Tensor(xp.array(y))  # a fresh array (0-d stays 0-d)
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = (f"torch.special.{name}(input, n): the polynomial of degree n (a tensor or a "
+                  "number, truncated to an integer) at input; no gradient, as in torch.")
+    return op
+
+
+def _cheb(kind, shifted):
+    return lambda xp, x, n: _more.chebyshev(xp, kind, x, n, shifted)
+
+
+chebyshev_polynomial_t, chebyshev_polynomial_u, chebyshev_polynomial_v, \
+    chebyshev_polynomial_w = (_constant_polynomial(f"chebyshev_polynomial_{k}",
+                                                   _cheb(k, False)) for k in "tuvw")
+shifted_chebyshev_polynomial_t, shifted_chebyshev_polynomial_u, \
+    shifted_chebyshev_polynomial_v, shifted_chebyshev_polynomial_w = (
+        _constant_polynomial(f"shifted_chebyshev_polynomial_{k}", _cheb(k, True))
+        for k in "tuvw")
+hermite_polynomial_h = _constant_polynomial(
+    "hermite_polynomial_h", lambda xp, x, n: _more.hermite(xp, x, n, True))
+hermite_polynomial_he = _constant_polynomial(
+    "hermite_polynomial_he", lambda xp, x, n: _more.hermite(xp, x, n, False))
+laguerre_polynomial_l = _constant_polynomial("laguerre_polynomial_l", _more.laguerre)
+legendre_polynomial_p = _constant_polynomial("legendre_polynomial_p", _more.legendre)
+
+
+# ---- zeta and the incomplete gamma functions: derivatives for the second argument only ----
+def _refuse_first(fn, what):
+    if fn.inputs and fn.inputs[0].requires_grad:
+        raise NotImplementedError(f"the derivative for '{what}' is not implemented.")
+
+
+class Zeta(Function):
+    """The Hurwitz zeta function sum_k (q + k)^-x; d/dq = -x zeta(x + 1, q). torch has no
+    derivative in x: backward refuses one, as there."""
+
+    def forward(self, x, q):
+        xp = get_array_module(x)
+        self.save_for_backward(x, q)
+        return _more.zeta(xp, _wide(x), _wide(q)).astype(x.dtype, copy=False)
+
+    def backward(self, g):
+        _refuse_first(self, "zeta")
+        x, q = self.saved
+        xp = get_array_module(g)
+        with np.errstate(all="ignore"):
+            d = -_wide(x) * _more.zeta(xp, _wide(x) + 1, _wide(q))
+        return None, (g * d).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        _refuse_first(self, "zeta")
+        x, q = self.inputs
+        return None, g * -x * Zeta.apply(x + 1, q)
+
+
+def _igamma_derivative(xp, a, x):
+    """d/dx P(a, x) = x^(a-1) e^-x / Gamma(a)."""
+    with np.errstate(all="ignore"):
+        return xp.exp((a - 1) * xp.log(x) - x - _lgamma64(xp, a))
+
+
+class IGamma(Function):
+    """The regularized incomplete gamma functions P(a, x) (``upper`` False: gammainc, igamma)
+    and Q(a, x) = 1 - P (gammaincc, igammac); d/dx P = x^(a-1) e^-x / Gamma(a). torch has no
+    derivative in a: backward refuses one, as there."""
+
+    def forward(self, a, x, upper):
+        xp = get_array_module(a)
+        self.upper = upper
+        self.save_for_backward(a, x)
+        with np.errstate(all="ignore"):
+            return _more.igamma(xp, _wide(a), _wide(x), upper, _lgamma64).astype(a.dtype,
+                                                                                 copy=False)
+
+    def _what(self):
+        return f"{'igammac' if self.upper else 'igamma'}: input"
+
+    def backward(self, g):
+        _refuse_first(self, self._what())
+        a, x = self.saved
+        xp = get_array_module(g)
+        d = _igamma_derivative(xp, _wide(a), _wide(x))
+        return None, (g * (-d if self.upper else d)).astype(g.dtype, copy=False)
+
+    def graph_backward(self, g, out):
+        _refuse_first(self, self._what())
+        a, x = self.inputs
+        d = ((a - 1) * x.log() - x - lgamma(a)).exp()
+        return None, g * (-d if self.upper else d)
+
+
+def zeta(input, other):
+    """The Hurwitz zeta function sum_k (other + k)^-input (torch.special.zeta)."""
+    x, q = _pair("zeta", input, other)
+    return Zeta.apply(x, q)
+
+
+def _igamma_operands(name, input, other):
+    for what, v in (("input", input), ("other", other)):
+        _check_tensor(name, what, v)
+    a, x = _binary_operands(name, input, other)
+    if not is_floating(a.data.dtype):
+        raise TypeError(f"{name}: not implemented for integer tensors ({a.data.dtype}), as "
+                        "in torch; convert them to a floating-point dtype")
+    return a, x
+
+
+def gammainc(input, other):
+    """The regularized lower incomplete gamma function P(input, other)."""
+    return IGamma.apply(*_igamma_operands("gammainc", input, other), upper=False)
+
+
+def gammaincc(input, other):
+    """The regularized upper incomplete gamma function Q(input, other) = 1 - P."""
+    return IGamma.apply(*_igamma_operands("gammaincc", input, other), upper=True)
+
+
+igamma, igammac = gammainc, gammaincc
+
+
 # ---- the public functions -----------------------------------------------------------------
 erf, erfc, erfcx, erfinv = (_float_op(f) for f in (Erf, Erfc, Erfcx, Erfinv))
 ndtr, ndtri, log_ndtr = (_float_op(f) for f in (Ndtr, Ndtri, LogNdtr))
@@ -523,7 +719,7 @@ def polygamma(n, input):
     """The n-th derivative of digamma (n >= 0) of ``input``."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"polygamma: n must be a non-negative int, got {n!r}")
-    return Polygamma.apply(_float_input(input), n=int(n))
+    return Polygamma.apply(_float_input(input, "polygamma"), n=int(n))
 
 
 def digamma(input):
@@ -539,7 +735,7 @@ def multigammaln(input, p):
     p (p - 1) / 4 log(pi); every element must be greater than (p - 1) / 2."""
     if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
         raise ValueError(f"multigammaln: p must be an int >= 1, got {p!r}")
-    x = _float_input(input)
+    x = _float_input(input, "multigammaln")
     if bool((x.data <= (p - 1) / 2).any()):
         raise ValueError(f"multigammaln: all elements must be greater than (p-1)/2 = "
                          f"{(p - 1) / 2}")
@@ -552,19 +748,19 @@ mvlgamma = multigammaln
 
 def logit(input, eps=None):
     """log(x / (1 - x)); with ``eps``, x is clamped to [eps, 1 - eps] first."""
-    return Logit.apply(_float_input(input), eps=None if eps is None else float(eps))
+    return Logit.apply(_float_input(input, "logit"), eps=None if eps is None else float(eps))
 
 
 def expit(input):
     """The logistic sigmoid 1 / (1 + e^-x)."""
-    return _float_input(input).sigmoid()
+    return _float_input(input, "expit").sigmoid()
 
 
 def xlog1py(input, other):
     """``input * log1p(other)``, 0 where input is 0 (unless other is NaN)."""
     a, b = _binary_operands("xlog1py", input, other)
     if not is_floating(a.data.dtype):
-        a, b = _float_input(a), _float_input(b)
+        a, b = _float_input(a, "xlog1py"), _float_input(b, "xlog1py")
     return XLog1pY.apply(a, b)
 
 
@@ -581,10 +777,18 @@ def log_softmax(input, dim, *, dtype=None):
 __all__ = ["erf", "erfc", "erfcx", "erfinv", "ndtr", "ndtri", "log_ndtr", "gammaln",
            "digamma", "psi", "polygamma", "multigammaln", "logit", "expit", "xlogy", "xlog1py",
            "entr", "sinc", "i0", "i0e", "i1", "i1e", "logsumexp", "softmax", "log_softmax",
-           "expm1", "exp2", "log1p", "round"]
+           "expm1", "exp2", "log1p", "round", "airy_ai", "bessel_j0", "bessel_j1", "bessel_y0",
+           "bessel_y1", "modified_bessel_i0", "modified_bessel_i1", "modified_bessel_k0",
+           "modified_bessel_k1", "scaled_modified_bessel_k0", "scaled_modified_bessel_k1",
+           "spherical_bessel_j0", "chebyshev_polynomial_t", "chebyshev_polynomial_u",
+           "chebyshev_polynomial_v", "chebyshev_polynomial_w", "shifted_chebyshev_polynomial_t",
+           "shifted_chebyshev_polynomial_u", "shifted_chebyshev_polynomial_v",
+           "shifted_chebyshev_polynomial_w", "hermite_polynomial_h", "hermite_polynomial_he",
+           "laguerre_polynomial_l", "legendre_polynomial_p", "zeta", "gammainc", "gammaincc"]
 
 # torch's top-level functions and Tensor methods of these (minidl/__init__.py, tensor.py)
 TENSOR_METHODS = {"erf": erf, "erfc": erfc, "erfinv": erfinv, "lgamma": lgamma,
                   "digamma": digamma, "polygamma": lambda self, n: polygamma(n, self),
-                  "logit": logit, "i0": i0, "sinc": sinc, "mvlgamma": mvlgamma}
+                  "logit": logit, "i0": i0, "sinc": sinc, "mvlgamma": mvlgamma,
+                  "igamma": igamma, "igammac": igammac}
 FUNCTIONS = dict(TENSOR_METHODS, polygamma=polygamma)

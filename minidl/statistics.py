@@ -21,7 +21,7 @@ from .backend import get_array_module
 from .backend.dtypes import default_float, is_floating
 from .indexing import Gather
 from .math_ops import vector_norm
-from .ops import Cast, TakeAlongDim, constant, where, wrap_dim
+from .ops import Cast, TakeAlongDim, constant, refuse_complex, where, wrap_dim
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .shape_ops import _argsort, median_ties, sort
 
@@ -99,6 +99,8 @@ def _all_nan_median_index(n):
 def nanmedian(input, dim=None, keepdim=False):
     """The median ignoring NaNs (the lower of the two middle values; NaN where a slice is all
     NaN). Over ``dim``: (values, indices), the index of the median's element in its slice."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("nanmedian", input.data)
     _check_tensor("nanmedian", "input", input)
     if input.dtype == np.bool_:
         raise DtypeError("nanmedian: not implemented for bool tensors (as in PyTorch)")
@@ -135,6 +137,8 @@ _INTERPOLATIONS = ("linear", "lower", "higher", "midpoint", "nearest")
 
 
 def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
+    if isinstance(input, autograd.Tensor):
+        refuse_complex(name, input.data)
     _check_tensor(name, "input", input)
     hook = autograd.autocast_hook()
     if hook is not None:  # quantile runs in float32 under PyTorch's CPU autocast policy
@@ -241,6 +245,8 @@ def mode(input, dim=-1, keepdim=False):
     """(the most frequent value along ``dim``, its index). Among equally frequent values the
     smallest; its index is the one at the end of its run in the order std::sort leaves the
     slice, as PyTorch picks on the CPU (the last occurrence in slices of up to 16)."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("mode", input.data)
     _check_tensor("mode", "input", input)
     d = wrap_dim(dim, max(input.ndim, 1), "mode")
     x = input if input.ndim else input.reshape(1)
@@ -307,6 +313,8 @@ def cov(input, *, correction=1, fweights=None, aweights=None):
     """The covariance matrix of the variables in ``input``'s rows (observations in columns; a
     1-d input is one variable, giving a 0-d result), with frequency and/or importance weights,
     as torch.cov."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("cov", input.data)
     _check_tensor("cov", "input", input)
     if input.ndim > 2:
         raise OpArgumentError(f"cov(): expected input to have two or fewer dimensions but got "

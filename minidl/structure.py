@@ -19,7 +19,7 @@ from .backend import get_array_module
 from .indexing import scatter_reduce
 from .ops import (
     Cast, GetItem, GetItemGrad, Permute, Reshape, SetItem, _is_number, cat, keep_where,
-    result_type, where, wrap_dim,
+    refuse_complex, result_type, where, wrap_dim,
 )
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .products import Dot, _scaled_sum, bmm, outer
@@ -113,7 +113,8 @@ def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
 
 
 def vdot(input, other):
-    """The dot product of two 1-d tensors (for real tensors, torch.vdot is torch.dot)."""
+    """The dot product of two 1-d tensors, the first conjugated (for real tensors,
+    torch.vdot is torch.dot)."""
     _check_tensor("vdot", "input", input)
     _check_tensor("vdot", "other", other)
     if input.ndim != 1 or other.ndim != 1:
@@ -124,6 +125,10 @@ def vdot(input, other):
     if input.dtype != other.dtype:
         raise DtypeError(f"vdot: expected both vectors to have the same dtype, but found "
                          f"{input.dtype} and {other.dtype}")
+    if input.dtype.kind == "c":  # the first vector conjugated
+        from .complex_ops import conj
+
+        input = conj(input)
     return Dot.apply(input, other)
 
 
@@ -131,6 +136,8 @@ def vdot(input, other):
 class DiagEmbedDims(Function):
     """Matrices in dims (dim1, dim2) of the output with ``a``'s last dim on diagonal
     ``offset``; the other dims are a's leading ones."""
+
+    complex_grad = True
 
     def forward(self, a, offset, dim1, dim2):
         xp = get_array_module(a)
@@ -350,6 +357,8 @@ def sum_to_size(input, *size):
 def unique_consecutive(input, return_inverse=False, return_counts=False, dim=None):
     """Each run of equal consecutive elements (slices along ``dim``) kept once; optionally the
     run each element belongs to (inverse) and the runs' lengths (counts), as torch's."""
+    if isinstance(input, autograd.Tensor):
+        refuse_complex("unique_consecutive", input.data)
     _check_tensor("unique_consecutive", "input", input)
     xp = get_array_module(input.data)
     if dim is None:
@@ -386,6 +395,8 @@ def unique_consecutive(input, return_inverse=False, return_counts=False, dim=Non
 class MaskedScatter(Function):
     """A copy of ``a`` with ``source``'s first elements, in order, where ``mask`` holds. The
     gradient: ``a``'s with those places zeroed, ``source``'s what reaches its used elements."""
+
+    complex_grad = True
 
     def forward(self, a, source, mask, k):
         self.mask, self.source_shape, self.k = mask, source.shape, k

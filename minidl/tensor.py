@@ -17,9 +17,9 @@ from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this 
 from .backend import device_of, get_array_module, normalize_device
 from .backend.dtypes import (
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
-    is_floating, promote_types, scalar_dtype,
+    is_differentiable, is_floating, promote_types, scalar_dtype,
 )
-from . import ops
+from . import complex_ops as _complex_ops, ops
 from .ops import (
     Abs, Add, Cast, Clone, Div, Fill, Exp, Expand, Log, LogSoftmax, MatMul, Max, MaxDim, MaxResult,
     Maximum, Mean, Mul, Neg, Permute, Pow, PowTensor, ReLU, Repeat, Reshape, Sigmoid, Softmax,
@@ -46,6 +46,8 @@ def _as_array(data, dtype=None, device="cpu"):
             arr = arr.astype(SCALAR_DTYPES[float])  # Python floats: the default dtype
         elif arr.dtype.kind in "iu" and arr.dtype != xp.int64 and not is_array:
             arr = arr.astype(xp.int64)
+        elif arr.dtype.kind == "c" and not is_array and arr.dtype != SCALAR_DTYPES[complex]:
+            arr = arr.astype(SCALAR_DTYPES[complex])  # Python complex numbers: complex64
         return arr
     return xp.asarray(data, dtype=dtype)
 
@@ -90,12 +92,18 @@ class Tensor:
             source = data.data if isinstance(data, Tensor) else data
             if device is None:
                 device = device_of(source)
-            self.data = _as_array(data, dtype, device)
+            try:
+                self.data = _as_array(data, dtype, device)
+            except MemoryError as exc:  # CuPy's out-of-memory error as torch's
+                oom = backend.translated_oom(exc)
+                if oom is None:
+                    raise
+                raise oom from exc
             _note_host_range(self, source)
-        if requires_grad and not is_floating(self.data.dtype):
+        if requires_grad and not is_differentiable(self.data.dtype):
             raise GradDtypeError(
-                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
-            )
+                "only floating-point and complex tensors can require gradients, got dtype "
+                f"{self.data.dtype}")
         self.requires_grad = bool(requires_grad)
         self.grad: Tensor | None = None
         self._ctx: Function | None = None
@@ -171,6 +179,36 @@ class Tensor:
 
     def is_pinned(self):
         return False
+
+    def share_memory_(self):
+        """Move a CPU tensor's values into shared memory (an anonymous shared mapping), so that
+        processes forked from this one (multiprocessing's "fork" start, Hogwild training) see
+        each other's in-place updates, as torch's; a CUDA tensor is left as it is, as torch
+        leaves it. Views made before keep the old memory. Returns the tensor."""
+        if device_of(self.data) == "cpu" and not self.is_shared():
+            import mmap
+
+            array = self.data
+            buffer = mmap.mmap(-1, max(array.nbytes, 1))  # MAP_SHARED | MAP_ANONYMOUS
+            shared = np.frombuffer(buffer, dtype=array.dtype, count=array.size)
+            shared = shared.reshape(array.shape)
+            shared[...] = array
+            self.data = shared
+        return self
+
+    def is_shared(self):
+        """Whether the values are in shared memory (``share_memory_``); CUDA tensors are, as
+        torch answers for them."""
+        if device_of(self.data) == "cuda":
+            return True
+        import mmap
+
+        base = self.data
+        while isinstance(base, np.ndarray):
+            base = base.base
+        if isinstance(base, memoryview):  # np.frombuffer's view of the mapping
+            base = base.obj
+        return isinstance(base, mmap.mmap)
 
     def detach_(self):
         """Take this tensor out of the graph in place (it becomes a leaf without grad)."""
@@ -263,11 +301,57 @@ class Tensor:
     def bfloat16(self):
         return self.astype(bfloat16_dtype())
 
+    def cfloat(self):
+        return self.astype(np.complex64)
+
+    def cdouble(self):
+        return self.astype(np.complex128)
+
+    # ---- complex numbers (minidl/complex_ops.py) ----------------------------------------
+    def is_complex(self):
+        return self.data.dtype.kind == "c"
+
+    @property
+    def real(self):
+        """The real parts, a view of a complex tensor; a real tensor itself."""
+        return _complex_ops.real(self)
+
+    @real.setter
+    def real(self, value):
+        self.real.copy_(value)
+
+    @property
+    def imag(self):
+        """The imaginary parts, a view of a complex tensor (refused for a real one)."""
+        return _complex_ops.imag(self)
+
+    @imag.setter
+    def imag(self, value):
+        self.imag.copy_(value)
+
+    def conj(self):
+        return _complex_ops.conj(self)
+
+    def conj_physical(self):
+        return _complex_ops.conj_physical(self)
+
+    def resolve_conj(self):
+        return self
+
+    def resolve_neg(self):
+        return self
+
+    def is_conj(self):
+        return False
+
+    def is_neg(self):
+        return False
+
     def long(self):
-        return Tensor(self.data.astype(np.int64))
+        return Tensor(_real_data(self, np.int64).astype(np.int64))
 
     def int(self):
-        return Tensor(self.data.astype(np.int32))  # PyTorch's int is 32 bits
+        return Tensor(_real_data(self, np.int32).astype(np.int32))  # PyTorch's int is 32 bits
 
     def byte(self):
         return self.astype(np.uint8)
@@ -293,9 +377,9 @@ class Tensor:
         return _share_version(Tensor(self.data), self)
 
     def requires_grad_(self, flag=True):
-        if flag and not is_floating(self.data.dtype):
-            raise GradDtypeError(f"only floating-point tensors can require gradients, got "
-                                 f"{self.dtype}")
+        if flag and not is_differentiable(self.data.dtype):
+            raise GradDtypeError(f"only floating-point and complex tensors can require "
+                                 f"gradients, got {self.dtype}")
         self.requires_grad = flag
         return self
 
@@ -450,7 +534,10 @@ class Tensor:
             return PowTensor.apply(*_pair(self, exponent))
         if isinstance(exponent, np.generic):  # a NumPy number: its kind, as a Python one
             exponent = exponent.item()
-        if not is_floating(self.dtype) and isinstance(exponent, float):
+        if isinstance(exponent, complex) and self.data.dtype.kind != "c":
+            return Pow.apply(_cast(self, combine_dtypes(self.data.dtype, scalar_dtype(exponent))),
+                             exponent=exponent)
+        if not is_differentiable(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, default_float()), exponent=exponent)
         if self.data.dtype.kind in "biu" and isinstance(exponent, int):
             ops.check_integer_exponent(self.data.dtype, exponent)
@@ -540,6 +627,8 @@ class Tensor:
         return apply_in_place(self, ReLU.apply, "relu")
 
     def sigmoid(self):
+        if self.data.dtype.kind == "c":  # 1 / (1 + e^-z), as recorded complex ops
+            return 1 / (1 + (-self).exp())
         return Sigmoid.apply(_float_input(self))
 
     def softmax(self, dim):
@@ -575,18 +664,26 @@ class Tensor:
     # Comparisons give a boolean Tensor outside the graph; a Tensor hashes by identity.
     def __lt__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("lt", a.data)
         return Tensor(a.data < b.data)
 
     def __le__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("le", a.data)
         return Tensor(a.data <= b.data)
 
     def __gt__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("gt", a.data)
         return Tensor(a.data > b.data)
 
     def __ge__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
+        if a.data.dtype.kind == "c":
+            ops.refuse_complex("ge", a.data)
         return Tensor(a.data >= b.data)
 
     def __eq__(self, other):
@@ -668,7 +765,7 @@ class Tensor:
     def mean(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
         if dtype is not None:
             return self.to(as_dtype(dtype)).mean(dim, keepdim, axis, keepdims)
-        if not is_floating(self.data.dtype):  # PyTorch refuses it (NumPy would give float64)
+        if not is_differentiable(self.data.dtype):  # PyTorch refuses it (NumPy: float64)
             raise ops.UnsupportedDtypeError(f"mean: needs a floating-point tensor, got "
                                             f"{self.data.dtype}; call .float() first")
         dim = axis if dim is None else dim
@@ -823,6 +920,12 @@ class Tensor:
 autograd.use_tensor_class(Tensor)  # Function.apply wraps its results in this class
 
 
+def _real_data(t, dtype):
+    """``t``'s array, its real parts (with PyTorch's warning) where it is complex."""
+    data = t.data
+    return ops.complex_to_real(data, np.dtype(dtype)) if data.dtype.kind == "c" else data
+
+
 def _cast(x, dtype):
     return Cast.apply(x, dtype=dtype)
 
@@ -850,20 +953,20 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
         else:
             dtype = combine_dtypes(db, da)
         b = other
-    elif isinstance(other, (bool, int, float, np.generic)):
+    elif isinstance(other, (bool, int, float, complex, np.generic)):
         dtype = combine_dtypes(a.data.dtype, scalar_dtype(other))
-        if true_divide and not is_floating(dtype):  # the number made at the float dtype, so
+        if true_divide and not is_differentiable(dtype):  # the number made at the float dtype, so
             dtype = default_float()  # uint8_tensor / -1 divides by -1, not by a wrapped 255
         b = _scalar(other, a, dtype)
     else:  # an array (numpy, or cupy on the GPU) takes part as a number of its kind would
         arr = get_array_module(a.data).asarray(other)
         kind = arr.dtype.kind
-        if kind in "biu" or is_floating(arr.dtype):
+        if kind in "biuc" or is_floating(arr.dtype):
             dtype = combine_dtypes(a.data.dtype, scalar_dtype(arr.dtype.type(0)))
         else:
             dtype = arr.dtype  # not a number: the op says what does not fit
         b = Tensor(arr)
-    if true_divide and not is_floating(dtype):
+    if true_divide and not is_differentiable(dtype):
         dtype = default_float()
     a = _to_dtype(a, dtype)
     b = _to_dtype(b, dtype)
@@ -908,16 +1011,7 @@ def _times_alpha(t: Tensor, other, alpha, name):
     return other if alpha == 1 else other * alpha
 
 
-def _share_version(out, src):
-    """``out`` views ``src``'s memory (a slice, a reshape, detach()): one version count for
-    both, as in PyTorch, so an in-place change through either is seen by backward."""
-    if out.data is src.data or root_array(out.data) is root_array(src.data):
-        vc = src._vc
-        if vc is None:
-            vc = src._vc = [0, 0]
-        out._vc = vc
-        out._is_view = True
-    return out
+_share_version = autograd.share_version  # (defined beside root_array, for the op modules too)
 
 
 def bump_version(t):
@@ -933,7 +1027,8 @@ def bump_version(t):
 _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "HalfTensor",
                "bfloat16": "BFloat16Tensor", "int64": "LongTensor", "int32": "IntTensor",
                "int16": "ShortTensor", "int8": "CharTensor", "uint8": "ByteTensor",
-               "bool": "BoolTensor"}
+               "bool": "BoolTensor", "complex64": "ComplexFloatTensor",
+               "complex128": "ComplexDoubleTensor"}
 
 
 def _random_fill(t, values, name):
@@ -950,7 +1045,7 @@ def _fill(t, value):
 
 def _float_input(t):
     """Integer tensors enter floating-point math in the default dtype, as in PyTorch."""
-    return t if is_floating(t.data.dtype) else _cast(t, default_float())
+    return t if is_differentiable(t.data.dtype) else _cast(t, default_float())
 
 
 def _inplace(t: Tensor, other, ufunc, out_of_place):
@@ -1114,6 +1209,8 @@ def _index(index):
 def _arg_max_or_min(x, dim, keepdim, take_min):
     data = x.data
     name = "argmin" if take_min else "argmax"
+    if data.dtype.kind == "c":
+        ops.refuse_complex(name, data)
     if data.dtype == np.bool_:
         raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
                                         ".int() first")
@@ -1145,6 +1242,8 @@ def _any_or_all(x, name, dim, keepdim):
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
+    if x.data.dtype.kind == "c":
+        ops.refuse_complex("min" if take_min else "max", x.data)
     dim = axis if dim is None else dim
     keepdim = keepdims if keepdims is not None else keepdim
     if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
@@ -1227,6 +1326,16 @@ def _accumulate(node, g, handed_out):
 
 
 def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=False):
+    try:
+        return _backprop_graph(roots, root_grads, retain_graph, given, wanted, create_graph)
+    except MemoryError as exc:  # CuPy's out-of-memory error as torch's (backend.OutOfMemoryError)
+        oom = backend.translated_oom(exc)
+        if oom is None:
+            raise
+        raise oom from exc
+
+
+def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_graph=False):
     """The backward pass from ``roots`` (seeded with ``root_grads``) through the graph, in
     reverse topological order. Without ``wanted``, leaves (and tensors that retain_grad)
     accumulate into ``.grad``; with it, nothing is accumulated and the gradients reaching the
@@ -1307,6 +1416,8 @@ def _backprop(roots, root_grads, retain_graph, given, wanted=None, create_graph=
                     pg = unbroadcast(pg, target.shape)
                 dtype = target.dtype
                 if pg.dtype is not dtype and pg.dtype != dtype:
+                    if pg.dtype.kind == "c" and dtype.kind != "c":
+                        pg = pg.real  # a real input's share of a complex gradient (PyTorch's)
                     pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
             key = id(parent)
             held = grads.get(key)
@@ -1355,6 +1466,8 @@ def _fit_graph_gradient(pg, target):
     if pg.shape != target.shape:
         pg = pg.sum_to_size(target.shape)
     if pg.data.dtype != target.dtype:
+        if pg.data.dtype.kind == "c" and target.dtype.kind != "c":
+            pg = pg.real
         pg = pg.to(target.dtype)
     return pg
 
@@ -1440,6 +1553,8 @@ def _graph_order(roots):
 
 
 class _ToDevice(Function):
+    complex_grad = True
+
     def forward(self, x, device):
         self.source = device_of(x)
         return backend.to_device(x, device)
@@ -1503,6 +1618,8 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
             dtype = np.float32
         elif data.dtype.kind in "iu":
             dtype = np.int64
+        elif data.dtype.kind == "c" and SCALAR_DTYPES[float] == np.float32:
+            dtype = np.complex64  # as a float array becomes float32
     out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
     if out.data.dtype.kind in "USO":  # strings, objects: no tensor dtype holds them
         raise TypeError(f"tensor: invalid data type {type(data).__name__!r} (an array of "

@@ -116,6 +116,8 @@ def finfo(dtype=None):
     """Limits of a floating-point dtype (the default dtype unless given): ``.eps``, ``.max``,
     ``.tiny``... bfloat16 through ml_dtypes."""
     dtype = get_default_dtype() if dtype is None else as_dtype(dtype)
+    if dtype.kind == "c":  # a complex dtype's parts, as torch.finfo
+        dtype = np.dtype(np.float64 if dtype == np.complex128 else np.float32)
     if not is_floating(dtype):
         raise TypeError(f"finfo: {dtype} is not a floating-point dtype")
     if dtype.kind == "f":
@@ -160,6 +162,7 @@ INPLACE_FORMS = (
     "acos", "arccos", "acosh", "arccosh", "asin", "arcsin", "asinh", "arcsinh", "atan", "arctan",
     "atanh", "arctanh", "atan2", "arctan2", "cosh", "sinh", "tan", "sinc", "exp2", "log10",
     "log2", "logit", "erf", "erfc", "erfinv", "lgamma", "digamma", "polygamma", "mvlgamma", "i0",
+    "igamma", "igammac",
     "deg2rad", "rad2deg", "fix", "sgn", "negative", "absolute", "nan_to_num", "xlogy",
     "copysign", "heaviside", "hypot", "ldexp", "nextafter", "float_power", "gcd", "lcm", "fmod",
     "remainder", "floor_divide", "divide", "true_divide", "multiply", "subtract", "lerp",

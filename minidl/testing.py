@@ -20,45 +20,60 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     checked along ``directions`` random unit directions (Chainer's directional check), which
     keeps checks of large conv inputs cheap. Returns True or raises AssertionError saying which
     input and where the gradients differ.
+
+    Complex inputs (complex128) are checked as PyTorch's gradient convention states: the real
+    and imaginary parts are perturbed separately and the analytic gradient must be
+    dL/dRe + i dL/dIm; a complex output is projected to a real number by Re(sum(y conj(P)))
+    with a complex random P.
     """
     rng = np.random.default_rng(seed)
     inputs = [inputs] if isinstance(inputs, Tensor) else inputs  # one Tensor, as torch's
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float64)) for x in inputs]
     for x in inputs:
-        if x.requires_grad and x.dtype != np.float64:
-            raise TypeError(f"gradcheck: inputs that require grad must be float64, got {x.dtype}")
+        if x.requires_grad and x.dtype not in (np.float64, np.complex128):
+            raise TypeError(f"gradcheck: inputs that require grad must be float64 or "
+                            f"complex128, got {x.dtype}")
     out = fn(*inputs)
     proj = rng.standard_normal(out.shape)
+    complex_out = out.dtype.kind == "c"
+    if complex_out:
+        proj = proj + 1j * rng.standard_normal(out.shape)
 
     # perturbed copies go to their input's device: a check of CUDA inputs runs on the GPU
     def scalar(values):
         with_values = [Tensor(v, requires_grad=False, device=x.device) if v is not None else x
                        for x, v in zip(inputs, values)]
         y = fn(*with_values)
+        if complex_out:
+            return float((y.numpy().astype(np.complex128) * proj.conj()).real.sum())
         return float((y.numpy().astype(np.float64) * proj).sum())
 
     for x in inputs:
         x.grad = None
 
-    if out.requires_grad:  # else no input reaches the output: every analytic gradient is 0
+    if out.requires_grad and complex_out:  # the gradient of Re(sum(y conj(P))) at y is P
+        out.backward(Tensor(proj.astype(out.dtype), device=out.device))
+    elif out.requires_grad:  # else no input reaches the output: every analytic gradient is 0
         (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
     for k, x in enumerate(inputs):
         if not x.requires_grad:
             continue
-        analytic = np.zeros(x.shape) if x.grad is None else x.grad.numpy()
+        analytic = np.zeros(x.shape, x.dtype) if x.grad is None else x.grad.numpy()
         base = [None] * len(inputs)
         xd = x.numpy()
+        steps = (eps, 1j * eps) if xd.dtype.kind == "c" else (eps,)  # each part of a complex
         if x.numel() <= 2000 and directions is None:
-            numeric = np.zeros(x.shape)
+            numeric = np.zeros(x.shape, xd.dtype)
             flat = numeric.reshape(-1)
             for i in range(xd.size):
-                plus, minus = xd.copy(), xd.copy()
-                plus.reshape(-1)[i] += eps
-                minus.reshape(-1)[i] -= eps
-                base[k] = plus
-                f_plus = scalar(base)
-                base[k] = minus
-                flat[i] = (f_plus - scalar(base)) / (2 * eps)
+                for step in steps:
+                    plus, minus = xd.copy(), xd.copy()
+                    plus.reshape(-1)[i] += step
+                    minus.reshape(-1)[i] -= step
+                    base[k] = plus
+                    f_plus = scalar(base)
+                    base[k] = minus
+                    flat[i] += (step / eps) * (f_plus - scalar(base)) / (2 * eps)
             bad = ~np.isclose(analytic, numeric, atol=atol, rtol=rtol)
             if bad.any():
                 idx = np.unravel_index(np.argmax(bad), x.shape)
@@ -71,12 +86,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
         else:
             for _ in range(directions or 4):
                 d = rng.standard_normal(x.shape)
+                if xd.dtype.kind == "c":
+                    d = d + 1j * rng.standard_normal(x.shape)
                 d /= np.linalg.norm(d)
                 base[k] = xd + eps * d
                 f_plus = scalar(base)
                 base[k] = xd - eps * d
                 numeric = (f_plus - scalar(base)) / (2 * eps)
-                expected = float((analytic * d).sum())
+                expected = float((analytic.conj() * d).real.sum())
                 if not np.isclose(expected, numeric, atol=atol, rtol=rtol):
                     msg = (f"gradcheck: input {k} (shape {x.shape}): directional derivative "
                            f"analytic {expected:.8g}, numeric {numeric:.8g}")
@@ -92,7 +109,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     ``fn(*inputs)`` (projected on ``grad_outputs``, one per output of fn, which may return a
     tuple of Tensors; fixed random ones where not given) with respect to the inputs that
     require grad, taken with ``create_graph=True``, is itself checked by ``gradcheck`` against
-    finite differences of that first gradient. Inputs as for gradcheck (float64)."""
+    finite differences of that first gradient. Inputs as for gradcheck (float64 or
+    complex128; a complex output is projected to Re(sum(y conj(v))))."""
     from . import autograd
     from .ops import cat
 
@@ -103,6 +121,8 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     outs = _as_outputs(fn(*inputs))
     if grad_outputs is None:
         vs = [rng.standard_normal(o.shape) for o in outs]
+        vs = [v + 1j * rng.standard_normal(o.shape) if o.dtype.kind == "c" else v
+              for v, o in zip(vs, outs)]
     else:
         given = [grad_outputs] if isinstance(grad_outputs, Tensor) else list(grad_outputs)
         vs = [g.numpy() if isinstance(g, Tensor) else np.asarray(g, dtype=np.float64)
@@ -114,7 +134,10 @@ def gradgradcheck(fn, inputs, grad_outputs=None, eps=1e-6, atol=1e-5, rtol=1e-4,
     def project(outs):
         total = None
         for o, v in zip(outs, vs):
-            term = (o * Tensor(v.astype(o.dtype), device=o.device)).sum()
+            if o.dtype.kind == "c":  # a real number: Re(sum(o conj(v)))
+                term = (o * Tensor(v.conj().astype(o.dtype), device=o.device)).real.sum()
+            else:
+                term = (o * Tensor(v.astype(o.dtype), device=o.device)).sum()
             total = term if total is None else total + term
         return total
 
@@ -152,7 +175,7 @@ def _as_outputs(out):
 # ---- torch.testing.assert_close and make_tensor ------------------------------------------------
 # PyTorch's default (rtol, atol) per dtype; integers and bools compare exactly
 _TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
-               "float64": (1e-7, 1e-7)}
+               "float64": (1e-7, 1e-7), "complex64": (1.3e-6, 1e-5), "complex128": (1e-7, 1e-7)}
 
 
 def _tolerances(*dtypes):
@@ -180,6 +203,8 @@ def _number_text(v):
         return str(bool(v))
     if isinstance(v, (int, np.integer)):
         return str(int(v))
+    if isinstance(v, (complex, np.complexfloating)):
+        return repr(complex(v))
     return repr(float(v))
 
 
@@ -196,9 +221,15 @@ def _compare_arrays(a, e, rtol, atol, equal_nan, scalar, msg, where, numbers=Non
     if close.all():
         return
     with np.errstate(all="ignore"):
-        diff = np.abs(a.astype(wide) - e.astype(wide)) if a.dtype.kind not in "iu" else \
-            np.abs(a.astype(np.int64) - e.astype(np.int64))
-        rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
+        if a.dtype.kind == "c":  # |a - e| of complex numbers, a real distance
+            diff = np.abs(a.astype(np.complex128) - e.astype(np.complex128))
+            rel = diff / np.abs(e.astype(np.complex128))
+        elif a.dtype.kind not in "iu":
+            diff = np.abs(a.astype(wide) - e.astype(wide))
+            rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
+        else:
+            diff = np.abs(a.astype(np.int64) - e.astype(np.int64))
+            rel = (diff.astype(wide) / np.abs(e.astype(wide))).astype(wide)
     if scalar:  # as Python numbers, as PyTorch compares them
         x, y = numbers or (a.reshape(()).item(), e.reshape(()).item())
         with np.errstate(all="ignore"):
@@ -315,6 +346,34 @@ def assert_close(actual, expected, *, allow_subclasses=True, rtol=None, atol=Non
                      "")
     except _Mismatch as e:
         raise AssertionError(str(e)) from None
+
+
+# assert_allclose's tolerances (rtol, atol) by dtype, as torch's: exact for the others
+_ALLCLOSE_TOLERANCES = {"float16": (1e-3, 1e-3), "float32": (1e-4, 1e-5),
+                        "float64": (1e-5, 1e-8)}
+
+
+def assert_allclose(actual, expected, rtol=None, atol=None, equal_nan=True, msg=""):
+    """torch's deprecated ``assert_allclose`` (use ``assert_close``): ``expected`` (a Tensor,
+    or data made one in ``actual``'s dtype) close to ``actual`` in values and device, its
+    dtype not checked; NaNs equal by default; its own default tolerances by ``actual``'s
+    dtype. Warns FutureWarning, as torch's."""
+    warnings.warn("`minidl.testing.assert_allclose()` is deprecated since torch 1.12 and will "
+                  "be removed in a future release. Please use `minidl.testing.assert_close()` "
+                  "instead.", FutureWarning, stacklevel=2)
+    if not isinstance(actual, Tensor):
+        actual = Tensor(np.asarray(actual))
+    if not isinstance(expected, Tensor):
+        from .runtime import as_tensor
+
+        expected = as_tensor(expected, dtype=actual.dtype, device=actual.device)
+    if (rtol is None) != (atol is None):
+        raise ValueError("Both 'rtol' and 'atol' must be either specified or omitted, but got "
+                         f"no {'atol' if atol is None else 'rtol'}.")
+    if rtol is None:
+        rtol, atol = _ALLCLOSE_TOLERANCES.get(str(np.dtype(actual.dtype)), (0.0, 0.0))
+    assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=equal_nan,
+                 check_device=True, check_dtype=False, msg=msg or None)
 
 
 def _value_range(dt, low, high):

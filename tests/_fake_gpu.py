@@ -410,6 +410,7 @@ class FakeCuPy(types.ModuleType):
             Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None),
             Event=FakeEvent, get_elapsed_time=FakeEvent.elapsed)
         self.linalg = _FakeLinalg()
+        self.fft = _FakeFFT()
 
     @staticmethod
     def argsort(a, axis=-1, kind=None, order=None):
@@ -478,6 +479,18 @@ class _FakeLinalg:
                 shape = np.broadcast_shapes(*(np.shape(a)[:-2] for a in args)) + \
                     np.shape(args[-1])[-2:]
                 return _on_device(np.full(shape, np.inf))
+        return on_device
+
+
+class _FakeFFT:
+    """``cupy.fft``: numpy.fft with its results on the 'device' (CuPy's transforms keep
+    complex64 for float32 and complex64 input, as NumPy 2's do)."""
+
+    def __getattr__(self, name):
+        obj = getattr(np.fft, name)
+
+        def on_device(*args, **kwargs):
+            return _on_device(obj(*(_plain(a) for a in args), **kwargs))
         return on_device
 
 

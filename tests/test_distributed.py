@@ -268,8 +268,12 @@ def test_collectives_before_init_raise_runtime_error():
 
 
 def test_init_process_group_rejects_an_unknown_backend():
-    with pytest.raises(ValueError, match="unknown backend 'gloo'"):
-        dist.init_process_group(backend="gloo")
+    with pytest.raises(ValueError, match="unknown backend 'ucc'"):
+        dist.init_process_group(backend="ucc")
+    with pytest.raises(ValueError, match="unknown backend 'xla'"):
+        dist.init_process_group(backend="cpu:gloo,cuda:xla")
+    with pytest.raises(ValueError, match="init_method 'tcp://10.0.0.1:23456' is not supported"):
+        dist.init_process_group(backend="gloo", init_method="tcp://10.0.0.1:23456")
     assert not dist.is_initialized()
 
 
@@ -384,6 +388,14 @@ class _FakeNccl:
                 if root != 1:  # the peer (rank 0) sends its values: here, 7s
                     self._view(buf, count, dtype)[...] = 7
 
+            def reduce(self, send, recv, count, dtype, op, root, stream):
+                x = self._view(send, count, dtype)
+                self._view(recv, count, dtype)[...] = x * 2 if op == "sum" else x
+
+            def reduceScatter(self, send, recv, count, dtype, op, stream):  # noqa: N802
+                x = self._view(send, 2 * count, dtype)  # this rank (1) gets the second slice
+                self._view(recv, count, dtype)[...] = x[count:] * 2 if op == "sum" else x[count:]
+
             def allGather(self, send, recv, count, dtype, stream):  # noqa: N802
                 x = self._view(send, count, dtype)
                 out = self._view(recv, 2 * count, dtype)
@@ -406,6 +418,7 @@ def test_nccl_group_plumbing_on_fake_cupy(monkeypatch, has_avg):
     import _fake_gpu
 
     from minidl import backend
+    from minidl.distributed.mpi import Done
     from minidl.distributed.nccl import NCCLGroup
 
     fake = _fake_gpu.install(monkeypatch, lib=None)
@@ -420,10 +433,10 @@ def test_nccl_group_plumbing_on_fake_cupy(monkeypatch, has_avg):
     monkeypatch.setattr(NCCLGroup, "_ptr", staticmethod(lambda a: a.ctypes.data))
     host_calls = []
     mpi = types.SimpleNamespace(
-        rank=1, size=2, local_rank=1, local_size=2,
+        rank=1, size=2, local_rank=1, local_size=2, timeout=30.0,
         comm=types.SimpleNamespace(bcast=lambda obj, root: b"made-on-rank-0"),
         all_reduce=lambda arr, op: host_calls.append(("all_reduce", op)),
-        barrier=lambda: host_calls.append(("barrier",)), close=lambda: None)
+        barrier_async=lambda: host_calls.append(("barrier",)) or Done(), close=lambda: None)
 
     group = NCCLGroup(mpi)
     assert used == [1]  # the GPU of local rank 1, chosen before the communicator
@@ -441,9 +454,21 @@ def test_nccl_group_plumbing_on_fake_cupy(monkeypatch, has_avg):
     b = backend.to_device(np.zeros(3, dtype=np.int64), "cuda")
     group.broadcast(b, 0)
     np.testing.assert_array_equal(backend.to_numpy(b), [7, 7, 7])
-    g = group.all_gather(backend.to_device(np.array([1.5, 2.5], dtype=np.float32), "cuda"))
+    g = group.all_gather(backend.to_device(np.array([1.5, 2.5], dtype=np.float32),
+                                           "cuda")).wait()
     assert backend.device_of(g) == "cuda" and backend.to_numpy(g).tolist() == [[1.5, 2.5]] * 2
 
+    r = backend.to_device(np.array([1.0, 2.0], dtype=np.float32), "cuda")
+    group.reduce(r, "sum", 1)  # this rank (1) is the destination
+    np.testing.assert_array_equal(backend.to_numpy(r), [2, 4])
+    group.reduce(r, "sum", 0)  # not the destination: its values stay
+    np.testing.assert_array_equal(backend.to_numpy(r), [2, 4])
+    rs = backend.to_device(np.zeros(2, dtype=np.float32), "cuda")
+    group.reduce_scatter(rs, backend.to_device(np.arange(4, dtype=np.float32).reshape(2, 2),
+                                               "cuda"), "sum")
+    np.testing.assert_array_equal(backend.to_numpy(rs), [4, 6])
+    with pytest.raises(TypeError, match="backend 'nccl' has no 'band' reduction"):
+        group.all_reduce(backend.to_device(np.ones(2, dtype=np.int32), "cuda"), "band")
     group.all_reduce(np.ones(2, dtype=np.float32), "sum")  # a host array goes through MPI
     group.barrier()
     assert host_calls == [("all_reduce", "sum"), ("barrier",)]

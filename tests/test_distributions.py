@@ -340,7 +340,10 @@ def test_kl_of_impossible_events_is_inf_as_torch():
 
 
 def test_kl_registry_dispatch_and_unknown_pairs():
-    with pytest.raises(NotImplementedError, match="p type Normal and q type Bernoulli"):
+    with pytest.raises(NotImplementedError, match="p type Cauchy and q type Bernoulli"):
+        D.kl_divergence(D.Cauchy(0.0, 1.0), D.Bernoulli(0.3))
+    # two exponential families: the Bregman rule matches, and refuses different families
+    with pytest.raises(NotImplementedError, match="between different exponential families"):
         D.kl_divergence(D.Normal(0.0, 1.0), D.Bernoulli(0.3))
 
     class Wide(D.Normal):

@@ -23,7 +23,7 @@ PACKAGE = os.path.dirname(minidl.__file__)
 # math, product, linear-algebra and special-function ops) form one layer with it, and may import each other (no cycles:
 # test_no_import_cycles)
 OPS_LAYER = ("ops", "indexing", "shape_ops", "math_ops", "products", "linalg", "special",
-             "pointwise", "statistics", "printing")  # printing: the repr, on backend alone
+             "pointwise", "statistics", "printing", "complex_ops", "_special_more")  # printing: the repr
 CORE = [("backend",), ("autograd",), OPS_LAYER, ("tensor",), ("functional",), ("nn",)]
 
 

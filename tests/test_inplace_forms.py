@@ -38,7 +38,7 @@ SPECS.update({name: (POS, lambda lib: (_t(lib, OTHER),)) for name in (
     "atan2", "arctan2", "xlogy", "copysign", "hypot", "nextafter", "float_power", "fmod",
     "remainder", "floor_divide", "divide", "true_divide", "multiply", "subtract", "eq", "ne",
     "lt", "le", "gt", "ge", "greater", "greater_equal", "less", "less_equal", "not_equal",
-    "logical_and", "logical_or", "logical_xor", "heaviside")})
+    "logical_and", "logical_or", "logical_xor", "heaviside", "igamma", "igammac")})
 SPECS.update({
     "logical_not": (POS, NO_ARGS),
     "polygamma": (POS, lambda lib: (1,)),
@@ -74,7 +74,9 @@ NOT_DIFFERENTIABLE = {"eq", "ne", "lt", "le", "gt", "ge", "greater", "greater_eq
                       "less_equal", "not_equal", "logical_and", "logical_or", "logical_xor",
                       "logical_not", "fix", "sgn", "floor_divide", "heaviside", "nextafter",
                       "gcd", "lcm", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
-                      "bitwise_left_shift", "bitwise_right_shift", "float_power"}
+                      "bitwise_left_shift", "bitwise_right_shift", "float_power",
+                      # no derivative in self (test_special_more.py checks the refusal)
+                      "igamma", "igammac"}
 # minidl.special's series for polygamma (digamma's derivative) are good to about 5e-10
 _RTOL = {"polygamma": 1e-8, "digamma": 1e-8}
 PRESENT = [n for n in INPLACE_FORMS if hasattr(minidl.Tensor, n + "_")]

@@ -5,7 +5,10 @@
 - nccl backend, world size 1: collectives on CuPy arrays, and DistributedDataParallel training
   (20 SGD+momentum steps) ending with the parameters of a plain single-process run;
 - mpi backend, 2 ranks sharing the GPU (CuPy arrays staged through the host): the same
-  collectives, and 2 ranks x batch 32 matching 1 process x batch 64 on the GPU.
+  collectives, and 2 ranks x batch 32 matching 1 process x batch 64 on the GPU; the rest of
+  the API (reduce, gather, scatter, reduce_scatter, all_to_all, point to point, objects,
+  subgroups), SyncBatchNorm against BatchNorm over the whole batch, and the differentiable
+  collectives, on CuPy arrays, checked by the assertions of tests/test_distributed_api.py.
 Prints one PASS/FAIL line per check; exits 1 if any failed.
 """
 from __future__ import annotations
@@ -98,6 +101,35 @@ def check_training(tag, out, world):
            f"max abs difference {worst:.2e}")
 
 
+def check_api_on_gpu(out_root):
+    import test_distributed_api as api_tests
+
+    checks = {"api": ["test_reduce_product_and_bitwise_ops", "test_gather_and_scatter",
+                      "test_all_gather_into_tensor_and_reduce_scatter",
+                      "test_all_to_all_even_uneven_and_lists", "test_point_to_point",
+                      "test_async_work_and_objects", "test_subgroups"],
+              "syncbn": ["test_sync_batchnorm_equals_batchnorm_over_the_whole_batch"],
+              "autograd": ["test_nn_functional_gradients_sum_over_ranks",
+                           "test_nn_functional_second_order"]}
+    for case, tests in checks.items():
+        out = out_root / f"mpi2-{case}"
+        out.mkdir(parents=True, exist_ok=True)
+        results, error = run(2, case, out, "cuda", "mpi")
+        if results is None:
+            report(f"[mpi x2] {case} ran on CuPy arrays", False, error)
+            continue
+        if case == "api":
+            data = results
+        else:
+            data = [dict(np.load(out / f"{case}.rank{r}.npz")) for r in range(2)]
+        for name in tests:
+            try:
+                getattr(api_tests, name)(data)
+                report(f"[mpi x2] cuda {name}", True)
+            except AssertionError as exc:
+                report(f"[mpi x2] cuda {name}", False, str(exc)[:500])
+
+
 def main():
     out_root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
     if find_mpiexec() is None:
@@ -120,6 +152,7 @@ def main():
                 check_collectives(tag, results)
             else:
                 check_training(tag, out, n)
+    check_api_on_gpu(out_root)
     print(f"{'ALL PASS' if not failures else f'{len(failures)} FAILED'}", flush=True)
     return 1 if failures else 0
 

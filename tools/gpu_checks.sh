@@ -10,7 +10,10 @@
 #   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
 #          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
 #   smoke: cuDNN's version and the CUDA kernel, device, recurrent (LSTM/GRU step kernels),
-#          cuDNN, batch-norm and conv tests
+#          cuDNN, batch-norm and conv tests; fft/complex/stft and FlopCounterMode on CuPy
+#          against the CPU (tools/gpu_complex_check.py), minidl.cuda's streams, events,
+#          memory figures, RNG state, OutOfMemoryError and CUDA DLPack
+#          (tools/gpu_cuda_api_check.py)
 #          (SMOKE_TESTS="tests/a.py tests/b.py" names others)
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py;
@@ -47,6 +50,8 @@ x = minidl.randn(2, 3, 9, 9, device="cuda", requires_grad=True); w = minidl.rand
 y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().backward(); print("cuDNN probe ok", float(x.grad.sum()), float(w.grad.sum()))'; then
         echo "cuDNN PROBE FAILED: the rest of this run sets MINIDL_CUDNN=0"; export MINIDL_CUDNN=0
       fi
+      timeout 120 python3 tools/gpu_complex_check.py 2>&1 | tee "$out/complex.log" | tail -8
+      timeout 120 python3 tools/gpu_cuda_api_check.py 2>&1 | tee "$out/cuda_api.log" | tail -8
       timeout 300 python3 -m pytest -q -rs -p no:cacheprovider ${SMOKE_TESTS:-tests/test_cudnn.py tests/test_cuda.py tests/test_devices.py tests/test_rnn.py tests/test_batch_norm.py tests/test_conv_memory.py tests/test_checkpoint.py tests/test_double_backward.py} 2>&1 | tee "$out/smoke.log" | tail -25 ;;
     bench)
       # BENCH_RUNS=3 for the issues' medians of 3 runs (bench_ratios takes the median ratio)

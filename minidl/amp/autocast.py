@@ -262,7 +262,10 @@ _HOOK = Hook()
 FLOAT32["cpu"] |= {"Cdist", "trace", "linalg_inv", "linalg_solve", "linalg_cholesky",
                    "linalg_qr", "linalg_svd", "linalg_svdvals", "linalg_eigh",
                    "linalg_eigvalsh", "linalg_lstsq", "linalg_matrix_rank", "linalg_cond",
-                   "pinverse"}
+                   "pinverse", "linalg_cholesky_ex", "linalg_inv_ex", "cholesky_solve",
+                   "cholesky_inverse", "lu_solve", "triangular_solve",
+                   "linalg_householder_product", "orgqr", "ormqr", "geqrf",
+                   "linalg_tensorinv", "linalg_tensorsolve"}
 FLOAT32["cuda"] |= {"Cdist", "Erfinv"}
 _LISTED = _LISTED | FLOAT32["cpu"] | FLOAT32["cuda"]
 

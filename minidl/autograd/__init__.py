@@ -14,8 +14,8 @@ import functools
 
 import numpy as _np
 
-from ..backend import get_array_module
-from ..backend.dtypes import is_floating
+from ..backend import get_array_module, translated_oom
+from ..backend.dtypes import is_differentiable, is_floating
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -345,6 +345,9 @@ class Function:
     # values computed from it instead): a create_graph pass refuses any of them changed in place
     graph_reads_all = False
     stamp = 0  # autograd.changes at this op's forward
+    # True where backward follows PyTorch's convention for complex tensors (the gradient of a
+    # real loss L is dL/dRe + i dL/dIm): others refuse to record a graph through complex ones
+    complex_grad = False
     # PyTorch's style of custom function: ``@staticmethod forward(ctx, *args)`` and
     # ``backward(ctx, *grads)`` on Tensors (see _apply_on_tensors); set per subclass
     _on_tensors = False
@@ -451,20 +454,29 @@ class Function:
             if result is not None:
                 return result
         fn = cls()
-        if _profiler_hook is not None:
-            out = _profiler_hook.forward(fn, tensors, kwargs)
-        elif n == 1:
-            out = fn.forward(tensors[0].data, **kwargs)
-        elif n == 2:
-            out = fn.forward(tensors[0].data, tensors[1].data, **kwargs)
-        else:
-            out = fn.forward(*[t.data for t in tensors], **kwargs)
+        try:
+            if _profiler_hook is not None:
+                out = _profiler_hook.forward(fn, tensors, kwargs)
+            elif n == 1:
+                out = fn.forward(tensors[0].data, **kwargs)
+            elif n == 2:
+                out = fn.forward(tensors[0].data, tensors[1].data, **kwargs)
+            else:
+                out = fn.forward(*[t.data for t in tensors], **kwargs)
+        except MemoryError as exc:  # CuPy's out-of-memory error as torch's OutOfMemoryError
+            oom = translated_oom(exc)
+            if oom is None:
+                raise
+            raise oom from exc
         needs_grad = False
         if _grad_enabled:
             for t in tensors:
                 if t.requires_grad:
                     dtype = out.dtype
                     needs_grad = dtype.kind == "f" or is_floating(dtype)
+                    if t.data.dtype.kind == "c" or not needs_grad and dtype.kind == "c":
+                        needs_grad = (needs_grad or dtype.kind == "c") and complex_grad(
+                            cls, t.data.dtype, dtype)
                     break
         result = T.__new__(T)
         result.data = out
@@ -483,6 +495,23 @@ class Function:
                 fn.forward_trace = _forward_trace()
         return result
 
+
+
+class ComplexGradError(RuntimeError):
+    """An op whose gradient minidl does not (yet) compute for complex tensors was recorded in
+    a graph with a complex input or output."""
+
+
+def complex_grad(cls, in_dtype, out_dtype):
+    """Whether ``cls`` records a gradient through complex tensors: its ``complex_grad`` flag
+    (set on the ops whose backward follows PyTorch's conjugate-Wirtinger convention); an op
+    without it raises rather than returning a gradient that ignores the conjugate."""
+    if cls.complex_grad:
+        return True
+    raise ComplexGradError(
+        f"{cls.__name__}: the gradient of this op is not implemented for complex tensors (input "
+        f"{in_dtype}, output {out_dtype}); compute it on .real and .imag (or "
+        "minidl.view_as_real) instead")
 
 
 class _FirstOrderOnly(Function):
@@ -528,7 +557,7 @@ def refusing_second_order(value, deps, op):
     data = value.data if isinstance(value, Tensor) else value
     t = Tensor(data, dtype=data.dtype)
     deps = [d for d in deps if d.requires_grad]
-    if deps and _grad_enabled and is_floating(t.data.dtype):
+    if deps and _grad_enabled and is_differentiable(t.data.dtype):
         node = _FirstOrderOnly()
         node.op, node.inputs = op, deps
         t.requires_grad, t._ctx = True, node
@@ -656,7 +685,7 @@ def _apply_on_tensors(cls, args, kwargs):
     wanted = _grad_enabled and any(ctx.needs_input_grad)
     fixed = getattr(ctx, "_non_differentiable", ())
     graded = [i for i, o in enumerate(outs)
-              if wanted and is_floating(o.dtype) and not any(o is t for t in fixed)]
+              if wanted and is_differentiable(o.dtype) and not any(o is t for t in fixed)]
     if not graded:
         return out
     if len({outs[i].dtype for i in graded}) > 1:
@@ -726,6 +755,19 @@ def root_array(a):
     return a
 
 
+def share_version(out, src):
+    """``out`` views ``src``'s memory (a slice, a reshape, detach(), a complex tensor's real
+    part): one version count for both, as in PyTorch, so an in-place change through either is
+    seen by backward."""
+    if out.data is src.data or root_array(out.data) is root_array(src.data):
+        vc = src._vc
+        if vc is None:
+            vc = src._vc = [0, 0]
+        out._vc = vc
+        out._is_view = True
+    return out
+
+
 def check_versions(node, ctx, graph=False):
     """Refuse, as PyTorch does, a backward through an op whose saved array (one of its inputs,
     or its output, or a view of either) was changed in place after its forward pass: its
@@ -748,6 +790,32 @@ def check_versions(node, ctx, graph=False):
                 f"backward(): {type(ctx).__name__}'s {which} (shape {t.shape}), which it saved "
                 "for its gradient, was changed by an in-place operation after the forward "
                 "pass; change a copy (.clone()) instead, or do the in-place change before it")
+
+
+class _VariableMeta(type):
+    def __instancecheck__(cls, obj):  # as torch's: every Tensor is a Variable
+        return isinstance(obj, Tensor)
+
+
+class Variable(metaclass=_VariableMeta):
+    """torch's deprecated ``Variable``: ``Variable(t, requires_grad=False)`` is a new Tensor
+    on ``t``'s data, outside its graph (``t.detach()``, requiring grad as asked); every Tensor
+    is an instance. ``volatile`` has no effect (use ``no_grad()``), with torch's warning."""
+
+    def __new__(cls, data=None, requires_grad=False, volatile=False):
+        if volatile:
+            import warnings
+
+            warnings.warn("volatile was removed and now has no effect. Use `with "
+                          "minidl.no_grad():` instead.", UserWarning, stacklevel=2)
+        if data is None:
+            data = Tensor(_np.zeros(0, dtype=_np.float32))
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Variable data has to be a tensor, but got {type(data).__name__}")
+        out = data.detach()
+        if requires_grad:
+            out.requires_grad_(True)
+        return out
 
 
 def __getattr__(name):

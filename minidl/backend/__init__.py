@@ -181,6 +181,32 @@ def require_cuda():
     return cp
 
 
+class OutOfMemoryError(RuntimeError, MemoryError):
+    """The GPU ran out of memory (``torch.OutOfMemoryError``, also ``minidl.cuda.
+    OutOfMemoryError``): a RuntimeError, as torch's, and a MemoryError, as the CuPy error it
+    stands for, so code written for either catches it. minidl raises it from an op, a backward
+    pass, or a tensor made on or moved to the GPU, where CuPy raised
+    ``cupy.cuda.memory.OutOfMemoryError``."""
+
+
+_oom_count = [0]  # how many CuPy allocations failed (memory_stats()["num_ooms"])
+
+
+def translated_oom(exc):
+    """``exc`` as a minidl OutOfMemoryError where it is CuPy's out-of-memory error, else None
+    (a host MemoryError stays what it is, as torch's CPU allocator raises its own)."""
+    if isinstance(exc, OutOfMemoryError):
+        return None
+    cp = _cupy
+    memory = getattr(getattr(cp, "cuda", None), "memory", None)
+    cupy_oom = getattr(memory, "OutOfMemoryError", None)
+    if not (isinstance(cupy_oom, type) and isinstance(exc, cupy_oom)):
+        return None
+    _oom_count[0] += 1
+    return OutOfMemoryError(f"CUDA out of memory. {exc} (free the pool's cached blocks with "
+                            "minidl.cuda.empty_cache(), or use smaller batches)")
+
+
 def to_device(array, device: str):
     """Copy an array to 'cpu' (numpy) or 'cuda' (cupy); no copy when it is already there."""
     device = normalize_device(device)
@@ -189,7 +215,13 @@ def to_device(array, device: str):
             return _cupy.asnumpy(array)
         return np.asarray(array)
     cp = require_cuda()
-    return cp.asarray(array)
+    try:
+        return cp.asarray(array)
+    except MemoryError as exc:
+        oom = translated_oom(exc)
+        if oom is None:
+            raise
+        raise oom from exc
 
 
 def to_numpy(array) -> np.ndarray:

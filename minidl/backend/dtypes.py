@@ -11,6 +11,8 @@ import numpy as np
 float16 = np.dtype(np.float16)
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
+complex64 = np.dtype(np.complex64)
+complex128 = np.dtype(np.complex128)
 _bfloat16 = None
 
 
@@ -31,6 +33,33 @@ def is_floating(dtype) -> bool:
     return dtype.kind == "f" or (dtype.kind == "V" and dtype.name == "bfloat16")
 
 
+def is_complex(dtype) -> bool:
+    """complex64 or complex128."""
+    return dtype.kind == "c"
+
+
+def is_differentiable(dtype) -> bool:
+    """The dtypes a tensor that requires grad can have: floating or complex."""
+    return dtype.kind in "fc" or is_floating(dtype)
+
+
+def complex_of(dtype) -> np.dtype:
+    """The complex dtype whose parts are ``dtype``'s precision, as torch's ``toComplexType``:
+    complex128 for float64, complex64 for the others (float16 and bfloat16 included: torch's
+    complex32 is not a NumPy dtype); a complex dtype is itself."""
+    if dtype.kind == "c":
+        return dtype
+    return complex128 if dtype == float64 else complex64
+
+
+def real_of(dtype) -> np.dtype:
+    """The real dtype of a complex dtype's parts (float32 for complex64), as torch's
+    ``toRealValueType``; a real dtype is itself."""
+    if dtype.kind != "c":
+        return dtype
+    return float64 if dtype == complex128 else float32
+
+
 def is_low_precision(dtype) -> bool:
     """float16 or bfloat16: the dtypes autocast computes in."""
     return dtype.itemsize == 2 and is_floating(dtype)
@@ -44,28 +73,37 @@ def channel_dtype(dtype) -> np.dtype:
 
 
 def as_dtype(dtype) -> np.dtype:
-    """np.dtype of a dtype-like, including the names 'bfloat16', 'half', 'float' and 'double'."""
+    """np.dtype of a dtype-like, including the names 'bfloat16', 'half', 'float', 'double',
+    'cfloat' and 'cdouble'."""
     if isinstance(dtype, str):
         name = {"half": "float16", "float": "float32", "double": "float64",
-                "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+                "bf16": "bfloat16", "fp16": "float16", "cfloat": "complex64",
+                "cdouble": "complex128", "complex": "complex64"}.get(dtype, dtype)
         if name == "bfloat16":
             return bfloat16_dtype()
         dtype = name
     return np.dtype(dtype)
 
-# ---- type promotion, as PyTorch's: a category (bool < integer < floating) rises to the
+# ---- type promotion, as PyTorch's: a category (bool < integer < floating < complex) rises to the
 # highest among the operands; within a category, a tensor with dimensions decides over a 0-d
 # tensor, and a 0-d tensor over a Python number (``x * 2.0`` stays float32, ``x * 2`` too)
 def category(dtype):
-    return 0 if dtype.kind == "b" else (1 if dtype.kind in "iu" else 2)
+    kind = dtype.kind
+    return 0 if kind == "b" else (1 if kind in "iu" else (3 if kind == "c" else 2))
 
 
 def promote_types(a, b):
     """Within one tier of operands: NumPy's promotion, except that a floating type meets an
-    integer type as itself (NumPy makes int64 + float16 float64; PyTorch float16)."""
+    integer type as itself (NumPy makes int64 + float16 float64; PyTorch float16), and a
+    complex type meets a real one at the wider precision of the two (float64 + complex64 is
+    complex128, float16 + complex64 complex64)."""
     if a == b:
         return a
     ca, cb = category(a), category(b)
+    if 3 in (ca, cb):
+        wide = a if ca == 3 and (cb != 3 or a.itemsize >= b.itemsize) else b
+        other = b if wide is a else a
+        return complex128 if other.kind in "fc" and real_of(other) == float64 else wide
     if ca != cb and 2 in (ca, cb):
         return a if ca == 2 else b
     return np.promote_types(a, b)
@@ -73,10 +111,14 @@ def promote_types(a, b):
 
 def combine_dtypes(higher, lower):
     """PyTorch's combine_categories: the higher tier's dtype, unless the lower tier is of a
-    higher category."""
-    if category(higher) == 2:
+    higher category; a floating tier meeting a complex one lower down keeps its precision
+    (float32 tensor + complex128 number is complex64)."""
+    ch = category(higher)
+    if ch == 3:
         return higher
-    if higher.kind == "b" or category(lower) == 2:
+    if ch == 2:
+        return complex_of(higher) if lower.kind == "c" else higher
+    if higher.kind == "b" or category(lower) >= 2:
         return promote_types(higher, lower)
     return higher
 
@@ -84,7 +126,8 @@ def combine_dtypes(higher, lower):
 DEFAULT_FLOAT = np.dtype(np.float32)  # the initial default; default_float() is the current one
 # the dtypes Python numbers take part in promotion with; SCALAR_DTYPES[float] is minidl's
 # default floating dtype (set_default_float changes it), one dict look-up on the hot path
-SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64), float: DEFAULT_FLOAT}
+SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64), float: DEFAULT_FLOAT,
+                 complex: complex64}
 
 
 def default_float() -> np.dtype:
@@ -103,6 +146,13 @@ def set_default_float(dtype) -> None:
         raise TypeError(f"set_default_dtype: only floating-point types are supported as the "
                         f"default type, got {dtype!r}")
     SCALAR_DTYPES[float] = dt
+    SCALAR_DTYPES[complex] = complex128 if dt == float64 else complex64
+
+
+def default_complex() -> np.dtype:
+    """The complex dtype of the default float's precision (complex64 beside float32, complex128
+    beside float64): what Python complex numbers and complex creation make."""
+    return SCALAR_DTYPES[complex]
 
 
 def scalar_dtype(x):
@@ -110,5 +160,6 @@ def scalar_dtype(x):
     dt = SCALAR_DTYPES.get(type(x))
     if dt is None:
         kind = np.asarray(x).dtype.kind
-        dt = SCALAR_DTYPES[bool if kind == "b" else int if kind in "iu" else float]
+        dt = SCALAR_DTYPES[bool if kind == "b" else int if kind in "iu" else
+                           complex if kind == "c" else float]
     return dt

@@ -7,7 +7,8 @@ from ..autograd import no_grad
 from ..creation import arange, bernoulli
 from ..functional import binary_cross_entropy_with_logits
 from . import constraints
-from .distribution import Distribution
+from ._special import log1p
+from .exp_family import ExponentialFamily
 from .utils import broadcast_all, lazy_property, logits_to_probs, probs_to_logits
 
 
@@ -16,7 +17,8 @@ def _one_parameter(name, probs, logits):
         raise ValueError("Either `probs` or `logits` must be specified, but not both.")
 
 
-class Bernoulli(Distribution):
+class Bernoulli(ExponentialFamily):
+    _mean_carrier_measure = 0
     arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
     support = constraints.boolean
     has_enumerate_support = True
@@ -81,3 +83,10 @@ class Bernoulli(Distribution):
         values = arange(2, dtype=self._param.dtype, device=self._param.device)
         values = values.reshape((-1,) + (1,) * len(self._batch_shape))
         return values.expand(-1, *self._batch_shape) if expand else values
+
+    @property
+    def _natural_params(self):
+        return (self.logits,)
+
+    def _log_normalizer(self, x):
+        return log1p(x.exp())

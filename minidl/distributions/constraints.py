@@ -3,6 +3,9 @@ constraint's ``check(value)`` is a bool Tensor (one entry per event), and its re
 (``GreaterThan(lower_bound=0.0)``), which the validation errors quote."""
 from __future__ import annotations
 
+import numpy as np
+
+from ..ops import cat as _cat_tensors, stack as _stack_tensors
 from ..tensor import Tensor
 
 
@@ -187,6 +190,106 @@ class _Independent(Constraint):
         return f"IndependentConstraint({self.base_constraint!r}, {self.reinterpreted_batch_ndims})"
 
 
+class _LowerTriangular(Constraint):
+    event_dim = 2
+
+    def check(self, value):
+        value = _t(value)
+        return (value.tril() == value).flatten(-2).all(-1)
+
+
+class _CorrCholesky(Constraint):
+    """Lower-triangular with a positive diagonal and rows of unit norm (to 1e-4 per entry of
+    the norm, as torch): the Cholesky factors of correlation matrices."""
+    event_dim = 2
+
+    def check(self, value):
+        value = _t(value)
+        tol = float(np.finfo(value.dtype).eps) * value.shape[-1] * 10
+        row_norm = (value * value).sum(-1).sqrt()
+        unit = ((row_norm - 1).abs() <= tol).all(-1)
+        return _LowerCholesky().check(value) & unit
+
+
+class _Square(Constraint):
+    event_dim = 2
+
+    def check(self, value):
+        value = _t(value)
+        return Tensor(np.full(value.shape[:-2], value.shape[-1] == value.shape[-2]),
+                      device=value.device)
+
+
+class _Symmetric(_Square):
+    def check(self, value):
+        a = _t(value).numpy()
+        if a.shape[-1] != a.shape[-2]:
+            return super().check(value)
+        return Tensor(np.isclose(a, np.swapaxes(a, -1, -2), atol=1e-6).all((-1, -2)),
+                      device=_t(value).device)
+
+
+class _PositiveSemidefinite(_Symmetric):
+    def check(self, value):
+        sym = super().check(value)
+        a = _t(value).numpy()
+        with np.errstate(invalid="ignore"):
+            nonneg = (np.linalg.eigvalsh(a).min(-1) >= 0 if a.size
+                      else np.ones(a.shape[:-2], bool))
+        return sym & Tensor(nonneg, device=_t(value).device)
+
+
+class _Cat(Constraint):
+    """``cseq[i]`` on the i-th piece (of ``lengths[i]``, 1 each by default) along ``dim``."""
+
+    def __init__(self, cseq, dim=0, lengths=None):
+        self.cseq = list(cseq)
+        self.lengths = [1] * len(self.cseq) if lengths is None else list(lengths)
+        if len(self.lengths) != len(self.cseq):
+            raise ValueError(f"cat: {len(self.cseq)} constraints but {len(self.lengths)} lengths")
+        self.dim = dim
+
+    @property
+    def is_discrete(self):
+        return any(c.is_discrete for c in self.cseq)
+
+    @property
+    def event_dim(self):
+        return max(c.event_dim for c in self.cseq)
+
+    def check(self, value):
+        value = _t(value)
+        checks, start = [], 0
+        for c, n in zip(self.cseq, self.lengths):
+            checks.append(c.check(value.narrow(self.dim, start, n)))
+            start += n
+        return _cat_tensors(checks, self.dim)
+
+
+class _Stack(Constraint):
+    """``cseq[i]`` on ``value.select(dim, i)``."""
+
+    def __init__(self, cseq, dim=0):
+        self.cseq = list(cseq)
+        self.dim = dim
+
+    @property
+    def is_discrete(self):
+        return any(c.is_discrete for c in self.cseq)
+
+    @property
+    def event_dim(self):
+        dim = max(c.event_dim for c in self.cseq)
+        if self.dim + dim < 0:
+            dim += 1
+        return dim
+
+    def check(self, value):
+        value = _t(value)
+        return _stack_tensors([c.check(value.select(self.dim, i)) for i, c in enumerate(self.cseq)],
+                     self.dim)
+
+
 dependent = _Dependent()
 real = _Real()
 real_vector = _Independent(real, 1)
@@ -199,6 +302,14 @@ one_hot = _OneHot()
 nonnegative_integer = _NonNegativeInteger()
 lower_cholesky = _LowerCholesky()
 positive_definite = _PositiveDefinite()
+lower_triangular = _LowerTriangular()
+corr_cholesky = _CorrCholesky()
+square = _Square()
+symmetric = _Symmetric()
+positive_semidefinite = _PositiveSemidefinite()
+positive_integer = _IntegerInterval(1, float("inf"))
+cat = _Cat
+stack = _Stack
 greater_than = _GreaterThan
 greater_than_eq = _GreaterThanEq
 less_than = _LessThan

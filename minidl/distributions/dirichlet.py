@@ -11,13 +11,14 @@ from ..tensor import Tensor
 from . import constraints
 from ._special import digamma, lgamma, standard_gamma, xlogy
 from .distribution import Distribution
+from .exp_family import ExponentialFamily
 
 
 def _first_index(c):
     return zeros(c.shape[:-1], dtype="int64", device=c.device)
 
 
-class Dirichlet(Distribution):
+class Dirichlet(ExponentialFamily):
     arg_constraints = {"concentration": constraints.independent(constraints.positive, 1)}
     support = constraints.simplex
     has_rsample = True
@@ -77,3 +78,10 @@ class Dirichlet(Distribution):
         a0 = c.sum(-1)
         return (lgamma(c).sum(-1) - lgamma(a0) - (k - a0) * digamma(a0)
                 - ((c - 1.0) * digamma(c)).sum(-1))
+
+    @property
+    def _natural_params(self):
+        return (self.concentration,)
+
+    def _log_normalizer(self, x):
+        return lgamma(x).sum(-1) - lgamma(x.sum(-1))

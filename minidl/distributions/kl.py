@@ -2,13 +2,17 @@
 types (``@register_kl(P, Q)``), as torch.distributions.kl."""
 from __future__ import annotations
 
+import math
 import warnings
 
+from ..autograd import grad as autograd_grad
 from ..ops import where
 from ._special import digamma, lgamma, log1p, softplus
 from .beta import Beta
 from .bernoulli import Bernoulli
 from .categorical import Categorical
+from .continuous_bernoulli import ContinuousBernoulli
+from .exp_family import ExponentialFamily
 from .dirichlet import Dirichlet
 from .distribution import Distribution
 from .exponential import Exponential
@@ -22,6 +26,7 @@ from .laplace import Laplace
 from .multivariate_normal import MultivariateNormal, _batch_mahalanobis, _half_log_det
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
+from .pareto import Pareto
 from .poisson import Poisson
 from .transformed_distribution import TransformedDistribution
 from .uniform import Uniform
@@ -214,3 +219,82 @@ def _kl_gumbel_gumbel(p, q):
     t2 = ct1 * EULER_GAMMA
     t3 = (ct2 + lgamma(1 + ct1) - ct3).exp()
     return t1 + t2 + t3 - (1 + EULER_GAMMA)
+
+
+# ---- the exponential families (Bregman divergence) and the continuous Bernoulli -------------
+def _infinite_like(t):
+    return t * 0.0 + _INF
+
+
+@register_kl(ExponentialFamily, ExponentialFamily)
+def _kl_expfamily_expfamily(p, q):
+    """KL as the Bregman divergence of the log-normaliser F:
+    F(theta_q) - F(theta_p) - <theta_q - theta_p, grad F(theta_p)>."""
+    if type(p) is not type(q):
+        raise NotImplementedError("The cross KL-divergence between different exponential "
+                                  "families cannot be computed using Bregman divergences")
+    p_params = [t.detach().requires_grad_() for t in p._natural_params]
+    q_params = q._natural_params
+    log_norm = p._log_normalizer(*p_params)
+    grads = autograd_grad(log_norm.sum(), p_params, create_graph=True)
+    result = q._log_normalizer(*q_params) - log_norm
+    for pp, qp, g in zip(p_params, q_params, grads):
+        result = result - sum_rightmost((qp - pp) * g, len(q.event_shape))
+    return result
+
+
+@register_kl(ContinuousBernoulli, ContinuousBernoulli)
+def _kl_cb_cb(p, q):
+    return (p.mean * (p.logits - q.logits) + p._cont_bern_log_norm() + log1p(-p.probs)
+            - q._cont_bern_log_norm() - log1p(-q.probs))
+
+
+def _kl_to_cb(p, q):
+    """KL(p || CB) for a p on [0, 1] (its entropy and mean)."""
+    return -p.entropy() - p.mean * q.logits - log1p(-q.probs) - q._cont_bern_log_norm()
+
+
+@register_kl(Beta, ContinuousBernoulli)
+def _kl_beta_cb(p, q):
+    return _kl_to_cb(p, q)
+
+
+@register_kl(Uniform, ContinuousBernoulli)
+def _kl_uniform_cb(p, q):
+    outside = (p.high >= q.support.upper_bound) | (p.low <= q.support.lower_bound)
+    return where(outside, _INF, _kl_to_cb(p, q))
+
+
+@register_kl(ContinuousBernoulli, Exponential)
+def _kl_cb_exponential(p, q):
+    return -p.entropy() - q.rate.log() + q.rate * p.mean
+
+
+@register_kl(ContinuousBernoulli, Normal)
+def _kl_cb_normal(p, q):
+    t2 = 0.5 * (math.log(2.0 * math.pi) + (q.loc / q.scale) ** 2) + q.scale.log()
+    t3 = (p.variance + p.mean ** 2 - 2.0 * q.loc * p.mean) / (2.0 * q.scale ** 2)
+    return -p.entropy() + t2 + t3
+
+
+@register_kl(ContinuousBernoulli, Uniform)
+def _kl_cb_uniform(p, q):
+    result = -p.entropy() + (q.high - q.low).log()
+    outside = (q.low >= p.support.lower_bound) | (q.high <= p.support.upper_bound)
+    return where(outside, _INF, result)
+
+
+@register_kl(ContinuousBernoulli, Pareto)
+def _kl_cb_pareto(p, q):
+    return _infinite_like(p.probs)
+
+
+def _register_infinite(type_p, first):
+    register_kl(type_p, ContinuousBernoulli)(lambda p, q: _infinite_like(first(p)))
+
+
+for _type, _first in ((Exponential, lambda p: p.rate), (Gamma, lambda p: p.concentration),
+                      (Gumbel, lambda p: p.loc), (Laplace, lambda p: p.loc),
+                      (Normal, lambda p: p.loc), (Pareto, lambda p: p.scale)):
+    _register_infinite(_type, _first)
+del _type, _first

@@ -6,14 +6,16 @@ import math
 from ..creation import randn
 from . import constraints
 from ._special import erf, erfinv
-from .distribution import Distribution
+from .exp_family import ExponentialFamily
 from .utils import broadcast_all
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class Normal(Distribution):
+class Normal(ExponentialFamily):
     """N(loc, scale**2), elementwise; loc and scale are Tensors or numbers and broadcast."""
+
+    _mean_carrier_measure = 0
 
     arg_constraints = {"loc": constraints.real, "scale": constraints.positive}
     support = constraints.real
@@ -62,3 +64,10 @@ class Normal(Distribution):
 
     def entropy(self):
         return 0.5 + _HALF_LOG_2PI + self.scale.log()
+
+    @property
+    def _natural_params(self):
+        return (self.loc / self.scale ** 2, -0.5 * self.scale.pow(2).reciprocal())
+
+    def _log_normalizer(self, x, y):
+        return -0.25 * x ** 2 / y + 0.5 * (-math.pi / y).log()

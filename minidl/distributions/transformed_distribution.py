@@ -6,7 +6,7 @@ from ..autograd import no_grad
 from . import constraints
 from .distribution import Distribution
 from .independent import Independent
-from .transforms import Transform
+from .transforms import ComposeTransform, Transform
 from .utils import sum_rightmost
 
 
@@ -20,14 +20,29 @@ class TransformedDistribution(Distribution):
             self.transforms = list(transforms)
         else:
             raise ValueError(f"transforms must be a Transform or a list of Transforms, got {transforms!r}")
+        base_shape = tuple(base_distribution.batch_shape + base_distribution.event_shape)
         base_event_dim = len(base_distribution.event_shape)
-        event_dim = max([base_event_dim] + [t.codomain.event_dim for t in self.transforms])
-        if event_dim > base_event_dim:  # a transform that acts on vectors: take them as events
-            base_distribution = Independent(base_distribution, event_dim - base_event_dim)
+        transform = ComposeTransform(self.transforms)
+        if len(base_shape) < transform.domain.event_dim:
+            raise ValueError(f"base_distribution needs to have shape with size at least "
+                             f"{transform.domain.event_dim}, but got {base_shape}.")
+        # the shapes the transforms produce (a stick-breaking one adds an entry), and the
+        # base expanded where they broadcast it
+        forward_shape = tuple(transform.forward_shape(base_shape))
+        expanded = tuple(transform.inverse_shape(forward_shape))
+        if expanded != base_shape:
+            base_distribution = base_distribution.expand(expanded[:len(expanded) - base_event_dim])
+        extra = transform.domain.event_dim - base_event_dim
+        if extra > 0:  # a transform that acts on vectors: take them as events
+            base_distribution = Independent(base_distribution, extra)
         self.base_dist = base_distribution
-        shape = base_distribution.batch_shape + base_distribution.event_shape
-        cut = len(shape) - event_dim
-        super().__init__(shape[:cut], shape[cut:], validate_args=validate_args)
+        change = transform.codomain.event_dim - transform.domain.event_dim
+        event_dim = max(transform.codomain.event_dim, base_event_dim + change)
+        if len(forward_shape) < event_dim:
+            raise ValueError(f"The transforms make events of {event_dim} dims from a base of "
+                             f"shape {base_shape}")
+        cut = len(forward_shape) - event_dim
+        super().__init__(forward_shape[:cut], forward_shape[cut:], validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(TransformedDistribution, _instance)
@@ -78,26 +93,24 @@ class TransformedDistribution(Distribution):
         return log_prob + sum_rightmost(self.base_dist.log_prob(y),
                                         event_dim - len(self.base_dist.event_shape))
 
-    def _monotone(self):
+    def _monotonize_cdf(self, value):
+        """value, or 1 - value where the transforms decrease (their signs' product is -1)."""
         sign = 1
         for t in self.transforms:
-            s = t.sign
-            if not isinstance(s, int):
-                raise NotImplementedError("cdf of a transform whose sign is not a number")
-            sign *= s
-        return sign
+            sign = sign * t.sign
+        if isinstance(sign, int) and sign == 1:
+            return value
+        return sign * (value - 0.5) + 0.5
 
     def cdf(self, value):
-        sign = self._monotone()
         for t in reversed(self.transforms):
             value = t.inv(value)
-        value = self.base_dist.cdf(value)
-        return value if sign == 1 else 1 - value
+        if self._validate_args:
+            self.base_dist._validate_sample(value)
+        return self._monotonize_cdf(self.base_dist.cdf(value))
 
     def icdf(self, value):
-        sign = self._monotone()
-        value = self.base_dist.icdf(value if sign == 1 else 1 - value)
+        value = self.base_dist.icdf(self._monotonize_cdf(value))
         for t in self.transforms:
             value = t(value)
         return value
-

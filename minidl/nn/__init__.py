@@ -69,8 +69,9 @@ __all__ += ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell
             "MultiheadAttention", "Transformer", "TransformerEncoder", "TransformerDecoder",
             "TransformerEncoderLayer", "TransformerDecoderLayer"]
 from .rms_norm import RMSNorm  # noqa: E402
+from ._sync_batchnorm import SyncBatchNorm  # noqa: E402
 
-__all__ += ["RMSNorm"]
+__all__ += ["RMSNorm", "SyncBatchNorm"]
 
 from .layers import BatchNorm3d  # noqa: E402
 from .conv import Conv3d, ConvTranspose3d  # noqa: E402
@@ -131,9 +132,6 @@ __all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]
 from .loss import NLLLoss2d  # noqa: E402
 
 __all__ += ["NLLLoss2d"]
-from .sync_batchnorm import SyncBatchNorm  # noqa: E402
-
-__all__ += ["SyncBatchNorm"]
 
 # torch.nn.parameter, the module users import Parameter and Buffer from
 import sys as _sys  # noqa: E402

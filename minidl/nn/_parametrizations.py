@@ -6,18 +6,15 @@ and ``original1`` for weight_norm; ``original`` and ``0._u``, ``0._v`` for spect
 orthogonal's maps: "matrix_exp" (the default for square matrices), "cayley" and "householder"
 (the default for the others), as PyTorch chooses; with ``use_trivialization`` (the default) the
 weight is ``base @ map(original)`` and ``original`` starts at -Id, so that the map starts at the
-identity. The matrix exponential here is a private op with its exact gradient (the Fréchet
-derivative, read off the exponential of a 2n x 2n block matrix)."""
+identity. The matrix exponential and the Householder product are minidl.linalg's."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from ..backend import get_array_module, rng, to_device, to_numpy
-from ..linalg import solve
-from ..ops import cat, swap_last_dims
-from ..tensor import Function, Tensor
+from ..linalg import MatrixExp, householder_product, solve
+from ..ops import cat
+from ..tensor import Tensor
 from . import _parametrize as parametrize
 from ._functional.normalization import normalize
 from ._norm_hooks import _as_matrix, _norm_except_dim, _normalize as _unit
@@ -121,66 +118,13 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
 
 
 # ---- orthogonal ----------------------------------------------------------------------------
-def _expm(a):
-    """exp of a batch of square matrices: scaling and squaring with a degree-18 Taylor
-    polynomial (in float64, whose error is then far below float32's)."""
-    xp = get_array_module(a)
-    a64 = a.astype(np.float64)
-    n = a.shape[-1]
-    norm = float(xp.abs(a64).sum(axis=-1).max()) if a64.size else 0.0
-    s = max(0, int(math.ceil(math.log2(norm / 0.5)))) if norm > 0.5 else 0
-    x = a64 / (2.0 ** s)
-    eye = xp.eye(n, dtype=np.float64)
-    result = eye + x / 18.0
-    for k in range(17, 0, -1):  # Horner: I + x/1 (I + x/2 (I + ...))
-        result = eye + (x @ result) / k
-    for _ in range(s):
-        result = result @ result
-    return result.astype(a.dtype, copy=False)
-
-
-class _MatrixExp(Function):
-    def forward(self, a):
-        self.save_for_backward(a)
-        return _expm(a)
-
-    def backward(self, g):
-        (a,) = self.saved
-        xp = get_array_module(a)
-        n = a.shape[-1]
-        at = xp.swapaxes(a, -1, -2)
-        block = xp.zeros(a.shape[:-2] + (2 * n, 2 * n), dtype=a.dtype)
-        block[..., :n, :n] = at
-        block[..., n:, n:] = at
-        block[..., :n, n:] = g
-        return _expm(block)[..., :n, n:]
-
-    def graph_backward(self, g, out):
-        # the same block matrix from recorded ops: its exponential is this op again, so the
-        # gradient is differentiable as often as needed
-        (a,) = self.inputs
-        n, at = a.shape[-1], swap_last_dims(a)
-        zeros = Tensor(get_array_module(g.data).zeros(g.shape, dtype=g.data.dtype))
-        block = cat([cat([at, g], dim=-1), cat([zeros, at], dim=-1)], dim=-2)
-        return _MatrixExp.apply(block)[..., :n, n:]
-
-
 def _matrix_exp(a):
-    return _MatrixExp.apply(a)
+    return MatrixExp.apply(a)
 
 
 def _householder_product(a, tau):
-    """The first k columns of H_1 ... H_k, H_i = I - tau_i v_i v_i^T, v_i the i-th column of
-    ``a`` below the diagonal with a 1 on it (LAPACK's orgqr), by differentiable ops."""
-    n, k = a.shape[-2], a.shape[-1]
-    eye = Tensor(get_array_module(a.data).eye(n, k, dtype=a.data.dtype))
-    vs = a.tril(-1) + eye
-    q = eye if a.ndim == 2 else eye.expand(*a.shape)
-    for i in range(k - 1, -1, -1):
-        v = vs[..., :, i:i + 1]
-        t = tau[..., i:i + 1].unsqueeze(-1)
-        q = q - t * (v @ (v.mT @ q))
-    return q
+    """The first k columns of H_1 ... H_k (LAPACK's orgqr), by differentiable ops."""
+    return householder_product(a, tau)
 
 
 def _make_orthogonal(a):

@@ -19,6 +19,7 @@ import contextlib
 import numpy as np
 
 from .. import distributed as dist
+from ..distributed.algorithms.join import Join, Joinable, JoinHook
 from ..backend import device_of, get_array_module, to_device, to_numpy
 from ..tensor import Function, Tensor, is_grad_enabled
 from .module import Module
@@ -37,8 +38,21 @@ class _GradSync(Function):
         return g
 
 
-class DistributedDataParallel(Module):
-    def __init__(self, module, broadcast_buffers=True, bucket_cap_mb=4.0):
+class DistributedDataParallel(Module, Joinable):
+    """``torch.nn.parallel.DistributedDataParallel``'s constructor. ``device_ids``: None, or
+    the one device this rank's module is on (one GPU per process); ``process_group``: average
+    over that group's ranks instead of the world's; ``bucket_cap_mb``: None means 4 MB here
+    (the gradients are averaged after backward, so fewer, larger buckets cost nothing in
+    overlap); ``init_sync=False`` skips broadcasting rank 0's weights. Unused parameters are
+    always handled (a parameter no rank used keeps ``grad`` None, one that some ranks used is
+    averaged over all), so ``find_unused_parameters`` needs no setting;
+    ``gradient_as_bucket_view``, ``static_graph`` and ``check_reduction`` are accepted and
+    change nothing."""
+
+    def __init__(self, module, device_ids=None, output_device=None, dim=0,
+                 broadcast_buffers=True, init_sync=True, process_group=None, bucket_cap_mb=None,
+                 find_unused_parameters=False, check_reduction=False,
+                 gradient_as_bucket_view=False, static_graph=False, **_torch_only):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"DistributedDataParallel wraps an nn.Module, got "
@@ -46,16 +60,33 @@ class DistributedDataParallel(Module):
         if not dist.is_initialized():
             raise RuntimeError("DistributedDataParallel: the default process group is not "
                                "initialised; call minidl.distributed.init_process_group() first")
+        if bucket_cap_mb is None:
+            bucket_cap_mb = 4.0
         if bucket_cap_mb <= 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be > 0, got "
                              f"{bucket_cap_mb}")
+        if device_ids is not None and len(list(device_ids)) > 1:
+            raise ValueError(f"DistributedDataParallel: device_ids={list(device_ids)}: a module "
+                             "runs on one device per process (one rank per GPU), so give at "
+                             "most one")
+        if process_group is dist.GroupMember.NON_GROUP_MEMBER:
+            raise ValueError("DistributedDataParallel: this rank is not part of process_group")
         self.module = module
+        self.device_ids = None if device_ids is None else list(device_ids)
+        self.output_device, self.dim = output_device, dim
         self.broadcast_buffers = broadcast_buffers
+        self.process_group = process_group
+        self.find_unused_parameters = find_unused_parameters
+        self.gradient_as_bucket_view, self.static_graph = gradient_as_bucket_view, static_graph
         self.bucket_bytes = int(bucket_cap_mb * (1 << 20))
         self.require_backward_grad_sync = True
         self._buckets, self._layout = [], None
+        self._comm_hook, self._comm_state = None, None
+        self._join_context, self._join_scale, self._join_src = None, None, 0
+        self._join_divide_by_world = True
         self._check_same_model()
-        _broadcast_coalesced([t for _, t in self._named_state()])
+        if init_sync:
+            _broadcast_coalesced([t for _, t in self._named_state()], process_group)
 
     # ---- wrapping: every rank must hold the same architecture ---------------------------------
     def _named_state(self):
@@ -66,7 +97,8 @@ class DistributedDataParallel(Module):
         same shapes: otherwise the flat broadcasts and reductions would silently mix them up.
         Every rank sees every rank's list, so all of them raise the same error."""
         mine = [(name, tuple(t.shape), str(t.dtype)) for name, t in self._named_state()]
-        everyone = dist._all_gather_object(mine)
+        everyone = [None] * dist.get_world_size(self.process_group)
+        dist.all_gather_object(everyone, mine, group=self.process_group)
         ref = everyone[0]
         for rank, theirs in enumerate(everyone[1:], start=1):
             for (n0, s0, d0), (n, s, d) in zip(ref, theirs):
@@ -85,14 +117,26 @@ class DistributedDataParallel(Module):
 
     # ---- the wrapped module shows through -----------------------------------------------------
     def forward(self, *args, **kwargs):
+        sync = is_grad_enabled() and self.require_backward_grad_sync
+        step = Join.notify_join_context(self, sync=sync)  # None outside model.join()
+        if step is not None:
+            self._join_step(step)
         if self.broadcast_buffers and self.training:
             buffers = list(self.module.buffers())
             if buffers:
-                _broadcast_coalesced(buffers)
+                _broadcast_coalesced(buffers, self.process_group, self._join_src)
         out = self.module(*args, **kwargs)
-        if is_grad_enabled() and self.require_backward_grad_sync:
+        if sync:
             out = _attach(out, self._sync_gradients)
         return out
+
+    def _join_step(self, step):
+        """Under join(): this step's averaging divisor and buffer source (the highest rank
+        still training, whose buffers are current)."""
+        n = len(step.active) if not self._join_divide_by_world else \
+            dist.get_world_size(self.process_group)
+        self._join_scale = 1.0 / n
+        self._join_src = max(step.active)
 
     def named_parameters(self, prefix="", recurse=True):
         return self.module.named_parameters(prefix, recurse)
@@ -118,8 +162,42 @@ class DistributedDataParallel(Module):
         finally:
             self.require_backward_grad_sync = previous
 
+    # ---- communication hooks and uneven inputs -----------------------------------------------
+    def register_comm_hook(self, state, hook):
+        """Average each bucket with ``hook(state, bucket) -> Future`` instead of DDP's own
+        all-reduce (torch's API; see minidl.distributed.algorithms.ddp_comm_hooks). The
+        future's value (a Tensor of the bucket's size) becomes the averaged gradients. Once,
+        before the first backward."""
+        if self._comm_hook is not None:
+            raise RuntimeError("register_comm_hook can only be called once.")
+        if not callable(hook):
+            raise TypeError(f"register_comm_hook: hook must be callable, got {type(hook).__name__}")
+        self._comm_hook, self._comm_state = hook, state
+
+    def join(self, divide_by_initial_world_size=True, enable=True,
+             throw_on_early_termination=False):
+        """A context in which ranks may run different numbers of steps (see
+        minidl.distributed.algorithms.join). ``divide_by_initial_world_size=False`` averages
+        each step's gradients over the ranks still training instead of all of them."""
+        return Join([self], enable, throw_on_early_termination,
+                    divide_by_initial_world_size=divide_by_initial_world_size)
+
+    def join_hook(self, divide_by_initial_world_size=True, **kwargs):
+        self._join_divide_by_world = divide_by_initial_world_size
+        return _DDPJoinHook(self)
+
+    @property
+    def join_device(self):
+        params = list(self.module.parameters())
+        return device_of(params[0].data) if params else "cpu"
+
+    @property
+    def join_process_group(self):
+        return self.process_group
+
     def extra_repr(self):
-        return f"world_size={dist.get_world_size()}, bucket_cap_mb={self.bucket_bytes / 2**20:g}"
+        return (f"world_size={dist.get_world_size(self.process_group)}, "
+                f"bucket_cap_mb={self.bucket_bytes / 2**20:g}")
 
     # ---- gradient averaging -------------------------------------------------------------------
     def _plan_buckets(self, params):
@@ -138,17 +216,76 @@ class DistributedDataParallel(Module):
             b.allocate()
         return buckets
 
-    def _sync_gradients(self):
+    def _sync_gradients(self, shadow=False):
+        """Average the gradients over the ranks: one collective per bucket, or the comm hook's
+        futures. ``shadow``: this rank has finished its data (join) and takes part with zeros,
+        keeping its own gradients."""
         params = [p for p in self.module.parameters() if p.requires_grad]
         layout = [(id(p), device_of(p.data), p.data.dtype, p.data.shape) for p in params]
         if layout != self._layout:
             self._buckets, self._layout = self._plan_buckets(params), layout
+        group = self.process_group
+        scale = self._join_scale or 1.0 / dist.get_world_size(group)
         for b in self._buckets:
-            b.pack()
-            dist.all_reduce(b.flat, op="sum")
-        scale = 1.0 / dist.get_world_size()
-        for b in self._buckets:
-            b.unpack(scale)
+            if shadow:
+                b.flat[...] = 0  # no gradients, and no rank count
+            else:
+                b.pack()
+        if self._comm_hook is None:
+            for b in self._buckets:
+                dist.all_reduce(b.flat, op="sum", group=group)
+        else:
+            from ..distributed.algorithms.ddp_comm_hooks import GradBucket
+
+            futures = []
+            for i, b in enumerate(self._buckets):
+                dist.all_reduce(b.flat[b.size:], op="sum", group=group)  # the rank counts
+                bucket = GradBucket(i, b.flat[:b.size], b.params, b.offsets,
+                                    i == len(self._buckets) - 1)
+                futures.append(self._comm_hook(self._comm_state, bucket))
+            for b, fut in zip(self._buckets, futures):
+                res = fut.wait()
+                res = res.data if isinstance(res, Tensor) else res
+                if res.shape != (b.size,):
+                    raise RuntimeError(f"DistributedDataParallel: the comm hook's future gave "
+                                       f"shape {tuple(res.shape)} for a bucket of {b.size} "
+                                       "gradients")
+                if res is not b.flat[:b.size]:
+                    b.flat[:b.size] = res
+            scale = 1.0  # a hook averages
+        if not shadow:
+            for b in self._buckets:
+                b.unpack(scale)
+
+    def _sync_final_model(self, is_last_joiner):
+        """After join(): every rank takes the model of the highest rank that finished last."""
+        mine = np.array([dist.get_rank(self.process_group) if is_last_joiner else -1])
+        dist.all_reduce(mine, op="max", group=self.process_group)
+        _broadcast_coalesced([t for _, t in self._named_state()], self.process_group,
+                             int(mine[0]))
+
+
+class _DDPJoinHook(JoinHook):
+    """A joined rank's part in one step of the ranks still training: their buffer broadcast
+    and gradient all-reduces, with zeros."""
+
+    def __init__(self, ddp):
+        self.ddp = ddp
+
+    def main_hook(self):
+        ddp = self.ddp
+        step = ddp._join_context.step
+        ddp._join_step(step)
+        if ddp.broadcast_buffers and ddp.training:
+            buffers = list(ddp.module.buffers())
+            if buffers:
+                _broadcast_coalesced(buffers, ddp.process_group, ddp._join_src)
+        if step.sync:
+            ddp._sync_gradients(shadow=True)
+
+    def post_hook(self, is_last_joiner):
+        self.ddp._sync_final_model(is_last_joiner)
+        self.ddp._join_scale, self.ddp._join_src = None, 0
 
 
 def _attach(out, callback):
@@ -166,15 +303,16 @@ def _attach(out, callback):
     return out
 
 
-def _broadcast_coalesced(tensors):
-    """Rank 0's values of ``tensors`` to every rank: one broadcast per device and dtype."""
+def _broadcast_coalesced(tensors, group=None, src=0):
+    """The values of ``tensors`` on the group's rank ``src`` (rank 0 of the world by default) to
+    every rank of the group: one broadcast per device and dtype."""
     groups = {}
     for t in tensors:
         groups.setdefault((device_of(t.data), t.data.dtype), []).append(t)
     for ts in groups.values():
         xp = get_array_module(ts[0].data)
         flat = xp.concatenate([t.data.reshape(-1) for t in ts])
-        dist.broadcast(flat, src=0)
+        dist.broadcast(flat, group=group, group_src=src)
         off = 0
         for t in ts:
             t.data[...] = flat[off:off + t.data.size].reshape(t.data.shape)

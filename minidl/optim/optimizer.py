@@ -237,36 +237,51 @@ def _run_step(self, step, args, kwargs):
     return out
 
 
-def _with_state_dict_hooks(method, load):
-    """``state_dict``/``load_state_dict`` running the optimizer's hooks around it, once per
-    outermost call (a subclass's override calling the base one runs them once)."""
-    pre, post = (("_load_state_dict_pre_hooks", "_load_state_dict_post_hooks") if load else
-                 ("_state_dict_pre_hooks", "_state_dict_post_hooks"))
-
-    @functools.wraps(method)
-    def hooked(self, *args):
-        if self.__dict__.get("_in_state_dict_hooks"):
-            return method(self, *args)
-        self.__dict__["_in_state_dict_hooks"] = True
+def _with_state_dict_hooks(state_dict):
+    """``state_dict`` running the optimizer's state-dict pre-hooks (``hook(optimizer)``) before
+    it and its post-hooks (``hook(optimizer, state_dict)``, whose result, where not None,
+    replaces the state dict) after it; a subclass's call of its base's runs none again."""
+    @functools.wraps(state_dict)
+    def hooked(self):
+        if self.__dict__.get("_in_state_dict"):
+            return state_dict(self)
+        for hook in list(self.__dict__.get("_state_dict_pre_hooks", {}).values()):
+            hook(self)
+        self._in_state_dict = True
         try:
-            if load:  # hook(optimizer, state_dict) may return the state dict to load
-                (sd,) = args
-                for hook in list(self.__dict__.get(pre, {}).values()):
-                    result = hook(self, sd)
-                    sd = sd if result is None else result
-                method(self, sd)
-                for hook in list(self.__dict__.get(post, {}).values()):
-                    hook(self)
-                return None
-            for hook in list(self.__dict__.get(pre, {}).values()):
-                hook(self)
-            sd = method(self)
-            for hook in list(self.__dict__.get(post, {}).values()):
-                result = hook(self, sd)
-                sd = sd if result is None else result
-            return sd
+            out = state_dict(self)
         finally:
-            self.__dict__.pop("_in_state_dict_hooks", None)
+            self._in_state_dict = False
+        for hook in list(self.__dict__.get("_state_dict_post_hooks", {}).values()):
+            result = hook(self, out)
+            if result is not None:
+                out = result
+        return out
+    return hooked
+
+
+def _with_load_state_dict_hooks(load_state_dict):
+    """``load_state_dict`` on a shallow copy of the state dict, after the load pre-hooks
+    (``hook(optimizer, state_dict)``, whose result, where not None, is loaded instead) and
+    before the load post-hooks (``hook(optimizer)``), as torch.optim's."""
+    @functools.wraps(load_state_dict)
+    def hooked(self, state_dict):
+        if self.__dict__.get("_in_load_state_dict"):
+            return load_state_dict(self, state_dict)
+        if isinstance(state_dict, dict):
+            state_dict = dict(state_dict)  # a hook may change it: the caller's stays as it was
+        for hook in list(self.__dict__.get("_load_state_dict_pre_hooks", {}).values()):
+            result = hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        self._in_load_state_dict = True
+        try:
+            out = load_state_dict(self, state_dict)
+        finally:
+            self._in_load_state_dict = False
+        for hook in list(self.__dict__.get("_load_state_dict_post_hooks", {}).values()):
+            hook(self)
+        return out
     return hooked
 
 
@@ -330,9 +345,10 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         if "step" in cls.__dict__:  # every optimizer's own step runs the hooks
             cls.step = _with_hooks(cls.__dict__["step"])
-        for name, load in (("state_dict", False), ("load_state_dict", True)):
-            if name in cls.__dict__:
-                setattr(cls, name, _with_state_dict_hooks(cls.__dict__[name], load))
+        if "state_dict" in cls.__dict__:
+            cls.state_dict = _with_state_dict_hooks(cls.__dict__["state_dict"])
+        if "load_state_dict" in cls.__dict__:
+            cls.load_state_dict = _with_load_state_dict_hooks(cls.__dict__["load_state_dict"])
 
     def register_step_pre_hook(self, hook):
         """``hook(optimizer, args, kwargs)`` before each step; returning (args, kwargs) replaces
@@ -344,21 +360,25 @@ class Optimizer:
         return self._add_step_hook("_step_post_hooks", hook)
 
     def register_state_dict_pre_hook(self, hook, prepend=False):
-        """``hook(optimizer)`` before ``state_dict()`` builds the dict."""
+        """``hook(optimizer)`` before ``state_dict()`` builds the state dict. Returns a
+        handle whose remove() takes the hook out; ``prepend`` runs it before those already
+        there."""
         return self._add_step_hook("_state_dict_pre_hooks", hook, prepend)
 
     def register_state_dict_post_hook(self, hook, prepend=False):
-        """``hook(optimizer, state_dict)`` after ``state_dict()``; a dict it returns is
-        returned instead."""
+        """``hook(optimizer, state_dict)`` after ``state_dict()`` built it; what it returns
+        other than None is returned instead. Returns a removable handle."""
         return self._add_step_hook("_state_dict_post_hooks", hook, prepend)
 
     def register_load_state_dict_pre_hook(self, hook, prepend=False):
-        """``hook(optimizer, state_dict)`` before ``load_state_dict``; a dict it returns is
-        loaded instead."""
+        """``hook(optimizer, state_dict)`` before ``load_state_dict`` loads (a shallow copy of)
+        the state dict; what it returns other than None is loaded instead. Returns a
+        removable handle."""
         return self._add_step_hook("_load_state_dict_pre_hooks", hook, prepend)
 
     def register_load_state_dict_post_hook(self, hook, prepend=False):
-        """``hook(optimizer)`` after ``load_state_dict`` loaded the state."""
+        """``hook(optimizer)`` after ``load_state_dict`` has loaded. Returns a removable
+        handle."""
         return self._add_step_hook("_load_state_dict_post_hooks", hook, prepend)
 
     def _add_step_hook(self, store, hook, prepend=False):
@@ -369,13 +389,10 @@ class Optimizer:
                             f"{type(hook).__name__}")
         hooks = self.__dict__.setdefault(store, {})
         handle = RemovableHandle(hooks)
-        if prepend:  # first in the running order
-            rest = dict(hooks)
-            hooks.clear()
-            hooks[handle.id] = hook
-            hooks.update(rest)
-        else:
-            hooks[handle.id] = hook
+        hooks[handle.id] = hook
+        if prepend:  # the handle's id first, the others after it in their order
+            for key in [k for k in hooks if k != handle.id]:
+                hooks[key] = hooks.pop(key)
         return handle
 
     @property
@@ -574,5 +591,5 @@ def _as_float32(x):
 
 
 Optimizer.step = _with_hooks(Optimizer.step)
-Optimizer.state_dict = _with_state_dict_hooks(Optimizer.state_dict, False)
-Optimizer.load_state_dict = _with_state_dict_hooks(Optimizer.load_state_dict, True)
+Optimizer.state_dict = _with_state_dict_hooks(Optimizer.state_dict)
+Optimizer.load_state_dict = _with_load_state_dict_hooks(Optimizer.load_state_dict)

@@ -15,6 +15,7 @@ import threading
 import time
 
 from .. import autograd, backend
+from ..utils.flop_counter import op_flops
 from .events import FunctionEvent, finish
 
 _perf_ns = time.perf_counter_ns
@@ -81,8 +82,9 @@ class Recorder:
     """The events of one recording (one schedule cycle, or one ``with profile()`` block)."""
 
     def __init__(self, record_shapes=False, profile_memory=False, with_stack=False,
-                 with_modules=False, cuda=None, origin_ns=None):
+                 with_modules=False, cuda=None, origin_ns=None, with_flops=False):
         self.record_shapes = record_shapes
+        self.with_flops = with_flops
         self.profile_memory = profile_memory
         self.with_stack = with_stack
         self.with_modules = with_modules
@@ -202,6 +204,9 @@ class Recorder:
             return out
         finally:
             self.end(ev, out)
+            if self.with_flops and out is not None:
+                first = out[0] if isinstance(out, tuple) else out
+                ev.flops = op_flops(fn, [a.shape for a in arrays], first.shape)[1]
 
     def custom_forward(self, cls, ctx, args, kwargs):
         """A PyTorch-style custom Function's ``forward(ctx, *args)``: the ops it runs on
@@ -227,6 +232,8 @@ class Recorder:
             return out
         finally:
             self.end(ev, out)
+            if self.with_flops:
+                ev.flops = op_flops(ctx, [t.shape for t in ctx.inputs], grad.shape, True)[1]
 
     def module_call(self, module, call, args, kwargs):
         """A Module call inside an ``nn.Module: ClassName`` range (with_modules=True)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 
 
@@ -81,6 +82,7 @@ class FunctionEvent(_Times):
         self._start_ns = self._end_ns = 0
         self._cuda = None  # [start, end] CUDA events until they are read
         self._own_bytes = (0, 0)  # bytes of the outputs on the host, on the device
+        self.flops = 0  # with_flops: the op's FLOPs (minidl.utils.flop_counter's formulas)
 
     @property
     def key(self):
@@ -114,7 +116,7 @@ def finish(events):
 
 _SUMMED = ("count", "cpu_time_total", "self_cpu_time_total", "device_time_total",
            "self_device_time_total", "cpu_memory_usage", "self_cpu_memory_usage",
-           "device_memory_usage", "self_device_memory_usage")
+           "device_memory_usage", "self_device_memory_usage", "flops")
 
 
 class FunctionEventAvg(_Times):
@@ -130,6 +132,7 @@ class FunctionEventAvg(_Times):
         self.device_memory_usage = self.self_device_memory_usage = 0
         self.input_shapes = None
         self.stack = []
+        self.flops = 0
         self.is_user_annotation = False
         self.cpu_parent = None
 
@@ -191,6 +194,7 @@ class EventList(list):
         super().__init__(events)
         self._use_device = use_device
         self._profile_memory = profile_memory
+        self._with_flops = with_flops
 
     @property
     def self_cpu_time_total(self):
@@ -210,7 +214,8 @@ class EventList(list):
             if avg is None:
                 avg = groups[key] = FunctionEventAvg()
             avg.add(ev)
-        out = EventList(groups.values(), self._use_device, self._profile_memory)
+        out = EventList(groups.values(), self._use_device, self._profile_memory,
+                        self._with_flops)
         for avg in out:
             avg.stack = list(avg.stack[:group_by_stack_n])
             if not group_by_input_shapes:
@@ -314,6 +319,14 @@ def _table(events, sort_by, row_limit, max_src_width, max_name_width, max_shapes
         width = max(len(str(e.input_shapes)) for e in events) + 4
         width = width if max_shapes_width is None else min(width, max_shapes_width)
         columns.append(("Input Shapes", width, lambda e: str(e.input_shapes)[:width]))
+    raw_flops = [e.flops for e in events if e.flops > 0]
+    if getattr(events, "_with_flops", False) and raw_flops:
+        # torch's header: the unit that the smallest count reads in (FLOPs ... PFLOPs)
+        level = int(max(0.0, min(math.log10(min(raw_flops)) / 3, 5.0)))
+        unit = ("FLOPs", "KFLOPs", "MFLOPs", "GFLOPs", "TFLOPs", "PFLOPs")[level]
+        scale = 10.0 ** (-3 * level)
+        columns.append((f"Total {unit}", 12,
+                        lambda e: f"{e.flops * scale:8.3f}" if e.flops > 0 else "--"))
     src_width = None
     if with_stack:
         src_width = max(len(s) for e in events for s in e.stack) + 4

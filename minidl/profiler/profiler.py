@@ -164,9 +164,6 @@ class profile:
                                     f"got {a!r}")
         if not acts:
             raise _ScheduleError("No valid profiler activities found")
-        if with_flops:
-            raise NotImplementedError("profile: with_flops=True (FLOP counts per op) is not "
-                                      "supported by minidl's profiler")
         if schedule is not None and not callable(schedule):
             raise TypeError(f"profile: schedule must be callable (step -> ProfilerAction), "
                             f"got {type(schedule).__name__}")
@@ -185,6 +182,7 @@ class profile:
         self.profile_memory = bool(profile_memory)
         self.with_stack = bool(with_stack)
         self.with_modules = bool(with_modules)
+        self.with_flops = bool(with_flops)
         self.acc_events = bool(acc_events)
         self.on_trace_ready = on_trace_ready
         self.record_steps = schedule is not None  # "ProfilerStep#N" ranges
@@ -211,7 +209,8 @@ class profile:
     def prepare_trace(self):
         kept = self._recorder.events if (self.acc_events and self._recorder) else None
         self._recorder = Recorder(self.record_shapes, self.profile_memory, self.with_stack,
-                                  self.with_modules, self._cuda, self._origin_ns)
+                                  self.with_modules, self._cuda, self._origin_ns,
+                                  self.with_flops)
         if kept is not None:
             self._recorder.events = kept
 
@@ -221,7 +220,8 @@ class profile:
     def stop_trace(self):
         rec = self._recorder
         rec.stop()
-        self._events = EventList(rec.events, self.use_device, self.profile_memory)
+        self._events = EventList(rec.events, self.use_device, self.profile_memory,
+                                 self.with_flops)
 
     def _trace_ready(self):
         if self.on_trace_ready is not None:
@@ -328,7 +328,7 @@ class profile:
         """The events of the last finished recording (an ``EventList`` of
         ``FunctionEvent``s, in the order they began); empty before any."""
         if self._events is None:
-            return EventList((), self.use_device, self.profile_memory)
+            return EventList((), self.use_device, self.profile_memory, self.with_flops)
         return self._events
 
     def key_averages(self, group_by_input_shape=False, group_by_stack_n=0):

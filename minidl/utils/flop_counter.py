@@ -1,0 +1,289 @@
+"""Counting the floating-point operations of a model (``torch.utils.flop_counter``): the
+matrix products, convolutions and attention of a forward and backward pass, by module.
+
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    counter.get_total_flops()          # e.g. 3 * the forward's FLOPs for a conv net
+    counter.get_flop_counts()          # {"Global": {"convolution": ...}, "ResNet.layer1": ...}
+
+What is counted, and how, follows torch's counter (so the totals agree with PyTorch's on the
+same model; ``tests/test_flop_counter.py`` checks it): a multiply-add is 2 FLOPs; a product
+(M, K) @ (K, N) costs 2*M*N*K (batched: times the batch), and its backward one such product
+per input that needs a gradient; a convolution 2 * N * C_out * C_in/groups * kernel size *
+output size, its backward torch's formulas for the input and the weight gradient; attention
+2*B*H*L*S*(E + Ev) forward and twice that backward (torch's formula; torch 2.13's CPU build
+leaves its CPU attention kernel uncounted, so there its totals lack this). Elementwise ops, reductions, norms and
+softmax are not counted (they are not in torch's either). minidl's fused ops are counted as
+the products they do: an einsum of two operands as its batched product, a recurrent layer
+(LSTM, GRU, RNN) as its per-step products with the hidden weights (its input projection is a
+linear op, counted as such).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from .. import autograd
+
+__all__ = ["FlopCounterMode", "op_flops"]
+
+
+def _prod(xs):
+    return math.prod(int(v) for v in xs)
+
+
+# ---- the formulas -------------------------------------------------------------------------------
+def _mm(a_shape, b_shape):
+    """FLOPs of a @ b (matmul's broadcasting), or 0 where torch runs no counted product (b
+    one-dimensional: a matrix-vector or dot product)."""
+    if len(b_shape) < 2:
+        return 0
+    m = a_shape[-2] if len(a_shape) >= 2 else 1
+    k, n = b_shape[-2], b_shape[-1]
+    batch_a = a_shape[:-2] if len(a_shape) >= 2 else ()
+    batch = _broadcast(batch_a, b_shape[:-2])
+    return 2 * _prod(batch) * m * n * k
+
+
+def _broadcast(a, b):
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    return tuple(max(x, y) for x, y in zip(a, b))
+
+
+def _conv(x_shape, w_shape, out_shape, transposed=False):
+    """torch's conv_flop_count."""
+    conv_shape = (x_shape if transposed else out_shape)[2:]
+    c_out, c_in, *kernel = w_shape
+    return 2 * _prod(conv_shape) * _prod(kernel) * x_shape[0] * c_out * c_in
+
+
+def _t(shape):
+    return (shape[1], shape[0]) + tuple(shape[2:])
+
+
+def _conv_backward(gy_shape, x_shape, w_shape, needs_x, needs_w, transposed):
+    """torch's conv_backward_flop: the input gradient, the weight gradient."""
+    flops = 0
+    if needs_x:
+        flops += _conv(gy_shape, w_shape, x_shape, not transposed)
+    if needs_w:
+        if transposed:
+            flops += _conv(_t(gy_shape), _t(x_shape), _t(w_shape), False)
+        else:
+            flops += _conv(_t(x_shape), _t(gy_shape), _t(w_shape), False)
+    return flops
+
+
+def _sdpa(q_shape, k_shape, v_shape):
+    b = _prod(q_shape[:-2])
+    length, e = q_shape[-2], q_shape[-1]
+    s, ev = k_shape[-2], v_shape[-1]
+    return 2 * b * length * s * (e + ev)
+
+
+def _einsum(terms, shapes):
+    if len(terms) != 2:
+        return 0
+    sizes = {}
+    for term, shape in zip(terms, shapes):
+        for letter, n in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), int(n))
+    return 2 * _prod(sizes.values())
+
+
+def _needs(ctx, i):
+    return len(ctx.inputs) > i and ctx.inputs[i].requires_grad
+
+
+def op_flops(fn, in_shapes, out_shape, backward=False):
+    """(name, FLOPs) of one run of op ``fn`` (a Function instance, whose attributes its forward
+    set) on inputs of ``in_shapes`` with output ``out_shape``; its backward if ``backward``.
+    (None, 0) for ops that are not counted."""
+    kind = type(fn).__name__
+    if kind == "Linear":
+        x, w = in_shapes[0], in_shapes[1]
+        f = 2 * _prod(x[:-1]) * x[-1] * w[0]
+        if not backward:  # torch: addmm for a matrix input with a bias, else a folded mm
+            return ("addmm" if len(in_shapes) > 2 and len(x) == 2 else "mm"), f
+        return "mm", f * (_needs(fn, 0) + _needs(fn, 1))
+    if kind == "MatMul":
+        f = _mm(in_shapes[0], in_shapes[1])
+        name = "bmm" if len(in_shapes[0]) > 2 and len(in_shapes[1]) > 2 else "mm"
+        if not backward:
+            return name, f
+        return name, f * (_needs(fn, 0) + _needs(fn, 1))
+    if kind in ("Conv2d", "ConvNd", "ConvTranspose2d"):
+        transposed = kind == "ConvTranspose2d"
+        x, w = in_shapes[0], in_shapes[1]
+        if not backward:
+            return "convolution", _conv(x, w, out_shape, transposed)
+        return "convolution_backward", _conv_backward(out_shape, x, w, _needs(fn, 0),
+                                                      _needs(fn, 1), transposed)
+    if kind in ("Attention", "PackedSelfAttention"):
+        if kind == "Attention":
+            f = _sdpa(*in_shapes[:3])
+        else:  # qkv (L, N, 3E) or batch first (N, L, 3E), split into heads
+            a, b, e3 = in_shapes[0]
+            length, n = (b, a) if fn.batch_first else (a, b)
+            e = e3 // 3
+            f = 2 * n * length * length * 2 * e
+        return "scaled_dot_product_attention", (2 * f if backward else f)
+    if kind == "Einsum":
+        f = _einsum(fn.terms, in_shapes)
+        if not backward:
+            return "einsum", f
+        return "einsum", f * sum(_needs(fn, i) for i in range(len(in_shapes)))
+    if kind in ("LSTMRecurrence", "RNNRecurrence", "Recurrence"):
+        steps, batch = in_shapes[0][0], in_shapes[0][1]
+        rest = in_shapes[2:]
+        if kind == "LSTMRecurrence":
+            rest = rest[1:]  # c0
+        w_hh = rest[0]
+        f = 2 * steps * batch * w_hh[0] * w_hh[1]
+        if getattr(fn, "proj", False) and len(rest) > 1:
+            w_hr = rest[-1]
+            f += 2 * steps * batch * w_hr[0] * w_hr[1]
+        return "rnn", (2 * f if backward else f)
+    return None, 0
+
+
+# ---- the counter ----------------------------------------------------------------------------------
+class FlopCounterMode:
+    """Counts the FLOPs of the ops run inside it, forward and backward, per module (modules
+    by their path from the outermost one called: "ResNet", "ResNet.layer1", ...; "Global"
+    holds everything). ``display``: print the table on exit; ``depth``: how deep the table
+    shows modules. Works inside a running profiler too."""
+
+    def __init__(self, mods=None, display=True, depth=2, custom_mapping=None):
+        if custom_mapping:
+            raise NotImplementedError("FlopCounterMode: custom_mapping (formulas for aten ops) "
+                                      "has no meaning here; minidl's formulas are in "
+                                      "minidl.utils.flop_counter.op_flops")
+        self.display, self.depth = display, depth
+        self.flop_counts = defaultdict(lambda: defaultdict(int))
+        self._path, self._module_stack = [], []
+        self._prev = None
+        self._active = False
+
+    # ---- the hook interface (see minidl.profiler._recorder) ------------------------------
+    def __enter__(self):
+        if self._active:
+            raise RuntimeError("FlopCounterMode: this counter is already counting")
+        self.flop_counts.clear()
+        self._prev, self._active = autograd._profiler_hook, True
+        autograd._profiler_hook = self
+        return self
+
+    def __exit__(self, *exc):
+        autograd._profiler_hook, self._prev = self._prev, None
+        self._active = False
+        if self.display:
+            print(self.get_table(self.depth))
+        return False
+
+    def _add(self, name, flops, modules):
+        if not name or not flops:
+            return
+        self.flop_counts["Global"][name] += flops
+        for m in modules:
+            self.flop_counts[m][name] += flops
+
+    def _modules_now(self):
+        return [".".join(self._path[:i + 1]) for i in range(len(self._path))]
+
+    def forward(self, fn, tensors, kwargs):
+        prev = self._prev
+        if prev is not None:
+            out = prev.forward(fn, tensors, kwargs)
+        else:
+            out = fn.forward(*[t.data for t in tensors], **kwargs)
+        modules = self._modules_now()
+        fn._flop_modules = modules  # its backward counts toward the same modules
+        first = out[0] if isinstance(out, tuple) else out
+        name, flops = op_flops(fn, [tuple(t.data.shape) for t in tensors],
+                               tuple(getattr(first, "shape", ())))
+        self._add(name, flops, modules)
+        return out
+
+    def backward(self, ctx, grad):
+        prev = self._prev
+        out = prev.backward(ctx, grad) if prev is not None else ctx.backward(grad)
+        name, flops = op_flops(ctx, [tuple(t.shape) for t in ctx.inputs], tuple(grad.shape),
+                               backward=True)
+        self._add(name, flops, getattr(ctx, "_flop_modules", []))
+        return out
+
+    def custom_forward(self, cls, ctx, args, kwargs):
+        if self._prev is not None:
+            return self._prev.custom_forward(cls, ctx, args, kwargs)
+        return autograd.run_custom_forward(cls, ctx, args, kwargs)
+
+    def module_call(self, module, call, args, kwargs):
+        if self._path:
+            parent = self._module_stack[-1]
+            name = next((k for k, m in parent._modules.items() if m is module),
+                        type(module).__name__)
+        else:
+            name = type(module).__name__
+        self._path.append(name)
+        self._module_stack.append(module)
+        try:
+            if self._prev is not None:
+                return self._prev.module_call(module, call, args, kwargs)
+            return call(*args, **kwargs)
+        finally:
+            self._path.pop()
+            self._module_stack.pop()
+
+    def run(self, name, fn, /, *args, **kwargs):
+        if self._prev is not None:
+            return self._prev.run(name, fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def begin(self, name, *args, **kwargs):
+        return self._prev.begin(name, *args, **kwargs) if self._prev is not None else _NoEvent()
+
+    def end(self, ev, outputs=None):
+        if self._prev is not None and not isinstance(ev, _NoEvent):
+            self._prev.end(ev, outputs)
+
+    # ---- results --------------------------------------------------------------------------
+    def get_total_flops(self) -> int:
+        return int(sum(self.flop_counts["Global"].values()))
+
+    def get_flop_counts(self):
+        """{module path: {op name: FLOPs}} ("Global" for everything)."""
+        return {m: dict(ops) for m, ops in self.flop_counts.items()}
+
+    def get_table(self, depth=None):
+        depth = self.depth if depth is None else depth
+        total = self.get_total_flops()
+        rows = [("Module", "FLOP", "% Total")]
+        for mod, ops in self.flop_counts.items():
+            level = 0 if mod == "Global" else mod.count(".") + 1
+            if depth is not None and level > depth:
+                continue
+            mod_total = sum(ops.values())
+            rows.append((" " * level + mod, _human(mod_total), _percent(mod_total, total)))
+            for op, f in ops.items():
+                rows.append((" " * level + f" - {op}", _human(f), _percent(f, total)))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+class _NoEvent:
+    args = None
+
+
+def _human(n):
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3f}{unit}"
+    return str(int(n))
+
+
+def _percent(n, total):
+    return f"{100.0 * n / total:.2f}%" if total else "0.00%"

@@ -1,0 +1,672 @@
+"""The rest of torch.linalg and its top-level relatives in minidl.linalg: solve_triangular,
+lu_factor(_ex) / lu / lu_solve / lu_unpack, cholesky_solve / cholesky_inverse, the *_ex forms
+(info tensors, check_errors), vecdot, vander, matrix_exp, householder_product / geqrf / orgqr /
+ormqr, tensorinv / tensorsolve, triangular_solve and the aliases. PyTorch's values and
+gradients in float64 on batched and broadcast inputs (``check``), finite-difference first and
+second derivatives, and errors that name what did not fit."""
+import numpy as np
+import pytest
+
+import minidl
+from _ops_check import check, needs_torch, torch
+from minidl.testing import gradcheck, gradgradcheck
+
+rng = np.random.default_rng(11)
+# torch.lu, torch.lu_solve and torch.triangular_solve are deprecated in torch
+pytestmark = pytest.mark.filterwarnings("ignore:torch.(lu|lu_solve|triangular_solve) is deprecated")
+
+
+def r(*shape):
+    return rng.standard_normal(shape)
+
+
+def tri(*shape, upper=False):
+    """Triangular matrices with a diagonal far from zero (accurate finite differences)."""
+    a = r(*shape) + 4 * np.eye(shape[-1])
+    return np.triu(a) if upper else np.tril(a)
+
+
+def t64(a, grad=True):
+    return minidl.tensor(a, dtype=np.float64, requires_grad=grad)
+
+
+def gg(fn, *arrays):
+    """Second derivatives of fn against finite differences (float64, every input)."""
+    assert gradgradcheck(fn, [t64(a) for a in arrays])
+
+
+# ---- solve_triangular and triangular_solve -------------------------------------------------
+@pytest.mark.parametrize("upper", [True, False])
+@pytest.mark.parametrize("unit", [False, True])
+@pytest.mark.parametrize("a_shape,b_shape", [((4, 4), (4, 2)), ((2, 3, 3), (3, 1, 3, 2)),
+                                             ((3, 1, 3, 3), (2, 3, 4))])
+def test_solve_triangular(upper, unit, a_shape, b_shape):
+    # A's whole square is passed: only its triangle (and diagonal unless unit) is read, and
+    # only there does it take a gradient
+    a = r(*a_shape) + 4 * np.eye(a_shape[-1])
+    check(lambda L, a, b: L.linalg.solve_triangular(a, b, upper=upper, unitriangular=unit),
+          a, r(*b_shape))
+
+
+@pytest.mark.parametrize("upper", [True, False])
+def test_solve_triangular_left_false(upper):
+    a = r(2, 3, 3) + 4 * np.eye(3)
+    check(lambda L, a, b: L.linalg.solve_triangular(a, b, upper=upper, left=False), a, r(5, 3))
+
+
+def test_solve_triangular_second_derivatives():
+    gg(lambda a, b: minidl.linalg.solve_triangular(a, b, upper=True), tri(2, 3, 3, upper=True),
+       r(3, 2))
+    gg(lambda a, b: minidl.linalg.solve_triangular(a, b, upper=False, unitriangular=True,
+                                                   left=False), tri(3, 3), r(2, 2, 3))
+
+
+def test_solve_triangular_zero_on_the_diagonal_gives_inf_as_torch():
+    check(lambda L, a, b: L.linalg.solve_triangular(a, b, upper=True), np.diag([1.0, 0.0]),
+          np.ones((2, 1)), grad=False)
+
+
+@pytest.mark.parametrize("upper,transpose,unit", [(True, False, False), (False, True, False),
+                                                  (True, True, True)])
+def test_triangular_solve(upper, transpose, unit):
+    a = r(2, 1, 3, 3) + 4 * np.eye(3)
+    check(lambda L, b, a: L.triangular_solve(b, a, upper, transpose, unit), r(3, 3, 2), a)
+    # the copy of A takes its own gradient (broadcast back), as torch's
+    check(lambda L, b, a: L.triangular_solve(b, a, upper, transpose, unit)[1] * 3, r(3, 3, 2),
+          a)
+    check(lambda L, b, a: b.triangular_solve(a, upper=upper).solution, r(3, 2), r(3, 3) + 4 *
+          np.eye(3))
+
+
+# ---- LU --------------------------------------------------------------------------------------
+LU_SHAPES = [(4, 4), (2, 3, 3), (3, 5), (2, 5, 3), (2, 1, 4, 2)]
+
+
+@pytest.mark.parametrize("shape", LU_SHAPES)
+def test_lu_factor_and_lu(shape):
+    a = r(*shape)
+    check(lambda L, a: L.linalg.lu_factor(a), a)  # pivots: int32, 1-based, as torch's
+    check(lambda L, a: L.linalg.lu_factor_ex(a), a)
+    check(lambda L, a: L.linalg.lu(a), a, check_grad=False)
+    check(lambda L, a: L.linalg.lu(a).U, a)
+    check(lambda L, a: L.linalg.lu(a).L, a)
+    check(lambda L, a: (lambda p, lo, up: p @ lo @ up)(*L.linalg.lu(a)), a)
+    check(lambda L, a: L.lu_unpack(*L.linalg.lu_factor(a)), a, check_grad=False)
+    check(lambda L, a: L.lu_unpack(*L.linalg.lu_factor(a))[2], a)
+
+
+def test_lu_second_derivatives():
+    for shape in [(3, 3), (2, 3, 4), (4, 2)]:
+        gg(lambda a: minidl.linalg.lu_factor(a).LU, r(*shape))
+    gg(lambda a: minidl.linalg.lu(a).L, r(2, 4, 3))
+
+
+def test_lu_of_singular_matrices():
+    s = np.stack([np.eye(2), [[1.0, 2.0], [2.0, 4.0]], np.diag([1.0, 0.0]), [[0.0, 0.0],
+                                                                            [1.0, 1.0]]])
+    check(lambda L, a: L.linalg.lu_factor_ex(a), s, grad=False)  # info 0, 2, 2, 2
+    check(lambda L, a: L.linalg.lu(a), s, grad=False)  # factors anyway
+    check(lambda L, a: L.lu(a, get_infos=True), s, grad=False)
+    with pytest.raises(minidl.linalg.LinAlgError,
+                       match=r"torch.linalg.lu_factor: \(Batch element 1\): U\[2,2\] is zero"):
+        minidl.linalg.lu_factor(minidl.tensor(s))
+    with pytest.raises(RuntimeError, match=r"lu_factor_ex: \(Batch element 1\): U\[2,2\]"):
+        minidl.linalg.lu_factor_ex(minidl.tensor(s), check_errors=True)
+    with pytest.raises(RuntimeError, match=r"lu_factor: U\[2,2\] is zero"):
+        minidl.linalg.lu_factor(minidl.tensor(s[1]))
+    with pytest.raises(RuntimeError, match=r"U\[2,2\] is zero"):
+        minidl.lu(minidl.tensor(s))  # torch.lu without get_infos checks
+
+
+def test_lu_without_pivoting():
+    # torch runs pivot=False on CUDA only; the factors still multiply back to A
+    a = t64(r(2, 3, 3) + 3 * np.eye(3), grad=False)
+    P, L, U = minidl.linalg.lu(a, pivot=False)
+    assert P.shape == (0,)
+    np.testing.assert_allclose((L @ U).numpy(), a.numpy(), rtol=1e-12, atol=1e-12)
+    LU, piv = minidl.linalg.lu_factor(a, pivot=False)
+    assert piv.tolist() == [[1, 2, 3]] * 2
+    x = minidl.linalg.lu_solve(LU, piv, minidl.ones(3, 1, dtype=minidl.float64))
+    np.testing.assert_allclose((a @ x).numpy(), np.ones((2, 3, 1)), rtol=1e-10)
+    assert gradcheck(lambda a: minidl.linalg.lu_factor(a, pivot=False).LU,
+                     [t64(r(3, 3) + 3 * np.eye(3))])
+
+
+@pytest.mark.parametrize("left,adjoint", [(True, False), (True, True), (False, False),
+                                          (False, True)])
+@pytest.mark.parametrize("a_shape,b_shape", [((3, 3), (3, 2)), ((2, 3, 3), (4, 1, 3, 3))])
+def test_lu_solve(left, adjoint, a_shape, b_shape):
+    b = r(*b_shape) if left else r(*b_shape).swapaxes(-1, -2)
+    # the gradient reaches A through lu_factor, and LU itself as an input
+    check(lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b, left=left,
+                                            adjoint=adjoint), r(*a_shape), b)
+    a = r(*a_shape)
+    lu, piv = (t.numpy() for t in minidl.linalg.lu_factor(minidl.tensor(a, dtype=np.float64)))
+    check(lambda L, lu, piv, b: L.linalg.lu_solve(lu, piv, b, left=left, adjoint=adjoint),
+          lu, piv, b)
+
+
+def test_lu_solve_second_derivatives_and_the_deprecated_forms():
+    gg(lambda a, b: minidl.linalg.lu_solve(*minidl.linalg.lu_factor(a), b, adjoint=True),
+       r(3, 3), r(2, 3, 2))
+    check(lambda L, b, a: L.lu_solve(b, *L.linalg.lu_factor(a)), r(3, 2), r(3, 3))
+    check(lambda L, b, a: b.lu_solve(*a.lu()), r(2, 3, 2), r(2, 3, 3))
+    check(lambda L, a: L.lu(a), r(2, 3, 3))
+
+
+@pytest.mark.parametrize("shape", [(2, 150, 130), (130, 150), (70, 70)])
+def test_lu_and_triangular_solves_past_one_block(shape):
+    # past minidl.linalg._BLOCK (64) rows both run blocked: the same pivots and values
+    a = r(*shape)
+    check(lambda L, a: L.linalg.lu_factor(a), a, grad=shape == (70, 70))
+    n = shape[-1]
+    t = 0.1 * r(2, n, n) + 4 * np.eye(n)  # well conditioned at this size
+    check(lambda L, t, b: L.linalg.solve_triangular(t, b, upper=False), t, r(n, 3),
+          grad=n < 100)
+    check(lambda L, t, b: L.linalg.solve_triangular(t, b, upper=True, unitriangular=True), t,
+          r(n, 3), grad=False)
+
+
+# ---- solves and inverses from a Cholesky factor ---------------------------------------------
+@pytest.mark.parametrize("upper", [False, True])
+def test_cholesky_solve_and_inverse(upper):
+    def factor(L, l):  # the triangle, so that finite differences see only what is read
+        return l.triu() if upper else l.tril()
+    ls = tri(2, 3, 3, upper=upper)
+    check(lambda L, b, l: L.cholesky_solve(b, factor(L, l), upper=upper), r(4, 1, 3, 2), ls)
+    check(lambda L, b, l: b.cholesky_solve(factor(L, l), upper), r(3, 1), ls[0])
+    check(lambda L, l: L.cholesky_inverse(factor(L, l), upper=upper), ls)
+    check(lambda L, l: factor(L, l).cholesky_inverse(upper), ls[1])
+    # on the whole square torch's gradient reaches the unread triangle too: the same here
+    check(lambda L, b, l: L.cholesky_solve(b, l, upper=upper), r(3, 2), ls[0] + 0.1 * r(3, 3),
+          check_grad=False)
+    check(lambda L, l: L.cholesky_inverse(l, upper=upper), ls[0] + 0.1 * r(3, 3),
+          check_grad=False)
+    gg(lambda b, l: minidl.cholesky_solve(b, factor(minidl, l), upper=upper), r(3, 2), ls[0])
+    gg(lambda l: minidl.cholesky_inverse(factor(minidl, l), upper=upper), ls)
+
+
+# ---- the *_ex forms ----------------------------------------------------------------------------
+def test_ex_forms_on_good_input_match_the_plain_ops_and_torch():
+    a = r(2, 3, 3)
+
+    def spd(L, a):  # symmetric in the graph: Cholesky's gradient is torch's symmetric one
+        return a @ a.mT + L.eye(3, dtype=a.dtype)
+    check(lambda L, a: L.linalg.cholesky_ex(spd(L, a)), a)
+    check(lambda L, a: L.linalg.cholesky_ex(spd(L, a), upper=True), a)
+    check(lambda L, a: L.linalg.inv_ex(a), a)
+    check(lambda L, a, b: L.linalg.solve_ex(a, b), a, r(3, 2))
+    check(lambda L, a, b: L.linalg.solve_ex(a, b, left=False), a, r(5, 3))
+    gg(lambda a: minidl.linalg.inv_ex(a).inverse, a)
+    gg(lambda a: minidl.linalg.cholesky_ex(a @ a.mT + minidl.eye(3, dtype=a.dtype)).L, a)
+
+
+def test_ex_forms_report_failures_in_info():
+    c = np.array([[4.0, 2, 2, 1], [2, 5, 1, 1], [2, 1, -3, 1], [1, 1, 1, 3]])
+    not_pd = np.stack([c, c @ c.T, np.diag([1.0, 1.0, -1.0, 1.0])])
+    # info 3, 0, 3, and LAPACK's partial factor where it stopped
+    check(lambda L, a: L.linalg.cholesky_ex(a), not_pd, grad=False)
+    check(lambda L, a: L.linalg.cholesky_ex(a, upper=True), not_pd, grad=False)
+    s = np.stack([np.eye(2), [[1.0, 2.0], [2.0, 4.0]], np.diag([1.0, 0.0])])
+    check(lambda L, a: L.linalg.inv_ex(a), s, grad=False)  # inf / nan as LAPACK's
+    check(lambda L, a, b: L.linalg.solve_ex(a, b), s, np.ones((3, 2, 1)), grad=False)
+    check(lambda L, a, b: L.linalg.solve_ex(a, b), s, np.ones(2), grad=False)
+    with pytest.raises(minidl.linalg.LinAlgError,
+                       match=r"linalg.cholesky_ex: \(Batch element 0\): .*not positive-definite"
+                             r" \(the leading minor of order 3"):
+        minidl.linalg.cholesky_ex(minidl.tensor(not_pd), check_errors=True)
+    with pytest.raises(RuntimeError, match=r"linalg.inv_ex: \(Batch element 1\): The diagonal "
+                                           "element 2 is zero"):
+        minidl.linalg.inv_ex(minidl.tensor(s), check_errors=True)
+    with pytest.raises(RuntimeError, match=r"solve_ex: \(Batch element 1\): The solver failed"):
+        minidl.linalg.solve_ex(minidl.tensor(s), minidl.ones(3, 2, 1), check_errors=True)
+    assert minidl.linalg.inv_ex(minidl.tensor(s[1])).info.dtype == np.int32
+
+
+def test_inv_names_getrf_s_zero_pivot():
+    # the first leading block is singular, but with row exchanges U's second pivot is zero
+    with pytest.raises(RuntimeError, match="The diagonal element 2 is zero"):
+        minidl.linalg.inv(minidl.tensor([[0.0, 0.0], [1.0, 1.0]]))
+
+
+# ---- products, the exponential, Householder products, aliases -------------------------------
+def test_vecdot_vander():
+    check(lambda L, x, y: L.linalg.vecdot(x, y), r(2, 3), r(3))
+    check(lambda L, x, y: L.linalg.vecdot(x, y, dim=0), r(4, 1), r(4, 3))
+    check(lambda L, x: L.linalg.vander(x), r(2, 3))
+    check(lambda L, x: L.linalg.vander(x, N=5), np.array([0.0, 1.5, -2.0]))  # 0 included
+    check(lambda L, x: L.linalg.vander(x), np.arange(4))  # integers stay integers
+    gg(lambda x: minidl.linalg.vander(x, N=4), np.array([0.0, 0.5, -1.5]))
+
+
+def test_matrix_exp():
+    check(lambda L, a: L.linalg.matrix_exp(a), r(2, 3, 3))
+    check(lambda L, a: L.matrix_exp(a * 3), r(3, 3))  # scaled and squared
+    check(lambda L, a: a.matrix_exp(), r(2, 2))
+    check(lambda L, a: L.linalg.matrix_exp(a), r(3, 3).astype(np.float32), rtol=1e-5, atol=1e-6,
+          check_grad=False)
+    gg(lambda a: minidl.linalg.matrix_exp(a), r(2, 3, 3) * 0.5)
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (2, 4, 4), (2, 1, 3, 2)])
+def test_householder_product_geqrf_orgqr(shape):
+    a = r(*shape)
+    check(lambda L, a: L.geqrf(a), a, grad=False)
+    check(lambda L, a: a.geqrf(), a, grad=False)
+    h, tau = (t.numpy() for t in minidl.geqrf(minidl.tensor(a, dtype=np.float64)))
+    check(lambda L, h, tau: L.linalg.householder_product(h, tau), h, tau)
+    check(lambda L, h, tau: L.orgqr(h, tau), h, tau)
+    check(lambda L, h, tau: h.orgqr(tau[..., :1]), h, tau)  # fewer reflectors than columns
+    # Q of geqrf is linalg.qr's Q
+    check(lambda L, a: L.linalg.householder_product(*L.geqrf(a)), a, grad=False)
+    gg(lambda h, tau: minidl.linalg.householder_product(h, tau), h, tau)
+
+
+@pytest.mark.parametrize("left", [True, False])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_ormqr(left, transpose):
+    a = r(2, 5, 3)
+    h, tau = (t.numpy() for t in minidl.geqrf(minidl.tensor(a, dtype=np.float64)))
+    c = r(2, 5, 2) if left else r(2, 2, 5)
+    check(lambda L, h, tau, c: L.ormqr(h, tau, c, left, transpose), h, tau, c)
+    check(lambda L, h, tau, c: h.ormqr(tau, c, left=left, transpose=transpose), h, tau, c)
+    gg(lambda h, tau, c: minidl.ormqr(h, tau, c, left, transpose), h[0], tau[0], c[0])
+
+
+def test_geqrf_has_no_derivative_as_torch():
+    a, _ = minidl.geqrf(t64(r(3, 3)))
+    with pytest.raises(NotImplementedError, match="derivative for 'geqrf' is not implemented"):
+        a.sum().backward()
+
+
+def test_tensorinv_tensorsolve():
+    check(lambda L, a: L.linalg.tensorinv(a, ind=1), r(6, 2, 3))
+    check(lambda L, a: L.linalg.tensorinv(a), r(2, 3, 6))
+    check(lambda L, a, b: L.linalg.tensorsolve(a, b), r(2, 3, 6), r(2, 3))
+    check(lambda L, a, b: L.linalg.tensorsolve(a, b, dims=(0,)), r(6, 2, 3), r(2, 3))
+
+
+def test_aliases():
+    check(lambda L, a: L.linalg.diagonal(a), r(2, 3, 4))
+    check(lambda L, a: L.linalg.diagonal(a, offset=1, dim1=0, dim2=2), r(2, 3, 4))
+    check(lambda L, a, b: L.linalg.matmul(a, b), r(2, 3, 4), r(4, 2))
+    check(lambda L, a: L.adjoint(a), r(2, 3, 4))
+    check(lambda L, a: a.adjoint(), r(3, 4))
+
+
+def test_float32_stays_float32():
+    a = r(2, 3, 3).astype(np.float32) + 3 * np.eye(3, dtype=np.float32)
+    b = r(3, 2).astype(np.float32)
+    for fn in [lambda L, a, b: L.linalg.solve_triangular(a, b, upper=True),
+               lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b),
+               lambda L, a, b: L.cholesky_solve(b, a.tril()),
+               lambda L, a, b: L.linalg.lu_factor_ex(a)]:
+        check(fn, a, b, rtol=1e-5, atol=1e-5, check_grad=False)
+
+
+# ---- LDL^T ---------------------------------------------------------------------------------------
+def symmetric(*shape, small_diagonal=False):
+    a = r(*shape)
+    a = a + a.swapaxes(-1, -2)
+    if small_diagonal:  # Bunch-Kaufman then takes 2x2 pivots (negative entries in pivots)
+        a[..., np.arange(shape[-1]), np.arange(shape[-1])] *= 0.01
+    return a
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 9])
+@pytest.mark.parametrize("small_diagonal", [False, True])
+def test_ldl_factor_and_solve(n, small_diagonal):
+    a, b = symmetric(3, n, n, small_diagonal=small_diagonal), r(3, n, 2)
+    LD, piv, info = minidl.linalg.ldl_factor_ex(minidl.tensor(a, dtype=np.float64))
+    assert piv.dtype == np.int32 and info.numpy().tolist() == [0, 0, 0]
+    x = minidl.linalg.ldl_solve(LD, piv, minidl.tensor(b, dtype=np.float64))
+    np.testing.assert_allclose(a @ x.numpy(), b, rtol=1e-8, atol=1e-8)
+    if torch is not None:  # LAPACK's pivots and packed factors, exactly
+        check(lambda L, a: L.linalg.ldl_factor_ex(a), a, grad=False)
+        check(lambda L, a: L.linalg.ldl_factor(a, hermitian=True), a, grad=False)
+        check(lambda L, a, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(a), b), a, b, grad=False)
+        check(lambda L, a, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(a[0]), b), a, b,
+              grad=False)  # one factor, a batch of right-hand sides
+    if small_diagonal and n > 2:
+        assert (piv.numpy() < 0).any()
+
+
+def test_ldl_singular_and_no_derivative():
+    LD, piv, info = minidl.linalg.ldl_factor_ex(minidl.zeros(2, 3, 3, dtype=minidl.float64))
+    assert info.numpy().tolist() == [1, 1] and piv.numpy().tolist() == [[1, 2, 3]] * 2
+    s = np.stack([np.eye(3), np.diag([1.0, 0.0, 1.0])])
+    with pytest.raises(minidl.linalg.LinAlgError, match=r"ldl_factor: \(Batch element 1\): "
+                                                        "The factorization could not be "
+                                                        "completed: D's diagonal block at "
+                                                        "column 2"):
+        minidl.linalg.ldl_factor(minidl.tensor(s))
+    with pytest.raises(RuntimeError, match="ldl_factor_ex"):
+        minidl.linalg.ldl_factor_ex(minidl.tensor(s), check_errors=True)
+    a = t64(symmetric(3, 3))
+    LD, piv = minidl.linalg.ldl_factor(a)
+    with pytest.raises(NotImplementedError, match="derivative for 'linalg_ldl_factor_ex'"):
+        LD.sum().backward()
+    with pytest.raises(NotImplementedError, match="derivative for 'linalg_ldl_solve'"):
+        minidl.linalg.ldl_solve(LD.detach(), piv, t64(r(3, 1))).sum().backward()
+
+
+def test_cpu_autocast_runs_torch_s_float32_ops_in_float32():
+    a = r(3, 3) + 3 * np.eye(3)
+    low = minidl.bfloat16
+    A, B = minidl.tensor(a).to(low), minidl.tensor(r(3, 2)).to(low)
+    Lo = minidl.tensor(np.tril(a)).to(low)
+    with minidl.autocast("cpu", dtype=low):
+        outs = {"cholesky_solve": minidl.cholesky_solve(B, Lo),
+                "cholesky_inverse": minidl.cholesky_inverse(Lo),
+                "triangular_solve": minidl.triangular_solve(B, A).solution,
+                "inv_ex": minidl.linalg.inv_ex(A).inverse,
+                "tensorinv": minidl.linalg.tensorinv(A, ind=1),
+                "householder_product": minidl.linalg.householder_product(A, B[:, 0]),
+                "ormqr": minidl.ormqr(A, B[:, 0], A),
+                "geqrf": minidl.geqrf(A).a,
+                "lu_solve": minidl.lu_solve(B, *minidl.linalg.lu_factor(A.float())),
+                "matrix_exp": minidl.linalg.matrix_exp(A)}  # runs in bfloat16, as torch's
+    got = {k: v.dtype for k, v in outs.items()}
+    assert got == {**{k: np.float32 for k in outs}, "matrix_exp": low}, got
+    with pytest.raises(TypeError, match="16-bit"):  # outside a region, as torch refuses it
+        minidl.cholesky_solve(B, Lo)
+    # (torch 2.13's own bfloat16 exponential on the CPU gives inf/nan: compared with float64)
+    small = 0.3 * r(3, 3)
+    np.testing.assert_allclose(
+        minidl.linalg.matrix_exp(minidl.tensor(small).to(low)).float().numpy(),
+        minidl.linalg.matrix_exp(minidl.tensor(small, dtype=np.float64)).numpy(), rtol=2e-2,
+        atol=1e-2)
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [((0, 0), (0, 2)), ((2, 0, 0), (2, 0, 1)),
+                                             ((0, 3, 3), (0, 3, 1))])
+def test_empty_matrices_and_batches(a_shape, b_shape):
+    a, b = np.zeros(a_shape), np.zeros(b_shape)
+    for fn in [lambda L, a, b: L.linalg.solve_triangular(a, b, upper=True),
+               lambda L, a, b: L.linalg.lu_factor_ex(a), lambda L, a, b: L.linalg.lu(a),
+               lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b),
+               lambda L, a, b: L.cholesky_solve(b, a), lambda L, a, b: L.cholesky_inverse(a),
+               lambda L, a, b: L.linalg.cholesky_ex(a), lambda L, a, b: L.linalg.inv_ex(a),
+               lambda L, a, b: L.linalg.matrix_exp(a), lambda L, a, b: L.geqrf(a),
+               lambda L, a, b: L.linalg.ldl_factor_ex(a),
+               lambda L, a, b: L.linalg.ldl_solve(*L.linalg.ldl_factor(a), b)]:
+        if torch is None:
+            fn(minidl, minidl.tensor(a, dtype=np.float64), minidl.tensor(b, dtype=np.float64))
+        else:
+            check(fn, a, b, grad=False)
+
+
+# ---- eig / eigvals (complex results) ----------------------------------------------------------
+@pytest.mark.parametrize("shape", [(4, 4), (2, 3, 3)])
+def test_eig_and_eigvals_of_real_matrices(shape):
+    a = r(*shape)  # random real matrices: complex-conjugate pairs among the eigenvalues
+    check(lambda L, a: L.view_as_real(L.linalg.eigvals(a)), a)
+    check(lambda L, a: L.view_as_real(L.linalg.eig(a).eigenvalues), a)
+    # geev's eigenvectors (unit, largest component real), and gradients of phase-free losses
+    check(lambda L, a: L.view_as_real(L.linalg.eig(a).eigenvectors), a, grad=False)
+    check(lambda L, a: L.linalg.eig(a).eigenvectors.abs(), a)
+    check(lambda L, a: (lambda w, v: (v.abs() ** 2 * w.real.unsqueeze(-2)).sum(-1))(
+        *L.linalg.eig(a)), a)
+
+
+def test_eig_of_complex_matrices():
+    c = r(2, 3, 3) + 1j * r(2, 3, 3)
+    x = minidl.tensor(c, dtype=np.complex128, requires_grad=True)
+    w, v = minidl.linalg.eig(x)
+    assert w.dtype == np.complex128 and v.dtype == np.complex128
+    np.testing.assert_allclose((x @ v).detach().numpy(), (v * w.unsqueeze(-2)).detach().numpy(),
+                               atol=1e-12)
+    assert gradcheck(lambda x: minidl.view_as_real(minidl.linalg.eigvals(x)),
+                     [minidl.tensor(c[0], dtype=np.complex128, requires_grad=True)])
+    assert gradcheck(lambda x: minidl.linalg.eig(x).eigenvectors.abs(),
+                     [minidl.tensor(c[0], dtype=np.complex128, requires_grad=True)])
+    if torch is not None:
+        t = torch.tensor(c, requires_grad=True)
+        tw, tv = torch.linalg.eig(t)
+        np.testing.assert_allclose(w.detach().numpy(), tw.detach().numpy(), atol=1e-12)
+        (tv.abs().sum() + tw.imag.sum()).backward()
+        (v.abs().sum() + w.imag.sum()).backward()
+        np.testing.assert_allclose(x.grad.numpy(), t.grad.numpy(), rtol=1e-7, atol=1e-10)
+
+
+def test_eig_second_derivatives():
+    a = r(3, 3)
+    gg(lambda a: minidl.view_as_real(minidl.linalg.eigvals(a)), a)
+    gg(lambda a: (lambda w, v: v.abs() ** 2 * w.real.unsqueeze(-2))(*minidl.linalg.eig(a)), a)
+    c = minidl.tensor(a + 1j * r(3, 3), dtype=np.complex128, requires_grad=True)
+    assert gradgradcheck(lambda c: minidl.view_as_real(minidl.linalg.eigvals(c)), [c])
+
+
+def test_eig_dtypes_and_refusals():
+    w = minidl.linalg.eigvals(minidl.tensor(r(3, 3)))
+    assert w.dtype == np.complex64  # float32 in, complex64 out, as torch
+    a = minidl.tensor(np.array([[0.0, -2.0], [1.0, 0.0]]), dtype=np.float64, requires_grad=True)
+    _, v = minidl.linalg.eig(a)  # eigenvalues +-i sqrt(2): v's phase is a convention
+    with pytest.raises(RuntimeError, match="depends on this quantity, so it is ill-defined"):
+        v.real.sum().backward()
+    with pytest.raises(ValueError, match="eig: A must be batches of square matrices"):
+        minidl.linalg.eig(minidl.zeros(2, 3))
+    with pytest.raises(TypeError, match="float32 or float64.*int64"):
+        minidl.linalg.eigvals(minidl.tensor([[1, 2], [3, 4]]))
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+def test_errors_name_what_did_not_fit():
+    z = minidl.zeros
+    LinAlg = minidl.linalg
+    with pytest.raises(ValueError, match="solve_triangular: A must be batches of square "
+                                         "matrices, but they are 2 by 3"):
+        LinAlg.solve_triangular(z(2, 3), z(2, 1), upper=True)
+    with pytest.raises(ValueError, match=r"Incompatible shapes of A and B for the equation "
+                                         r"AX = B \(3x3 and 2x1\)"):
+        LinAlg.solve_triangular(z(3, 3), z(2, 1), upper=True)
+    with pytest.raises(ValueError, match=r"equation XA = B \(3x3 and 2x2\)"):
+        LinAlg.solve_triangular(z(3, 3), z(2, 2), upper=True, left=False)
+    with pytest.raises(RuntimeError, match="B must have at least 2 dimensions"):
+        LinAlg.solve_triangular(z(3, 3), z(3), upper=True)
+    with pytest.raises(TypeError, match="same dtype.*float32 and float64"):
+        LinAlg.solve_triangular(z(3, 3), z(3, 1, dtype=minidl.float64), upper=True)
+    with pytest.raises(ValueError, match=r"batch dims of A \(2, 3, 3\) and B \(3, 3, 1\)"):
+        LinAlg.solve_triangular(z(2, 3, 3), z(3, 3, 1), upper=True)
+    with pytest.raises(TypeError, match="float32 or float64.*int64"):
+        LinAlg.lu_factor(minidl.tensor([[1, 2], [3, 4]]))
+    with pytest.raises(TypeError, match="16-bit"):
+        LinAlg.lu_factor(z(2, 2, dtype=minidl.float16))
+    with pytest.raises(ValueError, match=r"at least 2 dimensions, got shape \(3,\)"):
+        LinAlg.lu_factor(z(3))
+    LU, piv = LinAlg.lu_factor(minidl.eye(3))
+    with pytest.raises(ValueError, match=r"equation AX = B \(3x3 and 4x1\)"):
+        LinAlg.lu_solve(LU, piv, z(4, 1))
+    with pytest.raises(TypeError, match="pivots must be an int32 tensor.*int64"):
+        LinAlg.lu_solve(LU, piv.long(), z(3, 1))
+    with pytest.raises(ValueError, match=r"LU.shape\[:-1\] and pivots.shape to be the same, "
+                                         r"but got pivots with shape \(2,\)"):
+        LinAlg.lu_solve(LU, piv[:2], z(3, 1))
+    with pytest.raises(TypeError, match="LU_pivots is expected to be a tensor of int32"):
+        minidl.lu_unpack(LU, piv.long())
+    with pytest.raises(ValueError, match="between 1 and LU.size\\(-2\\) = 3"):
+        minidl.lu_unpack(LU, minidl.tensor([1, 2, 7], dtype=minidl.int32))
+    with pytest.raises(ValueError, match="each A matrix is 3 by 3 but each b matrix is 4 by 1"):
+        minidl.cholesky_solve(z(4, 1), minidl.eye(3))
+    with pytest.raises(ValueError, match="input2 must be batches of square matrices"):
+        minidl.cholesky_solve(z(3, 1), z(3, 2))
+    with pytest.raises(TypeError, match="Expected x and y to have the same dtype"):
+        LinAlg.vecdot(z(3), z(3, dtype=minidl.float64))
+    with pytest.raises(ValueError, match=r"x \(3,\) and y \(4,\) do not broadcast"):
+        LinAlg.vecdot(z(3), z(4))
+    with pytest.raises(ValueError, match="N must be greater than 1"):
+        LinAlg.vander(z(3), N=1)
+    with pytest.raises(TypeError, match="floating point and integer.*bool"):
+        LinAlg.vander(minidl.tensor([True, False]))
+    with pytest.raises(ValueError, match=r"input.shape\[-2\] must be greater than or equal to "
+                                         r"input.shape\[-1\], got 3 and 4"):
+        LinAlg.householder_product(z(3, 4), z(2))
+    with pytest.raises(ValueError, match=r"must be greater than or equal to tau.shape\[-1\], "
+                                         "got 3 and 4"):
+        LinAlg.householder_product(z(4, 3), z(4))
+    with pytest.raises(ValueError, match=r"batch dimensions of tau.*\(2,\), but got \(3,\)"):
+        LinAlg.householder_product(z(2, 4, 3), z(3, 3))
+    with pytest.raises(ValueError, match=r"other.shape\[-2\] must be equal to input.shape\[-2\]"
+                                         ", got 5 and 4"):
+        minidl.ormqr(z(4, 3), z(3), z(5, 2))
+    with pytest.raises(ValueError, match=r"tau.shape\[-1\] must be equal to"):
+        minidl.ormqr(z(4, 3), z(2), z(4, 2))
+    with pytest.raises(ValueError, match="strictly positive integer for 'ind', but got 0"):
+        LinAlg.tensorinv(z(2, 3, 6), ind=0)
+    with pytest.raises(ValueError, match="18 != 2"):
+        LinAlg.tensorinv(z(2, 3, 6), ind=1)
+    with pytest.raises(ValueError, match=r"B of shape \(5,\)"):
+        LinAlg.tensorsolve(z(2, 3, 6), z(5))
+    with pytest.raises(ValueError, match="matrix_exp: A must be batches of square matrices"):
+        LinAlg.matrix_exp(z(3, 4))
+    with pytest.raises(ValueError, match="adjoint.*Got 1-D tensor"):
+        minidl.adjoint(z(3))
+    with pytest.raises(ValueError, match="ldl_factor: A must be batches of square matrices"):
+        LinAlg.ldl_factor(z(3, 4))
+    LD, lpiv = LinAlg.ldl_factor(minidl.eye(3))
+    with pytest.raises(ValueError, match="each A matrix is 3 by 3 but each b matrix is 2 by 1"):
+        LinAlg.ldl_solve(LD, lpiv, z(2, 1))
+    with pytest.raises(TypeError, match="pivots must be an integer tensor.*float32"):
+        LinAlg.ldl_solve(LD, lpiv.float(), z(3, 1))
+    with pytest.raises(ValueError, match="between 1 and 3 in absolute value"):
+        LinAlg.ldl_solve(LD, lpiv * 5, z(3, 1))
+    # torch's bad-input errors are RuntimeErrors: these are both
+    with pytest.raises(RuntimeError):
+        LinAlg.lu_solve(LU, piv, z(4, 1))
+
+
+@needs_torch
+def test_names_match_torch():
+    left_out = {"common_notes"}  # (a docs string)
+    missing = [n for n in dir(torch.linalg) if not n.startswith("_") and n not in left_out
+               and not hasattr(minidl.linalg, n)]
+    assert not missing
+    for name in ["lu_unpack", "lu_solve", "lu", "cholesky_solve", "cholesky_inverse",
+                 "triangular_solve", "geqrf", "orgqr", "ormqr", "adjoint", "matrix_exp"]:
+        assert hasattr(torch, name) and hasattr(minidl, name), name
+        if name != "lu_unpack":
+            assert hasattr(minidl.Tensor, name), name
+
+
+def test_on_the_fake_gpu(monkeypatch):
+    """The triangular solves and LU run on the array module of the data (the numpy-backed
+    stand-in for CuPy), with the CPU's values and gradients."""
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, None)
+    a, b = r(2, 3, 3) + 3 * np.eye(3), r(3, 2)
+
+    def run(device):
+        x = minidl.tensor(a, dtype=np.float64, device=device, requires_grad=True)
+        y = minidl.tensor(b, dtype=np.float64, device=device, requires_grad=True)
+        lu, piv, info = minidl.linalg.lu_factor_ex(x)
+        out = (minidl.linalg.lu_solve(lu, piv, y).sum()
+               + minidl.linalg.solve_triangular(x, y, upper=True).sum()
+               + minidl.cholesky_solve(y, x.tril()).sum() + minidl.linalg.lu(x).P.sum()
+               + minidl.linalg.matrix_exp(x).sum() + minidl.linalg.inv_ex(x).inverse.sum())
+        out.backward()
+        return out, x, y, piv, info
+
+    out, x, y, piv, info = run("cuda")
+    assert str(x.grad.device).startswith("cuda") and str(piv.device).startswith("cuda")
+    cpu = run("cpu")
+    np.testing.assert_allclose(out.numpy(), cpu[0].numpy(), rtol=1e-10)
+    np.testing.assert_allclose(x.grad.numpy(), cpu[1].grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(y.grad.numpy(), cpu[2].grad.numpy(), rtol=1e-10)
+    assert piv.numpy().tolist() == cpu[3].numpy().tolist() and info.numpy().tolist() == [0, 0]
+    s = minidl.tensor(np.stack([np.eye(2), np.zeros((2, 2))]), device="cuda")
+    assert minidl.linalg.inv_ex(s).info.numpy().tolist() == [0, 1]
+    with pytest.raises(RuntimeError, match="Batch element 1"):
+        minidl.linalg.lu_factor(s)
+
+
+STRICT_OPS = {  # name: (fn of x (2, 3, 3) and y (3, 2), host copies allowed)
+    "solve_triangular": (lambda L, x, y: L.linalg.solve_triangular(x, y, upper=True), 0),
+    "lu_factor_ex": (lambda L, x, y: L.linalg.lu_factor_ex(x).LU, 0),
+    "lu": (lambda L, x, y: L.linalg.lu(x).U, 0),
+    "lu_solve": (lambda L, x, y: L.linalg.lu_solve(*L.linalg.lu_factor_ex(x)[:2], y), 0),
+    "cholesky_solve": (lambda L, x, y: L.cholesky_solve(y, x.tril()), 0),
+    "cholesky_inverse": (lambda L, x, y: L.cholesky_inverse(x.tril()), 0),
+    "householder_product": (lambda L, x, y: L.linalg.householder_product(x, y[:2].mT), 0),
+    "ormqr": (lambda L, x, y: L.ormqr(x, y[:, 0].expand(2, 3), x), 0),
+    "vander": (lambda L, x, y: L.linalg.vander(y), 0),
+    "vecdot": (lambda L, x, y: L.linalg.vecdot(x, y[:, 0]), 0),
+    "geqrf": (lambda L, x, y: L.geqrf(x.detach()).tau, 0),
+    "matrix_exp": (lambda L, x, y: L.linalg.matrix_exp(x), 2),  # the norm picks the scaling
+    "inv_ex": (lambda L, x, y: L.linalg.inv_ex(x).inverse, 1),  # CuPy's inv: a finite check
+    "eigvals": (lambda L, x, y: L.view_as_real(L.linalg.eigvals(x)), 0),
+    "eig": (lambda L, x, y: L.linalg.eig(x).eigenvectors.abs(), 1),  # torch's phase check
+}
+
+
+@pytest.mark.parametrize("name", sorted(STRICT_OPS))
+def test_on_the_strict_fake_gpu(monkeypatch, name):
+    """As CuPy would run them: no numpy arrays beside device arrays, and host copies bounded."""
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, None)
+    fn, syncs = STRICT_OPS[name]
+    a, b = r(2, 3, 3) + 3 * np.eye(3), r(3, 2)
+
+    def run(device):
+        x, y = (minidl.tensor(v, dtype=np.float64, device=device, requires_grad=True)
+                for v in (a, b))
+        out = fn(minidl, x, y)
+        if out.requires_grad:
+            (out * minidl.tensor(np.cos(np.arange(out.numel())).reshape(out.shape),
+                                 dtype=np.float64, device=device)).sum().backward()
+        return out, x.grad, y.grad
+
+    cpu = run("cpu")
+    with _fake_gpu.strict(minidl.linalg) as counted:
+        gpu = run("cuda")
+    assert len(counted) <= syncs, counted
+    for c, g in zip(cpu, gpu):
+        assert (c is None) == (g is None)
+        if c is not None:
+            assert str(g.device).startswith("cuda")
+            np.testing.assert_allclose(g.numpy(), c.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def _second_derivatives(L, fn, arrays):
+    """d/dinputs <d/dinputs <fn(inputs), v>, w> on minidl or torch (L), fixed v and w."""
+    if L is minidl:
+        ts = [minidl.tensor(a, dtype=np.float64, requires_grad=True) for a in arrays]
+        grad = minidl.autograd.grad
+    else:
+        ts = [L.tensor(a, requires_grad=True) for a in arrays]
+        grad = L.autograd.grad
+    out = fn(L, *ts)
+    v = np.cos(np.arange(out.numel())).reshape(tuple(out.shape))
+    gs = grad((out * L.tensor(v, dtype=L.float64)).sum(), ts, create_graph=True)
+    total = sum((g * L.tensor(np.sin(np.arange(g.numel()) + k).reshape(tuple(g.shape)),
+                              dtype=L.float64)).sum() for k, g in enumerate(gs))
+    return [h.detach().numpy() for h in grad(total, ts)]
+
+
+def test_second_derivatives_match_torch():
+    torch = pytest.importorskip("torch")
+    lo = tri(2, 3, 3) + 0.2 * np.triu(r(3, 3), 1)  # the unread triangle is not zero
+    cases = [
+        (lambda L, a, b: L.linalg.solve_triangular(a, b, upper=False), [lo, r(3, 2)]),
+        (lambda L, a: L.linalg.lu_factor(a)[0], [r(2, 3, 3)]),
+        (lambda L, a: L.linalg.lu(a)[2], [r(3, 5)]),
+        (lambda L, a: L.linalg.lu(a)[1], [r(5, 3)]),
+        (lambda L, a, b: L.linalg.lu_solve(*L.linalg.lu_factor(a), b, adjoint=True),
+         [r(3, 3), r(3, 2)]),
+        (lambda L, b, lo: L.cholesky_solve(b, lo), [r(3, 2), lo]),
+        (lambda L, b, up: L.cholesky_solve(b, up, upper=True), [r(3, 2), lo.swapaxes(1, 2)]),
+        (lambda L, lo: L.cholesky_inverse(lo), [lo]),
+        (lambda L, up: L.cholesky_inverse(up, upper=True), [lo.swapaxes(1, 2)]),
+        (lambda L, a: L.linalg.matrix_exp(a), [r(3, 3)]),
+        (lambda L, a, t: L.linalg.householder_product(a, t), [r(4, 3), r(2)]),
+        (lambda L, a, t, c: L.ormqr(a, t, c, transpose=True), [r(4, 3), r(3), r(4, 2)]),
+        (lambda L, b, a: L.triangular_solve(b, a)[0], [r(3, 2), lo.swapaxes(1, 2)]),
+        (lambda L, a: L.linalg.inv_ex(a)[0], [r(3, 3)]),
+        (lambda L, a: L.view_as_real(L.linalg.eigvals(a)), [r(3, 3)]),
+        (lambda L, a: L.linalg.eig(a).eigenvectors.abs(), [r(2, 3, 3)]),
+    ]
+    for k, (fn, arrays) in enumerate(cases):
+        for m, t in zip(_second_derivatives(minidl, fn, arrays),
+                        _second_derivatives(torch, fn, arrays)):
+            np.testing.assert_allclose(m, t, rtol=1e-7, atol=1e-9, err_msg=f"case {k}")
