@@ -641,6 +641,9 @@ def test_cross_entropy_kdim_bad_input():
         F.cross_entropy(randn((3,)), minidl.tensor([1]))
     with pytest.raises(TypeError, match="must be floating point"):
         F.cross_entropy(randn((2, 3)), minidl.tensor(np.zeros((2, 3), dtype=np.int64)))
+    z = minidl.randn(2, 3, 4, dtype=minidl.complex64)
+    with pytest.raises(TypeError, match="cross_entropy: not implemented for complex"):
+        F.cross_entropy(z, minidl.rand(2, 3, 4))
 
 
 # ---- nn.grad, nn.parameter, F.conv_tbc --------------------------------------------------

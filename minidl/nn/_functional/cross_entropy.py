@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ... import functional as _F
 from ...backend.dtypes import is_floating
+from ...ops import refuse_complex
 from ...tensor import Tensor
 from .losses import _legacy_reduction
 
@@ -37,6 +38,7 @@ def _rows(name, input, target):
 def _probability_loss(input, target, weight, reduction, label_smoothing):
     """-sum_c w_c * t_c * log_softmax(input)_c per position, t smoothed toward 1/C; the mean
     divides by the number of positions (torch's, for probability targets)."""
+    refuse_complex("cross_entropy", input.data)
     dim = 0 if input.ndim == 1 else 1
     classes = input.shape[dim]
     if not is_floating(target.data.dtype):
