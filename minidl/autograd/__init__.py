@@ -219,18 +219,41 @@ class set_grad_enabled:
         return run
 
 
+_inference_enabled = False  # is_inference_mode_enabled(): inside inference_mode()
+
+
 def inference_mode(mode: bool = True):
     """PyTorch's inference mode, as ``no_grad()`` (minidl has no separate tensor kind for it):
-    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is;
-    a decorator with or without the call, as PyTorch's."""
+    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves grad mode as it is
+    (and is_inference_mode_enabled() False inside); a decorator with or without the call, as
+    PyTorch's."""
     if callable(mode):  # @minidl.inference_mode
-        return no_grad(mode)
-    return no_grad() if mode else _mode_unchanged()
+        fn = mode
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with _inference_scope(True):
+                return fn(*args, **kwargs)
+        return run
+    return _inference_scope(bool(mode))
 
 
 @contextlib.contextmanager
-def _mode_unchanged():
-    yield
+def _inference_scope(mode):
+    global _inference_enabled
+    previous, _inference_enabled = _inference_enabled, mode
+    try:
+        if mode:
+            with no_grad():
+                yield
+        else:
+            yield
+    finally:
+        _inference_enabled = previous
+
+
+def is_inference_mode_enabled() -> bool:
+    return _inference_enabled
 
 
 def is_grad_enabled() -> bool:
