@@ -1294,6 +1294,17 @@ def _check_pivots(name, LU, pivots):
         raise _bad(f"{name}: Expected LU.shape[:-1] and pivots.shape to be the same, but got "
                    f"pivots with shape {tuple(pivots.shape)} for LU of shape "
                    f"{tuple(LU.shape)}")
+    if pivots.numel() and get_array_module(pivots.data) is np:
+        # out-of-range pivots would index past (or wrap around) the rows; checked on the CPU
+        # only, as torch's (on a GPU it would cost a sync)
+        piv = pivots.data
+        m = LU.shape[-2]
+        if bool((piv < 1).any()):
+            raise _bad(f"{name}: Pivots given to lu_solve must all be greater or equal to 1. "
+                       "Did you properly pass the result of lu_factor?")
+        if bool((piv > m).any()):
+            raise _bad(f"{name}: Pivots given to lu_solve must all be smaller or equal to "
+                       f"LU.size(-2) = {m}. Did you properly pass the result of lu_factor?")
 
 
 def lu_solve(LU, pivots, B, *, left=True, adjoint=False):
@@ -1474,6 +1485,9 @@ def cholesky_ex(A, *, upper=False, check_errors=False):
     xp = get_array_module(A.data)
     try:
         out = cholesky(A)
+        if bool(xp.isnan(xp.diagonal(out.data, axis1=-2, axis2=-1)).any()):
+            # a NaN met on the diagonal: potrf stops there and reports it (NumPy does not)
+            raise LinAlgError("NaN in the factor")
         info = xp.zeros(A.shape[:-2], dtype=np.int32)
     except LinAlgError:
         L, info = _cholesky_arrays(xp, A.data)
@@ -1540,6 +1554,9 @@ def vecdot(x, y, *, dim=-1):
     if not isinstance(x, autograd.Tensor) or not isinstance(y, autograd.Tensor):
         raise TypeError(f"{name}: x and y must be Tensors, got {type(x).__name__} and "
                         f"{type(y).__name__}")
+    if x.data.dtype.kind not in "fc":
+        raise TypeError(f"{name}: Expected a floating point or complex tensor as input. Got "
+                        f"{x.data.dtype}")
     if x.data.dtype != y.data.dtype:
         raise TypeError(f"{name}: Expected x and y to have the same dtype, but found x of type "
                         f"{x.data.dtype} and y of type {y.data.dtype} instead")
@@ -1582,6 +1599,13 @@ def _expm(a):
     a64 = a.astype(np.float64)
     n = a.shape[-1]
     norm = float(xp.abs(a64).sum(axis=-1).max()) if a64.size else 0.0
+    if not np.isfinite(norm):  # inf or NaN entries: the squarings cannot be counted
+        finite = xp.isfinite(a64).all(axis=(-2, -1))
+        if not bool(finite.any()):
+            return xp.full(a.shape, np.nan, dtype=a.dtype)
+        out = xp.full(a64.shape, np.nan)
+        out[finite] = _expm(a64[finite])
+        return out.astype(a.dtype, copy=False)
     s = max(0, int(np.ceil(np.log2(norm / 0.5)))) if norm > 0.5 else 0
     x = a64 / (2.0 ** s)
     eye = xp.eye(n, dtype=np.float64)
@@ -1667,6 +1691,8 @@ def householder_product(A, tau):
     xp = get_array_module(A.data)
     vs = _householder_vectors(A)
     q = autograd.Tensor(xp.broadcast_to(xp.eye(m, n, dtype=A.data.dtype), A.shape).copy())
+    if tau.shape[-1] == 0:  # no reflector: still a function of A and tau (zero gradients)
+        q = q + A * 0.0 + tau.sum(-1, keepdim=True).unsqueeze(-1) * 0.0
     for i in range(tau.shape[-1] - 1, -1, -1):
         v = vs[..., :, i:i + 1]
         q = q - tau[..., i:i + 1].unsqueeze(-1) * (v @ (_mT(v) @ q))

@@ -527,9 +527,9 @@ def _constant_unary(name, compute):
         _check_tensor(name, "input", input)
         x = _float_input(input).data
         xp = get_array_module(x)
-        with np.errstate(all="ignore"):
-            y = compute(xp, _wide(x))
-        return autograd.Tensor(y.astype(x.dtype, copy=False))
+        with np.errstate(all="ignore"):  # the cast too: a float32 result may overflow to inf
+            y = compute(xp, _wide(x)).astype(x.dtype, copy=False)
+        return autograd.Tensor(y)
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"torch.special.{name} (elementwise; no gradient, as in torch)."
     return op

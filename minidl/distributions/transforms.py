@@ -25,7 +25,13 @@ class Transform:
     bijective = True
     domain = constraints.real
     codomain = constraints.real
-    sign = 1
+
+    @property
+    def sign(self):
+        """+1 or -1 for a monotone increasing or decreasing transform (what a transformed
+        cdf needs); a transform that is neither has none, as torch's."""
+        raise NotImplementedError(f"{type(self).__name__} has no sign: it is not a monotone "
+                                  "elementwise map")
 
     def __init__(self, cache_size=0):
         if cache_size not in (0, 1):
@@ -107,8 +113,18 @@ class _InverseTransform(Transform):
         return self._inv.sign
 
     @property
+    def bijective(self):
+        return self._inv.bijective
+
+    @property
     def inv(self):
         return self._inv
+
+    def forward_shape(self, shape):
+        return self._inv.inverse_shape(shape)
+
+    def inverse_shape(self, shape):
+        return self._inv.forward_shape(shape)
 
     def __call__(self, x):
         return self._inv._inv_call(x)
@@ -224,6 +240,7 @@ class ComposeTransform(Transform):
 
 
 class ExpTransform(Transform):
+    sign = 1
     codomain = constraints.positive
 
     def _call(self, x):
@@ -277,6 +294,13 @@ class AffineTransform(Transform):
                 result = result.expand(*np.broadcast_shapes(result.shape, x.shape))
         return sum_rightmost(result, self._event_dim)
 
+    def forward_shape(self, shape):
+        # a loc or scale with more entries broadcasts the value, as torch's
+        return tuple(np.broadcast_shapes(tuple(shape), tuple(getattr(self.loc, "shape", ())),
+                                         tuple(getattr(self.scale, "shape", ()))))
+
+    inverse_shape = forward_shape
+
     def __eq__(self, other):
         if not isinstance(other, AffineTransform) or self._event_dim != other._event_dim:
             return False
@@ -297,6 +321,7 @@ class AffineTransform(Transform):
 
 
 class SigmoidTransform(Transform):
+    sign = 1
     codomain = constraints.unit_interval
 
     def _call(self, x):
@@ -315,6 +340,8 @@ class SigmoidTransform(Transform):
 class TanhTransform(Transform):
     """y = tanh(x); log|dy/dx| = 2 (log 2 - x - softplus(-2x)), stable for any x. Use
     ``cache_size=1`` for squashed policies, so log_prob of a sample does not take atanh(+-1)."""
+
+    sign = 1
 
     codomain = constraints.interval(-1.0, 1.0)
 
@@ -386,6 +413,8 @@ class PowerTransform(Transform):
 
 class SoftplusTransform(Transform):
     """y = log(1 + e^x); log|dy/dx| = -softplus(-x)."""
+
+    sign = 1
 
     codomain = constraints.positive
 
