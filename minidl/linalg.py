@@ -2030,20 +2030,36 @@ __all__ += ["ldl_factor", "ldl_factor_ex", "ldl_solve"]
 EigResult = namedtuple("EigResult", ["eigenvalues", "eigenvectors"])
 
 
-def _eig_arrays(xp, a):
-    """(w, v) as LAPACK's geev gives them (unit eigenvectors, largest component real), always
-    complex; on the host where the array module has no eig (CuPy)."""
-    cdtype = complex_of(a.dtype)
+def _geev(xp, a):
+    """(w, v) as LAPACK's geev gives them (unit eigenvectors, largest component real); on the
+    host where the array module has no eig (CuPy)."""
     try:
         if hasattr(xp.linalg, "eig"):
-            w, v = xp.linalg.eig(a)
-        else:
-            w, v = (xp.asarray(t) for t in np.linalg.eig(_host(a)))
+            return xp.linalg.eig(a)
+        return (xp.asarray(t) for t in np.linalg.eig(_host(a)))
     except np.linalg.LinAlgError:
         raise LinAlgError("linalg.eig: The algorithm failed to converge because the input "
                           "matrix is ill-conditioned or has too many repeated eigenvalues"
                           ) from None
-    return w.astype(cdtype, copy=False), v.astype(cdtype, copy=False)
+
+
+def _eig_arrays(xp, a, vectors=True):
+    """geev's (w, v), always complex. A matrix with an inf or a NaN: eig refuses it and
+    eigvals gives NaN eigenvalues for it, as torch's."""
+    cdtype = complex_of(a.dtype)
+    finite = xp.isfinite(a).all(axis=(-2, -1))
+    # on the host a check is free; on a GPU, where it would be a sync, the non-finite matrices
+    # are swapped for zeros and their results made NaN instead
+    all_finite = xp is np and bool(finite.all())
+    if xp is np and vectors and not all_finite:
+        raise LinAlgError("torch.linalg.eig: input tensor should not contain infs or NaNs.")
+    w, v = _geev(xp, a if all_finite else xp.where(finite[..., None, None], a, 0))
+    w, v = w.astype(cdtype, copy=False), v.astype(cdtype, copy=False)
+    if not all_finite:
+        nan = np.array(np.nan, dtype=cdtype)
+        w = xp.where(finite[..., None], w, nan)
+        v = xp.where(finite[..., None, None], v, nan)
+    return w, v
 
 
 class Eig(Function):
@@ -2057,7 +2073,7 @@ class Eig(Function):
 
     def forward(self, a, vectors=True):
         xp = get_array_module(a)
-        w, v = _eig_arrays(xp, a)
+        w, v = _eig_arrays(xp, a, vectors)
         self.save_for_backward(w, v)
         self.vectors, self.real_input = vectors, a.dtype.kind == "f"
         self.dtype = a.dtype

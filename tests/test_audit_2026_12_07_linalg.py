@@ -189,3 +189,17 @@ def test_kl_halfcauchy_and_cauchy():
     np.testing.assert_allclose(h.numpy(), np.log(np.array([16.0, 6.25]) / [12.0, 4.0]),
                                rtol=1e-12)
     np.testing.assert_allclose(D.kl_divergence(p, p).numpy(), 0.0, atol=1e-15)
+
+
+def test_eig_and_eigvals_of_non_finite_matrices():
+    """linalg.eig of a matrix with an inf or NaN raised "The algorithm failed to converge"
+    (NumPy's refusal, misread), and linalg.eigvals raised too; torch's eig refuses with "input
+    tensor should not contain infs or NaNs" and its eigvals gives NaN eigenvalues for that
+    matrix (the others of the batch as usual)."""
+    for bad in (np.inf, np.nan):
+        batch = np.stack([np.array([[bad, 0.0], [0.0, 1.0]]), np.array([[2.0, 1.0], [0.0, 3.0]])])
+        with pytest.raises(minidl.linalg.LinAlgError, match="should not contain infs or NaNs"):
+            minidl.linalg.eig(t64(batch))
+        w = minidl.linalg.eigvals(t64(batch)).numpy()
+        assert np.isnan(w[0]).all()
+        np.testing.assert_allclose(np.sort(w[1].real), [2.0, 3.0])
