@@ -203,3 +203,17 @@ def test_eig_and_eigvals_of_non_finite_matrices():
         w = minidl.linalg.eigvals(t64(batch)).numpy()
         assert np.isnan(w[0]).all()
         np.testing.assert_allclose(np.sort(w[1].real), [2.0, 3.0])
+
+
+def test_with_cache_of_compose_and_inverse_transforms():
+    """ComposeTransform(...).with_cache() and SomeTransform().inv.with_cache() raised
+    NotImplementedError (torch caches through both), so a cached tanh-squashed chain could not
+    give back the exact x of its own sample."""
+    x = t64([0.3, 2.0])
+    for t in (T.ComposeTransform([T.ExpTransform(), T.TanhTransform()]), T.ExpTransform().inv,
+              T.ComposeTransform([T.SigmoidTransform(), T.AffineTransform(0.0, 2.0)]).inv):
+        cached = t.with_cache(1)
+        assert cached._cache_size == 1 and cached == t
+        y = cached(x)
+        assert cached.inv(y) is x
+        assert cached.with_cache(1) is cached

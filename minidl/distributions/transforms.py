@@ -116,6 +116,11 @@ class _InverseTransform(Transform):
     def bijective(self):
         return self._inv.bijective
 
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return self._inv.with_cache(cache_size).inv
+
     @property
     def inv(self):
         return self._inv
@@ -150,7 +155,12 @@ class ComposeTransform(Transform):
 
     def __init__(self, parts, cache_size=0):
         super().__init__(cache_size=cache_size)
-        self.parts = list(parts)
+        self.parts = list(parts) if cache_size == 0 else [p.with_cache(cache_size) for p in parts]
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return ComposeTransform(self.parts, cache_size=cache_size)
 
     @property
     def domain(self):
