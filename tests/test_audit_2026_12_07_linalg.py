@@ -9,6 +9,7 @@ import pytest
 import minidl
 import minidl.distributions as D
 from minidl.distributions import constraints, transforms as T
+from test_cuda_api import gpu  # noqa: F401  (the fake GPU with cupy.cuda's stand-ins)
 
 rng = np.random.default_rng(20261207)
 
@@ -217,3 +218,25 @@ def test_with_cache_of_compose_and_inverse_transforms():
         y = cached(x)
         assert cached.inv(y) is x
         assert cached.with_cache(1) is cached
+
+
+# ---- compat: minidl.cuda ---------------------------------------------------------------------
+def test_cuda_functions_refuse_a_gpu_that_is_not_there(gpu):  # noqa: F811
+    """On a one-GPU machine, cuda.set_device(3), synchronize(3), memory_stats(2),
+    memory_allocated("cuda:2"), max_memory_*/reset_peak_memory_stats(5) were accepted silently
+    (set_device even took GPU 3 mod 1 = 0), while mem_get_info(2) and get_device_properties(5)
+    refused them; torch raises for all. set_device(-1) is torch's no-op."""
+    cuda = minidl.cuda
+    calls = [lambda: cuda.set_device(3), lambda: cuda.synchronize(3),
+             lambda: cuda.memory_stats(2), lambda: cuda.memory_allocated("cuda:2"),
+             lambda: cuda.memory_reserved(2), lambda: cuda.max_memory_allocated(5),
+             lambda: cuda.max_memory_reserved(5), lambda: cuda.reset_peak_memory_stats(5)]
+    for call in calls:
+        with pytest.raises(ValueError, match="invalid device id"):
+            call()
+    cuda.set_device(-1)
+    cuda.set_device(0)
+    cuda.synchronize(0)
+    assert cuda.memory_allocated("cuda:0") == cuda.memory_allocated()
+    with pytest.raises(TypeError, match="set_device"):
+        cuda.set_device(1.5)
