@@ -1747,6 +1747,8 @@ class _NoDerivative(Function):
         return value
 
     def backward(self, g):
+        if not any(autograd.input_needed(self, i) for i in range(len(self.inputs))):
+            return (None,) * len(self.inputs)  # a pass for other inputs (autograd.grad)
         raise NotImplementedError(f"the derivative for '{self.op}' is not implemented.")
 
 

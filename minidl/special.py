@@ -609,7 +609,7 @@ legendre_polynomial_p = _constant_polynomial("legendre_polynomial_p", _more.lege
 
 # ---- zeta and the incomplete gamma functions: derivatives for the second argument only ----
 def _refuse_first(fn, what):
-    if fn.inputs and fn.inputs[0].requires_grad:
+    if fn.inputs and autograd.input_needed(fn, 0):  # not where only the other one is asked
         raise NotImplementedError(f"the derivative for '{what}' is not implemented.")
 
 
