@@ -637,9 +637,23 @@ class Zeta(Function):
 
 
 def _igamma_derivative(xp, a, x):
-    """d/dx P(a, x) = x^(a-1) e^-x / Gamma(a)."""
+    """d/dx P(a, x) = x^(a-1) e^-x / Gamma(a). For a >= 100 the exponent is a sum of terms of
+    size a log a that cancel: there Stirling's series is taken out of lgamma by hand, leaving
+    a (log1p(u) - u) - log x + log(a) / 2 - log(2 pi) / 2 - (its tail), u = (x - a) / a."""
     with np.errstate(all="ignore"):
-        return xp.exp((a - 1) * xp.log(x) - x - _lgamma64(xp, a))
+        direct = (a - 1) * xp.log(x) - x - _lgamma64(xp, a)
+        big = xp.where(a >= 100, a, 100.0)
+        u = (x - big) / big  # x - a is exact where they are close
+        r = 1 / (big * big)
+        tail = (1 / 12 - r * (1 / 360 - r * (1 / 1260 - r / 1680))) / big
+        # log1p(u) - u: its series where the difference would cancel (|u| < 0.1)
+        small = xp.where(xp.abs(u) < 0.1, u, 0.0)
+        series = xp.zeros_like(small)
+        for k in range(21, 1, -1):
+            series = small * ((1 if k % 2 else -1) / k + series)
+        log1pmx = xp.where(xp.abs(u) < 0.1, small * series, xp.log1p(u) - u)
+        stirling = big * log1pmx - xp.log(x) + 0.5 * xp.log(big) - _LOG_SQRT_2PI - tail
+        return xp.exp(xp.where(a >= 100, stirling, direct))
 
 
 class IGamma(Function):

@@ -111,6 +111,22 @@ def test_special_float32_overflow_gives_no_warning():
     assert out[0] == np.inf and out.dtype == np.float32
 
 
+def test_gammainc_gradient_at_large_a():
+    """The x-gradient of gammainc/gammaincc, exp((a - 1) log x - x - lgamma(a)), lost 8 digits
+    for a ~ 1e7 (and all of them by 1e12): its terms, of size a log a, cancel. Checked by the
+    exact ratio d/dx P(a + 1, x) / d/dx P(a, x) = x / a."""
+    for a, x in ((1e7, 1e7), (1e7, 1e7 - 5000.0), (1e12, 1e12 + 3e5), (250.0, 230.0)):
+        grads = []
+        for shape in (a, a + 1):
+            xt = t64([x], grad=True)
+            minidl.special.gammainc(t64([shape]), xt).sum().backward()
+            grads.append(xt.grad.numpy()[0])
+        np.testing.assert_allclose(grads[1] / grads[0], x / a, rtol=1e-12)
+        xt = t64([x], grad=True)
+        minidl.special.gammaincc(t64([a]), xt).sum().backward()
+        np.testing.assert_allclose(xt.grad.numpy()[0], -grads[0], rtol=1e-15)
+
+
 # ---- distributions: transforms and TransformedDistribution -----------------------------------
 def test_inverse_transform_swaps_forward_and_inverse_shapes():
     """The inverse of a transform kept its forward_shape/inverse_shape instead of swapping
