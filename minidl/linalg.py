@@ -1565,6 +1565,8 @@ def vecdot(x, y, *, dim=-1):
     except ValueError:
         raise _bad(f"{name}: the shapes of x {tuple(x.shape)} and y {tuple(y.shape)} do not "
                    "broadcast") from None
+    if x.data.dtype.kind == "c":  # torch's vecdot conjugates x: sum(conj(x) * y)
+        x = Conj.apply(x)
     return (x * y).sum(dim=wrap_dim(dim, len(shape), name))
 
 

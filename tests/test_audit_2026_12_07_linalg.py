@@ -57,6 +57,23 @@ def test_vecdot_refuses_non_floating(dtype):
         minidl.linalg.vecdot(x, x)
 
 
+def test_vecdot_conjugates_complex_x():
+    """linalg.vecdot of complex tensors summed x * y; torch's is sum(conj(x) * y) along dim (so
+    vecdot(x, x) is the squared norm, real), with the matching gradients."""
+    x = np.array([[1 + 2j, 3 - 1j], [0.5j, 2.0]])
+    y = np.array([2 - 1j, 1 + 1j])
+    xt = minidl.tensor(x, dtype=np.complex128, requires_grad=True)
+    yt = minidl.tensor(y, dtype=np.complex128, requires_grad=True)
+    out = minidl.linalg.vecdot(xt, yt)
+    np.testing.assert_allclose(out.detach().numpy(), (np.conj(x) * y).sum(-1), rtol=1e-15)
+    np.testing.assert_allclose(minidl.linalg.vecdot(xt, xt).detach().numpy(),
+                               (np.abs(x) ** 2).sum(-1), rtol=1e-15)
+    # |vecdot|^2 = |v|^2 with v = sum(conj(x) y): d/dconj(y) = 2 x v (PyTorch's convention)
+    (out.abs() ** 2).sum().backward()
+    v = (np.conj(x) * y).sum(-1)
+    np.testing.assert_allclose(yt.grad.numpy(), (2 * x * v[:, None]).sum(0), rtol=1e-14)
+
+
 def test_matrix_exp_of_non_finite_matrices():
     """linalg.matrix_exp crashed with OverflowError ("cannot convert float infinity to
     integer") on a matrix with an inf, and a NaN anywhere in a batch switched off the scaling
