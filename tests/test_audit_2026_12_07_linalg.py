@@ -203,6 +203,26 @@ def test_transformed_cdf_refuses_a_non_monotone_transform():
     np.testing.assert_allclose(e.cdf(t64(-1.0)).numpy(), 0.5, rtol=1e-12)
 
 
+def test_inverse_of_a_transform_is_one_object():
+    """Transform.inv and ComposeTransform.inv made a new object on each call, so t.inv.inv was
+    not t (torch keeps each inverse while it lives: t.inv is t.inv, t.inv.inv is t); the
+    cached inverse must not stop a transform from pickling."""
+    import copy
+    import pickle
+
+    for t in (T.ExpTransform(), T.AffineTransform(1.0, 2.0),
+              T.ComposeTransform([T.ExpTransform(), T.AffineTransform(0.0, -1.0)])):
+        assert t.inv is t.inv
+        assert t.inv.inv is t
+        again = pickle.loads(pickle.dumps(t))
+        assert again == t and again.inv.inv is again
+        assert copy.deepcopy(t) == t
+    d = D.TransformedDistribution(D.Normal(t64(0.0), t64(1.0)), [T.ExpTransform()])
+    d.log_prob(t64(2.0))
+    np.testing.assert_allclose(pickle.loads(pickle.dumps(d)).log_prob(t64(2.0)).numpy(),
+                               d.log_prob(t64(2.0)).numpy())
+
+
 def test_transform_to_positive_semidefinite():
     """transform_to(constraints.positive_semidefinite) raised NotImplementedError; torch maps it
     with PositiveDefiniteTransform, as for positive_definite."""

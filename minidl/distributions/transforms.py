@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import numpy as np
 
@@ -45,7 +46,17 @@ class Transform:
 
     @property
     def inv(self):
-        return _InverseTransform(self)
+        # one inverse object while it lives, so t.inv is t.inv and t.inv.inv is t, as torch's
+        inv = _cached_inverse(self)
+        if inv is None:
+            inv = _InverseTransform(self)
+            self._inv_ref = weakref.ref(inv)
+        return inv
+
+    def __getstate__(self):  # the inverse's weak reference does not pickle
+        state = self.__dict__.copy()
+        state.pop("_inv_ref", None)
+        return state
 
     def with_cache(self, cache_size=1):
         if self._cache_size == cache_size:
@@ -93,6 +104,11 @@ class Transform:
 
     def __repr__(self):
         return type(self).__name__ + "()"
+
+
+def _cached_inverse(t):
+    ref = t.__dict__.get("_inv_ref")
+    return None if ref is None else ref()
 
 
 class _InverseTransform(Transform):
@@ -202,7 +218,12 @@ class ComposeTransform(Transform):
 
     @property
     def inv(self):
-        return ComposeTransform([p.inv for p in reversed(self.parts)])
+        inv = _cached_inverse(self)
+        if inv is None:  # kept both ways, so that t.inv.inv is t, as torch's
+            inv = ComposeTransform([p.inv for p in reversed(self.parts)],
+                                   cache_size=self._cache_size)
+            self._inv_ref, inv._inv_ref = weakref.ref(inv), weakref.ref(self)
+        return inv
 
     def _call(self, x):
         for p in self.parts:
