@@ -38,6 +38,19 @@ _profiler_hook = None
 _flop_alias = None
 
 
+# While a backward pass runs for chosen inputs only (autograd.grad, backward(inputs=...)): the
+# ids of the tensors whose gradients lead to those inputs. An op with no derivative for one of
+# its inputs refuses only where that gradient is needed (input_needed), as torch's engine
+# computes only the edges it needs. None otherwise (every input that requires grad is needed).
+_needed = None
+
+
+def input_needed(fn, i):
+    """Whether the running backward pass needs the gradient of ``fn``'s i-th input."""
+    t = fn.inputs[i]
+    return t.requires_grad and (_needed is None or id(t) in _needed)
+
+
 # Anomaly detection (detect_anomaly): ops record where they were called, and a backward pass
 # checks every gradient an op returns for NaN, naming the op and that forward call.
 _anomaly = False
