@@ -153,3 +153,15 @@ from .shape_ops import (  # noqa: E402,F401  (torch.channels_last, ...)
 
 __all__ += ["channels_last", "channels_last_3d", "contiguous_format", "memory_format",
             "preserve_format"]
+# torch's names beyond the tensor ops: constants (pi, inf, newaxis), the functional forms at
+# top level (conv2d, dropout, layer_norm, kl_div, ...), the in-place functions (relu_, exp_),
+# grad-mode and autocast queries, range/asarray/frombuffer (_torch_namespace.py)
+from . import _torch_namespace  # noqa: E402
+from .func import vmap  # noqa: E402,F401
+
+__all__ += [n for n in _torch_namespace.install(globals()) if n not in ("range", "e")]
+__all__.append("vmap")
+from . import signal  # noqa: E402,F401  (minidl.signal.windows, as torch.signal)
+
+globals().update(signal.windows.TOP_LEVEL)  # minidl.hann_window, ...
+__all__ += list(signal.windows.TOP_LEVEL)

@@ -52,7 +52,7 @@ def _jy_series(xp, x):
         y0s = y0s + harmonic * t0
         y1s = y1s + (2 * (harmonic - _EULER) + 1 / (k + 1)) * t1
     j1 = x / 2 * j1s
-    log_half = xp.log(x / 2)
+    log_half = xp.log(x) - math.log(2)  # not log(x / 2): x / 2 underflows at 5e-324
     y0 = _TWO_OVER_PI * ((log_half + _EULER) * j0 - y0s)
     y1 = -_TWO_OVER_PI / x + _TWO_OVER_PI * log_half * j1 - x / (2 * math.pi) * y1s
     return j0, j1, y0, y1
@@ -178,7 +178,7 @@ def _ik_series(xp, x):
         i1s = i1s + t1
         k0s = k0s + harmonic * t0
         k1s = k1s + (2 * (harmonic - _EULER) + 1 / (k + 1)) * t1
-    log_half = xp.log(x / 2)
+    log_half = xp.log(x) - math.log(2)  # not log(x / 2): x / 2 underflows at 5e-324
     k0 = -(log_half + _EULER) * i0 + k0s
     k1 = 1 / x + log_half * x / 2 * i1s - x / 4 * k1s
     return k0, k1

@@ -52,6 +52,12 @@ def set_device(device) -> None:
         if device.type != "cuda":
             raise ValueError(f"set_device: expected a CUDA device, got {device}")
         device = device.index or 0
+    if isinstance(device, bool) or not isinstance(device, (int, np.integer)):
+        raise TypeError(f"set_device: expected a device index, a device name or a "
+                        f"minidl.device, got {type(device).__name__}")
+    if device < 0:  # torch's no-op
+        return
+    _checked_index(int(device), "set_device")  # as torch's "invalid device ordinal"
     backend.use_device(int(device))
 
 
@@ -86,6 +92,13 @@ def _device_index(device, name, cp=None):
         raise ValueError(f"{name}: invalid device id {device}: this machine has {count} "
                          f"GPU{'s' if count != 1 else ''}")
     return int(device)
+
+
+def _checked_index(device, name):
+    """Refuse a ``device`` argument that names no GPU of this machine (where there is a GPU to
+    ask: without one these functions answer as torch's CPU-only build)."""
+    if is_available():  # CuPy's module, without starting CUDA (memory_stats is empty before)
+        _device_index(device, name, backend._load_cupy())
 
 
 def _text(value):
@@ -172,6 +185,7 @@ def get_arch_list() -> list:
 
 def synchronize(device=None) -> None:
     """Wait until the GPU has finished the work queued so far (for timing)."""
+    _checked_index(device, "synchronize")
     if backend.cuda_available():
         backend.require_cuda().cuda.Device().synchronize()
 
@@ -287,11 +301,13 @@ def _pool():
 
 def memory_allocated(device=None) -> int:
     """Bytes of GPU memory held by arrays now (CuPy's pool: in use)."""
+    _checked_index(device, "memory_allocated")
     return int(_pool().used_bytes()) if is_available() else 0
 
 
 def memory_reserved(device=None) -> int:
     """Bytes of GPU memory the pool holds, in use or cached for reuse."""
+    _checked_index(device, "memory_reserved")
     return int(_pool().total_bytes()) if is_available() else 0
 
 
@@ -373,6 +389,7 @@ def max_memory_allocated(device=None) -> int:
     the first call of this or that function: watching the pool starts then)."""
     if not is_available():
         return 0
+    _checked_index(device, "max_memory_allocated")
     _track_peaks()
     return max(_peak["allocated"], memory_allocated())
 
@@ -381,6 +398,7 @@ def max_memory_reserved(device=None) -> int:
     """The most GPU memory the pool held at once (in use or cached), as ``max_memory_allocated``."""
     if not is_available():
         return 0
+    _checked_index(device, "max_memory_reserved")
     _track_peaks()
     return max(_peak["reserved"], memory_reserved())
 
@@ -389,6 +407,7 @@ def reset_peak_memory_stats(device=None) -> None:
     """Start the peaks again from what is held now."""
     if not is_available():
         return
+    _checked_index(device, "reset_peak_memory_stats")
     if not _tracking:
         _track_peaks()
         return
@@ -419,6 +438,7 @@ def memory_stats(device=None) -> collections.OrderedDict:
     ``active_bytes.all.*`` (as allocated: CuPy frees a block when its array goes),
     ``inactive_split_bytes.all.current`` (cached, unused) and ``num_ooms``. Empty before CUDA
     is first used, as torch's. Asking starts the peak watch (see max_memory_allocated)."""
+    _checked_index(device, "memory_stats")
     if not is_initialized():
         return collections.OrderedDict()
     allocated, reserved = memory_allocated(device), memory_reserved(device)

@@ -2,9 +2,9 @@
 asynchronous collective's ``Work.get_future()``, a DDP communication hook's return value).
 
 ``wait()`` runs whatever completes it and returns the value; ``then(callback)`` gives a new
-Future whose value is ``callback(this_future)``, computed when that one is waited on. minidl's
-futures complete on the thread that waits (there is no background thread), which is when
-torch's would have completed at the latest.
+Future whose value is ``callback(this_future)``, computed as soon as this one completes (by
+``set_result`` or by a wait on either). minidl's futures complete on the thread that waits
+(there is no background thread), which is when torch's would have completed at the latest.
 """
 from __future__ import annotations
 
@@ -12,14 +12,18 @@ __all__ = ["Future", "collect_all", "wait_all"]
 
 
 class Future:
-    def __init__(self, *, devices=None, _waiter=None):
-        self._waiter = _waiter
+    def __init__(self, *, devices=None, _waiter=None, _poll=None):
+        self._waiter, self._poll = _waiter, _poll  # _poll: whether waiting would not block
         self._done = False
         self._value = None
         self._error = None
         self._callbacks = []
 
     def done(self) -> bool:
+        """Whether the future is completed (a collective's future completes here once the
+        collective has, so ``while not fut.done(): ...`` ends)."""
+        if not self._done and self._poll is not None and self._poll():
+            self._settle()
         return self._done
 
     def wait(self):
@@ -28,10 +32,7 @@ class Future:
             if self._waiter is None:
                 raise RuntimeError("Future.wait(): nothing will complete this future; call "
                                    "set_result() first")
-            try:
-                self._set(self._waiter(), None)
-            except Exception as exc:  # the error is kept, and raised to every waiter
-                self._set(None, exc)
+            self._settle()
         if self._error is not None:
             raise self._error
         return self._value
@@ -54,6 +55,15 @@ class Future:
             raise RuntimeError("Future.set_exception(): the future is already completed")
         self._set(None, result)
 
+    def _settle(self):
+        """Run the waiter and keep its value or its error (raised to every waiter)."""
+        try:
+            value = self._waiter()
+        except Exception as exc:
+            self._set(None, exc)
+        else:
+            self._set(value, None)
+
     def _set(self, value, error):
         self._value, self._error, self._done = value, error, True
         callbacks, self._callbacks = self._callbacks, []
@@ -67,7 +77,9 @@ class Future:
             return callback(self)
         nxt = Future(_waiter=run)
         if self._done:
-            nxt.wait()
+            nxt._settle()
+        else:  # completed as soon as this one is (set_result), as torch's
+            self._callbacks.append(lambda _: nxt._done or nxt._settle())
         return nxt
 
     def add_done_callback(self, callback):

@@ -6,6 +6,9 @@ once. ``save``/``load`` of TorchScript archives are refused with what to use ins
 (``minidl.save(model.state_dict(), path)``): there is no archive format to write."""
 from __future__ import annotations
 
+import builtins
+import types
+import typing
 import warnings
 
 from .futures import Future
@@ -13,7 +16,7 @@ from .futures import Future
 __all__ = ["script", "trace", "trace_module", "ignore", "unused", "export", "interface",
            "is_scripting", "is_tracing", "annotate", "Attribute", "Final", "fork", "wait",
            "freeze", "optimize_for_inference", "save", "load", "ScriptModule",
-           "ScriptFunction", "enable_onednn_fusion", "onednn_fusion_enabled",
+           "ScriptFunction", "script_if_tracing", "isinstance", "enable_onednn_fusion", "onednn_fusion_enabled",
            "set_fusion_strategy"]
 
 _warned = False
@@ -33,7 +36,7 @@ def _eager(what, obj):
 
 def script(obj, optimize=None, _frames_up=0, _rcb=None, example_inputs=None):
     """Returns ``obj`` (a Module, function or class) unchanged; it runs eagerly."""
-    if isinstance(obj, type):
+    if builtins.isinstance(obj, type):
         return obj  # a scripted class: its instances are plain Python objects here
     return _eager("script", obj)
 
@@ -84,7 +87,36 @@ def Attribute(value, type=None):  # noqa: N802,A002  (torch's name and signature
     return value
 
 
-Final = object  # ``x: torch.jit.Final[int]`` only annotates
+Final = typing.Final  # ``x: torch.jit.Final[int]`` only annotates (as torch's: typing's)
+
+
+def script_if_tracing(fn):
+    """``@torch.jit.script_if_tracing``: the function stays as it is."""
+    return fn
+
+
+def isinstance(obj, target_type):  # noqa: A001  (torch's name)
+    """``torch.jit.isinstance``: ``obj`` against a container type with its element types
+    (``List[int]``, ``Dict[str, Tensor]``, ``Tuple[int, str]``, ``Optional[...]``,
+    ``Union[...]``), checking every element as torch's does outside TorchScript."""
+    origin, args = typing.get_origin(target_type), typing.get_args(target_type)
+    if origin is None:
+        return builtins.isinstance(obj, target_type)
+    if origin in (typing.Union, types.UnionType):
+        return any(isinstance(obj, a) for a in args)
+    if not builtins.isinstance(obj, origin):
+        return False
+    if not args:
+        return True
+    if origin in (list, set, frozenset):
+        return all(isinstance(v, args[0]) for v in obj)
+    if origin is dict:
+        return all(isinstance(k, args[0]) and isinstance(v, args[1]) for k, v in obj.items())
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(isinstance(v, args[0]) for v in obj)
+        return len(obj) == len(args) and all(isinstance(v, a) for v, a in zip(obj, args))
+    return True
 
 
 class ScriptModule:

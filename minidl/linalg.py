@@ -938,8 +938,6 @@ _MATRIX_T = property(_mT, doc="The last two dims swapped, as torch.Tensor.mT.")
 
 
 def _mH(a):  # noqa: N802  (torch's name)
-    from .ops import Conj
-
     return Conj.apply(_mT(a)) if a.data.dtype.kind == "c" else _mT(a)
 
 
@@ -1311,6 +1309,17 @@ def _check_pivots(name, LU, pivots):
         raise _bad(f"{name}: Expected LU.shape[:-1] and pivots.shape to be the same, but got "
                    f"pivots with shape {tuple(pivots.shape)} for LU of shape "
                    f"{tuple(LU.shape)}")
+    if pivots.numel() and get_array_module(pivots.data) is np:
+        # out-of-range pivots would index past (or wrap around) the rows; checked on the CPU
+        # only, as torch's (on a GPU it would cost a sync)
+        piv = pivots.data
+        m = LU.shape[-2]
+        if bool((piv < 1).any()):
+            raise _bad(f"{name}: Pivots given to lu_solve must all be greater or equal to 1. "
+                       "Did you properly pass the result of lu_factor?")
+        if bool((piv > m).any()):
+            raise _bad(f"{name}: Pivots given to lu_solve must all be smaller or equal to "
+                       f"LU.size(-2) = {m}. Did you properly pass the result of lu_factor?")
 
 
 def lu_solve(LU, pivots, B, *, left=True, adjoint=False):
@@ -1491,6 +1500,9 @@ def cholesky_ex(A, *, upper=False, check_errors=False):
     xp = get_array_module(A.data)
     try:
         out = cholesky(A)
+        if bool(xp.isnan(xp.diagonal(out.data, axis1=-2, axis2=-1)).any()):
+            # a NaN met on the diagonal: potrf stops there and reports it (NumPy does not)
+            raise LinAlgError("NaN in the factor")
         info = xp.zeros(A.shape[:-2], dtype=np.int32)
     except LinAlgError:
         L, info = _cholesky_arrays(xp, A.data)
@@ -1557,6 +1569,9 @@ def vecdot(x, y, *, dim=-1):
     if not isinstance(x, autograd.Tensor) or not isinstance(y, autograd.Tensor):
         raise TypeError(f"{name}: x and y must be Tensors, got {type(x).__name__} and "
                         f"{type(y).__name__}")
+    if x.data.dtype.kind not in "fc":
+        raise TypeError(f"{name}: Expected a floating point or complex tensor as input. Got "
+                        f"{x.data.dtype}")
     if x.data.dtype != y.data.dtype:
         raise TypeError(f"{name}: Expected x and y to have the same dtype, but found x of type "
                         f"{x.data.dtype} and y of type {y.data.dtype} instead")
@@ -1565,9 +1580,7 @@ def vecdot(x, y, *, dim=-1):
     except ValueError:
         raise _bad(f"{name}: the shapes of x {tuple(x.shape)} and y {tuple(y.shape)} do not "
                    "broadcast") from None
-    if x.data.dtype.kind == "c":  # torch's vecdot conjugates x
-        from .ops import Conj
-
+    if x.data.dtype.kind == "c":  # torch's vecdot conjugates x: sum(conj(x) * y)
         x = Conj.apply(x)
     return (x * y).sum(dim=wrap_dim(dim, len(shape), name))
 
@@ -1603,6 +1616,13 @@ def _expm(a):
     a64 = a.astype(np.float64)
     n = a.shape[-1]
     norm = float(xp.abs(a64).sum(axis=-1).max()) if a64.size else 0.0
+    if not np.isfinite(norm):  # inf or NaN entries: the squarings cannot be counted
+        finite = xp.isfinite(a64).all(axis=(-2, -1))
+        if not bool(finite.any()):
+            return xp.full(a.shape, np.nan, dtype=a.dtype)
+        out = xp.full(a64.shape, np.nan)
+        out[finite] = _expm(a64[finite])
+        return out.astype(a.dtype, copy=False)
     s = max(0, int(np.ceil(np.log2(norm / 0.5)))) if norm > 0.5 else 0
     x = a64 / (2.0 ** s)
     eye = xp.eye(n, dtype=np.float64)
@@ -1688,6 +1708,8 @@ def householder_product(A, tau):
     xp = get_array_module(A.data)
     vs = _householder_vectors(A)
     q = autograd.Tensor(xp.broadcast_to(xp.eye(m, n, dtype=A.data.dtype), A.shape).copy())
+    if tau.shape[-1] == 0:  # no reflector: still a function of A and tau (zero gradients)
+        q = q + A * 0.0 + tau.sum(-1, keepdim=True).unsqueeze(-1) * 0.0
     for i in range(tau.shape[-1] - 1, -1, -1):
         v = vs[..., :, i:i + 1]
         q = q - tau[..., i:i + 1].unsqueeze(-1) * (v @ (_mT(v) @ q))
@@ -1742,6 +1764,8 @@ class _NoDerivative(Function):
         return value
 
     def backward(self, g):
+        if not any(autograd.input_needed(self, i) for i in range(len(self.inputs))):
+            return (None,) * len(self.inputs)  # a pass for other inputs (autograd.grad)
         raise NotImplementedError(f"the derivative for '{self.op}' is not implemented.")
 
 
@@ -2025,20 +2049,36 @@ __all__ += ["ldl_factor", "ldl_factor_ex", "ldl_solve"]
 EigResult = namedtuple("EigResult", ["eigenvalues", "eigenvectors"])
 
 
-def _eig_arrays(xp, a):
-    """(w, v) as LAPACK's geev gives them (unit eigenvectors, largest component real), always
-    complex; on the host where the array module has no eig (CuPy)."""
-    cdtype = complex_of(a.dtype)
+def _geev(xp, a):
+    """(w, v) as LAPACK's geev gives them (unit eigenvectors, largest component real); on the
+    host where the array module has no eig (CuPy)."""
     try:
         if hasattr(xp.linalg, "eig"):
-            w, v = xp.linalg.eig(a)
-        else:
-            w, v = (xp.asarray(t) for t in np.linalg.eig(_host(a)))
+            return xp.linalg.eig(a)
+        return (xp.asarray(t) for t in np.linalg.eig(_host(a)))
     except np.linalg.LinAlgError:
         raise LinAlgError("linalg.eig: The algorithm failed to converge because the input "
                           "matrix is ill-conditioned or has too many repeated eigenvalues"
                           ) from None
-    return w.astype(cdtype, copy=False), v.astype(cdtype, copy=False)
+
+
+def _eig_arrays(xp, a, vectors=True):
+    """geev's (w, v), always complex. A matrix with an inf or a NaN: eig refuses it and
+    eigvals gives NaN eigenvalues for it, as torch's."""
+    cdtype = complex_of(a.dtype)
+    finite = xp.isfinite(a).all(axis=(-2, -1))
+    # on the host a check is free; on a GPU, where it would be a sync, the non-finite matrices
+    # are swapped for zeros and their results made NaN instead
+    all_finite = xp is np and bool(finite.all())
+    if xp is np and vectors and not all_finite:
+        raise LinAlgError("torch.linalg.eig: input tensor should not contain infs or NaNs.")
+    w, v = _geev(xp, a if all_finite else xp.where(finite[..., None, None], a, 0))
+    w, v = w.astype(cdtype, copy=False), v.astype(cdtype, copy=False)
+    if not all_finite:
+        nan = np.array(np.nan, dtype=cdtype)
+        w = xp.where(finite[..., None], w, nan)
+        v = xp.where(finite[..., None, None], v, nan)
+    return w, v
 
 
 class Eig(Function):
@@ -2052,7 +2092,7 @@ class Eig(Function):
 
     def forward(self, a, vectors=True):
         xp = get_array_module(a)
-        w, v = _eig_arrays(xp, a)
+        w, v = _eig_arrays(xp, a, vectors)
         self.save_for_backward(w, v)
         self.vectors, self.real_input = vectors, a.dtype.kind == "f"
         self.dtype = a.dtype

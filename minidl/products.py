@@ -313,14 +313,27 @@ def _scaled_sum(input, product, beta, alpha):
     return out + (input if beta == 1 else input * beta)
 
 
+def counted_as(forward, backward, op, *args):
+    """``op(*args)``, whose products a running FlopCounterMode counts as torch counts the one
+    op torch has for them: ``forward`` its name for the forward (None: uncounted),
+    ``backward`` whether the backward's products count (see autograd._flop_alias)."""
+    if autograd._profiler_hook is None:
+        return op(*args)
+    previous, autograd._flop_alias = autograd._flop_alias, (forward, backward)
+    try:
+        return op(*args)
+    finally:
+        autograd._flop_alias = previous
+
+
 def addmm(input, mat1, mat2, *, beta=1, alpha=1):
     """``beta * input + alpha * (mat1 @ mat2)`` (input broadcast)."""
-    return _scaled_sum(input, mm(mat1, mat2), beta, alpha)
+    return _scaled_sum(input, counted_as("addmm", True, mm, mat1, mat2), beta, alpha)
 
 
 def baddbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """``beta * input + alpha * bmm(batch1, batch2)``."""
-    return _scaled_sum(input, bmm(batch1, batch2), beta, alpha)
+    return _scaled_sum(input, counted_as("baddbmm", True, bmm, batch1, batch2), beta, alpha)
 
 
 def addmv(input, mat, vec, *, beta=1, alpha=1):

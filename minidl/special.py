@@ -530,9 +530,9 @@ def _constant_unary(name, compute):
         _check_tensor(name, "input", input)
         x = _float_input(input).data
         xp = get_array_module(x)
-        with np.errstate(all="ignore"):
-            y = compute(xp, _wide(x))
-        return autograd.Tensor(y.astype(x.dtype, copy=False))
+        with np.errstate(all="ignore"):  # the cast too: a float32 result may overflow to inf
+            y = compute(xp, _wide(x)).astype(x.dtype, copy=False)
+        return autograd.Tensor(y)
     op.__name__ = op.__qualname__ = name
     op.__doc__ = f"torch.special.{name} (elementwise; no gradient, as in torch)."
     return op
@@ -612,7 +612,7 @@ legendre_polynomial_p = _constant_polynomial("legendre_polynomial_p", _more.lege
 
 # ---- zeta and the incomplete gamma functions: derivatives for the second argument only ----
 def _refuse_first(fn, what):
-    if fn.inputs and fn.inputs[0].requires_grad:
+    if fn.inputs and autograd.input_needed(fn, 0):  # not where only the other one is asked
         raise NotImplementedError(f"the derivative for '{what}' is not implemented.")
 
 
@@ -640,9 +640,23 @@ class Zeta(Function):
 
 
 def _igamma_derivative(xp, a, x):
-    """d/dx P(a, x) = x^(a-1) e^-x / Gamma(a)."""
+    """d/dx P(a, x) = x^(a-1) e^-x / Gamma(a). For a >= 100 the exponent is a sum of terms of
+    size a log a that cancel: there Stirling's series is taken out of lgamma by hand, leaving
+    a (log1p(u) - u) - log x + log(a) / 2 - log(2 pi) / 2 - (its tail), u = (x - a) / a."""
     with np.errstate(all="ignore"):
-        return xp.exp((a - 1) * xp.log(x) - x - _lgamma64(xp, a))
+        direct = (a - 1) * xp.log(x) - x - _lgamma64(xp, a)
+        big = xp.where(a >= 100, a, 100.0)
+        u = (x - big) / big  # x - a is exact where they are close
+        r = 1 / (big * big)
+        tail = (1 / 12 - r * (1 / 360 - r * (1 / 1260 - r / 1680))) / big
+        # log1p(u) - u: its series where the difference would cancel (|u| < 0.1)
+        small = xp.where(xp.abs(u) < 0.1, u, 0.0)
+        series = xp.zeros_like(small)
+        for k in range(21, 1, -1):
+            series = small * ((1 if k % 2 else -1) / k + series)
+        log1pmx = xp.where(xp.abs(u) < 0.1, small * series, xp.log1p(u) - u)
+        stirling = big * log1pmx - xp.log(x) + 0.5 * xp.log(big) - _LOG_SQRT_2PI - tail
+        return xp.exp(xp.where(a >= 100, stirling, direct))
 
 
 class IGamma(Function):

@@ -22,7 +22,7 @@ from .ops import (
     refuse_complex, result_type, where, wrap_dim,
 )
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
-from .products import Dot, _scaled_sum, bmm, outer
+from .products import Dot, _scaled_sum, bmm, counted_as, outer
 from .shape_ops import _diagonal_positions, diag
 
 
@@ -109,7 +109,8 @@ def addr(input, vec1, vec2, *, beta=1, alpha=1):
 
 def addbmm(input, batch1, batch2, *, beta=1, alpha=1):
     """``beta * input + alpha * sum_b batch1[b] @ batch2[b]``."""
-    return _scaled_sum(input, bmm(batch1, batch2).sum(0), beta, alpha)
+    # torch has no FLOP formula for addbmm's forward (its backward runs bmm)
+    return _scaled_sum(input, counted_as(None, True, bmm, batch1, batch2).sum(0), beta, alpha)
 
 
 def vdot(input, other):

@@ -1373,7 +1373,6 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
     With ``create_graph`` the gradients are Tensors and each op's ``graph_backward`` computes
     its input gradients with recorded ops, so that the gradients can be differentiated again
     (double backward); without it they are arrays, computed outside the graph."""
-    changes = autograd.changes
     order, any_freed = _graph_order(roots)
     for node in (order if any_freed else ()):  # the first freed op in order, as before
         ctx = node._ctx
@@ -1388,9 +1387,31 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
     for root, grad in zip(roots, root_grads):
         held = grads.get(id(root))
         grads[id(root)] = grad if held is None else held + grad
-    pop_grad = grads.pop
     handed_out = {id(g) for g in root_grads} if given else set()
     found = None if wanted is None else {id(t): None for t in wanted}
+    needed = None
+    if found is not None:  # the tensors on a path to a wanted one (autograd.input_needed)
+        needed = set(found)
+        for node in order:  # inputs before the ops that took them
+            ctx = node._ctx
+            if ctx is not None and any(id(p) in needed for p in ctx.inputs):
+                needed.add(id(node))
+    previous_needed, autograd._needed = autograd._needed, needed
+    try:
+        _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
+                            finishers)
+    finally:
+        autograd._needed = previous_needed
+    for finish in finishers:
+        finish()
+    return None if found is None else [found[id(t)] for t in wanted]
+
+
+def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
+                        finishers):
+    """The loop of _backprop_graph: each op's backward in reverse topological order."""
+    changes = autograd.changes
+    pop_grad = grads.pop
     for node in reversed(order):
         g = pop_grad(id(node), None)
         if g is None:
@@ -1450,9 +1471,6 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
             key = id(parent)
             held = grads.get(key)
             grads[key] = pg if held is None else held + pg
-    for finish in finishers:
-        finish()
-    return None if found is None else [found[id(t)] for t in wanted]
 
 
 def _run_post_hooks(t):

@@ -2,7 +2,7 @@
 # The GPU checks (issues 6, 12, 13), in one go, on a machine with an NVIDIA GPU, CuPy and CUDA PyTorch
 # (the `device` machine: nothing to install, the repo runs from its checkout).
 #   bash tools/gpu_checks.sh OUTDIR MNIST_DIR [what...]
-# what: smoke bench mnist dist resnet tests profile amp (default: all but profile). Logs and JSON
+# what: smoke api bench mnist dist resnet tests profile amp (default: all but profile). Logs and JSON
 #   land in OUTDIR. amp: tools/gpu_amp_check.py (16-bit kernels, autocast vs torch, ResNet-50 b64
 #   bf16 vs fp32 and torch) and the MNIST example with --amp bf16 (issue 13: >= 99.0%)
 #   (AMP_ARGS=--skip-bench leaves out its ResNet-50 timing, which bench also has)
@@ -10,11 +10,11 @@
 #   bench: every CUDA benchmark (LeNet, ResNet-50 inference b64/b256, ResNet-50 training step
 #          b32/b128 with peak memory); BENCH_K=expr narrows it (pytest -k)
 #   smoke: cuDNN's version and the CUDA kernel, device, recurrent (LSTM/GRU step kernels),
-#          cuDNN, batch-norm and conv tests; fft/complex/stft and FlopCounterMode on CuPy
-#          against the CPU (tools/gpu_complex_check.py), minidl.cuda's streams, events,
-#          memory figures, RNG state, OutOfMemoryError and CUDA DLPack
-#          (tools/gpu_cuda_api_check.py)
+#          cuDNN, batch-norm and conv tests
 #          (SMOKE_TESTS="tests/a.py tests/b.py" names others)
+#   api: fft/complex/stft and FlopCounterMode on CuPy against the CPU
+#        (tools/gpu_complex_check.py), minidl.cuda's streams, events, memory figures, RNG
+#        state, OutOfMemoryError and CUDA DLPack (tools/gpu_cuda_api_check.py); not in figures
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py;
 #            PROFILE_ARGS="--amp bf16 --batch 64" for the mixed-precision step)
@@ -28,7 +28,7 @@
 #            --amp bf16, the host's share of a step (host), and the cpu section
 set -u
 out=${1:?output folder}; data=${2:?folder holding the MNIST IDX files}; shift 2
-what=${*:-smoke bench mnist dist resnet tests amp}
+what=${*:-smoke api bench mnist dist resnet tests amp}
 if [ "$what" = figures ]; then
   what="smoke bench amp host cpu"
   export BENCH_RUNS=${BENCH_RUNS:-3} AMP_ARGS=${AMP_ARGS:---skip-bench}
@@ -50,9 +50,11 @@ x = minidl.randn(2, 3, 9, 9, device="cuda", requires_grad=True); w = minidl.rand
 y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().backward(); print("cuDNN probe ok", float(x.grad.sum()), float(w.grad.sum()))'; then
         echo "cuDNN PROBE FAILED: the rest of this run sets MINIDL_CUDNN=0"; export MINIDL_CUDNN=0
       fi
-      timeout 120 python3 tools/gpu_complex_check.py 2>&1 | tee "$out/complex.log" | tail -8
-      timeout 120 python3 tools/gpu_cuda_api_check.py 2>&1 | tee "$out/cuda_api.log" | tail -8
       timeout 300 python3 -m pytest -q -rs -p no:cacheprovider ${SMOKE_TESTS:-tests/test_cudnn.py tests/test_cuda.py tests/test_devices.py tests/test_rnn.py tests/test_batch_norm.py tests/test_conv_memory.py tests/test_checkpoint.py tests/test_double_backward.py} 2>&1 | tee "$out/smoke.log" | tail -25 ;;
+    api)
+      # what runs on CuPy but was tested on the fake GPU only (not part of "figures")
+      timeout 120 python3 tools/gpu_complex_check.py 2>&1 | tee "$out/complex.log" | tail -8
+      timeout 120 python3 tools/gpu_cuda_api_check.py 2>&1 | tee "$out/cuda_api.log" | tail -8 ;;
     bench)
       # BENCH_RUNS=3 for the issues' medians of 3 runs (bench_ratios takes the median ratio)
       for r in $(seq 1 "${BENCH_RUNS:-1}"); do

@@ -116,6 +116,23 @@ def get_autocast_dtype(device_type="cuda"):
     return _state[device][1] or _default_dtype(device)
 
 
+def set_autocast_enabled(device_type, enabled):
+    """Turn autocast on or off for ``device_type`` outside any ``with autocast(...)`` (torch's
+    low-level switch; a region entered later restores this state when it exits)."""
+    device = _check_device(device_type)
+    dtype = _state[device][1] or _default_dtype(device)
+    _state[device] = (bool(enabled), dtype)
+    if enabled:
+        _last[device] = dtype
+    _install()
+
+
+def set_autocast_dtype(device_type, dtype):
+    """The dtype autocast computes in on ``device_type`` (float16 or bfloat16)."""
+    device = _check_device(device_type)
+    _state[device] = (_state[device][0], _check_dtype(dtype))
+
+
 def _check_device(device_type):
     name = str(device_type).lower()
     if name not in DEVICES:

@@ -32,6 +32,23 @@ _autocast_hook = None
 # the op's forward through hook.forward(fn, tensors, kwargs), and the backward engine each
 # node's backward through hook.backward(fn, grad), so that both are timed. None otherwise.
 _profiler_hook = None
+# Set (by products.counted_as) while a product runs that torch counts as an op of its own
+# (addmm, baddbmm) or not at all (addbmm's forward, bilinear): (forward name or None, whether
+# the backward counts), read by minidl.utils.flop_counter.FlopCounterMode. None otherwise.
+_flop_alias = None
+
+
+# While a backward pass runs for chosen inputs only (autograd.grad, backward(inputs=...)): the
+# ids of the tensors whose gradients lead to those inputs. An op with no derivative for one of
+# its inputs refuses only where that gradient is needed (input_needed), as torch's engine
+# computes only the edges it needs. None otherwise (every input that requires grad is needed).
+_needed = None
+
+
+def input_needed(fn, i):
+    """Whether the running backward pass needs the gradient of ``fn``'s i-th input."""
+    t = fn.inputs[i]
+    return t.requires_grad and (_needed is None or id(t) in _needed)
 
 
 # Anomaly detection (detect_anomaly): ops record where they were called, and a backward pass
@@ -215,18 +232,41 @@ class set_grad_enabled:
         return run
 
 
+_inference_enabled = False  # is_inference_mode_enabled(): inside inference_mode()
+
+
 def inference_mode(mode: bool = True):
     """PyTorch's inference mode, as ``no_grad()`` (minidl has no separate tensor kind for it):
-    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves the mode as it is;
-    a decorator with or without the call, as PyTorch's."""
+    ``with minidl.inference_mode():``; ``inference_mode(False)`` leaves grad mode as it is
+    (and is_inference_mode_enabled() False inside); a decorator with or without the call, as
+    PyTorch's."""
     if callable(mode):  # @minidl.inference_mode
-        return no_grad(mode)
-    return no_grad() if mode else _mode_unchanged()
+        fn = mode
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with _inference_scope(True):
+                return fn(*args, **kwargs)
+        return run
+    return _inference_scope(bool(mode))
 
 
 @contextlib.contextmanager
-def _mode_unchanged():
-    yield
+def _inference_scope(mode):
+    global _inference_enabled
+    previous, _inference_enabled = _inference_enabled, mode
+    try:
+        if mode:
+            with no_grad():
+                yield
+        else:
+            yield
+    finally:
+        _inference_enabled = previous
+
+
+def is_inference_mode_enabled() -> bool:
+    return _inference_enabled
 
 
 def is_grad_enabled() -> bool:

@@ -145,9 +145,9 @@ def _parse_backend(backend):
 def init_process_group(backend="mpi", init_method=None, timeout=None, world_size=None,
                        rank=None, store=None, device_id=None, **_ignored):
     """Join the job's process group. ``backend`` is "mpi", "nccl" or "gloo" (runs on MPI);
-    ``world_size`` and ``rank``, if given, must agree with what the MPI launcher assigned (they
-    are not chosen here). ``init_method``: None or "env://" (rank and world size come from the
-    MPI launcher either way). ``timeout``: seconds a collective may wait before the job is
+    ``world_size`` and ``rank``, if given (-1, torch's default, means not given), must agree
+    with what the MPI launcher assigned (they are not chosen here). ``init_method``: None or
+    "env://" (rank and world size come from the MPI launcher either way). ``timeout``: seconds a collective may wait before the job is
     aborted (default 1800; a ``datetime.timedelta`` works too)."""
     global _group, _world
     if _group is not None:
@@ -185,10 +185,10 @@ def init_process_group(backend="mpi", init_method=None, timeout=None, world_size
             f"init_process_group: WORLD_SIZE={torchrun_world} in the environment (torchrun?) but "
             "this process was not started by an MPI launcher, so it would train alone; launch "
             f"with `mpiexec -n {torchrun_world} python ...` instead")
-    if world_size is not None and int(world_size) != group.size:
+    if world_size is not None and int(world_size) != -1 and int(world_size) != group.size:
         raise ValueError(f"init_process_group: world_size={world_size} but the MPI launcher "
                          f"started {group.size} ranks (mpiexec -n sets it)")
-    if rank is not None and int(rank) != group.rank:
+    if rank is not None and int(rank) != -1 and int(rank) != group.rank:
         raise ValueError(f"init_process_group: rank={rank} but the MPI launcher made this "
                          f"process rank {group.rank}")
     _use_local_resources(group.local_rank, group.local_size)
@@ -297,8 +297,9 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
               use_local_synchronization=False, group_desc=None):
     """A process group of the world ranks ``ranks`` (all of them if None), which every rank of
     the world must call, in the same order as the other ranks' calls (as torch's). Ranks
-    outside it get ``GroupMember.NON_GROUP_MEMBER``. ``backend``: the world's by default;
-    'mpi'/'gloo' runs a group on MPI under an NCCL world."""
+    outside it get ``GroupMember.NON_GROUP_MEMBER``. With ``use_local_synchronization=True``
+    only the ranks in ``ranks`` need to call it (as torch's). ``backend``: the world's by
+    default; 'mpi'/'gloo' runs a group on MPI under an NCCL world."""
     world = _require("new_group")
     size = world.size
     members = list(range(size)) if ranks is None else [int(r) for r in ranks]
@@ -313,7 +314,7 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
     base = world
     if backend is not None and _parse_backend(backend) == "mpi" and world.name == "nccl":
         base = world.mpi
-    impl = base.subgroup(members)
+    impl = base.subgroup(members, bool(use_local_synchronization))
     if timeout is not None and impl is not None:
         seconds = timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout
         _set_timeout(impl, float(seconds))
@@ -379,10 +380,16 @@ def get_global_rank(group, group_rank) -> int:
     return pg._ranks[int(group_rank)]
 
 
-def _peer(pg, global_rank, group_rank, name, what):
-    """The group-local rank of a ``src``/``dst`` given as a world rank or a group rank."""
+def _peer(pg, global_rank, group_rank, name, what, required=False):
+    """The group-local rank of a ``src``/``dst`` given as a world rank or a group rank; when
+    neither is given, world rank 0 (torch's default for gather, scatter and the object
+    collectives), or a ValueError where torch requires one (``required``: broadcast, reduce,
+    send)."""
     if global_rank is not None and group_rank is not None:
         raise ValueError(f"{what}: give {name} or group_{name}, not both")
+    if required and global_rank is None and group_rank is None:
+        raise ValueError(f"{what}: give {name} (a world rank) or group_{name} (a rank in the "
+                         "group); it has no default")
     if group_rank is not None:
         r = int(group_rank)
         if not 0 <= r < pg.size():
@@ -404,30 +411,61 @@ class Work:
 
     def __init__(self, pending, outputs=(), after=None):
         self._pending, self._outputs, self._after = pending, list(outputs), after
-        self._finished = False
+        self._finished, self._error = False, None
 
     def _finish(self):
+        """Complete the operation once; an error it raised is kept and raised again by every
+        later wait (a second wait must not report a failed operation as done)."""
         if not self._finished:
-            self._finished = True
-            value = self._pending.wait()
-            if self._after is not None:
-                self._after(value)
-            self._value = value
+            try:
+                value = self._pending.wait()
+                if self._after is not None:
+                    self._after(value)
+            except Exception as exc:
+                self._finished, self._error = True, exc
+                raise
+            self._finished, self._value = True, value
+        elif self._error is not None:
+            raise self._error
 
     def wait(self, timeout=None):
+        """Block until the operation has completed. ``timeout`` (seconds or a timedelta):
+        raise a RuntimeError if it has not by then (it stays under way; a later wait can
+        still complete it) instead of waiting up to the group's timeout."""
+        if timeout is not None and not self._finished:
+            import time
+
+            seconds = timeout.total_seconds() if hasattr(timeout, "total_seconds") else \
+                float(timeout)
+            deadline = time.monotonic() + seconds
+            while not self.is_completed():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Work.wait: the operation did not complete within "
+                                       f"{seconds:g} s (timeout)")
+                time.sleep(1e-4)
         self._finish()
         return True
 
     def is_completed(self) -> bool:
-        if not self._finished and self._pending.test():
-            self._finish()
+        if not self._finished:
+            try:
+                ready = self._pending.test()
+            except Exception as exc:
+                self._finished, self._error = True, exc
+                return True
+            if ready:
+                try:
+                    self._finish()
+                except Exception:
+                    pass  # kept: exception() returns it, wait() raises it
         return self._finished
 
     def is_success(self) -> bool:
-        return self.is_completed()
+        return self.is_completed() and self._error is None
 
     def exception(self):
-        return None
+        """The error the operation raised, or None."""
+        return self._error
 
     def result(self):
         """The output tensors of the operation (after waiting for it)."""
@@ -438,7 +476,7 @@ class Work:
         """A ``minidl.futures.Future`` of the output tensors (completed by waiting)."""
         from ..futures import Future
 
-        return Future(_waiter=self.result)
+        return Future(_waiter=self.result, _poll=self.is_completed)
 
     def source_rank(self) -> int:
         """For an ``irecv``: the world rank the message came from."""
@@ -476,6 +514,11 @@ def _op(op, arr, what):
     op = str(op).lower()
     if op not in OPS:
         raise ValueError(f"{what}: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if arr.dtype.kind == "c":  # as torch's: reduced as (real, imag) pairs
+        if op not in ("sum", "avg"):
+            raise ValueError(f"{what} does not support {op!r} on complex tensors (sum and avg "
+                             "do)")
+        return op
     if arr.dtype.kind not in "fiub" and arr.dtype.name != "bfloat16":
         raise TypeError(f"{what}: cannot reduce dtype {arr.dtype}")
     floating = arr.dtype.kind == "f" or arr.dtype.name == "bfloat16"
@@ -504,6 +547,7 @@ _KINDS = ("all_reduce", "reduce", "broadcast", "all_gather", "all_gather_into_te
           "all_to_all", "barrier", "all_gather_object", "gather_object", "broadcast_object_list",
           "scatter_object_list")
 CHECK_ARGUMENTS = os.environ.get("MINIDL_DIST_CHECKS", "1") != "0"
+_AGREE_LEN = 6  # the values _agree compares: kind, size, dtype, op, root, one extra
 
 
 def _agree(pg, what, arr=None, op=None, root=None, extra=()):
@@ -516,6 +560,9 @@ def _agree(pg, what, arr=None, op=None, root=None, extra=()):
 
     values = [_KINDS.index(what), -1, -1, -1 if op is None else OPS.index(op),
               -1 if root is None else int(root), *extra]
+    # one length for every collective: ranks in different collectives must still run an
+    # all-reduce of one count (MPI has no meaning for one of mismatched counts)
+    values += [-1] * (_AGREE_LEN - len(values))
     describe = what
     if arr is not None:
         values[1], values[2] = int(arr.size), zlib.crc32(str(arr.dtype).encode()) & 0xFFFFFFF
@@ -547,7 +594,7 @@ def reduce(tensor, dst=None, op="sum", group=None, async_op=False, group_dst=Non
     op = _op(op, arr, "reduce")
     if pg is None:
         return _skipped(async_op)
-    root = _peer(pg, dst, group_dst, "dst", "reduce")
+    root = _peer(pg, dst, group_dst, "dst", "reduce", required=True)
     _agree(pg, "reduce", arr, op, root)
     return _complete(pg._impl.reduce(arr, op, root), async_op, [tensor])
 
@@ -558,7 +605,7 @@ def broadcast(tensor, src=None, group=None, async_op=False, group_src=None):
     arr = _array(tensor, "broadcast")
     if pg is None:
         return _skipped(async_op)
-    root = _peer(pg, src, group_src, "src", "broadcast")
+    root = _peer(pg, src, group_src, "src", "broadcast", required=True)
     _agree(pg, "broadcast", arr, root=root)
     return _complete(pg._impl.broadcast(arr, root), async_op, [tensor])
 
@@ -783,7 +830,7 @@ def all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False
 
 # ---- point to point ---------------------------------------------------------------------------
 def _p2p_peer(pg, peer, group_peer, name, what):
-    r = _peer(pg, peer, group_peer, name, what)
+    r = _peer(pg, peer, group_peer, name, what, required=True)
     if r == pg.rank():
         raise ValueError(f"{what}: Invalid {'destination' if name == 'dst' else 'source'} rank: "
                          f"{'destination' if name == 'dst' else 'source'} rank should not be "
@@ -791,13 +838,13 @@ def _p2p_peer(pg, peer, group_peer, name, what):
     return r
 
 
-def isend(tensor, dst=None, group=None, tag=0, group_dst=None):
+def isend(tensor, dst=None, group=None, tag=0, group_dst=None, _what="isend"):
     """Start sending ``tensor`` to rank ``dst``; returns a Work to ``wait()`` on."""
-    pg = _pg(group, "isend")
-    arr = _array(tensor, "isend")
+    pg = _pg(group, _what)
+    arr = _array(tensor, _what)
     if pg is None:
         return None
-    r = _p2p_peer(pg, dst, group_dst, "dst", "isend")
+    r = _p2p_peer(pg, dst, group_dst, "dst", _what)
     return Work(pg._impl.send(arr, r, int(tag)), [tensor])
 
 
@@ -831,7 +878,7 @@ class _Mapped:
 
 def send(tensor, dst=None, group=None, tag=0, group_dst=None):
     """Send ``tensor`` to rank ``dst`` and wait until it has gone."""
-    work = isend(tensor, dst, group, tag, group_dst)
+    work = isend(tensor, dst, group, tag, group_dst, _what="send")
     if work is not None:
         work.wait()
 
@@ -851,6 +898,11 @@ class P2POp:
     def __init__(self, op, tensor, peer=None, group=None, tag=0, group_peer=None):
         if op not in (isend, irecv):
             raise ValueError("P2POp: op must be minidl.distributed.isend or irecv")
+        if peer is None and group_peer is None:  # checked here, as torch's
+            raise ValueError("P2POp: give peer (a world rank) or group_peer (a rank in the "
+                             "group)")
+        if peer is not None and group_peer is not None:
+            raise ValueError("P2POp: give peer or group_peer, not both")
         self.op, self.tensor, self.peer, self.group, self.tag = op, tensor, peer, group, tag
         self.group_peer = group_peer
 

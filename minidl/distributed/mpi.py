@@ -55,10 +55,20 @@ class MPIGroup:
 
         atexit.register(self.leave)  # runs before mpi4py's MPI_Finalize (registered earlier)
 
-    def subgroup(self, ranks):
+    def subgroup(self, ranks, local=False):
         """A group of ``ranks`` (ranks of this group, in that order), or None on a rank not in
-        it. Every rank of this group must call it, as torch's new_group."""
+        it. Every rank of this group must call it, as torch's new_group; with ``local``
+        (torch's use_local_synchronization) only the ranks in it do (MPI_Comm_create_group)."""
         MPI = self.MPI
+        if local:
+            if self.rank not in ranks:
+                return None
+            everyone = self.comm.Get_group()
+            members = everyone.Incl(list(ranks))
+            comm = self.comm.Create_group(members)
+            members.Free()
+            everyone.Free()
+            return MPIGroup(self.timeout, comm=comm, parent=self)
         color = 0 if self.rank in ranks else MPI.UNDEFINED
         key = ranks.index(self.rank) if self.rank in ranks else 0
         comm = self.comm.Split(color, key)
@@ -147,7 +157,7 @@ class MPIGroup:
     def _reducible(self, host, op):
         """(buffer to reduce in, MPI op, whether it is a float32 copy of 16-bit floats)."""
         half = host.dtype.name in _HALF_KINDS
-        buf = host.astype(np.float32) if half else host
+        buf = host.astype(np.float32) if half else _real_pairs(host)
         if buf.dtype == np.bool_:
             buf = buf.view(np.uint8)
             op = {"sum": "max", "min": "min", "product": "min", "band": "band",
@@ -224,7 +234,7 @@ class MPIGroup:
         hin = self._host(stacked)
         hout = self._host(out)
         bin_, mpi_op, half = self._reducible(hin, op)
-        bout = hout.astype(np.float32) if half else hout
+        bout = hout.astype(np.float32) if half else _real_pairs(hout)
         if bout.dtype == np.bool_:
             bout = bout.view(np.uint8)
         request = self.comm.Ireduce_scatter_block(bin_, bout, op=mpi_op)
@@ -422,6 +432,14 @@ def _deliver(hout, like, target):
         target[...] = res.reshape(target.shape)
         return target
     return res
+
+
+def _real_pairs(host):
+    """A complex host array as a flat view of its (real, imag) floats (sums and averages of
+    those are the complex ones); any other array as it is."""
+    if host.dtype.kind != "c":
+        return host
+    return host.reshape(-1).view(host.real.dtype)
 
 
 def _raw(host):

@@ -173,8 +173,8 @@ class NCCLGroup:
         self.cp.cuda.get_current_stream().synchronize()
         return self.mpi.monitored_barrier(seconds, wait_all, names)
 
-    def subgroup(self, ranks):
-        sub = self.mpi.subgroup(ranks)
+    def subgroup(self, ranks, local=False):
+        sub = self.mpi.subgroup(ranks, local)
         return None if sub is None else NCCLGroup(sub)
 
     def barrier(self):

@@ -106,4 +106,7 @@ transform_to.register(constraints.simplex, lambda c: transforms.SoftmaxTransform
 transform_to.register(constraints.lower_cholesky, lambda c: transforms.LowerCholeskyTransform())
 transform_to.register(constraints.positive_definite,
                       lambda c: transforms.PositiveDefiniteTransform())
+# a positive-definite matrix is also semidefinite: torch maps onto both the same way
+transform_to.register(constraints.positive_semidefinite,
+                      lambda c: transforms.PositiveDefiniteTransform())
 del _registry, _c

@@ -1,4 +1,5 @@
-"""HalfNormal(scale): |x| for x from Normal(0, scale)."""
+"""HalfNormal(scale): |x| for x from Normal(0, scale); and the folding it is made of, which
+HalfCauchy shares: |x| of a zero-centred base distribution, whose density doubles on x >= 0."""
 from __future__ import annotations
 
 import math
@@ -10,18 +11,23 @@ from .normal import Normal
 from .utils import broadcast_all
 
 
-class HalfNormal(Distribution):
+class _Folded(Distribution):
+    """|x| for x from ``_base(0, scale)``, a distribution symmetric about 0 (HalfNormal,
+    HalfCauchy): sampling, log_prob, cdf, icdf and entropy from the base; each subclass gives
+    its base and its moments. Not registered for KL itself, so a KL pair never mixes two
+    foldings."""
     arg_constraints = {"scale": constraints.positive}
     support = constraints.nonnegative
     has_rsample = True
+    _base = None  # (loc, scale) -> the zero-centred distribution folded at 0
 
     def __init__(self, scale, validate_args=None):
         (scale,) = broadcast_all(scale)
-        self.base_dist = Normal(scale * 0.0, scale, validate_args=validate_args)
+        self.base_dist = self._base(scale * 0.0, scale, validate_args=validate_args)
         super().__init__(scale.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(HalfNormal, _instance)
+        new = self._get_checked_instance(type(self), _instance)
         batch_shape = tuple(batch_shape)
         new.base_dist = self.base_dist.expand(batch_shape)
         Distribution.__init__(new, batch_shape, validate_args=False)
@@ -31,18 +37,6 @@ class HalfNormal(Distribution):
     @property
     def scale(self):
         return self.base_dist.scale
-
-    @property
-    def mean(self):
-        return self.scale * math.sqrt(2 / math.pi)
-
-    @property
-    def mode(self):
-        return self.scale * 0.0
-
-    @property
-    def variance(self):
-        return self.scale ** 2 * (1 - 2 / math.pi)
 
     def sample(self, sample_shape=()):
         return self.base_dist.sample(sample_shape).abs()
@@ -66,3 +60,19 @@ class HalfNormal(Distribution):
 
     def entropy(self):
         return self.base_dist.entropy() - math.log(2)
+
+
+class HalfNormal(_Folded):
+    _base = Normal
+
+    @property
+    def mean(self):
+        return self.scale * math.sqrt(2 / math.pi)
+
+    @property
+    def mode(self):
+        return self.scale * 0.0
+
+    @property
+    def variance(self):
+        return self.scale ** 2 * (1 - 2 / math.pi)

@@ -11,6 +11,7 @@ from ._special import digamma, lgamma, log1p, softplus
 from .beta import Beta
 from .bernoulli import Bernoulli
 from .categorical import Categorical
+from .cauchy import Cauchy
 from .continuous_bernoulli import ContinuousBernoulli
 from .exp_family import ExponentialFamily
 from .dirichlet import Dirichlet
@@ -19,6 +20,7 @@ from .exponential import Exponential
 from .geometric import Geometric
 from .gumbel import EULER_GAMMA, Gumbel
 from .gamma import Gamma
+from .half_cauchy import HalfCauchy
 from ._linalg import solve_lower
 from .half_normal import HalfNormal
 from .independent import Independent
@@ -198,6 +200,19 @@ def _kl_transformed_transformed(p, q):
         raise NotImplementedError("KL between TransformedDistributions of different event "
                                   "shapes is not implemented")
     return kl_divergence(p.base_dist, q.base_dist)
+
+
+@register_kl(Cauchy, Cauchy)
+def _kl_cauchy_cauchy(p, q):
+    # closed form (Chyzak and Nielsen, 2019): log(((s_p + s_q)^2 + (m_p - m_q)^2) / (4 s_p s_q))
+    spread = (p.scale + q.scale) ** 2 + (p.loc - q.loc) ** 2
+    return spread.log() - (4 * p.scale * q.scale).log()
+
+
+@register_kl(HalfCauchy, HalfCauchy)
+def _kl_halfcauchy_halfcauchy(p, q):
+    # folding both at 0 keeps the divergence (torch: through their Cauchy bases)
+    return _kl_cauchy_cauchy(p.base_dist, q.base_dist)
 
 
 @register_kl(HalfNormal, HalfNormal)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 
 import numpy as np
 
@@ -25,7 +26,13 @@ class Transform:
     bijective = True
     domain = constraints.real
     codomain = constraints.real
-    sign = 1
+
+    @property
+    def sign(self):
+        """+1 or -1 for a monotone increasing or decreasing transform (what a transformed
+        cdf needs); a transform that is neither has none, as torch's."""
+        raise NotImplementedError(f"{type(self).__name__} has no sign: it is not a monotone "
+                                  "elementwise map")
 
     def __init__(self, cache_size=0):
         if cache_size not in (0, 1):
@@ -39,7 +46,17 @@ class Transform:
 
     @property
     def inv(self):
-        return _InverseTransform(self)
+        # one inverse object while it lives, so t.inv is t.inv and t.inv.inv is t, as torch's
+        inv = _cached_inverse(self)
+        if inv is None:
+            inv = _InverseTransform(self)
+            self._inv_ref = weakref.ref(inv)
+        return inv
+
+    def __getstate__(self):  # the inverse's weak reference does not pickle
+        state = self.__dict__.copy()
+        state.pop("_inv_ref", None)
+        return state
 
     def with_cache(self, cache_size=1):
         if self._cache_size == cache_size:
@@ -89,6 +106,11 @@ class Transform:
         return type(self).__name__ + "()"
 
 
+def _cached_inverse(t):
+    ref = t.__dict__.get("_inv_ref")
+    return None if ref is None else ref()
+
+
 class _InverseTransform(Transform):
     def __init__(self, transform):
         super().__init__(cache_size=transform._cache_size)
@@ -107,8 +129,23 @@ class _InverseTransform(Transform):
         return self._inv.sign
 
     @property
+    def bijective(self):
+        return self._inv.bijective
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return self._inv.with_cache(cache_size).inv
+
+    @property
     def inv(self):
         return self._inv
+
+    def forward_shape(self, shape):
+        return self._inv.inverse_shape(shape)
+
+    def inverse_shape(self, shape):
+        return self._inv.forward_shape(shape)
 
     def __call__(self, x):
         return self._inv._inv_call(x)
@@ -134,7 +171,12 @@ class ComposeTransform(Transform):
 
     def __init__(self, parts, cache_size=0):
         super().__init__(cache_size=cache_size)
-        self.parts = list(parts)
+        self.parts = list(parts) if cache_size == 0 else [p.with_cache(cache_size) for p in parts]
+
+    def with_cache(self, cache_size=1):
+        if self._cache_size == cache_size:
+            return self
+        return ComposeTransform(self.parts, cache_size=cache_size)
 
     @property
     def domain(self):
@@ -176,7 +218,12 @@ class ComposeTransform(Transform):
 
     @property
     def inv(self):
-        return ComposeTransform([p.inv for p in reversed(self.parts)])
+        inv = _cached_inverse(self)
+        if inv is None:  # kept both ways, so that t.inv.inv is t, as torch's
+            inv = ComposeTransform([p.inv for p in reversed(self.parts)],
+                                   cache_size=self._cache_size)
+            self._inv_ref, inv._inv_ref = weakref.ref(inv), weakref.ref(self)
+        return inv
 
     def _call(self, x):
         for p in self.parts:
@@ -224,6 +271,7 @@ class ComposeTransform(Transform):
 
 
 class ExpTransform(Transform):
+    sign = 1
     codomain = constraints.positive
 
     def _call(self, x):
@@ -277,6 +325,13 @@ class AffineTransform(Transform):
                 result = result.expand(*np.broadcast_shapes(result.shape, x.shape))
         return sum_rightmost(result, self._event_dim)
 
+    def forward_shape(self, shape):
+        # a loc or scale with more entries broadcasts the value, as torch's
+        return tuple(np.broadcast_shapes(tuple(shape), tuple(getattr(self.loc, "shape", ())),
+                                         tuple(getattr(self.scale, "shape", ()))))
+
+    inverse_shape = forward_shape
+
     def __eq__(self, other):
         if not isinstance(other, AffineTransform) or self._event_dim != other._event_dim:
             return False
@@ -297,6 +352,7 @@ class AffineTransform(Transform):
 
 
 class SigmoidTransform(Transform):
+    sign = 1
     codomain = constraints.unit_interval
 
     def _call(self, x):
@@ -315,6 +371,8 @@ class SigmoidTransform(Transform):
 class TanhTransform(Transform):
     """y = tanh(x); log|dy/dx| = 2 (log 2 - x - softplus(-2x)), stable for any x. Use
     ``cache_size=1`` for squashed policies, so log_prob of a sample does not take atanh(+-1)."""
+
+    sign = 1
 
     codomain = constraints.interval(-1.0, 1.0)
 
@@ -386,6 +444,8 @@ class PowerTransform(Transform):
 
 class SoftplusTransform(Transform):
     """y = log(1 + e^x); log|dy/dx| = -softplus(-x)."""
+
+    sign = 1
 
     codomain = constraints.positive
 

@@ -1,5 +1,5 @@
 """Modules and layers: ``import minidl.nn as nn``."""
-from . import functional, init, parallel, utils  # noqa: F401
+from . import functional, grad, init, parallel, utils  # noqa: F401
 from .layers import (
     BCELoss, BCEWithLogitsLoss, ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
     Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Identity, L1Loss, LayerNorm, LeakyReLU,
@@ -113,3 +113,37 @@ __all__ += ["LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d",
 from .parallel import DataParallel  # noqa: E402  (torch.nn.DataParallel, on one device)
 
 __all__ += ["DataParallel"]
+from .pooling import FractionalMaxPool2d, FractionalMaxPool3d  # noqa: E402
+
+__all__ += ["FractionalMaxPool2d", "FractionalMaxPool3d"]
+from .adaptive import AdaptiveLogSoftmaxWithLoss  # noqa: E402
+
+__all__ += ["AdaptiveLogSoftmaxWithLoss"]
+from .normalization import CrossMapLRN2d  # noqa: E402
+
+__all__ += ["CrossMapLRN2d"]
+from .module import Buffer  # noqa: E402
+
+__all__ += ["Buffer"]
+from .loss import LinearCrossEntropyLoss  # noqa: E402
+from ._functional.linear_cross_entropy import LinearCrossEntropyOptions  # noqa: E402
+
+__all__ += ["LinearCrossEntropyLoss", "LinearCrossEntropyOptions"]
+from .loss import NLLLoss2d  # noqa: E402
+
+__all__ += ["NLLLoss2d"]
+
+# torch.nn.parameter, the module users import Parameter and Buffer from
+import sys as _sys  # noqa: E402
+import types as _types  # noqa: E402
+
+parameter = _types.ModuleType(__name__ + ".parameter", "torch.nn.parameter")
+parameter.Parameter, parameter.Buffer = Parameter, Buffer
+parameter.UninitializedParameter, parameter.UninitializedBuffer = (UninitializedParameter,
+                                                                   UninitializedBuffer)
+parameter.__all__ = ["Parameter", "Buffer", "UninitializedParameter", "UninitializedBuffer"]
+_sys.modules[parameter.__name__] = parameter
+del _sys, _types
+from .container import Container  # noqa: E402
+
+__all__ += ["Container"]

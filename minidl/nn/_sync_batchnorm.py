@@ -131,8 +131,10 @@ class SyncBatchNorm(_BatchNorm):
     process_group)``: input (N, C, ...) with at least 2 dims."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, process_group=None, device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 track_running_stats=True, process_group=None, device=None, dtype=None, *,
+                 bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype,
+                         bias=bias)
         self.process_group = process_group
 
     def _check_input(self, x):
@@ -168,10 +170,12 @@ class SyncBatchNorm(_BatchNorm):
     @classmethod
     def convert_sync_batchnorm(cls, module, process_group=None):
         """``module`` with every BatchNorm*d layer replaced by a SyncBatchNorm that holds its
-        parameters, running statistics and mode (the module itself if it is one)."""
-        if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNorm):
+        parameters, running statistics and mode (a SyncBatchNorm too, as torch's: it then
+        synchronises over ``process_group``)."""
+        if isinstance(module, _BatchNorm):
             new = cls(module.num_features, module.eps, module.momentum, module.affine,
-                      module.track_running_stats, process_group)
+                      module.track_running_stats, process_group,
+                      bias=getattr(module, "use_bias", True))
             if module.affine:
                 new.weight = module.weight
                 new.bias = module.bias

@@ -17,6 +17,7 @@ from .. import functional as F
 from ..backend import get_array_module
 from ..backend import rng as _rng
 from ..backend import to_device
+from ..products import counted_as
 from ..ops import (
     Reshape, Sum, accumulation_dtype, cat, constant, row_kernels, softmax_backward_array,
     swap_last_dims,
@@ -434,146 +435,231 @@ class MultiheadAttention(Module):
 
     def _attend(self, query, key, value, key_padding_mask, need_weights, attn_mask,
                 average_attn_weights, is_causal, fast):
-        name = "MultiheadAttention"
-        batched = query.ndim == 3
-        if query.ndim not in (2, 3):
-            raise ValueError(f"{name}: query should be unbatched 2-D or batched 3-D, got "
-                             f"{query.ndim}-D (shape {query.shape})")
-        if key.ndim != query.ndim or value.ndim != query.ndim:
-            raise ValueError(f"{name}: for {query.ndim}-D query, key and value must be "
-                             f"{query.ndim}-D too, got {key.ndim}-D and {value.ndim}-D")
-        if is_causal and attn_mask is None:
-            raise AttentionArgumentError(
-                f"{name}: Need attn_mask if specifying the is_causal hint. You may use the "
-                "Transformer module method `generate_square_subsequent_mask` to create this "
-                "mask.")
-        # PyTorch's general path takes is_causal as the promise that attn_mask is the causal
-        # mask and applies that instead where nothing else is to be merged into it
-        causal = bool(is_causal) and not fast and key_padding_mask is None and not need_weights
-        if causal:
-            attn_mask = None
-        # self-attention with the packed projection: one GEMM for q, k and v, and one op
-        # (PackedSelfAttention) from it to the merged heads, in the caller's layout
-        packed = (batched and query is key and key is value and self._qkv_same_embed_dim
-                  and not need_weights and not fast and self.bias_k is None
-                  and not self.add_zero_attn and autocast_hook() is None
-                  and query.dtype in (np.float32, np.float64))
-        x_in = query
-        if batched and self.batch_first:
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        if not batched:
-            query, key, value = (t.unsqueeze(1) for t in (query, key, value))
-            if key_padding_mask is not None:
-                _check_tensor(name, "key_padding_mask", key_padding_mask)
-                key_padding_mask = key_padding_mask.unsqueeze(0)
-        L, N, E = query.shape
-        S = key.shape[0]
-        H, hd = self.num_heads, self.head_dim
-        if E != self.embed_dim:
-            raise ValueError(f"{name}: query has {E} features (shape {query.shape}), expected "
-                             f"embed_dim {self.embed_dim}")
-        if key.shape[2] != self.kdim or value.shape[2] != self.vdim:
-            raise ValueError(f"{name}: key and value have {key.shape[2]} and {value.shape[2]} "
-                             f"features, expected kdim {self.kdim} and vdim {self.vdim}")
-        if key.shape[:2] != value.shape[:2] or key.shape[1] != N:
-            raise ValueError(f"{name}: key {key.shape} and value {value.shape} must share their "
-                             f"length and batch, and the batch must be the query's {N}")
-        if query.dtype != self.out_proj.weight.dtype:
-            raise ValueError(f"{name}: input dtype ({query.dtype}) does not match the weights' "
-                             f"({self.out_proj.weight.dtype})")
-        if packed:
-            qkv = F.linear(x_in, self.in_proj_weight, self.in_proj_bias)
-            dtype = qkv.dtype
-        else:
-            (wq, bq), (wk, bk), (wv, bv) = self._projections()
-            q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
-            dtype = q.dtype
-        mask = None  # additive, broadcastable to (N, H, L, S)
-        if attn_mask is not None:
-            _check_tensor(name, "attn_mask", attn_mask)
-            if attn_mask.ndim == 2:
-                if tuple(attn_mask.shape) != (L, S):
-                    raise AttentionArgumentError(
-                        f"{name}: the shape of the 2-D attn_mask is {tuple(attn_mask.shape)}, "
-                        f"but should be {(L, S)}")
-                mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
-            elif attn_mask.ndim == 3:
-                if tuple(attn_mask.shape) != (N * H, L, S):
-                    raise AttentionArgumentError(
-                        f"{name}: the shape of the 3-D attn_mask is {tuple(attn_mask.shape)}, "
-                        f"but should be {(N * H, L, S)}")
-                mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
-                mask = mask.reshape(N, H, L, S)
-            else:
-                raise AttentionArgumentError(
-                    f"{name}: attn_mask's dimension {attn_mask.ndim} is not supported (2-D "
-                    "(L, S) or 3-D (N * num_heads, L, S))")
-        if self.bias_k is not None:
-            k = cat([k, self.bias_k.expand(1, N, E)])
-            v = cat([v, self.bias_v.expand(1, N, E)])
-            if mask is not None:
-                mask = F.pad(mask, (0, 1))
-            if key_padding_mask is not None:
-                key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
-        keys = S if packed else k.shape[0]  # S, plus the bias_k and zero-attention keys
-        if key_padding_mask is not None:
-            _check_tensor(name, "key_padding_mask", key_padding_mask)
-            if tuple(key_padding_mask.shape) != (N, keys):
-                raise ValueError(f"{name}: expecting key_padding_mask shape of "
-                                 f"{(N, keys)}, but got {tuple(key_padding_mask.shape)}")
-        if self.add_zero_attn:
-            xp = get_array_module(k.data)
-            zeros = Tensor(xp.zeros((1, N, E), dtype=dtype))
-            k, v = cat([k, zeros]), cat([v, zeros])
-            if mask is not None:
-                mask = F.pad(mask, (0, 1))
-            if key_padding_mask is not None:
-                key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
-        if key_padding_mask is not None:
-            padding = _additive_mask(name, key_padding_mask, dtype, allowed_when=False)
-            padding = padding.reshape(N, 1, 1, S if packed else k.shape[0])
-            mask = padding if mask is None else mask + padding
-
-        p = self.dropout if self.training else 0.0
-        if packed:
-            args = (qkv,) if mask is None else (qkv, mask)
-            out = PackedSelfAttention.apply(*args, heads=H, batch_first=self.batch_first,
-                                            scale=1.0 / math.sqrt(hd), causal=causal,
-                                            dropout_p=p)
-            return F.linear(out, self.out_proj.weight, self.out_proj.bias), None
-        # (len, N, E) -> (N, H, len, head_dim)
-        q = q.reshape(L, N, H, hd).permute(1, 2, 0, 3)
-        k = k.reshape(k.shape[0], N, H, hd).permute(1, 2, 0, 3)
-        v = v.reshape(v.shape[0], N, H, hd).permute(1, 2, 0, 3)
-        p = self.dropout if self.training else 0.0
-        if need_weights or fast:
-            scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
-            if mask is not None:
-                scores = scores + mask
-            with np.errstate(invalid="ignore"):  # an all-masked row is NaN, as in PyTorch
-                weights = F.softmax(scores, dim=-1)
-            dropped = F.dropout(weights, p, True) if p > 0 else weights
-            out = dropped @ v
-            if not need_weights:
-                weights = None
-        else:
-            weights = None
-            out = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
-                                               is_causal=causal)
-        out = out.permute(2, 0, 1, 3).reshape(L, N, E)
-        out = F.linear(out, self.out_proj.weight, self.out_proj.bias)
-        if weights is not None and average_attn_weights:
-            weights = weights.mean(dim=1)
-        if not batched:
-            out = out.squeeze(1)
-            if weights is not None:
-                weights = weights.squeeze(0)
-        elif self.batch_first:
-            out = out.transpose(0, 1)
-        return out, weights
+        return _multi_head_attention(
+            "MultiheadAttention", query, key, value, self.num_heads, self._projections(),
+            self.in_proj_weight if self._qkv_same_embed_dim else None, self.in_proj_bias,
+            self.bias_k, self.bias_v, self.add_zero_attn, self.dropout if self.training else 0.0,
+            self.out_proj.weight, self.out_proj.bias, key_padding_mask, need_weights,
+            attn_mask, average_attn_weights, is_causal, fast, self.batch_first)
 
     def extra_repr(self):
         return ""
+
+
+def _multi_head_attention(name, query, key, value, num_heads, projections, in_proj_weight,
+                          in_proj_bias, bias_k, bias_v, add_zero_attn, dropout_p,
+                          out_proj_weight, out_proj_bias, key_padding_mask, need_weights,
+                          attn_mask, average_attn_weights, is_causal, fast, batch_first,
+                          static_k=None, static_v=None):
+    """Multi-head attention from its weights: MultiheadAttention's forward and
+    F.multi_head_attention_forward. ``projections``: ((wq, bq), (wk, bk), (wv, bv));
+    ``in_proj_weight``: the packed (3E, E) weight where q, k and v share the embedding size
+    (None otherwise); ``static_k``/``static_v``: (N * num_heads, S, head_dim) keys and values
+    used instead of the projected ones."""
+    batched = query.ndim == 3
+    if query.ndim not in (2, 3):
+        raise ValueError(f"{name}: query should be unbatched 2-D or batched 3-D, got "
+                         f"{query.ndim}-D (shape {query.shape})")
+    if key.ndim != query.ndim or value.ndim != query.ndim:
+        raise ValueError(f"{name}: for {query.ndim}-D query, key and value must be "
+                         f"{query.ndim}-D too, got {key.ndim}-D and {value.ndim}-D")
+    if is_causal and attn_mask is None:
+        raise AttentionArgumentError(
+            f"{name}: Need attn_mask if specifying the is_causal hint. You may use the "
+            "Transformer module method `generate_square_subsequent_mask` to create this "
+            "mask.")
+    (wq, bq), (wk, bk), (wv, bv) = projections
+    embed_dim, kdim, vdim = wq.shape[0], wk.shape[1], wv.shape[1]
+    static = static_k is not None or static_v is not None
+    # PyTorch's general path takes is_causal as the promise that attn_mask is the causal
+    # mask and applies that instead where nothing else is to be merged into it
+    causal = bool(is_causal) and not fast and key_padding_mask is None and not need_weights
+    if causal:
+        attn_mask = None
+    # self-attention with the packed projection: one GEMM for q, k and v, and one op
+    # (PackedSelfAttention) from it to the merged heads, in the caller's layout
+    packed = (batched and query is key and key is value and in_proj_weight is not None
+              and not need_weights and not fast and bias_k is None and not static
+              and not add_zero_attn and autocast_hook() is None
+              and query.dtype in (np.float32, np.float64))
+    x_in = query
+    if batched and batch_first:
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+    if not batched:
+        query, key, value = (t.unsqueeze(1) for t in (query, key, value))
+        if key_padding_mask is not None:
+            _check_tensor(name, "key_padding_mask", key_padding_mask)
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+    L, N, E = query.shape
+    S = key.shape[0]
+    H = num_heads
+    hd = embed_dim // H
+    if E != embed_dim:
+        raise ValueError(f"{name}: query has {E} features (shape {query.shape}), expected "
+                         f"embed_dim {embed_dim}")
+    if key.shape[2] != kdim or value.shape[2] != vdim:
+        raise ValueError(f"{name}: key and value have {key.shape[2]} and {value.shape[2]} "
+                         f"features, expected kdim {kdim} and vdim {vdim}")
+    if key.shape[:2] != value.shape[:2] or key.shape[1] != N:
+        raise ValueError(f"{name}: key {key.shape} and value {value.shape} must share their "
+                         f"length and batch, and the batch must be the query's {N}")
+    if query.dtype != out_proj_weight.dtype:
+        raise ValueError(f"{name}: input dtype ({query.dtype}) does not match the weights' "
+                         f"({out_proj_weight.dtype})")
+    if packed:
+        # torch projects the transposed (non-contiguous) query of a batch_first call: a
+        # FlopCounterMode names that product mm, not addmm, as torch's
+        if batched and batch_first:
+            qkv = counted_as("mm", True, F.linear, x_in, in_proj_weight, in_proj_bias)
+        else:
+            qkv = F.linear(x_in, in_proj_weight, in_proj_bias)
+        dtype = qkv.dtype
+    else:
+        q, k, v = F.linear(query, wq, bq), F.linear(key, wk, bk), F.linear(value, wv, bv)
+        dtype = q.dtype
+    mask = None  # additive, broadcastable to (N, H, L, S)
+    if attn_mask is not None:
+        _check_tensor(name, "attn_mask", attn_mask)
+        if attn_mask.ndim == 2:
+            if tuple(attn_mask.shape) != (L, S):
+                raise AttentionArgumentError(
+                    f"{name}: the shape of the 2-D attn_mask is {tuple(attn_mask.shape)}, "
+                    f"but should be {(L, S)}")
+            mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
+        elif attn_mask.ndim == 3:
+            if tuple(attn_mask.shape) != (N * H, L, S):
+                raise AttentionArgumentError(
+                    f"{name}: the shape of the 3-D attn_mask is {tuple(attn_mask.shape)}, "
+                    f"but should be {(N * H, L, S)}")
+            mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
+            mask = mask.reshape(N, H, L, S)
+        else:
+            raise AttentionArgumentError(
+                f"{name}: attn_mask's dimension {attn_mask.ndim} is not supported (2-D "
+                "(L, S) or 3-D (N * num_heads, L, S))")
+    if bias_k is not None:
+        if static:
+            raise AttentionArgumentError(f"{name}: bias cannot be added to static key.")
+        k = cat([k, bias_k.expand(1, N, E)])
+        v = cat([v, bias_v.expand(1, N, E)])
+        if mask is not None:
+            mask = F.pad(mask, (0, 1))
+        if key_padding_mask is not None:
+            key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
+    if not packed:  # (len, N, E) -> (N, H, len, head_dim)
+        q = q.reshape(L, N, H, hd).permute(1, 2, 0, 3)
+        k = k.reshape(k.shape[0], N, H, hd).permute(1, 2, 0, 3)
+        v = v.reshape(v.shape[0], N, H, hd).permute(1, 2, 0, 3)
+        for what, t in (("static_k", static_k), ("static_v", static_v)):
+            if t is None:
+                continue
+            _check_tensor(name, what, t)
+            if t.ndim != 3 or t.shape[0] != N * H or t.shape[2] != hd:
+                raise AttentionArgumentError(
+                    f"{name}: expecting {what} of shape ({N * H}, S, {hd}), but got "
+                    f"{tuple(t.shape)}")
+            if what == "static_k":
+                k = t.reshape(N, H, t.shape[1], hd)
+            else:
+                v = t.reshape(N, H, t.shape[1], hd)
+        if k.shape[2] != v.shape[2]:
+            raise AttentionArgumentError(f"{name}: {k.shape[2]} keys but {v.shape[2]} values")
+    keys = S if packed else k.shape[2]  # S, plus the bias_k key, or the static keys
+    if key_padding_mask is not None:
+        _check_tensor(name, "key_padding_mask", key_padding_mask)
+        if tuple(key_padding_mask.shape) != (N, keys):
+            raise ValueError(f"{name}: expecting key_padding_mask shape of "
+                             f"{(N, keys)}, but got {tuple(key_padding_mask.shape)}")
+    if add_zero_attn:
+        xp = get_array_module(k.data)
+        zeros = Tensor(xp.zeros((N, H, 1, hd), dtype=dtype))
+        k, v = cat([k, zeros], 2), cat([v, zeros], 2)
+        if mask is not None:
+            mask = F.pad(mask, (0, 1))
+        if key_padding_mask is not None:
+            key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
+    if key_padding_mask is not None:
+        padding = _additive_mask(name, key_padding_mask, dtype, allowed_when=False)
+        padding = padding.reshape(N, 1, 1, S if packed else k.shape[2])
+        mask = padding if mask is None else mask + padding
+
+    p = dropout_p
+    if packed:
+        args = (qkv,) if mask is None else (qkv, mask)
+        out = PackedSelfAttention.apply(*args, heads=H, batch_first=batch_first,
+                                        scale=1.0 / math.sqrt(hd), causal=causal, dropout_p=p)
+        return F.linear(out, out_proj_weight, out_proj_bias), None
+    if need_weights or fast:
+        scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-2, -1)
+        if mask is not None:
+            scores = scores + mask
+        with np.errstate(invalid="ignore"):  # an all-masked row is NaN, as in PyTorch
+            weights = F.softmax(scores, dim=-1)
+        dropped = F.dropout(weights, p, True) if p > 0 else weights
+        out = dropped @ v
+        if not need_weights:
+            weights = None
+    else:
+        weights = None
+        out = scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                           is_causal=causal)
+    out = out.permute(2, 0, 1, 3).reshape(L, N, E)
+    out = F.linear(out, out_proj_weight, out_proj_bias)
+    if weights is not None and average_attn_weights:
+        weights = weights.mean(dim=1)
+    if not batched:
+        out = out.squeeze(1)
+        if weights is not None:
+            weights = weights.squeeze(0)
+    elif batch_first:
+        out = out.transpose(0, 1)
+    return out, weights
+
+
+def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_heads,
+                                 in_proj_weight, in_proj_bias, bias_k, bias_v, add_zero_attn,
+                                 dropout_p, out_proj_weight, out_proj_bias, training=True,
+                                 key_padding_mask=None, need_weights=True, attn_mask=None,
+                                 use_separate_proj_weight=False, q_proj_weight=None,
+                                 k_proj_weight=None, v_proj_weight=None, static_k=None,
+                                 static_v=None, average_attn_weights=True, is_causal=False):
+    """torch.nn.functional.multi_head_attention_forward: MultiheadAttention's computation
+    from its weights, on (L, N, E) query and (S, N, E) key and value (or unbatched (L, E))."""
+    name = "multi_head_attention_forward"
+    for what, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(name, what, t)
+    if query.ndim in (2, 3) and query.shape[-1] != embed_dim_to_check:
+        raise AttentionArgumentError(f"{name}: was expecting embedding dimension of "
+                                     f"{embed_dim_to_check}, but got {query.shape[-1]}")
+    E = embed_dim_to_check
+    if E % num_heads:
+        raise AttentionArgumentError(f"{name}: embed_dim {E} not divisible by num_heads "
+                                     f"{num_heads}")
+    if (bias_k is None) != (bias_v is None):
+        raise AttentionArgumentError(f"{name}: bias_k and bias_v must be given together")
+    b = in_proj_bias
+    biases = (None, None, None) if b is None else (b[:E], b[E:2 * E], b[2 * E:])
+    if use_separate_proj_weight:
+        weights = (q_proj_weight, k_proj_weight, v_proj_weight)
+        if any(w is None for w in weights):
+            raise AttentionArgumentError(f"{name}: use_separate_proj_weight is True but "
+                                         "q_proj_weight, k_proj_weight or v_proj_weight is None")
+        packed_weight = None
+    else:
+        if in_proj_weight is None:
+            raise AttentionArgumentError(f"{name}: use_separate_proj_weight is False but "
+                                         "in_proj_weight is None")
+        if key.shape != value.shape:
+            raise AttentionArgumentError(f"{name}: key shape {tuple(key.shape)} does not match "
+                                         f"value shape {tuple(value.shape)}")
+        w = in_proj_weight
+        weights = (w[:E], w[E:2 * E], w[2 * E:])
+        packed_weight = w
+    return _multi_head_attention(
+        name, query, key, value, num_heads, tuple(zip(weights, biases)), packed_weight,
+        in_proj_bias, bias_k, bias_v, add_zero_attn, dropout_p if training else 0.0,
+        out_proj_weight, out_proj_bias, key_padding_mask, need_weights, attn_mask,
+        average_attn_weights, is_causal, False, False, static_k, static_v)
 
 
 def _as_float_padding(mask, dtype):

@@ -157,3 +157,17 @@ class ParameterDict(Module):
     def __repr__(self):
         return _torch_style_repr(type(self).__name__, self.extra_repr().split("\n")
                                  if len(self) else [])
+
+
+class Container(Module):
+    """torch.nn.Container, deprecated: a Module holding the given modules as its children."""
+
+    def __init__(self, **kwargs):
+        import warnings
+
+        warnings.warn("`nn.Container` is deprecated. All of its functionality is now "
+                      "implemented in `nn.Module`. Subclass that instead.", FutureWarning,
+                      stacklevel=2)
+        super().__init__()
+        for key, value in kwargs.items():
+            self.add_module(key, value)

@@ -28,7 +28,7 @@ from ._functional.losses import (  # noqa: F401,E402
 )
 from ._functional.dropout import alpha_dropout, dropout1d, dropout2d, feature_alpha_dropout  # noqa: F401,E402
 from ._functional.bilinear import bilinear  # noqa: F401,E402
-from .attention import scaled_dot_product_attention  # noqa: E402,F401
+from .attention import multi_head_attention_forward, scaled_dot_product_attention  # noqa: E402,F401
 from ._functional.rms_norm import rms_norm  # noqa: F401,E402
 from ._functional.extra_activations import (  # noqa: F401,E402
     celu_, elu_, gumbel_softmax, hardtanh_, leaky_relu_, relu_, selu_, threshold_,
@@ -56,3 +56,12 @@ from ._functional.pooling import (  # noqa: F401,E402
     adaptive_max_pool3d_with_indices,
 )
 from ..products import pdist  # noqa: F401,E402  (torch.nn.functional.pdist is torch.pdist)
+from ._functional.fractional_pooling import (  # noqa: F401,E402
+    fractional_max_pool2d, fractional_max_pool2d_with_indices, fractional_max_pool3d,
+    fractional_max_pool3d_with_indices,
+)
+from ._functional.linear_cross_entropy import linear_cross_entropy  # noqa: F401,E402
+from ._functional.cross_entropy import cross_entropy, nll_loss  # noqa: F401,F811,E402  (K-dim, probabilities)
+from ._functional.conv_tbc import conv_tbc  # noqa: F401,E402
+from ._functional.pooling import channel_shuffle as native_channel_shuffle  # noqa: F401,E402
+from . import grad  # noqa: F401,E402  (F.grad is torch.nn.grad)

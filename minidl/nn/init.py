@@ -193,3 +193,32 @@ def sparse_(t, sparsity, std=0.01, generator=None):
     for c in range(cols):
         values[gen.permutation(rows)[:zeros], c] = 0
     return _write(t, values)
+
+
+def _deprecated(new):
+    """The old name without the underscore (nn.init.normal): warns FutureWarning and calls
+    the in-place function, as torch's does."""
+    old = new.__name__[:-1]
+
+    def deprecated_init(*args, **kwargs):
+        import warnings
+
+        warnings.warn(f"`nn.init.{old}` is now deprecated in favor of `nn.init.{new.__name__}`.",
+                      FutureWarning, stacklevel=2)
+        return new(*args, **kwargs)
+    deprecated_init.__name__ = deprecated_init.__qualname__ = old
+    deprecated_init.__doc__ = f"{old}(...): deprecated, use nn.init.{new.__name__}."
+    return deprecated_init
+
+
+uniform = _deprecated(uniform_)
+normal = _deprecated(normal_)
+constant = _deprecated(constant_)
+eye = _deprecated(eye_)
+dirac = _deprecated(dirac_)
+xavier_uniform = _deprecated(xavier_uniform_)
+xavier_normal = _deprecated(xavier_normal_)
+kaiming_uniform = _deprecated(kaiming_uniform_)
+kaiming_normal = _deprecated(kaiming_normal_)
+orthogonal = _deprecated(orthogonal_)
+sparse = _deprecated(sparse_)

@@ -10,6 +10,7 @@ from ..backend.dtypes import default_float
 from .. import functional as F
 from ..tensor import Tensor
 from . import init
+from ._functional import cross_entropy as CE
 from ._functional.losses import _legacy_reduction
 from .conv import Conv2d  # noqa: F401  (nn.Conv2d, with the other convolutions)
 from .module import Module, Parameter
@@ -336,8 +337,8 @@ class CrossEntropyLoss(Module):
         self.label_smoothing = label_smoothing
 
     def forward(self, logits, target):
-        return F.cross_entropy(logits, target, self.weight, self.ignore_index, self.reduction,
-                               self.label_smoothing)
+        return CE.cross_entropy(logits, target, self.weight, ignore_index=self.ignore_index,
+                                reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
 class NLLLoss(Module):
@@ -349,7 +350,8 @@ class NLLLoss(Module):
         self.reduction = _legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, log_probs, target):
-        return F.nll_loss(log_probs, target, self.weight, self.ignore_index, self.reduction)
+        return CE.nll_loss(log_probs, target, self.weight, ignore_index=self.ignore_index,
+                           reduction=self.reduction)
 
 
 class MSELoss(Module):

@@ -273,6 +273,35 @@ class Parameter(Tensor):
         return "Parameter containing:\n" + super().__repr__()
 
 
+class _BufferMeta(type):
+    # isinstance(t, Buffer) holds for the tensors Buffer(...) returns (plain Tensors marked
+    # with _is_buffer), as torch's metaclass makes it
+    def __instancecheck__(cls, instance):
+        if cls is Buffer and isinstance(instance, Tensor) and getattr(instance, "_is_buffer",
+                                                                       False):
+            return True
+        return super().__instancecheck__(instance)
+
+
+class Buffer(Tensor, metaclass=_BufferMeta):
+    """A tensor that, assigned as a Module attribute, registers itself as a buffer
+    (``self.mean = nn.Buffer(t)``, torch 2.5's nn.Buffer); ``persistent=False`` keeps it out
+    of ``state_dict()``. It returns a plain Tensor (detached, keeping requires_grad) marked
+    as a buffer."""
+
+    def __new__(cls, data=None, *, persistent=True):
+        if data is None:
+            data = Tensor(np.empty(0, dtype=np.float32))
+        if not isinstance(data, Tensor):
+            raise TypeError(f"Buffer: data must be a Tensor, got {type(data).__name__}")
+        t = data.detach()
+        if data.requires_grad:
+            t.requires_grad_(True)
+        t.persistent = persistent
+        t._is_buffer = True
+        return t
+
+
 class IncompatibleKeys(NamedTuple):
     """What ``load_state_dict`` returns, as PyTorch's: the model's keys the state dict lacked
     and the state dict's keys the model does not have (both empty when strict)."""
@@ -413,6 +442,12 @@ class Module:
         if isinstance(value, Parameter) and isinstance(getattr(type(self), name, None), property):
             # a parametrized tensor (nn.utils.parametrize): a Parameter would hide behind it
             raise KeyError(f"attribute '{name}' already exists")
+        if isinstance(value, Buffer):
+            for store in (self._parameters, self._modules):
+                store.pop(name, None)
+            self.__dict__.pop(name, None)
+            self.register_buffer(name, value, persistent=value.persistent)
+            return
         for store in (self._parameters, self._buffers, self._modules):
             store.pop(name, None)
         if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):

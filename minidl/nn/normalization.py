@@ -7,6 +7,7 @@ import numpy as np
 from ..backend.dtypes import default_float
 from ._functional import normalization as N
 from . import init
+from ..tensor import Tensor
 from .module import Module, Parameter
 
 
@@ -140,6 +141,41 @@ class LocalResponseNorm(Module):
 
     def forward(self, input):
         return N.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self):
+        return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
+def _cross_map_window(channels, size):
+    """(C, C) 0/1 matrix: row c marks the channels torch's CrossMapLRN2d sums for channel c,
+    those within (size - 1) // 2 + 1 - 1 of c and, as its running sum never drops it,
+    channel 0 as well."""
+    half = int((size - 1) / 2 + 1) - 1
+    m = np.zeros((channels, channels))
+    for c in range(channels):
+        m[c, max(0, c - half):min(channels, c + half + 1)] = 1
+        m[c, 0] = 1
+    return m
+
+
+class CrossMapLRN2d(Module):
+    """torch.nn.CrossMapLRN2d, the legacy (Lua Torch) local response norm of 4-D input:
+    x / (k + alpha / size * sum of x**2 over neighbouring channels) ** beta. Its window is
+    torch's, channel 0 included in every sum; the gradient is this function's own
+    (torch's hand-written backward does not match its forward)."""
+
+    def __init__(self, size, alpha=1e-4, beta=0.75, k=1):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input):
+        if input.ndim != 4:
+            raise ValueError(f"CrossMapLRN2d: Expected input to be 4D, got {input.ndim}D "
+                             "instead.")
+        window = _cross_map_window(input.shape[1], self.size).astype(input.data.dtype)
+        sums = ((input * input).movedim(1, -1) @ Tensor(window.T, device=input.device)
+                ).movedim(-1, 1)
+        return input * (sums * (self.alpha / self.size) + self.k) ** (-self.beta)
 
     def extra_repr(self):
         return f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"

@@ -272,3 +272,60 @@ stateless = _types.ModuleType(__name__ + ".stateless",
                               "torch.nn.utils.stateless: the deprecated functional_call")
 stateless.functional_call = _deprecated_functional_call
 _sys.modules[__name__ + ".stateless"] = stateless
+
+
+# ---- torch.nn.utils.memory_format and the submodules users import by name --------------------
+def _convert_weight_memory_format(module, memory_format, classes):
+    if isinstance(module, classes):
+        w = module.weight
+        w.data = w.detach().clone(memory_format=memory_format).data
+    for child in module.children():
+        _convert_weight_memory_format(child, memory_format, classes)
+    return module
+
+
+def convert_conv2d_weight_memory_format(module, memory_format):
+    """Every Conv2d/ConvTranspose2d weight in ``module`` (recursively) laid out in
+    ``memory_format`` (e.g. minidl.channels_last); values and shapes unchanged. Returns
+    ``module``."""
+    from .conv import Conv2d, ConvTranspose2d
+
+    return _convert_weight_memory_format(module, memory_format, (Conv2d, ConvTranspose2d))
+
+
+def convert_conv3d_weight_memory_format(module, memory_format):
+    """As convert_conv2d_weight_memory_format, for Conv3d/ConvTranspose3d weights
+    (minidl.channels_last_3d)."""
+    from .conv import Conv3d, ConvTranspose3d
+
+    return _convert_weight_memory_format(module, memory_format, (Conv3d, ConvTranspose3d))
+
+
+def _submodule(name, doc, **members):
+    module = _types.ModuleType(f"{__name__}.{name}", doc)
+    for key, value in members.items():
+        setattr(module, key, value)
+    module.__all__ = list(members)
+    _sys.modules[module.__name__] = module
+    return module
+
+
+memory_format = _submodule(
+    "memory_format", "torch.nn.utils.memory_format",
+    convert_conv2d_weight_memory_format=convert_conv2d_weight_memory_format,
+    convert_conv3d_weight_memory_format=convert_conv3d_weight_memory_format)
+clip_grad = _submodule(
+    "clip_grad", "torch.nn.utils.clip_grad: gradient clipping",
+    clip_grad_norm_=clip_grad_norm_, clip_grad_norm=clip_grad_norm,
+    clip_grad_value_=clip_grad_value_, get_total_norm=get_total_norm,
+    clip_grads_with_norm_=clip_grads_with_norm_)
+convert_parameters = _submodule(
+    "convert_parameters", "torch.nn.utils.convert_parameters",
+    parameters_to_vector=parameters_to_vector, vector_to_parameters=vector_to_parameters)
+fusion = _submodule(
+    "fusion", "torch.nn.utils.fusion: batch norm folded into the layer before it",
+    fuse_conv_bn_eval=fuse_conv_bn_eval, fuse_conv_bn_weights=fuse_conv_bn_weights,
+    fuse_linear_bn_eval=fuse_linear_bn_eval, fuse_linear_bn_weights=fuse_linear_bn_weights)
+init = _submodule("init", "torch.nn.utils.init", skip_init=skip_init)
+
+__all__ += ["convert_conv2d_weight_memory_format", "convert_conv3d_weight_memory_format"]

@@ -27,3 +27,11 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"
 from . import swa_utils  # noqa: E402
 
 __all__ += ["swa_utils"]
+from .adafactor import Adafactor  # noqa: E402
+from .muon import Muon  # noqa: E402
+from .sparse_adam import SparseAdam  # noqa: E402
+
+__all__ += ["Adafactor", "Muon", "SparseAdam"]
+from ._stateless import swap_in_optimizer_params_and_state  # noqa: E402
+
+__all__ += ["swap_in_optimizer_params_and_state"]

@@ -100,9 +100,10 @@ def _short_repr(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _state_value(value, param, key, index, scalar_keys=()):
-    """A saved state entry as this parameter's array: same dtype (floats), device and shape;
-    ``step`` as an int and the keys in ``scalar_keys`` as floats."""
+def _state_value(value, param, key, index, scalar_keys=(), shape=None):
+    """A saved state entry as this parameter's array: same dtype (floats), device and shape
+    (``shape`` where the entry has another: Adafactor's row and column means); ``step`` as an
+    int and the keys in ``scalar_keys`` as floats."""
     if isinstance(value, Tensor):
         value = value.data
     elif not hasattr(value, "__array__") and not isinstance(value, (int, float)):
@@ -124,9 +125,10 @@ def _state_value(value, param, key, index, scalar_keys=()):
             raise ValueError(f"load_state_dict: state {index} {key!r} must be finite, got "
                              f"{number}")
         return number
-    if tuple(value.shape) != tuple(param.shape):
+    want = tuple(param.shape) if shape is None else tuple(shape)
+    if tuple(value.shape) != want:
         raise ValueError(f"load_state_dict: state {index} {key!r} has shape {tuple(value.shape)}, "
-                         f"its parameter has shape {tuple(param.shape)}")
+                         f"expected {want} for its parameter of shape {tuple(param.shape)}")
     value = to_device(value, device_of(param.data))
     xp = get_array_module(value)
     return xp.array(value, dtype=param.data.dtype if value.dtype.kind == "f" else value.dtype)
@@ -489,6 +491,11 @@ class Optimizer:
                 v = xp.ascontiguousarray(v).view(p.data.dtype).reshape(shape)
             state[k] = v
 
+    def _state_shape(self, key, param):
+        """The shape of state entry ``key`` of ``param`` (its own, unless an optimizer keeps
+        another)."""
+        return tuple(param.shape)
+
     def state_dict(self):
         """PyTorch's structure: ``state`` keyed by the parameter's index (counted across groups,
         in order; parameters without state yet are left out) and ``param_groups`` holding the
@@ -562,7 +569,8 @@ class Optimizer:
                 raise ValueError(f"{name}.load_state_dict: state {key} holds {sorted(unknown)}; "
                                  f"a {name} keeps {list(self._state_keys)}")
             # PyTorch's SGD keeps momentum_buffer None until a buffer exists: no buffer here
-            new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys)
+            new_state[id(param)] = {k: _state_value(v, param, k, key, self._scalar_state_keys,
+                                                    self._state_shape(k, param))
                                      for k, v in entries.items()
                                      if not (v is None and k == "momentum_buffer")}
         for group, new_group in zip(self.param_groups, new_groups):

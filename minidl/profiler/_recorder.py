@@ -31,16 +31,40 @@ def active():
     return autograd._profiler_hook
 
 
+def _counters_below(hook):
+    """The FlopCounterModes stacked from ``hook`` down, and what lies beneath the last one."""
+    from ..utils.flop_counter import FlopCounterMode
+
+    chain = []
+    while isinstance(hook, FlopCounterMode):
+        chain.append(hook)
+        hook = hook._prev
+    return chain, hook
+
+
 def install(recorder):
-    if autograd._profiler_hook is not None:
+    """Start ``recorder``; under running FlopCounterModes it goes beneath them (they pass every
+    op on to it), so a profile (or its schedule's next recording) can start inside a counter."""
+    chain, beneath = _counters_below(autograd._profiler_hook)
+    if beneath is not None:
         raise RuntimeError("profiler: another profiler is already recording; minidl records "
                            "with one profiler at a time (stop the other one first)")
-    autograd._profiler_hook = recorder
+    if chain:
+        chain[-1]._prev = recorder
+    else:
+        autograd._profiler_hook = recorder
 
 
 def uninstall(recorder):
+    """Stop ``recorder``, wherever it is in the stack of hooks (a FlopCounterMode entered after
+    it may still be running)."""
     if autograd._profiler_hook is recorder:
         autograd._profiler_hook = None
+        return
+    chain, _ = _counters_below(autograd._profiler_hook)
+    for counter in chain:
+        if counter._prev is recorder:
+            counter._prev = None
 
 
 def _array_bytes(value):

@@ -7,16 +7,21 @@ of the group must run the backward pass too.
     loss.backward()                                  # gradients flow back to every rank's input
 
 Adjoints: all_reduce(sum) <-> all_reduce(sum); all_gather <-> reduce_scatter(sum);
-broadcast(src) <-> reduce to src; all_to_all_single <-> all_to_all_single with the splits
-swapped. The second derivative is the same collective again (they are linear).
+broadcast(src) <-> reduce to src; gather to dst <-> scatter from dst; all_to_all(_single) <->
+all_to_all(_single) with the splits swapped; reduce to dst -> broadcast from dst (as torch's:
+the non-destination ranks' outputs are their inputs, and their gradients are not summed). The
+second derivative is the same collective again (they are linear).
 """
 from __future__ import annotations
+
+import numpy as np
 
 from ... import distributed as dist
 from ...backend import get_array_module
 from ...tensor import Function, Tensor
 
-__all__ = ["all_reduce", "all_gather", "broadcast", "reduce_scatter", "all_to_all_single"]
+__all__ = ["all_reduce", "all_gather", "broadcast", "reduce_scatter", "all_to_all_single",
+           "gather", "scatter", "reduce", "all_to_all"]
 
 
 def _check(x, what):
@@ -208,3 +213,137 @@ def all_to_all_single(output, input, output_split_sizes=None,  # noqa: A002
                                 group=group)
     output.data[...] = res.data
     return res
+
+
+def _gathered(x, dst, group):
+    """(world, *x.shape): every rank's ``x`` on rank ``dst``, zeros on the others."""
+    xp = get_array_module(x)
+    out = xp.zeros((_size(group),) + x.shape, dtype=x.dtype)
+    here = dist.get_rank() == dst
+    dist.gather(xp.ascontiguousarray(x), list(out) if here else None, dst=dst, group=group)
+    return out
+
+
+class _Gather(Function):
+    """Forward: (world, *x.shape), every rank's x on rank dst and zeros elsewhere; backward:
+    rank dst's gradient slice r to rank r (a scatter)."""
+
+    def forward(self, x, *, dst, group):
+        self.dst, self.group = dst, group
+        return _gathered(x, dst, group)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        out = xp.empty(g.shape[1:], dtype=g.dtype)
+        here = dist.get_rank() == self.dst
+        dist.scatter(out, [xp.ascontiguousarray(p) for p in g] if here else None, src=self.dst,
+                     group=self.group)
+        return out
+
+    def graph_backward(self, g, out):
+        return _Scatter.apply(g, src=self.dst, group=self.group)
+
+
+class _Scatter(Function):
+    """Forward: rank src's slice r of ``stacked`` on rank r; backward: every rank's gradient
+    gathered on rank src (zeros elsewhere)."""
+
+    def forward(self, stacked, *, src, group):
+        self.src, self.group = src, group
+        xp = get_array_module(stacked)
+        out = xp.empty(stacked.shape[1:], dtype=stacked.dtype)
+        here = dist.get_rank() == src
+        dist.scatter(out, [xp.ascontiguousarray(p) for p in stacked] if here else None, src=src,
+                     group=group)
+        return out
+
+    def backward(self, g):
+        return _gathered(g, self.src, self.group)
+
+    def graph_backward(self, g, out):
+        return _Gather.apply(g, dst=self.src, group=self.group)
+
+
+def gather(tensor, dst=0, group=None):
+    """Every rank's ``tensor`` on rank ``dst`` (a world rank), as a tuple indexed by rank
+    (zeros on the other ranks, as torch's). Gradient: rank dst's gradient of entry r goes to
+    rank r's input."""
+    _check(tensor, "gather")
+    stacked = _Gather.apply(tensor, dst=int(dst), group=group)
+    return tuple(stacked[r] for r in range(stacked.shape[0]))
+
+
+def scatter(tensors, src=0, group=None):
+    """Rank ``src``'s ``tensors[r]`` on rank r, as a new Tensor (every rank passes a list of one
+    shape per rank; only rank src's values are sent). Gradient: every rank's gradient reaches
+    rank src's ``tensors[r]``."""
+    from ... import stack
+
+    tensors = list(tensors)
+    for t in tensors:
+        _check(t, "scatter")
+    n = _size(group)
+    if len(tensors) != n or any(tuple(t.shape) != tuple(tensors[0].shape) for t in tensors):
+        raise ValueError(f"distributed.nn.scatter: expected {n} tensors of one shape, got "
+                         f"shapes {[tuple(t.shape) for t in tensors]}")
+    return _Scatter.apply(stack(tensors), src=int(src), group=group)
+
+
+class _Reduce(Function):
+    """torch.distributed.nn's reduce: rank dst gets the sum, the other ranks their own input;
+    the gradient of every rank's input is rank dst's gradient (a broadcast)."""
+
+    def forward(self, x, *, dst, op, group):
+        self.dst, self.op, self.group = dst, op, group
+        y = x.copy()
+        dist.reduce(y, dst=dst, op=op, group=group)
+        return y
+
+    def backward(self, g):
+        if self.op not in ("sum", "avg"):
+            raise NotImplementedError(f"distributed.nn.reduce: no gradient for op {self.op!r} "
+                                      "(sum and avg have one)")
+        g = g.copy()
+        dist.broadcast(g, src=self.dst, group=self.group)
+        if self.op == "avg":
+            g *= g.dtype.type(1.0 / _size(self.group))
+        return g
+
+    def graph_backward(self, g, out):
+        if self.op not in ("sum", "avg"):
+            return self.backward(g.data)  # raises: no gradient for this op
+        res = _Broadcast.apply(g, src=self.dst, group=self.group)
+        return res * (1.0 / _size(self.group)) if self.op == "avg" else res
+
+
+def reduce(tensor, dst, op="sum", group=None):
+    """The reduction of ``tensor`` over the ranks on rank ``dst`` (a world rank), as a new
+    Tensor; the other ranks get their own input back (as torch's)."""
+    _check(tensor, "reduce")
+    return _Reduce.apply(tensor, dst=int(dst), op=str(op).lower(), group=group)
+
+
+def all_to_all(output_tensor_list, input_tensor_list, group=None):
+    """Rank r's ``input_tensor_list[j]`` into rank j's entry r, as a tuple of new Tensors of the
+    shapes of ``output_tensor_list`` (which is filled too). Gradient: the gradients go back
+    the same way (an all-to-all with the sizes swapped)."""
+    from ... import cat
+
+    ins, outs = list(input_tensor_list), list(output_tensor_list)
+    for t in ins:
+        _check(t, "all_to_all")
+    n = _size(group)
+    if len(ins) != n or len(outs) != n:
+        raise ValueError(f"distributed.nn.all_to_all: expected {n} input and {n} output "
+                         f"tensors, got {len(ins)} and {len(outs)}")
+    flat = cat([t.reshape(-1) for t in ins])
+    out_sizes = [int(np.prod(o.shape, dtype=np.int64)) for o in outs]
+    res = _AllToAllSingle.apply(flat, out_rows=sum(out_sizes), out_splits=out_sizes,
+                                in_splits=[int(t.numel()) for t in ins], group=group)
+    pieces, off = [], 0
+    for o, size in zip(outs, out_sizes):
+        piece = res[off:off + size].reshape(tuple(o.shape))
+        off += size
+        o.data[...] = piece.data
+        pieces.append(piece)
+    return tuple(pieces)

@@ -5,8 +5,9 @@ its own share of the parameters only, so the state's memory is divided by the nu
     loss.backward()          # DDP has averaged the gradients on every rank
     opt.step()               # each rank steps its share, then broadcasts it to the others
 
-The parameters are shared out per parameter group, largest first, each to the rank holding the
-fewest elements so far (torch's greedy partition), so the shares are even whatever the sizes.
+The parameters are shared out group by group, largest first within a group, each to the rank
+holding the fewest elements so far over all groups (torch's greedy partition), so the shares
+are even whatever the sizes.
 ``param_groups`` holds every parameter with the group's hyperparameters: a learning-rate
 scheduler changes them there, and each step passes them on to the local optimizer.
 ``state_dict()`` needs ``consolidate_state_dict(to=r)`` on every rank first, and is then
@@ -48,10 +49,11 @@ class ZeroRedundancyOptimizer(Optimizer):
 
     # ---- the partition ----------------------------------------------------------------------
     def _partition(self):
-        """owner[i][j]: the rank that steps parameter j of group i."""
+        """owner[i][j]: the rank that steps parameter j of group i. The ranks' totals carry
+        over from group to group (as torch's), so many small groups still spread out."""
         owners = []
+        sizes = np.zeros(self.world_size, dtype=np.int64)
         for group in self.param_groups:
-            sizes = np.zeros(self.world_size, dtype=np.int64)
             owner = [0] * len(group["params"])
             order = sorted(range(len(group["params"])),
                            key=lambda j: -group["params"][j].data.size)
@@ -81,7 +83,7 @@ class ZeroRedundancyOptimizer(Optimizer):
         super().add_param_group(param_group)
         if not hasattr(self, "_owners"):
             return  # during construction: _build_local shares everything out
-        self._owners = self._partition()  # per group: the earlier groups' shares do not move
+        self._owners = self._partition()  # group by group: the earlier shares do not move
         gi = len(self.param_groups) - 1
         group = self.param_groups[gi]
         mine = [p for p, r in zip(group["params"], self._owners[gi]) if r == self.rank]
