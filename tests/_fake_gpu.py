@@ -407,7 +407,8 @@ class FakeCuPy(types.ModuleType):
             get_random_state=lambda: state[0], set_random_state=set_random_state)
         self.cuda = types.SimpleNamespace(
             runtime=types.SimpleNamespace(getDeviceCount=lambda: 1),
-            Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None),
+            Device=lambda *a: types.SimpleNamespace(synchronize=lambda: None,
+                                                    id=int(a[0]) if a else 0),
             Event=FakeEvent, get_elapsed_time=FakeEvent.elapsed)
         self.linalg = _FakeLinalg()
         self.fft = _FakeFFT()
