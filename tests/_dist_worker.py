@@ -562,6 +562,7 @@ def case_mismatch(rank, world, device):
     sizes = [1, 1] if rank == 0 else [2, 0]
     out["splits"] = _catch(lambda: dist.all_to_all_single(
         np.zeros(2, np.float32), np.zeros(2, np.float32), [1, 1], sizes))
+    out["new_group"] = _catch(lambda: dist.new_group([rank]))  # each names only itself
     if rank == 0:
         dist.send(np.arange(4, dtype=np.float32), dst=1)
         dist.send(np.arange(2, dtype=np.float32), dst=1, tag=1)

@@ -533,6 +533,7 @@ def test_mismatched_collectives_raise_on_every_rank(launched):
         assert "rank 0: barrier; rank 1: all_reduce of shape (3,) float32" in r["kind"]
         assert "root 0; rank 1: broadcast of shape (2,) float64, root 1" in r["root"]
         assert "rank 1 sends 2 elements to rank 0, which expects 1" in r["splits"]
+        assert "rank 0: new_group of ranks [0]; rank 1: new_group of ranks [1]" in r["new_group"]
         assert r["after"] == [2.0, 2.0]
     assert r1["recv_small"] == ("RuntimeError: recv: MPI reported an error: Message truncated "
                                 "(the message is larger than the receiving tensor)")

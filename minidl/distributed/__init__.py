@@ -314,6 +314,11 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
     base = world
     if backend is not None and _parse_backend(backend) == "mpi" and world.name == "nccl":
         base = world.mpi
+    if not use_local_synchronization:  # every rank must name the same ranks
+        import zlib
+
+        _agree(_world, "new_group", extra=(zlib.crc32(str(members).encode()),),
+               describe=f"new_group of ranks {members}")
     impl = base.subgroup(members, bool(use_local_synchronization))
     if timeout is not None and impl is not None:
         seconds = timeout.total_seconds() if hasattr(timeout, "total_seconds") else timeout
@@ -545,12 +550,12 @@ def _list(tensors, n, name, what):
 _KINDS = ("all_reduce", "reduce", "broadcast", "all_gather", "all_gather_into_tensor",
           "gather", "scatter", "reduce_scatter", "reduce_scatter_tensor", "all_to_all_single",
           "all_to_all", "barrier", "all_gather_object", "gather_object", "broadcast_object_list",
-          "scatter_object_list")
+          "scatter_object_list", "new_group")
 CHECK_ARGUMENTS = os.environ.get("MINIDL_DIST_CHECKS", "1") != "0"
 _AGREE_LEN = 6  # the values _agree compares: kind, size, dtype, op, root, one extra
 
 
-def _agree(pg, what, arr=None, op=None, root=None, extra=()):
+def _agree(pg, what, arr=None, op=None, root=None, extra=(), describe=None):
     """Before a collective: every rank of the group called ``what`` with the same size, dtype,
     op and root (see MPIGroup.agree; one small all-reduce). MINIDL_DIST_CHECKS=0 turns it
     off."""
@@ -563,7 +568,7 @@ def _agree(pg, what, arr=None, op=None, root=None, extra=()):
     # one length for every collective: ranks in different collectives must still run an
     # all-reduce of one count (MPI has no meaning for one of mismatched counts)
     values += [-1] * (_AGREE_LEN - len(values))
-    describe = what
+    describe = describe or what
     if arr is not None:
         values[1], values[2] = int(arr.size), zlib.crc32(str(arr.dtype).encode()) & 0xFFFFFFF
         describe = f"{what} of shape {tuple(arr.shape)} {arr.dtype}"
