@@ -584,6 +584,9 @@ class Tensor:
     def __ipow__(self, other):
         return _inplace(self, other, "power", Tensor.__pow__)
 
+    def __ifloordiv__(self, other):
+        return _inplace(self, other, "floor_divide", Tensor.__floordiv__)
+
     def add_(self, other, *, alpha=1):
         """``self += alpha * other``."""
         return self.__iadd__(_times_alpha(self, other, alpha, "add_"))
@@ -595,8 +598,18 @@ class Tensor:
     def mul_(self, other):
         return self.__imul__(other)
 
-    def div_(self, other):
-        return self.__itruediv__(other)
+    def div_(self, other, *, rounding_mode=None):
+        """In-place division; ``rounding_mode`` None (true division), "floor" or "trunc", as
+        ``div``."""
+        if rounding_mode is None:
+            return self.__itruediv__(other)
+        if rounding_mode == "floor":
+            return self.__ifloordiv__(other)
+        if rounding_mode != "trunc":
+            raise ValueError(f"div_ expected rounding_mode to be one of None, 'trunc', or "
+                             f"'floor' but found '{rounding_mode}'")
+        return _inplace(self, other, "trunc_divide",
+                        lambda a, b: a.div(b, rounding_mode="trunc"))
 
     def copy_(self, src):
         """Write ``src``'s values into this tensor's array (cast to its dtype, broadcast to its
@@ -1092,7 +1105,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     # anything else is computed by the op itself (PyTorch's result type, integer wrapping), then
     # stored where that type fits
     direct = out_of_place is None or ufunc == "fill" or (is_floating(t.data.dtype) and (
-        type(other) in (int, float) or getattr(value, "dtype", None) == t.data.dtype))
+        type(other) in (int, float) or getattr(value, "dtype", None) == t.data.dtype)
+        and ufunc != "trunc_divide")  # (no NumPy ufunc: computed by the op, then stored)
     if not direct:
         with no_grad():
             value = out_of_place(t, other).data

@@ -143,3 +143,27 @@ def test_a_view_sees_the_change_and_x_op_x_reads_the_old_value():
     h.mul_(h)
     h.sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), [1.0, 1.4])
+
+
+def test_div_rounding_modes_and_floor_division_in_place():
+    """``div_(rounding_mode=...)`` and ``//=`` change the tensor itself, as torch's."""
+    torch = pytest.importorskip("torch")
+    for mode in (None, "floor", "trunc"):
+        for values in ([5.0, -7.0, 0.5], [5, -7, 3]):
+            if mode is None and isinstance(values[0], int):
+                continue  # an integer tensor cannot hold a true quotient (refused, as torch)
+            x, t = minidl.tensor(values), torch.tensor(values)
+            same = x
+            x.div_(2, rounding_mode=mode)
+            t.div_(2, rounding_mode=mode)
+            assert same is x and x.tolist() == t.tolist(), mode
+    x = minidl.tensor([5.0, -7.0])
+    same = x
+    x //= 2
+    assert x is same and x.tolist() == [2.0, -4.0]
+    with pytest.raises(ValueError, match="rounding_mode to be one of None, 'trunc', or 'floor'"):
+        x.div_(2, rounding_mode="round")
+    h = minidl.tensor([3.0, -5.0], requires_grad=True) * 1.0  # recorded in the graph
+    h.div_(2, rounding_mode="trunc")
+    h.sum().backward()  # trunc has a zero gradient almost everywhere, as torch's
+    assert h.tolist() == [1.0, -2.0]
