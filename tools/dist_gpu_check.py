@@ -29,13 +29,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 import _dist_worker as worker  # noqa: E402
 from test_distributed import find_mpiexec, mpiexec_command  # noqa: E402
 
-failures = []
+sys.path.insert(0, str(REPO / "tools"))
+from _report import report, summary  # noqa: E402
 
-
-def report(name, ok, detail=""):
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
-    if not ok:
-        failures.append(name)
 
 
 def run(n, case, out, device, backend, timeout=120):
@@ -153,8 +149,7 @@ def main():
             else:
                 check_training(tag, out, n)
     check_api_on_gpu(out_root)
-    print(f"{'ALL PASS' if not failures else f'{len(failures)} FAILED'}", flush=True)
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

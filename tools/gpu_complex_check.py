@@ -4,7 +4,7 @@ stft, and FlopCounterMode on a CUDA model (the same counts as on the CPU).
 
     python tools/gpu_complex_check.py
 
-Prints one PASS/FAIL line per check; exits 1 if any failed. (tools/gpu_checks.sh's smoke step
+Prints one PASS/FAIL line per check; exits 1 if any failed. (tools/gpu_checks.sh's api step
 runs it.)"""
 from __future__ import annotations
 
@@ -15,14 +15,8 @@ import numpy as np
 import minidl
 import minidl.nn as nn
 from minidl.utils.flop_counter import FlopCounterMode
+from _report import report, summary
 
-failures = []
-
-
-def report(name, ok, detail=""):
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
-    if not ok:
-        failures.append(name)
 
 
 def run(device):
@@ -55,8 +49,7 @@ def main():
             m(minidl.randn(2, 3, 8, 8).to(device)).sum().backward()
         counts[device] = counter.get_total_flops()
     report("FlopCounterMode on CUDA == CPU", counts["cpu"] == counts["cuda"] > 0, str(counts))
-    print("ALL PASS" if not failures else f"{len(failures)} FAILED", flush=True)
-    return 1 if failures else 0
+    return summary()
 
 
 if __name__ == "__main__":

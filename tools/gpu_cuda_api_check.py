@@ -5,7 +5,7 @@ and sharing GPU memory with CuPy (and torch, where it has CUDA) through DLPack.
 
     python tools/gpu_cuda_api_check.py
 
-Prints one PASS/FAIL line per check; exits 1 if any failed. (tools/gpu_checks.sh's smoke step
+Prints one PASS/FAIL line per check; exits 1 if any failed. (tools/gpu_checks.sh's api step
 runs it.)"""
 from __future__ import annotations
 
@@ -15,14 +15,8 @@ import numpy as np
 
 import minidl
 import minidl.nn.functional as F
+from _report import report, summary
 
-failures = []
-
-
-def report(name, ok, detail=""):
-    print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
-    if not ok:
-        failures.append(name)
 
 
 def check(name, fn):
@@ -138,4 +132,4 @@ if __name__ == "__main__":
                      ("CUDA random state", random_state), ("OutOfMemoryError", out_of_memory),
                      ("nvtx", nvtx), ("dlpack on CUDA", dlpack)]:
         check(name, fn)
-    sys.exit(1 if failures else 0)
+    sys.exit(summary())
