@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import zlib
 
 import numpy as np
 
@@ -315,8 +316,6 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
     if backend is not None and _parse_backend(backend) == "mpi" and world.name == "nccl":
         base = world.mpi
     if not use_local_synchronization:  # every rank must name the same ranks
-        import zlib
-
         _agree(_world, "new_group", extra=(zlib.crc32(str(members).encode()),),
                describe=f"new_group of ranks {members}")
     impl = base.subgroup(members, bool(use_local_synchronization))
@@ -555,14 +554,17 @@ CHECK_ARGUMENTS = os.environ.get("MINIDL_DIST_CHECKS", "1") != "0"
 _AGREE_LEN = 6  # the values _agree compares: kind, size, dtype, op, root, one extra
 
 
+def _dtype_code(dtype):
+    """A small integer naming ``dtype`` (the ranks compare these)."""
+    return zlib.crc32(str(dtype).encode()) & 0xFFFFFFF
+
+
 def _agree(pg, what, arr=None, op=None, root=None, extra=(), describe=None):
     """Before a collective: every rank of the group called ``what`` with the same size, dtype,
     op and root (see MPIGroup.agree; one small all-reduce). MINIDL_DIST_CHECKS=0 turns it
     off."""
     if not CHECK_ARGUMENTS:
         return
-    import zlib
-
     values = [_KINDS.index(what), -1, -1, -1 if op is None else OPS.index(op),
               -1 if root is None else int(root), *extra]
     # one length for every collective: ranks in different collectives must still run an
@@ -570,7 +572,7 @@ def _agree(pg, what, arr=None, op=None, root=None, extra=(), describe=None):
     values += [-1] * (_AGREE_LEN - len(values))
     describe = describe or what
     if arr is not None:
-        values[1], values[2] = int(arr.size), zlib.crc32(str(arr.dtype).encode()) & 0xFFFFFFF
+        values[1], values[2] = int(arr.size), _dtype_code(arr.dtype)
         describe = f"{what} of shape {tuple(arr.shape)} {arr.dtype}"
     if op is not None:
         describe += f", op {op}"
@@ -762,11 +764,9 @@ def _agree_splits(pg, what, send, recv, dtype):
     all-gather), so all raise the same error."""
     if not CHECK_ARGUMENTS:
         return
-    import zlib
-
     _agree(pg, what)
     n = pg.size()
-    mine = np.array(list(send) + list(recv) + [zlib.crc32(str(dtype).encode()) & 0xFFFFFFF],
+    mine = np.array(list(send) + list(recv) + [_dtype_code(dtype)],
                     dtype=np.int64)
     table = pg._impl.all_gather(mine).wait()
     table = np.asarray(table if not hasattr(table, "get") else table.get())

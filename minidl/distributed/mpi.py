@@ -204,13 +204,12 @@ class MPIGroup:
                              lambda: self._write_back(arr, host))
 
     def all_gather(self, arr, out=None):
-        """Every rank's ``arr`` stacked, (size, *arr.shape), into ``out`` if given (a
-        contiguous array of that size) else a new array; the Pending's result is it."""
+        """Every rank's ``arr`` stacked, (size, *arr.shape), into ``out`` if given (an array
+        of that many elements) else a new array; the Pending's result is it."""
         host = self._host(arr)
-        target = out if out is not None else None
         hout = np.empty((self.size,) + host.shape, dtype=host.dtype)
         request = self.comm.Iallgather(_raw(host), _raw(hout))
-        return self._pending(request, "all_gather", lambda: _deliver(hout, arr, target))
+        return self._pending(request, "all_gather", lambda: _deliver(hout, arr, out))
 
     def gather(self, arr, root):
         host = self._host(arr)
