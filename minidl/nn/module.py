@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..backend import get_array_module, normalize_device, to_device
-from ..backend.dtypes import as_dtype, is_floating
+from ..backend.dtypes import as_dtype, is_differentiable, is_floating
 from .. import autograd as _autograd
 from ..autograd import Function
 from ..tensor import Tensor, _is_dtype_like, bump_version, is_grad_enabled
@@ -322,11 +322,14 @@ class RemovableHandle:
 
     _ids = itertools.count()
 
-    def __init__(self, hooks):
+    def __init__(self, hooks, extra=()):
         self._hooks, self.id = hooks, next(RemovableHandle._ids)
+        self._extra = extra  # the sets that mark this hook (with_kwargs, always_call)
 
     def remove(self):
         self._hooks.pop(self.id, None)
+        for marks in self._extra:
+            marks.discard(self.id)
 
     def __enter__(self):
         return self
@@ -335,7 +338,9 @@ class RemovableHandle:
         self.remove()
 
 
-def _add_hook(module, store, hook, prepend=False):
+def _add_hook(module, store, hook, prepend=False, marks=()):
+    """Register ``hook`` in the module's dict ``store``; ``marks`` names the module's sets
+    (``_forward_hooks_with_kwargs``, ...) the hook's id goes in."""
     if not callable(hook):
         raise TypeError(f"{type(module).__name__}: a hook must be callable, got a "
                         f"{type(hook).__name__}")
@@ -343,7 +348,14 @@ def _add_hook(module, store, hook, prepend=False):
     if hooks is None:
         hooks = OrderedDict()
         object.__setattr__(module, store, hooks)
-    handle = RemovableHandle(hooks)
+    sets = []
+    for mark in marks:
+        if module.__dict__.get(mark) is None:
+            object.__setattr__(module, mark, set())
+        sets.append(module.__dict__[mark])
+    handle = RemovableHandle(hooks, tuple(sets))
+    for ids in sets:
+        ids.add(handle.id)
     hooks[handle.id] = hook
     if prepend:
         hooks.move_to_end(handle.id, last=False)
@@ -448,8 +460,17 @@ class Module:
             self.__dict__.pop(name, None)
             self.register_buffer(name, value, persistent=value.persistent)
             return
+        if isinstance(value, Parameter):
+            keep = self._parameters
+        elif isinstance(value, Module):
+            keep = self._modules
+        elif name in self.__dict__.get("_buffer_names", ()):
+            keep = self._buffers
+        else:
+            keep = None
         for store in (self._parameters, self._buffers, self._modules):
-            store.pop(name, None)
+            if store is not keep:  # a replaced entry keeps its place: parameters()'s order,
+                store.pop(name, None)  # and so an optimizer's state by index, stay torch's
         if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):
             # a plain attribute of the same name would shadow the registered one forever
             self.__dict__.pop(name, None)
@@ -559,12 +580,19 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
+        """(name, parameter) of this module and (recurse) its sub-modules; a parameter (or
+        module) shared under several names comes once, under its first, unless
+        ``remove_duplicate=False``."""
+        yield from self._named_members("_parameters", prefix, recurse, remove_duplicate)
+
+    def _named_members(self, store, prefix, recurse, remove_duplicate):
         seen = set()
-        modules = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        modules = (self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate)
+                   if recurse else [(prefix, self)])
         for mod_name, module in modules:
-            for name, p in module._parameters.items():
-                if p is None or id(p) in seen:
+            for name, p in module.__dict__[store].items():
+                if p is None or (remove_duplicate and id(p) in seen):
                     continue
                 seen.add(id(p))
                 yield (f"{mod_name}.{name}" if mod_name else name), p
@@ -573,14 +601,12 @@ class Module:
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
-    def named_buffers(self, prefix=""):
-        for mod_name, module in self.named_modules(prefix=prefix):
-            for name, b in module._buffers.items():
-                if b is not None:
-                    yield (f"{mod_name}.{name}" if mod_name else name), b
+    def named_buffers(self, prefix="", recurse=True, remove_duplicate=True):
+        """(name, buffer), as named_parameters."""
+        yield from self._named_members("_buffers", prefix, recurse, remove_duplicate)
 
-    def buffers(self):
-        for _, b in self.named_buffers():
+    def buffers(self, recurse=True):
+        for _, b in self.named_buffers(recurse=recurse):
             yield b
 
     # ---- state ------------------------------------------------------------------------
@@ -672,8 +698,10 @@ class Module:
         strict loading then checks what is left."""
         return _add_hook(self, "_load_state_dict_post_hooks", hook)
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy values (numpy arrays or Tensors) into parameters and buffers, in place.
+        ``assign=True`` puts the given tensors in their places instead (their arrays, dtypes
+        and devices; a parameter stays a Parameter with its requires_grad), as torch's.
 
         Every missing, unexpected and mis-shaped key is listed in one error; nothing is
         changed unless everything fits (with strict=False, missing and unexpected keys are
@@ -733,7 +761,11 @@ class Module:
         if problems:
             raise StateDictKeyError(f"Error(s) in loading state_dict for "
                                     f"{type(self).__name__}: " + " | ".join(problems))
+        if assign:
+            self._assign_state(own, given)
         for k, value in given.items():
+            if assign and k in own:
+                continue
             if k in targets:
                 t = targets[k]
                 arr = to_device(value.data if isinstance(value, Tensor) else value, t.device)
@@ -758,6 +790,30 @@ class Module:
             raise StateDictKeyError(f"Error(s) in loading state_dict for "
                                     f"{type(self).__name__}: " + " | ".join(problems))
         return result
+
+    def _assign_state(self, own, given):
+        """load_state_dict(assign=True): each given entry becomes the tensor at its name."""
+        owners = {}
+        for mod_name, module in self.named_modules(remove_duplicate=False):
+            prefix = f"{mod_name}." if mod_name else ""
+            for name in list(module._parameters) + list(module._buffers):
+                owners.setdefault(prefix + name, (module, name))
+        for k in own:
+            if k not in given or k not in owners:
+                continue
+            module, name = owners[k]
+            value = given[k]
+            if not isinstance(value, Tensor):
+                value = Tensor(np.asarray(value))
+            if name in module._parameters:
+                old = module._parameters[name]
+                if isinstance(value, Parameter):
+                    value.requires_grad_(old.requires_grad)
+                else:
+                    value = Parameter(value, requires_grad=old.requires_grad)
+                module._parameters[name] = value
+            else:
+                module._buffers[name] = value
 
     # ---- modes and devices ------------------------------------------------------------
     def train(self, mode=True):
@@ -788,6 +844,10 @@ class Module:
         if device is not None:
             device = normalize_device(device)
         dtype = None if dtype is None else as_dtype(dtype)
+        if dtype is not None and not is_differentiable(dtype):
+            # casting would silently truncate every weight (0.3 -> 0); torch refuses it too
+            raise TypeError(f"nn.Module.to only accepts floating point or complex dtypes, but "
+                            f"got desired dtype={dtype}")
         for t in list(self.parameters()) + list(self.buffers()):
             if device is not None:
                 t.data = to_device(t.data, device)
@@ -903,15 +963,23 @@ class Module:
         return self._get_leaf(target, "_buffers", "buffer")
 
     # ---- hooks ------------------------------------------------------------------------
-    def register_forward_pre_hook(self, hook, *, prepend=False):
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
         """``hook(module, args)`` runs before ``forward``; what it returns other than None
-        replaces the positional arguments (a non-tuple becomes a 1-tuple), as in PyTorch."""
-        return _add_hook(self, "_forward_pre_hooks", hook, prepend)
+        replaces the positional arguments (a non-tuple becomes a 1-tuple), as in PyTorch.
+        ``with_kwargs=True``: ``hook(module, args, kwargs)``, returning None or a new
+        ``(args, kwargs)``. ``prepend=True`` runs it before the hooks already there."""
+        return _add_hook(self, "_forward_pre_hooks", hook, prepend,
+                         ("_forward_pre_hooks_with_kwargs",) if with_kwargs else ())
 
-    def register_forward_hook(self, hook, *, prepend=False):
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False,
+                              always_call=False):
         """``hook(module, args, output)`` runs after ``forward``; what it returns other than
-        None replaces the output. Feature extraction and Grad-CAM read activations this way."""
-        return _add_hook(self, "_forward_hooks", hook, prepend)
+        None replaces the output. Feature extraction and Grad-CAM read activations this way.
+        ``with_kwargs=True``: ``hook(module, args, kwargs, output)``; ``always_call=True``: it
+        runs even when forward raises (output None), before the error goes on."""
+        marks = (("_forward_hooks_with_kwargs",) if with_kwargs else ()) + \
+            (("_forward_hooks_always_called",) if always_call else ())
+        return _add_hook(self, "_forward_hooks", hook, prepend, marks)
 
     def register_full_backward_hook(self, hook, *, prepend=False):
         """``hook(module, grad_input, grad_output)`` runs when the gradients of the module's
@@ -954,7 +1022,16 @@ class Module:
                 raise TypeError(f"{type(self).__name__}: the input is a numpy array of shape "
                                 f"{a.shape}; make it a tensor first: minidl.tensor(array)")
         pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
-        for hook in list((pre or {}).values()):
+        pre_kw = self.__dict__.get("_forward_pre_hooks_with_kwargs") or ()
+        for key, hook in list((pre or {}).items()):
+            if key in pre_kw:
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(f"forward pre-hook must return None or a tuple of "
+                                           f"(new_args, new_kwargs), but got {result}.")
+                    args, kwargs = result
+                continue
             result = hook(self, args)
             if result is not None:
                 args = result if isinstance(result, tuple) else (result,)
@@ -964,11 +1041,27 @@ class Module:
         if backward_hooks and is_grad_enabled():
             state = _BackwardHooks(self, args)
             args = _hook_inputs(args, state)
-        out = self.forward(*args, **kwargs)
-        for hook in list((post or {}).values()):
-            result = hook(self, args, out)
-            if result is not None:
-                out = result
+        post_kw = self.__dict__.get("_forward_hooks_with_kwargs") or ()
+        always = self.__dict__.get("_forward_hooks_always_called") or ()
+        called = set()
+        try:
+            out = self.forward(*args, **kwargs)
+            for key, hook in list((post or {}).items()):
+                if key in always:
+                    called.add(key)
+                result = hook(self, args, kwargs, out) if key in post_kw else hook(self, args, out)
+                if result is not None:
+                    out = result
+        except Exception:
+            for key, hook in list((post or {}).items()):
+                if key in always and key not in called:
+                    try:  # as torch: the hook sees output None, and the first error goes on
+                        hook(self, args, kwargs, None) if key in post_kw else hook(self, args, None)
+                    except Exception as e:
+                        warnings.warn(f"forward hook with ``always_call=True`` raised an "
+                                      f"exception that was silenced as another error was "
+                                      f"raised in forward: {e}")
+            raise
         if state is not None:
             out = _hook_outputs(out, state)
         non_full = self.__dict__.get("_non_full_backward_hooks")

@@ -413,6 +413,24 @@ class Optimizer:
     def state(self, value):
         self._state = _ParamState(value)
 
+    def __getstate__(self):
+        """The state is kept by id(param), which a copy's parameters do not share: it travels
+        keyed by the parameter objects themselves, so that copy.deepcopy((model, optimizer))
+        and pickle give a copy whose state belongs to the copied parameters."""
+        out = dict(self.__dict__)
+        params = {id(p): p for group in self.param_groups for p in group["params"]}
+        out["_state"] = [(params.get(key, key), value)
+                         for key, value in dict.items(self.__dict__.get("_state", {}))]
+        return out
+
+    def __setstate__(self, state):
+        state = dict(state)
+        entries = state.pop("_state", [])
+        self.__dict__.update(state)
+        self.state = {}
+        for key, value in entries:
+            self.state[key] = value  # a parameter key becomes its (new) id
+
     def _check_group(self, group):
         pass
 
