@@ -1,5 +1,6 @@
 """Audit of 2026-12-07 (d): what training scripts hit most (Module API, optimizers, data
 loading, layers), each test failing before its fix."""
+import collections
 import copy
 import pickle
 
@@ -190,4 +191,45 @@ def test_core_layers_take_their_input_by_torchs_keyword(layer):
         layer, getattr(nn, layer))().eval()
     x = minidl.ones(1, 2)
     np.testing.assert_array_equal(m(input=x).numpy(), m(x).numpy())
+
+
+
+# ---- data loading -------------------------------------------------------------------------
+Pair = collections.namedtuple("Pair", "image label")
+
+
+class _Samples(minidl.data.Dataset):
+    def __init__(self, make):
+        self.make = make
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.make(i)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_batches_keep_named_tuples_and_nested_fields_types(num_workers):
+    data = _Samples(lambda i: Pair(np.full(2, i, np.float32),
+                                   {"meta": (i, i / 2, f"n{i}"), "ids": [i, i + 1]}))
+    batch = next(iter(minidl.data.DataLoader(data, batch_size=3, num_workers=num_workers)))
+    assert type(batch) is Pair and batch.image.shape == (3, 2)
+    label, half, names = batch.label["meta"]  # was one float64 array: the ints made floats
+    assert label.dtype == minidl.int64 and label.tolist() == [0, 1, 2]
+    assert half.dtype == minidl.float64 and half.tolist() == [0.0, 0.5, 1.0]
+    assert names == ["n0", "n1", "n2"]
+    assert batch.label["ids"].shape == (3, 2)  # numbers of one kind still stack
+
+
+def test_loader_nested_fields_match_torch():
+    torch = pytest.importorskip("torch")
+    items = [{"x": (i, np.float64(i)), "p": Pair(np.ones(2, np.float32) * i, i)}
+             for i in range(3)]
+    ours = next(iter(minidl.data.DataLoader(items, batch_size=3)))
+    theirs = next(iter(torch.utils.data.DataLoader(items, batch_size=3)))
+    assert type(ours["p"]) is type(theirs["p"]) is Pair
+    for a, b in zip(list(ours["x"]) + list(ours["p"]), list(theirs["x"]) + list(theirs["p"])):
+        assert str(a.dtype).split(".")[-1] == str(b.dtype).split(".")[-1]
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
 

@@ -22,6 +22,11 @@ def collate(samples, indices=None):
     ``indices``: the samples' dataset indices, named in errors."""
     first = samples[0]
     if isinstance(first, (tuple, list)):
+        if _is_namedtuple(first) and not all(type(s) is type(first) for s in samples):
+            j = next(j for j, s in enumerate(samples) if type(s) is not type(first))
+            raise CollateError(f"default_collate: {_sample(0, indices)} is a "
+                               f"{type(first).__name__}, {_sample(j, indices)} a "
+                               f"{type(samples[j]).__name__}")
         size = len(first)
         for j, s in enumerate(samples):
             if not isinstance(s, (tuple, list)) or len(s) != size:
@@ -29,9 +34,35 @@ def collate(samples, indices=None):
                 raise CollateError(f"default_collate: each element in list of batch should be of "
                                    f"equal size: {_sample(0, indices)} has length {size}, "
                                    f"{_sample(j, indices)} has {got}")
-        return tuple(_collate_field([s[i] for s in samples], indices, f" (field {i})")
-                     for i in range(size))
+        fields = [_collate_field([s[i] for s in samples], indices, f" (field {i})")
+                  for i in range(size)]
+        return type(first)(*fields) if _is_namedtuple(first) else tuple(fields)
     return _collate_field(samples, indices, "")
+
+
+_NUMBER_KINDS = ((bool, np.bool_), (int, np.integer), (float, np.floating))
+
+
+def _number_kind(value):
+    """0 bool, 1 integer, 2 float for a Python or NumPy scalar number, else None."""
+    for kind, types in enumerate(_NUMBER_KINDS):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _nested(values):
+    """Whether a field of tuples or lists is batched position by position (as torch's
+    default_collate does) rather than stacked into one array: its elements are not numbers
+    of one kind (a label beside a float, a string, a dict, an array), or it is a named
+    tuple. Lists of numbers of one kind stack into a (batch, n) array."""
+    first = values[0]
+    if not isinstance(first, (tuple, list)):
+        return False
+    if _is_namedtuple(first):
+        return True
+    kinds = {_number_kind(v) for s in values if isinstance(s, (tuple, list)) for v in s}
+    return len(kinds) > 1 or None in kinds
 
 
 def _sample(j, indices):
@@ -48,6 +79,17 @@ def _collate_field(values, indices=None, where=""):
                 for k in first}
     if isinstance(first, (str, bytes)):
         return list(values)
+    if _nested(values):
+        size = len(first)
+        for j, v in enumerate(values):
+            if not isinstance(v, (tuple, list)) or len(v) != size:
+                got = f"length {len(v)}" if isinstance(v, (tuple, list)) else type(v).__name__
+                raise CollateError(f"default_collate: each element in list of batch should be "
+                                   f"of equal size{where}: {_sample(0, indices)} has length "
+                                   f"{size}, {_sample(j, indices)} has {got}")
+        fields = [_collate_field([v[i] for v in values], indices, f"{where} (item {i})")
+                  for i in range(size)]
+        return type(first)(*fields) if _is_namedtuple(first) else fields
     pil = sys.modules.get("PIL.Image")  # only loaded when images are in use
     if pil is not None and isinstance(first, pil.Image):
         # np.asarray would silently batch HWC pixels; torch refuses, and so does minidl

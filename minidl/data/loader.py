@@ -62,9 +62,10 @@ def _to_tensors(batch, device):
     if isinstance(batch, dict):
         return {k: _to_tensors(v, device) for k, v in batch.items()}
     if isinstance(batch, tuple):
-        return tuple(_to_tensors(v, device) for v in batch)
-    if isinstance(batch, list):  # strings stay a list
-        return batch
+        items = [_to_tensors(v, device) for v in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
+    if isinstance(batch, list):  # strings stay a list; a list of fields is converted
+        return [v if isinstance(v, (str, bytes)) else _to_tensors(v, device) for v in batch]
     return Tensor(batch, device=device)
 
 
