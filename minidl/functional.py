@@ -20,7 +20,8 @@ from .ops import (
     log_softmax_array, reduction_axes, pointwise_kernels, refuse_complex, row_kernels,
     stable_sigmoid,
 )
-from .tensor import Function, Tensor, apply_in_place, autocast_hook, is_grad_enabled
+from .tensor import (Function, Tensor, apply_in_place, autocast_hook, bump_version,
+                     is_grad_enabled)
 from .special import erfc_array  # noqa: E402
 
 
@@ -1763,8 +1764,9 @@ class Embedding(Function):
     added into a gradient of the weight's shape, so an index that repeats gets their sum; the
     padding row gets none."""
 
-    def forward(self, weight, indices, padding_idx=None):
+    def forward(self, weight, indices, padding_idx=None, scale=None):
         self.indices, self.padding_idx = indices, padding_idx
+        self.scale = scale  # scale_grad_by_freq: 1 / (how often each index comes), per index
         self.weight_shape = weight.shape
         return get_array_module(weight).take(weight, indices, axis=0)
 
@@ -1772,6 +1774,8 @@ class Embedding(Function):
         xp = get_array_module(g)
         wide = accumulation_dtype(g)  # 16-bit rows are summed in float32
         rows = g.reshape(-1, g.shape[-1]).astype(wide or g.dtype, copy=False)
+        if self.scale is not None:
+            rows = rows * self.scale.reshape(-1, 1).astype(rows.dtype)
         gw = xp.zeros(self.weight_shape, dtype=rows.dtype)
         _add_rows(gw, self.indices.reshape(-1), rows)
         if self.padding_idx is not None:
@@ -1795,6 +1799,9 @@ class EmbeddingGrad(Function):
         rows = get_array_module(h).take(h, self.op.indices, axis=0)
         if self.op.padding_idx is not None:
             rows = rows * (self.op.indices != self.op.padding_idx)[..., None]
+        # no scale_grad_by_freq here: the gradient it scales is not the lookup's derivative,
+        # and the path back to the weight passes Embedding's backward, which scales once (as
+        # torch's embedding_dense_double_backward, and finite differences of the gradient)
         return rows
 
     def graph_backward(self, h, out):
@@ -1825,16 +1832,18 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
               scale_grad_by_freq=False, sparse=False):
     """weight[input]: for integer indices of any shape, rows of weight (num_embeddings,
     embedding_dim), shape input.shape + (embedding_dim,). The row ``padding_idx`` gets no
-    gradient. max_norm, scale_grad_by_freq and sparse are not implemented."""
+    gradient. ``max_norm``: the rows looked up whose ``norm_type``-norm exceeds it are first
+    scaled down to it, in place in ``weight`` (as torch's embedding_renorm_);
+    ``scale_grad_by_freq``: each row's gradient is divided by how often its index comes in
+    ``input``. sparse gradients are not implemented."""
     name = "embedding"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:
         raise ValueError(f"{name}: weight must be a 2-D Tensor (num_embeddings, embedding_dim), "
                          f"got {getattr(weight, 'shape', type(weight).__name__)}")
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise ValueError(f"{name}: max_norm, scale_grad_by_freq and sparse are not supported "
-                         f"in minidl (got max_norm={max_norm}, scale_grad_by_freq="
-                         f"{scale_grad_by_freq}, sparse={sparse})")
+    if sparse:
+        raise ValueError(f"{name}: sparse gradients are not supported in minidl (got "
+                         f"sparse={sparse}); the gradient is dense")
     if input.device != weight.device:
         raise ValueError(f"{name}: input is on {input.device} and weight on {weight.device}")
     n = weight.shape[0]
@@ -1849,7 +1858,35 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
         if lo < 0 or hi >= n:
             raise IndexRangeError(f"{name}: index {lo if lo < 0 else hi} is out of range for "
                                   f"{n} embeddings (weight shape {weight.shape})")
-    return Embedding.apply(weight, indices=input.data, padding_idx=padding_idx)
+    indices = input.data
+    if max_norm is not None and indices.size:
+        _renorm_rows_(weight, indices, float(max_norm), float(norm_type))
+    scale = None
+    if scale_grad_by_freq and indices.size:
+        xp = get_array_module(indices)
+        counts = xp.bincount(indices.reshape(-1), minlength=n)
+        scale = 1.0 / xp.take(counts, indices).astype(np.float64)
+    return Embedding.apply(weight, indices=indices, padding_idx=padding_idx, scale=scale)
+
+
+def _renorm_rows_(weight, indices, max_norm, norm_type):
+    """torch's embedding_renorm_: each row looked up whose norm_type-norm exceeds max_norm
+    is scaled to max_norm / (norm + 1e-7) of itself, in place and outside the graph."""
+    xp = get_array_module(weight.data)
+    rows = xp.unique(indices.reshape(-1))
+    sel = weight.data[rows]
+    wide = sel.astype(np.float64) if sel.dtype.itemsize < 8 else sel
+    if norm_type == float("inf"):
+        norms = xp.abs(wide).max(axis=1)
+    elif norm_type == 0:
+        norms = (wide != 0).sum(axis=1).astype(wide.dtype)
+    else:
+        norms = (xp.abs(wide) ** norm_type).sum(axis=1) ** (1.0 / norm_type)
+    over = norms > max_norm
+    if bool(over.any()):
+        scale = max_norm / (norms[over] + 1e-7)
+        weight.data[rows[over]] = (wide[over] * scale[:, None]).astype(sel.dtype)
+        bump_version(weight)  # a graph that saved the old rows refuses its backward, as torch
 
 
 class Pad(Function):

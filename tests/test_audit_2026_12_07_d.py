@@ -233,3 +233,91 @@ def test_loader_nested_fields_match_torch():
         assert str(a.dtype).split(".")[-1] == str(b.dtype).split(".")[-1]
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
+
+
+# ---- Embedding ----------------------------------------------------------------------------
+_ROWS = np.random.default_rng(0).standard_normal((6, 3)) * 2
+_IDX = np.array([[1, 2, 1], [5, 1, 2]])
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_embedding_max_norm_renormalises_the_looked_up_rows_in_place(norm_type):
+    w = minidl.tensor(_ROWS, dtype=minidl.float64)
+    y = nn.functional.embedding(minidl.tensor(_IDX), w, max_norm=1.5, norm_type=norm_type)
+    norms = np.linalg.norm(w.numpy(), ord=norm_type, axis=1)
+    assert np.all(norms[[1, 2, 5]] <= 1.5 + 1e-6)
+    np.testing.assert_array_equal(w.numpy()[[0, 3, 4]], _ROWS[[0, 3, 4]])  # not looked up
+    np.testing.assert_array_equal(y.numpy(), w.numpy()[_IDX])
+
+
+def test_embedding_max_norm_and_scale_grad_by_freq_match_torch():
+    torch = pytest.importorskip("torch")
+    for kw in [dict(max_norm=1.0), dict(max_norm=1.5, norm_type=1.0),
+               dict(scale_grad_by_freq=True, padding_idx=2), dict(max_norm=1.0, padding_idx=1)]:
+        theirs = torch.nn.Embedding(6, 3, **kw)
+        ours = nn.Embedding(6, 3, **kw)
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(_ROWS))
+        ours.weight.data[...] = _ROWS.astype(np.float32)
+        weights = np.arange(18.0).reshape(2, 3, 3)
+        yt = theirs(torch.tensor(_IDX))
+        (yt * torch.tensor(weights, dtype=torch.float32)).sum().backward()
+        yo = ours(minidl.tensor(_IDX))
+        (yo * minidl.tensor(weights)).sum().backward()
+        np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    assert repr(nn.Embedding(5, 3, max_norm=2.0, scale_grad_by_freq=True)) == \
+        repr(torch.nn.Embedding(5, 3, max_norm=2.0, scale_grad_by_freq=True))
+
+
+def _freq_scaled_second_gradient(lib, w_array):
+    """d/dw sum(g^2), g the (frequency-scaled) gradient of sum(embedding(idx, w)^3)."""
+    if lib is minidl:
+        w = minidl.tensor(w_array, dtype=minidl.float64, requires_grad=True)
+        grad = minidl.autograd.grad
+    else:
+        w = lib.tensor(w_array, requires_grad=True)
+        grad = lib.autograd.grad
+    y = lib.nn.functional.embedding(lib.tensor(_IDX), w, scale_grad_by_freq=True, padding_idx=5)
+    g, = grad((y ** 3).sum(), w, create_graph=True)
+    return g, grad((g * g).sum(), w)[0]
+
+
+def test_embedding_scale_grad_by_freq_second_derivative_is_the_gradients_derivative():
+    _, h = _freq_scaled_second_gradient(minidl, _ROWS)
+    eps, numeric = 1e-6, np.zeros_like(_ROWS)
+    for i in range(_ROWS.shape[0]):
+        for j in range(_ROWS.shape[1]):
+            up, down = _ROWS.copy(), _ROWS.copy()
+            up[i, j] += eps
+            down[i, j] -= eps
+            g_up = _freq_scaled_second_gradient(minidl, up)[0].numpy()
+            g_down = _freq_scaled_second_gradient(minidl, down)[0].numpy()
+            numeric[i, j] = ((g_up ** 2).sum() - (g_down ** 2).sum()) / (2 * eps)
+    np.testing.assert_allclose(h.numpy(), numeric, rtol=1e-6, atol=1e-5)
+
+
+def test_embedding_scale_grad_by_freq_double_backward_matches_torch():
+    torch = pytest.importorskip("torch")
+    ours = _freq_scaled_second_gradient(minidl, _ROWS)
+    theirs = _freq_scaled_second_gradient(torch, _ROWS)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_embedding_max_norm_lookup_passes_gradgradcheck():
+    from minidl.testing import gradcheck, gradgradcheck
+
+    w = minidl.tensor(_ROWS, dtype=minidl.float64, requires_grad=True)
+
+    def f(weight):  # max_norm above every row's norm: renorming is a no-op, the op is smooth
+        return nn.functional.embedding(minidl.tensor(_IDX), weight, max_norm=100.0)
+    assert gradcheck(f, (w,)) and gradgradcheck(f, (w,))
+
+
+def test_embedding_sparse_is_still_refused_by_name():
+    with pytest.raises(ValueError, match="sparse"):
+        nn.Embedding(3, 2, sparse=True)
