@@ -194,7 +194,7 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         self.in_shape = x.shape
-        x2 = x.reshape(-1, x.shape[-1])
+        x2 = x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])  # -1 is unknown for 0 features
         y = x2 @ w.T
         if b is not None:
             y += b
@@ -206,7 +206,7 @@ class Linear(Function):
 
     def backward(self, g):
         x2, w = self.saved
-        g2 = g.reshape(-1, w.shape[0])
+        g2 = g.reshape(x2.shape[0], w.shape[0])  # not -1: 0 out_features leaves it unknown
         gx = (g2 @ w).reshape(self.in_shape) if _needs_grad(self, 0) else None
         gw = g2.T @ x2 if _needs_grad(self, 1) else None
         gb = g2.sum(axis=0) if len(self.inputs) > 2 else None
@@ -214,14 +214,15 @@ class Linear(Function):
 
     def graph_backward(self, g, out):
         x, w = self.inputs[:2]
-        g2 = g.reshape(-1, w.shape[0])
+        rows = int(np.prod(self.in_shape[:-1]))
+        g2 = g.reshape(rows, w.shape[0])
         need_x, need_w = x.requires_grad, w.requires_grad
         if w.data.dtype.kind == "c":
             from .ops import Conj
 
             x, w = Conj.apply(x), Conj.apply(w)
         gx = (g2 @ w).reshape(self.in_shape) if need_x else None
-        gw = g2.transpose(0, 1) @ x.reshape(-1, w.shape[1]) if need_w else None
+        gw = g2.transpose(0, 1) @ x.reshape(rows, w.shape[1]) if need_w else None
         gb = g2.sum(0) if len(self.inputs) > 2 else None
         return gx, gw, gb
 

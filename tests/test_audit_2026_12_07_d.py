@@ -3,6 +3,7 @@ loading, layers), each test failing before its fix."""
 import collections
 import copy
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -321,3 +322,51 @@ def test_embedding_max_norm_lookup_passes_gradgradcheck():
 def test_embedding_sparse_is_still_refused_by_name():
     with pytest.raises(ValueError, match="sparse"):
         nn.Embedding(3, 2, sparse=True)
+
+
+# ---- layers -------------------------------------------------------------------------------
+def test_identity_ignores_its_constructor_arguments():
+    layer = nn.Identity(54, unused_argument1=0.1, unused_argument2=False)
+    x = minidl.ones(2, 3)
+    assert layer(x) is x
+
+
+@pytest.mark.parametrize("features", [(8, 0), (0, 4)])
+def test_linear_with_zero_features_runs_forward_and_backward(features):
+    from minidl.testing import gradcheck, gradgradcheck
+
+    with pytest.warns(UserWarning, match="zero-element"):
+        layer = nn.Linear(*features).double()
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((3, 2, features[0])),
+                      dtype=minidl.float64, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (3, 2, features[1])
+    y.sum().backward()
+    assert x.grad.shape == x.shape and layer.weight.grad.shape == layer.weight.shape
+    if features[1] == 0:
+        assert not x.grad.numpy().any()
+    else:
+        np.testing.assert_array_equal(layer.weight.grad.numpy(), np.zeros((4, 0)))
+        np.testing.assert_array_equal(layer.bias.grad.numpy(), np.full(4, 6.0))
+    assert gradcheck(lambda a: nn.functional.linear(a, layer.weight, layer.bias), (x,))
+    assert gradgradcheck(lambda a: nn.functional.linear(a, layer.weight, layer.bias) ** 2, (x,))
+
+
+def test_adaptive_log_softmax_with_an_empty_cluster_projection_matches_torch():
+    torch = pytest.importorskip("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = torch.nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4, 8])  # div_value 4: 8 // 16 = 0
+        ours = nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4, 8])
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    target = np.array([0, 5, 9, 3])
+    xt = torch.tensor(x, requires_grad=True)
+    xo = minidl.tensor(x, requires_grad=True)
+    out_t = theirs(xt, torch.tensor(target))
+    out_o = ours(xo, minidl.tensor(target))
+    out_t.loss.backward()
+    out_o.loss.backward()
+    np.testing.assert_allclose(out_o.output.numpy(), out_t.output.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-6)

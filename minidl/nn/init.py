@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -100,9 +101,20 @@ def _fan(t, mode, name):
     return fan_in if mode == "fan_in" else fan_out
 
 
+def _empty(t):
+    """A tensor with a 0 in its shape: Kaiming initialisation warns and leaves it, as torch's
+    (a layer with 0 features, e.g. AdaptiveLogSoftmaxWithLoss's smallest cluster)."""
+    if 0 not in tuple(t.shape):
+        return False
+    warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+    return True
+
+
 def kaiming_uniform_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """U(-bound, bound), bound = gain * sqrt(3 / fan); PyTorch's default for Linear and Conv2d
     weights is this with a = sqrt(5)."""
+    if _empty(t):
+        return t
     gain = calculate_gain(nonlinearity, a)
     bound = gain * math.sqrt(3.0 / _fan(t, mode, "kaiming_uniform_"))
     return uniform_(t, -bound, bound, generator)
@@ -110,6 +122,8 @@ def kaiming_uniform_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generat
 
 def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """N(0, std**2), std = gain / sqrt(fan)."""
+    if _empty(t):
+        return t
     gain = calculate_gain(nonlinearity, a)
     return normal_(t, 0.0, gain / math.sqrt(_fan(t, mode, "kaiming_normal_")), generator)
 

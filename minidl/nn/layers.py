@@ -317,6 +317,12 @@ class Flatten(Module):
 
 
 class Identity(Module):
+    """Returns its input; any constructor arguments are ignored (torch's, so that it can
+    replace a layer in place: ``nn.Identity(54, unused_argument=0.1)``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
     def forward(self, input):
         return input
 
