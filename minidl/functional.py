@@ -697,7 +697,7 @@ def add_relu(a, b):
 
 
 def sigmoid(x):
-    if x.data.dtype.kind == "c":
+    if not is_floating(x.data.dtype):  # complex; integers and bools give floats, as torch's
         return x.sigmoid()
     return Sigmoid.apply(x)
 
@@ -905,11 +905,27 @@ def _softmax_dim(name, x, dim):
     return reduction_axes(dim, x.ndim)[0] if x.ndim else 0
 
 
-def softmax(x, dim=None):
+def _softmax_input(name, x, dtype):
+    """The input cast to ``dtype`` (torch's argument: an integer tensor, or float16 computed
+    in float32); without it, an integer or bool input is refused as torch refuses it (its
+    probabilities would be truncated to integers)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: input must be a Tensor, got {type(x).__name__}")
+    if dtype is not None:
+        x = x.to(dtype)
+    if not is_floating(x.data.dtype):
+        raise TypeError(f"{name}: input must be a floating-point tensor, got {x.dtype}; pass "
+                        f"dtype=minidl.float32 (or cast it with .float())")
+    return x
+
+
+def softmax(x, dim=None, _stacklevel=3, dtype=None):
+    x = _softmax_input("softmax", x, dtype)
     return Softmax.apply(x, dim=_softmax_dim("softmax", x, dim))
 
 
-def log_softmax(x, dim=None):
+def log_softmax(x, dim=None, _stacklevel=3, dtype=None):
+    x = _softmax_input("log_softmax", x, dtype)
     return LogSoftmax.apply(x, dim=_softmax_dim("log_softmax", x, dim))
 
 

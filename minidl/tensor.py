@@ -658,17 +658,19 @@ class Tensor:
             return 1 / (1 + (-self).exp())
         return Sigmoid.apply(_float_input(self))
 
-    def softmax(self, dim):
-        if not is_floating(self.data.dtype):
-            raise TypeError(f"softmax: needs a floating-point tensor, got dtype {self.dtype}")
-        d = _wrap_dim(dim, self.ndim, "softmax")
-        return Softmax.apply(self, dim=d if self.ndim else None)
+    def softmax(self, dim, dtype=None):
+        x = self if dtype is None else self.to(dtype)  # torch's dtype: cast first
+        if not is_floating(x.data.dtype):
+            raise TypeError(f"softmax: needs a floating-point tensor, got dtype {x.dtype}")
+        d = _wrap_dim(dim, x.ndim, "softmax")
+        return Softmax.apply(x, dim=d if x.ndim else None)
 
-    def log_softmax(self, dim):
-        if not is_floating(self.data.dtype):
-            raise TypeError(f"log_softmax: needs a floating-point tensor, got dtype {self.dtype}")
-        d = _wrap_dim(dim, self.ndim, "log_softmax")
-        return LogSoftmax.apply(self, dim=d if self.ndim else None)
+    def log_softmax(self, dim, dtype=None):
+        x = self if dtype is None else self.to(dtype)
+        if not is_floating(x.data.dtype):
+            raise TypeError(f"log_softmax: needs a floating-point tensor, got dtype {x.dtype}")
+        d = _wrap_dim(dim, x.ndim, "log_softmax")
+        return LogSoftmax.apply(x, dim=d if x.ndim else None)
 
     def clamp(self, min=None, max=None):
         return ops.clamp(self, min, max)

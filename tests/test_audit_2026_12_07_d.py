@@ -370,3 +370,37 @@ def test_adaptive_log_softmax_with_an_empty_cluster_projection_matches_torch():
     np.testing.assert_allclose(out_o.output.numpy(), out_t.output.detach().numpy(), rtol=1e-5,
                                atol=1e-6)
     np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- activations of integer tensors -------------------------------------------------------
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_of_an_integer_tensor_is_refused_instead_of_truncated(name):
+    x = minidl.tensor([[1, 0, 1]])
+    with pytest.raises(TypeError, match="floating-point"):
+        getattr(nn.functional, name)(x, 1)  # was tensor([[0, 0, 0]]): probabilities as ints
+    with pytest.raises(TypeError, match="floating-point"):
+        getattr(nn, {"softmax": "Softmax", "log_softmax": "LogSoftmax"}[name])(1)(x)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_softmax_family_takes_torchs_dtype_argument(name):
+    torch = pytest.importorskip("torch")
+    x = np.array([[1, 0, 3], [2, 2, -1]])
+    for fn_ours, fn_theirs in [(getattr(nn.functional, name), getattr(torch.nn.functional, name))]:
+        ours = fn_ours(minidl.tensor(x), 1, dtype=minidl.float64)
+        theirs = fn_theirs(torch.tensor(x), 1, dtype=torch.float64)
+        assert ours.dtype == minidl.float64
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    if name != "softmin":
+        ours = getattr(minidl.tensor(x), name)(1, dtype=minidl.float32)
+        theirs = getattr(torch.tensor(x), name)(1, dtype=torch.float32)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def test_functional_sigmoid_of_an_integer_tensor_gives_floats_as_torch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[1, -2, 3]])
+    ours = nn.functional.sigmoid(minidl.tensor(x))  # was tensor([[0, 0, 0]])
+    theirs = torch.nn.functional.sigmoid(torch.tensor(x))
+    assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)

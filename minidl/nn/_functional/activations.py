@@ -360,9 +360,9 @@ def glu(input, dim=-1):
 
 def softmin(input, dim=None, _stacklevel=3, dtype=None):
     """softmax(-input, dim)."""
-    _float_input("softmin", input)
     if dtype is not None:
         input = input.to(dtype)
+    _float_input("softmin", input)
     return softmax(-input, _softmax_dim("softmin", input, dim) if dim is None else dim)
 
 
