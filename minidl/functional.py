@@ -1520,13 +1520,26 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     used and the running ones (Tensors, updated in place) follow them with ``momentum``."""
     if x.data.dtype.kind == "c":
         refuse_complex("batch_norm", x.data)
+    _eval_needs_stats("batch_norm", running_mean, running_var, training)
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _eval_needs_stats(name, running_mean, running_var, training):
+    """torch's check: evaluation normalises with the running statistics, so they must be
+    given (without them the batch's own statistics were used, silently)."""
+    if not training:
+        for what, t in (("running_mean", running_mean), ("running_var", running_var)):
+            if t is None:
+                raise RuntimeError(f"{name}: {what} must be defined in evaluation mode "
+                                   f"(training=False); pass the running statistics, or "
+                                   f"training=True to normalise with the batch's")
 
 
 def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5):
     """``relu(batch_norm(...))`` in one op (a minidl extension; PyTorch fuses the pair inside
     cuDNN/oneDNN): one pass over the activation instead of two, and one array fewer."""
+    _eval_needs_stats("batch_norm_relu", running_mean, running_var, training)
     return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
                        relu=True)
 

@@ -404,3 +404,14 @@ def test_functional_sigmoid_of_an_integer_tensor_gives_floats_as_torch():
     theirs = torch.nn.functional.sigmoid(torch.tensor(x))
     assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def test_functional_batch_norm_in_evaluation_needs_the_running_statistics():
+    x = minidl.tensor(np.arange(6.0).reshape(2, 3))
+    for fn in (nn.functional.batch_norm, nn.functional.batch_norm_relu):
+        with pytest.raises(RuntimeError, match="running_mean must be defined in evaluation"):
+            fn(x, None, None, training=False)  # normalised with the batch's own, silently
+        with pytest.raises(RuntimeError, match="running_var must be defined"):
+            fn(x, minidl.zeros(3), None)
+    out = nn.functional.batch_norm(x, None, None, training=True)
+    np.testing.assert_allclose(out.numpy(), [[-1, -1, -1], [1, 1, 1]], atol=1e-4)
