@@ -415,3 +415,47 @@ def test_functional_batch_norm_in_evaluation_needs_the_running_statistics():
             fn(x, minidl.zeros(3), None)
     out = nn.functional.batch_norm(x, None, None, training=True)
     np.testing.assert_allclose(out.numpy(), [[-1, -1, -1], [1, 1, 1]], atol=1e-4)
+
+
+class _Batched(minidl.data.Dataset):
+    """A dataset that reads whole batches (a database, a file per batch): __getitems__."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        raise AssertionError("the loader should call __getitems__")
+
+    def __getitems__(self, indices):
+        self.calls.append(list(indices))
+        return [(np.full(2, i, np.float32), i) for i in indices]
+
+
+@pytest.mark.parametrize("collate_fn", [None, list])
+def test_loader_fetches_through_getitems_as_torch(collate_fn):
+    data = _Batched()
+    batches = list(minidl.data.DataLoader(data, batch_size=4, collate_fn=collate_fn))
+    assert data.calls == [[0, 1, 2, 3], [4, 5]]
+    if collate_fn is None:
+        assert batches[1][1].tolist() == [4, 5]
+    sub = minidl.data.Subset(data, [5, 3, 1])
+    assert [s[1] for s in sub.__getitems__([0, 2])] == [5, 1]
+    assert next(iter(minidl.data.DataLoader(sub, batch_size=3)))[1].tolist() == [5, 3, 1]
+
+
+def test_stack_dataset_as_torch():
+    torch = pytest.importorskip("torch")
+    a, b = [np.float32(i) for i in range(4)], ["w", "x", "y", "z"]
+    ours, theirs = minidl.data.StackDataset(a, b), torch.utils.data.StackDataset(a, b)
+    assert len(ours) == len(theirs) == 4 and ours[2] == theirs[2]
+    ours, theirs = minidl.data.StackDataset(v=a, s=b), torch.utils.data.StackDataset(v=a, s=b)
+    assert ours[1] == theirs[1] and ours.__getitems__([0, 3]) == theirs.__getitems__([0, 3])
+    batch = next(iter(minidl.data.DataLoader(ours, batch_size=4)))
+    assert batch["s"] == b and batch["v"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="Size mismatch"):
+        minidl.data.StackDataset(a, b[:2])
+    with pytest.raises(ValueError, match="both"):
+        minidl.data.StackDataset(a, s=b)

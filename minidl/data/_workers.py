@@ -37,6 +37,7 @@ import traceback
 import numpy as np
 
 from .collate import collate, default_convert
+from .dataset import fetch_samples
 
 _worker_info = None  # set in a worker process only
 _POLL = 1.0  # seconds between checks that the workers are alive
@@ -219,10 +220,10 @@ def _fetch_map(dataset, indices, collate_fn, batch_size):
         sample = dataset[int(indices[0])]
         return collate_fn(sample) if collate_fn is not None else default_convert(sample)
     if collate_fn is not None:
-        return collate_fn([dataset[int(i)] for i in indices])
+        return collate_fn(fetch_samples(dataset, indices))
     if hasattr(dataset, "get_batch"):
         return dataset.get_batch(np.asarray(indices, dtype=np.int64))
-    return collate([dataset[int(i)] for i in indices], indices)
+    return collate(fetch_samples(dataset, indices), indices)
 
 
 def _next_stream_batch(iterator, batch_size, drop_last, collate_fn):

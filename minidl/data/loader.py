@@ -8,7 +8,7 @@ import numpy as np
 from ..profiler import _recorder
 from ._workers import get_worker_info  # noqa: F401  (minidl.data.get_worker_info)
 from .collate import collate, default_convert
-from .dataset import IterableDataset
+from .dataset import IterableDataset, fetch_samples
 
 
 def _to_device(sample, device):
@@ -342,11 +342,11 @@ class DataLoader:
 
     def _batch(self, idx):
         if self.collate_fn is not None:  # the caller's batching, returned as it is
-            return self.collate_fn([self.dataset[int(i)] for i in idx])
+            return self.collate_fn(fetch_samples(self.dataset, idx))
         if hasattr(self.dataset, "get_batch"):
             arrays = self.dataset.get_batch(idx)
         else:
-            arrays = collate([self.dataset[int(i)] for i in idx], idx)
+            arrays = collate(fetch_samples(self.dataset, idx), idx)
         return _to_tensors(arrays, self.device)
 
     def _stream(self):
