@@ -532,7 +532,8 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     or by ``scale_factor``: mode 'nearest', 'nearest-exact', 'area' (adaptive average pooling),
     'linear' (3-D), 'bilinear' or 'bicubic' (4-D), 'trilinear' (5-D), with PyTorch's source-index rules
     (align_corners for the interpolating modes; bicubic's A = -0.75 kernel with its taps
-    clamped to the border)."""
+    clamped to the border). ``antialias=True`` (bilinear and bicubic) widens the filter when
+    shrinking, as torch's (and PIL's)."""
     name = "interpolate"
     if not (isinstance(input, Tensor) and input.dtype == np.uint8
             and mode in ("nearest", "nearest-exact")):  # uint8 images and masks, as PyTorch
@@ -550,8 +551,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     if mode in ("nearest", "nearest-exact", "area") and align_corners is not None:
         raise ValueError(f"{name}: align_corners option can only be set with the interpolating "
                          f"modes: linear | bilinear | bicubic | trilinear")
-    if antialias:
-        raise ValueError(f"{name}: antialias=True is not supported in minidl")
+    if antialias and (mode not in ("bilinear", "bicubic") or dims != 2):
+        raise ValueError(f"{name}: anti-alias option is restricted to bilinear and bicubic "
+                         f"modes and requires a 4-D tensor as input (got mode {mode!r}, input "
+                         f"shape {input.shape})")
     if (size is None) == (scale_factor is None):
         raise ValueError(f"{name}: exactly one of size or scale_factor must be given")
     if recompute_scale_factor and size is not None:
@@ -580,6 +583,11 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
                                                                                      out)
     taps = []
     for d, (n_in, n_out, factor) in enumerate(zip(in_sizes, out, scales)):
+        if antialias:  # torch's separable antialiased kernel leaves a dim of unchanged size
+            if n_in != n_out:
+                taps.append((2 + d,) + _antialias_taps(mode, n_in, n_out, factor,
+                                                       bool(align_corners)))
+            continue
         if n_in == n_out and (factor in (None, 1.0) or mode in _COPIES_SAME_SIZE[dims]):
             continue
         if mode == "nearest" and dims == 2 and n_out == 2 * n_in:
@@ -600,6 +608,38 @@ def _cubic_weights(t, a=-0.75):
         return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
 
     return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+def _antialias_taps(mode, n_in, n_out, factor, align_corners):
+    """torch's antialiased weights (the filter widened by the scale when shrinking, as PIL's):
+    output i reads the inputs within ``support`` of its centre scale * (i + 0.5), weighted by
+    the triangle (bilinear) or Keys' a = -0.5 cubic (bicubic) filter and normalised to sum 1;
+    given as taps (index, weight) for Resample, a weight 0 past each row's last input."""
+    if align_corners:
+        scale = (n_in - 1) / (n_out - 1) if n_out > 1 else 0.0
+    else:
+        scale = (1.0 / factor) if factor is not None else n_in / n_out
+    reach = 2.0 if mode == "bicubic" else 1.0  # half the filter's width
+    support = reach * scale if scale >= 1.0 else reach
+    inv = 1.0 / scale if scale >= 1.0 else 1.0
+    center = scale * (np.arange(n_out, dtype=np.float64) + 0.5)
+    lo = np.maximum(np.trunc(center - support + 0.5).astype(np.int64), 0)
+    hi = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), n_in)
+    count = np.maximum(hi - lo, 0)
+    index, weights = [], []
+    for j in range(max(int(count.max()), 1)):
+        x = np.abs((lo + j - center + 0.5) * inv)
+        if mode == "bicubic":
+            a = -0.5
+            w = np.where(x < 1.0, ((a + 2) * x - (a + 3)) * x * x + 1,
+                         np.where(x < 2.0, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+        else:
+            w = np.maximum(1.0 - x, 0.0)
+        weights.append(np.where(j < count, w, 0.0))
+        index.append(np.minimum(lo + j, n_in - 1))
+    total = np.sum(weights, axis=0)
+    total = np.where(total != 0.0, total, 1.0)
+    return tuple(index), tuple(w / total for w in weights)
 
 
 def _taps(mode, n_in, n_out, factor, align_corners):
