@@ -511,3 +511,16 @@ def test_interpolate_antialias_is_refused_for_other_modes_as_torch():
     with pytest.raises(ValueError, match="4-D"):
         nn.functional.interpolate(minidl.tensor(_IMAGE[0]), size=3, mode="linear",
                                   antialias=True)
+
+
+@pytest.mark.parametrize("lengths", [[0.8, 0.2], [7, 3]])
+def test_random_split_without_a_generator_follows_manual_seed(lengths):
+    def split():
+        minidl.manual_seed(42)  # a script's seeding at the top: the same split every run
+        return [s.indices.tolist() for s in minidl.data.random_split(range(10), lengths)]
+    first = split()
+    assert split() == first  # was a fresh OS-entropy permutation each call
+    assert sorted(first[0] + first[1]) == list(range(10))
+    minidl.manual_seed(43)
+    other = [s.indices.tolist() for s in minidl.data.random_split(range(10), lengths)]
+    assert other != first

@@ -233,7 +233,8 @@ def random_split(dataset, lengths, seed=None, *, generator=None):
     rounded to 6 decimals before the floor, so that 200 * (1 - 0.8) gives 40).
     ``generator`` (a CPU ``minidl.Generator``, as torch's, or a ``numpy.random.Generator``;
     also taken in seed's place, where PyTorch's third argument is its generator) draws the
-    permutation instead of ``seed``.
+    permutation instead of ``seed``; with neither, minidl's global generator draws it, so
+    that ``minidl.manual_seed(s)`` makes the split reproducible, as torch.manual_seed does.
     """
     from ..backend import Generator, generator_rng
 
@@ -255,7 +256,9 @@ def random_split(dataset, lengths, seed=None, *, generator=None):
         _warn_empty(sizes)
     else:
         sizes = _split_sizes(list(lengths), n)
-    perm = (generator if generator is not None else np.random.default_rng(seed)).permutation(n)
+    if generator is None:  # no seed either: minidl's global generator, as torch's
+        generator = generator_rng(None) if seed is None else np.random.default_rng(seed)
+    perm = generator.permutation(n)  # (minidl.manual_seed(s) then gives the same split)
     out, start = [], 0
     for size in sizes:
         out.append(Subset(dataset, perm[start:start + size]))
