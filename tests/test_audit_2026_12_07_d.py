@@ -524,3 +524,41 @@ def test_random_split_without_a_generator_follows_manual_seed(lengths):
     minidl.manual_seed(43)
     other = [s.indices.tolist() for s in minidl.data.random_split(range(10), lengths)]
     assert other != first
+
+
+def test_registering_a_buffer_or_parameter_over_another_attribute_is_refused():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(KeyError, match="attribute 'weight' already exists"):
+        lin.register_buffer("weight", minidl.ones(1))  # state_dict's 'weight' became it
+    assert lin.state_dict()["weight"].shape == (2, 2) and "weight" not in lin._buffers
+    lin.register_buffer("scale", minidl.ones(1))
+    with pytest.raises(KeyError, match="attribute 'scale' already exists"):
+        lin.register_parameter("scale", nn.Parameter(minidl.ones(1)))
+    with pytest.raises(KeyError, match="already exists"):
+        lin.register_parameter("in_features", nn.Parameter(minidl.ones(1)))
+    lin.register_buffer("scale", minidl.zeros(1))  # the same kind again: replaced
+    lin.register_parameter("bias", nn.Parameter(minidl.zeros(2)))
+    assert list(lin.state_dict()) == ["weight", "bias", "scale"]
+
+
+def test_registration_clashes_are_refused_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib, nn_ in ((torch, torch.nn), (minidl, nn)):
+        with pytest.raises(KeyError, match="attribute 'weight' already exists"):
+            nn_.Linear(2, 2).register_buffer("weight", lib.ones(1))
+
+
+def test_sequential_plus_sequential_as_torch():
+    torch = pytest.importorskip("torch")
+    a, b = nn.Linear(1, 2), nn.ReLU()
+    both = nn.Sequential(a) + nn.Sequential(b)
+    assert [type(m).__name__ for m in both] == \
+        [type(m).__name__ for m in torch.nn.Sequential(torch.nn.Linear(1, 2)) +
+         torch.nn.Sequential(torch.nn.ReLU())]
+    assert both[0] is a and both[1] is b
+    with pytest.raises(ValueError, match="only objects of Sequential"):
+        nn.Sequential(a) + [b]
+    seq = start = nn.Sequential(a)
+    seq += nn.Sequential(b)
+    assert seq is start and list(seq) == [a, b]
+    assert list(nn.ModuleList([a]) + nn.ModuleList([b])) == [a, b]

@@ -504,6 +504,25 @@ class Sequential(_Indexed):
         return input
 
 
+    def __add__(self, other):
+        """A new Sequential of this one's layers then ``other``'s (the same module objects),
+        as torch's."""
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but "
+                             f"{type(other)} is given.")
+        return Sequential(*self, *other)
+
+    def __iadd__(self, other):
+        """``seq += other``: ``other``'s layers appended to this Sequential itself."""
+        if not isinstance(other, Sequential):
+            raise ValueError(f"add operator supports only objects of Sequential class, but "
+                             f"{type(other)} is given.")
+        offset = len(self)
+        for i, module in enumerate(list(other)):
+            self.add_module(str(i + offset), module)
+        return self
+
+
 class ModuleList(_Indexed):
     """A list of modules whose parameters are the list's (``layers.0.weight``, ...)."""
 
@@ -520,6 +539,10 @@ class ModuleList(_Indexed):
 
     def __iadd__(self, modules):
         return self.extend(modules)
+
+    def __add__(self, other):
+        """A new ModuleList of this one's modules then ``other``'s, as torch's."""
+        return ModuleList(list(self) + list(other))
 
 
 class ModuleDict(Module):

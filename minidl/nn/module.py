@@ -509,6 +509,11 @@ class Module:
                 raise TypeError(f"register_buffer: {name!r} must be a Tensor or None, got a "
                                 f"{type(tensor).__name__}")
             tensor = Tensor(tensor)
+        if name not in self._buffers and (name in self._parameters or name in self._modules
+                                           or hasattr(self, name)):
+            # a parameter or sub-module of that name would hide the buffer, and state_dict()
+            # would write one over the other under the same key: torch refuses it too
+            raise KeyError(f"register_buffer: attribute '{name}' already exists")
         for store in ("_buffer_names", "_non_persistent"):
             if store not in self.__dict__:
                 object.__setattr__(self, store, set())
@@ -517,6 +522,12 @@ class Module:
         self._buffers[name] = tensor
 
     def register_parameter(self, name, param):
+        if not isinstance(name, str) or not name or "." in name:
+            raise KeyError(f"register_parameter: the name must be a non-empty string without "
+                           f"'.', got {name!r}")
+        if name not in self._parameters and (name in self._buffers or name in self._modules
+                                              or hasattr(self, name)):
+            raise KeyError(f"register_parameter: attribute '{name}' already exists")
         if param is None:
             self._parameters[name] = None
         elif not isinstance(param, Parameter):
