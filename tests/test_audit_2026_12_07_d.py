@@ -562,3 +562,29 @@ def test_sequential_plus_sequential_as_torch():
     seq += nn.Sequential(b)
     assert seq is start and list(seq) == [a, b]
     assert list(nn.ModuleList([a]) + nn.ModuleList([b])) == [a, b]
+
+
+def test_module_methods_take_torchs_keyword_names():
+    lin = nn.Linear(2, 2)
+    model = nn.Sequential(lin, lin)
+    model.requires_grad_(requires_grad=False)  # was the keyword 'flag'
+    assert not lin.weight.requires_grad
+    assert len(list(model.modules(remove_duplicate=False))) == 3
+    assert len(list(model.modules())) == 2
+    with pytest.raises(AttributeError, match="strict"):
+        model.set_submodule("2", nn.ReLU(), strict=True)
+    model.set_submodule("1", nn.ReLU(), strict=True)
+    model.set_submodule("2", nn.Tanh())
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Tanh"]
+
+
+def test_module_method_signatures_cover_torchs():
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    for name in ("modules", "requires_grad_", "set_submodule", "named_parameters",
+                 "named_buffers", "buffers", "load_state_dict", "register_forward_hook",
+                 "register_forward_pre_hook"):
+        theirs = inspect.signature(getattr(torch.nn.Module, name)).parameters
+        ours = inspect.signature(getattr(nn.Module, name)).parameters
+        assert [p for p in theirs if p not in ours] == [], name

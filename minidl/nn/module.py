@@ -553,14 +553,18 @@ class Module:
 
     register_module = add_module
 
-    def set_submodule(self, target, module):
-        """Put ``module`` at a dotted path (``"layer1.0.conv1"``) whose parent exists."""
+    def set_submodule(self, target, module, strict=False):
+        """Put ``module`` at a dotted path (``"layer1.0.conv1"``) whose parent exists;
+        ``strict=True`` only replaces a sub-module that is there."""
         prefix, _, name = target.rpartition(".")
         if not name:
             raise ValueError("set_submodule: cannot set the module itself (empty target)")
         parent = self.get_submodule(prefix)
         if name not in parent._modules and hasattr(parent, name):
             raise AttributeError(f"set_submodule: {target!r} is not a module")
+        if strict and name not in parent._modules:
+            raise AttributeError(f"set_submodule: {type(parent).__name__} has no sub-module "
+                                 f"{name!r} to replace (strict=True)")
         parent.add_module(name, module)
 
     # ---- traversal --------------------------------------------------------------------
@@ -580,8 +584,8 @@ class Module:
                 yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name,
                                                remove_duplicate)
 
-    def modules(self):
-        for _, m in self.named_modules():
+    def modules(self, remove_duplicate=True):
+        for _, m in self.named_modules(remove_duplicate=remove_duplicate):
             yield m
 
     def named_children(self):
@@ -935,9 +939,9 @@ class Module:
                 p.grad.requires_grad = False
                 p.grad.zero_()
 
-    def requires_grad_(self, flag=True):
+    def requires_grad_(self, requires_grad=True):
         for p in self.parameters():
-            p.requires_grad = flag
+            p.requires_grad = requires_grad
         return self
 
     def apply(self, fn):
