@@ -655,8 +655,8 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 # ---- activations ------------------------------------------------------------------------
-def relu(x, inplace=False):
-    return apply_in_place(x, ReLU.apply, "relu") if inplace else ReLU.apply(x)
+def relu(input, inplace=False):
+    return apply_in_place(input, ReLU.apply, "relu") if inplace else ReLU.apply(input)
 
 
 class AddReLU(Function):
@@ -696,14 +696,14 @@ def add_relu(a, b):
     return AddReLU.apply(a, b)
 
 
-def sigmoid(x):
-    if not is_floating(x.data.dtype):  # complex; integers and bools give floats, as torch's
-        return x.sigmoid()
-    return Sigmoid.apply(x)
+def sigmoid(input):
+    if not is_floating(input.data.dtype):  # complex; integers and bools give floats, as torch's
+        return input.sigmoid()
+    return Sigmoid.apply(input)
 
 
-def tanh(x):
-    return x.tanh()
+def tanh(input):
+    return input.tanh()
 
 
 def _opmath(a):
@@ -759,11 +759,11 @@ class LeakyReLU(Function):
         return g * constant(slope)
 
 
-def leaky_relu(x, negative_slope=0.01, inplace=False):
-    """x where x > 0, negative_slope * x elsewhere (the gradient at 0 is negative_slope)."""
-    _float_input("leaky_relu", x)
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """input where input > 0, negative_slope * input elsewhere (the gradient at 0 is negative_slope)."""
+    _float_input("leaky_relu", input)
     fn = functools.partial(LeakyReLU.apply, negative_slope=float(negative_slope))
-    return apply_in_place(x, fn, "leaky_relu") if inplace else fn(x)
+    return apply_in_place(input, fn, "leaky_relu") if inplace else fn(input)
 
 
 class ELU(Function):
@@ -788,11 +788,11 @@ class ELU(Function):
         return Where.apply(constant(self.inputs[0].data > 0), g, g * (out + self.alpha))
 
 
-def elu(x, alpha=1.0, inplace=False):
-    """x where x > 0, alpha * (exp(x) - 1) elsewhere."""
-    _float_input("elu", x)
+def elu(input, alpha=1.0, inplace=False):
+    """input where input > 0, alpha * (exp(input) - 1) elsewhere."""
+    _float_input("elu", input)
     fn = functools.partial(ELU.apply, alpha=float(alpha))
-    return apply_in_place(x, fn, "elu") if inplace else fn(x)
+    return apply_in_place(input, fn, "elu") if inplace else fn(input)
 
 
 class SiLU(Function):
@@ -821,9 +821,9 @@ class SiLU(Function):
         return g * (s * (1 + x * (1 - s)))
 
 
-def silu(x, inplace=False):
-    _float_input("silu", x)
-    return apply_in_place(x, SiLU.apply, "silu") if inplace else SiLU.apply(x)
+def silu(input, inplace=False):
+    _float_input("silu", input)
+    return apply_in_place(input, SiLU.apply, "silu") if inplace else SiLU.apply(input)
 
 
 _SQRT_HALF = 0.7071067811865476
@@ -919,14 +919,14 @@ def _softmax_input(name, x, dtype):
     return x
 
 
-def softmax(x, dim=None, _stacklevel=3, dtype=None):
-    x = _softmax_input("softmax", x, dtype)
-    return Softmax.apply(x, dim=_softmax_dim("softmax", x, dim))
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    input = _softmax_input("softmax", input, dtype)
+    return Softmax.apply(input, dim=_softmax_dim("softmax", input, dim))
 
 
-def log_softmax(x, dim=None, _stacklevel=3, dtype=None):
-    x = _softmax_input("log_softmax", x, dtype)
-    return LogSoftmax.apply(x, dim=_softmax_dim("log_softmax", x, dim))
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    input = _softmax_input("log_softmax", input, dtype)
+    return LogSoftmax.apply(input, dim=_softmax_dim("log_softmax", input, dim))
 
 
 # ---- losses -----------------------------------------------------------------------------
@@ -1514,14 +1514,14 @@ class BatchNorm(Function):
         return tuple(grads)
 
 
-def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Normalise over every dim but the channel dim (1). In training, batch statistics are
     used and the running ones (Tensors, updated in place) follow them with ``momentum``."""
-    if x.data.dtype.kind == "c":
-        refuse_complex("batch_norm", x.data)
+    if input.data.dtype.kind == "c":
+        refuse_complex("batch_norm", input.data)
     _eval_needs_stats("batch_norm", running_mean, running_var, training)
-    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
 
 
 def _eval_needs_stats(name, running_mean, running_var, training):
@@ -1535,12 +1535,12 @@ def _eval_needs_stats(name, running_mean, running_var, training):
                                    f"training=True to normalise with the batch's")
 
 
-def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
+def batch_norm_relu(input, running_mean, running_var, weight=None, bias=None, training=False,
                     momentum=0.1, eps=1e-5):
     """``relu(batch_norm(...))`` in one op (a minidl extension; PyTorch fuses the pair inside
     cuDNN/oneDNN): one pass over the activation instead of two, and one array fewer."""
     _eval_needs_stats("batch_norm_relu", running_mean, running_var, training)
-    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+    return _batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps,
                        relu=True)
 
 
@@ -1731,18 +1731,18 @@ class Dropout(Function):
         return g * constant(self.mask)
 
 
-def dropout(x, p=0.5, training=True, inplace=False):
+def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only);
-    ``inplace=True`` writes the result into x under the in-place rules."""
+    ``inplace=True`` writes the result into input under the in-place rules."""
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
-        return x
+        return input
     if inplace:
-        return apply_in_place(x, lambda t: dropout(t, p, training), "dropout")
+        return apply_in_place(input, lambda t: dropout(t, p, training), "dropout")
     if p == 1:
-        return x * 0.0
-    return Dropout.apply(x, p=p)
+        return input * 0.0
+    return Dropout.apply(input, p=p)
 
 
 def flatten(x, start_dim=0, end_dim=-1):

@@ -623,3 +623,70 @@ def test_new_paths_run_on_a_fake_gpu_as_on_the_cpu(monkeypatch, tmp_path):
             gpu = run("cuda")
     for a, b in zip(gpu, cpu):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+# ---- nn.functional signatures -------------------------------------------------------------
+def test_functional_signatures_cover_torchs_names_in_torchs_order():
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    for name in ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "silu", "softmax",
+                 "log_softmax", "batch_norm", "dropout", "mse_loss", "l1_loss", "smooth_l1_loss",
+                 "binary_cross_entropy", "binary_cross_entropy_with_logits"):
+        theirs = [p for p, v in inspect.signature(getattr(torch.nn.functional, name))
+                  .parameters.items() if v.kind not in skip]
+        ours = list(inspect.signature(getattr(nn.functional, name)).parameters)
+        assert ours[:len(theirs)] == theirs, name
+    for layer in ("CrossEntropyLoss", "NLLLoss", "SyncBatchNorm"):
+        assert "input" in inspect.signature(getattr(nn, layer).forward).parameters
+
+
+def test_legacy_size_average_and_reduce_and_loss_weights_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, (4, 3))
+    t = (rng.random((4, 3)) > 0.5).astype(np.float64)
+    w = rng.uniform(0.1, 2.0, (4, 3))
+    cases = [
+        ("binary_cross_entropy", (p, t), dict(size_average=False)),
+        ("binary_cross_entropy", (p, t, w), dict(reduce=False)),
+        ("binary_cross_entropy_with_logits", (p, t), dict(size_average=False,
+                                                           pos_weight=w[0])),
+        ("mse_loss", (p, t), dict(size_average=False)),
+        ("l1_loss", (p, t), dict(reduce=False)),
+        ("smooth_l1_loss", (p, t), dict(size_average=False, beta=0.3)),
+    ] + [(name, (p, t), dict(reduction=r, weight=w)) for name in ("mse_loss", "l1_loss")
+         for r in ("mean", "sum", "none")]
+    for name, args, kw in cases:
+        def conv(lib, v):
+            return v if not isinstance(v, np.ndarray) else (
+                lib.tensor(v) if lib is torch else minidl.tensor(v, dtype=minidl.float64))
+        xt, xo = torch.tensor(args[0], requires_grad=True), minidl.tensor(
+            args[0], dtype=minidl.float64, requires_grad=True)
+        rest_t = [conv(torch, a) for a in args[1:]]
+        rest_o = [conv(minidl, a) for a in args[1:]]
+        yt = getattr(torch.nn.functional, name)(xt, *rest_t, **{k: conv(torch, v)
+                                                                for k, v in kw.items()})
+        yo = getattr(nn.functional, name)(xo, *rest_o, **{k: conv(minidl, v)
+                                                           for k, v in kw.items()})
+        yt.sum().backward()
+        yo.sum().backward()
+        np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+    with pytest.raises(ValueError, match="same size"):
+        nn.functional.mse_loss(minidl.tensor(p), minidl.tensor(t), weight=minidl.ones(3))
+
+
+def test_weighted_mse_gradcheck():
+    from minidl.testing import gradcheck, gradgradcheck
+
+    rng = np.random.default_rng(4)
+    x, t, w = (minidl.tensor(rng.standard_normal((3, 2)), dtype=minidl.float64,
+                             requires_grad=True) for _ in range(3))
+    for name in ("mse_loss", "l1_loss"):
+        def f(a, b, c):
+            return getattr(nn.functional, name)(a, b, weight=c)
+        assert gradcheck(f, (x, t, w))
+    assert gradgradcheck(lambda a, b, c: nn.functional.mse_loss(a, b, weight=c), (x, t, w))

@@ -141,19 +141,19 @@ class SyncBatchNorm(_BatchNorm):
         if x.ndim < 2:
             raise ValueError(f"expected at least 2D input (got {x.ndim}D input)")
 
-    def forward(self, x):
+    def forward(self, input):
         from .. import distributed as dist
 
-        self._check_input(x)
+        self._check_input(input)
         training = self.training or not self.track_running_stats
         sync = (training and self.training and dist.is_initialized()
                 and self.process_group is not dist.GroupMember.NON_GROUP_MEMBER
                 and dist.get_world_size(self.process_group) > 1)
         if not sync:
-            return self._forward(x, False)
-        if x.shape[1] != self.num_features:
+            return self._forward(input, False)
+        if input.shape[1] != self.num_features:
             raise ValueError(f"SyncBatchNorm: expected {self.num_features} channels in dim 1, "
-                             f"got input of shape {tuple(x.shape)}")
+                             f"got input of shape {tuple(input.shape)}")
         update = self.track_running_stats
         momentum = self.momentum
         if update:
@@ -162,7 +162,7 @@ class SyncBatchNorm(_BatchNorm):
                 momentum = 1.0 / float(self.num_batches_tracked.data)
         inputs = [p for p in (self.weight, self.bias) if p is not None]
         return _SyncBatchNormFn.apply(
-            x, *inputs, has_weight=self.weight is not None, has_bias=self.bias is not None,
+            input, *inputs, has_weight=self.weight is not None, has_bias=self.bias is not None,
             running_mean=self.running_mean.data if update else None,
             running_var=self.running_var.data if update else None,
             momentum=momentum, eps=self.eps, group=self.process_group)

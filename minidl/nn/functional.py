@@ -43,6 +43,9 @@ from ._functional.losses import (  # noqa: F401,E402
     multi_margin_loss, multilabel_margin_loss, triplet_margin_with_distance_loss,
 )
 from ._functional.ctc import ctc_loss  # noqa: F401,E402
+from ._functional.losses import (  # noqa: F401,F811,E402  (torch's legacy and weight arguments)
+    binary_cross_entropy, binary_cross_entropy_with_logits, l1_loss, mse_loss, smooth_l1_loss,
+)
 from ._functional.embedding_bag import embedding_bag  # noqa: F401,E402
 from ._functional.activations import rrelu  # noqa: F401,E402
 from ._functional.pooling import (  # noqa: F401,E402

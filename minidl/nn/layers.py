@@ -350,8 +350,8 @@ class CrossEntropyLoss(Module):
         self.reduction = _legacy_reduction(size_average, reduce, reduction)
         self.label_smoothing = label_smoothing
 
-    def forward(self, logits, target):
-        return CE.cross_entropy(logits, target, self.weight, ignore_index=self.ignore_index,
+    def forward(self, input, target):
+        return CE.cross_entropy(input, target, self.weight, ignore_index=self.ignore_index,
                                 reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
@@ -363,8 +363,8 @@ class NLLLoss(Module):
         self.ignore_index = ignore_index
         self.reduction = _legacy_reduction(size_average, reduce, reduction)
 
-    def forward(self, log_probs, target):
-        return CE.nll_loss(log_probs, target, self.weight, ignore_index=self.ignore_index,
+    def forward(self, input, target):
+        return CE.nll_loss(input, target, self.weight, ignore_index=self.ignore_index,
                            reduction=self.reduction)
 
 

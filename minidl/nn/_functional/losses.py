@@ -109,6 +109,59 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
     return _reduce(loss, reduction)
 
 
+# ---- torch's signatures around minidl.functional's core losses ------------------------------
+def _weighted_mean(name, errors, weight, input, reduction):
+    """torch's weighted l1/mse: errors * weight (input's shape), and for 'mean' their sum over
+    the weights' sum."""
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{name}: weight must be a Tensor, got {type(weight).__name__}")
+    if tuple(weight.shape) != tuple(input.shape):
+        raise ValueError(f"{name}: Weights and input must have the same size (weight "
+                         f"{tuple(weight.shape)}, input {tuple(input.shape)})")
+    loss = errors * weight
+    if reduction == "mean":
+        return loss.sum() / weight.sum()
+    return _reduce(loss, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Squared error; the legacy ``size_average``/``reduce`` and ``weight`` as torch's."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if weight is None:
+        return _F.mse_loss(input, target, reduction=reduction)
+    _check_reduction("mse_loss", reduction)
+    return _weighted_mean("mse_loss", _F.mse_loss(input, target, reduction="none"), weight,
+                          input, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Absolute error; the legacy ``size_average``/``reduce`` and ``weight`` as torch's."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if weight is None:
+        return _F.l1_loss(input, target, reduction=reduction)
+    _check_reduction("l1_loss", reduction)
+    return _weighted_mean("l1_loss", _F.l1_loss(input, target, reduction="none"), weight,
+                          input, reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    return _F.smooth_l1_loss(input, target, reduction=_legacy_reduction(size_average, reduce,
+                                                                        reduction), beta=beta)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    return _F.binary_cross_entropy(input, target, weight,
+                                   reduction=_legacy_reduction(size_average, reduce, reduction))
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
+                                     reduce=None, reduction="mean", pos_weight=None):
+    return _F.binary_cross_entropy_with_logits(
+        input, target, weight, reduction=_legacy_reduction(size_average, reduce, reduction),
+        pos_weight=pos_weight)
+
+
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere (d = input - target)."""
     name = "huber_loss"
@@ -389,7 +442,9 @@ def triplet_margin_with_distance_loss(anchor, positive, negative, *, distance_fu
     return _reduce((d_pos - d_neg + margin).clamp(min=0), reduction)
 
 
-__all__ = ["kl_div", "huber_loss", "margin_ranking_loss", "hinge_embedding_loss",
+__all__ = ["mse_loss", "l1_loss", "smooth_l1_loss", "binary_cross_entropy",
+           "binary_cross_entropy_with_logits", "kl_div", "huber_loss", "margin_ranking_loss",
+           "hinge_embedding_loss",
            "soft_margin_loss", "multilabel_soft_margin_loss", "cosine_embedding_loss",
            "triplet_margin_loss", "poisson_nll_loss", "gaussian_nll_loss", "multi_margin_loss",
            "multilabel_margin_loss", "triplet_margin_with_distance_loss"]
