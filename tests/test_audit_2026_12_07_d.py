@@ -690,3 +690,11 @@ def test_weighted_mse_gradcheck():
             return getattr(nn.functional, name)(a, b, weight=c)
         assert gradcheck(f, (x, t, w))
     assert gradgradcheck(lambda a, b, c: nn.functional.mse_loss(a, b, weight=c), (x, t, w))
+
+
+def test_hardtanh_takes_torchs_deprecated_min_value_and_max_value():
+    with pytest.warns(FutureWarning, match="`min_value` is deprecated"):
+        layer = nn.Hardtanh(min_value=-2.0, max_value=0.5)
+    assert (layer.min_val, layer.max_val) == (-2.0, 0.5)
+    np.testing.assert_array_equal(layer(minidl.tensor([-3.0, 0.0, 3.0])).numpy(),
+                                  [-2.0, 0.0, 0.5])

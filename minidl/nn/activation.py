@@ -3,6 +3,8 @@ Softsign, Mish, Hardswish, Hardsigmoid, PReLU, SELU, CELU, GLU, Tanhshrink, Thre
 Softmin, LogSigmoid, Hardshrink, Softshrink."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..backend.dtypes import default_float
@@ -17,8 +19,15 @@ def _inplace(inplace, lead=True):
 
 
 class Hardtanh(Module):
-    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False, min_value=None,
+                 max_value=None):
         super().__init__()
+        for old, new in (("min_value", "min_val"), ("max_value", "max_val")):
+            if locals()[old] is not None:  # torch's deprecated names, warned as torch does
+                warnings.warn(f"keyword argument `{old}` is deprecated and renamed to `{new}`",
+                              FutureWarning, stacklevel=2)
+        min_val = min_val if min_value is None else min_value
+        max_val = max_val if max_value is None else max_value
         if min_val > max_val:
             raise ValueError(f"Hardtanh: min_val ({min_val}) cannot be greater than max_val "
                              f"({max_val})")
