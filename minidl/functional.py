@@ -778,12 +778,13 @@ class ELU(Function):
         x, y = self.saved
         gw = _opmath(g)
         # below 0, d/dx alpha * (e^x - 1) = alpha * e^x = y + alpha
-        gx = get_array_module(g).where(x > 0, gw, gw * (_opmath(y) + self.alpha))
+        # NaN takes the positive side, as in PyTorch (its test is x <= 0)
+        gx = get_array_module(g).where(x <= 0, gw * (_opmath(y) + self.alpha), gw)
         return gx.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         # below 0 the derivative is out + alpha, itself differentiable through out
-        return Where.apply(constant(self.inputs[0].data > 0), g, g * (out + self.alpha))
+        return Where.apply(constant(~(self.inputs[0].data <= 0)), g, g * (out + self.alpha))
 
 
 def elu(x, alpha=1.0, inplace=False):
