@@ -205,13 +205,9 @@ COMPILE_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs", "openxla", "
                     "eager_debug", "eager_noexcept", "pre_dispatch_eager", "openxla_eval")
 
 
-def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
-            options=None, disable=False):
-    """``torch.compile``'s place: minidl has no graph compiler, so ``model`` (a Module or a
-    function) is returned as it is and runs eagerly, with one warning per process saying so.
-    As a decorator with options (``@minidl.compile(mode="max-autotune")``) it does the same.
-    The arguments are checked as torch's: an unknown ``mode`` or ``backend`` name, or ``mode``
-    and ``options`` together, raise at once (a typo would otherwise pass silently)."""
+def check_compile_arguments(backend="inductor", mode=None, options=None):
+    """torch.compile's checks of its arguments (also Module.compile's): an unknown ``mode`` or
+    ``backend`` name, or ``mode`` and ``options`` together, raise at once."""
     if isinstance(backend, str):
         if backend not in COMPILE_BACKENDS:
             raise RuntimeError(f"compile: invalid backend {backend!r}; torch's are "
@@ -226,6 +222,16 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mo
         if mode is not None and mode not in COMPILE_MODES:
             raise RuntimeError(f"compile: Unrecognized mode={mode}, should be one of: "
                                f"{', '.join(COMPILE_MODES)}")
+
+
+def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
+            options=None, disable=False):
+    """``torch.compile``'s place: minidl has no graph compiler, so ``model`` (a Module or a
+    function) is returned as it is and runs eagerly, with one warning per process saying so.
+    As a decorator with options (``@minidl.compile(mode="max-autotune")``) it does the same.
+    The arguments are checked as torch's: an unknown ``mode`` or ``backend`` name, or ``mode``
+    and ``options`` together, raise at once (a typo would otherwise pass silently)."""
+    check_compile_arguments(backend, mode, options)
     del fullgraph, dynamic, options
 
     def passthrough(fn):

@@ -1,5 +1,6 @@
-"""Views where PyTorch gives views (x[i, j], as_strided), and NaN through the piecewise
-activations as PyTorch passes it."""
+"""Mended after an audit (2026-12-07, e): views where PyTorch gives views (x[i, j],
+as_strided), NaN through the piecewise activations as PyTorch passes it, Module.compile's
+arguments."""
 import numpy as np
 import pytest
 
@@ -109,3 +110,15 @@ def test_nan_and_infinity_match_torch_forward_and_backward(name, args):
     yt.sum().backward()
     np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(x.grad.numpy(), xt.grad.numpy(), rtol=1e-12)
+
+
+# ---- Module.compile checks torch.compile's arguments --------------------------------------------
+def test_module_compile_checks_its_arguments():
+    model = minidl.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="Unrecognized mode"):
+        model.compile(mode="max-autotun")
+    with pytest.raises(RuntimeError, match="invalid backend"):
+        model.compile(backend="inductr")
+    with pytest.raises(TypeError):
+        model.compile("max-autotune")  # torch's Module.compile takes keywords only
+    assert model.compile(mode="reduce-overhead", disable=True) is None
