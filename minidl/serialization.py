@@ -330,7 +330,8 @@ class _TorchPickle:
         from .tensor import Tensor
 
         source = value.data if isinstance(value, Tensor) else value
-        array = _host_array(where, value, raw_bfloat16=True)  # CUDA -> host; objects refused
+        # CUDA -> host, Python objects refused; a NUL in a key is fine here (no zip name)
+        array = _host_array(where.replace("\0", "\\0"), value, raw_bfloat16=True)
         storage = _TORCH_STORAGES.get(array.dtype.name)
         if storage is None or array.dtype.fields is not None:
             raise TypeError(f"save: {where} has dtype {array.dtype}, which format='torch' cannot "

@@ -50,7 +50,10 @@ def arrays_of(dtype):
     base = values(dtype, (4, 6), seed=1)
     return {"scalar": values(dtype, ()), "empty": values(dtype, (0,)), "empty3": values(dtype, (2, 0, 3)),
             "matrix": values(dtype, (3, 5)), "transposed": base.T, "strided": base[::2, 1::3],
-            "reversed": base[::-1], "fortran": np.asfortranarray(values(dtype, (3, 4, 2)))}
+            "reversed": base[::-1], "fortran": np.asfortranarray(values(dtype, (3, 4, 2))),
+            # big-endian input is written little-endian, as the byteorder record says
+            "big_endian": base if np.dtype(dtype).name == "bfloat16" else base.astype(
+                base.dtype.newbyteorder(">"))}
 
 
 def bits(a):
@@ -73,6 +76,8 @@ def assert_same(expected, got, torch, where="obj"):
 
     if isinstance(expected, (Tensor, np.ndarray, np.generic)):
         array = expected.numpy() if isinstance(expected, Tensor) else np.asarray(expected)
+        if array.dtype.name != "bfloat16":
+            array = array.astype(array.dtype.newbyteorder("="))
         assert isinstance(got, torch.Tensor), (where, type(got))
         assert tuple(got.shape) == array.shape, (where, got.shape, array.shape)
         assert got.is_contiguous(), where
@@ -305,6 +310,15 @@ def test_every_dtype_and_shape_loads_in_torch(tmp_path, dtype, weights_only):
     minidl.save(obj, path, format="torch")
     got = torch.load(path, weights_only=weights_only)
     assert_same(obj, got, torch)
+
+
+def test_a_lone_tensor_and_keys_with_nul_or_slashes(tmp_path):
+    torch = pytest.importorskip("torch")
+    minidl.save(minidl.tensor([1.0, 2.0]), tmp_path / "t.pt", format="torch")
+    assert torch.equal(torch.load(tmp_path / "t.pt"), torch.tensor([1.0, 2.0]))
+    state = {"a\0b": np.ones(1), "a/b": np.zeros(1), "": np.full(1, 2.0)}
+    minidl.save(state, tmp_path / "k.pt", format="torch")
+    assert_same(state, torch.load(tmp_path / "k.pt"), torch)
 
 
 @pytest.mark.parametrize("weights_only", [True, False])
