@@ -13,6 +13,10 @@ arguments (``file``, ``allow_pickle``) collide with keys of those names. ``load`
 members back by their exact names, so any string key round-trips (``"a/b"``, ``"x.npy"``,
 non-ASCII). Every value is checked before the temporary file is created: a bad value raises
 and leaves the previous checkpoint untouched.
+
+``save(obj, path, format="torch")`` (``save_torch``) writes torch.save's zip instead, for a
+PyTorch user: its data.pkl is written opcode by opcode, naming torch's rebuild functions without
+importing torch, and torch.load(weights_only=True) reads it. The same atomic writer serves it.
 """
 from __future__ import annotations
 
@@ -258,10 +262,8 @@ _TORCH_STORAGES = {
     "int32": "IntStorage", "int64": "LongStorage", "uint8": "ByteStorage", "bool": "BoolStorage",
     "complex64": "ComplexFloatStorage", "complex128": "ComplexDoubleStorage",
 }
-# the only globals data.pkl names; torch.load(weights_only=True) allows each of them
-TORCH_GLOBALS = frozenset({("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
-                           ("torch._utils", "_rebuild_parameter")}
-                          | {("torch", name) for name in _TORCH_STORAGES.values()})
+# data.pkl names only these, collections.OrderedDict and torch._utils' _rebuild_tensor_v2 and
+# _rebuild_parameter: globals torch.load(weights_only=True) allows
 _ARCHIVE = "archive"  # the zip's top folder: torch names it after the file and reads any name
 _ALIGN = 64  # each storage starts on a 64-byte boundary of the file, as torch writes them
 
@@ -467,8 +469,9 @@ def save_torch(obj, path, make_folders=False):
     32/64, uint8, bool and complex64/128 are stored, each written C-contiguous whatever its
     strides. One array object saved twice is one storage; distinct views of one array are
     written as separate storages (torch would share one). Anything else, and dict keys that
-    are not str, int, float, bool or None, raise TypeError naming the key path, before the file
-    is touched; the write itself is atomic, as ``save``'s. The folder of ``path`` must exist
+    are not str, int, float, bool or None, raise TypeError naming the key path (ValueError for a
+    container inside itself or an integer over 2039 bits), before the file is touched; the
+    write itself is atomic, as ``save``'s. The folder of ``path`` must exist
     (``make_folders``: create it)."""
     check_save_path(path, make_folders)  # before the walk: a wrong path costs nothing
     pkl = _TorchPickle()
