@@ -522,6 +522,12 @@ def load(path, map_location=None, weights_only=True):
     map_location = _check_map_location(map_location)
     if os.path.isdir(path):
         raise IsADirectoryError(f"load: {path} is a directory, not a checkpoint file")
+    if _is_torch_file(path):
+        # torch.save's format (format="torch" here, or PyTorch's own file): read without torch
+        # and without running code from the file; models.convert holds the reader
+        from .models.convert import read_torch_file
+
+        return _torch_tensors(read_torch_file(path), map_location)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -537,11 +543,6 @@ def load(path, map_location=None, weights_only=True):
     except (FileNotFoundError, PermissionError, IsADirectoryError, _MapLocationError):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
-        if _is_torch_file(path):
-            raise ValueError(f"cannot read checkpoint {path}: it is a PyTorch file (torch.save), "
-                             "not minidl's .npz; read it with minidl.models.convert."
-                             "load_torch_checkpoint(path) or convert it with `python -m "
-                             "minidl.models.convert`") from None
         raise ValueError(f"cannot read checkpoint {path}: not a valid .npz file ({exc})") from None
 
 
@@ -587,6 +588,37 @@ class _MapLocationError(TypeError):
     """The caller's map_location function misbehaved: not the file's fault."""
 
 
+def _placed(t, device):
+    """Tensor ``t`` (read on the host) where ``map_location`` puts it."""
+    from .tensor import Tensor
+
+    if callable(device):  # torch's f(storage, location), given the Tensor here
+        moved = device(t, "cpu")
+        if moved is None:
+            return t
+        if not isinstance(moved, Tensor):
+            raise _MapLocationError(f"load: map_location returned a {type(moved).__name__}, "
+                                    "not a Tensor")
+        return moved
+    return t.to(device) if device not in (None, "cpu") else t
+
+
+def _torch_tensors(obj, device):
+    """A torch.save file's structure as convert.read_torch_file gives it, with each array
+    (each tensor in the file) made a Tensor on ``device``."""
+    from .tensor import Tensor
+
+    if isinstance(obj, np.ndarray):
+        return _placed(Tensor(obj), device)
+    if isinstance(obj, dict):
+        return type(obj)((k, _torch_tensors(v, device)) for k, v in obj.items()) \
+            if isinstance(obj, collections.OrderedDict) else {k: _torch_tensors(v, device)
+                                                              for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_torch_tensors(v, device) for v in obj)
+    return obj
+
+
 class _Reader:
     def __init__(self, zf, map_location):
         self.zf, self.device = zf, map_location
@@ -610,15 +642,7 @@ class _Reader:
             from .tensor import Tensor
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
-            if callable(self.device):  # torch's f(storage, location), given the Tensor here
-                moved = self.device(t, "cpu")
-                if moved is None:
-                    return t
-                if not isinstance(moved, Tensor):
-                    raise _MapLocationError(f"load: map_location returned a "
-                                            f"{type(moved).__name__}, not a Tensor")
-                return moved
-            return t.to(self.device) if self.device not in (None, "cpu") else t
+            return _placed(t, self.device)
         if "dict" in node:
             return {k: self.node(v) for k, v in node["dict"]}
         if "list" in node:

@@ -206,3 +206,24 @@ def test_hub_load_from_a_local_folder_and_from_the_cache(hub_dir, tmp_path):
     (repo / "hubconf.py").write_text(HUBCONF.replace('["numpy"]', '["no_such_module_xyz"]'))
     with pytest.raises(RuntimeError, match="Missing dependencies: no_such_module_xyz"):
         hub.load(str(repo), "tiny", source="local")
+
+
+# ---- minidl.load reads torch.save's format ------------------------------------------------------
+def test_load_reads_what_save_format_torch_wrote(tmp_path):
+    model = minidl.nn.Linear(3, 2)
+    opt = minidl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(minidl.randn(4, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "ckpt.pt"
+    minidl.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 2,
+                 "history": [0.5, 0.25]}, path, format="torch")
+    back = minidl.load(path)
+    assert back["epoch"] == 2 and back["history"] == [0.5, 0.25]
+    fresh = minidl.nn.Linear(3, 2)
+    fresh.load_state_dict(back["model"])
+    np.testing.assert_array_equal(fresh.weight.numpy(), model.weight.numpy())
+    opt2 = minidl.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(back["optimizer"])
+    buf = opt2.state_dict()["state"][0]["momentum_buffer"]
+    np.testing.assert_array_equal(minidl.as_tensor(buf).numpy(),
+                                  opt.state_dict()["state"][0]["momentum_buffer"].numpy())

@@ -410,13 +410,21 @@ def load_torch_checkpoint(path, max_bytes=None):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if _is_safetensors(path):
         return load_safetensors(path)
+    return _as_state_dict(read_torch_file(path, max_bytes), path)
+
+
+def read_torch_file(path, max_bytes=None):
+    """What a torch.save file holds, nesting kept (dicts, lists, numbers, strings), with each
+    tensor as a NumPy array: ``minidl.load`` of a PyTorch file. Read as load_torch_checkpoint
+    reads (no torch, no code from the file, the same memory budget); an .npz gives its dict."""
+    path = os.fspath(path)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
                 budget = _Budget(path, max_bytes)
                 if names and all(n.endswith(".npy") for n in names):
-                    return _as_state_dict(_read_npz(archive, path, budget), path)
+                    return _read_npz(archive, path, budget)
                 if TREE in names and all(n.endswith(".npy") for n in names if n != TREE):
                     obj = _read_minidl_save(path, archive, budget)
                 else:
@@ -431,7 +439,7 @@ def load_torch_checkpoint(path, max_bytes=None):
             raise ValueError(f"checkpoint {path} is corrupt or truncated: {e!r}") from e
     else:
         obj = _load_legacy(path)
-    return _as_state_dict(obj, path)
+    return obj
 
 
 def check_state_dict(expected, got):
