@@ -661,7 +661,7 @@ class _TensorStyle(Function):
                         Tensor(get_array_module(g.data).zeros(shape, dtype)) if materialize
                         else None)
         ctx._graph_inputs = self.inputs  # for once_differentiable
-        held = ctx._saved_tensors  # None where saved-tensor hooks packed them
+        held = getattr(ctx, "_saved_tensors", None)  # None: packed by saved-tensor hooks
         saved = ctx.saved_tensors if out is not None and self.saved_outputs else None
         if saved is not None:
             # a create_graph pass: a saved output is the recorded one (rebuilt from ``out``,
