@@ -138,6 +138,39 @@ def test_linear_relu_mse_with_hooks_against_torch(x_grad):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_conv_net_with_hooks_against_torch():
+    # minidl saves 7 values here, torch 11: max_pool2d keeps its argmax positions as an
+    # attribute of its own (outside the hooks), torch saves input and indices; relu's output
+    # and the pool's input are one array in minidl. Gradients under copying hooks agree.
+    torch = pytest.importorskip("torch")
+    from torch.autograd.graph import saved_tensors_hooks as torch_hooks
+
+    grads, counts = {}, {}
+    for lib, F_, hooks_cls, make, labels, copy_back in (
+            ("minidl", F, saved_tensors_hooks, _t, minidl.tensor(LABELS), _from_numpy),
+            ("torch", torch.nn.functional, torch_hooks,
+             lambda a: torch.tensor(a, requires_grad=True), torch.tensor(LABELS),
+             torch.from_numpy)):
+        n = {"pack": 0, "unpack": 0}
+
+        def pack(t, n=n):
+            n["pack"] += 1
+            return t.detach().numpy().copy()
+
+        def unpack(a, n=n, copy_back=copy_back):
+            n["unpack"] += 1
+            return copy_back(a)
+        args = [make(IMG), make(K), make(FC)]
+        with hooks_cls(pack, unpack):
+            loss = _conv(lib, F_, *args, labels)
+        loss.backward()
+        grads[lib], counts[lib] = [a.grad.numpy() for a in args], n
+    assert counts["minidl"] == {"pack": 7, "unpack": 7}
+    assert counts["torch"]["pack"] == counts["torch"]["unpack"]
+    for a, b in zip(grads["minidl"], grads["torch"]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_pack_sees_the_output_tensor_it_saves():
     seen = []
     x = _t(X)
