@@ -433,3 +433,14 @@ def test_node_hooks_with_create_graph():
     (g,) = minidl.autograd.grad(y.sum(), x, create_graph=True)
     np.testing.assert_allclose(g.numpy(), 2 * np.cos(X), rtol=1e-12)
     assert g.requires_grad
+
+
+def test_node_hook_sees_gradients_in_the_inputs_shapes():
+    x = _t(X)
+    b = _t(B[:1])  # broadcast over (5, 4)
+    y = x + b
+    shapes = []
+    y.grad_fn.register_hook(lambda gi, go: shapes.append([tuple(g.shape) for g in gi]))
+    y.sum().backward()
+    assert shapes == [[(5, 4), (1,)]]
+    np.testing.assert_allclose(b.grad.numpy(), [20.0])

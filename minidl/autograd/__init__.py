@@ -1006,11 +1006,15 @@ def run_prehooks(fn, g):
 def run_posthooks(fn, in_grads, g):
     """``fn``'s hooks on its input gradients (one per input, None where none) and the output
     gradient; each may return replacements."""
-    n = len(fn.inputs)
-    grads = tuple(in_grads[:n]) + (None,) * (n - len(in_grads))
-    wrap = (lambda a: a) if isinstance(g, Tensor) else (
+    n, graph = len(fn.inputs), isinstance(g, Tensor)
+    grads = list(in_grads[:n]) + [None] * (n - len(in_grads))
+    for i, (a, t) in enumerate(zip(grads, fn.inputs)):  # as the inputs' shapes, as torch's
+        if a is not None and tuple(a.shape) != tuple(t.shape):
+            grads[i] = a.sum_to_size(t.shape) if graph else unbroadcast(a, t.shape)
+    grads = tuple(grads)
+    wrap = (lambda a: a) if graph else (
         lambda a: None if a is None else Tensor(a, dtype=a.dtype))
-    g_out, graph = (wrap(g),), isinstance(g, Tensor)
+    g_out = (wrap(g),)
     for hook in list(fn.node_hooks["post"].values()):
         out = hook(tuple(wrap(a) for a in grads), g_out)
         if out is None:
