@@ -265,3 +265,36 @@ def test_linearize_finite_differences_on_a_conv():
             return fn(minidl, F, _t(a), *[_t(c) for c in consts]).numpy()
     fd = (f(x + eps * v) - f(x - eps * v)) / (2 * eps)
     np.testing.assert_allclose(jvp_fn(_t(v)).numpy(), fd, rtol=1e-5, atol=1e-7)
+
+
+def _hvp_f(a):
+    return (a.sin() * a * a).sum() + (a.exp() * a).sum()
+
+
+def _forward_over_reverse(x, v):
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(_t(x), _t(v))
+        (g,) = minidl.autograd.grad(_hvp_f(dual), dual, create_graph=True)
+        return fwAD.unpack_dual(g).tangent.numpy()
+
+
+def test_forward_over_reverse_is_a_hessian_vector_product():
+    x, v, eps = _a(3), _a(3), 1e-6
+
+    def gradient(a):
+        t = _t(a, grad=True)
+        _hvp_f(t).backward()
+        return t.grad.numpy()
+    fd = (gradient(x + eps * v) - gradient(x - eps * v)) / (2 * eps)
+    np.testing.assert_allclose(_forward_over_reverse(x, v), fd, rtol=1e-6, atol=1e-8)
+
+
+def test_forward_over_reverse_matches_torch():
+    torch = pytest.importorskip("torch")
+    import torch.autograd.forward_ad as tfw
+
+    x, v = _a(3), _a(3)
+    with tfw.dual_level():
+        dual = tfw.make_dual(torch.tensor(x), torch.tensor(v))
+        theirs = tfw.unpack_dual(torch.func.grad(_hvp_f)(dual)).tangent.numpy()
+    np.testing.assert_allclose(_forward_over_reverse(x, v), theirs, rtol=1e-12)
