@@ -151,8 +151,8 @@ def unpack_dual(tensor, *, level=None):
         return UnpackedDualTensor(tensor, None)
     own = lv.tangent_of.get(id(tensor))
     if own is not None:
-        reached, outer = True, tensor._ctx is not None
-        return UnpackedDualTensor(tensor if outer else tensor.detach(), own)
+        # a view of a primal that requires grad keeps its graph; a new leaf does not
+        return UnpackedDualTensor(tensor if tensor._ctx is not None else tensor.detach(), own)
     reached, outer = _depends(tensor, lv)
     primal = tensor if outer else tensor.detach()
     if not reached:
