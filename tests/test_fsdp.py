@@ -1,0 +1,319 @@
+"""minidl.distributed.fsdp.FullyShardedDataParallel.
+
+Every multi-rank case runs in one launch of ``mpiexec -n 2 tests/_fsdp_worker.py`` (skipped
+only where mpi4py or mpiexec is missing, with that reason); each rank trains on its half of the
+batch, and the references are computed here, in one process, by the plain model on the whole
+batch. The rest (wrap policies, errors before a process group exists) runs in this process.
+"""
+import functools
+import json
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl import optim
+from minidl.distributed.fsdp import FullyShardedDataParallel as FSDP
+from minidl.distributed.fsdp import MixedPrecision, ShardingStrategy, StateDictType
+from minidl.distributed.fsdp.wrap import (ModuleWrapPolicy, always_wrap_policy,
+                                          lambda_auto_wrap_policy, size_based_auto_wrap_policy,
+                                          transformer_auto_wrap_policy)
+from test_distributed import REPO, needs_mpi, run_mpi
+import _fsdp_worker as worker
+
+WORKER = REPO / "tests" / "_fsdp_worker.py"
+CASES = "train,state,errors"
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    rc, so, se, _ = run_mpi([WORKER, CASES, out], timeout=300)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    return out
+
+
+def _json(out, case):
+    return [json.loads((out / f"{case}.rank{r}.json").read_text()) for r in range(2)]
+
+
+def _npz(out, case, rank=0):
+    return dict(np.load(out / f"{case}.rank{rank}.npz"))
+
+
+@pytest.fixture(scope="module")
+def train(launched):
+    return _json(launched, "train"), _npz(launched, "train")
+
+
+@pytest.fixture(scope="module")
+def state(launched):
+    return _json(launched, "state"), [_npz(launched, "state", r) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def errors(launched):
+    return _json(launched, "errors")
+
+
+def _plain_state(model):
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+# ---- training equals one process on the whole batch ---------------------------------------------
+@needs_mpi
+@pytest.mark.parametrize("run", worker.RUNS, ids=[".".join(r) for r in worker.RUNS])
+def test_training_equals_one_process_on_the_whole_batch(train, run):
+    """FSDP (nested units from auto_wrap) + SGD-momentum / Adam for several steps, each rank
+    on its half of the batch, gives the plain model's weights and BatchNorm statistics after
+    the same steps on the whole batch; the full state dict has the plain model's keys."""
+    infos, arrays = train
+    kind, strategy, opt_name = run
+    tag = ".".join(run)
+    ref, _ = worker.train_reference(kind, opt_name)
+    want = _plain_state(ref)
+    assert infos[0][tag]["state_keys"] == list(want)  # same keys, same order
+    tol = 1e-12 if kind == "mlp" else 2e-6  # float64 / float32
+    for k, v in want.items():
+        got = arrays[f"{tag}|{k}"]
+        assert got.shape == v.shape, k
+        np.testing.assert_allclose(got, v, rtol=tol, atol=tol, err_msg=k)
+    assert infos[0][tag]["units"] == (2 if kind == "mlp" else 3)  # the root and auto-wrapped
+    assert infos[1][tag]["state_keys"] == []  # rank0_only: the other rank gets nothing
+
+
+@needs_mpi
+@pytest.mark.parametrize("run", worker.RUNS, ids=[".".join(r) for r in worker.RUNS])
+def test_each_rank_holds_only_its_shards_after_a_step(train, run):
+    """After a step, the model holds its shards, their gradients and the buffers, and nothing
+    else (no gathered parameters, no original parameters): half the model on each of 2 ranks
+    (FULL_SHARD, SHARD_GRAD_OP); NO_SHARD holds all of it. The optimizer's state is sharded
+    the same way."""
+    kind, strategy, opt_name = run
+    tag = ".".join(run)
+    for r in train[0]:
+        info = r[tag]
+        shards = sum(info["shards"])
+        assert info["exposed_after_step"] == []
+        assert sum(info["unit_params"]) == info["plain_params"]
+        if strategy == "NO_SHARD":
+            assert info["shards"] == info["unit_params"]
+        else:  # each unit's flat buffer padded to an even size, then halved
+            assert info["shards"] == [(n + 1) // 2 for n in info["unit_params"]]
+            assert shards <= info["plain_params"] // 2 + len(info["shards"])
+        assert info["held"] == 2 * shards + info["buffers"]  # values and gradients
+        per_param = 2 if opt_name == "adam" else 1  # exp_avg, exp_avg_sq / momentum_buffer
+        extra = info["held_with_optimizer"] - info["held"]
+        assert shards * per_param <= extra <= shards * per_param + 2 * len(info["shards"])
+
+
+# ---- state dicts, optimizer state, full parameters ----------------------------------------------
+@needs_mpi
+def test_state_dict_types_round_trip(state):
+    infos, _ = state
+    plain_keys = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    for rank, r in enumerate(infos):
+        assert r["full_round_trip"]
+        assert r["SHARDED_STATE_DICT_round_trip"] and r["LOCAL_STATE_DICT_round_trip"]
+        assert r["SHARDED_STATE_DICT_keys"] == plain_keys
+        assert r["LOCAL_STATE_DICT_keys"] == ["_flat_param", "2._flat_param"]
+        assert r["LOCAL_STATE_DICT_sizes"] == [114, 136]  # (227 + 1) / 2, 272 / 2
+        assert r["rank0_only_got"] == (6 if rank == 0 else 0)
+    # each rank's pieces of the parameters make up the whole of them
+    sizes = np.add(infos[0]["SHARDED_STATE_DICT_sizes"], infos[1]["SHARDED_STATE_DICT_sizes"])
+    assert sizes.tolist() == [160, 16, 256, 16, 48, 3]
+
+
+@needs_mpi
+def test_load_refuses_another_world_size_and_missing_keys(state):
+    for r in state[0]:
+        assert r["local_world_mismatch"].startswith("ValueError: FullyShardedDataParallel."
+                                                    "load_state_dict (LOCAL_STATE_DICT)")
+        assert "holds 227 elements, this rank's shard 114" in r["local_world_mismatch"]
+        assert "different number of ranks" in r["local_world_mismatch"]
+        assert "SHARDED_STATE_DICT" in r["sharded_world_mismatch"]
+        assert "'0.weight' holds 160 elements" in r["sharded_world_mismatch"]
+        assert r["full_missing_key"].endswith("missing keys: 2.bias")
+
+
+@needs_mpi
+def test_optim_state_dict_is_the_plain_optimizers_by_name(state):
+    """FSDP.optim_state_dict: Adam's state over the whole model keyed by parameter name, equal
+    to the plain model's Adam after the same two steps; optim_state_dict_to_load gives each
+    rank back its shards."""
+    infos, arrays = state
+    ref, ref_opt = worker.train_reference("mlp", "adam", steps=2)
+    names = [n for n, _ in ref.named_parameters()]
+    for rank, r in enumerate(infos):
+        assert r["osd_keys"] == sorted(names) and sorted(r["osd_groups"]) == sorted(names)
+        assert r["osd_reload_equal"]
+        for name, p in ref.named_parameters():
+            st = ref_opt.state[id(p)]
+            for key in ("exp_avg", "exp_avg_sq"):
+                np.testing.assert_allclose(arrays[rank][f"osd|{name}|{key}"], st[key],
+                                           rtol=1e-10, atol=1e-14)
+            assert float(arrays[rank][f"osd|{name}|step"]) == 2.0
+
+
+@needs_mpi
+def test_summon_full_params_shows_and_writes_back(state):
+    for r in state[0]:
+        assert [n for n, _ in r["summoned"]] == [
+            "_fsdp_wrapped_module.0.weight", "_fsdp_wrapped_module.0.bias",
+            "_fsdp_wrapped_module.2._fsdp_wrapped_module.weight",
+            "_fsdp_wrapped_module.2._fsdp_wrapped_module.bias",
+            "_fsdp_wrapped_module.4.weight", "_fsdp_wrapped_module.4.bias"]
+        assert r["summoned"][0][1] == [16, 10]
+        assert r["after_summon_params"] == ["_flat_param", "_fsdp_wrapped_module.2._flat_param"]
+        assert r["written_back"] == 42.0
+
+
+@needs_mpi
+def test_clip_grad_norm_equals_the_plain_models(state):
+    """The norm over every rank's shards, and the clipped gradients, equal
+    nn.utils.clip_grad_norm_ on the plain model's whole-batch gradients (and torch's)."""
+    infos, arrays = state
+    model = worker.make_model("mlp")
+    x, y = worker.data("mlp", 0)
+    F.cross_entropy(model(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+    inf = float(max(np.abs(p.grad.numpy()).max() for p in model.parameters()))
+    norm = nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+    torch = pytest.importorskip("torch")
+    tparams = [torch.nn.Parameter(torch.zeros(p.shape, dtype=torch.float64))
+               for p in worker.make_model("mlp").parameters()]
+    for t, p in zip(tparams, model.parameters()):
+        t.grad = torch.tensor(p.grad.numpy())
+    for rank, r in enumerate(infos):
+        assert r["clip_norm"] == pytest.approx(float(norm.item()), rel=1e-12)
+        assert r["clip_inf"] == pytest.approx(inf, rel=1e-12)
+        for n, p in model.named_parameters():
+            key = "clip|_fsdp_wrapped_module." + n.replace("2.", "2._fsdp_wrapped_module.")
+            np.testing.assert_allclose(arrays[rank][key], p.grad.numpy(), rtol=1e-10,
+                                       atol=1e-15)
+    assert float(norm.item()) > 0.05  # it did clip
+    # torch's clip of the already clipped gradients: norm 0.05 (to its 1e-6 guard)
+    assert float(torch.nn.utils.clip_grad_norm_(tparams, 1.0)) == pytest.approx(0.05, rel=1e-4)
+
+
+@needs_mpi
+def test_no_sync_accumulates_then_reduces(state):
+    """Two backward passes under no_sync (no gradient on the shards yet), then one outside:
+    the shards' gradients are those of the three whole batches summed."""
+    infos, arrays = state
+    model = worker.make_model("conv")
+    for s in range(3):
+        x, y = worker.data("conv", s)
+        F.cross_entropy(model(minidl.tensor(x)), minidl.tensor(y)).backward()
+    for rank, r in enumerate(infos):
+        assert r["no_sync_grad_none"] == [True, True]
+        for n, p in model.named_parameters():
+            parts = n.split(".")
+            key = "nosync|_fsdp_wrapped_module." + (
+                f"{parts[0]}._fsdp_wrapped_module.{parts[1]}" if parts[0] in ("0", "3") else n)
+            np.testing.assert_allclose(arrays[rank][key], p.grad.numpy(), rtol=2e-5,
+                                       atol=2e-6, err_msg=n)
+
+
+@needs_mpi
+def test_buffers_kwargs_module_and_mixed_precision(state):
+    infos, arrays = state
+    model = worker.make_model("mlp").to(minidl.float32)
+    x, y = worker.data("mlp", 0)
+    F.cross_entropy(model(minidl.tensor(x)), minidl.tensor(y)).backward()
+    for rank, r in enumerate(infos):
+        assert r["running_mean"] == [1.0] * 4  # rank 0's, broadcast at wrap time
+        assert r["kwargs"][1][0] == pytest.approx([2 * v + 1 for v in r["kwargs"][0][0]])
+        assert r["module_is_kwnet"] == "KwNet" and r["eval_no_grad"] is False
+        assert r["mp_logits_dtype"] == "float16"  # computed in param_dtype
+        assert r["mp_shard_dtypes"] == ["float32"] and r["mp_grad_dtypes"] == ["float32"]
+        for n, p in model.named_parameters():
+            got = arrays[rank]["mp|_fsdp_wrapped_module." + n]
+            np.testing.assert_allclose(got, p.grad.numpy(), rtol=0.05, atol=2e-3, err_msg=n)
+
+
+@needs_mpi
+def test_a_group_of_one_rank_is_the_plain_model(state):
+    """FSDP over a process group of this rank alone (world size 1) trains as the plain model
+    on that rank's own batches."""
+    infos, arrays = state
+    for rank in range(2):
+        assert infos[rank]["solo_world"] == 1
+        model = worker.make_model("mlp")
+        opt = worker.make_opt("sgd", model.parameters())
+        for s in range(2):
+            x, y = worker.data("mlp", s)
+            sl = slice(rank * worker.BATCH, (rank + 1) * worker.BATCH)
+            opt.zero_grad()
+            F.cross_entropy(model(minidl.tensor(x[sl], dtype=x.dtype)),
+                            minidl.tensor(y[sl])).backward()
+            opt.step()
+        if rank == 0:  # rank0_only: the full state dict is on rank 0
+            for k, v in _plain_state(model).items():
+                np.testing.assert_allclose(arrays[0][f"solo|{k}"], v, rtol=1e-12, atol=1e-14)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+@needs_mpi
+def test_errors_name_the_problem(errors):
+    for r in errors:
+        assert r["shared"].startswith("ValueError: FullyShardedDataParallel: parameter "
+                                      "'2.weight' is shared with a module in another FSDP unit")
+        assert "already flattened it (as '0.weight')" in r["shared"]
+        assert r["tied_one_unit_numel"] == 24  # 16 + 4 + 4: the tied weight once
+        assert r["stale_optimizer"].startswith(
+            "RuntimeError: FullyShardedDataParallel: the optimizer holds parameter '0.weight'")
+        assert "Construct the optimizer after wrapping" in r["stale_optimizer"]
+        assert "0.weight do not and the others do" in r["mixed_requires_grad"]
+        assert r["not_a_module"] == ("TypeError: FullyShardedDataParallel wraps an nn.Module, "
+                                     "got function")
+        assert r["bad_strategy"].startswith("TypeError") and "'FULL'" in r["bad_strategy"]
+        assert r["hybrid"].startswith("NotImplementedError: FullyShardedDataParallel: "
+                                      "HYBRID_SHARD")
+        assert "auto_wrap_policy must be a callable" in r["bad_policy"]
+        assert r["different_models"] == (
+            "ValueError: FullyShardedDataParallel: ranks wrap different modules: rank 0 has "
+            "('weight', (2, 3), 'float32') where rank 1 has ('weight', (2, 4), 'float32')")
+    assert errors[0]["tied_one_unit_keys"] == ["0.weight", "0.bias", "2.bias", "2.weight"]
+
+
+def test_wrapping_without_a_process_group_is_refused():
+    with pytest.raises(RuntimeError, match="process group is not initialised; call "
+                                           "minidl.distributed.init_process_group"):
+        FSDP(nn.Linear(2, 2))
+
+
+def test_wrap_policies():
+    lin, seq = nn.Linear(10, 10), nn.Sequential(nn.Linear(2, 2))
+    size = functools.partial(size_based_auto_wrap_policy, min_num_params=100)
+    assert size(module=lin, recurse=True, nonwrapped_numel=110)
+    assert size(module=lin, recurse=False, nonwrapped_numel=110)
+    assert not size(module=lin, recurse=False, nonwrapped_numel=99)
+    assert not size(module=nn.ModuleList([lin]), recurse=False, nonwrapped_numel=110)
+    leaf = functools.partial(size_based_auto_wrap_policy, min_num_params=1,
+                             force_leaf_modules={nn.Sequential})
+    assert not leaf(module=seq, recurse=True, nonwrapped_numel=6)
+    policy = ModuleWrapPolicy({nn.Linear})
+    assert policy(module=seq, recurse=True) and not policy(module=seq, recurse=False)
+    assert policy(module=lin, recurse=False, nonwrapped_numel=0)
+    assert repr(policy) == "ModuleWrapPolicy({Linear})"
+    tr = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={nn.Sequential})
+    assert tr(module=seq, recurse=False, nonwrapped_numel=0)
+    assert not tr(module=lin, recurse=False, nonwrapped_numel=0)
+    lam = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: m is lin)
+    assert lam(module=lin, recurse=False, nonwrapped_numel=0)
+    assert always_wrap_policy(module=lin, recurse=False)
+    with pytest.raises(TypeError, match="expected module classes"):
+        ModuleWrapPolicy({"Linear"})
+
+
+def test_option_types_have_torchs_names():
+    assert [s.name for s in ShardingStrategy][:3] == ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"]
+    assert {t.name for t in StateDictType} == {"FULL_STATE_DICT", "LOCAL_STATE_DICT",
+                                               "SHARDED_STATE_DICT"}
+    mp = MixedPrecision(param_dtype=minidl.float16)
+    assert mp.reduce_dtype is None and mp.cast_root_forward_inputs
+    import minidl.distributed as dist
+    assert dist.fsdp.FullyShardedDataParallel is FSDP
+    assert optim  # the optimizers take FSDP's parameters() unchanged (see the 2-rank tests)
