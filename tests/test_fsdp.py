@@ -317,3 +317,76 @@ def test_option_types_have_torchs_names():
     import minidl.distributed as dist
     assert dist.fsdp.FullyShardedDataParallel is FSDP
     assert optim  # the optimizers take FSDP's parameters() unchanged (see the 2-rank tests)
+
+
+# ---- one rank, in this process: CPU and the fake GPU (tests/_fake_gpu.py) ----------------------
+def _one_rank_world(monkeypatch):
+    """minidl.distributed as a world of this process alone, without MPI: every collective of a
+    one-rank group leaves (or copies) its data as it is."""
+    import minidl.distributed as dist
+
+    def copy(out, inp, *args, **kwargs):
+        out[...] = inp.data if hasattr(inp, "_ctx") else inp
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 1)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    monkeypatch.setattr(dist, "all_gather_object", lambda lst, obj, group=None: lst.__setitem__(
+        0, obj))
+    monkeypatch.setattr(dist, "broadcast", lambda *a, **k: None)
+    monkeypatch.setattr(dist, "all_reduce", lambda *a, **k: None)
+    monkeypatch.setattr(dist, "all_gather_into_tensor", copy)
+    monkeypatch.setattr(dist, "reduce_scatter_tensor", copy)
+
+
+def _train_one_rank(device, steps=2):
+    """FSDP (each Linear a unit) + Adam on ``device``: the full state dict and the clipped
+    gradient norm of one more backward."""
+    model = FSDP(worker.make_model("mlp").to(minidl.float32).to(device),
+                 auto_wrap_policy={nn.Linear})
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    for s in range(steps + 1):
+        x, y = worker.data("mlp", s)
+        opt.zero_grad()
+        F.cross_entropy(model(minidl.tensor(x, device=device)),
+                        minidl.tensor(y, device=device)).backward()
+        if s < steps:
+            opt.step()
+    devices = {p.device for p in model.parameters()} | {
+        p.grad.device for p in model.parameters()}
+    norm = float(model.clip_grad_norm_(0.1).item())
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT):
+        return {k: v.numpy() for k, v in model.state_dict().items()}, norm, devices
+
+
+def test_one_rank_in_process_equals_the_plain_model(monkeypatch):
+    _one_rank_world(monkeypatch)
+    got, norm, devices = _train_one_rank("cpu")
+    ref = worker.make_model("mlp").to(minidl.float32)
+    opt = optim.Adam(ref.parameters(), lr=0.01)
+    for s in range(3):
+        x, y = worker.data("mlp", s)
+        opt.zero_grad()
+        F.cross_entropy(ref(minidl.tensor(x)), minidl.tensor(y)).backward()
+        if s < 2:
+            opt.step()
+    want = nn.utils.clip_grad_norm_(ref.parameters(), 0.1)
+    assert norm == pytest.approx(float(want.item()), rel=1e-5)
+    assert list(got) == list(_plain_state(ref)) and devices == {"cpu"}
+    for k, v in _plain_state(ref).items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_one_rank_on_the_fake_gpu_equals_the_cpu(monkeypatch, host_kernels):
+    """The device paths: the flat buffers, shards, gradients and optimizer state stay on the
+    GPU; the state dict comes back to the host with the CPU run's values."""
+    import _fake_gpu
+
+    _one_rank_world(monkeypatch)
+    cpu, cpu_norm, _ = _train_one_rank("cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    gpu, gpu_norm, devices = _train_one_rank("cuda")
+    assert devices == {"cuda"}
+    assert gpu_norm == pytest.approx(cpu_norm, rel=1e-5)
+    for k, v in cpu.items():
+        np.testing.assert_allclose(gpu[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
