@@ -330,6 +330,8 @@ def case_errors(rank, world, outdir):
     tied = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
     tied[2].weight = tied[0].weight
     out["shared"] = _catch(lambda: FSDP(tied, auto_wrap_policy=ModuleWrapPolicy({nn.Linear})))
+    out["shared_left_as_was"] = [type(m).__name__ for m in tied] + [
+        type(tied[0].weight).__name__, list(tied[0].weight.shape), tied[2].weight is tied[0].weight]
     # ... within one unit it is fine: flattened once, both layers see it
     minidl.manual_seed(0)
     tied1 = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
@@ -347,7 +349,9 @@ def case_errors(rank, world, outdir):
     # frozen and trainable parameters in one unit
     mixed = make_model("mlp")
     mixed[0].weight.requires_grad_(False)
-    out["mixed_requires_grad"] = _catch(lambda: FSDP(mixed))
+    out["mixed_requires_grad"] = _catch(lambda: FSDP(mixed, auto_wrap_policy=policy("mlp")))
+    out["mixed_left_as_was"] = [type(m).__name__ for m in mixed] + [
+        len(list(mixed.parameters()))]
     out["not_a_module"] = _catch(lambda: FSDP(lambda x: x))
     out["bad_strategy"] = _catch(lambda: FSDP(make_model("mlp"), sharding_strategy="FULL"))
     out["hybrid"] = _catch(lambda: FSDP(make_model("mlp"),

@@ -259,8 +259,11 @@ def test_a_group_of_one_rank_is_the_plain_model(state):
 def test_errors_name_the_problem(errors):
     for r in errors:
         assert r["shared"].startswith("ValueError: FullyShardedDataParallel: parameter "
-                                      "'2.weight' is shared with a module in another FSDP unit")
-        assert "already flattened it (as '0.weight')" in r["shared"]
+                                      "'2.weight' is shared with '0.weight', which another FSDP "
+                                      "unit takes")
+        # refused before anything was wrapped or flattened
+        assert r["shared_left_as_was"] == ["Linear", "ReLU", "Linear", "Parameter", [4, 4], True]
+        assert r["mixed_left_as_was"] == ["Linear", "ReLU", "Linear", "ReLU", "Linear", 6]
         assert r["tied_one_unit_numel"] == 24  # 16 + 4 + 4: the tied weight once
         assert r["stale_optimizer"].startswith(
             "RuntimeError: FullyShardedDataParallel: the optimizer holds parameter '0.weight'")

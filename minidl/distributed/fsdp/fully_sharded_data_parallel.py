@@ -97,21 +97,63 @@ class _Info:
         self.numel = int(np.prod(self.shape, dtype=np.int64))
 
 
-def _unit_walk(module, prefix=""):
-    """(name, module) of ``module`` and its descendants, not entering FSDP units."""
+def _unit_walk(module, stop=(), prefix=""):
+    """(name, module) of ``module`` and its descendants, not entering FSDP units nor the
+    modules in ``stop`` (ids: the units a plan will make)."""
     yield prefix, module
     for name, child in module._modules.items():
-        if child is not None and not isinstance(child, FullyShardedDataParallel):
-            yield from _unit_walk(child, f"{prefix}.{name}" if prefix else name)
+        if child is not None and not isinstance(child, FullyShardedDataParallel) \
+                and id(child) not in stop:
+            yield from _unit_walk(child, stop, f"{prefix}.{name}" if prefix else name)
 
 
-def _nonwrapped_numel(module):
+def _nonwrapped_numel(module, stop=()):
+    """What a policy sees: the parameters of ``module`` that no unit below it takes."""
     seen, n = set(), 0
-    for p in module.parameters():
-        if id(p) not in seen and not isinstance(p, FlatParameter):
-            seen.add(id(p))
-            n += p.data.size
+    for _, m in _unit_walk(module, stop):
+        for p in m._parameters.values():
+            if p is not None and id(p) not in seen and not isinstance(p, FlatParameter):
+                seen.add(id(p))
+                n += p.data.size
     return n
+
+
+def _plan(module, policy, ignored, path="", planned=None):
+    """(path, module) of every unit that wrapping ``module`` with ``policy`` makes, children
+    before their parents (the root not included): what _auto_wrap will do, without doing it."""
+    planned = [] if planned is None else planned
+    taken = {id(m) for _, m in planned}
+    for name, child in module._modules.items():
+        if child is None or isinstance(child, FullyShardedDataParallel) or id(child) in ignored:
+            continue
+        if not policy(module=child, recurse=True,
+                      nonwrapped_numel=_nonwrapped_numel(child, taken)):
+            continue
+        _plan(child, policy, ignored, f"{path}{name}.", planned)
+        taken = {id(m) for _, m in planned}
+        if policy(module=child, recurse=False, nonwrapped_numel=_nonwrapped_numel(child, taken)):
+            planned.append((f"{path}{name}.", child))
+            taken.add(id(child))
+    return planned
+
+
+def _check_unit_params(params):
+    """One unit's (name, parameter) pairs share a dtype, a device and requires_grad."""
+    if not params:
+        return
+    if len({p.data.dtype for _, p in params}) > 1:
+        named = ", ".join(f"{n} {p.data.dtype}" for n, p in params)
+        raise ValueError(f"FullyShardedDataParallel: one unit flattens parameters of one dtype, "
+                         f"got {named}; wrap the modules of each dtype apart")
+    if len({device_of(p.data) for _, p in params}) > 1:
+        named = ", ".join(f"{n} on {device_of(p.data)}" for n, p in params)
+        raise ValueError(f"FullyShardedDataParallel: the parameters of one unit must be on one "
+                         f"device, got {named}")
+    if len({bool(p.requires_grad) for _, p in params}) > 1:
+        frozen = [n for n, p in params if not p.requires_grad]
+        raise ValueError(f"FullyShardedDataParallel: one unit's parameters must all require "
+                         f"gradients or all be frozen, but {', '.join(frozen)} do not and the "
+                         "others do; wrap the frozen modules in their own unit")
 
 
 def _device(device_id):
@@ -145,7 +187,8 @@ class FullyShardedDataParallel(Module):
                  auto_wrap_policy=None, backward_prefetch=BackwardPrefetch.BACKWARD_PRE,
                  mixed_precision=None, ignored_modules=None, param_init_fn=None, device_id=None,
                  sync_module_states=False, forward_prefetch=False, limit_all_gathers=True,
-                 use_orig_params=False, ignored_states=None, device_mesh=None, _path=""):
+                 use_orig_params=False, ignored_states=None, device_mesh=None, _path="",
+                 _checked=False):
         super().__init__()
         if not isinstance(module, Module):
             raise TypeError(f"FullyShardedDataParallel wraps an nn.Module, got "
@@ -204,13 +247,17 @@ class FullyShardedDataParallel(Module):
         object.__setattr__(self, "_flat", None)
         object.__setattr__(self, "_path", _path)  # where the unit sits in the root: messages
         policy = _as_policy(auto_wrap_policy)
+        if not _checked:  # every unit to be made checked first: bad input changes nothing
+            units = _plan(module, policy, self._ignored) if policy is not None else []
+            self._check_units(units + [("", module)])
         if policy is not None:
             kwargs = dict(process_group=process_group, sharding_strategy=strategy,
                           cpu_offload=cpu_offload, backward_prefetch=backward_prefetch,
                           mixed_precision=mixed_precision, ignored_modules=ignored_modules,
                           sync_module_states=sync_module_states,
                           forward_prefetch=forward_prefetch,
-                          limit_all_gathers=limit_all_gathers, use_orig_params=use_orig_params)
+                          limit_all_gathers=limit_all_gathers, use_orig_params=use_orig_params,
+                          _checked=True)
             self._auto_wrap(module, policy, kwargs, _path)
         self.add_module(_WRAPPED, module)
         for m in module.modules():
@@ -225,8 +272,7 @@ class FullyShardedDataParallel(Module):
             if child is None or isinstance(child, FullyShardedDataParallel) \
                     or id(child) in self._ignored:
                 continue
-            if not policy(module=child, recurse=True,
-                          nonwrapped_numel=_nonwrapped_numel(child)):
+            if not policy(module=child, recurse=True, nonwrapped_numel=_nonwrapped_numel(child)):
                 continue
             self._auto_wrap(child, policy, kwargs, where)
             if policy(module=child, recurse=False, nonwrapped_numel=_nonwrapped_numel(child)):
@@ -273,27 +319,51 @@ class FullyShardedDataParallel(Module):
             for attr, p in m._parameters.items():
                 if p is None:
                     continue
-                fqn = f"{mod_name}.{attr}" if mod_name else attr
-                if isinstance(p, (_FlattenedParameter, FlatParameter)):
-                    where = getattr(p, "_fsdp_name", "a FlatParameter")
-                    raise ValueError(
-                        f"FullyShardedDataParallel: parameter {self._path + fqn!r} is shared "
-                        f"with a module in another FSDP unit, which already flattened it (as "
-                        f"{where!r}); a "
-                        "parameter can belong to one unit only: wrap the modules that share it "
-                        "in one unit (or tie them after wrapping no unit between them)")
                 if id(p) in by_id:
                     infos[by_id[id(p)]].owners.append((m, attr))
                     continue
                 by_id[id(p)] = len(infos)
-                infos.append(_Info(fqn, p.data.shape, 0, [(m, attr)]))
+                infos.append(_Info(f"{mod_name}.{attr}" if mod_name else attr, p.data.shape, 0,
+                                   [(m, attr)]))
                 params.append(p)
         return infos, params
 
-    def _check_same_unit(self, infos, params):
-        mine = [(i.fqn, i.shape, str(p.data.dtype)) for i, p in zip(infos, params)]
+    def _check_units(self, units):
+        """Before anything is wrapped: each parameter in one unit only, one dtype, device and
+        requires_grad per unit, and every rank wrapping the same parameters (one
+        all_gather_object), so that a refusal leaves the module as it was."""
+        taken = {id(m) for _, m in units}
+        owner, described = {}, []
+        for index, (path, unit) in enumerate(units):
+            params = []
+            for mod_name, m in _unit_walk(unit, taken - {id(unit)}):
+                if id(m) in self._ignored:
+                    continue
+                for attr, p in m._parameters.items():
+                    if p is None:
+                        continue
+                    fqn = path + (f"{mod_name}.{attr}" if mod_name else attr)
+                    if isinstance(p, (_FlattenedParameter, FlatParameter)):
+                        raise ValueError(
+                            f"FullyShardedDataParallel: parameter {fqn!r} is already in another "
+                            f"FSDP unit (flattened there as {getattr(p, '_fsdp_name', fqn)!r}); "
+                            "a parameter can belong to one unit only: wrap the modules that "
+                            "share it in one unit")
+                    if id(p) in owner:
+                        first, where = owner[id(p)]
+                        if first != index:
+                            raise ValueError(
+                                f"FullyShardedDataParallel: parameter {fqn!r} is shared with "
+                                f"{where!r}, which another FSDP unit takes; a parameter can "
+                                "belong to one unit only: wrap the modules that share it in one "
+                                "unit (or change the auto_wrap_policy)")
+                        continue
+                    owner[id(p)] = (index, fqn)
+                    params.append((fqn, p))
+            _check_unit_params(params)
+            described += [(fqn, tuple(p.data.shape), str(p.data.dtype)) for fqn, p in params]
         everyone = [None] * self.world_size
-        dist.all_gather_object(everyone, mine, group=self.process_group)
+        dist.all_gather_object(everyone, described, group=self.process_group)
         for rank, theirs in enumerate(everyone[1:], start=1):
             if theirs != everyone[0]:
                 diff = next(((a, b) for a, b in zip(everyone[0], theirs) if a != b), None)
@@ -305,7 +375,6 @@ class FullyShardedDataParallel(Module):
 
     def _flatten(self, sync_module_states):
         infos, params = self._collect()
-        self._check_same_unit(infos, params)
         buffers = [b for name, m in _unit_walk(self.module) if id(m) not in self._ignored
                    for b in m._buffers.values() if b is not None]
         mp = self.mixed_precision
@@ -320,21 +389,6 @@ class FullyShardedDataParallel(Module):
         object.__setattr__(self, "_infos", infos)
         if not params:
             return
-        dtypes = {p.data.dtype for p in params}
-        if len(dtypes) > 1:
-            named = ", ".join(f"{i.fqn} {p.data.dtype}" for i, p in zip(infos, params))
-            raise ValueError(f"FullyShardedDataParallel: one unit flattens parameters of one "
-                             f"dtype, got {named}; wrap the modules of each dtype apart")
-        if len({device_of(p.data) for p in params}) > 1:
-            named = ", ".join(f"{i.fqn} on {device_of(p.data)}" for i, p in zip(infos, params))
-            raise ValueError(f"FullyShardedDataParallel: the parameters of one unit must be on "
-                             f"one device, got {named}")
-        grads = {bool(p.requires_grad) for p in params}
-        if len(grads) > 1:
-            frozen = [i.fqn for i, p in zip(infos, params) if not p.requires_grad]
-            raise ValueError(f"FullyShardedDataParallel: one unit's parameters must all require "
-                             f"gradients or all be frozen, but {', '.join(frozen)} do not and "
-                             "the others do; wrap the frozen modules in their own unit")
         xp = get_array_module(params[0].data)
         offset = 0
         for info in infos:
@@ -346,7 +400,8 @@ class FullyShardedDataParallel(Module):
         for info, p in zip(infos, params):
             full[info.offset:info.offset + info.numel] = p.data.reshape(-1)
         size = padded // n
-        flat = FlatParameter(full[r * size:(r + 1) * size].copy(), requires_grad=grads.pop())
+        flat = FlatParameter(full[r * size:(r + 1) * size].copy(),
+                             requires_grad=params[0].requires_grad)
         object.__setattr__(self, "_numel", offset)
         object.__setattr__(self, "_padded", padded)
         object.__setattr__(self, "_flat", flat)
