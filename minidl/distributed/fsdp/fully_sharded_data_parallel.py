@@ -414,10 +414,11 @@ class FullyShardedDataParallel(Module):
             p.data = xp.empty((0,), dtype=p.data.dtype)  # the values now live in the shards
 
     # ---- gathering and reducing --------------------------------------------------------------
-    def _gather(self, dtype=None):
+    def _gather(self, dtype=None, shard=None):
         """The whole flat buffer (padded), cast to ``dtype`` first if given: this rank's
-        shard gathered from every rank, or the shard itself for NO_SHARD."""
-        shard = self._flat.data
+        shard (or ``shard``, an array of its size: a gradient, optimizer state) gathered from
+        every rank, or the shard itself for NO_SHARD."""
+        shard = self._flat.data if shard is None else shard
         if dtype is not None and shard.dtype != dtype:
             shard = shard.astype(dtype)
         n, _ = self._shards()
@@ -562,11 +563,7 @@ class FullyShardedDataParallel(Module):
         full = self._gather()
         gfull = None
         if with_grads and self._flat.grad is not None:
-            saved, self._flat.data = self._flat.data, self._flat.grad.data
-            try:
-                gfull = self._gather()
-            finally:
-                self._flat.data = saved
+            gfull = self._gather(shard=self._flat.grad.data)
         summoned = []
         for info in self._infos:
             piece = full[info.offset:info.offset + info.numel].reshape(info.shape)
@@ -840,11 +837,7 @@ class FullyShardedDataParallel(Module):
                     arr = value.data if isinstance(value, Tensor) else value
                     if hasattr(arr, "shape") and tuple(arr.shape) == tuple(p.data.shape) \
                             and arr.size:
-                        saved_data, p.data = p.data, get_array_module(p.data).asarray(arr)
-                        try:
-                            full = to_numpy(u._gather())
-                        finally:
-                            p.data = saved_data
+                        full = to_numpy(u._gather(shard=to_device(arr, device_of(p.data))))
                         for i, f in zip(u._infos, fqns):
                             per[f][key] = Tensor(full[i.offset:i.offset + i.numel]
                                                  .reshape(i.shape).copy())
@@ -862,11 +855,17 @@ class FullyShardedDataParallel(Module):
         """What ``optim.load_state_dict`` takes, from what optim_state_dict returned (on the
         same or another number of ranks): each rank's share of every state tensor."""
         owners = model._flat_owners()
-        params = [p for g in optim.param_groups for p in g["params"]]
+        if len(optim_state_dict["param_groups"]) != len(optim.param_groups):
+            raise ValueError(f"optim_state_dict_to_load: the state dict has "
+                             f"{len(optim_state_dict['param_groups'])} parameter groups, the "
+                             f"optimizer {len(optim.param_groups)}")
         state, groups, index = {}, [], 0
         for gi, (saved, g) in enumerate(zip(optim_state_dict["param_groups"], optim.param_groups)):
             ids = []
             for p in g["params"]:
+                if id(p) not in owners:
+                    raise ValueError("optim_state_dict_to_load: the optimizer holds a parameter "
+                                     "that is no FSDP unit's shard of this model")
                 unit_name, u = owners[id(p)]
                 fqns = [unit_name + i.fqn for i in u._infos]
                 missing = [f for f in fqns if f not in saved["params"]]
@@ -894,7 +893,6 @@ class FullyShardedDataParallel(Module):
                 ids.append(index)
                 index += 1
             groups.append({**{k: v for k, v in saved.items() if k != "params"}, "params": ids})
-        del params
         result = {"state": state, "param_groups": groups}
         if load_directly:
             optim.load_state_dict(result)
