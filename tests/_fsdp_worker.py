@@ -154,7 +154,7 @@ def case_train(rank, world, outdir):
             "units": len(units),
             "plain_params": int(sum(p.data.size for p in make_model(kind).parameters())),
             "exposed_after_step": [n for u in units for i in u._infos for m, n in i.owners
-                                   if n in vars(m)],
+                                   if getattr(m, n).data.size],
         }
         state = full_state(model)
         out[tag]["state_keys"] = list(state)

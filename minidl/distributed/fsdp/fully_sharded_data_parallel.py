@@ -95,6 +95,14 @@ class _Info:
     def __init__(self, fqn, shape, offset, owners):
         self.fqn, self.shape, self.offset, self.owners = fqn, tuple(shape), offset, owners
         self.numel = int(np.prod(self.shape, dtype=np.int64))
+        self.placeholder = None  # what the owners show outside forward (set when flattened)
+
+    def show(self, value=None):
+        """Each owner's attribute: ``value`` (a slice of the gathered buffer, in forward), or
+        the empty placeholder (as torch's freed parameters: ``layer.bias is not None`` still
+        holds, and repr shows it)."""
+        for m, attr in self.owners:
+            m.__dict__[attr] = self.placeholder if value is None else value
 
 
 def _unit_walk(module, stop=(), prefix=""):
@@ -409,6 +417,8 @@ class FullyShardedDataParallel(Module):
         for info, p in zip(infos, params):
             for m, attr in info.owners:
                 m._parameters[attr] = None
+            info.placeholder = Tensor(xp.empty((0,), dtype=p.data.dtype))
+            info.show()
             p.__class__ = _FlattenedParameter
             p._fsdp_name, p._fsdp_shape = self._path + info.fqn, info.shape
             p.data = xp.empty((0,), dtype=p.data.dtype)  # the values now live in the shards
@@ -469,8 +479,7 @@ class FullyShardedDataParallel(Module):
     def _reshard(self):
         self._full = None
         for info in self._infos:
-            for m, attr in info.owners:
-                m.__dict__.pop(attr, None)
+            info.show()
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -492,8 +501,7 @@ class FullyShardedDataParallel(Module):
                 view._ctx.after_backward = self._post_backward
             else:
                 view = Tensor(self._view(i))
-            for m, attr in info.owners:
-                m.__dict__[attr] = view
+            info.show(view)
         keep = track and self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP
         try:
             return self.module(*args, **kwargs)
@@ -592,6 +600,7 @@ class FullyShardedDataParallel(Module):
         for info in self._infos:
             for m, attr in info.owners:
                 m._parameters[attr] = None
+            info.show()
         self._parameters["_flat_param"] = self._flat
 
     @staticmethod
