@@ -170,31 +170,51 @@ def test_summon_full_params_shows_and_writes_back(state):
         assert r["written_back"] == 42.0
 
 
-@needs_mpi
-def test_clip_grad_norm_equals_the_plain_models(state):
-    """The norm over every rank's shards, and the clipped gradients, equal
-    nn.utils.clip_grad_norm_ on the plain model's whole-batch gradients (and torch's)."""
-    infos, arrays = state
+def _plain_clip_grads():
+    """The plain model's whole-batch gradients of the clip case (before clipping)."""
     model = worker.make_model("mlp")
     x, y = worker.data("mlp", 0)
     F.cross_entropy(model(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+    return model
+
+
+def _clip_key(name):  # the plain name under summon_full_params (2 is a nested unit)
+    return "clip|_fsdp_wrapped_module." + name.replace("2.", "2._fsdp_wrapped_module.")
+
+
+@needs_mpi
+def test_clip_grad_norm_equals_the_plain_models(state):
+    """The norm over every rank's shards, and the clipped gradients, equal
+    nn.utils.clip_grad_norm_ on the plain model's whole-batch gradients."""
+    infos, arrays = state
+    model = _plain_clip_grads()
     inf = float(max(np.abs(p.grad.numpy()).max() for p in model.parameters()))
     norm = nn.utils.clip_grad_norm_(model.parameters(), 0.05)
-    torch = pytest.importorskip("torch")
-    tparams = [torch.nn.Parameter(torch.zeros(p.shape, dtype=torch.float64))
-               for p in worker.make_model("mlp").parameters()]
-    for t, p in zip(tparams, model.parameters()):
-        t.grad = torch.tensor(p.grad.numpy())
+    assert float(norm.item()) > 0.05  # it does clip
     for rank, r in enumerate(infos):
         assert r["clip_norm"] == pytest.approx(float(norm.item()), rel=1e-12)
         assert r["clip_inf"] == pytest.approx(inf, rel=1e-12)
         for n, p in model.named_parameters():
-            key = "clip|_fsdp_wrapped_module." + n.replace("2.", "2._fsdp_wrapped_module.")
-            np.testing.assert_allclose(arrays[rank][key], p.grad.numpy(), rtol=1e-10,
-                                       atol=1e-15)
-    assert float(norm.item()) > 0.05  # it did clip
-    # torch's clip of the already clipped gradients: norm 0.05 (to its 1e-6 guard)
-    assert float(torch.nn.utils.clip_grad_norm_(tparams, 1.0)) == pytest.approx(0.05, rel=1e-4)
+            np.testing.assert_allclose(arrays[rank][_clip_key(n)], p.grad.numpy(), rtol=1e-10,
+                                       atol=1e-15, err_msg=n)
+
+
+@needs_mpi
+def test_clip_grad_norm_equals_torchs_on_the_plain_model(state):
+    infos, arrays = state
+    torch = pytest.importorskip("torch")
+    model = _plain_clip_grads()
+    tparams = []
+    for _, p in model.named_parameters():
+        t = torch.nn.Parameter(torch.zeros(p.shape, dtype=torch.float64))
+        t.grad = torch.tensor(p.grad.numpy())
+        tparams.append(t)
+    norm = float(torch.nn.utils.clip_grad_norm_(tparams, 0.05))
+    for rank, r in enumerate(infos):
+        assert r["clip_norm"] == pytest.approx(norm, rel=1e-12)
+        for (n, _), t in zip(model.named_parameters(), tparams):
+            np.testing.assert_allclose(arrays[rank][_clip_key(n)], t.grad.numpy(), rtol=1e-10,
+                                       atol=1e-15, err_msg=n)
 
 
 @needs_mpi
@@ -378,6 +398,33 @@ def test_one_rank_in_process_equals_the_plain_model(monkeypatch):
     assert list(got) == list(_plain_state(ref)) and devices == {"cpu"}
     for k, v in _plain_state(ref).items():
         np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_manual_nesting_and_buffer_dtype_one_rank(monkeypatch):
+    """Units nested by hand (FSDP inside FSDP) train as the plain model; MixedPrecision's
+    buffer_dtype casts the buffers when wrapped."""
+    _one_rank_world(monkeypatch)
+    minidl.manual_seed(4)
+    plain = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    minidl.manual_seed(4)
+    inner = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    inner[3] = FSDP(inner[3])
+    model = FSDP(inner, mixed_precision=MixedPrecision(buffer_dtype=minidl.float64))
+    assert model.module[1].running_var.dtype == minidl.float64
+    assert [n for n, _ in model.named_parameters()] == ["_flat_param",
+                                                        "_fsdp_wrapped_module.3._flat_param"]
+    opts = [optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, model)]
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((8, 3)))
+    for _ in range(3):
+        for m, opt in zip((plain, model), opts):
+            opt.zero_grad()
+            (m(x) ** 2).mean().backward()
+            opt.step()
+    got = model.state_dict()
+    assert list(got) == list(plain.state_dict())
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(got[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert model.module[0].bias is not None and model.module[0].bias.shape == (0,)  # freed
 
 
 def test_one_rank_on_the_fake_gpu_equals_the_cpu(monkeypatch, host_kernels):
