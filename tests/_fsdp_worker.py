@@ -307,6 +307,15 @@ def case_state(rank, world, outdir):
     for k, v in full_state(one).items():
         arrays[f"solo|{k}"] = v
     out["solo_world"] = one.world_size
+    # the two-rank model's optimizer state, by name, loads on one rank (another world size)
+    one_adam = make_opt("adam", one.parameters())
+    FSDP.optim_state_dict_to_load(one, one_adam, osd, load_directly=True)
+    again = FSDP.optim_state_dict(one, one_adam)
+    out["osd_other_world_equal"] = sorted(again["state"]) == sorted(osd["state"]) and all(
+        np.array_equal(np.asarray(v.numpy() if hasattr(v, "numpy") else v),
+                       np.asarray(again["state"][k][n].numpy() if hasattr(
+                           again["state"][k][n], "numpy") else again["state"][k][n]))
+        for k, st in osd["state"].items() for n, v in st.items())
     # a LOCAL state dict of that one-rank model does not load into the two-rank one
     with FSDP.state_dict_type(one, StateDictType.LOCAL_STATE_DICT):
         local1 = one.state_dict()

@@ -142,13 +142,13 @@ def test_load_refuses_another_world_size_and_missing_keys(state):
 def test_optim_state_dict_is_the_plain_optimizers_by_name(state):
     """FSDP.optim_state_dict: Adam's state over the whole model keyed by parameter name, equal
     to the plain model's Adam after the same two steps; optim_state_dict_to_load gives each
-    rank back its shards."""
+    rank back its shards, and loads it on another number of ranks (one) too."""
     infos, arrays = state
     ref, ref_opt = worker.train_reference("mlp", "adam", steps=2)
     names = [n for n, _ in ref.named_parameters()]
     for rank, r in enumerate(infos):
         assert r["osd_keys"] == sorted(names) and sorted(r["osd_groups"]) == sorted(names)
-        assert r["osd_reload_equal"]
+        assert r["osd_reload_equal"] and r["osd_other_world_equal"]
         for name, p in ref.named_parameters():
             st = ref_opt.state[id(p)]
             for key in ("exp_avg", "exp_avg_sq"):
