@@ -440,3 +440,16 @@ def test_one_rank_on_the_fake_gpu_equals_the_cpu(monkeypatch, host_kernels):
     assert gpu_norm == pytest.approx(cpu_norm, rel=1e-5)
     for k, v in cpu.items():
         np.testing.assert_allclose(gpu[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_ignored_modules_keep_their_parameters(monkeypatch):
+    _one_rank_world(monkeypatch)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    head = net[2]
+    model = FSDP(net, ignored_modules=[head], sync_module_states=True)
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["_flat_param", "_fsdp_wrapped_module.2.weight",
+                     "_fsdp_wrapped_module.2.bias"]
+    assert model._flat.shape == (16,) and head.weight.shape == (2, 4)
+    model(minidl.tensor(np.ones((1, 3), np.float32))).sum().backward()
+    assert head.weight.grad.shape == (2, 4) and model._flat.grad.shape == (16,)
