@@ -455,6 +455,8 @@ class FullyShardedDataParallel(Module):
     def _post_backward(self):
         """Once per backward pass that reached this unit: the flat gradient, averaged over the
         ranks, into this rank's shard's ``.grad`` (under no_sync it keeps adding up here)."""
+        if self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP:
+            self._reshard()
         if self._grad_full is None or not self._sync_grads:
             return
         g, self._grad_full = self._grad_full, None
@@ -473,8 +475,6 @@ class FullyShardedDataParallel(Module):
             flat.grad = Tensor(out)
         else:
             flat.grad.data += out
-        if self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP:
-            self._reshard()
 
     def _reshard(self):
         self._full = None
@@ -528,7 +528,7 @@ class FullyShardedDataParallel(Module):
         """Scale every shard's gradient so that the norm of the whole model's gradient (all
         ranks' shards as one vector) is at most ``max_norm``; returns that norm before
         clipping. Call it on the root, on every rank."""
-        p = float(norm_type)
+        max_norm, p = float(max_norm), float(norm_type)
         if not p > 0:
             raise ValueError(f"clip_grad_norm_: norm_type must be > 0 or inf, got {norm_type!r}")
         sharded, local = [], []
