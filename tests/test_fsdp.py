@@ -435,8 +435,15 @@ def test_one_rank_on_the_fake_gpu_equals_the_cpu(monkeypatch, host_kernels):
     _one_rank_world(monkeypatch)
     cpu, cpu_norm, _ = _train_one_rank("cpu")
     _fake_gpu.install(monkeypatch, host_kernels)
-    gpu, gpu_norm, devices = _train_one_rank("cuda")
+    from minidl.distributed.fsdp import fully_sharded_data_parallel as fsdp_module
+
+    # strict: numpy arrays beside device arrays, np.asarray of device data... raise as CuPy
+    with _fake_gpu.strict(fsdp_module) as syncs:
+        gpu, gpu_norm, devices = _train_one_rank("cuda")
     assert devices == {"cuda"}
+    # training makes no host copy: one per shard's gradient in clip_grad_norm_'s sum (3 units),
+    # one per state-dict value (6) when the state dict comes to the host
+    assert syncs == ["float"] * 3 + ["asnumpy"] * 6
     assert gpu_norm == pytest.approx(cpu_norm, rel=1e-5)
     for k, v in cpu.items():
         np.testing.assert_allclose(gpu[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
