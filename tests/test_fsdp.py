@@ -460,3 +460,23 @@ def test_ignored_modules_keep_their_parameters(monkeypatch):
     assert model._flat.shape == (16,) and head.weight.shape == (2, 4)
     model(minidl.tensor(np.ones((1, 3), np.float32))).sum().backward()
     assert head.weight.grad.shape == (2, 4) and model._flat.grad.shape == (16,)
+
+
+def test_full_shard_lets_go_after_forward_shard_grad_op_after_backward(monkeypatch):
+    _one_rank_world(monkeypatch)
+    x = minidl.tensor(np.ones((2, 3), np.float32))
+    for strategy, kept in ((ShardingStrategy.FULL_SHARD, False),
+                           (ShardingStrategy.SHARD_GRAD_OP, True)):
+        model = FSDP(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)),
+                     sharding_strategy=strategy, auto_wrap_policy={nn.Linear})
+        units = FSDP.fsdp_modules(model)
+        assert len(units) == 3 and FSDP.fsdp_modules(model, root_only=True) == [model]
+        out = model(x).sum()
+        linear = units[1].module
+        assert (units[1]._full is not None) == kept
+        assert (linear.weight.shape == (4, 3)) == kept  # the gathered view, or the placeholder
+        out.backward()
+        assert units[1]._full is None and linear.weight.shape == (0,)
+        with minidl.no_grad():  # no backward to come: let go after the forward whatever
+            model(x)
+        assert units[1]._full is None

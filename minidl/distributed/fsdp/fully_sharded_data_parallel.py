@@ -604,6 +604,12 @@ class FullyShardedDataParallel(Module):
         self._parameters["_flat_param"] = self._flat
 
     @staticmethod
+    def fsdp_modules(module, root_only=False):
+        """The FSDP units in ``module`` (itself included), or only the outermost ones."""
+        units = [m for m in module.modules() if isinstance(m, FullyShardedDataParallel)]
+        return [u for u in units if not u._has_parent or u is module] if root_only else units
+
+    @staticmethod
     @contextlib.contextmanager
     def summon_full_params(module, recurse=True, writeback=True, rank0_only=False,
                            offload_to_cpu=False, with_grads=False):
