@@ -19,6 +19,11 @@ torch) into the shard's ``.grad`` once the backward pass has finished; NO_SHARD 
 buffer on every rank and all-reduces it, as DDP. Between a forward and its backward the autograd
 graph keeps what its ops saved (the gathered weights among them, as any activation), so the
 backward needs no second gather; after the backward every rank holds only its shards.
+
+As in torch, every rank must run the same units in the same order (a unit that one rank's
+forward skips makes the ranks' collectives differ: minidl's check then raises on every rank),
+the optimizer must be built after wrapping, and gradients through the parameters are first
+order only (``_ParamView``: no double backward through them).
 """
 from __future__ import annotations
 
