@@ -13,6 +13,9 @@ from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
 from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
 from . import hub, random  # noqa: E402,F401  (torch.hub on local files; torch.random)
+from .legacy_types import CPU as _LEGACY_TYPES  # noqa: E402  (minidl.FloatTensor, ...)
+
+globals().update(_LEGACY_TYPES)
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import complex64, complex128, float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402
@@ -161,6 +164,9 @@ from . import _torch_namespace  # noqa: E402
 from .func import vmap  # noqa: E402,F401
 
 __all__ += [n for n in _torch_namespace.install(globals()) if n not in ("range", "e")]
+from . import _torch_more  # noqa: E402  (poisson, binomial, svd/pca_lowrank, dtype, ...)
+
+__all__ += _torch_more.install(globals())
 __all__.append("vmap")
 from . import signal  # noqa: E402,F401  (minidl.signal.windows, as torch.signal)
 

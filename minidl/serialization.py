@@ -524,10 +524,10 @@ def load(path, map_location=None, weights_only=True):
         raise IsADirectoryError(f"load: {path} is a directory, not a checkpoint file")
     if _is_torch_file(path):
         # torch.save's format (format="torch" here, or PyTorch's own file): read without torch
-        # and without running code from the file; models.convert holds the reader
-        from .models.convert import read_torch_file
+        # and without running code from the file (torch_file's restricted unpickler)
+        from .torch_file import read
 
-        return _torch_tensors(read_torch_file(path), map_location)
+        return _torch_tensors(read(path), map_location)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()

@@ -218,13 +218,26 @@ class Tensor:
         self._ctx, self.requires_grad = None, False
         return self
 
-    def type(self, dtype=None):
+    def type(self, dtype=None, non_blocking=False):
         """Without an argument, PyTorch's type name (``'minidl.FloatTensor'``); with a dtype,
-        the tensor cast to it."""
+        a legacy type (``minidl.LongTensor``, ``minidl.cuda.FloatTensor``) or its name
+        (``'torch.LongTensor'``), the tensor cast to it (and moved, for a GPU type)."""
         if dtype is None:
             where = "minidl." if device_of(self.data) == "cpu" else "minidl.cuda."
             return where + _TYPE_NAMES.get(self.data.dtype.name, self.data.dtype.name)
-        return self.astype(dtype)
+        device = None
+        if hasattr(dtype, "_dtype_name"):  # a legacy type (minidl.legacy_types)
+            dtype, device = dtype._dtype_name, "cuda" if dtype.is_cuda else "cpu"
+        elif isinstance(dtype, str) and dtype.endswith("Tensor"):
+            parts = dtype.split(".")
+            names = {v: k for k, v in _TYPE_NAMES.items()}
+            if parts[-1] not in names or parts[0] not in ("torch", "minidl") or len(parts) > 3 \
+                    or len(parts) == 3 and parts[1] != "cuda":
+                raise ValueError(f"type: invalid type {dtype!r}; expected a name such as "
+                                 "'torch.FloatTensor' or 'torch.cuda.LongTensor'")
+            dtype, device = names[parts[-1]], "cuda" if len(parts) == 3 else "cpu"
+        out = self.astype(dtype)
+        return out if device is None or out.device == device else out.to(device)
 
     def __repr__(self):
         """As PyTorch prints a tensor, character for character (minidl/printing.py): the

@@ -227,3 +227,112 @@ def test_load_reads_what_save_format_torch_wrote(tmp_path):
     buf = opt2.state_dict()["state"][0]["momentum_buffer"]
     np.testing.assert_array_equal(minidl.as_tensor(buf).numpy(),
                                   opt.state_dict()["state"][0]["momentum_buffer"].numpy())
+
+
+# ---- legacy tensor types ------------------------------------------------------------------------
+def test_legacy_types_construct_check_and_cast():
+    assert minidl.FloatTensor(2, 3).shape == (2, 3) and minidl.FloatTensor(2, 3).dtype == np.float32
+    assert minidl.LongTensor([1, 2]).tolist() == [1, 2] and minidl.LongTensor([1, 2]).dtype == np.int64
+    assert minidl.DoubleTensor(minidl.Size([4])).shape == (4,)  # a Size gives sizes
+    assert minidl.FloatTensor((2, 3)).tolist() == [2.0, 3.0]  # a plain tuple gives data
+    assert minidl.FloatTensor().shape == (0,)
+    x = minidl.ones(2)
+    assert minidl.FloatTensor(x) is x
+    assert isinstance(x, minidl.FloatTensor) and not isinstance(x, minidl.LongTensor)
+    assert not isinstance(x, minidl.cuda.FloatTensor) and not isinstance(np.ones(2), minidl.FloatTensor)
+    assert x.type() == "minidl.FloatTensor"
+    assert x.type(minidl.LongTensor).dtype == np.int64
+    assert x.type("torch.IntTensor").dtype == np.int32
+    assert x.type("torch.DoubleTensor").dtype == np.float64
+    with pytest.raises(TypeError, match="expected a float32 tensor"):
+        minidl.FloatTensor(minidl.ones(2, dtype=minidl.float64))
+    with pytest.raises(TypeError, match="sequence"):
+        minidl.FloatTensor(2.5)
+    with pytest.raises(ValueError, match="negative size"):
+        minidl.FloatTensor(-1)
+    with pytest.raises(ValueError, match="invalid type"):
+        x.type("torch.NoSuchTensor")
+    assert repr(minidl.FloatTensor) == "<class 'minidl.FloatTensor'>"
+    torch = pytest.importorskip("torch")
+    for name in ("FloatTensor", "DoubleTensor", "HalfTensor", "LongTensor", "IntTensor",
+                 "ShortTensor", "CharTensor", "ByteTensor", "BoolTensor", "BFloat16Tensor"):
+        ours, theirs = getattr(minidl, name)([1, 0]), getattr(torch, name)([1, 0])
+        assert str(theirs.dtype).replace("torch.", "") == str(ours.dtype), name
+        assert theirs.type().replace("torch.", "") == ours.type().replace("minidl.", "")
+
+
+# ---- poisson, binomial, svd_lowrank, pca_lowrank -----------------------------------------------
+def test_poisson_and_binomial():
+    rates = minidl.tensor([0.0, 1.0, 50.0], requires_grad=True)
+    minidl.manual_seed(1)
+    draws = minidl.poisson(rates)
+    assert draws.dtype == np.float32 and draws[0].item() == 0.0 and draws.grad_fn is not None
+    draws.sum().backward()
+    assert rates.grad.tolist() == [0.0, 0.0, 0.0]  # torch's zero gradient
+    many = minidl.poisson(minidl.full((20000,), 3.0, dtype=minidl.float64))
+    assert many.dtype == np.float64 and abs(many.mean().item() - 3.0) < 0.06
+    assert abs(many.var().item() - 3.0) < 0.15
+    minidl.manual_seed(1)
+    again = minidl.poisson(rates.detach())
+    np.testing.assert_array_equal(again.numpy(), draws.detach().numpy())  # from minidl's state
+    with pytest.raises(ValueError, match="non-negative"):
+        minidl.poisson(minidl.tensor([-1.0]))
+    with pytest.raises(TypeError, match="int64"):
+        minidl.poisson(minidl.tensor([1, 2]))
+    b = minidl.binomial(minidl.full((20000,), 10.0), minidl.full((20000,), 0.3))
+    assert abs(b.mean().item() - 3.0) < 0.06 and b.max().item() <= 10
+    edge = minidl.binomial(minidl.tensor([10.0, 10.5, -1.0]), minidl.tensor([1.5, 1.0, 0.5]))
+    assert edge.tolist() == [10.0, 10.0, 0.0]  # as torch's CPU kernel: p clipped, n floored
+
+
+def test_svd_lowrank_recovers_a_low_rank_matrix_and_has_gradients():
+    from minidl.testing import gradcheck
+
+    minidl.manual_seed(0)
+    A = minidl.randn(20, 4, dtype=minidl.float64) @ minidl.randn(4, 15, dtype=minidl.float64)
+    for matrix in (A, A.mT):
+        U, S, V = minidl.svd_lowrank(matrix, q=5)
+        assert U.shape == (matrix.shape[0], 5) and V.shape == (matrix.shape[1], 5)
+        np.testing.assert_allclose(((U * S) @ V.mT).numpy(), matrix.numpy(), atol=1e-10)
+        np.testing.assert_allclose(S.numpy()[:4], np.linalg.svd(matrix.numpy(),
+                                                                compute_uv=False)[:4], rtol=1e-10)
+        np.testing.assert_allclose((U.mT @ U).numpy(), np.eye(5), atol=1e-12)
+    U, S, V = minidl.pca_lowrank(A, q=4)
+    centred = A - A.mean(0, keepdim=True)
+    np.testing.assert_allclose(((U * S) @ V.mT).numpy(), centred.numpy(), atol=1e-10)
+    B = minidl.tensor(np.random.default_rng(2).normal(size=(6, 2)) @
+                      np.random.default_rng(3).normal(size=(2, 5)), dtype=minidl.float64,
+                      requires_grad=True)
+
+    def top_values(b):
+        minidl.manual_seed(5)
+        return minidl.svd_lowrank(b, q=2)[1]
+
+    assert gradcheck(top_values, (B,))
+    with pytest.raises(ValueError, match="q must be"):
+        minidl.svd_lowrank(A, q=100)
+    with pytest.raises(ValueError, match="q"):
+        minidl.pca_lowrank(A, q=-1)
+
+
+def test_lowrank_matches_torch():
+    torch = pytest.importorskip("torch")
+    minidl.manual_seed(0)
+    A = minidl.randn(30, 3, dtype=minidl.float64) @ minidl.randn(3, 12, dtype=minidl.float64)
+    _, S, _ = minidl.pca_lowrank(A, q=3)
+    _, St, _ = torch.pca_lowrank(torch.tensor(A.numpy()), q=3)
+    np.testing.assert_allclose(S.numpy(), St.numpy(), rtol=1e-10)
+    _, S, _ = minidl.svd_lowrank(A, q=3, niter=0)
+    _, St, _ = torch.svd_lowrank(torch.tensor(A.numpy()), q=3, niter=0)
+    np.testing.assert_allclose(S.numpy(), St.numpy(), rtol=1e-10)
+
+
+def test_small_top_level_names():
+    assert isinstance(minidl.float32, minidl.dtype) and minidl.GradScaler is minidl.amp.GradScaler
+    assert minidl.get_device_module("cuda") is minidl.cuda
+    with pytest.raises(RuntimeError, match="no device module"):
+        minidl.get_device_module("mps")
+    x = minidl.ones(2)
+    assert not x.is_meta and not x.is_mps and not x.is_quantized and not x.is_nested
+    counts, edges = x.histogram(bins=2)
+    assert counts.tolist() == [0.0, 2.0] and len(edges) == 3

@@ -122,9 +122,15 @@ def make_dual(tensor, tangent, *, level=None):
 def _depends(y, lv):
     """Whether y's graph reaches a dual tensor of ``lv``, and whether it reaches a tensor that
     requires grad other than them (then its primal and tangent keep the graph)."""
-    from ..tensor import _graph_order
-
-    order, _ = _graph_order([y])
+    order, seen, stack = [], set(), [y]  # every tensor above y that requires grad
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if node._ctx is not None:
+            stack.extend(p for p in node._ctx.inputs if p.requires_grad)
     mine = lv.tangent_of
     reached = outer = False
     for node in order:
