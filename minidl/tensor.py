@@ -1782,23 +1782,7 @@ from . import special as _special  # noqa: E402
 _install_methods(_special.TENSOR_METHODS)
 
 
-class _HookHandle:
-    """What ``register_hook`` returns: ``remove()`` takes the hook off (twice is harmless)."""
-    _next_id = 0
-
-    def __init__(self, hooks, hook):
-        _HookHandle._next_id += 1
-        self.id, self._hooks = _HookHandle._next_id, hooks
-        hooks[self.id] = hook
-
-    def remove(self):
-        self._hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
+_HookHandle = autograd.HookHandle  # register_hook's handle
 
 
 def _run_hooks(node, g):

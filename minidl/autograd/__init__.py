@@ -961,15 +961,17 @@ def _node_hook(fn, kind, hook):
                         f"got {type(hook).__name__}")
     if fn.node_hooks is None:
         fn.node_hooks = {"pre": {}, "post": {}}
-    return _NodeHookHandle(fn.node_hooks[kind], hook)
+    return HookHandle(fn.node_hooks[kind], hook)
 
 
-class _NodeHookHandle:
+class HookHandle:
+    """What ``register_hook`` (of a Tensor or of a grad_fn) returns: ``remove()`` takes the
+    hook off (twice is harmless); also a context manager that removes it on leaving."""
     _next_id = 0
 
     def __init__(self, hooks, hook):
-        _NodeHookHandle._next_id += 1
-        self.id, self._hooks = _NodeHookHandle._next_id, hooks
+        HookHandle._next_id += 1
+        self.id, self._hooks = HookHandle._next_id, hooks
         hooks[self.id] = hook
 
     def remove(self):
