@@ -2,7 +2,8 @@
 SVD and PCA (``svd_lowrank``, ``pca_lowrank``, after Halko, Martinsson and Tropp 2011,
 Algorithm 4.4 with ``niter`` power iterations), ``minidl.dtype`` (the class of minidl's dtypes:
 NumPy's), ``get_device_module``, and the ``Tensor.is_*`` device queries that are always False
-here (meta, mps, xpu, ...)."""
+here (meta, mps, xpu, ...), and ``Tensor.untyped_storage()``/``storage()``: windows on the
+memory a tensor's array lives in (``data_ptr()`` equal for tensors that share it)."""
 from __future__ import annotations
 
 import numpy as np
@@ -147,6 +148,101 @@ def get_device_module(device=None):
                        "'cuda')")
 
 
+# ---- storages: what a tensor's memory is, for code that asks whether two tensors share it ----
+def _root(a):
+    """The array whose memory ``a`` views (``a`` itself when it owns it)."""
+    while getattr(a, "base", None) is not None and hasattr(a.base, "dtype"):
+        a = a.base
+    return a
+
+
+def _address(a):
+    return int(a.data.ptr) if hasattr(a, "device") and hasattr(a.data, "ptr") else \
+        int(a.__array_interface__["data"][0])
+
+
+class UntypedStorage:
+    """The bytes a tensor's array lives in (its root array), as ``torch.UntypedStorage`` for
+    the questions scripts ask of it: ``data_ptr()`` (equal for tensors that share memory),
+    ``nbytes()``, ``size()``, ``device``, byte values by index. minidl stores no separate
+    storage object; this is a window on the array, made when asked for."""
+
+    def __init__(self, root):
+        self._root = root
+
+    def data_ptr(self):
+        return _address(self._root)
+
+    def nbytes(self):
+        return int(self._root.nbytes)
+
+    size = nbytes
+
+    def __len__(self):
+        return self.nbytes()
+
+    def element_size(self):
+        return 1
+
+    @property
+    def device(self):
+        from .backend import device
+
+        return device("cpu" if isinstance(self._root, np.ndarray) else "cuda")
+
+    def _bytes(self):
+        from .backend import to_numpy
+
+        return np.ascontiguousarray(to_numpy(self._root)).reshape(-1).view(np.uint8)
+
+    def __getitem__(self, index):
+        out = self._bytes()[index]
+        return out.tolist() if isinstance(out, np.ndarray) else int(out)
+
+    def tolist(self):
+        return self._bytes().tolist()
+
+    def __repr__(self):
+        return f"minidl.UntypedStorage of {self.nbytes()} bytes on {self.device}"
+
+
+class TypedStorage(UntypedStorage):
+    """The same memory in elements of the tensor's dtype, as torch's (deprecated) TypedStorage
+    that ``Tensor.storage()`` returns."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.dtype = root.dtype
+
+    def size(self):
+        return int(self._root.size)
+
+    def __len__(self):
+        return self.size()
+
+    def element_size(self):
+        return int(self.dtype.itemsize)
+
+    def untyped(self):
+        return UntypedStorage(self._root)
+
+    def _bytes(self):
+        from .backend import to_numpy
+
+        return np.ascontiguousarray(to_numpy(self._root)).reshape(-1)
+
+    def __repr__(self):
+        return f"minidl.TypedStorage of {self.size()} {self.dtype} elements on {self.device}"
+
+
+def _untyped_storage(self):
+    return UntypedStorage(_root(self.data))
+
+
+def _typed_storage(self):
+    return TypedStorage(_root(self.data))
+
+
 def _false(self):
     return False
 
@@ -162,6 +258,9 @@ def install(namespace):
         if not hasattr(Tensor, name):
             setattr(Tensor, name, property(_false, doc=f"False: minidl has no {name[3:]} "
                                                            "tensors."))
+    for name, fn in (("untyped_storage", _untyped_storage), ("storage", _typed_storage)):
+        if not hasattr(Tensor, name):
+            setattr(Tensor, name, fn)
     if not hasattr(Tensor, "histogram") and "histogram" in namespace:
         setattr(Tensor, "histogram", namespace["histogram"])
     if "GradScaler" not in namespace:
@@ -170,7 +269,7 @@ def install(namespace):
         namespace["GradScaler"] = GradScaler
     added = []
     for name in ("poisson", "binomial", "svd_lowrank", "pca_lowrank", "dtype",
-                 "get_device_module", "GradScaler"):
+                 "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage"):
         if name not in namespace or name == "GradScaler":
             namespace.setdefault(name, globals().get(name))
             added.append(name)

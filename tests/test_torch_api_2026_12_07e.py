@@ -336,3 +336,20 @@ def test_small_top_level_names():
     assert not x.is_meta and not x.is_mps and not x.is_quantized and not x.is_nested
     counts, edges = x.histogram(bins=2)
     assert counts.tolist() == [0.0, 2.0] and len(edges) == 3
+
+
+# ---- storages ----------------------------------------------------------------------------------
+def test_storages_tell_which_tensors_share_memory():
+    x = minidl.arange(6.0).reshape(2, 3)
+    row, transposed, copy = x[1], x.t(), x.clone()
+    ptr = x.untyped_storage().data_ptr()
+    assert row.untyped_storage().data_ptr() == ptr == transposed.untyped_storage().data_ptr()
+    assert copy.untyped_storage().data_ptr() != ptr
+    assert row.untyped_storage().nbytes() == 24 and len(row.untyped_storage()) == 24
+    assert row.storage().size() == 6 and row.storage().tolist() == [0, 1, 2, 3, 4, 5]
+    assert row.storage().element_size() == 4 and row.storage().untyped().nbytes() == 24
+    assert isinstance(x.untyped_storage(), minidl.UntypedStorage)
+    torch = pytest.importorskip("torch")
+    xt = torch.arange(6.0).reshape(2, 3)
+    assert xt[1].untyped_storage().nbytes() == row.untyped_storage().nbytes()
+    assert xt.untyped_storage()[5] == x.untyped_storage()[5]  # a byte of the same float
