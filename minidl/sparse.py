@@ -553,5 +553,19 @@ for _name, _fn in {"to_dense": to_dense, "to_sparse": to_sparse, "to_sparse_coo"
                    "_values": _values, "coalesce": coalesce, "is_coalesced": is_coalesced,
                    "_nnz": _nnz, "sparse_dim": sparse_dim, "dense_dim": dense_dim}.items():
     setattr(Tensor, _name, _fn)
+_dense_zero_ = Tensor.zero_
+
+
+def _zero_(self):
+    """Zero in place; a sparse tensor keeps its shape and drops its entries, as torch's (an
+    optimizer's zero_grad(set_to_none=False) of a sparse gradient)."""
+    if type(self.data) is SparseCOO:
+        self.data = _k.empty_like(self.data)
+        return self
+    return _dense_zero_(self)
+
+
+_zero_.__doc__ = _dense_zero_.__doc__ or _zero_.__doc__
+Tensor.zero_ = _zero_
 Tensor.is_sparse = property(_is_sparse_property)
 Tensor.layout = property(_layout_property)

@@ -275,3 +275,18 @@ def mm_t(a, g):
         rows, cols = a.indices
         scatter_add(out, cols, a.values.reshape((-1,) + (1,) * (g.ndim - 1)) * g[rows])
     return out
+
+
+def add_into(out, a, alpha=1.0):
+    """out += alpha * a, in place, for a dense ``out`` and a sparse ``a`` of its shape."""
+    if a.nnz:
+        values = a.values if alpha == 1 else a.values * alpha
+        scatter_add(out, tuple(a.indices), values.astype(out.dtype, copy=False))
+
+
+def empty_like(a):
+    """No entries, a's shape, sparse and dense dims (torch's zero_() of a sparse tensor)."""
+    xp = get_array_module(a.values)
+    return SparseCOO(xp.zeros((a.sparse_dim, 0), dtype=xp.int64),
+                     xp.zeros((0,) + a.values.shape[1:], dtype=a.values.dtype), a.shape,
+                     coalesced=True)
