@@ -23,7 +23,7 @@ from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
 from .backend import sparse as _k
 from .backend.sparse import SparseCOO
-from .ops import BadArgumentError, Div, MatMul, Mul
+from .ops import BadArgumentError, Clone, Div, MatMul, Mul
 from .tensor import Tensor
 
 __all__ = ["mm", "addmm", "sum", "softmax", "log_softmax", "smm", "hspmm"]
@@ -74,8 +74,37 @@ class FromValues(Function):
     def backward(self, g):
         return _k.lookup(g, self.pattern)
 
+    def graph_backward(self, g, out):
+        return Lookup.apply(g, pattern=self.pattern)
+
     def name(self):
         return "SparseCooTensorWithDimsAndTensorsBackward"
+
+
+class Lookup(Function):
+    """g (dense or sparse) at a pattern's indices (FromValues' gradient, as an op); its own
+    gradient puts h back at those indices."""
+
+    def forward(self, g, pattern):
+        self.pattern, self.sparse_g = pattern, type(g) is SparseCOO
+        return _k.lookup(g, pattern)
+
+    def backward(self, h):
+        p = self.pattern
+        out = SparseCOO(p.indices, h, p.shape, p.coalesced)
+        return out if self.sparse_g else _k.to_dense(out)
+
+
+class MaskLike(Function):
+    """A dense g at a pattern's coalesced entries, as a sparse tensor (ToDense's gradient, as
+    an op); its own gradient is the dense form of h."""
+
+    def forward(self, g, pattern):
+        self.pattern = pattern
+        return _k.mask_like(g, pattern)
+
+    def backward(self, h):
+        return _k.to_dense(_k.mask_like(h, self.pattern))
 
 
 def _as_array(x, xp):
@@ -171,6 +200,9 @@ class ToDense(Function):
     def backward(self, g):
         return _k.mask_like(g, self.pattern)
 
+    def graph_backward(self, g, out):
+        return MaskLike.apply(g, pattern=self.pattern)
+
 
 class ToSparse(Function):
     def forward(self, x, sparse_dim):
@@ -199,6 +231,17 @@ class Values(Function):
     def backward(self, g):
         p = self.pattern
         return SparseCOO(p.indices, g, p.shape, p.coalesced)
+
+
+class SparseClone(Function):
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, g):
+        return g
+
+    def name(self):
+        return "CloneBackward"
 
 
 class Scale(Function):
@@ -329,12 +372,44 @@ class SparseMM(Function):
             if self.masked:
                 p = _k.coalesce(a)
                 rows, cols = p.indices
-                ga = SparseCOO(p.indices, (g[rows] * b[cols]).sum(axis=-1), a.shape, True)
+                ga = SparseCOO(p.indices, (g[rows] * b[cols]).sum(axis=-1), a.shape)
             else:
                 ga = g @ b.T
         if input_needed(self, 1):
             gb = _k.mm_t(a, g)
         return ga, gb
+
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        ga = gb = None
+        if input_needed(self, 0):
+            if self.masked:
+                ga = SampledProduct.apply(g, b, pattern=_k.coalesce(a.data))
+            else:
+                ga = g @ b.t()
+        if input_needed(self, 1):
+            gb = SparseMM.apply(a.t(), g, masked=self.masked)
+        return ga, gb
+
+
+class SampledProduct(Function):
+    """(g @ b.T) at a pattern's entries, as a sparse tensor: sparse.mm's gradient for its
+    sparse input, as an op (for double backward)."""
+
+    def forward(self, g, b, pattern):
+        self.g, self.b, self.pattern = g, b, pattern
+        rows, cols = pattern.indices
+        return SparseCOO(pattern.indices, (g[rows] * b[cols]).sum(axis=-1), pattern.shape)
+
+    def backward(self, h):
+        g, b, p = self.g, self.b, self.pattern
+        xp = get_array_module(g)
+        hv = _k.lookup(h, p)[:, None]
+        rows, cols = p.indices
+        gg, gb = xp.zeros_like(g), xp.zeros_like(b)
+        _k.scatter_add(gg, rows, hv * b[cols])
+        _k.scatter_add(gb, cols, hv * g[rows])
+        return gg, gb
 
 
 def _check_mm(name, a, b):
@@ -386,8 +461,10 @@ def _matmul_form(a, b):
 
 
 def smm(input, mat):
-    """torch.smm: sparse @ dense, as a sparse tensor."""
-    return to_sparse(mm(input, mat))
+    """torch.smm: sparse @ dense, as a sparse tensor (its nonzero entries)."""
+    out = to_sparse(mm(input, mat))
+    out.data.coalesced = False  # sorted and unique, but flagged as torch flags it
+    return out
 
 
 def hspmm(mat1, mat2):
@@ -402,7 +479,7 @@ def hspmm(mat1, mat2):
     rows = xp.unique(data.indices[0])
     out = _k.mm(data, mat2.data)
     return Tensor(SparseCOO(rows[None].astype(xp.int64), out[rows],
-                            (data.shape[0], mat2.shape[1]), coalesced=True))
+                            (data.shape[0], mat2.shape[1])))  # flagged as torch flags it
 
 
 # ---- reductions -----------------------------------------------------------------------------
@@ -423,8 +500,9 @@ def _dims(name, dim, n):
 class SparseSum(Function):
     """The sum over ``dims``: sparse where sparse dims remain, dense otherwise."""
 
-    def forward(self, x, dims):
+    def forward(self, x, dims, whole):
         sd = x.sparse_dim
+        self.whole = whole
         self.x = x
         self.keep = [d for d in range(sd) if d not in dims]
         self.dense_axes = tuple(d - sd + 1 for d in dims if d >= sd)
@@ -445,7 +523,7 @@ class SparseSum(Function):
         for axis in self.dense_axes:
             gv = xp.expand_dims(gv, axis)
         gv = xp.broadcast_to(gv, p.values.shape).astype(p.values.dtype)
-        return SparseCOO(p.indices, gv, p.shape, True)
+        return SparseCOO(p.indices, gv, p.shape, coalesced=self.whole)  # torch's flags
 
     def name(self):
         return "SparseSumBackward"
@@ -457,7 +535,7 @@ def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum's name)
     data = _need_sparse("sparse.sum", input)
     if dtype is not None:
         input = input.to(dtype)
-    return SparseSum.apply(input, dims=_dims("sparse.sum", dim, data.ndim))
+    return SparseSum.apply(input, dims=_dims("sparse.sum", dim, data.ndim), whole=dim is None)
 
 
 class SparseSoftmax(Function):
@@ -503,7 +581,7 @@ class SparseSoftmax(Function):
             gx = gv - xp.exp(y) * self.segment(gv)
         else:
             gx = y * (gv - self.segment(gv * y))
-        return SparseCOO(self.pattern.indices, gx, self.pattern.shape, True)
+        return SparseCOO(self.pattern.indices, gx, self.pattern.shape)  # uncoalesced: torch's
 
     def name(self):
         return "SparseLogSoftmaxBackward" if self.log else "SparseSoftmaxBackward"
@@ -546,7 +624,8 @@ def _scalar_form(op):
 
 
 autograd.sparse_forms.update({MatMul: _matmul_form, Mul: _scalar_form(Mul),
-                              Div: _scalar_form(Div)})
+                              Div: _scalar_form(Div),
+                              Clone: lambda x, keep_layout=False: SparseClone.apply(x)})
 
 for _name, _fn in {"to_dense": to_dense, "to_sparse": to_sparse, "to_sparse_coo": to_sparse_coo,
                    "indices": indices, "values": values, "_indices": _indices,

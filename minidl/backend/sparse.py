@@ -249,10 +249,11 @@ def lookup(g, pattern):
 
 
 def mask_like(g, pattern):
-    """``g`` (dense or sparse) restricted to ``pattern``'s entries, coalesced: torch's
-    sparse_mask, the gradient of an op on a sparse input."""
+    """``g`` (dense or sparse) restricted to ``pattern``'s entries in their sorted order:
+    torch's sparse_mask, the gradient of an op on a sparse input (flagged uncoalesced, as
+    torch flags it)."""
     pattern = coalesce(pattern)
-    return SparseCOO(pattern.indices, lookup(g, pattern), pattern.shape, coalesced=True)
+    return SparseCOO(pattern.indices, lookup(g, pattern), pattern.shape)
 
 
 def mm(a, b):
