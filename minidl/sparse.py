@@ -94,6 +94,11 @@ class Lookup(Function):
         out = SparseCOO(p.indices, h, p.shape, p.coalesced)
         return out if self.sparse_g else _k.to_dense(out)
 
+    def graph_backward(self, h, out):
+        p = self.pattern
+        back = FromValues.apply(h, indices=p.indices, shape=p.shape, coalesced=p.coalesced)
+        return back if self.sparse_g else back.to_dense()
+
 
 class MaskLike(Function):
     """A dense g at a pattern's coalesced entries, as a sparse tensor (ToDense's gradient, as
@@ -105,6 +110,9 @@ class MaskLike(Function):
 
     def backward(self, h):
         return _k.to_dense(_k.mask_like(h, self.pattern))
+
+    def graph_backward(self, h, out):
+        return MaskLike.apply(h, pattern=self.pattern).to_dense()
 
 
 def _as_array(x, xp):
@@ -211,6 +219,9 @@ class ToSparse(Function):
     def backward(self, g):
         return _k.to_dense(g) if type(g) is SparseCOO else g
 
+    def graph_backward(self, g, out):
+        return g.to_dense()
+
     def name(self):
         return "ToSparseBackward"
 
@@ -220,6 +231,9 @@ class Coalesce(Function):
         return _k.coalesce(x)
 
     def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
         return g
 
 
@@ -232,12 +246,19 @@ class Values(Function):
         p = self.pattern
         return SparseCOO(p.indices, g, p.shape, p.coalesced)
 
+    def graph_backward(self, g, out):
+        p = self.pattern
+        return FromValues.apply(g, indices=p.indices, shape=p.shape, coalesced=p.coalesced)
+
 
 class SparseClone(Function):
     def forward(self, x):
         return x.copy()
 
     def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
         return g
 
     def name(self):
@@ -254,6 +275,9 @@ class Scale(Function):
     def backward(self, g):
         if type(g) is SparseCOO:
             return g.with_values(g.values * self.factor)
+        return g * self.factor
+
+    def graph_backward(self, g, out):
         return g * self.factor
 
 
@@ -411,6 +435,14 @@ class SampledProduct(Function):
         _k.scatter_add(gb, cols, hv * g[rows])
         return gg, gb
 
+    def graph_backward(self, h, out):
+        g, b = self.inputs
+        p = self.pattern
+        hv = Lookup.apply(h, pattern=p)
+        sampled = FromValues.apply(hv, indices=p.indices, shape=p.shape, coalesced=p.coalesced)
+        return (SparseMM.apply(sampled, b, masked=True),
+                SparseMM.apply(sampled.t(), g, masked=True))
+
 
 def _check_mm(name, a, b):
     data = _need_sparse(name, a)
@@ -516,7 +548,7 @@ class SparseSum(Function):
         xp = get_array_module(self.x.values)
         p = _k.coalesce(self.x)
         if self.keep:
-            at = SparseCOO(p.indices[self.keep], None, self.shape)
+            at = SparseCOO(p.indices[self.keep], p.values, self.shape)
             gv = _k.lookup(g, at)
         else:
             gv = g[None]
@@ -524,6 +556,17 @@ class SparseSum(Function):
             gv = xp.expand_dims(gv, axis)
         gv = xp.broadcast_to(gv, p.values.shape).astype(p.values.dtype)
         return SparseCOO(p.indices, gv, p.shape, coalesced=self.whole)  # torch's flags
+
+    def graph_backward(self, g, out):
+        p = _k.coalesce(self.x)
+        if self.keep:
+            gv = Lookup.apply(g, pattern=SparseCOO(p.indices[self.keep], p.values, self.shape))
+        else:
+            gv = g.reshape((1,) + tuple(g.shape))
+        for axis in self.dense_axes:
+            gv = gv.unsqueeze(axis)
+        gv = gv.expand(*p.values.shape)
+        return FromValues.apply(gv, indices=p.indices, shape=p.shape, coalesced=self.whole)
 
     def name(self):
         return "SparseSumBackward"

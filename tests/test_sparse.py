@@ -306,7 +306,8 @@ def test_gradcheck_of_to_sparse_and_of_a_sparse_leaf():
         assert abs(s.grad.coalesce().values().numpy()[k] - numeric) < 1e-5
 
 
-@pytest.mark.parametrize("name", ["sparse.mm", "mm", "to_dense"])
+@pytest.mark.parametrize("name", ["sparse.mm", "mm", "to_dense", "sum", "sum all", "values",
+                                  "mul", "t", "clone", "to_sparse", "addmm"])
 def test_gradgradcheck(name):
     rng = np.random.default_rng(3)
     idx = minidl.tensor(INDICES)
@@ -314,7 +315,15 @@ def test_gradgradcheck(name):
     d = minidl.tensor(rng.standard_normal((3, 2)), dtype=minidl.float64, requires_grad=True)
     fns = {"sparse.mm": lambda s, d: minidl.sparse.mm(s, d) * d.sum(),
            "mm": lambda s, d: (s @ d) ** 2,
-           "to_dense": lambda s, d: (s.to_dense() @ d) ** 2}
+           "to_dense": lambda s, d: (s.to_dense() @ d) ** 2,
+           "sum": lambda s, d: minidl.sparse.sum(s, 0).to_dense() ** 2 * d[:, 0],
+           "sum all": lambda s, d: minidl.sparse.sum(s) ** 2 * d,
+           "values": lambda s, d: s.coalesce().values() ** 2 * d[0, 0],
+           "mul": lambda s, d: minidl.sparse.mm(s * 3.0, d) ** 2,
+           "t": lambda s, d: minidl.sparse.mm(s.t(), d) ** 2,
+           "clone": lambda s, d: minidl.sparse.mm(s.clone(), d) ** 2,
+           "to_sparse": lambda s, d: minidl.sparse.mm((s.to_dense() * 2).to_sparse(), d) ** 2,
+           "addmm": lambda s, d: minidl.sparse.addmm(d * d, s, d, alpha=0.5) ** 2}
     fn = fns[name]
     assert gradgradcheck(lambda v, d: fn(minidl.sparse_coo_tensor(idx, v, (3, 3)), d), [v, d])
 
