@@ -494,3 +494,31 @@ def test_sparse_misuse_is_refused_clearly():
         s + minidl.sparse_coo_tensor([[0]], [1.0], (3,))
     with pytest.raises(RuntimeError, match="expected a sparse COO tensor"):
         minidl.ones(2).indices()
+
+
+# ---- on the (fake) GPU -------------------------------------------------------------------
+def test_sparse_mm_and_embedding_on_the_fake_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    results = {}
+    for device in ("cpu", "cuda"):
+        if device == "cuda":
+            _fake_gpu.install(monkeypatch, host_kernels)
+        v = minidl.tensor(np.array(VALUES, np.float32), device=device, requires_grad=True)
+        s = minidl.sparse_coo_tensor(minidl.tensor(INDICES, device=device), v, (3, 3))
+        assert s.device == device
+        d = minidl.tensor(np.arange(6, dtype=np.float32).reshape(3, 2), device=device,
+                          requires_grad=True)
+        out = minidl.sparse.softmax(minidl.sparse.mm(s, d).to_sparse(), 1).to_dense()
+        (out * minidl.tensor(np.arange(6.0, dtype=np.float32).reshape(3, 2), device=device)) \
+            .sum().backward()
+        e = nn.Embedding(4, 2, sparse=True).to(device)
+        with minidl.no_grad():
+            e.weight.copy_(minidl.tensor(np.ones((4, 2), np.float32), device=device))
+        opt = minidl.optim.SparseAdam(e.parameters(), lr=0.1)
+        e(minidl.tensor([1, 3, 1], device=device)).pow(2).sum().backward()
+        assert e.weight.grad.device == device
+        opt.step()
+        results[device] = [out.numpy(), v.grad.numpy(), d.grad.numpy(), e.weight.numpy()]
+    for ours, cpu in zip(results["cuda"], results["cpu"]):
+        np.testing.assert_allclose(ours, cpu, rtol=1e-6)

@@ -165,9 +165,9 @@ def coalesce(a):
 def scatter_add(out, rows, values):
     """out[rows[i]] += values[i], repeats adding up."""
     xp = get_array_module(out)
-    if xp is np:
-        np.add.at(out, rows, values)
-    else:  # cupy: its scatter_add is the unbuffered add
+    if xp is np or hasattr(xp.add, "at"):
+        xp.add.at(out, rows, values)
+    else:  # CuPy before 12: its scatter_add is the unbuffered add
         import cupyx
 
         cupyx.scatter_add(out, rows, values)
@@ -176,9 +176,9 @@ def scatter_add(out, rows, values):
 def scatter_max(out, rows, values):
     """out[rows[i]] = max(out[rows[i]], values[i])."""
     xp = get_array_module(out)
-    if xp is np:
-        np.maximum.at(out, rows, values)
-    else:
+    if xp is np or hasattr(xp.maximum, "at"):
+        xp.maximum.at(out, rows, values)
+    else:  # CuPy before 12
         import cupyx
 
         cupyx.scatter_max(out, rows, values)
