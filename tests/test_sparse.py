@@ -480,6 +480,10 @@ def test_dense_only_ops_refuse_a_sparse_tensor_naming_the_op(op, name):
 
 def test_sparse_misuse_is_refused_clearly():
     s = _sparse(minidl)
+    assert len(s) == 3  # its first dim, as torch's
+    for op in (lambda: s == s, lambda: s < 1, lambda: abs(s), lambda: s ** 2):
+        with pytest.raises(NotImplementedError, match="not supported for sparse COO tensors"):
+            op()
     with pytest.raises(NotImplementedError, match="to_dense"):
         s.numpy()
     with pytest.raises(RuntimeError, match=r"shapes \(3, 3\) and \(4, 2\) cannot be multiplied"):

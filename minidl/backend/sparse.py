@@ -114,13 +114,27 @@ class SparseCOO:
     def __array_function__(self, func, types, args, kwargs):
         raise SparseLayoutError(func.__name__)
 
-    def _refuse(self, *args, **kwargs):
-        raise SparseLayoutError("this operator")
+    def __len__(self):  # len() of a sparse tensor: its first dim, as torch's
+        return self.shape[0]
 
-    __getitem__ = __setitem__ = __iter__ = __len__ = __bool__ = __float__ = _refuse
-    __sub__ = __rsub__ = __truediv__ = __rtruediv__ = __pow__ = __matmul__ = _refuse
-    __rmatmul__ = __lt__ = __le__ = __gt__ = __ge__ = __abs__ = _refuse
-    __radd__ = __mul__ = __rmul__ = _refuse
+    __hash__ = object.__hash__  # __eq__ is refused below; identity still hashes
+
+
+def _refusing(op):
+    def refuse(self, *args, **kwargs):
+        raise SparseLayoutError(op)
+    refuse.__name__ = op
+    return refuse
+
+
+for _dunder, _op in {
+        "__getitem__": "indexing", "__setitem__": "index assignment", "__iter__": "iteration",
+        "__bool__": "bool()", "__float__": "float()", "__int__": "int()",
+        "__eq__": "==", "__ne__": "!=", "__lt__": "<", "__le__": "<=", "__gt__": ">",
+        "__ge__": ">=", "__abs__": "abs", "__sub__": "-", "__rsub__": "-", "__radd__": "+",
+        "__mul__": "*", "__rmul__": "*", "__truediv__": "/", "__rtruediv__": "/",
+        "__pow__": "**", "__matmul__": "@", "__rmatmul__": "@"}.items():
+    setattr(SparseCOO, _dunder, _refusing(_op))
 
 
 def is_sparse(array):
