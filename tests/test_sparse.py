@@ -526,3 +526,21 @@ def test_sparse_mm_and_embedding_on_the_fake_gpu(monkeypatch, host_kernels):
         results[device] = [out.numpy(), v.grad.numpy(), d.grad.numpy(), e.weight.numpy()]
     for ours, cpu in zip(results["cuda"], results["cpu"]):
         np.testing.assert_allclose(ours, cpu, rtol=1e-6)
+
+
+def test_sgd_sparse_momentum_buffer_state_dict_round_trip():
+    def run(reload):
+        minidl.manual_seed(0)
+        e = nn.Embedding(5, 2, sparse=True)
+        opt = minidl.optim.SGD(e.parameters(), lr=0.1, momentum=0.9)
+        for step in range(3):
+            if reload and step == 2:
+                state = opt.state_dict()
+                assert state["state"][0]["momentum_buffer"].is_sparse
+                opt = minidl.optim.SGD(e.parameters(), lr=0.1, momentum=0.9)
+                opt.load_state_dict(state)
+            opt.zero_grad()
+            e(minidl.tensor([1, 3, 1 + step])).pow(2).sum().backward()
+            opt.step()
+        return e.weight.detach().numpy()
+    np.testing.assert_array_equal(run(False), run(True))

@@ -107,7 +107,12 @@ def _state_value(value, param, key, index, scalar_keys=(), shape=None):
     int and the keys in ``scalar_keys`` as floats."""
     if isinstance(value, Tensor):
         value = value.data
-    elif not hasattr(value, "__array__") and not isinstance(value, (int, float)):
+    if type(value) is SparseCOO:  # SGD's momentum buffer of a sparse gradient stays sparse
+        if value.shape != tuple(param.shape):
+            raise ValueError(f"load_state_dict: state {index} {key!r} has shape {value.shape}, "
+                             f"expected {tuple(param.shape)}")
+        return value.astype(param.data.dtype)  # a copy of the values; indices are not written
+    if not hasattr(value, "__array__") and not isinstance(value, (int, float)):
         raise TypeError(f"load_state_dict: state {index} {key!r} is a {type(value).__name__}, "
                         "not an array")
     if device_of(value) != "cuda":
