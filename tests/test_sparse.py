@@ -123,12 +123,20 @@ def test_to_sparse_and_inferred_size_as_torch():
 
 def test_t_mul_div_neg_add_and_dtype_as_torch():
     torch = _torch()
+    weights = np.arange(9, dtype=np.float32).reshape(3, 3)
     for op in (lambda s: s.t(), lambda s: s * 2.5, lambda s: 3 * s, lambda s: s.mul(2),
                lambda s: s / 4, lambda s: -s, lambda s: s + s.coalesce(), lambda s: s.double(),
                lambda s: s.clone()):
-        ours, theirs = op(_sparse(minidl)), op(_sparse(torch))
+        results = []
+        for ns in (minidl, torch):
+            s = _sparse(ns, requires_grad=True)
+            out = op(s)
+            (out.to_dense() * ns.tensor(weights, dtype=out.dtype)).sum().backward()
+            results.append((out, s.grad))
+        (ours, o_grad), (theirs, t_grad) = results
         _same_dense_meaning(ours, theirs)
         assert ours.dtype == np.dtype(str(theirs.dtype).replace("torch.", ""))
+        _same_dense_meaning(o_grad, t_grad)  # the gradient: sparse, as torch's
     _same_sparse(_sparse(minidl).t(), _sparse(torch).t())
 
 
