@@ -179,6 +179,14 @@ def coalesce(a):
 def scatter_add(out, rows, values):
     """out[rows[i]] += values[i], repeats adding up."""
     xp = get_array_module(out)
+    if (xp is np and out.ndim == 2 and values.ndim == 2 and not isinstance(rows, tuple)
+            and out.dtype in (np.float32, np.float64) and values.dtype == out.dtype):
+        from . import kernels
+
+        fast = getattr(kernels(np), "add_rows", None)
+        if fast is not None:  # numba: ufunc.at is several times slower on rows
+            fast(out, rows, values)
+            return
     if xp is np or hasattr(xp.add, "at"):
         xp.add.at(out, rows, values)
     else:  # CuPy before 12: its scatter_add is the unbuffered add
