@@ -24,6 +24,7 @@ from .backend import get_array_module, normalize_device
 from .backend import sparse as _k
 from .backend.sparse import SparseCOO
 from .ops import BadArgumentError, Clone, Div, MatMul, Mul
+from .products import _scaled_sum
 from .tensor import Tensor
 
 __all__ = ["mm", "addmm", "sum", "softmax", "log_softmax", "smm", "hspmm"]
@@ -474,12 +475,8 @@ def addmm(mat, mat1, mat2, *, beta=1.0, alpha=1.0):
     """torch.sparse.addmm: beta * mat + alpha * (mat1 @ mat2), mat1 sparse (gradient as
     sparse.mm's)."""
     _check_mm("sparse.addmm", mat1, mat2)
-    product = SparseMM.apply(mat1, mat2, masked=True)
-    if alpha != 1:
-        product = product * alpha
-    if beta == 0:  # as torch: mat is not read (its NaN does not reach the result)
-        return product + mat * 0 if mat.requires_grad else product
-    return product + (mat if beta == 1 else mat * beta)
+    # beta = 0: mat is not read (its NaN does not reach the result), as torch's addmm
+    return _scaled_sum(mat, SparseMM.apply(mat1, mat2, masked=True), beta, alpha)
 
 
 def _matmul_form(a, b):

@@ -174,6 +174,18 @@ def test_products_and_gradients_match_torch(name, fn):
     np.testing.assert_allclose(o_gd.numpy(), t_gd.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_addmm_with_beta_zero_does_not_read_its_input_as_torch():
+    torch = _torch()
+    results = []
+    for ns in (minidl, torch):
+        mat = ns.tensor(np.full((3, 2), np.nan, np.float32), requires_grad=True)
+        out = ns.sparse.addmm(mat, _sparse(ns), ns.ones(3, 2), beta=0.0)
+        out.sum().backward()
+        results.append((out.detach().numpy(), mat.grad.numpy()))
+    for ours, theirs in zip(*results):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_gradient_reaches_values_through_sparse_coo_tensor_as_torch():
     torch = _torch()
     grads = []
