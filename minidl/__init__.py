@@ -12,6 +12,7 @@ from .autograd import inference_mode, set_grad_enabled
 from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
 from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
+from . import hub, random  # noqa: E402,F401  (torch.hub on local files; torch.random)
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import complex64, complex128, float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402

@@ -1455,8 +1455,13 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
                 _run_post_hooks(node)
             if ctx is None:
                 continue
+        if ctx.packed is not None:  # saved-tensor hooks packed what it saved: unpack it
+            autograd.unpack_saved(ctx)
         if ctx.stamp != changes:  # something changed in place since this op's forward
             autograd.check_versions(node, ctx, create_graph and ctx.graph_reads_all)
+        hooks = ctx.node_hooks
+        if hooks is not None and hooks["pre"]:
+            g = autograd.run_prehooks(ctx, g)
         finish = ctx.after_backward
         if finish is not None and finish not in finishers:
             finishers.append(finish)
@@ -1476,9 +1481,13 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
                 autograd._grad_enabled = previous
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
+        if hooks is not None and hooks["post"]:
+            in_grads = autograd.run_posthooks(ctx, in_grads, g)
         inputs = ctx.inputs
         if not retain_graph:
             ctx.free()
+        elif ctx.packed is not None:
+            ctx.saved = ()  # a retained graph keeps the packed values only, as before backward
         for parent, pg in zip(inputs, in_grads):
             if pg is None or not parent.requires_grad:
                 continue

@@ -1,6 +1,10 @@
 """Read PyTorch checkpoints without torch, and convert them to minidl's ``.npz`` weights.
 
     python -m minidl.models.convert resnet50-0676ba61.pth resnet50.npz [--arch NAME|none]
+    python -m minidl.models.convert --to-torch model.npz model.pt [--arch NAME]
+
+The second form goes the other way: a minidl checkpoint (``minidl.save``'s .npz, or this
+converter's) becomes a file ``torch.load`` reads, written without torch (``save_torch``).
 
 A ``.pth`` file is a pickle, and unpickling runs whatever callables the file names. So the
 reader here never hands the pickle to ``pickle.load``: a restricted ``Unpickler`` resolves only
@@ -34,9 +38,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..serialization import TREE, check_save_path, save_npz  # the one .npz writer: atomic, any key, umask mode
+# the one .npz writer (atomic, any key, umask mode) and torch.save's format, written the same way
+from ..serialization import TREE, check_save_path, save_npz, save_torch
 
-__all__ = ["load_torch_checkpoint", "load_safetensors", "check_state_dict", "convert", "save_npz", "main"]
+__all__ = ["load_torch_checkpoint", "load_safetensors", "check_state_dict", "convert", "to_torch",
+           "save_npz", "save_torch", "main"]
 
 # torch storage class name -> numpy dtype code of its elements in the file.
 # bfloat16 has no numpy dtype: it is read as uint16 and widened to float32 (exactly).
@@ -404,13 +410,21 @@ def load_torch_checkpoint(path, max_bytes=None):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if _is_safetensors(path):
         return load_safetensors(path)
+    return _as_state_dict(read_torch_file(path, max_bytes), path)
+
+
+def read_torch_file(path, max_bytes=None):
+    """What a torch.save file holds, nesting kept (dicts, lists, numbers, strings), with each
+    tensor as a NumPy array: ``minidl.load`` of a PyTorch file. Read as load_torch_checkpoint
+    reads (no torch, no code from the file, the same memory budget); an .npz gives its dict."""
+    path = os.fspath(path)
     if zipfile.is_zipfile(path):
         try:
             with zipfile.ZipFile(path) as archive:
                 names = archive.namelist()
                 budget = _Budget(path, max_bytes)
                 if names and all(n.endswith(".npy") for n in names):
-                    return _as_state_dict(_read_npz(archive, path, budget), path)
+                    return _read_npz(archive, path, budget)
                 if TREE in names and all(n.endswith(".npy") for n in names if n != TREE):
                     obj = _read_minidl_save(path, archive, budget)
                 else:
@@ -425,7 +439,7 @@ def load_torch_checkpoint(path, max_bytes=None):
             raise ValueError(f"checkpoint {path} is corrupt or truncated: {e!r}") from e
     else:
         obj = _load_legacy(path)
-    return _as_state_dict(obj, path)
+    return obj
 
 
 def check_state_dict(expected, got):
@@ -499,24 +513,70 @@ def convert(in_path, out_path, arch="resnet50"):
     return state
 
 
+def to_torch(in_path, out_path, arch="none"):
+    """minidl checkpoint (what ``minidl.save`` or ``convert`` wrote) -> ``out_path`` in
+    torch.save's format, holding the same object (``save_torch``); returns that object. With
+    an arch, its state dict (the checkpoint itself, or its "model"/"state_dict" entry) must
+    match that minidl model's names and shapes, which are torchvision's."""
+    from ..serialization import load
+
+    if _same_file(in_path, out_path):
+        raise ValueError(f"output {out_path} is the input checkpoint itself; writing it would "
+                         "destroy the source: choose another output path")
+    check_save_path(out_path, make_folders=True)  # before the read, not after it
+    expected = _expected_shapes(arch) if arch != "none" else None
+    obj = load(in_path)
+    if expected is not None:
+        state = obj
+        while isinstance(state, dict) and any(isinstance(state.get(k), dict) for k in _STATE_DICT_KEYS):
+            state = next(state[k] for k in _STATE_DICT_KEYS if isinstance(state.get(k), dict))
+        if not isinstance(state, dict):
+            raise ValueError(f"checkpoint {in_path} holds a {type(state).__name__}, not a state dict")
+        problems = check_state_dict(expected, {k: v for k, v in state.items()
+                                               if not str(k).endswith("num_batches_tracked")})
+        if problems:
+            raise ValueError(f"checkpoint {in_path} does not fit minidl's {arch} "
+                             f"({len(problems)} problems):\n  " + "\n  ".join(problems))
+    save_torch(obj, out_path, make_folders=True)
+    return obj
+
+
+def _arrays_in(obj):
+    """The arrays and Tensors in a checkpoint's nesting, for the summary line."""
+    if isinstance(obj, dict):
+        return [a for v in obj.values() for a in _arrays_in(v)]
+    if isinstance(obj, (list, tuple)):
+        return [a for v in obj for a in _arrays_in(v)]
+    return [obj] if hasattr(obj, "shape") and hasattr(obj, "dtype") else []
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m minidl.models.convert",
         description="Convert a PyTorch checkpoint (.pth/.pt, zip or legacy format, "
-                    ".safetensors, or .npz) to minidl .npz weights.")
-    parser.add_argument("input", help="PyTorch checkpoint")
-    parser.add_argument("output", help="where to write the .npz")
-    parser.add_argument("--arch", default="resnet50", metavar="NAME",
+                    ".safetensors, or .npz) to minidl .npz weights; with --to-torch, a minidl "
+                    "checkpoint to a file torch.load reads.")
+    parser.add_argument("input", help="PyTorch checkpoint (with --to-torch: minidl's .npz)")
+    parser.add_argument("output", help="where to write the .npz (with --to-torch: the .pt)")
+    parser.add_argument("--arch", default=None, metavar="NAME",
                         help="check names and shapes against this minidl model: one of "
-                             "minidl.models.list_models(), or none (default: resnet50)")
+                             "minidl.models.list_models(), or none (default: resnet50; none "
+                             "with --to-torch)")
+    parser.add_argument("--to-torch", action="store_true",
+                        help="write torch.save's format (read by torch.load, weights_only=True "
+                             "too) from a checkpoint minidl.save or this converter wrote")
     args = parser.parse_args(argv)
+    arch = args.arch or ("none" if args.to_torch else "resnet50")
     try:
-        state = convert(args.input, args.output, arch=args.arch)
-    except (OSError, ValueError, pickle.UnpicklingError, ImportError, RuntimeError) as e:
+        if args.to_torch:
+            arrays = _arrays_in(to_torch(args.input, args.output, arch=arch))
+        else:
+            arrays = list(convert(args.input, args.output, arch=arch).values())
+    except (OSError, ValueError, TypeError, pickle.UnpicklingError, ImportError, RuntimeError) as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
-    total = sum(a.size for a in state.values())
-    print(f"wrote {len(state)} tensors ({total:,} values) to {args.output}")
+    total = sum(math.prod(a.shape) for a in arrays)
+    print(f"wrote {len(arrays)} tensors ({total:,} values) to {args.output}")
     return 0
 
 

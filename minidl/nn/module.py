@@ -828,7 +828,7 @@ class Module:
         module runs eagerly as it is (one warning per process says so); returns None. The
         arguments are torch.compile's and are checked as it checks them (a mistyped mode
         raises)."""
-        from ..runtime import check_compile_arguments
+        from ..backend.compile_args import check_compile_arguments
 
         check_compile_arguments(backend, mode, options)
         global _compile_warned

@@ -1,0 +1,13 @@
+"""torch.distributed.fsdp: FullyShardedDataParallel (FSDP1's API) and its option types; the
+auto-wrap policies are in minidl.distributed.fsdp.wrap."""
+from .api import (BackwardPrefetch, CPUOffload, FullOptimStateDictConfig, FullStateDictConfig,
+                  LocalOptimStateDictConfig, LocalStateDictConfig, MixedPrecision,
+                  OptimStateDictConfig, ShardedOptimStateDictConfig, ShardedStateDictConfig,
+                  ShardingStrategy, StateDictConfig, StateDictType)
+from .fully_sharded_data_parallel import FlatParameter, FullyShardedDataParallel
+
+__all__ = ["FullyShardedDataParallel", "FlatParameter", "ShardingStrategy", "BackwardPrefetch",
+           "StateDictType", "MixedPrecision", "CPUOffload", "StateDictConfig",
+           "FullStateDictConfig", "ShardedStateDictConfig", "LocalStateDictConfig",
+           "OptimStateDictConfig", "FullOptimStateDictConfig", "ShardedOptimStateDictConfig",
+           "LocalOptimStateDictConfig"]

@@ -1,0 +1,482 @@
+"""minidl.distributed.fsdp.FullyShardedDataParallel.
+
+Every multi-rank case runs in one launch of ``mpiexec -n 2 tests/_fsdp_worker.py`` (skipped
+only where mpi4py or mpiexec is missing, with that reason); each rank trains on its half of the
+batch, and the references are computed here, in one process, by the plain model on the whole
+batch. The rest (wrap policies, errors before a process group exists) runs in this process.
+"""
+import functools
+import json
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl import optim
+from minidl.distributed.fsdp import FullyShardedDataParallel as FSDP
+from minidl.distributed.fsdp import MixedPrecision, ShardingStrategy, StateDictType
+from minidl.distributed.fsdp.wrap import (ModuleWrapPolicy, always_wrap_policy,
+                                          lambda_auto_wrap_policy, size_based_auto_wrap_policy,
+                                          transformer_auto_wrap_policy)
+from test_distributed import REPO, needs_mpi, run_mpi
+import _fsdp_worker as worker
+
+WORKER = REPO / "tests" / "_fsdp_worker.py"
+CASES = "train,state,errors"
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    rc, so, se, _ = run_mpi([WORKER, CASES, out], timeout=300)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    return out
+
+
+def _json(out, case):
+    return [json.loads((out / f"{case}.rank{r}.json").read_text()) for r in range(2)]
+
+
+def _npz(out, case, rank=0):
+    return dict(np.load(out / f"{case}.rank{rank}.npz"))
+
+
+@pytest.fixture(scope="module")
+def train(launched):
+    return _json(launched, "train"), _npz(launched, "train")
+
+
+@pytest.fixture(scope="module")
+def state(launched):
+    return _json(launched, "state"), [_npz(launched, "state", r) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def errors(launched):
+    return _json(launched, "errors")
+
+
+def _plain_state(model):
+    return {k: v.numpy() for k, v in model.state_dict().items()}
+
+
+# ---- training equals one process on the whole batch ---------------------------------------------
+@needs_mpi
+@pytest.mark.parametrize("run", worker.RUNS, ids=[".".join(r) for r in worker.RUNS])
+def test_training_equals_one_process_on_the_whole_batch(train, run):
+    """FSDP (nested units from auto_wrap) + SGD-momentum / Adam for several steps, each rank
+    on its half of the batch, gives the plain model's weights and BatchNorm statistics after
+    the same steps on the whole batch; the full state dict has the plain model's keys."""
+    infos, arrays = train
+    kind, strategy, opt_name = run
+    tag = ".".join(run)
+    ref, _ = worker.train_reference(kind, opt_name)
+    want = _plain_state(ref)
+    assert infos[0][tag]["state_keys"] == list(want)  # same keys, same order
+    tol = 1e-12 if kind == "mlp" else 2e-6  # float64 / float32
+    for k, v in want.items():
+        got = arrays[f"{tag}|{k}"]
+        assert got.shape == v.shape, k
+        np.testing.assert_allclose(got, v, rtol=tol, atol=tol, err_msg=k)
+    assert infos[0][tag]["units"] == (2 if kind == "mlp" else 3)  # the root and auto-wrapped
+    assert infos[1][tag]["state_keys"] == []  # rank0_only: the other rank gets nothing
+
+
+@needs_mpi
+@pytest.mark.parametrize("run", worker.RUNS, ids=[".".join(r) for r in worker.RUNS])
+def test_each_rank_holds_only_its_shards_after_a_step(train, run):
+    """After a step, the model holds its shards, their gradients and the buffers, and nothing
+    else (no gathered parameters, no original parameters): half the model on each of 2 ranks
+    (FULL_SHARD, SHARD_GRAD_OP); NO_SHARD holds all of it. The optimizer's state is sharded
+    the same way."""
+    kind, strategy, opt_name = run
+    tag = ".".join(run)
+    for r in train[0]:
+        info = r[tag]
+        shards = sum(info["shards"])
+        assert info["exposed_after_step"] == []
+        assert sum(info["unit_params"]) == info["plain_params"]
+        if strategy == "NO_SHARD":
+            assert info["shards"] == info["unit_params"]
+        else:  # each unit's flat buffer padded to an even size, then halved
+            assert info["shards"] == [(n + 1) // 2 for n in info["unit_params"]]
+            assert shards <= info["plain_params"] // 2 + len(info["shards"])
+        assert info["held"] == 2 * shards + info["buffers"]  # values and gradients
+        per_param = 2 if opt_name == "adam" else 1  # exp_avg, exp_avg_sq / momentum_buffer
+        extra = info["held_with_optimizer"] - info["held"]
+        assert shards * per_param <= extra <= shards * per_param + 2 * len(info["shards"])
+
+
+# ---- state dicts, optimizer state, full parameters ----------------------------------------------
+@needs_mpi
+def test_state_dict_types_round_trip(state):
+    infos, _ = state
+    plain_keys = ["0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"]
+    for rank, r in enumerate(infos):
+        assert r["full_round_trip"]
+        assert r["SHARDED_STATE_DICT_round_trip"] and r["LOCAL_STATE_DICT_round_trip"]
+        assert r["SHARDED_STATE_DICT_keys"] == plain_keys
+        assert r["LOCAL_STATE_DICT_keys"] == ["_flat_param", "2._flat_param"]
+        assert r["LOCAL_STATE_DICT_sizes"] == [114, 136]  # (227 + 1) / 2, 272 / 2
+        assert r["rank0_only_got"] == (6 if rank == 0 else 0)
+    # each rank's pieces of the parameters make up the whole of them
+    sizes = np.add(infos[0]["SHARDED_STATE_DICT_sizes"], infos[1]["SHARDED_STATE_DICT_sizes"])
+    assert sizes.tolist() == [160, 16, 256, 16, 48, 3]
+
+
+@needs_mpi
+def test_load_refuses_another_world_size_and_missing_keys(state):
+    for r in state[0]:
+        assert r["local_world_mismatch"].startswith("ValueError: FullyShardedDataParallel."
+                                                    "load_state_dict (LOCAL_STATE_DICT)")
+        assert "holds 227 elements, this rank's shard 114" in r["local_world_mismatch"]
+        assert "different number of ranks" in r["local_world_mismatch"]
+        assert "SHARDED_STATE_DICT" in r["sharded_world_mismatch"]
+        assert "'0.weight' holds 160 elements" in r["sharded_world_mismatch"]
+        assert r["full_missing_key"].endswith("missing keys: 2.bias")
+
+
+@needs_mpi
+def test_optim_state_dict_is_the_plain_optimizers_by_name(state):
+    """FSDP.optim_state_dict: Adam's state over the whole model keyed by parameter name, equal
+    to the plain model's Adam after the same two steps; optim_state_dict_to_load gives each
+    rank back its shards, and loads it on another number of ranks (one) too."""
+    infos, arrays = state
+    ref, ref_opt = worker.train_reference("mlp", "adam", steps=2)
+    names = [n for n, _ in ref.named_parameters()]
+    for rank, r in enumerate(infos):
+        assert r["osd_keys"] == sorted(names) and sorted(r["osd_groups"]) == sorted(names)
+        assert r["osd_reload_equal"] and r["osd_other_world_equal"]
+        for name, p in ref.named_parameters():
+            st = ref_opt.state[id(p)]
+            for key in ("exp_avg", "exp_avg_sq"):
+                np.testing.assert_allclose(arrays[rank][f"osd|{name}|{key}"], st[key],
+                                           rtol=1e-10, atol=1e-14)
+            assert float(arrays[rank][f"osd|{name}|step"]) == 2.0
+
+
+@needs_mpi
+def test_summon_full_params_shows_and_writes_back(state):
+    for r in state[0]:
+        assert [n for n, _ in r["summoned"]] == [
+            "_fsdp_wrapped_module.0.weight", "_fsdp_wrapped_module.0.bias",
+            "_fsdp_wrapped_module.2._fsdp_wrapped_module.weight",
+            "_fsdp_wrapped_module.2._fsdp_wrapped_module.bias",
+            "_fsdp_wrapped_module.4.weight", "_fsdp_wrapped_module.4.bias"]
+        assert r["summoned"][0][1] == [16, 10]
+        assert r["after_summon_params"] == ["_flat_param", "_fsdp_wrapped_module.2._flat_param"]
+        assert r["written_back"] == 42.0
+
+
+def _plain_clip_grads():
+    """The plain model's whole-batch gradients of the clip case (before clipping)."""
+    model = worker.make_model("mlp")
+    x, y = worker.data("mlp", 0)
+    F.cross_entropy(model(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+    return model
+
+
+def _clip_key(name):  # the plain name under summon_full_params (2 is a nested unit)
+    return "clip|_fsdp_wrapped_module." + name.replace("2.", "2._fsdp_wrapped_module.")
+
+
+@needs_mpi
+def test_clip_grad_norm_equals_the_plain_models(state):
+    """The norm over every rank's shards, and the clipped gradients, equal
+    nn.utils.clip_grad_norm_ on the plain model's whole-batch gradients."""
+    infos, arrays = state
+    model = _plain_clip_grads()
+    inf = float(max(np.abs(p.grad.numpy()).max() for p in model.parameters()))
+    norm = nn.utils.clip_grad_norm_(model.parameters(), 0.05)
+    assert float(norm.item()) > 0.05  # it does clip
+    for rank, r in enumerate(infos):
+        assert r["clip_norm"] == pytest.approx(float(norm.item()), rel=1e-12)
+        assert r["clip_inf"] == pytest.approx(inf, rel=1e-12)
+        for n, p in model.named_parameters():
+            np.testing.assert_allclose(arrays[rank][_clip_key(n)], p.grad.numpy(), rtol=1e-10,
+                                       atol=1e-15, err_msg=n)
+
+
+@needs_mpi
+def test_clip_grad_norm_equals_torchs_on_the_plain_model(state):
+    infos, arrays = state
+    torch = pytest.importorskip("torch")
+    model = _plain_clip_grads()
+    tparams = []
+    for _, p in model.named_parameters():
+        t = torch.nn.Parameter(torch.zeros(p.shape, dtype=torch.float64))
+        t.grad = torch.tensor(p.grad.numpy())
+        tparams.append(t)
+    norm = float(torch.nn.utils.clip_grad_norm_(tparams, 0.05))
+    for rank, r in enumerate(infos):
+        assert r["clip_norm"] == pytest.approx(norm, rel=1e-12)
+        for (n, _), t in zip(model.named_parameters(), tparams):
+            np.testing.assert_allclose(arrays[rank][_clip_key(n)], t.grad.numpy(), rtol=1e-10,
+                                       atol=1e-15, err_msg=n)
+
+
+@needs_mpi
+def test_no_sync_accumulates_then_reduces(state):
+    """Two backward passes under no_sync (no gradient on the shards yet), then one outside:
+    the shards' gradients are those of the three whole batches summed."""
+    infos, arrays = state
+    model = worker.make_model("conv")
+    for s in range(3):
+        x, y = worker.data("conv", s)
+        F.cross_entropy(model(minidl.tensor(x)), minidl.tensor(y)).backward()
+    for rank, r in enumerate(infos):
+        assert r["no_sync_grad_none"] == [True, True]
+        for n, p in model.named_parameters():
+            parts = n.split(".")
+            key = "nosync|_fsdp_wrapped_module." + (
+                f"{parts[0]}._fsdp_wrapped_module.{parts[1]}" if parts[0] in ("0", "3") else n)
+            np.testing.assert_allclose(arrays[rank][key], p.grad.numpy(), rtol=2e-5,
+                                       atol=2e-6, err_msg=n)
+
+
+@needs_mpi
+def test_buffers_kwargs_module_and_mixed_precision(state):
+    infos, arrays = state
+    model = worker.make_model("mlp").to(minidl.float32)
+    x, y = worker.data("mlp", 0)
+    F.cross_entropy(model(minidl.tensor(x)), minidl.tensor(y)).backward()
+    for rank, r in enumerate(infos):
+        assert r["running_mean"] == [1.0] * 4  # rank 0's, broadcast at wrap time
+        assert r["kwargs"][1][0] == pytest.approx([2 * v + 1 for v in r["kwargs"][0][0]])
+        assert r["module_is_kwnet"] == "KwNet" and r["eval_no_grad"] is False
+        assert r["mp_logits_dtype"] == "float16"  # computed in param_dtype
+        assert r["mp_shard_dtypes"] == ["float32"] and r["mp_grad_dtypes"] == ["float32"]
+        for n, p in model.named_parameters():
+            got = arrays[rank]["mp|_fsdp_wrapped_module." + n]
+            np.testing.assert_allclose(got, p.grad.numpy(), rtol=0.05, atol=2e-3, err_msg=n)
+
+
+@needs_mpi
+def test_a_group_of_one_rank_is_the_plain_model(state):
+    """FSDP over a process group of this rank alone (world size 1) trains as the plain model
+    on that rank's own batches."""
+    infos, arrays = state
+    for rank in range(2):
+        assert infos[rank]["solo_world"] == 1
+        model = worker.make_model("mlp")
+        opt = worker.make_opt("sgd", model.parameters())
+        for s in range(2):
+            x, y = worker.data("mlp", s)
+            sl = slice(rank * worker.BATCH, (rank + 1) * worker.BATCH)
+            opt.zero_grad()
+            F.cross_entropy(model(minidl.tensor(x[sl], dtype=x.dtype)),
+                            minidl.tensor(y[sl])).backward()
+            opt.step()
+        if rank == 0:  # rank0_only: the full state dict is on rank 0
+            for k, v in _plain_state(model).items():
+                np.testing.assert_allclose(arrays[0][f"solo|{k}"], v, rtol=1e-12, atol=1e-14)
+
+
+# ---- bad input -------------------------------------------------------------------------------
+@needs_mpi
+def test_errors_name_the_problem(errors):
+    for r in errors:
+        assert r["shared"].startswith("ValueError: FullyShardedDataParallel: parameter "
+                                      "'2.weight' is shared with '0.weight', which another FSDP "
+                                      "unit takes")
+        # refused before anything was wrapped or flattened
+        assert r["shared_left_as_was"] == ["Linear", "ReLU", "Linear", "Parameter", [4, 4], True]
+        assert r["mixed_left_as_was"] == ["Linear", "ReLU", "Linear", "ReLU", "Linear", 6]
+        assert r["tied_one_unit_numel"] == 24  # 16 + 4 + 4: the tied weight once
+        assert r["stale_optimizer"].startswith(
+            "RuntimeError: FullyShardedDataParallel: the optimizer holds parameter '0.weight'")
+        assert "Construct the optimizer after wrapping" in r["stale_optimizer"]
+        assert "0.weight do not and the others do" in r["mixed_requires_grad"]
+        assert r["not_a_module"] == ("TypeError: FullyShardedDataParallel wraps an nn.Module, "
+                                     "got function")
+        assert r["bad_strategy"].startswith("TypeError") and "'FULL'" in r["bad_strategy"]
+        assert r["hybrid"].startswith("NotImplementedError: FullyShardedDataParallel: "
+                                      "HYBRID_SHARD")
+        assert "auto_wrap_policy must be a callable" in r["bad_policy"]
+        assert r["different_models"] == (
+            "ValueError: FullyShardedDataParallel: ranks wrap different modules: rank 0 has "
+            "('weight', (2, 3), 'float32') where rank 1 has ('weight', (2, 4), 'float32')")
+    assert errors[0]["tied_one_unit_keys"] == ["0.weight", "0.bias", "2.bias", "2.weight"]
+
+
+def test_wrapping_without_a_process_group_is_refused():
+    with pytest.raises(RuntimeError, match="process group is not initialised; call "
+                                           "minidl.distributed.init_process_group"):
+        FSDP(nn.Linear(2, 2))
+
+
+def test_wrap_policies():
+    lin, seq = nn.Linear(10, 10), nn.Sequential(nn.Linear(2, 2))
+    size = functools.partial(size_based_auto_wrap_policy, min_num_params=100)
+    assert size(module=lin, recurse=True, nonwrapped_numel=110)
+    assert size(module=lin, recurse=False, nonwrapped_numel=110)
+    assert not size(module=lin, recurse=False, nonwrapped_numel=99)
+    assert not size(module=nn.ModuleList([lin]), recurse=False, nonwrapped_numel=110)
+    leaf = functools.partial(size_based_auto_wrap_policy, min_num_params=1,
+                             force_leaf_modules={nn.Sequential})
+    assert not leaf(module=seq, recurse=True, nonwrapped_numel=6)
+    policy = ModuleWrapPolicy({nn.Linear})
+    assert policy(module=seq, recurse=True) and not policy(module=seq, recurse=False)
+    assert policy(module=lin, recurse=False, nonwrapped_numel=0)
+    assert repr(policy) == "ModuleWrapPolicy({Linear})"
+    tr = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls={nn.Sequential})
+    assert tr(module=seq, recurse=False, nonwrapped_numel=0)
+    assert not tr(module=lin, recurse=False, nonwrapped_numel=0)
+    lam = functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: m is lin)
+    assert lam(module=lin, recurse=False, nonwrapped_numel=0)
+    assert always_wrap_policy(module=lin, recurse=False)
+    with pytest.raises(TypeError, match="expected module classes"):
+        ModuleWrapPolicy({"Linear"})
+
+
+def test_option_types_have_torchs_names():
+    assert [s.name for s in ShardingStrategy][:3] == ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"]
+    assert {t.name for t in StateDictType} == {"FULL_STATE_DICT", "LOCAL_STATE_DICT",
+                                               "SHARDED_STATE_DICT"}
+    mp = MixedPrecision(param_dtype=minidl.float16)
+    assert mp.reduce_dtype is None and mp.cast_root_forward_inputs
+    import minidl.distributed as dist
+    assert dist.fsdp.FullyShardedDataParallel is FSDP
+    assert optim  # the optimizers take FSDP's parameters() unchanged (see the 2-rank tests)
+
+
+# ---- one rank, in this process: CPU and the fake GPU (tests/_fake_gpu.py) ----------------------
+def _one_rank_world(monkeypatch):
+    """minidl.distributed as a world of this process alone, without MPI: every collective of a
+    one-rank group leaves (or copies) its data as it is."""
+    import minidl.distributed as dist
+
+    def copy(out, inp, *args, **kwargs):
+        out[...] = inp.data if hasattr(inp, "_ctx") else inp
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 1)
+    monkeypatch.setattr(dist, "get_rank", lambda group=None: 0)
+    monkeypatch.setattr(dist, "all_gather_object", lambda lst, obj, group=None: lst.__setitem__(
+        0, obj))
+    monkeypatch.setattr(dist, "broadcast", lambda *a, **k: None)
+    monkeypatch.setattr(dist, "all_reduce", lambda *a, **k: None)
+    monkeypatch.setattr(dist, "all_gather_into_tensor", copy)
+    monkeypatch.setattr(dist, "reduce_scatter_tensor", copy)
+
+
+def _train_one_rank(device, steps=2):
+    """FSDP (each Linear a unit) + Adam on ``device``: the full state dict and the clipped
+    gradient norm of one more backward."""
+    model = FSDP(worker.make_model("mlp").to(minidl.float32).to(device),
+                 auto_wrap_policy={nn.Linear})
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    for s in range(steps + 1):
+        x, y = worker.data("mlp", s)
+        opt.zero_grad()
+        F.cross_entropy(model(minidl.tensor(x, device=device)),
+                        minidl.tensor(y, device=device)).backward()
+        if s < steps:
+            opt.step()
+    devices = {p.device for p in model.parameters()} | {
+        p.grad.device for p in model.parameters()}
+    norm = float(model.clip_grad_norm_(0.1).item())
+    with FSDP.state_dict_type(model, StateDictType.FULL_STATE_DICT):
+        return {k: v.numpy() for k, v in model.state_dict().items()}, norm, devices
+
+
+def test_one_rank_in_process_equals_the_plain_model(monkeypatch):
+    _one_rank_world(monkeypatch)
+    got, norm, devices = _train_one_rank("cpu")
+    ref = worker.make_model("mlp").to(minidl.float32)
+    opt = optim.Adam(ref.parameters(), lr=0.01)
+    for s in range(3):
+        x, y = worker.data("mlp", s)
+        opt.zero_grad()
+        F.cross_entropy(ref(minidl.tensor(x)), minidl.tensor(y)).backward()
+        if s < 2:
+            opt.step()
+    want = nn.utils.clip_grad_norm_(ref.parameters(), 0.1)
+    assert norm == pytest.approx(float(want.item()), rel=1e-5)
+    assert list(got) == list(_plain_state(ref)) and devices == {"cpu"}
+    for k, v in _plain_state(ref).items():
+        np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_manual_nesting_and_buffer_dtype_one_rank(monkeypatch):
+    """Units nested by hand (FSDP inside FSDP) train as the plain model; MixedPrecision's
+    buffer_dtype casts the buffers when wrapped."""
+    _one_rank_world(monkeypatch)
+    minidl.manual_seed(4)
+    plain = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    minidl.manual_seed(4)
+    inner = nn.Sequential(nn.Linear(3, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2))
+    inner[3] = FSDP(inner[3])
+    model = FSDP(inner, mixed_precision=MixedPrecision(buffer_dtype=minidl.float64))
+    assert model.module[1].running_var.dtype == minidl.float64
+    assert [n for n, _ in model.named_parameters()] == ["_flat_param",
+                                                        "_fsdp_wrapped_module.3._flat_param"]
+    opts = [optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, model)]
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((8, 3)))
+    for _ in range(3):
+        for m, opt in zip((plain, model), opts):
+            opt.zero_grad()
+            (m(x) ** 2).mean().backward()
+            opt.step()
+    got = model.state_dict()
+    assert list(got) == list(plain.state_dict())
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(got[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    assert model.module[0].bias is not None and model.module[0].bias.shape == (0,)  # freed
+
+
+def test_one_rank_on_the_fake_gpu_equals_the_cpu(monkeypatch, host_kernels):
+    """The device paths: the flat buffers, shards, gradients and optimizer state stay on the
+    GPU; the state dict comes back to the host with the CPU run's values."""
+    import _fake_gpu
+
+    _one_rank_world(monkeypatch)
+    cpu, cpu_norm, _ = _train_one_rank("cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    from minidl.distributed.fsdp import fully_sharded_data_parallel as fsdp_module
+
+    # strict: numpy arrays beside device arrays, np.asarray of device data... raise as CuPy
+    with _fake_gpu.strict(fsdp_module) as syncs:
+        gpu, gpu_norm, devices = _train_one_rank("cuda")
+    assert devices == {"cuda"}
+    # training makes no host copy: one per shard's gradient in clip_grad_norm_'s sum (3 units),
+    # one per state-dict value (6) when the state dict comes to the host
+    assert syncs == ["float"] * 3 + ["asnumpy"] * 6
+    assert gpu_norm == pytest.approx(cpu_norm, rel=1e-5)
+    for k, v in cpu.items():
+        np.testing.assert_allclose(gpu[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_ignored_modules_keep_their_parameters(monkeypatch):
+    _one_rank_world(monkeypatch)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    head = net[2]
+    model = FSDP(net, ignored_modules=[head], sync_module_states=True)
+    names = [n for n, _ in model.named_parameters()]
+    assert names == ["_flat_param", "_fsdp_wrapped_module.2.weight",
+                     "_fsdp_wrapped_module.2.bias"]
+    assert model._flat.shape == (16,) and head.weight.shape == (2, 4)
+    model(minidl.tensor(np.ones((1, 3), np.float32))).sum().backward()
+    assert head.weight.grad.shape == (2, 4) and model._flat.grad.shape == (16,)
+
+
+def test_full_shard_lets_go_after_forward_shard_grad_op_after_backward(monkeypatch):
+    _one_rank_world(monkeypatch)
+    x = minidl.tensor(np.ones((2, 3), np.float32))
+    for strategy, kept in ((ShardingStrategy.FULL_SHARD, False),
+                           (ShardingStrategy.SHARD_GRAD_OP, True)):
+        model = FSDP(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)),
+                     sharding_strategy=strategy, auto_wrap_policy={nn.Linear})
+        units = FSDP.fsdp_modules(model)
+        assert len(units) == 3 and FSDP.fsdp_modules(model, root_only=True) == [model]
+        out = model(x).sum()
+        linear = units[1].module
+        assert (units[1]._full is not None) == kept
+        assert (linear.weight.shape == (4, 3)) == kept  # the gathered view, or the placeholder
+        out.backward()
+        assert units[1]._full is None and linear.weight.shape == (0,)
+        with minidl.no_grad():  # no backward to come: let go after the forward whatever
+            model(x)
+        assert units[1]._full is None
