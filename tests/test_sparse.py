@@ -564,3 +564,14 @@ def test_sgd_sparse_momentum_buffer_state_dict_round_trip():
             opt.step()
         return e.weight.detach().numpy()
     np.testing.assert_array_equal(run(False), run(True))
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_sparse_softmax_of_a_hybrid_tensor_as_torch(dim):
+    torch = _torch()
+    v = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    outs = []
+    for ns in (minidl, torch):
+        s = ns.sparse_coo_tensor(ns.tensor([[0, 2, 0, 1]]), ns.tensor(v), (3, 3))
+        outs.append(ns.sparse.softmax(s, dim))
+    _same_sparse(*outs)
