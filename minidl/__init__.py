@@ -172,3 +172,9 @@ from . import signal  # noqa: E402,F401  (minidl.signal.windows, as torch.signal
 
 globals().update(signal.windows.TOP_LEVEL)  # minidl.hann_window, ...
 __all__ += list(signal.windows.TOP_LEVEL)
+# sparse COO tensors (minidl.sparse_coo_tensor, x.to_sparse(), minidl.sparse.mm, ...)
+from . import sparse  # noqa: E402,F401  (minidl.sparse.mm, as torch.sparse)
+from .sparse import layout, sparse_coo, sparse_coo_tensor, strided  # noqa: E402
+from .sparse import hspmm, smm  # noqa: E402
+
+__all__ += ["sparse_coo_tensor", "layout", "sparse_coo", "strided", "smm", "hspmm"]

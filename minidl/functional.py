@@ -14,7 +14,9 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, generic, get_array_module
+from .autograd import first_order_only
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
+from .backend.sparse import SparseCOO
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, Where, accumulation_dtype, cat, constant, keep_where,
     log_softmax_array, reduction_axes, pointwise_kernels, refuse_complex, row_kernels,
@@ -1783,6 +1785,28 @@ class Embedding(Function):
         return EmbeddingGrad.apply(g, op=copy.copy(self))
 
 
+class SparseEmbedding(Embedding):
+    """Embedding whose weight gradient is sparse: one entry per looked-up index (repeats kept,
+    the padding row's left out), its row of the output's gradient as values."""
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        index = self.indices.reshape(-1).astype(xp.int64)
+        rows = g.reshape(-1, g.shape[-1])
+        if self.padding_idx is not None:
+            keep = index != self.padding_idx
+            index, rows = index[keep], rows[keep]
+        else:
+            rows = rows.copy()  # g may be a view another gradient shares
+        return SparseCOO(index[None], rows, self.weight_shape)
+
+    def graph_backward(self, g, out):
+        return first_order_only(self, g)
+
+    def name(self):
+        return "EmbeddingBackward"
+
+
 class EmbeddingGrad(Function):
     """Embedding's weight gradient as an op (for double backward): the rows of ``g`` added
     into zeros of the weight's shape (Embedding's backward); its own gradient reads those rows
@@ -1826,16 +1850,18 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
               scale_grad_by_freq=False, sparse=False):
     """weight[input]: for integer indices of any shape, rows of weight (num_embeddings,
     embedding_dim), shape input.shape + (embedding_dim,). The row ``padding_idx`` gets no
-    gradient. max_norm, scale_grad_by_freq and sparse are not implemented."""
+    gradient. With ``sparse=True`` the weight's gradient is a sparse COO tensor whose rows are
+    the looked-up indices (uncoalesced, the padding row left out), as torch's.
+    max_norm and scale_grad_by_freq are not implemented."""
     name = "embedding"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:
         raise ValueError(f"{name}: weight must be a 2-D Tensor (num_embeddings, embedding_dim), "
                          f"got {getattr(weight, 'shape', type(weight).__name__)}")
-    if max_norm is not None or scale_grad_by_freq or sparse:
-        raise ValueError(f"{name}: max_norm, scale_grad_by_freq and sparse are not supported "
+    if max_norm is not None or scale_grad_by_freq:
+        raise ValueError(f"{name}: max_norm and scale_grad_by_freq are not supported "
                          f"in minidl (got max_norm={max_norm}, scale_grad_by_freq="
-                         f"{scale_grad_by_freq}, sparse={sparse})")
+                         f"{scale_grad_by_freq})")
     if input.device != weight.device:
         raise ValueError(f"{name}: input is on {input.device} and weight on {weight.device}")
     n = weight.shape[0]
@@ -1850,7 +1876,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
         if lo < 0 or hi >= n:
             raise IndexRangeError(f"{name}: index {lo if lo < 0 else hi} is out of range for "
                                   f"{n} embeddings (weight shape {weight.shape})")
-    return Embedding.apply(weight, indices=input.data, padding_idx=padding_idx)
+    op = SparseEmbedding if sparse else Embedding
+    return op.apply(weight, indices=input.data, padding_idx=padding_idx)
 
 
 class Pad(Function):

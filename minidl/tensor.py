@@ -15,6 +15,7 @@ from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this 
     DimError, Function, autocast_hook, root_array, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
 )
 from .backend import device_of, get_array_module, normalize_device
+from .backend.sparse import SparseCOO, SparseLayoutError
 from .backend.dtypes import (
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
     is_differentiable, is_floating, promote_types, scalar_dtype,
@@ -88,6 +89,8 @@ class Tensor:
         elif device is None and type(data) is _cuda_array_type():
             xp = backend.cupy_module()  # likewise for an array on the GPU
             self.data = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+        elif type(data) is SparseCOO:  # a sparse tensor (minidl.sparse); device: its values'
+            self.data = data if dtype is None else data.astype(dtype, copy=False)
         else:
             source = data.data if isinstance(data, Tensor) else data
             if device is None:
@@ -244,9 +247,11 @@ class Tensor:
         dtype where it is not the default for its kind (the default float dtype, int64, bool),
         then the device, and the op that made it (``grad_fn=<MulBackward>``) or
         ``requires_grad=True`` on a leaf."""
-        from .printing import tensor_repr
+        from .printing import sparse_repr, tensor_repr
 
         grad_fn = None if self._ctx is None else self._ctx.name()
+        if type(self.data) is SparseCOO:
+            return sparse_repr(self.data, grad_fn, self.requires_grad, PRINT_OPTIONS)
         device = self.device
         if device != "cpu":  # torch names the GPU's index: device='cuda:0'
             device = f"{device}:{getattr(getattr(self.data, 'device', None), 'id', 0)}"
@@ -1364,6 +1369,12 @@ def _accumulate(node, g, handed_out):
     if isinstance(g, Tensor):
         node.grad = Clone.apply(g) if held is None else held + g
         return
+    if held is not None and (type(g) is SparseCOO or type(held.data) is SparseCOO):
+        if type(g) is type(held.data) and g.sparse_dim == held.data.sparse_dim:
+            held.data += g  # in place, as torch's: the new entries appended
+        else:
+            node.grad = Tensor(_sum_gradients(held.data, g))  # as torch's: dense where one is
+        return
     if held is not None:
         if (held.data.dtype == g.dtype and held.data.shape == g.shape
                 and type(held.data) is type(g)
@@ -1506,7 +1517,28 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
                     pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
             key = id(parent)
             held = grads.get(key)
-            grads[key] = pg if held is None else held + pg
+            if held is None:
+                grads[key] = pg
+            else:
+                try:
+                    grads[key] = held + pg
+                except SparseLayoutError:  # one of them sparse (minidl.sparse)
+                    grads[key] = _sum_gradients(held, pg)
+
+
+def _sum_gradients(a, b):
+    """Two gradients of one tensor, either of them sparse: sparse when both are (the entries
+    of both, as torch's), dense otherwise."""
+    from .backend import sparse
+
+    if type(a) is SparseCOO and type(b) is SparseCOO:
+        if a.shape != b.shape:
+            raise RuntimeError(f"gradients of shapes {a.shape} and {b.shape} for one tensor")
+        if a.sparse_dim == b.sparse_dim:
+            return sparse.add(a, b)
+    a = sparse.to_dense(a) if type(a) is SparseCOO else a
+    b = sparse.to_dense(b) if type(b) is SparseCOO else b
+    return a + b
 
 
 def _run_post_hooks(t):

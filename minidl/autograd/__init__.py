@@ -16,6 +16,7 @@ import numpy as _np
 
 from ..backend import get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
+from ..backend.sparse import SparseLayoutError
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -530,6 +531,8 @@ class Function:
             if oom is None:
                 raise
             raise oom from exc
+        except SparseLayoutError as exc:  # a sparse input the op's dense forward cannot take
+            return _on_sparse(cls, tensors, kwargs, exc)
         needs_grad = False
         if _grad_enabled:
             for t in tensors:
@@ -559,6 +562,21 @@ class Function:
                 pack_saved(fn, result)
         return result
 
+
+
+# The ops that have a sparse form (minidl.sparse registers them): Function class -> a
+# function of the same tensors and keywords. An op without one refuses a sparse input.
+sparse_forms = {}
+
+
+def _on_sparse(cls, tensors, kwargs, exc):
+    form = sparse_forms.get(cls)
+    if form is None:
+        op = cls.__name__
+        raise NotImplementedError(
+            f"{op}: not supported for sparse COO tensors (layout minidl.sparse_coo); "
+            f"convert with .to_dense() first ({exc.what})") from None
+    return form(*tensors, **kwargs)
 
 
 class ComplexGradError(RuntimeError):
