@@ -5,6 +5,7 @@ only where mpi4py or mpiexec is missing, with that reason); each rank trains on 
 batch, and the references are computed here, in one process, by the plain model on the whole
 batch. The rest (wrap policies, errors before a process group exists) runs in this process.
 """
+import contextlib
 import functools
 import json
 
@@ -24,7 +25,7 @@ from test_distributed import REPO, needs_mpi, run_mpi
 import _fsdp_worker as worker
 
 WORKER = REPO / "tests" / "_fsdp_worker.py"
-CASES = "train,state,errors"
+CASES = "train,state,errors,memory"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_training_equals_one_process_on_the_whole_batch(train, run):
     ref, _ = worker.train_reference(kind, opt_name)
     want = _plain_state(ref)
     assert infos[0][tag]["state_keys"] == list(want)  # same keys, same order
-    tol = 1e-12 if kind == "mlp" else 2e-6  # float64 / float32
+    tol = 1e-12 if kind in worker.FLOAT64 else 2e-6  # float64 / float32
     for k, v in want.items():
         got = arrays[f"{tag}|{k}"]
         assert got.shape == v.shape, k
@@ -480,3 +481,145 @@ def test_full_shard_lets_go_after_forward_shard_grad_op_after_backward(monkeypat
         with minidl.no_grad():  # no backward to come: let go after the forward whatever
             model(x)
         assert units[1]._full is None
+
+
+# ---- FULL_SHARD frees the gathered weights between forward and backward ------------------------
+@pytest.fixture(scope="module")
+def memory(launched):
+    return _json(launched, "memory")
+
+
+# (unit gathering again in backward, the units' buffers of this backward pass still alive then):
+# a unit lets go once every view it saved is unpacked. The conv units never overlap; in "twice"
+# the block's inner unit is still needed by the block's first use when the block gathers.
+REGATHERS = {"mlp": [["", []], ["2.", [""]]],
+             "conv": [["", []], ["3.", [""]], ["0.", []]],
+             "twice": [["", []], ["block.2.", [""]], ["block.", ["", "block.2."]]]}
+
+
+@needs_mpi
+@pytest.mark.parametrize("kind", ["mlp", "conv", "twice"])
+def test_full_shard_frees_gathered_weights_between_forward_and_backward(memory, kind):
+    """Between forward and backward, FULL_SHARD keeps no gathered parameter buffer alive (the
+    graph holds tokens and placeholders instead), SHARD_GRAD_OP all of them (every use's);
+    FULL_SHARD gathers each unit once again in backward (the block applied twice too), lets
+    go of it as soon as its saved views are unpacked, and nothing gathered outlives the
+    backward pass. The same on both ranks."""
+    assert memory[0] == memory[1]
+    full, grad_op = memory[0][f"{kind}.FULL_SHARD"], memory[0][f"{kind}.SHARD_GRAD_OP"]
+    units = full["unit_bytes"]
+    assert full["alive_after_forward"] == []
+    used = [units[p] for p in grad_op["forward_gathers"]]  # a unit used twice: twice
+    assert sorted(n for _, n in grad_op["alive_after_forward"]) == sorted(used)
+    assert sum(used) > sum(units.values()) if kind == "twice" else sum(used) == sum(units.values())
+    inner = full["inner_path"]  # inside the innermost unit's forward: it and its ancestors
+    assert full["alive_inside_inner_forward"] == sorted(p for p in units if inner.startswith(p))
+    assert set(grad_op["alive_inside_inner_forward"]) == set(units)
+    assert sorted(full["backward_gathers"]) == sorted(units)  # once per unit
+    assert grad_op["backward_gathers"] == [] and memory[0][f"{kind}.NO_SHARD"][
+        "backward_gathers"] == []
+    assert full["alive_at_regather"] == REGATHERS[kind]
+    assert full["alive_after_backward"] == [] and grad_op["alive_after_backward"] == []
+
+
+def _gathered_tracker(monkeypatch):
+    """Weak references to every parameter buffer a unit gathers: (unit path, ref, bytes)."""
+    import weakref
+
+    from minidl.distributed.fsdp import fully_sharded_data_parallel as fsdp_module
+
+    refs, original = [], fsdp_module.FullyShardedDataParallel._gather
+
+    def gather(self, dtype=None, shard=None):
+        full = original(self, dtype, shard)
+        if shard is None:
+            refs.append((self._path, weakref.ref(full), full.nbytes))
+        return full
+
+    monkeypatch.setattr(fsdp_module.FullyShardedDataParallel, "_gather", gather)
+    return refs
+
+
+@pytest.mark.parametrize("strategy", ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"])
+def test_one_rank_frees_gathered_weights_and_trains_as_the_plain_model(monkeypatch, strategy):
+    """One rank in this process, float32 shards computed in float64 (MixedPrecision: every
+    gather makes a new buffer): the model applying a nested unit twice, with tied weights,
+    trains as the plain float64 model; FULL_SHARD keeps no gathered buffer between forward
+    and backward and gathers each unit once in backward, SHARD_GRAD_OP keeps all of them."""
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    plain = worker.make_model("twice")
+    model = FSDP(worker.make_model("twice").to(minidl.float32),
+                 sharding_strategy=ShardingStrategy[strategy],
+                 auto_wrap_policy=worker.policy("twice"),
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    opts = [optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, model)]
+    for s in range(3):
+        x, y = worker.data("twice", s)
+        for m, opt in zip((plain, model), opts):
+            opt.zero_grad()
+            refs.clear()
+            loss = F.cross_entropy(m(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y))
+            alive = sum(n for _, r, n in refs if r() is not None)
+            if m is model:
+                n_forward = len(refs)
+                assert alive == (0 if strategy == "FULL_SHARD" else
+                                 sum(n for _, _, n in refs)), strategy
+            loss.backward()
+            if m is model:
+                again = sorted(p for p, _, _ in refs[n_forward:])
+                assert again == (["", "block.", "block.2."] if strategy == "FULL_SHARD"
+                                 else []), again
+                assert all(r() is None for _, r, _ in refs[n_forward:])
+            opt.step()
+    got = model.state_dict()
+    assert list(got) == list(plain.state_dict())
+    for k, v in plain.state_dict().items():  # float32 shards against float64 weights
+        np.testing.assert_allclose(got[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_full_shard_under_the_users_saved_tensor_hooks(monkeypatch):
+    """The user's saved-tensor hooks around the model still get every saved value that is no
+    gathered weight (the activations), and their unpack gives them back; under
+    disable_saved_tensors_hooks the graph keeps the gathered weights (nothing freed) and the
+    gradients are the same."""
+    from minidl.autograd.graph import disable_saved_tensors_hooks, saved_tensors_hooks
+
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    x = minidl.tensor(np.random.default_rng(1).standard_normal((4, 10)), dtype=minidl.float64)
+    y = minidl.tensor(np.array([0, 1, 2, 1]))
+
+    def run(context):
+        model = FSDP(worker.make_model("twice").to(minidl.float32),
+                     auto_wrap_policy=worker.policy("twice"),
+                     mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+        refs.clear()
+        with context:
+            loss = F.cross_entropy(model(x), y)
+        alive = sum(n for _, r, n in refs if r() is not None)
+        loss.backward()
+        return [p.grad.numpy().copy() for p in model.parameters()], alive
+
+    packed, unpacked = [], []
+
+    def pack(t):
+        packed.append(tuple(t.shape))
+        return ("mine", t)
+
+    def unpack(p):
+        assert p[0] == "mine"
+        unpacked.append(tuple(p[1].shape))
+        return p[1]
+
+    want, freed = run(contextlib.nullcontext())
+    got, with_hooks = run(saved_tensors_hooks(pack, unpack))
+    assert freed == 0 and with_hooks == 0
+    assert packed and sorted(packed) == sorted(unpacked)
+    assert (10, 16) not in packed and (16, 16) not in packed  # no weight went to the user's
+    assert (4, 10) in packed  # the input, saved by the first Linear
+    kept, kept_alive = run(disable_saved_tensors_hooks("no hooks here"))
+    assert kept_alive > 0
+    for a, b, c in zip(want, got, kept):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)

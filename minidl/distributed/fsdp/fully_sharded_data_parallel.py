@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections import OrderedDict
 
 import numpy as np
 
+from ... import autograd as _ag
 from ... import distributed as dist
-from ...autograd import Function
+from ...autograd import Function, root_array
+from ...autograd.graph import saved_tensors_hooks
 from ...backend import device_of, get_array_module, to_device, to_numpy
 from ...backend.dtypes import is_floating
 from ...nn.module import Module, Parameter, StateDictKeyError
@@ -108,6 +111,96 @@ class _Info:
         holds, and repr shows it)."""
         for m, attr in self.owners:
             m.__dict__[attr] = self.placeholder if value is None else value
+
+
+# ---- FULL_SHARD: the gathered weights leave the graph between forward and backward ---------------
+# Each FULL_SHARD unit's forward runs under saved-tensor hooks (_SavedWeights): what an op saves
+# that views the unit's gathered flat buffer is kept as a _Token (where in the buffer it lies),
+# and every Tensor the graph holds on that buffer (the parameter views, the saved views) gets a
+# placeholder of its shape as its data once the forward is over, so the buffer is freed. The
+# first unpack in backward gathers the flat buffer again (one all_gather per unit and backward
+# pass, in the order the backward pass reaches the units: the same on every rank), shows the
+# views again, and the unit lets go of it once every saved view is unpacked (or the backward
+# pass ends).
+_gathered = {}  # id of a FULL_SHARD unit's gathered buffer, during its forward -> the unit
+
+
+class _Token:
+    """A saved view of a unit's gathered flat buffer: element offset, shape, element strides."""
+    __slots__ = ("unit", "offset", "shape", "strides")
+
+    def __init__(self, unit, offset, shape, strides):
+        self.unit, self.offset, self.shape, self.strides = unit, offset, shape, strides
+
+
+class _Outer:
+    """A saved value that the hooks active outside the unit (the user's) packed."""
+    __slots__ = ("unpack", "packed")
+
+    def __init__(self, unpack, packed):
+        self.unpack, self.packed = unpack, packed
+
+
+def _address(a):
+    ptr = getattr(getattr(a, "data", None), "ptr", None)  # a CuPy array's device pointer
+    return int(ptr) if ptr is not None else int(a.__array_interface__["data"][0])
+
+
+def _rebuild(full, token):
+    """The view ``token`` describes, on the flat buffer ``full``: a slice of it, reshaped and
+    its axes permuted where that gives the strides (views of a parameter: reshapes, .T),
+    else through as_strided."""
+    shape, strides, offset = token.shape, token.strides, token.offset
+    size = int(np.prod(shape, dtype=np.int64))
+    order = sorted(range(len(shape)), key=lambda i: -strides[i])
+    block = tuple(shape[i] for i in order)
+    want, step = [], 1
+    for d in reversed(block):
+        want.append(step)
+        step *= d
+    if size == 0 or all(d == 1 or strides[i] == w
+                        for i, d, w in zip(order, block, reversed(want))):
+        inverse = [order.index(i) for i in range(len(shape))]
+        return full[offset:offset + size].reshape(block).transpose(inverse)
+    xp = get_array_module(full)
+    item = full.dtype.itemsize
+    return xp.lib.stride_tricks.as_strided(full[offset:], shape, [s * item for s in strides])
+
+
+def _placeholder(like):
+    """What a view of a freed buffer shows: NaN (0 for integers) of its shape and dtype, one
+    element broadcast, so that a read of it by mistake cannot pass for the weights."""
+    xp = get_array_module(like)
+    fill = np.nan if like.dtype.kind in "fc" else 0
+    return xp.broadcast_to(xp.full((), fill, dtype=like.dtype), like.shape)
+
+
+class _SavedWeights(saved_tensors_hooks):
+    """The saved-tensor hooks of a FULL_SHARD unit's forward (see above). A saved value that
+    views no unit's gathered buffer goes to the hooks active outside (save_on_cpu, the
+    user's), or is kept as it is."""
+
+    def __init__(self):
+        self.outer = _ag._saved_hooks[-1] if _ag._saved_hooks else None
+        super().__init__(self._pack, self._unpack)
+
+    def _pack(self, t):
+        unit = _gathered.get(id(root_array(t.data)))
+        token = unit._token(t) if unit is not None else None
+        if token is not None:
+            unit._recorded += 1
+            return token
+        if self.outer is not None:
+            return _Outer(self.outer[1], self.outer[0](t))
+        return t
+
+    @staticmethod
+    def _unpack(packed):
+        if isinstance(packed, _Token):
+            return packed.unit._unpack(packed)
+        if isinstance(packed, _Outer):
+            return packed.unpack(packed.packed)
+        return packed
 
 
 def _unit_walk(module, stop=(), prefix=""):
@@ -256,6 +349,13 @@ class FullyShardedDataParallel(Module):
         object.__setattr__(self, "_sync_grads", True)
         object.__setattr__(self, "_full", None)        # the gathered flat buffer, in forward
         object.__setattr__(self, "_grad_full", None)   # the flat gradient being summed
+        # FULL_SHARD between forward and backward (see _SavedWeights): the buffer gathered
+        # again in backward, the Tensors shown a placeholder (id -> (weakref, _Token)), and the
+        # saved views packed / unpacked since the last backward pass
+        object.__setattr__(self, "_regathered", None)
+        object.__setattr__(self, "_swapped", {})
+        object.__setattr__(self, "_recorded", 0)
+        object.__setattr__(self, "_done", 0)
         object.__setattr__(self, "_summoned", None)
         object.__setattr__(self, "_flat", None)
         object.__setattr__(self, "_path", _path)  # where the unit sits in the root: messages
@@ -462,6 +562,8 @@ class FullyShardedDataParallel(Module):
         ranks, into this rank's shard's ``.grad`` (under no_sync it keeps adding up here)."""
         if self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP:
             self._reshard()
+        self._drop_regathered()
+        self._recorded = self._done = 0
         if self._grad_full is None or not self._sync_grads:
             return
         g, self._grad_full = self._grad_full, None
@@ -482,9 +584,60 @@ class FullyShardedDataParallel(Module):
             flat.grad.data += out
 
     def _reshard(self):
+        if self._full is not None:
+            _gathered.pop(id(root_array(self._full)), None)
         self._full = None
         for info in self._infos:
             info.show()
+
+    def _token(self, t):
+        """The _Token of ``t`` (a Tensor on this unit's gathered buffer) in this forward, and
+        ``t`` noted to be shown a placeholder after it; None where its data is no view of the
+        buffer's elements (another dtype)."""
+        a, full = t.data, self._full
+        item = full.dtype.itemsize
+        start = _address(a) - _address(full)
+        if a.dtype != full.dtype or start % item or any(s % item for s in a.strides):
+            return None
+        token = _Token(self, start // item, tuple(a.shape), tuple(s // item for s in a.strides))
+        self._swapped[id(t)] = (weakref.ref(t), token)
+        return token
+
+    def _show_swapped(self, full):
+        """The Tensors noted by _token: views of ``full`` again, or placeholders (None)."""
+        for key, (ref, token) in list(self._swapped.items()):
+            t = ref()
+            if t is None:
+                del self._swapped[key]
+            elif full is None:
+                t.data = _placeholder(t.data)
+            else:
+                t.data = _rebuild(full, token)
+
+    def _regather(self):
+        """The flat buffer in backward: gathered at the first saved view unpacked, then kept
+        until the unit is done with this backward pass."""
+        if self._regathered is None:
+            mp = self.mixed_precision
+            self._regathered = self._gather(mp.param_dtype if mp is not None else None)
+            self._show_swapped(self._regathered)
+        return self._regathered
+
+    def _drop_regathered(self):
+        if self._regathered is not None:
+            self._regathered = None
+            self._show_swapped(None)
+
+    def _unpack(self, token):
+        """A saved view, on the buffer gathered again. Once every view saved in the forward
+        passes since the last backward pass is unpacked, no op of this backward pass needs
+        the buffer any more: the unit lets go of it (the op being run holds its view until
+        its backward is over). The counts are the same on every rank (the same graph)."""
+        view = _rebuild(self._regather(), token)
+        self._done += 1
+        if self._done == self._recorded:
+            self._drop_regathered()
+        return Tensor(view)
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -500,19 +653,34 @@ class FullyShardedDataParallel(Module):
             return self.module(*args, **kwargs)
         self._full = self._gather(mp.param_dtype if mp is not None else None)
         track = is_grad_enabled() and flat.requires_grad
+        # FULL_SHARD frees the gathered buffer after forward, and gathers it again in backward
+        # (not where saved-tensor hooks are disabled: the graph then keeps it, as SHARD_GRAD_OP)
+        free = track and self.sharding_strategy is ShardingStrategy.FULL_SHARD \
+            and _ag._saved_hooks_disabled is None
+        if free:
+            _gathered[id(root_array(self._full))] = self
         for i, info in enumerate(self._infos):
             if track:
                 view = _ParamView.apply(flat, unit=self, index=i)
                 view._ctx.after_backward = self._post_backward
+                if free:
+                    self._token(view)
             else:
                 view = Tensor(self._view(i))
             info.show(view)
         keep = track and self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP
+        out = None
         try:
-            return self.module(*args, **kwargs)
+            with _SavedWeights() if free else contextlib.nullcontext():
+                out = self.module(*args, **kwargs)
+            return out
         finally:
             if not keep:
                 self._reshard()
+            if free:  # the graph's Tensors on the buffer: placeholders (not what is returned)
+                for t in _tensors_in(out):
+                    self._swapped.pop(id(t), None)
+                self._show_swapped(None)
 
     # ---- gradient accumulation and clipping --------------------------------------------------
     @contextlib.contextmanager
@@ -920,6 +1088,18 @@ class FullyShardedDataParallel(Module):
 
     def extra_repr(self):
         return f"sharding_strategy={self.sharding_strategy.name}, world_size={self.world_size}"
+
+
+def _tensors_in(obj):
+    """The Tensors in a forward's output (nested tuples, lists, dicts)."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _tensors_in(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors_in(o)
 
 
 def _cast(obj, dtype):
