@@ -623,3 +623,48 @@ def test_full_shard_under_the_users_saved_tensor_hooks(monkeypatch):
     for a, b, c in zip(want, got, kept):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+class _Views(nn.Module):
+    """Parameters used through views: a transpose (x @ W.T), a reshape, a broadcast expand
+    (a zero stride: gathered again through as_strided), and one returned as an output."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(minidl.tensor(np.linspace(-1, 1, 12).reshape(4, 3)))
+        self.scale = nn.Parameter(minidl.tensor(np.linspace(0.5, 1.5, 4)))
+        self.shift = nn.Parameter(minidl.tensor(np.linspace(-0.2, 0.2, 4)))
+
+    def forward(self, x):
+        h = x @ self.weight.T
+        h = h * self.scale.reshape(1, 4).expand(x.shape[0], 4) + self.shift.reshape(1, 4)
+        return h.tanh(), self.weight.T
+
+
+def test_full_shard_views_of_parameters_gathered_again(monkeypatch):
+    """Views of the parameters saved by ops (transposed, reshaped, expanded) come back right
+    from the buffer gathered again, and a view returned by the unit keeps its values."""
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    x = minidl.tensor(np.random.default_rng(2).standard_normal((5, 3)), dtype=minidl.float64)
+    plain = _Views().to(minidl.float64)
+    h, wt = plain(x)
+    (h ** 2).sum().backward()
+    model = FSDP(nn.Sequential(_Views().to(minidl.float32)),
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    h2, wt2 = model(x)
+    np.testing.assert_allclose(wt2.numpy(), wt.detach().numpy(), rtol=1e-7)  # no placeholder
+    assert [r() is None for _, r, _ in refs] == [False]  # the returned view holds the buffer
+    del wt2
+    assert [r() is None for _, r, _ in refs] == [True]
+    h2, wt2 = model(x)
+    loss = (h2 ** 2).sum()  # (wt2 used here would keep the buffer: the graph saves it)
+    assert [r() is None for _, r, _ in refs] == [True, False]  # wt2 only
+    del wt2
+    assert [r() is None for _, r, _ in refs] == [True, True]
+    loss.backward()
+    assert len(refs) == 3 and refs[2][1]() is None  # gathered once again, and let go
+    with FSDP.summon_full_params(model, with_grads=True):
+        for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)

@@ -603,6 +603,28 @@ class FullyShardedDataParallel(Module):
         self._swapped[id(t)] = (weakref.ref(t), token)
         return token
 
+    def _note_graph_views(self, out, inputs):
+        """Note (_token) every Tensor on the gathered buffer in the graph of this forward's
+        output (the parameter views, their reshapes, transposes and expansions that the ops
+        hold as inputs), walking back to the forward's inputs; the output's own Tensors are
+        not noted (the caller reads them)."""
+        full = self._full
+        returned = {id(t) for t in _tensors_in(out)}
+        seen = {id(t) for t in _tensors_in(inputs)}
+        stack = [t for t in _tensors_in(out) if id(t) not in seen]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            if id(t) not in returned and root_array(t.data) is full:
+                self._token(t)
+            ctx = t._ctx
+            if ctx is not None and not isinstance(ctx, _ParamView):
+                stack.extend(x for x in ctx.inputs if id(x) not in seen)
+        for t in _tensors_in(out):
+            self._swapped.pop(id(t), None)
+
     def _show_swapped(self, full):
         """The Tensors noted by _token: views of ``full`` again, or placeholders (None)."""
         for key, (ref, token) in list(self._swapped.items()):
@@ -675,12 +697,11 @@ class FullyShardedDataParallel(Module):
                 out = self.module(*args, **kwargs)
             return out
         finally:
+            if free:  # the graph's Tensors on the buffer: placeholders (not what is returned)
+                self._note_graph_views(out, (args, kwargs))
+                self._show_swapped(None)
             if not keep:
                 self._reshard()
-            if free:  # the graph's Tensors on the buffer: placeholders (not what is returned)
-                for t in _tensors_in(out):
-                    self._swapped.pop(id(t), None)
-                self._show_swapped(None)
 
     # ---- gradient accumulation and clipping --------------------------------------------------
     @contextlib.contextmanager
