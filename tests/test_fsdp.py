@@ -668,3 +668,60 @@ def test_full_shard_views_of_parameters_gathered_again(monkeypatch):
         for (name, p), q in zip(model.named_parameters(), plain.parameters()):
             np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6,
                                        err_msg=name)
+
+
+class _Layer(nn.Module):
+    """One layer called with a tuple of inputs; its first output."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, args):
+        out = self.layer(*args)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _f64(rng, *shape):
+    return minidl.tensor(rng.standard_normal(shape), dtype=minidl.float64)
+
+
+LAYERS = {  # every op these layers record saves its weights through save_for_backward
+    "conv2d_depthwise": (lambda: nn.Conv2d(4, 4, 3, groups=4), lambda r: (_f64(r, 2, 4, 6, 6),)),
+    "conv_transpose2d": (lambda: nn.ConvTranspose2d(2, 3, 3), lambda r: (_f64(r, 2, 2, 5, 5),)),
+    "group_norm": (lambda: nn.GroupNorm(2, 4), lambda r: (_f64(r, 3, 4, 5),)),
+    "rms_norm": (lambda: nn.RMSNorm(4), lambda r: (_f64(r, 3, 4),)),
+    "bilinear": (lambda: nn.Bilinear(4, 4, 3), lambda r: (_f64(r, 2, 4), _f64(r, 2, 4))),
+    "embedding_bag": (lambda: nn.EmbeddingBag(5, 3),
+                      lambda r: (minidl.tensor(np.array([[1, 2], [0, 4]])),)),
+    "lstm": (lambda: nn.LSTM(4, 3, batch_first=True), lambda r: (_f64(r, 2, 5, 4),)),
+    "gru": (lambda: nn.GRU(4, 3, batch_first=True), lambda r: (_f64(r, 2, 5, 4),)),
+    "attention": (lambda: nn.MultiheadAttention(4, 2, batch_first=True),
+                  lambda r: (_f64(r, 2, 3, 4),) * 3),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_full_shard_frees_the_weights_of_each_layer_type(monkeypatch, name):
+    """Convolutions (depthwise, transposed), norms, embedding bags, recurrent layers and
+    attention under FULL_SHARD: no gathered buffer alive after forward, gradients as the
+    plain layer's."""
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    make, inputs = LAYERS[name]
+    args = inputs(np.random.default_rng(3))
+    minidl.manual_seed(0)
+    plain = _Layer(make().to(minidl.float64))
+    (plain(args) ** 2).sum().backward()
+    minidl.manual_seed(0)
+    model = FSDP(_Layer(make().to(minidl.float32)),
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    loss = (model(args) ** 2).sum()
+    assert len(refs) == 1 and refs[0][1]() is None
+    loss.backward()
+    # bilinear saves a copy of its weight (a reshape of a permutation): nothing to gather
+    assert len(refs) == (1 if name == "bilinear" else 2) and refs[-1][1]() is None
+    with FSDP.summon_full_params(model, with_grads=True):
+        for (pname, p), q in zip(model.named_parameters(), plain.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-5,
+                                       err_msg=pname)
