@@ -12,13 +12,32 @@ size, and keeps its rank's piece as its one Parameter (``_flat_param``, a FlatPa
 is what ``parameters()`` yields, so any optimizer steps the shards and its state is sharded.
 
 A unit's forward all-gathers the flat buffer, shows slices of it to the wrapped modules as their
-original parameters (``layer.weight`` during forward), runs the module, and drops them again
-(FULL_SHARD right after the forward, SHARD_GRAD_OP after the backward). The slices' gradients
-are summed into one flat gradient, which is reduce-scattered (averaged over the ranks, as
-torch) into the shard's ``.grad`` once the backward pass has finished; NO_SHARD keeps the whole
-buffer on every rank and all-reduces it, as DDP. Between a forward and its backward the autograd
-graph keeps what its ops saved (the gathered weights among them, as any activation), so the
-backward needs no second gather; after the backward every rank holds only its shards.
+original parameters (``layer.weight`` during forward), runs the module, and drops them again.
+The slices' gradients are summed into one flat gradient, which is reduce-scattered (averaged
+over the ranks, as torch) into the shard's ``.grad`` once the backward pass has finished.
+
+What is freed when:
+
+- FULL_SHARD: the gathered buffer is freed at the end of the unit's forward, as torch's. The
+  forward runs under saved-tensor hooks (autograd.graph.saved_tensors_hooks): a value an op
+  saves for backward that views the buffer (a weight, its transpose or reshape) is kept as a
+  token (its offset, shape and strides), and the Tensors of the graph on the buffer (the
+  parameter views the ops hold as inputs) show a placeholder of their shape (NaN, one element
+  broadcast) until backward. The first unpack in backward all-gathers the buffer again (once
+  per unit and backward pass, also for a unit applied twice; the units in the order backward
+  reaches them, which is the same on every rank), and the unit lets go of it once every value
+  it saved is unpacked (the op then running holds its view until its backward is over). Saved
+  values that view no unit's buffer go to the user's own saved-tensor hooks, if any. Kept
+  anyway: what an op saves that is a copy of a weight rather than a view (bilinear saves its
+  weight permuted and reshaped, a copy; a complex Linear its conjugate), and a view of the
+  buffer returned by the unit's forward (the caller holds it). Under
+  ``disable_saved_tensors_hooks`` the graph keeps the gathered buffer, as SHARD_GRAD_OP.
+- SHARD_GRAD_OP: the graph keeps the gathered buffer (each forward's, for a unit applied
+  twice) from the forward to the end of the backward pass; backward gathers nothing.
+- NO_SHARD: the whole buffer is the parameter, on every rank; gradients are all-reduced, as
+  DDP.
+
+After the backward pass every rank holds only its shards (and their gradients).
 
 As in torch, every rank must run the same units in the same order (a unit that one rank's
 forward skips makes the ranks' collectives differ: minidl's check then raises on every rank),
