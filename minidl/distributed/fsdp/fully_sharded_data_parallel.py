@@ -586,6 +586,11 @@ class FullyShardedDataParallel(Module):
         if self._grad_full is None or not self._sync_grads:
             return
         g, self._grad_full = self._grad_full, None
+        self._reduce_grad(g)
+
+    def _reduce_grad(self, g):
+        """The flat gradient ``g`` (whole, padded), averaged over the ranks, into the shard's
+        ``.grad``."""
         xp = get_array_module(g)
         world = self.world_size
         if self.sharding_strategy is ShardingStrategy.NO_SHARD:
@@ -692,8 +697,16 @@ class FullyShardedDataParallel(Module):
         flat = self._flat
         if flat is None:
             return self.module(*args, **kwargs)
+        return self._run_unit(lambda: self.module(*args, **kwargs), (args, kwargs),
+                              lambda i: flat, flat.requires_grad)
+
+    def _run_unit(self, call, inputs, source, requires_grad):
+        """Gather, show the parameter views (``_ParamView`` of ``source(i)``, the leaf its
+        graph hangs from), run ``call()`` and reshard as the strategy says (see the module
+        docstring): the forward of an FSDP1 unit and of a fully_shard module alike."""
+        mp = self.mixed_precision
         self._full = self._gather(mp.param_dtype if mp is not None else None)
-        track = is_grad_enabled() and flat.requires_grad
+        track = is_grad_enabled() and requires_grad
         # FULL_SHARD frees the gathered buffer after forward, and gathers it again in backward
         # (not where saved-tensor hooks are disabled: the graph then keeps it, as SHARD_GRAD_OP)
         free = track and self.sharding_strategy is ShardingStrategy.FULL_SHARD \
@@ -702,7 +715,7 @@ class FullyShardedDataParallel(Module):
             _gathered[id(root_array(self._full))] = self
         for i, info in enumerate(self._infos):
             if track:
-                view = _ParamView.apply(flat, unit=self, index=i)
+                view = _ParamView.apply(source(i), unit=self, index=i)
                 view._ctx.after_backward = self._post_backward
                 if free:
                     self._token(view)
@@ -713,11 +726,11 @@ class FullyShardedDataParallel(Module):
         out = None
         try:
             with _SavedWeights() if free else contextlib.nullcontext():
-                out = self.module(*args, **kwargs)
+                out = call()
             return out
         finally:
             if free:  # the graph's Tensors on the buffer: placeholders (not what is returned)
-                self._note_graph_views(out, (args, kwargs))
+                self._note_graph_views(out, inputs)
                 self._show_swapped(None)
             if not keep:
                 self._reshard()
