@@ -466,8 +466,100 @@ def case_memory(rank, world, outdir):
     return out
 
 
+def fully_sharded(kind="twice", reshard_after_forward=True):
+    """The model with fully_shard applied bottom-up: the inner Sequential, the block, the
+    root."""
+    from minidl.distributed.fsdp import fully_shard
+
+    model = make_model(kind)
+    for m in (model.block[2], model.block, model):
+        fully_shard(m, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def case_fsdp2(rank, world, outdir):
+    """fully_shard: training equal to one process (either reshard_after_forward), the full
+    state dict, the sharded state dict's round trip, set_requires_gradient_sync, and what is
+    alive between forward and backward."""
+    from minidl.distributed.fsdp import _fully_shard
+
+    out, arrays = {}, {}
+    for reshard in (True, False):
+        tag = f"reshard={reshard}"
+        model = fully_sharded(reshard_after_forward=reshard)
+        opt = make_opt("sgd", model.parameters())
+        for s in range(STEPS):
+            x, y = rank_batch("twice", s, rank, world)
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        full = model.full_state_dict()
+        arrays.update({f"{tag}|{k}": v.numpy() for k, v in full.items()})
+        out[tag] = {"keys": list(full), "names": [n for n, _ in model.named_parameters()],
+                    "piece_sizes": [int(p.data.size) for p in model.parameters()],
+                    "classes": [type(model).__name__, type(model.block).__name__]}
+    # the sharded state dict: saved, changed by a step, loaded back
+    saved = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    x, y = rank_batch("twice", 0, rank, world)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    changed = any(not np.array_equal(v.numpy(), saved[k]) for k, v in model.state_dict().items())
+    result = model.load_state_dict({k: minidl.tensor(v, dtype=v.dtype)
+                                    for k, v in saved.items()})
+    out["round_trip"] = [changed, all(np.array_equal(v.numpy(), saved[k])
+                                      for k, v in model.state_dict().items()),
+                         list(result.missing_keys), list(result.unexpected_keys)]
+    bad = dict(saved)
+    bad["inp.weight"] = np.zeros(bad["inp.weight"].size * 2)
+    out["bad_size"] = _catch(lambda: model.load_state_dict(
+        {k: minidl.tensor(v) for k, v in bad.items()}))
+    # gradient accumulation: two micro-batches, the first without the reduce-scatter
+    model = fully_sharded()
+    opt = make_opt("sgd", model.parameters())
+    opt.zero_grad()
+    for s in range(2):
+        model.set_requires_gradient_sync(s == 1)
+        x, y = rank_batch("twice", s, rank, world)
+        F.cross_entropy(model(x), y).backward()
+        if s == 0:
+            out["grads_after_no_sync"] = [p.grad is not None for p in model.parameters()]
+    opt.step()
+    arrays.update({f"accumulate|{k}": v.numpy() for k, v in model.full_state_dict().items()})
+    # memory: gathered buffers alive between forward and backward
+    original = _fully_shard._State._gather
+    refs = []
+
+    def gather(self, dtype=None, shard=None):
+        full = original(self, dtype, shard)
+        refs.append((self._path, weakref.ref(full), int(full.nbytes)))
+        return full
+
+    _fully_shard._State._gather = gather
+    try:
+        for reshard in (True, False):
+            model = fully_sharded(reshard_after_forward=reshard)
+            refs.clear()
+            x, y = rank_batch("twice", 0, rank, world)
+            loss = F.cross_entropy(model(x), y)
+            alive = [(p, n) for p, r, n in refs if r() is not None]
+            forward = len(refs)
+            loss.backward()
+            out[f"memory.reshard={reshard}"] = {
+                "alive_after_forward": alive, "backward_gathers": [p for p, _, _ in
+                                                                   refs[forward:]],
+                "alive_after_backward": [p for p, r, _ in refs if r() is not None]}
+            model.block.unshard()
+            out[f"unshard.reshard={reshard}"] = [list(model.block[0].weight.shape)]
+            model.block.reshard()
+            out[f"unshard.reshard={reshard}"].append(list(model.block[0].weight.shape))
+    finally:
+        _fully_shard._State._gather = original
+    np.savez(os.path.join(outdir, f"fsdp2.rank{rank}.npz"), **arrays)
+    return out
+
+
 CASES = {"train": case_train, "state": case_state, "errors": case_errors,
-         "memory": case_memory}
+         "memory": case_memory, "fsdp2": case_fsdp2}
 
 
 def main():

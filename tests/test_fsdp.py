@@ -25,7 +25,7 @@ from test_distributed import REPO, needs_mpi, run_mpi
 import _fsdp_worker as worker
 
 WORKER = REPO / "tests" / "_fsdp_worker.py"
-CASES = "train,state,errors,memory"
+CASES = "train,state,errors,memory,fsdp2"
 
 
 @pytest.fixture(scope="module")
@@ -725,3 +725,109 @@ def test_full_shard_frees_the_weights_of_each_layer_type(monkeypatch, name):
         for (pname, p), q in zip(model.named_parameters(), plain.parameters()):
             np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-5,
                                        err_msg=pname)
+
+
+
+# ---- fully_shard (FSDP2's API) ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fsdp2(launched):
+    return _json(launched, "fsdp2"), _npz(launched, "fsdp2")
+
+
+@needs_mpi
+@pytest.mark.parametrize("reshard", [True, False])
+def test_fully_shard_trains_as_one_process(fsdp2, reshard):
+    """fully_shard bottom-up (a nested block applied twice, tied weights in the root) + SGD
+    on 2 ranks equals the plain model on the whole batch; the parameters keep their names,
+    each rank holding half of each (flattened, padded); the classes are FSDP<Class>."""
+    infos, arrays = fsdp2
+    tag = f"reshard={reshard}"
+    ref, _ = worker.train_reference("twice", "sgd")
+    want = _plain_state(ref)
+    info = infos[0][tag]
+    assert info["keys"] == list(want)
+    assert info["names"] == [n for n, _ in ref.named_parameters()]
+    assert info["piece_sizes"] == [(p.data.size + 1) // 2 for p in ref.parameters()]
+    assert info["classes"] == ["FSDPTwice", "FSDPSequential"]
+    for k, v in want.items():
+        np.testing.assert_allclose(arrays[f"{tag}|{k}"], v, rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+@needs_mpi
+def test_fully_shard_state_dict_and_gradient_sync(fsdp2):
+    """state_dict() holds each rank's pieces under the original names and load_state_dict
+    takes them back (a piece of another size is refused, naming the key);
+    set_requires_gradient_sync(False) sums locally, and the next synced backward reduces the
+    sum: two micro-batches equal the plain model's two backward passes on the whole batches."""
+    infos, arrays = fsdp2
+    for r in infos:
+        assert r["round_trip"] == [True, True, [], []]
+        assert "size mismatch for inp.weight" in r["bad_size"]
+        assert r["grads_after_no_sync"] == [False] * 10  # nothing reduced yet
+    ref = worker.make_model("twice")
+    opt = worker.make_opt("sgd", ref.parameters())
+    opt.zero_grad()
+    for s in range(2):
+        x, y = worker.data("twice", s)
+        F.cross_entropy(ref(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+    opt.step()
+    for k, v in _plain_state(ref).items():
+        np.testing.assert_allclose(arrays[f"accumulate|{k}"], v, rtol=1e-12, atol=1e-12,
+                                   err_msg=k)
+
+
+@needs_mpi
+def test_fully_shard_frees_after_forward_unless_told_not_to(fsdp2):
+    """reshard_after_forward=True: no gathered buffer alive between forward and backward, each
+    module gathered once again in backward; False: every forward's buffers alive (the block's
+    twice), nothing gathered in backward; nothing outlives the backward pass. unshard() shows
+    the whole parameters, reshard() the pieces again."""
+    infos, _ = fsdp2
+    for r in infos:
+        freed, kept = r["memory.reshard=True"], r["memory.reshard=False"]
+        assert freed["alive_after_forward"] == []
+        assert freed["backward_gathers"] == ["Twice.", "Sequential.", "Sequential."]
+        assert sum(n for _, n in kept["alive_after_forward"]) == 4000 + 4 * 2176
+        assert kept["backward_gathers"] == []
+        assert freed["alive_after_backward"] == kept["alive_after_backward"] == []
+        assert r["unshard.reshard=True"] == r["unshard.reshard=False"] == [[16, 16], [128]]
+
+
+def test_fully_shard_one_rank_and_errors(monkeypatch):
+    """In one process: fully_shard bottom-up trains as the plain model (mixed precision:
+    float32 pieces computed in float64), full_state_dict gives the plain keys and values and
+    load_full_state_dict takes them back; bad input is refused, naming it."""
+    from minidl.distributed.fsdp import (FSDPModule, MixedPrecisionPolicy, fully_shard)
+
+    _one_rank_world(monkeypatch)
+    plain = worker.make_model("twice")
+    model = worker.make_model("twice").to(minidl.float32)
+    policy = MixedPrecisionPolicy(param_dtype=minidl.float64)
+    for m in (model.block[2], model.block, model):
+        assert fully_shard(m, mp_policy=policy) is m
+    assert isinstance(model, FSDPModule) and isinstance(model, worker.Twice)
+    opts = [optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, model)]
+    for s in range(3):
+        x, y = worker.data("twice", s)
+        for m, opt in zip((plain, model), opts):
+            opt.zero_grad()
+            F.cross_entropy(m(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+            opt.step()
+    assert all(p.data.dtype == np.float32 for p in model.parameters())
+    full = model.full_state_dict()
+    assert list(full) == list(plain.state_dict())
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(full[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    changed = {k: v * 0 + 1 for k, v in full.items()}
+    model.load_full_state_dict(changed)
+    assert all(np.all(v.numpy() == 1) for v in model.full_state_dict().values())
+    with pytest.raises(ValueError, match="already fully_shard"):
+        fully_shard(model)
+    with pytest.raises(TypeError, match="nn.Module"):
+        fully_shard(lambda x: x)
+    with pytest.raises(NotImplementedError, match="mesh"):
+        fully_shard(nn.Linear(2, 2), mesh=object())
+    with pytest.raises(NotImplementedError, match="reshard_after_forward"):
+        fully_shard(nn.Linear(2, 2), reshard_after_forward=2)
+    with pytest.raises(ValueError, match="shape"):
+        model.load_full_state_dict({**changed, "inp.weight": minidl.ones(3)})
