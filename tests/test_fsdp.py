@@ -821,6 +821,11 @@ def test_fully_shard_one_rank_and_errors(monkeypatch):
     changed = {k: v * 0 + 1 for k, v in full.items()}
     model.load_full_state_dict(changed)
     assert all(np.all(v.numpy() == 1) for v in model.full_state_dict().values())
+    # reshard_after_forward=None (the default): the blocks reshard, the root keeps its own
+    strategies = [m._fsdp_state.sharding_strategy for m in (model, model.block, model.block[2])]
+    assert strategies == [ShardingStrategy.SHARD_GRAD_OP] + [ShardingStrategy.FULL_SHARD] * 2
+    model.set_reshard_after_forward(True)
+    assert model._fsdp_state.sharding_strategy is ShardingStrategy.FULL_SHARD
     with pytest.raises(ValueError, match="already fully_shard"):
         fully_shard(model)
     with pytest.raises(TypeError, match="nn.Module"):

@@ -15,10 +15,12 @@ holds a DTensor sharded on dim 0 there; minidl has no DTensor). The module keeps
 identity; its class becomes ``FSDP<Class>``, a subclass of FSDPModule and of its class.
 
 Its forward all-gathers the pieces of all its parameters at once (one all_gather), shows the
-whole parameters to its code (``self.weight`` during forward is the gathered one), and with
-``reshard_after_forward=True`` frees them at the end of the forward and gathers them again in
-backward, as FULL_SHARD does (see fully_sharded_data_parallel); with False the graph keeps them
-until the end of the backward pass, as SHARD_GRAD_OP. The gradients are reduce-scattered,
+whole parameters to its code (``self.weight`` during forward is the gathered one; outside
+forward it is this rank's 1-D piece), and with ``reshard_after_forward=True`` frees them at the
+end of the forward and gathers them again in backward, as FULL_SHARD does (see
+fully_sharded_data_parallel: saved-tensor hooks keep tokens in place of the saved views); with
+False the graph keeps them until the end of the backward pass, as SHARD_GRAD_OP; None (the
+default, as torch 2.13's) frees all but the root's. The gradients are reduce-scattered,
 averaged over the ranks, into the pieces' ``.grad`` once the backward pass has finished.
 
 ``state_dict()`` gives this rank's pieces under the original names (what torch's DTensors hold
@@ -192,6 +194,9 @@ class FSDPModule:
 
     def forward(self, *args, **kwargs):
         state = self.__dict__["_fsdp_state"]
+        if state._reshard_after_forward is None:  # torch's default: all but the root
+            object.__setattr__(state, "sharding_strategy", ShardingStrategy.FULL_SHARD
+                               if state._has_parent else ShardingStrategy.SHARD_GRAD_OP)
         mp = state.mixed_precision
         if mp.param_dtype is not None and state._cast_inputs:
             args, kwargs = _cast(args, mp.param_dtype), _cast(kwargs, mp.param_dtype)
@@ -230,11 +235,10 @@ class FSDPModule:
                                    bool(requires_gradient_sync))
 
     def set_reshard_after_forward(self, reshard_after_forward, recurse=True):
+        _check_reshard(reshard_after_forward)
         for m in (self.modules() if recurse else [self]):
             if isinstance(m, FSDPModule):
-                object.__setattr__(m.__dict__["_fsdp_state"], "sharding_strategy",
-                                   ShardingStrategy.FULL_SHARD if reshard_after_forward
-                                   else ShardingStrategy.SHARD_GRAD_OP)
+                _set_reshard(m.__dict__["_fsdp_state"], reshard_after_forward)
 
     def full_state_dict(self):
         """The whole model's state dict, whole parameters under their names (every rank
@@ -309,15 +313,30 @@ def _piece_of(root, key, value):
     return Tensor(whole[r * chunk:(r + 1) * chunk].copy())
 
 
-def fully_shard(module, *, mesh=None, reshard_after_forward=True, shard_placement_fn=None,
+def _check_reshard(value):
+    if value is not None and not isinstance(value, bool):
+        raise NotImplementedError(f"fully_shard: reshard_after_forward must be True, False or "
+                                  f"None (resharding to {value!r} ranks is not implemented)")
+
+
+def _set_reshard(state, value):
+    object.__setattr__(state, "_reshard_after_forward", value)
+    if value is not None:
+        object.__setattr__(state, "sharding_strategy", ShardingStrategy.FULL_SHARD if value
+                           else ShardingStrategy.SHARD_GRAD_OP)
+
+
+def fully_shard(module, *, mesh=None, reshard_after_forward=None, shard_placement_fn=None,
                 mp_policy=MixedPrecisionPolicy(), offload_policy=OffloadPolicy(),
-                ignored_params=None):
+                ignored_params=None, dp_mesh_dims=None):
     """torch.distributed.fsdp.fully_shard (FSDP2): shard ``module``'s parameters (those no
     fully_shard module below it holds) over the world, in place; returns ``module``, now an
     FSDPModule. Apply it to the blocks first, then to the root. ``reshard_after_forward``:
     True frees the gathered parameters after forward (gathering again in backward), False
-    keeps them to the end of backward (an int, torch's resharding to a smaller group, is
-    refused). See the module docstring for what state_dict() gives."""
+    keeps them to the end of backward, None (torch 2.13's default) is True but for the root
+    (the outermost fully_shard module, known at its forward); an int, torch's resharding to
+    a smaller group, is refused. ``ignored_params`` stay as they are (not sharded, not
+    averaged). See the module docstring for what state_dict() gives."""
     if not isinstance(module, Module):
         raise TypeError(f"fully_shard: expected an nn.Module, got {type(module).__name__}")
     if isinstance(module, FSDPModule):
@@ -326,13 +345,10 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, shard_placemen
         raise RuntimeError("fully_shard: the default process group is not initialised; call "
                            "minidl.distributed.init_process_group() first (and launch with "
                            "mpiexec -n N)")
-    if mesh is not None:
+    if mesh is not None or dp_mesh_dims is not None:
         raise NotImplementedError("fully_shard: mesh (a DeviceMesh) is not implemented: "
                                   "minidl shards over the default group (mesh=None)")
-    if not isinstance(reshard_after_forward, bool):
-        raise NotImplementedError(f"fully_shard: reshard_after_forward must be True or False "
-                                  f"(resharding to {reshard_after_forward!r} ranks is not "
-                                  "implemented)")
+    _check_reshard(reshard_after_forward)
     if shard_placement_fn is not None:
         raise NotImplementedError("fully_shard: shard_placement_fn is not implemented "
                                   "(every parameter is sharded flat, as dim 0)")
@@ -369,9 +385,12 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=True, shard_placemen
             raise ValueError(f"fully_shard: ranks shard different modules: rank 0 has "
                              f"{everyone[0]}, rank {rank} {theirs}")
     mp = MixedPrecision(param_dtype=mp_policy.param_dtype, reduce_dtype=mp_policy.reduce_dtype)
-    strategy = ShardingStrategy.FULL_SHARD if reshard_after_forward \
-        else ShardingStrategy.SHARD_GRAD_OP
-    state = _State(module, None, strategy, mp, type(module).__name__ + ".")
+    state = _State(module, None, ShardingStrategy.FULL_SHARD, mp, type(module).__name__ + ".")
+    _set_reshard(state, reshard_after_forward)
+    object.__setattr__(state, "_has_parent", False)
+    for m in module.modules():  # the fully_shard modules below: not the root
+        if m is not module and isinstance(m, FSDPModule):
+            object.__setattr__(m.__dict__["_fsdp_state"], "_has_parent", True)
     object.__setattr__(state, "_cast_inputs", mp_policy.cast_forward_inputs)
     object.__setattr__(state, "_output_dtype", mp_policy.output_dtype)
     state._setup(infos, params)
