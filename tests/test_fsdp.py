@@ -836,3 +836,30 @@ def test_fully_shard_one_rank_and_errors(monkeypatch):
         fully_shard(nn.Linear(2, 2), reshard_after_forward=2)
     with pytest.raises(ValueError, match="shape"):
         model.load_full_state_dict({**changed, "inp.weight": minidl.ones(3)})
+
+
+
+def test_autograd_grad_of_the_input_leaves_the_shards_alone(monkeypatch):
+    """autograd.grad(loss, [x]) through FSDP units gives x's gradient and no shard gradient
+    (as torch's autograd.grad); a backward pass after a step then equals the plain model's."""
+    _one_rank_world(monkeypatch)
+    minidl.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(minidl.float64)
+    minidl.manual_seed(0)
+    model = FSDP(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)),
+                 auto_wrap_policy={nn.Linear},
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((5, 3)), dtype=minidl.float64,
+                      requires_grad=True)
+    grads = [minidl.autograd.grad((m(x) ** 2).sum(), [x])[0].numpy() for m in (plain, model)]
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+    with minidl.no_grad():
+        for m in (plain, model):
+            for p in m.parameters():
+                p.data += 0.5
+    for m in (plain, model):
+        (m(x) ** 2).sum().backward()
+    with FSDP.summon_full_params(model, with_grads=True):
+        for p, q in zip(model.parameters(), plain.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)

@@ -104,14 +104,16 @@ class _FlattenedParameter(Parameter):
 class _ParamView(Function):
     """One original parameter during a unit's forward: a slice of the gathered flat buffer.
     Its backward adds the gradient into the unit's flat gradient; the unit reduces that once
-    the backward pass is over (its ``after_backward``)."""
+    the backward pass is over (its ``after_backward``). ``autograd.grad(out, inputs)`` with
+    inputs that are not the shard leaves the gradients alone, as torch's."""
 
     def forward(self, flat, unit=None, index=0):
         self.unit, self.index = unit, index
         return unit._view(index)
 
     def backward(self, g):
-        self.unit._add_grad(self.index, g)
+        if _ag.input_needed(self, 0):  # not in autograd.grad(loss, inputs) without the shard
+            self.unit._add_grad(self.index, g)
         return None
 
 
@@ -705,6 +707,7 @@ class FullyShardedDataParallel(Module):
         graph hangs from), run ``call()`` and reshard as the strategy says (see the module
         docstring): the forward of an FSDP1 unit and of a fully_shard module alike."""
         mp = self.mixed_precision
+        self._drop_regathered()  # one left by a backward pass that ended early: stale after a step
         self._full = self._gather(mp.param_dtype if mp is not None else None)
         track = is_grad_enabled() and requires_grad
         # FULL_SHARD frees the gathered buffer after forward, and gathers it again in backward
