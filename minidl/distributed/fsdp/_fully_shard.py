@@ -23,6 +23,9 @@ False the graph keeps them until the end of the backward pass, as SHARD_GRAD_OP;
 default, as torch 2.13's) frees all but the root's. The gradients are reduce-scattered,
 averaged over the ranks, into the pieces' ``.grad`` once the backward pass has finished.
 
+Not done here: ``nn.utils.clip_grad_norm_`` over the pieces computes this rank's norm only
+(torch's DTensors make it the whole model's); use FSDP1's ``clip_grad_norm_`` for that.
+
 ``state_dict()`` gives this rank's pieces under the original names (what torch's DTensors hold
 locally), and ``load_state_dict`` takes them back on the same number of ranks (another number
 of ranks is refused by the shapes: each value names its key). For the whole parameters, use
@@ -396,5 +399,10 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=None, shard_placemen
     state._setup(infos, params)
     object.__setattr__(module, "_fsdp_state", state)
     cls = type(module)
-    module.__class__ = type(f"FSDP{cls.__name__}", (FSDPModule, cls), {})
+    if cls not in _CLASSES:  # one FSDP<Class> per class, as torch's
+        _CLASSES[cls] = type(f"FSDP{cls.__name__}", (FSDPModule, cls), {})
+    module.__class__ = _CLASSES[cls]
     return module
+
+
+_CLASSES = {}
