@@ -24,7 +24,8 @@ default, as torch 2.13's) frees all but the root's. The gradients are reduce-sca
 averaged over the ranks, into the pieces' ``.grad`` once the backward pass has finished.
 
 Not done here: ``nn.utils.clip_grad_norm_`` over the pieces computes this rank's norm only
-(torch's DTensors make it the whole model's); use FSDP1's ``clip_grad_norm_`` for that.
+(torch's DTensors make it the whole model's); a whole-model clipping for fully_shard modules
+is not implemented (FullyShardedDataParallel.clip_grad_norm_ is, for FSDP1 units).
 
 ``state_dict()`` gives this rank's pieces under the original names (what torch's DTensors hold
 locally), and ``load_state_dict`` takes them back on the same number of ranks (another number
