@@ -3,8 +3,10 @@
 writing OUTDIR/CASE.rank<R>.json (and .npz where arrays are compared). The single-process
 references are computed by the test, from the functions here.
 
-Cases: train (FSDP + SGD-momentum / Adam, each strategy, MLP and conv net with BatchNorm, equal
-to one process on the whole batch; what a rank holds afterwards), state (state dicts, optimizer
+Cases: train (FSDP + SGD-momentum / Adam, each strategy, MLP and conv net with BatchNorm, a
+model applying a nested unit twice with tied weights, equal to one process on the whole batch;
+what a rank holds afterwards), memory (the gathered parameter buffers alive between forward and
+backward, and the gathers in backward, per strategy), state (state dicts, optimizer
 state, summon_full_params, clip_grad_norm_, no_sync, buffers, kwargs, mixed precision, a group of
 one rank), errors (bad input).
 """
@@ -14,6 +16,7 @@ import functools
 import json
 import os
 import sys
+import weakref
 
 import numpy as np
 
@@ -31,11 +34,33 @@ STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD")
 # (model, strategy, optimizer) runs of the train case
 RUNS = [("mlp", s, o) for s in STRATEGIES for o in ("sgd", "adam")] + \
        [("conv", "FULL_SHARD", "sgd"), ("conv", "FULL_SHARD", "adam"),
-        ("conv", "SHARD_GRAD_OP", "adam"), ("conv", "NO_SHARD", "sgd")]
+        ("conv", "SHARD_GRAD_OP", "adam"), ("conv", "NO_SHARD", "sgd")] + \
+       [("twice", s, "sgd") for s in STRATEGIES]
+FLOAT64 = ("mlp", "twice")  # the models in float64 (and their data)
+
+
+class Twice(nn.Module):
+    """A block (an FSDP unit with a unit inside it) applied twice in one forward, and two
+    layers sharing a weight in the root unit."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(10, 16)
+        self.block = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Sequential(nn.Linear(16, 16)))
+        self.proj = nn.Linear(16, 16)
+        self.proj2 = nn.Linear(16, 16, bias=False)
+        self.proj2.weight = self.proj.weight
+        self.out = nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.block(self.block(F.relu(self.inp(x))))
+        return self.out(F.relu(self.proj2(F.relu(self.proj(h)))))
 
 
 def make_model(kind, seed=100):
     minidl.manual_seed(seed)
+    if kind == "twice":
+        return Twice().to(minidl.float64)
     if kind == "mlp":  # float64: the FSDP run and the reference agree to rounding
         return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
                              nn.Linear(16, 3)).to(minidl.float64)
@@ -45,6 +70,8 @@ def make_model(kind, seed=100):
 
 
 def policy(kind):
+    if kind == "twice":  # the block and the Sequential inside it: nested units
+        return ModuleWrapPolicy({nn.Sequential})
     if kind == "mlp":  # wraps the middle Linear (272 parameters); the root keeps 227
         return functools.partial(size_based_auto_wrap_policy, min_num_params=200)
     return ModuleWrapPolicy({nn.Conv2d})
@@ -53,7 +80,7 @@ def policy(kind):
 def data(kind, step, world=2, batch=BATCH):
     rng = np.random.default_rng(1000 + step)
     n = world * batch
-    if kind == "mlp":
+    if kind in FLOAT64:
         x = rng.standard_normal((n, 10))
     else:
         x = rng.standard_normal((n, 3, 5, 5)).astype(np.float32)
@@ -371,7 +398,168 @@ def case_errors(rank, world, outdir):
     return out
 
 
-CASES = {"train": case_train, "state": case_state, "errors": case_errors}
+def case_memory(rank, world, outdir):
+    """Per model and strategy: bytes of the gathered parameter buffers still alive after the
+    forward (before backward), which units' buffers are alive inside the innermost unit's
+    forward, the units that gather in backward (in order) and what is alive after it; and
+    that each rank's gradients equal after one step (the train case checks the values)."""
+    out = {}
+    cls = FSDP
+    original = cls._gather
+    gathered = []  # (unit path, weakref to the buffer, bytes, phase)
+    phase = ["forward"]
+
+    def tracked(self, dtype=None, shard=None):
+        full = original(self, dtype, shard)
+        if shard is None:  # the parameters (not a gradient or optimizer state)
+            gathered.append((self._path, weakref.ref(full), int(full.nbytes), phase[0]))
+        return full
+
+    def alive(which=None):
+        return [(p, n) for p, r, n, ph in gathered if r() is not None and which in (None, ph)]
+
+    cls._gather = tracked
+    try:
+        for kind in ("mlp", "conv", "twice"):
+            for strategy in STRATEGIES:
+                tag = f"{kind}.{strategy}"
+                model = fsdp_model(kind, strategy)
+                units = [u for u in model.modules() if isinstance(u, FSDP) and u._flat is not None]
+                inner = units[-1].module  # the last unit in modules(): no unit inside it
+                inside = []
+                handle = inner.register_forward_hook(
+                    lambda m, i, o: inside.append(sorted({p for p, _ in alive()})))
+                gathered.clear()
+                phase[0] = "forward"
+                x, y = rank_batch(kind, 0, rank, world)
+                loss = F.cross_entropy(model(x), y)
+                handle.remove()
+                after_forward = alive()
+                phase[0] = "backward"
+                regathers = []
+                original_regather = cls._regather
+
+                def regather(self, _orig=original_regather):
+                    if self._regathered is None:  # what else is alive when this unit gathers
+                        regathers.append([self._path, sorted(p for p, _ in alive("backward"))])
+                    return _orig(self)
+
+                cls._regather = regather
+                try:
+                    loss.backward()
+                finally:
+                    cls._regather = original_regather
+                out[tag] = {
+                    "unit_bytes": {u._path: int(u._padded * u._flat.data.itemsize)
+                                   for u in units},
+                    "alive_after_forward": after_forward,
+                    "alive_inside_inner_forward": inside[0],
+                    "inner_path": units[-1]._path,
+                    "forward_gathers": [p for p, _, _, ph in gathered if ph == "forward"],
+                    "backward_gathers": [p for p, _, _, ph in gathered if ph == "backward"],
+                    "alive_at_regather": regathers,
+                    "alive_after_backward": alive(),
+                }
+                del loss, model
+    finally:
+        cls._gather = original
+    return out
+
+
+def fully_sharded(kind="twice", reshard_after_forward=True):
+    """The model with fully_shard applied bottom-up: the inner Sequential, the block, the
+    root."""
+    from minidl.distributed.fsdp import fully_shard
+
+    model = make_model(kind)
+    for m in (model.block[2], model.block, model):
+        fully_shard(m, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def case_fsdp2(rank, world, outdir):
+    """fully_shard: training equal to one process (either reshard_after_forward), the full
+    state dict, the sharded state dict's round trip, set_requires_gradient_sync, and what is
+    alive between forward and backward."""
+    from minidl.distributed.fsdp import _fully_shard
+
+    out, arrays = {}, {}
+    for reshard in (True, False):
+        tag = f"reshard={reshard}"
+        model = fully_sharded(reshard_after_forward=reshard)
+        opt = make_opt("sgd", model.parameters())
+        for s in range(STEPS):
+            x, y = rank_batch("twice", s, rank, world)
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+        full = model.full_state_dict()
+        arrays.update({f"{tag}|{k}": v.numpy() for k, v in full.items()})
+        out[tag] = {"keys": list(full), "names": [n for n, _ in model.named_parameters()],
+                    "piece_sizes": [int(p.data.size) for p in model.parameters()],
+                    "classes": [type(model).__name__, type(model.block).__name__]}
+    # the sharded state dict: saved, changed by a step, loaded back
+    saved = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    x, y = rank_batch("twice", 0, rank, world)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    changed = any(not np.array_equal(v.numpy(), saved[k]) for k, v in model.state_dict().items())
+    result = model.load_state_dict({k: minidl.tensor(v, dtype=v.dtype)
+                                    for k, v in saved.items()})
+    out["round_trip"] = [changed, all(np.array_equal(v.numpy(), saved[k])
+                                      for k, v in model.state_dict().items()),
+                         list(result.missing_keys), list(result.unexpected_keys)]
+    bad = dict(saved)
+    bad["inp.weight"] = np.zeros(bad["inp.weight"].size * 2)
+    out["bad_size"] = _catch(lambda: model.load_state_dict(
+        {k: minidl.tensor(v) for k, v in bad.items()}))
+    # gradient accumulation: two micro-batches, the first without the reduce-scatter
+    model = fully_sharded()
+    opt = make_opt("sgd", model.parameters())
+    opt.zero_grad()
+    for s in range(2):
+        model.set_requires_gradient_sync(s == 1)
+        x, y = rank_batch("twice", s, rank, world)
+        F.cross_entropy(model(x), y).backward()
+        if s == 0:
+            out["grads_after_no_sync"] = [p.grad is not None for p in model.parameters()]
+    opt.step()
+    arrays.update({f"accumulate|{k}": v.numpy() for k, v in model.full_state_dict().items()})
+    # memory: gathered buffers alive between forward and backward
+    original = _fully_shard._State._gather
+    refs = []
+
+    def gather(self, dtype=None, shard=None):
+        full = original(self, dtype, shard)
+        refs.append((self._path, weakref.ref(full), int(full.nbytes)))
+        return full
+
+    _fully_shard._State._gather = gather
+    try:
+        for reshard in (True, False):
+            model = fully_sharded(reshard_after_forward=reshard)
+            refs.clear()
+            x, y = rank_batch("twice", 0, rank, world)
+            loss = F.cross_entropy(model(x), y)
+            alive = [(p, n) for p, r, n in refs if r() is not None]
+            forward = len(refs)
+            loss.backward()
+            out[f"memory.reshard={reshard}"] = {
+                "alive_after_forward": alive, "backward_gathers": [p for p, _, _ in
+                                                                   refs[forward:]],
+                "alive_after_backward": [p for p, r, _ in refs if r() is not None]}
+            model.block.unshard()
+            out[f"unshard.reshard={reshard}"] = [list(model.block[0].weight.shape)]
+            model.block.reshard()
+            out[f"unshard.reshard={reshard}"].append(list(model.block[0].weight.shape))
+    finally:
+        _fully_shard._State._gather = original
+    np.savez(os.path.join(outdir, f"fsdp2.rank{rank}.npz"), **arrays)
+    return out
+
+
+CASES = {"train": case_train, "state": case_state, "errors": case_errors,
+         "memory": case_memory, "fsdp2": case_fsdp2}
 
 
 def main():

@@ -5,6 +5,7 @@ only where mpi4py or mpiexec is missing, with that reason); each rank trains on 
 batch, and the references are computed here, in one process, by the plain model on the whole
 batch. The rest (wrap policies, errors before a process group exists) runs in this process.
 """
+import contextlib
 import functools
 import json
 
@@ -24,7 +25,7 @@ from test_distributed import REPO, needs_mpi, run_mpi
 import _fsdp_worker as worker
 
 WORKER = REPO / "tests" / "_fsdp_worker.py"
-CASES = "train,state,errors"
+CASES = "train,state,errors,memory,fsdp2"
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,7 @@ def test_training_equals_one_process_on_the_whole_batch(train, run):
     ref, _ = worker.train_reference(kind, opt_name)
     want = _plain_state(ref)
     assert infos[0][tag]["state_keys"] == list(want)  # same keys, same order
-    tol = 1e-12 if kind == "mlp" else 2e-6  # float64 / float32
+    tol = 1e-12 if kind in worker.FLOAT64 else 2e-6  # float64 / float32
     for k, v in want.items():
         got = arrays[f"{tag}|{k}"]
         assert got.shape == v.shape, k
@@ -480,3 +481,385 @@ def test_full_shard_lets_go_after_forward_shard_grad_op_after_backward(monkeypat
         with minidl.no_grad():  # no backward to come: let go after the forward whatever
             model(x)
         assert units[1]._full is None
+
+
+# ---- FULL_SHARD frees the gathered weights between forward and backward ------------------------
+@pytest.fixture(scope="module")
+def memory(launched):
+    return _json(launched, "memory")
+
+
+# (unit gathering again in backward, the units' buffers of this backward pass still alive then):
+# a unit lets go once every view it saved is unpacked. The conv units never overlap; in "twice"
+# the block's inner unit is still needed by the block's first use when the block gathers.
+REGATHERS = {"mlp": [["", []], ["2.", [""]]],
+             "conv": [["", []], ["3.", [""]], ["0.", []]],
+             "twice": [["", []], ["block.2.", [""]], ["block.", ["", "block.2."]]]}
+
+
+@needs_mpi
+@pytest.mark.parametrize("kind", ["mlp", "conv", "twice"])
+def test_full_shard_frees_gathered_weights_between_forward_and_backward(memory, kind):
+    """Between forward and backward, FULL_SHARD keeps no gathered parameter buffer alive (the
+    graph holds tokens and placeholders instead), SHARD_GRAD_OP all of them (every use's);
+    FULL_SHARD gathers each unit once again in backward (the block applied twice too), lets
+    go of it as soon as its saved views are unpacked, and nothing gathered outlives the
+    backward pass. The same on both ranks."""
+    assert memory[0] == memory[1]
+    full, grad_op = memory[0][f"{kind}.FULL_SHARD"], memory[0][f"{kind}.SHARD_GRAD_OP"]
+    units = full["unit_bytes"]
+    assert full["alive_after_forward"] == []
+    used = [units[p] for p in grad_op["forward_gathers"]]  # a unit used twice: twice
+    assert sorted(n for _, n in grad_op["alive_after_forward"]) == sorted(used)
+    assert sum(used) > sum(units.values()) if kind == "twice" else sum(used) == sum(units.values())
+    inner = full["inner_path"]  # inside the innermost unit's forward: it and its ancestors
+    assert full["alive_inside_inner_forward"] == sorted(p for p in units if inner.startswith(p))
+    assert set(grad_op["alive_inside_inner_forward"]) == set(units)
+    assert sorted(full["backward_gathers"]) == sorted(units)  # once per unit
+    assert grad_op["backward_gathers"] == [] and memory[0][f"{kind}.NO_SHARD"][
+        "backward_gathers"] == []
+    assert full["alive_at_regather"] == REGATHERS[kind]
+    assert full["alive_after_backward"] == [] and grad_op["alive_after_backward"] == []
+
+
+def _gathered_tracker(monkeypatch):
+    """Weak references to every parameter buffer a unit gathers: (unit path, ref, bytes)."""
+    import weakref
+
+    from minidl.distributed.fsdp import fully_sharded_data_parallel as fsdp_module
+
+    refs, original = [], fsdp_module.FullyShardedDataParallel._gather
+
+    def gather(self, dtype=None, shard=None):
+        full = original(self, dtype, shard)
+        if shard is None:
+            refs.append((self._path, weakref.ref(full), full.nbytes))
+        return full
+
+    monkeypatch.setattr(fsdp_module.FullyShardedDataParallel, "_gather", gather)
+    return refs
+
+
+@pytest.mark.parametrize("strategy", ["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD"])
+def test_one_rank_frees_gathered_weights_and_trains_as_the_plain_model(monkeypatch, strategy):
+    """One rank in this process, float32 shards computed in float64 (MixedPrecision: every
+    gather makes a new buffer): the model applying a nested unit twice, with tied weights,
+    trains as the plain float64 model; FULL_SHARD keeps no gathered buffer between forward
+    and backward and gathers each unit once in backward, SHARD_GRAD_OP keeps all of them."""
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    plain = worker.make_model("twice")
+    model = FSDP(worker.make_model("twice").to(minidl.float32),
+                 sharding_strategy=ShardingStrategy[strategy],
+                 auto_wrap_policy=worker.policy("twice"),
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    opts = [optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, model)]
+    for s in range(3):
+        x, y = worker.data("twice", s)
+        for m, opt in zip((plain, model), opts):
+            opt.zero_grad()
+            refs.clear()
+            loss = F.cross_entropy(m(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y))
+            alive = sum(n for _, r, n in refs if r() is not None)
+            if m is model:
+                n_forward = len(refs)
+                assert alive == (0 if strategy == "FULL_SHARD" else
+                                 sum(n for _, _, n in refs)), strategy
+            loss.backward()
+            if m is model:
+                again = sorted(p for p, _, _ in refs[n_forward:])
+                assert again == (["", "block.", "block.2."] if strategy == "FULL_SHARD"
+                                 else []), again
+                assert all(r() is None for _, r, _ in refs[n_forward:])
+            opt.step()
+    got = model.state_dict()
+    assert list(got) == list(plain.state_dict())
+    for k, v in plain.state_dict().items():  # float32 shards against float64 weights
+        np.testing.assert_allclose(got[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_full_shard_under_the_users_saved_tensor_hooks(monkeypatch):
+    """The user's saved-tensor hooks around the model still get every saved value that is no
+    gathered weight (the activations), and their unpack gives them back; under
+    disable_saved_tensors_hooks the graph keeps the gathered weights (nothing freed) and the
+    gradients are the same."""
+    from minidl.autograd.graph import disable_saved_tensors_hooks, saved_tensors_hooks
+
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    x = minidl.tensor(np.random.default_rng(1).standard_normal((4, 10)), dtype=minidl.float64)
+    y = minidl.tensor(np.array([0, 1, 2, 1]))
+
+    def run(context):
+        model = FSDP(worker.make_model("twice").to(minidl.float32),
+                     auto_wrap_policy=worker.policy("twice"),
+                     mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+        refs.clear()
+        with context:
+            loss = F.cross_entropy(model(x), y)
+        alive = sum(n for _, r, n in refs if r() is not None)
+        loss.backward()
+        return [p.grad.numpy().copy() for p in model.parameters()], alive
+
+    packed, unpacked = [], []
+
+    def pack(t):
+        packed.append(tuple(t.shape))
+        return ("mine", t)
+
+    def unpack(p):
+        assert p[0] == "mine"
+        unpacked.append(tuple(p[1].shape))
+        return p[1]
+
+    want, freed = run(contextlib.nullcontext())
+    got, with_hooks = run(saved_tensors_hooks(pack, unpack))
+    assert freed == 0 and with_hooks == 0
+    assert packed and sorted(packed) == sorted(unpacked)
+    assert (10, 16) not in packed and (16, 16) not in packed  # no weight went to the user's
+    assert (4, 10) in packed  # the input, saved by the first Linear
+    kept, kept_alive = run(disable_saved_tensors_hooks("no hooks here"))
+    assert kept_alive > 0
+    for a, b, c in zip(want, got, kept):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+class _Views(nn.Module):
+    """Parameters used through views: a transpose (x @ W.T), a reshape, a broadcast expand
+    (a zero stride: gathered again through as_strided), and one returned as an output."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(minidl.tensor(np.linspace(-1, 1, 12).reshape(4, 3)))
+        self.scale = nn.Parameter(minidl.tensor(np.linspace(0.5, 1.5, 4)))
+        self.shift = nn.Parameter(minidl.tensor(np.linspace(-0.2, 0.2, 4)))
+
+    def forward(self, x):
+        h = x @ self.weight.T
+        h = h * self.scale.reshape(1, 4).expand(x.shape[0], 4) + self.shift.reshape(1, 4)
+        return h.tanh(), self.weight.T
+
+
+def test_full_shard_views_of_parameters_gathered_again(monkeypatch):
+    """Views of the parameters saved by ops (transposed, reshaped, expanded) come back right
+    from the buffer gathered again, and a view returned by the unit keeps its values."""
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    x = minidl.tensor(np.random.default_rng(2).standard_normal((5, 3)), dtype=minidl.float64)
+    plain = _Views().to(minidl.float64)
+    h, wt = plain(x)
+    (h ** 2).sum().backward()
+    model = FSDP(nn.Sequential(_Views().to(minidl.float32)),
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    h2, wt2 = model(x)
+    np.testing.assert_allclose(wt2.numpy(), wt.detach().numpy(), rtol=1e-7)  # no placeholder
+    assert [r() is None for _, r, _ in refs] == [False]  # the returned view holds the buffer
+    del wt2
+    assert [r() is None for _, r, _ in refs] == [True]
+    h2, wt2 = model(x)
+    loss = (h2 ** 2).sum()  # (wt2 used here would keep the buffer: the graph saves it)
+    assert [r() is None for _, r, _ in refs] == [True, False]  # wt2 only
+    del wt2
+    assert [r() is None for _, r, _ in refs] == [True, True]
+    loss.backward()
+    assert len(refs) == 3 and refs[2][1]() is None  # gathered once again, and let go
+    with FSDP.summon_full_params(model, with_grads=True):
+        for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6,
+                                       err_msg=name)
+
+
+class _Layer(nn.Module):
+    """One layer called with a tuple of inputs; its first output."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, args):
+        out = self.layer(*args)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _f64(rng, *shape):
+    return minidl.tensor(rng.standard_normal(shape), dtype=minidl.float64)
+
+
+LAYERS = {  # every op these layers record saves its weights through save_for_backward
+    "conv2d_depthwise": (lambda: nn.Conv2d(4, 4, 3, groups=4), lambda r: (_f64(r, 2, 4, 6, 6),)),
+    "conv_transpose2d": (lambda: nn.ConvTranspose2d(2, 3, 3), lambda r: (_f64(r, 2, 2, 5, 5),)),
+    "group_norm": (lambda: nn.GroupNorm(2, 4), lambda r: (_f64(r, 3, 4, 5),)),
+    "rms_norm": (lambda: nn.RMSNorm(4), lambda r: (_f64(r, 3, 4),)),
+    "bilinear": (lambda: nn.Bilinear(4, 4, 3), lambda r: (_f64(r, 2, 4), _f64(r, 2, 4))),
+    "embedding_bag": (lambda: nn.EmbeddingBag(5, 3),
+                      lambda r: (minidl.tensor(np.array([[1, 2], [0, 4]])),)),
+    "lstm": (lambda: nn.LSTM(4, 3, batch_first=True), lambda r: (_f64(r, 2, 5, 4),)),
+    "gru": (lambda: nn.GRU(4, 3, batch_first=True), lambda r: (_f64(r, 2, 5, 4),)),
+    "attention": (lambda: nn.MultiheadAttention(4, 2, batch_first=True),
+                  lambda r: (_f64(r, 2, 3, 4),) * 3),
+}
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_full_shard_frees_the_weights_of_each_layer_type(monkeypatch, name):
+    """Convolutions (depthwise, transposed), norms, embedding bags, recurrent layers and
+    attention under FULL_SHARD: no gathered buffer alive after forward, gradients as the
+    plain layer's."""
+    _one_rank_world(monkeypatch)
+    refs = _gathered_tracker(monkeypatch)
+    make, inputs = LAYERS[name]
+    args = inputs(np.random.default_rng(3))
+    minidl.manual_seed(0)
+    plain = _Layer(make().to(minidl.float64))
+    (plain(args) ** 2).sum().backward()
+    minidl.manual_seed(0)
+    model = FSDP(_Layer(make().to(minidl.float32)),
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    loss = (model(args) ** 2).sum()
+    assert len(refs) == 1 and refs[0][1]() is None
+    loss.backward()
+    # bilinear saves a copy of its weight (a reshape of a permutation): nothing to gather
+    assert len(refs) == (1 if name == "bilinear" else 2) and refs[-1][1]() is None
+    with FSDP.summon_full_params(model, with_grads=True):
+        for (pname, p), q in zip(model.named_parameters(), plain.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-5,
+                                       err_msg=pname)
+
+
+
+# ---- fully_shard (FSDP2's API) ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fsdp2(launched):
+    return _json(launched, "fsdp2"), _npz(launched, "fsdp2")
+
+
+@needs_mpi
+@pytest.mark.parametrize("reshard", [True, False])
+def test_fully_shard_trains_as_one_process(fsdp2, reshard):
+    """fully_shard bottom-up (a nested block applied twice, tied weights in the root) + SGD
+    on 2 ranks equals the plain model on the whole batch; the parameters keep their names,
+    each rank holding half of each (flattened, padded); the classes are FSDP<Class>."""
+    infos, arrays = fsdp2
+    tag = f"reshard={reshard}"
+    ref, _ = worker.train_reference("twice", "sgd")
+    want = _plain_state(ref)
+    info = infos[0][tag]
+    assert info["keys"] == list(want)
+    assert info["names"] == [n for n, _ in ref.named_parameters()]
+    assert info["piece_sizes"] == [(p.data.size + 1) // 2 for p in ref.parameters()]
+    assert info["classes"] == ["FSDPTwice", "FSDPSequential"]
+    for k, v in want.items():
+        np.testing.assert_allclose(arrays[f"{tag}|{k}"], v, rtol=1e-12, atol=1e-12, err_msg=k)
+
+
+@needs_mpi
+def test_fully_shard_state_dict_and_gradient_sync(fsdp2):
+    """state_dict() holds each rank's pieces under the original names and load_state_dict
+    takes them back (a piece of another size is refused, naming the key);
+    set_requires_gradient_sync(False) sums locally, and the next synced backward reduces the
+    sum: two micro-batches equal the plain model's two backward passes on the whole batches."""
+    infos, arrays = fsdp2
+    for r in infos:
+        assert r["round_trip"] == [True, True, [], []]
+        assert "size mismatch for inp.weight" in r["bad_size"]
+        assert r["grads_after_no_sync"] == [False] * 10  # nothing reduced yet
+    ref = worker.make_model("twice")
+    opt = worker.make_opt("sgd", ref.parameters())
+    opt.zero_grad()
+    for s in range(2):
+        x, y = worker.data("twice", s)
+        F.cross_entropy(ref(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+    opt.step()
+    for k, v in _plain_state(ref).items():
+        np.testing.assert_allclose(arrays[f"accumulate|{k}"], v, rtol=1e-12, atol=1e-12,
+                                   err_msg=k)
+
+
+@needs_mpi
+def test_fully_shard_frees_after_forward_unless_told_not_to(fsdp2):
+    """reshard_after_forward=True: no gathered buffer alive between forward and backward, each
+    module gathered once again in backward; False: every forward's buffers alive (the block's
+    twice), nothing gathered in backward; nothing outlives the backward pass. unshard() shows
+    the whole parameters, reshard() the pieces again."""
+    infos, _ = fsdp2
+    for r in infos:
+        freed, kept = r["memory.reshard=True"], r["memory.reshard=False"]
+        assert freed["alive_after_forward"] == []
+        assert freed["backward_gathers"] == ["Twice.", "Sequential.", "Sequential."]
+        assert sum(n for _, n in kept["alive_after_forward"]) == 4000 + 4 * 2176
+        assert kept["backward_gathers"] == []
+        assert freed["alive_after_backward"] == kept["alive_after_backward"] == []
+        assert r["unshard.reshard=True"] == r["unshard.reshard=False"] == [[16, 16], [128]]
+
+
+def test_fully_shard_one_rank_and_errors(monkeypatch):
+    """In one process: fully_shard bottom-up trains as the plain model (mixed precision:
+    float32 pieces computed in float64), full_state_dict gives the plain keys and values and
+    load_full_state_dict takes them back; bad input is refused, naming it."""
+    from minidl.distributed.fsdp import (FSDPModule, MixedPrecisionPolicy, fully_shard)
+
+    _one_rank_world(monkeypatch)
+    plain = worker.make_model("twice")
+    model = worker.make_model("twice").to(minidl.float32)
+    policy = MixedPrecisionPolicy(param_dtype=minidl.float64)
+    for m in (model.block[2], model.block, model):
+        assert fully_shard(m, mp_policy=policy) is m
+    assert isinstance(model, FSDPModule) and isinstance(model, worker.Twice)
+    opts = [optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (plain, model)]
+    for s in range(3):
+        x, y = worker.data("twice", s)
+        for m, opt in zip((plain, model), opts):
+            opt.zero_grad()
+            F.cross_entropy(m(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+            opt.step()
+    assert all(p.data.dtype == np.float32 for p in model.parameters())
+    full = model.full_state_dict()
+    assert list(full) == list(plain.state_dict())
+    for k, v in plain.state_dict().items():
+        np.testing.assert_allclose(full[k].numpy(), v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+    changed = {k: v * 0 + 1 for k, v in full.items()}
+    model.load_full_state_dict(changed)
+    assert all(np.all(v.numpy() == 1) for v in model.full_state_dict().values())
+    # reshard_after_forward=None (the default): the blocks reshard, the root keeps its own
+    strategies = [m._fsdp_state.sharding_strategy for m in (model, model.block, model.block[2])]
+    assert strategies == [ShardingStrategy.SHARD_GRAD_OP] + [ShardingStrategy.FULL_SHARD] * 2
+    model.set_reshard_after_forward(True)
+    assert model._fsdp_state.sharding_strategy is ShardingStrategy.FULL_SHARD
+    with pytest.raises(ValueError, match="already fully_shard"):
+        fully_shard(model)
+    with pytest.raises(TypeError, match="nn.Module"):
+        fully_shard(lambda x: x)
+    with pytest.raises(NotImplementedError, match="mesh"):
+        fully_shard(nn.Linear(2, 2), mesh=object())
+    with pytest.raises(NotImplementedError, match="reshard_after_forward"):
+        fully_shard(nn.Linear(2, 2), reshard_after_forward=2)
+    with pytest.raises(ValueError, match="shape"):
+        model.load_full_state_dict({**changed, "inp.weight": minidl.ones(3)})
+
+
+
+def test_autograd_grad_of_the_input_leaves_the_shards_alone(monkeypatch):
+    """autograd.grad(loss, [x]) through FSDP units gives x's gradient and no shard gradient
+    (as torch's autograd.grad); a backward pass after a step then equals the plain model's."""
+    _one_rank_world(monkeypatch)
+    minidl.manual_seed(0)
+    plain = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(minidl.float64)
+    minidl.manual_seed(0)
+    model = FSDP(nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)),
+                 auto_wrap_policy={nn.Linear},
+                 mixed_precision=MixedPrecision(param_dtype=minidl.float64))
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((5, 3)), dtype=minidl.float64,
+                      requires_grad=True)
+    grads = [minidl.autograd.grad((m(x) ** 2).sum(), [x])[0].numpy() for m in (plain, model)]
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+    with minidl.no_grad():
+        for m in (plain, model):
+            for p in m.parameters():
+                p.data += 0.5
+    for m in (plain, model):
+        (m(x) ** 2).sum().backward()
+    with FSDP.summon_full_params(model, with_grads=True):
+        for p, q in zip(model.parameters(), plain.parameters()):
+            np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-6)

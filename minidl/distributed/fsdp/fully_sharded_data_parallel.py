@@ -12,13 +12,32 @@ size, and keeps its rank's piece as its one Parameter (``_flat_param``, a FlatPa
 is what ``parameters()`` yields, so any optimizer steps the shards and its state is sharded.
 
 A unit's forward all-gathers the flat buffer, shows slices of it to the wrapped modules as their
-original parameters (``layer.weight`` during forward), runs the module, and drops them again
-(FULL_SHARD right after the forward, SHARD_GRAD_OP after the backward). The slices' gradients
-are summed into one flat gradient, which is reduce-scattered (averaged over the ranks, as
-torch) into the shard's ``.grad`` once the backward pass has finished; NO_SHARD keeps the whole
-buffer on every rank and all-reduces it, as DDP. Between a forward and its backward the autograd
-graph keeps what its ops saved (the gathered weights among them, as any activation), so the
-backward needs no second gather; after the backward every rank holds only its shards.
+original parameters (``layer.weight`` during forward), runs the module, and drops them again.
+The slices' gradients are summed into one flat gradient, which is reduce-scattered (averaged
+over the ranks, as torch) into the shard's ``.grad`` once the backward pass has finished.
+
+What is freed when:
+
+- FULL_SHARD: the gathered buffer is freed at the end of the unit's forward, as torch's. The
+  forward runs under saved-tensor hooks (autograd.graph.saved_tensors_hooks): a value an op
+  saves for backward that views the buffer (a weight, its transpose or reshape) is kept as a
+  token (its offset, shape and strides), and the Tensors of the graph on the buffer (the
+  parameter views the ops hold as inputs) show a placeholder of their shape (NaN, one element
+  broadcast) until backward. The first unpack in backward all-gathers the buffer again (once
+  per unit and backward pass, also for a unit applied twice; the units in the order backward
+  reaches them, which is the same on every rank), and the unit lets go of it once every value
+  it saved is unpacked (the op then running holds its view until its backward is over). Saved
+  values that view no unit's buffer go to the user's own saved-tensor hooks, if any. Kept
+  anyway: what an op saves that is a copy of a weight rather than a view (bilinear saves its
+  weight permuted and reshaped, a copy; a complex Linear its conjugate), and a view of the
+  buffer returned by the unit's forward (the caller holds it). Under
+  ``disable_saved_tensors_hooks`` the graph keeps the gathered buffer, as SHARD_GRAD_OP.
+- SHARD_GRAD_OP: the graph keeps the gathered buffer (each forward's, for a unit applied
+  twice) from the forward to the end of the backward pass; backward gathers nothing.
+- NO_SHARD: the whole buffer is the parameter, on every rank; gradients are all-reduced, as
+  DDP.
+
+After the backward pass every rank holds only its shards (and their gradients).
 
 As in torch, every rank must run the same units in the same order (a unit that one rank's
 forward skips makes the ranks' collectives differ: minidl's check then raises on every rank),
@@ -29,12 +48,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections import OrderedDict
 
 import numpy as np
 
+from ... import autograd as _ag
 from ... import distributed as dist
-from ...autograd import Function
+from ...autograd import Function, root_array
+from ...autograd.graph import saved_tensors_hooks
 from ...backend import device_of, get_array_module, to_device, to_numpy
 from ...backend.dtypes import is_floating
 from ...nn.module import Module, Parameter, StateDictKeyError
@@ -82,14 +104,16 @@ class _FlattenedParameter(Parameter):
 class _ParamView(Function):
     """One original parameter during a unit's forward: a slice of the gathered flat buffer.
     Its backward adds the gradient into the unit's flat gradient; the unit reduces that once
-    the backward pass is over (its ``after_backward``)."""
+    the backward pass is over (its ``after_backward``). ``autograd.grad(out, inputs)`` with
+    inputs that are not the shard leaves the gradients alone, as torch's."""
 
     def forward(self, flat, unit=None, index=0):
         self.unit, self.index = unit, index
         return unit._view(index)
 
     def backward(self, g):
-        self.unit._add_grad(self.index, g)
+        if _ag.input_needed(self, 0):  # not in autograd.grad(loss, inputs) without the shard
+            self.unit._add_grad(self.index, g)
         return None
 
 
@@ -108,6 +132,96 @@ class _Info:
         holds, and repr shows it)."""
         for m, attr in self.owners:
             m.__dict__[attr] = self.placeholder if value is None else value
+
+
+# ---- FULL_SHARD: the gathered weights leave the graph between forward and backward ---------------
+# Each FULL_SHARD unit's forward runs under saved-tensor hooks (_SavedWeights): what an op saves
+# that views the unit's gathered flat buffer is kept as a _Token (where in the buffer it lies),
+# and every Tensor the graph holds on that buffer (the parameter views, the saved views) gets a
+# placeholder of its shape as its data once the forward is over, so the buffer is freed. The
+# first unpack in backward gathers the flat buffer again (one all_gather per unit and backward
+# pass, in the order the backward pass reaches the units: the same on every rank), shows the
+# views again, and the unit lets go of it once every saved view is unpacked (or the backward
+# pass ends).
+_gathered = {}  # id of a FULL_SHARD unit's gathered buffer, during its forward -> the unit
+
+
+class _Token:
+    """A saved view of a unit's gathered flat buffer: element offset, shape, element strides."""
+    __slots__ = ("unit", "offset", "shape", "strides")
+
+    def __init__(self, unit, offset, shape, strides):
+        self.unit, self.offset, self.shape, self.strides = unit, offset, shape, strides
+
+
+class _Outer:
+    """A saved value that the hooks active outside the unit (the user's) packed."""
+    __slots__ = ("unpack", "packed")
+
+    def __init__(self, unpack, packed):
+        self.unpack, self.packed = unpack, packed
+
+
+def _address(a):
+    ptr = getattr(getattr(a, "data", None), "ptr", None)  # a CuPy array's device pointer
+    return int(ptr) if ptr is not None else int(a.__array_interface__["data"][0])
+
+
+def _rebuild(full, token):
+    """The view ``token`` describes, on the flat buffer ``full``: a slice of it, reshaped and
+    its axes permuted where that gives the strides (views of a parameter: reshapes, .T),
+    else through as_strided."""
+    shape, strides, offset = token.shape, token.strides, token.offset
+    size = int(np.prod(shape, dtype=np.int64))
+    order = sorted(range(len(shape)), key=lambda i: -strides[i])
+    block = tuple(shape[i] for i in order)
+    want, step = [], 1
+    for d in reversed(block):
+        want.append(step)
+        step *= d
+    if size == 0 or all(d == 1 or strides[i] == w
+                        for i, d, w in zip(order, block, reversed(want))):
+        inverse = [order.index(i) for i in range(len(shape))]
+        return full[offset:offset + size].reshape(block).transpose(inverse)
+    xp = get_array_module(full)
+    item = full.dtype.itemsize
+    return xp.lib.stride_tricks.as_strided(full[offset:], shape, [s * item for s in strides])
+
+
+def _placeholder(like):
+    """What a view of a freed buffer shows: NaN (0 for integers) of its shape and dtype, one
+    element broadcast, so that a read of it by mistake cannot pass for the weights."""
+    xp = get_array_module(like)
+    fill = np.nan if like.dtype.kind in "fc" else 0
+    return xp.broadcast_to(xp.full((), fill, dtype=like.dtype), like.shape)
+
+
+class _SavedWeights(saved_tensors_hooks):
+    """The saved-tensor hooks of a FULL_SHARD unit's forward (see above). A saved value that
+    views no unit's gathered buffer goes to the hooks active outside (save_on_cpu, the
+    user's), or is kept as it is."""
+
+    def __init__(self):
+        self.outer = _ag._saved_hooks[-1] if _ag._saved_hooks else None
+        super().__init__(self._pack, self._unpack)
+
+    def _pack(self, t):
+        unit = _gathered.get(id(root_array(t.data)))
+        token = unit._token(t) if unit is not None else None
+        if token is not None:
+            unit._recorded += 1
+            return token
+        if self.outer is not None:
+            return _Outer(self.outer[1], self.outer[0](t))
+        return t
+
+    @staticmethod
+    def _unpack(packed):
+        if isinstance(packed, _Token):
+            return packed.unit._unpack(packed)
+        if isinstance(packed, _Outer):
+            return packed.unpack(packed.packed)
+        return packed
 
 
 def _unit_walk(module, stop=(), prefix=""):
@@ -256,6 +370,13 @@ class FullyShardedDataParallel(Module):
         object.__setattr__(self, "_sync_grads", True)
         object.__setattr__(self, "_full", None)        # the gathered flat buffer, in forward
         object.__setattr__(self, "_grad_full", None)   # the flat gradient being summed
+        # FULL_SHARD between forward and backward (see _SavedWeights): the buffer gathered
+        # again in backward, the Tensors shown a placeholder (id -> (weakref, _Token)), and the
+        # saved views packed / unpacked since the last backward pass
+        object.__setattr__(self, "_regathered", None)
+        object.__setattr__(self, "_swapped", {})
+        object.__setattr__(self, "_recorded", 0)
+        object.__setattr__(self, "_done", 0)
         object.__setattr__(self, "_summoned", None)
         object.__setattr__(self, "_flat", None)
         object.__setattr__(self, "_path", _path)  # where the unit sits in the root: messages
@@ -462,9 +583,16 @@ class FullyShardedDataParallel(Module):
         ranks, into this rank's shard's ``.grad`` (under no_sync it keeps adding up here)."""
         if self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP:
             self._reshard()
+        self._drop_regathered()
+        self._recorded = self._done = 0
         if self._grad_full is None or not self._sync_grads:
             return
         g, self._grad_full = self._grad_full, None
+        self._reduce_grad(g)
+
+    def _reduce_grad(self, g):
+        """The flat gradient ``g`` (whole, padded), averaged over the ranks, into the shard's
+        ``.grad``."""
         xp = get_array_module(g)
         world = self.world_size
         if self.sharding_strategy is ShardingStrategy.NO_SHARD:
@@ -482,9 +610,82 @@ class FullyShardedDataParallel(Module):
             flat.grad.data += out
 
     def _reshard(self):
+        if self._full is not None:
+            _gathered.pop(id(root_array(self._full)), None)
         self._full = None
         for info in self._infos:
             info.show()
+
+    def _token(self, t):
+        """The _Token of ``t`` (a Tensor on this unit's gathered buffer) in this forward, and
+        ``t`` noted to be shown a placeholder after it; None where its data is no view of the
+        buffer's elements (another dtype)."""
+        a, full = t.data, self._full
+        item = full.dtype.itemsize
+        start = _address(a) - _address(full)
+        if a.dtype != full.dtype or start % item or any(s % item for s in a.strides):
+            return None
+        token = _Token(self, start // item, tuple(a.shape), tuple(s // item for s in a.strides))
+        self._swapped[id(t)] = (weakref.ref(t), token)
+        return token
+
+    def _note_graph_views(self, out, inputs):
+        """Note (_token) every Tensor on the gathered buffer in the graph of this forward's
+        output (the parameter views, their reshapes, transposes and expansions that the ops
+        hold as inputs), walking back to the forward's inputs; the output's own Tensors are
+        not noted (the caller reads them)."""
+        full = self._full
+        returned = {id(t) for t in _tensors_in(out)}
+        seen = {id(t) for t in _tensors_in(inputs)}
+        stack = [t for t in _tensors_in(out) if id(t) not in seen]
+        while stack:
+            t = stack.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            if id(t) not in returned and root_array(t.data) is full:
+                self._token(t)
+            ctx = t._ctx
+            if ctx is not None and not isinstance(ctx, _ParamView):
+                stack.extend(x for x in ctx.inputs if id(x) not in seen)
+        for t in _tensors_in(out):
+            self._swapped.pop(id(t), None)
+
+    def _show_swapped(self, full):
+        """The Tensors noted by _token: views of ``full`` again, or placeholders (None)."""
+        for key, (ref, token) in list(self._swapped.items()):
+            t = ref()
+            if t is None:
+                del self._swapped[key]
+            elif full is None:
+                t.data = _placeholder(t.data)
+            else:
+                t.data = _rebuild(full, token)
+
+    def _regather(self):
+        """The flat buffer in backward: gathered at the first saved view unpacked, then kept
+        until the unit is done with this backward pass."""
+        if self._regathered is None:
+            mp = self.mixed_precision
+            self._regathered = self._gather(mp.param_dtype if mp is not None else None)
+            self._show_swapped(self._regathered)
+        return self._regathered
+
+    def _drop_regathered(self):
+        if self._regathered is not None:
+            self._regathered = None
+            self._show_swapped(None)
+
+    def _unpack(self, token):
+        """A saved view, on the buffer gathered again. Once every view saved in the forward
+        passes since the last backward pass is unpacked, no op of this backward pass needs
+        the buffer any more: the unit lets go of it (the op being run holds its view until
+        its backward is over). The counts are the same on every rank (the same graph)."""
+        view = _rebuild(self._regather(), token)
+        self._done += 1
+        if self._done == self._recorded:
+            self._drop_regathered()
+        return Tensor(view)
 
     # ---- forward -----------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
@@ -498,19 +699,42 @@ class FullyShardedDataParallel(Module):
         flat = self._flat
         if flat is None:
             return self.module(*args, **kwargs)
+        return self._run_unit(lambda: self.module(*args, **kwargs), (args, kwargs),
+                              lambda i: flat, flat.requires_grad)
+
+    def _run_unit(self, call, inputs, source, requires_grad):
+        """Gather, show the parameter views (``_ParamView`` of ``source(i)``, the leaf its
+        graph hangs from), run ``call()`` and reshard as the strategy says (see the module
+        docstring): the forward of an FSDP1 unit and of a fully_shard module alike."""
+        mp = self.mixed_precision
+        self._drop_regathered()  # one left by a backward pass that ended early: stale after a step
         self._full = self._gather(mp.param_dtype if mp is not None else None)
-        track = is_grad_enabled() and flat.requires_grad
+        track = is_grad_enabled() and requires_grad
+        # FULL_SHARD frees the gathered buffer after forward, and gathers it again in backward
+        # (not where saved-tensor hooks are disabled: the graph then keeps it, as SHARD_GRAD_OP)
+        free = track and self.sharding_strategy is ShardingStrategy.FULL_SHARD \
+            and _ag._saved_hooks_disabled is None
+        if free:
+            _gathered[id(root_array(self._full))] = self
         for i, info in enumerate(self._infos):
             if track:
-                view = _ParamView.apply(flat, unit=self, index=i)
+                view = _ParamView.apply(source(i), unit=self, index=i)
                 view._ctx.after_backward = self._post_backward
+                if free:
+                    self._token(view)
             else:
                 view = Tensor(self._view(i))
             info.show(view)
         keep = track and self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP
+        out = None
         try:
-            return self.module(*args, **kwargs)
+            with _SavedWeights() if free else contextlib.nullcontext():
+                out = call()
+            return out
         finally:
+            if free:  # the graph's Tensors on the buffer: placeholders (not what is returned)
+                self._note_graph_views(out, inputs)
+                self._show_swapped(None)
             if not keep:
                 self._reshard()
 
@@ -920,6 +1144,18 @@ class FullyShardedDataParallel(Module):
 
     def extra_repr(self):
         return f"sharding_strategy={self.sharding_strategy.name}, world_size={self.world_size}"
+
+
+def _tensors_in(obj):
+    """The Tensors in a forward's output (nested tuples, lists, dicts)."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from _tensors_in(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors_in(o)
 
 
 def _cast(obj, dtype):
