@@ -1,0 +1,102 @@
+"""Fake quantization: quantize and dequantize in one float op, so that a float model trained
+with it sees the rounding and clamping its int8 version will do (quantization-aware training).
+
+Its gradient is the straight-through estimator, as PyTorch's: the rounding is treated as the
+identity (its true derivative is zero almost everywhere), the clamp is not, so the gradient
+passes unchanged where ``zero_point + nearbyint(x / scale)`` lands inside
+[quant_min, quant_max] and is zero outside."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...tensor import Function, Tensor
+
+
+def _fake_quant(x, scale, zero_point, quant_min, quant_max):
+    """(fake-quantized x, mask of where the gradient passes), in x's float dtype; float32
+    arithmetic as torch's kernel: zero_point + nearbyint(x * (1/scale))."""
+    scale = np.asarray(scale, dtype=np.float32)
+    zp = np.asarray(zero_point, dtype=np.int64)
+    q = np.rint(x.astype(np.float32) * (np.float32(1) / scale)).astype(np.float64) + zp
+    mask = (q >= quant_min) & (q <= quant_max)
+    out = ((np.clip(q, quant_min, quant_max) - zp).astype(np.float32) * scale).astype(x.dtype)
+    return out, mask
+
+
+class FakeQuantizeAffine(Function):
+    """x -> (clamp(zp + nearbyint(x / scale), qmin, qmax) - zp) * scale; gradient g * mask
+    (straight through). ``scale``/``zero_point`` arrays broadcast against x."""
+
+    def forward(self, x, scale, zero_point, quant_min, quant_max):
+        out, self.mask = _fake_quant(x, scale, zero_point, quant_min, quant_max)
+        return out
+
+    def backward(self, g):
+        return g * self.mask.astype(g.dtype)
+
+    def graph_backward(self, g, out):
+        return g * Tensor(self.mask.astype(g.data.dtype))
+
+
+def _check_range(name, quant_min, quant_max):
+    if quant_min > quant_max:
+        raise RuntimeError(f"{name}: `quant_min` ({quant_min}) should be less than or equal to "
+                           f"`quant_max` ({quant_max})")
+
+
+def _check_zero_point(name, zp, quant_min, quant_max):
+    zp = np.asarray(zp)
+    if np.any(zp < quant_min) or np.any(zp > quant_max):
+        raise RuntimeError(f"{name}: `zero_point` {zp.tolist()} must be between `quant_min` "
+                           f"({quant_min}) and `quant_max` ({quant_max})")
+
+
+def _number(v):
+    return v.item() if isinstance(v, Tensor) else v
+
+
+def _float(name, x):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
+    if x.data.dtype.kind != "f":
+        raise RuntimeError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
+
+
+def fake_quantize_per_tensor_affine(input, scale, zero_point, quant_min, quant_max):
+    """Quantize then dequantize ``input`` with one scale and zero point (float in, float out),
+    differentiable with the straight-through gradient (see the module's docstring)."""
+    name = "fake_quantize_per_tensor_affine"
+    _float(name, input)
+    quant_min, quant_max = int(quant_min), int(quant_max)
+    _check_range(name, quant_min, quant_max)
+    zero_point = int(_number(zero_point))
+    _check_zero_point(name, zero_point, quant_min, quant_max)
+    return FakeQuantizeAffine.apply(input, scale=float(_number(scale)), zero_point=zero_point,
+                                    quant_min=quant_min, quant_max=quant_max)
+
+
+def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, quant_max):
+    """``fake_quantize_per_tensor_affine`` with one scale (float tensor) and zero point (int
+    tensor) per index of ``axis``."""
+    name = "fake_quantize_per_channel_affine"
+    _float(name, input)
+    quant_min, quant_max = int(quant_min), int(quant_max)
+    _check_range(name, quant_min, quant_max)
+    scale = np.asarray(scale.numpy() if isinstance(scale, Tensor) else scale).ravel()
+    zp = np.asarray(zero_point.numpy() if isinstance(zero_point, Tensor) else zero_point).ravel()
+    if zp.dtype.kind not in "iu":
+        raise RuntimeError(f"{name}: zero_point must be an integer tensor, got {zp.dtype}")
+    ndim = input.ndim
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"{name}: axis {axis} is out of range for a tensor of {ndim} dims")
+    axis %= ndim
+    size = input.shape[axis]
+    if scale.size != size or zp.size != size:
+        raise RuntimeError(f"{name}: expected {size} scales and zero points (the size of axis "
+                           f"{axis} of shape {input.shape}), got {scale.size} and {zp.size}")
+    _check_zero_point(name, zp, quant_min, quant_max)
+    shape = [1] * ndim
+    shape[axis] = -1
+    return FakeQuantizeAffine.apply(input, scale=scale.reshape(shape),
+                                    zero_point=zp.reshape(shape), quant_min=quant_min,
+                                    quant_max=quant_max)

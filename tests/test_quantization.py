@@ -1,0 +1,387 @@
+"""minidl.ao.quantization: quantized tensors (rounding as torch's, to the bit), fake
+quantization and its straight-through gradient, observers and their qparams, FakeQuantize,
+the default qconfigs, and dynamic quantization of Linear layers."""
+import warnings
+
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+from minidl.ao import quantization as tq
+from minidl.ao.nn.quantized.dynamic import choose_qparams
+
+DTYPES = [("quint8", 0, 255), ("qint8", -128, 127), ("qint32", -2 ** 31, 2 ** 31 - 1)]
+
+
+def _values(n=20001, seed=0):
+    rng = np.random.default_rng(seed)
+    ties = np.arange(-300, 301) / 2  # exact .5 multiples of scale 1 and 0.5
+    return np.concatenate([rng.standard_normal(n) * 4, ties, ties * 0.37]).astype(np.float32)
+
+
+def _torch():
+    torch = pytest.importorskip("torch")
+    warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+    return torch
+
+
+# ---- quantized tensors, without torch -----------------------------------------------------
+@pytest.mark.parametrize("name,lo,hi", DTYPES)
+def test_round_trip_error_is_at_most_half_a_step_inside_the_range(name, lo, hi):
+    x = _values()
+    scale, zp = 0.05, (10 if name == "quint8" else -3)
+    q = minidl.quantize_per_tensor(minidl.tensor(x), scale, zp, getattr(minidl, name))
+    back = q.dequantize().numpy()
+    inside = (x >= (lo - zp) * scale) & (x <= (hi - zp) * scale)
+    # half a step, plus float32's rounding of x / scale and of the product back
+    slack = 4 * np.finfo(np.float32).eps * np.abs(x)
+    assert np.all((np.abs(back - x) <= scale / 2 + slack)[inside])
+    assert np.all(back[x > (hi - zp) * scale] == np.float32((hi - zp) * np.float32(scale)))
+    assert np.all(back[x < (lo - zp) * scale] == np.float32((lo - zp) * np.float32(scale)))
+    assert q.int_repr().dtype == np.dtype({"quint8": np.uint8, "qint8": np.int8,
+                                           "qint32": np.int32}[name])
+
+
+def test_ties_round_half_to_even_after_the_zero_point():
+    x = minidl.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5])
+    assert minidl.quantize_per_tensor(x, 1.0, 0, minidl.qint8).int_repr().tolist() == \
+        [0, 2, 2, 0, -2, -2]
+    # the zero point is added before rounding: 0.5 + 3 = 3.5 -> 4, 1.5 + 3 = 4.5 -> 4
+    assert minidl.quantize_per_tensor(x, 1.0, 3, minidl.quint8).int_repr().tolist() == \
+        [4, 4, 6, 2, 2, 0]
+
+
+def test_quantized_tensor_answers_its_parameters():
+    q = minidl.quantize_per_tensor(minidl.tensor([1.0, -2.0]), 0.5, 4, minidl.quint8)
+    assert q.is_quantized and not minidl.tensor([1.0]).is_quantized
+    assert (q.q_scale(), q.q_zero_point(), q.qscheme()) == (0.5, 4, minidl.per_tensor_affine)
+    assert q.dtype is minidl.quint8 and repr(q.dtype) == "minidl.quint8"
+    assert q.shape == (2,) and q.size() == (2,) and q.numel() == 2 and q.element_size() == 1
+    assert q.clone().int_repr().tolist() == [6, 0]
+    with pytest.raises(RuntimeError, match="expected a per-channel"):
+        q.q_per_channel_scales()
+    w = minidl.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+    qc = minidl.quantize_per_channel(w, minidl.tensor([0.5, 2.0]), minidl.tensor([0, 1]), 0,
+                                     minidl.qint8)
+    assert qc.qscheme() is minidl.per_channel_affine and qc.q_per_channel_axis() == 0
+    # row 1: 3/2 + 1 = 2.5 -> 2 and 5/2 + 1 = 3.5 -> 4 (half to even)
+    assert qc.int_repr().tolist() == [[0, 2, 4], [2, 3, 4]]
+    assert qc.dequantize().tolist() == [[0, 1, 2], [2, 4, 6]]
+    assert qc.q_per_channel_scales().dtype == np.float64
+    with pytest.raises(RuntimeError, match="expected a per-tensor"):
+        qc.q_scale()
+
+
+def test_ops_other_than_the_quantized_ones_refuse():
+    q = minidl.quantize_per_tensor(minidl.tensor([1.0, 2.0]), 0.1, 0, minidl.quint8)
+    for op in (lambda: q + q, lambda: minidl.exp(q), lambda: q.sum(), lambda: q.numpy(),
+               lambda: q[0]):
+        with pytest.raises(NotImplementedError, match="quantized tensor.*dequantize"):
+            op()
+
+
+def test_bad_arguments_name_what_did_not_fit():
+    x = minidl.tensor([1.0])
+    with pytest.raises(RuntimeError, match="zero_point 300 is above upper bound 255"):
+        minidl.quantize_per_tensor(x, 0.1, 300, minidl.quint8)
+    with pytest.raises(RuntimeError, match="zero_point -129 is below lower bound -128"):
+        minidl.quantize_per_tensor(x, 0.1, -129, minidl.qint8)
+    with pytest.raises(RuntimeError, match="dtype must be"):
+        minidl.quantize_per_tensor(x, 0.1, 0, minidl.float32)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        minidl.quantize_per_tensor(x, 0.0, 0, minidl.quint8)
+    with pytest.raises(RuntimeError, match="floating tensor"):
+        minidl.quantize_per_tensor(minidl.tensor([1]), 0.1, 0, minidl.quint8)
+    with pytest.raises(IndexError, match="axis -1 is out of range"):  # torch refuses it too
+        minidl.quantize_per_channel(minidl.zeros(2, 3), minidl.tensor([1.0] * 3),
+                                    minidl.tensor([0] * 3), -1, minidl.qint8)
+    with pytest.raises(RuntimeError, match="expected 2 scales"):
+        minidl.quantize_per_channel(minidl.zeros(2, 3), minidl.tensor([1.0]), minidl.tensor([0]),
+                                    0, minidl.qint8)
+
+
+# ---- quantized tensors against torch ------------------------------------------------------
+@pytest.mark.parametrize("name,lo,hi", DTYPES)
+@pytest.mark.parametrize("scale,zp", [(0.1, 3), (0.37, 100), (0.013, 7), (1.0, 0), (0.5, 1)])
+@pytest.mark.parametrize("n", [20001 + 601 * 2, 7])
+def test_quantize_per_tensor_matches_torch_bit_for_bit(name, lo, hi, scale, zp, n):
+    torch = _torch()
+    x = _values()[:n]
+    if name == "qint8":
+        zp = min(zp, 127) - 20
+    t = torch.quantize_per_tensor(torch.from_numpy(x), scale, zp, getattr(torch, name))
+    m = minidl.quantize_per_tensor(minidl.tensor(x), scale, zp, getattr(minidl, name))
+    np.testing.assert_array_equal(m.int_repr().numpy(), t.int_repr().numpy())
+    np.testing.assert_array_equal(m.dequantize().numpy(), t.dequantize().numpy())
+    assert (m.q_scale(), m.q_zero_point()) == (t.q_scale(), t.q_zero_point())
+
+
+@pytest.mark.parametrize("name,lo,hi", DTYPES)
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_quantize_per_channel_matches_torch_bit_for_bit(name, lo, hi, axis):
+    torch = _torch()
+    x = _values()[:3 * 5 * 401].reshape(3, 5, 401) if axis != 2 else _values()[:42].reshape(1, 6, 7)
+    size = x.shape[axis]
+    rng = np.random.default_rng(1)
+    scales = rng.uniform(0.01, 0.5, size)
+    zps = rng.integers(max(lo, -20), min(hi, 20) + 1, size)
+    if name == "quint8":
+        zps = np.abs(zps)
+    t = torch.quantize_per_channel(torch.from_numpy(x), torch.from_numpy(scales),
+                                   torch.from_numpy(zps), axis, getattr(torch, name))
+    m = minidl.quantize_per_channel(minidl.tensor(x), minidl.tensor(scales, dtype=minidl.float64),
+                                    minidl.tensor(zps), axis, getattr(minidl, name))
+    np.testing.assert_array_equal(m.int_repr().numpy(), t.int_repr().numpy())
+    np.testing.assert_array_equal(m.dequantize().numpy(), t.dequantize().numpy())
+    np.testing.assert_array_equal(m.q_per_channel_scales().numpy(),
+                                  t.q_per_channel_scales().numpy())
+    assert m.q_per_channel_axis() == t.q_per_channel_axis()
+
+
+def test_repr_matches_torch():
+    torch = _torch()
+    x = np.array([0.25, 0.75, -0.25, 1.25, 2.5, -2.5, 0.35, 100.0, -100.0], np.float32)
+    t = torch.quantize_per_tensor(torch.from_numpy(x), 0.1, 3, torch.quint8)
+    m = minidl.quantize_per_tensor(minidl.tensor(x), 0.1, 3, minidl.quint8)
+    assert repr(m) == repr(t).replace("torch.", "minidl.")
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    t = torch.quantize_per_channel(torch.from_numpy(w), torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64),
+                                   torch.tensor([0, 1, -1]), 0, torch.qint8)
+    m = minidl.quantize_per_channel(minidl.tensor(w), minidl.tensor([0.1, 0.2, 0.3], dtype=minidl.float64),
+                                    minidl.tensor([0, 1, -1]), 0, minidl.qint8)
+    assert repr(m) == repr(t).replace("torch.", "minidl.")
+
+
+# ---- fake quantization ----------------------------------------------------------------------
+def test_fake_quant_gradient_is_straight_through_inside_the_range():
+    x = minidl.tensor([-10.0, -0.26, 0.0, 0.3, 1.24, 1.26, 10.0], requires_grad=True)
+    y = minidl.fake_quantize_per_tensor_affine(x, 0.1, 2, 0, 14)  # range [-0.2, 1.2]
+    assert np.allclose(y.detach().numpy(), [-0.2, -0.2, 0.0, 0.3, 1.2, 1.2, 1.2])
+    y.backward(minidl.tensor([1.0, 2, 3, 4, 5, 6, 7]))
+    # -0.26 rounds to -3 + 2 = -1 < 0: outside; 1.24 rounds to 12 + 2 = 14: inside
+    assert x.grad.tolist() == [0, 0, 3, 4, 5, 0, 0]
+
+
+def test_fake_quant_gradient_is_differentiable_again():
+    x = minidl.tensor([0.3, 5.0], requires_grad=True)
+    g = minidl.tensor([2.0, 2.0], requires_grad=True)
+    y = minidl.fake_quantize_per_tensor_affine(x, 0.1, 0, 0, 20)
+    (gx,) = minidl.autograd.grad(y, x, g, create_graph=True)
+    assert gx.tolist() == [2.0, 0.0]
+    (gg,) = minidl.autograd.grad(gx.sum(), g)
+    assert gg.tolist() == [1.0, 0.0]
+
+
+def test_fake_quant_bad_arguments():
+    x = minidl.tensor([1.0])
+    with pytest.raises(RuntimeError, match="quant_min"):
+        minidl.fake_quantize_per_tensor_affine(x, 0.1, 0, 10, 5)
+    with pytest.raises(RuntimeError, match="zero_point"):
+        minidl.fake_quantize_per_tensor_affine(x, 0.1, 300, 0, 255)
+    with pytest.raises(RuntimeError, match="expected 3 scales"):
+        minidl.fake_quantize_per_channel_affine(minidl.zeros(3, 2), minidl.tensor([0.1]),
+                                                minidl.tensor([0]), 0, 0, 255)
+
+
+@pytest.mark.parametrize("scale,zp,qmin,qmax", [(0.1, 3, 0, 255), (0.37, 0, -128, 127),
+                                                (0.013, 7, 0, 15), (1.0, 0, -8, 7)])
+def test_fake_quant_per_tensor_matches_torch_forward_and_backward(scale, zp, qmin, qmax):
+    torch = _torch()
+    x = _values(3001)
+    g = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = torch.fake_quantize_per_tensor_affine(tx, scale, zp, qmin, qmax)
+    ty.backward(torch.from_numpy(g))
+    mx = minidl.tensor(x, requires_grad=True)
+    my = minidl.fake_quantize_per_tensor_affine(mx, scale, zp, qmin, qmax)
+    my.backward(minidl.tensor(g))
+    np.testing.assert_array_equal(my.detach().numpy(), ty.detach().numpy())
+    np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_fake_quant_per_channel_matches_torch_forward_and_backward(axis):
+    torch = _torch()
+    x = _values(3001)[:4 * 900].reshape(4, 900)
+    size = x.shape[axis]
+    rng = np.random.default_rng(3)
+    scales = rng.uniform(0.01, 0.5, size).astype(np.float32)
+    zps = rng.integers(-10, 10, size).astype(np.int32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    tx = torch.from_numpy(x).requires_grad_()
+    ty = torch.fake_quantize_per_channel_affine(tx, torch.from_numpy(scales), torch.from_numpy(zps),
+                                                axis, -128, 127)
+    ty.backward(torch.from_numpy(g))
+    mx = minidl.tensor(x, requires_grad=True)
+    my = minidl.fake_quantize_per_channel_affine(mx, minidl.tensor(scales), minidl.tensor(zps),
+                                                 axis, -128, 127)
+    my.backward(minidl.tensor(g))
+    np.testing.assert_array_equal(my.detach().numpy(), ty.detach().numpy())
+    np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
+
+
+# ---- observers --------------------------------------------------------------------------------
+def test_min_max_observer_affine_qparams_by_hand():
+    obs = tq.MinMaxObserver()
+    obs(minidl.tensor([-1.0, 0.5]))
+    obs(minidl.tensor([3.0]))
+    scale, zp = obs.calculate_qparams()
+    assert np.isclose(scale.item(), 4.0 / 255) and zp.item() == round(1 / (4.0 / 255))
+    sym = tq.MinMaxObserver(dtype=minidl.qint8, qscheme=minidl.per_tensor_symmetric)
+    sym(minidl.tensor([-1.0, 3.0]))
+    scale, zp = sym.calculate_qparams()
+    assert np.isclose(scale.item(), 3.0 / 127.5) and zp.item() == 0
+    with pytest.warns(UserWarning, match="must run observer"):
+        assert tq.MinMaxObserver().calculate_qparams()[0].tolist() == [1.0]
+
+
+OBSERVER_CASES = [
+    ("MinMaxObserver", {}),
+    ("MinMaxObserver", {"reduce_range": True}),
+    ("MinMaxObserver", {"dtype": "qint8", "qscheme": "per_tensor_symmetric"}),
+    ("MinMaxObserver", {"dtype": "quint8", "qscheme": "per_tensor_symmetric"}),
+    ("MinMaxObserver", {"quant_min": 0, "quant_max": 15}),
+    ("MinMaxObserver", {"quant_min": 0, "quant_max": 255, "reduce_range": True}),
+    ("MovingAverageMinMaxObserver", {"averaging_constant": 0.3}),
+    ("PerChannelMinMaxObserver", {"ch_axis": 1}),
+    ("PerChannelMinMaxObserver", {"dtype": "qint8", "qscheme": "per_channel_symmetric"}),
+    ("MovingAveragePerChannelMinMaxObserver", {"averaging_constant": 0.5, "ch_axis": 0}),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs", OBSERVER_CASES)
+def test_observers_match_torch(cls, kwargs):
+    torch = _torch()
+
+    def args(mod):
+        return {k: getattr(mod, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+
+    t_obs = getattr(torch.ao.quantization, cls)(**args(torch))
+    m_obs = getattr(tq, cls)(**args(minidl))
+    rng = np.random.default_rng(4)
+    for _ in range(3):
+        x = (rng.standard_normal((5, 6)) * rng.uniform(0.1, 3) + rng.uniform(-1, 1)).astype(np.float32)
+        t_obs(torch.from_numpy(x))
+        m_obs(minidl.tensor(x))
+    np.testing.assert_allclose(m_obs.min_val.numpy(), t_obs.min_val.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(m_obs.max_val.numpy(), t_obs.max_val.numpy(), rtol=1e-6)
+    assert (m_obs.quant_min, m_obs.quant_max) == (t_obs.quant_min, t_obs.quant_max)
+    ts, tz = t_obs.calculate_qparams()
+    ms, mz = m_obs.calculate_qparams()
+    np.testing.assert_allclose(ms.numpy(), ts.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(mz.numpy(), tz.numpy())
+
+
+# ---- FakeQuantize and qconfigs --------------------------------------------------------------
+@pytest.mark.parametrize("which", ["activation", "weight"])
+def test_fake_quantize_module_from_the_qat_qconfig_matches_torch(which):
+    torch = _torch()
+    # torch's version 0 (FakeQuantize); see get_default_qat_qconfig on version 1
+    t_fq = getattr(torch.ao.quantization.get_default_qat_qconfig("x86", version=0), which)()
+    m_fq = getattr(tq.get_default_qat_qconfig("x86"), which)()
+    assert (m_fq.quant_min, m_fq.quant_max) == (t_fq.quant_min, t_fq.quant_max)
+    assert repr(m_fq.qscheme) == repr(t_fq.qscheme).replace("torch.", "minidl.")
+    rng = np.random.default_rng(5)
+    for step in range(4):
+        if step == 3:
+            t_fq.disable_observer()
+            m_fq.disable_observer()
+        x = (rng.standard_normal((4, 8)) * 2).astype(np.float32)
+        g = rng.standard_normal((4, 8)).astype(np.float32)
+        tx = torch.from_numpy(x).requires_grad_()
+        t_fq(tx).backward(torch.from_numpy(g))
+        mx = minidl.tensor(x, requires_grad=True)
+        my = m_fq(mx)
+        my.backward(minidl.tensor(g))
+        np.testing.assert_allclose(m_fq.scale.numpy(), t_fq.scale.numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(m_fq.zero_point.numpy(), t_fq.zero_point.numpy())
+        np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
+    m_fq.disable_fake_quant()
+    x = minidl.tensor([0.123456])
+    assert m_fq(x).tolist() == x.tolist()
+
+
+def test_fake_quantize_forward_matches_torch_with_fixed_qparams():
+    torch = _torch()
+    t_fq = torch.ao.quantization.FakeQuantize(quant_min=0, quant_max=255)
+    m_fq = tq.FakeQuantize(quant_min=0, quant_max=255)
+    x = _values(2001)
+    np.testing.assert_array_equal(m_fq(minidl.tensor(x)).detach().numpy(),
+                                  t_fq(torch.from_numpy(x)).detach().numpy())
+
+
+def test_default_qconfigs():
+    qc = tq.get_default_qconfig("x86")
+    act, w = qc.activation(), qc.weight()
+    assert act.reduce_range and (act.quant_min, act.quant_max) == (0, 127)
+    assert w.dtype is minidl.qint8 and w.qscheme is minidl.per_channel_symmetric
+    assert isinstance(tq.get_default_qat_qconfig("fbgemm").activation(), tq.FakeQuantize)
+    assert tq.get_default_qconfig("qnnpack").weight().qscheme is minidl.per_tensor_symmetric
+    with pytest.raises(AssertionError, match="not supported"):
+        tq.get_default_qconfig("arm")
+    with pytest.raises(ValueError, match="observer instance"):
+        tq.QConfig(activation=tq.MinMaxObserver(), weight=tq.MinMaxObserver)
+    assert minidl.quantization is tq
+
+
+# ---- dynamic quantization ---------------------------------------------------------------------
+def _linear(k, n, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, k)).astype(np.float32) * 0.1,
+            rng.standard_normal(n).astype(np.float32))
+
+
+def test_dynamic_linear_is_close_to_the_float_one():
+    w, b = _linear(64, 10, 6)
+    lin = nn.Linear(64, 10)
+    lin.load_state_dict({"weight": w, "bias": b})
+    model = nn.Sequential(lin, nn.ReLU())
+    q = tq.quantize_dynamic(model, {nn.Linear}, dtype=minidl.qint8)
+    assert type(model[0]) is nn.Linear  # a copy
+    x = np.random.default_rng(7).standard_normal((5, 64)).astype(np.float32)
+    y, yq = model(minidl.tensor(x)).detach().numpy(), q(minidl.tensor(x)).numpy()
+    x_scale, _ = choose_qparams(x.min(), x.max(), 0, 127)
+    w_scale = q[0].weight().q_scale()
+    # each of the 64 products errs by at most |x| w_scale/2 + |w| x_scale/2 + the product of both
+    bound = 64 * (np.abs(x).max() * w_scale / 2 + np.abs(w).max() * x_scale / 2 + x_scale * w_scale / 4)
+    assert np.abs(y - yq).max() <= bound
+    assert "DynamicQuantizedLinear(in_features=64, out_features=10, dtype=minidl.qint8" in repr(q)
+    state = q.state_dict()
+    assert state["0._packed_params.dtype"] is minidl.qint8
+    qw, qb = state["0._packed_params._packed_params"]
+    assert qw.is_quantized and np.array_equal(qb.numpy(), b)
+    with pytest.raises(NotImplementedError, match="Linear only"):
+        tq.quantize_dynamic(model, {nn.ReLU})
+
+
+def test_choose_qparams_by_hand():
+    assert choose_qparams(0.0, 12.7, 0, 127) == (pytest.approx(0.1), 0)
+    scale, zp = choose_qparams(-1.0, 1.0, 0, 255)
+    assert scale == pytest.approx(2 / 255) and zp == 128  # 127.5: the max end rounds to even
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_quantize_dynamic_matches_torch_bit_for_bit(seed):
+    torch = _torch()
+    rng = np.random.default_rng(seed)
+    k, n, batch = (int(v) for v in rng.integers(1, 300, 3))
+    w, b = _linear(k, n, seed)
+    x = (rng.standard_normal((batch % 16 + 1, k)) * rng.uniform(0.01, 5)
+         + rng.uniform(-2, 2)).astype(np.float32)
+    t_lin = torch.nn.Linear(k, n)
+    t_lin.weight.data, t_lin.bias.data = torch.from_numpy(w), torch.from_numpy(b)
+    t_q = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(t_lin), {torch.nn.Linear},
+                                                 dtype=torch.qint8)
+    m_lin = nn.Linear(k, n)
+    m_lin.load_state_dict({"weight": w, "bias": b})
+    m_q = tq.quantize_dynamic(nn.Sequential(m_lin), {nn.Linear}, dtype=minidl.qint8)
+    np.testing.assert_array_equal(m_q[0].weight().int_repr().numpy(),
+                                  t_q[0].weight().int_repr().numpy())
+    assert m_q[0].weight().q_scale() == t_q[0].weight().q_scale()
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(),
+                                  t_q(torch.from_numpy(x)).detach().numpy())
+    assert repr(m_q) == repr(t_q).replace("torch.", "minidl.")
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
