@@ -385,3 +385,16 @@ def test_quantize_dynamic_matches_torch_bit_for_bit(seed):
                                   t_q(torch.from_numpy(x)).detach().numpy())
     assert repr(m_q) == repr(t_q).replace("torch.", "minidl.")
     assert list(m_q.state_dict()) == list(t_q.state_dict())
+
+
+def test_docs_code_blocks_run_in_order():
+    import os
+    import re
+
+    doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "quantization.md")
+    with open(doc, encoding="utf-8") as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
+    assert len(blocks) == 3
+    namespace = {"__name__": "quantization_doc"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
