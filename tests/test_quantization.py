@@ -398,3 +398,94 @@ def test_docs_code_blocks_run_in_order():
     namespace = {"__name__": "quantization_doc"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
+
+
+# ---- eager-mode quantization-aware training ---------------------------------------------------
+def _qat_net(module, stubs):
+    class Net(module.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = stubs.QuantStub(), stubs.DeQuantStub()
+            self.fc1, self.relu, self.fc2 = module.Linear(8, 16), module.ReLU(), module.Linear(16, 3)
+
+        def forward(self, x):
+            return self.dequant(self.fc2(self.relu(self.fc1(self.quant(x)))))
+
+    return Net()
+
+
+def test_qat_trains_and_converts_to_an_integer_model_that_matches_its_fake_quant_forward():
+    minidl.manual_seed(0)
+    model = _qat_net(nn, tq)
+    model.qconfig = tq.get_default_qat_qconfig("x86")
+    prepared = tq.prepare_qat(model)
+    assert isinstance(prepared.fc1, minidl.ao.nn.qat.Linear) and type(model.fc1) is nn.Linear
+    assert isinstance(prepared.quant.activation_post_process, tq.FakeQuantize)
+    rng = np.random.default_rng(0)
+    x = minidl.tensor(rng.standard_normal((64, 8)).astype(np.float32))
+    y = minidl.tensor(rng.integers(0, 3, 64))
+    opt = minidl.optim.SGD(prepared.parameters(), lr=0.1)
+    losses = []
+    for _ in range(15):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(prepared(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    prepared.eval()
+    prepared.apply(tq.disable_observer)
+    fake = prepared(x).detach().numpy()
+    converted = tq.convert(prepared)
+    assert "QuantizedLinear(in_features=8, out_features=16" in repr(converted)
+    assert converted.fc1.weight().qscheme() is minidl.per_channel_affine
+    out = converted(x).numpy()
+    # the same rounding in both: equal, or one output step apart where a float32 sum and the
+    # exact int32 one land on either side of a tie
+    step = converted.fc2.scale
+    assert np.abs(out - fake).max() <= step * 1.0001
+    assert np.mean(out == fake) > 0.99
+    with pytest.raises(AssertionError, match="training mode"):
+        tq.prepare_qat(model.eval())
+
+
+def test_qat_prepare_and_convert_match_torch():
+    torch = _torch()
+    tqq = torch.ao.quantization
+    t_model, m_model = _qat_net(torch.nn, tqq), _qat_net(nn, tq)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    t_model.qconfig = tqq.get_default_qat_qconfig("x86", version=0)
+    m_model.qconfig = tq.get_default_qat_qconfig("x86")
+    t_prep, m_prep = tqq.prepare_qat(t_model), tq.prepare_qat(m_model)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        x = rng.standard_normal((32, 8)).astype(np.float32)
+        np.testing.assert_array_equal(m_prep(minidl.tensor(x)).detach().numpy(),
+                                      t_prep(torch.from_numpy(x)).detach().numpy())
+    for prep, mod in ((t_prep, tqq), (m_prep, tq)):
+        prep.eval()
+        prep.apply(mod.disable_observer)
+    t_conv, m_conv = tqq.convert(t_prep), tq.convert(m_prep)
+    assert (m_conv.fc1.scale, m_conv.fc1.zero_point) == (t_conv.fc1.scale, t_conv.fc1.zero_point)
+    x = rng.standard_normal((64, 8)).astype(np.float32) * 1.5
+    mine, theirs = m_conv(minidl.tensor(x)).numpy(), t_conv(torch.from_numpy(x)).numpy()
+    fake = t_prep(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_array_equal(m_prep(minidl.tensor(x)).detach().numpy(), fake)
+    # torch's quantized modules clamp to quint8's full [0, 255], where training's FakeQuantize
+    # clamped to [0, 127] (reduce_range), so torch's int model leaves its fake-quant model
+    # where an activation went past the trained range; minidl keeps the trained range
+    np.testing.assert_array_equal(mine, fake)
+    rows = np.all(theirs == fake, axis=1)
+    assert 0.5 < rows.mean() < 1  # both kinds of rows occur in this input
+    np.testing.assert_array_equal(mine[rows], theirs[rows])
+
+
+def test_fake_quant_double_backward_by_gradgradcheck():
+    from minidl.testing import gradgradcheck
+
+    # points a quarter step from the rounding boundaries, so that finite differences of the
+    # (piecewise constant) first gradient see the analytic zero; the g direction is linear
+    x = minidl.tensor(np.array([-0.125, 0.025, 0.375, 2.025, -3.0]), requires_grad=True,
+                      dtype=minidl.float64)
+    assert gradgradcheck(lambda t: minidl.fake_quantize_per_tensor_affine(t, 0.1, 0, -10, 10),
+                         [x], eps=1e-4)

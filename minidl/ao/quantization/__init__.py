@@ -25,7 +25,9 @@ from .qtensor import (  # noqa: F401
     per_channel_symmetric, per_tensor_affine, per_tensor_symmetric, qint8, qint32,
     quantize_per_channel, quantize_per_tensor, quint8,
 )
-from .quantize import DeQuantStub, QuantStub, quantize_dynamic  # noqa: F401
+from .quantize import (  # noqa: F401
+    DeQuantStub, QuantStub, convert, prepare_qat, propagate_qconfig_, quantize_dynamic,
+)
 
 # what minidl's top level takes from here, as torch's does
 TOP_LEVEL = ("quint8", "qint8", "qint32", "per_tensor_affine", "per_channel_affine",

@@ -35,8 +35,11 @@ class QDtype:
 
     __str__ = __repr__
 
-    def __reduce__(self):  # pickles (and deep-copies) as the one object of its name
+    def __reduce__(self):  # pickles as the one object of its name
         return (_dtype_by_name, (self.name,))
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 quint8 = QDtype("quint8", np.uint8)
@@ -61,7 +64,10 @@ class QScheme:
     __str__ = __repr__
 
     def __reduce__(self):
-        return (getattr, (sys.modules[__name__], self.name))
+        return (_qscheme_by_name, (self.name,))
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 per_tensor_affine = QScheme("per_tensor_affine")
@@ -69,6 +75,12 @@ per_channel_affine = QScheme("per_channel_affine")
 per_tensor_symmetric = QScheme("per_tensor_symmetric")
 per_channel_symmetric = QScheme("per_channel_symmetric")
 per_channel_affine_float_qparams = QScheme("per_channel_affine_float_qparams")
+
+
+def _qscheme_by_name(name):
+    return getattr(sys.modules[__name__], name)
+
+
 QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
             "per_channel_symmetric", "per_channel_affine_float_qparams")
 

@@ -63,3 +63,89 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
         return mapping[type(model)].from_float(model)
     swap(model)
     return model
+
+
+def _observer_forward_hook(module, args, output):
+    return module.activation_post_process(output)
+
+
+def propagate_qconfig_(module, qconfig_dict=None):
+    """Give each submodule a ``qconfig``: its own, else its parent's (as torch's)."""
+    def visit(mod, parent_qconfig):
+        qconfig = mod.__dict__.get("qconfig", parent_qconfig)
+        if qconfig is not None or "qconfig" in mod.__dict__:
+            mod.qconfig = qconfig
+        for child in mod._modules.values():
+            if child is not None:
+                visit(child, qconfig)
+
+    visit(module, getattr(module, "qconfig", None))
+
+
+def _qat_swaps():
+    from ... import nn
+    from ..nn import qat
+
+    return {nn.Linear: qat.Linear}
+
+
+def prepare_qat(model, mapping=None, inplace=False):
+    """``model`` ready for quantization-aware training: each nn.Linear that has a qconfig
+    (set on it or on a parent) becomes a qat.Linear (its weight fake-quantized), and its
+    output and each QuantStub's get a FakeQuantize (``qconfig.activation``), run by a
+    forward hook. ReLU gets none: max(x, 0) keeps a quantized input on its grid. The model
+    must be in training mode, as in torch."""
+    if not model.training:
+        raise AssertionError("prepare_qat only works on models in training mode; call "
+                             "model.train() first")
+    if not inplace:
+        model = copy.deepcopy(model)
+    propagate_qconfig_(model)
+    mapping = mapping or _qat_swaps()
+
+    def swap(module):
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
+            if type(child) in mapping and getattr(child, "qconfig", None) is not None:
+                module._modules[name] = mapping[type(child)].from_float(child)
+            else:
+                swap(child)
+
+    swap(model)
+    targets = tuple(mapping.values()) + (QuantStub,)
+    for mod in model.modules():
+        if (type(mod) in targets and getattr(mod, "qconfig", None) is not None
+                and "activation_post_process" not in mod._modules):
+            mod.activation_post_process = mod.qconfig.activation()
+            mod.register_forward_hook(_observer_forward_hook)
+    return model
+
+
+def convert(module, mapping=None, inplace=False):
+    """The prepared (and trained) ``module`` with its QAT modules swapped for quantized ones:
+    QuantStub -> Quantize, qat.Linear -> quantized Linear, ReLU -> quantized ReLU,
+    DeQuantStub -> DeQuantize, each with the scale and zero point its FakeQuantize ended
+    with. Call ``module.eval()`` first, as in torch."""
+    from ... import nn
+    from ..nn import qat
+    from ..nn import quantized as nnq
+
+    if not inplace:
+        module = copy.deepcopy(module)
+    mapping = mapping or {QuantStub: nnq.Quantize, DeQuantStub: nnq.DeQuantize,
+                          qat.Linear: nnq.Linear, nn.ReLU: nnq.ReLU}
+
+    def swap(mod):
+        for name, child in list(mod._modules.items()):
+            if child is None:
+                continue
+            target = mapping.get(type(child))
+            if target is not None and (type(child) is not QuantStub
+                                       or "activation_post_process" in child._modules):
+                mod._modules[name] = target.from_float(child)
+            else:
+                swap(child)
+
+    swap(module)
+    return module
