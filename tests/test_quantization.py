@@ -266,12 +266,12 @@ def test_observers_match_torch(cls, kwargs):
         x = (rng.standard_normal((5, 6)) * rng.uniform(0.1, 3) + rng.uniform(-1, 1)).astype(np.float32)
         t_obs(torch.from_numpy(x))
         m_obs(minidl.tensor(x))
-    np.testing.assert_allclose(m_obs.min_val.numpy(), t_obs.min_val.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(m_obs.max_val.numpy(), t_obs.max_val.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(m_obs.min_val.numpy(), t_obs.min_val.numpy())
+    np.testing.assert_array_equal(m_obs.max_val.numpy(), t_obs.max_val.numpy())
     assert (m_obs.quant_min, m_obs.quant_max) == (t_obs.quant_min, t_obs.quant_max)
     ts, tz = t_obs.calculate_qparams()
     ms, mz = m_obs.calculate_qparams()
-    np.testing.assert_allclose(ms.numpy(), ts.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(ms.numpy(), ts.numpy())
     np.testing.assert_array_equal(mz.numpy(), tz.numpy())
 
 
@@ -296,7 +296,7 @@ def test_fake_quantize_module_from_the_qat_qconfig_matches_torch(which):
         mx = minidl.tensor(x, requires_grad=True)
         my = m_fq(mx)
         my.backward(minidl.tensor(g))
-        np.testing.assert_allclose(m_fq.scale.numpy(), t_fq.scale.numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(m_fq.scale.numpy(), t_fq.scale.numpy())
         np.testing.assert_array_equal(m_fq.zero_point.numpy(), t_fq.zero_point.numpy())
         np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
     m_fq.disable_fake_quant()
@@ -449,35 +449,46 @@ def test_qat_trains_and_converts_to_an_integer_model_that_matches_its_fake_quant
         tq.prepare_qat(model.eval())
 
 
-def test_qat_prepare_and_convert_match_torch():
+@pytest.mark.parametrize("seed", range(4))
+def test_qat_prepare_and_convert_match_torch(seed):
     torch = _torch()
     tqq = torch.ao.quantization
+    torch.manual_seed(seed)
     t_model, m_model = _qat_net(torch.nn, tqq), _qat_net(nn, tq)
     m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
     t_model.qconfig = tqq.get_default_qat_qconfig("x86", version=0)
     m_model.qconfig = tq.get_default_qat_qconfig("x86")
     t_prep, m_prep = tqq.prepare_qat(t_model), tq.prepare_qat(m_model)
     rng = np.random.default_rng(1)
+    # the float32 products of F.linear and torch's GEMM may differ in the last bit, which
+    # moves an observed min or max by an ulp, and rarely a rounding by one output step
     for _ in range(3):
         x = rng.standard_normal((32, 8)).astype(np.float32)
-        np.testing.assert_array_equal(m_prep(minidl.tensor(x)).detach().numpy(),
-                                      t_prep(torch.from_numpy(x)).detach().numpy())
+        mine = m_prep(minidl.tensor(x)).detach().numpy()
+        theirs = t_prep(torch.from_numpy(x)).detach().numpy()
+        step = t_prep.fc2.activation_post_process.scale.item()
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=step * 1.0001)
+        assert np.mean(np.isclose(mine, theirs, rtol=1e-6, atol=0)) > 0.95
     for prep, mod in ((t_prep, tqq), (m_prep, tq)):
         prep.eval()
         prep.apply(mod.disable_observer)
     t_conv, m_conv = tqq.convert(t_prep), tq.convert(m_prep)
-    assert (m_conv.fc1.scale, m_conv.fc1.zero_point) == (t_conv.fc1.scale, t_conv.fc1.zero_point)
+    assert np.isclose(m_conv.fc1.scale, t_conv.fc1.scale, rtol=1e-6, atol=0)
+    assert abs(m_conv.fc1.zero_point - t_conv.fc1.zero_point) <= 1
     x = rng.standard_normal((64, 8)).astype(np.float32) * 1.5
     mine, theirs = m_conv(minidl.tensor(x)).numpy(), t_conv(torch.from_numpy(x)).numpy()
-    fake = t_prep(torch.from_numpy(x)).detach().numpy()
-    np.testing.assert_array_equal(m_prep(minidl.tensor(x)).detach().numpy(), fake)
+    my_fake = m_prep(minidl.tensor(x)).detach().numpy()
+    their_fake = t_prep(torch.from_numpy(x)).detach().numpy()
+    step = m_conv.fc2.scale
+    # minidl's int model computes what its fake-quant model simulated
+    np.testing.assert_allclose(mine, my_fake, rtol=0, atol=step * 1.0001)
+    assert np.mean(mine == my_fake) > 0.98
     # torch's quantized modules clamp to quint8's full [0, 255], where training's FakeQuantize
     # clamped to [0, 127] (reduce_range), so torch's int model leaves its fake-quant model
     # where an activation went past the trained range; minidl keeps the trained range
-    np.testing.assert_array_equal(mine, fake)
-    rows = np.all(theirs == fake, axis=1)
+    rows = np.all(np.abs(theirs - their_fake) <= step * 1.0001, axis=1)
     assert 0.5 < rows.mean() < 1  # both kinds of rows occur in this input
-    np.testing.assert_array_equal(mine[rows], theirs[rows])
+    np.testing.assert_allclose(mine[rows], theirs[rows], rtol=0, atol=step * 1.0001)
 
 
 def test_fake_quant_double_backward_by_gradgradcheck():
@@ -489,3 +500,38 @@ def test_fake_quant_double_backward_by_gradgradcheck():
                       dtype=minidl.float64)
     assert gradgradcheck(lambda t: minidl.fake_quantize_per_tensor_affine(t, 0.1, 0, -10, 10),
                          [x], eps=1e-4)
+
+
+def test_learnable_fake_quant_gradients_by_hand():
+    x = minidl.tensor([0.26, -5.0, 5.0], requires_grad=True)
+    scale = minidl.tensor([0.1], requires_grad=True)
+    zp = minidl.tensor([2.0], requires_grad=True)
+    y = minidl._fake_quantize_learnable_per_tensor_affine(x, scale, zp, 0, 10, 1.0)
+    assert np.allclose(y.detach().numpy(), [0.3, -0.2, 0.8])
+    y.backward(minidl.tensor([1.0, 1.0, 1.0]))
+    assert x.grad.tolist() == [1.0, 0.0, 0.0]
+    # inside: (0.3 - 0.26) / 0.1; below: 0 - 2; above: 10 - 2
+    assert np.isclose(scale.grad.item(), 0.4 - 2 + 8, atol=1e-5)
+    assert np.isclose(zp.grad.item(), -0.2)  # -scale for each of the two clamped values
+
+
+@pytest.mark.parametrize("s,z,qmin,qmax,factor", [
+    (0.1, 3.0, 0, 255, 1.0), (0.05, 2.6, 0, 127, 0.5), (0.07, 2.5, 0, 255, 1.0),
+    (0.5, -3.4, -8, 7, 1.0), (0.5, -2.5, -8, 7, 1.0), (0.5, 9.0, -8, 7, 1.0)])
+def test_learnable_fake_quant_matches_torch(s, z, qmin, qmax, factor):
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(3000) * 3).astype(np.float32)
+    g = rng.standard_normal(3000).astype(np.float32)
+    tx, ts, tz = (torch.tensor(v, requires_grad=True) for v in (x, [s], [z]))
+    torch._fake_quantize_learnable_per_tensor_affine(tx, ts, tz, qmin, qmax, factor).backward(
+        torch.from_numpy(g))
+    mx, ms, mz = (minidl.tensor(v, requires_grad=True) for v in (x, [s], [z]))
+    my = minidl._fake_quantize_learnable_per_tensor_affine(mx, ms, mz, qmin, qmax, factor)
+    my.backward(minidl.tensor(g))
+    t_out = torch._fake_quantize_learnable_per_tensor_affine(tx, ts, tz, qmin, qmax, factor)
+    np.testing.assert_array_equal(my.detach().numpy(), t_out.detach().numpy())
+    np.testing.assert_array_equal(mx.grad.numpy(), tx.grad.numpy())
+    # sums of 3000 float32 terms, in another order
+    np.testing.assert_allclose(ms.grad.numpy(), ts.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(mz.grad.numpy(), tz.grad.numpy(), rtol=1e-5)

@@ -4,7 +4,8 @@ observers that choose scales and zero points (observer.py), QConfig and the back
 defaults (qconfig.py), and dynamic quantization of Linear layers (quantize.py). See
 docs/quantization.md for the arithmetic."""
 from ._fake_quant_ops import (  # noqa: F401
-    fake_quantize_per_channel_affine, fake_quantize_per_tensor_affine,
+    _fake_quantize_learnable_per_tensor_affine, fake_quantize_per_channel_affine,
+    fake_quantize_per_tensor_affine,
 )
 from .fake_quantize import (  # noqa: F401
     FakeQuantize, default_fake_quant, default_per_channel_weight_fake_quant,
@@ -21,7 +22,7 @@ from .qconfig import (  # noqa: F401
     get_default_qconfig,
 )
 from .qtensor import (  # noqa: F401
-    QDtype, QScheme, QTensor, dequantize, per_channel_affine, per_channel_affine_float_qparams,
+    QDtype, QScheme, QTensor, _make_per_tensor_quantized_tensor, dequantize, per_channel_affine, per_channel_affine_float_qparams,
     per_channel_symmetric, per_tensor_affine, per_tensor_symmetric, qint8, qint32,
     quantize_per_channel, quantize_per_tensor, quint8,
 )
@@ -33,4 +34,5 @@ from .quantize import (  # noqa: F401
 TOP_LEVEL = ("quint8", "qint8", "qint32", "per_tensor_affine", "per_channel_affine",
              "per_tensor_symmetric", "per_channel_symmetric", "per_channel_affine_float_qparams",
              "quantize_per_tensor", "quantize_per_channel", "dequantize",
-             "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine")
+             "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
+             "_fake_quantize_learnable_per_tensor_affine", "_make_per_tensor_quantized_tensor")

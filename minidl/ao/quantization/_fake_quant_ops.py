@@ -100,3 +100,54 @@ def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, 
     return FakeQuantizeAffine.apply(input, scale=scale.reshape(shape),
                                     zero_point=zp.reshape(shape), quant_min=quant_min,
                                     quant_max=quant_max)
+
+
+class FakeQuantizeLearnable(Function):
+    """Fake quantization with ``scale`` and ``zero_point`` as differentiable inputs (LSQ+,
+    as torch's _fake_quantize_learnable_per_tensor_affine). The zero point is rounded (and
+    clamped to the range) for the forward. Gradients, each times ``grad_factor`` for scale
+    and zero point, with q = zero_point + nearbyint(x / scale):
+    inside [quant_min, quant_max]: dx = g, dscale = g * (fq(x) - x) / scale, dzp = 0;
+    below (above): dx = 0, dscale = g * (quant_min (quant_max) - zp), dzp = -g * scale."""
+
+    def forward(self, x, scale, zero_point, quant_min, quant_max, grad_factor):
+        s = np.float32(scale.reshape(-1)[0])
+        zp = float(np.clip(np.rint(np.float32(zero_point.reshape(-1)[0])), quant_min, quant_max))
+        out, _ = _fake_quant(x, s, int(zp), quant_min, quant_max)
+        # torch's backward takes the zero point as clamp(zp + 0.5) cast to an integer (round
+        # half up) where its forward rounded half to even: at an exact .5 the two differ
+        zp_b = float(np.trunc(np.clip(np.float32(zero_point.reshape(-1)[0]) + np.float32(0.5),
+                                      quant_min, quant_max)))
+        fq_b, mask = _fake_quant(x, s, int(zp_b), quant_min, quant_max)
+        q = np.rint(x.astype(np.float32) * (np.float32(1) / s)) + zp_b
+        self.parts = (x, fq_b, mask, q < quant_min, s, zp_b, quant_min, quant_max, grad_factor,
+                      scale.shape, zero_point.shape, zero_point.dtype)
+        return out
+
+    def backward(self, g):
+        x, out, mask, below, s, zp, qmin, qmax, factor, s_shape, z_shape, z_dtype = self.parts
+        g32 = g.astype(np.float32)
+        inside = (out.astype(np.float32) - x.astype(np.float32)) / s
+        dscale = np.where(mask, g32 * inside, g32 * np.where(below, np.float32(qmin - zp),
+                                                             np.float32(qmax - zp)))
+        dzp = np.where(mask, np.float32(0), -g32 * s)
+        return (g * mask.astype(g.dtype),
+                (np.float32(dscale.sum()) * np.float32(factor)).astype(g.dtype).reshape(s_shape),
+                (np.float32(dzp.sum()) * np.float32(factor)).astype(z_dtype).reshape(z_shape))
+
+
+def _fake_quantize_learnable_per_tensor_affine(input, scale, zero_point, quant_min, quant_max,
+                                               grad_factor=1.0):
+    """Fake quantization whose ``scale`` and ``zero_point`` (one-element float tensors) learn
+    too; see FakeQuantizeLearnable for the gradients."""
+    name = "_fake_quantize_learnable_per_tensor_affine"
+    _float(name, input)
+    for what, t in (("scale", scale), ("zero_point", zero_point)):
+        if not isinstance(t, Tensor) or t.numel() != 1 or t.data.dtype.kind != "f":
+            raise RuntimeError(f"{name}: {what} must be a one-element float tensor")
+    quant_min, quant_max = int(quant_min), int(quant_max)
+    _check_range(name, quant_min, quant_max)
+    if not scale.item() > 0:
+        raise RuntimeError(f"{name}: scale must be positive, got {scale.item()}")
+    return FakeQuantizeLearnable.apply(input, scale, zero_point, quant_min=quant_min,
+                                       quant_max=quant_max, grad_factor=float(grad_factor))
