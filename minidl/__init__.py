@@ -173,10 +173,10 @@ from . import signal  # noqa: E402,F401  (minidl.signal.windows, as torch.signal
 globals().update(signal.windows.TOP_LEVEL)  # minidl.hann_window, ...
 __all__ += list(signal.windows.TOP_LEVEL)
 from . import ao  # noqa: E402  (minidl.ao.quantization, as torch.ao.quantization)
+import sys as _sys  # noqa: E402
 
-_sys_modules = __import__("sys").modules
-_sys_modules[__name__ + ".quantization"] = ao.quantization  # minidl.quantization, as torch's
+_sys.modules[__name__ + ".quantization"] = ao.quantization  # minidl.quantization, as torch's
 quantization = ao.quantization
-for _name in ao.quantization.TOP_LEVEL:
+for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
     globals()[_name] = getattr(ao.quantization, _name)
-del _sys_modules, _name
+del _sys, _name

@@ -78,9 +78,26 @@ def test_quantized_tensor_answers_its_parameters():
 def test_ops_other_than_the_quantized_ones_refuse():
     q = minidl.quantize_per_tensor(minidl.tensor([1.0, 2.0]), 0.1, 0, minidl.quint8)
     for op in (lambda: q + q, lambda: minidl.exp(q), lambda: q.sum(), lambda: q.numpy(),
-               lambda: q[0]):
+               lambda: q * 2, lambda: minidl.matmul(q, q)):
         with pytest.raises(NotImplementedError, match="quantized tensor.*dequantize"):
             op()
+
+
+def test_shape_ops_keep_the_quantization():
+    x = minidl.tensor(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3))
+    q = minidl.quantize_per_tensor(x, 0.1, 3, minidl.qint8)
+    for op in (lambda t: t.reshape(3, 2), lambda t: t.view(-1), lambda t: t.t(),
+               lambda t: t.transpose(0, 1), lambda t: t.permute(1, 0), lambda t: t.flatten(),
+               lambda t: t[0], lambda t: t[:, 1:], lambda t: t.unsqueeze(0).squeeze(0),
+               lambda t: t.contiguous()):
+        r = op(q)
+        assert r.is_quantized and (r.q_scale(), r.q_zero_point()) == (0.1, 3)
+        np.testing.assert_array_equal(r.dequantize().numpy(), op(q.dequantize()).numpy())
+    assert x.dequantize() is x
+    qc = minidl.quantize_per_channel(x, minidl.tensor([0.1, 0.2]), minidl.tensor([0, 0]), 0,
+                                     minidl.qint8)
+    with pytest.raises(RuntimeError, match="per-tensor"):
+        qc.reshape(3, 2)
 
 
 def test_bad_arguments_name_what_did_not_fit():

@@ -3,6 +3,7 @@ quantization and its straight-through gradient (_fake_quant_ops.py, fake_quantiz
 observers that choose scales and zero points (observer.py), QConfig and the backends'
 defaults (qconfig.py), and dynamic quantization of Linear layers (quantize.py). See
 docs/quantization.md for the arithmetic."""
+from ...tensor import Tensor as _Tensor
 from ._fake_quant_ops import (  # noqa: F401
     _fake_quantize_learnable_per_tensor_affine, fake_quantize_per_channel_affine,
     fake_quantize_per_tensor_affine,
@@ -36,3 +37,14 @@ TOP_LEVEL = ("quint8", "qint8", "qint32", "per_tensor_affine", "per_channel_affi
              "quantize_per_tensor", "quantize_per_channel", "dequantize",
              "fake_quantize_per_tensor_affine", "fake_quantize_per_channel_affine",
              "_fake_quantize_learnable_per_tensor_affine", "_make_per_tensor_quantized_tensor")
+
+
+def _float_dequantize(self):
+    """A float tensor's ``dequantize()`` is itself, as torch's."""
+    if self.is_quantized:
+        return type(self).dequantize(self)
+    return self
+
+
+if not hasattr(_Tensor, "dequantize"):
+    _Tensor.dequantize = _float_dequantize

@@ -86,7 +86,8 @@ QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
 
 _SUPPORTED = ("int_repr(), dequantize(), q_scale(), q_zero_point(), q_per_channel_scales(), "
               "q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
-              "numel(), dtype, clone(), detach()")
+              "numel(), dtype, clone(), detach(), and per tensor reshape/view/flatten/transpose/"
+              "t/permute/squeeze/unsqueeze/contiguous/indexing")
 
 
 class QTensor(Tensor):
@@ -199,6 +200,58 @@ class QTensor(Tensor):
 
     def detach(self):
         return self
+
+    # ---- shape ops (per tensor: every element keeps the one scale and zero point) ----------
+    def _reshaped(self, what, ints):
+        if self._axis is not None:
+            raise RuntimeError(f"{what}: only per-tensor quantized tensors can be reshaped or "
+                               "indexed here (a per-channel one would lose track of its axis)")
+        return QTensor(ints, self._qdtype, self._scale, self._zero_point)
+
+    def reshape(self, *shape):
+        shape = shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+        return self._reshaped("reshape", self._ints.reshape(shape))
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        shape = self.shape
+        if not shape:
+            return self._reshaped("flatten", self._ints.reshape(1))
+        start, end = start_dim % len(shape), end_dim % len(shape)
+        merged = int(np.prod(shape[start:end + 1]))
+        return self.reshape(shape[:start] + (merged,) + shape[end + 1:])
+
+    def transpose(self, dim0, dim1):
+        return self._reshaped("transpose", np.swapaxes(self._ints, dim0, dim1))
+
+    def t(self):
+        if self._ints.ndim > 2:
+            raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is "
+                               f"{self._ints.ndim}D")
+        return self._reshaped("t", self._ints.T)
+
+    def permute(self, *dims):
+        dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+        return self._reshaped("permute", np.transpose(self._ints, dims))
+
+    def squeeze(self, dim=None):
+        if dim is None:
+            return self._reshaped("squeeze", np.squeeze(self._ints))
+        dim %= max(self._ints.ndim, 1)
+        ints = self._ints if self._ints.shape[dim] != 1 else np.squeeze(self._ints, dim)
+        return self._reshaped("squeeze", ints)
+
+    def unsqueeze(self, dim):
+        return self._reshaped("unsqueeze", np.expand_dims(self._ints, dim % (self._ints.ndim + 1)))
+
+    def contiguous(self, memory_format=None):
+        return self._reshaped("contiguous", np.ascontiguousarray(self._ints))
+
+    def __getitem__(self, index):
+        if isinstance(index, Tensor):
+            index = index.numpy()
+        return self._reshaped("indexing", self._ints[index])
 
     def __repr__(self):
         body = repr(self.dequantize())[:-1]
