@@ -552,3 +552,48 @@ def test_learnable_fake_quant_matches_torch(s, z, qmin, qmax, factor):
     # sums of 3000 float32 terms, in another order
     np.testing.assert_allclose(ms.grad.numpy(), ts.grad.numpy(), rtol=1e-5)
     np.testing.assert_allclose(mz.grad.numpy(), tz.grad.numpy(), rtol=1e-5)
+
+
+def _calibrate(model, batches):
+    for x in batches:
+        model(x)
+
+
+def test_post_training_static_quantization_is_close_to_the_float_model():
+    minidl.manual_seed(1)
+    model = _qat_net(nn, tq).eval()
+    model.qconfig = tq.get_default_qconfig("x86")
+    rng = np.random.default_rng(2)
+    batches = [minidl.tensor(rng.standard_normal((32, 8)).astype(np.float32)) for _ in range(4)]
+    qmodel = tq.quantize(model, _calibrate, [batches])
+    assert type(model.fc1) is nn.Linear and "QuantizedLinear" in repr(qmodel.fc1)
+    x = batches[0]
+    y, yq = model(x).detach().numpy(), qmodel(x).numpy()
+    # a few output steps: the input, the hidden layer and the output each round once
+    assert np.abs(y - yq).max() <= 4 * qmodel.fc2.scale
+
+
+def test_post_training_static_quantization_matches_torch():
+    torch = _torch()
+    tqq = torch.ao.quantization
+    torch.manual_seed(0)
+    t_model, m_model = _qat_net(torch.nn, tqq).eval(), _qat_net(nn, tq).eval()
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    # torch's default x86 qconfig observes activations with a HistogramObserver; the same
+    # MinMaxObserver on both sides here
+    t_model.qconfig = tqq.QConfig(activation=tqq.MinMaxObserver.with_args(reduce_range=True),
+                                  weight=tqq.default_per_channel_weight_observer)
+    m_model.qconfig = tq.get_default_qconfig("x86")
+    rng = np.random.default_rng(3)
+    data = [rng.standard_normal((32, 8)).astype(np.float32) for _ in range(3)]
+    t_q = tqq.quantize(t_model, lambda m, d: [m(torch.from_numpy(x)) for x in d], [data])
+    m_q = tq.quantize(m_model, lambda m, d: [m(minidl.tensor(x)) for x in d], [data])
+    np.testing.assert_array_equal(m_q.fc1.weight().int_repr().numpy(),
+                                  t_q.fc1.weight().int_repr().numpy())
+    assert np.isclose(m_q.fc2.scale, t_q.fc2.scale, rtol=1e-6, atol=0)
+    # calibration data stays inside the observed range, where the two clamp alike; the
+    # float32 sums of calibration may move a scale by an ulp, and so a rounding by one step
+    for x in data:
+        mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=m_q.fc2.scale * 1.0001)
+        assert np.mean(mine == theirs) > 0.95

@@ -28,7 +28,8 @@ from .qtensor import (  # noqa: F401
     quantize_per_channel, quantize_per_tensor, quint8,
 )
 from .quantize import (  # noqa: F401
-    DeQuantStub, QuantStub, convert, prepare_qat, propagate_qconfig_, quantize_dynamic,
+    DeQuantStub, QuantStub, convert, prepare, prepare_qat, propagate_qconfig_, quantize,
+    quantize_dynamic,
 )
 
 # what minidl's top level takes from here, as torch's does

@@ -122,9 +122,38 @@ def prepare_qat(model, mapping=None, inplace=False):
     return model
 
 
+def prepare(model, inplace=False):
+    """``model`` ready for post-training calibration: the outputs of each QuantStub and
+    nn.Linear that has a qconfig get an observer (``qconfig.activation``), run by a forward
+    hook; run representative data through it, then ``convert``."""
+    from ... import nn
+
+    if not inplace:
+        model = copy.deepcopy(model)
+    propagate_qconfig_(model)
+    for mod in model.modules():
+        if (type(mod) in (nn.Linear, QuantStub) and getattr(mod, "qconfig", None) is not None
+                and "activation_post_process" not in mod._modules):
+            mod.activation_post_process = mod.qconfig.activation()
+            mod.register_forward_hook(_observer_forward_hook)
+    return model
+
+
+def quantize(model, run_fn, run_args, mapping=None, inplace=False):
+    """Post-training static quantization in one call: prepare, ``run_fn(model, *run_args)``
+    to calibrate, convert."""
+    if not inplace:
+        model = copy.deepcopy(model)
+    model.eval()
+    prepare(model, inplace=True)
+    run_fn(model, *run_args)
+    return convert(model, mapping, inplace=True)
+
+
 def convert(module, mapping=None, inplace=False):
-    """The prepared (and trained) ``module`` with its QAT modules swapped for quantized ones:
-    QuantStub -> Quantize, qat.Linear -> quantized Linear, ReLU -> quantized ReLU,
+    """The prepared (calibrated or trained) ``module`` with its modules swapped for quantized
+    ones: QuantStub -> Quantize, qat.Linear or observed nn.Linear -> quantized Linear,
+    ReLU -> quantized ReLU,
     DeQuantStub -> DeQuantize, each with the scale and zero point its FakeQuantize ended
     with. Call ``module.eval()`` first, as in torch."""
     from ... import nn
@@ -134,14 +163,15 @@ def convert(module, mapping=None, inplace=False):
     if not inplace:
         module = copy.deepcopy(module)
     mapping = mapping or {QuantStub: nnq.Quantize, DeQuantStub: nnq.DeQuantize,
-                          qat.Linear: nnq.Linear, nn.ReLU: nnq.ReLU}
+                          qat.Linear: nnq.Linear, nn.Linear: nnq.Linear, nn.ReLU: nnq.ReLU}
+    observed = (QuantStub, qat.Linear, nn.Linear)  # converted only where prepared
 
     def swap(mod):
         for name, child in list(mod._modules.items()):
             if child is None:
                 continue
             target = mapping.get(type(child))
-            if target is not None and (type(child) is not QuantStub
+            if target is not None and (type(child) not in observed
                                        or "activation_post_process" in child._modules):
                 mod._modules[name] = target.from_float(child)
             else:

@@ -115,13 +115,16 @@ class Linear(Module):
 
     @classmethod
     def from_float(cls, mod):
-        """From a qat.Linear (or a Linear with ``weight_fake_quant``/an observer) and the
-        FakeQuantize that watched its output (``activation_post_process``)."""
-        weight_fq = mod.weight_fake_quant
+        """From a qat.Linear (its ``weight_fake_quant``) or a prepared nn.Linear (a weight
+        observer from its qconfig, run on the weight now), and the FakeQuantize or observer
+        that watched its output (``activation_post_process``)."""
+        weight_fq = getattr(mod, "weight_fake_quant", None)
+        if weight_fq is None:
+            weight_fq = mod.qconfig.weight()
         weight_fq(mod.weight.detach())
         w_scale, w_zp = _qparams(weight_fq)
         weight = mod.weight.detach()
-        if getattr(weight_fq, "is_per_channel", False):
+        if w_scale.size > 1 or getattr(weight_fq, "is_per_channel", False):
             qweight = quantize_per_channel(weight, w_scale, w_zp, weight_fq.ch_axis, qint8)
         else:
             qweight = quantize_per_tensor(weight, float(w_scale[0]), int(w_zp[0]), qint8)
