@@ -370,6 +370,8 @@ def test_dynamic_linear_is_close_to_the_float_one():
     assert state["0._packed_params.dtype"] is minidl.qint8
     qw, qb = state["0._packed_params._packed_params"]
     assert qw.is_quantized and np.array_equal(qb.numpy(), b)
+    with pytest.raises(NotImplementedError, match="quantize it again"):
+        q.load_state_dict(state)
     with pytest.raises(NotImplementedError, match="Linear only"):
         tq.quantize_dynamic(model, {nn.ReLU})
 
@@ -500,6 +502,7 @@ def test_qat_prepare_and_convert_match_torch(seed):
     # minidl's int model computes what its fake-quant model simulated
     np.testing.assert_allclose(mine, my_fake, rtol=0, atol=step * 1.0001)
     assert np.mean(mine == my_fake) > 0.98
+    assert list(m_conv.state_dict()) == list(t_conv.state_dict())
     # torch's quantized modules clamp to quint8's full [0, 255], where training's FakeQuantize
     # clamped to [0, 127] (reduce_range), so torch's int model leaves its fake-quant model
     # where an activation went past the trained range; minidl keeps the trained range

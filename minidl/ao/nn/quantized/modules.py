@@ -12,6 +12,14 @@ from ...quantization.qtensor import (
 )
 
 
+def refuse_load(module, state_dict, prefix, *args):
+    """A load_state_dict pre-hook: minidl's load_state_dict copies arrays into tensors, and a
+    quantized module's packed weights are not one."""
+    raise NotImplementedError(
+        f"load_state_dict: loading into a quantized module ({prefix or 'the model'}) is not "
+        "supported; load the float model's state_dict and quantize it again")
+
+
 def _qparams(fake_quant):
     scale, zp = fake_quant.calculate_qparams()
     return scale.numpy().astype(np.float64), zp.numpy().astype(np.int64)
@@ -26,6 +34,11 @@ class Quantize(Module):
         self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), dtype
         self.quant_min = dtype.qmin if quant_min is None else int(quant_min)
         self.quant_max = dtype.qmax if quant_max is None else int(quant_max)
+        self.register_load_state_dict_pre_hook(refuse_load)
+
+    def _own_state(self, prefix, keep_vars):
+        yield prefix + "scale", Tensor(np.array([self.scale], np.float32))
+        yield prefix + "zero_point", Tensor(np.array([self.zero_point], np.int64))
 
     def forward(self, x):
         q = quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
@@ -85,6 +98,13 @@ class Linear(Module):
         self._bias = Tensor(np.zeros(out_features, np.float32)) if bias_ else None
         self.scale, self.zero_point = 1.0, 0
         self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
+        self.register_load_state_dict_pre_hook(refuse_load)
+
+    def _own_state(self, prefix, keep_vars):  # torch's keys
+        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
+        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
+        yield prefix + "_packed_params.dtype", qint8
+        yield prefix + "_packed_params._packed_params", (self._weight, self._bias)
 
     def weight(self):
         return self._weight
