@@ -292,6 +292,48 @@ def test_observers_match_torch(cls, kwargs):
     np.testing.assert_array_equal(mz.numpy(), tz.numpy())
 
 
+@pytest.mark.parametrize("bins,kwargs", [
+    (2048, {}), (256, {"reduce_range": True}),
+    (512, {"dtype": "qint8", "qscheme": "per_tensor_symmetric"})])
+def test_histogram_observer_matches_torch(bins, kwargs):
+    torch = _torch()
+    t_obs = torch.ao.quantization.HistogramObserver(
+        bins=bins, **{k: getattr(torch, v) if isinstance(v, str) else v for k, v in kwargs.items()})
+    m_obs = tq.HistogramObserver(
+        bins=bins, **{k: getattr(minidl, v) if isinstance(v, str) else v for k, v in kwargs.items()})
+    rng = np.random.default_rng(6)
+    for i in range(4):  # widening ranges: the histogram is re-binned each time
+        x = (rng.standard_normal(5000) * (1 + i) + 0.3 * i).astype(np.float32)
+        x[0] = 10.0 * (i + 1)  # an outlier, which the search leaves out of the range
+        t_obs(torch.from_numpy(x))
+        m_obs(minidl.tensor(x))
+        np.testing.assert_array_equal(m_obs.histogram.numpy(), t_obs.histogram.numpy())
+        assert m_obs.min_val.item() == t_obs.min_val.item()
+        assert m_obs.max_val.item() == t_obs.max_val.item()
+    (ts, tz), (ms, mz) = t_obs.calculate_qparams(), m_obs.calculate_qparams()
+    np.testing.assert_array_equal(ms.numpy(), ts.numpy())
+    np.testing.assert_array_equal(mz.numpy(), tz.numpy())
+    # the chosen range leaves the last outlier out: a finer scale than min/max's
+    minmax = tq.MinMaxObserver(**{k: getattr(minidl, v) if isinstance(v, str) else v
+                                  for k, v in kwargs.items()})
+    minmax(minidl.tensor([m_obs.min_val.item(), m_obs.max_val.item()]))
+    assert ms.item() < minmax.calculate_qparams()[0].item()
+
+
+def test_histogram_observer_keeps_the_mass_when_the_range_widens():
+    obs = tq.HistogramObserver(bins=64)
+    obs(minidl.tensor(np.linspace(0, 1, 1000, dtype=np.float32)))
+    hist = obs.histogram.numpy()
+    assert hist.sum() == 1000 and np.all(np.abs(hist - 1000 / 64) <= 1)  # uniform
+    obs(minidl.tensor(np.array([-1.0, 3.0], np.float32)))  # re-binned over [-1, 3]
+    hist = obs.histogram.numpy()
+    assert (obs.min_val.item(), obs.max_val.item()) == (-1.0, 3.0)
+    assert np.isclose(hist.sum(), 1002)
+    assert np.isclose(hist[16:32].sum(), 1000)  # [0, 1] is now bins 16..31
+    scale, zp = obs.calculate_qparams()
+    assert scale.item() > 0 and 0 <= zp.item() <= 255
+
+
 # ---- FakeQuantize and qconfigs --------------------------------------------------------------
 @pytest.mark.parametrize("which", ["activation", "weight"])
 def test_fake_quantize_module_from_the_qat_qconfig_matches_torch(which):
@@ -333,6 +375,7 @@ def test_fake_quantize_forward_matches_torch_with_fixed_qparams():
 def test_default_qconfigs():
     qc = tq.get_default_qconfig("x86")
     act, w = qc.activation(), qc.weight()
+    assert isinstance(act, tq.HistogramObserver)
     assert act.reduce_range and (act.quant_min, act.quant_max) == (0, 127)
     assert w.dtype is minidl.qint8 and w.qscheme is minidl.per_channel_symmetric
     assert isinstance(tq.get_default_qat_qconfig("fbgemm").activation(), tq.FakeQuantize)
@@ -582,10 +625,7 @@ def test_post_training_static_quantization_matches_torch():
     torch.manual_seed(0)
     t_model, m_model = _qat_net(torch.nn, tqq).eval(), _qat_net(nn, tq).eval()
     m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
-    # torch's default x86 qconfig observes activations with a HistogramObserver; the same
-    # MinMaxObserver on both sides here
-    t_model.qconfig = tqq.QConfig(activation=tqq.MinMaxObserver.with_args(reduce_range=True),
-                                  weight=tqq.default_per_channel_weight_observer)
+    t_model.qconfig = tqq.get_default_qconfig("x86")  # HistogramObserver activations
     m_model.qconfig = tq.get_default_qconfig("x86")
     rng = np.random.default_rng(3)
     data = [rng.standard_normal((32, 8)).astype(np.float32) for _ in range(3)]

@@ -14,9 +14,10 @@ from .fake_quantize import (  # noqa: F401
     enable_observer,
 )
 from .observer import (  # noqa: F401
-    MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
     ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver, default_dynamic_quant_observer,
-    default_observer, default_per_channel_weight_observer, default_weight_observer,
+    default_histogram_observer, default_observer, default_per_channel_weight_observer,
+    default_weight_observer,
 )
 from .qconfig import (  # noqa: F401
     QConfig, default_dynamic_qconfig, default_qconfig, get_default_qat_qconfig,

@@ -244,3 +244,159 @@ class MovingAveragePerChannelMinMaxObserver(PerChannelMinMaxObserver):
     def _new(self, old, batch, pick):
         c = np.float32(self.averaging_constant)
         return batch if old.size == 0 else old + c * (batch - old)
+
+
+def _linspace32(start, end, steps):
+    """torch.linspace in float32 as its CPU kernel computes it: the first half stepped up
+    from ``start``, the second half stepped down from ``end``."""
+    start, end = np.float32(start), np.float32(end)
+    step = (end - start) / np.float32(steps - 1) if steps > 1 else np.float32(0)
+    i = np.arange(steps)
+    half = steps // 2
+    # a fused multiply-add per element (one rounding): float64 holds step * i exactly
+    step, start64, end64 = float(step), float(start), float(end)
+    up = start64 + step * i[:half]
+    down = end64 - step * (steps - i[half:] - 1)
+    return np.concatenate([up, down]).astype(np.float32)
+
+
+def _histc(x, bins, lo, hi):
+    """torch.histc(x, bins, lo, hi) in float32: values outside [lo, hi] are left out; a
+    value's bin is (x - lo) * bins / (hi - lo) rounded down (the last bin takes hi), by
+    interpolation alone, as torch's histc (no correction against the bin edges)."""
+    lo, hi = np.float32(lo), np.float32(hi)
+    if lo == hi:
+        lo, hi = lo - np.float32(1), hi + np.float32(1)
+    x = x[(x >= lo) & (x <= hi)].astype(np.float32)
+    pos = ((x - lo) * np.float32(bins) / (hi - lo)).astype(np.int64)
+    return np.bincount(np.clip(pos, 0, bins - 1), minlength=bins).astype(np.float32)
+
+
+class HistogramObserver(ObserverBase):
+    """Keeps a histogram (``bins`` bins over the running [min, max]) and chooses the range
+    that minimises the L2 error of quantizing it (a greedy search that trims bins from
+    whichever end holds less mass, as torch's and caffe2's NormMinimization), so that a few
+    outliers do not stretch the scale. The histogram is re-binned (each bin split into 16)
+    when a new batch widens the range."""
+
+    def __init__(self, bins=2048, dtype=quint8, qscheme=per_tensor_affine, reduce_range=False,
+                 quant_min=None, quant_max=None, factory_kwargs=None, eps=EPS, is_dynamic=False,
+                 **kwargs):
+        if qscheme not in (per_tensor_affine, per_tensor_symmetric):
+            raise NotImplementedError("HistogramObserver's qscheme only support "
+                                      "per_tensor_symmetric and per_tensor_affine.")
+        if is_dynamic:
+            raise NotImplementedError("HistogramObserver doesn't support dynamic quantization")
+        super().__init__(dtype, qscheme, reduce_range, quant_min, quant_max, eps, is_dynamic)
+        self.bins = bins
+        self.register_buffer("histogram", Tensor(np.zeros(bins, np.float32)))
+        self.register_buffer("min_val", Tensor(np.array(np.inf, np.float32)))
+        self.register_buffer("max_val", Tensor(np.array(-np.inf, np.float32)))
+        self.dst_nbins = 2 ** (8 * dtype.itemsize)
+        self.upsample_rate = 16
+
+    def forward(self, x_orig):
+        if x_orig.numel() == 0:
+            return x_orig
+        x = x_orig.detach().numpy().astype(np.float32).ravel()
+        if np.isinf(x).any():
+            warnings.warn("inf detected in input tensor, ignoring input", stacklevel=2)
+            x = x[~np.isinf(x)]
+            if x.size == 0:
+                return x_orig
+        x_min, x_max = np.float32(x.min()), np.float32(x.max())
+        cur_min, cur_max = np.float32(self.min_val.numpy()), np.float32(self.max_val.numpy())
+        if np.isinf(cur_min) or np.isinf(cur_max):
+            hist, new_min, new_max = _histc(x, self.bins, x_min, x_max), x_min, x_max
+        else:
+            new_min, new_max = min(cur_min, x_min), max(cur_max, x_max)
+            update = _histc(x, self.bins, new_min, new_max)
+            old = self.histogram.numpy()
+            if new_min == cur_min and new_max == cur_max:
+                hist = old + update
+            elif cur_min == cur_max:
+                hist = _histc(np.array([cur_min]), self.bins, new_min, new_max) * old.sum() + update
+            else:
+                hist = update + self._upscale(old, cur_min, cur_max, new_min, new_max)
+        self.histogram = Tensor(hist.astype(np.float32))
+        self.min_val = Tensor(np.array(new_min, np.float32))
+        self.max_val = Tensor(np.array(new_max, np.float32))
+        return x_orig
+
+    def _upscale(self, hist, orig_min, orig_max, new_min, new_max):
+        """``hist`` over [orig_min, orig_max] moved into bins over [new_min, new_max]: each
+        bin split into upsample_rate parts, each part put where its mid point falls."""
+        n = self.bins * self.upsample_rate
+        fine = np.repeat(hist, self.upsample_rate) / np.float32(self.upsample_rate)
+        bin_size = (orig_max - orig_min) / np.float32(n)
+        mids = _linspace32(orig_min, orig_max, n + 1)[:-1] + np.float32(0.5) * bin_size
+        edges = _linspace32(new_min, new_max, self.bins + 1)
+        where = np.clip(np.searchsorted(edges, mids, side="right") - 1, 0, self.bins - 1)
+        return np.bincount(where, weights=fine, minlength=self.bins).astype(np.float32)
+
+    def _quantization_error(self, start_bin, end_bin):
+        """The L2 error of quantizing the histogram with bins start..end as the range
+        (uniform density within each source bin), in float32 as torch's."""
+        hist = self.histogram.numpy()
+        bin_width = (float(self.max_val.numpy()) - float(self.min_val.numpy())) / self.bins
+        dst_width = bin_width * (end_bin - start_bin + 1) / self.dst_nbins
+        if dst_width == 0.0:
+            return 0.0
+        f = np.float32
+        src = np.arange(self.bins)
+        begin = ((src - start_bin) * bin_width).astype(f)
+        end = begin + f(bin_width)
+        dst_begin = np.clip(np.floor(begin / f(dst_width)), 0, self.dst_nbins - 1).astype(f)
+        dst_end = np.clip(np.floor(end / f(dst_width)), 0, self.dst_nbins - 1).astype(f)
+        density = hist / f(bin_width)
+        half = f(dst_width / 2)
+
+        def norm(lo, hi):
+            return density * ((hi * hi * hi - lo * lo * lo) / f(3))
+
+        total = norm(begin - (dst_begin + f(0.5)) * f(dst_width), np.full(self.bins, half, f))
+        total = total + (dst_end - dst_begin - f(1)) * norm(-half, half)
+        total = total + norm(-half, end - (dst_end * f(dst_width) + half))
+        return float(total.astype(f).sum(dtype=f))
+
+    def _non_linear_param_search(self):
+        hist = self.histogram.numpy()
+        lo, hi = np.float32(self.min_val.numpy()), np.float32(self.max_val.numpy())
+        bin_width = (hi - lo) / np.float32(self.bins)
+        total = float(hist.sum(dtype=np.float32))
+        csum = np.cumsum(hist, dtype=np.float32)
+        stepsize, alpha, beta = 1e-5, 0.0, 1.0
+        start_bin, end_bin = 0, self.bins - 1
+        norm_min = float("inf")
+        while alpha < beta:
+            next_alpha, next_beta = alpha + stepsize, beta - stepsize
+            left, right = start_bin, end_bin
+            while left < end_bin and csum[left] < np.float32(next_alpha * total):
+                left += 1
+            while right > start_bin and csum[right] > np.float32(next_beta * total):
+                right -= 1
+            next_start, next_end = start_bin, end_bin
+            if (left - start_bin) > (end_bin - right):
+                next_start, alpha = left, next_alpha
+            else:
+                next_end, beta = right, next_beta
+            if next_start == start_bin and next_end == end_bin:
+                continue
+            norm = self._quantization_error(next_start, next_end)
+            if norm > norm_min:
+                break
+            norm_min, start_bin, end_bin = norm, next_start, next_end
+        return (lo + bin_width * np.float32(start_bin),
+                lo + bin_width * np.float32(end_bin + 1))
+
+    def calculate_qparams(self):
+        if np.isinf(self.min_val.numpy()) and np.isinf(self.max_val.numpy()):
+            return self._calculate_qparams(np.array(np.inf), np.array(-np.inf))
+        new_min, new_max = self._non_linear_param_search()
+        return self._calculate_qparams(np.asarray(new_min), np.asarray(new_max))
+
+    def extra_repr(self):
+        return f"min_val={self.min_val.item()}, max_val={self.max_val.item()}"
+
+
+default_histogram_observer = HistogramObserver.with_args(quant_min=0, quant_max=127)

@@ -8,7 +8,7 @@ from .fake_quantize import (
     FakeQuantize, default_per_channel_weight_fake_quant, default_weight_fake_quant,
 )
 from .observer import (
-    MinMaxObserver, MovingAverageMinMaxObserver, default_dynamic_quant_observer,
+    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, default_dynamic_quant_observer,
     default_per_channel_weight_observer, default_weight_observer,
 )
 
@@ -39,17 +39,13 @@ def _check_backend(backend):
 
 
 def get_default_qconfig(backend="x86", version=0):
-    """Post-training quantization's defaults: weights int8 symmetric per output channel
-    (per tensor on qnnpack), activations uint8 with reduce_range on x86/fbgemm.
-
-    PyTorch observes the activations with a HistogramObserver (which picks the range that
-    minimises the quantization error); minidl has none yet and uses a MinMaxObserver with
-    the same dtype and range instead, so scales can differ from torch's on data with
-    outliers."""
+    """Post-training quantization's defaults, as torch's: activations observed with a
+    HistogramObserver (uint8; reduce_range on x86/fbgemm), weights int8 symmetric per output
+    channel (per tensor on qnnpack)."""
     _check_backend(backend)
     reduce = backend in ("fbgemm", "x86")
     weight = default_weight_observer if backend == "qnnpack" else default_per_channel_weight_observer
-    return QConfig(activation=MinMaxObserver.with_args(reduce_range=reduce), weight=weight)
+    return QConfig(activation=HistogramObserver.with_args(reduce_range=reduce), weight=weight)
 
 
 def get_default_qat_qconfig(backend="x86", version=1):
