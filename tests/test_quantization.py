@@ -1,10 +1,6 @@
 """minidl.ao.quantization: quantized tensors (rounding as torch's, to the bit), fake
 quantization and its straight-through gradient, observers and their qparams, FakeQuantize,
 the default qconfigs, and dynamic quantization of Linear layers."""
-import warnings
-
-warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch")
-
 import numpy as np
 import pytest
 
@@ -12,6 +8,12 @@ import minidl
 import minidl.nn as nn
 from minidl.ao import quantization as tq
 from minidl.ao.nn.quantized.dynamic import choose_qparams
+
+# torch 2.13 deprecates torch.ao.quantization and quantized tensor creation (in favour of
+# torchao); the parity tests still compare against them
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning"),
+              pytest.mark.filterwarnings("ignore:.*reduce_range will be deprecated.*:UserWarning")]
 
 DTYPES = [("quint8", 0, 255), ("qint8", -128, 127), ("qint32", -2 ** 31, 2 ** 31 - 1)]
 
@@ -23,9 +25,7 @@ def _values(n=20001, seed=0):
 
 
 def _torch():
-    torch = pytest.importorskip("torch")
-    warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-    return torch
+    return pytest.importorskip("torch")
 
 
 # ---- quantized tensors, without torch -----------------------------------------------------

@@ -60,6 +60,9 @@ def _float(name, x):
         raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
     if x.data.dtype.kind != "f":
         raise RuntimeError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
+    if x.device != "cpu":
+        raise RuntimeError(f"{name}: minidl's quantization runs on the CPU; got a tensor on "
+                           f"{x.device} (move it with .cpu())")
 
 
 def fake_quantize_per_tensor_affine(input, scale, zero_point, quant_min, quant_max):
