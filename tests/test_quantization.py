@@ -640,3 +640,10 @@ def test_post_training_static_quantization_matches_torch():
         mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=m_q.fc2.scale * 1.0001)
         assert np.mean(mine == theirs) > 0.95
+
+
+def test_fake_quant_rounds_before_the_zero_point_quantize_after():
+    # as torch's kernels: at an exact tie with an odd zero point they land one step apart
+    x = minidl.tensor([0.25])
+    assert minidl.quantize_per_tensor(x, 0.1, 3, minidl.quint8).int_repr().tolist() == [6]
+    assert np.allclose(minidl.fake_quantize_per_tensor_affine(x, 0.1, 3, 0, 255).tolist(), [0.2])
