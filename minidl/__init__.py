@@ -178,3 +178,11 @@ from .sparse import layout, sparse_coo, sparse_coo_tensor, strided  # noqa: E402
 from .sparse import hspmm, smm  # noqa: E402
 
 __all__ += ["sparse_coo_tensor", "layout", "sparse_coo", "strided", "smm", "hspmm"]
+from . import ao  # noqa: E402  (minidl.ao.quantization, as torch.ao.quantization)
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__ + ".quantization"] = ao.quantization  # minidl.quantization, as torch's
+quantization = ao.quantization
+for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
+    globals()[_name] = getattr(ao.quantization, _name)
+del _sys, _name
