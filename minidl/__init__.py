@@ -12,6 +12,10 @@ from .autograd import inference_mode, set_grad_enabled
 from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
 from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
+from . import hub, random  # noqa: E402,F401  (torch.hub on local files; torch.random)
+from .legacy_types import CPU as _LEGACY_TYPES  # noqa: E402  (minidl.FloatTensor, ...)
+
+globals().update(_LEGACY_TYPES)
 from .amp import autocast  # noqa: E402
 from .backend.dtypes import complex64, complex128, float16, float32, float64  # noqa: E402
 from .creation import (  # noqa: E402
@@ -160,8 +164,25 @@ from . import _torch_namespace  # noqa: E402
 from .func import vmap  # noqa: E402,F401
 
 __all__ += [n for n in _torch_namespace.install(globals()) if n not in ("range", "e")]
+from . import _torch_more  # noqa: E402  (poisson, binomial, svd/pca_lowrank, dtype, ...)
+
+__all__ += _torch_more.install(globals())
 __all__.append("vmap")
 from . import signal  # noqa: E402,F401  (minidl.signal.windows, as torch.signal)
 
 globals().update(signal.windows.TOP_LEVEL)  # minidl.hann_window, ...
 __all__ += list(signal.windows.TOP_LEVEL)
+# sparse COO tensors (minidl.sparse_coo_tensor, x.to_sparse(), minidl.sparse.mm, ...)
+from . import sparse  # noqa: E402,F401  (minidl.sparse.mm, as torch.sparse)
+from .sparse import layout, sparse_coo, sparse_coo_tensor, strided  # noqa: E402
+from .sparse import hspmm, smm  # noqa: E402
+
+__all__ += ["sparse_coo_tensor", "layout", "sparse_coo", "strided", "smm", "hspmm"]
+from . import ao  # noqa: E402  (minidl.ao.quantization, as torch.ao.quantization)
+import sys as _sys  # noqa: E402
+
+_sys.modules[__name__ + ".quantization"] = ao.quantization  # minidl.quantization, as torch's
+quantization = ao.quantization
+for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
+    globals()[_name] = getattr(ao.quantization, _name)
+del _sys, _name

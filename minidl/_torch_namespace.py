@@ -396,7 +396,7 @@ def alias_copy(input):
 
 
 def as_strided_copy(input, size, stride, storage_offset=None):
-    return as_strided(input, size, stride, storage_offset)
+    return as_strided(input, size, stride, storage_offset).clone()
 
 
 def slice_copy(input, dim=0, start=None, end=None, step=1):
@@ -967,12 +967,23 @@ def _positions(xp, size, stride, offset):
 
 class AsStrided(Function):
     """The elements of x's storage at offset + sum(i_k * stride_k), as torch.as_strided reads
-    them (a copy here, not a view); backward adds the gradient back at those storage
-    positions and reads x's own."""
+    them: a view of that storage where x's array is one (``view``, the storage offset, is not
+    None), else a copy; backward adds the gradient back at those storage positions and reads
+    x's own. A view whose elements overlap is read-only on the CPU, since a write through it
+    would reach one memory location from several elements (PyTorch refuses such writes)."""
 
-    def forward(self, x, storage, x_pos, out_pos):
+    def forward(self, x, storage, x_pos, out_pos, size_stride=None):
         self.x_pos, self.out_pos, self.size = x_pos, out_pos, storage.size
-        return storage[out_pos]
+        size, stride, view = size_stride or (None, None, None)
+        if view is None:
+            return storage[out_pos]
+        xp = get_array_module(storage)
+        item = storage.dtype.itemsize
+        out = xp.lib.stride_tricks.as_strided(storage[view:], shape=size,
+                                              strides=tuple(s * item for s in stride))
+        if xp is np and np.unique(out_pos).size < out_pos.size:
+            out.flags.writeable = False
+        return out
 
     def backward(self, g):
         xp = get_array_module(g)
@@ -1025,7 +1036,16 @@ def as_strided(input, size, stride, storage_offset=None):
                            f"offset {storage_offset} require {int(out_pos.max()) + 1} elements "
                            f"but the storage holds {storage.size}")
     x_pos = _positions(xp, input.shape, x_strides, offset)
-    return AsStrided.apply(input, storage=storage, x_pos=x_pos, out_pos=out_pos)
+    view = storage_offset if _views_storage(input.data, storage) and out_pos.size else None
+    out = AsStrided.apply(input, storage=storage, x_pos=x_pos, out_pos=out_pos,
+                          size_stride=(size, stride, view))
+    return _autograd.share_version(out, input) if view is not None else out
+
+
+def _views_storage(a, storage):
+    """Whether ``storage`` (from _storage) is memory ``a`` lives in, not a copy of it."""
+    xp = get_array_module(a)
+    return bool(xp.may_share_memory(a, storage)) if xp is not np else np.may_share_memory(a, storage)
 
 
 def as_strided_scatter(input, src, size, stride, storage_offset=None):

@@ -892,3 +892,9 @@ class _Amp:
 
 
 amp = _Amp()
+
+
+# torch.cuda.FloatTensor and the other legacy GPU tensor types (minidl.legacy_types)
+from .legacy_types import CUDA as _LEGACY_TYPES  # noqa: E402
+
+globals().update(_LEGACY_TYPES)

@@ -1,6 +1,7 @@
 """``minidl.func``: torch.func's function transforms on minidl's autograd.
 
-``grad``, ``grad_and_value``, ``vjp``, ``jvp``, ``jacrev``, ``jacfwd``, ``hessian`` and ``vmap``
+``grad``, ``grad_and_value``, ``vjp``, ``jvp``, ``linearize``, ``jacrev``, ``jacfwd``, ``hessian``
+and ``vmap``
 take a function and return a function, with torch.func's arguments (``argnums``, ``has_aux``,
 ``in_dims``, ``out_dims``, ``randomness``), and they compose: ``grad(grad(f))``,
 ``vmap(grad(loss), in_dims=(None, 0, 0))`` for per-sample gradients, ``jacfwd(jacrev(f))``.
@@ -18,8 +19,8 @@ import numpy as np
 from . import _autograd_functional as _af, autograd
 from .nn._stateless import functional_call
 
-__all__ = ["functional_call", "grad", "grad_and_value", "vjp", "jvp", "jacrev", "jacfwd",
-           "hessian", "vmap", "stack_module_state"]
+__all__ = ["functional_call", "grad", "grad_and_value", "vjp", "jvp", "linearize", "jacrev",
+           "jacfwd", "hessian", "vmap", "stack_module_state"]
 
 
 class TransformArgumentError(ValueError, RuntimeError):
@@ -233,6 +234,49 @@ def jvp(func, primals, tangents, has_aux=False):
     value = rebuild([_result(o, keep) for o in outputs])
     jvp_out = rebuild([_result(r, keep) for r in result])
     return (value, jvp_out, _aux(aux, flat)) if has_aux else (value, jvp_out)
+
+
+def linearize(func, *primals):
+    """``(func(*primals), jvp_fn)`` as torch.func.linearize: ``jvp_fn(*tangents)`` (one per
+    primal, in its structure, shape and dtype) gives J @ tangents at ``primals``, in the
+    output's structure, without running ``func`` again: func runs once, and its vjp with
+    respect to a zero cotangent is recorded; each call differentiates that vjp with respect to
+    the cotangent along the tangents (jvp's double-vjp construction)."""
+    with autograd.enable_grad():
+        args, tracked, _ = _track(primals, tuple(range(len(primals))))
+        out = func(*args)
+        outputs, rebuild = _flatten(out)
+        flat = [t for group in tracked for t in group]
+        keep = _outer_dependence(outputs, flat)
+        dummies = [_zeros_like(o).requires_grad_(True) for o in outputs]
+        vjps = _gradients(outputs, dummies, flat, True)
+    shapes = [(tuple(t.shape), t.dtype) for t in flat]
+    n_args = len(primals)
+
+    def jvp_fn(*tangents):
+        if len(tangents) != n_args:
+            raise TransformArgumentError(f"linearize: jvp_fn takes {n_args} tangents, one per "
+                                         f"primal, got {len(tangents)}")
+        flat_tangents = [t for tangent in tangents for t in _flatten(tangent)[0]]
+        if len(flat_tangents) != len(shapes):
+            raise TransformArgumentError("linearize: the tangents must have the primals' "
+                                         "structure")
+        for i, (t, (shape, dtype)) in enumerate(zip(flat_tangents, shapes)):
+            if tuple(t.shape) != shape:
+                raise TransformArgumentError(f"tangent:{i} with shape {tuple(t.shape)} in "
+                                             "flattened pytree doesn't match the shape "
+                                             f"{shape} of the corresponding primal.")
+            if t.dtype != dtype:
+                raise TransformArgumentError(f"tangent:{i} with dtype {t.dtype} in flattened "
+                                             "pytree doesn't match the dtype "
+                                             f"{dtype} of the corresponding primal.")
+        grad_kept = keep or any(t.requires_grad for t in flat_tangents)
+        with autograd.enable_grad():
+            result = _gradients(vjps, flat_tangents, dummies, grad_kept)
+        return rebuild([_result(r, grad_kept) for r in result])
+
+    value = rebuild([_result(o, keep) for o in outputs])
+    return value, jvp_fn
 
 
 # ---- Jacobians and Hessians --------------------------------------------------------------------

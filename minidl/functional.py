@@ -14,7 +14,9 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, generic, get_array_module
+from .autograd import first_order_only
 from .backend.dtypes import channel_dtype, is_floating, is_low_precision
+from .backend.sparse import SparseCOO
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, Where, accumulation_dtype, cat, constant, keep_where,
     log_softmax_array, reduction_axes, pointwise_kernels, refuse_complex, row_kernels,
@@ -780,12 +782,13 @@ class ELU(Function):
         x, y = self.saved
         gw = _opmath(g)
         # below 0, d/dx alpha * (e^x - 1) = alpha * e^x = y + alpha
-        gx = get_array_module(g).where(x > 0, gw, gw * (_opmath(y) + self.alpha))
+        # NaN takes the positive side, as in PyTorch (its test is x <= 0)
+        gx = get_array_module(g).where(x <= 0, gw * (_opmath(y) + self.alpha), gw)
         return gx.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         # below 0 the derivative is out + alpha, itself differentiable through out
-        return Where.apply(constant(self.inputs[0].data > 0), g, g * (out + self.alpha))
+        return Where.apply(constant(~(self.inputs[0].data <= 0)), g, g * (out + self.alpha))
 
 
 def elu(input, alpha=1.0, inplace=False):
@@ -1816,6 +1819,28 @@ class Embedding(Function):
         return EmbeddingGrad.apply(g, op=copy.copy(self))
 
 
+class SparseEmbedding(Embedding):
+    """Embedding whose weight gradient is sparse: one entry per looked-up index (repeats kept,
+    the padding row's left out), its row of the output's gradient as values."""
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        index = self.indices.reshape(-1).astype(xp.int64)
+        rows = g.reshape(-1, g.shape[-1])
+        if self.padding_idx is not None:
+            keep = index != self.padding_idx
+            index, rows = index[keep], rows[keep]
+        else:
+            rows = rows.copy()  # g may be a view another gradient shares
+        return SparseCOO(index[None], rows, self.weight_shape)
+
+    def graph_backward(self, g, out):
+        return first_order_only(self, g)
+
+    def name(self):
+        return "EmbeddingBackward"
+
+
 class EmbeddingGrad(Function):
     """Embedding's weight gradient as an op (for double backward): the rows of ``g`` added
     into zeros of the weight's shape (Embedding's backward); its own gradient reads those rows
@@ -1865,15 +1890,13 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
     gradient. ``max_norm``: the rows looked up whose ``norm_type``-norm exceeds it are first
     scaled down to it, in place in ``weight`` (as torch's embedding_renorm_);
     ``scale_grad_by_freq``: each row's gradient is divided by how often its index comes in
-    ``input``. sparse gradients are not implemented."""
+    ``input``. With ``sparse=True`` the weight's gradient is a sparse COO tensor whose rows are
+    the looked-up indices (uncoalesced, the padding row left out), as torch's."""
     name = "embedding"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:
         raise ValueError(f"{name}: weight must be a 2-D Tensor (num_embeddings, embedding_dim), "
                          f"got {getattr(weight, 'shape', type(weight).__name__)}")
-    if sparse:
-        raise ValueError(f"{name}: sparse gradients are not supported in minidl (got "
-                         f"sparse={sparse}); the gradient is dense")
     if input.device != weight.device:
         raise ValueError(f"{name}: input is on {input.device} and weight on {weight.device}")
     n = weight.shape[0]
@@ -1888,6 +1911,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
         if lo < 0 or hi >= n:
             raise IndexRangeError(f"{name}: index {lo if lo < 0 else hi} is out of range for "
                                   f"{n} embeddings (weight shape {weight.shape})")
+    if sparse and scale_grad_by_freq:
+        raise ValueError(f"{name}: scale_grad_by_freq is not supported with sparse gradients "
+                         f"(as in torch); use one or the other")
     indices = input.data
     if max_norm is not None and indices.size:
         _renorm_rows_(weight, indices, float(max_norm), float(norm_type))
@@ -1896,7 +1922,8 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
         xp = get_array_module(indices)
         counts = xp.bincount(indices.reshape(-1), minlength=n)
         scale = 1.0 / xp.take(counts, indices).astype(np.float64)
-    return Embedding.apply(weight, indices=indices, padding_idx=padding_idx, scale=scale)
+    op = SparseEmbedding if sparse else Embedding
+    return op.apply(weight, indices=indices, padding_idx=padding_idx, scale=scale)
 
 
 def _renorm_rows_(weight, indices, max_norm, norm_type):

@@ -1446,7 +1446,12 @@ class GetItem(Function):
     complex_grad = True
     def forward(self, a, index):
         self.shape, self.index = a.shape, index
-        return a[index]
+        out = a[index]
+        if isinstance(out, np.generic):
+            # NumPy gives a scalar copy for x[i, j]; with an Ellipsis added it gives a 0-d view,
+            # so x[i, j].add_(1) writes into x as in PyTorch
+            out = a[(index if isinstance(index, tuple) else (index,)) + (Ellipsis,)]
+        return out
 
     def backward(self, g):
         return GetItemGrad().forward(g, self.shape, self.index)

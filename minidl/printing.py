@@ -165,3 +165,41 @@ def tensor_repr(a: np.ndarray, device: str, grad_fn_name, requires_grad, options
     elif requires_grad:
         suffixes.append("requires_grad=True")
     return _with_suffixes(PREFIX + body, suffixes, len(PREFIX), options["linewidth"])
+
+
+def _array_text(a: np.ndarray, indent: int, options) -> str:
+    """The values part of ``tensor(...)`` for ``a`` whose ``[`` sits at column ``indent``;
+    an empty one as ``[], size=(...)``, as torch prints a sparse tensor's parts."""
+    if a.size == 0:
+        return f"[], size={tuple(a.shape)}"
+    if a.dtype.itemsize == 2 and a.dtype.kind in "fV":
+        a = a.astype(np.float32)
+    summarise = a.size > options["threshold"]
+    shown = _summary(a, int(options["edgeitems"])) if summarise else a
+    fmt = (_ComplexFormat if a.dtype.kind == "c" else _Format)(shown, options)
+    return _body(a, indent, summarise, fmt, options)
+
+
+def sparse_repr(data, grad_fn_name, requires_grad, options) -> str:
+    """A sparse COO tensor as torch prints one: its indices and values, then size, nnz,
+    the dtype where it is not a default one, the layout and the autograd suffix, the first on
+    a line of its own."""
+    from .backend import to_numpy
+
+    indent = len(PREFIX)
+    indices, values = to_numpy(data.indices), to_numpy(data.values)
+    text = ("tensor(indices=tensor("
+            + _array_text(indices, indent + len("indices=tensor("), options) + "),\n"
+            + " " * indent + "values=tensor("
+            + _array_text(values, indent + len("values=tensor("), options) + ")")
+    suffixes = [f"nnz={data.nnz}"]
+    dtype = values.dtype
+    if dtype not in (default_float(), default_complex(), np.int64, np.bool_):
+        suffixes.append(f"dtype=minidl.{'bool' if dtype.kind == 'b' else dtype.name}")
+    suffixes.append("layout=minidl.sparse_coo")
+    if grad_fn_name is not None:
+        suffixes.append(f"grad_fn=<{grad_fn_name}>")
+    elif requires_grad:
+        suffixes.append("requires_grad=True")
+    text += ",\n" + " " * indent + f"size={tuple(data.shape)}"
+    return _with_suffixes(text, suffixes, indent, options["linewidth"])

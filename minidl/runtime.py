@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 
 from . import backend
+from .backend.compile_args import COMPILE_BACKENDS, COMPILE_MODES  # noqa: F401  (re-exported)
+from .backend.compile_args import check_compile_arguments
 from .backend.dtypes import as_dtype, category
 from .tensor import Tensor
 
@@ -198,13 +200,6 @@ def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=N
 _compile_warned = False
 
 
-COMPILE_MODES = ("default", "lite", "reduce-overhead", "max-autotune-no-cudagraphs",
-                 "max-autotune")
-COMPILE_BACKENDS = ("inductor", "eager", "aot_eager", "cudagraphs", "openxla", "tvm", "ts",
-                    "aot_ts", "aot_eager_decomp_partition", "aot_eager_default_partitioner",
-                    "eager_debug", "eager_noexcept", "pre_dispatch_eager", "openxla_eval")
-
-
 def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
             options=None, disable=False):
     """``torch.compile``'s place: minidl has no graph compiler, so ``model`` (a Module or a
@@ -212,20 +207,7 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mo
     As a decorator with options (``@minidl.compile(mode="max-autotune")``) it does the same.
     The arguments are checked as torch's: an unknown ``mode`` or ``backend`` name, or ``mode``
     and ``options`` together, raise at once (a typo would otherwise pass silently)."""
-    if isinstance(backend, str):
-        if backend not in COMPILE_BACKENDS:
-            raise RuntimeError(f"compile: invalid backend {backend!r}; torch's are "
-                               f"{', '.join(COMPILE_BACKENDS)} (or a callable)")
-    elif not callable(backend):
-        raise TypeError(f"compile: backend must be a name or a callable, got "
-                        f"{type(backend).__name__}")
-    if backend == "inductor":
-        if mode is not None and options is not None:
-            raise RuntimeError("compile: Either mode or options can be specified, but both "
-                               "can't be specified at the same time.")
-        if mode is not None and mode not in COMPILE_MODES:
-            raise RuntimeError(f"compile: Unrecognized mode={mode}, should be one of: "
-                               f"{', '.join(COMPILE_MODES)}")
+    check_compile_arguments(backend, mode, options)
     del fullgraph, dynamic, options
 
     def passthrough(fn):

@@ -13,12 +13,19 @@ arguments (``file``, ``allow_pickle``) collide with keys of those names. ``load`
 members back by their exact names, so any string key round-trips (``"a/b"``, ``"x.npy"``,
 non-ASCII). Every value is checked before the temporary file is created: a bad value raises
 and leaves the previous checkpoint untouched.
+
+``save(obj, path, format="torch")`` (``save_torch``) writes torch.save's zip instead, for a
+PyTorch user: its data.pkl is written opcode by opcode, naming torch's rebuild functions without
+importing torch, and torch.load(weights_only=True) reads it. The same atomic writer serves it.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
+import pickle
 import secrets
+import struct
 import zipfile
 
 import numpy as np
@@ -138,6 +145,21 @@ def check_save_path(path, make_folders=False):
 def _write_members(checked, path, extra=None, make_folders=False):
     """The atomic write: {name: numpy array} as name.npy members (and ``extra`` {member name:
     bytes}) into a temporary beside ``path``, fsynced, then renamed over it."""
+    def fill(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, array in checked.items():
+                with zf.open(name + _SUFFIX, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+            for name, data in (extra or {}).items():
+                zf.writestr(name, data)
+
+    _write_atomically(path, fill, make_folders)
+
+
+def _write_atomically(path, fill, make_folders=False):
+    """``fill(file)`` writes the checkpoint into a temporary beside ``path``; it is fsynced and
+    renamed over ``path``. Anything that goes wrong on the way removes the temporary and leaves
+    whatever was at ``path`` as it was."""
     path = check_save_path(path, make_folders)
     directory = os.path.dirname(path)
     if make_folders:
@@ -147,12 +169,7 @@ def _write_members(checked, path, extra=None, make_folders=False):
     tmp = os.path.join(directory, f"{_tmp_prefix(path)}{os.getpid()}-{secrets.token_hex(4)}.npz")
     try:
         with open(tmp, "xb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, array in checked.items():
-                    with zf.open(name + _SUFFIX, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, array, allow_pickle=False)
-                for name, data in (extra or {}).items():
-                    zf.writestr(name, data)
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -237,14 +254,249 @@ class _Writer:
                         "(it never pickles, so a file cannot run code when loaded)")
 
 
-def save(obj, path):
+# ---- torch.save's zip format, for handing a checkpoint to PyTorch ------------------------------
+# numpy dtype name -> the storage class torch 2.x names in data.pkl's persistent ids
+_TORCH_STORAGES = {
+    "float32": "FloatStorage", "float64": "DoubleStorage", "float16": "HalfStorage",
+    "bfloat16": "BFloat16Storage", "int8": "CharStorage", "int16": "ShortStorage",
+    "int32": "IntStorage", "int64": "LongStorage", "uint8": "ByteStorage", "bool": "BoolStorage",
+    "complex64": "ComplexFloatStorage", "complex128": "ComplexDoubleStorage",
+}
+# data.pkl names only these, collections.OrderedDict and torch._utils' _rebuild_tensor_v2 and
+# _rebuild_parameter: globals torch.load(weights_only=True) allows
+_ARCHIVE = "archive"  # the zip's top folder: torch names it after the file and reads any name
+_ALIGN = 64  # each storage starts on a 64-byte boundary of the file, as torch writes them
+
+
+def _tuple_end(n):
+    return {0: pickle.EMPTY_TUPLE, 1: pickle.TUPLE1, 2: pickle.TUPLE2, 3: pickle.TUPLE3}.get(
+        n, pickle.TUPLE)
+
+
+class _TorchPickle:
+    """data.pkl of a torch.save file, written opcode by opcode in pickle protocol 2 (as
+    torch.save writes it). A Pickler would import a global's module to check its name, and
+    torch must not be needed to name ``torch._utils._rebuild_tensor_v2``; only opcodes that
+    torch.load(weights_only=True) reads are used. The walk checks every value and collects the
+    storages (host arrays, C order, little-endian) before anything is written."""
+
+    def __init__(self):
+        self.out = bytearray(pickle.PROTO + b"\x02")
+        self.memo = {}      # (module, name) -> memo slot of its GLOBAL
+        self.storages = []  # arrays; storage key i is str(i)
+        self.shared = {}    # id(source array) -> key: one array saved twice is one storage
+        self.keep = []      # the source arrays, so that their ids stay theirs during the walk
+        self.open = set()   # ids of the containers being walked (one inside itself)
+
+    def write_global(self, module, name):
+        slot = self.memo.get((module, name))
+        if slot is None:
+            self.out += pickle.GLOBAL + f"{module}\n{name}\n".encode("ascii")
+            slot = self.memo[module, name] = len(self.memo)
+            self.out += (pickle.BINPUT + bytes([slot]) if slot < 256
+                         else pickle.LONG_BINPUT + struct.pack("<I", slot))
+        else:
+            self.out += (pickle.BINGET + bytes([slot]) if slot < 256
+                         else pickle.LONG_BINGET + struct.pack("<I", slot))
+
+    def write_int(self, value, where):
+        if 0 <= value < 256:
+            self.out += pickle.BININT1 + bytes([value])
+        elif 0 <= value < 65536:
+            self.out += pickle.BININT2 + struct.pack("<H", value)
+        elif -(1 << 31) <= value < (1 << 31):
+            self.out += pickle.BININT + struct.pack("<i", value)
+        else:  # two's complement, little-endian, in as few bytes as keep the sign
+            data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+            if len(data) > 255:  # LONG4 is not among the opcodes weights_only reads
+                raise ValueError(f"save: {where} is an integer of {value.bit_length()} bits; "
+                                 "format='torch' stores integers of up to 2039 bits")
+            self.out += pickle.LONG1 + bytes([len(data)]) + data
+
+    def write_str(self, value):
+        data = value.encode("utf-8", "surrogatepass")
+        self.out += pickle.BINUNICODE + struct.pack("<I", len(data)) + data
+
+    def write_ints(self, values, where):
+        if len(values) > 3:
+            self.out += pickle.MARK
+        for v in values:
+            self.write_int(v, where)
+        self.out += _tuple_end(len(values))
+
+    def write_empty_ordered_dict(self):  # OrderedDict(): the hooks argument of torch's rebuilds
+        self.write_global("collections", "OrderedDict")
+        self.out += pickle.EMPTY_TUPLE + pickle.REDUCE
+
+    def write_tensor(self, value, where):
+        from .tensor import Tensor
+
+        source = value.data if isinstance(value, Tensor) else value
+        # CUDA -> host, Python objects refused; a NUL in a key is fine here (no zip name)
+        array = _host_array(where.replace("\0", "\\0"), value, raw_bfloat16=True)
+        storage = _TORCH_STORAGES.get(array.dtype.name)
+        if storage is None or array.dtype.fields is not None:
+            raise TypeError(f"save: {where} has dtype {array.dtype}, which format='torch' cannot "
+                            f"store; it stores {', '.join(_TORCH_STORAGES)} (cast it first)")
+        key = self.shared.get(id(source))
+        if key is None:
+            raw = array.view(np.uint16) if array.dtype.name == "bfloat16" else array
+            # C order and little-endian, as the byteorder record says: a copy only where needed
+            raw = np.ascontiguousarray(raw, dtype=raw.dtype.newbyteorder("<"))
+            key = self.shared[id(source)] = str(len(self.storages))
+            self.storages.append(raw)
+            self.keep.append(source)
+        requires_grad = bool(isinstance(value, Tensor) and value.requires_grad)
+        # nn.Parameter, known by name: nn sits above this module
+        parameter = isinstance(value, Tensor) and any(
+            cls.__name__ == "Parameter" for cls in type(value).__mro__)
+        if parameter:  # torch._utils._rebuild_parameter(tensor, requires_grad, hooks)
+            self.write_global("torch._utils", "_rebuild_parameter")
+            self.out += pickle.MARK
+        # torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks),
+        # the storage given by its persistent id ("storage", type, key, location, numel)
+        self.write_global("torch._utils", "_rebuild_tensor_v2")
+        self.out += pickle.MARK + pickle.MARK
+        self.write_str("storage")
+        self.write_global("torch", storage)
+        self.write_str(key)
+        self.write_str("cpu")
+        self.write_int(array.size, where)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        stride, step = [], 1
+        for n in reversed(array.shape):  # C-contiguous strides in elements, as torch's
+            stride.insert(0, step)
+            step *= max(n, 1)
+        self.write_int(0, where)
+        self.write_ints(array.shape, where)
+        self.write_ints(stride, where)
+        self.out += pickle.NEWTRUE if requires_grad and not parameter else pickle.NEWFALSE
+        self.write_empty_ordered_dict()
+        self.out += pickle.TUPLE + pickle.REDUCE
+        if parameter:
+            self.out += pickle.NEWTRUE if requires_grad else pickle.NEWFALSE
+            self.write_empty_ordered_dict()
+            self.out += pickle.TUPLE + pickle.REDUCE
+
+    def write(self, value, path):
+        from .tensor import Tensor
+
+        where = "/".join(path) or "the object"
+        # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
+        if isinstance(value, (Tensor, np.ndarray, np.generic)) \
+                or type(value).__module__.startswith("cupy"):
+            self.write_tensor(value, where)
+        elif value is None:
+            self.out += pickle.NONE
+        elif isinstance(value, bool):
+            self.out += pickle.NEWTRUE if value else pickle.NEWFALSE
+        elif isinstance(value, int):
+            self.write_int(int(value), where)
+        elif isinstance(value, float):
+            self.out += pickle.BINFLOAT + struct.pack(">d", value)
+        elif isinstance(value, str):
+            self.write_str(str(value))
+        elif isinstance(value, (dict, list, tuple)):
+            if id(value) in self.open:
+                raise ValueError(f"save: {where} contains itself; a checkpoint must be a tree")
+            self.open.add(id(value))
+            self.write_container(value, path, where)
+            self.open.discard(id(value))
+        else:
+            raise TypeError(f"save: {where} is a {type(value).__name__}; format='torch' stores "
+                            "Tensors, arrays, numbers, strings, None, and dicts, lists and tuples "
+                            "of them (what torch.load(weights_only=True) reads back)")
+
+    def write_container(self, value, path, where):
+        if isinstance(value, dict):  # dict subclasses other than OrderedDict become dicts
+            if isinstance(value, collections.OrderedDict):
+                self.write_empty_ordered_dict()
+            else:
+                self.out += pickle.EMPTY_DICT
+            if not value:
+                return
+            self.out += pickle.MARK
+            for k, v in value.items():
+                if not isinstance(k, _SCALARS) or isinstance(k, np.generic):
+                    raise TypeError(f"save: key {k!r} of {where} is a {type(k).__name__}; keys "
+                                    "must be str, int, float, bool or None")
+                self.write(k, path + [str(k)])
+                self.write(v, path + [str(k)])
+            self.out += pickle.SETITEMS
+        elif isinstance(value, list):
+            self.out += pickle.EMPTY_LIST
+            if value:
+                self.out += pickle.MARK
+                for i, v in enumerate(value):
+                    self.write(v, path + [str(i)])
+                self.out += pickle.APPENDS
+        else:
+            if len(value) > 3:
+                self.out += pickle.MARK
+            for i, v in enumerate(value):
+                self.write(v, path + [str(i)])
+            self.out += _tuple_end(len(value))
+
+
+def _write_torch_zip(f, data_pkl, storages):
+    """The zip torch.load opens: ``archive/data.pkl``, ``archive/byteorder``, one
+    ``archive/data/<key>`` per storage (its raw bytes, starting on a 64-byte boundary of the
+    file, as torch aligns them) and ``archive/version``, all stored uncompressed."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        zf.writestr(f"{_ARCHIVE}/data.pkl", bytes(data_pkl))
+        zf.writestr(f"{_ARCHIVE}/byteorder", "little")
+        for key, array in enumerate(storages):
+            info = zipfile.ZipInfo(f"{_ARCHIVE}/data/{key}")
+            info.file_size = array.nbytes
+            zip64 = array.nbytes * 1.05 > zipfile.ZIP64_LIMIT  # zipfile's own test
+            # local header: 30 bytes, the name, our padding field, zip64's 20 bytes
+            start = f.tell() + 30 + len(info.filename) + 4 + (20 if zip64 else 0)
+            pad = -start % _ALIGN
+            info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad  # "FB", torch's pad id
+            with zf.open(info, "w", force_zip64=zip64) as member:
+                member.write(memoryview(array.reshape(-1).view(np.uint8)))
+        zf.writestr(f"{_ARCHIVE}/version", "3\n")
+
+
+def save_torch(obj, path, make_folders=False):
+    """Write ``obj`` as ``torch.save(obj, path)`` would, without torch: a zip that
+    ``torch.load(path)`` (``weights_only=True``, its default, or False) reads back as dicts
+    (OrderedDicts stay OrderedDicts), lists, tuples, numbers, strings, None and tensors, and
+    that ``minidl.models.convert.load_torch_checkpoint`` reads without torch.
+
+    Tensors, Parameters (rebuilt as ``torch.nn.Parameter``) and numpy arrays and scalars (as
+    tensors; CUDA ones are copied to the host) of dtype float32/64, float16, bfloat16, int8/16/
+    32/64, uint8, bool and complex64/128 are stored, each written C-contiguous whatever its
+    strides. One array object saved twice is one storage; distinct views of one array are
+    written as separate storages (torch would share one). Anything else, and dict keys that
+    are not str, int, float, bool or None, raise TypeError naming the key path (ValueError for a
+    container inside itself or an integer over 2039 bits), before the file is touched; the
+    write itself is atomic, as ``save``'s. The folder of ``path`` must exist
+    (``make_folders``: create it)."""
+    check_save_path(path, make_folders)  # before the walk: a wrong path costs nothing
+    pkl = _TorchPickle()
+    pkl.write(obj, [])
+    pkl.out += pickle.STOP
+    _write_atomically(path, lambda f: _write_torch_zip(f, pkl.out, pkl.storages), make_folders)
+
+
+def save(obj, path, *, format="minidl"):
     """Write ``obj`` to ``path`` atomically, as ``torch.save`` does for what a training script
     saves: a state dict, a Tensor, or a checkpoint such as ``{"model": model.state_dict(),
     "optimizer": opt.state_dict(), "epoch": 3}``. Tensors, arrays (bfloat16 too), numbers,
     strings, None, and dicts, lists and tuples of them are stored, each array as one .npy
     member of an .npz and the structure as JSON beside them: nothing is pickled, so loading a
     file cannot run code. Every value is checked before the file is touched; see ``save_npz``
-    for the write itself. The folder of ``path`` must exist, as for torch.save."""
+    for the write itself. The folder of ``path`` must exist, as for torch.save.
+
+    ``format="torch"`` writes torch.save's zip instead, for PyTorch's ``torch.load`` (see
+    ``save_torch``). Only the keyword chooses it: a ``.pt`` or ``.pth`` path alone still gets
+    minidl's .npz."""
+    if format == "torch":
+        return save_torch(obj, path)
+    if format != "minidl":
+        raise ValueError(f"save: format must be 'minidl' (.npz, no pickle) or 'torch' "
+                         f"(torch.save's zip, for torch.load), got {format!r}")
     check_save_path(path)  # before the walk: a wrong path costs nothing
     writer = _Writer()
     tree = writer.node(obj, [])
@@ -270,6 +522,12 @@ def load(path, map_location=None, weights_only=True):
     map_location = _check_map_location(map_location)
     if os.path.isdir(path):
         raise IsADirectoryError(f"load: {path} is a directory, not a checkpoint file")
+    if _is_torch_file(path):
+        # torch.save's format (format="torch" here, or PyTorch's own file): read without torch
+        # and without running code from the file (torch_file's restricted unpickler)
+        from .torch_file import read
+
+        return _torch_tensors(read(path), map_location)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -285,11 +543,6 @@ def load(path, map_location=None, weights_only=True):
     except (FileNotFoundError, PermissionError, IsADirectoryError, _MapLocationError):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
-        if _is_torch_file(path):
-            raise ValueError(f"cannot read checkpoint {path}: it is a PyTorch file (torch.save), "
-                             "not minidl's .npz; read it with minidl.models.convert."
-                             "load_torch_checkpoint(path) or convert it with `python -m "
-                             "minidl.models.convert`") from None
         raise ValueError(f"cannot read checkpoint {path}: not a valid .npz file ({exc})") from None
 
 
@@ -335,6 +588,37 @@ class _MapLocationError(TypeError):
     """The caller's map_location function misbehaved: not the file's fault."""
 
 
+def _placed(t, device):
+    """Tensor ``t`` (read on the host) where ``map_location`` puts it."""
+    from .tensor import Tensor
+
+    if callable(device):  # torch's f(storage, location), given the Tensor here
+        moved = device(t, "cpu")
+        if moved is None:
+            return t
+        if not isinstance(moved, Tensor):
+            raise _MapLocationError(f"load: map_location returned a {type(moved).__name__}, "
+                                    "not a Tensor")
+        return moved
+    return t.to(device) if device not in (None, "cpu") else t
+
+
+def _torch_tensors(obj, device):
+    """A torch.save file's structure as convert.read_torch_file gives it, with each array
+    (each tensor in the file) made a Tensor on ``device``."""
+    from .tensor import Tensor
+
+    if isinstance(obj, np.ndarray):
+        return _placed(Tensor(obj), device)
+    if isinstance(obj, dict):
+        return type(obj)((k, _torch_tensors(v, device)) for k, v in obj.items()) \
+            if isinstance(obj, collections.OrderedDict) else {k: _torch_tensors(v, device)
+                                                              for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_torch_tensors(v, device) for v in obj)
+    return obj
+
+
 class _Reader:
     def __init__(self, zf, map_location):
         self.zf, self.device = zf, map_location
@@ -358,15 +642,7 @@ class _Reader:
             from .tensor import Tensor
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
-            if callable(self.device):  # torch's f(storage, location), given the Tensor here
-                moved = self.device(t, "cpu")
-                if moved is None:
-                    return t
-                if not isinstance(moved, Tensor):
-                    raise _MapLocationError(f"load: map_location returned a "
-                                            f"{type(moved).__name__}, not a Tensor")
-                return moved
-            return t.to(self.device) if self.device not in (None, "cpu") else t
+            return _placed(t, self.device)
         if "dict" in node:
             return {k: self.node(v) for k, v in node["dict"]}
         if "list" in node:

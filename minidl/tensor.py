@@ -15,6 +15,7 @@ from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this 
     DimError, Function, autocast_hook, root_array, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
 )
 from .backend import device_of, get_array_module, normalize_device
+from .backend.sparse import SparseCOO, SparseLayoutError
 from .backend.dtypes import (
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
     is_differentiable, is_floating, promote_types, scalar_dtype,
@@ -88,6 +89,8 @@ class Tensor:
         elif device is None and type(data) is _cuda_array_type():
             xp = backend.cupy_module()  # likewise for an array on the GPU
             self.data = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
+        elif type(data) is SparseCOO:  # a sparse tensor (minidl.sparse); device: its values'
+            self.data = data if dtype is None else data.astype(dtype, copy=False)
         else:
             source = data.data if isinstance(data, Tensor) else data
             if device is None:
@@ -218,22 +221,37 @@ class Tensor:
         self._ctx, self.requires_grad = None, False
         return self
 
-    def type(self, dtype=None):
+    def type(self, dtype=None, non_blocking=False):
         """Without an argument, PyTorch's type name (``'minidl.FloatTensor'``); with a dtype,
-        the tensor cast to it."""
+        a legacy type (``minidl.LongTensor``, ``minidl.cuda.FloatTensor``) or its name
+        (``'torch.LongTensor'``), the tensor cast to it (and moved, for a GPU type)."""
         if dtype is None:
             where = "minidl." if device_of(self.data) == "cpu" else "minidl.cuda."
             return where + _TYPE_NAMES.get(self.data.dtype.name, self.data.dtype.name)
-        return self.astype(dtype)
+        device = None
+        if hasattr(dtype, "_dtype_name"):  # a legacy type (minidl.legacy_types)
+            dtype, device = dtype._dtype_name, "cuda" if dtype.is_cuda else "cpu"
+        elif isinstance(dtype, str) and dtype.endswith("Tensor"):
+            parts = dtype.split(".")
+            names = {v: k for k, v in _TYPE_NAMES.items()}
+            if parts[-1] not in names or parts[0] not in ("torch", "minidl") or len(parts) > 3 \
+                    or len(parts) == 3 and parts[1] != "cuda":
+                raise ValueError(f"type: invalid type {dtype!r}; expected a name such as "
+                                 "'torch.FloatTensor' or 'torch.cuda.LongTensor'")
+            dtype, device = names[parts[-1]], "cuda" if len(parts) == 3 else "cpu"
+        out = self.astype(dtype)
+        return out if device is None or out.device == device else out.to(device)
 
     def __repr__(self):
         """As PyTorch prints a tensor, character for character (minidl/printing.py): the
         dtype where it is not the default for its kind (the default float dtype, int64, bool),
         then the device, and the op that made it (``grad_fn=<MulBackward>``) or
         ``requires_grad=True`` on a leaf."""
-        from .printing import tensor_repr
+        from .printing import sparse_repr, tensor_repr
 
         grad_fn = None if self._ctx is None else self._ctx.name()
+        if type(self.data) is SparseCOO:
+            return sparse_repr(self.data, grad_fn, self.requires_grad, PRINT_OPTIONS)
         device = self.device
         if device != "cpu":  # torch names the GPU's index: device='cuda:0'
             device = f"{device}:{getattr(getattr(self.data, 'device', None), 'id', 0)}"
@@ -1353,6 +1371,12 @@ def _accumulate(node, g, handed_out):
     if isinstance(g, Tensor):
         node.grad = Clone.apply(g) if held is None else held + g
         return
+    if held is not None and (type(g) is SparseCOO or type(held.data) is SparseCOO):
+        if type(g) is type(held.data) and g.sparse_dim == held.data.sparse_dim:
+            held.data += g  # in place, as torch's: the new entries appended
+        else:
+            node.grad = Tensor(_sum_gradients(held.data, g))  # as torch's: dense where one is
+        return
     if held is not None:
         if (held.data.dtype == g.dtype and held.data.shape == g.shape
                 and type(held.data) is type(g)
@@ -1446,8 +1470,13 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
                 _run_post_hooks(node)
             if ctx is None:
                 continue
+        if ctx.packed is not None:  # saved-tensor hooks packed what it saved: unpack it
+            autograd.unpack_saved(ctx)
         if ctx.stamp != changes:  # something changed in place since this op's forward
             autograd.check_versions(node, ctx, create_graph and ctx.graph_reads_all)
+        hooks = ctx.node_hooks
+        if hooks is not None and hooks["pre"]:
+            g = autograd.run_prehooks(ctx, g)
         finish = ctx.after_backward
         if finish is not None and finish not in finishers:
             finishers.append(finish)
@@ -1467,9 +1496,13 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
                 autograd._grad_enabled = previous
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
+        if hooks is not None and hooks["post"]:
+            in_grads = autograd.run_posthooks(ctx, in_grads, g)
         inputs = ctx.inputs
         if not retain_graph:
             ctx.free()
+        elif ctx.packed is not None:
+            ctx.saved = ()  # a retained graph keeps the packed values only, as before backward
         for parent, pg in zip(inputs, in_grads):
             if pg is None or not parent.requires_grad:
                 continue
@@ -1486,7 +1519,28 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
                     pg = astype(pg, dtype)  # mixed precision: a gradient has its input's dtype
             key = id(parent)
             held = grads.get(key)
-            grads[key] = pg if held is None else held + pg
+            if held is None:
+                grads[key] = pg
+            else:
+                try:
+                    grads[key] = held + pg
+                except SparseLayoutError:  # one of them sparse (minidl.sparse)
+                    grads[key] = _sum_gradients(held, pg)
+
+
+def _sum_gradients(a, b):
+    """Two gradients of one tensor, either of them sparse: sparse when both are (the entries
+    of both, as torch's), dense otherwise."""
+    from .backend import sparse
+
+    if type(a) is SparseCOO and type(b) is SparseCOO:
+        if a.shape != b.shape:
+            raise RuntimeError(f"gradients of shapes {a.shape} and {b.shape} for one tensor")
+        if a.sparse_dim == b.sparse_dim:
+            return sparse.add(a, b)
+    a = sparse.to_dense(a) if type(a) is SparseCOO else a
+    b = sparse.to_dense(b) if type(b) is SparseCOO else b
+    return a + b
 
 
 def _run_post_hooks(t):
@@ -1762,23 +1816,7 @@ from . import special as _special  # noqa: E402
 _install_methods(_special.TENSOR_METHODS)
 
 
-class _HookHandle:
-    """What ``register_hook`` returns: ``remove()`` takes the hook off (twice is harmless)."""
-    _next_id = 0
-
-    def __init__(self, hooks, hook):
-        _HookHandle._next_id += 1
-        self.id, self._hooks = _HookHandle._next_id, hooks
-        hooks[self.id] = hook
-
-    def remove(self):
-        self._hooks.pop(self.id, None)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
+_HookHandle = autograd.HookHandle  # register_hook's handle
 
 
 def _run_hooks(node, g):

@@ -319,9 +319,26 @@ def test_embedding_max_norm_lookup_passes_gradgradcheck():
     assert gradcheck(f, (w,)) and gradgradcheck(f, (w,))
 
 
-def test_embedding_sparse_is_still_refused_by_name():
-    with pytest.raises(ValueError, match="sparse"):
-        nn.Embedding(3, 2, sparse=True)
+def test_embedding_sparse_with_max_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    kw = dict(max_norm=1.0, padding_idx=2, sparse=True)
+    theirs, ours = torch.nn.Embedding(6, 3, **kw), nn.Embedding(6, 3, **kw)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(_ROWS))
+    ours.weight.data[...] = _ROWS.astype(np.float32)
+    weights = np.arange(18.0).reshape(2, 3, 3)
+    (theirs(torch.tensor(_IDX)) * torch.tensor(weights, dtype=torch.float32)).sum().backward()
+    (ours(minidl.tensor(_IDX)) * minidl.tensor(weights)).sum().backward()
+    assert ours.weight.grad.is_sparse and theirs.weight.grad.is_sparse
+    np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.weight.grad.to_dense().numpy(),
+                               theirs.weight.grad.to_dense().numpy(), rtol=1e-5, atol=1e-6)
+    assert repr(ours) == repr(theirs)
+
+
+def test_embedding_sparse_with_scale_grad_by_freq_is_refused_as_torch():
+    with pytest.raises(ValueError, match="scale_grad_by_freq.*sparse"):
+        nn.Embedding(6, 3, scale_grad_by_freq=True, sparse=True)(minidl.tensor(_IDX))
 
 
 # ---- layers -------------------------------------------------------------------------------

@@ -216,12 +216,12 @@ def test_forged_storage_is_refused(tmp_path):
     b"ctorch._utils\n_rebuild_tensor_v2\n(N}V__defaults__\n(I1\ntstb.",  # give a stand-in defaults
 ])
 def test_build_opcode_cannot_poison_later_loads(tmp_path, payload):
-    from minidl.models import convert as convert_module
+    from minidl import torch_file
     path, good = tmp_path / "poison.pth", tmp_path / "ok.pth"
     write_torch_zip(path, payload)
     with pytest.raises((ValueError, pickle.UnpicklingError), match="poison.pth"):
         load_torch_checkpoint(path)
-    assert convert_module._rebuild_tensor.__defaults__ is None
+    assert torch_file._rebuild_tensor.__defaults__ is None
     write_torch_zip(good, tensor_pickle(4), FOUR_FLOATS)
     got = load_torch_checkpoint(good)["w"]
     assert got.dtype == np.float32 and np.array_equal(got, [0.0, 1.0, 2.0, 3.0])

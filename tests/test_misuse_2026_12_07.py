@@ -1,6 +1,8 @@
 """Misuse audit of the newer public APIs (2026-12-07): each test is bad input a user would hit,
 asserting the error type (PyTorch's, or ValueError/TypeError where torch's is RuntimeError)
 and that the message names the offending argument, key, sample or file."""
+import collections
+
 import numpy as np
 import pytest
 
@@ -109,12 +111,17 @@ def test_load_directory_is_an_is_a_directory_error(tmp_path):
         minidl.load(tmp_path)
 
 
-def test_load_of_a_torch_file_says_how_to_read_it(tmp_path):
+def test_load_of_a_torch_file_reads_it_without_running_its_code(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "model.pt"
-    torch.save({"w": torch.ones(2)}, path)
-    with pytest.raises(ValueError, match=r"model\.pt: it is a PyTorch file .*load_torch_checkpoint"):
-        minidl.load(path)
+    torch.save({"w": torch.ones(2), "step": 3, "parts": [torch.arange(2)]}, path)
+    got = minidl.load(path)
+    assert got["w"].tolist() == [1.0, 1.0] and got["step"] == 3
+    assert isinstance(got["parts"][0], minidl.Tensor) and got["parts"][0].tolist() == [0, 1]
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"f": collections.Counter("ab")}, hostile)  # a class no state dict holds
+    with pytest.raises(Exception, match=r"hostile\.pt"):
+        minidl.load(hostile)
 
 
 def test_load_map_location_variants(tmp_path):

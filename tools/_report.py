@@ -1,5 +1,6 @@
 """The PASS/FAIL lines of the GPU check scripts (dist_gpu_check, gpu_complex_check,
-gpu_cuda_api_check): one line per check, a summary, and the exit status."""
+gpu_cuda_api_check, gpu_features_check): one line per check, a summary, and the exit
+status."""
 from __future__ import annotations
 
 failures = []
@@ -9,6 +10,16 @@ def report(name, ok, detail=""):
     print(f"{'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
     if not ok:
         failures.append(name)
+
+
+def check(name, fn):
+    """Run ``fn`` (returning (ok, detail)) and report it; a crash is a failure, reported with
+    the rest."""
+    try:
+        ok, detail = fn()
+    except Exception as e:
+        ok, detail = False, f"{type(e).__name__}: {e}"
+    report(name, ok, detail)
 
 
 def summary():

@@ -14,7 +14,9 @@
 #          (SMOKE_TESTS="tests/a.py tests/b.py" names others)
 #   api: fft/complex/stft and FlopCounterMode on CuPy against the CPU
 #        (tools/gpu_complex_check.py), minidl.cuda's streams, events, memory figures, RNG
-#        state, OutOfMemoryError and CUDA DLPack (tools/gpu_cuda_api_check.py); not in figures
+#        state, OutOfMemoryError and CUDA DLPack (tools/gpu_cuda_api_check.py); sparse, saved-
+#        tensor hooks, forward AD, legacy types, views, torch-format save on CUDA
+#        (tools/gpu_features_check.py); not in figures
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py;
 #            PROFILE_ARGS="--amp bf16 --batch 64" for the mixed-precision step)
@@ -54,7 +56,8 @@ y = F.conv2d(x, w, padding=1); assert y._ctx.cudnn, "cuDNN not chosen"; y.sum().
     api)
       # what runs on CuPy but was tested on the fake GPU only (not part of "figures")
       timeout 120 python3 tools/gpu_complex_check.py 2>&1 | tee "$out/complex.log" | tail -8
-      timeout 120 python3 tools/gpu_cuda_api_check.py 2>&1 | tee "$out/cuda_api.log" | tail -8 ;;
+      timeout 120 python3 tools/gpu_cuda_api_check.py 2>&1 | tee "$out/cuda_api.log" | tail -8
+      timeout 120 python3 tools/gpu_features_check.py 2>&1 | tee "$out/features.log" | tail -10 ;;
     bench)
       # BENCH_RUNS=3 for the issues' medians of 3 runs (bench_ratios takes the median ratio)
       for r in $(seq 1 "${BENCH_RUNS:-1}"); do

@@ -15,16 +15,7 @@ import numpy as np
 
 import minidl
 import minidl.nn.functional as F
-from _report import report, summary
-
-
-
-def check(name, fn):
-    try:
-        ok, detail = fn()
-    except Exception as e:  # a crash is a failure, reported with the rest
-        ok, detail = False, f"{type(e).__name__}: {e}"
-    report(name, ok, detail)
+from _report import check, summary
 
 
 def streams_and_events():

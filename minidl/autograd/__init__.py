@@ -16,6 +16,7 @@ import numpy as _np
 
 from ..backend import get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
+from ..backend.sparse import SparseLayoutError
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -36,6 +37,14 @@ _profiler_hook = None
 # (addmm, baddbmm) or not at all (addbmm's forward, bilinear): (forward name or None, whether
 # the backward counts), read by minidl.utils.flop_counter.FlopCounterMode. None otherwise.
 _flop_alias = None
+
+
+# Saved-tensor hooks (autograd.graph.saved_tensors_hooks): a stack of (pack, unpack) pairs, the
+# innermost last; only the innermost applies, as in torch. Empty otherwise, so an op that
+# records its graph pays one global read. ``_saved_hooks_disabled``: the error message of an
+# active disable_saved_tensors_hooks, else None.
+_saved_hooks = []
+_saved_hooks_disabled = None
 
 
 # While a backward pass runs for chosen inputs only (autograd.grad, backward(inputs=...)): the
@@ -337,7 +346,8 @@ def _holds_array(value):
 
 # Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
 # ``after_backward`` is kept
-_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp", "forward_trace"))
+_NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp", "forward_trace",
+                          "packed", "node_hooks", "_metadata"))
 
 
 def _check_devices(name, tensors):
@@ -368,6 +378,11 @@ class Function:
     # PyTorch's style of custom function: ``@staticmethod forward(ctx, *args)`` and
     # ``backward(ctx, *grads)`` on Tensors (see _apply_on_tensors); set per subclass
     _on_tensors = False
+    # what saved-tensor hooks' pack_hook returned for each saved array (see pack_saved), in
+    # place of ``saved`` until a backward pass unpacks them; None without hooks
+    packed = None
+    # grad_fn.register_prehook / register_hook: {"pre": {id: hook}, "post": {id: hook}}
+    node_hooks = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -382,6 +397,9 @@ class Function:
     def name(self):
         """``MulBackward`` for Mul, as PyTorch names a ``grad_fn``."""
         return f"{type(self).__name__}Backward"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {hex(id(self))}>"
 
     def save_for_backward(self, *arrays):
         """Keep what backward needs: arrays in minidl's own ops; Tensors (or None) in a
@@ -413,7 +431,33 @@ class Function:
         if self.freed or not hasattr(self, "_saved_tensors"):
             raise RuntimeError("saved_tensors: nothing saved, or already freed by a backward pass "
                                "(pass retain_graph=True to backward more than once)")
+        if self._saved_tensors is None:  # packed by saved-tensor hooks: unpacked at each access
+            return tuple(unpack_entry(self, e) for e in self._saved_packed)
         return self._saved_tensors
+
+    @property
+    def next_functions(self):
+        """``((node, 0), ...)`` per input, as torch's: the input's grad_fn, an AccumulateGrad
+        for a leaf that requires grad, None for one that does not."""
+        return tuple((next_node(t), 0) for t in self.inputs)
+
+    def register_prehook(self, hook):
+        """Call ``hook(grad_outputs)`` before this node's backward (a tuple of one gradient);
+        a tuple it returns replaces them. Returns a handle whose ``remove()`` takes it off."""
+        return _node_hook(self, "pre", hook)
+
+    def register_hook(self, hook):
+        """Call ``hook(grad_inputs, grad_outputs)`` after this node's backward (one gradient
+        per input, None where none is computed); a tuple it returns replaces grad_inputs.
+        Returns a handle whose ``remove()`` takes it off."""
+        return _node_hook(self, "post", hook)
+
+    @property
+    def metadata(self):
+        """A dict kept with this node, as torch's ``Node.metadata``."""
+        if "_metadata" not in vars(self):
+            self._metadata = {}
+        return self._metadata
 
     def free(self):
         """Drop what only backward needs (as PyTorch frees a graph's saved tensors): the saved
@@ -430,6 +474,8 @@ class Function:
         if drop is not None:
             for name in drop:
                 setattr(self, name, None)
+        if self.packed is not None:
+            self.packed = None
         self.saved, self.inputs, self.freed = (), (), True
 
     def forward(self, *arrays, **kwargs):
@@ -485,6 +531,8 @@ class Function:
             if oom is None:
                 raise
             raise oom from exc
+        except SparseLayoutError as exc:  # a sparse input the op's dense forward cannot take
+            return _on_sparse(cls, tensors, kwargs, exc)
         needs_grad = False
         if _grad_enabled:
             for t in tensors:
@@ -510,8 +558,25 @@ class Function:
                 fn.stamp = changes
             if _anomaly:
                 fn.forward_trace = _forward_trace()
+            if _saved_hooks and fn.saved:
+                pack_saved(fn, result)
         return result
 
+
+
+# The ops that have a sparse form (minidl.sparse registers them): Function class -> a
+# function of the same tensors and keywords. An op without one refuses a sparse input.
+sparse_forms = {}
+
+
+def _on_sparse(cls, tensors, kwargs, exc):
+    form = sparse_forms.get(cls)
+    if form is None:
+        op = cls.__name__
+        raise NotImplementedError(
+            f"{op}: not supported for sparse COO tensors (layout minidl.sparse_coo); "
+            f"convert with .to_dense() first ({exc.what})") from None
+    return form(*tensors, **kwargs)
 
 
 class ComplexGradError(RuntimeError):
@@ -614,7 +679,8 @@ class _TensorStyle(Function):
                         Tensor(get_array_module(g.data).zeros(shape, dtype)) if materialize
                         else None)
         ctx._graph_inputs = self.inputs  # for once_differentiable
-        saved = ctx._saved_tensors if out is not None and self.saved_outputs else None
+        held = getattr(ctx, "_saved_tensors", None)  # None: packed by saved-tensor hooks
+        saved = ctx.saved_tensors if out is not None and self.saved_outputs else None
         if saved is not None:
             # a create_graph pass: a saved output is the recorded one (rebuilt from ``out``,
             # this node's packed output, as _apply_on_tensors split it), so that what backward
@@ -628,7 +694,7 @@ class _TensorStyle(Function):
             result = type(ctx).backward(ctx, *full)
         finally:
             if saved is not None:
-                ctx._saved_tensors = saved
+                ctx._saved_tensors = held
         result = result if isinstance(result, tuple) else (result,)
         if len(result) != ctx._n_args:
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
@@ -656,6 +722,8 @@ class _TensorStyle(Function):
 
     def free(self):
         self.ctx._saved_tensors, self.ctx.freed = (), True
+        if getattr(self.ctx, "_saved_packed", None) is not None:
+            self.ctx._saved_packed = None
         super().free()
 
 
@@ -741,6 +809,9 @@ def _apply_on_tensors(cls, args, kwargs):
     if saved:  # saved outputs: (place in saved_tensors, which graded output), see graph_backward
         where = {id(outs[i]): k for k, i in enumerate(graded)}
         node.saved_outputs = [(j, where[id(t)]) for j, t in enumerate(saved) if id(t) in where]
+        if _saved_hooks:  # ctx.saved_tensors unpacks them at each access, as torch's
+            ctx._saved_packed = [pack_entry(t, node) for t in saved]
+            ctx._saved_tensors, node.saved = None, ()
     return tuple(final) if isinstance(out, tuple) else final[0]
 
 
@@ -809,6 +880,182 @@ def check_versions(node, ctx, graph=False):
                 "pass; change a copy (.clone()) instead, or do the in-place change before it")
 
 
+# ---- saved-tensor hooks (autograd.graph.saved_tensors_hooks) -------------------------------------
+def pack_entry(t, fn):
+    """One saved value through the innermost pack hook: (packed, unpack, shape, dtype, device),
+    or (value,) for what is not a Tensor (None, a number), kept as it is."""
+    if not isinstance(t, Tensor):
+        return (t,)
+    if _saved_hooks_disabled is not None:
+        raise RuntimeError(_saved_hooks_disabled)
+    pack, unpack = _saved_hooks[-1]
+    return (pack(t), unpack, tuple(t.shape), t.data.dtype, t.device)
+
+
+def unpack_entry(fn, entry):
+    """The Tensor ``entry``'s unpack hook gives back, checked against what was saved."""
+    if len(entry) == 1:
+        return entry[0]
+    packed, unpack, shape, dtype, device = entry
+    t = unpack(packed)
+    if not isinstance(t, Tensor):
+        raise TypeError("Output of saved tensor unpack_hook expected to be a Tensor but got "
+                        f"result of type {type(t).__name__}")
+    what = f"saved tensor unpack_hook: {fn.name()} saved a tensor of"
+    if tuple(t.shape) != shape:
+        raise RuntimeError(f"{what} shape {shape}, but unpack_hook returned one of shape "
+                           f"{tuple(t.shape)}")
+    if t.data.dtype != dtype:
+        raise RuntimeError(f"{what} dtype {dtype}, but unpack_hook returned one of dtype "
+                           f"{t.data.dtype}")
+    if t.device != device:
+        raise RuntimeError(f"{what} device {device}, but unpack_hook returned one on "
+                           f"{t.device}")
+    return t
+
+
+def pack_saved(fn, out):
+    """Send the arrays ``fn`` saved for backward through the innermost pack hook, as Tensors
+    (an input or ``out`` itself where the array is its data, a new Tensor on the array
+    otherwise), and keep what the hook returns in place of the arrays (``fn.packed``) until
+    a backward pass unpacks them (unpack_saved)."""
+    entries = []
+    for a in fn.saved:
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")) or isinstance(a, _np.generic):
+            entries.append((a,))
+            continue
+        t = out if a is out.data else None
+        if t is None:
+            for x in fn.inputs:
+                if x.data is a:
+                    t = x
+                    break
+            else:
+                t = Tensor(a, dtype=a.dtype)
+        entries.append(pack_entry(t, fn))
+    fn.packed, fn.saved = entries, ()
+
+
+def unpack_saved(fn):
+    """``fn.saved`` again, from its unpack hooks (before its backward runs)."""
+    fn.saved = tuple(e[0] if len(e) == 1 else unpack_entry(fn, e).data for e in fn.packed)
+
+
+# ---- graph nodes as torch's autograd.graph.Node --------------------------------------------------
+class AccumulateGrad:
+    """The node a leaf that requires grad is reached through (``grad_fn.next_functions``):
+    ``variable`` is the leaf, as torch's."""
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "torch::autograd::AccumulateGrad"
+
+    @property
+    def next_functions(self):
+        return ()
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {hex(id(self))}>"
+
+
+def next_node(t):
+    """The graph node a gradient reaches ``t`` through: its grad_fn, an AccumulateGrad for a
+    leaf that requires grad (one per leaf, kept on it), None otherwise."""
+    if t._ctx is not None:
+        return t._ctx
+    if not t.requires_grad:
+        return None
+    acc = vars(t).get("_accumulate_node")
+    if acc is None:
+        acc = t._accumulate_node = AccumulateGrad(t)
+    return acc
+
+
+def _node_hook(fn, kind, hook):
+    if not callable(hook):
+        raise TypeError(f"register_{'pre' if kind == 'pre' else ''}hook: hook must be callable, "
+                        f"got {type(hook).__name__}")
+    if fn.node_hooks is None:
+        fn.node_hooks = {"pre": {}, "post": {}}
+    return HookHandle(fn.node_hooks[kind], hook)
+
+
+class HookHandle:
+    """What ``register_hook`` (of a Tensor or of a grad_fn) returns: ``remove()`` takes the
+    hook off (twice is harmless); also a context manager that removes it on leaving."""
+    _next_id = 0
+
+    def __init__(self, hooks, hook):
+        HookHandle._next_id += 1
+        self.id, self._hooks = HookHandle._next_id, hooks
+        hooks[self.id] = hook
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def _returned(hook, result, n):
+    result = tuple(result) if isinstance(result, (tuple, list)) else (result,)
+    if len(result) != n:
+        raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has returned an incorrect "
+                           f"number of values (got {len(result)}, but expected {n})")
+    return result
+
+
+def run_prehooks(fn, g):
+    """``fn``'s prehooks on the gradient of its output (an array, or a Tensor with
+    create_graph); each sees what the one before returned."""
+    for hook in list(fn.node_hooks["pre"].values()):
+        as_tensor = g if isinstance(g, Tensor) else Tensor(g, dtype=g.dtype)
+        out = hook((as_tensor,))
+        if out is not None:
+            (new,) = _returned(hook, out, 1)
+            if new is not None:
+                g = _like_gradient(new, g, fn, "output", isinstance(g, Tensor))
+    return g
+
+
+def run_posthooks(fn, in_grads, g):
+    """``fn``'s hooks on its input gradients (one per input, None where none) and the output
+    gradient; each may return replacements."""
+    n, graph = len(fn.inputs), isinstance(g, Tensor)
+    grads = list(in_grads[:n]) + [None] * (n - len(in_grads))
+    for i, (a, t) in enumerate(zip(grads, fn.inputs)):  # as the inputs' shapes, as torch's
+        if a is not None and tuple(a.shape) != tuple(t.shape):
+            grads[i] = a.sum_to_size(t.shape) if graph else unbroadcast(a, t.shape)
+    grads = tuple(grads)
+    wrap = (lambda a: a) if graph else (
+        lambda a: None if a is None else Tensor(a, dtype=a.dtype))
+    g_out = (wrap(g),)
+    for hook in list(fn.node_hooks["post"].values()):
+        out = hook(tuple(wrap(a) for a in grads), g_out)
+        if out is None:
+            continue
+        out = _returned(hook, out, n)
+        grads = tuple(None if new is None else _like_gradient(new, old, fn, f"input {i}", graph)
+                      for i, (new, old) in enumerate(zip(out, grads)))
+    return grads
+
+
+def _like_gradient(new, old, fn, which, graph):
+    """A hook's gradient as the engine holds it: a Tensor with create_graph, else an array."""
+    if not isinstance(new, Tensor):
+        raise TypeError(f"a hook of {fn.name()} returned {type(new).__name__} for the gradient "
+                        f"of its {which}; expected a Tensor or None")
+    if old is not None and tuple(new.shape) != tuple(old.shape):
+        raise RuntimeError(f"a hook of {fn.name()} returned a gradient of shape "
+                           f"{tuple(new.shape)} for its {which}, expected {tuple(old.shape)}")
+    return new if graph else new.data
+
+
 class _VariableMeta(type):
     def __instancecheck__(cls, obj):  # as torch's: every Tensor is a Variable
         return isinstance(obj, Tensor)
@@ -839,7 +1086,7 @@ def __getattr__(name):
     """``minidl.autograd.function`` without an import of its own, as torch's. (``functional``,
     ``gradcheck`` and ``gradgradcheck``, which sit above ops, are set here by minidl's
     __init__, so that this layer imports nothing above it.)"""
-    if name == "function":
+    if name in ("function", "graph", "forward_ad"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)

@@ -45,8 +45,11 @@ def get_array_module(*arrays):
 
 def device_of(array) -> str:
     cp = _cupy
-    if cp is not None and isinstance(array, cp.ndarray):
-        return "cuda"
+    if cp is not None:
+        if isinstance(array, cp.ndarray):
+            return "cuda"
+        if type(array) is _SparseCOO:  # a sparse tensor's: where its values are
+            return device_of(array.values)
     return "cpu"
 
 
@@ -465,3 +468,5 @@ def kernels(xp):
             ks = generic
     _kernel_sets[xp] = ks
     return ks
+
+from .sparse import SparseCOO as _SparseCOO  # noqa: E402  (sparse arrays, for device_of)

@@ -117,6 +117,35 @@ class TensorDataset(Dataset):
         return tuple(a[indices] for a in self.arrays)
 
 
+class StackDataset(Dataset):
+    """Datasets of one length side by side, as torch's: ``StackDataset(images, labels)[i]`` is
+    ``(images[i], labels[i])``; with keywords, ``StackDataset(image=a, label=b)[i]`` is
+    ``{"image": a[i], "label": b[i]}``."""
+
+    def __init__(self, *args, **kwargs):
+        if args and kwargs:
+            raise ValueError("StackDataset: give the datasets either positionally (samples are "
+                             "tuples) or by keyword (samples are dicts), not both")
+        if not args and not kwargs:
+            raise ValueError("StackDataset: at least one dataset is needed")
+        self.datasets = args if args else dict(kwargs)
+        parts = args if args else tuple(kwargs.values())
+        names = [str(i) for i in range(len(args))] if args else list(kwargs)
+        lengths = [len(d) for d in parts]
+        if any(n != lengths[0] for n in lengths):
+            raise ValueError("StackDataset: size mismatch between datasets: "
+                             + ", ".join(f"{k} has {n}" for k, n in zip(names, lengths)))
+        self._length = lengths[0]
+
+    def __len__(self):
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(self.datasets, dict):
+            return {k: d[index] for k, d in self.datasets.items()}
+        return tuple(d[index] for d in self.datasets)
+
+
 class Subset(Dataset):
     def __init__(self, dataset, indices):
         self.dataset = dataset

@@ -147,3 +147,4 @@ del _sys, _types
 from .container import Container  # noqa: E402
 
 __all__ += ["Container"]
+from . import modules  # noqa: E402,F401  (torch.nn.modules' file names over these classes)

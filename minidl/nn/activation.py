@@ -161,19 +161,21 @@ class Softmin(Module):
         return f"dim={self.dim}"
 
 
-class Hardshrink(Module):
+class _Shrink(Module):
     def __init__(self, lambd=0.5):
         super().__init__()
         self.lambd = lambd
-
-    def forward(self, input):
-        return A.hardshrink(input, self.lambd)
 
     def extra_repr(self):
         return f"{self.lambd}"
 
 
-class Softshrink(Hardshrink):
+class Hardshrink(_Shrink):
+    def forward(self, input):
+        return A.hardshrink(input, self.lambd)
+
+
+class Softshrink(_Shrink):
     def forward(self, input):
         return A.softshrink(input, self.lambd)
 

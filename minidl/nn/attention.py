@@ -7,6 +7,8 @@ where it may NOT. A float mask is added to the scores in both.
 """
 from __future__ import annotations
 
+import contextlib
+import enum
 import math
 import numbers
 
@@ -667,3 +669,47 @@ def _as_float_padding(mask, dtype):
     if mask.dtype == np.bool_:
         return _additive_mask("MultiheadAttention", mask, dtype, allowed_when=False)
     return mask
+
+
+# ---- torch.nn.attention's kernel choice ----------------------------------------------------
+class SDPBackend(enum.IntEnum):
+    """torch.nn.attention.SDPBackend: the kernels torch may pick for scaled_dot_product_attention.
+    minidl has one, which computes what torch's MATH kernel does; the others are named so that
+    scripts choosing them run."""
+
+    ERROR = -1
+    MATH = 0
+    FLASH_ATTENTION = 1
+    EFFICIENT_ATTENTION = 2
+    CUDNN_ATTENTION = 3
+    OVERRIDEABLE = 4
+
+
+_sdpa_backends = tuple(b for b in SDPBackend if b is not SDPBackend.ERROR)
+
+
+@contextlib.contextmanager
+def sdpa_kernel(backends, set_priority=False):
+    """torch.nn.attention.sdpa_kernel: which kernels scaled_dot_product_attention may use inside
+    the block. minidl checks the argument as torch does and records the choice (``current_
+    sdpa_backends()``); its one implementation serves every choice, so results do not change
+    (torch's kernels agree to rounding too)."""
+    global _sdpa_backends
+    chosen = [backends] if isinstance(backends, SDPBackend) else backends
+    if not isinstance(chosen, (list, tuple, set)) or not all(
+            isinstance(b, SDPBackend) for b in chosen):
+        raise AssertionError("sdpa_kernel: backend must be an instance of SDPBackend or a list "
+                             f"of them, got {backends!r}")
+    if not isinstance(set_priority, bool):
+        raise TypeError(f"sdpa_kernel: set_priority must be a bool, got {set_priority!r}")
+    before = _sdpa_backends
+    _sdpa_backends = tuple(dict.fromkeys(chosen))
+    try:
+        yield
+    finally:
+        _sdpa_backends = before
+
+
+def current_sdpa_backends():
+    """The kernels sdpa_kernel allows now (all but ERROR outside any sdpa_kernel block)."""
+    return list(_sdpa_backends)

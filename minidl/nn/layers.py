@@ -13,6 +13,7 @@ from . import init
 from ._functional import cross_entropy as CE
 from ._functional.losses import _legacy_reduction
 from .conv import Conv2d  # noqa: F401  (nn.Conv2d, with the other convolutions)
+from .dropout import _DropoutNd
 from .module import Module, Parameter
 from .pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d  # noqa: F401  (with the others)
 
@@ -44,7 +45,17 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class _BatchNorm(Module):
+class NonDynamicallyQuantizableLinear(Linear):
+    """torch.nn.modules.linear's name for the Linear that MultiheadAttention projects with; a
+    Linear in every way here (minidl has no quantisation to keep it out of)."""
+
+
+class _NormBase(Module):
+    """What torch's batch and instance normalisation layers share as a base class, so that
+    ``isinstance(m, nn.modules.batchnorm._NormBase)`` answers as in PyTorch."""
+
+
+class _BatchNorm(_NormBase):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None, *, bias=True):
         super().__init__()
@@ -159,8 +170,6 @@ class Embedding(Module):
                  norm_type=2.0, scale_grad_by_freq=False, sparse=False, _weight=None,
                  _freeze=False):
         super().__init__()
-        if sparse:
-            raise ValueError("Embedding: sparse gradients are not supported in minidl")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         if padding_idx is not None:
             padding_idx = F._whole(padding_idx, "Embedding: padding_idx")
@@ -200,7 +209,7 @@ class Embedding(Module):
 
     def forward(self, input):
         return F.embedding(input, self.weight, self.padding_idx, self.max_norm, self.norm_type,
-                           self.scale_grad_by_freq)
+                           self.scale_grad_by_freq, self.sparse)
 
     def extra_repr(self):
         s = f"{self.num_embeddings}, {self.embedding_dim}"
@@ -212,6 +221,8 @@ class Embedding(Module):
             s += f", norm_type={self.norm_type}"
         if self.scale_grad_by_freq is not False:
             s += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        if self.sparse:
+            s += ", sparse=True"
         return s
 
 
@@ -287,7 +298,10 @@ class GELU(Module):
         return f"approximate={self.approximate!r}"
 
 
-class Softmax(Module):
+class _AlongDim(Module):
+    """Softmax's and LogSoftmax's shared argument (neither is the other's subclass, as in
+    torch)."""
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = dim
@@ -295,11 +309,13 @@ class Softmax(Module):
     def extra_repr(self):
         return f"dim={self.dim}"
 
+
+class Softmax(_AlongDim):
     def forward(self, input):
         return F.softmax(input, self.dim)
 
 
-class LogSoftmax(Softmax):
+class LogSoftmax(_AlongDim):
     def forward(self, input):
         return F.log_softmax(input, self.dim)
 
@@ -327,27 +343,33 @@ class Identity(Module):
         return input
 
 
-class Dropout(Module):
-    def __init__(self, p=0.5, inplace=False):
-        super().__init__()
-        if not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be in [0, 1], got {p}")
-        self.p, self.inplace = p, inplace
-
+class Dropout(_DropoutNd):
     def forward(self, input):
         return F.dropout(input, self.p, self.training, self.inplace)
 
-    def extra_repr(self):
-        return f"p={self.p}, inplace={self.inplace}"
+
+class _Loss(Module):
+    """The base of the loss modules, as torch's: ``reduction`` from the legacy
+    ``size_average``/``reduce`` pair or given."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean"):
+        super().__init__()
+        self.reduction = _legacy_reduction(size_average, reduce, reduction)
 
 
-class CrossEntropyLoss(Module):
+class _WeightedLoss(_Loss):
+    """A loss with per-class weights, kept as a buffer (``.to()`` moves it), as torch's."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+
+
+class CrossEntropyLoss(_WeightedLoss):
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
                  reduction="mean", label_smoothing=0.0):
-        super().__init__()
-        self.register_buffer("weight", weight)  # a buffer, as in PyTorch: .to() moves it
+        super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
         self.label_smoothing = label_smoothing
 
     def forward(self, input, target):
@@ -355,64 +377,48 @@ class CrossEntropyLoss(Module):
                                 reduction=self.reduction, label_smoothing=self.label_smoothing)
 
 
-class NLLLoss(Module):
+class NLLLoss(_WeightedLoss):
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
                  reduction="mean"):
-        super().__init__()
-        self.register_buffer("weight", weight)
+        super().__init__(weight, size_average, reduce, reduction)
         self.ignore_index = ignore_index
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
         return CE.nll_loss(input, target, self.weight, ignore_index=self.ignore_index,
                            reduction=self.reduction)
 
 
-class MSELoss(Module):
-    def __init__(self, size_average=None, reduce=None, reduction="mean"):
-        super().__init__()
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
-
+class MSELoss(_Loss):
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
 
 
-class BCELoss(Module):
-    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__()
-        self.register_buffer("weight", weight)
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
-
+class BCELoss(_WeightedLoss):
     def forward(self, input, target):
         return F.binary_cross_entropy(input, target, self.weight, self.reduction)
 
 
-class BCEWithLogitsLoss(Module):
+class BCEWithLogitsLoss(_Loss):
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean",
                  pos_weight=None):
-        super().__init__()
+        super().__init__(size_average, reduce, reduction)
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
 
     def forward(self, input, target):
         return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
                                                   pos_weight=self.pos_weight)
 
 
-class L1Loss(Module):
-    def __init__(self, size_average=None, reduce=None, reduction="mean"):
-        super().__init__()
-        self.reduction = _legacy_reduction(size_average, reduce, reduction)
-
+class L1Loss(_Loss):
     def forward(self, input, target):
         return F.l1_loss(input, target, reduction=self.reduction)
 
 
-class SmoothL1Loss(Module):
+class SmoothL1Loss(_Loss):
     def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
-        super().__init__()
-        self.reduction, self.beta = _legacy_reduction(size_average, reduce, reduction), beta
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
 
     def forward(self, input, target):
         return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)

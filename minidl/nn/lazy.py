@@ -222,7 +222,11 @@ class LazyLinear(LazyModuleMixin, Linear):
             self.in_features = self.weight.shape[1]
 
 
-class _LazyConvMixin(LazyModuleMixin):
+class _LazyConvXdMixin(LazyModuleMixin):
+    """The lazy convolutions' common base (torch's name), transposed ones included."""
+
+
+class _LazyConvMixin(_LazyConvXdMixin):
     _factory_kwargs = False
 
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
@@ -267,7 +271,7 @@ class LazyConv3d(_LazyConvMixin, Conv3d):
     cls_to_become = Conv3d
 
 
-class _LazyConvTransposeMixin(LazyModuleMixin):
+class _LazyConvTransposeMixin(_LazyConvXdMixin):
     _factory_kwargs = False
 
     def __init__(self, out_channels, kernel_size, stride=1, padding=0, output_padding=0,

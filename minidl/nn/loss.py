@@ -9,14 +9,8 @@ import math
 from ._functional import losses as L
 from ._functional.ctc import ctc_loss
 from ._functional.linear_cross_entropy import linear_cross_entropy
-from .layers import Linear, NLLLoss
-from .module import Module
+from .layers import Linear, NLLLoss, _Loss, _WeightedLoss  # the bases beside the first losses
 
-
-class _Loss(Module):
-    def __init__(self, size_average=None, reduce=None, reduction="mean"):
-        super().__init__()
-        self.reduction = L._legacy_reduction(size_average, reduce, reduction)
 
 
 class KLDivLoss(_Loss):
@@ -61,10 +55,9 @@ class SoftMarginLoss(_Loss):
         return L.soft_margin_loss(input, target, reduction=self.reduction)
 
 
-class MultiLabelSoftMarginLoss(_Loss):
+class MultiLabelSoftMarginLoss(_WeightedLoss):
     def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
-        super().__init__(size_average, reduce, reduction)
-        self.register_buffer("weight", weight)  # a buffer, as in PyTorch's weighted losses
+        super().__init__(weight, size_average, reduce, reduction)
 
     def forward(self, input, target):
         return L.multilabel_soft_margin_loss(input, target, self.weight,
@@ -114,10 +107,10 @@ class GaussianNLLLoss(_Loss):
         return L.gaussian_nll_loss(input, target, var, self.full, self.eps, self.reduction)
 
 
-class MultiMarginLoss(_Loss):
+class MultiMarginLoss(_WeightedLoss):
     def __init__(self, p=1, margin=1.0, weight=None, size_average=None, reduce=None,
                  reduction="mean"):
-        super().__init__(size_average, reduce, reduction)
+        super().__init__(None, size_average, reduce, reduction)
         if p not in (1, 2):
             raise ValueError("only p == 1 and p == 2 supported")
         if weight is not None and weight.ndim != 1:
@@ -161,7 +154,7 @@ class CTCLoss(_Loss):
                         self.reduction, self.zero_infinity)
 
 
-class LinearCrossEntropyLoss(Module):
+class LinearCrossEntropyLoss(_WeightedLoss):
     """torch.nn.LinearCrossEntropyLoss: a bias-optional Linear(in_features, num_classes *
     prod(out_features)) and cross entropy of its logits (F.linear_cross_entropy)."""
     _factory_kwargs = True
@@ -175,9 +168,7 @@ class LinearCrossEntropyLoss(Module):
         if label_smoothing < 0 or label_smoothing > 1.0:
             raise RuntimeError(f"expected label_smoothing to be in range [0, 1], got "
                                f"{label_smoothing}")
-        super().__init__()
-        self.register_buffer("weight", weight)
-        self.reduction = reduction
+        super().__init__(weight, reduction=reduction)
         self.num_classes, self.out_features = num_classes, tuple(out_features)
         self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
         self.linear = Linear(in_features, math.prod(self.out_features) * num_classes, bias=bias)

@@ -897,10 +897,18 @@ class Module:
                 t.grad.share_memory_()
         return self
 
-    def compile(self, *args, **kwargs):
+    def compile(self, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
+                options=None, disable=False):
         """``torch.nn.Module.compile``'s place, in place: as ``minidl.compile(module)``, the
-        module runs eagerly as it is (one warning per process says so); returns None."""
+        module runs eagerly as it is (one warning per process says so); returns None. The
+        arguments are torch.compile's and are checked as it checks them (a mistyped mode
+        raises)."""
+        from ..backend.compile_args import check_compile_arguments
+
+        check_compile_arguments(backend, mode, options)
         global _compile_warned
+        if disable:
+            return
         if not _compile_warned:
             _compile_warned = True
             warnings.warn("Module.compile: minidl has no graph compiler; the model runs "

@@ -8,6 +8,7 @@ from ..backend.dtypes import default_float
 from ._functional import normalization as N
 from . import init
 from ..tensor import Tensor
+from .layers import _NormBase
 from .module import Module, Parameter
 
 
@@ -52,7 +53,7 @@ class GroupNorm(Module):
                 f"affine={self.affine}, bias={self.bias is not None}")
 
 
-class _InstanceNorm(Module):
+class _InstanceNorm(_NormBase):
     _factory_kwargs = True  # device=, dtype= (Module.__init_subclass__)
 
     _dims = 1

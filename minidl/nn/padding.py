@@ -40,27 +40,6 @@ class _ConstantPadNd(_PadNd):
         return f"padding={self.padding}, value={self.value}"
 
 
-class _ZeroPadNd(_PadNd):
-    def __init__(self, padding):
-        super().__init__(padding, 0.0)
-
-
-class ZeroPad1d(_ZeroPadNd):
-    """Zeros on both sides of the last dim."""
-
-    _dims = 1
-
-
-class ZeroPad2d(_ZeroPadNd):
-    """Zeros around the last two dims (left, right, top, bottom)."""
-
-    _dims = 2
-
-
-class ZeroPad3d(_ZeroPadNd):
-    _dims = 3
-
-
 class ConstantPad1d(_ConstantPadNd):
     _dims = 1
 
@@ -73,11 +52,47 @@ class ConstantPad3d(_ConstantPadNd):
     _dims = 3
 
 
-class _ReflectionPadNd(_PadNd):
+class _ZeroPad:
+    """ZeroPadNd is ConstantPadNd with value 0, as in torch (a subclass), printed without it."""
+
+    def __init__(self, padding):
+        super().__init__(padding, 0.0)
+
+    def extra_repr(self):
+        return f"{self.padding}"
+
+
+class ZeroPad1d(_ZeroPad, ConstantPad1d):
+    """Zeros on both sides of the last dim."""
+
+
+class ZeroPad2d(_ZeroPad, ConstantPad2d):
+    """Zeros around the last two dims (left, right, top, bottom)."""
+
+
+class ZeroPad3d(_ZeroPad, ConstantPad3d):
+    pass
+
+
+class _ModePadNd(_PadNd):
+    """Padding by a mode of F.pad (``_mode``): the shared body of the reflection,
+    replication and circular layers, whose torch base classes are kept apart below."""
     _mode = "reflect"
 
     def __init__(self, padding):
         super().__init__(padding)
+
+
+class _ReflectionPadNd(_ModePadNd):
+    _mode = "reflect"
+
+
+class _ReplicationPadNd(_ModePadNd):
+    _mode = "replicate"
+
+
+class _CircularPadNd(_ModePadNd):
+    _mode = "circular"
 
 
 class ReflectionPad1d(_ReflectionPadNd):
@@ -92,25 +107,25 @@ class ReflectionPad3d(_ReflectionPadNd):
     _dims = 3
 
 
-class ReplicationPad1d(_ReflectionPadNd):
-    _dims, _mode = 1, "replicate"
+class ReplicationPad1d(_ReplicationPadNd):
+    _dims = 1
 
 
-class ReplicationPad2d(_ReflectionPadNd):
-    _dims, _mode = 2, "replicate"
+class ReplicationPad2d(_ReplicationPadNd):
+    _dims = 2
 
 
-class ReplicationPad3d(_ReflectionPadNd):
-    _dims, _mode = 3, "replicate"
+class ReplicationPad3d(_ReplicationPadNd):
+    _dims = 3
 
 
-class CircularPad1d(_ReflectionPadNd):
-    _dims, _mode = 1, "circular"
+class CircularPad1d(_CircularPadNd):
+    _dims = 1
 
 
-class CircularPad2d(_ReflectionPadNd):
-    _dims, _mode = 2, "circular"
+class CircularPad2d(_CircularPadNd):
+    _dims = 2
 
 
-class CircularPad3d(_ReflectionPadNd):
-    _dims, _mode = 3, "circular"
+class CircularPad3d(_CircularPadNd):
+    _dims = 3

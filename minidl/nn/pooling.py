@@ -45,10 +45,26 @@ class MaxPool3d(_MaxPoolNd):
                             self.ceil_mode, self.return_indices)
 
 
-class AvgPool1d(Module):
+class _AvgPoolNd(Module):
+    """The average pools' base class, as torch names it (AvgPool2d's and AvgPool3d's
+    arguments; AvgPool1d has no divisor_override)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride if stride is not None else kernel_size
+        self.padding, self.ceil_mode = padding, ceil_mode
+        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool1d(_AvgPoolNd):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True):
-        super().__init__()
+        Module.__init__(self)  # its arguments are its own (no divisor_override)
         single = C._ntuple
         self.kernel_size = single(kernel_size, 1, "AvgPool1d: kernel_size")
         self.stride = single(stride if stride is not None else kernel_size, 1,
@@ -64,15 +80,7 @@ class AvgPool1d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AvgPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
-                 count_include_pad=True, divisor_override=None):
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride if stride is not None else kernel_size
-        self.padding, self.ceil_mode = padding, ceil_mode
-        self.count_include_pad, self.divisor_override = count_include_pad, divisor_override
-
+class AvgPool2d(_AvgPoolNd):
     def forward(self, input):
         if (input.ndim == 4 and not self.ceil_mode and self.count_include_pad
                 and self.divisor_override is None):
@@ -80,11 +88,8 @@ class AvgPool2d(Module):
         return P.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
 
-    def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
-
-class AvgPool3d(AvgPool2d):
+class AvgPool3d(_AvgPoolNd):
     def forward(self, input):
         return P.avg_pool3d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                             self.count_include_pad, self.divisor_override)
@@ -101,9 +106,15 @@ class _AdaptivePool(Module):
         return f"output_size={self.output_size}"
 
 
-class AdaptiveAvgPool1d(_AdaptivePool):
+class _AdaptiveAvgPoolNd(_AdaptivePool):
     _max = False
 
+
+class _AdaptiveMaxPoolNd(_AdaptivePool):
+    _max = True
+
+
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
     def __init__(self, output_size):
         super().__init__(output_size)
 
@@ -111,9 +122,7 @@ class AdaptiveAvgPool1d(_AdaptivePool):
         return P.adaptive_avg_pool1d(input, self.output_size)
 
 
-class AdaptiveAvgPool2d(_AdaptivePool):
-    _max = False
-
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
     def __init__(self, output_size):
         super().__init__(output_size)
 
@@ -121,23 +130,17 @@ class AdaptiveAvgPool2d(_AdaptivePool):
         return P.adaptive_avg_pool2d(input, self.output_size)
 
 
-class AdaptiveMaxPool1d(_AdaptivePool):
-    _max = True
-
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
     def forward(self, input):
         return P.adaptive_max_pool1d(input, self.output_size, self.return_indices)
 
 
-class AdaptiveMaxPool2d(_AdaptivePool):
-    _max = True
-
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
     def forward(self, input):
         return P.adaptive_max_pool2d(input, self.output_size, self.return_indices)
 
 
-class AdaptiveAvgPool3d(_AdaptivePool):
-    _max = False
-
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
     def __init__(self, output_size):
         super().__init__(output_size)
 
@@ -145,9 +148,7 @@ class AdaptiveAvgPool3d(_AdaptivePool):
         return P.adaptive_avg_pool3d(input, self.output_size)
 
 
-class AdaptiveMaxPool3d(_AdaptivePool):
-    _max = True
-
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
     def forward(self, input):
         return P.adaptive_max_pool3d(input, self.output_size, self.return_indices)
 
@@ -230,21 +231,25 @@ class Unflatten(Module):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
-class Unfold(Module):
+class _Patches(Module):
+    """Unfold's and Fold's shared arguments (neither is the other's subclass, as in torch)."""
+
     def __init__(self, kernel_size, dilation=1, padding=0, stride=1):
         super().__init__()
         self.kernel_size, self.dilation = kernel_size, dilation
         self.padding, self.stride = padding, stride
-
-    def forward(self, input):
-        return C.unfold(input, self.kernel_size, self.dilation, self.padding, self.stride)
 
     def extra_repr(self):
         return (f"kernel_size={self.kernel_size}, dilation={self.dilation}, "
                 f"padding={self.padding}, stride={self.stride}")
 
 
-class Fold(Unfold):
+class Unfold(_Patches):
+    def forward(self, input):
+        return C.unfold(input, self.kernel_size, self.dilation, self.padding, self.stride)
+
+
+class Fold(_Patches):
     def __init__(self, output_size, kernel_size, dilation=1, padding=0, stride=1):
         super().__init__(kernel_size, dilation, padding, stride)
         self.output_size = output_size

@@ -439,7 +439,9 @@ class RNNBase(Module):
 
     def _layer_weights(self, layer, direction):
         suffix = "_reverse" if direction else ""
-        get = self.__getattr__
+
+        def get(name):  # the attribute (an FSDP unit shows its gathered views there)
+            return getattr(self, name)
         w_ih, w_hh = get(f"weight_ih_l{layer}{suffix}"), get(f"weight_hh_l{layer}{suffix}")
         w_hr = get(f"weight_hr_l{layer}{suffix}") if self.proj_size else None
         if self.bias:

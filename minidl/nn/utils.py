@@ -8,6 +8,7 @@ import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
 from ..backend.dtypes import default_float
+from ..backend.sparse import SparseCOO, coalesce
 from ..ops import cat, refuse_complex
 from ..tensor import Tensor
 
@@ -75,13 +76,21 @@ def _vector_norm(a, p):
     return xp.where(xp.isinf(top), top, scale * total).astype(dtype, copy=False)
 
 
+def _norm_values(g):
+    """The array whose norm is the gradient's: a sparse one's coalesced values (its repeated
+    entries add up first)."""
+    return coalesce(g).values if type(g) is SparseCOO else g
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """Scale the gradients in place so that their norm_type-norm, taken over all of them as one
     vector, is at most max_norm: each is multiplied by min(1, max_norm / (total + 1e-6)).
     Parameters without a gradient are skipped. Returns the norm before clipping as a Tensor
     (float32, or float64 for float64 gradients), on the gradients' device. A non-finite norm
     raises RuntimeError if error_if_nonfinite, else scales the gradients by NaN as PyTorch
-    does. ``foreach`` is accepted for PyTorch's signature and has no effect."""
+    does. ``foreach`` is accepted for PyTorch's signature and has no effect. A sparse gradient
+    (nn.Embedding(sparse=True)) counts with its coalesced values and has its values scaled
+    (torch 2.13 refuses it: its norm kernel has no sparse form)."""
     where = "clip_grad_norm_"
     grads = _grads(parameters, where)
     max_norm = _number(where, "max_norm", max_norm)
@@ -95,7 +104,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         return Tensor(np.zeros((), default_float()))
     device = device_of(grads[0].data)
     with np.errstate(invalid="ignore", over="ignore"):  # inf and NaN pass through, as in torch
-        norms = [to_device(_vector_norm(g.data, p), device) for g in grads]
+        norms = [to_device(_vector_norm(_norm_values(g.data), p), device) for g in grads]
         xp = get_array_module(norms[0])
         total = norms[0] if len(norms) == 1 else _vector_norm(xp.stack(norms), p)
     if error_if_nonfinite and not bool(xp.isfinite(total)):
@@ -106,7 +115,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     if xp is not np or not coef >= 1:  # on the CPU, skip the pass that would multiply by 1
         with np.errstate(invalid="ignore"):  # inf * 0 = NaN, as in torch
             for g in grads:
-                g.data *= to_device(coef, device_of(g.data)).astype(g.dtype, copy=False)
+                target = g.data.values if type(g.data) is SparseCOO else g.data
+                target *= to_device(coef, device_of(target)).astype(g.dtype, copy=False)
     return Tensor(total)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..backend import sparse as _sparse
 from .optimizer import Optimizer, _kernel_options, _check_group_numbers
 
 
@@ -50,3 +51,25 @@ class Adagrad(Optimizer):
         std = xp.sqrt(state["sum"])
         std += group["eps"]
         p.data -= clr * (g / std)
+
+    def _update_sparse(self, p, g, group, state):
+        """A sparse gradient, as torch's Adagrad takes one: coalesced, its squares added to the
+        sum at its entries, p changed there; weight decay refused, as torch's."""
+        xp = get_array_module(p.data)
+        if not state:
+            self._init_state(p, group)
+            state.update(self.state[id(p)])
+            self.state[id(p)] = state
+        state["step"] += 1
+        if group["weight_decay"]:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+        clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
+        g = _sparse.coalesce(g)
+        if not g.nnz:
+            return
+        at = tuple(g.indices)
+        values = g.values.astype(p.data.dtype, copy=False)
+        total = state["sum"]
+        total[at] += values * values
+        std = xp.sqrt(total[at]) + group["eps"]
+        p.data[at] += -clr * (values / std)

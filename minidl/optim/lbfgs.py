@@ -3,6 +3,7 @@ step or a strong-Wolfe line search."""
 from __future__ import annotations
 
 from ..backend import get_array_module
+from ..backend import sparse as _sparse
 from ..backend.dtypes import real_of
 from ..complex_ops import real_pairs
 from ..tensor import Tensor, enable_grad, no_grad
@@ -98,6 +99,11 @@ def _strong_wolfe(evaluate, t, d, f, g, gtd, c1=1e-4, c2=0.9, tolerance_change=1
     return f_new, g_new, t, evals
 
 
+def _dense(g):
+    """A sparse gradient as a dense array, as torch's LBFGS flattens one."""
+    return _sparse.to_dense(g) if type(g) is _sparse.SparseCOO else g
+
+
 class LBFGS(Optimizer):
     """torch.optim.LBFGS. step(closure) runs up to max_iter iterations (max_eval closure
     calls): the direction from the last history_size curvature pairs by the two-loop recursion,
@@ -146,7 +152,7 @@ class LBFGS(Optimizer):
     def _flat_grad(self):
         xp = get_array_module(self._params[0].data)
         return xp.concatenate([
-            _flat(p.grad.data.astype(p.data.dtype, copy=False)) if p.grad is not None
+            _flat(_dense(p.grad.data).astype(p.data.dtype, copy=False)) if p.grad is not None
             else _flat(xp.zeros(p.data.shape, p.data.dtype)) for p in self._params])
 
     def _add_to_params(self, step, direction):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .. import autograd, backend
+from ..backend.sparse import SparseCOO
 from ..backend import device_of, get_array_module, to_device
 from ..tensor import Tensor, bump_version, enable_grad, no_grad
 
@@ -106,7 +107,12 @@ def _state_value(value, param, key, index, scalar_keys=(), shape=None):
     int and the keys in ``scalar_keys`` as floats."""
     if isinstance(value, Tensor):
         value = value.data
-    elif not hasattr(value, "__array__") and not isinstance(value, (int, float)):
+    if type(value) is SparseCOO:  # SGD's momentum buffer of a sparse gradient stays sparse
+        if value.shape != tuple(param.shape):
+            raise ValueError(f"load_state_dict: state {index} {key!r} has shape {value.shape}, "
+                             f"expected {tuple(param.shape)}")
+        return value.astype(param.data.dtype)  # a copy of the values; indices are not written
+    if not hasattr(value, "__array__") and not isinstance(value, (int, float)):
         raise TypeError(f"load_state_dict: state {index} {key!r} is a {type(value).__name__}, "
                         "not an array")
     if device_of(value) != "cuda":
@@ -479,13 +485,23 @@ class Optimizer:
                 if state:
                     _follow_device(state, p.data)
                 g = p.grad.data
-                if p.data.dtype.kind == "c":
+                if type(g) is SparseCOO:  # nn.Embedding(sparse=True), sparse.mm's input
+                    self._update_sparse(p, -g if maximize else g, group, state)
+                elif p.data.dtype.kind == "c":
                     self._update_complex(p, -g if maximize else g, group, state)
                 else:
                     self._update(p, -g if maximize else g, group, state)
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
+
+    def _update_sparse(self, p, g, group, state):
+        """The update for a sparse gradient (a backend.sparse.SparseCOO); an optimizer that
+        takes them (SGD, SparseAdam, Adagrad, as torch's) defines it, the others refuse."""
+        name = type(self).__name__
+        hint = ", please consider SparseAdam instead" if name in ("Adam", "AdamW") else ""
+        raise RuntimeError(f"{name} does not support sparse gradients{hint} (parameter of "
+                           f"shape {tuple(p.shape)})")
 
     def _update_complex(self, p, g, group, state):
         """A complex parameter updated as PyTorch's optimizers update it: as its real pairs

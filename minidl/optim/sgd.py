@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..backend import get_array_module
+from ..backend import sparse as _sparse
 from .optimizer import Optimizer, _check_finite, _check_flags, _fused, _kernel_options
 
 
@@ -80,3 +81,22 @@ class SGD(Optimizer):
                 buf += (1 - group["dampening"]) * g
             g = g + mom * buf if group["nesterov"] else buf
         p.data -= group["lr"] * g
+
+    def _update_sparse(self, p, g, group, state):
+        """A sparse gradient, as torch's SGD takes one: weight decay refused (torch cannot add
+        the dense parameter to it), the momentum buffer kept sparse (coalesced)."""
+        if group["weight_decay"]:
+            raise RuntimeError("SGD: weight_decay with a sparse gradient: add(sparse, dense) is "
+                               "not supported. Use add(dense, sparse) instead.")
+        mom = group["momentum"]
+        if mom:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = _sparse.coalesce(g.copy())
+            else:
+                buf = _sparse.coalesce(_sparse.add(
+                    buf.with_values(buf.values * mom),
+                    g.with_values(g.values * (1 - group["dampening"]))))
+            state["momentum_buffer"] = buf
+            g = _sparse.add(g, buf.with_values(buf.values * mom)) if group["nesterov"] else buf
+        _sparse.add_into(p.data, g, -group["lr"])

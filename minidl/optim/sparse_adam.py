@@ -1,8 +1,12 @@
-"""torch.optim.SparseAdam: Adam for sparse gradients (nn.Embedding(sparse=True)). minidl has
-no sparse tensors, so every gradient is dense and, as torch does with a dense gradient, step()
-refuses it: constructing one (code that builds its optimizers up front) works."""
+"""torch.optim.SparseAdam: Adam for sparse gradients (nn.Embedding(sparse=True)): the moments
+and the parameter change only at the rows (entries) the gradient holds; a dense gradient is
+refused, as torch's."""
 from __future__ import annotations
 
+import math
+
+from ..backend import get_array_module
+from ..backend import sparse as _sparse
 from .optimizer import Optimizer, _check_betas, _check_finite, _check_flags
 
 
@@ -25,3 +29,29 @@ class SparseAdam(Optimizer):
     def _update(self, p, g, group, state):
         raise RuntimeError("SparseAdam does not support dense gradients, please consider Adam "
                            "instead")
+
+    def _update_sparse(self, p, g, group, state):
+        """torch's sparse_adam: the gradient coalesced (the update is not linear), the moments
+        moved towards it at its entries only, p changed there by the bias-corrected step."""
+        xp = get_array_module(p.data)
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = xp.zeros_like(p.data)
+            state["exp_avg_sq"] = xp.zeros_like(p.data)
+        state["step"] += 1
+        g = _sparse.coalesce(g)
+        if not g.nnz:
+            return
+        at = tuple(g.indices)
+        values = g.values.astype(p.data.dtype, copy=False)
+        b1, b2 = group["betas"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        old_m, old_v = m[at], v[at]
+        step_m = (values - old_m) * (1 - b1)
+        step_v = (values * values - old_v) * (1 - b2)
+        m[at] += step_m  # the entries of a coalesced gradient are unique
+        v[at] += step_v
+        denom = xp.sqrt(step_v + old_v) + group["eps"]
+        t = state["step"]
+        step_size = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        p.data[at] += -step_size * ((step_m + old_m) / denom)

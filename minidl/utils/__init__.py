@@ -1,7 +1,9 @@
 """PyTorch's ``torch.utils`` paths: ``minidl.utils.data`` is ``minidl.data`` (the same module
 object), so ``from minidl.utils.data import DataLoader`` works as in PyTorch code,
 ``minidl.utils.checkpoint`` is activation checkpointing, ``minidl.utils.dlpack`` shares memory
-with other array libraries, and ``swap_tensors`` swaps two Tensors' contents."""
+with other array libraries, ``minidl.utils.benchmark`` times statements (torch's Timer),
+``minidl.utils.hooks`` holds the hook handle, and ``swap_tensors`` swaps two Tensors'
+contents."""
 import gc
 import sys
 import weakref
@@ -13,9 +15,9 @@ from ..tensor import Tensor
 sys.modules[__name__ + ".data"] = data
 
 from . import checkpoint  # noqa: E402  (after data: it imports the nn layer lazily)
-from . import dlpack, flop_counter  # noqa: E402,F401
+from . import benchmark, dlpack, flop_counter, hooks  # noqa: E402,F401
 
-__all__ = ["data", "checkpoint", "dlpack", "flop_counter", "swap_tensors"]
+__all__ = ["data", "checkpoint", "dlpack", "flop_counter", "benchmark", "hooks", "swap_tensors"]
 
 
 def _in_live_graph(t):

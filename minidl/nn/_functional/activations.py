@@ -180,12 +180,13 @@ class CELU(Pointwise):
 
     @staticmethod
     def df(xp, x, alpha, scale, inner):
-        return scale * xp.where(x > 0, 1, (alpha / inner) * xp.exp(xp.minimum(x, 0) / inner))
+        # NaN takes the positive side, as in PyTorch's elu_backward (x <= 0 picks the other)
+        return scale * xp.where(x <= 0, (alpha / inner) * xp.exp(xp.minimum(x, 0) / inner), 1)
 
     @staticmethod
     def graph_df(x, alpha, scale, inner):
         below = (x.clamp(max=0) / inner).exp() * (scale * alpha / inner)
-        return Where.apply(constant(x.data > 0), _full_like_scalar(x, scale), below)
+        return Where.apply(constant(~(x.data <= 0)), _full_like_scalar(x, scale), below)
 
 
 class Tanhshrink(Pointwise):
@@ -208,11 +209,11 @@ class Threshold(Pointwise):
 
     @staticmethod
     def f(xp, x, threshold, value):
-        return xp.where(x > threshold, x, value)
+        return xp.where(x <= threshold, value, x)  # NaN stays NaN, as in PyTorch
 
     @staticmethod
     def df(xp, x, threshold, value):
-        return (x > threshold).astype(x.dtype)
+        return (~(x <= threshold)).astype(x.dtype)
 
 
 class LogSigmoid(Pointwise):
@@ -234,11 +235,11 @@ class Hardshrink(Pointwise):
 
     @staticmethod
     def f(xp, x, lambd):
-        return xp.where(abs(x) > lambd, x, 0)
+        return xp.where(abs(x) <= lambd, 0, x)  # NaN stays NaN, as in PyTorch
 
     @staticmethod
     def df(xp, x, lambd):
-        return (abs(x) > lambd).astype(x.dtype)
+        return (abs(x) > lambd).astype(x.dtype)  # 0 at NaN, as PyTorch's
 
 
 class Softshrink(Pointwise):
@@ -246,11 +247,11 @@ class Softshrink(Pointwise):
 
     @staticmethod
     def f(xp, x, lambd):
-        return xp.where(x > lambd, x - lambd, xp.where(x < -lambd, x + lambd, 0))
+        return xp.where(x > lambd, x - lambd, xp.where(x >= -lambd, 0, x + lambd))  # NaN: NaN
 
     @staticmethod
     def df(xp, x, lambd):
-        return (abs(x) > lambd).astype(x.dtype)
+        return (abs(x) > lambd).astype(x.dtype)  # 0 at NaN, as PyTorch's
 
 
 def _pointwise(name, fn_class, input, inplace=False, **params):

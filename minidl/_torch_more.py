@@ -1,0 +1,276 @@
+"""More of torch's top level: ``poisson`` and ``binomial`` sampling, the randomized low-rank
+SVD and PCA (``svd_lowrank``, ``pca_lowrank``, after Halko, Martinsson and Tropp 2011,
+Algorithm 4.4 with ``niter`` power iterations), ``minidl.dtype`` (the class of minidl's dtypes:
+NumPy's), ``get_device_module``, and the ``Tensor.is_*`` device queries that are always False
+here (meta, mps, xpu, ...), and ``Tensor.untyped_storage()``/``storage()``: windows on the
+memory a tensor's array lives in (``data_ptr()`` equal for tensors that share it)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import generator_rng, get_array_module
+from .tensor import Function, Tensor
+
+dtype = np.dtype  # isinstance(minidl.float32, minidl.dtype), as torch.dtype
+
+
+class Poisson(Function):
+    """Draws that depend on ``rates`` without a usable derivative: PyTorch gives poisson a zero
+    gradient (the draws are piecewise constant in the rate)."""
+
+    def forward(self, rates, draws):
+        return draws
+
+    def backward(self, g):
+        return get_array_module(g).zeros_like(g)
+
+    def graph_backward(self, g, out):
+        return g * 0
+
+
+def _float_rates(name, t):
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
+    if t.data.dtype.kind != "f":
+        raise TypeError(f"{name}: not implemented for {t.dtype} (a floating tensor of rates "
+                        "or counts is needed)")
+
+
+def poisson(input, generator=None):
+    """A Poisson draw for each element, with that element as its rate (same dtype); its
+    gradient with respect to the rates is zero, as in PyTorch."""
+    _float_rates("poisson", input)
+    rates = input.numpy()
+    if np.any(rates < 0) or np.any(np.isnan(rates)):
+        raise ValueError("poisson: invalid Poisson rate, expected rate to be non-negative")
+    rng = generator_rng(generator, input.device, "poisson")
+    draws = rng.poisson(rates).astype(input.data.dtype)
+    out = Tensor(draws, device=input.device).data
+    return Poisson.apply(input, draws=out)
+
+
+def binomial(count, prob, generator=None):
+    """A draw of Binomial(count, prob) for each pair of elements (same dtype as ``count``;
+    counts are taken whole, rounded down, and probabilities clipped to [0, 1], as PyTorch's
+    CPU kernel does); not differentiable, as in PyTorch."""
+    _float_rates("binomial", count)
+    _float_rates("binomial", prob)
+    if count.shape != prob.shape:
+        raise ValueError(f"binomial: count (shape {count.shape}) and prob (shape {prob.shape}) "
+                         "must have one shape")
+    n = np.floor(np.maximum(count.numpy(), 0)).astype(np.int64)
+    p = np.clip(prob.numpy().astype(np.float64), 0.0, 1.0)
+    rng = generator_rng(generator, count.device, "binomial")
+    draws = rng.binomial(n, p).astype(count.data.dtype)
+    return Tensor(draws, device=count.device)
+
+
+# ---- randomized low-rank SVD and PCA --------------------------------------------------------
+def _approximate_basis(A, q, niter, M):
+    """An orthonormal (.., m, q) basis Q whose span holds most of A's range: A applied to a
+    Gaussian (n, q) test matrix, then ``niter`` rounds of power iteration (A^H then A), each
+    re-orthonormalised by QR, which sharpens the basis where singular values decay slowly."""
+    from .creation import randn
+    from .linalg import qr
+
+    def apply(X, adjoint=False):
+        AX = (A.mH if adjoint else A) @ X
+        return AX if M is None else AX - (M.mH if adjoint else M) @ X
+
+    R = randn(A.shape[-1], q, dtype=A.dtype, device=A.device)
+    Q = qr(apply(R))[0]
+    for _ in range(niter):
+        Q = qr(apply(Q, adjoint=True))[0]
+        Q = qr(apply(Q))[0]
+    return Q
+
+
+def svd_lowrank(A, q=6, niter=2, M=None):
+    """(U, S, V) with A ~ U diag(S) V^H, of rank ``q``, found by a randomized range finder and
+    the SVD of the small (q, n) projection: exact when A's rank is at most q, and differentiable
+    (every step is an op with a gradient). ``M`` (broadcast to A's shape) is subtracted from A
+    first without forming A - M. The draws come from minidl's random state, so results repeat
+    under ``manual_seed``."""
+    from .linalg import svd
+
+    if not isinstance(A, Tensor) or A.ndim < 2:
+        raise ValueError("svd_lowrank: A must be a Tensor of at least 2 dims (a batch of "
+                         f"matrices), got {getattr(A, 'shape', type(A).__name__)}")
+    if A.data.dtype.kind not in "fc":
+        raise TypeError(f"svd_lowrank: A must be floating (or complex), got {A.dtype}")
+    m, n = A.shape[-2:]
+    q = 6 if q is None else q
+    if not isinstance(q, int) or not 0 < q <= min(m, n):
+        raise ValueError(f"svd_lowrank: q must be in 1..min(m, n) = {min(m, n)}, got {q!r}")
+    if not isinstance(niter, int) or niter < 0:
+        raise ValueError(f"svd_lowrank: niter must be a non-negative int, got {niter!r}")
+    if M is not None:
+        M = M.broadcast_to(A.shape)
+    wide = m < n
+    if wide:  # work with the tall form: the basis is of the smaller side
+        A = A.mH
+        M = None if M is None else M.mH
+    Q = _approximate_basis(A, q, niter, M)
+    B = Q.mH @ A
+    if M is not None:
+        B = B - Q.mH @ M
+    U, S, Vh = svd(B, full_matrices=False)
+    U, V = Q @ U, Vh.mH
+    return (V, S, U) if wide else (U, S, V)
+
+
+def pca_lowrank(A, q=None, center=True, niter=2):
+    """(U, S, V) of the rank-``q`` principal components of A's rows (q defaults to
+    min(6, m, n)): svd_lowrank of A minus its column means (when ``center``). The principal
+    directions are V's columns; projections are ``A @ V[:, :k]``."""
+    if not isinstance(A, Tensor) or A.ndim < 2:
+        raise ValueError(f"pca_lowrank: A must be a Tensor of at least 2 dims, got "
+                         f"{getattr(A, 'shape', type(A).__name__)}")
+    m, n = A.shape[-2:]
+    q = min(6, m, n) if q is None else q
+    if not isinstance(q, int) or not 0 <= q <= min(m, n):
+        raise ValueError(f"pca_lowrank: q(={q!r}) must be non-negative integer and not greater "
+                         f"than min(m, n)={min(m, n)}")
+    if center:
+        return svd_lowrank(A, q, niter, M=A.mean(dim=-2, keepdim=True))
+    return svd_lowrank(A, q, niter)
+
+
+def get_device_module(device=None):
+    """The module of a device's API, as torch's: ``minidl.cuda`` for "cuda" (and for None, the
+    current accelerator, as torch answers); "cpu" has no module here."""
+    from . import cuda
+
+    name = getattr(device, "type", device)
+    if name is None or isinstance(name, str) and name.split(":")[0] == "cuda":
+        return cuda
+    raise RuntimeError(f"get_device_module: no device module for {device!r} (minidl has "
+                       "'cuda')")
+
+
+# ---- storages: what a tensor's memory is, for code that asks whether two tensors share it ----
+def _root(a):
+    """The array whose memory ``a`` views (``a`` itself when it owns it)."""
+    while getattr(a, "base", None) is not None and hasattr(a.base, "dtype"):
+        a = a.base
+    return a
+
+
+def _address(a):
+    return int(a.data.ptr) if hasattr(a, "device") and hasattr(a.data, "ptr") else \
+        int(a.__array_interface__["data"][0])
+
+
+class UntypedStorage:
+    """The bytes a tensor's array lives in (its root array), as ``torch.UntypedStorage`` for
+    the questions scripts ask of it: ``data_ptr()`` (equal for tensors that share memory),
+    ``nbytes()``, ``size()``, ``device``, byte values by index. minidl stores no separate
+    storage object; this is a window on the array, made when asked for."""
+
+    def __init__(self, root):
+        self._root = root
+
+    def data_ptr(self):
+        return _address(self._root)
+
+    def nbytes(self):
+        return int(self._root.nbytes)
+
+    size = nbytes
+
+    def __len__(self):
+        return self.nbytes()
+
+    def element_size(self):
+        return 1
+
+    @property
+    def device(self):
+        from .backend import device
+
+        return device("cpu" if isinstance(self._root, np.ndarray) else "cuda")
+
+    def _bytes(self):
+        from .backend import to_numpy
+
+        return np.ascontiguousarray(to_numpy(self._root)).reshape(-1).view(np.uint8)
+
+    def __getitem__(self, index):
+        out = self._bytes()[index]
+        return out.tolist() if isinstance(out, np.ndarray) else int(out)
+
+    def tolist(self):
+        return self._bytes().tolist()
+
+    def __repr__(self):
+        return f"minidl.UntypedStorage of {self.nbytes()} bytes on {self.device}"
+
+
+class TypedStorage(UntypedStorage):
+    """The same memory in elements of the tensor's dtype, as torch's (deprecated) TypedStorage
+    that ``Tensor.storage()`` returns."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.dtype = root.dtype
+
+    def size(self):
+        return int(self._root.size)
+
+    def __len__(self):
+        return self.size()
+
+    def element_size(self):
+        return int(self.dtype.itemsize)
+
+    def untyped(self):
+        return UntypedStorage(self._root)
+
+    def _bytes(self):
+        from .backend import to_numpy
+
+        return np.ascontiguousarray(to_numpy(self._root)).reshape(-1)
+
+    def __repr__(self):
+        return f"minidl.TypedStorage of {self.size()} {self.dtype} elements on {self.device}"
+
+
+def _untyped_storage(self):
+    return UntypedStorage(_root(self.data))
+
+
+def _typed_storage(self):
+    return TypedStorage(_root(self.data))
+
+
+def _false(self):
+    return False
+
+
+TENSOR_PROPERTIES = ("is_meta", "is_mps", "is_xpu", "is_ipu", "is_mkldnn", "is_vulkan",
+                     "is_xla", "is_mtia", "is_maia", "is_quantized", "is_nested")
+
+
+def install(namespace):
+    """Put these names into minidl's namespace (where it lacks them) and the always-False
+    device queries on Tensor; returns the names added."""
+    for name in TENSOR_PROPERTIES:
+        if not hasattr(Tensor, name):
+            setattr(Tensor, name, property(_false, doc=f"False: minidl has no {name[3:]} "
+                                                           "tensors."))
+    for name, fn in (("untyped_storage", _untyped_storage), ("storage", _typed_storage)):
+        if not hasattr(Tensor, name):
+            setattr(Tensor, name, fn)
+    if not hasattr(Tensor, "histogram") and "histogram" in namespace:
+        setattr(Tensor, "histogram", namespace["histogram"])
+    if "GradScaler" not in namespace:
+        from .amp import GradScaler
+
+        namespace["GradScaler"] = GradScaler
+    added = []
+    for name in ("poisson", "binomial", "svd_lowrank", "pca_lowrank", "dtype",
+                 "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage"):
+        if name not in namespace or name == "GradScaler":
+            namespace.setdefault(name, globals().get(name))
+            added.append(name)
+    return added

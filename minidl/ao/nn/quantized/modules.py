@@ -1,0 +1,162 @@
+"""Statically quantized modules (torch.ao.nn.quantized): they take and give quantized
+tensors, with the output's scale and zero point fixed at conversion (from the observer or
+FakeQuantize that watched that output while preparing or training)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....nn.module import Module
+from ....tensor import Tensor
+from ...quantization.qtensor import (
+    QTensor, qint8, quantize_ints, quantize_per_channel, quantize_per_tensor, quint8,
+)
+
+
+def refuse_load(module, state_dict, prefix, *args):
+    """A load_state_dict pre-hook: minidl's load_state_dict copies arrays into tensors, and a
+    quantized module's packed weights are not one."""
+    raise NotImplementedError(
+        f"load_state_dict: loading into a quantized module ({prefix or 'the model'}) is not "
+        "supported; load the float model's state_dict and quantize it again")
+
+
+def _qparams(fake_quant):
+    scale, zp = fake_quant.calculate_qparams()
+    return scale.numpy().astype(np.float64), zp.numpy().astype(np.int64)
+
+
+class Quantize(Module):
+    """float -> quint8 with a fixed scale and zero point, clamped to [quant_min, quant_max]
+    (the range the FakeQuantize it replaces simulated: [0, 127] with reduce_range)."""
+
+    def __init__(self, scale, zero_point, dtype, quant_min=None, quant_max=None):
+        super().__init__()
+        self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), dtype
+        self.quant_min = dtype.qmin if quant_min is None else int(quant_min)
+        self.quant_max = dtype.qmax if quant_max is None else int(quant_max)
+        self.register_load_state_dict_pre_hook(refuse_load)
+
+    def _own_state(self, prefix, keep_vars):
+        yield prefix + "scale", Tensor(np.array([self.scale], np.float32))
+        yield prefix + "zero_point", Tensor(np.array([self.zero_point], np.int64))
+
+    def forward(self, x):
+        q = quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
+        q._ints = np.clip(q._ints, self.quant_min, self.quant_max)
+        return q
+
+    @classmethod
+    def from_float(cls, mod):
+        fq = mod.activation_post_process
+        scale, zp = _qparams(fq)
+        return cls(scale[0], zp[0], fq.dtype, fq.quant_min, fq.quant_max)
+
+    def extra_repr(self):
+        return f"scale=tensor([{self.scale:.4f}]), zero_point=tensor([{self.zero_point}]), dtype={self.dtype}"
+
+
+class DeQuantize(Module):
+    """quantized -> float."""
+
+    def forward(self, x):
+        return x.dequantize()
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls()
+
+
+class ReLU(Module):
+    """max(x, 0) on a quantized tensor: max(q, zero_point), same scale and zero point (exact:
+    0.0 is a point of the grid)."""
+
+    def forward(self, x):
+        if not isinstance(x, QTensor):
+            raise TypeError(f"quantized ReLU: expected a quantized tensor, got "
+                            f"{type(x).__name__} (put a QuantStub before it)")
+        if x._axis is not None:
+            raise NotImplementedError("quantized ReLU: per-tensor quantized input only")
+        ints = np.maximum(x._ints, x._ints.dtype.type(x._zero_point))
+        return QTensor(ints, x.dtype, x._scale, x._zero_point)
+
+    @classmethod
+    def from_float(cls, mod):
+        return cls()
+
+
+class Linear(Module):
+    """quint8 input, qint8 weight (per tensor or per output channel), float bias, quint8
+    output: ``acc = sum_k (qx - zx) (qw - zw)`` in int32, ``y = acc * sx * sw + b``, then
+    y quantized with the output's scale and zero point and clamped to the range the
+    FakeQuantize that trained it simulated."""
+
+    def __init__(self, in_features, out_features, bias_=True, dtype=qint8):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._weight = quantize_per_tensor(Tensor(np.zeros((out_features, in_features),
+                                                           np.float32)), 1.0, 0, qint8)
+        self._bias = Tensor(np.zeros(out_features, np.float32)) if bias_ else None
+        self.scale, self.zero_point = 1.0, 0
+        self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
+        self.register_load_state_dict_pre_hook(refuse_load)
+
+    def _own_state(self, prefix, keep_vars):  # torch's keys
+        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
+        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
+        yield prefix + "_packed_params.dtype", qint8
+        yield prefix + "_packed_params._packed_params", (self._weight, self._bias)
+
+    def weight(self):
+        return self._weight
+
+    def bias(self):
+        return self._bias
+
+    def forward(self, x):
+        if not isinstance(x, QTensor) or x.dtype is not quint8 or x._axis is not None:
+            raise TypeError(f"quantized Linear: expected a quint8 per-tensor quantized input, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)} (put a QuantStub before it)")
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"quantized Linear: input has {x.shape[-1]} features, the layer "
+                             f"expects {self.in_features}")
+        w = self._weight
+        qx = x._ints.reshape(-1, self.in_features).astype(np.int32) - np.int32(x._zero_point)
+        zw = np.asarray(w._zero_point, np.int32).reshape(-1, 1) if w._axis is not None else \
+            np.int32(w._zero_point)
+        acc = qx @ (w._ints.astype(np.int32) - zw).T  # int32 sums
+        w_scale = np.asarray(w._scale, np.float32).reshape(-1)
+        y = acc.astype(np.float32) * (np.float32(x._scale) * w_scale)
+        if self._bias is not None:
+            y = y + self._bias.numpy()
+        ints = quantize_ints(y.astype(np.float32), self.scale, self.zero_point, self.quant_min,
+                             self.quant_max, fused=True)
+        ints = ints.astype(np.uint8).reshape(*x.shape[:-1], self.out_features)
+        return QTensor(ints, quint8, self.scale, self.zero_point)
+
+    @classmethod
+    def from_float(cls, mod):
+        """From a qat.Linear (its ``weight_fake_quant``) or a prepared nn.Linear (a weight
+        observer from its qconfig, run on the weight now), and the FakeQuantize or observer
+        that watched its output (``activation_post_process``)."""
+        weight_fq = getattr(mod, "weight_fake_quant", None)
+        if weight_fq is None:
+            weight_fq = mod.qconfig.weight()
+        weight_fq(mod.weight.detach())
+        w_scale, w_zp = _qparams(weight_fq)
+        weight = mod.weight.detach()
+        if w_scale.size > 1 or getattr(weight_fq, "is_per_channel", False):
+            qweight = quantize_per_channel(weight, w_scale, w_zp, weight_fq.ch_axis, qint8)
+        else:
+            qweight = quantize_per_tensor(weight, float(w_scale[0]), int(w_zp[0]), qint8)
+        out = cls(mod.in_features, mod.out_features, bias_=mod.bias is not None)
+        out._weight = qweight
+        out._bias = None if mod.bias is None else Tensor(mod.bias.detach().numpy().astype(np.float32))
+        act = mod.activation_post_process
+        scale, zp = _qparams(act)
+        out.scale, out.zero_point = float(scale[0]), int(zp[0])
+        out.quant_min, out.quant_max = act.quant_min, act.quant_max
+        return out
+
+    def __repr__(self):
+        return (f"QuantizedLinear(in_features={self.in_features}, out_features={self.out_features}, "
+                f"scale={self.scale}, zero_point={self.zero_point}, qscheme={self._weight.qscheme()})")

@@ -1,0 +1,199 @@
+"""``torch.autograd.forward_ad``: forward-mode derivatives through ``dual_level``,
+``make_dual`` and ``unpack_dual``.
+
+minidl has no forward-mode kernels; tangents come from reverse mode by the double-vjp
+construction (the one ``minidl.func.jvp`` uses). ``make_dual(primal, tangent)`` returns an
+alias of ``primal`` that the graph records (it requires grad, where torch's dual tensor need
+not) and notes its tangent in the current level. ``unpack_dual(y)`` then computes y's tangent,
+the sum over the level's dual tensors x_i of J_i t_i: with u a zero cotangent that requires
+grad, g_i = vjp(y, x_i, u) recorded (create_graph), and the tangent is the gradient of
+sum_i <g_i, t_i> with respect to u. It is cached per output (until y changes in place), and
+None where y does not depend on a dual tensor of the level, as torch's.
+
+Limits, from the construction: the ops between the dual tensors and y must be recorded (not
+under no_grad) and have a differentiable gradient (``graph_backward``; docs/autograd.md lists
+the ops without), and each unpack_dual of a new output costs two backward passes.
+"""
+from __future__ import annotations
+
+import weakref
+from collections import namedtuple
+
+from .. import autograd as _ag
+
+__all__ = ["dual_level", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual",
+           "UnpackedDualTensor"]
+
+UnpackedDualTensor = namedtuple("UnpackedDualTensor", ["primal", "tangent"])
+
+
+class _Level:
+    def __init__(self, index):
+        self.index = index
+        self.duals = []                   # (alias, tangent), in the order they were made
+        self.tangent_of = {}              # id(alias) -> tangent
+        self.cache = {}                   # id(y) -> (weakref to y, its version, tangent)
+
+
+_levels = []  # the levels entered and not yet exited (at most one: no nesting, as torch's)
+
+
+def enter_dual_level():
+    """Enter a new forward-AD level and return its index (0); nesting is refused, as torch's."""
+    if _levels:
+        raise RuntimeError("Nested forward mode AD is not supported at the moment")
+    _levels.append(_Level(len(_levels)))
+    return _levels[-1].index
+
+
+def exit_dual_level(*, level=None):
+    """Exit the current level (``level``: its index): its dual tensors lose their tangents."""
+    if level is None:
+        level = _levels[-1].index if _levels else -1
+    if level < 0:
+        raise RuntimeError("Dual level must be a positive number.")
+    if not _levels or level != _levels[-1].index:
+        raise RuntimeError("Trying to exit a forward AD level that was not the last one that was "
+                           "created. This is not supported.")
+    gone = _levels.pop()
+    gone.duals.clear()
+    gone.tangent_of.clear()
+    gone.cache.clear()
+
+
+class dual_level:
+    """``with dual_level():`` a forward-AD level: make_dual inside, unpack_dual to read
+    tangents; on exit every tangent of the level is dropped."""
+
+    def __enter__(self):
+        return enter_dual_level()
+
+    def __exit__(self, *exc):
+        exit_dual_level()
+        return False
+
+
+def _current(level, what):
+    if level is None:
+        if not _levels:
+            raise RuntimeError("Trying to create a dual Tensor for forward AD but no level "
+                               "exists, make sure to enter_dual_level() first.")
+        return _levels[-1]
+    for lv in _levels:
+        if lv.index == level:
+            return lv
+    raise RuntimeError(f"{what}: forward AD level {level} has not been entered (or has exited)")
+
+
+def make_dual(tensor, tangent, *, level=None):
+    """``tensor`` as a dual tensor whose tangent is ``tangent`` (same shape), in the current
+    level: ops on it give outputs whose tangent unpack_dual reads."""
+    Tensor = _ag.Tensor
+    lv = _current(level, "make_dual")
+    if not isinstance(tensor, Tensor) or not isinstance(tangent, Tensor):
+        raise TypeError(f"make_dual: expected Tensors, got {type(tensor).__name__} and "
+                        f"{type(tangent).__name__}")
+    if tensor.data.dtype.kind not in "fc":
+        raise ValueError(f"Expected primal to be floating point or complex, but got: "
+                         f"{tensor.dtype}")
+    if tangent.data.dtype.kind not in "fc":
+        raise ValueError(f"Expected tangent to be floating point or complex, but got: "
+                         f"{tangent.dtype}")
+    if tuple(tensor.shape) != tuple(tangent.shape):
+        raise RuntimeError("Trying to set a forward gradient that has a different size than "
+                           "that of the original Tensor, this is not supported. Tensor is of "
+                           f"size {list(tensor.shape)} while the given forward gradient is of "
+                           f"size {list(tangent.shape)}.")
+    if tensor.device != tangent.device:
+        raise RuntimeError(f"make_dual: the tangent is on {tangent.device}, the primal on "
+                           f"{tensor.device}")
+    with _ag.enable_grad():
+        # an alias the graph records: a view keeping the primal's own graph where it requires
+        # grad (reverse mode through a dual tensor works as in torch), else a new leaf
+        dual = tensor.view_as(tensor) if tensor.requires_grad else (
+            tensor.detach().requires_grad_(True))
+    if tangent.data.dtype != tensor.data.dtype:
+        tangent = tangent.to(tensor.data.dtype)
+    lv.duals.append((dual, tangent))
+    lv.tangent_of[id(dual)] = tangent
+    return dual
+
+
+def _depends(y, lv):
+    """Whether y's graph reaches a dual tensor of ``lv``, and whether it reaches a tensor that
+    requires grad other than them (then its primal and tangent keep the graph)."""
+    order, seen, stack = [], set(), [y]  # every tensor above y that requires grad
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        order.append(node)
+        if node._ctx is not None:
+            stack.extend(p for p in node._ctx.inputs if p.requires_grad)
+    mine = lv.tangent_of
+    reached = outer = False
+    for node in order:
+        if id(node) in mine:
+            reached = True
+            if node._ctx is not None:  # a view of a primal that requires grad
+                outer = True
+        elif node._ctx is None and node.requires_grad:
+            outer = True
+    return reached, outer
+
+
+def unpack_dual(tensor, *, level=None):
+    """``UnpackedDualTensor(primal, tangent)`` of ``tensor`` in the current level: the tangent
+    is None where it does not depend on a dual tensor (or no level is active)."""
+    Tensor = _ag.Tensor
+    if not isinstance(tensor, Tensor):
+        return UnpackedDualTensor(tensor, None)
+    try:
+        lv = _current(level, "unpack_dual")
+    except RuntimeError:
+        lv = None
+    if lv is None or not tensor.requires_grad:
+        return UnpackedDualTensor(tensor, None)
+    own = lv.tangent_of.get(id(tensor))
+    if own is not None:
+        # a view of a primal that requires grad keeps its graph; a new leaf does not
+        return UnpackedDualTensor(tensor if tensor._ctx is not None else tensor.detach(), own)
+    reached, outer = _depends(tensor, lv)
+    primal = tensor if outer else tensor.detach()
+    if not reached:
+        return UnpackedDualTensor(primal, None)
+    version = tensor._version
+    held = lv.cache.get(id(tensor))
+    if held is not None and held[0]() is tensor and held[1] == version:
+        return UnpackedDualTensor(primal, held[2])
+    tangent = _tangent(tensor, lv, outer)
+    lv.cache[id(tensor)] = (weakref.ref(tensor), version, tangent)
+    return UnpackedDualTensor(primal, tangent)
+
+
+def _tangent(y, lv, keep):
+    """sum_i J_i t_i for y by the double-vjp construction (see the module docstring)."""
+    duals = [d for d, _ in lv.duals]
+    tangents = [t for _, t in lv.duals]
+    keep = keep or any(t.requires_grad for t in tangents)
+    with _ag.enable_grad():
+        u = _zeros(y).requires_grad_(True)
+        vjps = _ag.grad([y], duals, [u], retain_graph=True, create_graph=True,
+                        allow_unused=True)
+        terms = [(g * t).sum() for g, t in zip(vjps, tangents)
+                 if g is not None and g.requires_grad]
+        if not terms:  # y is constant in the duals (through ops whose gradient is constant)
+            return _zeros(y)
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        (tangent,) = _ag.grad([total], [u], retain_graph=True, create_graph=keep,
+                              allow_unused=True)
+    if tangent is None:
+        return _zeros(y)
+    return tangent if keep else tangent.detach()
+
+
+def _zeros(y):
+    return _ag.Tensor(_ag.get_array_module(y.data).zeros_like(y.data), dtype=y.data.dtype)
