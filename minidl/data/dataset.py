@@ -145,6 +145,13 @@ class StackDataset(Dataset):
             return {k: d[index] for k, d in self.datasets.items()}
         return tuple(d[index] for d in self.datasets)
 
+    def __getitems__(self, indices):
+        if isinstance(self.datasets, dict):
+            columns = {k: fetch_samples(d, indices) for k, d in self.datasets.items()}
+            return [{k: columns[k][j] for k in columns} for j in range(len(indices))]
+        columns = [fetch_samples(d, indices) for d in self.datasets]
+        return [tuple(c[j] for c in columns) for j in range(len(indices))]
+
 
 class Subset(Dataset):
     def __init__(self, dataset, indices):
@@ -183,39 +190,6 @@ def fetch_samples(dataset, indices):
                              f"samples for {len(indices)} indices")
         return samples
     return [dataset[int(i)] for i in indices]
-
-
-class StackDataset(Dataset):
-    """Datasets of one length side by side, as torch's: ``StackDataset(a, b)[i]`` is
-    ``(a[i], b[i])``, ``StackDataset(x=a, y=b)[i]`` is ``{"x": a[i], "y": b[i]}``."""
-
-    def __init__(self, *args, **kwargs):
-        if args and kwargs:
-            raise ValueError("Supported either ``tuple``- (via ``args``) or``dict``- (via "
-                             "``kwargs``) like input/output, but both types are given.")
-        if not args and not kwargs:
-            raise ValueError("At least one dataset should be passed")
-        self.datasets = args if args else kwargs
-        parts = list(args) if args else list(kwargs.values())
-        lengths = [len(d) for d in parts]
-        if any(n != lengths[0] for n in lengths):
-            raise ValueError(f"Size mismatch between datasets: their lengths are {lengths}")
-        self._length = lengths[0]
-
-    def __len__(self):
-        return self._length
-
-    def __getitem__(self, index):
-        if isinstance(self.datasets, dict):
-            return {k: d[index] for k, d in self.datasets.items()}
-        return tuple(d[index] for d in self.datasets)
-
-    def __getitems__(self, indices):
-        if isinstance(self.datasets, dict):
-            columns = {k: fetch_samples(d, indices) for k, d in self.datasets.items()}
-            return [{k: columns[k][j] for k in columns} for j in range(len(indices))]
-        columns = [fetch_samples(d, indices) for d in self.datasets]
-        return [tuple(c[j] for c in columns) for j in range(len(indices))]
 
 
 def _warn_empty(sizes):
