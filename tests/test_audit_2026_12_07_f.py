@@ -1,0 +1,103 @@
+"""Audit of the 2026-12-07 additions (sparse, forward AD, torch files, views): each test
+failed before its fix."""
+import numpy as np
+import pytest
+
+import minidl
+from minidl.autograd import forward_ad as fwAD
+
+
+# ---- x[t0, t1] with 0-d integer tensor indices is a view, as x[0, 1] -------------------------
+def test_zero_dim_tensor_index_is_a_view():
+    x = minidl.tensor([[1.0, 2.0], [3.0, 4.0]])
+    x[minidl.tensor(0), minidl.tensor(1)].add_(10)
+    x[minidl.tensor(1)].mul_(2)
+    assert x.tolist() == [[1.0, 12.0], [6.0, 8.0]]
+    assert x._version == 2
+
+
+def test_zero_dim_tensor_index_gradient():
+    a = minidl.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=minidl.float64, requires_grad=True)
+    i = minidl.tensor(1)
+    (a[i, 0] * a[0, i]).backward()
+    assert a.grad.tolist() == [[0.0, 3.0], [2.0, 0.0]]
+
+
+def test_zero_dim_tensor_index_parity():
+    torch = pytest.importorskip("torch")
+    for lib in (minidl, torch):
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]])
+        x[lib.tensor(1), lib.tensor(0)].sub_(5)
+        x[lib.tensor([0, 0])] += 1  # a 1-d index stays advanced indexing (a copy, then written)
+        if lib is minidl:
+            got = x.tolist()
+        else:
+            want = x.tolist()
+    assert got == want
+
+
+# ---- an in-place op recorded in the graph counts a version, as torch's ------------------------
+def test_inplace_in_graph_bumps_version():
+    a = minidl.tensor([1.0, 2.0], requires_grad=True)
+    y = a * 2
+    assert y._version == 0
+    y.mul_(3)
+    assert y._version == 1
+    y.add_(1)
+    assert y._version == 2
+    y.sum().backward()
+    assert a.grad.tolist() == [6.0, 6.0]
+
+
+def test_forward_ad_tangent_after_inplace_change():
+    with fwAD.dual_level():
+        d = fwAD.make_dual(minidl.tensor([1.0, 2.0]), minidl.tensor([1.0, 1.0]))
+        y = d * 2
+        assert fwAD.unpack_dual(y).tangent.tolist() == [2.0, 2.0]
+        y.mul_(3)  # the cached tangent of y is stale now
+        assert fwAD.unpack_dual(y).tangent.tolist() == [6.0, 6.0]
+
+
+# ---- a sparse tensor divided by a number: a true division, torch's dtypes ---------------------
+def _sparse(lib, values):
+    n = len(values)
+    return lib.sparse_coo_tensor(lib.tensor([list(range(n))]), lib.tensor(values), (n,))
+
+
+def test_sparse_division_is_a_true_division():
+    values = np.arange(1, 200, dtype=np.float32)
+    got = (_sparse(minidl, values) / 3).to_dense().numpy()
+    np.testing.assert_array_equal(got, values / np.float32(3))  # not values * (1/3)
+
+
+def test_sparse_integer_scaled_gives_default_float():
+    s = _sparse(minidl, [1, 2, 3])
+    assert s.dtype == np.int64
+    assert (s / 2).dtype == np.float32 and (s / 2).to_dense().tolist() == [0.5, 1.0, 1.5]
+    assert (s * 2.5).dtype == np.float32 and (s * 2.5).to_dense().tolist() == [2.5, 5.0, 7.5]
+    assert (s * 2).dtype == np.int64 and (s * 2).to_dense().tolist() == [2, 4, 6]
+    with np.errstate(all="raise"):
+        assert (_sparse(minidl, [1.0, 0.0]) / 0).to_dense().numpy().tolist()[0] == np.inf
+
+
+def test_sparse_division_gradient():
+    v = minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    s = minidl.sparse_coo_tensor(minidl.tensor([[0, 1, 2]]), v, (3,))
+    ((s / 4).to_dense() * minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64)).sum().backward()
+    assert v.grad.tolist() == [0.25, 0.5, 0.75]
+    assert minidl.testing.gradcheck(
+        lambda w: (minidl.sparse_coo_tensor(minidl.tensor([[0, 1, 2]]), w, (3,)) / 3.0)
+        .to_dense() ** 2, (minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64,
+                                         requires_grad=True),))
+
+
+def test_sparse_division_parity():
+    torch = pytest.importorskip("torch")
+    values = np.arange(1, 200, dtype=np.float32) / 7
+    got = (_sparse(minidl, values) / 3).to_dense().numpy()
+    want = (_sparse(torch, values) / 3).to_dense().numpy()
+    np.testing.assert_array_equal(got, want)
+    for f in (lambda s: s / 2, lambda s: s * 2.5, lambda s: s * 2):
+        got, want = f(_sparse(minidl, [1, 2, 3])), f(_sparse(torch, [1, 2, 3]))
+        assert str(got.dtype) == str(want.dtype).removeprefix("torch.")
+        assert got.to_dense().tolist() == want.to_dense().tolist()
