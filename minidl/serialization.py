@@ -527,7 +527,7 @@ def load(path, map_location=None, weights_only=True):
         # and without running code from the file (torch_file's restricted unpickler)
         from .torch_file import read
 
-        return _torch_tensors(read(path), map_location)
+        return _torch_tensors(read(path, tensors=True), map_location)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -607,7 +607,15 @@ def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
+    from .torch_file import LoadedTensor, _DType
 
+    if isinstance(obj, LoadedTensor):  # its dtype (bfloat16 too) and requires_grad, as torch's
+        t = _placed(Tensor(obj.array), device)
+        return t.requires_grad_(True) if obj.requires_grad and t._ctx is None else t
+    if isinstance(obj, _DType):  # torch.float32 & co as a value: minidl's dtype of that name
+        from .backend.dtypes import as_dtype
+
+        return as_dtype(obj.name)
     if isinstance(obj, np.ndarray):
         return _placed(Tensor(obj), device)
     if isinstance(obj, dict):
