@@ -134,3 +134,23 @@ def test_torch_file_parity_bfloat16_requires_grad_dtype(tmp_path):
     # the converter's reading (a state dict of float arrays) still widens bfloat16
     from minidl.torch_file import read
     assert read(path)["bf"].dtype == np.float32
+
+
+# ---- forward AD under no_grad: refused, not a tangent of None ---------------------------------
+def test_forward_ad_under_no_grad_refuses_rather_than_losing_the_tangent():
+    with fwAD.dual_level():
+        d = fwAD.make_dual(minidl.tensor([1.0, 2.0]), minidl.tensor([1.0, 1.0]))
+        y = d * 2
+        with minidl.no_grad():
+            z = d.sin()
+            w = z + 1  # made from a marked result
+            u = y * 3  # from a recorded result of the dual
+            free = minidl.tensor([1.0]) * 2  # nothing that requires grad
+        for lost in (z, w, u):
+            with pytest.raises(RuntimeError, match="no_grad"):
+                fwAD.unpack_dual(lost)
+        assert fwAD.unpack_dual(free).tangent is None
+        assert fwAD.unpack_dual(y).tangent.tolist() == [2.0, 2.0]
+    with minidl.no_grad():  # no level open: nothing is marked
+        v = minidl.tensor([1.0], requires_grad=True) * 2
+    assert "_no_grad_of_graph" not in v.__dict__
