@@ -1483,7 +1483,12 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
             if ctx is None:
                 continue
         if ctx.packed is not None:  # saved-tensor hooks packed what it saved: unpack it
-            autograd.unpack_saved(ctx)
+            # (under no_grad unless create_graph, as torch runs the unpack hooks)
+            previous, autograd._grad_enabled = autograd._grad_enabled, bool(create_graph)
+            try:
+                autograd.unpack_saved(ctx)
+            finally:
+                autograd._grad_enabled = previous
         if ctx.stamp != changes:  # something changed in place since this op's forward
             autograd.check_versions(node, ctx, create_graph and ctx.graph_reads_all)
         hooks = ctx.node_hooks

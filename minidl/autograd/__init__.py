@@ -901,8 +901,15 @@ def pack_entry(t, fn):
         return (t,)
     if _saved_hooks_disabled is not None:
         raise RuntimeError(_saved_hooks_disabled)
-    pack, unpack = _saved_hooks[-1]
-    return (pack(t), unpack, tuple(t.shape), t.data.dtype, t.device)
+    global _saved_hooks
+    hooks = _saved_hooks
+    pack, unpack = hooks[-1]
+    _saved_hooks = []  # what the pack hook computes is not packed again (t * 2 saves t), as torch's
+    try:
+        packed = pack(t)
+    finally:
+        _saved_hooks = hooks
+    return (packed, unpack, tuple(t.shape), t.data.dtype, t.device)
 
 
 def unpack_entry(fn, entry):
