@@ -227,3 +227,12 @@ def test_lowrank_poisson_binomial_parity():
             mine = got
     np.testing.assert_allclose(mine[0][:2], got[0][:2], rtol=1e-6)
     assert mine[0].shape == got[0].shape and mine[1:] == got[1:]
+
+
+# ---- legacy types: FloatTensor(None) is refused (was a 0-d NaN tensor) -------------------------
+def test_legacy_type_of_none_is_refused():
+    with pytest.raises(TypeError, match="NoneType"):
+        minidl.FloatTensor(None)
+    with pytest.raises(TypeError, match="NoneType"):
+        minidl.LongTensor(None)
+    assert minidl.FloatTensor([1, 2]).tolist() == [1.0, 2.0]
