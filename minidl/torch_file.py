@@ -162,6 +162,44 @@ def _rebuild_parameter_kept(data, requires_grad=True, *_ignored):
     return LoadedTensor(data.array, requires_grad is True, True)
 
 
+class LoadedSparse(NamedTuple):
+    """A sparse COO tensor of the file as ``read(..., tensors=True)`` gives it (its invariants
+    are checked where it becomes a Tensor)."""
+    indices: np.ndarray
+    values: np.ndarray
+    shape: tuple
+    coalesced: bool
+
+
+class _Layout(NamedTuple):
+    name: str
+
+
+def _get_layout(name):
+    """Stand-in for torch.serialization._get_layout: only the sparse COO layout is read."""
+    if name != "torch.sparse_coo":
+        raise pickle.UnpicklingError(f"tensors of layout {name!r} are not supported (sparse COO "
+                                     "and dense ones are)")
+    return _Layout(name)
+
+
+def _rebuild_size(dims=()):  # torch.Size: a tuple of ints
+    return tuple(operator.index(d) for d in dims)
+
+
+def _rebuild_sparse_kept(layout, data):
+    """Stand-in for torch._utils._rebuild_sparse_tensor (layout, (indices, values, size[,
+    is_coalesced]))."""
+    if not isinstance(layout, _Layout) or not isinstance(data, tuple) or len(data) not in (3, 4):
+        raise pickle.UnpicklingError("_rebuild_sparse_tensor: expected the sparse COO layout and "
+                                     "(indices, values, size[, is_coalesced])")
+    indices, values, size = data[:3]
+    if not (isinstance(indices, LoadedTensor) and isinstance(values, LoadedTensor)):
+        raise pickle.UnpicklingError("_rebuild_sparse_tensor: indices and values must be tensors")
+    coalesced = len(data) == 4 and data[3] is True
+    return LoadedSparse(indices.array, values.array, _rebuild_size(size), coalesced)
+
+
 def _strided_copy(storage, offset, size, stride):
     """The tensor's elements (size, stride, offset in the storage) as a C-order array, and the
     storage's dtype code."""
@@ -228,7 +266,10 @@ def _allowed_globals(tensors=False):
             ("torch._utils", "_rebuild_tensor_v2"): fresh(_rebuild_tensor_kept),
             ("torch._utils", "_rebuild_tensor_v3"): fresh(_rebuild_tensor_v3_kept),
             ("torch._utils", "_rebuild_parameter"): fresh(_rebuild_parameter_kept),
-            ("torch._utils", "_rebuild_parameter_with_state"): fresh(_rebuild_parameter_kept)}
+            ("torch._utils", "_rebuild_parameter_with_state"): fresh(_rebuild_parameter_kept),
+            ("torch._utils", "_rebuild_sparse_tensor"): fresh(_rebuild_sparse_kept),
+            ("torch.serialization", "_get_layout"): fresh(_get_layout),
+            ("torch", "Size"): fresh(_rebuild_size)}
     allowed = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
