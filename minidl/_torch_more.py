@@ -44,7 +44,7 @@ def poisson(input, generator=None):
     if np.any(rates < 0) or np.any(np.isnan(rates)):
         raise ValueError("poisson: invalid Poisson rate, expected rate to be non-negative")
     rng = generator_rng(generator, input.device, "poisson")
-    draws = rng.poisson(rates).astype(input.data.dtype)
+    draws = np.asarray(rng.poisson(rates)).astype(input.data.dtype)  # (a 0-d input: a scalar)
     out = Tensor(draws, device=input.device).data
     return Poisson.apply(input, draws=out)
 
@@ -55,13 +55,17 @@ def binomial(count, prob, generator=None):
     CPU kernel does); not differentiable, as in PyTorch."""
     _float_rates("binomial", count)
     _float_rates("binomial", prob)
-    if count.shape != prob.shape:
+    try:
+        shape = np.broadcast_shapes(count.shape, prob.shape)  # broadcast, as torch's
+    except ValueError:
         raise ValueError(f"binomial: count (shape {count.shape}) and prob (shape {prob.shape}) "
-                         "must have one shape")
-    n = np.floor(np.maximum(count.numpy(), 0)).astype(np.int64)
-    p = np.clip(prob.numpy().astype(np.float64), 0.0, 1.0)
+                         "do not broadcast") from None
+    n = np.broadcast_to(np.floor(np.maximum(count.numpy(), 0)).astype(np.int64), shape)
+    p = np.broadcast_to(np.clip(prob.numpy().astype(np.float64), 0.0, 1.0), shape)
+    unknown = np.isnan(p)
     rng = generator_rng(generator, count.device, "binomial")
-    draws = rng.binomial(n, p).astype(count.data.dtype)
+    draws = np.asarray(rng.binomial(n, np.where(unknown, 0.0, p))).astype(count.data.dtype)
+    draws[unknown] = np.nan  # a NaN probability draws NaN, as torch's
     return Tensor(draws, device=count.device)
 
 
@@ -100,8 +104,9 @@ def svd_lowrank(A, q=6, niter=2, M=None):
         raise TypeError(f"svd_lowrank: A must be floating (or complex), got {A.dtype}")
     m, n = A.shape[-2:]
     q = 6 if q is None else q
-    if not isinstance(q, int) or not 0 < q <= min(m, n):
-        raise ValueError(f"svd_lowrank: q must be in 1..min(m, n) = {min(m, n)}, got {q!r}")
+    if isinstance(q, bool) or not isinstance(q, int) or q < 0:
+        raise ValueError(f"svd_lowrank: q must be a non-negative int, got {q!r}")
+    q = min(q, m, n)  # torch's default q=6 on a smaller matrix: all of its singular values
     if not isinstance(niter, int) or niter < 0:
         raise ValueError(f"svd_lowrank: niter must be a non-negative int, got {niter!r}")
     if M is not None:

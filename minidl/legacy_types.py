@@ -39,7 +39,7 @@ class _LegacyType(type):
             if isinstance(data, tuple) and data and all(isinstance(s, numbers.Integral)
                                                          for s in data) and type(data) is not tuple:
                 return cls(*data, device=device)  # a minidl.Size: sizes
-            if isinstance(data, numbers.Number) or isinstance(data, (str, bytes)):
+            if data is None or isinstance(data, numbers.Number) or isinstance(data, (str, bytes)):
                 raise TypeError(f"{cls.__name__}(): data must be a sequence (got "
                                 f"{type(data).__name__})")
             return Tensor(np.asarray(data.numpy() if hasattr(data, "numpy") else data,

@@ -67,6 +67,31 @@ def _host_array(name, value, raw_bfloat16=False):
     return array
 
 
+def _is_sparse(t):
+    from .backend.sparse import SparseCOO
+
+    return type(t.data) is SparseCOO
+
+
+def _sparse_tensor(indices, values, shape, coalesced):
+    """A sparse COO tensor read from a file, its invariants checked (sparse_coo_tensor's
+    checks: a damaged file cannot make an index point outside the shape)."""
+    from .sparse import sparse_coo_tensor
+    from .tensor import Tensor
+
+    t = sparse_coo_tensor(Tensor(np.asarray(indices)), Tensor(np.asarray(values)),
+                          tuple(int(n) for n in shape))
+    t.data.coalesced = bool(coalesced) and _sorted(t.data)
+    return t
+
+
+def _sorted(data):
+    from .backend.sparse import linear_index
+
+    lin = linear_index(data.indices, data.shape[:data.sparse_dim])
+    return data.nnz <= 1 or bool((lin[1:] > lin[:-1]).all())
+
+
 def _tmp_prefix(path):
     return f".{os.path.basename(path)}.tmp-"
 
@@ -224,6 +249,14 @@ class _Writer:
             if isinstance(value, str) and "\0" in value:
                 raise ValueError(f"save: {where} is a string holding a NUL character")
             return {"value": value}
+        if isinstance(value, Tensor) and _is_sparse(value):  # indices, values, shape
+            data = value.data
+            node = {"sparse": {"indices": self.node(Tensor(data.indices), path + ["indices"]),
+                               "values": self.node(Tensor(data.values), path + ["values"]),
+                               "shape": list(data.shape), "coalesced": data.coalesced}}
+            if value.requires_grad:
+                node["requires_grad"] = True
+            return node
         if isinstance(value, Tensor) or isinstance(value, (np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
             array = _host_array(where, value, raw_bfloat16=True)
@@ -378,12 +411,33 @@ class _TorchPickle:
             self.write_empty_ordered_dict()
             self.out += pickle.TUPLE + pickle.REDUCE
 
+    def write_sparse(self, value, where):
+        """torch._utils._rebuild_sparse_tensor(layout, (indices, values, size, is_coalesced)),
+        the layout from torch.serialization._get_layout("torch.sparse_coo"), as torch.save
+        writes a sparse COO tensor (requires_grad is not kept, as torch's)."""
+        from .tensor import Tensor
+
+        data = value.data
+        self.write_global("torch._utils", "_rebuild_sparse_tensor")
+        self.write_global("torch.serialization", "_get_layout")
+        self.write_str("torch.sparse_coo")
+        self.out += pickle.TUPLE1 + pickle.REDUCE + pickle.MARK
+        self.write_tensor(Tensor(data.indices), where + "/indices")
+        self.write_tensor(Tensor(data.values), where + "/values")
+        self.write_global("torch", "Size")
+        self.write_ints(data.shape, where)
+        self.out += pickle.TUPLE1 + pickle.REDUCE
+        self.out += pickle.NEWTRUE if data.coalesced else pickle.NEWFALSE
+        self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
+
     def write(self, value, path):
         from .tensor import Tensor
 
         where = "/".join(path) or "the object"
         # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
-        if isinstance(value, (Tensor, np.ndarray, np.generic)) \
+        if isinstance(value, Tensor) and _is_sparse(value):
+            self.write_sparse(value, where)
+        elif isinstance(value, (Tensor, np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
             self.write_tensor(value, where)
         elif value is None:
@@ -466,7 +520,8 @@ def save_torch(obj, path, make_folders=False):
 
     Tensors, Parameters (rebuilt as ``torch.nn.Parameter``) and numpy arrays and scalars (as
     tensors; CUDA ones are copied to the host) of dtype float32/64, float16, bfloat16, int8/16/
-    32/64, uint8, bool and complex64/128 are stored, each written C-contiguous whatever its
+    32/64, uint8, bool and complex64/128 are stored (sparse COO tensors as torch.save writes
+    them: indices, values, size, coalesced flag), each written C-contiguous whatever its
     strides. One array object saved twice is one storage; distinct views of one array are
     written as separate storages (torch would share one). Anything else, and dict keys that
     are not str, int, float, bool or None, raise TypeError naming the key path (ValueError for a
@@ -483,7 +538,8 @@ def save_torch(obj, path, make_folders=False):
 def save(obj, path, *, format="minidl"):
     """Write ``obj`` to ``path`` atomically, as ``torch.save`` does for what a training script
     saves: a state dict, a Tensor, or a checkpoint such as ``{"model": model.state_dict(),
-    "optimizer": opt.state_dict(), "epoch": 3}``. Tensors, arrays (bfloat16 too), numbers,
+    "optimizer": opt.state_dict(), "epoch": 3}``. Tensors (sparse COO ones as their indices,
+    values and shape), arrays (bfloat16 too), numbers,
     strings, None, and dicts, lists and tuples of them are stored, each array as one .npy
     member of an .npz and the structure as JSON beside them: nothing is pickled, so loading a
     file cannot run code. Every value is checked before the file is touched; see ``save_npz``
@@ -527,7 +583,7 @@ def load(path, map_location=None, weights_only=True):
         # and without running code from the file (torch_file's restricted unpickler)
         from .torch_file import read
 
-        return _torch_tensors(read(path), map_location)
+        return _torch_tensors(read(path, tensors=True), map_location)
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -607,7 +663,17 @@ def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
+    from .torch_file import LoadedSparse, LoadedTensor, _DType
 
+    if isinstance(obj, LoadedSparse):
+        return _placed(_sparse_tensor(obj.indices, obj.values, obj.shape, obj.coalesced), device)
+    if isinstance(obj, LoadedTensor):  # its dtype (bfloat16 too) and requires_grad, as torch's
+        t = _placed(Tensor(obj.array), device)
+        return t.requires_grad_(True) if obj.requires_grad and t._ctx is None else t
+    if isinstance(obj, _DType):  # torch.float32 & co as a value: minidl's dtype of that name
+        from .backend.dtypes import as_dtype
+
+        return as_dtype(obj.name)
     if isinstance(obj, np.ndarray):
         return _placed(Tensor(obj), device)
     if isinstance(obj, dict):
@@ -643,6 +709,12 @@ class _Reader:
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
             return _placed(t, self.device)
+        if "sparse" in node:
+            part = node["sparse"]
+            arrays = [self._array(part[k]["tensor"], part[k]) for k in ("indices", "values")]
+            t = _placed(_sparse_tensor(*arrays, part["shape"], part.get("coalesced", False)),
+                        self.device)
+            return t.requires_grad_(True) if node.get("requires_grad") else t
         if "dict" in node:
             return {k: self.node(v) for k, v in node["dict"]}
         if "list" in node:

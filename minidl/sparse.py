@@ -21,6 +21,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
+from .backend.dtypes import default_float
 from .backend import sparse as _k
 from .backend.sparse import SparseCOO
 from .ops import BadArgumentError, Clone, Div, MatMul, Mul
@@ -267,19 +268,29 @@ class SparseClone(Function):
 
 
 class Scale(Function):
-    """A sparse tensor times a number."""
+    """A sparse tensor times a number, or divided by one (``divide``: a true division, as
+    torch's, not a product with the reciprocal; an integer tensor divided, or times a float,
+    gives the default float dtype)."""
 
-    def forward(self, x, factor):
-        self.factor = factor
-        return x.with_values(x.values * factor)
+    def forward(self, x, factor, divide=False):
+        self.factor, self.divide = factor, divide
+        values = x.values
+        if values.dtype.kind in "biu" and (divide or isinstance(factor, float)):
+            values = values.astype(default_float())
+        with np.errstate(divide="ignore", invalid="ignore"):  # x / 0: inf and nan, as torch's
+            return x.with_values(values / factor if divide else values * factor)
+
+    def _scaled(self, g):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return g / self.factor if self.divide else g * self.factor
 
     def backward(self, g):
         if type(g) is SparseCOO:
-            return g.with_values(g.values * self.factor)
-        return g * self.factor
+            return g.with_values(self._scaled(g.values))
+        return self._scaled(g)
 
     def graph_backward(self, g, out):
-        return g * self.factor
+        return g / self.factor if self.divide else g * self.factor
 
 
 def to_dense(self, dtype=None, *, masked_grad=None):
@@ -652,8 +663,7 @@ def log_softmax(input, dim, dtype=None):
 def _scalar_form(op):
     def form(a, b):
         if _is_sparse(a) and not _is_sparse(b) and b.ndim == 0 and not b.requires_grad:
-            factor = b.data.item()
-            return Scale.apply(a, factor=1 / factor if op is Div else factor)
+            return Scale.apply(a, factor=b.data.item(), divide=op is Div)
         if op is Mul and _is_sparse(b) and not _is_sparse(a) and a.ndim == 0 \
                 and not a.requires_grad:
             return Scale.apply(b, factor=a.data.item())

@@ -1236,8 +1236,11 @@ def _inplace_in_graph(t, other, name, out_of_place):
     if out.shape != t.shape:
         raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
                          f"shape {t.shape}")
+    version = t._version
     t.data, t._ctx, t.requires_grad = out.data, out._ctx, out.requires_grad
-    t.__dict__.pop("_vc", None)  # a new array: views of the old one keep the old count
+    # a new array: views of the old one keep the old count; t's own count still goes up by
+    # one, as PyTorch's (whatever caches by version, as forward AD's tangents, sees the change)
+    t._vc = [version + 1, 0]
     t.__dict__.pop("_used", None)
     t.__dict__.pop("_is_view", None)
     t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
@@ -1248,16 +1251,27 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
+def _index_item(i):
+    """A Tensor inside an index as its array; a 0-d integer one as a Python int, as PyTorch
+    takes it (``x[t0, t1]`` is then a view, not an advanced-indexing copy)."""
+    if not isinstance(i, Tensor):
+        return i
+    data = i.data
+    if data.ndim == 0 and data.dtype.kind in "iu" and type(data) is not SparseCOO:
+        return int(data)
+    return data
+
+
 def _index(index):
-    """Tensors inside an index become their arrays."""
+    """Tensors inside an index become their arrays (0-d integer ones, ints)."""
     if isinstance(index, Tensor):
-        return index.data
+        return _index_item(index)
     if isinstance(index, list) and len(index) < 32 and any(
             i is None or i is Ellipsis or isinstance(i, (list, tuple, slice, Tensor, np.ndarray))
             for i in index):
         index = tuple(index)  # x[[[0, 1], [1, 2]]] is x[[0, 1], [1, 2]], as in PyTorch
     if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        return tuple(_index_item(i) for i in index)
     return index
 
 
@@ -1471,7 +1485,12 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
             if ctx is None:
                 continue
         if ctx.packed is not None:  # saved-tensor hooks packed what it saved: unpack it
-            autograd.unpack_saved(ctx)
+            # (under no_grad unless create_graph, as torch runs the unpack hooks)
+            previous, autograd._grad_enabled = autograd._grad_enabled, bool(create_graph)
+            try:
+                autograd.unpack_saved(ctx)
+            finally:
+                autograd._grad_enabled = previous
         if ctx.stamp != changes:  # something changed in place since this op's forward
             autograd.check_versions(node, ctx, create_graph and ctx.graph_reads_all)
         hooks = ctx.node_hooks

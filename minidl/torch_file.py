@@ -122,8 +122,87 @@ def _widen_bfloat16(a):
     return (a.astype(np.uint32) << 16).view(np.float32)
 
 
+class LoadedTensor(NamedTuple):
+    """A tensor of the file as ``read(..., tensors=True)`` gives it: its array (bfloat16 kept),
+    whether it requires grad, and whether it was an nn.Parameter."""
+    array: np.ndarray
+    requires_grad: bool
+    parameter: bool
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied."""
+    out, code = _strided_copy(storage, offset, size, stride)
+    return _widen_bfloat16(out) if code == "bf16" else out
+
+
+def _as_bfloat16(out, code):
+    if code != "bf16":
+        return out
+    from .backend.dtypes import bfloat16_dtype
+
+    return out.view(bfloat16_dtype())
+
+
+def _rebuild_tensor_kept(storage, offset, size, stride, requires_grad=False, *_ignored):
+    """_rebuild_tensor_v2 for ``read(..., tensors=True)``: bfloat16 and requires_grad kept."""
+    out, code = _strided_copy(storage, offset, size, stride)
+    return LoadedTensor(_as_bfloat16(out, code), requires_grad is True, False)
+
+
+def _rebuild_tensor_v3_kept(storage, offset, size, stride, requires_grad, hooks, dtype,
+                            *_ignored):
+    out, code = _strided_copy(_v3_storage(storage, dtype), offset, size, stride)
+    return LoadedTensor(_as_bfloat16(out, code), requires_grad is True, False)
+
+
+def _rebuild_parameter_kept(data, requires_grad=True, *_ignored):
+    if not isinstance(data, LoadedTensor):
+        raise pickle.UnpicklingError(f"_rebuild_parameter: expected a tensor, got {type(data)}")
+    return LoadedTensor(data.array, requires_grad is True, True)
+
+
+class LoadedSparse(NamedTuple):
+    """A sparse COO tensor of the file as ``read(..., tensors=True)`` gives it (its invariants
+    are checked where it becomes a Tensor)."""
+    indices: np.ndarray
+    values: np.ndarray
+    shape: tuple
+    coalesced: bool
+
+
+class _Layout(NamedTuple):
+    name: str
+
+
+def _get_layout(name):
+    """Stand-in for torch.serialization._get_layout: only the sparse COO layout is read."""
+    if name != "torch.sparse_coo":
+        raise pickle.UnpicklingError(f"tensors of layout {name!r} are not supported (sparse COO "
+                                     "and dense ones are)")
+    return _Layout(name)
+
+
+def _rebuild_size(dims=()):  # torch.Size: a tuple of ints
+    return tuple(operator.index(d) for d in dims)
+
+
+def _rebuild_sparse_kept(layout, data):
+    """Stand-in for torch._utils._rebuild_sparse_tensor (layout, (indices, values, size[,
+    is_coalesced]))."""
+    if not isinstance(layout, _Layout) or not isinstance(data, tuple) or len(data) not in (3, 4):
+        raise pickle.UnpicklingError("_rebuild_sparse_tensor: expected the sparse COO layout and "
+                                     "(indices, values, size[, is_coalesced])")
+    indices, values, size = data[:3]
+    if not (isinstance(indices, LoadedTensor) and isinstance(values, LoadedTensor)):
+        raise pickle.UnpicklingError("_rebuild_sparse_tensor: indices and values must be tensors")
+    coalesced = len(data) == 4 and data[3] is True
+    return LoadedSparse(indices.array, values.array, _rebuild_size(size), coalesced)
+
+
+def _strided_copy(storage, offset, size, stride):
+    """The tensor's elements (size, stride, offset in the storage) as a C-order array, and the
+    storage's dtype code."""
     raw, code = storage[:2]
     # The pickle can hand any object it built as `storage`; as_strided below is only memory-safe
     # on a flat, contiguous, non-object array with the bounds checked.
@@ -150,18 +229,21 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
         view = np.lib.stride_tricks.as_strided(
             raw[offset:], shape=size, strides=[s * raw.itemsize for s in stride], writeable=False)
         out = view.copy()  # C order (np.ascontiguousarray would make a 0-d tensor 1-d)
-    out = out.astype(out.dtype.newbyteorder("="), copy=False)  # big-endian files -> native order
-    return _widen_bfloat16(out) if code == "bf16" else out
+    return out.astype(out.dtype.newbyteorder("="), copy=False), code  # big-endian -> native
 
 
-def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *_ignored):
+def _v3_storage(storage, dtype):
     raw, _, byteorder = storage  # an UntypedStorage: bytes, to be viewed as `dtype`
     if not isinstance(dtype, _DType):
         raise pickle.UnpicklingError(f"_rebuild_tensor_v3: expected a torch dtype, got {dtype!r}")
     dt = _numpy_dtype(dtype.code, byteorder)
     if raw.size % dt.itemsize:
         raise pickle.UnpicklingError(f"storage of {raw.size} bytes is not a whole number of {dtype.name}")
-    return _rebuild_tensor((raw.view(dt), dtype.code), offset, size, stride)
+    return raw.view(dt), dtype.code
+
+
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *_ignored):
+    return _rebuild_tensor(_v3_storage(storage, dtype), offset, size, stride)
 
 
 def _rebuild_parameter(data, *_ignored):  # requires_grad, hooks and python state do not matter here
@@ -172,10 +254,22 @@ def _rebuild_from_type_v2(func, _new_type, args, _state):  # tensor subclasses: 
     return func(*args)
 
 
-def _allowed_globals():
+def _allowed_globals(tensors=False):
     """Fresh objects for each load: BUILD can set attributes, even __defaults__, on a function
-    that find_class returned, and nothing one file does may carry over to the next."""
-    fresh = lambda f: types.FunctionType(f.__code__, f.__globals__, f.__name__)  # noqa: E731
+    that find_class returned, and nothing one file does may carry over to the next.
+    ``tensors``: each tensor rebuilt as a LoadedTensor (see ``read``)."""
+    def fresh(f):
+        return types.FunctionType(f.__code__, f.__globals__, f.__name__, f.__defaults__)
+
+    if tensors:
+        return _allowed_globals() | {
+            ("torch._utils", "_rebuild_tensor_v2"): fresh(_rebuild_tensor_kept),
+            ("torch._utils", "_rebuild_tensor_v3"): fresh(_rebuild_tensor_v3_kept),
+            ("torch._utils", "_rebuild_parameter"): fresh(_rebuild_parameter_kept),
+            ("torch._utils", "_rebuild_parameter_with_state"): fresh(_rebuild_parameter_kept),
+            ("torch._utils", "_rebuild_sparse_tensor"): fresh(_rebuild_sparse_kept),
+            ("torch.serialization", "_get_layout"): fresh(_get_layout),
+            ("torch", "Size"): fresh(_rebuild_size)}
     allowed = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
@@ -199,7 +293,7 @@ def _allowed_globals():
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles a torch ``data.pkl`` into numpy arrays; calls nothing outside _allowed_globals()."""
 
-    def __init__(self, file, archive, prefix, path, budget):
+    def __init__(self, file, archive, prefix, path, budget, tensors=False):
         super().__init__(file)
         self.archive, self.prefix, self.path, self.budget = archive, prefix, path, budget
         self.byteorder = "<"
@@ -209,7 +303,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 raise ValueError(f"checkpoint {path}: unknown byteorder {order!r}")
             self.byteorder = "<" if order == b"little" else ">"
         self.storages = {}  # key -> array: tensors that share a storage read it once
-        self.allowed = _allowed_globals()
+        self.allowed = _allowed_globals(tensors)
 
     def find_class(self, module, name):
         if (module, name) in self.allowed:
@@ -242,13 +336,13 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self.storages[key], storage_type.code, self.byteorder
 
 
-def _load_zip(path, archive, budget):
+def _load_zip(path, archive, budget, tensors=False):
     pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
         raise ValueError(f"checkpoint {path}: expected one <prefix>/data.pkl in the zip, found {pickles}")
     prefix = pickles[0].split("/")[0]
     with archive.open(pickles[0]) as f:
-        return _RestrictedUnpickler(f, archive, prefix, path, budget).load()
+        return _RestrictedUnpickler(f, archive, prefix, path, budget, tensors).load()
 
 
 def _load_legacy(path):
@@ -297,11 +391,14 @@ def read_errors(path):
         raise ValueError(f"checkpoint {path} is corrupt or truncated: {e!r}") from e
 
 
-def read(path, max_bytes=None):
+def read(path, max_bytes=None, *, tensors=False):
     """What a torch.save file at ``path`` holds (a zip with one data.pkl, or the legacy
-    pickle), nesting kept, each tensor a NumPy array (bfloat16 widened to float32)."""
+    pickle), nesting kept, each tensor a NumPy array (bfloat16 widened to float32).
+    ``tensors`` (minidl.load's reading): each tensor of a zip file a LoadedTensor instead, its
+    bfloat16 kept and whether it requires grad (or was a Parameter) said; a torch dtype object
+    is a _DType either way."""
     path = os.fspath(path)
     if zipfile.is_zipfile(path):
         with read_errors(path), zipfile.ZipFile(path) as archive:
-            return _load_zip(path, archive, _Budget(path, max_bytes))
+            return _load_zip(path, archive, _Budget(path, max_bytes), tensors)
     return _load_legacy(path)

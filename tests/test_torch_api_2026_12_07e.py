@@ -309,8 +309,10 @@ def test_svd_lowrank_recovers_a_low_rank_matrix_and_has_gradients():
         return minidl.svd_lowrank(b, q=2)[1]
 
     assert gradcheck(top_values, (B,))
+    # q over min(m, n) gives all min(m, n) singular values, as torch's (its default q=6)
+    assert minidl.svd_lowrank(A, q=100)[1].shape == (min(A.shape[-2:]),)
     with pytest.raises(ValueError, match="q must be"):
-        minidl.svd_lowrank(A, q=100)
+        minidl.svd_lowrank(A, q=-2)
     with pytest.raises(ValueError, match="q"):
         minidl.pca_lowrank(A, q=-1)
 

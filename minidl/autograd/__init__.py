@@ -44,6 +44,17 @@ _flop_alias = None
 # records its graph pays one global read. ``_saved_hooks_disabled``: the error message of an
 # active disable_saved_tensors_hooks, else None.
 _saved_hooks = []
+# forward AD (autograd.forward_ad) reads tangents through the recorded graph: while one of its
+# levels is open, a result computed under no_grad from tensors that require grad is marked, so
+# that unpack_dual refuses it rather than giving it no tangent
+_forward_ad_level = False
+
+
+def _mark_no_grad_result(result, tensors):
+    for t in tensors:
+        if t.requires_grad or t.__dict__.get("_no_grad_of_graph"):
+            result._no_grad_of_graph = True
+            return
 _saved_hooks_disabled = None
 
 
@@ -549,6 +560,8 @@ class Function:
         result._retain_grad = False
         result.requires_grad = needs_grad
         result._ctx = None
+        if _forward_ad_level and not _grad_enabled:
+            _mark_no_grad_result(result, tensors)
         if needs_grad:
             fn.inputs = tensors
             result._ctx = fn
@@ -888,8 +901,15 @@ def pack_entry(t, fn):
         return (t,)
     if _saved_hooks_disabled is not None:
         raise RuntimeError(_saved_hooks_disabled)
-    pack, unpack = _saved_hooks[-1]
-    return (pack(t), unpack, tuple(t.shape), t.data.dtype, t.device)
+    global _saved_hooks
+    hooks = _saved_hooks
+    pack, unpack = hooks[-1]
+    _saved_hooks = []  # what the pack hook computes is not packed again (t * 2 saves t), as torch's
+    try:
+        packed = pack(t)
+    finally:
+        _saved_hooks = hooks
+    return (packed, unpack, tuple(t.shape), t.data.dtype, t.device)
 
 
 def unpack_entry(fn, entry):

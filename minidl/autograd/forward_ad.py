@@ -43,6 +43,7 @@ def enter_dual_level():
     if _levels:
         raise RuntimeError("Nested forward mode AD is not supported at the moment")
     _levels.append(_Level(len(_levels)))
+    _ag._forward_ad_level = True
     return _levels[-1].index
 
 
@@ -56,6 +57,7 @@ def exit_dual_level(*, level=None):
         raise RuntimeError("Trying to exit a forward AD level that was not the last one that was "
                            "created. This is not supported.")
     gone = _levels.pop()
+    _ag._forward_ad_level = bool(_levels)
     gone.duals.clear()
     gone.tangent_of.clear()
     gone.cache.clear()
@@ -153,7 +155,16 @@ def unpack_dual(tensor, *, level=None):
         lv = _current(level, "unpack_dual")
     except RuntimeError:
         lv = None
-    if lv is None or not tensor.requires_grad:
+    if lv is None:
+        return UnpackedDualTensor(tensor, None)
+    if not tensor.requires_grad:
+        if tensor.__dict__.get("_no_grad_of_graph"):
+            raise RuntimeError(
+                f"unpack_dual: this tensor (shape {tuple(tensor.shape)}) was computed under "
+                "no_grad() from tensors that require grad (a dual tensor, or what was made from "
+                "one); minidl's forward AD reads tangents through the recorded graph, so its "
+                "tangent is unknown. Compute it with grad enabled (torch's forward AD ignores "
+                "no_grad)")
         return UnpackedDualTensor(tensor, None)
     own = lv.tangent_of.get(id(tensor))
     if own is not None:
