@@ -13,6 +13,7 @@ from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
 from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
 from . import hub, random  # noqa: E402,F401  (torch.hub on local files; torch.random)
+from . import accelerator, cpu  # noqa: E402,F401  (torch.accelerator, torch.cpu)
 from .legacy_types import CPU as _LEGACY_TYPES  # noqa: E402  (minidl.FloatTensor, ...)
 
 globals().update(_LEGACY_TYPES)
