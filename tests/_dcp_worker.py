@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import minidl  # noqa: E402
 import minidl.distributed as dist  # noqa: E402
 import minidl.distributed.checkpoint as dcp  # noqa: E402
+import minidl.nn as nn  # noqa: E402
 import minidl.nn.functional as F  # noqa: E402
 from minidl.distributed.checkpoint.state_dict import (StateDictOptions,  # noqa: E402
                                                       get_state_dict, set_state_dict)
@@ -33,24 +34,26 @@ import _fsdp_worker as fw  # noqa: E402
 BEFORE, AFTER = 2, 3
 
 
-def make(style, seed=100):
-    """The MLP (initialised from ``seed``) wrapped by ``style``, and its Adam."""
-    model = fw.make_model("mlp", seed=seed)
+def make(style, seed=100, kind="mlp", strategy="FULL_SHARD", opt="adam"):
+    """The model (initialised from ``seed``) wrapped by ``style``, and its optimizer."""
+    model = fw.make_model(kind, seed=seed)
     if style == "ddp":
         model = DDP(model)
     elif style == "fsdp":
-        model = FSDP(model, sharding_strategy=ShardingStrategy.FULL_SHARD,
-                     auto_wrap_policy=fw.policy("mlp"))
+        if kind == "conv":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = FSDP(model, sharding_strategy=ShardingStrategy[strategy],
+                     auto_wrap_policy=fw.policy(kind))
     elif style == "fsdp2":
         fully_shard(model[2])
         fully_shard(model)
-    return model, fw.make_opt("adam", model.parameters())
+    return model, fw.make_opt(opt, model.parameters())
 
 
-def steps(model, opt, first, count, rank, world):
+def steps(model, opt, first, count, rank, world, kind="mlp"):
     losses = []
     for s in range(first, first + count):
-        x, y = fw.rank_batch("mlp", s, rank, world)
+        x, y = fw.rank_batch(kind, s, rank, world)
         opt.zero_grad()
         loss = F.cross_entropy(model(x), y)
         loss.backward()
@@ -64,13 +67,14 @@ def full_weights(model):
     return {k: v.numpy().tolist() for k, v in sd.items()}
 
 
-def resume(style, ckpt, seed=7):
+def resume(style, ckpt, seed=7, options=None, **kw):
     """A fresh model (other initial weights) and optimizer, filled from ``ckpt``."""
-    model, opt = make(style, seed=seed)
-    msd, osd = get_state_dict(model, opt)
+    model, opt = make(style, seed=seed, **kw)
+    msd, osd = get_state_dict(model, opt, options=options)
     state = {"model": msd, "optim": osd}
     dcp.load(state, checkpoint_id=ckpt)
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"],
+                   options=options)
     return model, opt
 
 
@@ -105,6 +109,48 @@ def case_fsdp_from_plain(rank, world, plain_ckpt):
     model, opt = resume("fsdp", plain_ckpt)
     weights = full_weights(model)
     return {"weights": weights, "losses": steps(model, opt, BEFORE, AFTER, rank, world)}
+
+
+VARIANTS = [("fsdp", "mlp", "SHARD_GRAD_OP", "sgd"), ("fsdp", "mlp", "NO_SHARD", "adam"),
+            ("fsdp", "conv", "FULL_SHARD", "adam"), ("fsdp2", "mlp", "FULL_SHARD", "sgd")]
+
+
+def case_variants(rank, world, outdir):
+    """Save and resume for other strategies, SGD-momentum, a conv net with BatchNorm buffers;
+    an FSDP checkpoint resumed by fully_shard (another layout of the pieces); whole values
+    (full_state_dict=True) saved and loaded."""
+    out = {}
+    for style, kind, strategy, opt_name in VARIANTS:
+        tag = ".".join((style, kind, strategy, opt_name))
+        kw = dict(kind=kind, strategy=strategy, opt=opt_name)
+        ckpt = os.path.join(outdir, f"{tag}_ckpt")
+        model, opt = make(style, **kw)
+        want = steps(model, opt, 0, BEFORE + AFTER, rank, world, kind)[BEFORE:]
+        model, opt = make(style, **kw)
+        steps(model, opt, 0, BEFORE, rank, world, kind)
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optim": osd}, checkpoint_id=ckpt)
+        model, opt = resume(style, ckpt, **kw)
+        out[tag] = {"equal": steps(model, opt, BEFORE, AFTER, rank, world, kind) == want,
+                    "files": len(data_files(ckpt))}
+    # FSDP (FSDP1 units) checkpoint -> fully_shard
+    model, opt = make("fsdp2")
+    want = steps(model, opt, 0, BEFORE + AFTER, rank, world)[BEFORE:]
+    model, opt = resume("fsdp2", os.path.join(outdir, "fsdp_ckpt"))
+    out["fsdp_to_fsdp2"] = steps(model, opt, BEFORE, AFTER, rank, world) == want
+    # whole values: every rank holds them all, written once
+    full = StateDictOptions(full_state_dict=True)
+    model, opt = make("fsdp")
+    steps(model, opt, 0, BEFORE, rank, world)
+    msd, osd = get_state_dict(model, opt, options=full)
+    ckpt = os.path.join(outdir, "full_ckpt")
+    dcp.save({"model": msd, "optim": osd}, checkpoint_id=ckpt)
+    out["full_files"] = len(data_files(ckpt))
+    model, opt = resume("fsdp", ckpt, options=full)
+    out["full_equal"] = steps(model, opt, BEFORE, AFTER, rank, world) == want
+    rank0 = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    out["rank0_only_keys"] = len(get_state_dict(model, opt, options=rank0)[0])
+    return out
 
 
 def case_errors(rank, world, outdir):
@@ -143,6 +189,7 @@ def main():
         result[style] = run_style(style, rank, world, outdir)
     result["fsdp_from_plain"] = case_fsdp_from_plain(rank, world, plain_ckpt)
     result["errors"] = case_errors(rank, world, outdir)
+    result["variants"] = case_variants(rank, world, outdir)
     with open(os.path.join(outdir, f"dcp.rank{rank}.json"), "w") as f:
         json.dump(result, f)
     dist.destroy_process_group()

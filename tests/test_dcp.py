@@ -365,3 +365,27 @@ def test_no_warning_from_a_plain_round_trip(tmp_path):
         warnings.simplefilter("error")
         dcp.save(model.state_dict(), checkpoint_id=tmp_path)
         dcp.load(model.state_dict(), checkpoint_id=tmp_path)
+
+
+@needs_mpi
+@pytest.mark.parametrize("variant", [".".join(v) for v in worker.VARIANTS])
+def test_other_strategies_optimizers_and_models_resume_identically(launched, variant):
+    """SHARD_GRAD_OP with SGD-momentum, NO_SHARD (replicated: one file), a conv net with
+    BatchNorm buffers, fully_shard with SGD: resumed on 2 ranks = uninterrupted."""
+    _, infos = launched
+    for r in infos:
+        assert r["variants"][variant]["equal"]
+        assert r["variants"][variant]["files"] == (1 if "NO_SHARD" in variant else 2)
+
+
+@needs_mpi
+def test_layouts_and_whole_values_on_two_ranks(launched):
+    """An FSDP (FSDP1 units) checkpoint resumes a fully_shard model (the pieces laid out
+    otherwise); full_state_dict=True saves the whole values once and resumes identically;
+    with cpu_offload too, rank 0 alone gets the state dict."""
+    _, infos = launched
+    for rank, r in enumerate(infos):
+        v = r["variants"]
+        assert v["fsdp_to_fsdp2"] and v["full_equal"]
+        assert v["full_files"] == 1
+        assert v["rank0_only_keys"] == (6 if rank == 0 else 0)

@@ -432,17 +432,18 @@ def _to_optimizer(model, kind, layout, keys, entries, param):
     """One parameter's optimizer state (index form) from its names' entries."""
     out = {}
     for k, value in entries[0].items():
-        tensorish = isinstance(value, (FlatShard, Tensor, np.ndarray)) and np.size(
-            _flat_of(value)) > 0 and not (isinstance(value, (Tensor, np.ndarray))
-                                          and np.ndim(_flat_of(value)) == 0)
-        if kind == "fsdp1" and keys[0] in layout and tensorish and (
+        # a state tensor laid out as the parameter (not a scalar such as a 0-d ``step``)
+        shaped = isinstance(value, FlatShard) or (
+            isinstance(value, (Tensor, np.ndarray)) and np.ndim(_flat_of(value)) > 0
+            and len(_shape(value)) > 0)
+        if kind == "fsdp1" and keys[0] in layout and shaped and (
                 isinstance(value, FlatShard) or tuple(_shape(value)) == layout[keys[0]][1].shape):
             flat = np.zeros(param.data.shape, dtype=_flat_of(value).dtype)
             for key, e in zip(keys, entries):
                 u, info, a, b, start = layout[key]
                 flat[a:b] = _piece(e[k], key, info.shape, start, b - a)
             out[k] = Tensor(flat)
-        elif kind == "fsdp2" and tensorish and _fsdp2_piece(model, keys[0]) is not None and (
+        elif kind == "fsdp2" and shaped and _fsdp2_piece(model, keys[0]) is not None and (
                 isinstance(value, FlatShard) or tuple(_shape(value)) != tuple(param.data.shape)):
             info, chunk, start, valid = _fsdp2_piece(model, keys[0])
             piece = np.zeros(chunk, dtype=_flat_of(value).dtype)
