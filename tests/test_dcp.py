@@ -389,3 +389,14 @@ def test_layouts_and_whole_values_on_two_ranks(launched):
         assert v["fsdp_to_fsdp2"] and v["full_equal"]
         assert v["full_files"] == 1
         assert v["rank0_only_keys"] == (6 if rank == 0 else 0)
+
+
+def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
+    text = (REPO / "docs" / "distributed-checkpoint.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        exec(compile(code, "distributed-checkpoint.md", "exec"), {})
+    assert capsys.readouterr().out.split() == ["1", "1"]
+    assert (tmp_path / "ckpt" / "epoch1" / ".metadata").is_file()

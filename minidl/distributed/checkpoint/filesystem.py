@@ -71,10 +71,14 @@ class FileSystemWriter:
         if not self.overwrite and os.path.exists(os.path.join(self.path, METADATA)):
             raise FileExistsError(f"save: {self.path!r} already holds a checkpoint and "
                                   "overwrite=False")
-        parent = os.path.dirname(os.path.abspath(self.path))
-        if not os.path.isdir(parent):
-            raise FileNotFoundError(f"save: the parent directory of {self.path!r} does not "
-                                    "exist")
+        try:  # as torch's: the directory and its parents are made
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"save: cannot make the checkpoint directory {self.path!r}: "
+                          f"{exc}") from None
+        if not os.access(self.path, os.W_OK):
+            raise PermissionError(f"save: the checkpoint directory {self.path!r} is not "
+                                  "writable")
 
     def _write_data(self, name, items):
         """Write ``items`` ((key, ndarray or bytes)) to ``name``; returns key -> record."""
