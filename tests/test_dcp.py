@@ -93,6 +93,22 @@ def test_load_fills_in_place_and_casts_to_the_targets_dtype(tmp_path):
         np.testing.assert_array_equal(other.state_dict()[k].numpy(), v.numpy())
 
 
+@pytest.mark.parametrize("saved,target", [("bfloat16", "float32"), ("float16", "bfloat16"),
+                                           ("int64", "float32"), ("float64", "float64")])
+def test_dtypes_round_trip_and_cast_into_the_target(tmp_path, saved, target):
+    values = [1.5, -2.25, 3.0]
+    dcp.save({"t": minidl.tensor(values).to(getattr(minidl, saved)),
+              "empty": minidl.tensor(np.zeros((0, 3)))}, checkpoint_id=tmp_path)
+    assert dcp.FileSystemReader(tmp_path).read_metadata().state_dict_metadata["t"].dtype == \
+        str(np.dtype(getattr(minidl, saved)))
+    sd = {"t": minidl.tensor([0.0, 0.0, 0.0]).to(getattr(minidl, target)),
+          "empty": minidl.tensor(np.ones((0, 3)))}
+    dcp.load(sd, checkpoint_id=tmp_path)
+    assert sd["t"].dtype == np.dtype(getattr(minidl, target))
+    want = [1.0, -2.0, 3.0] if saved == "int64" else values
+    assert sd["t"].numpy().astype(np.float64).tolist() == want
+
+
 def test_missing_key_raises_naming_it_and_partial_load_allows_it(tmp_path):
     dcp.save({"a": minidl.tensor([1.0, 2.0])}, checkpoint_id=tmp_path)
     sd = {"a": minidl.tensor([0.0, 0.0]), "b": minidl.tensor([5.0])}

@@ -81,7 +81,8 @@ def _global_plan(plans):
                                  f"{first[0]} {first[1]}, rank {rank} shape {entry[1]} "
                                  f"{entry[2]} (a sharded tensor must come as FlatShards, e.g. "
                                  "from get_model_state_dict)")
-            pieces.setdefault((entry[3], entry[4]), rank)
+            if entry[4] > entry[3]:  # an empty piece (a rank with none of it) adds nothing
+                pieces.setdefault((entry[3], entry[4]), rank)
     result = {}
     for key, (kind, first, pieces, first_rank) in out.items():
         if kind == "o":
