@@ -416,3 +416,9 @@ def test_the_docs_example_runs(tmp_path, monkeypatch, capsys):
         exec(compile(code, "distributed-checkpoint.md", "exec"), {})
     assert capsys.readouterr().out.split() == ["1", "1"]
     assert (tmp_path / "ckpt" / "epoch1" / ".metadata").is_file()
+
+
+def test_reached_as_an_attribute_of_minidl_distributed():
+    import minidl.distributed as dist
+    assert dist.checkpoint is dcp
+    assert dcp.state_dict.get_state_dict is get_state_dict
