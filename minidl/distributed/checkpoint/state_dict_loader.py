@@ -87,9 +87,9 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None,
                                 f"non-tensor value in the checkpoint")
             arr, shape, start, length = _target(value)
             if tuple(shape) != tuple(meta.size):
-                raise ValueError(f"load: size mismatch for {key!r}: the checkpoint holds shape "
-                                 f"{tuple(meta.size)}, the state dict's tensor has shape "
-                                 f"{tuple(shape)}")
+                raise ValueError(f"Size mismatch between saved {tuple(meta.size)} and current: "
+                                 f"{tuple(shape)} for {key} (load: the checkpoint's {key!r} has "
+                                 f"shape {tuple(meta.size)}, the state dict's {tuple(shape)})")
             updates.append((arr, None, _assemble(reader, meta, start, length)))
     except Exception as e:  # noqa: BLE001  (every rank must learn of it: see agree)
         exc = e
@@ -105,7 +105,7 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None,
 def load_state_dict(state_dict, storage_reader, process_group=None, coordinator_rank=0,
                     no_dist=False, planner=None):
     """Deprecated alias of load (as torch's)."""
-    warnings.warn("'load_state_dict' is deprecated and will be removed in future versions. "
-                  "Please use 'load' instead.", FutureWarning, stacklevel=2)
+    warnings.warn("`load_state_dict` is deprecated and will be removed in future versions. "
+                  "Please use `load` instead.", FutureWarning, stacklevel=2)
     return load(state_dict, storage_reader=storage_reader, planner=planner,
                 process_group=process_group, no_dist=no_dist)

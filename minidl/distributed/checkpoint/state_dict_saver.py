@@ -178,7 +178,7 @@ def async_save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=N
 def save_state_dict(state_dict, storage_writer, process_group=None, coordinator_rank=0,
                     no_dist=False, planner=None):
     """Deprecated alias of save (as torch's)."""
-    warnings.warn("'save_state_dict' is deprecated and will be removed in future versions. "
-                  "Please use 'save' instead.", FutureWarning, stacklevel=2)
+    warnings.warn("`save_state_dict` is deprecated and will be removed in future versions. "
+                  "Please use `save` instead.", FutureWarning, stacklevel=2)
     return save(state_dict, storage_writer=storage_writer, planner=planner,
                 process_group=process_group, no_dist=no_dist)
