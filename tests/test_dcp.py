@@ -426,3 +426,23 @@ def test_reached_as_an_attribute_of_minidl_distributed():
     import minidl.distributed as dist
     assert dist.checkpoint is dcp
     assert dcp.state_dict.get_state_dict is get_state_dict
+
+
+def test_a_fresh_optimizers_state_is_made_without_touching_the_model_or_real_gradients():
+    model = small()
+    before = arrays(model.state_dict())
+    opt = optim.Adam(model.parameters(), lr=0.1, weight_decay=0.5)
+    osd = get_optimizer_state_dict(model, opt)
+    assert set(osd["state"]["0.weight"]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert osd["state"]["0.weight"]["exp_avg"].shape == (8, 4)
+    assert opt.param_groups[0]["lr"] == 0.1
+    assert all(p.grad is None for p in model.parameters())
+    for k, v in arrays(model.state_dict()).items():
+        np.testing.assert_array_equal(v, before[k])
+    # a parameter with a gradient: no step is taken (it would use the gradient), as torch
+    model2 = small()
+    opt2 = optim.Adam(model2.parameters(), lr=0.1)
+    x, y = batch()
+    F.cross_entropy(model2(x), y).backward()
+    assert get_optimizer_state_dict(model2, opt2)["state"] == {}
+    assert model2[0].weight.grad is not None

@@ -243,24 +243,25 @@ def set_model_state_dict(model, model_state_dict, *, options=None):
 # ---- the optimizers ----------------------------------------------------------------------------
 def _init_optim_state(optim):
     """Give a fresh optimizer its state (as torch does before reading it): one step with zero
-    gradients and learning rate 0, which leaves the parameters as they are."""
-    if any(optim.state.values()):
+    gradients and learning rate 0, which leaves the parameters as they are. Not when it has
+    state already, nor when a parameter has a gradient (that step would use it)."""
+    params = [p for g in optim.param_groups for p in g["params"]]
+    if any(optim.state.values()) or any(p.grad is not None for p in params):
         return
-    given = []
-    for g in optim.param_groups:
-        for p in g["params"]:
-            if p.grad is None:
-                p.grad = Tensor(p.data * 0)
-                given.append(p)
-    lrs = [g["lr"] for g in optim.param_groups]
+    for p in params:
+        if p.requires_grad:
+            p.grad = Tensor(p.data * 0)
+    lrs = [g.get("lr") for g in optim.param_groups]
     try:
         for g in optim.param_groups:
-            g["lr"] = 0.0
+            if "lr" in g:
+                g["lr"] = 0.0
         optim.step()
     finally:
         for g, lr in zip(optim.param_groups, lrs):
-            g["lr"] = lr
-        for p in given:
+            if lr is not None:
+                g["lr"] = lr
+        for p in params:
             p.grad = None
 
 
