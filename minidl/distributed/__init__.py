@@ -1110,8 +1110,8 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
 
 def __getattr__(name):
     """The submodules as attributes, imported when first used (torch.distributed.nn, .optim,
-    .algorithms, .fsdp)."""
-    if name in ("nn", "optim", "algorithms", "fsdp"):
+    .algorithms, .fsdp, .checkpoint)."""
+    if name in ("nn", "optim", "algorithms", "fsdp", "checkpoint"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
