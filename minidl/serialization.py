@@ -73,6 +73,19 @@ def _is_sparse(t):
     return type(t.data) is SparseCOO
 
 
+def _is_quantized(value):
+    """A minidl quantized tensor (ao.quantization.QTensor)."""
+    from .ao.quantization.qtensor import QTensor
+
+    return isinstance(value, QTensor)
+
+
+def _is_qdtype(value):
+    from .ao.quantization.qtensor import QDtype
+
+    return isinstance(value, QDtype)
+
+
 def _sparse_tensor(indices, values, shape, coalesced):
     """A sparse COO tensor read from a file, its invariants checked (sparse_coo_tensor's
     checks: a damaged file cannot make an index point outside the shape)."""
@@ -249,6 +262,17 @@ class _Writer:
             if isinstance(value, str) and "\0" in value:
                 raise ValueError(f"save: {where} is a string holding a NUL character")
             return {"value": value}
+        if _is_quantized(value):  # its integers, dtype, scale(s), zero point(s), axis
+            per_channel = value._axis is not None
+            qparams = [self.node(np.asarray(v), path + [k]) if per_channel else {"value": v}
+                       for k, v in (("scale", float(value._scale) if not per_channel else
+                                     value._scale), ("zero_point", value._zero_point
+                                                     if per_channel else int(value._zero_point)))]
+            return {"qtensor": {"ints": self.node(value._ints, path + ["int_repr"]),
+                                "dtype": value.dtype.name, "scale": qparams[0],
+                                "zero_point": qparams[1], "axis": value._axis}}
+        if _is_qdtype(value):
+            return {"qdtype": value.name}
         if isinstance(value, Tensor) and _is_sparse(value):  # indices, values, shape
             data = value.data
             node = {"sparse": {"indices": self.node(Tensor(data.indices), path + ["indices"]),
@@ -709,6 +733,19 @@ class _Reader:
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
             return _placed(t, self.device)
+        if "qtensor" in node:
+            from .ao.quantization.qtensor import qtensor_from_parts
+
+            part = node["qtensor"]
+            return qtensor_from_parts(self.node(part["ints"]), part["dtype"],
+                                      self.node(part["scale"]), self.node(part["zero_point"]),
+                                      part["axis"], "a quantized tensor of the checkpoint")
+        if "qdtype" in node:
+            from .ao.quantization.qtensor import QDTYPES
+
+            if node["qdtype"] not in QDTYPES:
+                raise ValueError(f"unknown quantized dtype {node['qdtype']!r}")
+            return QDTYPES[node["qdtype"]]
         if "sparse" in node:
             part = node["sparse"]
             arrays = [self._array(part[k]["tensor"], part[k]) for k in ("indices", "values")]
