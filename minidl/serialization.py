@@ -607,7 +607,13 @@ def load(path, map_location=None, weights_only=True):
         # and without running code from the file (torch_file's restricted unpickler)
         from .torch_file import read
 
-        return _torch_tensors(read(path, tensors=True), map_location)
+        obj = read(path, tensors=True)
+        try:
+            return _torch_tensors(obj, map_location)
+        except ValueError as exc:  # a tensor whose parts do not fit together
+            if path in str(exc):
+                raise
+            raise ValueError(f"checkpoint {path}: {exc}") from None
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -687,13 +693,22 @@ def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
-    from .torch_file import LoadedSparse, LoadedTensor, _DType
+    from .torch_file import LoadedQTensor, LoadedSparse, LoadedTensor, _DType
 
+    if isinstance(obj, LoadedQTensor):  # quantized tensors live on the host
+        from .ao.quantization.qtensor import qtensor_from_parts
+
+        return qtensor_from_parts(obj.ints, obj.dtype, obj.scale, obj.zero_point, obj.axis,
+                                  "a quantized tensor of the checkpoint")
     if isinstance(obj, LoadedSparse):
         return _placed(_sparse_tensor(obj.indices, obj.values, obj.shape, obj.coalesced), device)
     if isinstance(obj, LoadedTensor):  # its dtype (bfloat16 too) and requires_grad, as torch's
         t = _placed(Tensor(obj.array), device)
         return t.requires_grad_(True) if obj.requires_grad and t._ctx is None else t
+    if isinstance(obj, _DType) and obj.name in ("qint8", "quint8", "qint32"):
+        from .ao.quantization.qtensor import QDTYPES
+
+        return QDTYPES[obj.name]
     if isinstance(obj, _DType):  # torch.float32 & co as a value: minidl's dtype of that name
         from .backend.dtypes import as_dtype
 
