@@ -321,6 +321,8 @@ _TORCH_STORAGES = {
 }
 # data.pkl names only these, collections.OrderedDict and torch._utils' _rebuild_tensor_v2 and
 # _rebuild_parameter: globals torch.load(weights_only=True) allows
+_QUANTIZED_STORAGES = {"qint8": "QInt8Storage", "quint8": "QUInt8Storage",
+                       "qint32": "QInt32Storage"}
 _ARCHIVE = "archive"  # the zip's top folder: torch names it after the file and reads any name
 _ALIGN = 64  # each storage starts on a 64-byte boundary of the file, as torch writes them
 
@@ -454,12 +456,56 @@ class _TorchPickle:
         self.out += pickle.NEWTRUE if data.coalesced else pickle.NEWFALSE
         self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
 
+    def write_qtensor(self, value, where):
+        """torch._utils._rebuild_qtensor(storage, offset, size, stride, quantizer params,
+        requires_grad, hooks), the integers in a QInt8/QUInt8/QInt32 storage and the params
+        (per_tensor_affine, scale, zero_point) or (per_channel_affine, float64 scales, int64
+        zero points, axis), as torch.save writes a quantized tensor."""
+        ints = np.ascontiguousarray(value._ints, dtype=value._ints.dtype.newbyteorder("<"))
+        key = str(len(self.storages))
+        self.storages.append(ints)
+        self.keep.append(ints)
+        self.write_global("torch._utils", "_rebuild_qtensor")
+        self.out += pickle.MARK + pickle.MARK
+        self.write_str("storage")
+        self.write_global("torch", _QUANTIZED_STORAGES[value.dtype.name])
+        self.write_str(key)
+        self.write_str("cpu")
+        self.write_int(ints.size, where)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        stride, step = [], 1
+        for n in reversed(ints.shape):
+            stride.insert(0, step)
+            step *= max(n, 1)
+        self.write_int(0, where)
+        self.write_ints(ints.shape, where)
+        self.write_ints(stride, where)
+        if value._axis is None:
+            self.write_global("torch", "per_tensor_affine")
+            self.out += pickle.BINFLOAT + struct.pack(">d", float(value._scale))
+            self.write_int(int(value._zero_point), where)
+            self.out += pickle.TUPLE3
+        else:
+            self.out += pickle.MARK
+            self.write_global("torch", "per_channel_affine")
+            self.write_tensor(np.asarray(value._scale, np.float64), where + "/scales")
+            self.write_tensor(np.asarray(value._zero_point, np.int64), where + "/zero_points")
+            self.write_int(int(value._axis), where)
+            self.out += pickle.TUPLE
+        self.out += pickle.NEWFALSE
+        self.write_empty_ordered_dict()
+        self.out += pickle.TUPLE + pickle.REDUCE
+
     def write(self, value, path):
         from .tensor import Tensor
 
         where = "/".join(path) or "the object"
+        if _is_quantized(value):
+            self.write_qtensor(value, where)
+        elif _is_qdtype(value):  # torch.qint8 & co
+            self.write_global("torch", value.name)
         # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
-        if isinstance(value, Tensor) and _is_sparse(value):
+        elif isinstance(value, Tensor) and _is_sparse(value):
             self.write_sparse(value, where)
         elif isinstance(value, (Tensor, np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
@@ -501,6 +547,15 @@ class _TorchPickle:
                 self.write(k, path + [str(k)])
                 self.write(v, path + [str(k)])
             self.out += pickle.SETITEMS
+            metadata = getattr(value, "_metadata", None)
+            if isinstance(value, collections.OrderedDict) and isinstance(metadata, dict):
+                # a state_dict's module versions, set on the OrderedDict as torch.save does
+                self.out += pickle.EMPTY_DICT
+                self.write_str("_metadata")
+                self.write(collections.OrderedDict(
+                    (str(k), {"version": int(v.get("version", 1))} if isinstance(v, dict) else {})
+                    for k, v in metadata.items()), path + ["_metadata"])
+                self.out += pickle.SETITEM + pickle.BUILD
         elif isinstance(value, list):
             self.out += pickle.EMPTY_LIST
             if value:

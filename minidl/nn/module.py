@@ -657,6 +657,11 @@ class Module:
         whose class defines ``get_extra_state`` adds what it returns as ``<prefix>_extra_state``
         (after its own tensors); state-dict pre- and post-hooks run as PyTorch's."""
         out = OrderedDict() if destination is None else destination
+        if destination is None:  # torch's: each module's version, for load-time upgrades
+            out._metadata = OrderedDict()
+        metadata = getattr(out, "_metadata", None)
+        if isinstance(metadata, dict):
+            metadata[prefix[:-1]] = {"version": getattr(self, "_version", 1)}
         for hook in list((self.__dict__.get("_state_dict_pre_hooks") or {}).values()):
             hook(self, prefix, keep_vars)
         out.update(self._own_state(prefix, keep_vars))

@@ -151,3 +151,12 @@ def load_packed(module, given, prefix):
         weight, bias = given[key]
         module._weight = as_qtensor(weight)
         module._bias = None if bias is None else Tensor(np.array(_host(bias), np.float32))
+
+
+def packed_metadata(state_dict, prefix):
+    """torch keeps the packed weight in a ``_packed_params`` submodule of version 3, and its
+    load_state_dict reads the old layouts unless the state_dict's metadata says so."""
+    metadata = getattr(state_dict, "_metadata", None)
+    if isinstance(metadata, dict):
+        metadata[prefix + "_packed_params"] = {"version": 3}
+    return state_dict

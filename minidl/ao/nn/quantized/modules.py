@@ -10,7 +10,7 @@ from ....tensor import Tensor
 from ...quantization.qtensor import (
     QTensor, qint8, quantize_ints, quantize_per_channel, quantize_per_tensor, quint8,
 )
-from ._state import check_packed, check_scale_zero_point, load_packed, number
+from ._state import check_packed, packed_metadata, check_scale_zero_point, load_packed, number
 
 
 def _qparams(fake_quant):
@@ -108,6 +108,9 @@ class Linear(Module):
         yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
         yield prefix + "_packed_params.dtype", qint8
         yield prefix + "_packed_params._packed_params", (self._weight, self._bias)
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        return packed_metadata(super().state_dict(destination, prefix, keep_vars), prefix)
 
     def _check_own_state(self, given, prefix):
         problems = check_packed(self, given, prefix)
