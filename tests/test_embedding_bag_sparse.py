@@ -182,3 +182,27 @@ def test_double_backward_through_a_sparse_gradient_is_refused():
     assert g.is_sparse
     with pytest.raises(RuntimeError):
         minidl.autograd.grad(g.to_dense().sum(), w)
+
+
+def test_sparse_embedding_bag_on_the_fake_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    results = {}
+    for device in ("cpu", "cuda"):
+        if device == "cuda":
+            _fake_gpu.install(monkeypatch, host_kernels)
+        bag = nn.EmbeddingBag(7, 3, mode="sum", sparse=True, padding_idx=2).to(device)
+        with minidl.no_grad():
+            bag.weight.copy_(minidl.tensor(WEIGHT.astype(np.float32), device=device))
+        opt = minidl.optim.SparseAdam(bag.parameters(), lr=0.1)
+        psw = minidl.tensor(np.linspace(0.5, 2.0, INPUT_1D.size).astype(np.float32),
+                            device=device, requires_grad=True)
+        out = bag(minidl.tensor(INPUT_1D, device=device), minidl.tensor(OFFSETS, device=device),
+                  per_sample_weights=psw)
+        (out ** 2).sum().backward()
+        assert bag.weight.grad.is_sparse and bag.weight.grad.device == device
+        grad = bag.weight.grad.to_dense().numpy()
+        opt.step()
+        results[device] = [out.detach().numpy(), grad, psw.grad.numpy(), bag.weight.detach().numpy()]
+    for ours, cpu in zip(results["cuda"], results["cpu"]):
+        np.testing.assert_allclose(ours, cpu, rtol=1e-6, atol=1e-7)
