@@ -296,3 +296,19 @@ def test_minidl_saved_quantized_state_dict_loads_into_torch(tmp_path):
     xd = _calibration(4, 30)[:, :6]
     np.testing.assert_array_equal(m_dyn(minidl.tensor(xd)).numpy(),
                                   t_dyn(torch.from_numpy(xd)).numpy())
+
+
+def test_torch_file_with_a_quantized_tensor_that_does_not_fit_names_the_file(tmp_path):
+    from minidl.ao.quantization.qtensor import QTensor
+
+    # two rows, one per-channel scale: written as it is, refused when read back
+    bad = QTensor(np.zeros((2, 3), np.int8), minidl.qint8, np.array([0.1]), np.array([0]), 0)
+    path = tmp_path / "bad.pt"
+    minidl.save({"w": bad}, path, format="torch")
+    with pytest.raises(ValueError, match=r"bad\.pt.*expected 2 scales and zero points"):
+        minidl.load(path)
+    # a converter that reads plain tensors only refuses quantized ones by name
+    from minidl.torch_file import read
+
+    with pytest.raises(Exception, match="refusing to load torch._utils._rebuild_qtensor"):
+        read(path)
