@@ -794,8 +794,8 @@ class Module:
         packed = [k for k in unexpected if k.endswith("_packed_params._packed_params")
                   and k.removesuffix("_packed_params._packed_params") + "weight" in missing]
         if packed and strict:  # a quantized model's state_dict given to the float model
-            problems.append(f"{', '.join(packed)} hold quantized weights where the model has "
-                            "float ones (" + ", ".join(
+            problems.append(f"{', '.join(packed)} hold{'s' if len(packed) == 1 else ''} "
+                            "quantized weights where the model has float ones (" + ", ".join(
                                 k.removesuffix("_packed_params._packed_params") + "weight"
                                 for k in packed) + "): quantize the model the same way first")
         if not post_hooks:
