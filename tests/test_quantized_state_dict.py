@@ -312,3 +312,16 @@ def test_torch_file_with_a_quantized_tensor_that_does_not_fit_names_the_file(tmp
 
     with pytest.raises(Exception, match="refusing to load torch._utils._rebuild_qtensor"):
         read(path)
+
+
+def test_float_models_state_dict_metadata_is_torchs():
+    """Each module's version in ``_metadata``, as torch's: 2 for the normalisation layers."""
+    torch = pytest.importorskip("torch")
+
+    def build(nn):
+        return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.InstanceNorm2d(2),
+                             nn.Flatten(), nn.LayerNorm(8), nn.Linear(8, 2))
+
+    ours = build(minidl.nn).state_dict()._metadata
+    theirs = build(torch.nn).state_dict()._metadata
+    assert dict(ours) == dict(theirs)
