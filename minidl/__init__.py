@@ -184,6 +184,10 @@ import sys as _sys  # noqa: E402
 
 _sys.modules[__name__ + ".quantization"] = ao.quantization  # minidl.quantization, as torch's
 quantization = ao.quantization
+# torch.nn.quantized / .quantized.dynamic / .qat: torch's older names of the ao modules
+_sys.modules[__name__ + ".nn.quantized"] = nn.quantized = ao.nn.quantized
+_sys.modules[__name__ + ".nn.quantized.dynamic"] = ao.nn.quantized.dynamic
+_sys.modules[__name__ + ".nn.qat"] = nn.qat = ao.nn.qat
 for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
     globals()[_name] = getattr(ao.quantization, _name)
 del _sys, _name

@@ -648,3 +648,14 @@ def test_fake_quant_rounds_before_the_zero_point_quantize_after():
     x = minidl.tensor([0.25])
     assert minidl.quantize_per_tensor(x, 0.1, 3, minidl.quint8).int_repr().tolist() == [6]
     assert np.allclose(minidl.fake_quantize_per_tensor_affine(x, 0.1, 3, 0, 255).tolist(), [0.2])
+
+
+def test_torch_nn_quantized_and_qat_names_are_the_ao_modules():
+    import minidl.nn.qat as qat
+    import minidl.nn.quantized as quantized
+    import minidl.nn.quantized.dynamic as dynamic
+    from minidl.nn.quantized import Linear
+
+    assert quantized is minidl.ao.nn.quantized and minidl.nn.quantized is quantized
+    assert dynamic is minidl.ao.nn.quantized.dynamic and qat is minidl.ao.nn.qat
+    assert Linear is minidl.ao.nn.quantized.Linear and minidl.nn.qat.Linear is qat.Linear
