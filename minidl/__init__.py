@@ -142,6 +142,8 @@ from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)
+from .autograd import profiler as _autograd_profiler  # noqa: E402,F401  (torch.autograd.profiler)
+from . import multiprocessing  # noqa: E402,F401  (torch.multiprocessing: spawn, ...)
 # torch.autograd's names above the ops layer: autograd.functional (vjp, jacobian, hessian...)
 # and autograd.gradcheck/gradgradcheck, set here so that autograd imports nothing above it
 import sys as _sys  # noqa: E402
