@@ -142,10 +142,9 @@ from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)
-from .autograd import profiler as _autograd_profiler  # noqa: E402,F401  (torch.autograd.profiler)
 from . import multiprocessing  # noqa: E402,F401  (torch.multiprocessing: spawn, ...)
-# torch.autograd's names above the ops layer: autograd.functional (vjp, jacobian, hessian...)
-# and autograd.gradcheck/gradgradcheck, set here so that autograd imports nothing above it
+# torch.autograd's names above the ops layer: autograd.functional (vjp, jacobian, hessian...),
+# autograd.gradcheck/gradgradcheck and autograd.profiler, set here so that autograd imports nothing above it
 import sys as _sys  # noqa: E402
 
 from . import _autograd_functional, autograd as _autograd, testing as _testing  # noqa: E402
@@ -153,7 +152,11 @@ from . import _autograd_functional, autograd as _autograd, testing as _testing  
 _autograd.functional = _autograd_functional
 _sys.modules[__name__ + ".autograd.functional"] = _autograd_functional
 _autograd.gradcheck, _autograd.gradgradcheck = _testing.gradcheck, _testing.gradgradcheck
-del _sys, _testing, _autograd
+from .profiler import legacy as _legacy_profiler  # noqa: E402  (torch.autograd.profiler)
+
+_autograd.profiler = _legacy_profiler
+_sys.modules[__name__ + ".autograd.profiler"] = _legacy_profiler
+del _sys, _testing, _autograd, _legacy_profiler
 from .shape_ops import (  # noqa: E402,F401  (torch.channels_last, ...)
     channels_last, channels_last_3d, contiguous_format, memory_format, preserve_format,
 )

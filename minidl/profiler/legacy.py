@@ -1,4 +1,6 @@
-"""``torch.autograd.profiler``: the older profiler API, over ``minidl.profiler``.
+"""``torch.autograd.profiler``: the older profiler API, over ``minidl.profiler`` (it lives
+here, beside the profiler it uses, and ``import minidl`` names it ``minidl.autograd.profiler``:
+the autograd layer imports nothing above it).
 
     with minidl.autograd.profiler.profile(record_shapes=True) as prof:
         model(x).sum().backward()
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import warnings
 
-from ..profiler import record_function  # noqa: F401  (torch.autograd.profiler.record_function)
-from ..profiler.events import EventList, FunctionEvent  # noqa: F401
+from ._recorder import record_function  # noqa: F401  (torch.autograd.profiler.record_function)
+from .events import EventList, FunctionEvent  # noqa: F401
 
 __all__ = ["profile", "record_function", "EventList", "FunctionEvent"]
 
@@ -28,7 +30,7 @@ class profile:  # noqa: N801  (torch's name)
                  use_kineto=False, use_cpu=True, experimental_config=None, acc_events=False,
                  custom_trace_id_callback=None, post_processing_timeout_s=None,
                  activity_filters=None):
-        from ..profiler import ProfilerActivity
+        from .profiler import ProfilerActivity
 
         if use_cuda:
             warnings.warn("The attribute `use_cuda` will be deprecated soon, please use "
@@ -49,7 +51,7 @@ class profile:  # noqa: N801  (torch's name)
 
     def __enter__(self):
         if self.enabled:
-            from ..profiler import profile as _profile
+            from .profiler import profile as _profile
 
             self._prof = _profile(**self._kw)
             self._prof.__enter__()
