@@ -390,7 +390,7 @@ def case_errors(rank, world, outdir):
         len(list(mixed.parameters()))]
     out["not_a_module"] = _catch(lambda: FSDP(lambda x: x))
     out["bad_strategy"] = _catch(lambda: FSDP(make_model("mlp"), sharding_strategy="FULL"))
-    out["hybrid"] = _catch(lambda: FSDP(make_model("mlp"),
+    out["hybrid"] = _catch(lambda: FSDP(make_model("mlp"), process_group=(dist.group.WORLD,),
                                         sharding_strategy=ShardingStrategy.HYBRID_SHARD))
     out["bad_policy"] = _catch(lambda: FSDP(make_model("mlp"), auto_wrap_policy=3))
     # ranks that wrap different models
