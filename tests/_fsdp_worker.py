@@ -241,7 +241,7 @@ def case_state(rank, world, outdir):
         with FSDP.state_dict_type(target, kind):
             target.load_state_dict(sd)
         out[f"{kind.name}_keys"] = list(sd)
-        out[f"{kind.name}_sizes"] = [int(v.data.size) for v in sd.values()]
+        out[f"{kind.name}_sizes"] = [int(getattr(v, "local", v).data.size) for v in sd.values()]
         out[f"{kind.name}_round_trip"] = all(
             np.array_equal(a.data, b.data) for a, b in zip(model.parameters(),
                                                             target.parameters()))

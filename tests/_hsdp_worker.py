@@ -40,6 +40,7 @@ SETUPS = {
 RUNS = [(name, opt) for name in SETUPS for opt in ("sgd", "adam")]
 # the runs whose checkpoint (DCP, via get_state_dict) the test loads into one process
 CHECKPOINTED = [(name, opt) for name, opt in RUNS if SETUPS[name][4] > 1]
+SHARDED_RUN = "hybrid_mesh.sgd"  # also saved from its SHARDED_STATE_DICT to OUTDIR/sharded
 
 
 def _groups():
@@ -110,6 +111,18 @@ def case_train(rank, outdir, groups):
             model_sd, optim_sd = get_state_dict(model, opt)
             dcp.save({"model": model_sd, "optim": optim_sd},
                      checkpoint_id=os.path.join(outdir, f"ckpt.{tag}"))
+        if tag == SHARDED_RUN:  # torch's idiom: FSDP1's SHARDED_STATE_DICT straight to DCP
+            with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
+                sd = model.state_dict()
+                out["sharded_values"] = sorted({type(v).__name__ for v in sd.values()})
+                dcp.save({"model": sd}, checkpoint_id=os.path.join(outdir, "sharded"))
+    # ... and back, into a FULL_SHARD model over four ranks (resharded: pairs -> quarters)
+    target = FSDP(fw.make_model("mlp", seed=7), auto_wrap_policy=fw.policy("mlp"))
+    with FSDP.state_dict_type(target, StateDictType.SHARDED_STATE_DICT):
+        sd = {"model": target.state_dict()}
+        dcp.load(sd, checkpoint_id=os.path.join(outdir, "sharded"))
+        target.load_state_dict(sd["model"])
+    arrays.update({f"resharded|{k}": v for k, v in whole_state(target, "fsdp1").items()})
     np.savez(os.path.join(outdir, f"rank{rank}.npz"), **arrays)
     return out
 

@@ -126,6 +126,28 @@ def test_hsdp_checkpoint_loads_into_one_process_model(launched, run):
                                        rtol=1e-12, atol=1e-12, err_msg=key)
 
 
+@needs_mpi
+def test_sharded_state_dict_saves_with_dcp_as_torchs(launched):
+    """``with FSDP.state_dict_type(model, SHARDED_STATE_DICT): dcp.save({"model":
+    model.state_dict()})``: the sharded values are FlatShards (a piece and its place), so DCP
+    writes the whole model (HSDP's replicas once); ``dcp.load`` into another FSDP model's
+    SHARDED state_dict (four quarters instead of two halves) and load_state_dict, or into a
+    plain model here, give the trained weights."""
+    out, ranks, arrays = launched
+    assert [r["train"]["sharded_values"] for r in ranks] == [["FlatShard"]] * RANKS  # no buffers
+    ref, _ = reference(worker.SHARDED_RUN.split(".")[1])
+    plain = fw.make_model("mlp", seed=7)
+    state = {"model": plain.state_dict()}
+    dcp.load(state, checkpoint_id=str(out / "sharded"), no_dist=True)
+    plain.load_state_dict(state["model"])
+    for key, want in ref.state_dict().items():
+        np.testing.assert_allclose(plain.state_dict()[key].numpy(), want.numpy(), rtol=1e-12,
+                                   atol=1e-12, err_msg=key)
+        for rank in range(RANKS):
+            np.testing.assert_allclose(arrays[rank][f"resharded|{key}"], want.numpy(),
+                                       rtol=1e-12, atol=1e-12, err_msg=f"rank {rank} {key}")
+
+
 ERRORS = {
     "hybrid_1d_mesh": "ValueError: FullyShardedDataParallel: HYBRID_SHARD takes a 2-D "
                       "device_mesh (dim 0 replicate, dim 1 shard), got a 1-D mesh of shape (4,)",

@@ -1040,7 +1040,10 @@ class FullyShardedDataParallel(Module):
         """By the state-dict type (see state_dict_type): FULL_STATE_DICT, the plain model's
         keys and whole values (copies; every rank takes part in the gathers, and with
         ``rank0_only`` the others get an empty dict); SHARDED_STATE_DICT, the plain model's
-        keys and this rank's flat piece of each parameter (buffers whole);
+        keys and this rank's flat piece of each sharded parameter as a
+        ``checkpoint.FlatShard`` (the piece, the parameter's shape and where the piece starts:
+        torch gives ShardedTensors / DTensors), so that ``dcp.save({"model":
+        model.state_dict()})`` and ``dcp.load`` work on it as torch's (buffers whole);
         LOCAL_STATE_DICT, each unit's ``_flat_param`` shard (and the buffers)."""
         kind, config = self._state_dict_type, self._state_dict_config
         out = OrderedDict() if destination is None else destination
@@ -1063,17 +1066,22 @@ class FullyShardedDataParallel(Module):
             for k, t in state.items():
                 put(k, t)
             return out
-        pieces = {}  # (module id, attribute) -> (key, this rank's piece), plain order below
+        from ..checkpoint.metadata import FlatShard
+
+        pieces = {}  # (module id, attribute) -> (key, piece, info, start), plain order below
         for base, _, u in self._units():
             if u._flat is not None:
-                for info, piece in zip(u._infos, u._pieces()):
+                for info, piece, start in zip(u._infos, u._pieces(), u._piece_starts()):
                     for m, attr in info.owners:
-                        pieces[(id(m), attr)] = (base + info.fqn, piece)
+                        pieces[(id(m), attr)] = (base + info.fqn, piece, info, start)
         for mod_name, m in self.named_modules(remove_duplicate=False):
             pre = f"{mod_name}." if mod_name else ""
             for attr, p in m._parameters.items():
-                if (id(m), attr) in pieces:
-                    put(*pieces[(id(m), attr)])
+                if (id(m), attr) in pieces:  # a FlatShard: the piece and its place (torch's
+                    key, piece, info, start = pieces[(id(m), attr)]  # ShardedTensor / DTensor)
+                    put(key, piece)
+                    key = prefix + _clean(key)
+                    out[key] = FlatShard(out[key], info.shape, start)
                 elif p is not None and not isinstance(p, FlatParameter):
                     put(pre + attr, p)
             skip = m.__dict__.get("_non_persistent", ())
@@ -1104,6 +1112,13 @@ class FullyShardedDataParallel(Module):
             bounds.append((lo - lo_shard, max(hi, lo) - lo_shard))
         return bounds
 
+    def _piece_starts(self):
+        """Where in each original parameter (flattened) this rank's piece of it starts."""
+        n, r = self._shards()
+        lo_shard = r * (self._padded // n)
+        return [min(max(lo_shard + a - info.offset, 0), info.numel)
+                for info, (a, _) in zip(self._infos, self._piece_bounds())]
+
     def _pieces(self):
         data = self._flat.data
         return [data[a:b] for a, b in self._piece_bounds()]
@@ -1111,7 +1126,8 @@ class FullyShardedDataParallel(Module):
     def load_state_dict(self, state_dict, strict=True):
         """What state_dict() of the same state-dict type returned. FULL_STATE_DICT: every rank
         passes the whole dict. SHARDED and LOCAL: each rank its own, saved with the same number
-        of ranks (a different one is refused, naming the sizes that do not fit)."""
+        of ranks (a different one is refused, naming the sizes that do not fit; a SHARDED
+        state dict filled by ``dcp.load`` has been resharded to this run's pieces)."""
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict of name -> array (a state_dict), "
                             f"got a {type(state_dict).__name__}")
@@ -1120,26 +1136,37 @@ class FullyShardedDataParallel(Module):
             with FullyShardedDataParallel.summon_full_params(self, writeback=True):
                 return self._load_mapped(state_dict, strict)
         if kind is StateDictType.SHARDED_STATE_DICT:
+            from ..checkpoint.metadata import FlatShard
+
             state_dict = OrderedDict(state_dict.items())
             for unit_name, key, u in self._units():
                 if u._flat is None:
                     continue
                 pieces = []
-                for info, (a, b) in zip(u._infos, u._piece_bounds()):
+                for info, (a, b), start in zip(u._infos, u._piece_bounds(), u._piece_starts()):
                     name = unit_name + info.fqn
                     if name not in state_dict:
                         raise StateDictKeyError(f"Error(s) in loading state_dict for "
                                                 f"FullyShardedDataParallel: missing keys: {name}")
                     value = state_dict.pop(name)
+                    place = ""
+                    if isinstance(value, FlatShard):  # what state_dict() gives: its place too
+                        place = (f" (elements [{value.offset}, {value.offset + value.local.data.size})"
+                                 f" of shape {value.shape})")
+                        fits = value.shape == info.shape and value.offset == start
+                        value = value.local
                     arr = value.data if isinstance(value, Tensor) else np.asarray(value)
-                    if arr.size != b - a:
+                    if arr.size != b - a or (place and not fits):
                         raise ValueError(
                             f"FullyShardedDataParallel.load_state_dict (SHARDED_STATE_DICT): "
-                            f"{name!r} holds {arr.size} elements on rank {u.rank}, this rank's "
-                            f"piece of it has {b - a}: the state dict was saved with a different "
-                            f"number of ranks (this run has {u._shards()[0]}) or another model; "
-                            "load it on as many ranks as saved it, or go through a "
-                            "FULL_STATE_DICT")
+                            f"{name!r} holds {arr.size} elements{place} on rank {u.rank}, this "
+                            f"rank's piece of it has {b - a} (elements [{start}, "
+                            f"{start + b - a}) of shape {info.shape}): the state dict was "
+                            f"saved with a different number of ranks (this run has "
+                            f"{u._shards()[0]}) or another model; load it on as many ranks as "
+                            "saved it, go through a FULL_STATE_DICT, or reshard it with "
+                            "minidl.distributed.checkpoint (dcp.load into this model's "
+                            "SHARDED state_dict())")
                     pieces.append((a, b, arr))
                 shard = to_numpy(u._flat.data).copy()
                 for a, b, arr in pieces:
