@@ -116,6 +116,11 @@ def case_train(rank, outdir, groups):
                 sd = model.state_dict()
                 out["sharded_values"] = sorted({type(v).__name__ for v in sd.values()})
                 dcp.save({"model": sd}, checkpoint_id=os.path.join(outdir, "sharded"))
+    # clip_grad_norm_ under HSDP: the whole model's gradient norm (the shard group's pieces)
+    model = build("hybrid_mesh", groups)
+    x, y = fw.rank_batch("mlp", 0, rank, WORLD)
+    F.cross_entropy(model(x), y).backward()
+    out["hybrid_grad_norm"] = float(model.clip_grad_norm_(1e9).item())
     # ... and back, into a FULL_SHARD model over four ranks (resharded: pairs -> quarters)
     target = FSDP(fw.make_model("mlp", seed=7), auto_wrap_policy=fw.policy("mlp"))
     with FSDP.state_dict_type(target, StateDictType.SHARDED_STATE_DICT):

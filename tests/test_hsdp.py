@@ -14,7 +14,9 @@ import math
 import numpy as np
 import pytest
 
+import minidl
 import minidl.distributed.checkpoint as dcp
+import minidl.nn.functional as F
 from minidl.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from test_distributed import REPO, needs_mpi, run_mpi
 import _fsdp_worker as fw
@@ -86,6 +88,20 @@ def test_each_rank_holds_only_its_shard(launched, run):
         else:
             assert sum(info["whole"]) == sum(p.data.size
                                              for p in fw.make_model("mlp").parameters())
+
+
+@needs_mpi
+def test_clip_grad_norm_under_hsdp_is_the_whole_models(launched):
+    """clip_grad_norm_ of a HYBRID_SHARD model on a (2, 2) mesh: the norm of the whole
+    model's gradient on the whole batch (each shard pair's pieces summed, not the replicas
+    counted twice), on every rank."""
+    _, ranks, _ = launched
+    plain = fw.make_model("mlp")
+    x, y = fw.data("mlp", 0, RANKS)
+    F.cross_entropy(plain(minidl.tensor(x, dtype=x.dtype)), minidl.tensor(y)).backward()
+    want = math.sqrt(sum(float((p.grad.numpy() ** 2).sum()) for p in plain.parameters()))
+    for r in ranks:
+        assert r["train"]["hybrid_grad_norm"] == pytest.approx(want, rel=1e-12)
 
 
 @needs_mpi
