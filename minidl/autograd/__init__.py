@@ -544,6 +544,8 @@ class Function:
             raise oom from exc
         except SparseLayoutError as exc:  # a sparse input the op's dense forward cannot take
             return _on_sparse(cls, tensors, kwargs, exc)
+        if type(out) is not _np.ndarray and isinstance(out, _np.generic):
+            out = _np.array(out)  # NumPy reductions give scalars, which in-place ops cannot write
         needs_grad = False
         if _grad_enabled:
             for t in tensors:
