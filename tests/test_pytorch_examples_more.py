@@ -724,6 +724,202 @@ def test_reinforce_trains_the_same():
     _parity(reinforce)
 
 
+
+# ---- 8. triplet embedding: TripletMarginLoss, pairwise_distance, normalize, gradient
+# accumulation, checkpoint, a custom autograd.Function, a forward hook ----------------------
+def triplet_embedding(tt, state=None, steps=2, accumulation_steps=2, batch_size=3):
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+    checkpoint = tt.utils.checkpoint.checkpoint
+
+    class MyReLU(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, input):
+            ctx.save_for_backward(input)
+            return input.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            input, = ctx.saved_tensors
+            grad_input = grad_output.clone()
+            grad_input[input < 0] = 0
+            return grad_input
+
+    class EmbeddingNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convnet = nn.Sequential(nn.Conv2d(1, 4, 3), nn.PReLU(), nn.MaxPool2d(2, stride=2))
+            self.block = nn.Sequential(nn.Linear(4 * 3 * 3, 16), nn.Tanh(), nn.Linear(16, 16))
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, x):
+            output = self.convnet(x)
+            output = output.view(output.size()[0], -1)
+            output = checkpoint(self.block, output, use_reentrant=False)
+            output = MyReLU.apply(output)
+            output = self.fc(output)
+            return F.normalize(output, p=2, dim=1)
+
+    class TripletNet(nn.Module):
+        def __init__(self, embedding_net):
+            super(TripletNet, self).__init__()
+            self.embedding_net = embedding_net
+
+        def forward(self, x1, x2, x3):
+            return self.embedding_net(x1), self.embedding_net(x2), self.embedding_net(x3)
+
+    rng = np.random.default_rng(11)
+    anchors, positives, negatives = (tt.from_numpy(rng.standard_normal((12, 1, 8, 8)))
+                                     for _ in range(3))
+    loader = tt.utils.data.DataLoader(tt.utils.data.TensorDataset(anchors, positives, negatives),
+                                      batch_size=batch_size)
+    model = TripletNet(EmbeddingNet()).double()
+    _load(model, tt, state)
+    criterion = nn.TripletMarginLoss(margin=1.0, p=2)
+    optimizer = optim.SGD(model.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
+    losses = []
+    model.train()
+    optimizer.zero_grad()
+    for i, (a, p, n) in enumerate(loader):
+        if i >= steps * accumulation_steps:
+            break
+        emb_a, emb_p, emb_n = model(a, p, n)
+        loss = criterion(emb_a, emb_p, emb_n) / accumulation_steps
+        loss.backward()
+        if (i + 1) % accumulation_steps == 0:
+            optimizer.step()
+            optimizer.zero_grad()
+        losses.append(loss.item())
+
+    activation = {}
+
+    def get_activation(name):
+        def hook(model, input, output):
+            activation[name] = output.detach()
+        return hook
+
+    handle = model.embedding_net.convnet.register_forward_hook(get_activation('convnet'))
+    model.eval()
+    with tt.no_grad():
+        emb_a, emb_p, emb_n = model(anchors[:3], positives[:3], negatives[:3])
+        d_ap = F.pairwise_distance(emb_a, emb_p)
+        d_an = F.pairwise_distance(emb_a, emb_n)
+    handle.remove()
+    model(anchors[:1], positives[:1], negatives[:1])  # the hook is gone: activation unchanged
+    return {"losses": losses, "d_ap": d_ap.numpy(), "d_an": d_an.numpy(),
+            "features": activation['convnet'].numpy(), "params": _params(model)}
+
+
+def test_triplet_embedding_trains_the_same():
+    out = _parity(triplet_embedding)
+    assert out["features"].shape == (3, 4, 3, 3)
+
+
+def test_triplet_embedding_accumulates_as_one_big_batch():
+    """Two micro-batches of 3 with the loss halved step as one batch of 6 does (no BN)."""
+    minidl.manual_seed(0)
+    start = triplet_embedding(minidl, steps=0)["params"]
+    two = triplet_embedding(minidl, state=start, steps=2, accumulation_steps=2, batch_size=3)
+    one = triplet_embedding(minidl, state=start, steps=2, accumulation_steps=1, batch_size=6)
+    assert len(two["losses"]) == 4 and two["losses"][0] != two["losses"][1]
+    np.testing.assert_allclose(np.add.reduceat(two["losses"], [0, 2]), one["losses"], rtol=1e-9)
+    for k in one["params"]:
+        np.testing.assert_allclose(two["params"][k], one["params"][k], rtol=1e-8, atol=1e-12)
+
+
+# ---- 9. a GCN node classifier: a normalised adjacency in COO form, torch.sparse.mm ----------
+def gcn(tt, state=None, steps=5):
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+    Parameter, Module = nn.Parameter, nn.Module
+
+    class GraphConvolution(Module):
+        def __init__(self, in_features, out_features, bias=True):
+            super(GraphConvolution, self).__init__()
+            self.in_features = in_features
+            self.out_features = out_features
+            self.weight = Parameter(tt.empty(in_features, out_features, dtype=tt.double))
+            if bias:
+                self.bias = Parameter(tt.empty(out_features, dtype=tt.double))
+            else:
+                self.register_parameter('bias', None)
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            stdv = 1. / math.sqrt(self.weight.size(1))
+            with tt.no_grad():
+                self.weight.uniform_(-stdv, stdv)
+                if self.bias is not None:
+                    self.bias.uniform_(-stdv, stdv)
+
+        def forward(self, input, adj):
+            support = tt.mm(input, self.weight)
+            output = tt.sparse.mm(adj, support)
+            if self.bias is not None:
+                return output + self.bias
+            return output
+
+    class GCN(nn.Module):
+        def __init__(self, nfeat, nhid, nclass, dropout):
+            super(GCN, self).__init__()
+            self.gc1 = GraphConvolution(nfeat, nhid)
+            self.gc2 = GraphConvolution(nhid, nclass)
+            self.dropout = dropout
+
+        def forward(self, x, adj):
+            x = F.relu(self.gc1(x, adj))
+            x = F.dropout(x, self.dropout, training=self.training)
+            x = self.gc2(x, adj)
+            return F.log_softmax(x, dim=1)
+
+    def normalize_adj(a):
+        a = a + np.eye(len(a))
+        d_inv_sqrt = np.power(a.sum(1), -0.5)
+        return (a * d_inv_sqrt[:, None]) * d_inv_sqrt[None, :]
+
+    def to_sparse_tensor(m):
+        row, col = np.nonzero(m)
+        indices = tt.from_numpy(np.vstack((row, col)).astype(np.int64))
+        values = tt.from_numpy(m[row, col])
+        return tt.sparse_coo_tensor(indices, values, tt.Size(m.shape))
+
+    def accuracy(output, labels):
+        preds = output.max(1)[1].type_as(labels)
+        correct = preds.eq(labels).double()
+        correct = correct.sum()
+        return correct / len(labels)
+
+    rng = np.random.default_rng(12)
+    n = 12
+    a = np.triu((rng.random((n, n)) < 0.3).astype(np.float64), 1)
+    adj = to_sparse_tensor(normalize_adj(a + a.T))
+    features = tt.from_numpy(rng.standard_normal((n, 5)))
+    labels = tt.from_numpy(rng.integers(0, 3, n))
+    idx_train, idx_val = tt.arange(0, 8), tt.arange(8, 12)
+    model = GCN(nfeat=features.shape[1], nhid=6, nclass=int(labels.max()) + 1, dropout=0.0)
+    _load(model, tt, state)
+    optimizer = optim.Adam(model.parameters(), lr=0.05, weight_decay=5e-4)
+    losses = []
+    for epoch in range(steps):
+        model.train()
+        optimizer.zero_grad()
+        output = model(features, adj)
+        loss_train = F.nll_loss(output[idx_train], labels[idx_train])
+        acc_train = accuracy(output[idx_train], labels[idx_train])
+        loss_train.backward()
+        optimizer.step()
+        model.eval()
+        output = model(features, adj)
+        loss_val = F.nll_loss(output[idx_val], labels[idx_val])
+        acc_val = accuracy(output[idx_val], labels[idx_val])
+        losses += [loss_train.item(), acc_train.item(), loss_val.item(), acc_val.item()]
+    assert adj.is_sparse and adj._nnz() == int((normalize_adj(a + a.T) != 0).sum())
+    return {"losses": losses, "params": _params(model)}
+
+
+@pytest.mark.filterwarnings("ignore:Sparse invariant checks")  # torch's, on building the COO
+def test_gcn_trains_the_same():
+    _parity(gcn)
+
+
 # ---- regressions these programs found --------------------------------------------------------
 def _zero_dim_in_place(tt):
     """A reduction's 0-d result changed in place (the transfer-learning tutorial's
