@@ -8,7 +8,9 @@ embedding with the autograd extension points, and a GCN on a sparse adjacency. R
 Each script is plain PyTorch code; nothing in it knows which framework runs it (except where a
 comment says why)."""
 import copy
+import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -138,6 +140,14 @@ def dcgan(tt, state=None, steps=3):
         D_G_z2 = output.mean().item()
         optimizerG.step()
         losses += [errD.item(), errG.item(), D_x, D_G_z1, D_G_z2]
+    buffer = io.BytesIO()  # a checkpoint in memory, reloaded into a fresh generator
+    tt.save({'netG': netG.state_dict(), 'optimizerG': optimizerG.state_dict()}, buffer)
+    buffer.seek(0)
+    checkpoint = tt.load(buffer, weights_only=True)
+    netG = Generator().double()
+    netG.load_state_dict(checkpoint['netG'])
+    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optimizerG.load_state_dict(checkpoint['optimizerG'])
     with tt.no_grad():
         fake = netG(fixed_noise).detach().cpu()
     return {"losses": losses, "fake": fake.numpy(),
@@ -1143,6 +1153,393 @@ def test_translation_transformer_trains_the_same():
     _parity(translation_transformer, atol=1e-8)
 
 
+
+# ---- 12. actor-critic: a two-headed policy, smooth_l1_loss on the value, torch.stack ---------
+def actor_critic(tt, state=None, steps=3):
+    from collections import namedtuple
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+    Categorical = tt.distributions.Categorical
+    SavedAction = namedtuple('SavedAction', ['log_prob', 'value'])
+    gamma, eps = 0.99, np.finfo(np.float32).eps.item()
+
+    class Policy(nn.Module):
+        def __init__(self):
+            super(Policy, self).__init__()
+            self.affine1 = nn.Linear(4, 16)
+            self.action_head = nn.Linear(16, 2)
+            self.value_head = nn.Linear(16, 1)
+            self.saved_actions = []
+            self.rewards = []
+
+        def forward(self, x):
+            x = F.relu(self.affine1(x))
+            action_prob = F.softmax(self.action_head(x), dim=-1)
+            state_values = self.value_head(x)
+            return action_prob, state_values
+
+    model = Policy().double()
+    _load(model, tt, state)
+    optimizer = optim.Adam(model.parameters(), lr=3e-2)
+    rng = np.random.default_rng(14)
+
+    def select_action(state, action):
+        state = tt.from_numpy(state).double()
+        probs, state_value = model(state)
+        m = Categorical(probs)
+        action = tt.tensor(action)  # m.sample() in the example; drawn by numpy for parity
+        model.saved_actions.append(SavedAction(m.log_prob(action), state_value))
+        return action.item()
+
+    def finish_episode(batched_value):
+        R = 0
+        saved_actions = model.saved_actions
+        policy_losses = []
+        value_losses = []
+        returns = []
+        for r in model.rewards[::-1]:
+            R = r + gamma * R
+            returns.insert(0, R)
+        returns = tt.tensor(returns, dtype=tt.double)  # float32 in the example (see reinforce)
+        returns = (returns - returns.mean()) / (returns.std() + eps)
+        for (log_prob, value), R in zip(saved_actions, returns):
+            advantage = R - value.item()
+            policy_losses.append(-log_prob * advantage)
+            if batched_value:  # a (1, 1) value against a (1,) target: torch warns, broadcasts
+                value = value.unsqueeze(0)
+            value_losses.append(F.smooth_l1_loss(value, tt.tensor([R])))
+        optimizer.zero_grad()
+        loss = tt.stack(policy_losses).sum() + tt.stack(value_losses).sum()
+        loss.backward()
+        optimizer.step()
+        del model.rewards[:]
+        del model.saved_actions[:]
+        return loss.item()
+
+    losses = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Using a target size")
+        for i_episode in range(steps):
+            state = rng.standard_normal(4) * 0.1
+            for t in range(1, 6):
+                action = select_action(state, int(rng.integers(0, 2)))
+                state = 0.9 * state + (0.1 if action else -0.1) * np.array([1.0, 0.5, -0.2, 0.1])
+                model.rewards.append(float(abs(state[0]) < 0.15))
+            losses.append(finish_episode(batched_value=i_episode % 2 == 1))
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_actor_critic_trains_the_same():
+    _parity(actor_critic)
+
+
+# ---- 13. WGAN-GP: the gradient penalty through autograd.grad(create_graph=True), RMSprop ----
+def wgan_gp(tt, state=None, steps=3, n_critic=2):
+    nn, optim, autograd = tt.nn, tt.optim, tt.autograd
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super(Generator, self).__init__()
+
+            def block(in_feat, out_feat, normalize=True):
+                layers = [nn.Linear(in_feat, out_feat)]
+                if normalize:
+                    layers.append(nn.BatchNorm1d(out_feat, 0.8))
+                layers.append(nn.LeakyReLU(0.2, inplace=True))
+                return layers
+
+            self.model = nn.Sequential(*block(3, 8, normalize=False), *block(8, 8),
+                                       nn.Linear(8, 16), nn.Tanh())
+
+        def forward(self, z):
+            img = self.model(z)
+            return img.view(img.shape[0], 1, 4, 4)
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super(Discriminator, self).__init__()
+            self.model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LeakyReLU(0.2, inplace=True),
+                                       nn.Flatten(), nn.Linear(4 * 4 * 4, 8),
+                                       nn.LeakyReLU(0.2, inplace=True), nn.Linear(8, 1))
+
+        def forward(self, img):
+            return self.model(img)
+
+    def compute_gradient_penalty(D, real_samples, fake_samples, alpha):
+        interpolates = (alpha * real_samples + ((1 - alpha) * fake_samples)).requires_grad_(True)
+        d_interpolates = D(interpolates)
+        fake = tt.ones(real_samples.shape[0], 1, dtype=tt.double).requires_grad_(False)
+        gradients = autograd.grad(outputs=d_interpolates, inputs=interpolates, grad_outputs=fake,
+                                  create_graph=True, retain_graph=True, only_inputs=True)[0]
+        gradients = gradients.view(gradients.size(0), -1)
+        gradient_penalty = ((gradients.norm(2, dim=1) - 1) ** 2).mean()
+        return gradient_penalty
+
+    generator, discriminator = Generator().double(), Discriminator().double()
+    _load(generator, tt, state, "G.")
+    _load(discriminator, tt, state, "D.")
+    optimizer_G = optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    optimizer_D = optim.RMSprop(discriminator.parameters(), lr=1e-3)
+    lambda_gp = 10
+    rng = np.random.default_rng(15)
+    losses = []
+    for i in range(steps * n_critic):
+        real_imgs = tt.from_numpy(np.tanh(rng.standard_normal((4, 1, 4, 4))))
+        optimizer_D.zero_grad()
+        z = tt.from_numpy(rng.standard_normal((4, 3)))
+        fake_imgs = generator(z)
+        real_validity = discriminator(real_imgs)
+        fake_validity = discriminator(fake_imgs)
+        alpha = tt.from_numpy(rng.random((4, 1, 1, 1)))
+        gradient_penalty = compute_gradient_penalty(discriminator, real_imgs.data, fake_imgs.data,
+                                                    alpha)
+        d_loss = -tt.mean(real_validity) + tt.mean(fake_validity) + lambda_gp * gradient_penalty
+        d_loss.backward()
+        optimizer_D.step()
+        optimizer_G.zero_grad()
+        if i % n_critic == 0:
+            fake_imgs = generator(z)
+            fake_validity = discriminator(fake_imgs)
+            g_loss = -tt.mean(fake_validity)
+            g_loss.backward()
+            optimizer_G.step()
+            losses.append(g_loss.item())
+        losses += [d_loss.item(), gradient_penalty.item()]
+    return {"losses": losses,
+            "params": {**_params(generator, "G."), **_params(discriminator, "D.")}}
+
+
+def test_wgan_gp_trains_the_same():
+    _parity(wgan_gp)
+
+
+
+# ---- 14. a nanoGPT-style character model: causal self-attention with a tril buffer, tied
+# embeddings, AdamW with decay/no-decay groups, warmup + cosine lr, top-k sampling ----------
+def nano_gpt(tt, state=None, steps=4):
+    import inspect
+    from dataclasses import dataclass
+    nn, F = tt.nn, tt.nn.functional
+
+    @dataclass
+    class GPTConfig:
+        block_size: int = 8
+        vocab_size: int = 11
+        n_layer: int = 2
+        n_head: int = 2
+        n_embd: int = 8
+        dropout: float = 0.0
+        bias: bool = True
+
+    class LayerNorm(nn.Module):
+        def __init__(self, ndim, bias):
+            super().__init__()
+            self.weight = nn.Parameter(tt.ones(ndim))
+            self.bias = nn.Parameter(tt.zeros(ndim)) if bias else None
+
+        def forward(self, input):
+            return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            assert config.n_embd % config.n_head == 0
+            self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+            self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+            self.attn_dropout = nn.Dropout(config.dropout)
+            self.resid_dropout = nn.Dropout(config.dropout)
+            self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+            self.register_buffer("bias", tt.tril(tt.ones(config.block_size, config.block_size))
+                                 .view(1, 1, config.block_size, config.block_size))
+
+        def forward(self, x, flash):
+            B, T, C = x.size()
+            q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+            k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+            if flash:
+                y = tt.nn.functional.scaled_dot_product_attention(
+                    q, k, v, attn_mask=None, dropout_p=self.dropout if self.training else 0,
+                    is_causal=True)
+            else:
+                att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))
+                att = att.masked_fill(self.bias[:, :, :T, :T] == 0, float('-inf'))
+                att = F.softmax(att, dim=-1)
+                att = self.attn_dropout(att)
+                y = att @ v
+            y = y.transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.c_proj(y))
+
+    class MLP(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+            self.gelu = nn.GELU()
+            self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+            self.dropout = nn.Dropout(config.dropout)
+
+        def forward(self, x):
+            return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+    class Block(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+            self.attn = CausalSelfAttention(config)
+            self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+            self.mlp = MLP(config)
+
+        def forward(self, x, flash):
+            x = x + self.attn(self.ln_1(x), flash)
+            x = x + self.mlp(self.ln_2(x))
+            return x
+
+    class GPT(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+            self.transformer = nn.ModuleDict(dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            ))
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.transformer.wte.weight = self.lm_head.weight
+            self.apply(self._init_weights)
+            for pn, p in self.named_parameters():
+                if pn.endswith('c_proj.weight'):
+                    tt.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            self.flash = True
+
+        def get_num_params(self, non_embedding=True):
+            n_params = sum(p.numel() for p in self.parameters())
+            if non_embedding:
+                n_params -= self.transformer.wpe.weight.numel()
+            return n_params
+
+        def _init_weights(self, module):
+            if isinstance(module, nn.Linear):
+                tt.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+                if module.bias is not None:
+                    tt.nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                tt.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+        def forward(self, idx, targets=None):
+            b, t = idx.size()
+            assert t <= self.config.block_size
+            pos = tt.arange(0, t, dtype=tt.long, device=idx.device)
+            tok_emb = self.transformer.wte(idx)
+            pos_emb = self.transformer.wpe(pos)
+            x = self.transformer.drop(tok_emb + pos_emb)
+            for block in self.transformer.h:
+                x = block(x, self.flash)
+            x = self.transformer.ln_f(x)
+            if targets is not None:
+                logits = self.lm_head(x)
+                loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1),
+                                       ignore_index=-1)
+            else:
+                logits = self.lm_head(x[:, [-1], :])
+                loss = None
+            return logits, loss
+
+        def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+            param_dict = {pn: p for pn, p in self.named_parameters()}
+            param_dict = {pn: p for pn, p in param_dict.items() if p.requires_grad}
+            decay_params = [p for n, p in param_dict.items() if p.dim() >= 2]
+            nodecay_params = [p for n, p in param_dict.items() if p.dim() < 2]
+            optim_groups = [
+                {'params': decay_params, 'weight_decay': weight_decay},
+                {'params': nodecay_params, 'weight_decay': 0.0}
+            ]
+            fused_available = 'fused' in inspect.signature(tt.optim.AdamW).parameters
+            use_fused = fused_available and device_type == 'cuda'
+            extra_args = dict(fused=True) if use_fused else dict()
+            return tt.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, **extra_args)
+
+        @tt.no_grad()
+        def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, draws=None):
+            for i in range(max_new_tokens):
+                idx_cond = idx if idx.size(1) <= self.config.block_size \
+                    else idx[:, -self.config.block_size:]
+                logits, _ = self(idx_cond)
+                logits = logits[:, -1, :] / temperature
+                if top_k is not None:
+                    v, _ = tt.topk(logits, min(top_k, logits.size(-1)))
+                    logits[logits < v[:, [-1]]] = -float('Inf')
+                probs = F.softmax(logits, dim=-1)
+                # torch.multinomial(probs, num_samples=1) in nanoGPT; the inverse CDF of a
+                # uniform draw from numpy here, so both frameworks pick the same token
+                idx_next = (tt.cumsum(probs, dim=-1) < tt.from_numpy(draws[i])).sum(-1, keepdim=True)
+                idx = tt.cat((idx, idx_next), dim=1)
+            return idx
+
+    config = GPTConfig()
+    model = GPT(config).double()
+    _load(model, tt, state)
+    assert model.get_num_params() == sum(p.numel() for p in model.parameters()) - 8 * 8
+    rng = np.random.default_rng(18)
+    data = rng.integers(0, config.vocab_size, 200)
+    learning_rate, warmup_iters, lr_decay_iters, min_lr = 1e-2, 2, 6, 1e-3
+
+    def get_lr(it):
+        if it < warmup_iters:
+            return learning_rate * (it + 1) / (warmup_iters + 1)
+        if it > lr_decay_iters:
+            return min_lr
+        decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+        coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio))
+        return min_lr + coeff * (learning_rate - min_lr)
+
+    def get_batch(ix):
+        x = tt.stack([tt.from_numpy((data[i:i + config.block_size]).astype(np.int64)) for i in ix])
+        y = tt.stack([tt.from_numpy((data[i + 1:i + 1 + config.block_size]).astype(np.int64))
+                      for i in ix])
+        return x, y
+
+    @tt.no_grad()
+    def estimate_loss():
+        model.eval()
+        losses = tt.zeros(3)
+        for k in range(3):
+            X, Y = get_batch(np.arange(3) * 50 + k)
+            logits, loss = model(X, Y)
+            losses[k] = loss.item()
+        model.train()
+        return losses.mean()
+
+    optimizer = model.configure_optimizers(0.1, learning_rate, (0.9, 0.95), 'cpu')
+    losses = []
+    for iter_num in range(steps):
+        lr = get_lr(iter_num)
+        for param_group in optimizer.param_groups:
+            param_group['lr'] = lr
+        model.flash = iter_num % 2 == 0  # both attention paths of the example
+        X, Y = get_batch(rng.integers(0, len(data) - config.block_size - 1, 4))
+        if iter_num == 1:
+            Y[0, :3] = -1  # ignored targets
+        logits, loss = model(X, Y)
+        loss.backward()
+        tt.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    losses.append(float(estimate_loss()))
+    model.eval()
+    out = model.generate(tt.zeros((1, 1), dtype=tt.long), 10, temperature=0.8, top_k=5,
+                         draws=rng.random((10, 1, 1)))
+    assert model.lm_head.weight is model.transformer.wte.weight
+    return {"losses": losses, "sample": out.numpy(), "params": _params(model)}
+
+
+def test_nano_gpt_trains_the_same():
+    out = _parity(nano_gpt)
+    assert out["sample"].shape == (1, 11)
+
+
 # ---- regressions these programs found --------------------------------------------------------
 def _zero_dim_in_place(tt):
     """A reduction's 0-d result changed in place (the transfer-learning tutorial's
@@ -1171,3 +1568,120 @@ def test_a_reductions_zero_dim_result_changes_in_place():
 def test_a_reductions_zero_dim_result_changes_in_place_as_torch():
     torch = pytest.importorskip("torch")
     assert _zero_dim_in_place(minidl) == _zero_dim_in_place(torch)
+
+
+_LOSSES = ("mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss")
+
+
+@pytest.mark.parametrize("loss", _LOSSES)
+@pytest.mark.parametrize("shapes", [((1, 1), (1,)), ((2, 3), (3,)), ((3,), (2, 1))])
+def test_regression_losses_broadcast_a_target_of_another_shape_with_a_warning(loss, shapes):
+    """actor-critic's ``smooth_l1_loss(value, torch.tensor([R]))``: torch warns and broadcasts."""
+    rng = np.random.default_rng(16)
+    x = minidl.tensor(rng.standard_normal(shapes[0]) * 2, dtype=minidl.float64, requires_grad=True)
+    t = minidl.tensor(rng.standard_normal(shapes[1]), dtype=minidl.float64, requires_grad=True)
+    fn = getattr(minidl.nn.functional, loss)
+    with pytest.warns(UserWarning, match=r"Using a target size .* different to the input size"):
+        assert minidl.testing.gradcheck(lambda a, b: fn(a, b), [x, t])
+        assert minidl.testing.gradgradcheck(lambda a, b: fn(a, b, reduction="sum"), [x, t])
+
+
+@pytest.mark.parametrize("loss", _LOSSES)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_regression_losses_broadcast_as_torch(loss, reduction):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(17)
+    a, b = rng.standard_normal((2, 3)) * 2, rng.standard_normal((3,))
+    outs = []
+    for tt in (torch, minidl):
+        x, t = (tt.tensor(v, dtype=tt.float64, requires_grad=True) for v in (a, b))
+        with pytest.warns(UserWarning, match="Using a target size"):
+            y = getattr(tt.nn.functional, loss)(x, t, reduction=reduction)
+        y.sum().backward()
+        outs.append([y.detach().numpy(), x.grad.numpy(), t.grad.numpy()])
+    for ours, theirs in zip(outs[1], outs[0]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-12)
+
+
+def test_regression_losses_refuse_shapes_that_do_not_broadcast():
+    x, t = minidl.ones(2, 3), minidl.ones(2)
+    for loss in _LOSSES:
+        with pytest.raises(ValueError, match=rf"{loss}: input shape \(2, 3\) and target shape "
+                                             r"\(2,\) differ and do not broadcast"):
+            getattr(minidl.nn.functional, loss)(x, t)
+
+
+def _list_dtypes(tt):
+    R = tt.tensor([1.25, 2.0], dtype=tt.float64)[0]
+    i32 = tt.tensor([3, 4], dtype=tt.int32)[0]
+    h = tt.tensor([1.5], dtype=tt.float16)[0]
+    made = [tt.tensor([R]), tt.tensor([R, 1.0]), tt.tensor([i32]), tt.tensor([i32, 2]),
+            tt.tensor([h]), tt.tensor([[R], [R]]), tt.tensor([R, i32]), tt.tensor([i32, 1.5]),
+            tt.tensor([np.float64(0.5), 1]), tt.tensor([np.int32(2)]), tt.tensor([1.0, 2]),
+            tt.tensor([True, 2]), tt.tensor((h, True))]
+    return [(str(m.dtype).replace("torch.", ""), m.tolist()) for m in made]
+
+
+def test_tensor_of_a_list_of_tensors_takes_their_dtype():
+    """actor-critic's ``torch.tensor([R])`` of a 0-d float64 ``R`` is float64, not the default."""
+    got = _list_dtypes(minidl)
+    assert [d for d, _ in got] == ["float64", "float64", "int32", "int64", "float16", "float64",
+                                   "float64", "float32", "float64", "int32", "float32", "int64",
+                                   "float16"]
+    assert got[0][1] == [1.25] and got[5][1] == [[1.25], [1.25]] and got[7][1] == [3.0, 1.5]
+
+
+def test_tensor_of_a_list_of_tensors_takes_their_dtype_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _list_dtypes(minidl) == _list_dtypes(torch)
+
+
+def test_autograd_grad_takes_torchs_arguments_in_torchs_order():
+    """WGAN-GP's ``autograd.grad(..., create_graph=True, retain_graph=True, only_inputs=True)``."""
+    x = minidl.tensor([1.0, 2.0], dtype=minidl.float64, requires_grad=True)
+    y = (x ** 3).sum()
+    (g,) = minidl.autograd.grad(y, x, None, True, True, True)  # ..., only_inputs (6th)
+    assert g.tolist() == [3.0, 12.0] and g.requires_grad
+    with pytest.warns(FutureWarning, match="only_inputs argument is deprecated"):
+        minidl.autograd.grad(y, x, retain_graph=True, only_inputs=False)
+    with pytest.raises(NotImplementedError, match="is_grads_batched=True is not supported"):
+        minidl.autograd.grad(y, x, is_grads_batched=True)
+    z = minidl.tensor([1.0], requires_grad=True)
+    assert minidl.autograd.grad(y, [x, z], allow_unused=True)[1] is None
+
+
+def test_save_and_load_take_binary_file_objects_as_torch():
+    """``torch.save(model.state_dict(), buffer)`` / ``torch.load(buffer)``, both formats."""
+    model = minidl.nn.Linear(2, 3)
+    buffer = io.BytesIO()
+    minidl.save({"model": model.state_dict(), "epoch": 3}, buffer)
+    assert buffer.tell() > 0
+    buffer.seek(0)
+    back = minidl.load(buffer)
+    assert back["epoch"] == 3 and back["model"]["weight"].tolist() == model.weight.tolist()
+    buffer = io.BytesIO()
+    minidl.save(model.state_dict(), buffer, format="torch")
+    buffer.seek(0)
+    assert minidl.load(buffer)["bias"].tolist() == model.bias.tolist()
+    with pytest.raises(TypeError, match="binary mode"):
+        minidl.load(io.StringIO("x"))
+    with pytest.raises(ValueError, match="cannot read checkpoint <file object>"):
+        minidl.load(io.BytesIO(b"not a checkpoint"))
+    with pytest.raises(TypeError, match="a str, os.PathLike or a binary file object, got int"):
+        minidl.save(model.state_dict(), 3)
+
+
+def test_save_and_load_of_file_objects_cross_with_torch():
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Linear(2, 3)
+    buffer = io.BytesIO()
+    torch.save(theirs.state_dict(), buffer)
+    buffer.seek(0)
+    ours = minidl.nn.Linear(2, 3)
+    ours.load_state_dict(minidl.load(buffer))
+    np.testing.assert_array_equal(ours.weight.detach().numpy(), theirs.weight.detach().numpy())
+    buffer = io.BytesIO()
+    minidl.save(ours.state_dict(), buffer, format="torch")
+    buffer.seek(0)
+    back = torch.load(buffer, weights_only=True)
+    np.testing.assert_array_equal(back["bias"].numpy(), ours.bias.detach().numpy())
