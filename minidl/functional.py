@@ -682,11 +682,11 @@ class AddReLU(Function):
     def backward(self, g):
         (y,) = self.saved
         fast = getattr(_kernels(g), "relu_backward", None)
-        gx = fast(g, y) if fast is not None else g * (y > 0)
+        gx = fast(g, y) if fast is not None else g * ~(y <= 0)
         return tuple(gx.astype(dt, copy=False) for dt in self.dtypes)
 
     def graph_backward(self, g, out):
-        gx = keep_where(out.data > 0, g)
+        gx = keep_where(~(out.data <= 0), g)
         return gx, gx
 
 

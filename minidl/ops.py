@@ -864,10 +864,10 @@ class ReLU(Function):
     def backward(self, g):
         (y,) = self.saved
         fast = getattr(backend.kernels(get_array_module(g)), "relu_backward", None)
-        return fast(g, y) if fast is not None else g * (y > 0)
+        return fast(g, y) if fast is not None else g * ~(y <= 0)
 
-    def graph_backward(self, g, out):
-        return g * constant((out.data > 0).astype(g.data.dtype))
+    def graph_backward(self, g, out):  # a NaN passes the gradient on, as torch's
+        return g * constant((~(out.data <= 0)).astype(g.data.dtype))
 
 
 def stable_sigmoid(x):

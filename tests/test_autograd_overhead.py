@@ -37,19 +37,21 @@ def test_registered_attributes_follow_every_change():
     assert m.bias is None and m.state_dict() == {}
 
 
-def test_a_plain_or_class_attribute_still_wins_over_a_registered_one():
+def test_a_registration_over_a_plain_or_class_attribute_is_refused_as_torch():
     m = _Plain()
     m.x = 3
-    m.register_buffer("x", np.ones(2))  # the plain attribute was there first and stays
-    assert m.x == 3 and list(m.state_dict()) == ["x"]
-    del m.x  # drops the buffer, not the plain attribute
+    with pytest.raises(KeyError, match="'x' already exists"):
+        m.register_buffer("x", np.ones(2))  # the plain attribute was there first and stays
     assert m.x == 3 and list(m.state_dict()) == []
-    m.klass = _param(4)  # registered, but the class attribute is what m.klass finds
-    assert m.klass == "class attribute" and [n for n, _ in m.named_parameters()] == ["klass"]
+    with pytest.raises(KeyError, match="'klass' already exists"):
+        m.klass = _param(4)  # the class attribute would hide it from m.klass
+    assert m.klass == "class attribute" and list(m.named_parameters()) == []
     m.y = _param(5)
-    m.register_buffer("y", np.ones(6))
-    assert m.y.shape == (5,)  # a parameter before a buffer of the same name
+    with pytest.raises(KeyError, match="'y' already exists"):
+        m.register_buffer("y", np.ones(6))
+    assert m.y.shape == (5,) and list(m.state_dict()) == ["y"]
     del m.y
+    m.register_buffer("y", np.ones(6))  # free again
     assert m.y.shape == (6,) and type(m.y) is minidl.Tensor
 
 
@@ -57,8 +59,8 @@ def test_batchnorm_buffers_and_reinitialisation():
     bn = nn.BatchNorm2d(3)
     bn.running_mean = None  # a registered buffer name stays a buffer
     assert bn.running_mean is None and "running_mean" not in bn.state_dict()
-    bn.running_mean = minidl.tensor(np.ones(3))
-    assert list(bn.state_dict())[:3] == ["weight", "bias", "running_var"]
+    bn.running_mean = minidl.tensor(np.ones(3))  # back in its place, as torch's
+    assert list(bn.state_dict())[:4] == ["weight", "bias", "running_mean", "running_var"]
     lin = nn.Linear(2, 2)
     nn.Module.__init__(lin)  # fresh, empty registrations
     with pytest.raises(AttributeError):

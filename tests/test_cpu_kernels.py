@@ -289,7 +289,9 @@ def test_relu_kernels(dtype, size):
     y = cpu.relu_forward(x)
     np.testing.assert_array_equal(y, np.maximum(x, 0))
     g = rng.standard_normal(x.shape).astype(dtype)
-    np.testing.assert_array_equal(cpu.relu_backward(g, y), np.where(x > 0, g, 0))
+    # the gradient passes where x > 0 and at NaN (torch's threshold_backward: 0 where y <= 0)
+    np.testing.assert_array_equal(cpu.relu_backward(g, y), np.where(x <= 0, 0, g))
+    assert cpu.relu_backward(g, y)[0] == g[0]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

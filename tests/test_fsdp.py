@@ -299,7 +299,7 @@ def test_errors_name_the_problem(errors):
         assert r["different_models"] == (
             "ValueError: FullyShardedDataParallel: ranks wrap different modules: rank 0 has "
             "('weight', (2, 3), 'float32') where rank 1 has ('weight', (2, 4), 'float32')")
-    assert errors[0]["tied_one_unit_keys"] == ["0.weight", "0.bias", "2.bias", "2.weight"]
+    assert errors[0]["tied_one_unit_keys"] == ["0.weight", "0.bias", "2.weight", "2.bias"]  # torch's
 
 
 def test_wrapping_without_a_process_group_is_refused():

@@ -164,7 +164,7 @@ y = (v > (T)0 || v != v) ? v : (T)0;
 
 # As in PyTorch, the gradient is g where the output is positive and exactly 0 elsewhere.
 RELU_BACKWARD = """
-gx = y[i] > (T)0 ? g[i] : (T)0;
+gx = y[i] <= (T)0 ? (T)0 : g[i];
 """
 
 # A dtype conversion between float32 and the 16-bit types (autocast's casts), through float.

@@ -451,8 +451,9 @@ class Module:
                 and not isinstance(value, Tensor)):
             raise TypeError(f"cannot assign a {type(value).__name__} as buffer {name!r} of "
                             f"{type(self).__name__} (a Tensor or None expected)")
-        if isinstance(value, Parameter) and isinstance(getattr(type(self), name, None), property):
-            # a parametrized tensor (nn.utils.parametrize): a Parameter would hide behind it
+        if isinstance(value, Parameter) and name not in params and hasattr(type(self), name):
+            # a class attribute (a method, a property of nn.utils.parametrize) would hide the
+            # Parameter from attribute lookup while state_dict() holds it: torch refuses it too
             raise KeyError(f"attribute '{name}' already exists")
         if isinstance(value, Buffer):
             for store in (self._parameters, self._modules):

@@ -25,10 +25,10 @@ def _relu_fwd_range(xf, yf, lo, hi):
 def _relu_bwd_range(gf, yf, gxf, lo, hi):
     for i in range(lo, hi):
         k = np.uintp(i)
-        if yf[k] > 0:
-            gxf[k] = gf[k]
-        else:
+        if yf[k] <= 0:  # a NaN output passes the gradient on, as torch's threshold_backward
             gxf[k] = 0
+        else:
+            gxf[k] = gf[k]
 
 
 @njit(parallel=True, cache=True)
@@ -113,7 +113,7 @@ def _clip_bwd_range(gf, xf, gxf, lo, hi, a, b):
     for i in range(a, b):
         k = np.uintp(i)
         v = xf[k]
-        gxf[k] = gf[k] if (v > lo and v < hi) else gf[k] * 0
+        gxf[k] = gf[k] if (v > lo and v < hi) else gf[k] * 0  # NaN stops, as torch's
 
 
 @njit(parallel=True, cache=True)
@@ -153,7 +153,7 @@ def hardtanh_forward(x, lo, hi):
 
 
 def hardtanh_backward(g, x, lo, hi):
-    """g where lo < x < hi, 0 elsewhere (PyTorch's hardtanh gradient)."""
+    """g where lo < x < hi, 0 elsewhere, at NaN too (PyTorch's hardtanh gradient)."""
     g, x = contiguous(g), contiguous(x)
     gx = np.empty_like(g)
     t = g.dtype.type
@@ -326,9 +326,10 @@ def relu_forward(x):
 
 
 def relu_backward(g, y):
-    """Gradient of ReLU from its output: y > 0 exactly where the input was > 0."""
+    """Gradient of ReLU from its output: y > 0 exactly where the input was > 0; a NaN passes
+    the gradient on (torch's threshold_backward zeroes only where y <= 0)."""
     if g.dtype not in FLOATS or g.dtype != y.dtype or g.shape != y.shape:
-        return g * (y > 0)
+        return g * ~(y <= 0)
     g, y = contiguous(g), contiguous(y)
     gx = np.empty_like(g)
     launch(_RELU_BWD, parallel(g.size, "relu"), g.reshape(-1), y.reshape(-1), gx.reshape(-1))

@@ -88,7 +88,7 @@ class Hardtanh(Pointwise):
 
     @staticmethod
     def df(xp, x, min_val, max_val):
-        return ((x > min_val) & (x < max_val)).astype(x.dtype)
+        return ((x > min_val) & (x < max_val)).astype(x.dtype)  # 0 at NaN, as torch's
 
 
 class Softplus(Pointwise):
