@@ -12,6 +12,7 @@ from .autograd import inference_mode, set_grad_enabled
 from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
 from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
+from . import accelerator  # noqa: E402,F401  (torch.accelerator, on minidl.cuda)
 from . import hub, random  # noqa: E402,F401  (torch.hub on local files; torch.random)
 from .legacy_types import CPU as _LEGACY_TYPES  # noqa: E402  (minidl.FloatTensor, ...)
 

@@ -34,6 +34,9 @@ def _parity(script, atol=1e-10, **kw):
     for key in theirs:
         if key == "params":
             continue
+        if isinstance(theirs[key], str):  # a repr of facts that must match exactly
+            assert ours[key] == theirs[key], key
+            continue
         np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-9, atol=1e-12, err_msg=key)
     assert set(ours["params"]) == set(theirs["params"])
     for k in theirs["params"]:
@@ -1540,6 +1543,136 @@ def test_nano_gpt_trains_the_same():
     assert out["sample"].shape == (1, 11)
 
 
+
+# ---- 15. the "Learn the Basics" tutorials: tensors (out=, in-place, NumPy bridge), autograd,
+# and the quickstart's train/test loops on torch.accelerator's device --------------------------
+def learn_the_basics(tt, state=None, steps=3):
+    nn = tt.nn
+    facts = []
+    # tensors
+    data = [[1, 2], [3, 4]]
+    x_data = tt.tensor(data)
+    x_ones = tt.ones_like(x_data)
+    x_rand = tt.rand_like(x_data, dtype=tt.float)
+    tensor = tt.ones(4, 4)
+    tensor[:, 1] = 0
+    t1 = tt.cat([tensor, tensor, tensor], dim=1)
+    y1 = tensor @ tensor.T
+    y2 = tensor.matmul(tensor.T)
+    y3 = tt.rand_like(y1)
+    tt.matmul(tensor, tensor.T, out=y3)
+    z1 = tensor * tensor
+    z3 = tt.rand_like(tensor)
+    tt.mul(tensor, tensor, out=z3)
+    agg = tensor.sum()
+    agg_item = agg.item()
+    tensor.add_(5)
+    t = tt.ones(5)
+    n = t.numpy()
+    t.add_(1)
+    n2 = np.ones(5)
+    t2 = tt.from_numpy(n2)
+    np.add(n2, 1, out=n2)
+    facts += [x_ones.tolist(), x_rand.dtype == tt.float32, tensor[..., -1].tolist(),
+              list(t1.shape), (y1 == y2).all().item(), (y1 == y3).all().item(),
+              (z1 == z3).all().item(), agg_item, type(agg_item).__name__, n.tolist(), t2.tolist()]
+    # autograd
+    x = tt.ones(5, dtype=tt.double)
+    y = tt.zeros(3, dtype=tt.double)
+    w = tt.from_numpy(np.linspace(-1, 1, 15).reshape(5, 3)).requires_grad_()
+    b = tt.from_numpy(np.linspace(0, 1, 3)).requires_grad_()
+    z = tt.matmul(x, w) + b
+    loss = tt.nn.functional.binary_cross_entropy_with_logits(z, y)
+    loss.backward()
+    with tt.no_grad():
+        facts.append((tt.matmul(x, w) + b).requires_grad)
+    inp = tt.eye(4, 5, dtype=tt.double, requires_grad=True)
+    out = (inp + 1).pow(2).t()
+    out.backward(tt.ones_like(out), retain_graph=True)
+    facts.append(inp.grad.tolist())
+    out.backward(tt.ones_like(out))
+    facts.append(inp.grad.tolist())
+    inp.grad.zero_()
+    facts.append(z.detach().requires_grad)
+    nums = [loss.item(), *w.grad.numpy().ravel(), *b.grad.numpy()]
+    # quickstart
+    device = tt.accelerator.current_accelerator().type if tt.accelerator.is_available() else "cpu"
+    device = "cpu" if tt is torch else device  # torch's accelerator (if any) is not compared
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(
+                nn.Linear(4 * 4, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 3))
+
+        def forward(self, x):
+            x = self.flatten(x)
+            logits = self.linear_relu_stack(x)
+            return logits
+
+    model = NeuralNetwork().to(device).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(19)
+    training_data = tt.utils.data.TensorDataset(tt.from_numpy(rng.random((20, 1, 4, 4))),
+                                                tt.from_numpy(rng.integers(0, 3, 20)))
+    train_dataloader = tt.utils.data.DataLoader(training_data, batch_size=8)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = tt.optim.SGD(model.parameters(), lr=1e-1)
+    losses = []
+
+    def train(dataloader, model, loss_fn, optimizer):
+        size = len(dataloader.dataset)
+        model.train()
+        for batch, (X, y) in enumerate(dataloader):
+            X, y = X.to(device), y.to(device)
+            pred = model(X)
+            loss = loss_fn(pred, y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            loss, current = loss.item(), (batch + 1) * len(X)
+            losses.append(loss)
+            assert current <= size
+
+    def test(dataloader, model, loss_fn):
+        size = len(dataloader.dataset)
+        num_batches = len(dataloader)
+        model.eval()
+        test_loss, correct = 0, 0
+        with tt.no_grad():
+            for X, y in dataloader:
+                X, y = X.to(device), y.to(device)
+                pred = model(X)
+                test_loss += loss_fn(pred, y).item()
+                correct += (pred.argmax(1) == y).type(tt.float).sum().item()
+        test_loss /= num_batches
+        correct /= size
+        return test_loss, correct
+
+    for t in range(steps):
+        train(train_dataloader, model, loss_fn, optimizer)
+        test_loss, correct = test(train_dataloader, model, loss_fn)
+        nums += [test_loss, correct]
+    buffer = io.BytesIO()
+    tt.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    model = NeuralNetwork().to(device).double()
+    model.load_state_dict(tt.load(buffer, weights_only=True))
+    model.eval()
+    with tt.no_grad():
+        x, y = training_data[0][0], training_data[0][1]
+        x = x.to(device)
+        pred = model(x)
+        facts += [pred[0].argmax(0).item(), y.item()]
+    return {"losses": losses, "nums": nums, "facts": repr(facts), "params": _params(model)}
+
+
+def test_learn_the_basics_tutorials_run_the_same():
+    out = _parity(learn_the_basics)
+    assert len(out["losses"]) == 3 * 3
+
+
 # ---- regressions these programs found --------------------------------------------------------
 def _zero_dim_in_place(tt):
     """A reduction's 0-d result changed in place (the transfer-learning tutorial's
@@ -1685,3 +1818,62 @@ def test_save_and_load_of_file_objects_cross_with_torch():
     buffer.seek(0)
     back = torch.load(buffer, weights_only=True)
     np.testing.assert_array_equal(back["bias"].numpy(), ours.bias.detach().numpy())
+
+
+def _out_forms(tt):
+    tensor = tt.ones(3, 3)
+    tensor[:, 1] = 0
+    y3 = tt.zeros(3, 3)
+    same = tt.matmul(tensor, tensor.T, out=y3) is y3
+    z3 = tt.zeros(3, 3, dtype=tt.float64)  # a wider dtype takes the result
+    tt.mul(tensor, tensor, out=z3)
+    empty = tt.empty(0)
+    tt.add(tt.ones(2), 1, out=empty)  # an empty out is resized silently
+    with pytest.warns(UserWarning, match="An output with one or more elements was resized"):
+        small = tt.zeros(1)
+        tt.exp(tt.zeros(2), out=small)
+    errors = []
+    for call in (lambda: tt.mul(tt.ones(2), 2.5, out=tt.zeros(2, dtype=tt.int64)),
+                 lambda: tt.exp(tt.ones(2, requires_grad=True), out=tt.zeros(2))):
+        with pytest.raises(RuntimeError) as info:
+            call()
+        errors.append(str(info.value).split(":")[0] if "out=" in str(info.value) else "cast")
+    with tt.no_grad():
+        tt.exp(tt.zeros(2, requires_grad=True), out=small)
+    return [same, y3.tolist(), str(z3.dtype).replace("torch.", ""), z3.tolist(), empty.tolist(),
+            small.tolist(), errors]
+
+
+def test_function_forms_write_into_out_as_torch():
+    """The Tensors tutorial's ``torch.matmul(tensor, tensor.T, out=y3)``."""
+    got = _out_forms(minidl)
+    assert got[0] is True and got[1] == [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    assert got[2] == "float64" and got[4] == [2.0, 2.0] and got[5] == [1.0, 1.0]
+    assert got[6] == ["cast", "exp()"]
+
+
+def test_function_forms_write_into_out_as_torch_does():
+    torch = pytest.importorskip("torch")
+    assert _out_forms(minidl) == _out_forms(torch)
+
+
+def test_accelerator_answers_the_quickstarts_device_question():
+    device = minidl.accelerator.current_accelerator().type \
+        if minidl.accelerator.is_available() else "cpu"
+    assert device == ("cuda" if minidl.cuda.is_available() else "cpu")
+    assert minidl.accelerator.device_count() == minidl.cuda.device_count()
+    if not minidl.cuda.is_available():
+        assert minidl.accelerator.current_accelerator(check_available=True) is None
+
+
+def test_tensor_dataset_items_are_tensors_viewing_the_data_as_torch():
+    """The quickstart's ``x, y = test_data[0][0], test_data[0][1]; model(x.to(device))``."""
+    x = minidl.from_numpy(np.arange(12.0).reshape(4, 3))
+    data = minidl.utils.data.TensorDataset(x, minidl.tensor([5, 6, 7, 8]))
+    image, label = data[1]
+    assert isinstance(image, minidl.Tensor) and isinstance(label, minidl.Tensor)
+    assert image.tolist() == [3.0, 4.0, 5.0] and label.item() == 6 and label.shape == ()
+    assert image.dtype == minidl.float64 and label.dtype == minidl.int64
+    image.add_(1)  # a view of the data, as torch's
+    assert data[1][0].tolist() == [4.0, 5.0, 6.0] and data.tensors[0][1].tolist() == [4.0, 5.0, 6.0]
+    assert [t.shape for t in data[1:3]] == [(2, 3), (2,)]
