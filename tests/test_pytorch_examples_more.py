@@ -1895,6 +1895,76 @@ def test_per_sample_gradients_tutorial_runs_the_same():
     _parity(per_sample_grads)
 
 
+
+# ---- 18. the spatial transformer tutorial: a localisation net regressing theta, affine_grid,
+# grid_sample, trained end to end ------------------------------------------------------------
+def spatial_transformer(tt, state=None, steps=3):
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+
+    class Net(nn.Module):
+        def __init__(self):
+            super(Net, self).__init__()
+            self.conv1 = nn.Conv2d(1, 4, kernel_size=3)
+            self.fc1 = nn.Linear(4 * 5 * 5, 10)
+            self.localization = nn.Sequential(
+                nn.Conv2d(1, 4, kernel_size=3), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
+                nn.Conv2d(4, 5, kernel_size=3), nn.ReLU(True))
+            self.fc_loc = nn.Sequential(nn.Linear(5 * 3 * 3, 8), nn.ReLU(True), nn.Linear(8, 3 * 2))
+            # the tutorial: fc_loc[2].weight.data.zero_(); fc_loc[2].bias.data.copy_(identity).
+            # minidl's .data is an ndarray (see the word LM), hence no_grad; and the identity is
+            # nudged: it puts samples exactly on pixels, where bilinear sampling has a kink, and
+            # torch's vectorised CPU kernel (a fused multiply-add where the CPU has one) lands
+            # an ulp below such a pixel where plain float64 arithmetic lands on it, so the two
+            # take opposite one-sided derivatives there (both valid; torch's own depends on
+            # the CPU)
+            with tt.no_grad():
+                self.fc_loc[2].weight.zero_()
+                self.fc_loc[2].bias.copy_(tt.tensor([1, 0, 0.013, 0, 1, -0.021], dtype=tt.float))
+
+        def stn(self, x):
+            xs = self.localization(x)
+            xs = xs.view(-1, 5 * 3 * 3)
+            theta = self.fc_loc(xs)
+            theta = theta.view(-1, 2, 3)
+            grid = F.affine_grid(theta, x.size(), align_corners=False)
+            x = F.grid_sample(x, grid, align_corners=False)
+            return x
+
+        def forward(self, x):
+            x = self.stn(x)
+            x = F.relu(F.max_pool2d(self.conv1(x), 2))
+            x = x.view(-1, 4 * 5 * 5)
+            x = self.fc1(x)
+            return F.log_softmax(x, dim=1)
+
+    model = Net().double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(22)
+    images = tt.from_numpy(rng.random((8, 1, 12, 12)))
+    labels = tt.from_numpy(rng.integers(0, 10, 8))
+    optimizer = optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    model.train()
+    for batch_idx in range(steps):
+        data, target = images[4 * (batch_idx % 2):4 * (batch_idx % 2) + 4], \
+            labels[4 * (batch_idx % 2):4 * (batch_idx % 2) + 4]
+        optimizer.zero_grad()
+        output = model(data)
+        loss = F.nll_loss(output, target)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        model.eval()
+        transformed = model.stn(images[:2]).cpu()
+    return {"losses": losses, "transformed": transformed.numpy(), "params": _params(model)}
+
+
+def test_spatial_transformer_trains_the_same():
+    out = _parity(spatial_transformer)
+    assert out["transformed"].shape == (2, 1, 12, 12)
+
+
 # ---- regressions these programs found --------------------------------------------------------
 def _zero_dim_in_place(tt):
     """A reduction's 0-d result changed in place (the transfer-learning tutorial's
