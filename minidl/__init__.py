@@ -12,8 +12,8 @@ from .autograd import inference_mode, set_grad_enabled
 from .backend import device
 from . import data, nn, optim, testing  # noqa: E402,F401  (minidl.optim.SGD etc., as in torch)
 from . import amp, backends, compiler, cuda, futures, jit, utils  # noqa: E402,F401
-from . import accelerator  # noqa: E402,F401  (torch.accelerator, on minidl.cuda)
 from . import hub, random  # noqa: E402,F401  (torch.hub on local files; torch.random)
+from . import accelerator, cpu  # noqa: E402,F401  (torch.accelerator, torch.cpu)
 from .legacy_types import CPU as _LEGACY_TYPES  # noqa: E402  (minidl.FloatTensor, ...)
 
 globals().update(_LEGACY_TYPES)
@@ -42,7 +42,7 @@ from .runtime import (  # noqa: E402,F401  (in __all__ below, compile aside)
 from .backend import default_generator  # noqa: E402,F401
 
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402,F401  (one place: minidl/version.py)
 
 
 def set_num_threads(n):
@@ -142,8 +142,9 @@ from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
 
 __all__.append("Generator")
 from . import profiler  # noqa: E402,F401  (minidl.profiler, as torch.profiler)
-# torch.autograd's names above the ops layer: autograd.functional (vjp, jacobian, hessian...)
-# and autograd.gradcheck/gradgradcheck, set here so that autograd imports nothing above it
+from . import multiprocessing  # noqa: E402,F401  (torch.multiprocessing: spawn, ...)
+# torch.autograd's names above the ops layer: autograd.functional (vjp, jacobian, hessian...),
+# autograd.gradcheck/gradgradcheck and autograd.profiler, set here so that autograd imports nothing above it
 import sys as _sys  # noqa: E402
 
 from . import _autograd_functional, autograd as _autograd, testing as _testing  # noqa: E402
@@ -151,7 +152,11 @@ from . import _autograd_functional, autograd as _autograd, testing as _testing  
 _autograd.functional = _autograd_functional
 _sys.modules[__name__ + ".autograd.functional"] = _autograd_functional
 _autograd.gradcheck, _autograd.gradgradcheck = _testing.gradcheck, _testing.gradgradcheck
-del _sys, _testing, _autograd
+from .profiler import legacy as _legacy_profiler  # noqa: E402  (torch.autograd.profiler)
+
+_autograd.profiler = _legacy_profiler
+_sys.modules[__name__ + ".autograd.profiler"] = _legacy_profiler
+del _sys, _testing, _autograd, _legacy_profiler
 from .shape_ops import (  # noqa: E402,F401  (torch.channels_last, ...)
     channels_last, channels_last_3d, contiguous_format, memory_format, preserve_format,
 )
@@ -184,6 +189,10 @@ import sys as _sys  # noqa: E402
 
 _sys.modules[__name__ + ".quantization"] = ao.quantization  # minidl.quantization, as torch's
 quantization = ao.quantization
+# torch.nn.quantized / .quantized.dynamic / .qat: torch's older names of the ao modules
+_sys.modules[__name__ + ".nn.quantized"] = nn.quantized = ao.nn.quantized
+_sys.modules[__name__ + ".nn.quantized.dynamic"] = ao.nn.quantized.dynamic
+_sys.modules[__name__ + ".nn.qat"] = nn.qat = ao.nn.qat
 for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
     globals()[_name] = getattr(ao.quantization, _name)
 del _sys, _name

@@ -417,6 +417,15 @@ def reset_peak_memory_stats(device=None) -> None:
 reset_max_memory_allocated = reset_peak_memory_stats
 
 
+def reset_accumulated_memory_stats(device=None) -> None:
+    """Zero the accumulated counters of ``memory_stats()`` (``num_ooms``: CuPy's pool counts
+    no allocations or frees for minidl to reset)."""
+    if not is_available():
+        return
+    _checked_index(device, "reset_accumulated_memory_stats")
+    backend._oom_count[0] = 0
+
+
 def max_memory_cached(device=None) -> int:
     """Deprecated name of ``max_memory_reserved``."""
     warnings.warn("`minidl.cuda.max_memory_cached` has been renamed to "

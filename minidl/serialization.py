@@ -74,6 +74,19 @@ def _is_sparse(t):
     return type(t.data) is SparseCOO
 
 
+def _is_quantized(value):
+    """A minidl quantized tensor (ao.quantization.QTensor)."""
+    from .ao.quantization.qtensor import QTensor
+
+    return isinstance(value, QTensor)
+
+
+def _is_qdtype(value):
+    from .ao.quantization.qtensor import QDtype
+
+    return isinstance(value, QDtype)
+
+
 def _sparse_tensor(indices, values, shape, coalesced):
     """A sparse COO tensor read from a file, its invariants checked (sparse_coo_tensor's
     checks: a damaged file cannot make an index point outside the shape)."""
@@ -262,6 +275,17 @@ class _Writer:
             if isinstance(value, str) and "\0" in value:
                 raise ValueError(f"save: {where} is a string holding a NUL character")
             return {"value": value}
+        if _is_quantized(value):  # its integers, dtype, scale(s), zero point(s), axis
+            per_channel = value._axis is not None
+            qparams = [self.node(np.asarray(v), path + [k]) if per_channel else {"value": v}
+                       for k, v in (("scale", float(value._scale) if not per_channel else
+                                     value._scale), ("zero_point", value._zero_point
+                                                     if per_channel else int(value._zero_point)))]
+            return {"qtensor": {"ints": self.node(value._ints, path + ["int_repr"]),
+                                "dtype": value.dtype.name, "scale": qparams[0],
+                                "zero_point": qparams[1], "axis": value._axis}}
+        if _is_qdtype(value):
+            return {"qdtype": value.name}
         if isinstance(value, Tensor) and _is_sparse(value):  # indices, values, shape
             data = value.data
             node = {"sparse": {"indices": self.node(Tensor(data.indices), path + ["indices"]),
@@ -310,6 +334,8 @@ _TORCH_STORAGES = {
 }
 # data.pkl names only these, collections.OrderedDict and torch._utils' _rebuild_tensor_v2 and
 # _rebuild_parameter: globals torch.load(weights_only=True) allows
+_QUANTIZED_STORAGES = {"qint8": "QInt8Storage", "quint8": "QUInt8Storage",
+                       "qint32": "QInt32Storage"}
 _ARCHIVE = "archive"  # the zip's top folder: torch names it after the file and reads any name
 _ALIGN = 64  # each storage starts on a 64-byte boundary of the file, as torch writes them
 
@@ -443,12 +469,56 @@ class _TorchPickle:
         self.out += pickle.NEWTRUE if data.coalesced else pickle.NEWFALSE
         self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
 
+    def write_qtensor(self, value, where):
+        """torch._utils._rebuild_qtensor(storage, offset, size, stride, quantizer params,
+        requires_grad, hooks), the integers in a QInt8/QUInt8/QInt32 storage and the params
+        (per_tensor_affine, scale, zero_point) or (per_channel_affine, float64 scales, int64
+        zero points, axis), as torch.save writes a quantized tensor."""
+        ints = np.ascontiguousarray(value._ints, dtype=value._ints.dtype.newbyteorder("<"))
+        key = str(len(self.storages))
+        self.storages.append(ints)
+        self.keep.append(ints)
+        self.write_global("torch._utils", "_rebuild_qtensor")
+        self.out += pickle.MARK + pickle.MARK
+        self.write_str("storage")
+        self.write_global("torch", _QUANTIZED_STORAGES[value.dtype.name])
+        self.write_str(key)
+        self.write_str("cpu")
+        self.write_int(ints.size, where)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        stride, step = [], 1
+        for n in reversed(ints.shape):
+            stride.insert(0, step)
+            step *= max(n, 1)
+        self.write_int(0, where)
+        self.write_ints(ints.shape, where)
+        self.write_ints(stride, where)
+        if value._axis is None:
+            self.write_global("torch", "per_tensor_affine")
+            self.out += pickle.BINFLOAT + struct.pack(">d", float(value._scale))
+            self.write_int(int(value._zero_point), where)
+            self.out += pickle.TUPLE3
+        else:
+            self.out += pickle.MARK
+            self.write_global("torch", "per_channel_affine")
+            self.write_tensor(np.asarray(value._scale, np.float64), where + "/scales")
+            self.write_tensor(np.asarray(value._zero_point, np.int64), where + "/zero_points")
+            self.write_int(int(value._axis), where)
+            self.out += pickle.TUPLE
+        self.out += pickle.NEWFALSE
+        self.write_empty_ordered_dict()
+        self.out += pickle.TUPLE + pickle.REDUCE
+
     def write(self, value, path):
         from .tensor import Tensor
 
         where = "/".join(path) or "the object"
+        if _is_quantized(value):
+            self.write_qtensor(value, where)
+        elif _is_qdtype(value):  # torch.qint8 & co
+            self.write_global("torch", value.name)
         # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
-        if isinstance(value, Tensor) and _is_sparse(value):
+        elif isinstance(value, Tensor) and _is_sparse(value):
             self.write_sparse(value, where)
         elif isinstance(value, (Tensor, np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
@@ -490,6 +560,15 @@ class _TorchPickle:
                 self.write(k, path + [str(k)])
                 self.write(v, path + [str(k)])
             self.out += pickle.SETITEMS
+            metadata = getattr(value, "_metadata", None)
+            if isinstance(value, collections.OrderedDict) and isinstance(metadata, dict):
+                # a state_dict's module versions, set on the OrderedDict as torch.save does
+                self.out += pickle.EMPTY_DICT
+                self.write_str("_metadata")
+                self.write(collections.OrderedDict(
+                    (str(k), {"version": int(v.get("version", 1))} if isinstance(v, dict) else {})
+                    for k, v in metadata.items()), path + ["_metadata"])
+                self.out += pickle.SETITEM + pickle.BUILD
         elif isinstance(value, list):
             self.out += pickle.EMPTY_LIST
             if value:
@@ -606,8 +685,13 @@ def load(path, map_location=None, weights_only=True):
         # and without running code from the file (torch_file's restricted unpickler)
         from .torch_file import read
 
-        return _torch_tensors(read(path if source is None else source, tensors=True),
-                              map_location)
+        obj = read(path if source is None else source, tensors=True)
+        try:
+            return _torch_tensors(obj, map_location)
+        except ValueError as exc:  # a tensor whose parts do not fit together
+            if path in str(exc):
+                raise
+            raise ValueError(f"checkpoint {path}: {exc}") from None
     try:
         with zipfile.ZipFile(path if source is None else source) as zf:
             names = zf.namelist()
@@ -691,13 +775,22 @@ def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
-    from .torch_file import LoadedSparse, LoadedTensor, _DType
+    from .torch_file import LoadedQTensor, LoadedSparse, LoadedTensor, _DType
 
+    if isinstance(obj, LoadedQTensor):  # quantized tensors live on the host
+        from .ao.quantization.qtensor import qtensor_from_parts
+
+        return qtensor_from_parts(obj.ints, obj.dtype, obj.scale, obj.zero_point, obj.axis,
+                                  "a quantized tensor of the checkpoint")
     if isinstance(obj, LoadedSparse):
         return _placed(_sparse_tensor(obj.indices, obj.values, obj.shape, obj.coalesced), device)
     if isinstance(obj, LoadedTensor):  # its dtype (bfloat16 too) and requires_grad, as torch's
         t = _placed(Tensor(obj.array), device)
         return t.requires_grad_(True) if obj.requires_grad and t._ctx is None else t
+    if isinstance(obj, _DType) and obj.name in ("qint8", "quint8", "qint32"):
+        from .ao.quantization.qtensor import QDTYPES
+
+        return QDTYPES[obj.name]
     if isinstance(obj, _DType):  # torch.float32 & co as a value: minidl's dtype of that name
         from .backend.dtypes import as_dtype
 
@@ -737,6 +830,19 @@ class _Reader:
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
             return _placed(t, self.device)
+        if "qtensor" in node:
+            from .ao.quantization.qtensor import qtensor_from_parts
+
+            part = node["qtensor"]
+            return qtensor_from_parts(self.node(part["ints"]), part["dtype"],
+                                      self.node(part["scale"]), self.node(part["zero_point"]),
+                                      part["axis"], "a quantized tensor of the checkpoint")
+        if "qdtype" in node:
+            from .ao.quantization.qtensor import QDTYPES
+
+            if node["qdtype"] not in QDTYPES:
+                raise ValueError(f"unknown quantized dtype {node['qdtype']!r}")
+            return QDTYPES[node["qdtype"]]
         if "sparse" in node:
             part = node["sparse"]
             arrays = [self._array(part[k]["tensor"], part[k]) for k in ("indices", "values")]

@@ -201,6 +201,65 @@ def _rebuild_sparse_kept(layout, data):
     return LoadedSparse(indices.array, values.array, _rebuild_size(size), coalesced)
 
 
+# quantized storages (torch.save of a quantized tensor): their integers, and the dtype they
+# mean; read only by minidl.load (``read(..., tensors=True)``)
+_QUANTIZED_STORAGES = {"QInt8Storage": ("i1", "qint8"), "QUInt8Storage": ("u1", "quint8"),
+                       "QInt32Storage": ("i4", "qint32")}
+_QSCHEMES = ("per_tensor_affine", "per_channel_affine")
+
+
+class _QScheme(NamedTuple):
+    """torch.per_tensor_affine / torch.per_channel_affine, as a quantized tensor's scheme."""
+    name: str
+
+
+class LoadedQTensor(NamedTuple):
+    """A quantized tensor of the file (``read(..., tensors=True)``): its integers, dtype name,
+    scale and zero point (numbers per tensor, arrays per channel) and axis (None per tensor);
+    checked where it becomes a minidl quantized tensor."""
+    ints: np.ndarray
+    dtype: str
+    scale: object
+    zero_point: object
+    axis: object
+
+
+def _rebuild_qtensor_kept(storage, offset, size, stride, quantizer_params, *_ignored):
+    """Stand-in for torch._utils._rebuild_qtensor(storage, offset, size, stride,
+    (qscheme, scale, zero_point) or (qscheme, scales, zero_points, axis), requires_grad,
+    hooks)."""
+    name = storage[3] if isinstance(storage, tuple) and len(storage) == 4 else None
+    if name not in _QUANTIZED_STORAGES:
+        raise pickle.UnpicklingError(f"_rebuild_qtensor: expected a quantized storage "
+                                     f"({', '.join(_QUANTIZED_STORAGES)}), got {name!r}")
+    ints, _ = _strided_copy(storage, offset, size, stride)
+    if not isinstance(quantizer_params, tuple) or not quantizer_params \
+            or not isinstance(quantizer_params[0], _QScheme):
+        raise pickle.UnpicklingError("_rebuild_qtensor: expected (qscheme, ...) quantizer params")
+    scheme, rest = quantizer_params[0].name, quantizer_params[1:]
+    dtype = _QUANTIZED_STORAGES[name][1]
+    if scheme == "per_tensor_affine" and len(rest) == 2:
+        scale, zero_point = rest
+        if not isinstance(scale, float) or isinstance(zero_point, bool) \
+                or not isinstance(zero_point, int):
+            raise pickle.UnpicklingError("_rebuild_qtensor: a per-tensor scale must be a float "
+                                         "and its zero point an int")
+        return LoadedQTensor(ints, dtype, scale, zero_point, None)
+    if scheme == "per_channel_affine" and len(rest) == 3:
+        scales, zero_points, axis = rest
+        scales, zero_points = (np.asarray(v.array if isinstance(v, LoadedTensor) else v)
+                               for v in (scales, zero_points))
+        if scales.dtype.kind != "f" or zero_points.dtype.kind not in "iu" \
+                or isinstance(axis, bool) or not isinstance(axis, int):
+            raise pickle.UnpicklingError("_rebuild_qtensor: per-channel scales must be floats, "
+                                         "zero points integers and the axis an int")
+        return LoadedQTensor(ints, dtype, scales.astype(np.float64),
+                             zero_points.astype(np.int64), axis)
+    raise pickle.UnpicklingError(f"_rebuild_qtensor: quantization scheme {scheme} with "
+                                 f"{len(rest)} parameters is not supported (per-tensor and "
+                                 "per-channel affine are)")
+
+
 def _strided_copy(storage, offset, size, stride):
     """The tensor's elements (size, stride, offset in the storage) as a C-order array, and the
     storage's dtype code."""
@@ -234,7 +293,7 @@ def _strided_copy(storage, offset, size, stride):
 
 
 def _v3_storage(storage, dtype):
-    raw, _, byteorder = storage  # an UntypedStorage: bytes, to be viewed as `dtype`
+    raw, _, byteorder = storage[:3]  # an UntypedStorage: bytes, to be viewed as `dtype`
     if not isinstance(dtype, _DType):
         raise pickle.UnpicklingError(f"_rebuild_tensor_v3: expected a torch dtype, got {dtype!r}")
     dt = _numpy_dtype(dtype.code, byteorder)
@@ -270,7 +329,12 @@ def _allowed_globals(tensors=False):
             ("torch._utils", "_rebuild_parameter_with_state"): fresh(_rebuild_parameter_kept),
             ("torch._utils", "_rebuild_sparse_tensor"): fresh(_rebuild_sparse_kept),
             ("torch.serialization", "_get_layout"): fresh(_get_layout),
-            ("torch", "Size"): fresh(_rebuild_size)}
+            ("torch", "Size"): fresh(_rebuild_size),
+            ("torch._utils", "_rebuild_qtensor"): fresh(_rebuild_qtensor_kept)} | {
+            ("torch", name): _Storage(name, code)
+            for name, (code, _) in _QUANTIZED_STORAGES.items()} | {
+            ("torch", dtype): _DType(dtype, code) for code, dtype in _QUANTIZED_STORAGES.values()
+        } | {("torch", name): _QScheme(name) for name in _QSCHEMES}
     allowed = {
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("builtins", "set"): set,
@@ -334,7 +398,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 raise ValueError(f"checkpoint {self.path}: storage {entry} holds {info.file_size} bytes, "
                                  f"expected {numel} x {dtype.itemsize} (truncated or corrupt file?)")
             self.storages[key] = self.budget.read(self.archive, info).view(dtype)
-        return self.storages[key], storage_type.code, self.byteorder
+        return self.storages[key], storage_type.code, self.byteorder, storage_type.name
 
 
 def _load_zip(path, archive, budget, tensors=False):

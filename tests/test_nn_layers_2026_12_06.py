@@ -374,7 +374,9 @@ def test_embedding_bag_errors():
     with pytest.raises(ValueError, match="max mode does not support scaling"):
         F.embedding_bag(idx, w, minidl.tensor([0, 4]), mode="max", scale_grad_by_freq=True)
     with pytest.raises(ValueError, match="not supported in minidl"):
-        nn.EmbeddingBag(10, 3, sparse=True)
+        nn.EmbeddingBag(10, 3, scale_grad_by_freq=True)
+    with pytest.raises(ValueError, match="max mode does not support sparse weights"):
+        F.embedding_bag(idx, w, minidl.tensor([0, 4]), mode="max", sparse=True)
 
 
 # ---- rrelu -------------------------------------------------------------------------------------

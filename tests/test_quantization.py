@@ -413,8 +413,9 @@ def test_dynamic_linear_is_close_to_the_float_one():
     assert state["0._packed_params.dtype"] is minidl.qint8
     qw, qb = state["0._packed_params._packed_params"]
     assert qw.is_quantized and np.array_equal(qb.numpy(), b)
-    with pytest.raises(NotImplementedError, match="quantize it again"):
-        q.load_state_dict(state)
+    fresh = tq.quantize_dynamic(nn.Sequential(nn.Linear(64, 10), nn.ReLU()), {nn.Linear})
+    fresh.load_state_dict(state)  # tests/test_quantized_state_dict.py checks more
+    assert np.array_equal(fresh(minidl.tensor(x)).numpy(), yq)
     with pytest.raises(NotImplementedError, match="Linear only"):
         tq.quantize_dynamic(model, {nn.ReLU})
 
@@ -456,7 +457,7 @@ def test_docs_code_blocks_run_in_order():
     doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "quantization.md")
     with open(doc, encoding="utf-8") as f:
         blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace = {"__name__": "quantization_doc"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
@@ -647,3 +648,14 @@ def test_fake_quant_rounds_before_the_zero_point_quantize_after():
     x = minidl.tensor([0.25])
     assert minidl.quantize_per_tensor(x, 0.1, 3, minidl.quint8).int_repr().tolist() == [6]
     assert np.allclose(minidl.fake_quantize_per_tensor_affine(x, 0.1, 3, 0, 255).tolist(), [0.2])
+
+
+def test_torch_nn_quantized_and_qat_names_are_the_ao_modules():
+    import minidl.nn.qat as qat
+    import minidl.nn.quantized as quantized
+    import minidl.nn.quantized.dynamic as dynamic
+    from minidl.nn.quantized import Linear
+
+    assert quantized is minidl.ao.nn.quantized and minidl.nn.quantized is quantized
+    assert dynamic is minidl.ao.nn.quantized.dynamic and qat is minidl.ao.nn.qat
+    assert Linear is minidl.ao.nn.quantized.Linear and minidl.nn.qat.Linear is qat.Linear

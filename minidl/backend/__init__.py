@@ -43,14 +43,44 @@ def get_array_module(*arrays):
     return np
 
 
+class DeviceName(str):
+    """What ``Tensor.device`` returns: the device's name as a string ("cpu" or "cuda"), so
+    that ``x.device == "cuda"``, ``f"{x.device}"`` and dict lookups work as they always have,
+    with torch.device's ``.type`` and ``.index`` (``x.device.type`` in device-agnostic code:
+    ``minidl.autocast(x.device.type)``). It equals ``minidl.device`` of the same type."""
+
+    __slots__ = ()
+
+    @property
+    def type(self):  # noqa: A003  (torch.device's name)
+        return str(self)
+
+    @property
+    def index(self):
+        """None on the CPU; the process's GPU on CUDA (as torch's ``cuda:0``)."""
+        if self != "cuda" or _cupy is None:
+            return None
+        return int(_cupy.cuda.Device().id)
+
+    def __repr__(self):
+        index = self.index
+        return f"device(type='{self}'" + ("" if index is None else f", index={index}") + ")"
+
+    def __reduce__(self):
+        return str, (str(self),)  # pickles as the plain name
+
+
+CPU_DEVICE, CUDA_DEVICE = DeviceName("cpu"), DeviceName("cuda")
+
+
 def device_of(array) -> str:
     cp = _cupy
     if cp is not None:
         if isinstance(array, cp.ndarray):
-            return "cuda"
+            return CUDA_DEVICE
         if type(array) is _SparseCOO:  # a sparse tensor's: where its values are
             return device_of(array.values)
-    return "cpu"
+    return CPU_DEVICE
 
 
 class device:

@@ -42,7 +42,9 @@ __all__ = ["init_process_group", "destroy_process_group", "is_initialized", "is_
            "all_gather_into_tensor", "gather", "scatter", "reduce_scatter",
            "reduce_scatter_tensor", "all_to_all", "all_to_all_single", "send", "recv", "isend",
            "irecv", "batch_isend_irecv", "barrier", "monitored_barrier", "all_gather_object", "gather_object",
-           "broadcast_object_list", "scatter_object_list", "launched_world_size"]
+           "broadcast_object_list", "scatter_object_list", "launched_world_size",
+           "new_subgroups", "new_subgroups_by_enumeration", "send_object_list",
+           "recv_object_list", "DeviceMesh", "init_device_mesh"]
 
 DEFAULT_TIMEOUT = 1800.0  # seconds, as PyTorch's default for CPU process groups
 
@@ -325,6 +327,91 @@ def new_group(ranks=None, timeout=None, backend=None, pg_options=None,
     if impl is None:
         return GroupMember.NON_GROUP_MEMBER
     return ProcessGroup(impl, members)
+
+
+def new_subgroups(group_size=None, group=None, timeout=None, backend=None, pg_options=None,
+                  group_desc=None):
+    """The world cut into consecutive groups of ``group_size`` ranks (default: the ranks on
+    one node, as torch's one group per node's GPUs): ``(this rank's group, all groups)``.
+    Every rank must call it. ``group`` is not supported by torch either (must be None)."""
+    world = _require("new_subgroups")
+    if group is not None:
+        raise ValueError("new_subgroups: group must be None (torch's too)")
+    if group_size is None:
+        group_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
+                         or os.environ.get("MPI_LOCALNRANKS") or world.size)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
+        raise ValueError(f"new_subgroups: group_size must be a positive int, got {group_size!r}")
+    if world.size % group_size:
+        raise ValueError(f"new_subgroups: the world size ({world.size}) must be divisible by "
+                         f"group_size ({group_size})")
+    lists = [list(range(i, i + group_size)) for i in range(0, world.size, group_size)]
+    return new_subgroups_by_enumeration(lists, timeout=timeout, backend=backend)
+
+
+def new_subgroups_by_enumeration(ranks_per_subgroup_list, timeout=None, backend=None,
+                                 pg_options=None, group_desc=None):
+    """One group per list of world ranks in ``ranks_per_subgroup_list`` (disjoint lists):
+    ``(this rank's group, all groups)``; this rank's is None where no list holds it. Every rank
+    must call it."""
+    world = _require("new_subgroups_by_enumeration")
+    if not ranks_per_subgroup_list:
+        raise ValueError("new_subgroups_by_enumeration: the subgroup rank lists are empty")
+    seen = {}
+    for i, ranks in enumerate(ranks_per_subgroup_list):
+        for r in ranks:
+            if r in seen:
+                raise ValueError(f"new_subgroups_by_enumeration: rank {r} is in subgroups "
+                                 f"{seen[r]} and {i}")
+            seen[r] = i
+    mine, groups = None, []
+    for ranks in ranks_per_subgroup_list:
+        g = new_group(ranks, timeout=timeout, backend=backend)
+        groups.append(g)
+        if world.rank in ranks:
+            mine = g
+    return mine, groups
+
+
+def send_object_list(object_list, dst=None, group=None, device=None, group_dst=None,
+                     use_batch=False):
+    """Send the picklable objects of ``object_list`` to rank ``dst``, whose
+    ``recv_object_list`` takes them (a list of the same length); as torch's, anything that
+    unpickles runs on the receiver, so exchange objects only with ranks you trust.
+    ``use_batch`` (torch's choice of batched point-to-point calls) changes nothing here."""
+    import pickle
+
+    if _pg(group, "send_object_list") is None:
+        return None
+    blobs = [pickle.dumps(o) for o in object_list]
+    send(Tensor(np.array([len(b) for b in blobs], dtype=np.int64)), dst, group,
+         group_dst=group_dst)
+    if sum(len(b) for b in blobs):
+        send(Tensor(np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()), dst, group,
+             group_dst=group_dst)
+
+
+def recv_object_list(object_list, src=None, group=None, device=None, group_src=None,
+                     use_batch=False):
+    """Fill ``object_list`` (as long as the sender's) with the objects rank ``src`` (None: any
+    rank) sent with ``send_object_list``; returns the sender's world rank."""
+    import pickle
+
+    pg = _pg(group, "recv_object_list")
+    if pg is None:
+        return -1
+    sizes = Tensor(np.zeros(len(object_list), dtype=np.int64))
+    sender = recv(sizes, src, group, group_src=group_src)
+    lengths = sizes.numpy().tolist()
+    data = np.zeros(sum(lengths), dtype=np.uint8)
+    if data.size:
+        buffer = Tensor(data)
+        recv(buffer, sender, group)
+        data = buffer.numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
+    object_list[:] = [pickle.loads(data[offsets[i]:offsets[i + 1]].tobytes())
+                      for i in range(len(lengths))]
+    return sender
 
 
 def _set_timeout(impl, seconds):
@@ -1023,8 +1110,8 @@ def scatter_object_list(scatter_object_output_list, scatter_object_input_list=No
 
 def __getattr__(name):
     """The submodules as attributes, imported when first used (torch.distributed.nn, .optim,
-    .algorithms, .fsdp)."""
-    if name in ("nn", "optim", "algorithms", "fsdp"):
+    .algorithms, .fsdp, .checkpoint)."""
+    if name in ("nn", "optim", "algorithms", "fsdp", "checkpoint"):
         import importlib
 
         return importlib.import_module(f"{__name__}.{name}")
@@ -1076,3 +1163,6 @@ def _abort_job(exc_type, exc, tb):
                      f"aborting the job\n{text}")
     sys.stderr.flush()
     group.abort(1)
+
+
+from .device_mesh import DeviceMesh, init_device_mesh  # noqa: E402  (torch.distributed's names)

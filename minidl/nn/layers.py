@@ -54,6 +54,8 @@ class _NormBase(Module):
     """What torch's batch and instance normalisation layers share as a base class, so that
     ``isinstance(m, nn.modules.batchnorm._NormBase)`` answers as in PyTorch."""
 
+    _version = 2  # torch's: a state dict's _metadata says so (num_batches_tracked is there)
+
 
 class _BatchNorm(_NormBase):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,

@@ -658,6 +658,11 @@ class Module:
         whose class defines ``get_extra_state`` adds what it returns as ``<prefix>_extra_state``
         (after its own tensors); state-dict pre- and post-hooks run as PyTorch's."""
         out = OrderedDict() if destination is None else destination
+        if destination is None:  # torch's: each module's version, for load-time upgrades
+            out._metadata = OrderedDict()
+        metadata = getattr(out, "_metadata", None)
+        if isinstance(metadata, dict):
+            metadata[prefix[:-1]] = {"version": getattr(self, "_version", 1)}
         for hook in list((self.__dict__.get("_state_dict_pre_hooks") or {}).values()):
             hook(self, prefix, keep_vars)
         out.update(self._own_state(prefix, keep_vars))
@@ -744,6 +749,14 @@ class Module:
             if hasattr(module, "_materialize_from"):
                 module._materialize_from(state_dict, f"{mod_name}." if mod_name else "")
         own = self._tensor_state()
+        # modules that read their own entries (quantized ones: packed int8 weights, a scale
+        # and zero point kept as numbers): key -> (module, prefix)
+        readers = {}
+        for mod_name, module in modules:
+            if hasattr(module, "_load_own_state"):
+                prefix = f"{mod_name}." if mod_name else ""
+                for k, _ in module._own_state(prefix, False):
+                    readers[k] = (module, prefix)
         extras = self._extra_state_keys("set_extra_state")
         targets = dict(self.named_parameters())
         targets.update({k: b for k, b in self.named_buffers() if k in own})
@@ -754,7 +767,16 @@ class Module:
         missing += [k for k in extras if k not in given and strict]
         unexpected = [k for k in given if k not in own and k not in extras]
         mismatched = []
+        for module, prefix in dict.fromkeys(readers.values()):  # checked before anything changes
+            mismatched += module._check_own_state(given, prefix)
         for k in own:
+            if k in readers:
+                continue
+            if k in given and getattr(given[k], "is_quantized", False) is True:
+                raise StateDictValueError(
+                    f"Error(s) in loading state_dict for {type(self).__name__}: the checkpoint "
+                    f"holds a quantized tensor ({given[k].dtype}) for the float parameter {k!r}; "
+                    "load it into a model quantized the same way, or dequantize() it first")
             if k in given and not _loadable(given[k]):  # np.shape(None) is (): not a shape error
                 raise StateDictValueError(
                     f"Error(s) in loading state_dict for {type(self).__name__}: while copying the "
@@ -769,6 +791,13 @@ class Module:
         problems = []
         if mismatched:
             problems.append("size mismatch for " + "; ".join(mismatched))
+        packed = [k for k in unexpected if k.endswith("_packed_params._packed_params")
+                  and k.removesuffix("_packed_params._packed_params") + "weight" in missing]
+        if packed and strict:  # a quantized model's state_dict given to the float model
+            problems.append(f"{', '.join(packed)} hold{'s' if len(packed) == 1 else ''} "
+                            "quantized weights where the model has float ones (" + ", ".join(
+                                k.removesuffix("_packed_params._packed_params") + "weight"
+                                for k in packed) + "): quantize the model the same way first")
         if not post_hooks:
             if strict and missing:
                 problems.append("missing keys: " + ", ".join(missing))
@@ -780,7 +809,7 @@ class Module:
         if assign:
             self._assign_state(own, given)
         for k, value in given.items():
-            if assign and k in own:
+            if assign and k in own or k in readers:
                 continue
             if k in targets:
                 t = targets[k]
@@ -796,6 +825,8 @@ class Module:
                     t.data = arr.astype(own_arr.dtype, copy=True)
             elif k in extras:
                 extras[k].set_extra_state(value)
+        for module, prefix in dict.fromkeys(readers.values()):
+            module._load_own_state(given, prefix)
         result = IncompatibleKeys(missing, unexpected)
         for module, hook in post_hooks:
             if hook(module, result) is not None:

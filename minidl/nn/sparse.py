@@ -19,9 +19,8 @@ class EmbeddingBag(Module):
                  scale_grad_by_freq=False, mode="mean", sparse=False, _weight=None,
                  include_last_offset=False, padding_idx=None, device=None, dtype=None):
         super().__init__()
-        if scale_grad_by_freq or sparse:
-            raise ValueError("EmbeddingBag: scale_grad_by_freq and sparse are not supported in "
-                             "minidl")
+        if scale_grad_by_freq:
+            raise ValueError("EmbeddingBag: scale_grad_by_freq is not supported in minidl")
         if mode not in ("sum", "mean", "max"):
             raise ValueError("mode has to be one of sum, mean or max")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim

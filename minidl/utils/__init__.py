@@ -13,11 +13,15 @@ from ..autograd import Function
 from ..tensor import Tensor
 
 sys.modules[__name__ + ".data"] = data
+from ..data import distributed as _data_distributed  # noqa: E402
+
+sys.modules[__name__ + ".data.distributed"] = _data_distributed  # torch.utils.data.distributed
 
 from . import checkpoint  # noqa: E402  (after data: it imports the nn layer lazily)
-from . import benchmark, dlpack, flop_counter, hooks  # noqa: E402,F401
+from . import benchmark, dlpack, flop_counter, hooks, model_zoo  # noqa: E402,F401
 
-__all__ = ["data", "checkpoint", "dlpack", "flop_counter", "benchmark", "hooks", "swap_tensors"]
+__all__ = ["data", "checkpoint", "dlpack", "flop_counter", "benchmark", "hooks", "model_zoo",
+           "swap_tensors"]
 
 
 def _in_live_graph(t):

@@ -369,3 +369,34 @@ def _make_per_tensor_quantized_tensor(input, scale, zero_point):
     name = "_make_per_tensor_quantized_tensor"
     return QTensor(ints.copy(), dtype, float(_check_scale(name, _scalar(scale))),
                    int(_check_zero_point(name, _scalar(zero_point), dtype)))
+
+
+def qtensor_from_parts(ints, dtype_name, scale, zero_point, axis=None, where="a quantized tensor"):
+    """A quantized tensor read from a checkpoint: its integers (of the dtype's storage type),
+    dtype name and scale/zero point (numbers per tensor; float64 and int64 arrays along
+    ``axis`` per channel), each checked; ValueError naming ``where`` for anything that does
+    not fit."""
+    dtype = QDTYPES.get(dtype_name)
+    ints = np.asarray(ints)
+    if dtype is None:
+        raise ValueError(f"{where}: unknown quantized dtype {dtype_name!r} (expected one of "
+                         f"{sorted(QDTYPES)})")
+    if ints.dtype != dtype.storage:
+        raise ValueError(f"{where}: {dtype} stores {dtype.storage}, the file holds {ints.dtype}")
+    try:
+        scale = _check_scale(where, scale)
+        zero_point = _check_zero_point(where, zero_point, dtype)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(str(exc)) from None
+    if axis is None:
+        if scale.size != 1 or zero_point.size != 1:
+            raise ValueError(f"{where}: a per-tensor quantized tensor takes one scale and zero "
+                             f"point, got {scale.size} and {zero_point.size}")
+        return QTensor(ints.copy(), dtype, float(scale.reshape(())), int(zero_point.reshape(())))
+    axis = int(axis)
+    if not 0 <= axis < ints.ndim:
+        raise ValueError(f"{where}: per-channel axis {axis} is out of range for shape {ints.shape}")
+    if scale.shape != (ints.shape[axis],) or zero_point.shape != (ints.shape[axis],):
+        raise ValueError(f"{where}: expected {ints.shape[axis]} scales and zero points (axis "
+                         f"{axis} of shape {ints.shape}), got {scale.shape} and {zero_point.shape}")
+    return QTensor(ints.copy(), dtype, scale.copy(), zero_point.copy(), axis)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...autograd import first_order_only
 from ...backend import get_array_module, to_numpy
+from ...backend.sparse import SparseCOO
 from ...functional import IndexRangeError, _index_tensor, _needs_grad, _whole
 from ...ops import GetItem, GetItemGrad
 from ...tensor import Function, Tensor
@@ -136,6 +138,36 @@ class EmbeddingBag(Function):
         return gw, gpsw
 
 
+class SparseEmbeddingBag(EmbeddingBag):
+    """EmbeddingBag (mode sum or mean) whose weight gradient is sparse, as torch's: one entry
+    per index that falls in a bag (repeats kept, in input order, the padding ones left out,
+    uncoalesced), its bag's row of the output's gradient as values (divided by the bag's
+    count for a mean, times the index's per_sample_weight)."""
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        weight, psw = self.saved
+        idx, seg, keep, bags, mode, counts = self.geom
+        live = np.flatnonzero(keep)
+        gm = g[xp.asarray(seg[live])]                     # (M_live, D), a copy
+        if mode == "mean":
+            gm = gm / xp.asarray(counts[seg[live]], dtype=g.dtype)[:, None]
+        gw = gpsw = None
+        if _needs_grad(self, 0):
+            values = gm if psw is None else gm * psw[xp.asarray(live)][:, None]
+            gw = SparseCOO(xp.asarray(idx[live], dtype=xp.int64)[None], values, weight.shape)
+        if psw is not None and _needs_grad(self, 1):
+            gpsw = xp.zeros(psw.shape, dtype=g.dtype)
+            gpsw[xp.asarray(live)] = (gm * weight[xp.asarray(idx[live])]).sum(axis=1)
+        return gw, gpsw
+
+    def graph_backward(self, g, out):
+        return first_order_only(self, g)  # as torch's sparse embedding gradients
+
+    def name(self):
+        return "EmbeddingBagBackward"
+
+
 def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale_grad_by_freq=False,
                   mode="mean", sparse=False, per_sample_weights=None, include_last_offset=False,
                   padding_idx=None):
@@ -143,8 +175,10 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     a 1-D input is split into bags at ``offsets`` (the start of each; with include_last_offset
     the end of the last one too). per_sample_weights (the input's shape, mode 'sum' only)
     weighs each row; indices equal to padding_idx are left out (and out of a mean's count).
-    An empty bag gives zeros. max_norm renormalises the rows looked up (in place, as PyTorch);
-    scale_grad_by_freq and sparse gradients are not supported."""
+    An empty bag gives zeros. max_norm renormalises the rows looked up (in place, as PyTorch).
+    ``sparse=True`` (modes sum and mean; torch refuses it with max) makes the weight's gradient
+    a sparse COO tensor (see SparseEmbeddingBag), for SparseAdam or SGD as Embedding's;
+    scale_grad_by_freq is not supported."""
     name = "embedding_bag"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:
@@ -158,9 +192,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         raise ValueError("mode has to be one of sum, mean or max")
     if mode == "max" and scale_grad_by_freq:
         raise ValueError("max mode does not support scaling the gradient by the frequency")
-    if scale_grad_by_freq or sparse:
-        raise ValueError(f"{name}: scale_grad_by_freq and sparse are not supported in minidl "
-                         f"(got scale_grad_by_freq={scale_grad_by_freq}, sparse={sparse})")
+    if mode == "max" and sparse:
+        raise ValueError("max mode does not support sparse weights")
+    if scale_grad_by_freq:
+        raise ValueError(f"{name}: scale_grad_by_freq is not supported in minidl (got "
+                         f"scale_grad_by_freq={scale_grad_by_freq})")
     if per_sample_weights is not None and mode != "sum":
         raise NotImplementedError(f"embedding_bag: per_sample_weights was not None. "
                                   f"per_sample_weights is only supported for mode='sum' "
@@ -219,7 +255,8 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
     seg = np.where(keep, seg, 0)
     args = (weight,) if per_sample_weights is None else (
         weight, per_sample_weights.reshape(-1).astype(weight.dtype))
-    return EmbeddingBag.apply(*args, idx=flat, seg=seg, keep=keep, bags=bags, mode=mode)
+    op = SparseEmbeddingBag if sparse else EmbeddingBag
+    return op.apply(*args, idx=flat, seg=seg, keep=keep, bags=bags, mode=mode)
 
 
 def _renorm_rows(weight, rows, max_norm, norm_type):

@@ -8,6 +8,7 @@ import numpy as np
 from ....nn.module import Module
 from ....tensor import Tensor
 from ...quantization.qtensor import QTensor, qint8, quantize_ints, quantize_per_tensor
+from ._state import check_packed, packed_metadata, load_packed
 
 # fbgemm's smallest scale (quant_utils.h): a smaller one would make 1/scale overflow float32
 SMALL_SCALE_THRESHOLD = 6.1e-5
@@ -60,9 +61,6 @@ class Linear(Module):
                                                            np.float32)), 1.0, 0, qint8)
         self._bias = Tensor(np.zeros(out_features, np.float32)) if bias_ else None
         self.reduce_range = True
-        from .modules import refuse_load
-
-        self.register_load_state_dict_pre_hook(refuse_load)
 
     def weight(self):
         return self._weight
@@ -139,6 +137,15 @@ class Linear(Module):
         yield prefix + "zero_point", Tensor(np.array(0, np.int64))
         yield prefix + "_packed_params.dtype", qint8
         yield prefix + "_packed_params._packed_params", (self._weight, self._bias)
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        return packed_metadata(super().state_dict(destination, prefix, keep_vars), prefix)
+
+    def _check_own_state(self, given, prefix):
+        return check_packed(self, given, prefix, per_tensor_only=True)
+
+    def _load_own_state(self, given, prefix):  # scale and zero_point: unused, as in torch
+        load_packed(self, given, prefix)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

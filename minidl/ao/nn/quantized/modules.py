@@ -10,14 +10,7 @@ from ....tensor import Tensor
 from ...quantization.qtensor import (
     QTensor, qint8, quantize_ints, quantize_per_channel, quantize_per_tensor, quint8,
 )
-
-
-def refuse_load(module, state_dict, prefix, *args):
-    """A load_state_dict pre-hook: minidl's load_state_dict copies arrays into tensors, and a
-    quantized module's packed weights are not one."""
-    raise NotImplementedError(
-        f"load_state_dict: loading into a quantized module ({prefix or 'the model'}) is not "
-        "supported; load the float model's state_dict and quantize it again")
+from ._state import check_packed, packed_metadata, check_scale_zero_point, load_packed, number
 
 
 def _qparams(fake_quant):
@@ -34,11 +27,20 @@ class Quantize(Module):
         self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), dtype
         self.quant_min = dtype.qmin if quant_min is None else int(quant_min)
         self.quant_max = dtype.qmax if quant_max is None else int(quant_max)
-        self.register_load_state_dict_pre_hook(refuse_load)
 
-    def _own_state(self, prefix, keep_vars):
+    def _own_state(self, prefix, keep_vars):  # torch's buffers: float32 (1,), int64 (1,)
         yield prefix + "scale", Tensor(np.array([self.scale], np.float32))
         yield prefix + "zero_point", Tensor(np.array([self.zero_point], np.int64))
+
+    def _check_own_state(self, given, prefix):
+        check_scale_zero_point(given, prefix, self.dtype)
+        return []
+
+    def _load_own_state(self, given, prefix):
+        if prefix + "scale" in given:
+            self.scale = number(given, prefix + "scale", float)
+        if prefix + "zero_point" in given:
+            self.zero_point = number(given, prefix + "zero_point", int)
 
     def forward(self, x):
         q = quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
@@ -98,13 +100,32 @@ class Linear(Module):
         self._bias = Tensor(np.zeros(out_features, np.float32)) if bias_ else None
         self.scale, self.zero_point = 1.0, 0
         self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
-        self.register_load_state_dict_pre_hook(refuse_load)
+
+    _version = 3  # torch's: the weight and bias packed in _packed_params
 
     def _own_state(self, prefix, keep_vars):  # torch's keys
         yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
         yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
         yield prefix + "_packed_params.dtype", qint8
         yield prefix + "_packed_params._packed_params", (self._weight, self._bias)
+
+    def state_dict(self, destination=None, prefix="", keep_vars=False):
+        return packed_metadata(super().state_dict(destination, prefix, keep_vars), prefix)
+
+    def _check_own_state(self, given, prefix):
+        problems = check_packed(self, given, prefix)
+        check_scale_zero_point(given, prefix, quint8)
+        return problems
+
+    def _load_own_state(self, given, prefix):
+        """The output's scale and zero point, the weight and the bias, from the checked
+        entries; the output's clamp range (``quant_min``/``quant_max``, which torch does not
+        save) stays the one this model was converted with."""
+        load_packed(self, given, prefix)
+        if prefix + "scale" in given:
+            self.scale = number(given, prefix + "scale", float)
+        if prefix + "zero_point" in given:
+            self.zero_point = number(given, prefix + "zero_point", int)
 
     def weight(self):
         return self._weight

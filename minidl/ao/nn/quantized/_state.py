@@ -1,0 +1,162 @@
+"""A quantized module's state_dict read back: torch's keys and layout (``scale``,
+``zero_point``, ``_packed_params.dtype``, ``_packed_params._packed_params`` = (qint8 weight,
+float bias or None)), each value checked before anything changes, so that a bad entry names
+its key and leaves the model as it was. Values may be minidl's (Tensors, quantized tensors,
+arrays, numbers) or torch's own tensors, quantized ones included."""
+from __future__ import annotations
+
+import numpy as np
+
+from ....nn.module import StateDictKeyError, StateDictValueError
+from ....tensor import Tensor
+from ...quantization.qtensor import QDTYPES, QTensor, qint8
+
+PACKED = "_packed_params._packed_params"
+PACKED_DTYPE = "_packed_params.dtype"
+
+
+def _owner(prefix):
+    return prefix[:-1] if prefix else "the model"
+
+
+def _host(value):
+    """A state_dict value as a numpy array (a torch tensor that requires grad too)."""
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch's
+        return np.asarray(value.detach().cpu().numpy())
+    return np.asarray(value)
+
+
+def _describe(value):
+    if getattr(value, "is_quantized", False) is True:
+        return f"a quantized tensor of dtype {value.dtype}"
+    try:
+        arr = _host(value)
+    except Exception:
+        return f"a {type(value).__name__}"
+    if arr.dtype.kind in "OUS":
+        return f"a {type(value).__name__}"
+    return f"a {type(value).__name__} of dtype {arr.dtype} and shape {tuple(arr.shape)}"
+
+
+def as_qtensor(value):
+    """``value`` as a minidl quantized tensor (a copy: the caller's arrays are never aliased):
+    minidl's, or torch's (per tensor or per channel affine); None for anything else."""
+    if isinstance(value, QTensor):
+        copy = value.clone()
+        if value._axis is not None:
+            copy._scale, copy._zero_point = value._scale.copy(), value._zero_point.copy()
+        return copy
+    if getattr(value, "is_quantized", False) is not True or not hasattr(value, "int_repr"):
+        return None
+    dtype = QDTYPES.get(str(value.dtype).rsplit(".", 1)[-1])
+    scheme = str(value.qscheme()).rsplit(".", 1)[-1]
+    if dtype is None or scheme not in ("per_tensor_affine", "per_channel_affine"):
+        return None
+    ints = np.array(value.int_repr().numpy(), dtype=dtype.storage)
+    if scheme == "per_tensor_affine":
+        return QTensor(ints, dtype, float(value.q_scale()), int(value.q_zero_point()))
+    return QTensor(ints, dtype, np.array(value.q_per_channel_scales().numpy(), np.float64),
+                   np.array(value.q_per_channel_zero_points().numpy(), np.int64),
+                   int(value.q_per_channel_axis()))
+
+
+def number(given, key, kind):
+    """The one number the entry ``key`` holds (a tensor of one element, an array or a number),
+    as ``kind`` (float or int); StateDictValueError naming the key for anything else."""
+    value = given[key]
+    bad = getattr(value, "is_quantized", False) is True
+    if not bad:
+        try:
+            arr = _host(value)
+        except Exception:
+            arr = np.asarray(None)
+        bad = arr.dtype.kind not in ("biuf" if kind is float else "biu") or arr.size != 1
+    if bad:
+        what = "a float" if kind is float else "an integer"
+        raise StateDictValueError(f"load_state_dict: {key!r} must hold one number ({what}, as a "
+                                  f"tensor of one element), got {_describe(value)}")
+    out = kind(arr.reshape(()).item())
+    if kind is float and not (np.isfinite(out) and out > 0):
+        raise StateDictValueError(f"load_state_dict: {key!r} is a scale and must be positive and "
+                                  f"finite, got {out}")
+    return out
+
+
+def check_scale_zero_point(given, prefix, dtype=None):
+    """Check ``prefix``scale and ``prefix``zero_point where given."""
+    if prefix + "scale" in given:
+        number(given, prefix + "scale", float)
+    if prefix + "zero_point" in given:
+        zp = number(given, prefix + "zero_point", int)
+        if dtype is not None and not dtype.qmin <= zp <= dtype.qmax:
+            raise StateDictValueError(f"load_state_dict: {prefix}zero_point {zp} is outside "
+                                      f"{dtype}'s range [{dtype.qmin}, {dtype.qmax}]")
+
+
+def check_packed(module, given, prefix, per_tensor_only=False):
+    """Check a quantized Linear's packed weight and bias: raises for a value of the wrong
+    kind, returns the size mismatches (load_state_dict lists them all in one error)."""
+    key = prefix + PACKED
+    if key not in given:
+        if prefix + "weight" in given:  # a float Linear's entries
+            raise StateDictKeyError(
+                f"load_state_dict: {prefix}weight is a float weight, but {_owner(prefix)} is a "
+                f"quantized {type(module).__name__} (it expects {key}): load the float "
+                "state_dict into the float model and quantize that, or load a state_dict saved "
+                "from a model quantized the same way")
+        return []
+    if prefix + PACKED_DTYPE in given:
+        dtype = given[prefix + PACKED_DTYPE]
+        if dtype is not qint8 and str(dtype) != "torch.qint8":
+            raise StateDictValueError(f"load_state_dict: {prefix + PACKED_DTYPE} is {dtype!r}; "
+                                      f"{_owner(prefix)} takes qint8 weights only")
+    check_scale_zero_point(given, prefix)
+    value = given[key]
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise StateDictValueError(f"load_state_dict: {key!r} must be (weight, bias): a qint8 "
+                                  f"quantized weight and a float bias or None, got "
+                                  f"{_describe(value)}")
+    weight, bias = value
+    qweight = as_qtensor(weight)
+    if qweight is None or qweight.dtype is not qint8:
+        raise StateDictValueError(f"load_state_dict: the weight in {key!r} must be a qint8 "
+                                  f"quantized tensor, got {_describe(weight)}")
+    if per_tensor_only and qweight._axis is not None:
+        raise StateDictValueError(f"load_state_dict: the weight in {key!r} is quantized per "
+                                  f"channel; {_owner(prefix)} ({type(module).__name__}) takes a "
+                                  "weight quantized per tensor here")
+    problems = []
+    expected = (module.out_features, module.in_features)
+    if qweight.shape != expected:
+        problems.append(f"{key}: checkpoint weight {qweight.shape}, model {expected}")
+    if bias is not None:
+        try:
+            arr = _host(bias)
+        except Exception:
+            arr = np.asarray(None)
+        if getattr(bias, "is_quantized", False) is True or arr.dtype.kind != "f":
+            raise StateDictValueError(f"load_state_dict: the bias in {key!r} must be a float "
+                                      f"tensor or None, got {_describe(bias)}")
+        if arr.shape != (module.out_features,):
+            problems.append(f"{key}: checkpoint bias {arr.shape}, model {(module.out_features,)}")
+    return problems
+
+
+def load_packed(module, given, prefix):
+    """Put the (checked) packed weight and bias in place."""
+    key = prefix + PACKED
+    if key in given:
+        weight, bias = given[key]
+        module._weight = as_qtensor(weight)
+        module._bias = None if bias is None else Tensor(np.array(_host(bias), np.float32))
+
+
+def packed_metadata(state_dict, prefix):
+    """torch keeps the packed weight in a ``_packed_params`` submodule of version 3, and its
+    load_state_dict reads the old layouts unless the state_dict's metadata says so."""
+    metadata = getattr(state_dict, "_metadata", None)
+    if isinstance(metadata, dict):
+        metadata[prefix + "_packed_params"] = {"version": 3}
+    return state_dict
