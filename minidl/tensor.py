@@ -53,6 +53,16 @@ def _as_array(data, dtype=None, device="cpu"):
     return xp.asarray(data, dtype=dtype)
 
 
+def _legacy_sizes(*args):
+    """``Tensor(2, 3)`` (torch's legacy constructor): an uninitialised tensor of those sizes in
+    the default float dtype, as ``torch.Tensor(2, 3)``; returns Tensor's four arguments."""
+    sizes = args[:2] + tuple(a for a in args[2:4] if a is not None) + tuple(args[4])
+    if not all(type(s) is int for s in sizes) or any(s < 0 for s in sizes):
+        raise TypeError(f"Tensor(*sizes): expected non-negative ints, got {sizes!r} (for "
+                        f"data with requires_grad, dtype or device, name them)")
+    return np.empty(sizes, dtype=SCALAR_DTYPES[float]), False, None, None
+
+
 def _cuda_array_type():
     cp = backend.cupy_module()
     return None if cp is None else cp.ndarray
@@ -81,7 +91,12 @@ class Tensor:
         vc = self._vc
         return 0 if vc is None else vc[0]
 
-    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+    def __init__(self, data, requires_grad=False, dtype=None, device=None, *more):
+        if type(data) is int and type(requires_grad) is int:  # torch's legacy Tensor(2, 3)
+            data, requires_grad, dtype, device = _legacy_sizes(data, requires_grad, dtype,
+                                                               device, more)
+        elif more:
+            raise TypeError(f"Tensor(): unexpected arguments {more!r} after device")
         if device is None and type(data) is np.ndarray:
             # the common case (a gradient, an op's result), as the general path below takes it:
             # the array itself (or as dtype), and no host range (that is for the GPU's arrays)

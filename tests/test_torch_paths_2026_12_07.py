@@ -215,3 +215,25 @@ def test_version_module():
     assert minidl.version.hip is None
     if not minidl.cuda.is_available():
         assert minidl.version.cuda is None or minidl.backend._load_cupy() is not None
+
+
+# ---- torch's legacy Tensor constructor ----------------------------------------------------------
+def test_tensor_class_takes_sizes_as_torch_tensor():
+    t = minidl.Tensor(2, 3)
+    assert t.shape == (2, 3) and t.dtype == minidl.float32 and not t.requires_grad
+    assert minidl.Tensor(2, 3, 4, 5, 6).shape == (2, 3, 4, 5, 6)
+    w = minidl.nn.Parameter(minidl.Tensor(4, 3))  # the custom-layer idiom
+    minidl.nn.init.kaiming_uniform_(w, a=5 ** 0.5)
+    assert w.shape == (4, 3) and w.requires_grad and np.isfinite(w.numpy()).all()
+    # Tensor(list) keeps minidl.tensor's dtypes (ints stay int64; torch.Tensor gives floats):
+    # the class is also minidl's internal constructor, which takes lists of indices
+    assert minidl.Tensor([1, 2]).dtype == minidl.int64
+    with pytest.raises(TypeError, match="expected non-negative ints"):
+        minidl.Tensor(2, -3)
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        minidl.Tensor(np.ones(2), False, None, None, 7)
+    try:
+        import torch
+    except ImportError:
+        return
+    assert tuple(torch.Tensor(2, 3).shape) == minidl.Tensor(2, 3).shape
