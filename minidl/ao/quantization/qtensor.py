@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from ...backend import CPU_DEVICE
 from ...tensor import Tensor
 
 
@@ -128,7 +129,7 @@ class QTensor(Tensor):
 
     @property
     def device(self):
-        return "cpu"
+        return CPU_DEVICE  # a DeviceName, as every Tensor's: .type, .index
 
     @property
     def ndim(self):

@@ -6,12 +6,28 @@ import pickle
 import numpy as np
 
 from ... import distributed as dist
+from ...backend.sparse import SparseCOO
 from ...tensor import Tensor
 from .metadata import FlatShard
 
 
 def is_tensor(value):
+    """A value saved as raw array bytes. A quantized tensor is not one: its integers mean
+    nothing without its scale and zero point, so it is saved whole (pickled) and loading
+    replaces it, as torch's DCP round-trips one."""
+    if getattr(value, "is_quantized", False) is True:
+        return False
     return isinstance(value, (Tensor, FlatShard, np.ndarray))
+
+
+def refuse_sparse(value, key, what):
+    """A checkpoint holds dense tensors only (torch's DCP cannot save sparse ones either):
+    refused before anything is written or changed, naming the key."""
+    data = value.local.data if isinstance(value, FlatShard) else \
+        value.data if isinstance(value, Tensor) else value
+    if type(data) is SparseCOO:
+        raise TypeError(f"{what}: {key!r} is a sparse COO tensor; a checkpoint holds dense "
+                        f"tensors only (use .to_dense() for it, and load into a dense tensor)")
 
 
 def leaves(obj, path=()):
