@@ -7,6 +7,7 @@ import pytest
 
 import minidl
 import minidl.distributed.checkpoint as dcp
+from test_distributed import REPO, needs_mpi, run_mpi
 
 
 # ---- distributed.checkpoint ------------------------------------------------------------------
@@ -166,3 +167,19 @@ def test_torch_devices_in_a_torch_file_load_and_minidl_writes_torchs(tmp_path):
                 format="torch")
     theirs = torch.load(tmp_path / "m.pt")  # weights_only=True allows torch.device
     assert theirs == {"d": torch.device("cpu"), "e": torch.device("cuda", 1)}
+
+
+# ---- distributed: objects point to point (one launch of 2 ranks) -------------------------------
+@needs_mpi
+def test_recv_object_list_of_another_length_names_both_and_stays_in_step(tmp_path):
+    import json
+
+    rc, so, se, _ = run_mpi([REPO / "tests" / "_audit_g_worker.py", tmp_path], n=2,
+                            timeout=120)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    got = json.loads((tmp_path / "rank1.json").read_text())
+    assert got[0] == ["ValueError", "recv_object_list: rank 0 sent 3 objects, but object_list "
+                      "holds 2; make it as long as the sender's list", ["untouched"] * 2]
+    assert got[1] == ["ok", 0, ["a", "b"]]  # the next message is read whole
+    assert got[2][0] == "ValueError" and "sent 1 objects" in got[2][1]
+    assert got[3] == ["ok", 0, [None, "c"]]
