@@ -183,3 +183,27 @@ def test_recv_object_list_of_another_length_names_both_and_stays_in_step(tmp_pat
     assert got[1] == ["ok", 0, ["a", "b"]]  # the next message is read whole
     assert got[2][0] == "ValueError" and "sent 1 objects" in got[2][1]
     assert got[3] == ["ok", 0, [None, "c"]]
+
+
+# ---- quantized tensors ------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_quantizing_takes_float32_only_as_torch(dtype):
+    x = minidl.ones(2, 2).to(getattr(minidl, dtype))
+    with pytest.raises(RuntimeError, match=f"float32.*got dtype {dtype}"):
+        minidl.quantize_per_tensor(x, 0.1, 0, minidl.quint8)
+    with pytest.raises(RuntimeError, match=f"float32.*got dtype {dtype}"):
+        minidl.quantize_per_channel(x, minidl.tensor([0.1, 0.1]), minidl.tensor([0, 0]), 0,
+                                    minidl.qint8)
+
+
+def test_quantizing_refuses_the_dtypes_torch_refuses():
+    torch = pytest.importorskip("torch")
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        outcomes = []
+        for ns in (torch, minidl):
+            try:
+                ns.quantize_per_tensor(ns.ones(2).to(getattr(ns, dtype)), 0.1, 0, ns.quint8)
+                outcomes.append("ok")
+            except RuntimeError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], dtype

@@ -279,8 +279,9 @@ def _qdtype(name, dtype):
 def _float_input(name, x):
     if not isinstance(x, Tensor) or isinstance(x, QTensor):
         raise TypeError(f"{name}: expected a float Tensor, got {type(x).__name__}")
-    if x.data.dtype.kind != "f":
-        raise RuntimeError(f"{name}: quantizing needs a floating tensor, got dtype {x.dtype}")
+    if x.data.dtype != np.float32:  # torch's kernels take float32 only, refusing the rest
+        raise RuntimeError(f"{name}: quantizing needs a floating tensor of dtype float32 (as "
+                           f"torch's), got dtype {x.dtype}; convert it with .float() first")
     return np.asarray(x.numpy(), dtype=np.float32)
 
 
