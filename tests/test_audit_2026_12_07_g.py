@@ -207,3 +207,16 @@ def test_quantizing_refuses_the_dtypes_torch_refuses():
             except RuntimeError:
                 outcomes.append("refused")
         assert outcomes[0] == outcomes[1], dtype
+
+
+def test_dcp_lists_of_plain_values_load_whole_as_torchs(tmp_path):
+    saved = {"hist": [1, 2, 3], "names": ["x", "y"], "w": [minidl.ones(2), minidl.ones(1)],
+             "m": [{"a": minidl.ones(1)}], "mix": [1, minidl.ones(1)], "e": []}
+    dcp.save(saved, checkpoint_id=tmp_path)
+    target = {"hist": [], "names": ["q"], "w": [minidl.zeros(2), minidl.zeros(1)],
+              "m": [{"a": minidl.zeros(1)}], "mix": [0, minidl.zeros(1)], "e": [5]}
+    w0 = target["w"][0]
+    dcp.load(target, checkpoint_id=tmp_path)
+    assert target["hist"] == [1, 2, 3] and target["names"] == ["x", "y"] and target["e"] == []
+    assert target["w"][0] is w0 and w0.tolist() == [1.0, 1.0]  # tensors filled in place
+    assert target["m"][0]["a"].tolist() == [1.0] and target["mix"][0] == 1
