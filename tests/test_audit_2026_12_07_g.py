@@ -196,6 +196,7 @@ def test_quantizing_takes_float32_only_as_torch(dtype):
                                     minidl.qint8)
 
 
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning")
 def test_quantizing_refuses_the_dtypes_torch_refuses():
     torch = pytest.importorskip("torch")
     for dtype in ("float32", "float64", "float16", "bfloat16"):
