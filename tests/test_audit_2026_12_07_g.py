@@ -221,3 +221,17 @@ def test_dcp_lists_of_plain_values_load_whole_as_torchs(tmp_path):
     assert target["hist"] == [1, 2, 3] and target["names"] == ["x", "y"] and target["e"] == []
     assert target["w"][0] is w0 and w0.tolist() == [1.0, 1.0]  # tensors filled in place
     assert target["m"][0]["a"].tolist() == [1.0] and target["mix"][0] == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning")
+def test_quantized_item_and_stride_as_torchs():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-1, 1, 6).reshape(2, 3).astype(np.float32)
+    ours = minidl.quantize_per_tensor(minidl.tensor(x), 0.01, 3, minidl.quint8)
+    theirs = torch.quantize_per_tensor(torch.from_numpy(x), 0.01, 3, torch.quint8)
+    for f in (lambda q: q.stride(), lambda q: q.t().stride(), lambda q: q[:, 1].stride(),
+              lambda q: q.stride(-1), lambda q: q[0, 1].item(), lambda q: q[1, 2].item()):
+        assert f(ours) == f(theirs)
+    for q in (ours, theirs):
+        with pytest.raises(RuntimeError, match="a Tensor with 6 elements cannot be converted"):
+            q.item()
