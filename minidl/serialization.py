@@ -87,6 +87,13 @@ def _is_qdtype(value):
     return isinstance(value, QDtype)
 
 
+def _is_device(value):
+    """minidl.device, or Tensor.device (a DeviceName: a str that is a device too)."""
+    from .backend import DeviceName, device
+
+    return isinstance(value, (device, DeviceName))
+
+
 def _sparse_tensor(indices, values, shape, coalesced):
     """A sparse COO tensor read from a file, its invariants checked (sparse_coo_tensor's
     checks: a damaged file cannot make an index point outside the shape)."""
@@ -271,6 +278,8 @@ class _Writer:
         from .tensor import Tensor
 
         where = "/".join(path) or "the object"
+        if _is_device(value):  # loads as what it was: minidl.device or Tensor.device's name
+            return {"device": str(value), "name": isinstance(value, str)}
         if isinstance(value, _SCALARS):
             if isinstance(value, str) and "\0" in value:
                 raise ValueError(f"save: {where} is a string holding a NUL character")
@@ -517,6 +526,18 @@ class _TorchPickle:
             self.write_qtensor(value, where)
         elif _is_qdtype(value):  # torch.qint8 & co
             self.write_global("torch", value.name)
+        elif _is_device(value):  # torch.device(type[, index]), as torch pickles one
+            from .backend import device
+
+            value = device(value)
+            self.write_global("torch", "device")
+            self.write_str(value.type)
+            if value.index is None:
+                self.out += pickle.TUPLE1
+            else:
+                self.write_int(value.index, where)
+                self.out += pickle.TUPLE2
+            self.out += pickle.REDUCE
         # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
         elif isinstance(value, Tensor) and _is_sparse(value):
             self.write_sparse(value, where)
@@ -843,6 +864,11 @@ class _Reader:
             if node["qdtype"] not in QDTYPES:
                 raise ValueError(f"unknown quantized dtype {node['qdtype']!r}")
             return QDTYPES[node["qdtype"]]
+        if "device" in node:
+            from .backend import DeviceName, device
+
+            name = str(device(node["device"]))  # checked: an unknown name raises
+            return DeviceName(name) if node.get("name") else device(name)
         if "sparse" in node:
             part = node["sparse"]
             arrays = [self._array(part[k]["tensor"], part[k]) for k in ("indices", "values")]

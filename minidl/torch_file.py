@@ -188,6 +188,16 @@ def _rebuild_size(dims=()):  # torch.Size: a tuple of ints
     return tuple(operator.index(d) for d in dims)
 
 
+def _rebuild_device(type, index=None):  # noqa: A002  (torch.device's pickle: ("cuda", 1))
+    """torch.device as a value (``torch.save({"device": x.device})``): minidl.device."""
+    from .backend import device
+
+    try:
+        return device(type, index)
+    except (TypeError, ValueError) as exc:
+        raise pickle.UnpicklingError(f"torch.device: {exc}") from None
+
+
 def _rebuild_sparse_kept(layout, data):
     """Stand-in for torch._utils._rebuild_sparse_tensor (layout, (indices, values, size[,
     is_coalesced]))."""
@@ -346,6 +356,7 @@ def _allowed_globals(tensors=False):
         ("torch._tensor", "_rebuild_from_type_v2"): fresh(_rebuild_from_type_v2),
         ("torch", "Tensor"): None,
         ("torch.nn.parameter", "Parameter"): None,
+        ("torch", "device"): fresh(_rebuild_device),
     }
     for name, code in _STORAGE_DTYPES.items():
         allowed["torch", name] = _Storage(name, code)

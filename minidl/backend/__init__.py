@@ -66,8 +66,8 @@ class DeviceName(str):
         index = self.index
         return f"device(type='{self}'" + ("" if index is None else f", index={index}") + ")"
 
-    def __reduce__(self):
-        return str, (str(self),)  # pickles as the plain name
+    def __reduce__(self):  # a copy, deepcopy or unpickled one keeps .type and .index
+        return DeviceName, (str(self),)
 
 
 CPU_DEVICE, CUDA_DEVICE = DeviceName("cpu"), DeviceName("cuda")
@@ -130,6 +130,20 @@ class device:
 
     def __hash__(self):
         return hash(self.type)
+
+    def __enter__(self):
+        """``with minidl.device("cuda"):`` factory functions create there inside the block,
+        as torch's (the device before it comes back at the end, nested blocks too)."""
+        _DEVICE_BLOCKS.append(_default_device)
+        set_default_device(self.type)
+        return self
+
+    def __exit__(self, *exc_info):
+        set_default_device(_DEVICE_BLOCKS.pop())
+        return False
+
+
+_DEVICE_BLOCKS = []  # the default device outside each ``with device(...)`` block entered
 
 
 def normalize_device(device) -> str:

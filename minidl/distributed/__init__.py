@@ -384,6 +384,9 @@ def send_object_list(object_list, dst=None, group=None, device=None, group_dst=N
     if _pg(group, "send_object_list") is None:
         return None
     blobs = [pickle.dumps(o) for o in object_list]
+    # how many objects first, so that a receiver whose list differs in length can say so
+    # (and still take every message, leaving the channel in step) instead of misreading
+    send(Tensor(np.array([len(blobs)], dtype=np.int64)), dst, group, group_dst=group_dst)
     send(Tensor(np.array([len(b) for b in blobs], dtype=np.int64)), dst, group,
          group_dst=group_dst)
     if sum(len(b) for b in blobs):
@@ -394,20 +397,29 @@ def send_object_list(object_list, dst=None, group=None, device=None, group_dst=N
 def recv_object_list(object_list, src=None, group=None, device=None, group_src=None,
                      use_batch=False):
     """Fill ``object_list`` (as long as the sender's) with the objects rank ``src`` (None: any
-    rank) sent with ``send_object_list``; returns the sender's world rank."""
+    rank) sent with ``send_object_list``; returns the sender's world rank. A list of another
+    length raises ValueError naming both lengths, leaving ``object_list`` as it was (the
+    sender's objects are taken all the same, so later messages stay in step)."""
     import pickle
 
     pg = _pg(group, "recv_object_list")
     if pg is None:
         return -1
-    sizes = Tensor(np.zeros(len(object_list), dtype=np.int64))
-    sender = recv(sizes, src, group, group_src=group_src)
+    count = Tensor(np.zeros(1, dtype=np.int64))
+    sender = recv(count, src, group, group_src=group_src)
+    count = int(count.numpy()[0])
+    sizes = Tensor(np.zeros(count, dtype=np.int64))
+    recv(sizes, sender, group)
     lengths = sizes.numpy().tolist()
     data = np.zeros(sum(lengths), dtype=np.uint8)
     if data.size:
         buffer = Tensor(data)
         recv(buffer, sender, group)
         data = buffer.numpy()
+    if count != len(object_list):
+        raise ValueError(f"recv_object_list: rank {sender} sent {count} objects, but "
+                         f"object_list holds {len(object_list)}; make it as long as the "
+                         "sender's list")
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(int)
     object_list[:] = [pickle.loads(data[offsets[i]:offsets[i + 1]].tobytes())
                       for i in range(len(lengths))]

@@ -122,13 +122,21 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
     """Clamp every gradient in place to [-clip_value, clip_value]; parameters without a
-    gradient are skipped. ``foreach`` is accepted for PyTorch's signature."""
+    gradient are skipped. ``foreach`` is accepted for PyTorch's signature. A sparse gradient
+    (nn.Embedding(sparse=True)) is coalesced (its repeated entries summed, as the dense
+    gradient they stand for) and its values clamped, as clip_grad_norm_ takes one (torch 2.13
+    refuses it part way, after clamping the gradients before it)."""
     where = "clip_grad_value_"
     grads = _grads(parameters, where)
     clip_value = _number(where, "clip_value", clip_value)
     for g in grads:
         refuse_complex("clamp", g.data)  # as torch's (NumPy would clip the real parts)
     for g in grads:
+        if type(g.data) is SparseCOO:
+            summed = coalesce(g.data)
+            xp = get_array_module(summed.values)
+            g.data = summed.with_values(xp.clip(summed.values, -clip_value, clip_value))
+            continue
         xp = get_array_module(g.data)
         xp.clip(g.data, -clip_value, clip_value, out=g.data)
 

@@ -52,17 +52,21 @@ class Adagrad(Optimizer):
         std += group["eps"]
         p.data -= clr * (g / std)
 
+    def _check_grad_layout(self, p, sparse, group):
+        if sparse and group["weight_decay"]:
+            raise RuntimeError(f"weight_decay option is not compatible with sparse gradients "
+                               f"(Adagrad: parameter of shape {tuple(p.shape)})")
+
     def _update_sparse(self, p, g, group, state):
         """A sparse gradient, as torch's Adagrad takes one: coalesced, its squares added to the
         sum at its entries, p changed there; weight decay refused, as torch's."""
+        self._check_grad_layout(p, True, group)
         xp = get_array_module(p.data)
         if not state:
             self._init_state(p, group)
             state.update(self.state[id(p)])
             self.state[id(p)] = state
         state["step"] += 1
-        if group["weight_decay"]:
-            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
         clr = group["lr"] / (1 + (state["step"] - 1) * group["lr_decay"])
         g = _sparse.coalesce(g)
         if not g.nnz:

@@ -471,6 +471,10 @@ class Optimizer:
         the gradients, computes the loss, calls backward and returns the loss: it runs first,
         with gradients recorded even inside no_grad, and its loss is returned (None without)."""
         loss = _evaluate(closure)
+        for group in self.param_groups:  # refused before any parameter moves (torch refuses
+            for p in group["params"]:    # some of these part way through its loop)
+                if p.grad is not None:
+                    self._check_grad_layout(p, type(p.grad.data) is SparseCOO, group)
         with no_grad():
             for group in self.param_groups:
                 self._step_group(group)
@@ -494,6 +498,12 @@ class Optimizer:
 
     def _update(self, p, g, group, state):
         raise NotImplementedError
+
+    def _check_grad_layout(self, p, sparse, group):
+        """Raise, before step changes anything, where this optimizer refuses ``p``'s gradient
+        (sparse or dense) with ``group``'s options."""
+        if sparse and type(self)._update_sparse is Optimizer._update_sparse:
+            self._update_sparse(p, None, group, None)
 
     def _update_sparse(self, p, g, group, state):
         """The update for a sparse gradient (a backend.sparse.SparseCOO); an optimizer that

@@ -82,12 +82,16 @@ class SGD(Optimizer):
             g = g + mom * buf if group["nesterov"] else buf
         p.data -= group["lr"] * g
 
+    def _check_grad_layout(self, p, sparse, group):
+        if sparse and group["weight_decay"]:  # torch cannot add the dense parameter to it
+            raise RuntimeError(f"SGD: weight_decay with a sparse gradient (parameter of shape "
+                               f"{tuple(p.shape)}): add(sparse, dense) is not supported. Use "
+                               "add(dense, sparse) instead.")
+
     def _update_sparse(self, p, g, group, state):
-        """A sparse gradient, as torch's SGD takes one: weight decay refused (torch cannot add
-        the dense parameter to it), the momentum buffer kept sparse (coalesced)."""
-        if group["weight_decay"]:
-            raise RuntimeError("SGD: weight_decay with a sparse gradient: add(sparse, dense) is "
-                               "not supported. Use add(dense, sparse) instead.")
+        """A sparse gradient, as torch's SGD takes one: weight decay refused (see
+        _check_grad_layout), the momentum buffer kept sparse (coalesced)."""
+        self._check_grad_layout(p, True, group)
         mom = group["momentum"]
         if mom:
             buf = state.get("momentum_buffer")

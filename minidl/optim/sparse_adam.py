@@ -26,9 +26,13 @@ class SparseAdam(Optimizer):
         if not 0.0 < group["eps"]:
             raise ValueError(f"Invalid epsilon value: {group['eps']}")
 
+    def _check_grad_layout(self, p, sparse, group):
+        if not sparse:
+            raise RuntimeError(f"SparseAdam does not support dense gradients, please consider "
+                               f"Adam instead (parameter of shape {tuple(p.shape)})")
+
     def _update(self, p, g, group, state):
-        raise RuntimeError("SparseAdam does not support dense gradients, please consider Adam "
-                           "instead")
+        self._check_grad_layout(p, False, group)
 
     def _update_sparse(self, p, g, group, state):
         """torch's sparse_adam: the gradient coalesced (the update is not linear), the moments

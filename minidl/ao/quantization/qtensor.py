@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from ...backend import CPU_DEVICE
+from ...ops import wrap_dim
 from ...tensor import Tensor
 
 
@@ -84,8 +86,8 @@ def _qscheme_by_name(name):
 QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
             "per_channel_symmetric", "per_channel_affine_float_qparams")
 
-_SUPPORTED = ("int_repr(), dequantize(), q_scale(), q_zero_point(), q_per_channel_scales(), "
-              "q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
+_SUPPORTED = ("int_repr(), dequantize(), item(), stride(), q_scale(), q_zero_point(), "
+              "q_per_channel_scales(), q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
               "numel(), dtype, clone(), detach(), and per tensor reshape/view/flatten/transpose/"
               "t/permute/squeeze/unsqueeze/contiguous/indexing")
 
@@ -128,7 +130,7 @@ class QTensor(Tensor):
 
     @property
     def device(self):
-        return "cpu"
+        return CPU_DEVICE  # a DeviceName, as every Tensor's: .type, .index
 
     @property
     def ndim(self):
@@ -145,6 +147,18 @@ class QTensor(Tensor):
 
     def element_size(self):
         return self._qdtype.itemsize
+
+    def stride(self, dim=None):
+        """Steps between neighbours of the stored integers, in elements (as torch's)."""
+        steps = tuple(s // self._ints.itemsize for s in self._ints.strides)
+        return steps if dim is None else steps[wrap_dim(dim, self._ints.ndim, "stride")]
+
+    def item(self):
+        """The one element's real value (dequantized), as torch's."""
+        if self._ints.size != 1:
+            raise RuntimeError(f"a Tensor with {self._ints.size} elements cannot be converted "
+                               "to Scalar")
+        return float(self.dequantize().numpy().reshape(()))
 
     def int_repr(self):
         """The stored integers, as a uint8/int8/int32 tensor (a copy)."""
@@ -278,8 +292,9 @@ def _qdtype(name, dtype):
 def _float_input(name, x):
     if not isinstance(x, Tensor) or isinstance(x, QTensor):
         raise TypeError(f"{name}: expected a float Tensor, got {type(x).__name__}")
-    if x.data.dtype.kind != "f":
-        raise RuntimeError(f"{name}: quantizing needs a floating tensor, got dtype {x.dtype}")
+    if x.data.dtype != np.float32:  # torch's kernels take float32 only, refusing the rest
+        raise RuntimeError(f"{name}: quantizing needs a floating tensor of dtype float32 (as "
+                           f"torch's), got dtype {x.dtype}; convert it with .float() first")
     return np.asarray(x.numpy(), dtype=np.float32)
 
 

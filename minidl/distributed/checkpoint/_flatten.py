@@ -6,32 +6,56 @@ import pickle
 import numpy as np
 
 from ... import distributed as dist
+from ...backend.sparse import SparseCOO
 from ...tensor import Tensor
 from .metadata import FlatShard
 
 
 def is_tensor(value):
+    """A value saved as raw array bytes. A quantized tensor is not one: its integers mean
+    nothing without its scale and zero point, so it is saved whole (pickled) and loading
+    replaces it, as torch's DCP round-trips one."""
+    if getattr(value, "is_quantized", False) is True:
+        return False
     return isinstance(value, (Tensor, FlatShard, np.ndarray))
+
+
+def refuse_sparse(value, key, what):
+    """A checkpoint holds dense tensors only (torch's DCP cannot save sparse ones either):
+    refused before anything is written or changed, naming the key."""
+    data = value.local.data if isinstance(value, FlatShard) else \
+        value.data if isinstance(value, Tensor) else value
+    if type(data) is SparseCOO:
+        raise TypeError(f"{what}: {key!r} is a sparse COO tensor; a checkpoint holds dense "
+                        f"tensors only (use .to_dense() for it, and load into a dense tensor)")
+
+
+def _walked(lst):
+    """Whether a list is walked element by element (as torch's DCP: where it holds a tensor
+    or a dict, or such a list); any other list (of numbers, strings...) is one value, saved
+    and loaded whole, so that its length may differ between the checkpoint and the state
+    dict being loaded."""
+    return any(is_tensor(v) or isinstance(v, dict) or (isinstance(v, list) and _walked(v))
+               for v in lst)
 
 
 def leaves(obj, path=()):
     """(dotted key, container, key in it, value) of every tensor or other value in ``obj``
-    (dicts and lists are walked; a tuple, int, str, None... is one value)."""
+    (dicts, and lists that hold tensors or dicts, are walked; a tuple, int, str, None, a list
+    of plain values... is one value)."""
     if isinstance(obj, dict):
-        for k, v in obj.items():
+        items = obj.items()
+        for k, _ in items:
             if not isinstance(k, (str, int)) or isinstance(k, bool):
                 where = ".".join(map(str, path)) or "the state dict"
                 raise TypeError(f"checkpoint: keys must be str or int, {where} has key {k!r}")
-            if isinstance(v, (dict, list)):
-                yield from leaves(v, path + (k,))
-            else:
-                yield ".".join(map(str, path + (k,))), obj, k, v
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            if isinstance(v, (dict, list)):
-                yield from leaves(v, path + (i,))
-            else:
-                yield ".".join(map(str, path + (i,))), obj, i, v
+    else:
+        items = enumerate(obj)
+    for k, v in items:
+        if isinstance(v, dict) or (isinstance(v, list) and _walked(v)):
+            yield from leaves(v, path + (k,))
+        else:
+            yield ".".join(map(str, path + (k,))), obj, k, v
 
 
 def group_info(process_group):

@@ -7,7 +7,7 @@ import numpy as np
 
 from ...backend import device_of, to_device
 from ...tensor import Tensor
-from ._flatten import agree, group_info, is_tensor, leaves
+from ._flatten import agree, group_info, is_tensor, leaves, refuse_sparse
 from .filesystem import FileSystemReader, _dtype
 from .metadata import FlatShard, TensorStorageMetadata
 from .planner import DefaultLoadPlanner
@@ -82,6 +82,7 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None,
                                     f"checkpoint, a {type(value).__name__} in the state dict")
                 updates.append((container, k, reader._read_object(meta)))
                 continue
+            refuse_sparse(value, key, "load")
             if not isinstance(meta, TensorStorageMetadata):
                 raise TypeError(f"load: {key!r} is a tensor in the state dict but a "
                                 f"non-tensor value in the checkpoint")

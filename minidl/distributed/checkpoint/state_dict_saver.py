@@ -11,7 +11,7 @@ import numpy as np
 
 from ...backend import to_numpy
 from ...tensor import Tensor
-from ._flatten import agree, gather, group_info, is_tensor, leaves
+from ._flatten import agree, gather, group_info, is_tensor, leaves, refuse_sparse
 from .filesystem import FileSystemWriter
 from .metadata import (BytesStorageMetadata, ChunkStorageMetadata, FlatShard, Metadata,
                        TensorStorageMetadata)
@@ -42,6 +42,7 @@ def _local_plan(state_dict):
         if key in plan:
             raise ValueError(f"save: two entries of the state dict flatten to the key {key!r}")
         if is_tensor(value):
+            refuse_sparse(value, key, "save")
             if isinstance(value, FlatShard):
                 arr, shape, start = to_numpy(value.local.data), value.shape, value.offset
             else:
