@@ -120,14 +120,19 @@ def _trace(model, pos, kw):
     return tracer.records, _flat_outputs(out)
 
 
-def _grown(t, dims):
-    """``t`` doubled along ``dims`` (a second run tells the dynamic dims from the fixed ones)."""
+def _grown(t, dims, extra):
+    """``t`` with each dim of ``dims`` ({dim: symbol}) grown by ``extra[symbol]`` (its entries
+    repeated): a second run tells the dynamic dims from the fixed ones, and each symbol grows
+    by another amount so that two dynamic dims of one size in the first run differ in it."""
     a = t.data
-    for d in sorted(dims):
+    for d, sym in sorted(dims.items()):
         if not -a.ndim <= d < a.ndim:
             raise ValueError(f"onnx.export: dynamic axis {d} is out of range for an input of "
                              f"shape {tuple(a.shape)}")
-        a = np.concatenate([a, a], axis=d)
+        n = a.shape[d]
+        if n == 0:
+            raise ValueError(f"onnx.export: dynamic axis {d} has size 0 in the example input")
+        a = np.take(a, np.arange(n + extra[sym]) % n, axis=d)
     return Tensor(a)
 
 
@@ -250,10 +255,11 @@ class OpContext:
         the same place as 0 (copy), and one other dynamic dim as -1."""
         shape = [int(s) for s in self.rec.out.shape]
         in_shape, in_dyn = self.shape(0), self.dynamic(0)
+        in2, out2 = self.shapes2[0], self.out_shape2
         free = []
         for d in sorted(self.out_dyn):
             if d < len(in_shape) and d in in_dyn and in_shape[d] == shape[d] and \
-                    all(d2 not in in_dyn or in_shape[d2] == shape[d2] for d2 in range(d)):
+                    in2[d] == out2[d]:
                 shape[d] = 0
             else:
                 free.append(d)
@@ -269,10 +275,11 @@ class OpContext:
     def expand_target(self):
         shape = [int(s) for s in self.rec.out.shape]
         in_shape, in_dyn = self.shape(0), self.dynamic(0)
+        in2, out2 = self.shapes2[0], self.out_shape2
         lead = len(shape) - len(in_shape)
         for d in self.out_dyn:
             k = d - lead
-            if k < 0 or k not in in_dyn or in_shape[k] != shape[d]:
+            if k < 0 or k not in in_dyn or in_shape[k] != shape[d] or in2[k] != out2[d]:
                 raise Unsupported(f"an expand to {tuple(shape)} along a dynamic axis")
             shape[d] = 1  # Expand broadcasts both ways: 1 keeps the input's dim
         return np.asarray(shape, np.int64)
@@ -333,8 +340,10 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
         dyn_names = _dynamic_dims(dynamic_axes, set(in_names) | set(out_names))
         second = None
         if any(dyn_names.get(n) for n in in_names):
-            grown_pos = [_grown(t, dyn_names.get(n, {})) for t, n in zip(pos, in_names)]
-            grown_kw = {k: _grown(t, dyn_names.get(n, {}))
+            symbols = sorted({s for n in in_names for s in dyn_names.get(n, {}).values()})
+            extra = {s: k + 1 for k, s in enumerate(symbols)}
+            grown_pos = [_grown(t, dyn_names.get(n, {}), extra) for t, n in zip(pos, in_names)]
+            grown_kw = {k: _grown(t, dyn_names.get(n, {}), extra)
                         for (k, t), n in zip(kw.items(), in_names[len(pos):])}
             second = _trace(model, grown_pos, grown_kw) + (grown_pos + list(grown_kw.values()),)
         proto = _build(onnx, model, pos + list(kw.values()), in_names, records, outs,
@@ -424,6 +433,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         [(n, b.data) for n, b in model.named_buffers() if b is not None]
     in_keys, kw_keys, out_keys, arrays = _keys(records, inputs, params, outs)
     dyn = {}  # key -> the dims that change with the dynamic axes
+    arrays2 = arrays  # the second run's arrays by key (the first run's without one)
     if second is not None:
         records2, outs2, inputs2 = second
         if len(records2) != len(records) or any(
@@ -517,6 +527,8 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
                 f"Exporting the operator '{rec.cls.__name__}' ({_op_name(rec.cls)}) to ONNX "
                 f"opset version {opset} is not supported: it was called {_where(rec)}")
         ctx = OpContext(b, rec, ins, dyn.get(out_key, frozenset()), kw_vals)
+        ctx.shapes2 = [tuple(arrays2[k].shape) for k in in_keys[j]]
+        ctx.out_shape2 = tuple(arrays2[out_key].shape)
         try:
             name = translate(ctx)
         except Unsupported as exc:
