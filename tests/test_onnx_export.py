@@ -272,3 +272,18 @@ def test_same_onnxruntime_outputs_as_torch_exporter():
         ours = sess.run(None, {"input": xn})[0]
         theirs = tsess.run(None, {"input": xn})[0]
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+class ReadsData(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y * minidl.Tensor(y.data[:, ::-1])  # a view made outside minidl's ops
+
+
+def test_array_made_outside_the_ops_is_refused():
+    with pytest.raises(minidl.onnx.OnnxExporterError, match="outside minidl's ops"):
+        minidl.onnx.export(ReadsData(), minidl.randn(2, 4), io.BytesIO())

@@ -384,11 +384,23 @@ def _keys(records, inputs, params, outs):
         known.setdefault(id(a), ("param", name))
         arrays.setdefault(("param", name), a)
     in_keys, kw_keys = [], []
+    variables = [t.data for t in inputs]  # what the graph computes: an unknown view of one
+    # of them was made outside minidl's ops, and a constant in its place would be wrong
+
+    def outside(a, rec):
+        if isinstance(a, np.ndarray) and a.size > 1 and any(
+                isinstance(v, np.ndarray) and np.may_share_memory(a, v) for v in variables):
+            raise OnnxExporterError(
+                f"onnx.export: {rec.cls.__name__} {_where(rec)} takes an array that views the "
+                "model's input or an op's output but was made outside minidl's ops (through "
+                ".data or numpy); the exported graph cannot follow it")
+
     for j, rec in enumerate(records):
         ks = []
         for k, a in enumerate(rec.inputs):
             key = known.get(id(a))
             if key is None:
+                outside(a, rec)
                 key = ("const", j, k)
                 arrays[key] = a
             ks.append(key)
@@ -398,9 +410,12 @@ def _keys(records, inputs, params, outs):
             key = known.get(id(a)) if isinstance(a, np.ndarray) else None
             if key is not None:
                 kk[name] = key
+            elif isinstance(a, np.ndarray):
+                outside(a, rec)
         kw_keys.append(kk)
         known[id(rec.out)] = ("op", j)
         arrays[("op", j)] = rec.out
+        variables.append(rec.out)
     out_keys = []
     for i, t in enumerate(outs):
         key = known.get(id(t.data))
