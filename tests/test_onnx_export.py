@@ -287,3 +287,32 @@ class ReadsData(nn.Module):
 def test_array_made_outside_the_ops_is_refused():
     with pytest.raises(minidl.onnx.OnnxExporterError, match="outside minidl's ops"):
         minidl.onnx.export(ReadsData(), minidl.randn(2, 4), io.BytesIO())
+
+
+def test_vision_transformer_class_token_expands_to_a_dynamic_batch():
+    from minidl.models import VisionTransformer
+
+    minidl.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=1, num_heads=2,
+                              hidden_dim=16, mlp_dim=32, num_classes=5)
+    rng = np.random.default_rng(0)
+    model.load_state_dict({k: (rng.normal(0, 0.5, v.shape).astype(np.float32)
+                               if not np.any(v.numpy()) else v.numpy())
+                           for k, v in model.state_dict().items()})  # the zero-init head
+    x = minidl.randn(2, 3, 32, 32)
+    proto, sess = _export(model, x, input_names=["input"], dynamic_axes={"input": {0: "n"}})
+    assert "Expand" in {n.op_type for n in proto.graph.node}
+    out = _check(sess, model, "input", x)
+    assert np.abs(out).max() > 1e-3
+    _check(sess, model, "input", minidl.randn(3, 3, 32, 32))
+
+
+def test_constant_pad_is_exported():
+    class Padded(nn.Module):
+        def forward(self, x):
+            return F.pad(x, (1, 2, 0, -1), value=0.5) * 2
+
+    x = minidl.randn(2, 3, 4, 5)
+    _, sess = _export(Padded(), x, input_names=["input"], dynamic_axes={"input": [0]})
+    _check(sess, Padded(), "input", x)
+    _check(sess, Padded(), "input", minidl.randn(1, 3, 4, 5))

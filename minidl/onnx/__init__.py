@@ -263,14 +263,43 @@ class OpContext:
                 shape[d] = 0
             else:
                 free.append(d)
-        if len(free) > 1:
-            raise Unsupported(f"a reshape to {tuple(self.rec.out.shape)} whose dims {free} all "
-                              "depend on dynamic axes (one can be inferred)")
-        for d in free:
-            shape[d] = -1
         if 0 in [int(s) for s in self.rec.out.shape]:
             raise Unsupported("a reshape to a shape with a zero-size dim")
-        return np.asarray(shape, np.int64)
+        if len(free) <= 1:
+            for d in free:
+                shape[d] = -1
+            return self.const(np.asarray(shape, np.int64), "shape")
+        # several: all but the last read from the graph's inputs, the last inferred
+        for d in free[:-1]:
+            shape[d] = self._read_dim(d)
+        shape[free[-1]] = -1
+        return self._shape_tensor(shape)
+
+    def _read_dim(self, d):
+        """The output's dim ``d`` (a dynamic one) as a 1-element int64 tensor read from the
+        graph input dim of the same size in both runs (Shape, then Gather)."""
+        src = self.sources.get((int(self.rec.out.shape[d]), int(self.out_shape2[d])))
+        if src is None:
+            raise Unsupported(f"an output of shape {tuple(self.rec.out.shape)} whose dim {d} "
+                              "depends on the dynamic axes in a way the graph cannot express")
+        name, k = src
+        return self.node("Gather", [self.node("Shape", [name]),
+                                    self.const(np.asarray([k], np.int64), "dim")], axis=0)
+
+    def _shape_tensor(self, parts):
+        """A 1-D int64 shape from ints and 1-element tensors (names)."""
+        pieces, run = [], []
+        for p in parts:
+            if isinstance(p, str):
+                if run:
+                    pieces.append(self.const(np.asarray(run, np.int64), "dims"))
+                    run = []
+                pieces.append(p)
+            else:
+                run.append(int(p))
+        if run:
+            pieces.append(self.const(np.asarray(run, np.int64), "dims"))
+        return pieces[0] if len(pieces) == 1 else self.node("Concat", pieces, axis=0)
 
     def expand_target(self):
         shape = [int(s) for s in self.rec.out.shape]
@@ -279,10 +308,11 @@ class OpContext:
         lead = len(shape) - len(in_shape)
         for d in self.out_dyn:
             k = d - lead
-            if k < 0 or k not in in_dyn or in_shape[k] != shape[d] or in2[k] != out2[d]:
-                raise Unsupported(f"an expand to {tuple(shape)} along a dynamic axis")
-            shape[d] = 1  # Expand broadcasts both ways: 1 keeps the input's dim
-        return np.asarray(shape, np.int64)
+            if k >= 0 and k in in_dyn and in_shape[k] == shape[d] and in2[k] == out2[d]:
+                shape[d] = 1  # Expand broadcasts both ways: 1 keeps the input's dim
+            else:  # a dim that grows from another value's: read from the graph's inputs
+                shape[d] = self._read_dim(d)
+        return self._shape_tensor(shape)
 
 
 # ---- export -----------------------------------------------------------------------------------
@@ -494,9 +524,13 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         return helper.make_tensor_value_info(
             name, helper.np_dtype_to_tensor_dtype(a.dtype), dims)
 
+    sources = {}  # (size in run 1, size in run 2) -> (graph input, dim): where a dim is read
     for i, (t, name) in enumerate(zip(inputs, in_names)):
         key = ("in", i)
         wanted = dyn_names.get(name, {})
+        if second is not None:
+            for d in wanted:
+                sources.setdefault((t.data.shape[d], arrays2[key].shape[d]), (name, d))
         if second is not None:
             extra = set(dyn.get(key, ())) - set(wanted)
             if extra:  # cannot happen: only the named dims were grown
@@ -543,6 +577,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
                 f"opset version {opset} is not supported: it was called {_where(rec)}")
         ctx = OpContext(b, rec, ins, dyn.get(out_key, frozenset()), kw_vals)
         ctx.shapes2 = [tuple(arrays2[k].shape) for k in in_keys[j]]
+        ctx.sources = sources
         ctx.out_shape2 = tuple(arrays2[out_key].shape)
         try:
             name = translate(ctx)

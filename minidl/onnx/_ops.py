@@ -207,7 +207,7 @@ def _linear(ctx):
 # ---- shapes -------------------------------------------------------------------------------
 @_register(_OPS + "Reshape")
 def _reshape(ctx):
-    return ctx.node("Reshape", [ctx.x(0), ctx.const(ctx.reshape_target(), "shape")])
+    return ctx.node("Reshape", [ctx.x(0), ctx.reshape_target()])
 
 
 @_register(_OPS + "Permute")
@@ -224,7 +224,7 @@ def _concat(ctx):
 
 @_register(_OPS + "Expand")
 def _expand(ctx):
-    return ctx.node("Expand", [ctx.x(0), ctx.const(ctx.expand_target(), "shape")])
+    return ctx.node("Expand", [ctx.x(0), ctx.expand_target()])
 
 
 @_register(_OPS + "Repeat")
@@ -395,3 +395,12 @@ def _layer_norm(ctx):
 @_register(_F + "Embedding")
 def _embedding(ctx):
     return ctx.node("Gather", [ctx.x(0), ctx.kw_value("indices")], axis=0)
+
+
+@_register(_F + "Pad")
+def _pad(ctx):
+    widths = [(int(lo), int(hi)) for lo, hi in ctx.kw["widths"]]
+    pads = [lo for lo, _ in widths] + [hi for _, hi in widths]  # negative ones crop, as here
+    value = ctx.const(np.asarray(ctx.kw["value"], ctx.out_dtype), "value")
+    return ctx.node("Pad", [ctx.x(0), ctx.const(np.asarray(pads, np.int64), "pads"), value],
+                    mode="constant")
