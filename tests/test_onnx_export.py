@@ -1,6 +1,7 @@
 """minidl.onnx.export: the exported graphs run in ONNX Runtime and give minidl's eval outputs."""
 import io
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -261,9 +262,11 @@ def test_same_onnxruntime_outputs_as_torch_exporter():
     _, sess = _export(model, x, input_names=["input"], output_names=["logits"], dynamic_axes=dyn)
     buf = io.BytesIO()
     try:
-        torch.onnx.export(ref, (torch.from_numpy(x.numpy()),), buf, input_names=["input"],
-                          output_names=["logits"], dynamic_axes=dyn, opset_version=17,
-                          dynamo=False)
+        with warnings.catch_warnings():  # torch 2.9+ calls this exporter legacy
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(ref, (torch.from_numpy(x.numpy()),), buf, input_names=["input"],
+                              output_names=["logits"], dynamic_axes=dyn, opset_version=17,
+                              dynamo=False)
     except Exception as exc:  # noqa: BLE001 - an exporter that needs what is not installed
         pytest.skip(f"torch.onnx.export (TorchScript) does not run here: {exc}")
     tsess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
@@ -316,3 +319,40 @@ def test_constant_pad_is_exported():
     _, sess = _export(Padded(), x, input_names=["input"], dynamic_axes={"input": [0]})
     _check(sess, Padded(), "input", x)
     _check(sess, Padded(), "input", minidl.randn(1, 3, 4, 5))
+
+
+def test_without_constant_folding_the_parameter_slices_are_nodes():
+    minidl.manual_seed(0)
+    model = _randomize_norms(TransformerClassifier())
+    ids = minidl.tensor([[1, 2, 3], [4, 5, 6]])
+    folded, _ = _export(model, ids)
+    proto, sess = _export(model, ids, do_constant_folding=False,
+                          dynamic_axes={"ids": {0: "batch"}})
+    assert "Slice" in {n.op_type for n in proto.graph.node}
+    assert "Slice" not in {n.op_type for n in folded.graph.node}
+    _check(sess, model, "ids", ids)
+    _check(sess, model, "ids", minidl.tensor([[7, 8, 9]]))
+
+
+class TwoHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, scale):
+        y = self.fc(x)
+        return y, (F.softmax(y, dim=1) * scale, y)
+
+
+def test_several_inputs_and_outputs_named_in_order(capsys):
+    minidl.manual_seed(0)
+    model = TwoHeads()
+    x, scale = minidl.randn(2, 4), minidl.randn(2, 1)
+    proto, sess = _export(model, (x, scale), input_names=["x", "s"],
+                          output_names=["logits", "probs"], verbose=True)
+    assert "TwoHeads" in capsys.readouterr().out
+    assert [o.name for o in proto.graph.output] == ["logits", "probs", "output_2"]
+    got = sess.run(None, {"x": x.numpy(), "s": scale.numpy()})
+    y, (p, y2) = model(x, scale)
+    for g, w in zip(got, (y, p, y2)):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)

@@ -18,6 +18,7 @@ import tempfile
 import numpy as np
 
 from .. import autograd
+from ..backend import get_array_module, to_numpy
 from ..tensor import Tensor
 from ._ops import TRANSLATIONS, Unsupported
 from ._trace import Tracer
@@ -132,7 +133,8 @@ def _grown(t, dims, extra):
         n = a.shape[d]
         if n == 0:
             raise ValueError(f"onnx.export: dynamic axis {d} has size 0 in the example input")
-        a = np.take(a, np.arange(n + extra[sym]) % n, axis=d)
+        xp = get_array_module(a)
+        a = xp.take(a, xp.arange(n + extra[sym]) % n, axis=d)
     return Tensor(a)
 
 
@@ -175,7 +177,7 @@ class _Builder:
 
     def const(self, array, hint):
         name = self.fresh(hint)
-        self.inits[name] = np.ascontiguousarray(array)
+        self.inits[name] = np.ascontiguousarray(to_numpy(array))  # a CUDA array to the host
         return name
 
     def node(self, op, inputs, prefix, n_out=1, **attrs):
@@ -225,7 +227,8 @@ class OpContext:
         return self.b.onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
     def const(self, array, hint):
-        return self.b.const(np.asarray(array), self._prefix.strip("/").replace("/", ".")
+        return self.b.const(to_numpy(np.asarray(array) if np.isscalar(array) or isinstance(
+            array, (list, tuple)) else array), self._prefix.strip("/").replace("/", ".")
                             + ("." if self._prefix != "/" else "") + hint)
 
     def node(self, op, inputs, n_out=1, **attrs):
@@ -385,7 +388,9 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
     if verbose:
-        print(onnx.helper.printable_graph(proto.graph))
+        printer = getattr(onnx, "printer", None)  # onnx >= 1.15; printable_graph before it
+        print(printer.to_text(proto.graph) if printer is not None
+              else onnx.helper.printable_graph(proto.graph))
     if path is None:
         f.write(data)
         return None
@@ -557,7 +562,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         if v.param and v.name not in b.inits and v.name not in used_params:
             used_params.append(v.name)
             if export_params:
-                b.inits[v.name] = np.ascontiguousarray(v.array)
+                b.inits[v.name] = np.ascontiguousarray(to_numpy(v.array))
         return v
 
     for j, rec in enumerate(records):
