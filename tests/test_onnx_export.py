@@ -356,3 +356,52 @@ def test_several_inputs_and_outputs_named_in_order(capsys):
     y, (p, y2) = model(x, scale)
     for g, w in zip(got, (y, p, y2)):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-5, atol=1e-6)
+
+
+class OpZoo2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1d = nn.Conv1d(3, 4, 3, padding=1, dilation=1)
+        self.pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        self.dpool = nn.MaxPool2d(2, stride=1, dilation=2)
+        self.avg = nn.AvgPool2d(3, stride=2, padding=1)
+        self.register_buffer("mask", minidl.tensor(np.arange(25) % 3 == 0))
+
+    def forward(self, x):                                     # (N, 3, 10, 10)
+        a = self.pool(x) + F.hardsigmoid(self.avg(x))         # (N, 3, 5, 5)
+        b = F.elu(self.dpool(x))[..., :5, None, :5]           # (N, 3, 5, 1, 5)
+        c = a.unsqueeze(3) * b                                # (N, 3, 5, 1, 5)
+        c = c.squeeze(3).clamp(-1.0, 2.0)
+        d = self.conv1d(c.flatten(2))                         # (N, 4, 25)
+        e = minidl.maximum(d, d * 0.5)
+        f = minidl.where(self.mask, e, e.exp() - 1)
+        g = f[:, :1].expand(-1, 4, -1) + f.max(dim=1, keepdim=True).values
+        return g.repeat(1, 2, 1).sum(dim=(1, 2)) ** 2
+
+
+def test_op_zoo_2_matches_onnxruntime():
+    minidl.manual_seed(0)
+    model = OpZoo2()
+    x = minidl.randn(2, 3, 10, 10)
+    _, sess = _export(model, x, input_names=["input"], dynamic_axes={"input": [0]})
+    _check(sess, model, "input", x)
+    _check(sess, model, "input", minidl.randn(3, 3, 10, 10))
+
+
+
+class OutsideTheGraph(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x):
+        if self.kind == "mask":  # a comparison is computed outside the graph
+            return minidl.where(x > 0, x, x * 0.1)
+        return x + x.max(dim=1, keepdim=True).indices.float()  # so are argmax indices
+
+
+@pytest.mark.parametrize("kind", ["mask", "indices"])
+def test_array_computed_from_the_input_is_refused_not_baked_in(kind):
+    # static shapes too: the second run on shuffled inputs tells it from a constant
+    with pytest.raises(minidl.onnx.OnnxExporterError, match="comparison"):
+        minidl.onnx.export(OutsideTheGraph(kind), minidl.randn(4, 5), io.BytesIO())

@@ -121,10 +121,13 @@ def _trace(model, pos, kw):
     return tracer.records, _flat_outputs(out)
 
 
-def _grown(t, dims, extra):
-    """``t`` with each dim of ``dims`` ({dim: symbol}) grown by ``extra[symbol]`` (its entries
-    repeated): a second run tells the dynamic dims from the fixed ones, and each symbol grows
-    by another amount so that two dynamic dims of one size in the first run differ in it."""
+def _second_input(t, dims, extra, rng):
+    """The input of the second run: ``t`` with each dim of ``dims`` ({dim: symbol}) grown by
+    ``extra[symbol]`` (its entries repeated), then its entries shuffled. The dims that change
+    are the dynamic ones (each symbol grows by another amount, so that two dynamic dims of one
+    size in the first run differ in the second), and an array the model made from the input
+    outside the recorded ops (a comparison mask, an argmax) changes with the shuffle, so it is
+    told from a true constant."""
     a = t.data
     for d, sym in sorted(dims.items()):
         if not -a.ndim <= d < a.ndim:
@@ -135,7 +138,9 @@ def _grown(t, dims, extra):
             raise ValueError(f"onnx.export: dynamic axis {d} has size 0 in the example input")
         xp = get_array_module(a)
         a = xp.take(a, xp.arange(n + extra[sym]) % n, axis=d)
-    return Tensor(a)
+    xp = get_array_module(a)
+    flat = a.reshape(-1)
+    return Tensor(flat[xp.asarray(rng.permutation(flat.size))].reshape(a.shape))
 
 
 def _op_name(cls):
@@ -371,14 +376,14 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
             raise ValueError(f"onnx.export: input and output names must be distinct, got "
                              f"{in_names} and {out_names}")
         dyn_names = _dynamic_dims(dynamic_axes, set(in_names) | set(out_names))
-        second = None
-        if any(dyn_names.get(n) for n in in_names):
-            symbols = sorted({s for n in in_names for s in dyn_names.get(n, {}).values()})
-            extra = {s: k + 1 for k, s in enumerate(symbols)}
-            grown_pos = [_grown(t, dyn_names.get(n, {}), extra) for t, n in zip(pos, in_names)]
-            grown_kw = {k: _grown(t, dyn_names.get(n, {}), extra)
-                        for (k, t), n in zip(kw.items(), in_names[len(pos):])}
-            second = _trace(model, grown_pos, grown_kw) + (grown_pos + list(grown_kw.values()),)
+        symbols = sorted({s for n in in_names for s in dyn_names.get(n, {}).values()})
+        extra = {s: k + 1 for k, s in enumerate(symbols)}
+        rng = np.random.default_rng(0)  # its own: the model's random state is left alone
+        pos2 = [_second_input(t, dyn_names.get(n, {}), extra, rng)
+                for t, n in zip(pos, in_names)]
+        kw2 = {k: _second_input(t, dyn_names.get(n, {}), extra, rng)
+               for (k, t), n in zip(kw.items(), in_names[len(pos):])}
+        second = _trace(model, pos2, kw2) + (pos2 + list(kw2.values()),)
         proto = _build(onnx, model, pos + list(kw.values()), in_names, records, outs,
                        out_names, dyn_names, second, opset_version, do_constant_folding,
                        export_params)
@@ -445,8 +450,10 @@ def _keys(records, inputs, params, outs):
             key = known.get(id(a)) if isinstance(a, np.ndarray) else None
             if key is not None:
                 kk[name] = key
-            elif isinstance(a, np.ndarray):
+            elif hasattr(a, "shape") and hasattr(a, "dtype") and not np.isscalar(a) and \
+                    name not in _DERIVED_KWARGS.get(_op_name(rec.cls), ()):
                 outside(a, rec)
+                arrays[("kwconst", j, name)] = a
         kw_keys.append(kk)
         known[id(rec.out)] = ("op", j)
         arrays[("op", j)] = rec.out
@@ -465,6 +472,8 @@ def _same_kwargs(a, b):
     if set(a) != set(b):
         return False
     for k in a:
+        if k in _IGNORED_KWARGS:
+            continue
         x, y = a[k], b[k]
         if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
             continue  # arrays are values (compared by shape through their keys) or constants
@@ -489,8 +498,8 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         if len(records2) != len(records) or any(
                 r.cls is not r2.cls for r, r2 in zip(records, records2)):
             raise OnnxExporterError(
-                "onnx.export: the model runs other ops when a dynamic axis has another size "
-                "(its forward depends on the input's size); export it without dynamic_axes")
+                "onnx.export: the model runs other ops on an input of other values or (dynamic "
+                "axes) another size: its forward branches on them, which a graph cannot")
         arrays2 = _keys(records2, inputs2, params, outs2)[3]
         for key, a in arrays.items():
             b = arrays2.get(key)
@@ -505,11 +514,14 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
                 raise OnnxExporterError(
                     f"onnx.export: {r.cls.__name__} {_where(r)} has arguments that depend on "
                     "the size of a dynamic axis; export it without dynamic_axes")
-            for k, key in enumerate(in_keys[j]):
-                if key[0] == "const" and key in dyn:
-                    raise OnnxExporterError(
-                        f"onnx.export: {r.cls.__name__} {_where(r)} takes an array made "
-                        "outside minidl's ops whose shape depends on a dynamic axis")
+        for key in arrays:
+            if key[0] in ("const", "kwconst") and (key in dyn or not np.array_equal(
+                    to_numpy(arrays[key]), to_numpy(arrays2[key]))):
+                r = records[key[1]]
+                raise OnnxExporterError(
+                    f"onnx.export: {r.cls.__name__} {_where(r)} takes an array computed from "
+                    "the model's input outside minidl's recorded ops (a comparison such as "
+                    "x > 0, an argmax, .data or NumPy): the exported graph could not follow it")
 
     b = _Builder(onnx, opset)
     for n in in_names + out_names:
@@ -632,6 +644,11 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
 # ops whose keywords may change with a dynamic axis: their translations write the shape
 # relative to the input's (see OpContext.reshape_target / expand_target)
 _SHAPED = {"minidl.ops.Reshape", "minidl.ops.Expand"}
+# keywords that hold per-call objects, not the op's arguments
+_IGNORED_KWARGS = {"keep"}
+# arrays an op is given that its caller computed from its input (outside the graph) and
+# that its translation computes again: {op: keywords}
+_DERIVED_KWARGS = {"minidl.ops.MaxDim": {"arg"}}
 
 
 def _ir_version(onnx, opset):

@@ -330,7 +330,7 @@ def _avg_pool2d(ctx):
 @_register(_POOL + "MaxPoolWindows")
 def _max_pool_windows(ctx):
     kw = ctx.kw
-    if kw.get("keep") is not None:
+    if getattr(ctx.rec.module, "return_indices", False):  # (the functional always passes keep)
         raise Unsupported("return_indices=True")
     p = [int(v) for v in kw["padding"]]
     end = [int(v) + int(e) for v, e in zip(kw["padding"], kw["extra"])]
@@ -404,3 +404,16 @@ def _pad(ctx):
     value = ctx.const(np.asarray(ctx.kw["value"], ctx.out_dtype), "value")
     return ctx.node("Pad", [ctx.x(0), ctx.const(np.asarray(pads, np.int64), "pads"), value],
                     mode="constant")
+
+
+@_register(_OPS + "MaxDim")
+def _max_dim(ctx):
+    # x.max(dim) / x.min(dim): the values (the indices the caller took with argmax are
+    # outside the graph, and refused where they are used); max or min told by the output
+    x, dim, keep = ctx.arrays[0], int(ctx.kw["dim"]) % ctx.ndim(0), bool(ctx.kw["keepdim"])
+    xp_max = x.max(axis=dim, keepdims=keep)
+    op = "ReduceMax" if (xp_max == ctx.rec.out).all() else "ReduceMin"
+    axes = np.asarray([dim], np.int64)
+    if ctx.opset >= 18:
+        return ctx.node(op, [ctx.x(0), ctx.const(axes, "axes")], keepdims=int(keep))
+    return ctx.node(op, [ctx.x(0)], axes=[dim], keepdims=int(keep))
