@@ -376,6 +376,7 @@ class OpZoo2(nn.Module):
         e = minidl.maximum(d, d * 0.5)
         f = minidl.where(self.mask, e, e.exp() - 1)
         g = f[:, :1].expand(-1, 4, -1) + f.max(dim=1, keepdim=True).values
+        g = g.masked_fill(self.mask, 0.25) - f.min(dim=1).values.unsqueeze(1)
         return g.repeat(1, 2, 1).sum(dim=(1, 2)) ** 2
 
 

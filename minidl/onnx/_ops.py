@@ -417,3 +417,9 @@ def _max_dim(ctx):
     if ctx.opset >= 18:
         return ctx.node(op, [ctx.x(0), ctx.const(axes, "axes")], keepdims=int(keep))
     return ctx.node(op, [ctx.x(0)], axes=[dim], keepdims=int(keep))
+
+
+@_register(_OPS + "MaskedFill")
+def _masked_fill(ctx):
+    a, _, value = ctx.inputs_cast_to_output()
+    return ctx.node("Where", [ctx.x(1), value, a])
