@@ -3,9 +3,11 @@
 
 The model runs once on ``args`` in eval mode with a ``Tracer`` recording every op (see
 ``_trace``); each recorded Function then becomes ONNX nodes (see ``_ops``): parameters and
-buffers become initializers, the args the graph's inputs. With ``dynamic_axes`` it runs a
-second time with those axes doubled: the dims that change are the dynamic ones, and a reshape
-that names them is written with 0 (copy) or -1 (infer) so that the graph runs at any size.
+buffers become initializers, the args the graph's inputs. It runs a second time on the inputs
+shuffled and grown along the ``dynamic_axes``: the dims that change are the dynamic ones (a
+reshape that names them is written with 0 (copy), -1 (infer) or a dim read from an input, so
+that the graph runs at any size), and an array an op took from outside the recorded ops that
+changes depends on the input, which a graph cannot follow: it is refused, not made a constant.
 An op with no translation raises ``UnsupportedOperatorError`` naming it and its module.
 Needs the ``onnx`` package: ``pip install 'minidl[onnx]'``.
 """
@@ -485,6 +487,11 @@ def _same_kwargs(a, b):
     return True
 
 
+def _same_array(a, b):
+    a, b = to_numpy(a), to_numpy(b)
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
 def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, second,
            opset, fold, export_params):
     helper = onnx.helper
@@ -492,36 +499,34 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         [(n, b.data) for n, b in model.named_buffers() if b is not None]
     in_keys, kw_keys, out_keys, arrays = _keys(records, inputs, params, outs)
     dyn = {}  # key -> the dims that change with the dynamic axes
-    arrays2 = arrays  # the second run's arrays by key (the first run's without one)
-    if second is not None:
-        records2, outs2, inputs2 = second
-        if len(records2) != len(records) or any(
-                r.cls is not r2.cls for r, r2 in zip(records, records2)):
+    records2, outs2, inputs2 = second
+    if len(records2) != len(records) or any(
+            r.cls is not r2.cls for r, r2 in zip(records, records2)):
+        raise OnnxExporterError(
+            "onnx.export: the model runs other ops on an input of other values or (dynamic "
+            "axes) another size: its forward branches on them, which a graph cannot")
+    arrays2 = _keys(records2, inputs2, params, outs2)[3]
+    for key, a in arrays.items():
+        b = arrays2.get(key)
+        if b is None or a.ndim != b.ndim:
+            raise OnnxExporterError("onnx.export: the model's graph changes with the values or "
+                                    "sizes of its input")
+        changed = frozenset(d for d in range(a.ndim) if a.shape[d] != b.shape[d])
+        if changed:
+            dyn[key] = changed
+    for r, r2 in zip(records, records2):
+        if not _same_kwargs(r.kwargs, r2.kwargs) and _op_name(r.cls) not in _SHAPED:
             raise OnnxExporterError(
-                "onnx.export: the model runs other ops on an input of other values or (dynamic "
-                "axes) another size: its forward branches on them, which a graph cannot")
-        arrays2 = _keys(records2, inputs2, params, outs2)[3]
-        for key, a in arrays.items():
-            b = arrays2.get(key)
-            if b is None or a.ndim != b.ndim:
-                raise OnnxExporterError("onnx.export: the model's graph changes with the size "
-                                        "of a dynamic axis")
-            changed = frozenset(d for d in range(a.ndim) if a.shape[d] != b.shape[d])
-            if changed:
-                dyn[key] = changed
-        for j, (r, r2) in enumerate(zip(records, records2)):
-            if not _same_kwargs(r.kwargs, r2.kwargs) and _op_name(r.cls) not in _SHAPED:
-                raise OnnxExporterError(
-                    f"onnx.export: {r.cls.__name__} {_where(r)} has arguments that depend on "
-                    "the size of a dynamic axis; export it without dynamic_axes")
-        for key in arrays:
-            if key[0] in ("const", "kwconst") and (key in dyn or not np.array_equal(
-                    to_numpy(arrays[key]), to_numpy(arrays2[key]))):
-                r = records[key[1]]
-                raise OnnxExporterError(
-                    f"onnx.export: {r.cls.__name__} {_where(r)} takes an array computed from "
-                    "the model's input outside minidl's recorded ops (a comparison such as "
-                    "x > 0, an argmax, .data or NumPy): the exported graph could not follow it")
+                f"onnx.export: {r.cls.__name__} {_where(r)} has arguments that change with the "
+                "values of the input or the size of a dynamic axis, which a graph cannot follow")
+    for key in arrays:
+        if key[0] in ("const", "kwconst") and (key in dyn or not _same_array(arrays[key],
+                                                                              arrays2[key])):
+            r = records[key[1]]
+            raise OnnxExporterError(
+                f"onnx.export: {r.cls.__name__} {_where(r)} takes an array computed from "
+                "the model's input outside minidl's recorded ops (a comparison such as "
+                "x > 0, an argmax, .data or NumPy): the exported graph could not follow it")
 
     b = _Builder(onnx, opset)
     for n in in_names + out_names:
@@ -545,18 +550,13 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
     for i, (t, name) in enumerate(zip(inputs, in_names)):
         key = ("in", i)
         wanted = dyn_names.get(name, {})
-        if second is not None:
-            for d in wanted:
-                sources.setdefault((t.data.shape[d], arrays2[key].shape[d]), (name, d))
-        if second is not None:
-            extra = set(dyn.get(key, ())) - set(wanted)
-            if extra:  # cannot happen: only the named dims were grown
-                raise OnnxExporterError(f"onnx.export: input {name!r} changed in dims {extra}")
+        for d in wanted:
+            sources.setdefault((t.data.shape[d], arrays2[key].shape[d]), (name, d))
         values[key] = _Value(name, t.data, frozenset(wanted))
         graph_inputs.append(value_info(name, t.data, key, wanted))
     for name, a in params:
         key = ("param", name)
-        if key in values or values.get(key) is not None:
+        if key in values:
             continue
         values[key] = _Value(b.reserve(name), a, const=export_params, param=True)
     used_params = []
