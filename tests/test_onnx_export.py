@@ -406,3 +406,42 @@ def test_array_computed_from_the_input_is_refused_not_baked_in(kind):
     # static shapes too: the second run on shuffled inputs tells it from a constant
     with pytest.raises(minidl.onnx.OnnxExporterError, match="comparison"):
         minidl.onnx.export(OutsideTheGraph(kind), minidl.randn(4, 5), io.BytesIO())
+
+
+def test_transformer_same_onnxruntime_outputs_as_torch_exporter():
+    torch = pytest.importorskip("torch", reason="comparison with torch.onnx.export")
+    tnn = torch.nn
+
+    class TorchTransformerClassifier(tnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = tnn.Embedding(50, 16)
+            layer = tnn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True,
+                                                activation="gelu")
+            self.encoder = tnn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+            self.head = tnn.Linear(16, 3)
+
+        def forward(self, ids):
+            return self.head(self.encoder(self.emb(ids)).mean(dim=1))
+
+    minidl.manual_seed(0)
+    model = _randomize_norms(TransformerClassifier())
+    ref = TorchTransformerClassifier()
+    ref.load_state_dict({k: torch.from_numpy(np.array(v.numpy()))
+                         for k, v in model.state_dict().items()})
+    ref.eval()
+    ids = np.random.default_rng(0).integers(0, 50, (2, 5))
+    _, sess = _export(model, minidl.tensor(ids), input_names=["ids"])
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(ref, (torch.from_numpy(ids),), buf, input_names=["ids"],
+                              opset_version=17, dynamo=False)
+    except Exception as exc:  # noqa: BLE001 - an exporter that needs what is not installed
+        pytest.skip(f"torch.onnx.export (TorchScript) does not run here: {exc}")
+    tsess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    # at the traced shape only: torch's export of batch_first attention bakes in the sizes
+    x = np.random.default_rng(1).integers(0, 50, (2, 5))
+    np.testing.assert_allclose(sess.run(None, {"ids": x})[0], tsess.run(None, {"ids": x})[0],
+                               rtol=1e-4, atol=1e-5)
