@@ -445,3 +445,14 @@ def test_transformer_same_onnxruntime_outputs_as_torch_exporter():
     x = np.random.default_rng(1).integers(0, 50, (2, 5))
     np.testing.assert_allclose(sess.run(None, {"ids": x})[0], tsess.run(None, {"ids": x})[0],
                                rtol=1e-4, atol=1e-5)
+
+
+def test_roll_is_exported():
+    class Rolled(nn.Module):
+        def forward(self, x):
+            return minidl.roll(x, shifts=(1, -2), dims=(2, 3)) + minidl.roll(x, 3, 1)
+
+    x = minidl.randn(2, 3, 4, 5)
+    _, sess = _export(Rolled(), x, input_names=["input"], dynamic_axes={"input": [0]})
+    _check(sess, Rolled(), "input", x)
+    _check(sess, Rolled(), "input", minidl.randn(3, 3, 4, 5))

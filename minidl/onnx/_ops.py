@@ -423,3 +423,29 @@ def _max_dim(ctx):
 def _masked_fill(ctx):
     a, _, value = ctx.inputs_cast_to_output()
     return ctx.node("Where", [ctx.x(1), value, a])
+
+
+@_register("minidl.shape_ops.Roll")
+def _roll(ctx):
+    # each axis: the last `shift` entries moved to the front, as two Slices and a Concat
+    shifts, axes = ctx.kw["shifts"], ctx.kw["axes"]
+    shifts = shifts if isinstance(shifts, (tuple, list)) else (shifts,)
+    if axes is None:
+        raise Unsupported("roll without dims (over the flattened tensor)")
+    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
+    y = ctx.x(0)
+    for s, d in zip(shifts, axes):
+        d = int(d) % ctx.ndim(0)
+        if d in ctx.dynamic(0):
+            raise Unsupported("roll along a dynamic axis")
+        n = ctx.shape(0)[d]
+        s = int(s) % n if n else 0
+        if not s:
+            continue
+        ax = ctx.const(np.asarray([d], np.int64), "axes")
+
+        def part(start, end):
+            return ctx.node("Slice", [y, ctx.const(np.asarray([start], np.int64), "starts"),
+                                      ctx.const(np.asarray([end], np.int64), "ends"), ax])
+        y = ctx.node("Concat", [part(n - s, n), part(0, n - s)], axis=d)
+    return y if y != ctx.x(0) else ctx.node("Identity", [y])
