@@ -42,7 +42,7 @@ from .runtime import (  # noqa: E402,F401  (in __all__ below, compile aside)
 from .backend import default_generator  # noqa: E402,F401
 
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402,F401  (one place: minidl/version.py)
 
 
 def set_num_threads(n):

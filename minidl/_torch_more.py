@@ -274,8 +274,109 @@ def install(namespace):
         namespace["GradScaler"] = GradScaler
     added = []
     for name in ("poisson", "binomial", "svd_lowrank", "pca_lowrank", "dtype",
-                 "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage"):
+                 "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage") + \
+            LEGACY_NAMES:
         if name not in namespace or name == "GradScaler":
             namespace.setdefault(name, globals().get(name))
             added.append(name)
     return added
+
+
+# ---- deprecated and low-level names that old scripts still call ----------------------------------
+def set_default_tensor_type(t, /):
+    """torch's deprecated way to set the default dtype and device at once:
+    ``set_default_tensor_type(minidl.DoubleTensor)`` or ``"torch.cuda.FloatTensor"``."""
+    import warnings
+
+    from . import legacy_types, tensor_functions
+
+    warnings.warn("minidl.set_default_tensor_type() is deprecated as of PyTorch 2.1, please use "
+                  "minidl.set_default_dtype() and minidl.set_default_device() as alternatives.",
+                  UserWarning, stacklevel=2)
+    if isinstance(t, str):
+        parts = t.split(".")
+        table = legacy_types.CUDA if "cuda" in parts[:-1] else legacy_types.CPU
+        if parts[0] not in ("torch", "minidl") or parts[-1] not in table:
+            raise TypeError(f"invalid type: '{t}'")
+        t = table[parts[-1]]
+    if not isinstance(t, legacy_types._LegacyType):
+        raise TypeError(f"set_default_tensor_type: expected a legacy tensor type such as "
+                        f"minidl.FloatTensor or its name, got {t!r}")
+    if t.dtype.kind != "f":
+        raise TypeError("only floating-point types are supported as the default type")
+    tensor_functions.set_default_dtype(t.dtype)
+    tensor_functions.set_default_device("cuda" if t.is_cuda else "cpu")
+
+
+def frobenius_norm(input, dim=(-2, -1), keepdim=False):
+    """Deprecated (torch keeps it for TorchScript): ``linalg.vector_norm(input, 2, dim,
+    keepdim)``."""
+    import warnings
+
+    from .math_ops import vector_norm
+
+    warnings.warn("frobenius_norm is deprecated; use linalg.vector_norm(A, 2., dim, keepdim)",
+                  UserWarning, stacklevel=2)
+    return vector_norm(input, 2, dim=dim, keepdim=keepdim)
+
+
+def nuclear_norm(input, dim=(-2, -1), keepdim=False):
+    """Deprecated: ``linalg.matrix_norm(input, 'nuc', dim, keepdim)``."""
+    import warnings
+
+    from .linalg import matrix_norm
+
+    warnings.warn("nuclear_norm is deprecated; use linalg.matrix_norm(A, 'nuc', dim, keepdim)",
+                  UserWarning, stacklevel=2)
+    return matrix_norm(input, "nuc", dim=dim, keepdim=keepdim)
+
+
+def matrix_rank(input, tol=None, symmetric=False, *, out=None):
+    """Removed in torch 1.9; raises as torch 2.13 does, naming the replacement."""
+    raise RuntimeError("This function was deprecated since version 1.9 and is now removed.\n"
+                       "Please use the `minidl.linalg.matrix_rank` function instead. The "
+                       "parameter 'symmetric' was renamed in `minidl.linalg.matrix_rank()` to "
+                       "'hermitian'.")
+
+
+def is_distributed(input):
+    """False: a minidl Tensor lives in one process (torch's answer for a plain tensor)."""
+    return False
+
+
+def embedding_renorm_(input, indices, max_norm, norm_type):
+    """Scale each row of ``input`` named in ``indices`` whose ``norm_type``-norm exceeds
+    ``max_norm`` down to it, in place (what ``embedding(max_norm=...)`` does); returns
+    ``input``."""
+    from .functional import _renorm_rows_
+
+    idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+    if idx.size:
+        _renorm_rows_(input, idx, float(max_norm), float(norm_type))
+    return input
+
+
+def feature_dropout(input, p, train):
+    """Zero whole feature maps (dim 1 of an (N, C, ...) input) with probability ``p`` when
+    ``train``, scaling the others by 1 / (1 - p)."""
+    from .nn._functional.dropout import _channel_dropout
+
+    return _channel_dropout("feature_dropout", input, p, train, False, input.ndim - 2)
+
+
+def feature_dropout_(input, p, train):
+    from .nn._functional.dropout import _channel_dropout
+
+    return _channel_dropout("feature_dropout_", input, p, train, True, input.ndim - 2)
+
+
+def to_dlpack(tensor):
+    """``minidl.utils.dlpack.to_dlpack``, as torch.to_dlpack."""
+    from .utils.dlpack import to_dlpack as convert
+
+    return convert(tensor)
+
+
+LEGACY_NAMES = ("set_default_tensor_type", "frobenius_norm", "nuclear_norm", "matrix_rank",
+                "is_distributed", "embedding_renorm_", "feature_dropout", "feature_dropout_",
+                "to_dlpack")

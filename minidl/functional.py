@@ -1121,8 +1121,7 @@ def mse_loss(input, target, reduction="mean"):
         if t.data.dtype.kind == "c":
             refuse_complex("mse_loss", t.data)
     _check_reduction("mse_loss", reduction)
-    if input.shape != target.shape:
-        raise ValueError(f"mse_loss: input shape {input.shape} and target {target.shape} differ")
+    input, target = broadcast_loss_operands("mse_loss", input, target)
     input, target = _autocast_inputs("mse_loss", input, target)
     sq = (input - target) ** 2
     return {"mean": sq.mean, "sum": sq.sum}.get(reduction, lambda: sq)()
@@ -1404,19 +1403,47 @@ class SmoothL1Loss(Function):
         return gd, -gd
 
 
+def broadcast_loss_operands(name, input, target, stacklevel=3):
+    """(input, target) of a regression loss (mse, l1, smooth_l1, huber) as torch takes them: a
+    target of another shape warns, as torch's does, and both are broadcast (the actor-critic
+    example's ``smooth_l1_loss(value, torch.tensor([R]))``); shapes that do not broadcast are
+    an error naming both."""
+    for what, t in (("input", input), ("target", target)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
+    if input.shape == target.shape:
+        return input, target
+    try:
+        shape = np.broadcast_shapes(input.shape, target.shape)
+    except ValueError:
+        raise ValueError(f"{name}: input shape {input.shape} and target shape {target.shape} "
+                         "differ and do not broadcast") from None
+    warnings.warn(f"Using a target size ({_size(target.shape)}) that is different to the input "
+                  f"size ({_size(input.shape)}). This will likely lead to incorrect results due "
+                  "to broadcasting. Please ensure they have the same size.", UserWarning,
+                  stacklevel=stacklevel)
+    return input.expand(shape), target.expand(shape)
+
+
+def _size(shape):
+    return f"minidl.Size({list(shape)})"  # as minidl.Size prints (runtime is a layer above)
+
+
 def _check_regression_loss(name, input, target, reduction):
     _check_reduction(name, reduction)
+    input, target = broadcast_loss_operands(name, input, target, stacklevel=5)
     _check_same_shape(name, input, target)
+    return input, target
 
 
 def l1_loss(input, target, reduction="mean"):
     """Mean (or sum, or each) of |input - target|; shapes must match (as in mse_loss)."""
-    _check_regression_loss("l1_loss", input, target, reduction)
+    input, target = _check_regression_loss("l1_loss", input, target, reduction)
     return L1Loss.apply(input, target, reduction=reduction)
 
 
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
-    _check_regression_loss("smooth_l1_loss", input, target, reduction)
+    input, target = _check_regression_loss("smooth_l1_loss", input, target, reduction)
     if not isinstance(beta, (int, float)) or isinstance(beta, bool) or beta < 0:
         raise ValueError(f"smooth_l1_loss: beta must be a number >= 0, got {beta!r}")
     return SmoothL1Loss.apply(input, target, reduction=reduction, beta=float(beta))

@@ -21,6 +21,7 @@ importing torch, and torch.load(weights_only=True) reads it. The same atomic wri
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import pickle
@@ -161,10 +162,12 @@ def check_save_path(path, make_folders=False):
     """The absolute ``path`` a checkpoint may be written to, or an error naming it: a
     directory, a parent that is a file, or (``make_folders`` False, as torch.save) a parent
     folder that does not exist. Nothing is written here."""
+    if _is_writable_file(path):
+        return path  # torch.save(obj, buffer): written straight into it, as torch does
     try:
         path = os.path.abspath(os.fspath(path))
     except TypeError:
-        raise TypeError(f"save: the path must be a str or os.PathLike, got "
+        raise TypeError(f"save: the path must be a str, os.PathLike or a binary file object, got "
                         f"{type(path).__name__}") from None
     if os.path.isdir(path):
         raise IsADirectoryError(f"save: {path} is a directory; give a file path (e.g. model.npz)")
@@ -199,6 +202,9 @@ def _write_atomically(path, fill, make_folders=False):
     renamed over ``path``. Anything that goes wrong on the way removes the temporary and leaves
     whatever was at ``path`` as it was."""
     path = check_save_path(path, make_folders)
+    if _is_writable_file(path):  # no rename to make atomic: the caller owns the file object
+        fill(path)
+        return
     directory = os.path.dirname(path)
     if make_folders:
         os.makedirs(directory, exist_ok=True)
@@ -216,6 +222,13 @@ def _write_atomically(path, fill, make_folders=False):
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _is_writable_file(f):
+    """A binary file object ``save`` writes into (io.BytesIO, open(path, "wb")), as torch.save
+    takes one: it writes and can tell its position (the zip writer needs it)."""
+    return not isinstance(f, (str, bytes, os.PathLike)) and callable(getattr(f, "write", None)) \
+        and callable(getattr(f, "tell", None))
 
 
 def _fsync_directory(directory):
@@ -649,20 +662,30 @@ def load(path, map_location=None, weights_only=True):
     location is always "cpu" (minidl stores host arrays).
     ``weights_only`` is accepted for torch.load's sake: nothing is ever unpickled."""
     del weights_only
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(f"load: the path must be a str or os.PathLike, got "
-                        f"{type(path).__name__}") from None
-    map_location = _check_map_location(map_location)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"load: {path} is a directory, not a checkpoint file")
-    if _is_torch_file(path):
+    source = None
+    if not isinstance(path, (str, bytes, os.PathLike)) and callable(getattr(path, "read", None)):
+        # torch.load(buffer): the file object is read from its position, as torch reads it
+        map_location = _check_map_location(map_location)
+        data = path.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"load: the file object must be opened in binary mode (read() gave "
+                            f"{type(data).__name__})")
+        source, path = io.BytesIO(data), "<file object>"
+    else:
+        try:
+            path = os.fspath(path)
+        except TypeError:
+            raise TypeError(f"load: the path must be a str, os.PathLike or a binary file "
+                            f"object, got {type(path).__name__}") from None
+        map_location = _check_map_location(map_location)
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"load: {path} is a directory, not a checkpoint file")
+    if _is_torch_file(path if source is None else source):
         # torch.save's format (format="torch" here, or PyTorch's own file): read without torch
         # and without running code from the file (torch_file's restricted unpickler)
         from .torch_file import read
 
-        obj = read(path, tensors=True)
+        obj = read(path if source is None else source, tensors=True)
         try:
             return _torch_tensors(obj, map_location)
         except ValueError as exc:  # a tensor whose parts do not fit together
@@ -670,7 +693,7 @@ def load(path, map_location=None, weights_only=True):
                 raise
             raise ValueError(f"checkpoint {path}: {exc}") from None
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(path if source is None else source) as zf:
             names = zf.namelist()
             if TREE not in names:
                 out = {}
@@ -688,10 +711,14 @@ def load(path, map_location=None, weights_only=True):
 
 
 def _is_torch_file(path):
-    """torch.save's zip (a data.pkl member) or its legacy pickle (protocol 2 magic)."""
+    """torch.save's zip (a data.pkl member) or its legacy pickle (protocol 2 magic);
+    ``path`` may be an io.BytesIO (load of a file object)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(2)
+        if isinstance(path, io.BytesIO):
+            head = path.getvalue()[:2]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(2)
         if head == b"\x80\x02":
             return True
         with zipfile.ZipFile(path) as zf:

@@ -1742,6 +1742,44 @@ class ItemError(ValueError, RuntimeError):
     minidl's earlier versions ValueError; this is both."""
 
 
+def _array_dtype(dtype):
+    """The dtype ``tensor`` gives a NumPy array of ``dtype`` (None: its own)."""
+    if dtype.kind == "f" and SCALAR_DTYPES[float] == np.float32:
+        return np.dtype(np.float32)
+    if dtype.kind in "iu":
+        return np.dtype(np.int64)
+    if dtype.kind == "c" and SCALAR_DTYPES[float] == np.float32:
+        return np.dtype(np.complex64)  # as a float array becomes float32
+    return None
+
+
+def _sequence_dtype(data):
+    """``tensor``'s dtype for a nested list that holds tensors (``torch.tensor([R])`` of a 0-d
+    float64 R is float64) or NumPy numbers: every element's dtype promoted together as torch
+    does (a Python float as the default float, an int as int64, a NumPy number as its own
+    dtype, a NumPy array as ``tensor`` takes one); None for plain Python numbers, which the
+    array's inference serves."""
+    found, scalars, stack = [], set(), [data]
+    while stack:
+        for x in stack.pop():
+            if isinstance(x, (list, tuple)):
+                stack.append(x)
+            elif isinstance(x, Tensor):
+                found.append(x.data.dtype)
+            elif isinstance(x, np.generic):  # as tensor(np.float64(1.0)): its own dtype
+                found.append(x.dtype)
+            elif isinstance(x, np.ndarray):
+                found.append(_array_dtype(x.dtype) or x.dtype)
+            elif type(x) in SCALAR_DTYPES:
+                scalars.add(type(x))
+    if not found:
+        return None
+    out = found[0]
+    for d in found[1:] + [SCALAR_DTYPES[k] for k in scalars]:
+        out = promote_types(out, d)
+    return out
+
+
 def tensor(data, requires_grad=False, dtype=None, device=None):
     """Make a tensor: floats become the default dtype (float32 unless
     ``minidl.set_default_dtype`` changed it), integers int64 (class labels). A NumPy float
@@ -1754,12 +1792,9 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     if isinstance(data, Tensor):
         data = data.data
     elif dtype is None and isinstance(data, np.ndarray):
-        if data.dtype.kind == "f" and SCALAR_DTYPES[float] == np.float32:
-            dtype = np.float32
-        elif data.dtype.kind in "iu":
-            dtype = np.int64
-        elif data.dtype.kind == "c" and SCALAR_DTYPES[float] == np.float32:
-            dtype = np.complex64  # as a float array becomes float32
+        dtype = _array_dtype(data.dtype)
+    elif dtype is None and isinstance(data, (list, tuple)):
+        dtype = _sequence_dtype(data)
     out = Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
     if out.data.dtype.kind in "USO":  # strings, objects: no tensor dtype holds them
         raise TypeError(f"tensor: invalid data type {type(data).__name__!r} (an array of "

@@ -40,12 +40,58 @@ def _method_form(name):
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}(): argument 'input' must be a Tensor, got "
                             f"{type(input).__name__}")
+        if "out" in kwargs:
+            out = kwargs.pop("out")
+            if out is not None:
+                return _into_out(name, out, lambda: getattr(input, name)(*args, **kwargs),
+                                 [input, *args, *kwargs.values()])
         return getattr(input, name)(*args, **kwargs)
 
     form.__name__ = form.__qualname__ = name
     form.__doc__ = f"``minidl.{name}(input, ...)`` is ``input.{name}(...)``.\n\n" + (
         method.__doc__ or "")
     return form
+
+
+def _into_out(name, out, compute, operands):
+    """``torch.<name>(..., out=out)`` (the Tensors tutorial's ``torch.matmul(a, b, out=y)``):
+    the result written into ``out``, which is returned. As torch: refused where autograd would
+    have to see through it, ``out`` resized (with torch's warning when it held elements) to
+    the result's shape, and a result that cannot be cast to ``out``'s dtype refused."""
+    import warnings
+
+    if not isinstance(out, Tensor):
+        raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+    if is_grad_enabled() and (out.requires_grad or any(
+            isinstance(t, Tensor) and t.requires_grad for t in operands)):
+        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
+                           "differentiation, but one of the arguments requires grad.")
+    result = compute()
+    if not isinstance(result, Tensor):
+        raise TypeError(f"{name}(): out= is supported for a single tensor result only; use the "
+                        "returned value")
+    if result.device != out.device:
+        raise RuntimeError(f"{name}(): expected out on {result.device}, like the result, but "
+                           f"got out on {out.device}")
+    if not np.can_cast(result.data.dtype, out.data.dtype, casting="same_kind"):
+        raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output "
+                           f"type {out.dtype}")
+    if out.shape != result.shape:
+        if out.numel():
+            warnings.warn(f"An output with one or more elements was resized since it had shape "
+                          f"{list(out.shape)}, which does not match the required output shape "
+                          f"{list(result.shape)}. This behavior is deprecated, and in a future "
+                          "PyTorch release outputs will not be resized unless they have zero "
+                          "elements. You can explicitly reuse an out tensor t by resizing it, "
+                          "inplace, to zero elements with t.resize_(0).", UserWarning,
+                          stacklevel=3)
+        xp = get_array_module(out.data)
+        out.data = xp.empty(result.shape, dtype=out.data.dtype)
+    from .tensor import no_grad
+
+    with no_grad():
+        out.copy_(result)
+    return out
 
 
 def max(input, dim=None, keepdim=False, *, other=None):  # noqa: A001  (PyTorch's name)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import math
 import operator
 import os
@@ -60,9 +61,9 @@ _CHUNK = 1 << 20
 class _Budget:
     """Bytes a checkpoint may still make us allocate; every storage is charged before it is read."""
 
-    def __init__(self, path, max_bytes):
+    def __init__(self, path, max_bytes, file_bytes=None):
         self.path, self.left = path, DEFAULT_MAX_BYTES if max_bytes is None else int(max_bytes)
-        self.file_bytes = os.path.getsize(path)
+        self.file_bytes = os.path.getsize(path) if file_bytes is None else file_bytes
 
     def charge(self, info):
         """Refuse a member before it is read when its declared size is out of bounds."""
@@ -461,6 +462,13 @@ def read(path, max_bytes=None, *, tensors=False):
     ``tensors`` (minidl.load's reading): each tensor of a zip file a LoadedTensor instead, its
     bfloat16 kept and whether it requires grad (or was a Parameter) said; a torch dtype object
     is a _DType either way."""
+    if isinstance(path, io.BytesIO):  # minidl.load of a file object (torch.load(buffer))
+        name, size = "<file object>", len(path.getbuffer())
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"checkpoint {name}: not torch.save's zip format (a legacy "
+                             "checkpoint loads from a path only)")
+        with read_errors(name), zipfile.ZipFile(path) as archive:
+            return _load_zip(name, archive, _Budget(name, max_bytes, size), tensors)
     path = os.fspath(path)
     if zipfile.is_zipfile(path):
         with read_errors(path), zipfile.ZipFile(path) as archive:

@@ -241,7 +241,7 @@ def case_state(rank, world, outdir):
         with FSDP.state_dict_type(target, kind):
             target.load_state_dict(sd)
         out[f"{kind.name}_keys"] = list(sd)
-        out[f"{kind.name}_sizes"] = [int(v.data.size) for v in sd.values()]
+        out[f"{kind.name}_sizes"] = [int(getattr(v, "local", v).data.size) for v in sd.values()]
         out[f"{kind.name}_round_trip"] = all(
             np.array_equal(a.data, b.data) for a, b in zip(model.parameters(),
                                                             target.parameters()))
@@ -390,7 +390,7 @@ def case_errors(rank, world, outdir):
         len(list(mixed.parameters()))]
     out["not_a_module"] = _catch(lambda: FSDP(lambda x: x))
     out["bad_strategy"] = _catch(lambda: FSDP(make_model("mlp"), sharding_strategy="FULL"))
-    out["hybrid"] = _catch(lambda: FSDP(make_model("mlp"),
+    out["hybrid"] = _catch(lambda: FSDP(make_model("mlp"), process_group=(dist.group.WORLD,),
                                         sharding_strategy=ShardingStrategy.HYBRID_SHARD))
     out["bad_policy"] = _catch(lambda: FSDP(make_model("mlp"), auto_wrap_policy=3))
     # ranks that wrap different models

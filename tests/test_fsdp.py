@@ -293,8 +293,8 @@ def test_errors_name_the_problem(errors):
         assert r["not_a_module"] == ("TypeError: FullyShardedDataParallel wraps an nn.Module, "
                                      "got function")
         assert r["bad_strategy"].startswith("TypeError") and "'FULL'" in r["bad_strategy"]
-        assert r["hybrid"].startswith("NotImplementedError: FullyShardedDataParallel: "
-                                      "HYBRID_SHARD")
+        assert r["hybrid"].startswith("ValueError: FullyShardedDataParallel: HYBRID_SHARD "
+                                      "takes process_group=(shard group, replicate group)")
         assert "auto_wrap_policy must be a callable" in r["bad_policy"]
         assert r["different_models"] == (
             "ValueError: FullyShardedDataParallel: ranks wrap different modules: rank 0 has "
@@ -830,7 +830,7 @@ def test_fully_shard_one_rank_and_errors(monkeypatch):
         fully_shard(model)
     with pytest.raises(TypeError, match="nn.Module"):
         fully_shard(lambda x: x)
-    with pytest.raises(NotImplementedError, match="mesh"):
+    with pytest.raises(TypeError, match="mesh must be a DeviceMesh"):
         fully_shard(nn.Linear(2, 2), mesh=object())
     with pytest.raises(NotImplementedError, match="reshard_after_forward"):
         fully_shard(nn.Linear(2, 2), reshard_after_forward=2)

@@ -154,3 +154,64 @@ def test_collect_env_prints_the_report():
     from minidl.utils.collect_env import get_env_info
 
     assert get_env_info()["minidl"] == minidl.__version__
+
+
+# ---- deprecated and low-level top-level names ------------------------------------------------
+def test_set_default_tensor_type_sets_dtype_and_device():
+    try:
+        with pytest.warns(UserWarning, match="set_default_tensor_type\\(\\) is deprecated"):
+            minidl.set_default_tensor_type(minidl.DoubleTensor)
+        assert minidl.ones(1).dtype == minidl.float64 and minidl.tensor([1.5]).dtype == \
+            minidl.float64
+        with pytest.warns(UserWarning):
+            minidl.set_default_tensor_type("torch.FloatTensor")
+        assert minidl.ones(1).dtype == minidl.float32
+        with pytest.warns(UserWarning), pytest.raises(TypeError, match="only floating-point"):
+            minidl.set_default_tensor_type(minidl.LongTensor)
+        with pytest.warns(UserWarning), pytest.raises(TypeError, match="invalid type"):
+            minidl.set_default_tensor_type("torch.NoSuchTensor")
+    finally:
+        minidl.set_default_dtype(minidl.float32)
+        minidl.set_default_device("cpu")
+
+
+def test_deprecated_norms_and_helpers_match_torch():
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(0).standard_normal((3, 4, 5))
+    with pytest.warns(UserWarning, match="deprecated"):
+        ours = minidl.frobenius_norm(minidl.tensor(a, dtype=minidl.float64), dim=(1, 2))
+    np.testing.assert_allclose(ours.numpy(), torch.frobenius_norm(torch.tensor(a), dim=(1, 2)),
+                               rtol=1e-12)
+    with pytest.warns(UserWarning, match="deprecated"):
+        ours = minidl.nuclear_norm(minidl.tensor(a[0], dtype=minidl.float64))
+    np.testing.assert_allclose(ours.numpy(), torch.nuclear_norm(torch.tensor(a[0])), rtol=1e-12)
+    with pytest.raises(RuntimeError, match="(?s)removed.*linalg.matrix_rank"):
+        minidl.matrix_rank(minidl.eye(3))
+    assert minidl.is_distributed(minidl.ones(1)) is torch.is_distributed(torch.ones(1)) is False
+    w = np.random.default_rng(1).standard_normal((4, 3)) * 2
+    theirs = torch.tensor(w)
+    torch.embedding_renorm_(theirs, torch.tensor([0, 2, 2]), 1.0, 2.0)
+    ours = minidl.tensor(w, dtype=minidl.float64)
+    assert minidl.embedding_renorm_(ours, minidl.tensor([0, 2, 2]), 1.0, 2.0) is ours
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+
+
+def test_feature_dropout_zeroes_whole_channels():
+    minidl.manual_seed(0)
+    x = minidl.ones(8, 6, 5)
+    y = minidl.feature_dropout(x, 0.5, True).numpy()
+    per_channel = y.reshape(8, 6, -1)
+    assert set(np.unique(per_channel)) <= {0.0, 2.0}
+    assert np.all(per_channel.min(axis=2) == per_channel.max(axis=2))  # whole channels
+    assert 0 < (per_channel[:, :, 0] == 0).mean() < 1
+    assert minidl.feature_dropout(x, 0.5, False) is x
+    z = minidl.ones(2, 3, 4)
+    assert minidl.feature_dropout_(z, 1.0, True) is z and float(z.sum()) == 0.0
+
+
+def test_version_module():
+    assert minidl.version.__version__ == minidl.__version__
+    assert minidl.version.cuda is None or isinstance(minidl.version.cuda, str)
+    assert minidl.version.hip is None
+    if not minidl.cuda.is_available():
+        assert minidl.version.cuda is None or minidl.backend._load_cupy() is not None

@@ -311,12 +311,23 @@ def use_grad_engine(fn):
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=None, materialize_grads=False):
+         only_inputs=True, allow_unused=None, is_grads_batched=False, materialize_grads=False):
     """``torch.autograd.grad``: the gradients of ``outputs`` with respect to ``inputs`` (a tuple,
     one per input), accumulated into no ``.grad``; ``grad_outputs`` seeds non-scalar outputs.
     An input the outputs do not depend on is an error unless ``allow_unused=True`` (None, or
     zeros with ``materialize_grads=True``). ``create_graph=True`` records the gradients in the
-    graph, so that they can be differentiated again."""
+    graph, so that they can be differentiated again. The arguments are torch's, in its order:
+    ``only_inputs`` is deprecated there and ignored (a warning when False), as here (the
+    WGAN-GP gradient penalty still passes it); ``is_grads_batched=True`` is not supported."""
+    if not only_inputs:
+        import warnings
+
+        warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). "
+                      "To accumulate gradient for other parts of the graph, please use "
+                      "Tensor.backward.", FutureWarning, stacklevel=2)
+    if is_grads_batched:
+        raise NotImplementedError("autograd.grad: is_grads_batched=True is not supported; "
+                                  "use minidl.func.vmap over a function of grad_outputs")
     return _grad_engine(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
                         materialize_grads)
 
@@ -544,6 +555,8 @@ class Function:
             raise oom from exc
         except SparseLayoutError as exc:  # a sparse input the op's dense forward cannot take
             return _on_sparse(cls, tensors, kwargs, exc)
+        if type(out) is not _np.ndarray and isinstance(out, _np.generic):
+            out = _np.array(out)  # NumPy reductions give scalars, which in-place ops cannot write
         needs_grad = False
         if _grad_enabled:
             for t in tensors:

@@ -111,7 +111,18 @@ class TensorDataset(Dataset):
         return len(self.arrays[0])
 
     def __getitem__(self, index):
-        return tuple(a[index] for a in self.arrays)
+        # Tensors, as torch's (``img, label = dataset[0]; model(img.unsqueeze(0).to(device))``):
+        # a row is a view of the stored array, as torch's sample is of its tensor
+        from ..tensor import Tensor
+
+        return tuple(Tensor(np.asarray(a[index])) for a in self.arrays)
+
+    @property
+    def tensors(self):
+        """The stored data as Tensors sharing it (torch's ``dataset.tensors``)."""
+        from ..tensor import Tensor
+
+        return tuple(Tensor(a) for a in self.arrays)
 
     def get_batch(self, indices):
         return tuple(a[indices] for a in self.arrays)

@@ -713,3 +713,11 @@ def sdpa_kernel(backends, set_priority=False):
 def current_sdpa_backends():
     """The kernels sdpa_kernel allows now (all but ERROR outside any sdpa_kernel block)."""
     return list(_sdpa_backends)
+
+
+# torch.nn.attention.flex_attention, as a submodule of this one
+import sys as _sys  # noqa: E402
+
+from . import _flex_attention as flex_attention  # noqa: E402
+
+_sys.modules[__name__ + ".flex_attention"] = flex_attention

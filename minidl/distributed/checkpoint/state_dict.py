@@ -169,10 +169,7 @@ def get_model_state_dict(model, *, submodules=None, options=None):
                 out = model.state_dict()
         else:
             with FSDP.state_dict_type(model, StateDictType.SHARDED_STATE_DICT):
-                out = model.state_dict()
-            for key, (u, info, a, b, start) in _fsdp1_layout(model).items():
-                if key in out:
-                    out[key] = FlatShard(out[key], info.shape, start)
+                out = model.state_dict()  # the sharded parameters as FlatShards already
     elif kind == "fsdp2":
         from ..fsdp._fully_shard import _whole
         out = model.state_dict()

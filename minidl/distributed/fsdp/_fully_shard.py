@@ -8,7 +8,8 @@
     opt.step()
 
 ``fully_shard(module)`` shards the parameters of ``module`` that no fully_shard module below
-it holds, each on its own: the parameter, flattened and padded to a multiple of the world size,
+it holds, each on its own: the parameter, flattened and padded to a multiple of the world size
+(of the shard group: ``mesh=`` a 1-D DeviceMesh, or a 2-D one for HSDP, dim 0 replicate),
 is cut in as many pieces, and this rank's piece (1-D) becomes the Parameter under the original
 name (``layer.weight``), which ``parameters()``, the optimizer and ``state_dict()`` see (torch
 holds a DTensor sharded on dim 0 there; minidl has no DTensor). The module keeps its place and
@@ -45,8 +46,8 @@ from ...backend import device_of, get_array_module, to_numpy
 from ...nn.module import Module, Parameter
 from ...tensor import Tensor, no_grad
 from .api import MixedPrecision, ShardingStrategy
-from .fully_sharded_data_parallel import (FullyShardedDataParallel, _cast, _check_unit_params,
-                                          _Info)
+from .fully_sharded_data_parallel import (FullyShardedDataParallel, _cast, _check_replicas,
+                                          _check_unit_params, _Info)
 
 __all__ = ["fully_shard", "FSDPModule", "MixedPrecisionPolicy", "OffloadPolicy",
            "CPUOffloadPolicy"]
@@ -174,6 +175,7 @@ class _State(FullyShardedDataParallel):
             out = xp.empty(ranks.shape[1], dtype=g.dtype)
             dist.reduce_scatter_tensor(out, ranks.reshape(-1), op="sum",
                                        group=self.process_group)
+        n *= self._replicate(out)  # HSDP: summed over the replicas too
         out *= out.dtype.type(1.0 / n)
         start = 0
         for p, chunk in zip(self._pieces_params, self._chunks):
@@ -330,12 +332,34 @@ def _set_reshard(state, value):
                            else ShardingStrategy.SHARD_GRAD_OP)
 
 
+def _mesh_groups(mesh):
+    """(shard group, replicate group or None) of fully_shard's ``mesh``: None, the world; a
+    1-D mesh, its group; a 2-D mesh, HSDP: replicate along dim 0, shard along dim 1."""
+    from ..device_mesh import DeviceMesh
+    if mesh is None:
+        return None, None
+    if not isinstance(mesh, DeviceMesh):
+        raise TypeError(f"fully_shard: mesh must be a DeviceMesh (init_device_mesh), got "
+                        f"{type(mesh).__name__}")
+    if mesh.ndim not in (1, 2):
+        raise ValueError(f"fully_shard expects a 1D or 2D DeviceMesh but got a {mesh.ndim}-D "
+                         f"mesh of shape {mesh.shape}: {mesh!r}")
+    if mesh.get_coordinate() is None:
+        raise ValueError(f"fully_shard: rank {dist.get_rank()} is not in mesh {mesh!r}")
+    if mesh.ndim == 1:
+        return mesh.get_group(), None
+    return mesh.get_group(1), mesh.get_group(0)
+
+
 def fully_shard(module, *, mesh=None, reshard_after_forward=None, shard_placement_fn=None,
                 mp_policy=MixedPrecisionPolicy(), offload_policy=OffloadPolicy(),
                 ignored_params=None, dp_mesh_dims=None):
     """torch.distributed.fsdp.fully_shard (FSDP2): shard ``module``'s parameters (those no
     fully_shard module below it holds) over the world, in place; returns ``module``, now an
-    FSDPModule. Apply it to the blocks first, then to the root. ``reshard_after_forward``:
+    FSDPModule. Apply it to the blocks first, then to the root. ``mesh``: a 1-D DeviceMesh
+    shards over its group instead; a 2-D one is HSDP, as torch: sharded along dim 1, replicated
+    along dim 0 (the gradients reduce-scattered in the shard group, then all-reduced across the
+    replicas, averaged over all). Give every fully_shard call of a model the same mesh. ``reshard_after_forward``:
     True frees the gathered parameters after forward (gathering again in backward), False
     keeps them to the end of backward, None (torch 2.13's default) is True but for the root
     (the outermost fully_shard module, known at its forward); an int, torch's resharding to
@@ -349,9 +373,10 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=None, shard_placemen
         raise RuntimeError("fully_shard: the default process group is not initialised; call "
                            "minidl.distributed.init_process_group() first (and launch with "
                            "mpiexec -n N)")
-    if mesh is not None or dp_mesh_dims is not None:
-        raise NotImplementedError("fully_shard: mesh (a DeviceMesh) is not implemented: "
-                                  "minidl shards over the default group (mesh=None)")
+    if dp_mesh_dims is not None:
+        raise NotImplementedError("fully_shard: dp_mesh_dims is not implemented; pass the data "
+                                  "parallel mesh itself (1-D: shard, 2-D: replicate, shard)")
+    shard_group, replicate_group = _mesh_groups(mesh)
     _check_reshard(reshard_after_forward)
     if shard_placement_fn is not None:
         raise NotImplementedError("fully_shard: shard_placement_fn is not implemented "
@@ -381,15 +406,20 @@ def fully_shard(module, *, mesh=None, reshard_after_forward=None, shard_placemen
             device_of(p.data) != "cpu" for p in params):
         raise NotImplementedError("fully_shard: CPUOffloadPolicy for a CUDA module is not "
                                   "implemented")
-    everyone = [None] * dist.get_world_size()
+    everyone = [None] * dist.get_world_size(shard_group)
     described = [(fqn, tuple(p.data.shape), str(p.data.dtype)) for fqn, p in named]
-    dist.all_gather_object(everyone, described)
+    dist.all_gather_object(everyone, described, group=shard_group)
     for rank, theirs in enumerate(everyone[1:], start=1):
         if theirs != everyone[0]:
             raise ValueError(f"fully_shard: ranks shard different modules: rank 0 has "
                              f"{everyone[0]}, rank {rank} {theirs}")
+    if replicate_group is not None:
+        _check_replicas(shard_group, replicate_group, "fully_shard")
     mp = MixedPrecision(param_dtype=mp_policy.param_dtype, reduce_dtype=mp_policy.reduce_dtype)
-    state = _State(module, None, ShardingStrategy.FULL_SHARD, mp, type(module).__name__ + ".")
+    state = _State(module, shard_group, ShardingStrategy.FULL_SHARD, mp,
+                   type(module).__name__ + ".")
+    object.__setattr__(state, "_inter_node_pg", replicate_group)
+    object.__setattr__(state, "_device_mesh", mesh)
     _set_reshard(state, reshard_after_forward)
     object.__setattr__(state, "_has_parent", False)
     for m in module.modules():  # the fully_shard modules below: not the root

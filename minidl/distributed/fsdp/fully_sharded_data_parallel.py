@@ -36,6 +36,14 @@ What is freed when:
   twice) from the forward to the end of the backward pass; backward gathers nothing.
 - NO_SHARD: the whole buffer is the parameter, on every rank; gradients are all-reduced, as
   DDP.
+- HYBRID_SHARD / _HYBRID_SHARD_ZERO2 (HSDP): FULL_SHARD / SHARD_GRAD_OP within a shard group
+  (a node's ranks), every shard group holding the whole model (replicas). The gradients are
+  reduce-scattered in the shard group, then all-reduced across the replicate group (the ranks
+  that hold the same shard), averaged over all of them:
+
+      mesh = init_device_mesh("cpu", (2, 4), mesh_dim_names=("replicate", "shard"))
+      model = FSDP(model, device_mesh=mesh, sharding_strategy=ShardingStrategy.HYBRID_SHARD)
+      # or process_group=(shard_group, replicate_group); or neither: one node's ranks
 
 After the backward pass every rank holds only its shards (and their gradients).
 
@@ -283,6 +291,98 @@ def _check_unit_params(params):
                          "others do; wrap the frozen modules in their own unit")
 
 
+_HYBRID = (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2)
+_FREES_AFTER_FORWARD = (ShardingStrategy.FULL_SHARD, ShardingStrategy.HYBRID_SHARD)
+_KEEPS_TO_BACKWARD = (ShardingStrategy.SHARD_GRAD_OP, ShardingStrategy._HYBRID_SHARD_ZERO2)
+
+
+def _is_group(g):
+    return g is None or isinstance(g, dist.ProcessGroup)
+
+
+def _resolve_groups(process_group, device_mesh, strategy, what="FullyShardedDataParallel"):
+    """(shard group, replicate group or None) from FSDP1's ``process_group`` /
+    ``device_mesh`` arguments, as torch reads them: HYBRID_SHARD takes a (shard, replicate)
+    tuple of groups, or a 2-D mesh (dim 0 replicate, dim 1 shard), or neither (the shard
+    group is one node's ranks, see _node_groups); the other strategies a group or a 1-D mesh."""
+    from ..device_mesh import DeviceMesh
+    hybrid = strategy in _HYBRID
+    if process_group is not None and device_mesh is not None:
+        raise ValueError(f"{what}: cannot pass both process_group and device_mesh at the same "
+                         "time; pass only one of them")
+    if device_mesh is not None:
+        if not isinstance(device_mesh, DeviceMesh):
+            raise TypeError(f"{what}: device_mesh must be a DeviceMesh (init_device_mesh), got "
+                            f"{type(device_mesh).__name__}")
+        if device_mesh.get_coordinate() is None:
+            raise ValueError(f"{what}: rank {dist.get_rank()} is not in device_mesh "
+                             f"{device_mesh!r}")
+        if hybrid:
+            if device_mesh.ndim != 2:
+                raise ValueError(f"{what}: {strategy.name} takes a 2-D device_mesh (dim 0 "
+                                 f"replicate, dim 1 shard), got a {device_mesh.ndim}-D mesh of "
+                                 f"shape {device_mesh.shape}")
+            return device_mesh.get_group(1), device_mesh.get_group(0)
+        if device_mesh.ndim != 1:
+            raise ValueError(f"{what}: {strategy.name} takes a 1-D device_mesh (the ranks to "
+                             f"shard over), got a {device_mesh.ndim}-D mesh of shape "
+                             f"{device_mesh.shape}; a 2-D (replicate, shard) mesh is for "
+                             "sharding_strategy=HYBRID_SHARD")
+        return device_mesh.get_group(), None
+    if not hybrid:
+        if isinstance(process_group, (tuple, list)):
+            raise ValueError(f"{what}: a (shard group, replicate group) pair as process_group "
+                             f"is for HYBRID_SHARD or _HYBRID_SHARD_ZERO2, not {strategy.name}; "
+                             "pass one process group")
+        if not _is_group(process_group):
+            raise TypeError(f"{what}: process_group must be a ProcessGroup (new_group) or None, "
+                            f"got {type(process_group).__name__}")
+        return process_group, None
+    if process_group is None:
+        return _node_groups()
+    if not isinstance(process_group, (tuple, list)) or len(process_group) != 2 or \
+            not all(isinstance(g, dist.ProcessGroup) or g is dist.GroupMember.NON_GROUP_MEMBER
+                    for g in process_group):
+        got = (f"a {type(process_group).__name__} of {len(process_group)}: "
+               f"{[type(g).__name__ for g in process_group]}"
+               if isinstance(process_group, (tuple, list)) else type(process_group).__name__)
+        raise ValueError(f"{what}: {strategy.name} takes process_group=(shard group, replicate "
+                         f"group), a tuple of two ProcessGroups, got {got}")
+    for g, role in zip(process_group, ("shard", "replicate")):
+        if g is dist.GroupMember.NON_GROUP_MEMBER:
+            raise ValueError(f"{what}: this rank ({dist.get_rank()}) is not part of the {role} "
+                             "group of process_group")
+    return tuple(process_group)
+
+
+def _node_groups():
+    """HYBRID_SHARD's groups when none are given, as torch's: shard within a node (the ranks
+    ``dist.new_subgroups()`` puts together: consecutive blocks of the ranks on one machine),
+    replicate across nodes (rank i of every node). Under mpiexec on one machine the node is
+    the whole world, so the shard group is the world and the replicate groups have one rank."""
+    shard, _ = dist.new_subgroups()
+    per_node, world = dist.get_world_size(shard), dist.get_world_size()
+    replicate, _ = dist.new_subgroups_by_enumeration(
+        [list(range(i, world, per_node)) for i in range(per_node)])
+    return shard, replicate
+
+
+def _check_replicas(shard_group, replicate_group, what="FullyShardedDataParallel"):
+    """The ranks of a replicate group hold the same shard: the same shard-group size and the
+    same rank in it (else averaging their gradients would mix different pieces)."""
+    mine = (dist.get_world_size(shard_group), dist.get_rank(shard_group), dist.get_rank())
+    everyone = [None] * dist.get_world_size(replicate_group)
+    dist.all_gather_object(everyone, mine, group=replicate_group)
+    for size, rank, world_rank in everyone:
+        if (size, rank) != mine[:2]:
+            raise ValueError(
+                f"{what}: the replicate group holds ranks that do not hold the same shard: "
+                f"world rank {mine[2]} is rank {mine[1]} of a shard group of {mine[0]}, world "
+                f"rank {world_rank} rank {rank} of {size}; each replicate group must take one "
+                "rank from each shard group, at the same place (a (replicate, shard) mesh's "
+                "columns)")
+
+
 def _device(device_id):
     if device_id is None:
         return None
@@ -295,8 +395,14 @@ def _device(device_id):
 class FullyShardedDataParallel(Module):
     """``torch.distributed.fsdp.FullyShardedDataParallel``'s constructor (FSDP1).
 
-    ``process_group``: shard over that group instead of the world; ``sharding_strategy``:
-    FULL_SHARD (default), SHARD_GRAD_OP or NO_SHARD; ``auto_wrap_policy``: see
+    ``process_group``: shard over that group instead of the world (or ``device_mesh``, a 1-D
+    DeviceMesh: over its group); ``sharding_strategy``: FULL_SHARD (default), SHARD_GRAD_OP,
+    NO_SHARD, or HYBRID_SHARD / _HYBRID_SHARD_ZERO2 (FULL_SHARD / SHARD_GRAD_OP within a shard
+    group, replicated across groups; see the module docstring), which take
+    ``process_group=(shard_group, replicate_group)``, or a 2-D ``device_mesh`` (dim 0
+    replicate, dim 1 shard), or neither: then, as torch, the shard group is the ranks of one
+    node (``dist.new_subgroups()``: under mpiexec on one machine, the whole world, and the
+    replicate groups one rank each). ``auto_wrap_policy``: see
     minidl.distributed.fsdp.wrap (a set of module classes also works); ``mixed_precision``:
     MixedPrecision(param_dtype, reduce_dtype, buffer_dtype); ``ignored_modules``: modules whose
     parameters stay as they are (not sharded, not averaged); ``device_id``: the module is moved
@@ -309,6 +415,7 @@ class FullyShardedDataParallel(Module):
 
     _state_dict_type = StateDictType.FULL_STATE_DICT
     _state_dict_config = FullStateDictConfig()
+    _inter_node_pg = None  # HYBRID_SHARD's replicate group
 
     def __init__(self, module, process_group=None, sharding_strategy=None, cpu_offload=None,
                  auto_wrap_policy=None, backward_prefetch=BackwardPrefetch.BACKWARD_PRE,
@@ -330,12 +437,7 @@ class FullyShardedDataParallel(Module):
         if not isinstance(strategy, ShardingStrategy):
             raise TypeError(f"FullyShardedDataParallel: sharding_strategy must be a "
                             f"ShardingStrategy, got {sharding_strategy!r}")
-        if strategy in (ShardingStrategy.HYBRID_SHARD, ShardingStrategy._HYBRID_SHARD_ZERO2) \
-                or device_mesh is not None:
-            what = "device_mesh" if device_mesh is not None else strategy.name
-            raise NotImplementedError(f"FullyShardedDataParallel: {what} (sharding within a "
-                                      "node, replicating across nodes) is not implemented; use "
-                                      "FULL_SHARD, SHARD_GRAD_OP or NO_SHARD")
+        process_group, replicate_group = _resolve_groups(process_group, device_mesh, strategy)
         if param_init_fn is not None:
             raise NotImplementedError("FullyShardedDataParallel: param_init_fn (materialising a "
                                       "meta-device module) is not implemented; build the module "
@@ -357,7 +459,9 @@ class FullyShardedDataParallel(Module):
             if any(device_of(p.data) != "cpu" for p in module.parameters()):
                 raise NotImplementedError("FullyShardedDataParallel: CPUOffload(offload_params="
                                           "True) for a CUDA module is not implemented")
-        self.process_group = process_group
+        self.process_group = process_group  # the shard group (HYBRID: within a node)
+        object.__setattr__(self, "_inter_node_pg", replicate_group)  # HYBRID: across nodes
+        object.__setattr__(self, "_device_mesh", device_mesh)
         self.sharding_strategy = strategy
         self.mixed_precision = mixed_precision
         self.cpu_offload = cpu_offload or CPUOffload()
@@ -384,8 +488,12 @@ class FullyShardedDataParallel(Module):
         if not _checked:  # every unit to be made checked first: bad input changes nothing
             units = _plan(module, policy, self._ignored) if policy is not None else []
             self._check_units(units + [("", module)])
-        if policy is not None:
-            kwargs = dict(process_group=process_group, sharding_strategy=strategy,
+            if replicate_group is not None:
+                _check_replicas(process_group, replicate_group)
+        if policy is not None:  # the units below share this one's groups (none made again)
+            groups = process_group if replicate_group is None else (process_group,
+                                                                   replicate_group)
+            kwargs = dict(process_group=groups, sharding_strategy=strategy,
                           cpu_offload=cpu_offload, backward_prefetch=backward_prefetch,
                           mixed_precision=mixed_precision, ignored_modules=ignored_modules,
                           sync_module_states=sync_module_states,
@@ -516,10 +624,13 @@ class FullyShardedDataParallel(Module):
             for b in buffers:
                 if is_floating(b.data.dtype):
                     b.data = b.data.astype(mp.buffer_dtype)
-        if sync_module_states and params:
-            _broadcast_coalesced(params, self.process_group)
-        if buffers:  # BatchNorm's running statistics: rank 0's everywhere, as DDP
-            _broadcast_coalesced(buffers, self.process_group)
+        # rank 0's values in the shard group, then (HYBRID) the first replica's in the others
+        groups = [self.process_group] + ([self._inter_node_pg] if self._inter_node_pg else [])
+        for group in groups:
+            if sync_module_states and params:
+                _broadcast_coalesced(params, group)
+            if buffers:  # BatchNorm's running statistics: rank 0's everywhere, as DDP
+                _broadcast_coalesced(buffers, group)
         object.__setattr__(self, "_infos", infos)
         if not params:
             return
@@ -581,7 +692,7 @@ class FullyShardedDataParallel(Module):
     def _post_backward(self):
         """Once per backward pass that reached this unit: the flat gradient, averaged over the
         ranks, into this rank's shard's ``.grad`` (under no_sync it keeps adding up here)."""
-        if self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP:
+        if self.sharding_strategy in _KEEPS_TO_BACKWARD:
             self._reshard()
         self._drop_regathered()
         self._recorded = self._done = 0
@@ -601,6 +712,7 @@ class FullyShardedDataParallel(Module):
         else:
             out = xp.empty(self._padded // world, dtype=g.dtype)
             dist.reduce_scatter_tensor(out, g, op="sum", group=self.process_group)
+            world *= self._replicate(out)
         out *= out.dtype.type(1.0 / world)
         flat = self._flat
         out = out.astype(flat.data.dtype, copy=False)
@@ -608,6 +720,17 @@ class FullyShardedDataParallel(Module):
             flat.grad = Tensor(out)
         else:
             flat.grad.data += out
+
+    def _replicate(self, shard_grad):
+        """HYBRID: sum this rank's reduced shard gradient over the replicas (the ranks that
+        hold the same shard, one per shard group), in place; how many replicas there are."""
+        group = self._inter_node_pg
+        if group is None:
+            return 1
+        n = dist.get_world_size(group)
+        if n > 1:
+            dist.all_reduce(shard_grad, op="sum", group=group)
+        return n
 
     def _reshard(self):
         if self._full is not None:
@@ -712,7 +835,7 @@ class FullyShardedDataParallel(Module):
         track = is_grad_enabled() and requires_grad
         # FULL_SHARD frees the gathered buffer after forward, and gathers it again in backward
         # (not where saved-tensor hooks are disabled: the graph then keeps it, as SHARD_GRAD_OP)
-        free = track and self.sharding_strategy is ShardingStrategy.FULL_SHARD \
+        free = track and self.sharding_strategy in _FREES_AFTER_FORWARD \
             and _ag._saved_hooks_disabled is None
         if free:
             _gathered[id(root_array(self._full))] = self
@@ -725,7 +848,7 @@ class FullyShardedDataParallel(Module):
             else:
                 view = Tensor(self._view(i))
             info.show(view)
-        keep = track and self.sharding_strategy is ShardingStrategy.SHARD_GRAD_OP
+        keep = track and self.sharding_strategy in _KEEPS_TO_BACKWARD
         out = None
         try:
             with _SavedWeights() if free else contextlib.nullcontext():
@@ -917,7 +1040,10 @@ class FullyShardedDataParallel(Module):
         """By the state-dict type (see state_dict_type): FULL_STATE_DICT, the plain model's
         keys and whole values (copies; every rank takes part in the gathers, and with
         ``rank0_only`` the others get an empty dict); SHARDED_STATE_DICT, the plain model's
-        keys and this rank's flat piece of each parameter (buffers whole);
+        keys and this rank's flat piece of each sharded parameter as a
+        ``checkpoint.FlatShard`` (the piece, the parameter's shape and where the piece starts:
+        torch gives ShardedTensors / DTensors), so that ``dcp.save({"model":
+        model.state_dict()})`` and ``dcp.load`` work on it as torch's (buffers whole);
         LOCAL_STATE_DICT, each unit's ``_flat_param`` shard (and the buffers)."""
         kind, config = self._state_dict_type, self._state_dict_config
         out = OrderedDict() if destination is None else destination
@@ -940,17 +1066,22 @@ class FullyShardedDataParallel(Module):
             for k, t in state.items():
                 put(k, t)
             return out
-        pieces = {}  # (module id, attribute) -> (key, this rank's piece), plain order below
+        from ..checkpoint.metadata import FlatShard
+
+        pieces = {}  # (module id, attribute) -> (key, piece, info, start), plain order below
         for base, _, u in self._units():
             if u._flat is not None:
-                for info, piece in zip(u._infos, u._pieces()):
+                for info, piece, start in zip(u._infos, u._pieces(), u._piece_starts()):
                     for m, attr in info.owners:
-                        pieces[(id(m), attr)] = (base + info.fqn, piece)
+                        pieces[(id(m), attr)] = (base + info.fqn, piece, info, start)
         for mod_name, m in self.named_modules(remove_duplicate=False):
             pre = f"{mod_name}." if mod_name else ""
             for attr, p in m._parameters.items():
-                if (id(m), attr) in pieces:
-                    put(*pieces[(id(m), attr)])
+                if (id(m), attr) in pieces:  # a FlatShard: the piece and its place (torch's
+                    key, piece, info, start = pieces[(id(m), attr)]  # ShardedTensor / DTensor)
+                    put(key, piece)
+                    key = prefix + _clean(key)
+                    out[key] = FlatShard(out[key], info.shape, start)
                 elif p is not None and not isinstance(p, FlatParameter):
                     put(pre + attr, p)
             skip = m.__dict__.get("_non_persistent", ())
@@ -981,6 +1112,13 @@ class FullyShardedDataParallel(Module):
             bounds.append((lo - lo_shard, max(hi, lo) - lo_shard))
         return bounds
 
+    def _piece_starts(self):
+        """Where in each original parameter (flattened) this rank's piece of it starts."""
+        n, r = self._shards()
+        lo_shard = r * (self._padded // n)
+        return [min(max(lo_shard + a - info.offset, 0), info.numel)
+                for info, (a, _) in zip(self._infos, self._piece_bounds())]
+
     def _pieces(self):
         data = self._flat.data
         return [data[a:b] for a, b in self._piece_bounds()]
@@ -988,7 +1126,8 @@ class FullyShardedDataParallel(Module):
     def load_state_dict(self, state_dict, strict=True):
         """What state_dict() of the same state-dict type returned. FULL_STATE_DICT: every rank
         passes the whole dict. SHARDED and LOCAL: each rank its own, saved with the same number
-        of ranks (a different one is refused, naming the sizes that do not fit)."""
+        of ranks (a different one is refused, naming the sizes that do not fit; a SHARDED
+        state dict filled by ``dcp.load`` has been resharded to this run's pieces)."""
         if not hasattr(state_dict, "items"):
             raise TypeError(f"load_state_dict: expected a dict of name -> array (a state_dict), "
                             f"got a {type(state_dict).__name__}")
@@ -997,26 +1136,37 @@ class FullyShardedDataParallel(Module):
             with FullyShardedDataParallel.summon_full_params(self, writeback=True):
                 return self._load_mapped(state_dict, strict)
         if kind is StateDictType.SHARDED_STATE_DICT:
+            from ..checkpoint.metadata import FlatShard
+
             state_dict = OrderedDict(state_dict.items())
             for unit_name, key, u in self._units():
                 if u._flat is None:
                     continue
                 pieces = []
-                for info, (a, b) in zip(u._infos, u._piece_bounds()):
+                for info, (a, b), start in zip(u._infos, u._piece_bounds(), u._piece_starts()):
                     name = unit_name + info.fqn
                     if name not in state_dict:
                         raise StateDictKeyError(f"Error(s) in loading state_dict for "
                                                 f"FullyShardedDataParallel: missing keys: {name}")
                     value = state_dict.pop(name)
+                    place = ""
+                    if isinstance(value, FlatShard):  # what state_dict() gives: its place too
+                        place = (f" (elements [{value.offset}, {value.offset + value.local.data.size})"
+                                 f" of shape {value.shape})")
+                        fits = value.shape == info.shape and value.offset == start
+                        value = value.local
                     arr = value.data if isinstance(value, Tensor) else np.asarray(value)
-                    if arr.size != b - a:
+                    if arr.size != b - a or (place and not fits):
                         raise ValueError(
                             f"FullyShardedDataParallel.load_state_dict (SHARDED_STATE_DICT): "
-                            f"{name!r} holds {arr.size} elements on rank {u.rank}, this rank's "
-                            f"piece of it has {b - a}: the state dict was saved with a different "
-                            f"number of ranks (this run has {u._shards()[0]}) or another model; "
-                            "load it on as many ranks as saved it, or go through a "
-                            "FULL_STATE_DICT")
+                            f"{name!r} holds {arr.size} elements{place} on rank {u.rank}, this "
+                            f"rank's piece of it has {b - a} (elements [{start}, "
+                            f"{start + b - a}) of shape {info.shape}): the state dict was "
+                            f"saved with a different number of ranks (this run has "
+                            f"{u._shards()[0]}) or another model; load it on as many ranks as "
+                            "saved it, go through a FULL_STATE_DICT, or reshard it with "
+                            "minidl.distributed.checkpoint (dcp.load into this model's "
+                            "SHARDED state_dict())")
                     pieces.append((a, b, arr))
                 shard = to_numpy(u._flat.data).copy()
                 for a, b, arr in pieces:

@@ -166,7 +166,7 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere (d = input - target)."""
     name = "huber_loss"
     _check_reduction(name, reduction)
-    _same_shape(name, input=input, target=target)
+    input, target = _F.broadcast_loss_operands(name, input, target)
     if delta <= 0:
         raise ValueError(f"{name}: delta must be positive, got {delta}")
     for t in (input, target):  # its |d| < delta test orders magnitudes, not complex errors
