@@ -5,6 +5,8 @@ path of the module that called it. Arrays are named by identity; the tracer keep
 saw alive until the export is done, so that no id is reused meanwhile."""
 from __future__ import annotations
 
+import numpy as np
+
 from .. import autograd
 
 
@@ -50,6 +52,8 @@ class Tracer:
             out = prev.forward(fn, tensors, kwargs)
         else:
             out = fn.forward(*[t.data for t in tensors], **kwargs)
+        if isinstance(out, np.generic):  # as Function.apply makes it: a 0-d array (the very
+            out = np.array(out)  # object the output Tensor holds, so that it is known by id)
         path, module = self._where()
         self.records.append(Record(type(fn), fn, [t.data for t in tensors], dict(kwargs), out,
                                    path, module))
