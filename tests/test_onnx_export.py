@@ -456,3 +456,16 @@ def test_roll_is_exported():
     _, sess = _export(Rolled(), x, input_names=["input"], dynamic_axes={"input": [0]})
     _check(sess, Rolled(), "input", x)
     _check(sess, Rolled(), "input", minidl.randn(3, 3, 4, 5))
+
+
+def test_scalar_constants_and_full_reductions_keep_0d_shapes():
+    class Scalar(nn.Module):
+        def forward(self, x):
+            return x.sum(dim=()) * 1.5 + x.mean()
+
+    x = minidl.randn(2, 3)
+    proto, sess = _export(Scalar(), x)
+    assert len(proto.graph.output[0].type.tensor_type.shape.dim) == 0
+    got = sess.run(None, {"x": x.numpy()})[0]
+    assert got.shape == ()
+    np.testing.assert_allclose(got, Scalar()(x).numpy(), rtol=1e-5)

@@ -145,6 +145,12 @@ def _second_input(t, dims, extra, rng):
     return Tensor(flat[xp.asarray(rng.permutation(flat.size))].reshape(a.shape))
 
 
+def _host(array):
+    """A C-contiguous NumPy copy of ``array`` (a CUDA one brought to the host), 0-d kept 0-d
+    (np.ascontiguousarray would make it 1-d)."""
+    return np.array(to_numpy(array), order="C", copy=True)
+
+
 def _op_name(cls):
     return f"{cls.__module__}.{cls.__name__}"
 
@@ -184,7 +190,7 @@ class _Builder:
 
     def const(self, array, hint):
         name = self.fresh(hint)
-        self.inits[name] = np.ascontiguousarray(to_numpy(array))  # a CUDA array to the host
+        self.inits[name] = _host(array)
         return name
 
     def node(self, op, inputs, prefix, n_out=1, **attrs):
@@ -257,7 +263,7 @@ class OpContext:
     def transposed(self, i):
         v = self.values[i]
         if v.const and v.name in self.b.inits:  # a weight: stored transposed once
-            return self.b.const(np.ascontiguousarray(self.arrays[i].T), v.name + "_transposed")
+            return self.b.const(self.arrays[i].T, v.name + "_transposed")
         return self.node("Transpose", [v.name], perm=[1, 0])
 
     def reshape_target(self):
@@ -574,7 +580,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         if v.param and v.name not in b.inits and v.name not in used_params:
             used_params.append(v.name)
             if export_params:
-                b.inits[v.name] = np.ascontiguousarray(to_numpy(v.array))
+                b.inits[v.name] = _host(v.array)
         return v
 
     for j, rec in enumerate(records):
