@@ -469,3 +469,32 @@ def test_scalar_constants_and_full_reductions_keep_0d_shapes():
     got = sess.run(None, {"x": x.numpy()})[0]
     assert got.shape == ()
     np.testing.assert_allclose(got, Scalar()(x).numpy(), rtol=1e-5)
+
+
+def test_custom_autograd_function_exports_the_ops_inside_it():
+    class ScaledTanh(minidl.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = minidl.tanh(x) * 2.0
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (2.0 - y * y / 2.0)
+
+    class UsesIt(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return ScaledTanh.apply(self.fc(x))
+
+    minidl.manual_seed(0)
+    model = UsesIt()
+    x = minidl.randn(4, 3)
+    _, sess = _export(model, x, input_names=["input"], dynamic_axes={"input": [0]})
+    _check(sess, model, "input", x)
+    _check(sess, model, "input", minidl.randn(1, 3))
