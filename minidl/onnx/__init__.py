@@ -1,0 +1,666 @@
+"""``minidl.onnx.export``: a model as an ONNX file that ONNX Runtime runs, with the meaning of
+``torch.onnx.export`` (its TorchScript-based exporter's arguments).
+
+The model runs once on ``args`` in eval mode with a ``Tracer`` recording every op (see
+``_trace``); each recorded Function then becomes ONNX nodes (see ``_ops``): parameters and
+buffers become initializers, the args the graph's inputs. It runs a second time on the inputs
+shuffled and grown along the ``dynamic_axes``: the dims that change are the dynamic ones (a
+reshape that names them is written with 0 (copy), -1 (infer) or a dim read from an input, so
+that the graph runs at any size), and an array an op took from outside the recorded ops that
+changes depends on the input, which a graph cannot follow: it is refused, not made a constant.
+An op with no translation raises ``UnsupportedOperatorError`` naming it and its module.
+Needs the ``onnx`` package: ``pip install 'minidl[onnx]'``.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+
+import numpy as np
+
+from .. import autograd
+from ..backend import get_array_module, to_numpy
+from ..tensor import Tensor
+from ._ops import TRANSLATIONS, Unsupported
+from ._trace import Tracer
+
+__all__ = ["export", "OnnxExporterError", "UnsupportedOperatorError"]
+
+_MIN_OPSET = 17  # LayerNormalization
+
+
+class OnnxExporterError(RuntimeError):
+    """The model could not be exported (as torch.onnx.errors.OnnxExporterError)."""
+
+
+class UnsupportedOperatorError(OnnxExporterError):
+    """An op of the model has no ONNX translation (as torch.onnx.errors'); the message names
+    the op and the module it was called in."""
+
+
+def _require_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ImportError("minidl.onnx.export needs the onnx package: "
+                          "pip install 'minidl[onnx]' (or pip install onnx)") from exc
+    return onnx
+
+
+# ---- arguments --------------------------------------------------------------------------------
+def _split_args(args):
+    """(positional Tensors, keyword Tensors) as torch.onnx.export reads ``args``: a Tensor, or a
+    tuple whose last element may be a dict of keyword arguments."""
+    if isinstance(args, Tensor):
+        return [args], {}
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"onnx.export: args must be a Tensor or a tuple of Tensors, got "
+                        f"{type(args).__name__}")
+    args, kwargs = list(args), {}
+    if args and isinstance(args[-1], dict):
+        kwargs = dict(args.pop())
+    for i, a in enumerate(args):
+        if not isinstance(a, Tensor):
+            raise TypeError(f"onnx.export: args[{i}] is a {type(a).__name__}; only Tensors "
+                            "are exported as graph inputs")
+    for k, a in kwargs.items():
+        if not isinstance(a, Tensor):
+            raise TypeError(f"onnx.export: keyword argument {k!r} is a {type(a).__name__}; "
+                            "only Tensors are exported as graph inputs")
+    return args, kwargs
+
+
+def _flat_outputs(out):
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        flat = []
+        for o in out:
+            flat.extend(_flat_outputs(o))
+        return flat
+    raise OnnxExporterError(f"onnx.export: the model returned a {type(out).__name__}; only "
+                            "Tensors and (nested) tuples or lists of them are exported")
+
+
+def _default_input_names(model, n_pos, kw_names):
+    try:
+        params = [p for p in inspect.signature(model.forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    names = [params[i].name if i < len(params) else f"input_{i}" for i in range(n_pos)]
+    return names + list(kw_names)
+
+
+def _dynamic_dims(dynamic_axes, names):
+    """{value name: {dim: symbol}} from torch's dynamic_axes (dicts, or lists of dims that get
+    generated names), checked against the graph's input and output names."""
+    if dynamic_axes is None:
+        return {}
+    if not isinstance(dynamic_axes, dict):
+        raise TypeError("onnx.export: dynamic_axes must be a dict of {name: {dim: symbol}} or "
+                        f"{{name: [dims]}}, got {type(dynamic_axes).__name__}")
+    out = {}
+    for name, dims in dynamic_axes.items():
+        if name not in names:
+            raise ValueError(f"onnx.export: dynamic_axes names {name!r}, which is neither an "
+                             f"input nor an output name (those are {sorted(names)})")
+        if isinstance(dims, dict):
+            out[name] = {int(d): str(s) for d, s in dims.items()}
+        elif isinstance(dims, (list, tuple)):
+            out[name] = {int(d): f"{name}_dynamic_axes_{k + 1}" for k, d in enumerate(dims)}
+        else:
+            raise TypeError(f"onnx.export: dynamic_axes[{name!r}] must be a dict or a list, got "
+                            f"{type(dims).__name__}")
+    return out
+
+
+# ---- running the model ------------------------------------------------------------------------
+def _trace(model, pos, kw):
+    with autograd.no_grad(), Tracer(model) as tracer:
+        out = model(*pos, **kw)
+    return tracer.records, _flat_outputs(out)
+
+
+def _second_input(t, dims, extra, rng):
+    """The input of the second run: ``t`` with each dim of ``dims`` ({dim: symbol}) grown by
+    ``extra[symbol]`` (its entries repeated), then its entries shuffled. The dims that change
+    are the dynamic ones (each symbol grows by another amount, so that two dynamic dims of one
+    size in the first run differ in the second), and an array the model made from the input
+    outside the recorded ops (a comparison mask, an argmax) changes with the shuffle, so it is
+    told from a true constant."""
+    a = t.data
+    for d, sym in sorted(dims.items()):
+        if not -a.ndim <= d < a.ndim:
+            raise ValueError(f"onnx.export: dynamic axis {d} is out of range for an input of "
+                             f"shape {tuple(a.shape)}")
+        n = a.shape[d]
+        if n == 0:
+            raise ValueError(f"onnx.export: dynamic axis {d} has size 0 in the example input")
+        xp = get_array_module(a)
+        a = xp.take(a, xp.arange(n + extra[sym]) % n, axis=d)
+    xp = get_array_module(a)
+    flat = a.reshape(-1)
+    return Tensor(flat[xp.asarray(rng.permutation(flat.size))].reshape(a.shape))
+
+
+def _host(array):
+    """A C-contiguous NumPy copy of ``array`` (a CUDA one brought to the host), 0-d kept 0-d
+    (np.ascontiguousarray would make it 1-d)."""
+    return np.array(to_numpy(array), order="C", copy=True)
+
+
+def _op_name(cls):
+    return f"{cls.__module__}.{cls.__name__}"
+
+
+def _where(rec):
+    mod = type(rec.module).__name__
+    return f"in module '{rec.path}' ({mod})" if rec.path else f"in the top module ({mod})"
+
+
+# ---- the graph --------------------------------------------------------------------------------
+class _Value:
+    __slots__ = ("name", "array", "dyn", "const", "param")
+
+    def __init__(self, name, array, dyn=frozenset(), const=False, param=False):
+        self.name, self.array, self.dyn, self.const, self.param = name, array, dyn, const, param
+
+
+class _Builder:
+    def __init__(self, onnx, opset):
+        self.onnx, self.opset = onnx, opset
+        self.nodes, self.inits = [], {}  # initializers: name -> array
+        self._used_names = set()
+        self._count = 0
+
+    def fresh(self, hint):
+        self._count += 1
+        name = f"{hint}_{self._count}"
+        while name in self._used_names:
+            self._count += 1
+            name = f"{hint}_{self._count}"
+        self._used_names.add(name)
+        return name
+
+    def reserve(self, name):
+        self._used_names.add(name)
+        return name
+
+    def const(self, array, hint):
+        name = self.fresh(hint)
+        self.inits[name] = _host(array)
+        return name
+
+    def node(self, op, inputs, prefix, n_out=1, **attrs):
+        outs = [self.fresh(f"{prefix}{op}_output") for _ in range(n_out)]
+        self.nodes.append(self.onnx.helper.make_node(
+            op, list(inputs), outs, name=self.fresh(f"{prefix}{op}"), **attrs))
+        return outs[0] if n_out == 1 else outs
+
+
+class OpContext:
+    """What a translation in ``_ops`` sees of one recorded op."""
+
+    def __init__(self, builder, rec, values, out_dyn, kw_values):
+        self.b, self.rec, self.values = builder, rec, values
+        self.kw = rec.kwargs
+        self.arrays = rec.inputs
+        self.n_inputs = len(rec.inputs)
+        self.opset = builder.opset
+        self.out_dtype = rec.out.dtype
+        self.ndim_out = rec.out.ndim
+        self.out_dyn = out_dyn
+        self._kw_values = kw_values
+        self._prefix = f"/{rec.path.replace('.', '/')}/" if rec.path else "/"
+
+    def x(self, i):
+        return self.values[i].name
+
+    def shape(self, i):
+        return tuple(self.arrays[i].shape)
+
+    def ndim(self, i):
+        return self.arrays[i].ndim
+
+    def dynamic(self, i):
+        return set(self.values[i].dyn)
+
+    def array_kw(self, key):
+        return self.kw[key]
+
+    def kw_value(self, key):
+        v = self._kw_values.get(key)
+        if v is None:
+            return self.const(self.kw[key], key)
+        return v.name
+
+    def onnx_dtype(self, dtype):
+        return self.b.onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+    def const(self, array, hint):
+        return self.b.const(to_numpy(np.asarray(array) if np.isscalar(array) or isinstance(
+            array, (list, tuple)) else array), self._prefix.strip("/").replace("/", ".")
+                            + ("." if self._prefix != "/" else "") + hint)
+
+    def node(self, op, inputs, n_out=1, **attrs):
+        return self.b.node(op, inputs, self._prefix, n_out, **attrs)
+
+    def inputs_cast_to_output(self):
+        """The input names, each of another dtype than the output cast to it (a Python scalar
+        beside a float32 tensor, an int tensor added to a float one)."""
+        names = []
+        for v, a in zip(self.values, self.arrays):
+            if a.dtype == self.out_dtype or a.dtype.kind == "b" and self.out_dtype.kind == "b":
+                names.append(v.name)
+            elif v.const and not v.param:
+                names.append(self.const(a.astype(self.out_dtype), "scalar"))
+            else:
+                names.append(self.node("Cast", [v.name], to=self.onnx_dtype(self.out_dtype)))
+        return names
+
+    def transposed(self, i):
+        v = self.values[i]
+        if v.const and v.name in self.b.inits:  # a weight: stored transposed once
+            return self.b.const(self.arrays[i].T, v.name + "_transposed")
+        return self.node("Transpose", [v.name], perm=[1, 0])
+
+    def reshape_target(self):
+        """The Reshape target: fixed dims as they are; a dynamic dim that is the input's dim at
+        the same place as 0 (copy), and one other dynamic dim as -1."""
+        shape = [int(s) for s in self.rec.out.shape]
+        in_shape, in_dyn = self.shape(0), self.dynamic(0)
+        in2, out2 = self.shapes2[0], self.out_shape2
+        free = []
+        for d in sorted(self.out_dyn):
+            if d < len(in_shape) and d in in_dyn and in_shape[d] == shape[d] and \
+                    in2[d] == out2[d]:
+                shape[d] = 0
+            else:
+                free.append(d)
+        if 0 in [int(s) for s in self.rec.out.shape]:
+            raise Unsupported("a reshape to a shape with a zero-size dim")
+        if len(free) <= 1:
+            for d in free:
+                shape[d] = -1
+            return self.const(np.asarray(shape, np.int64), "shape")
+        # several: all but the last read from the graph's inputs, the last inferred
+        for d in free[:-1]:
+            shape[d] = self._read_dim(d)
+        shape[free[-1]] = -1
+        return self._shape_tensor(shape)
+
+    def _read_dim(self, d):
+        """The output's dim ``d`` (a dynamic one) as a 1-element int64 tensor read from the
+        graph input dim of the same size in both runs (Shape, then Gather)."""
+        src = self.sources.get((int(self.rec.out.shape[d]), int(self.out_shape2[d])))
+        if src is None:
+            raise Unsupported(f"an output of shape {tuple(self.rec.out.shape)} whose dim {d} "
+                              "depends on the dynamic axes in a way the graph cannot express")
+        name, k = src
+        return self.node("Gather", [self.node("Shape", [name]),
+                                    self.const(np.asarray([k], np.int64), "dim")], axis=0)
+
+    def _shape_tensor(self, parts):
+        """A 1-D int64 shape from ints and 1-element tensors (names)."""
+        pieces, run = [], []
+        for p in parts:
+            if isinstance(p, str):
+                if run:
+                    pieces.append(self.const(np.asarray(run, np.int64), "dims"))
+                    run = []
+                pieces.append(p)
+            else:
+                run.append(int(p))
+        if run:
+            pieces.append(self.const(np.asarray(run, np.int64), "dims"))
+        return pieces[0] if len(pieces) == 1 else self.node("Concat", pieces, axis=0)
+
+    def expand_target(self):
+        shape = [int(s) for s in self.rec.out.shape]
+        in_shape, in_dyn = self.shape(0), self.dynamic(0)
+        in2, out2 = self.shapes2[0], self.out_shape2
+        lead = len(shape) - len(in_shape)
+        for d in self.out_dyn:
+            k = d - lead
+            if k >= 0 and k in in_dyn and in_shape[k] == shape[d] and in2[k] == out2[d]:
+                shape[d] = 1  # Expand broadcasts both ways: 1 keeps the input's dim
+            else:  # a dim that grows from another value's: read from the graph's inputs
+                shape[d] = self._read_dim(d)
+        return self._shape_tensor(shape)
+
+
+# ---- export -----------------------------------------------------------------------------------
+def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=None,
+           opset_version=17, do_constant_folding=True, export_params=True, verbose=False):
+    """Write ``model`` run on ``args`` as an ONNX model to ``f`` (a path, or a binary file
+    object), as torch.onnx.export: ``input_names``/``output_names`` name the graph's inputs
+    and outputs in order, ``dynamic_axes`` ({name: {dim: symbol}} or {name: [dims]}) makes
+    those dims symbolic, ``export_params=False`` makes the parameters graph inputs instead of
+    initializers, ``do_constant_folding`` computes what depends only on constants at export
+    time. The model is traced in eval mode and left as it was (mode, parameters, no grads)."""
+    onnx = _require_onnx()
+    from ..nn import Module
+
+    if not isinstance(model, Module):
+        raise TypeError(f"onnx.export: model must be a minidl.nn.Module, got "
+                        f"{type(model).__name__}")
+    max_opset = onnx.defs.onnx_opset_version()
+    if not isinstance(opset_version, int) or not _MIN_OPSET <= opset_version <= max_opset:
+        raise ValueError(f"onnx.export: opset_version must be an int from {_MIN_OPSET} to "
+                         f"{max_opset} (the onnx package's newest), got {opset_version!r}")
+    path = None
+    if isinstance(f, (str, os.PathLike)):
+        path = os.fspath(f)
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"onnx.export: the folder of {path!r} does not exist")
+    elif not hasattr(f, "write"):
+        raise TypeError(f"onnx.export: f must be a path or a binary file object, got "
+                        f"{type(f).__name__}")
+    pos, kw = _split_args(args)
+    n_in = len(pos) + len(kw)
+    in_names = _default_input_names(model, len(pos), kw)
+    if input_names is not None:
+        input_names = list(input_names)
+        if len(input_names) > n_in:
+            raise ValueError(f"onnx.export: {len(input_names)} input_names for {n_in} inputs")
+        in_names[:len(input_names)] = input_names
+
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        records, outs = _trace(model, pos, kw)
+        if output_names is not None:
+            output_names = list(output_names)
+            if len(output_names) > len(outs):
+                raise ValueError(f"onnx.export: {len(output_names)} output_names for "
+                                 f"{len(outs)} outputs")
+        out_names = [f"output_{i}" if len(outs) > 1 else "output" for i in range(len(outs))]
+        if output_names:
+            out_names[:len(output_names)] = output_names
+        if len(set(in_names + out_names)) != len(in_names) + len(out_names):
+            raise ValueError(f"onnx.export: input and output names must be distinct, got "
+                             f"{in_names} and {out_names}")
+        dyn_names = _dynamic_dims(dynamic_axes, set(in_names) | set(out_names))
+        symbols = sorted({s for n in in_names for s in dyn_names.get(n, {}).values()})
+        extra = {s: k + 1 for k, s in enumerate(symbols)}
+        rng = np.random.default_rng(0)  # its own: the model's random state is left alone
+        pos2 = [_second_input(t, dyn_names.get(n, {}), extra, rng)
+                for t, n in zip(pos, in_names)]
+        kw2 = {k: _second_input(t, dyn_names.get(n, {}), extra, rng)
+               for (k, t), n in zip(kw.items(), in_names[len(pos):])}
+        second = _trace(model, pos2, kw2) + (pos2 + list(kw2.values()),)
+        proto = _build(onnx, model, pos + list(kw.values()), in_names, records, outs,
+                       out_names, dyn_names, second, opset_version, do_constant_folding,
+                       export_params)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    if verbose:
+        printer = getattr(onnx, "printer", None)  # onnx >= 1.15; printable_graph before it
+        print(printer.to_text(proto.graph) if printer is not None
+              else onnx.helper.printable_graph(proto.graph))
+    if path is None:
+        f.write(data)
+        return None
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return None
+
+
+def _keys(records, inputs, params, outs):
+    """Each array's role as a key that is the same in two runs of the model: ("in", i),
+    ("param", name), ("op", j) for op j's output, ("const", j, k) for an array op j got from
+    outside the graph. Returns (per-record input keys, per-record keyword keys, output keys,
+    {key: array})."""
+    known, arrays = {}, {}
+    for i, t in enumerate(inputs):
+        known[id(t.data)] = ("in", i)
+        arrays[("in", i)] = t.data
+    for name, a in params:
+        known.setdefault(id(a), ("param", name))
+        arrays.setdefault(("param", name), a)
+    in_keys, kw_keys = [], []
+    variables = [t.data for t in inputs]  # what the graph computes: an unknown view of one
+    # of them was made outside minidl's ops, and a constant in its place would be wrong
+
+    def outside(a, rec):
+        if isinstance(a, np.ndarray) and a.size > 1 and any(
+                isinstance(v, np.ndarray) and np.may_share_memory(a, v) for v in variables):
+            raise OnnxExporterError(
+                f"onnx.export: {rec.cls.__name__} {_where(rec)} takes an array that views the "
+                "model's input or an op's output but was made outside minidl's ops (through "
+                ".data or numpy); the exported graph cannot follow it")
+
+    for j, rec in enumerate(records):
+        ks = []
+        for k, a in enumerate(rec.inputs):
+            key = known.get(id(a))
+            if key is None:
+                outside(a, rec)
+                key = ("const", j, k)
+                arrays[key] = a
+            ks.append(key)
+        in_keys.append(ks)
+        kk = {}
+        for name, a in rec.kwargs.items():
+            key = known.get(id(a)) if isinstance(a, np.ndarray) else None
+            if key is not None:
+                kk[name] = key
+            elif hasattr(a, "shape") and hasattr(a, "dtype") and not np.isscalar(a) and \
+                    name not in _DERIVED_KWARGS.get(_op_name(rec.cls), ()):
+                outside(a, rec)
+                arrays[("kwconst", j, name)] = a
+        kw_keys.append(kk)
+        known[id(rec.out)] = ("op", j)
+        arrays[("op", j)] = rec.out
+        variables.append(rec.out)
+    out_keys = []
+    for i, t in enumerate(outs):
+        key = known.get(id(t.data))
+        if key is None:
+            raise OnnxExporterError(f"onnx.export: output {i} of the model was not made by a "
+                                    "recorded op (it was computed outside minidl's ops)")
+        out_keys.append(key)
+    return in_keys, kw_keys, out_keys, arrays
+
+
+def _same_kwargs(a, b):
+    if set(a) != set(b):
+        return False
+    for k in a:
+        if k in _IGNORED_KWARGS:
+            continue
+        x, y = a[k], b[k]
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            continue  # arrays are values (compared by shape through their keys) or constants
+        try:
+            if x != y:
+                return False
+        except Exception:  # noqa: BLE001 - objects that do not compare are not told apart
+            continue
+    return True
+
+
+def _same_array(a, b):
+    a, b = to_numpy(a), to_numpy(b)
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+
+
+def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, second,
+           opset, fold, export_params):
+    helper = onnx.helper
+    params = [(n, p.data) for n, p in model.named_parameters()] + \
+        [(n, b.data) for n, b in model.named_buffers() if b is not None]
+    in_keys, kw_keys, out_keys, arrays = _keys(records, inputs, params, outs)
+    dyn = {}  # key -> the dims that change with the dynamic axes
+    records2, outs2, inputs2 = second
+    if len(records2) != len(records) or any(
+            r.cls is not r2.cls for r, r2 in zip(records, records2)):
+        raise OnnxExporterError(
+            "onnx.export: the model runs other ops on an input of other values or (dynamic "
+            "axes) another size: its forward branches on them, which a graph cannot")
+    arrays2 = _keys(records2, inputs2, params, outs2)[3]
+    for key, a in arrays.items():
+        b = arrays2.get(key)
+        if b is None or a.ndim != b.ndim:
+            raise OnnxExporterError("onnx.export: the model's graph changes with the values or "
+                                    "sizes of its input")
+        changed = frozenset(d for d in range(a.ndim) if a.shape[d] != b.shape[d])
+        if changed:
+            dyn[key] = changed
+    for r, r2 in zip(records, records2):
+        if not _same_kwargs(r.kwargs, r2.kwargs) and _op_name(r.cls) not in _SHAPED:
+            raise OnnxExporterError(
+                f"onnx.export: {r.cls.__name__} {_where(r)} has arguments that change with the "
+                "values of the input or the size of a dynamic axis, which a graph cannot follow")
+    for key in arrays:
+        if key[0] in ("const", "kwconst") and (key in dyn or not _same_array(arrays[key],
+                                                                              arrays2[key])):
+            r = records[key[1]]
+            raise OnnxExporterError(
+                f"onnx.export: {r.cls.__name__} {_where(r)} takes an array computed from "
+                "the model's input outside minidl's recorded ops (a comparison such as "
+                "x > 0, an argmax, .data or NumPy): the exported graph could not follow it")
+
+    b = _Builder(onnx, opset)
+    for n in in_names + out_names:
+        b.reserve(n)
+    values = {}
+    graph_inputs = []
+
+    def value_info(name, a, key, names_for):
+        dims = []
+        for d, s in enumerate(a.shape):
+            if d in names_for:
+                dims.append(names_for[d])
+            elif d in dyn.get(key, ()):
+                dims.append(f"{name}_dim_{d}")
+            else:
+                dims.append(int(s))
+        return helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(a.dtype), dims)
+
+    sources = {}  # (size in run 1, size in run 2) -> (graph input, dim): where a dim is read
+    for i, (t, name) in enumerate(zip(inputs, in_names)):
+        key = ("in", i)
+        wanted = dyn_names.get(name, {})
+        for d in wanted:
+            sources.setdefault((t.data.shape[d], arrays2[key].shape[d]), (name, d))
+        values[key] = _Value(name, t.data, frozenset(wanted))
+        graph_inputs.append(value_info(name, t.data, key, wanted))
+    for name, a in params:
+        key = ("param", name)
+        if key in values:
+            continue
+        values[key] = _Value(b.reserve(name), a, const=export_params, param=True)
+    used_params = []
+
+    def value(key, rec):
+        v = values.get(key)
+        if v is None:
+            if key[0] == "const":  # an array made outside the graph (a Python scalar, ...)
+                a = arrays[key]
+                prefix = rec.path + "." if rec.path else ""
+                v = values[key] = _Value(b.const(a, f"{prefix}{rec.cls.__name__}.constant"),
+                                         a, const=True)
+            else:
+                raise OnnxExporterError(f"onnx.export: internal error, value {key} unknown")
+        if v.param and v.name not in b.inits and v.name not in used_params:
+            used_params.append(v.name)
+            if export_params:
+                b.inits[v.name] = _host(v.array)
+        return v
+
+    for j, rec in enumerate(records):
+        ins = [value(k, rec) for k in in_keys[j]]
+        kw_vals = {name: value(k, rec) for name, k in kw_keys[j].items()}
+        out_key = ("op", j)
+        if fold and all(v.const for v in ins) and all(v.const for v in kw_vals.values()) \
+                and out_key not in dyn:
+            prefix = rec.path + "." if rec.path else ""
+            values[out_key] = _Value(b.const(rec.out, f"{prefix}{rec.cls.__name__}.folded"),
+                                     rec.out, const=True)
+            continue
+        translate = TRANSLATIONS.get(_op_name(rec.cls))
+        if translate is None:
+            raise UnsupportedOperatorError(
+                f"Exporting the operator '{rec.cls.__name__}' ({_op_name(rec.cls)}) to ONNX "
+                f"opset version {opset} is not supported: it was called {_where(rec)}")
+        ctx = OpContext(b, rec, ins, dyn.get(out_key, frozenset()), kw_vals)
+        ctx.shapes2 = [tuple(arrays2[k].shape) for k in in_keys[j]]
+        ctx.sources = sources
+        ctx.out_shape2 = tuple(arrays2[out_key].shape)
+        try:
+            name = translate(ctx)
+        except Unsupported as exc:
+            raise UnsupportedOperatorError(
+                f"Exporting the operator '{rec.cls.__name__}' ({_op_name(rec.cls)}) to ONNX "
+                f"opset version {opset} is not supported for {exc}: it was called "
+                f"{_where(rec)}") from None
+        values[out_key] = _Value(name, rec.out, dyn.get(out_key, frozenset()))
+
+    graph_outputs, renames = [], {}
+    producers = {o: n for n in b.nodes for o in n.output}
+    claimed = set()
+    for key, name in zip(out_keys, out_names):
+        v = values[key]
+        names_for = dyn_names.get(name, {})
+        if v.name in producers and v.name not in claimed and v.name not in renames:
+            renames[v.name] = name
+            claimed.add(v.name)
+        else:
+            b.nodes.append(helper.make_node("Identity", [v.name], [name],
+                                            name=b.fresh("/Identity")))
+        graph_outputs.append(value_info(name, v.array, key, names_for))
+    for n in b.nodes:
+        for i, x in enumerate(n.input):
+            if x in renames:
+                n.input[i] = renames[x]
+        for i, x in enumerate(n.output):
+            if x in renames:
+                n.output[i] = renames[x]
+    if not export_params:
+        for name in used_params:
+            a = values[("param", name)].array
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)))
+    used = {x for n in b.nodes for x in n.input}
+    inits = [onnx.numpy_helper.from_array(a, name) for name, a in b.inits.items()
+             if name in used]
+    graph = helper.make_graph(b.nodes, type(model).__name__, graph_inputs, graph_outputs,
+                              initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="minidl")
+    proto.ir_version = min(proto.ir_version, _ir_version(onnx, opset))
+    return proto
+
+
+# ops whose keywords may change with a dynamic axis: their translations write the shape
+# relative to the input's (see OpContext.reshape_target / expand_target)
+_SHAPED = {"minidl.ops.Reshape", "minidl.ops.Expand"}
+# keywords that hold per-call objects, not the op's arguments
+_IGNORED_KWARGS = {"keep"}
+# arrays an op is given that its caller computed from its input (outside the graph) and
+# that its translation computes again: {op: keywords}
+_DERIVED_KWARGS = {"minidl.ops.MaxDim": {"arg"}}
+
+
+def _ir_version(onnx, opset):
+    """The IR version that goes with ``opset`` (onnx's table), so that an older ONNX Runtime
+    reads the file too."""
+    for entry in getattr(onnx.helper, "VERSION_TABLE", ()):
+        if entry[2] == opset:
+            return entry[1]
+    return onnx.IR_VERSION

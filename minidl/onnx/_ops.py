@@ -1,0 +1,453 @@
+"""One translation per recorded Function class: ``(ctx) -> name of the op's output`` where
+``ctx`` (an ``exporter.OpContext``) gives the op's inputs, keywords and shapes and adds the
+ONNX nodes. An op whose arguments this table cannot express raises ``Unsupported`` with the
+reason; a class missing here is refused by the exporter (never exported as a wrong graph)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+TRANSLATIONS = {}  # "module.Class" -> translation
+
+
+class Unsupported(Exception):
+    """Raised by a translation: this call of the op has no ONNX form here (the reason)."""
+
+
+def _register(*names):
+    def wrap(fn):
+        for n in names:
+            TRANSLATIONS[n] = fn
+        return fn
+    return wrap
+
+
+_OPS, _F = "minidl.ops.", "minidl.functional."
+_ACT = "minidl.nn._functional.activations."
+_CONV = "minidl.nn._functional.convolution."
+_POOL = "minidl.nn._functional.pooling."
+
+
+# ---- elementwise ---------------------------------------------------------------------------
+def _binary(op):
+    def tr(ctx):
+        a, b = ctx.inputs_cast_to_output()
+        return ctx.node(op, [a, b])
+    return tr
+
+
+for _name, _op in (("Add", "Add"), ("Sub", "Sub"), ("Mul", "Mul"), ("Div", "Div")):
+    TRANSLATIONS[_OPS + _name] = _binary(_op)
+
+
+def _unary(op, **attrs):
+    return lambda ctx: ctx.node(op, [ctx.x(0)], **attrs)
+
+
+for _name, _op in (("Neg", "Neg"), ("Exp", "Exp"), ("Log", "Log"), ("Sqrt", "Sqrt"),
+                   ("Tanh", "Tanh"), ("Abs", "Abs"), ("ReLU", "Relu"), ("Sigmoid", "Sigmoid"),
+                   ("Clone", "Identity")):
+    TRANSLATIONS[_OPS + _name] = _unary(_op)
+TRANSLATIONS[_ACT + "Hardswish"] = _unary("HardSwish")
+TRANSLATIONS[_ACT + "Softsign"] = _unary("Softsign")
+
+
+@_register(_OPS + "Pow")
+def _pow(ctx):
+    e = ctx.kw["exponent"]
+    if not isinstance(e, (int, float)):
+        raise Unsupported(f"exponent of type {type(e).__name__}")
+    return ctx.node("Pow", [ctx.x(0), ctx.const(np.asarray(e, ctx.out_dtype), "exponent")])
+
+
+@_register(_OPS + "PowTensor")
+def _pow_tensor(ctx):
+    return ctx.node("Pow", ctx.inputs_cast_to_output())
+
+
+@_register(_OPS + "Maximum")
+def _maximum(ctx):
+    return ctx.node("Min" if ctx.kw.get("take_min") else "Max", ctx.inputs_cast_to_output())
+
+
+@_register(_OPS + "Where")
+def _where(ctx):
+    return ctx.node("Where", [ctx.x(0)] + ctx.inputs_cast_to_output()[1:])
+
+
+@_register(_OPS + "Cast")
+def _cast(ctx):
+    return ctx.node("Cast", [ctx.x(0)], to=ctx.onnx_dtype(ctx.out_dtype))
+
+
+@_register(_OPS + "Clamp")
+def _clamp(ctx):
+    names = ctx.inputs_cast_to_output()
+    x, bounds = names[0], list(names[1:])
+    lo = bounds.pop(0) if ctx.kw["has_min"] else ""
+    hi = bounds.pop(0) if ctx.kw["has_max"] else ""
+    return ctx.node("Clip", [x, lo, hi])
+
+
+@_register(_ACT + "Hardtanh")
+def _hardtanh(ctx):
+    dt = ctx.out_dtype
+    return ctx.node("Clip", [ctx.x(0), ctx.const(np.asarray(ctx.kw["min_val"], dt), "min"),
+                             ctx.const(np.asarray(ctx.kw["max_val"], dt), "max")])
+
+
+@_register(_ACT + "Hardsigmoid")
+def _hardsigmoid(ctx):
+    return ctx.node("HardSigmoid", [ctx.x(0)], alpha=1 / 6, beta=0.5)
+
+
+@_register(_F + "AddReLU")
+def _add_relu(ctx):
+    return ctx.node("Relu", [ctx.node("Add", ctx.inputs_cast_to_output())])
+
+
+@_register(_F + "LeakyReLU")
+def _leaky_relu(ctx):
+    return ctx.node("LeakyRelu", [ctx.x(0)], alpha=float(ctx.kw["negative_slope"]))
+
+
+@_register(_F + "ELU")
+def _elu(ctx):
+    return ctx.node("Elu", [ctx.x(0)], alpha=float(ctx.kw["alpha"]))
+
+
+@_register(_F + "SiLU")
+def _silu(ctx):
+    x = ctx.x(0)
+    return ctx.node("Mul", [x, ctx.node("Sigmoid", [x])])
+
+
+@_register(_F + "GELU")
+def _gelu(ctx):
+    # opset 20 has Gelu; below it, PyTorch's formulas from Erf or Tanh
+    x, dt = ctx.x(0), ctx.out_dtype
+    approximate = ctx.kw["approximate"]
+    half = ctx.const(np.asarray(0.5, dt), "half")
+    one = ctx.const(np.asarray(1.0, dt), "one")
+    if ctx.opset >= 20:
+        return ctx.node("Gelu", [x], approximate=approximate)
+    if approximate == "none":
+        inner = ctx.node("Erf", [ctx.node("Div", [x, ctx.const(np.asarray(math.sqrt(2), dt),
+                                                             "sqrt2")])])
+    elif approximate == "tanh":
+        cube = ctx.node("Mul", [ctx.node("Mul", [x, x]), x])
+        poly = ctx.node("Add", [x, ctx.node("Mul", [cube, ctx.const(np.asarray(0.044715, dt),
+                                                                    "c")])])
+        inner = ctx.node("Tanh", [ctx.node("Mul", [poly, ctx.const(
+            np.asarray(math.sqrt(2 / math.pi), dt), "k")])])
+    else:
+        raise Unsupported(f"approximate={approximate!r}")
+    return ctx.node("Mul", [ctx.node("Mul", [x, half]), ctx.node("Add", [inner, one])])
+
+
+# ---- softmax, reductions, products --------------------------------------------------------
+@_register(_OPS + "Softmax")
+def _softmax(ctx):
+    return ctx.node("Softmax", [ctx.x(0)], axis=int(ctx.kw["dim"]))
+
+
+@_register(_OPS + "LogSoftmax")
+def _log_softmax(ctx):
+    return ctx.node("LogSoftmax", [ctx.x(0)], axis=int(ctx.kw["dim"]))
+
+
+def _axes(ctx):
+    dim, ndim = ctx.kw.get("dim"), ctx.ndim(0)
+    if dim is None:
+        return list(range(ndim))
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    if not dims:  # dim=(): torch reduces over every dim; the output's shape tells
+        return [] if ctx.rec.out.shape == ctx.shape(0) else list(range(ndim))
+    return sorted(int(d) % ndim for d in dims) if ndim else []
+
+
+def _reduce(op):
+    def tr(ctx):
+        axes, keep = _axes(ctx), int(bool(ctx.kw.get("keepdim", False)))
+        if not axes:
+            return ctx.node("Identity", [ctx.x(0)])
+        if op == "ReduceSum" or ctx.opset >= 18:  # axes an input from opset 13 / 18 on
+            return ctx.node(op, [ctx.x(0), ctx.const(np.asarray(axes, np.int64), "axes")],
+                            keepdims=keep)
+        return ctx.node(op, [ctx.x(0)], axes=axes, keepdims=keep)
+    return tr
+
+
+TRANSLATIONS[_OPS + "Sum"] = _reduce("ReduceSum")
+TRANSLATIONS[_OPS + "Mean"] = _reduce("ReduceMean")
+
+
+@_register(_OPS + "Max")
+def _max(ctx):
+    if ctx.kw.get("take_min"):
+        return _reduce("ReduceMin")(ctx)
+    return _reduce("ReduceMax")(ctx)
+
+
+@_register(_OPS + "MatMul")
+def _matmul(ctx):
+    return ctx.node("MatMul", ctx.inputs_cast_to_output())
+
+
+@_register(_F + "Linear")
+def _linear(ctx):
+    x, w = ctx.x(0), ctx.x(1)
+    b = ctx.x(2) if ctx.n_inputs > 2 else None
+    if ctx.ndim(0) == 2:  # Gemm takes the (out, in) weight as it is, with transB
+        return ctx.node("Gemm", [x, w] + ([b] if b else []), transB=1)
+    wt = ctx.transposed(1)
+    y = ctx.node("MatMul", [x, wt])
+    return ctx.node("Add", [y, b]) if b else y
+
+
+# ---- shapes -------------------------------------------------------------------------------
+@_register(_OPS + "Reshape")
+def _reshape(ctx):
+    return ctx.node("Reshape", [ctx.x(0), ctx.reshape_target()])
+
+
+@_register(_OPS + "Permute")
+def _permute(ctx):
+    return ctx.node("Transpose", [ctx.x(0)], perm=[int(a) for a in ctx.kw["axes"]])
+
+
+@_register(_OPS + "Concat")
+def _concat(ctx):
+    names = [n for n, a in zip(ctx.inputs_cast_to_output(), ctx.arrays)
+             if not (ctx.ndim_out > 1 and a.shape == (0,))]
+    return ctx.node("Concat", names, axis=int(ctx.kw.get("dim", 0)) % ctx.ndim_out)
+
+
+@_register(_OPS + "Expand")
+def _expand(ctx):
+    return ctx.node("Expand", [ctx.x(0), ctx.expand_target()])
+
+
+@_register(_OPS + "Repeat")
+def _repeat(ctx):
+    sizes = [int(s) for s in ctx.kw["sizes"]]
+    x = ctx.x(0)
+    extra = len(sizes) - ctx.ndim(0)
+    if extra > 0:
+        x = ctx.node("Unsqueeze", [x, ctx.const(np.arange(extra, dtype=np.int64), "axes")])
+    return ctx.node("Tile", [x, ctx.const(np.asarray(sizes, np.int64), "repeats")])
+
+
+@_register(_OPS + "GetItem")
+def _getitem(ctx):
+    index = ctx.kw["index"]
+    index = index if isinstance(index, tuple) else (index,)
+    ndim = ctx.ndim(0)
+    if any(i is Ellipsis for i in index):
+        k = index.index(Ellipsis)
+        used = sum(1 for i in index if i is not None and i is not Ellipsis)
+        index = index[:k] + (slice(None),) * (ndim - used) + index[k + 1:]
+    starts, ends, axes, steps, squeeze, unsq = [], [], [], [], [], []
+    dim = out_dim = 0
+    big = np.iinfo(np.int64).max
+    for i in index:
+        if i is None:
+            unsq.append(out_dim)
+            out_dim += 1
+            continue
+        if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer, slice)):
+            raise Unsupported(f"index of type {type(i).__name__} (only ints, slices, None "
+                              "and ... are exported)")
+        if isinstance(i, slice):
+            step = 1 if i.step is None else int(i.step)
+            if step > 0:
+                start = 0 if i.start is None else int(i.start)
+                end = big if i.stop is None else int(i.stop)
+            else:
+                start = -1 if i.start is None else int(i.start)
+                end = -big - 1 if i.stop is None else int(i.stop)
+            if not (start == 0 and end == big and step == 1):
+                starts.append(start), ends.append(end), axes.append(dim), steps.append(step)
+            out_dim += 1
+        else:
+            i = int(i)
+            starts.append(i), ends.append(i + 1 if i != -1 else big), axes.append(dim)
+            steps.append(1)
+            squeeze.append(dim)
+        dim += 1
+    y = ctx.x(0)
+    if axes:
+        y = ctx.node("Slice", [y] + [ctx.const(np.asarray(v, np.int64), n) for v, n in
+                                     ((starts, "starts"), (ends, "ends"), (axes, "axes"),
+                                      (steps, "steps"))])
+    if squeeze:
+        y = ctx.node("Squeeze", [y, ctx.const(np.asarray(squeeze, np.int64), "axes")])
+    if unsq:
+        y = ctx.node("Unsqueeze", [y, ctx.const(np.asarray(unsq, np.int64), "axes")])
+    if y == ctx.x(0):
+        y = ctx.node("Identity", [y])
+    return y
+
+
+# ---- neural-network layers ----------------------------------------------------------------
+def _conv(ctx, stride, padding, dilation, groups):
+    x, w = ctx.x(0), ctx.x(1)
+    b = [ctx.x(2)] if ctx.n_inputs > 2 else []
+    k = list(ctx.shape(1)[2:])
+    pads = [int(p) for p in padding]
+    return ctx.node("Conv", [x, w] + b, kernel_shape=k, strides=[int(s) for s in stride],
+                    pads=pads + pads, dilations=[int(d) for d in dilation], group=int(groups))
+
+
+@_register(_F + "Conv2d")
+def _conv2d(ctx):
+    return _conv(ctx, ctx.kw.get("stride", (1, 1)), ctx.kw.get("padding", (0, 0)), (1, 1), 1)
+
+
+@_register(_CONV + "ConvNd")
+def _conv_nd(ctx):
+    kw = ctx.kw
+    padding = kw.get("padding", (0, 0))
+    if any(not isinstance(p, (int, np.integer)) for p in padding):
+        raise Unsupported(f"padding {padding!r}")
+    return _conv(ctx, kw.get("stride", (1, 1)), padding, kw.get("dilation", (1, 1)),
+                 kw.get("groups", 1))
+
+
+@_register(_F + "MaxPool2d")
+def _max_pool2d(ctx):
+    p = [int(v) for v in ctx.kw["padding"]]
+    return ctx.node("MaxPool", [ctx.x(0)], kernel_shape=list(ctx.kw["kernel"]),
+                    strides=list(ctx.kw["stride"]), pads=p + p)
+
+
+@_register(_F + "AvgPool2d")
+def _avg_pool2d(ctx):
+    p = [int(v) for v in ctx.kw["padding"]]
+    return ctx.node("AveragePool", [ctx.x(0)], kernel_shape=list(ctx.kw["kernel"]),
+                    strides=list(ctx.kw["stride"]), pads=p + p, count_include_pad=1)
+
+
+@_register(_POOL + "MaxPoolWindows")
+def _max_pool_windows(ctx):
+    kw = ctx.kw
+    if getattr(ctx.rec.module, "return_indices", False):  # (the functional always passes keep)
+        raise Unsupported("return_indices=True")
+    p = [int(v) for v in kw["padding"]]
+    end = [int(v) + int(e) for v, e in zip(kw["padding"], kw["extra"])]
+    return ctx.node("MaxPool", [ctx.x(0)], kernel_shape=[int(k) for k in kw["kernel"]],
+                    strides=[int(s) for s in kw["stride"]], pads=p + end,
+                    dilations=[int(d) for d in kw["dilation"]])
+
+
+@_register(_POOL + "AvgPoolWindows")
+def _avg_pool_windows(ctx):
+    kw = ctx.kw
+    kernel = [int(k) for k in kw["kernel"]]
+    p = [int(v) for v in kw["padding"]]
+    divisor = np.asarray(kw["divisor"])
+    if any(int(e) for e in kw["extra"]) or not np.all(divisor == math.prod(kernel)):
+        raise Unsupported("ceil_mode, count_include_pad=False or divisor_override (a divisor "
+                          "that is not the window size)")
+    return ctx.node("AveragePool", [ctx.x(0)], kernel_shape=kernel,
+                    strides=[int(s) for s in kw["stride"]], pads=p + p, count_include_pad=1)
+
+
+@_register(_POOL + "AdaptiveAvgPoolNd")
+def _adaptive_avg_pool(ctx):
+    sizes, outs = ctx.shape(0)[2:], [int(o) for o in ctx.kw["out_sizes"]]
+    if all(o == 1 for o in outs):
+        return ctx.node("GlobalAveragePool", [ctx.x(0)])
+    if any(s % o for s, o in zip(sizes, outs)) or ctx.dynamic(0) & set(range(2, ctx.ndim(0))):
+        raise Unsupported(f"output size {tuple(outs)} from input size {tuple(sizes)} (only "
+                          "output sizes that divide a static input size are exported)")
+    k = [s // o for s, o in zip(sizes, outs)]
+    return ctx.node("AveragePool", [ctx.x(0)], kernel_shape=k, strides=k)
+
+
+@_register(_F + "BatchNorm")
+def _batch_norm(ctx):
+    kw = ctx.kw
+    if kw.get("training") or kw.get("running_mean") is None:
+        raise Unsupported("batch statistics (training mode, or track_running_stats=False)")
+    c = ctx.shape(0)[1]
+    rest = list(range(1, ctx.n_inputs))
+    dt = ctx.array_kw("running_mean").dtype
+    w = ctx.x(rest.pop(0)) if kw["has_weight"] else ctx.const(np.ones(c, dt), "scale")
+    b = ctx.x(rest.pop(0)) if kw["has_bias"] else ctx.const(np.zeros(c, dt), "bias")
+    y = ctx.node("BatchNormalization", [ctx.x(0), w, b, ctx.kw_value("running_mean"),
+                                        ctx.kw_value("running_var")],
+                 epsilon=float(kw.get("eps", 1e-5)))
+    return ctx.node("Relu", [y]) if kw.get("relu") else y
+
+
+@_register(_F + "LayerNorm")
+def _layer_norm(ctx):
+    kw = ctx.kw
+    nd = int(kw["ndim"])
+    shape = ctx.shape(0)[-nd:]
+    rest = list(range(1, ctx.n_inputs))
+    w = ctx.x(rest.pop(0)) if kw["has_weight"] else ctx.const(np.ones(shape, ctx.out_dtype),
+                                                                "scale")
+    inputs = [ctx.x(0), w] + ([ctx.x(rest.pop(0))] if kw["has_bias"] else [])
+    return ctx.node("LayerNormalization", inputs, axis=-nd, epsilon=float(kw["eps"]))
+
+
+@_register(_F + "Embedding")
+def _embedding(ctx):
+    return ctx.node("Gather", [ctx.x(0), ctx.kw_value("indices")], axis=0)
+
+
+@_register(_F + "Pad")
+def _pad(ctx):
+    widths = [(int(lo), int(hi)) for lo, hi in ctx.kw["widths"]]
+    pads = [lo for lo, _ in widths] + [hi for _, hi in widths]  # negative ones crop, as here
+    value = ctx.const(np.asarray(ctx.kw["value"], ctx.out_dtype), "value")
+    return ctx.node("Pad", [ctx.x(0), ctx.const(np.asarray(pads, np.int64), "pads"), value],
+                    mode="constant")
+
+
+@_register(_OPS + "MaxDim")
+def _max_dim(ctx):
+    # x.max(dim) / x.min(dim): the values (the indices the caller took with argmax are
+    # outside the graph, and refused where they are used); max or min told by the output
+    x, dim, keep = ctx.arrays[0], int(ctx.kw["dim"]) % ctx.ndim(0), bool(ctx.kw["keepdim"])
+    xp_max = x.max(axis=dim, keepdims=keep)
+    op = "ReduceMax" if (xp_max == ctx.rec.out).all() else "ReduceMin"
+    axes = np.asarray([dim], np.int64)
+    if ctx.opset >= 18:
+        return ctx.node(op, [ctx.x(0), ctx.const(axes, "axes")], keepdims=int(keep))
+    return ctx.node(op, [ctx.x(0)], axes=[dim], keepdims=int(keep))
+
+
+@_register(_OPS + "MaskedFill")
+def _masked_fill(ctx):
+    a, _, value = ctx.inputs_cast_to_output()
+    return ctx.node("Where", [ctx.x(1), value, a])
+
+
+@_register("minidl.shape_ops.Roll")
+def _roll(ctx):
+    # each axis: the last `shift` entries moved to the front, as two Slices and a Concat
+    shifts, axes = ctx.kw["shifts"], ctx.kw["axes"]
+    shifts = shifts if isinstance(shifts, (tuple, list)) else (shifts,)
+    if axes is None:
+        raise Unsupported("roll without dims (over the flattened tensor)")
+    axes = axes if isinstance(axes, (tuple, list)) else (axes,)
+    y = ctx.x(0)
+    for s, d in zip(shifts, axes):
+        d = int(d) % ctx.ndim(0)
+        if d in ctx.dynamic(0):
+            raise Unsupported("roll along a dynamic axis")
+        n = ctx.shape(0)[d]
+        s = int(s) % n if n else 0
+        if not s:
+            continue
+        ax = ctx.const(np.asarray([d], np.int64), "axes")
+
+        def part(start, end):
+            return ctx.node("Slice", [y, ctx.const(np.asarray([start], np.int64), "starts"),
+                                      ctx.const(np.asarray([end], np.int64), "ends"), ax])
+        y = ctx.node("Concat", [part(n - s, n), part(0, n - s)], axis=d)
+    return y if y != ctx.x(0) else ctx.node("Identity", [y])
