@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import platform
 import types
-import warnings
 
 __all__ = ["is_available", "is_initialized", "synchronize", "current_device", "current_stream",
            "stream", "set_device", "device_count", "Stream", "StreamContext", "Event",
@@ -203,26 +202,17 @@ class _Amp:
 
     @staticmethod
     def autocast(enabled=True, dtype=None, cache_enabled=True):
-        from .amp import autocast
+        from .amp.deprecated import device_autocast
 
-        warnings.warn("`minidl.cpu.amp.autocast(args...)` is deprecated. Please use "
-                      "`minidl.amp.autocast('cpu', args...)` instead.", FutureWarning,
-                      stacklevel=2)
-        import minidl
-
-        return autocast("cpu", dtype=minidl.bfloat16 if dtype is None else dtype,
-                        enabled=enabled)
+        return device_autocast("cpu", enabled, dtype)  # bfloat16 by default, as torch's
 
     @staticmethod
     def GradScaler(init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,  # noqa: N802
                    growth_interval=2000, enabled=True):
-        from .amp import GradScaler
+        from .amp.deprecated import device_grad_scaler
 
-        warnings.warn("`minidl.cpu.amp.GradScaler(args...)` is deprecated. Please use "
-                      "`minidl.amp.GradScaler('cpu', args...)` instead.", FutureWarning,
-                      stacklevel=2)
-        return GradScaler("cpu", init_scale, growth_factor, backoff_factor, growth_interval,
-                          enabled)
+        return device_grad_scaler("cpu", init_scale, growth_factor, backoff_factor,
+                                  growth_interval, enabled)
 
 
 amp = _Amp()

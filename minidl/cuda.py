@@ -858,28 +858,17 @@ class _Amp:
 
     @staticmethod
     def autocast(enabled=True, dtype=None, cache_enabled=True):
-        import warnings
+        from .amp.deprecated import device_autocast
 
-        from .amp import autocast
-
-        warnings.warn("`minidl.cuda.amp.autocast(args...)` is deprecated. Please use "
-                      "`minidl.amp.autocast('cuda', args...)` instead.", FutureWarning,
-                      stacklevel=2)
-        return autocast("cuda", dtype=dtype, enabled=enabled)
+        return device_autocast("cuda", enabled, dtype)
 
     @staticmethod
     def GradScaler(init_scale=2.0 ** 16, growth_factor=2.0, backoff_factor=0.5,  # noqa: N802
                    growth_interval=2000, enabled=True):
-        import warnings
+        from .amp.deprecated import device_grad_scaler
 
-        from .amp import GradScaler
-
-        warnings.warn("`minidl.cuda.amp.GradScaler(args...)` is deprecated. Please use "
-                      "`minidl.amp.GradScaler('cuda', args...)` instead.", FutureWarning,
-                      stacklevel=2)
-        return GradScaler("cuda", init_scale, growth_factor, backoff_factor, growth_interval,
-                          enabled)
-
+        return device_grad_scaler("cuda", init_scale, growth_factor, backoff_factor,
+                                  growth_interval, enabled)
 
     @staticmethod
     def custom_fwd(fwd=None, *, cast_inputs=None):
