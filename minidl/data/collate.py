@@ -27,13 +27,7 @@ def collate(samples, indices=None):
             raise CollateError(f"default_collate: {_sample(0, indices)} is a "
                                f"{type(first).__name__}, {_sample(j, indices)} a "
                                f"{type(samples[j]).__name__}")
-        size = len(first)
-        for j, s in enumerate(samples):
-            if not isinstance(s, (tuple, list)) or len(s) != size:
-                got = f"length {len(s)}" if isinstance(s, (tuple, list)) else type(s).__name__
-                raise CollateError(f"default_collate: each element in list of batch should be of "
-                                   f"equal size: {_sample(0, indices)} has length {size}, "
-                                   f"{_sample(j, indices)} has {got}")
+        size = _equal_sizes(samples, indices, "")
         fields = [_collate_field([s[i] for s in samples], indices, f" (field {i})")
                   for i in range(size)]
         return type(first)(*fields) if _is_namedtuple(first) else tuple(fields)
@@ -72,6 +66,19 @@ def _sample(j, indices):
     return f"sample {j} (dataset index {int(indices[j])})"
 
 
+def _equal_sizes(items, indices, where):
+    """The common length of ``items`` (tuples or lists), or a CollateError naming the first
+    sample that differs, as torch's "each element in list of batch should be of equal size"."""
+    size = len(items[0])
+    for j, v in enumerate(items):
+        if not isinstance(v, (tuple, list)) or len(v) != size:
+            got = f"length {len(v)}" if isinstance(v, (tuple, list)) else type(v).__name__
+            raise CollateError(f"default_collate: each element in list of batch should be of "
+                               f"equal size{where}: {_sample(0, indices)} has length {size}, "
+                               f"{_sample(j, indices)} has {got}")
+    return size
+
+
 def _collate_field(values, indices=None, where=""):
     first = values[0]
     if isinstance(first, Mapping):
@@ -80,13 +87,7 @@ def _collate_field(values, indices=None, where=""):
     if isinstance(first, (str, bytes)):
         return list(values)
     if _nested(values):
-        size = len(first)
-        for j, v in enumerate(values):
-            if not isinstance(v, (tuple, list)) or len(v) != size:
-                got = f"length {len(v)}" if isinstance(v, (tuple, list)) else type(v).__name__
-                raise CollateError(f"default_collate: each element in list of batch should be "
-                                   f"of equal size{where}: {_sample(0, indices)} has length "
-                                   f"{size}, {_sample(j, indices)} has {got}")
+        size = _equal_sizes(values, indices, where)
         fields = [_collate_field([v[i] for v in values], indices, f"{where} (item {i})")
                   for i in range(size)]
         return type(first)(*fields) if _is_namedtuple(first) else fields
