@@ -451,3 +451,72 @@ def _roll(ctx):
                                       ctx.const(np.asarray([end], np.int64), "ends"), ax])
         y = ctx.node("Concat", [part(n - s, n), part(0, n - s)], axis=d)
     return y if y != ctx.x(0) else ctx.node("Identity", [y])
+
+
+# ---- attention ----------------------------------------------------------------------------
+_ATTN = "minidl.nn.attention."
+
+
+def _reduce_max_last(ctx, x):
+    if ctx.opset >= 18:
+        return ctx.node("ReduceMax", [x, ctx.const(np.asarray([-1], np.int64), "axes")],
+                        keepdims=1)
+    return ctx.node("ReduceMax", [x], axes=[-1], keepdims=1)
+
+
+def _safe_softmax(ctx, s):
+    """softmax over the last dim, zeros (not NaN) on a row of only -inf (every key masked)."""
+    y = ctx.node("Softmax", [s], axis=-1)
+    ninf = ctx.const(np.asarray(-np.inf, ctx.out_dtype), "ninf")
+    masked = ctx.node("Equal", [_reduce_max_last(ctx, s), ninf])
+    return ctx.node("Where", [masked, ctx.const(np.asarray(0, ctx.out_dtype), "zero"), y])
+
+
+def _attend(ctx, q, k, v, ndim, mask):
+    kw = ctx.kw
+    if float(kw.get("dropout_p", 0.0)) > 0:
+        raise Unsupported("dropout_p > 0")
+    perm = list(range(ndim - 2)) + [ndim - 1, ndim - 2]
+    s = ctx.node("MatMul", [q, ctx.node("Transpose", [k], perm=perm)])
+    s = ctx.node("Mul", [s, ctx.const(np.asarray(kw.get("scale", 1.0), ctx.out_dtype),
+                                      "scale")])
+    if kw.get("causal"):  # -inf above the diagonal of the (L, S) corner, at any L and S
+        size = ctx.node("Slice", [ctx.node("Shape", [s]),
+                                  ctx.const(np.asarray([-2], np.int64), "starts"),
+                                  ctx.const(np.asarray([ndim], np.int64), "ends")])
+        full = ctx.node("ConstantOfShape", [size], value=ctx.b.onnx.numpy_helper.from_array(
+            np.asarray([-np.inf], ctx.out_dtype)))
+        s = ctx.node("Add", [s, ctx.node("Trilu", [full, ctx.const(np.asarray(1, np.int64),
+                                                                     "k")], upper=1)])
+    elif mask is not None:
+        s = ctx.node("Add", [s, mask])
+    return ctx.node("MatMul", [_safe_softmax(ctx, s), v])
+
+
+@_register(_ATTN + "SafeSoftmax")
+def _safe_softmax_op(ctx):
+    return _safe_softmax(ctx, ctx.x(0))
+
+
+@_register(_ATTN + "Attention")
+def _attention(ctx):
+    mask = ctx.x(3) if ctx.n_inputs > 3 else None
+    return _attend(ctx, ctx.x(0), ctx.x(1), ctx.x(2), ctx.ndim(0), mask)
+
+
+@_register(_ATTN + "PackedSelfAttention")
+def _packed_self_attention(ctx):
+    # qkv (L, N, 3E) or (N, L, 3E) -> q, k, v (N, H, L, hd); the output back in qkv's layout
+    heads, batch_first = int(ctx.kw["heads"]), bool(ctx.kw["batch_first"])
+    e3 = ctx.shape(0)[2]
+    hd = e3 // (3 * heads)
+    x = ctx.node("Reshape", [ctx.x(0), ctx.const(np.asarray([0, 0, 3, heads, hd], np.int64),
+                                                 "shape")])
+    order = [0, 2, 1, 3] if batch_first else [1, 2, 0, 3]
+    q, k, v = (ctx.node("Transpose", [ctx.node("Gather", [x, ctx.const(
+        np.asarray(i, np.int64), "index")], axis=2)], perm=order) for i in range(3))
+    mask = ctx.x(1) if ctx.n_inputs > 1 else None
+    out = _attend(ctx, q, k, v, 4, mask)
+    merged = ctx.node("Transpose", [out], perm=[0, 2, 1, 3] if batch_first else [2, 0, 1, 3])
+    return ctx.node("Reshape", [merged, ctx.const(np.asarray([0, 0, heads * hd], np.int64),
+                                                  "shape")])
