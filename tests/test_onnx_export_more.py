@@ -162,3 +162,86 @@ def test_nested_tensor_padding_path_is_refused_not_baked_in():
     pad = minidl.tensor(np.arange(5)[None] >= np.array([[3], [5]]))
     with pytest.raises(minidl.onnx.OnnxExporterError, match="outside minidl's ops|branches"):
         minidl.onnx.export(Nested(), (minidl.randn(2, 5, 16), pad), io.BytesIO())
+
+
+# ---- 2. comparisons, logical ops and argmax -------------------------------------------------
+class MaskFromIds(nn.Module):
+    """Builds its padding mask from the ids inside forward (``ids == pad_id``)."""
+
+    def __init__(self, pad_id=0):
+        super().__init__()
+        self.pad_id = pad_id
+        self.emb = nn.Embedding(50, 16, padding_idx=pad_id)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, ids):
+        pad = ids == self.pad_id
+        h = self.encoder(self.emb(ids), src_key_padding_mask=pad)
+        keep = (~pad).unsqueeze(-1).float()
+        logits = self.head((h * keep).sum(dim=1) / keep.sum(dim=1))
+        return logits, logits.argmax(dim=-1)
+
+
+def test_padding_mask_built_from_ids_inside_forward():
+    minidl.manual_seed(0)
+
+    def example(n, length):
+        ids = _RNG.integers(1, 50, (n, length))
+        lens = _RNG.integers(1, length + 1, n)
+        ids[np.arange(length)[None] >= lens[:, None]] = 0
+        return (minidl.tensor(ids),)
+
+    ops = _export_and_compare(MaskFromIds(), [example(2, 5), example(3, 7), example(1, 2)],
+                              ["ids"], {"ids": {0: "batch", 1: "seq"}})
+    assert {"Equal", "Not", "ArgMax"} <= ops
+
+
+class Comparisons(nn.Module):
+    def forward(self, x, y):
+        a = minidl.where(x > 0, x, x * 0.1) + minidl.where(x <= y, y, x)
+        m = ((x >= 0.5) | (y < -0.5)) & ~(x != y)
+        m2 = minidl.logical_and(x > 0, minidl.logical_not(y > 0)) ^ (x == y)
+        m3 = minidl.logical_or(x, y > 1)  # a float operand: nonzero is True
+        return (a + m.float() + m2.float() + m3.float(), x.argmax(), x.argmin(dim=0, keepdim=True),
+                x.argmax(keepdim=True), x + x.max(dim=1, keepdim=True).indices.float(),
+                x.min(dim=0).indices)
+
+
+def test_comparisons_logical_ops_and_argmax():
+    def example(n):
+        x = minidl.randn(n, 4)
+        x.data[0, 1] = 0.0  # a zero for logical_or's float operand
+        return x, minidl.tensor(np.where(_RNG.random((n, 4)) < 0.3, x.numpy(),
+                                         _RNG.standard_normal((n, 4)).astype(np.float32)))
+
+    minidl.manual_seed(0)
+    ops = _export_and_compare(Comparisons(), [example(3), example(5)], ["x", "y"],
+                              {"x": {0: "n"}, "y": {0: "n"}})
+    assert {"Greater", "LessOrEqual", "GreaterOrEqual", "Less", "Equal", "Not", "And", "Or",
+            "Xor", "Where", "ArgMax", "ArgMin"} <= ops
+
+
+def test_comparisons_are_recorded_only_for_a_hook_that_asks():
+    from minidl import autograd
+
+    class Hook:
+        def __init__(self, asks):
+            self.traces_untracked_ops, self.seen = asks, []
+
+        def forward(self, fn, tensors, kwargs):
+            self.seen.append(type(fn).__name__)
+            return fn.forward(*[t.data for t in tensors], **kwargs)
+
+    x = minidl.randn(3, 4)
+    for asks in (False, True):
+        hook, prev = Hook(asks), autograd._profiler_hook
+        autograd._profiler_hook = hook
+        try:
+            m, i = (x > 0) & (x < 1), x.argmax(dim=1)
+        finally:
+            autograd._profiler_hook = prev
+        assert hook.seen == (["Compare", "Compare", "Compare", "ArgMaxMin"] if asks else [])
+        np.testing.assert_array_equal(m.numpy(), (x.numpy() > 0) & (x.numpy() < 1))
+        np.testing.assert_array_equal(i.numpy(), x.numpy().argmax(1))

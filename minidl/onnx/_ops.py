@@ -520,3 +520,45 @@ def _packed_self_attention(ctx):
     merged = ctx.node("Transpose", [out], perm=[0, 2, 1, 3] if batch_first else [2, 0, 1, 3])
     return ctx.node("Reshape", [merged, ctx.const(np.asarray([0, 0, heads * hd], np.int64),
                                                   "shape")])
+
+
+# ---- comparisons, logical ops, argmax (recorded only while the exporter traces) -----------
+_COMPARE = {"less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
+            "greater_equal": "GreaterOrEqual", "equal": "Equal"}
+_LOGICAL = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor",
+            "bitwise_and": "And", "bitwise_or": "Or", "bitwise_xor": "Xor"}
+_BITWISE = {"bitwise_and": "BitwiseAnd", "bitwise_or": "BitwiseOr", "bitwise_xor": "BitwiseXor",
+            "invert": "BitwiseNot"}
+
+
+@_register(_OPS + "Compare")
+def _compare(ctx):
+    op = ctx.kw["op"]
+    names = [ctx.x(i) for i in range(ctx.n_inputs)]
+    if op in _COMPARE:
+        return ctx.node(_COMPARE[op], names)
+    if op == "not_equal":
+        return ctx.node("Not", [ctx.node("Equal", names)])
+    all_bool = all(a.dtype == np.bool_ for a in ctx.arrays)
+    if op.startswith("logical_"):  # on any dtype: nonzero is True
+        names = [n if a.dtype == np.bool_ else ctx.node("Cast", [n], to=ctx.onnx_dtype(np.bool_))
+                 for n, a in zip(names, ctx.arrays)]
+        return ctx.node("Not", names) if op == "logical_not" else ctx.node(_LOGICAL[op], names)
+    if all_bool:  # ~, &, |, ^ on bools
+        return ctx.node("Not", names) if op == "invert" else ctx.node(_LOGICAL[op], names)
+    if ctx.opset < 18 or op not in _BITWISE:
+        raise Unsupported(f"{op} on {ctx.arrays[0].dtype} below opset 18")
+    return ctx.node(_BITWISE[op], names)
+
+
+@_register(_OPS + "ArgMaxMin")
+def _arg_max_min(ctx):
+    kw = ctx.kw
+    op = "ArgMin" if kw["take_min"] else "ArgMax"
+    if kw["dim"] is None:  # over the flattened input
+        flat = ctx.node("Reshape", [ctx.x(0), ctx.const(np.asarray([-1], np.int64), "shape")])
+        arg = ctx.node(op, [flat], axis=0, keepdims=0)
+        if not kw["keepdim"]:
+            return arg
+        return ctx.node("Reshape", [arg, ctx.const(np.ones(ctx.ndim(0), np.int64), "shape")])
+    return ctx.node(op, [ctx.x(0)], axis=int(kw["dim"]), keepdims=int(bool(kw["keepdim"])))
