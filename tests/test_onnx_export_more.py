@@ -245,3 +245,73 @@ def test_comparisons_are_recorded_only_for_a_hook_that_asks():
         assert hook.seen == (["Compare", "Compare", "Compare", "ArgMaxMin"] if asks else [])
         np.testing.assert_array_equal(m.numpy(), (x.numpy() > 0) & (x.numpy() < 1))
         np.testing.assert_array_equal(i.numpy(), x.numpy().argmax(1))
+
+
+# ---- 3. recurrent layers --------------------------------------------------------------------
+class Recurrent(nn.Module):
+    def __init__(self, kind, batch_first, layers, bidirectional, bias=True):
+        super().__init__()
+        self.kind = kind
+        cls = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind]
+        self.rnn = cls(5, 6, num_layers=layers, batch_first=batch_first,
+                       bidirectional=bidirectional, bias=bias)
+
+    def forward(self, x):
+        out, h = self.rnn(x)
+        return (out,) + (tuple(h) if self.kind == "lstm" else (h,))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("batch_first,layers,bidirectional,bias", [
+    (False, 1, False, True), (True, 2, True, True), (False, 2, True, False)])
+def test_recurrent_layers_match_onnxruntime(kind, batch_first, layers, bidirectional, bias):
+    minidl.manual_seed(0)
+    b, s = (0, 1) if batch_first else (1, 0)
+
+    def example(n, length):
+        return (minidl.randn(n, length, 5) if batch_first else minidl.randn(length, n, 5),)
+
+    ops = _export_and_compare(Recurrent(kind, batch_first, layers, bidirectional, bias),
+                              [example(2, 4), example(3, 6), example(1, 1)], ["x"],
+                              {"x": {b: "n", s: "l"}})
+    assert {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}[kind] in ops
+
+
+class WithState(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(5, 6, batch_first=True)
+        self.cell = nn.GRUCell(6, 4)
+        self.lcell = nn.LSTMCell(4, 3)
+        self.rcell = nn.RNNCell(3, 2, nonlinearity="relu")
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.lstm(x, (h0, c0))
+        g = self.cell(out[:, -1], None)
+        hc, cc = self.lcell(g)
+        return out, h, c, hc, cc, self.rcell(hc)
+
+
+def test_lstm_with_initial_state_inputs_and_cells():
+    minidl.manual_seed(0)
+
+    def example(n, length):
+        return minidl.randn(n, length, 5), minidl.randn(1, n, 6), minidl.randn(1, n, 6)
+
+    _export_and_compare(WithState(), [example(2, 4), example(3, 2)], ["x", "h0", "c0"],
+                        {"x": {0: "n", 1: "l"}, "h0": {1: "n"}, "c0": {1: "n"}})
+
+
+def test_packed_sequences_are_refused():
+    class Packed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = nn.GRU(3, 4)
+
+        def forward(self, x):
+            packed = nn.utils.rnn.pack_padded_sequence(x, [3, 2], enforce_sorted=True)
+            return self.gru(packed)[1]
+
+    # (packing gathers with index arrays, refused before the recurrence's own refusal)
+    with pytest.raises(minidl.onnx.UnsupportedOperatorError, match="is not supported"):
+        minidl.onnx.export(Packed(), minidl.randn(3, 2, 3), io.BytesIO())

@@ -562,3 +562,72 @@ def _arg_max_min(ctx):
             return arg
         return ctx.node("Reshape", [arg, ctx.const(np.ones(ctx.ndim(0), np.int64), "shape")])
     return ctx.node(op, [ctx.x(0)], axis=int(kw["dim"]), keepdims=int(bool(kw["keepdim"])))
+
+
+# ---- recurrent layers ---------------------------------------------------------------------
+_RNN = "minidl.nn.rnn."
+
+
+def _gate_order(mode, hidden):
+    """Row order that turns torch's stacked gates into ONNX's: LSTM i,f,g,o -> i,o,f,c; GRU
+    r,z,n -> z,r,h; RNN one gate."""
+    h = np.arange(hidden)
+    if mode == "LSTM":
+        return np.concatenate([h, h + 3 * hidden, h + hidden, h + 2 * hidden])
+    if mode == "GRU":
+        return np.concatenate([h + hidden, h, h + 2 * hidden])
+    return h
+
+
+@_register(_RNN + "Recurrence", _RNN + "LSTMRecurrence", _RNN + "RNNRecurrence")
+def _recurrence(ctx):
+    # one layer, one direction over the sequence from the projected input xw (L, N, G): ONNX's
+    # LSTM/GRU/RNN with X = xw and W the permutation that puts its gates in ONNX's order (an
+    # exact product), R = w_hh's rows in that order, B = [0, b_hh]
+    kw = ctx.kw
+    mode = kw["mode"]
+    if kw.get("lengths") is not None:
+        raise Unsupported("packed sequences")
+    if kw.get("proj"):
+        raise Unsupported("proj_size > 0")
+    lstm = mode == "LSTM"
+    w_hh_i = 3 if lstm else 2
+    gates, hidden = ctx.shape(w_hh_i)
+    order = _gate_order(mode, hidden)
+    dt = ctx.out_dtype
+    if any(a.dtype != dt for a in ctx.arrays):
+        raise Unsupported("inputs of mixed dtypes (autocast)")
+
+    def first_axis(name):
+        return ctx.node("Unsqueeze", [name, ctx.const(np.asarray([0], np.int64), "axes")])
+
+    w = ctx.const(np.eye(gates, dtype=dt)[order][None], "W")
+    r = first_axis(ctx.node("Gather", [ctx.x(w_hh_i), ctx.const(order.astype(np.int64),
+                                                                 "gate_order")], axis=0))
+    inputs = [ctx.x(0), w, r]
+    if ctx.n_inputs > w_hh_i + 1:
+        b = ctx.node("Gather", [ctx.x(w_hh_i + 1), ctx.const(order.astype(np.int64),
+                                                              "gate_order")], axis=0)
+        inputs.append(first_axis(ctx.node("Concat", [ctx.const(np.zeros(gates, dt), "W_bias"),
+                                                     b], axis=0)))
+    else:
+        inputs.append("")
+    inputs += ["", first_axis(ctx.x(1))]  # no sequence_lens; initial_h
+    attrs = {"hidden_size": int(hidden),
+             "direction": "reverse" if kw["reverse"] else "forward"}
+    if lstm:
+        inputs.append(first_axis(ctx.x(2)))
+        y, _, y_c = ctx.node("LSTM", inputs, n_out=3, **attrs)
+    elif mode == "GRU":
+        y = ctx.node("GRU", inputs, linear_before_reset=1, **attrs)
+    else:
+        y = ctx.node("RNN", inputs, activations=["Relu" if mode == "RNN_RELU" else "Tanh"],
+                     **attrs)
+    hs = ctx.node("Squeeze", [y, ctx.const(np.asarray([1], np.int64), "axes")])  # (L, N, H)
+    if not lstm:
+        return hs
+    # minidl's LSTM op returns (L, N, 2H): the hidden states, then the cell states; ONNX gives
+    # the last cell state only, which is what nn.LSTM reads (at the last step of its direction)
+    # and all of it for a sequence of one step (nn.LSTMCell): it fills every step here
+    cs = ctx.node("Expand", [y_c, ctx.node("Shape", [hs])])
+    return ctx.node("Concat", [hs, cs], axis=2)
