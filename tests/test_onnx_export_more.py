@@ -315,3 +315,62 @@ def test_packed_sequences_are_refused():
     # (packing gathers with index arrays, refused before the recurrence's own refusal)
     with pytest.raises(minidl.onnx.UnsupportedOperatorError, match="is not supported"):
         minidl.onnx.export(Packed(), minidl.randn(3, 2, 3), io.BytesIO())
+
+
+# ---- 4. more activations, interpolation ------------------------------------------------------
+class Activations(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.prelu = nn.PReLU(3, init=0.2)
+        self.prelu1 = nn.PReLU()
+        self.acts = nn.ModuleList([
+            nn.Softplus(), nn.Softplus(beta=2.0, threshold=1.0), nn.Mish(), nn.LogSigmoid(),
+            nn.Hardtanh(-0.5, 1.5), nn.ReLU6(), nn.Hardshrink(0.3), nn.Softshrink(0.4),
+            nn.Tanhshrink(), nn.Threshold(0.1, -2.0), nn.CELU(0.7), nn.SELU(), nn.ELU(0.5)])
+
+    def forward(self, x):
+        y = self.prelu(x) + self.prelu1(x)
+        for act in self.acts:
+            y = y + act(x * 3.0)
+        return y + F.softplus(x) + F.logsigmoid(x * 30.0) + F.mish(x)
+
+
+def test_more_activations_match_onnxruntime():
+    minidl.manual_seed(0)
+    model = Activations()
+    model.prelu1.weight.data[...] = -0.3
+    ops = _export_and_compare(model, [(minidl.randn(2, 3, 4, 5),), (minidl.randn(4, 3, 4, 5),)],
+                              ["x"], {"x": {0: "n"}})
+    assert {"PRelu", "Softplus", "Shrink", "Celu", "Selu", "Elu", "Clip"} <= ops
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_mish_at_both_opsets(opset):
+    buf = io.BytesIO()
+    x = minidl.randn(2, 6)
+    minidl.onnx.export(nn.Mish(), x, buf, opset_version=opset)
+    proto = onnx.load_from_string(buf.getvalue())
+    assert ("Mish" in {n.op_type for n in proto.graph.node}) == (opset >= 18)
+    got = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(got, F.mish(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+class Resize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.bi = nn.Upsample(size=(7, 9), mode="bilinear", align_corners=False)
+        self.bi_ac = nn.Upsample(scale_factor=1.5, mode="bilinear", align_corners=True)
+
+    def forward(self, x):
+        return (self.up(x), self.bi(x), self.bi_ac(x),
+                F.interpolate(x, scale_factor=0.5, mode="bicubic"),
+                F.interpolate(x[:, :, 0], size=5, mode="linear"),
+                F.interpolate(x, size=(3, 5), mode="nearest-exact"))
+
+
+def test_upsample_and_interpolate_match_onnxruntime():
+    minidl.manual_seed(0)
+    _export_and_compare(Resize(), [(minidl.randn(2, 3, 4, 6),), (minidl.randn(3, 3, 4, 6),)],
+                        ["x"], {"x": {0: "n"}})

@@ -631,3 +631,117 @@ def _recurrence(ctx):
     # and all of it for a sequence of one step (nn.LSTMCell): it fills every step here
     cs = ctx.node("Expand", [y_c, ctx.node("Shape", [hs])])
     return ctx.node("Concat", [hs, cs], axis=2)
+
+
+# ---- more activations, resampling ---------------------------------------------------------
+def _scalar(ctx, value, hint):
+    return ctx.const(np.asarray(value, ctx.out_dtype), hint)
+
+
+@_register(_F + "Softplus")
+def _softplus_plain(ctx):
+    return ctx.node("Softplus", [ctx.x(0)])
+
+
+@_register(_ACT + "Softplus")
+def _softplus(ctx):
+    # x where x * beta > threshold, else softplus(x * beta) / beta
+    x, beta, threshold = ctx.x(0), float(ctx.kw["beta"]), float(ctx.kw["threshold"])
+    z = ctx.node("Mul", [x, _scalar(ctx, beta, "beta")]) if beta != 1 else x
+    soft = ctx.node("Softplus", [z])
+    if beta != 1:
+        soft = ctx.node("Div", [soft, _scalar(ctx, beta, "beta")])
+    return ctx.node("Where", [ctx.node("Greater", [z, _scalar(ctx, threshold, "threshold")]),
+                              x, soft])
+
+
+@_register(_ACT + "Mish")
+def _mish(ctx):
+    if ctx.opset >= 18:
+        return ctx.node("Mish", [ctx.x(0)])
+    x = ctx.x(0)
+    return ctx.node("Mul", [x, ctx.node("Tanh", [ctx.node("Softplus", [x])])])
+
+
+@_register(_ACT + "LogSigmoid")
+def _log_sigmoid(ctx):
+    # -softplus(-x): stable at both ends
+    return ctx.node("Neg", [ctx.node("Softplus", [ctx.node("Neg", [ctx.x(0)])])])
+
+
+@_register(_ACT + "Tanhshrink")
+def _tanhshrink(ctx):
+    x = ctx.x(0)
+    return ctx.node("Sub", [x, ctx.node("Tanh", [x])])
+
+
+@_register(_ACT + "Hardshrink")
+def _hardshrink(ctx):
+    return ctx.node("Shrink", [ctx.x(0)], lambd=float(ctx.kw["lambd"]), bias=0.0)
+
+
+@_register(_ACT + "Softshrink")
+def _softshrink(ctx):
+    lambd = float(ctx.kw["lambd"])
+    return ctx.node("Shrink", [ctx.x(0)], lambd=lambd, bias=lambd)
+
+
+@_register(_ACT + "Threshold")
+def _threshold(ctx):
+    x = ctx.x(0)
+    below = ctx.node("LessOrEqual", [x, _scalar(ctx, ctx.kw["threshold"], "threshold")])
+    return ctx.node("Where", [below, _scalar(ctx, ctx.kw["value"], "value"), x])
+
+
+@_register(_ACT + "CELU")
+def _celu(ctx):
+    # scale * (x if x > 0 else alpha * (exp(x / inner) - 1)): ELU, CELU and SELU
+    alpha, scale, inner = (float(ctx.kw[k]) for k in ("alpha", "scale", "inner"))
+    x = ctx.x(0)
+    if scale == 1 and inner == 1:
+        return ctx.node("Elu", [x], alpha=alpha)
+    if scale == 1 and inner == alpha:
+        return ctx.node("Celu", [x], alpha=alpha)
+    if inner == 1:
+        return ctx.node("Selu", [x], alpha=alpha, gamma=scale)
+    below = ctx.node("Mul", [ctx.node("Sub", [ctx.node("Exp", [ctx.node("Div", [
+        ctx.node("Min", [x, _scalar(ctx, 0, "zero")]), _scalar(ctx, inner, "inner")])]),
+        _scalar(ctx, 1, "one")]), _scalar(ctx, alpha, "alpha")])
+    y = ctx.node("Where", [ctx.node("Greater", [x, _scalar(ctx, 0, "zero")]), x, below])
+    return ctx.node("Mul", [y, _scalar(ctx, scale, "scale")])
+
+
+@_register(_ACT + "PReLU")
+def _prelu(ctx):
+    x_ndim, w_size = ctx.ndim(0), int(np.prod(ctx.shape(1)))
+    if w_size > 1 and x_ndim < 2:
+        raise Unsupported("per-channel weights on an input of fewer than 2 dims")
+    if w_size > 1:  # one slope per channel (dim 1)
+        shape = [w_size] + [1] * (x_ndim - 2)
+    else:
+        shape = [1] * max(x_ndim, 1) if x_ndim else []
+    slope = ctx.node("Reshape", [ctx.x(1), ctx.const(np.asarray(shape, np.int64), "shape")])
+    return ctx.node("PRelu", [ctx.x(0), slope])
+
+
+@_register(_POOL + "Resample")
+def _resample(ctx):
+    # interpolate / nn.Upsample, every mode: along each resized dim the output is the sum of
+    # the input gathered at each tap's indices times its weights, as minidl computes it
+    y = ctx.x(0)
+    dyn = ctx.dynamic(0)
+    for d, index, weights in ctx.kw["taps"]:
+        if d in dyn:
+            raise Unsupported("resizing a dynamic axis")
+        shape = [1] * ctx.ndim(0)
+        shape[d] = -1
+        total = None
+        for idx, wt in zip(index, weights):
+            part = ctx.node("Gather", [y, ctx.const(np.asarray(idx, np.int64), "index")],
+                            axis=int(d))
+            if wt is not None:
+                part = ctx.node("Mul", [part, ctx.const(
+                    np.asarray(wt, ctx.out_dtype).reshape(shape), "weights")])
+            total = part if total is None else ctx.node("Add", [total, part])
+        y = total
+    return y
