@@ -73,6 +73,29 @@ def test_transformer_classifier_with_padding_mask_input(norm_first):
     assert "Where" in ops  # the bool mask becomes 0/-inf in the graph, from the input
 
 
+class SequenceFirstEncoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, activation="gelu"),
+                                         2, enable_nested_tensor=False)
+
+    def forward(self, x, mask, pad):
+        return self.enc(x, mask=mask, src_key_padding_mask=pad)
+
+
+def test_sequence_first_encoder_with_float_mask_and_padding_inputs():
+    # (L, N, E) layers take the general path: the packed self-attention op with the mask
+    minidl.manual_seed(0)
+
+    def example(n, length):
+        mask = minidl.tensor(_RNG.standard_normal((length, length)).astype(np.float32))
+        return minidl.randn(length, n, 16), mask, _padding(n, length)
+
+    dyn = {"x": {0: "l", 1: "n"}, "m": {0: "l", 1: "l"}, "pad": {0: "n", 1: "l"}}
+    _export_and_compare(SequenceFirstEncoder(), [example(2, 5), example(3, 3)],
+                        ["x", "m", "pad"], dyn)
+
+
 class Decoder(nn.Module):
     def __init__(self, batch_first):
         super().__init__()
