@@ -564,25 +564,25 @@ def ge(input, other):
     return input >= other
 
 
-def _bool(name, fn):
+def _bool(name, fn, kinds=""):
+    """A bool-valued op outside the graph; on an input of one of ``kinds`` (dtype kinds) it
+    runs as a recorded ops.Compare while the ONNX exporter's tracer is installed."""
     def op(input):
+        if autograd._profiler_hook is not None and input.data.dtype.kind in kinds and \
+                getattr(autograd._profiler_hook, "traces_untracked_ops", False):
+            return Compare.apply(input, op=name)
         return autograd.Tensor(fn(get_array_module(input.data), input.data))
     op.__name__ = op.__qualname__ = name
     return op
 
 
-isnan = _bool("isnan", lambda xp, a: xp.isnan(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool))
-isinf = _bool("isinf", lambda xp, a: xp.isinf(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool))
+isnan = _bool("isnan", lambda xp, a: xp.isnan(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool),
+              kinds="f")
+isinf = _bool("isinf", lambda xp, a: xp.isinf(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool),
+              kinds="f")
 isfinite = _bool("isfinite", lambda xp, a: xp.isfinite(a) if a.dtype.kind in "fcV" else
-                 xp.ones(a.shape, bool))
-_logical_not = _bool("logical_not", lambda xp, a: xp.logical_not(a))
-
-
-def logical_not(input):
-    if autograd._profiler_hook is not None and getattr(autograd._profiler_hook,
-                                                       "traces_untracked_ops", False):
-        return Compare.apply(input, op="logical_not")  # seen by the ONNX exporter's tracer
-    return _logical_not(input)
+                 xp.ones(a.shape, bool), kinds="f")
+logical_not = _bool("logical_not", lambda xp, a: xp.logical_not(a), kinds="biuf")
 
 
 def _logical(name, ufunc):

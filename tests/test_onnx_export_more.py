@@ -227,7 +227,9 @@ class Comparisons(nn.Module):
         m = ((x >= 0.5) | (y < -0.5)) & ~(x != y)
         m2 = minidl.logical_and(x > 0, minidl.logical_not(y > 0)) ^ (x == y)
         m3 = minidl.logical_or(x, y > 1)  # a float operand: nonzero is True
-        return (a + m.float() + m2.float() + m3.float(), x.argmax(), x.argmin(dim=0, keepdim=True),
+        z = minidl.where(y > 0.8, x / 0.0, x)  # inf and nan where y > 0.8
+        m4 = z.isnan() | minidl.isinf(z) | ~minidl.isfinite(z) | minidl.logical_not(x)
+        return (a + m.float() + m2.float() + m3.float() + m4.float(), x.argmax(), x.argmin(dim=0, keepdim=True),
                 x.argmax(keepdim=True), x + x.max(dim=1, keepdim=True).indices.float(),
                 x.min(dim=0).indices)
 
@@ -243,7 +245,7 @@ def test_comparisons_logical_ops_and_argmax():
     ops = _export_and_compare(Comparisons(), [example(3), example(5)], ["x", "y"],
                               {"x": {0: "n"}, "y": {0: "n"}})
     assert {"Greater", "LessOrEqual", "GreaterOrEqual", "Less", "Equal", "Not", "And", "Or",
-            "Xor", "Where", "ArgMax", "ArgMin"} <= ops
+            "Xor", "Where", "ArgMax", "ArgMin", "IsNaN", "IsInf"} <= ops
 
 
 def test_comparisons_are_recorded_only_for_a_hook_that_asks():

@@ -539,6 +539,13 @@ def _compare(ctx):
         return ctx.node(_COMPARE[op], names)
     if op == "not_equal":
         return ctx.node("Not", [ctx.node("Equal", names)])
+    if op == "isnan":
+        return ctx.node("IsNaN", names)
+    if op == "isinf":
+        return ctx.node("IsInf", names)
+    if op == "isfinite":
+        return ctx.node("Not", [ctx.node("Or", [ctx.node("IsNaN", names),
+                                                ctx.node("IsInf", names)])])
     all_bool = all(a.dtype == np.bool_ for a in ctx.arrays)
     if op.startswith("logical_"):  # on any dtype: nonzero is True
         names = [n if a.dtype == np.bool_ else ctx.node("Cast", [n], to=ctx.onnx_dtype(np.bool_))
