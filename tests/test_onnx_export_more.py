@@ -399,3 +399,20 @@ def test_upsample_and_interpolate_match_onnxruntime():
     minidl.manual_seed(0)
     _export_and_compare(Resize(), [(minidl.randn(2, 3, 4, 6),), (minidl.randn(3, 3, 4, 6),)],
                         ["x"], {"x": {0: "n"}})
+
+
+def test_integer_bitwise_ops_from_opset_18():
+    class Bits(nn.Module):
+        def forward(self, ids):
+            return (((ids & 3) | 4) ^ 1) + ~ids
+
+    ids = minidl.tensor(_RNG.integers(0, 50, (2, 5)))
+    with pytest.raises(minidl.onnx.UnsupportedOperatorError, match="below opset 18"):
+        minidl.onnx.export(Bits(), ids, io.BytesIO())
+    buf = io.BytesIO()
+    minidl.onnx.export(Bits(), ids, buf, opset_version=18)
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert {"BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitwiseNot"} <= ops
+    got = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(
+        None, {"ids": ids.numpy()})[0]
+    np.testing.assert_array_equal(got, Bits()(ids).numpy())
