@@ -18,7 +18,8 @@ from .autograd import Function, first_order_only
 from .backend import get_array_module
 from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
-    Abs, Cast, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid, UnsupportedDtypeError,
+    Abs, Cast, Compare, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid,
+    UnsupportedDtypeError,
     _array_module,
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
@@ -563,22 +564,32 @@ def ge(input, other):
     return input >= other
 
 
-def _bool(name, fn):
+def _bool(name, fn, kinds=""):
+    """A bool-valued op outside the graph; on an input of one of ``kinds`` (dtype kinds) it
+    runs as a recorded ops.Compare while the ONNX exporter's tracer is installed."""
     def op(input):
+        if autograd._profiler_hook is not None and input.data.dtype.kind in kinds and \
+                getattr(autograd._profiler_hook, "traces_untracked_ops", False):
+            return Compare.apply(input, op=name)
         return autograd.Tensor(fn(get_array_module(input.data), input.data))
     op.__name__ = op.__qualname__ = name
     return op
 
 
-isnan = _bool("isnan", lambda xp, a: xp.isnan(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool))
-isinf = _bool("isinf", lambda xp, a: xp.isinf(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool))
+isnan = _bool("isnan", lambda xp, a: xp.isnan(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool),
+              kinds="f")
+isinf = _bool("isinf", lambda xp, a: xp.isinf(a) if a.dtype.kind in "fcV" else xp.zeros(a.shape, bool),
+              kinds="f")
 isfinite = _bool("isfinite", lambda xp, a: xp.isfinite(a) if a.dtype.kind in "fcV" else
-                 xp.ones(a.shape, bool))
-logical_not = _bool("logical_not", lambda xp, a: xp.logical_not(a))
+                 xp.ones(a.shape, bool), kinds="f")
+logical_not = _bool("logical_not", lambda xp, a: xp.logical_not(a), kinds="biuf")
 
 
 def _logical(name, ufunc):
     def op(input, other):
+        if autograd._profiler_hook is not None and isinstance(other, autograd.Tensor) and \
+                getattr(autograd._profiler_hook, "traces_untracked_ops", False):
+            return Compare.apply(input, other, op=ufunc)  # seen by the ONNX exporter's tracer
         a = input.data
         b = other.data if isinstance(other, autograd.Tensor) else other
         return autograd.Tensor(getattr(get_array_module(a), ufunc)(a, b))

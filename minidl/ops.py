@@ -665,6 +665,34 @@ def _array_module(*operands):
     return get_array_module(*[x.data for x in operands if _is_tensor(x)])
 
 
+class Compare(Function):
+    """A comparison or logical op on bool/number arrays (``op``: a ufunc name: less, equal,
+    logical_and, invert, ...) as a recorded op. The Tensor operators compute these outside
+    the graph; they run through here only while a tracer that asks for them (the ONNX
+    exporter's) is installed, so that it sees them. Not differentiable."""
+
+    def forward(self, *arrays, op):
+        return getattr(get_array_module(arrays[0]), op)(*arrays)
+
+    def backward(self, g):
+        return (None,) * len(self.inputs)
+
+
+class ArgMaxMin(Function):
+    """``argmax``/``argmin`` as a recorded op, for a tracer that asks for it (see Compare):
+    int64 indices of the first extreme over ``dim`` (None: over the flattened array)."""
+
+    def forward(self, x, dim, keepdim, take_min):
+        xp = get_array_module(x)
+        arg = x.argmin(axis=dim) if take_min else x.argmax(axis=dim)
+        if keepdim:
+            arg = xp.reshape(arg, (1,) * x.ndim) if dim is None else xp.expand_dims(arg, dim)
+        return xp.asarray(arg).astype(np.int64)
+
+    def backward(self, g):
+        return (None,)
+
+
 class Where(Function):
     complex_grad = True
     def forward(self, condition, a, b):

@@ -723,41 +723,54 @@ class Tensor:
     def masked_fill(self, mask, value):
         return ops.masked_fill(self, mask, value)
 
-    # Comparisons give a boolean Tensor outside the graph; a Tensor hashes by identity.
+    # Comparisons give a boolean Tensor outside the graph (a recorded op only while a tracer
+    # that asks for them is installed: see _traces_untracked); a Tensor hashes by identity.
     def __lt__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
         if a.data.dtype.kind == "c":
             ops.refuse_complex("lt", a.data)
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(a, b, op="less")
         return Tensor(a.data < b.data)
 
     def __le__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
         if a.data.dtype.kind == "c":
             ops.refuse_complex("le", a.data)
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(a, b, op="less_equal")
         return Tensor(a.data <= b.data)
 
     def __gt__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
         if a.data.dtype.kind == "c":
             ops.refuse_complex("gt", a.data)
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(a, b, op="greater")
         return Tensor(a.data > b.data)
 
     def __ge__(self, other):
         a, b = _pair(self, other)  # compared at PyTorch's result type
         if a.data.dtype.kind == "c":
             ops.refuse_complex("ge", a.data)
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(a, b, op="greater_equal")
         return Tensor(a.data >= b.data)
 
     def __eq__(self, other):
         if other is None:  # `t == None` is False, as in PyTorch
             return False
         a, b = _pair(self, other)  # compared at PyTorch's result type
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(a, b, op="equal")
         return Tensor(a.data == b.data)
 
     def __ne__(self, other):
         if other is None:
             return True
         a, b = _pair(self, other)  # compared at PyTorch's result type
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(a, b, op="not_equal")
         return Tensor(a.data != b.data)
 
     def __hash__(self):
@@ -780,6 +793,8 @@ class Tensor:
         if self.data.dtype.kind not in "biu":
             raise ops.UnsupportedDtypeError(f"~ (bitwise_not) needs a bool or integer tensor, "
                                             f"got {self.dtype}")
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.Compare.apply(self, op="invert")
         return Tensor(get_array_module(self.data).invert(self.data))
 
     def __contains__(self, element):
@@ -1041,7 +1056,16 @@ def _bitwise(a: Tensor, other, ufunc):
     if x.data.dtype.kind not in "biu":
         raise ops.UnsupportedDtypeError(f"{ufunc} needs bool or integer tensors, got "
                                         f"{x.data.dtype}")
+    if autograd._profiler_hook is not None and _traces_untracked():
+        return ops.Compare.apply(x, y, op=ufunc)
     return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
+
+
+def _traces_untracked():
+    """Whether the installed hook (the ONNX exporter's tracer) asks to see the ops minidl runs
+    outside the graph (comparisons, logical ops, argmax) as recorded ops; read only where a
+    hook is installed, so that the ordinary path stays one global read."""
+    return getattr(autograd._profiler_hook, "traces_untracked_ops", False)
 
 
 def _scalar(x, like: Tensor, dtype):
@@ -1299,6 +1323,9 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
         raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
                                         ".int() first")
     ops.refuse_empty_reduction(name, x.shape, dim)
+    if autograd._profiler_hook is not None and _traces_untracked() and x.ndim:
+        d = None if dim is None else _wrap_dim(dim, x.ndim, name)
+        return ops.ArgMaxMin.apply(x, dim=d, keepdim=bool(keepdim), take_min=take_min)
     if dim is None:
         arg = data.argmin() if take_min else data.argmax()
         if keepdim:
@@ -1343,6 +1370,9 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     arg = x.data.argmin(axis=dim) if take_min else x.data.argmax(axis=dim)
     arg = get_array_module(arg).expand_dims(arg, dim)
     values = MaxDim.apply(x, dim=dim, keepdim=keepdim, arg=arg)
+    if autograd._profiler_hook is not None and _traces_untracked():  # the indices recorded too
+        return MaxResult(values, ops.ArgMaxMin.apply(x, dim=dim % x.ndim, keepdim=bool(keepdim),
+                                                     take_min=take_min))
     indices = arg if keepdim else arg.squeeze(axis=dim)
     return MaxResult(values, Tensor(indices.astype(np.int64)))
 

@@ -21,7 +21,8 @@ from ..backend import rng as _rng
 from ..backend import to_device
 from ..products import counted_as
 from ..ops import (
-    Reshape, Sum, accumulation_dtype, cat, constant, row_kernels, softmax_backward_array,
+    Reshape, Sum, Where, accumulation_dtype, cat, constant, row_kernels,
+    softmax_backward_array,
     swap_last_dims,
 )
 from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled, unbroadcast
@@ -224,9 +225,10 @@ def _additive_mask(name, mask, dtype, allowed_when):
     ``mask == (not allowed_when)``); a float mask is used as it is (cast to ``dtype``)."""
     xp = get_array_module(mask.data)
     if mask.dtype == np.bool_:
-        keep = mask.data if allowed_when else ~mask.data
-        zero, ninf = xp.zeros((), dtype=dtype), xp.full((), -np.inf, dtype=dtype)
-        return Tensor(xp.where(keep, zero, ninf))
+        # a recorded op on the mask itself (not on mask.data), so that an exported graph
+        # takes the mask as an input
+        zero, ninf = Tensor(xp.zeros((), dtype=dtype)), Tensor(xp.full((), -np.inf, dtype=dtype))
+        return Where.apply(mask, zero, ninf) if allowed_when else Where.apply(mask, ninf, zero)
     if mask.dtype.kind != "f" and mask.dtype.kind != "V":
         raise TypeError(f"{name}: a mask must be bool or floating point, got {mask.dtype}")
     return mask if mask.dtype == dtype else mask.to(dtype=dtype)

@@ -358,6 +358,11 @@ def _check_state(name, what, h, expected, dtype):
 
 def _zeros_like_state(x, shape):
     xp = get_array_module(x.data)
+    hook = autograd._profiler_hook
+    if hook is not None and getattr(hook, "traces_untracked_ops", False):
+        # the ONNX exporter traces: a recorded Expand of one zero, so that the batch dim of the
+        # state follows the input's in the graph
+        return Tensor(xp.zeros((), dtype=x.dtype)).expand(*shape)
     return Tensor(xp.zeros(shape, dtype=x.dtype))
 
 
@@ -546,7 +551,6 @@ class RNNBase(Module):
         """All layers over x (L, N, H_in) from the initial states: (output, h_n, c_n)."""
         lstm = self.mode == "LSTM"
         directions = 2 if self.bidirectional else 1
-        length = x.shape[0]
         h_n, c_n = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -563,7 +567,7 @@ class RNNBase(Module):
                 y = _recurrence(self.mode, True).apply(*args, mode=self.mode,
                                                        reverse=direction == 1, lengths=lengths,
                                                        proj=w_hr is not None)
-                last = 0 if direction == 1 else length - 1
+                last = 0 if direction == 1 else -1  # -1, not L-1: an exported graph's L varies
                 if lstm:
                     width = self.proj_size or self.hidden_size
                     outputs.append(y[:, :, :width])

@@ -451,3 +451,304 @@ def _roll(ctx):
                                       ctx.const(np.asarray([end], np.int64), "ends"), ax])
         y = ctx.node("Concat", [part(n - s, n), part(0, n - s)], axis=d)
     return y if y != ctx.x(0) else ctx.node("Identity", [y])
+
+
+# ---- attention ----------------------------------------------------------------------------
+_ATTN = "minidl.nn.attention."
+
+
+def _reduce_max_last(ctx, x):
+    if ctx.opset >= 18:
+        return ctx.node("ReduceMax", [x, ctx.const(np.asarray([-1], np.int64), "axes")],
+                        keepdims=1)
+    return ctx.node("ReduceMax", [x], axes=[-1], keepdims=1)
+
+
+def _safe_softmax(ctx, s):
+    """softmax over the last dim, zeros (not NaN) on a row of only -inf (every key masked)."""
+    y = ctx.node("Softmax", [s], axis=-1)
+    ninf = ctx.const(np.asarray(-np.inf, ctx.out_dtype), "ninf")
+    masked = ctx.node("Equal", [_reduce_max_last(ctx, s), ninf])
+    return ctx.node("Where", [masked, ctx.const(np.asarray(0, ctx.out_dtype), "zero"), y])
+
+
+def _attend(ctx, q, k, v, ndim, mask):
+    kw = ctx.kw
+    if float(kw.get("dropout_p", 0.0)) > 0:
+        raise Unsupported("dropout_p > 0")
+    perm = list(range(ndim - 2)) + [ndim - 1, ndim - 2]
+    s = ctx.node("MatMul", [q, ctx.node("Transpose", [k], perm=perm)])
+    s = ctx.node("Mul", [s, ctx.const(np.asarray(kw.get("scale", 1.0), ctx.out_dtype),
+                                      "scale")])
+    if kw.get("causal"):  # -inf above the diagonal of the (L, S) corner, at any L and S
+        size = ctx.node("Slice", [ctx.node("Shape", [s]),
+                                  ctx.const(np.asarray([-2], np.int64), "starts"),
+                                  ctx.const(np.asarray([ndim], np.int64), "ends")])
+        full = ctx.node("ConstantOfShape", [size], value=ctx.b.onnx.numpy_helper.from_array(
+            np.asarray([-np.inf], ctx.out_dtype)))
+        s = ctx.node("Add", [s, ctx.node("Trilu", [full, ctx.const(np.asarray(1, np.int64),
+                                                                     "k")], upper=1)])
+    elif mask is not None:
+        s = ctx.node("Add", [s, mask])
+    return ctx.node("MatMul", [_safe_softmax(ctx, s), v])
+
+
+@_register(_ATTN + "SafeSoftmax")
+def _safe_softmax_op(ctx):
+    return _safe_softmax(ctx, ctx.x(0))
+
+
+@_register(_ATTN + "Attention")
+def _attention(ctx):
+    mask = ctx.x(3) if ctx.n_inputs > 3 else None
+    return _attend(ctx, ctx.x(0), ctx.x(1), ctx.x(2), ctx.ndim(0), mask)
+
+
+@_register(_ATTN + "PackedSelfAttention")
+def _packed_self_attention(ctx):
+    # qkv (L, N, 3E) or (N, L, 3E) -> q, k, v (N, H, L, hd); the output back in qkv's layout
+    heads, batch_first = int(ctx.kw["heads"]), bool(ctx.kw["batch_first"])
+    e3 = ctx.shape(0)[2]
+    hd = e3 // (3 * heads)
+    x = ctx.node("Reshape", [ctx.x(0), ctx.const(np.asarray([0, 0, 3, heads, hd], np.int64),
+                                                 "shape")])
+    order = [0, 2, 1, 3] if batch_first else [1, 2, 0, 3]
+    q, k, v = (ctx.node("Transpose", [ctx.node("Gather", [x, ctx.const(
+        np.asarray(i, np.int64), "index")], axis=2)], perm=order) for i in range(3))
+    mask = ctx.x(1) if ctx.n_inputs > 1 else None
+    out = _attend(ctx, q, k, v, 4, mask)
+    merged = ctx.node("Transpose", [out], perm=[0, 2, 1, 3] if batch_first else [2, 0, 1, 3])
+    return ctx.node("Reshape", [merged, ctx.const(np.asarray([0, 0, heads * hd], np.int64),
+                                                  "shape")])
+
+
+# ---- comparisons, logical ops, argmax (recorded only while the exporter traces) -----------
+_COMPARE = {"less": "Less", "less_equal": "LessOrEqual", "greater": "Greater",
+            "greater_equal": "GreaterOrEqual", "equal": "Equal"}
+_LOGICAL = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor",
+            "bitwise_and": "And", "bitwise_or": "Or", "bitwise_xor": "Xor"}
+_BITWISE = {"bitwise_and": "BitwiseAnd", "bitwise_or": "BitwiseOr", "bitwise_xor": "BitwiseXor",
+            "invert": "BitwiseNot"}
+
+
+@_register(_OPS + "Compare")
+def _compare(ctx):
+    op = ctx.kw["op"]
+    names = [ctx.x(i) for i in range(ctx.n_inputs)]
+    if op in _COMPARE:
+        return ctx.node(_COMPARE[op], names)
+    if op == "not_equal":
+        return ctx.node("Not", [ctx.node("Equal", names)])
+    if op == "isnan":
+        return ctx.node("IsNaN", names)
+    if op == "isinf":
+        return ctx.node("IsInf", names)
+    if op == "isfinite":
+        return ctx.node("Not", [ctx.node("Or", [ctx.node("IsNaN", names),
+                                                ctx.node("IsInf", names)])])
+    all_bool = all(a.dtype == np.bool_ for a in ctx.arrays)
+    if op.startswith("logical_"):  # on any dtype: nonzero is True
+        names = [n if a.dtype == np.bool_ else ctx.node("Cast", [n], to=ctx.onnx_dtype(np.bool_))
+                 for n, a in zip(names, ctx.arrays)]
+        return ctx.node("Not", names) if op == "logical_not" else ctx.node(_LOGICAL[op], names)
+    if all_bool:  # ~, &, |, ^ on bools
+        return ctx.node("Not", names) if op == "invert" else ctx.node(_LOGICAL[op], names)
+    if ctx.opset < 18 or op not in _BITWISE:
+        raise Unsupported(f"{op} on {ctx.arrays[0].dtype} below opset 18")
+    return ctx.node(_BITWISE[op], names)
+
+
+@_register(_OPS + "ArgMaxMin")
+def _arg_max_min(ctx):
+    kw = ctx.kw
+    op = "ArgMin" if kw["take_min"] else "ArgMax"
+    if kw["dim"] is None:  # over the flattened input
+        flat = ctx.node("Reshape", [ctx.x(0), ctx.const(np.asarray([-1], np.int64), "shape")])
+        arg = ctx.node(op, [flat], axis=0, keepdims=0)
+        if not kw["keepdim"]:
+            return arg
+        return ctx.node("Reshape", [arg, ctx.const(np.ones(ctx.ndim(0), np.int64), "shape")])
+    return ctx.node(op, [ctx.x(0)], axis=int(kw["dim"]), keepdims=int(bool(kw["keepdim"])))
+
+
+# ---- recurrent layers ---------------------------------------------------------------------
+_RNN = "minidl.nn.rnn."
+
+
+def _gate_order(mode, hidden):
+    """Row order that turns torch's stacked gates into ONNX's: LSTM i,f,g,o -> i,o,f,c; GRU
+    r,z,n -> z,r,h; RNN one gate."""
+    h = np.arange(hidden)
+    if mode == "LSTM":
+        return np.concatenate([h, h + 3 * hidden, h + hidden, h + 2 * hidden])
+    if mode == "GRU":
+        return np.concatenate([h + hidden, h, h + 2 * hidden])
+    return h
+
+
+@_register(_RNN + "Recurrence", _RNN + "LSTMRecurrence", _RNN + "RNNRecurrence")
+def _recurrence(ctx):
+    # one layer, one direction over the sequence from the projected input xw (L, N, G): ONNX's
+    # LSTM/GRU/RNN with X = xw and W the permutation that puts its gates in ONNX's order (an
+    # exact product), R = w_hh's rows in that order, B = [0, b_hh]
+    kw = ctx.kw
+    mode = kw["mode"]
+    if kw.get("lengths") is not None:
+        raise Unsupported("packed sequences")
+    if kw.get("proj"):
+        raise Unsupported("proj_size > 0")
+    lstm = mode == "LSTM"
+    w_hh_i = 3 if lstm else 2
+    gates, hidden = ctx.shape(w_hh_i)
+    order = _gate_order(mode, hidden)
+    dt = ctx.out_dtype
+    if any(a.dtype != dt for a in ctx.arrays):
+        raise Unsupported("inputs of mixed dtypes (autocast)")
+
+    def first_axis(name):
+        return ctx.node("Unsqueeze", [name, ctx.const(np.asarray([0], np.int64), "axes")])
+
+    w = ctx.const(np.eye(gates, dtype=dt)[order][None], "W")
+    r = first_axis(ctx.node("Gather", [ctx.x(w_hh_i), ctx.const(order.astype(np.int64),
+                                                                 "gate_order")], axis=0))
+    inputs = [ctx.x(0), w, r]
+    if ctx.n_inputs > w_hh_i + 1:
+        b = ctx.node("Gather", [ctx.x(w_hh_i + 1), ctx.const(order.astype(np.int64),
+                                                              "gate_order")], axis=0)
+        inputs.append(first_axis(ctx.node("Concat", [ctx.const(np.zeros(gates, dt), "W_bias"),
+                                                     b], axis=0)))
+    else:
+        inputs.append("")
+    inputs += ["", first_axis(ctx.x(1))]  # no sequence_lens; initial_h
+    attrs = {"hidden_size": int(hidden),
+             "direction": "reverse" if kw["reverse"] else "forward"}
+    if lstm:
+        inputs.append(first_axis(ctx.x(2)))
+        y, _, y_c = ctx.node("LSTM", inputs, n_out=3, **attrs)
+    elif mode == "GRU":
+        y = ctx.node("GRU", inputs, linear_before_reset=1, **attrs)
+    else:
+        y = ctx.node("RNN", inputs, activations=["Relu" if mode == "RNN_RELU" else "Tanh"],
+                     **attrs)
+    hs = ctx.node("Squeeze", [y, ctx.const(np.asarray([1], np.int64), "axes")])  # (L, N, H)
+    if not lstm:
+        return hs
+    # minidl's LSTM op returns (L, N, 2H): the hidden states, then the cell states; ONNX gives
+    # the last cell state only, which is what nn.LSTM reads (at the last step of its direction)
+    # and all of it for a sequence of one step (nn.LSTMCell): it fills every step here
+    cs = ctx.node("Expand", [y_c, ctx.node("Shape", [hs])])
+    return ctx.node("Concat", [hs, cs], axis=2)
+
+
+# ---- more activations, resampling ---------------------------------------------------------
+def _scalar(ctx, value, hint):
+    return ctx.const(np.asarray(value, ctx.out_dtype), hint)
+
+
+@_register(_F + "Softplus")
+def _softplus_plain(ctx):
+    return ctx.node("Softplus", [ctx.x(0)])
+
+
+@_register(_ACT + "Softplus")
+def _softplus(ctx):
+    # x where x * beta > threshold, else softplus(x * beta) / beta
+    x, beta, threshold = ctx.x(0), float(ctx.kw["beta"]), float(ctx.kw["threshold"])
+    z = ctx.node("Mul", [x, _scalar(ctx, beta, "beta")]) if beta != 1 else x
+    soft = ctx.node("Softplus", [z])
+    if beta != 1:
+        soft = ctx.node("Div", [soft, _scalar(ctx, beta, "beta")])
+    return ctx.node("Where", [ctx.node("Greater", [z, _scalar(ctx, threshold, "threshold")]),
+                              x, soft])
+
+
+@_register(_ACT + "Mish")
+def _mish(ctx):
+    if ctx.opset >= 18:
+        return ctx.node("Mish", [ctx.x(0)])
+    x = ctx.x(0)
+    return ctx.node("Mul", [x, ctx.node("Tanh", [ctx.node("Softplus", [x])])])
+
+
+@_register(_ACT + "LogSigmoid")
+def _log_sigmoid(ctx):
+    # -softplus(-x): stable at both ends
+    return ctx.node("Neg", [ctx.node("Softplus", [ctx.node("Neg", [ctx.x(0)])])])
+
+
+@_register(_ACT + "Tanhshrink")
+def _tanhshrink(ctx):
+    x = ctx.x(0)
+    return ctx.node("Sub", [x, ctx.node("Tanh", [x])])
+
+
+@_register(_ACT + "Hardshrink")
+def _hardshrink(ctx):
+    return ctx.node("Shrink", [ctx.x(0)], lambd=float(ctx.kw["lambd"]), bias=0.0)
+
+
+@_register(_ACT + "Softshrink")
+def _softshrink(ctx):
+    lambd = float(ctx.kw["lambd"])
+    return ctx.node("Shrink", [ctx.x(0)], lambd=lambd, bias=lambd)
+
+
+@_register(_ACT + "Threshold")
+def _threshold(ctx):
+    x = ctx.x(0)
+    below = ctx.node("LessOrEqual", [x, _scalar(ctx, ctx.kw["threshold"], "threshold")])
+    return ctx.node("Where", [below, _scalar(ctx, ctx.kw["value"], "value"), x])
+
+
+@_register(_ACT + "CELU")
+def _celu(ctx):
+    # scale * (x if x > 0 else alpha * (exp(x / inner) - 1)): ELU, CELU and SELU
+    alpha, scale, inner = (float(ctx.kw[k]) for k in ("alpha", "scale", "inner"))
+    x = ctx.x(0)
+    if scale == 1 and inner == 1:
+        return ctx.node("Elu", [x], alpha=alpha)
+    if scale == 1 and inner == alpha:
+        return ctx.node("Celu", [x], alpha=alpha)
+    if inner == 1:
+        return ctx.node("Selu", [x], alpha=alpha, gamma=scale)
+    below = ctx.node("Mul", [ctx.node("Sub", [ctx.node("Exp", [ctx.node("Div", [
+        ctx.node("Min", [x, _scalar(ctx, 0, "zero")]), _scalar(ctx, inner, "inner")])]),
+        _scalar(ctx, 1, "one")]), _scalar(ctx, alpha, "alpha")])
+    y = ctx.node("Where", [ctx.node("Greater", [x, _scalar(ctx, 0, "zero")]), x, below])
+    return ctx.node("Mul", [y, _scalar(ctx, scale, "scale")])
+
+
+@_register(_ACT + "PReLU")
+def _prelu(ctx):
+    x_ndim, w_size = ctx.ndim(0), int(np.prod(ctx.shape(1)))
+    if w_size > 1 and x_ndim < 2:
+        raise Unsupported("per-channel weights on an input of fewer than 2 dims")
+    if w_size > 1:  # one slope per channel (dim 1)
+        shape = [w_size] + [1] * (x_ndim - 2)
+    else:
+        shape = [1] * max(x_ndim, 1) if x_ndim else []
+    slope = ctx.node("Reshape", [ctx.x(1), ctx.const(np.asarray(shape, np.int64), "shape")])
+    return ctx.node("PRelu", [ctx.x(0), slope])
+
+
+@_register(_POOL + "Resample")
+def _resample(ctx):
+    # interpolate / nn.Upsample, every mode: along each resized dim the output is the sum of
+    # the input gathered at each tap's indices times its weights, as minidl computes it
+    y = ctx.x(0)
+    dyn = ctx.dynamic(0)
+    for d, index, weights in ctx.kw["taps"]:
+        if d in dyn:
+            raise Unsupported("resizing a dynamic axis")
+        shape = [1] * ctx.ndim(0)
+        shape[d] = -1
+        total = None
+        for idx, wt in zip(index, weights):
+            part = ctx.node("Gather", [y, ctx.const(np.asarray(idx, np.int64), "index")],
+                            axis=int(d))
+            if wt is not None:
+                part = ctx.node("Mul", [part, ctx.const(
+                    np.asarray(wt, ctx.out_dtype).reshape(shape), "weights")])
+            total = part if total is None else ctx.node("Add", [total, part])
+        y = total
+    return y

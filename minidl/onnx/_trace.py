@@ -22,6 +22,10 @@ class Tracer:
     """The hook: runs each op as it would run (through any hook installed beneath it) and
     records it."""
 
+    # comparisons, logical ops and argmax run outside the graph; Tensor's operators run them as
+    # recorded ops (ops.Compare, ops.ArgMaxMin) while a hook with this flag is installed
+    traces_untracked_ops = True
+
     def __init__(self, root):
         self.records = []
         self._root = root
