@@ -1,0 +1,101 @@
+"""Audit of the additions of 2026-12-07 (flex_attention, _pytree, multiprocessing, legacy
+profiler and friends, onnx.export misuse) against torch 2.13: each test failed before its fix."""
+import warnings
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.nn.attention import flex_attention as mfa
+
+_RNG = np.random.default_rng(7)
+_Q, _K, _V = (_RNG.standard_normal((2, 4, 8, 16)).astype(np.float32) for _ in range(3))
+
+
+def _causal(b, h, qi, ki):
+    return qi >= ki
+
+
+# ---- flex_attention ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_flex_low_precision_works_in_float32_like_torch(dtype):
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention import flex_attention as tfa
+    tq, tk, tv = (torch.tensor(a).to(getattr(torch, dtype)) for a in (_Q, _K, _V))
+    mq, mk, mv = (minidl.tensor(t.float().numpy()).to(getattr(minidl, dtype))
+                  for t in (tq, tk, tv))
+    seen = []
+
+    def sm(s, b, h, qi, ki):
+        return s * 2
+
+    def seen_sm(s, b, h, qi, ki):
+        seen.append(str(s.dtype))
+        return s * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        to, taux = tfa.flex_attention(tq, tk, tv, score_mod=sm,
+                                      return_aux=tfa.AuxRequest(lse=True))
+    mo, maux = mfa.flex_attention(mq, mk, mv, score_mod=seen_sm,
+                                  return_aux=mfa.AuxRequest(lse=True))
+    assert str(mo.dtype) == dtype and str(maux.lse.dtype) == "float32"
+    assert str(taux.lse.dtype) == "torch.float32" and seen[-1] == "float32"
+    np.testing.assert_allclose(maux.lse.numpy(), taux.lse.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mo.float().numpy(), to.float().numpy(), rtol=0, atol=1e-2)
+
+
+def test_flex_value_dtype_follows_query_and_low_precision_has_grads():
+    q = minidl.tensor(_Q)
+    out = mfa.flex_attention(q, minidl.tensor(_K), minidl.tensor(_V).half())
+    assert out.dtype == minidl.float32                     # torch: value cast to query's dtype
+    qh = minidl.tensor(_Q).half().detach().requires_grad_()
+    mfa.flex_attention(qh, minidl.tensor(_K).half(), minidl.tensor(_V).half()).sum().backward()
+    assert qh.grad is not None and qh.grad.dtype == minidl.float16
+
+
+def _torch_and_minidl_masks(B=None, H=None, n=256, bs=64):
+    pytest.importorskip("torch")
+    from torch.nn.attention import flex_attention as tfa
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = tfa.create_block_mask(_causal, B, H, n, n, device="cpu", BLOCK_SIZE=bs)
+    return t, mfa.create_block_mask(_causal, B, H, n, n, BLOCK_SIZE=bs)
+
+
+def _same_tables(t, m):
+    for f in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+              "q_num_blocks", "full_q_num_blocks"):
+        np.testing.assert_array_equal(getattr(m, f).numpy(), getattr(t, f).numpy(), err_msg=f)
+    assert m.shape == tuple(t.shape)
+
+
+def test_block_mask_to_string_str_and_as_tuple_match_torch():
+    t, m = _torch_and_minidl_masks(B=2, H=3)
+    assert m.to_string() == t.to_string()
+    assert m.to_string(grid_size=(3, 3), limit=2) == t.to_string(grid_size=(3, 3), limit=2)
+    assert str(m) == str(t)
+    mt, tt = m.as_tuple(), t.as_tuple()
+    assert len(mt) == len(tt) == 17 and mt[:2] == tt[:2] and mt[-3:-1] == tt[-3:-1]
+    assert m.as_tuple(flatten=False)[0] == (256, 256)
+
+
+def test_block_mask_adjust_and_slicing_match_torch():
+    t, m = _torch_and_minidl_masks(B=2, H=2)
+    _same_tables(t._adjust(128, 192), m._adjust(128, 192))
+    _same_tables(t._adjust(100, 70), m._adjust(100, 70))
+    for idx in [(slice(None), slice(None), slice(None, 2)), 1, (0, 1), (slice(0, 1), -1)]:
+        ts, ms = t[idx], m[idx]
+        for f in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+            np.testing.assert_array_equal(getattr(ms, f).numpy(), getattr(ts, f).numpy())
+    # torch: a sliced mask's mask_mod refuses to run
+    q = minidl.tensor(_RNG.standard_normal((2, 2, 256, 8)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="sliced BlockMask"):
+        mfa.flex_attention(q, q, q, block_mask=m[:, :, :])
+    adj = m._adjust(128, 128)
+    out = mfa.flex_attention(q[:, :, :128], q[:, :, :128], q[:, :, :128], block_mask=adj)
+    ref = mfa.flex_attention(q[:, :, :128], q[:, :, :128], q[:, :, :128],
+                             block_mask=mfa.create_block_mask(_causal, 2, 2, 128, 128))
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="blocks"):
+        m._adjust(512, 256)
