@@ -99,3 +99,21 @@ def test_block_mask_adjust_and_slicing_match_torch():
     np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="blocks"):
         m._adjust(512, 256)
+
+
+def test_flex_masks_on_the_fake_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    from minidl.nn import _flex_attention as impl
+    _fake_gpu.install(monkeypatch, host_kernels)
+    q = minidl.tensor(_Q[:1, :2]).to("cuda").requires_grad_()
+    with _fake_gpu.strict(impl):                   # CuPy refuses np.asarray of device data
+        bm = mfa.create_block_mask(_causal, None, None, 8, 8, device="cuda")
+        dense = mfa.create_mask(_causal, None, None, 8, 8, device="cuda")
+        out = mfa.flex_attention(q, q, q, block_mask=bm)
+        out.sum().backward()
+    assert bm.kv_num_blocks.device == "cuda" and dense.device == "cuda"
+    assert out.device == "cuda" and q.grad.device == "cuda"
+    assert bm.to("cpu").kv_num_blocks.device == "cpu"
+    with pytest.raises(RuntimeError, match="block_mask on cpu"):      # torch refuses too
+        mfa.flex_attention(q, q, q, block_mask=bm.to("cpu"))

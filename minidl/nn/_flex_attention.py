@@ -26,7 +26,7 @@ import warnings
 
 import numpy as np
 
-from ..backend import get_array_module
+from ..backend import get_array_module, to_numpy
 from ..ops import where
 from ..tensor import Tensor, no_grad
 
@@ -104,8 +104,8 @@ def _dense_mask(mask_mod, B, H, L, S, device):
 def create_mask(mod_fn, B, H, Q_LEN, KV_LEN, device="cpu"):  # noqa: N803  (torch's names)
     """The dense (B, H, Q_LEN, KV_LEN) boolean Tensor of a mask_mod (None B/H: 1)."""
     B, H = B or 1, H or 1
-    return Tensor(np.ascontiguousarray(_dense_mask(mod_fn, B, H, Q_LEN, KV_LEN, device)),
-                  device=device)
+    dense = _dense_mask(mod_fn, B, H, Q_LEN, KV_LEN, device)
+    return Tensor(get_array_module(dense).ascontiguousarray(dense), device=device)
 
 
 def _ordered(dense):
@@ -203,13 +203,13 @@ class BlockMask:
         return parts
 
     @staticmethod
-    def _from_tables(partial, full, seq_lengths, block_size, mask_mod):
+    def _from_tables(partial, full, seq_lengths, block_size, mask_mod, device="cpu"):
         """A BlockMask from dense (..., query blocks, key blocks) tables of partial and full
         blocks (full None: not kept apart)."""
         tables = [*_ordered(partial), *(_ordered(full) if full is not None else (None, None)),
                   *_ordered(np.swapaxes(partial, -1, -2)),
                   *(_ordered(np.swapaxes(full, -1, -2)) if full is not None else (None, None))]
-        tables = [None if t is None else Tensor(t) for t in tables]
+        tables = [None if t is None else Tensor(t, device=device) for t in tables]
         return BlockMask(seq_lengths, *tables, BLOCK_SIZE=block_size, mask_mod=mask_mod)
 
     def _dense_tables(self):
@@ -228,7 +228,8 @@ class BlockMask:
                              f"{(rows, cols)} blocks, the mask has {tuple(have)}")
         cut = [t[..., :rows, :cols] for t in self._dense_tables()]
         return self._from_tables(cut[0], cut[1] if len(cut) > 1 else None,
-                                 (new_q_len, new_kv_len), self.BLOCK_SIZE, self.mask_mod)
+                                 (new_q_len, new_kv_len), self.BLOCK_SIZE, self.mask_mod,
+                                 self.kv_num_blocks.device)
 
     def __getitem__(self, index):
         """The mask of some batches, heads or query blocks (torch's slicing): an int keeps its
@@ -245,7 +246,8 @@ class BlockMask:
                 raise IndexError(f"BlockMask: index {i} is out of range for size {n}")
         cut = [t[index] for t in self._dense_tables()]
         return self._from_tables(cut[0], cut[1] if len(cut) > 1 else None, self.seq_lengths,
-                                 self.BLOCK_SIZE, _sliced_mask_mod_error)
+                                 self.BLOCK_SIZE, _sliced_mask_mod_error,
+                                 self.kv_num_blocks.device)
 
     def to(self, device):
         """This mask with its tables on ``device``."""
@@ -287,7 +289,10 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=128
     for name, n in (("Q_LEN", Q_LEN), ("KV_LEN", KV_LEN), ("BLOCK_SIZE", qb), ("BLOCK_SIZE", kb)):
         if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
             raise ValueError(f"create_block_mask: {name} must be a positive int, got {n!r}")
-    dense = np.asarray(_dense_mask(mask_mod, B, H, Q_LEN, KV_LEN, device or "cpu"))
+    device = device or "cpu"
+    # the block tables are worked out on the host (a GPU mask is copied once), then kept on
+    # ``device`` as torch keeps them
+    dense = to_numpy(_dense_mask(mask_mod, B, H, Q_LEN, KV_LEN, device))
     nq, nk = -(-Q_LEN // qb), -(-KV_LEN // kb)
     padded = np.zeros((B, H, nq * qb, nk * kb), dtype=bool)
     padded[:, :, :Q_LEN, :KV_LEN] = dense
@@ -296,7 +301,7 @@ def create_block_mask(mask_mod, B, H, Q_LEN, KV_LEN, device=None, BLOCK_SIZE=128
     kept_all = blocks.all(axis=(3, 5))
     partial = kept_any & ~kept_all if separate_full_blocks else kept_any
     full = kept_all if separate_full_blocks else None
-    return BlockMask._from_tables(partial, full, (Q_LEN, KV_LEN), (qb, kb), mask_mod)
+    return BlockMask._from_tables(partial, full, (Q_LEN, KV_LEN), (qb, kb), mask_mod, device)
 
 
 def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=None,
@@ -340,6 +345,10 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
         if block_mask.mask_mod is _sliced_mask_mod_error:
             raise RuntimeError(f"{name}: cannot use the mask_mod of a sliced BlockMask; set "
                                f"its mask_mod to the original mask's")
+        if block_mask.kv_num_blocks.device != query.device:
+            raise RuntimeError(f"{name}: q/k/v are on {query.device} and block_mask on "
+                               f"{block_mask.kv_num_blocks.device}; create the mask with "
+                               f"device={str(query.device)!r} or move it with .to()")
         if block_mask.seq_lengths != (L, S):
             raise ValueError(f"{name}: block_mask is for lengths {block_mask.seq_lengths}, the "
                              f"query and key have ({L}, {S})")
