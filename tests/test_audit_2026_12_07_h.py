@@ -298,6 +298,19 @@ def test_onnx_export_refuses_in_place_changes_it_cannot_record(tmp_path):
         minidl.onnx.export(OnView(), (minidl.randn(2, 4),), tmp_path / "v.onnx")
     assert not (tmp_path / "v.onnx").exists()
 
+    class SetsBuffer(minidl.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("n", minidl.zeros(2))
+
+        def forward(self, x):
+            self.n[0] = 5
+            return x + self.n.sum()
+    m = SetsBuffer()
+    with pytest.raises(minidl.onnx.OnnxExporterError, match="in place"):
+        minidl.onnx.export(m, (minidl.randn(2),), tmp_path / "b.onnx")
+    assert m.n.tolist() == [0.0, 0.0]                        # left as it was
+
 
 def test_onnx_export_arguments_and_files_as_torch(tmp_path):
     pytest.importorskip("onnx")

@@ -136,14 +136,19 @@ def _trace(model, pos, kw):
     pos = [Tensor(get_array_module(t.data).array(t.data, copy=True)) for t in pos]
     kw = {k: Tensor(get_array_module(t.data).array(t.data, copy=True)) for k, t in kw.items()}
     inputs = [Tensor(t.data) for t in pos + list(kw.values())]  # before any rebinding
-    state = [(t, t.data) for t in [*model.parameters(), *model.buffers()]]
+    # the parameters' and buffers' arrays, and a copy of their values for an in-place write
+    # the exporter refuses (x[0] = 5 on a buffer), so that the model is left as it was
+    state = [(t, t.data, t._version, get_array_module(t.data).array(t.data, copy=True))
+             for t in [*model.parameters(), *model.buffers()]]
     changes = autograd.changes
     try:
         with autograd.no_grad(), Tracer(model) as tracer, recorded_in_place():
             out = model(*pos, **kw)
     finally:
-        for t, data in state:
+        for t, data, version, values in state:
             t.data = data
+            if t._version != version:
+                get_array_module(data).copyto(data, values)
     if autograd.changes != changes:
         raise OnnxExporterError(
             "onnx.export: the model changed a tensor in place where the exporter cannot "

@@ -42,15 +42,15 @@ def recorded_in_place():
             return t
         return real_apply(t, fn, name)
 
-    swaps = {real_inplace: inplace, real_apply: apply_in_place}
     patched = []
     for module in list(sys.modules.values()):
         if not getattr(module, "__name__", "").startswith("minidl"):
             continue
         for name, value in list(vars(module).items()):
-            if callable(value) and value in swaps:
+            # by identity: a module may hold unhashable objects
+            if value is real_inplace or value is real_apply:
                 patched.append((module, name, value))
-                setattr(module, name, swaps[value])
+                setattr(module, name, inplace if value is real_inplace else apply_in_place)
     try:
         yield
     finally:
