@@ -334,3 +334,20 @@ def test_onnx_export_arguments_and_files_as_torch(tmp_path):
     with pytest.raises(onnx_.OnnxExporterError, match="returned a NoneType"):
         onnx_.export(Nothing(), (x,), tmp_path / "n.onnx")
     assert m.training and not (tmp_path / "p.onnx").exists()
+
+
+def test_flex_key_batch_of_one_broadcasts_with_a_batched_block_mask():
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention import flex_attention as tfa
+    k1, v1 = _K[:1], _V[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tbm = tfa.create_block_mask(_causal, 2, None, 8, 8, device="cpu", BLOCK_SIZE=4)
+        want = tfa.flex_attention(torch.tensor(_Q), torch.tensor(k1), torch.tensor(v1),
+                                  block_mask=tbm)
+    mbm = mfa.create_block_mask(_causal, 2, None, 8, 8, BLOCK_SIZE=4)
+    got = mfa.flex_attention(minidl.tensor(_Q), minidl.tensor(k1), minidl.tensor(v1),
+                             block_mask=mbm)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="key batch"):                  # torch refuses too
+        mfa.flex_attention(minidl.tensor(_Q), minidl.tensor(k1), minidl.tensor(v1))

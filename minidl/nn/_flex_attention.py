@@ -321,7 +321,15 @@ def flex_attention(query, key, value, score_mod=None, block_mask=None, scale=Non
         raise ValueError(f"{name}: key {tuple(key.shape)} and value {tuple(value.shape)} "
                          f"must agree in batch, heads and length")
     if Bk != B:
-        raise ValueError(f"{name}: query batch {B} and key batch {Bk} differ")
+        # torch: one key/value batch serves every query batch when a block mask has the
+        # queries' batch
+        mask_b = block_mask.kv_num_blocks.shape[0] if isinstance(block_mask, BlockMask) else None
+        if Bk != 1 or mask_b != B:
+            raise ValueError(f"{name}: query batch {B} and key batch {Bk} differ (a key batch "
+                             f"of 1 is broadcast only with a block_mask of batch {B}, got "
+                             f"{'none' if mask_b is None else mask_b})")
+        key = key.expand(B, *key.shape[1:])
+        value = value.expand(B, *value.shape[1:])
     if Ek != E:
         raise ValueError(f"{name}: query and key embedding sizes differ ({E} and {Ek})")
     if Hq != Hkv:
