@@ -351,3 +351,14 @@ def test_flex_key_batch_of_one_broadcasts_with_a_batched_block_mask():
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="key batch"):                  # torch refuses too
         mfa.flex_attention(minidl.tensor(_Q), minidl.tensor(k1), minidl.tensor(v1))
+
+
+def test_legacy_profiler_is_not_reentrant_as_torch():
+    prof = minidl.autograd.profiler.profile()
+    with prof:
+        minidl.ones(2) * 2
+    first = len(prof.function_events)
+    with pytest.raises(RuntimeError, match="not reentrant"):
+        with prof:
+            minidl.ones(2) * 2
+    assert first > 0 and len(prof.function_events) == first
