@@ -320,6 +320,12 @@ def test_onnx_export_arguments_and_files_as_torch(tmp_path):
     with open(tmp_path / "t.onnx", "w") as fh:                    # refused before any work
         with pytest.raises(TypeError, match="text-mode file"):
             onnx_.export(m, (x,), fh)
+    (tmp_path / "r.onnx").write_bytes(b"")
+    with open(tmp_path / "r.onnx", "rb") as fh:
+        with pytest.raises(ValueError, match="not open for writing"):
+            onnx_.export(m, (x,), fh)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        onnx_.export(m, (x,), tmp_path)
     onnx_.export(m, (), tmp_path / "k.onnx", kwargs={"input": x}, dynamo=False,
                  training=onnx_.TrainingMode.EVAL)
     m.train()

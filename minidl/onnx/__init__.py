@@ -395,6 +395,9 @@ def _check_file(f):
                         f"open it in binary mode ('wb') or pass its path")
     if getattr(f, "closed", False):
         raise ValueError("onnx.export: f is a closed file")
+    writable = getattr(f, "writable", None)
+    if callable(writable) and not writable():
+        raise ValueError(f"onnx.export: f ({getattr(f, 'name', f)!r}) is not open for writing")
 
 
 def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_names=None,
@@ -436,6 +439,9 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"onnx.export: the folder of {path!r} does not exist")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"onnx.export: {path!r} is a folder; name the file to "
+                                    f"write")
     elif not hasattr(f, "write"):
         raise TypeError(f"onnx.export: f must be a path or a binary file object, got "
                         f"{type(f).__name__}")
