@@ -304,6 +304,10 @@ def set_default_tensor_type(t, /):
                         f"minidl.FloatTensor or its name, got {t!r}")
     if t.dtype.kind != "f":
         raise TypeError("only floating-point types are supported as the default type")
+    if t.is_cuda:  # torch refuses a CUDA type it cannot make, before changing anything
+        from .backend import require_cuda
+
+        require_cuda()
     tensor_functions.set_default_dtype(t.dtype)
     tensor_functions.set_default_device("cuda" if t.is_cuda else "cpu")
 

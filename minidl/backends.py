@@ -36,8 +36,70 @@ class _TF32Flag:
         backend.allow_tf32(bool(flag))
 
 
+class _Matmul(_TF32Flag):
+    """``backends.cuda.matmul``: the TF32 switch, and the reduced-precision reductions minidl's
+    cuBLAS calls leave to cuBLAS (kept as set). A name it does not have is refused, as torch
+    refuses it, so a misspelt switch is not silently ignored."""
+    _names = ("allow_tf32", "allow_fp16_reduced_precision_reduction",
+              "allow_bf16_reduced_precision_reduction", "fp32_precision")
+
+    def __init__(self):
+        object.__setattr__(self, "_kept", {"allow_fp16_reduced_precision_reduction": True,
+                                           "allow_bf16_reduced_precision_reduction": True,
+                                           "fp32_precision": "none"})
+
+    def __getattr__(self, name):
+        kept = object.__getattribute__(self, "_kept")
+        if name in kept:
+            return kept[name]
+        raise AttributeError(f"Unknown attribute {name}")
+
+    def __setattr__(self, name, value):
+        if name not in self._names:
+            raise AttributeError(f"Unknown attribute {name} (backends.cuda.matmul has "
+                                 f"{', '.join(self._names)})")
+        if name == "allow_tf32":
+            object.__setattr__(self, name, value)
+        else:
+            self._kept[name] = value
+
+
 class _Cuda:
-    matmul = _TF32Flag()
+    """``backends.cuda``: the matmul switches and the scaled-dot-product-attention backend
+    switches, which minidl keeps as set (its attention has one path on every device)."""
+    matmul = _Matmul()
+
+    def __init__(self):
+        self._sdp = {"flash": True, "mem_efficient": True, "math": True, "cudnn": True}
+
+    @staticmethod
+    def is_built() -> bool:
+        """Whether minidl can run on CUDA here (CuPy imports), torch's "built with CUDA"."""
+        return backend._load_cupy() is not None
+
+    def flash_sdp_enabled(self):
+        return self._sdp["flash"]
+
+    def enable_flash_sdp(self, enabled):
+        self._sdp["flash"] = bool(enabled)
+
+    def mem_efficient_sdp_enabled(self):
+        return self._sdp["mem_efficient"]
+
+    def enable_mem_efficient_sdp(self, enabled):
+        self._sdp["mem_efficient"] = bool(enabled)
+
+    def math_sdp_enabled(self):
+        return self._sdp["math"]
+
+    def enable_math_sdp(self, enabled):
+        self._sdp["math"] = bool(enabled)
+
+    def cudnn_sdp_enabled(self):
+        return self._sdp["cudnn"]
+
+    def enable_cudnn_sdp(self, enabled):
+        self._sdp["cudnn"] = bool(enabled)
 
 
 class _Cudnn(_TF32Flag):
@@ -60,6 +122,19 @@ class _Cudnn(_TF32Flag):
     @staticmethod
     def version():
         return _cudnn.version()
+
+    @contextlib.contextmanager
+    def flags(self, enabled=False, benchmark=False, benchmark_limit=10, deterministic=False,
+              allow_tf32=True, fp32_precision="none", depthwise_kernel="auto"):
+        """Set ``enabled``, ``benchmark``, ``deterministic`` and ``allow_tf32`` inside the block,
+        as torch's ``cudnn.flags`` (its defaults too), and put them back after it."""
+        saved = self.enabled, self.benchmark, self.deterministic, self.allow_tf32
+        self.enabled, self.benchmark, self.deterministic = enabled, benchmark, deterministic
+        self.allow_tf32 = allow_tf32
+        try:
+            yield
+        finally:
+            self.enabled, self.benchmark, self.deterministic, self.allow_tf32 = saved
 
 
 cuda = _Cuda()

@@ -9,7 +9,11 @@ Data-parallel training across processes is launched with ``mpiexec`` (see
 from __future__ import annotations
 
 import multiprocessing as _mp
+import multiprocessing.connection as _connection
+import os
 import signal
+import tempfile
+import time
 import traceback
 from multiprocessing import *  # noqa: F401,F403  (torch.multiprocessing re-exports it)
 
@@ -63,47 +67,75 @@ class ProcessExitedException(ProcessException):
                             self.signal_name)
 
 
-def _wrap(fn, i, args, error_queue):
+def _wrap(fn, i, args, error_file):
     try:
         fn(i, *args)
     except KeyboardInterrupt:
         pass
     except Exception:  # noqa: BLE001  (sent to the parent, which raises it)
-        error_queue.put(traceback.format_exc())
+        # a file, not a pipe: a long traceback in a pipe would block this process until the
+        # parent read it, and the parent waits for this process to end first
+        with open(error_file, "w", encoding="utf-8") as fh:
+            fh.write(traceback.format_exc())
         raise SystemExit(1) from None
 
 
 class ProcessContext:
     """The processes ``start_processes(join=False)`` started; ``join()`` them."""
 
-    def __init__(self, processes, error_queues):
-        self.processes, self.error_queues = processes, error_queues
+    def __init__(self, processes, error_files):
+        self.processes, self.error_files = processes, error_files
+        self.sentinels = {p.sentinel: i for i, p in enumerate(processes)}
 
     def pids(self):
         return [p.pid for p in self.processes]
 
     def join(self, timeout=None, grace_period=None):
-        """Wait for the processes; True when all ended well, False while some still run (with
-        ``timeout``). The first failure ends the others and raises here."""
-        for i, p in enumerate(self.processes):
-            p.join(timeout)
-            if p.exitcode not in (None, 0):
-                for other in self.processes:
-                    if other.is_alive():
-                        other.terminate()
-                    other.join(grace_period)
-                self._raise(i, p)
-        return all(p.exitcode == 0 for p in self.processes)
+        """Wait up to ``timeout`` for any process to end: True when all have ended well, False
+        while some still run. The first failure (whichever process it is) ends the others --
+        after ``grace_period``, SIGTERM, then SIGKILL -- and raises here, as torch's."""
+        if not self.sentinels:
+            return True
+        failed = None
+        for sentinel in _connection.wait(list(self.sentinels), timeout=timeout):
+            i = self.sentinels.pop(sentinel)
+            self.processes[i].join()
+            if self.processes[i].exitcode != 0:
+                failed = i
+                break
+        if failed is None:
+            return not self.sentinels
+        if grace_period is not None:
+            self._join_all(grace_period)
+        for p in self.processes:
+            if p.is_alive():
+                p.terminate()
+        self._join_all(30 if grace_period is None else grace_period)
+        for p in self.processes:
+            if p.is_alive():
+                p.kill()
+            p.join()
+        self._raise(failed, self.processes[failed])
+
+    def _join_all(self, seconds):
+        end = time.monotonic() + seconds
+        for p in self.processes:
+            p.join(max(0.0, end - time.monotonic()))
 
     def _raise(self, i, p):
-        queue = self.error_queues[i]
-        if not queue.empty():
-            tb = queue.get()
+        path = self.error_files[i]
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                tb = fh.read()
+            os.unlink(path)
             raise ProcessRaisedException(f"\n\n-- Process {i} terminated with the following "
                                          f"error:\n{tb}", i, p.pid)
         code = p.exitcode
         if code < 0:
-            name = signal.Signals(-code).name
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"<Unknown signal {-code}>"
             raise ProcessExitedException(f"process {i} terminated with signal {name}", i, p.pid,
                                          code, name)
         raise ProcessExitedException(f"process {i} terminated with exit code {code}", i, p.pid,
@@ -117,14 +149,17 @@ def start_processes(fn, args=(), nprocs=1, join=True, daemon=False, start_method
     if isinstance(nprocs, bool) or not isinstance(nprocs, int) or nprocs < 1:
         raise ValueError(f"start_processes: nprocs must be a positive int, got {nprocs!r}")
     ctx = _mp.get_context(start_method)
-    processes, queues = [], []
+    processes, files = [], []
     for i in range(nprocs):
-        queue = ctx.SimpleQueue()
-        p = ctx.Process(target=_wrap, args=(fn, i, tuple(args), queue), daemon=daemon)
+        # a name only: the child creates the file if (and only if) it raises
+        fd, path = tempfile.mkstemp(prefix="minidl-errorfile-", suffix=".txt")
+        os.close(fd)
+        os.unlink(path)
+        p = ctx.Process(target=_wrap, args=(fn, i, tuple(args), path), daemon=daemon)
         p.start()
         processes.append(p)
-        queues.append(queue)
-    context = ProcessContext(processes, queues)
+        files.append(path)
+    context = ProcessContext(processes, files)
     if not join:
         return context
     while not context.join():

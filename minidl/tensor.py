@@ -55,12 +55,19 @@ def _as_array(data, dtype=None, device="cpu"):
 
 def _legacy_sizes(*args):
     """``Tensor(2, 3)`` (torch's legacy constructor): an uninitialised tensor of those sizes in
-    the default float dtype, as ``torch.Tensor(2, 3)``; returns Tensor's four arguments."""
+    the default float dtype, as ``torch.Tensor(2, 3)``; returns Tensor's four arguments (a
+    ``device=`` keyword is kept, as torch's)."""
+    device = None
+    if isinstance(args[3], str) or type(args[3]).__name__ == "device":
+        device, args = args[3], args[:3] + (None, args[4])
     sizes = args[:2] + tuple(a for a in args[2:4] if a is not None) + tuple(args[4])
     if not all(type(s) is int for s in sizes) or any(s < 0 for s in sizes):
         raise TypeError(f"Tensor(*sizes): expected non-negative ints, got {sizes!r} (for "
-                        f"data with requires_grad, dtype or device, name them)")
-    return np.empty(sizes, dtype=SCALAR_DTYPES[float]), False, None, None
+                        f"data with requires_grad or dtype, name them)")
+    return np.empty(sizes, dtype=SCALAR_DTYPES[float]), False, None, device
+
+
+_NO_DATA = object()  # Tensor() with no data: torch's empty (0,) float tensor
 
 
 def _cuda_array_type():
@@ -91,10 +98,13 @@ class Tensor:
         vc = self._vc
         return 0 if vc is None else vc[0]
 
-    def __init__(self, data, requires_grad=False, dtype=None, device=None, *more):
+    def __init__(self, data=_NO_DATA, requires_grad=False, dtype=None, device=None, *more):
         if type(data) is int and type(requires_grad) is int:  # torch's legacy Tensor(2, 3)
             data, requires_grad, dtype, device = _legacy_sizes(data, requires_grad, dtype,
                                                                device, more)
+        elif data is _NO_DATA or type(data).__name__ == "Size":  # Tensor(), Tensor(x.size())
+            sizes = (0,) if data is _NO_DATA else tuple(data)
+            data = np.empty(sizes, dtype=SCALAR_DTYPES[float])
         elif more:
             raise TypeError(f"Tensor(): unexpected arguments {more!r} after device")
         if device is None and type(data) is np.ndarray:

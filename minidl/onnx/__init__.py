@@ -22,10 +22,11 @@ import numpy as np
 from .. import autograd
 from ..backend import get_array_module, to_numpy
 from ..tensor import Tensor
+from ._inplace import recorded_in_place
 from ._ops import TRANSLATIONS, Unsupported
 from ._trace import Tracer
 
-__all__ = ["export", "OnnxExporterError", "UnsupportedOperatorError"]
+__all__ = ["export", "OnnxExporterError", "UnsupportedOperatorError", "TrainingMode"]
 
 _MIN_OPSET = 17  # LayerNormalization
 
@@ -71,16 +72,25 @@ def _split_args(args):
     return args, kwargs
 
 
-def _flat_outputs(out):
+def _flat_outputs(out, top=True):
+    """The output Tensors in order: tuples, lists and dicts (their values, in order) flattened,
+    None left out, as torch's exporter does."""
     if isinstance(out, Tensor):
-        return [out]
-    if isinstance(out, (tuple, list)):
+        flat = [out]
+    elif out is None and not top:
         flat = []
-        for o in out:
-            flat.extend(_flat_outputs(o))
-        return flat
-    raise OnnxExporterError(f"onnx.export: the model returned a {type(out).__name__}; only "
-                            "Tensors and (nested) tuples or lists of them are exported")
+    elif isinstance(out, (tuple, list, dict)):
+        flat = []
+        for o in (out.values() if isinstance(out, dict) else out):
+            flat.extend(_flat_outputs(o, top=False))
+    else:
+        raise OnnxExporterError(f"onnx.export: the model returned a {type(out).__name__}; only "
+                                "Tensors and (nested) tuples, lists or dicts of them are "
+                                "exported")
+    if top and not flat:
+        raise OnnxExporterError(f"onnx.export: the model returned no Tensor ({out!r}); there "
+                                "would be nothing to export")
+    return flat
 
 
 def _default_input_names(model, n_pos, kw_names):
@@ -118,9 +128,34 @@ def _dynamic_dims(dynamic_axes, names):
 
 # ---- running the model ------------------------------------------------------------------------
 def _trace(model, pos, kw):
-    with autograd.no_grad(), Tracer(model) as tracer:
-        out = model(*pos, **kw)
-    return tracer.records, _flat_outputs(out)
+    """The model's ops on ``pos``/``kw`` (copies: the caller's inputs are left as they were),
+    in-place ops recorded as their out-of-place forms (see ``_inplace``); an in-place change
+    that could not be recorded (on a view, ``copy_``, a buffer updated in forward) is refused,
+    as the ONNX graph would silently leave it out. The parameters and buffers keep their
+    arrays."""
+    pos = [Tensor(get_array_module(t.data).array(t.data, copy=True)) for t in pos]
+    kw = {k: Tensor(get_array_module(t.data).array(t.data, copy=True)) for k, t in kw.items()}
+    inputs = [Tensor(t.data) for t in pos + list(kw.values())]  # before any rebinding
+    # the parameters' and buffers' arrays, and a copy of their values for an in-place write
+    # the exporter refuses (x[0] = 5 on a buffer), so that the model is left as it was
+    state = [(t, t.data, t._version, get_array_module(t.data).array(t.data, copy=True))
+             for t in [*model.parameters(), *model.buffers()]]
+    changes = autograd.changes
+    try:
+        with autograd.no_grad(), Tracer(model) as tracer, recorded_in_place():
+            out = model(*pos, **kw)
+    finally:
+        for t, data, version, values in state:
+            t.data = data
+            if t._version != version:
+                get_array_module(data).copyto(data, values)
+    if autograd.changes != changes:
+        raise OnnxExporterError(
+            "onnx.export: the model changed a tensor in place where the exporter cannot "
+            "record it (an in-place op on a view, copy_, an indexed assignment or a buffer "
+            "updated in forward), which the ONNX graph would silently leave out; use the "
+            "out-of-place op (y = y + 1, torch.where, y.clone())")
+    return tracer.records, _flat_outputs(out), inputs
 
 
 def _second_input(t, dims, extra, rng):
@@ -332,8 +367,43 @@ class OpContext:
 
 
 # ---- export -----------------------------------------------------------------------------------
-def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=None,
-           opset_version=17, do_constant_folding=True, export_params=True, verbose=False):
+class TrainingMode:
+    """``torch.onnx.TrainingMode``: which mode the model is exported in (``export``'s
+    ``training``). minidl exports inference graphs: EVAL, or PRESERVE of a model in eval."""
+    EVAL, PRESERVE, TRAINING = "EVAL", "PRESERVE", "TRAINING"
+
+
+def _check_training(training, model):
+    name = getattr(training, "name", training)  # torch's own enum is taken too
+    if name not in ("EVAL", "PRESERVE", "TRAINING"):
+        raise ValueError(f"onnx.export: training must be a TrainingMode (EVAL, PRESERVE or "
+                         f"TRAINING), got {training!r}")
+    if name == "TRAINING" or (name == "PRESERVE" and model.training):
+        raise NotImplementedError(
+            "onnx.export: minidl exports inference graphs only (Dropout and BatchNorm as in "
+            "eval mode); export with training=TrainingMode.EVAL" +
+            (" or call model.eval() first" if name == "PRESERVE" else ""))
+
+
+def _check_file(f):
+    """A writable binary file object (a text one would fail only after the export's work)."""
+    import io
+
+    mode = getattr(f, "mode", "b")
+    if isinstance(f, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
+        raise TypeError(f"onnx.export: f is a text-mode file ({getattr(f, 'name', f)!r}); "
+                        f"open it in binary mode ('wb') or pass its path")
+    if getattr(f, "closed", False):
+        raise ValueError("onnx.export: f is a closed file")
+    writable = getattr(f, "writable", None)
+    if callable(writable) and not writable():
+        raise ValueError(f"onnx.export: f ({getattr(f, 'name', f)!r}) is not open for writing")
+
+
+def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_names=None,
+           dynamic_axes=None, opset_version=17, do_constant_folding=True, export_params=True,
+           verbose=False, training=TrainingMode.EVAL, keep_initializers_as_inputs=False,
+           dynamo=True, external_data=True, optimize=True, **unsupported):
     """Write ``model`` run on ``args`` as an ONNX model to ``f`` (a path, or a binary file
     object), as torch.onnx.export: ``input_names``/``output_names`` name the graph's inputs
     and outputs in order, ``dynamic_axes`` ({name: {dim: symbol}} or {name: [dims]}) makes
@@ -346,6 +416,19 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
     if not isinstance(model, Module):
         raise TypeError(f"onnx.export: model must be a minidl.nn.Module, got "
                         f"{type(model).__name__}")
+    if unsupported:  # torch's options that change what is written, which minidl does not have
+        raise TypeError(f"onnx.export: unsupported argument(s) {sorted(unsupported)}")
+    if keep_initializers_as_inputs:
+        raise NotImplementedError("onnx.export: keep_initializers_as_inputs=True is not "
+                                  "supported (export_params=False makes the parameters inputs)")
+    _check_training(training, model)
+    if f is None:
+        raise TypeError("onnx.export: f (a path or a binary file object) is required: minidl "
+                        "does not return an ONNXProgram")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise TypeError(f"onnx.export: kwargs must be a dict, got {type(kwargs).__name__}")
+        args = (*((args,) if isinstance(args, Tensor) else tuple(args)), dict(kwargs))
     max_opset = onnx.defs.onnx_opset_version()
     if not isinstance(opset_version, int) or not _MIN_OPSET <= opset_version <= max_opset:
         raise ValueError(f"onnx.export: opset_version must be an int from {_MIN_OPSET} to "
@@ -356,9 +439,14 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"onnx.export: the folder of {path!r} does not exist")
+        if os.path.isdir(path):
+            raise IsADirectoryError(f"onnx.export: {path!r} is a folder; name the file to "
+                                    f"write")
     elif not hasattr(f, "write"):
         raise TypeError(f"onnx.export: f must be a path or a binary file object, got "
                         f"{type(f).__name__}")
+    else:
+        _check_file(f)
     pos, kw = _split_args(args)
     n_in = len(pos) + len(kw)
     in_names = _default_input_names(model, len(pos), kw)
@@ -371,7 +459,7 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
-        records, outs = _trace(model, pos, kw)
+        records, outs, traced_inputs = _trace(model, pos, kw)
         if output_names is not None:
             output_names = list(output_names)
             if len(output_names) > len(outs):
@@ -391,8 +479,8 @@ def export(model, args, f, *, input_names=None, output_names=None, dynamic_axes=
                 for t, n in zip(pos, in_names)]
         kw2 = {k: _second_input(t, dyn_names.get(n, {}), extra, rng)
                for (k, t), n in zip(kw.items(), in_names[len(pos):])}
-        second = _trace(model, pos2, kw2) + (pos2 + list(kw2.values()),)
-        proto = _build(onnx, model, pos + list(kw.values()), in_names, records, outs,
+        second = _trace(model, pos2, kw2)
+        proto = _build(onnx, model, traced_inputs, in_names, records, outs,
                        out_names, dyn_names, second, opset_version, do_constant_folding,
                        export_params)
     finally:

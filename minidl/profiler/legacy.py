@@ -48,8 +48,13 @@ class profile:  # noqa: N801  (torch's name)
                         profile_memory=profile_memory, with_stack=with_stack,
                         with_modules=with_modules)
         self._prof = None
+        self._entered = False
 
     def __enter__(self):
+        if self._entered:  # torch refuses too: a second run would replace the first's events
+            raise RuntimeError("Profiler context manager is not reentrant: this profile() "
+                               "already ran; make a new one for another run")
+        self._entered = True
         if self.enabled:
             from .profiler import profile as _profile
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 
 __all__ = ["TreeSpec", "LeafSpec", "register_pytree_node", "tree_is_leaf", "tree_flatten",
            "tree_flatten_with_path", "tree_unflatten", "tree_iter", "tree_leaves",
@@ -20,7 +21,7 @@ __all__ = ["TreeSpec", "LeafSpec", "register_pytree_node", "tree_is_leaf", "tree
            "tree_map_", "tree_map_only", "tree_map_only_", "tree_all", "tree_any",
            "tree_all_only", "tree_any_only", "keystr", "key_get", "is_namedtuple",
            "is_namedtuple_class", "is_namedtuple_instance", "SequenceKey", "MappingKey",
-           "GetAttrKey"]
+           "GetAttrKey", "treespec_dumps", "treespec_loads"]
 
 
 # ---- key paths ---------------------------------------------------------------------------------
@@ -79,6 +80,9 @@ class _Node:
     flatten: object      # value -> (children, context)
     unflatten: object    # (children, context) -> value
     keys: object         # (value, context) -> [key entries]
+    serialized_name: object = None    # treespec_dumps' name of the type
+    to_dumpable: object = None        # context -> JSON-able (None: the context itself)
+    from_dumpable: object = None
 
 
 _REGISTRY = {}
@@ -97,7 +101,11 @@ def register_pytree_node(cls, flatten_fn, unflatten_fn, *, serialized_type_name=
     else:
         def keys(value, context):
             return [k for k, _ in flatten_with_keys_fn(value)[0]]
-    _REGISTRY[cls] = _Node(flatten_fn, unflatten_fn, keys)
+    if (to_dumpable_context is None) != (from_dumpable_context is None):
+        raise ValueError("to_dumpable_context and from_dumpable_context must both be None or "
+                         "both be given")
+    _REGISTRY[cls] = _Node(flatten_fn, unflatten_fn, keys, serialized_type_name,
+                           to_dumpable_context, from_dumpable_context)
 
 
 def _seq_keys(value, context):
@@ -127,6 +135,28 @@ register_pytree_node(collections.deque, lambda d: (list(d), d.maxlen),
 _REGISTRY[collections.deque].keys = _seq_keys
 register_pytree_node(namedtuple, lambda t: (list(t), type(t)), lambda c, cls: cls(*c))
 _REGISTRY[namedtuple].keys = lambda value, cls: [GetAttrKey(f) for f in cls._fields]
+for _cls, _name in ((tuple, "builtins.tuple"), (list, "builtins.list"), (dict, "builtins.dict"),
+                    (collections.OrderedDict, "collections.OrderedDict"),
+                    (collections.defaultdict, "collections.defaultdict"),
+                    (collections.deque, "collections.deque")):
+    _REGISTRY[_cls].serialized_name = _name
+
+
+def _factory_to_json(context):
+    factory, keys = context
+    return {"default_factory_module": factory.__module__,
+            "default_factory_name": factory.__qualname__, "dict_context": keys}
+
+
+def _factory_from_json(data):
+    import importlib
+    factory = getattr(importlib.import_module(data["default_factory_module"]),
+                      data["default_factory_name"])
+    return [factory, data["dict_context"]]
+
+
+_REGISTRY[collections.defaultdict].to_dumpable = _factory_to_json
+_REGISTRY[collections.defaultdict].from_dumpable = _factory_from_json
 
 
 def is_namedtuple_class(cls):
@@ -314,20 +344,38 @@ def _same_shape(spec, rests, is_leaf):
     return out
 
 
+_DICTS = (dict, collections.OrderedDict, collections.defaultdict)
+
+
+def _dict_keys(kind, context):
+    return context[1] if kind is collections.defaultdict else context
+
+
 def _flatten_up_to(spec, tree, is_leaf):
+    """The subtrees of ``tree`` at ``spec``'s leaves, ``tree`` checked to have spec's shape: the
+    same container types (the dict kinds interchangeable, matched by key), lengths and
+    contexts (a named tuple's class, a custom node's context), as torch's flatten_up_to."""
     if spec.is_leaf():
         return [tree]
     kind = _node_type(tree) if not (is_leaf is not None and is_leaf(tree)) else None
-    if kind is not spec.type:
-        raise ValueError(f"Node type mismatch; expected {spec.type}, but got {type(tree)}.")
+    both_dicts = kind in _DICTS and spec.type in _DICTS
+    if kind is not spec.type and not both_dicts:
+        raise ValueError(f"Node type mismatch; expected {spec.type!r}, but got "
+                         f"{type(tree)!r}.")
     children, context = _REGISTRY[kind].flatten(tree)
     if len(children) != spec.num_children:
         raise ValueError(f"Node arity mismatch; expected {spec.num_children}, but got "
                          f"{len(children)}.")
-    if kind in (dict, collections.OrderedDict) and set(context) != set(spec._context):
-        raise ValueError(f"Node context mismatch for custom node type {kind}.")
-    if kind in (dict, collections.OrderedDict):  # matched by key, in spec's order
-        children = [tree[k] for k in spec._context]
+    if both_dicts:  # matched by key, in spec's order
+        want = _dict_keys(spec.type, spec._context)
+        if set(tree) != set(want):
+            missing, extra = set(want) - set(tree), set(tree) - set(want)
+            raise ValueError("Node keys mismatch" + (f"; missing key(s): {missing}" if missing
+                             else "") + (f"; extra key(s): {extra}" if extra else "") + ".")
+        children = [tree[k] for k in want]
+    elif kind is not collections.deque and context != spec._context:  # deque: maxlen ignored
+        raise ValueError(f"Node context mismatch for node type {spec.type!r}; expected "
+                         f"{spec._context!r}, but got {context!r}.")
     out = []
     for child_spec, child in zip(spec._children, children):
         out += _flatten_up_to(child_spec, child, is_leaf)
@@ -394,3 +442,62 @@ def tree_all_only(type_or_types, pred, tree, is_leaf=None):
 def tree_any_only(type_or_types, pred, tree, is_leaf=None):
     types = _types(type_or_types)
     return any(pred(x) for x in tree_leaves(tree, is_leaf) if isinstance(x, types))
+
+
+# ---- serialising specs ----------------------------------------------------------------------
+_PROTOCOL = 1
+
+
+def _spec_to_json(spec):
+    if spec.is_leaf():
+        return {"type": None, "context": None, "children_spec": []}
+    node = _REGISTRY[spec.type]
+    if node.serialized_name is None:
+        what = (f"namedtuple class {spec._context}" if spec.type is namedtuple
+                else f"type {spec.type}")
+        raise NotImplementedError(f"Can't serialize TreeSpec of {what}: it was registered "
+                                  f"without a serialized_type_name")
+    if node.to_dumpable is not None:
+        context = node.to_dumpable(spec._context)
+    else:
+        try:
+            context = json.dumps(spec._context)
+        except TypeError as e:
+            raise TypeError(f"Unable to serialize the context of {spec.type} "
+                            f"({spec._context!r}); register the type with "
+                            f"to_dumpable_context/from_dumpable_context") from e
+    return {"type": node.serialized_name, "context": context,
+            "children_spec": [_spec_to_json(c) for c in spec._children]}
+
+
+def _spec_from_json(data):
+    if data["type"] is None:
+        return _LEAF
+    by_name = {n.serialized_name: cls for cls, n in _REGISTRY.items()
+               if n.serialized_name is not None}
+    if data["type"] not in by_name:
+        raise NotImplementedError(f"No pytree node type is registered under the serialized "
+                                  f"name {data['type']!r}")
+    cls = by_name[data["type"]]
+    node = _REGISTRY[cls]
+    context = (node.from_dumpable(data["context"]) if node.from_dumpable is not None
+               else json.loads(data["context"]))
+    return TreeSpec(cls, context, [_spec_from_json(c) for c in data["children_spec"]])
+
+
+def treespec_dumps(treespec, protocol=None):
+    """``treespec`` as JSON text, in torch's format (so either library reads the other's)."""
+    if not isinstance(treespec, TreeSpec):
+        raise TypeError(f"treespec_dumps: expected a TreeSpec, got {type(treespec).__name__}")
+    protocol = _PROTOCOL if protocol is None else protocol
+    if protocol != _PROTOCOL:
+        raise ValueError(f"Unknown protocol {protocol}. Available protocols: [{_PROTOCOL}]")
+    return json.dumps([protocol, _spec_to_json(treespec)])
+
+
+def treespec_loads(serialized):
+    """The TreeSpec ``treespec_dumps`` wrote."""
+    protocol, data = json.loads(serialized)
+    if protocol != _PROTOCOL:
+        raise ValueError(f"Unknown protocol {protocol}. Available protocols: [{_PROTOCOL}]")
+    return _spec_from_json(data)
