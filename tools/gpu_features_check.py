@@ -1,8 +1,11 @@
 """Real-GPU checks of what the tests run on the fake GPU only, added on 2026-12-07: sparse COO
 products and sparse embedding gradients with SparseAdam, saved-tensor hooks and save_on_cpu,
 forward-mode AD, the legacy ``minidl.cuda.*Tensor`` types, storages, poisson and the low-rank
-SVD, ``x[i, j]`` and ``as_strided`` views, and ``save(format="torch")`` of GPU tensors. Each
-runs on CUDA and on the CPU from the same values and compares.
+SVD, ``x[i, j]`` and ``as_strided`` views, and ``save(format="torch")`` of GPU tensors; and
+from stop 33: ``minidl.accelerator`` and ``x.device.type``/``.index`` on the GPU, flex
+attention with a score_mod and a block mask (forward and gradients), and
+``EmbeddingBag(sparse=True)``'s sparse gradient. Each runs on CUDA and on the CPU from the same
+values and compares.
 
     python tools/gpu_features_check.py
 
@@ -160,6 +163,53 @@ def save_torch_format_from_gpu():
     return ok, detail + " and torch.load"
 
 
+def accelerator_and_device():
+    x = minidl.ones(3, device="cuda")
+    acc = minidl.accelerator
+    ok = (acc.is_available() and acc.current_accelerator(check_available=True) == "cuda"
+          and acc.device_count() >= 1 and x.device.type == "cuda"
+          and x.device.index == acc.current_device_index()
+          and repr(x.device) == f"device(type='cuda', index={x.device.index})")
+    acc.synchronize()
+    return ok, f"{acc.device_count()} device(s), x.device {x.device!r}"
+
+
+def flex_attention_on_gpu():
+    from minidl.nn.attention import flex_attention as fa
+
+    rng = np.random.default_rng(5)
+    arrays = [rng.normal(size=(2, 4, 16, 8)).astype(np.float32) for _ in range(3)]
+    outs = {}
+    for device in ("cpu", "cuda"):
+        q, k, v = (minidl.tensor(a, device=device, requires_grad=True) for a in arrays)
+        bias = minidl.tensor(np.linspace(-0.2, 0.2, 4, dtype=np.float32), device=device,
+                             requires_grad=True)
+        mask = fa.create_block_mask(lambda b, h, qi, ki: qi >= ki, None, None, 16, 16,
+                                    device=device, BLOCK_SIZE=8)
+        y = fa.flex_attention(q, k, v, block_mask=mask,
+                              score_mod=lambda s, b, h, qi, ki: s + bias[h] * (qi - ki))
+        y.sum().backward()
+        outs[device] = [y.detach().cpu().numpy()] + [t.grad.cpu().numpy()
+                                                     for t in (q, k, v, bias)]
+    errs = [_close(a, b, 1e-4) for a, b in zip(outs["cuda"], outs["cpu"])]
+    return all(ok for ok, _ in errs), f"max difference {max(e for _, e in errs):.1e}"
+
+
+def sparse_embedding_bag():
+    idx = np.array([1, 2, 4, 5, 4, 3, 2, 9])
+    offsets = np.array([0, 4])
+    grads = {}
+    for device in ("cpu", "cuda"):
+        minidl.manual_seed(0)
+        bag = minidl.nn.EmbeddingBag(10, 3, mode="mean", sparse=True).to(device)
+        bag(minidl.tensor(idx, device=device), minidl.tensor(offsets, device=device)) \
+            .sum().backward()
+        g = bag.weight.grad
+        grads[device] = (g.is_sparse, g.to_dense().cpu().numpy())
+    ok, err = _close(grads["cuda"][1], grads["cpu"][1])
+    return ok and grads["cuda"][0], f"sparse {grads['cuda'][0]}, max difference {err:.1e}"
+
+
 CHECKS = [("sparse mm and gradients", sparse_products),
           ("sparse embedding + SparseAdam", sparse_embedding_adam),
           ("saved-tensor hooks, save_on_cpu", saved_tensor_hooks),
@@ -167,7 +217,10 @@ CHECKS = [("sparse mm and gradients", sparse_products),
           ("legacy cuda types and storages", legacy_types_and_storages),
           ("x[i, j] and as_strided views", views_write_through),
           ("poisson and svd_lowrank", sampling_and_lowrank),
-          ("save(format='torch') of GPU tensors", save_torch_format_from_gpu)]
+          ("save(format='torch') of GPU tensors", save_torch_format_from_gpu),
+          ("accelerator API and x.device on the GPU", accelerator_and_device),
+          ("flex_attention: score_mod, block mask, gradients", flex_attention_on_gpu),
+          ("EmbeddingBag(sparse=True) gradient", sparse_embedding_bag)]
 
 
 if __name__ == "__main__":
