@@ -1154,6 +1154,9 @@ def _float_input(t):
 def _inplace(t: Tensor, other, ufunc, out_of_place):
     """``t op= other`` and the ``*_`` methods (see the note above ``Tensor.__iadd__``).
     ``out_of_place(t, other)`` is the op recorded when the graph takes part; None for copy_."""
+    if out_of_place is not None and autograd._profiler_hook is not None and \
+            _traces_untracked() and _traced_in_place(t, lambda: out_of_place(t, other)):
+        return t
     name = "copy_" if out_of_place is None else f"in-place {ufunc}"
     other_grad = isinstance(other, Tensor) and other.requires_grad
     if autograd._grad_enabled and (t.requires_grad or other_grad):
@@ -1242,6 +1245,9 @@ def apply_in_place(t, fn, name):
     rules as the in-place operators (recorded by the graph as the tensor itself, refused where
     that would send a gradient astray); without a graph, the values are written into ``t``'s
     array, which views of it see."""
+    if autograd._profiler_hook is not None and _traces_untracked() and \
+            _traced_in_place(t, lambda: fn(t)):
+        return t
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
     y = fn(t)
@@ -1251,6 +1257,27 @@ def apply_in_place(t, fn, name):
     xp.copyto(t.data, y.data, casting="unsafe")
     bump_version(t)
     return t
+
+
+def _traced_in_place(t, compute):
+    """While a tracer that sees the untracked ops runs (the ONNX exporter: a graph of values
+    cannot follow a write into an earlier op's array, and would leave the op out): the op
+    computed out of place by ``compute()`` (so the tracer records it), its result made ``t``'s
+    array, so later ops read the new value as the model did. False, with nothing changed,
+    where that cannot stand for the in-place write (a view, whose base would not see it; another
+    shape; a wider dtype): the real path then runs, which the exporter refuses."""
+    if t._is_view:
+        return False
+    result = compute()
+    if tuple(result.shape) != tuple(t.shape):
+        return False
+    data = result.data
+    if data.dtype != t.data.dtype:
+        if category(data.dtype) > category(t.data.dtype):
+            return False  # the real path raises torch's error for it
+        data = result.to(t.data.dtype).data
+    t.data = data
+    return True
 
 
 def _inplace_in_graph(t, other, name, out_of_place):

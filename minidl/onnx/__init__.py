@@ -22,7 +22,6 @@ import numpy as np
 from .. import autograd
 from ..backend import get_array_module, to_numpy
 from ..tensor import Tensor
-from ._inplace import recorded_in_place
 from ._ops import TRANSLATIONS, Unsupported
 from ._trace import Tracer
 
@@ -129,9 +128,10 @@ def _dynamic_dims(dynamic_axes, names):
 # ---- running the model ------------------------------------------------------------------------
 def _trace(model, pos, kw):
     """The model's ops on ``pos``/``kw`` (copies: the caller's inputs are left as they were),
-    in-place ops recorded as their out-of-place forms (see ``_inplace``); an in-place change
-    that could not be recorded (on a view, ``copy_``, a buffer updated in forward) is refused,
-    as the ONNX graph would silently leave it out. The parameters and buffers keep their
+    in-place ops recorded as their out-of-place forms (``tensor._traced_in_place``, asked for
+    by the tracer's ``traces_untracked_ops``); an in-place change that could not be recorded
+    (on a view, ``copy_``, a buffer updated in forward) is refused, as the ONNX graph would
+    silently leave it out. The parameters and buffers keep their
     arrays."""
     pos = [Tensor(get_array_module(t.data).array(t.data, copy=True)) for t in pos]
     kw = {k: Tensor(get_array_module(t.data).array(t.data, copy=True)) for k, t in kw.items()}
@@ -142,7 +142,7 @@ def _trace(model, pos, kw):
              for t in [*model.parameters(), *model.buffers()]]
     changes = autograd.changes
     try:
-        with autograd.no_grad(), Tracer(model) as tracer, recorded_in_place():
+        with autograd.no_grad(), Tracer(model) as tracer:
             out = model(*pos, **kw)
     finally:
         for t, data, version, values in state:

@@ -22,8 +22,10 @@ class Tracer:
     """The hook: runs each op as it would run (through any hook installed beneath it) and
     records it."""
 
-    # comparisons, logical ops and argmax run outside the graph; Tensor's operators run them as
-    # recorded ops (ops.Compare, ops.ArgMaxMin) while a hook with this flag is installed
+    # comparisons, logical ops and argmax run outside the graph, and in-place ops write into
+    # arrays: while a hook with this flag is installed, Tensor's operators run the first as
+    # recorded ops (ops.Compare, ops.ArgMaxMin) and the second out of place
+    # (tensor._traced_in_place)
     traces_untracked_ops = True
 
     def __init__(self, root):
