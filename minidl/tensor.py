@@ -7,6 +7,7 @@ the graph in reverse topological order and accumulates gradients with ``+``.
 from __future__ import annotations
 
 import copy
+import operator
 
 import numpy as np
 
@@ -736,52 +737,26 @@ class Tensor:
     # Comparisons give a boolean Tensor outside the graph (a recorded op only while a tracer
     # that asks for them is installed: see _traces_untracked); a Tensor hashes by identity.
     def __lt__(self, other):
-        a, b = _pair(self, other)  # compared at PyTorch's result type
-        if a.data.dtype.kind == "c":
-            ops.refuse_complex("lt", a.data)
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.Compare.apply(a, b, op="less")
-        return Tensor(a.data < b.data)
+        return _compare(self, other, "less", "lt")
 
     def __le__(self, other):
-        a, b = _pair(self, other)  # compared at PyTorch's result type
-        if a.data.dtype.kind == "c":
-            ops.refuse_complex("le", a.data)
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.Compare.apply(a, b, op="less_equal")
-        return Tensor(a.data <= b.data)
+        return _compare(self, other, "less_equal", "le")
 
     def __gt__(self, other):
-        a, b = _pair(self, other)  # compared at PyTorch's result type
-        if a.data.dtype.kind == "c":
-            ops.refuse_complex("gt", a.data)
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.Compare.apply(a, b, op="greater")
-        return Tensor(a.data > b.data)
+        return _compare(self, other, "greater", "gt")
 
     def __ge__(self, other):
-        a, b = _pair(self, other)  # compared at PyTorch's result type
-        if a.data.dtype.kind == "c":
-            ops.refuse_complex("ge", a.data)
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.Compare.apply(a, b, op="greater_equal")
-        return Tensor(a.data >= b.data)
+        return _compare(self, other, "greater_equal", "ge")
 
     def __eq__(self, other):
         if other is None:  # `t == None` is False, as in PyTorch
             return False
-        a, b = _pair(self, other)  # compared at PyTorch's result type
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.Compare.apply(a, b, op="equal")
-        return Tensor(a.data == b.data)
+        return _compare(self, other, "equal")
 
     def __ne__(self, other):
         if other is None:
             return True
-        a, b = _pair(self, other)  # compared at PyTorch's result type
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.Compare.apply(a, b, op="not_equal")
-        return Tensor(a.data != b.data)
+        return _compare(self, other, "not_equal")
 
     def __hash__(self):
         return id(self)
@@ -1069,6 +1044,22 @@ def _bitwise(a: Tensor, other, ufunc):
     if autograd._profiler_hook is not None and _traces_untracked():
         return ops.Compare.apply(x, y, op=ufunc)
     return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
+
+
+_COMPARISONS = {"less": operator.lt, "less_equal": operator.le, "greater": operator.gt,
+                "greater_equal": operator.ge, "equal": operator.eq, "not_equal": operator.ne}
+
+
+def _compare(x, other, op, order_name=None):
+    """``x op other`` compared at PyTorch's result type, a boolean Tensor outside the graph
+    (recorded as ``ops.Compare`` while the ONNX exporter's tracer asks for it); the ordering
+    comparisons (``order_name``) refuse complex numbers."""
+    a, b = _pair(x, other)
+    if order_name is not None and a.data.dtype.kind == "c":
+        ops.refuse_complex(order_name, a.data)
+    if autograd._profiler_hook is not None and _traces_untracked():
+        return ops.Compare.apply(a, b, op=op)
+    return Tensor(_COMPARISONS[op](a.data, b.data))  # the arrays' own operators (NumPy, CuPy)
 
 
 def _traces_untracked():
