@@ -54,12 +54,27 @@ def _as_array(data, dtype=None, device="cpu"):
     return xp.asarray(data, dtype=dtype)
 
 
+def _legacy_arguments(data, requires_grad, dtype, device, more):
+    """torch's legacy forms of the Tensor constructor, as Tensor's four arguments:
+    ``Tensor(2, 3)`` (sizes), ``Tensor()`` and ``Tensor(x.size())`` (uninitialised, in the
+    default float dtype); anything else as given (extra positional arguments refused). Off the
+    constructor's fast path, which takes arrays."""
+    if type(data) is int and type(requires_grad) is int:
+        return _legacy_sizes(data, requires_grad, dtype, device, more)
+    if data is _NO_DATA or type(data).__name__ == "Size":  # minidl.Size: a layer above this
+        sizes = (0,) if data is _NO_DATA else tuple(data)
+        data = np.empty(sizes, dtype=SCALAR_DTYPES[float])
+    elif more:
+        raise TypeError(f"Tensor(): unexpected arguments {more!r} after device")
+    return data, requires_grad, dtype, device
+
+
 def _legacy_sizes(*args):
     """``Tensor(2, 3)`` (torch's legacy constructor): an uninitialised tensor of those sizes in
     the default float dtype, as ``torch.Tensor(2, 3)``; returns Tensor's four arguments (a
     ``device=`` keyword is kept, as torch's)."""
     device = None
-    if isinstance(args[3], str) or type(args[3]).__name__ == "device":
+    if isinstance(args[3], (str, backend.device)):
         device, args = args[3], args[:3] + (None, args[4])
     sizes = args[:2] + tuple(a for a in args[2:4] if a is not None) + tuple(args[4])
     if not all(type(s) is int for s in sizes) or any(s < 0 for s in sizes):
@@ -100,24 +115,18 @@ class Tensor:
         return 0 if vc is None else vc[0]
 
     def __init__(self, data=_NO_DATA, requires_grad=False, dtype=None, device=None, *more):
-        if type(data) is int and type(requires_grad) is int:  # torch's legacy Tensor(2, 3)
-            data, requires_grad, dtype, device = _legacy_sizes(data, requires_grad, dtype,
-                                                               device, more)
-        elif data is _NO_DATA or type(data).__name__ == "Size":  # Tensor(), Tensor(x.size())
-            sizes = (0,) if data is _NO_DATA else tuple(data)
-            data = np.empty(sizes, dtype=SCALAR_DTYPES[float])
-        elif more:
-            raise TypeError(f"Tensor(): unexpected arguments {more!r} after device")
-        if device is None and type(data) is np.ndarray:
+        if device is None and type(data) is np.ndarray and not more:
             # the common case (a gradient, an op's result), as the general path below takes it:
             # the array itself (or as dtype), and no host range (that is for the GPU's arrays)
             self.data = data if dtype is None else np.asarray(data, dtype=dtype)
-        elif device is None and type(data) is _cuda_array_type():
+        elif device is None and type(data) is _cuda_array_type() and not more:
             xp = backend.cupy_module()  # likewise for an array on the GPU
             self.data = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
-        elif type(data) is SparseCOO:  # a sparse tensor (minidl.sparse); device: its values'
-            self.data = data if dtype is None else data.astype(dtype, copy=False)
+        elif type(data) is SparseCOO and not more:  # a sparse tensor (minidl.sparse); device:
+            self.data = data if dtype is None else data.astype(dtype, copy=False)  # its values'
         else:
+            data, requires_grad, dtype, device = _legacy_arguments(data, requires_grad, dtype,
+                                                                   device, more)
             source = data.data if isinstance(data, Tensor) else data
             if device is None:
                 device = device_of(source)
