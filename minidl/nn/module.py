@@ -472,17 +472,12 @@ class Module:
         for store in (self._parameters, self._buffers, self._modules):
             if store is not keep:  # a replaced entry keeps its place: parameters()'s order,
                 store.pop(name, None)  # and so an optimizer's state by index, stay torch's
-        if isinstance(value, (Parameter, Module)) or name in self.__dict__.get("_buffer_names", ()):
+        if keep is None:
+            object.__setattr__(self, name, value)
+        else:
             # a plain attribute of the same name would shadow the registered one forever
             self.__dict__.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
-        elif name in self.__dict__.get("_buffer_names", ()):
-            self._buffers[name] = value
-        else:
-            object.__setattr__(self, name, value)
+            keep[name] = value
 
     def __getattr__(self, name):
         for store in ("_parameters", "_buffers", "_modules"):
