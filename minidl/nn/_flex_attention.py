@@ -21,6 +21,7 @@ kept, ``BLOCK_SIZE`` 128 by default) for inspection; the computation masks eleme
 from __future__ import annotations
 
 import math
+import operator
 import typing
 import warnings
 
@@ -50,32 +51,29 @@ def noop_mask(b, h, q_idx, kv_idx):
     return q_idx >= 0  # broadcasts to True wherever it is combined (b, h, kv_idx give the rest)
 
 
-def and_masks(*mask_mods):
-    """A mask_mod keeping what every one of ``mask_mods`` keeps."""
+def _combine(mask_mods, join, empty):
+    """A mask_mod joining what each of ``mask_mods`` keeps with ``join`` (``empty`` keeps
+    the mask of no mask_mods)."""
     if not all(callable(m) for m in mask_mods):
         raise RuntimeError(f"All inputs should be callable mask_mods: {mask_mods}")
 
-    def both(b, h, q_idx, kv_idx):
+    def combined(b, h, q_idx, kv_idx):
         keep = None
         for m in mask_mods:
             k = m(b, h, q_idx, kv_idx)
-            keep = k if keep is None else keep & k
-        return keep if keep is not None else noop_mask(b, h, q_idx, kv_idx)
-    return both
+            keep = k if keep is None else join(keep, k)
+        return keep if keep is not None else empty(b, h, q_idx, kv_idx)
+    return combined
+
+
+def and_masks(*mask_mods):
+    """A mask_mod keeping what every one of ``mask_mods`` keeps (everything, for none)."""
+    return _combine(mask_mods, operator.and_, noop_mask)
 
 
 def or_masks(*mask_mods):
-    """A mask_mod keeping what any one of ``mask_mods`` keeps."""
-    if not all(callable(m) for m in mask_mods):
-        raise RuntimeError(f"All inputs should be callable mask_mods: {mask_mods}")
-
-    def either(b, h, q_idx, kv_idx):
-        keep = None
-        for m in mask_mods:
-            k = m(b, h, q_idx, kv_idx)
-            keep = k if keep is None else keep | k
-        return keep if keep is not None else ~noop_mask(b, h, q_idx, kv_idx)
-    return either
+    """A mask_mod keeping what any one of ``mask_mods`` keeps (nothing, for none)."""
+    return _combine(mask_mods, operator.or_, lambda *idx: ~noop_mask(*idx))
 
 
 def _indices(B, H, L, S, device):
