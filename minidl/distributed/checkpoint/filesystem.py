@@ -197,3 +197,17 @@ class FileSystemReader:
 
     def _read_object(self, m):
         return pickle.loads(self._read(m.file, m.byte_offset, m.length, m.crc32))
+
+
+def storage_for(checkpoint_id, storage, cls, what, argument):
+    """The ``cls`` (FileSystemWriter or FileSystemReader) that ``what`` (save, load) uses: the
+    given ``storage`` pointed at ``checkpoint_id``, or a new one there."""
+    if storage is None:
+        if checkpoint_id is None:
+            raise RuntimeError(f"{what}: checkpoint_id must be given when {argument} is None")
+        return cls(checkpoint_id)
+    if not isinstance(storage, cls):
+        raise TypeError(f"{what}: {argument} must be a {cls.__name__}, got "
+                        f"{type(storage).__name__}")
+    storage.reset(checkpoint_id)
+    return storage

@@ -8,23 +8,11 @@ import numpy as np
 from ...backend import device_of, to_device
 from ...tensor import Tensor
 from ._flatten import agree, group_info, is_tensor, leaves, refuse_sparse
-from .filesystem import FileSystemReader, _dtype
+from .filesystem import FileSystemReader, _dtype, storage_for
 from .metadata import FlatShard, TensorStorageMetadata
 from .planner import DefaultLoadPlanner
 
 __all__ = ["load", "load_state_dict"]
-
-
-def _reader(checkpoint_id, storage_reader):
-    if storage_reader is None:
-        if checkpoint_id is None:
-            raise RuntimeError("load: checkpoint_id must be given when storage_reader is None")
-        return FileSystemReader(checkpoint_id)
-    if not isinstance(storage_reader, FileSystemReader):
-        raise TypeError(f"load: storage_reader must be a FileSystemReader, got "
-                        f"{type(storage_reader).__name__}")
-    storage_reader.reset(checkpoint_id)
-    return storage_reader
 
 
 def _target(value):
@@ -65,7 +53,8 @@ def load(state_dict, *, checkpoint_id=None, storage_reader=None, planner=None,
         if not isinstance(state_dict, dict):
             raise TypeError(f"load: state_dict must be a dict, got {type(state_dict).__name__}")
         partial = planner is not None and planner.allow_partial_load
-        reader = _reader(checkpoint_id, storage_reader)
+        reader = storage_for(checkpoint_id, storage_reader, FileSystemReader, "load",
+                             "storage_reader")
         saved = reader.read_metadata().state_dict_metadata
         for key, container, k, value in leaves(state_dict):
             meta = saved.get(key)

@@ -12,24 +12,12 @@ import numpy as np
 from ...backend import to_numpy
 from ...tensor import Tensor
 from ._flatten import agree, gather, group_info, is_tensor, leaves, refuse_sparse
-from .filesystem import FileSystemWriter
+from .filesystem import FileSystemWriter, storage_for
 from .metadata import (BytesStorageMetadata, ChunkStorageMetadata, FlatShard, Metadata,
                        TensorStorageMetadata)
 from .planner import DefaultSavePlanner
 
 __all__ = ["save", "async_save", "save_state_dict"]
-
-
-def _writer(checkpoint_id, storage_writer, what):
-    if storage_writer is None:
-        if checkpoint_id is None:
-            raise RuntimeError(f"{what}: checkpoint_id must be given when storage_writer is None")
-        return FileSystemWriter(checkpoint_id)
-    if not isinstance(storage_writer, FileSystemWriter):
-        raise TypeError(f"{what}: storage_writer must be a FileSystemWriter, got "
-                        f"{type(storage_writer).__name__}")
-    storage_writer.reset(checkpoint_id)
-    return storage_writer
 
 
 def _local_plan(state_dict):
@@ -118,7 +106,8 @@ def save(state_dict, *, checkpoint_id=None, storage_writer=None, planner=None,
     try:
         if planner is not None and not isinstance(planner, DefaultSavePlanner):
             raise NotImplementedError("save: only DefaultSavePlanner is supported as planner")
-        writer = _writer(checkpoint_id, storage_writer, "save")
+        writer = storage_for(checkpoint_id, storage_writer, FileSystemWriter, "save",
+                             "storage_writer")
         writer._check()
         plan, payload = _local_plan(state_dict)
     except Exception as e:  # noqa: BLE001  (every rank must learn of it: see agree)
