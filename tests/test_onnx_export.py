@@ -499,3 +499,22 @@ def test_custom_autograd_function_exports_the_ops_inside_it():
     _, sess = _export(model, x, input_names=["input"], dynamic_axes={"input": [0]})
     _check(sess, model, "input", x)
     _check(sess, model, "input", minidl.randn(1, 3))
+
+
+def test_a_record_function_range_inside_forward_exports():
+    """record_function(name, args) sets its event's args: the tracer, with no profiler beneath
+    it, gave None there (an AttributeError mid-export)."""
+    from minidl.autograd.profiler import record_function
+
+    class Ranged(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x):
+            with record_function("block", "described"):
+                return F.relu(self.fc(x))
+
+    model, x = Ranged(), minidl.randn(4, 3)
+    _, sess = _export(model, x, input_names=["x"])
+    _check(sess, model, "x", x)

@@ -760,6 +760,54 @@ def _broadcasts_to(shape, target):
         return False
 
 
+class NoEvent:
+    """What a hook's ``begin`` gives where no profiler beneath it records ranges
+    (``record_function`` may set its ``args``)."""
+    args = None
+
+
+class ChainedHook:
+    """The protocol of the ``_profiler_hook`` slot (minidl.profiler._recorder documents it),
+    each method passing through to the hook installed before this one (``_prev``) or, with
+    none, doing the work itself. FlopCounterMode and the ONNX exporter's tracer sit in the
+    slot in front of whatever was there; they override what they watch and call these for the
+    rest."""
+
+    _prev = None
+
+    def forward(self, fn, tensors, kwargs):
+        if self._prev is not None:
+            return self._prev.forward(fn, tensors, kwargs)
+        return fn.forward(*[t.data for t in tensors], **kwargs)
+
+    def backward(self, ctx, grad):
+        if self._prev is not None:
+            return self._prev.backward(ctx, grad)
+        return ctx.backward(grad)
+
+    def custom_forward(self, cls, ctx, args, kwargs):
+        if self._prev is not None:
+            return self._prev.custom_forward(cls, ctx, args, kwargs)
+        return run_custom_forward(cls, ctx, args, kwargs)
+
+    def module_call(self, module, call, args, kwargs):
+        if self._prev is not None:
+            return self._prev.module_call(module, call, args, kwargs)
+        return call(*args, **kwargs)
+
+    def run(self, name, fn, /, *args, **kwargs):
+        if self._prev is not None:
+            return self._prev.run(name, fn, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def begin(self, name, *args, **kwargs):
+        return self._prev.begin(name, *args, **kwargs) if self._prev is not None else NoEvent()
+
+    def end(self, ev, outputs=None):
+        if self._prev is not None and not isinstance(ev, NoEvent):
+            self._prev.end(ev, outputs)
+
+
 def run_custom_forward(cls, ctx, args, kwargs):
     """A PyTorch-style custom function's forward: ``forward(ctx, *args)``, or, where the class
     defines ``setup_context`` (PyTorch 2's style), ``forward(*args)`` and then

@@ -18,7 +18,7 @@ class Record:
         self.out, self.path, self.module = out, path, module
 
 
-class Tracer:
+class Tracer(autograd.ChainedHook):
     """The hook: runs each op as it would run (through any hook installed beneath it) and
     records it."""
 
@@ -53,11 +53,7 @@ class Tracer:
 
     # ---- the hook interface (see minidl.profiler._recorder) ------------------------------
     def forward(self, fn, tensors, kwargs):
-        prev = self._prev
-        if prev is not None:
-            out = prev.forward(fn, tensors, kwargs)
-        else:
-            out = fn.forward(*[t.data for t in tensors], **kwargs)
+        out = super().forward(fn, tensors, kwargs)
         if isinstance(out, np.generic):  # as Function.apply makes it: a 0-d array (the very
             out = np.array(out)  # object the output Tensor holds, so that it is known by id)
         path, module = self._where()
@@ -65,37 +61,12 @@ class Tracer:
                                    path, module))
         return out
 
-    def custom_forward(self, cls, ctx, args, kwargs):
-        # a custom autograd.Function's forward runs on Tensors: the ops inside it are recorded
-        if self._prev is not None:
-            return self._prev.custom_forward(cls, ctx, args, kwargs)
-        return autograd.run_custom_forward(cls, ctx, args, kwargs)
-
-    def backward(self, ctx, grad):
-        if self._prev is not None:
-            return self._prev.backward(ctx, grad)
-        return ctx.backward(grad)
-
     def module_call(self, module, call, args, kwargs):
         name = self._names.get(id(module))
         if name is None:  # a module outside the exported one: named under its caller
             name = (self._where()[0] + "." if self._stack else "") + type(module).__name__
         self._stack.append((name, module))
         try:
-            if self._prev is not None:
-                return self._prev.module_call(module, call, args, kwargs)
-            return call(*args, **kwargs)
+            return super().module_call(module, call, args, kwargs)
         finally:
             self._stack.pop()
-
-    def run(self, name, fn, /, *args, **kwargs):
-        if self._prev is not None:
-            return self._prev.run(name, fn, *args, **kwargs)
-        return fn(*args, **kwargs)
-
-    def begin(self, name, *args, **kwargs):
-        return self._prev.begin(name, *args, **kwargs) if self._prev is not None else None
-
-    def end(self, ev, outputs=None):
-        if self._prev is not None and ev is not None:
-            self._prev.end(ev, outputs)

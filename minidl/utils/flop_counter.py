@@ -207,7 +207,7 @@ def _matmul_name(a, b):
 
 
 # ---- the counter ----------------------------------------------------------------------------------
-class FlopCounterMode:
+class FlopCounterMode(autograd.ChainedHook):
     """Counts the FLOPs of the ops run inside it, forward and backward, per module (modules
     by their path from the outermost one called: "ResNet", "ResNet.layer1", ...; "Global"
     holds everything). ``display``: print the table on exit; ``depth``: how deep the table
@@ -261,11 +261,7 @@ class FlopCounterMode:
         return list(self._path)
 
     def forward(self, fn, tensors, kwargs):
-        prev = self._prev
-        if prev is not None:
-            out = prev.forward(fn, tensors, kwargs)
-        else:
-            out = fn.forward(*[t.data for t in tensors], **kwargs)
+        out = super().forward(fn, tensors, kwargs)
         modules = self._modules_now()
         fn._flop_modules = modules  # its backward counts toward the same modules
         first = out[0] if isinstance(out, tuple) else out
@@ -293,8 +289,7 @@ class FlopCounterMode:
         return out
 
     def backward(self, ctx, grad):
-        prev = self._prev
-        out = prev.backward(ctx, grad) if prev is not None else ctx.backward(grad)
+        out = super().backward(ctx, grad)
         name, flops = op_flops(ctx, [tuple(t.shape) for t in ctx.inputs], tuple(grad.shape),
                                backward=True)
         if hasattr(ctx, "_flop_backward_name"):  # as its forward was run (see forward)
@@ -303,11 +298,6 @@ class FlopCounterMode:
                 flops = ctx._flop_per_pass * (_needs(ctx, 0) + _needs(ctx, 1))
         self._add(name, flops, getattr(ctx, "_flop_modules", []))
         return out
-
-    def custom_forward(self, cls, ctx, args, kwargs):
-        if self._prev is not None:
-            return self._prev.custom_forward(cls, ctx, args, kwargs)
-        return autograd.run_custom_forward(cls, ctx, args, kwargs)
 
     def module_call(self, module, call, args, kwargs):
         """Counts toward every module being called; each is named by its path from the
@@ -327,26 +317,12 @@ class FlopCounterMode:
         self._path.append(name)
         self._module_stack.append(module)
         try:
-            if self._prev is not None:
-                return self._prev.module_call(module, call, args, kwargs)
-            return call(*args, **kwargs)
+            return super().module_call(module, call, args, kwargs)
         finally:
             self._path.pop()
             self._module_stack.pop()
             if not self._path:
                 self._names = {}
-
-    def run(self, name, fn, /, *args, **kwargs):
-        if self._prev is not None:
-            return self._prev.run(name, fn, *args, **kwargs)
-        return fn(*args, **kwargs)
-
-    def begin(self, name, *args, **kwargs):
-        return self._prev.begin(name, *args, **kwargs) if self._prev is not None else _NoEvent()
-
-    def end(self, ev, outputs=None):
-        if self._prev is not None and not isinstance(ev, _NoEvent):
-            self._prev.end(ev, outputs)
 
     # ---- results --------------------------------------------------------------------------
     def get_total_flops(self) -> int:
@@ -372,10 +348,6 @@ class FlopCounterMode:
         lines = [f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         return "\n".join(lines)
-
-
-class _NoEvent:
-    args = None
 
 
 def _human(n):
