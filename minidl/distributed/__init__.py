@@ -338,8 +338,7 @@ def new_subgroups(group_size=None, group=None, timeout=None, backend=None, pg_op
     if group is not None:
         raise ValueError("new_subgroups: group must be None (torch's too)")
     if group_size is None:
-        group_size = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE")
-                         or os.environ.get("MPI_LOCALNRANKS") or world.size)
+        group_size = world.local_size  # the ranks sharing this node (MPI's shared-memory split)
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0:
         raise ValueError(f"new_subgroups: group_size must be a positive int, got {group_size!r}")
     if world.size % group_size:
