@@ -438,19 +438,7 @@ class _TorchPickle:
         # the storage given by its persistent id ("storage", type, key, location, numel)
         self.write_global("torch._utils", "_rebuild_tensor_v2")
         self.out += pickle.MARK + pickle.MARK
-        self.write_str("storage")
-        self.write_global("torch", storage)
-        self.write_str(key)
-        self.write_str("cpu")
-        self.write_int(array.size, where)
-        self.out += pickle.TUPLE + pickle.BINPERSID
-        stride, step = [], 1
-        for n in reversed(array.shape):  # C-contiguous strides in elements, as torch's
-            stride.insert(0, step)
-            step *= max(n, 1)
-        self.write_int(0, where)
-        self.write_ints(array.shape, where)
-        self.write_ints(stride, where)
+        self.write_storage_view(storage, key, array.shape, array.size, where)
         self.out += pickle.NEWTRUE if requires_grad and not parameter else pickle.NEWFALSE
         self.write_empty_ordered_dict()
         self.out += pickle.TUPLE + pickle.REDUCE
@@ -458,6 +446,24 @@ class _TorchPickle:
             self.out += pickle.NEWTRUE if requires_grad else pickle.NEWFALSE
             self.write_empty_ordered_dict()
             self.out += pickle.TUPLE + pickle.REDUCE
+
+    def write_storage_view(self, storage, key, shape, numel, where):
+        """A rebuild function's first arguments: the storage by its persistent id ("storage",
+        torch.<storage>, key, "cpu", numel), offset 0, the size and its C-contiguous strides in
+        elements, as torch.save writes them."""
+        self.write_str("storage")
+        self.write_global("torch", storage)
+        self.write_str(key)
+        self.write_str("cpu")
+        self.write_int(numel, where)
+        self.out += pickle.TUPLE + pickle.BINPERSID
+        stride, step = [], 1
+        for n in reversed(shape):
+            stride.insert(0, step)
+            step *= max(n, 1)
+        self.write_int(0, where)
+        self.write_ints(shape, where)
+        self.write_ints(stride, where)
 
     def write_sparse(self, value, where):
         """torch._utils._rebuild_sparse_tensor(layout, (indices, values, size, is_coalesced)),
@@ -489,19 +495,8 @@ class _TorchPickle:
         self.keep.append(ints)
         self.write_global("torch._utils", "_rebuild_qtensor")
         self.out += pickle.MARK + pickle.MARK
-        self.write_str("storage")
-        self.write_global("torch", _QUANTIZED_STORAGES[value.dtype.name])
-        self.write_str(key)
-        self.write_str("cpu")
-        self.write_int(ints.size, where)
-        self.out += pickle.TUPLE + pickle.BINPERSID
-        stride, step = [], 1
-        for n in reversed(ints.shape):
-            stride.insert(0, step)
-            step *= max(n, 1)
-        self.write_int(0, where)
-        self.write_ints(ints.shape, where)
-        self.write_ints(stride, where)
+        self.write_storage_view(_QUANTIZED_STORAGES[value.dtype.name], key, ints.shape,
+                                ints.size, where)
         if value._axis is None:
             self.write_global("torch", "per_tensor_affine")
             self.out += pickle.BINFLOAT + struct.pack(">d", float(value._scale))
