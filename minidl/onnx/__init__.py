@@ -207,6 +207,7 @@ class _Builder:
     def __init__(self, onnx, opset):
         self.onnx, self.opset = onnx, opset
         self.nodes, self.inits = [], {}  # initializers: name -> array
+        self.fold = True  # do_constant_folding
         self._used_names = set()
         self._count = 0
 
@@ -297,7 +298,8 @@ class OpContext:
 
     def transposed(self, i):
         v = self.values[i]
-        if v.const and v.name in self.b.inits:  # a weight: stored transposed once
+        if v.const and v.name in self.b.inits and self.b.fold:  # a weight: stored
+            # transposed once (do_constant_folding; else a Transpose node, as torch writes)
             return self.b.const(self.arrays[i].T, v.name + "_transposed")
         return self.node("Transpose", [v.name], perm=[1, 0])
 
@@ -385,6 +387,34 @@ def _check_training(training, model):
             (" or call model.eval() first" if name == "PRESERVE" else ""))
 
 
+def _check_torch_defaults(**given):
+    """torch.onnx.export's keywords that minidl takes at their defaults only (what it does):
+    another value is refused by name, as it would change what is written."""
+    op_type = given.pop("operator_export_type")
+    name = getattr(op_type, "name", op_type)  # torch's own enum is taken too
+    if name not in (None, "ONNX"):
+        raise NotImplementedError(f"onnx.export: operator_export_type={op_type!r} is not "
+                                  "supported; minidl writes standard ONNX operators only "
+                                  "(OperatorExportTypes.ONNX)")
+    if given.pop("custom_opsets"):
+        raise NotImplementedError("onnx.export: custom_opsets is not supported; minidl writes "
+                                  "the default ONNX domain only")
+    if given.pop("custom_translation_table"):
+        raise NotImplementedError("onnx.export: custom_translation_table is not supported "
+                                  "(it belongs to torch's dynamo exporter)")
+    if given.pop("dynamic_shapes") is not None:
+        raise NotImplementedError("onnx.export: dynamic_shapes is not supported (it belongs "
+                                  "to torch's dynamo exporter); name the dynamic dims with "
+                                  "dynamic_axes")
+    if given.pop("autograd_inlining") is not True:
+        raise NotImplementedError("onnx.export: autograd_inlining=False is not supported; "
+                                  "custom Functions are exported through their ops")
+    for key, value in given.items():  # flags whose default is False
+        if value:
+            raise NotImplementedError(f"onnx.export: {key}={value!r} is not supported by "
+                                      "minidl's exporter (it takes torch's default, False)")
+
+
 def _check_file(f):
     """A writable binary file object (a text one would fail only after the export's work)."""
     import io
@@ -403,13 +433,20 @@ def _check_file(f):
 def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_names=None,
            dynamic_axes=None, opset_version=17, do_constant_folding=True, export_params=True,
            verbose=False, training=TrainingMode.EVAL, keep_initializers_as_inputs=False,
-           dynamo=True, external_data=True, optimize=True, **unsupported):
+           dynamo=True, external_data=True, optimize=True, operator_export_type=None,
+           custom_opsets=None, export_modules_as_functions=False, autograd_inlining=True,
+           report=False, verify=False, profile=False, dump_exported_program=False,
+           artifacts_dir=".", dynamic_shapes=None, custom_translation_table=None,
+           **unsupported):
     """Write ``model`` run on ``args`` as an ONNX model to ``f`` (a path, or a binary file
     object), as torch.onnx.export: ``input_names``/``output_names`` name the graph's inputs
     and outputs in order, ``dynamic_axes`` ({name: {dim: symbol}} or {name: [dims]}) makes
     those dims symbolic, ``export_params=False`` makes the parameters graph inputs instead of
     initializers, ``do_constant_folding`` computes what depends only on constants at export
-    time. The model is traced in eval mode and left as it was (mode, parameters, no grads)."""
+    time, ``keep_initializers_as_inputs=True`` lists the initializers among the graph's
+    inputs too (so that a runtime may override them). torch's other keywords are taken at
+    their defaults (which is what minidl does) and refused by name otherwise. The model is
+    traced in eval mode and left as it was (mode, parameters, no grads)."""
     onnx = _require_onnx()
     from ..nn import Module
 
@@ -418,9 +455,13 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
                         f"{type(model).__name__}")
     if unsupported:  # torch's options that change what is written, which minidl does not have
         raise TypeError(f"onnx.export: unsupported argument(s) {sorted(unsupported)}")
-    if keep_initializers_as_inputs:
-        raise NotImplementedError("onnx.export: keep_initializers_as_inputs=True is not "
-                                  "supported (export_params=False makes the parameters inputs)")
+    _check_torch_defaults(operator_export_type=operator_export_type,
+                          custom_opsets=custom_opsets,
+                          export_modules_as_functions=export_modules_as_functions,
+                          autograd_inlining=autograd_inlining, report=report, verify=verify,
+                          profile=profile, dump_exported_program=dump_exported_program,
+                          dynamic_shapes=dynamic_shapes,
+                          custom_translation_table=custom_translation_table)
     _check_training(training, model)
     if f is None:
         raise TypeError("onnx.export: f (a path or a binary file object) is required: minidl "
@@ -482,7 +523,7 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
         second = _trace(model, pos2, kw2)
         proto = _build(onnx, model, traced_inputs, in_names, records, outs,
                        out_names, dyn_names, second, opset_version, do_constant_folding,
-                       export_params)
+                       export_params, bool(keep_initializers_as_inputs))
     finally:
         for m, mode in modes:
             m.training = mode
@@ -587,7 +628,7 @@ def _same_array(a, b):
 
 
 def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, second,
-           opset, fold, export_params):
+           opset, fold, export_params, initializers_as_inputs=False):
     helper = onnx.helper
     params = [(n, p.data) for n, p in model.named_parameters()] + \
         [(n, b.data) for n, b in model.named_buffers() if b is not None]
@@ -623,6 +664,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
                 "x > 0, an argmax, .data or NumPy): the exported graph could not follow it")
 
     b = _Builder(onnx, opset)
+    b.fold = bool(fold)
     for n in in_names + out_names:
         b.reserve(n)
     values = {}
@@ -727,6 +769,11 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
     used = {x for n in b.nodes for x in n.input}
     inits = [onnx.numpy_helper.from_array(a, name) for name, a in b.inits.items()
              if name in used]
+    if initializers_as_inputs:  # every initializer listed as an input too, as torch's
+        # keep_initializers_as_inputs: a runtime may feed another value in its place
+        listed = {i.name for i in graph_inputs}
+        graph_inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                         for t in inits if t.name not in listed]
     graph = helper.make_graph(b.nodes, type(model).__name__, graph_inputs, graph_outputs,
                               initializer=inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -737,7 +784,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
 
 # ops whose keywords may change with a dynamic axis: their translations write the shape
 # relative to the input's (see OpContext.reshape_target / expand_target)
-_SHAPED = {"minidl.ops.Reshape", "minidl.ops.Expand"}
+_SHAPED = {"minidl.ops.Reshape", "minidl.ops.Expand", "minidl.ops.Repeat"}
 # keywords that hold per-call objects, not the op's arguments
 _IGNORED_KWARGS = {"keep"}
 # arrays an op is given that its caller computed from its input (outside the graph) and

@@ -85,9 +85,17 @@ def _cast(ctx):
 def _clamp(ctx):
     names = ctx.inputs_cast_to_output()
     x, bounds = names[0], list(names[1:])
-    lo = bounds.pop(0) if ctx.kw["has_min"] else ""
-    hi = bounds.pop(0) if ctx.kw["has_max"] else ""
-    return ctx.node("Clip", [x, lo, hi])
+    if all(a.ndim == 0 for a in ctx.arrays[1:]):  # Clip takes scalar bounds only
+        lo = bounds.pop(0) if ctx.kw["has_min"] else ""
+        hi = bounds.pop(0) if ctx.kw["has_max"] else ""
+        return ctx.node("Clip", [x, lo, hi])
+    # tensor bounds (broadcast): max with the lower one, then min with the upper one, which
+    # gives the upper bound where lo > hi, as minidl and PyTorch do
+    if ctx.kw["has_min"]:
+        x = ctx.node("Max", [x, bounds.pop(0)])
+    if ctx.kw["has_max"]:
+        x = ctx.node("Min", [x, bounds.pop(0)])
+    return x
 
 
 @_register(_ACT + "Hardtanh")
@@ -236,7 +244,22 @@ def _repeat(ctx):
     extra = len(sizes) - ctx.ndim(0)
     if extra > 0:
         x = ctx.node("Unsqueeze", [x, ctx.const(np.arange(extra, dtype=np.int64), "axes")])
-    return ctx.node("Tile", [x, ctx.const(np.asarray(sizes, np.int64), "repeats")])
+    # a count that differs in the second run came from a dynamic size (x.repeat(n.shape[0],
+    # 1)): the output's dim read from the graph's inputs, divided by the input's own dim
+    in2 = (1,) * max(extra, 0) + tuple(ctx.shapes2[0])
+    parts = list(sizes)
+    for d in sorted(ctx.out_dyn):
+        if in2[d] and ctx.out_shape2[d] // in2[d] == sizes[d] and \
+                ctx.out_shape2[d] == in2[d] * sizes[d]:
+            continue  # a fixed count of a dynamic dim
+        k = d - max(extra, 0)
+        if k < 0:
+            parts[d] = ctx._read_dim(d)
+        else:
+            own = ctx.node("Gather", [ctx.node("Shape", [ctx.x(0)]),
+                                      ctx.const(np.asarray([k], np.int64), "dim")], axis=0)
+            parts[d] = ctx.node("Div", [ctx._read_dim(d), own])
+    return ctx.node("Tile", [x, ctx._shape_tensor(parts)])
 
 
 @_register(_OPS + "GetItem")
@@ -752,3 +775,90 @@ def _resample(ctx):
             total = part if total is None else ctx.node("Add", [total, part])
         y = total
     return y
+
+
+# ---- indices, ordering, gather/scatter, running sums --------------------------------------
+_IDX = "minidl.indexing."
+
+
+def _dim_size(ctx, i, dim):
+    """Input ``i``'s size along ``dim`` as a 1-element int64 tensor read from the graph
+    (Shape, then Gather), so that it follows a dynamic axis."""
+    return ctx.node("Gather", [ctx.node("Shape", [ctx.x(i)]),
+                               ctx.const(np.asarray([dim], np.int64), "dim")], axis=0)
+
+
+@_register(_OPS + "TopkIndices")
+def _topk_indices(ctx):
+    # ONNX's TopK orders equal values by position (lower first); minidl's (PyTorch's CPU)
+    # order among ties can differ
+    k = ctx.const(np.asarray([int(ctx.kw["k"])], np.int64), "k")
+    _, indices = ctx.node("TopK", [ctx.x(0), k], n_out=2, axis=int(ctx.kw["dim"]),
+                          largest=int(bool(ctx.kw["largest"])), sorted=1)
+    return indices
+
+
+@_register("minidl.shape_ops.SortIndices")
+def _sort_indices(ctx):
+    # a TopK of the whole dim (its size read from the graph): stable, equal values by
+    # position, as minidl's stable sort in either direction
+    dim = int(ctx.kw["dim"])
+    _, indices = ctx.node("TopK", [ctx.x(0), _dim_size(ctx, 0, dim)], n_out=2, axis=dim,
+                          largest=int(bool(ctx.kw["descending"])), sorted=1)
+    return indices
+
+
+@_register(_OPS + "TakeAlongDim")
+def _take_along_dim(ctx):
+    return ctx.node("GatherElements", [ctx.x(0), ctx.kw_value("index")],
+                    axis=int(ctx.kw["dim"]))
+
+
+@_register(_IDX + "Gather")
+def _gather(ctx):
+    return ctx.node("GatherElements", [ctx.x(0), ctx.kw_value("index")],
+                    axis=int(ctx.kw["dim"]))
+
+
+@_register(_IDX + "IndexSelect")
+def _index_select(ctx):
+    return ctx.node("Gather", [ctx.x(0), ctx.kw_value("index")], axis=int(ctx.kw["dim"]))
+
+
+@_register(_IDX + "Scatter")
+def _scatter(ctx):
+    index, src = ctx.kw_value("index"), ctx.inputs_cast_to_output()[1]
+    nd = ctx.ndim(0)
+    if ctx.shape(1) != tuple(ctx.kw["index"].shape):  # src's corner of index's shape
+        src = ctx.node("Slice", [src, ctx.const(np.zeros(nd, np.int64), "starts"),
+                                 ctx.node("Shape", [index]),
+                                 ctx.const(np.arange(nd, dtype=np.int64), "axes")])
+    return ctx.node("ScatterElements", [ctx.x(0), index, src], axis=int(ctx.kw["dim"]),
+                    reduction="add" if ctx.kw["add"] else "none")
+
+
+@_register(_OPS + "NonZero")
+def _nonzero(ctx):
+    return ctx.node("Transpose", [ctx.node("NonZero", [ctx.x(0)])], perm=[1, 0])
+
+
+@_register(_OPS + "AnyAll")
+def _any_all(ctx):
+    x, axes = ctx.x(0), [int(a) for a in ctx.kw["axes"]]
+    if ctx.arrays[0].dtype != np.bool_:  # nonzero (NaN included) is True
+        x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.bool_))
+    if axes:
+        op = "ReduceMax" if ctx.kw["op"] == "any" else "ReduceMin"
+        x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.int32))
+        keep = int(bool(ctx.kw["keepdim"]))
+        if ctx.opset >= 18:
+            x = ctx.node(op, [x, ctx.const(np.asarray(axes, np.int64), "axes")], keepdims=keep)
+        else:
+            x = ctx.node(op, [x], axes=axes, keepdims=keep)
+    return ctx.node("Cast", [x], to=ctx.onnx_dtype(ctx.out_dtype))
+
+
+@_register("minidl.math_ops.CumSum")
+def _cumsum(ctx):
+    return ctx.node("CumSum", [ctx.x(0), ctx.const(np.asarray(int(ctx.kw["dim"]), np.int64),
+                                                   "axis")])

@@ -1,0 +1,306 @@
+"""minidl.onnx.export, third round: indices and ordering (topk, sort, argsort, argmax with
+keepdim, max(dim)), nonzero and where(cond), any/all, gather/scatter/index_select with index
+tensors computed in the graph, cumsum, clamp with tensor bounds, expand/repeat with sizes read
+from x.shape, and torch's export keywords. Each graph runs in ONNX Runtime at two input sizes
+(dynamic axes) and gives minidl's outputs; where torch's TorchScript exporter handles the same
+model, its file gives the same ONNX Runtime outputs."""
+import io
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+
+onnx = pytest.importorskip("onnx", reason="minidl.onnx.export needs the onnx package")
+ort = pytest.importorskip("onnxruntime", reason="running the exported graphs needs onnxruntime")
+import minidl.onnx  # noqa: E402
+
+_RNG = np.random.default_rng(0)
+
+
+def _outputs(out):
+    if isinstance(out, (tuple, list)):
+        flat = []
+        for o in out:
+            flat.extend(_outputs(o))
+        return flat
+    return [out]
+
+
+def _session(data):
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+
+
+def _export(model, example, dynamic_axes, **kw):
+    buf = io.BytesIO()
+    minidl.onnx.export(model, (example,), buf, input_names=["x"], dynamic_axes=dynamic_axes,
+                       **kw)
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
+    return buf.getvalue()
+
+
+class Head(nn.Module):
+    """A Linear, then ``fn(lib, y)``: the same lambda runs on minidl and on torch."""
+
+    def __init__(self, fn, lib=minidl, linear=None):
+        super().__init__()
+        self.fn, self.lib = fn, lib
+        self.lin = linear if linear is not None else nn.Linear(6, 6)
+
+    def forward(self, x):
+        return self.fn(self.lib, self.lin(x))
+
+
+_DYN = {"x": {0: "batch", 1: "seq"}}
+_SIZES = [(2, 5), (3, 7), (1, 4)]
+
+
+def _examples():
+    return [minidl.tensor(_RNG.standard_normal((n, s, 6)).astype(np.float32))
+            for n, s in _SIZES]
+
+
+def _check(fn, torch_too=True, rtol=1e-5, atol=1e-6):
+    """Exports Head(fn) on the first example, checks ONNX Runtime's outputs against minidl's
+    on every example (shapes and values), and, where asked, torch's export of the same model
+    against them; returns the graph's op types."""
+    minidl.manual_seed(0)
+    model = Head(fn).eval()
+    examples = _examples()
+    data = _export(model, examples[0], _DYN)
+    sess = _session(data)
+    got_all = []
+    for x in examples:
+        with minidl.no_grad():
+            want = [w.numpy() for w in _outputs(model(x))]
+        got = sess.run(None, {"x": x.numpy()})
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == w.dtype
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+        got_all.append(got)
+    if torch_too:
+        torch = pytest.importorskip("torch")
+        lin = torch.nn.Linear(6, 6)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(model.lin.weight.numpy()))
+            lin.bias.copy_(torch.from_numpy(model.lin.bias.numpy()))
+
+        class TorchHead(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = lin
+
+            def forward(self, x):
+                return fn(torch, self.lin(x))
+
+        buf = io.BytesIO()
+        torch.onnx.export(TorchHead().eval(), (torch.from_numpy(examples[0].numpy()),), buf,
+                          input_names=["x"], dynamic_axes=_DYN, opset_version=17, dynamo=False)
+        tsess = _session(buf.getvalue())
+        for x, got in zip(examples, got_all):
+            theirs = tsess.run(None, {"x": x.numpy()})
+            assert len(theirs) == len(got)
+            for g, t in zip(got, theirs):
+                assert g.shape == t.shape
+                np.testing.assert_allclose(g, t.astype(g.dtype), rtol=rtol, atol=atol)
+    return {n.op_type for n in onnx.load_from_string(data).graph.node}
+
+
+# ---- indices and ordering --------------------------------------------------------------------
+def test_topk_values_and_indices():
+    ops = _check(lambda lib, y: (y.topk(3, dim=-1), y.topk(2, dim=1, largest=False)))
+    assert "TopK" in ops and "GatherElements" in ops
+
+
+def test_argmax_argmin_keepdim():
+    _check(lambda lib, y: (y.argmax(dim=1, keepdim=True), y.argmin(dim=-1, keepdim=True),
+                           y.argmax(dim=2)))
+
+
+def test_max_min_over_a_dim_with_indices():
+    _check(lambda lib, y: (tuple(y.max(dim=1)), tuple(y.min(dim=2, keepdim=True))))
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_along_a_dynamic_axis(descending):
+    ops = _check(lambda lib, y: tuple(lib.sort(y, dim=1, descending=descending)))
+    assert "TopK" in ops and "Shape" in ops  # k is the dim's size, read from the graph
+
+
+def test_argsort_and_gather_with_its_indices():
+    _check(lambda lib, y: (lib.argsort(y, dim=-1, descending=True),
+                           lib.gather(y, 1, lib.argsort(y, dim=1))))
+
+
+# ---- nonzero, where(cond), any/all, masked_fill ----------------------------------------------
+def test_nonzero_and_where_with_one_argument():
+    ops = _check(lambda lib, y: (lib.nonzero(y > 0.2), lib.where(y > 0.5),
+                                 lib.nonzero(y < -0.5, as_tuple=True)))
+    assert "NonZero" in ops
+
+
+def test_any_and_all():
+    _check(lambda lib, y: ((y > 0).any(dim=1), (y > -1).all(dim=2, keepdim=True), (y > 0).any(),
+                           (y > -2).all()))
+
+
+def test_any_all_on_a_float_tensor():
+    # nonzero counts as True; no torch file here (torch's export casts the same way)
+    _check(lambda lib, y: (y.relu().any(dim=2), y.relu().all(dim=1)), torch_too=False)
+
+
+def test_masked_fill_with_masks_from_comparisons():
+    _check(lambda lib, y: (y.masked_fill(y > 0.1, -1.0),
+                           y.masked_fill((y > 0) & (y < 0.5), 2.0),
+                           y.masked_fill(y.argmax(dim=2, keepdim=True) == 3, 0.0)))
+
+
+# ---- gather / scatter / index_select with traced indices -------------------------------------
+def test_gather_with_topk_indices():
+    _check(lambda lib, y: lib.gather(y * 2, 2, y.topk(2, dim=2).indices))
+
+
+def test_index_select_with_a_traced_index():
+    ops = _check(lambda lib, y: lib.index_select(y, 2, y[0, 0].argsort()))
+    assert "Gather" in ops
+
+
+def test_scatter_and_scatter_add_with_traced_indices():
+    ops = _check(lambda lib, y: (y.scatter(2, y.argmax(dim=2, keepdim=True), 0.0),
+                                 lib.scatter_add(y, 2, y.argsort(dim=2), y * 2)))
+    assert "ScatterElements" in ops
+
+
+def test_scatter_from_a_source_larger_than_the_index():
+    # only src's corner of index's shape is written (Slice to Shape(index)); torch's file
+    # passes the whole src to ScatterElements, which ONNX Runtime refuses, so no torch here
+    ops = _check(lambda lib, y: y.scatter(2, y.argsort(dim=2)[:, :, :3], y * 10),
+                 torch_too=False)
+    assert "Slice" in ops
+
+
+def test_cumsum():
+    ops = _check(lambda lib, y: (y.cumsum(dim=1), lib.cumsum(y, 2)))
+    assert "CumSum" in ops
+
+
+def test_clamp_with_tensor_bounds():
+    # ONNX's Clip takes scalar bounds only: Max and Min, the upper bound winning where lo > hi
+    ops = _check(lambda lib, y: (lib.clamp(y, min=y[:, :, :1], max=y[:, :, 1:2] + 0.5),
+                                 lib.clamp(y, max=y.mean(dim=2, keepdim=True)),
+                                 lib.clamp(y, min=-0.5, max=0.5)))
+    assert {"Max", "Min", "Clip"} <= ops
+
+
+# ---- sizes from x.shape ------------------------------------------------------------------------
+def test_expand_and_repeat_with_sizes_from_the_shape():
+    ops = _check(lambda lib, y: (y[:, :1].expand(y.shape[0], y.shape[1], 6),
+                                 y[:1].repeat(y.shape[0], 1, 1),
+                                 y[:, :1].repeat(1, y.shape[1], 2)))
+    assert "Shape" in ops
+
+
+@pytest.mark.parametrize("fn, op", [
+    (lambda lib, y: y[:, :1].expand(y.shape[0], 2 * y.shape[1], 6), "Expand"),
+    (lambda lib, y: y.topk(y.shape[1] // 2, dim=1).values, "TopkIndices"),
+    (lambda lib, y: y * y.shape[1], "Mul"),
+    (lambda lib, y: y + lib.arange(y.shape[1]).reshape(1, -1, 1), "Reshape"),
+])
+def test_size_arithmetic_the_graph_cannot_follow_is_refused_by_name(fn, op):
+    minidl.manual_seed(0)
+    with pytest.raises(minidl.onnx.OnnxExporterError, match=op):
+        _export(Head(fn), _examples()[0], _DYN)
+
+
+def test_indices_ops_left_as_they_were_outside_an_export():
+    # the recorded forms run only while the exporter traces: outside it, plain tensors
+    x = minidl.tensor(_RNG.standard_normal((3, 5)).astype(np.float32))
+    v, i = x.topk(2, dim=1)
+    assert i.grad_fn is None and i.data.dtype == np.int64
+    assert minidl.nonzero(x > 0).grad_fn is None and (x > 0).any().grad_fn is None
+    np.testing.assert_array_equal(minidl.argsort(x, dim=1).numpy(),
+                                  np.argsort(x.numpy(), axis=1, kind="stable"))
+
+
+# ---- torch's keyword arguments ------------------------------------------------------------------
+@pytest.mark.parametrize("fold", [False, True])
+def test_keep_initializers_as_inputs(fold):
+    # every initializer is listed among the inputs too, as torch does (with folding, the
+    # folded transposed weight is the one listed, as torch's onnx::MatMul_ constant)
+    minidl.manual_seed(0)
+    model = Head(lambda lib, y: y.relu()).eval()
+    x = _examples()[0]
+    data = _export(model, x, _DYN, keep_initializers_as_inputs=True, do_constant_folding=fold)
+    proto = onnx.load_from_string(data)
+    names = [i.name for i in proto.graph.input]
+    inits = [i.name for i in proto.graph.initializer]
+    assert names[0] == "x" and sorted(names[1:]) == sorted(inits) and len(inits) == 2
+    if not fold:
+        assert names == ["x", "lin.weight", "lin.bias"]
+    sess = _session(data)
+    with minidl.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], want, rtol=1e-5,
+                               atol=1e-6)
+    zero = np.zeros(6, np.float32)  # an input that is also an initializer can be overridden
+    got = sess.run(None, {"x": x.numpy(), "lin.bias": zero})[0]
+    np.testing.assert_allclose(got, np.maximum(x.numpy() @ model.lin.weight.numpy().T, 0),
+                               rtol=1e-5, atol=1e-6)
+    torch = pytest.importorskip("torch")
+    lin = torch.nn.Linear(6, 6)
+
+    class TorchHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return self.lin(x).relu()
+
+    buf = io.BytesIO()
+    torch.onnx.export(TorchHead(), (torch.zeros(2, 5, 6),), buf, input_names=["x"],
+                      dynamic_axes=_DYN, keep_initializers_as_inputs=True,
+                      do_constant_folding=fold, dynamo=False)
+    theirs = onnx.load_from_string(buf.getvalue())
+    assert len(theirs.graph.input) == len(names)
+    if not fold:
+        assert [i.name for i in theirs.graph.input] == names
+
+
+def test_torch_keywords_at_their_defaults_are_accepted_and_others_refused_by_name():
+    minidl.manual_seed(0)
+    model = Head(lambda lib, y: y.relu())
+    x = _examples()[0]
+    buf = io.BytesIO()
+    minidl.onnx.export(model, (x,), buf, operator_export_type="ONNX", custom_opsets=None,
+                       export_modules_as_functions=False, autograd_inlining=True, report=False,
+                       verify=False, profile=False, dump_exported_program=False,
+                       dynamic_shapes=None, custom_translation_table=None, artifacts_dir=".",
+                       export_params=True, verbose=False, do_constant_folding=False,
+                       keep_initializers_as_inputs=False)
+    assert buf.getvalue()
+    for key, value in [("operator_export_type", "ONNX_ATEN_FALLBACK"),
+                       ("custom_opsets", {"my": 1}), ("export_modules_as_functions", True),
+                       ("verify", True), ("report", True), ("dynamic_shapes", {"x": {0: "b"}}),
+                       ("custom_translation_table", {len: len}), ("profile", True),
+                       ("autograd_inlining", False), ("dump_exported_program", True)]:
+        with pytest.raises((NotImplementedError, TypeError, ValueError), match=key):
+            minidl.onnx.export(model, (x,), io.BytesIO(), **{key: value})
+    with pytest.raises(TypeError, match="not_a_torch_argument"):
+        minidl.onnx.export(model, (x,), io.BytesIO(), not_a_torch_argument=1)
+
+
+def test_export_params_false_with_keep_initializers_as_inputs():
+    minidl.manual_seed(0)
+    model = Head(lambda lib, y: y.relu()).eval()
+    x = _examples()[0]
+    data = _export(model, x, _DYN, export_params=False, keep_initializers_as_inputs=True)
+    proto = onnx.load_from_string(data)
+    assert [i.name for i in proto.graph.input] == ["x", "lin.weight", "lin.bias"]
+    assert not proto.graph.initializer
+    got = _session(data).run(None, {"x": x.numpy(), "lin.weight": model.lin.weight.numpy(),
+                                    "lin.bias": model.lin.bias.numpy()})[0]
+    with minidl.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)
