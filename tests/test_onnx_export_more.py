@@ -170,9 +170,10 @@ def test_scaled_dot_product_attention_masks_and_causal():
                         dyn)
 
 
-def test_nested_tensor_padding_path_is_refused_not_baked_in():
-    # the nested-tensor path zeroes padded outputs only for right-padded masks: a branch on
-    # the mask's values
+def test_nested_tensor_padding_path_is_computed_in_the_graph():
+    # the nested-tensor path zeroes padded outputs only for right-padded masks: the graph
+    # computes that test from the mask instead of branching on it (more cases in
+    # test_onnx_export_third.py)
     class Nested(nn.Module):
         def __init__(self):
             super().__init__()
@@ -182,9 +183,11 @@ def test_nested_tensor_padding_path_is_refused_not_baked_in():
         def forward(self, x, pad):
             return self.encoder(x, src_key_padding_mask=pad)
 
+    minidl.manual_seed(0)
     pad = minidl.tensor(np.arange(5)[None] >= np.array([[3], [5]]))
-    with pytest.raises(minidl.onnx.OnnxExporterError, match="outside minidl's ops|branches"):
-        minidl.onnx.export(Nested(), (minidl.randn(2, 5, 16), pad), io.BytesIO())
+    left = minidl.tensor(np.arange(5)[None] < np.array([[2], [0]]))  # not right-padded
+    _export_and_compare(Nested(), [(minidl.randn(2, 5, 16), pad), (minidl.randn(2, 5, 16), left)],
+                        ["x", "pad"], {"x": {0: "n", 1: "l"}, "pad": {0: "n", 1: "l"}})
 
 
 # ---- 2. comparisons, logical ops and argmax -------------------------------------------------

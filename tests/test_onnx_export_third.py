@@ -304,3 +304,74 @@ def test_export_params_false_with_keep_initializers_as_inputs():
                                     "lin.bias": model.lin.bias.numpy()})[0]
     with minidl.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- TransformerEncoder's nested-tensor path ---------------------------------------------------
+class NestedEncoder(nn.Module):
+    def __init__(self, mask_check=True):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True,
+                                         mask_check=mask_check)
+
+    def forward(self, x, pad):
+        return self.enc(x, src_key_padding_mask=pad)
+
+
+def _right_padded(n, length, lens=None):
+    lens = _RNG.integers(1, length + 1, n) if lens is None else np.asarray(lens)
+    return np.arange(length)[None] >= lens[:, None]
+
+
+@pytest.mark.parametrize("mask_check", [True, False])
+def test_transformer_encoder_nested_tensor_path_with_a_padding_mask(mask_check):
+    # minidl's forward copies PyTorch's nested-tensor inference path: zeros at the padded
+    # positions when every sequence is its valid steps then padding (mask_check), which the
+    # graph computes from the mask (no branch on its values)
+    minidl.manual_seed(0)
+    model = NestedEncoder(mask_check=mask_check).eval()
+    assert model.enc.use_nested_tensor
+
+    def example(n, length, pad):
+        return (minidl.tensor(_RNG.standard_normal((n, length, 8)).astype(np.float32)),
+                minidl.tensor(pad))
+
+    left = np.zeros((3, 6), bool)
+    left[1, :2] = True  # padding before valid steps: no zeros (when mask_check)
+    examples = [example(2, 5, _right_padded(2, 5, [5, 3])), example(3, 7, _right_padded(3, 7)),
+                example(3, 6, left), example(1, 1, np.zeros((1, 1), bool))]
+    buf = io.BytesIO()
+    dyn = {"x": {0: "batch", 1: "seq"}, "pad": {0: "batch", 1: "seq"}}
+    minidl.onnx.export(model, examples[0], buf, input_names=["x", "pad"], dynamic_axes=dyn)
+    sess = _session(buf.getvalue())
+    zeroed = []
+    for x, pad in examples:
+        with minidl.no_grad():
+            want = model(x, pad).numpy()
+        got = sess.run(None, {"x": x.numpy(), "pad": pad.numpy()})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        zeroed.append(bool(np.all(want[pad.numpy()] == 0)))
+    assert zeroed[:2] == [True, True] and zeroed[2] == (not mask_check)
+    torch = pytest.importorskip("torch")
+
+    class TorchNested(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+            self.enc = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=True,
+                                                   mask_check=mask_check)
+
+        def forward(self, x, pad):
+            return self.enc(x, src_key_padding_mask=pad)
+
+    theirs = TorchNested().eval()
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in
+                            model.state_dict().items()})
+    # torch's own eager forward: the same zeros, the same numbers (with mask_check=False a
+    # mask with padding before valid steps is outside its contract: torch then zeroes the
+    # last steps instead, minidl the padded ones; not compared)
+    for x, pad in examples[:2] + examples[3:] if not mask_check else examples:
+        with torch.no_grad():
+            t = theirs(torch.from_numpy(x.numpy()), torch.from_numpy(pad.numpy())).numpy()
+        got = sess.run(None, {"x": x.numpy(), "pad": pad.numpy()})[0]
+        np.testing.assert_allclose(got, t, rtol=1e-4, atol=1e-5)

@@ -847,11 +847,11 @@ def _any_all(ctx):
     x, axes = ctx.x(0), [int(a) for a in ctx.kw["axes"]]
     if ctx.arrays[0].dtype != np.bool_:  # nonzero (NaN included) is True
         x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.bool_))
-    if axes:
-        op = "ReduceMax" if ctx.kw["op"] == "any" else "ReduceMin"
-        x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.int32))
+    if axes:  # any: a sum (0 over no elements), all: a min (the type's largest over none)
+        op = "ReduceSum" if ctx.kw["op"] == "any" else "ReduceMin"
+        x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.int64))
         keep = int(bool(ctx.kw["keepdim"]))
-        if ctx.opset >= 18:
+        if ctx.opset >= 18 or op == "ReduceSum":
             x = ctx.node(op, [x, ctx.const(np.asarray(axes, np.int64), "axes")], keepdims=keep)
         else:
             x = ctx.node(op, [x], axes=axes, keepdims=keep)
