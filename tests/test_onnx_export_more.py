@@ -330,7 +330,7 @@ def test_lstm_with_initial_state_inputs_and_cells():
                         {"x": {0: "n", 1: "l"}, "h0": {1: "n"}, "c0": {1: "n"}})
 
 
-def test_packed_sequences_are_refused():
+def test_packed_sequences_with_constant_lengths():
     class Packed(nn.Module):
         def __init__(self):
             super().__init__()
@@ -340,9 +340,10 @@ def test_packed_sequences_are_refused():
             packed = nn.utils.rnn.pack_padded_sequence(x, [3, 2], enforce_sorted=True)
             return self.gru(packed)[1]
 
-    # (packing gathers with index arrays, refused before the recurrence's own refusal)
-    with pytest.raises(minidl.onnx.UnsupportedOperatorError, match="is not supported"):
-        minidl.onnx.export(Packed(), minidl.randn(3, 2, 3), io.BytesIO())
+    # lengths given as a list: constants of the graph (ONNX's sequence_lens); lengths as a
+    # graph input in test_onnx_export_third.py
+    minidl.manual_seed(0)
+    _export_and_compare(Packed(), [(minidl.randn(3, 2, 3),), (minidl.randn(3, 2, 3),)], ["x"])
 
 
 # ---- 4. more activations, interpolation ------------------------------------------------------

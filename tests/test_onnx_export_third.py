@@ -375,3 +375,183 @@ def test_transformer_encoder_nested_tensor_path_with_a_padding_mask(mask_check):
             t = theirs(torch.from_numpy(x.numpy()), torch.from_numpy(pad.numpy())).numpy()
         got = sess.run(None, {"x": x.numpy(), "pad": pad.numpy()})[0]
         np.testing.assert_allclose(got, t, rtol=1e-4, atol=1e-5)
+
+
+# ---- recurrent layers: proj_size, packed sequences -------------------------------------------
+def _run_both(model, examples, names, dyn, rtol=1e-4, atol=1e-5):
+    """Exports ``model`` on examples[0]; ONNX Runtime's outputs against minidl's on each
+    example. Returns ONNX Runtime's outputs."""
+    buf = io.BytesIO()
+    minidl.onnx.export(model, examples[0], buf, input_names=names, dynamic_axes=dyn)
+    onnx.checker.check_model(onnx.load_from_string(buf.getvalue()))
+    sess = _session(buf.getvalue())
+    outs = []
+    for args in examples:
+        with minidl.no_grad():
+            want = [w.numpy() for w in _outputs(model(*args))]
+        got = sess.run(None, {n: a.numpy() for n, a in zip(names, args)})
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and g.dtype == w.dtype
+            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+        outs.append(got)
+    return buf.getvalue(), outs
+
+
+class Projected(nn.Module):
+    def __init__(self, **kw):
+        super().__init__()
+        self.rnn = nn.LSTM(4, 6, proj_size=3, batch_first=True, **kw)
+
+    def forward(self, x):
+        y, (h, c) = self.rnn(x)
+        return y, h, c
+
+
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True},
+                                {"bias": False}])
+def test_lstm_with_proj_size(kw):
+    # ONNX's LSTM has no projection: a Scan whose body is minidl's step (torch's exporter
+    # refuses LSTMs with projections)
+    minidl.manual_seed(0)
+    examples = [(minidl.tensor(_RNG.standard_normal((n, s, 4)).astype(np.float32)),)
+                for n, s in [(3, 6), (2, 9), (1, 1)]]
+    data, _ = _run_both(Projected(**kw).eval(), examples, ["x"], {"x": {0: "b", 1: "s"}})
+    assert "Scan" in {n.op_type for n in onnx.load_from_string(data).graph.node}
+
+
+def test_lstm_with_proj_size_and_initial_states():
+    class WithStates(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(4, 6, proj_size=2, bidirectional=True)
+
+        def forward(self, x, h0, c0):
+            return self.rnn(x, (h0, c0))[0]
+
+    minidl.manual_seed(0)
+
+    def example(n, s):
+        return tuple(minidl.tensor(_RNG.standard_normal(shape).astype(np.float32))
+                     for shape in [(s, n, 4), (2, n, 2), (2, n, 6)])
+
+    _run_both(WithStates().eval(), [example(3, 5), example(2, 7)], ["x", "h0", "c0"],
+              {"x": {0: "s", 1: "n"}, "h0": {1: "n"}, "c0": {1: "n"}})
+
+
+class Packed(nn.Module):
+    """pack_padded_sequence -> RNN -> pad_packed_sequence, as in a tagger."""
+
+    def __init__(self, mode, enforce_sorted=False, **kw):
+        super().__init__()
+        self.mode, self.enforce_sorted = mode, enforce_sorted
+        self.rnn = getattr(nn, mode)(4, 5, batch_first=True, **kw)
+
+    def forward(self, x, lengths):
+        from minidl.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+        packed = pack_padded_sequence(x, lengths, batch_first=True,
+                                      enforce_sorted=self.enforce_sorted)
+        out, h = self.rnn(packed)
+        y, out_lengths = pad_packed_sequence(out, batch_first=True)
+        return y, (h[0] if self.mode == "LSTM" else h), out_lengths
+
+
+def _packed_examples(sorted_lengths=False):
+    def example(lengths, length):
+        lengths = np.asarray(sorted(lengths, reverse=True) if sorted_lengths else lengths)
+        x = _RNG.standard_normal((len(lengths), length, 4)).astype(np.float32)
+        return minidl.tensor(x), minidl.tensor(lengths.astype(np.int64))
+    return [example([6, 2, 4], 6), example([3, 7, 1, 5, 5], 8), example([2], 3)]
+
+
+@pytest.mark.parametrize("mode", ["LSTM", "GRU", "RNN"])
+@pytest.mark.parametrize("kw", [{}, {"num_layers": 2, "bidirectional": True}])
+def test_packed_sequences_through_a_recurrent_layer(mode, kw):
+    # the lengths stay a graph input (ONNX's sequence_lens); the output has zeros past each
+    # length and as many steps as the longest, h_n each sequence's own last step
+    minidl.manual_seed(0)
+    model = Packed(mode, **kw).eval()
+    examples = _packed_examples()
+    dyn = {"x": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}}
+    data, outs = _run_both(model, examples, ["x", "lengths"], dyn)
+    proto = onnx.load_from_string(data)
+    rnn = [n for n in proto.graph.node if n.op_type == mode]
+    assert rnn and all(n.input[4] for n in rnn)  # sequence_lens given
+    out_dims = proto.graph.output[0].type.tensor_type.shape.dim
+    assert out_dims[1].dim_param  # the longest length is read from the lengths, not fixed
+    torch = pytest.importorskip("torch")
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    class TorchPacked(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = getattr(torch.nn, mode)(4, 5, batch_first=True, **kw)
+
+        def forward(self, x, lengths):
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, h = self.rnn(packed)
+            y, out_lengths = pad_packed_sequence(out, batch_first=True)
+            return y, (h[0] if mode == "LSTM" else h), out_lengths
+
+    theirs = TorchPacked().eval()
+    theirs.load_state_dict({k: torch.from_numpy(v.numpy()) for k, v in
+                            model.state_dict().items()})
+    buf = io.BytesIO()
+    torch.onnx.export(theirs, tuple(torch.from_numpy(a.numpy()) for a in examples[0]), buf,
+                      input_names=["x", "lengths"], dynamic_axes=dyn, opset_version=17,
+                      dynamo=False)
+    tsess = _session(buf.getvalue())
+    for (x, lengths), got in zip(examples, outs):
+        want = tsess.run(None, {"x": x.numpy(), "lengths": lengths.numpy()})
+        # torch's graph keeps the input's steps (its eager pad_packed_sequence, as minidl's
+        # graph, cuts them to the longest length): the same numbers there, zeros after
+        steps = int(lengths.numpy().max())
+        assert not want[0][:, steps:].any()
+        want[0] = want[0][:, :steps]
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w.astype(g.dtype), rtol=1e-4, atol=1e-5)
+
+
+def test_packed_sequences_enforce_sorted_and_initial_state():
+    class WithState(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.GRU(4, 5, batch_first=True)
+
+        def forward(self, x, lengths, h0):
+            from minidl.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+            out, h = self.rnn(pack_padded_sequence(x, lengths, batch_first=True), h0)
+            return pad_packed_sequence(out, batch_first=True, padding_value=-1.0)[0], h
+
+    minidl.manual_seed(0)
+    examples = [(x, n, minidl.tensor(_RNG.standard_normal((1, len(n), 5)).astype(np.float32)))
+                for x, n in _packed_examples(sorted_lengths=True)]
+    _run_both(WithState().eval(), examples, ["x", "lengths", "h0"],
+              {"x": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}, "h0": {1: "batch"}})
+
+
+def test_packed_data_used_directly_is_refused():
+    # a model that reads the packed rows (whose layout depends on the lengths' values)
+    class ReadsData(nn.Module):
+        def forward(self, x, lengths):
+            from minidl.nn.utils.rnn import pack_padded_sequence
+
+            return pack_padded_sequence(x, lengths, batch_first=True,
+                                        enforce_sorted=False).data * 2
+
+    x, lengths = _packed_examples()[0]
+    with pytest.raises(minidl.onnx.OnnxExporterError, match="Mul"):
+        minidl.onnx.export(ReadsData(), (x, lengths), io.BytesIO(),
+                           dynamic_axes={"x": {0: "b", 1: "s"}, "lengths": {0: "b"}})
+
+
+def test_packed_sequences_outside_an_export_are_unchanged():
+    from minidl.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+    x, lengths = _packed_examples()[0]
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    assert type(packed) is PackedSequence
+    assert packed.batch_sizes.numpy().tolist() == [3, 3, 2, 2, 1, 1]

@@ -605,6 +605,37 @@ def _keys(records, inputs, params, outs):
     return in_keys, kw_keys, out_keys, arrays
 
 
+def _data_sized_dims(rec):
+    """The output dims of ``rec`` whose size is read from its input's values (nonzero's
+    count, the longest of pad_packed_sequence's lengths)."""
+    name = _op_name(rec.cls)
+    if name == "minidl.ops.NonZero":
+        return (0,)
+    if name == "minidl.nn._rnn_utils.PadPacked" and rec.kwargs.get("total_length") is None:
+        return (0,)
+    return ()
+
+
+def _mark_data_sized(records, in_keys, dyn):
+    """Dims whose size depends on the input's values are dynamic even where the second run
+    (the inputs shuffled, which keeps counts and maxima) left them as they were: such an
+    op's dim, and after it each dim of that size in the outputs of the ops that take one of
+    those values (a transpose moves it; a dim of the same size by chance is made dynamic
+    too, which is only more general)."""
+    sizes, tainted = set(), set()
+    for j, rec in enumerate(records):
+        key = ("op", j)
+        own = _data_sized_dims(rec)
+        if own:
+            sizes.update(int(rec.out.shape[d]) for d in own)
+        elif not any(k in tainted for k in in_keys[j]):
+            continue
+        dims = {d for d in range(rec.out.ndim) if int(rec.out.shape[d]) in sizes} | set(own)
+        if dims:
+            dyn[key] = frozenset(dyn.get(key, frozenset()) | dims)
+            tainted.add(key)
+
+
 def _same_kwargs(a, b):
     if set(a) != set(b):
         return False
@@ -649,6 +680,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         changed = frozenset(d for d in range(a.ndim) if a.shape[d] != b.shape[d])
         if changed:
             dyn[key] = changed
+    _mark_data_sized(records, in_keys, dyn)
     for r, r2 in zip(records, records2):
         if not _same_kwargs(r.kwargs, r2.kwargs) and _op_name(r.cls) not in _SHAPED:
             raise OnnxExporterError(

@@ -616,10 +616,11 @@ def _recurrence(ctx):
     # exact product), R = w_hh's rows in that order, B = [0, b_hh]
     kw = ctx.kw
     mode = kw["mode"]
-    if kw.get("lengths") is not None:
-        raise Unsupported("packed sequences")
+    packed = kw.get("lengths") is not None
     if kw.get("proj"):
-        raise Unsupported("proj_size > 0")
+        if packed:
+            raise Unsupported("proj_size > 0 with packed sequences")
+        return _lstm_projection_scan(ctx)
     lstm = mode == "LSTM"
     w_hh_i = 3 if lstm else 2
     gates, hidden = ctx.shape(w_hh_i)
@@ -642,18 +643,36 @@ def _recurrence(ctx):
                                                      b], axis=0)))
     else:
         inputs.append("")
-    inputs += ["", first_axis(ctx.x(1))]  # no sequence_lens; initial_h
+    lengths = None
+    if packed:  # sequence_lens: ONNX's Y is zero past each sequence's end
+        lengths = ctx.node("Cast", [ctx.kw_value("lengths")], to=ctx.onnx_dtype(np.int64))
+        inputs.append(ctx.node("Cast", [lengths], to=ctx.onnx_dtype(np.int32)))
+    else:
+        inputs.append("")
+    inputs.append(first_axis(ctx.x(1)))  # initial_h
     attrs = {"hidden_size": int(hidden),
              "direction": "reverse" if kw["reverse"] else "forward"}
     if lstm:
         inputs.append(first_axis(ctx.x(2)))
-        y, _, y_c = ctx.node("LSTM", inputs, n_out=3, **attrs)
+        y, y_h, y_c = ctx.node("LSTM", inputs, n_out=3, **attrs)
     elif mode == "GRU":
-        y = ctx.node("GRU", inputs, linear_before_reset=1, **attrs)
+        y, y_h = ctx.node("GRU", inputs, n_out=2, linear_before_reset=1, **attrs)
     else:
-        y = ctx.node("RNN", inputs, activations=["Relu" if mode == "RNN_RELU" else "Tanh"],
-                     **attrs)
+        y, y_h = ctx.node("RNN", inputs, n_out=2,
+                          activations=["Relu" if mode == "RNN_RELU" else "Tanh"], **attrs)
     hs = ctx.node("Squeeze", [y, ctx.const(np.asarray([1], np.int64), "axes")])  # (L, N, H)
+    if packed:
+        # minidl's op carries each sequence's state past its end: the last one going
+        # forward, the initial one going in reverse (it starts at the sequence's end)
+        steps = ctx.node("Range", [ctx.const(np.asarray(0, np.int64), "start"),
+                                   ctx.node("Squeeze", [_dim_size(ctx, 0, 0)]),
+                                   ctx.const(np.asarray(1, np.int64), "delta")])
+        valid = ctx.node("Less", [
+            ctx.node("Unsqueeze", [steps, ctx.const(np.asarray([1, 2], np.int64), "axes")]),
+            ctx.node("Unsqueeze", [lengths, ctx.const(np.asarray([0, 2], np.int64), "axes")])])
+        carried = ctx.x(1) if kw["reverse"] else ctx.node(
+            "Squeeze", [y_h, ctx.const(np.asarray([0], np.int64), "axes")])
+        hs = ctx.node("Where", [valid, hs, carried])
     if not lstm:
         return hs
     # minidl's LSTM op returns (L, N, 2H): the hidden states, then the cell states; ONNX gives
@@ -661,6 +680,61 @@ def _recurrence(ctx):
     # and all of it for a sequence of one step (nn.LSTMCell): it fills every step here
     cs = ctx.node("Expand", [y_c, ctx.node("Shape", [hs])])
     return ctx.node("Concat", [hs, cs], axis=2)
+
+
+def _lstm_projection_scan(ctx):
+    # an LSTM with proj_size: ONNX's LSTM has no projection, so one Scan over the steps whose
+    # body is minidl's step (gates i, f, g, o; h = (o * tanh(c)) @ w_hr.T); the weights ride
+    # along as unchanged state so that the body needs no outer-scope names. The output is
+    # minidl's op's: the hidden states, then the cell states of every step
+    helper = ctx.b.onnx.helper
+    dt = ctx.out_dtype
+    if any(a.dtype != dt for a in ctx.arrays):
+        raise Unsupported("inputs of mixed dtypes (autocast)")
+    has_bias = ctx.n_inputs == 6
+    hidden = ctx.shape(2)[-1]
+    elem = ctx.onnx_dtype(dt)
+
+    def name(hint):
+        return ctx.b.fresh(f"scan_{hint}")
+
+    nodes = []
+
+    def node(op, inputs, **attrs):
+        out = name(op)
+        nodes.append(helper.make_node(op, inputs, [out], name=name(op + "_node"), **attrs))
+        return out
+
+    h_prev, c_prev, w_hh, w_hr, x_t = (name(n) for n in ("h", "c", "w_hh", "w_hr", "x"))
+    b_hh = name("b_hh") if has_bias else None
+    state_in = [h_prev, c_prev, w_hh] + ([b_hh] if has_bias else []) + [w_hr]
+    gh = node("Gemm", [h_prev, w_hh] + ([b_hh] if has_bias else []), transB=1)
+    a = node("Add", [x_t, gh])
+    split = [name(f"gate{k}") for k in range(4)]
+    sizes = name("gate_sizes")  # a Constant inside the body (no outer-scope names)
+    nodes.append(helper.make_node("Constant", [], [sizes], name=name("Constant_node"),
+                                  value=ctx.b.onnx.numpy_helper.from_array(
+                                      np.full(4, hidden, np.int64))))
+    nodes.append(helper.make_node("Split", [a, sizes], split, name=name("Split_node"), axis=1))
+    i, f, o = (node("Sigmoid", [split[k]]) for k in (0, 1, 3))
+    g = node("Tanh", [split[2]])
+    c = node("Add", [node("Mul", [f, c_prev]), node("Mul", [i, g])])
+    h = node("Gemm", [node("Mul", [o, node("Tanh", [c])]), w_hr], transB=1)
+    outs = [h, c] + [node("Identity", [v]) for v in state_in[2:]] + \
+        [node("Identity", [h]), node("Identity", [c])]
+
+    def info(n):
+        return helper.make_tensor_value_info(n, elem, None)
+
+    body = helper.make_graph(nodes, name("body"), [info(n) for n in state_in + [x_t]],
+                             [info(n) for n in outs])
+    weights = [ctx.x(3)] + ([ctx.x(4)] if has_bias else []) + [ctx.x(ctx.n_inputs - 1)]
+    direction = 1 if ctx.kw["reverse"] else 0
+    results = ctx.node("Scan", [ctx.x(1), ctx.x(2)] + weights + [ctx.x(0)],
+                       n_out=len(outs), body=body, num_scan_inputs=1,
+                       scan_input_directions=[direction],
+                       scan_output_directions=[direction, direction])
+    return ctx.node("Concat", [results[-2], results[-1]], axis=2)
 
 
 # ---- more activations, resampling ---------------------------------------------------------
@@ -862,3 +936,29 @@ def _any_all(ctx):
 def _cumsum(ctx):
     return ctx.node("CumSum", [ctx.x(0), ctx.const(np.asarray(int(ctx.kw["dim"]), np.int64),
                                                    "axis")])
+
+
+@_register("minidl.nn._rnn_utils.PadPacked")
+def _pad_packed(ctx):
+    # pad_packed_sequence: padding_value past each length, cut to the longest length
+    padded, nd = ctx.x(0), ctx.ndim(0)
+    lengths = ctx.node("Cast", [ctx.x(1)], to=ctx.onnx_dtype(np.int64))
+    steps = ctx.node("Range", [ctx.const(np.asarray(0, np.int64), "start"),
+                               ctx.node("Squeeze", [_dim_size(ctx, 0, 0)]),
+                               ctx.const(np.asarray(1, np.int64), "delta")])
+    valid = ctx.node("Less", [
+        ctx.node("Unsqueeze", [steps, ctx.const(np.asarray([1], np.int64), "axes")]),
+        ctx.node("Unsqueeze", [lengths, ctx.const(np.asarray([0], np.int64), "axes")])])
+    if nd > 2:
+        valid = ctx.node("Unsqueeze", [valid, ctx.const(np.arange(2, nd, dtype=np.int64),
+                                                        "axes")])
+    value = ctx.const(np.asarray(ctx.kw["padding_value"], ctx.out_dtype), "padding_value")
+    y = ctx.node("Where", [valid, padded, value])
+    total = ctx.kw["total_length"]
+    if total is not None:
+        end = ctx.const(np.asarray([int(total)], np.int64), "total_length")
+    else:
+        end = ctx.node("ReduceMax", [lengths], keepdims=1) if ctx.opset < 18 else ctx.node(
+            "ReduceMax", [lengths, ctx.const(np.asarray([0], np.int64), "axes")], keepdims=1)
+    return ctx.node("Slice", [y, ctx.const(np.asarray([0], np.int64), "starts"), end,
+                              ctx.const(np.asarray([0], np.int64), "axes")])
