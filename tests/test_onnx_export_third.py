@@ -555,3 +555,121 @@ def test_packed_sequences_outside_an_export_are_unchanged():
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     assert type(packed) is PackedSequence
     assert packed.batch_sizes.numpy().tolist() == [3, 3, 2, 2, 1, 1]
+
+
+# ---- training-mode export ------------------------------------------------------------------------
+def _conv_bn_drop(base, lib):
+    class ConvBNDrop(base):
+        def __init__(self, p=0.0, track=True):
+            super().__init__()
+            self.conv = lib.Conv2d(3, 4, 3)
+            self.bn = lib.BatchNorm2d(4, track_running_stats=track)
+            self.drop = lib.Dropout(p)
+            self.fc = lib.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.drop(self.bn(self.conv(x)).relu().mean(dim=(2, 3))))
+    return ConvBNDrop
+
+
+ConvBNDrop = _conv_bn_drop(nn.Module, nn)
+
+
+def _images():
+    return [minidl.tensor(_RNG.standard_normal((n, 3, 6, 6)).astype(np.float32))
+            for n in (3, 5)]
+
+
+@pytest.mark.parametrize("track", [True, False])
+def test_training_mode_batch_norm_uses_batch_statistics(track):
+    minidl.manual_seed(0)
+    model = ConvBNDrop(track=track)
+    model.eval()
+    examples = _images()
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    buf = io.BytesIO()
+    minidl.onnx.export(model, (examples[0],), buf, input_names=["x"],
+                       dynamic_axes={"x": {0: "batch"}},
+                       training=minidl.onnx.TrainingMode.TRAINING)
+    # the model is left as it was: its mode, and the running statistics (which torch's
+    # export updates as its traced forward runs)
+    assert not model.training and not model.bn.training
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k])
+    sess = _session(buf.getvalue())
+    outs = []
+    for x in examples:
+        model.train()
+        with minidl.no_grad():
+            want = model(x).numpy()
+        model.load_state_dict(before)
+        got = sess.run(None, {"x": x.numpy()})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        outs.append(got)
+    if not track:  # torch's exporter fails on it with a dynamic batch ("batch_size and
+        return  # channel_size must be non-None")
+    torch = pytest.importorskip("torch")
+    theirs = _conv_bn_drop(torch.nn.Module, torch.nn)(track=track)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in before.items()})
+    tbuf = io.BytesIO()
+    torch.onnx.export(theirs, (torch.from_numpy(examples[0].numpy()),), tbuf,
+                      input_names=["x"], dynamic_axes={"x": {0: "batch"}}, dynamo=False,
+                      training=torch.onnx.TrainingMode.TRAINING, do_constant_folding=False,
+                      opset_version=17)
+    tsess = _session(tbuf.getvalue())
+    for x, got in zip(examples, outs):
+        np.testing.assert_allclose(got, tsess.run(None, {"x": x.numpy()})[0], rtol=1e-4,
+                                   atol=1e-5)
+
+
+def test_eval_mode_batch_norm_without_running_statistics():
+    # track_running_stats=False normalises with the batch's statistics in eval mode too
+    minidl.manual_seed(0)
+    model = ConvBNDrop(track=False).eval()
+    examples = _images()
+    buf = io.BytesIO()
+    minidl.onnx.export(model, (examples[0],), buf, input_names=["x"],
+                       dynamic_axes={"x": {0: "batch"}})
+    sess = _session(buf.getvalue())
+    for x in examples:
+        with minidl.no_grad():
+            np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], model(x).numpy(),
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_training_mode_dropout_is_onnx_dropout():
+    class Drop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.25)
+
+        def forward(self, x):
+            return self.drop(x)
+
+    minidl.manual_seed(0)
+    model = Drop()
+    x = minidl.tensor(np.abs(_RNG.standard_normal((64, 64))).astype(np.float32) + 0.5)
+    buf = io.BytesIO()
+    minidl.onnx.export(model, (x,), buf, input_names=["x"], dynamic_axes={"x": {0: "n"}},
+                       training=minidl.onnx.TrainingMode.TRAINING)
+    proto = onnx.load_from_string(buf.getvalue())
+    assert [n.op_type for n in proto.graph.node] == ["Dropout"]
+    got = _session(buf.getvalue()).run(None, {"x": x.numpy()})[0]
+    kept = got != 0  # random, as minidl's: each element 0 or x / (1 - p)
+    np.testing.assert_allclose(got[kept], x.numpy()[kept] / 0.75, rtol=1e-6)
+    assert 0.2 < 1 - kept.mean() < 0.3
+    with pytest.raises(ValueError, match="TrainingMode"):
+        minidl.onnx.export(model, (x,), io.BytesIO(), training="TRAIN")
+
+
+def test_preserve_mode_exports_each_module_in_its_mode():
+    minidl.manual_seed(0)
+    model = ConvBNDrop()
+    x = _images()[0]
+    for train in (True, False):
+        model.train(train)
+        buf = io.BytesIO()
+        minidl.onnx.export(model, (x,), buf, training=minidl.onnx.TrainingMode.PRESERVE)
+        ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+        assert ("BatchNormalization" in ops) != train  # batch statistics written out
+        assert model.training == train

@@ -147,7 +147,8 @@ def _trace(model, pos, kw):
     finally:
         for t, data, version, values in state:
             t.data = data
-            if t._version != version:
+            # (batch norm in training mode writes its running statistics without a version)
+            if t._version != version or not _same_array(data, values):
                 get_array_module(data).copyto(data, values)
     if autograd.changes != changes:
         raise OnnxExporterError(
@@ -371,7 +372,9 @@ class OpContext:
 # ---- export -----------------------------------------------------------------------------------
 class TrainingMode:
     """``torch.onnx.TrainingMode``: which mode the model is exported in (``export``'s
-    ``training``). minidl exports inference graphs: EVAL, or PRESERVE of a model in eval."""
+    ``training``): EVAL (the default), TRAINING (Dropout and BatchNorm in training mode, as
+    ONNX's Dropout with training_mode and BatchNormalization with training_mode=1), PRESERVE
+    (each module in the mode it is in)."""
     EVAL, PRESERVE, TRAINING = "EVAL", "PRESERVE", "TRAINING"
 
 
@@ -380,11 +383,7 @@ def _check_training(training, model):
     if name not in ("EVAL", "PRESERVE", "TRAINING"):
         raise ValueError(f"onnx.export: training must be a TrainingMode (EVAL, PRESERVE or "
                          f"TRAINING), got {training!r}")
-    if name == "TRAINING" or (name == "PRESERVE" and model.training):
-        raise NotImplementedError(
-            "onnx.export: minidl exports inference graphs only (Dropout and BatchNorm as in "
-            "eval mode); export with training=TrainingMode.EVAL" +
-            (" or call model.eval() first" if name == "PRESERVE" else ""))
+    return name
 
 
 def _check_torch_defaults(**given):
@@ -462,7 +461,7 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
                           profile=profile, dump_exported_program=dump_exported_program,
                           dynamic_shapes=dynamic_shapes,
                           custom_translation_table=custom_translation_table)
-    _check_training(training, model)
+    mode = _check_training(training, model)
     if f is None:
         raise TypeError("onnx.export: f (a path or a binary file object) is required: minidl "
                         "does not return an ONNXProgram")
@@ -499,7 +498,10 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
 
     modes = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
+        if mode == "TRAINING":  # as torch: Dropout and BatchNorm in training mode
+            model.train()
+        elif mode == "EVAL":
+            model.eval()
         records, outs, traced_inputs = _trace(model, pos, kw)
         if output_names is not None:
             output_names = list(output_names)

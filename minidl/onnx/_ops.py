@@ -392,17 +392,50 @@ def _adaptive_avg_pool(ctx):
 @_register(_F + "BatchNorm")
 def _batch_norm(ctx):
     kw = ctx.kw
-    if kw.get("training") or kw.get("running_mean") is None:
-        raise Unsupported("batch statistics (training mode, or track_running_stats=False)")
     c = ctx.shape(0)[1]
     rest = list(range(1, ctx.n_inputs))
-    dt = ctx.array_kw("running_mean").dtype
+    tracked = kw.get("running_mean") is not None
+    dt = ctx.array_kw("running_mean").dtype if tracked else ctx.out_dtype
     w = ctx.x(rest.pop(0)) if kw["has_weight"] else ctx.const(np.ones(c, dt), "scale")
     b = ctx.x(rest.pop(0)) if kw["has_bias"] else ctx.const(np.zeros(c, dt), "bias")
-    y = ctx.node("BatchNormalization", [ctx.x(0), w, b, ctx.kw_value("running_mean"),
-                                        ctx.kw_value("running_var")],
-                 epsilon=float(kw.get("eps", 1e-5)))
+    if kw.get("training") or not tracked:  # (track_running_stats=False: in either mode)
+        # batch statistics, written out (torch writes BatchNormalization with
+        # training_mode=1, which ONNX Runtime 1.32's optimizer removes as an identity where
+        # the running statistics are 0 and 1, a fresh layer's): (x - mean) / sqrt(var + eps)
+        # over every dim but the channels, the biased variance, then weight and bias
+        nd = ctx.ndim(0)
+        axes = [0] + list(range(2, nd))
+        x = ctx.x(0)
+        mean_b = _reduce_mean(ctx, x, axes)
+        d = ctx.node("Sub", [x, mean_b])
+        var_b = _reduce_mean(ctx, ctx.node("Mul", [d, d]), axes)
+        eps = ctx.const(np.asarray(kw.get("eps", 1e-5), ctx.out_dtype), "eps")
+        y = ctx.node("Div", [d, ctx.node("Sqrt", [ctx.node("Add", [var_b, eps])])])
+        shape = ctx.const(np.asarray([c] + [1] * (nd - 2), np.int64), "channel_shape")
+        y = ctx.node("Add", [ctx.node("Mul", [y, ctx.node("Reshape", [w, shape])]),
+                             ctx.node("Reshape", [b, shape])])
+    else:
+        y = ctx.node("BatchNormalization", [ctx.x(0), w, b, ctx.kw_value("running_mean"),
+                                            ctx.kw_value("running_var")],
+                     epsilon=float(kw.get("eps", 1e-5)))
     return ctx.node("Relu", [y]) if kw.get("relu") else y
+
+
+@_register(_F + "Dropout")
+def _dropout(ctx):
+    # training mode only (eval runs no op): ONNX's Dropout with training_mode, random as
+    # minidl's (another draw)
+    ratio = ctx.const(np.asarray(ctx.kw["p"], ctx.out_dtype), "ratio")
+    y, _ = ctx.node("Dropout", [ctx.x(0), ratio, ctx.const(np.asarray(True), "training_mode")],
+                    n_out=2)
+    return y
+
+
+def _reduce_mean(ctx, x, axes):
+    if ctx.opset >= 18:
+        return ctx.node("ReduceMean", [x, ctx.const(np.asarray(axes, np.int64), "axes")],
+                        keepdims=1)
+    return ctx.node("ReduceMean", [x], axes=axes, keepdims=1)
 
 
 @_register(_F + "LayerNorm")
