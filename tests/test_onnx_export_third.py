@@ -673,3 +673,42 @@ def test_preserve_mode_exports_each_module_in_its_mode():
         ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
         assert ("BatchNormalization" in ops) != train  # batch statistics written out
         assert model.training == train
+
+
+def test_packed_sequences_with_total_length():
+    class Total(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(4, 5, batch_first=True)
+
+        def forward(self, x, lengths):
+            from minidl.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+            out, _ = self.rnn(pack_padded_sequence(x, lengths, batch_first=True,
+                                                   enforce_sorted=False))
+            return pad_packed_sequence(out, batch_first=True, total_length=8)[0]
+
+    minidl.manual_seed(0)
+    examples = [(minidl.tensor(_RNG.standard_normal((len(n), s, 4)).astype(np.float32)),
+                 minidl.tensor(np.asarray(n, np.int64))) for n, s in [([6, 2, 4], 8),
+                                                                      ([3, 7, 1, 5, 5], 9)]]
+    data, outs = _run_both(Total().eval(), examples, ["x", "lengths"],
+                           {"x": {0: "batch", 1: "seq"}, "lengths": {0: "batch"}})
+    assert outs[1][0].shape == (5, 8, 5)  # total_length, not the longest length (7)
+
+
+def test_pad_packed_op_gradient():
+    # the op pad_packed_sequence records while the exporter traces: its gradient goes back
+    # to the steps inside each length
+    from minidl.nn._rnn_utils import PadPacked
+    from minidl.testing import gradcheck
+
+    x = minidl.tensor(_RNG.standard_normal((5, 3, 2)), dtype=minidl.float64,
+                      requires_grad=True)
+    lengths = np.array([2, 4, 1])
+    for total in (None, 5):
+        assert gradcheck(lambda a: PadPacked.apply(a, minidl.tensor(lengths),
+                                                   padding_value=-1.0, total_length=total),
+                         [x])
+    y = PadPacked.apply(x, minidl.tensor(lengths), padding_value=-1.0, total_length=None)
+    assert y.shape == (4, 3, 2) and (y.numpy()[2:, 0] == -1).all()
