@@ -1,7 +1,8 @@
 """``minidl.onnx.export``: a model as an ONNX file that ONNX Runtime runs, with the meaning of
 ``torch.onnx.export`` (its TorchScript-based exporter's arguments).
 
-The model runs once on ``args`` in eval mode with a ``Tracer`` recording every op (see
+The model runs once on ``args`` in eval mode (``training``: or in training mode, or each
+module in its own) with a ``Tracer`` recording every op (see
 ``_trace``); each recorded Function then becomes ONNX nodes (see ``_ops``): parameters and
 buffers become initializers, the args the graph's inputs. It runs a second time on the inputs
 shuffled and grown along the ``dynamic_axes``: the dims that change are the dynamic ones (a
@@ -445,7 +446,9 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
     time, ``keep_initializers_as_inputs=True`` lists the initializers among the graph's
     inputs too (so that a runtime may override them). torch's other keywords are taken at
     their defaults (which is what minidl does) and refused by name otherwise. The model is
-    traced in eval mode and left as it was (mode, parameters, no grads)."""
+    traced in eval mode (``training=TrainingMode.TRAINING``: in training mode, batch norm
+    with batch statistics and dropout as ONNX's Dropout; ``PRESERVE``: each module in its
+    own mode) and left as it was (modes, parameters, running statistics, no grads)."""
     onnx = _require_onnx()
     from ..nn import Module
 
