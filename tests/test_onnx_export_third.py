@@ -712,3 +712,17 @@ def test_pad_packed_op_gradient():
                          [x])
     y = PadPacked.apply(x, minidl.tensor(lengths), padding_value=-1.0, total_length=None)
     assert y.shape == (4, 3, 2) and (y.numpy()[2:, 0] == -1).all()
+
+
+def test_reductions_at_opset_18():
+    # from opset 18 the reductions take their axes as an input
+    minidl.manual_seed(0)
+    model = Head(lambda lib, y: ((y > 0).any(dim=1), (y > -1).all(dim=(0, 2)),
+                                 lib.sort(y, dim=1).values, y.max(dim=2)[1])).eval()
+    examples = _examples()
+    sess = _session(_export(model, examples[0], _DYN, opset_version=18))
+    for x in examples:
+        with minidl.no_grad():
+            want = [w.numpy() for w in _outputs(model(x))]
+        for g, w in zip(sess.run(None, {"x": x.numpy()}), want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
