@@ -573,3 +573,67 @@ def test_prepare_refuses_a_qat_fusion_for_post_training_quantization():
     model.qconfig = tq.get_default_qconfig("x86")
     with pytest.raises(ValueError, match="0 is a ConvBn2d.*fuse_modules in eval mode"):
         tq.prepare(model)
+
+
+# ---- quantized conv state dicts -----------------------------------------------------------
+def _small_converted(seed=0, bias=True, qconfig=None):
+    minidl.manual_seed(seed)
+    model = nn.Sequential(tq.QuantStub(), nn.Conv2d(3, 4, 3, bias=bias), nn.ReLU(),
+                          tq.DeQuantStub()).eval()
+    model.qconfig = qconfig or tq.get_default_qconfig("x86")
+    prepared = tq.prepare(model)
+    prepared(minidl.randn(2, 3, 6, 6))
+    return tq.convert(prepared)
+
+
+@pytest.mark.parametrize("fmt", ["minidl", "torch"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_quantized_conv_state_dict_round_trips(tmp_path, fmt, bias):
+    model = _small_converted(0, bias)
+    state = model.state_dict()
+    assert list(state) == ["0.scale", "0.zero_point", "1.weight", "1.bias", "1.scale",
+                           "1.zero_point"]
+    assert state["1.weight"].dtype is minidl.qint8 and (state["1.bias"] is None) != bias
+    assert state["1.scale"].shape == () and state["1.zero_point"].dtype == np.int64
+    path = str(tmp_path / ("q.npz" if fmt == "minidl" else "q.pt"))
+    minidl.save(state, path, format=fmt)
+    other = _small_converted(1, bias)
+    x = minidl.randn(2, 3, 6, 6)
+    assert not np.array_equal(other(x).numpy(), model(x).numpy())
+    other.load_state_dict(minidl.load(path))
+    np.testing.assert_array_equal(other(x).numpy(), model(x).numpy())
+    assert other[1].weight().qscheme() is minidl.per_channel_affine
+
+
+def test_bad_quantized_conv_state_dicts_name_the_key_and_change_nothing():
+    model = _small_converted(0)
+    x = minidl.randn(2, 3, 6, 6)
+    before = model(x).numpy()
+    good = model.state_dict()
+    small = _small_converted(1).state_dict()
+
+    def bad(**changes):
+        state = dict(good)
+        state.update(changes)
+        return state
+
+    wrong_shape = minidl.quantize_per_tensor(minidl.zeros(4, 3, 5, 5), 0.1, 0, minidl.qint8)
+    with pytest.raises(ValueError, match=r"size mismatch for 1\.weight: checkpoint "
+                                         r"\(4, 3, 5, 5\), model \(4, 3, 3, 3\)"):
+        model.load_state_dict(bad(**{"1.weight": wrong_shape, "0.scale": small["0.scale"]}))
+    with pytest.raises(ValueError, match=r"1\.bias: checkpoint \(5,\), model \(4,\)"):
+        model.load_state_dict(bad(**{"1.bias": minidl.zeros(5)}))
+    with pytest.raises(ValueError, match="1.weight is a float weight.*quantized Conv2d"):
+        model.load_state_dict(bad(**{"1.weight": minidl.zeros(4, 3, 3, 3)}))
+    with pytest.raises(TypeError, match="'1.weight' must be a qint8 quantized tensor.*quint8"):
+        model.load_state_dict(bad(**{"1.weight": minidl.quantize_per_tensor(
+            minidl.zeros(4, 3, 3, 3), 0.1, 0, minidl.quint8)}))
+    with pytest.raises(TypeError, match="'1.scale' is a scale and must be positive"):
+        model.load_state_dict(bad(**{"1.scale": minidl.tensor(-1.0)}))
+    with pytest.raises(ValueError, match=r"unexpected keys: 1\.extra"):
+        model.load_state_dict(bad(**{"1.extra": minidl.zeros(1)}))
+    np.testing.assert_array_equal(model(x).numpy(), before)  # nothing changed
+    float_model = nn.Sequential(tq.QuantStub(), nn.Conv2d(3, 4, 3), nn.ReLU(), tq.DeQuantStub())
+    with pytest.raises(TypeError, match="quantized tensor.*'1.weight'"):
+        float_model.load_state_dict(good)
+
