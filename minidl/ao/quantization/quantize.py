@@ -28,25 +28,26 @@ class DeQuantStub(QuantStub):
 
 def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplace=False):
     """``model`` with each of its submodules whose type is in ``qconfig_spec`` (a set of types;
-    default {nn.Linear}) replaced by its dynamically quantized form (only Linear -> int8 here).
-    A copy unless ``inplace``."""
+    default {nn.Linear, nn.LSTM, nn.GRU}) replaced by its dynamically quantized form (int8
+    weights, float activations). A copy unless ``inplace``."""
     from ... import nn
     from ..nn.quantized import dynamic as nnqd
 
     if dtype is not qint8:
         raise NotImplementedError(f"quantize_dynamic: only dtype minidl.qint8 is supported, got "
                                   f"{dtype}")
+    supported = {nn.Linear: nnqd.Linear, nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
     if qconfig_spec is None:
-        qconfig_spec = {nn.Linear}
+        qconfig_spec = set(supported)
     if isinstance(qconfig_spec, dict):
         raise NotImplementedError("quantize_dynamic: a dict qconfig_spec is not supported; pass "
                                   "a set of module types")
     types = tuple(t for t in qconfig_spec if isinstance(t, type))
-    unsupported = [t.__name__ for t in types if not issubclass(t, nn.Linear)]
+    mapping = mapping or supported
+    unsupported = [t.__name__ for t in types if not any(issubclass(t, k) for k in mapping)]
     if unsupported:
         raise NotImplementedError(f"quantize_dynamic: no dynamic quantized form of {unsupported} "
-                                  "here (Linear only)")
-    mapping = mapping or {nn.Linear: nnqd.Linear}
+                                  "here (Linear, LSTM and GRU only)")
     if not inplace:
         model = copy.deepcopy(model)
 
