@@ -170,6 +170,33 @@ def test_quantized_conv_matches_torch_x86_within_a_step(case):
     assert np.mean(theirs == mine) > 0.99
 
 
+@pytest.mark.parametrize("per_channel,relu", [(False, False), (True, False), (True, True)])
+def test_quantized_linear_matches_torch_bit_for_bit(per_channel, relu):
+    """The quantized Linear requantizes as the convolutions do (fbgemm's ReQuantizeOutput)."""
+    torch = _torch("fbgemm")
+    import torch.ao.nn.intrinsic.quantized as tnniq
+    import torch.ao.nn.quantized as tnnq
+
+    rng = np.random.default_rng(7)
+    x = torch.quantize_per_tensor(torch.from_numpy(rng.standard_normal((64, 40))
+                                                   .astype(np.float32)), 0.03, 70, torch.quint8)
+    w = torch.from_numpy(rng.standard_normal((24, 40)).astype(np.float32) * 0.2)
+    if per_channel:
+        wq = torch.quantize_per_channel(w, torch.from_numpy(rng.uniform(0.002, 0.006, 24)),
+                                        torch.zeros(24, dtype=torch.long), 0, torch.qint8)
+    else:
+        wq = torch.quantize_per_tensor(w, 0.004, 0, torch.qint8)
+    b = torch.from_numpy(rng.standard_normal(24).astype(np.float32))
+    t_lin = (tnniq.LinearReLU if relu else tnnq.Linear)(40, 24)
+    m_lin = (nniq.LinearReLU if relu else nnq.Linear)(40, 24)
+    t_lin.set_weight_bias(wq, b)
+    t_lin.scale, t_lin.zero_point = 0.07, 50
+    m_lin._weight, m_lin._bias = _mine(wq), minidl.tensor(b.numpy())
+    m_lin.scale, m_lin.zero_point = 0.07, 50
+    np.testing.assert_array_equal(m_lin(_mine(x)).int_repr().numpy(),
+                                  t_lin(x).int_repr().numpy())
+
+
 def test_quantized_conv_repr_matches_torch():
     _torch()
     import torch.ao.nn.quantized as tnnq
