@@ -728,3 +728,38 @@ def test_dynamic_lstm_takes_unbatched_input_and_refuses_what_does_not_fit():
         tq.quantize_dynamic(nn.Sequential(lstm), {nn.LSTM}).state_dict()
     with pytest.raises(NotImplementedError, match=r"no dynamic quantized form of \['Conv2d'\]"):
         tq.quantize_dynamic(nn.Sequential(lstm), {nn.Conv2d})
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_qat_conv_bn_gradients_by_finite_differences(frozen):
+    """The QAT ConvBn forward (fake quantization off: its straight-through gradient is
+    checked in tests/test_quantization.py) differentiated through the batch-norm fold, in
+    float64: frozen (running statistics) and in training mode (the batch's statistics; the
+    running ones are put back after each call so that every call computes the same
+    function)."""
+    from minidl.testing import gradcheck
+
+    minidl.manual_seed(0)
+    fused = nni.ConvBnReLU2d(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU())
+    fused.qconfig = tq.get_default_qat_qconfig("x86")
+    m = nniqat.ConvBnReLU2d.from_float(fused).to(minidl.float64)
+    m.bn.running_var = minidl.tensor(np.array([0.5, 1.5, 2.0]), dtype=minidl.float64)
+    m.bn.running_mean = minidl.tensor(np.array([0.1, -0.2, 0.3]), dtype=minidl.float64)
+    m.weight_fake_quant.disable_fake_quant()
+    m.weight_fake_quant.disable_observer()
+    if frozen:
+        m.freeze_bn_stats()
+    saved = [b.numpy().copy() for b in (m.bn.running_mean, m.bn.running_var)]
+
+    def run(x, w, bn_w):
+        m._parameters["weight"], m.bn._parameters["weight"] = w, bn_w  # gradcheck's copies
+        out = m(x)
+        m.bn.running_mean = minidl.tensor(saved[0].copy())
+        m.bn.running_var = minidl.tensor(saved[1].copy())
+        return out
+
+    rng = np.random.default_rng(0)
+    x = minidl.tensor(rng.standard_normal((2, 2, 4, 4)), requires_grad=True, dtype=minidl.float64)
+    w = nn.Parameter(minidl.tensor(rng.standard_normal((3, 2, 3, 3)) * 0.5, dtype=minidl.float64))
+    bn_w = nn.Parameter(minidl.tensor(rng.uniform(0.5, 1.5, 3), dtype=minidl.float64))
+    assert gradcheck(run, [x, w, bn_w], eps=1e-6, atol=1e-5)
