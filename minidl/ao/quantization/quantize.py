@@ -143,12 +143,11 @@ def _observed_modules(model, targets):
 
 
 def _insert_observers(model, targets):
+    from ...nn import Identity
     from ..nn.quantized import FloatFunctional
 
     for _, mod in _observed_modules(model, targets):
         if isinstance(mod, FloatFunctional):  # its methods call activation_post_process
-            from ...nn import Identity
-
             if isinstance(mod.activation_post_process, Identity):
                 mod.activation_post_process = mod.qconfig.activation()
         elif "activation_post_process" not in mod._modules:
