@@ -911,3 +911,733 @@ def test_parametrizations_tutorial_runs_in_minidl():
     S = np.arange(16.).reshape(4, 4)
     np.testing.assert_array_equal(out["original"], np.triu(S + S.T))
     np.testing.assert_array_equal(out["w_sym"], S + S.T)
+
+
+# ---- 8. model ensembling: stack_module_state, functional_call on a meta model, vmap ---------
+def ensembling(tt, state=None, steps=3, meta=False):
+    nn, F = tt.nn, tt.nn.functional
+    from_func = importlib.import_module(tt.__name__ + ".func")
+    stack_module_state, functional_call = from_func.stack_module_state, from_func.functional_call
+    vmap, grad = from_func.vmap, from_func.grad
+
+    class SimpleMLP(nn.Module):
+        def __init__(self):
+            super(SimpleMLP, self).__init__()
+            self.fc1 = nn.Linear(36, 16)
+            self.fc2 = nn.Linear(16, 16)
+            self.fc3 = nn.Linear(16, 10)
+
+        def forward(self, x):
+            x = x.flatten(1)
+            x = self.fc1(x)
+            x = F.relu(x)
+            x = self.fc2(x)
+            x = F.relu(x)
+            return self.fc3(x)
+
+    num_models = 4
+    models = [SimpleMLP().double() for _ in range(num_models)]
+    for i, m in enumerate(models):
+        _load(m, tt, state, f"m{i}.")
+    if not steps:
+        return {"params": {k: v for i, m in enumerate(models) for k, v in _params(m, f"m{i}.").items()}}
+    rng = np.random.default_rng(19)
+    minibatches = tt.from_numpy(rng.standard_normal((num_models, 8, 1, 6, 6)))
+    minibatch = minibatches[0]
+    predictions_diff_minibatch_loop = [model(mb) for model, mb in zip(models, minibatches)]
+    predictions2 = [model(minibatch) for model in models]
+    params, buffers = stack_module_state(models)
+    import copy
+    base_model = copy.deepcopy(models[0])
+    if meta:  # the tutorial's line; minidl has no meta device (see the xfail below)
+        base_model = base_model.to('meta')
+
+    def fmodel(params, buffers, x):
+        return functional_call(base_model, (params, buffers), (x,))
+
+    predictions1_vmap = vmap(fmodel)(params, buffers, minibatches)
+    assert tt.allclose(predictions1_vmap, tt.stack(predictions_diff_minibatch_loop), atol=1e-12)
+    predictions2_vmap = vmap(fmodel, in_dims=(0, 0, None))(params, buffers, minibatch)
+    assert tt.allclose(predictions2_vmap, tt.stack(predictions2), atol=1e-12)
+    # train the whole ensemble at once: vmap over grad of a functional loss, SGD by hand
+    targets = tt.from_numpy(rng.integers(0, 10, (num_models, 8)))
+
+    def loss_fn(params, buffers, x, y):
+        return F.cross_entropy(fmodel(params, buffers, x), y)
+
+    losses = []
+    params = {k: v.detach() for k, v in params.items()}
+    for _ in range(steps):
+        grads = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0))(params, buffers, minibatches, targets)
+        loss = vmap(loss_fn)(params, buffers, minibatches, targets)
+        params = {k: params[k] - 0.5 * grads[k] for k in params}
+        losses.append(loss.tolist())
+    out = {f"m{i}.{k}": _np(v[i]) for k, v in params.items() for i in range(num_models)}
+    return {"losses": losses, "pred": _np(predictions1_vmap), "params": out}
+
+
+def test_model_ensembling_tutorial_runs_the_same():
+    out = _parity(ensembling)
+    assert np.all(np.array(out["losses"][-1]) < np.array(out["losses"][0]))
+
+
+def test_model_ensembling_tutorial_runs_in_minidl():
+    out = ensembling(minidl, steps=2)
+    assert out["pred"].shape == (4, 8, 10) and np.shape(out["losses"]) == (2, 4)
+
+
+def test_model_ensembling_tutorial_with_a_meta_base_model_runs_in_torch():
+    if torch is None:
+        pytest.skip("torch not installed")
+    assert ensembling(torch, steps=1, meta=True)["pred"].shape == (4, 8, 10)
+
+
+# minidl has no meta device (nn/utils.py says so for skip_init): a Module cannot be moved to one
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="minidl has no meta device")
+def test_model_ensembling_tutorial_with_a_meta_base_model_runs_in_minidl():
+    ensembling(minidl, steps=1, meta=True)
+
+
+# ---- 9. jacobians, hessians, hvp and vmap: autograd.grad rows, vjp, jacrev, jacfwd ----------
+def jacobians(tt, state=None, steps=1):
+    F = tt.nn.functional
+    from functools import partial
+    from_func = importlib.import_module(tt.__name__ + ".func")
+    vmap, vjp, jvp, jacrev, jacfwd, hessian, grad = (
+        from_func.vmap, from_func.vjp, from_func.jvp, from_func.jacrev, from_func.jacfwd,
+        from_func.hessian, from_func.grad)
+    rng = np.random.default_rng(20)
+    D = 6
+    weight = tt.from_numpy(rng.standard_normal((D, D)))
+    bias = tt.from_numpy(rng.standard_normal(D))
+    x = tt.from_numpy(rng.standard_normal(D))
+    if not steps:
+        return {"params": {"weight": _np(weight)}}
+
+    def predict(weight, bias, x):
+        return F.linear(x, weight, bias).tanh()
+
+    def compute_jac(xp):
+        jacobian_rows = [tt.autograd.grad(predict(weight, bias, xp), xp, vec)[0]
+                         for vec in unit_vectors]
+        return tt.stack(jacobian_rows)
+
+    xp = x.clone().requires_grad_()
+    unit_vectors = tt.eye(D, dtype=tt.float64)
+    jacobian = compute_jac(xp)
+    _, vjp_fn = vjp(partial(predict, weight, bias), x)
+    ft_jacobian, = vmap(vjp_fn)(unit_vectors)
+    assert tt.allclose(ft_jacobian, jacobian)
+    ft_jacobian = jacrev(predict, argnums=2)(weight, bias, x)
+    assert tt.allclose(ft_jacobian, jacobian)
+    ft_jac_weight, ft_jac_bias = jacrev(predict, argnums=(0, 1))(weight, bias, x)
+    jacfwd_w = jacfwd(predict, argnums=0)(weight, bias, x)
+    assert tt.allclose(ft_jac_weight, jacfwd_w)
+    hess_api = hessian(predict, argnums=2)(weight, bias, x)
+    hess_fwdrev = jacfwd(jacrev(predict, argnums=2), argnums=2)(weight, bias, x)
+    assert tt.allclose(hess_api, hess_fwdrev)
+    batch_size = 5
+    xb = tt.from_numpy(rng.standard_normal((batch_size, D)))
+    compute_batch_jacobian = vmap(jacrev(predict, argnums=2), in_dims=(None, None, 0))
+    batch_jacobian0 = compute_batch_jacobian(weight, bias, xb)
+
+    def predict_with_output_summed(weight, bias, x):
+        return predict(weight, bias, x).sum(0)
+
+    batch_jacobian1 = jacrev(predict_with_output_summed, argnums=2)(weight, bias, xb).movedim(1, 0)
+    assert tt.allclose(batch_jacobian0, batch_jacobian1)
+    compute_batch_hessian = vmap(hessian(predict, argnums=2), in_dims=(None, None, 0))
+    batch_hess = compute_batch_hessian(weight, bias, xb)
+
+    def hvp(f, primals, tangents):
+        return jvp(grad(f), primals, tangents)[1]
+
+    def f(x):
+        return x.sin().sum()
+
+    tangent = tt.from_numpy(rng.standard_normal(D))
+    result = hvp(f, (x,), (tangent,))
+    return {"jac": _np(jacobian), "jac_w": _np(ft_jac_weight), "jac_b": _np(ft_jac_bias),
+            "hess": _np(hess_api), "batch_jac": _np(batch_jacobian0),
+            "batch_hess": _np(batch_hess), "hvp": _np(result), "params": {"weight": _np(weight)}}
+
+
+def test_jacobians_hessians_tutorial_runs_the_same():
+    out = _parity(jacobians, loss_rtol=1e-10, loss_atol=1e-13)
+    assert out["batch_hess"].shape == (5, 6, 6, 6)
+
+
+def test_jacobians_hessians_tutorial_runs_in_minidl():
+    out = jacobians(minidl)
+    np.testing.assert_allclose(out["hess"], np.swapaxes(out["hess"], 1, 2), atol=1e-12)
+
+
+# ---- 10. custom autograd Functions: LegendrePolynomial3, double backward, once_differentiable,
+# mark_non_differentiable, set_materialize_grads, needs_input_grad -------------------------------
+def custom_functions(tt, state=None, steps=40):
+    Function = tt.autograd.Function
+    once_differentiable = importlib.import_module(
+        tt.__name__ + ".autograd.function").once_differentiable
+
+    class LegendrePolynomial3(Function):
+        @staticmethod
+        def forward(ctx, input):
+            ctx.save_for_backward(input)
+            return 0.5 * (5 * input ** 3 - 3 * input)
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            input, = ctx.saved_tensors
+            return grad_output * 1.5 * (5 * input ** 2 - 1)
+
+    dtype = tt.float64
+    x = tt.linspace(-math.pi, math.pi, 200, dtype=dtype)
+    y = tt.sin(x)
+    init = state or {"a": np.array(0.0), "b": np.array(-1.0), "c": np.array(0.0),
+                     "d": np.array(0.3)}
+    a, b, c, d = (tt.full((), float(init[k]), dtype=dtype, requires_grad=True) for k in "abcd")
+    learning_rate = 5e-6
+    losses = []
+    for t in range(steps):
+        P3 = LegendrePolynomial3.apply
+        y_pred = a + b * P3(c + d * x)
+        loss = (y_pred - y).pow(2).sum()
+        losses.append(loss.item())
+        loss.backward()
+        with tt.no_grad():
+            a -= learning_rate * a.grad
+            b -= learning_rate * b.grad
+            c -= learning_rate * c.grad
+            d -= learning_rate * d.grad
+            a.grad = None
+            b.grad = None
+            c.grad = None
+            d.grad = None
+    params = {k: _np(v) for k, v in zip("abcd", (a, b, c, d))}
+    if not steps:
+        return {"params": params}
+
+    class Square(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x ** 2
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, = ctx.saved_tensors
+            return grad_out * 2 * x
+
+    class Exp(Function):
+        @staticmethod
+        def forward(ctx, x):
+            result = tt.exp(x)
+            ctx.save_for_backward(result)
+            return result
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            result, = ctx.saved_tensors
+            return result * grad_out
+
+    class Sinh(Function):
+        @staticmethod
+        def forward(ctx, x):
+            expx = tt.exp(x)
+            expnegx = tt.exp(-x)
+            ctx.save_for_backward(expx, expnegx)
+            return (expx - expnegx) / 2, expx, expnegx
+
+        @staticmethod
+        def backward(ctx, grad_out, _grad_out_exp, _grad_out_negexp):
+            expx, expnegx = ctx.saved_tensors
+            grad_input = grad_out * (expx + expnegx) / 2
+            grad_input += _grad_out_exp * expx
+            grad_input -= _grad_out_negexp * expnegx
+            return grad_input
+
+    def sinh(x):
+        return Sinh.apply(x)[0]
+
+    def _cube_forward(x):
+        return x ** 3
+
+    def _cube_backward(grad_out, x):
+        return grad_out * 3 * x ** 2
+
+    def _cube_backward_backward(grad_out, sav_grad_out, x):
+        return grad_out * sav_grad_out * 6 * x
+
+    def _cube_backward_backward_grad_out(grad_out, x):
+        return grad_out * 3 * x ** 2
+
+    class Cube(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return _cube_forward(x)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, = ctx.saved_tensors
+            return CubeBackward.apply(grad_out, x)
+
+    class CubeBackward(Function):
+        @staticmethod
+        def forward(ctx, grad_out, x):
+            ctx.save_for_backward(x, grad_out)
+            return _cube_backward(grad_out, x)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            x, sav_grad_out = ctx.saved_tensors
+            dx = _cube_backward_backward(grad_out, sav_grad_out, x)
+            dgrad_out = _cube_backward_backward_grad_out(grad_out, x)
+            return dgrad_out, dx
+
+    class OnceSquare(Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx, grad_out):
+            x, = ctx.saved_tensors
+            return 2 * x * grad_out
+
+    class SortWithIndices(Function):
+        @staticmethod
+        def forward(ctx, x):
+            values, idx = x.sort()
+            ctx.mark_non_differentiable(idx)
+            ctx.save_for_backward(x, idx)
+            return values, idx
+
+        @staticmethod
+        def backward(ctx, g, _g_idx):
+            x, idx = ctx.saved_tensors
+            grad_input = tt.zeros_like(x)
+            grad_input.index_add_(0, idx, g)
+            return grad_input
+
+    class ScaleMaybe(Function):
+        @staticmethod
+        def forward(ctx, x, k, y):
+            ctx.set_materialize_grads(False)
+            ctx.k = k
+            return x.clone(), y * 2
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            gx = g1 * ctx.k if g1 is not None else None
+            gy = g2 * 2 if g2 is not None and ctx.needs_input_grad[2] else None
+            return gx, None, gy
+
+    gradcheck, gradgradcheck = tt.autograd.gradcheck, tt.autograd.gradgradcheck
+    z = tt.from_numpy(np.random.default_rng(21).standard_normal(5)).requires_grad_()
+    facts = []
+    for fn in (Square.apply, Exp.apply, sinh, Cube.apply):
+        facts.append(bool(gradcheck(fn, z)) and bool(gradgradcheck(fn, z)))
+    v = tt.ones(5, dtype=dtype, requires_grad=True)  # a gradient that itself needs one
+    g, = tt.autograd.grad(OnceSquare.apply(z), z, v, create_graph=True)
+    try:
+        g.sum().backward()
+        facts.append("no error")
+    except RuntimeError as e:
+        facts.append("trying to differentiate twice a function that was marked with "
+                     "@once_differentiable" in str(e))
+    values, idx = SortWithIndices.apply(z)
+    facts.append((values.requires_grad, idx.requires_grad))
+    (values * tt.arange(5, dtype=dtype)).sum().backward()
+    sort_grad = _np(z.grad)
+    z.grad = None
+    w = tt.ones(3, dtype=dtype, requires_grad=True)
+    u = tt.ones(3, dtype=dtype, requires_grad=False)
+    o1, o2 = ScaleMaybe.apply(w, 3.0, u)
+    o1.sum().backward()  # o2 gets no gradient: g2 is None, not zeros
+    facts.append(w.grad.tolist())
+    hess = []
+    for fn in (Square.apply, Cube.apply, sinh):
+        g1, = tt.autograd.grad(fn(z).sum(), z, create_graph=True)
+        g2, = tt.autograd.grad(g1.sum(), z)
+        hess.append(_np(g2))
+    return {"losses": losses, "facts": repr(facts), "sort_grad": sort_grad,
+            "hess": np.array(hess), "params": params}
+
+
+def test_custom_function_tutorials_run_the_same():
+    out = _parity(custom_functions)
+    assert out["losses"][-1] < out["losses"][0]
+
+
+def test_custom_function_tutorials_run_in_minidl():
+    out = custom_functions(minidl, steps=3)
+    assert out["facts"].startswith("[True, True, True, True, True, (True, False), [3.0, 3.0, 3.0]")
+
+
+# ---- 11. text classification: EmbeddingBag with offsets, collate_fn, StepLR, clip_grad_norm_ --
+def text_classification(tt, state=None, steps=2):
+    nn = tt.nn
+    rng = np.random.default_rng(22)
+    words = ["w%d" % i for i in range(30)]
+    train_iter = []
+    for _ in range(40):  # label 1..4 biases which words the sentence uses
+        label = int(rng.integers(1, 5))
+        n = int(rng.integers(3, 9))
+        tokens = rng.choice(words[(label - 1) * 6:(label - 1) * 6 + 12], n)
+        train_iter.append((label, " ".join(tokens) + " ."))
+
+    def tokenizer(line):  # basic_english, for these sentences
+        return line.lower().replace(".", " . ").split()
+
+    counts = collections.Counter(tok for _, text in train_iter for tok in tokenizer(text))
+    itos = ["<unk>"] + sorted(counts, key=lambda w: (-counts[w], w))
+    stoi = {w: i for i, w in enumerate(itos)}
+
+    def vocab(tokens):
+        return [stoi.get(t, 0) for t in tokens]
+
+    def text_pipeline(x):
+        return vocab(tokenizer(x))
+
+    def label_pipeline(x):
+        return int(x) - 1
+
+    def collate_batch(batch):
+        label_list, text_list, offsets = [], [], [0]
+        for _label, _text in batch:
+            label_list.append(label_pipeline(_label))
+            processed_text = tt.tensor(text_pipeline(_text), dtype=tt.int64)
+            text_list.append(processed_text)
+            offsets.append(processed_text.size(0))
+        label_list = tt.tensor(label_list, dtype=tt.int64)
+        offsets = tt.tensor(offsets[:-1]).cumsum(dim=0)
+        text_list = tt.cat(text_list)
+        return label_list, text_list, offsets
+
+    class TextClassificationModel(nn.Module):
+        def __init__(self, vocab_size, embed_dim, num_class):
+            super(TextClassificationModel, self).__init__()
+            self.embedding = nn.EmbeddingBag(vocab_size, embed_dim, sparse=False)
+            self.fc = nn.Linear(embed_dim, num_class)
+            self.init_weights()
+
+        def init_weights(self):
+            initrange = 0.5
+            with tt.no_grad():  # the tutorial: self.embedding.weight.data.uniform_(...)
+                self.embedding.weight.uniform_(-initrange, initrange)
+                self.fc.weight.uniform_(-initrange, initrange)
+                self.fc.bias.zero_()
+
+        def forward(self, text, offsets):
+            embedded = self.embedding(text, offsets)
+            return self.fc(embedded)
+
+    num_class = len(set([label for (label, text) in train_iter]))
+    model = TextClassificationModel(len(itos), 8, num_class).double()
+    _load(model, tt, state)
+    criterion = tt.nn.CrossEntropyLoss()
+    optimizer = tt.optim.SGD(model.parameters(), lr=5)
+    scheduler = tt.optim.lr_scheduler.StepLR(optimizer, 1.0, gamma=0.1)
+    order = np.random.default_rng(23).permutation(len(train_iter))
+    split_train_ = tt.utils.data.Subset(train_iter, order[:32].tolist())
+    split_valid_ = tt.utils.data.Subset(train_iter, order[32:].tolist())
+    train_dataloader = tt.utils.data.DataLoader(split_train_, batch_size=8, shuffle=False,
+                                                collate_fn=collate_batch)
+    valid_dataloader = tt.utils.data.DataLoader(split_valid_, batch_size=8, shuffle=False,
+                                                collate_fn=collate_batch)
+
+    def train(dataloader):
+        model.train()
+        total_acc, total_count = 0, 0
+        losses = []
+        for idx, (label, text, offsets) in enumerate(dataloader):
+            optimizer.zero_grad()
+            predicted_label = model(text, offsets)
+            loss = criterion(predicted_label, label)
+            loss.backward()
+            tt.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+            optimizer.step()
+            total_acc += (predicted_label.argmax(1) == label).sum().item()
+            total_count += label.size(0)
+            losses.append(loss.item())
+        return losses
+
+    def evaluate(dataloader):
+        model.eval()
+        total_acc, total_count = 0, 0
+        with tt.no_grad():
+            for idx, (label, text, offsets) in enumerate(dataloader):
+                predicted_label = model(text, offsets)
+                total_acc += (predicted_label.argmax(1) == label).sum().item()
+                total_count += label.size(0)
+        return total_acc / total_count
+
+    total_accu = None
+    losses, accus, lrs = [], [], []
+    for epoch in range(1, steps + 1):
+        losses += train(train_dataloader)
+        accu_val = evaluate(valid_dataloader)
+        if total_accu is not None and total_accu > accu_val:
+            scheduler.step()
+        else:
+            total_accu = accu_val
+        accus.append(accu_val)
+        lrs.append(scheduler.get_last_lr()[0])
+
+    def predict(text, text_pipeline):
+        with tt.no_grad():
+            text = tt.tensor(text_pipeline(text))
+            output = model(text, tt.tensor([0]))
+            return output.argmax(1).item() + 1
+
+    guess = predict("w1 w2 w3 unknownword .", text_pipeline)
+    return {"losses": losses, "accus": accus, "lrs": lrs, "guess": guess, "params": _params(model)}
+
+
+def test_text_classification_tutorial_trains_the_same():
+    _parity(text_classification, steps=3)
+
+
+def test_text_classification_tutorial_runs_in_minidl():
+    out = text_classification(minidl, steps=2)
+    assert 1 <= out["guess"] <= 4 and np.isfinite(out["losses"]).all()
+
+
+# ---- 12. chatbot: packed bidirectional GRU encoder, Luong attention, masked NLL, teacher forcing
+def chatbot(tt, state=None, steps=3):
+    import itertools
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+    PAD_token, SOS_token, EOS_token = 0, 1, 2
+    device = tt.device("cpu")
+    pairs = [["hi there", "hello friend"], ["how are you", "i am fine thanks"],
+             ["what is your name", "i am a bot"], ["good night", "sleep well"],
+             ["see you", "bye"], ["where are you", "i am here"]]
+    words = sorted({w for p in pairs for s in p for w in s.split(" ")})
+    word2index = {w: i + 3 for i, w in enumerate(words)}
+    index2word = {i: w for w, i in word2index.items()}
+    index2word.update({PAD_token: "PAD", SOS_token: "SOS", EOS_token: "EOS"})
+    num_words = len(word2index) + 3
+
+    def indexesFromSentence(sentence):
+        return [word2index[word] for word in sentence.split(' ')] + [EOS_token]
+
+    def zeroPadding(l, fillvalue=PAD_token):  # noqa: E741 (the tutorial's name)
+        return list(itertools.zip_longest(*l, fillvalue=fillvalue))
+
+    def binaryMatrix(l, value=PAD_token):  # noqa: E741
+        m = []
+        for i, seq in enumerate(l):
+            m.append([])
+            for token in seq:
+                m[i].append(0 if token == PAD_token else 1)
+        return m
+
+    def inputVar(l):  # noqa: E741
+        indexes_batch = [indexesFromSentence(sentence) for sentence in l]
+        lengths = tt.tensor([len(indexes) for indexes in indexes_batch])
+        padList = zeroPadding(indexes_batch)
+        return tt.LongTensor(padList), lengths
+
+    def outputVar(l):  # noqa: E741
+        indexes_batch = [indexesFromSentence(sentence) for sentence in l]
+        max_target_len = max([len(indexes) for indexes in indexes_batch])
+        padList = zeroPadding(indexes_batch)
+        mask = binaryMatrix(padList)
+        mask = tt.BoolTensor(mask)
+        return tt.LongTensor(padList), mask, max_target_len
+
+    def batch2TrainData(pair_batch):
+        pair_batch.sort(key=lambda x: len(x[0].split(" ")), reverse=True)
+        input_batch, output_batch = [], []
+        for pair in pair_batch:
+            input_batch.append(pair[0])
+            output_batch.append(pair[1])
+        inp, lengths = inputVar(input_batch)
+        output, mask, max_target_len = outputVar(output_batch)
+        return inp, lengths, output, mask, max_target_len
+
+    class EncoderRNN(nn.Module):
+        def __init__(self, hidden_size, embedding, n_layers=1, dropout=0):
+            super(EncoderRNN, self).__init__()
+            self.n_layers = n_layers
+            self.hidden_size = hidden_size
+            self.embedding = embedding
+            self.gru = nn.GRU(hidden_size, hidden_size, n_layers,
+                              dropout=(0 if n_layers == 1 else dropout), bidirectional=True)
+
+        def forward(self, input_seq, input_lengths, hidden=None):
+            embedded = self.embedding(input_seq)
+            packed = nn.utils.rnn.pack_padded_sequence(embedded, input_lengths)
+            outputs, hidden = self.gru(packed, hidden)
+            outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs)
+            outputs = outputs[:, :, :self.hidden_size] + outputs[:, :, self.hidden_size:]
+            return outputs, hidden
+
+    class Attn(nn.Module):
+        def __init__(self, method, hidden_size):
+            super(Attn, self).__init__()
+            self.method = method
+            if self.method not in ['dot', 'general', 'concat']:
+                raise ValueError(self.method, "is not an appropriate attention method.")
+            self.hidden_size = hidden_size
+            if self.method == 'general':
+                self.attn = nn.Linear(self.hidden_size, hidden_size)
+            elif self.method == 'concat':
+                self.attn = nn.Linear(self.hidden_size * 2, hidden_size)
+                self.v = nn.Parameter(tt.FloatTensor(hidden_size))
+
+        def dot_score(self, hidden, encoder_output):
+            return tt.sum(hidden * encoder_output, dim=2)
+
+        def general_score(self, hidden, encoder_output):
+            energy = self.attn(encoder_output)
+            return tt.sum(hidden * energy, dim=2)
+
+        def concat_score(self, hidden, encoder_output):
+            energy = self.attn(tt.cat((hidden.expand(encoder_output.size(0), -1, -1),
+                                       encoder_output), 2)).tanh()
+            return tt.sum(self.v * energy, dim=2)
+
+        def forward(self, hidden, encoder_outputs):
+            if self.method == 'general':
+                attn_energies = self.general_score(hidden, encoder_outputs)
+            elif self.method == 'concat':
+                attn_energies = self.concat_score(hidden, encoder_outputs)
+            elif self.method == 'dot':
+                attn_energies = self.dot_score(hidden, encoder_outputs)
+            attn_energies = attn_energies.t()
+            return F.softmax(attn_energies, dim=1).unsqueeze(1)
+
+    class LuongAttnDecoderRNN(nn.Module):
+        def __init__(self, attn_model, embedding, hidden_size, output_size, n_layers=1,
+                     dropout=0.1):
+            super(LuongAttnDecoderRNN, self).__init__()
+            self.attn_model = attn_model
+            self.hidden_size = hidden_size
+            self.output_size = output_size
+            self.n_layers = n_layers
+            self.dropout = dropout
+            self.embedding = embedding
+            self.embedding_dropout = nn.Dropout(dropout)
+            self.gru = nn.GRU(hidden_size, hidden_size, n_layers,
+                              dropout=(0 if n_layers == 1 else dropout))
+            self.concat = nn.Linear(hidden_size * 2, hidden_size)
+            self.out = nn.Linear(hidden_size, output_size)
+            self.attn = Attn(attn_model, hidden_size)
+
+        def forward(self, input_step, last_hidden, encoder_outputs):
+            embedded = self.embedding(input_step)
+            embedded = self.embedding_dropout(embedded)
+            rnn_output, hidden = self.gru(embedded, last_hidden)
+            attn_weights = self.attn(rnn_output, encoder_outputs)
+            context = attn_weights.bmm(encoder_outputs.transpose(0, 1))
+            rnn_output = rnn_output.squeeze(0)
+            context = context.squeeze(1)
+            concat_input = tt.cat((rnn_output, context), 1)
+            concat_output = tt.tanh(self.concat(concat_input))
+            output = self.out(concat_output)
+            output = F.softmax(output, dim=1)
+            return output, hidden
+
+    def maskNLLLoss(inp, target, mask):
+        nTotal = mask.sum()
+        crossEntropy = -tt.log(tt.gather(inp, 1, target.view(-1, 1)).squeeze(1))
+        loss = crossEntropy.masked_select(mask).mean()
+        loss = loss.to(device)
+        return loss, nTotal.item()
+
+    hidden_size, clip, teacher_forcing_ratio = 8, 50.0, 0.5
+    embedding = nn.Embedding(num_words, hidden_size)
+    encoder = EncoderRNN(hidden_size, embedding, 2, 0.0)
+    decoder = LuongAttnDecoderRNN('concat', embedding, hidden_size, num_words, 2, 0.0)
+    model = nn.ModuleDict({"encoder": encoder, "decoder": decoder}).double()
+    if state is None:
+        with tt.no_grad():
+            decoder.attn.v.uniform_(-0.1, 0.1)  # FloatTensor(n) is uninitialised memory
+    _load(model, tt, state)
+    encoder_optimizer = optim.Adam(encoder.parameters(), lr=0.01)
+    decoder_optimizer = optim.Adam(decoder.parameters(), lr=0.01 * 5.0)
+    coin = random.Random(24)
+    pick = random.Random(25)
+
+    def train(input_variable, lengths, target_variable, mask, max_target_len, batch_size):
+        encoder_optimizer.zero_grad()
+        decoder_optimizer.zero_grad()
+        lengths = lengths.to("cpu")
+        loss = 0
+        print_losses = []
+        n_totals = 0
+        encoder_outputs, encoder_hidden = encoder(input_variable, lengths)
+        decoder_input = tt.LongTensor([[SOS_token for _ in range(batch_size)]])
+        decoder_hidden = encoder_hidden[:decoder.n_layers]
+        use_teacher_forcing = True if coin.random() < teacher_forcing_ratio else False
+        for t in range(max_target_len):
+            decoder_output, decoder_hidden = decoder(decoder_input, decoder_hidden,
+                                                     encoder_outputs)
+            if use_teacher_forcing:
+                decoder_input = target_variable[t].view(1, -1)
+            else:
+                _, topi = decoder_output.topk(1)
+                decoder_input = tt.LongTensor([[topi[i][0] for i in range(batch_size)]])
+            mask_loss, nTotal = maskNLLLoss(decoder_output, target_variable[t], mask[t])
+            loss += mask_loss
+            print_losses.append(mask_loss.item() * nTotal)
+            n_totals += nTotal
+        loss.backward()
+        nn.utils.clip_grad_norm_(encoder.parameters(), clip)
+        nn.utils.clip_grad_norm_(decoder.parameters(), clip)
+        encoder_optimizer.step()
+        decoder_optimizer.step()
+        return sum(print_losses) / n_totals
+
+    class GreedySearchDecoder(nn.Module):
+        def __init__(self, encoder, decoder):
+            super(GreedySearchDecoder, self).__init__()
+            self.encoder = encoder
+            self.decoder = decoder
+
+        def forward(self, input_seq, input_length, max_length):
+            encoder_outputs, encoder_hidden = self.encoder(input_seq, input_length)
+            decoder_hidden = encoder_hidden[:decoder.n_layers]
+            decoder_input = tt.ones(1, 1, device=device, dtype=tt.long) * SOS_token
+            all_tokens = tt.zeros([0], device=device, dtype=tt.long)
+            all_scores = tt.zeros([0], device=device, dtype=tt.float64)
+            for _ in range(max_length):
+                decoder_output, decoder_hidden = self.decoder(decoder_input, decoder_hidden,
+                                                              encoder_outputs)
+                decoder_scores, decoder_input = tt.max(decoder_output, dim=1)
+                all_tokens = tt.cat((all_tokens, decoder_input), dim=0)
+                all_scores = tt.cat((all_scores, decoder_scores), dim=0)
+                decoder_input = tt.unsqueeze(decoder_input, 0)
+            return all_tokens, all_scores
+
+    losses = []
+    encoder.train()
+    decoder.train()
+    for iteration in range(steps):
+        batch = batch2TrainData([pick.choice(pairs) for _ in range(4)])
+        input_variable, lengths, target_variable, mask, max_target_len = batch
+        losses.append(train(input_variable, lengths, target_variable, mask, max_target_len, 4))
+    encoder.eval()
+    decoder.eval()
+    searcher = GreedySearchDecoder(encoder, decoder)
+    indexes_batch = [indexesFromSentence("how are you")]
+    lengths = tt.tensor([len(indexes) for indexes in indexes_batch])
+    input_batch = tt.LongTensor(indexes_batch).transpose(0, 1)
+    with tt.no_grad():
+        tokens, scores = searcher(input_batch, lengths, 5)
+    decoded_words = [index2word[token.item()] for token in tokens]
+    return {"losses": losses, "scores": _np(scores), "reply": " ".join(decoded_words),
+            "params": _params(model)}
+
+
+def test_chatbot_tutorial_trains_the_same():
+    _parity(chatbot, steps=4)
+
+
+def test_chatbot_tutorial_runs_in_minidl():
+    out = chatbot(minidl, steps=2)
+    assert len(out["reply"].split()) == 5 and ((out["scores"] > 0) & (out["scores"] <= 1)).all()

@@ -642,6 +642,17 @@ class _FirstOrderOnly(Function):
         return self.op
 
 
+class _OnceDifferentiable(_FirstOrderOnly):
+    """The node behind a gradient that a custom function's ``@once_differentiable`` backward
+    gave in a pass with create_graph=True: a second backward raises with PyTorch's words (its
+    DelayedError's RuntimeError; NotImplementedError is one), naming the function."""
+
+    def backward(self, g):
+        raise NotImplementedError(
+            f"trying to differentiate twice a function that was marked with "
+            f"@once_differentiable ({self.op})")
+
+
 def first_order_only(fn, g):
     """``fn``'s input gradients from its array ``backward``, as Tensors that depend on ``g``
     and on fn's inputs but refuse to be differentiated (see _FirstOrderOnly)."""
@@ -658,15 +669,16 @@ def first_order_only(fn, g):
                  for a in grads)
 
 
-def refusing_second_order(value, deps, op):
+def refusing_second_order(value, deps, op, node_type=None):
     """``value`` (an array or a Tensor, computed outside the graph) as a Tensor that depends on
     ``deps`` but refuses to be differentiated, naming ``op``; a plain Tensor where nothing in
-    ``deps`` requires grad or graph mode is off."""
+    ``deps`` requires grad or graph mode is off. ``node_type`` (a _FirstOrderOnly by default)
+    says how the refusal reads."""
     data = value.data if isinstance(value, Tensor) else value
     t = Tensor(data, dtype=data.dtype)
     deps = [d for d in deps if d.requires_grad]
     if deps and _grad_enabled and is_differentiable(t.data.dtype):
-        node = _FirstOrderOnly()
+        node = (node_type or _FirstOrderOnly)()
         node.op, node.inputs = op, deps
         t.requires_grad, t._ctx = True, node
     return t
@@ -904,7 +916,7 @@ def once_differentiable(backward):
         deps = [g for g in grads if isinstance(g, Tensor)] + list(getattr(ctx, "_graph_inputs", ()))
         name = f"{type(ctx).__name__}Backward"
         single = not isinstance(result, tuple)
-        out = tuple(None if r is None else refusing_second_order(r, deps, name)
+        out = tuple(None if r is None else refusing_second_order(r, deps, name, _OnceDifferentiable)
                     for r in ((result,) if single else result))
         return out[0] if single else out
     return wrapper
