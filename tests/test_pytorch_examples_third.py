@@ -1641,3 +1641,172 @@ def test_chatbot_tutorial_trains_the_same():
 def test_chatbot_tutorial_runs_in_minidl():
     out = chatbot(minidl, steps=2)
     assert len(out["reply"].split()) == 5 and ((out["scores"] > 0) & (out["scores"] <= 1)).all()
+
+
+# ---- 13. "What is torch.nn really": manual weights -> nn.Module -> optim -> DataLoader -> CNN --
+def nn_really(tt, state=None, steps=2):
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+    TensorDataset, DataLoader = tt.utils.data.TensorDataset, tt.utils.data.DataLoader
+    rng = np.random.default_rng(26)
+    # the tutorial maps torch.tensor over its (float32) arrays; minidl.tensor makes float32 of
+    # a float64 array by design (docs/from-pytorch.md), so from_numpy keeps these float64
+    x_train, y_train, x_valid, y_valid = map(
+        tt.from_numpy, (rng.random((48, 64)), rng.integers(0, 10, 48), rng.random((16, 64)),
+                        rng.integers(0, 10, 16)))
+    n, c = x_train.shape
+    bs, lr, epochs = 16, 0.5, steps
+    init = state or {"weights": (rng.standard_normal((64, 10)) / math.sqrt(64)),
+                     "lin.weight": rng.standard_normal((10, 64)) / 8, "lin.bias": np.zeros(10)}
+    weights = tt.from_numpy(init["weights"].copy())
+    weights.requires_grad_()
+    bias = tt.zeros(10, requires_grad=True, dtype=tt.float64)
+
+    class Lambda(nn.Module):
+        def __init__(self, func):
+            super().__init__()
+            self.func = func
+
+        def forward(self, x):
+            return self.func(x)
+
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 8, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 10, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), Lambda(lambda x: x.view(x.size(0), -1)),
+    ).double()
+    _load(cnn, tt, state, "cnn.")
+    if not steps:
+        return {"params": {**{k: np.asarray(v) for k, v in init.items()}, **_params(cnn, "cnn.")}}
+
+    def log_softmax(x):
+        return x - x.exp().sum(-1).log().unsqueeze(-1)
+
+    def model(xb):
+        return log_softmax(xb @ weights + bias)
+
+    def nll(input, target):
+        return -input[range(target.shape[0]), target].mean()
+
+    def accuracy(out, yb):
+        preds = tt.argmax(out, dim=1)
+        return (preds == yb).float().mean()
+
+    loss_func = nll
+    out = {"first_loss": loss_func(model(x_train[0:bs]), y_train[0:bs]).item()}
+    for epoch in range(epochs):
+        for i in range((n - 1) // bs + 1):
+            start_i = i * bs
+            end_i = start_i + bs
+            xb = x_train[start_i:end_i]
+            yb = y_train[start_i:end_i]
+            pred = model(xb)
+            loss = loss_func(pred, yb)
+            loss.backward()
+            with tt.no_grad():
+                weights -= weights.grad * lr
+                bias -= bias.grad * lr
+                weights.grad.zero_()
+                bias.grad.zero_()
+    out["manual"] = [loss_func(model(xb), yb).item(), accuracy(model(xb), yb).item()]
+    loss_func = F.cross_entropy
+
+    def model(xb):  # noqa: F811 (the tutorial redefines it)
+        return xb @ weights + bias
+
+    out["cross_entropy"] = loss_func(model(xb), yb).item()
+
+    class Mnist_Logistic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(64, 10)
+
+        def forward(self, xb):
+            return self.lin(xb)
+
+    def get_model():
+        model = Mnist_Logistic().double()
+        model.load_state_dict({k: tt.from_numpy(np.asarray(init[k]).copy())
+                               for k in ("lin.weight", "lin.bias")})
+        return model, optim.SGD(model.parameters(), lr=lr)
+
+    model, opt = get_model()
+
+    def fit_by_hand():
+        for epoch in range(epochs):
+            for i in range((n - 1) // bs + 1):
+                xb = x_train[i * bs:i * bs + bs]
+                yb = y_train[i * bs:i * bs + bs]
+                loss = loss_func(model(xb), yb)
+                loss.backward()
+                with tt.no_grad():
+                    for p in model.parameters():
+                        p -= p.grad * lr
+                    model.zero_grad()
+
+    fit_by_hand()
+    out["module"] = loss_func(model(xb), yb).item()
+    train_ds = TensorDataset(x_train, y_train)
+    valid_ds = TensorDataset(x_valid, y_valid)
+
+    def get_data(train_ds, valid_ds, bs):
+        return (DataLoader(train_ds, batch_size=bs, shuffle=False),
+                DataLoader(valid_ds, batch_size=bs * 2))
+
+    def loss_batch(model, loss_func, xb, yb, opt=None):
+        loss = loss_func(model(xb), yb)
+        if opt is not None:
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return loss.item(), len(xb)
+
+    history = []
+
+    def fit(epochs, model, loss_func, opt, train_dl, valid_dl):
+        for epoch in range(epochs):
+            model.train()
+            for xb, yb in train_dl:
+                loss_batch(model, loss_func, xb, yb, opt)
+            model.eval()
+            with tt.no_grad():
+                losses, nums = zip(*[loss_batch(model, loss_func, xb, yb) for xb, yb in valid_dl])
+            val_loss = np.sum(np.multiply(losses, nums)) / np.sum(nums)
+            history.append(val_loss)
+
+    train_dl, valid_dl = get_data(train_ds, valid_ds, bs)
+    model, opt = get_model()
+    fit(epochs, model, loss_func, opt, train_dl, valid_dl)
+
+    def preprocess(x, y):
+        return x.view(-1, 1, 8, 8), y
+
+    class WrappedDataLoader:
+        def __init__(self, dl, func):
+            self.dl = dl
+            self.func = func
+
+        def __len__(self):
+            return len(self.dl)
+
+        def __iter__(self):
+            for b in self.dl:
+                yield (self.func(*b))
+
+    train_dl = WrappedDataLoader(train_dl, preprocess)
+    valid_dl = WrappedDataLoader(valid_dl, preprocess)
+    opt = optim.SGD(cnn.parameters(), lr=0.1, momentum=0.9)
+    fit(epochs, cnn, loss_func, opt, train_dl, valid_dl)
+    out["history"] = history
+    params = {"weights": _np(weights), "bias": _np(bias), "lin.weight": _np(model.lin.weight),
+              "lin.bias": _np(model.lin.bias), **_params(cnn, "cnn.")}
+    return {**out, "params": params}
+
+
+def test_what_is_torch_nn_really_runs_the_same():
+    _parity(nn_really)
+
+
+def test_what_is_torch_nn_really_runs_in_minidl():
+    out = nn_really(minidl, steps=2)
+    assert len(out["history"]) == 4 and np.isfinite(out["history"]).all()
