@@ -1810,3 +1810,650 @@ def test_what_is_torch_nn_really_runs_the_same():
 def test_what_is_torch_nn_really_runs_in_minidl():
     out = nn_really(minidl, steps=2)
     assert len(out["history"]) == 4 and np.isfinite(out["history"]).all()
+
+
+# ---- 14. knowledge distillation: temperature-scaled soft targets, KL, cosine hidden loss -----
+def distillation(tt, state=None, steps=2):
+    nn, optim = tt.nn, tt.optim
+
+    class DeepNN(nn.Module):
+        def __init__(self, num_classes=10):
+            super(DeepNN, self).__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, kernel_size=3, padding=1), nn.ReLU(),
+                nn.Conv2d(8, 8, kernel_size=3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2, stride=2),
+                nn.Conv2d(8, 8, kernel_size=3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2, stride=2))
+            self.classifier = nn.Sequential(nn.Linear(8 * 2 * 2, 16), nn.ReLU(), nn.Dropout(0.0),
+                                            nn.Linear(16, num_classes))
+
+        def forward(self, x):
+            x = self.features(x)
+            flattened_conv_output = tt.flatten(x, 1)
+            x = self.classifier(flattened_conv_output)
+            flattened_conv_output_after_pooling = tt.nn.functional.avg_pool1d(
+                flattened_conv_output, 2)
+            return x, flattened_conv_output_after_pooling
+
+    class LightNN(nn.Module):
+        def __init__(self, num_classes=10):
+            super(LightNN, self).__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 4, kernel_size=3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2, stride=2),
+                nn.Conv2d(4, 4, kernel_size=3, padding=1), nn.ReLU(),
+                nn.MaxPool2d(kernel_size=2, stride=2))
+            self.classifier = nn.Sequential(nn.Linear(4 * 2 * 2, 8), nn.ReLU(), nn.Dropout(0.0),
+                                            nn.Linear(8, num_classes))
+
+        def forward(self, x):
+            x = self.features(x)
+            flattened_conv_output = tt.flatten(x, 1)
+            x = self.classifier(flattened_conv_output)
+            return x, flattened_conv_output
+
+    teacher, student = DeepNN().double(), LightNN().double()
+    _load(teacher, tt, state, "teacher.")
+    _load(student, tt, state, "student.")
+    rng = np.random.default_rng(27)
+    data = tt.utils.data.TensorDataset(tt.from_numpy(rng.standard_normal((24, 3, 8, 8))),
+                                       tt.from_numpy(rng.integers(0, 10, 24)))
+    train_loader = tt.utils.data.DataLoader(data, batch_size=8, shuffle=False)
+
+    def train(model, train_loader, epochs, learning_rate):
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.Adam(model.parameters(), lr=learning_rate)
+        model.train()
+        losses = []
+        for epoch in range(epochs):
+            running_loss = 0.0
+            for inputs, labels in train_loader:
+                optimizer.zero_grad()
+                outputs, _ = model(inputs)
+                loss = criterion(outputs, labels)
+                loss.backward()
+                optimizer.step()
+                running_loss += loss.item()
+            losses.append(running_loss / len(train_loader))
+        return losses
+
+    def train_knowledge_distillation(teacher, student, train_loader, epochs, learning_rate, T,
+                                     soft_target_loss_weight, ce_loss_weight, kl_div=False):
+        ce_loss = nn.CrossEntropyLoss()
+        optimizer = optim.Adam(student.parameters(), lr=learning_rate)
+        teacher.eval()
+        student.train()
+        losses = []
+        for epoch in range(epochs):
+            running_loss = 0.0
+            for inputs, labels in train_loader:
+                optimizer.zero_grad()
+                with tt.no_grad():
+                    teacher_logits, _ = teacher(inputs)
+                student_logits, _ = student(inputs)
+                soft_targets = nn.functional.softmax(teacher_logits / T, dim=-1)
+                soft_prob = nn.functional.log_softmax(student_logits / T, dim=-1)
+                if kl_div:
+                    soft_targets_loss = nn.functional.kl_div(
+                        soft_prob, soft_targets, reduction='batchmean') * (T ** 2)
+                else:
+                    soft_targets_loss = (tt.sum(soft_targets * (soft_targets.log() - soft_prob))
+                                         / soft_prob.size()[0] * (T ** 2))
+                label_loss = ce_loss(student_logits, labels)
+                loss = soft_target_loss_weight * soft_targets_loss + ce_loss_weight * label_loss
+                loss.backward()
+                optimizer.step()
+                running_loss += loss.item()
+            losses.append(running_loss / len(train_loader))
+        return losses
+
+    def train_cosine_loss(teacher, student, train_loader, epochs, learning_rate,
+                          hidden_rep_loss_weight, ce_loss_weight):
+        ce_loss = nn.CrossEntropyLoss()
+        cosine_loss = nn.CosineEmbeddingLoss()
+        optimizer = optim.Adam(student.parameters(), lr=learning_rate)
+        teacher.eval()
+        student.train()
+        losses = []
+        for epoch in range(epochs):
+            running_loss = 0.0
+            for inputs, labels in train_loader:
+                optimizer.zero_grad()
+                with tt.no_grad():
+                    _, teacher_hidden_representation = teacher(inputs)
+                student_logits, student_hidden_representation = student(inputs)
+                hidden_rep_loss = cosine_loss(student_hidden_representation,
+                                              teacher_hidden_representation,
+                                              target=tt.ones(inputs.size(0), dtype=tt.float64))
+                label_loss = ce_loss(student_logits, labels)
+                loss = hidden_rep_loss_weight * hidden_rep_loss + ce_loss_weight * label_loss
+                loss.backward()
+                optimizer.step()
+                running_loss += loss.item()
+            losses.append(running_loss / len(train_loader))
+        return losses
+
+    def test(model, test_loader):
+        model.eval()
+        correct, total = 0, 0
+        with tt.no_grad():
+            for inputs, labels in test_loader:
+                outputs, _ = model(inputs)
+                _, predicted = tt.max(outputs.data if tt is torch else outputs, 1)
+                total += labels.size(0)
+                correct += (predicted == labels).sum().item()
+        return 100 * correct / total
+
+    if not steps:
+        return {"params": {**_params(teacher, "teacher."), **_params(student, "student.")}}
+    out = {"teacher": train(teacher, train_loader, steps, 0.001)}
+    out["teacher_acc"] = test(teacher, train_loader)
+    total_params_deep = "{:,}".format(sum(p.numel() for p in teacher.parameters()))
+    total_params_light = "{:,}".format(sum(p.numel() for p in student.parameters()))
+    out["sizes"] = total_params_deep + " " + total_params_light
+    out["kd"] = train_knowledge_distillation(teacher, student, train_loader, steps, 0.001, T=2,
+                                             soft_target_loss_weight=0.25, ce_loss_weight=0.75)
+    out["kd_kl"] = train_knowledge_distillation(teacher, student, train_loader, 1, 0.001, T=2,
+                                                soft_target_loss_weight=0.25,
+                                                ce_loss_weight=0.75, kl_div=True)
+    out["cosine"] = train_cosine_loss(teacher, student, train_loader, steps, 0.001,
+                                      hidden_rep_loss_weight=0.25, ce_loss_weight=0.75)
+    out["student_acc"] = test(student, train_loader)
+    return {**out, "params": {**_params(teacher, "teacher."), **_params(student, "student.")}}
+
+
+def test_knowledge_distillation_tutorial_trains_the_same():
+    _parity(distillation)
+
+
+def test_knowledge_distillation_tutorial_runs_in_minidl():
+    out = distillation(minidl, steps=1)
+    assert out["sizes"].count(",") >= 1 and np.isfinite(out["kd"] + out["cosine"]).all()
+
+
+# ---- 15. forward-mode AD: dual numbers, modules with dual parameters, custom jvp, func.jvp ---
+def forward_ad(tt, state=None, steps=1):
+    nn = tt.nn
+    fwAD = importlib.import_module(tt.__name__ + ".autograd.forward_ad")
+    from_func = importlib.import_module(tt.__name__ + ".func")
+    functional_call = from_func.functional_call
+    rng = np.random.default_rng(28)
+    primal = tt.from_numpy(rng.standard_normal((4, 4)))
+    tangent = tt.from_numpy(rng.standard_normal((4, 4)))
+    model = nn.Linear(5, 5).double()
+    _load(model, tt, state)
+    if not steps:
+        return {"params": _params(model)}
+
+    def fn(x, y):
+        return x ** 2 + y ** 2
+
+    facts = []
+    with fwAD.dual_level():
+        dual_input = fwAD.make_dual(primal, tangent)
+        facts.append(fwAD.unpack_dual(dual_input).tangent is tangent)
+        dual_input_alt = fwAD.make_dual(primal, tangent.T)
+        facts.append(fwAD.unpack_dual(dual_input_alt).tangent is tangent)
+        plain_tensor = tt.from_numpy(rng.standard_normal((4, 4)))
+        dual_output = fn(dual_input, plain_tensor)
+        jvp = fwAD.unpack_dual(dual_output).tangent
+    facts.append(fwAD.unpack_dual(dual_output).tangent is None)
+    input = tt.from_numpy(rng.standard_normal((3, 5)))
+    params = {name: p for name, p in model.named_parameters()}
+    tangents = {name: tt.from_numpy(rng.random(tuple(p.shape))) for name, p in params.items()}
+    with fwAD.dual_level():
+        for name, p in params.items():
+            delattr(model, name)
+            setattr(model, name, fwAD.make_dual(p, tangents[name]))
+        out = model(input)
+        jvp_module = fwAD.unpack_dual(out).tangent
+    for name, p in params.items():  # put the parameters back
+        delattr(model, name)
+        model.register_parameter(name, p)
+    with fwAD.dual_level():
+        dual_params = {name: fwAD.make_dual(p, tangents[name]) for name, p in params.items()}
+        out = functional_call(model, dual_params, input)
+        jvp_functional = fwAD.unpack_dual(out).tangent
+
+    class Fn(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, foo):
+            result = tt.exp(foo)
+            ctx.result = result
+            return result
+
+        @staticmethod
+        def jvp(ctx, gI):
+            gO = gI * ctx.result
+            del ctx.result
+            return gO
+
+    fn_ = Fn.apply
+    x = tt.from_numpy(rng.standard_normal(5)).requires_grad_()
+    t = tt.from_numpy(rng.standard_normal(5))
+    with fwAD.dual_level():
+        dual_input = fwAD.make_dual(x, t)
+        dual_output = fn_(dual_input)
+        jvp_custom = fwAD.unpack_dual(dual_output).tangent
+    facts.append(bool(tt.autograd.gradcheck(Fn.apply, (x,), check_forward_ad=True,
+                                            check_backward_ad=False, check_undefined_grad=False,
+                                            check_batched_grad=False)))
+    x2 = tt.from_numpy(rng.standard_normal(4))
+    y2 = tt.from_numpy(rng.standard_normal(4))
+    u, v = tt.ones(4, dtype=tt.float64), tt.from_numpy(rng.standard_normal(4))
+    primal_out, tangent_out = from_func.jvp(fn, (x2, y2), (u, v))
+
+    def func_params(params, input):
+        return functional_call(model, params, input)
+
+    _, jvp_out = from_func.jvp(lambda p: func_params(p, input), (params,), (tangents,))
+    return {"facts": repr(facts), "jvp": _np(jvp), "jvp_module": _np(jvp_module),
+            "jvp_functional": _np(jvp_functional), "jvp_custom": _np(jvp_custom),
+            "func_jvp": [_np(primal_out), _np(tangent_out)], "func_params": _np(jvp_out),
+            "params": _params(model)}
+
+
+def test_forward_mode_ad_tutorial_runs_the_same():
+    _parity(forward_ad)
+
+
+def test_forward_mode_ad_tutorial_runs_in_minidl():
+    out = forward_ad(minidl)
+    np.testing.assert_allclose(out["jvp_module"], out["jvp_functional"], rtol=1e-12)
+    np.testing.assert_allclose(out["jvp_module"], out["func_params"], rtol=1e-12)
+
+
+# ---- 16. neural tangent kernels: jacobian contraction and NTK-vector products with func ----
+def ntk(tt, state=None, steps=1):
+    nn = tt.nn
+    from_func = importlib.import_module(tt.__name__ + ".func")
+    functional_call, vmap, vjp, jvp, jacrev = (from_func.functional_call, from_func.vmap,
+                                               from_func.vjp, from_func.jvp, from_func.jacrev)
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, (3, 3))
+            self.conv2 = nn.Conv2d(4, 4, (3, 3))
+            self.conv3 = nn.Conv2d(4, 4, (3, 3))
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            x = self.conv1(x)
+            x = x.relu()
+            x = self.conv2(x)
+            x = x.relu()
+            x = self.conv3(x)
+            x = x.mean((2, 3))
+            return self.fc(x)
+
+    net = CNN().double()
+    _load(net, tt, state)
+    if not steps:
+        return {"params": _params(net)}
+    rng = np.random.default_rng(29)
+    x_train = tt.from_numpy(rng.standard_normal((4, 3, 8, 8)))
+    x_test = tt.from_numpy(rng.standard_normal((3, 3, 8, 8)))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+
+    def fnet_single(params, x):
+        return functional_call(net, params, (x.unsqueeze(0),)).squeeze(0)
+
+    def empirical_ntk_jacobian_contraction(fnet_single, params, x1, x2, compute='full'):
+        jac1 = vmap(jacrev(fnet_single), (None, 0))(params, x1)
+        jac1 = jac1.values()
+        jac1 = [j.flatten(2) for j in jac1]
+        jac2 = vmap(jacrev(fnet_single), (None, 0))(params, x2)
+        jac2 = jac2.values()
+        jac2 = [j.flatten(2) for j in jac2]
+        if compute == 'full':
+            einsum_expr = 'Naf,Mbf->NMab'
+        elif compute == 'trace':
+            einsum_expr = 'Naf,Maf->NM'
+        elif compute == 'diagonal':
+            einsum_expr = 'Naf,Maf->NMa'
+        else:
+            assert False
+        result = tt.stack([tt.einsum(einsum_expr, j1, j2) for j1, j2 in zip(jac1, jac2)])
+        return result.sum(0)
+
+    def empirical_ntk_ntk_vps(func, params, x1, x2, compute='full'):
+        def get_ntk(x1, x2):
+            def func_x1(params):
+                return func(params, x1)
+
+            def func_x2(params):
+                return func(params, x2)
+
+            output, vjp_fn = vjp(func_x1, params)
+
+            def get_ntk_slice(vec):
+                vjps = vjp_fn(vec)
+                _, jvps = jvp(func_x2, (params,), vjps)
+                return jvps
+
+            basis = tt.eye(output.numel(), dtype=output.dtype, device=output.device).view(
+                output.numel(), -1)
+            return vmap(get_ntk_slice)(basis)
+
+        result = vmap(vmap(get_ntk, (None, 0)), (0, None))(x1, x2)
+        if compute == 'full':
+            return result
+        if compute == 'trace':
+            return tt.einsum('NMKK->NM', result)
+        if compute == 'diagonal':
+            return tt.einsum('NMKK->NMK', result)
+
+    out = {}
+    for compute in ('full', 'trace', 'diagonal'):
+        out["jac_" + compute] = _np(empirical_ntk_jacobian_contraction(fnet_single, params,
+                                                                       x_train, x_test, compute))
+    out["ntk_vps"] = _np(empirical_ntk_ntk_vps(fnet_single, params, x_train, x_test, 'full'))
+    return {**out, "params": _params(net)}
+
+
+def test_neural_tangent_kernels_tutorial_runs_the_same():
+    _parity(ntk, loss_rtol=1e-9, loss_atol=1e-12)
+
+
+def test_neural_tangent_kernels_tutorial_runs_in_minidl():
+    out = ntk(minidl)
+    assert out["jac_full"].shape == (4, 3, 3, 3)
+    np.testing.assert_allclose(out["ntk_vps"], out["jac_full"], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(out["jac_trace"], np.einsum("NMKK->NM", out["jac_full"]),
+                               rtol=1e-10)
+
+
+# ---- 17. convolutional autoencoder: Conv2d down, ConvTranspose2d up, MSE, Adam with decay ----
+def conv_autoencoder(tt, state=None, steps=4):
+    nn = tt.nn
+
+    class Autoencoder(nn.Module):
+        def __init__(self):
+            super(Autoencoder, self).__init__()
+            self.encoder = nn.Sequential(
+                nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Conv2d(8, 16, 4))
+            self.decoder = nn.Sequential(
+                nn.ConvTranspose2d(16, 8, 4), nn.ReLU(),
+                nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
+                nn.ConvTranspose2d(4, 1, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid())
+
+        def forward(self, x):
+            encoded = self.encoder(x)
+            decoded = self.decoder(encoded)
+            return decoded
+
+    model = Autoencoder().double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(30)
+    images = tt.from_numpy(rng.random((12, 1, 16, 16)))
+    loader = tt.utils.data.DataLoader(tt.utils.data.TensorDataset(images), batch_size=4)
+    criterion = nn.MSELoss()
+    optimizer = tt.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    outputs, losses = [], []
+    for epoch in range(steps):
+        for (img,) in loader:
+            recon = model(img)
+            loss = criterion(recon, img)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        losses.append(loss.item())
+        outputs.append((epoch, img, recon))
+    with tt.no_grad():
+        code = model.encoder(images[:2])
+    return {"losses": losses, "code": _np(code),
+            "recon": _np(outputs[-1][2]) if outputs else np.zeros(1), "params": _params(model)}
+
+
+def test_conv_autoencoder_trains_the_same():
+    _parity(conv_autoencoder)
+
+
+def test_conv_autoencoder_runs_in_minidl():
+    out = conv_autoencoder(minidl, steps=2)
+    assert out["code"].shape == (2, 16, 1, 1) and out["recon"].shape == (4, 1, 16, 16)
+
+
+# ---- 18. siamese network: shared tower on pairs, BCELoss, Adadelta + StepLR; and a cosine ---
+# embedding variant with CosineEmbeddingLoss on -1/1 pair labels
+def siamese(tt, state=None, steps=3):
+    nn, F, optim = tt.nn, tt.nn.functional, tt.optim
+
+    class SiameseNetwork(nn.Module):
+        def __init__(self):
+            super(SiameseNetwork, self).__init__()
+            self.resnet = nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2), nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8),
+                nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
+            self.fc_in_features = 8
+            self.fc = nn.Sequential(nn.Linear(self.fc_in_features * 2, 16), nn.ReLU(inplace=True),
+                                    nn.Linear(16, 1))
+            self.sigmoid = nn.Sigmoid()
+            self.resnet.apply(self.init_weights)
+            self.fc.apply(self.init_weights)
+
+        def init_weights(self, m):
+            if isinstance(m, nn.Linear):
+                tt.nn.init.xavier_uniform_(m.weight)
+                tt.nn.init.constant_(m.bias, 0.01)  # the example: m.bias.data.fill_(0.01)
+
+        def forward_once(self, x):
+            output = self.resnet(x)
+            output = output.view(output.size()[0], -1)
+            return output
+
+        def forward(self, input1, input2):
+            output1 = self.forward_once(input1)
+            output2 = self.forward_once(input2)
+            output = tt.cat((output1, output2), 1)
+            output = self.fc(output)
+            output = self.sigmoid(output)
+            return output
+
+    model = SiameseNetwork().double()
+    _load(model, tt, state)
+    if not steps:
+        return {"params": _params(model)}
+    rng = np.random.default_rng(31)
+    digits = rng.random((5, 1, 8, 8))
+    pair_rng = np.random.default_rng(32)
+
+    def make_pairs(n):
+        a, b, same = [], [], []
+        for _ in range(n):
+            i = int(pair_rng.integers(5))
+            j = i if pair_rng.random() < 0.5 else int(pair_rng.integers(5))
+            a.append(digits[i] + 0.1 * pair_rng.standard_normal((1, 8, 8)))
+            b.append(digits[j] + 0.1 * pair_rng.standard_normal((1, 8, 8)))
+            same.append(float(i == j))
+        return tt.from_numpy(np.array(a)), tt.from_numpy(np.array(b)), tt.tensor(
+            same, dtype=tt.float64)
+
+    optimizer = optim.Adadelta(model.parameters(), lr=1.0)
+    scheduler = tt.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
+    criterion = nn.BCELoss()
+    losses = []
+    model.train()
+    for epoch in range(steps):
+        for batch_idx in range(2):
+            images_1, images_2, targets = make_pairs(6)
+            optimizer.zero_grad()
+            outputs = model(images_1, images_2).squeeze()
+            loss = criterion(outputs, targets)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        scheduler.step()
+    model.eval()
+    test_loss, correct = 0, 0
+    with tt.no_grad():
+        images_1, images_2, targets = make_pairs(8)
+        outputs = model(images_1, images_2).squeeze()
+        test_loss += criterion(outputs, targets).sum().item()
+        pred = tt.where(outputs > 0.5, 1, 0)
+        correct += pred.eq(targets.view_as(pred)).sum().item()
+    # the cosine embedding variant: the shared tower's embeddings, targets in {1, -1}
+    tower = model.resnet
+    cos_opt = optim.SGD(tower.parameters(), lr=0.1, momentum=0.9)
+    cosine = nn.CosineEmbeddingLoss(margin=0.2)
+    model.train()
+    for _ in range(steps):
+        images_1, images_2, targets = make_pairs(6)
+        e1 = model.forward_once(images_1)
+        e2 = model.forward_once(images_2)
+        loss = cosine(e1, e2, 2 * targets - 1)
+        cos_opt.zero_grad()
+        loss.backward()
+        cos_opt.step()
+        losses.append(loss.item())
+    sim = F.cosine_similarity(e1, e2).detach()
+    return {"losses": losses, "test_loss": test_loss, "correct": correct,
+            "lr": scheduler.get_last_lr(), "sim": _np(sim), "params": _params(model)}
+
+
+def test_siamese_network_trains_the_same():
+    _parity(siamese)
+
+
+def test_siamese_network_runs_in_minidl():
+    out = siamese(minidl, steps=2)
+    assert 0 <= out["correct"] <= 8 and np.isclose(out["lr"][0], 0.49)
+    assert (np.abs(out["sim"]) <= 1 + 1e-12).all()
+
+
+# ---- 19. optimizing model parameters: train/test loops over several optimizers and schedulers,
+# gradient accumulation, and a checkpoint dict saved mid-training and resumed ------------------
+def optimizing(tt, state=None, steps=4, interrupt=None):
+    nn = tt.nn
+    lr_scheduler = tt.optim.lr_scheduler
+
+    class NeuralNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.flatten = nn.Flatten()
+            self.linear_relu_stack = nn.Sequential(nn.Linear(16, 12), nn.ReLU(),
+                                                   nn.Linear(12, 12), nn.ReLU(),
+                                                   nn.Linear(12, 4))
+
+        def forward(self, x):
+            x = self.flatten(x)
+            return self.linear_relu_stack(x)
+
+    rng = np.random.default_rng(33)
+    X = tt.from_numpy(rng.standard_normal((32, 4, 4)))
+    y = tt.from_numpy(rng.integers(0, 4, 32))
+    train_dataloader = tt.utils.data.DataLoader(tt.utils.data.TensorDataset(X, y), batch_size=8)
+    test_dataloader = tt.utils.data.DataLoader(tt.utils.data.TensorDataset(X[:16], y[:16]),
+                                               batch_size=16)
+    loss_fn = nn.CrossEntropyLoss()
+    accumulation_steps = 2
+
+    def train_loop(dataloader, model, loss_fn, optimizer, scheduler=None, accumulate=False):
+        model.train()
+        losses = []
+        for batch, (X, y) in enumerate(dataloader):
+            pred = model(X)
+            loss = loss_fn(pred, y)
+            if accumulate:  # gradients of two batches make one step
+                (loss / accumulation_steps).backward()
+                if (batch + 1) % accumulation_steps == 0:
+                    optimizer.step()
+                    optimizer.zero_grad()
+            else:
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad()
+            if isinstance(scheduler, (lr_scheduler.OneCycleLR,
+                                      lr_scheduler.CosineAnnealingWarmRestarts)):
+                scheduler.step()
+            losses.append(loss.item())
+        return losses
+
+    def test_loop(dataloader, model, loss_fn):
+        model.eval()
+        size = len(dataloader.dataset)
+        num_batches = len(dataloader)
+        test_loss, correct = 0, 0
+        with tt.no_grad():
+            for X, y in dataloader:
+                pred = model(X)
+                test_loss += loss_fn(pred, y).item()
+                correct += (pred.argmax(1) == y).type(tt.float).sum().item()
+        return test_loss / num_batches, correct / size
+
+    recipes = [
+        ("sgd", lambda p: tt.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+         lambda o: lr_scheduler.OneCycleLR(o, max_lr=0.5, total_steps=4 * steps + 1)),
+        ("adam", lambda p: tt.optim.Adam(p, lr=0.01),
+         lambda o: lr_scheduler.ReduceLROnPlateau(o, mode='min', factor=0.5, patience=0)),
+        ("adamw", lambda p: tt.optim.AdamW(p, lr=0.01, weight_decay=0.1),
+         lambda o: lr_scheduler.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2, eta_min=1e-4)),
+        ("rmsprop", lambda p: tt.optim.RMSprop(p, lr=0.01, momentum=0.5), lambda o: None),
+        ("adagrad_accum", lambda p: tt.optim.Adagrad(p, lr=0.1), lambda o: None),
+    ]
+    out, params = {}, {}
+    for name, make_opt, make_sched in recipes:
+        model = NeuralNetwork().double()
+        _load(model, tt, state, name + ".")
+        optimizer = make_opt(model.parameters())
+        scheduler = make_sched(optimizer)
+        losses, lrs, tests = [], [], []
+        t = 0
+        while t < steps:
+            losses += train_loop(train_dataloader, model, loss_fn, optimizer, scheduler,
+                                 accumulate=name.endswith("accum"))
+            test_loss, correct = test_loop(test_dataloader, model, loss_fn)
+            tests += [test_loss, correct]
+            if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(test_loss)
+            lrs.append(optimizer.param_groups[0]['lr'])
+            t += 1
+            if interrupt == t:  # save a checkpoint, rebuild everything from it and go on
+                buffer = io.BytesIO()
+                tt.save({'epoch': t, 'model_state_dict': model.state_dict(),
+                         'optimizer_state_dict': optimizer.state_dict(),
+                         'scheduler_state_dict': None if scheduler is None
+                         else scheduler.state_dict(), 'loss': losses[-1]}, buffer)
+                buffer.seek(0)
+                checkpoint = tt.load(buffer, weights_only=True)
+                model = NeuralNetwork().double()
+                model.load_state_dict(checkpoint['model_state_dict'])
+                optimizer = make_opt(model.parameters())
+                scheduler = make_sched(optimizer)  # before the optimizer's state: it sets lrs
+                optimizer.load_state_dict(checkpoint['optimizer_state_dict'])
+                if scheduler is not None:
+                    scheduler.load_state_dict(checkpoint['scheduler_state_dict'])
+                t = checkpoint['epoch']
+                assert checkpoint['loss'] == losses[-1]
+        out[name] = losses + tests + lrs
+        params.update(_params(model, name + "."))
+    return {**out, "params": params}
+
+
+def test_optimizing_model_parameters_tutorial_runs_the_same():
+    _parity(optimizing)
+
+
+def test_optimizing_model_parameters_resumes_from_a_checkpoint_as_torch():
+    _parity(optimizing, interrupt=2)
+
+
+def test_optimizing_model_parameters_resumed_run_is_the_straight_run():
+    start = optimizing(minidl, steps=0)["params"]
+    straight = optimizing(minidl, state=start)
+    resumed = optimizing(minidl, state=start, interrupt=2)
+    for key in straight:
+        if key != "params":
+            np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
+    for k in straight["params"]:
+        np.testing.assert_array_equal(resumed["params"][k], straight["params"][k], err_msg=k)
+
+
+def test_optimizing_model_parameters_runs_in_minidl():
+    out = optimizing(minidl, steps=3)
+    assert all(np.isfinite(v).all() for k, v in out.items() if k != "params")
