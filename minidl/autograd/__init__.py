@@ -700,6 +700,10 @@ class _TensorStyle(Function):
         """The user's backward on Tensors: in a pass with create_graph=True it runs in graph
         mode, so its gradients are differentiable where its ops are, as in PyTorch."""
         ctx, shapes = self.ctx, self.shapes
+        if type(ctx).backward is Function.backward and getattr(type(ctx), "jvp", None):
+            # a function with only a forward-mode formula (the forward AD tutorial's): its
+            # gradient is the transpose of its jvp, which forward AD's double-vjp reads
+            return _JvpTransposed.apply(g, self)
         if len(shapes) == 1:
             grads = [g]
         else:
@@ -763,6 +767,44 @@ class _TensorStyle(Function):
         if getattr(self.ctx, "_saved_packed", None) is not None:
             self.ctx._saved_packed = None
         super().free()
+
+
+class _JvpTransposed(Function):
+    """The input gradients of a custom function that defines ``jvp`` and no ``backward``, as a
+    recorded op of the output cotangent ``g`` (packed as _TensorStyle packs it): ``J^T g``
+    itself needs the missing backward, so only a zero ``g`` is taken (the double-vjp
+    construction of forward AD and func.jvp differentiates at zero) and any other refuses as
+    torch does; the op's own gradient, ``J t`` for input tangents ``t``, is the user's
+    ``jvp``. So forward AD through such a function gives its jvp's tangent."""
+
+    @staticmethod
+    def forward(ctx, g, node):
+        if get_array_module(g.data).any(g.data):
+            raise NotImplementedError(
+                "You must implement either the backward or vjp method for your custom "
+                f"autograd.Function to use it with backward mode AD ({type(node.ctx).__name__} "
+                "defines only jvp, which forward AD uses)")
+        ctx.node = node
+        return tuple(Tensor(get_array_module(t.data).zeros(t.shape, t.data.dtype))
+                     for t in node.inputs)
+
+    @staticmethod
+    def backward(ctx, *tangents):
+        node = ctx.node
+        user = node.ctx
+        given = [None] * user._n_args
+        for t, i, x in zip(tangents, user._tensor_args, node.inputs):
+            given[i] = t if t is not None else Tensor(
+                get_array_module(x.data).zeros(x.shape, x.data.dtype))
+        out = type(user).jvp(user, *given)
+        outs = out if isinstance(out, tuple) else (out,)
+        pieces = [o for (shape, dtype, graded), o in zip(node.outputs, outs) if graded]
+        if len(pieces) == 1:
+            return pieces[0].reshape(node.shapes[0]), None
+        return concat([p.reshape(-1) for p in pieces]), None
+
+
+concat = None  # ops.cat (one dimension), set by minidl's __init__: autograd imports nothing above
 
 
 def _broadcasts_to(shape, target):
