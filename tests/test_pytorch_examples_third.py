@@ -2457,3 +2457,177 @@ def test_optimizing_model_parameters_resumed_run_is_the_straight_run():
 def test_optimizing_model_parameters_runs_in_minidl():
     out = optimizing(minidl, steps=3)
     assert all(np.isfinite(v).all() for k, v in out.items() if k != "params")
+
+
+# ---- what the programs found, each fix with its own test ------------------------------------
+def _gradcheck_keeps_grad(tt):
+    x = tt.tensor([0.5, -1.0, 2.0], dtype=tt.float64, requires_grad=True)
+    before = x.grad
+    assert tt.autograd.gradcheck(lambda v: (v ** 3).sum(), (x,))
+    untouched = x.grad is before
+    x.grad = tt.full((3,), 7.0, dtype=tt.float64)  # a gradient the caller holds survives too
+    assert tt.autograd.gradgradcheck(lambda v: (v ** 3).sum(), (x,))
+    return untouched, x.grad.tolist()
+
+
+def test_gradcheck_leaves_the_inputs_grad_alone():
+    """gradcheck took its gradients by backward(): it cleared .grad, then left its own
+    projected gradient there (the custom Function tutorial's later backward read the sum)."""
+    assert _gradcheck_keeps_grad(minidl) == (True, [7.0, 7.0, 7.0])
+
+
+def test_gradcheck_leaves_the_inputs_grad_alone_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _gradcheck_keeps_grad(minidl) == _gradcheck_keeps_grad(torch)
+
+
+def _jvp_only(tt, wrong=False):
+    class Exp(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, foo):
+            result = tt.exp(foo)
+            ctx.result = result
+            return result
+
+        @staticmethod
+        def jvp(ctx, gI):
+            return gI * ctx.result * (2 if wrong else 1)
+
+    class Two(tt.autograd.Function):  # two outputs, a non-Tensor argument between two inputs
+        @staticmethod
+        def forward(ctx, x, k, y):
+            ctx.save_for_forward(x, y)
+            ctx.k = k
+            return x * y * k, x.sin()
+
+        @staticmethod
+        def jvp(ctx, tx, _, ty):
+            x, y = ctx.saved_tensors
+            return (tx * y + x * ty) * ctx.k, tx * x.cos()
+
+    return Exp, Two
+
+
+def _forward_ad_of_jvp_only(tt):
+    fwAD = importlib.import_module(tt.__name__ + ".autograd.forward_ad")
+    Exp, Two = _jvp_only(tt)
+    x = tt.tensor([0.5, -1.0, 2.0], dtype=tt.float64)
+    y = tt.tensor([1.5, 0.25, -3.0], dtype=tt.float64)
+    tx = tt.tensor([1.0, 2.0, -1.0], dtype=tt.float64)
+    ty = tt.tensor([0.5, 0.0, 4.0], dtype=tt.float64)
+    with fwAD.dual_level():
+        e = fwAD.unpack_dual(Exp.apply(fwAD.make_dual(x, tx))).tangent
+        a, b = Two.apply(fwAD.make_dual(x, tx), 3.0, fwAD.make_dual(y, ty))
+        ta, tb = fwAD.unpack_dual(a).tangent, fwAD.unpack_dual(b).tangent
+    checks = [tt.autograd.gradcheck(Exp.apply, (x.clone().requires_grad_(),),
+                                    check_forward_ad=True, check_backward_ad=False),
+              tt.autograd.gradcheck(_jvp_only(tt, wrong=True)[0].apply,
+                                    (x.clone().requires_grad_(),), check_forward_ad=True,
+                                    check_backward_ad=False, raise_exception=False)]
+    xr = x.clone().requires_grad_()
+    with pytest.raises(NotImplementedError, match="backward or vjp method"):
+        Exp.apply(xr).sum().backward()
+    return [t.detach().numpy() for t in (e, ta, tb)], checks
+
+
+def test_a_custom_function_with_only_jvp_runs_forward_mode():
+    """The forward AD tutorial's Function defines jvp and no backward: minidl's forward AD
+    (built on reverse mode) called the missing backward and raised NotImplementedError."""
+    tangents, checks = _forward_ad_of_jvp_only(minidl)
+    x, y = np.array([0.5, -1.0, 2.0]), np.array([1.5, 0.25, -3.0])
+    tx, ty = np.array([1.0, 2.0, -1.0]), np.array([0.5, 0.0, 4.0])
+    np.testing.assert_allclose(tangents[0], tx * np.exp(x))
+    np.testing.assert_allclose(tangents[1], 3 * (tx * y + x * ty))
+    np.testing.assert_allclose(tangents[2], tx * np.cos(x))
+    assert checks == [True, False]
+    # func.jvp too (torch's func transforms want setup_context-style functions; minidl's
+    # take this one as well)
+    _, j = minidl.func.jvp(_jvp_only(minidl)[0].apply, (minidl.from_numpy(x),),
+                           (minidl.from_numpy(tx),))
+    np.testing.assert_allclose(j.numpy(), tx * np.exp(x))
+
+
+def test_a_custom_function_with_only_jvp_runs_forward_mode_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, our_checks = _forward_ad_of_jvp_only(minidl)
+    theirs, their_checks = _forward_ad_of_jvp_only(torch)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert our_checks == their_checks
+
+
+def test_gradcheck_takes_torchs_mode_keywords():
+    x = minidl.tensor([0.5, -1.0], dtype=minidl.float64, requires_grad=True)
+    assert minidl.autograd.gradcheck(lambda v: v.sin() * v, (x,), check_forward_ad=True,
+                                     check_undefined_grad=False, nondet_tol=0.0, fast_mode=True)
+    with pytest.raises(ValueError, match="both False"):
+        minidl.autograd.gradcheck(lambda v: v * 2, (x,), check_backward_ad=False)
+    with pytest.raises(NotImplementedError, match="check_batched_grad"):
+        minidl.autograd.gradcheck(lambda v: v * 2, (x,), check_batched_grad=True)
+
+
+def _once_differentiable_twice(tt):
+    once = importlib.import_module(tt.__name__ + ".autograd.function").once_differentiable
+
+    class Square(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        @once
+        def backward(ctx, g):
+            x, = ctx.saved_tensors
+            return 2 * x * g
+
+    x = tt.tensor([1.0, 2.0], dtype=tt.float64, requires_grad=True)
+    v = tt.ones(2, dtype=tt.float64, requires_grad=True)
+    g, = tt.autograd.grad(Square.apply(x), x, v, create_graph=True)
+    with pytest.raises(RuntimeError) as info:
+        g.sum().backward()
+    return g.detach().numpy(), str(info.value)
+
+
+def test_once_differentiable_refuses_in_torchs_words():
+    got, message = _once_differentiable_twice(minidl)
+    np.testing.assert_array_equal(got, [2.0, 4.0])
+    assert message.startswith("trying to differentiate twice a function that was marked with "
+                              "@once_differentiable") and "SquareBackward" in message
+
+
+def test_once_differentiable_refuses_in_torchs_words_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = _once_differentiable_twice(minidl), _once_differentiable_twice(torch)
+    np.testing.assert_array_equal(ours[0], theirs[0])
+    assert ours[1].startswith(theirs[1])
+
+
+def _step_lr_periods(tt):
+    out = {}
+    for step_size in (1.0, 2.5, 0.5, 3):
+        p = tt.nn.Parameter(tt.zeros(1))
+        opt = tt.optim.SGD([p], lr=1.0)
+        sched = tt.optim.lr_scheduler.StepLR(opt, step_size, gamma=0.5)
+        lrs = []
+        for _ in range(6):
+            opt.step()
+            sched.step()
+            lrs.append(sched.get_last_lr()[0])
+        out[step_size] = (lrs, repr(sched.state_dict()["step_size"]))
+    return out
+
+
+def test_step_lr_takes_a_float_step_size():
+    """The text classification tutorial's StepLR(optimizer, 1.0, gamma=0.1) was refused."""
+    out = _step_lr_periods(minidl)
+    assert out[2.5] == ([1.0, 1.0, 1.0, 1.0, 0.5, 0.5], "2.5") and out[3][1] == "3"
+    p = minidl.nn.Parameter(minidl.zeros(1))
+    for bad in (0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ValueError, match="step_size must be a number > 0"):
+            minidl.optim.lr_scheduler.StepLR(minidl.optim.SGD([p], lr=1.0), bad)
+
+
+def test_step_lr_takes_a_float_step_size_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _step_lr_periods(minidl) == _step_lr_periods(torch)

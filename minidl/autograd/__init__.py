@@ -435,6 +435,15 @@ class Function:
             arrays = tuple(a.data for a in arrays if a is not None)
         self.saved = arrays
 
+    def save_for_forward(self, *tensors):
+        """In a PyTorch-style forward: keep Tensors (or None) for the function's ``jvp``,
+        where ``ctx.saved_tensors`` gives them back, as torch's."""
+        for i, a in enumerate(tensors):
+            if a is not None and not isinstance(a, Tensor):
+                raise TypeError("save_for_forward expects all arguments to be tensors; but "
+                                f"argument {i} is of type {type(a).__name__}")
+        self._saved_for_forward = tensors
+
     # PyTorch 2's style of custom function: ``forward(*args)`` without ctx, and
     # ``@staticmethod setup_context(ctx, inputs, output)`` to save what backward needs
     setup_context = None
@@ -796,7 +805,15 @@ class _JvpTransposed(Function):
         for t, i, x in zip(tangents, user._tensor_args, node.inputs):
             given[i] = t if t is not None else Tensor(
                 get_array_module(x.data).zeros(x.shape, x.data.dtype))
-        out = type(user).jvp(user, *given)
+        forward_saved = user.__dict__.get("_saved_for_forward")
+        if forward_saved is not None:  # in jvp, saved_tensors are those of save_for_forward
+            held = user.__dict__.get("_saved_tensors", ())
+            user._saved_tensors = forward_saved
+        try:
+            out = type(user).jvp(user, *given)
+        finally:
+            if forward_saved is not None:
+                user._saved_tensors = held
         outs = out if isinstance(out, tuple) else (out,)
         pieces = [o for (shape, dtype, graded), o in zip(node.outputs, outs) if graded]
         if len(pieces) == 1:
