@@ -1940,6 +1940,7 @@ def distillation(tt, state=None, steps=2):
         with tt.no_grad():
             for inputs, labels in test_loader:
                 outputs, _ = model(inputs)
+                # the tutorial's torch.max(outputs.data, 1): minidl's .data is the ndarray
                 _, predicted = tt.max(outputs.data if tt is torch else outputs, 1)
                 total += labels.size(0)
                 correct += (predicted == labels).sum().item()
