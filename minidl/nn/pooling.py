@@ -223,9 +223,8 @@ class Unflatten(Module):
         self.dim, self.unflattened_size = dim, unflattened_size
 
     def forward(self, input):
-        d = self.dim % input.ndim if input.ndim else 0
-        shape = tuple(input.shape[:d]) + tuple(self.unflattened_size) + tuple(input.shape[d + 1:])
-        return input.reshape(*shape)
+        # Tensor.unflatten checks the dim (no wrap-around) and that the sizes fill it
+        return input.unflatten(self.dim, tuple(self.unflattened_size))
 
     def extra_repr(self):
         return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

@@ -70,6 +70,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if (isinstance(input, Tensor) and isinstance(target, Tensor) and input.ndim >= 1
             and tuple(target.shape) == tuple(input.shape)):
         _F._check_loss_options("cross_entropy", reduction, label_smoothing)
+        if ignore_index != -100 and is_floating(target.data.dtype):
+            raise RuntimeError(f"cross_entropy: ignore_index is not supported for floating point "
+                               f"target (class probabilities), got ignore_index={ignore_index}")
         return _probability_loss(input, target, weight, reduction, float(label_smoothing))
     logits, rows, shape = _rows("cross_entropy", input, target)
     loss = _F.cross_entropy(logits, rows, weight, ignore_index, reduction, label_smoothing)

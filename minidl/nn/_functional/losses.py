@@ -58,6 +58,17 @@ def _same_shape(name, **named):
                              f"{a.shape}; they must be the same")
 
 
+def _broadcastable(name, **named):
+    """Shapes that broadcast together (torch's elementwise losses take them), else an error
+    naming each operand's shape."""
+    _tensors(name, **named)
+    try:
+        np.broadcast_shapes(*(tuple(t.shape) for t in named.values()))
+    except ValueError:
+        shapes = ", ".join(f"{what} {tuple(t.shape)}" for what, t in named.items())
+        raise ValueError(f"{name}: the shapes of {shapes} do not broadcast together") from None
+
+
 def _floats(name, *tensors):
     return _F._autocast_inputs(name, *tensors)
 
@@ -88,7 +99,7 @@ def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_
         warnings.warn("kl_div: reduction='mean' divides the total loss by both the batch size "
                       "and the support size, as PyTorch's; 'batchmean' divides by the batch "
                       "size only, which is the KL divergence", stacklevel=2)
-    _tensors(name, input=input, target=target)
+    _broadcastable(name, input=input, target=target)
     for t in (input, target):  # as torch's: its log-probabilities are real
         refuse_complex(name, t.data)
     input, target = _floats(name, input, target)
@@ -190,6 +201,7 @@ def margin_ranking_loss(input1, input2, target, margin=0, size_average=None, red
     if not (input1.ndim == input2.ndim == target.ndim):
         raise ValueError(f"{name}: input1 {input1.shape}, input2 {input2.shape} and target "
                          f"{target.shape} must have the same number of dims")
+    _broadcastable(name, input1=input1, input2=input2, target=target)
     input1, input2, target = _floats(name, input1, input2, target)
     return _reduce((-target * (input1 - input2) + margin).clamp(min=0), reduction)
 
@@ -200,7 +212,7 @@ def hinge_embedding_loss(input, target, margin=1.0, size_average=None, reduce=No
     name = "hinge_embedding_loss"
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(name, reduction)
-    _tensors(name, input=input, target=target)
+    _broadcastable(name, input=input, target=target)
     (input,) = _floats(name, input)
     t = target.data
     zero = input * 0.0
@@ -248,6 +260,11 @@ def cosine_embedding_loss(input1, input2, target, margin=0, size_average=None, r
         raise ValueError(f"{name}: expected input1 and input2 of the same 1-D or 2-D shape and "
                          f"a target with one dim fewer, got {input1.shape}, {input2.shape} and "
                          f"{target.shape}")
+    try:
+        np.broadcast_shapes(tuple(input1.shape[:-1]), tuple(target.shape))
+    except ValueError:
+        raise ValueError(f"{name}: target of shape {tuple(target.shape)} does not fit the "
+                         f"{tuple(input1.shape[:-1])} rows of input1 {tuple(input1.shape)}") from None
     input1, input2 = _floats(name, input1, input2)
     eps = 1e-12
     dot = (input1 * input2).sum(dim=-1)
@@ -288,7 +305,7 @@ def poisson_nll_loss(input, target, log_input=True, full=False, size_average=Non
     name = "poisson_nll_loss"
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(name, reduction)
-    _tensors(name, input=input, target=target)
+    _broadcastable(name, input=input, target=target)
     input, target = _floats(name, input, target)
     if log_input:
         loss = input.exp() - target * input

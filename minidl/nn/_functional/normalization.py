@@ -179,10 +179,17 @@ class VectorNorm(Function):
 
 
 def _vector_norm(name, x, p, dim, keepdim):
-    p = float(p)
-    if not np.isfinite(p) or p <= 0:
-        raise ValueError(f"{name}: p must be a finite positive number, got {p}")
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: p must be a number, got {p!r}") from None
+    if np.isnan(p):
+        raise ValueError(f"{name}: p must be a number, got nan")
     axes = reduction_axes(dim, x.ndim) if x.ndim else ()
+    if not np.isfinite(p) or p <= 0:
+        # 0 (count of non-zeros), +-inf (max / min of |x|) and negative p: PyTorch takes them
+        from ...math_ops import vector_norm
+        return vector_norm(x, p, dim=tuple(axes), keepdim=keepdim)
     return VectorNorm.apply(x, p=p, axes=tuple(axes), keepdim=keepdim)
 
 

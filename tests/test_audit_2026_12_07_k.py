@@ -1,0 +1,98 @@
+"""Audit of minidl's nn layers, functional ops and losses against torch 2.13 (less common
+configurations, argument checks, state left as it was on error): each test failed before
+its fix."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+from minidl.testing import gradcheck
+
+_RNG = np.random.default_rng(11)
+
+
+def _t(shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return minidl.tensor(a, dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def _parity(fm, ft, arrays, atol=1e-10):
+    """Forward and input gradients of fm (minidl) and ft (torch) on the same float64 arrays."""
+    torch = pytest.importorskip("torch")
+    mt = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    mo, to = fm(*mt), ft(*tt)
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol)
+    w = np.random.default_rng(5).standard_normal(tuple(to.shape))
+    (mo * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (to * torch.tensor(w)).sum().backward()
+    for m, t in zip(mt, tt):
+        mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
+        tg = np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy()
+        np.testing.assert_allclose(mg, tg, atol=atol)
+
+
+# ---- normalize / pairwise_distance: every p torch takes ---------------------------------
+
+@pytest.mark.parametrize("p", [0.0, float("inf"), -float("inf"), -1.5])
+def test_normalize_and_pairwise_distance_take_zero_infinite_and_negative_p(p):
+    x = _t((3, 4))
+    y = F.normalize(x, p=p, dim=1)
+    assert y.shape == (3, 4) and np.isfinite(y.numpy()).all()
+    d = F.pairwise_distance(x, _t((3, 4), 1), p=p)
+    assert d.shape == (3,)
+    if np.isfinite(p) and p != 0:
+        assert gradcheck(lambda a: F.normalize(a, p=p, dim=1), (_t((3, 4)),))
+
+
+@pytest.mark.parametrize("p", [0.0, float("inf"), -float("inf"), -1.5])
+def test_normalize_and_pairwise_distance_p_parity_with_torch(p):
+    torch = pytest.importorskip("torch")
+    a, b = (np.random.default_rng(s).standard_normal((3, 4)) for s in (1, 2))
+    _parity(lambda x: F.normalize(x, p=p, dim=0), lambda x: torch.nn.functional.normalize(
+        x, p=p, dim=0), [a])
+    _parity(lambda x, y: F.pairwise_distance(x, y, p=p, keepdim=True),
+            lambda x, y: torch.nn.functional.pairwise_distance(x, y, p=p, keepdim=True), [a, b])
+
+
+# ---- cross_entropy with class probabilities and an ignore_index --------------------------
+
+def test_cross_entropy_refuses_ignore_index_with_probability_targets():
+    logits = _t((3, 4))
+    probs = F.softmax(_t((3, 4), 1, requires_grad=False), dim=1)
+    with pytest.raises(RuntimeError, match="ignore_index is not supported for floating point"):
+        F.cross_entropy(logits, probs, ignore_index=1)
+    with pytest.raises(RuntimeError, match="ignore_index"):
+        nn.CrossEntropyLoss(ignore_index=0)(logits, probs)
+    F.cross_entropy(logits, probs)  # the default ignore_index is fine
+
+
+# ---- losses: operands of shapes that do not broadcast are named --------------------------
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: F.margin_ranking_loss(_t(3), _t(4), _t(3)), ["margin_ranking_loss", "(4,)"]),
+    (lambda: F.hinge_embedding_loss(_t(3), _t(4)), ["hinge_embedding_loss", "(3,)", "(4,)"]),
+    (lambda: F.cosine_embedding_loss(_t((3, 4)), _t((3, 4)), _t(4)),
+     ["cosine_embedding_loss", "(4,)", "(3, 4)"]),
+    (lambda: F.kl_div(_t((3, 4)), _t((4, 4)), reduction="sum"), ["kl_div", "(3, 4)", "(4, 4)"]),
+    (lambda: F.poisson_nll_loss(_t((3, 4)), _t((4, 4))), ["poisson_nll_loss", "(4, 4)"]),
+])
+def test_elementwise_losses_name_operands_that_do_not_broadcast(call, names):
+    with pytest.raises(ValueError) as info:
+        call()
+    for n in names:
+        assert n in str(info.value)
+
+
+# ---- Unflatten ---------------------------------------------------------------------------
+
+def test_unflatten_refuses_a_dim_out_of_range_instead_of_wrapping():
+    x = _t((2, 6))
+    with pytest.raises(IndexError, match="out of range"):
+        nn.Unflatten(3, (2, 3))(x)
+    with pytest.raises(IndexError, match="out of range"):
+        nn.Unflatten(-3, (2, 3))(x)
+    with pytest.raises(ValueError, match="unflatten: sizes"):
+        nn.Unflatten(1, (2, 2))(x)
+    assert nn.Unflatten(-1, [3, -1])(x).shape == (2, 3, 2)
