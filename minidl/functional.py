@@ -1594,6 +1594,12 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
                          "statistics) needs the batch count: use nn.BatchNorm2d(momentum=None)")
     if training and xd.size // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got {x.shape}")
+    if not is_floating(xd.dtype):  # before the running statistics move, as torch refuses it
+        raise TypeError(f"batch_norm: input must be a floating-point tensor, got {x.dtype}")
+    if training and not eps > 0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
+    if not eps >= 0:
+        raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
     for name, t in (("running_mean", rm), ("running_var", rv)):
         # arrays of the input's own type are on its device; compare names only otherwise
         if t is not None and type(t) is not type(xd) and device_of(t) != x.device:
@@ -1768,6 +1774,12 @@ def dropout(input, p=0.5, training=True, inplace=False):
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
         return input
+    if input.data.dtype.kind in "biu":  # the kept values are scaled by 1/(1-p): floats only
+        if p == 1:
+            return input.zero_() if inplace else Tensor(get_array_module(input.data).zeros_like(
+                input.data))
+        raise TypeError(f"dropout: input must be a floating-point tensor in training with "
+                        f"0 < p < 1 (the kept values are scaled by 1/(1-p)), got {input.dtype}")
     if inplace:
         return apply_in_place(input, lambda t: dropout(t, p, training), "dropout")
     if p == 1:
@@ -2078,8 +2090,13 @@ def _pad_gather(input, widths, amounts, mode, value):
     for d in range(input.ndim - dims, input.ndim):
         lo, hi = widths[d]
         n = input.shape[d]
-        if lo < 0 or hi < 0:
-            raise ValueError(f"{name}: mode {mode!r} needs non-negative padding, got ({lo}, "
+        if n + lo + hi <= 0:  # negative amounts crop (after padding, as torch's)
+            raise ValueError(f"{name}: padding ({lo}, {hi}) of dim {d} leaves no element of "
+                             f"its {n} (input shape {input.shape}, mode {mode!r})")
+        if mode == "circular" and min(lo, hi) < 0 < max(lo, hi):
+            # torch's kernel reads memory outside the input there: no answer to match
+            raise ValueError(f"{name}: mode 'circular' takes a crop (negative amount) and a pad "
+                             f"(positive amount) on one dim only in separate calls, got ({lo}, "
                              f"{hi}) for dim {d}")
         limit = n - 1 if mode == "reflect" else (n if mode == "circular" else None)
         if (limit is not None and max(lo, hi) > limit) or n == 0:

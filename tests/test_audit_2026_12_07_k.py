@@ -96,3 +96,67 @@ def test_unflatten_refuses_a_dim_out_of_range_instead_of_wrapping():
     with pytest.raises(ValueError, match="unflatten: sizes"):
         nn.Unflatten(1, (2, 2))(x)
     assert nn.Unflatten(-1, [3, -1])(x).shape == (2, 3, 2)
+
+
+# ---- batch_norm: integer input and eps refused before the running statistics move -------
+
+def test_batch_norm_refuses_an_integer_input_and_leaves_the_statistics_alone():
+    bn = nn.BatchNorm1d(3)
+    with pytest.raises(TypeError, match="floating-point"):
+        bn(minidl.ones(4, 3, dtype=minidl.int64))
+    assert np.array_equal(bn.running_mean.numpy(), np.zeros(3))
+    assert np.array_equal(bn.running_var.numpy(), np.ones(3))
+    assert int(bn.num_batches_tracked.item()) == 0
+
+
+@pytest.mark.parametrize("eps, training", [(0.0, True), (-1.0, True), (-1.0, False)])
+def test_batch_norm_refuses_a_non_positive_eps_as_torch(eps, training):
+    rm, rv = minidl.zeros(3), minidl.ones(3)
+    with pytest.raises(ValueError, match="batch_norm eps must be"):
+        F.batch_norm(minidl.randn(4, 3), rm, rv, training=training, eps=eps)
+    assert np.array_equal(rm.numpy(), np.zeros(3)) and np.array_equal(rv.numpy(), np.ones(3))
+    F.batch_norm(minidl.randn(4, 3), rm, rv, training=False, eps=0.0)  # torch takes it
+
+
+# ---- dropout of an integer tensor --------------------------------------------------------
+
+def test_dropout_refuses_an_integer_tensor_it_would_scale():
+    x = minidl.ones(2, 3, dtype=minidl.int64)
+    with pytest.raises(TypeError, match="dropout: input must be a floating-point"):
+        F.dropout(x, 0.5)
+    assert F.dropout(x, 1.0).dtype == minidl.int64 and not F.dropout(x, 1.0).numpy().any()
+    assert F.dropout(minidl.ones(2, dtype=minidl.bool), 1.0).dtype == minidl.bool
+    assert F.dropout(x, 0.5, training=False) is x
+
+
+# ---- reflect / replicate padding with negative amounts crop as torch ----------------------
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_negative_non_constant_padding_crops(mode):
+    x = _t((2, 3, 5))
+    y = F.pad(x, (-1, 2), mode=mode)
+    assert y.shape == (2, 3, 6)
+    assert gradcheck(lambda a: F.pad(a, (2, -3), mode=mode), (_t((1, 2, 5)),))
+    m = nn.ReflectionPad2d((-1, 2, 0, -1)) if mode == "reflect" else \
+        nn.ReplicationPad2d((-1, 2, 0, -1))
+    assert m(_t((1, 2, 4, 5))).shape == (1, 2, 3, 6)
+    with pytest.raises(ValueError, match="leaves no element"):
+        F.pad(x, (-3, -2), mode=mode)
+
+
+def test_circular_padding_crops_but_refuses_a_crop_and_a_pad_on_one_dim():
+    x = _t((2, 3, 5))
+    assert F.pad(x, (-1, -2), mode="circular").shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="circular"):
+        F.pad(x, (-1, 2), mode="circular")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_negative_non_constant_padding_parity_with_torch(mode):
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(3).standard_normal((2, 3, 5, 6))
+    pads = [(-1, -2, 0, -1), (-2, 0, -1, -1)] if mode == "circular" else \
+        [(-1, 2, 3, -2), (2, -4, -1, 1), (-1, -1, 0, 0)]
+    for pad in pads:
+        _parity(lambda x: F.pad(x, pad, mode=mode),
+                lambda x: torch.nn.functional.pad(x, pad, mode=mode), [a])
