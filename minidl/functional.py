@@ -535,6 +535,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     if min(stride) < 1 or min(padding) < 0:
         raise ValueError(f"conv2d: stride {stride} must be >= 1 and padding {padding} >= 0")
     kh, kw = ws[2:]
+    if min(kh, kw) < 1:  # an empty kernel sums nothing: torch refuses it
+        raise ValueError(f"conv2d: kernel size should be greater than zero, got kernel "
+                         f"{kh}x{kw} (weight {weight.shape})")
     if xs[2] + 2 * padding[0] < kh or xs[3] + 2 * padding[1] < kw:
         raise ValueError(f"conv2d: kernel {kh}x{kw} is larger than the padded input "
                          f"{xs[2] + 2 * padding[0]}x{xs[3] + 2 * padding[1]}")
@@ -1592,7 +1595,7 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
     if momentum is None:
         raise ValueError("batch_norm: momentum=None (a cumulative average of the batch "
                          "statistics) needs the batch count: use nn.BatchNorm2d(momentum=None)")
-    if training and xd.size // c <= 1:
+    if training and xd.size and xd.size // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel, got {x.shape}")
     if not is_floating(xd.dtype):  # before the running statistics move, as torch refuses it
         raise TypeError(f"batch_norm: input must be a floating-point tensor, got {x.dtype}")
@@ -1600,6 +1603,10 @@ def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, 
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if not eps >= 0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+    if xd.size == 0:  # an empty batch: an empty result, the running statistics as they were
+        if tracked is not None and training and rm is not None:
+            tracked += 1  # torch counts the batch all the same
+        return x * 1.0
     for name, t in (("running_mean", rm), ("running_var", rv)):
         # arrays of the input's own type are on its device; compare names only otherwise
         if t is not None and type(t) is not type(xd) and device_of(t) != x.device:

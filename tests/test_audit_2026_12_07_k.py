@@ -160,3 +160,74 @@ def test_negative_non_constant_padding_parity_with_torch(mode):
     for pad in pads:
         _parity(lambda x: F.pad(x, pad, mode=mode),
                 lambda x: torch.nn.functional.pad(x, pad, mode=mode), [a])
+
+
+# ---- convolutions with an empty kernel ---------------------------------------------------
+
+@pytest.mark.parametrize("fn, dims", [("conv1d", 1), ("conv2d", 2), ("conv3d", 3),
+                                      ("conv_transpose1d", 1), ("conv_transpose2d", 2),
+                                      ("conv_transpose3d", 3)])
+def test_convolution_refuses_an_empty_kernel(fn, dims):
+    x = minidl.randn(1, 1, *(5,) * dims)
+    w = minidl.randn(1, 1, *((3,) * (dims - 1) + (0,)))
+    with pytest.raises(ValueError, match="kernel size should be greater than zero"):
+        getattr(F, fn)(x, w)
+
+
+def test_conv2d_layer_and_core_op_refuse_an_empty_kernel():
+    with pytest.warns(UserWarning):  # torch's zero-element init warning
+        layer = nn.Conv2d(1, 1, (3, 0))
+    with pytest.raises(ValueError, match="kernel size should be greater than zero"):
+        layer(minidl.randn(1, 1, 5, 5))
+    with pytest.raises(ValueError, match="3x0"):
+        minidl.functional.conv2d(minidl.randn(1, 1, 5, 5), minidl.randn(1, 1, 3, 0))
+
+
+# ---- adaptive pools: nothing to pool from, and an empty batch ------------------------------
+
+@pytest.mark.parametrize("fn, shape", [
+    ("adaptive_avg_pool1d", (2, 3, 0)), ("adaptive_avg_pool2d", (1, 1, 0, 5)),
+    ("adaptive_avg_pool3d", (1, 2, 3, 0, 5)), ("adaptive_max_pool1d", (2, 3, 0)),
+    ("adaptive_max_pool2d", (3, 0, 4)), ("adaptive_max_pool3d", (1, 2, 3, 4, 0))])
+def test_adaptive_pools_refuse_an_input_without_positions(fn, shape):
+    with pytest.raises(ValueError, match="non-zero size for non-batch dimensions"):
+        getattr(F, fn)(minidl.randn(*shape), 2)
+
+
+@pytest.mark.parametrize("fn, shape, out", [
+    ("adaptive_max_pool1d", (0, 3, 5), (0, 3, 2)), ("adaptive_max_pool2d", (2, 0, 5, 4),
+                                                     (2, 0, 2, 2)),
+    ("adaptive_max_pool3d", (0, 2, 3, 4, 5), (0, 2, 2, 2, 2))])
+def test_adaptive_max_pool_of_an_empty_batch_is_empty(fn, shape, out):
+    x = minidl.randn(*shape, requires_grad=True)
+    y, idx = getattr(F, fn)(x, 2, return_indices=True)
+    assert y.shape == out and idx.shape == out and idx.dtype == minidl.int64
+    y.sum().backward()
+    assert x.grad.shape == shape
+
+
+# ---- normalisation layers on an empty batch ------------------------------------------------
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.BatchNorm2d(3), (0, 3, 2, 2)), (lambda: nn.BatchNorm1d(3), (0, 3)),
+    (lambda: nn.GroupNorm(2, 4), (0, 4, 3)),
+    (lambda: nn.InstanceNorm1d(3, affine=True, track_running_stats=True), (0, 3, 4))])
+@pytest.mark.parametrize("training", [True, False])
+def test_normalisation_of_an_empty_batch_is_empty_and_keeps_the_statistics(make, shape,
+                                                                           training):
+    m = make().train(training)
+    x = minidl.randn(*shape, requires_grad=True)
+    y = m(x)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    if getattr(m, "running_mean", None) is not None:
+        assert np.array_equal(m.running_mean.numpy(), np.zeros(shape[1]))
+        assert np.array_equal(m.running_var.numpy(), np.ones(shape[1]))
+
+
+def test_batch_norm_of_an_empty_batch_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    m, t = nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    assert m(minidl.randn(0, 3)).shape == tuple(t(torch.randn(0, 3)).shape)
+    assert int(m.num_batches_tracked.item()) == int(t.num_batches_tracked.item())

@@ -419,6 +419,9 @@ def _check_weight(name, weight, bias, dims, out_channels_dim=0, groups=1):
     if not isinstance(weight, Tensor) or weight.ndim != dims + 2:
         raise ValueError(f"{name}: weight must be {dims + 2}-D, got "
                          f"{getattr(weight, 'shape', type(weight).__name__)}")
+    if min(weight.shape[2:]) < 1:  # an empty kernel sums nothing: torch refuses it
+        raise ValueError(f"{name}: kernel size should be greater than zero, got kernel "
+                         f"{'x'.join(map(str, weight.shape[2:]))} (weight {tuple(weight.shape)})")
     co = weight.shape[out_channels_dim] * (groups if out_channels_dim == 1 else 1)
     if bias is not None and tuple(bias.shape) != (co,):
         raise ValueError(f"{name}: bias shape {tuple(bias.shape)} does not match {co} filters")

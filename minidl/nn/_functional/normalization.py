@@ -60,6 +60,8 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     _check_channel_param(name, "weight", weight, c)
     _check_channel_param(name, "bias", bias, c)
     (input,) = _F._autocast_inputs("group_norm", input)
+    if input.numel() == 0:  # an empty batch or no positions: an empty result, as torch's
+        return _affine(input * 1.0, weight, bias)
     y = _normalize_rows(input.reshape(n, num_groups, -1), eps).reshape(*input.shape)
     return _affine(y, weight, bias)
 
@@ -87,6 +89,8 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     if spatial <= 1:
         raise ValueError(f"{name}: expected more than 1 spatial element per channel, got input "
                          f"of shape {input.shape}")
+    if input.numel() == 0:  # an empty batch: an empty result, the running statistics stay
+        return _affine(input * 1.0, weight, bias)
     x3 = input.reshape(n, c, -1)
     if running_mean is not None or running_var is not None:
         with no_grad():

@@ -286,6 +286,10 @@ def _adaptive_size(name, x, dims, output_size):
                 for d, s in enumerate(sizes))
     if min(out) < 1 and x.numel():
         raise ValueError(f"{name}: output_size {out} must be positive")
+    spatial = tuple(x.shape[2:])
+    if min(spatial) < 1:  # no element to pool from: torch refuses it
+        raise ValueError(f"{name}: expected input to have non-zero size for non-batch "
+                         f"dimensions, but its spatial size is {spatial} (shape {tuple(x.shape)})")
     return out
 
 
@@ -450,9 +454,15 @@ def _adaptive_max(name, dims, input, output_size, return_indices):
     x, unbatched = _batched(name, input, dims)
     out = _adaptive_size(name, x, dims, output_size)
     x2 = x.unsqueeze(2) if dims == 1 else x
-    keep = []
-    y = AdaptiveMaxPool2d.apply(x2, out_hw=_lift(out, dims, 1), keep=keep)
-    idx = Tensor(keep[0].idx) if return_indices else None
+    if x2.numel() == 0:  # an empty batch (or no channels): an empty result, as torch's
+        y = _F.adaptive_avg_pool2d(x2, _lift(out, dims, 1)) if dims < 3 else \
+            AdaptiveAvgPoolNd.apply(x2, out_sizes=out)
+        xp = get_array_module(x2.data)
+        idx = Tensor(xp.zeros(y.shape, dtype=np.int64)) if return_indices else None
+    else:
+        keep = []
+        y = AdaptiveMaxPool2d.apply(x2, out_hw=_lift(out, dims, 1), keep=keep)
+        idx = Tensor(keep[0].idx) if return_indices else None
     if dims == 1:
         y = y.squeeze(2)
         idx = idx.squeeze(2) if return_indices else None
