@@ -1077,9 +1077,13 @@ def _picked_loss(logp, target, weight, ignore_index, reduction, label_smoothing=
         return losses.sum()
     total = xp.asarray(row_w.sum())  # a 0-d array: a NumPy scalar would become float32
     # every row ignored: the loss is NaN and the gradient 0, as in PyTorch (0/0 would make the
-    # gradient NaN too and poison the parameters)
+    # gradient NaN too and poison the parameters). Rows kept but weighing 0 in all: the loss
+    # and its gradient are NaN, as PyTorch's 0/0 (dividing by 1 gave a finite gradient of a
+    # NaN loss, and label smoothing an infinite loss)
     empty = total == 0
+    weightless = xp.logical_and(empty, valid.any())  # arrays: no device sync
     mean = losses.sum() / Tensor(xp.where(empty, 1, total).astype(total.dtype))
+    mean = mean * Tensor(xp.where(weightless, np.nan, 1).astype(mean.data.dtype))
     return mean + Tensor(xp.where(empty, np.nan, 0).astype(mean.data.dtype))
 
 

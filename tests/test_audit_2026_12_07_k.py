@@ -23,7 +23,7 @@ def _parity(fm, ft, arrays, atol=1e-10):
     mt = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
     tt = [torch.tensor(a, requires_grad=True) for a in arrays]
     mo, to = fm(*mt), ft(*tt)
-    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol)
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol, equal_nan=True)
     w = np.random.default_rng(5).standard_normal(tuple(to.shape))
     (mo * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
     (to * torch.tensor(w)).sum().backward()
@@ -231,3 +231,34 @@ def test_batch_norm_of_an_empty_batch_parity_with_torch():
     m, t = nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
     assert m(minidl.randn(0, 3)).shape == tuple(t(torch.randn(0, 3)).shape)
     assert int(m.num_batches_tracked.item()) == int(t.num_batches_tracked.item())
+
+
+# ---- cross_entropy / nll_loss whose kept rows all weigh 0 ---------------------------------
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_whose_rows_all_weigh_zero_is_nan_with_a_nan_gradient(label_smoothing):
+    x = _t((3, 3))
+    w = minidl.tensor([1.0, 0.0, 3.0], dtype=minidl.float64)
+    loss = F.cross_entropy(x, minidl.tensor([1, 1, 1]), weight=w,
+                           label_smoothing=label_smoothing)
+    assert np.isnan(loss.item())
+    loss.backward()
+    assert np.isnan(x.grad.numpy()).all()
+    # every row ignored stays a NaN loss with a zero gradient, as torch's
+    y = _t((3, 3))
+    loss = F.cross_entropy(y, minidl.tensor([1, 1, 1]), weight=w, ignore_index=1,
+                           label_smoothing=label_smoothing)
+    loss.backward()
+    assert np.isnan(loss.item()) and not y.grad.numpy().any()
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_zero_weight_rows_parity_with_torch(label_smoothing):
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(1).standard_normal((3, 3))
+    for tgt, w in (([1, 1, 1], [1.0, 0.0, 3.0]), ([1, 0, 1], [0.0, 0.0, 3.0]),
+                   ([1, 0, 2], [1.0, 0.0, 3.0])):
+        _parity(lambda x: F.cross_entropy(x, minidl.tensor(tgt), weight=minidl.tensor(
+                    w, dtype=minidl.float64), label_smoothing=label_smoothing),
+                lambda x: torch.nn.functional.cross_entropy(x, torch.tensor(tgt), weight=torch.tensor(
+                    w, dtype=torch.float64), label_smoothing=label_smoothing), [a])
