@@ -239,6 +239,11 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         bad = flat.min() if flat.min() < 0 else flat.max()
         raise IndexRangeError(f"{name}: index {bad} is out of range for {v} embeddings (weight "
                               f"shape {weight.shape})")
+    if padding_idx is not None:  # checked before max_norm changes the weight
+        padding_idx = _whole(padding_idx, f"{name}: padding_idx")
+        if not -v <= padding_idx < v:
+            raise ValueError(f"{name}: padding_idx {padding_idx} is out of range for {v} "
+                             f"embeddings")
     if max_norm is not None:
         _renorm_rows(weight, np.unique(flat), float(max_norm), float(norm_type))
     bags = len(starts)
@@ -247,10 +252,6 @@ def embedding_bag(input, weight, offsets=None, max_norm=None, norm_type=2, scale
         seg[starts[0]:ends[-1]] = np.repeat(np.arange(bags), ends - starts)
     keep = seg >= 0
     if padding_idx is not None:
-        padding_idx = _whole(padding_idx, f"{name}: padding_idx")
-        if not -v <= padding_idx < v:
-            raise ValueError(f"{name}: padding_idx {padding_idx} is out of range for {v} "
-                             f"embeddings")
         keep &= flat != padding_idx % v
     seg = np.where(keep, seg, 0)
     args = (weight,) if per_sample_weights is None else (
