@@ -644,6 +644,12 @@ def adaptive_avg_pool2d(x, output_size):
         raise ValueError(f"adaptive_avg_pool2d: input must be 4-D (N, C, H, W), got {x.shape}")
     oh, ow = _pair(output_size, "output_size")
     h, w = x.shape[2:]
+    if min(h, w) < 1:  # no element to average: torch refuses it (the mean was NaN)
+        raise ValueError(f"adaptive_avg_pool2d: expected input to have non-zero size for "
+                         f"non-batch dimensions, but its spatial size is {(h, w)} (shape "
+                         f"{x.shape})")
+    if min(oh, ow) < 1:
+        raise ValueError(f"adaptive_avg_pool2d: output_size {(oh, ow)} must be positive")
     if (oh, ow) == (1, 1):
         return x.mean(dim=(2, 3), keepdim=True)
     if h % oh == 0 and w % ow == 0:

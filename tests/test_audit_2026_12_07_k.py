@@ -275,3 +275,22 @@ def test_embedding_bag_checks_padding_idx_before_renormalising_the_weight():
     assert np.array_equal(w.numpy(), before)
     F.embedding_bag(minidl.tensor([0, 1]), w, minidl.tensor([0]), max_norm=0.1, padding_idx=-1)
     assert np.linalg.norm(w.numpy()[:2], axis=1).max() <= 0.1 + 1e-6
+
+
+# ---- minidl.functional.adaptive_avg_pool2d (the core op) ----------------------------------
+
+def test_core_adaptive_avg_pool2d_refuses_an_empty_input_and_a_zero_output():
+    import minidl.functional as C
+    with pytest.raises(ValueError, match="non-zero size"):
+        C.adaptive_avg_pool2d(minidl.randn(1, 1, 0, 5), 2)  # was a grid of NaN
+    with pytest.raises(ValueError, match="output_size"):
+        C.adaptive_avg_pool2d(minidl.randn(1, 1, 5, 5), 0)  # was a ZeroDivisionError
+    assert C.adaptive_avg_pool2d(minidl.randn(0, 1, 5, 5), (2, 3)).shape == (0, 1, 2, 3)
+
+
+# ---- Hardtanh with equal bounds ------------------------------------------------------------
+
+def test_hardtanh_layer_refuses_equal_bounds_as_torch():
+    with pytest.raises(ValueError, match="cannot be greater than max_val .* nor equal"):
+        nn.Hardtanh(0.5, 0.5)
+    assert nn.Hardtanh(-0.5, 0.5)(minidl.tensor([-2.0, 2.0])).numpy().tolist() == [-0.5, 0.5]

@@ -28,9 +28,9 @@ class Hardtanh(Module):
                               FutureWarning, stacklevel=2)
         min_val = min_val if min_value is None else min_value
         max_val = max_val if max_value is None else max_value
-        if min_val > max_val:
+        if not max_val > min_val:  # torch's assertion: an equal pair is refused too
             raise ValueError(f"Hardtanh: min_val ({min_val}) cannot be greater than max_val "
-                             f"({max_val})")
+                             f"({max_val}) nor equal to it")
         self.min_val, self.max_val, self.inplace = min_val, max_val, inplace
 
     def forward(self, input):
