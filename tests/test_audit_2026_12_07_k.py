@@ -294,3 +294,46 @@ def test_hardtanh_layer_refuses_equal_bounds_as_torch():
     with pytest.raises(ValueError, match="cannot be greater than max_val .* nor equal"):
         nn.Hardtanh(0.5, 0.5)
     assert nn.Hardtanh(-0.5, 0.5)(minidl.tensor([-2.0, 2.0])).numpy().tolist() == [-0.5, 0.5]
+
+
+# ---- gradients at the kinks: hardswish at +-3, lp_pool of a zero window, margin losses ------
+
+def test_hardswish_gradient_at_its_bounds_is_torchs():
+    x = minidl.tensor([-3.0, 3.0, -2.5, 2.5, -4.0, 4.0], dtype=minidl.float64,
+                      requires_grad=True)
+    F.hardswish(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 1.0, -1 / 3, 4 / 3, 0.0, 1.0])
+    assert gradcheck(F.hardswish, (_t((3, 4)),))
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
+def test_lp_pool_of_an_all_zero_window_has_a_zero_gradient_not_nan(p):
+    x = minidl.zeros(1, 1, 4, 4, dtype=minidl.float64, requires_grad=True)
+    F.lp_pool2d(x, p, 2).sum().backward()
+    assert not np.isnan(x.grad.numpy()).any()
+    y = minidl.tensor(np.abs(np.random.default_rng(4).standard_normal((1, 2, 6))) + 0.1,
+                      dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda a: F.lp_pool1d(a, p, 2), (y,))
+
+
+def test_multi_margin_losses_give_no_gradient_where_the_hinge_is_exactly_zero():
+    x = minidl.tensor([[1.0, 0.0, 2.0]], dtype=minidl.float64, requires_grad=True)
+    F.multi_margin_loss(x, minidl.tensor([0])).backward()  # class 1 sits at the margin
+    np.testing.assert_allclose(x.grad.numpy(), [[-1 / 3, 0.0, 1 / 3]])
+    x.grad = None
+    F.multilabel_margin_loss(x, minidl.tensor([[0, -1, 1]])).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[-1 / 3, 0.0, 1 / 3]])
+
+
+def test_kink_gradients_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    _parity(F.hardswish, tf.hardswish, [np.array([-3.0, 3.0, -1.0, 0.0, 5.0])])
+    _parity(lambda a: F.lp_pool2d(a, 2, 2), lambda a: tf.lp_pool2d(a, 2, 2),
+            [np.zeros((1, 1, 4, 4))])
+    _parity(lambda a: F.multi_margin_loss(a, minidl.tensor([0, 2]), p=2),
+            lambda a: tf.multi_margin_loss(a, torch.tensor([0, 2]), p=2),
+            [np.array([[1.0, 0.0, 2.0], [0.5, 1.5, 0.5]])])
+    _parity(lambda a: F.multi_margin_loss(a, minidl.tensor([0, 2])),
+            lambda a: tf.multi_margin_loss(a, torch.tensor([0, 2])),
+            [np.array([[1.0, 0.0, 2.0], [0.5, 1.5, 0.5]])])

@@ -5,7 +5,7 @@ softshrink.
 Each elementwise one is a Function whose ``f`` and derivative ``df`` are written side by side
 on the array module; 16-bit inputs are computed in float32 and rounded (PyTorch's CPU
 kernels do the same). Only x is kept for backward. The derivatives at the kinks are
-PyTorch's (hardtanh's is 0 at its bounds, hardswish's -0.5 at -3).
+PyTorch's (hardtanh's is 0 at its bounds, hardswish's 0 at -3 and 1 at 3).
 
 For double backward each states its derivative again as recorded ops on the input Tensor
 (``graph_df``), or says that it is piecewise constant (``constant_df``: its ``df`` array then
@@ -146,12 +146,13 @@ class Hardswish(Pointwise):
 
     @staticmethod
     def df(xp, x):
-        return xp.where(x < -3, 0, xp.where(x <= 3, x / 3 + 0.5, 1)).astype(x.dtype, copy=False)
+        # torch 2.13's: 0 up to -3 and 1 from 3 on, both bounds included
+        return xp.where(x <= -3, 0, xp.where(x < 3, x / 3 + 0.5, 1)).astype(x.dtype, copy=False)
 
     @staticmethod
     def graph_df(x):
-        outer = constant((x.data > 3).astype(x.data.dtype))
-        return Where.apply(constant((x.data >= -3) & (x.data <= 3)), x / 3 + 0.5, outer)
+        outer = constant((x.data >= 3).astype(x.data.dtype))
+        return Where.apply(constant((x.data > -3) & (x.data < 3)), x / 3 + 0.5, outer)
 
 
 class Hardsigmoid(Pointwise):

@@ -390,7 +390,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, size_average=
     (x,) = _floats(name, x)
     xp = get_array_module(x.data)
     picked = gather(x, 1, y.reshape(-1, 1))              # x[y], (N, 1)
-    z = (x - picked + margin).clamp(min=0)
+    z = (x - picked + margin).relu()  # torch's kernel: no gradient where the hinge is at 0
     if p == 2:
         z = z * z
     if weight is not None:
@@ -429,7 +429,7 @@ def multilabel_margin_loss(input, target, size_average=None, reduce=None, reduct
     xp = get_array_module(x.data)
     safe = np.where(listed, t, 0)
     xj = gather(x, 1, Tensor(xp.asarray(safe)))           # (N, K): x at each listed class
-    z = (xj.unsqueeze(2) * -1 + x.unsqueeze(1) + 1.0).clamp(min=0)   # (N, K, C)
+    z = (xj.unsqueeze(2) * -1 + x.unsqueeze(1) + 1.0).relu()  # (N, K, C); none at 0, as torch
     mask = listed[:, :, None] & ~is_target[:, None, :]
     loss = (z * Tensor(xp.asarray(mask, dtype=x.data.dtype))).sum(dim=(1, 2)) / c
     if unbatched:

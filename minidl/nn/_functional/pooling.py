@@ -20,7 +20,6 @@ from ...backend import get_array_module
 from ...functional import (
     GatherPlanes, ScatterPlanes, _float_input, _whole, accumulation_dtype, linear_graph_backward,
 )
-from ...math_ops import sign
 from ...tensor import Function, Tensor
 from .convolution import _batched, _ntuple, fold_array, unfold_array
 
@@ -889,8 +888,12 @@ def _lp_pool(name, dims, input, norm_type, kernel_size, stride, ceil_mode):
     if norm_type == -float("inf"):
         return -maxp(-input.abs(), kernel_size, stride, 0, 1, ceil_mode)
     out = avgp(input.pow(norm_type), kernel_size, stride, 0, ceil_mode)
-    # PyTorch's: sign(out) * relu(|out|), times the window size, to the power 1/p
-    return (sign(out) * out.abs().relu() * math.prod(kernel)).pow(1.0 / norm_type)
+    # PyTorch's: sign(out) * relu(|out|), times the window size, to the power 1/p. The sign
+    # is a constant (its derivative is 0): through the op, an all-zero window's infinite
+    # power gradient times sign's 0 made its gradient NaN where torch's is 0
+    xp = get_array_module(out.data)
+    factor = Tensor((xp.sign(out.data) * math.prod(kernel)).astype(out.data.dtype, copy=False))
+    return (out.abs().relu() * factor).pow(1.0 / norm_type)
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
