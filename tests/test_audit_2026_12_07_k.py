@@ -337,3 +337,15 @@ def test_kink_gradients_parity_with_torch():
     _parity(lambda a: F.multi_margin_loss(a, minidl.tensor([0, 2])),
             lambda a: tf.multi_margin_loss(a, torch.tensor([0, 2])),
             [np.array([[1.0, 0.0, 2.0], [0.5, 1.5, 0.5]])])
+
+
+# ---- AdaptiveLogSoftmaxWithLoss.log_prob / predict name an input of the wrong rank ---------
+
+def test_adaptive_log_softmax_log_prob_and_predict_name_a_wrong_rank():
+    m = nn.AdaptiveLogSoftmaxWithLoss(6, 10, [3, 6])
+    with pytest.raises(ValueError, match=r"log_prob: expected a 2-D input .*\(2, 3, 6\)"):
+        m.log_prob(minidl.randn(2, 3, 6))  # was numpy's "index 3 is out of bounds"
+    with pytest.raises(ValueError, match="predict: expected a 2-D input"):
+        m.predict(minidl.randn(6))
+    assert m.log_prob(minidl.randn(4, 6)).shape == (4, 10)
+    assert m.predict(minidl.randn(4, 6)).shape == (4,)

@@ -121,13 +121,21 @@ class AdaptiveLogSoftmaxWithLoss(Module):
             parts.append(cluster + head_logprob[:, self.shortlist_size + i].unsqueeze(1))
         return cat(parts, dim=1)
 
+    def _check_rows(self, name, input):
+        if not isinstance(input, Tensor) or input.ndim != 2:
+            raise ValueError(f"AdaptiveLogSoftmaxWithLoss.{name}: expected a 2-D input "
+                             f"(N, in_features={self.in_features}), got shape "
+                             f"{tuple(getattr(input, 'shape', ()))}")
+
     def log_prob(self, input):
         """(N, n_classes) log-probabilities of every class."""
+        self._check_rows("log_prob", input)
         return self._get_full_log_prob(input, self.head(input))
 
     def predict(self, input):
         """The most likely class of each row: the head's, where that is a frequent class,
         else the argmax of the full distribution (as torch decides it)."""
+        self._check_rows("predict", input)
         head_output = self.head(input)
         output = np.asarray(head_output.argmax(dim=1).numpy())
         outside = output >= self.shortlist_size
