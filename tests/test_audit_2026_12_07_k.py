@@ -349,3 +349,13 @@ def test_adaptive_log_softmax_log_prob_and_predict_name_a_wrong_rank():
         m.predict(minidl.randn(6))
     assert m.log_prob(minidl.randn(4, 6)).shape == (4, 10)
     assert m.predict(minidl.randn(4, 6)).shape == (4,)
+
+
+# ---- prelu of a 1-D input with several parameters ------------------------------------------
+
+def test_prelu_of_a_one_dimensional_input_says_it_has_a_single_channel():
+    with pytest.raises(ValueError, match="single channel"):  # was "give 1 or 1"
+        nn.PReLU(3)(minidl.randn(3))
+    with pytest.raises(ValueError, match="give 1 or 4"):
+        nn.PReLU(3)(minidl.randn(2, 4))
+    assert nn.PReLU()(minidl.randn(3)).shape == (3,)

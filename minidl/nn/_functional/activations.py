@@ -413,6 +413,10 @@ def prelu(input, weight):
     n = weight.numel()
     channels = input.shape[1] if input.ndim >= 2 else 1
     if n != 1 and n != channels:
+        if input.ndim < 2:  # torch's: a 0-D or 1-D input is one channel
+            raise ValueError(f"prelu: weight has {n} parameters, but a {input.ndim}-D input "
+                             f"(shape {input.shape}) has a single channel (dim 1 holds the "
+                             f"channels): give one parameter")
         raise ValueError(f"prelu: weight has {n} parameters, the input (shape {input.shape}) "
                          f"has {channels} channels: give 1 or {channels}")
     if weight.ndim > 1:
