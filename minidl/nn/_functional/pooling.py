@@ -892,8 +892,12 @@ def _lp_pool(name, dims, input, norm_type, kernel_size, stride, ceil_mode):
     # is a constant (its derivative is 0): through the op, an all-zero window's infinite
     # power gradient times sign's 0 made its gradient NaN where torch's is 0
     xp = get_array_module(out.data)
-    factor = Tensor((xp.sign(out.data) * math.prod(kernel)).astype(out.data.dtype, copy=False))
-    return (out.abs().relu() * factor).pow(1.0 / norm_type)
+    dtype = out.data.dtype
+    factor = Tensor((xp.sign(out.data) * math.prod(kernel)).astype(dtype, copy=False))
+    r = out.abs().relu() * factor
+    # an all-zero window: 0, with a 0 gradient (1 ** (1/p) times 0, no inf * 0 on the way)
+    zero = r.data == 0
+    return (r + Tensor(zero.astype(dtype))).pow(1.0 / norm_type) * Tensor((~zero).astype(dtype))
 
 
 def lp_pool1d(input, norm_type, kernel_size, stride=None, ceil_mode=False):
