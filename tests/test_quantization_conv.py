@@ -579,6 +579,111 @@ def test_conv1d_model_through_prepare_and_convert():
     assert err <= 4 * qmodel[3].scale
 
 
+# ---- past the calibrated range: the converted modules clamp to quint8's full range ---------
+PAST_RANGE_KINDS = ["quantize", "linear", "linear_relu", "conv1d", "conv2d", "conv_relu2d",
+                    "add", "add_relu", "mul", "cat", "hardswish"]
+
+
+def _one_op(nn_, tq_, functional, kind):
+    class OneOp(nn_.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = tq_.QuantStub()
+            if kind.startswith("linear"):
+                self.op = nn_.Linear(8, 6)
+            elif kind.startswith("conv"):
+                self.op = (nn_.Conv1d if kind == "conv1d" else nn_.Conv2d)(3, 5, 3, padding=1)
+            elif kind == "hardswish":
+                self.op = nn_.Hardswish()
+            elif kind != "quantize":
+                self.f = functional.FloatFunctional()
+            if kind.endswith("relu") and kind != "add_relu":
+                self.relu = nn_.ReLU()
+
+        def forward(self, x):  # the quantized output itself, to compare its integers
+            x = self.quant(x)
+            if kind in ("add", "add_relu", "mul"):
+                return getattr(self.f, kind)(x, x)
+            if kind == "cat":
+                return self.f.cat([x, x], 1)
+            if kind == "quantize":
+                return x
+            x = self.op(x)
+            return self.relu(x) if hasattr(self, "relu") else x
+
+    return OneOp()
+
+
+def _past_range_inputs(kind, weight, lim, rng):
+    """Inputs that drive ``kind``'s output past what calibration saw. A Linear or Conv gets
+    values inside the calibrated input range (the Quantize integers stay in [0, 127], so
+    torch's fbgemm cannot saturate without VNNI) lined up with the signs of its weights; the
+    elementwise ops, which no int16 pair sum limits, get inputs four times as large."""
+    if weight is None:
+        return (rng.uniform(-1, 1, (16, 3, 6)) * 4).astype(np.float32)
+    if kind.startswith("linear"):
+        signs = np.sign(weight)  # (out, in): each row of the input matches one output's weights
+        return (np.concatenate([signs, -signs]) * lim).astype(np.float32)
+    shape = (4, 3, 7) if kind == "conv1d" else (4, 3, 7, 7)
+    x = np.sign(rng.standard_normal(shape)) * lim
+    for n in range(shape[0]):  # one output channel's kernel pattern, centred in each sample
+        centre = (slice(2, 5),) * (len(shape) - 2)
+        x[(n, slice(None)) + centre] = np.sign(weight[n % weight.shape[0]]) * lim
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", PAST_RANGE_KINDS)
+def test_converted_reduce_range_model_gives_torchs_integers_past_the_calibrated_range(kind):
+    """torch's x86 default activations (reduce_range: the observer spreads [min, max] over
+    [0, 127]) give the converted modules their scale and zero point only: like torch's, they
+    clamp to quint8's [0, 255], not to the observer's [0, 127]; QAT's FakeQuantize keeps
+    [0, 127] while training (test_quantization.py)."""
+    torch = _torch("fbgemm")
+    import torch.ao.nn.quantized as tnnq
+
+    from _fbgemm_saturation import assert_cannot_saturate
+
+    tqq = torch.ao.quantization
+    torch.manual_seed(PAST_RANGE_KINDS.index(kind))
+    t_model, m_model = _one_op(torch.nn, tqq, tnnq, kind), _one_op(nn, tq, nnq, kind)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    t_model, m_model = t_model.eval(), m_model.eval()
+    if hasattr(t_model, "relu"):
+        t_model, m_model = (tqq.fuse_modules(t_model, [["op", "relu"]]),
+                            tq.fuse_modules(m_model, [["op", "relu"]]))
+    for model, tq_ in ((t_model, tqq), (m_model, tq)):
+        # MinMaxObserver: the calibration data's own min and max, none clipped
+        model.qconfig = tq_.QConfig(activation=tq_.MinMaxObserver.with_args(reduce_range=True),
+                                    weight=tq_.default_per_channel_weight_observer)
+    rng = np.random.default_rng(5)
+    shape = {"linear": (32, 8), "conv1d": (4, 3, 7)}.get(kind.split("_")[0], (4, 3, 7, 7))
+    calibration = rng.uniform(-1, 1, (3,) + shape).astype(np.float32)
+    t_prep, m_prep = tqq.prepare(t_model), tq.prepare(m_model)
+    for x in calibration:
+        t_prep(torch.from_numpy(x))
+        m_prep(minidl.tensor(x))
+    t_q, m_q = tqq.convert(t_prep), tq.convert(m_prep)
+    observer = m_prep.quant.activation_post_process
+    assert (observer.quant_min, observer.quant_max) == (0, 127)
+    lim = min(-float(calibration.min()), float(calibration.max()))
+    op = getattr(t_model, "op", None)
+    weight = op[0].weight if hasattr(t_model, "relu") else getattr(op, "weight", None)
+    x = _past_range_inputs(kind, None if weight is None else weight.detach().numpy(), lim, rng)
+    theirs, mine = t_q(torch.from_numpy(x)), m_q(minidl.tensor(x))
+    # a float layer's float32 sums in calibration may move the output's scale by an ulp;
+    # with torch's scales loaded the two are the same quantized model, item by item
+    assert np.isclose(mine.q_scale(), theirs.q_scale(), rtol=1e-6, atol=0)
+    m_q.load_state_dict(t_q.state_dict())
+    mine = m_q(minidl.tensor(x))
+    assert (mine.q_scale(), mine.q_zero_point()) == (theirs.q_scale(), theirs.q_zero_point())
+    theirs, mine = theirs.int_repr().numpy(), mine.int_repr().numpy()
+    assert theirs.max() > 127  # past what calibration saw: the test means something
+    np.testing.assert_array_equal(mine, theirs)
+    if weight is not None:
+        assert m_q.quant(minidl.tensor(x)).int_repr().numpy().max() <= 127
+        assert_cannot_saturate(m_q, x)
+
+
 # ---- misuse of the flows ------------------------------------------------------------------
 def test_convert_without_calibration_names_the_module_and_changes_nothing():
     minidl.manual_seed(0)
