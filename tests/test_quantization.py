@@ -374,6 +374,28 @@ def test_fake_quantize_forward_matches_torch_with_fixed_qparams():
                                   t_fq(torch.from_numpy(x)).detach().numpy())
 
 
+def test_qat_fake_quantize_keeps_the_observers_reduced_range_while_training_as_torchs():
+    """While training, the x86 QAT FakeQuantize clamps to its observer's [0, 127]
+    (reduce_range), as torch's; only the converted modules clamp to quint8's [0, 255]."""
+    torch = _torch()
+    t_fq = torch.ao.quantization.get_default_qat_qconfig("x86", version=0).activation()
+    m_fq = tq.get_default_qat_qconfig("x86").activation()
+    assert (m_fq.quant_min, m_fq.quant_max) == (t_fq.quant_min, t_fq.quant_max) == (0, 127)
+    rng = np.random.default_rng(4)
+    small = rng.uniform(-1, 1, 256).astype(np.float32)
+    t_fq(torch.from_numpy(small))
+    m_fq(minidl.tensor(small))
+    big = (rng.uniform(-1, 1, 256) * 4).astype(np.float32)  # past the observed range
+    t_fq.disable_observer()
+    m_fq.disable_observer()
+    theirs = t_fq(torch.from_numpy(big)).detach().numpy()
+    mine = m_fq(minidl.tensor(big)).detach().numpy()
+    np.testing.assert_array_equal(mine, theirs)
+    scale, zp = m_fq.scale.item(), m_fq.zero_point.item()
+    ints = np.rint(mine / np.float32(scale)) + zp
+    assert ints.max() == 127 and ints.min() == 0 and np.mean(ints == 127) > 0.2
+
+
 def test_default_qconfigs():
     qc = tq.get_default_qconfig("x86")
     act, w = qc.activation(), qc.weight()
