@@ -423,3 +423,359 @@ def test_clip_trains_the_same():
 def test_clip_runs_in_minidl():
     out = clip(minidl, steps=3)
     assert max(out["scales"]) <= math.log(100) + 1e-12 and np.isfinite(out["losses"]).all()
+
+
+# ---- 5. Mixture of Experts: top-k routing, softmax over the chosen, index_add_, aux loss ----
+def moe(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+
+    class MoE(nn.Module):
+        def __init__(self, dim, n_experts=4, k=2, hidden=16):
+            super().__init__()
+            self.k, self.n_experts = k, n_experts
+            self.gate = nn.Linear(dim, n_experts, bias=False)
+            self.experts = nn.ModuleList(
+                nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+                for _ in range(n_experts))
+
+        def forward(self, x):
+            shape = x.shape
+            flat = x.reshape(-1, shape[-1])
+            logits = self.gate(flat)
+            probs = F.softmax(logits, dim=-1)
+            top_logits, top_idx = logits.topk(self.k, dim=-1)
+            top_w = F.softmax(top_logits, dim=-1)
+            # the dense gate matrix, kept for the report: zeros but the chosen experts
+            gates = tt.zeros_like(logits).scatter(1, top_idx, top_w)
+            out = tt.zeros_like(flat)
+            for e, expert in enumerate(self.experts):
+                token, slot = tt.where(top_idx == e)
+                if token.numel() == 0:
+                    continue
+                y = expert(flat[token]) * top_w[token, slot].unsqueeze(-1)
+                out.index_add_(0, token, y)
+            routed = F.one_hot(top_idx, self.n_experts).sum(dim=1).to(flat.dtype)
+            frac = routed.mean(dim=0) / self.k
+            aux = self.n_experts * (frac * probs.mean(dim=0)).sum()
+            return out.reshape(shape), aux, gates
+
+    class Model(nn.Module):
+        def __init__(self, vocab=12, dim=8):
+            super().__init__()
+            self.emb = nn.Embedding(vocab, dim)
+            self.norm = nn.LayerNorm(dim)
+            self.moe = MoE(dim)
+            self.head = nn.Linear(dim, vocab)
+
+        def forward(self, ids):
+            h = self.emb(ids)
+            y, aux, gates = self.moe(self.norm(h))
+            return self.head(h + y), aux, gates
+
+    rng = np.random.default_rng(5)
+    ids = rng.integers(0, 12, (6, 7))
+    targets = (ids * 5 + 3) % 12
+    model = Model().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses, auxes, loads = [], [], []
+    for _ in range(steps):
+        logits, aux, gates = model(tt.from_numpy(ids))
+        ce = F.cross_entropy(logits.reshape(-1, 12), tt.from_numpy(targets).reshape(-1))
+        loss = ce + 0.01 * aux
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(ce.item())
+        auxes.append(aux.item())
+        loads.append(_np((gates > 0).sum(0)))
+    with tt.no_grad():
+        gates = model(tt.from_numpy(ids))[2]
+    return {"losses": losses, "aux": auxes, "loads": np.array(loads).reshape(-1),
+            "gates": _np(gates), "params": _params(model)}
+
+
+def test_mixture_of_experts_trains_the_same():
+    _parity(moe)
+
+
+def test_mixture_of_experts_runs_in_minidl():
+    out = moe(minidl, steps=2)
+    assert np.allclose(out["gates"].sum(-1), 1.0) and ((out["gates"] > 0).sum(-1) == 2).all()
+    assert out["loads"].reshape(2, 4).sum(1).tolist() == [84, 84]
+
+
+# ---- 6. LoRA: a frozen base Linear, low-rank A/B, only LoRA in the optimizer, merge ---------
+def lora(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+
+    class LoRALinear(nn.Module):
+        def __init__(self, base, r=2, alpha=4.0):
+            super().__init__()
+            self.base = base
+            self.base.requires_grad_(False)
+            self.lora_A = nn.Parameter(tt.zeros(r, base.in_features, dtype=base.weight.dtype))
+            self.lora_B = nn.Parameter(tt.zeros(base.out_features, r, dtype=base.weight.dtype))
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            self.scaling = alpha / r
+            self.merged = False
+
+        def forward(self, x):
+            out = self.base(x)
+            if not self.merged:
+                out = out + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+            return out
+
+        def merge(self):
+            with tt.no_grad():
+                self.base.weight += (self.lora_B @ self.lora_A) * self.scaling
+            self.merged = True
+
+    def add_lora(model, r=2):
+        for name, child in model.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(model, name, LoRALinear(child, r))
+            else:
+                add_lora(child, r)
+
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                          nn.Linear(16, 3)).double()
+    add_lora(model)
+    _load(model, tt, state)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
+    opt = tt.optim.AdamW(lora_params, lr=2e-2, weight_decay=0.0)
+    rng = np.random.default_rng(6)
+    x = tt.from_numpy(rng.standard_normal((20, 6)))
+    y = tt.from_numpy(rng.integers(0, 3, 20))
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    frozen_grads = repr([p.grad is None for n, p in model.named_parameters() if "base" in n])
+    with tt.no_grad():
+        before = model(x)
+    for m in model.modules():
+        if isinstance(m, LoRALinear):
+            m.merge()
+    with tt.no_grad():
+        after = model(x)
+    merged = nn.Sequential(*[m.base if isinstance(m, LoRALinear) else m for m in model])
+    with tt.no_grad():
+        plain = merged(x)
+    return {"losses": losses, "before": _np(before), "after": _np(after), "plain": _np(plain),
+            "trainable": repr(trainable), "frozen_grads": frozen_grads, "params": _params(model)}
+
+
+def test_lora_fine_tuning_trains_the_same():
+    _parity(lora)
+
+
+def test_lora_fine_tuning_runs_in_minidl():
+    out = lora(minidl, steps=3)
+    assert out["trainable"].count("lora_") == 6 and "base" not in out["trainable"]
+    np.testing.assert_allclose(out["after"], out["before"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out["plain"], out["before"], rtol=1e-10, atol=1e-12)
+    assert out["frozen_grads"] == repr([True] * 6)
+
+
+# ---- 7. EMA with AveragedModel, SWA with SWALR and update_bn --------------------------------
+def ema_swa(tt, state=None, steps=6):
+    nn, F = tt.nn, tt.nn.functional
+    swa_utils = tt.optim.swa_utils
+    model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                          nn.Linear(16, 2)).double()
+    if state is not None:
+        _load(model, tt, {k: v for k, v in state.items() if not k.startswith(("ema.", "swa."))})
+    ema = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.8),
+                                  use_buffers=True)
+    swa = swa_utils.AveragedModel(model)
+    opt = tt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    swa_start = steps // 2
+    sched = tt.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    swa_sched = swa_utils.SWALR(opt, swa_lr=0.05, anneal_epochs=2, anneal_strategy="cos")
+    rng = np.random.default_rng(7)
+    xs = rng.standard_normal((steps + 2, 8, 4))
+    ys = (xs[..., 0] * xs[..., 1] > 0).astype(np.int64)
+    losses, lrs = [], []
+    for i in range(steps):
+        model.train()
+        loss = F.cross_entropy(model(tt.from_numpy(xs[i])), tt.from_numpy(ys[i]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        ema.update_parameters(model)
+        if i >= swa_start:
+            swa.update_parameters(model)
+            swa_sched.step()
+        else:
+            sched.step()
+        losses.append(loss.item())
+        lrs.append(opt.param_groups[0]["lr"])
+    loader = [tt.from_numpy(x) for x in xs]
+    swa_utils.update_bn(loader, swa)
+    swa.eval()
+    ema.eval()
+    with tt.no_grad():
+        test = tt.from_numpy(xs[-1])
+        swa_out, ema_out = swa(test), ema(test)
+    out = {"losses": losses, "lrs": lrs, "swa_out": _np(swa_out), "ema_out": _np(ema_out),
+           "n_averaged": repr((int(ema.n_averaged), int(swa.n_averaged)))}
+    out["params"] = {**_params(model), **_params(ema, "ema."), **_params(swa, "swa.")}
+    return out
+
+
+def test_ema_and_swa_train_the_same():
+    _parity(ema_swa)
+
+
+def test_ema_and_swa_run_in_minidl():
+    out = ema_swa(minidl)
+    assert out["n_averaged"] == "(6, 3)"
+    assert np.isclose(out["lrs"][-1], 0.05)
+
+
+# ---- 8. mixup and cutmix in a classifier loop, Beta draws from numpy ------------------------
+def mixup_cutmix(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                                          nn.ReLU(), nn.MaxPool2d(2),
+                                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                                          nn.AdaptiveAvgPool2d(1))
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(tt.flatten(self.features(x), 1))
+
+    def rand_bbox(H, W, lam, rng):
+        cut = math.sqrt(1.0 - lam)
+        ch, cw = int(H * cut), int(W * cut)
+        cy, cx = rng.integers(H), rng.integers(W)
+        y1, y2 = np.clip(cy - ch // 2, 0, H), np.clip(cy + ch // 2, 0, H)
+        x1, x2 = np.clip(cx - cw // 2, 0, W), np.clip(cx + cw // 2, 0, W)
+        return int(y1), int(y2), int(x1), int(x2)
+
+    rng = np.random.default_rng(8)
+    images = rng.standard_normal((32, 3, 8, 8))
+    labels = rng.integers(0, 4, 32)
+    model = Net().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True,
+                       weight_decay=5e-4)
+    criterion = nn.CrossEntropyLoss()
+    losses, lams = [], []
+    for i in range(steps):
+        x = tt.from_numpy(images[8 * (i % 4):8 * (i % 4) + 8])
+        y = tt.from_numpy(labels[8 * (i % 4):8 * (i % 4) + 8])
+        perm = tt.from_numpy(rng.permutation(8))
+        lam = float(rng.beta(1.0, 1.0))
+        if i % 2 == 0:  # mixup, the two-loss form
+            mixed = lam * x + (1 - lam) * x[perm]
+            out = model(mixed)
+            loss = lam * criterion(out, y) + (1 - lam) * criterion(out, y[perm])
+        else:  # cutmix, with soft targets
+            y1, y2, x1, x2 = rand_bbox(8, 8, lam, rng)
+            mixed = x.clone()
+            mixed[:, :, y1:y2, x1:x2] = x[perm][:, :, y1:y2, x1:x2]
+            lam = 1 - (y2 - y1) * (x2 - x1) / 64
+            target = lam * F.one_hot(y, 4).double() + (1 - lam) * F.one_hot(y[perm], 4).double()
+            loss = criterion(model(mixed), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        lams.append(lam)
+    return {"losses": losses, "lams": lams, "params": _params(model)}
+
+
+def test_mixup_and_cutmix_train_the_same():
+    _parity(mixup_cutmix)
+
+
+def test_mixup_and_cutmix_run_in_minidl():
+    out = mixup_cutmix(minidl, steps=4)
+    assert all(0 <= lam <= 1 for lam in out["lams"]) and np.isfinite(out["losses"]).all()
+
+
+# ---- 9. VQ-VAE: cdist/argmin codebook lookup, straight-through, EMA codebook ----------------
+def vq_vae(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+
+    class VectorQuantizerEMA(nn.Module):
+        def __init__(self, num_embeddings, dim, beta=0.25, decay=0.9, eps=1e-5):
+            super().__init__()
+            self.K, self.beta, self.decay, self.eps = num_embeddings, beta, decay, eps
+            self.embedding = nn.Embedding(num_embeddings, dim)
+            self.embedding.weight.requires_grad_(False)
+            self.register_buffer("cluster_size", tt.zeros(num_embeddings))
+            self.register_buffer("ema_w", self.embedding.weight.clone())
+
+        def forward(self, z_e):
+            z = z_e.permute(0, 2, 3, 1)
+            flat = z.reshape(-1, z.shape[-1])
+            dist = tt.cdist(flat, self.embedding.weight)
+            idx = dist.argmin(dim=1)
+            z_q = self.embedding(idx).view(z.shape)
+            if self.training:
+                with tt.no_grad():
+                    onehot = F.one_hot(idx, self.K).to(flat.dtype)
+                    self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
+                    self.ema_w.mul_(self.decay).add_(onehot.t() @ flat, alpha=1 - self.decay)
+                    n = self.cluster_size.sum()
+                    size = (self.cluster_size + self.eps) / (n + self.K * self.eps) * n
+                    self.embedding.weight.copy_(self.ema_w / size.unsqueeze(1))
+            commitment = self.beta * F.mse_loss(z, z_q.detach())
+            z_q = z + (z_q - z).detach()  # straight-through estimator
+            probs = tt.bincount(idx, minlength=self.K).to(flat.dtype) / idx.numel()
+            perplexity = tt.exp(-(probs * tt.log(probs + 1e-10)).sum())
+            return z_q.permute(0, 3, 1, 2), commitment, perplexity, idx
+
+    class VQVAE(nn.Module):
+        def __init__(self, dim=4, K=6):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Conv2d(1, 8, 4, 2, 1), nn.ReLU(),
+                                         nn.Conv2d(8, dim, 3, 1, 1))
+            self.vq = VectorQuantizerEMA(K, dim)
+            self.decoder = nn.Sequential(nn.Conv2d(dim, 8, 3, 1, 1), nn.ReLU(),
+                                         nn.ConvTranspose2d(8, 1, 4, 2, 1))
+
+        def forward(self, x):
+            z_q, commitment, perplexity, idx = self.vq(self.encoder(x))
+            return self.decoder(z_q), commitment, perplexity, idx
+
+    rng = np.random.default_rng(9)
+    data = rng.random((16, 1, 8, 8))
+    model = VQVAE().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    losses, perps, codes = [], [], []
+    model.train()
+    for i in range(steps):
+        x = tt.from_numpy(data[8 * (i % 2):8 * (i % 2) + 8])
+        recon, commitment, perplexity, idx = model(x)
+        recon_loss = F.mse_loss(recon, x)
+        loss = recon_loss + commitment
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append([recon_loss.item(), commitment.item()])
+        perps.append(perplexity.item())
+        codes.append(_np(idx))
+    return {"losses": np.array(losses).reshape(-1), "perplexity": perps,
+            "codes": repr(np.concatenate(codes).tolist()) if codes else "", "params": _params(model)}
+
+
+def test_vq_vae_trains_the_same():
+    _parity(vq_vae)
+
+
+def test_vq_vae_runs_in_minidl():
+    out = vq_vae(minidl, steps=2)
+    assert all(1 <= p <= 6 for p in out["perplexity"])
