@@ -193,7 +193,7 @@ def test_ddpm_runs_in_minidl():
 
 # ---- 2. ViT: Conv2d patches, cls token, norm_first encoder, AdamW groups, warmup-cosine -----
 def vit(tt, state=None, steps=4):
-    nn, F = tt.nn, tt.nn.functional
+    nn = tt.nn
 
     class ViT(nn.Module):
         def __init__(self, img=8, patch=4, dim=16, depth=2, heads=2, num_classes=5):
@@ -779,3 +779,599 @@ def test_vq_vae_trains_the_same():
 def test_vq_vae_runs_in_minidl():
     out = vq_vae(minidl, steps=2)
     assert all(1 <= p <= 6 for p in out["perplexity"])
+
+
+# ---- 10. CycleGAN: InstanceNorm, ReflectionPad, ConvTranspose, LSGAN, image pool ------------
+def cyclegan(tt, state=None, steps=2):
+    nn = tt.nn
+
+    class ResnetBlock(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False),
+                                       nn.InstanceNorm2d(dim), nn.ReLU(True),
+                                       nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=False),
+                                       nn.InstanceNorm2d(dim))
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    # a conv followed by InstanceNorm has no bias: the norm cancels it, so its gradient is
+    # rounding noise, which Adam would turn into full-size steps that differ run to run
+    def generator(ngf=4):
+        return nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=False),
+                             nn.InstanceNorm2d(ngf),
+                             nn.ReLU(True),
+                             nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1, bias=False),
+                             nn.InstanceNorm2d(2 * ngf), nn.ReLU(True),
+                             ResnetBlock(2 * ngf),
+                             nn.ConvTranspose2d(2 * ngf, ngf, 3, stride=2, padding=1,
+                                                output_padding=1, bias=False),
+                             nn.InstanceNorm2d(ngf), nn.ReLU(True),
+                             nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh())
+
+    def discriminator(ndf=4):
+        return nn.Sequential(nn.Conv2d(3, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True),
+                             nn.Conv2d(ndf, 2 * ndf, 4, stride=2, padding=1, bias=False),
+                             nn.InstanceNorm2d(2 * ndf), nn.LeakyReLU(0.2, True),
+                             nn.Conv2d(2 * ndf, 1, 3, padding=1))
+
+    class ImagePool:
+        def __init__(self, size, seed):
+            self.size, self.images, self.random = size, [], random.Random(seed)
+
+        def query(self, images):
+            out = []
+            for image in images:
+                image = tt.unsqueeze(image.detach(), 0)
+                if len(self.images) < self.size:
+                    self.images.append(image)
+                    out.append(image)
+                elif self.random.uniform(0, 1) > 0.5:
+                    k = self.random.randint(0, self.size - 1)
+                    old = self.images[k].clone()
+                    self.images[k] = image
+                    out.append(old)
+                else:
+                    out.append(image)
+            return tt.cat(out, 0)
+
+    def set_requires_grad(nets, requires_grad=False):
+        for net in nets:
+            for param in net.parameters():
+                param.requires_grad = requires_grad
+
+    nets = nn.ModuleDict({"G_A": generator(), "G_B": generator(), "D_A": discriminator(),
+                          "D_B": discriminator()}).double()
+    _load(nets, tt, state)
+    G_A, G_B, D_A, D_B = nets["G_A"], nets["G_B"], nets["D_A"], nets["D_B"]
+    opt_G = tt.optim.Adam(itertools.chain(G_A.parameters(), G_B.parameters()), lr=2e-3,
+                          betas=(0.5, 0.999))
+    opt_D = tt.optim.Adam(itertools.chain(D_A.parameters(), D_B.parameters()), lr=2e-3,
+                          betas=(0.5, 0.999))
+    mse, l1 = nn.MSELoss(), nn.L1Loss()
+
+    def gan_loss(pred, real):
+        return mse(pred, tt.ones_like(pred) if real else tt.zeros_like(pred))
+
+    pool_A, pool_B = ImagePool(3, 0), ImagePool(3, 1)
+    rng = np.random.default_rng(10)
+    losses = []
+    for _ in range(steps):
+        real_A = tt.from_numpy(np.tanh(rng.standard_normal((2, 3, 8, 8))))
+        real_B = tt.from_numpy(np.tanh(rng.standard_normal((2, 3, 8, 8)) + 0.5))
+        fake_B, fake_A = G_A(real_A), G_B(real_B)
+        rec_A, rec_B = G_B(fake_B), G_A(fake_A)
+        set_requires_grad([D_A, D_B], False)
+        opt_G.zero_grad()
+        loss_idt = (l1(G_A(real_B), real_B) + l1(G_B(real_A), real_A)) * 10 * 0.5
+        loss_G = (gan_loss(D_A(fake_B), True) + gan_loss(D_B(fake_A), True)
+                  + (l1(rec_A, real_A) + l1(rec_B, real_B)) * 10 + loss_idt)
+        loss_G.backward()
+        opt_G.step()
+        set_requires_grad([D_A, D_B], True)
+        opt_D.zero_grad()
+        fb, fa = pool_B.query(fake_B), pool_A.query(fake_A)
+        loss_D_A = (gan_loss(D_A(real_B), True) + gan_loss(D_A(fb.detach()), False)) * 0.5
+        loss_D_A.backward()
+        loss_D_B = (gan_loss(D_B(real_A), True) + gan_loss(D_B(fa.detach()), False)) * 0.5
+        loss_D_B.backward()
+        opt_D.step()
+        losses.append([loss_G.item(), loss_D_A.item(), loss_D_B.item()])
+    return {"losses": np.array(losses).reshape(-1), "params": _params(nets)}
+
+
+def test_cyclegan_trains_the_same():
+    _parity(cyclegan, steps=4)
+
+
+def test_cyclegan_runs_in_minidl():
+    out = cyclegan(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 11. GAT: edge gathers, leaky_relu scores, segment softmax by scatter_reduce, index_add_ -
+def gat(tt, state=None, steps=5):
+    nn, F = tt.nn, tt.nn.functional
+
+    class GATLayer(nn.Module):
+        def __init__(self, fin, fout, heads, concat=True):
+            super().__init__()
+            self.heads, self.fout, self.concat = heads, fout, concat
+            self.W = nn.Linear(fin, heads * fout, bias=False)
+            self.att_src = nn.Parameter(tt.empty(1, heads, fout))
+            self.att_dst = nn.Parameter(tt.empty(1, heads, fout))
+            self.bias = nn.Parameter(tt.zeros(heads * fout if concat else fout))
+            nn.init.xavier_uniform_(self.att_src)
+            nn.init.xavier_uniform_(self.att_dst)
+
+        def forward(self, x, edge_index):
+            N, H, C = x.shape[0], self.heads, self.fout
+            h = self.W(x).view(N, H, C)
+            src, dst = edge_index[0], edge_index[1]
+            a_src, a_dst = (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)
+            e = F.leaky_relu(a_src[src] + a_dst[dst], negative_slope=0.2)  # (E, H)
+            index = dst.unsqueeze(-1).expand_as(e)
+            e_max = tt.full((N, H), float("-inf"), dtype=e.dtype).scatter_reduce(
+                0, index, e, reduce="amax", include_self=True)
+            e = (e - e_max[dst]).exp()
+            denom = tt.zeros((N, H), dtype=e.dtype).scatter_reduce(0, index, e, reduce="sum")
+            alpha = e / (denom[dst] + 1e-16)
+            out = tt.zeros((N, H, C), dtype=x.dtype).index_add_(0, dst,
+                                                                 h[src] * alpha.unsqueeze(-1))
+            out = out.reshape(N, H * C) if self.concat else out.mean(dim=1)
+            return out + self.bias, alpha
+
+    class GAT(nn.Module):
+        def __init__(self, fin, hidden, classes, heads=2):
+            super().__init__()
+            self.conv1 = GATLayer(fin, hidden, heads)
+            self.conv2 = GATLayer(hidden * heads, classes, 1, concat=False)
+
+        def forward(self, x, edge_index):
+            x, _ = self.conv1(x, edge_index)
+            x = F.elu(x)
+            x, alpha = self.conv2(x, edge_index)
+            return F.log_softmax(x, dim=-1), alpha
+
+    rng = np.random.default_rng(12)
+    N = 14
+    edges = {(int(a), int(b)) for a, b in rng.integers(0, N, (30, 2)) if a != b}
+    edges |= {(b, a) for a, b in edges} | {(i, i) for i in range(N)}  # undirected, self loops
+    edge_index = tt.from_numpy(np.array(sorted(edges)).T.copy())
+    x = tt.from_numpy(rng.standard_normal((N, 5)))
+    y = tt.from_numpy(rng.integers(0, 3, N))
+    train_mask = tt.from_numpy(np.arange(N) < 9)
+    model = GAT(5, 4, 3).double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
+    losses = []
+    for _ in range(steps):
+        model.train()
+        out, _ = model(x, edge_index)
+        loss = F.nll_loss(out[train_mask], y[train_mask])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        out, alpha = model(x, edge_index)
+        pred = out.argmax(dim=1)
+        acc = (pred[~train_mask] == y[~train_mask]).double().mean().item()
+        att_sums = tt.zeros(N, dtype=alpha.dtype).index_add_(0, edge_index[1], alpha[:, 0])
+    return {"losses": losses, "acc": acc, "att_sums": _np(att_sums), "out": _np(out),
+            "params": _params(model)}
+
+
+def test_graph_attention_network_trains_the_same():
+    _parity(gat)
+
+
+def test_graph_attention_network_runs_in_minidl():
+    out = gat(minidl, steps=3)
+    np.testing.assert_allclose(out["att_sums"], 1.0, rtol=1e-12)
+
+
+# ---- 12. RealNVP: masked affine couplings, log-det sums, a Normal base, sampling ------------
+def realnvp(tt, state=None, steps=5):
+    nn = tt.nn
+    D = tt.distributions
+
+    class Coupling(nn.Module):
+        def __init__(self, mask, hidden=16):
+            super().__init__()
+            dim = mask.numel()
+            self.register_buffer("mask", mask)
+            self.s = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(), nn.Linear(hidden, dim),
+                                   nn.Tanh())
+            self.t = nn.Sequential(nn.Linear(dim, hidden), nn.LeakyReLU(), nn.Linear(hidden, dim))
+
+        def forward(self, x):  # data -> latent
+            xm = x * self.mask
+            s, t = self.s(xm) * (1 - self.mask), self.t(xm) * (1 - self.mask)
+            z = xm + (1 - self.mask) * (x * tt.exp(s) + t)
+            return z, s.sum(dim=1)
+
+        def inverse(self, z):
+            zm = z * self.mask
+            s, t = self.s(zm) * (1 - self.mask), self.t(zm) * (1 - self.mask)
+            return zm + (1 - self.mask) * ((z - t) * tt.exp(-s))
+
+    class RealNVP(nn.Module):
+        def __init__(self, n_layers=4):
+            super().__init__()
+            masks = [tt.tensor([1.0, 0.0] if i % 2 == 0 else [0.0, 1.0], dtype=tt.float64)
+                     for i in range(n_layers)]
+            self.layers = nn.ModuleList(Coupling(m) for m in masks)
+            self.register_buffer("loc", tt.zeros(2, dtype=tt.float64))
+            self.register_buffer("scale", tt.ones(2, dtype=tt.float64))
+
+        @property
+        def base(self):
+            return D.Independent(D.Normal(self.loc, self.scale), 1)
+
+        def forward(self, x):
+            log_det = tt.zeros(x.shape[0], dtype=x.dtype)
+            for layer in self.layers:
+                x, ld = layer(x)
+                log_det = log_det + ld
+            return x, log_det
+
+        def log_prob(self, x):
+            z, log_det = self(x)
+            return self.base.log_prob(z) + log_det
+
+        def inverse(self, z):
+            for layer in reversed(self.layers):
+                z = layer.inverse(z)
+            return z
+
+    rng = np.random.default_rng(13)  # two moons
+    n = 64
+    theta = rng.random(n) * np.pi
+    upper = rng.random(n) < 0.5
+    pts = np.where(upper[:, None], np.stack([np.cos(theta), np.sin(theta)], 1),
+                   np.stack([1 - np.cos(theta), 0.5 - np.sin(theta)], 1))
+    pts = pts + 0.05 * rng.standard_normal((n, 2))
+    flow = RealNVP().double()
+    _load(flow, tt, state)
+    opt = tt.optim.Adam(flow.parameters(), lr=5e-3)
+    losses = []
+    for i in range(steps):
+        x = tt.from_numpy(pts[32 * (i % 2):32 * (i % 2) + 32])
+        loss = -flow.log_prob(x).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        z = tt.from_numpy(rng.standard_normal((5, 2)))
+        samples = flow.inverse(z)
+        back, _ = flow(samples)
+        lp = flow.log_prob(samples)
+        base_lp = D.MultivariateNormal(flow.loc, tt.eye(2, dtype=tt.float64)).log_prob(z)
+    return {"losses": losses, "samples": _np(samples), "back": _np(back), "z": _np(z),
+            "lp": _np(lp), "base_lp": _np(base_lp), "params": _params(flow)}
+
+
+def test_realnvp_trains_the_same():
+    _parity(realnvp)
+
+
+def test_realnvp_runs_in_minidl():
+    out = realnvp(minidl, steps=3)
+    np.testing.assert_allclose(out["back"], out["z"], rtol=1e-10, atol=1e-12)
+
+
+# ---- 13. U-Net segmentation: bilinear upsampling, skip concatenation, Dice + BCE ------------
+def unet(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def double_conv(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                             nn.ReLU(inplace=True),
+                             nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    class Up(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv = double_conv(cin, cout)
+
+        def forward(self, x, skip):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            return self.conv(tt.cat([skip, x], dim=1))
+
+    class UNet(nn.Module):
+        def __init__(self, c=4):
+            super().__init__()
+            self.inc = double_conv(1, c)
+            self.down1 = double_conv(c, 2 * c)
+            self.down2 = double_conv(2 * c, 2 * c)
+            self.up1 = Up(4 * c, c)
+            self.up2 = Up(2 * c, c)
+            self.outc = nn.Conv2d(c, 1, 1)
+
+        def forward(self, x):
+            x1 = self.inc(x)
+            x2 = self.down1(F.max_pool2d(x1, 2))
+            x3 = self.down2(F.max_pool2d(x2, 2))
+            x = self.up1(x3, x2)
+            x = self.up2(x, x1)
+            return self.outc(x)
+
+    def dice_loss(logits, target, eps=1.0):
+        probs = tt.sigmoid(logits)
+        inter = (probs * target).sum(dim=(1, 2, 3))
+        union = probs.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
+        return 1 - ((2 * inter + eps) / (union + eps)).mean()
+
+    rng = np.random.default_rng(14)
+    images = rng.standard_normal((8, 1, 10, 10))  # 10 -> 5 -> 2: the sizes do not halve evenly
+    masks = (images > 0.3).astype(np.float64)
+    model = UNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.RMSprop(model.parameters(), lr=1e-3, weight_decay=1e-8, momentum=0.9)
+    bce = nn.BCEWithLogitsLoss()
+    losses = []
+    model.train()
+    for i in range(steps):
+        x = tt.from_numpy(images[4 * (i % 2):4 * (i % 2) + 4])
+        y = tt.from_numpy(masks[4 * (i % 2):4 * (i % 2) + 4])
+        logits = model(x)
+        loss = bce(logits, y) + dice_loss(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        logits = model(tt.from_numpy(images[:2]))
+        up = F.interpolate(logits, scale_factor=1.5, mode="bilinear", align_corners=False)
+    return {"losses": losses, "logits": _np(logits), "up": _np(up), "params": _params(model)}
+
+
+def test_unet_segmentation_trains_the_same():
+    _parity(unet)
+
+
+def test_unet_segmentation_runs_in_minidl():
+    out = unet(minidl, steps=2)
+    assert out["logits"].shape == (2, 1, 10, 10) and out["up"].shape == (2, 1, 15, 15)
+
+
+# ---- 14. gradient checkpointing (use_reentrant=False) in a deep MLP -------------------------
+def checkpointed(tt, state=None, steps=3, use_checkpoint=True, p_drop=0.0):
+    nn, F = tt.nn, tt.nn.functional
+    from importlib import import_module
+    cp = import_module(tt.__name__ + ".utils.checkpoint")
+
+    class Block(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.norm = nn.LayerNorm(dim)
+            self.fc1 = nn.Linear(dim, 2 * dim)
+            self.fc2 = nn.Linear(2 * dim, dim)
+            self.drop = nn.Dropout(p_drop)
+
+        def forward(self, x):
+            return x + self.drop(self.fc2(F.gelu(self.fc1(self.norm(x)))))
+
+    class DeepMLP(nn.Module):
+        def __init__(self, dim=8, depth=6):
+            super().__init__()
+            self.blocks = nn.ModuleList(Block(dim) for _ in range(depth))
+            self.head = nn.Linear(dim, 1)
+
+        def forward(self, x):
+            if not (use_checkpoint and self.training):
+                for block in self.blocks:
+                    x = block(x)
+                return self.head(x)
+            for block in self.blocks[:4]:
+                x = cp.checkpoint(block, x, use_reentrant=False)
+            # the last two blocks as one segment
+            x = cp.checkpoint_sequential(nn.Sequential(*self.blocks[4:]), 1, x,
+                                         use_reentrant=False)
+            return self.head(x)
+
+    rng = np.random.default_rng(15)
+    xs = rng.standard_normal((steps + 1, 16, 8))
+    ys = np.sin(xs.sum(-1, keepdims=True))
+    model = DeepMLP().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05)
+    losses, grads = [], []
+    for i in range(steps):
+        x = tt.from_numpy(xs[i]).requires_grad_()
+        loss = F.mse_loss(model(x), tt.from_numpy(ys[i]))
+        opt.zero_grad()
+        loss.backward()
+        grads.append(np.concatenate([_np(x.grad).ravel()]
+                                    + [_np(p.grad).ravel() for p in model.parameters()]))
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "grads": np.array(grads).reshape(-1), "params": _params(model)}
+
+
+def test_gradient_checkpointing_trains_the_same():
+    _parity(checkpointed)
+
+
+def test_gradient_checkpointing_gives_the_gradients_of_the_plain_run():
+    if torch is None:
+        pytest.skip("torch not installed")
+    torch.manual_seed(0)
+    start = checkpointed(torch, steps=0)["params"]
+    for tt in (torch, minidl):
+        with_cp = checkpointed(tt, state=start)
+        plain = checkpointed(tt, state=start, use_checkpoint=False)
+        np.testing.assert_allclose(with_cp["grads"], plain["grads"], rtol=1e-12, atol=1e-14)
+
+
+def test_gradient_checkpointing_with_dropout_runs_in_minidl():
+    """The recomputation replays the same dropout mask (the RNG state is kept), so the run
+    with checkpoints and the plain one agree from the same seed."""
+    minidl.manual_seed(3)
+    with_cp = checkpointed(minidl, p_drop=0.3)
+    minidl.manual_seed(3)
+    plain = checkpointed(minidl, p_drop=0.3, use_checkpoint=False)
+    for k in with_cp["params"]:
+        np.testing.assert_allclose(with_cp["params"][k], plain["params"][k], rtol=1e-12)
+
+
+# ---- 15. TCN: dilated causal Conv1d by left F.pad, weight_norm, residual 1x1 ----------------
+def tcn(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+    weight_norm = tt.nn.utils.parametrizations.weight_norm
+
+    class TemporalBlock(nn.Module):
+        def __init__(self, cin, cout, kernel_size, dilation):
+            super().__init__()
+            self.pad = (kernel_size - 1) * dilation
+            self.conv1 = weight_norm(nn.Conv1d(cin, cout, kernel_size, dilation=dilation))
+            self.conv2 = weight_norm(nn.Conv1d(cout, cout, kernel_size, dilation=dilation))
+            self.downsample = nn.Conv1d(cin, cout, 1) if cin != cout else None
+
+        def forward(self, x):
+            h = F.relu(self.conv1(F.pad(x, (self.pad, 0))))
+            h = F.relu(self.conv2(F.pad(h, (self.pad, 0))))
+            res = x if self.downsample is None else self.downsample(x)
+            return F.relu(h + res)
+
+    class TCN(nn.Module):
+        def __init__(self, cin=2, channels=(6, 6, 6), kernel_size=3):
+            super().__init__()
+            layers = []
+            for i, c in enumerate(channels):
+                layers.append(TemporalBlock(cin if i == 0 else channels[i - 1], c, kernel_size,
+                                            2 ** i))
+            self.network = nn.Sequential(*layers)
+            self.linear = nn.Linear(channels[-1], 1)
+
+        def forward(self, x):
+            return self.linear(self.network(x)[:, :, -1])
+
+    rng = np.random.default_rng(16)  # the adding problem
+    T = 20
+
+    def batch(n=8):
+        values = rng.random((n, T))
+        marks = np.zeros((n, T))
+        for row in range(n):
+            marks[row, rng.choice(T, 2, replace=False)] = 1.0
+        return np.stack([values, marks], 1), (values * marks).sum(1, keepdims=True)
+
+    model = TCN().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=4e-3)
+    losses = []
+    for _ in range(steps):
+        x, y = batch()
+        loss = F.mse_loss(model(tt.from_numpy(x)), tt.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        tt.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        opt.step()
+        losses.append(loss.item())
+    x, _ = batch(2)
+    x = tt.from_numpy(x)
+    with tt.no_grad():
+        full = model.network(x)
+        x2 = x.clone()
+        x2[:, :, 12:] += 1.0  # the future must not reach the past
+        cut = model.network(x2)
+        causal = bool(tt.equal(full[:, :, :12], cut[:, :, :12]))
+    return {"losses": losses, "features": _np(full), "causal": repr(causal),
+            "weight": _np(model.network[0].conv1.weight), "params": _params(model)}
+
+
+def test_temporal_convolution_network_trains_the_same():
+    _parity(tcn)
+
+
+def test_temporal_convolution_network_runs_in_minidl():
+    out = tcn(minidl, steps=2)
+    assert out["causal"] == "True" and np.isfinite(out["losses"]).all()
+
+
+# ---- what the programs found, each fix with its own test ------------------------------------
+def _ema_of_integer_buffers(tt):
+    f = tt.optim.swa_utils.get_ema_multi_avg_fn(0.8)
+    a, b = tt.tensor([1, -3, 7]), tt.tensor([6, 2, 9])
+    seen = []
+    for _ in range(4):
+        f([a], [b], None)
+        seen.append(a.tolist())
+    return seen, a.dtype == tt.int64
+
+
+def test_ema_of_an_integer_buffer_rounds_as_torch():
+    """EMA with use_buffers=True averages BatchNorm's num_batches_tracked: minidl worked in
+    float64 (1 * 0.8 + 6 * 0.2 = 1.9999999999999998, truncated to 1) where PyTorch's
+    integer * float is float32 (2.0, kept as 2)."""
+    assert _ema_of_integer_buffers(minidl) == ([[2, -2, 7], [2, -1, 7], [2, 0, 7],
+                                                [2, 0, 7]], True)
+
+
+def test_ema_of_an_integer_buffer_rounds_as_torch_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _ema_of_integer_buffers(minidl) == _ema_of_integer_buffers(torch)
+
+
+def _relu_in_place_after_norm(tt, x):
+    F = tt.nn.functional
+    x = tt.from_numpy(x).requires_grad_()
+    w = tt.from_numpy(np.linspace(-1.0, 1.0, 4 * 3 * 3).reshape(4, 1, 3, 3)).requires_grad_()
+    outs = []
+    for norm in (lambda h: F.instance_norm(h), lambda h: F.group_norm(h, 2),
+                 tt.nn.InstanceNorm2d(4), tt.nn.GroupNorm(2, 4, affine=False)):
+        y = norm(F.conv2d(x, w, padding=1))
+        z = tt.nn.ReLU(inplace=True)(y)
+        assert z is y
+        gx, gw = tt.autograd.grad((z * z.detach().cos()).sum(), (x, w))
+        outs += [_np(z), _np(gx), _np(gw)]
+    return outs
+
+
+def test_relu_in_place_after_instance_norm_and_group_norm():
+    """CycleGAN's generator (Conv2d, InstanceNorm2d, ReLU(True)) was refused: minidl's
+    instance_norm and group_norm without affine returned a reshape of their internal result,
+    which counted as a view, and an in-place op on a view in the graph is refused."""
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4))
+    outs = _relu_in_place_after_norm(minidl, x)
+    for z in outs[::3]:
+        assert (z >= 0).all() and (z > 0).any()
+    F = minidl.nn.functional
+
+    def f(v):
+        return F.relu(F.instance_norm(v * 1.5), inplace=True)
+
+    def g(v):
+        return F.relu(F.group_norm(v * 1.5, 2), inplace=True)
+
+    v = minidl.from_numpy(np.random.default_rng(1).standard_normal((2, 4, 3))).requires_grad_()
+    assert minidl.autograd.gradcheck(f, (v,)) and minidl.autograd.gradcheck(g, (v,))
+    assert minidl.autograd.gradgradcheck(f, (v,)) and minidl.autograd.gradgradcheck(g, (v,))
+
+
+def test_relu_in_place_after_instance_norm_and_group_norm_as_torch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 1, 4, 4))
+    for ours, theirs in zip(_relu_in_place_after_norm(minidl, x),
+                            _relu_in_place_after_norm(torch, x)):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_an_untracked_write_into_a_norm_result_is_still_seen_by_backward():
+    """The result is no longer a view, but it shares its memory and version count with what
+    the op saved: changing it in place without the graph still makes backward refuse."""
+    F = minidl.nn.functional
+    x = minidl.from_numpy(np.random.default_rng(2).standard_normal((2, 4, 5))).requires_grad_()
+    y = F.instance_norm(x * 2.0)
+    loss = (y * y).sum()
+    with minidl.no_grad():
+        y.mul_(3.0)
+    with pytest.raises(RuntimeError, match="changed by an in-place operation"):
+        loss.backward()
