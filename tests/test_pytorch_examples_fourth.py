@@ -66,7 +66,7 @@ def _np(t):
 
 
 # ---- 1. DDPM: a tiny UNet (GroupNorm, SiLU, attention, skips), the epsilon loss, sampling ----
-def ddpm(tt, state=None, steps=3, T=12):
+def ddpm(tt, state=None, steps=3, T=12, sdpa=False):
     nn, F = tt.nn, tt.nn.functional
 
     def timestep_embedding(t, dim):
@@ -101,6 +101,10 @@ def ddpm(tt, state=None, steps=3, T=12):
         def forward(self, x):
             B, C, H, W = x.shape
             q, k, v = self.qkv(self.norm(x)).reshape(B, 3, C, H * W).unbind(1)
+            if sdpa:  # two heads, (B, heads, tokens, C / heads)
+                q, k, v = (a.reshape(B, 2, C // 2, H * W).transpose(-1, -2) for a in (q, k, v))
+                h = F.scaled_dot_product_attention(q, k, v)
+                return x + self.proj(h.transpose(-1, -2).reshape(B, C, H, W))
             attn = tt.softmax(q.transpose(1, 2) @ k / math.sqrt(C), dim=-1)
             h = (v @ attn.transpose(1, 2)).reshape(B, C, H, W)
             return x + self.proj(h)
@@ -141,9 +145,14 @@ def ddpm(tt, state=None, steps=3, T=12):
             self.register_buffer("sqrt_recip_a", (1.0 / alphas).sqrt())
             self.register_buffer("post_var", betas * (1.0 - prev) / (1.0 - alphas_cumprod))
 
+        @staticmethod
+        def extract(a, t, x_shape):
+            out = a.gather(-1, t)
+            return out.reshape(t.shape[0], *((1,) * (len(x_shape) - 1)))
+
         def q_sample(self, x0, t, noise):
-            return (self.sqrt_ab[t].view(-1, 1, 1, 1) * x0
-                    + self.sqrt_1m_ab[t].view(-1, 1, 1, 1) * noise)
+            return (self.extract(self.sqrt_ab, t, x0.shape) * x0
+                    + self.extract(self.sqrt_1m_ab, t, x0.shape) * noise)
 
         def loss(self, x0, t, noise):
             return F.mse_loss(self.model(self.q_sample(x0, t, noise), t), noise)
@@ -186,13 +195,17 @@ def test_ddpm_trains_and_samples_the_same():
     _parity(ddpm)
 
 
+def test_ddpm_with_scaled_dot_product_attention_trains_the_same():
+    _parity(ddpm, sdpa=True, steps=2, T=6)
+
+
 def test_ddpm_runs_in_minidl():
     out = ddpm(minidl, steps=2)
     assert np.isfinite(out["losses"]).all() and np.abs(out["samples"]).max() <= 1.0
 
 
 # ---- 2. ViT: Conv2d patches, cls token, norm_first encoder, AdamW groups, warmup-cosine -----
-def vit(tt, state=None, steps=4):
+def vit(tt, state=None, steps=4, sequential=False):
     nn = tt.nn
 
     class ViT(nn.Module):
@@ -242,7 +255,14 @@ def vit(tt, state=None, steps=4):
         progress = (step - warmup) / max(1, total - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    sched = tt.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    lr_scheduler = tt.optim.lr_scheduler
+    if sequential:  # the same warmup and cosine, as two schedulers one after the other
+        sched = lr_scheduler.SequentialLR(
+            opt, [lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=warmup - 1),
+                  lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warmup))],
+            milestones=[warmup])
+    else:
+        sched = lr_scheduler.LambdaLR(opt, lr_lambda)
     criterion = nn.CrossEntropyLoss(label_smoothing=0.1)
     losses, lrs = [], []
     model.train()
@@ -268,6 +288,10 @@ def vit(tt, state=None, steps=4):
 
 def test_vit_trains_the_same():
     _parity(vit)
+
+
+def test_vit_with_sequential_lr_trains_the_same():
+    _parity(vit, sequential=True, steps=5)
 
 
 def test_vit_runs_in_minidl():
@@ -426,7 +450,7 @@ def test_clip_runs_in_minidl():
 
 
 # ---- 5. Mixture of Experts: top-k routing, softmax over the chosen, index_add_, aux loss ----
-def moe(tt, state=None, steps=4):
+def moe(tt, state=None, steps=4, sorted_dispatch=False):
     nn, F = tt.nn, tt.nn.functional
 
     class MoE(nn.Module):
@@ -448,7 +472,16 @@ def moe(tt, state=None, steps=4):
             # the dense gate matrix, kept for the report: zeros but the chosen experts
             gates = tt.zeros_like(logits).scatter(1, top_idx, top_w)
             out = tt.zeros_like(flat)
-            for e, expert in enumerate(self.experts):
+            if sorted_dispatch:  # sort the (token, slot) pairs by expert, split by counts
+                expert_of = top_idx.reshape(-1)
+                order = tt.argsort(expert_of, stable=True)
+                token_of = order // self.k
+                counts = tt.bincount(expert_of, minlength=self.n_experts).tolist()
+                chunks = tt.split(flat[token_of], counts)
+                ys = [expert(chunk) for expert, chunk in zip(self.experts, chunks)]
+                y = tt.cat(ys) * top_w.reshape(-1)[order].unsqueeze(-1)
+                out = out.scatter_add(0, token_of.unsqueeze(-1).expand(-1, shape[-1]), y)
+            for e, expert in enumerate([] if sorted_dispatch else self.experts):
                 token, slot = tt.where(top_idx == e)
                 if token.numel() == 0:
                     continue
@@ -499,6 +532,10 @@ def test_mixture_of_experts_trains_the_same():
     _parity(moe)
 
 
+def test_mixture_of_experts_with_sorted_dispatch_trains_the_same():
+    _parity(moe, sorted_dispatch=True)
+
+
 def test_mixture_of_experts_runs_in_minidl():
     out = moe(minidl, steps=2)
     assert np.allclose(out["gates"].sum(-1), 1.0) and ((out["gates"] > 0).sum(-1) == 2).all()
@@ -506,7 +543,7 @@ def test_mixture_of_experts_runs_in_minidl():
 
 
 # ---- 6. LoRA: a frozen base Linear, low-rank A/B, only LoRA in the optimizer, merge ---------
-def lora(tt, state=None, steps=4):
+def lora(tt, state=None, steps=4, parametrized=False):
     nn, F = tt.nn, tt.nn.functional
 
     class LoRALinear(nn.Module):
@@ -531,12 +568,30 @@ def lora(tt, state=None, steps=4):
                 self.base.weight += (self.lora_B @ self.lora_A) * self.scaling
             self.merged = True
 
+    class LoRAParametrization(nn.Module):  # weight -> weight + B @ A * scaling
+        def __init__(self, fan_out, fan_in, r=2, alpha=4.0):
+            super().__init__()
+            self.lora_A = nn.Parameter(tt.zeros(r, fan_in, dtype=tt.float64))
+            self.lora_B = nn.Parameter(tt.zeros(fan_out, r, dtype=tt.float64))
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            self.scaling = alpha / r
+
+        def forward(self, W):
+            return W + (self.lora_B @ self.lora_A) * self.scaling
+
     def add_lora(model, r=2):
         for name, child in model.named_children():
-            if isinstance(child, nn.Linear):
+            if isinstance(child, nn.Linear) and parametrized:
+                child.requires_grad_(False)
+                parametrize.register_parametrization(
+                    child, "weight", LoRAParametrization(*child.weight.shape, r))
+            elif isinstance(child, nn.Linear):
                 setattr(model, name, LoRALinear(child, r))
             else:
                 add_lora(child, r)
+
+    from importlib import import_module
+    parametrize = import_module(tt.__name__ + ".nn.utils.parametrize")
 
     model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
                           nn.Linear(16, 3)).double()
@@ -555,9 +610,24 @@ def lora(tt, state=None, steps=4):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    frozen_grads = repr([p.grad is None for n, p in model.named_parameters() if "base" in n])
+    frozen_grads = repr([p.grad is None for n, p in model.named_parameters()
+                         if "base" in n or "original" in n or n.endswith("bias")])
     with tt.no_grad():
         before = model(x)
+    if parametrized:
+        state_keys = repr(sorted(model.state_dict()))
+        trained = _params(model)
+        for m in model:
+            if isinstance(m, nn.Linear):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+        with tt.no_grad():
+            after = model(x)
+        return {"losses": losses, "before": _np(before), "after": _np(after),
+                "plain": _np(after), "trainable": repr(trainable), "keys": state_keys,
+                "frozen_grads": frozen_grads, "params": trained,
+                "merged": np.concatenate([v.ravel() for v in _params(model).values()]),
+                "is_param": repr([m.weight.__class__.__name__ for m in model
+                                  if isinstance(m, nn.Linear)])}
     for m in model.modules():
         if isinstance(m, LoRALinear):
             m.merge()
@@ -574,25 +644,37 @@ def test_lora_fine_tuning_trains_the_same():
     _parity(lora)
 
 
+def test_lora_as_a_parametrization_trains_the_same():
+    _parity(lora, parametrized=True)
+
+
 def test_lora_fine_tuning_runs_in_minidl():
     out = lora(minidl, steps=3)
     assert out["trainable"].count("lora_") == 6 and "base" not in out["trainable"]
     np.testing.assert_allclose(out["after"], out["before"], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(out["plain"], out["before"], rtol=1e-10, atol=1e-12)
     assert out["frozen_grads"] == repr([True] * 6)
+    out = lora(minidl, steps=3, parametrized=True)
+    np.testing.assert_allclose(out["after"], out["before"], rtol=1e-10, atol=1e-12)
+    assert out["is_param"] == repr(["Parameter"] * 3) and "original" in out["keys"]
 
 
 # ---- 7. EMA with AveragedModel, SWA with SWALR and update_bn --------------------------------
-def ema_swa(tt, state=None, steps=6):
+def ema_swa(tt, state=None, steps=6, per_tensor=False):
     nn, F = tt.nn, tt.nn.functional
     swa_utils = tt.optim.swa_utils
     model = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(),
                           nn.Linear(16, 2)).double()
     if state is not None:
         _load(model, tt, {k: v for k, v in state.items() if not k.startswith(("ema.", "swa."))})
-    ema = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.8),
-                                  use_buffers=True)
-    swa = swa_utils.AveragedModel(model)
+    if per_tensor:  # the one-tensor-at-a-time forms: get_ema_avg_fn, and a lambda
+        ema = swa_utils.AveragedModel(model, avg_fn=swa_utils.get_ema_avg_fn(0.8),
+                                      use_buffers=True)
+    else:
+        ema = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.8),
+                                      use_buffers=True)
+    swa = swa_utils.AveragedModel(model, avg_fn=(lambda avg, p, n: avg + (p - avg) / (n + 1))
+                                  if per_tensor else None)
     opt = tt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     swa_start = steps // 2
     sched = tt.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
@@ -630,6 +712,10 @@ def ema_swa(tt, state=None, steps=6):
 
 def test_ema_and_swa_train_the_same():
     _parity(ema_swa)
+
+
+def test_ema_and_swa_with_per_tensor_averages_train_the_same():
+    _parity(ema_swa, per_tensor=True)
 
 
 def test_ema_and_swa_run_in_minidl():
@@ -705,7 +791,7 @@ def test_mixup_and_cutmix_run_in_minidl():
 
 
 # ---- 9. VQ-VAE: cdist/argmin codebook lookup, straight-through, EMA codebook ----------------
-def vq_vae(tt, state=None, steps=4):
+def vq_vae(tt, state=None, steps=4, ema=True):
     nn, F = tt.nn, tt.nn.functional
 
     class VectorQuantizerEMA(nn.Module):
@@ -713,17 +799,26 @@ def vq_vae(tt, state=None, steps=4):
             super().__init__()
             self.K, self.beta, self.decay, self.eps = num_embeddings, beta, decay, eps
             self.embedding = nn.Embedding(num_embeddings, dim)
-            self.embedding.weight.requires_grad_(False)
+            self.embedding.weight.requires_grad_(not ema)
+            with tt.no_grad():  # the usual code: self.embedding.weight.data.uniform_(...)
+                self.embedding.weight.uniform_(-1 / num_embeddings, 1 / num_embeddings)
             self.register_buffer("cluster_size", tt.zeros(num_embeddings))
             self.register_buffer("ema_w", self.embedding.weight.clone())
 
         def forward(self, z_e):
             z = z_e.permute(0, 2, 3, 1)
             flat = z.reshape(-1, z.shape[-1])
-            dist = tt.cdist(flat, self.embedding.weight)
+            if ema:
+                dist = tt.cdist(flat, self.embedding.weight)
+            else:  # |z|^2 - 2 z.e + |e|^2, as the VQ-VAE papers' code writes it
+                dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ self.embedding.weight.t()
+                        + self.embedding.weight.pow(2).sum(1))
             idx = dist.argmin(dim=1)
             z_q = self.embedding(idx).view(z.shape)
-            if self.training:
+            if not ema:
+                codebook = F.mse_loss(z_q, z.detach())
+                commitment = self.beta * F.mse_loss(z, z_q.detach()) + codebook
+            elif self.training:
                 with tt.no_grad():
                     onehot = F.one_hot(idx, self.K).to(flat.dtype)
                     self.cluster_size.mul_(self.decay).add_(onehot.sum(0), alpha=1 - self.decay)
@@ -731,7 +826,8 @@ def vq_vae(tt, state=None, steps=4):
                     n = self.cluster_size.sum()
                     size = (self.cluster_size + self.eps) / (n + self.K * self.eps) * n
                     self.embedding.weight.copy_(self.ema_w / size.unsqueeze(1))
-            commitment = self.beta * F.mse_loss(z, z_q.detach())
+            if ema:
+                commitment = self.beta * F.mse_loss(z, z_q.detach())
             z_q = z + (z_q - z).detach()  # straight-through estimator
             probs = tt.bincount(idx, minlength=self.K).to(flat.dtype) / idx.numel()
             perplexity = tt.exp(-(probs * tt.log(probs + 1e-10)).sum())
@@ -774,6 +870,10 @@ def vq_vae(tt, state=None, steps=4):
 
 def test_vq_vae_trains_the_same():
     _parity(vq_vae)
+
+
+def test_vq_vae_with_a_learned_codebook_trains_the_same():
+    _parity(vq_vae, ema=False)
 
 
 def test_vq_vae_runs_in_minidl():
@@ -891,7 +991,7 @@ def test_cyclegan_runs_in_minidl():
 
 
 # ---- 11. GAT: edge gathers, leaky_relu scores, segment softmax by scatter_reduce, index_add_ -
-def gat(tt, state=None, steps=5):
+def gat(tt, state=None, steps=5, variant=False):
     nn, F = tt.nn, tt.nn.functional
 
     class GATLayer(nn.Module):
@@ -912,10 +1012,17 @@ def gat(tt, state=None, steps=5):
             a_src, a_dst = (h * self.att_src).sum(-1), (h * self.att_dst).sum(-1)
             e = F.leaky_relu(a_src[src] + a_dst[dst], negative_slope=0.2)  # (E, H)
             index = dst.unsqueeze(-1).expand_as(e)
-            e_max = tt.full((N, H), float("-inf"), dtype=e.dtype).scatter_reduce(
-                0, index, e, reduce="amax", include_self=True)
-            e = (e - e_max[dst]).exp()
-            denom = tt.zeros((N, H), dtype=e.dtype).scatter_reduce(0, index, e, reduce="sum")
+            if variant:  # the maximum left out of the graph, the sums by scatter_add_
+                e_max = tt.zeros((N, H), dtype=e.dtype).scatter_reduce(
+                    0, index, e.detach(), reduce="amax", include_self=False)
+                e = (e - e_max[dst]).exp()
+                denom = tt.zeros((N, H), dtype=e.dtype).scatter_add_(0, index, e)
+            else:
+                e_max = tt.full((N, H), float("-inf"), dtype=e.dtype).scatter_reduce(
+                    0, index, e, reduce="amax", include_self=True)
+                e = (e - e_max[dst]).exp()
+                denom = tt.zeros((N, H), dtype=e.dtype).scatter_reduce(0, index, e,
+                                                                       reduce="sum")
             alpha = e / (denom[dst] + 1e-16)
             out = tt.zeros((N, H, C), dtype=x.dtype).index_add_(0, dst,
                                                                  h[src] * alpha.unsqueeze(-1))
@@ -966,6 +1073,10 @@ def gat(tt, state=None, steps=5):
 
 def test_graph_attention_network_trains_the_same():
     _parity(gat)
+
+
+def test_graph_attention_network_with_scatter_add_trains_the_same():
+    _parity(gat, variant=True)
 
 
 def test_graph_attention_network_runs_in_minidl():
@@ -1065,7 +1176,7 @@ def test_realnvp_runs_in_minidl():
 
 
 # ---- 13. U-Net segmentation: bilinear upsampling, skip concatenation, Dice + BCE ------------
-def unet(tt, state=None, steps=3):
+def unet(tt, state=None, steps=3, transposed=False):
     nn, F = tt.nn, tt.nn.functional
 
     def double_conv(cin, cout):
@@ -1077,10 +1188,17 @@ def unet(tt, state=None, steps=3):
     class Up(nn.Module):
         def __init__(self, cin, cout):
             super().__init__()
+            if transposed:
+                self.up = nn.ConvTranspose2d(cin // 2, cin // 2, kernel_size=2, stride=2)
             self.conv = double_conv(cin, cout)
 
         def forward(self, x, skip):
-            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            if transposed:  # the odd sizes padded back, the shape of the common U-Net code
+                x = self.up(x)
+                dy, dx = skip.size(2) - x.size(2), skip.size(3) - x.size(3)
+                x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+            else:
+                x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             return self.conv(tt.cat([skip, x], dim=1))
 
     class UNet(nn.Module):
@@ -1134,6 +1252,10 @@ def unet(tt, state=None, steps=3):
 
 def test_unet_segmentation_trains_the_same():
     _parity(unet)
+
+
+def test_unet_with_transposed_convolutions_trains_the_same():
+    _parity(unet, transposed=True)
 
 
 def test_unet_segmentation_runs_in_minidl():
@@ -1222,9 +1344,11 @@ def test_gradient_checkpointing_with_dropout_runs_in_minidl():
 
 
 # ---- 15. TCN: dilated causal Conv1d by left F.pad, weight_norm, residual 1x1 ----------------
-def tcn(tt, state=None, steps=4):
+def tcn(tt, state=None, steps=4, old_weight_norm=False):
     nn, F = tt.nn, tt.nn.functional
     weight_norm = tt.nn.utils.parametrizations.weight_norm
+    if old_weight_norm:  # weight_g and weight_v, recomputed by a forward pre-hook
+        weight_norm = tt.nn.utils.weight_norm
 
     class TemporalBlock(nn.Module):
         def __init__(self, cin, cout, kernel_size, dilation):
@@ -1289,6 +1413,11 @@ def tcn(tt, state=None, steps=4):
 
 def test_temporal_convolution_network_trains_the_same():
     _parity(tcn)
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*deprecated")
+def test_temporal_convolution_network_with_the_old_weight_norm_trains_the_same():
+    _parity(tcn, old_weight_norm=True)
 
 
 def test_temporal_convolution_network_runs_in_minidl():
