@@ -1425,6 +1425,137 @@ def test_temporal_convolution_network_runs_in_minidl():
     assert out["causal"] == "True" and np.isfinite(out["losses"]).all()
 
 
+# ---- 16. a LLaMA-style LM: RMSNorm, rotary embeddings by complex numbers, SwiGLU, causal SDPA,
+# a KV cache for generation under inference_mode, an EMA by _foreach_lerp_ --------------------
+def llama(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    V, D, H, L = 16, 16, 2, 12
+
+    def precompute_freqs_cis(dim, end, theta=10000.0):
+        freqs = 1.0 / (theta ** (tt.arange(0, dim, 2, dtype=tt.float64)[: dim // 2] / dim))
+        t = tt.arange(end, dtype=tt.float64)
+        freqs = tt.outer(t, freqs)
+        return tt.polar(tt.ones_like(freqs), freqs)  # complex128
+
+    def apply_rotary_emb(xq, xk, freqs_cis):
+        xq_ = tt.view_as_complex(xq.reshape(*xq.shape[:-1], -1, 2))
+        xk_ = tt.view_as_complex(xk.reshape(*xk.shape[:-1], -1, 2))
+        freqs_cis = freqs_cis.view(1, xq_.shape[1], 1, xq_.shape[-1])
+        xq_out = tt.view_as_real(xq_ * freqs_cis).flatten(3)
+        xk_out = tt.view_as_real(xk_ * freqs_cis).flatten(3)
+        return xq_out.type_as(xq), xk_out.type_as(xk)
+
+    class Attention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wq = nn.Linear(D, D, bias=False)
+            self.wk = nn.Linear(D, D, bias=False)
+            self.wv = nn.Linear(D, D, bias=False)
+            self.wo = nn.Linear(D, D, bias=False)
+
+        def forward(self, x, freqs_cis, cache=None):
+            B, T, _ = x.shape
+            q = self.wq(x).view(B, T, H, D // H)
+            k = self.wk(x).view(B, T, H, D // H)
+            v = self.wv(x).view(B, T, H, D // H)
+            q, k = apply_rotary_emb(q, k, freqs_cis)
+            q, k, v = (a.transpose(1, 2) for a in (q, k, v))
+            if cache is not None:
+                if "k" in cache:
+                    k = tt.cat([cache["k"], k], dim=2)
+                    v = tt.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+            causal = cache is None or T > 1
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+            return self.wo(out.transpose(1, 2).contiguous().view(B, T, D))
+
+    class FeedForward(nn.Module):
+        def __init__(self, hidden=32):
+            super().__init__()
+            self.w1 = nn.Linear(D, hidden, bias=False)
+            self.w2 = nn.Linear(hidden, D, bias=False)
+            self.w3 = nn.Linear(D, hidden, bias=False)
+
+        def forward(self, x):
+            return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention_norm = nn.RMSNorm(D, eps=1e-6)
+            self.attention = Attention()
+            self.ffn_norm = nn.RMSNorm(D, eps=1e-6)
+            self.feed_forward = FeedForward()
+
+        def forward(self, x, freqs_cis, cache=None):
+            h = x + self.attention(self.attention_norm(x), freqs_cis, cache)
+            return h + self.feed_forward(self.ffn_norm(h))
+
+    class Transformer(nn.Module):
+        def __init__(self, n_layers=2):
+            super().__init__()
+            self.tok_embeddings = nn.Embedding(V, D)
+            self.layers = nn.ModuleList(Block() for _ in range(n_layers))
+            self.norm = nn.RMSNorm(D, eps=1e-6)
+            self.output = nn.Linear(D, V, bias=False)
+            self.output.weight = self.tok_embeddings.weight
+            self.register_buffer("freqs_cis", precompute_freqs_cis(D // H, 2 * L),
+                                 persistent=False)
+
+        def forward(self, tokens, start_pos=0, caches=None):
+            T = tokens.shape[1]
+            h = self.tok_embeddings(tokens)
+            freqs = self.freqs_cis[start_pos:start_pos + T]
+            for i, layer in enumerate(self.layers):
+                h = layer(h, freqs, None if caches is None else caches[i])
+            return self.output(self.norm(h))
+
+    rng = np.random.default_rng(17)
+    text = np.array([(3 * i + i // 4) % V for i in range(200)])
+    model = Transformer().double()
+    _load(model, tt, state)
+    ema = [p.detach().clone() for p in model.parameters()]
+    opt = tt.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
+    losses = []
+    for _ in range(steps):
+        starts = rng.integers(0, len(text) - L - 1, 4)
+        x = tt.from_numpy(np.stack([text[s:s + L] for s in starts]))
+        y = tt.from_numpy(np.stack([text[s + 1:s + L + 1] for s in starts]))
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, V), y.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        tt.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        with tt.no_grad():
+            tt._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 0.1)
+        losses.append(loss.item())
+    model.eval()
+    prompt = tt.from_numpy(text[None, :4])
+    with tt.inference_mode():
+        full = model(prompt)
+        caches = [{} for _ in model.layers]
+        logits = model(prompt, 0, caches)
+        tokens = prompt
+        for pos in range(4, 8):  # greedy, one token at a time from the cache
+            nxt = logits[:, -1].argmax(-1, keepdim=True)
+            tokens = tt.cat([tokens, nxt], dim=1)
+            logits = model(nxt, pos, caches)
+        recomputed = model(tokens)[:, -1]
+    return {"losses": losses, "full": _np(full), "last": _np(logits[:, -1]),
+            "recomputed": _np(recomputed), "tokens": repr(tokens.tolist()),
+            "ema": np.concatenate([_np(e).ravel() for e in ema]), "params": _params(model)}
+
+
+def test_llama_style_lm_trains_and_generates_the_same():
+    _parity(llama)
+
+
+def test_llama_style_lm_runs_in_minidl():
+    out = llama(minidl, steps=2)
+    np.testing.assert_allclose(out["last"], out["recomputed"], rtol=1e-10, atol=1e-12)
+
+
 # ---- what the programs found, each fix with its own test ------------------------------------
 def _ema_of_integer_buffers(tt):
     f = tt.optim.swa_utils.get_ema_multi_avg_fn(0.8)
@@ -1504,3 +1635,112 @@ def test_an_untracked_write_into_a_norm_result_is_still_seen_by_backward():
         y.mul_(3.0)
     with pytest.raises(RuntimeError, match="changed by an in-place operation"):
         loss.backward()
+
+
+def _foreach_results(tt):
+    rng = np.random.default_rng(5)
+    a = [tt.from_numpy(rng.random((2, 3)) + 0.5), tt.from_numpy(rng.random(4) + 0.5)]
+    b = [tt.from_numpy(rng.random((2, 3)) + 0.5), tt.from_numpy(rng.random(4) + 0.5)]
+    out = []
+    for name in ("add", "sub", "mul", "div", "pow", "maximum", "minimum", "clamp_min",
+                 "clamp_max"):
+        f = getattr(tt, "_foreach_" + name)
+        for other in (b, 0.75, [0.5, 1.5]):
+            if name in ("maximum", "minimum") and isinstance(other, list) and \
+                    not isinstance(other[0], type(a[0])):
+                continue
+            out += f(a, other)
+    out += tt._foreach_add(a, b, alpha=-2.5) + tt._foreach_mul(a, tt.tensor(3.0))
+    for name in ("abs", "exp", "log", "sqrt", "rsqrt", "sigmoid", "neg", "reciprocal", "sin",
+                 "tanh", "expm1", "log1p", "lgamma", "erf", "frac", "trunc"):
+        out += getattr(tt, "_foreach_" + name)(a)
+    out += tt._foreach_lerp(a, b, 0.3) + tt._foreach_lerp(a, b, [0.2, 0.9])
+    out += tt._foreach_lerp(a, b, [c * 0 + 0.25 for c in b])
+    out += tt._foreach_addcmul(a, a, b, value=0.5) + tt._foreach_addcdiv(a, a, b, [1.0, -2.0])
+    out += tt._foreach_addcdiv(a, b, a, tt.tensor([0.5, 3.0], dtype=tt.float64))
+    out += tt._foreach_norm(b) + tt._foreach_norm(b, 1) + tt._foreach_norm(b, float("inf"))
+    out += tt._foreach_max(b)
+    ema = [t.clone() for t in a]  # the EMA idiom: in place, one call for all
+    back = tt._foreach_mul_(ema, 0.9)
+    tt._foreach_add_(ema, b, alpha=0.1)
+    tt._foreach_lerp_(ema, b, 0.5)
+    tt._foreach_addcmul_(ema, a, b, value=-0.25)
+    tt._foreach_maximum_(ema, [t * 0 + 0.9 for t in b])
+    tt._foreach_sqrt_(ema)
+    same = all(x is y for x, y in zip(back, ema))
+    copy = [t * 0 for t in a]
+    tt._foreach_copy_(copy, b)
+    zero = [t.clone() for t in a]
+    tt._foreach_zero_(zero)
+    return [t.detach().numpy() for t in out + ema + copy + zero], same
+
+
+def test_foreach_ops_as_in_model_ema_code():
+    """The LLaMA program's weight EMA, torch._foreach_lerp_(ema, params, 1 - decay), failed:
+    minidl had none of torch's _foreach_* ops (EMA code and hand-written optimizers use
+    them). Now each is its Tensor op on every tensor of the list."""
+    got, same = _foreach_results(minidl)
+    assert same and len(got) == 112
+    a = [minidl.tensor([1.0, 2.0]), minidl.tensor([3.0])]
+    with pytest.raises(RuntimeError, match="at least one tensor"):
+        minidl._foreach_add([], [])
+    with pytest.raises(RuntimeError, match="same number of tensors, got 2 and 1"):
+        minidl._foreach_mul_(a, a[:1])
+    with pytest.raises(RuntimeError, match="same number of elements as scalar list"):
+        minidl._foreach_add(a, [1.0, 2.0, 3.0])
+    with pytest.raises(TypeError, match="list or tuple of Tensors"):
+        minidl._foreach_exp(a[0])
+    assert a[0].tolist() == [1.0, 2.0]  # nothing changed by the refused calls
+    leaf = [minidl.ones(2, requires_grad=True)]
+    with pytest.raises(RuntimeError, match="leaf"):
+        minidl._foreach_add_(leaf, 1.0)
+
+
+def test_copy_takes_non_blocking():
+    """_foreach_copy_ passes non_blocking on, as EMA code does with p.copy_(q,
+    non_blocking=True): minidl's copy_ took no such argument."""
+    x = minidl.zeros(3, dtype=minidl.float64)
+    assert x.copy_(minidl.tensor([1, 2, 3]), non_blocking=True) is x
+    assert x.tolist() == [1.0, 2.0, 3.0] and x.dtype == minidl.float64
+
+
+def test_foreach_ops_as_in_model_ema_code_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, our_same = _foreach_results(minidl)
+    theirs, their_same = _foreach_results(torch)
+    assert our_same == their_same and len(ours) == len(theirs)
+    for i, (x, y) in enumerate(zip(ours, theirs)):
+        assert x.shape == y.shape, i
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14, err_msg=str(i))
+
+
+def _foreach_grads(tt, a, b):
+    def f(x, y, z):
+        out = (tt._foreach_lerp([x, y], [z, z * 2], 0.3) + tt._foreach_mul([x, y], [z, x])
+               + tt._foreach_addcdiv([x], [y], [z], value=0.5) + tt._foreach_sqrt([z])
+               + tt._foreach_norm([x, y]) + tt._foreach_add([x], [y], alpha=2.0))
+        return sum((o * (k + 1)).sum() for k, o in enumerate(out))
+    return f
+
+
+def test_foreach_ops_are_differentiable():
+    rng = np.random.default_rng(6)
+    x, y, z = (minidl.from_numpy(rng.random(3) + 0.5).requires_grad_() for _ in range(3))
+    f = _foreach_grads(minidl, None, None)
+    assert minidl.autograd.gradcheck(f, (x, y, z))
+    assert minidl.autograd.gradgradcheck(f, (x, y, z))
+
+
+def test_foreach_ops_are_differentiable_as_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    arrays = [rng.random(3) + 0.5 for _ in range(3)]
+    grads = []
+    for tt in (minidl, torch):
+        xs = [tt.from_numpy(v.copy()).requires_grad_() for v in arrays]
+        out = _foreach_grads(tt, None, None)(*xs)
+        g = tt.autograd.grad(out, xs, create_graph=True)
+        gg = tt.autograd.grad(sum((gi * gi).sum() for gi in g), xs)
+        grads.append([out.item()] + [_np(t) for t in g + gg])
+    for x, y in zip(*grads):
+        np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-14)
