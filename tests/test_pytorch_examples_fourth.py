@@ -1556,6 +1556,232 @@ def test_llama_style_lm_runs_in_minidl():
     np.testing.assert_allclose(out["last"], out["recomputed"], rtol=1e-10, atol=1e-12)
 
 
+# ---- 17. a DiT block: patchify, adaLN-Zero modulation, nn.MultiheadAttention, unpatchify ----
+def dit(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    P, C, D, S = 2, 1, 16, 8  # patch, channels, width, image size
+
+    def modulate(x, shift, scale):
+        return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+    class DiTBlock(nn.Module):
+        def __init__(self, heads=2):
+            super().__init__()
+            self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+            self.attn = nn.MultiheadAttention(D, heads, batch_first=True)
+            self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+            self.mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(approximate="tanh"),
+                                     nn.Linear(4 * D, D))
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(D, 6 * D))
+
+        def forward(self, x, c):
+            (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp,
+             gate_mlp) = self.adaLN_modulation(c).chunk(6, dim=1)
+            h = modulate(self.norm1(x), shift_msa, scale_msa)
+            h, _ = self.attn(h, h, h, need_weights=False)
+            x = x + gate_msa.unsqueeze(1) * h
+            return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp,
+                                                                 scale_mlp))
+
+    class DiT(nn.Module):
+        def __init__(self, depth=2, num_classes=3):
+            super().__init__()
+            self.x_embedder = nn.Conv2d(C, D, P, stride=P)
+            self.t_embedder = nn.Sequential(nn.Linear(8, D), nn.SiLU(), nn.Linear(D, D))
+            self.y_embedder = nn.Embedding(num_classes + 1, D)  # the last: no label (CFG)
+            n = (S // P) ** 2
+            self.pos_embed = nn.Parameter(tt.zeros(1, n, D), requires_grad=False)
+            self.blocks = nn.ModuleList(DiTBlock() for _ in range(depth))
+            self.norm_final = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+            self.adaLN_final = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+            self.linear = nn.Linear(D, P * P * C)
+            for block in self.blocks:  # adaLN-Zero: every block starts as the identity
+                nn.init.constant_(block.adaLN_modulation[-1].weight, 0)
+                nn.init.constant_(block.adaLN_modulation[-1].bias, 0)
+            with tt.no_grad():
+                grid = tt.arange(n, dtype=tt.float64)[:, None] / n
+                freqs = tt.arange(D // 2, dtype=tt.float64)[None] + 1
+                self.pos_embed.copy_(tt.cat([tt.sin(grid * freqs), tt.cos(grid * freqs)], 1)[None])
+
+        def unpatchify(self, x):
+            h = w = S // P
+            x = x.reshape(x.shape[0], h, w, P, P, C)
+            x = tt.einsum("nhwpqc->nchpwq", x)
+            return x.reshape(x.shape[0], C, h * P, w * P)
+
+        def forward(self, x, t, y):
+            x = self.x_embedder(x).flatten(2).transpose(1, 2) + self.pos_embed
+            half = tt.arange(4, dtype=tt.float64)
+            temb = t[:, None] * tt.exp(-math.log(1000.0) * half / 4)[None]
+            c = self.t_embedder(tt.cat([temb.cos(), temb.sin()], -1)) + self.y_embedder(y)
+            for block in self.blocks:
+                x = block(x, c)
+            shift, scale = self.adaLN_final(c).chunk(2, dim=1)
+            return self.unpatchify(self.linear(modulate(self.norm_final(x), shift, scale)))
+
+    rng = np.random.default_rng(18)
+    model = DiT().double()
+    _load(model, tt, state)
+    opt = tt.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                         weight_decay=0)
+    losses = []
+    for _ in range(steps):
+        x0 = tt.from_numpy(rng.standard_normal((4, C, S, S)))
+        t = tt.from_numpy(rng.random(4))
+        y = tt.from_numpy(rng.integers(0, 4, 4))  # label 3 stands for "dropped"
+        noise = tt.from_numpy(rng.standard_normal((4, C, S, S)))
+        xt = (1 - t).view(-1, 1, 1, 1) * x0 + t.view(-1, 1, 1, 1) * noise  # rectified flow
+        loss = F.mse_loss(model(xt, t, y), noise - x0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():  # classifier-free guidance, one Euler step
+        x = tt.from_numpy(rng.standard_normal((2, C, S, S)))
+        t = tt.full((2,), 0.5, dtype=tt.float64)
+        cond = model(x, t, tt.tensor([0, 2]))
+        uncond = model(x, t, tt.tensor([3, 3]))
+        guided = x - 0.5 * (uncond + 4.0 * (cond - uncond))
+    return {"losses": losses, "guided": _np(guided), "params": _params(model)}
+
+
+def test_dit_trains_the_same():
+    _parity(dit)
+
+
+def test_dit_runs_in_minidl():
+    out = dit(minidl, steps=2)
+    assert out["guided"].shape == (2, 1, 8, 8) and np.isfinite(out["losses"]).all()
+
+
+# ---- 18. SimCLR: two augmented views, a projection head, the NT-Xent loss -------------------
+def simclr(tt, state=None, steps=3, temperature=0.5):
+    nn, F = tt.nn, tt.nn.functional
+
+    class SimCLR(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8),
+                                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.projector = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8))
+
+        def forward(self, x):
+            return self.projector(self.encoder(x))
+
+    def nt_xent(z1, z2):
+        z = F.normalize(tt.cat([z1, z2], dim=0), dim=1)
+        n = z1.shape[0]
+        sim = F.cosine_similarity(z.unsqueeze(1), z.unsqueeze(0), dim=-1) / temperature
+        sim = sim.masked_fill(tt.eye(2 * n, dtype=tt.bool), float("-inf"))
+        targets = tt.cat([tt.arange(n, 2 * n), tt.arange(0, n)])
+        return F.cross_entropy(sim, targets)
+
+    def augment(x, rng):
+        flip = rng.random(x.shape[0]) < 0.5
+        x = np.where(flip[:, None, None, None], x[..., ::-1], x)
+        shift = rng.integers(-1, 2, 2)
+        x = np.roll(x, tuple(shift), axis=(2, 3))
+        return tt.from_numpy(x * rng.uniform(0.8, 1.2, (x.shape[0], 1, 1, 1)))
+
+    rng = np.random.default_rng(19)
+    images = rng.standard_normal((16, 3, 6, 6))
+    model = SimCLR().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    sched = tt.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.3, total_steps=max(steps, 2))
+    losses, lrs = [], []
+    for i in range(steps):
+        batch = images[8 * (i % 2):8 * (i % 2) + 8]
+        loss = nt_xent(model(augment(batch, rng)), model(augment(batch, rng)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        lrs.append(sched.get_last_lr()[0])
+    model.eval()
+    with tt.no_grad():
+        features = model.encoder(tt.from_numpy(images))
+    return {"losses": losses, "lrs": lrs, "features": _np(features), "params": _params(model)}
+
+
+def test_simclr_trains_the_same():
+    _parity(simclr)
+
+
+def test_simclr_runs_in_minidl():
+    out = simclr(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["features"].shape == (16, 8)
+
+
+# ---- 19. DPO: sequence log-probs by gather, a frozen reference model, logsigmoid -------------
+def dpo(tt, state=None, steps=3, beta=0.1):
+    nn, F = tt.nn, tt.nn.functional
+    V, T = 10, 6
+
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(V, 12)
+            self.rnn = nn.LSTM(12, 12, batch_first=True)
+            self.head = nn.Linear(12, V)
+
+        def forward(self, ids):
+            return self.head(self.rnn(self.emb(ids))[0])
+
+    def sequence_logps(model, ids, mask):
+        logits = model(ids[:, :-1])
+        labels = ids[:, 1:]
+        logps = tt.gather(logits.log_softmax(-1), 2, labels.unsqueeze(2)).squeeze(2)
+        return (logps * mask[:, 1:]).sum(-1)
+
+    rng = np.random.default_rng(20)
+    policy = TinyLM().double()
+    _load(policy, tt, state)
+    reference = TinyLM().double()
+    reference.load_state_dict(policy.state_dict())
+    reference.eval()
+    reference.requires_grad_(False)
+    opt = tt.optim.Adam(policy.parameters(), lr=1e-2)
+    losses, margins = [], []
+    for _ in range(steps):
+        prompt = rng.integers(0, V, (4, 2))
+        chosen = np.concatenate([prompt, (prompt[:, -1:] + np.arange(1, T - 1)) % V], 1)
+        rejected = np.concatenate([prompt, rng.integers(0, V, (4, T - 2))], 1)
+        mask = np.ones((4, T))
+        mask[:, :2] = 0  # only the response counts
+        ids = tt.from_numpy(np.concatenate([chosen, rejected]))
+        m = tt.from_numpy(np.concatenate([mask, mask]))
+        pi = sequence_logps(policy, ids, m)
+        with tt.no_grad():
+            ref = sequence_logps(reference, ids, m)
+        pi_c, pi_r = pi.chunk(2)
+        ref_c, ref_r = ref.chunk(2)
+        logits = beta * ((pi_c - ref_c) - (pi_r - ref_r))
+        loss = -F.logsigmoid(logits).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        margins.append(logits.mean().item())
+    ref_grads = repr([p.grad is None for p in reference.parameters()])
+    return {"losses": losses, "margins": margins, "ref_grads": ref_grads,
+            "params": {**_params(policy), **_params(reference, "ref.")}}
+
+
+def test_dpo_trains_the_same():
+    if torch is None:
+        pytest.skip("torch not installed")
+    _parity(lambda tt, state=None, **kw: dpo(tt, state=None if state is None else
+                                             {k: v for k, v in state.items()
+                                              if not k.startswith("ref.")}, **kw))
+
+
+def test_dpo_runs_in_minidl():
+    out = dpo(minidl, steps=3)
+    assert out["ref_grads"] == repr([True] * 7) and out["losses"][0] == pytest.approx(math.log(2))
+
+
 # ---- what the programs found, each fix with its own test ------------------------------------
 def _ema_of_integer_buffers(tt):
     f = tt.optim.swa_utils.get_ema_multi_avg_fn(0.8)
