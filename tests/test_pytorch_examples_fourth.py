@@ -5,7 +5,8 @@ parameter groups and a warmup-cosine LambdaLR, a BERT-style masked language mode
 CLIP-style contrastive model, a top-k Mixture-of-Experts layer, LoRA fine-tuning, weight EMA
 and SWA with ``swa_utils``, mixup and cutmix, a VQ-VAE with EMA codebook updates, a
 CycleGAN step, a graph attention network, RealNVP, a U-Net with Dice + BCE, gradient
-checkpointing, and a temporal convolution network with weight norm.
+checkpointing, and a temporal convolution network with weight norm; then a LLaMA-style LM
+(rotary embeddings, RMSNorm, SwiGLU, a KV cache), a DiT, SimCLR, DPO, an MAE and WGAN-GP.
 
 minidl's random generator is its own (not torch's), so every draw the two runs share (data,
 noise, masks, mixing coefficients) comes from numpy or from a seeded ``random.Random``.
@@ -1780,6 +1781,156 @@ def test_dpo_trains_the_same():
 def test_dpo_runs_in_minidl():
     out = dpo(minidl, steps=3)
     assert out["ref_grads"] == repr([True] * 7) and out["losses"][0] == pytest.approx(math.log(2))
+
+
+# ---- 20. MAE: random masking by argsort of noise, gather, mask tokens, the masked-patch loss --
+def mae(tt, state=None, steps=3, mask_ratio=0.75):
+    nn = tt.nn
+    P, S, D = 2, 8, 16
+    n = (S // P) ** 2
+
+    def patchify(imgs):
+        h = w = S // P
+        x = imgs.reshape(imgs.shape[0], 3, h, P, w, P)
+        x = tt.einsum("nchpwq->nhwpqc", x)
+        return x.reshape(imgs.shape[0], h * w, P * P * 3)
+
+    class MAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.patch_embed = nn.Linear(P * P * 3, D)
+            self.cls_token = nn.Parameter(tt.zeros(1, 1, D))
+            self.pos_embed = nn.Parameter(tt.zeros(1, n + 1, D))
+            layer = nn.TransformerEncoderLayer(D, 2, 2 * D, dropout=0.0, batch_first=True,
+                                               norm_first=True, activation="gelu")
+            self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(D)
+            self.decoder_embed = nn.Linear(D, D)
+            self.mask_token = nn.Parameter(tt.zeros(1, 1, D))
+            self.decoder_pos_embed = nn.Parameter(tt.zeros(1, n + 1, D))
+            self.decoder = nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(D, 2, 2 * D, dropout=0.0, batch_first=True,
+                                           norm_first=True), 1, enable_nested_tensor=False)
+            self.decoder_pred = nn.Linear(D, P * P * 3)
+            for p in (self.cls_token, self.mask_token, self.pos_embed, self.decoder_pos_embed):
+                nn.init.normal_(p, std=0.02)
+
+        def random_masking(self, x, noise):
+            N, L, Dm = x.shape
+            len_keep = int(L * (1 - mask_ratio))
+            ids_shuffle = tt.argsort(noise, dim=1)
+            ids_restore = tt.argsort(ids_shuffle, dim=1)
+            ids_keep = ids_shuffle[:, :len_keep]
+            x_masked = tt.gather(x, dim=1, index=ids_keep.unsqueeze(-1).repeat(1, 1, Dm))
+            mask = tt.ones([N, L], dtype=x.dtype)
+            mask[:, :len_keep] = 0
+            mask = tt.gather(mask, dim=1, index=ids_restore)
+            return x_masked, mask, ids_restore
+
+        def forward(self, imgs, noise):
+            x = self.patch_embed(patchify(imgs)) + self.pos_embed[:, 1:, :]
+            x, mask, ids_restore = self.random_masking(x, noise)
+            cls = (self.cls_token + self.pos_embed[:, :1, :]).expand(x.shape[0], -1, -1)
+            x = self.norm(self.encoder(tt.cat((cls, x), dim=1)))
+            x = self.decoder_embed(x)
+            mask_tokens = self.mask_token.repeat(x.shape[0], ids_restore.shape[1] + 1 - x.shape[1],
+                                                 1)
+            x_ = tt.cat([x[:, 1:, :], mask_tokens], dim=1)
+            x_ = tt.gather(x_, dim=1, index=ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))
+            x = tt.cat([x[:, :1, :], x_], dim=1) + self.decoder_pos_embed
+            pred = self.decoder_pred(self.decoder(x))[:, 1:, :]
+            target = patchify(imgs)
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5  # norm_pix_loss
+            loss = ((pred - target) ** 2).mean(dim=-1)
+            return (loss * mask).sum() / mask.sum(), pred, mask
+
+    rng = np.random.default_rng(21)
+    images = rng.standard_normal((8, 3, S, S))
+    model = MAE().double()
+    _load(model, tt, state)
+    opt = tt.optim.AdamW(model.parameters(), lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05)
+    losses = []
+    for i in range(steps):
+        imgs = tt.from_numpy(images[4 * (i % 2):4 * (i % 2) + 4])
+        loss, pred, mask = model(imgs, tt.from_numpy(rng.random((4, n))))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        loss, pred, mask = model(tt.from_numpy(images[:2]), tt.from_numpy(rng.random((2, n))))
+    return {"losses": losses, "pred": _np(pred), "mask": _np(mask), "params": _params(model)}
+
+
+def test_mae_trains_the_same():
+    _parity(mae)
+
+
+def test_mae_runs_in_minidl():
+    out = mae(minidl, steps=2)
+    assert (out["mask"].sum(1) == 12).all()
+
+
+# ---- 21. WGAN-GP with a spectral-norm critic: the gradient penalty by autograd.grad ----------
+def wgan_gp(tt, state=None, steps=3, spectral=False):
+    nn = tt.nn
+    sn = tt.nn.utils.parametrizations.spectral_norm if spectral else (lambda m: m)
+
+    generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2 * 6 * 6),
+                              nn.Unflatten(1, (2, 6, 6)), nn.Conv2d(2, 1, 3, padding=1),
+                              nn.Tanh())
+    critic = nn.Sequential(sn(nn.Conv2d(1, 4, 3, stride=2, padding=1)), nn.LeakyReLU(0.2),
+                           sn(nn.Conv2d(4, 8, 3, padding=1)), nn.LayerNorm([8, 3, 3]),
+                           nn.LeakyReLU(0.2), nn.Flatten(), sn(nn.Linear(72, 1)))
+    nets = nn.ModuleDict({"G": generator, "D": critic}).double()
+    _load(nets, tt, state)
+    opt_G = tt.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    opt_D = tt.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.0, 0.9))
+    rng = np.random.default_rng(22)
+    losses, penalties = [], []
+
+    def gradient_penalty(real, fake, alpha):
+        interp = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+        out = critic(interp)
+        grads = tt.autograd.grad(outputs=out, inputs=interp, grad_outputs=tt.ones_like(out),
+                                 create_graph=True, retain_graph=True)[0]
+        grads = grads.view(grads.size(0), -1)
+        return ((grads.norm(2, dim=1) - 1) ** 2).mean()
+
+    for _ in range(steps):
+        for _ in range(2):  # critic iterations
+            real = tt.from_numpy(np.tanh(rng.standard_normal((4, 1, 6, 6))))
+            z = tt.from_numpy(rng.standard_normal((4, 4)))
+            fake = generator(z).detach()
+            alpha = tt.from_numpy(rng.random((4, 1, 1, 1)))
+            gp = gradient_penalty(real, fake, alpha)
+            loss_D = critic(fake).mean() - critic(real).mean() + 10.0 * gp
+            opt_D.zero_grad()
+            loss_D.backward()
+            opt_D.step()
+        z = tt.from_numpy(rng.standard_normal((4, 4)))
+        loss_G = -critic(generator(z)).mean()
+        opt_G.zero_grad()
+        loss_G.backward()
+        opt_G.step()
+        losses.append([loss_D.item(), loss_G.item()])
+        penalties.append(gp.item())
+    return {"losses": np.array(losses).reshape(-1), "penalties": penalties,
+            "params": _params(nets)}
+
+
+def test_wgan_gp_trains_the_same():
+    _parity(wgan_gp)
+
+
+def test_wgan_gp_with_spectral_norm_trains_the_same():
+    _parity(wgan_gp, spectral=True)
+
+
+def test_wgan_gp_runs_in_minidl():
+    out = wgan_gp(minidl, steps=2, spectral=True)
+    assert np.isfinite(out["losses"]).all() and all(p >= 0 for p in out["penalties"])
 
 
 # ---- what the programs found, each fix with its own test ------------------------------------
