@@ -664,9 +664,11 @@ class Tensor:
         return _inplace(self, other, "trunc_divide",
                         lambda a, b: a.div(b, rounding_mode="trunc"))
 
-    def copy_(self, src):
+    def copy_(self, src, non_blocking=False):
         """Write ``src``'s values into this tensor's array (cast to its dtype, broadcast to its
-        shape), outside the graph, as PyTorch's ``copy_`` under ``no_grad()``."""
+        shape), outside the graph, as PyTorch's ``copy_`` under ``no_grad()``.
+        ``non_blocking`` is taken, as PyTorch's, and changes nothing here: the copy is done
+        when the call returns."""
         return _inplace(self, src, "copy", None)
 
     def clone(self, *, memory_format=None):
