@@ -27,11 +27,15 @@ class DeQuantStub(QuantStub):
 
 
 def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplace=False):
-    """``model`` with each of its submodules whose type is in ``qconfig_spec`` (a set of types;
-    default {nn.Linear}) replaced by its dynamically quantized form (only Linear -> int8 here).
-    A copy unless ``inplace``."""
+    """``model`` with its Linear layers replaced by dynamically quantized ones, as torch's.
+    ``qconfig_spec`` picks them: a set of module types and/or submodule names (each given the
+    default dynamic qconfig), or a dict from those to a qconfig (None: leave it float); a
+    name applies to that submodule and everything under it, a type to every module of it,
+    and a module's own ``qconfig`` attribute wins (torch's propagation). Default: every
+    nn.Linear. A name that is no submodule is refused. A copy unless ``inplace``."""
     from ... import nn
     from ..nn.quantized import dynamic as nnqd
+    from .qconfig import default_dynamic_qconfig
 
     if dtype is not qint8:
         raise NotImplementedError(f"quantize_dynamic: only dtype minidl.qint8 is supported, got "
@@ -39,29 +43,69 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
     if qconfig_spec is None:
         qconfig_spec = {nn.Linear}
     if isinstance(qconfig_spec, dict):
-        raise NotImplementedError("quantize_dynamic: a dict qconfig_spec is not supported; pass "
-                                  "a set of module types")
-    types = tuple(t for t in qconfig_spec if isinstance(t, type))
-    unsupported = [t.__name__ for t in types if not issubclass(t, nn.Linear)]
+        spec = dict(qconfig_spec)
+    else:
+        try:
+            spec = dict.fromkeys(qconfig_spec, default_dynamic_qconfig)
+        except TypeError:
+            raise TypeError(f"quantize_dynamic: qconfig_spec must be a set of module types and "
+                            f"submodule names or a dict of them, got "
+                            f"{type(qconfig_spec).__name__}") from None
+    for key in spec:
+        if not (isinstance(key, str) or isinstance(key, type) and issubclass(key, Module)):
+            raise TypeError(f"quantize_dynamic: qconfig_spec keys must be module types or "
+                            f"submodule names, got {key!r}")
+    mapping = mapping or {nn.Linear: nnqd.Linear}
+
+    def holds_mapped(module):
+        return any(type(m) in mapping for m in module.modules())
+
+    # a type is quantized itself, or through the Linear layers it holds (a container)
+    unsupported = [t.__name__ for t in spec if isinstance(t, type) and spec[t] is not None
+                   and t not in mapping and not any(holds_mapped(m) for m in model.modules()
+                                                    if type(m) is t)]
     if unsupported:
         raise NotImplementedError(f"quantize_dynamic: no dynamic quantized form of {unsupported} "
                                   "here (Linear only)")
-    mapping = mapping or {nn.Linear: nnqd.Linear}
+    names = dict(model.named_modules())
+    unknown = [k for k in spec if isinstance(k, str) and k not in names]
+    if unknown:
+        raise ValueError(f"quantize_dynamic: qconfig_spec names {unknown}, which are not "
+                         f"submodules of the model (it has {[n for n in names if n]})")
     if not inplace:
         model = copy.deepcopy(model)
 
-    def swap(module):
+    def qconfig_of(module, name, parent):
+        qconfig = spec.get(type(module), parent)
+        qconfig = spec.get(name, qconfig)
+        return module.__dict__.get("qconfig", qconfig)
+
+    def convert(child, qconfig):  # from_float reads the qconfig; the float module keeps its own
+        had, old = "qconfig" in child.__dict__, child.__dict__.get("qconfig")
+        child.qconfig = qconfig
+        try:
+            return mapping[type(child)].from_float(child)
+        finally:
+            if had:
+                child.qconfig = old
+            else:
+                del child.qconfig
+
+    def swap(module, prefix, parent):
         for name, child in list(module._modules.items()):
             if child is None:
                 continue
-            if type(child) in types and type(child) in mapping:
-                module._modules[name] = mapping[type(child)].from_float(child)
+            full = f"{prefix}.{name}" if prefix else name
+            qconfig = qconfig_of(child, full, parent)
+            if type(child) in mapping and qconfig is not None:
+                module._modules[name] = convert(child, qconfig)
             else:
-                swap(child)
+                swap(child, full, qconfig)
 
-    if type(model) in types:
-        return mapping[type(model)].from_float(model)
-    swap(model)
+    root = qconfig_of(model, "", None)
+    if type(model) in mapping:
+        return convert(model, root) if root is not None else model
+    swap(model, "", root)
     return model
 
 
