@@ -265,3 +265,33 @@ def test_make_dual_of_a_tensor_with_a_tangent_is_refused_as_torch():
             with pytest.raises(RuntimeError, match="already has a forward gradient"):
                 fwad.make_dual(base, minidl.ones(2))
         assert fwad.unpack_dual(dual * 3).tangent.numpy().tolist() == [3.0, 3.0]
+
+
+# ---- save / load ---------------------------------------------------------------------------
+def test_dtypes_saved_as_values_round_trip_in_both_formats(tmp_path):
+    state = {"dtype": minidl.float16, "more": [minidl.bfloat16, minidl.int64, minidl.bool]}
+    for fmt, name in (("minidl", "c.npz"), ("torch", "c.pt")):
+        minidl.save(state, tmp_path / name, format=fmt)
+        back = minidl.load(tmp_path / name)
+        assert back["dtype"] == minidl.float16
+        assert back["more"] == [minidl.bfloat16, minidl.int64, minidl.bool]
+    with pytest.raises(TypeError, match="more/0 is the dtype uint16"):
+        minidl.save({"more": [np.dtype(np.uint16)]}, tmp_path / "bad.npz")
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_dtypes_saved_by_minidl_load_in_torch(tmp_path):
+    torch = pytest.importorskip("torch")
+    minidl.save({"dt": minidl.float16, "b": minidl.bfloat16}, tmp_path / "c.pt", format="torch")
+    back = torch.load(tmp_path / "c.pt")  # weights_only=True
+    assert back == {"dt": torch.float16, "b": torch.bfloat16}
+
+
+def test_a_truncated_zip_checkpoint_is_named_as_truncated(tmp_path):
+    path = tmp_path / "c.pt"
+    minidl.save({"w": minidl.ones(100)}, path, format="torch")
+    data = path.read_bytes()
+    for cut in (len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="c.pt.*truncated or corrupt"):
+            minidl.load(path)
