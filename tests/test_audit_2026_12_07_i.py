@@ -295,3 +295,67 @@ def test_a_truncated_zip_checkpoint_is_named_as_truncated(tmp_path):
         path.write_bytes(data[:cut])
         with pytest.raises(ValueError, match="c.pt.*truncated or corrupt"):
             minidl.load(path)
+
+
+# ---- lr schedulers -------------------------------------------------------------------------
+def test_sequential_lr_refuses_milestones_out_of_order_before_changing_the_lr():
+    opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
+    sched = minidl.optim.lr_scheduler
+    parts = [sched.ConstantLR(opt, factor=0.5, total_iters=2), sched.StepLR(opt, 2),
+             sched.ExponentialLR(opt, 0.9)]
+    lr = opt.param_groups[0]["lr"]
+    with pytest.raises(ValueError, match=r"increasing order, got \[4, 2\]"):
+        sched.SequentialLR(opt, parts, milestones=[4, 2])
+    assert opt.param_groups[0]["lr"] == lr
+    good = sched.SequentialLR(opt, parts, milestones=[2, 4])
+    state = good.state_dict()
+    state["_milestones"] = [4, 2]
+    with pytest.raises(ValueError, match="increasing order"):
+        good.load_state_dict(state)
+    assert good._milestones == [2, 4]
+
+
+# ---- DataLoader and default_collate ----------------------------------------------------------
+def test_collate_promotes_mixed_dtypes_as_torch_stack():
+    data = minidl.data
+    batch = data.default_collate([minidl.ones(2), minidl.ones(2, dtype=minidl.int64)])
+    assert batch.dtype == minidl.float32
+    batch = data.default_collate([np.ones(2, np.float32), np.ones(2, np.int64)])
+    assert batch.dtype == minidl.float32
+    (batch,) = list(data.DataLoader([minidl.ones(2, dtype=minidl.int64), minidl.ones(2)],
+                                    batch_size=2))
+    assert batch.dtype == minidl.float32
+    (batch,) = list(data.DataLoader([np.ones(2, np.uint8), np.ones(2, np.int8)], batch_size=2))
+    assert batch.dtype == minidl.int16
+
+
+def test_collate_mixed_dtypes_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    for dtypes in [("float32", "int64"), ("uint8", "int8"), ("float16", "bfloat16"),
+                   ("bool", "int8"), ("int32", "float16")]:
+        ours = minidl.data.default_collate([minidl.ones(2, dtype=getattr(minidl, d))
+                                            for d in dtypes])
+        theirs = torch.utils.data.default_collate([torch.ones(2, dtype=getattr(torch, d))
+                                                   for d in dtypes])
+        assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1], dtypes
+
+
+def test_collate_refuses_an_integer_beyond_int64_instead_of_an_object_tensor():
+    with pytest.raises(ValueError, match="does not fit in int64"):
+        minidl.data.default_collate([2 ** 70, 1])
+    with pytest.raises(ValueError, match=r"2361183241434822606848.*dataset index 1"):
+        list(minidl.data.DataLoader([1, 2 ** 71], batch_size=2))
+
+
+def test_collate_keeps_the_samples_mapping_type():
+    import collections
+
+    samples = [collections.defaultdict(int, a=i) for i in range(3)]
+    (batch,) = list(minidl.data.DataLoader(samples, batch_size=3))
+    assert type(batch) is collections.defaultdict and batch["a"].numpy().tolist() == [0, 1, 2]
+    assert batch["missing"] == 0  # its default factory kept
+    batch = minidl.data.default_collate(samples)
+    assert type(batch) is collections.defaultdict
+    ordered = [collections.OrderedDict(b=i, a=i) for i in range(2)]
+    (batch,) = list(minidl.data.DataLoader(ordered, batch_size=2))
+    assert type(batch) is collections.OrderedDict and list(batch) == ["b", "a"]

@@ -2,8 +2,10 @@
 of Tensors with the samples' structure (dicts, named tuples, lists), strings kept as they are."""
 from __future__ import annotations
 
+import copy
+import functools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 
@@ -79,11 +81,50 @@ def _equal_sizes(items, indices, where):
     return size
 
 
+def _same_mapping(first, collated):
+    """The collated fields in a mapping of the samples' type, as torch's default_collate: a
+    mutable mapping (OrderedDict, defaultdict, ...) copied and updated, another built from a
+    dict where its type allows, else a dict."""
+    if isinstance(first, MutableMapping):
+        try:
+            clone = copy.copy(first)
+            clone.update(collated)
+            return clone
+        except Exception:  # noqa: BLE001  (a mapping that cannot be copied: a plain dict)
+            return collated
+    try:
+        return type(first)(collated)
+    except TypeError:
+        return collated
+
+
+def _promoted(values, arrays):
+    """Arrays (from Tensors, numpy arrays or numpy numbers) of different dtypes cast to the
+    dtype torch.stack gives them (minidl.promote_types: float32 beside int64 stays float32,
+    where numpy would widen to float64); Python numbers and equal dtypes are left alone."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) < 2 or not all(hasattr(v, "dtype") for v in values):
+        return arrays
+    from ..runtime import promote_types
+
+    target = functools.reduce(promote_types, [a.dtype for a in arrays])
+    return [a.astype(target, copy=False) for a in arrays]
+
+
+def _check_int64(values, indices, where):
+    """Python ints beyond int64, which numpy would keep as objects (torch: overflow)."""
+    for j, v in enumerate(values):
+        if isinstance(v, int) and not -(1 << 63) <= v < (1 << 63):
+            raise CollateError(f"default_collate: the integer {v}{where} at {_sample(j, indices)} "
+                               "does not fit in int64 (Overflow when unpacking long long)")
+
+
 def _collate_field(values, indices=None, where=""):
     first = values[0]
     if isinstance(first, Mapping):
-        return {k: _collate_field([v[k] for v in values], indices, f"{where} (key {k!r})")
-                for k in first}
+        return _same_mapping(first, {
+            k: _collate_field([v[k] for v in values], indices, f"{where} (key {k!r})")
+            for k in first})
     if isinstance(first, (str, bytes)):
         return list(values)
     if _nested(values):
@@ -96,7 +137,8 @@ def _collate_field(values, indices=None, where=""):
         # np.asarray would silently batch HWC pixels; torch refuses, and so does minidl
         raise TypeError(_FOUND.format("<class 'PIL.Image.Image'>") + " (add "
                         "minidl.vision.transforms.ToTensor() to the dataset's transform)")
-    arrays = [np.asarray(v) for v in values]
+    _check_int64(values, indices, where)
+    arrays = _promoted(values, [np.asarray(v) for v in values])
     try:
         batch = np.stack(arrays)
     except ValueError:
@@ -140,7 +182,13 @@ def _stack_tensors(batch):
         raise RuntimeError(f"default_collate: the tensors are on different devices: "
                            f"{sorted(devices)}")
     xp = get_array_module(batch[0].data)
-    return Tensor(xp.stack([t.data for t in batch]), device=batch[0].device)
+    datas = [t.data for t in batch]
+    if len({d.dtype for d in datas}) > 1:  # torch.stack's promotion, not numpy's
+        from ..runtime import promote_types
+
+        target = functools.reduce(promote_types, [d.dtype for d in datas])
+        datas = [d.astype(target, copy=False) for d in datas]
+    return Tensor(xp.stack(datas), device=batch[0].device)
 
 
 def _check_numbers(batch):
@@ -174,12 +222,13 @@ def default_collate(batch):
         if len(shapes) > 1:
             raise RuntimeError(f"default_collate: stack expects each array to be equal size, "
                                f"but got {sorted(shapes)}")
-        return _tensor(np.stack([np.asarray(b) for b in batch]))
+        return _tensor(np.stack(_promoted(batch, [np.asarray(b) for b in batch])))
     if isinstance(elem, (bool, int, float)):
         _check_numbers(batch)
     if isinstance(elem, float):
         return _tensor(np.array(batch, dtype=np.float64))
     if isinstance(elem, (bool, int)):
+        _check_int64(batch, None, "")
         values = np.array(batch)
         if values.dtype.kind == "f":  # torch.tensor's default dtype for a mixed list
             values = values.astype(default_float())
@@ -187,11 +236,8 @@ def default_collate(batch):
     if isinstance(elem, (str, bytes)):
         return batch
     if isinstance(elem, Mapping):
-        collated = {key: default_collate([d[key] for d in batch]) for key in elem}
-        try:
-            return type(elem)(collated)
-        except TypeError:  # a mapping type that cannot be built from a dict
-            return collated
+        return _same_mapping(elem, {key: default_collate([d[key] for d in batch])
+                                    for key in elem})
     if _is_namedtuple(elem):
         return type(elem)(*(default_collate(s) for s in zip(*batch)))
     if isinstance(elem, Sequence):

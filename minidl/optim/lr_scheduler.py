@@ -1038,6 +1038,13 @@ class _Composite(LRScheduler):
         return own
 
 
+def _check_increasing(name, milestones):
+    """SequentialLR's milestones are searched by bisection: out of order, the schedulers would
+    switch at the wrong epochs (or never)."""
+    if any(b < a for a, b in zip(milestones, milestones[1:])):
+        raise ValueError(f"{name}: milestones must be in increasing order, got {milestones}")
+
+
 class SequentialLR(_Composite):
     """Run the schedulers one after the other, switching at the milestones (epochs): at a
     milestone the next scheduler starts from its epoch 0 (its closed form, from the base lrs)."""
@@ -1050,6 +1057,7 @@ class SequentialLR(_Composite):
         if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
             raise TypeError(f"{name}: milestones must be a list of epochs, got {milestones!r}")
         milestones = [_check_count(name, "a milestone", m, 0) for m in milestones]
+        _check_increasing(name, milestones)
         if len(milestones) != len(schedulers) - 1:
             raise ValueError(f"{name}: Sequential Schedulers expects number of schedulers "
                              "provided to be one more than the number of milestone points, but "
@@ -1088,6 +1096,7 @@ class SequentialLR(_Composite):
         own = super()._check_own(state_dict)
         if "_milestones" in state_dict:
             ms = [_check_count(name, "a milestone", m, 0) for m in state_dict["_milestones"]]
+            _check_increasing(name, ms)
             if len(ms) != len(self._schedulers) - 1:
                 raise ValueError(f"{name}: {len(ms)} milestones for {len(self._schedulers)} "
                                  "schedulers")
