@@ -359,3 +359,96 @@ def test_collate_keeps_the_samples_mapping_type():
     ordered = [collections.OrderedDict(b=i, a=i) for i in range(2)]
     (batch,) = list(minidl.data.DataLoader(ordered, batch_size=2))
     assert type(batch) is collections.OrderedDict and list(batch) == ["b", "a"]
+
+
+# ---- sparse gradients with optimizers, GradScaler, in-place ops -------------------------------
+def _sparse_embedding():
+    emb = nn.Embedding(5, 3, sparse=True)
+    emb.weight.data[...] = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    return emb
+
+
+def test_grad_scaler_unscales_sparse_gradients_and_finds_their_inf():
+    emb = _sparse_embedding()
+    opt = minidl.optim.SGD(emb.parameters(), lr=0.1)
+    scaler = minidl.amp.GradScaler("cpu", init_scale=4.0)
+    scaler.scale(emb(minidl.tensor([1, 1])).sum()).backward()
+    scaler.unscale_(opt)
+    np.testing.assert_allclose(emb.weight.grad.to_dense().numpy()[1], [2.0, 2.0, 2.0])
+    scaler.step(opt)
+    scaler.update()
+    np.testing.assert_allclose(emb.weight.detach().numpy()[1], [0.1, 0.2, 0.3], rtol=1e-6)
+    opt.zero_grad()
+    scaler.scale(emb(minidl.tensor([2])).sum() * np.inf).backward()
+    before = emb.weight.detach().numpy().copy()
+    scaler.step(opt)  # skipped: an inf in the sparse gradient
+    scaler.update()
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before)
+    assert scaler.get_scale() == 2.0
+
+
+def test_grad_scaler_with_sparse_gradients_matches_torch():
+    torch = pytest.importorskip("torch")
+    w = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    results = []
+    for m in (torch, minidl):
+        emb = m.nn.Embedding(5, 3, sparse=True)
+        with m.no_grad():
+            emb.weight.copy_(m.tensor(w))
+        opt = m.optim.SGD(emb.parameters(), lr=0.1, momentum=0.5)
+        scaler = m.amp.GradScaler("cpu", init_scale=8.0)
+        for idx in ([1, 1, 3], [0, 3]):
+            opt.zero_grad()
+            scaler.scale(emb(m.tensor(idx)).pow(2).sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+        results.append(emb.weight.detach().numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+def test_sgd_momentum_takes_a_sparse_gradient_after_dense_ones_as_torch():
+    torch = pytest.importorskip("torch")
+    w = np.arange(15, dtype=np.float32).reshape(5, 3) / 10
+    results = []
+    for m in (torch, minidl):
+        emb = m.nn.Embedding(5, 3, sparse=True)
+        with m.no_grad():
+            emb.weight.copy_(m.tensor(w))
+        opt = m.optim.SGD(emb.parameters(), lr=0.1, momentum=0.9, dampening=0.1)
+        for i in range(3):
+            opt.zero_grad()
+            if i == 0:  # a dense gradient first: a dense momentum buffer
+                (m.ones(1, 3) @ emb.weight.t()).pow(2).sum().backward()
+            else:
+                emb(m.tensor([1, 3, 3])).pow(2).sum().backward()
+            opt.step()
+        results.append(emb.weight.detach().numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+
+
+def test_sgd_refuses_a_dense_gradient_into_a_sparse_momentum_buffer_before_any_step():
+    emb = _sparse_embedding()
+    other = nn.Parameter(minidl.ones(2))
+    opt = minidl.optim.SGD([other, emb.weight], lr=0.1, momentum=0.9)
+    emb(minidl.tensor([1])).sum().backward()
+    other.grad = minidl.ones(2)
+    opt.step()
+    opt.zero_grad()
+    (minidl.ones(1, 3) @ emb.weight.t()).sum().backward()
+    other.grad = minidl.ones(2)
+    before = other.detach().numpy().copy(), emb.weight.detach().numpy().copy()
+    with pytest.raises(RuntimeError, match=r"momentum buffer of the parameter of shape \(5, 3\) "
+                                           "is sparse"):
+        opt.step()
+    np.testing.assert_array_equal(other.detach().numpy(), before[0])  # nothing moved
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before[1])
+
+
+def test_in_place_ops_on_a_sparse_tensor_name_the_op():
+    s = minidl.sparse_coo_tensor([[0, 1], [1, 0]], [1.0, 2.0], (2, 2))
+    for op, name in ((lambda: s.add_(s), "in-place add"), (lambda: s.mul_(2), "in-place multiply"),
+                     (lambda: s.copy_(s), "copy_"), (lambda: s.fill_(1.0), "fill")):
+        with pytest.raises(NotImplementedError, match=f"{name}.*sparse COO") as info:
+            op()
+        assert "flags" not in str(info.value)
+    np.testing.assert_array_equal(s.to_dense().numpy(), [[0.0, 1.0], [2.0, 0.0]])
