@@ -60,9 +60,9 @@ def _host_array(name, value, raw_bfloat16=False):
     if array.dtype.hasobject:
         raise TypeError(f"save: value of {name!r} holds Python objects (dtype {array.dtype}); "
                         "only numeric, bool and string arrays can be saved")
-    if array.dtype.kind == "V" and array.dtype.fields is None and not (
-            raw_bfloat16 and array.dtype.name == "bfloat16"):
-        # e.g. ml_dtypes' bfloat16: the .npy header records it as raw bytes ('|V2')
+    if array.dtype.kind == "V" and not (raw_bfloat16 and array.dtype.name == "bfloat16"):
+        # e.g. ml_dtypes' bfloat16: the .npy header records it as raw bytes ('|V2'); a
+        # structured (record) dtype is written but not read back without pickle
         raise TypeError(f"save: value of {name!r} has dtype {array.dtype}, which .npz cannot "
                         "record; cast it (e.g. .astype('float32')) first")
     return array

@@ -452,3 +452,12 @@ def test_in_place_ops_on_a_sparse_tensor_name_the_op():
             op()
         assert "flags" not in str(info.value)
     np.testing.assert_array_equal(s.to_dense().numpy(), [[0.0, 1.0], [2.0, 0.0]])
+
+
+def test_save_refuses_a_structured_array_it_could_not_load_back(tmp_path):
+    record = np.zeros(2, dtype=[("a", "i4"), ("b", "f4")])
+    with pytest.raises(TypeError, match="'o' has dtype"):
+        minidl.save({"o": record}, tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
+    minidl.save({"o": np.ones(2, np.uint16)}, tmp_path / "c.npz")  # plain ones still load
+    assert minidl.load(tmp_path / "c.npz")["o"].tolist() == [1, 1]
