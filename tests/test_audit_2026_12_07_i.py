@@ -461,3 +461,24 @@ def test_save_refuses_a_structured_array_it_could_not_load_back(tmp_path):
     assert not (tmp_path / "c.npz").exists()
     minidl.save({"o": np.ones(2, np.uint16)}, tmp_path / "c.npz")  # plain ones still load
     assert minidl.load(tmp_path / "c.npz")["o"].tolist() == [1, 1]
+
+
+def test_fake_quantize_takes_bfloat16_as_a_floating_dtype():
+    x = minidl.tensor([[-1.3, 0.2, 2.55], [0.05, -0.7, 10.0]]).bfloat16().requires_grad_(True)
+    y = minidl.fake_quantize_per_tensor_affine(x, 0.1, 0, 0, 255)
+    assert y.dtype == minidl.bfloat16
+    (y.float() * minidl.arange(6.0).reshape(2, 3)).sum().backward()
+    assert x.grad.float().numpy().tolist() == [[0.0, 1.0, 2.0], [3.0, 0.0, 5.0]]
+    y = minidl.fake_quantize_per_channel_affine(x, minidl.tensor([0.1, 0.2, 0.3]),
+                                                minidl.tensor([0, 1, 2]), 1, 0, 255)
+    assert y.dtype == minidl.bfloat16
+    with pytest.raises(RuntimeError, match="expected a floating tensor, got dtype int64"):
+        minidl.fake_quantize_per_tensor_affine(minidl.tensor([1, 2]), 0.1, 0, 0, 255)
+
+
+def test_fake_quantize_bfloat16_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[-1.3, 0.2, 2.55], [0.05, -0.7, 10.0]], np.float32)
+    outs = [m.fake_quantize_per_tensor_affine(m.tensor(x).bfloat16(), 0.1, 3, 0, 255).float()
+            for m in (torch, minidl)]
+    np.testing.assert_array_equal(outs[1].numpy(), outs[0].numpy())
