@@ -516,3 +516,25 @@ def test_weight_norm_of_a_1d_parameter_matches_torch():
         grads.append((lin.bias_g.grad.numpy(), lin.bias_v.grad.numpy()))
     for ours, theirs in zip(grads[1], grads[0]):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_a_scheduler_refuses_a_group_added_after_it_instead_of_leaving_it_unscheduled():
+    sched = minidl.optim.lr_scheduler
+    for make in (lambda o: sched.LambdaLR(o, lambda e: 0.5 ** e),
+                 lambda o: sched.CosineAnnealingLR(o, 4)):
+        opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
+        s = make(opt)
+        opt.add_param_group({"params": [nn.Parameter(minidl.ones(1))], "lr": 0.5})
+        opt.step()
+        epoch, count = s.last_epoch, s._step_count
+        with pytest.raises(ValueError, match="2 parameter groups.*lrs for 1"):
+            s.step()
+        assert (s.last_epoch, s._step_count) == (epoch, count)
+        assert [g["lr"] for g in opt.param_groups] == [0.1, 0.5]
+    # a multiplicative schedule that needs no base lr keeps working, as torch's
+    opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
+    s = sched.StepLR(opt, 1, 0.5)
+    opt.add_param_group({"params": [nn.Parameter(minidl.ones(1))], "lr": 0.5})
+    opt.step()
+    s.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.25]

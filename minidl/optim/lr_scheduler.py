@@ -138,11 +138,16 @@ class LRScheduler:
             warnings.warn(_EPOCH_DEPRECATION, UserWarning, stacklevel=2)
             epoch = _check_count(f"{type(self).__name__}.step", "epoch", epoch, 0)
         self._step_count += 1
-        self._update_lr(epoch)
+        try:
+            self._update_lr(epoch)
+        except _GroupCountError:
+            self._step_count -= 1
+            raise
 
     def _update_lr(self, epoch=None):
         """Set the groups' lrs for the next epoch, or (``epoch`` given, as SequentialLR does at a
         milestone) for that epoch, from the closed form where the schedule has one."""
+        before = self.last_epoch
         with _within_step(self):
             if epoch is None:
                 self.last_epoch += 1
@@ -151,6 +156,13 @@ class LRScheduler:
                 self.last_epoch = epoch
                 closed = getattr(self, "_get_closed_form_lr", None)
                 lrs = closed() if closed is not None else self.get_lr()
+        groups = len(self.optimizer.param_groups)
+        if len(lrs) != groups:  # a group added after the scheduler: it would go unscheduled
+            self.last_epoch = before
+            raise _GroupCountError(
+                f"{type(self).__name__}: the optimizer has {groups} parameter groups, but this "
+                f"scheduler computes lrs for {len(lrs)} (it was made before add_param_group "
+                "added the others); make the scheduler after adding every group")
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
@@ -1036,6 +1048,11 @@ class _Composite(LRScheduler):
                 _check_factor(name, f"_last_lr[{i}]", v)
             own["_last_lr"] = [float(v) for v in lrs]
         return own
+
+
+class _GroupCountError(ValueError):
+    """The optimizer's parameter groups and a scheduler's lrs differ in number (torch's zip
+    of unequal lengths, a ValueError)."""
 
 
 def _check_increasing(name, milestones):
