@@ -521,7 +521,7 @@ def test_weight_norm_of_a_1d_parameter_matches_torch():
 def test_a_scheduler_refuses_a_group_added_after_it_instead_of_leaving_it_unscheduled():
     sched = minidl.optim.lr_scheduler
     for make in (lambda o: sched.LambdaLR(o, lambda e: 0.5 ** e),
-                 lambda o: sched.CosineAnnealingLR(o, 4)):
+                 lambda o: sched.MultiplicativeLR(o, lambda e: 0.5)):
         opt = minidl.optim.SGD([nn.Parameter(minidl.ones(1))], lr=0.1)
         s = make(opt)
         opt.add_param_group({"params": [nn.Parameter(minidl.ones(1))], "lr": 0.5})
