@@ -538,3 +538,37 @@ def test_a_scheduler_refuses_a_group_added_after_it_instead_of_leaving_it_unsche
     opt.step()
     s.step()
     assert [g["lr"] for g in opt.param_groups] == [0.05, 0.25]
+
+
+def test_torch_files_with_conjugate_and_negative_views_load_their_values():
+    torch = pytest.importorskip("torch")
+    import tempfile
+    import os
+
+    from minidl.models.convert import read_torch_file
+
+    for make in (lambda z: z.conj(), lambda z: z.conj().imag, lambda z: z):
+        t = make(torch.tensor([1 + 2j, -3 - 0.5j]))
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "c.pt")
+            torch.save({"t": t}, path)
+            ours = minidl.load(path)["t"]
+            arrays = read_torch_file(path)["t"]
+        expected = t.resolve_conj().resolve_neg().numpy()
+        np.testing.assert_array_equal(ours.numpy(), expected)
+        np.testing.assert_array_equal(arrays, expected)
+
+
+def test_torch_files_with_dtypes_or_kinds_minidl_lacks_are_named_so():
+    torch = pytest.importorskip("torch")
+    import tempfile
+    import os
+
+    with tempfile.TemporaryDirectory() as d:
+        for obj, what in ((torch.ones(2).to(torch.float8_e4m3fn), "dtype torch.float8_e4m3fn"),
+                          (torch.empty(2, device="meta"), "a meta tensor")):
+            path = os.path.join(d, "c.pt")
+            torch.save({"w": obj}, path)
+            with pytest.raises(Exception, match=what) as info:
+                minidl.load(path)
+            assert "only tensors and plain containers" not in str(info.value)
