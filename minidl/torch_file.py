@@ -158,10 +158,11 @@ def _with_metadata(out, metadata):
     return out
 
 
-def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=None,
-                    metadata=None, *_ignored):
-    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied."""
+def _rebuild_tensor(storage, offset, size, stride, *rest):
+    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied;
+    ``rest``: requires_grad, backward hooks, metadata (see _with_metadata)."""
     out, code = _strided_copy(storage, offset, size, stride)
+    metadata = rest[2] if len(rest) > 2 else None
     return _with_metadata(_widen_bfloat16(out) if code == "bf16" else out, metadata)
 
 
@@ -173,17 +174,18 @@ def _as_bfloat16(out, code):
     return out.view(bfloat16_dtype())
 
 
-def _rebuild_tensor_kept(storage, offset, size, stride, requires_grad=False, hooks=None,
-                         metadata=None, *_ignored):
-    """_rebuild_tensor_v2 for ``read(..., tensors=True)``: bfloat16 and requires_grad kept."""
+def _rebuild_tensor_kept(storage, offset, size, stride, requires_grad=False, *rest):
+    """_rebuild_tensor_v2 for ``read(..., tensors=True)``: bfloat16 and requires_grad kept;
+    ``rest``: backward hooks, metadata."""
     out, code = _strided_copy(storage, offset, size, stride)
+    metadata = rest[1] if len(rest) > 1 else None
     return LoadedTensor(_with_metadata(_as_bfloat16(out, code), metadata), requires_grad is True,
                         False)
 
 
-def _rebuild_tensor_v3_kept(storage, offset, size, stride, requires_grad, hooks, dtype,
-                            metadata=None, *_ignored):
+def _rebuild_tensor_v3_kept(storage, offset, size, stride, requires_grad, hooks, dtype, *rest):
     out, code = _strided_copy(_v3_storage(storage, dtype), offset, size, stride)
+    metadata = rest[0] if rest else None
     return LoadedTensor(_with_metadata(_as_bfloat16(out, code), metadata), requires_grad is True,
                         False)
 
@@ -343,10 +345,9 @@ def _v3_storage(storage, dtype):
     return raw.view(dt), dtype.code
 
 
-def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype,
-                       metadata=None, *_ignored):
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *rest):
     return _rebuild_tensor(_v3_storage(storage, dtype), offset, size, stride, requires_grad,
-                           hooks, metadata)
+                           hooks, rest[0] if rest else None)
 
 
 def _rebuild_parameter(data, *_ignored):  # requires_grad, hooks and python state do not matter here
