@@ -572,3 +572,13 @@ def test_torch_files_with_dtypes_or_kinds_minidl_lacks_are_named_so():
             with pytest.raises(Exception, match=what) as info:
                 minidl.load(path)
             assert "only tensors and plain containers" not in str(info.value)
+
+
+def test_per_channel_observers_reset_their_statistics_as_torch():
+    for cls in (mq.PerChannelMinMaxObserver, mq.MovingAveragePerChannelMinMaxObserver):
+        obs = cls(ch_axis=1)
+        obs(minidl.tensor([[5.0, -5.0, 1.0]]))
+        obs.reset_min_max_vals()
+        assert obs.min_val.shape == (0,)
+        obs(minidl.tensor([[0.5, -0.5]]))  # a new channel count is fine after a reset
+        assert obs.min_val.numpy().tolist() == [0.5, -0.5]

@@ -225,6 +225,11 @@ class PerChannelMinMaxObserver(ObserverBase):
     def extra_repr(self):
         return f"min_val={self.min_val}, max_val={self.max_val}"
 
+    def reset_min_max_vals(self):
+        """Forget what was observed (no channels yet), as torch's."""
+        self.min_val = Tensor(np.zeros(0, np.float32))
+        self.max_val = Tensor(np.zeros(0, np.float32))
+
 
 class PlaceholderObserver(ObserverBase):
     """Observes nothing: it only carries a dtype (and quant range) for the conversion, as the
