@@ -347,6 +347,10 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     if randomness not in ("error", "different", "same"):
         raise ValueError(f"vmap: randomness must be 'error', 'different' or 'same', got "
                          f"{randomness!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or
+                                   not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got "
+                         f"{chunk_size!r})")
 
     def wrapper(*args, **kwargs):
         from . import get_rng_state, set_rng_state
@@ -420,7 +424,7 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
         _, rebuild = _flatten(results[0])
         n_out = len(leaves[0])
         odims = _out_leaf_dims(results[0], out_dims)
-        if out_dims is not None and _holds_non_tensor(results[0]):
+        if _maps_a_non_tensor(results[0], out_dims):
             raise ValueError("vmap: func must return only Tensors (in tuples, lists or dicts) "
                              f"where out_dims is not None, got {results[0]!r}")
         stacked = []
@@ -436,6 +440,13 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                                      "between samples (it depends on a mapped input)")
                 stacked.append(parts[0])
                 continue
+            shape = tuple(parts[0].shape)
+            j = next((j for j, p in enumerate(parts) if tuple(p.shape) != shape), None)
+            if j is not None:
+                raise RuntimeError(f"vmap: output {k} has shape {shape} for sample 0 but "
+                                   f"{tuple(parts[j].shape)} for sample {j}: a shape that "
+                                   "depends on the data (nonzero, a boolean mask) cannot be "
+                                   "batched")
             ndim = parts[0].ndim + 1
             if not isinstance(d, int) or not -ndim <= d < ndim:
                 raise autograd.DimError(f"vmap: out_dims {d!r} is out of range for output {k}, "
@@ -508,6 +519,21 @@ def _leaf_dims(arg, d, i):
         return [x for k in arg for x in _leaf_dims(arg[k], d[k], i)]
     raise ValueError(f"vmap: in_dims[{i}] must be an int, None, or a tuple, list or dict that "
                      f"matches the argument's structure, got {d!r}")
+
+
+def _maps_a_non_tensor(out, out_dims):
+    """Whether ``out_dims`` asks to batch something in the output that is not a Tensor (an
+    entry of None leaves its part of the output as the function returned it, as torch's)."""
+    def bad(tree, d):
+        if isinstance(tree, autograd.Tensor) or d is None:
+            return False
+        if isinstance(d, (tuple, list)) and isinstance(tree, (tuple, list)) \
+                and len(d) == len(tree):
+            return any(bad(t, e) for t, e in zip(tree, d))
+        if isinstance(d, dict) and isinstance(tree, dict) and set(d) == set(tree):
+            return any(bad(tree[k], d[k]) for k in tree)
+        return _holds_non_tensor(tree)
+    return bad(out, out_dims)
 
 
 def _holds_non_tensor(tree):

@@ -582,3 +582,20 @@ def test_per_channel_observers_reset_their_statistics_as_torch():
         assert obs.min_val.shape == (0,)
         obs(minidl.tensor([[0.5, -0.5]]))  # a new channel count is fine after a reset
         assert obs.min_val.numpy().tolist() == [0.5, -0.5]
+
+
+def test_vmap_names_outputs_whose_shape_depends_on_the_sample():
+    x = minidl.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    with pytest.raises(RuntimeError, match=r"output 0 has shape \(2,\) for sample 0 but \(1,\)"):
+        mfunc.vmap(lambda r: r[r > 0])(x)
+
+
+def test_vmap_checks_chunk_size_and_leaves_unbatched_non_tensor_outputs_alone():
+    x = minidl.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]])
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ValueError, match="chunk_size"):
+            mfunc.vmap(lambda r: r, chunk_size=bad)
+    out, n = mfunc.vmap(lambda r: (r * 2, 3), out_dims=(0, None))(x)
+    assert n == 3 and out.shape == (2, 3)
+    with pytest.raises(ValueError, match="only Tensors"):
+        mfunc.vmap(lambda r: (r * 2, 3), out_dims=(0, 0))(x)
