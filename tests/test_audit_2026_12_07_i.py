@@ -9,6 +9,7 @@ import pytest
 
 import minidl
 import minidl.nn as nn
+from minidl import func as mfunc
 from minidl.ao import quantization as mq
 
 
@@ -171,9 +172,6 @@ def test_quantize_dynamic_by_name_matches_torch():
 
 
 # ---- minidl.func ---------------------------------------------------------------------------
-from minidl import func as mfunc  # noqa: E402
-
-
 def test_vmap_over_an_empty_batch_gives_empty_outputs():
     out = mfunc.vmap(lambda x: (x * 2, x.sum()))(minidl.zeros(0, 3))
     assert out[0].shape == (0, 3) and out[1].shape == (0,)
