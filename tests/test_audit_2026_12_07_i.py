@@ -597,3 +597,10 @@ def test_vmap_checks_chunk_size_and_leaves_unbatched_non_tensor_outputs_alone():
     assert n == 3 and out.shape == (2, 3)
     with pytest.raises(ValueError, match="only Tensors"):
         mfunc.vmap(lambda r: (r * 2, 3), out_dims=(0, 0))(x)
+
+
+def test_sparse_sum_of_a_bool_tensor_with_repeated_entries_counts_each_place_once():
+    s = minidl.sparse_coo_tensor([[0, 1, 1, 0], [2, 0, 2, 2]], [True, False, True, True], (2, 3))
+    assert minidl.sparse.sum(s).item() == 2 == int(s.to_dense().numpy().sum())
+    counts = minidl.sparse_coo_tensor([[0, 0]], [2, 3], (1,))  # numbers still add up
+    assert minidl.sparse.sum(counts).item() == 5
