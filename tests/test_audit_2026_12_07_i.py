@@ -604,3 +604,14 @@ def test_sparse_sum_of_a_bool_tensor_with_repeated_entries_counts_each_place_onc
     assert minidl.sparse.sum(s).item() == 2 == int(s.to_dense().numpy().sum())
     counts = minidl.sparse_coo_tensor([[0, 0]], [2, 3], (1,))  # numbers still add up
     assert minidl.sparse.sum(counts).item() == 5
+
+
+def test_prepare_without_any_qconfig_warns_as_torch():
+    model = nn.Sequential(nn.Linear(2, 2))
+    for prepare in (mq.prepare, mq.prepare_qat):
+        with pytest.warns(UserWarning, match="None of the submodule got qconfig applied"):
+            prepare(model)
+    model.qconfig = mq.get_default_qconfig("x86")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mq.prepare(model)

@@ -4,6 +4,7 @@ ends (QuantStub, DeQuantStub), as torch.ao.quantization's."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 from ...nn.module import Module
 from .qtensor import qint8
@@ -126,6 +127,14 @@ def propagate_qconfig_(module, qconfig_dict=None):
     visit(module, getattr(module, "qconfig", None))
 
 
+def _warn_without_qconfig(model):
+    """prepare/prepare_qat with no qconfig anywhere change nothing: say so, as torch does."""
+    if all(getattr(m, "qconfig", None) is None for m in model.modules()):
+        warnings.warn("None of the submodule got qconfig applied. Make sure you passed correct "
+                      "configuration through `qconfig_dict` or by assigning the `.qconfig` "
+                      "attribute directly on submodules", stacklevel=3)
+
+
 def _qat_swaps():
     from ... import nn
     from ..nn import qat
@@ -145,6 +154,7 @@ def prepare_qat(model, mapping=None, inplace=False):
     if not inplace:
         model = copy.deepcopy(model)
     propagate_qconfig_(model)
+    _warn_without_qconfig(model)
     mapping = mapping or _qat_swaps()
 
     def swap(module):
@@ -175,6 +185,7 @@ def prepare(model, inplace=False):
     if not inplace:
         model = copy.deepcopy(model)
     propagate_qconfig_(model)
+    _warn_without_qconfig(model)
     for mod in model.modules():
         if (type(mod) in (nn.Linear, QuantStub) and getattr(mod, "qconfig", None) is not None
                 and "activation_post_process" not in mod._modules):
