@@ -156,6 +156,9 @@ from . import _autograd_functional, autograd as _autograd, testing as _testing  
 _autograd.functional = _autograd_functional
 _sys.modules[__name__ + ".autograd.functional"] = _autograd_functional
 _autograd.gradcheck, _autograd.gradgradcheck = _testing.gradcheck, _testing.gradgradcheck
+from .ops import cat as _ops_cat  # noqa: E402
+
+_autograd.concat = _ops_cat  # a custom function's jvp of several outputs (autograd._JvpTransposed)
 from .profiler import legacy as _legacy_profiler  # noqa: E402  (torch.autograd.profiler)
 
 _autograd.profiler = _legacy_profiler

@@ -16,8 +16,8 @@ from .autograd import Function, unbroadcast
 from .backend import get_array_module, to_numpy
 from .autograd import first_order_only
 from .ops import (
-    BadArgumentError, Expand, GetItem, GetItemGrad, UnsupportedDtypeError, Where, _is_number,
-    constant, fill_value, keep_where, wrap_dim,
+    BadArgumentError, Expand, GetItem, GetItemGrad, NonZero, UnsupportedDtypeError, Where,
+    _is_number, constant, fill_value, keep_where, nonzero_columns, traces_untracked, wrap_dim,
 )
 
 
@@ -195,7 +195,11 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
     if src is None:
         if isinstance(value, (complex, np.complexfloating)):  # an imaginary part refused
             value = fill_value(value, input.data.dtype, name)
-        src = autograd.Tensor(xp.full(index.shape, value, dtype=input.data.dtype))
+        if traces_untracked() and index.ndim:  # expanded in the graph, at the index's size
+            src = Expand.apply(autograd.Tensor(xp.asarray(value, dtype=input.data.dtype)),
+                               shape=tuple(index.shape))
+        else:
+            src = autograd.Tensor(xp.full(index.shape, value, dtype=input.data.dtype))
     if src.ndim != index.ndim:
         raise ValueError(f"{name}: src has {src.ndim} dims, index {index.ndim}; they must have "
                          "the same number of dims")
@@ -432,7 +436,8 @@ def _vector_index(name, index, size, dim, device=None, int64_only=False, negativ
         raise IndexArgumentError(f"{name}: index must be 0-d or 1-d, got shape {index.shape}")
     idx = _index_array(name, index, size, dim, int64_only=int64_only, device=device,
                        negative=negative)
-    return idx.reshape(-1)
+    return idx if idx.ndim == 1 else idx.reshape(-1)  # the index's own array: the ONNX
+    # exporter follows it by identity
 
 
 def index_select(input, dim, index):
@@ -528,6 +533,8 @@ def nonzero(input, *, as_tuple=False):
     _tensor(input, "nonzero", "input")
     xp = get_array_module(input.data)
     data = input.data
+    if data.ndim and traces_untracked():  # recorded, so that the ONNX exporter sees them
+        return nonzero_columns(input) if as_tuple else NonZero.apply(input)
     if as_tuple:
         found = xp.nonzero(data.reshape(1) if data.ndim == 0 else data)
         return tuple(autograd.Tensor(i.astype(np.int64)) for i in found)

@@ -719,6 +719,8 @@ def where(condition, input=None, other=None):
     at PyTorch's result dtype; the gradient goes to the side each element came from.
     ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``, as in PyTorch."""
     if input is None and other is None and _is_tensor(condition):
+        if condition.ndim and traces_untracked():
+            return nonzero_columns(condition)
         data = condition.data
         xp = get_array_module(data)
         found = xp.nonzero(data.reshape(1) if data.ndim == 0 else data)
@@ -1396,7 +1398,22 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
         raise BadArgumentError(f"topk: k = {k} is out of range for dim {dim} of size {n}")
     if not x.ndim:
         k = 1  # a 0-d tensor gives itself and index 0, for k = 0 too (as PyTorch)
+    if x.ndim and traces_untracked():  # the indices a recorded op, so that they are exported
+        indices = TopkIndices.apply(x, k=int(k), dim=d, largest=bool(largest))
+        return TopkResult(TakeAlongDim.apply(x, index=indices.data, dim=d), indices)
+    index = _topk_index(data, k, d, largest)
+    source = x if x.ndim else Reshape.apply(x, shape=(1,))
+    values = TakeAlongDim.apply(source, index=index, dim=d)
+    if not x.ndim:
+        values, index = Reshape.apply(values, shape=()), index.reshape(())
+    return TopkResult(values, autograd.Tensor(index.astype(np.int64, copy=False)))
+
+
+def _topk_index(data, k, d, largest):
+    """The positions of the k largest (smallest) along ``d``, in order, ties as PyTorch's CPU
+    topk orders them."""
     xp = get_array_module(data)
+    n = data.shape[d]
     order = xp.argsort(data, axis=d, kind="stable") if xp is np else xp.argsort(data, axis=d)
     if largest:
         order = xp.flip(order, axis=d)
@@ -1407,11 +1424,57 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
         if tied.any():
             index = index.copy()
             torch_order("topk", index, data, d, tied, k, bool(largest))
-    source = x if x.ndim else Reshape.apply(x, shape=(1,))
-    values = TakeAlongDim.apply(source, index=index, dim=d)
-    if not x.ndim:
-        values, index = Reshape.apply(values, shape=()), index.reshape(())
-    return TopkResult(values, autograd.Tensor(index.astype(np.int64, copy=False)))
+    return index
+
+
+def traces_untracked():
+    """Whether the installed hook (the ONNX exporter's tracer) asks to see the results minidl
+    computes outside the graph (comparisons, indices) as recorded ops."""
+    hook = autograd._profiler_hook
+    return hook is not None and getattr(hook, "traces_untracked_ops", False)
+
+
+class TopkIndices(Function):
+    """topk's int64 indices as a recorded op, for a tracer that asks for it (see Compare)."""
+
+    def forward(self, x, k, dim, largest):
+        return _topk_index(x, k, dim, largest).astype(np.int64)
+
+    def backward(self, g):
+        return (None,)
+
+
+class AnyAll(Function):
+    """``any``/``all`` (``op``) over ``axes`` as a recorded op, for a tracer that asks for it
+    (see Compare): bool, or uint8 for a uint8 input, as in PyTorch."""
+
+    def forward(self, x, op, axes, keepdim):
+        dtype = np.uint8 if x.dtype == np.uint8 else np.bool_
+        if axes == ():
+            return x.astype(np.bool_).astype(dtype)
+        return get_array_module(x).asarray(getattr(x, op)(axis=axes, keepdims=keepdim)).astype(
+            dtype)
+
+    def backward(self, g):
+        return (None,)
+
+
+class NonZero(Function):
+    """``nonzero``'s (n, ndim) int64 positions as a recorded op, for a tracer that asks for it
+    (see Compare)."""
+
+    def forward(self, x):
+        return get_array_module(x).argwhere(x).astype(np.int64).reshape(-1, x.ndim)
+
+    def backward(self, g):
+        return (None,)
+
+
+def nonzero_columns(condition):
+    """``nonzero(condition, as_tuple=True)`` of a tensor of at least one dim while the ONNX
+    exporter traces: the recorded NonZero's columns."""
+    found = NonZero.apply(condition)
+    return tuple(GetItem.apply(found, index=(slice(None), i)) for i in range(condition.ndim))
 
 
 # ---- PyTorch's CPU order among tied values (see backend/ordering.py) ------------------------

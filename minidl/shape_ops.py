@@ -20,7 +20,7 @@ from .backend.dtypes import as_dtype, default_float
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
-    refuse_complex, wrap_dim,
+    refuse_complex, traces_untracked, wrap_dim,
 )
 from .ops import fill_value as _fill_value
 
@@ -56,8 +56,22 @@ def sort(input, dim=-1, descending=False, stable=False):
     if input.ndim == 0:
         xp = get_array_module(input.data)
         return SortResult(Reshape.apply(input, shape=()), autograd.Tensor(xp.zeros((), np.int64)))
+    if traces_untracked():  # the indices a recorded op, so that the exporter sees them
+        indices = SortIndices.apply(input, dim=d, descending=bool(descending), stable=bool(stable))
+        return SortResult(TakeAlongDim.apply(input, index=indices.data, dim=d), indices)
     order = _argsort(input.data, d, descending, stable).astype(np.int64, copy=False)
     return SortResult(TakeAlongDim.apply(input, index=order, dim=d), autograd.Tensor(order))
+
+
+class SortIndices(Function):
+    """sort's and argsort's int64 indices as a recorded op, for a tracer that asks for it (the
+    ONNX exporter's; see ops.Compare)."""
+
+    def forward(self, x, dim, descending, stable):
+        return _argsort(x, dim, descending, stable).astype(np.int64)
+
+    def backward(self, g):
+        return (None,)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
@@ -67,6 +81,8 @@ def argsort(input, dim=-1, descending=False, stable=False):
     xp = get_array_module(input.data)
     if input.ndim == 0:
         return autograd.Tensor(xp.zeros((), np.int64))
+    if traces_untracked():
+        return SortIndices.apply(input, dim=d, descending=bool(descending), stable=bool(stable))
     return autograd.Tensor(_argsort(input.data, d, descending, stable).astype(np.int64,
                                                                               copy=False))
 

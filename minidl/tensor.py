@@ -1390,8 +1390,13 @@ def _any_or_all(x, name, dim, keepdim):
     # uint8 gives uint8 (0 or 1), as in PyTorch; every other dtype gives bool
     dtype = np.uint8 if x.data.dtype == np.uint8 else np.bool_
     if isinstance(dim, (tuple, list)) and not dim:
+        axes = ()
+        if autograd._profiler_hook is not None and _traces_untracked():
+            return ops.AnyAll.apply(x, op=name, axes=axes, keepdim=bool(keepdim))
         return Tensor(x.data.astype(np.bool_).astype(dtype, copy=False))
     axes = reduction_axes(dim, x.ndim)
+    if autograd._profiler_hook is not None and _traces_untracked():  # recorded, to be exported
+        return ops.AnyAll.apply(x, op=name, axes=axes, keepdim=bool(keepdim))
     return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim).astype(dtype, copy=False))
 
 

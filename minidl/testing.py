@@ -11,7 +11,9 @@ from .tensor import Tensor
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=0,
-              raise_exception=True):
+              raise_exception=True, *, check_forward_ad=False, check_backward_ad=True,
+              check_undefined_grad=True, check_batched_grad=False, nondet_tol=0.0,
+              fast_mode=False):
     """Check ``fn(*inputs)``'s backward against finite differences.
 
     ``inputs`` are Tensors (float64 recommended); those with requires_grad=True are checked.
@@ -25,7 +27,20 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     and imaginary parts are perturbed separately and the analytic gradient must be
     dL/dRe + i dL/dIm; a complex output is projected to a real number by Re(sum(y conj(P)))
     with a complex random P.
+
+    torch's keywords: ``check_forward_ad`` also checks forward-mode derivatives (the tangent
+    of the output for a tangent on each input, by minidl.autograd.forward_ad; real inputs and
+    outputs) and ``check_backward_ad=False`` leaves reverse mode out. ``nondet_tol`` and
+    ``fast_mode`` are taken (this check is deterministic, and always the full one);
+    ``check_undefined_grad`` is taken but not checked; ``check_batched_grad=True`` is refused.
     """
+    if check_batched_grad:
+        raise NotImplementedError("gradcheck: check_batched_grad=True is not supported (minidl "
+                                  "checks each gradient on its own; vmap the function to batch)")
+    del check_undefined_grad, nondet_tol, fast_mode
+    if not (check_forward_ad or check_backward_ad):
+        raise ValueError("gradcheck: check_forward_ad and check_backward_ad are both False: "
+                         "nothing to check")
     rng = np.random.default_rng(seed)
     inputs = [inputs] if isinstance(inputs, Tensor) else inputs  # one Tensor, as torch's
     inputs = [x if isinstance(x, Tensor) else Tensor(np.asarray(x, dtype=np.float64)) for x in inputs]
@@ -38,6 +53,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
     complex_out = out.dtype.kind == "c"
     if complex_out:
         proj = proj + 1j * rng.standard_normal(out.shape)
+    if check_forward_ad and (complex_out or any(x.dtype.kind == "c" for x in inputs)):
+        raise NotImplementedError("gradcheck: check_forward_ad=True takes real inputs and "
+                                  "outputs only")
 
     # perturbed copies go to their input's device: a check of CUDA inputs runs on the GPU
     def scalar(values):
@@ -48,21 +66,53 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
             return float((y.numpy().astype(np.complex128) * proj.conj()).real.sum())
         return float((y.numpy().astype(np.float64) * proj).sum())
 
-    for x in inputs:
-        x.grad = None
+    # the analytic gradients by autograd.grad, as torch's gradcheck: the inputs' .grad is left
+    # as the caller had it (neither cleared nor accumulated into)
+    from . import autograd
 
-    if out.requires_grad and complex_out:  # the gradient of Re(sum(y conj(P))) at y is P
-        out.backward(Tensor(proj.astype(out.dtype), device=out.device))
-    elif out.requires_grad:  # else no input reaches the output: every analytic gradient is 0
-        (out * Tensor(proj.astype(out.dtype), device=out.device)).sum().backward()
+    wanted = [x for x in inputs if x.requires_grad]
+    analytic_of = {}
+    if check_backward_ad and out.requires_grad and wanted:  # else every gradient is 0
+        p = Tensor(proj.astype(out.dtype), device=out.device)
+        if complex_out:  # the gradient of Re(sum(y conj(P))) at y is P
+            grads = autograd.grad(out, wanted, p, allow_unused=True)
+        else:
+            grads = autograd.grad((out * p).sum(), wanted, allow_unused=True)
+        analytic_of = {id(x): g for x, g in zip(wanted, grads) if g is not None}
+
+    def forward_derivative(k, d):
+        """<P, J_k d>: the output's tangent, by forward AD, for tangent ``d`` on input k."""
+        fwad = autograd.forward_ad
+        with fwad.dual_level():
+            args = [fwad.make_dual(x, Tensor(d.astype(x.dtype), device=x.device)) if j == k
+                    else x for j, x in enumerate(inputs)]
+            tangent = fwad.unpack_dual(fn(*args)).tangent
+        return 0.0 if tangent is None else float((tangent.numpy().astype(np.float64) * proj).sum())
+
     for k, x in enumerate(inputs):
         if not x.requires_grad:
             continue
-        analytic = np.zeros(x.shape, x.dtype) if x.grad is None else x.grad.numpy()
+        analytics = []  # (which mode, the analytic gradient) to hold against the numeric one
+        if check_backward_ad:
+            g = analytic_of.get(id(x))
+            if g is not None and tuple(g.shape) != tuple(x.shape):
+                msg = (f"gradcheck: input {k} (shape {tuple(x.shape)}) got a gradient of shape "
+                       f"{tuple(g.shape)}")
+                if raise_exception:
+                    raise AssertionError(msg)
+                return False
+            analytics.append(("analytic", np.zeros(x.shape, x.dtype) if g is None else g.numpy()))
         base = [None] * len(inputs)
         xd = x.numpy()
         steps = (eps, 1j * eps) if xd.dtype.kind == "c" else (eps,)  # each part of a complex
         if x.numel() <= 2000 and directions is None:
+            if check_forward_ad:
+                fwd = np.zeros(x.shape)
+                for i in range(xd.size):
+                    e = np.zeros(x.shape)
+                    e.reshape(-1)[i] = 1.0
+                    fwd.reshape(-1)[i] = forward_derivative(k, e)
+                analytics.append(("forward-mode", fwd))
             numeric = np.zeros(x.shape, xd.dtype)
             flat = numeric.reshape(-1)
             for i in range(xd.size):
@@ -74,15 +124,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
                     f_plus = scalar(base)
                     base[k] = minus
                     flat[i] += (step / eps) * (f_plus - scalar(base)) / (2 * eps)
-            bad = ~np.isclose(analytic, numeric, atol=atol, rtol=rtol)
-            if bad.any():
-                idx = np.unravel_index(np.argmax(bad), x.shape)
-                msg = (f"gradcheck: input {k} (shape {x.shape}) differs at {idx}: analytic "
-                       f"{analytic[idx]:.8g}, numeric {numeric[idx]:.8g}; {int(bad.sum())} of "
-                       f"{bad.size} elements off")
-                if raise_exception:
-                    raise AssertionError(msg)
-                return False
+            for mode, analytic in analytics:
+                bad = ~np.isclose(analytic, numeric, atol=atol, rtol=rtol)
+                if bad.any():
+                    idx = np.unravel_index(np.argmax(bad), x.shape)
+                    msg = (f"gradcheck: input {k} (shape {x.shape}) differs at {idx}: {mode} "
+                           f"{analytic[idx]:.8g}, numeric {numeric[idx]:.8g}; {int(bad.sum())} "
+                           f"of {bad.size} elements off")
+                    if raise_exception:
+                        raise AssertionError(msg)
+                    return False
         else:
             for _ in range(directions or 4):
                 d = rng.standard_normal(x.shape)
@@ -93,13 +144,16 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, directions=None, seed=
                 f_plus = scalar(base)
                 base[k] = xd - eps * d
                 numeric = (f_plus - scalar(base)) / (2 * eps)
-                expected = float((analytic.conj() * d).real.sum())
-                if not np.isclose(expected, numeric, atol=atol, rtol=rtol):
-                    msg = (f"gradcheck: input {k} (shape {x.shape}): directional derivative "
-                           f"analytic {expected:.8g}, numeric {numeric:.8g}")
-                    if raise_exception:
-                        raise AssertionError(msg)
-                    return False
+                expected = [(mode, float((a.conj() * d).real.sum())) for mode, a in analytics]
+                if check_forward_ad:
+                    expected.append(("forward-mode", forward_derivative(k, d)))
+                for mode, value in expected:
+                    if not np.isclose(value, numeric, atol=atol, rtol=rtol):
+                        msg = (f"gradcheck: input {k} (shape {x.shape}): directional derivative "
+                               f"{mode} {value:.8g}, numeric {numeric:.8g}")
+                        if raise_exception:
+                            raise AssertionError(msg)
+                        return False
     return True
 
 

@@ -170,9 +170,10 @@ def test_scaled_dot_product_attention_masks_and_causal():
                         dyn)
 
 
-def test_nested_tensor_padding_path_is_refused_not_baked_in():
-    # the nested-tensor path zeroes padded outputs only for right-padded masks: a branch on
-    # the mask's values
+def test_nested_tensor_padding_path_is_computed_in_the_graph():
+    # the nested-tensor path zeroes padded outputs only for right-padded masks: the graph
+    # computes that test from the mask instead of branching on it (more cases in
+    # test_onnx_export_third.py)
     class Nested(nn.Module):
         def __init__(self):
             super().__init__()
@@ -182,9 +183,11 @@ def test_nested_tensor_padding_path_is_refused_not_baked_in():
         def forward(self, x, pad):
             return self.encoder(x, src_key_padding_mask=pad)
 
+    minidl.manual_seed(0)
     pad = minidl.tensor(np.arange(5)[None] >= np.array([[3], [5]]))
-    with pytest.raises(minidl.onnx.OnnxExporterError, match="outside minidl's ops|branches"):
-        minidl.onnx.export(Nested(), (minidl.randn(2, 5, 16), pad), io.BytesIO())
+    left = minidl.tensor(np.arange(5)[None] < np.array([[2], [0]]))  # not right-padded
+    _export_and_compare(Nested(), [(minidl.randn(2, 5, 16), pad), (minidl.randn(2, 5, 16), left)],
+                        ["x", "pad"], {"x": {0: "n", 1: "l"}, "pad": {0: "n", 1: "l"}})
 
 
 # ---- 2. comparisons, logical ops and argmax -------------------------------------------------
@@ -327,7 +330,7 @@ def test_lstm_with_initial_state_inputs_and_cells():
                         {"x": {0: "n", 1: "l"}, "h0": {1: "n"}, "c0": {1: "n"}})
 
 
-def test_packed_sequences_are_refused():
+def test_packed_sequences_with_constant_lengths():
     class Packed(nn.Module):
         def __init__(self):
             super().__init__()
@@ -337,9 +340,10 @@ def test_packed_sequences_are_refused():
             packed = nn.utils.rnn.pack_padded_sequence(x, [3, 2], enforce_sorted=True)
             return self.gru(packed)[1]
 
-    # (packing gathers with index arrays, refused before the recurrence's own refusal)
-    with pytest.raises(minidl.onnx.UnsupportedOperatorError, match="is not supported"):
-        minidl.onnx.export(Packed(), minidl.randn(3, 2, 3), io.BytesIO())
+    # lengths given as a list: constants of the graph (ONNX's sequence_lens); lengths as a
+    # graph input in test_onnx_export_third.py
+    minidl.manual_seed(0)
+    _export_and_compare(Packed(), [(minidl.randn(3, 2, 3),), (minidl.randn(3, 2, 3),)], ["x"])
 
 
 # ---- 4. more activations, interpolation ------------------------------------------------------

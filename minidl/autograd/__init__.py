@@ -435,6 +435,15 @@ class Function:
             arrays = tuple(a.data for a in arrays if a is not None)
         self.saved = arrays
 
+    def save_for_forward(self, *tensors):
+        """In a PyTorch-style forward: keep Tensors (or None) for the function's ``jvp``,
+        where ``ctx.saved_tensors`` gives them back, as torch's."""
+        for i, a in enumerate(tensors):
+            if a is not None and not isinstance(a, Tensor):
+                raise TypeError("save_for_forward expects all arguments to be tensors; but "
+                                f"argument {i} is of type {type(a).__name__}")
+        self._saved_for_forward = tensors
+
     # PyTorch 2's style of custom function: ``forward(*args)`` without ctx, and
     # ``@staticmethod setup_context(ctx, inputs, output)`` to save what backward needs
     setup_context = None
@@ -642,6 +651,17 @@ class _FirstOrderOnly(Function):
         return self.op
 
 
+class _OnceDifferentiable(_FirstOrderOnly):
+    """The node behind a gradient that a custom function's ``@once_differentiable`` backward
+    gave in a pass with create_graph=True: a second backward raises with PyTorch's words (its
+    DelayedError's RuntimeError; NotImplementedError is one), naming the function."""
+
+    def backward(self, g):
+        raise NotImplementedError(
+            f"trying to differentiate twice a function that was marked with "
+            f"@once_differentiable ({self.op})")
+
+
 def first_order_only(fn, g):
     """``fn``'s input gradients from its array ``backward``, as Tensors that depend on ``g``
     and on fn's inputs but refuse to be differentiated (see _FirstOrderOnly)."""
@@ -658,15 +678,16 @@ def first_order_only(fn, g):
                  for a in grads)
 
 
-def refusing_second_order(value, deps, op):
+def refusing_second_order(value, deps, op, node_type=None):
     """``value`` (an array or a Tensor, computed outside the graph) as a Tensor that depends on
     ``deps`` but refuses to be differentiated, naming ``op``; a plain Tensor where nothing in
-    ``deps`` requires grad or graph mode is off."""
+    ``deps`` requires grad or graph mode is off. ``node_type`` (a _FirstOrderOnly by default)
+    says how the refusal reads."""
     data = value.data if isinstance(value, Tensor) else value
     t = Tensor(data, dtype=data.dtype)
     deps = [d for d in deps if d.requires_grad]
     if deps and _grad_enabled and is_differentiable(t.data.dtype):
-        node = _FirstOrderOnly()
+        node = (node_type or _FirstOrderOnly)()
         node.op, node.inputs = op, deps
         t.requires_grad, t._ctx = True, node
     return t
@@ -688,6 +709,10 @@ class _TensorStyle(Function):
         """The user's backward on Tensors: in a pass with create_graph=True it runs in graph
         mode, so its gradients are differentiable where its ops are, as in PyTorch."""
         ctx, shapes = self.ctx, self.shapes
+        if type(ctx).backward is Function.backward and getattr(type(ctx), "jvp", None):
+            # a function with only a forward-mode formula (the forward AD tutorial's): its
+            # gradient is the transpose of its jvp, which forward AD's double-vjp reads
+            return _JvpTransposed.apply(g, self)
         if len(shapes) == 1:
             grads = [g]
         else:
@@ -751,6 +776,52 @@ class _TensorStyle(Function):
         if getattr(self.ctx, "_saved_packed", None) is not None:
             self.ctx._saved_packed = None
         super().free()
+
+
+class _JvpTransposed(Function):
+    """The input gradients of a custom function that defines ``jvp`` and no ``backward``, as a
+    recorded op of the output cotangent ``g`` (packed as _TensorStyle packs it): ``J^T g``
+    itself needs the missing backward, so only a zero ``g`` is taken (the double-vjp
+    construction of forward AD and func.jvp differentiates at zero) and any other refuses as
+    torch does; the op's own gradient, ``J t`` for input tangents ``t``, is the user's
+    ``jvp``. So forward AD through such a function gives its jvp's tangent."""
+
+    @staticmethod
+    def forward(ctx, g, node):
+        if get_array_module(g.data).any(g.data):
+            raise NotImplementedError(
+                "You must implement either the backward or vjp method for your custom "
+                f"autograd.Function to use it with backward mode AD ({type(node.ctx).__name__} "
+                "defines only jvp, which forward AD uses)")
+        ctx.node = node
+        return tuple(Tensor(get_array_module(t.data).zeros(t.shape, t.data.dtype))
+                     for t in node.inputs)
+
+    @staticmethod
+    def backward(ctx, *tangents):
+        node = ctx.node
+        user = node.ctx
+        given = [None] * user._n_args
+        for t, i, x in zip(tangents, user._tensor_args, node.inputs):
+            given[i] = t if t is not None else Tensor(
+                get_array_module(x.data).zeros(x.shape, x.data.dtype))
+        forward_saved = user.__dict__.get("_saved_for_forward")
+        if forward_saved is not None:  # in jvp, saved_tensors are those of save_for_forward
+            held = user.__dict__.get("_saved_tensors", ())
+            user._saved_tensors = forward_saved
+        try:
+            out = type(user).jvp(user, *given)
+        finally:
+            if forward_saved is not None:
+                user._saved_tensors = held
+        outs = out if isinstance(out, tuple) else (out,)
+        pieces = [o for (shape, dtype, graded), o in zip(node.outputs, outs) if graded]
+        if len(pieces) == 1:
+            return pieces[0].reshape(node.shapes[0]), None
+        return concat([p.reshape(-1) for p in pieces]), None
+
+
+concat = None  # ops.cat (one dimension), set by minidl's __init__: autograd imports nothing above
 
 
 def _broadcasts_to(shape, target):
@@ -904,7 +975,7 @@ def once_differentiable(backward):
         deps = [g for g in grads if isinstance(g, Tensor)] + list(getattr(ctx, "_graph_inputs", ()))
         name = f"{type(ctx).__name__}Backward"
         single = not isinstance(result, tuple)
-        out = tuple(None if r is None else refusing_second_order(r, deps, name)
+        out = tuple(None if r is None else refusing_second_order(r, deps, name, _OnceDifferentiable)
                     for r in ((result,) if single else result))
         return out[0] if single else out
     return wrapper

@@ -8,8 +8,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import functional as F
+from ..autograd import Function
 from ..backend import get_array_module, to_device
-from ..ops import cat, stack
+from ..ops import cat, stack, traces_untracked
 from ..tensor import Tensor
 
 __all__ = ["pad_sequence", "unpad_sequence", "PackedSequence", "pack_padded_sequence",
@@ -87,6 +88,59 @@ class PackedSequence(NamedTuple):
         return self.data.device != "cpu"
 
 
+class TracedPackedSequence(PackedSequence):
+    """A PackedSequence made while the ONNX exporter traces. Its fields are the eager ones
+    (``data`` made outside the graph: its layout depends on the lengths' values, which a
+    graph cannot follow), and it also holds ``padded``, the padded batch (L, B, *) in the
+    caller's order, and ``lengths``, a Tensor: nn.RNN/LSTM/GRU run on those (ONNX's
+    sequence_lens) and pad_packed_sequence gives them back, so that the graph follows the
+    lengths as an input."""
+
+
+def _traced(fields, padded, lengths):
+    seq = TracedPackedSequence(*fields)
+    seq.padded, seq.lengths = padded, lengths
+    return seq
+
+
+def traced_packed(padded, lengths, sorted_order):
+    """A TracedPackedSequence of ``padded`` (L, B, *), the caller's order, whose sequence b
+    has lengths[b] steps (``lengths`` a Tensor; ``sorted_order`` the host order by decreasing
+    length, None where the caller sorted them)."""
+    host = lengths.numpy().astype(np.int64)
+    order = np.arange(len(host)) if sorted_order is None else sorted_order
+    t_idx, b_idx, batch_sizes = packing_index(host[order])
+    data = Tensor(padded.data[:, _device_index(order, padded)][_device_index(t_idx, padded),
+                                                                  _device_index(b_idx, padded)])
+    sorted_indices = unsorted_indices = None
+    if sorted_order is not None:
+        sorted_indices = Tensor(_device_index(order.astype(np.int64), padded))
+        unsorted_indices = Tensor(_device_index(np.argsort(order).astype(np.int64), padded))
+    return _traced((data, Tensor(batch_sizes), sorted_indices, unsorted_indices), padded,
+                   lengths)
+
+
+class PadPacked(Function):
+    """pad_packed_sequence of a TracedPackedSequence as a recorded op: ``padded`` (L, B, *)
+    with ``padding_value`` past each sequence's length, cut to the longest length (or
+    ``total_length``)."""
+
+    def forward(self, padded, lengths, padding_value, total_length):
+        xp = get_array_module(padded)
+        steps = int(lengths.max()) if total_length is None else int(total_length)
+        valid = xp.arange(padded.shape[0])[:, None] < xp.asarray(lengths)[None, :]
+        self.valid = valid.reshape(valid.shape + (1,) * (padded.ndim - 2))
+        self.shape, self.steps = padded.shape, steps
+        out = xp.where(self.valid, padded, xp.asarray(padding_value, padded.dtype))
+        return out[:steps]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        out = xp.zeros(self.shape, dtype=g.dtype)
+        out[:self.steps] = g
+        return xp.where(self.valid, out, 0), None
+
+
 def _host_ints(name, what, values):
     if isinstance(values, Tensor):
         values = values.numpy()
@@ -120,7 +174,7 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     if input.ndim < 2:
         raise ValueError(f"{name}: input must have a length and a batch dim, got shape "
                          f"{input.shape}")
-    lengths = _host_ints(name, "lengths", lengths)
+    input_lengths, lengths = lengths, _host_ints(name, "lengths", lengths)
     x = input.transpose(0, 1) if batch_first else input
     if len(lengths) != x.shape[1]:
         raise PackingError(f"{name}: {len(lengths)} lengths for a batch of {x.shape[1]} "
@@ -131,6 +185,14 @@ def pack_padded_sequence(input, lengths, batch_first=False, enforce_sorted=True)
     if len(lengths) and lengths.max() > x.shape[0]:
         raise ValueError(f"{name}: a length of {lengths.max()} is longer than the input's "
                          f"{x.shape[0]} steps")
+    if traces_untracked():
+        # the ONNX exporter traces: the lengths stay a graph value, and the sequences keep
+        # the caller's order (each is computed on its own); the exporter's second run on
+        # shuffled inputs gives unsorted lengths, which the graph handles, so enforce_sorted
+        # is not checked here
+        order = None if enforce_sorted else np.argsort(-lengths, kind="stable")
+        given = input_lengths if isinstance(input_lengths, Tensor) else Tensor(lengths)
+        return traced_packed(x, given, order)
     sorted_indices = unsorted_indices = None
     if enforce_sorted:
         if np.any(np.diff(lengths) > 0):
@@ -177,6 +239,18 @@ def pad_packed_sequence(sequence, batch_first=False, padding_value=0.0, total_le
     if not isinstance(sequence, PackedSequence):
         raise TypeError(f"pad_packed_sequence: expected a PackedSequence, got "
                         f"{type(sequence).__name__}")
+    if isinstance(sequence, TracedPackedSequence) and traces_untracked():
+        lengths = sequence.lengths
+        if total_length is not None and total_length < int(lengths.numpy().max()):
+            unpack_sorted(sequence, padding_value, total_length)  # its error
+        if total_length is not None and total_length > sequence.padded.shape[0]:
+            raise NotImplementedError(
+                f"pad_packed_sequence: while the ONNX exporter traces, total_length "
+                f"({total_length}) cannot exceed the packed input's {sequence.padded.shape[0]} "
+                "steps")
+        padded = PadPacked.apply(sequence.padded, lengths, padding_value=padding_value,
+                                 total_length=total_length)
+        return (padded.transpose(0, 1) if batch_first else padded), lengths
     padded, lengths = unpack_sorted(sequence, padding_value, total_length)
     if sequence.unsorted_indices is not None:
         unsorted = sequence.unsorted_indices

@@ -21,7 +21,9 @@ from ..backend import get_array_module
 from ..ops import Clone, Where, cat, constant, stable_sigmoid, stack
 from ..tensor import Function, Tensor
 from . import init
-from ._rnn_utils import PackedSequence, packing_index, unpack_sorted
+from ._rnn_utils import (
+    PackedSequence, TracedPackedSequence, packing_index, traced_packed, unpack_sorted,
+)
 from .module import Module, Parameter
 
 __all__ = ["RNNBase", "RNN", "LSTM", "GRU", "RNNCellBase", "RNNCell", "LSTMCell", "GRUCell"]
@@ -524,6 +526,8 @@ class RNNBase(Module):
         """A PackedSequence in, one out (as PyTorch): the recurrences run on the padded batch
         (in its sorted order) and carry each sequence's state past its end unchanged, so
         h_n holds each sequence's own last step."""
+        if isinstance(packed, TracedPackedSequence):  # the ONNX exporter traces
+            return self._forward_traced_packed(packed, hx)
         padded, lengths = unpack_sorted(packed)
         sorted_indices, unsorted_indices = packed.sorted_indices, packed.unsorted_indices
         lstm = self.mode == "LSTM"
@@ -546,6 +550,21 @@ class RNNBase(Module):
             c = c[:, unsorted_indices.data] if lstm else None
         out = PackedSequence(data, packed.batch_sizes, sorted_indices, unsorted_indices)
         return (out, (h, c)) if lstm else (out, h)
+
+    def _forward_traced_packed(self, packed, hx):
+        """_forward_packed while the ONNX exporter traces: the recurrences run on the padded
+        batch in the caller's order, the lengths a graph value (each sequence is computed on
+        its own, so the order does not change its numbers), and the result is again a
+        TracedPackedSequence."""
+        batch_first, self.batch_first = self.batch_first, False
+        try:
+            x, states, _ = self._prepare(packed.padded, hx)
+        finally:
+            self.batch_first = batch_first
+        output, h, c = self._run(x, states, packed.lengths.data)
+        sorted_order = None if packed.sorted_indices is None else packed.sorted_indices.numpy()
+        out = traced_packed(output, packed.lengths, sorted_order)
+        return (out, (h, c)) if self.mode == "LSTM" else (out, h)
 
     def _run(self, x, states, lengths=None):
         """All layers over x (L, N, H_in) from the initial states: (output, h_n, c_n)."""

@@ -12,6 +12,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import get_array_module, normalize_device, to_device
 from ..backend.dtypes import as_dtype, default_float
+from ..ops import traces_untracked
 from ..tensor import Tensor, autocast_hook, is_grad_enabled
 from . import init
 from .attention import AttentionArgumentError, MultiheadAttention, _as_float_padding
@@ -255,7 +256,7 @@ class TransformerEncoder(Module):
 
     def _padded_positions(self, src, mask, src_key_padding_mask):
         """Where PyTorch's nested-tensor path (inference with right-padded sequences) leaves
-        zeros in place of the padded positions' outputs: a (N, L, 1) bool array, or None."""
+        zeros in place of the padded positions' outputs: a (N, L, 1) bool Tensor, or None."""
         kpm = src_key_padding_mask
         first = self.layers[0] if len(self.layers) else None
         if (not self.use_nested_tensor or first is None or first.training
@@ -263,14 +264,21 @@ class TransformerEncoder(Module):
                 or mask is not None or autocast_hook() is not None
                 or not _nothing_to_differentiate(first, src)):
             return None
+        if tuple(kpm.shape) != (src.shape[0], src.shape[1]):
+            return None
+        if traces_untracked():
+            # the ONNX exporter traces: the same test as recorded ops on the mask (a graph
+            # cannot branch on it), all False where a sequence has a valid step after padding
+            padded = kpm if kpm.dtype == np.bool_ else kpm != 0
+            if self.mask_check:
+                padded = padded & ~(padded[:, :-1] & ~padded[:, 1:]).any()
+            return padded[:, :, None]
         xp = get_array_module(kpm.data)
         padded = kpm.data if kpm.dtype == np.bool_ else kpm.data != 0
-        if padded.shape != (src.shape[0], src.shape[1]):
-            return None
         # PyTorch checks that every sequence is its valid steps, then only padding
         if self.mask_check and bool(xp.any(padded[:, :-1] & ~padded[:, 1:])):
             return None
-        return padded[:, :, None]
+        return Tensor(padded[:, :, None])
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         x = src
@@ -279,7 +287,7 @@ class TransformerEncoder(Module):
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
                       is_causal=bool(is_causal))
         if padded is not None:
-            x = x.masked_fill(Tensor(padded), 0.0)
+            x = x.masked_fill(padded, 0.0)
         return self.norm(x) if self.norm is not None else x
 
 

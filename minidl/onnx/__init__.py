@@ -1,7 +1,8 @@
 """``minidl.onnx.export``: a model as an ONNX file that ONNX Runtime runs, with the meaning of
 ``torch.onnx.export`` (its TorchScript-based exporter's arguments).
 
-The model runs once on ``args`` in eval mode with a ``Tracer`` recording every op (see
+The model runs once on ``args`` in eval mode (``training``: or in training mode, or each
+module in its own) with a ``Tracer`` recording every op (see
 ``_trace``); each recorded Function then becomes ONNX nodes (see ``_ops``): parameters and
 buffers become initializers, the args the graph's inputs. It runs a second time on the inputs
 shuffled and grown along the ``dynamic_axes``: the dims that change are the dynamic ones (a
@@ -147,7 +148,8 @@ def _trace(model, pos, kw):
     finally:
         for t, data, version, values in state:
             t.data = data
-            if t._version != version:
+            # (batch norm in training mode writes its running statistics without a version)
+            if t._version != version or not _same_array(data, values):
                 get_array_module(data).copyto(data, values)
     if autograd.changes != changes:
         raise OnnxExporterError(
@@ -207,6 +209,7 @@ class _Builder:
     def __init__(self, onnx, opset):
         self.onnx, self.opset = onnx, opset
         self.nodes, self.inits = [], {}  # initializers: name -> array
+        self.fold = True  # do_constant_folding
         self._used_names = set()
         self._count = 0
 
@@ -297,7 +300,8 @@ class OpContext:
 
     def transposed(self, i):
         v = self.values[i]
-        if v.const and v.name in self.b.inits:  # a weight: stored transposed once
+        if v.const and v.name in self.b.inits and self.b.fold:  # a weight: stored
+            # transposed once (do_constant_folding; else a Transpose node, as torch writes)
             return self.b.const(self.arrays[i].T, v.name + "_transposed")
         return self.node("Transpose", [v.name], perm=[1, 0])
 
@@ -369,7 +373,9 @@ class OpContext:
 # ---- export -----------------------------------------------------------------------------------
 class TrainingMode:
     """``torch.onnx.TrainingMode``: which mode the model is exported in (``export``'s
-    ``training``). minidl exports inference graphs: EVAL, or PRESERVE of a model in eval."""
+    ``training``): EVAL (the default), TRAINING (Dropout and BatchNorm in training mode, as
+    ONNX's Dropout with training_mode and BatchNormalization with training_mode=1), PRESERVE
+    (each module in the mode it is in)."""
     EVAL, PRESERVE, TRAINING = "EVAL", "PRESERVE", "TRAINING"
 
 
@@ -378,11 +384,35 @@ def _check_training(training, model):
     if name not in ("EVAL", "PRESERVE", "TRAINING"):
         raise ValueError(f"onnx.export: training must be a TrainingMode (EVAL, PRESERVE or "
                          f"TRAINING), got {training!r}")
-    if name == "TRAINING" or (name == "PRESERVE" and model.training):
-        raise NotImplementedError(
-            "onnx.export: minidl exports inference graphs only (Dropout and BatchNorm as in "
-            "eval mode); export with training=TrainingMode.EVAL" +
-            (" or call model.eval() first" if name == "PRESERVE" else ""))
+    return name
+
+
+def _check_torch_defaults(**given):
+    """torch.onnx.export's keywords that minidl takes at their defaults only (what it does):
+    another value is refused by name, as it would change what is written."""
+    op_type = given.pop("operator_export_type")
+    name = getattr(op_type, "name", op_type)  # torch's own enum is taken too
+    if name not in (None, "ONNX"):
+        raise NotImplementedError(f"onnx.export: operator_export_type={op_type!r} is not "
+                                  "supported; minidl writes standard ONNX operators only "
+                                  "(OperatorExportTypes.ONNX)")
+    if given.pop("custom_opsets"):
+        raise NotImplementedError("onnx.export: custom_opsets is not supported; minidl writes "
+                                  "the default ONNX domain only")
+    if given.pop("custom_translation_table"):
+        raise NotImplementedError("onnx.export: custom_translation_table is not supported "
+                                  "(it belongs to torch's dynamo exporter)")
+    if given.pop("dynamic_shapes") is not None:
+        raise NotImplementedError("onnx.export: dynamic_shapes is not supported (it belongs "
+                                  "to torch's dynamo exporter); name the dynamic dims with "
+                                  "dynamic_axes")
+    if given.pop("autograd_inlining") is not True:
+        raise NotImplementedError("onnx.export: autograd_inlining=False is not supported; "
+                                  "custom Functions are exported through their ops")
+    for key, value in given.items():  # flags whose default is False
+        if value:
+            raise NotImplementedError(f"onnx.export: {key}={value!r} is not supported by "
+                                      "minidl's exporter (it takes torch's default, False)")
 
 
 def _check_file(f):
@@ -403,13 +433,22 @@ def _check_file(f):
 def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_names=None,
            dynamic_axes=None, opset_version=17, do_constant_folding=True, export_params=True,
            verbose=False, training=TrainingMode.EVAL, keep_initializers_as_inputs=False,
-           dynamo=True, external_data=True, optimize=True, **unsupported):
+           dynamo=True, external_data=True, optimize=True, operator_export_type=None,
+           custom_opsets=None, export_modules_as_functions=False, autograd_inlining=True,
+           report=False, verify=False, profile=False, dump_exported_program=False,
+           artifacts_dir=".", dynamic_shapes=None, custom_translation_table=None,
+           **unsupported):
     """Write ``model`` run on ``args`` as an ONNX model to ``f`` (a path, or a binary file
     object), as torch.onnx.export: ``input_names``/``output_names`` name the graph's inputs
     and outputs in order, ``dynamic_axes`` ({name: {dim: symbol}} or {name: [dims]}) makes
     those dims symbolic, ``export_params=False`` makes the parameters graph inputs instead of
     initializers, ``do_constant_folding`` computes what depends only on constants at export
-    time. The model is traced in eval mode and left as it was (mode, parameters, no grads)."""
+    time, ``keep_initializers_as_inputs=True`` lists the initializers among the graph's
+    inputs too (so that a runtime may override them). torch's other keywords are taken at
+    their defaults (which is what minidl does) and refused by name otherwise. The model is
+    traced in eval mode (``training=TrainingMode.TRAINING``: in training mode, batch norm
+    with batch statistics and dropout as ONNX's Dropout; ``PRESERVE``: each module in its
+    own mode) and left as it was (modes, parameters, running statistics, no grads)."""
     onnx = _require_onnx()
     from ..nn import Module
 
@@ -418,10 +457,14 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
                         f"{type(model).__name__}")
     if unsupported:  # torch's options that change what is written, which minidl does not have
         raise TypeError(f"onnx.export: unsupported argument(s) {sorted(unsupported)}")
-    if keep_initializers_as_inputs:
-        raise NotImplementedError("onnx.export: keep_initializers_as_inputs=True is not "
-                                  "supported (export_params=False makes the parameters inputs)")
-    _check_training(training, model)
+    _check_torch_defaults(operator_export_type=operator_export_type,
+                          custom_opsets=custom_opsets,
+                          export_modules_as_functions=export_modules_as_functions,
+                          autograd_inlining=autograd_inlining, report=report, verify=verify,
+                          profile=profile, dump_exported_program=dump_exported_program,
+                          dynamic_shapes=dynamic_shapes,
+                          custom_translation_table=custom_translation_table)
+    mode = _check_training(training, model)
     if f is None:
         raise TypeError("onnx.export: f (a path or a binary file object) is required: minidl "
                         "does not return an ONNXProgram")
@@ -458,7 +501,10 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
 
     modes = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
+        if mode == "TRAINING":  # as torch: Dropout and BatchNorm in training mode
+            model.train()
+        elif mode == "EVAL":
+            model.eval()
         records, outs, traced_inputs = _trace(model, pos, kw)
         if output_names is not None:
             output_names = list(output_names)
@@ -482,7 +528,7 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
         second = _trace(model, pos2, kw2)
         proto = _build(onnx, model, traced_inputs, in_names, records, outs,
                        out_names, dyn_names, second, opset_version, do_constant_folding,
-                       export_params)
+                       export_params, bool(keep_initializers_as_inputs))
     finally:
         for m, mode in modes:
             m.training = mode
@@ -564,6 +610,37 @@ def _keys(records, inputs, params, outs):
     return in_keys, kw_keys, out_keys, arrays
 
 
+def _data_sized_dims(rec):
+    """The output dims of ``rec`` whose size is read from its input's values (nonzero's
+    count, the longest of pad_packed_sequence's lengths)."""
+    name = _op_name(rec.cls)
+    if name == "minidl.ops.NonZero":
+        return (0,)
+    if name == "minidl.nn._rnn_utils.PadPacked" and rec.kwargs.get("total_length") is None:
+        return (0,)
+    return ()
+
+
+def _mark_data_sized(records, in_keys, dyn):
+    """Dims whose size depends on the input's values are dynamic even where the second run
+    (the inputs shuffled, which keeps counts and maxima) left them as they were: such an
+    op's dim, and after it each dim of that size in the outputs of the ops that take one of
+    those values (a transpose moves it; a dim of the same size by chance is made dynamic
+    too, which is only more general)."""
+    sizes, tainted = set(), set()
+    for j, rec in enumerate(records):
+        key = ("op", j)
+        own = _data_sized_dims(rec)
+        if own:
+            sizes.update(int(rec.out.shape[d]) for d in own)
+        elif not any(k in tainted for k in in_keys[j]):
+            continue
+        dims = {d for d in range(rec.out.ndim) if int(rec.out.shape[d]) in sizes} | set(own)
+        if dims:
+            dyn[key] = frozenset(dyn.get(key, frozenset()) | dims)
+            tainted.add(key)
+
+
 def _same_kwargs(a, b):
     if set(a) != set(b):
         return False
@@ -587,7 +664,7 @@ def _same_array(a, b):
 
 
 def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, second,
-           opset, fold, export_params):
+           opset, fold, export_params, initializers_as_inputs=False):
     helper = onnx.helper
     params = [(n, p.data) for n, p in model.named_parameters()] + \
         [(n, b.data) for n, b in model.named_buffers() if b is not None]
@@ -608,6 +685,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
         changed = frozenset(d for d in range(a.ndim) if a.shape[d] != b.shape[d])
         if changed:
             dyn[key] = changed
+    _mark_data_sized(records, in_keys, dyn)
     for r, r2 in zip(records, records2):
         if not _same_kwargs(r.kwargs, r2.kwargs) and _op_name(r.cls) not in _SHAPED:
             raise OnnxExporterError(
@@ -623,6 +701,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
                 "x > 0, an argmax, .data or NumPy): the exported graph could not follow it")
 
     b = _Builder(onnx, opset)
+    b.fold = bool(fold)
     for n in in_names + out_names:
         b.reserve(n)
     values = {}
@@ -727,6 +806,11 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
     used = {x for n in b.nodes for x in n.input}
     inits = [onnx.numpy_helper.from_array(a, name) for name, a in b.inits.items()
              if name in used]
+    if initializers_as_inputs:  # every initializer listed as an input too, as torch's
+        # keep_initializers_as_inputs: a runtime may feed another value in its place
+        listed = {i.name for i in graph_inputs}
+        graph_inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                         for t in inits if t.name not in listed]
     graph = helper.make_graph(b.nodes, type(model).__name__, graph_inputs, graph_outputs,
                               initializer=inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
@@ -737,7 +821,7 @@ def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, s
 
 # ops whose keywords may change with a dynamic axis: their translations write the shape
 # relative to the input's (see OpContext.reshape_target / expand_target)
-_SHAPED = {"minidl.ops.Reshape", "minidl.ops.Expand"}
+_SHAPED = {"minidl.ops.Reshape", "minidl.ops.Expand", "minidl.ops.Repeat"}
 # keywords that hold per-call objects, not the op's arguments
 _IGNORED_KWARGS = {"keep"}
 # arrays an op is given that its caller computed from its input (outside the graph) and

@@ -85,9 +85,17 @@ def _cast(ctx):
 def _clamp(ctx):
     names = ctx.inputs_cast_to_output()
     x, bounds = names[0], list(names[1:])
-    lo = bounds.pop(0) if ctx.kw["has_min"] else ""
-    hi = bounds.pop(0) if ctx.kw["has_max"] else ""
-    return ctx.node("Clip", [x, lo, hi])
+    if all(a.ndim == 0 for a in ctx.arrays[1:]):  # Clip takes scalar bounds only
+        lo = bounds.pop(0) if ctx.kw["has_min"] else ""
+        hi = bounds.pop(0) if ctx.kw["has_max"] else ""
+        return ctx.node("Clip", [x, lo, hi])
+    # tensor bounds (broadcast): max with the lower one, then min with the upper one, which
+    # gives the upper bound where lo > hi, as minidl and PyTorch do
+    if ctx.kw["has_min"]:
+        x = ctx.node("Max", [x, bounds.pop(0)])
+    if ctx.kw["has_max"]:
+        x = ctx.node("Min", [x, bounds.pop(0)])
+    return x
 
 
 @_register(_ACT + "Hardtanh")
@@ -236,7 +244,22 @@ def _repeat(ctx):
     extra = len(sizes) - ctx.ndim(0)
     if extra > 0:
         x = ctx.node("Unsqueeze", [x, ctx.const(np.arange(extra, dtype=np.int64), "axes")])
-    return ctx.node("Tile", [x, ctx.const(np.asarray(sizes, np.int64), "repeats")])
+    # a count that differs in the second run came from a dynamic size (x.repeat(n.shape[0],
+    # 1)): the output's dim read from the graph's inputs, divided by the input's own dim
+    in2 = (1,) * max(extra, 0) + tuple(ctx.shapes2[0])
+    parts = list(sizes)
+    for d in sorted(ctx.out_dyn):
+        if in2[d] and ctx.out_shape2[d] // in2[d] == sizes[d] and \
+                ctx.out_shape2[d] == in2[d] * sizes[d]:
+            continue  # a fixed count of a dynamic dim
+        k = d - max(extra, 0)
+        if k < 0:
+            parts[d] = ctx._read_dim(d)
+        else:
+            own = ctx.node("Gather", [ctx.node("Shape", [ctx.x(0)]),
+                                      ctx.const(np.asarray([k], np.int64), "dim")], axis=0)
+            parts[d] = ctx.node("Div", [ctx._read_dim(d), own])
+    return ctx.node("Tile", [x, ctx._shape_tensor(parts)])
 
 
 @_register(_OPS + "GetItem")
@@ -369,17 +392,50 @@ def _adaptive_avg_pool(ctx):
 @_register(_F + "BatchNorm")
 def _batch_norm(ctx):
     kw = ctx.kw
-    if kw.get("training") or kw.get("running_mean") is None:
-        raise Unsupported("batch statistics (training mode, or track_running_stats=False)")
     c = ctx.shape(0)[1]
     rest = list(range(1, ctx.n_inputs))
-    dt = ctx.array_kw("running_mean").dtype
+    tracked = kw.get("running_mean") is not None
+    dt = ctx.array_kw("running_mean").dtype if tracked else ctx.out_dtype
     w = ctx.x(rest.pop(0)) if kw["has_weight"] else ctx.const(np.ones(c, dt), "scale")
     b = ctx.x(rest.pop(0)) if kw["has_bias"] else ctx.const(np.zeros(c, dt), "bias")
-    y = ctx.node("BatchNormalization", [ctx.x(0), w, b, ctx.kw_value("running_mean"),
-                                        ctx.kw_value("running_var")],
-                 epsilon=float(kw.get("eps", 1e-5)))
+    if kw.get("training") or not tracked:  # (track_running_stats=False: in either mode)
+        # batch statistics, written out (torch writes BatchNormalization with
+        # training_mode=1, which ONNX Runtime 1.32's optimizer removes as an identity where
+        # the running statistics are 0 and 1, a fresh layer's): (x - mean) / sqrt(var + eps)
+        # over every dim but the channels, the biased variance, then weight and bias
+        nd = ctx.ndim(0)
+        axes = [0] + list(range(2, nd))
+        x = ctx.x(0)
+        mean_b = _reduce_mean(ctx, x, axes)
+        d = ctx.node("Sub", [x, mean_b])
+        var_b = _reduce_mean(ctx, ctx.node("Mul", [d, d]), axes)
+        eps = ctx.const(np.asarray(kw.get("eps", 1e-5), ctx.out_dtype), "eps")
+        y = ctx.node("Div", [d, ctx.node("Sqrt", [ctx.node("Add", [var_b, eps])])])
+        shape = ctx.const(np.asarray([c] + [1] * (nd - 2), np.int64), "channel_shape")
+        y = ctx.node("Add", [ctx.node("Mul", [y, ctx.node("Reshape", [w, shape])]),
+                             ctx.node("Reshape", [b, shape])])
+    else:
+        y = ctx.node("BatchNormalization", [ctx.x(0), w, b, ctx.kw_value("running_mean"),
+                                            ctx.kw_value("running_var")],
+                     epsilon=float(kw.get("eps", 1e-5)))
     return ctx.node("Relu", [y]) if kw.get("relu") else y
+
+
+@_register(_F + "Dropout")
+def _dropout(ctx):
+    # training mode only (eval runs no op): ONNX's Dropout with training_mode, random as
+    # minidl's (another draw)
+    ratio = ctx.const(np.asarray(ctx.kw["p"], ctx.out_dtype), "ratio")
+    y, _ = ctx.node("Dropout", [ctx.x(0), ratio, ctx.const(np.asarray(True), "training_mode")],
+                    n_out=2)
+    return y
+
+
+def _reduce_mean(ctx, x, axes):
+    if ctx.opset >= 18:
+        return ctx.node("ReduceMean", [x, ctx.const(np.asarray(axes, np.int64), "axes")],
+                        keepdims=1)
+    return ctx.node("ReduceMean", [x], axes=axes, keepdims=1)
 
 
 @_register(_F + "LayerNorm")
@@ -593,10 +649,11 @@ def _recurrence(ctx):
     # exact product), R = w_hh's rows in that order, B = [0, b_hh]
     kw = ctx.kw
     mode = kw["mode"]
-    if kw.get("lengths") is not None:
-        raise Unsupported("packed sequences")
+    packed = kw.get("lengths") is not None
     if kw.get("proj"):
-        raise Unsupported("proj_size > 0")
+        if packed:
+            raise Unsupported("proj_size > 0 with packed sequences")
+        return _lstm_projection_scan(ctx)
     lstm = mode == "LSTM"
     w_hh_i = 3 if lstm else 2
     gates, hidden = ctx.shape(w_hh_i)
@@ -619,18 +676,36 @@ def _recurrence(ctx):
                                                      b], axis=0)))
     else:
         inputs.append("")
-    inputs += ["", first_axis(ctx.x(1))]  # no sequence_lens; initial_h
+    lengths = None
+    if packed:  # sequence_lens: ONNX's Y is zero past each sequence's end
+        lengths = ctx.node("Cast", [ctx.kw_value("lengths")], to=ctx.onnx_dtype(np.int64))
+        inputs.append(ctx.node("Cast", [lengths], to=ctx.onnx_dtype(np.int32)))
+    else:
+        inputs.append("")
+    inputs.append(first_axis(ctx.x(1)))  # initial_h
     attrs = {"hidden_size": int(hidden),
              "direction": "reverse" if kw["reverse"] else "forward"}
     if lstm:
         inputs.append(first_axis(ctx.x(2)))
-        y, _, y_c = ctx.node("LSTM", inputs, n_out=3, **attrs)
+        y, y_h, y_c = ctx.node("LSTM", inputs, n_out=3, **attrs)
     elif mode == "GRU":
-        y = ctx.node("GRU", inputs, linear_before_reset=1, **attrs)
+        y, y_h = ctx.node("GRU", inputs, n_out=2, linear_before_reset=1, **attrs)
     else:
-        y = ctx.node("RNN", inputs, activations=["Relu" if mode == "RNN_RELU" else "Tanh"],
-                     **attrs)
+        y, y_h = ctx.node("RNN", inputs, n_out=2,
+                          activations=["Relu" if mode == "RNN_RELU" else "Tanh"], **attrs)
     hs = ctx.node("Squeeze", [y, ctx.const(np.asarray([1], np.int64), "axes")])  # (L, N, H)
+    if packed:
+        # minidl's op carries each sequence's state past its end: the last one going
+        # forward, the initial one going in reverse (it starts at the sequence's end)
+        steps = ctx.node("Range", [ctx.const(np.asarray(0, np.int64), "start"),
+                                   ctx.node("Squeeze", [_dim_size(ctx, 0, 0)]),
+                                   ctx.const(np.asarray(1, np.int64), "delta")])
+        valid = ctx.node("Less", [
+            ctx.node("Unsqueeze", [steps, ctx.const(np.asarray([1, 2], np.int64), "axes")]),
+            ctx.node("Unsqueeze", [lengths, ctx.const(np.asarray([0, 2], np.int64), "axes")])])
+        carried = ctx.x(1) if kw["reverse"] else ctx.node(
+            "Squeeze", [y_h, ctx.const(np.asarray([0], np.int64), "axes")])
+        hs = ctx.node("Where", [valid, hs, carried])
     if not lstm:
         return hs
     # minidl's LSTM op returns (L, N, 2H): the hidden states, then the cell states; ONNX gives
@@ -638,6 +713,61 @@ def _recurrence(ctx):
     # and all of it for a sequence of one step (nn.LSTMCell): it fills every step here
     cs = ctx.node("Expand", [y_c, ctx.node("Shape", [hs])])
     return ctx.node("Concat", [hs, cs], axis=2)
+
+
+def _lstm_projection_scan(ctx):
+    # an LSTM with proj_size: ONNX's LSTM has no projection, so one Scan over the steps whose
+    # body is minidl's step (gates i, f, g, o; h = (o * tanh(c)) @ w_hr.T); the weights ride
+    # along as unchanged state so that the body needs no outer-scope names. The output is
+    # minidl's op's: the hidden states, then the cell states of every step
+    helper = ctx.b.onnx.helper
+    dt = ctx.out_dtype
+    if any(a.dtype != dt for a in ctx.arrays):
+        raise Unsupported("inputs of mixed dtypes (autocast)")
+    has_bias = ctx.n_inputs == 6
+    hidden = ctx.shape(2)[-1]
+    elem = ctx.onnx_dtype(dt)
+
+    def name(hint):
+        return ctx.b.fresh(f"scan_{hint}")
+
+    nodes = []
+
+    def node(op, inputs, **attrs):
+        out = name(op)
+        nodes.append(helper.make_node(op, inputs, [out], name=name(op + "_node"), **attrs))
+        return out
+
+    h_prev, c_prev, w_hh, w_hr, x_t = (name(n) for n in ("h", "c", "w_hh", "w_hr", "x"))
+    b_hh = name("b_hh") if has_bias else None
+    state_in = [h_prev, c_prev, w_hh] + ([b_hh] if has_bias else []) + [w_hr]
+    gh = node("Gemm", [h_prev, w_hh] + ([b_hh] if has_bias else []), transB=1)
+    a = node("Add", [x_t, gh])
+    split = [name(f"gate{k}") for k in range(4)]
+    sizes = name("gate_sizes")  # a Constant inside the body (no outer-scope names)
+    nodes.append(helper.make_node("Constant", [], [sizes], name=name("Constant_node"),
+                                  value=ctx.b.onnx.numpy_helper.from_array(
+                                      np.full(4, hidden, np.int64))))
+    nodes.append(helper.make_node("Split", [a, sizes], split, name=name("Split_node"), axis=1))
+    i, f, o = (node("Sigmoid", [split[k]]) for k in (0, 1, 3))
+    g = node("Tanh", [split[2]])
+    c = node("Add", [node("Mul", [f, c_prev]), node("Mul", [i, g])])
+    h = node("Gemm", [node("Mul", [o, node("Tanh", [c])]), w_hr], transB=1)
+    outs = [h, c] + [node("Identity", [v]) for v in state_in[2:]] + \
+        [node("Identity", [h]), node("Identity", [c])]
+
+    def info(n):
+        return helper.make_tensor_value_info(n, elem, None)
+
+    body = helper.make_graph(nodes, name("body"), [info(n) for n in state_in + [x_t]],
+                             [info(n) for n in outs])
+    weights = [ctx.x(3)] + ([ctx.x(4)] if has_bias else []) + [ctx.x(ctx.n_inputs - 1)]
+    direction = 1 if ctx.kw["reverse"] else 0
+    results = ctx.node("Scan", [ctx.x(1), ctx.x(2)] + weights + [ctx.x(0)],
+                       n_out=len(outs), body=body, num_scan_inputs=1,
+                       scan_input_directions=[direction],
+                       scan_output_directions=[direction, direction])
+    return ctx.node("Concat", [results[-2], results[-1]], axis=2)
 
 
 # ---- more activations, resampling ---------------------------------------------------------
@@ -752,3 +882,116 @@ def _resample(ctx):
             total = part if total is None else ctx.node("Add", [total, part])
         y = total
     return y
+
+
+# ---- indices, ordering, gather/scatter, running sums --------------------------------------
+_IDX = "minidl.indexing."
+
+
+def _dim_size(ctx, i, dim):
+    """Input ``i``'s size along ``dim`` as a 1-element int64 tensor read from the graph
+    (Shape, then Gather), so that it follows a dynamic axis."""
+    return ctx.node("Gather", [ctx.node("Shape", [ctx.x(i)]),
+                               ctx.const(np.asarray([dim], np.int64), "dim")], axis=0)
+
+
+@_register(_OPS + "TopkIndices")
+def _topk_indices(ctx):
+    # ONNX's TopK orders equal values by position (lower first); minidl's (PyTorch's CPU)
+    # order among ties can differ
+    k = ctx.const(np.asarray([int(ctx.kw["k"])], np.int64), "k")
+    _, indices = ctx.node("TopK", [ctx.x(0), k], n_out=2, axis=int(ctx.kw["dim"]),
+                          largest=int(bool(ctx.kw["largest"])), sorted=1)
+    return indices
+
+
+@_register("minidl.shape_ops.SortIndices")
+def _sort_indices(ctx):
+    # a TopK of the whole dim (its size read from the graph): stable, equal values by
+    # position, as minidl's stable sort in either direction
+    dim = int(ctx.kw["dim"])
+    _, indices = ctx.node("TopK", [ctx.x(0), _dim_size(ctx, 0, dim)], n_out=2, axis=dim,
+                          largest=int(bool(ctx.kw["descending"])), sorted=1)
+    return indices
+
+
+@_register(_OPS + "TakeAlongDim")
+def _take_along_dim(ctx):
+    return ctx.node("GatherElements", [ctx.x(0), ctx.kw_value("index")],
+                    axis=int(ctx.kw["dim"]))
+
+
+@_register(_IDX + "Gather")
+def _gather(ctx):
+    return ctx.node("GatherElements", [ctx.x(0), ctx.kw_value("index")],
+                    axis=int(ctx.kw["dim"]))
+
+
+@_register(_IDX + "IndexSelect")
+def _index_select(ctx):
+    return ctx.node("Gather", [ctx.x(0), ctx.kw_value("index")], axis=int(ctx.kw["dim"]))
+
+
+@_register(_IDX + "Scatter")
+def _scatter(ctx):
+    index, src = ctx.kw_value("index"), ctx.inputs_cast_to_output()[1]
+    nd = ctx.ndim(0)
+    if ctx.shape(1) != tuple(ctx.kw["index"].shape):  # src's corner of index's shape
+        src = ctx.node("Slice", [src, ctx.const(np.zeros(nd, np.int64), "starts"),
+                                 ctx.node("Shape", [index]),
+                                 ctx.const(np.arange(nd, dtype=np.int64), "axes")])
+    return ctx.node("ScatterElements", [ctx.x(0), index, src], axis=int(ctx.kw["dim"]),
+                    reduction="add" if ctx.kw["add"] else "none")
+
+
+@_register(_OPS + "NonZero")
+def _nonzero(ctx):
+    return ctx.node("Transpose", [ctx.node("NonZero", [ctx.x(0)])], perm=[1, 0])
+
+
+@_register(_OPS + "AnyAll")
+def _any_all(ctx):
+    x, axes = ctx.x(0), [int(a) for a in ctx.kw["axes"]]
+    if ctx.arrays[0].dtype != np.bool_:  # nonzero (NaN included) is True
+        x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.bool_))
+    if axes:  # any: a sum (0 over no elements), all: a min (the type's largest over none)
+        op = "ReduceSum" if ctx.kw["op"] == "any" else "ReduceMin"
+        x = ctx.node("Cast", [x], to=ctx.onnx_dtype(np.int64))
+        keep = int(bool(ctx.kw["keepdim"]))
+        if ctx.opset >= 18 or op == "ReduceSum":
+            x = ctx.node(op, [x, ctx.const(np.asarray(axes, np.int64), "axes")], keepdims=keep)
+        else:
+            x = ctx.node(op, [x], axes=axes, keepdims=keep)
+    return ctx.node("Cast", [x], to=ctx.onnx_dtype(ctx.out_dtype))
+
+
+@_register("minidl.math_ops.CumSum")
+def _cumsum(ctx):
+    return ctx.node("CumSum", [ctx.x(0), ctx.const(np.asarray(int(ctx.kw["dim"]), np.int64),
+                                                   "axis")])
+
+
+@_register("minidl.nn._rnn_utils.PadPacked")
+def _pad_packed(ctx):
+    # pad_packed_sequence: padding_value past each length, cut to the longest length
+    padded, nd = ctx.x(0), ctx.ndim(0)
+    lengths = ctx.node("Cast", [ctx.x(1)], to=ctx.onnx_dtype(np.int64))
+    steps = ctx.node("Range", [ctx.const(np.asarray(0, np.int64), "start"),
+                               ctx.node("Squeeze", [_dim_size(ctx, 0, 0)]),
+                               ctx.const(np.asarray(1, np.int64), "delta")])
+    valid = ctx.node("Less", [
+        ctx.node("Unsqueeze", [steps, ctx.const(np.asarray([1], np.int64), "axes")]),
+        ctx.node("Unsqueeze", [lengths, ctx.const(np.asarray([0], np.int64), "axes")])])
+    if nd > 2:
+        valid = ctx.node("Unsqueeze", [valid, ctx.const(np.arange(2, nd, dtype=np.int64),
+                                                        "axes")])
+    value = ctx.const(np.asarray(ctx.kw["padding_value"], ctx.out_dtype), "padding_value")
+    y = ctx.node("Where", [valid, padded, value])
+    total = ctx.kw["total_length"]
+    if total is not None:
+        end = ctx.const(np.asarray([int(total)], np.int64), "total_length")
+    else:
+        end = ctx.node("ReduceMax", [lengths], keepdims=1) if ctx.opset < 18 else ctx.node(
+            "ReduceMax", [lengths, ctx.const(np.asarray([0], np.int64), "axes")], keepdims=1)
+    return ctx.node("Slice", [y, ctx.const(np.asarray([0], np.int64), "starts"), end,
+                              ctx.const(np.asarray([0], np.int64), "axes")])

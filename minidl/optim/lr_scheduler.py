@@ -5,6 +5,7 @@ import bisect
 import copy
 import functools
 import math
+import numbers
 import types
 import warnings
 from collections import Counter
@@ -241,8 +242,13 @@ class StepLR(LRScheduler):
 
     @classmethod
     def _validate(cls, step_size, gamma):
-        return dict(step_size=_check_count(cls.__name__, "step_size", step_size, 1),
-                    gamma=_check_factor(cls.__name__, "gamma", gamma))
+        # PyTorch takes any positive period, an int or a float (the text classification
+        # tutorial's StepLR(optimizer, 1.0, ...)): it decays where last_epoch % step_size is 0
+        if (isinstance(step_size, bool) or not isinstance(step_size, numbers.Real)
+                or not step_size > 0):
+            raise ValueError(f"{cls.__name__}: step_size must be a number > 0, got {step_size!r}")
+        step_size = int(step_size) if isinstance(step_size, numbers.Integral) else float(step_size)
+        return dict(step_size=step_size, gamma=_check_factor(cls.__name__, "gamma", gamma))
 
     def get_lr(self):
         if self.last_epoch == 0 or self.last_epoch % self.step_size:

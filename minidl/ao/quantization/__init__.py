@@ -1,7 +1,8 @@
 """Int8 quantization, as torch.ao.quantization: quantized tensors (qtensor.py), fake
 quantization and its straight-through gradient (_fake_quant_ops.py, fake_quantize.py),
 observers that choose scales and zero points (observer.py), QConfig and the backends'
-defaults (qconfig.py), and dynamic quantization of Linear layers (quantize.py). See
+defaults (qconfig.py), module fusion (fuse_modules.py), and the whole-model flows:
+dynamic quantization, prepare / prepare_qat / convert (quantize.py). See
 docs/quantization.md for the arithmetic."""
 from ...tensor import Tensor as _Tensor
 from ._fake_quant_ops import (  # noqa: F401
@@ -13,6 +14,7 @@ from .fake_quantize import (  # noqa: F401
     default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
     enable_observer,
 )
+from .fuse_modules import fuse_modules, fuse_modules_qat  # noqa: F401
 from .observer import (  # noqa: F401
     HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
     ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver, default_dynamic_quant_observer,

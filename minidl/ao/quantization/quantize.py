@@ -28,12 +28,13 @@ class DeQuantStub(QuantStub):
 
 
 def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplace=False):
-    """``model`` with its Linear layers replaced by dynamically quantized ones, as torch's.
-    ``qconfig_spec`` picks them: a set of module types and/or submodule names (each given the
-    default dynamic qconfig), or a dict from those to a qconfig (None: leave it float); a
-    name applies to that submodule and everything under it, a type to every module of it,
-    and a module's own ``qconfig`` attribute wins (torch's propagation). Default: every
-    nn.Linear. A name that is no submodule is refused. A copy unless ``inplace``."""
+    """``model`` with its Linear, LSTM and GRU layers replaced by dynamically quantized ones
+    (int8 weights, float activations), as torch's. ``qconfig_spec`` picks them: a set of
+    module types and/or submodule names (each given the default dynamic qconfig), or a dict
+    from those to a qconfig (None: leave it float); a name applies to that submodule and
+    everything under it, a type to every module of it, and a module's own ``qconfig``
+    attribute wins (torch's propagation). Default: every nn.Linear, nn.LSTM and nn.GRU. A
+    name that is no submodule is refused. A copy unless ``inplace``."""
     from ... import nn
     from ..nn.quantized import dynamic as nnqd
     from .qconfig import default_dynamic_qconfig
@@ -41,8 +42,9 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
     if dtype is not qint8:
         raise NotImplementedError(f"quantize_dynamic: only dtype minidl.qint8 is supported, got "
                                   f"{dtype}")
+    supported = {nn.Linear: nnqd.Linear, nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
     if qconfig_spec is None:
-        qconfig_spec = {nn.Linear}
+        qconfig_spec = set(supported)
     if isinstance(qconfig_spec, dict):
         spec = dict(qconfig_spec)
     else:
@@ -56,18 +58,18 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
         if not (isinstance(key, str) or isinstance(key, type) and issubclass(key, Module)):
             raise TypeError(f"quantize_dynamic: qconfig_spec keys must be module types or "
                             f"submodule names, got {key!r}")
-    mapping = mapping or {nn.Linear: nnqd.Linear}
+    mapping = mapping or supported
 
     def holds_mapped(module):
         return any(type(m) in mapping for m in module.modules())
 
-    # a type is quantized itself, or through the Linear layers it holds (a container)
+    # a type is quantized itself, or through the layers it holds (a container)
     unsupported = [t.__name__ for t in spec if isinstance(t, type) and spec[t] is not None
                    and t not in mapping and not any(holds_mapped(m) for m in model.modules()
                                                     if type(m) is t)]
     if unsupported:
         raise NotImplementedError(f"quantize_dynamic: no dynamic quantized form of {unsupported} "
-                                  "here (Linear only)")
+                                  "here (Linear, LSTM and GRU only)")
     names = dict(model.named_modules())
     unknown = [k for k in spec if isinstance(k, str) and k not in names]
     if unknown:
@@ -137,20 +139,101 @@ def _warn_without_qconfig(model):
 
 def _qat_swaps():
     from ... import nn
+    from ..nn import intrinsic as nni
     from ..nn import qat
+    from ..nn.intrinsic import qat as nniqat
 
-    return {nn.Linear: qat.Linear}
+    return {nn.Linear: qat.Linear, nn.Conv1d: qat.Conv1d, nn.Conv2d: qat.Conv2d,
+            nni.ConvBn1d: nniqat.ConvBn1d, nni.ConvBn2d: nniqat.ConvBn2d,
+            nni.ConvBnReLU1d: nniqat.ConvBnReLU1d, nni.ConvBnReLU2d: nniqat.ConvBnReLU2d,
+            nni.ConvReLU1d: nniqat.ConvReLU1d, nni.ConvReLU2d: nniqat.ConvReLU2d,
+            nni.LinearReLU: nniqat.LinearReLU}
+
+
+def _static_swaps():
+    """convert's default mapping: float, QAT and fused modules -> quantized ones."""
+    from ... import nn
+    from ..nn import intrinsic as nni
+    from ..nn import qat
+    from ..nn import quantized as nnq
+    from ..nn.intrinsic import qat as nniqat
+    from ..nn.intrinsic import quantized as nniq
+
+    return {QuantStub: nnq.Quantize, DeQuantStub: nnq.DeQuantize,
+            nn.Linear: nnq.Linear, qat.Linear: nnq.Linear,
+            nn.Conv1d: nnq.Conv1d, qat.Conv1d: nnq.Conv1d,
+            nn.Conv2d: nnq.Conv2d, qat.Conv2d: nnq.Conv2d,
+            nni.ConvReLU1d: nniq.ConvReLU1d, nniqat.ConvReLU1d: nniq.ConvReLU1d,
+            nni.ConvReLU2d: nniq.ConvReLU2d, nniqat.ConvReLU2d: nniq.ConvReLU2d,
+            nni.LinearReLU: nniq.LinearReLU, nniqat.LinearReLU: nniq.LinearReLU,
+            nniqat.ConvBn1d: nnq.Conv1d, nniqat.ConvBn2d: nnq.Conv2d,
+            nniqat.ConvBnReLU1d: nniq.ConvReLU1d, nniqat.ConvBnReLU2d: nniq.ConvReLU2d,
+            nn.ReLU: nnq.ReLU, nn.ReLU6: nnq.ReLU6, nn.Hardswish: nnq.Hardswish,
+            nnq.FloatFunctional: nnq.QFunctional}
+
+
+def _unobserved():
+    """The mapped modules that need no observer: their output keeps its input's qparams."""
+    from ... import nn
+
+    return (DeQuantStub, nn.ReLU, nn.ReLU6)
+
+
+def _observed_modules(model, targets):
+    """(dotted name, module) of each submodule whose type is in ``targets`` and that has a
+    qconfig, not looking inside them (a fused module's parts are not observed apart)."""
+    def walk(module, prefix):
+        for name, child in module._modules.items():
+            if child is None:
+                continue
+            path = f"{prefix}{name}"
+            if type(child) in targets:
+                if getattr(child, "qconfig", None) is not None:
+                    yield path, child
+            elif name != "activation_post_process":
+                yield from walk(child, path + ".")
+
+    yield from walk(model, "")
+
+
+def _insert_observers(model, targets):
+    from ...nn import Identity
+    from ..nn.quantized import FloatFunctional
+
+    for _, mod in _observed_modules(model, targets):
+        if isinstance(mod, FloatFunctional):  # its methods call activation_post_process
+            if isinstance(mod.activation_post_process, Identity):
+                mod.activation_post_process = mod.qconfig.activation()
+        elif "activation_post_process" not in mod._modules:
+            mod.activation_post_process = mod.qconfig.activation()
+            mod.register_forward_hook(_observer_forward_hook)
+
+
+def _check_fusable_for_ptq(model):
+    from ..nn import intrinsic as nni
+
+    for path, mod in model.named_modules():
+        if type(mod) in (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBnReLU1d, nni.ConvBnReLU2d) \
+                and getattr(mod, "qconfig", None) is not None:
+            raise ValueError(f"prepare: {path} is a {type(mod).__name__}, the fused form for "
+                             "quantization-aware training (prepare_qat); for post-training "
+                             "quantization fuse it with fuse_modules in eval mode, which folds "
+                             "the batch norm into the convolution")
 
 
 def prepare_qat(model, mapping=None, inplace=False):
-    """``model`` ready for quantization-aware training: each nn.Linear that has a qconfig
-    (set on it or on a parent) becomes a qat.Linear (its weight fake-quantized), and its
-    output and each QuantStub's get a FakeQuantize (``qconfig.activation``), run by a
-    forward hook. ReLU gets none: max(x, 0) keeps a quantized input on its grid. The model
-    must be in training mode, as in torch."""
+    """``model`` ready for quantization-aware training: each nn.Linear, nn.Conv1d/2d and fused
+    module (fuse_modules_qat: ConvBn, ConvBnReLU, ConvReLU, LinearReLU) that has a qconfig
+    (set on it or on a parent) becomes its QAT form (its weight fake-quantized; a batch norm
+    folded into it), and its output, each QuantStub's, Hardswish's and FloatFunctional's get
+    a FakeQuantize (``qconfig.activation``). ReLU gets none: max(x, 0) keeps a quantized
+    input on its grid. The model must be in training mode, as in torch."""
     if not model.training:
         raise AssertionError("prepare_qat only works on models in training mode; call "
                              "model.train() first")
+    from ... import nn
+    from ..nn.quantized import FloatFunctional
+
     if not inplace:
         model = copy.deepcopy(model)
     propagate_qconfig_(model)
@@ -167,31 +250,59 @@ def prepare_qat(model, mapping=None, inplace=False):
                 swap(child)
 
     swap(model)
-    targets = tuple(mapping.values()) + (QuantStub,)
-    for mod in model.modules():
-        if (type(mod) in targets and getattr(mod, "qconfig", None) is not None
-                and "activation_post_process" not in mod._modules):
-            mod.activation_post_process = mod.qconfig.activation()
-            mod.register_forward_hook(_observer_forward_hook)
+    _insert_observers(model, tuple(mapping.values()) + (QuantStub, nn.Hardswish,
+                                                         FloatFunctional))
     return model
 
 
 def prepare(model, inplace=False):
-    """``model`` ready for post-training calibration: the outputs of each QuantStub and
-    nn.Linear that has a qconfig get an observer (``qconfig.activation``), run by a forward
-    hook; run representative data through it, then ``convert``."""
-    from ... import nn
-
+    """``model`` ready for post-training calibration: the outputs of each QuantStub,
+    nn.Linear, nn.Conv1d/2d, fused ConvReLU/LinearReLU (fuse_modules), Hardswish and
+    FloatFunctional that has a qconfig get an observer (``qconfig.activation``); run
+    representative data through it, then ``convert``."""
     if not inplace:
         model = copy.deepcopy(model)
     propagate_qconfig_(model)
     _warn_without_qconfig(model)
-    for mod in model.modules():
-        if (type(mod) in (nn.Linear, QuantStub) and getattr(mod, "qconfig", None) is not None
-                and "activation_post_process" not in mod._modules):
-            mod.activation_post_process = mod.qconfig.activation()
-            mod.register_forward_hook(_observer_forward_hook)
+    _check_fusable_for_ptq(model)
+    targets = tuple(k for k in _static_swaps() if k not in _unobserved())
+    _insert_observers(model, targets)
     return model
+
+
+def _has_seen_data(observer):
+    import numpy as np
+
+    inner = observer._modules.get("activation_post_process", observer)  # a FakeQuantize's
+    min_val = getattr(inner, "min_val", None)
+    if min_val is None:
+        return True
+    arr = min_val.numpy()
+    return arr.size > 0 and bool(np.all(np.isfinite(arr)))
+
+
+def _check_observed(mod, path=None):
+    """The observer (or FakeQuantize) on ``mod``'s output, checked to have seen data;
+    RuntimeError naming the module otherwise."""
+    from ...nn import Identity
+
+    where = f"{path} ({type(mod).__name__})" if path else f"the {type(mod).__name__}"
+    act = mod._modules.get("activation_post_process")
+    if act is None or isinstance(act, Identity):
+        raise RuntimeError(f"convert: {where} has no observer on its output; give the model "
+                           "a qconfig and prepare (or prepare_qat) it first")
+    if not _has_seen_data(act):
+        raise RuntimeError(f"convert: the observer on the output of {where} has seen no data; "
+                           "run representative batches through the prepared model (calibration) "
+                           "before convert")
+    return act
+
+
+def _is_prepared(mod):
+    from ...nn import Identity
+
+    act = mod._modules.get("activation_post_process")
+    return act is not None and not isinstance(act, Identity)
 
 
 def quantize(model, run_fn, run_args, mapping=None, inplace=False):
@@ -207,30 +318,34 @@ def quantize(model, run_fn, run_args, mapping=None, inplace=False):
 
 def convert(module, mapping=None, inplace=False):
     """The prepared (calibrated or trained) ``module`` with its modules swapped for quantized
-    ones: QuantStub -> Quantize, qat.Linear or observed nn.Linear -> quantized Linear,
-    ReLU -> quantized ReLU,
-    DeQuantStub -> DeQuantize, each with the scale and zero point its FakeQuantize ended
-    with. Call ``module.eval()`` first, as in torch."""
-    from ... import nn
-    from ..nn import qat
-    from ..nn import quantized as nnq
-
+    ones: QuantStub -> Quantize, Linear / Conv1d / Conv2d (float, QAT, fused with a ReLU or,
+    in QAT, a batch norm) -> their quantized forms, ReLU / ReLU6 -> quantized ReLU / ReLU6,
+    Hardswish -> quantized Hardswish, FloatFunctional -> QFunctional, DeQuantStub ->
+    DeQuantize, each with the scale and zero point its observer or FakeQuantize ended with.
+    Modules that were not prepared stay as they are. Every observer is checked to have seen
+    data before anything is swapped (RuntimeError naming the module). Call ``module.eval()``
+    first, as in torch."""
     if not inplace:
         module = copy.deepcopy(module)
-    mapping = mapping or {QuantStub: nnq.Quantize, DeQuantStub: nnq.DeQuantize,
-                          qat.Linear: nnq.Linear, nn.Linear: nnq.Linear, nn.ReLU: nnq.ReLU}
-    observed = (QuantStub, qat.Linear, nn.Linear)  # converted only where prepared
+    mapping = mapping or _static_swaps()
+    unobserved = _unobserved()
+    swaps = []
 
-    def swap(mod):
-        for name, child in list(mod._modules.items()):
+    def collect(mod, prefix):
+        for name, child in mod._modules.items():
             if child is None:
                 continue
             target = mapping.get(type(child))
-            if target is not None and (type(child) not in observed
-                                       or "activation_post_process" in child._modules):
-                mod._modules[name] = target.from_float(child)
-            else:
-                swap(child)
+            ready = (getattr(child, "qconfig", None) is not None if type(child) in unobserved
+                     else _is_prepared(child))
+            if target is not None and ready:
+                if type(child) not in unobserved:
+                    _check_observed(child, prefix + name)
+                swaps.append((mod, name, target))
+            elif name != "activation_post_process":
+                collect(child, f"{prefix}{name}.")
 
-    swap(module)
+    collect(module, "")
+    for parent, name, target in swaps:
+        parent._modules[name] = target.from_float(parent._modules[name])
     return module

@@ -84,7 +84,11 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"dynamic Linear: input has {x.shape[-1]} features, the layer "
                              f"expects {self.in_features}")
-        a = x.numpy().reshape(-1, self.in_features)
+        y = self._apply(x.numpy().reshape(-1, self.in_features))
+        return Tensor(y.reshape(*x.shape[:-1], self.out_features))
+
+    def _apply(self, a):
+        """The layer on a float32 array (rows, in_features), quantized as one batch."""
         qmax = 127 if self.reduce_range else 255
         if a.size:
             x_scale, x_zp = choose_qparams(a.min(), a.max(), 0, qmax)
@@ -102,7 +106,7 @@ class Linear(Module):
             np.float32(x_scale) * np.float32(w._scale))
         if self._bias is not None:
             y = y + self._bias.numpy().astype(np.float32)
-        return Tensor(y.astype(np.float32).reshape(*x.shape[:-1], self.out_features))
+        return y.astype(np.float32)
 
     @classmethod
     def from_float(cls, mod, weight_observer=None):
@@ -150,3 +154,222 @@ class Linear(Module):
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"dtype={qint8}, qscheme={self._weight.qscheme()}")
+
+
+def _sigmoid(v):
+    out = np.empty_like(v)
+    pos = v >= 0
+    out[pos] = 1 / (1 + np.exp(-v[pos]))
+    e = np.exp(v[~pos])
+    out[~pos] = e / (1 + e)
+    return out
+
+
+class _RNNBase(Module):
+    """Dynamically quantized LSTM / GRU (torch.ao.nn.quantized.dynamic.LSTM/GRU): each layer
+    and direction keeps its input and hidden weights as two dynamic Linears (qint8 per
+    tensor, the biases in them, as torch packs them). The input projection of a layer is one
+    dynamic Linear over the whole sequence (its activations quantized from the min and max of
+    all time steps at once), the hidden one runs at each step on that step's hidden state;
+    the gates are combined in float32, as torch's quantized_lstm / quantized_gru."""
+
+    _mode = "LSTM"
+    _gates = 4
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=qint8):
+        super().__init__()
+        name = type(self).__name__
+        if dtype is not qint8:
+            raise NotImplementedError(f"dynamic {name}: only qint8 weights are supported, got "
+                                      f"{dtype}")
+        if num_layers < 1:
+            raise ValueError(f"dynamic {name}: num_layers must be at least 1, got {num_layers}")
+        self.mode = self._mode
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
+        self.bidirectional, self.dtype = bidirectional, dtype
+        self._cells = []
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size * self._directions
+            for _ in range(self._directions):
+                ih = Linear(width, self._gates * hidden_size, bias_=bias)
+                hh = Linear(hidden_size, self._gates * hidden_size, bias_=bias)
+                self._cells.append((ih, hh))
+
+    @property
+    def _directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _check(self, x, hx):
+        name = type(self).__name__
+        if not isinstance(x, Tensor) or isinstance(x, QTensor) or x.data.dtype != np.float32:
+            raise TypeError(f"dynamic {name}: expected a float32 input Tensor (packed sequences "
+                            f"are not supported here), got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"dynamic {name}: expected a 2-D (unbatched) or 3-D input, got "
+                             f"shape {x.shape}")
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"dynamic {name}: input has {x.shape[-1]} features, the layer "
+                             f"expects input_size={self.input_size}")
+
+    def forward(self, input, hx=None):
+        self._check(input, hx)
+        batched = input.ndim == 3
+        x = input.numpy().astype(np.float32)
+        if not batched:
+            x = x[:, None]
+        elif self.batch_first:
+            x = x.transpose(1, 0, 2)
+        steps, batch = x.shape[:2]
+        states = self._initial_states(hx, batch, batched)
+        out, finals = self._run(np.ascontiguousarray(x), states)
+        if not batched:
+            out = out[:, 0]
+            finals = [f[:, 0] for f in finals]
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        finals = tuple(Tensor(np.ascontiguousarray(f)) for f in finals)
+        return Tensor(np.ascontiguousarray(out)), finals if self._mode == "LSTM" else finals[0]
+
+    def _initial_states(self, hx, batch, batched):
+        name = type(self).__name__
+        shape = (self.num_layers * self._directions, batch, self.hidden_size)
+        count = 2 if self._mode == "LSTM" else 1
+        if hx is None:
+            return [np.zeros(shape, np.float32) for _ in range(count)]
+        given = list(hx) if self._mode == "LSTM" else [hx]
+        if len(given) != count:
+            raise ValueError(f"dynamic {name}: hx must be {'(h_0, c_0)' if count == 2 else 'h_0'}")
+        out = []
+        for t in given:
+            arr = t.numpy().astype(np.float32)
+            if not batched:
+                arr = arr[:, None]
+            if arr.shape != shape:
+                want = shape if batched else (shape[0], shape[2])
+                raise ValueError(f"dynamic {name}: expected hidden state of shape {want}, got "
+                                 f"{tuple(t.shape)}")
+            out.append(arr)
+        return out
+
+    def _run(self, x, states):
+        hidden = self.hidden_size
+        finals = [np.empty_like(s) for s in states]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self._directions):
+                k = layer * self._directions + direction
+                ih, hh = self._cells[k]
+                steps, batch = layer_input.shape[:2]
+                gi = ih._apply(layer_input.reshape(steps * batch, -1)).reshape(steps, batch, -1)
+                state = [s[k] for s in states]
+                out = np.empty((steps, batch, hidden), np.float32)
+                order = range(steps - 1, -1, -1) if direction else range(steps)
+                for t in order:
+                    gh = hh._apply(state[0])
+                    state = self._cell(gi[t], gh, state)
+                    out[t] = state[0]
+                for f, s in zip(finals, state):
+                    f[k] = s
+                outputs.append(out)
+            layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+        return layer_input, finals
+
+    def _weight_pairs(self):
+        return self._cells
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        if self.bidirectional:
+            s += ", bidirectional=True"
+        return s
+
+    def __repr__(self):
+        return f"DynamicQuantized{self._mode}({self.extra_repr()})"  # torch's name
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        """The dynamic LSTM / GRU of float ``mod``: each of its weights quantized to qint8 per
+        tensor with its own observer (its qconfig's weight observer, else symmetric
+        min/max), the biases kept in float."""
+        from ...quantization.qconfig import default_dynamic_qconfig
+
+        name = cls.__name__
+        if getattr(mod, "mode", None) != cls._mode:
+            raise TypeError(f"dynamic {name}.from_float: expected an nn.{name}, got "
+                            f"{type(mod).__name__}")
+        if getattr(mod, "proj_size", 0):
+            raise NotImplementedError(f"dynamic {name}: proj_size is not supported")
+        qconfig = getattr(mod, "qconfig", None) or default_dynamic_qconfig
+        if qconfig.weight().dtype is not qint8:
+            raise NotImplementedError(f"dynamic {name}: only qint8 weights are supported, got "
+                                      f"{qconfig.weight().dtype}")
+        out = cls(mod.input_size, mod.hidden_size, mod.num_layers, mod.bias, mod.batch_first,
+                  mod.dropout, mod.bidirectional)
+        k = 0
+        for layer in range(mod.num_layers):
+            for direction in range(out._directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                for linear, part in zip(out._cells[k], ("ih", "hh")):
+                    weight = getattr(mod, f"weight_{part}{suffix}").detach()
+                    observer = qconfig.weight()
+                    observer(weight)
+                    scale, zp = observer.calculate_qparams()
+                    if scale.numel() != 1:
+                        raise NotImplementedError(f"dynamic {name}: per-channel weight "
+                                                  "quantization is not supported (per tensor "
+                                                  "only, as torch's)")
+                    qweight = quantize_per_tensor(weight, float(scale.item()), int(zp.item()),
+                                                  qint8)
+                    bias = getattr(mod, f"bias_{part}{suffix}") if mod.bias else None
+                    if bias is not None:
+                        bias = Tensor(bias.detach().numpy().astype(np.float32))
+                    linear.set_weight_bias(qweight, bias)
+                k += 1
+        return out
+
+
+class LSTM(_RNNBase):
+    """Dynamically quantized LSTM (gate order input, forget, cell, output)."""
+
+    def _cell(self, gi, gh, state):
+        h, c = state
+        gates = gh + gi
+        i, f, g, o = np.split(gates, 4, axis=1)
+        i, f, g, o = _sigmoid(i), _sigmoid(f), np.tanh(g), _sigmoid(o)
+        c = f * c + i * g
+        return [o * np.tanh(c), c]
+
+
+class GRU(_RNNBase):
+    """Dynamically quantized GRU (gate order reset, update, new)."""
+
+    _mode = "GRU"
+    _gates = 3
+
+    def _cell(self, gi, gh, state):
+        (h,) = state
+        ir, iz, in_ = np.split(gi, 3, axis=1)
+        hr, hz, hn = np.split(gh, 3, axis=1)
+        r = _sigmoid(hr + ir)
+        z = _sigmoid(hz + iz)
+        n = np.tanh(in_ + hn * r)
+        return [(h - n) * z + n]
+
+
+def _no_state(self, prefix, keep_vars):
+    raise NotImplementedError(
+        f"state_dict: {prefix[:-1] or 'the model'} is a dynamic {self._mode}, whose state_dict "
+        "(torch's packed cell parameters) is not supported here; save the float model's "
+        "state_dict and quantize_dynamic it again after loading")
+
+
+_RNNBase._own_state = _no_state

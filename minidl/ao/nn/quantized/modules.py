@@ -8,8 +8,9 @@ import numpy as np
 from ....nn.module import Module
 from ....tensor import Tensor
 from ...quantization.qtensor import (
-    QTensor, qint8, quantize_ints, quantize_per_channel, quantize_per_tensor, quint8,
+    QTensor, qint8, quantize_ints, quantize_per_tensor, quint8,
 )
+from ._requant import requantize, weight_scales
 from ._state import check_packed, packed_metadata, check_scale_zero_point, load_packed, number
 
 
@@ -19,14 +20,12 @@ def _qparams(fake_quant):
 
 
 class Quantize(Module):
-    """float -> quint8 with a fixed scale and zero point, clamped to [quant_min, quant_max]
-    (the range the FakeQuantize it replaces simulated: [0, 127] with reduce_range)."""
+    """float -> quint8 with a fixed scale and zero point, clamped to the dtype's full range
+    as torch's (not to the observer's [quant_min, quant_max]: [0, 127] with reduce_range)."""
 
-    def __init__(self, scale, zero_point, dtype, quant_min=None, quant_max=None):
+    def __init__(self, scale, zero_point, dtype, factory_kwargs=None):
         super().__init__()
         self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), dtype
-        self.quant_min = dtype.qmin if quant_min is None else int(quant_min)
-        self.quant_max = dtype.qmax if quant_max is None else int(quant_max)
 
     def _own_state(self, prefix, keep_vars):  # torch's buffers: float32 (1,), int64 (1,)
         yield prefix + "scale", Tensor(np.array([self.scale], np.float32))
@@ -43,15 +42,13 @@ class Quantize(Module):
             self.zero_point = number(given, prefix + "zero_point", int)
 
     def forward(self, x):
-        q = quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
-        q._ints = np.clip(q._ints, self.quant_min, self.quant_max)
-        return q
+        return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
 
     @classmethod
     def from_float(cls, mod):
         fq = mod.activation_post_process
         scale, zp = _qparams(fq)
-        return cls(scale[0], zp[0], fq.dtype, fq.quant_min, fq.quant_max)
+        return cls(scale[0], zp[0], fq.dtype)
 
     def extra_repr(self):
         return f"scale=tensor([{self.scale:.4f}]), zero_point=tensor([{self.zero_point}]), dtype={self.dtype}"
@@ -88,9 +85,10 @@ class ReLU(Module):
 
 class Linear(Module):
     """quint8 input, qint8 weight (per tensor or per output channel), float bias, quint8
-    output: ``acc = sum_k (qx - zx) (qw - zw)`` in int32, ``y = acc * sx * sw + b``, then
-    y quantized with the output's scale and zero point and clamped to the range the
-    FakeQuantize that trained it simulated."""
+    output: ``acc = sum_k (qx - zx) (qw - zw)`` (exact integers), requantized as fbgemm's
+    (``_requant.requantize``: the bias divided by ``sx * sw``, added in float32, times
+    ``sx * sw / scale``) to the output's grid, clamped to quint8's full [0, 255] as torch's
+    (only the scale and zero point come from the observer or FakeQuantize that watched it)."""
 
     def __init__(self, in_features, out_features, bias_=True, dtype=qint8):
         super().__init__()
@@ -99,9 +97,10 @@ class Linear(Module):
                                                            np.float32)), 1.0, 0, qint8)
         self._bias = Tensor(np.zeros(out_features, np.float32)) if bias_ else None
         self.scale, self.zero_point = 1.0, 0
-        self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
 
     _version = 3  # torch's: the weight and bias packed in _packed_params
+    _relu = False
+    _NAME = "QuantizedLinear"
 
     def _own_state(self, prefix, keep_vars):  # torch's keys
         yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
@@ -119,8 +118,7 @@ class Linear(Module):
 
     def _load_own_state(self, given, prefix):
         """The output's scale and zero point, the weight and the bias, from the checked
-        entries; the output's clamp range (``quant_min``/``quant_max``, which torch does not
-        save) stays the one this model was converted with."""
+        entries."""
         load_packed(self, given, prefix)
         if prefix + "scale" in given:
             self.scale = number(given, prefix + "scale", float)
@@ -141,16 +139,12 @@ class Linear(Module):
             raise ValueError(f"quantized Linear: input has {x.shape[-1]} features, the layer "
                              f"expects {self.in_features}")
         w = self._weight
-        qx = x._ints.reshape(-1, self.in_features).astype(np.int32) - np.int32(x._zero_point)
-        zw = np.asarray(w._zero_point, np.int32).reshape(-1, 1) if w._axis is not None else \
-            np.int32(w._zero_point)
-        acc = qx @ (w._ints.astype(np.int32) - zw).T  # int32 sums
-        w_scale = np.asarray(w._scale, np.float32).reshape(-1)
-        y = acc.astype(np.float32) * (np.float32(x._scale) * w_scale)
-        if self._bias is not None:
-            y = y + self._bias.numpy()
-        ints = quantize_ints(y.astype(np.float32), self.scale, self.zero_point, self.quant_min,
-                             self.quant_max, fused=True)
+        qx = x._ints.reshape(-1, self.in_features).astype(np.int64) - int(x._zero_point)
+        w_scale, w_zp = weight_scales(w, self.out_features)
+        acc = qx @ (w._ints.astype(np.int64) - w_zp.reshape(-1, 1)).T  # exact integer sums
+        bias = None if self._bias is None else self._bias.numpy()
+        ints = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point,
+                          self._relu)
         ints = ints.astype(np.uint8).reshape(*x.shape[:-1], self.out_features)
         return QTensor(ints, quint8, self.scale, self.zero_point)
 
@@ -159,25 +153,108 @@ class Linear(Module):
         """From a qat.Linear (its ``weight_fake_quant``) or a prepared nn.Linear (a weight
         observer from its qconfig, run on the weight now), and the FakeQuantize or observer
         that watched its output (``activation_post_process``)."""
+        from ...quantization.quantize import _check_observed
+        from ..intrinsic import _FusedModule
+        from .conv import quantize_weight
+
+        act = _check_observed(mod)
+        linear = mod[0] if isinstance(mod, _FusedModule) else mod
         weight_fq = getattr(mod, "weight_fake_quant", None)
         if weight_fq is None:
-            weight_fq = mod.qconfig.weight()
-        weight_fq(mod.weight.detach())
-        w_scale, w_zp = _qparams(weight_fq)
-        weight = mod.weight.detach()
-        if w_scale.size > 1 or getattr(weight_fq, "is_per_channel", False):
-            qweight = quantize_per_channel(weight, w_scale, w_zp, weight_fq.ch_axis, qint8)
-        else:
-            qweight = quantize_per_tensor(weight, float(w_scale[0]), int(w_zp[0]), qint8)
-        out = cls(mod.in_features, mod.out_features, bias_=mod.bias is not None)
-        out._weight = qweight
-        out._bias = None if mod.bias is None else Tensor(mod.bias.detach().numpy().astype(np.float32))
-        act = mod.activation_post_process
+            qconfig = getattr(mod, "qconfig", None)
+            if qconfig is None:
+                raise ValueError(f"quantized {cls.__name__}.from_float: the float module has no "
+                                 "qconfig (set one and prepare the model first)")
+            weight_fq = qconfig.weight()
+        weight = linear.weight.detach()
+        weight_fq(weight)
+        out = cls(linear.in_features, linear.out_features, bias_=linear.bias is not None)
+        out._weight = quantize_weight(weight, weight_fq)
+        out._bias = (None if linear.bias is None
+                     else Tensor(linear.bias.detach().numpy().astype(np.float32)))
         scale, zp = _qparams(act)
         out.scale, out.zero_point = float(scale[0]), int(zp[0])
-        out.quant_min, out.quant_max = act.quant_min, act.quant_max
         return out
 
     def __repr__(self):
-        return (f"QuantizedLinear(in_features={self.in_features}, out_features={self.out_features}, "
+        return (f"{self._NAME}(in_features={self.in_features}, out_features={self.out_features}, "
                 f"scale={self.scale}, zero_point={self.zero_point}, qscheme={self._weight.qscheme()})")
+
+
+def _quantize_val(scale, zero_point, value):
+    return int(quantize_ints(np.float32(value), scale, zero_point, quint8.qmin, quint8.qmax,
+                             fused=True))
+
+
+class ReLU6(Module):
+    """min(max(x, 0), 6) on a quint8 tensor: its integers clamped to [zero_point, q(6.0)]
+    (torch's quantized hardtanh), the same scale and zero point."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace
+
+    def forward(self, x):
+        if not isinstance(x, QTensor) or x._axis is not None:
+            raise TypeError(f"quantized ReLU6: expected a per-tensor quantized tensor, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)} (put a QuantStub before it)")
+        six = _quantize_val(x._scale, x._zero_point, 6.0)
+        ints = np.clip(x._ints, x._ints.dtype.type(x._zero_point), x._ints.dtype.type(six))
+        return QTensor(ints, x.dtype, x._scale, x._zero_point)
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        return cls(getattr(mod, "inplace", False))
+
+    def __repr__(self):
+        return "QuantizedReLU6()"
+
+
+class Hardswish(Module):
+    """x * relu6(x + 3) / 6 on a quint8 tensor, requantized with the output's scale and zero
+    point, as torch's kernel: the input dequantized as fma(q, s, -s * zp) in float32, the
+    formula in float32, and ``rint(y * float32(1 / scale)) + zero_point`` clamped to quint8's
+    full [0, 255]."""
+
+    def __init__(self, scale, zero_point, device=None, dtype=None):
+        super().__init__()
+        self.scale, self.zero_point = float(scale), int(zero_point)
+
+    def forward(self, x):
+        from .functional_modules import _dequantize_fma
+
+        if not isinstance(x, QTensor) or x.dtype is not quint8 or x._axis is not None:
+            raise TypeError(f"quantized Hardswish: expected a quint8 per-tensor quantized input, "
+                            f"got {getattr(x, 'dtype', type(x).__name__)}")
+        v = _dequantize_fma(x)
+        f = np.float32
+        y = v * np.minimum(np.maximum(v + f(3), f(0)), f(6)) / f(6)
+        inv = np.float32(1.0 / self.scale)  # torch takes 1 / scale in double here
+        ints = np.rint(y * inv).astype(np.int64) + self.zero_point
+        ints = np.clip(ints, quint8.qmin, quint8.qmax).astype(np.uint8)
+        return QTensor(ints, quint8, self.scale, self.zero_point)
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        from ...quantization.quantize import _check_observed
+
+        act = _check_observed(mod)
+        scale, zp = _qparams(act)
+        return cls(scale[0], zp[0])
+
+    def _own_state(self, prefix, keep_vars):
+        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
+        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
+
+    def _check_own_state(self, given, prefix):
+        check_scale_zero_point(given, prefix, quint8)
+        return []
+
+    def _load_own_state(self, given, prefix):
+        if prefix + "scale" in given:
+            self.scale = number(given, prefix + "scale", float)
+        if prefix + "zero_point" in given:
+            self.zero_point = number(given, prefix + "zero_point", int)
+
+    def __repr__(self):
+        return "QuantizedHardswish()"
