@@ -292,12 +292,21 @@ def linearize(func, *primals):
 
 
 # ---- Jacobians and Hessians --------------------------------------------------------------------
-def _jacobian(func, argnums, has_aux, name, forward):
+def _jacobian(func, argnums, has_aux, name, forward, randomness=None):
     def wrapper(*args, **kwargs):
+        from . import get_rng_state
+
         single, nums = _argnums(argnums, len(args), name)
         with autograd.enable_grad():
             args, tracked, builders = _track(args, nums)
+            before = get_rng_state() if randomness == "error" else None
             out, aux = _split_aux(func(*args, **kwargs), has_aux, name)
+            if before is not None and not np.array_equal(get_rng_state().numpy(),
+                                                         before.numpy()):
+                # torch's jacfwd maps the function over the tangents (vmap), which refuses a
+                # random op unless randomness says how to draw
+                raise RuntimeError(f"{name}: func called a random operation while randomness="
+                                   "'error'; pass randomness='different' or 'same'")
             outputs, rebuild_out = _flatten(out)
             if not forward:
                 _check_reverse_outputs(outputs, "vjp")  # torch's jacrev is built on its vjp
@@ -321,12 +330,21 @@ def jacrev(func, argnums=0, has_aux=False, *, chunk_size=None):
     """A function returning the Jacobian of ``func`` with respect to the arguments at
     ``argnums``, one vjp per output element: for an output of shape S and an argument of shape
     T, shape S + T, in the structure of the outputs, then of the arguments."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or
+                                   not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"jacrev: `chunk_size` should be greater than 0, got {chunk_size!r}")
     return _jacobian(func, argnums, has_aux, "jacrev", forward=False)
 
 
 def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
-    """jacrev's Jacobian, one jvp per input element (by the double-vjp construction)."""
-    return _jacobian(func, argnums, has_aux, "jacfwd", forward=True)
+    """jacrev's Jacobian, one jvp per input element (by the double-vjp construction).
+    ``randomness``: as vmap's (torch's jacfwd maps over the tangents): 'error' refuses a func
+    that draws random numbers; 'same' and 'different' let it (func runs once here, so every
+    column sees the same draw)."""
+    if randomness not in ("error", "different", "same"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or "
+                           f"'same'. Got {randomness}")
+    return _jacobian(func, argnums, has_aux, "jacfwd", forward=True, randomness=randomness)
 
 
 def hessian(func, argnums=0):

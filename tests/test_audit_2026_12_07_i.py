@@ -615,3 +615,15 @@ def test_prepare_without_any_qconfig_warns_as_torch():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mq.prepare(model)
+
+
+def test_jacrev_and_jacfwd_check_chunk_size_and_randomness_as_torch():
+    x = minidl.tensor([0.1, 0.2])
+    with pytest.raises(ValueError, match="chunk_size"):
+        mfunc.jacrev(lambda t: t.sin(), chunk_size=0)
+    with pytest.raises(RuntimeError, match="Only allowed values for randomness"):
+        mfunc.jacfwd(lambda t: t.sin(), randomness="foo")
+    with pytest.raises(RuntimeError, match="random operation while randomness='error'"):
+        mfunc.jacfwd(lambda t: t * minidl.rand(2))(x)
+    jac = mfunc.jacfwd(lambda t: t * minidl.rand(2), randomness="same")(x)
+    assert jac.shape == (2, 2) and jac.numpy()[0, 1] == 0.0
