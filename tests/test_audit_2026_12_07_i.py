@@ -627,3 +627,16 @@ def test_jacrev_and_jacfwd_check_chunk_size_and_randomness_as_torch():
         mfunc.jacfwd(lambda t: t * minidl.rand(2))(x)
     jac = mfunc.jacfwd(lambda t: t * minidl.rand(2), randomness="same")(x)
     assert jac.shape == (2, 2) and jac.numpy()[0, 1] == 0.0
+
+
+def test_loader_batches_bfloat16_tensors_and_refuses_dates():
+    samples = [minidl.ones(2, dtype=minidl.bfloat16), minidl.zeros(2, dtype=minidl.bfloat16)]
+    (batch,) = list(minidl.data.DataLoader(samples, batch_size=2))
+    assert batch.dtype == minidl.bfloat16 and batch.shape == (2, 2)
+    ((x, y),) = list(minidl.data.DataLoader([(t, 1) for t in samples], batch_size=2))
+    assert x.dtype == minidl.bfloat16 and y.numpy().tolist() == [1, 1]
+    dates = [np.datetime64("2020-01-01"), np.datetime64("2020-01-02")]
+    with pytest.raises(TypeError, match="batch must contain"):
+        list(minidl.data.DataLoader(dates, batch_size=2))
+    with pytest.raises(TypeError, match="batch must contain"):
+        minidl.data.default_collate([np.array(dates)] * 2)

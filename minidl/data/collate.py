@@ -9,7 +9,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 
-from ..backend.dtypes import default_float
+from ..backend.dtypes import default_float, is_floating
 
 
 class CollateError(ValueError, RuntimeError):
@@ -149,10 +149,16 @@ def _collate_field(values, indices=None, where=""):
         raise CollateError(f"default_collate: stack expects each sample to be equal size{where}, "
                            f"but got {list(shape)} at {_sample(0, indices)} and "
                            f"{list(arrays[j].shape)} at {_sample(j, indices)}") from None
-    if batch.dtype.kind in "OUSV":  # None, objects, or strings mixed with numbers
-        j = next((j for j, a in enumerate(arrays) if a.dtype.kind in "OUSV"), 0)
+    if not _batchable(batch.dtype):  # None, objects, strings mixed with numbers, dates
+        j = next((j for j, a in enumerate(arrays) if not _batchable(a.dtype)), 0)
         raise TypeError(_FOUND.format(type(values[j])) + f"{where} at {_sample(j, indices)}")
     return batch
+
+
+def _batchable(dtype):
+    """A dtype a batch Tensor can have: numbers and bools, bfloat16 included (its NumPy kind is
+    'V', as a record's), not objects, strings, records or dates."""
+    return dtype.kind in "biufc" or is_floating(dtype)
 
 
 _FOUND = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
@@ -216,8 +222,8 @@ def default_collate(batch):
         return _stack_tensors(batch)
     if isinstance(elem, np.ndarray) or isinstance(elem, np.generic) and not isinstance(
             elem, (np.str_, np.bytes_)):
-        if isinstance(elem, np.ndarray) and elem.dtype.kind in "SaUO":
-            raise TypeError(_FOUND.format(elem.dtype))
+        if not _batchable(np.asarray(elem).dtype):  # strings, objects, records, dates
+            raise TypeError(_FOUND.format(np.asarray(elem).dtype))
         shapes = {np.shape(b) for b in batch}
         if len(shapes) > 1:
             raise RuntimeError(f"default_collate: stack expects each array to be equal size, "
