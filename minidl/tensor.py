@@ -1173,6 +1173,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
         value = ops.fill_value(other, t.data.dtype) if ufunc in ("fill", "copy") else other
     else:
         value = xp.asarray(other)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(name)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
@@ -1236,6 +1238,8 @@ def _set_item(t, index, value):
                           lambda old, v: ops.SetItem.apply(old, v, index=index))
         return
     xp = get_array_module(t.data)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(name)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     t.data[index] = value.data if isinstance(value, Tensor) else value  # cast as torch casts
@@ -1254,6 +1258,8 @@ def apply_in_place(t, fn, name):
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
     y = fn(t)
     xp = get_array_module(t.data)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(f"{name}(inplace=True)")
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}(inplace=True): this tensor's array (shape {t.shape}) is read-only")
     xp.copyto(t.data, y.data, casting="unsafe")
@@ -1906,6 +1912,8 @@ def _inplace_by(t, name, fn, other=None):
     with no_grad():
         y = fn(t, other)
     xp = get_array_module(t.data)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(name)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     xp.copyto(t.data, y.data, casting="unsafe")
