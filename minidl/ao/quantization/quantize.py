@@ -7,6 +7,7 @@ import copy
 import warnings
 
 from ...nn.module import Module
+from ._observed import _check_observed
 from .qtensor import qint8
 
 
@@ -268,34 +269,6 @@ def prepare(model, inplace=False):
     targets = tuple(k for k in _static_swaps() if k not in _unobserved())
     _insert_observers(model, targets)
     return model
-
-
-def _has_seen_data(observer):
-    import numpy as np
-
-    inner = observer._modules.get("activation_post_process", observer)  # a FakeQuantize's
-    min_val = getattr(inner, "min_val", None)
-    if min_val is None:
-        return True
-    arr = min_val.numpy()
-    return arr.size > 0 and bool(np.all(np.isfinite(arr)))
-
-
-def _check_observed(mod, path=None):
-    """The observer (or FakeQuantize) on ``mod``'s output, checked to have seen data;
-    RuntimeError naming the module otherwise."""
-    from ...nn import Identity
-
-    where = f"{path} ({type(mod).__name__})" if path else f"the {type(mod).__name__}"
-    act = mod._modules.get("activation_post_process")
-    if act is None or isinstance(act, Identity):
-        raise RuntimeError(f"convert: {where} has no observer on its output; give the model "
-                           "a qconfig and prepare (or prepare_qat) it first")
-    if not _has_seen_data(act):
-        raise RuntimeError(f"convert: the observer on the output of {where} has seen no data; "
-                           "run representative batches through the prepared model (calibration) "
-                           "before convert")
-    return act
 
 
 def _is_prepared(mod):

@@ -16,6 +16,7 @@ from ...quantization.qtensor import (
 )
 from ._requant import int_conv, requantize, weight_scales
 from ._state import _describe, _host, _owner, as_qtensor, check_scale_zero_point, number
+from .._fused import _FusedModule
 
 _PADDING_MODES = ("zeros", "reflect")
 
@@ -134,7 +135,7 @@ class _ConvNd(Module):
         now), a qat.Conv (its ``weight_fake_quant``), a fused ConvReLU, or a QAT ConvBn
         (the batch norm's running statistics folded into the weight and bias first), with
         the observer or FakeQuantize that watched its output."""
-        from ...quantization.quantize import _check_observed
+        from ...quantization._observed import _check_observed
 
         conv, weight, bias = _float_parts(mod)
         act = _check_observed(mod)
@@ -249,8 +250,6 @@ def _float_parts(mod):
 
 
 def _is_fused_float(mod):
-    from ...nn.intrinsic import _FusedModule
-
     return isinstance(mod, _FusedModule)
 
 

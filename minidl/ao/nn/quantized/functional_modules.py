@@ -148,7 +148,7 @@ class QFunctional(Module):
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
-        from ...quantization.quantize import _check_observed
+        from ...quantization._observed import _check_observed
 
         act = _check_observed(mod)
         scale, zp = act.calculate_qparams()

@@ -12,6 +12,7 @@ from ...quantization.qtensor import (
 )
 from ._requant import requantize, weight_scales
 from ._state import check_packed, packed_metadata, check_scale_zero_point, load_packed, number
+from .._fused import _FusedModule
 
 
 def _qparams(fake_quant):
@@ -153,8 +154,7 @@ class Linear(Module):
         """From a qat.Linear (its ``weight_fake_quant``) or a prepared nn.Linear (a weight
         observer from its qconfig, run on the weight now), and the FakeQuantize or observer
         that watched its output (``activation_post_process``)."""
-        from ...quantization.quantize import _check_observed
-        from ..intrinsic import _FusedModule
+        from ...quantization._observed import _check_observed
         from .conv import quantize_weight
 
         act = _check_observed(mod)
@@ -236,7 +236,7 @@ class Hardswish(Module):
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
-        from ...quantization.quantize import _check_observed
+        from ...quantization._observed import _check_observed
 
         act = _check_observed(mod)
         scale, zp = _qparams(act)
