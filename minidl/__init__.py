@@ -118,6 +118,9 @@ from . import complex_ops as _complex_ops  # noqa: E402  (minidl.real, minidl.co
 _export(_complex_ops.FUNCTIONS)
 __all__.remove("complex")  # as max and min: import * must not shadow the builtin
 from . import fft  # noqa: E402,F401  (minidl.fft, as torch.fft)
+from . import _foreach  # noqa: E402  (minidl._foreach_lerp_, ... as torch's private ops)
+
+globals().update(_foreach.functions())
 from . import spectral as _spectral  # noqa: E402  (minidl.stft, minidl.istft)
 _export(_spectral.FUNCTIONS)
 for _name, _fn in _spectral.TENSOR_METHODS.items():

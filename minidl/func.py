@@ -118,6 +118,17 @@ def _zeros_like(t):
     return _af._filled(t, 0)
 
 
+def _check_reverse_outputs(outputs, name):
+    """Reverse mode differentiates floating-point (or complex) outputs only: an integer or
+    bool output has no gradient, and torch.func refuses it rather than giving zeros."""
+    from .backend.dtypes import is_differentiable
+
+    for o in outputs:
+        if not is_differentiable(o.dtype):
+            raise RuntimeError(f"{name}(f, ...): All outputs of f must be floating-point or "
+                               f"complex Tensors, got Tensor with dtype {o.dtype}")
+
+
 def _split_aux(out, has_aux, name):
     if not has_aux:
         return out, None
@@ -186,6 +197,7 @@ def vjp(func, *primals, has_aux=False):
         args, tracked, builders = _track(primals, tuple(range(len(primals))))
         out, aux = _split_aux(func(*args), has_aux, "vjp")
         outputs, _ = _flatten(out)
+        _check_reverse_outputs(outputs, "vjp")
         flat = [t for group in tracked for t in group]
         keep = _outer_dependence(outputs, flat)
 
@@ -280,13 +292,24 @@ def linearize(func, *primals):
 
 
 # ---- Jacobians and Hessians --------------------------------------------------------------------
-def _jacobian(func, argnums, has_aux, name, forward):
+def _jacobian(func, argnums, has_aux, name, forward, randomness=None):
     def wrapper(*args, **kwargs):
+        from . import get_rng_state
+
         single, nums = _argnums(argnums, len(args), name)
         with autograd.enable_grad():
             args, tracked, builders = _track(args, nums)
+            before = get_rng_state() if randomness == "error" else None
             out, aux = _split_aux(func(*args, **kwargs), has_aux, name)
+            if before is not None and not np.array_equal(get_rng_state().numpy(),
+                                                         before.numpy()):
+                # torch's jacfwd maps the function over the tangents (vmap), which refuses a
+                # random op unless randomness says how to draw
+                raise RuntimeError(f"{name}: func called a random operation while randomness="
+                                   "'error'; pass randomness='different' or 'same'")
             outputs, rebuild_out = _flatten(out)
+            if not forward:
+                _check_reverse_outputs(outputs, "vjp")  # torch's jacrev is built on its vjp
             flat = [t for group in tracked for t in group]
             keep = _outer_dependence(outputs, flat)
             # blocks[i][k]: d output i / d input k, of shape out_i.shape + in_k.shape
@@ -307,12 +330,21 @@ def jacrev(func, argnums=0, has_aux=False, *, chunk_size=None):
     """A function returning the Jacobian of ``func`` with respect to the arguments at
     ``argnums``, one vjp per output element: for an output of shape S and an argument of shape
     T, shape S + T, in the structure of the outputs, then of the arguments."""
+    if chunk_size is not None and (isinstance(chunk_size, bool) or
+                                   not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"jacrev: `chunk_size` should be greater than 0, got {chunk_size!r}")
     return _jacobian(func, argnums, has_aux, "jacrev", forward=False)
 
 
 def jacfwd(func, argnums=0, has_aux=False, *, randomness="error"):
-    """jacrev's Jacobian, one jvp per input element (by the double-vjp construction)."""
-    return _jacobian(func, argnums, has_aux, "jacfwd", forward=True)
+    """jacrev's Jacobian, one jvp per input element (by the double-vjp construction).
+    ``randomness``: as vmap's (torch's jacfwd maps over the tangents): 'error' refuses a func
+    that draws random numbers; 'same' and 'different' let it (func runs once here, so every
+    column sees the same draw)."""
+    if randomness not in ("error", "different", "same"):
+        raise RuntimeError(f"Only allowed values for randomness are 'error', 'different', or "
+                           f"'same'. Got {randomness}")
+    return _jacobian(func, argnums, has_aux, "jacfwd", forward=True, randomness=randomness)
 
 
 def hessian(func, argnums=0):
@@ -333,6 +365,10 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
     if randomness not in ("error", "different", "same"):
         raise ValueError(f"vmap: randomness must be 'error', 'different' or 'same', got "
                          f"{randomness!r}")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or
+                                   not isinstance(chunk_size, int) or chunk_size <= 0):
+        raise ValueError(f"vmap: chunk_size should be None or greater than 0. (got "
+                         f"{chunk_size!r})")
 
     def wrapper(*args, **kwargs):
         from . import get_rng_state, set_rng_state
@@ -362,26 +398,51 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
             raise ValueError("vmap: at least one argument must be mapped (in_dims all None)")
         start_state = get_rng_state()
         results = []
-        for j in range(size):
-            if randomness == "same":
-                set_rng_state(start_state)
-            call = [build([t if d is None else t.select(d, j) for t, d in zip(flat, ds)])
-                    for flat, build, ds in flats]
-            before = get_rng_state() if randomness == "error" else None
-            out = func(*call, **kwargs)
-            if before is not None and not np.array_equal(get_rng_state().numpy(),
-                                                         before.numpy()):
-                set_rng_state(start_state)  # as torch's, which refuses before drawing
-                raise RuntimeError("vmap: func called a random operation while randomness="
-                                   "'error'; pass randomness='different' or 'same'")
-            results.append(out)
+        # func runs once per sample here, where torch's runs once on the batch: an unmapped
+        # argument changed in place would be changed once per sample (and a per-sample value
+        # written into it lost). Its array is made read-only for the calls, so such a change
+        # is refused before anything is written.
+        unmapped = [(i, t) for i, (flat, _, ds) in enumerate(flats)
+                    for t, d in zip(flat, ds) if d is None]
+        locked = [t.data for _, t in unmapped
+                  if isinstance(t.data, np.ndarray) and t.data.flags.writeable]
+        versions = [t._version for _, t in unmapped]
+        for arr in locked:
+            arr.flags.writeable = False
+        try:
+            for j in range(max(size, 1)):
+                if randomness == "same":
+                    set_rng_state(start_state)
+                if size:
+                    call = [build([t if d is None else t.select(d, j)
+                                   for t, d in zip(flat, ds)]) for flat, build, ds in flats]
+                else:  # no samples: func sees one of zeros, for the outputs' shapes
+                    call = [build([t if d is None else _zero_sample(t, d)
+                                   for t, d in zip(flat, ds)]) for flat, build, ds in flats]
+                before = get_rng_state() if randomness == "error" else None
+                try:
+                    out = func(*call, **kwargs)
+                except ValueError as e:
+                    if locked and "read-only" in str(e):
+                        raise RuntimeError(_unmapped_write_message(unmapped, versions)) from e
+                    raise
+                if before is not None and not np.array_equal(get_rng_state().numpy(),
+                                                             before.numpy()):
+                    set_rng_state(start_state)  # as torch's, which refuses before drawing
+                    raise RuntimeError("vmap: func called a random operation while "
+                                       "randomness='error'; pass randomness='different' or "
+                                       "'same'")
+                if any(t._version != v for (_, t), v in zip(unmapped, versions)):
+                    raise RuntimeError(_unmapped_write_message(unmapped, versions))
+                results.append(out)
+        finally:
+            for arr in locked:
+                arr.flags.writeable = True
         leaves = [_flatten(r)[0] for r in results]
         _, rebuild = _flatten(results[0])
         n_out = len(leaves[0])
-        odims = out_dims if isinstance(out_dims, (tuple, list)) else (out_dims,) * n_out
-        if len(odims) != n_out:
-            raise ValueError(f"vmap: out_dims has {len(odims)} entries for {n_out} outputs")
-        if out_dims is not None and _holds_non_tensor(results[0]):
+        odims = _out_leaf_dims(results[0], out_dims)
+        if _maps_a_non_tensor(results[0], out_dims):
             raise ValueError("vmap: func must return only Tensors (in tuples, lists or dicts) "
                              f"where out_dims is not None, got {results[0]!r}")
         stacked = []
@@ -397,14 +458,67 @@ def vmap(func, in_dims=0, out_dims=0, randomness="error", *, chunk_size=None):
                                      "between samples (it depends on a mapped input)")
                 stacked.append(parts[0])
                 continue
+            shape = tuple(parts[0].shape)
+            j = next((j for j, p in enumerate(parts) if tuple(p.shape) != shape), None)
+            if j is not None:
+                raise RuntimeError(f"vmap: output {k} has shape {shape} for sample 0 but "
+                                   f"{tuple(parts[j].shape)} for sample {j}: a shape that "
+                                   "depends on the data (nonzero, a boolean mask) cannot be "
+                                   "batched")
             ndim = parts[0].ndim + 1
             if not isinstance(d, int) or not -ndim <= d < ndim:
                 raise autograd.DimError(f"vmap: out_dims {d!r} is out of range for output {k}, "
                                         f"which gets {ndim} dimensions (expected in "
                                         f"[{-ndim}, {ndim - 1}])")
+            if not size:  # the zero sample's output, as an empty batch
+                stacked.append(parts[0].unsqueeze(d % ndim).narrow(d % ndim, 0, 0))
+                continue
             stacked.append(stack(parts, dim=d % ndim))
         return rebuild(stacked)
     return wrapper
+
+
+def _out_leaf_dims(out, out_dims):
+    """The batch dim of each output Tensor (flattened as _flatten does) from ``out_dims``: an
+    int or None for all of them, or a (nested) tuple, list or dict that matches the output's
+    structure (torch.func's), where a flat tuple of one entry per output Tensor is also
+    taken."""
+    n_out = len(_flatten(out)[0])
+
+    def match(tree, d):
+        if d is None or isinstance(d, int) and not isinstance(d, bool):
+            return [d] * len(_flatten(tree)[0])
+        if isinstance(d, (tuple, list)) and isinstance(tree, (tuple, list)) \
+                and len(d) == len(tree):
+            return [x for t, e in zip(tree, d) for x in match(t, e)]
+        if isinstance(d, dict) and isinstance(tree, dict) and set(d) == set(tree):
+            return [x for k in tree for x in match(tree[k], d[k])]
+        raise ValueError(f"vmap: out_dims {out_dims!r} is not compatible with the structure "
+                         "of the outputs: it must be an int or None, or a tuple, list or dict "
+                         "of them that matches the outputs")
+
+    if isinstance(out_dims, (tuple, list)) and len(out_dims) == n_out and all(
+            d is None or isinstance(d, int) and not isinstance(d, bool) for d in out_dims):
+        try:
+            return match(out, out_dims)
+        except ValueError:
+            return list(out_dims)  # one per output Tensor, the structure aside
+    return match(out, out_dims)
+
+
+def _zero_sample(t, d):
+    """A sample of zeros of a tensor whose mapped dim ``d`` is empty (its shape without d)."""
+    shape = tuple(n for k, n in enumerate(t.shape) if k != d % t.ndim)
+    return t.new_zeros(shape)
+
+
+def _unmapped_write_message(unmapped, versions):
+    changed = sorted({i for (i, t), v in zip(unmapped, versions) if t._version != v}) or \
+        sorted({i for i, _ in unmapped})
+    return (f"vmap: func changed argument {', '.join(map(str, changed))} in place, which is "
+            "not mapped (in_dims None); minidl's vmap calls func once per sample, so the "
+            "change would be made once per sample. Map that argument, or change a copy "
+            "(torch refuses writing a batched value into an unbatched tensor too)")
 
 
 def _leaf_dims(arg, d, i):
@@ -423,6 +537,21 @@ def _leaf_dims(arg, d, i):
         return [x for k in arg for x in _leaf_dims(arg[k], d[k], i)]
     raise ValueError(f"vmap: in_dims[{i}] must be an int, None, or a tuple, list or dict that "
                      f"matches the argument's structure, got {d!r}")
+
+
+def _maps_a_non_tensor(out, out_dims):
+    """Whether ``out_dims`` asks to batch something in the output that is not a Tensor (an
+    entry of None leaves its part of the output as the function returned it, as torch's)."""
+    def bad(tree, d):
+        if isinstance(tree, autograd.Tensor) or d is None:
+            return False
+        if isinstance(d, (tuple, list)) and isinstance(tree, (tuple, list)) \
+                and len(d) == len(tree):
+            return any(bad(t, e) for t, e in zip(tree, d))
+        if isinstance(d, dict) and isinstance(tree, dict) and set(d) == set(tree):
+            return any(bad(tree[k], d[k]) for k in tree)
+        return _holds_non_tensor(tree)
+    return bad(out, out_dims)
 
 
 def _holds_non_tensor(tree):
@@ -449,6 +578,13 @@ def stack_module_state(models):
     for m in models[1:]:
         if [n for n, _ in m.named_parameters()] != names:
             raise ValueError("stack_module_state: the models' parameters differ in names")
+    for what in ("named_parameters", "named_buffers"):
+        first = {n: tuple(t.shape) for n, t in getattr(models[0], what)()}
+        for i, m in enumerate(models[1:], 1):
+            for n, t in getattr(m, what)():
+                if n in first and tuple(t.shape) != first[n]:
+                    raise ValueError(f"stack_module_state: {n!r} has shape {tuple(t.shape)} in "
+                                     f"model {i} but {first[n]} in model 0")
     params = {n: stack([dict(m.named_parameters())[n].detach() for m in models]).requires_grad_(
         True) for n in names}
     buffers = {n: stack([dict(m.named_buffers())[n] for m in models])

@@ -60,9 +60,9 @@ def _host_array(name, value, raw_bfloat16=False):
     if array.dtype.hasobject:
         raise TypeError(f"save: value of {name!r} holds Python objects (dtype {array.dtype}); "
                         "only numeric, bool and string arrays can be saved")
-    if array.dtype.kind == "V" and array.dtype.fields is None and not (
-            raw_bfloat16 and array.dtype.name == "bfloat16"):
-        # e.g. ml_dtypes' bfloat16: the .npy header records it as raw bytes ('|V2')
+    if array.dtype.kind == "V" and not (raw_bfloat16 and array.dtype.name == "bfloat16"):
+        # e.g. ml_dtypes' bfloat16: the .npy header records it as raw bytes ('|V2'); a
+        # structured (record) dtype is written but not read back without pickle
         raise TypeError(f"save: value of {name!r} has dtype {array.dtype}, which .npz cannot "
                         "record; cast it (e.g. .astype('float32')) first")
     return array
@@ -85,6 +85,17 @@ def _is_qdtype(value):
     from .ao.quantization.qtensor import QDtype
 
     return isinstance(value, QDtype)
+
+
+def _is_dtype(value, where):
+    """Whether ``value`` is a dtype object (minidl.float32 & co: numpy dtypes) saved as a
+    value; one torch has no name for is refused, naming where it is."""
+    if not isinstance(value, np.dtype):
+        return False
+    if value.name not in _TORCH_STORAGES:
+        raise TypeError(f"save: {where} is the dtype {value}, which torch has no dtype for; "
+                        f"dtypes saved as values must be one of {sorted(_TORCH_STORAGES)}")
+    return True
 
 
 def _is_device(value):
@@ -295,6 +306,8 @@ class _Writer:
                                 "zero_point": qparams[1], "axis": value._axis}}
         if _is_qdtype(value):
             return {"qdtype": value.name}
+        if _is_dtype(value, where):  # minidl.float16 & co as values (a torch file's dtypes)
+            return {"dtype_value": value.name}
         if isinstance(value, Tensor) and _is_sparse(value):  # indices, values, shape
             data = value.data
             node = {"sparse": {"indices": self.node(Tensor(data.indices), path + ["indices"]),
@@ -521,6 +534,8 @@ class _TorchPickle:
             self.write_qtensor(value, where)
         elif _is_qdtype(value):  # torch.qint8 & co
             self.write_global("torch", value.name)
+        elif _is_dtype(value, where):  # torch.float16 & co, which weights_only reads
+            self.write_global("torch", value.name)
         elif _is_device(value):  # torch.device(type[, index]), as torch pickles one
             from .backend import device
 
@@ -708,6 +723,10 @@ def load(path, map_location=None, weights_only=True):
             if path in str(exc):
                 raise
             raise ValueError(f"checkpoint {path}: {exc}") from None
+    if _looks_like_a_broken_zip(path if source is None else source):
+        raise ValueError(f"cannot read checkpoint {path}: not a valid .npz file (nor torch.save "
+                         "file): it starts as a zip archive, but is truncated or corrupt (its "
+                         "zip directory cannot be read)")
     try:
         with zipfile.ZipFile(path if source is None else source) as zf:
             names = zf.namelist()
@@ -724,6 +743,19 @@ def load(path, map_location=None, weights_only=True):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, TypeError) as exc:
         raise ValueError(f"cannot read checkpoint {path}: not a valid .npz file ({exc})") from None
+
+
+def _looks_like_a_broken_zip(path):
+    """A file that begins with a zip's local header but has no readable zip directory."""
+    try:
+        if isinstance(path, io.BytesIO):
+            head = path.getvalue()[:4]
+        else:
+            with open(path, "rb") as f:
+                head = f.read(4)
+        return head == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 def _is_torch_file(path):
@@ -853,6 +885,12 @@ class _Reader:
             return qtensor_from_parts(self.node(part["ints"]), part["dtype"],
                                       self.node(part["scale"]), self.node(part["zero_point"]),
                                       part["axis"], "a quantized tensor of the checkpoint")
+        if "dtype_value" in node:
+            from .backend.dtypes import as_dtype
+
+            if node["dtype_value"] not in _TORCH_STORAGES:
+                raise ValueError(f"unknown dtype {node['dtype_value']!r}")
+            return as_dtype(node["dtype_value"])
         if "qdtype" in node:
             from .ao.quantization.qtensor import QDTYPES
 

@@ -584,6 +584,10 @@ def sum(input, dim=None, dtype=None):  # noqa: A001  (torch.sparse.sum's name)
     """torch.sparse.sum: the sum of all elements (a dense 0-d tensor) or over ``dim`` (sparse
     where sparse dims remain); the gradient is sparse on the input's coalesced pattern."""
     data = _need_sparse("sparse.sum", input)
+    if data.dtype == np.bool_ and not data.coalesced:
+        # repeated entries of a bool tensor combine as True (or), not as a count: coalesced
+        # first, as torch's sum of a bool sparse tensor
+        input = coalesce(input)
     if dtype is not None:
         input = input.to(dtype)
     return SparseSum.apply(input, dims=_dims("sparse.sum", dim, data.ndim), whole=dim is None)

@@ -664,9 +664,11 @@ class Tensor:
         return _inplace(self, other, "trunc_divide",
                         lambda a, b: a.div(b, rounding_mode="trunc"))
 
-    def copy_(self, src):
+    def copy_(self, src, non_blocking=False):
         """Write ``src``'s values into this tensor's array (cast to its dtype, broadcast to its
-        shape), outside the graph, as PyTorch's ``copy_`` under ``no_grad()``."""
+        shape), outside the graph, as PyTorch's ``copy_`` under ``no_grad()``.
+        ``non_blocking`` is taken, as PyTorch's, and changes nothing here: the copy is done
+        when the call returns."""
         return _inplace(self, src, "copy", None)
 
     def clone(self, *, memory_format=None):
@@ -1171,6 +1173,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
         value = ops.fill_value(other, t.data.dtype) if ufunc in ("fill", "copy") else other
     else:
         value = xp.asarray(other)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(name)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
@@ -1234,6 +1238,8 @@ def _set_item(t, index, value):
                           lambda old, v: ops.SetItem.apply(old, v, index=index))
         return
     xp = get_array_module(t.data)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(name)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     t.data[index] = value.data if isinstance(value, Tensor) else value  # cast as torch casts
@@ -1252,6 +1258,8 @@ def apply_in_place(t, fn, name):
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
     y = fn(t)
     xp = get_array_module(t.data)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(f"{name}(inplace=True)")
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}(inplace=True): this tensor's array (shape {t.shape}) is read-only")
     xp.copyto(t.data, y.data, casting="unsafe")
@@ -1904,6 +1912,8 @@ def _inplace_by(t, name, fn, other=None):
     with no_grad():
         y = fn(t, other)
     xp = get_array_module(t.data)
+    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
+        raise SparseLayoutError(name)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     xp.copyto(t.data, y.data, casting="unsafe")

@@ -25,6 +25,7 @@ import math
 import operator
 import os
 import pickle
+import re
 import tarfile
 import types
 import zipfile
@@ -48,6 +49,17 @@ _TORCH_DTYPES = {
     "int64": "i8", "int32": "i4", "int16": "i2", "int8": "i1",
     "uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8", "bool": "?",
     "complex64": "c8", "complex128": "c16",
+}
+# torch dtypes without a minidl (NumPy) dtype: a tensor of one is named as such, not as "not a
+# tensor"
+_UNSUPPORTED_DTYPE = re.compile(r"float8_\w+|float4_\w+|complex32|chalf|u?int[1-7]|bits\w+|"
+                                r"quint4x2|quint2x4")
+_UNSUPPORTED_REBUILDS = {
+    ("torch._utils", "_rebuild_meta_tensor_no_storage"): "a meta tensor (one without data)",
+    ("torch._utils", "_rebuild_nested_tensor"): "a nested tensor",
+    ("torch._utils", "_rebuild_wrapper_subclass"): "a tensor subclass without storage",
+    ("torch._utils", "_rebuild_sparse_csr_tensor"): "a sparse CSR tensor",
+    ("torch._utils", "_rebuild_device_tensor_from_numpy"): "a tensor on a device minidl lacks",
 }
 # What a checkpoint may make us allocate, checked against the sizes its zip directory declares
 # before anything is inflated: in all (convert() sets it from the model's expected shapes), and
@@ -131,10 +143,27 @@ class LoadedTensor(NamedTuple):
     parameter: bool
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_ignored):
-    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied."""
+def _with_metadata(out, metadata):
+    """The values a tensor's metadata says it holds: torch saves a conjugate view (``x.conj()``)
+    or a negative view (``x.conj().imag``) as its storage plus {"conj": True} / {"neg": True},
+    which torch.load applies as the tensor's conj and neg bits."""
+    if not metadata:
+        return out
+    if not isinstance(metadata, dict):
+        raise pickle.UnpicklingError(f"tensor metadata must be a dict, got {type(metadata)}")
+    if metadata.get("neg"):
+        out = -out
+    if metadata.get("conj"):
+        out = np.conj(out)
+    return out
+
+
+def _rebuild_tensor(storage, offset, size, stride, *rest):
+    """Stand-in for torch._utils._rebuild_tensor_v2: a strided view of the storage, copied;
+    ``rest``: requires_grad, backward hooks, metadata (see _with_metadata)."""
     out, code = _strided_copy(storage, offset, size, stride)
-    return _widen_bfloat16(out) if code == "bf16" else out
+    metadata = rest[2] if len(rest) > 2 else None
+    return _with_metadata(_widen_bfloat16(out) if code == "bf16" else out, metadata)
 
 
 def _as_bfloat16(out, code):
@@ -145,16 +174,20 @@ def _as_bfloat16(out, code):
     return out.view(bfloat16_dtype())
 
 
-def _rebuild_tensor_kept(storage, offset, size, stride, requires_grad=False, *_ignored):
-    """_rebuild_tensor_v2 for ``read(..., tensors=True)``: bfloat16 and requires_grad kept."""
+def _rebuild_tensor_kept(storage, offset, size, stride, requires_grad=False, *rest):
+    """_rebuild_tensor_v2 for ``read(..., tensors=True)``: bfloat16 and requires_grad kept;
+    ``rest``: backward hooks, metadata."""
     out, code = _strided_copy(storage, offset, size, stride)
-    return LoadedTensor(_as_bfloat16(out, code), requires_grad is True, False)
+    metadata = rest[1] if len(rest) > 1 else None
+    return LoadedTensor(_with_metadata(_as_bfloat16(out, code), metadata), requires_grad is True,
+                        False)
 
 
-def _rebuild_tensor_v3_kept(storage, offset, size, stride, requires_grad, hooks, dtype,
-                            *_ignored):
+def _rebuild_tensor_v3_kept(storage, offset, size, stride, requires_grad, hooks, dtype, *rest):
     out, code = _strided_copy(_v3_storage(storage, dtype), offset, size, stride)
-    return LoadedTensor(_as_bfloat16(out, code), requires_grad is True, False)
+    metadata = rest[0] if rest else None
+    return LoadedTensor(_with_metadata(_as_bfloat16(out, code), metadata), requires_grad is True,
+                        False)
 
 
 def _rebuild_parameter_kept(data, requires_grad=True, *_ignored):
@@ -312,8 +345,9 @@ def _v3_storage(storage, dtype):
     return raw.view(dt), dtype.code
 
 
-def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *_ignored):
-    return _rebuild_tensor(_v3_storage(storage, dtype), offset, size, stride)
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, hooks, dtype, *rest):
+    return _rebuild_tensor(_v3_storage(storage, dtype), offset, size, stride, requires_grad,
+                           hooks, rest[0] if rest else None)
 
 
 def _rebuild_parameter(data, *_ignored):  # requires_grad, hooks and python state do not matter here
@@ -387,6 +421,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
         hint = ""
         if module.startswith("__torch__"):
             hint = " (this looks like a TorchScript archive; save the model's state_dict instead)"
+        elif module == "torch" and _UNSUPPORTED_DTYPE.fullmatch(name):
+            raise pickle.UnpicklingError(
+                f"checkpoint {self.path} holds a tensor of dtype torch.{name}, which minidl does "
+                f"not have (it reads {', '.join(sorted(_TORCH_DTYPES))}); convert it in torch "
+                "first, e.g. tensor.float(), and save again")
+        elif (module, name) in _UNSUPPORTED_REBUILDS:
+            raise pickle.UnpicklingError(
+                f"checkpoint {self.path} holds {_UNSUPPORTED_REBUILDS[module, name]}, which "
+                "minidl cannot load; save dense (or sparse COO) tensors with data instead")
         raise pickle.UnpicklingError(
             f"refusing to load {module}.{name} from checkpoint {self.path}: only tensors and plain "
             f"containers are allowed{hint}; re-save just the weights with "

@@ -92,3 +92,13 @@ def test_registered_container_and_tensors():
         ["['p'].a", "['p'].b[0]"]
     assert spec == pt.tree_structure({"p": Pair(1, [2])})
     assert spec != pt.tree_structure({"p": Pair(1, [2, 3])})
+
+
+def test_reachable_as_an_attribute_after_import_minidl_alone():
+    """As torch.utils._pytree after `import torch` (code calls it without importing it)."""
+    import subprocess
+    import sys
+
+    code = "import minidl; print(minidl.utils._pytree.tree_leaves({'a': [1, (2, 3)]}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[1, 2, 3]"

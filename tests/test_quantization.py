@@ -9,6 +9,8 @@ import minidl.nn as nn
 from minidl.ao import quantization as tq
 from minidl.ao.nn.quantized.dynamic import choose_qparams
 
+from _fbgemm_saturation import assert_cannot_saturate, requires_vnni
+
 # torch 2.13 deprecates torch.ao.quantization and quantized tensor creation (in favour of
 # torchao); the parity tests still compare against them
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -372,6 +374,28 @@ def test_fake_quantize_forward_matches_torch_with_fixed_qparams():
                                   t_fq(torch.from_numpy(x)).detach().numpy())
 
 
+def test_qat_fake_quantize_keeps_the_observers_reduced_range_while_training_as_torchs():
+    """While training, the x86 QAT FakeQuantize clamps to its observer's [0, 127]
+    (reduce_range), as torch's; only the converted modules clamp to quint8's [0, 255]."""
+    torch = _torch()
+    t_fq = torch.ao.quantization.get_default_qat_qconfig("x86", version=0).activation()
+    m_fq = tq.get_default_qat_qconfig("x86").activation()
+    assert (m_fq.quant_min, m_fq.quant_max) == (t_fq.quant_min, t_fq.quant_max) == (0, 127)
+    rng = np.random.default_rng(4)
+    small = rng.uniform(-1, 1, 256).astype(np.float32)
+    t_fq(torch.from_numpy(small))
+    m_fq(minidl.tensor(small))
+    big = (rng.uniform(-1, 1, 256) * 4).astype(np.float32)  # past the observed range
+    t_fq.disable_observer()
+    m_fq.disable_observer()
+    theirs = t_fq(torch.from_numpy(big)).detach().numpy()
+    mine = m_fq(minidl.tensor(big)).detach().numpy()
+    np.testing.assert_array_equal(mine, theirs)
+    scale, zp = m_fq.scale.item(), m_fq.zero_point.item()
+    ints = np.rint(mine / np.float32(scale)) + zp
+    assert ints.max() == 127 and ints.min() == 0 and np.mean(ints == 127) > 0.2
+
+
 def test_default_qconfigs():
     qc = tq.get_default_qconfig("x86")
     act, w = qc.activation(), qc.weight()
@@ -512,8 +536,7 @@ def test_qat_trains_and_converts_to_an_integer_model_that_matches_its_fake_quant
         tq.prepare_qat(model.eval())
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_qat_prepare_and_convert_match_torch(seed):
+def _qat_converted_pair(seed):
     torch = _torch()
     tqq = torch.ao.quantization
     torch.manual_seed(seed)
@@ -538,21 +561,61 @@ def test_qat_prepare_and_convert_match_torch(seed):
     t_conv, m_conv = tqq.convert(t_prep), tq.convert(m_prep)
     assert np.isclose(m_conv.fc1.scale, t_conv.fc1.scale, rtol=1e-6, atol=0)
     assert abs(m_conv.fc1.zero_point - t_conv.fc1.zero_point) <= 1
-    x = rng.standard_normal((64, 8)).astype(np.float32) * 1.5
-    mine, theirs = m_conv(minidl.tensor(x)).numpy(), t_conv(torch.from_numpy(x)).numpy()
-    my_fake = m_prep(minidl.tensor(x)).detach().numpy()
-    their_fake = t_prep(torch.from_numpy(x)).detach().numpy()
-    step = m_conv.fc2.scale
-    # minidl's int model computes what its fake-quant model simulated
-    np.testing.assert_allclose(mine, my_fake, rtol=0, atol=step * 1.0001)
-    assert np.mean(mine == my_fake) > 0.98
     assert list(m_conv.state_dict()) == list(t_conv.state_dict())
-    # torch's quantized modules clamp to quint8's full [0, 255], where training's FakeQuantize
-    # clamped to [0, 127] (reduce_range), so torch's int model leaves its fake-quant model
-    # where an activation went past the trained range; minidl keeps the trained range
-    rows = np.all(np.abs(theirs - their_fake) <= step * 1.0001, axis=1)
+    x = rng.standard_normal((64, 8)).astype(np.float32)
+    return torch, (t_prep, m_prep), (t_conv, m_conv), x
+
+
+def _int_and_fake(pair, prepared, x):
+    import torch
+
+    (t_conv, m_conv), (t_prep, m_prep) = pair, prepared
+    return (m_conv(minidl.tensor(x)).numpy(), t_conv(torch.from_numpy(x)).numpy(),
+            m_prep(minidl.tensor(x)).detach().numpy(), t_prep(torch.from_numpy(x)).detach().numpy())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_qat_prepare_and_convert_match_torch(seed):
+    _, prepared, converted, x = _qat_converted_pair(seed)
+    m_conv = converted[1]
+    step = m_conv.fc2.scale
+    # x * 0.6 keeps every Linear's input integers where fbgemm's int16 pair sums cannot
+    # saturate, VNNI or not: the int models give each other's outputs up to a scale's ulp,
+    # and (in the rows that stay inside the trained range: nearly all) what the fake-quant
+    # models simulated
+    x_in = x * np.float32(0.6)
+    assert_cannot_saturate(m_conv, x_in)
+    mine, theirs, my_fake, their_fake = _int_and_fake(converted, prepared, x_in)
+    np.testing.assert_allclose(mine, theirs, rtol=0, atol=step * 1.0001)
+    assert np.mean(np.isclose(mine, theirs, rtol=1e-6, atol=0)) > 0.95
+    rows = np.all(np.abs(my_fake - mine) <= step * 1.0001, axis=1)
+    assert rows.mean() > 0.95
+    assert np.mean(mine[rows] == my_fake[rows]) > 0.98
+    # past it, training's FakeQuantize clamps to the observer's [0, 127] (reduce_range, as
+    # torch's) while the converted modules, as torch's, clamp to quint8's full [0, 255]
+    mine = m_conv(minidl.tensor(x * 1.5)).numpy()
+    my_fake = prepared[1](minidl.tensor(x * 1.5)).detach().numpy()
+    rows = np.all(np.abs(my_fake - mine) <= step * 1.0001, axis=1)
     assert 0.5 < rows.mean() < 1  # both kinds of rows occur in this input
-    np.testing.assert_allclose(mine[rows], theirs[rows], rtol=0, atol=step * 1.0001)
+    assert m_conv.fc1(m_conv.quant(minidl.tensor(x * 1.5))).int_repr().numpy().max() > 127
+
+
+@requires_vnni
+@pytest.mark.parametrize("seed", range(2))
+def test_qat_converted_model_leaves_the_trained_range_as_torchs(seed):
+    """Past the trained range the converted models of both leave their fake-quant models in
+    the same places. The integers past 127 that this takes reach the next Linear, where
+    fbgemm's int16 pair sums saturate on a CPU without VNNI (so torch's outputs there depend
+    on the CPU)."""
+    _, prepared, converted, x = _qat_converted_pair(seed)
+    step = converted[1].fc2.scale
+    mine, theirs, my_fake, their_fake = _int_and_fake(converted, prepared, x * 1.5)
+    np.testing.assert_allclose(mine, theirs, rtol=0, atol=step * 1.0001)
+    assert np.mean(np.isclose(mine, theirs, rtol=1e-6, atol=0)) > 0.95
+    rows = np.all(np.abs(my_fake - mine) <= step * 1.0001, axis=1)
+    their_rows = np.all(np.abs(their_fake - theirs) <= step * 1.0001, axis=1)
+    assert 0.5 < rows.mean() < 1
+    assert np.mean(rows == their_rows) > 0.95
 
 
 def test_fake_quant_double_backward_by_gradgradcheck():
@@ -635,12 +698,13 @@ def test_post_training_static_quantization_matches_torch():
     np.testing.assert_array_equal(m_q.fc1.weight().int_repr().numpy(),
                                   t_q.fc1.weight().int_repr().numpy())
     assert np.isclose(m_q.fc2.scale, t_q.fc2.scale, rtol=1e-6, atol=0)
-    # calibration data stays inside the observed range, where the two clamp alike; the
-    # float32 sums of calibration may move a scale by an ulp, and so a rounding by one step
+    # the float32 sums of calibration may move a scale by an ulp, and so a rounding by one
+    # step; the calibration data keeps fbgemm's int16 pair sums from saturating, VNNI or not
     for x in data:
+        assert_cannot_saturate(m_q, x)
         mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=m_q.fc2.scale * 1.0001)
-        assert np.mean(mine == theirs) > 0.95
+        assert np.mean(np.isclose(mine, theirs, rtol=1e-6, atol=0)) > 0.95
 
 
 def test_fake_quant_rounds_before_the_zero_point_quantize_after():

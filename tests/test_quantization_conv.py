@@ -26,6 +26,8 @@ from minidl.ao.nn import quantized as nnq
 from minidl.ao.nn.intrinsic import qat as nniqat
 from minidl.ao.nn.intrinsic import quantized as nniq
 
+from _fbgemm_saturation import assert_cannot_saturate, requires_vnni
+
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning"),
               pytest.mark.filterwarnings("ignore:.*reduce_range will be deprecated.*:UserWarning"),
@@ -131,11 +133,14 @@ def _conv_pair(torch, case, rng):
 
     c, o, k = 6, 12 if groups != 6 else 6, 3
     shape = (3, c, 11, 10) if dims == 2 else (3, c, 17)
-    x = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    # input integers in [2, 126], as reduce_range activations: fbgemm's int16 pair sums
+    # cannot saturate on a CPU without VNNI (tests/_fbgemm_saturation.py)
+    x = torch.from_numpy(np.clip(rng.standard_normal(shape), -3.1, 3.1).astype(np.float32))
     w = torch.from_numpy(rng.standard_normal((o, c // groups) + (k,) * dims)
                          .astype(np.float32) * 0.3)
     b = torch.from_numpy(rng.standard_normal(o).astype(np.float32))
-    xq = torch.quantize_per_tensor(x, 0.031, 77, torch.quint8)
+    xq = torch.quantize_per_tensor(x, 0.05, 64, torch.quint8)
+    assert int(xq.int_repr().max()) <= 127
     if per_channel:
         wq = torch.quantize_per_channel(w, torch.from_numpy(rng.uniform(0.002, 0.01, o)),
                                         torch.zeros(o, dtype=torch.long), 0, torch.qint8)
@@ -170,16 +175,22 @@ def test_quantized_conv_matches_torch_x86_within_a_step(case):
     assert np.mean(theirs == mine) > 0.99
 
 
-@pytest.mark.parametrize("per_channel,relu", [(False, False), (True, False), (True, True)])
-def test_quantized_linear_matches_torch_bit_for_bit(per_channel, relu):
-    """The quantized Linear requantizes as the convolutions do (fbgemm's ReQuantizeOutput)."""
+@pytest.mark.parametrize("per_channel,relu,full_range", [
+    (False, False, False), (True, False, False), (True, True, False),
+    pytest.param(True, False, True, marks=requires_vnni)])
+def test_quantized_linear_matches_torch_bit_for_bit(per_channel, relu, full_range):
+    """The quantized Linear requantizes as the convolutions do (fbgemm's ReQuantizeOutput).
+    Input integers in [0, 127] (reduce_range's) keep fbgemm's int16 pair sums from
+    saturating on a CPU without VNNI; up to 255 they could, so that case needs VNNI."""
     torch = _torch("fbgemm")
     import torch.ao.nn.intrinsic.quantized as tnniq
     import torch.ao.nn.quantized as tnnq
 
     rng = np.random.default_rng(7)
-    x = torch.quantize_per_tensor(torch.from_numpy(rng.standard_normal((64, 40))
-                                                   .astype(np.float32)), 0.03, 70, torch.quint8)
+    x = np.clip(rng.standard_normal((64, 40)), -2.9, 2.9).astype(np.float32)
+    scale, zp = (0.03, 70) if full_range else (0.05, 60)
+    x = torch.quantize_per_tensor(torch.from_numpy(x), scale, zp, torch.quint8)
+    assert (int(x.int_repr().max()) > 127) == full_range
     w = torch.from_numpy(rng.standard_normal((24, 40)).astype(np.float32) * 0.2)
     if per_channel:
         wq = torch.quantize_per_channel(w, torch.from_numpy(rng.uniform(0.002, 0.006, 24)),
@@ -376,23 +387,23 @@ def _batches(seed, n=3, shape=(4, 3, 8, 8)):
     return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
 
 
-def _full_range_qconfig(tq_, per_channel=True):
-    # quint8's full range for activations: torch's converted modules clamp to [0, 255]
-    # while minidl's keep the observed range (docs/quantization.md), so with reduce_range
-    # the two differ wherever an activation goes past what calibration saw
+def _ptq_qconfig(tq_, per_channel=True, reduce_range=True):
+    # torch's x86 default activations (HistogramObserver, reduce_range: [0, 127]), which keep
+    # fbgemm's int16 pair sums from saturating on CPUs without VNNI (tests/_fbgemm_saturation.py);
+    # the converted modules of both clamp to quint8's full [0, 255] all the same
     weight = (tq_.default_per_channel_weight_observer if per_channel
               else tq_.default_weight_observer)
-    return tq_.QConfig(activation=tq_.HistogramObserver.with_args(reduce_range=False),
+    return tq_.QConfig(activation=tq_.HistogramObserver.with_args(reduce_range=reduce_range),
                        weight=weight)
 
 
-def _ptq_pair(torch, per_channel=True, seed=0):
+def _ptq_pair(torch, per_channel=True, seed=0, reduce_range=True):
     tqq = torch.ao.quantization
     t_model, m_model = _twin_blocks(torch, seed)
     t_model, m_model = t_model.eval(), m_model.eval()
     t_fused, m_fused = tqq.fuse_modules(t_model, FUSE), tq.fuse_modules(m_model, FUSE)
-    t_fused.qconfig = _full_range_qconfig(tqq, per_channel)
-    m_fused.qconfig = _full_range_qconfig(tq, per_channel)
+    t_fused.qconfig = _ptq_qconfig(tqq, per_channel, reduce_range)
+    m_fused.qconfig = _ptq_qconfig(tq, per_channel, reduce_range)
     t_prep, m_prep = tqq.prepare(t_fused), tq.prepare(m_fused)
     data = _batches(1)
     for x in data:
@@ -421,6 +432,7 @@ def test_post_training_static_residual_block_matches_torch(per_channel):
     # such an ulp moves a rare rounding by one step in one layer, and the layers after it
     # carry that on (measured: at most 2 output steps, in under 1% of the outputs)
     for x in data:
+        assert_cannot_saturate(m_q, x)
         mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=2 * m_q.fc.scale * 1.0001)
         assert np.mean(mine == theirs) > 0.99
@@ -435,16 +447,31 @@ def test_torch_converted_state_dict_gives_torchs_outputs_bit_for_bit(tmp_path):
     assert list(m_q.state_dict()) == list(state)
     assert dict(m_q.state_dict()._metadata) == dict(state._metadata)
     m_q.load_state_dict(state)
-    x_far = (np.random.default_rng(9).standard_normal((4, 3, 8, 8)) * 3).astype(np.float32)
-    for x in data + [x_far]:  # past the calibrated range too
+    for x in data:
+        assert_cannot_saturate(m_q, x)
         np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(),
                                       t_q(torch.from_numpy(x)).numpy())
     path = str(tmp_path / "torch_saved.pt")
     torch.save(state, path)
     _, other, _, _ = _ptq_pair(torch, seed=1)
     other.load_state_dict(minidl.load(path))  # without torch's unpickler
-    np.testing.assert_array_equal(other(minidl.tensor(x_far)).numpy(),
-                                  t_q(torch.from_numpy(x_far)).numpy())
+    np.testing.assert_array_equal(other(minidl.tensor(data[0])).numpy(),
+                                  t_q(torch.from_numpy(data[0])).numpy())
+
+
+@requires_vnni
+def test_full_range_activations_past_the_calibrated_range_give_torchs_outputs_with_vnni():
+    """Full-range activations (reduce_range=False) and inputs three times past the
+    calibrated range: integers up to 255 reach every Linear and Conv, whose int16 pair sums
+    would saturate in fbgemm without VNNI; with it, every layer's integers are torch's."""
+    torch = _torch("fbgemm")
+    t_q, m_q, _, data = _ptq_pair(torch, reduce_range=False)
+    m_q.load_state_dict(t_q.state_dict())
+    x_far = (np.random.default_rng(9).standard_normal((4, 3, 8, 8)) * 3).astype(np.float32)
+    assert m_q.quant(minidl.tensor(x_far)).int_repr().numpy().max() == 255
+    for x in data + [x_far]:
+        np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(),
+                                      t_q(torch.from_numpy(x)).numpy())
 
 
 def test_minidl_saved_quantized_conv_model_loads_into_torch(tmp_path):
@@ -457,6 +484,7 @@ def test_minidl_saved_quantized_conv_model_loads_into_torch(tmp_path):
     np.testing.assert_array_equal(t_other.conv1.weight().int_repr().numpy(),
                                   m_q.conv1.weight().int_repr().numpy())
     for x in data:
+        assert_cannot_saturate(m_q, x)
         np.testing.assert_array_equal(t_other(torch.from_numpy(x)).numpy(),
                                       m_q(minidl.tensor(x)).numpy())
 
@@ -522,9 +550,8 @@ def test_quantization_aware_training_of_a_residual_block_matches_torch():
     # quantized as the QAT forward fake-quantized it; a rare tie lands a step away)
     np.testing.assert_allclose(mine, my_fake, rtol=0, atol=step * 1.0001)
     assert np.mean(mine == my_fake) > 0.99
-    # torch's int model differs from minidl's where the trained weights drifted (above) and
-    # where its clamp to quint8's full range differs from training's [0, 127]
-    # (docs/quantization.md); both compute the same model
+    # torch's int model differs from minidl's where the trained weights drifted (above);
+    # both compute the same model
     theirs_fake = t_prep(torch.from_numpy(x)).detach().numpy()
     assert np.abs(my_fake - theirs_fake).max() < 0.1 * np.abs(theirs_fake).max()
     assert list(m_q.state_dict()) == list(t_q.state_dict())
@@ -577,6 +604,109 @@ def test_conv1d_model_through_prepare_and_convert():
     x = batches[0]
     err = np.abs(qmodel(x).numpy() - model(x).detach().numpy()).max()
     assert err <= 4 * qmodel[3].scale
+
+
+# ---- past the calibrated range: the converted modules clamp to quint8's full range ---------
+PAST_RANGE_KINDS = ["quantize", "linear", "linear_relu", "conv1d", "conv2d", "conv_relu2d",
+                    "add", "add_relu", "mul", "cat", "hardswish"]
+
+
+def _one_op(nn_, tq_, functional, kind):
+    class OneOp(nn_.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant = tq_.QuantStub()
+            if kind.startswith("linear"):
+                self.op = nn_.Linear(8, 6)
+            elif kind.startswith("conv"):
+                self.op = (nn_.Conv1d if kind == "conv1d" else nn_.Conv2d)(3, 5, 3, padding=1)
+            elif kind == "hardswish":
+                self.op = nn_.Hardswish()
+            elif kind != "quantize":
+                self.f = functional.FloatFunctional()
+            if kind.endswith("relu") and kind != "add_relu":
+                self.relu = nn_.ReLU()
+
+        def forward(self, x):  # the quantized output itself, to compare its integers
+            x = self.quant(x)
+            if kind in ("add", "add_relu", "mul"):
+                return getattr(self.f, kind)(x, x)
+            if kind == "cat":
+                return self.f.cat([x, x], 1)
+            if kind == "quantize":
+                return x
+            x = self.op(x)
+            return self.relu(x) if hasattr(self, "relu") else x
+
+    return OneOp()
+
+
+def _past_range_inputs(kind, weight, lim, rng):
+    """Inputs that drive ``kind``'s output past what calibration saw. A Linear or Conv gets
+    values inside the calibrated input range (the Quantize integers stay in [0, 127], so
+    torch's fbgemm cannot saturate without VNNI) lined up with the signs of its weights; the
+    elementwise ops, which no int16 pair sum limits, get inputs four times as large."""
+    if weight is None:
+        return (rng.uniform(-1, 1, (16, 3, 6)) * 4).astype(np.float32)
+    if kind.startswith("linear"):
+        signs = np.sign(weight)  # (out, in): each row of the input matches one output's weights
+        return (np.concatenate([signs, -signs]) * lim).astype(np.float32)
+    shape = (4, 3, 7) if kind == "conv1d" else (4, 3, 7, 7)
+    x = np.sign(rng.standard_normal(shape)) * lim
+    for n in range(shape[0]):  # one output channel's kernel pattern, centred in each sample
+        centre = (slice(2, 5),) * (len(shape) - 2)
+        x[(n, slice(None)) + centre] = np.sign(weight[n % weight.shape[0]]) * lim
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", PAST_RANGE_KINDS)
+def test_converted_reduce_range_model_gives_torchs_integers_past_the_calibrated_range(kind):
+    """torch's x86 default activations (reduce_range: the observer spreads [min, max] over
+    [0, 127]) give the converted modules their scale and zero point only: like torch's, they
+    clamp to quint8's [0, 255], not to the observer's [0, 127]; QAT's FakeQuantize keeps
+    [0, 127] while training (test_quantization.py)."""
+    torch = _torch("fbgemm")
+    import torch.ao.nn.quantized as tnnq
+
+    tqq = torch.ao.quantization
+    torch.manual_seed(PAST_RANGE_KINDS.index(kind))
+    t_model, m_model = _one_op(torch.nn, tqq, tnnq, kind), _one_op(nn, tq, nnq, kind)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    t_model, m_model = t_model.eval(), m_model.eval()
+    if hasattr(t_model, "relu"):
+        t_model, m_model = (tqq.fuse_modules(t_model, [["op", "relu"]]),
+                            tq.fuse_modules(m_model, [["op", "relu"]]))
+    for model, tq_ in ((t_model, tqq), (m_model, tq)):
+        # MinMaxObserver: the calibration data's own min and max, none clipped
+        model.qconfig = tq_.QConfig(activation=tq_.MinMaxObserver.with_args(reduce_range=True),
+                                    weight=tq_.default_per_channel_weight_observer)
+    rng = np.random.default_rng(5)
+    shape = {"linear": (32, 8), "conv1d": (4, 3, 7)}.get(kind.split("_")[0], (4, 3, 7, 7))
+    calibration = rng.uniform(-1, 1, (3,) + shape).astype(np.float32)
+    t_prep, m_prep = tqq.prepare(t_model), tq.prepare(m_model)
+    for x in calibration:
+        t_prep(torch.from_numpy(x))
+        m_prep(minidl.tensor(x))
+    t_q, m_q = tqq.convert(t_prep), tq.convert(m_prep)
+    observer = m_prep.quant.activation_post_process
+    assert (observer.quant_min, observer.quant_max) == (0, 127)
+    lim = min(-float(calibration.min()), float(calibration.max()))
+    op = getattr(t_model, "op", None)
+    weight = op[0].weight if hasattr(t_model, "relu") else getattr(op, "weight", None)
+    x = _past_range_inputs(kind, None if weight is None else weight.detach().numpy(), lim, rng)
+    theirs, mine = t_q(torch.from_numpy(x)), m_q(minidl.tensor(x))
+    # a float layer's float32 sums in calibration may move the output's scale by an ulp;
+    # with torch's scales loaded the two are the same quantized model, item by item
+    assert np.isclose(mine.q_scale(), theirs.q_scale(), rtol=1e-6, atol=0)
+    m_q.load_state_dict(t_q.state_dict())
+    mine = m_q(minidl.tensor(x))
+    assert (mine.q_scale(), mine.q_zero_point()) == (theirs.q_scale(), theirs.q_zero_point())
+    theirs, mine = theirs.int_repr().numpy(), mine.int_repr().numpy()
+    assert theirs.max() > 127  # past what calibration saw: the test means something
+    np.testing.assert_array_equal(mine, theirs)
+    if weight is not None:
+        assert m_q.quant(minidl.tensor(x)).int_repr().numpy().max() <= 127
+        assert_cannot_saturate(m_q, x)
 
 
 # ---- misuse of the flows ------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from .. import backend
 from ..backend import device_of, get_array_module, normalize_device
 from ..backend.dtypes import bfloat16_dtype, float16
+from ..backend.sparse import SparseCOO
 from ..tensor import Tensor
 from .autocast import last_dtype
 
@@ -106,6 +107,8 @@ class GradScaler:
                 if p.grad is None:
                     continue
                 g = p.grad.data
+                if type(g) is SparseCOO:  # a sparse gradient: its values, as torch's
+                    g = g.values
                 if g.dtype == float16:
                     raise ValueError("Attempting to unscale FP16 gradients: keep the parameters "
                                      "in float32 and let autocast cast them")

@@ -109,6 +109,9 @@ def make_dual(tensor, tangent, *, level=None):
     if tensor.device != tangent.device:
         raise RuntimeError(f"make_dual: the tangent is on {tangent.device}, the primal on "
                            f"{tensor.device}")
+    if tensor.requires_grad and (id(tensor) in lv.tangent_of or _depends(tensor, lv)[0]):
+        raise RuntimeError(f"Making a dual Tensor based on a Tensor that already has a forward "
+                           f"gradient at the same level {lv.index} is not supported.")
     with _ag.enable_grad():
         # an alias the graph records: a view keeping the primal's own graph where it requires
         # grad (reverse mode through a dual tensor works as in torch), else a new leaf
@@ -125,6 +128,7 @@ def _depends(y, lv):
     """Whether y's graph reaches a dual tensor of ``lv``, and whether it reaches a tensor that
     requires grad other than them (then its primal and tangent keep the graph)."""
     order, seen, stack = [], set(), [y]  # every tensor above y that requires grad
+    freed = None
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -132,6 +136,8 @@ def _depends(y, lv):
         seen.add(id(node))
         order.append(node)
         if node._ctx is not None:
+            if node._ctx.freed and freed is None and id(node) not in lv.tangent_of:
+                freed = node
             stack.extend(p for p in node._ctx.inputs if p.requires_grad)
     mine = lv.tangent_of
     reached = outer = False
@@ -142,6 +148,11 @@ def _depends(y, lv):
                 outer = True
         elif node._ctx is None and node.requires_grad:
             outer = True
+    if freed is not None and not reached:  # the path to the duals may be cut: not "no tangent"
+        raise RuntimeError(
+            f"unpack_dual: the graph of this tensor (shape {tuple(y.shape)}) was freed by a "
+            f"backward pass (at {type(freed._ctx).__name__}), so its tangent cannot be read; "
+            "read it before backward(), or pass retain_graph=True to backward()")
     return reached, outer
 
 
@@ -151,12 +162,9 @@ def unpack_dual(tensor, *, level=None):
     Tensor = _ag.Tensor
     if not isinstance(tensor, Tensor):
         return UnpackedDualTensor(tensor, None)
-    try:
-        lv = _current(level, "unpack_dual")
-    except RuntimeError:
-        lv = None
-    if lv is None:
+    if level is None and not _levels:  # no level: no tangent, as torch's
         return UnpackedDualTensor(tensor, None)
+    lv = _current(level, "unpack_dual")  # a level that is not there is refused, as torch's
     if not tensor.requires_grad:
         if tensor.__dict__.get("_no_grad_of_graph"):
             raise RuntimeError(
@@ -170,16 +178,16 @@ def unpack_dual(tensor, *, level=None):
     if own is not None:
         # a view of a primal that requires grad keeps its graph; a new leaf does not
         return UnpackedDualTensor(tensor if tensor._ctx is not None else tensor.detach(), own)
+    version = tensor._version
+    held = lv.cache.get(id(tensor))
+    if held is not None and held[0]() is tensor and held[1] == version:  # read before a backward
+        return UnpackedDualTensor(tensor if held[3] else tensor.detach(), held[2])
     reached, outer = _depends(tensor, lv)
     primal = tensor if outer else tensor.detach()
     if not reached:
         return UnpackedDualTensor(primal, None)
-    version = tensor._version
-    held = lv.cache.get(id(tensor))
-    if held is not None and held[0]() is tensor and held[1] == version:
-        return UnpackedDualTensor(primal, held[2])
     tangent = _tangent(tensor, lv, outer)
-    lv.cache[id(tensor)] = (weakref.ref(tensor), version, tangent)
+    lv.cache[id(tensor)] = (weakref.ref(tensor), version, tangent, outer)
     return UnpackedDualTensor(primal, tangent)
 
 

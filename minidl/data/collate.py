@@ -2,12 +2,14 @@
 of Tensors with the samples' structure (dicts, named tuples, lists), strings kept as they are."""
 from __future__ import annotations
 
+import copy
+import functools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 import numpy as np
 
-from ..backend.dtypes import default_float
+from ..backend.dtypes import default_float, is_floating
 
 
 class CollateError(ValueError, RuntimeError):
@@ -79,11 +81,50 @@ def _equal_sizes(items, indices, where):
     return size
 
 
+def _same_mapping(first, collated):
+    """The collated fields in a mapping of the samples' type, as torch's default_collate: a
+    mutable mapping (OrderedDict, defaultdict, ...) copied and updated, another built from a
+    dict where its type allows, else a dict."""
+    if isinstance(first, MutableMapping):
+        try:
+            clone = copy.copy(first)
+            clone.update(collated)
+            return clone
+        except Exception:  # noqa: BLE001  (a mapping that cannot be copied: a plain dict)
+            return collated
+    try:
+        return type(first)(collated)
+    except TypeError:
+        return collated
+
+
+def _promoted(values, arrays):
+    """Arrays (from Tensors, numpy arrays or numpy numbers) of different dtypes cast to the
+    dtype torch.stack gives them (minidl.promote_types: float32 beside int64 stays float32,
+    where numpy would widen to float64); Python numbers and equal dtypes are left alone."""
+    dtypes = {a.dtype for a in arrays}
+    if len(dtypes) < 2 or not all(hasattr(v, "dtype") for v in values):
+        return arrays
+    from ..runtime import promote_types
+
+    target = functools.reduce(promote_types, [a.dtype for a in arrays])
+    return [a.astype(target, copy=False) for a in arrays]
+
+
+def _check_int64(values, indices, where):
+    """Python ints beyond int64, which numpy would keep as objects (torch: overflow)."""
+    for j, v in enumerate(values):
+        if isinstance(v, int) and not -(1 << 63) <= v < (1 << 63):
+            raise CollateError(f"default_collate: the integer {v}{where} at {_sample(j, indices)} "
+                               "does not fit in int64 (Overflow when unpacking long long)")
+
+
 def _collate_field(values, indices=None, where=""):
     first = values[0]
     if isinstance(first, Mapping):
-        return {k: _collate_field([v[k] for v in values], indices, f"{where} (key {k!r})")
-                for k in first}
+        return _same_mapping(first, {
+            k: _collate_field([v[k] for v in values], indices, f"{where} (key {k!r})")
+            for k in first})
     if isinstance(first, (str, bytes)):
         return list(values)
     if _nested(values):
@@ -96,7 +137,8 @@ def _collate_field(values, indices=None, where=""):
         # np.asarray would silently batch HWC pixels; torch refuses, and so does minidl
         raise TypeError(_FOUND.format("<class 'PIL.Image.Image'>") + " (add "
                         "minidl.vision.transforms.ToTensor() to the dataset's transform)")
-    arrays = [np.asarray(v) for v in values]
+    _check_int64(values, indices, where)
+    arrays = _promoted(values, [np.asarray(v) for v in values])
     try:
         batch = np.stack(arrays)
     except ValueError:
@@ -107,10 +149,16 @@ def _collate_field(values, indices=None, where=""):
         raise CollateError(f"default_collate: stack expects each sample to be equal size{where}, "
                            f"but got {list(shape)} at {_sample(0, indices)} and "
                            f"{list(arrays[j].shape)} at {_sample(j, indices)}") from None
-    if batch.dtype.kind in "OUSV":  # None, objects, or strings mixed with numbers
-        j = next((j for j, a in enumerate(arrays) if a.dtype.kind in "OUSV"), 0)
+    if not _batchable(batch.dtype):  # None, objects, strings mixed with numbers, dates
+        j = next((j for j, a in enumerate(arrays) if not _batchable(a.dtype)), 0)
         raise TypeError(_FOUND.format(type(values[j])) + f"{where} at {_sample(j, indices)}")
     return batch
+
+
+def _batchable(dtype):
+    """A dtype a batch Tensor can have: numbers and bools, bfloat16 included (its NumPy kind is
+    'V', as a record's), not objects, strings, records or dates."""
+    return dtype.kind in "biufc" or is_floating(dtype)
 
 
 _FOUND = ("default_collate: batch must contain tensors, numpy arrays, numbers, dicts or lists; "
@@ -140,7 +188,13 @@ def _stack_tensors(batch):
         raise RuntimeError(f"default_collate: the tensors are on different devices: "
                            f"{sorted(devices)}")
     xp = get_array_module(batch[0].data)
-    return Tensor(xp.stack([t.data for t in batch]), device=batch[0].device)
+    datas = [t.data for t in batch]
+    if len({d.dtype for d in datas}) > 1:  # torch.stack's promotion, not numpy's
+        from ..runtime import promote_types
+
+        target = functools.reduce(promote_types, [d.dtype for d in datas])
+        datas = [d.astype(target, copy=False) for d in datas]
+    return Tensor(xp.stack(datas), device=batch[0].device)
 
 
 def _check_numbers(batch):
@@ -168,18 +222,19 @@ def default_collate(batch):
         return _stack_tensors(batch)
     if isinstance(elem, np.ndarray) or isinstance(elem, np.generic) and not isinstance(
             elem, (np.str_, np.bytes_)):
-        if isinstance(elem, np.ndarray) and elem.dtype.kind in "SaUO":
-            raise TypeError(_FOUND.format(elem.dtype))
+        if not _batchable(np.asarray(elem).dtype):  # strings, objects, records, dates
+            raise TypeError(_FOUND.format(np.asarray(elem).dtype))
         shapes = {np.shape(b) for b in batch}
         if len(shapes) > 1:
             raise RuntimeError(f"default_collate: stack expects each array to be equal size, "
                                f"but got {sorted(shapes)}")
-        return _tensor(np.stack([np.asarray(b) for b in batch]))
+        return _tensor(np.stack(_promoted(batch, [np.asarray(b) for b in batch])))
     if isinstance(elem, (bool, int, float)):
         _check_numbers(batch)
     if isinstance(elem, float):
         return _tensor(np.array(batch, dtype=np.float64))
     if isinstance(elem, (bool, int)):
+        _check_int64(batch, None, "")
         values = np.array(batch)
         if values.dtype.kind == "f":  # torch.tensor's default dtype for a mixed list
             values = values.astype(default_float())
@@ -187,11 +242,8 @@ def default_collate(batch):
     if isinstance(elem, (str, bytes)):
         return batch
     if isinstance(elem, Mapping):
-        collated = {key: default_collate([d[key] for d in batch]) for key in elem}
-        try:
-            return type(elem)(collated)
-        except TypeError:  # a mapping type that cannot be built from a dict
-            return collated
+        return _same_mapping(elem, {key: default_collate([d[key] for d in batch])
+                                    for key in elem})
     if _is_namedtuple(elem):
         return type(elem)(*(default_collate(s) for s in zip(*batch)))
     if isinstance(elem, Sequence):

@@ -59,8 +59,13 @@ def _indices(items, what):
 def _to_tensors(batch, device):
     from ..tensor import Tensor
 
-    if isinstance(batch, dict):
-        return {k: _to_tensors(v, device) for k, v in batch.items()}
+    if isinstance(batch, dict):  # the samples' mapping type (OrderedDict, defaultdict) kept
+        converted = {k: _to_tensors(v, device) for k, v in batch.items()}
+        if type(batch) is dict:
+            return converted
+        from .collate import _same_mapping
+
+        return _same_mapping(batch, converted)
     if isinstance(batch, tuple):
         items = [_to_tensors(v, device) for v in batch]
         return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)

@@ -20,6 +20,8 @@ def _norm_except_dim(v, dim):
     if dim == -1:
         return (v * v).sum().sqrt()
     axes = tuple(i for i in range(v.ndim) if i != dim)
+    if not axes:  # a 1-D v along its only dim: each entry its own norm (sum(dim=()) sums all)
+        return (v * v).sqrt()
     return (v * v).sum(dim=axes, keepdim=True).sqrt()
 
 

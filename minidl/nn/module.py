@@ -753,6 +753,10 @@ class Module:
                 for k, _ in module._own_state(prefix, False):
                     readers[k] = (module, prefix)
         extras = self._extra_state_keys("set_extra_state")
+        # buffers that take the checkpoint's shape (a per-channel observer's statistics)
+        resizable = {(f"{mod_name}." if mod_name else "") + name
+                     for mod_name, module in modules
+                     for name in getattr(module, "_resizable_buffers", ())}
         targets = dict(self.named_parameters())
         targets.update({k: b for k, b in self.named_buffers() if k in own})
         given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")
@@ -779,7 +783,7 @@ class Module:
                     f"checkpoint but received {type(given[k]).__name__} {_short(given[k])}")
             if k in given:
                 shape = tuple(np.shape(given[k].data if isinstance(given[k], Tensor) else given[k]))
-                if shape != own[k].shape:
+                if shape != own[k].shape and k not in resizable:
                     mismatched.append(f"{k}: checkpoint {shape}, model {own[k].shape}")
         post_hooks = [(m, h) for m in self._post_order()
                       for h in (m.__dict__.get("_load_state_dict_post_hooks") or {}).values()]
@@ -813,7 +817,10 @@ class Module:
                 # caller's array is never aliased, and tensors taken from state_dict() see it
                 own_arr = t.data
                 xp = get_array_module(own_arr)  # CuPy's arrays are always writeable
-                if xp is not np or own_arr.flags.writeable:
+                if k in resizable and arr.shape != own_arr.shape:
+                    t.data = xp.asarray(arr).astype(own_arr.dtype, copy=True)
+                    bump_version(t)
+                elif xp is not np or own_arr.flags.writeable:
                     xp.copyto(own_arr, arr, casting="unsafe")
                     bump_version(t)  # a graph that saved the old values refuses its backward
                 else:

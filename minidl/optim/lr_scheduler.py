@@ -139,11 +139,16 @@ class LRScheduler:
             warnings.warn(_EPOCH_DEPRECATION, UserWarning, stacklevel=2)
             epoch = _check_count(f"{type(self).__name__}.step", "epoch", epoch, 0)
         self._step_count += 1
-        self._update_lr(epoch)
+        try:
+            self._update_lr(epoch)
+        except _GroupCountError:
+            self._step_count -= 1
+            raise
 
     def _update_lr(self, epoch=None):
         """Set the groups' lrs for the next epoch, or (``epoch`` given, as SequentialLR does at a
         milestone) for that epoch, from the closed form where the schedule has one."""
+        before = self.last_epoch
         with _within_step(self):
             if epoch is None:
                 self.last_epoch += 1
@@ -152,6 +157,13 @@ class LRScheduler:
                 self.last_epoch = epoch
                 closed = getattr(self, "_get_closed_form_lr", None)
                 lrs = closed() if closed is not None else self.get_lr()
+        groups = len(self.optimizer.param_groups)
+        if len(lrs) != groups:  # a group added after the scheduler: it would go unscheduled
+            self.last_epoch = before
+            raise _GroupCountError(
+                f"{type(self).__name__}: the optimizer has {groups} parameter groups, but this "
+                f"scheduler computes lrs for {len(lrs)} (it was made before add_param_group "
+                "added the others); make the scheduler after adding every group")
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
@@ -1044,6 +1056,18 @@ class _Composite(LRScheduler):
         return own
 
 
+class _GroupCountError(ValueError):
+    """The optimizer's parameter groups and a scheduler's lrs differ in number (torch's zip
+    of unequal lengths, a ValueError)."""
+
+
+def _check_increasing(name, milestones):
+    """SequentialLR's milestones are searched by bisection: out of order, the schedulers would
+    switch at the wrong epochs (or never)."""
+    if any(b < a for a, b in zip(milestones, milestones[1:])):
+        raise ValueError(f"{name}: milestones must be in increasing order, got {milestones}")
+
+
 class SequentialLR(_Composite):
     """Run the schedulers one after the other, switching at the milestones (epochs): at a
     milestone the next scheduler starts from its epoch 0 (its closed form, from the base lrs)."""
@@ -1056,6 +1080,7 @@ class SequentialLR(_Composite):
         if isinstance(milestones, (str, bytes)) or not isinstance(milestones, Iterable):
             raise TypeError(f"{name}: milestones must be a list of epochs, got {milestones!r}")
         milestones = [_check_count(name, "a milestone", m, 0) for m in milestones]
+        _check_increasing(name, milestones)
         if len(milestones) != len(schedulers) - 1:
             raise ValueError(f"{name}: Sequential Schedulers expects number of schedulers "
                              "provided to be one more than the number of milestone points, but "
@@ -1094,6 +1119,7 @@ class SequentialLR(_Composite):
         own = super()._check_own(state_dict)
         if "_milestones" in state_dict:
             ms = [_check_count(name, "a milestone", m, 0) for m in state_dict["_milestones"]]
+            _check_increasing(name, ms)
             if len(ms) != len(self._schedulers) - 1:
                 raise ValueError(f"{name}: {len(ms)} milestones for {len(self._schedulers)} "
                                  "schedulers")

@@ -87,6 +87,21 @@ class SGD(Optimizer):
             raise RuntimeError(f"SGD: weight_decay with a sparse gradient (parameter of shape "
                                f"{tuple(p.shape)}): add(sparse, dense) is not supported. Use "
                                "add(dense, sparse) instead.")
+        state = self.state.get(id(p)) or {}
+        buf = state.get("momentum_buffer") if group["momentum"] else None
+        if buf is None:
+            return
+        if not sparse and type(buf) is _sparse.SparseCOO:
+            # the buffer made from sparse gradients cannot take a dense one, as torch's
+            raise RuntimeError(f"SGD: the momentum buffer of the parameter of shape "
+                               f"{tuple(p.shape)} is sparse (made from sparse gradients), and "
+                               "this gradient is dense: add(sparse, dense) is not supported. "
+                               "Use add(dense, sparse) instead.")
+        if sparse and type(buf) is not _sparse.SparseCOO and group["nesterov"]:
+            raise RuntimeError(f"SGD: Nesterov momentum with a sparse gradient and the dense "
+                               f"momentum buffer of the parameter of shape {tuple(p.shape)}: "
+                               "add(sparse, dense) is not supported. Use add(dense, sparse) "
+                               "instead.")
 
     def _update_sparse(self, p, g, group, state):
         """A sparse gradient, as torch's SGD takes one: weight decay refused (see
@@ -95,6 +110,13 @@ class SGD(Optimizer):
         mom = group["momentum"]
         if mom:
             buf = state.get("momentum_buffer")
+            if buf is not None and type(buf) is not _sparse.SparseCOO:
+                # a dense buffer (from dense gradients before) takes the sparse one, as
+                # torch's buf.mul_(momentum).add_(grad): it stays dense
+                buf *= mom
+                _sparse.add_into(buf, g, 1 - group["dampening"])
+                p.data -= group["lr"] * buf
+                return
             if buf is None:
                 buf = _sparse.coalesce(g.copy())
             else:

@@ -55,8 +55,8 @@ def get_ema_multi_avg_fn(decay=0.999):
                 a, c = p_ema.data, p_model.data
                 if is_floating(a.dtype):
                     _lerp_into(a, c, 1 - decay)
-                else:
-                    p_ema.data[...] = (a * decay + c * (1 - decay)).astype(a.dtype)
+                else:  # as PyTorch: integer * float is the default float dtype, truncated back
+                    p_ema.copy_(p_ema * decay + p_model * (1 - decay))
     return ema_update
 
 

@@ -19,6 +19,7 @@ sys.modules[__name__ + ".data.distributed"] = _data_distributed  # torch.utils.d
 
 from . import checkpoint  # noqa: E402  (after data: it imports the nn layer lazily)
 from . import benchmark, dlpack, flop_counter, hooks, model_zoo  # noqa: E402,F401
+from . import _pytree  # noqa: E402,F401  (torch.utils._pytree is there after `import torch`)
 
 __all__ = ["data", "checkpoint", "dlpack", "flop_counter", "benchmark", "hooks", "model_zoo",
            "swap_tensors"]

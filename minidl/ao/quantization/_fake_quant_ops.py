@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend.dtypes import is_floating
 from ...tensor import Function, Tensor
 
 
@@ -58,7 +59,7 @@ def _number(v):
 def _float(name, x):
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
-    if x.data.dtype.kind != "f":
+    if not is_floating(x.data.dtype):  # bfloat16 too, whose numpy kind is 'V'
         raise RuntimeError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
     if x.device != "cpu":
         raise RuntimeError(f"{name}: minidl's quantization runs on the CPU; got a tensor on "

@@ -40,6 +40,10 @@ class FakeQuantize(_WithArgs, Module):
         self.register_buffer("scale", Tensor(np.array([1.0], np.float32)))
         self.register_buffer("zero_point", Tensor(np.array([0], np.int32)))
 
+    # load_state_dict takes these in the checkpoint's shape (a per-channel one has one entry
+    # per channel once it has observed), as torch's FakeQuantize resizes them
+    _resizable_buffers = ("scale", "zero_point")
+
     def enable_fake_quant(self, enabled=True):
         self.fake_quant_enabled = Tensor(np.array([int(enabled)], np.uint8))
         return self

@@ -18,8 +18,8 @@ import numpy as np
 from ...nn.module import Module
 from ...tensor import Tensor
 from .qtensor import (
-    QDtype, per_channel_affine, per_channel_symmetric, per_tensor_affine, per_tensor_symmetric,
-    qint8, qint32, quint8,
+    QDtype, per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric,
+    per_tensor_affine, per_tensor_symmetric, qint8, qint32, quint8,
 )
 
 EPS = float(np.finfo(np.float32).eps)
@@ -78,7 +78,8 @@ class ObserverBase(_WithArgs, Module):
                              f"quint8 and qint32 dtypes, got {dtype}")
         self.dtype, self.qscheme, self.reduce_range = dtype, qscheme, reduce_range
         self.is_dynamic = is_dynamic
-        self.eps = eps
+        # a buffer, as torch's (its state_dict holds it first): checkpoints load both ways
+        self.register_buffer("eps", Tensor(np.array([eps], np.float32)))
         self.has_customized_qrange = quant_min is not None and quant_max is not None
         self.quant_min, self.quant_max = calculate_qmin_qmax(quant_min, quant_max, dtype,
                                                              reduce_range)
@@ -87,13 +88,17 @@ class ObserverBase(_WithArgs, Module):
     def _calculate_qparams(self, min_val, max_val):
         """(scale float32, zero_point int64) arrays for the observed min/max arrays."""
         qmin, qmax = self.quant_min, self.quant_max
-        if not np.all(np.isfinite(min_val)) or not np.all(np.isfinite(max_val)):
+        min_val, max_val = np.asarray(min_val, np.float32), np.asarray(max_val, np.float32)
+        # unobserved: min inf and max -inf (or no channels yet), as torch's check; a NaN or
+        # an infinity that was observed goes through to the qparams, as torch's does
+        if min_val.size == 0 or max_val.size == 0 or (
+                min_val.ndim == 0 and min_val == np.inf and max_val == -np.inf):
             warnings.warn("must run observer before calling calculate_qparams. Returning "
                           "default values.")
             return Tensor(np.array([1.0], np.float32)), Tensor(np.array([0], np.int64))
         min_neg = np.minimum(min_val, 0).astype(np.float32)
         max_pos = np.maximum(max_val, 0).astype(np.float32)
-        eps = np.float32(self.eps)
+        eps = np.float32(self.eps.numpy().reshape(-1)[0])
         if self._symmetric:
             max_pos = np.maximum(-min_neg, max_pos)
             scale = np.maximum(max_pos / np.float32((qmax - qmin) / 2), eps)
@@ -101,7 +106,8 @@ class ObserverBase(_WithArgs, Module):
             zp = np.full(scale.shape, mid, np.int64)
         else:
             scale = np.maximum((max_pos - min_neg) / np.float32(qmax - qmin), eps)
-            zp = qmin - np.rint(min_neg / scale).astype(np.int64)
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN: clamped, as torch's
+                zp = qmin - np.rint(min_neg / scale).astype(np.int64)
             zp = np.clip(zp, qmin, qmax)
         scale, zp = np.asarray(scale, np.float32), np.asarray(zp, np.int64)
         if scale.ndim == 0:
@@ -174,12 +180,20 @@ class PerChannelMinMaxObserver(ObserverBase):
     def __init__(self, ch_axis=0, dtype=quint8, qscheme=per_channel_affine, reduce_range=False,
                  quant_min=None, quant_max=None, factory_kwargs=None, eps=EPS, is_dynamic=False):
         if qscheme not in (per_channel_affine, per_channel_symmetric):
-            raise NotImplementedError(f"PerChannelMinMaxObserver: qscheme {qscheme} is not "
-                                      "per-channel; use MinMaxObserver")
+            raise NotImplementedError(
+                f"PerChannelMinMaxObserver: qscheme {qscheme} is not supported (minidl's "
+                "per-channel observers take per_channel_affine or per_channel_symmetric)"
+                if qscheme == per_channel_affine_float_qparams else
+                f"PerChannelMinMaxObserver: qscheme {qscheme} is not per-channel; use "
+                "MinMaxObserver")
         super().__init__(dtype, qscheme, reduce_range, quant_min, quant_max, eps, is_dynamic)
         self.ch_axis = ch_axis
         self.register_buffer("min_val", Tensor(np.zeros(0, np.float32)))
         self.register_buffer("max_val", Tensor(np.zeros(0, np.float32)))
+
+    # load_state_dict takes these in the checkpoint's shape (one entry per channel it had
+    # seen; none before the first batch), as torch's observer resizes them
+    _resizable_buffers = ("min_val", "max_val")
 
     def _new(self, old, batch, pick):
         return batch if old.size == 0 else pick(old, batch)
@@ -187,7 +201,16 @@ class PerChannelMinMaxObserver(ObserverBase):
     def forward(self, x_orig):
         if x_orig.numel() == 0:
             return x_orig
-        x = np.moveaxis(x_orig.detach().numpy(), self.ch_axis, 0).reshape(x_orig.shape[self.ch_axis], -1)
+        name = type(self).__name__
+        if not -x_orig.ndim <= self.ch_axis < x_orig.ndim:
+            raise IndexError(f"{name}: ch_axis {self.ch_axis} is out of range for an input of "
+                             f"shape {tuple(x_orig.shape)}")
+        channels, seen = x_orig.shape[self.ch_axis], self.min_val.numel()
+        if seen and channels != seen:
+            raise RuntimeError(f"{name}: the input has {channels} channels along ch_axis "
+                               f"{self.ch_axis} (shape {tuple(x_orig.shape)}), but the observer "
+                               f"has seen {seen}")
+        x = np.moveaxis(x_orig.detach().numpy(), self.ch_axis, 0).reshape(channels, -1)
         lo, hi = x.min(axis=1), x.max(axis=1)
         self.min_val = Tensor(self._new(self.min_val.numpy(), lo, np.minimum).astype(np.float32))
         self.max_val = Tensor(self._new(self.max_val.numpy(), hi, np.maximum).astype(np.float32))
@@ -201,6 +224,11 @@ class PerChannelMinMaxObserver(ObserverBase):
 
     def extra_repr(self):
         return f"min_val={self.min_val}, max_val={self.max_val}"
+
+    def reset_min_max_vals(self):
+        """Forget what was observed (no channels yet), as torch's."""
+        self.min_val = Tensor(np.zeros(0, np.float32))
+        self.max_val = Tensor(np.zeros(0, np.float32))
 
 
 class PlaceholderObserver(ObserverBase):
@@ -304,6 +332,9 @@ class HistogramObserver(ObserverBase):
             x = x[~np.isinf(x)]
             if x.size == 0:
                 return x_orig
+        if np.isnan(x).any():  # refused before the histogram or the range changes, as torch's
+            raise RuntimeError("HistogramObserver: the input holds NaN, so its range "
+                               "[nan, nan] is not finite")
         x_min, x_max = np.float32(x.min()), np.float32(x.max())
         cur_min, cur_max = np.float32(self.min_val.numpy()), np.float32(self.max_val.numpy())
         if np.isinf(cur_min) or np.isinf(cur_max):

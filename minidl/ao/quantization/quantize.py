@@ -4,8 +4,10 @@ ends (QuantStub, DeQuantStub), as torch.ao.quantization's."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 from ...nn.module import Module
+from ._observed import _check_observed
 from .qtensor import qint8
 
 
@@ -27,11 +29,16 @@ class DeQuantStub(QuantStub):
 
 
 def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplace=False):
-    """``model`` with each of its submodules whose type is in ``qconfig_spec`` (a set of types;
-    default {nn.Linear, nn.LSTM, nn.GRU}) replaced by its dynamically quantized form (int8
-    weights, float activations). A copy unless ``inplace``."""
+    """``model`` with its Linear, LSTM and GRU layers replaced by dynamically quantized ones
+    (int8 weights, float activations), as torch's. ``qconfig_spec`` picks them: a set of
+    module types and/or submodule names (each given the default dynamic qconfig), or a dict
+    from those to a qconfig (None: leave it float); a name applies to that submodule and
+    everything under it, a type to every module of it, and a module's own ``qconfig``
+    attribute wins (torch's propagation). Default: every nn.Linear, nn.LSTM and nn.GRU. A
+    name that is no submodule is refused. A copy unless ``inplace``."""
     from ... import nn
     from ..nn.quantized import dynamic as nnqd
+    from .qconfig import default_dynamic_qconfig
 
     if dtype is not qint8:
         raise NotImplementedError(f"quantize_dynamic: only dtype minidl.qint8 is supported, got "
@@ -40,29 +47,69 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
     if qconfig_spec is None:
         qconfig_spec = set(supported)
     if isinstance(qconfig_spec, dict):
-        raise NotImplementedError("quantize_dynamic: a dict qconfig_spec is not supported; pass "
-                                  "a set of module types")
-    types = tuple(t for t in qconfig_spec if isinstance(t, type))
+        spec = dict(qconfig_spec)
+    else:
+        try:
+            spec = dict.fromkeys(qconfig_spec, default_dynamic_qconfig)
+        except TypeError:
+            raise TypeError(f"quantize_dynamic: qconfig_spec must be a set of module types and "
+                            f"submodule names or a dict of them, got "
+                            f"{type(qconfig_spec).__name__}") from None
+    for key in spec:
+        if not (isinstance(key, str) or isinstance(key, type) and issubclass(key, Module)):
+            raise TypeError(f"quantize_dynamic: qconfig_spec keys must be module types or "
+                            f"submodule names, got {key!r}")
     mapping = mapping or supported
-    unsupported = [t.__name__ for t in types if not any(issubclass(t, k) for k in mapping)]
+
+    def holds_mapped(module):
+        return any(type(m) in mapping for m in module.modules())
+
+    # a type is quantized itself, or through the layers it holds (a container)
+    unsupported = [t.__name__ for t in spec if isinstance(t, type) and spec[t] is not None
+                   and t not in mapping and not any(holds_mapped(m) for m in model.modules()
+                                                    if type(m) is t)]
     if unsupported:
         raise NotImplementedError(f"quantize_dynamic: no dynamic quantized form of {unsupported} "
                                   "here (Linear, LSTM and GRU only)")
+    names = dict(model.named_modules())
+    unknown = [k for k in spec if isinstance(k, str) and k not in names]
+    if unknown:
+        raise ValueError(f"quantize_dynamic: qconfig_spec names {unknown}, which are not "
+                         f"submodules of the model (it has {[n for n in names if n]})")
     if not inplace:
         model = copy.deepcopy(model)
 
-    def swap(module):
+    def qconfig_of(module, name, parent):
+        qconfig = spec.get(type(module), parent)
+        qconfig = spec.get(name, qconfig)
+        return module.__dict__.get("qconfig", qconfig)
+
+    def convert(child, qconfig):  # from_float reads the qconfig; the float module keeps its own
+        had, old = "qconfig" in child.__dict__, child.__dict__.get("qconfig")
+        child.qconfig = qconfig
+        try:
+            return mapping[type(child)].from_float(child)
+        finally:
+            if had:
+                child.qconfig = old
+            else:
+                del child.qconfig
+
+    def swap(module, prefix, parent):
         for name, child in list(module._modules.items()):
             if child is None:
                 continue
-            if type(child) in types and type(child) in mapping:
-                module._modules[name] = mapping[type(child)].from_float(child)
+            full = f"{prefix}.{name}" if prefix else name
+            qconfig = qconfig_of(child, full, parent)
+            if type(child) in mapping and qconfig is not None:
+                module._modules[name] = convert(child, qconfig)
             else:
-                swap(child)
+                swap(child, full, qconfig)
 
-    if type(model) in types:
-        return mapping[type(model)].from_float(model)
-    swap(model)
+    root = qconfig_of(model, "", None)
+    if type(model) in mapping:
+        return convert(model, root) if root is not None else model
+    swap(model, "", root)
     return model
 
 
@@ -81,6 +128,14 @@ def propagate_qconfig_(module, qconfig_dict=None):
                 visit(child, qconfig)
 
     visit(module, getattr(module, "qconfig", None))
+
+
+def _warn_without_qconfig(model):
+    """prepare/prepare_qat with no qconfig anywhere change nothing: say so, as torch does."""
+    if all(getattr(m, "qconfig", None) is None for m in model.modules()):
+        warnings.warn("None of the submodule got qconfig applied. Make sure you passed correct "
+                      "configuration through `qconfig_dict` or by assigning the `.qconfig` "
+                      "attribute directly on submodules", stacklevel=3)
 
 
 def _qat_swaps():
@@ -183,6 +238,7 @@ def prepare_qat(model, mapping=None, inplace=False):
     if not inplace:
         model = copy.deepcopy(model)
     propagate_qconfig_(model)
+    _warn_without_qconfig(model)
     mapping = mapping or _qat_swaps()
 
     def swap(module):
@@ -208,38 +264,11 @@ def prepare(model, inplace=False):
     if not inplace:
         model = copy.deepcopy(model)
     propagate_qconfig_(model)
+    _warn_without_qconfig(model)
     _check_fusable_for_ptq(model)
     targets = tuple(k for k in _static_swaps() if k not in _unobserved())
     _insert_observers(model, targets)
     return model
-
-
-def _has_seen_data(observer):
-    import numpy as np
-
-    inner = observer._modules.get("activation_post_process", observer)  # a FakeQuantize's
-    min_val = getattr(inner, "min_val", None)
-    if min_val is None:
-        return True
-    arr = min_val.numpy()
-    return arr.size > 0 and bool(np.all(np.isfinite(arr)))
-
-
-def _check_observed(mod, path=None):
-    """The observer (or FakeQuantize) on ``mod``'s output, checked to have seen data;
-    RuntimeError naming the module otherwise."""
-    from ...nn import Identity
-
-    where = f"{path} ({type(mod).__name__})" if path else f"the {type(mod).__name__}"
-    act = mod._modules.get("activation_post_process")
-    if act is None or isinstance(act, Identity):
-        raise RuntimeError(f"convert: {where} has no observer on its output; give the model "
-                           "a qconfig and prepare (or prepare_qat) it first")
-    if not _has_seen_data(act):
-        raise RuntimeError(f"convert: the observer on the output of {where} has seen no data; "
-                           "run representative batches through the prepared model (calibration) "
-                           "before convert")
-    return act
 
 
 def _is_prepared(mod):

@@ -39,6 +39,16 @@ def _affine(y, weight, bias):
     return y
 
 
+def _own_result(y):
+    """``y``, the reshape of the op's internal normalised rows, as the op's own result: no
+    caller can reach the tensor it views, so an in-place op on it in the graph (an
+    ``nn.ReLU(True)`` after an ``InstanceNorm2d`` or a ``GroupNorm`` without affine, as
+    CycleGAN's generators) is the whole-tensor case, as in PyTorch. The version count stays
+    shared with the rows (an untracked write into the memory is still seen by backward)."""
+    y._is_view = False
+    return y
+
+
 def _normalize_rows(x2, eps):
     """Each row of a 2-D or 3-D tensor normalised over its last dim (no affine)."""
     return LayerNorm.apply(x2, ndim=1, eps=float(eps), has_weight=False, has_bias=False)
@@ -62,7 +72,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     (input,) = _F._autocast_inputs("group_norm", input)
     if input.numel() == 0:  # an empty batch or no positions: an empty result, as torch's
         return _affine(input * 1.0, weight, bias)
-    y = _normalize_rows(input.reshape(n, num_groups, -1), eps).reshape(*input.shape)
+    y = _own_result(_normalize_rows(input.reshape(n, num_groups, -1), eps).reshape(*input.shape))
     return _affine(y, weight, bias)
 
 
@@ -102,7 +112,7 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
                     arr = stat.data if isinstance(stat, Tensor) else stat
                     arr *= 1 - momentum
                     arr += (momentum * value.mean(axis=0)).astype(arr.dtype, copy=False)
-    y = _normalize_rows(x3, eps).reshape(*input.shape)
+    y = _own_result(_normalize_rows(x3, eps).reshape(*input.shape))
     return _affine(y, weight, bias)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .... import nn
 from ....nn import functional as F
+from .._fused import _FusedModule
 
 
 class Linear(nn.Linear):
@@ -60,8 +61,6 @@ class _ConvNd:
     def from_float(cls, mod, use_precomputed_fake_quant=False):
         """A QAT convolution sharing the float conv's weight and bias Parameters (the conv of
         a fused ConvReLU), with the module's qconfig."""
-        from ..intrinsic import _FusedModule
-
         qconfig = _qconfig_of(cls, mod)
         conv = mod[0] if isinstance(mod, _FusedModule) else mod
         out = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....nn._functional.convolution import unfold_array
+from ...quantization.qtensor import quint8
 
 
 def weight_scales(w, channels):
@@ -17,12 +18,12 @@ def weight_scales(w, channels):
     return np.asarray(w._scale, np.float32).reshape(-1), np.asarray(w._zero_point, np.int64)
 
 
-def requantize(acc, x_scale, w_scale, bias, out_scale, out_zero_point, qmin, qmax, relu,
-               axis=1):
+def requantize(acc, x_scale, w_scale, bias, out_scale, out_zero_point, relu, axis=1):
     """int32 sums ``acc`` (channels along ``axis``) -> output integers, as fbgemm: with
     ``s = float32(x_scale * w_scale[c])`` per channel, ``y = (float32(acc) + bias / s) *
     (s / out_scale)`` in float32, rounded half to even, plus the zero point, clamped to
-    [qmin, qmax] (its lower end raised to the zero point when ``relu`` is fused)."""
+    quint8's full [0, 255] (its lower end raised to the zero point when ``relu`` is fused),
+    as torch: not to the narrower range the activation observer used (reduce_range)."""
     shape = [1] * acc.ndim
     shape[axis] = -1
     act_times_w = np.float32(x_scale) * w_scale.astype(np.float32)
@@ -31,8 +32,8 @@ def requantize(acc, x_scale, w_scale, bias, out_scale, out_zero_point, qmin, qma
     if bias is not None:
         y = y + (np.asarray(bias, np.float32) / act_times_w).reshape(shape)
     q = np.rint(y * multiplier).astype(np.int64) + int(out_zero_point)
-    lo = max(qmin, int(out_zero_point)) if relu else qmin
-    return np.clip(q, lo, qmax)
+    lo = max(quint8.qmin, int(out_zero_point)) if relu else quint8.qmin
+    return np.clip(q, lo, quint8.qmax)
 
 
 def int_conv(x, w, stride, padding, dilation, groups, padded=False):

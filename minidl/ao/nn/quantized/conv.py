@@ -16,6 +16,7 @@ from ...quantization.qtensor import (
 )
 from ._requant import int_conv, requantize, weight_scales
 from ._state import _describe, _host, _owner, as_qtensor, check_scale_zero_point, number
+from .._fused import _FusedModule
 
 _PADDING_MODES = ("zeros", "reflect")
 
@@ -65,7 +66,6 @@ class _ConvNd(Module):
         self._weight = quantize_per_tensor(Tensor(np.zeros(shape, np.float32)), 1.0, 0, qint8)
         self._bias = Tensor(np.zeros(out_channels, np.float32)) if bias else None
         self.scale, self.zero_point = 1.0, 0
-        self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
 
     # ---- torch's accessors --------------------------------------------------------------
     def weight(self):
@@ -125,7 +125,7 @@ class _ConvNd(Module):
                        self.groups)
         bias = None if self._bias is None else self._bias.numpy()
         out = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point,
-                         self.quant_min, self.quant_max, self._relu)
+                         self._relu)
         return QTensor(out.astype(np.uint8), quint8, float(self.scale), int(self.zero_point))
 
     # ---- from a float, QAT or fused module ----------------------------------------------
@@ -135,7 +135,7 @@ class _ConvNd(Module):
         now), a qat.Conv (its ``weight_fake_quant``), a fused ConvReLU, or a QAT ConvBn
         (the batch norm's running statistics folded into the weight and bias first), with
         the observer or FakeQuantize that watched its output."""
-        from ...quantization.quantize import _check_observed
+        from ...quantization._observed import _check_observed
 
         conv, weight, bias = _float_parts(mod)
         act = _check_observed(mod)
@@ -152,7 +152,6 @@ class _ConvNd(Module):
         out.set_weight_bias(quantize_weight(weight, weight_fq), bias)
         scale, zp = _qparams(act)
         out.scale, out.zero_point = float(scale[0]), int(zp[0])
-        out.quant_min, out.quant_max = act.quant_min, act.quant_max
         return out
 
     # ---- state dict: torch's keys (weight, bias, scale, zero_point) ---------------------
@@ -251,8 +250,6 @@ def _float_parts(mod):
 
 
 def _is_fused_float(mod):
-    from ...nn.intrinsic import _FusedModule
-
     return isinstance(mod, _FusedModule)
 
 

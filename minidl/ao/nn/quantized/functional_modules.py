@@ -86,7 +86,6 @@ class QFunctional(Module):
     def __init__(self):
         super().__init__()
         self.scale, self.zero_point = 1.0, 0
-        self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
         self.activation_post_process = nn.Identity()
 
     def forward(self, x):
@@ -94,8 +93,9 @@ class QFunctional(Module):
                            "underlying operation")
 
     def _out(self, ints, relu=False):
-        lo = max(self.quant_min, self.zero_point) if relu else self.quant_min
-        ints = np.clip(ints, lo, self.quant_max).astype(np.uint8)
+        """quint8's full [0, 255] as torch's kernels (not the observer's range)."""
+        lo = max(quint8.qmin, self.zero_point) if relu else quint8.qmin
+        ints = np.clip(ints, lo, quint8.qmax).astype(np.uint8)
         return QTensor(ints, quint8, float(self.scale), int(self.zero_point))
 
     def _quantize_vec(self, y):
@@ -148,13 +148,12 @@ class QFunctional(Module):
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
-        from ...quantization.quantize import _check_observed
+        from ...quantization._observed import _check_observed
 
         act = _check_observed(mod)
         scale, zp = act.calculate_qparams()
         out = cls()
         out.scale, out.zero_point = float(scale.numpy().reshape(-1)[0]), int(zp.numpy().reshape(-1)[0])
-        out.quant_min, out.quant_max = act.quant_min, act.quant_max
         return out
 
     # torch's state: scale and zero_point (0-d float32 and int64 tensors)

@@ -12,6 +12,7 @@ from ...quantization.qtensor import (
 )
 from ._requant import requantize, weight_scales
 from ._state import check_packed, packed_metadata, check_scale_zero_point, load_packed, number
+from .._fused import _FusedModule
 
 
 def _qparams(fake_quant):
@@ -20,14 +21,12 @@ def _qparams(fake_quant):
 
 
 class Quantize(Module):
-    """float -> quint8 with a fixed scale and zero point, clamped to [quant_min, quant_max]
-    (the range the FakeQuantize it replaces simulated: [0, 127] with reduce_range)."""
+    """float -> quint8 with a fixed scale and zero point, clamped to the dtype's full range
+    as torch's (not to the observer's [quant_min, quant_max]: [0, 127] with reduce_range)."""
 
-    def __init__(self, scale, zero_point, dtype, quant_min=None, quant_max=None):
+    def __init__(self, scale, zero_point, dtype, factory_kwargs=None):
         super().__init__()
         self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), dtype
-        self.quant_min = dtype.qmin if quant_min is None else int(quant_min)
-        self.quant_max = dtype.qmax if quant_max is None else int(quant_max)
 
     def _own_state(self, prefix, keep_vars):  # torch's buffers: float32 (1,), int64 (1,)
         yield prefix + "scale", Tensor(np.array([self.scale], np.float32))
@@ -44,15 +43,13 @@ class Quantize(Module):
             self.zero_point = number(given, prefix + "zero_point", int)
 
     def forward(self, x):
-        q = quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
-        q._ints = np.clip(q._ints, self.quant_min, self.quant_max)
-        return q
+        return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
 
     @classmethod
     def from_float(cls, mod):
         fq = mod.activation_post_process
         scale, zp = _qparams(fq)
-        return cls(scale[0], zp[0], fq.dtype, fq.quant_min, fq.quant_max)
+        return cls(scale[0], zp[0], fq.dtype)
 
     def extra_repr(self):
         return f"scale=tensor([{self.scale:.4f}]), zero_point=tensor([{self.zero_point}]), dtype={self.dtype}"
@@ -91,8 +88,8 @@ class Linear(Module):
     """quint8 input, qint8 weight (per tensor or per output channel), float bias, quint8
     output: ``acc = sum_k (qx - zx) (qw - zw)`` (exact integers), requantized as fbgemm's
     (``_requant.requantize``: the bias divided by ``sx * sw``, added in float32, times
-    ``sx * sw / scale``) to the output's grid, clamped to the range the observer or
-    FakeQuantize that watched it used."""
+    ``sx * sw / scale``) to the output's grid, clamped to quint8's full [0, 255] as torch's
+    (only the scale and zero point come from the observer or FakeQuantize that watched it)."""
 
     def __init__(self, in_features, out_features, bias_=True, dtype=qint8):
         super().__init__()
@@ -101,7 +98,6 @@ class Linear(Module):
                                                            np.float32)), 1.0, 0, qint8)
         self._bias = Tensor(np.zeros(out_features, np.float32)) if bias_ else None
         self.scale, self.zero_point = 1.0, 0
-        self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
 
     _version = 3  # torch's: the weight and bias packed in _packed_params
     _relu = False
@@ -123,8 +119,7 @@ class Linear(Module):
 
     def _load_own_state(self, given, prefix):
         """The output's scale and zero point, the weight and the bias, from the checked
-        entries; the output's clamp range (``quant_min``/``quant_max``, which torch does not
-        save) stays the one this model was converted with."""
+        entries."""
         load_packed(self, given, prefix)
         if prefix + "scale" in given:
             self.scale = number(given, prefix + "scale", float)
@@ -150,7 +145,7 @@ class Linear(Module):
         acc = qx @ (w._ints.astype(np.int64) - w_zp.reshape(-1, 1)).T  # exact integer sums
         bias = None if self._bias is None else self._bias.numpy()
         ints = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point,
-                          self.quant_min, self.quant_max, self._relu)
+                          self._relu)
         ints = ints.astype(np.uint8).reshape(*x.shape[:-1], self.out_features)
         return QTensor(ints, quint8, self.scale, self.zero_point)
 
@@ -159,8 +154,7 @@ class Linear(Module):
         """From a qat.Linear (its ``weight_fake_quant``) or a prepared nn.Linear (a weight
         observer from its qconfig, run on the weight now), and the FakeQuantize or observer
         that watched its output (``activation_post_process``)."""
-        from ...quantization.quantize import _check_observed
-        from ..intrinsic import _FusedModule
+        from ...quantization._observed import _check_observed
         from .conv import quantize_weight
 
         act = _check_observed(mod)
@@ -180,7 +174,6 @@ class Linear(Module):
                      else Tensor(linear.bias.detach().numpy().astype(np.float32)))
         scale, zp = _qparams(act)
         out.scale, out.zero_point = float(scale[0]), int(zp[0])
-        out.quant_min, out.quant_max = act.quant_min, act.quant_max
         return out
 
     def __repr__(self):
@@ -220,12 +213,12 @@ class ReLU6(Module):
 class Hardswish(Module):
     """x * relu6(x + 3) / 6 on a quint8 tensor, requantized with the output's scale and zero
     point, as torch's kernel: the input dequantized as fma(q, s, -s * zp) in float32, the
-    formula in float32, and ``rint(y * float32(1 / scale)) + zero_point``."""
+    formula in float32, and ``rint(y * float32(1 / scale)) + zero_point`` clamped to quint8's
+    full [0, 255]."""
 
     def __init__(self, scale, zero_point, device=None, dtype=None):
         super().__init__()
         self.scale, self.zero_point = float(scale), int(zero_point)
-        self.quant_min, self.quant_max = quint8.qmin, quint8.qmax
 
     def forward(self, x):
         from .functional_modules import _dequantize_fma
@@ -238,18 +231,16 @@ class Hardswish(Module):
         y = v * np.minimum(np.maximum(v + f(3), f(0)), f(6)) / f(6)
         inv = np.float32(1.0 / self.scale)  # torch takes 1 / scale in double here
         ints = np.rint(y * inv).astype(np.int64) + self.zero_point
-        ints = np.clip(ints, self.quant_min, self.quant_max).astype(np.uint8)
+        ints = np.clip(ints, quint8.qmin, quint8.qmax).astype(np.uint8)
         return QTensor(ints, quint8, self.scale, self.zero_point)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
-        from ...quantization.quantize import _check_observed
+        from ...quantization._observed import _check_observed
 
         act = _check_observed(mod)
         scale, zp = _qparams(act)
-        out = cls(scale[0], zp[0])
-        out.quant_min, out.quant_max = act.quant_min, act.quant_max
-        return out
+        return cls(scale[0], zp[0])
 
     def _own_state(self, prefix, keep_vars):
         yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
