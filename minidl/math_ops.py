@@ -304,8 +304,10 @@ negative = neg
 
 
 def lerp(input, end, weight):
-    """``input + weight * (end - input)``; weight a number or a tensor (broadcast). As in
-    PyTorch, input is floating-point and end (and a weight tensor with dims) of its dtype."""
+    """``input + weight * (end - input)`` where |weight| < 1/2, ``end - (end - input) * (1 -
+    weight)`` elsewhere (PyTorch's two forms: exact at weight 1, and the same infinities and
+    NaNs); weight a number or a tensor (broadcast). As in PyTorch, input is floating-point and
+    end (and a weight tensor with dims) of its dtype."""
     dtype = input.data.dtype
     if not (is_floating(dtype) or dtype.kind == "c"):
         raise UnsupportedDtypeError(f"lerp: needs a floating-point input, got dtype {dtype}")
@@ -314,7 +316,11 @@ def lerp(input, end, weight):
                 what == "end" or x.ndim):
             raise UnsupportedDtypeError(f"lerp: expected dtype {dtype} for `{what}` but got "
                                         f"dtype {x.data.dtype}")
-    return input + weight * (end - input)
+    if not isinstance(weight, autograd.Tensor):
+        low = abs(weight) < 0.5
+        return input + weight * (end - input) if low else end - (end - input) * (1 - weight)
+    return where(weight.abs() < 0.5, input + weight * (end - input),
+                 end - (end - input) * (1 - weight))
 
 
 def _integer_value(value, *tensors):
@@ -656,8 +662,11 @@ class IntegerDivisionByZero(ZeroDivisionError, RuntimeError):
     message is 'ZeroDivisionError'); NumPy would give 0 with a warning."""
 
 
-def _check_integer_divisor(name, b):
-    if b.dtype.kind in "iub" and bool((b == 0).any()):
+def _check_integer_divisor(name, a, b):
+    """A zero divisor is refused where it divides something: an empty result (``x // 0`` of
+    an empty tensor, a zero broadcast against an empty dim) divides nothing, as in PyTorch."""
+    if b.dtype.kind in "iub" and np.prod(np.broadcast_shapes(a.shape, b.shape)) and \
+            bool((b == 0).any()):
         raise IntegerDivisionByZero(f"{name}: integer division by zero (ZeroDivisionError)")
 
 
@@ -671,7 +680,7 @@ class Remainder(Function):
         if a.dtype == np.bool_:
             raise UnsupportedDtypeError(f"{'fmod' if trunc else 'remainder'}: not implemented "
                                         "for bool tensors (PyTorch refuses them too)")
-        _check_integer_divisor("fmod" if trunc else "remainder", b)
+        _check_integer_divisor("fmod" if trunc else "remainder", a, b)
         self.trunc = trunc
         self.save_for_backward(a, b)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -716,7 +725,7 @@ class DivRounded(Function):
                                         "bool tensors (PyTorch refuses them too)")
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # int8 -128 // -1
             if a.dtype.kind in "iub":
-                _check_integer_divisor("div", b)
+                _check_integer_divisor("div", a, b)
                 q = xp.floor_divide(a, b)
                 if trunc:  # floor and trunc differ where the signs differ and it is not exact
                     q = xp.where((xp.mod(a, b) != 0) & ((a < 0) != (b < 0)), q + 1, q)
@@ -1292,13 +1301,14 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
 
 def angle(input):
     """The angle of each element: of a complex number its argument (complex_ops.Angle), of a
-    real one pi for negatives, 0 otherwise, NaN kept (float result)."""
+    real one pi for negatives, 0 otherwise (+inf included), NaN kept (float result); no
+    gradient flows through a real angle."""
     if input.data.dtype.kind == "c":
         from .complex_ops import complex_angle
 
         return complex_angle(input)
     x = _float_input(input)
-    return where(x < 0, np.pi, x * 0)
+    return where(x < 0, np.pi, x.clamp(-1, 1) * 0)  # (clamped: inf * 0 would be NaN)
 
 
 TENSOR_METHODS.update({"isin": isin, "angle": angle})

@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import DimError, Function
 from .backend import device_of, get_array_module, to_numpy
-from .backend.dtypes import as_dtype, default_float
+from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
@@ -777,7 +777,7 @@ class MedianAll(Function):
     def forward(self, a, k):
         xp = get_array_module(a)
         y = a[_argsort(a, 0, False, True)[k - 1]]
-        if a.dtype.kind == "f":  # NaN if there is one, decided on the device (no host copy)
+        if is_floating(a.dtype):  # NaN if there is one, decided on the device (no host copy)
             y = xp.where(xp.isnan(a).any(), xp.asarray(xp.nan, dtype=a.dtype), y)
         self.save_for_backward(a, y)
         return xp.asarray(y, dtype=a.dtype).reshape(())
@@ -807,7 +807,7 @@ def median(input, dim=None, keepdim=False):
         flat = input.reshape(-1)
         n = flat.shape[0]
         if n == 0:
-            if input.dtype.kind != "f":
+            if not is_floating(input.dtype):
                 raise IndexError("median(): an empty tensor of an integer dtype has no median")
             return autograd.Tensor(xp.full((), xp.nan, dtype=input.dtype))
         return MedianAll.apply(flat, k=(n + 1) // 2)
@@ -820,7 +820,7 @@ def median(input, dim=None, keepdim=False):
         raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
     r = _kth(input, (n + 1) // 2, d, True, "median", torch_ties=False)
     index = r.indices.data
-    if input.dtype.kind == "f":
+    if is_floating(input.dtype):
         nan = xp.isnan(input.data)
         has_nan = nan.any(axis=d, keepdims=True)
         # always taken (no host copy to decide): where no slice has a NaN it changes nothing
@@ -847,7 +847,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     xp = get_array_module(input.data)
     data = input.data.reshape(-1)
     # every NaN is a value of its own in PyTorch's unique (NumPy merges them by default)
-    each_nan = {"equal_nan": False} if data.dtype.kind == "f" and bool(xp.isnan(data).any()) else {}
+    each_nan = {"equal_nan": False} if is_floating(data.dtype) and bool(xp.isnan(data).any()) else {}
     values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, **each_nan)
     out = [autograd.Tensor(values)]
     if return_inverse:
@@ -910,7 +910,7 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     common = np.result_type(seq.dtype, values.dtype)
     if seq.shape[-1] == 0:
         out = xp.zeros(values.shape, dtype)
-    elif seq.ndim == 1 and not (common.kind == "f" and bool(xp.isnan(seq).any() |
+    elif seq.ndim == 1 and not (is_floating(common) and bool(xp.isnan(seq).any() |
                                                              xp.isnan(values).any())):
         out = xp.searchsorted(seq, values, side="right" if right else "left")
     else:

@@ -275,13 +275,13 @@ def _digamma_pos(xp, x):
 
 
 def _digamma64(xp, x):
-    """psi(x); psi(1 - x) - pi / tan(pi x) below 1/2; -inf at 0 and NaN at the negative
-    integers, as torch.digamma."""
+    """psi(x); psi(1 - x) - pi / tan(pi x) below 1/2; -inf at 0 (+inf at -0.0, the limit
+    from below) and NaN at the negative integers, as torch.digamma."""
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = _digamma_pos(xp, xp.where(x > 0, x, 1 - x))
         cot = xp.cos(math.pi * (x - 2 * xp.round(x / 2))) / _sinpi(xp, x)
         out = xp.where(x > 0, pos, pos - math.pi * cot)
-        out = xp.where(x == 0, -xp.inf, out)
+        out = xp.where(x == 0, xp.copysign(xp.inf, -x), out)
         return xp.where((x < 0) & (x == xp.floor(x)), xp.nan, out)
 
 

@@ -1175,9 +1175,10 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
     # anything else is computed by the op itself (PyTorch's result type, integer wrapping), then
-    # stored where that type fits
+    # stored where that type fits (a bool or complex number takes the op's path: NumPy's dtype
+    # compares equal to None, so a missing dtype is not float64's)
     direct = out_of_place is None or ufunc == "fill" or (is_floating(t.data.dtype) and (
-        type(other) in (int, float) or getattr(value, "dtype", None) == t.data.dtype)
+        type(other) in (int, float) or (hasattr(value, "dtype") and value.dtype == t.data.dtype))
         and ufunc != "trunc_divide")  # (no NumPy ufunc: computed by the op, then stored)
     if not direct:
         with no_grad():
@@ -1240,6 +1241,15 @@ def _set_item(t, index, value):
     bump_version(t)
 
 
+def check_in_place_result(name, have, want):
+    """PyTorch's refusal of an in-place op whose result a tensor cannot hold: a float result
+    in an integer or bool tensor (``int_tensor.sqrt_()``), a complex one in a real tensor, an
+    integer one in a bool tensor (``bool_tensor.square_()``)."""
+    if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
+        raise ops.InPlaceCastError(f"{name}: result type {have} can't be cast to the desired "
+                                   f"output type {want}")
+
+
 def apply_in_place(t, fn, name):
     """``t`` set to ``fn(t)`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``): the same
     rules as the in-place operators (recorded by the graph as the tensor itself, refused where
@@ -1251,6 +1261,7 @@ def apply_in_place(t, fn, name):
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
     y = fn(t)
+    check_in_place_result(f"{name}_", y.data.dtype, t.data.dtype)
     xp = get_array_module(t.data)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}(inplace=True): this tensor's array (shape {t.shape}) is read-only")
@@ -1898,6 +1909,7 @@ def _inplace_by(t, name, fn, other=None):
         return _inplace_in_graph(t, other, name, fn)
     with no_grad():
         y = fn(t, other)
+    check_in_place_result(name, y.data.dtype, t.data.dtype)
     xp = get_array_module(t.data)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")

@@ -1,0 +1,191 @@
+"""Audit of 2026-12-07 (j): differential fuzzing against torch on odd inputs (zero-size dims,
+0-d tensors, non-contiguous views, every dtype, NaN/inf/-0.0, Python scalars), and the
+regressions it found."""
+import numpy as np
+import pytest
+
+import minidl
+from minidl.testing import gradcheck
+
+INF, NAN = float("inf"), float("nan")
+
+
+def _raises_like_torch(fn_m, fn_t, torch):
+    with pytest.raises(RuntimeError) as theirs:
+        fn_t()
+    with pytest.raises(RuntimeError) as ours:
+        fn_m()
+    return str(theirs.value), str(ours.value)
+
+
+# ---- in-place ops whose result the tensor cannot hold --------------------------------------
+@pytest.mark.parametrize("dtype", ["int16", "uint8", "bool"])
+@pytest.mark.parametrize("name", ["sqrt_", "exp_", "sigmoid_", "reciprocal_", "tanh_", "log_"])
+def test_float_in_place_ops_refuse_integer_and_bool_tensors(name, dtype):
+    x = minidl.tensor([1, 2, 3]).to(getattr(minidl, dtype))
+    before = x.numpy().copy()
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        getattr(x, name)()
+    np.testing.assert_array_equal(x.numpy(), before)  # nothing written
+
+
+def test_integer_results_refused_by_bool_tensors_in_place():
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.tensor([True, False]).square_()
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.tensor([True, False]).clamp_(min=0)
+    x = minidl.tensor([1, 2, 3])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        x.clamp_(min=1.5)  # a float result into an int64 tensor
+    np.testing.assert_array_equal(x.numpy(), [1, 2, 3])
+    x.masked_fill_(minidl.tensor([True, False, True]), 2.5)  # the value is cast, as torch
+    np.testing.assert_array_equal(x.numpy(), [2, 2, 2])
+    y = minidl.tensor([1, 2], dtype=minidl.int8)
+    y.square_()
+    assert y.dtype == minidl.int8
+
+
+def test_float64_in_place_with_a_bool_or_complex_number_follows_the_op():
+    x = minidl.tensor([1.0, 2.0], dtype=minidl.float64)
+    with pytest.raises(RuntimeError, match="bool tensor is not supported"):
+        x.sub_(True)
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        x.add_(1j)
+    np.testing.assert_array_equal(x.numpy(), [1.0, 2.0])
+    x.add_(True)
+    np.testing.assert_array_equal(x.numpy(), [2.0, 3.0])
+
+
+def test_in_place_result_type_parity():
+    torch = pytest.importorskip("torch")
+    for name in ("sqrt_", "exp_", "sigmoid_"):
+        t, o = _raises_like_torch(lambda: getattr(minidl.tensor([4], dtype=minidl.int16), name)(),
+                                  lambda: getattr(torch.tensor([4], dtype=torch.int16), name)(),
+                                  torch)
+        assert "can't be cast to the desired output type" in t and \
+            "can't be cast to the desired output type" in o
+    _raises_like_torch(lambda: minidl.tensor([True]).square_(),
+                       lambda: torch.tensor([True]).square_(), torch)
+    _raises_like_torch(lambda: minidl.tensor([1.0], dtype=minidl.float64).sub_(True),
+                       lambda: torch.tensor([1.0], dtype=torch.float64).sub_(True), torch)
+
+
+# ---- bfloat16 medians ------------------------------------------------------------------------
+def test_bfloat16_median_propagates_nan_and_empty_gives_nan():
+    x = minidl.tensor([NAN, 1.7, 1.1], dtype=minidl.bfloat16)
+    assert np.isnan(float(x.median()))
+    assert float(x.nanmedian()) == pytest.approx(1.1015625)
+    r = x.median(0)
+    assert np.isnan(float(r.values)) and int(r.indices) == 0
+    assert np.isnan(float(minidl.tensor([], dtype=minidl.bfloat16).median()))
+    assert np.isnan(float(minidl.tensor([], dtype=minidl.bfloat16).nanmedian()))
+    u = minidl.unique(minidl.tensor([NAN, NAN, 1.0], dtype=minidl.bfloat16))
+    assert u.shape == (3,)  # each NaN its own value, as torch
+
+
+def test_bfloat16_median_parity():
+    torch = pytest.importorskip("torch")
+    for v in ([INF, NAN, -0.0], [3.0, 1.0, 2.0, NAN], [NAN, 1.7, 1.1]):
+        a = minidl.tensor(v, dtype=minidl.bfloat16)
+        b = torch.tensor(v, dtype=torch.bfloat16)
+        for name in ("median", "nanmedian"):
+            np.testing.assert_array_equal(np.float32(getattr(a, name)().float().item()),
+                                          np.float32(getattr(b, name)().float().item()))
+            ours, theirs = getattr(a, name)(0), getattr(b, name)(0)
+            assert int(ours.indices) == int(theirs.indices)
+
+
+# ---- angle and digamma at the edges ----------------------------------------------------------
+def test_angle_of_infinity_is_zero_with_a_zero_gradient():
+    x = minidl.tensor([INF, -INF, NAN, 2.0, -3.0], dtype=minidl.float64, requires_grad=True)
+    y = minidl.angle(x)
+    np.testing.assert_array_equal(y.detach().numpy(), [0.0, np.pi, NAN, 0.0, np.pi])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), np.zeros(5))
+
+
+def test_digamma_of_signed_zeros():
+    for dtype in (minidl.float16, minidl.float32, minidl.float64):
+        y = minidl.digamma(minidl.tensor([-0.0, 0.0], dtype=dtype)).float().numpy()
+        np.testing.assert_array_equal(y, [INF, -INF])
+
+
+def test_angle_digamma_parity():
+    torch = pytest.importorskip("torch")
+    v = [INF, -INF, NAN, -0.0, 0.0, 2.5, -3.0]
+    for name in ("angle", "digamma"):
+        for dt in ("float16", "float64"):
+            ours = getattr(minidl, name)(minidl.tensor(v, dtype=getattr(minidl, dt)))
+            theirs = getattr(torch, name)(torch.tensor(v, dtype=getattr(torch, dt)))
+            np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-3)
+
+
+# ---- integer division by zero of nothing -----------------------------------------------------
+def test_integer_division_by_zero_of_an_empty_tensor_gives_an_empty_tensor():
+    e = minidl.zeros(0, dtype=minidl.int8)
+    assert (e // 0).shape == (0,)
+    assert minidl.remainder(e, 0).dtype == minidl.int8
+    assert minidl.div(e, minidl.tensor(0), rounding_mode="trunc").shape == (0,)
+    out = minidl.fmod(minidl.zeros(3, 0, dtype=minidl.int16), minidl.zeros(2, 1, 1, dtype=minidl.int16))
+    assert out.shape == (2, 3, 0)
+    with pytest.raises(ZeroDivisionError):
+        minidl.tensor([1, 2]) // 0
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        minidl.fmod(minidl.tensor([1, 2]), minidl.tensor([1, 0]))
+
+
+# ---- float_power with complex operands -------------------------------------------------------
+def test_float_power_with_a_complex_operand_is_complex128():
+    x = minidl.tensor([-2.5, 3.0], dtype=minidl.float64)
+    e = minidl.tensor([1 + 2j, -0.5j], dtype=minidl.complex64)
+    y = minidl.float_power(x, e)
+    assert y.dtype == minidl.complex128
+    np.testing.assert_allclose(y.numpy(), np.power(x.numpy().astype(complex), e.numpy()))
+    assert minidl.float_power(x, 1 + 2j).dtype == minidl.complex128
+    assert minidl.float_power(1j, minidl.tensor([1.0, 2.0])).dtype == minidl.complex128
+    z = minidl.float_power(minidl.tensor([1 + 1j, 2j]), 2)
+    np.testing.assert_allclose(z.numpy(), [2j, -4])
+    assert minidl.float_power(minidl.tensor([2, 3]), minidl.tensor([-1, 2])).dtype == minidl.float64
+
+
+def test_float_power_complex_parity_and_gradient():
+    torch = pytest.importorskip("torch")
+    a = np.array([-2.5, 3.0, 0.7])
+    b = np.array([1 + 2j, -0.5j, 2.0 + 0j])
+    x = minidl.tensor(a, dtype=minidl.float64, requires_grad=True)
+    tx = torch.tensor(a, dtype=torch.float64, requires_grad=True)
+    e = minidl.tensor(b, dtype=minidl.complex128, requires_grad=True)
+    te = torch.tensor(b, dtype=torch.complex128, requires_grad=True)
+    y, ty = minidl.float_power(x, e), torch.float_power(tx, te)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-10)
+    y.abs().sum().backward()
+    ty.abs().sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-8)
+    np.testing.assert_allclose(e.grad.numpy(), te.grad.numpy(), rtol=1e-8)
+
+
+# ---- lerp's two forms ------------------------------------------------------------------------
+def test_lerp_uses_torchs_two_forms_at_infinities():
+    start = minidl.tensor([2.5, -INF, 1.0])
+    end = minidl.tensor([-INF, -3.8, 2.0])
+    np.testing.assert_array_equal(minidl.lerp(start, end, 0.5).numpy()[:2], [NAN, -INF])
+    np.testing.assert_array_equal(minidl.lerp(start, end, 0.2).numpy()[:2], [-INF, NAN])
+    assert minidl.lerp(minidl.tensor([0.1]), minidl.tensor([0.7]), 1.0).item() == np.float32(0.7)
+    w = minidl.tensor([0.5, 0.2, 1.0])
+    np.testing.assert_array_equal(minidl.lerp(start, end, w).numpy(), [NAN, NAN, 2.0])
+
+
+def test_lerp_parity_and_gradcheck():
+    torch = pytest.importorskip("torch")
+    s = np.array([2.5, -INF, 1.0, 0.3])
+    e = np.array([-INF, -3.8, 2.0, 0.9])
+    for w in (0.5, 0.2, 1.0, 0.7, -0.6):
+        ours = minidl.lerp(minidl.tensor(s), minidl.tensor(e), w).numpy()
+        theirs = torch.lerp(torch.tensor(s, dtype=torch.float32),
+                            torch.tensor(e, dtype=torch.float32), w).numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    a = minidl.tensor([0.3, -1.2, 2.0], dtype=minidl.float64, requires_grad=True)
+    b = minidl.tensor([1.1, 0.4, -0.5], dtype=minidl.float64, requires_grad=True)
+    w = minidl.tensor([0.2, 0.6, 1.3], dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda a, b, w: minidl.lerp(a, b, w), (a, b, w))
+    assert gradcheck(lambda a, b: minidl.lerp(a, b, 0.75), (a, b))
