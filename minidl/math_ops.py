@@ -899,13 +899,13 @@ def xlogy(input, other):
 def std_mean(input, dim=None, *, correction=1, keepdim=False):
     """(std, mean) over ``dim``, as torch.std_mean."""
     return (_var(input, dim, None, keepdim, correction, name="std_mean"),
-            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+            input.mean(dim, keepdim=keepdim))
 
 
 def var_mean(input, dim=None, *, correction=1, keepdim=False):
     """(var, mean) over ``dim``, as torch.var_mean."""
     return (_var(input, dim, None, keepdim, correction, name="var_mean"),
-            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+            input.mean(dim, keepdim=keepdim))
 
 
 TENSOR_METHODS.update({

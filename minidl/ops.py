@@ -1244,21 +1244,26 @@ class MaxDim(Function):
 
 class Var(Function):
     """Variance over axes, ``sum((x - mean)^2) / (N - correction)`` (correction 1: Bessel's),
-    from the deviations of a first pass over the mean (no cancellation of E[x^2] - E[x]^2)."""
+    from the deviations of a first pass over the mean (no cancellation of E[x^2] - E[x]^2).
+    On the CPU in float64 whatever the floating dtype, as PyTorch's CPU kernel accumulates (the
+    std of float32 [1e30, 1] is finite there though its square is not); on a GPU 16-bit inputs
+    in float32."""
 
     def forward(self, a, axes, correction, keepdim):
         self.axes, self.keepdim, self.dtype = axes, keepdim, a.dtype
-        wide = accumulation_dtype(a)  # 16-bit inputs: computed in float32
+        xp = get_array_module(a)
+        wide = np.float64 if xp is np and a.dtype != np.float64 else accumulation_dtype(a)
         aw = a if wide is None else a.astype(wide)
         count = int(np.prod([a.shape[ax] for ax in axes]))
         self.dof = max(count - correction, 0)  # 0: inf or nan, as in PyTorch
         d = aw - aw.mean(axis=axes, keepdims=True) if count else aw
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             y = self.reduce(d)
         # a: not needed here, but graph_backward reads the input Tensor, so an in-place change
         # of it must stop a backward (as PyTorch's, which saves it)
         self.save_for_backward(d, y, a)
-        return (y if keepdim else y.squeeze(axis=axes)).astype(a.dtype, copy=False)
+        with np.errstate(over="ignore"):  # a variance beyond the dtype's range is inf
+            return (y if keepdim else y.squeeze(axis=axes)).astype(a.dtype, copy=False)
 
     def reduce(self, d):
         return (d * d).sum(axis=self.axes, keepdims=True) / self.dof

@@ -338,11 +338,12 @@ def unflatten(input, dim, sizes):
             -1 in sizes and (known == 0 or n % known)):
         raise ValueError(f"unflatten: sizes {sizes} do not fill dim {dim} of size {n} "
                          f"(shape {input.shape})")
+    sizes = tuple(n // known if s == -1 else s for s in sizes)  # (-1 is ambiguous when empty)
     return input.reshape(input.shape[:d] + sizes + input.shape[d + 1:])
 
 
 def view_as(input, other):
-    return input.reshape(other.shape)
+    return input.view(other.shape)
 
 
 def reshape_as(input, other):
@@ -881,9 +882,22 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     """Where each value of ``input`` would go in ``sorted_sequence`` (1-d, or sorted along its
     last dim with matching leading dims) to keep it sorted: the first such place, or the last
     with ``right=True`` / ``side='right'``. With NaN in either, the places are PyTorch's (NaN
-    goes last)."""
+    goes last). ``sorter``: int64 indices that sort ``sorted_sequence`` along its last dim (the
+    places are then in that sorted order, as NumPy's)."""
     if sorter is not None:
-        raise NotImplementedError("searchsorted: sorter= is not supported")
+        if not isinstance(sorter, autograd.Tensor) or sorter.data.dtype != np.int64:
+            raise RuntimeError(f"torch.searchsorted(): sorter must be a tensor of long dtype but "
+                               f"got dtype {getattr(sorter, 'dtype', type(sorter).__name__)}")
+        if tuple(sorter.shape) != tuple(sorted_sequence.shape):
+            raise RuntimeError(f"torch.searchsorted(): boundary and sorter must have the same "
+                               f"size, but got boundary tensor {list(sorted_sequence.shape)} and "
+                               f"got sorter tensor {list(sorter.shape)}")
+        order = sorter.data
+        n = sorted_sequence.shape[-1] if sorted_sequence.ndim else 0
+        if order.size and (bool((order < 0).any()) or bool((order >= n).any())):
+            raise RuntimeError("torch.searchsorted(): sorter index out of range")
+        sorted_sequence = autograd.Tensor(get_array_module(order).take_along_axis(
+            sorted_sequence.data, order, axis=-1))
     if side is not None:
         if side not in ("left", "right"):
             raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
@@ -895,9 +909,11 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     values = input.data if isinstance(input, autograd.Tensor) else np.asarray(input)
     xp = get_array_module(seq)
     values = xp.asarray(values)
-    if seq.dtype == np.bool_ or values.dtype == np.bool_:
-        raise UnsupportedDtypeError("searchsorted: bool tensors are not supported (PyTorch "
-                                    "refuses them too)")
+    if seq.dtype == np.bool_:  # (bool values are compared as numbers, as in PyTorch)
+        raise UnsupportedDtypeError("searchsorted: a bool sorted_sequence is not supported "
+                                    "(PyTorch refuses it too)")
+    if values.dtype == np.bool_:
+        values = values.astype(seq.dtype)
     refuse_complex("searchsorted", seq)  # complex numbers have no order
     refuse_complex("searchsorted", values)
     if seq.ndim == 0 or (seq.ndim > 1 and values.ndim == 0):

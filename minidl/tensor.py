@@ -886,6 +886,7 @@ class Tensor:
         """``x[index] = value`` (a number, list, array or Tensor, broadcast to the selection and
         cast to ``x``'s dtype), under the in-place rules: written into the array, which views
         see; inside a graph, recorded as an op whose result ``x`` becomes."""
+        check_index_put_dtype(self, index, value)
         _set_item(self, _index(index), value)
 
     def reshape(self, *shape, **by_name):
@@ -899,7 +900,22 @@ class Tensor:
                              f"as {shape}") from None
         return _share_version(Reshape.apply(self, shape=shape), self)
 
-    view = reshape
+    def view(self, *shape, **by_name):
+        """``reshape`` that, as PyTorch's ``view``, refuses a view of another tensor (a
+        transpose, an expand, a strided slice) whose strides cannot be read in the new shape
+        without a copy; ``x.view(dtype)`` reads the elements' bytes as another dtype."""
+        if len(shape) == 1 and not by_name and not isinstance(shape[0], (int, np.integer, tuple,
+                                                                        list)):
+            return _view_as_dtype(self, shape[0])
+        sizes = ops.sizes_or_keyword("view", shape, by_name, "size")
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        if self._is_view and not _viewable(self.data, sizes):
+            raise RuntimeError(
+                f"view size is not compatible with input tensor's size and stride (at least one "
+                f"dimension spans across two contiguous subspaces). Use .reshape(...) instead. "
+                f"(shape {tuple(self.shape)}, strides {self.stride()}, asked for {sizes})")
+        return self.reshape(sizes)
 
     def permute(self, *axes, **by_name):
         axes = ops.sizes_or_keyword("permute", axes, by_name, "dims")
@@ -955,12 +971,15 @@ class Tensor:
     def squeeze(self, dim=None):
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
-        elif self.ndim == 0:
-            _wrap_dim(dim, 0, "squeeze")
-            return self
         else:
             dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-            drop = {_wrap_dim(d, self.ndim, "squeeze") for d in dims}
+            wrapped = [_wrap_dim(d, self.ndim, "squeeze") for d in dims]
+            drop = set(wrapped)
+            if len(drop) < len(wrapped):
+                raise RuntimeError(f"squeeze: dim {next(d for d in wrapped if wrapped.count(d) > 1)}"
+                                   " appears multiple times in the list of dims")
+            if self.ndim == 0:
+                return self
             shape = tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in drop)
         return _share_version(Reshape.apply(self, shape=shape), self)
 
@@ -1201,6 +1220,61 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
             f"shape {t.shape}") from None
     bump_version(t)
     return t
+
+
+def _advanced_index(index):
+    """Whether ``x[index] = value`` is PyTorch's index_put_ (an index holding a list, an array,
+    a tensor with dims or a bool tensor), not a copy into a view."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, (list, np.ndarray)) or (isinstance(p, Tensor) and (
+        p.ndim or p.data.dtype == np.bool_)) for p in parts)
+
+
+def check_index_put_dtype(t, index, value):
+    """PyTorch's refusal of ``x[index] = tensor`` of another dtype where the index is advanced
+    (index_put_ needs the dtypes to match; a copy into a view, or one value under a bool mask,
+    casts). ``index`` as the caller gave it."""
+    if isinstance(value, Tensor) and value.data.dtype != t.data.dtype and \
+            _advanced_index(index) and not (
+                isinstance(index, Tensor) and index.data.dtype == np.bool_ and index.ndim and
+                value.ndim == 0):
+        raise RuntimeError(f"Index put requires the source and destination dtypes match, got "
+                           f"{t.data.dtype} for the destination and {value.data.dtype} for the "
+                           "source.")
+
+
+def _viewable(data, sizes):
+    """Whether an array of ``data``'s shape and strides reads as ``sizes`` with no copy
+    (NumPy's test on a stand-in of those strides, which touches no element)."""
+    if data.size == 0 or data.ndim == 0:
+        return True
+    item = data.dtype.itemsize
+    strides = tuple(int(st) // item for st in data.strides)
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), data.shape, strides)
+    try:
+        stand_in.reshape(sizes, copy=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _view_as_dtype(t, dtype):
+    """``x.view(dtype)``: the same bytes read as ``dtype`` (no gradient); of another element
+    size, the last dim must be contiguous and its byte count divisible, as in PyTorch."""
+    dt = as_dtype(dtype)
+    a = t.data
+    if dt.itemsize != a.dtype.itemsize:
+        if a.ndim == 0 or (a.shape[-1] > 1 and a.strides[-1] != a.dtype.itemsize) or \
+                (a.shape[-1] * a.dtype.itemsize) % dt.itemsize:
+            raise RuntimeError(
+                f"view(dtype): a tensor of dtype {a.dtype} and shape {tuple(a.shape)} cannot be "
+                f"viewed as {dt}: its last dim must be contiguous and its size in bytes divisible "
+                f"by {dt.itemsize}")
+        if a.shape[-1] > 1 and not a.flags.c_contiguous and a.ndim > 1:
+            a = a.view()  # (NumPy needs only the last axis contiguous)
+    out = Tensor(a.view(dt), dtype=dt)
+    out._is_view = True
+    return _share_version(out, t)
 
 
 def _set_item(t, index, value):

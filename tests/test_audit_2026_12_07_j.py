@@ -189,3 +189,175 @@ def test_lerp_parity_and_gradcheck():
     w = minidl.tensor([0.2, 0.6, 1.3], dtype=minidl.float64, requires_grad=True)
     assert gradcheck(lambda a, b, w: minidl.lerp(a, b, w), (a, b, w))
     assert gradcheck(lambda a, b: minidl.lerp(a, b, 0.75), (a, b))
+
+
+# ---- std/var accumulate in float64 on the CPU ------------------------------------------------
+def test_std_of_huge_float32_values_is_finite():
+    x = minidl.tensor([1e30, 1.0, 3.0])
+    assert np.isfinite(x.std().item())
+    assert x.std().item() == pytest.approx(5.7735e29, rel=1e-4)
+    assert x.std().dtype == minidl.float32
+    b = minidl.tensor([1e30, 1.0, 3.0], dtype=minidl.bfloat16)
+    assert np.isfinite(b.std().float().item()) and b.std().dtype == minidl.bfloat16
+    assert np.isinf(minidl.tensor([1e20, 1.0, 3.0]).var().item())  # beyond float32: inf
+    x = minidl.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    x.std().backward()
+    assert x.grad.dtype == minidl.float32
+    a = minidl.tensor([0.3, -1.2, 2.0, 5.5], dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda a: a.std(correction=0), (a,))
+
+
+def test_var_mean_keeps_dims_of_the_mean_with_dim_none():
+    v, mu = minidl.var_mean(minidl.ones(2, 3), dim=None, keepdim=True)
+    assert v.shape == (1, 1) and mu.shape == (1, 1)
+    s, mu = minidl.std_mean(minidl.ones(2, 3, dtype=minidl.complex64), keepdim=True)
+    assert s.shape == (1, 1) and mu.shape == (1, 1)
+
+
+def test_std_var_parity_on_huge_values():
+    torch = pytest.importorskip("torch")
+    v = [1e30, -2.5, 1e30, 7.0]
+    for dt in ("float32", "bfloat16"):
+        ours = minidl.tensor(v, dtype=getattr(minidl, dt)).std(correction=0).float().item()
+        theirs = torch.tensor(v, dtype=getattr(torch, dt)).std(correction=0).float().item()
+        assert ours == pytest.approx(theirs, rel=1e-2)
+    ours = minidl.var_mean(minidl.ones(2, 3), dim=None, keepdim=True)
+    theirs = torch.var_mean(torch.ones(2, 3), dim=None, keepdim=True)
+    assert [tuple(t.shape) for t in ours] == [tuple(t.shape) for t in theirs]
+
+
+# ---- put_ into a 0-d tensor ------------------------------------------------------------------
+def test_put_into_a_0d_tensor():
+    x = minidl.tensor(5)
+    assert x.put_(minidl.tensor([0, -1]), minidl.tensor([1, 2])) is x
+    assert x.item() == 2
+    x = minidl.tensor(5)
+    x.put_(minidl.tensor([0, -1]), minidl.tensor([1, 2]), accumulate=True)
+    assert x.item() == 8 and x.shape == ()
+    a = minidl.tensor(2.0, requires_grad=True)
+    b = minidl.tensor([3.0, 4.0], requires_grad=True)
+    y = minidl.put(a * 1, minidl.tensor([0, 0]), b, accumulate=True)
+    assert y.shape == () and y.item() == 9.0
+    y.backward()
+    assert a.grad.item() == 1.0
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
+
+
+# ---- x[advanced index] = tensor of another dtype ---------------------------------------------
+def test_advanced_index_assignment_needs_matching_dtypes():
+    x = minidl.zeros(3, 2)
+    for index in ([0, 1], minidl.tensor([0, 2]), (0, [0, 1]), minidl.tensor(True)):
+        with pytest.raises(RuntimeError, match="Index put requires the source and destination"):
+            x[index] = minidl.tensor(1)
+    with pytest.raises(RuntimeError, match="dtypes match"):
+        x[minidl.tensor([[True, False], [False, True], [True, True]])] = \
+            minidl.tensor([1.0, 2, 3, 4], dtype=minidl.float64)
+    np.testing.assert_array_equal(x.numpy(), np.zeros((3, 2)))  # nothing written
+    x[minidl.tensor(0)] = minidl.tensor(1)  # an integer index: a copy into a view, cast
+    x[:, 1] = minidl.tensor([1, 2, 3])
+    x[minidl.tensor([[True, False], [False, True], [True, True]])] = \
+        minidl.tensor(5.0, dtype=minidl.float64)  # one value under a mask: cast
+    x[minidl.tensor([0])] = 7  # a number: cast
+    np.testing.assert_array_equal(x.numpy(), [[7, 7], [0, 5], [5, 5]])
+
+
+def test_advanced_index_assignment_parity():
+    torch = pytest.importorskip("torch")
+    for index in ([0, 1], (0, [0, 1])):
+        _raises_like_torch(lambda: minidl.zeros(3, 2).__setitem__(index, minidl.tensor(1)),
+                           lambda: torch.zeros(3, 2).__setitem__(index, torch.tensor(1)), torch)
+
+
+# ---- view refuses what torch's view refuses --------------------------------------------------
+def test_view_of_a_transpose_expand_or_strided_slice_is_refused():
+    x = minidl.ones(2, 3)
+    for v in (x.t(), x.unsqueeze(0).expand(2, 2, 3), x[:, ::2], x.permute(1, 0)):
+        with pytest.raises(RuntimeError, match="view size is not compatible"):
+            v.view(-1)
+        assert v.reshape(-1).shape == (v.numel(),)  # reshape copies
+    assert x.t().view(3, 2).shape == (3, 2)
+    assert x.unsqueeze(0).expand(2, 2, 3).view(2, 2, 3, 1).shape == (2, 2, 3, 1)
+    assert x.flip(0).view(-1).shape == (6,)  # flip is a copy, as torch's
+    assert (x.t() + 1).view(-1).shape == (6,)  # an op's result, not a view
+    with pytest.raises(RuntimeError, match="view size"):
+        minidl.zeros(2, 3).t().view_as(minidl.zeros(6))
+
+
+def test_view_as_another_dtype_reads_the_bytes():
+    y = minidl.tensor([1.0, 2.0])
+    z = y.view(minidl.int32)
+    np.testing.assert_array_equal(z.numpy(), np.array([1.0, 2.0], np.float32).view(np.int32))
+    z[0] = 0  # shares memory
+    assert y[0].item() == 0.0
+    assert minidl.ones(2, 4, dtype=minidl.float16).view(minidl.float32).shape == (2, 2)
+    with pytest.raises(RuntimeError):
+        minidl.ones(3, dtype=minidl.float16).view(minidl.float32)
+
+
+def test_view_parity_on_non_contiguous_inputs():
+    torch = pytest.importorskip("torch")
+    a = np.arange(24.0).reshape(2, 3, 4)
+    cases = [lambda t: t.transpose(0, 2), lambda t: t[:, ::2], lambda t: t.unsqueeze(0).expand(
+        2, 2, 3, 4), lambda t: t.permute(1, 0, 2), lambda t: t[:, 1:]]
+    for make in cases:
+        for shape in ((-1,), (6, -1), (2, 12), (-1, 4), (2, 3, 2, 2)):
+            ours, theirs = make(minidl.tensor(a)), make(torch.tensor(a))
+            try:
+                expect = theirs.view(*shape)
+            except RuntimeError:
+                with pytest.raises(RuntimeError):
+                    ours.view(*shape)
+                continue
+            np.testing.assert_array_equal(ours.view(*shape).numpy(), expect.numpy())
+    np.testing.assert_array_equal(minidl.tensor([1.0, 2.0]).view(minidl.int32).numpy(),
+                                  torch.tensor([1.0, 2.0]).view(torch.int32).numpy())
+
+
+# ---- squeeze with a tuple, unflatten of an empty tensor --------------------------------------
+def test_squeeze_tuple_dims_on_0d_and_repeated_dims():
+    assert minidl.tensor(2.0).squeeze((0,)).shape == ()
+    assert minidl.tensor(2.0).squeeze(()).shape == ()
+    assert minidl.tensor(2.0).squeeze((-1,)).shape == ()
+    with pytest.raises(RuntimeError, match="appears multiple times"):
+        minidl.ones(3).squeeze((0, -1))
+    with pytest.raises(IndexError):
+        minidl.tensor(2.0).squeeze((1,))
+
+
+def test_unflatten_with_minus_one_on_an_empty_tensor():
+    assert minidl.zeros(3, 0).t().unflatten(1, (1, -1)).shape == (0, 1, 3)
+    assert minidl.zeros(2, 3, 0).unflatten(1, (-1, 1)).shape == (2, 3, 1, 0)
+    assert minidl.zeros(2, 6).unflatten(-1, (-1, 3)).shape == (2, 2, 3)
+
+
+# ---- searchsorted sorter= and bool values ----------------------------------------------------
+def test_searchsorted_with_a_sorter_and_bool_values():
+    s = minidl.tensor([3.0, 1.0, 2.0])
+    out = minidl.searchsorted(s, minidl.tensor([2.5, 0.0]), sorter=minidl.tensor([1, 2, 0]))
+    np.testing.assert_array_equal(out.numpy(), [2, 0])
+    out = minidl.searchsorted(s, minidl.tensor([2.0]), side="right",
+                              sorter=minidl.tensor([1, 2, 0]))
+    np.testing.assert_array_equal(out.numpy(), [2])
+    for bad in (minidl.tensor([1, 2, 3]), minidl.tensor([1, 2]), minidl.tensor([1.0, 2, 0]),
+                minidl.tensor([-1, 2, 0])):
+        with pytest.raises(RuntimeError, match="sorter"):
+            minidl.searchsorted(s, minidl.tensor([1.0]), sorter=bad)
+    np.testing.assert_array_equal(
+        minidl.searchsorted(minidl.tensor([0.0, 1.0]), minidl.tensor([True, False])).numpy(),
+        [1, 0])
+    with pytest.raises(TypeError):
+        minidl.searchsorted(minidl.tensor([False, True]), minidl.tensor([True]))
+
+
+def test_searchsorted_sorter_parity():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    seq = rng.standard_normal((2, 6))
+    order = np.argsort(seq, axis=-1)
+    vals = rng.standard_normal((2, 4))
+    for side in ("left", "right"):
+        ours = minidl.searchsorted(minidl.tensor(seq), minidl.tensor(vals), side=side,
+                                   sorter=minidl.tensor(order))
+        theirs = torch.searchsorted(torch.tensor(seq), torch.tensor(vals), side=side,
+                                    sorter=torch.tensor(order))
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
