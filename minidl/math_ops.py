@@ -24,7 +24,7 @@ from .ops import (
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
-from .ops import var as _var
+from .ops import sgn as _sgn, var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -92,6 +92,8 @@ class CumProd(Function):
             a, y = a.conj(), y.conj()
         xp = get_array_module(g)
         d = self.dim
+        if a.ndim == 0 or a.shape[d] <= 1:  # y = x: g itself (y / x would be NaN at inf)
+            return g
         zero = a == 0
         zeros_so_far = xp.cumsum(zero, axis=d)
         before = zeros_so_far == 0
@@ -105,6 +107,8 @@ class CumProd(Function):
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
+        if x.ndim == 0 or x.shape[self.dim] <= 1:
+            return g
         if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
             return first_order_only(self, g)
         if x.data.dtype.kind == "c":
@@ -388,6 +392,8 @@ class Prod(Function):
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
+        if x.ndim == 0 or x.shape[self.dim] <= 1:
+            return g
         if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
             return first_order_only(self, g)
         others = expand_reduced(out, x.shape, self.axes, self.keepdim) / x
@@ -478,15 +484,15 @@ class VectorNorm(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             if p in (float("inf"), float("-inf")):
                 hit = (m == y).astype(a.dtype)
-                d = xp.sign(a) * hit / hit.sum(axis=self.axes, keepdims=True)
+                d = _sgn(a) * hit / xp.maximum(hit.sum(axis=self.axes, keepdims=True), 1)
             elif p == 0:
                 d = xp.zeros_like(a)
             elif p == 1:
-                d = xp.sign(a)
+                d = _sgn(a)
             elif p == 2:
                 d = xp.where(y == 0, 0, a / y)
             else:
-                d = xp.where(y == 0, 0, xp.sign(a) * m ** (p - 1) / y ** (p - 1))
+                d = xp.where(y == 0, 0, _sgn(a) * m ** (p - 1) / y ** (p - 1))
         return (gw * d).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
@@ -498,11 +504,11 @@ class VectorNorm(Function):
             return Fill.apply(gx, value=0)
         if p in (1, float("inf"), float("-inf")):  # piecewise linear: a constant factor
             if p == 1:
-                d = xp.sign(a)
+                d = _sgn(a)
             else:
                 y = _keep(out.data, self.axes, self.keepdim, xp)
                 hit = (abs(a) == y).astype(a.dtype)
-                d = xp.sign(a) * hit / hit.sum(axis=self.axes, keepdims=True)
+                d = _sgn(a) * hit / xp.maximum(hit.sum(axis=self.axes, keepdims=True), 1)
             return gx * constant(d.astype(g.data.dtype, copy=False))
         y = expand_reduced(out, x.shape, self.axes, self.keepdim)
         zero = constant(y.data == 0)  # the norm's subgradient 0 there, as in backward
@@ -510,7 +516,7 @@ class VectorNorm(Function):
         if p == 2:
             d = x / safe
         else:
-            d = constant(xp.sign(a)) * x.abs() ** (p - 1) / safe ** (p - 1)
+            d = constant(_sgn(a)) * x.abs() ** (p - 1) / safe ** (p - 1)
         return gx * where(zero, 0.0, d)
 
 
@@ -689,15 +695,15 @@ class Remainder(Function):
     def backward(self, g):
         a, b = self.saved
         xp = get_array_module(g)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)
+        with np.errstate(divide="ignore", invalid="ignore"):  # floor: PyTorch's a // b
+            q = xp.trunc(a / b) if self.trunc else _floor_divide_float(xp, a, b)
         return g, (-g * q).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         a, b = (t.data for t in self.inputs)
         xp = get_array_module(a)
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)  # piecewise constant
+            q = xp.trunc(a / b) if self.trunc else _floor_divide_float(xp, a, b)  # constant
         return g, -g * constant(q.astype(g.data.dtype, copy=False))
 
 

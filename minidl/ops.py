@@ -505,15 +505,16 @@ class Abs(Function):
         a = self.inputs[0]
         if a.data.dtype.kind == "c":  # g * z / |z|, 0 at 0, as recorded ops
             return keep_where(a.data != 0, g * a / Abs.apply(a))
-        return g * constant(get_array_module(a.data).sign(a.data))
+        return g * constant(sgn(a.data))
 
 
 def sgn(a):
-    """The sign of an array: -1, 0 or 1 for real values, z / |z| (0 at 0) for complex ones, as
-    torch.sgn."""
+    """The sign of an array: -1, 0 or 1 for real values (0 at NaN), z / |z| (0 at 0) for
+    complex ones, as torch.sgn (so |x|'s gradient at NaN is 0, as PyTorch's)."""
     xp = get_array_module(a)
     if a.dtype.kind != "c":
-        return xp.sign(a)
+        s = xp.sign(a)
+        return xp.where(a != a, 0, s).astype(s.dtype, copy=False) if is_floating(a.dtype) else s
     size = abs(a)
     with np.errstate(invalid="ignore", divide="ignore"):
         return xp.where(size == 0, 0, a / size).astype(a.dtype, copy=False)

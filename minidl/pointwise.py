@@ -62,9 +62,9 @@ def _pair(name, input, other, *, floating=False, numbers=True):
 # ---- inverse hyperbolic functions, angle conversions -----------------------------------------
 Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1),
                graph_derivative=lambda x, y: (x * x + 1).rsqrt())
-Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),
-               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)),
-               graph_derivative=lambda x, y: 1 / ((x - 1).sqrt() * (x + 1).sqrt()))
+Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),  # derivative (x^2 - 1)^-1/2, as torch's
+               lambda xp, a: 1 / xp.sqrt(a * a - 1),  # (finite outside the domain as there)
+               graph_derivative=lambda x, y: (x * x - 1).rsqrt())
 Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a),
                graph_derivative=lambda x, y: 1 / (1 - x * x))
 _DEG = math.pi / 180.0

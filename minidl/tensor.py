@@ -1315,10 +1315,14 @@ def _set_item(t, index, value):
     bump_version(t)
 
 
-def check_in_place_result(name, have, want):
+def check_in_place_result(name, have, want, shape=None, result_shape=None):
     """PyTorch's refusal of an in-place op whose result a tensor cannot hold: a float result
     in an integer or bool tensor (``int_tensor.sqrt_()``), a complex one in a real tensor, an
-    integer one in a bool tensor (``bool_tensor.square_()``)."""
+    integer one in a bool tensor (``bool_tensor.square_()``), a result of another shape
+    (``x.pow_(y)`` with y broadcasting x to more dims)."""
+    if shape is not None and tuple(result_shape) != tuple(shape):
+        raise RuntimeError(f"{name}: output with shape {list(shape)} doesn't match the "
+                           f"broadcast shape {list(result_shape)}")
     if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
         raise ops.InPlaceCastError(f"{name}: result type {have} can't be cast to the desired "
                                    f"output type {want}")
@@ -1335,7 +1339,7 @@ def apply_in_place(t, fn, name):
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
     y = fn(t)
-    check_in_place_result(f"{name}_", y.data.dtype, t.data.dtype)
+    check_in_place_result(f"{name}_", y.data.dtype, t.data.dtype, t.shape, y.shape)
     xp = get_array_module(t.data)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}(inplace=True): this tensor's array (shape {t.shape}) is read-only")
@@ -1983,7 +1987,7 @@ def _inplace_by(t, name, fn, other=None):
         return _inplace_in_graph(t, other, name, fn)
     with no_grad():
         y = fn(t, other)
-    check_in_place_result(name, y.data.dtype, t.data.dtype)
+    check_in_place_result(name, y.data.dtype, t.data.dtype, t.shape, y.shape)
     xp = get_array_module(t.data)
     if xp is np and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")

@@ -361,3 +361,102 @@ def test_searchsorted_sorter_parity():
         theirs = torch.searchsorted(torch.tensor(seq), torch.tensor(vals), side=side,
                                     sorter=torch.tensor(order))
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+# ---- in-place ops refuse a result that broadcasts beyond the tensor --------------------------
+def test_in_place_result_of_a_wider_shape_is_refused():
+    x = minidl.ones(3)
+    for fn in (lambda: x.pow_(minidl.ones(1, 3)), lambda: x.clamp_(min=minidl.zeros(2, 3)),
+               lambda: x.masked_fill_(minidl.ones(2, 3, dtype=minidl.bool), 1.0),
+               lambda: x.atan2_(minidl.ones(1, 3))):
+        with pytest.raises(RuntimeError, match="doesn't match the broadcast shape"):
+            fn()
+    np.testing.assert_array_equal(x.numpy(), np.ones(3))
+    assert minidl.ones(2, 3).pow_(minidl.ones(3)).shape == (2, 3)
+
+
+def test_in_place_wider_shape_parity():
+    torch = pytest.importorskip("torch")
+    _raises_like_torch(lambda: minidl.ones(3).pow_(minidl.ones(1, 3)),
+                       lambda: torch.ones(3).pow_(torch.ones(1, 3)), torch)
+
+
+# ---- gradients at the odd points -------------------------------------------------------------
+def test_abs_and_norm_gradients_at_nan_are_zero():
+    x = minidl.tensor([NAN, -2.0, 0.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    x.abs().sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, -1, 0, 1])
+    for p in (1, INF):
+        x = minidl.tensor([NAN, -2.0, 0.0, 3.0], dtype=minidl.float64, requires_grad=True)
+        x.norm(p=p).backward()
+        assert not np.isnan(x.grad.numpy()).any()
+    x = minidl.tensor([1.0, -3.0, 0.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    x.norm(p=INF).backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [0, -0.5, 0, 0.5])
+
+
+def test_acosh_gradient_is_torchs_formula_outside_the_domain():
+    x = minidl.tensor([-4.03, 1.5], dtype=minidl.float64, requires_grad=True)
+    x.acosh().sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 1 / np.sqrt(np.array([-4.03, 1.5]) ** 2 - 1))
+    x = minidl.tensor([1.5, 3.0], dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda t: t.acosh(), (x,))
+
+
+def test_remainder_gradient_for_the_divisor_uses_torchs_floor_division():
+    a = minidl.tensor([0.26, INF, 2.1], dtype=minidl.float64, requires_grad=True)
+    b = minidl.tensor([-2.29, -2.32, 1.61], dtype=minidl.float64, requires_grad=True)
+    minidl.remainder(a, b).sum().backward()
+    assert np.isnan(b.grad.numpy()[1])  # inf // x is NaN in torch
+    np.testing.assert_allclose(b.grad.numpy()[[0, 2]], [1.0, -1.0])
+
+
+def test_polygamma_at_minus_infinity_gives_nan_instead_of_crashing():
+    x = minidl.tensor([-2.33, -INF, INF, NAN, 0.8], dtype=minidl.float64, requires_grad=True)
+    y = minidl.polygamma(1, x)
+    assert np.isnan(y.detach().numpy()[1]) and y.detach().numpy()[2] == 0.0
+    y.sum().backward()
+    assert x.grad.shape == (5,)
+
+
+def test_cumprod_gradient_over_a_single_element_is_the_incoming_gradient():
+    x = minidl.tensor(INF, dtype=minidl.float64, requires_grad=True)
+    (minidl.cumprod(x, 0) * 0.29).sum().backward()
+    assert x.grad.item() == pytest.approx(0.29)
+    x = minidl.tensor([[INF], [2.0]], dtype=minidl.float64, requires_grad=True)
+    minidl.cumprod(x, 1).sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0], [1.0]])
+
+
+def test_sinc_gradient_near_zero():
+    x = minidl.tensor([1e-300, 1e-10, 0.0, 1e-5, 3.1e-4, 0.7], dtype=minidl.float64,
+                      requires_grad=True)
+    minidl.sinc(x).sum().backward()
+    u = np.pi * np.array([1e-300, 1e-10, 0.0, 1e-5, 3.1e-4, 0.7])
+    expect = np.pi * np.array([-v / 3 for v in u[:5]] + [(u[5] * np.cos(u[5]) - np.sin(u[5]))
+                                                          / u[5] ** 2])
+    np.testing.assert_allclose(x.grad.numpy(), expect, rtol=1e-6, atol=1e-300)
+    assert gradcheck(minidl.sinc, (minidl.tensor([1e-4, 3e-4, 0.5, -2e-4], dtype=minidl.float64,
+                                                 requires_grad=True),))
+
+
+def test_odd_point_gradients_match_torch():
+    torch = pytest.importorskip("torch")
+    cases = [
+        ("abs", [NAN, -2.0, 0.0, 3.0], lambda L, t: t.abs()),
+        ("norm1", [NAN, -2.0, 0.0, 3.0], lambda L, t: t.norm(p=1)),
+        ("norminf", [NAN, -2.0, 0.0, 3.0], lambda L, t: t.norm(p=float("inf"))),
+        ("acosh", [-4.03, 1.5, 2.5], lambda L, t: t.acosh()),
+        ("cumprod", [INF], lambda L, t: L.cumprod(t, 0)),
+        ("sinc", [1e-300, 1e-5, 0.7], lambda L, t: L.sinc(t)),
+        ("remainder", [0.26, 2.1], lambda L, t: L.remainder(L.tensor([INF, 1.0],
+                                                                     dtype=L.float64), t)),
+    ]
+    for name, v, fn in cases:
+        grads = []
+        for L in (minidl, torch):
+            t = L.tensor(v, dtype=L.float64, requires_grad=True)
+            fn(L, t).sum().backward()
+            grads.append(t.grad.numpy())
+        # (torch's sinc quotient loses digits near 0: 1e-6)
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-12, err_msg=name)
