@@ -844,7 +844,7 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     if isinstance(input, autograd.Tensor):
         refuse_complex("unique", input.data)
     if dim is not None:
-        raise NotImplementedError("unique: dim= is not supported; unique of the flattened tensor")
+        return _unique_dim(input, dim, return_inverse, return_counts)
     xp = get_array_module(input.data)
     data = input.data.reshape(-1)
     # every NaN is a value of its own in PyTorch's unique (NumPy merges them by default)
@@ -855,6 +855,48 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
         out.append(autograd.Tensor(inverse.reshape(input.shape).astype(np.int64)))
     if return_counts:
         out.append(autograd.Tensor(counts.astype(np.int64)))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _unique_dim(input, dim, return_inverse, return_counts):
+    """torch.unique(dim=...): the distinct slices along ``dim``, in lexicographic order of
+    their elements; the inverse maps each slice to its unique one."""
+    if input.ndim == 0:
+        raise DimError(f"unique: dimension specified as {dim} but tensor has no dimensions")
+    d = wrap_dim(dim, input.ndim, "unique")
+    data = input.data
+    xp = get_array_module(data)
+    if data.size == 0 and data.shape[d] != 0:
+        raise BadArgumentError("unique: there are 0 sized dimensions, and they aren't selected "
+                               f"(dim={dim}, shape {tuple(input.shape)}), so unique cannot be "
+                               "applied")
+    moved = xp.moveaxis(data, d, 0)
+    n = moved.shape[0]
+    rows = moved.reshape(n, int(np.prod(moved.shape[1:], dtype=np.int64)))
+    if n == 0:
+        keep = xp.zeros(0, dtype=np.int64)
+        inverse = xp.zeros(0, dtype=np.int64)
+        counts = xp.zeros(0, dtype=np.int64)
+    else:
+        keys = rows.astype(np.float32) if str(rows.dtype) == "bfloat16" else rows
+        order = xp.lexsort(keys.T[::-1]) if rows.shape[1] else xp.arange(n)
+        ordered = keys[order]
+        starts = xp.ones(n, dtype=bool)
+        if rows.shape[1]:
+            starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+        else:
+            starts[1:] = False
+        group = xp.cumsum(starts) - 1
+        keep = order[starts]
+        inverse = xp.empty(n, dtype=np.int64)
+        inverse[order] = group
+        counts = xp.bincount(group).astype(np.int64)
+    values = xp.moveaxis(moved[keep], 0, d)
+    out = [autograd.Tensor(xp.ascontiguousarray(values))]
+    if return_inverse:
+        out.append(autograd.Tensor(inverse.astype(np.int64)))
+    if return_counts:
+        out.append(autograd.Tensor(counts))
     return out[0] if len(out) == 1 else tuple(out)
 
 

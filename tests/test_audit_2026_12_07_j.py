@@ -462,6 +462,41 @@ def test_odd_point_gradients_match_torch():
         np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-12, err_msg=name)
 
 
+
+# ---- unique over a dim -----------------------------------------------------------------------
+def test_unique_over_a_dim_sorts_the_slices():
+    x = minidl.tensor([[1, 2], [1, 2], [0, 5]])
+    values, inverse, counts = minidl.unique(x, dim=0, return_inverse=True, return_counts=True)
+    np.testing.assert_array_equal(values.numpy(), [[0, 5], [1, 2]])
+    np.testing.assert_array_equal(inverse.numpy(), [1, 1, 0])
+    np.testing.assert_array_equal(counts.numpy(), [1, 2])
+    np.testing.assert_array_equal(x.unique(dim=1).numpy(), [[1, 2], [1, 2], [0, 5]])
+    y = minidl.tensor([[3, 1, 3], [2, 2, 2]])
+    v, inv = minidl.unique(y, dim=-1, return_inverse=True)
+    np.testing.assert_array_equal(v.numpy(), [[1, 3], [2, 2]])
+    np.testing.assert_array_equal(inv.numpy(), [1, 0, 1])
+    assert minidl.unique(minidl.zeros(0, 3), dim=0).shape == (0, 3)
+    assert minidl.unique(minidl.zeros(2, 0), dim=1).shape == (2, 0)
+    with pytest.raises(RuntimeError, match="0 sized dimensions"):
+        minidl.unique(minidl.zeros(2, 0), dim=0)
+    with pytest.raises(IndexError):
+        minidl.unique(minidl.tensor(3.0), dim=0)
+
+
+def test_unique_over_a_dim_parity():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    for shape, dim in (((5, 3), 0), ((5, 3), 1), ((4, 2, 3), -1), ((4, 2, 3), 1), ((6,), 0)):
+        a = rng.integers(0, 2, shape)
+        for dt in ("int64", "float64", "bool"):
+            ours = minidl.unique(minidl.tensor(a.astype(dt)), dim=dim, return_inverse=True,
+                                 return_counts=True)
+            theirs = torch.unique(torch.tensor(a.astype(dt)), dim=dim, return_inverse=True,
+                                  return_counts=True)
+            for o, t in zip(ours, theirs):
+                np.testing.assert_array_equal(o.numpy(), t.numpy())
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
@@ -500,6 +535,7 @@ _UNARY.update({
     "view_flat": lambda L, x: x.view(-1),
     "squeeze_t": lambda L, x: x.squeeze((0, -1)) if x.dim() > 1 else x.squeeze(()),
     "unique_ret": lambda L, x: L.unique(x, return_inverse=True, return_counts=True),
+    "unique_dim": lambda L, x: L.unique(x, dim=-1, return_inverse=True, return_counts=True),
     "sqrt_": lambda L, x: x.clone().sqrt_(),
     "exp_": lambda L, x: x.clone().exp_(),
     "square_": lambda L, x: x.clone().square_(),
