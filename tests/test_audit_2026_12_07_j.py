@@ -497,6 +497,53 @@ def test_unique_over_a_dim_parity():
                 np.testing.assert_array_equal(o.numpy(), t.numpy())
 
 
+
+# ---- out= dtype rules ------------------------------------------------------------------------
+def test_out_dtype_rules_follow_torchs_can_cast():
+    x = minidl.tensor([1, 2, 3], dtype=minidl.int16)
+    out = minidl.zeros(3, dtype=minidl.uint8)
+    assert minidl.add(x, x, out=out) is out  # integer -> another integer: allowed
+    np.testing.assert_array_equal(out.numpy(), [2, 4, 6])
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.add(x, x, out=minidl.zeros(3, dtype=minidl.bool))
+    with pytest.raises(RuntimeError, match="can't be cast"):
+        minidl.add(x, 0.5, out=minidl.zeros(3, dtype=minidl.int16))
+    s = minidl.zeros((), dtype=minidl.int64)
+    minidl.sum(minidl.tensor([1.5, 2.0]), 0, out=s)  # summed in out's dtype, as torch
+    assert s.item() == 3
+    b = minidl.zeros((), dtype=minidl.bool)
+    minidl.sum(minidl.tensor([True, True]), 0, out=b)
+    assert b.item() is True
+    with pytest.raises(RuntimeError, match="dtype"):
+        minidl.sum(minidl.tensor([1.5, 2.0]), 0, dtype=minidl.float64,
+                   out=minidl.zeros((), dtype=minidl.float32))
+    with pytest.raises(RuntimeError, match="long int"):
+        minidl.argmax(minidl.ones(2), out=minidl.zeros((), dtype=minidl.int32))
+    i = minidl.zeros((), dtype=minidl.int64)
+    assert minidl.argmax(minidl.tensor([1.0, 3.0]), out=i).item() == 1
+    with pytest.raises(RuntimeError, match="dtype"):
+        minidl.matmul(minidl.ones(2, 2), minidl.ones(2, 2), out=minidl.zeros(2, 2,
+                                                                              dtype=minidl.float64))
+
+
+def test_out_dtype_parity():
+    torch = pytest.importorskip("torch")
+    cases = [
+        lambda L: L.add(L.tensor([1, 2], dtype=L.int16), 3, out=L.zeros(2, dtype=L.uint8)),
+        lambda L: L.sum(L.tensor([1.5, 2.0, 2.7]), 0, out=L.zeros((), dtype=L.int64)),
+        lambda L: L.sum(L.tensor([1.5, 2.0]), 0, out=L.zeros((), dtype=L.float64)),
+        lambda L: L.mul(L.tensor([1, -2], dtype=L.int8), 100, out=L.zeros(2, dtype=L.int8)),
+    ]
+    for case in cases:
+        ours, theirs = case(minidl), case(torch)
+        assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    for bad in (lambda L: L.argmax(L.ones(2), out=L.zeros((), dtype=L.int32)),
+                lambda L: L.matmul(L.ones(2, 2), L.ones(2, 2), out=L.zeros(2, 2, dtype=L.float64)),
+                lambda L: L.add(L.tensor([1]), L.tensor([2]), out=L.zeros(1, dtype=L.bool))):
+        _raises_like_torch(lambda: bad(minidl), lambda: bad(torch), torch)
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
