@@ -544,6 +544,45 @@ def test_out_dtype_parity():
         _raises_like_torch(lambda: bad(minidl), lambda: bad(torch), torch)
 
 
+
+# ---- take_along_dim with negative indices; scatter_reduce's refusals -------------------------
+def test_take_along_dim_takes_negative_indices_over_a_dim():
+    x = minidl.tensor([[1.0, 2.0, 3.0]], requires_grad=True)
+    y = minidl.take_along_dim(x, minidl.tensor([[-1, -3]]), 1)
+    np.testing.assert_array_equal(y.detach().numpy(), [[3.0, 1.0]])
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [[1.0, 0.0, 1.0]])
+    with pytest.raises(IndexError):
+        minidl.take_along_dim(x, minidl.tensor([[-4]]), 1)
+    with pytest.raises(IndexError):  # flattened (dim=None): torch refuses -1 there too
+        minidl.take_along_dim(minidl.tensor([1, 2, 3]), minidl.tensor([-1]))
+
+
+def test_take_along_dim_negative_parity():
+    torch = pytest.importorskip("torch")
+    a = np.arange(12.0).reshape(3, 4)
+    i = np.array([[-1, 0], [-4, 3], [2, -2]])
+    for dim in (1, -1):
+        np.testing.assert_array_equal(
+            minidl.take_along_dim(minidl.tensor(a), minidl.tensor(i), dim).numpy(),
+            torch.take_along_dim(torch.tensor(a), torch.tensor(i), dim).numpy())
+
+
+def test_scatter_reduce_refuses_what_torch_does_not_implement():
+    idx = minidl.tensor([0, 0])
+    with pytest.raises(TypeError, match="mean"):
+        minidl.scatter_reduce(minidl.tensor([True, False]), 0, idx, minidl.tensor([True, True]),
+                              "mean")
+    for red in ("amax", "amin"):
+        with pytest.raises(TypeError, match=red):
+            minidl.scatter_reduce(minidl.tensor([1j, 2]), 0, idx, minidl.tensor([1j, 1j]), red)
+    out = minidl.scatter_reduce(minidl.tensor([1j, 2]), 0, idx, minidl.tensor([1j, 1j]), "sum")
+    np.testing.assert_allclose(out.numpy(), [3j, 2])
+    out = minidl.scatter_reduce(minidl.tensor([True, False]), 0, idx, minidl.tensor([True, True]),
+                                "amax")
+    np.testing.assert_array_equal(out.numpy(), [True, False])
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
