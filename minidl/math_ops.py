@@ -392,8 +392,6 @@ class Prod(Function):
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
-        if x.ndim == 0 or x.shape[self.dim] <= 1:
-            return g
         if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
             return first_order_only(self, g)
         others = expand_reduced(out, x.shape, self.axes, self.keepdim) / x
@@ -531,8 +529,13 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
         raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
     if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
         raise TypeError(f"vector_norm: ord must be a number, got {ord!r}")
-    return VectorNorm.apply(x, ord=float(ord), axes=_axes(dim, x.ndim, "vector_norm"),
-                            keepdim=bool(keepdim))
+    axes = _axes(dim, x.ndim, "vector_norm")
+    if (ord < 0 or ord == float("inf")) and any(x.shape[a] == 0 for a in axes):
+        empty = next(a for a in axes if x.shape[a] == 0)  # max/min of nothing: no identity
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on the dimension "
+                           f"{empty} because this dimension is empty and the operation does not "
+                           "have an identity")
+    return VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=bool(keepdim))
 
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):

@@ -583,6 +583,42 @@ def test_scatter_reduce_refuses_what_torch_does_not_implement():
     np.testing.assert_array_equal(out.numpy(), [True, False])
 
 
+
+def test_cumprod_and_prod_second_derivatives_still_check():
+    from minidl.testing import gradgradcheck
+
+    x = minidl.tensor([[1.5], [2.0]], dtype=minidl.float64, requires_grad=True)
+    assert gradgradcheck(lambda t: minidl.cumprod(t, 1), (x,))
+    y = minidl.tensor([[1.5, -0.7], [2.0, 0.3]], dtype=minidl.float64, requires_grad=True)
+    assert gradgradcheck(lambda t: minidl.cumprod(t, 1), (y,))
+    assert gradgradcheck(lambda t: t.prod(1), (y,))
+    assert gradgradcheck(lambda t: t.prod(), (y,))
+
+
+# ---- norms without an identity over an empty dim ---------------------------------------------
+def test_vector_norm_of_negative_or_inf_order_over_an_empty_dim_is_refused():
+    for p in (-1, INF, -INF, -0.5):
+        with pytest.raises(RuntimeError, match="empty"):
+            minidl.linalg.vector_norm(minidl.zeros(0), p)
+        with pytest.raises(RuntimeError, match="empty"):
+            minidl.zeros(2, 0).norm(p=p, dim=1)
+    for p in (2, 1, 0, 3.5):
+        assert minidl.linalg.vector_norm(minidl.zeros(0), p).item() == 0.0
+    assert minidl.zeros(0, 3).norm(p=INF, dim=1).shape == (0,)
+
+
+def test_vector_norm_empty_parity():
+    torch = pytest.importorskip("torch")
+    for p in (-1, INF, 2, 0):
+        try:
+            theirs = torch.linalg.vector_norm(torch.zeros(0), p)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                minidl.linalg.vector_norm(minidl.zeros(0), p)
+            continue
+        assert minidl.linalg.vector_norm(minidl.zeros(0), p).item() == theirs.item()
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
