@@ -547,29 +547,45 @@ class Tensor:
 
     # ---- operators and math: each runs one Function from ops.py ----------------------------
     def __add__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t + other)
         return Add.apply(*_pair(self, other))
 
     def __radd__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other + t)
         return Add.apply(*_pair(self, other, reverse=True))
 
     def __sub__(self, other):
         ops.refuse_bool_sub(self, other)
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t - other)
         return Sub.apply(*_pair(self, other))
 
     def __rsub__(self, other):
         ops.refuse_bool_sub(other, self)
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other - t)
         return Sub.apply(*_pair(self, other, reverse=True))
 
     def __mul__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t * other)
         return Mul.apply(*_pair(self, other))
 
     def __rmul__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other * t)
         return Mul.apply(*_pair(self, other, reverse=True))
 
     def __truediv__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t / other)
         return Div.apply(*_pair(self, other, true_divide=True))
 
     def __rtruediv__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other / t)
         return Div.apply(*_pair(self, other, reverse=True, true_divide=True))
 
     def __matmul__(self, other):
@@ -1024,6 +1040,24 @@ def _to_dtype(t, dtype):
     return t if t.data.dtype == dtype else _cast(t, dtype)
 
 
+def _opmath_scalar(t, other):
+    """Whether ``t`` (float16 or bfloat16) meets a Python number that its dtype cannot hold
+    exactly (65536.5 overflows float16, 1e-8 underflows, 0.1 rounds): PyTorch's kernels then
+    compute in float32 with the number as a float32 and round the result once (0 * 65536.5 is
+    0, not 0 * inf; x / 1e5 is not x / inf)."""
+    if type(other) not in (int, float) or t.data.dtype.itemsize != 2 or \
+            not is_floating(t.data.dtype):
+        return False
+    with np.errstate(over="ignore"):
+        held = float(t.data.dtype.type(other))
+    return held != other and other == other
+
+
+def _in_float32(t, compute):
+    """``compute(t)`` with t in float32, the result rounded back to t's dtype."""
+    return _cast(compute(_cast(t, np.dtype(np.float32))), t.data.dtype)
+
+
 def _pair(a: Tensor, other, reverse=False, true_divide=False):
     """The two operands of a binary op, as tensors of one dtype (PyTorch's result type):
     ``int64 * float32`` is float32, ``bool + 1`` int64, ``int64 + 2.5`` float32, and a
@@ -1198,7 +1232,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     # compares equal to None, so a missing dtype is not float64's)
     direct = out_of_place is None or ufunc == "fill" or (is_floating(t.data.dtype) and (
         type(other) in (int, float) or (hasattr(value, "dtype") and value.dtype == t.data.dtype))
-        and ufunc != "trunc_divide")  # (no NumPy ufunc: computed by the op, then stored)
+        and ufunc != "trunc_divide"  # (no NumPy ufunc: computed by the op, then stored)
+        and not _opmath_scalar(t, other))  # (a 16-bit tensor and such a number: in float32)
     if not direct:
         with no_grad():
             value = out_of_place(t, other).data

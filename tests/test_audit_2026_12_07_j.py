@@ -619,6 +619,40 @@ def test_vector_norm_empty_parity():
         assert minidl.linalg.vector_norm(minidl.zeros(0), p).item() == theirs.item()
 
 
+
+# ---- 16-bit floats with a Python number they cannot hold -------------------------------------
+def test_half_tensors_compute_with_a_python_number_in_float32():
+    x = minidl.tensor([0.0, 3000.0, 0.1], dtype=minidl.float16)
+    y = (x * 65536.5).float().numpy()  # 65536.5 is inf in float16: 0 * inf would be NaN
+    assert y[0] == 0.0 and np.isinf(y[1]) and y[2] == pytest.approx(6552.0)
+    assert (x / 1e5).float().numpy()[1] == pytest.approx(0.03, rel=1e-3)  # not x / inf
+    assert (x * 100000).float().numpy()[2] == pytest.approx(10000.0, rel=1e-3)
+    assert (x * 1e-8).float().numpy()[1] == pytest.approx(3e-5, rel=1e-2)  # 1e-8 is 0 there
+    assert (x * 0.1).dtype == minidl.float16
+    z = x.clone()
+    z.div_(1e5)
+    assert z.float().numpy()[1] == pytest.approx(0.03, rel=1e-3)
+    b = minidl.tensor([3000.0], dtype=minidl.bfloat16)
+    assert (b * 0.1).float().item() == 300.0  # 0.1 as a float32, not as a bfloat16
+    w = minidl.tensor([0.0, 2.0], dtype=minidl.float16, requires_grad=True)
+    (w * 65536.5).float().sum().backward()
+    assert w.grad.dtype == minidl.float16
+
+
+def test_half_tensors_with_python_numbers_parity():
+    torch = pytest.importorskip("torch")
+    values = [0.0, 3000.0, 1000.0, 1.5, -2.25, 0.1]
+    for dt in ("float16", "bfloat16"):
+        for fn in (lambda x: x * 65536.5, lambda x: x / 1e5, lambda x: x * 1e-8,
+                   lambda x: x * 1.001, lambda x: x + 0.1, lambda x: 0.1 * x,
+                   lambda x: 70000 - x, lambda x: x.clone().mul_(65536.5),
+                   lambda x: x.clone().div_(1e5), lambda x: x * 100000):
+            ours = fn(minidl.tensor(values, dtype=getattr(minidl, dt)))
+            theirs = fn(torch.tensor(values, dtype=getattr(torch, dt)))
+            assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+            np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
