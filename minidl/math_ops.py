@@ -618,6 +618,11 @@ logical_xor = _logical("logical_xor", "logical_xor")
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether each element of ``input`` is within ``atol + rtol * |other|`` of ``other``'s;
+    as in PyTorch, two tensors must have the same dtype."""
+    if isinstance(other, autograd.Tensor) and other.data.dtype != input.data.dtype:
+        raise RuntimeError(f"isclose: {input.data.dtype} did not match {other.data.dtype} (the "
+                           "two tensors must have the same dtype)")
     xp = get_array_module(input.data)
     b = other.data if isinstance(other, autograd.Tensor) else other
     return autograd.Tensor(xp.isclose(input.data, b, rtol=rtol, atol=atol, equal_nan=equal_nan))

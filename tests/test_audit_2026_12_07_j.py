@@ -653,6 +653,19 @@ def test_half_tensors_with_python_numbers_parity():
             np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
 
 
+
+def test_isclose_and_allclose_need_one_dtype():
+    with pytest.raises(RuntimeError, match="did not match"):
+        minidl.isclose(minidl.tensor([1, 2], dtype=minidl.int16), minidl.tensor([True, False]))
+    with pytest.raises(RuntimeError, match="did not match"):
+        minidl.allclose(minidl.tensor([1.0]), minidl.tensor([1.0], dtype=minidl.float64))
+    assert minidl.isclose(minidl.tensor([1.0, NAN]), minidl.tensor([1.0, NAN]),
+                          equal_nan=True).numpy().all()
+    torch = pytest.importorskip("torch")
+    _raises_like_torch(lambda: minidl.isclose(minidl.tensor([1]), minidl.tensor([1.0])),
+                       lambda: torch.isclose(torch.tensor([1]), torch.tensor([1.0])), torch)
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
