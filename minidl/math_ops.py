@@ -820,6 +820,11 @@ class NanToNum(Function):
     def forward(self, a, nan, posinf, neginf):
         xp = get_array_module(a)
         self.save_for_backward(a)
+        if a.dtype.kind != "f":  # bfloat16 (ml_dtypes), which NumPy's nan_to_num leaves alone
+            with np.errstate(over="ignore"):
+                return xp.where(a != a, a.dtype.type(nan), xp.where(
+                    a == xp.inf, a.dtype.type(posinf), xp.where(
+                        a == -xp.inf, a.dtype.type(neginf), a))).astype(a.dtype, copy=False)
         return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
 
     def backward(self, g):
@@ -847,10 +852,12 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
         return autograd.Tensor(out.astype(a.dtype, copy=False))
     if not is_floating(input.data.dtype):
         return autograd.Tensor(input.data.copy())
-    info = np.finfo(np.float32 if input.data.dtype.itemsize == 2 and input.data.dtype.kind != "f"
-                    else input.data.dtype)
-    posinf = float(info.max) if posinf is None else posinf
-    neginf = float(info.min) if neginf is None else neginf
+    if input.data.dtype.kind != "f":  # bfloat16: its own largest finite number, 0x7F7F
+        largest = float(np.array(0x7F7F, np.uint16).view(input.data.dtype))
+    else:
+        largest = float(np.finfo(input.data.dtype).max)
+    posinf = largest if posinf is None else posinf
+    neginf = -largest if neginf is None else neginf
     return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)
 
 

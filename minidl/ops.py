@@ -522,9 +522,14 @@ def sgn(a):
 
 def astype(a, dtype):
     """``a.astype(dtype)``, through the kernel set's own cast where it has one (CUDA: one launch
-    of minidl's kernel, cheaper on the host than CuPy's astype)."""
+    of minidl's kernel, cheaper on the host than CuPy's astype). A value beyond the new
+    dtype's range comes as torch gives it (inf, or the integer cast's), without NumPy's
+    warning."""
     fast = getattr(backend.kernels(get_array_module(a)), "astype", None)
-    return fast(a, dtype) if fast is not None else a.astype(dtype)
+    if fast is not None:
+        return fast(a, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
 
 
 class Cast(Function):

@@ -666,6 +666,40 @@ def test_isclose_and_allclose_need_one_dtype():
                        lambda: torch.isclose(torch.tensor([1]), torch.tensor([1.0])), torch)
 
 
+
+# ---- nan_to_num of bfloat16; casts beyond a dtype's range ------------------------------------
+def test_nan_to_num_of_bfloat16_replaces_nan_and_infinities():
+    x = minidl.tensor([NAN, INF, -INF, 1.5], dtype=minidl.bfloat16)
+    y = minidl.nan_to_num(x).float().numpy()
+    np.testing.assert_array_equal(y, [0.0, 3.3895313892515355e38, -3.3895313892515355e38, 1.5])
+    y = minidl.nan_to_num(x, nan=1.5, posinf=-7.0, neginf=2.0).float().numpy()
+    np.testing.assert_array_equal(y, [1.5, -7.0, 2.0, 1.5])
+    assert minidl.nan_to_num(x).dtype == minidl.bfloat16
+    w = minidl.tensor([NAN, 2.0, INF], dtype=minidl.bfloat16, requires_grad=True)
+    minidl.nan_to_num(w).float().sum().backward()
+    np.testing.assert_array_equal(w.grad.float().numpy(), [0.0, 1.0, 0.0])
+
+
+def test_nan_to_num_bfloat16_parity():
+    torch = pytest.importorskip("torch")
+    v = [NAN, INF, -INF, 1.5, -0.0]
+    for kw in ({}, {"nan": 1.5, "posinf": -7.0}, {"neginf": 2.0}):
+        ours = minidl.nan_to_num(minidl.tensor(v, dtype=minidl.bfloat16), **kw)
+        theirs = torch.nan_to_num(torch.tensor(v, dtype=torch.bfloat16), **kw)
+        np.testing.assert_array_equal(ours.float().numpy(), theirs.float().numpy())
+
+
+def test_a_cast_beyond_the_range_gives_inf_without_a_warning():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = minidl.tensor([1e300, -1e300, NAN], dtype=minidl.float64).float()
+        z = minidl.tensor([1e300], dtype=minidl.float64).half()
+    np.testing.assert_array_equal(y.numpy(), [INF, -INF, NAN])
+    assert np.isinf(z.float().item())
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
