@@ -734,6 +734,12 @@ def where(condition, input=None, other=None):
         if not (_is_tensor(x) or _is_number(x) or isinstance(x, complex)):
             raise TypeError(f"where: {what} must be a tensor or a number, got {_describe(x)}")
     dtype = result_type(input, other)
+    # a number beyond the result dtype's range refused, as torch (whose 16-bit floats take
+    # anything in float32's range, rounding 1e5 to inf in float16)
+    limit = np.dtype(np.float32) if is_floating(dtype) and dtype.itemsize == 2 else dtype
+    for x in (input, other):
+        if _is_number(x) and not isinstance(x, (bool, np.bool_)):
+            fill_value(x.item() if isinstance(x, np.generic) else x, limit, "where")
     xp = _array_module(condition, input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     _broadcast_shapes("where", condition=condition.shape, input=a.shape, other=b.shape)

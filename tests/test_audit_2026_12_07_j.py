@@ -700,6 +700,37 @@ def test_a_cast_beyond_the_range_gives_inf_without_a_warning():
     assert np.isinf(z.float().item())
 
 
+
+# ---- numbers beyond a dtype's range in full and where ----------------------------------------
+def test_full_and_where_refuse_numbers_beyond_the_dtype():
+    for value, dtype in ((300, minidl.int8), (1e5, minidl.float16), (NAN, minidl.int32)):
+        with pytest.raises(RuntimeError, match="cannot be converted"):
+            minidl.full((2,), value, dtype=dtype)
+    np.testing.assert_array_equal(minidl.full((2,), -1, dtype=minidl.uint8).numpy(), [255, 255])
+    assert minidl.full((2,), 2.5, dtype=minidl.int64).numpy().tolist() == [2, 2]
+    assert np.isinf(minidl.full((1,), INF, dtype=minidl.float16).float().item())
+    c = minidl.tensor([True, False])
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        minidl.where(c, minidl.tensor([1, 2], dtype=minidl.int8), 300)
+    with pytest.raises(RuntimeError, match="cannot be converted"):
+        minidl.where(c, minidl.tensor([1.0, 2.0]), 1e300)
+    y = minidl.where(c, minidl.tensor([1.0, 2.0], dtype=minidl.float16), 1e5)  # inf, as torch
+    assert y.dtype == minidl.float16 and np.isinf(y.float().numpy()[1])
+
+
+def test_full_and_where_range_parity():
+    torch = pytest.importorskip("torch")
+    for value, dt in ((300, "int8"), (1e5, "float16"), (-1, "uint8"), (NAN, "int32")):
+        try:
+            theirs = torch.full((2,), value, dtype=getattr(torch, dt))
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                minidl.full((2,), value, dtype=getattr(minidl, dt))
+            continue
+        np.testing.assert_array_equal(minidl.full((2,), value, dtype=getattr(minidl, dt)).numpy(),
+                                      theirs.numpy())
+
+
 # ---- the differential fuzz harness (hypothesis) ----------------------------------------------
 # Each table row: op name -> how to call it, the same for both frameworks (``L`` is minidl or
 # torch). The inputs: every dtype, 0-d and zero-size shapes, non-contiguous views (transpose,
