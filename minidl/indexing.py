@@ -192,8 +192,8 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
     d = wrap_dim(dim, input.ndim, name)
     _tensor(index, name, "index")
     xp = get_array_module(input.data)
-    if src is None:
-        if isinstance(value, (complex, np.complexfloating)):  # an imaginary part refused
+    if src is None:  # an imaginary part, a number beyond the dtype's range refused, as torch
+        if not isinstance(value, (bool, np.bool_)):
             value = fill_value(value, input.data.dtype, name)
         src = autograd.Tensor(xp.full(index.shape, value, dtype=input.data.dtype))
     if src.ndim != index.ndim:

@@ -718,6 +718,17 @@ def test_full_and_where_refuse_numbers_beyond_the_dtype():
     assert y.dtype == minidl.float16 and np.isinf(y.float().numpy()[1])
 
 
+def test_scatter_value_beyond_the_dtype_is_refused():
+    idx = minidl.tensor([0])
+    for value, dtype in ((300, minidl.int8), (1e5, minidl.float16), (1e300, minidl.float32)):
+        with pytest.raises(RuntimeError, match="cannot be converted"):
+            minidl.scatter(minidl.zeros(2, dtype=dtype), 0, idx, value)
+    np.testing.assert_array_equal(
+        minidl.scatter(minidl.zeros(2, dtype=minidl.uint8), 0, idx, -1).numpy(), [255, 0])
+    np.testing.assert_array_equal(
+        minidl.scatter(minidl.zeros(2, dtype=minidl.int64), 0, idx, 2.5).numpy(), [2, 0])
+
+
 def test_full_and_where_range_parity():
     torch = pytest.importorskip("torch")
     for value, dt in ((300, "int8"), (1e5, "float16"), (-1, "uint8"), (NAN, "int32")):
