@@ -755,6 +755,23 @@ class DivRounded(Function):
         return zero, zero
 
 
+def _in_opmath(input, other, compute):
+    """``compute(input, other)`` in float32, rounded back, where a float16/bfloat16 tensor
+    meets a Python number that its dtype cannot hold exactly (as PyTorch's division kernels
+    take the number as a float32: bfloat16 3008 // 0.3 is 10026 rounded, not 3008 // 0.30078;
+    its remainder takes the number in the tensor's dtype); None where that is not the case."""
+    for t, n in ((input, other), (other, input)):
+        if isinstance(t, autograd.Tensor) and type(n) in (int, float) and \
+                t.data.dtype.itemsize == 2 and is_floating(t.data.dtype):
+            with np.errstate(over="ignore"):
+                held = float(t.data.dtype.type(n))
+            if held != n and n == n:
+                wide = Cast.apply(t, dtype=np.dtype(np.float32))
+                out = compute(wide, n) if t is input else compute(n, wide)
+                return Cast.apply(out, dtype=t.data.dtype)
+    return None
+
+
 def remainder(input, other):
     """Python's modulus (the result has the sign of ``other``): ``input % other``."""
     a, b = _binary_operands("remainder", input, other)
@@ -775,6 +792,9 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode not in ("floor", "trunc"):
         raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
                          f"{rounding_mode!r}")
+    wide = _in_opmath(input, other, lambda x, y: div(x, y, rounding_mode=rounding_mode))
+    if wide is not None:
+        return wide
     a, b = _binary_operands("div", input, other)
     return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
 

@@ -646,7 +646,8 @@ def test_half_tensors_with_python_numbers_parity():
         for fn in (lambda x: x * 65536.5, lambda x: x / 1e5, lambda x: x * 1e-8,
                    lambda x: x * 1.001, lambda x: x + 0.1, lambda x: 0.1 * x,
                    lambda x: 70000 - x, lambda x: x.clone().mul_(65536.5),
-                   lambda x: x.clone().div_(1e5), lambda x: x * 100000):
+                   lambda x: x.clone().div_(1e5), lambda x: x * 100000,
+                   lambda x: x // 0.3, lambda x: x % 0.3, lambda x: x.div(1e5, rounding_mode="trunc")):
             ours = fn(minidl.tensor(values, dtype=getattr(minidl, dt)))
             theirs = fn(torch.tensor(values, dtype=getattr(torch, dt)))
             assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
