@@ -1099,6 +1099,8 @@ def _put_indices(name, self, index, source):
         raise IndexError(f"{name}(): index {bad} is out of bounds for a tensor of {n} "
                          "elements")
     flat = xp.where(flat < 0, flat + n, flat)
+    if self.ndim == 0:  # a 0-d tensor is read as its one element: (put reads it as 1-D)
+        return (Tensor(flat),)
     return tuple(Tensor(i) for i in xp.unravel_index(flat, tuple(self.shape)))
 
 
@@ -1106,11 +1108,16 @@ def put(input, index, source, accumulate=False):
     """input with source's values written at ``index`` into input read as 1-D (added there
     with accumulate)."""
     idx = _put_indices("put", input, index, source)
+    if input.ndim == 0:
+        return input.reshape(1).index_put(idx, source.reshape(-1), accumulate).reshape(())
     return input.index_put(idx, source.reshape(-1), accumulate)
 
 
 def _put_(self, index, source, accumulate=False):
     idx = _put_indices("put_", self, index, source)
+    if self.ndim == 0:  # through a 1-element view of it
+        self.unsqueeze(0).index_put_(idx, source.reshape(-1), accumulate)
+        return self
     return self.index_put_(idx, source.reshape(-1), accumulate)
 
 

@@ -129,9 +129,10 @@ def full(size, fill_value, *, dtype=None, requires_grad=False, device=None):
     if isinstance(fill_value, Tensor):
         fill_value = fill_value.item()
     dtype = _creation_dtype(dtype, scalar_dtype(fill_value))
-    if isinstance(fill_value, (complex, np.complexfloating)) and dtype.kind != "c":
-        from .ops import fill_value as checked  # an imaginary part refused, as torch's
-
+    if not isinstance(fill_value, (bool, np.bool_)):
+        from .ops import fill_value as checked  # an imaginary part, a number beyond the
+        # dtype's range (300 into int8, 1e5 into float16, NaN into int32) refused, as torch's;
+        # -1 into uint8 wraps to 255 as there
         fill_value = checked(fill_value, dtype, "full")
     return Tensor(np.full(tuple(size), fill_value, dtype=dtype), requires_grad=requires_grad,
                   device=device)

@@ -192,8 +192,8 @@ def _scatter(name, input, dim, index, src, value, add, reduce=None):
     d = wrap_dim(dim, input.ndim, name)
     _tensor(index, name, "index")
     xp = get_array_module(input.data)
-    if src is None:
-        if isinstance(value, (complex, np.complexfloating)):  # an imaginary part refused
+    if src is None:  # an imaginary part, a number beyond the dtype's range refused, as torch
+        if not isinstance(value, (bool, np.bool_)):
             value = fill_value(value, input.data.dtype, name)
         if traces_untracked() and index.ndim:  # expanded in the graph, at the index's size
             src = Expand.apply(autograd.Tensor(xp.asarray(value, dtype=input.data.dtype)),
@@ -387,6 +387,10 @@ def scatter_reduce(input, dim, index, src, reduce, *, include_self=True):
     if src.data.dtype != input.data.dtype:
         raise UnsupportedDtypeError(f"scatter_reduce: src has dtype {src.data.dtype}, input "
                         f"{input.data.dtype}; they must match")
+    kind = input.data.dtype.kind
+    if (kind == "b" and reduce == "mean") or (kind == "c" and reduce in ("amax", "amin")):
+        raise UnsupportedDtypeError(f"scatter_reduce: reduce='{reduce}' is not implemented for "
+                                    f"{input.data.dtype} tensors (PyTorch refuses it too)")
     if input.ndim == 0:
         return ScatterReduce.apply(input.reshape(1), src.reshape(1), index=idx.reshape(1), dim=0,
                                    reduce=reduce, include_self=include_self).reshape(())
@@ -502,8 +506,12 @@ def take_along_dim(input, indices, dim=None):
     i_target[d] = indices.shape[d]
     a = input if tuple(a_target) == input.shape else Expand.apply(input, shape=tuple(a_target))
     idx = indices.data
+    xp = get_array_module(idx)
+    n = input.shape[d]
+    if idx.size and bool((idx < 0).any()):  # over a dim, -1 is the last (torch takes it)
+        idx = xp.where((idx < 0) & (idx >= -n), idx + n, idx)
     if tuple(i_target) != indices.shape:
-        idx = get_array_module(idx).broadcast_to(idx, tuple(i_target))
+        idx = xp.broadcast_to(idx, tuple(i_target))
     return gather(a, d, autograd.Tensor(idx))
 
 

@@ -24,7 +24,7 @@ from .ops import (
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
-from .ops import var as _var
+from .ops import sgn as _sgn, var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -92,6 +92,8 @@ class CumProd(Function):
             a, y = a.conj(), y.conj()
         xp = get_array_module(g)
         d = self.dim
+        if a.ndim == 0 or a.shape[d] <= 1:  # y = x: g itself (y / x would be NaN at inf)
+            return g
         zero = a == 0
         zeros_so_far = xp.cumsum(zero, axis=d)
         before = zeros_so_far == 0
@@ -105,6 +107,8 @@ class CumProd(Function):
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
+        if x.ndim == 0 or x.shape[self.dim] <= 1:
+            return g
         if bool((x.data == 0).any()):  # the exact gradient at zeros: first order only
             return first_order_only(self, g)
         if x.data.dtype.kind == "c":
@@ -304,8 +308,10 @@ negative = neg
 
 
 def lerp(input, end, weight):
-    """``input + weight * (end - input)``; weight a number or a tensor (broadcast). As in
-    PyTorch, input is floating-point and end (and a weight tensor with dims) of its dtype."""
+    """``input + weight * (end - input)`` where |weight| < 1/2, ``end - (end - input) * (1 -
+    weight)`` elsewhere (PyTorch's two forms: exact at weight 1, and the same infinities and
+    NaNs); weight a number or a tensor (broadcast). As in PyTorch, input is floating-point and
+    end (and a weight tensor with dims) of its dtype."""
     dtype = input.data.dtype
     if not (is_floating(dtype) or dtype.kind == "c"):
         raise UnsupportedDtypeError(f"lerp: needs a floating-point input, got dtype {dtype}")
@@ -314,7 +320,11 @@ def lerp(input, end, weight):
                 what == "end" or x.ndim):
             raise UnsupportedDtypeError(f"lerp: expected dtype {dtype} for `{what}` but got "
                                         f"dtype {x.data.dtype}")
-    return input + weight * (end - input)
+    if not isinstance(weight, autograd.Tensor):
+        low = abs(weight) < 0.5
+        return input + weight * (end - input) if low else end - (end - input) * (1 - weight)
+    return where(weight.abs() < 0.5, input + weight * (end - input),
+                 end - (end - input) * (1 - weight))
 
 
 def _integer_value(value, *tensors):
@@ -472,15 +482,15 @@ class VectorNorm(Function):
         with np.errstate(divide="ignore", invalid="ignore"):
             if p in (float("inf"), float("-inf")):
                 hit = (m == y).astype(a.dtype)
-                d = xp.sign(a) * hit / hit.sum(axis=self.axes, keepdims=True)
+                d = _sgn(a) * hit / xp.maximum(hit.sum(axis=self.axes, keepdims=True), 1)
             elif p == 0:
                 d = xp.zeros_like(a)
             elif p == 1:
-                d = xp.sign(a)
+                d = _sgn(a)
             elif p == 2:
                 d = xp.where(y == 0, 0, a / y)
             else:
-                d = xp.where(y == 0, 0, xp.sign(a) * m ** (p - 1) / y ** (p - 1))
+                d = xp.where(y == 0, 0, _sgn(a) * m ** (p - 1) / y ** (p - 1))
         return (gw * d).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
@@ -492,11 +502,11 @@ class VectorNorm(Function):
             return Fill.apply(gx, value=0)
         if p in (1, float("inf"), float("-inf")):  # piecewise linear: a constant factor
             if p == 1:
-                d = xp.sign(a)
+                d = _sgn(a)
             else:
                 y = _keep(out.data, self.axes, self.keepdim, xp)
                 hit = (abs(a) == y).astype(a.dtype)
-                d = xp.sign(a) * hit / hit.sum(axis=self.axes, keepdims=True)
+                d = _sgn(a) * hit / xp.maximum(hit.sum(axis=self.axes, keepdims=True), 1)
             return gx * constant(d.astype(g.data.dtype, copy=False))
         y = expand_reduced(out, x.shape, self.axes, self.keepdim)
         zero = constant(y.data == 0)  # the norm's subgradient 0 there, as in backward
@@ -504,7 +514,7 @@ class VectorNorm(Function):
         if p == 2:
             d = x / safe
         else:
-            d = constant(xp.sign(a)) * x.abs() ** (p - 1) / safe ** (p - 1)
+            d = constant(_sgn(a)) * x.abs() ** (p - 1) / safe ** (p - 1)
         return gx * where(zero, 0.0, d)
 
 
@@ -519,8 +529,13 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
         raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
     if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
         raise TypeError(f"vector_norm: ord must be a number, got {ord!r}")
-    return VectorNorm.apply(x, ord=float(ord), axes=_axes(dim, x.ndim, "vector_norm"),
-                            keepdim=bool(keepdim))
+    axes = _axes(dim, x.ndim, "vector_norm")
+    if (ord < 0 or ord == float("inf")) and any(x.shape[a] == 0 for a in axes):
+        empty = next(a for a in axes if x.shape[a] == 0)  # max/min of nothing: no identity
+        raise RuntimeError(f"linalg.vector_norm cannot compute the {ord} norm on the dimension "
+                           f"{empty} because this dimension is empty and the operation does not "
+                           "have an identity")
+    return VectorNorm.apply(x, ord=float(ord), axes=axes, keepdim=bool(keepdim))
 
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
@@ -603,6 +618,11 @@ logical_xor = _logical("logical_xor", "logical_xor")
 
 
 def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Whether each element of ``input`` is within ``atol + rtol * |other|`` of ``other``'s;
+    as in PyTorch, two tensors must have the same dtype."""
+    if isinstance(other, autograd.Tensor) and other.data.dtype != input.data.dtype:
+        raise RuntimeError(f"isclose: {input.data.dtype} did not match {other.data.dtype} (the "
+                           "two tensors must have the same dtype)")
     xp = get_array_module(input.data)
     b = other.data if isinstance(other, autograd.Tensor) else other
     return autograd.Tensor(xp.isclose(input.data, b, rtol=rtol, atol=atol, equal_nan=equal_nan))
@@ -656,8 +676,11 @@ class IntegerDivisionByZero(ZeroDivisionError, RuntimeError):
     message is 'ZeroDivisionError'); NumPy would give 0 with a warning."""
 
 
-def _check_integer_divisor(name, b):
-    if b.dtype.kind in "iub" and bool((b == 0).any()):
+def _check_integer_divisor(name, a, b):
+    """A zero divisor is refused where it divides something: an empty result (``x // 0`` of
+    an empty tensor, a zero broadcast against an empty dim) divides nothing, as in PyTorch."""
+    if b.dtype.kind in "iub" and np.prod(np.broadcast_shapes(a.shape, b.shape)) and \
+            bool((b == 0).any()):
         raise IntegerDivisionByZero(f"{name}: integer division by zero (ZeroDivisionError)")
 
 
@@ -671,7 +694,7 @@ class Remainder(Function):
         if a.dtype == np.bool_:
             raise UnsupportedDtypeError(f"{'fmod' if trunc else 'remainder'}: not implemented "
                                         "for bool tensors (PyTorch refuses them too)")
-        _check_integer_divisor("fmod" if trunc else "remainder", b)
+        _check_integer_divisor("fmod" if trunc else "remainder", a, b)
         self.trunc = trunc
         self.save_for_backward(a, b)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -680,15 +703,15 @@ class Remainder(Function):
     def backward(self, g):
         a, b = self.saved
         xp = get_array_module(g)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)
+        with np.errstate(divide="ignore", invalid="ignore"):  # floor: PyTorch's a // b
+            q = xp.trunc(a / b) if self.trunc else _floor_divide_float(xp, a, b)
         return g, (-g * q).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         a, b = (t.data for t in self.inputs)
         xp = get_array_module(a)
         with np.errstate(divide="ignore", invalid="ignore"):
-            q = xp.trunc(a / b) if self.trunc else xp.floor(a / b)  # piecewise constant
+            q = xp.trunc(a / b) if self.trunc else _floor_divide_float(xp, a, b)  # constant
         return g, -g * constant(q.astype(g.data.dtype, copy=False))
 
 
@@ -716,7 +739,7 @@ class DivRounded(Function):
                                         "bool tensors (PyTorch refuses them too)")
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # int8 -128 // -1
             if a.dtype.kind in "iub":
-                _check_integer_divisor("div", b)
+                _check_integer_divisor("div", a, b)
                 q = xp.floor_divide(a, b)
                 if trunc:  # floor and trunc differ where the signs differ and it is not exact
                     q = xp.where((xp.mod(a, b) != 0) & ((a < 0) != (b < 0)), q + 1, q)
@@ -730,6 +753,23 @@ class DivRounded(Function):
     def graph_backward(self, g, out):
         zero = Fill.apply(g, value=0)
         return zero, zero
+
+
+def _in_opmath(input, other, compute):
+    """``compute(input, other)`` in float32, rounded back, where a float16/bfloat16 tensor
+    meets a Python number that its dtype cannot hold exactly (as PyTorch's division kernels
+    take the number as a float32: bfloat16 3008 // 0.3 is 10026 rounded, not 3008 // 0.30078;
+    its remainder takes the number in the tensor's dtype); None where that is not the case."""
+    for t, n in ((input, other), (other, input)):
+        if isinstance(t, autograd.Tensor) and type(n) in (int, float) and \
+                t.data.dtype.itemsize == 2 and is_floating(t.data.dtype):
+            with np.errstate(over="ignore"):
+                held = float(t.data.dtype.type(n))
+            if held != n and n == n:
+                wide = Cast.apply(t, dtype=np.dtype(np.float32))
+                out = compute(wide, n) if t is input else compute(n, wide)
+                return Cast.apply(out, dtype=t.data.dtype)
+    return None
 
 
 def remainder(input, other):
@@ -752,6 +792,9 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode not in ("floor", "trunc"):
         raise ValueError(f"div: rounding_mode must be None, 'floor' or 'trunc', got "
                          f"{rounding_mode!r}")
+    wide = _in_opmath(input, other, lambda x, y: div(x, y, rounding_mode=rounding_mode))
+    if wide is not None:
+        return wide
     a, b = _binary_operands("div", input, other)
     return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
 
@@ -797,6 +840,11 @@ class NanToNum(Function):
     def forward(self, a, nan, posinf, neginf):
         xp = get_array_module(a)
         self.save_for_backward(a)
+        if a.dtype.kind != "f":  # bfloat16 (ml_dtypes), which NumPy's nan_to_num leaves alone
+            with np.errstate(over="ignore"):
+                return xp.where(a != a, a.dtype.type(nan), xp.where(
+                    a == xp.inf, a.dtype.type(posinf), xp.where(
+                        a == -xp.inf, a.dtype.type(neginf), a))).astype(a.dtype, copy=False)
         return xp.nan_to_num(a, nan=nan, posinf=posinf, neginf=neginf)
 
     def backward(self, g):
@@ -824,10 +872,12 @@ def nan_to_num(input, nan=0.0, posinf=None, neginf=None):
         return autograd.Tensor(out.astype(a.dtype, copy=False))
     if not is_floating(input.data.dtype):
         return autograd.Tensor(input.data.copy())
-    info = np.finfo(np.float32 if input.data.dtype.itemsize == 2 and input.data.dtype.kind != "f"
-                    else input.data.dtype)
-    posinf = float(info.max) if posinf is None else posinf
-    neginf = float(info.min) if neginf is None else neginf
+    if input.data.dtype.kind != "f":  # bfloat16: its own largest finite number, 0x7F7F
+        largest = float(np.array(0x7F7F, np.uint16).view(input.data.dtype))
+    else:
+        largest = float(np.finfo(input.data.dtype).max)
+    posinf = largest if posinf is None else posinf
+    neginf = -largest if neginf is None else neginf
     return NanToNum.apply(input, nan=nan, posinf=posinf, neginf=neginf)
 
 
@@ -890,13 +940,13 @@ def xlogy(input, other):
 def std_mean(input, dim=None, *, correction=1, keepdim=False):
     """(std, mean) over ``dim``, as torch.std_mean."""
     return (_var(input, dim, None, keepdim, correction, name="std_mean"),
-            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+            input.mean(dim, keepdim=keepdim))
 
 
 def var_mean(input, dim=None, *, correction=1, keepdim=False):
     """(var, mean) over ``dim``, as torch.var_mean."""
     return (_var(input, dim, None, keepdim, correction, name="var_mean"),
-            input.mean(dim, keepdim=keepdim) if dim is not None else input.mean())
+            input.mean(dim, keepdim=keepdim))
 
 
 TENSOR_METHODS.update({
@@ -1292,13 +1342,14 @@ def isin(elements, test_elements, *, assume_unique=False, invert=False):
 
 def angle(input):
     """The angle of each element: of a complex number its argument (complex_ops.Angle), of a
-    real one pi for negatives, 0 otherwise, NaN kept (float result)."""
+    real one pi for negatives, 0 otherwise (+inf included), NaN kept (float result); no
+    gradient flows through a real angle."""
     if input.data.dtype.kind == "c":
         from .complex_ops import complex_angle
 
         return complex_angle(input)
     x = _float_input(input)
-    return where(x < 0, np.pi, x * 0)
+    return where(x < 0, np.pi, x.clamp(-1, 1) * 0)  # (clamped: inf * 0 would be NaN)
 
 
 TENSOR_METHODS.update({"isin": isin, "angle": angle})

@@ -505,15 +505,16 @@ class Abs(Function):
         a = self.inputs[0]
         if a.data.dtype.kind == "c":  # g * z / |z|, 0 at 0, as recorded ops
             return keep_where(a.data != 0, g * a / Abs.apply(a))
-        return g * constant(get_array_module(a.data).sign(a.data))
+        return g * constant(sgn(a.data))
 
 
 def sgn(a):
-    """The sign of an array: -1, 0 or 1 for real values, z / |z| (0 at 0) for complex ones, as
-    torch.sgn."""
+    """The sign of an array: -1, 0 or 1 for real values (0 at NaN), z / |z| (0 at 0) for
+    complex ones, as torch.sgn (so |x|'s gradient at NaN is 0, as PyTorch's)."""
     xp = get_array_module(a)
     if a.dtype.kind != "c":
-        return xp.sign(a)
+        s = xp.sign(a)
+        return xp.where(a != a, 0, s).astype(s.dtype, copy=False) if is_floating(a.dtype) else s
     size = abs(a)
     with np.errstate(invalid="ignore", divide="ignore"):
         return xp.where(size == 0, 0, a / size).astype(a.dtype, copy=False)
@@ -521,9 +522,14 @@ def sgn(a):
 
 def astype(a, dtype):
     """``a.astype(dtype)``, through the kernel set's own cast where it has one (CUDA: one launch
-    of minidl's kernel, cheaper on the host than CuPy's astype)."""
+    of minidl's kernel, cheaper on the host than CuPy's astype). A value beyond the new
+    dtype's range comes as torch gives it (inf, or the integer cast's), without NumPy's
+    warning."""
     fast = getattr(backend.kernels(get_array_module(a)), "astype", None)
-    return fast(a, dtype) if fast is not None else a.astype(dtype)
+    if fast is not None:
+        return fast(a, dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.astype(dtype)
 
 
 class Cast(Function):
@@ -730,6 +736,12 @@ def where(condition, input=None, other=None):
         if not (_is_tensor(x) or _is_number(x) or isinstance(x, complex)):
             raise TypeError(f"where: {what} must be a tensor or a number, got {_describe(x)}")
     dtype = result_type(input, other)
+    # a number beyond the result dtype's range refused, as torch (whose 16-bit floats take
+    # anything in float32's range, rounding 1e5 to inf in float16)
+    limit = np.dtype(np.float32) if is_floating(dtype) and dtype.itemsize == 2 else dtype
+    for x in (input, other):
+        if _is_number(x) and not isinstance(x, (bool, np.bool_)):
+            fill_value(x.item() if isinstance(x, np.generic) else x, limit, "where")
     xp = _array_module(condition, input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     _broadcast_shapes("where", condition=condition.shape, input=a.shape, other=b.shape)
@@ -1246,21 +1258,26 @@ class MaxDim(Function):
 
 class Var(Function):
     """Variance over axes, ``sum((x - mean)^2) / (N - correction)`` (correction 1: Bessel's),
-    from the deviations of a first pass over the mean (no cancellation of E[x^2] - E[x]^2)."""
+    from the deviations of a first pass over the mean (no cancellation of E[x^2] - E[x]^2).
+    On the CPU in float64 whatever the floating dtype, as PyTorch's CPU kernel accumulates (the
+    std of float32 [1e30, 1] is finite there though its square is not); on a GPU 16-bit inputs
+    in float32."""
 
     def forward(self, a, axes, correction, keepdim):
         self.axes, self.keepdim, self.dtype = axes, keepdim, a.dtype
-        wide = accumulation_dtype(a)  # 16-bit inputs: computed in float32
+        xp = get_array_module(a)
+        wide = np.float64 if xp is np and a.dtype != np.float64 else accumulation_dtype(a)
         aw = a if wide is None else a.astype(wide)
         count = int(np.prod([a.shape[ax] for ax in axes]))
         self.dof = max(count - correction, 0)  # 0: inf or nan, as in PyTorch
         d = aw - aw.mean(axis=axes, keepdims=True) if count else aw
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             y = self.reduce(d)
         # a: not needed here, but graph_backward reads the input Tensor, so an in-place change
         # of it must stop a backward (as PyTorch's, which saves it)
         self.save_for_backward(d, y, a)
-        return (y if keepdim else y.squeeze(axis=axes)).astype(a.dtype, copy=False)
+        with np.errstate(over="ignore"):  # a variance beyond the dtype's range is inf
+            return (y if keepdim else y.squeeze(axis=axes)).astype(a.dtype, copy=False)
 
     def reduce(self, d):
         return (d * d).sum(axis=self.axes, keepdims=True) / self.dof

@@ -62,9 +62,9 @@ def _pair(name, input, other, *, floating=False, numbers=True):
 # ---- inverse hyperbolic functions, angle conversions -----------------------------------------
 Asinh = _unary("Asinh", lambda xp, a: xp.arcsinh(a), lambda xp, a: 1 / xp.sqrt(a * a + 1),
                graph_derivative=lambda x, y: (x * x + 1).rsqrt())
-Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),
-               lambda xp, a: 1 / (xp.sqrt(a - 1) * xp.sqrt(a + 1)),
-               graph_derivative=lambda x, y: 1 / ((x - 1).sqrt() * (x + 1).sqrt()))
+Acosh = _unary("Acosh", lambda xp, a: xp.arccosh(a),  # derivative (x^2 - 1)^-1/2, as torch's
+               lambda xp, a: 1 / xp.sqrt(a * a - 1),  # (finite outside the domain as there)
+               graph_derivative=lambda x, y: (x * x - 1).rsqrt())
 Atanh = _unary("Atanh", lambda xp, a: xp.arctanh(a), lambda xp, a: 1 / (1 - a * a),
                graph_derivative=lambda x, y: 1 / (1 - x * x))
 _DEG = math.pi / 180.0
@@ -196,27 +196,28 @@ def fmin(input, other):
 
 # ---- powers of two, float_power --------------------------------------------------------------
 def float_power(input, exponent):
-    """``input ** exponent`` in float64, whatever the dtypes (either may be a number)."""
-    if isinstance(input, autograd.Tensor):
-        refuse_complex("float_power", input.data)
-    f64 = np.dtype(np.float64)
+    """``input ** exponent`` in float64, whatever the dtypes (either may be a number); in
+    complex128 where either is complex, as PyTorch."""
+    for what, v in (("input", input), ("exponent", exponent)):
+        if not isinstance(v, autograd.Tensor) and not (_is_number(v) or isinstance(v, complex)):
+            raise TypeError(f"float_power(): argument '{what}' must be a Tensor or a number, "
+                            f"got {type(v).__name__}")
     if not isinstance(input, autograd.Tensor):
-        if not _is_number(input):
-            raise TypeError(f"float_power(): argument 'input' must be a Tensor or a number, got "
-                            f"{type(input).__name__}")
         _check_tensor("float_power", "exponent", exponent)
-        e = exponent if exponent.dtype == f64 else Cast.apply(exponent, dtype=f64)
-        base = autograd.Tensor(get_array_module(e.data).full((), float(input), dtype=f64))
+    is_complex = any(v.data.dtype.kind == "c" if isinstance(v, autograd.Tensor)
+                     else isinstance(v, complex) for v in (input, exponent))
+    wide = np.dtype(np.complex128 if is_complex else np.float64)
+    number = complex if is_complex else float
+    if not isinstance(input, autograd.Tensor):
+        e = exponent if exponent.dtype == wide else Cast.apply(exponent, dtype=wide)
+        base = autograd.Tensor(get_array_module(e.data).full((), number(input), dtype=wide))
         return base ** e
-    x = input if input.dtype == f64 else Cast.apply(input, dtype=f64)
+    x = input if input.dtype == wide else Cast.apply(input, dtype=wide)
     if isinstance(exponent, autograd.Tensor):
-        e = exponent if exponent.dtype == f64 else Cast.apply(exponent, dtype=f64)
+        e = exponent if exponent.dtype == wide else Cast.apply(exponent, dtype=wide)
         _broadcast_shapes("float_power", input=x.shape, exponent=e.shape)
         return x ** e
-    if not _is_number(exponent):
-        raise TypeError(f"float_power(): argument 'exponent' must be a Tensor or a number, got "
-                        f"{type(exponent).__name__}")
-    return x ** float(exponent)
+    return x ** number(exponent)
 
 
 class Ldexp(Function):

@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import DimError, Function
 from .backend import device_of, get_array_module, to_numpy
-from .backend.dtypes import as_dtype, default_float
+from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
@@ -354,11 +354,12 @@ def unflatten(input, dim, sizes):
             -1 in sizes and (known == 0 or n % known)):
         raise ValueError(f"unflatten: sizes {sizes} do not fill dim {dim} of size {n} "
                          f"(shape {input.shape})")
+    sizes = tuple(n // known if s == -1 else s for s in sizes)  # (-1 is ambiguous when empty)
     return input.reshape(input.shape[:d] + sizes + input.shape[d + 1:])
 
 
 def view_as(input, other):
-    return input.reshape(other.shape)
+    return input.view(other.shape)
 
 
 def reshape_as(input, other):
@@ -793,7 +794,7 @@ class MedianAll(Function):
     def forward(self, a, k):
         xp = get_array_module(a)
         y = a[_argsort(a, 0, False, True)[k - 1]]
-        if a.dtype.kind == "f":  # NaN if there is one, decided on the device (no host copy)
+        if is_floating(a.dtype):  # NaN if there is one, decided on the device (no host copy)
             y = xp.where(xp.isnan(a).any(), xp.asarray(xp.nan, dtype=a.dtype), y)
         self.save_for_backward(a, y)
         return xp.asarray(y, dtype=a.dtype).reshape(())
@@ -823,7 +824,7 @@ def median(input, dim=None, keepdim=False):
         flat = input.reshape(-1)
         n = flat.shape[0]
         if n == 0:
-            if input.dtype.kind != "f":
+            if not is_floating(input.dtype):
                 raise IndexError("median(): an empty tensor of an integer dtype has no median")
             return autograd.Tensor(xp.full((), xp.nan, dtype=input.dtype))
         return MedianAll.apply(flat, k=(n + 1) // 2)
@@ -836,7 +837,7 @@ def median(input, dim=None, keepdim=False):
         raise IndexError(f"median(): Expected reduction dim {d} to have non-zero size.")
     r = _kth(input, (n + 1) // 2, d, True, "median", torch_ties=False)
     index = r.indices.data
-    if input.dtype.kind == "f":
+    if is_floating(input.dtype):
         nan = xp.isnan(input.data)
         has_nan = nan.any(axis=d, keepdims=True)
         # always taken (no host copy to decide): where no slice has a NaN it changes nothing
@@ -859,17 +860,59 @@ def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=No
     if isinstance(input, autograd.Tensor):
         refuse_complex("unique", input.data)
     if dim is not None:
-        raise NotImplementedError("unique: dim= is not supported; unique of the flattened tensor")
+        return _unique_dim(input, dim, return_inverse, return_counts)
     xp = get_array_module(input.data)
     data = input.data.reshape(-1)
     # every NaN is a value of its own in PyTorch's unique (NumPy merges them by default)
-    each_nan = {"equal_nan": False} if data.dtype.kind == "f" and bool(xp.isnan(data).any()) else {}
+    each_nan = {"equal_nan": False} if is_floating(data.dtype) and bool(xp.isnan(data).any()) else {}
     values, inverse, counts = xp.unique(data, return_inverse=True, return_counts=True, **each_nan)
     out = [autograd.Tensor(values)]
     if return_inverse:
         out.append(autograd.Tensor(inverse.reshape(input.shape).astype(np.int64)))
     if return_counts:
         out.append(autograd.Tensor(counts.astype(np.int64)))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _unique_dim(input, dim, return_inverse, return_counts):
+    """torch.unique(dim=...): the distinct slices along ``dim``, in lexicographic order of
+    their elements; the inverse maps each slice to its unique one."""
+    if input.ndim == 0:
+        raise DimError(f"unique: dimension specified as {dim} but tensor has no dimensions")
+    d = wrap_dim(dim, input.ndim, "unique")
+    data = input.data
+    xp = get_array_module(data)
+    if data.size == 0 and data.shape[d] != 0:
+        raise BadArgumentError("unique: there are 0 sized dimensions, and they aren't selected "
+                               f"(dim={dim}, shape {tuple(input.shape)}), so unique cannot be "
+                               "applied")
+    moved = xp.moveaxis(data, d, 0)
+    n = moved.shape[0]
+    rows = moved.reshape(n, int(np.prod(moved.shape[1:], dtype=np.int64)))
+    if n == 0:
+        keep = xp.zeros(0, dtype=np.int64)
+        inverse = xp.zeros(0, dtype=np.int64)
+        counts = xp.zeros(0, dtype=np.int64)
+    else:
+        keys = rows.astype(np.float32) if str(rows.dtype) == "bfloat16" else rows
+        order = xp.lexsort(keys.T[::-1]) if rows.shape[1] else xp.arange(n)
+        ordered = keys[order]
+        starts = xp.ones(n, dtype=bool)
+        if rows.shape[1]:
+            starts[1:] = (ordered[1:] != ordered[:-1]).any(axis=1)
+        else:
+            starts[1:] = False
+        group = xp.cumsum(starts) - 1
+        keep = order[starts]
+        inverse = xp.empty(n, dtype=np.int64)
+        inverse[order] = group
+        counts = xp.bincount(group).astype(np.int64)
+    values = xp.moveaxis(moved[keep], 0, d)
+    out = [autograd.Tensor(xp.ascontiguousarray(values))]
+    if return_inverse:
+        out.append(autograd.Tensor(inverse.astype(np.int64)))
+    if return_counts:
+        out.append(autograd.Tensor(counts))
     return out[0] if len(out) == 1 else tuple(out)
 
 
@@ -897,9 +940,22 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     """Where each value of ``input`` would go in ``sorted_sequence`` (1-d, or sorted along its
     last dim with matching leading dims) to keep it sorted: the first such place, or the last
     with ``right=True`` / ``side='right'``. With NaN in either, the places are PyTorch's (NaN
-    goes last)."""
+    goes last). ``sorter``: int64 indices that sort ``sorted_sequence`` along its last dim (the
+    places are then in that sorted order, as NumPy's)."""
     if sorter is not None:
-        raise NotImplementedError("searchsorted: sorter= is not supported")
+        if not isinstance(sorter, autograd.Tensor) or sorter.data.dtype != np.int64:
+            raise RuntimeError(f"torch.searchsorted(): sorter must be a tensor of long dtype but "
+                               f"got dtype {getattr(sorter, 'dtype', type(sorter).__name__)}")
+        if tuple(sorter.shape) != tuple(sorted_sequence.shape):
+            raise RuntimeError(f"torch.searchsorted(): boundary and sorter must have the same "
+                               f"size, but got boundary tensor {list(sorted_sequence.shape)} and "
+                               f"got sorter tensor {list(sorter.shape)}")
+        order = sorter.data
+        n = sorted_sequence.shape[-1] if sorted_sequence.ndim else 0
+        if order.size and (bool((order < 0).any()) or bool((order >= n).any())):
+            raise RuntimeError("torch.searchsorted(): sorter index out of range")
+        sorted_sequence = autograd.Tensor(get_array_module(order).take_along_axis(
+            sorted_sequence.data, order, axis=-1))
     if side is not None:
         if side not in ("left", "right"):
             raise ValueError(f"searchsorted: side must be 'left' or 'right', got {side!r}")
@@ -911,9 +967,11 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     values = input.data if isinstance(input, autograd.Tensor) else np.asarray(input)
     xp = get_array_module(seq)
     values = xp.asarray(values)
-    if seq.dtype == np.bool_ or values.dtype == np.bool_:
-        raise UnsupportedDtypeError("searchsorted: bool tensors are not supported (PyTorch "
-                                    "refuses them too)")
+    if seq.dtype == np.bool_:  # (bool values are compared as numbers, as in PyTorch)
+        raise UnsupportedDtypeError("searchsorted: a bool sorted_sequence is not supported "
+                                    "(PyTorch refuses it too)")
+    if values.dtype == np.bool_:
+        values = values.astype(seq.dtype)
     refuse_complex("searchsorted", seq)  # complex numbers have no order
     refuse_complex("searchsorted", values)
     if seq.ndim == 0 or (seq.ndim > 1 and values.ndim == 0):
@@ -926,7 +984,7 @@ def searchsorted(sorted_sequence, input, *, out_int32=False, right=False, side=N
     common = np.result_type(seq.dtype, values.dtype)
     if seq.shape[-1] == 0:
         out = xp.zeros(values.shape, dtype)
-    elif seq.ndim == 1 and not (common.kind == "f" and bool(xp.isnan(seq).any() |
+    elif seq.ndim == 1 and not (is_floating(common) and bool(xp.isnan(seq).any() |
                                                              xp.isnan(values).any())):
         out = xp.searchsorted(seq, values, side="right" if right else "left")
     else:

@@ -275,13 +275,13 @@ def _digamma_pos(xp, x):
 
 
 def _digamma64(xp, x):
-    """psi(x); psi(1 - x) - pi / tan(pi x) below 1/2; -inf at 0 and NaN at the negative
-    integers, as torch.digamma."""
+    """psi(x); psi(1 - x) - pi / tan(pi x) below 1/2; -inf at 0 (+inf at -0.0, the limit
+    from below) and NaN at the negative integers, as torch.digamma."""
     with np.errstate(divide="ignore", invalid="ignore"):
         pos = _digamma_pos(xp, xp.where(x > 0, x, 1 - x))
         cot = xp.cos(math.pi * (x - 2 * xp.round(x / 2))) / _sinpi(xp, x)
         out = xp.where(x > 0, pos, pos - math.pi * cot)
-        out = xp.where(x == 0, -xp.inf, out)
+        out = xp.where(x == 0, xp.copysign(xp.inf, -x), out)
         return xp.where((x < 0) & (x == xp.floor(x)), xp.nan, out)
 
 
@@ -290,11 +290,12 @@ _BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
 
 def _hurwitz_zeta64(xp, s, q):
     """zeta(s, q) = sum_k (q + k)^-s for an integer s >= 2: the terms up to q + k >= 12 + s
-    summed, the rest by Euler-Maclaurin."""
+    summed, the rest by Euler-Maclaurin. NaN at -inf (no sum starts there), as PyTorch."""
     limit = 12.0 + s
     acc = xp.zeros_like(q)
-    w = q.copy()
-    steps = 0 if q.size == 0 else max(0, int(math.ceil(limit - float(xp.nanmin(q)))))
+    w = xp.where(q == -xp.inf, xp.nan, q)
+    finite = w[xp.isfinite(w)]
+    steps = 0 if finite.size == 0 else max(0, int(math.ceil(limit - float(finite.min()))))
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(steps):
             m = w < limit
@@ -470,9 +471,13 @@ def _sinc(xp, a):
 
 
 def _sinc_derivative(xp, a):
-    with np.errstate(divide="ignore", invalid="ignore"):
+    """pi (u cos u - sin u) / u^2 at u = pi x; near 0 its series pi (-u/3 + u^3/30 - u^5/840)
+    (the quotient cancels there, and at x = 1e-300 would be 0 / 0)."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         px = math.pi * a
-        return xp.where(a == 0, 0.0, (px * xp.cos(px) - xp.sin(px)) / (px * a))
+        u2 = px * px
+        series = math.pi * px * (-1 / 3 + u2 * (1 / 30 - u2 / 840))
+        return xp.where(abs(px) < 1e-3, series, (px * xp.cos(px) - xp.sin(px)) / (px * a))
 
 
 def _sinc_graph_derivative(x, y):

@@ -63,7 +63,7 @@ class NanMedianAll(Function):
     def forward(self, a):
         xp = get_array_module(a)
         order = _argsort(a, 0, False, True)
-        if a.dtype.kind != "f":
+        if not is_floating(a.dtype):
             y = a[order[(a.size - 1) // 2]]
         else:
             # the count stays on the device: no host copy on a GPU (NaN sorts last)
@@ -117,13 +117,13 @@ def nanmedian(input, dim=None, keepdim=False):
     if n == 0:
         raise IndexError(f"nanmedian(): Expected reduction dim {d} to have non-zero size.")
     order = _argsort(x.data, d, False, True).astype(np.int64, copy=False)
-    if x.dtype.kind == "f":
+    if is_floating(x.dtype):
         count = (~xp.isnan(x.data)).sum(axis=d, keepdims=True)
     else:
         count = xp.full((1,) * x.ndim, n)
     pos = xp.maximum(count - 1, 0) // 2
     index = xp.take_along_axis(order, pos.astype(np.int64), axis=d)
-    if x.dtype.kind == "f":  # an all-NaN slice: the index PyTorch's nth_element leaves there
+    if is_floating(x.dtype):  # an all-NaN slice: the index PyTorch's nth_element leaves there
         index = xp.where(count == 0, _all_nan_median_index(n), index)  # (no host check)
     values = TakeAlongDim.apply(x, index=index, dim=d)
     if not keepdim or input.ndim == 0:

@@ -547,29 +547,45 @@ class Tensor:
 
     # ---- operators and math: each runs one Function from ops.py ----------------------------
     def __add__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t + other)
         return Add.apply(*_pair(self, other))
 
     def __radd__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other + t)
         return Add.apply(*_pair(self, other, reverse=True))
 
     def __sub__(self, other):
         ops.refuse_bool_sub(self, other)
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t - other)
         return Sub.apply(*_pair(self, other))
 
     def __rsub__(self, other):
         ops.refuse_bool_sub(other, self)
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other - t)
         return Sub.apply(*_pair(self, other, reverse=True))
 
     def __mul__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t * other)
         return Mul.apply(*_pair(self, other))
 
     def __rmul__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other * t)
         return Mul.apply(*_pair(self, other, reverse=True))
 
     def __truediv__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: t / other)
         return Div.apply(*_pair(self, other, true_divide=True))
 
     def __rtruediv__(self, other):
+        if _opmath_scalar(self, other):
+            return _in_float32(self, lambda t: other / t)
         return Div.apply(*_pair(self, other, reverse=True, true_divide=True))
 
     def __matmul__(self, other):
@@ -888,6 +904,7 @@ class Tensor:
         """``x[index] = value`` (a number, list, array or Tensor, broadcast to the selection and
         cast to ``x``'s dtype), under the in-place rules: written into the array, which views
         see; inside a graph, recorded as an op whose result ``x`` becomes."""
+        check_index_put_dtype(self, index, value)
         _set_item(self, _index(index), value)
 
     def reshape(self, *shape, **by_name):
@@ -901,7 +918,22 @@ class Tensor:
                              f"as {shape}") from None
         return _share_version(Reshape.apply(self, shape=shape), self)
 
-    view = reshape
+    def view(self, *shape, **by_name):
+        """``reshape`` that, as PyTorch's ``view``, refuses a view of another tensor (a
+        transpose, an expand, a strided slice) whose strides cannot be read in the new shape
+        without a copy; ``x.view(dtype)`` reads the elements' bytes as another dtype."""
+        if len(shape) == 1 and not by_name and not isinstance(shape[0], (int, np.integer, tuple,
+                                                                        list)):
+            return _view_as_dtype(self, shape[0])
+        sizes = ops.sizes_or_keyword("view", shape, by_name, "size")
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        if self._is_view and not _viewable(self.data, sizes):
+            raise RuntimeError(
+                f"view size is not compatible with input tensor's size and stride (at least one "
+                f"dimension spans across two contiguous subspaces). Use .reshape(...) instead. "
+                f"(shape {tuple(self.shape)}, strides {self.stride()}, asked for {sizes})")
+        return self.reshape(sizes)
 
     def permute(self, *axes, **by_name):
         axes = ops.sizes_or_keyword("permute", axes, by_name, "dims")
@@ -957,12 +989,15 @@ class Tensor:
     def squeeze(self, dim=None):
         if dim is None:
             shape = tuple(n for n in self.shape if n != 1)
-        elif self.ndim == 0:
-            _wrap_dim(dim, 0, "squeeze")
-            return self
         else:
             dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-            drop = {_wrap_dim(d, self.ndim, "squeeze") for d in dims}
+            wrapped = [_wrap_dim(d, self.ndim, "squeeze") for d in dims]
+            drop = set(wrapped)
+            if len(drop) < len(wrapped):
+                raise RuntimeError(f"squeeze: dim {next(d for d in wrapped if wrapped.count(d) > 1)}"
+                                   " appears multiple times in the list of dims")
+            if self.ndim == 0:
+                return self
             shape = tuple(n for i, n in enumerate(self.shape) if n != 1 or i not in drop)
         return _share_version(Reshape.apply(self, shape=shape), self)
 
@@ -1005,6 +1040,24 @@ def _cast(x, dtype):
 
 def _to_dtype(t, dtype):
     return t if t.data.dtype == dtype else _cast(t, dtype)
+
+
+def _opmath_scalar(t, other):
+    """Whether ``t`` (float16 or bfloat16) meets a Python number that its dtype cannot hold
+    exactly (65536.5 overflows float16, 1e-8 underflows, 0.1 rounds): PyTorch's kernels then
+    compute in float32 with the number as a float32 and round the result once (0 * 65536.5 is
+    0, not 0 * inf; x / 1e5 is not x / inf)."""
+    if type(other) not in (int, float) or t.data.dtype.itemsize != 2 or \
+            not is_floating(t.data.dtype):
+        return False
+    with np.errstate(over="ignore"):
+        held = float(t.data.dtype.type(other))
+    return held != other and other == other
+
+
+def _in_float32(t, compute):
+    """``compute(t)`` with t in float32, the result rounded back to t's dtype."""
+    return _cast(compute(_cast(t, np.dtype(np.float32))), t.data.dtype)
 
 
 def _pair(a: Tensor, other, reverse=False, true_divide=False):
@@ -1179,10 +1232,12 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
     # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
     # anything else is computed by the op itself (PyTorch's result type, integer wrapping), then
-    # stored where that type fits
+    # stored where that type fits (a bool or complex number takes the op's path: NumPy's dtype
+    # compares equal to None, so a missing dtype is not float64's)
     direct = out_of_place is None or ufunc == "fill" or (is_floating(t.data.dtype) and (
-        type(other) in (int, float) or getattr(value, "dtype", None) == t.data.dtype)
-        and ufunc != "trunc_divide")  # (no NumPy ufunc: computed by the op, then stored)
+        type(other) in (int, float) or (hasattr(value, "dtype") and value.dtype == t.data.dtype))
+        and ufunc != "trunc_divide"  # (no NumPy ufunc: computed by the op, then stored)
+        and not _opmath_scalar(t, other))  # (a 16-bit tensor and such a number: in float32)
     if not direct:
         with no_grad():
             value = out_of_place(t, other).data
@@ -1204,6 +1259,61 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
             f"shape {t.shape}") from None
     bump_version(t)
     return t
+
+
+def _advanced_index(index):
+    """Whether ``x[index] = value`` is PyTorch's index_put_ (an index holding a list, an array,
+    a tensor with dims or a bool tensor), not a copy into a view."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(p, (list, np.ndarray)) or (isinstance(p, Tensor) and (
+        p.ndim or p.data.dtype == np.bool_)) for p in parts)
+
+
+def check_index_put_dtype(t, index, value):
+    """PyTorch's refusal of ``x[index] = tensor`` of another dtype where the index is advanced
+    (index_put_ needs the dtypes to match; a copy into a view, or one value under a bool mask,
+    casts). ``index`` as the caller gave it."""
+    if isinstance(value, Tensor) and value.data.dtype != t.data.dtype and \
+            _advanced_index(index) and not (
+                isinstance(index, Tensor) and index.data.dtype == np.bool_ and index.ndim and
+                value.ndim == 0):
+        raise RuntimeError(f"Index put requires the source and destination dtypes match, got "
+                           f"{t.data.dtype} for the destination and {value.data.dtype} for the "
+                           "source.")
+
+
+def _viewable(data, sizes):
+    """Whether an array of ``data``'s shape and strides reads as ``sizes`` with no copy
+    (NumPy's test on a stand-in of those strides, which touches no element)."""
+    if data.size == 0 or data.ndim == 0:
+        return True
+    item = data.dtype.itemsize
+    strides = tuple(int(st) // item for st in data.strides)
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), data.shape, strides)
+    try:
+        stand_in.reshape(sizes, copy=False)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _view_as_dtype(t, dtype):
+    """``x.view(dtype)``: the same bytes read as ``dtype`` (no gradient); of another element
+    size, the last dim must be contiguous and its byte count divisible, as in PyTorch."""
+    dt = as_dtype(dtype)
+    a = t.data
+    if dt.itemsize != a.dtype.itemsize:
+        if a.ndim == 0 or (a.shape[-1] > 1 and a.strides[-1] != a.dtype.itemsize) or \
+                (a.shape[-1] * a.dtype.itemsize) % dt.itemsize:
+            raise RuntimeError(
+                f"view(dtype): a tensor of dtype {a.dtype} and shape {tuple(a.shape)} cannot be "
+                f"viewed as {dt}: its last dim must be contiguous and its size in bytes divisible "
+                f"by {dt.itemsize}")
+        if a.shape[-1] > 1 and not a.flags.c_contiguous and a.ndim > 1:
+            a = a.view()  # (NumPy needs only the last axis contiguous)
+    out = Tensor(a.view(dt), dtype=dt)
+    out._is_view = True
+    return _share_version(out, t)
 
 
 def _set_item(t, index, value):
@@ -1246,6 +1356,19 @@ def _set_item(t, index, value):
     bump_version(t)
 
 
+def check_in_place_result(name, have, want, shape=None, result_shape=None):
+    """PyTorch's refusal of an in-place op whose result a tensor cannot hold: a float result
+    in an integer or bool tensor (``int_tensor.sqrt_()``), a complex one in a real tensor, an
+    integer one in a bool tensor (``bool_tensor.square_()``), a result of another shape
+    (``x.pow_(y)`` with y broadcasting x to more dims)."""
+    if shape is not None and tuple(result_shape) != tuple(shape):
+        raise RuntimeError(f"{name}: output with shape {list(shape)} doesn't match the "
+                           f"broadcast shape {list(result_shape)}")
+    if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
+        raise ops.InPlaceCastError(f"{name}: result type {have} can't be cast to the desired "
+                                   f"output type {want}")
+
+
 def apply_in_place(t, fn, name):
     """``t`` set to ``fn(t)`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``): the same
     rules as the in-place operators (recorded by the graph as the tensor itself, refused where
@@ -1257,6 +1380,7 @@ def apply_in_place(t, fn, name):
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
     y = fn(t)
+    check_in_place_result(f"{name}_", y.data.dtype, t.data.dtype, t.shape, y.shape)
     xp = get_array_module(t.data)
     if type(t.data) is SparseCOO:  # named, not "flags: not supported"
         raise SparseLayoutError(f"{name}(inplace=True)")
@@ -1911,6 +2035,7 @@ def _inplace_by(t, name, fn, other=None):
         return _inplace_in_graph(t, other, name, fn)
     with no_grad():
         y = fn(t, other)
+    check_in_place_result(name, y.data.dtype, t.data.dtype, t.shape, y.shape)
     xp = get_array_module(t.data)
     if type(t.data) is SparseCOO:  # named, not "flags: not supported"
         raise SparseLayoutError(name)

@@ -12,7 +12,7 @@ import functools
 import numpy as np
 
 from .backend import get_array_module
-from .backend.dtypes import as_dtype, is_floating
+from .backend.dtypes import as_dtype, category, is_floating
 from .tensor import Function, Tensor, is_grad_enabled
 
 # Tensor methods that PyTorch also offers as torch.<name>(input, ...)
@@ -43,6 +43,9 @@ def _method_form(name):
         if "out" in kwargs:
             out = kwargs.pop("out")
             if out is not None:
+                _check_out_dtype(name, out, input, args, kwargs)
+                if name in _SUMS_IN_OUT_DTYPE and isinstance(out, Tensor):
+                    kwargs.setdefault("dtype", out.dtype)  # as torch: summed in out's dtype
                 return _into_out(name, out, lambda: getattr(input, name)(*args, **kwargs),
                                  [input, *args, *kwargs.values()])
         return getattr(input, name)(*args, **kwargs)
@@ -51,6 +54,35 @@ def _method_form(name):
     form.__doc__ = f"``minidl.{name}(input, ...)`` is ``input.{name}(...)``.\n\n" + (
         method.__doc__ or "")
     return form
+
+
+# out= of these sets the dtype the input is summed in (torch: sum(x, 0, out=int64_tensor) of
+# [1.5, 2.0] is 3); a dtype= given too must be out's
+_SUMS_IN_OUT_DTYPE = ("sum", "prod", "cumsum", "cumprod", "nansum")
+_INDEX_RESULTS = ("argmax", "argmin")
+_PRODUCTS = ("matmul", "mm", "bmm", "dot", "outer", "vdot")
+
+
+def _check_out_dtype(name, out, input, args, kwargs):
+    """torch's out= dtype rules that the result's cast does not cover: an index result needs an
+    int64 out, a matrix product an out of its own dtype, a sum's dtype= must be out's."""
+    if not isinstance(out, Tensor):
+        return
+    want = np.dtype(out.dtype)
+    if name in _INDEX_RESULTS and want != np.int64:
+        raise RuntimeError(f"Expected out tensor to have dtype long int (int64), but got {want} "
+                           "instead")
+    if name in _PRODUCTS:
+        others = [a for a in args if isinstance(a, Tensor)]
+        have = np.dtype(input.dtype) if not others else np.result_type(
+            input.data.dtype, *(a.data.dtype for a in others))
+        if have != want:
+            raise RuntimeError(f"{name}(): expected out tensor to have dtype {have}, but got "
+                               f"{want} instead")
+    if name in _SUMS_IN_OUT_DTYPE and kwargs.get("dtype") is not None and \
+            np.dtype(kwargs["dtype"]) != want:
+        raise RuntimeError(f"Expected out tensor to have dtype {np.dtype(kwargs['dtype'])}, but "
+                           f"got {want} instead")
 
 
 def _into_out(name, out, compute, operands):
@@ -73,7 +105,9 @@ def _into_out(name, out, compute, operands):
     if result.device != out.device:
         raise RuntimeError(f"{name}(): expected out on {result.device}, like the result, but "
                            f"got out on {out.device}")
-    if not np.can_cast(result.data.dtype, out.data.dtype, casting="same_kind"):
+    have, want = result.data.dtype, out.data.dtype  # torch's canCast: no complex -> real,
+    # float -> integer or number -> bool (int16 -> uint8 is allowed: both integers)
+    if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
         raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output "
                            f"type {out.dtype}")
     if out.shape != result.shape:
