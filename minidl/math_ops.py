@@ -177,8 +177,10 @@ def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
     def bwd(self, g):
         (saved,) = self.saved
         xp = get_array_module(g)
+        if derivative is None:  # exact zeros, as PyTorch's: 0 * inf or 0 * nan would be NaN
+            return xp.zeros_like(g)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            d = derivative(xp, saved) if derivative is not None else xp.zeros_like(g)
+            d = derivative(xp, saved)
         if g.dtype.kind == "c":  # holomorphic: g times the conjugate derivative (PyTorch's)
             d = d.conj()
         return (g * d).astype(g.dtype, copy=False)

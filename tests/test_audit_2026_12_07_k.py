@@ -359,3 +359,12 @@ def test_prelu_of_a_one_dimensional_input_says_it_has_a_single_channel():
     with pytest.raises(ValueError, match="give 1 or 4"):
         nn.PReLU(3)(minidl.randn(2, 4))
     assert nn.PReLU()(minidl.randn(3)).shape == (3,)
+
+
+def test_step_functions_pass_exact_zeros_for_an_inf_or_nan_gradient():
+    """sign/floor/ceil/round/trunc: the gradient is zero whatever arrives (it was g * 0,
+    NaN for an inf or NaN gradient), as torch's."""
+    for name in ("sign", "floor", "ceil", "round", "trunc"):
+        x = minidl.tensor([1.5, -2.5, 0.0], requires_grad=True)
+        getattr(minidl, name)(x).backward(minidl.tensor([float("inf"), float("nan"), 1.0]))
+        assert x.grad.tolist() == [0.0, 0.0, 0.0], name
