@@ -9,7 +9,7 @@ import numpy as np
 
 from ....nn.module import StateDictKeyError, StateDictValueError
 from ....tensor import Tensor
-from ...quantization.qtensor import QDTYPES, QTensor, qint8
+from ...quantization.qtensor import QDTYPES, QTensor, qint8, quint8
 
 PACKED = "_packed_params._packed_params"
 PACKED_DTYPE = "_packed_params.dtype"
@@ -93,6 +93,39 @@ def check_scale_zero_point(given, prefix, dtype=None):
         if dtype is not None and not dtype.qmin <= zp <= dtype.qmax:
             raise StateDictValueError(f"load_state_dict: {prefix}zero_point {zp} is outside "
                                       f"{dtype}'s range [{dtype.qmin}, {dtype.qmax}]")
+
+
+def scale_zero_point_state(module, prefix, shape=()):
+    """torch's entries for a quantized module's output scale and zero point: float32 and int64
+    tensors of ``shape`` (0-d; Quantize's are (1,))."""
+    yield prefix + "scale", Tensor(np.array(module.scale, np.float32).reshape(shape))
+    yield prefix + "zero_point", Tensor(np.array(module.zero_point, np.int64).reshape(shape))
+
+
+def load_scale_zero_point(module, given, prefix):
+    """Set the output scale and zero point from the checked entries that are given."""
+    if prefix + "scale" in given:
+        module.scale = number(given, prefix + "scale", float)
+    if prefix + "zero_point" in given:
+        module.zero_point = number(given, prefix + "zero_point", int)
+
+
+class OutputQParamsState:
+    """The state of a quantized module whose only state is its output's scale and zero point
+    (quantized Hardswish, QFunctional, Quantize)."""
+
+    _qparams_shape = ()
+    _qparams_dtype = quint8
+
+    def _own_state(self, prefix, keep_vars):
+        yield from scale_zero_point_state(self, prefix, self._qparams_shape)
+
+    def _check_own_state(self, given, prefix):
+        check_scale_zero_point(given, prefix, self._qparams_dtype)
+        return []
+
+    def _load_own_state(self, given, prefix):
+        load_scale_zero_point(self, given, prefix)
 
 
 def check_packed(module, given, prefix, per_tensor_only=False):

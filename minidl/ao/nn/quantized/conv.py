@@ -15,7 +15,9 @@ from ...quantization.qtensor import (
     quantize_per_tensor, quint8,
 )
 from ._requant import int_conv, requantize, weight_scales
-from ._state import _describe, _host, _owner, as_qtensor, check_scale_zero_point, number
+from ._state import (
+    _describe, _host, _owner, as_qtensor, check_scale_zero_point, load_scale_zero_point, scale_zero_point_state,
+)
 from .._fused import _FusedModule
 
 _PADDING_MODES = ("zeros", "reflect")
@@ -158,8 +160,7 @@ class _ConvNd(Module):
     def _own_state(self, prefix, keep_vars):
         yield prefix + "weight", self._weight
         yield prefix + "bias", self._bias
-        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
-        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
+        yield from scale_zero_point_state(self, prefix)
 
     def _check_own_state(self, given, prefix):
         key = prefix + "weight"
@@ -211,10 +212,7 @@ class _ConvNd(Module):
         if prefix + "bias" in given:
             b = given[prefix + "bias"]
             self._bias = None if b is None else Tensor(np.array(_host(b), np.float32))
-        if prefix + "scale" in given:
-            self.scale = number(given, prefix + "scale", float)
-        if prefix + "zero_point" in given:
-            self.zero_point = number(given, prefix + "zero_point", int)
+        load_scale_zero_point(self, given, prefix)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

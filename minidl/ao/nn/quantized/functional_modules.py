@@ -17,9 +17,8 @@ import numpy as np
 from .... import nn
 from ....nn import functional as F
 from ....nn.module import Module
-from ....tensor import Tensor
 from ...quantization.qtensor import QTensor, quantize_ints, quint8
-from ._state import check_scale_zero_point, number
+from ._state import OutputQParamsState
 
 
 class FloatFunctional(Module):
@@ -79,7 +78,7 @@ def _dequantize_fma(x):
     return (x._ints.astype(np.float64) * np.float64(scale) + np.float64(premul)).astype(np.float32)
 
 
-class QFunctional(Module):
+class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_point
     """FloatFunctional's operations on quint8 tensors, with the output's scale and zero point
     (see the module's docstring for the arithmetic)."""
 
@@ -155,21 +154,6 @@ class QFunctional(Module):
         out = cls()
         out.scale, out.zero_point = float(scale.numpy().reshape(-1)[0]), int(zp.numpy().reshape(-1)[0])
         return out
-
-    # torch's state: scale and zero_point (0-d float32 and int64 tensors)
-    def _own_state(self, prefix, keep_vars):
-        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
-        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
-
-    def _check_own_state(self, given, prefix):
-        check_scale_zero_point(given, prefix, quint8)
-        return []
-
-    def _load_own_state(self, given, prefix):
-        if prefix + "scale" in given:
-            self.scale = number(given, prefix + "scale", float)
-        if prefix + "zero_point" in given:
-            self.zero_point = number(given, prefix + "zero_point", int)
 
     def extra_repr(self):
         return f"scale={self.scale}, zero_point={self.zero_point}"

@@ -11,7 +11,10 @@ from ...quantization.qtensor import (
     QTensor, qint8, quantize_ints, quantize_per_tensor, quint8,
 )
 from ._requant import requantize, weight_scales
-from ._state import check_packed, packed_metadata, check_scale_zero_point, load_packed, number
+from ._state import (
+    OutputQParamsState, check_packed, check_scale_zero_point, load_packed, load_scale_zero_point,
+    packed_metadata, scale_zero_point_state,
+)
 from .._fused import _FusedModule
 
 
@@ -20,7 +23,7 @@ def _qparams(fake_quant):
     return scale.numpy().astype(np.float64), zp.numpy().astype(np.int64)
 
 
-class Quantize(Module):
+class Quantize(OutputQParamsState, Module):
     """float -> quint8 with a fixed scale and zero point, clamped to the dtype's full range
     as torch's (not to the observer's [quant_min, quant_max]: [0, 127] with reduce_range)."""
 
@@ -28,19 +31,11 @@ class Quantize(Module):
         super().__init__()
         self.scale, self.zero_point, self.dtype = float(scale), int(zero_point), dtype
 
-    def _own_state(self, prefix, keep_vars):  # torch's buffers: float32 (1,), int64 (1,)
-        yield prefix + "scale", Tensor(np.array([self.scale], np.float32))
-        yield prefix + "zero_point", Tensor(np.array([self.zero_point], np.int64))
+    _qparams_shape = (1,)  # torch's buffers: float32 (1,), int64 (1,)
 
-    def _check_own_state(self, given, prefix):
-        check_scale_zero_point(given, prefix, self.dtype)
-        return []
-
-    def _load_own_state(self, given, prefix):
-        if prefix + "scale" in given:
-            self.scale = number(given, prefix + "scale", float)
-        if prefix + "zero_point" in given:
-            self.zero_point = number(given, prefix + "zero_point", int)
+    @property
+    def _qparams_dtype(self):
+        return self.dtype
 
     def forward(self, x):
         return quantize_per_tensor(x, self.scale, self.zero_point, self.dtype)
@@ -104,8 +99,7 @@ class Linear(Module):
     _NAME = "QuantizedLinear"
 
     def _own_state(self, prefix, keep_vars):  # torch's keys
-        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
-        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
+        yield from scale_zero_point_state(self, prefix)
         yield prefix + "_packed_params.dtype", qint8
         yield prefix + "_packed_params._packed_params", (self._weight, self._bias)
 
@@ -121,10 +115,7 @@ class Linear(Module):
         """The output's scale and zero point, the weight and the bias, from the checked
         entries."""
         load_packed(self, given, prefix)
-        if prefix + "scale" in given:
-            self.scale = number(given, prefix + "scale", float)
-        if prefix + "zero_point" in given:
-            self.zero_point = number(given, prefix + "zero_point", int)
+        load_scale_zero_point(self, given, prefix)
 
     def weight(self):
         return self._weight
@@ -210,7 +201,7 @@ class ReLU6(Module):
         return "QuantizedReLU6()"
 
 
-class Hardswish(Module):
+class Hardswish(OutputQParamsState, Module):
     """x * relu6(x + 3) / 6 on a quint8 tensor, requantized with the output's scale and zero
     point, as torch's kernel: the input dequantized as fma(q, s, -s * zp) in float32, the
     formula in float32, and ``rint(y * float32(1 / scale)) + zero_point`` clamped to quint8's
@@ -241,20 +232,6 @@ class Hardswish(Module):
         act = _check_observed(mod)
         scale, zp = _qparams(act)
         return cls(scale[0], zp[0])
-
-    def _own_state(self, prefix, keep_vars):
-        yield prefix + "scale", Tensor(np.array(self.scale, np.float32))
-        yield prefix + "zero_point", Tensor(np.array(self.zero_point, np.int64))
-
-    def _check_own_state(self, given, prefix):
-        check_scale_zero_point(given, prefix, quint8)
-        return []
-
-    def _load_own_state(self, given, prefix):
-        if prefix + "scale" in given:
-            self.scale = number(given, prefix + "scale", float)
-        if prefix + "zero_point" in given:
-            self.zero_point = number(given, prefix + "zero_point", int)
 
     def __repr__(self):
         return "QuantizedHardswish()"
