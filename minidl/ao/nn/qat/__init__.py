@@ -7,15 +7,20 @@ from ....nn import functional as F
 from .._fused import _FusedModule
 
 
+def _take_qconfig(module, qconfig):
+    """A QAT module's qconfig, and its weight's FakeQuantize made from it."""
+    if qconfig is None:
+        raise ValueError(f"qat.{type(module).__name__}: qconfig must be provided for a QAT module")
+    module.qconfig = qconfig
+    module.weight_fake_quant = qconfig.weight()
+
+
 class Linear(nn.Linear):
     """nn.Linear with ``weight_fake_quant`` (from ``qconfig.weight``) applied to the weight."""
 
     def __init__(self, in_features, out_features, bias=True, qconfig=None):
         super().__init__(in_features, out_features, bias=bias)
-        if qconfig is None:
-            raise ValueError("qat.Linear: qconfig must be provided for a QAT module")
-        self.qconfig = qconfig
-        self.weight_fake_quant = qconfig.weight()
+        _take_qconfig(self, qconfig)
 
     def forward(self, x):
         return F.linear(x, self.weight_fake_quant(self.weight), self.bias)
@@ -80,11 +85,7 @@ class Conv1d(_ConvNd, nn.Conv1d):
                  dtype=None):
         nn.Conv1d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                            dilation, groups, bias, padding_mode, device, dtype)
-        if qconfig is None:
-            raise ValueError(f"qat.{type(self).__name__}: qconfig must be provided for a QAT "
-                             "module")
-        self.qconfig = qconfig
-        self.weight_fake_quant = qconfig.weight()
+        _take_qconfig(self, qconfig)
 
 
 class Conv2d(_ConvNd, nn.Conv2d):
@@ -95,8 +96,4 @@ class Conv2d(_ConvNd, nn.Conv2d):
                  dtype=None):
         nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
                            dilation, groups, bias, padding_mode, device, dtype)
-        if qconfig is None:
-            raise ValueError(f"qat.{type(self).__name__}: qconfig must be provided for a QAT "
-                             "module")
-        self.qconfig = qconfig
-        self.weight_fake_quant = qconfig.weight()
+        _take_qconfig(self, qconfig)
