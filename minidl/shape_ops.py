@@ -23,6 +23,7 @@ from .ops import (
     refuse_complex, traces_untracked, wrap_dim,
 )
 from .ops import fill_value as _fill_value
+from .ops import mark_multi_view
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
 
@@ -315,7 +316,8 @@ def unbind(input, dim=0):
     if input.ndim == 0:
         raise DimError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "unbind")
-    return tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d]))
+    return mark_multi_view(tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d])),
+                           "Unbind")
 
 
 def movedim(input, source, destination):

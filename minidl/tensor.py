@@ -430,7 +430,10 @@ class Tensor:
 
     def detach(self):
         """The same values (the same array), cut from the graph."""
-        return _share_version(Tensor(self.data), self)
+        out = _share_version(Tensor(self.data), self)
+        out.__dict__.pop("_view_base", None)  # a base of its own for in-place ops, as torch's
+        out.__dict__.pop("_view_no_grad", None)
+        return out
 
     def requires_grad_(self, flag=True):
         if flag and not is_differentiable(self.data.dtype):
@@ -1163,6 +1166,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     other_grad = isinstance(other, Tensor) and other.requires_grad
     if autograd._grad_enabled and (t.requires_grad or other_grad):
         return _inplace_in_graph(t, other, name, out_of_place)
+    if t._is_view and autograd._grad_enabled:
+        _refuse_no_grad_view(t, name)
     xp = get_array_module(t.data)
     if isinstance(other, Tensor):
         if other.device != t.device:
@@ -1227,6 +1232,9 @@ def _set_item(t, index, value):
         raise ValueError(f"{name}: a value of shape {tuple(value_shape)} does not fit the "
                          f"{tuple(target_shape)} elements selected") from None
     value_grad = isinstance(value, Tensor) and value.requires_grad
+    if autograd._grad_enabled and (t.requires_grad or value_grad) and _writes_itself(
+            t, index, value):
+        return  # x[i] += v: the view changed in place already holds the values (and the node)
     if autograd._grad_enabled and (t.requires_grad or value_grad):
         if not isinstance(value, Tensor):
             value = Tensor(get_array_module(t.data).asarray(value, dtype=t.data.dtype))
@@ -1246,6 +1254,27 @@ def _set_item(t, index, value):
     bump_version(t)
 
 
+def _writes_itself(t, index, value):
+    """``t[index] = value`` where ``value`` is the very view ``t[index]`` (what Python runs for
+    ``t[index] += v`` after the in-place op on that view): nothing left to write."""
+    if not (isinstance(value, Tensor) and value._is_view) or type(t.data) is SparseCOO:
+        return False
+    base = t.__dict__.get("_view_base", t)
+    if value.__dict__.get("_view_base") is not base or value.data.dtype != t.data.dtype:
+        return False
+    try:
+        target = t.data[index]
+    except (IndexError, TypeError, ValueError):
+        return False
+    if getattr(target, "base", None) is None or target.shape != value.shape:
+        return False  # an advanced index's copy, or a scalar: not the view itself
+    return target.strides == value.data.strides and _addr(target) == _addr(value.data)
+
+
+def _addr(a):
+    return a.__array_interface__["data"][0] if type(a) is np.ndarray else a.data.ptr
+
+
 def apply_in_place(t, fn, name):
     """``t`` set to ``fn(t)`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``): the same
     rules as the in-place operators (recorded by the graph as the tensor itself, refused where
@@ -1256,6 +1285,8 @@ def apply_in_place(t, fn, name):
         return t
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
+    if t._is_view and autograd._grad_enabled:
+        _refuse_no_grad_view(t, f"{name}(inplace=True)")
     y = fn(t)
     xp = get_array_module(t.data)
     if type(t.data) is SparseCOO:  # named, not "flags: not supported"
@@ -1296,6 +1327,8 @@ def _inplace_in_graph(t, other, name, out_of_place):
         raise RuntimeError(
             f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses it "
             "too; update parameters inside `with minidl.no_grad():`")
+    if t._is_view:
+        return _inplace_on_view(t, other, name, out_of_place)
     if out_of_place is None:
         raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
                            "inside `with minidl.no_grad():` or use .clone()")
@@ -1304,10 +1337,6 @@ def _inplace_in_graph(t, other, name, out_of_place):
             f"{name} on a tensor (shape {t.shape}) that another op of the graph already took as "
             "an input: its gradient would go to the changed tensor. Use an out-of-place op "
             "(h = h * 2) or change a .clone()")
-    if t._is_view:
-        raise RuntimeError(
-            f"{name} on a view (shape {t.shape}) of another tensor inside the graph: minidl "
-            "records it only on whole tensors. Use an out-of-place op, or change a .clone()")
     old = Tensor.__new__(Tensor)
     old.__dict__.update(t.__dict__)  # the node as it was: the recorded op takes it as input
     out = out_of_place(old, old if other is t else other)  # y *= y squares the old y
@@ -1328,6 +1357,141 @@ def _inplace_in_graph(t, other, name, out_of_place):
     t.__dict__.pop("_used", None)
     t.__dict__.pop("_is_view", None)
     t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
+    return t
+
+
+def _element_addresses(a):
+    """The address of each element of the array ``a`` (its shape), from its strides."""
+    xp = get_array_module(a)
+    start = _addr(a)
+    addr = xp.full(a.shape, start, dtype=np.int64)
+    for d, (n, step) in enumerate(zip(a.shape, a.strides)):
+        addr = addr + (xp.arange(n, dtype=np.int64) * step).reshape(
+            (1,) * d + (n,) + (1,) * (a.ndim - d - 1))
+    return addr
+
+
+def _view_positions(base, view, name):
+    """Where each element of the array ``view`` lies in the array ``base`` (whose memory it
+    views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``."""
+    xp = get_array_module(base)
+    b_addr = _element_addresses(base).reshape(-1)
+    v_addr = _element_addresses(view).reshape(-1)
+    order = xp.argsort(b_addr, kind="stable")
+    ordered = b_addr[order]
+    at = xp.searchsorted(ordered, v_addr)
+    if v_addr.size and (int(at.max()) >= ordered.size or bool((ordered[at] != v_addr).any())):
+        raise RuntimeError(f"{name} on a view (shape {tuple(view.shape)}) whose elements do not "
+                           "all lie in its base's array; change a .clone() instead")
+    pos = order[at]
+    if v_addr.size > 1 and xp.unique(v_addr).size != v_addr.size:
+        raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
+                           f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
+                           "refers to a single memory location. Please clone() the tensor before "
+                           "performing the operation (PyTorch refuses it too)")
+    return pos.reshape(view.shape)
+
+
+def _view_node(base, pos):
+    """The view at ``pos`` (flat indices) of ``base`` as an op of the graph, taking ``base``
+    itself (so its gradient reaches ``base``'s node); the array is a copy, for its node only."""
+    flat = Reshape.apply(base, shape=(-1,))
+    node = GetItem.apply(flat, index=pos)
+    if flat._ctx is not None:
+        base._view_uses = base.__dict__.get("_view_uses", 0) + 1
+    return node
+
+
+def _refuse_no_grad_view(t, name):
+    """PyTorch's refusal of an in-place change, in grad mode, of a view made under no_grad()
+    of a tensor that requires grad."""
+    if t.__dict__.get("_view_no_grad"):
+        raise RuntimeError(
+            f"{name}: A view was created in no_grad mode and is being modified inplace with grad "
+            f"mode enabled (a view of shape {t.shape}). Given that this use case is ambiguous and "
+            "error-prone, it is forbidden (as in PyTorch): make both the view and the in-place "
+            "op inside the no_grad block, or both outside it, or clone() the view")
+
+
+def _inplace_on_view(t, other, name, out_of_place):
+    """An in-place op on the view ``t`` of a base ``b``, recorded as PyTorch records it: the op
+    computed out of place from ``t``'s values, written at ``t``'s places into ``b``'s old value
+    (an op of the graph that ``b`` now stands for, as ``_inplace_in_graph`` makes a whole
+    tensor), the values also written into the shared array (so ``b``, ``t`` and every other
+    view read the new ones), and ``t`` (and any view of ``b`` not recorded) made a view of the
+    new ``b``. Views recorded from ``b`` reach its new node through ``b`` itself. Where some op
+    other than a view already took ``b`` or one of its views, the change would reroute that
+    op's gradient: refused, as for whole tensors."""
+    base = t.__dict__.get("_view_base")
+    _refuse_no_grad_view(t, name)
+    multi = t.__dict__.get("_multi_view")
+    if multi is not None:
+        raise RuntimeError(
+            f"{name}: output of {multi} (shape {t.shape}) is a view and is being modified "
+            "inplace. This view is the output of a function that returns multiple views. Such "
+            "functions do not allow the output views to be modified inplace (PyTorch refuses it "
+            "too). You should replace the inplace operation by an out-of-place one")
+    if base is None:
+        raise RuntimeError(
+            f"{name} on a view (shape {t.shape}) of another tensor inside the graph whose base "
+            "minidl does not know (a complex tensor's real part, a view another kind of op "
+            "made): use an out-of-place op, or change a .clone()")
+    if base.requires_grad and base._ctx is None:
+        raise RuntimeError(
+            f"{name}: a view of a leaf Variable that requires grad is being used in an in-place "
+            f"operation (the leaf has shape {base.shape}; PyTorch refuses it too). Change a "
+            ".clone() of the leaf, or update it inside `with minidl.no_grad():`")
+    b_data = base.data
+    xp = get_array_module(b_data)
+    if type(b_data) is SparseCOO or type(t.data) is SparseCOO:
+        raise SparseLayoutError(name)
+    if xp is np and not b_data.flags.writeable:
+        raise ValueError(f"{name}: the base array (shape {base.shape}) of this view is read-only")
+    views = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None
+             and w.__dict__.get("_view_base") is base]
+    if not any(w is t for w in views):
+        views.append(t)
+    for w in [base] + views:
+        if int(w._used) > w.__dict__.get("_view_uses", 0):
+            what = "it" if w is t else ("its base" if w is base else "another view of its base")
+            raise RuntimeError(
+                f"{name} on a view (shape {t.shape}) when an op of the graph other than a view "
+                f"already took {what} (shape {w.shape}) as an input: minidl cannot send that "
+                "op's gradient to the values as they were. Use an out-of-place op, or change a "
+                ".clone()")
+    pos = _view_positions(b_data, t.data, name)
+    # the values as they were: a node that stands for the old base (its old op, its count)
+    old = Tensor.__new__(Tensor)
+    old.__dict__.update(base.__dict__)
+    for key in ("_used", "_view_uses", "_views", "_hooks"):
+        old.__dict__.pop(key, None)
+    old_t = _view_node(old, pos)  # t's values (a copy), its gradient to the old base's node
+    if out_of_place is None:  # copy_: the value, as t's dtype and shape
+        value = other if isinstance(other, Tensor) else Tensor(xp.asarray(other))
+        out = value if value.shape == t.shape else value.expand(*t.shape)
+    else:
+        out = out_of_place(old_t, old_t if other is t else other)
+    if out.data.dtype != t.data.dtype:
+        if out_of_place is not None and category(out.data.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
+        out = _cast(out, t.data.dtype)
+    if out.shape != t.shape:
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a view of "
+                         f"shape {t.shape}")
+    flat_old = Reshape.apply(old, shape=(-1,))
+    new = Reshape.apply(ops.SetItem.apply(flat_old, out, index=pos), shape=base.shape)
+    # the new values into the shared array (b, t and the other views read them), counted once
+    xp.copyto(b_data, new.data, casting="unsafe")
+    bump_version(base)
+    base._ctx, base.requires_grad = new._ctx, new.requires_grad
+    base.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
+    for w in views:  # t, and the views of the old base that no op recorded: views of the new
+        if w is t or w._ctx is None:
+            node = _view_node(base, pos if w is t else _view_positions(b_data, w.data, name))
+            w._ctx, w.requires_grad = node._ctx, node.requires_grad
+            w.__dict__.pop("_hooks", None)
     return t
 
 
@@ -1909,6 +2073,8 @@ def _inplace_by(t, name, fn, other=None):
     if autograd._grad_enabled and (t.requires_grad or (
             isinstance(other, Tensor) and other.requires_grad)):
         return _inplace_in_graph(t, other, name, fn)
+    if t._is_view and autograd._grad_enabled:
+        _refuse_no_grad_view(t, name)
     with no_grad():
         y = fn(t, other)
     xp = get_array_module(t.data)
