@@ -104,7 +104,7 @@ class Tensor:
     # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
     # array changed after its forward. None until the first change or the first view.
     _vc = None
-    _used = False  # set once an op recorded in the graph took this tensor as an input
+    _used = False  # how many ops recorded in the graph took this tensor as an input (0: none)
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
     _hooks = None  # register_hook's functions, {key: fn}, run when this gradient is computed
     _post_hooks = None  # register_post_accumulate_grad_hook's, run after .grad is updated
@@ -825,7 +825,8 @@ class Tensor:
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            if key in ("_vc", "_used", "_is_view"):
+            if key in ("_vc", "_used", "_is_view", "_view_base", "_views", "_view_uses",
+                       "_view_no_grad", "_multi_view"):
                 continue  # a fresh array: its own version count, not a view of anything
             new.__dict__[key] = value.copy() if key == "data" else copy.deepcopy(value, memo)
         return new
@@ -1327,7 +1328,7 @@ def _inplace_in_graph(t, other, name, out_of_place):
         raise RuntimeError(
             f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses it "
             "too; update parameters inside `with minidl.no_grad():`")
-    if t._is_view:
+    if t._is_view and not _lost_its_base(t):
         return _inplace_on_view(t, other, name, out_of_place)
     if out_of_place is None:
         raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
@@ -1400,6 +1401,15 @@ def _view_node(base, pos):
     if flat._ctx is not None:
         base._view_uses = base.__dict__.get("_view_uses", 0) + 1
     return node
+
+
+def _lost_its_base(t):
+    """A tensor marked as a view whose array no longer shares its base's memory (restored from
+    a pickle, which copies each array): a whole tensor of its own for in-place ops."""
+    base = t.__dict__.get("_view_base")
+    if base is None or type(t.data) is not np.ndarray or type(base.data) is not np.ndarray:
+        return False
+    return not np.may_share_memory(t.data, base.data)
 
 
 def _refuse_no_grad_view(t, name):

@@ -277,3 +277,36 @@ def test_without_grad_the_view_writes_into_its_base():
     expect = X.copy()
     expect[1] *= 2
     np.testing.assert_allclose(h.numpy(), expect)
+
+
+def test_tensors_with_views_pickle_and_copy():
+    import copy
+    import pickle
+
+    b = minidl.zeros(3, dtype=minidl.float64)
+    c = b[1:]  # b now remembers its views (weakly): a pickle or a copy starts without them
+    b2 = pickle.loads(pickle.dumps(b))
+    np.testing.assert_array_equal(b2.numpy(), np.zeros(3))
+    assert copy.deepcopy(b).shape == (3,)
+    c2 = pickle.loads(pickle.dumps(c))  # its own array now: an in-place op changes only it
+    w = minidl.ones(2, dtype=minidl.float64, requires_grad=True)
+    c2.add_(w)
+    c2.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), [1.0, 1.0])
+    np.testing.assert_array_equal(b.numpy(), np.zeros(3))
+
+
+def test_unsafe_split_pieces_are_not_followed_as_views_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib, method):
+        x = lib.tensor(X, dtype=lib.float64, requires_grad=True)
+        h = x * 1
+        a = (h.unsafe_split(2) if method else lib.unsafe_split(h, 2))[0]
+        a.mul_(2)  # not refused (split's pieces are), and not recorded on h
+        (h.sum() + a.sum()).backward()
+        return a.detach().numpy(), x.grad.numpy()
+
+    for method in (True, False):
+        for p, q in zip(run(minidl, method), run(torch, method)):
+            np.testing.assert_allclose(p, q)

@@ -990,6 +990,17 @@ def root_array(a):
     return a
 
 
+class ViewList(list):
+    """Weak references to the views made of a tensor (see share_version); a copy or a pickle
+    of the tensor starts with none, as its array is a new one."""
+
+    def __reduce__(self):
+        return (ViewList, ())
+
+    def __deepcopy__(self, memo):
+        return ViewList()
+
+
 def share_version(out, src):
     """``out`` views ``src``'s memory (a slice, a reshape, detach(), a complex tensor's real
     part): one version count for both, as in PyTorch, so an in-place change through either is
@@ -1008,7 +1019,7 @@ def share_version(out, src):
                 out._view_base = base
                 views = base.__dict__.get("_views")
                 if views is None:
-                    views = base._views = []
+                    views = base._views = ViewList()
                 if len(views) % 64 == 63:  # the dead ones dropped now and then
                     views[:] = [r for r in views if r() is not None]
                 views.append(_weakref.ref(out))
