@@ -219,9 +219,14 @@ class Diagonal(Function):
 
     complex_grad = True
 
-    def forward(self, a, offset, dim1, dim2):
+    def forward(self, a, offset, dim1, dim2, view=False):
         self.shape, self.args = a.shape, (offset, dim1, dim2)
-        return get_array_module(a).diagonal(a, offset, dim1, dim2).copy()
+        out = get_array_module(a).diagonal(a, offset, dim1, dim2)
+        if not view:
+            return out.copy()
+        if type(out) is np.ndarray and a.flags.writeable:
+            out.flags.writeable = True  # NumPy's diagonal is a read-only view; torch's writes
+        return out
 
     def backward(self, g):
         return DiagonalGrad().forward(g, self.shape, self.args)
@@ -281,7 +286,8 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     d1, d2 = wrap_dim(dim1, input.ndim, "diagonal"), wrap_dim(dim2, input.ndim, "diagonal")
     if d1 == d2:
         raise ValueError(f"diagonal: dim1 and dim2 are the same dim ({dim1}, {dim2})")
-    return Diagonal.apply(input, offset=int(offset), dim1=d1, dim2=d2)
+    return autograd.share_version(  # a view of the input, as PyTorch's
+        Diagonal.apply(input, offset=int(offset), dim1=d1, dim2=d2, view=True), input)
 
 
 def diag(input, diagonal=0):

@@ -1476,11 +1476,18 @@ def _inplace_on_view(t, other, name, out_of_place):
     for key in ("_used", "_view_uses", "_views", "_hooks"):
         old.__dict__.pop(key, None)
     old_t = _view_node(old, pos)  # t's values (a copy), its gradient to the old base's node
+    if other is t:
+        other = old_t  # v *= v squares the old v
+    elif isinstance(other, Tensor) and (other is base or other.__dict__.get("_view_base") is base) \
+            and type(other.data) is type(b_data) and xp.may_share_memory(other.data, b_data):
+        # the base or another view of it (h[0] += h[1]): its values as they were, from the old
+        # base's node (through the new one, the graph would loop)
+        other = _view_node(old, _view_positions(b_data, other.data, name))
     if out_of_place is None:  # copy_: the value, as t's dtype and shape
         value = other if isinstance(other, Tensor) else Tensor(xp.asarray(other))
         out = value if value.shape == t.shape else value.expand(*t.shape)
     else:
-        out = out_of_place(old_t, old_t if other is t else other)
+        out = out_of_place(old_t, other)
     if out.data.dtype != t.data.dtype:
         if out_of_place is not None and category(out.data.dtype) > category(t.data.dtype):
             raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "

@@ -30,6 +30,8 @@ VIEWS = {
     "unsqueeze": lambda h: h.unsqueeze(0)[0, 1:],
     "squeeze": lambda h: h[:1].squeeze(0),
     "chain": lambda h: h[1:].t()[0],
+    "diagonal": lambda h: h.diagonal(),
+    "diagonal_offset": lambda h: h.t().diagonal(-1),
 }
 
 
@@ -310,3 +312,48 @@ def test_unsafe_split_pieces_are_not_followed_as_views_as_torch():
     for method in (True, False):
         for p, q in zip(run(minidl, method), run(torch, method)):
             np.testing.assert_allclose(p, q)
+
+
+def test_diagonal_is_a_view_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (minidl, torch):
+        x = lib.tensor(X, dtype=lib.float64)
+        x.diagonal(1).fill_(7.0)  # writes into x, as PyTorch's view does
+        assert x.diagonal().is_contiguous() is False
+        expect = X.copy()
+        expect[[0, 1, 2], [1, 2, 3]] = 7.0
+        np.testing.assert_array_equal(x.numpy(), expect)
+    for lib in (minidl, torch):
+        src = lib.tensor(X, dtype=lib.float64)
+        src.diag().fill_(0.0)  # diag, though, is a copy in both
+        np.testing.assert_array_equal(src.numpy(), X)
+
+
+@pytest.mark.parametrize("case", ["add_row", "mul_col", "copy_row", "self_mul", "setitem_row",
+                                  "add_base"])
+def test_value_from_the_same_base_as_torch(case):
+    """The value read from the same base: its values before the change, as PyTorch's (which
+    refuses at backward where mul saved a view that then changed; minidl saved a copy)."""
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x = lib.tensor(X, dtype=lib.float64, requires_grad=True)
+        h = x * x
+        if case == "add_row":
+            h[0].add_(h[1])
+        elif case == "mul_col":  # (torch refuses mul's saved other at backward: a clone there)
+            h[:, 0].mul_(h[:, 1] if lib is minidl else h[:, 1].clone())
+        elif case == "copy_row":
+            h[0].copy_(h[2])
+        elif case == "self_mul":
+            v = h[1:, 2]
+            v.mul_(v if lib is minidl else v.clone())
+        elif case == "setitem_row":
+            h[1][1:] = h[2][:3]
+        elif case == "add_base":
+            h.view(12)[:4].add_(h[2])
+        (h * h.detach().cos()).sum().backward()
+        return h.detach().numpy(), x.grad.numpy()
+
+    for a, b in zip(run(minidl), run(torch)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
