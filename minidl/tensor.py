@@ -1372,20 +1372,39 @@ def _element_addresses(a):
     return addr
 
 
+def _surely_apart(a):
+    """True where the strides of ``a`` show that no two of its elements share memory (each
+    dim's step clears all the smaller ones' span); False leaves it to be counted."""
+    extent = a.itemsize
+    for step, n in sorted((abs(st), n) for n, st in zip(a.shape, a.strides) if n > 1):
+        if step < extent:
+            return False
+        extent += step * (n - 1)
+    return True
+
+
 def _view_positions(base, view, name):
     """Where each element of the array ``view`` lies in the array ``base`` (whose memory it
     views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``."""
     xp = get_array_module(base)
-    b_addr = _element_addresses(base).reshape(-1)
     v_addr = _element_addresses(view).reshape(-1)
-    order = xp.argsort(b_addr, kind="stable")
-    ordered = b_addr[order]
-    at = xp.searchsorted(ordered, v_addr)
-    if v_addr.size and (int(at.max()) >= ordered.size or bool((ordered[at] != v_addr).any())):
+    if base.flags.c_contiguous:  # (the common case) the offset from its start, in elements
+        at = v_addr - _addr(base)
+        pos = at // base.itemsize
+        bad = v_addr.size and bool(((at % base.itemsize != 0) | (pos < 0) | (pos >= base.size))
+                                   .any())
+    else:
+        b_addr = _element_addresses(base).reshape(-1)
+        order = xp.argsort(b_addr, kind="stable")
+        ordered = b_addr[order]
+        at = xp.searchsorted(ordered, v_addr)
+        bad = v_addr.size and (int(at.max()) >= ordered.size or bool(
+            (ordered[xp.minimum(at, ordered.size - 1)] != v_addr).any()))
+        pos = order[xp.minimum(at, max(ordered.size - 1, 0))] if ordered.size else at
+    if bad:
         raise RuntimeError(f"{name} on a view (shape {tuple(view.shape)}) whose elements do not "
                            "all lie in its base's array; change a .clone() instead")
-    pos = order[at]
-    if v_addr.size > 1 and xp.unique(v_addr).size != v_addr.size:
+    if v_addr.size > 1 and not _surely_apart(view) and xp.unique(v_addr).size != v_addr.size:
         raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
                            f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
                            "refers to a single memory location. Please clone() the tensor before "

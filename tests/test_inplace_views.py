@@ -357,3 +357,19 @@ def test_value_from_the_same_base_as_torch(case):
 
     for a, b in zip(run(minidl), run(torch)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_base_with_a_non_contiguous_array_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        b = lib.from_numpy(np.ascontiguousarray(X.T).T.copy(order="F"))  # strides of a .T
+        w = lib.tensor(U, dtype=lib.float64, requires_grad=True)
+        b[1:, 2].copy_(w[1:] * 2)
+        b.t()[3].mul_(w)
+        (b * b).sum().backward()
+        return b.detach().numpy(), w.grad.numpy()
+
+    assert not minidl.from_numpy(X.copy(order="F")).is_contiguous()
+    for a, c in zip(run(minidl), run(torch)):
+        np.testing.assert_allclose(a, c, rtol=1e-12)
