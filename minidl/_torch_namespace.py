@@ -406,15 +406,15 @@ def slice_copy(input, dim=0, start=None, end=None, step=1):
 
 
 def unsafe_chunk(input, chunks, dim=0):
-    return input.chunk(chunks, dim)
+    return _unchecked_views(input.chunk(chunks, dim))
 
 
 def unsafe_split(input, split_size, dim=0):
-    return input.split(split_size, dim)
+    return _unchecked_views(input.split(split_size, dim))
 
 
 def unsafe_split_with_sizes(input, split_sizes, dim=0):
-    return input.split(list(split_sizes), dim)
+    return _unchecked_views(input.split(list(split_sizes), dim))
 
 
 # ---- more of torch's functions ------------------------------------------------------------
@@ -1063,6 +1063,15 @@ def as_strided_scatter(input, src, size, stride, storage_offset=None):
     return put(input, Tensor(pos), src)
 
 
+def _unchecked_views(pieces):
+    """The unsafe_ variants' pieces: PyTorch's autograd does not follow them as views (an
+    in-place change of one is not refused, nor recorded on the input): whole tensors here."""
+    for p in pieces:
+        for key in ("_multi_view", "_view_base", "_is_view"):
+            p.__dict__.pop(key, None)
+    return pieces
+
+
 def _is_set_to(self, tensor):
     """Whether both tensors view the same memory with the same offset, shape and strides."""
     a, b = self.data, tensor.data
@@ -1253,10 +1262,10 @@ TENSOR_METHODS = {
     "output_nr": property(lambda self: 0), "const_data_ptr": lambda self: self.data_ptr(),
     "dim_order": _dim_order, "resize": _resize, "resize_as": _resize_as, "new": _new, "nonzero_static": lambda self, *, size, fill_value=-1:
     nonzero_static(self, size=size, fill_value=fill_value),
-    "unsafe_chunk": lambda self, chunks, dim=0: self.chunk(chunks, dim),
-    "unsafe_split": lambda self, split_size, dim=0: self.split(split_size, dim),
-    "unsafe_split_with_sizes": lambda self, split_sizes, dim=0: self.split(list(split_sizes),
-                                                                           dim),
+    "unsafe_chunk": lambda self, chunks, dim=0: _unchecked_views(self.chunk(chunks, dim)),
+    "unsafe_split": lambda self, split_size, dim=0: _unchecked_views(self.split(split_size, dim)),
+    "unsafe_split_with_sizes": lambda self, split_sizes, dim=0: _unchecked_views(
+        self.split(list(split_sizes), dim)),
     "H": property(lambda self: self.adjoint() if self.ndim == 2 else _H_error(self)),
 }
 

@@ -1727,7 +1727,8 @@ class Repeat(Function):
 
 
 def _narrow(x, dim, start, length):
-    return GetItem.apply(x, index=(slice(None),) * dim + (slice(start, start + length),))
+    return autograd.share_version(  # a view of x, as PyTorch's split gives
+        GetItem.apply(x, index=(slice(None),) * dim + (slice(start, start + length),)), x)
 
 
 def split(x, split_size_or_sections, dim=0):
@@ -1753,7 +1754,17 @@ def split(x, split_size_or_sections, dim=0):
         raise TypeError("split: split_size_or_sections must be an int or a list of ints, got "
                         f"{type(sections).__name__}")
     starts = np.cumsum([0] + sizes[:-1]).tolist()
-    return tuple(_narrow(x, d, start, size) for start, size in zip(starts, sizes))
+    return mark_multi_view(tuple(_narrow(x, d, start, size) for start, size in zip(starts, sizes)),
+                           "Split")
+
+
+def mark_multi_view(pieces, name):
+    """The views of a function that returns several (split, unbind): PyTorch refuses an
+    in-place change of one inside the graph, which minidl's in-place ops on views check."""
+    for p in pieces:
+        if p.__dict__.get("_view_base") is not None:
+            p._multi_view = name
+    return pieces
 
 
 def chunk(x, chunks, dim=0):

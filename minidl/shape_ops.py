@@ -23,6 +23,7 @@ from .ops import (
     refuse_complex, traces_untracked, wrap_dim,
 )
 from .ops import fill_value as _fill_value
+from .ops import mark_multi_view
 
 SortResult = namedtuple("SortResult", ["values", "indices"])  # as torch.return_types.sort
 
@@ -218,9 +219,14 @@ class Diagonal(Function):
 
     complex_grad = True
 
-    def forward(self, a, offset, dim1, dim2):
+    def forward(self, a, offset, dim1, dim2, view=False):
         self.shape, self.args = a.shape, (offset, dim1, dim2)
-        return get_array_module(a).diagonal(a, offset, dim1, dim2).copy()
+        out = get_array_module(a).diagonal(a, offset, dim1, dim2)
+        if not view:
+            return out.copy()
+        if type(out) is np.ndarray and a.flags.writeable:
+            out.flags.writeable = True  # NumPy's diagonal is a read-only view; torch's writes
+        return out
 
     def backward(self, g):
         return DiagonalGrad().forward(g, self.shape, self.args)
@@ -280,7 +286,8 @@ def diagonal(input, offset=0, dim1=0, dim2=1):
     d1, d2 = wrap_dim(dim1, input.ndim, "diagonal"), wrap_dim(dim2, input.ndim, "diagonal")
     if d1 == d2:
         raise ValueError(f"diagonal: dim1 and dim2 are the same dim ({dim1}, {dim2})")
-    return Diagonal.apply(input, offset=int(offset), dim1=d1, dim2=d2)
+    return autograd.share_version(  # a view of the input, as PyTorch's
+        Diagonal.apply(input, offset=int(offset), dim1=d1, dim2=d2, view=True), input)
 
 
 def diag(input, diagonal=0):
@@ -315,7 +322,8 @@ def unbind(input, dim=0):
     if input.ndim == 0:
         raise DimError("unbind: needs a tensor with at least one dim, got a 0-d tensor")
     d = wrap_dim(dim, input.ndim, "unbind")
-    return tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d]))
+    return mark_multi_view(tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d])),
+                           "Unbind")
 
 
 def movedim(input, source, destination):

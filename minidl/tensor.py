@@ -104,7 +104,7 @@ class Tensor:
     # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
     # array changed after its forward. None until the first change or the first view.
     _vc = None
-    _used = False  # set once an op recorded in the graph took this tensor as an input
+    _used = False  # how many ops recorded in the graph took this tensor as an input (0: none)
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
     _hooks = None  # register_hook's functions, {key: fn}, run when this gradient is computed
     _post_hooks = None  # register_post_accumulate_grad_hook's, run after .grad is updated
@@ -430,7 +430,10 @@ class Tensor:
 
     def detach(self):
         """The same values (the same array), cut from the graph."""
-        return _share_version(Tensor(self.data), self)
+        out = _share_version(Tensor(self.data), self)
+        out.__dict__.pop("_view_base", None)  # a base of its own for in-place ops, as torch's
+        out.__dict__.pop("_view_no_grad", None)
+        return out
 
     def requires_grad_(self, flag=True):
         if flag and not is_differentiable(self.data.dtype):
@@ -838,7 +841,8 @@ class Tensor:
         new = type(self).__new__(type(self))
         memo[id(self)] = new
         for key, value in self.__dict__.items():
-            if key in ("_vc", "_used", "_is_view"):
+            if key in ("_vc", "_used", "_is_view", "_view_base", "_views", "_view_uses",
+                       "_view_no_grad", "_multi_view"):
                 continue  # a fresh array: its own version count, not a view of anything
             new.__dict__[key] = value.copy() if key == "data" else copy.deepcopy(value, memo)
         return new
@@ -1216,6 +1220,8 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     other_grad = isinstance(other, Tensor) and other.requires_grad
     if autograd._grad_enabled and (t.requires_grad or other_grad):
         return _inplace_in_graph(t, other, name, out_of_place)
+    if t._is_view and autograd._grad_enabled:
+        _refuse_no_grad_view(t, name)
     xp = get_array_module(t.data)
     if isinstance(other, Tensor):
         if other.device != t.device:
@@ -1337,6 +1343,9 @@ def _set_item(t, index, value):
         raise ValueError(f"{name}: a value of shape {tuple(value_shape)} does not fit the "
                          f"{tuple(target_shape)} elements selected") from None
     value_grad = isinstance(value, Tensor) and value.requires_grad
+    if autograd._grad_enabled and (t.requires_grad or value_grad) and _writes_itself(
+            t, index, value):
+        return  # x[i] += v: the view changed in place already holds the values (and the node)
     if autograd._grad_enabled and (t.requires_grad or value_grad):
         if not isinstance(value, Tensor):
             value = Tensor(get_array_module(t.data).asarray(value, dtype=t.data.dtype))
@@ -1369,6 +1378,27 @@ def check_in_place_result(name, have, want, shape=None, result_shape=None):
                                    f"output type {want}")
 
 
+def _writes_itself(t, index, value):
+    """``t[index] = value`` where ``value`` is the very view ``t[index]`` (what Python runs for
+    ``t[index] += v`` after the in-place op on that view): nothing left to write."""
+    if not (isinstance(value, Tensor) and value._is_view) or type(t.data) is SparseCOO:
+        return False
+    base = t.__dict__.get("_view_base", t)
+    if value.__dict__.get("_view_base") is not base or value.data.dtype != t.data.dtype:
+        return False
+    try:
+        target = t.data[index]
+    except (IndexError, TypeError, ValueError):
+        return False
+    if getattr(target, "base", None) is None or target.shape != value.shape:
+        return False  # an advanced index's copy, or a scalar: not the view itself
+    return target.strides == value.data.strides and _addr(target) == _addr(value.data)
+
+
+def _addr(a):
+    return a.__array_interface__["data"][0] if type(a) is np.ndarray else a.data.ptr
+
+
 def apply_in_place(t, fn, name):
     """``t`` set to ``fn(t)`` in place (``F.relu(x, inplace=True)``, ``x.relu_()``): the same
     rules as the in-place operators (recorded by the graph as the tensor itself, refused where
@@ -1379,6 +1409,8 @@ def apply_in_place(t, fn, name):
         return t
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
+    if t._is_view and autograd._grad_enabled:
+        _refuse_no_grad_view(t, f"{name}(inplace=True)")
     y = fn(t)
     check_in_place_result(f"{name}_", y.data.dtype, t.data.dtype, t.shape, y.shape)
     xp = get_array_module(t.data)
@@ -1420,6 +1452,8 @@ def _inplace_in_graph(t, other, name, out_of_place):
         raise RuntimeError(
             f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses it "
             "too; update parameters inside `with minidl.no_grad():`")
+    if t._is_view and not _lost_its_base(t):
+        return _inplace_on_view(t, other, name, out_of_place)
     if out_of_place is None:
         raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
                            "inside `with minidl.no_grad():` or use .clone()")
@@ -1428,10 +1462,6 @@ def _inplace_in_graph(t, other, name, out_of_place):
             f"{name} on a tensor (shape {t.shape}) that another op of the graph already took as "
             "an input: its gradient would go to the changed tensor. Use an out-of-place op "
             "(h = h * 2) or change a .clone()")
-    if t._is_view:
-        raise RuntimeError(
-            f"{name} on a view (shape {t.shape}) of another tensor inside the graph: minidl "
-            "records it only on whole tensors. Use an out-of-place op, or change a .clone()")
     old = Tensor.__new__(Tensor)
     old.__dict__.update(t.__dict__)  # the node as it was: the recorded op takes it as input
     out = out_of_place(old, old if other is t else other)  # y *= y squares the old y
@@ -1452,6 +1482,176 @@ def _inplace_in_graph(t, other, name, out_of_place):
     t.__dict__.pop("_used", None)
     t.__dict__.pop("_is_view", None)
     t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
+    return t
+
+
+def _element_addresses(a):
+    """The address of each element of the array ``a`` (its shape), from its strides."""
+    xp = get_array_module(a)
+    start = _addr(a)
+    addr = xp.full(a.shape, start, dtype=np.int64)
+    for d, (n, step) in enumerate(zip(a.shape, a.strides)):
+        addr = addr + (xp.arange(n, dtype=np.int64) * step).reshape(
+            (1,) * d + (n,) + (1,) * (a.ndim - d - 1))
+    return addr
+
+
+def _surely_apart(a):
+    """True where the strides of ``a`` show that no two of its elements share memory (each
+    dim's step clears all the smaller ones' span); False leaves it to be counted."""
+    extent = a.itemsize
+    for step, n in sorted((abs(st), n) for n, st in zip(a.shape, a.strides) if n > 1):
+        if step < extent:
+            return False
+        extent += step * (n - 1)
+    return True
+
+
+def _view_positions(base, view, name):
+    """Where each element of the array ``view`` lies in the array ``base`` (whose memory it
+    views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``."""
+    xp = get_array_module(base)
+    v_addr = _element_addresses(view).reshape(-1)
+    if base.flags.c_contiguous:  # (the common case) the offset from its start, in elements
+        at = v_addr - _addr(base)
+        pos = at // base.itemsize
+        bad = v_addr.size and bool(((at % base.itemsize != 0) | (pos < 0) | (pos >= base.size))
+                                   .any())
+    else:
+        b_addr = _element_addresses(base).reshape(-1)
+        order = xp.argsort(b_addr, kind="stable")
+        ordered = b_addr[order]
+        at = xp.searchsorted(ordered, v_addr)
+        bad = v_addr.size and (int(at.max()) >= ordered.size or bool(
+            (ordered[xp.minimum(at, ordered.size - 1)] != v_addr).any()))
+        pos = order[xp.minimum(at, max(ordered.size - 1, 0))] if ordered.size else at
+    if bad:
+        raise RuntimeError(f"{name} on a view (shape {tuple(view.shape)}) whose elements do not "
+                           "all lie in its base's array; change a .clone() instead")
+    if v_addr.size > 1 and not _surely_apart(view) and xp.unique(v_addr).size != v_addr.size:
+        raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
+                           f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
+                           "refers to a single memory location. Please clone() the tensor before "
+                           "performing the operation (PyTorch refuses it too)")
+    return pos.reshape(view.shape)
+
+
+def _view_node(base, pos):
+    """The view at ``pos`` (flat indices) of ``base`` as an op of the graph, taking ``base``
+    itself (so its gradient reaches ``base``'s node); the array is a copy, for its node only."""
+    flat = Reshape.apply(base, shape=(-1,))
+    node = GetItem.apply(flat, index=pos)
+    if flat._ctx is not None:
+        base._view_uses = base.__dict__.get("_view_uses", 0) + 1
+    return node
+
+
+def _lost_its_base(t):
+    """A tensor marked as a view whose array no longer shares its base's memory (restored from
+    a pickle, which copies each array): a whole tensor of its own for in-place ops."""
+    base = t.__dict__.get("_view_base")
+    if base is None or type(t.data) is not np.ndarray or type(base.data) is not np.ndarray:
+        return False
+    return not np.may_share_memory(t.data, base.data)
+
+
+def _refuse_no_grad_view(t, name):
+    """PyTorch's refusal of an in-place change, in grad mode, of a view made under no_grad()
+    of a tensor that requires grad."""
+    if t.__dict__.get("_view_no_grad"):
+        raise RuntimeError(
+            f"{name}: A view was created in no_grad mode and is being modified inplace with grad "
+            f"mode enabled (a view of shape {t.shape}). Given that this use case is ambiguous and "
+            "error-prone, it is forbidden (as in PyTorch): make both the view and the in-place "
+            "op inside the no_grad block, or both outside it, or clone() the view")
+
+
+def _inplace_on_view(t, other, name, out_of_place):
+    """An in-place op on the view ``t`` of a base ``b``, recorded as PyTorch records it: the op
+    computed out of place from ``t``'s values, written at ``t``'s places into ``b``'s old value
+    (an op of the graph that ``b`` now stands for, as ``_inplace_in_graph`` makes a whole
+    tensor), the values also written into the shared array (so ``b``, ``t`` and every other
+    view read the new ones), and ``t`` (and any view of ``b`` not recorded) made a view of the
+    new ``b``. Views recorded from ``b`` reach its new node through ``b`` itself. Where some op
+    other than a view already took ``b`` or one of its views, the change would reroute that
+    op's gradient: refused, as for whole tensors."""
+    base = t.__dict__.get("_view_base")
+    _refuse_no_grad_view(t, name)
+    multi = t.__dict__.get("_multi_view")
+    if multi is not None:
+        raise RuntimeError(
+            f"{name}: output of {multi} (shape {t.shape}) is a view and is being modified "
+            "inplace. This view is the output of a function that returns multiple views. Such "
+            "functions do not allow the output views to be modified inplace (PyTorch refuses it "
+            "too). You should replace the inplace operation by an out-of-place one")
+    if base is None:
+        raise RuntimeError(
+            f"{name} on a view (shape {t.shape}) of another tensor inside the graph whose base "
+            "minidl does not know (a complex tensor's real part, a view another kind of op "
+            "made): use an out-of-place op, or change a .clone()")
+    if base.requires_grad and base._ctx is None:
+        raise RuntimeError(
+            f"{name}: a view of a leaf Variable that requires grad is being used in an in-place "
+            f"operation (the leaf has shape {base.shape}; PyTorch refuses it too). Change a "
+            ".clone() of the leaf, or update it inside `with minidl.no_grad():`")
+    b_data = base.data
+    xp = get_array_module(b_data)
+    if type(b_data) is SparseCOO or type(t.data) is SparseCOO:
+        raise SparseLayoutError(name)
+    if xp is np and not b_data.flags.writeable:
+        raise ValueError(f"{name}: the base array (shape {base.shape}) of this view is read-only")
+    views = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None
+             and w.__dict__.get("_view_base") is base]
+    if not any(w is t for w in views):
+        views.append(t)
+    for w in [base] + views:
+        if int(w._used) > w.__dict__.get("_view_uses", 0):
+            what = "it" if w is t else ("its base" if w is base else "another view of its base")
+            raise RuntimeError(
+                f"{name} on a view (shape {t.shape}) when an op of the graph other than a view "
+                f"already took {what} (shape {w.shape}) as an input: minidl cannot send that "
+                "op's gradient to the values as they were. Use an out-of-place op, or change a "
+                ".clone()")
+    pos = _view_positions(b_data, t.data, name)
+    # the values as they were: a node that stands for the old base (its old op, its count)
+    old = Tensor.__new__(Tensor)
+    old.__dict__.update(base.__dict__)
+    for key in ("_used", "_view_uses", "_views", "_hooks"):
+        old.__dict__.pop(key, None)
+    old_t = _view_node(old, pos)  # t's values (a copy), its gradient to the old base's node
+    if other is t:
+        other = old_t  # v *= v squares the old v
+    elif isinstance(other, Tensor) and (other is base or other.__dict__.get("_view_base") is base) \
+            and type(other.data) is type(b_data) and xp.may_share_memory(other.data, b_data):
+        # the base or another view of it (h[0] += h[1]): its values as they were, from the old
+        # base's node (through the new one, the graph would loop)
+        other = _view_node(old, _view_positions(b_data, other.data, name))
+    if out_of_place is None:  # copy_: the value, as t's dtype and shape
+        value = other if isinstance(other, Tensor) else Tensor(xp.asarray(other))
+        out = value if value.shape == t.shape else value.expand(*t.shape)
+    else:
+        out = out_of_place(old_t, other)
+    if out.data.dtype != t.data.dtype:
+        if out_of_place is not None and category(out.data.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
+        out = _cast(out, t.data.dtype)
+    if out.shape != t.shape:
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a view of "
+                         f"shape {t.shape}")
+    flat_old = Reshape.apply(old, shape=(-1,))
+    new = Reshape.apply(ops.SetItem.apply(flat_old, out, index=pos), shape=base.shape)
+    # the new values into the shared array (b, t and the other views read them), counted once
+    xp.copyto(b_data, new.data, casting="unsafe")
+    bump_version(base)
+    base._ctx, base.requires_grad = new._ctx, new.requires_grad
+    base.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
+    for w in views:  # t, and the views of the old base that no op recorded: views of the new
+        if w is t or w._ctx is None:
+            node = _view_node(base, pos if w is t else _view_positions(b_data, w.data, name))
+            w._ctx, w.requires_grad = node._ctx, node.requires_grad
+            w.__dict__.pop("_hooks", None)
     return t
 
 
@@ -2033,6 +2233,8 @@ def _inplace_by(t, name, fn, other=None):
     if autograd._grad_enabled and (t.requires_grad or (
             isinstance(other, Tensor) and other.requires_grad)):
         return _inplace_in_graph(t, other, name, fn)
+    if t._is_view and autograd._grad_enabled:
+        _refuse_no_grad_view(t, name)
     with no_grad():
         y = fn(t, other)
     check_in_place_result(name, y.data.dtype, t.data.dtype, t.shape, y.shape)

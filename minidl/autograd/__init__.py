@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref as _weakref
 
 import numpy as _np
 
@@ -588,7 +589,8 @@ class Function:
             fn.inputs = tensors
             result._ctx = fn
             for t in tensors:
-                t._used = True  # an in-place change of t would now reroute a gradient
+                t._used += 1  # an in-place change of t would now reroute a gradient (a count:
+                # in-place ops on views tell the view ops' uses from the others)
             if changes:
                 fn.stamp = changes
             if _anomaly:
@@ -927,7 +929,7 @@ def _apply_on_tensors(cls, args, kwargs):
     node.saved = ctx.saved  # the arrays of ctx.save_for_backward, for the version check
     node.inputs = [args[i] for i in ctx._tensor_args]
     for t in node.inputs:
-        t._used = True
+        t._used += 1
     node.stamp = changes
     if _anomaly:
         node.forward_trace = _forward_trace()
@@ -988,6 +990,17 @@ def root_array(a):
     return a
 
 
+class ViewList(list):
+    """Weak references to the views made of a tensor (see share_version); a copy or a pickle
+    of the tensor starts with none, as its array is a new one."""
+
+    def __reduce__(self):
+        return (ViewList, ())
+
+    def __deepcopy__(self, memo):
+        return ViewList()
+
+
 def share_version(out, src):
     """``out`` views ``src``'s memory (a slice, a reshape, detach(), a complex tensor's real
     part): one version count for both, as in PyTorch, so an in-place change through either is
@@ -998,6 +1011,20 @@ def share_version(out, src):
             vc = src._vc = [0, 0]
         out._vc = vc
         out._is_view = True
+        if out._ctx is not None and any(t is src for t in out._ctx.inputs):
+            src._view_uses = src.__dict__.get("_view_uses", 0) + 1  # see _inplace_on_view
+        if _grad_enabled:  # its base (the tensor that owns no view), for in-place ops on it
+            base = src.__dict__.get("_view_base", src)
+            if out.data.dtype == base.data.dtype and base is not out:
+                out._view_base = base
+                views = base.__dict__.get("_views")
+                if views is None:
+                    views = base._views = ViewList()
+                if len(views) % 64 == 63:  # the dead ones dropped now and then
+                    views[:] = [r for r in views if r() is not None]
+                views.append(_weakref.ref(out))
+        elif src.requires_grad or src.__dict__.get("_view_no_grad"):
+            out._view_no_grad = True  # PyTorch refuses its in-place change in grad mode
     return out
 
 
