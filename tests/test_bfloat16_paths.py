@@ -244,3 +244,14 @@ def test_onnx_same_array_bfloat16_nan():
     a = np.array([1.0, np.nan], np.float32).astype(BF16)
     assert _same_array(a, a.copy())
     assert not _same_array(a, np.array([2.0, np.nan], np.float32).astype(BF16))
+
+
+# ---- sparse.softmax / log_softmax take bfloat16 (minidl takes float16 too; torch's CPU neither) ---
+@pytest.mark.parametrize("log", [False, True])
+def test_sparse_softmax_bfloat16(log):
+    fn = minidl.sparse.log_softmax if log else minidl.sparse.softmax
+    dense = minidl.tensor([[1.0, 0.0], [0.5, 2.0]])
+    got = fn(dense.to(minidl.bfloat16).to_sparse(), 1)
+    want = fn(dense.to_sparse(), 1)
+    assert got.dtype == minidl.bfloat16
+    np.testing.assert_allclose(_np(got.to_dense()), want.to_dense().numpy(), rtol=2e-2, atol=1e-2)
