@@ -18,7 +18,8 @@ from . import autograd, backend
 from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
 from .backend.generic import ACT_SIGMOID
-from .backend.dtypes import combine_dtypes, is_floating, promote_types, scalar_dtype
+from .backend.dtypes import (combine_dtypes, is_floating, is_real_number, promote_types,
+                             scalar_dtype)
 
 
 class UnsupportedDtypeError(TypeError, RuntimeError):
@@ -570,7 +571,7 @@ def _is_tensor(x):
 
 
 def _is_number(x):
-    return isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating))
+    return isinstance(x, np.bool_) or is_real_number(x)  # a bfloat16 NumPy scalar too
 
 
 def _describe(x):

@@ -255,3 +255,27 @@ def test_sparse_softmax_bfloat16(log):
     want = fn(dense.to_sparse(), 1)
     assert got.dtype == minidl.bfloat16
     np.testing.assert_allclose(_np(got.to_dense()), want.to_dense().numpy(), rtol=2e-2, atol=1e-2)
+
+
+# ---- a bfloat16 NumPy scalar (what .numpy()[i] of a bfloat16 tensor gives) is a number ----------
+def _bf16_scalar(value):
+    return minidl.tensor([value], dtype=minidl.bfloat16).numpy()[0]
+
+
+def test_bfloat16_numpy_scalar_is_a_number():
+    from minidl.backend.dtypes import is_real_number
+
+    s = _bf16_scalar(0.5)
+    assert not isinstance(s, np.floating) and is_real_number(s)
+    assert not is_real_number(np.bool_(True)) and not is_real_number("0.5")
+    np.testing.assert_allclose(minidl.clamp(minidl.tensor([0.2, 0.9]), max=s).numpy(), [0.2, 0.5])
+    np.testing.assert_allclose(minidl.full((2,), s).numpy(), [0.5, 0.5])
+    opt = minidl.optim.SGD([minidl.nn.Parameter(minidl.ones(2))], lr=s)
+    assert float(opt.param_groups[0]["lr"]) == 0.5
+    assert float(minidl.quantile(minidl.tensor([0.0, 1.0, 2.0]), s)) == 1.0
+    out = minidl.nn.functional.rms_norm(minidl.ones(2, 2), (2,), eps=_bf16_scalar(1.0))
+    np.testing.assert_allclose(out.numpy(), 1 / np.sqrt(2), rtol=1e-6)
+    p = minidl.nn.Parameter(minidl.ones(4))
+    p.grad = minidl.full((4,), 3.0)
+    minidl.nn.utils.clip_grad_norm_([p], _bf16_scalar(1.0))
+    np.testing.assert_allclose(p.grad.numpy(), 0.5, rtol=1e-5)

@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
-from ..backend.dtypes import default_float, is_floating, promote_types, real_of
+from ..backend.dtypes import (default_float, is_floating, is_real_number, promote_types,
+                              real_of)
 from ..backend.sparse import SparseCOO, coalesce
 from ..ops import cat, refuse_complex
 from ..tensor import Tensor
@@ -40,7 +41,7 @@ def _grads(parameters, where):
 def _number(where, key, value):
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not is_real_number(value):
         raise TypeError(f"{where}: {key} must be a number, got {value!r}")
     value = float(value)
     if math.isnan(value) or value < 0:

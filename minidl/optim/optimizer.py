@@ -10,7 +10,7 @@ import numpy as np
 from .. import autograd, backend
 from ..backend.sparse import SparseCOO
 from ..backend import device_of, get_array_module, to_device
-from ..backend.dtypes import is_floating
+from ..backend.dtypes import is_floating, is_real_number
 from ..tensor import Tensor, bump_version, enable_grad, no_grad
 
 
@@ -91,7 +91,7 @@ def _count_changes(group):
 
 def _check_finite(name, **values):
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, bool) or not is_real_number(value):
             raise TypeError(f"{name}: {key} must be a number, got {value!r}")
         if not math.isfinite(value):
             raise ValueError(f"{name}: {key} must be a finite number, got {value}")
