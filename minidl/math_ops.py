@@ -583,9 +583,12 @@ def ge(input, other):
 
 def _bool(name, fn, kinds=""):
     """A bool-valued op outside the graph; on an input of one of ``kinds`` (dtype kinds) it
-    runs as a recorded ops.Compare while the ONNX exporter's tracer is installed."""
+    runs as a recorded ops.Compare while the ONNX exporter's tracer is installed ("f" takes
+    bfloat16 in too, whose NumPy kind is "V")."""
     def op(input):
-        if autograd._profiler_hook is not None and input.data.dtype.kind in kinds and \
+        dt = input.data.dtype
+        if autograd._profiler_hook is not None and (
+                dt.kind in kinds or "f" in kinds and is_floating(dt)) and \
                 getattr(autograd._profiler_hook, "traces_untracked_ops", False):
             return Compare.apply(input, op=name)
         return autograd.Tensor(fn(get_array_module(input.data), input.data))

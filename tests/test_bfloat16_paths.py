@@ -279,3 +279,31 @@ def test_bfloat16_numpy_scalar_is_a_number():
     p.grad = minidl.full((4,), 3.0)
     minidl.nn.utils.clip_grad_norm_([p], _bf16_scalar(1.0))
     np.testing.assert_allclose(p.grad.numpy(), 0.5, rtol=1e-5)
+
+
+# ---- isnan / isinf / isfinite / logical_not of bfloat16 are recorded for the ONNX tracer ---------
+def test_bool_ops_of_bfloat16_are_recorded_for_a_tracer():
+    from minidl import autograd
+
+    class Hook:
+        traces_untracked_ops = True
+
+        def __init__(self):
+            self.seen = []
+
+        def forward(self, fn, tensors, kwargs):
+            self.seen.append((type(fn).__name__, kwargs.get("op")))
+            return fn.forward(*[t.data for t in tensors], **kwargs)
+
+    x = minidl.tensor([1.0, float("nan"), float("inf"), 0.0], dtype=minidl.bfloat16)
+    hook, prev = Hook(), autograd._profiler_hook
+    autograd._profiler_hook = hook
+    try:
+        outs = [minidl.isnan(x), minidl.isinf(x), minidl.isfinite(x), minidl.logical_not(x)]
+    finally:
+        autograd._profiler_hook = prev
+    assert [op for _, op in hook.seen] == ["isnan", "isinf", "isfinite", "logical_not"]
+    expected = [[False, True, False, False], [False, False, True, False],
+                [True, False, False, True], [False, False, False, True]]
+    for out, want in zip(outs, expected):
+        np.testing.assert_array_equal(out.numpy(), want)
