@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, first_order_only
 from .backend import get_array_module
-from .backend.dtypes import as_dtype, default_float, is_floating
+from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number
 from .ops import (
     Abs, Cast, Compare, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid,
     UnsupportedDtypeError,
@@ -529,7 +529,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
         x = Abs.apply(x)
     if not is_floating(x.data.dtype):
         raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
-    if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
+    if isinstance(ord, bool) or not (isinstance(ord, np.number) or is_real_number(ord)):
         raise TypeError(f"vector_norm: ord must be a number, got {ord!r}")
     axes = _axes(dim, x.ndim, "vector_norm")
     if (ord < 0 or ord == float("inf")) and any(x.shape[a] == 0 for a in axes):

@@ -1341,7 +1341,8 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
                                     f"{x.data.dtype}")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
+    elif isinstance(correction, bool) or not (isinstance(correction, np.number) or
+                                              is_real_number(correction)):
         raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
     axes = reduction_axes(dim, x.ndim)
     count = int(np.prod([x.shape[ax] for ax in axes])) if x.data.size else 0

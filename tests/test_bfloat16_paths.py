@@ -307,3 +307,15 @@ def test_bool_ops_of_bfloat16_are_recorded_for_a_tracer():
                 [True, False, False, True], [False, False, False, True]]
     for out, want in zip(outs, expected):
         np.testing.assert_array_equal(out.numpy(), want)
+
+
+def test_bfloat16_numpy_scalar_as_alpha_pad_value_ord_correction():
+    s, two, one = _bf16_scalar(1.5), _bf16_scalar(2.0), _bf16_scalar(1.0)
+    np.testing.assert_allclose(minidl.add(minidl.tensor([1.0, 2.0]), 1, alpha=s).numpy(),
+                               [2.5, 3.5])
+    with pytest.raises(TypeError, match="alpha must not be a float"):  # as a float alpha
+        minidl.add(minidl.tensor([1, 2]), 1, alpha=s)
+    np.testing.assert_allclose(minidl.nn.functional.pad(minidl.ones(2), (1, 1), value=s).numpy(),
+                               [1.5, 1.0, 1.0, 1.5])
+    assert float(minidl.linalg.vector_norm(minidl.tensor([3.0, 4.0]), ord=two)) == 5.0
+    assert float(minidl.var(minidl.tensor([1.0, 2.0, 3.0]), correction=one)) == 1.0
