@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .backend import generator_rng, get_array_module
+from .backend.dtypes import is_floating
 from .tensor import Function, Tensor
 
 dtype = np.dtype  # isinstance(minidl.float32, minidl.dtype), as torch.dtype
@@ -31,7 +32,7 @@ class Poisson(Function):
 def _float_rates(name, t):
     if not isinstance(t, Tensor):
         raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
-    if t.data.dtype.kind != "f":
+    if not is_floating(t.data.dtype):
         raise TypeError(f"{name}: not implemented for {t.dtype} (a floating tensor of rates "
                         "or counts is needed)")
 
@@ -302,7 +303,7 @@ def set_default_tensor_type(t, /):
     if not isinstance(t, legacy_types._LegacyType):
         raise TypeError(f"set_default_tensor_type: expected a legacy tensor type such as "
                         f"minidl.FloatTensor or its name, got {t!r}")
-    if t.dtype.kind != "f":
+    if not is_floating(t.dtype):
         raise TypeError("only floating-point types are supported as the default type")
     if t.is_cuda:  # torch refuses a CUDA type it cannot make, before changing anything
         from .backend import require_cuda

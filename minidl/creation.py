@@ -11,7 +11,7 @@ import numpy as np
 
 from .backend import generator_rng
 from . import backend
-from .backend.dtypes import as_dtype, default_float, is_floating, scalar_dtype
+from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number, scalar_dtype
 from .tensor import Tensor
 
 
@@ -81,9 +81,8 @@ def _number(name, what, x, complex_too=False):
     a complex number too where ``complex_too``."""
     if isinstance(x, Tensor):
         x = x.item()
-    kinds = (int, float, np.integer, np.floating) + ((complex, np.complexfloating)
-                                                     if complex_too else ())
-    if isinstance(x, bool) or not isinstance(x, kinds):
+    if isinstance(x, bool) or not (is_real_number(x) or complex_too and isinstance(
+            x, (complex, np.complexfloating))):
         raise TypeError(f"{name}: {what} must be a number, got {type(x).__name__}")
     return x.item() if isinstance(x, np.generic) else x
 

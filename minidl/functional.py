@@ -15,7 +15,7 @@ import numpy as np
 from . import backend
 from .backend import device_of, generic, get_array_module
 from .autograd import first_order_only
-from .backend.dtypes import channel_dtype, is_floating, is_low_precision
+from .backend.dtypes import channel_dtype, is_floating, is_low_precision, is_real_number
 from .backend.sparse import SparseCOO
 from .ops import (
     LogSoftmax, ReLU, Sigmoid, Softmax, Where, accumulation_dtype, cat, constant, keep_where,
@@ -2061,7 +2061,7 @@ def pad(input, pad, mode="constant", value=None):
                              f"size {n} (input shape {input.shape})")
     if value is None:
         value = 0
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+    if isinstance(value, bool) or not (isinstance(value, np.number) or is_real_number(value)):
         raise TypeError(f"{name}: value must be a number, got {value!r}")
     return Pad.apply(input, widths=tuple(widths), value=value)
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, first_order_only
 from .backend import get_array_module
-from .backend.dtypes import complex_of, is_floating
+from .backend.dtypes import complex_of, is_differentiable, is_floating
 from .math_ops import amin, vector_norm
 from .ops import (
     BadArgumentError, Conj, Reshape, Where, cat, constant, keep_where, stack, swap_last_dims, where,
@@ -1569,7 +1569,7 @@ def vecdot(x, y, *, dim=-1):
     if not isinstance(x, autograd.Tensor) or not isinstance(y, autograd.Tensor):
         raise TypeError(f"{name}: x and y must be Tensors, got {type(x).__name__} and "
                         f"{type(y).__name__}")
-    if x.data.dtype.kind not in "fc":
+    if not is_differentiable(x.data.dtype):  # floating (bfloat16 too) or complex
         raise TypeError(f"{name}: Expected a floating point or complex tensor as input. Got "
                         f"{x.data.dtype}")
     if x.data.dtype != y.data.dtype:

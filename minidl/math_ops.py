@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, first_order_only
 from .backend import get_array_module
-from .backend.dtypes import as_dtype, default_float, is_floating
+from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number
 from .ops import (
     Abs, Cast, Compare, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid,
     UnsupportedDtypeError,
@@ -529,7 +529,7 @@ def vector_norm(x, ord=2, dim=None, keepdim=False, *, dtype=None):
         x = Abs.apply(x)
     if not is_floating(x.data.dtype):
         raise TypeError(f"vector_norm: needs a floating-point tensor, got dtype {x.data.dtype}")
-    if isinstance(ord, bool) or not isinstance(ord, (int, float, np.number)):
+    if isinstance(ord, bool) or not (isinstance(ord, np.number) or is_real_number(ord)):
         raise TypeError(f"vector_norm: ord must be a number, got {ord!r}")
     axes = _axes(dim, x.ndim, "vector_norm")
     if (ord < 0 or ord == float("inf")) and any(x.shape[a] == 0 for a in axes):
@@ -583,9 +583,12 @@ def ge(input, other):
 
 def _bool(name, fn, kinds=""):
     """A bool-valued op outside the graph; on an input of one of ``kinds`` (dtype kinds) it
-    runs as a recorded ops.Compare while the ONNX exporter's tracer is installed."""
+    runs as a recorded ops.Compare while the ONNX exporter's tracer is installed ("f" takes
+    bfloat16 in too, whose NumPy kind is "V")."""
     def op(input):
-        if autograd._profiler_hook is not None and input.data.dtype.kind in kinds and \
+        dt = input.data.dtype
+        if autograd._profiler_hook is not None and (
+                dt.kind in kinds or "f" in kinds and is_floating(dt)) and \
                 getattr(autograd._profiler_hook, "traces_untracked_ops", False):
             return Compare.apply(input, op=name)
         return autograd.Tensor(fn(get_array_module(input.data), input.data))

@@ -18,7 +18,8 @@ from . import autograd, backend
 from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
 from .backend.generic import ACT_SIGMOID
-from .backend.dtypes import combine_dtypes, is_floating, promote_types, scalar_dtype
+from .backend.dtypes import (combine_dtypes, is_floating, is_real_number, promote_types,
+                             scalar_dtype)
 
 
 class UnsupportedDtypeError(TypeError, RuntimeError):
@@ -570,7 +571,7 @@ def _is_tensor(x):
 
 
 def _is_number(x):
-    return isinstance(x, (bool, int, float, np.bool_, np.integer, np.floating))
+    return isinstance(x, np.bool_) or is_real_number(x)  # a bfloat16 NumPy scalar too
 
 
 def _describe(x):
@@ -1340,7 +1341,8 @@ def var(x, dim=None, unbiased=None, keepdim=False, correction=None, name="var"):
                                     f"{x.data.dtype}")
     if correction is None:
         correction = 1 if unbiased is None or unbiased else 0
-    elif isinstance(correction, bool) or not isinstance(correction, (int, float, np.number)):
+    elif isinstance(correction, bool) or not (isinstance(correction, np.number) or
+                                              is_real_number(correction)):
         raise TypeError(f"{name}: correction must be a number, got {type(correction).__name__}")
     axes = reduction_axes(dim, x.ndim)
     count = int(np.prod([x.shape[ax] for ax in axes])) if x.data.size else 0

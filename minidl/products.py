@@ -14,7 +14,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import is_floating, is_real_number
 from .pointwise import OpArgumentError
 from .ops import (
     BadArgumentError, Cast, Expand, MatMul, Mul, Reshape, Sum, UnsupportedDtypeError, Where,
@@ -519,7 +519,7 @@ def cdist(x1, x2, p=2.0, compute_mode="use_mm_for_euclid_dist_if_necessary"):
     if x1.shape[-1] != x2.shape[-1]:
         raise CdistArgumentError(f"cdist: X1 and X2 must have the same number of columns. X1: "
                                  f"{x1.shape[-1]} X2: {x2.shape[-1]}")
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+    if isinstance(p, bool) or not is_real_number(p):
         raise TypeError(f"cdist: p must be a number, got {type(p).__name__}")
     if not p >= 0:
         raise CdistArgumentError(f"cdist: only supports non-negative p values, got {p}")

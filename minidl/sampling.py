@@ -14,7 +14,7 @@ import numpy as np
 
 from . import backend
 from .backend import device_of, get_array_module
-from .backend.dtypes import is_floating
+from .backend.dtypes import is_floating, is_real_number
 from .pointwise import DtypeError, OpArgumentError
 
 
@@ -74,7 +74,7 @@ def _rng(t, generator, name):
 
 
 def _number(name, what, x):
-    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+    if isinstance(x, bool) or not is_real_number(x):
         raise TypeError(f"{name}: {what} must be a number, got {type(x).__name__}")
     return x
 

@@ -21,7 +21,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
-from .backend.dtypes import default_float
+from .backend.dtypes import default_float, is_floating
 from .backend import sparse as _k
 from .backend.sparse import SparseCOO
 from .ops import BadArgumentError, Clone, Div, MatMul, Mul
@@ -647,7 +647,7 @@ def _softmax(name, input, dim, dtype, log):
     (d,) = _dims(name, dim, data.ndim)
     if dtype is not None:
         input = input.to(dtype)
-    if input.dtype.kind != "f":
+    if not is_floating(input.dtype):
         raise TypeError(f"{name}: expected a floating-point tensor, got {input.dtype}")
     return SparseSoftmax.apply(input, dim=d, log=log)
 

@@ -18,7 +18,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function
 from .backend import get_array_module
-from .backend.dtypes import default_float, is_floating
+from .backend.dtypes import default_float, is_floating, is_real_number
 from .indexing import Gather
 from .math_ops import vector_norm
 from .ops import Cast, TakeAlongDim, constant, refuse_complex, where, wrap_dim
@@ -164,7 +164,7 @@ def _quantile(name, input, q, dim, keepdim, interpolation, ignore_nan):
         scalar_q = q.ndim == 0
         qs = xp.asarray(q.data, dtype=input.dtype).reshape(-1)
     else:
-        if isinstance(q, bool) or not isinstance(q, (int, float, np.integer, np.floating)):
+        if isinstance(q, bool) or not is_real_number(q):
             raise TypeError(f"{name}(): q must be a float or a tensor, got {type(q).__name__}")
         scalar_q = True
         qs = xp.asarray([q], dtype=input.dtype)

@@ -19,7 +19,7 @@ from .backend import device_of, get_array_module, normalize_device
 from .backend.sparse import SparseCOO, SparseLayoutError
 from .backend.dtypes import (
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
-    is_differentiable, is_floating, promote_types, scalar_dtype,
+    is_differentiable, is_floating, is_real_number, promote_types, scalar_dtype,
 )
 from . import complex_ops as _complex_ops, ops
 from .ops import (
@@ -1157,7 +1157,8 @@ def _scalar(x, like: Tensor, dtype):
 def _times_alpha(t: Tensor, other, alpha, name):
     """``alpha * other`` for ``t.add(other, alpha=...)``; as PyTorch, a float alpha needs a
     floating-point result."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, complex, np.number)):
+    if isinstance(alpha, bool) or not (isinstance(alpha, (int, complex, np.number)) or
+                                       is_real_number(alpha)):
         raise TypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
     if type(alpha) is int:
         return other if alpha == 1 else other * alpha
@@ -1167,7 +1168,7 @@ def _times_alpha(t: Tensor, other, alpha, name):
     if isinstance(alpha, (complex, np.complexfloating)) and "c" not in kinds:
         raise TypeError(f"{name}: for non-complex input tensors, argument alpha must not be a "
                         f"complex number ({alpha})")
-    if isinstance(alpha, (float, np.floating)) and not (
+    if is_real_number(alpha) and not isinstance(alpha, (int, np.integer)) and not (
             is_floating(t.data.dtype) or "f" in kinds or "c" in kinds):
         raise TypeError(f"{name}: alpha must not be a float ({alpha}) for integer tensors")
     return other if alpha == 1 else other * alpha

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 
+from .backend.dtypes import is_floating
 from .tensor import Tensor
 
 
@@ -446,7 +447,7 @@ def _value_range(dt, low, high):
     high = default[1] if high is None else high
     if any(isinstance(v, float) and math.isnan(v) for v in (low, high)):
         raise ValueError(f"`low` and `high` cannot be NaN, but got low={low} and high={high}")
-    if low == high and dt.kind == "f":
+    if low == high and is_floating(dt):
         warnings.warn("Passing `low==high` to `make_tensor` for floating types is deprecated "
                       "(as in PyTorch); use `minidl.full(...)` instead.", FutureWarning,
                       stacklevel=3)

@@ -20,6 +20,7 @@ import weakref
 from collections import namedtuple
 
 from .. import autograd as _ag
+from ..backend.dtypes import is_differentiable
 
 __all__ = ["dual_level", "enter_dual_level", "exit_dual_level", "make_dual", "unpack_dual",
            "UnpackedDualTensor"]
@@ -95,10 +96,10 @@ def make_dual(tensor, tangent, *, level=None):
     if not isinstance(tensor, Tensor) or not isinstance(tangent, Tensor):
         raise TypeError(f"make_dual: expected Tensors, got {type(tensor).__name__} and "
                         f"{type(tangent).__name__}")
-    if tensor.data.dtype.kind not in "fc":
+    if not is_differentiable(tensor.data.dtype):
         raise ValueError(f"Expected primal to be floating point or complex, but got: "
                          f"{tensor.dtype}")
-    if tangent.data.dtype.kind not in "fc":
+    if not is_differentiable(tangent.data.dtype):
         raise ValueError(f"Expected tangent to be floating point or complex, but got: "
                          f"{tangent.dtype}")
     if tuple(tensor.shape) != tuple(tangent.shape):

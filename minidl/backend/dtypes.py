@@ -33,6 +33,13 @@ def is_floating(dtype) -> bool:
     return dtype.kind == "f" or (dtype.kind == "V" and dtype.name == "bfloat16")
 
 
+def is_real_number(x) -> bool:
+    """A Python or NumPy real number (Python's bool too, as an int; not np.bool_), a bfloat16
+    NumPy scalar included: ml_dtypes' scalars are np.generic but not np.floating."""
+    return isinstance(x, (int, float, np.integer, np.floating)) or (
+        isinstance(x, np.generic) and is_floating(x.dtype))
+
+
 def is_complex(dtype) -> bool:
     """complex64 or complex128."""
     return dtype.kind == "c"

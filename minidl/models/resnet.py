@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .. import nn
+from ..backend.dtypes import is_floating
 from ..nn import functional as F
 from ..tensor import Tensor
 
@@ -244,8 +245,8 @@ def load_weights(model, weights, arch="resnet50"):
                          f"({len(problems)} problems):\n  " + "\n  ".join(shown))
     model_state = model.state_dict()
     # integer buffers (Swin's relative_position_index) load as integers; everything else is float
-    non_float = [k for k, v in state.items() if np.asarray(v).dtype.kind != "f"
-                 and str(model_state[k].dtype).replace("minidl.", "").startswith("float")]
+    non_float = [k for k, v in state.items() if not is_floating(np.asarray(v).dtype)
+                 and is_floating(model_state[k].data.dtype)]  # bfloat16 (kind 'V') is float
     if non_float:
         raise ValueError(f"weights {source}: expected floating-point tensors, got "
                          + ", ".join(f"{k} ({np.asarray(state[k]).dtype})" for k in non_float[:5]))

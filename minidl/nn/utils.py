@@ -2,12 +2,14 @@
 parameters_to_vector / vector_to_parameters."""
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from ..backend import device_of, get_array_module, to_device
-from ..backend.dtypes import default_float
+from ..backend.dtypes import (default_float, is_floating, is_real_number, promote_types,
+                              real_of)
 from ..backend.sparse import SparseCOO, coalesce
 from ..ops import cat, refuse_complex
 from ..tensor import Tensor
@@ -39,7 +41,7 @@ def _grads(parameters, where):
 def _number(where, key, value):
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, bool) or not is_real_number(value):
         raise TypeError(f"{where}: {key} must be a number, got {value!r}")
     value = float(value)
     if math.isnan(value) or value < 0:
@@ -76,6 +78,12 @@ def _vector_norm(a, p):
     return xp.where(xp.isinf(top), top, scale * total).astype(dtype, copy=False)
 
 
+def _norm_dtype(tensors):
+    """The dtype torch gives a total norm of ``tensors``: their real dtypes promoted (each
+    tensor's norm has its own dtype, and the norms are stacked)."""
+    return functools.reduce(promote_types, (real_of(t.data.dtype) for t in tensors))
+
+
 def _norm_values(g):
     """The array whose norm is the gradient's: a sparse one's coalesced values (its repeated
     entries add up first)."""
@@ -86,7 +94,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """Scale the gradients in place so that their norm_type-norm, taken over all of them as one
     vector, is at most max_norm: each is multiplied by min(1, max_norm / (total + 1e-6)).
     Parameters without a gradient are skipped. Returns the norm before clipping as a Tensor
-    (float32, or float64 for float64 gradients), on the gradients' device. A non-finite norm
+    of the gradients' promoted dtype (bfloat16 for bfloat16 ones, summed in float32 first, as
+    torch's), on the gradients' device. A non-finite norm
     raises RuntimeError if error_if_nonfinite, else scales the gradients by NaN as PyTorch
     does. ``foreach`` is accepted for PyTorch's signature and has no effect. A sparse gradient
     (nn.Embedding(sparse=True)) counts with its coalesced values and has its values scaled
@@ -117,7 +126,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
             for g in grads:
                 target = g.data.values if type(g.data) is SparseCOO else g.data
                 target *= to_device(coef, device_of(target)).astype(g.dtype, copy=False)
-    return Tensor(total)
+    return Tensor(total.astype(_norm_dtype(grads), copy=False))
 
 
 def clip_grad_value_(parameters, clip_value, foreach=None):
@@ -207,8 +216,9 @@ def _norm_type(where, norm_type):
 
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """The norm_type-norm of ``tensors`` taken together as one vector (usually the gradients:
-    ``get_total_norm([p.grad for p in model.parameters()])``), as a 0-d Tensor (float32, or
-    float64 for float64 tensors; 0. for none). Not differentiable (PyTorch computes it under
+    ``get_total_norm([p.grad for p in model.parameters()])``), as a 0-d Tensor of the tensors'
+    promoted (real) dtype, as torch's: bfloat16 for bfloat16 gradients (summed in float32
+    first), float32 beside float32 ones; 0. for none). Not differentiable (PyTorch computes it under
     no_grad too). A non-finite norm raises RuntimeError if error_if_nonfinite."""
     where = "get_total_norm"
     tensors = _tensor_list(tensors, where, "tensors", "item")
@@ -225,7 +235,7 @@ def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=Non
                            "is non-finite, so it cannot be clipped. To disable this error and "
                            "scale the gradients by the non-finite norm anyway, set "
                            "`error_if_nonfinite=False`")
-    return Tensor(total)
+    return Tensor(total.astype(_norm_dtype(tensors), copy=False))
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
@@ -238,7 +248,7 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
         return
     total = total_norm.data if isinstance(total_norm, Tensor) else np.asarray(float(total_norm))
     xp = get_array_module(total)
-    dtype = total.dtype if total.dtype.kind == "f" else np.float32
+    dtype = total.dtype if is_floating(total.dtype) else np.float32
     with np.errstate(invalid="ignore", divide="ignore"):
         coef = xp.minimum(max_norm / (total.astype(dtype) + 1e-6), 1.0).astype(dtype)
         for g in grads:

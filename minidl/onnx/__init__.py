@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import autograd
 from ..backend import get_array_module, to_numpy
+from ..backend.dtypes import is_differentiable
 from ..tensor import Tensor
 from ._ops import TRANSLATIONS, Unsupported
 from ._trace import Tracer
@@ -660,7 +661,7 @@ def _same_kwargs(a, b):
 
 def _same_array(a, b):
     a, b = to_numpy(a), to_numpy(b)
-    return a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    return a.shape == b.shape and np.array_equal(a, b, equal_nan=is_differentiable(a.dtype))
 
 
 def _build(onnx, model, inputs, in_names, records, outs, out_names, dyn_names, second,

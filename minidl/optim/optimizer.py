@@ -10,6 +10,7 @@ import numpy as np
 from .. import autograd, backend
 from ..backend.sparse import SparseCOO
 from ..backend import device_of, get_array_module, to_device
+from ..backend.dtypes import is_floating, is_real_number
 from ..tensor import Tensor, bump_version, enable_grad, no_grad
 
 
@@ -90,7 +91,7 @@ def _count_changes(group):
 
 def _check_finite(name, **values):
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        if isinstance(value, bool) or not is_real_number(value):
             raise TypeError(f"{name}: {key} must be a number, got {value!r}")
         if not math.isfinite(value):
             raise ValueError(f"{name}: {key} must be a finite number, got {value}")
@@ -137,7 +138,7 @@ def _state_value(value, param, key, index, scalar_keys=(), shape=None):
                          f"expected {want} for its parameter of shape {tuple(param.shape)}")
     value = to_device(value, device_of(param.data))
     xp = get_array_module(value)
-    return xp.array(value, dtype=param.data.dtype if value.dtype.kind == "f" else value.dtype)
+    return xp.array(value, dtype=param.data.dtype if is_floating(value.dtype) else value.dtype)
 
 
 _KERNEL_OPTIONS = ("foreach", "fused", "capturable", "differentiable")

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from ..backend.dtypes import as_dtype, default_float
+from ..backend.dtypes import as_dtype, default_float, is_floating, is_low_precision
 from ..tensor import Tensor
 
 __all__ = ["bartlett", "blackman", "cosine", "exponential", "gaussian", "general_cosine",
@@ -143,8 +143,11 @@ def _top(name, M, periodic, dtype, fn, **kw):
         raise RuntimeError(f"{name} requires non-negative window_length, got "
                            f"window_length={M}")
     dt = default_float() if dtype is None else as_dtype(dtype)
-    if dt.kind != "f":
+    if not is_floating(dt):
         raise RuntimeError(f"{name} expects floating point dtypes, got: {dt}")
+    if is_low_precision(dt):  # float16, bfloat16: the float64 window, rounded once
+        wide = fn(M, sym=not periodic, dtype=np.float64, **{**kw, "requires_grad": False})
+        return Tensor(wide.data.astype(dt), requires_grad=kw.get("requires_grad", False))
     return fn(M, sym=not periodic, dtype=dt, **kw)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from ..backend import get_array_module
+from ..backend.dtypes import is_floating
 from ..tensor import Tensor
 
 __all__ = ["make_grid", "save_image"]
@@ -52,7 +53,7 @@ def make_grid(tensor, nrow=8, padding=2, normalize=False, value_range=None, scal
     if a.shape[1] == 1:
         a = xp.concatenate([a, a, a], axis=1)
     if normalize:
-        a = a.astype(a.dtype if np.dtype(a.dtype).kind == "f" else np.float32, copy=True)
+        a = a.astype(a.dtype if is_floating(np.dtype(a.dtype)) else np.float32, copy=True)
         if value_range is not None and (not isinstance(value_range, (tuple, list))
                                         or len(value_range) != 2):
             raise TypeError(f"make_grid: value_range has to be a tuple (min, max) if "
@@ -61,8 +62,8 @@ def make_grid(tensor, nrow=8, padding=2, normalize=False, value_range=None, scal
         def norm(img):
             low, high = (float(img.min()), float(img.max())) if value_range is None \
                 else (float(value_range[0]), float(value_range[1]))
-            img = xp.clip(img, low, high)
-            return (img - low) / max(high - low, 1e-5)
+            out = (xp.clip(img, low, high) - low) / max(high - low, 1e-5)
+            return out.astype(img.dtype, copy=False)  # NumPy's clip makes bfloat16 float32
 
         if scale_each:
             a = xp.stack([norm(img) for img in a])

@@ -66,7 +66,7 @@ from ... import distributed as dist
 from ...autograd import Function, root_array
 from ...autograd.graph import saved_tensors_hooks
 from ...backend import device_of, get_array_module, to_device, to_numpy
-from ...backend.dtypes import is_floating
+from ...backend.dtypes import is_differentiable, is_floating
 from ...nn.module import Module, Parameter, StateDictKeyError
 from ...nn.parallel import _broadcast_coalesced
 from ...tensor import Tensor, is_grad_enabled
@@ -200,7 +200,7 @@ def _placeholder(like):
     """What a view of a freed buffer shows: NaN (0 for integers) of its shape and dtype, one
     element broadcast, so that a read of it by mistake cannot pass for the weights."""
     xp = get_array_module(like)
-    fill = np.nan if like.dtype.kind in "fc" else 0
+    fill = np.nan if is_differentiable(like.dtype) else 0  # floating (bfloat16 too), complex
     return xp.broadcast_to(xp.full((), fill, dtype=like.dtype), like.shape)
 
 

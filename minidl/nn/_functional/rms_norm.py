@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...backend import get_array_module
-from ...backend.dtypes import is_floating
+from ...backend.dtypes import is_floating, is_real_number
 from ...functional import _float_input, _needs_grad, _opmath, _shape_tuple
 from ...tensor import Function
 
@@ -77,7 +77,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         raise ValueError(f"{name}: normalized_shape {list(shape)} must be the last dims of the "
                          f"input, got input of shape {tuple(input.shape)}")
     if eps is not None:
-        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+        if isinstance(eps, bool) or not is_real_number(eps):
             raise TypeError(f"{name}: eps must be a float or None, got {eps!r}")
         eps = float(eps)
     if weight is None:

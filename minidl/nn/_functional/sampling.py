@@ -20,6 +20,7 @@ import numpy as np
 
 from ... import functional as _F
 from ...backend import get_array_module
+from ...backend.dtypes import is_floating
 from ...functional import GatherPlanes, ScatterPlanes, _float_input, _needs_grad
 from ...ops import constant, stack
 from ...tensor import Function, Tensor
@@ -50,7 +51,7 @@ def affine_grid(theta, size, align_corners=None):
         align_corners = False
     if not isinstance(theta, Tensor):
         raise TypeError(f"{name}: theta must be a Tensor, got {type(theta).__name__}")
-    if theta.data.dtype.kind != "f":
+    if not is_floating(theta.data.dtype):
         raise ValueError(f"Expected theta to have floating point type, but got {theta.dtype}")
     size = tuple(int(s) for s in size)
     if len(size) == 4:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from ...backend import get_array_module
+from ...backend.dtypes import is_floating
 from ...tensor import Tensor, is_grad_enabled
 
 __all__ = ["InterpolationMode", "get_dimensions", "get_image_size", "get_image_num_channels",
@@ -89,7 +90,7 @@ def _check_no_grad(img, name):
 
 
 def _is_float(a):
-    return np.dtype(a.dtype).kind == "f"
+    return is_floating(np.dtype(a.dtype))
 
 
 def _max_value(a):
@@ -803,7 +804,7 @@ def convert_image_dtype(image, dtype=np.float32):
     if a.dtype == dtype:
         return image
     if _is_float(a):
-        if dtype.kind == "f":
+        if is_floating(dtype):
             return Tensor(a.astype(dtype))
         if (a.dtype == np.float32 and dtype in (np.int32, np.int64)) or \
                 (a.dtype == np.float64 and dtype == np.int64):
@@ -811,7 +812,7 @@ def convert_image_dtype(image, dtype=np.float32):
                                "be performed safely")
         return Tensor((a * (np.iinfo(dtype).max + 1.0 - 1e-3)).astype(dtype))
     in_max = int(np.iinfo(a.dtype).max)
-    if dtype.kind == "f":
+    if is_floating(dtype):
         return Tensor(a.astype(dtype) / dtype.type(in_max))
     out_max = int(np.iinfo(dtype).max)
     if in_max > out_max:
