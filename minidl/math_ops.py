@@ -364,14 +364,32 @@ def _keep(g, axes, keepdim, xp):
     return g
 
 
+def _products_of_the_others(a, axes, xp):
+    """For each element, the product of the other elements of its slice over ``axes``: the
+    product of those before it times the product of those after it (no division, so zeros,
+    infs and NaNs give what multiplying them out gives)."""
+    keep = [i for i in range(a.ndim) if i not in axes]
+    perm = keep + list(axes)
+    t = xp.transpose(a, perm)
+    lead, reduced = t.shape[:len(keep)], t.shape[len(keep):]
+    t = t.reshape(lead + (-1,))
+    ones = xp.ones(lead + (1,), a.dtype)
+    before = xp.cumprod(xp.concatenate([ones, t[..., :-1]], axis=-1), axis=-1)
+    after = xp.cumprod(xp.concatenate([ones, t[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    return xp.transpose((before * after).reshape(lead + reduced), tuple(int(i) for i in np.argsort(perm)))
+
+
 class Prod(Function):
-    """The product over ``axes``. Its gradient is exact with zeros: y / x where a slice has
-    none, the product of the others at a slice's only zero, and 0 where it has two or more."""
+    """The product over ``axes`` (all of them for ``whole``, torch's ``prod()``). Its gradient
+    is torch's: y / x where the input holds no zero; otherwise each element's product of the
+    others in its slice, multiplied out (from the products before and after it), so 0 beside a
+    zero unless an inf or NaN among the others makes it NaN; and zeros for a whole product with
+    two zeros or more."""
 
     complex_grad = True  # the conjugate of the product of the others, PyTorch's convention
 
-    def forward(self, a, axes, keepdim):
-        self.axes, self.keepdim = axes, keepdim
+    def forward(self, a, axes, keepdim, whole=False):
+        self.axes, self.keepdim, self.whole = axes, keepdim, whole
         wide = accumulation_dtype(a)
         y = a.prod(axis=axes, keepdims=True, dtype=wide).astype(a.dtype, copy=False)
         self.save_for_backward(a, y)
@@ -382,12 +400,14 @@ class Prod(Function):
         a, y = self.saved
         xp = get_array_module(g)
         g = _keep(g, self.axes, self.keepdim, xp)
-        zero = a == 0
-        count = zero.sum(axis=self.axes, keepdims=True)
-        others = xp.where(zero, 1, a).prod(axis=self.axes, keepdims=True)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            grad = xp.where(count == 0, y / xp.where(zero, 1, a),
-                            xp.where(zero & (count == 1), others, 0))
+        zeros = int((a == 0).sum())
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if zeros == 0:
+                grad = y / a
+            elif self.whole and zeros > 1:  # every product of the others holds a zero
+                grad = xp.zeros_like(a)
+            else:  # torch's choice: with a zero anywhere, the products of the others for all
+                grad = _products_of_the_others(a, self.axes, xp)
         if grad.dtype.kind == "c":
             grad = grad.conj()
         return (g * grad).astype(g.dtype, copy=False)
@@ -408,7 +428,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
         raise TypeError(f"prod: dim must be an int, got {type(dim).__name__}")
     x = _accumulation_input(input, dtype)
     axes = _axes(dim, x.ndim, "prod")
-    return Prod.apply(x, axes=axes, keepdim=bool(keepdim) and dim is not None)
+    return Prod.apply(x, axes=axes, keepdim=bool(keepdim) and dim is not None, whole=dim is None)
 
 
 class LogSumExp(Function):
