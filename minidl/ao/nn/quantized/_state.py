@@ -95,6 +95,19 @@ def check_scale_zero_point(given, prefix, dtype=None):
                                       f"{dtype}'s range [{dtype.qmin}, {dtype.qmax}]")
 
 
+def weight_observer(cls, mod):
+    """What quantizes ``mod``'s weight in ``cls.from_float``: a QAT module's own
+    ``weight_fake_quant``, or a new observer from the prepared float module's qconfig."""
+    weight_fq = getattr(mod, "weight_fake_quant", None)
+    if weight_fq is None:
+        qconfig = getattr(mod, "qconfig", None)
+        if qconfig is None:
+            raise ValueError(f"quantized {cls.__name__}.from_float: the float module has no "
+                             "qconfig (set one and prepare the model first)")
+        weight_fq = qconfig.weight()
+    return weight_fq
+
+
 def scale_zero_point_state(module, prefix, shape=()):
     """torch's entries for a quantized module's output scale and zero point: float32 and int64
     tensors of ``shape`` (0-d; Quantize's are (1,))."""

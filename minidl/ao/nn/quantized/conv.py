@@ -16,7 +16,8 @@ from ...quantization.qtensor import (
 )
 from ._requant import int_conv, requantize, weight_scales
 from ._state import (
-    _describe, _host, _owner, as_qtensor, check_scale_zero_point, load_scale_zero_point, scale_zero_point_state,
+    _describe, _host, _owner, as_qtensor, check_scale_zero_point, load_scale_zero_point,
+    scale_zero_point_state, weight_observer,
 )
 from .._fused import _FusedModule
 
@@ -141,13 +142,7 @@ class _ConvNd(Module):
 
         conv, weight, bias = _float_parts(mod)
         act = _check_observed(mod)
-        weight_fq = getattr(mod, "weight_fake_quant", None)
-        if weight_fq is None:
-            qconfig = getattr(mod, "qconfig", None)
-            if qconfig is None:
-                raise ValueError(f"quantized {cls.__name__}.from_float: the float module has no "
-                                 "qconfig (set one and prepare the model first)")
-            weight_fq = qconfig.weight()
+        weight_fq = weight_observer(cls, mod)
         weight_fq(weight)
         out = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                   conv.padding, conv.dilation, conv.groups, bias is not None, conv.padding_mode)

@@ -13,7 +13,7 @@ from ...quantization.qtensor import (
 from ._requant import requantize, weight_scales
 from ._state import (
     OutputQParamsState, check_packed, check_scale_zero_point, load_packed, load_scale_zero_point,
-    packed_metadata, scale_zero_point_state,
+    packed_metadata, scale_zero_point_state, weight_observer,
 )
 from .._fused import _FusedModule
 
@@ -150,13 +150,7 @@ class Linear(Module):
 
         act = _check_observed(mod)
         linear = mod[0] if isinstance(mod, _FusedModule) else mod
-        weight_fq = getattr(mod, "weight_fake_quant", None)
-        if weight_fq is None:
-            qconfig = getattr(mod, "qconfig", None)
-            if qconfig is None:
-                raise ValueError(f"quantized {cls.__name__}.from_float: the float module has no "
-                                 "qconfig (set one and prepare the model first)")
-            weight_fq = qconfig.weight()
+        weight_fq = weight_observer(cls, mod)
         weight = linear.weight.detach()
         weight_fq(weight)
         out = cls(linear.in_features, linear.out_features, bias_=linear.bias is not None)
