@@ -1221,8 +1221,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     other_grad = isinstance(other, Tensor) and other.requires_grad
     if autograd._grad_enabled and (t.requires_grad or other_grad):
         return _inplace_in_graph(t, other, name, out_of_place)
-    if t._is_view and autograd._grad_enabled:
-        _refuse_no_grad_view(t, name)
+    _refuse_no_grad_view(t, name)
     xp = get_array_module(t.data)
     if isinstance(other, Tensor):
         if other.device != t.device:
@@ -1233,10 +1232,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
         value = ops.fill_value(other, t.data.dtype) if ufunc in ("fill", "copy") else other
     else:
         value = xp.asarray(other)
-    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
-        raise SparseLayoutError(name)
-    if xp is np and not t.data.flags.writeable:
-        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    _check_writable(t, name)
     # a float tensor with a number or a tensor of its dtype: NumPy's op in place is PyTorch's;
     # anything else is computed by the op itself (PyTorch's result type, integer wrapping), then
     # stored where that type fits (a bool or complex number takes the op's path: NumPy's dtype
@@ -1357,11 +1353,7 @@ def _set_item(t, index, value):
         _inplace_in_graph(t, value, name,
                           lambda old, v: ops.SetItem.apply(old, v, index=index))
         return
-    xp = get_array_module(t.data)
-    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
-        raise SparseLayoutError(name)
-    if xp is np and not t.data.flags.writeable:
-        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    _check_writable(t, name)
     t.data[index] = value.data if isinstance(value, Tensor) else value  # cast as torch casts
     bump_version(t)
 
@@ -1377,6 +1369,26 @@ def check_in_place_result(name, have, want, shape=None, result_shape=None):
     if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
         raise ops.InPlaceCastError(f"{name}: result type {have} can't be cast to the desired "
                                    f"output type {want}")
+
+
+def _check_writable(t, name):
+    """Refuse an in-place write outside the graph into ``t``'s array where it cannot take one:
+    a sparse tensor (named, not NumPy's "flags: not supported"), or a read-only array."""
+    if type(t.data) is SparseCOO:
+        raise SparseLayoutError(name)
+    if type(t.data) is np.ndarray and not t.data.flags.writeable:
+        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+
+
+def _write_result(t, y, name, result_name):
+    """``y``'s values written into ``t``'s array outside the graph (views of it see them), once
+    torch's checks pass: the result fits ``t`` (``result_name`` in that error), the array
+    takes writes."""
+    check_in_place_result(result_name, y.data.dtype, t.data.dtype, t.shape, y.shape)
+    _check_writable(t, name)
+    get_array_module(t.data).copyto(t.data, y.data, casting="unsafe")
+    bump_version(t)
+    return t
 
 
 def _writes_itself(t, index, value):
@@ -1410,18 +1422,8 @@ def apply_in_place(t, fn, name):
         return t
     if autograd._grad_enabled and t.requires_grad:
         return _inplace_in_graph(t, None, f"{name}(inplace=True)", lambda old, _: fn(old))
-    if t._is_view and autograd._grad_enabled:
-        _refuse_no_grad_view(t, f"{name}(inplace=True)")
-    y = fn(t)
-    check_in_place_result(f"{name}_", y.data.dtype, t.data.dtype, t.shape, y.shape)
-    xp = get_array_module(t.data)
-    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
-        raise SparseLayoutError(f"{name}(inplace=True)")
-    if xp is np and not t.data.flags.writeable:
-        raise ValueError(f"{name}(inplace=True): this tensor's array (shape {t.shape}) is read-only")
-    xp.copyto(t.data, y.data, casting="unsafe")
-    bump_version(t)
-    return t
+    _refuse_no_grad_view(t, f"{name}(inplace=True)")
+    return _write_result(t, fn(t), f"{name}(inplace=True)", f"{name}_")
 
 
 def _traced_in_place(t, compute):
@@ -1558,8 +1560,8 @@ def _lost_its_base(t):
 
 def _refuse_no_grad_view(t, name):
     """PyTorch's refusal of an in-place change, in grad mode, of a view made under no_grad()
-    of a tensor that requires grad."""
-    if t.__dict__.get("_view_no_grad"):
+    of a tensor that requires grad (nothing to check outside grad mode or for a whole tensor)."""
+    if t._is_view and autograd._grad_enabled and t.__dict__.get("_view_no_grad"):
         raise RuntimeError(
             f"{name}: A view was created in no_grad mode and is being modified inplace with grad "
             f"mode enabled (a view of shape {t.shape}). Given that this use case is ambiguous and "
@@ -2234,19 +2236,10 @@ def _inplace_by(t, name, fn, other=None):
     if autograd._grad_enabled and (t.requires_grad or (
             isinstance(other, Tensor) and other.requires_grad)):
         return _inplace_in_graph(t, other, name, fn)
-    if t._is_view and autograd._grad_enabled:
-        _refuse_no_grad_view(t, name)
+    _refuse_no_grad_view(t, name)
     with no_grad():
         y = fn(t, other)
-    check_in_place_result(name, y.data.dtype, t.data.dtype, t.shape, y.shape)
-    xp = get_array_module(t.data)
-    if type(t.data) is SparseCOO:  # named, not "flags: not supported"
-        raise SparseLayoutError(name)
-    if xp is np and not t.data.flags.writeable:
-        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
-    xp.copyto(t.data, y.data, casting="unsafe")
-    bump_version(t)
-    return t
+    return _write_result(t, y, name, name)
 
 
 def _install_methods(methods):
