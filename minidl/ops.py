@@ -1448,7 +1448,9 @@ def _topk_index(data, k, d, largest):
 
 def traces_untracked():
     """Whether the installed hook (the ONNX exporter's tracer) asks to see the results minidl
-    computes outside the graph (comparisons, indices) as recorded ops."""
+    computes outside the graph (comparisons, logical ops, indices) as recorded ops. Hot paths
+    test ``autograd._profiler_hook is not None`` first, so that without a hook this is not
+    even called."""
     hook = autograd._profiler_hook
     return hook is not None and getattr(hook, "traces_untracked_ops", False)
 

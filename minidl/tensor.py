@@ -765,7 +765,7 @@ class Tensor:
         return ops.masked_fill(self, mask, value)
 
     # Comparisons give a boolean Tensor outside the graph (a recorded op only while a tracer
-    # that asks for them is installed: see _traces_untracked); a Tensor hashes by identity.
+    # that asks for them is installed: see ops.traces_untracked); a Tensor hashes by identity.
     def __lt__(self, other):
         return _compare(self, other, "less", "lt")
 
@@ -808,7 +808,7 @@ class Tensor:
         if self.data.dtype.kind not in "biu":
             raise ops.UnsupportedDtypeError(f"~ (bitwise_not) needs a bool or integer tensor, "
                                             f"got {self.dtype}")
-        if autograd._profiler_hook is not None and _traces_untracked():
+        if autograd._profiler_hook is not None and ops.traces_untracked():
             return ops.Compare.apply(self, op="invert")
         return Tensor(get_array_module(self.data).invert(self.data))
 
@@ -1109,7 +1109,7 @@ def _bitwise(a: Tensor, other, ufunc):
     if x.data.dtype.kind not in "biu":
         raise ops.UnsupportedDtypeError(f"{ufunc} needs bool or integer tensors, got "
                                         f"{x.data.dtype}")
-    if autograd._profiler_hook is not None and _traces_untracked():
+    if autograd._profiler_hook is not None and ops.traces_untracked():
         return ops.Compare.apply(x, y, op=ufunc)
     return Tensor(getattr(get_array_module(x.data), ufunc)(x.data, y.data))
 
@@ -1125,16 +1125,9 @@ def _compare(x, other, op, order_name=None):
     a, b = _pair(x, other)
     if order_name is not None and a.data.dtype.kind == "c":
         ops.refuse_complex(order_name, a.data)
-    if autograd._profiler_hook is not None and _traces_untracked():
+    if autograd._profiler_hook is not None and ops.traces_untracked():
         return ops.Compare.apply(a, b, op=op)
     return Tensor(_COMPARISONS[op](a.data, b.data))  # the arrays' own operators (NumPy, CuPy)
-
-
-def _traces_untracked():
-    """Whether the installed hook (the ONNX exporter's tracer) asks to see the ops minidl runs
-    outside the graph (comparisons, logical ops, argmax) as recorded ops; read only where a
-    hook is installed, so that the ordinary path stays one global read."""
-    return getattr(autograd._profiler_hook, "traces_untracked_ops", False)
 
 
 def _scalar(x, like: Tensor, dtype):
@@ -1215,7 +1208,7 @@ def _inplace(t: Tensor, other, ufunc, out_of_place):
     """``t op= other`` and the ``*_`` methods (see the note above ``Tensor.__iadd__``).
     ``out_of_place(t, other)`` is the op recorded when the graph takes part; None for copy_."""
     if out_of_place is not None and autograd._profiler_hook is not None and \
-            _traces_untracked() and _traced_in_place(t, lambda: out_of_place(t, other)):
+            ops.traces_untracked() and _traced_in_place(t, lambda: out_of_place(t, other)):
         return t
     name = "copy_" if out_of_place is None else f"in-place {ufunc}"
     other_grad = isinstance(other, Tensor) and other.requires_grad
@@ -1417,7 +1410,7 @@ def apply_in_place(t, fn, name):
     rules as the in-place operators (recorded by the graph as the tensor itself, refused where
     that would send a gradient astray); without a graph, the values are written into ``t``'s
     array, which views of it see."""
-    if autograd._profiler_hook is not None and _traces_untracked() and \
+    if autograd._profiler_hook is not None and ops.traces_untracked() and \
             _traced_in_place(t, lambda: fn(t)):
         return t
     if autograd._grad_enabled and t.requires_grad:
@@ -1695,7 +1688,7 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
         raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
                                         ".int() first")
     ops.refuse_empty_reduction(name, x.shape, dim)
-    if autograd._profiler_hook is not None and _traces_untracked() and x.ndim:
+    if autograd._profiler_hook is not None and ops.traces_untracked() and x.ndim:
         d = None if dim is None else _wrap_dim(dim, x.ndim, name)
         return ops.ArgMaxMin.apply(x, dim=d, keepdim=bool(keepdim), take_min=take_min)
     if dim is None:
@@ -1718,14 +1711,12 @@ def _any_or_all(x, name, dim, keepdim):
     none, as in PyTorch's any and all (its sum and mean take it as all dims)."""
     # uint8 gives uint8 (0 or 1), as in PyTorch; every other dtype gives bool
     dtype = np.uint8 if x.data.dtype == np.uint8 else np.bool_
-    if isinstance(dim, (tuple, list)) and not dim:
-        axes = ()
-        if autograd._profiler_hook is not None and _traces_untracked():
-            return ops.AnyAll.apply(x, op=name, axes=axes, keepdim=bool(keepdim))
-        return Tensor(x.data.astype(np.bool_).astype(dtype, copy=False))
-    axes = reduction_axes(dim, x.ndim)
-    if autograd._profiler_hook is not None and _traces_untracked():  # recorded, to be exported
+    no_dims = isinstance(dim, (tuple, list)) and not dim  # each element on its own
+    axes = () if no_dims else reduction_axes(dim, x.ndim)
+    if autograd._profiler_hook is not None and ops.traces_untracked():  # recorded, to be exported
         return ops.AnyAll.apply(x, op=name, axes=axes, keepdim=bool(keepdim))
+    if no_dims:
+        return Tensor(x.data.astype(np.bool_).astype(dtype, copy=False))
     return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim).astype(dtype, copy=False))
 
 
@@ -1747,7 +1738,7 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     arg = x.data.argmin(axis=dim) if take_min else x.data.argmax(axis=dim)
     arg = get_array_module(arg).expand_dims(arg, dim)
     values = MaxDim.apply(x, dim=dim, keepdim=keepdim, arg=arg)
-    if autograd._profiler_hook is not None and _traces_untracked():  # the indices recorded too
+    if autograd._profiler_hook is not None and ops.traces_untracked():  # the indices recorded too
         return MaxResult(values, ops.ArgMaxMin.apply(x, dim=dim % x.ndim, keepdim=bool(keepdim),
                                                      take_min=take_min))
     indices = arg if keepdim else arg.squeeze(axis=dim)
