@@ -35,13 +35,24 @@ def _tensors(name, tensors, what="self"):
     return list(tensors)
 
 
+def _paired(name, tensors, other, what):
+    """``other``, a second list of tensors, checked to hold one tensor per tensor."""
+    other = _tensors(name, other, what)
+    _same_count(tensors, other)
+    return other
+
+
+def _same_count(tensors, other):
+    if len(other) != len(tensors):
+        raise RuntimeError("Tensor lists must have the same number of tensors, got "
+                           f"{len(tensors)} and {len(other)}")
+
+
 def _per_tensor(name, tensors, other, what="other"):
     """``other`` spread to one value per tensor (a list of tensors or of numbers, or one)."""
     if isinstance(other, (list, tuple)):
         if all(isinstance(o, Tensor) for o in other):
-            if len(other) != len(tensors):
-                raise RuntimeError("Tensor lists must have the same number of tensors, got "
-                                   f"{len(tensors)} and {len(other)}")
+            _same_count(tensors, other)
         else:
             if not all(isinstance(o, numbers.Number) for o in other):
                 raise TypeError(f"_foreach_{name}(): argument '{what}' must be Tensors or "
@@ -93,10 +104,7 @@ def _make_unary(name, in_place):
 def _make_lerp(in_place):
     def op(self, tensors1, weight):
         tensors = _tensors("lerp", self)
-        ends = _tensors("lerp", tensors1, "tensors1")
-        if len(ends) != len(tensors):
-            raise RuntimeError("Tensor lists must have the same number of tensors, got "
-                               f"{len(tensors)} and {len(ends)}")
+        ends = _paired("lerp", tensors, tensors1, "tensors1")
         weights = _per_tensor("lerp", tensors, weight, "weight")
         out = [(t.lerp_ if in_place else t.lerp)(e, w) for t, e, w in zip(tensors, ends, weights)]
         return tensors if in_place else out
@@ -108,12 +116,8 @@ def _make_lerp(in_place):
 def _make_addc(name, in_place):
     def op(self, tensor1, tensor2, value=1):
         tensors = _tensors(name, self)
-        firsts = _tensors(name, tensor1, "tensor1")
-        seconds = _tensors(name, tensor2, "tensor2")
-        for other in (firsts, seconds):
-            if len(other) != len(tensors):
-                raise RuntimeError("Tensor lists must have the same number of tensors, got "
-                                   f"{len(tensors)} and {len(other)}")
+        firsts = _paired(name, tensors, tensor1, "tensor1")
+        seconds = _paired(name, tensors, tensor2, "tensor2")
         if isinstance(value, Tensor) and value.ndim == 1:  # one value per tensor, as a tensor
             if value.numel() != len(tensors):
                 raise RuntimeError("Tensor list must have same number of elements as scalar "
@@ -150,10 +154,7 @@ def _foreach_zero_(self):
 
 def _foreach_copy_(self, src, non_blocking=False):
     tensors = _tensors("copy_", self)
-    sources = _tensors("copy_", src, "src")
-    if len(sources) != len(tensors):
-        raise RuntimeError("Tensor lists must have the same number of tensors, got "
-                           f"{len(tensors)} and {len(sources)}")
+    sources = _paired("copy_", tensors, src, "src")
     for t, s in zip(tensors, sources):
         t.copy_(s, non_blocking=non_blocking)
     return tensors
