@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ....nn.module import Module
+from ....nn.rnn import RNNBase
 from ....tensor import Tensor
 from ...quantization.qtensor import QTensor, qint8, quantize_ints, quantize_per_tensor
 from ._state import check_packed, packed_metadata, load_packed
@@ -280,17 +281,8 @@ class _RNNBase(Module):
     def _weight_pairs(self):
         return self._cells
 
-    def extra_repr(self):
-        s = f"{self.input_size}, {self.hidden_size}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        if not self.bias:
-            s += ", bias=False"
-        if self.batch_first:
-            s += ", batch_first=True"
-        if self.bidirectional:
-            s += ", bidirectional=True"
-        return s
+    proj_size = 0  # (no projections: torch's dynamic RNNs refuse them)
+    extra_repr = RNNBase.extra_repr  # the float layer's, dropout included, as torch's repr
 
     def __repr__(self):
         return f"DynamicQuantized{self._mode}({self.extra_repr()})"  # torch's name
