@@ -141,6 +141,19 @@ class OutputQParamsState:
         load_scale_zero_point(self, given, prefix)
 
 
+def float_bias(value, what):
+    """The host array of a bias entry, which must be a float tensor (or array);
+    StateDictValueError naming ``what`` otherwise."""
+    try:
+        arr = _host(value)
+    except Exception:
+        arr = np.asarray(None)
+    if getattr(value, "is_quantized", False) is True or arr.dtype.kind != "f":
+        raise StateDictValueError(f"load_state_dict: {what} must be a float tensor or None, got "
+                                  f"{_describe(value)}")
+    return arr
+
+
 def check_packed(module, given, prefix, per_tensor_only=False):
     """Check a quantized Linear's packed weight and bias: raises for a value of the wrong
     kind, returns the size mismatches (load_state_dict lists them all in one error)."""
@@ -178,13 +191,7 @@ def check_packed(module, given, prefix, per_tensor_only=False):
     if qweight.shape != expected:
         problems.append(f"{key}: checkpoint weight {qweight.shape}, model {expected}")
     if bias is not None:
-        try:
-            arr = _host(bias)
-        except Exception:
-            arr = np.asarray(None)
-        if getattr(bias, "is_quantized", False) is True or arr.dtype.kind != "f":
-            raise StateDictValueError(f"load_state_dict: the bias in {key!r} must be a float "
-                                      f"tensor or None, got {_describe(bias)}")
+        arr = float_bias(bias, f"the bias in {key!r}")
         if arr.shape != (module.out_features,):
             problems.append(f"{key}: checkpoint bias {arr.shape}, model {(module.out_features,)}")
     return problems

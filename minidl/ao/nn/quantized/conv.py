@@ -17,7 +17,7 @@ from ...quantization.qtensor import (
 from ._requant import int_conv, requantize, weight_scales
 from ._state import (
     _describe, _host, _owner, as_qtensor, check_scale_zero_point, load_scale_zero_point,
-    scale_zero_point_state, weight_observer,
+    float_bias, scale_zero_point_state, weight_observer,
 )
 from .._fused import _FusedModule
 
@@ -185,14 +185,7 @@ class _ConvNd(Module):
                 problems.append(f"{key}: checkpoint {qweight.shape}, model {expected}")
         key = prefix + "bias"
         if key in given and given[key] is not None:
-            bias = given[key]
-            try:
-                arr = _host(bias)
-            except Exception:
-                arr = np.asarray(None)
-            if getattr(bias, "is_quantized", False) is True or arr.dtype.kind != "f":
-                raise StateDictValueError(f"load_state_dict: {key!r} must be a float tensor or "
-                                          f"None, got {_describe(bias)}")
+            arr = float_bias(given[key], repr(key))
             if self._bias is None or arr.shape != (self.out_channels,):
                 model = None if self._bias is None else (self.out_channels,)
                 problems.append(f"{key}: checkpoint {arr.shape}, model {model}")
