@@ -672,7 +672,16 @@ def _array_module(*operands):
     return get_array_module(*[x.data for x in operands if _is_tensor(x)])
 
 
-class Compare(Function):
+class Untracked(Function):
+    """A result with no gradient (booleans, indices) as a recorded op, made only while a tracer
+    that asks to see such results is installed (the ONNX exporter's: see traces_untracked);
+    the ordinary path computes them outside the graph. Its subclasses write ``forward`` only."""
+
+    def backward(self, g):
+        return (None,) * len(self.inputs)
+
+
+class Compare(Untracked):
     """A comparison or logical op on bool/number arrays (``op``: a ufunc name: less, equal,
     logical_and, invert, ...) as a recorded op. The Tensor operators compute these outside
     the graph; they run through here only while a tracer that asks for them (the ONNX
@@ -681,11 +690,8 @@ class Compare(Function):
     def forward(self, *arrays, op):
         return getattr(get_array_module(arrays[0]), op)(*arrays)
 
-    def backward(self, g):
-        return (None,) * len(self.inputs)
 
-
-class ArgMaxMin(Function):
+class ArgMaxMin(Untracked):
     """``argmax``/``argmin`` as a recorded op, for a tracer that asks for it (see Compare):
     int64 indices of the first extreme over ``dim`` (None: over the flattened array)."""
 
@@ -695,9 +701,6 @@ class ArgMaxMin(Function):
         if keepdim:
             arg = xp.reshape(arg, (1,) * x.ndim) if dim is None else xp.expand_dims(arg, dim)
         return xp.asarray(arg).astype(np.int64)
-
-    def backward(self, g):
-        return (None,)
 
 
 class Where(Function):
@@ -1455,40 +1458,37 @@ def traces_untracked():
     return hook is not None and getattr(hook, "traces_untracked_ops", False)
 
 
-class TopkIndices(Function):
+class TopkIndices(Untracked):
     """topk's int64 indices as a recorded op, for a tracer that asks for it (see Compare)."""
 
     def forward(self, x, k, dim, largest):
         return _topk_index(x, k, dim, largest).astype(np.int64)
 
-    def backward(self, g):
-        return (None,)
+
+def any_all(a, op, axes, keepdim):
+    """``a.any()``/``a.all()`` (``op``) over ``axes`` (none: each element on its own): bool, or
+    uint8 (0 or 1) for a uint8 input, as in PyTorch."""
+    dtype = np.uint8 if a.dtype == np.uint8 else np.bool_
+    if axes == ():
+        return a.astype(np.bool_).astype(dtype, copy=False)
+    found = getattr(a, op)(axis=axes, keepdims=keepdim)
+    return get_array_module(a).asarray(found).astype(dtype, copy=False)
 
 
-class AnyAll(Function):
+class AnyAll(Untracked):
     """``any``/``all`` (``op``) over ``axes`` as a recorded op, for a tracer that asks for it
-    (see Compare): bool, or uint8 for a uint8 input, as in PyTorch."""
+    (see Compare)."""
 
     def forward(self, x, op, axes, keepdim):
-        dtype = np.uint8 if x.dtype == np.uint8 else np.bool_
-        if axes == ():
-            return x.astype(np.bool_).astype(dtype)
-        return get_array_module(x).asarray(getattr(x, op)(axis=axes, keepdims=keepdim)).astype(
-            dtype)
-
-    def backward(self, g):
-        return (None,)
+        return any_all(x, op, axes, keepdim)
 
 
-class NonZero(Function):
+class NonZero(Untracked):
     """``nonzero``'s (n, ndim) int64 positions as a recorded op, for a tracer that asks for it
     (see Compare)."""
 
     def forward(self, x):
         return get_array_module(x).argwhere(x).astype(np.int64).reshape(-1, x.ndim)
-
-    def backward(self, g):
-        return (None,)
 
 
 def nonzero_columns(condition):

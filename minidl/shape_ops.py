@@ -20,7 +20,7 @@ from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
-    refuse_complex, traces_untracked, wrap_dim,
+    Untracked, refuse_complex, traces_untracked, wrap_dim,
 )
 from .ops import fill_value as _fill_value
 from .ops import mark_multi_view
@@ -64,15 +64,12 @@ def sort(input, dim=-1, descending=False, stable=False):
     return SortResult(TakeAlongDim.apply(input, index=order, dim=d), autograd.Tensor(order))
 
 
-class SortIndices(Function):
+class SortIndices(Untracked):
     """sort's and argsort's int64 indices as a recorded op, for a tracer that asks for it (the
     ONNX exporter's; see ops.Compare)."""
 
     def forward(self, x, dim, descending, stable):
         return _argsort(x, dim, descending, stable).astype(np.int64)
-
-    def backward(self, g):
-        return (None,)
 
 
 def argsort(input, dim=-1, descending=False, stable=False):

@@ -1709,15 +1709,11 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
 def _any_or_all(x, name, dim, keepdim):
     """``x.any()``, ``x.all()``: a bool tensor outside the graph. An empty list of dims reduces
     none, as in PyTorch's any and all (its sum and mean take it as all dims)."""
-    # uint8 gives uint8 (0 or 1), as in PyTorch; every other dtype gives bool
-    dtype = np.uint8 if x.data.dtype == np.uint8 else np.bool_
     no_dims = isinstance(dim, (tuple, list)) and not dim  # each element on its own
     axes = () if no_dims else reduction_axes(dim, x.ndim)
     if autograd._profiler_hook is not None and ops.traces_untracked():  # recorded, to be exported
         return ops.AnyAll.apply(x, op=name, axes=axes, keepdim=bool(keepdim))
-    if no_dims:
-        return Tensor(x.data.astype(np.bool_).astype(dtype, copy=False))
-    return Tensor(getattr(x.data, name)(axis=axes, keepdims=keepdim).astype(dtype, copy=False))
+    return Tensor(ops.any_all(x.data, name, axes, keepdim))
 
 
 def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
