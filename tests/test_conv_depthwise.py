@@ -29,7 +29,9 @@ def kernel_choice(request, monkeypatch):
     would choose."""
     from minidl.backend.cpu import conv_depthwise
 
-    monkeypatch.setattr(conv_depthwise, "PLANES_FROM", 0 if request.param == "planes" else 1 << 40)
+    limit = 0 if request.param == "planes" else 1 << 40
+    monkeypatch.setattr(conv_depthwise, "PLANES_FROM", limit)
+    monkeypatch.setattr(conv_depthwise, "PLANES_FROM_THREADED", limit)
     return request.param
 
 
@@ -93,9 +95,12 @@ def test_parallel_drivers_equal_serial(monkeypatch):
     case = (6, 2, 3, 2, 1, 1, 14, 13)
     for threshold in (0, 1 << 40):
         monkeypatch.setattr(conv_depthwise, "PLANES_FROM", threshold)
-        monkeypatch.setitem(launch.THRESHOLDS, "macs", 1 << 40)
+        monkeypatch.setattr(conv_depthwise, "PLANES_FROM_THREADED", threshold)
+        for kind in ("macs", "depthwise"):
+            monkeypatch.setitem(launch.THRESHOLDS, kind, 1 << 40)
         serial = run(minidl, case, "float32")
-        monkeypatch.setitem(launch.THRESHOLDS, "macs", 0)
+        for kind in ("macs", "depthwise"):
+            monkeypatch.setitem(launch.THRESHOLDS, kind, 0)
         par = run(minidl, case, "float32")
         for a, b in zip(serial, par):
             np.testing.assert_array_equal(a, b)

@@ -22,11 +22,13 @@ c*m + k reading input channel c). float32 and float64 (gradient checks); the wra
 kernels C-contiguous arrays.
 
 These channels-last kernels take the small planes of a network's last stages. Output planes of
-``PLANES_FROM`` values or more go to ``conv_depthwise_planes``, which works plane by plane in
-NCHW order with no layout copies: on MobileNetV2's layers at batch 8 (forward + both gradients,
-one thread, 2-vCPU Zen 4) 32x48x48 took 1.06 ms there against 6.3 here, 144x24x24 1.40 against
-3.8, 192x8x8 0.50 against 0.60; here 384x6x6 took 0.63 against 0.81 and 960x3x3 0.60 against
-1.24 (each plane's loops too short there).
+``PLANES_FROM`` values or more (``PLANES_FROM_THREADED`` with more than one thread) go to
+``conv_depthwise_planes``, which works plane by plane in NCHW order with no layout copies. On
+MobileNetV2's layers at batch 8 (forward + both gradients, 2-vCPU Zen 4), one thread: 32x48x48
+took 1.06 ms there against 6.3 here, 144x24x24 1.40 against 3.8, 192x8x8 0.50 against 0.60,
+but 384x6x6 0.81 against 0.63 here and 960x3x3 1.24 against 0.60 (each plane's loops too short
+there); two threads: 384x6x6 0.46 there against 0.62 here, 576x6x6 0.65 against 1.03, 960x3x3
+still 0.70 against 0.60.
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from .launch import Drivers, contiguous, launch, parallel
 
 # output planes from this many values (oh * ow) take conv_depthwise_planes (see above)
 PLANES_FROM = 64
+PLANES_FROM_THREADED = 32
 
 
 # ---- layout --------------------------------------------------------------------------------
@@ -263,7 +266,8 @@ def _work(out_shape, w):
 
 
 def _by_planes(out_hw):
-    return out_hw[0] * out_hw[1] >= PLANES_FROM
+    limit = PLANES_FROM if numba.get_num_threads() == 1 else PLANES_FROM_THREADED
+    return out_hw[0] * out_hw[1] >= limit
 
 
 def depthwise_forward(x, w, bias, stride, padding, dilation, out_hw):

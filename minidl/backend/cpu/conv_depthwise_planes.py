@@ -328,7 +328,7 @@ def _wgrad_par(x, g, dims, n, h, wd, oh, ow, sh, sw, ph, wph, phase, cols, size,
 # ---- wrappers ------------------------------------------------------------------------------
 def _chunks(tasks, work):
     """How many parallel chunks of planes (or channels) to run, 0 for the serial loop."""
-    if not parallel(work, "macs"):
+    if not parallel(work, "depthwise"):
         return 0
     return min(tasks, 4 * numba.get_num_threads())
 
