@@ -29,6 +29,8 @@ o // mult). float32 and float64; the wrappers hand the kernels C-contiguous arra
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -333,13 +335,19 @@ def _chunks(tasks, work):
     return min(tasks, 4 * numba.get_num_threads())
 
 
+@lru_cache(maxsize=256)
+def _geometry(*args):
+    """Geometry(*args), kept per layer shape: a network asks for the same few every step."""
+    geo = Geometry(*args)
+    geo.taps = np.array(geo.taps, dtype=np.int64)
+    geo.dgrad_taps = np.array(geo.dgrad_taps, dtype=np.int64)
+    return geo
+
+
 def _filters(w, dtype, taps):
     """The filters (C_out, 1, kh, kw) as (C_out, slots): slot s holds tap taps[s], 0 for -1."""
-    w2 = w.reshape(w.shape[0], -1)
-    out = np.zeros((w.shape[0], len(taps)), dtype=dtype)
-    for s, t in enumerate(taps):
-        if t >= 0:
-            out[:, s] = w2[:, t]
+    out = w.reshape(w.shape[0], -1).astype(dtype)[:, np.maximum(taps, 0)]
+    out[:, taps < 0] = 0
     return out
 
 
@@ -350,7 +358,8 @@ def _flat(a):
 def depthwise_forward(x, w, bias, stride, padding, dilation, out_hw):
     n, c, h, wd = x.shape
     co, _, kh, kw = w.shape
-    geo = Geometry(h, wd, kh, kw, stride, padding, dilation, *out_hw)
+    geo = _geometry(h, wd, kh, kw, tuple(stride), tuple(padding), tuple(dilation),
+                    *out_hw)
     b = (np.ascontiguousarray(bias, dtype=x.dtype) if bias is not None
          else np.zeros(co, x.dtype))
     out = np.empty((n, co) + tuple(out_hw), dtype=x.dtype)
@@ -369,7 +378,8 @@ def depthwise_forward(x, w, bias, stride, padding, dilation, out_hw):
 def depthwise_input_grad(g, w, x_shape, stride, padding, dilation):
     n, c, h, wd = x_shape
     co, _, kh, kw = w.shape
-    geo = Geometry(h, wd, kh, kw, stride, padding, dilation, *g.shape[2:])
+    geo = _geometry(h, wd, kh, kw, tuple(stride), tuple(padding), tuple(dilation),
+                    *g.shape[2:])
     gx = np.empty(x_shape, dtype=g.dtype)
     wf = _filters(w, g.dtype, geo.dgrad_taps)
     dims = np.array([c, co, wf.shape[1]], dtype=np.int64)
@@ -387,7 +397,8 @@ def depthwise_weight_grad(x, g, kernel, stride, padding, dilation):
     n, c, h, wd = x.shape
     co = g.shape[1]
     kh, kw = kernel
-    geo = Geometry(h, wd, kh, kw, stride, padding, dilation, *g.shape[2:])
+    geo = _geometry(h, wd, kh, kw, tuple(stride), tuple(padding), tuple(dilation),
+                    *g.shape[2:])
     gw = np.empty((co, len(geo.taps)), dtype=np.float64)
     dims = np.array([c, co, len(geo.taps)], dtype=np.int64)
     args = (_flat(x), _flat(g), dims, n, *geo.plane, geo.size, geo.length, geo.bases, co // c,
