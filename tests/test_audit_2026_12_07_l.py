@@ -93,3 +93,148 @@ def test_multinomial_entropy(n):
     np.testing.assert_allclose(h.numpy(), want, rtol=1e-12, atol=1e-14)
     probs = f64([0.2, 0.3, 0.5], requires_grad=True)
     assert gradcheck(lambda q: D.Multinomial(4, probs=q / q.sum()).entropy(), (probs,))
+
+
+# ---- kl_divergence: every pair torch 2.13 registers ----------------------------------------
+def _kl_dists():
+    """name -> (builder from float64 arrays, parameters): batch shape (3,)."""
+    return {
+        "Bernoulli": (D.Bernoulli, dict(probs=[0.2, 0.5, 0.7])),
+        "Beta": (D.Beta, dict(concentration1=[0.8, 1.5, 3.0], concentration0=[2.0, 1.2, 0.7])),
+        "Binomial": (D.Binomial, dict(total_count=[5.0, 5.0, 5.0], probs=[0.2, 0.5, 0.7])),
+        "Exponential": (D.Exponential, dict(rate=[0.7, 1.5, 2.5])),
+        "Gamma": (D.Gamma, dict(concentration=[0.8, 1.5, 3.0], rate=[0.7, 1.5, 2.5])),
+        "Gumbel": (D.Gumbel, dict(loc=[-0.5, 0.0, 1.0], scale=[0.7, 1.5, 2.5])),
+        "Laplace": (D.Laplace, dict(loc=[-0.5, 0.0, 1.0], scale=[0.7, 1.5, 2.5])),
+        "Normal": (D.Normal, dict(loc=[-0.5, 0.0, 1.0], scale=[0.7, 1.5, 2.5])),
+        "Pareto": (D.Pareto, dict(scale=[0.3, 0.5, 0.8], alpha=[0.8, 1.5, 2.5])),
+        "Poisson": (D.Poisson, dict(rate=[0.7, 1.5, 2.5])),
+        "Uniform": (D.Uniform, dict(low=[-0.5, 0.1, 0.6], high=[0.9, 0.8, 1.7])),
+    }
+
+
+_CROSS_PAIRS = [
+    ("Bernoulli", "Poisson"), ("Beta", "Exponential"), ("Beta", "Gamma"), ("Beta", "Normal"),
+    ("Beta", "Pareto"), ("Beta", "Uniform"), ("Binomial", "Binomial"), ("Exponential", "Beta"),
+    ("Exponential", "Gamma"), ("Exponential", "Gumbel"), ("Exponential", "Normal"),
+    ("Exponential", "Pareto"), ("Exponential", "Uniform"), ("Gamma", "Beta"),
+    ("Gamma", "Exponential"), ("Gamma", "Gumbel"), ("Gamma", "Normal"), ("Gamma", "Pareto"),
+    ("Gamma", "Uniform"), ("Gumbel", "Beta"), ("Gumbel", "Exponential"), ("Gumbel", "Gamma"),
+    ("Gumbel", "Normal"), ("Gumbel", "Pareto"), ("Gumbel", "Uniform"), ("Laplace", "Beta"),
+    ("Laplace", "Exponential"), ("Laplace", "Gamma"), ("Laplace", "Normal"),
+    ("Laplace", "Pareto"), ("Laplace", "Uniform"), ("Normal", "Beta"),
+    ("Normal", "Exponential"), ("Normal", "Gamma"), ("Normal", "Gumbel"),
+    ("Normal", "Laplace"), ("Normal", "Pareto"), ("Normal", "Uniform"), ("Pareto", "Beta"),
+    ("Pareto", "Exponential"), ("Pareto", "Gamma"), ("Pareto", "Normal"),
+    ("Pareto", "Pareto"), ("Pareto", "Uniform"), ("Poisson", "Bernoulli"),
+    ("Poisson", "Binomial"), ("Uniform", "Beta"), ("Uniform", "Exponential"),
+    ("Uniform", "Gamma"), ("Uniform", "Gumbel"), ("Uniform", "Normal"), ("Uniform", "Pareto"),
+]
+
+
+def _kl_by_quadrature(p, q, lo, hi, n=400001):
+    """KL(p || q) of two univariate densities by the trapezoid rule on [lo, hi] (float64)."""
+    x = np.linspace(lo, hi, n)[1:-1]
+    lp = p.log_prob(f64(x)).numpy()
+    lq = q.log_prob(f64(x)).numpy()
+    integrand = np.where(np.isfinite(lp), np.exp(lp) * (lp - lq), 0.0)
+    return float(np.trapezoid(integrand, x))
+
+
+@pytest.mark.parametrize("p_name,q_name", _CROSS_PAIRS)
+def test_kl_cross_pairs_are_registered_and_finite_where_supports_allow(p_name, q_name):
+    dists = _kl_dists()
+    (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
+    p = pc(**{k: f64(v) for k, v in pk.items()})
+    q = qc(**{k: f64(v) for k, v in qk.items()})
+    kl = D.kl_divergence(p, q)
+    assert kl.shape == (3,) and kl.dtype == minidl.float64
+    values = kl.numpy()
+    assert not np.isnan(values).any()
+    assert (values >= -1e-12).all()
+
+
+@pytest.mark.parametrize("p_name,q_name,i,lo,hi", [
+    ("Beta", "Normal", 1, 0.0, 1.0), ("Beta", "Gamma", 2, 0.0, 1.0),
+    ("Beta", "Exponential", 1, 0.0, 1.0), ("Exponential", "Gumbel", 2, 0.0, 40.0),
+    ("Gamma", "Normal", 2, 0.0, 40.0), ("Gumbel", "Normal", 0, -6.0, 30.0),
+    ("Laplace", "Normal", 1, -40.0, 40.0), ("Normal", "Laplace", 2, -30.0, 30.0),
+    ("Normal", "Gumbel", 1, -20.0, 20.0), ("Uniform", "Beta", 1, 0.1, 0.8),
+    ("Uniform", "Gumbel", 0, -0.5, 0.9), ("Uniform", "Exponential", 2, 0.6, 1.7),
+    ("Gamma", "Exponential", 1, 0.0, 40.0),
+])
+def test_kl_cross_pairs_match_numerical_integration(p_name, q_name, i, lo, hi):
+    dists = _kl_dists()
+    (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
+    p = pc(**{k: f64(v[i]) for k, v in pk.items()}, validate_args=False)
+    q = qc(**{k: f64(v[i]) for k, v in qk.items()}, validate_args=False)
+    want = _kl_by_quadrature(p, q, lo, hi)
+    assert D.kl_divergence(p, q).item() == pytest.approx(want, rel=2e-3, abs=2e-4)
+
+
+def test_kl_cross_pairs_infinite_where_p_leaves_qs_support():
+    d = _kl_dists()
+    unif = D.Uniform(f64([-0.5, 0.1, 0.6]), f64([0.9, 0.8, 1.7]))
+    beta = D.Beta(f64([1.5, 1.5, 1.5]), f64([2.0, 2.0, 2.0]))
+    assert np.isinf(D.kl_divergence(unif, beta).numpy()).tolist() == [True, False, True]
+    assert np.isinf(D.kl_divergence(unif, D.Exponential(f64(1.0))).numpy()).tolist() == \
+        [True, False, False]
+    pareto = D.Pareto(f64(d["Pareto"][1]["scale"]), f64(d["Pareto"][1]["alpha"]))
+    assert np.isinf(D.kl_divergence(pareto, D.Normal(f64(0.0), f64(1.0))).numpy()).tolist() \
+        == [True, True, False]  # no second moment for alpha <= 2
+    assert np.isinf(D.kl_divergence(D.Normal(f64(0.0), f64(1.0)), D.Exponential(f64(1.0))).item())
+    u, par = D.Uniform(f64(0.9), f64(1.7)), D.Pareto(f64(0.8), f64(2.5))
+    want = _kl_by_quadrature(u, par, 0.9, 1.7)
+    assert D.kl_divergence(u, par).item() == pytest.approx(want, rel=1e-4)
+    assert D.kl_divergence(D.Uniform(f64(0.7), f64(1.7)), par).item() == INF
+
+
+def test_kl_binomial_binomial():
+    p = D.Binomial(f64([5.0, 6.0]), probs=f64([0.3, 0.4]))
+    q = D.Binomial(f64([5.0, 5.0]), probs=f64([0.5, 0.5]))
+    kl = D.kl_divergence(p, q).numpy()
+    bern = D.kl_divergence(D.Bernoulli(f64(0.3)), D.Bernoulli(f64(0.5))).item()
+    assert kl[0] == pytest.approx(5 * bern, rel=1e-12) and kl[1] == INF
+    with pytest.raises(NotImplementedError, match="q.total_count > p.total_count"):
+        D.kl_divergence(q, p)
+
+
+def test_kl_lowrank_pairs_match_the_full_rank_formula():
+    rng = np.random.default_rng(0)
+    loc, w, diag = rng.normal(size=(2, 3)), rng.normal(size=(2, 3, 2)), rng.uniform(0.5, 2, (2, 3))
+    a = rng.normal(size=(2, 3, 3))
+    cov = a @ np.swapaxes(a, -1, -2) + 3 * np.eye(3)
+    lr = D.LowRankMultivariateNormal(f64(loc), f64(w), f64(diag))
+    full = D.MultivariateNormal(f64(loc[::-1].copy()), covariance_matrix=f64(cov))
+    lr_as_full = D.MultivariateNormal(f64(loc), covariance_matrix=lr.covariance_matrix)
+    for p, q, p_full, q_full in ((lr, full, lr_as_full, full), (full, lr, full, lr_as_full),
+                                 (lr, lr, lr_as_full, lr_as_full)):
+        np.testing.assert_allclose(D.kl_divergence(p, q).numpy(),
+                                   D.kl_divergence(p_full, q_full).numpy(), rtol=1e-10)
+    other = D.LowRankMultivariateNormal(f64(np.zeros(2)), f64(np.ones((2, 1))), f64(np.ones(2)))
+    with pytest.raises(ValueError, match="different event shapes"):
+        D.kl_divergence(lr, other)
+
+
+def test_kl_cross_pair_gradients():
+    rates = f64([0.7, 1.5], requires_grad=True)
+    loc, scale = f64([0.3, -0.2], requires_grad=True), f64([1.2, 0.8], requires_grad=True)
+    assert gradcheck(lambda r, m, s: D.kl_divergence(D.Exponential(r), D.Gumbel(m, s)),
+                     (rates, loc, scale))
+    assert gradcheck(lambda m, s, r: D.kl_divergence(D.Normal(m, s), D.Laplace(r, s)),
+                     (loc, scale, rates))
+
+
+def test_kl_cross_pairs_parity():
+    torch = pytest.importorskip("torch")
+    TD = torch.distributions
+    for p_name, q_name in _CROSS_PAIRS:
+        dists = _kl_dists()
+        (pc, pk), (qc, qk) = dists[p_name], dists[q_name]
+        mine = D.kl_divergence(pc(**{k: f64(v, requires_grad=True) for k, v in pk.items()}),
+                               qc(**{k: f64(v) for k, v in qk.items()}))
+        tp = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in pk.items()}
+        theirs = TD.kl_divergence(getattr(TD, p_name)(**tp), getattr(TD, q_name)(
+            **{k: torch.tensor(v, dtype=torch.float64) for k, v in qk.items()}))
+        np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), rtol=1e-9,
+                                   err_msg=f"{p_name} -> {q_name}")
