@@ -142,6 +142,9 @@ class _C2R(Function):
 
     def forward(self, a, axes, sizes, norm):
         self.axes, self.sizes, self.norm, self.shape = axes, sizes, norm, a.shape
+        # trimmed and zero-padded here: NumPy's irfftn reads past an empty input's end (garbage
+        # where torch gives zeros)
+        a = _resize(a, axes, list(sizes[:-1]) + [sizes[-1] // 2 + 1])
         y = _fft_module(a).irfftn(a, s=sizes, axes=axes, norm=norm)
         return y.astype(real_of(a.dtype), copy=False)
 
@@ -394,11 +397,13 @@ def ifftshift(input, dim=None):
     return _shift("ifftshift", input, dim, -1)
 
 
-def _freq_tensor(values, dtype, device, requires_grad):
+def _freq_tensor(name, values, dtype, device, requires_grad):
     from .tensor import Tensor
     from .backend.dtypes import as_dtype
 
     dtype = default_float() if dtype is None else as_dtype(dtype)
+    if dtype.kind not in "fc":
+        raise FFTArgumentError(f"{name} requires a floating point or complex dtype, got {dtype}")
     return Tensor(values.astype(dtype), requires_grad=requires_grad,
                   device="cpu" if device is None else device)
 
@@ -412,7 +417,7 @@ def _freq_args(name, n, d):
 def fftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=None):
     """The sample frequencies of an fft of length n with spacing d: [0, 1, ..., -1] / (d n)."""
     n, d = _freq_args("fftfreq", n, d)
-    return _freq_tensor(np.fft.fftfreq(n, d) if n else np.zeros(0), dtype, device,
+    return _freq_tensor("fftfreq", np.fft.fftfreq(n, d) if n else np.zeros(0), dtype, device,
                         requires_grad)
 
 
@@ -421,7 +426,7 @@ def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=N
     n, d = _freq_args("rfftfreq", n, d)
     with np.errstate(invalid="ignore", divide="ignore"):  # n = 0: [nan], as torch's
         values = np.arange(n // 2 + 1) / (n * d)
-    return _freq_tensor(values, dtype, device, requires_grad)
+    return _freq_tensor("rfftfreq", values, dtype, device, requires_grad)
 
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2",

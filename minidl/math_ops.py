@@ -939,13 +939,16 @@ class XLogY(Function):
         x, y = self.saved
         xp = get_array_module(g)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gx = g * xp.log(y)  # log(y) at x == 0 too, as PyTorch's
+            # xlogy(g, y), and 0 where x == 0 and y <= 0 (log y is -inf or NaN there), as
+            # torch's derivative
+            gx = xp.where(((g == 0) & ~xp.isnan(y)) | ((x == 0) & (y <= 0)), 0, g * xp.log(y))
             gy = g * x / y
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x, y = self.inputs
-        return g * y.log(), g * x / y
+        skip = constant((x.data == 0) & (y.data <= 0))
+        return where(skip, 0.0, g * y.log()), g * x / y
 
 
 def xlogy(input, other):

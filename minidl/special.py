@@ -511,15 +511,17 @@ class XLog1pY(Function):
         x, y = self.saved
         xp = get_array_module(g)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gx = g * xp.where((x == 0) & ~xp.isnan(y), 0, xp.log1p(y))
+            # xlog1py(g, y), and 0 where x == 0 and y <= -1, as torch's derivative (log1p(y)
+            # at x == 0 too, where it is finite)
+            skip = ((g == 0) & ~xp.isnan(y)) | ((x == 0) & (y <= -1))
+            gx = xp.where(skip, 0, g * xp.log1p(y))
             gy = g * x / (1 + y)
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x, y = self.inputs
-        xp = get_array_module(x.data)
-        skip = constant((x.data == 0) & ~xp.isnan(y.data))
-        return g * where(skip, 0.0, y.log1p()), g * x / (1 + y)
+        skip = constant((x.data == 0) & (y.data <= -1))
+        return where(skip, 0.0, g * y.log1p()), g * x / (1 + y)
 
 
 # ---- Bessel, Airy, orthogonal polynomials: no derivative in torch -------------------------

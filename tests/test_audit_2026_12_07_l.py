@@ -238,3 +238,60 @@ def test_kl_cross_pairs_parity():
             **{k: torch.tensor(v, dtype=torch.float64) for k, v in qk.items()}))
         np.testing.assert_allclose(mine.numpy(), theirs.detach().numpy(), rtol=1e-9,
                                    err_msg=f"{p_name} -> {q_name}")
+
+
+# ---- special: derivative masks of xlogy / xlog1py --------------------------------------------
+def test_xlogy_gradient_is_zero_where_x_is_zero_and_y_not_positive():
+    x = f64([0.0, 0.0, 0.0, 0.0, 2.0], requires_grad=True)
+    y = f64([0.0, -1.0, 3.0, INF, 3.0], requires_grad=True)
+    minidl.special.xlogy(x, y).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 0.0, math.log(3), INF, math.log(3)])
+    x2 = f64([0.0, 0.5, 1.5], requires_grad=True)
+    y2 = f64([0.0, 0.7, 2.0], requires_grad=True)
+    (gx,) = minidl.autograd.grad(minidl.xlogy(x2, y2).sum(), [x2], create_graph=True)
+    assert gx.numpy()[0] == 0.0  # the recorded derivative masks too
+    assert gx.requires_grad
+
+
+def test_xlog1py_gradient_keeps_log1p_y_where_x_is_zero():
+    x = f64([0.0, 0.0, 0.0, 0.0, 2.0], requires_grad=True)
+    y = f64([1.0, -1.0, -2.0, INF, 1.0], requires_grad=True)
+    minidl.special.xlog1py(x, y).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [math.log(2), 0.0, 0.0, INF, math.log(2)])
+    x2 = f64([0.0, 0.5], requires_grad=True)
+    y2 = f64([1.0, 0.7], requires_grad=True)
+    (gx,) = minidl.autograd.grad(minidl.special.xlog1py(x2, y2).sum(), [x2], create_graph=True)
+    assert gx.numpy()[0] == pytest.approx(math.log(2))
+    assert gradcheck(lambda a, b: minidl.special.xlog1py(a, b), (x2, y2))
+
+
+def test_xlogy_xlog1py_gradient_parity():
+    torch = pytest.importorskip("torch")
+    xs = [0.0, 0.0, 0.0, 0.0, 0.0, 1.5]
+    ys = [0.0, -1.0, -2.0, 1.0, INF, 0.5]
+    for name in ("xlogy", "xlog1py"):
+        x, y = f64(xs, requires_grad=True), f64(ys)
+        getattr(minidl.special, name)(x, y).sum().backward()
+        tx = torch.tensor(xs, dtype=torch.float64, requires_grad=True)
+        getattr(torch.special, name)(tx, torch.tensor(ys, dtype=torch.float64)).sum().backward()
+        np.testing.assert_array_equal(x.grad.numpy(), tx.grad.numpy())
+
+
+# ---- fft ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["irfft", "hfft"])
+@pytest.mark.parametrize("dtype", [minidl.float32, minidl.complex128])
+def test_c2r_transforms_of_an_empty_input_padded_are_zeros(name, dtype):
+    x = minidl.zeros(0, dtype=dtype)
+    for norm in (None, "ortho", "forward"):
+        y = getattr(minidl.fft, name)(x, n=8, norm=norm)
+        assert y.shape == (8,)
+        np.testing.assert_array_equal(y.numpy(), np.zeros(8))
+    y = minidl.fft.irfftn(minidl.zeros((2, 0), dtype=dtype), s=(3, 4))
+    np.testing.assert_array_equal(y.numpy(), np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("name", ["fftfreq", "rfftfreq"])
+def test_fftfreq_refuses_an_integer_dtype(name):
+    with pytest.raises(RuntimeError, match="requires a floating point or complex dtype"):
+        getattr(minidl.fft, name)(5, dtype=minidl.int64)
+    assert getattr(minidl.fft, name)(5, dtype=minidl.float64).dtype == minidl.float64
