@@ -148,6 +148,9 @@ def _float_input(x, name="this op"):
     """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's).
     Complex tensors pass into the ``HOLOMORPHIC`` ops, and are refused, naming the op,
     elsewhere."""
+    if not isinstance(x, autograd.Tensor):  # a number or array: torch's TypeError
+        raise TypeError(f"{name.lower()}(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(x).__name__}")
     dtype = x.data.dtype
     if is_floating(dtype):
         return x
@@ -246,6 +249,8 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 
 def _float_op(fn):
     def op(input):
+        if not isinstance(input, autograd.Tensor):  # named as public (log_ndtr, not logndtr)
+            _float_input(input, op.__name__)
         return fn.apply(_float_input(input, fn.__name__))
     op.__name__ = op.__qualname__ = fn.__name__.lower()
     op.__doc__ = f"Elementwise {op.__name__}; integer input computes in float32, as PyTorch."
@@ -293,6 +298,9 @@ arcsin, arccos, arctan = asin, acos, atan
 
 def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
     """Elementwise rounding, half to even; ``decimals`` as torch.round's (zero gradient)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"round(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(input).__name__}")
     if not decimals:
         return _same_dtype_op(Round, bool_ok=False)(input)
     if not is_floating(input.data.dtype):

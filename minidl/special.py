@@ -255,7 +255,10 @@ def _lgamma64(xp, x):
         up = xp.where((y == 1) | (y == 2), 0.0, up)
         s = xp.abs(_sinpi(xp, x))
         reflected = math.log(math.pi) - xp.log(s) - up
-        out = xp.where(x >= 0.5, up, reflected)
+        # near 0, lgamma(1 + x) - log|x|: sin(pi x) of a subnormal x loses its digits
+        tiny = xp.abs(x) < 1e-8
+        near_zero = _lgamma_lanczos(xp, xp.where(tiny, 1 + x, 1.0)) - xp.log(xp.abs(x))
+        out = xp.where(x >= 0.5, up, xp.where(tiny, near_zero, reflected))
         return xp.where(xp.isinf(x), xp.inf, out)
 
 
@@ -745,7 +748,7 @@ def polygamma(n, input):
 
 def digamma(input):
     """The logarithmic derivative of the gamma function."""
-    return polygamma(0, input)
+    return Polygamma.apply(_float_input(input, "digamma"), n=0)
 
 
 psi = digamma
@@ -787,11 +790,13 @@ def xlog1py(input, other):
 
 def softmax(input, dim, *, dtype=None):
     """Softmax over ``dim`` (computed in ``dtype`` when given)."""
+    _check_tensor("softmax", "input", input)
     return (input if dtype is None else input.to(dtype)).softmax(dim)
 
 
 def log_softmax(input, dim, *, dtype=None):
     """log(softmax) over ``dim`` (computed in ``dtype`` when given)."""
+    _check_tensor("log_softmax", "input", input)
     return (input if dtype is None else input.to(dtype)).log_softmax(dim)
 
 

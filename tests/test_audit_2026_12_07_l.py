@@ -295,3 +295,28 @@ def test_fftfreq_refuses_an_integer_dtype(name):
     with pytest.raises(RuntimeError, match="requires a floating point or complex dtype"):
         getattr(minidl.fft, name)(5, dtype=minidl.int64)
     assert getattr(minidl.fft, name)(5, dtype=minidl.float64).dtype == minidl.float64
+
+
+# ---- special: numbers refused with torch's TypeError; lgamma near 0 -------------------------
+@pytest.mark.parametrize("name", ["erf", "erfc", "erfinv", "expit", "logit", "gammaln",
+                                  "digamma", "i0", "i1e", "ndtr", "ndtri", "log_ndtr", "sinc",
+                                  "entr", "expm1", "exp2", "log1p", "erfcx", "round"])
+def test_special_functions_refuse_a_python_number_with_a_type_error(name):
+    shown = "lgamma" if name == "gammaln" else name  # gammaln is lgamma
+    with pytest.raises(TypeError, match=rf"{shown}\(\): argument 'input' .*must be Tensor, "
+                                        "not float"):
+        getattr(minidl.special, name)(0.5)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_special_softmax_refuses_a_python_number(name):
+    with pytest.raises(TypeError, match="must be a Tensor, not float"):
+        getattr(minidl.special, name)(0.5, 0)
+
+
+def test_gammaln_of_subnormal_and_tiny_arguments():
+    x = np.array([5e-324, 1e-310, 1e-300, 1e-9, -1e-9, -5e-324])
+    got = minidl.special.gammaln(f64(x)).numpy()
+    # lgamma(x) = -log|x| - euler_gamma x + O(x^2) near 0
+    want = -np.log(np.abs(x)) - 0.5772156649015329 * x
+    np.testing.assert_allclose(got, want, rtol=1e-15)

@@ -42,6 +42,8 @@ class Transform:
 
     @property
     def event_dim(self):
+        if self.domain.event_dim != self.codomain.event_dim:  # ambiguous, as torch's
+            raise ValueError("Please use either .domain.event_dim or .codomain.event_dim")
         return self.domain.event_dim
 
     @property
