@@ -320,3 +320,12 @@ def test_gammaln_of_subnormal_and_tiny_arguments():
     # lgamma(x) = -log|x| - euler_gamma x + O(x^2) near 0
     want = -np.log(np.abs(x)) - 0.5772156649015329 * x
     np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_transform_event_dim_is_refused_where_domain_and_codomain_differ():
+    for t in (D.CorrCholeskyTransform(), D.ReshapeTransform((6,), (2, 3))):
+        with pytest.raises(ValueError, match="domain.event_dim or .codomain.event_dim"):
+            t.event_dim
+        assert t.domain.event_dim != t.codomain.event_dim
+    assert D.StickBreakingTransform().event_dim == 1
+    assert D.ExpTransform().event_dim == 0
