@@ -329,3 +329,12 @@ def test_transform_event_dim_is_refused_where_domain_and_codomain_differ():
         assert t.domain.event_dim != t.codomain.event_dim
     assert D.StickBreakingTransform().event_dim == 1
     assert D.ExpTransform().event_dim == 0
+
+
+def test_dirichlet_and_beta_mode_nan_where_no_concentration_exceeds_one_and_not_all_below():
+    c = [[1.0, 1.0], [1.0, 0.5], [0.5, 0.5], [2.0, 1.0], [1.0, 3.0]]
+    mode = D.Dirichlet(f64(c)).mode.numpy()
+    assert np.isnan(mode[:2]).all()
+    np.testing.assert_array_equal(mode[2:], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    beta = D.Beta(f64([1.0, 1.0, 2.0]), f64([1.0, 0.5, 1.0])).mode.numpy()
+    assert np.isnan(beta[:2]).all() and beta[2] == 1.0
