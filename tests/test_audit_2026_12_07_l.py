@@ -338,3 +338,24 @@ def test_dirichlet_and_beta_mode_nan_where_no_concentration_exceeds_one_and_not_
     np.testing.assert_array_equal(mode[2:], [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     beta = D.Beta(f64([1.0, 1.0, 2.0]), f64([1.0, 0.5, 1.0])).mode.numpy()
     assert np.isnan(beta[:2]).all() and beta[2] == 1.0
+
+
+def test_mixture_same_family_support_adds_back_the_mixture_dim():
+    probs = f64([[0.5, 0.5]] * 3)
+    mix = D.MixtureSameFamily(D.Categorical(probs=probs),
+                              D.Uniform(f64([[0.0, 1.0]] * 3), f64([[1.0, 3.0]] * 3)))
+    support = mix.support
+    assert repr(support).startswith("MixtureSameFamilyConstraint(Interval(")
+    # was a broadcast error of (3,) against the components' (3, 2); every component's support
+    # must hold the value, as torch's
+    np.testing.assert_array_equal(support.check(f64([0.5, 2.0, 0.9])).numpy(), [False] * 3)
+    with pytest.raises(ValueError, match="to be within the support"):
+        mix.log_prob(f64([0.5, 2.0, 5.0]))
+    vec = D.MixtureSameFamily(D.Categorical(probs=f64([0.5, 0.5])),
+                              D.Independent(D.Normal(f64(np.zeros((2, 2))), f64(np.ones((2, 2)))), 1))
+    assert vec.support.event_dim == 1
+    np.testing.assert_array_equal(vec.support.check(f64([[0.5, 2.0], [0.0, NAN]])).numpy(),
+                                  [True, False])
+    counts = D.MixtureSameFamily(D.Categorical(probs=f64([0.5, 0.5])), D.Poisson(f64([1.0, 2.0])))
+    assert counts.support.is_discrete
+    np.testing.assert_array_equal(counts.support.check(f64([1.0, 0.5])).numpy(), [True, False])
