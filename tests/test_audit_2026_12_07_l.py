@@ -359,3 +359,25 @@ def test_mixture_same_family_support_adds_back_the_mixture_dim():
     counts = D.MixtureSameFamily(D.Categorical(probs=f64([0.5, 0.5])), D.Poisson(f64([1.0, 2.0])))
     assert counts.support.is_discrete
     np.testing.assert_array_equal(counts.support.check(f64([1.0, 0.5])).numpy(), [True, False])
+
+
+@pytest.mark.parametrize("make", [
+    lambda: D.Gamma(minidl.tensor([2.0, 3.0]), minidl.tensor([1.0, 0.5])),
+    lambda: D.Chi2(minidl.tensor([2.0, 3.0])),
+    lambda: D.HalfCauchy(minidl.tensor([2.0, 3.0])),
+])
+def test_gamma_and_half_cauchy_log_prob_in_the_parameters_dtype(make):
+    d = make()
+    lp = d.log_prob(f64([[1.5], [0.5]]))
+    assert lp.dtype == minidl.float32 and lp.shape == (2, 2)  # as torch's: cast to the params'
+    want = d.log_prob(minidl.tensor([[1.5], [0.5]]))
+    np.testing.assert_array_equal(lp.numpy(), want.numpy())
+
+
+def test_gamma_log_prob_takes_a_number_as_torch():
+    d = D.Gamma(f64([2.0, 3.0]), f64([1.0, 0.5]))
+    np.testing.assert_allclose(d.log_prob(1.5).numpy(), d.log_prob(f64(1.5)).numpy())
+    value = f64([1.5, 2.0], requires_grad=True)
+    D.Gamma(minidl.tensor([2.0, 3.0]), minidl.tensor([1.0, 0.5])).log_prob(value).sum().backward()
+    assert value.grad.dtype == minidl.float64  # the cast is recorded
+    np.testing.assert_allclose(value.grad.numpy(), [1 / 1.5 - 1, 2 / 2.0 - 0.5], rtol=1e-6)

@@ -22,3 +22,9 @@ class HalfCauchy(_Folded):
     @property
     def variance(self):
         return full_like(self.scale.detach(), math.inf)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        # in scale's dtype, as torch's HalfCauchy (HalfNormal keeps the value's)
+        return super().log_prob(value.to(self.scale.dtype))
