@@ -196,6 +196,12 @@ def _axes_and_sizes(name, x, s, dim, allow_none=False):
     """(axes, sizes or None) from torch's ``s`` and ``dim``: dim None with s given means the
     last len(s) dims; both None all dims (or, for the 2-D forms, the caller's default)."""
     ndim = x.ndim
+    if s is not None and not (isinstance(s, (tuple, list)) and all(_is_int(n) for n in s)):
+        raise TypeError(f"{name}(): argument 's' must be tuple of ints, not "
+                        f"{type(s).__name__} {s!r}")
+    if dim is not None and not (_is_int(dim) or isinstance(dim, (tuple, list))):
+        raise TypeError(f"{name}(): argument 'dim' must be int or tuple of ints, not "
+                        f"{type(dim).__name__}")
     if dim is None:
         if s is None:
             axes = list(range(ndim))
@@ -269,9 +275,15 @@ def _c2r(name, x, s, dim, norm):
     return _C2R.apply(x, axes=tuple(axes), sizes=tuple(full), norm=norm)
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def _one(name, n, dim):
     """(s, dim) of a 1-D transform; its n, unlike an n-D transform's s, cannot be -1."""
-    if n is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n < 1:
+    if n is not None and not _is_int(n):  # not truncated (3.7) nor read as 1 (True)
+        raise TypeError(f"{name}(): argument 'n' must be int, not {type(n).__name__}")
+    if n is not None and n < 1:
         raise FFTArgumentError(f"{name}: Invalid number of data points ({n}) specified")
     return (None if n is None else (n,)), (dim,)
 

@@ -381,3 +381,18 @@ def test_gamma_log_prob_takes_a_number_as_torch():
     D.Gamma(minidl.tensor([2.0, 3.0]), minidl.tensor([1.0, 0.5])).log_prob(value).sum().backward()
     assert value.grad.dtype == minidl.float64  # the cast is recorded
     np.testing.assert_allclose(value.grad.numpy(), [1 / 1.5 - 1, 2 / 2.0 - 0.5], rtol=1e-6)
+
+
+def test_fft_sizes_and_dims_must_be_ints():
+    x = minidl.ones(3, 4)
+    for name in ("fft", "rfft", "ihfft"):
+        for n in (3.0, True):  # was truncated to 3 or read as n=1
+            with pytest.raises(TypeError, match="argument 'n' must be int"):
+                getattr(minidl.fft, name)(x, n=n)
+    for s in ((2.0, 2), (True, 2), 3):
+        with pytest.raises(TypeError, match="argument 's' must be tuple of ints"):
+            minidl.fft.fft2(x, s=s)
+    with pytest.raises(TypeError, match="argument 'dim' must be int or tuple of ints"):
+        minidl.fft.fftn(x, dim=1.0)
+    assert minidl.fft.fft2(x, s=[2, 2]).shape == (2, 2)
+    assert minidl.fft.rfft(x, n=np.int64(6)).shape == (3, 4)
