@@ -301,6 +301,9 @@ def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
     if not isinstance(input, autograd.Tensor):
         raise TypeError(f"round(): argument 'input' (position 1) must be Tensor, not "
                         f"{type(input).__name__}")
+    if isinstance(decimals, bool) or not isinstance(decimals, (int, np.integer)):
+        raise TypeError(f"round(): argument 'decimals' must be int, not "
+                        f"{type(decimals).__name__}")  # not 1.5 digits
     if not decimals:
         return _same_dtype_op(Round, bool_ok=False)(input)
     if not is_floating(input.data.dtype):

@@ -741,6 +741,8 @@ gammaln = lgamma
 
 def polygamma(n, input):
     """The n-th derivative of digamma (n >= 0) of ``input``."""
+    if isinstance(n, autograd.Tensor) and n.ndim == 0 and n.data.dtype.kind in "iu":
+        n = int(n.item())  # a 0-d integer tensor, as torch takes
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"polygamma: n must be a non-negative int, got {n!r}")
     return Polygamma.apply(_float_input(input, "polygamma"), n=int(n))

@@ -396,3 +396,13 @@ def test_fft_sizes_and_dims_must_be_ints():
         minidl.fft.fftn(x, dim=1.0)
     assert minidl.fft.fft2(x, s=[2, 2]).shape == (2, 2)
     assert minidl.fft.rfft(x, n=np.int64(6)).shape == (3, 4)
+
+
+def test_round_decimals_must_be_an_int_and_polygamma_takes_a_0d_integer_tensor():
+    x = minidl.tensor([1.25, 2.35])
+    for decimals in (1.0, True):
+        with pytest.raises(TypeError, match="argument 'decimals' must be int"):
+            minidl.special.round(x, decimals=decimals)
+    np.testing.assert_allclose(minidl.round(x, decimals=np.int64(1)).numpy(), [1.2, 2.4])
+    got = minidl.special.polygamma(minidl.tensor(1), f64([1.0, 2.0])).numpy()
+    np.testing.assert_allclose(got, [math.pi ** 2 / 6, math.pi ** 2 / 6 - 1], rtol=1e-14)
