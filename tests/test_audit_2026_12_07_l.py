@@ -406,3 +406,20 @@ def test_round_decimals_must_be_an_int_and_polygamma_takes_a_0d_integer_tensor()
     np.testing.assert_allclose(minidl.round(x, decimals=np.int64(1)).numpy(), [1.2, 2.4])
     got = minidl.special.polygamma(minidl.tensor(1), f64([1.0, 2.0])).numpy()
     np.testing.assert_allclose(got, [math.pi ** 2 / 6, math.pi ** 2 / 6 - 1], rtol=1e-14)
+
+
+def test_distributions_utils_tril_helpers_and_constants():
+    from minidl.distributions import utils as U
+    mat = f64(np.arange(9.0).reshape(3, 3), requires_grad=True)
+    np.testing.assert_array_equal(U.tril_matrix_to_vec(mat).numpy(), [0, 3, 4, 6, 7, 8])
+    np.testing.assert_array_equal(U.tril_matrix_to_vec(mat, diag=-1).numpy(), [3, 6, 7])
+    for diag in (3, -4):
+        with pytest.raises(ValueError, match=rf"diag \({diag}\) provided is outside \[-3, 2\]"):
+            U.tril_matrix_to_vec(mat, diag=diag)
+    back = U.vec_to_tril_matrix(f64(np.arange(6.0)))
+    np.testing.assert_array_equal(back.numpy(), [[0, 0, 0], [1, 2, 0], [3, 4, 5]])
+    with pytest.raises(ValueError, match="cannot be expressed as the lower triangular part"):
+        U.vec_to_tril_matrix(f64(np.arange(4.0)))
+    assert gradcheck(lambda m: U.tril_matrix_to_vec(m, diag=-1), (mat,))
+    assert U.euler_constant == pytest.approx(0.5772156649015329)
+    assert U.is_tensor_like(mat) and not U.is_tensor_like(1.0)
