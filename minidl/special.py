@@ -20,6 +20,7 @@ Imports only ``backend``, ``autograd``, ``ops`` and ``math_ops``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import _binary_operands, _float_input, _float_op, _unary, expm1, exp2, log1p
+from .math_ops import write_out
 from .math_ops import logsumexp, round, xlogy  # noqa: A004  (torch.special's names)
 from .ops import constant, where
 
@@ -820,3 +822,25 @@ TENSOR_METHODS = {"erf": erf, "erfc": erfc, "erfinv": erfinv, "lgamma": lgamma,
                   "logit": logit, "i0": i0, "sinc": sinc, "mvlgamma": mvlgamma,
                   "igamma": igamma, "igammac": igammac}
 FUNCTIONS = dict(TENSOR_METHODS, polygamma=polygamma)
+
+
+def _out_form(fn):
+    """``fn`` taking torch's ``out=``: the result written into ``out`` (resized and cast as
+    torch's rules allow), refused where autograd would have to see through it."""
+    @functools.wraps(fn)
+    def form(*args, out=None, **kwargs):
+        if out is None:
+            return fn(*args, **kwargs)
+        return write_out(fn.__name__, out, lambda: fn(*args, **kwargs),
+                         [*args, *kwargs.values()])
+    return form
+
+
+# torch.special's functions take out= (all but softmax and log_softmax), and so do the
+# top-level forms (minidl.erf(x, out=y), as torch.erf)
+for _name in __all__:
+    if _name not in ("softmax", "log_softmax"):
+        globals()[_name] = _out_form(globals()[_name])
+lgamma, mvlgamma, igamma, igammac = gammaln, multigammaln, gammainc, gammaincc
+FUNCTIONS = {name: _out_form(fn) for name, fn in FUNCTIONS.items()}
+del _name

@@ -423,3 +423,49 @@ def test_distributions_utils_tril_helpers_and_constants():
     assert gradcheck(lambda m: U.tril_matrix_to_vec(m, diag=-1), (mat,))
     assert U.euler_constant == pytest.approx(0.5772156649015329)
     assert U.is_tensor_like(mat) and not U.is_tensor_like(1.0)
+
+
+# ---- special: out= ---------------------------------------------------------------------------
+@pytest.mark.parametrize("call", [
+    lambda S, x, out: S.erf(x, out=out),
+    lambda S, x, out: S.gammaln(x, out=out),
+    lambda S, x, out: S.polygamma(1, x, out=out),
+    lambda S, x, out: S.xlogy(x, x, out=out),
+    lambda S, x, out: S.logit(x, eps=0.1, out=out),
+    lambda S, x, out: S.bessel_j0(x, out=out),
+    lambda S, x, out: S.chebyshev_polynomial_t(x, 3, out=out),
+    lambda S, x, out: S.zeta(x + 1, x, out=out),
+])
+def test_special_functions_write_into_out(call):
+    x = minidl.tensor([0.5, 0.25])
+    out = minidl.empty(2)
+    assert call(minidl.special, x, out) is out
+    np.testing.assert_array_equal(out.numpy(), call(minidl.special, x, None).numpy())
+    wide = minidl.zeros(2, dtype=minidl.float64)
+    call(minidl.special, x, wide)  # float32 -> float64 is a cast torch allows
+    np.testing.assert_allclose(wide.numpy(), out.numpy())
+
+
+def test_special_out_refusals_leave_out_unchanged():
+    x = minidl.tensor([0.5, 0.25])
+    ints = minidl.zeros(2, dtype=minidl.int64)
+    with pytest.raises(RuntimeError, match="can't be cast to the desired output type"):
+        minidl.special.erf(x, out=ints)
+    np.testing.assert_array_equal(ints.numpy(), [0, 0])
+    out = minidl.zeros(2)
+    with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
+        minidl.special.expit(minidl.tensor([0.5, 0.2], requires_grad=True), out=out)
+    np.testing.assert_array_equal(out.numpy(), [0.0, 0.0])
+    with pytest.raises(TypeError, match="unexpected keyword argument 'out'"):
+        minidl.special.softmax(x, 0, out=out)  # as torch.special.softmax
+    assert minidl.erf(x, out=out) is out and minidl.lgamma(x, out=minidl.empty(2)).shape == (2,)
+
+
+def test_special_out_parity():
+    torch = pytest.importorskip("torch")
+    x = np.array([0.5, 0.25, 3.0], dtype=np.float32)
+    for name in ("erf", "ndtri", "i1e", "log_ndtr", "entr", "sinc", "expit", "digamma"):
+        mine, theirs = minidl.empty(3, dtype=minidl.float64), torch.empty(3, dtype=torch.float64)
+        getattr(minidl.special, name)(minidl.tensor(x), out=mine)
+        getattr(torch.special, name)(torch.tensor(x), out=theirs)
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-6, err_msg=name)
