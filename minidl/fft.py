@@ -142,6 +142,9 @@ class _C2R(Function):
 
     def forward(self, a, axes, sizes, norm):
         self.axes, self.sizes, self.norm, self.shape = axes, sizes, norm, a.shape
+        # trimmed and zero-padded here: NumPy's irfftn reads past an empty input's end (garbage
+        # where torch gives zeros)
+        a = _resize(a, axes, list(sizes[:-1]) + [sizes[-1] // 2 + 1])
         y = _fft_module(a).irfftn(a, s=sizes, axes=axes, norm=norm)
         return y.astype(real_of(a.dtype), copy=False)
 
@@ -193,6 +196,12 @@ def _axes_and_sizes(name, x, s, dim, allow_none=False):
     """(axes, sizes or None) from torch's ``s`` and ``dim``: dim None with s given means the
     last len(s) dims; both None all dims (or, for the 2-D forms, the caller's default)."""
     ndim = x.ndim
+    if s is not None and not (isinstance(s, (tuple, list)) and all(_is_int(n) for n in s)):
+        raise TypeError(f"{name}(): argument 's' must be tuple of ints, not "
+                        f"{type(s).__name__} {s!r}")
+    if dim is not None and not (_is_int(dim) or isinstance(dim, (tuple, list))):
+        raise TypeError(f"{name}(): argument 'dim' must be int or tuple of ints, not "
+                        f"{type(dim).__name__}")
     if dim is None:
         if s is None:
             axes = list(range(ndim))
@@ -266,9 +275,15 @@ def _c2r(name, x, s, dim, norm):
     return _C2R.apply(x, axes=tuple(axes), sizes=tuple(full), norm=norm)
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def _one(name, n, dim):
     """(s, dim) of a 1-D transform; its n, unlike an n-D transform's s, cannot be -1."""
-    if n is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n < 1:
+    if n is not None and not _is_int(n):  # not truncated (3.7) nor read as 1 (True)
+        raise TypeError(f"{name}(): argument 'n' must be int, not {type(n).__name__}")
+    if n is not None and n < 1:
         raise FFTArgumentError(f"{name}: Invalid number of data points ({n}) specified")
     return (None if n is None else (n,)), (dim,)
 
@@ -394,11 +409,13 @@ def ifftshift(input, dim=None):
     return _shift("ifftshift", input, dim, -1)
 
 
-def _freq_tensor(values, dtype, device, requires_grad):
+def _freq_tensor(name, values, dtype, device, requires_grad):
     from .tensor import Tensor
     from .backend.dtypes import as_dtype
 
     dtype = default_float() if dtype is None else as_dtype(dtype)
+    if dtype.kind not in "fc":
+        raise FFTArgumentError(f"{name} requires a floating point or complex dtype, got {dtype}")
     return Tensor(values.astype(dtype), requires_grad=requires_grad,
                   device="cpu" if device is None else device)
 
@@ -412,7 +429,7 @@ def _freq_args(name, n, d):
 def fftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=None):
     """The sample frequencies of an fft of length n with spacing d: [0, 1, ..., -1] / (d n)."""
     n, d = _freq_args("fftfreq", n, d)
-    return _freq_tensor(np.fft.fftfreq(n, d) if n else np.zeros(0), dtype, device,
+    return _freq_tensor("fftfreq", np.fft.fftfreq(n, d) if n else np.zeros(0), dtype, device,
                         requires_grad)
 
 
@@ -421,7 +438,7 @@ def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=N
     n, d = _freq_args("rfftfreq", n, d)
     with np.errstate(invalid="ignore", divide="ignore"):  # n = 0: [nan], as torch's
         values = np.arange(n // 2 + 1) / (n * d)
-    return _freq_tensor(values, dtype, device, requires_grad)
+    return _freq_tensor("rfftfreq", values, dtype, device, requires_grad)
 
 
 __all__ = ["fft", "ifft", "fft2", "ifft2", "fftn", "ifftn", "rfft", "irfft", "rfft2", "irfft2",

@@ -16,7 +16,7 @@ import numpy as np
 from . import autograd
 from .autograd import Function, first_order_only
 from .backend import get_array_module
-from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number
+from .backend.dtypes import as_dtype, category, default_float, is_floating, is_real_number
 from .ops import (
     Abs, Cast, Compare, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid,
     UnsupportedDtypeError,
@@ -148,6 +148,9 @@ def _float_input(x, name="this op"):
     """Integer and bool tensors enter floating-point math in the default dtype (PyTorch's).
     Complex tensors pass into the ``HOLOMORPHIC`` ops, and are refused, naming the op,
     elsewhere."""
+    if not isinstance(x, autograd.Tensor):  # a number or array: torch's TypeError
+        raise TypeError(f"{name.lower()}(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(x).__name__}")
     dtype = x.data.dtype
     if is_floating(dtype):
         return x
@@ -246,6 +249,8 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 
 def _float_op(fn):
     def op(input):
+        if not isinstance(input, autograd.Tensor):  # named as public (log_ndtr, not logndtr)
+            _float_input(input, op.__name__)
         return fn.apply(_float_input(input, fn.__name__))
     op.__name__ = op.__qualname__ = fn.__name__.lower()
     op.__doc__ = f"Elementwise {op.__name__}; integer input computes in float32, as PyTorch."
@@ -293,6 +298,12 @@ arcsin, arccos, arctan = asin, acos, atan
 
 def round(input, *, decimals=0):  # noqa: A001  (PyTorch's name)
     """Elementwise rounding, half to even; ``decimals`` as torch.round's (zero gradient)."""
+    if not isinstance(input, autograd.Tensor):
+        raise TypeError(f"round(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(input).__name__}")
+    if isinstance(decimals, bool) or not isinstance(decimals, (int, np.integer)):
+        raise TypeError(f"round(): argument 'decimals' must be int, not "
+                        f"{type(decimals).__name__}")  # not 1.5 digits
     if not decimals:
         return _same_dtype_op(Round, bool_ok=False)(input)
     if not is_floating(input.data.dtype):
@@ -665,6 +676,47 @@ def equal(input, other):
     return bool((input == other).data.all())
 
 
+def write_out(name, out, compute, operands):
+    """``torch.<name>(..., out=out)`` (the Tensors tutorial's ``torch.matmul(a, b, out=y)``):
+    the result written into ``out``, which is returned. As torch: refused where autograd would
+    have to see through it, ``out`` resized (with torch's warning when it held elements) to
+    the result's shape, and a result that cannot be cast to ``out``'s dtype refused."""
+    import warnings
+
+    if not isinstance(out, autograd.Tensor):
+        raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
+    if autograd.is_grad_enabled() and (out.requires_grad or any(
+            isinstance(t, autograd.Tensor) and t.requires_grad for t in operands)):
+        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
+                           "differentiation, but one of the arguments requires grad.")
+    result = compute()
+    if not isinstance(result, autograd.Tensor):
+        raise TypeError(f"{name}(): out= is supported for a single tensor result only; use the "
+                        "returned value")
+    if result.device != out.device:
+        raise RuntimeError(f"{name}(): expected out on {result.device}, like the result, but "
+                           f"got out on {out.device}")
+    have, want = result.data.dtype, out.data.dtype  # torch's canCast: no complex -> real,
+    # float -> integer or number -> bool (int16 -> uint8 is allowed: both integers)
+    if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
+        raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output "
+                           f"type {out.dtype}")
+    if out.shape != result.shape:
+        if out.numel():
+            warnings.warn(f"An output with one or more elements was resized since it had shape "
+                          f"{list(out.shape)}, which does not match the required output shape "
+                          f"{list(result.shape)}. This behavior is deprecated, and in a future "
+                          "PyTorch release outputs will not be resized unless they have zero "
+                          "elements. You can explicitly reuse an out tensor t by resizing it, "
+                          "inplace, to zero elements with t.resize_(0).", UserWarning,
+                          stacklevel=3)
+        xp = get_array_module(out.data)
+        out.data = xp.empty(result.shape, dtype=out.data.dtype)
+    with autograd.no_grad():
+        out.copy_(result)
+    return out
+
+
 TENSOR_METHODS.update({
     "reciprocal": reciprocal, "rsqrt": rsqrt, "square": square, "sin": sin, "cos": cos,
     "tan": tan, "asin": asin, "acos": acos, "atan": atan, "arcsin": asin, "arccos": acos,
@@ -939,13 +991,16 @@ class XLogY(Function):
         x, y = self.saved
         xp = get_array_module(g)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gx = g * xp.log(y)  # log(y) at x == 0 too, as PyTorch's
+            # xlogy(g, y), and 0 where x == 0 and y <= 0 (log y is -inf or NaN there), as
+            # torch's derivative
+            gx = xp.where(((g == 0) & ~xp.isnan(y)) | ((x == 0) & (y <= 0)), 0, g * xp.log(y))
             gy = g * x / y
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x, y = self.inputs
-        return g * y.log(), g * x / y
+        skip = constant((x.data == 0) & (y.data <= 0))
+        return where(skip, 0.0, g * y.log()), g * x / y
 
 
 def xlogy(input, other):

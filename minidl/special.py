@@ -20,6 +20,7 @@ Imports only ``backend``, ``autograd``, ``ops`` and ``math_ops``.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -30,6 +31,7 @@ from .autograd import Function
 from .backend import get_array_module
 from .backend.dtypes import is_floating
 from .math_ops import _binary_operands, _float_input, _float_op, _unary, expm1, exp2, log1p
+from .math_ops import write_out
 from .math_ops import logsumexp, round, xlogy  # noqa: A004  (torch.special's names)
 from .ops import constant, where
 
@@ -255,7 +257,10 @@ def _lgamma64(xp, x):
         up = xp.where((y == 1) | (y == 2), 0.0, up)
         s = xp.abs(_sinpi(xp, x))
         reflected = math.log(math.pi) - xp.log(s) - up
-        out = xp.where(x >= 0.5, up, reflected)
+        # near 0, lgamma(1 + x) - log|x|: sin(pi x) of a subnormal x loses its digits
+        tiny = xp.abs(x) < 1e-8
+        near_zero = _lgamma_lanczos(xp, xp.where(tiny, 1 + x, 1.0)) - xp.log(xp.abs(x))
+        out = xp.where(x >= 0.5, up, xp.where(tiny, near_zero, reflected))
         return xp.where(xp.isinf(x), xp.inf, out)
 
 
@@ -511,15 +516,17 @@ class XLog1pY(Function):
         x, y = self.saved
         xp = get_array_module(g)
         with np.errstate(divide="ignore", invalid="ignore"):
-            gx = g * xp.where((x == 0) & ~xp.isnan(y), 0, xp.log1p(y))
+            # xlog1py(g, y), and 0 where x == 0 and y <= -1, as torch's derivative (log1p(y)
+            # at x == 0 too, where it is finite)
+            skip = ((g == 0) & ~xp.isnan(y)) | ((x == 0) & (y <= -1))
+            gx = xp.where(skip, 0, g * xp.log1p(y))
             gy = g * x / (1 + y)
         return gx.astype(g.dtype, copy=False), gy.astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x, y = self.inputs
-        xp = get_array_module(x.data)
-        skip = constant((x.data == 0) & ~xp.isnan(y.data))
-        return g * where(skip, 0.0, y.log1p()), g * x / (1 + y)
+        skip = constant((x.data == 0) & (y.data <= -1))
+        return where(skip, 0.0, g * y.log1p()), g * x / (1 + y)
 
 
 # ---- Bessel, Airy, orthogonal polynomials: no derivative in torch -------------------------
@@ -736,6 +743,8 @@ gammaln = lgamma
 
 def polygamma(n, input):
     """The n-th derivative of digamma (n >= 0) of ``input``."""
+    if isinstance(n, autograd.Tensor) and n.ndim == 0 and n.data.dtype.kind in "iu":
+        n = int(n.item())  # a 0-d integer tensor, as torch takes
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"polygamma: n must be a non-negative int, got {n!r}")
     return Polygamma.apply(_float_input(input, "polygamma"), n=int(n))
@@ -743,7 +752,7 @@ def polygamma(n, input):
 
 def digamma(input):
     """The logarithmic derivative of the gamma function."""
-    return polygamma(0, input)
+    return Polygamma.apply(_float_input(input, "digamma"), n=0)
 
 
 psi = digamma
@@ -785,11 +794,13 @@ def xlog1py(input, other):
 
 def softmax(input, dim, *, dtype=None):
     """Softmax over ``dim`` (computed in ``dtype`` when given)."""
+    _check_tensor("softmax", "input", input)
     return (input if dtype is None else input.to(dtype)).softmax(dim)
 
 
 def log_softmax(input, dim, *, dtype=None):
     """log(softmax) over ``dim`` (computed in ``dtype`` when given)."""
+    _check_tensor("log_softmax", "input", input)
     return (input if dtype is None else input.to(dtype)).log_softmax(dim)
 
 
@@ -811,3 +822,25 @@ TENSOR_METHODS = {"erf": erf, "erfc": erfc, "erfinv": erfinv, "lgamma": lgamma,
                   "logit": logit, "i0": i0, "sinc": sinc, "mvlgamma": mvlgamma,
                   "igamma": igamma, "igammac": igammac}
 FUNCTIONS = dict(TENSOR_METHODS, polygamma=polygamma)
+
+
+def _out_form(fn):
+    """``fn`` taking torch's ``out=``: the result written into ``out`` (resized and cast as
+    torch's rules allow), refused where autograd would have to see through it."""
+    @functools.wraps(fn)
+    def form(*args, out=None, **kwargs):
+        if out is None:
+            return fn(*args, **kwargs)
+        return write_out(fn.__name__, out, lambda: fn(*args, **kwargs),
+                         [*args, *kwargs.values()])
+    return form
+
+
+# torch.special's functions take out= (all but softmax and log_softmax), and so do the
+# top-level forms (minidl.erf(x, out=y), as torch.erf)
+for _name in __all__:
+    if _name not in ("softmax", "log_softmax"):
+        globals()[_name] = _out_form(globals()[_name])
+lgamma, mvlgamma, igamma, igammac = gammaln, multigammaln, gammainc, gammaincc
+FUNCTIONS = {name: _out_form(fn) for name, fn in FUNCTIONS.items()}
+del _name

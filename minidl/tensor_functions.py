@@ -12,7 +12,8 @@ import functools
 import numpy as np
 
 from .backend import get_array_module
-from .backend.dtypes import as_dtype, category, is_floating
+from .backend.dtypes import as_dtype, is_floating
+from .math_ops import write_out as _into_out
 from .tensor import Function, Tensor, is_grad_enabled
 
 # Tensor methods that PyTorch also offers as torch.<name>(input, ...)
@@ -83,49 +84,6 @@ def _check_out_dtype(name, out, input, args, kwargs):
             np.dtype(kwargs["dtype"]) != want:
         raise RuntimeError(f"Expected out tensor to have dtype {np.dtype(kwargs['dtype'])}, but "
                            f"got {want} instead")
-
-
-def _into_out(name, out, compute, operands):
-    """``torch.<name>(..., out=out)`` (the Tensors tutorial's ``torch.matmul(a, b, out=y)``):
-    the result written into ``out``, which is returned. As torch: refused where autograd would
-    have to see through it, ``out`` resized (with torch's warning when it held elements) to
-    the result's shape, and a result that cannot be cast to ``out``'s dtype refused."""
-    import warnings
-
-    if not isinstance(out, Tensor):
-        raise TypeError(f"{name}(): argument 'out' must be Tensor, not {type(out).__name__}")
-    if is_grad_enabled() and (out.requires_grad or any(
-            isinstance(t, Tensor) and t.requires_grad for t in operands)):
-        raise RuntimeError(f"{name}(): functions with out=... arguments don't support automatic "
-                           "differentiation, but one of the arguments requires grad.")
-    result = compute()
-    if not isinstance(result, Tensor):
-        raise TypeError(f"{name}(): out= is supported for a single tensor result only; use the "
-                        "returned value")
-    if result.device != out.device:
-        raise RuntimeError(f"{name}(): expected out on {result.device}, like the result, but "
-                           f"got out on {out.device}")
-    have, want = result.data.dtype, out.data.dtype  # torch's canCast: no complex -> real,
-    # float -> integer or number -> bool (int16 -> uint8 is allowed: both integers)
-    if category(have) > category(want) or (want.kind == "b" and have.kind != "b"):
-        raise RuntimeError(f"result type {result.dtype} can't be cast to the desired output "
-                           f"type {out.dtype}")
-    if out.shape != result.shape:
-        if out.numel():
-            warnings.warn(f"An output with one or more elements was resized since it had shape "
-                          f"{list(out.shape)}, which does not match the required output shape "
-                          f"{list(result.shape)}. This behavior is deprecated, and in a future "
-                          "PyTorch release outputs will not be resized unless they have zero "
-                          "elements. You can explicitly reuse an out tensor t by resizing it, "
-                          "inplace, to zero elements with t.resize_(0).", UserWarning,
-                          stacklevel=3)
-        xp = get_array_module(out.data)
-        out.data = xp.empty(result.shape, dtype=out.data.dtype)
-    from .tensor import no_grad
-
-    with no_grad():
-        out.copy_(result)
-    return out
 
 
 def max(input, dim=None, keepdim=False, *, other=None):  # noqa: A001  (PyTorch's name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import rng
+from ..ops import minimum
 from ..tensor import Tensor
 from . import constraints
 from ._special import lgamma, softplus
@@ -52,9 +53,8 @@ class Binomial(Distribution):
 
     @property
     def mode(self):
-        n = self.total_count.detach()
-        m = ((n + 1) * self.probs.detach()).numpy()
-        return Tensor(np.minimum(np.floor(m), n.numpy()).astype(m.dtype), device=n.device)
+        # recorded ops (a zero gradient, as torch's)
+        return minimum(((self.total_count + 1) * self.probs).floor(), self.total_count)
 
     @property
     def variance(self):

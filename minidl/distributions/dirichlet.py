@@ -52,6 +52,10 @@ class Dirichlet(ExponentialFamily):
         mode = cm1 / cm1.sum(-1, keepdim=True).clamp(min=float(np.finfo(c.dtype).tiny))
         first = _first_index(c)
         corner = one_hot(first, c.shape[-1]).type_as(c)
+        # every concentration <= 1 with some == 1 (Beta(1, 1), Beta(1, 0.5)): torch's 0 / 0,
+        # NaN, not the 0 the clamp would leave (no unique interior mode)
+        flat = (cm1.sum(-1, keepdim=True) == 0) & ~(c < 1).all(-1, keepdim=True)
+        mode = where(flat, float("nan"), mode)
         return where((c < 1).all(-1, keepdim=True), corner, mode)
 
     @property

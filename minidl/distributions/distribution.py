@@ -14,6 +14,7 @@ import numpy as np
 from ..autograd import no_grad
 from ..tensor import Tensor
 from . import constraints
+from .utils import lazy_property
 
 
 def _sample_shape(sample_shape):
@@ -25,6 +26,13 @@ def _sample_shape(sample_shape):
         raise ValueError(f"sample_shape must hold non-negative ints, got {sample_shape!r}")
     raise TypeError(f"sample_shape must be a tuple of ints, as torch.Size, got "
                     f"{type(sample_shape).__name__} (write ({sample_shape!r},))")
+
+
+def _class_attribute(cls, name):
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    return None
 
 
 class Distribution:
@@ -48,7 +56,10 @@ class Distribution:
             for param, constraint in self.arg_constraints.items():
                 if constraints.is_dependent(constraint):
                     continue
-                if param not in self.__dict__:  # a lazily derived parameter: its source is checked
+                # a lazily derived parameter not yet computed: its source is checked; a plain
+                # property (Chi2's df) is read and checked, as torch's
+                if param not in self.__dict__ and isinstance(
+                        _class_attribute(type(self), param), lazy_property):
                     continue
                 value = getattr(self, param)
                 if not bool(constraint.check(value).all()):

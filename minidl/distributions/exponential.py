@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import rng
+from ..creation import zeros_like
 from ..tensor import Tensor
 from . import constraints
 from ._special import expm1, log1p
@@ -31,7 +32,7 @@ class Exponential(ExponentialFamily):
 
     @property
     def mode(self):
-        return self.rate * 0.0
+        return zeros_like(self.rate.detach())
 
     @property
     def stddev(self):

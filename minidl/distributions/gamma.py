@@ -3,12 +3,20 @@ torch's implicitly reparameterised rsample (the sample moves with the parameters
 quantile)."""
 from __future__ import annotations
 
+import numpy as np
 
+from ..tensor import Tensor
 from . import constraints
 from ..special import gammainc
 from ._special import digamma, lgamma, standard_gamma, xlogy
 from .exp_family import ExponentialFamily
 from .utils import broadcast_all
+
+
+def _as_param_dtype(value, param):
+    if isinstance(value, Tensor):
+        return value if value.dtype == param.dtype else value.to(param.dtype)
+    return Tensor(np.asarray(value, dtype=param.dtype), device=param.device)
 
 
 class Gamma(ExponentialFamily):
@@ -41,6 +49,8 @@ class Gamma(ExponentialFamily):
         return standard_gamma(self.concentration.expand(*shape)) / self.rate.expand(*shape)
 
     def log_prob(self, value):
+        # in rate's dtype (a number taken too), as torch's
+        value = _as_param_dtype(value, self.rate)
         if self._validate_args:
             self._validate_sample(value)
         c, r = self.concentration, self.rate

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from ..creation import full_like, zeros_like
 from .cauchy import Cauchy
 from .half_normal import _Folded
 
@@ -12,12 +13,18 @@ class HalfCauchy(_Folded):
 
     @property
     def mean(self):
-        return self.scale.detach() * 0.0 + math.inf
+        return full_like(self.scale.detach(), math.inf)
 
     @property
     def mode(self):
-        return self.scale.detach() * 0.0
+        return zeros_like(self.scale.detach())
 
     @property
     def variance(self):
-        return self.scale.detach() * 0.0 + math.inf
+        return full_like(self.scale.detach(), math.inf)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        # in scale's dtype, as torch's HalfCauchy (HalfNormal keeps the value's)
+        return super().log_prob(value.to(self.scale.dtype))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from ..creation import zeros_like
 from ..ops import where
 from . import constraints
 from .distribution import Distribution
@@ -23,7 +24,8 @@ class _Folded(Distribution):
 
     def __init__(self, scale, validate_args=None):
         (scale,) = broadcast_all(scale)
-        self.base_dist = self._base(scale * 0.0, scale, validate_args=validate_args)
+        # a zero loc, not scale * 0 (NaN for an infinite scale, which torch accepts)
+        self.base_dist = self._base(zeros_like(scale.detach()), scale, validate_args=validate_args)
         super().__init__(scale.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -71,7 +73,7 @@ class HalfNormal(_Folded):
 
     @property
     def mode(self):
-        return self.scale * 0.0
+        return zeros_like(self.scale.detach())
 
     @property
     def variance(self):

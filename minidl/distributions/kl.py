@@ -7,9 +7,10 @@ import warnings
 
 from ..autograd import grad as autograd_grad
 from ..ops import where
-from ._special import digamma, lgamma, log1p, softplus
+from ._special import digamma, erf, expm1, lgamma, log1p, softplus, xlogy
 from .beta import Beta
 from .bernoulli import Bernoulli
+from .binomial import Binomial
 from .categorical import Categorical
 from .cauchy import Cauchy
 from .continuous_bernoulli import ContinuousBernoulli
@@ -25,6 +26,7 @@ from ._linalg import solve_lower
 from .half_normal import HalfNormal
 from .independent import Independent
 from .laplace import Laplace
+from .lowrank_multivariate_normal import LowRankMultivariateNormal
 from .multivariate_normal import MultivariateNormal, _batch_mahalanobis, _half_log_det
 from .normal import Normal
 from .one_hot_categorical import OneHotCategorical
@@ -313,3 +315,239 @@ for _type, _first in ((Exponential, lambda p: p.rate), (Gamma, lambda p: p.conce
                       (Normal, lambda p: p.loc), (Pareto, lambda p: p.scale)):
     _register_infinite(_type, _first)
 del _type, _first
+
+
+# ---- cross-family pairs: KL(p || q) = -H(p) - E_p[log q(x)], with the expectation from p's
+# moments; infinite where p has mass outside q's support ----------------------------------
+def _always_infinite(first):
+    return lambda p, q: _infinite_like(first(p))
+
+
+def _e_log_normal(q, mean, var):
+    """E_p[log N(x; q.loc, q.scale)] from p's mean and variance."""
+    return (-q.scale.log() - 0.5 * math.log(2 * math.pi)
+            - (var + (mean - q.loc) ** 2) / (2 * q.scale ** 2))
+
+
+def _e_log_gamma(q, mean, mean_log):
+    """E_p[log Gamma(x; q.concentration, q.rate)] from E_p[x] and E_p[log x]."""
+    a, b = q.concentration, q.rate
+    return a * b.log() - lgamma(a) + (a - 1) * mean_log - b * mean
+
+
+def _e_log_exponential(q, mean):
+    return q.rate.log() - q.rate * mean
+
+
+def _e_log_gumbel(q, mean, log_mgf):
+    """E_p[log Gumbel(x; q.loc, q.scale)] from E_p[x] and log E_p[exp((q.loc - x) / q.scale)]."""
+    return -q.scale.log() - (mean - q.loc) / q.scale - log_mgf.exp()
+
+
+def _pareto_mean_log(p):
+    return p.scale.log() + 1 / p.alpha
+
+
+def _uniform_mean_xlogx(low, high):
+    """E[log x] for x ~ Uniform(low, high), low >= 0 (0 log 0 = 0)."""
+    return (xlogy(high, high) - xlogy(low, low)) / (high - low) - 1
+
+
+@register_kl(Bernoulli, Poisson)
+def _kl_bernoulli_poisson(p, q):
+    return -p.entropy() - p.probs * q.rate.log() + q.rate
+
+
+@register_kl(Beta, Exponential)
+def _kl_beta_exponential(p, q):
+    return -p.entropy() - _e_log_exponential(q, p.mean)
+
+
+@register_kl(Beta, Gamma)
+def _kl_beta_gamma(p, q):
+    a, b = p.concentration1, p.concentration0
+    return -p.entropy() - _e_log_gamma(q, p.mean, digamma(a) - digamma(a + b))
+
+
+@register_kl(Beta, Normal)
+def _kl_beta_normal(p, q):
+    return -p.entropy() - _e_log_normal(q, p.mean, p.variance)
+
+
+@register_kl(Beta, Uniform)
+def _kl_beta_uniform(p, q):
+    result = -p.entropy() + (q.high - q.low).log()
+    return where((q.low > 0) | (q.high < 1), _INF, result)
+
+
+@register_kl(Binomial, Binomial)
+def _kl_binomial_binomial(p, q):
+    if bool((p.total_count < q.total_count).any()):
+        raise NotImplementedError("KL between Binomials where q.total_count > p.total_count "
+                                  "is not implemented")
+    result = p.total_count * _kl_bernoulli_bernoulli(p, q)
+    return where(p.total_count > q.total_count, _INF, result)
+
+
+@register_kl(Exponential, Gamma)
+def _kl_exponential_gamma(p, q):
+    mean_log = -EULER_GAMMA - p.rate.log()
+    return -p.entropy() - _e_log_gamma(q, 1 / p.rate, mean_log)
+
+
+@register_kl(Exponential, Gumbel)
+def _kl_exponential_gumbel(p, q):
+    log_mgf = q.loc / q.scale + p.rate.log() - (p.rate + 1 / q.scale).log()
+    return -p.entropy() - _e_log_gumbel(q, 1 / p.rate, log_mgf)
+
+
+@register_kl(Exponential, Normal)
+def _kl_exponential_normal(p, q):
+    return -p.entropy() - _e_log_normal(q, 1 / p.rate, p.rate ** -2)
+
+
+@register_kl(Gamma, Exponential)
+def _kl_gamma_exponential(p, q):
+    return -p.entropy() - _e_log_exponential(q, p.mean)
+
+
+@register_kl(Gamma, Gumbel)
+def _kl_gamma_gumbel(p, q):
+    a, b = p.concentration, p.rate
+    log_mgf = q.loc / q.scale + a * (b.log() - (b + 1 / q.scale).log())
+    return -p.entropy() - _e_log_gumbel(q, p.mean, log_mgf)
+
+
+@register_kl(Gamma, Normal)
+def _kl_gamma_normal(p, q):
+    return -p.entropy() - _e_log_normal(q, p.mean, p.variance)
+
+
+@register_kl(Gumbel, Normal)
+def _kl_gumbel_normal(p, q):
+    return -p.entropy() - _e_log_normal(q, p.mean, p.variance)
+
+
+@register_kl(Laplace, Normal)
+def _kl_laplace_normal(p, q):
+    return -p.entropy() - _e_log_normal(q, p.loc, 2 * p.scale ** 2)
+
+
+@register_kl(Normal, Gumbel)
+def _kl_normal_gumbel(p, q):
+    log_mgf = (q.loc - p.loc) / q.scale + (p.scale / q.scale) ** 2 / 2
+    return -p.entropy() - _e_log_gumbel(q, p.loc, log_mgf)
+
+
+@register_kl(Normal, Laplace)
+def _kl_normal_laplace(p, q):
+    d, s = p.loc - q.loc, p.scale
+    # E|x - q.loc| for x ~ N(p.loc, s): the mean of a folded normal
+    mean_abs = (s * math.sqrt(2 / math.pi) * (-(d / s) ** 2 / 2).exp()
+                + d * erf(d / (s * math.sqrt(2))))
+    return -p.entropy() + (2 * q.scale).log() + mean_abs / q.scale
+
+
+@register_kl(Pareto, Exponential)
+def _kl_pareto_exponential(p, q):
+    result = -p.entropy() - _e_log_exponential(q, p.mean)
+    return where(p.alpha <= 1, _INF, result)
+
+
+@register_kl(Pareto, Gamma)
+def _kl_pareto_gamma(p, q):
+    result = -p.entropy() - _e_log_gamma(q, p.mean, _pareto_mean_log(p))
+    return where(p.alpha <= 1, _INF, result)
+
+
+@register_kl(Pareto, Normal)
+def _kl_pareto_normal(p, q):
+    result = -p.entropy() - _e_log_normal(q, p.mean, p.variance)
+    return where(p.alpha <= 2, _INF, result)
+
+
+@register_kl(Pareto, Pareto)
+def _kl_pareto_pareto(p, q):
+    a_p, a_q = p.alpha, q.alpha
+    result = (a_p / a_q).log() + a_q * (p.scale / q.scale).log() + a_q / a_p - 1
+    return where(p.scale < q.scale, _INF, result)
+
+
+@register_kl(Uniform, Beta)
+def _kl_uniform_beta(p, q):
+    lo, hi = p.low, p.high
+    a, b = q.concentration1, q.concentration0
+    mean_log = _uniform_mean_xlogx(lo, hi)
+    mean_log1m = _uniform_mean_xlogx(1 - hi, 1 - lo)
+    e_log_q = ((a - 1) * mean_log + (b - 1) * mean_log1m
+               - (lgamma(a) + lgamma(b) - lgamma(a + b)))
+    result = -(hi - lo).log() - e_log_q
+    return where((lo < 0) | (hi > 1), _INF, result)
+
+
+@register_kl(Uniform, Exponential)
+def _kl_uniform_exponential(p, q):
+    result = -(p.high - p.low).log() - _e_log_exponential(q, p.mean)
+    return where(p.low < 0, _INF, result)
+
+
+@register_kl(Uniform, Gamma)
+def _kl_uniform_gamma(p, q):
+    e_log_q = _e_log_gamma(q, p.mean, _uniform_mean_xlogx(p.low, p.high))
+    return where(p.low < 0, _INF, -(p.high - p.low).log() - e_log_q)
+
+
+@register_kl(Uniform, Gumbel)
+def _kl_uniform_gumbel(p, q):
+    width = p.high - p.low
+    log_mgf = (q.scale.log() - width.log() + (q.loc - p.low) / q.scale
+               + (-expm1(-width / q.scale)).log())
+    return -width.log() - _e_log_gumbel(q, p.mean, log_mgf)
+
+
+@register_kl(Uniform, Normal)
+def _kl_uniform_normal(p, q):
+    return -(p.high - p.low).log() - _e_log_normal(q, p.mean, p.variance)
+
+
+@register_kl(Uniform, Pareto)
+def _kl_uniform_pareto(p, q):
+    a, s = q.alpha, q.scale
+    e_log_q = a.log() + a * s.log() - (a + 1) * _uniform_mean_xlogx(p.low, p.high)
+    return where(p.low < s, _INF, -(p.high - p.low).log() - e_log_q)
+
+
+def _as_full_rank(d):
+    return MultivariateNormal(d.loc, scale_tril=d.scale_tril, validate_args=False)
+
+
+@register_kl(LowRankMultivariateNormal, LowRankMultivariateNormal)
+@register_kl(LowRankMultivariateNormal, MultivariateNormal)
+@register_kl(MultivariateNormal, LowRankMultivariateNormal)
+def _kl_with_lowrank(p, q):
+    if p.event_shape != q.event_shape:
+        raise ValueError("KL-divergence between two (Low Rank) Multivariate Normals with "
+                         f"different event shapes cannot be computed: {p.event_shape} and "
+                         f"{q.event_shape}")
+    p = p if isinstance(p, MultivariateNormal) else _as_full_rank(p)
+    q = q if isinstance(q, MultivariateNormal) else _as_full_rank(q)
+    return _kl_multivariatenormal_multivariatenormal(p, q)
+
+
+# p's support reaches outside q's (negative values into Exponential or Gamma, values above 1
+# into Beta, an unbounded support into Uniform, values below Pareto's scale, counts above 1
+# or above any n): infinite, shaped as p's first parameter, as torch's
+_INFINITE_PAIRS = {
+    Beta: (lambda p: p.concentration1, (Pareto,)),
+    Exponential: (lambda p: p.rate, (Beta, Pareto, Uniform)),
+    Gamma: (lambda p: p.concentration, (Beta, Pareto, Uniform)),
+    Gumbel: (lambda p: p.loc, (Beta, Exponential, Gamma, Pareto, Uniform)),
+    Laplace: (lambda p: p.loc, (Beta, Exponential, Gamma, Pareto, Uniform)),
+    Normal: (lambda p: p.loc, (Beta, Exponential, Gamma, Pareto, Uniform)),
+    Pareto: (lambda p: p.scale, (Beta, Uniform)),
+    Poisson: (lambda p: p.rate, (Bernoulli, Binomial)),
+}
+for _p_type, (_first, _q_types) in _INFINITE_PAIRS.items():
+    for _q_type in _q_types:
+        register_kl(_p_type, _q_type)(_always_infinite(_first))
+del _p_type, _q_type, _first, _q_types

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import constraints
+from ._special import expm1
 from .normal import Normal
 from .transformed_distribution import TransformedDistribution
 from .transforms import ExpTransform
@@ -39,7 +40,8 @@ class LogNormal(TransformedDistribution):
     @property
     def variance(self):
         scale_sq = self.scale ** 2
-        return (scale_sq.exp() - 1) * (2 * self.loc + scale_sq).exp()
+        # expm1: exp(s^2) - 1 cancels to 0 for a small scale
+        return expm1(scale_sq) * (2 * self.loc + scale_sq).exp()
 
     def entropy(self):
         return self.base_dist.entropy() + self.loc

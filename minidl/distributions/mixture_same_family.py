@@ -4,6 +4,7 @@ are a Categorical over the rightmost batch dim of the components (a Gaussian mix
 from __future__ import annotations
 
 from ..autograd import no_grad
+from . import constraints
 from .categorical import Categorical
 from .distribution import Distribution
 from .utils import logsumexp
@@ -51,7 +52,7 @@ class MixtureSameFamily(Distribution):
 
     @property
     def support(self):
-        return self._component_distribution.support
+        return constraints.mixture_same_family(self._component_distribution.support)
 
     @property
     def mixture_distribution(self):

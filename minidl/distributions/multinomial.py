@@ -2,6 +2,8 @@
 draws, one count per category along the last dim (the event)."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backend import rng
@@ -9,6 +11,7 @@ from ..ops import where
 from ..tensor import Tensor
 from . import constraints
 from ._special import lgamma
+from .binomial import Binomial
 from .categorical import Categorical
 from .distribution import Distribution
 from .utils import broadcast_all
@@ -71,6 +74,16 @@ class Multinomial(Distribution):
     @property
     def variance(self):
         return self.total_count * self.probs * (1 - self.probs)
+
+    def entropy(self):
+        """-log n! + n H(categorical) + sum over categories of E[log k!], k ~ Binomial(n, p_i)
+        (the counts' marginals), as torch's."""
+        n = self.total_count
+        marginal = Binomial(n, probs=self.probs, validate_args=False)
+        counts = marginal.enumerate_support(expand=False)
+        weights = marginal.log_prob(counts).exp() * lgamma(counts + 1)
+        return (n * self._categorical.entropy() - math.lgamma(n + 1)
+                + weights.sum(0).sum(-1))
 
     def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)

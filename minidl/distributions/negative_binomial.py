@@ -50,8 +50,7 @@ class NegativeBinomial(Distribution):
 
     @property
     def mode(self):
-        m = ((self.total_count - 1) * self.logits.exp()).detach().numpy()
-        return Tensor(np.maximum(np.floor(m), 0).astype(m.dtype), device=self._param.device)
+        return ((self.total_count - 1) * self.logits.exp()).floor().clamp(min=0)
 
     @property
     def variance(self):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module, rng
+from ..backend import rng
 from ..tensor import Tensor
 from . import constraints
 from ._special import lgamma, xlogy
@@ -28,8 +28,7 @@ class Poisson(ExponentialFamily):
 
     @property
     def mode(self):
-        rate = self.rate.detach()
-        return Tensor(get_array_module(rate.data).floor(rate.data))
+        return self.rate.floor()  # a zero gradient, as torch's
 
     @property
     def variance(self):

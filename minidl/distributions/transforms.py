@@ -15,7 +15,7 @@ from ..tensor import Tensor
 from . import constraints
 from ._linalg import cholesky
 from ._special import log1p, softplus
-from .utils import broadcast_all, sum_rightmost
+from .utils import broadcast_all, sum_rightmost, tril_matrix_to_vec, vec_to_tril_matrix
 
 
 class Transform:
@@ -42,6 +42,8 @@ class Transform:
 
     @property
     def event_dim(self):
+        if self.domain.event_dim != self.codomain.event_dim:  # ambiguous, as torch's
+            raise ValueError("Please use either .domain.event_dim or .codomain.event_dim")
         return self.domain.event_dim
 
     @property
@@ -541,35 +543,6 @@ class PositiveDefiniteTransform(Transform):
 
     def _inverse(self, y):
         return LowerCholeskyTransform().inv(cholesky(y))
-
-
-def _tril_map(n, diag, dtype):
-    """The 0/1 matrix taking the entries of an n x n matrix's lower triangle (below ``diag``,
-    row by row, as torch.tril_indices) to a vector: vec = flat @ M."""
-    rows, cols = np.tril_indices(n, diag)
-    m = np.zeros((n * n, rows.size), dtype=dtype)
-    m[rows * n + cols, np.arange(rows.size)] = 1
-    return m
-
-
-def tril_matrix_to_vec(mat, diag=0):
-    n = mat.shape[-1]
-    m = Tensor(_tril_map(n, diag, mat.dtype), device=mat.device)
-    return mat.reshape(*mat.shape[:-2], n * n) @ m
-
-
-def vec_to_tril_matrix(vec, diag=0):
-    """The inverse of tril_matrix_to_vec, n from the vector's length (n (n + 1) / 2 entries
-    on and below the diagonal, n (n - 1) / 2 strictly below, ...)."""
-    m = vec.shape[-1]
-    c = 1 + 2 * diag
-    n = (-c + math.sqrt(c * c + 8 * m + 4 * abs(diag) * (diag + 1))) / 2
-    if abs(round(n) - n) > 1e-9:
-        raise ValueError(f"The size of last dimension is {m} which cannot be expressed as "
-                         "the lower triangular part of a square D x D matrix.")
-    n = round(n)
-    mat = Tensor(_tril_map(n, diag, vec.dtype).T.copy(), device=vec.device)
-    return (vec @ mat).reshape(*vec.shape[:-1], n, n)
 
 
 class CorrCholeskyTransform(Transform):

@@ -54,7 +54,9 @@ class Uniform(Distribution):
             self._validate_sample(value)
         # -log(width) everywhere (its gradient too, as torch), -inf outside [low, high)
         inside = (value >= self.low) & (value < self.high)
-        return where(inside, 0.0, float("-inf")) - (self.high - self.low).log()
+        # in low's dtype, as torch's (a float32 0/-inf would pull a float64 result down)
+        bound = where(inside, 0.0, float("-inf")).to(self.low.dtype)
+        return bound - (self.high - self.low).log()
 
     def cdf(self, value):
         if self._validate_args:

@@ -2,6 +2,7 @@
 back, lazily computed attributes, sums over the rightmost dims."""
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -87,3 +88,43 @@ def logsumexp(x, dim, keepdim=False):
     m = m.masked_fill(~(m == m) | (m.abs() == float("inf")), 0.0)  # all -inf rows: no NaN
     out = (x - m).exp().sum(dim, keepdim=True).log() + m
     return out if keepdim else out.squeeze(dim)
+
+
+euler_constant = 0.57721566490153286060  # Euler-Mascheroni, as torch.distributions.utils
+
+
+def is_tensor_like(x):
+    return isinstance(x, Tensor)
+
+
+def _tril_map(n, diag, dtype):
+    """The 0/1 matrix taking the entries of an n x n matrix's lower triangle (below ``diag``,
+    row by row, as torch.tril_indices) to a vector: vec = flat @ M."""
+    rows, cols = np.tril_indices(n, diag)
+    m = np.zeros((n * n, rows.size), dtype=dtype)
+    m[rows * n + cols, np.arange(rows.size)] = 1
+    return m
+
+
+def tril_matrix_to_vec(mat, diag=0):
+    """The entries of ``mat``'s lower triangle on and below ``diag`` (row by row), as
+    torch.distributions.utils.tril_matrix_to_vec."""
+    n = mat.shape[-1]
+    if not -n <= diag < n:
+        raise ValueError(f"diag ({diag}) provided is outside [{-n}, {n - 1}].")
+    m = Tensor(_tril_map(n, diag, mat.dtype), device=mat.device)
+    return mat.reshape(*mat.shape[:-2], n * n) @ m
+
+
+def vec_to_tril_matrix(vec, diag=0):
+    """The inverse of tril_matrix_to_vec, n from the vector's length (n (n + 1) / 2 entries
+    on and below the diagonal, n (n - 1) / 2 strictly below, ...)."""
+    m = vec.shape[-1]
+    c = 1 + 2 * diag
+    n = (-c + math.sqrt(c * c + 8 * m + 4 * abs(diag) * (diag + 1))) / 2
+    if abs(round(n) - n) > 1e-9:
+        raise ValueError(f"The size of last dimension is {m} which cannot be expressed as "
+                         "the lower triangular part of a square D x D matrix.")
+    n = round(n)
+    mat = Tensor(_tril_map(n, diag, vec.dtype).T.copy(), device=vec.device)
+    return (vec @ mat).reshape(*vec.shape[:-1], n, n)
