@@ -89,7 +89,8 @@ QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
 _SUPPORTED = ("int_repr(), dequantize(), item(), stride(), q_scale(), q_zero_point(), "
               "q_per_channel_scales(), q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
               "numel(), dtype, clone(), detach(), and per tensor reshape/view/flatten/transpose/"
-              "t/permute/squeeze/unsqueeze/contiguous/indexing")
+              "t/permute/squeeze/unsqueeze/contiguous/indexing/chunk/mean/relu, max pooling, "
+              "adaptive average pooling and cat")
 
 
 class QTensor(Tensor):
@@ -266,6 +267,29 @@ class QTensor(Tensor):
         if isinstance(index, Tensor):
             index = index.numpy()
         return self._reshaped("indexing", self._ints[index])
+
+    # ---- the float ops with a quantized kernel (_qops.py) ----------------------------------
+    def _quantized_op(self, name, *args, **kwargs):
+        """What ``F.max_pool2d``, ``F.adaptive_avg_pool2d``, ``F.relu`` and ``minidl.cat``
+        call for a quantized input: the quantized kernel of that name."""
+        from . import _qops
+
+        return _qops.run(name, self, *args, **kwargs)
+
+    def mean(self, dim=None, keepdim=False, dtype=None):
+        from . import _qops
+
+        return _qops.mean(self, dim, keepdim, dtype)
+
+    def chunk(self, chunks, dim=0):
+        from . import _qops
+
+        return _qops.chunk(self, chunks, dim)
+
+    def relu(self):
+        from . import _qops
+
+        return _qops.relu(self)
 
     def __repr__(self):
         body = repr(self.dequantize())[:-1]
