@@ -7,7 +7,7 @@ import copy
 import warnings
 
 from ...nn.module import Module
-from ._observed import _check_observed
+from ._observed import _check_observed, _unused_functional
 from .qtensor import qint8
 
 
@@ -312,7 +312,7 @@ def convert(module, mapping=None, inplace=False):
             ready = (getattr(child, "qconfig", None) is not None if type(child) in unobserved
                      else _is_prepared(child))
             if target is not None and ready:
-                if type(child) not in unobserved:
+                if type(child) not in unobserved and not _unused_functional(child):
                     _check_observed(child, prefix + name)
                 swaps.append((mod, name, target))
             elif name != "activation_post_process":

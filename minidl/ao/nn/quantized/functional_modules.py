@@ -14,6 +14,8 @@ float model calls ``self.skip_add.add(x, y)`` on a FloatFunctional (whose
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .... import nn
@@ -204,11 +206,16 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
-        from ...quantization._observed import _check_observed
+        from ...quantization._observed import _check_observed, _unused_functional
 
+        out = cls()
+        if _unused_functional(mod):  # torch's defaults, with its warning
+            warnings.warn("must run observer before calling calculate_qparams. Returning default "
+                          "scale and zero point (the FloatFunctional was never called while "
+                          "the model was calibrated or trained)", stacklevel=2)
+            return out
         act = _check_observed(mod)
         scale, zp = act.calculate_qparams()
-        out = cls()
         out.scale, out.zero_point = float(scale.numpy().reshape(-1)[0]), int(zp.numpy().reshape(-1)[0])
         return out
 

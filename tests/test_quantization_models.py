@@ -1,0 +1,304 @@
+"""Whole vision models quantized the torchvision way (fuse, prepare with the x86/fbgemm
+qconfig, calibrate, convert; or fuse_modules_qat, prepare_qat, train, convert), in minidl and
+in torch 2.13 from the same float weights: a small ResNet (torchvision's quantizable
+BasicBlock: the residual add_relu a FloatFunctional, max pooling, adaptive average pooling,
+flatten) and a small MobileNetV2 (Conv2dNormActivation blocks with ReLU, as torchvision's
+quantizable MobileNetV2 after ``_replace_relu``; inverted residuals with a FloatFunctional
+add; dropout before the classifier).
+
+The models are written once, over a namespace (minidl's or torch's). Parity: with torch's
+converted state dict loaded, every layer's integers are torch's (bit for bit: fbgemm's
+requantization is deterministic float32 arithmetic minidl repeats); calibrated apart, the
+float layers' float32 sums differ from torch's in the last bits, which can move an observed
+range, and so a scale, by an ulp and a rare rounding by a step, which the next layers carry
+on (tests/test_quantization_conv.py measures the same on one block)."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+from minidl.ao import quantization as tq
+from minidl.ao.nn import quantized as nnq
+from minidl.ao.nn.intrinsic import quantized as nniq
+
+from _fbgemm_saturation import assert_cannot_saturate
+
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning"),
+              pytest.mark.filterwarnings("ignore:.*reduce_range will be deprecated.*:UserWarning"),
+              pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")]
+
+
+def _torch():
+    torch = pytest.importorskip("torch")  # the parity tests only
+    if "fbgemm" not in torch.backends.quantized.supported_engines:
+        pytest.skip("torch has no fbgemm engine here")
+    torch.backends.quantized.engine = "fbgemm"
+    return torch
+
+
+class _NS:
+    """The names a model is written with: minidl's or torch's."""
+
+    def __init__(self, framework):
+        if framework == "torch":
+            import torch
+            import torch.ao.nn.quantized as functional
+
+            self.nn, self.tq, self.flatten = torch.nn, torch.ao.quantization, torch.flatten
+            self.F = torch.nn.functional
+        else:
+            functional = nnq
+            self.nn, self.tq, self.flatten = nn, tq, minidl.flatten
+            self.F = nn.functional
+        self.FloatFunctional = functional.FloatFunctional
+
+
+# ---- a small ResNet: torchvision's QuantizableResNet with BasicBlocks -----------------------
+def _resnet(ns, widths=(8, 16), num_classes=5):
+    n = ns.nn
+
+    class BasicBlock(n.Module):
+        def __init__(self, inplanes, planes, stride=1):
+            super().__init__()
+            self.conv1 = n.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+            self.bn1, self.relu = n.BatchNorm2d(planes), n.ReLU()
+            self.conv2 = n.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            self.bn2 = n.BatchNorm2d(planes)
+            self.downsample = None
+            if stride != 1 or inplanes != planes:
+                self.downsample = n.Sequential(n.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                               n.BatchNorm2d(planes))
+            self.add_relu = ns.FloatFunctional()
+
+        def forward(self, x):
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.add_relu.add_relu(out, identity)
+
+        def fuse_model(self, fuse):
+            fuse(self, [["conv1", "bn1", "relu"], ["conv2", "bn2"]], inplace=True)
+            if self.downsample is not None:
+                fuse(self.downsample, ["0", "1"], inplace=True)
+
+    class ResNet(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.conv1 = n.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+            self.bn1, self.relu = n.BatchNorm2d(widths[0]), n.ReLU()
+            self.maxpool = n.MaxPool2d(3, 2, 1)
+            self.layer1 = n.Sequential(BasicBlock(widths[0], widths[0]),
+                                       BasicBlock(widths[0], widths[0]))
+            self.layer2 = n.Sequential(BasicBlock(widths[0], widths[1], 2))
+            self.avgpool = n.AdaptiveAvgPool2d((1, 1))
+            self.fc = n.Linear(widths[1], num_classes)
+
+        def forward(self, x):
+            x = self.quant(x)
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer2(self.layer1(x))
+            x = ns.flatten(self.avgpool(x), 1)
+            return self.dequant(self.fc(x))
+
+        def fuse_model(self, is_qat=False):
+            fuse = ns.tq.fuse_modules_qat if is_qat else ns.tq.fuse_modules
+            fuse(self, ["conv1", "bn1", "relu"], inplace=True)
+            for m in self.modules():
+                if type(m) is BasicBlock:
+                    m.fuse_model(fuse)
+
+    return ResNet()
+
+
+# ---- a small MobileNetV2: torchvision's QuantizableMobileNetV2 ------------------------------
+def _mobilenet_v2(ns, num_classes=5):
+    n = ns.nn
+
+    def conv_bn_relu(inp, oup, kernel=3, stride=1, groups=1):
+        # torchvision's Conv2dNormActivation: Sequential(conv, bn, act)
+        return n.Sequential(n.Conv2d(inp, oup, kernel, stride, (kernel - 1) // 2, groups=groups,
+                                     bias=False), n.BatchNorm2d(oup), n.ReLU())
+
+    class InvertedResidual(n.Module):
+        def __init__(self, inp, oup, stride, expand_ratio):
+            super().__init__()
+            hidden = inp * expand_ratio
+            self.use_res_connect = stride == 1 and inp == oup
+            layers = [conv_bn_relu(inp, hidden, 1)] if expand_ratio != 1 else []
+            layers += [conv_bn_relu(hidden, hidden, 3, stride, hidden),
+                       n.Conv2d(hidden, oup, 1, 1, 0, bias=False), n.BatchNorm2d(oup)]
+            self.conv = n.Sequential(*layers)
+            self.skip_add = ns.FloatFunctional()
+
+        def forward(self, x):
+            return self.skip_add.add(x, self.conv(x)) if self.use_res_connect else self.conv(x)
+
+    class MobileNetV2(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.features = n.Sequential(
+                conv_bn_relu(3, 8, 3, 2), InvertedResidual(8, 8, 1, 1),
+                InvertedResidual(8, 12, 2, 4), InvertedResidual(12, 12, 1, 4),
+                conv_bn_relu(12, 32, 1))
+            self.classifier = n.Sequential(n.Dropout(0.2), n.Linear(32, num_classes))
+
+        def forward(self, x):
+            x = self.features(self.quant(x))
+            x = ns.flatten(ns.F.adaptive_avg_pool2d(x, (1, 1)), 1)
+            return self.dequant(self.classifier(x))
+
+        def fuse_model(self, is_qat=False):
+            fuse = ns.tq.fuse_modules_qat if is_qat else ns.tq.fuse_modules
+            for m in self.modules():
+                if type(m) is n.Sequential and len(m) == 3 and type(m[2]) is n.ReLU:
+                    fuse(m, ["0", "1", "2"], inplace=True)
+                if type(m) is InvertedResidual:
+                    for i in range(len(m.conv)):
+                        if type(m.conv[i]) is n.Conv2d:
+                            fuse(m.conv, [str(i), str(i + 1)], inplace=True)
+
+    return MobileNetV2()
+
+
+BUILDERS = {"resnet": _resnet, "mobilenet_v2": _mobilenet_v2}
+
+
+def _twins(torch, arch, seed=0):
+    """The same float model in both frameworks: torch's initialisation, batch norms given
+    running statistics and affine parameters away from the identity."""
+    torch.manual_seed(seed)
+    t_model = BUILDERS[arch](_NS("torch"))
+    for m in t_model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    m_model = BUILDERS[arch](_NS("minidl"))
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    return t_model, m_model
+
+
+def _images(seed, n=3, shape=(2, 3, 16, 16)):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+def _ptq(torch, arch, backend="x86", seed=0):
+    tqq = torch.ao.quantization
+    t_model, m_model = _twins(torch, arch, seed)
+    quantized = []
+    for model, mod, data_of in ((t_model, tqq, torch.from_numpy), (m_model, tq, minidl.tensor)):
+        model.eval()
+        model.fuse_model()
+        model.qconfig = mod.get_default_qconfig(backend)
+        prepared = mod.prepare(model)
+        for x in _images(1):
+            prepared(data_of(x))
+        quantized.append(mod.convert(prepared))
+    return quantized[0], quantized[1], t_model, m_model
+
+
+@pytest.mark.parametrize("arch,backend", [("resnet", "x86"), ("mobilenet_v2", "x86"),
+                                          ("resnet", "fbgemm")])
+def test_post_training_quantized_model_matches_torch(arch, backend):
+    torch = _torch()
+    t_q, m_q, t_float, m_float = _ptq(torch, arch, backend)
+    # torch's quantized Linear keeps its packed weight in a submodule; minidl's in itself
+    t_mods = {k: v for k, v in t_q.named_modules() if not k.endswith("_packed_params")}
+    m_mods = dict(m_q.named_modules())
+    assert sorted(t_mods) == sorted(m_mods)
+    for name, t_mod in t_mods.items():  # the same module types, name by name
+        assert type(m_mods[name]).__name__ == type(t_mod).__name__, name
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    for name, t_mod in t_mods.items():
+        if hasattr(t_mod, "scale") and not callable(t_mod.scale):
+            assert np.isclose(float(m_mods[name].scale), float(t_mod.scale), rtol=1e-5), name
+    # inputs well inside the calibrated range: the HistogramObserver clips the ranges it saw,
+    # so activations past 127 reach the next layers, whose int16 pair sums fbgemm on a CPU
+    # without VNNI could saturate (tests/_fbgemm_saturation.py checks these inputs cannot)
+    x_test = [0.5 * _images(7, n=1)[0], 0.5 * _images(1, n=1)[0]]
+    for x in x_test:
+        assert_cannot_saturate(m_q, x)
+        mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
+        step = float(m_q.fc.scale) if arch == "resnet" else float(m_q.classifier[1].scale)
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=3 * step * 1.0001)
+        # the integers are nearly always torch's; the output's scale may be an ulp away
+        assert np.mean(np.isclose(mine, theirs, rtol=1e-6, atol=1e-7)) > 0.8
+    # with torch's scales and weights, every integer is torch's
+    m_q.load_state_dict(t_q.state_dict())
+    for x in x_test:
+        assert_cannot_saturate(m_q, x)
+        np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(),
+                                      t_q(torch.from_numpy(x)).numpy())
+    # and the int8 model stays near the float one
+    x = x_test[0]
+    float_out = m_float(minidl.tensor(x)).detach().numpy()
+    assert np.abs(m_q(minidl.tensor(x)).numpy() - float_out).max() < 0.1 * np.abs(float_out).max() + 0.05
+
+
+def _step(q_model, arch):
+    return float(q_model.fc.scale if arch == "resnet" else q_model.classifier[1].scale)
+
+
+@pytest.mark.parametrize("arch", sorted(BUILDERS))
+def test_quantization_aware_training_of_the_model_matches_torch(arch):
+    """fuse_modules_qat, prepare_qat with the fbgemm QAT qconfig (torch's version 0:
+    FakeQuantize modules), a few SGD steps with train-mode batch norms, freeze_bn_stats,
+    convert: the int8 model computes what the fake-quantized one simulated, and both
+    frameworks train the same model (within the drift of rare one-step roundings)."""
+    torch = _torch()
+    tqq = torch.ao.quantization
+    t_model, m_model = _twins(torch, arch, seed=1)
+    preps = []
+    for model, mod, kw in ((t_model, tqq, {"version": 0}), (m_model, tq, {})):
+        model.train()
+        model.fuse_model(is_qat=True)
+        model.qconfig = mod.get_default_qat_qconfig("fbgemm", **kw)
+        prep = mod.prepare_qat(model)
+        if arch == "mobilenet_v2":
+            prep.classifier[0].eval()  # the dropout: its random masks would differ
+        preps.append(prep)
+    t_prep, m_prep = preps
+    t_opt = torch.optim.SGD(t_prep.parameters(), lr=0.02, momentum=0.9)
+    m_opt = minidl.optim.SGD(m_prep.parameters(), lr=0.02, momentum=0.9)
+    rng = np.random.default_rng(3)
+    for x in _images(4, n=3):
+        target = rng.integers(0, 5, size=2)
+        t_loss = torch.nn.functional.cross_entropy(t_prep(torch.from_numpy(x)),
+                                                   torch.from_numpy(target))
+        m_loss = nn.functional.cross_entropy(m_prep(minidl.tensor(x)), minidl.tensor(target))
+        assert abs(t_loss.item() - m_loss.item()) < 0.02 * abs(t_loss.item()) + 1e-3
+        for loss, opt in ((t_loss, t_opt), (m_loss, m_opt)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    for prep, mod, nniqat in ((t_prep, tqq, torch.ao.nn.intrinsic.qat),
+                              (m_prep, tq, minidl.ao.nn.intrinsic.qat)):
+        prep.apply(nniqat.freeze_bn_stats)
+        prep.eval()
+        prep.apply(mod.disable_observer)
+    t_q, m_q = tqq.convert(t_prep), tq.convert(m_prep)
+    assert type(m_q.quant) is nnq.Quantize
+    if arch == "resnet":
+        assert type(m_q.conv1) is nniq.ConvReLU2d and type(m_q.layer2[0].conv2) is nnq.Conv2d
+        assert type(m_q.layer2[0].downsample[0]) is nnq.Conv2d
+    else:
+        assert type(m_q.features[0][0]) is nniq.ConvReLU2d
+        assert type(m_q.features[1].conv[1]) is nnq.Conv2d
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    x = 0.5 * _images(5, n=1)[0]
+    mine, my_fake = m_q(minidl.tensor(x)).numpy(), m_prep(minidl.tensor(x)).detach().numpy()
+    step = _step(m_q, arch)
+    # the int model computes what its fake-quant model simulated; a rare tie lands a step
+    # away and the layers after it carry it on
+    np.testing.assert_allclose(mine, my_fake, rtol=0, atol=3 * step)
+    theirs_fake = t_prep(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(my_fake - theirs_fake).max() < 0.1 * np.abs(theirs_fake).max() + 4 * step
+    # with torch's trained scales and weights, the integers are torch's
+    m_q.load_state_dict(t_q.state_dict())
+    assert_cannot_saturate(m_q, x)
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
