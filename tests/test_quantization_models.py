@@ -18,7 +18,9 @@ import pytest
 import minidl
 import minidl.nn as nn
 from minidl.ao import quantization as tq
+from minidl.ao.nn import intrinsic as nni
 from minidl.ao.nn import quantized as nnq
+from minidl.ao.nn.intrinsic import qat as nniqat
 from minidl.ao.nn.intrinsic import quantized as nniq
 
 from _fbgemm_saturation import assert_cannot_saturate
@@ -276,9 +278,9 @@ def test_quantization_aware_training_of_the_model_matches_torch(arch):
             opt.zero_grad()
             loss.backward()
             opt.step()
-    for prep, mod, nniqat in ((t_prep, tqq, torch.ao.nn.intrinsic.qat),
+    for prep, mod, qat_mod in ((t_prep, tqq, torch.ao.nn.intrinsic.qat),
                               (m_prep, tq, minidl.ao.nn.intrinsic.qat)):
-        prep.apply(nniqat.freeze_bn_stats)
+        prep.apply(qat_mod.freeze_bn_stats)
         prep.eval()
         prep.apply(mod.disable_observer)
     t_q, m_q = tqq.convert(t_prep), tq.convert(m_prep)
@@ -302,3 +304,185 @@ def test_quantization_aware_training_of_the_model_matches_torch(arch):
     m_q.load_state_dict(t_q.state_dict())
     assert_cannot_saturate(m_q, x)
     np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+
+
+# ---- fusion: hooks, Linear + BatchNorm1d ---------------------------------------------------
+def _mlp(ns, bias=True):
+    n = ns.nn
+
+    class MLP(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.fc1, self.bn1 = n.Linear(8, 16, bias=bias), n.BatchNorm1d(16)
+            self.relu, self.fc2 = n.ReLU(), n.Linear(16, 4)
+
+        def forward(self, x):
+            return self.dequant(self.fc2(self.relu(self.bn1(self.fc1(self.quant(x))))))
+
+    return MLP()
+
+
+def test_fuse_modules_moves_the_first_pre_hooks_and_the_last_forward_hooks():
+    model = _mlp(_NS("minidl")).eval()
+    model.fc1.weight.data[...] = 0.5 * model.fc1.weight.numpy()
+    seen = []
+    model.fc1.register_forward_pre_hook(lambda m, args: seen.append(("pre", type(m).__name__)))
+    model.bn1.register_forward_hook(lambda m, args, out: seen.append(("post", type(m).__name__)))
+    model.bn1.register_forward_hook(lambda m, args, out: out * 2)  # replaces the output
+    x = minidl.randn(3, 8)
+    expected = model(x).detach().numpy()
+    fused = tq.fuse_modules(model, [["fc1", "bn1"]])
+    assert type(fused.fc1) is nn.Linear and type(fused.bn1) is nn.Identity
+    seen.clear()
+    np.testing.assert_allclose(fused(x).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert seen == [("pre", "Linear"), ("post", "Linear")]  # each once
+    assert not fused.bn1.__dict__.get("_forward_hooks")
+    # the original model (fuse_modules copied it) keeps its hooks
+    seen.clear()
+    model(x)
+    assert seen == [("pre", "Linear"), ("post", "BatchNorm1d")]
+    # a three-module fusion: the ReLU's hooks go to the fused ConvReLU2d
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU()).eval()
+    calls = []
+    conv[0].register_forward_pre_hook(lambda m, args: calls.append(type(m).__name__))
+    conv[2].register_forward_hook(lambda m, args, out: calls.append(type(m).__name__))
+    fused_conv = tq.fuse_modules(conv, ["0", "1", "2"])
+    fused_conv(minidl.randn(1, 2, 5, 5))
+    assert calls == ["ConvReLU2d", "ConvReLU2d"]
+
+
+def test_fuse_modules_hooks_match_torch():
+    torch = _torch()
+    out = {}
+    for name, ns in (("torch", _NS("torch")), ("minidl", _NS("minidl"))):
+        model = _mlp(ns).eval()
+        calls = []
+        model.fc1.register_forward_pre_hook(lambda m, args, c=calls: c.append("pre"))
+        model.bn1.register_forward_hook(lambda m, args, o, c=calls: c.append("post"))
+        fused = ns.tq.fuse_modules(model, [["fc1", "bn1"]])
+        fused(torch.zeros(2, 8) if name == "torch" else minidl.zeros(2, 8))
+        out[name] = (calls, type(fused.fc1).__name__, len(fused.fc1._forward_hooks or {}))
+    assert out["minidl"] == (["pre", "post"], "Linear", 1)
+    # torch's folded Linear is a deepcopy of fc1 that keeps its pre-hook, which torch then
+    # registers a second time, so that it runs twice; minidl's runs once
+    assert out["torch"] == (["pre", "pre", "post"], "Linear", 1)
+
+
+def test_fuse_linear_bn_for_eval_and_qat():
+    model = _mlp(_NS("minidl"))
+    model.bn1.running_mean = minidl.tensor(np.linspace(-0.5, 0.5, 16).astype(np.float32))
+    model.bn1.running_var = minidl.tensor(np.linspace(0.5, 2.0, 16).astype(np.float32))
+    model.eval()
+    fused = tq.fuse_linear_bn(False, model.fc1, model.bn1)
+    x = minidl.randn(5, 8)
+    np.testing.assert_allclose(fused(x).detach().numpy(),
+                               model.bn1(model.fc1(x)).detach().numpy(), rtol=1e-5, atol=1e-6)
+    model.train()
+    qat_fused = tq.fuse_linear_bn(True, model.fc1, model.bn1)
+    assert type(qat_fused) is nni.LinearBn1d and qat_fused[0] is model.fc1
+    with pytest.raises(AssertionError, match="same mode"):
+        tq.fuse_linear_bn(True, model.fc1, model.bn1.eval())
+    with pytest.raises(AssertionError, match="num_features"):
+        tq.fuse_linear_bn(True, nn.Linear(8, 15), nn.BatchNorm1d(16))
+    with pytest.raises(ValueError, match="QAT fusion|quantization-aware"):
+        m = tq.fuse_modules_qat(_mlp(_NS("minidl")), [["fc1", "bn1"]])
+        m.qconfig = tq.get_default_qconfig("x86")
+        tq.prepare(m)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_qat_linear_bn_matches_torch(bias):
+    """fuse_modules_qat (Linear, BatchNorm1d) -> LinearBn1d, QAT steps, freeze_bn_stats,
+    convert to a quantized Linear with the running statistics folded in, as torch's."""
+    torch = _torch()
+    tqq = torch.ao.quantization
+    torch.manual_seed(0)
+    t_model = _mlp(_NS("torch"), bias)
+    with torch.no_grad():
+        t_model.bn1.running_var.uniform_(0.5, 2.0)
+        t_model.bn1.weight.uniform_(0.5, 1.5)
+    m_model = _mlp(_NS("minidl"), bias)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    preps = []
+    for model, mod, kw in ((t_model, tqq, {"version": 0}), (m_model, tq, {})):
+        model.train()
+        fused = mod.fuse_modules_qat(model, [["fc1", "bn1"]])
+        fused.qconfig = mod.get_default_qat_qconfig("fbgemm", **kw)
+        preps.append(mod.prepare_qat(fused))
+    t_prep, m_prep = preps
+    assert type(m_prep.fc1) is nniqat.LinearBn1d and type(m_prep.bn1) is nn.Identity
+    t_opt = torch.optim.SGD(t_prep.parameters(), lr=0.05)
+    m_opt = minidl.optim.SGD(m_prep.parameters(), lr=0.05)
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        x = rng.standard_normal((16, 8)).astype(np.float32)
+        target = rng.standard_normal((16, 4)).astype(np.float32)
+        t_out, m_out = t_prep(torch.from_numpy(x)), m_prep(minidl.tensor(x))
+        if i == 0:
+            np.testing.assert_allclose(m_out.detach().numpy(), t_out.detach().numpy(),
+                                       rtol=0, atol=1e-5)
+        ((t_out - torch.from_numpy(target)) ** 2).mean().backward()
+        ((m_out - minidl.tensor(target)) ** 2).mean().backward()
+        if i == 0:
+            # a weight whose fake quantization clamps in one and not in the other (its scale
+            # an ulp apart) gets no straight-through gradient there: nearly all are equal
+            gm, gt = m_prep.fc1.weight.grad.numpy(), t_prep.fc1.weight.grad.numpy()
+            assert np.mean(np.isclose(gm, gt, rtol=1e-4, atol=1e-6)) > 0.97
+            # (and that weight's output channel gets another batch-norm gradient)
+            bm, bt = m_prep.fc1.bn.weight.grad.numpy(), t_prep.fc1.bn.weight.grad.numpy()
+            assert np.mean(np.isclose(bm, bt, rtol=1e-3, atol=1e-5)) > 0.9
+        for opt in (t_opt, m_opt):
+            opt.step()
+            opt.zero_grad()
+    np.testing.assert_allclose(m_prep.fc1.bn.running_mean.numpy(),
+                               t_prep.fc1.bn.running_mean.numpy(), rtol=0, atol=1e-4)
+    for prep, mod, nniqat_ in ((t_prep, tqq, torch.ao.nn.intrinsic.qat), (m_prep, tq, nniqat)):
+        prep.apply(nniqat_.freeze_bn_stats)
+        prep.train()  # frozen: the running statistics stay in use
+        prep.eval()
+        prep.apply(mod.disable_observer)
+    assert m_prep.fc1.freeze_bn
+    t_q, m_q = tqq.convert(t_prep), tq.convert(m_prep)
+    assert type(m_q.fc1) is nnq.Linear
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    x = 0.5 * rng.standard_normal((8, 8)).astype(np.float32)  # inside the trained ranges
+    # the int model computes what the fake-quant one simulated; where a tie of fc1's output
+    # rounds the other way, fc2 carries that step on, times its weights
+    mine, fake = m_q(minidl.tensor(x)).numpy(), m_prep(minidl.tensor(x)).detach().numpy()
+    np.testing.assert_allclose(mine, fake, rtol=0, atol=6 * m_q.fc2.scale)
+    assert np.mean(np.isclose(mine, fake, rtol=0, atol=1e-6)) > 0.9
+    m_q.load_state_dict(t_q.state_dict())
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+    float_linear = m_prep.fc1.to_float()
+    assert type(float_linear) is nn.Linear
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_qat_linear_bn_gradients_by_finite_differences(frozen):
+    from minidl.testing import gradcheck
+
+    minidl.manual_seed(0)
+    fused = nni.LinearBn1d(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    fused.qconfig = tq.get_default_qat_qconfig("x86")
+    m = nniqat.LinearBn1d.from_float(fused).to(minidl.float64)
+    m.bn.running_var = minidl.tensor(np.array([0.5, 1.5, 2.0]), dtype=minidl.float64)
+    m.bn.running_mean = minidl.tensor(np.array([0.1, -0.2, 0.3]), dtype=minidl.float64)
+    m.weight_fake_quant.disable_fake_quant()
+    m.weight_fake_quant.disable_observer()
+    if frozen:
+        m.freeze_bn_stats()
+    saved = [b.numpy().copy() for b in (m.bn.running_mean, m.bn.running_var)]
+
+    def run(x, w, bn_w):
+        m._parameters["weight"], m.bn._parameters["weight"] = w, bn_w
+        out = m(x)
+        m.bn.running_mean = minidl.tensor(saved[0].copy())
+        m.bn.running_var = minidl.tensor(saved[1].copy())
+        return out
+
+    rng = np.random.default_rng(0)
+    x = minidl.tensor(rng.standard_normal((5, 4)), requires_grad=True, dtype=minidl.float64)
+    w = nn.Parameter(minidl.tensor(rng.standard_normal((3, 4)) * 0.5, dtype=minidl.float64))
+    bn_w = nn.Parameter(minidl.tensor(rng.uniform(0.5, 1.5, 3), dtype=minidl.float64))
+    assert gradcheck(run, [x, w, bn_w], eps=1e-6, atol=1e-5)

@@ -14,7 +14,9 @@ from .fake_quantize import (  # noqa: F401
     default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
     enable_observer,
 )
-from .fuse_modules import fuse_modules, fuse_modules_qat  # noqa: F401
+from .fuse_modules import (  # noqa: F401
+    fuse_conv_bn, fuse_conv_bn_relu, fuse_linear_bn, fuse_modules, fuse_modules_qat,
+)
 from .observer import (  # noqa: F401
     HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
     ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver, default_dynamic_quant_observer,

@@ -148,7 +148,7 @@ def _qat_swaps():
             nni.ConvBn1d: nniqat.ConvBn1d, nni.ConvBn2d: nniqat.ConvBn2d,
             nni.ConvBnReLU1d: nniqat.ConvBnReLU1d, nni.ConvBnReLU2d: nniqat.ConvBnReLU2d,
             nni.ConvReLU1d: nniqat.ConvReLU1d, nni.ConvReLU2d: nniqat.ConvReLU2d,
-            nni.LinearReLU: nniqat.LinearReLU}
+            nni.LinearReLU: nniqat.LinearReLU, nni.LinearBn1d: nniqat.LinearBn1d}
 
 
 def _static_swaps():
@@ -167,6 +167,7 @@ def _static_swaps():
             nni.ConvReLU1d: nniq.ConvReLU1d, nniqat.ConvReLU1d: nniq.ConvReLU1d,
             nni.ConvReLU2d: nniq.ConvReLU2d, nniqat.ConvReLU2d: nniq.ConvReLU2d,
             nni.LinearReLU: nniq.LinearReLU, nniqat.LinearReLU: nniq.LinearReLU,
+            nniqat.LinearBn1d: nnq.Linear,
             nniqat.ConvBn1d: nnq.Conv1d, nniqat.ConvBn2d: nnq.Conv2d,
             nniqat.ConvBnReLU1d: nniq.ConvReLU1d, nniqat.ConvBnReLU2d: nniq.ConvReLU2d,
             nn.ReLU: nnq.ReLU, nn.ReLU6: nnq.ReLU6, nn.Hardswish: nnq.Hardswish,
@@ -214,7 +215,8 @@ def _check_fusable_for_ptq(model):
     from ..nn import intrinsic as nni
 
     for path, mod in model.named_modules():
-        if type(mod) in (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBnReLU1d, nni.ConvBnReLU2d) \
+        if type(mod) in (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBnReLU1d, nni.ConvBnReLU2d,
+                         nni.LinearBn1d) \
                 and getattr(mod, "qconfig", None) is not None:
             raise ValueError(f"prepare: {path} is a {type(mod).__name__}, the fused form for "
                              "quantization-aware training (prepare_qat); for post-training "

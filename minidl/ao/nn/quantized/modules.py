@@ -151,12 +151,18 @@ class Linear(Module):
         act = _check_observed(mod)
         linear = mod[0] if isinstance(mod, _FusedModule) else mod
         weight_fq = weight_observer(cls, mod)
-        weight = linear.weight.detach()
+        weight, bias = linear.weight, linear.bias
+        bn = getattr(mod, "bn", None)
+        if bn is not None and hasattr(mod, "weight_fake_quant"):  # a QAT LinearBn1d
+            from ....nn._fusion import fuse_linear_bn_weights
+
+            weight, bias = fuse_linear_bn_weights(weight, bias, bn.running_mean, bn.running_var,
+                                                  bn.eps, bn.weight, bn.bias)
+        weight = weight.detach()
         weight_fq(weight)
-        out = cls(linear.in_features, linear.out_features, bias_=linear.bias is not None)
+        out = cls(linear.in_features, linear.out_features, bias_=bias is not None)
         out._weight = quantize_weight(weight, weight_fq)
-        out._bias = (None if linear.bias is None
-                     else Tensor(linear.bias.detach().numpy().astype(np.float32)))
+        out._bias = None if bias is None else Tensor(bias.detach().numpy().astype(np.float32))
         scale, zp = _qparams(act)
         out.scale, out.zero_point = float(scale[0]), int(zp[0])
         return out
