@@ -486,3 +486,231 @@ def test_qat_linear_bn_gradients_by_finite_differences(frozen):
     w = nn.Parameter(minidl.tensor(rng.standard_normal((3, 4)) * 0.5, dtype=minidl.float64))
     bn_w = nn.Parameter(minidl.tensor(rng.uniform(0.5, 1.5, 3), dtype=minidl.float64))
     assert gradcheck(run, [x, w, bn_w], eps=1e-6, atol=1e-5)
+
+
+# ---- the ops between the quantized modules: pooling, mean, cat, chunk, relu, sigmoid --------
+def _qpair(torch, shape, scale, zp, seed=0, dtype="quint8", spread=2.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * spread).astype(np.float32)
+    t = torch.quantize_per_tensor(torch.from_numpy(x), scale, zp, getattr(torch, dtype))
+    import minidl.ao.nn.quantized._state as state
+
+    return t, state.as_qtensor(t)
+
+
+def _same_q(mine, theirs, exact=True):
+    """The same quantized tensor; ``exact=False``: integers within one step, nearly all
+    equal (torch's elementwise kernels run a scalar loop over the last ``numel % 128``
+    elements (64 with AVX2), whose float steps differ from the vector loop's at rare ties;
+    minidl computes the vector loop's everywhere)."""
+    assert mine.dtype is getattr(minidl, str(theirs.dtype).rsplit(".", 1)[-1])
+    assert mine.q_scale() == theirs.q_scale() and mine.q_zero_point() == theirs.q_zero_point()
+    assert mine.shape == tuple(theirs.shape)
+    a, b = mine.int_repr().numpy().astype(np.int64), theirs.int_repr().numpy().astype(np.int64)
+    if exact:
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert np.abs(a - b).max() <= 1 and np.mean(a == b) > 0.99
+
+
+@pytest.mark.parametrize("shape,out", [((2, 16, 7, 7), (1, 1)), ((2, 8, 7, 9), (3, 4)),
+                                       ((1, 32, 7, 7), (2, 2)), ((4, 5, 5), 2)])
+def test_quantized_pooling_and_mean_match_torch(shape, out):
+    torch = _torch()
+    F, tF = nn.functional, torch.nn.functional
+    for seed in range(3):
+        t, m = _qpair(torch, shape, 0.02 + 0.01 * seed, 17 + 60 * seed, seed)
+        _same_q(F.adaptive_avg_pool2d(m, out), tF.adaptive_avg_pool2d(t, out))
+        _same_q(nn.AdaptiveAvgPool2d(out)(m), torch.nn.AdaptiveAvgPool2d(out)(t))
+        _same_q(nn.MaxPool2d(3, 2, 1)(m), torch.nn.MaxPool2d(3, 2, 1)(t))
+        _same_q(F.max_pool2d(m, 2, ceil_mode=True), tF.max_pool2d(t, 2, ceil_mode=True))
+        _same_q(m.mean([-2, -1]), t.mean([-2, -1]))
+        _same_q(m.mean([-2, -1], keepdim=True), t.mean([-2, -1], keepdim=True))
+        _same_q(F.relu(m), tF.relu(t))
+        _same_q(minidl.flatten(m, 1), torch.flatten(t, 1))
+        for mine, theirs in zip(m.chunk(2, 1), t.chunk(2, 1)):
+            _same_q(mine, theirs)
+
+
+def test_quantized_cat_requantizes_to_the_first_inputs_qparams_as_torch():
+    torch = _torch()
+    a_t, a_m = _qpair(torch, (2, 3, 4, 4), 0.05, 30, 0)
+    b_t, b_m = _qpair(torch, (2, 5, 4, 4), 0.1, 10, 1)
+    _same_q(minidl.cat([a_m, b_m], 1), torch.cat([a_t, b_t], 1))
+    _same_q(minidl.cat([a_m, a_m], 0), torch.cat([a_t, a_t], 0))
+    with pytest.raises(TypeError, match="quantized tensors"):
+        minidl.cat([a_m, minidl.randn(2, 3, 4, 4)], 1)
+    with pytest.raises(RuntimeError, match="differ outside dim 0"):
+        minidl.cat([a_m, b_m], 0)
+
+
+@pytest.mark.parametrize("dtype", ["quint8", "qint8"])
+def test_quantized_sigmoid_has_torchs_fixed_qparams(dtype):
+    torch = _torch()
+    for shape in [(4, 8, 16, 16), (3, 5, 7)]:
+        t, m = _qpair(torch, shape, 0.03, 5 if dtype == "quint8" else -3, 0, dtype)
+        exact = int(np.prod(shape)) % 128 == 0
+        _same_q(nn.functional.sigmoid(m), torch.sigmoid(t), exact)
+        _same_q(nn.Sigmoid()(m), torch.nn.Sigmoid()(t), exact)
+
+
+def test_quantized_ops_without_torch():
+    q = minidl.quantize_per_tensor(minidl.tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)),
+                                   1.0, 3, minidl.quint8)
+    pooled = nn.MaxPool2d(2)(q)
+    assert pooled.int_repr().numpy().ravel().tolist() == [8, 10, 16, 18]
+    assert pooled.q_scale() == 1.0 and pooled.q_zero_point() == 3
+    avg = nn.AdaptiveAvgPool2d(1)(q)  # (3 + ... + 18) / 16 = 10.5 -> 10 (half to even)
+    assert avg.int_repr().item() == 10 and avg.dequantize().item() == 7.0
+    assert q.mean().int_repr().item() == 10
+    assert nn.functional.relu(q).int_repr().min().item() == 3
+    with pytest.raises(NotImplementedError, match="return_indices"):
+        nn.functional.max_pool2d(q, 2, return_indices=True)
+    with pytest.raises(NotImplementedError, match="dequantize"):
+        q._quantized_op("softplus")
+
+
+# ---- QFunctional.add_scalar / mul_scalar --------------------------------------------------
+@pytest.mark.parametrize("dtype", ["quint8", "qint8"])
+def test_qfunctional_add_and_mul_scalar_match_torch(dtype):
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    qf = nnq.QFunctional()
+    for i in range(60):
+        scale = float(rng.uniform(0.005, 0.2))
+        zp = int(rng.integers(0, 256)) if dtype == "quint8" else int(rng.integers(-128, 128))
+        t, m = _qpair(torch, (3, 50), scale, zp, i, dtype)
+        c = float(rng.standard_normal() * rng.choice([0.1, 1, 10, 100]))
+        _same_q(qf.add_scalar(m, c), torch.ops.quantized.add_scalar(t, c))
+        for k in (c, 0.0, -abs(c), abs(c)):
+            _same_q(qf.mul_scalar(m, k), torch.ops.quantized.mul_scalar(t, k))
+
+
+def test_qfunctional_scalar_ops_without_torch():
+    qf = nnq.QFunctional()
+    q = minidl.quantize_per_tensor(minidl.tensor([0.0, 0.5, 1.0]), 0.1, 10, minidl.quint8)
+    shifted = qf.add_scalar(q, 0.3)  # the integers stay, the zero point moves by 3
+    assert shifted.int_repr().tolist() == q.int_repr().tolist() and shifted.q_zero_point() == 7
+    np.testing.assert_allclose(shifted.dequantize().numpy(), [0.3, 0.8, 1.3], rtol=1e-6)
+    big = qf.add_scalar(q, 100.0)  # past the range: zero point 0, a wider scale
+    assert big.q_zero_point() == 0 and big.q_scale() > 0.1
+    np.testing.assert_allclose(big.dequantize().numpy(), [100.0, 100.5, 101.0], atol=big.q_scale())
+    neg = qf.mul_scalar(q, -2.0)
+    np.testing.assert_allclose(neg.dequantize().numpy(), [0.0, -1.0, -2.0], atol=1e-6)
+    zero = qf.mul_scalar(q, 0)
+    assert zero.q_scale() == 1.0 and zero.int_repr().tolist() == [0, 0, 0]
+    with pytest.raises(TypeError, match="number"):
+        qf.add_scalar(q, "1")
+    with pytest.raises(ValueError, match="finite"):
+        qf.mul_scalar(q, float("nan"))
+    with pytest.raises(TypeError, match="quantized"):
+        qf.add_scalar(minidl.tensor([1.0]), 1.0)
+    ff = nnq.FloatFunctional()  # the float form: plain arithmetic, not observed
+    np.testing.assert_allclose(ff.add_scalar(minidl.tensor([1.0]), 2).numpy(), [3.0])
+    np.testing.assert_allclose(ff.mul_scalar(minidl.tensor([1.5]), 2).numpy(), [3.0])
+
+
+# ---- quantized BatchNorm2d, LeakyReLU, ELU, Sigmoid, Dropout ------------------------------
+SHAPES = [(2, 16, 8, 8), (3, 5, 7, 9), (2, 37, 3, 5), (2, 13, 5, 5)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_quantized_batch_norm_matches_torch(shape):
+    torch = _torch()
+    from minidl.ao.nn.intrinsic import quantized as nniq_
+
+    rng = np.random.default_rng(shape[1])
+    c = shape[1]
+    for relu in (False, True):
+        t_bn = (torch.ao.nn.intrinsic.quantized.BNReLU2d if relu
+                else torch.ao.nn.quantized.BatchNorm2d)(c)
+        with torch.no_grad():
+            t_bn.weight.uniform_(0.5, 1.5)
+            t_bn.bias.uniform_(-0.3, 0.3)
+            t_bn.running_mean.uniform_(-0.3, 0.3)
+            t_bn.running_var.uniform_(0.5, 2.0)
+        t_bn.scale, t_bn.zero_point = torch.tensor(0.031), torch.tensor(int(rng.integers(0, 200)))
+        m_bn = (nniq_.BNReLU2d if relu else nnq.BatchNorm2d)(c)
+        m_bn.load_state_dict(t_bn.state_dict())
+        assert list(m_bn.state_dict()) == list(t_bn.state_dict())
+        for seed in range(2):
+            t, m = _qpair(torch, shape, 0.02, 100 + 50 * seed, seed)
+            _same_q(m_bn(m), t_bn(t))
+    with pytest.raises(ValueError, match="channels"):
+        m_bn(_qpair(torch, (1, c + 1, 2, 2), 0.1, 0)[1])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_quantized_leaky_relu_elu_sigmoid_match_torch(shape):
+    torch = _torch()
+    tq_nn = torch.ao.nn.quantized
+    pairs = [(nnq.LeakyReLU(0.04, 90, 0.1), tq_nn.LeakyReLU(0.04, 90, 0.1)),
+             (nnq.ELU(0.03, 120, 0.7), tq_nn.ELU(0.03, 120, 0.7)),
+             (nnq.Sigmoid(0.003, 7), tq_nn.Sigmoid(0.003, 7)),
+             (nnq.Dropout(0.3), tq_nn.Dropout(0.3))]
+    assert list(pairs[0][0].state_dict()) == list(pairs[0][1].state_dict())
+    exact = int(np.prod(shape)) % 128 == 0
+    for seed in range(2):
+        t, m = _qpair(torch, shape, 0.025, 60 + 80 * seed, seed)
+        for mine, theirs in pairs:
+            _same_q(mine(m), theirs(t), exact)
+
+
+def _activations_model(ns):
+    n = ns.nn
+
+    class Net(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.conv = n.Conv2d(3, 8, 3, padding=1)
+            self.bn, self.act = n.BatchNorm2d(8), n.LeakyReLU(0.05)
+            self.bn2, self.relu = n.BatchNorm2d(8), n.ReLU()
+            self.elu, self.drop = n.ELU(0.8), n.Dropout(0.5)
+            self.fc = n.Linear(8, 4)
+
+        def forward(self, x):
+            x = self.act(self.bn(self.conv(self.quant(x))))
+            x = self.elu(self.relu(self.bn2(x)))
+            x = ns.flatten(ns.F.adaptive_avg_pool2d(self.drop(x), 1), 1)
+            return self.dequant(ns.F.sigmoid(self.fc(x)))
+
+    return Net()
+
+
+def test_batch_norm_and_activations_through_prepare_and_convert_match_torch():
+    """A batch norm left unfused, a fused BNReLU2d, LeakyReLU, ELU, Dropout and sigmoid
+    through prepare/convert, in both frameworks; with torch's state dict loaded the outputs
+    are torch's bit for bit."""
+    torch = _torch()
+    torch.manual_seed(0)
+    t_model = _activations_model(_NS("torch"))
+    with torch.no_grad():
+        for bn in (t_model.bn, t_model.bn2):
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+    m_model = _activations_model(_NS("minidl"))
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    out = []
+    for model, mod, data_of in ((t_model, torch.ao.quantization, torch.from_numpy),
+                                (m_model, tq, minidl.tensor)):
+        model.eval()
+        fused = mod.fuse_modules(model, [["bn2", "relu"]])
+        fused.qconfig = mod.get_default_qconfig("x86")
+        prepared = mod.prepare(fused)
+        for x in _images(2, shape=(2, 3, 6, 6)):
+            prepared(data_of(x))
+        out.append(mod.convert(prepared))
+    t_q, m_q = out
+    from minidl.ao.nn.intrinsic import quantized as nniq_
+
+    assert type(m_q.bn) is nnq.BatchNorm2d and type(m_q.bn2) is nniq_.BNReLU2d
+    assert type(m_q.act) is nnq.LeakyReLU and type(m_q.elu) is nnq.ELU
+    assert type(m_q.drop) is nnq.Dropout
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    m_q.load_state_dict(t_q.state_dict())
+    for x in _images(3, n=2, shape=(2, 3, 6, 6)):
+        x = 0.5 * x
+        assert_cannot_saturate(m_q, x)
+        np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(),
+                                      t_q(torch.from_numpy(x)).numpy())

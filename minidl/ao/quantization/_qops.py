@@ -1,21 +1,22 @@
 """The float ops that take a quantized tensor, as torch's QuantizedCPU kernels: what a
 quantized model runs between its quantized modules (torchvision's quantizable ResNet,
 MobileNetV2 and ShuffleNetV2: max pooling, adaptive average pooling, ``torch.flatten``,
-``mean``, ``chunk``, ``cat``, ``relu``). ``F.max_pool2d``, ``F.adaptive_avg_pool2d``,
-``F.relu`` and ``minidl.cat`` hand a quantized input to ``QTensor._quantized_op``, which
+``mean``, ``chunk``, ``cat``, ``relu``, ``sigmoid``). ``F.max_pool2d``,
+``F.adaptive_avg_pool2d``, ``F.relu``, ``F.sigmoid`` and ``minidl.cat`` hand a quantized input to ``QTensor._quantized_op``, which
 runs the kernel of that name here. The output keeps the input's scale and zero point:
 
 - max pooling: the max of the integers (exact: the affine map is increasing);
 - adaptive average pooling and mean over the last dims: ``nearbyint(float32(sum of the
   integers) / float32(count))``, as torch's kernels (the zero point passes through the mean);
 - relu: ``max(q, zero_point)``;
-- cat: each input dequantized and requantized with the first's scale and zero point."""
+- cat: each input dequantized and requantized with the first's scale and zero point;
+- sigmoid: a new scale and zero point, torch's fixed ones (1/256 and the dtype's minimum)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ...tensor import Tensor
-from .qtensor import QTensor, quantize_ints
+from ._qmath import dequantize_mul, quantize_ints, quantize_vec
 
 
 def _per_tensor(name, x):
@@ -25,7 +26,7 @@ def _per_tensor(name, x):
 
 
 def _like(x, ints):
-    return QTensor(ints.astype(x.dtype.storage), x.dtype, x._scale, x._zero_point)
+    return type(x)(ints.astype(x.dtype.storage), x.dtype, x._scale, x._zero_point)
 
 
 def _max_pool(name, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -100,7 +101,7 @@ def cat(tensors, dim=0):
     name = "cat"
     first = tensors[0]
     for i, t in enumerate(tensors):
-        if not isinstance(t, QTensor) or t.dtype is not first.dtype:
+        if getattr(t, "is_quantized", False) is not True or t.dtype is not first.dtype:
             raise TypeError(f"{name}: expected quantized tensors of dtype {first.dtype}, got "
                             f"{getattr(t, 'dtype', type(t).__name__)} at position {i}")
         _per_tensor(name, t)
@@ -131,7 +132,20 @@ def chunk(x, chunks, dim=0):
                  for i in range(0, x.shape[d], size))
 
 
-OPS = {"max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
+def sigmoid(x, output_scale=None, output_zero_point=None):
+    """As torch's kernel: ``(q - zp) * s``, ``1 / (1 + exp(-x))`` in float32, quantized with
+    ``float32(1.0 / scale)``; by default torch's fixed output qparams, scale 1/256 with zero
+    point 0 (quint8) or -128 (qint8)."""
+    _per_tensor("sigmoid", x)
+    scale = 1.0 / 256 if output_scale is None else float(output_scale)
+    zp = x.dtype.qmin if output_zero_point is None else int(output_zero_point)
+    v = dequantize_mul(x)
+    with np.errstate(over="ignore"):
+        y = np.float32(1) / (np.float32(1) + np.exp(-v))
+    return type(x)(quantize_vec(y, np.float32(1.0 / scale), zp, x.dtype), x.dtype, scale, zp)
+
+
+OPS = {"sigmoid": sigmoid, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
        "adaptive_avg_pool2d": adaptive_avg_pool2d, "relu": relu, "cat": cat}
 
 

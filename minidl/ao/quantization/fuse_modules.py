@@ -50,6 +50,7 @@ def _fusers(is_qat):
         (nn.Conv2d, nn.ReLU): nni.ConvReLU2d,
         (nn.Linear, nn.ReLU): nni.LinearReLU,
         (nn.Linear, nn.BatchNorm1d): linear_bn,
+        (nn.BatchNorm2d, nn.ReLU): nni.BNReLU2d,
     }
 
 

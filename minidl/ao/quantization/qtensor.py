@@ -17,6 +17,7 @@ import numpy as np
 from ...backend import CPU_DEVICE
 from ...ops import wrap_dim
 from ...tensor import Tensor
+from ._qmath import quantize_ints  # noqa: F401  (here since the start)
 
 
 class QDtype:
@@ -344,19 +345,6 @@ def _check_zero_point(name, zero_point, dtype):
 
 def _scalar(value):
     return value.item() if isinstance(value, Tensor) else value
-
-
-def quantize_ints(x, scale, zero_point, qmin, qmax, fused):
-    """The integers that float32 ``x`` quantizes to: nearbyint(zero_point + x / scale) clamped
-    to [qmin, qmax] (as int64), with ``1/scale`` in float32 and ``fused`` as described above.
-    ``scale``/``zero_point``: numbers, or arrays broadcasting against x."""
-    inv = np.float32(1) / np.asarray(scale, dtype=np.float32)
-    if fused:  # x * inv is exact in float64 (24-bit by 24-bit mantissas), so one rounding
-        t = (x.astype(np.float64) * inv.astype(np.float64) + zero_point).astype(np.float32)
-    else:
-        t = x * inv + np.asarray(zero_point, dtype=np.float32)
-    with np.errstate(invalid="ignore"):
-        return np.clip(np.rint(t), qmin, qmax).astype(np.int64)
 
 
 def quantize_per_tensor(input, scale, zero_point, dtype):

@@ -171,6 +171,8 @@ def _static_swaps():
             nniqat.ConvBn1d: nnq.Conv1d, nniqat.ConvBn2d: nnq.Conv2d,
             nniqat.ConvBnReLU1d: nniq.ConvReLU1d, nniqat.ConvBnReLU2d: nniq.ConvReLU2d,
             nn.ReLU: nnq.ReLU, nn.ReLU6: nnq.ReLU6, nn.Hardswish: nnq.Hardswish,
+            nn.LeakyReLU: nnq.LeakyReLU, nn.ELU: nnq.ELU, nn.Dropout: nnq.Dropout,
+            nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
@@ -178,7 +180,7 @@ def _unobserved():
     """The mapped modules that need no observer: their output keeps its input's qparams."""
     from ... import nn
 
-    return (DeQuantStub, nn.ReLU, nn.ReLU6)
+    return (DeQuantStub, nn.ReLU, nn.ReLU6, nn.Dropout)
 
 
 def _observed_modules(model, targets):
@@ -253,8 +255,11 @@ def prepare_qat(model, mapping=None, inplace=False):
                 swap(child)
 
     swap(model)
-    _insert_observers(model, tuple(mapping.values()) + (QuantStub, nn.Hardswish,
-                                                         FloatFunctional))
+    from ..nn import intrinsic as nni
+
+    _insert_observers(model, tuple(mapping.values()) + (
+        QuantStub, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.BatchNorm2d, nni.BNReLU2d,
+        FloatFunctional))
     return model
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from .... import nn
 from ....nn import functional as F
 from ....nn.module import Module
+from ...quantization._qmath import dequantize_fma as _dequantize_fma
 from ...quantization.qtensor import QTensor, qint8, quantize_ints, quint8
 from ._state import OutputQParamsState
 
@@ -71,15 +72,6 @@ def _broadcast(name, a, b):
     except ValueError:
         raise RuntimeError(f"QFunctional.{name}: the shapes {a.shape} and {b.shape} do not "
                            "broadcast") from None
-
-
-def _dequantize_fma(x):
-    """float32 ``fma(q, scale, -scale * zero_point)`` (torch's vectorized dequantize): the
-    product of an 8-bit integer and a float32 is exact in float64, and so is its sum with the
-    premultiplied zero point (their exponents are close), so one rounding remains."""
-    scale = np.float32(x._scale)
-    premul = np.float32(scale * np.float32(-x._zero_point))
-    return (x._ints.astype(np.float64) * np.float64(scale) + np.float64(premul)).astype(np.float32)
 
 
 def _scalar_input(name, x, y):
