@@ -96,6 +96,12 @@ class ObserverBase(_WithArgs, Module):
             warnings.warn("must run observer before calling calculate_qparams. Returning "
                           "default values.")
             return Tensor(np.array([1.0], np.float32)), Tensor(np.array([0], np.int64))
+        if self.qscheme is per_channel_affine_float_qparams:  # the range as seen, float zps
+            scale = (max_val - min_val) / np.float32(qmax - qmin)
+            scale = np.where(scale > np.float32(self.eps.numpy().reshape(-1)[0]), scale,
+                             np.float32(1)).astype(np.float32)
+            zp = (np.float32(-1) * min_val / scale).astype(np.float32)
+            return Tensor(scale.reshape(-1)), Tensor(zp.reshape(-1))
         min_neg = np.minimum(min_val, 0).astype(np.float32)
         max_pos = np.maximum(max_val, 0).astype(np.float32)
         eps = np.float32(self.eps.numpy().reshape(-1)[0])
@@ -179,13 +185,10 @@ class PerChannelMinMaxObserver(ObserverBase):
 
     def __init__(self, ch_axis=0, dtype=quint8, qscheme=per_channel_affine, reduce_range=False,
                  quant_min=None, quant_max=None, factory_kwargs=None, eps=EPS, is_dynamic=False):
-        if qscheme not in (per_channel_affine, per_channel_symmetric):
-            raise NotImplementedError(
-                f"PerChannelMinMaxObserver: qscheme {qscheme} is not supported (minidl's "
-                "per-channel observers take per_channel_affine or per_channel_symmetric)"
-                if qscheme == per_channel_affine_float_qparams else
-                f"PerChannelMinMaxObserver: qscheme {qscheme} is not per-channel; use "
-                "MinMaxObserver")
+        if qscheme not in (per_channel_affine, per_channel_symmetric,
+                           per_channel_affine_float_qparams):
+            raise NotImplementedError(f"PerChannelMinMaxObserver: qscheme {qscheme} is not "
+                                      "per-channel; use MinMaxObserver")
         super().__init__(dtype, qscheme, reduce_range, quant_min, quant_max, eps, is_dynamic)
         self.ch_axis = ch_axis
         self.register_buffer("min_val", Tensor(np.zeros(0, np.float32)))
@@ -431,3 +434,6 @@ class HistogramObserver(ObserverBase):
 
 
 default_histogram_observer = HistogramObserver.with_args(quant_min=0, quant_max=127)
+default_placeholder_observer = PlaceholderObserver
+default_float_qparams_observer = PerChannelMinMaxObserver.with_args(
+    dtype=quint8, qscheme=per_channel_affine_float_qparams, ch_axis=0)

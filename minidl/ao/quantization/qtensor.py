@@ -167,7 +167,15 @@ class QTensor(Tensor):
         return Tensor(self._ints.copy())
 
     def qscheme(self):
-        return per_tensor_affine if self._axis is None else per_channel_affine
+        if self._axis is None:
+            return per_tensor_affine
+        return per_channel_affine_float_qparams if self._float_qparams else per_channel_affine
+
+    @property
+    def _float_qparams(self):
+        """Float zero points (embedding weights): ``real = (q - zero_point) * scale`` with a
+        float zero point, as torch's per_channel_affine_float_qparams."""
+        return self._axis is not None and np.asarray(self._zero_point).dtype.kind == "f"
 
     def _per_tensor(self, what):
         if self._axis is not None:
@@ -203,6 +211,11 @@ class QTensor(Tensor):
         """``(q - zero_point) * scale``, as torch's kernels compute it: in float32 per tensor,
         in float64 (the scales' dtype) rounded to float32 per channel."""
         scale, zp = np.float32(self._scale), self._zero_point
+        if self._float_qparams:  # float32 throughout, as torch's kernel
+            shape = [1] * self._ints.ndim
+            shape[self._axis] = -1
+            diff = self._ints.astype(np.float32) - self._zero_point.astype(np.float32).reshape(shape)
+            return Tensor(diff * self._scale.astype(np.float32).reshape(shape))
         if self._axis is not None:
             shape = [1] * self._ints.ndim
             shape[self._axis] = -1
@@ -368,8 +381,10 @@ def quantize_per_channel(input, scales, zero_points, axis, dtype):
         raise IndexError(f"{name}: axis {axis} is out of range for a tensor of {x.ndim} dims "
                          f"(expected [0, {x.ndim}))")
     scales = _check_scale(name, scales.numpy() if isinstance(scales, Tensor) else scales).ravel()
-    zps = _check_zero_point(name, zero_points.numpy() if isinstance(zero_points, Tensor)
-                            else zero_points, dtype).ravel()
+    zps = np.asarray(zero_points.numpy() if isinstance(zero_points, Tensor) else zero_points)
+    if zps.dtype.kind == "f":  # per_channel_affine_float_qparams (torch: float32 qparams)
+        return _quantize_float_qparams(x, scales, zps.ravel(), axis, dtype)
+    zps = _check_zero_point(name, zps, dtype).ravel()
     if len(scales) != x.shape[axis] or len(zps) != x.shape[axis]:
         raise RuntimeError(f"{name}: expected {x.shape[axis]} scales and zero points (the size of "
                            f"axis {axis} of shape {x.shape}), got {len(scales)} and {len(zps)}")
@@ -378,6 +393,24 @@ def quantize_per_channel(input, scales, zero_points, axis, dtype):
     ints = quantize_ints(x, scales.reshape(shape), zps.reshape(shape), dtype.qmin, dtype.qmax,
                          fused=False)
     return QTensor(ints.astype(dtype.storage), dtype, scales, zps, axis)
+
+
+def _quantize_float_qparams(x, scales, zps, axis, dtype):
+    """torch's float-qparams quantization: ``lrintf(x * float32(1 / scale) + zero_point)``
+    clamped to the dtype, the scales and zero points kept as float32."""
+    name = "quantize_per_channel"
+    if len(scales) != x.shape[axis] or len(zps) != x.shape[axis]:
+        raise RuntimeError(f"{name}: expected {x.shape[axis]} scales and zero points (the size of "
+                           f"axis {axis} of shape {x.shape}), got {len(scales)} and {len(zps)}")
+    if not np.all(np.isfinite(zps)):
+        raise ValueError(f"{name}: float zero points must be finite, got {zps.tolist()}")
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    s32, z32 = scales.astype(np.float32), zps.astype(np.float32)
+    inv = (np.float32(1) / s32).reshape(shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ints = np.clip(np.rint(x * inv + z32.reshape(shape)), dtype.qmin, dtype.qmax)
+    return QTensor(ints.astype(dtype.storage), dtype, s32, z32, axis)
 
 
 def dequantize(tensor):

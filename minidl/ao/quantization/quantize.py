@@ -43,9 +43,12 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
     if dtype is not qint8:
         raise NotImplementedError(f"quantize_dynamic: only dtype minidl.qint8 is supported, got "
                                   f"{dtype}")
-    supported = {nn.Linear: nnqd.Linear, nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
-    if qconfig_spec is None:
-        qconfig_spec = set(supported)
+    from ..nn import quantized as nnq
+
+    supported = {nn.Linear: nnqd.Linear, nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU,
+                 nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag}
+    if qconfig_spec is None:  # torch's default set: embeddings need a qconfig of their own
+        qconfig_spec = {nn.Linear, nn.LSTM, nn.GRU}
     if isinstance(qconfig_spec, dict):
         spec = dict(qconfig_spec)
     else:
@@ -70,7 +73,7 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
                                                     if type(m) is t)]
     if unsupported:
         raise NotImplementedError(f"quantize_dynamic: no dynamic quantized form of {unsupported} "
-                                  "here (Linear, LSTM and GRU only)")
+                                  "here (Linear, LSTM, GRU, Embedding and EmbeddingBag only)")
     names = dict(model.named_modules())
     unknown = [k for k in spec if isinstance(k, str) and k not in names]
     if unknown:
@@ -173,6 +176,7 @@ def _static_swaps():
             nn.ReLU: nnq.ReLU, nn.ReLU6: nnq.ReLU6, nn.Hardswish: nnq.Hardswish,
             nn.LeakyReLU: nnq.LeakyReLU, nn.ELU: nnq.ELU, nn.Dropout: nnq.Dropout,
             nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
+            nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
