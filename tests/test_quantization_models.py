@@ -714,3 +714,198 @@ def test_batch_norm_and_activations_through_prepare_and_convert_match_torch():
         assert_cannot_saturate(m_q, x)
         np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(),
                                       t_q(torch.from_numpy(x)).numpy())
+
+
+# ---- fake quantization: float zero points, learnable scale and zero point -----------------
+def test_per_channel_fake_quantize_takes_float_zero_points_as_torch():
+    torch = _torch()
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((4, 6, 5)) * 3).astype(np.float32)
+    scale = rng.uniform(0.01, 0.1, 6).astype(np.float32)
+    zp = rng.uniform(-5, 130, 6).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_()
+    yt = torch.fake_quantize_per_channel_affine(xt, torch.from_numpy(scale),
+                                                torch.from_numpy(zp), 1, 0, 255)
+    yt.sum().backward()
+    xm = minidl.tensor(x, requires_grad=True)
+    ym = minidl.fake_quantize_per_channel_affine(xm, minidl.tensor(scale), minidl.tensor(zp), 1,
+                                                 0, 255)
+    ym.sum().backward()
+    np.testing.assert_array_equal(ym.detach().numpy(), yt.detach().numpy())
+    np.testing.assert_array_equal(xm.grad.numpy(), xt.grad.numpy())
+
+
+def test_learnable_per_channel_fake_quantize_matches_torch():
+    torch = _torch()
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((4, 6, 5)) * 3).astype(np.float32)
+    scale = rng.uniform(0.01, 0.1, 6).astype(np.float32)
+    zp = rng.uniform(-5, 130, 6).astype(np.float32)
+    g = rng.standard_normal((4, 6, 5)).astype(np.float32)
+    ts = [torch.from_numpy(a.copy()).requires_grad_() for a in (x, scale, zp)]
+    yt = torch._fake_quantize_learnable_per_channel_affine(*ts, 1, 0, 255, 0.5)
+    yt.backward(torch.from_numpy(g))
+    ms = [minidl.tensor(a.copy(), requires_grad=True) for a in (x, scale, zp)]
+    ym = minidl._fake_quantize_learnable_per_channel_affine(*ms, 1, 0, 255, 0.5)
+    ym.backward(minidl.tensor(g))
+    np.testing.assert_array_equal(ym.detach().numpy(), yt.detach().numpy())
+    np.testing.assert_array_equal(ms[0].grad.numpy(), ts[0].grad.numpy())
+    for m, t in zip(ms[1:], ts[1:]):  # sums over 20 elements, in another order
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="expected 6 scales"):
+        minidl._fake_quantize_learnable_per_channel_affine(ms[0], ms[1][:5], ms[2][:5], 1, 0, 255)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_learnable_fake_quantize_module_matches_torch(per_channel):
+    torch = _torch()
+    from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize as TL
+
+    t_ao, m_ao = torch.ao.quantization, tq
+    kw = {"quant_min": -128, "quant_max": 127}
+    if per_channel:
+        t_fq = TL(t_ao.MovingAveragePerChannelMinMaxObserver, channel_len=4, dtype=torch.qint8,
+                  qscheme=torch.per_channel_affine, ch_axis=0, **kw)
+        m_fq = tq._LearnableFakeQuantize(m_ao.MovingAveragePerChannelMinMaxObserver,
+                                         channel_len=4, dtype=minidl.qint8,
+                                         qscheme=minidl.per_channel_affine, ch_axis=0, **kw)
+    else:
+        t_fq = TL(t_ao.MovingAverageMinMaxObserver, dtype=torch.qint8, use_grad_scaling=True, **kw)
+        m_fq = tq._LearnableFakeQuantize(m_ao.MovingAverageMinMaxObserver, dtype=minidl.qint8,
+                                         use_grad_scaling=True, **kw)
+    assert list(m_fq.state_dict()) == list(t_fq.state_dict())
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    np.testing.assert_array_equal(m_fq(minidl.tensor(x)).numpy(),
+                                  t_fq(torch.from_numpy(x)).detach().numpy())
+    np.testing.assert_allclose(m_fq.scale.numpy(), t_fq.scale.detach().numpy(), rtol=1e-6)
+    t_fq.enable_param_learning()
+    m_fq.enable_param_learning()
+    assert m_fq.scale.requires_grad and m_fq.static_enabled.numpy()[0] == 0
+    # small steps: a clipped element's scale gradient is (quant_max - zero_point) times its
+    # gradient, large enough to push the scale below 0 (then clamped to eps) at lr 0.01
+    t_opt = torch.optim.SGD([t_fq.scale, t_fq.zero_point], lr=1e-6)
+    m_opt = minidl.optim.SGD([m_fq.scale, m_fq.zero_point], lr=1e-6)
+    for i in range(3):
+        x = (rng.standard_normal((4, 8)) * 1.5).astype(np.float32)
+        yt, ym = t_fq(torch.from_numpy(x)), m_fq(minidl.tensor(x))
+        np.testing.assert_allclose(ym.detach().numpy(), yt.detach().numpy(), rtol=1e-5,
+                                   atol=1e-6)
+        (yt ** 2).sum().backward()
+        (ym ** 2).sum().backward()
+        t_opt.step()
+        m_opt.step()
+        t_opt.zero_grad()
+        m_opt.zero_grad()
+    np.testing.assert_allclose(m_fq.scale.numpy(), t_fq.scale.detach().numpy(), rtol=1e-4)
+    np.testing.assert_allclose(m_fq.zero_point.numpy(), t_fq.zero_point.detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+    ms, mz = m_fq.calculate_qparams()
+    ts_, tz = t_fq.calculate_qparams()
+    assert mz.numpy().tolist() == tz.numpy().tolist()
+    m_fq.load_state_dict(t_fq.state_dict())
+    np.testing.assert_array_equal(m_fq.scale.numpy(), t_fq.scale.detach().numpy())
+
+
+def test_learnable_fake_quantize_learns_a_scale_by_itself():
+    """Without torch: a scale too small clips; the gradient of the clipped error widens it."""
+    fq = tq._LearnableFakeQuantize(tq.MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                   scale=0.001, zero_point=0.0)
+    fq.enable_param_learning()
+    # (the clipped values' gradient is (quant_max - zero_point) per element: a small rate)
+    opt = minidl.optim.SGD([fq.scale], lr=2e-7)
+    x = minidl.tensor(np.linspace(0, 1, 64).astype(np.float32))
+    errors = []
+    for _ in range(40):
+        err = ((fq(x) - x) ** 2).sum()
+        errors.append(err.item())
+        opt.zero_grad()
+        err.backward()
+        opt.step()
+    assert errors[-1] < 0.01 * errors[0]
+    assert 1 / 255 * 0.8 < fq.scale.item() < 1 / 255 * 1.5
+
+
+def test_fake_quantize_with_float_qparams_keeps_float_zero_points():
+    fq = tq.default_embedding_fake_quant()
+    w = minidl.tensor(np.random.default_rng(0).uniform(0.5, 2.0, (5, 8)).astype(np.float32))
+    out = fq(w)
+    assert fq.zero_point.numpy().dtype == np.float32 and fq.zero_point.numel() == 5
+    # the range as seen (not widened to hold 0): min to max over 255 steps
+    step = (w.numpy().max(1) - w.numpy().min(1)) / 255
+    np.testing.assert_allclose(fq.scale.numpy(), step, rtol=1e-6)
+    assert np.abs(out.numpy() - w.numpy()).max() <= step.max() / 2 * 1.001
+
+
+# ---- weight-only quantized embeddings ------------------------------------------------------
+def _embeddings(ns):
+    n = ns.nn
+    return n.Sequential(n.Embedding(10, 12), n.EmbeddingBag(10, 12, mode="sum"),
+                        n.EmbeddingBag(10, 12, mode="mean"))
+
+
+def test_quantized_embeddings_match_torch():
+    torch = _torch()
+    torch.manual_seed(0)
+    t_model = _embeddings(_NS("torch"))
+    m_model = _embeddings(_NS("minidl"))
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    t_spec = dict.fromkeys((torch.nn.Embedding, torch.nn.EmbeddingBag),
+                           torch.ao.quantization.float_qparams_weight_only_qconfig)
+    m_spec = dict.fromkeys((nn.Embedding, nn.EmbeddingBag), tq.float_qparams_weight_only_qconfig)
+    t_q = torch.ao.quantization.quantize_dynamic(t_model, t_spec)
+    m_q = tq.quantize_dynamic(m_model, m_spec)
+    assert [type(m).__name__ for m in m_q] == ["Embedding", "EmbeddingBag", "EmbeddingBag"]
+    assert m_q[0].weight().qscheme() is minidl.per_channel_affine_float_qparams
+    t_w, m_w = t_q[0].weight(), m_q[0].weight()
+    np.testing.assert_array_equal(m_w.int_repr().numpy(), t_w.int_repr().numpy())
+    np.testing.assert_array_equal(m_w.q_per_channel_zero_points().numpy(),
+                                  t_w.q_per_channel_zero_points().numpy())
+    np.testing.assert_array_equal(m_w.dequantize().numpy(), t_w.dequantize().numpy())
+    idx = np.array([[1, 3, 9], [0, 0, 2]])
+    flat, offsets = np.array([1, 3, 9, 0, 0, 2, 5]), np.array([0, 3, 3])
+    weights = np.random.default_rng(0).uniform(0.5, 2, 7).astype(np.float32)
+    T, M = torch.from_numpy, minidl.tensor
+    np.testing.assert_array_equal(m_q[0](M(idx)).numpy(), t_q[0](T(idx)).numpy())
+    np.testing.assert_array_equal(m_q[1](M(idx)).numpy(), t_q[1](T(idx)).numpy())
+    np.testing.assert_array_equal(m_q[1](M(flat), M(offsets)).numpy(),
+                                  t_q[1](T(flat), T(offsets)).numpy())
+    np.testing.assert_array_equal(m_q[1](M(flat), M(offsets), M(weights)).numpy(),
+                                  t_q[1](T(flat), T(offsets), T(weights)).numpy())
+    # torch's quantized EmbeddingBag sums whatever its mode (its kernel takes no mean: a
+    # mode of 1 gives the sums too); minidl's gives the mean for mode="mean"
+    t_sums = t_q[2](T(flat), T(offsets)).numpy()
+    m_q[2].mode = "sum"
+    np.testing.assert_array_equal(m_q[2](M(flat), M(offsets)).numpy(), t_sums)
+    m_q[2].mode = "mean"
+    counts = np.maximum(np.diff(np.append(offsets, flat.size)), 1).reshape(-1, 1)
+    np.testing.assert_allclose(m_q[2](M(flat), M(offsets)).numpy(), t_sums / counts,
+                               rtol=1e-6, atol=1e-7)
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    other = tq.quantize_dynamic(_embeddings(_NS("minidl")), m_spec)
+    other.load_state_dict(t_q.state_dict())
+    np.testing.assert_array_equal(other[0](M(idx)).numpy(), t_q[0](T(idx)).numpy())
+
+
+def test_quantized_embedding_refuses_what_does_not_fit():
+    emb = nn.Embedding(6, 4)
+    with pytest.raises(ValueError, match="float_qparams_weight_only_qconfig"):
+        tq.quantize_dynamic(nn.Sequential(emb), {nn.Embedding: tq.default_dynamic_qconfig})
+    q = tq.quantize_dynamic(nn.Sequential(emb), {nn.Embedding: tq.float_qparams_weight_only_qconfig})
+    with pytest.raises(IndexError, match="index 6 is out of range"):
+        q[0](minidl.tensor([1, 6]))
+    with pytest.raises(TypeError, match="integer"):
+        q[0](minidl.tensor([1.0]))
+    bag = tq.quantize_dynamic(nn.Sequential(nn.EmbeddingBag(6, 4)),
+                              {nn.EmbeddingBag: tq.float_qparams_weight_only_qconfig})[0]
+    with pytest.raises(ValueError, match="offsets are required"):
+        bag(minidl.tensor([1, 2]))
+    with pytest.raises(ValueError, match="offsets must start at 0"):
+        bag(minidl.tensor([1, 2]), minidl.tensor([1]))
+    # a float model's embedding converts through prepare/convert with its qconfig, too
+    model = nn.Sequential(nn.Embedding(6, 4))
+    model[0].qconfig = tq.float_qparams_weight_only_qconfig
+    converted = tq.convert(tq.prepare(model.eval()))
+    assert type(converted[0]) is nnq.Embedding
+    np.testing.assert_allclose(converted[0](minidl.tensor([2])).numpy(),
+                               model[0](minidl.tensor([2])).detach().numpy(), atol=0.02)
