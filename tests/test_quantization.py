@@ -481,7 +481,7 @@ def test_docs_code_blocks_run_in_order():
     doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "quantization.md")
     with open(doc, encoding="utf-8") as f:
         blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
-    assert len(blocks) == 6
+    assert len(blocks) == 8
     namespace = {"__name__": "quantization_doc"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
