@@ -909,3 +909,87 @@ def test_quantized_embedding_refuses_what_does_not_fit():
     assert type(converted[0]) is nnq.Embedding
     np.testing.assert_allclose(converted[0](minidl.tensor([2])).numpy(),
                                model[0](minidl.tensor([2])).detach().numpy(), atol=0.02)
+
+
+# ---- quantized ConvTranspose1d / ConvTranspose2d -------------------------------------------
+CONV_T_CASES = [(2, (4, 6, 3), dict(stride=2, padding=1, output_padding=1, groups=2)),
+                (2, (3, 5, (2, 3)), dict(stride=(1, 2), padding=(0, 1))),
+                (2, (4, 4, 3), dict(stride=1, padding=2, dilation=2)),
+                (1, (3, 6, 4), dict(stride=3, padding=1, output_padding=2)),
+                (2, (2, 3, 3), dict(stride=2, padding=0, bias=False)),
+                (2, (8, 8, 3), dict(stride=2, padding=1, output_padding=1, groups=8))]
+
+
+@pytest.mark.parametrize("case", range(len(CONV_T_CASES)))
+def test_quantized_conv_transpose_matches_torch_bit_for_bit(case):
+    torch = _torch()
+    dims, args, kw = CONV_T_CASES[case]
+    t_cls = getattr(torch.ao.nn.quantized, f"ConvTranspose{dims}d")
+    m_cls = getattr(nnq, f"ConvTranspose{dims}d")
+    t_mod, m_mod = t_cls(*args, **kw), m_cls(*args, **kw)
+    rng = np.random.default_rng(case)
+    w = (rng.standard_normal(tuple(t_mod.weight().shape)) * 0.3).astype(np.float32)
+    bias = None if kw.get("bias", True) is False else torch.from_numpy(
+        rng.standard_normal(args[1]).astype(np.float32))
+    t_mod.set_weight_bias(torch.quantize_per_tensor(torch.from_numpy(w), 0.01, 0, torch.qint8),
+                          bias)
+    t_mod.scale, t_mod.zero_point = 0.0625, 70  # a float32 number: the state dict keeps it
+    assert list(m_mod.state_dict()) == list(t_mod.state_dict())
+    m_mod.load_state_dict(t_mod.state_dict())
+    shape = (4, args[0], 5, 6) if dims == 2 else (4, args[0], 7)
+    t_x, m_x = _qpair(torch, shape, 0.03, 60, case, spread=1.0)
+    _same_q(m_mod(m_x), t_mod(t_x))
+
+
+def test_conv_transpose_through_prepare_and_convert_matches_torch():
+    torch = _torch()
+    tqq = torch.ao.quantization
+
+    def build(ns):
+        n = ns.nn
+        return n.Sequential(ns.tq.QuantStub(), n.Conv2d(3, 6, 3, stride=2, padding=1), n.ReLU(),
+                            n.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1),
+                            ns.tq.DeQuantStub())
+
+    torch.manual_seed(0)
+    t_model, m_model = build(_NS("torch")).eval(), build(_NS("minidl")).eval()
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    m_model.qconfig = tq.get_default_qconfig("x86")
+    with pytest.raises(AssertionError, match="Per channel weight observer is not supported yet"):
+        tq.prepare(m_model)
+    out = []
+    for model, mod, data_of in ((t_model, tqq, torch.from_numpy), (m_model, tq, minidl.tensor)):
+        model.qconfig = mod.QConfig(activation=mod.HistogramObserver.with_args(reduce_range=True),
+                                    weight=mod.default_weight_observer)
+        prepared = mod.prepare(model)
+        for x in _images(4, shape=(2, 3, 8, 8)):
+            prepared(data_of(x))
+        out.append(mod.convert(prepared))
+    t_q, m_q = out
+    assert type(m_q[3]) is nnq.ConvTranspose2d and repr(m_q[3]).startswith(
+        "QuantizedConvTranspose2d(6, 4, kernel_size=(3, 3), stride=(2, 2)")
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    m_q.load_state_dict(t_q.state_dict())
+    x = 0.5 * _images(5, n=1, shape=(2, 3, 8, 8))[0]
+    assert_cannot_saturate(m_q, x)
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+
+
+def test_quantized_conv_transpose_refuses_what_does_not_fit():
+    mod = nnq.ConvTranspose2d(4, 6, 3, stride=2)
+    w = minidl.quantize_per_channel(minidl.randn(4, 6, 3, 3), minidl.tensor([0.1] * 4),
+                                    minidl.tensor([0] * 4), 0, minidl.qint8)
+    with pytest.raises(ValueError, match="per tensor"):
+        mod.set_weight_bias(w, None)
+    with pytest.raises(ValueError, match="output_padding"):
+        nnq.ConvTranspose2d(4, 6, 3, stride=2, output_padding=2)
+    with pytest.raises(ValueError, match="channels"):
+        mod(minidl.quantize_per_tensor(minidl.randn(1, 3, 4, 4), 0.1, 0, minidl.quint8))
+    # the integer sums are those of the float transposed convolution of the dequantized values
+    x = minidl.quantize_per_tensor(minidl.randn(2, 4, 5, 5), 0.05, 64, minidl.quint8)
+    wq = minidl.quantize_per_tensor(minidl.randn(4, 6, 3, 3) * 0.2, 0.01, 0, minidl.qint8)
+    mod.set_weight_bias(wq, minidl.zeros(6))
+    mod.scale, mod.zero_point = 0.02, 128
+    expected = nn.functional.conv_transpose2d(x.dequantize(), wq.dequantize(), stride=2)
+    np.testing.assert_allclose(mod(x).dequantize().numpy(), np.clip(expected.numpy(), -2.56, 2.54),
+                               atol=0.01 + 1e-6)

@@ -177,6 +177,7 @@ def _static_swaps():
             nn.LeakyReLU: nnq.LeakyReLU, nn.ELU: nnq.ELU, nn.Dropout: nnq.Dropout,
             nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
             nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag,
+            nn.ConvTranspose1d: nnq.ConvTranspose1d, nn.ConvTranspose2d: nnq.ConvTranspose2d,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
@@ -218,9 +219,18 @@ def _insert_observers(model, targets):
 
 
 def _check_fusable_for_ptq(model):
+    from ... import nn
     from ..nn import intrinsic as nni
+    from .qtensor import per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric
 
     for path, mod in model.named_modules():
+        qconfig = getattr(mod, "qconfig", None)
+        if type(mod) in (nn.ConvTranspose1d, nn.ConvTranspose2d) and qconfig is not None \
+                and qconfig.weight().qscheme in (per_channel_affine, per_channel_symmetric,
+                                                 per_channel_affine_float_qparams):
+            raise AssertionError(f"Per channel weight observer is not supported yet for "
+                                 f"ConvTranspose{{n}}d. ({path}: give it a qconfig whose weight "
+                                 "observer is per tensor, e.g. default_weight_observer)")
         if type(mod) in (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBnReLU1d, nni.ConvBnReLU2d,
                          nni.LinearBn1d) \
                 and getattr(mod, "qconfig", None) is not None:

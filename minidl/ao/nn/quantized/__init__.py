@@ -6,6 +6,6 @@ from . import dynamic  # noqa: F401
 from .activation import ELU, Dropout, LeakyReLU, Sigmoid  # noqa: F401
 from .batchnorm import BatchNorm2d  # noqa: F401
 from .embedding_ops import Embedding, EmbeddingBag  # noqa: F401
-from .conv import Conv1d, Conv2d  # noqa: F401
+from .conv import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d  # noqa: F401
 from .functional_modules import FloatFunctional, QFunctional  # noqa: F401
 from .modules import DeQuantize, Hardswish, Linear, Quantize, ReLU, ReLU6  # noqa: F401
