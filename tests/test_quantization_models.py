@@ -993,3 +993,83 @@ def test_quantized_conv_transpose_refuses_what_does_not_fit():
     expected = nn.functional.conv_transpose2d(x.dequantize(), wq.dequantize(), stride=2)
     np.testing.assert_allclose(mod(x).dequantize().numpy(), np.clip(expected.numpy(), -2.56, 2.54),
                                atol=0.01 + 1e-6)
+
+
+# ---- quantized LayerNorm -------------------------------------------------------------------
+@pytest.mark.parametrize("shape,normalized", [((4, 8, 64), (64,)), ((3, 128), (128,)),
+                                              ((2, 4, 8, 8), (8, 8)), ((5, 37), (37,))])
+def test_quantized_layer_norm_matches_torch(shape, normalized):
+    torch = _torch()
+    torch.manual_seed(0)
+    t_ln = torch.nn.LayerNorm(normalized)
+    with torch.no_grad():
+        t_ln.weight.uniform_(0.5, 1.5)
+        t_ln.bias.uniform_(-0.5, 0.5)
+    t_q = torch.ao.nn.quantized.LayerNorm(normalized, t_ln.weight, t_ln.bias, 0.025, 128)
+    m_q = nnq.LayerNorm(normalized, nn.Parameter(minidl.tensor(t_ln.weight.detach().numpy())),
+                        nn.Parameter(minidl.tensor(t_ln.bias.detach().numpy())), 0.025, 128)
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    # torch's scalar loop covers a row's last elements past its vector loop (rare ties)
+    exact = int(np.prod(normalized)) % 64 == 0
+    for seed in range(3):
+        t, m = _qpair(torch, shape, 0.03, 40 + 50 * seed, seed)
+        _same_q(m_q(m), t_q(t), exact)
+    with pytest.raises(ValueError, match="last dims"):
+        m_q(_qpair(torch, (2, 3), 0.1, 0)[1])
+
+
+def test_layer_norm_through_prepare_and_convert():
+    torch = _torch()
+    tqq = torch.ao.quantization
+
+    def build(ns):
+        n = ns.nn
+        return n.Sequential(ns.tq.QuantStub(), n.Linear(16, 64), n.LayerNorm(64),
+                            n.Linear(64, 8), ns.tq.DeQuantStub())
+
+    torch.manual_seed(1)
+    t_model, m_model = build(_NS("torch")).eval(), build(_NS("minidl")).eval()
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    out = []
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((8, 16)).astype(np.float32) for _ in range(3)]
+    for model, mod, data_of in ((t_model, tqq, torch.from_numpy), (m_model, tq, minidl.tensor)):
+        model.qconfig = mod.get_default_qconfig("x86")
+        prepared = mod.prepare(model)
+        for x in data:
+            prepared(data_of(x))
+        out.append(mod.convert(prepared))
+    t_q, m_q = out
+    assert type(m_q[2]) is nnq.LayerNorm
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    m_q.load_state_dict(t_q.state_dict())
+    x = 0.5 * data[0]
+    assert_cannot_saturate(m_q, x)
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.parametrize("fmt", ["minidl", "torch"])
+def test_quantized_embedding_state_dict_saves_and_loads(tmp_path, fmt):
+    """Float-qparams weights through minidl.save / minidl.load, and (torch's format) through
+    torch.load into torch's quantized Embedding and back from torch.save."""
+    spec = {nn.Embedding: tq.float_qparams_weight_only_qconfig}
+    minidl.manual_seed(0)
+    q = tq.quantize_dynamic(nn.Sequential(nn.Embedding(7, 5)), spec)
+    path = str(tmp_path / ("e.pt" if fmt == "torch" else "e.npz"))
+    minidl.save(q.state_dict(), path, **({"format": "torch"} if fmt == "torch" else {}))
+    other = tq.quantize_dynamic(nn.Sequential(nn.Embedding(7, 5)), spec)
+    other.load_state_dict(minidl.load(path))
+    rows = minidl.tensor([[0, 6], [3, 3]])
+    np.testing.assert_array_equal(other[0](rows).numpy(), q[0](rows).numpy())
+    assert other[0].weight().qscheme() is minidl.per_channel_affine_float_qparams
+    if fmt == "torch":
+        torch = _torch()
+        t_q = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(torch.nn.Embedding(7, 5)),
+            {torch.nn.Embedding: torch.ao.quantization.float_qparams_weight_only_qconfig})
+        t_q.load_state_dict(torch.load(path, weights_only=False))
+        np.testing.assert_array_equal(t_q[0](torch.tensor([[0, 6], [3, 3]])).numpy(),
+                                      q[0](rows).numpy())
+        torch.save(t_q.state_dict(), str(tmp_path / "t.pt"))
+        other.load_state_dict(minidl.load(str(tmp_path / "t.pt")))
+        np.testing.assert_array_equal(other[0](rows).numpy(), q[0](rows).numpy())

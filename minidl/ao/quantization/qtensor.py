@@ -443,6 +443,18 @@ def qtensor_from_parts(ints, dtype_name, scale, zero_point, axis=None, where="a 
                          f"{sorted(QDTYPES)})")
     if ints.dtype != dtype.storage:
         raise ValueError(f"{where}: {dtype} stores {dtype.storage}, the file holds {ints.dtype}")
+    if axis is not None and np.asarray(zero_point).dtype.kind == "f":  # float qparams
+        try:
+            float_zp = np.asarray(zero_point, np.float32).reshape(-1)
+            x = QTensor(ints.copy(), dtype, _check_scale(where, scale).astype(np.float32).reshape(-1),
+                        float_zp, int(axis))
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        if not 0 <= x._axis < ints.ndim or x._scale.shape != (ints.shape[x._axis],) \
+                or float_zp.shape != x._scale.shape or not np.all(np.isfinite(float_zp)):
+            raise ValueError(f"{where}: float-qparams scales and zero points do not fit shape "
+                             f"{ints.shape} along axis {axis}")
+        return x
     try:
         scale = _check_scale(where, scale)
         zero_point = _check_zero_point(where, zero_point, dtype)

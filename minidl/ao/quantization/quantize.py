@@ -178,6 +178,7 @@ def _static_swaps():
             nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
             nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag,
             nn.ConvTranspose1d: nnq.ConvTranspose1d, nn.ConvTranspose2d: nnq.ConvTranspose2d,
+            nn.LayerNorm: nnq.LayerNorm,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
@@ -273,7 +274,7 @@ def prepare_qat(model, mapping=None, inplace=False):
 
     _insert_observers(model, tuple(mapping.values()) + (
         QuantStub, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.BatchNorm2d, nni.BNReLU2d,
-        FloatFunctional))
+        nn.LayerNorm, FloatFunctional))
     return model
 
 
