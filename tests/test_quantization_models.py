@@ -165,7 +165,76 @@ def _mobilenet_v2(ns, num_classes=5):
     return MobileNetV2()
 
 
-BUILDERS = {"resnet": _resnet, "mobilenet_v2": _mobilenet_v2}
+# ---- a small ShuffleNetV2: torchvision's QuantizableShuffleNetV2 -----------------------------
+def _shufflenet_v2(ns, stages=(16, 32), num_classes=5):
+    n = ns.nn
+
+    def channel_shuffle(x, groups):
+        b, c, h, w = x.shape
+        x = x.view(b, groups, c // groups, h, w)
+        return x.transpose(1, 2).contiguous().view(b, -1, h, w)
+
+    class InvertedResidual(n.Module):
+        def __init__(self, inp, oup, stride):
+            super().__init__()
+            self.stride = stride
+            branch = oup // 2
+            if stride > 1:
+                self.branch1 = n.Sequential(
+                    n.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), n.BatchNorm2d(inp),
+                    n.Conv2d(inp, branch, 1, bias=False), n.BatchNorm2d(branch), n.ReLU())
+            else:
+                self.branch1 = n.Sequential()
+            self.branch2 = n.Sequential(
+                n.Conv2d(inp if stride > 1 else branch, branch, 1, bias=False),
+                n.BatchNorm2d(branch), n.ReLU(),
+                n.Conv2d(branch, branch, 3, stride, 1, groups=branch, bias=False),
+                n.BatchNorm2d(branch),
+                n.Conv2d(branch, branch, 1, bias=False), n.BatchNorm2d(branch), n.ReLU())
+            self.cat = ns.FloatFunctional()
+
+        def forward(self, x):
+            if self.stride == 1:
+                x1, x2 = x.chunk(2, dim=1)
+                out = self.cat.cat([x1, self.branch2(x2)], dim=1)
+            else:
+                out = self.cat.cat([self.branch1(x), self.branch2(x)], dim=1)
+            return channel_shuffle(out, 2)
+
+    class ShuffleNetV2(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.conv1 = n.Sequential(n.Conv2d(3, 8, 3, 2, 1, bias=False), n.BatchNorm2d(8),
+                                      n.ReLU())
+            self.maxpool = n.MaxPool2d(3, 2, 1)
+            self.stage2 = n.Sequential(InvertedResidual(8, stages[0], 2),
+                                       InvertedResidual(stages[0], stages[0], 1))
+            self.stage3 = n.Sequential(InvertedResidual(stages[0], stages[1], 2),
+                                       InvertedResidual(stages[1], stages[1], 1))
+            self.conv5 = n.Sequential(n.Conv2d(stages[1], 32, 1, bias=False), n.BatchNorm2d(32),
+                                      n.ReLU())
+            self.fc = n.Linear(32, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool(self.conv1(self.quant(x)))
+            x = self.conv5(self.stage3(self.stage2(x)))
+            return self.dequant(self.fc(x.mean([2, 3])))  # the global pool
+
+        def fuse_model(self, is_qat=False):
+            fuse = ns.tq.fuse_modules_qat if is_qat else ns.tq.fuse_modules
+            for name in ("conv1", "conv5"):
+                fuse(getattr(self, name), ["0", "1", "2"], inplace=True)
+            for m in self.modules():
+                if type(m) is InvertedResidual:
+                    if len(m.branch1._modules) > 0:
+                        fuse(m.branch1, [["0", "1"], ["2", "3", "4"]], inplace=True)
+                    fuse(m.branch2, [["0", "1", "2"], ["3", "4"], ["5", "6", "7"]], inplace=True)
+
+    return ShuffleNetV2()
+
+
+BUILDERS = {"resnet": _resnet, "mobilenet_v2": _mobilenet_v2, "shufflenet_v2": _shufflenet_v2}
 
 
 def _twins(torch, arch, seed=0):
@@ -184,6 +253,17 @@ def _twins(torch, arch, seed=0):
     return t_model, m_model
 
 
+# ShuffleNetV2 halves the size four times: 32 keeps its global pool over 2 x 2 (torch's
+# quantized mean refuses a channels-last 1 x 1 input: "required rank 4 tensor to use
+# channels_last format")
+SIZE = {"shufflenet_v2": 32}
+
+
+def _model_images(arch, seed, n=3):
+    size = SIZE.get(arch, 16)
+    return _images(seed, n, (2, 3, size, size))
+
+
 def _images(seed, n=3, shape=(2, 3, 16, 16)):
     rng = np.random.default_rng(seed)
     return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
@@ -198,14 +278,14 @@ def _ptq(torch, arch, backend="x86", seed=0):
         model.fuse_model()
         model.qconfig = mod.get_default_qconfig(backend)
         prepared = mod.prepare(model)
-        for x in _images(1):
+        for x in _model_images(arch, 1):
             prepared(data_of(x))
         quantized.append(mod.convert(prepared))
     return quantized[0], quantized[1], t_model, m_model
 
 
 @pytest.mark.parametrize("arch,backend", [("resnet", "x86"), ("mobilenet_v2", "x86"),
-                                          ("resnet", "fbgemm")])
+                                          ("shufflenet_v2", "x86"), ("resnet", "fbgemm")])
 def test_post_training_quantized_model_matches_torch(arch, backend):
     torch = _torch()
     t_q, m_q, t_float, m_float = _ptq(torch, arch, backend)
@@ -222,11 +302,11 @@ def test_post_training_quantized_model_matches_torch(arch, backend):
     # inputs well inside the calibrated range: the HistogramObserver clips the ranges it saw,
     # so activations past 127 reach the next layers, whose int16 pair sums fbgemm on a CPU
     # without VNNI could saturate (tests/_fbgemm_saturation.py checks these inputs cannot)
-    x_test = [0.5 * _images(7, n=1)[0], 0.5 * _images(1, n=1)[0]]
+    x_test = [0.5 * _model_images(arch, 7, n=1)[0], 0.5 * _model_images(arch, 1, n=1)[0]]
     for x in x_test:
         assert_cannot_saturate(m_q, x)
         mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
-        step = float(m_q.fc.scale) if arch == "resnet" else float(m_q.classifier[1].scale)
+        step = _step(m_q, arch)
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=3 * step * 1.0001)
         # the integers are nearly always torch's; the output's scale may be an ulp away
         assert np.mean(np.isclose(mine, theirs, rtol=1e-6, atol=1e-7)) > 0.8
@@ -243,7 +323,7 @@ def test_post_training_quantized_model_matches_torch(arch, backend):
 
 
 def _step(q_model, arch):
-    return float(q_model.fc.scale if arch == "resnet" else q_model.classifier[1].scale)
+    return float(q_model.classifier[1].scale if arch == "mobilenet_v2" else q_model.fc.scale)
 
 
 @pytest.mark.parametrize("arch", sorted(BUILDERS))
@@ -268,7 +348,7 @@ def test_quantization_aware_training_of_the_model_matches_torch(arch):
     t_opt = torch.optim.SGD(t_prep.parameters(), lr=0.02, momentum=0.9)
     m_opt = minidl.optim.SGD(m_prep.parameters(), lr=0.02, momentum=0.9)
     rng = np.random.default_rng(3)
-    for x in _images(4, n=3):
+    for x in _model_images(arch, 4, n=3):
         target = rng.integers(0, 5, size=2)
         t_loss = torch.nn.functional.cross_entropy(t_prep(torch.from_numpy(x)),
                                                    torch.from_numpy(target))
@@ -288,11 +368,14 @@ def test_quantization_aware_training_of_the_model_matches_torch(arch):
     if arch == "resnet":
         assert type(m_q.conv1) is nniq.ConvReLU2d and type(m_q.layer2[0].conv2) is nnq.Conv2d
         assert type(m_q.layer2[0].downsample[0]) is nnq.Conv2d
+    elif arch == "shufflenet_v2":
+        assert type(m_q.conv1[0]) is nniq.ConvReLU2d and type(m_q.stage2[0].cat) is nnq.QFunctional
+        assert type(m_q.stage2[0].branch1[0]) is nnq.Conv2d
     else:
         assert type(m_q.features[0][0]) is nniq.ConvReLU2d
         assert type(m_q.features[1].conv[1]) is nnq.Conv2d
     assert list(m_q.state_dict()) == list(t_q.state_dict())
-    x = 0.5 * _images(5, n=1)[0]
+    x = 0.5 * _model_images(arch, 5, n=1)[0]
     mine, my_fake = m_q(minidl.tensor(x)).numpy(), m_prep(minidl.tensor(x)).detach().numpy()
     step = _step(m_q, arch)
     # the int model computes what its fake-quant model simulated; a rare tie lands a step
@@ -1073,3 +1156,28 @@ def test_quantized_embedding_state_dict_saves_and_loads(tmp_path, fmt):
         torch.save(t_q.state_dict(), str(tmp_path / "t.pt"))
         other.load_state_dict(minidl.load(str(tmp_path / "t.pt")))
         np.testing.assert_array_equal(other[0](rows).numpy(), q[0](rows).numpy())
+
+
+@pytest.mark.parametrize("size", [2, 5])
+def test_quantized_mean_of_a_convolution_output_matches_torch(size):
+    """torch's quantized convolutions give channels-last tensors, whose mean over H, W goes
+    through the float mean (not the integers' mean): minidl marks its convolutions' outputs
+    and takes the same path; the float sums' order differs (NumPy's, torch's), which can move
+    a rare tie by one step."""
+    torch = _torch()
+    t_conv = torch.ao.nn.quantized.Conv2d(4, 16, 1)
+    rng = np.random.default_rng(size)
+    w = torch.quantize_per_tensor(torch.from_numpy(rng.standard_normal((16, 4, 1, 1))
+                                                   .astype(np.float32) * 0.3), 0.01, 0, torch.qint8)
+    t_conv.set_weight_bias(w, None)
+    t_conv.scale, t_conv.zero_point = 0.0625, 100
+    m_conv = nnq.Conv2d(4, 16, 1, bias=False)
+    m_conv.load_state_dict(t_conv.state_dict())
+    for seed in range(4):
+        t_x, m_x = _qpair(torch, (8, 4, size, size), 0.05, 70, seed)
+        t_y, m_y = t_conv(t_x), m_conv(m_x)
+        assert t_y.is_contiguous(memory_format=torch.channels_last) and m_y._channels_last
+        _same_q(m_y.mean([2, 3]), t_y.mean([2, 3]), exact=size == 2)
+        _same_q(nn.ReLU()(m_y).mean([2, 3]), torch.nn.ReLU()(t_y).mean([2, 3]), exact=size == 2)
+        # the integers' mean for a contiguous (NCHW) input, as torch's
+        _same_q(m_x.mean([2, 3]), t_x.mean([2, 3]))

@@ -26,7 +26,10 @@ def _per_tensor(name, x):
 
 
 def _like(x, ints):
-    return type(x)(ints.astype(x.dtype.storage), x.dtype, x._scale, x._zero_point)
+    """A result on x's grid, channels-last where x is (and it is still 4-D)."""
+    out = type(x)(ints.astype(x.dtype.storage), x.dtype, x._scale, x._zero_point)
+    out._channels_last = x._channels_last and out.ndim == 4
+    return out
 
 
 def _max_pool(name, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -73,8 +76,11 @@ def adaptive_avg_pool2d(x, output_size):
 
 
 def mean(x, dim=None, keepdim=False, dtype=None):
-    """Over the last dims (a global pool): the integers' mean, rounded; over others: the
-    dequantized mean requantized with x's scale and zero point (torch's two paths)."""
+    """Over the last dims in memory (a global pool over H, W of an NCHW tensor): the
+    integers' mean, rounded; otherwise (other dims, or H, W of a channels-last tensor: a
+    quantized convolution's output) the dequantized float mean requantized with x's scale
+    and zero point (torch's two paths; torch's float mean sums in its own order, NumPy's in
+    another, which can move a rare tie by one step)."""
     name = "mean"
     _per_tensor(name, x)
     if dtype is not None:
@@ -83,7 +89,7 @@ def mean(x, dim=None, keepdim=False, dtype=None):
         (dim,) if isinstance(dim, int) else tuple(dim))
     dims = tuple(sorted({d % x.ndim for d in dims}))
     count = np.float32(int(np.prod([x.shape[d] for d in dims])))
-    if dims == tuple(range(x.ndim - len(dims), x.ndim)):
+    if dims == tuple(range(x.ndim - len(dims), x.ndim)) and not x._channels_last:
         total = x._ints.astype(np.int64).sum(axis=dims, keepdims=keepdim)
         return _like(x, np.rint(total.astype(np.float32) / count))
     y = x.dequantize().numpy().mean(axis=dims, keepdims=keepdim, dtype=np.float32)

@@ -101,6 +101,9 @@ class QTensor(Tensor):
     quietly. Dequantize first, or use the quantized modules."""
 
     is_quantized = True
+    # torch's quantized convolutions (fbgemm) give channels-last tensors, and the ops after
+    # them keep that layout; it changes only how torch's quantized mean sums (see _qops.mean)
+    _channels_last = False
 
     def __init__(self, ints, dtype, scale, zero_point, axis=None):
         self._ints, self._qdtype = ints, dtype
@@ -358,6 +361,13 @@ def _check_zero_point(name, zero_point, dtype):
 
 def _scalar(value):
     return value.item() if isinstance(value, Tensor) else value
+
+
+def keep_layout(out, like, channels_last=None):
+    """``out`` marked channels-last as ``like`` is (or as given), for a 4-D result."""
+    flag = getattr(like, "_channels_last", False) if channels_last is None else channels_last
+    out._channels_last = bool(flag) and out.ndim == 4
+    return out
 
 
 def quantize_per_tensor(input, scale, zero_point, dtype):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .... import nn
 from ....tensor import Tensor
-from ...quantization.qtensor import QTensor
+from ...quantization.qtensor import QTensor, keep_layout
 from .activation import _check_input
 
 
@@ -76,8 +76,8 @@ class BatchNorm2d(nn.BatchNorm2d):
         alpha, beta = fused_params(self.weight.detach().numpy(), self.bias.detach().numpy(),
                                    self.running_mean.numpy(), self.running_var.numpy(),
                                    self.eps, float(input._scale), scale)
-        return QTensor(batch_norm_ints(input, alpha, beta, zp, self._relu), input.dtype,
-                       scale, zp)
+        return keep_layout(QTensor(batch_norm_ints(input, alpha, beta, zp, self._relu),
+                                   input.dtype, scale, zp), None, True)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):

@@ -11,7 +11,7 @@ from ....nn.module import Module
 from ....tensor import Tensor
 from ....nn.module import StateDictKeyError, StateDictValueError
 from ...quantization.qtensor import (
-    QTensor, per_channel_affine, per_channel_symmetric, qint8, quantize_per_channel,
+    QTensor, keep_layout, per_channel_affine, per_channel_symmetric, qint8, quantize_per_channel,
     quantize_per_tensor, quint8,
 )
 from ._requant import int_conv, requantize, weight_scales
@@ -132,7 +132,8 @@ class _ConvNd(Module):
         bias = None if self._bias is None else self._bias.numpy()
         out = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point,
                          self._relu)
-        return QTensor(out.astype(np.uint8), quint8, float(self.scale), int(self.zero_point))
+        return keep_layout(QTensor(out.astype(np.uint8), quint8, float(self.scale),
+                                   int(self.zero_point)), None, self._dims == 2)
 
     # ---- from a float, QAT or fused module ----------------------------------------------
     @classmethod
@@ -334,7 +335,8 @@ class _ConvTransposeNd(_ConvNd):
         w_scale, _ = weight_scales(w, self.out_channels)
         bias = None if self._bias is None else self._bias.numpy()
         out = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point, self._relu)
-        return QTensor(out.astype(np.uint8), quint8, float(self.scale), int(self.zero_point))
+        return keep_layout(QTensor(out.astype(np.uint8), quint8, float(self.scale),
+                                   int(self.zero_point)), None, self._dims == 2)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):

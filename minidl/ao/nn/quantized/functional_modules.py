@@ -22,7 +22,7 @@ from .... import nn
 from ....nn import functional as F
 from ....nn.module import Module
 from ...quantization._qmath import dequantize_fma as _dequantize_fma
-from ...quantization.qtensor import QTensor, qint8, quantize_ints, quint8
+from ...quantization.qtensor import QTensor, keep_layout, qint8, quantize_ints, quint8
 from ._state import OutputQParamsState
 
 
@@ -152,13 +152,14 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
     def add(self, x, y):
         _quantized("add", x, y)
         _broadcast("add", x, y)
-        return self._out(self._quantize_vec(_dequantize_fma(x) + _dequantize_fma(y)))
+        return keep_layout(self._out(self._quantize_vec(_dequantize_fma(x) + _dequantize_fma(y))),
+                           x)
 
     def add_relu(self, x, y):
         _quantized("add_relu", x, y)
         _broadcast("add_relu", x, y)
         s = np.maximum(_dequantize_fma(x) + _dequantize_fma(y), np.float32(0))
-        return self._out(self._quantize_vec(s), relu=True)
+        return keep_layout(self._out(self._quantize_vec(s), relu=True), x)
 
     def mul(self, x, y):
         _quantized("mul", x, y)
@@ -168,7 +169,7 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
         multiplier = (np.float32(x._scale) * np.float32(y._scale)
                       * (np.float32(1) / np.float32(self.scale)))
         ints = np.rint(prod.astype(np.float32) * multiplier).astype(np.int64) + self.zero_point
-        return self._out(ints)
+        return keep_layout(self._out(ints), x)
 
     def cat(self, x, dim=0):
         xs = list(x)
@@ -183,8 +184,8 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
             raise RuntimeError(f"QFunctional.cat: the shapes {[x.shape for x in xs]} differ "
                                f"outside dim {dim}")
         y = np.concatenate([x.dequantize().numpy() for x in xs], axis=dim)
-        return self._out(quantize_ints(y, self.scale, self.zero_point, quint8.qmin,
-                                       quint8.qmax, fused=True))
+        return keep_layout(self._out(quantize_ints(y, self.scale, self.zero_point, quint8.qmin,
+                                                   quint8.qmax, fused=True)), xs[0])
 
     def add_scalar(self, x, y):
         """``x + y`` for a number ``y``, as torch's ``quantized::add_scalar``: not observed,

@@ -8,7 +8,7 @@ import numpy as np
 from ....nn.module import Module
 from ....tensor import Tensor
 from ...quantization.qtensor import (
-    QTensor, qint8, quantize_ints, quantize_per_tensor, quint8,
+    QTensor, keep_layout, qint8, quantize_ints, quantize_per_tensor, quint8,
 )
 from ._requant import requantize, weight_scales
 from ._state import (
@@ -72,7 +72,7 @@ class ReLU(Module):
         if x._axis is not None:
             raise NotImplementedError("quantized ReLU: per-tensor quantized input only")
         ints = np.maximum(x._ints, x._ints.dtype.type(x._zero_point))
-        return QTensor(ints, x.dtype, x._scale, x._zero_point)
+        return keep_layout(QTensor(ints, x.dtype, x._scale, x._zero_point), x)
 
     @classmethod
     def from_float(cls, mod):
@@ -191,7 +191,7 @@ class ReLU6(Module):
                             f"{getattr(x, 'dtype', type(x).__name__)} (put a QuantStub before it)")
         six = _quantize_val(x._scale, x._zero_point, 6.0)
         ints = np.clip(x._ints, x._ints.dtype.type(x._zero_point), x._ints.dtype.type(six))
-        return QTensor(ints, x.dtype, x._scale, x._zero_point)
+        return keep_layout(QTensor(ints, x.dtype, x._scale, x._zero_point), x)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
@@ -223,7 +223,7 @@ class Hardswish(OutputQParamsState, Module):
         inv = np.float32(1.0 / self.scale)  # torch takes 1 / scale in double here
         ints = np.rint(y * inv).astype(np.int64) + self.zero_point
         ints = np.clip(ints, quint8.qmin, quint8.qmax).astype(np.uint8)
-        return QTensor(ints, quint8, self.scale, self.zero_point)
+        return keep_layout(QTensor(ints, quint8, self.scale, self.zero_point), x)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
