@@ -11,7 +11,8 @@ from ._fake_quant_ops import (  # noqa: F401
 )
 from ._learnable_fake_quantize import _LearnableFakeQuantize  # noqa: F401
 from .fake_quantize import (  # noqa: F401
-    FakeQuantize, default_embedding_fake_quant, default_fake_quant,
+    FakeQuantize, FixedQParamsFakeQuantize, default_embedding_fake_quant, default_fake_quant,
+    default_fixed_qparams_range_0to1_fake_quant, default_fixed_qparams_range_neg1to1_fake_quant,
     default_per_channel_weight_fake_quant,
     default_weight_fake_quant, disable_fake_quant, disable_observer, enable_fake_quant,
     enable_observer,
@@ -20,7 +21,7 @@ from .fuse_modules import (  # noqa: F401
     fuse_conv_bn, fuse_conv_bn_relu, fuse_linear_bn, fuse_modules, fuse_modules_qat,
 )
 from .observer import (  # noqa: F401
-    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+    FixedQParamsObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
     ObserverBase, PerChannelMinMaxObserver, PlaceholderObserver, default_dynamic_quant_observer,
     default_float_qparams_observer, default_histogram_observer, default_observer,
     default_per_channel_weight_observer, default_placeholder_observer, default_weight_observer,

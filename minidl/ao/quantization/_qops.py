@@ -1,8 +1,8 @@
 """The float ops that take a quantized tensor, as torch's QuantizedCPU kernels: what a
 quantized model runs between its quantized modules (torchvision's quantizable ResNet,
 MobileNetV2 and ShuffleNetV2: max pooling, adaptive average pooling, ``torch.flatten``,
-``mean``, ``chunk``, ``cat``, ``relu``, ``sigmoid``). ``F.max_pool2d``,
-``F.adaptive_avg_pool2d``, ``F.relu``, ``F.sigmoid`` and ``minidl.cat`` hand a quantized input to ``QTensor._quantized_op``, which
+``mean``, ``chunk``, ``cat``, ``relu``, ``sigmoid``, ``hardsigmoid``). ``F.max_pool2d``,
+``F.adaptive_avg_pool2d``, ``F.relu``, ``F.sigmoid``, ``F.hardsigmoid`` and ``minidl.cat`` hand a quantized input to ``QTensor._quantized_op``, which
 runs the kernel of that name here. The output keeps the input's scale and zero point:
 
 - max pooling: the max of the integers (exact: the affine map is increasing);
@@ -10,13 +10,14 @@ runs the kernel of that name here. The output keeps the input's scale and zero p
   integers) / float32(count))``, as torch's kernels (the zero point passes through the mean);
 - relu: ``max(q, zero_point)``;
 - cat: each input dequantized and requantized with the first's scale and zero point;
-- sigmoid: a new scale and zero point, torch's fixed ones (1/256 and the dtype's minimum)."""
+- sigmoid, hardsigmoid, tanh: a new scale and zero point, torch's fixed ones (1/256 and the
+  dtype's minimum; tanh 2/256 and the middle of the range)."""
 from __future__ import annotations
 
 import numpy as np
 
 from ...tensor import Tensor
-from ._qmath import dequantize_mul, quantize_ints, quantize_vec
+from ._qmath import dequantize_fma, dequantize_mul, quantize_ints, quantize_vec
 
 
 def _per_tensor(name, x):
@@ -151,7 +152,31 @@ def sigmoid(x, output_scale=None, output_zero_point=None):
     return type(x)(quantize_vec(y, np.float32(1.0 / scale), zp, x.dtype), x.dtype, scale, zp)
 
 
-OPS = {"sigmoid": sigmoid, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
+def hardsigmoid(x):
+    """As torch's kernel: ``fma(q, s, -s * zp)``, ``min(max(x + 3, 0), 6) / 6`` in float32,
+    quantized with torch's fixed output qparams (those of sigmoid)."""
+    _per_tensor("hardsigmoid", x)
+    scale, zp = 1.0 / 256, x.dtype.qmin
+    v = dequantize_fma(x)
+    f = np.float32
+    y = np.minimum(np.maximum(v + f(3), f(0)), f(6)) / f(6)
+    out = type(x)(quantize_vec(y, f(1.0 / scale), zp, x.dtype), x.dtype, scale, zp)
+    out._channels_last = x._channels_last and out.ndim == 4
+    return out
+
+
+def tanh(x):
+    """As torch's kernel: ``fma(q, s, -s * zp)``, tanh in float32, quantized with torch's
+    fixed output qparams: scale 2/256 with zero point 128 (quint8) or 0 (qint8)."""
+    _per_tensor("tanh", x)
+    scale, zp = 2.0 / 256, (128 if x.dtype.qmin == 0 else 0)
+    y = np.tanh(dequantize_fma(x))
+    out = type(x)(quantize_vec(y, np.float32(1.0 / scale), zp, x.dtype), x.dtype, scale, zp)
+    out._channels_last = x._channels_last and out.ndim == 4
+    return out
+
+
+OPS = {"sigmoid": sigmoid, "hardsigmoid": hardsigmoid, "tanh": tanh, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
        "adaptive_avg_pool2d": adaptive_avg_pool2d, "relu": relu, "cat": cat}
 
 

@@ -8,7 +8,9 @@ from ...nn.module import Module
 from ...tensor import Tensor
 from ._fake_quant_ops import fake_quantize_per_channel_affine, fake_quantize_per_tensor_affine
 from .observer import (
-    MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _WithArgs,
+    FixedQParamsObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+    _WithArgs, default_fixed_qparams_range_0to1_observer,
+    default_fixed_qparams_range_neg1to1_observer,
 )
 from .qtensor import (
     per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric, per_tensor_affine, per_tensor_symmetric, qint8,
@@ -120,3 +122,26 @@ default_per_channel_weight_fake_quant = FakeQuantize.with_args(
 default_embedding_fake_quant = FakeQuantize.with_args(
     observer=MovingAveragePerChannelMinMaxObserver, qscheme=per_channel_affine_float_qparams,
     dtype=quint8, quant_min=0, quant_max=255, ch_axis=0, averaging_constant=1)
+
+
+class FixedQParamsFakeQuantize(FakeQuantize):
+    """FakeQuantize with the fixed scale and zero point of a FixedQParamsObserver: what QAT
+    puts on the outputs of Sigmoid, Hardsigmoid, Softmax (scale 1/256, zero point 0) and Tanh
+    (2/256, 128), as torch's."""
+
+    def __init__(self, observer):
+        super().__init__(observer=observer)
+        if type(self.activation_post_process) is not FixedQParamsObserver:
+            raise AssertionError(f"{type(self).__name__}'s observer must be a "
+                                 "FixedQParamsObserver")
+        self.scale = self.activation_post_process.scale
+        self.zero_point = self.activation_post_process.zero_point
+
+    def calculate_qparams(self):
+        return self.scale, self.zero_point
+
+
+default_fixed_qparams_range_0to1_fake_quant = FixedQParamsFakeQuantize.with_args(
+    observer=default_fixed_qparams_range_0to1_observer)
+default_fixed_qparams_range_neg1to1_fake_quant = FixedQParamsFakeQuantize.with_args(
+    observer=default_fixed_qparams_range_neg1to1_observer)

@@ -437,3 +437,30 @@ default_histogram_observer = HistogramObserver.with_args(quant_min=0, quant_max=
 default_placeholder_observer = PlaceholderObserver
 default_float_qparams_observer = PerChannelMinMaxObserver.with_args(
     dtype=quint8, qscheme=per_channel_affine_float_qparams, ch_axis=0)
+
+
+class FixedQParamsObserver(ObserverBase):
+    """Observes nothing; its qparams are fixed (the outputs of sigmoid-like functions, whose
+    range is known), as torch's."""
+
+    def __init__(self, scale, zero_point, dtype=quint8, qscheme=per_tensor_affine, quant_min=0,
+                 quant_max=255, is_dynamic=False, **kwargs):
+        super().__init__(dtype=dtype, qscheme=qscheme, is_dynamic=is_dynamic)
+        del self._buffers["eps"]  # torch's keeps only its scale and zero point
+        # (a FakeQuantize passes None for the range it was not given)
+        self.quant_min = 0 if quant_min is None else quant_min
+        self.quant_max = 255 if quant_max is None else quant_max
+        self.register_buffer("scale", Tensor(np.array([scale], np.float32)))
+        self.register_buffer("zero_point", Tensor(np.array([zero_point], np.int32)))
+
+    def forward(self, X):
+        return X
+
+    def calculate_qparams(self):
+        return self.scale, self.zero_point
+
+
+default_fixed_qparams_range_0to1_observer = FixedQParamsObserver.with_args(
+    scale=1.0 / 256.0, zero_point=0, dtype=quint8, quant_min=0, quant_max=255)
+default_fixed_qparams_range_neg1to1_observer = FixedQParamsObserver.with_args(
+    scale=2.0 / 256.0, zero_point=128, dtype=quint8, quant_min=0, quant_max=255)

@@ -90,8 +90,8 @@ QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
 _SUPPORTED = ("int_repr(), dequantize(), item(), stride(), q_scale(), q_zero_point(), "
               "q_per_channel_scales(), q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
               "numel(), dtype, clone(), detach(), and per tensor reshape/view/flatten/transpose/"
-              "t/permute/squeeze/unsqueeze/contiguous/indexing/chunk/mean/relu, max pooling, "
-              "adaptive average pooling and cat")
+              "t/permute/squeeze/unsqueeze/contiguous/indexing/chunk/mean/relu/sigmoid/tanh, max "
+              "pooling, adaptive average pooling, hardsigmoid and cat")
 
 
 class QTensor(Tensor):
@@ -307,6 +307,16 @@ class QTensor(Tensor):
         from . import _qops
 
         return _qops.relu(self)
+
+    def tanh(self):
+        from . import _qops
+
+        return _qops.tanh(self)
+
+    def sigmoid(self):
+        from . import _qops
+
+        return _qops.sigmoid(self)
 
     def __repr__(self):
         body = repr(self.dequantize())[:-1]

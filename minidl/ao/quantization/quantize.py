@@ -206,10 +206,29 @@ def _observed_modules(model, targets):
     yield from walk(model, "")
 
 
+def _special_act_post_process():
+    """torch's fixed-qparams FakeQuantize for the outputs of the functions whose range is
+    known, put on them in training mode (QAT)."""
+    from ... import nn
+    from .fake_quantize import (
+        default_fixed_qparams_range_0to1_fake_quant, default_fixed_qparams_range_neg1to1_fake_quant,
+    )
+
+    return {nn.Hardsigmoid: default_fixed_qparams_range_0to1_fake_quant,
+            nn.Sigmoid: default_fixed_qparams_range_0to1_fake_quant,
+            nn.Softmax: default_fixed_qparams_range_0to1_fake_quant,
+            nn.Tanh: default_fixed_qparams_range_neg1to1_fake_quant}
+
+
 def _insert_observers(model, targets):
     from ...nn import Identity
     from ..nn.quantized import FloatFunctional
 
+    special = _special_act_post_process()
+    for _, mod in _observed_modules(model, tuple(special)):
+        if mod.training and "activation_post_process" not in mod._modules:
+            mod.activation_post_process = special[type(mod)]()
+            mod.register_forward_hook(_observer_forward_hook)
     for _, mod in _observed_modules(model, targets):
         if isinstance(mod, FloatFunctional):  # its methods call activation_post_process
             if isinstance(mod.activation_post_process, Identity):
@@ -343,4 +362,24 @@ def convert(module, mapping=None, inplace=False):
     collect(module, "")
     for parent, name, target in swaps:
         parent._modules[name] = target.from_float(parent._modules[name])
+    _remove_observers(module)
     return module
+
+
+def _remove_observers(module):
+    """What convert leaves float loses its observer and the hook that ran it (torch's
+    ``_remove_activation_post_process``): a QAT Sigmoid's fixed-qparams FakeQuantize, say,
+    whose module now runs on quantized tensors."""
+    from ..nn.quantized import FloatFunctional
+    from ._learnable_fake_quantize import _LearnableFakeQuantize
+    from .fake_quantize import FakeQuantize
+    from .observer import ObserverBase
+
+    for mod in module.modules():
+        act = mod._modules.get("activation_post_process")
+        if isinstance(act, (ObserverBase, FakeQuantize, _LearnableFakeQuantize)) \
+                and not isinstance(mod, FloatFunctional):  # its methods call it
+            del mod._modules["activation_post_process"]
+            hooks = mod.__dict__.get("_forward_hooks") or {}
+            for key in [k for k, h in hooks.items() if h is _observer_forward_hook]:
+                del hooks[key]
