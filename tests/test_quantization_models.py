@@ -1314,3 +1314,32 @@ def test_qat_puts_fixed_qparams_fake_quant_on_sigmoid_like_outputs_as_torch():
     out = m_q[2](q_in)
     assert out.q_scale() == 1 / 256 and out.q_zero_point() == 0
     np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+
+
+# ---- the fake-quant gradients without torch ------------------------------------------------
+def test_learnable_per_channel_fake_quant_gradients_by_hand():
+    x = minidl.tensor([[0.26, -5.0, 5.0], [0.26, 0.5, 0.05]], requires_grad=True)
+    scale = minidl.tensor([0.1, 0.05], requires_grad=True)
+    zp = minidl.tensor([2.0, 0.4], requires_grad=True)  # the second rounds to 0
+    y = minidl._fake_quantize_learnable_per_channel_affine(x, scale, zp, 0, 0, 10, 0.5)
+    np.testing.assert_allclose(y.detach().numpy(), [[0.3, -0.2, 0.8], [0.25, 0.5, 0.05]],
+                               atol=1e-6)
+    y.backward(minidl.ones(2, 3))
+    assert x.grad.numpy().tolist() == [[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    # row 0: inside (0.3 - 0.26) / 0.1, below 0 - 2, above 10 - 2; row 1: (0.25 - 0.26) / 0.05
+    # and the two exact ones; each times grad_factor 0.5
+    np.testing.assert_allclose(scale.grad.numpy(), [0.5 * (0.4 - 2 + 8), 0.5 * -0.2], atol=1e-5)
+    np.testing.assert_allclose(zp.grad.numpy(), [0.5 * -0.2, 0.0], atol=1e-6)
+
+
+def test_float_zero_point_fake_quant_double_backward_by_gradgradcheck():
+    from minidl.testing import gradgradcheck
+
+    # points a quarter step from the rounding boundaries (the zero point 0.5 shifts them)
+    x = minidl.tensor(np.array([[-0.075, 0.175, 0.575], [0.3, -2.0, 0.05]]), requires_grad=True,
+                      dtype=minidl.float64)
+    scale = minidl.tensor(np.array([0.1, 0.1]))
+    zp = minidl.tensor(np.array([0.5, 0.0], dtype=np.float32))
+    assert gradgradcheck(
+        lambda t: minidl.fake_quantize_per_channel_affine(t, scale, zp, 0, -10, 10), [x],
+        eps=1e-4)
