@@ -1343,3 +1343,28 @@ def test_float_zero_point_fake_quant_double_backward_by_gradgradcheck():
     assert gradgradcheck(
         lambda t: minidl.fake_quantize_per_channel_affine(t, scale, zp, 0, -10, 10), [x],
         eps=1e-4)
+
+
+def test_fuse_conv_transpose_and_batch_norm_in_eval():
+    torch = _torch()
+
+    def build(ns):
+        n = ns.nn
+        return n.Sequential(n.ConvTranspose2d(4, 6, 3, stride=2), n.BatchNorm2d(6))
+
+    torch.manual_seed(0)
+    t_model, m_model = build(_NS("torch")), build(_NS("minidl"))
+    with torch.no_grad():
+        t_model[1].running_var.uniform_(0.5, 2.0)
+        t_model[1].running_mean.uniform_(-0.5, 0.5)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    t_fused = torch.ao.quantization.fuse_modules(t_model.eval(), ["0", "1"])
+    m_fused = tq.fuse_modules(m_model.eval(), ["0", "1"])
+    assert type(m_fused[0]) is nn.ConvTranspose2d and type(m_fused[1]) is nn.Identity
+    np.testing.assert_allclose(m_fused[0].weight.detach().numpy(),
+                               t_fused[0].weight.detach().numpy(), rtol=1e-6, atol=1e-7)
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(m_fused(minidl.tensor(x)).detach().numpy(),
+                               m_model(minidl.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(NotImplementedError, match="not yet supported in QAT"):
+        tq.fuse_modules_qat(build(_NS("minidl")).train(), ["0", "1"])

@@ -18,7 +18,8 @@ from .fake_quantize import (  # noqa: F401
     enable_observer,
 )
 from .fuse_modules import (  # noqa: F401
-    fuse_conv_bn, fuse_conv_bn_relu, fuse_linear_bn, fuse_modules, fuse_modules_qat,
+    fuse_conv_bn, fuse_conv_bn_relu, fuse_convtranspose_bn, fuse_linear_bn, fuse_modules,
+    fuse_modules_qat,
 )
 from .observer import (  # noqa: F401
     FixedQParamsObserver, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,

@@ -51,6 +51,8 @@ def _fusers(is_qat):
         (nn.Linear, nn.ReLU): nni.LinearReLU,
         (nn.Linear, nn.BatchNorm1d): linear_bn,
         (nn.BatchNorm2d, nn.ReLU): nni.BNReLU2d,
+        (nn.ConvTranspose1d, nn.BatchNorm1d): lambda c, b: fuse_convtranspose_bn(is_qat, c, b),
+        (nn.ConvTranspose2d, nn.BatchNorm2d): lambda c, b: fuse_convtranspose_bn(is_qat, c, b),
     }
 
 
@@ -76,6 +78,19 @@ def fuse_linear_bn(is_qat, linear, bn):
                                  "set to True")
         return nni.LinearBn1d(linear, bn)
     return fusion.fuse_linear_bn_eval(linear, bn)
+
+
+def fuse_convtranspose_bn(is_qat, convt, bn):
+    """ConvTranspose + BatchNorm, as torch's fuser method: eval mode only (the batch norm
+    folded into the transposed convolution's output channels, dim 1 of its weight)."""
+    from ...nn import _fusion as fusion
+
+    if convt.training != bn.training:
+        raise AssertionError("ConvTranspose and BN both must be in the same mode (train or "
+                             "eval).")
+    if is_qat:
+        raise NotImplementedError("Fusing ConvTranspose+BatchNorm not yet supported in QAT.")
+    return fusion.fuse_conv_bn_eval(convt, bn, transpose=True)
 
 
 def fuse_conv_bn(is_qat, conv, bn):
