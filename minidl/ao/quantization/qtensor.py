@@ -17,7 +17,7 @@ import numpy as np
 from ...backend import CPU_DEVICE
 from ...ops import wrap_dim
 from ...tensor import Tensor
-from ._qmath import quantize_ints  # noqa: F401  (here since the start)
+from ._qmath import quantize_ints  # noqa: F401  (imported from here by the modules)
 
 
 class QDtype:
@@ -228,7 +228,9 @@ class QTensor(Tensor):
         return Tensor((diff * scale).astype(np.float32))
 
     def clone(self, memory_format=None):
-        return QTensor(self._ints.copy(), self._qdtype, self._scale, self._zero_point, self._axis)
+        out = QTensor(self._ints.copy(), self._qdtype, self._scale, self._zero_point, self._axis)
+        out._channels_last = self._channels_last
+        return out
 
     def detach(self):
         return self
@@ -287,8 +289,9 @@ class QTensor(Tensor):
 
     # ---- the float ops with a quantized kernel (_qops.py) ----------------------------------
     def _quantized_op(self, name, *args, **kwargs):
-        """What ``F.max_pool2d``, ``F.adaptive_avg_pool2d``, ``F.relu`` and ``minidl.cat``
-        call for a quantized input: the quantized kernel of that name."""
+        """What ``F.max_pool1d/2d/3d``, ``F.adaptive_avg_pool2d``, ``F.relu``, ``F.sigmoid``,
+        ``F.hardsigmoid`` and ``minidl.cat`` call for a quantized input: the quantized kernel
+        of that name (_qops.py)."""
         from . import _qops
 
         return _qops.run(name, self, *args, **kwargs)
