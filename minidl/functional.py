@@ -595,6 +595,8 @@ class MaxPool2d(Function):
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
     """Max over kH x kW windows; stride defaults to the kernel size; padding counts as -inf."""
+    if getattr(x, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return x._quantized_op("max_pool2d", kernel_size, stride, padding)
     k, s, p = _pool_args("max_pool2d", x, kernel_size, stride, padding)
     return MaxPool2d.apply(x, kernel=k, stride=s, padding=p)
 
@@ -640,6 +642,8 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 def adaptive_avg_pool2d(x, output_size):
     """Average into an output_size grid; bins follow PyTorch's floor/ceil rule."""
+    if getattr(x, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return x._quantized_op("adaptive_avg_pool2d", output_size)
     if x.ndim != 4:
         raise ValueError(f"adaptive_avg_pool2d: input must be 4-D (N, C, H, W), got {x.shape}")
     oh, ow = _pair(output_size, "output_size")
@@ -667,6 +671,8 @@ def adaptive_avg_pool2d(x, output_size):
 
 # ---- activations ------------------------------------------------------------------------
 def relu(input, inplace=False):
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op("relu")
     return apply_in_place(input, ReLU.apply, "relu") if inplace else ReLU.apply(input)
 
 
@@ -708,6 +714,8 @@ def add_relu(a, b):
 
 
 def sigmoid(input):
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op("sigmoid")
     if not is_floating(input.data.dtype):  # complex; integers and bools give floats, as torch's
         return input.sigmoid()
     return Sigmoid.apply(input)

@@ -501,7 +501,8 @@ class _TorchPickle:
         """torch._utils._rebuild_qtensor(storage, offset, size, stride, quantizer params,
         requires_grad, hooks), the integers in a QInt8/QUInt8/QInt32 storage and the params
         (per_tensor_affine, scale, zero_point) or (per_channel_affine, float64 scales, int64
-        zero points, axis), as torch.save writes a quantized tensor."""
+        zero points, axis) (float32 ones for float qparams), as torch.save writes a quantized
+        tensor."""
         ints = np.ascontiguousarray(value._ints, dtype=value._ints.dtype.newbyteorder("<"))
         key = str(len(self.storages))
         self.storages.append(ints)
@@ -515,6 +516,13 @@ class _TorchPickle:
             self.out += pickle.BINFLOAT + struct.pack(">d", float(value._scale))
             self.write_int(int(value._zero_point), where)
             self.out += pickle.TUPLE3
+        elif value._float_qparams:  # embeddings: float32 scales and zero points under
+            self.out += pickle.MARK    # per_channel_affine, as torch.save writes them
+            self.write_global("torch", "per_channel_affine")
+            self.write_tensor(np.asarray(value._scale, np.float32), where + "/scales")
+            self.write_tensor(np.asarray(value._zero_point, np.float32), where + "/zero_points")
+            self.write_int(int(value._axis), where)
+            self.out += pickle.TUPLE
         else:
             self.out += pickle.MARK
             self.write_global("torch", "per_channel_affine")

@@ -248,7 +248,7 @@ def _rebuild_sparse_kept(layout, data):
 # mean; read only by minidl.load (``read(..., tensors=True)``)
 _QUANTIZED_STORAGES = {"QInt8Storage": ("i1", "qint8"), "QUInt8Storage": ("u1", "quint8"),
                        "QInt32Storage": ("i4", "qint32")}
-_QSCHEMES = ("per_tensor_affine", "per_channel_affine")
+_QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_channel_affine_float_qparams")
 
 
 class _QScheme(NamedTuple):
@@ -292,12 +292,25 @@ def _rebuild_qtensor_kept(storage, offset, size, stride, quantizer_params, *_ign
         scales, zero_points, axis = rest
         scales, zero_points = (np.asarray(v.array if isinstance(v, LoadedTensor) else v)
                                for v in (scales, zero_points))
+        if zero_points.dtype.kind == "f":  # torch writes float-qparams (embedding) tensors so
+            scheme = "per_channel_affine_float_qparams"
+    if scheme == "per_channel_affine" and len(rest) == 3:
         if scales.dtype.kind != "f" or zero_points.dtype.kind not in "iu" \
                 or isinstance(axis, bool) or not isinstance(axis, int):
             raise pickle.UnpicklingError("_rebuild_qtensor: per-channel scales must be floats, "
                                          "zero points integers and the axis an int")
         return LoadedQTensor(ints, dtype, scales.astype(np.float64),
                              zero_points.astype(np.int64), axis)
+    if scheme == "per_channel_affine_float_qparams" and len(rest) == 3:  # embeddings
+        scales, zero_points, axis = rest
+        scales, zero_points = (np.asarray(v.array if isinstance(v, LoadedTensor) else v)
+                               for v in (scales, zero_points))
+        if scales.dtype.kind != "f" or zero_points.dtype.kind != "f" \
+                or isinstance(axis, bool) or not isinstance(axis, int):
+            raise pickle.UnpicklingError("_rebuild_qtensor: float-qparams scales and zero points "
+                                         "must be floats and the axis an int")
+        return LoadedQTensor(ints, dtype, scales.astype(np.float32),
+                             zero_points.astype(np.float32), axis)
     raise pickle.UnpicklingError(f"_rebuild_qtensor: quantization scheme {scheme} with "
                                  f"{len(rest)} parameters is not supported (per-tensor and "
                                  "per-channel affine are)")

@@ -24,12 +24,25 @@ def _fake_quant(x, scale, zero_point, quant_min, quant_max):
     return out, mask
 
 
+def _fake_quant_float_zp(x, scale, zero_point, quant_min, quant_max):
+    """The same with a float zero point (torch's per-channel kernel for float zero points):
+    ``nearbyint(x * (1/scale) + zero_point)`` in float32, and ``(q - zero_point) * scale``
+    rounded once to float32."""
+    scale = np.asarray(scale, dtype=np.float32)
+    zp = np.asarray(zero_point, dtype=np.float32)
+    q = np.rint(x.astype(np.float32) * (np.float32(1) / scale) + zp)
+    mask = (q >= quant_min) & (q <= quant_max)
+    out = ((np.clip(q, quant_min, quant_max).astype(np.float64) - zp) * scale).astype(x.dtype)
+    return out, mask
+
+
 class FakeQuantizeAffine(Function):
     """x -> (clamp(zp + nearbyint(x / scale), qmin, qmax) - zp) * scale; gradient g * mask
     (straight through). ``scale``/``zero_point`` arrays broadcast against x."""
 
-    def forward(self, x, scale, zero_point, quant_min, quant_max):
-        out, self.mask = _fake_quant(x, scale, zero_point, quant_min, quant_max)
+    def forward(self, x, scale, zero_point, quant_min, quant_max, float_zp=False):
+        fn = _fake_quant_float_zp if float_zp else _fake_quant
+        out, self.mask = fn(x, scale, zero_point, quant_min, quant_max)
         return out
 
     def backward(self, g):
@@ -80,16 +93,20 @@ def fake_quantize_per_tensor_affine(input, scale, zero_point, quant_min, quant_m
 
 
 def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, quant_max):
-    """``fake_quantize_per_tensor_affine`` with one scale (float tensor) and zero point (int
-    tensor) per index of ``axis``."""
+    """``fake_quantize_per_tensor_affine`` with one scale (float tensor) and zero point per
+    index of ``axis``: an int tensor (within [quant_min, quant_max]), or, as torch allows, a
+    float one (added before rounding: ``nearbyint(x / scale + zero_point)``; not range
+    checked, as torch's)."""
     name = "fake_quantize_per_channel_affine"
     _float(name, input)
     quant_min, quant_max = int(quant_min), int(quant_max)
     _check_range(name, quant_min, quant_max)
     scale = np.asarray(scale.numpy() if isinstance(scale, Tensor) else scale).ravel()
     zp = np.asarray(zero_point.numpy() if isinstance(zero_point, Tensor) else zero_point).ravel()
-    if zp.dtype.kind not in "iu":
-        raise RuntimeError(f"{name}: zero_point must be an integer tensor, got {zp.dtype}")
+    if zp.dtype.kind not in "iuf":
+        raise RuntimeError(f"{name}: zero_point must be an integer or float tensor, got "
+                           f"{zp.dtype}")
+    float_zp = zp.dtype.kind == "f"
     ndim = input.ndim
     if not -ndim <= axis < ndim:
         raise IndexError(f"{name}: axis {axis} is out of range for a tensor of {ndim} dims")
@@ -98,12 +115,13 @@ def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, 
     if scale.size != size or zp.size != size:
         raise RuntimeError(f"{name}: expected {size} scales and zero points (the size of axis "
                            f"{axis} of shape {input.shape}), got {scale.size} and {zp.size}")
-    _check_zero_point(name, zp, quant_min, quant_max)
+    if not float_zp:
+        _check_zero_point(name, zp, quant_min, quant_max)
     shape = [1] * ndim
     shape[axis] = -1
     return FakeQuantizeAffine.apply(input, scale=scale.reshape(shape),
                                     zero_point=zp.reshape(shape), quant_min=quant_min,
-                                    quant_max=quant_max)
+                                    quant_max=quant_max, float_zp=float_zp)
 
 
 class FakeQuantizeLearnable(Function):
@@ -155,3 +173,61 @@ def _fake_quantize_learnable_per_tensor_affine(input, scale, zero_point, quant_m
         raise RuntimeError(f"{name}: scale must be positive, got {scale.item()}")
     return FakeQuantizeLearnable.apply(input, scale, zero_point, quant_min=quant_min,
                                        quant_max=quant_max, grad_factor=float(grad_factor))
+
+
+class FakeQuantizeLearnablePerChannel(Function):
+    """``_fake_quantize_learnable_per_tensor_affine`` with one scale and zero point per index
+    of ``axis`` (torch's ``_fake_quantize_learnable_per_channel_affine``): the zero points
+    rounded half to even and clamped to the range, then the per-channel fake quantization;
+    the gradients of FakeQuantizeLearnable element by element (with that rounded zero point),
+    summed over every dim but ``axis``."""
+
+    def forward(self, x, scale, zero_point, axis, quant_min, quant_max, grad_factor):
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        s = scale.astype(np.float32).reshape(shape)
+        zp = np.clip(np.rint(zero_point.astype(np.float32)), quant_min, quant_max).reshape(shape)
+        out, mask = _fake_quant(x, s, zp.astype(np.int64), quant_min, quant_max)
+        q = np.rint(x.astype(np.float32) * (np.float32(1) / s)) + zp
+        self.parts = (x, out, mask, q < quant_min, s, zp, axis, quant_min, quant_max,
+                      grad_factor, scale.dtype, zero_point.dtype)
+        return out
+
+    def backward(self, g):
+        x, out, mask, below, s, zp, axis, qmin, qmax, factor, s_dtype, z_dtype = self.parts
+        g32 = g.astype(np.float32)
+        inside = (out.astype(np.float32) - x.astype(np.float32)) * (np.float32(1) / s)
+        dscale = np.where(mask, g32 * inside,
+                          g32 * np.where(below, np.float32(qmin) - zp, np.float32(qmax) - zp))
+        dzp = np.where(mask, np.float32(0), -g32 * s)
+        dims = tuple(d for d in range(x.ndim) if d != axis)
+        f = np.float32(factor)
+        return (g * mask.astype(g.dtype), (dscale * f).sum(axis=dims).astype(s_dtype),
+                (dzp * f).sum(axis=dims).astype(z_dtype))
+
+
+def _fake_quantize_learnable_per_channel_affine(input, scale, zero_point, axis, quant_min,
+                                                quant_max, grad_factor=1.0):
+    """Fake quantization with learnable per-channel ``scale`` and ``zero_point`` (float
+    tensors of the size of ``input``'s ``axis``); see FakeQuantizeLearnablePerChannel."""
+    name = "_fake_quantize_learnable_per_channel_affine"
+    _float(name, input)
+    for what, t in (("scale", scale), ("zero_point", zero_point)):
+        if not isinstance(t, Tensor) or t.ndim != 1 or t.data.dtype.kind != "f":
+            raise RuntimeError(f"{name}: {what} must be a 1-D float tensor")
+    quant_min, quant_max = int(quant_min), int(quant_max)
+    _check_range(name, quant_min, quant_max)
+    ndim = input.ndim
+    if not -ndim <= axis < ndim:
+        raise IndexError(f"{name}: axis {axis} is out of range for a tensor of {ndim} dims")
+    axis %= ndim
+    size = input.shape[axis]
+    if scale.numel() != size or zero_point.numel() != size:
+        raise RuntimeError(f"{name}: expected {size} scales and zero points (the size of axis "
+                           f"{axis} of shape {input.shape}), got {scale.numel()} and "
+                           f"{zero_point.numel()}")
+    if not np.all(scale.numpy() > 0):
+        raise RuntimeError(f"{name}: scales must be positive, got {scale.numpy().tolist()}")
+    return FakeQuantizeLearnablePerChannel.apply(input, scale, zero_point, axis=axis,
+                                                 quant_min=quant_min, quant_max=quant_max,
+                                                 grad_factor=float(grad_factor))

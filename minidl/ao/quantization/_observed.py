@@ -17,6 +17,15 @@ def _has_seen_data(observer):
     return arr.size > 0 and bool(np.all(np.isfinite(arr)))
 
 
+def _unused_functional(mod):
+    """A prepared FloatFunctional that never ran: torchvision's MobileNetV2 gives every
+    inverted residual one, used only where the block adds its input. torch converts it with
+    its default scale 1.0 and zero point 0 (warning), and so does minidl."""
+    act = mod._modules.get("activation_post_process")
+    return (type(mod).__name__ == "FloatFunctional" and act is not None
+            and not isinstance(act, Identity) and not _has_seen_data(act))
+
+
 def _check_observed(mod, path=None):
     """The observer (or FakeQuantize) on ``mod``'s output, checked to have seen data;
     RuntimeError naming the module otherwise."""

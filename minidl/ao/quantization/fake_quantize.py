@@ -8,10 +8,12 @@ from ...nn.module import Module
 from ...tensor import Tensor
 from ._fake_quant_ops import fake_quantize_per_channel_affine, fake_quantize_per_tensor_affine
 from .observer import (
-    MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver, _WithArgs,
+    FixedQParamsObserver, MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver,
+    _WithArgs, default_fixed_qparams_range_0to1_observer,
+    default_fixed_qparams_range_neg1to1_observer,
 )
 from .qtensor import (
-    per_channel_affine, per_channel_symmetric, per_tensor_affine, per_tensor_symmetric, qint8,
+    per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric, per_tensor_affine, per_tensor_symmetric, qint8,
     quint8,
 )
 
@@ -33,12 +35,15 @@ class FakeQuantize(_WithArgs, Module):
         self.quant_min, self.quant_max = obs.quant_min, obs.quant_max
         self.dtype, self.qscheme = obs.dtype, obs.qscheme
         self.ch_axis = getattr(obs, "ch_axis", -1)
-        self.is_per_channel = obs.qscheme in (per_channel_affine, per_channel_symmetric)
+        self.is_per_channel = obs.qscheme in (per_channel_affine, per_channel_symmetric,
+                                              per_channel_affine_float_qparams)
+        # float zero points with float qparams (embeddings), as torch's
+        self._zp_dtype = np.float32 if obs.qscheme is per_channel_affine_float_qparams else np.int32
         self.is_dynamic = is_dynamic
         self.register_buffer("fake_quant_enabled", Tensor(np.array([1], np.uint8)))
         self.register_buffer("observer_enabled", Tensor(np.array([1], np.uint8)))
         self.register_buffer("scale", Tensor(np.array([1.0], np.float32)))
-        self.register_buffer("zero_point", Tensor(np.array([0], np.int32)))
+        self.register_buffer("zero_point", Tensor(np.array([0], self._zp_dtype)))
 
     # load_state_dict takes these in the checkpoint's shape (a per-channel one has one entry
     # per channel once it has observed), as torch's FakeQuantize resizes them
@@ -66,7 +71,7 @@ class FakeQuantize(_WithArgs, Module):
             self.activation_post_process(X.detach())
             scale, zero_point = self.calculate_qparams()
             self.scale = Tensor(scale.numpy().astype(np.float32))
-            self.zero_point = Tensor(zero_point.numpy().astype(np.int32))
+            self.zero_point = Tensor(zero_point.numpy().astype(self._zp_dtype))
         if self.fake_quant_enabled.numpy()[0] == 1:
             if self.is_per_channel:
                 X = fake_quantize_per_channel_affine(X, self.scale, self.zero_point, self.ch_axis,
@@ -114,3 +119,29 @@ default_weight_fake_quant = FakeQuantize.with_args(
 default_per_channel_weight_fake_quant = FakeQuantize.with_args(
     observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127, dtype=qint8,
     qscheme=per_channel_symmetric, reduce_range=False, ch_axis=0)
+default_embedding_fake_quant = FakeQuantize.with_args(
+    observer=MovingAveragePerChannelMinMaxObserver, qscheme=per_channel_affine_float_qparams,
+    dtype=quint8, quant_min=0, quant_max=255, ch_axis=0, averaging_constant=1)
+
+
+class FixedQParamsFakeQuantize(FakeQuantize):
+    """FakeQuantize with the fixed scale and zero point of a FixedQParamsObserver: what QAT
+    puts on the outputs of Sigmoid, Hardsigmoid, Softmax (scale 1/256, zero point 0) and Tanh
+    (2/256, 128), as torch's."""
+
+    def __init__(self, observer):
+        super().__init__(observer=observer)
+        if type(self.activation_post_process) is not FixedQParamsObserver:
+            raise AssertionError(f"{type(self).__name__}'s observer must be a "
+                                 "FixedQParamsObserver")
+        self.scale = self.activation_post_process.scale
+        self.zero_point = self.activation_post_process.zero_point
+
+    def calculate_qparams(self):
+        return self.scale, self.zero_point
+
+
+default_fixed_qparams_range_0to1_fake_quant = FixedQParamsFakeQuantize.with_args(
+    observer=default_fixed_qparams_range_0to1_observer)
+default_fixed_qparams_range_neg1to1_fake_quant = FixedQParamsFakeQuantize.with_args(
+    observer=default_fixed_qparams_range_neg1to1_observer)

@@ -39,10 +39,7 @@ def _fusers(is_qat):
         return (nni.ConvReLU1d if type(conv) is nn.Conv1d else nni.ConvReLU2d)(fused, relu)
 
     def linear_bn(linear, bn):
-        if is_qat:
-            raise NotImplementedError("fuse_modules_qat: Linear + BatchNorm1d is not supported "
-                                      "here")
-        return fusion.fuse_linear_bn_eval(linear, bn)
+        return fuse_linear_bn(is_qat, linear, bn)
 
     return {
         (nn.Conv1d, nn.BatchNorm1d): conv_bn,
@@ -53,7 +50,59 @@ def _fusers(is_qat):
         (nn.Conv2d, nn.ReLU): nni.ConvReLU2d,
         (nn.Linear, nn.ReLU): nni.LinearReLU,
         (nn.Linear, nn.BatchNorm1d): linear_bn,
+        (nn.BatchNorm2d, nn.ReLU): nni.BNReLU2d,
+        (nn.ConvTranspose1d, nn.BatchNorm1d): lambda c, b: fuse_convtranspose_bn(is_qat, c, b),
+        (nn.ConvTranspose2d, nn.BatchNorm2d): lambda c, b: fuse_convtranspose_bn(is_qat, c, b),
     }
+
+
+def fuse_linear_bn(is_qat, linear, bn):
+    """Linear + BatchNorm1d, as torch's fuser method: for QAT a fused ``LinearBn1d`` (the two
+    kept apart, for ``prepare_qat``); otherwise (eval mode) the Linear with the batch norm's
+    running statistics folded into its weight and bias."""
+    from ...nn import _fusion as fusion
+    from ..nn import intrinsic as nni
+
+    if linear.training != bn.training:
+        raise AssertionError("Linear and BN both must be in the same mode (train or eval).")
+    if is_qat:
+        if bn.num_features != linear.out_features:
+            raise AssertionError(f"fuse_linear_bn: the batch norm has {bn.num_features} "
+                                 f"features, the Linear {linear.out_features} outputs "
+                                 "(Output features of Linear must match num_features of "
+                                 "BatchNorm1d)")
+        if not bn.affine:
+            raise AssertionError("Only support fusing BatchNorm1d with affine set to True")
+        if not bn.track_running_stats:
+            raise AssertionError("Only support fusing BatchNorm1d with tracking_running_stats "
+                                 "set to True")
+        return nni.LinearBn1d(linear, bn)
+    return fusion.fuse_linear_bn_eval(linear, bn)
+
+
+def fuse_convtranspose_bn(is_qat, convt, bn):
+    """ConvTranspose + BatchNorm, as torch's fuser method: eval mode only (the batch norm
+    folded into the transposed convolution's output channels, dim 1 of its weight)."""
+    from ...nn import _fusion as fusion
+
+    if convt.training != bn.training:
+        raise AssertionError("ConvTranspose and BN both must be in the same mode (train or "
+                             "eval).")
+    if is_qat:
+        raise NotImplementedError("Fusing ConvTranspose+BatchNorm not yet supported in QAT.")
+    return fusion.fuse_conv_bn_eval(convt, bn, transpose=True)
+
+
+def fuse_conv_bn(is_qat, conv, bn):
+    """Conv + BatchNorm, as torch's fuser method: a fused ConvBn for QAT, else the conv
+    with the batch norm folded in (eval mode)."""
+    return _fusers(is_qat)[(type(conv), type(bn))](conv, bn)
+
+
+def fuse_conv_bn_relu(is_qat, conv, bn, relu):
+    """Conv + BatchNorm + ReLU, as torch's fuser method: a fused ConvBnReLU for QAT, else a
+    ConvReLU of the folded conv (eval mode)."""
+    return _fusers(is_qat)[(type(conv), type(bn), type(relu))](conv, bn, relu)
 
 
 def _get(model, name, who):
@@ -73,6 +122,27 @@ def _set(model, name, value):
     for part in path:
         mod = mod._modules[part]
     mod._modules[last] = value
+
+
+def _move_hooks(mods, fused):
+    """As torch's: the first module's forward pre-hooks and the last one's forward hooks now
+    run on the fused module (in their order), and leave the modules they were on. A batch
+    norm folded in eval mode gives a copy of the conv or Linear, which has its hooks already:
+    those copies are dropped, so that each hook runs once (torch keeps them: they run twice)."""
+    for store, source, register in (
+            ("_forward_pre_hooks", mods[0], fused.register_forward_pre_hook),
+            ("_forward_hooks", mods[-1], fused.register_forward_hook)):
+        hooks = source.__dict__.get(store)
+        if not hooks:
+            continue
+        moved = list(hooks.values())
+        hooks.clear()
+        for part in fused.modules():  # copies of the source inside the fused module
+            theirs = part.__dict__.get(store)
+            for key in [k for k, h in (theirs or {}).items() if any(h is m for m in moved)]:
+                del theirs[key]
+        for hook in moved:
+            register(hook)
 
 
 def _fuse(model, modules_to_fuse, is_qat, inplace, who):
@@ -104,8 +174,9 @@ def _fuse(model, modules_to_fuse, is_qat, inplace, who):
             raise NotImplementedError(f"{who}: cannot fuse modules {g} of types "
                                       f"({', '.join(t.__name__ for t in types)}); supported: "
                                       f"{supported}")
-        plan.append((g, fuser(*mods), mods[0].training))
-    for g, fused, training in plan:
+        plan.append((g, mods, fuser(*mods), mods[0].training))
+    for g, mods, fused, training in plan:
+        _move_hooks(mods, fused)
         _set(model, g[0], fused)
         for n in g[1:]:
             identity = nn.Identity()

@@ -96,6 +96,12 @@ class ObserverBase(_WithArgs, Module):
             warnings.warn("must run observer before calling calculate_qparams. Returning "
                           "default values.")
             return Tensor(np.array([1.0], np.float32)), Tensor(np.array([0], np.int64))
+        if self.qscheme is per_channel_affine_float_qparams:  # the range as seen, float zps
+            scale = (max_val - min_val) / np.float32(qmax - qmin)
+            scale = np.where(scale > np.float32(self.eps.numpy().reshape(-1)[0]), scale,
+                             np.float32(1)).astype(np.float32)
+            zp = (np.float32(-1) * min_val / scale).astype(np.float32)
+            return Tensor(scale.reshape(-1)), Tensor(zp.reshape(-1))
         min_neg = np.minimum(min_val, 0).astype(np.float32)
         max_pos = np.maximum(max_val, 0).astype(np.float32)
         eps = np.float32(self.eps.numpy().reshape(-1)[0])
@@ -179,13 +185,10 @@ class PerChannelMinMaxObserver(ObserverBase):
 
     def __init__(self, ch_axis=0, dtype=quint8, qscheme=per_channel_affine, reduce_range=False,
                  quant_min=None, quant_max=None, factory_kwargs=None, eps=EPS, is_dynamic=False):
-        if qscheme not in (per_channel_affine, per_channel_symmetric):
-            raise NotImplementedError(
-                f"PerChannelMinMaxObserver: qscheme {qscheme} is not supported (minidl's "
-                "per-channel observers take per_channel_affine or per_channel_symmetric)"
-                if qscheme == per_channel_affine_float_qparams else
-                f"PerChannelMinMaxObserver: qscheme {qscheme} is not per-channel; use "
-                "MinMaxObserver")
+        if qscheme not in (per_channel_affine, per_channel_symmetric,
+                           per_channel_affine_float_qparams):
+            raise NotImplementedError(f"PerChannelMinMaxObserver: qscheme {qscheme} is not "
+                                      "per-channel; use MinMaxObserver")
         super().__init__(dtype, qscheme, reduce_range, quant_min, quant_max, eps, is_dynamic)
         self.ch_axis = ch_axis
         self.register_buffer("min_val", Tensor(np.zeros(0, np.float32)))
@@ -431,3 +434,33 @@ class HistogramObserver(ObserverBase):
 
 
 default_histogram_observer = HistogramObserver.with_args(quant_min=0, quant_max=127)
+default_placeholder_observer = PlaceholderObserver
+default_float_qparams_observer = PerChannelMinMaxObserver.with_args(
+    dtype=quint8, qscheme=per_channel_affine_float_qparams, ch_axis=0)
+
+
+class FixedQParamsObserver(ObserverBase):
+    """Observes nothing; its qparams are fixed (the outputs of sigmoid-like functions, whose
+    range is known), as torch's."""
+
+    def __init__(self, scale, zero_point, dtype=quint8, qscheme=per_tensor_affine, quant_min=0,
+                 quant_max=255, is_dynamic=False, **kwargs):
+        super().__init__(dtype=dtype, qscheme=qscheme, is_dynamic=is_dynamic)
+        del self._buffers["eps"]  # torch's keeps only its scale and zero point
+        # (a FakeQuantize passes None for the range it was not given)
+        self.quant_min = 0 if quant_min is None else quant_min
+        self.quant_max = 255 if quant_max is None else quant_max
+        self.register_buffer("scale", Tensor(np.array([scale], np.float32)))
+        self.register_buffer("zero_point", Tensor(np.array([zero_point], np.int32)))
+
+    def forward(self, X):
+        return X
+
+    def calculate_qparams(self):
+        return self.scale, self.zero_point
+
+
+default_fixed_qparams_range_0to1_observer = FixedQParamsObserver.with_args(
+    scale=1.0 / 256.0, zero_point=0, dtype=quint8, quant_min=0, quant_max=255)
+default_fixed_qparams_range_neg1to1_observer = FixedQParamsObserver.with_args(
+    scale=2.0 / 256.0, zero_point=128, dtype=quint8, quant_min=0, quant_max=255)

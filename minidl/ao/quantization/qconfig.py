@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy as np
+
 from .fake_quantize import (
-    FakeQuantize, default_per_channel_weight_fake_quant, default_weight_fake_quant,
+    FakeQuantize, default_embedding_fake_quant, default_per_channel_weight_fake_quant,
+    default_weight_fake_quant,
 )
 from .observer import (
-    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, default_dynamic_quant_observer,
-    default_per_channel_weight_observer, default_weight_observer,
+    HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver, PlaceholderObserver,
+    default_dynamic_quant_observer, default_float_qparams_observer,
+    default_per_channel_weight_observer, default_placeholder_observer, default_weight_observer,
 )
 
 
@@ -68,3 +72,9 @@ default_qconfig = QConfig(activation=MinMaxObserver.with_args(quant_min=0, quant
                           weight=default_weight_observer)
 default_dynamic_qconfig = QConfig(activation=default_dynamic_quant_observer,
                                   weight=default_weight_observer)
+# embeddings: weight-only, quint8 per row with float scale and zero point
+float_qparams_weight_only_qconfig = QConfig(activation=default_placeholder_observer,
+                                            weight=default_float_qparams_observer)
+default_embedding_qat_qconfig = QConfig(
+    activation=PlaceholderObserver.with_args(dtype=np.dtype(np.float32)),
+    weight=default_embedding_fake_quant)

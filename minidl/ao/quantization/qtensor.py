@@ -17,6 +17,7 @@ import numpy as np
 from ...backend import CPU_DEVICE
 from ...ops import wrap_dim
 from ...tensor import Tensor
+from ._qmath import quantize_ints  # noqa: F401  (imported from here by the modules)
 
 
 class QDtype:
@@ -89,7 +90,8 @@ QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
 _SUPPORTED = ("int_repr(), dequantize(), item(), stride(), q_scale(), q_zero_point(), "
               "q_per_channel_scales(), q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
               "numel(), dtype, clone(), detach(), and per tensor reshape/view/flatten/transpose/"
-              "t/permute/squeeze/unsqueeze/contiguous/indexing")
+              "t/permute/squeeze/unsqueeze/contiguous/indexing/chunk/mean/relu/sigmoid/tanh, max "
+              "pooling, adaptive average pooling, hardsigmoid and cat")
 
 
 class QTensor(Tensor):
@@ -99,6 +101,9 @@ class QTensor(Tensor):
     quietly. Dequantize first, or use the quantized modules."""
 
     is_quantized = True
+    # torch's quantized convolutions (fbgemm) give channels-last tensors, and the ops after
+    # them keep that layout; it changes only how torch's quantized mean sums (see _qops.mean)
+    _channels_last = False
 
     def __init__(self, ints, dtype, scale, zero_point, axis=None):
         self._ints, self._qdtype = ints, dtype
@@ -165,7 +170,15 @@ class QTensor(Tensor):
         return Tensor(self._ints.copy())
 
     def qscheme(self):
-        return per_tensor_affine if self._axis is None else per_channel_affine
+        if self._axis is None:
+            return per_tensor_affine
+        return per_channel_affine_float_qparams if self._float_qparams else per_channel_affine
+
+    @property
+    def _float_qparams(self):
+        """Float zero points (embedding weights): ``real = (q - zero_point) * scale`` with a
+        float zero point, as torch's per_channel_affine_float_qparams."""
+        return self._axis is not None and np.asarray(self._zero_point).dtype.kind == "f"
 
     def _per_tensor(self, what):
         if self._axis is not None:
@@ -201,6 +214,11 @@ class QTensor(Tensor):
         """``(q - zero_point) * scale``, as torch's kernels compute it: in float32 per tensor,
         in float64 (the scales' dtype) rounded to float32 per channel."""
         scale, zp = np.float32(self._scale), self._zero_point
+        if self._float_qparams:  # float32 throughout, as torch's kernel
+            shape = [1] * self._ints.ndim
+            shape[self._axis] = -1
+            diff = self._ints.astype(np.float32) - self._zero_point.astype(np.float32).reshape(shape)
+            return Tensor(diff * self._scale.astype(np.float32).reshape(shape))
         if self._axis is not None:
             shape = [1] * self._ints.ndim
             shape[self._axis] = -1
@@ -210,7 +228,9 @@ class QTensor(Tensor):
         return Tensor((diff * scale).astype(np.float32))
 
     def clone(self, memory_format=None):
-        return QTensor(self._ints.copy(), self._qdtype, self._scale, self._zero_point, self._axis)
+        out = QTensor(self._ints.copy(), self._qdtype, self._scale, self._zero_point, self._axis)
+        out._channels_last = self._channels_last
+        return out
 
     def detach(self):
         return self
@@ -267,6 +287,40 @@ class QTensor(Tensor):
             index = index.numpy()
         return self._reshaped("indexing", self._ints[index])
 
+    # ---- the float ops with a quantized kernel (_qops.py) ----------------------------------
+    def _quantized_op(self, name, *args, **kwargs):
+        """What ``F.max_pool1d/2d/3d``, ``F.adaptive_avg_pool2d``, ``F.relu``, ``F.sigmoid``,
+        ``F.hardsigmoid`` and ``minidl.cat`` call for a quantized input: the quantized kernel
+        of that name (_qops.py)."""
+        from . import _qops
+
+        return _qops.run(name, self, *args, **kwargs)
+
+    def mean(self, dim=None, keepdim=False, dtype=None):
+        from . import _qops
+
+        return _qops.mean(self, dim, keepdim, dtype)
+
+    def chunk(self, chunks, dim=0):
+        from . import _qops
+
+        return _qops.chunk(self, chunks, dim)
+
+    def relu(self):
+        from . import _qops
+
+        return _qops.relu(self)
+
+    def tanh(self):
+        from . import _qops
+
+        return _qops.tanh(self)
+
+    def sigmoid(self):
+        from . import _qops
+
+        return _qops.sigmoid(self)
+
     def __repr__(self):
         body = repr(self.dequantize())[:-1]
         pad = " " * len("tensor(")
@@ -322,17 +376,11 @@ def _scalar(value):
     return value.item() if isinstance(value, Tensor) else value
 
 
-def quantize_ints(x, scale, zero_point, qmin, qmax, fused):
-    """The integers that float32 ``x`` quantizes to: nearbyint(zero_point + x / scale) clamped
-    to [qmin, qmax] (as int64), with ``1/scale`` in float32 and ``fused`` as described above.
-    ``scale``/``zero_point``: numbers, or arrays broadcasting against x."""
-    inv = np.float32(1) / np.asarray(scale, dtype=np.float32)
-    if fused:  # x * inv is exact in float64 (24-bit by 24-bit mantissas), so one rounding
-        t = (x.astype(np.float64) * inv.astype(np.float64) + zero_point).astype(np.float32)
-    else:
-        t = x * inv + np.asarray(zero_point, dtype=np.float32)
-    with np.errstate(invalid="ignore"):
-        return np.clip(np.rint(t), qmin, qmax).astype(np.int64)
+def keep_layout(out, like, channels_last=None):
+    """``out`` marked channels-last as ``like`` is (or as given), for a 4-D result."""
+    flag = getattr(like, "_channels_last", False) if channels_last is None else channels_last
+    out._channels_last = bool(flag) and out.ndim == 4
+    return out
 
 
 def quantize_per_tensor(input, scale, zero_point, dtype):
@@ -356,8 +404,10 @@ def quantize_per_channel(input, scales, zero_points, axis, dtype):
         raise IndexError(f"{name}: axis {axis} is out of range for a tensor of {x.ndim} dims "
                          f"(expected [0, {x.ndim}))")
     scales = _check_scale(name, scales.numpy() if isinstance(scales, Tensor) else scales).ravel()
-    zps = _check_zero_point(name, zero_points.numpy() if isinstance(zero_points, Tensor)
-                            else zero_points, dtype).ravel()
+    zps = np.asarray(zero_points.numpy() if isinstance(zero_points, Tensor) else zero_points)
+    if zps.dtype.kind == "f":  # per_channel_affine_float_qparams (torch: float32 qparams)
+        return _quantize_float_qparams(x, scales, zps.ravel(), axis, dtype)
+    zps = _check_zero_point(name, zps, dtype).ravel()
     if len(scales) != x.shape[axis] or len(zps) != x.shape[axis]:
         raise RuntimeError(f"{name}: expected {x.shape[axis]} scales and zero points (the size of "
                            f"axis {axis} of shape {x.shape}), got {len(scales)} and {len(zps)}")
@@ -366,6 +416,24 @@ def quantize_per_channel(input, scales, zero_points, axis, dtype):
     ints = quantize_ints(x, scales.reshape(shape), zps.reshape(shape), dtype.qmin, dtype.qmax,
                          fused=False)
     return QTensor(ints.astype(dtype.storage), dtype, scales, zps, axis)
+
+
+def _quantize_float_qparams(x, scales, zps, axis, dtype):
+    """torch's float-qparams quantization: ``lrintf(x * float32(1 / scale) + zero_point)``
+    clamped to the dtype, the scales and zero points kept as float32."""
+    name = "quantize_per_channel"
+    if len(scales) != x.shape[axis] or len(zps) != x.shape[axis]:
+        raise RuntimeError(f"{name}: expected {x.shape[axis]} scales and zero points (the size of "
+                           f"axis {axis} of shape {x.shape}), got {len(scales)} and {len(zps)}")
+    if not np.all(np.isfinite(zps)):
+        raise ValueError(f"{name}: float zero points must be finite, got {zps.tolist()}")
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    s32, z32 = scales.astype(np.float32), zps.astype(np.float32)
+    inv = (np.float32(1) / s32).reshape(shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ints = np.clip(np.rint(x * inv + z32.reshape(shape)), dtype.qmin, dtype.qmax)
+    return QTensor(ints.astype(dtype.storage), dtype, s32, z32, axis)
 
 
 def dequantize(tensor):
@@ -398,6 +466,18 @@ def qtensor_from_parts(ints, dtype_name, scale, zero_point, axis=None, where="a 
                          f"{sorted(QDTYPES)})")
     if ints.dtype != dtype.storage:
         raise ValueError(f"{where}: {dtype} stores {dtype.storage}, the file holds {ints.dtype}")
+    if axis is not None and np.asarray(zero_point).dtype.kind == "f":  # float qparams
+        try:
+            float_zp = np.asarray(zero_point, np.float32).reshape(-1)
+            x = QTensor(ints.copy(), dtype, _check_scale(where, scale).astype(np.float32).reshape(-1),
+                        float_zp, int(axis))
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(str(exc)) from None
+        if not 0 <= x._axis < ints.ndim or x._scale.shape != (ints.shape[x._axis],) \
+                or float_zp.shape != x._scale.shape or not np.all(np.isfinite(float_zp)):
+            raise ValueError(f"{where}: float-qparams scales and zero points do not fit shape "
+                             f"{ints.shape} along axis {axis}")
+        return x
     try:
         scale = _check_scale(where, scale)
         zero_point = _check_zero_point(where, zero_point, dtype)

@@ -7,7 +7,7 @@ import copy
 import warnings
 
 from ...nn.module import Module
-from ._observed import _check_observed
+from ._observed import _check_observed, _unused_functional
 from .qtensor import qint8
 
 
@@ -43,9 +43,12 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
     if dtype is not qint8:
         raise NotImplementedError(f"quantize_dynamic: only dtype minidl.qint8 is supported, got "
                                   f"{dtype}")
-    supported = {nn.Linear: nnqd.Linear, nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU}
-    if qconfig_spec is None:
-        qconfig_spec = set(supported)
+    from ..nn import quantized as nnq
+
+    supported = {nn.Linear: nnqd.Linear, nn.LSTM: nnqd.LSTM, nn.GRU: nnqd.GRU,
+                 nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag}
+    if qconfig_spec is None:  # torch's default set: embeddings need a qconfig of their own
+        qconfig_spec = {nn.Linear, nn.LSTM, nn.GRU}
     if isinstance(qconfig_spec, dict):
         spec = dict(qconfig_spec)
     else:
@@ -70,7 +73,7 @@ def quantize_dynamic(model, qconfig_spec=None, dtype=qint8, mapping=None, inplac
                                                     if type(m) is t)]
     if unsupported:
         raise NotImplementedError(f"quantize_dynamic: no dynamic quantized form of {unsupported} "
-                                  "here (Linear, LSTM and GRU only)")
+                                  "here (Linear, LSTM, GRU, Embedding and EmbeddingBag only)")
     names = dict(model.named_modules())
     unknown = [k for k in spec if isinstance(k, str) and k not in names]
     if unknown:
@@ -148,7 +151,7 @@ def _qat_swaps():
             nni.ConvBn1d: nniqat.ConvBn1d, nni.ConvBn2d: nniqat.ConvBn2d,
             nni.ConvBnReLU1d: nniqat.ConvBnReLU1d, nni.ConvBnReLU2d: nniqat.ConvBnReLU2d,
             nni.ConvReLU1d: nniqat.ConvReLU1d, nni.ConvReLU2d: nniqat.ConvReLU2d,
-            nni.LinearReLU: nniqat.LinearReLU}
+            nni.LinearReLU: nniqat.LinearReLU, nni.LinearBn1d: nniqat.LinearBn1d}
 
 
 def _static_swaps():
@@ -167,9 +170,15 @@ def _static_swaps():
             nni.ConvReLU1d: nniq.ConvReLU1d, nniqat.ConvReLU1d: nniq.ConvReLU1d,
             nni.ConvReLU2d: nniq.ConvReLU2d, nniqat.ConvReLU2d: nniq.ConvReLU2d,
             nni.LinearReLU: nniq.LinearReLU, nniqat.LinearReLU: nniq.LinearReLU,
+            nniqat.LinearBn1d: nnq.Linear,
             nniqat.ConvBn1d: nnq.Conv1d, nniqat.ConvBn2d: nnq.Conv2d,
             nniqat.ConvBnReLU1d: nniq.ConvReLU1d, nniqat.ConvBnReLU2d: nniq.ConvReLU2d,
             nn.ReLU: nnq.ReLU, nn.ReLU6: nnq.ReLU6, nn.Hardswish: nnq.Hardswish,
+            nn.LeakyReLU: nnq.LeakyReLU, nn.ELU: nnq.ELU, nn.Dropout: nnq.Dropout,
+            nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
+            nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag,
+            nn.ConvTranspose1d: nnq.ConvTranspose1d, nn.ConvTranspose2d: nnq.ConvTranspose2d,
+            nn.LayerNorm: nnq.LayerNorm,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
@@ -177,7 +186,7 @@ def _unobserved():
     """The mapped modules that need no observer: their output keeps its input's qparams."""
     from ... import nn
 
-    return (DeQuantStub, nn.ReLU, nn.ReLU6)
+    return (DeQuantStub, nn.ReLU, nn.ReLU6, nn.Dropout)
 
 
 def _observed_modules(model, targets):
@@ -197,10 +206,29 @@ def _observed_modules(model, targets):
     yield from walk(model, "")
 
 
+def _special_act_post_process():
+    """torch's fixed-qparams FakeQuantize for the outputs of the functions whose range is
+    known, put on them in training mode (QAT)."""
+    from ... import nn
+    from .fake_quantize import (
+        default_fixed_qparams_range_0to1_fake_quant, default_fixed_qparams_range_neg1to1_fake_quant,
+    )
+
+    return {nn.Hardsigmoid: default_fixed_qparams_range_0to1_fake_quant,
+            nn.Sigmoid: default_fixed_qparams_range_0to1_fake_quant,
+            nn.Softmax: default_fixed_qparams_range_0to1_fake_quant,
+            nn.Tanh: default_fixed_qparams_range_neg1to1_fake_quant}
+
+
 def _insert_observers(model, targets):
     from ...nn import Identity
     from ..nn.quantized import FloatFunctional
 
+    special = _special_act_post_process()
+    for _, mod in _observed_modules(model, tuple(special)):
+        if mod.training and "activation_post_process" not in mod._modules:
+            mod.activation_post_process = special[type(mod)]()
+            mod.register_forward_hook(_observer_forward_hook)
     for _, mod in _observed_modules(model, targets):
         if isinstance(mod, FloatFunctional):  # its methods call activation_post_process
             if isinstance(mod.activation_post_process, Identity):
@@ -211,10 +239,20 @@ def _insert_observers(model, targets):
 
 
 def _check_fusable_for_ptq(model):
+    from ... import nn
     from ..nn import intrinsic as nni
+    from .qtensor import per_channel_affine, per_channel_affine_float_qparams, per_channel_symmetric
 
     for path, mod in model.named_modules():
-        if type(mod) in (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBnReLU1d, nni.ConvBnReLU2d) \
+        qconfig = getattr(mod, "qconfig", None)
+        if type(mod) in (nn.ConvTranspose1d, nn.ConvTranspose2d) and qconfig is not None \
+                and qconfig.weight().qscheme in (per_channel_affine, per_channel_symmetric,
+                                                 per_channel_affine_float_qparams):
+            raise AssertionError(f"Per channel weight observer is not supported yet for "
+                                 f"ConvTranspose{{n}}d. ({path}: give it a qconfig whose weight "
+                                 "observer is per tensor, e.g. default_weight_observer)")
+        if type(mod) in (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBnReLU1d, nni.ConvBnReLU2d,
+                         nni.LinearBn1d) \
                 and getattr(mod, "qconfig", None) is not None:
             raise ValueError(f"prepare: {path} is a {type(mod).__name__}, the fused form for "
                              "quantization-aware training (prepare_qat); for post-training "
@@ -251,8 +289,11 @@ def prepare_qat(model, mapping=None, inplace=False):
                 swap(child)
 
     swap(model)
-    _insert_observers(model, tuple(mapping.values()) + (QuantStub, nn.Hardswish,
-                                                         FloatFunctional))
+    from ..nn import intrinsic as nni
+
+    _insert_observers(model, tuple(mapping.values()) + (
+        QuantStub, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.BatchNorm2d, nni.BNReLU2d,
+        nn.LayerNorm, FloatFunctional))
     return model
 
 
@@ -312,7 +353,7 @@ def convert(module, mapping=None, inplace=False):
             ready = (getattr(child, "qconfig", None) is not None if type(child) in unobserved
                      else _is_prepared(child))
             if target is not None and ready:
-                if type(child) not in unobserved:
+                if type(child) not in unobserved and not _unused_functional(child):
                     _check_observed(child, prefix + name)
                 swaps.append((mod, name, target))
             elif name != "activation_post_process":
@@ -321,4 +362,24 @@ def convert(module, mapping=None, inplace=False):
     collect(module, "")
     for parent, name, target in swaps:
         parent._modules[name] = target.from_float(parent._modules[name])
+    _remove_observers(module)
     return module
+
+
+def _remove_observers(module):
+    """What convert leaves float loses its observer and the hook that ran it (torch's
+    ``_remove_activation_post_process``): a QAT Sigmoid's fixed-qparams FakeQuantize, say,
+    whose module now runs on quantized tensors."""
+    from ..nn.quantized import FloatFunctional
+    from ._learnable_fake_quantize import _LearnableFakeQuantize
+    from .fake_quantize import FakeQuantize
+    from .observer import ObserverBase
+
+    for mod in module.modules():
+        act = mod._modules.get("activation_post_process")
+        if isinstance(act, (ObserverBase, FakeQuantize, _LearnableFakeQuantize)) \
+                and not isinstance(mod, FloatFunctional):  # its methods call it
+            del mod._modules["activation_post_process"]
+            hooks = mod.__dict__.get("_forward_hooks") or {}
+            for key in [k for k, h in hooks.items() if h is _observer_forward_hook]:
+                del hooks[key]

@@ -171,6 +171,9 @@ def _avg_divisor(sizes, kernel, stride, padding, out, count_include_pad, divisor
 # ---- max and average pooling -------------------------------------------------------------------
 def _max_pool(name, dims, input, kernel_size, stride, padding, dilation, ceil_mode,
               return_indices):
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op(name, kernel_size, stride, padding, dilation, ceil_mode,
+                                     return_indices, dims=dims)
     _float_input(name, input)
     if dims == 3:
         (input,) = _F._autocast_inputs(name, input)
@@ -310,6 +313,8 @@ def adaptive_avg_pool2d(input, output_size):
     """Average (N, C, H, W) or (C, H, W) input into an output_size grid; None in output_size
     keeps that dim's size."""
     name = "adaptive_avg_pool2d"
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op("adaptive_avg_pool2d", output_size)
     _float_input(name, input)
     x, unbatched = _batched(name, input, 2)
     y = _F.adaptive_avg_pool2d(x, _adaptive_size(name, x, 2, output_size))

@@ -37,6 +37,10 @@ class LinearReLU(_FusedModule):
     _PARTS = (nn.Linear, nn.ReLU)
 
 
+class LinearBn1d(_FusedModule):
+    _PARTS = (nn.Linear, nn.BatchNorm1d)
+
+
 class BNReLU2d(_FusedModule):
     _PARTS = (nn.BatchNorm2d, nn.ReLU)
 
@@ -44,4 +48,4 @@ class BNReLU2d(_FusedModule):
 from . import qat, quantized  # noqa: E402,F401  (they use the classes above)
 
 __all__ = ["BNReLU2d", "ConvBn1d", "ConvBn2d", "ConvBnReLU1d", "ConvBnReLU2d", "ConvReLU1d",
-           "ConvReLU2d", "LinearReLU"]
+           "ConvReLU2d", "LinearBn1d", "LinearReLU"]

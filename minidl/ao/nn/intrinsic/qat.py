@@ -14,7 +14,7 @@ from ....nn import functional as F
 from .. import qat as nnqat
 from . import (
     ConvBn1d as _FConvBn1d, ConvBn2d as _FConvBn2d, ConvBnReLU1d as _FConvBnReLU1d,
-    ConvBnReLU2d as _FConvBnReLU2d,
+    ConvBnReLU2d as _FConvBnReLU2d, LinearBn1d as _FLinearBn1d,
 )
 
 
@@ -46,6 +46,20 @@ class LinearReLU(nnqat.Linear):
                   qconfig=qconfig)
         out.weight, out.bias = linear.weight, linear.bias
         return out
+
+
+def _bn_forward(module, y):
+    """The batch norm after the folded weight: the batch's statistics in training mode
+    (updating the running ones), the running ones once ``freeze_bn_stats`` froze them, a
+    later ``model.train()`` included (torch's modules override ``train`` for that)."""
+    bn = module.bn
+    if module.freeze_bn and bn.training:
+        bn.training = False
+        try:
+            return bn(y)
+        finally:
+            bn.training = True
+    return bn(y)
 
 
 class _ConvBnNd(nnqat._ConvNd):
@@ -85,14 +99,7 @@ class _ConvBnNd(nnqat._ConvNd):
         y = conv / scale_factor.reshape(channel)
         if self.bias is not None:
             y = y + self.bias.reshape(channel)
-        if self.freeze_bn and bn.training:  # a model.train() after freeze_bn_stats
-            bn.training = False
-            try:
-                y = bn(y)
-            finally:
-                bn.training = True
-        else:
-            y = bn(y)
+        y = _bn_forward(self, y)
         return F.relu(y) if self._relu else y
 
     @classmethod
@@ -154,7 +161,72 @@ class ConvBnReLU2d(ConvBn2d):
     _FLOAT, _relu = _FConvBnReLU2d, True
 
 
-_CONV_BN = (ConvBn1d, ConvBn2d, ConvBnReLU1d, ConvBnReLU2d)
+class LinearBn1d(nn.Linear):
+    """Linear + BatchNorm1d for QAT, as torch's: with ``s = bn.weight / sqrt(running_var +
+    eps)``, ``y = bn(linear(x, fq(w * s)) / s + b)``; the batch norm in training mode uses
+    the batch's statistics unless ``freeze_bn_stats`` froze them. ``convert`` folds the
+    running statistics into the weight and bias and quantizes that (a quantized Linear)."""
+
+    def __init__(self, in_features, out_features, bias=True, eps=1e-05, momentum=0.1,
+                 freeze_bn=False, qconfig=None):
+        super().__init__(in_features, out_features, bias=bias)
+        if qconfig is None:
+            raise ValueError("qat.LinearBn1d: qconfig must be provided for a QAT module")
+        self.qconfig = qconfig
+        self.freeze_bn = freeze_bn if self.training else True
+        self.bn = nn.BatchNorm1d(out_features, eps, momentum, True, True)
+        self.weight_fake_quant = qconfig.weight()
+        if freeze_bn or not self.training:
+            self.freeze_bn_stats()
+
+    freeze_bn_stats = _ConvBnNd.freeze_bn_stats
+    update_bn_stats = _ConvBnNd.update_bn_stats
+
+    def reset_running_stats(self):
+        self.bn.reset_running_stats()
+
+    def forward(self, x):
+        bn = self.bn
+        scale_factor = bn.weight / (bn.running_var + bn.eps).sqrt()
+        scaled_weight = self.weight_fake_quant(self.weight * scale_factor.reshape(-1, 1))
+        y = F.linear(x, scaled_weight) / scale_factor.reshape(1, -1)
+        if self.bias is not None:
+            y = y + self.bias.reshape(1, -1)
+        return _bn_forward(self, y)
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        """From a fused LinearBn1d (fuse_modules_qat): the Linear's and the batch norm's
+        Parameters and buffers shared, the module's qconfig."""
+        if type(mod) is not _FLinearBn1d:
+            raise TypeError(f"qat.LinearBn1d.from_float: expected a fused LinearBn1d, got "
+                            f"{type(mod).__name__}")
+        qconfig = getattr(mod, "qconfig", None)
+        if qconfig is None:
+            raise ValueError("qat.LinearBn1d.from_float: the float module must have a qconfig "
+                             "(set it on the model or the module, or use prepare_qat)")
+        linear, bn = mod[0], mod[1]
+        out = cls(linear.in_features, linear.out_features, linear.bias is not None, bn.eps,
+                  bn.momentum, False, qconfig)
+        out.weight, out.bias = linear.weight, linear.bias
+        out.bn.weight, out.bn.bias = bn.weight, bn.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            setattr(out.bn, name, getattr(bn, name))
+        out.train(mod.training)
+        return out
+
+    def to_float(self):
+        """The nn.Linear with the running statistics folded in."""
+        from ....nn._fusion import fuse_linear_bn_weights
+
+        bn = self.bn
+        linear = nn.Linear(self.in_features, self.out_features)
+        linear.weight, linear.bias = fuse_linear_bn_weights(
+            self.weight, self.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        return linear
+
+
+_CONV_BN = (ConvBn1d, ConvBn2d, ConvBnReLU1d, ConvBnReLU2d, LinearBn1d)
 
 
 def freeze_bn_stats(mod):
@@ -169,4 +241,4 @@ def update_bn_stats(mod):
 
 
 __all__ = ["ConvBn1d", "ConvBn2d", "ConvBnReLU1d", "ConvBnReLU2d", "ConvReLU1d", "ConvReLU2d",
-           "LinearReLU", "freeze_bn_stats", "update_bn_stats"]
+           "LinearBn1d", "LinearReLU", "freeze_bn_stats", "update_bn_stats"]

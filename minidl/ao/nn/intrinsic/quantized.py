@@ -2,6 +2,7 @@
 requantization, whose clamp starts at the output's zero point."""
 from __future__ import annotations
 
+from ..quantized.batchnorm import BatchNorm2d
 from ..quantized.conv import Conv1d, Conv2d
 from ..quantized.modules import Linear
 
@@ -27,4 +28,12 @@ class LinearReLU(Linear):
     _NAME = "QuantizedLinearReLU"
 
 
-__all__ = ["ConvReLU1d", "ConvReLU2d", "LinearReLU"]
+class BNReLU2d(BatchNorm2d):
+    """relu(batch_norm) on a quantized tensor, in one requantization (from a fused
+    BNReLU2d)."""
+
+    _relu = True
+    _NAME = "QuantizedBNReLU2d"
+
+
+__all__ = ["BNReLU2d", "ConvReLU1d", "ConvReLU2d", "LinearReLU"]

@@ -52,11 +52,16 @@ def as_qtensor(value):
         return None
     dtype = QDTYPES.get(str(value.dtype).rsplit(".", 1)[-1])
     scheme = str(value.qscheme()).rsplit(".", 1)[-1]
-    if dtype is None or scheme not in ("per_tensor_affine", "per_channel_affine"):
+    if dtype is None or scheme not in ("per_tensor_affine", "per_channel_affine",
+                                       "per_channel_affine_float_qparams"):
         return None
     ints = np.array(value.int_repr().numpy(), dtype=dtype.storage)
     if scheme == "per_tensor_affine":
         return QTensor(ints, dtype, float(value.q_scale()), int(value.q_zero_point()))
+    if scheme == "per_channel_affine_float_qparams":  # float32 scales and zero points
+        return QTensor(ints, dtype, np.array(value.q_per_channel_scales().numpy(), np.float32),
+                       np.array(value.q_per_channel_zero_points().numpy(), np.float32),
+                       int(value.q_per_channel_axis()))
     return QTensor(ints, dtype, np.array(value.q_per_channel_scales().numpy(), np.float64),
                    np.array(value.q_per_channel_zero_points().numpy(), np.int64),
                    int(value.q_per_channel_axis()))

@@ -11,7 +11,7 @@ from ....nn.module import Module
 from ....tensor import Tensor
 from ....nn.module import StateDictKeyError, StateDictValueError
 from ...quantization.qtensor import (
-    QTensor, per_channel_affine, per_channel_symmetric, qint8, quantize_per_channel,
+    QTensor, keep_layout, per_channel_affine, per_channel_symmetric, qint8, quantize_per_channel,
     quantize_per_tensor, quint8,
 )
 from ._requant import int_conv, requantize, weight_scales
@@ -65,10 +65,13 @@ class _ConvNd(Module):
         self.dilation = _ntuple(dilation, n, f"{name}: dilation")
         self.transposed, self.output_padding = False, (0,) * n
         self.groups, self.padding_mode = groups, padding_mode
-        shape = (out_channels, in_channels // groups) + self.kernel_size
-        self._weight = quantize_per_tensor(Tensor(np.zeros(shape, np.float32)), 1.0, 0, qint8)
+        self._weight = quantize_per_tensor(Tensor(np.zeros(self._weight_shape(), np.float32)),
+                                           1.0, 0, qint8)
         self._bias = Tensor(np.zeros(out_channels, np.float32)) if bias else None
         self.scale, self.zero_point = 1.0, 0
+
+    def _weight_shape(self):
+        return (self.out_channels, self.in_channels // self.groups) + self.kernel_size
 
     # ---- torch's accessors --------------------------------------------------------------
     def weight(self):
@@ -85,7 +88,7 @@ class _ConvNd(Module):
         if not isinstance(w, QTensor) or w.dtype is not qint8:
             raise TypeError(f"quantized {name}: the weight must be a qint8 quantized tensor, got "
                             f"{getattr(w, 'dtype', type(w).__name__)}")
-        expected = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        expected = self._weight_shape()
         if w.shape != expected:
             raise ValueError(f"quantized {name}: weight of shape {w.shape}, expected {expected}")
         if w._axis not in (None, 0):
@@ -129,7 +132,8 @@ class _ConvNd(Module):
         bias = None if self._bias is None else self._bias.numpy()
         out = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point,
                          self._relu)
-        return QTensor(out.astype(np.uint8), quint8, float(self.scale), int(self.zero_point))
+        return keep_layout(QTensor(out.astype(np.uint8), quint8, float(self.scale),
+                                   int(self.zero_point)), None, self._dims == 2)
 
     # ---- from a float, QAT or fused module ----------------------------------------------
     @classmethod
@@ -180,7 +184,7 @@ class _ConvNd(Module):
                 raise StateDictValueError(f"load_state_dict: {key!r} is quantized per channel "
                                           f"along axis {qweight._axis}; {_owner(prefix)} takes "
                                           "axis 0 (output channels)")
-            expected = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+            expected = self._weight_shape()
             if qweight.shape != expected:
                 problems.append(f"{key}: checkpoint {qweight.shape}, model {expected}")
         key = prefix + "bias"
@@ -252,4 +256,126 @@ class Conv2d(_ConvNd):
     _NAME = "QuantizedConv2d"
 
 
-__all__ = ["Conv1d", "Conv2d"]
+class _ConvTransposeNd(_ConvNd):
+    """Quantized transposed convolution (torch.ao.nn.quantized.ConvTranspose1d/2d): a qint8
+    weight of shape (in_channels, out_channels / groups, *kernel) quantized per tensor (as
+    torch's: its x86 backend takes no per-channel weight here), the exact integer sums of
+    the zero-point-shifted values over the taps that reach each output (a convolution of the
+    input spread out by the stride, with the kernel flipped), requantized as the
+    convolutions' (fbgemm's ReQuantizeOutput)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
+                 device=None, dtype=None):
+        name = type(self).__name__
+        if padding_mode != "zeros":
+            raise ValueError(f'quantized {name}: only "zeros" padding_mode is supported, got '
+                             f"{padding_mode!r}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
+                         groups, bias, padding_mode)
+        self.transposed = True
+        self.output_padding = _ntuple(output_padding, self._dims, f"{name}: output_padding")
+        for op, s, d in zip(self.output_padding, self.stride, self.dilation):
+            if op >= max(s, d):
+                raise ValueError(f"quantized {name}: output_padding {self.output_padding} must "
+                                 f"be smaller than stride {self.stride} or dilation "
+                                 f"{self.dilation}")
+
+    def _weight_shape(self):
+        return (self.in_channels, self.out_channels // self.groups) + self.kernel_size
+
+    def set_weight_bias(self, w, b):
+        if isinstance(w, QTensor) and w._axis is not None:
+            raise ValueError(f"quantized {type(self).__name__}: the weight must be quantized per "
+                             "tensor (torch's x86 backend takes no per-channel weight for "
+                             "transposed convolutions)")
+        super().set_weight_bias(w, b)
+
+    def forward(self, x):
+        name = type(self).__name__
+        if not isinstance(x, QTensor) or x.dtype is not quint8 or x._axis is not None:
+            raise TypeError(f"quantized {name}: expected a quint8 per-tensor quantized input, got "
+                            f"{getattr(x, 'dtype', type(x).__name__)} (put a QuantStub before it)")
+        if x.ndim != self._dims + 2:
+            raise ValueError(f"quantized {name}: expected a {self._dims + 2}-D input (N, C, ...), "
+                             f"got shape {x.shape}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"quantized {name}: input has {x.shape[1]} channels, the layer "
+                             f"expects {self.in_channels}")
+        n, dims, g = x.shape[0], self._dims, self.groups
+        shifted = x._ints.astype(np.int64) - int(x._zero_point)
+        # spread the input by the stride (zeros between: the shifted zero point)
+        spread_shape = [(s - 1) * st + 1 for s, st in zip(x.shape[2:], self.stride)]
+        spread = np.zeros((n, self.in_channels, *spread_shape), np.int64)
+        spread[(slice(None), slice(None)) + tuple(slice(None, None, st) for st in self.stride)] \
+            = shifted
+        # pad by dilation * (kernel - 1) - padding (crop where that is negative), and
+        # output_padding at the end
+        pads = []
+        for k, d, p, op in zip(self.kernel_size, self.dilation, self.padding,
+                               self.output_padding):
+            edge = d * (k - 1) - p
+            pads.append((edge, edge + op))
+        lo = [max(0, -a) for a, _ in pads]
+        hi = [max(0, -b) for _, b in pads]
+        spread = np.pad(spread, [(0, 0), (0, 0)] + [(max(a, 0), max(b, 0)) for a, b in pads])
+        spread = spread[(slice(None), slice(None)) + tuple(
+            slice(a, s - b) for a, b, s in zip(lo, hi, spread.shape[2:]))]
+        for size, k, d in zip(spread.shape[2:], self.kernel_size, self.dilation):
+            if size < d * (k - 1) + 1:
+                raise ValueError(f"quantized {name}: input of shape {x.shape} gives an empty "
+                                 "output")
+        w = self._weight
+        wi = w._ints.astype(np.int64) - int(w._zero_point)
+        cin_g, cout_g = self.in_channels // g, self.out_channels // g
+        wi = wi.reshape((g, cin_g, cout_g) + self.kernel_size)
+        wi = np.swapaxes(wi, 1, 2).reshape((self.out_channels, cin_g) + self.kernel_size)
+        wi = np.flip(wi, axis=tuple(range(2, 2 + dims)))
+        acc = int_conv(spread, wi, (1,) * dims, (0,) * dims, self.dilation, g, padded=True)
+        w_scale, _ = weight_scales(w, self.out_channels)
+        bias = None if self._bias is None else self._bias.numpy()
+        out = requantize(acc, x._scale, w_scale, bias, self.scale, self.zero_point, self._relu)
+        return keep_layout(QTensor(out.astype(np.uint8), quint8, float(self.scale),
+                                   int(self.zero_point)), None, self._dims == 2)
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        """From a prepared nn.ConvTranspose1d/2d (a per-tensor weight observer from its
+        qconfig) and the observer that watched its output."""
+        from ...quantization._observed import _check_observed
+
+        act = _check_observed(mod)
+        weight_fq = weight_observer(cls, mod)
+        weight = mod.weight.detach()
+        weight_fq(weight)
+        out = cls(mod.in_channels, mod.out_channels, mod.kernel_size, mod.stride, mod.padding,
+                  mod.output_padding, mod.groups, mod.bias is not None, mod.dilation,
+                  mod.padding_mode)
+        out.set_weight_bias(quantize_weight(weight, weight_fq),
+                            None if mod.bias is None else mod.bias.detach())
+        scale, zp = _qparams(act)
+        out.scale, out.zero_point = float(scale[0]), int(zp[0])
+        return out
+
+    def extra_repr(self):
+        s = super().extra_repr()
+        if self.output_padding != (0,) * self._dims:
+            s = s.replace(", groups=", f", output_padding={self.output_padding}, groups=") \
+                if ", groups=" in s else s + f", output_padding={self.output_padding}"
+        return s
+
+
+class ConvTranspose1d(_ConvTransposeNd):
+    """Quantized 1-D transposed convolution over (N, C, L) quint8 inputs."""
+
+    _dims = 1
+    _NAME = "QuantizedConvTranspose1d"
+
+
+class ConvTranspose2d(_ConvTransposeNd):
+    """Quantized 2-D transposed convolution over (N, C, H, W) quint8 inputs."""
+
+    _NAME = "QuantizedConvTranspose2d"
+
+
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]

@@ -8,16 +8,21 @@ float model calls ``self.skip_add.add(x, y)`` on a FloatFunctional (whose
 - add / add_relu: each input dequantized as ``fma(q, scale, -scale * zero_point)`` in float32,
   summed in float32 (then max(., 0)), and quantized as ``rint(sum * (1 / scale)) + zero_point``;
 - mul: ``rint(float32((qa - za) * (qb - zb)) * (sa * sb / s)) + zero_point``;
-- cat: each input dequantized and the concatenation quantized with the output's parameters.
+- cat: each input dequantized and the concatenation quantized with the output's parameters;
+- add_scalar / mul_scalar: not observed; the output's scale and zero point follow from the
+  input's and the number, as torch's (see ``add_scalar`` and ``mul_scalar`` below).
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from .... import nn
 from ....nn import functional as F
 from ....nn.module import Module
-from ...quantization.qtensor import QTensor, quantize_ints, quint8
+from ...quantization._qmath import dequantize_fma as _dequantize_fma
+from ...quantization.qtensor import QTensor, keep_layout, qint8, quantize_ints, quint8
 from ._state import OutputQParamsState
 
 
@@ -69,13 +74,55 @@ def _broadcast(name, a, b):
                            "broadcast") from None
 
 
-def _dequantize_fma(x):
-    """float32 ``fma(q, scale, -scale * zero_point)`` (torch's vectorized dequantize): the
-    product of an 8-bit integer and a float32 is exact in float64, and so is its sum with the
-    premultiplied zero point (their exponents are close), so one rounding remains."""
-    scale = np.float32(x._scale)
-    premul = np.float32(scale * np.float32(-x._zero_point))
-    return (x._ints.astype(np.float64) * np.float64(scale) + np.float64(premul)).astype(np.float32)
+def _scalar_input(name, x, y):
+    if not isinstance(x, QTensor) or x._axis is not None or x.dtype not in (quint8, qint8):
+        raise TypeError(f"QFunctional.{name}: expected a quint8 or qint8 per-tensor quantized "
+                        f"tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if hasattr(y, "item") and not isinstance(y, (int, float)):
+        y = y.item()
+    if isinstance(y, bool) or not isinstance(y, (int, float, np.integer, np.floating)):
+        raise TypeError(f"QFunctional.{name}: the scalar must be a number, got "
+                        f"{type(y).__name__}")
+    if not np.isfinite(y):
+        raise ValueError(f"QFunctional.{name}: the scalar must be finite, got {y}")
+    return float(y)
+
+
+def add_scalar(x, c):
+    """torch's ``quantized::add_scalar``: with ``c_q = nearbyint(c / s)``, the integers stay
+    and the zero point moves to ``z - c_q`` while that fits the dtype; past either end the
+    zero point sticks there and the scale widens to hold the shifted range,
+    ``s' = (qmax - (z - c_q)) / (qmax - qmin) * s`` (or ``(z - c_q - qmin) / ...``), and the
+    integers are requantized as ``rint(float32(q - z + c_q) * float32(s / s')) + z'``."""
+    c = _scalar_input("add_scalar", x, c)
+    dtype, s, z = x.dtype, float(x._scale), int(x._zero_point)
+    qmin, qmax = dtype.qmin, dtype.qmax
+    c_q = int(np.rint(c / s))
+    if qmin <= z - c_q <= qmax:
+        return QTensor(x._ints.copy(), dtype, s, z - c_q)
+    if z - c_q < qmin:
+        s_out, z_out = (qmax - (z - c_q)) / (qmax - qmin) * s, qmin
+    else:
+        s_out, z_out = ((z - c_q) - qmin) / (qmax - qmin) * s, qmax
+    multiplier = np.float32(s) * (np.float32(1) / np.float32(s_out))
+    shifted = (x._ints.astype(np.int64) - z + c_q).astype(np.float32)
+    ints = np.rint(shifted * multiplier).astype(np.int64) + z_out
+    return QTensor(np.clip(ints, qmin, qmax).astype(dtype.storage), dtype, s_out, z_out)
+
+
+def mul_scalar(x, c):
+    """torch's ``quantized::mul_scalar``: only the quantization parameters change, exactly:
+    ``c > 0`` scales the scale (``s * c``, the integers kept); ``c == 0`` gives zeros with
+    scale 1.0 and zero point 0; ``c < 0`` mirrors the integers (``qmax + qmin - q``) with
+    scale ``s * |c|`` and zero point ``qmax + qmin - z``."""
+    c = _scalar_input("mul_scalar", x, c)
+    dtype, s, z = x.dtype, float(x._scale), int(x._zero_point)
+    if c > 0:
+        return QTensor(x._ints.copy(), dtype, c * s, z)
+    if c == 0:
+        return QTensor(np.zeros_like(x._ints), dtype, 1.0, 0)
+    mirrored = (dtype.qmax + dtype.qmin - x._ints.astype(np.int64)).astype(dtype.storage)
+    return QTensor(mirrored, dtype, abs(c) * s, dtype.qmax + dtype.qmin - z)
 
 
 class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_point
@@ -105,13 +152,14 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
     def add(self, x, y):
         _quantized("add", x, y)
         _broadcast("add", x, y)
-        return self._out(self._quantize_vec(_dequantize_fma(x) + _dequantize_fma(y)))
+        return keep_layout(self._out(self._quantize_vec(_dequantize_fma(x) + _dequantize_fma(y))),
+                           x)
 
     def add_relu(self, x, y):
         _quantized("add_relu", x, y)
         _broadcast("add_relu", x, y)
         s = np.maximum(_dequantize_fma(x) + _dequantize_fma(y), np.float32(0))
-        return self._out(self._quantize_vec(s), relu=True)
+        return keep_layout(self._out(self._quantize_vec(s), relu=True), x)
 
     def mul(self, x, y):
         _quantized("mul", x, y)
@@ -121,7 +169,7 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
         multiplier = (np.float32(x._scale) * np.float32(y._scale)
                       * (np.float32(1) / np.float32(self.scale)))
         ints = np.rint(prod.astype(np.float32) * multiplier).astype(np.int64) + self.zero_point
-        return self._out(ints)
+        return keep_layout(self._out(ints), x)
 
     def cat(self, x, dim=0):
         xs = list(x)
@@ -136,22 +184,31 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
             raise RuntimeError(f"QFunctional.cat: the shapes {[x.shape for x in xs]} differ "
                                f"outside dim {dim}")
         y = np.concatenate([x.dequantize().numpy() for x in xs], axis=dim)
-        return self._out(quantize_ints(y, self.scale, self.zero_point, quint8.qmin,
-                                       quint8.qmax, fused=True))
+        return keep_layout(self._out(quantize_ints(y, self.scale, self.zero_point, quint8.qmin,
+                                                   quint8.qmax, fused=True)), xs[0])
 
     def add_scalar(self, x, y):
-        raise NotImplementedError("QFunctional.add_scalar is not supported here")
+        """``x + y`` for a number ``y``, as torch's ``quantized::add_scalar``: not observed,
+        the output's scale and zero point are chosen from x's (see ``add_scalar``)."""
+        return add_scalar(x, y)
 
     def mul_scalar(self, x, y):
-        raise NotImplementedError("QFunctional.mul_scalar is not supported here")
+        """``x * y`` for a number ``y``, as torch's ``quantized::mul_scalar`` (see
+        ``mul_scalar``)."""
+        return mul_scalar(x, y)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
-        from ...quantization._observed import _check_observed
+        from ...quantization._observed import _check_observed, _unused_functional
 
+        out = cls()
+        if _unused_functional(mod):  # torch's defaults, with its warning
+            warnings.warn("must run observer before calling calculate_qparams. Returning default "
+                          "scale and zero point (the FloatFunctional was never called while "
+                          "the model was calibrated or trained)", stacklevel=2)
+            return out
         act = _check_observed(mod)
         scale, zp = act.calculate_qparams()
-        out = cls()
         out.scale, out.zero_point = float(scale.numpy().reshape(-1)[0]), int(zp.numpy().reshape(-1)[0])
         return out
 
@@ -162,4 +219,4 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
         return f"QFunctional(scale={self.scale}, zero_point={self.zero_point})"
 
 
-__all__ = ["FloatFunctional", "QFunctional"]
+__all__ = ["FloatFunctional", "QFunctional", "add_scalar", "mul_scalar"]

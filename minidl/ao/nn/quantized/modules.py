@@ -8,7 +8,7 @@ import numpy as np
 from ....nn.module import Module
 from ....tensor import Tensor
 from ...quantization.qtensor import (
-    QTensor, qint8, quantize_ints, quantize_per_tensor, quint8,
+    QTensor, keep_layout, qint8, quantize_ints, quantize_per_tensor, quint8,
 )
 from ._requant import requantize, weight_scales
 from ._state import (
@@ -72,7 +72,7 @@ class ReLU(Module):
         if x._axis is not None:
             raise NotImplementedError("quantized ReLU: per-tensor quantized input only")
         ints = np.maximum(x._ints, x._ints.dtype.type(x._zero_point))
-        return QTensor(ints, x.dtype, x._scale, x._zero_point)
+        return keep_layout(QTensor(ints, x.dtype, x._scale, x._zero_point), x)
 
     @classmethod
     def from_float(cls, mod):
@@ -151,12 +151,18 @@ class Linear(Module):
         act = _check_observed(mod)
         linear = mod[0] if isinstance(mod, _FusedModule) else mod
         weight_fq = weight_observer(cls, mod)
-        weight = linear.weight.detach()
+        weight, bias = linear.weight, linear.bias
+        bn = getattr(mod, "bn", None)
+        if bn is not None and hasattr(mod, "weight_fake_quant"):  # a QAT LinearBn1d
+            from ....nn._fusion import fuse_linear_bn_weights
+
+            weight, bias = fuse_linear_bn_weights(weight, bias, bn.running_mean, bn.running_var,
+                                                  bn.eps, bn.weight, bn.bias)
+        weight = weight.detach()
         weight_fq(weight)
-        out = cls(linear.in_features, linear.out_features, bias_=linear.bias is not None)
+        out = cls(linear.in_features, linear.out_features, bias_=bias is not None)
         out._weight = quantize_weight(weight, weight_fq)
-        out._bias = (None if linear.bias is None
-                     else Tensor(linear.bias.detach().numpy().astype(np.float32)))
+        out._bias = None if bias is None else Tensor(bias.detach().numpy().astype(np.float32))
         scale, zp = _qparams(act)
         out.scale, out.zero_point = float(scale[0]), int(zp[0])
         return out
@@ -185,7 +191,7 @@ class ReLU6(Module):
                             f"{getattr(x, 'dtype', type(x).__name__)} (put a QuantStub before it)")
         six = _quantize_val(x._scale, x._zero_point, 6.0)
         ints = np.clip(x._ints, x._ints.dtype.type(x._zero_point), x._ints.dtype.type(six))
-        return QTensor(ints, x.dtype, x._scale, x._zero_point)
+        return keep_layout(QTensor(ints, x.dtype, x._scale, x._zero_point), x)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
@@ -217,7 +223,7 @@ class Hardswish(OutputQParamsState, Module):
         inv = np.float32(1.0 / self.scale)  # torch takes 1 / scale in double here
         ints = np.rint(y * inv).astype(np.int64) + self.zero_point
         ints = np.clip(ints, quint8.qmin, quint8.qmax).astype(np.uint8)
-        return QTensor(ints, quint8, self.scale, self.zero_point)
+        return keep_layout(QTensor(ints, quint8, self.scale, self.zero_point), x)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
