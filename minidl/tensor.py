@@ -1852,17 +1852,19 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
         grads[id(root)] = grad if held is None else held + grad
     handed_out = {id(g) for g in root_grads} if given else set()
     found = None if wanted is None else {id(t): None for t in wanted}
-    needed = None
+    needed = runs = None
     if found is not None:  # the tensors on a path to a wanted one (autograd.input_needed)
-        needed = set(found)
+        needed, runs = set(found), set()
         for node in order:  # inputs before the ops that took them
             ctx = node._ctx
             if ctx is not None and any(id(p) in needed for p in ctx.inputs):
                 needed.add(id(node))
+                runs.add(id(node))  # only these ops run (torch's engine: those on a path
+                # to an input), so an op above the inputs keeps what it saved
     previous_needed, autograd._needed = autograd._needed, needed
     try:
         _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
-                            finishers)
+                            finishers, runs)
     finally:
         autograd._needed = previous_needed
     for finish in finishers:
@@ -1871,21 +1873,24 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
 
 
 def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
-                        finishers):
-    """The loop of _backprop_graph: each op's backward in reverse topological order."""
+                        finishers, runs=None):
+    """The loop of _backprop_graph: each op's backward in reverse topological order (with
+    ``runs``, autograd.grad's, only the ops in it: those on a path to a wanted tensor)."""
     changes = autograd.changes
     pop_grad = grads.pop
     for node in reversed(order):
         g = pop_grad(id(node), None)
         if g is None:
             continue
+        if runs is not None and id(node) not in runs and id(node) not in found:
+            continue  # off every path to a wanted tensor: its hooks do not run either
         if node._hooks:
             g = _run_hooks(node, g)
         ctx = node._ctx
         if found is not None:
             if id(node) in found:
                 found[id(node)] = g
-            if ctx is None:
+            if ctx is None or id(node) not in runs:
                 continue
         elif ctx is None or node._retain_grad:
             if node.requires_grad:

@@ -1,0 +1,1146 @@
+"""A fifth set of programs, each written once as torch code and run unchanged by torch 2.13 and
+by minidl (``tt`` is either module) from the same initial weights, in float64: the saving and
+loading recipes (warm-starting with ``strict=False`` and a changed head; several models and
+optimizers in one checkpoint), feature extraction and Grad-CAM with module hooks, integrated
+gradients, MAML with second-order gradients, a hypernetwork, a neural ODE integrated by RK4,
+NeRF's positional encoding and volume rendering, PointNet with a T-net, a capsule network with
+dynamic routing, deep sets, a Gaussian process by Cholesky, a Bayes-by-backprop network, ASPP
+segmentation with dilated convolutions, the M5 speech-commands model on synthetic waveforms, a
+Mamba-style selective scan, Perceiver cross-attention, a TabTransformer, Pix2Pix (a U-Net
+generator and a PatchGAN), and the channels_last / autocast / benchmark / profiler recipes.
+
+minidl's random generator is its own (not torch's), so every draw the two runs share (data,
+noise, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's ndarray by
+design, so in-place updates of parameters are written under ``no_grad``. What the programs
+found missing in minidl is fixed, each fix with its own test at the end."""
+import io
+import math
+
+import numpy as np
+import pytest
+
+import minidl
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+from _program_parity import _load, _np, _params, _parity  # noqa: E402
+
+
+# ---- 1. warm-starting: a pretrained model's weights into one with a changed head, strict=False
+def warm_start(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class NetA(nn.Module):
+        def __init__(self, classes=10):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.fc1 = nn.Linear(4 * 3 * 3, 12)
+            self.fc2 = nn.Linear(12, classes)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            return self.fc2(F.relu(self.fc1(tt.flatten(x, 1))))
+
+    class NetB(nn.Module):  # the same trunk, a new head and an extra layer
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 4, 3)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.fc1 = nn.Linear(4 * 3 * 3, 12)
+            self.extra = nn.Linear(12, 12)
+            self.head = nn.Linear(12, 3)
+
+        def forward(self, x):
+            x = self.pool(F.relu(self.conv1(x)))
+            x = F.relu(self.fc1(tt.flatten(x, 1)))
+            return self.head(F.relu(self.extra(x)) + x)
+
+    rng = np.random.default_rng(1)
+    x = tt.from_numpy(rng.standard_normal((8, 1, 8, 8)))
+    ya, yb = tt.from_numpy(rng.integers(0, 10, 8)), tt.from_numpy(rng.integers(0, 3, 8))
+    netA, netB = NetA().double(), NetB().double()
+    _load(netA, tt, state, "A.")
+    _load(netB, tt, state, "B.")
+    opt = tt.optim.SGD(netA.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(netA(x), ya)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    buffer = io.BytesIO()
+    tt.save(netA.state_dict(), buffer)
+    buffer.seek(0)
+    result = netB.load_state_dict(tt.load(buffer, weights_only=True), strict=False)
+    keys = repr((sorted(result.missing_keys), sorted(result.unexpected_keys)))
+    same = all(bool((netB.state_dict()[k] == v).all()) for k, v in netA.state_dict().items()
+               if k.startswith(("conv1", "fc1")))
+    # a state dict whose head has another shape is refused, even with strict=False
+    try:
+        NetA(classes=3).double().load_state_dict(netA.state_dict(), strict=False)
+        refused = "no"
+    except RuntimeError as e:
+        refused = repr(("size mismatch for fc2.weight" in str(e), "fc2.bias" in str(e)))
+    # fine-tune: the trunk at a tenth of the head's learning rate
+    trunk = [p for n, p in netB.named_parameters() if n.startswith(("conv1", "fc1"))]
+    new = [p for n, p in netB.named_parameters() if not n.startswith(("conv1", "fc1"))]
+    opt = tt.optim.Adam([{"params": trunk, "lr": 1e-3}, {"params": new}], lr=1e-2)
+    for _ in range(steps):
+        loss = F.cross_entropy(netB(x), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "keys": keys, "same": repr(same), "refused": refused,
+            "params": {**_params(netA, "A."), **_params(netB, "B.")}}
+
+
+def test_warm_start_with_a_changed_head_trains_the_same():
+    out = _parity(warm_start)
+    assert out["keys"] == repr((["extra.bias", "extra.weight", "head.bias", "head.weight"],
+                                ["fc2.bias", "fc2.weight"]))
+    assert out["same"] == "True" and out["refused"] == "(True, True)"
+
+
+def test_warm_start_runs_in_minidl():
+    out = warm_start(minidl)
+    assert np.isfinite(out["losses"]).all() and out["same"] == "True"
+
+
+# ---- 2. several models and optimizers in one checkpoint: a GAN saved mid-training, resumed --
+def gan_checkpoint(tt, state=None, steps=4, interrupt=None):
+    nn = tt.nn
+
+    def make():
+        G = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+        D = nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)).double()
+        optG = tt.optim.Adam(G.parameters(), lr=2e-3, betas=(0.5, 0.999))
+        optD = tt.optim.RMSprop(D.parameters(), lr=1e-3, momentum=0.3)
+        return G, D, optG, optD
+
+    rng = np.random.default_rng(2)
+    real = rng.standard_normal((steps, 6, 2)) * 0.5 + np.array([1.0, -1.0])
+    zs = rng.standard_normal((steps, 6, 3))
+    G, D, optG, optD = make()
+    _load(G, tt, state, "G.")
+    _load(D, tt, state, "D.")
+    criterion = nn.BCEWithLogitsLoss()
+    losses, facts = [], []
+    epoch = 0
+    while epoch < steps:
+        x, z = tt.from_numpy(real[epoch]), tt.from_numpy(zs[epoch])
+        ones, zeros = tt.ones(6, 1, dtype=tt.float64), tt.zeros(6, 1, dtype=tt.float64)
+        fake = G(z)
+        lossD = criterion(D(x), ones) + criterion(D(fake.detach()), zeros)
+        optD.zero_grad()
+        lossD.backward()
+        optD.step()
+        lossG = criterion(D(fake), ones)
+        optG.zero_grad()
+        lossG.backward()
+        optG.step()
+        losses += [lossD.item(), lossG.item()]
+        epoch += 1
+        if epoch == interrupt:
+            buffer = io.BytesIO()
+            tt.save({"epoch": epoch, "modelG_state_dict": G.state_dict(),
+                     "modelD_state_dict": D.state_dict(),
+                     "optimizerG_state_dict": optG.state_dict(),
+                     "optimizerD_state_dict": optD.state_dict(), "lossG": lossG,
+                     "lossD": lossD.item()}, buffer)
+            buffer.seek(0)
+            checkpoint = tt.load(buffer, map_location="cpu", weights_only=True)
+            G, D, optG, optD = make()
+            G.load_state_dict(checkpoint["modelG_state_dict"])
+            D.load_state_dict(checkpoint["modelD_state_dict"])
+            optG.load_state_dict(checkpoint["optimizerG_state_dict"])
+            optD.load_state_dict(checkpoint["optimizerD_state_dict"])
+            epoch = checkpoint["epoch"]
+            saved = checkpoint["lossG"]  # a tensor in the graph comes back a leaf
+            facts.append(repr((saved.item() == lossG.item(), saved.requires_grad,
+                               saved.is_leaf, saved.grad_fn)))
+            assert sorted(checkpoint["optimizerD_state_dict"]["state"][0]) == \
+                ["momentum_buffer", "square_avg", "step"]
+            G.train()
+            D.train()
+    return {"losses": losses, "facts": repr(facts),
+            "params": {**_params(G, "G."), **_params(D, "D.")}}
+
+
+def test_gan_checkpoint_with_two_models_and_optimizers_trains_the_same():
+    _parity(gan_checkpoint)
+
+
+def test_gan_checkpoint_resumes_as_torch():
+    out = _parity(gan_checkpoint, interrupt=2)
+    assert out["facts"] == repr([repr((True, True, True, None))])
+
+
+def test_gan_checkpoint_resumed_run_is_the_straight_run():
+    start = gan_checkpoint(minidl, steps=0)["params"]
+    straight = gan_checkpoint(minidl, state=start)
+    resumed = gan_checkpoint(minidl, state=start, interrupt=2)
+    np.testing.assert_array_equal(resumed["losses"], straight["losses"])
+    for k in straight["params"]:
+        np.testing.assert_array_equal(resumed["params"][k], straight["params"][k], err_msg=k)
+
+
+# ---- 3. module hooks: feature extraction by forward hooks, a pre-hook, Grad-CAM -------------
+def hooks_gradcam(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6),
+                                          nn.ReLU(), nn.MaxPool2d(2),
+                                          nn.Conv2d(6, 8, 3, padding=1), nn.ReLU())
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(tt.flatten(self.pool(self.features(x)), 1))
+
+    rng = np.random.default_rng(3)
+    images = rng.random((8, 3, 8, 8))
+    labels = rng.integers(0, 4, 8)
+    model = Net().double()
+    _load(model, tt, state)
+    activation = {}
+
+    def get_activation(name):
+        def hook(module, inputs, output):
+            activation[name] = output  # kept in the graph: the loss below uses it
+        return hook
+
+    handles = [model.features[2].register_forward_hook(get_activation("relu1")),
+               model.pool.register_forward_hook(get_activation("pooled"))]
+    scale = model.fc.register_forward_pre_hook(lambda m, args: (args[0] * 2.0,))
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses, shapes = [], []
+    for _ in range(steps):
+        out = model(tt.from_numpy(images))
+        loss = F.cross_entropy(out, tt.from_numpy(labels)) + 1e-3 * activation["relu1"].pow(
+            2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        shapes.append(tuple(activation["pooled"].shape))
+    scale.remove()
+    for h in handles:
+        h.remove()
+    activation.clear()
+    model(tt.from_numpy(images))
+    removed = repr((len(activation), shapes))
+    # Grad-CAM on the last conv block's output
+    model.eval()
+    store = {}
+    target = model.features[5]
+    fh = target.register_forward_hook(lambda m, i, o: store.__setitem__("act", o.detach()))
+    bh = target.register_full_backward_hook(
+        lambda m, gin, gout: store.__setitem__("grad", gout[0].detach()))
+    x = tt.from_numpy(images[:4]).requires_grad_()
+    logits = model(x)
+    cls = logits.argmax(dim=1)
+    model.zero_grad()
+    logits.gather(1, cls[:, None]).sum().backward()
+    fh.remove()
+    bh.remove()
+    weights = store["grad"].mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * store["act"]).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=(8, 8), mode="bilinear", align_corners=False)
+    flat = cam.flatten(1)
+    lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    cam = ((flat - lo) / (hi - lo + 1e-8)).view_as(cam)
+    return {"losses": losses, "removed": removed, "cam": _np(cam).reshape(-1),
+            "input_grad": _np(x.grad).reshape(-1), "params": _params(model)}
+
+
+def test_hooks_and_grad_cam_run_the_same():
+    out = _parity(hooks_gradcam)
+    assert out["removed"] == repr((0, [(8, 8, 1, 1)] * 3))
+    assert out["cam"].min() >= 0 and out["cam"].max() <= 1
+
+
+def test_hooks_and_grad_cam_run_in_minidl():
+    out = hooks_gradcam(minidl, steps=2)
+    assert np.isfinite(out["cam"]).all() and np.abs(out["input_grad"]).sum() > 0
+
+
+# ---- 4. integrated gradients and SmoothGrad: attributions by autograd.grad on a batch of paths
+def integrated_gradients(tt, state=None, steps=3, m=16):
+    nn, F = tt.nn, tt.nn.functional
+    model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 16), nn.Softplus(),
+                          nn.Linear(16, 3)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((16, 6)), rng.integers(0, 3, 16)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(tt.from_numpy(X)), tt.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+
+    def ig(x, baseline, target):
+        alphas = tt.linspace(0, 1, m + 1, dtype=tt.float64)
+        path = baseline + alphas[:, None] * (x - baseline)[None]
+        path.requires_grad_(True)
+        out = F.softmax(model(path), dim=-1)[:, target]
+        (grads,) = tt.autograd.grad(out.sum(), path)
+        avg = (grads[:-1] + grads[1:]).mean(dim=0) / 2.0  # the trapezoid rule
+        return (x - baseline) * avg, out[-1] - out[0]
+
+    attributions, gaps = [], []
+    for k in range(4):
+        x = tt.from_numpy(X[k])
+        target = int(model(x[None]).argmax())
+        attr, gap = ig(x, tt.zeros_like(x), target)
+        attributions.append(attr)
+        gaps.append((attr.sum() - gap).abs().item())  # completeness, up to the quadrature
+    noise = tt.from_numpy(rng.standard_normal((8, 6)) * 0.1)
+    noisy = (tt.from_numpy(X[:1]) + noise).requires_grad_()
+    score = model(noisy)[:, 0].sum()
+    score.backward()
+    smooth = noisy.grad.mean(dim=0)
+    return {"losses": losses, "ig": _np(tt.stack(attributions)).reshape(-1), "gaps": gaps,
+            "smooth": _np(smooth), "params": _params(model)}
+
+
+def test_integrated_gradients_run_the_same():
+    out = _parity(integrated_gradients)
+    assert max(out["gaps"]) < 0.05
+
+
+def test_integrated_gradients_run_in_minidl():
+    out = integrated_gradients(minidl, m=32)
+    assert max(out["gaps"]) < 0.02
+
+
+# ---- 5. MAML on sine regression: an inner loop by autograd.grad(create_graph=True) and
+# functional_call, the outer Adam step through the inner updates -----------------------------
+def maml(tt, state=None, steps=3, inner_steps=2, first_order=False):
+    nn, F = tt.nn, tt.nn.functional
+    model = nn.Sequential(nn.Linear(1, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(),
+                          nn.Linear(16, 1)).double()
+    _load(model, tt, state)
+    meta_opt = tt.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(5)
+    inner_lr, tasks = 0.05, 3
+    losses = []
+
+    def sample_task():
+        amp, phase = rng.uniform(0.5, 2.0), rng.uniform(0, math.pi)
+        xs = rng.uniform(-3, 3, (10, 1))
+        ys = amp * np.sin(xs + phase)
+        return (tt.from_numpy(xs[:5]), tt.from_numpy(ys[:5]), tt.from_numpy(xs[5:]),
+                tt.from_numpy(ys[5:]))
+
+    for _ in range(steps):
+        meta_opt.zero_grad()
+        meta_loss = 0.0
+        for _ in range(tasks):
+            xs, ys, xq, yq = sample_task()
+            fast = dict(model.named_parameters())
+            for _ in range(inner_steps):
+                loss = F.mse_loss(tt.func.functional_call(model, fast, (xs,)), ys)
+                grads = tt.autograd.grad(loss, list(fast.values()),
+                                         create_graph=not first_order)
+                fast = {n: p - inner_lr * g for (n, p), g in zip(fast.items(), grads)}
+            query = F.mse_loss(tt.func.functional_call(model, fast, (xq,)), yq)
+            (query / tasks).backward()
+            meta_loss += query.item() / tasks
+        meta_opt.step()
+        losses.append(meta_loss)
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_maml_with_second_order_gradients_trains_the_same():
+    _parity(maml)
+
+
+def test_first_order_maml_trains_the_same():
+    _parity(maml, first_order=True)
+
+
+def test_maml_runs_in_minidl():
+    out = maml(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 6. a hypernetwork: a task embedding generates the weights of a target MLP (F.linear, bmm)
+def hypernetwork(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+
+    class HyperNet(nn.Module):
+        def __init__(self, tasks=3, zdim=4, hidden=8):
+            super().__init__()
+            self.shapes = [(hidden, 2), (hidden,), (1, hidden), (1,)]
+            self.sizes = [math.prod(s) for s in self.shapes]
+            self.embed = nn.Embedding(tasks, zdim)
+            self.gen = nn.Sequential(nn.Linear(zdim, 32), nn.ELU(), nn.Linear(32, sum(self.sizes)))
+            with tt.no_grad():
+                self.gen[-1].weight.mul_(0.1)
+
+        def weights(self, task):
+            flat = self.gen(self.embed(task))
+            return [c.view(s) for c, s in zip(flat.split(self.sizes, dim=-1), self.shapes)]
+
+        def forward(self, x, task):  # one task: the generated MLP through F.linear
+            w1, b1, w2, b2 = self.weights(task)
+            return F.linear(tt.tanh(F.linear(x, w1, b1)), w2, b2)
+
+        def forward_batched(self, x, tasks):  # a task per sample: the weights per row, bmm
+            flat = self.gen(self.embed(tasks))
+            w1, b1, w2, b2 = (c.reshape(len(tasks), *s)
+                              for c, s in zip(flat.split(self.sizes, dim=-1), self.shapes))
+            h = tt.tanh(tt.bmm(w1, x.unsqueeze(-1)).squeeze(-1) + b1)
+            return tt.bmm(w2, h.unsqueeze(-1)).squeeze(-1) + b2
+
+    rng = np.random.default_rng(6)
+    freqs = [1.0, 2.0, 3.0]
+    net = HyperNet().double()
+    _load(net, tt, state)
+    opt = tt.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=1e-2)
+    losses = []
+    for i in range(steps):
+        loss = 0
+        for task in range(3):
+            x = rng.uniform(-1, 1, (8, 2))
+            y = np.sin(freqs[task] * x[:, :1]) * x[:, 1:]
+            loss = loss + F.mse_loss(net(tt.from_numpy(x), tt.tensor(task)), tt.from_numpy(y))
+        tasks = rng.integers(0, 3, 6)
+        x = rng.uniform(-1, 1, (6, 2))
+        y = np.sin(np.array(freqs)[tasks][:, None] * x[:, :1]) * x[:, 1:]
+        loss = loss + F.smooth_l1_loss(net.forward_batched(tt.from_numpy(x), tt.from_numpy(tasks)),
+                                       tt.from_numpy(y), beta=0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        w = tt.cat([c.flatten() for c in net.weights(tt.tensor(1))])
+    return {"losses": losses, "generated": _np(w), "params": _params(net)}
+
+
+def test_hypernetwork_trains_the_same():
+    _parity(hypernetwork)
+
+
+def test_hypernetwork_runs_in_minidl():
+    out = hypernetwork(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["generated"].shape == (8 * 2 + 8 + 8 + 1,)
+
+
+# ---- 7. a neural ODE: dz/dt = f(t, z) by an MLP, a fixed-step RK4 solver, a spiral fitted -----
+def neural_ode(tt, state=None, steps=3, solver="rk4"):
+    nn = tt.nn
+
+    class ODEFunc(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, 2))
+            for m in self.net.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, mean=0, std=0.1)
+                    nn.init.constant_(m.bias, val=0)
+            self.nfe = 0
+
+        def forward(self, t, z):
+            self.nfe += 1
+            return self.net(tt.cat([z, t.expand(z.shape[0], 1)], dim=1))
+
+    def odeint(func, z0, ts):
+        zs, z = [z0], z0
+        for t0, t1 in zip(ts[:-1], ts[1:]):
+            h = t1 - t0
+            if solver == "rk4":
+                k1 = func(t0, z)
+                k2 = func(t0 + h / 2, z + h * k1 / 2)
+                k3 = func(t0 + h / 2, z + h * k2 / 2)
+                k4 = func(t1, z + h * k3)
+                z = z + h * (k1 + 2 * k2 + 2 * k3 + k4) / 6
+            else:  # the explicit midpoint rule
+                z = z + h * func(t0 + h / 2, z + h / 2 * func(t0, z))
+            zs.append(z)
+        return tt.stack(zs)
+
+    true_A = np.array([[-0.1, 2.0], [-2.0, -0.1]])
+    ts = np.linspace(0, 1.5, 11)
+    rng = np.random.default_rng(7)
+    z0 = rng.standard_normal((4, 2))
+    truth, z = [z0], z0
+    for dt in np.diff(ts):  # the data: the linear spiral, integrated finely in numpy
+        for _ in range(20):
+            z = z + dt / 20 * (z ** 3) @ true_A.T
+        truth.append(z)
+    truth = tt.from_numpy(np.stack(truth))
+    func = ODEFunc().double()
+    _load(func, tt, state)
+    opt = tt.optim.RMSprop(func.parameters(), lr=1e-2)
+    t = tt.from_numpy(ts).reshape(-1, 1, 1)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        pred = odeint(func, tt.from_numpy(z0), t)
+        loss = tt.mean(tt.abs(pred - truth))
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        extrapolated = odeint(func, tt.from_numpy(z0), tt.linspace(0, 3, 21,
+                                                                  dtype=tt.float64)[:, None, None])
+    return {"losses": losses, "nfe": repr(func.nfe), "extrapolated": _np(extrapolated[-1]),
+            "params": _params(func)}
+
+
+def test_neural_ode_with_rk4_trains_the_same():
+    _parity(neural_ode)
+
+
+def test_neural_ode_with_the_midpoint_rule_trains_the_same():
+    _parity(neural_ode, solver="midpoint")
+
+
+def test_neural_ode_runs_in_minidl():
+    out = neural_ode(minidl, steps=2)
+    assert out["nfe"] == repr(4 * 10 * 2 + 4 * 20) and np.isfinite(out["extrapolated"]).all()
+
+
+# ---- 8. NeRF: positional encoding, stratified samples on rays, volume rendering by cumprod ----
+def nerf(tt, state=None, steps=3, n_samples=12):
+    nn, F = tt.nn, tt.nn.functional
+
+    def positional_encoding(x, L):
+        freqs = 2.0 ** tt.arange(L, dtype=x.dtype) * math.pi
+        xf = x[..., None] * freqs  # (..., 3, L)
+        enc = tt.cat([tt.sin(xf), tt.cos(xf)], dim=-1).flatten(-2)
+        return tt.cat([x, enc], dim=-1)
+
+    class TinyNeRF(nn.Module):
+        def __init__(self, L_pos=4, L_dir=2, W=24):
+            super().__init__()
+            self.L_pos, self.L_dir = L_pos, L_dir
+            self.trunk = nn.Sequential(nn.Linear(3 + 6 * L_pos, W), nn.ReLU(), nn.Linear(W, W),
+                                       nn.ReLU())
+            self.sigma = nn.Linear(W, 1)
+            self.feature = nn.Linear(W, W)
+            self.rgb = nn.Sequential(nn.Linear(W + 3 + 6 * L_dir, W // 2), nn.ReLU(),
+                                     nn.Linear(W // 2, 3), nn.Sigmoid())
+
+        def forward(self, pts, dirs):
+            h = self.trunk(positional_encoding(pts, self.L_pos))
+            sigma = F.softplus(self.sigma(h).squeeze(-1))
+            d = positional_encoding(dirs, self.L_dir)
+            rgb = self.rgb(tt.cat([self.feature(h), d], dim=-1))
+            return rgb, sigma
+
+    def render(model, rays_o, rays_d, t_vals):
+        pts = rays_o[:, None, :] + rays_d[:, None, :] * t_vals[..., None]  # (R, S, 3)
+        dirs = F.normalize(rays_d, dim=-1)[:, None, :].expand_as(pts)
+        rgb, sigma = model(pts, dirs)
+        deltas = t_vals[:, 1:] - t_vals[:, :-1]
+        deltas = tt.cat([deltas, tt.full_like(deltas[:, :1], 1e10)], dim=-1)
+        alpha = 1.0 - tt.exp(-sigma * deltas)
+        trans = tt.cumprod(1.0 - alpha + 1e-10, dim=-1)
+        trans = tt.roll(trans, 1, dims=-1)
+        trans[:, 0] = 1.0  # exclusive cumprod, written in place as in the NeRF code
+        weights = alpha * trans
+        color = (weights[..., None] * rgb).sum(dim=-2)
+        depth = (weights * t_vals).sum(dim=-1)
+        acc = weights.sum(dim=-1)
+        return color + (1.0 - acc[..., None]), depth  # a white background
+
+    rng = np.random.default_rng(8)
+    R = 16
+    rays_o = rng.standard_normal((R, 3)) * 0.1 + np.array([0, 0, -2.0])
+    rays_d = np.concatenate([rng.uniform(-0.3, 0.3, (R, 2)), np.ones((R, 1))], axis=1)
+    target = rng.random((R, 3))
+    model = TinyNeRF().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=5e-3)
+    losses, psnrs = [], []
+    near, far = 1.0, 3.0
+    bins = np.linspace(near, far, n_samples + 1)
+    for _ in range(steps):
+        t_vals = bins[:-1] + (bins[1:] - bins[:-1]) * rng.random((R, n_samples))  # stratified
+        color, depth = render(model, tt.from_numpy(rays_o), tt.from_numpy(rays_d),
+                              tt.from_numpy(t_vals))
+        loss = F.mse_loss(color, tt.from_numpy(target))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        psnrs.append((-10.0 * tt.log10(loss.detach())).item())
+    with tt.no_grad():  # the expected depth of each ray, at the bins' midpoints
+        mids = (bins[:-1] + bins[1:]) / 2 if steps else np.linspace(near, far, n_samples)
+        _, depth = render(model, tt.from_numpy(rays_o), tt.from_numpy(rays_d),
+                          tt.from_numpy(np.tile(mids, (R, 1))))
+    return {"losses": losses, "psnrs": psnrs, "depth": _np(depth), "params": _params(model)}
+
+
+def test_nerf_volume_rendering_trains_the_same():
+    _parity(nerf)
+
+
+def test_nerf_runs_in_minidl():
+    out = nerf(minidl, steps=2)
+    assert np.isfinite(out["psnrs"]).all() and ((out["depth"] > 0.9) & (out["depth"] < 3.1)).all()
+
+
+# ---- 9. PointNet: a T-net predicting a 3x3 transform, shared MLPs by Conv1d, max pooling,
+# the feature-transform regulariser ||I - A A^T|| ------------------------------------------------
+def pointnet(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class TNet(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+            self.conv1, self.conv2 = nn.Conv1d(k, 16, 1), nn.Conv1d(16, 32, 1)
+            self.bn1, self.bn2 = nn.BatchNorm1d(16), nn.BatchNorm1d(32)
+            self.fc1, self.fc2 = nn.Linear(32, 16), nn.Linear(16, k * k)
+            self.bn3 = nn.BatchNorm1d(16)
+
+        def forward(self, x):
+            B = x.size(0)
+            x = F.relu(self.bn1(self.conv1(x)))
+            x = F.relu(self.bn2(self.conv2(x)))
+            x = tt.max(x, 2, keepdim=True)[0].view(-1, 32)
+            x = self.fc2(F.relu(self.bn3(self.fc1(x))))
+            iden = tt.eye(self.k, dtype=x.dtype).flatten().repeat(B, 1)
+            return (x + iden).view(-1, self.k, self.k)
+
+    class PointNetCls(nn.Module):
+        def __init__(self, classes=4):
+            super().__init__()
+            self.stn = TNet(3)
+            self.conv1 = nn.Conv1d(3, 16, 1)
+            self.fstn = TNet(16)
+            self.conv2 = nn.Conv1d(16, 32, 1)
+            self.bn1, self.bn2 = nn.BatchNorm1d(16), nn.BatchNorm1d(32)
+            self.head = nn.Sequential(nn.Linear(32, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                                      nn.Dropout(p=0.0), nn.Linear(16, classes))
+
+        def forward(self, x):
+            trans = self.stn(x)
+            x = tt.bmm(x.transpose(2, 1), trans).transpose(2, 1)
+            x = F.relu(self.bn1(self.conv1(x)))
+            trans_feat = self.fstn(x)
+            x = tt.bmm(x.transpose(2, 1), trans_feat).transpose(2, 1)
+            x = self.bn2(self.conv2(x))
+            x = tt.max(x, 2, keepdim=True)[0].view(-1, 32)
+            return F.log_softmax(self.head(x), dim=1), trans_feat
+
+    def feature_transform_regularizer(trans):
+        d = trans.size(1)
+        I = tt.eye(d, dtype=trans.dtype)[None, :, :]
+        return tt.mean(tt.norm(tt.bmm(trans, trans.transpose(2, 1)) - I, dim=(1, 2)))
+
+    rng = np.random.default_rng(9)
+    points = rng.standard_normal((8, 3, 20))
+    points[:, 2] *= np.arange(8)[:, None] % 4 / 2 + 0.2  # the class: how flat the cloud is
+    labels = np.arange(8) % 4
+    model = PointNetCls().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999))
+    sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        pred, trans_feat = model(tt.from_numpy(points))
+        loss = F.nll_loss(pred, tt.from_numpy(labels)) + 1e-3 * feature_transform_regularizer(
+            trans_feat)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():  # a permutation of the points changes nothing
+        a = model(tt.from_numpy(points))[0]
+        b = model(tt.from_numpy(points[:, :, rng.permutation(20)]))[0]
+    return {"losses": losses, "eval": _np(a).reshape(-1), "perm": _np(a - b).reshape(-1),
+            "params": _params(model)}
+
+
+def test_pointnet_trains_the_same():
+    out = _parity(pointnet)
+    assert np.abs(out["perm"]).max() < 1e-12
+
+
+def test_pointnet_runs_in_minidl():
+    out = pointnet(minidl, steps=2)
+    assert np.abs(out["perm"]).max() < 1e-12
+
+
+# ---- 10. a capsule network: primary capsules, squash, routing by agreement, margin loss,
+# reconstruction from the masked capsule -------------------------------------------------------
+def capsnet(tt, state=None, steps=3, iterations=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def squash(s, dim=-1):
+        sq = (s ** 2).sum(dim=dim, keepdim=True)
+        return sq / (1 + sq) * s / tt.sqrt(sq + 1e-8)
+
+    class CapsNet(nn.Module):
+        def __init__(self, classes=3, in_caps=2 * 2 * 2, in_dim=4, out_dim=6):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 8, 3)
+            self.primary = nn.Conv2d(8, 2 * in_dim, 3, stride=2)
+            self.in_dim, self.classes = in_dim, classes
+            self.W = nn.Parameter(0.1 * tt.randn(1, in_caps, classes, out_dim, in_dim,
+                                                 dtype=tt.float64))
+            self.decoder = nn.Sequential(nn.Linear(classes * out_dim, 32), nn.ReLU(),
+                                         nn.Linear(32, 64), nn.Sigmoid())
+
+        def forward(self, x, y=None):
+            h = F.relu(self.conv(x))
+            u = self.primary(h)  # (B, 2 * in_dim, 2, 2) -> (B, 8 capsules, in_dim)
+            B = u.shape[0]
+            u = u.view(B, 2, self.in_dim, 2, 2).permute(0, 1, 3, 4, 2).reshape(B, -1,
+                                                                               self.in_dim)
+            u = squash(u)
+            u_hat = (self.W @ u[:, :, None, :, None]).squeeze(-1)  # (B, in, classes, out)
+            b = tt.zeros(u_hat.shape[:3], dtype=u_hat.dtype)
+            u_detached = u_hat.detach()
+            for r in range(iterations):
+                c = F.softmax(b, dim=2)
+                if r == iterations - 1:
+                    v = squash((c.unsqueeze(-1) * u_hat).sum(dim=1))
+                else:
+                    v = squash((c.unsqueeze(-1) * u_detached).sum(dim=1))
+                    b = b + tt.einsum("bicd,bcd->bic", u_detached, v)
+            lengths = v.norm(dim=-1)
+            if y is None:
+                y = lengths.argmax(dim=1)
+            mask = F.one_hot(y, self.classes).to(v.dtype)
+            recon = self.decoder((v * mask[:, :, None]).flatten(1))
+            return lengths, recon
+
+    def margin_loss(lengths, y, m_pos=0.9, m_neg=0.1, lam=0.5):
+        T = F.one_hot(y, lengths.shape[1]).to(lengths.dtype)
+        loss = T * F.relu(m_pos - lengths) ** 2 + lam * (1 - T) * F.relu(lengths - m_neg) ** 2
+        return loss.sum(dim=1).mean()
+
+    rng = np.random.default_rng(10)
+    images = rng.random((6, 1, 8, 8))
+    labels = rng.integers(0, 3, 6)
+    model = CapsNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(steps):
+        x, y = tt.from_numpy(images), tt.from_numpy(labels)
+        lengths, recon = model(x, y)
+        loss = margin_loss(lengths, y) + 5e-4 * F.mse_loss(recon, x.flatten(1),
+                                                           reduction="sum")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        lengths, _ = model(tt.from_numpy(images))
+    return {"losses": losses, "lengths": _np(lengths).reshape(-1), "params": _params(model)}
+
+
+def test_capsule_network_trains_the_same():
+    out = _parity(capsnet)
+    assert ((out["lengths"] >= 0) & (out["lengths"] < 1)).all()
+
+
+def test_capsule_network_runs_in_minidl():
+    out = capsnet(minidl, steps=2, iterations=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 11. deep sets: phi per element, a masked sum over padded sets, rho on the pooled ---------
+def deep_sets(tt, state=None, steps=4, pool="sum"):
+    nn, F = tt.nn, tt.nn.functional
+
+    class DeepSets(nn.Module):
+        def __init__(self, d=2, h=16):
+            super().__init__()
+            self.phi = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU())
+            self.rho = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
+
+        def forward(self, x, mask):  # x: (B, N, d), mask: (B, N) True where an element is
+            h = self.phi(x) * mask.unsqueeze(-1)
+            if pool == "sum":
+                pooled = h.sum(dim=1)
+            elif pool == "mean":
+                pooled = h.sum(dim=1) / mask.sum(dim=1, keepdim=True).clamp(min=1)
+            else:  # max over the real elements only
+                pooled = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+            return self.rho(pooled).squeeze(-1)
+
+    rng = np.random.default_rng(11)
+    B, N = 8, 6
+    sizes = rng.integers(1, N + 1, B)
+    x = rng.standard_normal((B, N, 2))
+    mask = np.arange(N)[None, :] < sizes[:, None]
+    x[~mask] = 0.0
+    target = np.array([np.abs(x[b, :sizes[b]]).sum() for b in range(B)])
+    model = DeepSets().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    X, M, Y = tt.from_numpy(x), tt.from_numpy(mask), tt.from_numpy(target)
+    losses = []
+    for _ in range(steps):
+        loss = F.huber_loss(model(X, M), Y, delta=1.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():  # invariant to the order of each set's elements and to its padding
+        perm = np.stack([np.r_[rng.permutation(s), np.arange(s, N)] for s in sizes])
+        xp = np.take_along_axis(x, perm[..., None], axis=1)
+        wide = np.concatenate([x, np.full((B, 2, 2), 7.0)], axis=1)
+        wmask = np.concatenate([mask, np.zeros((B, 2), bool)], axis=1)
+        a = model(X, M)
+        b = model(tt.from_numpy(xp), M)
+        c = model(tt.from_numpy(wide), tt.from_numpy(wmask))
+    return {"losses": losses, "pred": _np(a), "invariance": _np((a - b).abs() + (a - c).abs()),
+            "params": _params(model)}
+
+
+@pytest.mark.parametrize("pool", ["sum", "mean", "max"])
+def test_deep_sets_train_the_same(pool):
+    out = _parity(deep_sets, pool=pool)
+    assert out["invariance"].max() < 1e-12
+
+
+def test_deep_sets_run_in_minidl():
+    out = deep_sets(minidl, pool="max")
+    assert out["invariance"].max() < 1e-12
+
+
+# ---- 12. a Gaussian process: an RBF kernel with learned hyperparameters, linalg.cholesky,
+# cholesky_solve and solve_triangular for the marginal likelihood and the predictive -------------
+def gaussian_process(tt, state=None, steps=5, optimizer="adam"):
+    nn = tt.nn
+
+    class ExactGP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.log_lengthscale = nn.Parameter(tt.tensor(0.0, dtype=tt.float64))
+            self.log_outputscale = nn.Parameter(tt.tensor(0.0, dtype=tt.float64))
+            self.raw_noise = nn.Parameter(tt.tensor(-2.0, dtype=tt.float64))
+
+        def kernel(self, a, b):
+            d2 = tt.cdist(a / self.log_lengthscale.exp(), b / self.log_lengthscale.exp()) ** 2
+            return self.log_outputscale.exp() * tt.exp(-0.5 * d2)
+
+        def noise(self):
+            return nn.functional.softplus(self.raw_noise) + 1e-6
+
+        def neg_mll(self, X, y):
+            n = X.shape[0]
+            K = self.kernel(X, X) + self.noise() * tt.eye(n, dtype=X.dtype)
+            L = tt.linalg.cholesky(K)
+            alpha = tt.cholesky_solve(y[:, None], L)
+            return (0.5 * (y[:, None] * alpha).sum() + tt.log(tt.diagonal(L)).sum()
+                    + 0.5 * n * math.log(2 * math.pi)) / n
+
+        def predict(self, X, y, Xs):
+            K = self.kernel(X, X) + self.noise() * tt.eye(X.shape[0], dtype=X.dtype)
+            L = tt.linalg.cholesky(K)
+            Ks = self.kernel(X, Xs)
+            v = tt.linalg.solve_triangular(L, Ks, upper=False)
+            alpha = tt.linalg.solve_triangular(L.mT, tt.linalg.solve_triangular(
+                L, y[:, None], upper=False), upper=True)
+            mean = (Ks.mT @ alpha).squeeze(-1)
+            var = self.log_outputscale.exp() - (v ** 2).sum(dim=0)
+            return mean, var
+
+    rng = np.random.default_rng(12)
+    Xn = rng.uniform(-3, 3, (20, 1))
+    yn = np.sin(2 * Xn[:, 0]) + 0.1 * rng.standard_normal(20)
+    X, y = tt.from_numpy(Xn), tt.from_numpy(yn)
+    gp = ExactGP()
+    _load(gp, tt, state)
+    losses = []
+    if optimizer == "adam":
+        opt = tt.optim.Adam(gp.parameters(), lr=0.1)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = gp.neg_mll(X, y)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    else:
+        opt = tt.optim.LBFGS(gp.parameters(), lr=0.5, max_iter=steps,
+                             line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = gp.neg_mll(X, y)
+            loss.backward()
+            losses.append(loss.item())
+            return loss
+        opt.step(closure)
+    with tt.no_grad():
+        mean, var = gp.predict(X, y, tt.linspace(-3, 3, 7, dtype=tt.float64)[:, None])
+    return {"losses": losses, "mean": _np(mean), "var": _np(var), "params": _params(gp)}
+
+
+def test_gaussian_process_trains_the_same():
+    out = _parity(gaussian_process)
+    assert out["losses"][-1] < out["losses"][0] and (out["var"] > 0).all()
+
+
+def test_gaussian_process_with_lbfgs_trains_the_same():
+    _parity(gaussian_process, optimizer="lbfgs", steps=6)
+
+
+def test_gaussian_process_runs_in_minidl():
+    out = gaussian_process(minidl, steps=8)
+    assert out["losses"][-1] < out["losses"][0] and (out["var"] > -1e-9).all()
+
+
+# ---- 13. Bayes by backprop: weights drawn by reparameterisation, Normal log-probs, a scale-
+# mixture prior, the KL by distributions.kl_divergence, the ELBO over several samples -----------
+def bayes_by_backprop(tt, state=None, steps=3, samples=2, kl="mixture"):
+    nn, F = tt.nn, tt.nn.functional
+    D = tt.distributions
+
+    class BayesianLinear(nn.Module):
+        def __init__(self, fin, fout):
+            super().__init__()
+            self.w_mu = nn.Parameter(tt.empty(fout, fin, dtype=tt.float64).uniform_(-0.2, 0.2))
+            self.w_rho = nn.Parameter(tt.full((fout, fin), -4.0, dtype=tt.float64))
+            self.b_mu = nn.Parameter(tt.zeros(fout, dtype=tt.float64))
+            self.b_rho = nn.Parameter(tt.full((fout,), -4.0, dtype=tt.float64))
+            self.log_prior = self.log_variational = 0.0
+
+        def forward(self, x, eps_w, eps_b):
+            w_sigma, b_sigma = F.softplus(self.w_rho), tt.log1p(tt.exp(self.b_rho))
+            w = self.w_mu + w_sigma * eps_w
+            b = self.b_mu + b_sigma * eps_b
+            if kl == "mixture":  # the paper's scale mixture prior, by log-probs of the sample
+                def prior(v):
+                    p1 = D.Normal(0.0, 1.0).log_prob(v).exp()
+                    p2 = D.Normal(0.0, math.exp(-3)).log_prob(v).exp()
+                    return tt.log(0.5 * p1 + 0.5 * p2).sum()
+                self.log_prior = prior(w) + prior(b)
+                self.log_variational = (D.Normal(self.w_mu, w_sigma).log_prob(w).sum()
+                                        + D.Normal(self.b_mu, b_sigma).log_prob(b).sum())
+            else:  # a Normal prior: the KL in closed form
+                std = tt.ones_like(self.w_mu)
+                self.log_prior = 0.0
+                self.log_variational = (
+                    D.kl_divergence(D.Normal(self.w_mu, w_sigma), D.Normal(0 * std, std)).sum()
+                    + D.kl_divergence(D.Independent(D.Normal(self.b_mu, b_sigma), 1),
+                                      D.Independent(D.Normal(tt.zeros_like(self.b_mu),
+                                                             tt.ones_like(self.b_mu)), 1)))
+            return F.linear(x, w, b)
+
+    class BNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2 = BayesianLinear(4, 12), BayesianLinear(12, 3)
+
+        def forward(self, x, eps):
+            x = F.relu(self.l1(x, *eps[:2]))
+            return self.l2(x, *eps[2:])
+
+        def complexity(self):
+            return sum(m.log_variational - m.log_prior for m in (self.l1, self.l2))
+
+    rng = np.random.default_rng(13)
+    X, y = rng.standard_normal((16, 4)), rng.integers(0, 3, 16)
+    net = BNN()
+    _load(net, tt, state)
+    opt = tt.optim.Adam(net.parameters(), lr=1e-2)
+    shapes = [(12, 4), (12,), (3, 12), (3,)]
+    losses = []
+    for _ in range(steps):
+        nll = complexity = 0.0
+        for _ in range(samples):
+            eps = [tt.from_numpy(rng.standard_normal(s)) for s in shapes]
+            out = net(tt.from_numpy(X), eps)
+            nll = nll + F.cross_entropy(out, tt.from_numpy(y), reduction="sum")
+            complexity = complexity + net.complexity()
+        loss = (complexity / 4 + nll) / samples  # four minibatches to an epoch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():  # the predictive: the mean softmax over weight samples
+        probs = tt.stack([F.softmax(net(tt.from_numpy(X), [tt.from_numpy(rng.standard_normal(s))
+                                                          for s in shapes]), -1)
+                          for _ in range(3)]).mean(0)
+    return {"losses": losses, "probs": _np(probs).reshape(-1), "params": _params(net)}
+
+
+def test_bayes_by_backprop_trains_the_same():
+    _parity(bayes_by_backprop)
+
+
+def test_bayes_by_backprop_with_a_closed_form_kl_trains_the_same():
+    _parity(bayes_by_backprop, kl="normal")
+
+
+def test_bayes_by_backprop_runs_in_minidl():
+    out = bayes_by_backprop(minidl, samples=1)
+    np.testing.assert_allclose(out["probs"].reshape(-1, 3).sum(1), 1.0)
+
+
+# ---- 14. semantic segmentation: a dilated backbone, ASPP (atrous branches + image pooling),
+# bilinear upsampling to the input, cross-entropy over pixels with ignore_index ---------------
+def aspp_segmentation(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class ASPPPooling(nn.Sequential):
+        def __init__(self, cin, cout):
+            super().__init__(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False),
+                             nn.BatchNorm2d(cout), nn.ReLU())
+
+        def forward(self, x):
+            size = x.shape[-2:]
+            for mod in self:
+                x = mod(x)
+            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    class ASPP(nn.Module):
+        def __init__(self, cin, rates, cout=8):
+            super().__init__()
+            branches = [nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout),
+                                      nn.ReLU())]
+            for r in rates:
+                branches.append(nn.Sequential(
+                    nn.Conv2d(cin, cout, 3, padding=r, dilation=r, bias=False),
+                    nn.BatchNorm2d(cout), nn.ReLU()))
+            branches.append(ASPPPooling(cin, cout))
+            self.convs = nn.ModuleList(branches)
+            self.project = nn.Sequential(nn.Conv2d(len(branches) * cout, cout, 1, bias=False),
+                                         nn.BatchNorm2d(cout), nn.ReLU(), nn.Dropout(0.0))
+
+        def forward(self, x):
+            return self.project(tt.cat([conv(x) for conv in self.convs], dim=1))
+
+    class DeepLabish(nn.Module):
+        def __init__(self, classes=3):
+            super().__init__()
+            self.backbone = nn.Sequential(
+                nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(8, 12, 3, padding=2, dilation=2, bias=False), nn.BatchNorm2d(12),
+                nn.ReLU(inplace=True))
+            self.aspp = ASPP(12, [1, 2, 3])
+            self.classifier = nn.Conv2d(8, classes, 1)
+
+        def forward(self, x):
+            size = x.shape[-2:]
+            out = self.classifier(self.aspp(self.backbone(x)))
+            return F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+
+    rng = np.random.default_rng(14)
+    images = rng.random((4, 3, 12, 12))
+    masks = (images[:, 0] * 3).astype(np.int64).clip(0, 2)
+    masks[:, :2, :] = 255  # an unlabeled border, ignored by the loss
+    model = DeepLabish().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    sched = tt.optim.lr_scheduler.PolynomialLR(opt, total_iters=4, power=0.9)
+    criterion = nn.CrossEntropyLoss(ignore_index=255)
+    losses, lrs = [], []
+    for _ in range(steps):
+        out = model(tt.from_numpy(images))
+        loss = criterion(out, tt.from_numpy(masks))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        lrs.append(sched.get_last_lr()[0])
+    model.eval()
+    with tt.no_grad():
+        pred = model(tt.from_numpy(images)).argmax(1)
+    valid = tt.from_numpy(masks) != 255
+    hist = tt.bincount(tt.from_numpy(masks)[valid] * 3 + pred[valid], minlength=9).reshape(3, 3)
+    iou = hist.diag() / (hist.sum(0) + hist.sum(1) - hist.diag()).clamp(min=1)
+    return {"losses": losses, "lrs": lrs, "iou": _np(iou), "params": _params(model)}
+
+
+def test_aspp_segmentation_trains_the_same():
+    _parity(aspp_segmentation)
+
+
+def test_aspp_segmentation_runs_in_minidl():
+    out = aspp_segmentation(minidl, steps=2)
+    assert ((out["iou"] >= 0) & (out["iou"] <= 1)).all()
+
+
+# ---- 15. M5 on synthetic speech commands: a wide strided Conv1d, BatchNorm1d, MaxPool1d, global
+# average pooling by avg_pool1d, log_softmax + nll_loss, Adam with weight decay and StepLR --------
+def m5_speech(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class M5(nn.Module):
+        def __init__(self, n_input=1, n_output=4, stride=8, n_channel=8):
+            super().__init__()
+            self.conv1 = nn.Conv1d(n_input, n_channel, kernel_size=40, stride=stride)
+            self.bn1 = nn.BatchNorm1d(n_channel)
+            self.pool1 = nn.MaxPool1d(4)
+            self.conv2 = nn.Conv1d(n_channel, n_channel, kernel_size=3)
+            self.bn2 = nn.BatchNorm1d(n_channel)
+            self.pool2 = nn.MaxPool1d(4)
+            self.conv3 = nn.Conv1d(n_channel, 2 * n_channel, kernel_size=3)
+            self.bn3 = nn.BatchNorm1d(2 * n_channel)
+            self.pool3 = nn.MaxPool1d(2)
+            self.fc1 = nn.Linear(2 * n_channel, n_output)
+
+        def forward(self, x):
+            x = self.pool1(F.relu(self.bn1(self.conv1(x))))
+            x = self.pool2(F.relu(self.bn2(self.conv2(x))))
+            x = self.pool3(F.relu(self.bn3(self.conv3(x))))
+            x = F.avg_pool1d(x, x.shape[-1])
+            x = x.permute(0, 2, 1)
+            return F.log_softmax(self.fc1(x), dim=2)
+
+    rng = np.random.default_rng(15)
+    t = np.arange(1600) / 1600.0
+    labels = np.arange(8) % 4
+    waves = np.stack([np.sin(2 * np.pi * (60 + 40 * c) * t * (1 + 0.1 * rng.random()))
+                      * np.hanning(1600) for c in labels])
+    waves += 0.05 * rng.standard_normal(waves.shape)
+    model = M5().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=0.01, weight_decay=0.0001)
+    sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        data = tt.from_numpy(waves).unsqueeze(1)
+        output = model(data)
+        loss = F.nll_loss(output.squeeze(), tt.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        pred = model(tt.from_numpy(waves).unsqueeze(1)).argmax(dim=-1).squeeze()
+        correct = pred.eq(tt.from_numpy(labels)).sum().item()
+    return {"losses": losses, "correct": repr(correct), "params": _params(model)}
+
+
+def test_m5_speech_commands_trains_the_same():
+    _parity(m5_speech)
+
+
+def test_m5_speech_commands_runs_in_minidl():
+    out = m5_speech(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and 0 <= int(out["correct"]) <= 8
