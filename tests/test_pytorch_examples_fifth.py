@@ -13,6 +13,8 @@ minidl's random generator is its own (not torch's), so every draw the two runs s
 noise, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's ndarray by
 design, so in-place updates of parameters are written under ``no_grad``. What the programs
 found missing in minidl is fixed, each fix with its own test at the end."""
+import copy
+import importlib
 import io
 import math
 
@@ -1144,3 +1146,421 @@ def test_m5_speech_commands_trains_the_same():
 def test_m5_speech_commands_runs_in_minidl():
     out = m5_speech(minidl, steps=2)
     assert np.isfinite(out["losses"]).all() and 0 <= int(out["correct"]) <= 8
+
+
+# ---- 16. a Mamba-style selective scan: input-dependent delta, B and C, a causal depthwise Conv1d,
+# the recurrence written in tensor ops (a loop over time, or its closed form by a log cumsum) ----
+def mamba(tt, state=None, steps=3, scan="loop"):
+    nn, F = tt.nn, tt.nn.functional
+
+    def selective_scan(u, delta, A, B, C, D):
+        b, l, d_in = u.shape
+        deltaA = tt.exp(tt.einsum("bld,dn->bldn", delta, A))
+        deltaB_u = tt.einsum("bld,bln,bld->bldn", delta, B, u)
+        if scan == "loop":
+            x = tt.zeros((b, d_in, A.shape[1]), dtype=u.dtype)
+            ys = []
+            for i in range(l):
+                x = deltaA[:, i] * x + deltaB_u[:, i]
+                ys.append(tt.einsum("bdn,bn->bd", x, C[:, i, :]))
+            y = tt.stack(ys, dim=1)
+        else:  # h_t = sum_{s<=t} exp(S_t - S_s) dB_s u_s, S the cumulative sum of delta A
+            S = tt.cumsum(tt.einsum("bld,dn->bldn", delta, A), dim=1)
+            diff = S[:, :, None] - S[:, None, :]  # (b, t, s, d, n)
+            causal = tt.tril(tt.ones(l, l, dtype=tt.bool))[None, :, :, None, None]
+            weights = tt.exp(diff.masked_fill(~causal, float("-inf")))
+            h = (weights * deltaB_u[:, None]).sum(dim=2)
+            y = tt.einsum("bldn,bln->bld", h, C)
+        return y + u * D
+
+    class MambaBlock(nn.Module):
+        def __init__(self, d_model=8, d_state=4, expand=2, d_conv=3):
+            super().__init__()
+            self.d_inner, self.d_state = expand * d_model, d_state
+            self.dt_rank = math.ceil(d_model / 16)
+            self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+            self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner,
+                                    padding=d_conv - 1)
+            self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
+            self.dt_proj = nn.Linear(self.dt_rank, self.d_inner)
+            A = tt.arange(1, d_state + 1, dtype=tt.float64).repeat(self.d_inner, 1)
+            self.A_log = nn.Parameter(tt.log(A))
+            self.D = nn.Parameter(tt.ones(self.d_inner, dtype=tt.float64))
+            self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+        def forward(self, x):
+            b, l, _ = x.shape
+            x, res = self.in_proj(x).split([self.d_inner, self.d_inner], dim=-1)
+            x = self.conv1d(x.transpose(1, 2))[:, :, :l].transpose(1, 2)
+            x = F.silu(x)
+            A = -tt.exp(self.A_log)
+            delta, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            delta = F.softplus(self.dt_proj(delta))
+            return self.out_proj(selective_scan(x, delta, A, B, C, self.D) * F.silu(res))
+
+    class MambaLM(nn.Module):
+        def __init__(self, vocab=11, d_model=8, layers=2):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, d_model)
+            self.layers = nn.ModuleList([MambaBlock(d_model) for _ in range(layers)])
+            self.norms = nn.ModuleList([nn.RMSNorm(d_model, eps=1e-5) for _ in range(layers)])
+            self.norm_f = nn.RMSNorm(d_model, eps=1e-5)
+            self.lm_head = nn.Linear(d_model, vocab, bias=False)
+            self.lm_head.weight = self.embedding.weight
+
+        def forward(self, ids):
+            x = self.embedding(ids)
+            for norm, layer in zip(self.norms, self.layers):
+                x = x + layer(norm(x))
+            return self.lm_head(self.norm_f(x))
+
+    rng = np.random.default_rng(16)
+    ids = (np.arange(4)[:, None] + np.arange(9)[None, :] * rng.integers(1, 3, (4, 1))) % 11
+    model = MambaLM().double()
+    _load(model, tt, state)
+    opt = tt.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        logits = model(tt.from_numpy(ids[:, :-1]))
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)),
+                               tt.from_numpy(ids[:, 1:]).reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        tt.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():  # greedy generation, the whole prefix each step
+        seq = tt.from_numpy(ids[:1, :3])
+        for _ in range(4):
+            nxt = model(seq)[:, -1].argmax(-1, keepdim=True)
+            seq = tt.cat([seq, nxt], dim=1)
+    return {"losses": losses, "generated": repr(seq.tolist()), "params": _params(model)}
+
+
+def test_mamba_selective_scan_trains_the_same():
+    _parity(mamba)
+
+
+def test_mamba_with_the_closed_form_scan_trains_the_same():
+    _parity(mamba, scan="closed")
+
+
+def test_mamba_scans_agree_in_minidl():
+    start = mamba(minidl, steps=0)["params"]
+    a, b = mamba(minidl, state=start, scan="loop"), mamba(minidl, state=start, scan="closed")
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-10)
+
+
+# ---- 17. Perceiver: a latent array cross-attending to Fourier-encoded inputs (kdim/vdim, a key
+# padding mask), latent self-attention repeated with shared weights ----------------------------
+def perceiver(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def fourier_encode(pos, max_freq=4.0, num_bands=3):
+        freqs = tt.linspace(1.0, max_freq / 2, num_bands, dtype=pos.dtype)
+        scaled = pos[..., None] * freqs * math.pi
+        enc = tt.cat([scaled.sin(), scaled.cos()], dim=-1).flatten(-2)
+        return tt.cat([pos, enc], dim=-1)
+
+    class Perceiver(nn.Module):
+        def __init__(self, input_dim=1 + 2 + 12, latent_dim=16, num_latents=4, classes=3):
+            super().__init__()
+            self.latents = nn.Parameter(tt.randn(num_latents, latent_dim, dtype=tt.float64) * 0.2)
+            self.input_norm = nn.LayerNorm(input_dim)
+            self.latent_norm = nn.LayerNorm(latent_dim)
+            self.cross_attn = nn.MultiheadAttention(latent_dim, 1, kdim=input_dim,
+                                                    vdim=input_dim, batch_first=True)
+            self.cross_ff = nn.Sequential(nn.LayerNorm(latent_dim),
+                                          nn.Linear(latent_dim, 2 * latent_dim), nn.GELU(),
+                                          nn.Linear(2 * latent_dim, latent_dim))
+            self.latent_block = nn.TransformerEncoderLayer(
+                latent_dim, 2, 2 * latent_dim, dropout=0.0, activation="gelu",
+                batch_first=True, norm_first=True)
+            self.head = nn.Sequential(nn.LayerNorm(latent_dim), nn.Linear(latent_dim, classes))
+
+        def forward(self, values, pos, pad_mask, depth=2):
+            data = tt.cat([values[..., None], fourier_encode(pos)], dim=-1)
+            kv = self.input_norm(data)
+            lat = self.latents.expand(values.shape[0], -1, -1)
+            attended, weights = self.cross_attn(self.latent_norm(lat), kv, kv,
+                                                key_padding_mask=pad_mask)
+            lat = lat + attended
+            lat = lat + self.cross_ff(lat)
+            for _ in range(depth):
+                lat = self.latent_block(lat)
+            return self.head(lat.mean(dim=1)), weights
+
+    rng = np.random.default_rng(17)
+    B, M = 6, 10
+    pos = rng.uniform(-1, 1, (B, M, 2))
+    labels = np.arange(B) % 3
+    values = np.sin((labels[:, None, None] + 1) * pos * 2).sum(-1)
+    lengths = rng.integers(5, M + 1, B)
+    pad = np.arange(M)[None, :] >= lengths[:, None]
+    model = Perceiver().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        logits, weights = model(tt.from_numpy(values), tt.from_numpy(pos), tt.from_numpy(pad))
+        loss = F.cross_entropy(logits, tt.from_numpy(labels), label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        logits, weights = model(tt.from_numpy(values), tt.from_numpy(pos), tt.from_numpy(pad))
+    return {"losses": losses, "weights": _np(weights).reshape(-1), "logits": _np(logits),
+            "params": _params(model)}
+
+
+def test_perceiver_trains_the_same():
+    out = _parity(perceiver)
+    w = out["weights"].reshape(6, 4, 10)
+    np.testing.assert_allclose(w.sum(-1), 1.0)
+
+
+def test_perceiver_runs_in_minidl():
+    out = perceiver(minidl, steps=2)
+    assert np.isfinite(out["logits"]).all()
+
+
+# ---- 18. TabTransformer: categorical columns embedded with offsets, a Transformer over them,
+# the normalised continuous columns concatenated, BCEWithLogits with pos_weight -----------------
+def tab_transformer(tt, state=None, steps=4):
+    nn, F = tt.nn, tt.nn.functional
+
+    class TabTransformer(nn.Module):
+        def __init__(self, categories=(3, 5, 4), num_continuous=3, dim=8, depth=2, heads=2):
+            super().__init__()
+            offsets = F.pad(tt.tensor(list(categories)), (1, 0), value=0).cumsum(dim=-1)[:-1]
+            self.register_buffer("categories_offset", offsets)
+            self.embeds = nn.Embedding(sum(categories), dim)
+            layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0,
+                                               activation="gelu", batch_first=True)
+            self.transformer = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(num_continuous)
+            self.mlp = nn.Sequential(nn.Linear(len(categories) * dim + num_continuous, 16),
+                                     nn.ReLU(), nn.Linear(16, 1))
+
+        def forward(self, x_categ, x_cont):
+            x = self.transformer(self.embeds(x_categ + self.categories_offset))
+            return self.mlp(tt.cat([x.flatten(1), self.norm(x_cont)], dim=-1)).squeeze(-1)
+
+    rng = np.random.default_rng(18)
+    n = 24
+    categ = np.stack([rng.integers(0, k, n) for k in (3, 5, 4)], axis=1)
+    cont = rng.standard_normal((n, 3)) * np.array([1.0, 10.0, 0.1])
+    y = ((categ[:, 0] == 1) ^ (cont[:, 0] > 0.5)).astype(np.float64)
+    model = TabTransformer().double()
+    _load(model, tt, state)
+    criterion = nn.BCEWithLogitsLoss(pos_weight=tt.tensor([2.0], dtype=tt.float64))
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    sched = tt.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps * 2, eta_min=1e-4)
+    loader = tt.utils.data.DataLoader(tt.utils.data.TensorDataset(
+        tt.from_numpy(categ), tt.from_numpy(cont), tt.from_numpy(y)), batch_size=12)
+    losses = []
+    for _ in range(steps):
+        for xc, xn, yb in loader:
+            loss = criterion(model(xc, xn), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+    model.eval()
+    with tt.no_grad():
+        probs = tt.sigmoid(model(tt.from_numpy(categ), tt.from_numpy(cont)))
+    return {"losses": losses, "probs": _np(probs), "params": _params(model)}
+
+
+def test_tab_transformer_trains_the_same():
+    _parity(tab_transformer)
+
+
+def test_tab_transformer_runs_in_minidl():
+    out = tab_transformer(minidl, steps=2)
+    assert ((out["probs"] > 0) & (out["probs"] < 1)).all()
+
+
+# ---- 19. Pix2Pix: a U-Net generator (skips by cat), a PatchGAN on (input, output) pairs, the
+# adversarial loss plus 100 * L1, weights_init_normal by model.apply ------------------------------
+def pix2pix(tt, state=None, steps=2, gan_loss="mse"):
+    nn = tt.nn
+
+    class UNetDown(nn.Module):
+        def __init__(self, cin, cout, normalize=True):
+            super().__init__()
+            layers = [nn.Conv2d(cin, cout, 4, 2, 1, bias=False)]
+            if normalize:
+                layers.append(nn.InstanceNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.2))
+            self.model = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.model(x)
+
+    class UNetUp(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.model = nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False),
+                                       nn.InstanceNorm2d(cout), nn.ReLU(inplace=True),
+                                       nn.Dropout(0.0))
+
+        def forward(self, x, skip):
+            return tt.cat((self.model(x), skip), 1)
+
+    class GeneratorUNet(nn.Module):
+        def __init__(self, cin=3, cout=3):
+            super().__init__()
+            self.down1 = UNetDown(cin, 8, normalize=False)
+            self.down2 = UNetDown(8, 16)
+            self.down3 = UNetDown(16, 16, normalize=False)
+            self.up1 = UNetUp(16, 16)
+            self.up2 = UNetUp(32, 8)
+            self.final = nn.Sequential(nn.Upsample(scale_factor=2), nn.ZeroPad2d((1, 0, 1, 0)),
+                                       nn.Conv2d(16, cout, 4, padding=1), nn.Tanh())
+
+        def forward(self, x):
+            d1 = self.down1(x)
+            d2 = self.down2(d1)
+            d3 = self.down3(d2)
+            return self.final(self.up2(self.up1(d3, d2), d1))
+
+    class Discriminator(nn.Module):
+        def __init__(self, cin=3):
+            super().__init__()
+
+            def block(i, o, normalization=True):
+                layers = [nn.Conv2d(i, o, 4, stride=2, padding=1)]
+                if normalization:
+                    layers.append(nn.BatchNorm2d(o))
+                layers.append(nn.LeakyReLU(0.2, inplace=True))
+                return layers
+
+            self.model = nn.Sequential(*block(cin * 2, 8, normalization=False), *block(8, 16),
+                                       nn.ZeroPad2d((1, 0, 1, 0)),
+                                       nn.Conv2d(16, 1, 4, padding=1, bias=False))
+
+        def forward(self, img_A, img_B):
+            return self.model(tt.cat((img_A, img_B), 1))
+
+    def weights_init_normal(m):
+        classname = m.__class__.__name__
+        if classname.find("Conv") != -1:
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif classname.find("BatchNorm2d") != -1:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.constant_(m.bias, 0.0)
+
+    rng = np.random.default_rng(19)
+    real_A = np.tanh(rng.standard_normal((4, 3, 16, 16)))
+    real_B = np.flip(real_A, axis=-1).copy() * 0.5
+    generator, discriminator = GeneratorUNet().double(), Discriminator().double()
+    generator.apply(weights_init_normal)
+    discriminator.apply(weights_init_normal)
+    _load(generator, tt, state, "G.")
+    _load(discriminator, tt, state, "D.")
+    criterion_GAN = nn.MSELoss() if gan_loss == "mse" else nn.BCEWithLogitsLoss()
+    criterion_pixelwise = nn.L1Loss()
+    lambda_pixel = 100
+    optimizer_G = tt.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizer_D = tt.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    losses = []
+    for i in range(steps):
+        A, B = tt.from_numpy(real_A[2 * (i % 2):2 * (i % 2) + 2]), \
+            tt.from_numpy(real_B[2 * (i % 2):2 * (i % 2) + 2])
+        valid = tt.ones((A.size(0), 1, 4, 4), dtype=tt.float64, requires_grad=False)
+        fake = tt.zeros((A.size(0), 1, 4, 4), dtype=tt.float64, requires_grad=False)
+        optimizer_G.zero_grad()
+        fake_B = generator(A)
+        loss_GAN = criterion_GAN(discriminator(fake_B, A), valid)
+        loss_pixel = criterion_pixelwise(fake_B, B)
+        loss_G = loss_GAN + lambda_pixel * loss_pixel
+        loss_G.backward()
+        optimizer_G.step()
+        optimizer_D.zero_grad()
+        loss_real = criterion_GAN(discriminator(B, A), valid)
+        loss_fake = criterion_GAN(discriminator(fake_B.detach(), A), fake)
+        loss_D = 0.5 * (loss_real + loss_fake)
+        loss_D.backward()
+        optimizer_D.step()
+        losses += [loss_G.item(), loss_pixel.item(), loss_D.item()]
+    generator.eval()
+    with tt.no_grad():
+        sample = generator(tt.from_numpy(real_A[:1]))
+    return {"losses": losses, "sample": _np(sample).reshape(-1),
+            "params": {**_params(generator, "G."), **_params(discriminator, "D.")}}
+
+
+def test_pix2pix_trains_the_same():
+    _parity(pix2pix)
+
+
+def test_pix2pix_with_bce_trains_the_same():
+    _parity(pix2pix, gan_loss="bce", steps=1)
+
+
+def test_pix2pix_runs_in_minidl():
+    out = pix2pix(minidl, steps=1)
+    assert np.abs(out["sample"]).max() <= 1.0
+
+
+# ---- 20. the performance recipes: channels_last training, the profiler with record_function,
+# utils.benchmark.Timer, bfloat16 autocast on the CPU ------------------------------------------
+def perf_recipes(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    benchmark = importlib.import_module(tt.__name__ + ".utils.benchmark")  # import ....benchmark
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 4)).double()
+    _load(model, tt, state)
+    model = model.to(memory_format=tt.channels_last)
+    rng = np.random.default_rng(20)
+    images, labels = rng.random((6, 3, 8, 8)), rng.integers(0, 4, 6)
+    x = tt.from_numpy(images).to(memory_format=tt.channels_last)
+    # (the weights' own layout is not compared: minidl keeps them row-major by design)
+    facts = [x.is_contiguous(), x.is_contiguous(memory_format=tt.channels_last), x.stride(),
+             x.contiguous().stride()]
+    opt = tt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), tt.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    activities = [tt.profiler.ProfilerActivity.CPU]
+    with tt.profiler.profile(activities=activities, record_shapes=True) as prof:
+        with tt.profiler.record_function("model_inference"):
+            with tt.no_grad():
+                out = model(x)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="cpu_time_total", row_limit=5)
+    facts += ["model_inference" in table,
+              [e.count for e in averages if e.key == "model_inference"]]
+    timer = benchmark.Timer(stmt="model(x)", setup="", globals={"model": model, "x": x},
+                                     label="inference", description="channels_last")
+    measurement = timer.timeit(2)
+    facts += [isinstance(measurement, benchmark.Measurement), measurement.mean > 0,
+              measurement.number_per_run, len(measurement.times), measurement.label,
+              measurement.description, measurement.sub_label, measurement.as_row_name]
+    model32 = copy.deepcopy(model).float()
+    with tt.autocast(device_type="cpu", dtype=tt.bfloat16):
+        h = model32[0](x.float())
+        y = model32(x.float())
+        p = F.softmax(y, dim=-1)
+        z = model(x)  # float64 is left alone by autocast
+    facts += [str(t.dtype).replace("torch.", "") for t in (h, y, p, z)]
+    facts.append(bool(np.allclose(_np(y.float()), _np(model32(x.float())), atol=0.05)))
+    return {"losses": losses, "out": _np(out), "facts": repr(facts), "params": _params(model)}
+
+
+def test_performance_recipes_run_the_same():
+    _parity(perf_recipes)
+
+
+def test_performance_recipes_run_in_minidl():
+    out = perf_recipes(minidl, steps=2)
+    assert np.isfinite(out["out"]).all() and "True" in out["facts"]

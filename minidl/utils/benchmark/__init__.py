@@ -32,6 +32,11 @@ def _unit(seconds):
     return 1e-9, "ns"
 
 
+# a task's fields, each with its default (torch's TaskSpec)
+_TASK_SPEC_FIELDS = {"stmt": "", "setup": "pass", "global_setup": "", "label": None,
+                     "sub_label": None, "description": None, "env": None, "num_threads": 1}
+
+
 class Measurement:
     """The times of ``number_per_run`` executions of ``task_spec``'s statement, ``raw_times``
     seconds per run; ``times`` are per execution. ``median``, ``mean``, ``iqr`` in seconds."""
@@ -63,6 +68,17 @@ class Measurement:
         """As torch's: the spread is large against the median (IQR over 10% of it) or there
         are few runs (under 4), so the figure may not repeat."""
         return len(self.times) < 4 or self.iqr > 0.1 * self.median
+
+    def __getattr__(self, name):
+        """The task's fields (``label``, ``sub_label``, ``description``, ``stmt``, ``env``...)
+        read from the measurement itself, as torch's Measurement forwards them."""
+        if name in _TASK_SPEC_FIELDS and "task_spec" in vars(self):
+            return self.task_spec.get(name, _TASK_SPEC_FIELDS[name])
+        raise AttributeError(f"'Measurement' object has no attribute {name!r}")
+
+    @property
+    def as_row_name(self):
+        return self.sub_label or self.stmt or "[Unknown]"
 
     @property
     def title(self):
