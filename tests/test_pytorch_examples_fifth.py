@@ -1564,3 +1564,139 @@ def test_performance_recipes_run_the_same():
 def test_performance_recipes_run_in_minidl():
     out = perf_recipes(minidl, steps=2)
     assert np.isfinite(out["out"]).all() and "True" in out["facts"]
+
+
+# ---- what the programs found, each fix with its own test ------------------------------------
+def _grad_runs_only_the_path_to_its_inputs(tt):
+    calls = []
+    w = tt.tensor([0.5, -1.5], dtype=tt.float64, requires_grad=True)
+    w.register_hook(lambda g: calls.append("w"))
+    fast = w * 2.0 - w.exp()  # ops above the inputs of autograd.grad below, with saved arrays
+    grads = []
+    for _ in range(2):  # first-order MAML's inner loop: gradients of the fast weights only
+        loss = (fast.sin() * fast).sum()
+        (g,) = tt.autograd.grad(loss, fast)
+        grads.append(_np(g))
+        fast = fast - 0.1 * g
+    fast.pow(2).sum().backward()  # through the ops above, which kept what they saved
+    a = tt.tensor([1.0, 2.0], dtype=tt.float64, requires_grad=True)
+    v = tt.tensor([3.0, -1.0], dtype=tt.float64, requires_grad=True)
+    y = a.exp()
+    y.register_hook(lambda g: calls.append("y"))  # off the path from the output to v
+    (gv,) = tt.autograd.grad((y * v).sum(), v)
+    (ga,) = tt.autograd.grad((y * v).sum(), a)  # y's op was left alone: it runs now
+    return grads + [_np(w.grad), _np(gv), _np(ga)], calls
+
+
+def test_autograd_grad_runs_only_the_ops_on_a_path_to_its_inputs():
+    """First-order MAML failed with 'backward through a graph a second time': minidl's
+    autograd.grad(loss, fast_weights) went on past the fast weights, ran the ops that made them
+    from the parameters and freed them, so the outer loss's backward could not pass. It also
+    ran the hooks of tensors off the path. Now, as torch's engine, only the ops on a path from
+    the outputs to the inputs run (and are freed)."""
+    got, calls = _grad_runs_only_the_path_to_its_inputs(minidl)
+    w = np.array([0.5, -1.5])
+    f = w * 2 - np.exp(w)
+    g0 = np.sin(f) + f * np.cos(f)
+    np.testing.assert_allclose(got[0], g0)
+    f1 = f - 0.1 * g0
+    np.testing.assert_allclose(got[1], np.sin(f1) + f1 * np.cos(f1))
+    f2 = f1 - 0.1 * got[1]
+    np.testing.assert_allclose(got[2], 2 * f2 * (2 - np.exp(w)))
+    np.testing.assert_allclose(got[3], np.exp([1.0, 2.0]))
+    np.testing.assert_allclose(got[4], np.exp([1.0, 2.0]) * [3.0, -1.0])
+    assert calls == ["w", "y"]
+    x = minidl.tensor([0.3, 0.7], dtype=minidl.float64, requires_grad=True)
+    y = x.exp()
+    minidl.autograd.grad(y.sum(), x)  # frees the graph: a second pass still refuses
+    with pytest.raises(RuntimeError, match="second time"):
+        minidl.autograd.grad(y.sum(), x)
+
+
+def test_autograd_grad_runs_only_the_ops_on_a_path_to_its_inputs_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, our_calls = _grad_runs_only_the_path_to_its_inputs(minidl)
+    theirs, their_calls = _grad_runs_only_the_path_to_its_inputs(torch)
+    assert our_calls == their_calls
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-14)
+
+
+def _init_by_keyword(tt):
+    t = tt.empty(3, 4, dtype=tt.float64)
+    out = [tt.nn.init.constant_(tensor=t, val=0.25).clone()]
+    for f in (tt.nn.init.zeros_, tt.nn.init.ones_, tt.nn.init.eye_):
+        out.append(f(tensor=t).clone())
+    w = tt.empty(2, 2, 3, 3, dtype=tt.float64)
+    out.append(tt.nn.init.dirac_(tensor=w, groups=2).clone())
+    return [_np(o) for o in out]
+
+
+def test_nn_init_takes_torchs_argument_names():
+    """The neural ODE's nn.init.constant_(m.bias, val=0) was refused: minidl's initialisers
+    named their arguments t and value where torch's are tensor and val."""
+    import inspect
+
+    got = _init_by_keyword(minidl)
+    assert (got[0] == 0.25).all() and (got[1] == 0).all() and (got[3] == np.eye(3, 4)).all()
+    for name in ("uniform_", "normal_", "constant_", "xavier_uniform_", "kaiming_normal_",
+                 "trunc_normal_", "orthogonal_", "sparse_"):
+        assert next(iter(inspect.signature(getattr(minidl.nn.init, name)).parameters)) == \
+            "tensor", name
+    t = minidl.empty(5, 6, dtype=minidl.float64)
+    minidl.nn.init.normal_(tensor=t, mean=1.0, std=0.0)
+    assert (t.numpy() == 1.0).all()
+    with pytest.raises(TypeError, match="value"):
+        minidl.nn.init.constant_(t, value=1.0)
+
+
+def test_nn_init_takes_torchs_argument_names_as_torch():
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    for a, b in zip(_init_by_keyword(minidl), _init_by_keyword(torch)):
+        np.testing.assert_array_equal(a, b)
+    for name in dir(torch.nn.init):
+        theirs = getattr(torch.nn.init, name)
+        if name.endswith("_") and not name.startswith("_") and callable(theirs):
+            assert list(inspect.signature(getattr(minidl.nn.init, name)).parameters) == \
+                list(inspect.signature(theirs).parameters), name
+
+
+def _measurement_fields(tt):
+    benchmark = importlib.import_module(tt.__name__ + ".utils.benchmark")
+    plain = benchmark.Timer(stmt="x + 1", globals={"x": 1}).timeit(3)
+    named = benchmark.Timer(stmt="x * 2", setup="y = 0", globals={"x": 1}, label="mul",
+                            sub_label="int", description="two", env="here",
+                            num_threads=1).timeit(2)
+    fields = ("stmt", "setup", "global_setup", "label", "sub_label", "description", "env",
+              "num_threads", "as_row_name", "title", "number_per_run")
+    return [[getattr(m, f) for f in fields] for m in (plain, named)]
+
+
+def test_benchmark_measurement_reads_its_tasks_fields():
+    """The recipe's measurement.label (and description, sub_label...) failed: minidl's
+    Measurement kept them only in its task_spec dict; torch's forwards them."""
+    assert _measurement_fields(minidl) == [
+        ["x + 1", "pass", "", None, None, None, None, 1, "x + 1", "x + 1", 3],
+        ["x * 2", "y = 0", "", "mul", "int", "two", "here", 1, "int", "mul: int", 2]]
+    m = minidl.utils.benchmark.Timer("pass").timeit(1)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        m.nothing
+
+
+def test_benchmark_measurement_reads_its_tasks_fields_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _measurement_fields(minidl) == _measurement_fields(torch)
+
+
+def test_benchmark_measurement_title_as_torch():
+    pytest.importorskip("torch")
+    theirs_module = importlib.import_module("torch.utils.benchmark")
+    for kw in ({"stmt": "a = 1\nb = 2"}, {"stmt": "a = 1\nb = 2", "sub_label": "s"},
+               {"stmt": "pass", "sub_label": "s"}, {"stmt": "pass", "label": "L"}):
+        ours = minidl.utils.benchmark.Timer(**kw).timeit(1)
+        theirs = theirs_module.Timer(**kw).timeit(1)
+        assert ours.title == theirs.title and ours.as_row_name == theirs.as_row_name, kw
+        assert repr(ours).splitlines()[1:1 + ours.title.count("\n") + 1] == \
+            repr(theirs).splitlines()[1:1 + theirs.title.count("\n") + 1], kw

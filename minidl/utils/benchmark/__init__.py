@@ -82,15 +82,20 @@ class Measurement:
 
     @property
     def title(self):
-        return self.task_spec.get("label") or self.task_spec.get("stmt", "")
+        """The label (else a one-line statement), with ": sub_label" where there is one, as
+        torch's; a statement of several lines indented under "stmt:"."""
+        sub = self.sub_label
+        head = self.label if self.label is not None else self.stmt
+        if self.label is not None or "\n" not in self.stmt:
+            return head + (f": {sub}" if sub else "")
+        body = "\n".join("  " + line for line in self.stmt.splitlines())
+        return f"stmt:{f' ({sub})' if sub else ''}\n{body}"
 
     def __repr__(self):
         scale, unit = _unit(self.median)
         q1, q3 = np.quantile(self.times, [0.25, 0.75])
-        sub = self.task_spec.get("sub_label")
         description = self.task_spec.get("description")
-        lines = [f"<minidl.utils.benchmark.Measurement object at {hex(id(self))}>",
-                 f"{self.title}: {sub}" if sub else self.title]
+        lines = [f"<minidl.utils.benchmark.Measurement object at {hex(id(self))}>", self.title]
         if description:
             lines.append(description)
         if len(self.times) > 1:
