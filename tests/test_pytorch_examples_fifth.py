@@ -241,6 +241,15 @@ def hooks_gradcam(tt, state=None, steps=3):
     activation.clear()
     model(tt.from_numpy(images))
     removed = repr((len(activation), shapes))
+    summary = []  # a layer-by-layer summary by a hook on every module
+    module_hooks = importlib.import_module(tt.__name__ + ".nn.modules.module")
+    every = module_hooks.register_module_forward_hook(
+        lambda m, i, o: summary.append((type(m).__name__, tuple(o.shape),
+                                        sum(p.numel() for p in m.parameters(recurse=False)))))
+    try:
+        model(tt.from_numpy(images[:2]))
+    finally:
+        every.remove()
     # Grad-CAM on the last conv block's output
     model.eval()
     store = {}
@@ -261,13 +270,17 @@ def hooks_gradcam(tt, state=None, steps=3):
     flat = cam.flatten(1)
     lo, hi = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
     cam = ((flat - lo) / (hi - lo + 1e-8)).view_as(cam)
-    return {"losses": losses, "removed": removed, "cam": _np(cam).reshape(-1),
+    return {"losses": losses, "removed": removed, "summary": repr(summary),
+            "cam": _np(cam).reshape(-1),
             "input_grad": _np(x.grad).reshape(-1), "params": _params(model)}
 
 
 def test_hooks_and_grad_cam_run_the_same():
     out = _parity(hooks_gradcam)
     assert out["removed"] == repr((0, [(8, 8, 1, 1)] * 3))
+    summary = eval(out["summary"])
+    assert len(summary) == 10 and summary[-1] == ("Net", (2, 4), 0)
+    assert sum(n for _, _, n in summary) == 168 + 12 + 440 + 36
     assert out["cam"].min() >= 0 and out["cam"].max() <= 1
 
 
@@ -1700,3 +1713,83 @@ def test_benchmark_measurement_title_as_torch():
         assert ours.title == theirs.title and ours.as_row_name == theirs.as_row_name, kw
         assert repr(ours).splitlines()[1:1 + ours.title.count("\n") + 1] == \
             repr(theirs).splitlines()[1:1 + theirs.title.count("\n") + 1], kw
+
+
+def _global_module_hooks(tt):
+    nn = tt.nn
+    mm = importlib.import_module(tt.__name__ + ".nn.modules.module")
+    seen = []
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).double()
+    with tt.no_grad():
+        for k, p in enumerate(model.parameters()):
+            p.copy_(tt.from_numpy(np.linspace(-1.0, 1.0 + k, p.numel()).reshape(p.shape)))
+    model[0].register_forward_hook(lambda m, a, o: seen.append("own forward hook"))
+    model[2].register_full_backward_hook(lambda m, gi, go: seen.append("own backward hook"))
+
+    def pre(m, args):
+        seen.append(("pre", type(m).__name__))
+        if isinstance(m, nn.Tanh):
+            return (args[0] * 0.5,)
+
+    def fwd(m, args, kwargs, out):
+        seen.append(("forward", type(m).__name__, tuple(out.shape), sorted(kwargs)))
+
+    def bpre(m, grad_output):
+        seen.append(("backward pre", type(m).__name__))
+
+    def bwd(m, grad_input, grad_output):
+        seen.append(("backward", type(m).__name__,
+                     [None if g is None else tuple(g.shape) for g in grad_input]))
+        if isinstance(m, nn.Tanh):
+            return (grad_input[0] * 3.0,)
+
+    handles = [mm.register_module_forward_pre_hook(pre),
+               mm.register_module_forward_hook(fwd, with_kwargs=True),
+               mm.register_module_full_backward_pre_hook(bpre),
+               mm.register_module_full_backward_hook(bwd)]
+    x = tt.tensor([[0.1, -0.2, 0.3], [0.4, 0.5, -0.6]], dtype=tt.float64, requires_grad=True)
+    try:
+        out = model(x)
+        out.sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
+    seen.append("removed")
+    model(x)
+
+    class Fails(nn.Module):
+        def forward(self, x):
+            raise ValueError("no")
+
+    h = mm.register_module_forward_hook(lambda m, a, o: seen.append(("always", o)),
+                                        always_call=True)
+    try:
+        Fails()(x)
+    except ValueError:
+        seen.append("raised")
+    finally:
+        h.remove()
+    return repr(seen), _np(out), _np(x.grad)
+
+
+def test_global_module_hooks():
+    """A layer-by-layer summary of a model by torch.nn.modules.module's
+    register_module_forward_hook failed: minidl had none of the global module hooks. Now the
+    forward pre-hook, forward hook (with_kwargs, always_call) and the full backward pre-hook
+    and hook run for every module, before the module's own, until removed."""
+    seen, out, grad = _global_module_hooks(minidl)
+    seen = eval(seen)
+    assert seen[:3] == [("pre", "Sequential"), ("pre", "Linear"), ("forward", "Linear", (2, 4), [])]
+    assert seen[3] == "own forward hook" and ("forward", "Sequential", (2, 2), []) in seen
+    assert seen[-4:] == ["removed", "own forward hook", ("always", None), "raised"]
+    assert seen.index(("backward pre", "Linear")) < seen.index("own backward hook")
+    assert len(minidl.nn.module._global_forward_hooks) == 0
+    assert np.isfinite(grad).all()
+
+
+def test_global_module_hooks_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, theirs = _global_module_hooks(minidl), _global_module_hooks(torch)
+    assert ours[0] == theirs[0]
+    for a, b in zip(ours[1:], theirs[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
