@@ -2095,8 +2095,15 @@ def _graph_order(roots):
         if ctx.freed:
             freed = True
         push((node, True))
-        for parent in ctx.inputs:
-            if parent.requires_grad and id(parent) not in visited:
+        # leaves first, so that they are popped last: each comes right before the op that
+        # took it, and backward accumulates it (and runs its hooks) as soon as that op's
+        # gradient is there, as torch's engine runs AccumulateGrad once it is ready
+        inputs = ctx.inputs
+        for parent in inputs:
+            if parent._ctx is None and parent.requires_grad and id(parent) not in visited:
+                push((parent, False))
+        for parent in inputs:
+            if parent._ctx is not None and parent.requires_grad and id(parent) not in visited:
                 push((parent, False))
     return order, freed
 

@@ -1579,6 +1579,175 @@ def test_performance_recipes_run_in_minidl():
     assert np.isfinite(out["out"]).all() and "True" in out["facts"]
 
 
+
+# ---- 21. the fused Conv-BatchNorm custom Function tutorial: forward conv + batch norm in one
+# op, backward by nn.grad.conv2d_input/conv2d_weight and batch norm's formula, the conv output
+# recomputed in backward; then fuse_conv_bn_eval for inference ---------------------------------
+def fused_conv_bn(tt, state=None, steps=3, fused=True):
+    nn, F = tt.nn, tt.nn.functional
+
+    def unsqueeze_all(t):
+        return t[None, :, None, None]
+
+    def batch_norm_backward(grad_out, X, mean, inv_std):
+        N = X.numel() / X.size(1)
+        xhat = (X - unsqueeze_all(mean)) * unsqueeze_all(inv_std)
+        sum_g = grad_out.sum(dim=(0, 2, 3))
+        sum_gx = (grad_out * xhat).sum(dim=(0, 2, 3))
+        return unsqueeze_all(inv_std / N) * (N * grad_out - unsqueeze_all(sum_g)
+                                              - xhat * unsqueeze_all(sum_gx))
+
+    class FusedConvBN2DFunction(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, X, conv_weight, eps=1e-3):
+            assert X.ndim == 4
+            ctx.save_for_backward(X, conv_weight)  # the conv output is not kept: recomputed
+            X = F.conv2d(X, conv_weight)
+            mean = X.mean(dim=(0, 2, 3))
+            var = X.var(dim=(0, 2, 3), unbiased=False)
+            inv_std = 1.0 / tt.sqrt(var + eps)
+            ctx.stats = (mean, inv_std)
+            return (X - unsqueeze_all(mean)) * unsqueeze_all(inv_std)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            X, conv_weight = ctx.saved_tensors
+            mean, inv_std = ctx.stats
+            conv_out = F.conv2d(X, conv_weight)
+            grad_conv = batch_norm_backward(grad_out, conv_out, mean, inv_std)
+            grad_X = tt.nn.grad.conv2d_input(X.shape, conv_weight, grad_conv)
+            grad_w = tt.nn.grad.conv2d_weight(X, conv_weight.shape, grad_conv)
+            return grad_X, grad_w, None
+
+    class FusedConvBN(nn.Module):
+        def __init__(self, in_channels, out_channels, kernel_size, eps=1e-3):
+            super().__init__()
+            self.conv_weight = nn.Parameter(tt.empty(out_channels, in_channels, kernel_size,
+                                                     kernel_size, dtype=tt.float64))
+            nn.init.kaiming_uniform_(self.conv_weight, a=math.sqrt(5))
+            self.eps = eps
+
+        def forward(self, X):
+            if fused:
+                return FusedConvBN2DFunction.apply(X, self.conv_weight, self.eps)
+            return F.batch_norm(F.conv2d(X, self.conv_weight), None, None, training=True,
+                                eps=self.eps)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convbn1 = FusedConvBN(1, 4, 3)
+            self.convbn2 = FusedConvBN(4, 6, 3)
+            self.fc = nn.Linear(6 * 2 * 2, 3)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.convbn1(x)), 2)
+            x = F.relu(self.convbn2(x))
+            return F.log_softmax(self.fc(tt.flatten(x, 1)), dim=1)
+
+    rng = np.random.default_rng(21)
+    images, labels = rng.random((8, 1, 10, 10)), rng.integers(0, 3, 8)
+    X = tt.from_numpy(rng.standard_normal((2, 2, 5, 5))).requires_grad_()
+    W = tt.from_numpy(rng.standard_normal((3, 2, 3, 3))).requires_grad_()
+    checked = tt.autograd.gradcheck(FusedConvBN2DFunction.apply, (X, W))
+    model = Net().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adadelta(model.parameters(), lr=1.0)
+    losses = []
+    for _ in range(steps):
+        loss = F.nll_loss(model(tt.from_numpy(images)), tt.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # inference: a conv and an eval-mode BatchNorm folded into one conv
+    conv, bn = nn.Conv2d(1, 4, 3).double(), nn.BatchNorm2d(4).double()
+    with tt.no_grad():
+        conv.weight.copy_(model.convbn1.conv_weight)
+        conv.bias.zero_()
+        bn.running_mean.copy_(tt.from_numpy(rng.standard_normal(4) * 0.1))
+        bn.running_var.copy_(tt.from_numpy(rng.random(4) + 0.5))
+        bn.weight.copy_(tt.from_numpy(rng.random(4) + 0.5))
+    conv.eval()
+    bn.eval()
+    folded = tt.nn.utils.fusion.fuse_conv_bn_eval(conv, bn)
+    with tt.no_grad():
+        x = tt.from_numpy(images[:2])
+        gap = (folded(x) - bn(conv(x))).abs().max().item()
+    return {"losses": losses, "checked": repr(checked), "gap": gap,
+            "folded": _np(folded.weight).reshape(-1), "params": _params(model)}
+
+
+def test_fused_conv_bn_function_trains_the_same():
+    out = _parity(fused_conv_bn)
+    assert out["checked"] == "True" and out["gap"] < 1e-12
+
+
+def test_fused_conv_bn_function_is_the_unfused_model():
+    start = fused_conv_bn(minidl, steps=0)["params"]
+    a, b = fused_conv_bn(minidl, state=start), fused_conv_bn(minidl, state=start, fused=False)
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-10)
+    for k in a["params"]:
+        np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=1e-8, atol=1e-12)
+
+
+# ---- 22. the optimizer-step-in-backward recipe: an optimizer per parameter, stepped by
+# register_post_accumulate_grad_hook as each gradient lands, the same as the usual loop ------
+def optimizer_in_backward(tt, state=None, steps=3, in_backward=True):
+    nn, F = tt.nn, tt.nn.functional
+    model = nn.Sequential(nn.Linear(6, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 3)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(22)
+    X, y = rng.standard_normal((10, 6)), rng.integers(0, 3, 10)
+    order = []
+    if in_backward:
+        optimizer_dict = {p: tt.optim.AdamW([p], lr=1e-2, weight_decay=0.05)
+                          for p in model.parameters()}
+        names = {p: n for n, p in model.named_parameters()}
+
+        def optimizer_hook(parameter):
+            order.append(names[parameter])
+            optimizer_dict[parameter].step()
+            optimizer_dict[parameter].zero_grad()
+
+        handles = [p.register_post_accumulate_grad_hook(optimizer_hook)
+                   for p in model.parameters()]
+    else:
+        opt = tt.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(tt.from_numpy(X)), tt.from_numpy(y))
+        loss.backward()
+        if not in_backward:
+            opt.step()
+            opt.zero_grad()
+        losses.append(loss.item())
+    if in_backward:
+        for h in handles:
+            h.remove()
+        grads = [p.grad is None for p in model.parameters()]
+    else:
+        grads = [p.grad is None for p in model.parameters()]
+    layers = [name.split(".")[0] for name in order[:len(order) // max(steps, 1)]]
+    return {"losses": losses, "layers": repr(layers),  # the last layer's step first
+            "grads": repr(grads), "params": _params(model)}
+
+
+def test_optimizer_in_backward_trains_the_same():
+    out = _parity(optimizer_in_backward)
+    assert out["grads"] == repr([True] * 6)
+    assert out["layers"] == repr(["3", "3", "2", "2", "0", "0"])
+
+
+def test_optimizer_in_backward_is_the_usual_loop():
+    start = optimizer_in_backward(minidl, steps=0)["params"]
+    a = optimizer_in_backward(minidl, state=start)
+    b = optimizer_in_backward(minidl, state=start, in_backward=False)
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-12)
+    for k in a["params"]:
+        np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=1e-12, atol=1e-15)
+
+
 # ---- what the programs found, each fix with its own test ------------------------------------
 def _grad_runs_only_the_path_to_its_inputs(tt):
     calls = []
@@ -1793,3 +1962,88 @@ def test_global_module_hooks_as_torch():
     assert ours[0] == theirs[0]
     for a, b in zip(ours[1:], theirs[1:]):
         np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+def _extra_nones(tt):
+    class Scale(tt.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, factor=2.0, shift=0.0):
+            ctx.factor = factor
+            return x * factor + shift
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * ctx.factor, None, None  # a None for each defaulted argument too
+
+    x = tt.tensor([1.0, -2.0], dtype=tt.float64, requires_grad=True)
+    Scale.apply(x).sum().backward()
+    first = _np(x.grad)
+    x.grad = None
+    Scale.apply(x, 3.0).sum().backward()
+    return [first, _np(x.grad)]
+
+
+def test_custom_function_backward_may_return_nones_for_defaulted_arguments():
+    """The fused Conv-BN tutorial's backward returns (grad_X, grad_w, None) for forward(ctx, X,
+    conv_weight, eps=1e-3) called with two arguments: torch drops the trailing Nones, minidl
+    refused the count. Extra gradients that are not None are still refused."""
+    got = _extra_nones(minidl)
+    assert got[0].tolist() == [2.0, 2.0] and got[1].tolist() == [3.0, 3.0]
+
+    class Wrong(minidl.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, factor=2.0):
+            return x * factor
+
+        @staticmethod
+        def backward(ctx, g):
+            return g, g
+
+    x = minidl.tensor([1.0], requires_grad=True)
+    with pytest.raises(RuntimeError, match="returned 2 gradients, expected 1"):
+        Wrong.apply(x).sum().backward()
+
+
+def test_custom_function_backward_may_return_nones_for_defaulted_arguments_as_torch():
+    torch = pytest.importorskip("torch")
+    for a, b in zip(_extra_nones(minidl), _extra_nones(torch)):
+        np.testing.assert_array_equal(a, b)
+
+
+def _leaf_hook_order(tt):
+    nn = tt.nn
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 4), nn.Tanh(),
+                          nn.Linear(4, 2)).double()
+    names = {p: n for n, p in model.named_parameters()}
+    seen = []
+    for p in model.parameters():
+        p.register_post_accumulate_grad_hook(lambda q: seen.append(names[q].split(".")[0]))
+    shared = tt.tensor([0.5, -0.5], dtype=tt.float64, requires_grad=True)
+    shared.register_post_accumulate_grad_hook(lambda q: seen.append("shared"))
+    x = tt.ones(5, 3, dtype=tt.float64)
+    (model(x) * shared).sum().backward()  # shared: taken by the last op only
+    return seen
+
+
+def test_post_accumulate_grad_hooks_run_as_each_gradient_is_ready():
+    """The optimizer-in-backward recipe steps each parameter from its
+    post-accumulate-grad hook: torch runs them as each gradient is complete, the last layer's
+    first; minidl accumulated every parameter at the end, the first layer's first. Now a leaf
+    comes right after the op that took it. (A leaf that several ops took comes after the last
+    of them in minidl's order, which can be later than torch's: torch picks among the ready
+    ops by creation order, minidl walks the graph depth first.)"""
+    assert _leaf_hook_order(minidl) == ["shared", "4", "4", "2", "2", "0", "0"]
+    seen = []
+    shared = minidl.tensor([0.5, -0.5], dtype=minidl.float64, requires_grad=True)
+    shared.register_post_accumulate_grad_hook(lambda q: seen.append(q.grad.tolist()))
+    w = minidl.tensor([2.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    y = (w * shared.sum()).exp()
+    (y * shared).sum().backward()  # taken early and late: accumulated once, after both
+    yv = np.exp(np.array([2.0, 3.0]) * 0.0)
+    expected = yv * np.array([0.5, -0.5]) * np.array([2.0, 3.0])
+    assert seen == [(yv + expected.sum()).tolist()]
+
+
+def test_post_accumulate_grad_hooks_run_as_each_gradient_is_ready_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _leaf_hook_order(minidl) == _leaf_hook_order(torch)

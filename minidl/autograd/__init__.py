@@ -749,6 +749,8 @@ class _TensorStyle(Function):
             if saved is not None:
                 ctx._saved_tensors = held
         result = result if isinstance(result, tuple) else (result,)
+        if len(result) > ctx._n_args and all(r is None for r in result[ctx._n_args:]):
+            result = result[:ctx._n_args]  # Nones for forward's defaulted arguments, as torch
         if len(result) != ctx._n_args:
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
                                f"expected {ctx._n_args} (one per argument of forward, None for "
