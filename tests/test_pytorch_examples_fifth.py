@@ -1,13 +1,16 @@
 """A fifth set of programs, each written once as torch code and run unchanged by torch 2.13 and
 by minidl (``tt`` is either module) from the same initial weights, in float64: the saving and
 loading recipes (warm-starting with ``strict=False`` and a changed head; several models and
-optimizers in one checkpoint), feature extraction and Grad-CAM with module hooks, integrated
-gradients, MAML with second-order gradients, a hypernetwork, a neural ODE integrated by RK4,
-NeRF's positional encoding and volume rendering, PointNet with a T-net, a capsule network with
-dynamic routing, deep sets, a Gaussian process by Cholesky, a Bayes-by-backprop network, ASPP
-segmentation with dilated convolutions, the M5 speech-commands model on synthetic waveforms, a
-Mamba-style selective scan, Perceiver cross-attention, a TabTransformer, Pix2Pix (a U-Net
-generator and a PatchGAN), and the channels_last / autocast / benchmark / profiler recipes.
+optimizers in one checkpoint), feature extraction, a layer summary and Grad-CAM with module
+hooks, integrated gradients, MAML with second-order gradients, a hypernetwork, a neural ODE
+integrated by RK4, NeRF (positional encoding, volume rendering, hierarchical sampling),
+PointNet with a T-net, a capsule network with dynamic routing, deep sets, a Gaussian process by
+Cholesky, a Bayes-by-backprop network, ASPP segmentation with dilated convolutions, the M5
+speech-commands model on synthetic waveforms, a Mamba-style selective scan, Perceiver
+cross-attention, a TabTransformer, Pix2Pix (a U-Net generator and a PatchGAN), the
+channels_last / profiler / benchmark / CPU autocast recipes, the fused Conv-BatchNorm custom
+Function tutorial, the optimizer-step-in-backward recipe, a Fourier neural operator with complex
+weights, and gradual unfreezing with discriminative learning rates.
 
 minidl's random generator is its own (not torch's), so every draw the two runs share (data,
 noise, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's ndarray by
@@ -532,8 +535,9 @@ def test_neural_ode_runs_in_minidl():
     assert out["nfe"] == repr(4 * 10 * 2 + 4 * 20) and np.isfinite(out["extrapolated"]).all()
 
 
-# ---- 8. NeRF: positional encoding, stratified samples on rays, volume rendering by cumprod ----
-def nerf(tt, state=None, steps=3, n_samples=12):
+# ---- 8. NeRF: positional encoding, stratified samples on rays, volume rendering by cumprod, the
+# fine pass's samples by inverse-transform sampling (searchsorted) of the coarse weights ---------
+def nerf(tt, state=None, steps=3, n_samples=12, hierarchical=False):
     nn, F = tt.nn, tt.nn.functional
 
     def positional_encoding(x, L):
@@ -574,7 +578,23 @@ def nerf(tt, state=None, steps=3, n_samples=12):
         color = (weights[..., None] * rgb).sum(dim=-2)
         depth = (weights * t_vals).sum(dim=-1)
         acc = weights.sum(dim=-1)
-        return color + (1.0 - acc[..., None]), depth  # a white background
+        return color + (1.0 - acc[..., None]), depth, weights  # a white background
+
+    def sample_pdf(bins, weights, u):  # inverse-transform sampling of the coarse weights
+        weights = weights + 1e-5
+        pdf = weights / tt.sum(weights, -1, keepdim=True)
+        cdf = tt.cat([tt.zeros_like(pdf[..., :1]), tt.cumsum(pdf, -1)], -1)
+        inds = tt.searchsorted(cdf, u.contiguous(), right=True)
+        below = tt.max(tt.zeros_like(inds - 1), inds - 1)
+        above = tt.min((cdf.shape[-1] - 1) * tt.ones_like(inds), inds)
+        inds_g = tt.stack([below, above], -1)
+        matched = [inds_g.shape[0], inds_g.shape[1], cdf.shape[-1]]
+        cdf_g = tt.gather(cdf.unsqueeze(1).expand(matched), 2, inds_g)
+        bins_g = tt.gather(bins.unsqueeze(1).expand(matched), 2, inds_g)
+        denom = cdf_g[..., 1] - cdf_g[..., 0]
+        denom = tt.where(denom < 1e-5, tt.ones_like(denom), denom)
+        t = (u - cdf_g[..., 0]) / denom
+        return bins_g[..., 0] + t * (bins_g[..., 1] - bins_g[..., 0])
 
     rng = np.random.default_rng(8)
     R = 16
@@ -589,9 +609,17 @@ def nerf(tt, state=None, steps=3, n_samples=12):
     bins = np.linspace(near, far, n_samples + 1)
     for _ in range(steps):
         t_vals = bins[:-1] + (bins[1:] - bins[:-1]) * rng.random((R, n_samples))  # stratified
-        color, depth = render(model, tt.from_numpy(rays_o), tt.from_numpy(rays_d),
-                              tt.from_numpy(t_vals))
+        o, d = tt.from_numpy(rays_o), tt.from_numpy(rays_d)
+        color, depth, weights = render(model, o, d, tt.from_numpy(t_vals))
         loss = F.mse_loss(color, tt.from_numpy(target))
+        if hierarchical:  # the fine pass, on the coarse samples and those drawn from them
+            t_c = tt.from_numpy(t_vals)
+            mids = 0.5 * (t_c[..., 1:] + t_c[..., :-1])
+            u = tt.from_numpy(rng.random((R, n_samples)))
+            fine = sample_pdf(mids, weights[..., 1:-1].detach(), u)
+            t_f, _ = tt.sort(tt.cat([t_c, fine.detach()], -1), -1)
+            color_f, depth, _ = render(model, o, d, t_f)
+            loss = loss + F.mse_loss(color_f, tt.from_numpy(target))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -599,7 +627,7 @@ def nerf(tt, state=None, steps=3, n_samples=12):
         psnrs.append((-10.0 * tt.log10(loss.detach())).item())
     with tt.no_grad():  # the expected depth of each ray, at the bins' midpoints
         mids = (bins[:-1] + bins[1:]) / 2 if steps else np.linspace(near, far, n_samples)
-        _, depth = render(model, tt.from_numpy(rays_o), tt.from_numpy(rays_d),
+        _, depth, _ = render(model, tt.from_numpy(rays_o), tt.from_numpy(rays_d),
                           tt.from_numpy(np.tile(mids, (R, 1))))
     return {"losses": losses, "psnrs": psnrs, "depth": _np(depth), "params": _params(model)}
 
@@ -608,8 +636,12 @@ def test_nerf_volume_rendering_trains_the_same():
     _parity(nerf)
 
 
+def test_nerf_with_hierarchical_sampling_trains_the_same():
+    _parity(nerf, hierarchical=True)
+
+
 def test_nerf_runs_in_minidl():
-    out = nerf(minidl, steps=2)
+    out = nerf(minidl, steps=2, hierarchical=True)
     assert np.isfinite(out["psnrs"]).all() and ((out["depth"] > 0.9) & (out["depth"] < 3.1)).all()
 
 
@@ -1746,6 +1778,127 @@ def test_optimizer_in_backward_is_the_usual_loop():
     np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-12)
     for k in a["params"]:
         np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=1e-12, atol=1e-15)
+
+
+
+# ---- 23. a Fourier neural operator (1-D): rfft, complex weights on the lowest modes by einsum,
+# irfft back, a pointwise Conv1d path; Adam on complex parameters --------------------------------
+def fourier_neural_operator(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class SpectralConv1d(nn.Module):
+        def __init__(self, in_channels, out_channels, modes):
+            super().__init__()
+            self.modes = modes
+            scale = 1 / (in_channels * out_channels)
+            self.weights = nn.Parameter(scale * tt.rand(in_channels, out_channels, modes,
+                                                        dtype=tt.cdouble))
+
+        def forward(self, x):
+            x_ft = tt.fft.rfft(x)
+            out_ft = tt.zeros(x.size(0), self.weights.size(1), x.size(-1) // 2 + 1,
+                              dtype=tt.cdouble)
+            out_ft[:, :, :self.modes] = tt.einsum("bix,iox->box", x_ft[:, :, :self.modes],
+                                                  self.weights)
+            return tt.fft.irfft(out_ft, n=x.size(-1))
+
+    class FNO1d(nn.Module):
+        def __init__(self, modes=4, width=6):
+            super().__init__()
+            self.fc0 = nn.Linear(2, width)
+            self.convs = nn.ModuleList([SpectralConv1d(width, width, modes) for _ in range(2)])
+            self.ws = nn.ModuleList([nn.Conv1d(width, width, 1) for _ in range(2)])
+            self.fc1 = nn.Linear(width, 16)
+            self.fc2 = nn.Linear(16, 1)
+
+        def forward(self, x):
+            grid = tt.linspace(0, 1, x.shape[1], dtype=x.dtype).reshape(1, -1, 1)
+            x = self.fc0(tt.cat((x, grid.repeat(x.shape[0], 1, 1)), dim=-1)).permute(0, 2, 1)
+            for k, (conv, w) in enumerate(zip(self.convs, self.ws)):
+                x = conv(x) + w(x)
+                if k < len(self.convs) - 1:
+                    x = F.gelu(x)
+            return self.fc2(F.gelu(self.fc1(x.permute(0, 2, 1))))
+
+    rng = np.random.default_rng(23)
+    n, s = 6, 16
+    xs = np.linspace(0, 1, s)
+    coeffs = rng.standard_normal((n, 3))
+    a = sum(coeffs[:, k:k + 1] * np.sin((k + 1) * np.pi * xs) for k in range(3))
+    u = sum(coeffs[:, k:k + 1] / (k + 1) ** 2 * np.sin((k + 1) * np.pi * xs) for k in range(3))
+    model = FNO1d().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-4)
+    sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    losses = []
+    for _ in range(steps):
+        pred = model(tt.from_numpy(a[..., None])).squeeze(-1)
+        target = tt.from_numpy(u)
+        loss = (tt.linalg.vector_norm(pred - target, dim=1)
+                / tt.linalg.vector_norm(target, dim=1)).mean()  # the relative L2 loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_fourier_neural_operator_trains_the_same():
+    out = _parity(fourier_neural_operator)
+    assert out["params"]["convs.0.weights"].dtype == np.complex128
+
+
+def test_fourier_neural_operator_runs_in_minidl():
+    out = fourier_neural_operator(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 24. gradual unfreezing with discriminative learning rates: layers thawed one by one by
+# requires_grad_ and add_param_group, each group its own lr and betas ---------------------------
+def gradual_unfreezing(tt, state=None, steps=6):
+    nn, F = tt.nn, tt.nn.functional
+    model = nn.Sequential(nn.Embedding(10, 6), nn.Flatten(), nn.Linear(18, 12), nn.ReLU(),
+                          nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 2)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(24)
+    ids, y = rng.integers(0, 10, (12, 3)), rng.integers(0, 2, 12)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model[6].requires_grad_(True)
+    opt = tt.optim.Adam(model[6].parameters(), lr=1e-2)
+    thaw = {2: (model[4], 5e-3, (0.9, 0.999)), 4: (model[2], 2e-3, (0.85, 0.99)),
+            5: (model[0], 1e-3, (0.8, 0.99))}
+    losses, lrs = [], []
+    for step in range(steps):
+        if step in thaw:
+            layer, lr, betas = thaw[step]
+            layer.requires_grad_(True)
+            opt.add_param_group({"params": list(layer.parameters()), "lr": lr, "betas": betas})
+        loss = F.cross_entropy(model(tt.from_numpy(ids)), tt.from_numpy(y))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        for group in opt.param_groups:  # each group's lr decays on its own
+            group["lr"] *= 0.9
+        losses.append(loss.item())
+        lrs.append([g["lr"] for g in opt.param_groups])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    groups = [len(g["params"]) for g in opt.state_dict()["param_groups"]]
+    return {"losses": losses, "lrs": [x for row in lrs for x in row],
+            "facts": repr((trainable, groups)), "params": _params(model)}
+
+
+def test_gradual_unfreezing_trains_the_same():
+    out = _parity(gradual_unfreezing)
+    assert out["facts"] == repr((["0.weight", "2.weight", "2.bias", "4.weight", "4.bias",
+                                  "6.weight", "6.bias"], [2, 2, 2, 1]))
+
+
+def test_gradual_unfreezing_runs_in_minidl():
+    start = gradual_unfreezing(minidl, steps=0)["params"]
+    out = gradual_unfreezing(minidl, state=start, steps=3)
+    np.testing.assert_array_equal(out["params"]["0.weight"], start["0.weight"])  # still frozen
 
 
 # ---- what the programs found, each fix with its own test ------------------------------------
