@@ -2022,7 +2022,7 @@ def _fit_graph_gradient(pg, target):
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=None, materialize_grads=False):
+         allow_unused=None, materialize_grads=False, is_grads_batched=False):
     """The gradients of ``outputs`` with respect to ``inputs`` (a tuple of Tensors, one per
     input), as ``torch.autograd.grad``: nothing is accumulated into any ``.grad``. An input
     that the outputs do not depend on is an error unless ``allow_unused=True`` (then None, or
@@ -2031,6 +2031,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     Hessian-vector product); ``retain_graph`` then defaults to True."""
     if retain_graph is None:
         retain_graph = create_graph
+    if is_grads_batched:
+        return _grads_batched(outputs, inputs, grad_outputs, retain_graph, create_graph,
+                              allow_unused, materialize_grads)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
@@ -2070,6 +2073,39 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             result.append(Tensor(g.copy() if getattr(g, "base", None) is not None else g,
                                  dtype=g.dtype))
     return tuple(result)
+
+
+def _grads_batched(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                   materialize_grads):
+    """grad(is_grads_batched=True): the first dim of each grad_output is a batch; one backward
+    pass per row (the graph kept until the last), the gradients stacked along a new first dim
+    (torch vmaps the engine; the numbers are the same)."""
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    seeds = [grad_outputs] if grad_outputs is None or isinstance(grad_outputs, Tensor) \
+        else list(grad_outputs)
+    if len(seeds) != len(outs):
+        raise GradientShapeError(f"grad: {len(seeds)} grad_outputs for {len(outs)} outputs")
+    sizes = set()
+    for i, (t, g) in enumerate(zip(outs, seeds)):
+        if not isinstance(g, Tensor):
+            raise GradientShapeError(f"grad(is_grads_batched=True): grad_outputs[{i}] must be a "
+                               f"Tensor whose first dim is the batch, got {type(g).__name__}")
+        if tuple(g.shape[1:]) != tuple(t.shape):
+            raise GradientShapeError(
+                "If `is_grads_batched=True`, we interpret the first dimension of each "
+                "grad_output as the batch dimension. The sizes of the remaining dimensions are "
+                f"expected to match the shape of corresponding output, but a mismatch was "
+                f"detected: grad_output[{i}] has a shape of {tuple(g.shape)} and output[{i}] "
+                f"has a shape of {tuple(t.shape)}.")
+        sizes.add(g.shape[0])
+    if len(sizes) != 1 or 0 in sizes:
+        raise GradientShapeError(f"grad(is_grads_batched=True): the grad_outputs' batch sizes "
+                                 f"must be one size of at least 1, got {sorted(sizes)}")
+    (n,) = sizes
+    rows = [grad(outs, inputs, [g[b] for g in seeds], retain_graph or b < n - 1, create_graph,
+                 allow_unused, materialize_grads) for b in range(n)]
+    return tuple(None if column[0] is None else ops.stack(list(column))
+                 for column in zip(*rows))
 
 
 def _graph_order(roots):

@@ -2200,3 +2200,42 @@ def test_post_accumulate_grad_hooks_run_as_each_gradient_is_ready():
 def test_post_accumulate_grad_hooks_run_as_each_gradient_is_ready_as_torch():
     torch = pytest.importorskip("torch")
     assert _leaf_hook_order(minidl) == _leaf_hook_order(torch)
+
+
+def _batched_grads(tt):
+    x = tt.tensor([0.3, -1.2, 0.8], dtype=tt.float64, requires_grad=True)
+    w = tt.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=tt.float64, requires_grad=True)
+    y = x.sin() * x.sum()
+    z = (w @ w).tanh()
+    eye = tt.eye(3, dtype=tt.float64)
+    (jac,) = tt.autograd.grad(y, x, eye, retain_graph=True, is_grads_batched=True)
+    jx, jw = tt.autograd.grad((y, z), (x, w), (eye, tt.ones(3, 2, 2, dtype=tt.float64)),
+                              create_graph=True, is_grads_batched=True)
+    (hess_trace,) = tt.autograd.grad(jx.diagonal().sum() + (jw ** 2).sum(), x,
+                                     allow_unused=True, materialize_grads=True)
+    (hw,) = tt.autograd.grad((jw ** 2).sum(), w)
+    return [_np(jac), _np(jx), _np(jw), _np(hess_trace), _np(hw)]
+
+
+def test_autograd_grad_is_grads_batched():
+    """A Jacobian by rows, autograd.grad(y, x, torch.eye(n), is_grads_batched=True), was refused
+    (NotImplementedError): now each row is one vector-Jacobian product and they are stacked;
+    with create_graph they stay differentiable."""
+    jac, jx, jw = _batched_grads(minidl)[:3]
+    xv = np.array([0.3, -1.2, 0.8])
+    expected = np.diag(np.cos(xv) * xv.sum()) + np.sin(xv)[:, None]
+    np.testing.assert_allclose(jac, expected, rtol=1e-14)
+    np.testing.assert_allclose(jx, expected, rtol=1e-14)
+    assert jw.shape == (3, 2, 2) and np.allclose(jw, jw[0])
+    x = minidl.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(ValueError, match="grad_output\\[0\\] has a shape of \\(2, 3\\) and "
+                                         "output\\[0\\] has a shape of \\(2,\\)"):
+        minidl.autograd.grad(x * 2, x, minidl.ones(2, 3), is_grads_batched=True)
+    with pytest.raises(ValueError, match="must be a Tensor"):
+        minidl.autograd.grad((x * 2).sum(), x, is_grads_batched=True)
+
+
+def test_autograd_grad_is_grads_batched_as_torch():
+    torch = pytest.importorskip("torch")
+    for a, b in zip(_batched_grads(minidl), _batched_grads(torch)):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
