@@ -10,7 +10,8 @@ speech-commands model on synthetic waveforms, a Mamba-style selective scan, Perc
 cross-attention, a TabTransformer, Pix2Pix (a U-Net generator and a PatchGAN), the
 channels_last / profiler / benchmark / CPU autocast recipes, the fused Conv-BatchNorm custom
 Function tutorial, the optimizer-step-in-backward recipe, a Fourier neural operator with complex
-weights, and gradual unfreezing with discriminative learning rates.
+weights, gradual unfreezing with discriminative learning rates, word2vec with sparse gradients
+and SparseAdam, and an energy-based model sampled by Langevin dynamics.
 
 minidl's random generator is its own (not torch's), so every draw the two runs share (data,
 noise, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's ndarray by
@@ -1899,6 +1900,137 @@ def test_gradual_unfreezing_runs_in_minidl():
     start = gradual_unfreezing(minidl, steps=0)["params"]
     out = gradual_unfreezing(minidl, state=start, steps=3)
     np.testing.assert_array_equal(out["params"]["0.weight"], start["0.weight"])  # still frozen
+
+
+
+# ---- 25. word2vec: skip-gram with negative sampling, sparse embedding gradients, SparseAdam ----
+def word2vec(tt, state=None, steps=4, sparse=True):
+    nn, F = tt.nn, tt.nn.functional
+
+    class SkipGram(nn.Module):
+        def __init__(self, vocab=20, dim=6):
+            super().__init__()
+            self.in_embed = nn.Embedding(vocab, dim, sparse=sparse)
+            self.out_embed = nn.Embedding(vocab, dim, sparse=sparse)
+            init_range = 0.5 / dim
+            nn.init.uniform_(self.in_embed.weight, -init_range, init_range)
+            nn.init.constant_(self.out_embed.weight, 0)
+
+        def forward(self, center, context, negatives):
+            v = self.in_embed(center)  # (B, D)
+            u = self.out_embed(context)  # (B, D)
+            n = self.out_embed(negatives)  # (B, K, D)
+            pos = F.logsigmoid((v * u).sum(dim=-1))
+            neg = F.logsigmoid(-tt.bmm(n, v.unsqueeze(2)).squeeze(2)).sum(dim=1)
+            return -(pos + neg).mean()
+
+    rng = np.random.default_rng(25)
+    corpus = np.concatenate([np.arange(k, k + 5) % 20 for k in range(0, 40, 3)])
+    pairs = [(corpus[i], corpus[j]) for i in range(len(corpus))
+             for j in range(max(0, i - 2), min(len(corpus), i + 3)) if i != j]
+    counts = np.bincount(corpus, minlength=20) ** 0.75
+    noise = counts / counts.sum()
+    model = SkipGram().double()
+    _load(model, tt, state)
+    opt = (tt.optim.SparseAdam(list(model.parameters()), lr=0.05) if sparse
+           else tt.optim.Adam(model.parameters(), lr=0.05))
+    losses = []
+    for step in range(steps):
+        batch = [pairs[k] for k in rng.choice(len(pairs), 16, replace=False)]
+        center = tt.tensor([c for c, _ in batch])
+        context = tt.tensor([o for _, o in batch])
+        negatives = tt.from_numpy(rng.choice(20, (16, 3), p=noise))
+        loss = model(center, context, negatives)
+        opt.zero_grad()
+        loss.backward()
+        if step == 0:
+            layout = repr((model.in_embed.weight.grad.is_sparse,
+                           tuple(model.in_embed.weight.grad.shape)))
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        emb = F.normalize(model.in_embed.weight, dim=1)
+        nearest = (emb @ emb.T).fill_diagonal_(-2).argmax(dim=1)
+    return {"losses": losses, "layout": layout if steps else "", "nearest": repr(nearest.tolist()),
+            "params": _params(model)}
+
+
+def test_word2vec_with_sparse_adam_trains_the_same():
+    out = _parity(word2vec)
+    assert out["layout"] == repr((True, (20, 6)))
+
+
+def test_word2vec_sparse_and_dense_agree_in_minidl():
+    start = word2vec(minidl, steps=0)["params"]
+    a, b = word2vec(minidl, state=start), word2vec(minidl, state=start, sparse=False)
+    np.testing.assert_allclose(a["losses"][:1], b["losses"][:1], rtol=1e-12)  # then lazy Adam
+    assert np.isfinite(a["losses"]).all()
+
+
+# ---- 26. an energy-based model sampled by Langevin dynamics: input gradients by autograd.grad in
+# a loop, a replay buffer, the contrastive loss with an energy regulariser ----------------------
+def langevin_ebm(tt, state=None, steps=3, sgld_steps=5):
+    nn = tt.nn
+
+    class Energy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 16), nn.SiLU(), nn.Linear(16, 16), nn.SiLU(),
+                                     nn.Linear(16, 1))
+
+        def forward(self, x):
+            return self.net(x).squeeze(-1)
+
+    def sample_langevin(model, x, noises, step_size=0.1):
+        was_training = model.training
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        x = x.clone().detach().requires_grad_(True)
+        for k in range(len(noises)):
+            energy = model(x).sum()
+            (grad_x,) = tt.autograd.grad(energy, x)
+            with tt.no_grad():
+                x.add_(-step_size * grad_x + math.sqrt(2 * step_size) * 0.1 * noises[k])
+                x.clamp_(-3.0, 3.0)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        model.train(was_training)
+        return x.detach()
+
+    rng = np.random.default_rng(26)
+    angles = rng.uniform(0, 2 * np.pi, 64)
+    data = np.stack([np.cos(angles), np.sin(angles)], 1) * 1.5 + 0.05 * rng.standard_normal((64, 2))
+    buffer = rng.uniform(-2, 2, (32, 2))
+    model = Energy().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3, betas=(0.0, 0.999))
+    losses = []
+    for step in range(steps):
+        real = tt.from_numpy(data[16 * (step % 4):16 * (step % 4) + 16])
+        idx = rng.choice(32, 16, replace=False)
+        fresh = rng.random(16) < 0.05
+        start = np.where(fresh[:, None], rng.uniform(-2, 2, (16, 2)), buffer[idx])
+        fake = sample_langevin(model, tt.from_numpy(start),
+                               tt.from_numpy(rng.standard_normal((sgld_steps, 16, 2))))
+        buffer[idx] = fake.numpy()
+        e_real, e_fake = model(real), model(fake)
+        loss = e_real.mean() - e_fake.mean() + 0.1 * (e_real ** 2 + e_fake ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        tt.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "buffer": buffer.reshape(-1), "params": _params(model)}
+
+
+def test_langevin_ebm_trains_the_same():
+    _parity(langevin_ebm)
+
+
+def test_langevin_ebm_runs_in_minidl():
+    out = langevin_ebm(minidl, steps=2)
+    assert np.abs(out["buffer"]).max() <= 3.0 and np.isfinite(out["losses"]).all()
 
 
 # ---- what the programs found, each fix with its own test ------------------------------------
