@@ -11,7 +11,8 @@ cross-attention, a TabTransformer, Pix2Pix (a U-Net generator and a PatchGAN), t
 channels_last / profiler / benchmark / CPU autocast recipes, the fused Conv-BatchNorm custom
 Function tutorial, the optimizer-step-in-backward recipe, a Fourier neural operator with complex
 weights, gradual unfreezing with discriminative learning rates, word2vec with sparse gradients
-and SparseAdam, and an energy-based model sampled by Langevin dynamics.
+and SparseAdam, an energy-based model sampled by Langevin dynamics, a Swin block (shifted
+windows, relative position bias) and ConvNeXt V2 blocks (GRN, depthwise 7x7).
 
 minidl's random generator is its own (not torch's), so every draw the two runs share (data,
 noise, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's ndarray by
@@ -2031,6 +2032,254 @@ def test_langevin_ebm_trains_the_same():
 def test_langevin_ebm_runs_in_minidl():
     out = langevin_ebm(minidl, steps=2)
     assert np.abs(out["buffer"]).max() <= 3.0 and np.isfinite(out["losses"]).all()
+
+
+
+# ---- 27. a Swin block: window partition, a relative position bias table indexed by a buffer,
+# a cyclic shift by roll with its attention mask, window reverse, patch merging ------------------
+def swin(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def window_partition(x, ws):
+        B, H, W, C = x.shape
+        x = x.view(B, H // ws, ws, W // ws, ws, C)
+        return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, ws, ws, C)
+
+    def window_reverse(windows, ws, H, W):
+        B = int(windows.shape[0] / (H * W / ws / ws))
+        x = windows.view(B, H // ws, W // ws, ws, ws, -1)
+        return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(B, H, W, -1)
+
+    class WindowAttention(nn.Module):
+        def __init__(self, dim, ws, heads):
+            super().__init__()
+            self.ws, self.heads = ws, heads
+            self.scale = (dim // heads) ** -0.5
+            self.relative_position_bias_table = nn.Parameter(
+                tt.zeros((2 * ws - 1) * (2 * ws - 1), heads))
+            coords = tt.stack(tt.meshgrid(tt.arange(ws), tt.arange(ws), indexing="ij"))
+            flat = tt.flatten(coords, 1)
+            rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
+            rel[:, :, 0] += ws - 1
+            rel[:, :, 1] += ws - 1
+            rel[:, :, 0] *= 2 * ws - 1
+            self.register_buffer("relative_position_index", rel.sum(-1))
+            self.qkv = nn.Linear(dim, dim * 3)
+            self.proj = nn.Linear(dim, dim)
+            nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+        def forward(self, x, mask=None):
+            B_, N, C = x.shape
+            qkv = self.qkv(x).reshape(B_, N, 3, self.heads, C // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv[0], qkv[1], qkv[2]
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(
+                N, N, -1).permute(2, 0, 1).contiguous()
+            attn = attn + bias.unsqueeze(0)
+            if mask is not None:
+                nW = mask.shape[0]
+                attn = attn.view(B_ // nW, nW, self.heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+                attn = attn.view(-1, self.heads, N, N)
+            attn = attn.softmax(dim=-1)
+            return self.proj((attn @ v).transpose(1, 2).reshape(B_, N, C))
+
+    class SwinBlock(nn.Module):
+        def __init__(self, dim, res, heads, ws, shift):
+            super().__init__()
+            self.res, self.ws, self.shift = res, ws, shift
+            self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+            self.attn = WindowAttention(dim, ws, heads)
+            self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+            if shift > 0:
+                H, W = res
+                img_mask = tt.zeros((1, H, W, 1))
+                cnt = 0
+                for h in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+                    for w in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+                        img_mask[:, h, w, :] = cnt
+                        cnt += 1
+                mw = window_partition(img_mask, ws).view(-1, ws * ws)
+                attn_mask = mw.unsqueeze(1) - mw.unsqueeze(2)
+                attn_mask = attn_mask.masked_fill(attn_mask != 0, float(-100.0)).masked_fill(
+                    attn_mask == 0, float(0.0))
+            else:
+                attn_mask = None
+            self.register_buffer("attn_mask", attn_mask)
+
+        def forward(self, x):
+            H, W = self.res
+            B, L, C = x.shape
+            shortcut = x
+            x = self.norm1(x).view(B, H, W, C)
+            if self.shift > 0:
+                x = tt.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
+            windows = window_partition(x, self.ws).view(-1, self.ws * self.ws, C)
+            windows = self.attn(windows, mask=self.attn_mask).view(-1, self.ws, self.ws, C)
+            x = window_reverse(windows, self.ws, H, W)
+            if self.shift > 0:
+                x = tt.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))
+            x = shortcut + x.view(B, H * W, C)
+            return x + self.mlp(self.norm2(x))
+
+    class PatchMerging(nn.Module):
+        def __init__(self, res, dim):
+            super().__init__()
+            self.res = res
+            self.norm = nn.LayerNorm(4 * dim)
+            self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+        def forward(self, x):
+            H, W = self.res
+            B, L, C = x.shape
+            x = x.view(B, H, W, C)
+            x = tt.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
+            return self.reduction(self.norm(x.view(B, -1, 4 * C)))
+
+    class TinySwin(nn.Module):
+        def __init__(self, classes=3):
+            super().__init__()
+            self.patch_embed = nn.Conv2d(3, 8, 2, stride=2)
+            self.blocks = nn.Sequential(SwinBlock(8, (4, 4), 2, 2, 0), SwinBlock(8, (4, 4), 2, 2, 1))
+            self.merge = PatchMerging((4, 4), 8)
+            self.norm = nn.LayerNorm(16)
+            self.head = nn.Linear(16, classes)
+
+        def forward(self, x):
+            x = self.patch_embed(x).flatten(2).transpose(1, 2)
+            x = self.norm(self.merge(self.blocks(x)))
+            return self.head(x.mean(dim=1))
+
+    rng = np.random.default_rng(27)
+    images, labels = rng.random((6, 3, 8, 8)), rng.integers(0, 3, 6)
+    model = TinySwin().double()
+    _load(model, tt, state)
+    opt = tt.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(tt.from_numpy(images)), tt.from_numpy(labels),
+                               label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_swin_trains_the_same():
+    out = _parity(swin)
+    assert out["params"]["blocks.1.attn_mask"].min() == -100.0
+
+
+def test_swin_runs_in_minidl():
+    out = swin(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 28. ConvNeXt V2 blocks: a 7x7 depthwise conv, LayerNorm over channels by permute, global
+# response normalisation, layer scale, stochastic depth off in eval; a channels-first LayerNorm --
+def convnext_v2(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class LayerNorm2d(nn.Module):  # LayerNorm over the channels of NCHW, by hand
+        def __init__(self, c, eps=1e-6):
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(tt.ones(c)), nn.Parameter(tt.zeros(c))
+            self.eps = eps
+
+        def forward(self, x):
+            u = x.mean(1, keepdim=True)
+            s = (x - u).pow(2).mean(1, keepdim=True)
+            x = (x - u) / tt.sqrt(s + self.eps)
+            return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+    class GRN(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.gamma = nn.Parameter(tt.zeros(1, 1, 1, dim))
+            self.beta = nn.Parameter(tt.zeros(1, 1, 1, dim))
+
+        def forward(self, x):
+            Gx = tt.norm(x, p=2, dim=(1, 2), keepdim=True)
+            Nx = Gx / (Gx.mean(dim=-1, keepdim=True) + 1e-6)
+            return self.gamma * (x * Nx) + self.beta + x
+
+    class DropPath(nn.Module):
+        def __init__(self, p):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x, keep=None):
+            if self.p == 0.0 or not self.training:
+                return x
+            return x.div(1 - self.p) * keep
+
+    class Block(nn.Module):
+        def __init__(self, dim, drop_path=0.0):
+            super().__init__()
+            self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
+            self.norm = nn.LayerNorm(dim, eps=1e-6)
+            self.pwconv1 = nn.Linear(dim, 4 * dim)
+            self.act = nn.GELU()
+            self.grn = GRN(4 * dim)
+            self.pwconv2 = nn.Linear(4 * dim, dim)
+            self.drop_path = DropPath(drop_path)
+
+        def forward(self, x):
+            shortcut = x
+            x = self.dwconv(x).permute(0, 2, 3, 1)  # (N, H, W, C)
+            x = self.pwconv2(self.grn(self.act(self.pwconv1(self.norm(x)))))
+            return shortcut + self.drop_path(x.permute(0, 3, 1, 2))
+
+    class ConvNeXt(nn.Module):
+        def __init__(self, classes=3):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 2, stride=2), LayerNorm2d(8))
+            self.stage1 = nn.Sequential(Block(8), Block(8))
+            self.down = nn.Sequential(LayerNorm2d(8), nn.Conv2d(8, 12, 2, stride=2))
+            self.stage2 = Block(12)
+            self.norm = nn.LayerNorm(12, eps=1e-6)
+            self.head = nn.Linear(12, classes)
+            self.apply(self._init_weights)
+            with tt.no_grad():
+                self.head.weight.mul_(0.5)
+
+        def _init_weights(self, m):
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.constant_(m.bias, 0)
+
+        def forward(self, x):
+            x = self.stage2(self.down(self.stage1(self.stem(x))))
+            return self.head(self.norm(x.mean([-2, -1])))
+
+    rng = np.random.default_rng(28)
+    images, labels = rng.random((4, 3, 12, 12)), rng.integers(0, 3, 4)
+    model = ConvNeXt().double()
+    _load(model, tt, state)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = tt.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                          {"params": no_decay, "weight_decay": 0.0}], lr=4e-3)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(tt.from_numpy(images)), tt.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        logits = model(tt.from_numpy(images))
+    return {"losses": losses, "logits": _np(logits), "params": _params(model)}
+
+
+def test_convnext_v2_trains_the_same():
+    _parity(convnext_v2)
+
+
+def test_convnext_v2_runs_in_minidl():
+    out = convnext_v2(minidl, steps=2)
+    assert np.isfinite(out["logits"]).all()
 
 
 # ---- what the programs found, each fix with its own test ------------------------------------
