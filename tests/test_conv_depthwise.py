@@ -16,7 +16,23 @@ CASES = [  # (C, multiplier, kernel, stride, padding, dilation, H, W)
     (4, 1, 3, 3, 0, 1, 10, 10),
     (3, 1, 2, 1, 0, 3, 9, 9),
     (2, 1, 3, 2, 4, 1, 3, 5),  # padding wider than the input
+    (5, 1, 3, 2, 0, 1, 12, 11),  # stride 2 without padding, odd width
+    (3, 1, 4, 2, 3, 1, 9, 10),  # stride 2, odd padding, even filter
+    (4, 1, 3, 2, 1, 1, 24, 23),  # planes larger than the kernels' choice threshold
 ]
+
+
+@pytest.fixture(params=["planes", "channels_last"])
+def kernel_choice(request, monkeypatch):
+    """Each case through each of the CPU's two depthwise kernel families: by planes in NCHW
+    order (conv_depthwise_planes) and channels-last (conv_depthwise), whichever the output size
+    would choose."""
+    from minidl.backend.cpu import conv_depthwise
+
+    limit = 0 if request.param == "planes" else 1 << 40
+    monkeypatch.setattr(conv_depthwise, "PLANES_FROM", limit)
+    monkeypatch.setattr(conv_depthwise, "PLANES_FROM_THREADED", limit)
+    return request.param
 
 
 def run(fw, case, dtype, seed=0):
@@ -32,7 +48,7 @@ def run(fw, case, dtype, seed=0):
 
 @pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_depthwise_matches_torch(case, dtype):
+def test_depthwise_matches_torch(case, dtype, kernel_choice):
     torch = pytest.importorskip("torch")
     tol = dict(rtol=1e-4, atol=1e-4) if dtype == "float32" else dict(rtol=1e-10, atol=1e-10)
     for ours, theirs in zip(run(minidl, case, dtype), run(torch, case, dtype)):
@@ -40,7 +56,7 @@ def test_depthwise_matches_torch(case, dtype):
 
 
 @pytest.mark.parametrize("case", CASES[:4], ids=[str(c) for c in CASES[:4]])
-def test_depthwise_gradcheck(case):
+def test_depthwise_gradcheck(case, kernel_choice):
     c, m, k, s, p, d, h, w = case
     r = np.random.default_rng(1)
     args = [minidl.tensor(r.normal(size=shape), dtype=minidl.float64, requires_grad=True)
@@ -69,3 +85,22 @@ def test_conv1d_depthwise_and_the_kernel_is_used(monkeypatch):
     np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(xm.grad.numpy(), xt.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(wm.grad.numpy(), wt.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_parallel_drivers_equal_serial(monkeypatch):
+    """The kernels' parallel drivers (chunks of planes, of channels for the weight gradient)
+    give the serial drivers' results to the bit, on both kernel families."""
+    from minidl.backend.cpu import conv_depthwise, launch
+
+    case = (6, 2, 3, 2, 1, 1, 14, 13)
+    for threshold in (0, 1 << 40):
+        monkeypatch.setattr(conv_depthwise, "PLANES_FROM", threshold)
+        monkeypatch.setattr(conv_depthwise, "PLANES_FROM_THREADED", threshold)
+        for kind in ("macs", "depthwise"):
+            monkeypatch.setitem(launch.THRESHOLDS, kind, 1 << 40)
+        serial = run(minidl, case, "float32")
+        for kind in ("macs", "depthwise"):
+            monkeypatch.setitem(launch.THRESHOLDS, kind, 0)
+        par = run(minidl, case, "float32")
+        for a, b in zip(serial, par):
+            np.testing.assert_array_equal(a, b)

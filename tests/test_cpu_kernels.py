@@ -278,6 +278,9 @@ def test_direct_conv_is_only_chosen_where_it_pays():
     assert cpu.use_direct_conv((128, 1, 28, 28), (6, 1, 5, 5), (1, 1))      # LeNet conv1
     assert not cpu.use_direct_conv((128, 6, 14, 14), (16, 6, 5, 5), (1, 1))  # LeNet conv2
     assert not cpu.use_direct_conv((1, 1, 28, 28), (6, 1, 5, 5), (2, 2))     # strided
+    # a thin 1x1 layer (MobileNetV2's 16 -> 96 expansion) is a per-sample GEMM already
+    assert not cpu.use_direct_conv((8, 16, 48, 48), (96, 16, 1, 1), (1, 1))
+    assert cpu.conv2d_algorithm((8, 16, 48, 48), (96, 16, 1, 1), (1, 1), (0, 0), True) == "pointwise"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

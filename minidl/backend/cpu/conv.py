@@ -38,9 +38,11 @@ def conv2d_direct_wgrad(x, g, kh, kw, ph, pw):
 
 
 def use_direct_conv(x_shape, w_shape, stride):
-    """Whether ``conv2d_direct`` beats im2col + GEMM: stride 1 and few inputs per output."""
+    """Whether ``conv2d_direct`` beats im2col + GEMM: stride 1 and few inputs per output, but
+    not a 1x1 filter, whose per-sample GEMM needs no im2col either (MobileNetV2's 16 -> 96
+    expansion at 48x48, batch 8, 2 threads: forward 4.4 ms direct, 0.7 as a GEMM)."""
     co, ci, kh, kw = w_shape
-    return stride == (1, 1) and ci * kh * kw <= 32
+    return stride == (1, 1) and ci * kh * kw <= 32 and kh * kw > 1
 
 
 def use_tiles(x_shape, w_shape, stride):

@@ -34,6 +34,7 @@ SLEEPING_WORKERS = {
     # ~0.12 ms, less than waking the workers cost there (0.27 ms in parallel)
     "xent": 1 << 22,
     "macs": 1 << 25,     # direct convolution, by multiply-adds
+    "depthwise": 1 << 25,  # depthwise convolution by planes, by multiply-adds
     # batch norm's forward passes (and eval mode's one), and its backward passes, by activation
     # size: ResNet-50's activations at batch 4 (up to 1M values) ran faster on one core; the
     # backward pass's two reads of two arrays pay from 1M values (8x64x56x56: 0.78 ms in
@@ -59,9 +60,15 @@ SLEEPING_WORKERS = {
 # inference at batch 1 1.17 -> 1.28x), the chunked im2col of inference (between two threaded
 # GEMMs: the same case 1.12 -> 1.20x at 256k) and the optimizer update (the MLP's step
 # 0.80 -> 1.06 ms with its 200k-value weight updated in parallel).
+# Depthwise convolution by planes (short loops, a few us of work per plane) pays from 64k
+# multiply-adds: MobileNetV2's 192x12x12 layer at batch 8, forward and both gradients, 0.85 ->
+# 0.52 ms. (Batch norm's training passes and ReLU6 alone in parallel from 64k values were
+# faster too, 8x96x48x48's batch norm 1.75 -> 0.53 ms, but slower inside MobileNetV2's step,
+# where each follows a GEMM whose BLAS threads still spin: batch norm forward 7.6 -> 10.6 ms
+# a step, hardtanh backward 3.1 -> 6.0.)
 SPINNING_WORKERS = dict(SLEEPING_WORKERS, columns=1 << 18, winograd=1 << 17, pool=1 << 18,
                         relu=1 << 19, macs=1 << 21, rows=1 << 16,
-                        act=1 << 16)
+                        act=1 << 16, depthwise=1 << 16)
 
 # The table in use (read on every launch, so a test can lower or raise its sizes):
 # ``tuning.configure()`` switches it to SPINNING_WORKERS when it starts numba's OpenMP layer.
