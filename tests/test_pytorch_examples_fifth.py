@@ -12,7 +12,8 @@ channels_last / profiler / benchmark / CPU autocast recipes, the fused Conv-Batc
 Function tutorial, the optimizer-step-in-backward recipe, a Fourier neural operator with complex
 weights, gradual unfreezing with discriminative learning rates, word2vec with sparse gradients
 and SparseAdam, an energy-based model sampled by Langevin dynamics, a Swin block (shifted
-windows, relative position bias) and ConvNeXt V2 blocks (GRN, depthwise 7x7).
+windows, relative position bias), ConvNeXt V2 blocks (GRN, depthwise 7x7) and MobileNetV3 /
+ShuffleNet blocks (depthwise convolutions, squeeze-and-excitation, a channel shuffle).
 
 minidl's random generator is its own (not torch's), so every draw the two runs share (data,
 noise, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's ndarray by
@@ -2279,6 +2280,97 @@ def test_convnext_v2_trains_the_same():
 
 def test_convnext_v2_runs_in_minidl():
     out = convnext_v2(minidl, steps=2)
+    assert np.isfinite(out["logits"]).all()
+
+
+
+# ---- 29. MobileNetV3 / ShuffleNet blocks: inverted residuals with depthwise convs (stride 1 and
+# 2, 3x3 and 5x5), squeeze-and-excitation with hardsigmoid, hardswish, a channel shuffle --------
+def mobilenet_v3(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def _make_divisible(v, divisor=4):
+        return max(divisor, int(v + divisor / 2) // divisor * divisor)
+
+    class SqueezeExcitation(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            squeeze = _make_divisible(c // 4)
+            self.fc1, self.fc2 = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1)
+
+        def forward(self, x):
+            scale = F.adaptive_avg_pool2d(x, 1)
+            scale = F.hardsigmoid(self.fc2(F.relu(self.fc1(scale))), inplace=True)
+            return scale * x
+
+    def channel_shuffle(x, groups):
+        b, c, h, w = x.size()
+        x = x.view(b, groups, c // groups, h, w)
+        return tt.transpose(x, 1, 2).contiguous().view(b, -1, h, w)
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, expand, cout, kernel, stride, use_se, act, shuffle=False):
+            super().__init__()
+            self.use_res = stride == 1 and cin == cout
+            self.shuffle = shuffle
+            layers = [nn.Conv2d(cin, expand, 1, bias=False, groups=2 if shuffle else 1),
+                      nn.BatchNorm2d(expand), act()]
+            self.expand = nn.Sequential(*layers)
+            self.depthwise = nn.Sequential(
+                nn.Conv2d(expand, expand, kernel, stride, (kernel - 1) // 2, groups=expand,
+                          bias=False), nn.BatchNorm2d(expand), act())
+            self.se = SqueezeExcitation(expand) if use_se else nn.Identity()
+            self.project = nn.Sequential(nn.Conv2d(expand, cout, 1, bias=False),
+                                         nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            h = self.expand(x)
+            if self.shuffle:
+                h = channel_shuffle(h, 2)
+            h = self.project(self.se(self.depthwise(h)))
+            return h + x if self.use_res else h
+
+    class TinyMobileNetV3(nn.Module):
+        def __init__(self, classes=4):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
+                                      nn.Hardswish())
+            self.blocks = nn.Sequential(
+                InvertedResidual(8, 16, 8, 3, 1, False, nn.ReLU),
+                InvertedResidual(8, 24, 12, 5, 2, True, nn.Hardswish),
+                InvertedResidual(12, 24, 12, 3, 1, True, nn.Hardswish, shuffle=True))
+            self.head = nn.Sequential(nn.Linear(12, 16), nn.Hardswish(), nn.Dropout(0.0),
+                                      nn.Linear(16, classes))
+
+        def forward(self, x):
+            x = self.blocks(self.stem(x))
+            return self.head(tt.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    rng = np.random.default_rng(29)
+    images, labels = rng.random((4, 3, 16, 16)), rng.integers(0, 4, 4)
+    model = TinyMobileNetV3().double()
+    _load(model, tt, state)
+    opt = tt.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.9, eps=0.0316, momentum=0.9,
+                           weight_decay=1e-5)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(tt.from_numpy(images)), tt.from_numpy(labels))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        logits = model(tt.from_numpy(images))
+    return {"losses": losses, "logits": _np(logits), "params": _params(model)}
+
+
+def test_mobilenet_v3_blocks_train_the_same():
+    _parity(mobilenet_v3)
+
+
+def test_mobilenet_v3_blocks_run_in_minidl():
+    out = mobilenet_v3(minidl, steps=2)
     assert np.isfinite(out["logits"]).all()
 
 
