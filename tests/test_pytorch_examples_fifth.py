@@ -2712,3 +2712,41 @@ def test_autograd_grad_is_grads_batched_as_torch():
     torch = pytest.importorskip("torch")
     for a, b in zip(_batched_grads(minidl), _batched_grads(torch)):
         np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def _quantized_attention(tt):
+    rng = np.random.default_rng(7)
+    model = tt.nn.Sequential(tt.nn.Linear(8, 8))
+    model.attn = tt.nn.MultiheadAttention(8, 2, batch_first=True)
+    with tt.no_grad():
+        for p in model.parameters():
+            p.copy_(tt.from_numpy(rng.uniform(-0.5, 0.5, tuple(p.shape)).astype(np.float32)))
+    x = tt.from_numpy(rng.standard_normal((2, 3, 8)).astype(np.float32))
+    before = model.attn(x, x, x)[0]
+    q = tt.ao.quantization.quantize_dynamic(model, {tt.nn.Linear}, dtype=tt.qint8)
+    after = q.attn(x, x, x)[0]
+    names = repr((type(q[0]).__name__, type(q.attn.out_proj).__name__,
+                  isinstance(q.attn.out_proj, tt.nn.Linear)))
+    return names, _np(before), _np(after)
+
+
+def test_dynamic_quantization_leaves_attention_out_proj_alone():
+    """quantize_dynamic(model, {nn.Linear}) on a model with a MultiheadAttention broke the
+    attention ('function' object has no attribute 'dtype'): minidl's out_proj was a plain
+    Linear, so it was swapped for a quantized one whose weight is a method. torch's is a
+    NonDynamicallyQuantizableLinear, which the exact-type swap leaves alone; now minidl's too."""
+    names, before, after = _quantized_attention(minidl)
+    assert names == repr(("Linear", "NonDynamicallyQuantizableLinear", True))
+    np.testing.assert_array_equal(after, before)
+
+
+def test_dynamic_quantization_leaves_attention_out_proj_alone_as_torch():
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = _quantized_attention(torch)
+    ours = _quantized_attention(minidl)
+    assert ours[0] == theirs[0]
+    np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5, atol=1e-6)
