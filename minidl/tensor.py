@@ -1852,17 +1852,19 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
         grads[id(root)] = grad if held is None else held + grad
     handed_out = {id(g) for g in root_grads} if given else set()
     found = None if wanted is None else {id(t): None for t in wanted}
-    needed = None
+    needed = runs = None
     if found is not None:  # the tensors on a path to a wanted one (autograd.input_needed)
-        needed = set(found)
+        needed, runs = set(found), set()
         for node in order:  # inputs before the ops that took them
             ctx = node._ctx
             if ctx is not None and any(id(p) in needed for p in ctx.inputs):
                 needed.add(id(node))
+                runs.add(id(node))  # only these ops run (torch's engine: those on a path
+                # to an input), so an op above the inputs keeps what it saved
     previous_needed, autograd._needed = autograd._needed, needed
     try:
         _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
-                            finishers)
+                            finishers, runs)
     finally:
         autograd._needed = previous_needed
     for finish in finishers:
@@ -1871,21 +1873,24 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
 
 
 def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
-                        finishers):
-    """The loop of _backprop_graph: each op's backward in reverse topological order."""
+                        finishers, runs=None):
+    """The loop of _backprop_graph: each op's backward in reverse topological order (with
+    ``runs``, autograd.grad's, only the ops in it: those on a path to a wanted tensor)."""
     changes = autograd.changes
     pop_grad = grads.pop
     for node in reversed(order):
         g = pop_grad(id(node), None)
         if g is None:
             continue
+        if runs is not None and id(node) not in runs and id(node) not in found:
+            continue  # off every path to a wanted tensor: its hooks do not run either
         if node._hooks:
             g = _run_hooks(node, g)
         ctx = node._ctx
         if found is not None:
             if id(node) in found:
                 found[id(node)] = g
-            if ctx is None:
+            if ctx is None or id(node) not in runs:
                 continue
         elif ctx is None or node._retain_grad:
             if node.requires_grad:
@@ -2017,7 +2022,7 @@ def _fit_graph_gradient(pg, target):
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
-         allow_unused=None, materialize_grads=False):
+         allow_unused=None, materialize_grads=False, is_grads_batched=False):
     """The gradients of ``outputs`` with respect to ``inputs`` (a tuple of Tensors, one per
     input), as ``torch.autograd.grad``: nothing is accumulated into any ``.grad``. An input
     that the outputs do not depend on is an error unless ``allow_unused=True`` (then None, or
@@ -2026,6 +2031,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     Hessian-vector product); ``retain_graph`` then defaults to True."""
     if retain_graph is None:
         retain_graph = create_graph
+    if is_grads_batched:
+        return _grads_batched(outputs, inputs, grad_outputs, retain_graph, create_graph,
+                              allow_unused, materialize_grads)
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     single = isinstance(inputs, Tensor)
     inputs = [inputs] if single else list(inputs)
@@ -2067,6 +2075,39 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     return tuple(result)
 
 
+def _grads_batched(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
+                   materialize_grads):
+    """grad(is_grads_batched=True): the first dim of each grad_output is a batch; one backward
+    pass per row (the graph kept until the last), the gradients stacked along a new first dim
+    (torch vmaps the engine; the numbers are the same)."""
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    seeds = [grad_outputs] if grad_outputs is None or isinstance(grad_outputs, Tensor) \
+        else list(grad_outputs)
+    if len(seeds) != len(outs):
+        raise GradientShapeError(f"grad: {len(seeds)} grad_outputs for {len(outs)} outputs")
+    sizes = set()
+    for i, (t, g) in enumerate(zip(outs, seeds)):
+        if not isinstance(g, Tensor):
+            raise GradientShapeError(f"grad(is_grads_batched=True): grad_outputs[{i}] must be a "
+                               f"Tensor whose first dim is the batch, got {type(g).__name__}")
+        if tuple(g.shape[1:]) != tuple(t.shape):
+            raise GradientShapeError(
+                "If `is_grads_batched=True`, we interpret the first dimension of each "
+                "grad_output as the batch dimension. The sizes of the remaining dimensions are "
+                f"expected to match the shape of corresponding output, but a mismatch was "
+                f"detected: grad_output[{i}] has a shape of {tuple(g.shape)} and output[{i}] "
+                f"has a shape of {tuple(t.shape)}.")
+        sizes.add(g.shape[0])
+    if len(sizes) != 1 or 0 in sizes:
+        raise GradientShapeError(f"grad(is_grads_batched=True): the grad_outputs' batch sizes "
+                                 f"must be one size of at least 1, got {sorted(sizes)}")
+    (n,) = sizes
+    rows = [grad(outs, inputs, [g[b] for g in seeds], retain_graph or b < n - 1, create_graph,
+                 allow_unused, materialize_grads) for b in range(n)]
+    return tuple(None if column[0] is None else ops.stack(list(column))
+                 for column in zip(*rows))
+
+
 def _graph_order(roots):
     """The graph above ``roots`` (a list) in topological order (depth-first post-order: every
     op's inputs before it), and whether any op in it was freed by a backward pass."""
@@ -2090,8 +2131,15 @@ def _graph_order(roots):
         if ctx.freed:
             freed = True
         push((node, True))
-        for parent in ctx.inputs:
-            if parent.requires_grad and id(parent) not in visited:
+        # leaves first, so that they are popped last: each comes right before the op that
+        # took it, and backward accumulates it (and runs its hooks) as soon as that op's
+        # gradient is there, as torch's engine runs AccumulateGrad once it is ready
+        inputs = ctx.inputs
+        for parent in inputs:
+            if parent._ctx is None and parent.requires_grad and id(parent) not in visited:
+                push((parent, False))
+        for parent in inputs:
+            if parent._ctx is not None and parent.requires_grad and id(parent) not in visited:
                 push((parent, False))
     return order, freed
 

@@ -1,5 +1,5 @@
-"""What the PyTorch-program tests (tests/test_pytorch_examples_more.py, _third.py, _fourth.py)
-share: a program is a function of the framework module (``tt``: torch or minidl), run in torch
+"""What the PyTorch-program tests (tests/test_pytorch_examples_more.py, _third.py, _fourth.py,
+_fifth.py) share: a program is a function of the framework module (``tt``: torch or minidl), run in torch
 for its initial weights and then in both from them, and its results compared."""
 import numpy as np
 import pytest

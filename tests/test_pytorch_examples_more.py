@@ -2038,8 +2038,9 @@ def test_autograd_grad_takes_torchs_arguments_in_torchs_order():
     assert g.tolist() == [3.0, 12.0] and g.requires_grad
     with pytest.warns(FutureWarning, match="only_inputs argument is deprecated"):
         minidl.autograd.grad(y, x, retain_graph=True, only_inputs=False)
-    with pytest.raises(NotImplementedError, match="is_grads_batched=True is not supported"):
-        minidl.autograd.grad(y, x, is_grads_batched=True)
+    (rows,) = minidl.autograd.grad(y, x, minidl.ones(3, dtype=minidl.float64),
+                                   retain_graph=True, is_grads_batched=True)
+    assert rows.tolist() == [[3.0, 12.0]] * 3  # one row per seed (test_pytorch_examples_fifth)
     z = minidl.tensor([1.0], requires_grad=True)
     assert minidl.autograd.grad(y, [x, z], allow_unused=True)[1] is None
 

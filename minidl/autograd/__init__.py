@@ -319,18 +319,17 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
     zeros with ``materialize_grads=True``). ``create_graph=True`` records the gradients in the
     graph, so that they can be differentiated again. The arguments are torch's, in its order:
     ``only_inputs`` is deprecated there and ignored (a warning when False), as here (the
-    WGAN-GP gradient penalty still passes it); ``is_grads_batched=True`` is not supported."""
+    WGAN-GP gradient penalty still passes it). ``is_grads_batched=True`` reads the first dim
+    of each of ``grad_outputs`` as a batch: one vector-Jacobian product per row, stacked (rows
+    of a Jacobian, as autograd.functional.jacobian(vectorize=True) takes them)."""
     if not only_inputs:
         import warnings
 
         warnings.warn("only_inputs argument is deprecated and is ignored now (defaults to True). "
                       "To accumulate gradient for other parts of the graph, please use "
                       "Tensor.backward.", FutureWarning, stacklevel=2)
-    if is_grads_batched:
-        raise NotImplementedError("autograd.grad: is_grads_batched=True is not supported; "
-                                  "use minidl.func.vmap over a function of grad_outputs")
     return _grad_engine(outputs, inputs, grad_outputs, retain_graph, create_graph, allow_unused,
-                        materialize_grads)
+                        materialize_grads, is_grads_batched)
 
 
 def unbroadcast(grad, shape):
@@ -749,6 +748,8 @@ class _TensorStyle(Function):
             if saved is not None:
                 ctx._saved_tensors = held
         result = result if isinstance(result, tuple) else (result,)
+        if len(result) > ctx._n_args and all(r is None for r in result[ctx._n_args:]):
+            result = result[:ctx._n_args]  # Nones for forward's defaulted arguments, as torch
         if len(result) != ctx._n_args:
             raise RuntimeError(f"{type(ctx).__name__}.backward returned {len(result)} gradients, "
                                f"expected {ctx._n_args} (one per argument of forward, None for "

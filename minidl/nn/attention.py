@@ -27,7 +27,7 @@ from ..ops import (
 )
 from ..tensor import Function, Tensor, autocast_hook, is_grad_enabled, unbroadcast
 from . import init
-from .layers import Linear
+from .layers import NonDynamicallyQuantizableLinear
 from .module import Module, Parameter
 
 __all__ = ["scaled_dot_product_attention", "MultiheadAttention"]
@@ -377,7 +377,9 @@ class MultiheadAttention(Module):
             self.in_proj_bias = Parameter(np.empty(3 * E, dtype=default_float()))
         else:
             self.register_parameter("in_proj_bias", None)
-        self.out_proj = Linear(E, E, bias=bias)
+        # torch's type for it: dynamic quantisation (ao.quantization.quantize_dynamic) leaves
+        # it a float Linear, as the attention reads its weight itself
+        self.out_proj = NonDynamicallyQuantizableLinear(E, E, bias=bias)
         if add_bias_kv:
             self.bias_k = Parameter(np.empty((1, 1, E), dtype=default_float()))
             self.bias_v = Parameter(np.empty((1, 1, E), dtype=default_float()))

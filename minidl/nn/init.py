@@ -42,28 +42,28 @@ def _pairs(t, draw):
     return draw(tuple(t.shape))
 
 
-def uniform_(t, a=0.0, b=1.0, generator=None):
-    gen = _rng(t, generator, "uniform_")
-    return _write(t, _pairs(t, lambda shape: gen.uniform(a, b, shape)))
+def uniform_(tensor, a=0.0, b=1.0, generator=None):
+    gen = _rng(tensor, generator, "uniform_")
+    return _write(tensor, _pairs(tensor, lambda shape: gen.uniform(a, b, shape)))
 
 
-def normal_(t, mean=0.0, std=1.0, generator=None):
-    gen = _rng(t, generator, "normal_")
-    if t.data.dtype.kind == "c":  # half the variance in each part, as torch's
+def normal_(tensor, mean=0.0, std=1.0, generator=None):
+    gen = _rng(tensor, generator, "normal_")
+    if tensor.data.dtype.kind == "c":  # half the variance in each part, as torch's
         std = std * math.sqrt(0.5)
-    return _write(t, _pairs(t, lambda shape: gen.standard_normal(shape) * std + mean))
+    return _write(tensor, _pairs(tensor, lambda shape: gen.standard_normal(shape) * std + mean))
 
 
-def zeros_(t):
-    return constant_(t, 0.0)
+def zeros_(tensor):
+    return constant_(tensor, 0.0)
 
 
-def ones_(t):
-    return constant_(t, 1.0)
+def ones_(tensor):
+    return constant_(tensor, 1.0)
 
 
-def constant_(t, value):
-    return _write(t, np.full(t.shape, value, dtype=np.float64))
+def constant_(tensor, val):
+    return _write(tensor, np.full(tensor.shape, val, dtype=np.float64))
 
 
 def calculate_gain(nonlinearity, param=None):
@@ -110,59 +110,59 @@ def _empty(t):
     return True
 
 
-def kaiming_uniform_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """U(-bound, bound), bound = gain * sqrt(3 / fan); PyTorch's default for Linear and Conv2d
     weights is this with a = sqrt(5)."""
-    if _empty(t):
-        return t
+    if _empty(tensor):
+        return tensor
     gain = calculate_gain(nonlinearity, a)
-    bound = gain * math.sqrt(3.0 / _fan(t, mode, "kaiming_uniform_"))
-    return uniform_(t, -bound, bound, generator)
+    bound = gain * math.sqrt(3.0 / _fan(tensor, mode, "kaiming_uniform_"))
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def kaiming_normal_(t, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
+def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """N(0, std**2), std = gain / sqrt(fan)."""
-    if _empty(t):
-        return t
+    if _empty(tensor):
+        return tensor
     gain = calculate_gain(nonlinearity, a)
-    return normal_(t, 0.0, gain / math.sqrt(_fan(t, mode, "kaiming_normal_")), generator)
+    return normal_(tensor, 0.0, gain / math.sqrt(_fan(tensor, mode, "kaiming_normal_")), generator)
 
 
-def xavier_uniform_(t, gain=1.0, generator=None):
-    _fan(t, "fan_in", "xavier_uniform_")
-    fan_in, fan_out = _fans(t.shape)
+def xavier_uniform_(tensor, gain=1.0, generator=None):
+    _fan(tensor, "fan_in", "xavier_uniform_")
+    fan_in, fan_out = _fans(tensor.shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(t, -bound, bound, generator)
+    return uniform_(tensor, -bound, bound, generator)
 
 
-def xavier_normal_(t, gain=1.0, generator=None):
-    _fan(t, "fan_in", "xavier_normal_")
-    fan_in, fan_out = _fans(t.shape)
-    return normal_(t, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
+def xavier_normal_(tensor, gain=1.0, generator=None):
+    _fan(tensor, "fan_in", "xavier_normal_")
+    fan_in, fan_out = _fans(tensor.shape)
+    return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
 
 
-def trunc_normal_(t, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
     """N(mean, std**2) restricted to [a, b] (absolute bounds, as PyTorch's), drawn by inverting
     the normal CDF over the interval's probability range."""
     if not a < b:
         raise ValueError(f"trunc_normal_: a ({a}) must be less than b ({b})")
     lo, hi = (math.erf((v - mean) / (std * math.sqrt(2.0))) for v in (a, b))
-    u = _rng(t, generator, "trunc_normal_").uniform(lo, hi, t.shape)
+    u = _rng(tensor, generator, "trunc_normal_").uniform(lo, hi, tensor.shape)
     values = mean + std * math.sqrt(2.0) * _erfinv64(np, u)
-    return _write(t, np.clip(values, a, b))
+    return _write(tensor, np.clip(values, a, b))
 
 
-def orthogonal_(t, gain=1.0, generator=None):
+def orthogonal_(tensor, gain=1.0, generator=None):
     """A (semi-)orthogonal matrix over the first dim and the rest flattened, from the QR of a
     Gaussian matrix with the signs fixed so the result is uniformly distributed, times gain."""
-    if len(t.shape) < 2:
+    if len(tensor.shape) < 2:
         raise ValueError(f"orthogonal_: only tensors with 2 or more dimensions are supported, got "
-                         f"shape {tuple(t.shape)}")
-    gen = _rng(t, generator, "orthogonal_")
-    rows = t.shape[0]
-    cols = int(np.prod(t.shape[1:])) if rows else 0
+                         f"shape {tuple(tensor.shape)}")
+    gen = _rng(tensor, generator, "orthogonal_")
+    rows = tensor.shape[0]
+    cols = int(np.prod(tensor.shape[1:])) if rows else 0
     if rows == 0 or cols == 0:
-        return t
+        return tensor
     flat = gen.standard_normal((rows, cols))
     if rows < cols:
         flat = flat.T
@@ -170,43 +170,43 @@ def orthogonal_(t, gain=1.0, generator=None):
     q *= np.sign(np.diag(r))
     if rows < cols:
         q = q.T
-    return _write(t, gain * q.reshape(t.shape))
+    return _write(tensor, gain * q.reshape(tensor.shape))
 
 
-def eye_(t):
+def eye_(tensor):
     """The identity matrix (2-D tensors only)."""
-    if len(t.shape) != 2:
-        raise ValueError(f"eye_: only 2-D tensors are supported, got shape {tuple(t.shape)}")
-    return _write(t, np.eye(*t.shape))
+    if len(tensor.shape) != 2:
+        raise ValueError(f"eye_: only 2-D tensors are supported, got shape {tuple(tensor.shape)}")
+    return _write(tensor, np.eye(*tensor.shape))
 
 
-def dirac_(t, groups=1):
+def dirac_(tensor, groups=1):
     """The identity of a convolution (3-, 4- or 5-D weights): each output channel copies its
     input channel at the kernel's centre, in ``groups`` blocks."""
-    if len(t.shape) not in (3, 4, 5):
-        raise ValueError(f"dirac_: only 3, 4 or 5-D tensors are supported, got {tuple(t.shape)}")
-    out_per_group = t.shape[0] // groups
-    if t.shape[0] % groups:
-        raise ValueError(f"dirac_: dim 0 ({t.shape[0]}) is not divisible by groups ({groups})")
-    values = np.zeros(t.shape)
-    centre = tuple(k // 2 for k in t.shape[2:])
+    if len(tensor.shape) not in (3, 4, 5):
+        raise ValueError(f"dirac_: only 3, 4 or 5-D tensors are supported, got {tuple(tensor.shape)}")
+    out_per_group = tensor.shape[0] // groups
+    if tensor.shape[0] % groups:
+        raise ValueError(f"dirac_: dim 0 ({tensor.shape[0]}) is not divisible by groups ({groups})")
+    values = np.zeros(tensor.shape)
+    centre = tuple(k // 2 for k in tensor.shape[2:])
     for g in range(groups):
-        for d in range(min(out_per_group, t.shape[1])):
+        for d in range(min(out_per_group, tensor.shape[1])):
             values[(g * out_per_group + d, d) + centre] = 1
-    return _write(t, values)
+    return _write(tensor, values)
 
 
-def sparse_(t, sparsity, std=0.01, generator=None):
+def sparse_(tensor, sparsity, std=0.01, generator=None):
     """A 2-D matrix of N(0, std**2) entries with a ``sparsity`` fraction of each column zero."""
-    if len(t.shape) != 2:
-        raise ValueError(f"sparse_: only 2-D tensors are supported, got shape {tuple(t.shape)}")
-    gen = _rng(t, generator, "sparse_")
-    rows, cols = t.shape
+    if len(tensor.shape) != 2:
+        raise ValueError(f"sparse_: only 2-D tensors are supported, got shape {tuple(tensor.shape)}")
+    gen = _rng(tensor, generator, "sparse_")
+    rows, cols = tensor.shape
     values = gen.standard_normal((rows, cols)) * std
     zeros = int(math.ceil(sparsity * rows))
     for c in range(cols):
         values[gen.permutation(rows)[:zeros], c] = 0
-    return _write(t, values)
+    return _write(tensor, values)
 
 
 def _deprecated(new):

@@ -46,8 +46,9 @@ class Linear(Module):
 
 
 class NonDynamicallyQuantizableLinear(Linear):
-    """torch.nn.modules.linear's name for the Linear that MultiheadAttention projects with; a
-    Linear in every way here (minidl has no quantisation to keep it out of)."""
+    """torch.nn.modules.linear's name for the Linear that MultiheadAttention projects with: a
+    Linear in every way, except that dynamic quantisation (which swaps by exact type) leaves
+    it alone, as the attention reads its weight and bias itself."""
 
 
 class _NormBase(Module):

@@ -36,7 +36,8 @@ class _BackwardHooks:
 
     def outputs_done(self, grads):
         graph = _in_graph(grads)
-        for hook in list((self.module.__dict__.get("_backward_pre_hooks") or {}).values()):
+        for hook in [*_global_backward_pre_hooks.values(),
+                     *(self.module.__dict__.get("_backward_pre_hooks") or {}).values()]:
             result = hook(self.module, tuple(_wrap(g) for g in grads))
             if result is not None:
                 grads = [_unwrap(g, graph)
@@ -60,7 +61,8 @@ class _BackwardHooks:
     def run(self, grad_input):
         graph = _in_graph(grad_input) or _in_graph(self.grad_output)
         grad_output = tuple(_wrap(g) for g in self.grad_output)
-        for hook in list((self.module.__dict__.get("_backward_hooks") or {}).values()):
+        for hook in [*_global_backward_hooks.values(),
+                     *(self.module.__dict__.get("_backward_hooks") or {}).values()]:
             result = hook(self.module, tuple(_wrap(g) for g in grad_input), grad_output)
             if result is not None:
                 grad_input = tuple(_unwrap(g, graph) for g in _as_tuple(
@@ -360,6 +362,53 @@ def _add_hook(module, store, hook, prepend=False, marks=()):
     if prepend:
         hooks.move_to_end(handle.id, last=False)
     return handle
+
+
+# the hooks every module runs, before its own (torch.nn.modules.module's global hooks, for
+# debugging and profiling: a summary of every layer's output, activation statistics)
+_global_forward_pre_hooks = OrderedDict()
+_global_forward_hooks = OrderedDict()
+_global_forward_hooks_with_kwargs = set()
+_global_forward_hooks_always_called = set()
+_global_backward_pre_hooks = OrderedDict()
+_global_backward_hooks = OrderedDict()
+
+
+def _add_global_hook(hooks, hook, marks=()):
+    if not callable(hook):
+        raise TypeError(f"a module hook must be callable, got a {type(hook).__name__}")
+    handle = RemovableHandle(hooks, tuple(marks))
+    for ids in marks:
+        ids.add(handle.id)
+    hooks[handle.id] = hook
+    return handle
+
+
+def register_module_forward_pre_hook(hook):
+    """``hook(module, args)`` before every module's forward (before the module's own
+    pre-hooks); what it returns replaces the positional args. Returns a RemovableHandle."""
+    return _add_global_hook(_global_forward_pre_hooks, hook)
+
+
+def register_module_forward_hook(hook, *, with_kwargs=False, always_call=False):
+    """``hook(module, args, output)`` (``hook(module, args, kwargs, output)`` with
+    ``with_kwargs``) after every module's forward, before the module's own forward hooks;
+    what it returns replaces the output. ``always_call``: also when forward raised."""
+    marks = ([_global_forward_hooks_with_kwargs] if with_kwargs else []) + (
+        [_global_forward_hooks_always_called] if always_call else [])
+    return _add_global_hook(_global_forward_hooks, hook, marks)
+
+
+def register_module_full_backward_pre_hook(hook):
+    """``hook(module, grad_output)`` for every module, before the module's own backward
+    pre-hooks; what it returns replaces grad_output."""
+    return _add_global_hook(_global_backward_pre_hooks, hook)
+
+
+def register_module_full_backward_hook(hook):
+    """``hook(module, grad_input, grad_output)`` for every module, before the module's own
+    full backward hooks; what it returns replaces grad_input."""
+    return _add_global_hook(_global_backward_hooks, hook)
 
 
 class StateDictValueError(TypeError, RuntimeError):
@@ -1079,6 +1128,10 @@ class Module:
                 raise TypeError(f"{type(self).__name__}: the input is a numpy array of shape "
                                 f"{a.shape}; make it a tensor first: minidl.tensor(array)")
         pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
+        if _global_forward_pre_hooks:  # every module's hooks first, as torch's
+            pre = {**_global_forward_pre_hooks, **(pre or {})}
+        if _global_forward_hooks:
+            post = {**_global_forward_hooks, **(post or {})}
         pre_kw = self.__dict__.get("_forward_pre_hooks_with_kwargs") or ()
         for key, hook in list((pre or {}).items()):
             if key in pre_kw:
@@ -1093,13 +1146,17 @@ class Module:
             if result is not None:
                 args = result if isinstance(result, tuple) else (result,)
         backward_hooks = (self.__dict__.get("_backward_hooks")
-                          or self.__dict__.get("_backward_pre_hooks"))
+                          or self.__dict__.get("_backward_pre_hooks")
+                          or _global_backward_hooks or _global_backward_pre_hooks)
         state = None
         if backward_hooks and is_grad_enabled():
             state = _BackwardHooks(self, args)
             args = _hook_inputs(args, state)
         post_kw = self.__dict__.get("_forward_hooks_with_kwargs") or ()
         always = self.__dict__.get("_forward_hooks_always_called") or ()
+        if _global_forward_hooks:
+            post_kw = {*post_kw, *_global_forward_hooks_with_kwargs}
+            always = {*always, *_global_forward_hooks_always_called}
         called = set()
         try:
             out = self.forward(*args, **kwargs)

@@ -20,7 +20,9 @@ from ... import nn as _nn
 
 # torch.nn.modules' files and the names each holds, as torch 2.13 has them
 _FILES = {
-    "module": "Module _IncompatibleKeys",
+    "module": "Module _IncompatibleKeys register_module_forward_pre_hook "
+              "register_module_forward_hook register_module_full_backward_pre_hook "
+              "register_module_full_backward_hook",
     "linear": "Bilinear Identity LazyLinear Linear NonDynamicallyQuantizableLinear",
     "conv": "Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d LazyConv1d "
             "LazyConv2d LazyConv3d LazyConvTranspose1d LazyConvTranspose2d LazyConvTranspose3d "

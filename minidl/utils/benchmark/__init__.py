@@ -32,6 +32,11 @@ def _unit(seconds):
     return 1e-9, "ns"
 
 
+# a task's fields, each with its default (torch's TaskSpec)
+_TASK_SPEC_FIELDS = {"stmt": "", "setup": "pass", "global_setup": "", "label": None,
+                     "sub_label": None, "description": None, "env": None, "num_threads": 1}
+
+
 class Measurement:
     """The times of ``number_per_run`` executions of ``task_spec``'s statement, ``raw_times``
     seconds per run; ``times`` are per execution. ``median``, ``mean``, ``iqr`` in seconds."""
@@ -64,17 +69,33 @@ class Measurement:
         are few runs (under 4), so the figure may not repeat."""
         return len(self.times) < 4 or self.iqr > 0.1 * self.median
 
+    def __getattr__(self, name):
+        """The task's fields (``label``, ``sub_label``, ``description``, ``stmt``, ``env``...)
+        read from the measurement itself, as torch's Measurement forwards them."""
+        if name in _TASK_SPEC_FIELDS and "task_spec" in vars(self):
+            return self.task_spec.get(name, _TASK_SPEC_FIELDS[name])
+        raise AttributeError(f"'Measurement' object has no attribute {name!r}")
+
+    @property
+    def as_row_name(self):
+        return self.sub_label or self.stmt or "[Unknown]"
+
     @property
     def title(self):
-        return self.task_spec.get("label") or self.task_spec.get("stmt", "")
+        """The label (else a one-line statement), with ": sub_label" where there is one, as
+        torch's; a statement of several lines indented under "stmt:"."""
+        sub = self.sub_label
+        head = self.label if self.label is not None else self.stmt
+        if self.label is not None or "\n" not in self.stmt:
+            return head + (f": {sub}" if sub else "")
+        body = "\n".join("  " + line for line in self.stmt.splitlines())
+        return f"stmt:{f' ({sub})' if sub else ''}\n{body}"
 
     def __repr__(self):
         scale, unit = _unit(self.median)
         q1, q3 = np.quantile(self.times, [0.25, 0.75])
-        sub = self.task_spec.get("sub_label")
         description = self.task_spec.get("description")
-        lines = [f"<minidl.utils.benchmark.Measurement object at {hex(id(self))}>",
-                 f"{self.title}: {sub}" if sub else self.title]
+        lines = [f"<minidl.utils.benchmark.Measurement object at {hex(id(self))}>", self.title]
         if description:
             lines.append(description)
         if len(self.times) > 1:
