@@ -102,7 +102,8 @@ class Tensor:
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
     # In-place changes are counted per array, shared by every tensor that views it (detach(),
     # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
-    # array changed after its forward. None until the first change or the first view.
+    # array changed after its forward. None until the first change or the first view;
+    # [count, when it last changed] then, with a third entry once a view of the array is made.
     _vc = None
     _used = False  # how many ops recorded in the graph took this tensor as an input (0: none)
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
@@ -1453,6 +1454,9 @@ def _inplace_in_graph(t, other, name, out_of_place):
     if out_of_place is None:
         raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
                            "inside `with minidl.no_grad():` or use .clone()")
+    vc = t._vc
+    if vc is not None and len(vc) > 2:  # other tensors may view t's array
+        return _inplace_on_viewed_base(t, other, name, out_of_place)
     if t._used:
         raise RuntimeError(
             f"{name} on a tensor (shape {t.shape}) that another op of the graph already took as "
@@ -1481,6 +1485,94 @@ def _inplace_in_graph(t, other, name, out_of_place):
     return t
 
 
+def _inplace_on_viewed_base(t, other, name, out_of_place):
+    """An in-place op in the graph on a whole tensor ``t`` whose array other tensors may view
+    (``v = h[0]; h.mul_(2)``), as PyTorch records it: the op computed out of place from a copy
+    of ``t``'s values (a Clone of its old node, so what the op saves is never overwritten),
+    its result written into ``t``'s array (every view reads the new values, and the shared
+    count goes up) and ``t`` made the op's result. The views recorded from ``t`` reach its new
+    node through ``t`` itself, so their gradients flow through the op, as torch's regenerated
+    view nodes; views recorded before ``t`` took part in the graph (no node) become views of
+    the new ``t``. Where an op other than a view already took ``t`` or one of its views, the
+    change would reroute that op's gradient: refused, as for a whole tensor without views."""
+    b_data = t.data
+    xp = get_array_module(b_data)
+    if type(b_data) is SparseCOO:
+        raise SparseLayoutError(name)
+    if xp is np and not b_data.flags.writeable:
+        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    views = [w for w in (r() for r in t.__dict__.get("_views", ())) if w is not None]
+    _refuse_changed_no_grad_views(views, name)
+    views = [w for w in views if w.__dict__.get("_view_base") is t]
+    for w in [t] + views:
+        if int(w._used) > w.__dict__.get("_view_uses", 0):
+            what = "it" if w is t else "a view of it"
+            raise RuntimeError(
+                f"{name} on a tensor (shape {t.shape}) when an op of the graph other than a view "
+                f"already took {what} (shape {w.shape}) as an input: minidl cannot send that "
+                "op's gradient to the values as they were. Use an out-of-place op, or change a "
+                ".clone()")
+    if isinstance(other, Tensor) and other is not t and type(other.data) is type(b_data) and \
+            xp.may_share_memory(other.data, b_data):
+        same = other.data.shape == b_data.shape and other.data.strides == b_data.strides and \
+            _addr(other.data) == _addr(b_data)
+        if not same and name != "x[index] = value":
+            raise RuntimeError(
+                f"{name}: unsupported operation: some elements of the input tensor (shape "
+                f"{other.shape}) and the written-to tensor (shape {t.shape}) refer to a single "
+                "memory location. Please clone() the tensor before performing the operation "
+                "(PyTorch refuses it too)")
+        other_pos = None if same else _view_positions(b_data, other.data, name, overlap=True)
+    else:
+        other_pos = False
+    # the views without a node, to be made views of the new t: their places, found first
+    unrecorded = [(w, _view_positions(b_data, w.data, name, overlap=True)) for w in views
+                  if w._ctx is None]
+    old = Tensor.__new__(Tensor)
+    old.__dict__.update(t.__dict__)  # the node as it was (its op, its count, its array)
+    for key in ("_used", "_view_uses", "_views", "_hooks"):
+        old.__dict__.pop(key, None)
+    src = old.clone()  # its values now: what the op reads and may save
+    if other is t or other_pos is None:
+        other = src  # h *= h squares the old h
+    elif other_pos is not False:  # a view of t (h[1:] = h[:-1]): its values as they were
+        other = GetItem.apply(Reshape.apply(src, shape=(-1,)), index=other_pos)
+    out = out_of_place(src, other)
+    if out.data.dtype != t.data.dtype:
+        if category(out.data.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
+        out = _cast(out, t.data.dtype)
+    if out.shape != t.shape:
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
+                         f"shape {t.shape}")
+    xp.copyto(b_data, out.data, casting="unsafe")
+    bump_version(t)
+    t._ctx, t.requires_grad = out._ctx, out.requires_grad
+    t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
+    if t.requires_grad:
+        for w, pos in unrecorded:
+            node = _view_node(t, pos)
+            w._ctx, w.requires_grad = node._ctx, node.requires_grad
+            w.__dict__.pop("_hooks", None)
+    return t
+
+
+def _refuse_changed_no_grad_views(views, name):
+    """PyTorch's refusal of an in-place change in grad mode of a base, or of a view of it,
+    that a live view made under no_grad() reads (torch raises when that view is next used)."""
+    for w in views:
+        if w.__dict__.get("_view_no_grad") and "_view_base" not in w.__dict__:
+            raise RuntimeError(
+                f"{name}: A view was created in no_grad mode and its base or another view of its "
+                f"base has been modified inplace with grad mode enabled (a view of shape "
+                f"{w.shape}). Given that this use case is ambiguous and error-prone, it is "
+                "forbidden (as in PyTorch, which raises when the view is next used): make both "
+                "the view and the in-place op inside the no_grad block, or both outside it, or "
+                "clone() the view")
+
+
 def _element_addresses(a):
     """The address of each element of the array ``a`` (its shape), from its strides."""
     xp = get_array_module(a)
@@ -1503,9 +1595,11 @@ def _surely_apart(a):
     return True
 
 
-def _view_positions(base, view, name):
+def _view_positions(base, view, name, overlap=False):
     """Where each element of the array ``view`` lies in the array ``base`` (whose memory it
-    views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``."""
+    views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``.
+    ``overlap``: elements of ``view`` may share a place (an expand()ed view that is read, not
+    written)."""
     xp = get_array_module(base)
     v_addr = _element_addresses(view).reshape(-1)
     if base.flags.c_contiguous:  # (the common case) the offset from its start, in elements
@@ -1524,7 +1618,8 @@ def _view_positions(base, view, name):
     if bad:
         raise RuntimeError(f"{name} on a view (shape {tuple(view.shape)}) whose elements do not "
                            "all lie in its base's array; change a .clone() instead")
-    if v_addr.size > 1 and not _surely_apart(view) and xp.unique(v_addr).size != v_addr.size:
+    if not overlap and v_addr.size > 1 and not _surely_apart(view) and \
+            xp.unique(v_addr).size != v_addr.size:
         raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
                            f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
                            "refers to a single memory location. Please clone() the tensor before "
@@ -1596,8 +1691,9 @@ def _inplace_on_view(t, other, name, out_of_place):
         raise SparseLayoutError(name)
     if xp is np and not b_data.flags.writeable:
         raise ValueError(f"{name}: the base array (shape {base.shape}) of this view is read-only")
-    views = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None
-             and w.__dict__.get("_view_base") is base]
+    views = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None]
+    _refuse_changed_no_grad_views(views, name)
+    views = [w for w in views if w.__dict__.get("_view_base") is base]
     if not any(w is t for w in views):
         views.append(t)
     for w in [base] + views:
@@ -1645,7 +1741,8 @@ def _inplace_on_view(t, other, name, out_of_place):
     base.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
     for w in views:  # t, and the views of the old base that no op recorded: views of the new
         if w is t or w._ctx is None:
-            node = _view_node(base, pos if w is t else _view_positions(b_data, w.data, name))
+            node = _view_node(base, pos if w is t else _view_positions(b_data, w.data, name,
+                                                                       overlap=True))
             w._ctx, w.requires_grad = node._ctx, node.requires_grad
             w.__dict__.pop("_hooks", None)
     return t

@@ -1008,7 +1008,9 @@ def share_version(out, src):
     if out.data is src.data or root_array(out.data) is root_array(src.data):
         vc = src._vc
         if vc is None:
-            vc = src._vc = [0, 0]
+            vc = src._vc = [0, 0, True]
+        elif len(vc) == 2:
+            vc.append(True)  # other tensors view this array: in-place ops write into it
         out._vc = vc
         out._is_view = True
         if out._ctx is not None and any(t is src for t in out._ctx.inputs):
@@ -1017,15 +1019,23 @@ def share_version(out, src):
             base = src.__dict__.get("_view_base", src)
             if out.data.dtype == base.data.dtype and base is not out:
                 out._view_base = base
-                views = base.__dict__.get("_views")
-                if views is None:
-                    views = base._views = ViewList()
-                if len(views) % 64 == 63:  # the dead ones dropped now and then
-                    views[:] = [r for r in views if r() is not None]
-                views.append(_weakref.ref(out))
+                _track_view(base, out)
         elif src.requires_grad or src.__dict__.get("_view_no_grad"):
-            out._view_no_grad = True  # PyTorch refuses its in-place change in grad mode
+            out._view_no_grad = True  # PyTorch refuses its in-place change in grad mode,
+            base = src.__dict__.get("_view_base", src)  # and that of its base (kept to check)
+            if base is not out:
+                _track_view(base, out)
     return out
+
+
+def _track_view(base, view):
+    """Keep a weak reference to ``view`` in ``base._views`` (for in-place ops on either)."""
+    views = base.__dict__.get("_views")
+    if views is None:
+        views = base._views = ViewList()
+    if len(views) % 64 == 63:  # the dead ones dropped now and then
+        views[:] = [r for r in views if r() is not None]
+    views.append(_weakref.ref(view))
 
 
 def check_versions(node, ctx, graph=False):
