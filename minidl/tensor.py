@@ -1934,20 +1934,6 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
     its input gradients with recorded ops, so that the gradients can be differentiated again
     (double backward); without it they are arrays, computed outside the graph."""
     order, any_freed = _graph_order(roots)
-    for node in (order if any_freed else ()):  # the first freed op in order, as before
-        ctx = node._ctx
-        if ctx is not None and ctx.freed:
-            raise RuntimeError(
-                "backward() through a graph a second time: its saved arrays were freed by "
-                f"the first backward (at {type(ctx).__name__}, output shape "
-                f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
-                "again, or recompute the forward pass")
-    finishers = []  # Function.after_backward callbacks met on the way, each run once
-    grads = {}
-    for root, grad in zip(roots, root_grads):
-        held = grads.get(id(root))
-        grads[id(root)] = grad if held is None else held + grad
-    handed_out = {id(g) for g in root_grads} if given else set()
     found = None if wanted is None else {id(t): None for t in wanted}
     needed = None
     if found is not None:  # the tensors on a path to a wanted one (autograd.input_needed)
@@ -1956,6 +1942,21 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
             ctx = node._ctx
             if ctx is not None and any(id(p) in needed for p in ctx.inputs):
                 needed.add(id(node))
+    for node in (order if any_freed else ()):  # the first freed op in order, as before
+        ctx = node._ctx
+        if ctx is not None and ctx.freed and (needed is None or id(node) in needed):
+            raise RuntimeError(
+                "backward() through a graph a second time: its saved arrays were freed by "
+                f"the first backward (at {type(ctx).__name__}, output shape "
+                f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
+                "again, or recompute the forward pass (an op that saved nothing, as a view or "
+                "an add, can be gone through again, as in PyTorch)")
+    finishers = []  # Function.after_backward callbacks met on the way, each run once
+    grads = {}
+    for root, grad in zip(roots, root_grads):
+        held = grads.get(id(root))
+        grads[id(root)] = grad if held is None else held + grad
+    handed_out = {id(g) for g in root_grads} if given else set()
     previous_needed, autograd._needed = autograd._needed, needed
     try:
         _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
@@ -1982,7 +1983,7 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
         if found is not None:
             if id(node) in found:
                 found[id(node)] = g
-            if ctx is None:
+            if ctx is None or ctx.freed:  # (freed: on no path to a wanted tensor, see above)
                 continue
         elif ctx is None or node._retain_grad:
             if node.requires_grad:
@@ -2184,7 +2185,7 @@ def _graph_order(roots):
         if ctx is None:  # a leaf: nothing to visit first
             emit(node)
             continue
-        if ctx.freed:
+        if ctx.freed and autograd.relink(ctx):  # (freed by a backward pass: its inputs again)
             freed = True
         push((node, True))
         for parent in ctx.inputs:

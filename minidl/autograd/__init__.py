@@ -15,9 +15,9 @@ import weakref as _weakref
 
 import numpy as _np
 
-from ..backend import get_array_module, translated_oom
+from ..backend import cupy_module, get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
-from ..backend.sparse import SparseLayoutError
+from ..backend.sparse import SparseCOO, SparseLayoutError
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -299,8 +299,9 @@ Tensor = None
 
 
 def use_tensor_class(cls):
-    global Tensor
+    global Tensor, _NO_GRAD_INPUT
     Tensor = cls
+    _NO_GRAD_INPUT = cls(_np.zeros(()))
 
 
 _grad_engine = None  # tensor.py's grad(), handed over as the Tensor class is
@@ -370,7 +371,7 @@ def _holds_array(value):
 # Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
 # ``after_backward`` is kept
 _NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp", "forward_trace",
-                          "packed", "node_hooks", "_metadata"))
+                          "packed", "node_hooks", "_metadata", "edges", "_ghost"))
 
 
 def _check_devices(name, tensors):
@@ -391,6 +392,10 @@ class Function:
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
+    # set with it where that pass dropped what the op saved for its gradient: a later backward
+    # through it raises, as torch's; an op that saved nothing is relinked (see relink)
+    lost = False
+    edges = None  # a freed op's inputs, kept without their arrays (see _edge)
     # True where graph_backward reads an input or the output that backward does not (saved
     # values computed from it instead): a create_graph pass refuses any of them changed in place
     graph_reads_all = False
@@ -506,9 +511,12 @@ class Function:
         if drop is not None:
             for name in drop:
                 setattr(self, name, None)
+        lost = drop is not None or bool(self.saved)
         if self.packed is not None:
-            self.packed = None
-        self.saved, self.inputs, self.freed = (), (), True
+            self.packed, lost = None, True
+        if self.inputs:
+            self.edges = tuple([_edge(t) for t in self.inputs])
+        self.saved, self.inputs, self.freed, self.lost = (), (), True, lost
 
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError
@@ -774,7 +782,8 @@ class _TensorStyle(Function):
         return packed[start:start + int(_np.prod(shape))].reshape(shape)
 
     def free(self):
-        self.ctx._saved_tensors, self.ctx.freed = (), True
+        self.ctx.freed = bool(self.ctx.__dict__.get("_saved_tensors"))
+        self.ctx._saved_tensors = ()
         if getattr(self.ctx, "_saved_packed", None) is not None:
             self.ctx._saved_packed = None
         super().free()
@@ -981,6 +990,50 @@ def once_differentiable(backward):
                     for r in ((result,) if single else result))
         return out[0] if single else out
     return wrapper
+
+
+def _edge(t):
+    """What a freed op keeps of its input ``t``, as torch's graph keeps its edges once the
+    saved values are gone: a leaf that requires grad itself (its gradient accumulates there);
+    a tensor that does not, nothing; an op's result, a weak reference with its node, shape and
+    dtype, so that its array can go while the graph stays walkable (relink)."""
+    if t._ctx is None:
+        return t if t.requires_grad else None
+    data = t.data
+    if type(data) is SparseCOO:
+        return t
+    return (_weakref.ref(t), t._ctx, data.shape, data.dtype, type(data))
+
+
+def relink(fn):
+    """The inputs of the freed op ``fn`` again, for a later backward pass through it: each
+    input that is still alive and still the result of the same node, else a stand-in of its
+    shape and dtype (no array: a broadcast zero) that stands for that node, one per node.
+    Returns whether the op lost what it saved (a backward through it then refuses)."""
+    inputs = []
+    for e in fn.edges or ():
+        if e is None:
+            inputs.append(_NO_GRAD_INPUT)
+        elif type(e) is not tuple:
+            inputs.append(e)
+        else:
+            ref, node, shape, dtype, kind = e
+            t = ref()
+            if t is None or t._ctx is not node:
+                held = node.__dict__.get("_ghost")
+                t = None if held is None else held()
+                if t is None:
+                    xp = _np if kind is _np.ndarray else cupy_module()
+                    t = Tensor.__new__(Tensor)
+                    t.data = xp.broadcast_to(xp.zeros((), dtype), shape)
+                    t.grad, t._retain_grad, t.requires_grad, t._ctx = None, False, True, node
+                    node._ghost = _weakref.ref(t)
+            inputs.append(t)
+    fn.inputs, fn.freed = tuple(inputs), fn.lost
+    return fn.lost
+
+
+_NO_GRAD_INPUT = None  # a 0-d Tensor that does not require grad, made once Tensor is known
 
 
 def root_array(a):
