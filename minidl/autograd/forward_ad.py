@@ -31,8 +31,9 @@ UnpackedDualTensor = namedtuple("UnpackedDualTensor", ["primal", "tangent"])
 class _Level:
     def __init__(self, index):
         self.index = index
-        self.duals = []                   # (alias, tangent), in the order they were made
-        self.tangent_of = {}              # id(alias) -> tangent
+        self.duals = []                   # (root, tangent), in the order they were made
+        self.tangent_of = {}              # id(root) -> tangent
+        self.own = {}                     # id(dual) -> (its node at make_dual, tangent, outer)
         self.cache = {}                   # id(y) -> (weakref to y, its version, tangent)
 
 
@@ -61,6 +62,7 @@ def exit_dual_level(*, level=None):
     _ag._forward_ad_level = bool(_levels)
     gone.duals.clear()
     gone.tangent_of.clear()
+    gone.own.clear()
     gone.cache.clear()
 
 
@@ -110,19 +112,51 @@ def make_dual(tensor, tangent, *, level=None):
     if tensor.device != tangent.device:
         raise RuntimeError(f"make_dual: the tangent is on {tangent.device}, the primal on "
                            f"{tensor.device}")
-    if tensor.requires_grad and (id(tensor) in lv.tangent_of or _depends(tensor, lv)[0]):
+    if tensor.requires_grad and (_own(tensor, lv) is not None or _depends(tensor, lv)[0]):
         raise RuntimeError(f"Making a dual Tensor based on a Tensor that already has a forward "
                            f"gradient at the same level {lv.index} is not supported.")
     with _ag.enable_grad():
-        # an alias the graph records: a view keeping the primal's own graph where it requires
-        # grad (reverse mode through a dual tensor works as in torch), else a new leaf
-        dual = tensor.view_as(tensor) if tensor.requires_grad else (
-            tensor.detach().requires_grad_(True))
+        # a root the graph records, which the tangents are taken against: an alias keeping the
+        # primal's own graph where it requires grad (reverse mode through a dual tensor works
+        # as in torch), else a new leaf; the dual is an alias of it, so that an in-place op on
+        # the dual (or a view of it) changes the dual's node, never the root's
+        outer = tensor.requires_grad
+        root = _alias(tensor) if outer else tensor.detach().requires_grad_(True)
+        dual = _alias(root)
     if tangent.data.dtype != tensor.data.dtype:
         tangent = tangent.to(tensor.data.dtype)
-    lv.duals.append((dual, tangent))
-    lv.tangent_of[id(dual)] = tangent
+    lv.duals.append((root, tangent))
+    lv.tangent_of[id(root)] = tangent
+    lv.own[id(dual)] = (dual._ctx, tangent, outer, weakref.ref(dual))
     return dual
+
+
+class _Alias(_ag.Function):
+    """The identity as a recorded op whose result reads the same memory (not marked a view:
+    a whole tensor of its own for in-place ops); its gradient is the incoming one."""
+
+    complex_grad = True
+
+    def forward(self, a):
+        return a.view()
+
+    def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
+        return g
+
+
+def _alias(t):
+    return _Alias.apply(t)
+
+
+def _own(tensor, lv):
+    """(tangent, outer) of a dual tensor of ``lv`` that has not changed since make_dual."""
+    held = lv.own.get(id(tensor))
+    if held is None or held[3]() is not tensor or tensor._ctx is not held[0]:
+        return None
+    return held[1], held[2]
 
 
 def _depends(y, lv):
@@ -175,10 +209,10 @@ def unpack_dual(tensor, *, level=None):
                 "tangent is unknown. Compute it with grad enabled (torch's forward AD ignores "
                 "no_grad)")
         return UnpackedDualTensor(tensor, None)
-    own = lv.tangent_of.get(id(tensor))
+    own = _own(tensor, lv)
     if own is not None:
-        # a view of a primal that requires grad keeps its graph; a new leaf does not
-        return UnpackedDualTensor(tensor if tensor._ctx is not None else tensor.detach(), own)
+        # an alias of a primal that requires grad keeps its graph; of a new leaf, does not
+        return UnpackedDualTensor(tensor if own[1] else tensor.detach(), own[0])
     version = tensor._version
     held = lv.cache.get(id(tensor))
     if held is not None and held[0]() is tensor and held[1] == version:  # read before a backward
