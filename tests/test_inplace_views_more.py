@@ -1,0 +1,513 @@
+"""In-place ops on a whole tensor that has views (``v = h[0]; h.mul_(2)``: the views read the
+new values and their gradients flow through the op, as torch's regenerated view nodes), a
+second backward through ops that saved nothing (torch's rule: only a freed saved tensor
+refuses), and forward AD through in-place ops on views and on bases with views."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+
+import minidl
+from minidl.testing import gradcheck, gradgradcheck
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal((3, 4))
+W = RNG.standard_normal((3, 4))
+U = RNG.standard_normal(4)
+
+# view kind -> a view of a (3, 4) tensor h
+VIEWS = {
+    "slice": lambda h: h[:, 1:3],
+    "select": lambda h: h.select(1, 2),
+    "transpose": lambda h: h.transpose(0, 1),
+    "view": lambda h: h.view(12)[2:9],
+    "reshape": lambda h: h.reshape(2, 6),
+    "diagonal": lambda h: h.diagonal(1),
+    "expand": lambda h: h[1:2].expand(5, 4),
+    "view_of_view": lambda h: h[1:].t()[2],
+    "unsqueeze": lambda h: h.unsqueeze(0)[0, :, 1],
+}
+
+# in-place op on the whole of h -> fn(h, w, u) (w (3, 4) and u (4,) require grad)
+BASE_OPS = {
+    "mul_": lambda h, w, u: h.mul_(2),
+    "mul_grad": lambda h, w, u: h.mul_(w),
+    "add_grad": lambda h, w, u: h.add_(u),
+    "sin_": lambda h, w, u: h.sin_(),
+    "pow_": lambda h, w, u: h.pow_(2),
+    "relu_": lambda h, w, u: h.relu_(),
+    "sigmoid_": lambda h, w, u: h.sigmoid_(),
+    "setitem": lambda h, w, u: h.__setitem__(1, u * 3),
+    "clamp_": lambda h, w, u: h.clamp_(-0.5, 0.7),
+}
+
+
+def _leaves(lib):
+    x = lib.tensor(X, dtype=lib.float64, requires_grad=True)
+    w = lib.tensor(W, dtype=lib.float64, requires_grad=True)
+    u = lib.tensor(U, dtype=lib.float64, requires_grad=True)
+    return x, w, u
+
+
+def _grads(*leaves):
+    return [None if t.grad is None else t.grad.numpy().copy() for t in leaves]
+
+
+def _close(mine, theirs):
+    for a, b in zip(mine, theirs):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _base_with_views(lib, view, op):
+    x, w, u = _leaves(lib)
+    h = x * 1.5 - 0.2
+    v = VIEWS[view](h)
+    other = h[2]  # a second view, made before the change too
+    r = BASE_OPS[op](h, w, u)
+    assert r is None or r is h
+    vals = [h.detach().numpy().copy(), v.detach().numpy().copy(), other.detach().numpy().copy()]
+    loss = (h * h).sum() + (v * v.detach().cos()).sum() + (other * 3).sum()
+    loss.backward()
+    return vals, _grads(x, w, u)
+
+
+@pytest.mark.parametrize("op", list(BASE_OPS))
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_in_place_on_a_base_with_live_views_as_torch(view, op):
+    torch = pytest.importorskip("torch")
+    mv, mg = _base_with_views(minidl, view, op)
+    tv, tg = _base_with_views(torch, view, op)
+    _close(mv, tv)
+    _close(mg, tg)
+
+
+def test_the_views_read_the_new_values_and_share_the_count():
+    x = minidl.tensor(X, dtype=minidl.float64, requires_grad=True)
+    h = x * 1
+    v, d = h[0], h.detach()
+    node = h.grad_fn
+    h.mul_(2)
+    np.testing.assert_array_equal(v.numpy(), 2 * X[0])
+    np.testing.assert_array_equal(d.numpy(), 2 * X)  # detach() views the memory too, as torch's
+    assert h._version == v._version == d._version == 1
+    assert h.grad_fn is not node and type(h.grad_fn).__name__.startswith("Mul")
+    v.sum().backward()  # through the in-place op: 2 at row 0
+    expect = np.zeros((3, 4))
+    expect[0] = 2.0
+    np.testing.assert_array_equal(x.grad.numpy(), expect)
+
+
+def test_a_base_without_grad_written_with_one_that_has_it_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        b = lib.zeros(3, 4, dtype=lib.float64)
+        row, col, wide = b[1], b.t()[2], b[:1].expand(2, 4)  # made before b takes part
+        b.add_(w * 2)
+        assert b.requires_grad and row.requires_grad and col.requires_grad and wide.requires_grad
+        b[0].mul_(u)  # then an in-place op on another view of it
+        loss = (b * b).sum() + (row * 3).sum() + (col * col).sum() + (wide * wide).sum()
+        loss.backward()
+        return [b.detach().numpy(), row.detach().numpy(), wide.detach().numpy()], _grads(w, u)
+
+    mv, mg = run(minidl)
+    tv, tg = run(torch)
+    _close(mv, tv)
+    _close(mg, tg)
+
+
+def test_views_of_views_and_ops_on_one_view_then_another_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        h = x.exp() * 1
+        a = h[1:]
+        b = a.t()[1:3]  # a view of a view
+        c = h.view(12)
+        a[0].add_(u)  # an in-place op on one view
+        h.mul_(w)  # then on the base, with a, b, c alive
+        b.mul_(2)  # then on a view of a view
+        c[::5].sigmoid_()
+        loss = (a * a).sum() + (b * 3).sum() + (c * c.detach()).sum() + (h * h).sum()
+        loss.backward()
+        return [h.detach().numpy(), b.detach().numpy()], _grads(x, w, u)
+
+    mv, mg = run(minidl)
+    tv, tg = run(torch)
+    _close(mv, tv)
+    _close(mg, tg)
+
+
+def test_gradcheck_and_gradgradcheck_of_in_place_ops_on_a_base_with_views():
+    x = minidl.tensor(X, dtype=minidl.float64, requires_grad=True)
+    w = minidl.tensor(W, dtype=minidl.float64, requires_grad=True)
+
+    def f(x, w):
+        h = x * x
+        v = h[1:].t()
+        d = h.diagonal()
+        h.mul_(w)
+        h.sin_()
+        v[0].add_(w[0, :2])
+        return h.sum() * d + v.sum(1)[:3]
+
+    assert gradcheck(f, (x, w))
+    assert gradgradcheck(f, (x, w))
+
+
+def _refused(lib, case):
+    x, w, u = _leaves(lib)
+    h = x * 1
+    if case == "no_grad_view":
+        with lib.no_grad():
+            v = h[0]
+        h.mul_(2)
+        return v * 1  # torch raises here, at the view's use; minidl at the change
+    if case == "no_grad_view_sibling":
+        with lib.no_grad():
+            v = h[0]
+        h[1].mul_(2)
+        return v * 1
+    if case == "partial_overlap":
+        return h.mul_(h[0])
+    if case == "transposed_overlap":
+        s = lib.tensor(np.ones((3, 3)), dtype=lib.float64, requires_grad=True) * 1
+        return s.add_(s.t())
+    if case == "leaf_with_views":
+        _ = x[0]
+        return x.mul_(2)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no_grad_view", "A view was created in no_grad mode and its base or another view of its "
+                     "base has been modified inplace with grad mode enabled"),
+    ("no_grad_view_sibling", "A view was created in no_grad mode and its base or another view"),
+    ("partial_overlap", "some elements of the input tensor .* refer to a single memory location"),
+    ("transposed_overlap", "refer to a single memory location"),
+    ("leaf_with_views", "leaf tensor that requires grad"),
+])
+def test_refused_as_torch_refuses(case, match):
+    with pytest.raises(RuntimeError, match=match):
+        _refused(minidl, case)
+
+
+@pytest.mark.parametrize("case", ["no_grad_view", "no_grad_view_sibling", "partial_overlap",
+                                  "transposed_overlap", "leaf_with_views"])
+def test_torch_refuses_those_too(case):
+    torch = pytest.importorskip("torch")
+    with pytest.raises(RuntimeError):
+        _refused(torch, case)
+
+
+def test_a_full_overlap_is_the_old_value_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        h = x * 1
+        v = h[1]
+        h.add_(h[:])  # the same memory, the same layout: allowed, doubles
+        (h.sum() + v.sum()).backward()
+        return [h.detach().numpy()], _grads(x)
+
+    mv, mg = run(minidl)
+    tv, tg = run(torch)
+    _close(mv, tv)
+    _close(mg, tg)
+
+
+def test_a_view_another_op_took_first_is_refused_not_misrouted():
+    # (torch allows it; minidl's graph links tensors, so that op's gradient would be rerouted)
+    x, w, u = _leaves(minidl)
+    h = x * 1
+    v = h[0]
+    _ = v * 3
+    with pytest.raises(RuntimeError, match="other than a view already took a view of it"):
+        h.mul_(2)
+    np.testing.assert_array_equal(h.detach().numpy(), X)
+    assert h._version == 0
+
+
+def test_a_refused_change_on_a_base_leaves_everything_as_it_was():
+    x, w, u = _leaves(minidl)
+    h = x * 1
+    v = h[0]
+    node = h.grad_fn
+    with pytest.raises(RuntimeError, match="single memory location"):
+        h.mul_(h[1])
+    np.testing.assert_array_equal(h.detach().numpy(), X)
+    assert h.grad_fn is node and h._version == 0 and v.grad_fn is not None
+
+
+def test_a_saved_base_changed_with_views_fails_at_backward_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib in (minidl, torch):
+        x, w, u = _leaves(lib)
+        h = x.exp()  # exp saves its output, which the in-place op then changes
+        v = h[0]
+        h.mul_(2)
+        with pytest.raises(RuntimeError, match="(?i)modified by an inplace|changed by an in-place"):
+            v.sum().backward()
+
+
+# ---- a second backward through ops that saved nothing -------------------------------------
+SECOND = {
+    "add": (lambda x, y: x + y, True),
+    "sub": (lambda x, y: x - y, True),
+    "add_number": (lambda x, y: x + 2, True),
+    "neg": (lambda x, y: -x, True),
+    "view": (lambda x, y: x.view(12), True),
+    "reshape": (lambda x, y: x.reshape(4, 3), True),
+    "t": (lambda x, y: x.t(), True),
+    "permute": (lambda x, y: x.permute(1, 0), True),
+    "slice": (lambda x, y: x[:, 1:], True),
+    "select": (lambda x, y: x.select(1, 0), True),
+    "diagonal": (lambda x, y: x.diagonal(), True),
+    "expand": (lambda x, y: x[:1].expand(4, 4), True),
+    "unsqueeze": (lambda x, y: x.unsqueeze(0), True),
+    "sum": (lambda x, y: x.sum(0), True),
+    "mean": (lambda x, y: x.mean(), True),
+    "clone": (lambda x, y: x.clone(), True),
+    "cat": (lambda x, y: minidl_or_torch(x).cat([x, y]), True),
+    "stack": (lambda x, y: minidl_or_torch(x).stack([x, y]), True),
+    "repeat": (lambda x, y: x.repeat(2, 1), True),
+    "flip": (lambda x, y: x.flip(0), True),
+    "tril": (lambda x, y: x.tril(), True),
+    "sign": (lambda x, y: x.sign(), True),
+    "trunc": (lambda x, y: x.trunc(), True),
+    "mul_number": (lambda x, y: x * 2, False),  # torch saves the wrapped number
+    "div_number": (lambda x, y: x / 2, False),
+    "mul": (lambda x, y: x * y, False),
+    "exp": (lambda x, y: x.exp(), False),
+    "relu": (lambda x, y: x.relu(), False),
+    "index": (lambda x, y: x[minidl_or_torch(x).tensor([0, 2, 2])], False),
+    # (with + here torch 2.13 gives x.grad 3 after two passes: its first .grad aliases a buffer)
+    "chain": (lambda x, y: (x.view(12) - y.reshape(12)).reshape(4, 3).t()[1:], True),
+    "chain_with_exp": (lambda x, y: (x.exp() + y).t(), False),
+}
+
+
+def minidl_or_torch(t):
+    return minidl if isinstance(t, minidl.Tensor) else __import__("torch")
+
+
+def _second_backward(lib, name):
+    fn, _ = SECOND[name]
+    x, y, _u = _leaves(lib)
+    z = fn(x, y).sum()
+    z.backward()
+    try:
+        z.backward()
+    except RuntimeError as e:
+        return "refused", str(e)
+    return "ok", _grads(x, y)
+
+
+@pytest.mark.parametrize("name", list(SECOND))
+def test_a_second_backward_as_torch(name):
+    torch = pytest.importorskip("torch")
+    mine, theirs = _second_backward(minidl, name), _second_backward(torch, name)
+    assert mine[0] == theirs[0] == ("ok" if SECOND[name][1] else "refused"), (mine, theirs)
+    if mine[0] == "ok":
+        _close(mine[1], theirs[1])
+    else:
+        assert "second time" in mine[1] and "retain_graph=True" in mine[1]
+
+
+@pytest.mark.parametrize("name", [n for n, (_, ok) in SECOND.items() if ok])
+def test_a_second_backward_accumulates_twice_the_first(name):
+    fn, _ = SECOND[name]
+    x, y, _u = _leaves(minidl)
+    z = (fn(x, y) * minidl.tensor(2.5, dtype=minidl.float64)).sum()  # (Mul saves 2.5 and z)
+    z2 = fn(x, y).sum()
+    z2.backward()
+    once = _grads(x, y)
+    z2.backward()
+    for a, b in zip(_grads(x, y), once):
+        if b is not None:
+            np.testing.assert_allclose(a, 2 * b)
+    z.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        z.backward()
+
+
+def test_only_the_freed_ops_that_are_needed_refuse_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        b = x.exp() + w  # exp saved its output; add saved nothing
+        b.sum().backward()
+        b.sum().backward(inputs=[w])  # exp is not on the way to w: fine
+        out = _grads(x, w)
+        with pytest.raises(RuntimeError, match="(?i)second time"):
+            b.sum().backward(inputs=[x])
+        return out
+
+    _close(run(minidl), run(torch))
+
+
+def test_intermediate_arrays_go_once_backward_has_run():
+    x, w, u = _leaves(minidl)
+    a = x + w  # held by the graph only
+    held = weakref.ref(a)
+    b = a.view(12)
+    c = (b + 1).reshape(3, 4)
+    loss = c.sum()
+    del a, b, c
+    gc.collect()
+    assert held() is not None  # the graph still needs it
+    loss.backward()
+    gc.collect()
+    assert held() is None  # gone, though loss (and its graph's edges) are still held
+    loss.backward()  # through sum, reshape, add and view again, to both leaves
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * np.ones((3, 4)))
+    np.testing.assert_array_equal(w.grad.numpy(), 2 * np.ones((3, 4)))
+
+
+def test_a_second_backward_keeps_tensor_identity_and_hooks_where_alive():
+    x, w, u = _leaves(minidl)
+    h = x + w
+    seen = []
+    h.register_hook(lambda g: seen.append(g.numpy().copy()))
+    z = h.view(12).sum()
+    z.backward()
+    z.backward()
+    assert len(seen) == 2
+    np.testing.assert_array_equal(x.grad.numpy(), 2 * np.ones((3, 4)))
+
+
+def test_a_second_backward_after_an_in_place_change_of_an_intermediate_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        h = x + w
+        z = h.view(12).sum()
+        z.backward()
+        with lib.no_grad():
+            h.mul_(3)  # h's node is the add still: the second pass goes through it
+        z.backward()
+        return _grads(x, w)
+
+    _close(run(minidl), run(torch))
+
+
+def test_a_custom_function_that_saved_nothing_backwards_twice():
+    class Double(minidl.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            return t * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * 2
+
+    class Square(minidl.autograd.Function):
+        @staticmethod
+        def forward(ctx, t):
+            ctx.save_for_backward(t)
+            return t * t
+
+        @staticmethod
+        def backward(ctx, g):
+            (t,) = ctx.saved_tensors
+            return 2 * t * g
+
+    x, w, u = _leaves(minidl)
+    z = Double.apply(x).sum()
+    z.backward()
+    z.backward()
+    np.testing.assert_array_equal(x.grad.numpy(), 4 * np.ones((3, 4)))
+    z = Square.apply(x).sum()
+    z.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        z.backward()
+
+
+# ---- forward AD ----------------------------------------------------------------------------
+def _forward_ad(lib, case):
+    fa = lib.autograd.forward_ad
+    p = lib.tensor(X, dtype=lib.float64)
+    t = lib.tensor(W, dtype=lib.float64)
+    with fa.dual_level():
+        x = fa.make_dual(p, t)
+        if case == "view_in_place":
+            h = x * 1
+            h[0].mul_(2)
+            outs = [h]
+        elif case == "base_with_views":
+            h = x * 1
+            v, c = h[0], h.t()[1:]
+            h.mul_(h.detach() + 1)
+            outs = [h, v, c]
+        elif case == "base_sin_with_views":
+            h = x * 1
+            v = h[:, 1]
+            h.sin_()
+            outs = [h, v]
+        elif case == "dual_in_place":
+            x.mul_(2)
+            outs = [x]
+        elif case == "dual_view_in_place":
+            x[0].mul_(3)
+            x.t()[1].exp_()
+            outs = [x]
+        elif case == "plain_base_gets_dual":
+            b = lib.zeros(3, 4, dtype=lib.float64)
+            v = b[1]
+            b.add_(x)
+            outs = [b, v]
+        elif case == "plain_view_gets_dual":
+            b = lib.zeros(3, 4, dtype=lib.float64)
+            v = b[0]
+            b[1].copy_(x[0] * 2)
+            outs = [b, v, b[1]]
+        elif case == "read_then_change":
+            h = x * 1
+            v = h[0]
+            before = fa.unpack_dual(v).tangent.detach().numpy().copy()
+            h.mul_(3)
+            outs = [v]
+        elif case == "chain":
+            h = x * 1
+            v = h.view(12)[1:]
+            u = v[::2]
+            h.exp_()
+            outs = [h, v, u]
+        result = [(o.detach().numpy().copy(), fa.unpack_dual(o).tangent.detach().numpy().copy())
+                  for o in outs]
+        if case == "read_then_change":
+            result.append((before, before))
+        return result
+
+
+@pytest.mark.parametrize("case", ["view_in_place", "base_with_views", "base_sin_with_views",
+                                  "dual_in_place", "dual_view_in_place", "plain_base_gets_dual",
+                                  "plain_view_gets_dual", "read_then_change", "chain"])
+def test_forward_ad_through_in_place_ops_on_views_as_torch(case):
+    torch = pytest.importorskip("torch")
+    mine, theirs = _forward_ad(minidl, case), _forward_ad(torch, case)
+    assert len(mine) == len(theirs)
+    for (mp, mt), (tp, tt) in zip(mine, theirs):
+        np.testing.assert_allclose(mp, tp, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(mt, tt, rtol=1e-10, atol=1e-12)
+
+
+def test_forward_ad_in_place_on_a_dual_gives_the_chain_rule():
+    fa = minidl.autograd.forward_ad
+    p = minidl.tensor(X, dtype=minidl.float64)
+    t = minidl.tensor(W, dtype=minidl.float64)
+    with fa.dual_level():
+        x = fa.make_dual(p, t)
+        x.sin_()
+        primal, tangent = fa.unpack_dual(x)
+        np.testing.assert_allclose(primal.numpy(), np.sin(X))
+        np.testing.assert_allclose(tangent.numpy(), np.cos(X) * W)
