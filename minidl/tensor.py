@@ -185,7 +185,10 @@ class Tensor:
     def grad_fn(self):
         """The op that made this tensor (its ``Function``; ``.name()`` gives ``MulBackward``),
         None for a leaf, as PyTorch's ``grad_fn``."""
-        return self._ctx
+        ctx = self._ctx
+        if type(ctx) is RefusedView:
+            raise RuntimeError(ctx.refusal)
+        return ctx
 
     @property
     def is_cuda(self):
@@ -1501,9 +1504,8 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
         raise SparseLayoutError(name)
     if xp is np and not b_data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
-    views = [w for w in (r() for r in t.__dict__.get("_views", ())) if w is not None]
-    _refuse_changed_no_grad_views(views, name)
-    views = [w for w in views if w.__dict__.get("_view_base") is t]
+    tracked = [w for w in (r() for r in t.__dict__.get("_views", ())) if w is not None]
+    views = [w for w in tracked if w.__dict__.get("_view_base") is t]
     for w in [t] + views:
         if int(w._used) > w.__dict__.get("_view_uses", 0):
             what = "it" if w is t else "a view of it"
@@ -1522,7 +1524,10 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
                 f"{other.shape}) and the written-to tensor (shape {t.shape}) refer to a single "
                 "memory location. Please clone() the tensor before performing the operation "
                 "(PyTorch refuses it too)")
-        other_pos = None if same else _view_positions(b_data, other.data, name, overlap=True)
+        # a value in the graph (a view of t: its node leads to t, soon the op's) is read from
+        # the old node; one outside it (h.detach()) is read as it is, as torch reads it
+        other_pos = False if not other.requires_grad else None if same else _view_positions(
+            b_data, other.data, name, overlap=True)
     else:
         other_pos = False
     # the views without a node, to be made views of the new t: their places, found first
@@ -1530,7 +1535,7 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
                   if w._ctx is None]
     old = Tensor.__new__(Tensor)
     old.__dict__.update(t.__dict__)  # the node as it was (its op, its count, its array)
-    for key in ("_used", "_view_uses", "_views", "_hooks"):
+    for key in ("_used", "_view_uses", "_views"):  # (hooks: with the old value, as torch's)
         old.__dict__.pop(key, None)
     src = old.clone()  # its values now: what the op reads and may save
     if other is t or other_pos is None:
@@ -1556,21 +1561,45 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
             node = _view_node(t, pos)
             w._ctx, w.requires_grad = node._ctx, node.requires_grad
             w.__dict__.pop("_hooks", None)
+    _refuse_stale_views(tracked)
     return t
 
 
-def _refuse_changed_no_grad_views(views, name):
-    """PyTorch's refusal of an in-place change in grad mode of a base, or of a view of it,
-    that a live view made under no_grad() reads (torch raises when that view is next used)."""
+class RefusedView(Function):
+    """The node of a view that PyTorch refuses to use once its base, or another view of its
+    base, changed in place in grad mode: a view made under no_grad(), or one of several views
+    a function returned (split, unbind). torch raises at the view's next use; minidl raises
+    when its grad_fn is read or a backward pass reaches it (``refusal`` says why)."""
+
+    def backward(self, g):
+        raise RuntimeError(self.refusal)
+
+    def graph_backward(self, g, out):
+        raise RuntimeError(self.refusal)
+
+
+def _refuse_stale_views(views):
+    """Mark the live views (of a base just changed in place in grad mode) that torch refuses
+    to use afterwards (see RefusedView)."""
     for w in views:
-        if w.__dict__.get("_view_no_grad") and "_view_base" not in w.__dict__:
-            raise RuntimeError(
-                f"{name}: A view was created in no_grad mode and its base or another view of its "
-                f"base has been modified inplace with grad mode enabled (a view of shape "
-                f"{w.shape}). Given that this use case is ambiguous and error-prone, it is "
-                "forbidden (as in PyTorch, which raises when the view is next used): make both "
-                "the view and the in-place op inside the no_grad block, or both outside it, or "
-                "clone() the view")
+        multi = w.__dict__.get("_multi_view")
+        if multi is not None:
+            why = (f"Output of {multi} (a view of shape {tuple(w.shape)}) is a view and its base "
+                   "or another view of its base has been modified inplace. This view is the "
+                   "output of a function that returns multiple views. Such functions do not "
+                   "allow the output views to be modified inplace (PyTorch refuses it too). You "
+                   "should replace the inplace operation by an out-of-place one")
+        elif w.__dict__.get("_view_no_grad") and "_view_base" not in w.__dict__:
+            why = (f"A view was created in no_grad mode (shape {tuple(w.shape)}) and its base or "
+                   "another view of its base has been modified inplace with grad mode enabled. "
+                   "Given that this use case is ambiguous and error-prone, it is forbidden (as "
+                   "in PyTorch): make both the view and the in-place op inside the no_grad "
+                   "block, or both outside it, or clone() the view")
+        else:
+            continue
+        node = RefusedView()
+        node.refusal, node.freed, node.lost = why, True, True
+        w._ctx, w.requires_grad = node, True
 
 
 def _element_addresses(a):
@@ -1691,9 +1720,8 @@ def _inplace_on_view(t, other, name, out_of_place):
         raise SparseLayoutError(name)
     if xp is np and not b_data.flags.writeable:
         raise ValueError(f"{name}: the base array (shape {base.shape}) of this view is read-only")
-    views = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None]
-    _refuse_changed_no_grad_views(views, name)
-    views = [w for w in views if w.__dict__.get("_view_base") is base]
+    tracked = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None]
+    views = [w for w in tracked if w.__dict__.get("_view_base") is base]
     if not any(w is t for w in views):
         views.append(t)
     for w in [base] + views:
@@ -1708,7 +1736,7 @@ def _inplace_on_view(t, other, name, out_of_place):
     # the values as they were: a node that stands for the old base (its old op, its count)
     old = Tensor.__new__(Tensor)
     old.__dict__.update(base.__dict__)
-    for key in ("_used", "_view_uses", "_views", "_hooks"):
+    for key in ("_used", "_view_uses", "_views"):  # (hooks: with the old value, as torch's)
         old.__dict__.pop(key, None)
     old_t = _view_node(old, pos)  # t's values (a copy), its gradient to the old base's node
     if other is t:
@@ -1745,6 +1773,7 @@ def _inplace_on_view(t, other, name, out_of_place):
                                                                        overlap=True))
             w._ctx, w.requires_grad = node._ctx, node.requires_grad
             w.__dict__.pop("_hooks", None)
+    _refuse_stale_views(w for w in tracked if w is not t)
     return t
 
 
@@ -1945,6 +1974,8 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
     for node in (order if any_freed else ()):  # the first freed op in order, as before
         ctx = node._ctx
         if ctx is not None and ctx.freed and (needed is None or id(node) in needed):
+            if type(ctx) is RefusedView:
+                raise RuntimeError(ctx.refusal)
             raise RuntimeError(
                 "backward() through a graph a second time: its saved arrays were freed by "
                 f"the first backward (at {type(ctx).__name__}, output shape "

@@ -171,6 +171,11 @@ def _depends(y, lv):
         seen.add(id(node))
         order.append(node)
         if node._ctx is not None:
+            refusal = getattr(node._ctx, "refusal", None)  # (tensor.RefusedView's)
+            if refusal is not None:
+                raise RuntimeError(refusal)
+            if node._ctx.freed and node._ctx.inputs == () and node._ctx.edges is not None:
+                _ag.relink(node._ctx)  # an op that saved nothing, freed by a backward pass
             if node._ctx.freed and freed is None and id(node) not in lv.tangent_of:
                 freed = node
             stack.extend(p for p in node._ctx.inputs if p.requires_grad)
