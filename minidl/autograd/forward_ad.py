@@ -163,7 +163,7 @@ def _depends(y, lv):
     """Whether y's graph reaches a dual tensor of ``lv``, and whether it reaches a tensor that
     requires grad other than them (then its primal and tangent keep the graph)."""
     order, seen, stack = [], set(), [y]  # every tensor above y that requires grad
-    freed = None
+    lost = []  # ops whose saved values a backward pass freed (a tangent through one: refused)
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -176,8 +176,8 @@ def _depends(y, lv):
                 raise RuntimeError(refusal)
             if node._ctx.freed and node._ctx.inputs == () and node._ctx.edges is not None:
                 _ag.relink(node._ctx)  # an op that saved nothing, freed by a backward pass
-            if node._ctx.freed and freed is None and id(node) not in lv.tangent_of:
-                freed = node
+            if node._ctx.freed and id(node) not in lv.tangent_of:
+                lost.append(node)
             stack.extend(p for p in node._ctx.inputs if p.requires_grad)
     mine = lv.tangent_of
     reached = outer = False
@@ -188,12 +188,29 @@ def _depends(y, lv):
                 outer = True
         elif node._ctx is None and node.requires_grad:
             outer = True
-    if freed is not None and not reached:  # the path to the duals may be cut: not "no tangent"
+    freed = next((n for n in lost if _reaches(n, mine)), None) if reached else None
+    if freed is not None:  # the tangent would go through it
         raise RuntimeError(
             f"unpack_dual: the graph of this tensor (shape {tuple(y.shape)}) was freed by a "
             f"backward pass (at {type(freed._ctx).__name__}), so its tangent cannot be read; "
             "read it before backward(), or pass retain_graph=True to backward()")
     return reached, outer
+
+
+def _reaches(node, mine):
+    """Whether the graph above ``node`` (itself excluded) holds a tensor whose id is in
+    ``mine``."""
+    seen, stack = set(), list(node._ctx.inputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or not t.requires_grad:
+            continue
+        seen.add(id(t))
+        if id(t) in mine:
+            return True
+        if t._ctx is not None:
+            stack.extend(t._ctx.inputs)
+    return False
 
 
 def unpack_dual(tensor, *, level=None):
