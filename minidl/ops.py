@@ -247,6 +247,22 @@ class Neg(Function):
         return -g
 
 
+class ScaleBy(Function):
+    """``a * factor`` for a Python number ``factor`` that takes no gradient (``add``'s and
+    ``sub``'s alpha): nothing saved, as torch's AddBackward keeps only the number, so a second
+    backward goes through it."""
+
+    def forward(self, a, factor):
+        self.factor = factor
+        return a * factor
+
+    def backward(self, g):
+        return g * self.factor
+
+    def graph_backward(self, g, out):
+        return ScaleBy.apply(g, factor=self.factor)
+
+
 class Pow(Function):
     """x ** p for a constant exponent p."""
 

@@ -1158,7 +1158,7 @@ def _times_alpha(t: Tensor, other, alpha, name):
                                        is_real_number(alpha)):
         raise TypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
     if type(alpha) is int:
-        return other if alpha == 1 else other * alpha
+        return _scaled(other, alpha)
     kinds = t.data.dtype.kind + (other.data.dtype.kind if isinstance(other, Tensor) else
                                  "c" if isinstance(other, complex) else
                                  "f" if isinstance(other, float) else "i")
@@ -1168,7 +1168,18 @@ def _times_alpha(t: Tensor, other, alpha, name):
     if is_real_number(alpha) and not isinstance(alpha, (int, np.integer)) and not (
             is_floating(t.data.dtype) or "f" in kinds or "c" in kinds):
         raise TypeError(f"{name}: alpha must not be a float ({alpha}) for integer tensors")
-    return other if alpha == 1 else other * alpha
+    return _scaled(other, alpha)
+
+
+def _scaled(other, alpha):
+    """``other * alpha``; a float32 or float64 tensor times a real number through ScaleBy,
+    which saves nothing (a second backward goes through add's alpha, as torch's)."""
+    if alpha == 1:
+        return other
+    if isinstance(other, Tensor) and other.data.dtype in (np.float32, np.float64) and \
+            is_real_number(alpha) and not isinstance(alpha, (bool, np.bool_)):
+        return ops.ScaleBy.apply(other, factor=float(alpha))
+    return other * alpha
 
 
 _share_version = autograd.share_version  # (defined beside root_array, for the op modules too)

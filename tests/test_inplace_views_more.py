@@ -341,6 +341,8 @@ SECOND = {
     "tril": (lambda x, y: x.tril(), True),
     "sign": (lambda x, y: x.sign(), True),
     "trunc": (lambda x, y: x.trunc(), True),
+    "add_alpha": (lambda x, y: minidl_or_torch(x).add(x, y, alpha=2), True),
+    "sub_alpha": (lambda x, y: x.sub(y, alpha=-0.5), True),
     "mul_number": (lambda x, y: x * 2, False),  # torch saves the wrapped number
     "div_number": (lambda x, y: x / 2, False),
     "mul": (lambda x, y: x * y, False),
@@ -355,6 +357,55 @@ SECOND = {
 
 def minidl_or_torch(t):
     return minidl if isinstance(t, minidl.Tensor) else __import__("torch")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("alpha", [2, -0.75, np.float64(1.5)])
+def test_add_and_sub_with_alpha_as_torch(dtype, alpha):
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        dt = getattr(lib, dtype)
+        x = lib.tensor(X, dtype=dt, requires_grad=True)
+        y = lib.tensor(W, dtype=dt, requires_grad=True)
+        h = x.add(y, alpha=alpha) * x - lib.sub(x, y * y, alpha=alpha)
+        h.backward(lib.tensor(W[::-1].copy(), dtype=dt))
+        return [h.detach().numpy()], _grads(x, y)
+
+    mine, theirs = run(minidl), run(torch)
+    assert mine[0][0].dtype == theirs[0][0].dtype
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(mine[0] + mine[1], theirs[0] + theirs[1]):
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def test_alpha_scaling_gradcheck_and_gradgradcheck():
+    x, w, u = _leaves(minidl)
+
+    def f(x, w):
+        return (x.add(w * w, alpha=-1.5) * x.sub(w, alpha=3)).sum(0)
+
+    assert gradcheck(f, (x, w))
+    assert gradgradcheck(f, (x, w))
+
+
+def test_add_with_alpha_exports_to_onnx():
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    import io
+
+    import minidl.onnx
+
+    class AddAlpha(minidl.nn.Module):
+        def forward(self, a):
+            return minidl.add(a, a * a, alpha=2.5)
+
+    a = minidl.tensor(X.astype(np.float32))
+    buf = io.BytesIO()
+    minidl.onnx.export(AddAlpha(), (a,), buf)
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: a.numpy()})[0]
+    np.testing.assert_allclose(got, X + 2.5 * X * X, rtol=1e-5, atol=1e-5)
 
 
 def _second_backward(lib, name):
