@@ -1075,8 +1075,8 @@ def share_version(out, src):
                 _track_view(base, out)
         elif src.requires_grad or src.__dict__.get("_view_no_grad"):
             out._view_no_grad = True  # PyTorch refuses its in-place change in grad mode,
-            base = src.__dict__.get("_view_base", src)  # and that of its base (kept to check)
-            if base is not out:
+            base = src.__dict__.get("_view_base", src)  # and its use after one of its base's
+            if base._ctx is not None and base is not out:  # (a leaf's is refused anyway)
                 _track_view(base, out)
     return out
 
