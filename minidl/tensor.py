@@ -254,7 +254,7 @@ class Tensor:
 
     def detach_(self):
         """Take this tensor out of the graph in place (it becomes a leaf without grad)."""
-        if self._is_view:
+        if self._is_view and not self.__dict__.get("_detached"):
             raise RuntimeError("detach_() on a view: detach() a copy instead (PyTorch refuses "
                                "it for views too)")
         self._ctx, self.requires_grad = None, False
@@ -437,6 +437,7 @@ class Tensor:
         out = _share_version(Tensor(self.data), self)
         out.__dict__.pop("_view_base", None)  # a base of its own for in-place ops, as torch's
         out.__dict__.pop("_view_no_grad", None)
+        out._detached = True  # (its memory is self's, but torch's autograd sees no view)
         return out
 
     def requires_grad_(self, flag=True):
@@ -846,7 +847,7 @@ class Tensor:
         memo[id(self)] = new
         for key, value in self.__dict__.items():
             if key in ("_vc", "_used", "_is_view", "_view_base", "_views", "_view_uses",
-                       "_view_no_grad", "_multi_view"):
+                       "_view_no_grad", "_multi_view", "_detached"):
                 continue  # a fresh array: its own version count, not a view of anything
             new.__dict__[key] = value.copy() if key == "data" else copy.deepcopy(value, memo)
         return new
@@ -1463,7 +1464,7 @@ def _inplace_in_graph(t, other, name, out_of_place):
         raise RuntimeError(
             f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses it "
             "too; update parameters inside `with minidl.no_grad():`")
-    if t._is_view and not _lost_its_base(t):
+    if t._is_view and not _lost_its_base(t) and not t.__dict__.get("_detached"):
         return _inplace_on_view(t, other, name, out_of_place)
     if out_of_place is None:
         raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "

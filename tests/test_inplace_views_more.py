@@ -259,6 +259,33 @@ def test_a_value_outside_the_graph_from_the_same_memory_as_torch():
     assert run(minidl, "mul") == run(torch, "mul") == "refused"
 
 
+def test_a_detached_tensor_is_a_base_of_its_own_for_in_place_ops_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        h = x * 1
+        d = h.detach()
+        d.add_(w)  # d joins the graph; h reads the new values (the same memory)
+        (d * d).sum().backward()
+        e = (x * 2).detach()
+        e.detach_()  # not a view for autograd: allowed, as torch's
+        g = x.exp()
+        g.detach().mul_(w)  # exp's saved output changes: refused at backward
+        try:
+            g.sum().backward()
+        except RuntimeError:
+            refused = True
+        else:
+            refused = False
+        return [h.detach().numpy(), d.detach().numpy()], _grads(x, w), refused
+
+    mine, theirs = run(minidl), run(torch)
+    _close(mine[0], theirs[0])
+    _close(mine[1], theirs[1])
+    assert mine[2] and theirs[2]
+
+
 def test_hooks_stay_with_the_value_they_were_registered_on_as_torch():
     torch = pytest.importorskip("torch")
 
