@@ -537,6 +537,18 @@ def test_a_second_backward_after_an_in_place_change_of_an_intermediate_as_torch(
     _close(run(minidl), run(torch))
 
 
+def test_a_freed_node_still_shows_its_edges_as_torch():
+    x, w, u = _leaves(minidl)
+    a = x.exp()
+    z = (a + w).sum()
+    z.backward()
+    (add, _), = z.grad_fn.next_functions
+    (exp, _), (acc, _) = add.next_functions
+    assert exp.name() == "ExpBackward" and acc.variable is w
+    (acc_x, _), = exp.next_functions
+    assert acc_x.variable is x
+
+
 def test_a_custom_function_that_saved_nothing_backwards_twice():
     class Double(minidl.autograd.Function):
         @staticmethod

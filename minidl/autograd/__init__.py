@@ -475,7 +475,10 @@ class Function:
     @property
     def next_functions(self):
         """``((node, 0), ...)`` per input, as torch's: the input's grad_fn, an AccumulateGrad
-        for a leaf that requires grad, None for one that does not."""
+        for a leaf that requires grad, None for one that does not. A node that a backward
+        pass freed still shows its edges, as torch's."""
+        if self.freed and not self.inputs and self.edges:
+            relink(self)
         return tuple((next_node(t), 0) for t in self.inputs)
 
     def register_prehook(self, hook):

@@ -2,9 +2,11 @@
 ``make_dual`` and ``unpack_dual``.
 
 minidl has no forward-mode kernels; tangents come from reverse mode by the double-vjp
-construction (the one ``minidl.func.jvp`` uses). ``make_dual(primal, tangent)`` returns an
-alias of ``primal`` that the graph records (it requires grad, where torch's dual tensor need
-not) and notes its tangent in the current level. ``unpack_dual(y)`` then computes y's tangent,
+construction (the one ``minidl.func.jvp`` uses). ``make_dual(primal, tangent)`` records a
+root for ``primal`` (a new leaf, or an alias keeping primal's graph where it requires grad),
+notes its tangent in the current level, and returns an alias of the root (it requires grad,
+where torch's dual tensor need not): an in-place op on the dual, or on a view of it, then
+changes the dual's node and never the root's, so tangents follow it as torch's do. ``unpack_dual(y)`` then computes y's tangent,
 the sum over the level's dual tensors x_i of J_i t_i: with u a zero cotangent that requires
 grad, g_i = vjp(y, x_i, u) recorded (create_graph), and the tangent is the gradient of
 sum_i <g_i, t_i> with respect to u. It is cached per output (until y changes in place), and
