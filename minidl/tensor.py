@@ -1352,6 +1352,9 @@ def _set_item(t, index, value):
     if autograd._grad_enabled and (t.requires_grad or value_grad) and _writes_itself(
             t, index, value):
         return  # x[i] += v: the view changed in place already holds the values (and the node)
+    if isinstance(value, Tensor) and value._vc is not None and value._vc is t._vc and \
+            not _advanced_index(index):  # (one count: the same memory) h[1:] = h[:-1]
+        _refuse_partial_overlap(t.data[index], value.data, name)
     if autograd._grad_enabled and (t.requires_grad or value_grad):
         if not isinstance(value, Tensor):
             value = Tensor(get_array_module(t.data).asarray(value, dtype=t.data.dtype))
@@ -1417,6 +1420,35 @@ def _writes_itself(t, index, value):
     return target.strides == value.data.strides and _addr(target) == _addr(value.data)
 
 
+def _dense(a):
+    """torch's is_non_overlapping_and_dense: the elements of ``a`` fill one block of memory
+    with no gap, in some order of its dims (positive strides)."""
+    expected = a.itemsize
+    for step, n in sorted((st, n) for n, st in zip(a.shape, a.strides) if n > 1):
+        if step != expected:
+            return False
+        expected *= n
+    return True
+
+
+def _refuse_partial_overlap(target, source, name):
+    """torch's refusal of an in-place write of the array ``source`` into ``target`` where
+    both are dense blocks whose memory overlaps without being the same elements in the same
+    order (``h[1:] = h[:-1]``, ``h.copy_(h.t())``)."""
+    if type(source) is not type(target) or type(target) is SparseCOO or \
+            not get_array_module(target).may_share_memory(target, source):
+        return
+    if source.shape == target.shape and source.strides == target.strides and \
+            _addr(source) == _addr(target):
+        return
+    if _dense(target) and _dense(source):
+        raise RuntimeError(
+            f"{name}: unsupported operation: some elements of the input tensor (shape "
+            f"{tuple(source.shape)}) and the written-to tensor (shape {tuple(target.shape)}) "
+            "refer to a single memory location. Please clone() the tensor before performing "
+            "the operation (PyTorch refuses it too)")
+
+
 def _addr(a):
     return a.__array_interface__["data"][0] if type(a) is np.ndarray else a.data.ptr
 
@@ -1467,8 +1499,7 @@ def _inplace_in_graph(t, other, name, out_of_place):
     if t._is_view and not _lost_its_base(t) and not t.__dict__.get("_detached"):
         return _inplace_on_view(t, other, name, out_of_place)
     if out_of_place is None:
-        raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
-                           "inside `with minidl.no_grad():` or use .clone()")
+        out_of_place = _copied
     vc = t._vc
     if vc is not None and len(vc) > 2:  # other tensors may view t's array
         return _inplace_on_viewed_base(t, other, name, out_of_place)
@@ -1498,6 +1529,28 @@ def _inplace_in_graph(t, other, name, out_of_place):
     t.__dict__.pop("_is_view", None)
     t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
     return t
+
+
+def _copied(old, value):
+    """``t.copy_(value)`` in the graph, ``old`` standing for t's old node: value broadcast to
+    t's shape and cast to its dtype, as an op whose gradient goes to ``value`` (summed back to
+    its shape) and is zero for ``old``, which stays an input, as in torch's CopyBackwards (t
+    keeps requiring grad where the old t did)."""
+    if not isinstance(value, Tensor):
+        value = Tensor(get_array_module(old.data).asarray(value))
+    if value.device != old.device:
+        raise ValueError(f"copy_: tensors on different devices, {old.device} and "
+                         f"{value.device}; move them with .to('{old.device}') first")
+    try:
+        fits = np.broadcast_shapes(tuple(value.shape), tuple(old.shape)) == tuple(old.shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ops.BadArgumentError(f"copy_: shape {tuple(value.shape)} does not broadcast to "
+                                   f"this tensor's shape {tuple(old.shape)}")
+    if value.data.dtype != old.data.dtype:
+        value = _cast(value, old.data.dtype)
+    return ops.SetItem.apply(old, value, index=Ellipsis)
 
 
 def _inplace_on_viewed_base(t, other, name, out_of_place):
@@ -1744,6 +1797,9 @@ def _inplace_on_view(t, other, name, out_of_place):
                 f"already took {what} (shape {w.shape}) as an input: minidl cannot send that "
                 "op's gradient to the values as they were. Use an out-of-place op, or change a "
                 ".clone()")
+    if isinstance(other, Tensor) and other is not t and other._vc is t._vc and \
+            name != "x[index] = value":  # (x[index] = value checked its own places)
+        _refuse_partial_overlap(t.data, other.data, name)
     pos = _view_positions(b_data, t.data, name)
     # the values as they were: a node that stands for the old base (its old op, its count)
     old = Tensor.__new__(Tensor)

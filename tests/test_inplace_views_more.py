@@ -189,6 +189,16 @@ def _refused(lib, case):
     if case == "transposed_overlap":
         s = lib.tensor(np.ones((3, 3)), dtype=lib.float64, requires_grad=True) * 1
         return s.add_(s.t())
+    if case == "setitem_shift":
+        h[1:] = h[:-1]
+        return h
+    if case == "setitem_shift_no_grad":
+        b = lib.arange(6.0)
+        b[1:] = b[:-1]
+        return b
+    if case == "copy_transposed_view":
+        s = (x[:, :3] * 1).reshape(3, 3)  # (a view of the product)
+        return s.copy_(s.t())
     if case == "leaf_with_views":
         _ = x[0]
         return x.mul_(2)
@@ -204,6 +214,9 @@ def _refused(lib, case):
     ("partial_overlap", "some elements of the input tensor .* refer to a single memory location"),
     ("transposed_overlap", "refer to a single memory location"),
     ("leaf_with_views", "leaf tensor that requires grad"),
+    ("setitem_shift", "refer to a single memory location"),
+    ("setitem_shift_no_grad", "refer to a single memory location"),
+    ("copy_transposed_view", "refer to a single memory location"),
 ])
 def test_refused_as_torch_refuses(case, match):
     with pytest.raises(RuntimeError, match=match):
@@ -212,7 +225,8 @@ def test_refused_as_torch_refuses(case, match):
 
 @pytest.mark.parametrize("case", ["no_grad_view", "no_grad_view_sibling", "split", "unbind",
                                   "split_sibling", "partial_overlap", "transposed_overlap",
-                                  "leaf_with_views"])
+                                  "leaf_with_views", "setitem_shift", "setitem_shift_no_grad",
+                                  "copy_transposed_view"])
 def test_torch_refuses_those_too(case):
     torch = pytest.importorskip("torch")
     with pytest.raises(RuntimeError):
@@ -307,6 +321,66 @@ def test_hooks_stay_with_the_value_they_were_registered_on_as_torch():
         assert len(mine[0]) == len(theirs[0]) == 1
         _close(mine[0], theirs[0])
         _close(mine[1], theirs[1])
+
+
+def test_overlaps_torch_takes_are_taken():
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        h = x * 1
+        h[:, 0].add_(h[:, 1])  # columns: no element shared
+        h[:, :2].copy_(h[:, 1:3])  # torch reads each element before writing it here
+        h[0][1:] = h[2][:3]
+        (h * h).sum().backward()
+        return [h.detach().numpy()], _grads(x)
+
+    mine, theirs = run(minidl), run(torch)
+    _close(mine[0], theirs[0])
+    _close(mine[1], theirs[1])
+
+
+@pytest.mark.parametrize("case", ["non_leaf", "constant", "unrecorded_base", "with_views",
+                                  "float32_from_float64"])
+def test_copy_into_a_whole_tensor_in_the_graph_as_torch(case):
+    torch = pytest.importorskip("torch")
+
+    def run(lib):
+        x, w, u = _leaves(lib)
+        views = []
+        if case == "non_leaf":
+            h = x * 2
+            h.copy_(u)  # broadcast along the rows
+        elif case == "constant":
+            h = x * 2
+            h.copy_(lib.ones(3, 4, dtype=lib.float64))
+            assert h.requires_grad  # the old h stays an input (zero gradient), as torch's
+        elif case == "unrecorded_base":
+            h = lib.zeros(3, 4, dtype=lib.float64)
+            h.copy_(w * 3)
+        elif case == "with_views":
+            h = lib.zeros(3, 4, dtype=lib.float64)
+            views = [h[1], h.t()[2:]]
+            h.copy_(w * u)
+        else:
+            h = lib.zeros(3, 4, dtype=lib.float32)
+            h.copy_(w)
+        loss = (h * h).sum() + sum((v * 3).sum() for v in views) + (h * 0).sum()
+        loss.backward()
+        return [h.detach().numpy()] + [v.detach().numpy() for v in views], _grads(x, w, u)
+
+    mine, theirs = run(minidl), run(torch)
+    assert mine[0][0].dtype == theirs[0][0].dtype
+    _close(mine[0], theirs[0])
+    _close(mine[1], theirs[1])
+
+
+def test_copy_of_a_value_that_does_not_fit_is_refused_with_the_shapes():
+    x, w, u = _leaves(minidl)
+    h = x * 2
+    with pytest.raises(ValueError, match=r"copy_: shape \(5,\) does not broadcast to .*\(3, 4\)"):
+        h.copy_(minidl.ones(5, dtype=minidl.float64, requires_grad=True))
+    np.testing.assert_array_equal(h.detach().numpy(), 2 * X)
 
 
 def test_a_view_another_op_took_first_is_refused_not_misrouted():
