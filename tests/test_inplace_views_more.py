@@ -734,3 +734,18 @@ def test_forward_ad_in_place_on_a_dual_gives_the_chain_rule():
         primal, tangent = fa.unpack_dual(x)
         np.testing.assert_allclose(primal.numpy(), np.sin(X))
         np.testing.assert_allclose(tangent.numpy(), np.cos(X) * W)
+
+
+def test_forward_ad_reads_tangents_through_ops_a_backward_pass_freed():
+    fa = minidl.autograd.forward_ad
+    p = minidl.tensor(X, dtype=minidl.float64)
+    t = minidl.tensor(W, dtype=minidl.float64)
+    with fa.dual_level():
+        x = fa.make_dual(p, t)
+        h = x.view(12) + 1  # view and add save nothing
+        h.sum().backward()
+        np.testing.assert_allclose(fa.unpack_dual(h).tangent.numpy(), W.reshape(12))
+        g = x.exp().view(12)  # exp saved its output, which the backward pass freed
+        g.sum().backward()
+        with pytest.raises(RuntimeError, match="freed by a backward pass"):
+            fa.unpack_dual(g)
