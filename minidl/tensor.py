@@ -1619,6 +1619,10 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
                          f"shape {t.shape}")
     xp.copyto(b_data, out.data, casting="unsafe")
     bump_version(t)
+    if out.requires_grad:
+        # t's array is not the op's output array, which the op's graph_backward may read
+        # (relu's mask, exp's value) from its output tensor: an identity node stands between
+        out = autograd.Alias.apply(out)
     t._ctx, t.requires_grad = out._ctx, out.requires_grad
     t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
     if t.requires_grad:

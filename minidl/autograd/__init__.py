@@ -612,6 +612,24 @@ class Function:
 
 
 
+class Alias(Function):
+    """The identity as a recorded op whose result reads the same memory (not marked a view: a
+    whole tensor of its own for in-place ops); its gradient is the incoming one, read from
+    nothing else (forward AD's dual tensors; the node of a base whose array an in-place op
+    wrote into, so that the op's own node keeps its output array unchanged)."""
+
+    complex_grad = True
+
+    def forward(self, a):
+        return a.view()
+
+    def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
+        return g
+
+
 # The ops that have a sparse form (minidl.sparse registers them): Function class -> a
 # function of the same tensors and keywords. An op without one refuses a sparse input.
 sparse_forms = {}

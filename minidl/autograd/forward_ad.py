@@ -133,24 +133,8 @@ def make_dual(tensor, tangent, *, level=None):
     return dual
 
 
-class _Alias(_ag.Function):
-    """The identity as a recorded op whose result reads the same memory (not marked a view:
-    a whole tensor of its own for in-place ops); its gradient is the incoming one."""
-
-    complex_grad = True
-
-    def forward(self, a):
-        return a.view()
-
-    def backward(self, g):
-        return g
-
-    def graph_backward(self, g, out):
-        return g
-
-
 def _alias(t):
-    return _Alias.apply(t)
+    return _ag.Alias.apply(t)
 
 
 def _own(tensor, lv):
