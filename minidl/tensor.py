@@ -1363,7 +1363,7 @@ def _set_item(t, index, value):
         if len(value.shape) > len(target_shape):  # leading 1s the selection does not have
             value = value.reshape(value.shape[len(value.shape) - len(target_shape):])
         _inplace_in_graph(t, value, name,
-                          lambda old, v: ops.SetItem.apply(old, v, index=index))
+                          lambda old, v: _copy_slices(ops.SetItem.apply(old, v, index=index)))
         return
     _check_writable(t, name)
     t.data[index] = value.data if isinstance(value, Tensor) else value  # cast as torch casts
@@ -1606,7 +1606,7 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
     if other is t or other_pos is None:
         other = src  # h *= h squares the old h
     elif other_pos is not False:  # a view of t (h[1:] = h[:-1]): its values as they were
-        other = GetItem.apply(Reshape.apply(src, shape=(-1,)), index=other_pos)
+        other = _view_node(src, other_pos)
     out = out_of_place(src, other)
     if out.data.dtype != t.data.dtype:
         if category(out.data.dtype) > category(t.data.dtype):
@@ -1693,14 +1693,56 @@ def _surely_apart(a):
     return True
 
 
+class _Strided(tuple):
+    """Where a view lies in a C-contiguous base: ``(shape, strides, offset)`` in elements of
+    the flat base (ops.AsStrided's arguments), kept instead of an array of places."""
+
+    __slots__ = ()
+    shape = property(lambda self: self[0])
+    strides = property(lambda self: self[1])
+    offset = property(lambda self: self[2])
+
+
+def _strided_place(base, view, name, overlap):
+    """``view``'s place in the C-contiguous array ``base`` as a _Strided, or None where its
+    byte offset or strides are not whole elements (then the places are counted one by one)."""
+    item = base.itemsize
+    start = _addr(view) - _addr(base)
+    if start % item or any(st % item for st in view.strides):
+        return None
+    offset, strides = start // item, tuple(int(st) // item for st in view.strides)
+    if view.size:
+        lo = offset + sum(min(0, (n - 1) * st) for n, st in zip(view.shape, strides))
+        hi = offset + sum(max(0, (n - 1) * st) for n, st in zip(view.shape, strides))
+        if lo < 0 or hi >= base.size:
+            return None
+    place = _Strided((tuple(int(n) for n in view.shape), strides, int(offset)))
+    if not overlap and view.size > 1 and not _surely_apart(view):
+        xp = get_array_module(base)
+        if xp.unique(ops.strided_positions(xp, *place)).size != view.size:
+            _refuse_overlapping_write(view, name)
+    return place
+
+
+def _refuse_overlapping_write(view, name):
+    raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
+                       f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
+                       "refers to a single memory location. Please clone() the tensor before "
+                       "performing the operation (PyTorch refuses it too)")
+
+
 def _view_positions(base, view, name, overlap=False):
     """Where each element of the array ``view`` lies in the array ``base`` (whose memory it
-    views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``.
-    ``overlap``: elements of ``view`` may share a place (an expand()ed view that is read, not
-    written)."""
+    views): in a C-contiguous base (the common case), a _Strided; else an integer array of
+    ``view``'s shape, of flat (C-order) indices into ``base``. ``overlap``: elements of
+    ``view`` may share a place (an expand()ed view that is read, not written)."""
+    if base.flags.c_contiguous:
+        place = _strided_place(base, view, name, overlap)
+        if place is not None:
+            return place
     xp = get_array_module(base)
     v_addr = _element_addresses(view).reshape(-1)
-    if base.flags.c_contiguous:  # (the common case) the offset from its start, in elements
+    if base.flags.c_contiguous:  # the offset from its start, in elements
         at = v_addr - _addr(base)
         pos = at // base.itemsize
         bad = v_addr.size and bool(((at % base.itemsize != 0) | (pos < 0) | (pos >= base.size))
@@ -1718,21 +1760,40 @@ def _view_positions(base, view, name, overlap=False):
                            "all lie in its base's array; change a .clone() instead")
     if not overlap and v_addr.size > 1 and not _surely_apart(view) and \
             xp.unique(v_addr).size != v_addr.size:
-        raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
-                           f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
-                           "refers to a single memory location. Please clone() the tensor before "
-                           "performing the operation (PyTorch refuses it too)")
+        _refuse_overlapping_write(view, name)
     return pos.reshape(view.shape)
 
 
 def _view_node(base, pos):
-    """The view at ``pos`` (flat indices) of ``base`` as an op of the graph, taking ``base``
-    itself (so its gradient reaches ``base``'s node); the array is a copy, for its node only."""
+    """The view at ``pos`` (a _Strided, or flat indices) of ``base`` as an op of the graph,
+    taking ``base`` itself (so its gradient reaches ``base``'s node); the array is a copy, for
+    its node only."""
     flat = Reshape.apply(base, shape=(-1,))
-    node = GetItem.apply(flat, index=pos)
+    if type(pos) is _Strided:
+        node = ops.AsStrided.apply(flat, shape=pos.shape, strides=pos.strides, offset=pos.offset)
+    else:
+        node = GetItem.apply(flat, index=pos)
     if flat._ctx is not None:
         base._view_uses = base.__dict__.get("_view_uses", 0) + 1
     return node
+
+
+def _copy_slices(t):
+    """``t``, whose node writes values into a view of another tensor's value (torch records
+    it as CopySlices), marked so that a backward pass frees it as torch frees CopySlices: a
+    second backward through it refuses, as torch's."""
+    if t._ctx is not None:
+        t._ctx.lost_on_free = True
+    return t
+
+
+def _scatter_node(flat, value, pos):
+    """``flat`` (a 1-d tensor) with ``value`` written at ``pos`` (as _view_node reads it), as
+    an op of the graph."""
+    if type(pos) is _Strided:
+        return ops.AsStridedScatter.apply(flat, value, shape=pos.shape, strides=pos.strides,
+                                          offset=pos.offset)
+    return ops.SetItem.apply(flat, value, index=pos)
 
 
 def _lost_its_base(t):
@@ -1833,7 +1894,7 @@ def _inplace_on_view(t, other, name, out_of_place):
         raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a view of "
                          f"shape {t.shape}")
     flat_old = Reshape.apply(old, shape=(-1,))
-    new = Reshape.apply(ops.SetItem.apply(flat_old, out, index=pos), shape=base.shape)
+    new = Reshape.apply(_copy_slices(_scatter_node(flat_old, out, pos)), shape=base.shape)
     # the new values into the shared array (b, t and the other views read them), counted once
     xp.copyto(b_data, new.data, casting="unsafe")
     bump_version(base)

@@ -395,6 +395,9 @@ class Function:
     # set with it where that pass dropped what the op saved for its gradient: a later backward
     # through it raises, as torch's; an op that saved nothing is relinked (see relink)
     lost = False
+    # True on the node of an in-place op on a view (torch's CopySlices, which drops the view's
+    # op once a backward pass ran): that pass frees it as if it had saved values
+    lost_on_free = False
     edges = None  # a freed op's inputs, kept without their arrays (see _edge)
     # True where graph_backward reads an input or the output that backward does not (saved
     # values computed from it instead): a create_graph pass refuses any of them changed in place
@@ -514,7 +517,7 @@ class Function:
         if drop is not None:
             for name in drop:
                 setattr(self, name, None)
-        lost = drop is not None or bool(self.saved)
+        lost = drop is not None or bool(self.saved) or self.lost_on_free
         if self.packed is not None:
             self.packed, lost = None, True
         if self.inputs:
