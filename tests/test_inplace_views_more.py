@@ -734,6 +734,11 @@ def test_a_custom_function_that_saved_nothing_backwards_twice():
     z.backward()
     with pytest.raises(RuntimeError, match="second time"):
         z.backward()
+    with minidl.autograd.graph.saved_tensors_hooks(lambda t: t, lambda t: t):
+        z = Square.apply(x).sum()  # (saved through hooks: freed all the same)
+    z.backward()
+    with pytest.raises(RuntimeError, match="second time"):
+        z.backward()
 
 
 # ---- forward AD ----------------------------------------------------------------------------

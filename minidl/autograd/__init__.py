@@ -806,7 +806,11 @@ class _TensorStyle(Function):
         return packed[start:start + int(_np.prod(shape))].reshape(shape)
 
     def free(self):
-        self.ctx.freed = bool(self.ctx.__dict__.get("_saved_tensors"))
+        held = self.ctx.__dict__
+        saved = bool(held.get("_saved_tensors")) or held.get("_saved_packed") is not None
+        self.ctx.freed = saved  # (a function that saved nothing goes through a second backward)
+        if saved:
+            self.lost_on_free = True
         self.ctx._saved_tensors = ()
         if getattr(self.ctx, "_saved_packed", None) is not None:
             self.ctx._saved_packed = None
