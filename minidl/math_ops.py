@@ -174,14 +174,15 @@ def _unary(name, forward, derivative, save_output=False, graph_derivative=None):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             y = forward(xp, a)
         y = y.astype(a.dtype, copy=False)
-        self.save_for_backward(y if save_output else a)
+        if derivative is not None:  # (a step function saves nothing: a second backward works)
+            self.save_for_backward(y if save_output else a)
         return y
 
     def bwd(self, g):
-        (saved,) = self.saved
         xp = get_array_module(g)
         if derivative is None:  # exact zeros, as PyTorch's: 0 * inf or 0 * nan would be NaN
             return xp.zeros_like(g)
+        (saved,) = self.saved
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = derivative(xp, saved)
         if g.dtype.kind == "c":  # holomorphic: g times the conjugate derivative (PyTorch's)

@@ -247,6 +247,22 @@ class Neg(Function):
         return -g
 
 
+class ScaleBy(Function):
+    """``a * factor`` for a Python number ``factor`` that takes no gradient (``add``'s and
+    ``sub``'s alpha): nothing saved, as torch's AddBackward keeps only the number, so a second
+    backward goes through it."""
+
+    def forward(self, a, factor):
+        self.factor = factor
+        return a * factor
+
+    def backward(self, g):
+        return g * self.factor
+
+    def graph_backward(self, g, out):
+        return ScaleBy.apply(g, factor=self.factor)
+
+
 class Pow(Function):
     """x ** p for a constant exponent p."""
 
@@ -1623,6 +1639,96 @@ class SetItem(Function):
         keep = get_array_module(g.data).ones(g.shape, dtype=bool)
         keep[self.index] = False
         return keep_where(keep, g), GetItem.apply(g, index=self.index)
+
+
+def strided_positions(xp, shape, strides, offset):
+    """The flat indices ``offset + sum_d i_d * strides[d]`` over ``shape`` (an int64 array of
+    that shape): where each element of an as_strided view lies in its 1-d base."""
+    pos = xp.full(shape, offset, dtype=np.int64)
+    for d, (n, step) in enumerate(zip(shape, strides)):
+        pos = pos + (xp.arange(n, dtype=np.int64) * step).reshape(
+            (1,) * d + (n,) + (1,) * (len(shape) - d - 1))
+    return pos
+
+
+def _scatter_add(out, pos, g):
+    xp = get_array_module(out)
+    if xp is np:
+        np.add.at(out, pos, g)  # accumulates where a place repeats (an expand()ed view)
+    elif hasattr(xp.add, "at"):
+        xp.add.at(out, pos, g)  # CuPy >= 12
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, pos, g)
+    return out
+
+
+class AsStrided(Function):
+    """torch's as_strided on a 1-d input, as a copy: the elements at ``offset + sum_d i_d *
+    strides[d]`` (strides in elements) over ``shape``. It stands for a view of a base in the
+    graph (the views an in-place op re-records, as torch's AsStridedBackward) and saves only
+    those sizes, so a second backward goes through it; the places are recomputed there."""
+
+    complex_grad = True
+
+    def forward(self, a, shape, strides, offset):
+        self.n, self.shape, self.strides, self.offset = a.shape[0], shape, strides, offset
+        return a[strided_positions(get_array_module(a), shape, strides, offset)]
+
+    def backward(self, g):
+        return AsStridedGrad().forward(g, self.n, self.shape, self.strides, self.offset)
+
+    def graph_backward(self, g, out):
+        return AsStridedGrad.apply(g, n=self.n, shape=self.shape, strides=self.strides,
+                                   offset=self.offset)
+
+
+class AsStridedGrad(Function):
+    """AsStrided's gradient as an op (for double backward): ``g`` added into zeros of length
+    ``n`` at the strided places; its own gradient is AsStrided again."""
+
+    complex_grad = True
+
+    def forward(self, g, n, shape, strides, offset):
+        self.shape, self.strides, self.offset = shape, strides, offset
+        xp = get_array_module(g)
+        return _scatter_add(xp.zeros(n, dtype=g.dtype),
+                            strided_positions(xp, shape, strides, offset), g)
+
+    def backward(self, h):
+        return h[strided_positions(get_array_module(h), self.shape, self.strides, self.offset)]
+
+    def graph_backward(self, h, out):
+        return AsStrided.apply(h, shape=self.shape, strides=self.strides, offset=self.offset)
+
+
+class AsStridedScatter(Function):
+    """``a`` (1-d) with the elements at AsStrided's places replaced by ``value`` (of ``shape``),
+    as a copy: an in-place op on a view, recorded into its base's value (torch's CopySlices),
+    saving only the sizes. ``a``'s gradient is the incoming one with those places zeroed;
+    ``value``'s is what reaches them."""
+
+    complex_grad = True
+
+    def forward(self, a, value, shape, strides, offset):
+        self.shape, self.strides, self.offset = shape, strides, offset
+        out = a.copy()
+        out[strided_positions(get_array_module(a), shape, strides, offset)] = value
+        return out
+
+    def backward(self, g):
+        pos = strided_positions(get_array_module(g), self.shape, self.strides, self.offset)
+        ga = g.copy()
+        ga[pos] = 0
+        return ga, g[pos]
+
+    def graph_backward(self, g, out):
+        xp = get_array_module(g.data)
+        keep = xp.ones(g.shape, dtype=bool)
+        keep[strided_positions(xp, self.shape, self.strides, self.offset)] = False
+        return keep_where(keep, g), AsStrided.apply(g, shape=self.shape, strides=self.strides,
+                                                    offset=self.offset)
 
 
 def wrap_dim(dim, ndim, name):

@@ -102,7 +102,8 @@ class Tensor:
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
     # In-place changes are counted per array, shared by every tensor that views it (detach(),
     # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
-    # array changed after its forward. None until the first change or the first view.
+    # array changed after its forward. None until the first change or the first view;
+    # [count, when it last changed] then, with a third entry once a view of the array is made.
     _vc = None
     _used = False  # how many ops recorded in the graph took this tensor as an input (0: none)
     _is_view = False  # made by a view method (slice, reshape, detach) of another tensor
@@ -184,7 +185,10 @@ class Tensor:
     def grad_fn(self):
         """The op that made this tensor (its ``Function``; ``.name()`` gives ``MulBackward``),
         None for a leaf, as PyTorch's ``grad_fn``."""
-        return self._ctx
+        ctx = self._ctx
+        if type(ctx) is RefusedView:
+            raise RuntimeError(ctx.refusal)
+        return ctx
 
     @property
     def is_cuda(self):
@@ -250,7 +254,7 @@ class Tensor:
 
     def detach_(self):
         """Take this tensor out of the graph in place (it becomes a leaf without grad)."""
-        if self._is_view:
+        if self._is_view and not self.__dict__.get("_detached"):
             raise RuntimeError("detach_() on a view: detach() a copy instead (PyTorch refuses "
                                "it for views too)")
         self._ctx, self.requires_grad = None, False
@@ -433,6 +437,7 @@ class Tensor:
         out = _share_version(Tensor(self.data), self)
         out.__dict__.pop("_view_base", None)  # a base of its own for in-place ops, as torch's
         out.__dict__.pop("_view_no_grad", None)
+        out._detached = True  # (its memory is self's, but torch's autograd sees no view)
         return out
 
     def requires_grad_(self, flag=True):
@@ -842,7 +847,7 @@ class Tensor:
         memo[id(self)] = new
         for key, value in self.__dict__.items():
             if key in ("_vc", "_used", "_is_view", "_view_base", "_views", "_view_uses",
-                       "_view_no_grad", "_multi_view"):
+                       "_view_no_grad", "_multi_view", "_detached"):
                 continue  # a fresh array: its own version count, not a view of anything
             new.__dict__[key] = value.copy() if key == "data" else copy.deepcopy(value, memo)
         return new
@@ -1154,7 +1159,7 @@ def _times_alpha(t: Tensor, other, alpha, name):
                                        is_real_number(alpha)):
         raise TypeError(f"{name}: alpha must be a number, got {type(alpha).__name__}")
     if type(alpha) is int:
-        return other if alpha == 1 else other * alpha
+        return _scaled(other, alpha)
     kinds = t.data.dtype.kind + (other.data.dtype.kind if isinstance(other, Tensor) else
                                  "c" if isinstance(other, complex) else
                                  "f" if isinstance(other, float) else "i")
@@ -1164,7 +1169,18 @@ def _times_alpha(t: Tensor, other, alpha, name):
     if is_real_number(alpha) and not isinstance(alpha, (int, np.integer)) and not (
             is_floating(t.data.dtype) or "f" in kinds or "c" in kinds):
         raise TypeError(f"{name}: alpha must not be a float ({alpha}) for integer tensors")
-    return other if alpha == 1 else other * alpha
+    return _scaled(other, alpha)
+
+
+def _scaled(other, alpha):
+    """``other * alpha``; a float32 or float64 tensor times a real number through ScaleBy,
+    which saves nothing (a second backward goes through add's alpha, as torch's)."""
+    if alpha == 1:
+        return other
+    if isinstance(other, Tensor) and other.data.dtype in (np.float32, np.float64) and \
+            is_real_number(alpha) and not isinstance(alpha, (bool, np.bool_)):
+        return ops.ScaleBy.apply(other, factor=float(alpha))
+    return other * alpha
 
 
 _share_version = autograd.share_version  # (defined beside root_array, for the op modules too)
@@ -1336,6 +1352,9 @@ def _set_item(t, index, value):
     if autograd._grad_enabled and (t.requires_grad or value_grad) and _writes_itself(
             t, index, value):
         return  # x[i] += v: the view changed in place already holds the values (and the node)
+    if isinstance(value, Tensor) and value._vc is not None and value._vc is t._vc and \
+            not _advanced_index(index):  # (one count: the same memory) h[1:] = h[:-1]
+        _refuse_partial_overlap(t.data[index], value.data, name)
     if autograd._grad_enabled and (t.requires_grad or value_grad):
         if not isinstance(value, Tensor):
             value = Tensor(get_array_module(t.data).asarray(value, dtype=t.data.dtype))
@@ -1344,7 +1363,7 @@ def _set_item(t, index, value):
         if len(value.shape) > len(target_shape):  # leading 1s the selection does not have
             value = value.reshape(value.shape[len(value.shape) - len(target_shape):])
         _inplace_in_graph(t, value, name,
-                          lambda old, v: ops.SetItem.apply(old, v, index=index))
+                          lambda old, v: _copy_slices(ops.SetItem.apply(old, v, index=index)))
         return
     _check_writable(t, name)
     t.data[index] = value.data if isinstance(value, Tensor) else value  # cast as torch casts
@@ -1401,6 +1420,35 @@ def _writes_itself(t, index, value):
     return target.strides == value.data.strides and _addr(target) == _addr(value.data)
 
 
+def _dense(a):
+    """torch's is_non_overlapping_and_dense: the elements of ``a`` fill one block of memory
+    with no gap, in some order of its dims (positive strides)."""
+    expected = a.itemsize
+    for step, n in sorted((st, n) for n, st in zip(a.shape, a.strides) if n > 1):
+        if step != expected:
+            return False
+        expected *= n
+    return True
+
+
+def _refuse_partial_overlap(target, source, name):
+    """torch's refusal of an in-place write of the array ``source`` into ``target`` where
+    both are dense blocks whose memory overlaps without being the same elements in the same
+    order (``h[1:] = h[:-1]``, ``h.copy_(h.t())``)."""
+    if type(source) is not type(target) or type(target) is SparseCOO or \
+            not get_array_module(target).may_share_memory(target, source):
+        return
+    if source.shape == target.shape and source.strides == target.strides and \
+            _addr(source) == _addr(target):
+        return
+    if _dense(target) and _dense(source):
+        raise RuntimeError(
+            f"{name}: unsupported operation: some elements of the input tensor (shape "
+            f"{tuple(source.shape)}) and the written-to tensor (shape {tuple(target.shape)}) "
+            "refer to a single memory location. Please clone() the tensor before performing "
+            "the operation (PyTorch refuses it too)")
+
+
 def _addr(a):
     return a.__array_interface__["data"][0] if type(a) is np.ndarray else a.data.ptr
 
@@ -1448,11 +1496,13 @@ def _inplace_in_graph(t, other, name, out_of_place):
         raise RuntimeError(
             f"{name} on a leaf tensor that requires grad (shape {t.shape}): PyTorch refuses it "
             "too; update parameters inside `with minidl.no_grad():`")
-    if t._is_view and not _lost_its_base(t):
+    if t._is_view and not _lost_its_base(t) and not t.__dict__.get("_detached"):
         return _inplace_on_view(t, other, name, out_of_place)
     if out_of_place is None:
-        raise RuntimeError("copy_ from a tensor that requires grad records no graph; call it "
-                           "inside `with minidl.no_grad():` or use .clone()")
+        out_of_place = _copied
+    vc = t._vc
+    if vc is not None and len(vc) > 2:  # other tensors may view t's array
+        return _inplace_on_viewed_base(t, other, name, out_of_place)
     if t._used:
         raise RuntimeError(
             f"{name} on a tensor (shape {t.shape}) that another op of the graph already took as "
@@ -1481,6 +1531,146 @@ def _inplace_in_graph(t, other, name, out_of_place):
     return t
 
 
+def _copied(old, value):
+    """``t.copy_(value)`` in the graph, ``old`` standing for t's old node: value broadcast to
+    t's shape and cast to its dtype, as an op whose gradient goes to ``value`` (summed back to
+    its shape) and is zero for ``old``, which stays an input, as in torch's CopyBackwards (t
+    keeps requiring grad where the old t did)."""
+    if not isinstance(value, Tensor):
+        value = Tensor(get_array_module(old.data).asarray(value))
+    if value.device != old.device:
+        raise ValueError(f"copy_: tensors on different devices, {old.device} and "
+                         f"{value.device}; move them with .to('{old.device}') first")
+    try:
+        fits = np.broadcast_shapes(tuple(value.shape), tuple(old.shape)) == tuple(old.shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ops.BadArgumentError(f"copy_: shape {tuple(value.shape)} does not broadcast to "
+                                   f"this tensor's shape {tuple(old.shape)}")
+    if value.data.dtype != old.data.dtype:
+        value = _cast(value, old.data.dtype)
+    return ops.SetItem.apply(old, value, index=Ellipsis)
+
+
+def _inplace_on_viewed_base(t, other, name, out_of_place):
+    """An in-place op in the graph on a whole tensor ``t`` whose array other tensors may view
+    (``v = h[0]; h.mul_(2)``), as PyTorch records it: the op computed out of place from a copy
+    of ``t``'s values (a Clone of its old node, so what the op saves is never overwritten),
+    its result written into ``t``'s array (every view reads the new values, and the shared
+    count goes up) and ``t`` made the op's result. The views recorded from ``t`` reach its new
+    node through ``t`` itself, so their gradients flow through the op, as torch's regenerated
+    view nodes; views recorded before ``t`` took part in the graph (no node) become views of
+    the new ``t``. Where an op other than a view already took ``t`` or one of its views, the
+    change would reroute that op's gradient: refused, as for a whole tensor without views."""
+    b_data = t.data
+    xp = get_array_module(b_data)
+    if type(b_data) is SparseCOO:
+        raise SparseLayoutError(name)
+    if xp is np and not b_data.flags.writeable:
+        raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
+    tracked = [w for w in (r() for r in t.__dict__.get("_views", ())) if w is not None]
+    views = [w for w in tracked if w.__dict__.get("_view_base") is t]
+    for w in [t] + views:
+        if int(w._used) > w.__dict__.get("_view_uses", 0):
+            what = "it" if w is t else "a view of it"
+            raise RuntimeError(
+                f"{name} on a tensor (shape {t.shape}) when an op of the graph other than a view "
+                f"already took {what} (shape {w.shape}) as an input: minidl cannot send that "
+                "op's gradient to the values as they were. Use an out-of-place op, or change a "
+                ".clone()")
+    if isinstance(other, Tensor) and other is not t and type(other.data) is type(b_data) and \
+            xp.may_share_memory(other.data, b_data):
+        same = other.data.shape == b_data.shape and other.data.strides == b_data.strides and \
+            _addr(other.data) == _addr(b_data)
+        if not same and name != "x[index] = value":
+            raise RuntimeError(
+                f"{name}: unsupported operation: some elements of the input tensor (shape "
+                f"{other.shape}) and the written-to tensor (shape {t.shape}) refer to a single "
+                "memory location. Please clone() the tensor before performing the operation "
+                "(PyTorch refuses it too)")
+        # a value in the graph (a view of t: its node leads to t, soon the op's) is read from
+        # the old node; one outside it (h.detach()) is read as it is, as torch reads it
+        other_pos = False if not other.requires_grad else None if same else _view_positions(
+            b_data, other.data, name, overlap=True)
+    else:
+        other_pos = False
+    # the views without a node, to be made views of the new t: their places, found first
+    unrecorded = [(w, _view_positions(b_data, w.data, name, overlap=True)) for w in views
+                  if w._ctx is None]
+    old = Tensor.__new__(Tensor)
+    old.__dict__.update(t.__dict__)  # the node as it was (its op, its count, its array)
+    for key in ("_used", "_view_uses", "_views"):  # (hooks: with the old value, as torch's)
+        old.__dict__.pop(key, None)
+    src = old.clone()  # its values now: what the op reads and may save
+    if other is t or other_pos is None:
+        other = src  # h *= h squares the old h
+    elif other_pos is not False:  # a view of t (h[1:] = h[:-1]): its values as they were
+        other = _view_node(src, other_pos)
+    out = out_of_place(src, other)
+    if out.data.dtype != t.data.dtype:
+        if category(out.data.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
+        out = _cast(out, t.data.dtype)
+    if out.shape != t.shape:
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
+                         f"shape {t.shape}")
+    xp.copyto(b_data, out.data, casting="unsafe")
+    bump_version(t)
+    if out.requires_grad:
+        # t's array is not the op's output array, which the op's graph_backward may read
+        # (relu's mask, exp's value) from its output tensor: an identity node stands between
+        out = autograd.Alias.apply(out)
+    t._ctx, t.requires_grad = out._ctx, out.requires_grad
+    t.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
+    if t.requires_grad:
+        for w, pos in unrecorded:
+            node = _view_node(t, pos)
+            w._ctx, w.requires_grad = node._ctx, node.requires_grad
+            w.__dict__.pop("_hooks", None)
+    _refuse_stale_views(tracked)
+    return t
+
+
+class RefusedView(Function):
+    """The node of a view that PyTorch refuses to use once its base, or another view of its
+    base, changed in place in grad mode: a view made under no_grad(), or one of several views
+    a function returned (split, unbind). torch raises at the view's next use; minidl raises
+    when its grad_fn is read or a backward pass reaches it (``refusal`` says why)."""
+
+    def backward(self, g):
+        raise RuntimeError(self.refusal)
+
+    def graph_backward(self, g, out):
+        raise RuntimeError(self.refusal)
+
+
+def _refuse_stale_views(views):
+    """Mark the live views (of a base just changed in place in grad mode) that torch refuses
+    to use afterwards (see RefusedView)."""
+    for w in views:
+        multi = w.__dict__.get("_multi_view")
+        if multi is not None:
+            why = (f"Output of {multi} (a view of shape {tuple(w.shape)}) is a view and its base "
+                   "or another view of its base has been modified inplace. This view is the "
+                   "output of a function that returns multiple views. Such functions do not "
+                   "allow the output views to be modified inplace (PyTorch refuses it too). You "
+                   "should replace the inplace operation by an out-of-place one")
+        elif w.__dict__.get("_view_no_grad") and "_view_base" not in w.__dict__:
+            why = (f"A view was created in no_grad mode (shape {tuple(w.shape)}) and its base or "
+                   "another view of its base has been modified inplace with grad mode enabled. "
+                   "Given that this use case is ambiguous and error-prone, it is forbidden (as "
+                   "in PyTorch): make both the view and the in-place op inside the no_grad "
+                   "block, or both outside it, or clone() the view")
+        else:
+            continue
+        node = RefusedView()
+        node.refusal, node.freed, node.lost = why, True, True
+        w._ctx, w.requires_grad = node, True
+
+
 def _element_addresses(a):
     """The address of each element of the array ``a`` (its shape), from its strides."""
     xp = get_array_module(a)
@@ -1503,12 +1693,56 @@ def _surely_apart(a):
     return True
 
 
-def _view_positions(base, view, name):
+class _Strided(tuple):
+    """Where a view lies in a C-contiguous base: ``(shape, strides, offset)`` in elements of
+    the flat base (ops.AsStrided's arguments), kept instead of an array of places."""
+
+    __slots__ = ()
+    shape = property(lambda self: self[0])
+    strides = property(lambda self: self[1])
+    offset = property(lambda self: self[2])
+
+
+def _strided_place(base, view, name, overlap):
+    """``view``'s place in the C-contiguous array ``base`` as a _Strided, or None where its
+    byte offset or strides are not whole elements (then the places are counted one by one)."""
+    item = base.itemsize
+    start = _addr(view) - _addr(base)
+    if start % item or any(st % item for st in view.strides):
+        return None
+    offset, strides = start // item, tuple(int(st) // item for st in view.strides)
+    if view.size:
+        lo = offset + sum(min(0, (n - 1) * st) for n, st in zip(view.shape, strides))
+        hi = offset + sum(max(0, (n - 1) * st) for n, st in zip(view.shape, strides))
+        if lo < 0 or hi >= base.size:
+            return None
+    place = _Strided((tuple(int(n) for n in view.shape), strides, int(offset)))
+    if not overlap and view.size > 1 and not _surely_apart(view):
+        xp = get_array_module(base)
+        if xp.unique(ops.strided_positions(xp, *place)).size != view.size:
+            _refuse_overlapping_write(view, name)
+    return place
+
+
+def _refuse_overlapping_write(view, name):
+    raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
+                       f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
+                       "refers to a single memory location. Please clone() the tensor before "
+                       "performing the operation (PyTorch refuses it too)")
+
+
+def _view_positions(base, view, name, overlap=False):
     """Where each element of the array ``view`` lies in the array ``base`` (whose memory it
-    views): an integer array of ``view``'s shape, of flat (C-order) indices into ``base``."""
+    views): in a C-contiguous base (the common case), a _Strided; else an integer array of
+    ``view``'s shape, of flat (C-order) indices into ``base``. ``overlap``: elements of
+    ``view`` may share a place (an expand()ed view that is read, not written)."""
+    if base.flags.c_contiguous:
+        place = _strided_place(base, view, name, overlap)
+        if place is not None:
+            return place
     xp = get_array_module(base)
     v_addr = _element_addresses(view).reshape(-1)
-    if base.flags.c_contiguous:  # (the common case) the offset from its start, in elements
+    if base.flags.c_contiguous:  # the offset from its start, in elements
         at = v_addr - _addr(base)
         pos = at // base.itemsize
         bad = v_addr.size and bool(((at % base.itemsize != 0) | (pos < 0) | (pos >= base.size))
@@ -1524,22 +1758,42 @@ def _view_positions(base, view, name):
     if bad:
         raise RuntimeError(f"{name} on a view (shape {tuple(view.shape)}) whose elements do not "
                            "all lie in its base's array; change a .clone() instead")
-    if v_addr.size > 1 and not _surely_apart(view) and xp.unique(v_addr).size != v_addr.size:
-        raise RuntimeError(f"{name}: unsupported operation: more than one element of the "
-                           f"written-to tensor (shape {tuple(view.shape)}, an expand()ed view?) "
-                           "refers to a single memory location. Please clone() the tensor before "
-                           "performing the operation (PyTorch refuses it too)")
+    if not overlap and v_addr.size > 1 and not _surely_apart(view) and \
+            xp.unique(v_addr).size != v_addr.size:
+        _refuse_overlapping_write(view, name)
     return pos.reshape(view.shape)
 
 
 def _view_node(base, pos):
-    """The view at ``pos`` (flat indices) of ``base`` as an op of the graph, taking ``base``
-    itself (so its gradient reaches ``base``'s node); the array is a copy, for its node only."""
+    """The view at ``pos`` (a _Strided, or flat indices) of ``base`` as an op of the graph,
+    taking ``base`` itself (so its gradient reaches ``base``'s node); the array is a copy, for
+    its node only."""
     flat = Reshape.apply(base, shape=(-1,))
-    node = GetItem.apply(flat, index=pos)
+    if type(pos) is _Strided:
+        node = ops.AsStrided.apply(flat, shape=pos.shape, strides=pos.strides, offset=pos.offset)
+    else:
+        node = GetItem.apply(flat, index=pos)
     if flat._ctx is not None:
         base._view_uses = base.__dict__.get("_view_uses", 0) + 1
     return node
+
+
+def _copy_slices(t):
+    """``t``, whose node writes values into a view of another tensor's value (torch records
+    it as CopySlices), marked so that a backward pass frees it as torch frees CopySlices: a
+    second backward through it refuses, as torch's."""
+    if t._ctx is not None:
+        t._ctx.lost_on_free = True
+    return t
+
+
+def _scatter_node(flat, value, pos):
+    """``flat`` (a 1-d tensor) with ``value`` written at ``pos`` (as _view_node reads it), as
+    an op of the graph."""
+    if type(pos) is _Strided:
+        return ops.AsStridedScatter.apply(flat, value, shape=pos.shape, strides=pos.strides,
+                                          offset=pos.offset)
+    return ops.SetItem.apply(flat, value, index=pos)
 
 
 def _lost_its_base(t):
@@ -1596,8 +1850,8 @@ def _inplace_on_view(t, other, name, out_of_place):
         raise SparseLayoutError(name)
     if xp is np and not b_data.flags.writeable:
         raise ValueError(f"{name}: the base array (shape {base.shape}) of this view is read-only")
-    views = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None
-             and w.__dict__.get("_view_base") is base]
+    tracked = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None]
+    views = [w for w in tracked if w.__dict__.get("_view_base") is base]
     if not any(w is t for w in views):
         views.append(t)
     for w in [base] + views:
@@ -1608,11 +1862,14 @@ def _inplace_on_view(t, other, name, out_of_place):
                 f"already took {what} (shape {w.shape}) as an input: minidl cannot send that "
                 "op's gradient to the values as they were. Use an out-of-place op, or change a "
                 ".clone()")
+    if isinstance(other, Tensor) and other is not t and other._vc is t._vc and \
+            name != "x[index] = value":  # (x[index] = value checked its own places)
+        _refuse_partial_overlap(t.data, other.data, name)
     pos = _view_positions(b_data, t.data, name)
     # the values as they were: a node that stands for the old base (its old op, its count)
     old = Tensor.__new__(Tensor)
     old.__dict__.update(base.__dict__)
-    for key in ("_used", "_view_uses", "_views", "_hooks"):
+    for key in ("_used", "_view_uses", "_views"):  # (hooks: with the old value, as torch's)
         old.__dict__.pop(key, None)
     old_t = _view_node(old, pos)  # t's values (a copy), its gradient to the old base's node
     if other is t:
@@ -1637,7 +1894,7 @@ def _inplace_on_view(t, other, name, out_of_place):
         raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a view of "
                          f"shape {t.shape}")
     flat_old = Reshape.apply(old, shape=(-1,))
-    new = Reshape.apply(ops.SetItem.apply(flat_old, out, index=pos), shape=base.shape)
+    new = Reshape.apply(_copy_slices(_scatter_node(flat_old, out, pos)), shape=base.shape)
     # the new values into the shared array (b, t and the other views read them), counted once
     xp.copyto(b_data, new.data, casting="unsafe")
     bump_version(base)
@@ -1645,9 +1902,11 @@ def _inplace_on_view(t, other, name, out_of_place):
     base.__dict__.pop("_hooks", None)  # hooks stay with the value they were registered on
     for w in views:  # t, and the views of the old base that no op recorded: views of the new
         if w is t or w._ctx is None:
-            node = _view_node(base, pos if w is t else _view_positions(b_data, w.data, name))
+            node = _view_node(base, pos if w is t else _view_positions(b_data, w.data, name,
+                                                                       overlap=True))
             w._ctx, w.requires_grad = node._ctx, node.requires_grad
             w.__dict__.pop("_hooks", None)
+    _refuse_stale_views(w for w in tracked if w is not t)
     return t
 
 
@@ -1837,20 +2096,6 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
     its input gradients with recorded ops, so that the gradients can be differentiated again
     (double backward); without it they are arrays, computed outside the graph."""
     order, any_freed = _graph_order(roots)
-    for node in (order if any_freed else ()):  # the first freed op in order, as before
-        ctx = node._ctx
-        if ctx is not None and ctx.freed:
-            raise RuntimeError(
-                "backward() through a graph a second time: its saved arrays were freed by "
-                f"the first backward (at {type(ctx).__name__}, output shape "
-                f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
-                "again, or recompute the forward pass")
-    finishers = []  # Function.after_backward callbacks met on the way, each run once
-    grads = {}
-    for root, grad in zip(roots, root_grads):
-        held = grads.get(id(root))
-        grads[id(root)] = grad if held is None else held + grad
-    handed_out = {id(g) for g in root_grads} if given else set()
     found = None if wanted is None else {id(t): None for t in wanted}
     needed = runs = None
     if found is not None:  # the tensors on a path to a wanted one (autograd.input_needed)
@@ -1861,6 +2106,23 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
                 needed.add(id(node))
                 runs.add(id(node))  # only these ops run (torch's engine: those on a path
                 # to an input), so an op above the inputs keeps what it saved
+    for node in (order if any_freed else ()):  # the first freed op in order, as before
+        ctx = node._ctx
+        if ctx is not None and ctx.freed and (runs is None or id(node) in runs):
+            if type(ctx) is RefusedView:
+                raise RuntimeError(ctx.refusal)
+            raise RuntimeError(
+                "backward() through a graph a second time: its saved arrays were freed by "
+                f"the first backward (at {type(ctx).__name__}, output shape "
+                f"{node.shape}). Pass retain_graph=True to the first backward() to call it "
+                "again, or recompute the forward pass (an op that saved nothing, as a view or "
+                "an add, can be gone through again, as in PyTorch)")
+    finishers = []  # Function.after_backward callbacks met on the way, each run once
+    grads = {}
+    for root, grad in zip(roots, root_grads):
+        held = grads.get(id(root))
+        grads[id(root)] = grad if held is None else held + grad
+    handed_out = {id(g) for g in root_grads} if given else set()
     previous_needed, autograd._needed = autograd._needed, needed
     try:
         _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
@@ -1890,7 +2152,7 @@ def _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_gr
         if found is not None:
             if id(node) in found:
                 found[id(node)] = g
-            if ctx is None or id(node) not in runs:
+            if ctx is None or id(node) not in runs:  # (a freed one there raised above)
                 continue
         elif ctx is None or node._retain_grad:
             if node.requires_grad:
@@ -2128,7 +2390,7 @@ def _graph_order(roots):
         if ctx is None:  # a leaf: nothing to visit first
             emit(node)
             continue
-        if ctx.freed:
+        if ctx.freed and autograd.relink(ctx):  # (freed by a backward pass: its inputs again)
             freed = True
         push((node, True))
         # leaves first, so that they are popped last: each comes right before the op that

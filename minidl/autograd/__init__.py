@@ -15,9 +15,9 @@ import weakref as _weakref
 
 import numpy as _np
 
-from ..backend import get_array_module, translated_oom
+from ..backend import cupy_module, get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
-from ..backend.sparse import SparseLayoutError
+from ..backend.sparse import SparseCOO, SparseLayoutError
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -299,8 +299,9 @@ Tensor = None
 
 
 def use_tensor_class(cls):
-    global Tensor
+    global Tensor, _NO_GRAD_INPUT
     Tensor = cls
+    _NO_GRAD_INPUT = cls(_np.zeros(()))
 
 
 _grad_engine = None  # tensor.py's grad(), handed over as the Tensor class is
@@ -369,7 +370,7 @@ def _holds_array(value):
 # Function.free need not look at these: ``saved`` and ``inputs`` are emptied in any case, and
 # ``after_backward`` is kept
 _NOT_SCANNED = frozenset(("saved", "inputs", "after_backward", "stamp", "forward_trace",
-                          "packed", "node_hooks", "_metadata"))
+                          "packed", "node_hooks", "_metadata", "edges", "_ghost"))
 
 
 def _check_devices(name, tensors):
@@ -390,6 +391,13 @@ class Function:
     # finished accumulating every gradient (DistributedDataParallel averages them there)
     after_backward = None
     freed = False  # set once a backward pass without retain_graph has run through this op
+    # set with it where that pass dropped what the op saved for its gradient: a later backward
+    # through it raises, as torch's; an op that saved nothing is relinked (see relink)
+    lost = False
+    # True on the node of an in-place op on a view (torch's CopySlices, which drops the view's
+    # op once a backward pass ran): that pass frees it as if it had saved values
+    lost_on_free = False
+    edges = None  # a freed op's inputs, kept without their arrays (see _edge)
     # True where graph_backward reads an input or the output that backward does not (saved
     # values computed from it instead): a create_graph pass refuses any of them changed in place
     graph_reads_all = False
@@ -469,7 +477,10 @@ class Function:
     @property
     def next_functions(self):
         """``((node, 0), ...)`` per input, as torch's: the input's grad_fn, an AccumulateGrad
-        for a leaf that requires grad, None for one that does not."""
+        for a leaf that requires grad, None for one that does not. A node that a backward
+        pass freed still shows its edges, as torch's."""
+        if self.freed and not self.inputs and self.edges:
+            relink(self)
         return tuple((next_node(t), 0) for t in self.inputs)
 
     def register_prehook(self, hook):
@@ -505,9 +516,12 @@ class Function:
         if drop is not None:
             for name in drop:
                 setattr(self, name, None)
+        lost = drop is not None or bool(self.saved) or self.lost_on_free
         if self.packed is not None:
-            self.packed = None
-        self.saved, self.inputs, self.freed = (), (), True
+            self.packed, lost = None, True
+        if self.inputs:
+            self.edges = tuple([_edge(t) for t in self.inputs])
+        self.saved, self.inputs, self.freed, self.lost = (), (), True, lost
 
     def forward(self, *arrays, **kwargs):
         raise NotImplementedError
@@ -598,6 +612,24 @@ class Function:
                 pack_saved(fn, result)
         return result
 
+
+
+class Alias(Function):
+    """The identity as a recorded op whose result reads the same memory (not marked a view: a
+    whole tensor of its own for in-place ops); its gradient is the incoming one, read from
+    nothing else (forward AD's dual tensors; the node of a base whose array an in-place op
+    wrote into, so that the op's own node keeps its output array unchanged)."""
+
+    complex_grad = True
+
+    def forward(self, a):
+        return a.view()
+
+    def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
+        return g
 
 
 # The ops that have a sparse form (minidl.sparse registers them): Function class -> a
@@ -775,7 +807,12 @@ class _TensorStyle(Function):
         return packed[start:start + int(_np.prod(shape))].reshape(shape)
 
     def free(self):
-        self.ctx._saved_tensors, self.ctx.freed = (), True
+        held = self.ctx.__dict__
+        saved = bool(held.get("_saved_tensors")) or held.get("_saved_packed") is not None
+        self.ctx.freed = saved  # (a function that saved nothing goes through a second backward)
+        if saved:
+            self.lost_on_free = True
+        self.ctx._saved_tensors = ()
         if getattr(self.ctx, "_saved_packed", None) is not None:
             self.ctx._saved_packed = None
         super().free()
@@ -984,6 +1021,50 @@ def once_differentiable(backward):
     return wrapper
 
 
+def _edge(t):
+    """What a freed op keeps of its input ``t``, as torch's graph keeps its edges once the
+    saved values are gone: a leaf that requires grad itself (its gradient accumulates there);
+    a tensor that does not, nothing; an op's result, a weak reference with its node, shape and
+    dtype, so that its array can go while the graph stays walkable (relink)."""
+    if t._ctx is None:
+        return t if t.requires_grad else None
+    data = t.data
+    if type(data) is SparseCOO:
+        return t
+    return (_weakref.ref(t), t._ctx, data.shape, data.dtype, type(data))
+
+
+def relink(fn):
+    """The inputs of the freed op ``fn`` again, for a later backward pass through it: each
+    input that is still alive and still the result of the same node, else a stand-in of its
+    shape and dtype (no array: a broadcast zero) that stands for that node, one per node.
+    Returns whether the op lost what it saved (a backward through it then refuses)."""
+    inputs = []
+    for e in fn.edges or ():
+        if e is None:
+            inputs.append(_NO_GRAD_INPUT)
+        elif type(e) is not tuple:
+            inputs.append(e)
+        else:
+            ref, node, shape, dtype, kind = e
+            t = ref()
+            if t is None or t._ctx is not node:
+                held = node.__dict__.get("_ghost")
+                t = None if held is None else held()
+                if t is None:
+                    xp = _np if kind is _np.ndarray else cupy_module()
+                    t = Tensor.__new__(Tensor)
+                    t.data = xp.broadcast_to(xp.zeros((), dtype), shape)
+                    t.grad, t._retain_grad, t.requires_grad, t._ctx = None, False, True, node
+                    node._ghost = _weakref.ref(t)
+            inputs.append(t)
+    fn.inputs, fn.freed = tuple(inputs), fn.lost
+    return fn.lost
+
+
+_NO_GRAD_INPUT = None  # a 0-d Tensor that does not require grad, made once Tensor is known
+
+
 def root_array(a):
     """The array that owns the memory ``a`` views (``a`` itself if it owns it)."""
     while getattr(a, "base", None) is not None:
@@ -1009,7 +1090,9 @@ def share_version(out, src):
     if out.data is src.data or root_array(out.data) is root_array(src.data):
         vc = src._vc
         if vc is None:
-            vc = src._vc = [0, 0]
+            vc = src._vc = [0, 0, True]
+        elif len(vc) == 2:
+            vc.append(True)  # other tensors view this array: in-place ops write into it
         out._vc = vc
         out._is_view = True
         if out._ctx is not None and any(t is src for t in out._ctx.inputs):
@@ -1018,15 +1101,23 @@ def share_version(out, src):
             base = src.__dict__.get("_view_base", src)
             if out.data.dtype == base.data.dtype and base is not out:
                 out._view_base = base
-                views = base.__dict__.get("_views")
-                if views is None:
-                    views = base._views = ViewList()
-                if len(views) % 64 == 63:  # the dead ones dropped now and then
-                    views[:] = [r for r in views if r() is not None]
-                views.append(_weakref.ref(out))
+                _track_view(base, out)
         elif src.requires_grad or src.__dict__.get("_view_no_grad"):
-            out._view_no_grad = True  # PyTorch refuses its in-place change in grad mode
+            out._view_no_grad = True  # PyTorch refuses its in-place change in grad mode,
+            base = src.__dict__.get("_view_base", src)  # and its use after one of its base's
+            if base._ctx is not None and base is not out:  # (a leaf's is refused anyway)
+                _track_view(base, out)
     return out
+
+
+def _track_view(base, view):
+    """Keep a weak reference to ``view`` in ``base._views`` (for in-place ops on either)."""
+    views = base.__dict__.get("_views")
+    if views is None:
+        views = base._views = ViewList()
+    if len(views) % 64 == 63:  # the dead ones dropped now and then
+        views[:] = [r for r in views if r() is not None]
+    views.append(_weakref.ref(view))
 
 
 def check_versions(node, ctx, graph=False):

@@ -2,9 +2,11 @@
 ``make_dual`` and ``unpack_dual``.
 
 minidl has no forward-mode kernels; tangents come from reverse mode by the double-vjp
-construction (the one ``minidl.func.jvp`` uses). ``make_dual(primal, tangent)`` returns an
-alias of ``primal`` that the graph records (it requires grad, where torch's dual tensor need
-not) and notes its tangent in the current level. ``unpack_dual(y)`` then computes y's tangent,
+construction (the one ``minidl.func.jvp`` uses). ``make_dual(primal, tangent)`` records a
+root for ``primal`` (a new leaf, or an alias keeping primal's graph where it requires grad),
+notes its tangent in the current level, and returns an alias of the root (it requires grad,
+where torch's dual tensor need not): an in-place op on the dual, or on a view of it, then
+changes the dual's node and never the root's, so tangents follow it as torch's do. ``unpack_dual(y)`` then computes y's tangent,
 the sum over the level's dual tensors x_i of J_i t_i: with u a zero cotangent that requires
 grad, g_i = vjp(y, x_i, u) recorded (create_graph), and the tangent is the gradient of
 sum_i <g_i, t_i> with respect to u. It is cached per output (until y changes in place), and
@@ -31,8 +33,9 @@ UnpackedDualTensor = namedtuple("UnpackedDualTensor", ["primal", "tangent"])
 class _Level:
     def __init__(self, index):
         self.index = index
-        self.duals = []                   # (alias, tangent), in the order they were made
-        self.tangent_of = {}              # id(alias) -> tangent
+        self.duals = []                   # (root, tangent), in the order they were made
+        self.tangent_of = {}              # id(root) -> tangent
+        self.own = {}                     # id(dual) -> (its node at make_dual, tangent, outer)
         self.cache = {}                   # id(y) -> (weakref to y, its version, tangent)
 
 
@@ -61,6 +64,7 @@ def exit_dual_level(*, level=None):
     _ag._forward_ad_level = bool(_levels)
     gone.duals.clear()
     gone.tangent_of.clear()
+    gone.own.clear()
     gone.cache.clear()
 
 
@@ -110,26 +114,42 @@ def make_dual(tensor, tangent, *, level=None):
     if tensor.device != tangent.device:
         raise RuntimeError(f"make_dual: the tangent is on {tangent.device}, the primal on "
                            f"{tensor.device}")
-    if tensor.requires_grad and (id(tensor) in lv.tangent_of or _depends(tensor, lv)[0]):
+    if tensor.requires_grad and (_own(tensor, lv) is not None or _depends(tensor, lv)[0]):
         raise RuntimeError(f"Making a dual Tensor based on a Tensor that already has a forward "
                            f"gradient at the same level {lv.index} is not supported.")
     with _ag.enable_grad():
-        # an alias the graph records: a view keeping the primal's own graph where it requires
-        # grad (reverse mode through a dual tensor works as in torch), else a new leaf
-        dual = tensor.view_as(tensor) if tensor.requires_grad else (
-            tensor.detach().requires_grad_(True))
+        # a root the graph records, which the tangents are taken against: an alias keeping the
+        # primal's own graph where it requires grad (reverse mode through a dual tensor works
+        # as in torch), else a new leaf; the dual is an alias of it, so that an in-place op on
+        # the dual (or a view of it) changes the dual's node, never the root's
+        outer = tensor.requires_grad
+        root = _alias(tensor) if outer else tensor.detach().requires_grad_(True)
+        dual = _alias(root)
     if tangent.data.dtype != tensor.data.dtype:
         tangent = tangent.to(tensor.data.dtype)
-    lv.duals.append((dual, tangent))
-    lv.tangent_of[id(dual)] = tangent
+    lv.duals.append((root, tangent))
+    lv.tangent_of[id(root)] = tangent
+    lv.own[id(dual)] = (dual._ctx, tangent, outer, weakref.ref(dual))
     return dual
+
+
+def _alias(t):
+    return _ag.Alias.apply(t)
+
+
+def _own(tensor, lv):
+    """(tangent, outer) of a dual tensor of ``lv`` that has not changed since make_dual."""
+    held = lv.own.get(id(tensor))
+    if held is None or held[3]() is not tensor or tensor._ctx is not held[0]:
+        return None
+    return held[1], held[2]
 
 
 def _depends(y, lv):
     """Whether y's graph reaches a dual tensor of ``lv``, and whether it reaches a tensor that
     requires grad other than them (then its primal and tangent keep the graph)."""
     order, seen, stack = [], set(), [y]  # every tensor above y that requires grad
-    freed = None
+    lost = []  # ops whose saved values a backward pass freed (a tangent through one: refused)
     while stack:
         node = stack.pop()
         if id(node) in seen:
@@ -137,8 +157,13 @@ def _depends(y, lv):
         seen.add(id(node))
         order.append(node)
         if node._ctx is not None:
-            if node._ctx.freed and freed is None and id(node) not in lv.tangent_of:
-                freed = node
+            refusal = getattr(node._ctx, "refusal", None)  # (tensor.RefusedView's)
+            if refusal is not None:
+                raise RuntimeError(refusal)
+            if node._ctx.freed and node._ctx.inputs == () and node._ctx.edges is not None:
+                _ag.relink(node._ctx)  # an op that saved nothing, freed by a backward pass
+            if node._ctx.freed and id(node) not in lv.tangent_of:
+                lost.append(node)
             stack.extend(p for p in node._ctx.inputs if p.requires_grad)
     mine = lv.tangent_of
     reached = outer = False
@@ -149,12 +174,29 @@ def _depends(y, lv):
                 outer = True
         elif node._ctx is None and node.requires_grad:
             outer = True
-    if freed is not None and not reached:  # the path to the duals may be cut: not "no tangent"
+    freed = next((n for n in lost if _reaches(n, mine)), None) if reached else None
+    if freed is not None:  # the tangent would go through it
         raise RuntimeError(
             f"unpack_dual: the graph of this tensor (shape {tuple(y.shape)}) was freed by a "
             f"backward pass (at {type(freed._ctx).__name__}), so its tangent cannot be read; "
             "read it before backward(), or pass retain_graph=True to backward()")
     return reached, outer
+
+
+def _reaches(node, mine):
+    """Whether the graph above ``node`` (itself excluded) holds a tensor whose id is in
+    ``mine``."""
+    seen, stack = set(), list(node._ctx.inputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen or not t.requires_grad:
+            continue
+        seen.add(id(t))
+        if id(t) in mine:
+            return True
+        if t._ctx is not None:
+            stack.extend(t._ctx.inputs)
+    return False
 
 
 def unpack_dual(tensor, *, level=None):
@@ -175,10 +217,10 @@ def unpack_dual(tensor, *, level=None):
                 "tangent is unknown. Compute it with grad enabled (torch's forward AD ignores "
                 "no_grad)")
         return UnpackedDualTensor(tensor, None)
-    own = lv.tangent_of.get(id(tensor))
+    own = _own(tensor, lv)
     if own is not None:
-        # a view of a primal that requires grad keeps its graph; a new leaf does not
-        return UnpackedDualTensor(tensor if tensor._ctx is not None else tensor.detach(), own)
+        # an alias of a primal that requires grad keeps its graph; of a new leaf, does not
+        return UnpackedDualTensor(tensor if own[1] else tensor.detach(), own[0])
     version = tensor._version
     held = lv.cache.get(id(tensor))
     if held is not None and held[0]() is tensor and held[1] == version:  # read before a backward

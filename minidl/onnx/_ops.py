@@ -61,6 +61,12 @@ def _pow(ctx):
     return ctx.node("Pow", [ctx.x(0), ctx.const(np.asarray(e, ctx.out_dtype), "exponent")])
 
 
+@_register(_OPS + "ScaleBy")
+def _scale_by(ctx):
+    return ctx.node("Mul", [ctx.x(0), ctx.const(np.asarray(ctx.kw["factor"], ctx.out_dtype),
+                                                "factor")])
+
+
 @_register(_OPS + "PowTensor")
 def _pow_tensor(ctx):
     return ctx.node("Pow", ctx.inputs_cast_to_output())
