@@ -397,7 +397,7 @@ class Function:
     # True on the node of an in-place op on a view (torch's CopySlices, which drops the view's
     # op once a backward pass ran): that pass frees it as if it had saved values
     lost_on_free = False
-    edges = None  # a freed op's inputs, kept without their arrays (see _edge)
+    edges = None  # a freed op's inputs, kept without their arrays (see free)
     # True where graph_backward reads an input or the output that backward does not (saved
     # values computed from it instead): a create_graph pass refuses any of them changed in place
     graph_reads_all = False
@@ -520,7 +520,21 @@ class Function:
         if self.packed is not None:
             self.packed, lost = None, True
         if self.inputs:
-            self.edges = tuple([_edge(t) for t in self.inputs])
+            # What the freed op keeps of each input, as torch's graph keeps its edges once the
+            # saved values are gone: a leaf that requires grad itself (its gradient accumulates
+            # there); a tensor that does not, nothing; an op's result, a weak reference with
+            # its node, shape and dtype, so that its array can go while the graph stays
+            # walkable (relink). Written out here: it runs for every node of every backward.
+            edges = []
+            for t in self.inputs:
+                ctx = t._ctx
+                if ctx is None:
+                    edges.append(t if t.requires_grad else None)
+                else:
+                    d = t.data
+                    edges.append(t if type(d) is SparseCOO else
+                                 (_weakref.ref(t), ctx, d.shape, d.dtype, type(d)))
+            self.edges = tuple(edges)
         self.saved, self.inputs, self.freed, self.lost = (), (), True, lost
 
     def forward(self, *arrays, **kwargs):
@@ -1019,19 +1033,6 @@ def once_differentiable(backward):
                     for r in ((result,) if single else result))
         return out[0] if single else out
     return wrapper
-
-
-def _edge(t):
-    """What a freed op keeps of its input ``t``, as torch's graph keeps its edges once the
-    saved values are gone: a leaf that requires grad itself (its gradient accumulates there);
-    a tensor that does not, nothing; an op's result, a weak reference with its node, shape and
-    dtype, so that its array can go while the graph stays walkable (relink)."""
-    if t._ctx is None:
-        return t if t.requires_grad else None
-    data = t.data
-    if type(data) is SparseCOO:
-        return t
-    return (_weakref.ref(t), t._ctx, data.shape, data.dtype, type(data))
 
 
 def relink(fn):
