@@ -199,7 +199,8 @@ def test_gan_checkpoint_resumed_run_is_the_straight_run():
         np.testing.assert_array_equal(resumed["params"][k], straight["params"][k], err_msg=k)
 
 
-# ---- 3. module hooks: feature extraction by forward hooks, a pre-hook, Grad-CAM -------------
+# ---- 3. module hooks: feature extraction by forward hooks, a pre-hook, a layer summary by a
+# global module hook, Grad-CAM by a forward and a full backward hook ------------------------------
 def hooks_gradcam(tt, state=None, steps=3):
     nn, F = tt.nn, tt.nn.functional
 
