@@ -199,7 +199,8 @@ def test_gan_checkpoint_resumed_run_is_the_straight_run():
         np.testing.assert_array_equal(resumed["params"][k], straight["params"][k], err_msg=k)
 
 
-# ---- 3. module hooks: feature extraction by forward hooks, a pre-hook, Grad-CAM -------------
+# ---- 3. module hooks: feature extraction by forward hooks, a pre-hook, a layer summary by a
+# global module hook, Grad-CAM by a forward and a full backward hook ------------------------------
 def hooks_gradcam(tt, state=None, steps=3):
     nn, F = tt.nn, tt.nn.functional
 
@@ -2750,3 +2751,53 @@ def test_dynamic_quantization_leaves_attention_out_proj_alone_as_torch():
     ours = _quantized_attention(minidl)
     assert ours[0] == theirs[0]
     np.testing.assert_allclose(ours[2], theirs[2], rtol=1e-5, atol=1e-6)
+
+
+def _shared_children_and_private_hooks(tt):
+    nn = tt.nn
+    model = nn.Sequential(nn.Linear(2, 2))
+    shared = nn.Linear(2, 1)
+    model.a, model.b = shared, shared  # one module under two names
+    model.add_module("none", None)
+    calls = []
+    model.apply(lambda m: calls.append(type(m).__name__))
+    facts = [[n for n, _ in model.named_children()], len(list(model.children())), calls,
+             repr(model).count("Linear(in_features=2, out_features=1"),
+             "(none): None" in repr(model), sorted(model.state_dict())]
+
+    def rename(state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        if prefix + "w" in state_dict:  # an old checkpoint's name
+            state_dict[prefix + "weight"] = state_dict.pop(prefix + "w")
+
+    lin = nn.Linear(2, 2).double()
+    lin._register_load_state_dict_pre_hook(rename)
+    seen = []
+    lin._register_load_state_dict_pre_hook(
+        lambda module, sd, prefix, *rest: seen.append((type(module).__name__, sorted(sd))),
+        with_module=True)
+    lin.load_state_dict({"w": tt.ones(2, 2, dtype=tt.float64),
+                         "bias": tt.zeros(2, dtype=tt.float64)})
+    lin._register_state_dict_hook(
+        lambda module, sd, prefix, meta: {k.upper(): v for k, v in sd.items()})
+    facts += [seen, lin.weight.tolist(), list(lin.state_dict())]
+    return repr(facts)
+
+
+def test_shared_children_and_torchs_private_state_dict_hooks():
+    """A module held under two names was listed twice by named_children (torch's lists it once;
+    apply then visits it once); and the private _register_load_state_dict_pre_hook (old keys
+    renamed on load) and _register_state_dict_hook (may return the dict) were missing."""
+    facts = eval(_shared_children_and_private_hooks(minidl))
+    assert facts[0] == ["0", "a"] and facts[1] == 2 and facts[2].count("Linear") == 2
+    assert facts[3] == 2 and facts[4]  # the repr still shows every name, as torch's
+    assert facts[6] == [("Linear", ["bias", "weight"])] and facts[7] == [[1.0, 1.0]] * 2
+    assert facts[8] == ["WEIGHT", "BIAS"]
+    lin = minidl.nn.Linear(1, 1)
+    lin.register_state_dict_post_hook(lambda *a: {})
+    with pytest.raises(RuntimeError, match="must return None"):
+        lin.state_dict()
+
+
+def test_shared_children_and_torchs_private_state_dict_hooks_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _shared_children_and_private_hooks(minidl) == _shared_children_and_private_hooks(torch)

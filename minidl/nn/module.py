@@ -634,7 +634,13 @@ class Module:
             yield m
 
     def named_children(self):
-        yield from ((n, m) for n, m in self._modules.items() if m is not None)
+        """(name, module) of each direct sub-module, a module held under several names once,
+        under its first (as torch's)."""
+        seen = set()
+        for name, module in self._modules.items():
+            if module is not None and id(module) not in seen:
+                seen.add(id(module))
+                yield name, module
 
     def children(self):
         for _, m in self.named_children():
@@ -715,9 +721,13 @@ class Module:
         for name, child in self._modules.items():
             if child is not None:
                 child.state_dict(destination=out, prefix=f"{prefix}{name}.", keep_vars=keep_vars)
-        for hook in list((self.__dict__.get("_state_dict_hooks") or {}).values()):
-            if hook(self, out, prefix, {"version": getattr(self, "_version", 1)}) is not None:
-                raise RuntimeError("state_dict post-hook must return None")
+        private = self.__dict__.get("_state_dict_hooks_private") or ()
+        for key, hook in list((self.__dict__.get("_state_dict_hooks") or {}).items()):
+            result = hook(self, out, prefix, {"version": getattr(self, "_version", 1)})
+            if result is not None:
+                if key not in private:
+                    raise RuntimeError("state_dict post-hook must return None")
+                out = result  # _register_state_dict_hook's may return the dict to use
         return out
 
     def _post_order(self):
@@ -750,6 +760,22 @@ class Module:
         its children's) entries are in ``state_dict``; it may change it in place and must
         return None."""
         return _add_hook(self, "_state_dict_hooks", hook)
+
+    def _register_state_dict_hook(self, hook):
+        """torch's older (private, still widely used) state-dict post-hook: as
+        register_state_dict_post_hook, except that what the hook returns, if not None, is the
+        state dict state_dict() goes on with and returns."""
+        return _add_hook(self, "_state_dict_hooks", hook, marks=("_state_dict_hooks_private",))
+
+    def _register_load_state_dict_pre_hook(self, hook, with_module=False):
+        """torch's older (private, still widely used) load pre-hook: ``hook(state_dict, prefix,
+        local_metadata, strict, missing_keys, unexpected_keys, error_msgs)``, or with the
+        module first when ``with_module``."""
+        if not callable(hook):
+            raise TypeError(f"{type(self).__name__}: a hook must be callable, got a "
+                            f"{type(hook).__name__}")
+        return self.register_load_state_dict_pre_hook(
+            hook if with_module else (lambda module, *args: hook(*args)))
 
     def register_load_state_dict_pre_hook(self, hook):
         """``hook(module, state_dict, prefix, local_metadata, strict, missing_keys,
@@ -1192,7 +1218,7 @@ class Module:
         extra = self.extra_repr()
         extra_lines = extra.split("\n") if extra else []
         child_lines = [f"({name}): " + repr(child).replace("\n", "\n  ")
-                       for name, child in self.named_children()]
+                       for name, child in self._modules.items()]  # every name, as torch's
         if not child_lines and len(extra_lines) <= 1:
             return f"{type(self).__name__}({extra})"
         return (f"{type(self).__name__}(\n  " + "\n  ".join(extra_lines + child_lines)
