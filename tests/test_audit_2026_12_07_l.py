@@ -557,3 +557,11 @@ def test_fftfreq_of_a_zero_spacing_is_infinite_as_torch():
     np.testing.assert_array_equal(minidl.fft.rfftfreq(6, 0).numpy(), [NAN, INF, INF, INF])
     np.testing.assert_allclose(minidl.fft.fftfreq(6, 0.1, dtype=minidl.float64).numpy(),
                                np.fft.fftfreq(6, 0.1), rtol=0, atol=0)
+
+
+def test_erfc_float32_keeps_its_relative_accuracy_in_the_tail():
+    x = np.array([3.0, 5.0, 6.5, 8.06862, -2.0, 0.3], dtype=np.float32)
+    got = minidl.special.erfc(minidl.tensor(x)).numpy()
+    want = minidl.special.erfc(f64(x.astype(np.float64))).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-7)  # the fit's x * x rounding gave 5e-6
