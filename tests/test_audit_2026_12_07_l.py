@@ -565,3 +565,12 @@ def test_erfc_float32_keeps_its_relative_accuracy_in_the_tail():
     want = minidl.special.erfc(f64(x.astype(np.float64))).numpy()
     assert got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=2e-7)  # the fit's x * x rounding gave 5e-6
+
+
+def test_relaxed_bernoulli_log_prob_of_an_integer_value_names_the_dtype():
+    d = D.RelaxedBernoulli(minidl.tensor(0.5), probs=minidl.tensor([0.3]))
+    for value in (minidl.tensor([1]), minidl.tensor([True])):  # was NumPy's "not inexact"
+        with pytest.raises(TypeError, match="requires a floating point input type, got"):
+            d.log_prob(value)
+    assert D.SigmoidTransform()(minidl.tensor([0.5], dtype=minidl.bfloat16)).dtype == \
+        minidl.bfloat16
