@@ -192,7 +192,7 @@ def _input(name, x, want):
     return x
 
 
-def _axes_and_sizes(name, x, s, dim, allow_none=False):
+def _axes_and_sizes(name, x, s, dim, allow_none=False, one_d=False):
     """(axes, sizes or None) from torch's ``s`` and ``dim``: dim None with s given means the
     last len(s) dims; both None all dims (or, for the 2-D forms, the caller's default)."""
     ndim = x.ndim
@@ -226,16 +226,17 @@ def _axes_and_sizes(name, x, s, dim, allow_none=False):
     sizes = None
     if s is not None:
         sizes = [int(n) for n in s]
-        for n in sizes:
-            if n < -1 or n == 0:
+        for n in sizes:  # a 1-D transform's n cannot be -1 (an n-D transform's s can)
+            if n < -1 or n == 0 or (one_d and n == -1):
                 raise FFTArgumentError(f"{name}: Invalid number of data points ({n}) specified")
     return axes, sizes
 
 
-def _c2c(name, x, s, dim, norm, inverse):
-    norm = _norm(name, norm)
+def _c2c(name, x, s, dim, norm, inverse, one_d=False):
+    # torch's order: the input's dtype, then dims and sizes, then norm
     x = _input(name, x, "complex")
-    axes, sizes = _axes_and_sizes(name, x, s, dim, allow_none=True)
+    axes, sizes = _axes_and_sizes(name, x, s, dim, allow_none=True, one_d=one_d)
+    norm = _norm(name, norm)
     if not axes:  # no dims (dim=(), s=(), a 0-d fftn): the input as complex, as torch's
         return x.clone()
     sizes = [x.shape[ax] if sizes is None or sizes[i] == -1 else sizes[i]
@@ -246,10 +247,10 @@ def _c2c(name, x, s, dim, norm, inverse):
     return _C2C.apply(x, axes=tuple(axes), sizes=tuple(sizes), norm=norm, inverse=inverse)
 
 
-def _r2c(name, x, s, dim, norm):
-    norm = _norm(name, norm)
+def _r2c(name, x, s, dim, norm, one_d=False):
     x = _input(name, x, "real")
-    axes, sizes = _axes_and_sizes(name, x, s, dim)
+    axes, sizes = _axes_and_sizes(name, x, s, dim, one_d=one_d)
+    norm = _norm(name, norm)
     sizes = [x.shape[ax] if sizes is None or sizes[i] == -1 else sizes[i]
              for i, ax in enumerate(axes)]
     for n in sizes:
@@ -258,10 +259,10 @@ def _r2c(name, x, s, dim, norm):
     return _R2C.apply(x, axes=tuple(axes), sizes=tuple(sizes), norm=norm)
 
 
-def _c2r(name, x, s, dim, norm):
-    norm = _norm(name, norm)
+def _c2r(name, x, s, dim, norm, one_d=False):
     x = _input(name, x, "any")
-    axes, sizes = _axes_and_sizes(name, x, s, dim)
+    axes, sizes = _axes_and_sizes(name, x, s, dim, one_d=one_d)
+    norm = _norm(name, norm)
     full = []
     for i, ax in enumerate(axes):
         given = None if sizes is None or sizes[i] == -1 else sizes[i]
@@ -283,9 +284,7 @@ def _one(name, n, dim):
     """(s, dim) of a 1-D transform; its n, unlike an n-D transform's s, cannot be -1."""
     if n is not None and not _is_int(n):  # not truncated (3.7) nor read as 1 (True)
         raise TypeError(f"{name}(): argument 'n' must be int, not {type(n).__name__}")
-    if n is not None and n < 1:
-        raise FFTArgumentError(f"{name}: Invalid number of data points ({n}) specified")
-    return (None if n is None else (n,)), (dim,)
+    return (None if n is None else (n,)), (dim,)  # n < 1 refused after the dim is checked
 
 
 # ---- the transforms -------------------------------------------------------------------------
@@ -293,13 +292,13 @@ def fft(input, n=None, dim=-1, norm=None):
     """The 1-D discrete Fourier transform along ``dim`` (the input trimmed or zero-padded to
     ``n``)."""
     s, d = _one("fft", n, dim)
-    return _c2c("fft", input, s, d, norm, inverse=False)
+    return _c2c("fft", input, s, d, norm, inverse=False, one_d=True)
 
 
 def ifft(input, n=None, dim=-1, norm=None):
     """The inverse of fft."""
     s, d = _one("ifft", n, dim)
-    return _c2c("ifft", input, s, d, norm, inverse=True)
+    return _c2c("ifft", input, s, d, norm, inverse=True, one_d=True)
 
 
 def fft2(input, s=None, dim=(-2, -1), norm=None):
@@ -321,14 +320,14 @@ def ifftn(input, s=None, dim=None, norm=None):
 def rfft(input, n=None, dim=-1, norm=None):
     """The fft of a real input: the n // 2 + 1 non-negative frequencies."""
     s, d = _one("rfft", n, dim)
-    return _r2c("rfft", input, s, d, norm)
+    return _r2c("rfft", input, s, d, norm, one_d=True)
 
 
 def irfft(input, n=None, dim=-1, norm=None):
     """The inverse of rfft: a real signal of ``n`` (default 2 * (m - 1)) from a half
     spectrum of m entries."""
     s, d = _one("irfft", n, dim)
-    return _c2r("irfft", input, s, d, norm)
+    return _c2r("irfft", input, s, d, norm, one_d=True)
 
 
 def rfft2(input, s=None, dim=(-2, -1), norm=None):
@@ -351,13 +350,13 @@ def hfft(input, n=None, dim=-1, norm=None):
     """The fft of a Hermitian-symmetric signal given by its first half: a real spectrum of
     ``n`` (default 2 * (m - 1)) entries; the inverse of ihfft."""
     s, d = _one("hfft", n, dim)
-    return hfftn(input, s, d, norm, _name="hfft")
+    return hfftn(input, s, d, norm, _name="hfft", _one_d=True)
 
 
 def ihfft(input, n=None, dim=-1, norm=None):
     """The inverse of hfft: the first n // 2 + 1 entries of ifft of a real signal."""
     s, d = _one("ihfft", n, dim)
-    return ihfftn(input, s, d, norm, _name="ihfft")
+    return ihfftn(input, s, d, norm, _name="ihfft", _one_d=True)
 
 
 def hfft2(input, s=None, dim=(-2, -1), norm=None):
@@ -368,17 +367,20 @@ def ihfft2(input, s=None, dim=(-2, -1), norm=None):
     return ihfftn(input, s, dim, norm, _name="ihfft2")
 
 
-def hfftn(input, s=None, dim=None, norm=None, *, _name="hfftn"):
+def hfftn(input, s=None, dim=None, norm=None, *, _name="hfftn", _one_d=False):
     """The n-D hfft: irfftn of the conjugate with the opposite normalisation."""
-    norm = _norm(_name, norm)
     x = _input(_name, input, "any")
-    return _c2r(_name, Conj.apply(x), s, dim, _SWAP[norm])
-
-
-def ihfftn(input, s=None, dim=None, norm=None, *, _name="ihfftn"):
-    """The n-D ihfft: the conjugate of rfftn with the opposite normalisation."""
+    _axes_and_sizes(_name, x, s, dim, one_d=_one_d)  # dims and sizes checked before norm
     norm = _norm(_name, norm)
-    return Conj.apply(_r2c(_name, input, s, dim, _SWAP[norm]))
+    return _c2r(_name, Conj.apply(x), s, dim, _SWAP[norm], one_d=_one_d)
+
+
+def ihfftn(input, s=None, dim=None, norm=None, *, _name="ihfftn", _one_d=False):
+    """The n-D ihfft: the conjugate of rfftn with the opposite normalisation."""
+    x = _input(_name, input, "real")
+    _axes_and_sizes(_name, x, s, dim, one_d=_one_d)  # dims and sizes checked before norm
+    norm = _norm(_name, norm)
+    return Conj.apply(_r2c(_name, x, s, dim, _SWAP[norm], one_d=_one_d))
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -429,15 +431,17 @@ def _freq_args(name, n, d):
 def fftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=None):
     """The sample frequencies of an fft of length n with spacing d: [0, 1, ..., -1] / (d n)."""
     n, d = _freq_args("fftfreq", n, d)
-    return _freq_tensor("fftfreq", np.fft.fftfreq(n, d) if n else np.zeros(0), dtype, device,
-                        requires_grad)
+    k = np.concatenate([np.arange((n + 1) // 2), np.arange(-(n // 2), 0)])
+    with np.errstate(all="ignore"):  # d = 0: [nan, inf, ..., -inf], as torch's
+        values = k * (np.float64(1.0) / np.float64(n * d)) if n else np.zeros(0)
+    return _freq_tensor("fftfreq", values, dtype, device, requires_grad)
 
 
 def rfftfreq(n, d=1.0, *, dtype=None, device=None, requires_grad=False, layout=None):
     """The sample frequencies of an rfft of length n: [0, 1, ..., n // 2] / (d n)."""
     n, d = _freq_args("rfftfreq", n, d)
-    with np.errstate(invalid="ignore", divide="ignore"):  # n = 0: [nan], as torch's
-        values = np.arange(n // 2 + 1) / (n * d)
+    with np.errstate(all="ignore"):  # n = 0 or d = 0: [nan, inf, ...], as torch's
+        values = np.arange(n // 2 + 1) * (np.float64(1.0) / np.float64(n * d))
     return _freq_tensor("rfftfreq", values, dtype, device, requires_grad)
 
 

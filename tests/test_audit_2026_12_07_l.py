@@ -531,3 +531,46 @@ def test_fuzz_kl_cross_pairs_match_torch(pair, seed):
         getattr(TD, p_name)(**{k: torch.tensor(v) for k, v in params[p_name].items()}),
         getattr(TD, q_name)(**{k: torch.tensor(v) for k, v in params[q_name].items()}))
     np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_fft_checks_dims_before_sizes_and_sizes_before_norm():
+    x = minidl.ones(4)
+    # a 0-d input or a dim out of range is named first, as torch (not the bad n or norm)
+    with pytest.raises(IndexError, match="no dimensions"):
+        minidl.fft.fft(minidl.tensor(2.0), n=0)
+    with pytest.raises(IndexError, match="out of range"):
+        minidl.fft.rfft(x, n=0, dim=1)
+    with pytest.raises(IndexError, match="out of range"):
+        minidl.fft.ihfft(x, dim=3, norm="bad")
+    with pytest.raises(RuntimeError, match=r"Invalid number of data points \(0\)"):
+        minidl.fft.hfft(x, n=0, norm="bad")
+    with pytest.raises(RuntimeError, match=r"Invalid number of data points \(-1\)"):
+        minidl.fft.irfft(x, n=-1)  # a 1-D n cannot be -1 (an n-D s can)
+    assert minidl.fft.irfftn(x, s=(-1,)).shape == (6,)
+    with pytest.raises(RuntimeError, match="dims must be unique"):
+        minidl.fft.fftn(minidl.ones(2, 2), dim=(0, 0), norm="bad")
+
+
+def test_fftfreq_of_a_zero_spacing_is_infinite_as_torch():
+    got = minidl.fft.fftfreq(5, 0, dtype=minidl.float64).numpy()
+    np.testing.assert_array_equal(got, [NAN, INF, INF, -INF, -INF])
+    np.testing.assert_array_equal(minidl.fft.rfftfreq(6, 0).numpy(), [NAN, INF, INF, INF])
+    np.testing.assert_allclose(minidl.fft.fftfreq(6, 0.1, dtype=minidl.float64).numpy(),
+                               np.fft.fftfreq(6, 0.1), rtol=0, atol=0)
+
+
+def test_erfc_float32_keeps_its_relative_accuracy_in_the_tail():
+    x = np.array([3.0, 5.0, 6.5, 8.06862, -2.0, 0.3], dtype=np.float32)
+    got = minidl.special.erfc(minidl.tensor(x)).numpy()
+    want = minidl.special.erfc(f64(x.astype(np.float64))).numpy()
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-7)  # the fit's x * x rounding gave 5e-6
+
+
+def test_relaxed_bernoulli_log_prob_of_an_integer_value_names_the_dtype():
+    d = D.RelaxedBernoulli(minidl.tensor(0.5), probs=minidl.tensor([0.3]))
+    for value in (minidl.tensor([1]), minidl.tensor([True])):  # was NumPy's "not inexact"
+        with pytest.raises(TypeError, match="requires a floating point input type, got"):
+            d.log_prob(value)
+    assert D.SigmoidTransform()(minidl.tensor([0.5], dtype=minidl.bfloat16)).dtype == \
+        minidl.bfloat16

@@ -9,6 +9,7 @@ import weakref
 
 import numpy as np
 
+from ..backend.dtypes import is_floating
 from ..functional import pad
 from ..ops import cat, stack
 from ..tensor import Tensor
@@ -353,16 +354,24 @@ class AffineTransform(Transform):
         return hash((AffineTransform, self._event_dim))
 
 
+def _finfo(name, x):
+    """np.finfo of a floating tensor; an integer or bool one refused with torch's TypeError
+    (not NumPy's "data type not inexact")."""
+    if not is_floating(np.dtype(x.dtype)):
+        raise TypeError(f"{name}: finfo() requires a floating point input type, got {x.dtype}")
+    return np.finfo(x.dtype)
+
+
 class SigmoidTransform(Transform):
     sign = 1
     codomain = constraints.unit_interval
 
     def _call(self, x):
-        finfo = np.finfo(x.dtype)
+        finfo = _finfo("SigmoidTransform", x)
         return x.sigmoid().clamp(min=float(finfo.tiny), max=1 - float(finfo.eps))
 
     def _inverse(self, y):
-        finfo = np.finfo(y.dtype)
+        finfo = _finfo("SigmoidTransform", y)
         y = y.clamp(min=float(finfo.tiny), max=1 - float(finfo.eps))
         return y.log() - log1p(-y)
 
