@@ -1368,3 +1368,37 @@ def test_fuse_conv_transpose_and_batch_norm_in_eval():
                                m_model(minidl.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(NotImplementedError, match="not yet supported in QAT"):
         tq.fuse_modules_qat(build(_NS("minidl")).train(), ["0", "1"])
+
+
+# ---- quantized average pooling -------------------------------------------------------------
+AVG_CASES = [dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=2, stride=2),
+             dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+             dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+             dict(kernel_size=(2, 3), stride=(1, 2), divisor_override=5)]
+
+
+@pytest.mark.parametrize("case", range(len(AVG_CASES)))
+def test_quantized_avg_pool2d_matches_torch(case):
+    """torch's kernels round differently over NCHW data (the zero point added before
+    rounding) and channels-last data (after, for whole vectors of channels): both here, on a
+    QuantStub's output and on a quantized convolution's (odd zero points, where ties differ)."""
+    torch = _torch()
+    kw = AVG_CASES[case]
+    tF = torch.nn.functional
+    for seed in range(3):
+        t, m = _qpair(torch, (2, 24, 9, 9), 0.02, 31 + 40 * seed, seed)
+        _same_q(nn.functional.avg_pool2d(m, **kw), tF.avg_pool2d(t, **kw))
+        _same_q(nn.AvgPool2d(**kw)(m), torch.nn.AvgPool2d(**kw)(t))
+        t_cl = t.contiguous(memory_format=torch.channels_last)
+        m._channels_last = True  # what a quantized convolution gives
+        cpu = torch.backends.cpu.get_cpu_capability()
+        if cpu.startswith("AVX512"):  # vectors of 16 channels
+            _same_q(nn.functional.avg_pool2d(m, **kw), tF.avg_pool2d(t_cl, **kw))
+        else:  # AVX2 may take vectors of 8: channels 16-23 round the other way at ties
+            mine, theirs = nn.functional.avg_pool2d(m, **kw), tF.avg_pool2d(t_cl, **kw)
+            assert np.abs(mine.int_repr().numpy().astype(int)
+                          - theirs.int_repr().numpy().astype(int)).max() <= 1
+    if case == 0:
+        _same_q(nn.functional.avg_pool2d(m, 3, 1, 1), tF.avg_pool2d(t_cl, 3, 1, 1))
+        with pytest.raises(ValueError, match="at most half"):
+            nn.functional.avg_pool2d(m, 2, padding=2)
