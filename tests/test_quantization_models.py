@@ -303,8 +303,62 @@ def _mobilenet_v3(ns, num_classes=5):
     return MobileNetV3()
 
 
+# ---- a small Inception: torchvision's QuantizableInception3's InceptionA and BasicConv2d --
+def _inception(ns, num_classes=5):
+    n, F = ns.nn, ns.F
+
+    class BasicConv2d(n.Module):  # QuantizableBasicConv2d
+        def __init__(self, inp, oup, **kwargs):
+            super().__init__()
+            self.conv = n.Conv2d(inp, oup, bias=False, **kwargs)
+            self.bn, self.relu = n.BatchNorm2d(oup, eps=0.001), n.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.bn(self.conv(x)))
+
+    class InceptionA(n.Module):  # QuantizableInceptionA
+        def __init__(self, inp, pool_features):
+            super().__init__()
+            self.branch1x1 = BasicConv2d(inp, 8, kernel_size=1)
+            self.branch5x5_1 = BasicConv2d(inp, 6, kernel_size=1)
+            self.branch5x5_2 = BasicConv2d(6, 8, kernel_size=5, padding=2)
+            self.branch3x3dbl_1 = BasicConv2d(inp, 8, kernel_size=1)
+            self.branch3x3dbl_2 = BasicConv2d(8, 12, kernel_size=3, padding=1)
+            self.branch_pool = BasicConv2d(inp, pool_features, kernel_size=1)
+            self.myop = ns.FloatFunctional()
+
+        def forward(self, x):
+            outputs = [self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                       self.branch3x3dbl_2(self.branch3x3dbl_1(x)),
+                       self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))]
+            return self.myop.cat(outputs, 1)
+
+    class Inception(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.Conv2d_1a_3x3 = BasicConv2d(3, 8, kernel_size=3, stride=2)
+            self.maxpool1 = n.MaxPool2d(3, 2, ceil_mode=True)
+            self.Mixed_5b = InceptionA(8, 4)
+            self.avgpool, self.dropout = n.AdaptiveAvgPool2d((1, 1)), n.Dropout(0.5)
+            self.fc = n.Linear(32, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool1(self.Conv2d_1a_3x3(self.quant(x)))
+            x = ns.flatten(self.dropout(self.avgpool(self.Mixed_5b(x))), 1)
+            return self.dequant(self.fc(x))
+
+        def fuse_model(self, is_qat=False):
+            fuse = ns.tq.fuse_modules_qat if is_qat else ns.tq.fuse_modules
+            for m in self.modules():
+                if type(m) is BasicConv2d:
+                    fuse(m, ["conv", "bn", "relu"], inplace=True)
+
+    return Inception()
+
+
 BUILDERS = {"resnet": _resnet, "mobilenet_v2": _mobilenet_v2, "shufflenet_v2": _shufflenet_v2,
-            "mobilenet_v3": _mobilenet_v3}
+            "mobilenet_v3": _mobilenet_v3, "inception": _inception}
 
 
 def _twins(torch, arch, seed=0):
@@ -326,7 +380,7 @@ def _twins(torch, arch, seed=0):
 # ShuffleNetV2 halves the size four times: 32 keeps its global pool over 2 x 2 (torch's
 # quantized mean refuses a channels-last 1 x 1 input: "required rank 4 tensor to use
 # channels_last format")
-SIZE = {"shufflenet_v2": 32}
+SIZE = {"shufflenet_v2": 32, "inception": 19}
 
 
 def _model_images(arch, seed, n=3):
@@ -356,7 +410,7 @@ def _ptq(torch, arch, backend="x86", seed=0):
 
 @pytest.mark.parametrize("arch,backend", [("resnet", "x86"), ("mobilenet_v2", "x86"),
                                           ("shufflenet_v2", "x86"), ("mobilenet_v3", "x86"),
-                                          ("resnet", "fbgemm")])
+                                          ("inception", "x86"), ("resnet", "fbgemm")])
 def test_post_training_quantized_model_matches_torch(arch, backend):
     torch = _torch()
     t_q, m_q, t_float, m_float = _ptq(torch, arch, backend)
@@ -447,6 +501,9 @@ def test_quantization_aware_training_of_the_model_matches_torch(arch):
     elif arch == "shufflenet_v2":
         assert type(m_q.conv1[0]) is nniq.ConvReLU2d and type(m_q.stage2[0].cat) is nnq.QFunctional
         assert type(m_q.stage2[0].branch1[0]) is nnq.Conv2d
+    elif arch == "inception":
+        assert type(m_q.Conv2d_1a_3x3.conv) is nniq.ConvReLU2d
+        assert type(m_q.Mixed_5b.myop) is nnq.QFunctional
     elif arch == "mobilenet_v3":
         assert type(m_q.features[0][0]) is nnq.Conv2d and type(m_q.features[0][2]) is nnq.Hardswish
         se = m_q.features[1].block[1]
