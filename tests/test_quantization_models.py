@@ -1459,3 +1459,21 @@ def test_quantized_avg_pool2d_matches_torch(case):
         _same_q(nn.functional.avg_pool2d(m, 3, 1, 1), tF.avg_pool2d(t_cl, 3, 1, 1))
         with pytest.raises(ValueError, match="at most half"):
             nn.functional.avg_pool2d(m, 2, padding=2)
+
+
+def test_qfunctional_matmul_matches_torch():
+    torch = _torch()
+    t_a, m_a = _qpair(torch, (3, 4, 5), 0.05, 60, 0)
+    t_b, m_b = _qpair(torch, (3, 5, 6), 0.04, 70, 1)
+    qf = nnq.QFunctional()
+    qf.scale, qf.zero_point = 0.1, 64
+    t_qf = torch.ao.nn.quantized.QFunctional()
+    t_qf.scale, t_qf.zero_point = 0.1, 64
+    _same_q(qf.matmul(m_a, m_b), t_qf.matmul(t_a, t_b))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        qf.matmul(m_a, m_a)
+    # the float form through prepare/convert: observed, then quantized
+    ff = nnq.FloatFunctional()
+    np.testing.assert_allclose(ff.matmul(m_a.dequantize(), m_b.dequantize()).numpy(),
+                               np.matmul(m_a.dequantize().numpy(), m_b.dequantize().numpy()),
+                               rtol=1e-6, atol=1e-6)
