@@ -1477,3 +1477,29 @@ def test_qfunctional_matmul_matches_torch():
     np.testing.assert_allclose(ff.matmul(m_a.dequantize(), m_b.dequantize()).numpy(),
                                np.matmul(m_a.dequantize().numpy(), m_b.dequantize().numpy()),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 8, 8, 8), 4), ((3, 6, 5, 7), 3), ((2, 4, 64), 2)])
+def test_quantized_group_and_instance_norm_match_torch(shape, groups):
+    torch = _torch()
+    c = shape[1]
+    rng = np.random.default_rng(c)
+    w = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, c).astype(np.float32)
+    tw, tb = torch.nn.Parameter(torch.from_numpy(w)), torch.nn.Parameter(torch.from_numpy(b))
+    mw, mb = nn.Parameter(minidl.tensor(w)), nn.Parameter(minidl.tensor(b))
+    dims = len(shape) - 2
+    pairs = [(nnq.GroupNorm(groups, c, mw, mb, 0.03, 110),
+              torch.ao.nn.quantized.GroupNorm(groups, c, tw, tb, 0.03, 110)),
+             (getattr(nnq, f"InstanceNorm{dims}d")(c, mw, mb, 0.025, 128, affine=True),
+              getattr(torch.ao.nn.quantized, f"InstanceNorm{dims}d")(c, tw, tb, 0.025, 128,
+                                                                     affine=True))]
+    # torch's scalar loop takes the last elements of each channel past its vector loop
+    exact = int(np.prod(shape[2:])) % 64 == 0
+    for mine, theirs in pairs:
+        assert list(mine.state_dict()) == list(theirs.state_dict())
+        for seed in range(2):
+            t, m = _qpair(torch, shape, 0.04, 50 + 60 * seed, seed)
+            _same_q(mine(m), theirs(t), exact)
+    with pytest.raises(ValueError, match="expected an input of shape"):
+        pairs[0][0](_qpair(torch, (2, c + 1, 4), 0.1, 0)[1])

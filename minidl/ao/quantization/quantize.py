@@ -178,7 +178,8 @@ def _static_swaps():
             nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
             nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag,
             nn.ConvTranspose1d: nnq.ConvTranspose1d, nn.ConvTranspose2d: nnq.ConvTranspose2d,
-            nn.LayerNorm: nnq.LayerNorm,
+            nn.LayerNorm: nnq.LayerNorm, nn.GroupNorm: nnq.GroupNorm,
+            nn.InstanceNorm1d: nnq.InstanceNorm1d, nn.InstanceNorm2d: nnq.InstanceNorm2d,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
@@ -293,7 +294,7 @@ def prepare_qat(model, mapping=None, inplace=False):
 
     _insert_observers(model, tuple(mapping.values()) + (
         QuantStub, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.BatchNorm2d, nni.BNReLU2d,
-        nn.LayerNorm, FloatFunctional))
+        nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, FloatFunctional))
     return model
 
 
