@@ -1503,3 +1503,39 @@ def test_quantized_group_and_instance_norm_match_torch(shape, groups):
             _same_q(mine(m), theirs(t), exact)
     with pytest.raises(ValueError, match="expected an input of shape"):
         pairs[0][0](_qpair(torch, (2, c + 1, 4), 0.1, 0)[1])
+
+
+# ---- 3-D: quantized Conv3d and BatchNorm3d -------------------------------------------------
+def test_conv3d_and_batch_norm3d_through_prepare_and_convert_match_torch():
+    torch = _torch()
+
+    def build(ns):
+        n = ns.nn
+        return n.Sequential(ns.tq.QuantStub(), n.Conv3d(3, 10, 3, padding=1), n.BatchNorm3d(10),
+                            n.Conv3d(10, 6, (1, 3, 3), stride=(1, 2, 2), groups=2),
+                            ns.tq.DeQuantStub())
+
+    torch.manual_seed(0)
+    t_model, m_model = build(_NS("torch")).eval(), build(_NS("minidl")).eval()
+    with torch.no_grad():
+        t_model[2].running_var.uniform_(0.5, 2.0)
+        t_model[2].running_mean.uniform_(-0.3, 0.3)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((2, 3, 4, 6, 6)).astype(np.float32) for _ in range(3)]
+    out = []
+    for model, mod, data_of in ((t_model, torch.ao.quantization, torch.from_numpy),
+                                (m_model, tq, minidl.tensor)):
+        model.qconfig = mod.get_default_qconfig("x86")
+        prepared = mod.prepare(model)
+        for x in data:
+            prepared(data_of(x))
+        out.append(mod.convert(prepared))
+    t_q, m_q = out
+    assert type(m_q[1]) is nnq.Conv3d and type(m_q[2]) is nnq.BatchNorm3d
+    assert repr(m_q[3]) == repr(t_q[3]).replace(str(t_q[3].scale), str(m_q[3].scale))
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    m_q.load_state_dict(t_q.state_dict())
+    x = 0.5 * data[0]
+    assert_cannot_saturate(m_q, x)
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
