@@ -1539,3 +1539,13 @@ def test_conv3d_and_batch_norm3d_through_prepare_and_convert_match_torch():
     x = 0.5 * data[0]
     assert_cannot_saturate(m_q, x)
     np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.parametrize("dim", [None, 1, -1])
+def test_quantized_softmax_matches_torch_within_a_step(dim):
+    torch = _torch()
+    mine, theirs = nnq.Softmax(dim, 1 / 256, 0), torch.ao.nn.quantized.Softmax(dim, 1 / 256, 0)
+    for seed in range(3):
+        t, m = _qpair(torch, (4, 16, 8), 0.05, 100, seed)
+        _same_q(mine(m), theirs(t), exact=False)
+    assert repr(mine) == f"QuantizedSoftmax(dim={dim})"
