@@ -782,6 +782,8 @@ class LeakyReLU(Function):
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """input where input > 0, negative_slope * input elsewhere (the gradient at 0 is negative_slope)."""
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op("leaky_relu", negative_slope)
     _float_input("leaky_relu", input)
     fn = functools.partial(LeakyReLU.apply, negative_slope=float(negative_slope))
     return apply_in_place(input, fn, "leaky_relu") if inplace else fn(input)

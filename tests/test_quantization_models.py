@@ -1549,3 +1549,15 @@ def test_quantized_softmax_matches_torch_within_a_step(dim):
         t, m = _qpair(torch, (4, 16, 8), 0.05, 100, seed)
         _same_q(mine(m), theirs(t), exact=False)
     assert repr(mine) == f"QuantizedSoftmax(dim={dim})"
+
+
+def test_functional_leaky_relu_relu6_hardtanh_on_quantized_tensors_match_torch():
+    torch = _torch()
+    tF, F = torch.nn.functional, nn.functional
+    for shape in [(4, 8, 16, 16), (3, 5, 7)]:
+        exact = int(np.prod(shape)) % 128 == 0
+        t, m = _qpair(torch, shape, 0.05, 60, 2)
+        _same_q(F.leaky_relu(m, 0.2), tF.leaky_relu(t, 0.2), exact)
+        _same_q(F.relu6(m), tF.relu6(t))
+        _same_q(F.hardtanh(m, -0.5, 0.75), tF.hardtanh(t, -0.5, 0.75))
+        _same_q(nn.LeakyReLU(0.1)(m), torch.nn.LeakyReLU(0.1)(t), exact)

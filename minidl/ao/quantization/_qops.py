@@ -9,7 +9,8 @@ runs the kernel of that name here. The output keeps the input's scale and zero p
 - adaptive average pooling and mean over the last dims: ``nearbyint(float32(sum of the
   integers) / float32(count))``, as torch's kernels (the zero point passes through the mean);
 - average pooling: torch's per-window requantization (see ``avg_pool2d``);
-- relu: ``max(q, zero_point)``;
+- relu: ``max(q, zero_point)``; relu6 / hardtanh: the integers clamped to the quantized
+  bounds; leaky_relu: torch's kernel with x's scale and zero point;
 - cat: each input dequantized and requantized with the first's scale and zero point;
 - sigmoid, hardsigmoid, tanh: a new scale and zero point, torch's fixed ones (1/256 and the
   dtype's minimum; tanh 2/256 and the middle of the range)."""
@@ -247,7 +248,25 @@ def tanh(x):
     return out
 
 
-OPS = {"sigmoid": sigmoid, "hardsigmoid": hardsigmoid, "tanh": tanh, "avg_pool2d": avg_pool2d, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
+def leaky_relu(x, negative_slope=0.01):
+    """As torch's kernel, the output on x's grid: ``fma(q, s, -s * zp)``, times 1 or the
+    slope, quantized as ``rint(y * float32(1 / s)) + zp``."""
+    _per_tensor("leaky_relu", x)
+    v = dequantize_fma(x)
+    y = v * np.where(v > 0, np.float32(1), np.float32(negative_slope))
+    return _like(x, quantize_vec(y, np.float32(1) / np.float32(x._scale), int(x._zero_point),
+                                 x.dtype))
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    """The integers clamped to the quantized bounds (torch's quantized clamp), x's grid."""
+    _per_tensor("hardtanh", x)
+    lo, hi = (int(quantize_ints(np.float32(v), float(x._scale), int(x._zero_point),
+                                x.dtype.qmin, x.dtype.qmax, fused=True)) for v in (min_val, max_val))
+    return _like(x, np.clip(x._ints.astype(np.int64), lo, hi))
+
+
+OPS = {"sigmoid": sigmoid, "leaky_relu": leaky_relu, "hardtanh": hardtanh, "hardsigmoid": hardsigmoid, "tanh": tanh, "avg_pool2d": avg_pool2d, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
        "adaptive_avg_pool2d": adaptive_avg_pool2d, "relu": relu, "cat": cat}
 
 
