@@ -636,6 +636,8 @@ class AvgPool2d(Function):
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    if getattr(x, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return x._quantized_op("avg_pool2d", kernel_size, stride, padding)
     k, s, p = _pool_args("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel=k, stride=s, padding=p)
 
@@ -780,6 +782,8 @@ class LeakyReLU(Function):
 
 def leaky_relu(input, negative_slope=0.01, inplace=False):
     """input where input > 0, negative_slope * input elsewhere (the gradient at 0 is negative_slope)."""
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op("leaky_relu", negative_slope)
     _float_input("leaky_relu", input)
     fn = functools.partial(LeakyReLU.apply, negative_slope=float(negative_slope))
     return apply_in_place(input, fn, "leaky_relu") if inplace else fn(input)

@@ -303,8 +303,62 @@ def _mobilenet_v3(ns, num_classes=5):
     return MobileNetV3()
 
 
+# ---- a small Inception: torchvision's QuantizableInception3's InceptionA and BasicConv2d --
+def _inception(ns, num_classes=5):
+    n, F = ns.nn, ns.F
+
+    class BasicConv2d(n.Module):  # QuantizableBasicConv2d
+        def __init__(self, inp, oup, **kwargs):
+            super().__init__()
+            self.conv = n.Conv2d(inp, oup, bias=False, **kwargs)
+            self.bn, self.relu = n.BatchNorm2d(oup, eps=0.001), n.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.bn(self.conv(x)))
+
+    class InceptionA(n.Module):  # QuantizableInceptionA
+        def __init__(self, inp, pool_features):
+            super().__init__()
+            self.branch1x1 = BasicConv2d(inp, 8, kernel_size=1)
+            self.branch5x5_1 = BasicConv2d(inp, 6, kernel_size=1)
+            self.branch5x5_2 = BasicConv2d(6, 8, kernel_size=5, padding=2)
+            self.branch3x3dbl_1 = BasicConv2d(inp, 8, kernel_size=1)
+            self.branch3x3dbl_2 = BasicConv2d(8, 12, kernel_size=3, padding=1)
+            self.branch_pool = BasicConv2d(inp, pool_features, kernel_size=1)
+            self.myop = ns.FloatFunctional()
+
+        def forward(self, x):
+            outputs = [self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                       self.branch3x3dbl_2(self.branch3x3dbl_1(x)),
+                       self.branch_pool(F.avg_pool2d(x, kernel_size=3, stride=1, padding=1))]
+            return self.myop.cat(outputs, 1)
+
+    class Inception(n.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = ns.tq.QuantStub(), ns.tq.DeQuantStub()
+            self.Conv2d_1a_3x3 = BasicConv2d(3, 8, kernel_size=3, stride=2)
+            self.maxpool1 = n.MaxPool2d(3, 2, ceil_mode=True)
+            self.Mixed_5b = InceptionA(8, 4)
+            self.avgpool, self.dropout = n.AdaptiveAvgPool2d((1, 1)), n.Dropout(0.5)
+            self.fc = n.Linear(32, num_classes)
+
+        def forward(self, x):
+            x = self.maxpool1(self.Conv2d_1a_3x3(self.quant(x)))
+            x = ns.flatten(self.dropout(self.avgpool(self.Mixed_5b(x))), 1)
+            return self.dequant(self.fc(x))
+
+        def fuse_model(self, is_qat=False):
+            fuse = ns.tq.fuse_modules_qat if is_qat else ns.tq.fuse_modules
+            for m in self.modules():
+                if type(m) is BasicConv2d:
+                    fuse(m, ["conv", "bn", "relu"], inplace=True)
+
+    return Inception()
+
+
 BUILDERS = {"resnet": _resnet, "mobilenet_v2": _mobilenet_v2, "shufflenet_v2": _shufflenet_v2,
-            "mobilenet_v3": _mobilenet_v3}
+            "mobilenet_v3": _mobilenet_v3, "inception": _inception}
 
 
 def _twins(torch, arch, seed=0):
@@ -326,7 +380,7 @@ def _twins(torch, arch, seed=0):
 # ShuffleNetV2 halves the size four times: 32 keeps its global pool over 2 x 2 (torch's
 # quantized mean refuses a channels-last 1 x 1 input: "required rank 4 tensor to use
 # channels_last format")
-SIZE = {"shufflenet_v2": 32}
+SIZE = {"shufflenet_v2": 32, "inception": 19}
 
 
 def _model_images(arch, seed, n=3):
@@ -356,7 +410,7 @@ def _ptq(torch, arch, backend="x86", seed=0):
 
 @pytest.mark.parametrize("arch,backend", [("resnet", "x86"), ("mobilenet_v2", "x86"),
                                           ("shufflenet_v2", "x86"), ("mobilenet_v3", "x86"),
-                                          ("resnet", "fbgemm")])
+                                          ("inception", "x86"), ("resnet", "fbgemm")])
 def test_post_training_quantized_model_matches_torch(arch, backend):
     torch = _torch()
     t_q, m_q, t_float, m_float = _ptq(torch, arch, backend)
@@ -447,6 +501,9 @@ def test_quantization_aware_training_of_the_model_matches_torch(arch):
     elif arch == "shufflenet_v2":
         assert type(m_q.conv1[0]) is nniq.ConvReLU2d and type(m_q.stage2[0].cat) is nnq.QFunctional
         assert type(m_q.stage2[0].branch1[0]) is nnq.Conv2d
+    elif arch == "inception":
+        assert type(m_q.Conv2d_1a_3x3.conv) is nniq.ConvReLU2d
+        assert type(m_q.Mixed_5b.myop) is nnq.QFunctional
     elif arch == "mobilenet_v3":
         assert type(m_q.features[0][0]) is nnq.Conv2d and type(m_q.features[0][2]) is nnq.Hardswish
         se = m_q.features[1].block[1]
@@ -1368,3 +1425,139 @@ def test_fuse_conv_transpose_and_batch_norm_in_eval():
                                m_model(minidl.tensor(x)).detach().numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(NotImplementedError, match="not yet supported in QAT"):
         tq.fuse_modules_qat(build(_NS("minidl")).train(), ["0", "1"])
+
+
+# ---- quantized average pooling -------------------------------------------------------------
+AVG_CASES = [dict(kernel_size=3, stride=1, padding=1), dict(kernel_size=2, stride=2),
+             dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+             dict(kernel_size=3, stride=2, padding=1, ceil_mode=True),
+             dict(kernel_size=(2, 3), stride=(1, 2), divisor_override=5)]
+
+
+@pytest.mark.parametrize("case", range(len(AVG_CASES)))
+def test_quantized_avg_pool2d_matches_torch(case):
+    """torch's kernels round differently over NCHW data (the zero point added before
+    rounding) and channels-last data (after, for whole vectors of channels): both here, on a
+    QuantStub's output and on a quantized convolution's (odd zero points, where ties differ)."""
+    torch = _torch()
+    kw = AVG_CASES[case]
+    tF = torch.nn.functional
+    for seed in range(3):
+        t, m = _qpair(torch, (2, 24, 9, 9), 0.02, 31 + 40 * seed, seed)
+        _same_q(nn.functional.avg_pool2d(m, **kw), tF.avg_pool2d(t, **kw))
+        _same_q(nn.AvgPool2d(**kw)(m), torch.nn.AvgPool2d(**kw)(t))
+        t_cl = t.contiguous(memory_format=torch.channels_last)
+        m._channels_last = True  # what a quantized convolution gives
+        cpu = torch.backends.cpu.get_cpu_capability()
+        if cpu.startswith("AVX512"):  # vectors of 16 channels
+            _same_q(nn.functional.avg_pool2d(m, **kw), tF.avg_pool2d(t_cl, **kw))
+        else:  # AVX2 may take vectors of 8: channels 16-23 round the other way at ties
+            mine, theirs = nn.functional.avg_pool2d(m, **kw), tF.avg_pool2d(t_cl, **kw)
+            assert np.abs(mine.int_repr().numpy().astype(int)
+                          - theirs.int_repr().numpy().astype(int)).max() <= 1
+    if case == 0:
+        _same_q(nn.functional.avg_pool2d(m, 3, 1, 1), tF.avg_pool2d(t_cl, 3, 1, 1))
+        with pytest.raises(ValueError, match="at most half"):
+            nn.functional.avg_pool2d(m, 2, padding=2)
+
+
+def test_qfunctional_matmul_matches_torch():
+    torch = _torch()
+    t_a, m_a = _qpair(torch, (3, 4, 5), 0.05, 60, 0)
+    t_b, m_b = _qpair(torch, (3, 5, 6), 0.04, 70, 1)
+    qf = nnq.QFunctional()
+    qf.scale, qf.zero_point = 0.1, 64
+    t_qf = torch.ao.nn.quantized.QFunctional()
+    t_qf.scale, t_qf.zero_point = 0.1, 64
+    _same_q(qf.matmul(m_a, m_b), t_qf.matmul(t_a, t_b))
+    with pytest.raises(RuntimeError, match="cannot be multiplied"):
+        qf.matmul(m_a, m_a)
+    # the float form through prepare/convert: observed, then quantized
+    ff = nnq.FloatFunctional()
+    np.testing.assert_allclose(ff.matmul(m_a.dequantize(), m_b.dequantize()).numpy(),
+                               np.matmul(m_a.dequantize().numpy(), m_b.dequantize().numpy()),
+                               rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,groups", [((2, 8, 8, 8), 4), ((3, 6, 5, 7), 3), ((2, 4, 64), 2)])
+def test_quantized_group_and_instance_norm_match_torch(shape, groups):
+    torch = _torch()
+    c = shape[1]
+    rng = np.random.default_rng(c)
+    w = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, c).astype(np.float32)
+    tw, tb = torch.nn.Parameter(torch.from_numpy(w)), torch.nn.Parameter(torch.from_numpy(b))
+    mw, mb = nn.Parameter(minidl.tensor(w)), nn.Parameter(minidl.tensor(b))
+    dims = len(shape) - 2
+    pairs = [(nnq.GroupNorm(groups, c, mw, mb, 0.03, 110),
+              torch.ao.nn.quantized.GroupNorm(groups, c, tw, tb, 0.03, 110)),
+             (getattr(nnq, f"InstanceNorm{dims}d")(c, mw, mb, 0.025, 128, affine=True),
+              getattr(torch.ao.nn.quantized, f"InstanceNorm{dims}d")(c, tw, tb, 0.025, 128,
+                                                                     affine=True))]
+    # torch's scalar loop takes the last elements of each channel past its vector loop
+    exact = int(np.prod(shape[2:])) % 64 == 0
+    for mine, theirs in pairs:
+        assert list(mine.state_dict()) == list(theirs.state_dict())
+        for seed in range(2):
+            t, m = _qpair(torch, shape, 0.04, 50 + 60 * seed, seed)
+            _same_q(mine(m), theirs(t), exact)
+    with pytest.raises(ValueError, match="expected an input of shape"):
+        pairs[0][0](_qpair(torch, (2, c + 1, 4), 0.1, 0)[1])
+
+
+# ---- 3-D: quantized Conv3d and BatchNorm3d -------------------------------------------------
+def test_conv3d_and_batch_norm3d_through_prepare_and_convert_match_torch():
+    torch = _torch()
+
+    def build(ns):
+        n = ns.nn
+        return n.Sequential(ns.tq.QuantStub(), n.Conv3d(3, 10, 3, padding=1), n.BatchNorm3d(10),
+                            n.Conv3d(10, 6, (1, 3, 3), stride=(1, 2, 2), groups=2),
+                            ns.tq.DeQuantStub())
+
+    torch.manual_seed(0)
+    t_model, m_model = build(_NS("torch")).eval(), build(_NS("minidl")).eval()
+    with torch.no_grad():
+        t_model[2].running_var.uniform_(0.5, 2.0)
+        t_model[2].running_mean.uniform_(-0.3, 0.3)
+    m_model.load_state_dict({k: v.detach().numpy() for k, v in t_model.state_dict().items()})
+    rng = np.random.default_rng(0)
+    data = [rng.standard_normal((2, 3, 4, 6, 6)).astype(np.float32) for _ in range(3)]
+    out = []
+    for model, mod, data_of in ((t_model, torch.ao.quantization, torch.from_numpy),
+                                (m_model, tq, minidl.tensor)):
+        model.qconfig = mod.get_default_qconfig("x86")
+        prepared = mod.prepare(model)
+        for x in data:
+            prepared(data_of(x))
+        out.append(mod.convert(prepared))
+    t_q, m_q = out
+    assert type(m_q[1]) is nnq.Conv3d and type(m_q[2]) is nnq.BatchNorm3d
+    assert repr(m_q[3]) == repr(t_q[3]).replace(str(t_q[3].scale), str(m_q[3].scale))
+    assert list(m_q.state_dict()) == list(t_q.state_dict())
+    m_q.load_state_dict(t_q.state_dict())
+    x = 0.5 * data[0]
+    assert_cannot_saturate(m_q, x)
+    np.testing.assert_array_equal(m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.parametrize("dim", [None, 1, -1])
+def test_quantized_softmax_matches_torch_within_a_step(dim):
+    torch = _torch()
+    mine, theirs = nnq.Softmax(dim, 1 / 256, 0), torch.ao.nn.quantized.Softmax(dim, 1 / 256, 0)
+    for seed in range(3):
+        t, m = _qpair(torch, (4, 16, 8), 0.05, 100, seed)
+        _same_q(mine(m), theirs(t), exact=False)
+    assert repr(mine) == f"QuantizedSoftmax(dim={dim})"
+
+
+def test_functional_leaky_relu_relu6_hardtanh_on_quantized_tensors_match_torch():
+    torch = _torch()
+    tF, F = torch.nn.functional, nn.functional
+    for shape in [(4, 8, 16, 16), (3, 5, 7)]:
+        exact = int(np.prod(shape)) % 128 == 0
+        t, m = _qpair(torch, shape, 0.05, 60, 2)
+        _same_q(F.leaky_relu(m, 0.2), tF.leaky_relu(t, 0.2), exact)
+        _same_q(F.relu6(m), tF.relu6(t))
+        _same_q(F.hardtanh(m, -0.5, 0.75), tF.hardtanh(t, -0.5, 0.75))
+        _same_q(nn.LeakyReLU(0.1)(m), torch.nn.LeakyReLU(0.1)(t), exact)

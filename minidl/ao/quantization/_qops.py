@@ -8,7 +8,9 @@ runs the kernel of that name here. The output keeps the input's scale and zero p
 - max pooling: the max of the integers (exact: the affine map is increasing);
 - adaptive average pooling and mean over the last dims: ``nearbyint(float32(sum of the
   integers) / float32(count))``, as torch's kernels (the zero point passes through the mean);
-- relu: ``max(q, zero_point)``;
+- average pooling: torch's per-window requantization (see ``avg_pool2d``);
+- relu: ``max(q, zero_point)``; relu6 / hardtanh: the integers clamped to the quantized
+  bounds; leaky_relu: torch's kernel with x's scale and zero point;
 - cat: each input dequantized and requantized with the first's scale and zero point;
 - sigmoid, hardsigmoid, tanh: a new scale and zero point, torch's fixed ones (1/256 and the
   dtype's minimum; tanh 2/256 and the middle of the range)."""
@@ -45,6 +47,76 @@ def _max_pool(name, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mod
     fn = {1: P.max_pool1d, 2: P.max_pool2d, 3: P.max_pool3d}[dims]
     y = fn(Tensor(x._ints.astype(np.float32)), kernel_size, stride, padding, dilation, ceil_mode)
     return _like(x, np.rint(y.numpy()).astype(np.int64))
+
+
+def _pair(value, name):
+    value = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(value) != 2 or not all(isinstance(v, (int, np.integer)) for v in value):
+        raise ValueError(f"avg_pool2d: {name} must be an int or a pair of ints, got {value!r}")
+    return tuple(int(v) for v in value)
+
+
+def _pool_size(size, k, s, p, ceil_mode):
+    """torch's pooling output size (ceil_mode: the last window must start inside the input
+    or its left padding)."""
+    out = (size + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
+    """torch's quantized average pooling, the output on x's grid: per window, ``acc = sum(q)
+    - size * zp`` over the input elements it covers (exact), divided by the window's area
+    (with padding, unless ``count_include_pad=False``; or ``divisor_override``) in float32.
+    Rounded as torch's kernels: over NCHW data (a QuantStub's
+    output) ``nearbyint(acc / divisor + zp)``; over channels-last data (a quantized
+    convolution's) ``nearbyint(acc / divisor) + zp`` for the channels in whole vectors of 16
+    and the first form for the last ``C % 16`` (AVX-512; an AVX2-only CPU may take 8)."""
+    name = "avg_pool2d"
+    _per_tensor(name, x)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{name}: expected a 3-D or 4-D input, got shape {x.shape}")
+    k = _pair(kernel_size, "kernel_size")
+    st = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) \
+        else _pair(stride, "stride")
+    p = _pair(padding, "padding")
+    if any(pi > ki // 2 for pi, ki in zip(p, k)):
+        raise ValueError(f"{name}: pad should be at most half of the kernel size, got padding "
+                         f"{p} and kernel_size {k}")
+    if divisor_override is not None and int(divisor_override) == 0:
+        raise ValueError(f"{name}: divisor_override must not be zero")
+    ints = (x._ints if x.ndim == 4 else x._ints[None]).astype(np.int64)
+    h, w = ints.shape[2:]
+    oh, ow = (_pool_size(h, k[0], st[0], p[0], ceil_mode),
+              _pool_size(w, k[1], st[1], p[1], ceil_mode))
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{name}: input of shape {x.shape} is smaller than the kernel {k}")
+    zp = int(x._zero_point)
+    acc = np.empty(ints.shape[:2] + (oh, ow), np.float32)
+    mult = np.empty((oh, ow), np.float32)
+    for i in range(oh):
+        for j in range(ow):
+            h0, w0 = i * st[0] - p[0], j * st[1] - p[1]
+            h1, w1 = min(h0 + k[0], h + p[0]), min(w0 + k[1], w + p[1])
+            pool = (h1 - h0) * (w1 - w0)
+            h0, w0, h1, w1 = max(h0, 0), max(w0, 0), min(h1, h), min(w1, w)
+            size = (h1 - h0) * (w1 - w0)
+            divisor = int(divisor_override) if divisor_override is not None else (
+                pool if count_include_pad else size)
+            acc[:, :, i, j] = ints[:, :, h0:h1, w0:w1].sum((2, 3)) - size * zp
+            mult[i, j] = np.float32(1.0 / divisor)  # torch's multiplier (scales equal)
+    # the scalar loops quantize with scale 1 / multiplier, so multiply by 1 / (1 / multiplier)
+    zp_before = np.rint(acc * (np.float32(1) / (np.float32(1) / mult)) + np.float32(zp))
+    if x._channels_last:
+        c = ints.shape[1]
+        vec = c - c % 16
+        out = np.concatenate([np.rint(acc[:, :vec] * mult) + zp, zp_before[:, vec:]], axis=1)
+    else:
+        out = zp_before
+    out = np.clip(out, x.dtype.qmin, x.dtype.qmax)
+    return _like(x, out if x.ndim == 4 else out[0])
 
 
 def _bins(size, out):
@@ -176,7 +248,25 @@ def tanh(x):
     return out
 
 
-OPS = {"sigmoid": sigmoid, "hardsigmoid": hardsigmoid, "tanh": tanh, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
+def leaky_relu(x, negative_slope=0.01):
+    """As torch's kernel, the output on x's grid: ``fma(q, s, -s * zp)``, times 1 or the
+    slope, quantized as ``rint(y * float32(1 / s)) + zp``."""
+    _per_tensor("leaky_relu", x)
+    v = dequantize_fma(x)
+    y = v * np.where(v > 0, np.float32(1), np.float32(negative_slope))
+    return _like(x, quantize_vec(y, np.float32(1) / np.float32(x._scale), int(x._zero_point),
+                                 x.dtype))
+
+
+def hardtanh(x, min_val=-1.0, max_val=1.0):
+    """The integers clamped to the quantized bounds (torch's quantized clamp), x's grid."""
+    _per_tensor("hardtanh", x)
+    lo, hi = (int(quantize_ints(np.float32(v), float(x._scale), int(x._zero_point),
+                                x.dtype.qmin, x.dtype.qmax, fused=True)) for v in (min_val, max_val))
+    return _like(x, np.clip(x._ints.astype(np.int64), lo, hi))
+
+
+OPS = {"sigmoid": sigmoid, "leaky_relu": leaky_relu, "hardtanh": hardtanh, "hardsigmoid": hardsigmoid, "tanh": tanh, "avg_pool2d": avg_pool2d, "max_pool1d": _max_pool, "max_pool2d": _max_pool, "max_pool3d": _max_pool,
        "adaptive_avg_pool2d": adaptive_avg_pool2d, "relu": relu, "cat": cat}
 
 

@@ -90,8 +90,9 @@ QSCHEMES = ("per_tensor_affine", "per_channel_affine", "per_tensor_symmetric",
 _SUPPORTED = ("int_repr(), dequantize(), item(), stride(), q_scale(), q_zero_point(), "
               "q_per_channel_scales(), q_per_channel_zero_points(), q_per_channel_axis(), qscheme(), shape, size(), dim(), "
               "numel(), dtype, clone(), detach(), and per tensor reshape/view/flatten/transpose/"
-              "t/permute/squeeze/unsqueeze/contiguous/indexing/chunk/mean/relu/sigmoid/tanh, max "
-              "pooling, adaptive average pooling, hardsigmoid and cat")
+              "t/permute/squeeze/unsqueeze/contiguous/indexing/chunk/mean/relu/sigmoid/tanh, max, "
+              "average and adaptive average pooling, relu6, hardtanh, leaky_relu, hardsigmoid "
+              "and cat")
 
 
 class QTensor(Tensor):
@@ -289,9 +290,10 @@ class QTensor(Tensor):
 
     # ---- the float ops with a quantized kernel (_qops.py) ----------------------------------
     def _quantized_op(self, name, *args, **kwargs):
-        """What ``F.max_pool1d/2d/3d``, ``F.adaptive_avg_pool2d``, ``F.relu``, ``F.sigmoid``,
-        ``F.hardsigmoid`` and ``minidl.cat`` call for a quantized input: the quantized kernel
-        of that name (_qops.py)."""
+        """What ``F.max_pool1d/2d/3d``, ``F.avg_pool2d``, ``F.adaptive_avg_pool2d``, ``F.relu``,
+        ``F.relu6``, ``F.hardtanh``, ``F.leaky_relu``, ``F.sigmoid``, ``F.hardsigmoid`` and
+        ``minidl.cat`` call for a quantized input: the quantized kernel of that name
+        (_qops.py)."""
         from . import _qops
 
         return _qops.run(name, self, *args, **kwargs)

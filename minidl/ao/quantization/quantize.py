@@ -176,9 +176,11 @@ def _static_swaps():
             nn.ReLU: nnq.ReLU, nn.ReLU6: nnq.ReLU6, nn.Hardswish: nnq.Hardswish,
             nn.LeakyReLU: nnq.LeakyReLU, nn.ELU: nnq.ELU, nn.Dropout: nnq.Dropout,
             nn.BatchNorm2d: nnq.BatchNorm2d, nni.BNReLU2d: nniq.BNReLU2d,
+            nn.BatchNorm3d: nnq.BatchNorm3d, nn.Conv3d: nnq.Conv3d,
             nn.Embedding: nnq.Embedding, nn.EmbeddingBag: nnq.EmbeddingBag,
             nn.ConvTranspose1d: nnq.ConvTranspose1d, nn.ConvTranspose2d: nnq.ConvTranspose2d,
-            nn.LayerNorm: nnq.LayerNorm,
+            nn.LayerNorm: nnq.LayerNorm, nn.GroupNorm: nnq.GroupNorm,
+            nn.InstanceNorm1d: nnq.InstanceNorm1d, nn.InstanceNorm2d: nnq.InstanceNorm2d,
             nnq.FloatFunctional: nnq.QFunctional}
 
 
@@ -292,8 +294,8 @@ def prepare_qat(model, mapping=None, inplace=False):
     from ..nn import intrinsic as nni
 
     _insert_observers(model, tuple(mapping.values()) + (
-        QuantStub, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.BatchNorm2d, nni.BNReLU2d,
-        nn.LayerNorm, FloatFunctional))
+        QuantStub, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.BatchNorm2d, nni.BNReLU2d, nn.BatchNorm3d,
+        nn.LayerNorm, nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, FloatFunctional))
     return model
 
 

@@ -218,6 +218,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
 
 def _avg_pool(name, dims, input, kernel_size, stride, padding, ceil_mode, count_include_pad,
               divisor_override):
+    if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
+        return input._quantized_op(name, kernel_size, stride, padding, ceil_mode,
+                                   count_include_pad, divisor_override)
     _float_input(name, input)
     if dims == 3:
         (input,) = _F._autocast_inputs(name, input)

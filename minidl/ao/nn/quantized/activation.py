@@ -1,5 +1,5 @@
 """Quantized activations and dropout (torch.ao.nn.quantized.LeakyReLU, Sigmoid, ELU,
-Dropout): quint8 (or qint8) in, requantized to the output's scale and zero point, as torch's
+Softmax, Dropout): quint8 (or qint8) in, requantized to the output's scale and zero point, as torch's
 vectorized CPU kernels compute it, in float32:
 
 - LeakyReLU: the input dequantized as ``fma(q, s, -s * zp)``, times 1 or the slope,
@@ -114,6 +114,35 @@ class ELU(nn.ELU):
         return f"QuantizedELU(alpha={self.alpha})"
 
 
+class Softmax(nn.Softmax):
+    """softmax on a quantized tensor, as torch's (x86): dequantized, the float softmax, and
+    quantized with the output's scale and zero point. The float exp and sums are minidl's,
+    which can differ from torch's in the last bit: a rare tie lands one step away."""
+
+    def __init__(self, dim=None, scale=1.0, zero_point=0):
+        super().__init__(dim)
+        self.scale, self.zero_point = float(scale), int(zero_point)
+
+    def forward(self, input):
+        from ....nn import functional as F
+        from ...quantization.qtensor import quantize_per_tensor
+
+        _check_input("Softmax", input)
+        dim = self.dim
+        if dim is None:  # torch's implicit choice
+            dim = 0 if input.ndim in (0, 1, 3) else 1
+        y = F.softmax(input.dequantize(), dim)
+        return quantize_per_tensor(y, self.scale, self.zero_point, input.dtype)
+
+    @classmethod
+    def from_float(cls, mod, use_precomputed_fake_quant=False):
+        scale, zp = _observed_qparams(mod)
+        return cls(mod.dim, scale, zp)
+
+    def __repr__(self):
+        return f"QuantizedSoftmax(dim={self.dim})"
+
+
 class Dropout(nn.Dropout):
     """The identity on quantized tensors, in training mode too (torch's placeholder, so that a
     model with dropout converts)."""
@@ -129,4 +158,4 @@ class Dropout(nn.Dropout):
         return f"QuantizedDropout(p={self.p}, inplace={self.inplace})"
 
 
-__all__ = ["Dropout", "ELU", "LeakyReLU", "Sigmoid"]
+__all__ = ["Dropout", "ELU", "LeakyReLU", "Sigmoid", "Softmax"]

@@ -1,4 +1,4 @@
-"""Quantized batch norm (torch.ao.nn.quantized.BatchNorm2d, and the fused BNReLU2d of
+"""Quantized batch norm (torch.ao.nn.quantized.BatchNorm2d/3d, and the fused BNReLU2d of
 ao.nn.intrinsic.quantized): the running statistics, weight and bias fold into one float32
 multiplier and offset per channel, as torch's ``compute_fused_params``:
 
@@ -49,24 +49,24 @@ def batch_norm_ints(x, alpha, beta, out_zero_point, relu):
     return np.clip(ints, lo, x.dtype.qmax).astype(x.dtype.storage)
 
 
-class BatchNorm2d(nn.BatchNorm2d):
-    """Batch norm with the running statistics on a quantized (N, C, H, W) tensor, requantized
-    to the output's scale and zero point (buffers, as torch's)."""
+class _QuantizedBatchNorm:
+    """Batch norm with the running statistics on a quantized (N, C, H, W) or (N, C, D, H, W)
+    tensor, requantized to the output's scale and zero point (buffers, as torch's)."""
 
     _resizable_buffers = ("scale", "zero_point")
     _relu = False
-    _NAME = "QuantizedBatchNorm2d"
+    _ndim = 4
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, True, True)
+    def _init_qparams(self):
         self.register_buffer("scale", Tensor(np.array(1.0, np.float32)))
         self.register_buffer("zero_point", Tensor(np.array(0, np.int64)))
 
     def forward(self, input):
         name = type(self).__name__
         _check_input(name, input)
-        if input.ndim != 4:
-            raise ValueError(f"quantized {name}: input shape must be (N, C, H, W), got "
+        if input.ndim != self._ndim:
+            raise ValueError(f"quantized {name}: input shape must be "
+                             f"{'(N, C, H, W)' if self._ndim == 4 else '(N, C, D, H, W)'}, got "
                              f"{input.shape}")
         if input.shape[1] != self.num_features:
             raise ValueError(f"quantized {name}: input has {input.shape[1]} channels, the "
@@ -77,7 +77,7 @@ class BatchNorm2d(nn.BatchNorm2d):
                                    self.running_mean.numpy(), self.running_var.numpy(),
                                    self.eps, float(input._scale), scale)
         return keep_layout(QTensor(batch_norm_ints(input, alpha, beta, zp, self._relu),
-                                   input.dtype, scale, zp), None, True)
+                                   input.dtype, scale, zp), None, self._ndim == 4)
 
     @classmethod
     def from_float(cls, mod, use_precomputed_fake_quant=False):
@@ -86,7 +86,7 @@ class BatchNorm2d(nn.BatchNorm2d):
         from ...quantization._observed import _check_observed
 
         scale, zp = _check_observed(mod).calculate_qparams()
-        bn = mod[0] if isinstance(mod, nn.Sequential) else mod
+        bn = mod[0] if isinstance(mod, nn.Sequential) else mod  # a fused BNReLU2d's
         out = cls(bn.num_features, bn.eps)
         out.weight, out.bias = bn.weight, bn.bias
         out.running_mean, out.running_var = bn.running_mean, bn.running_var
@@ -99,4 +99,25 @@ class BatchNorm2d(nn.BatchNorm2d):
                "affine=True, track_running_stats=True)"
 
 
-__all__ = ["BatchNorm2d"]
+class BatchNorm2d(_QuantizedBatchNorm, nn.BatchNorm2d):
+    """Quantized batch norm over (N, C, H, W) (see the module's docstring)."""
+
+    _NAME = "QuantizedBatchNorm2d"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, device=None, dtype=None):
+        nn.BatchNorm2d.__init__(self, num_features, eps, momentum, True, True)
+        self._init_qparams()
+
+
+class BatchNorm3d(_QuantizedBatchNorm, nn.BatchNorm3d):
+    """Quantized batch norm over (N, C, D, H, W) (see the module's docstring)."""
+
+    _NAME = "QuantizedBatchNorm3d"
+    _ndim = 5
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, device=None, dtype=None):
+        nn.BatchNorm3d.__init__(self, num_features, eps, momentum, True, True)
+        self._init_qparams()
+
+
+__all__ = ["BatchNorm2d", "BatchNorm3d"]

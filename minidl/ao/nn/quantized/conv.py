@@ -256,6 +256,13 @@ class Conv2d(_ConvNd):
     _NAME = "QuantizedConv2d"
 
 
+class Conv3d(_ConvNd):
+    """Quantized 3-D convolution over (N, C, D, H, W) quint8 inputs."""
+
+    _dims = 3
+    _NAME = "QuantizedConv3d"
+
+
 class _ConvTransposeNd(_ConvNd):
     """Quantized transposed convolution (torch.ao.nn.quantized.ConvTranspose1d/2d): a qint8
     weight of shape (in_channels, out_channels / groups, *kernel) quantized per tensor (as
@@ -378,4 +385,4 @@ class ConvTranspose2d(_ConvTransposeNd):
     _NAME = "QuantizedConvTranspose2d"
 
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d"]

@@ -9,6 +9,7 @@ float model calls ``self.skip_add.add(x, y)`` on a FloatFunctional (whose
   summed in float32 (then max(., 0)), and quantized as ``rint(sum * (1 / scale)) + zero_point``;
 - mul: ``rint(float32((qa - za) * (qb - zb)) * (sa * sb / s)) + zero_point``;
 - cat: each input dequantized and the concatenation quantized with the output's parameters;
+- matmul: both dequantized, multiplied in float32, quantized with the output's parameters;
 - add_scalar / mul_scalar: not observed; the output's scale and zero point follow from the
   input's and the number, as torch's (see ``add_scalar`` and ``mul_scalar`` below).
 """
@@ -56,6 +57,11 @@ class FloatFunctional(Module):
 
     def add_relu(self, x, y):
         return self.activation_post_process(F.relu(x + y))
+
+    def matmul(self, x, y):
+        from .... import matmul
+
+        return self.activation_post_process(matmul(x, y))
 
 
 def _quantized(name, *xs):
@@ -186,6 +192,29 @@ class QFunctional(OutputQParamsState, Module):  # state: torch's scale, zero_poi
         y = np.concatenate([x.dequantize().numpy() for x in xs], axis=dim)
         return keep_layout(self._out(quantize_ints(y, self.scale, self.zero_point, quint8.qmin,
                                                    quint8.qmax, fused=True)), xs[0])
+
+    def matmul(self, x, y):
+        """``x @ y`` of two quantized tensors of one dtype, as torch's ``quantized::matmul``:
+        both dequantized, multiplied in float32, and quantized with the output's scale and
+        zero point (in their dtype). The float products' sums are NumPy's, in another order
+        than torch's: a rare tie can land one step away."""
+        for t in (x, y):
+            if not isinstance(t, QTensor) or t._axis is not None or t.dtype is not x.dtype \
+                    or x.dtype not in (quint8, qint8):
+                raise TypeError("QFunctional.matmul: expected two per-tensor quantized tensors "
+                                "of one dtype (quint8 or qint8), got "
+                                f"{getattr(x, 'dtype', type(x).__name__)} and "
+                                f"{getattr(y, 'dtype', type(y).__name__)}")
+        a, b = x.dequantize().numpy(), y.dequantize().numpy()
+        try:
+            prod = np.matmul(a, b).astype(np.float32)
+        except ValueError:
+            raise RuntimeError(f"QFunctional.matmul: the shapes {x.shape} and {y.shape} cannot "
+                               "be multiplied") from None
+        dtype = x.dtype
+        ints = quantize_ints(prod, self.scale, self.zero_point, dtype.qmin, dtype.qmax,
+                             fused=True)
+        return QTensor(ints.astype(dtype.storage), dtype, float(self.scale), int(self.zero_point))
 
     def add_scalar(self, x, y):
         """``x + y`` for a number ``y``, as torch's ``quantized::add_scalar``: not observed,
