@@ -17,7 +17,7 @@ import numpy as _np
 
 from ..backend import get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
-from ..backend.sparse import SparseLayoutError
+from ..backend.sparse import SparseLayoutError, layout_words
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -611,7 +611,7 @@ def _on_sparse(cls, tensors, kwargs, exc):
     if form is None:
         op = cls.__name__
         raise NotImplementedError(
-            f"{op}: not supported for sparse COO tensors (layout minidl.sparse_coo); "
+            f"{op}: not supported for {layout_words(exc.layout)}; "
             f"convert with .to_dense() first ({exc.what})") from None
     return form(*tensors, **kwargs)
 
