@@ -74,6 +74,26 @@ def _is_sparse(t):
     return type(t.data) is SparseCOO
 
 
+def _is_compressed(t):
+    from .backend.sparse_compressed import SparseCompressed
+
+    return type(t.data) is SparseCompressed
+
+
+def _compressed_tensor(layout, compressed, plain, values, shape):
+    """A sparse compressed tensor read from a file, its invariants checked (the
+    constructor's checks: a damaged file cannot make an index point outside the shape)."""
+    from . import sparse_compressed
+    from .tensor import Tensor
+
+    lay = getattr(sparse_compressed, str(layout), None)
+    if str(layout) not in ("sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc"):
+        raise ValueError(f"unknown sparse layout {layout!r}")
+    return sparse_compressed.sparse_compressed_tensor(
+        Tensor(np.asarray(compressed)), Tensor(np.asarray(plain)), Tensor(np.asarray(values)),
+        tuple(int(n) for n in shape), layout=lay)
+
+
 def _is_quantized(value):
     """A minidl quantized tensor (ao.quantization.QTensor)."""
     from .ao.quantization.qtensor import QTensor
@@ -308,6 +328,15 @@ class _Writer:
             return {"qdtype": value.name}
         if _is_dtype(value, where):  # minidl.float16 & co as values (a torch file's dtypes)
             return {"dtype_value": value.name}
+        if isinstance(value, Tensor) and _is_compressed(value):  # CSR & co: their parts
+            data = value.data
+            node = {"compressed": {
+                "layout": data.layout, "shape": list(data.shape),
+                **{k: self.node(Tensor(getattr(data, k)), path + [k])
+                   for k in ("compressed", "plain", "values")}}}
+            if value.requires_grad:
+                node["requires_grad"] = True
+            return node
         if isinstance(value, Tensor) and _is_sparse(value):  # indices, values, shape
             data = value.data
             node = {"sparse": {"indices": self.node(Tensor(data.indices), path + ["indices"]),
@@ -551,6 +580,10 @@ class _TorchPickle:
         # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
         elif isinstance(value, Tensor) and _is_sparse(value):
             self.write_sparse(value, where)
+        elif isinstance(value, Tensor) and _is_compressed(value):
+            raise TypeError(f"save: {where} is a sparse compressed tensor (layout "
+                            f"{value.data.layout}), which minidl writes in its .npz format "
+                            "only; save to a .npz path, or convert with .to_sparse() first")
         elif isinstance(value, (Tensor, np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
             self.write_tensor(value, where)
@@ -902,6 +935,12 @@ class _Reader:
 
             name = str(device(node["device"]))  # checked: an unknown name raises
             return DeviceName(name) if node.get("name") else device(name)
+        if "compressed" in node:
+            part = node["compressed"]
+            arrays = [self._array(part[k]["tensor"], part[k])
+                      for k in ("compressed", "plain", "values")]
+            t = _placed(_compressed_tensor(part["layout"], *arrays, part["shape"]), self.device)
+            return t.requires_grad_(True) if node.get("requires_grad") else t
         if "sparse" in node:
             part = node["sparse"]
             arrays = [self._array(part[k]["tensor"], part[k]) for k in ("indices", "values")]

@@ -23,7 +23,7 @@ from . import sparse as _coo
 from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
 from .backend import sparse_compressed as _c
-from .backend.sparse import SparseCOO, SparseLayoutError
+from .backend.sparse import SparseCOO
 from .backend.sparse_compressed import SparseCompressed, torch_layout_name
 from .functional import Linear
 from .ops import BadArgumentError, Clone, Div, MatMul, Mul, Sum
@@ -230,12 +230,12 @@ sparse_bsc_tensor = _constructor(sparse_bsc)
 # ---- conversions ------------------------------------------------------------------------------
 class Restructure(Function):
     """A tensor (dense, COO or compressed) in another layout: its stored scalars placed anew
-    (``dst``) from where they were (``src``); the gradient travels the same map back and
-    keeps the input's layout and pattern (dense: zero outside the pattern)."""
+    (``dst``) from where they were (``src``). The gradient is converted back to the input's
+    layout, as torch's: a dense input gets a dense one, a sparse input one of its layout
+    (its own pattern where the gradient has the output's, else the gradient's nonzeros)."""
 
     def forward(self, x, target, blocksize=None, dense_dim=None):
-        self.x = x
-        self.target = target
+        self.x, self.target = x, target
         if isinstance(x, (SparseCOO, SparseCompressed)):
             el = _c.elements(x)
         else:
@@ -244,7 +244,8 @@ class Restructure(Function):
         if target == "strided":
             out, self.dst = _c.assemble_dense(el)
         elif target == "sparse_coo":
-            out, self.dst = _c.assemble_coo(el)
+            row_sorted = type(x) is SparseCompressed and x.layout == "sparse_csr"
+            out, self.dst = _c.assemble_coo(el, coalesced=row_sorted)
         else:
             index_dtype = x.compressed.dtype if type(x) is SparseCompressed else np.int64
             out, self.dst = _c.assemble(el, target, _block(target, blocksize), index_dtype)
@@ -253,30 +254,47 @@ class Restructure(Function):
 
     def backward(self, g):
         out, x = self.out, self.x
-        if type(out) is SparseCompressed:
-            gv = _c.gather(g, out)
-        elif type(out) is SparseCOO:
-            from .backend.sparse import lookup
+        if type(x) not in (SparseCOO, SparseCompressed):  # a dense input: a dense gradient
+            return _dense_of(g)
+        from .backend.sparse import coalesce
 
-            gv = lookup(g, out)
-        else:
-            gv = g
-        gv = gv.reshape((-1,) + self.in_flat_shape[1:])
-        xp = get_array_module(gv)
-        gin = xp.zeros(self.in_flat_shape, dtype=gv.dtype)
-        gin[self.src] = gv[self.dst]
-        if type(x) in (SparseCOO, SparseCompressed):
-            from .backend.sparse import coalesce
-
-            pattern = coalesce(x) if type(x) is SparseCOO else x
+        pattern = coalesce(x) if type(x) is SparseCOO else x
+        if type(out) is SparseCompressed and out.same_pattern(g) or type(out) is not \
+                SparseCompressed and type(g) is type(out) and _coo_same(out, g):
+            gv = (g.values if type(g) is SparseCompressed else g.values).reshape(
+                (-1,) + self.in_flat_shape[1:])
+            gin = get_array_module(gv).zeros(self.in_flat_shape, dtype=gv.dtype)
+            gin[self.src] = gv[self.dst]
             return pattern.with_values(gin.reshape(pattern.values.shape))
-        return gin.reshape(x.shape)
+        if type(g) in (SparseCOO, SparseCompressed):
+            el = _c.elements(g)
+        else:
+            el = _c.nonzero_elements(g, pattern.dense_dim, _block(
+                getattr(pattern, "layout", "sparse_coo"), getattr(pattern, "blocksize", None)))
+        if type(pattern) is SparseCOO:
+            return _c.assemble_coo(el, coalesced=False)[0]
+        return _c.assemble(el, pattern.layout, pattern.blocksize, pattern.compressed.dtype)[0]
 
     def name(self):
         names = {"strided": "ToDense", "sparse_coo": "ToSparse"}
         if self.target in names:
             return names[self.target] + "Backward"
         return "ToSparse" + self.target[len("sparse_"):].capitalize() + "Backward"
+
+
+def _coo_same(out, g):
+    return type(out) is SparseCOO and g.shape == out.shape and g.nnz == out.nnz and (
+        g.indices is out.indices or bool((g.indices == out.indices).all()))
+
+
+def _dense_of(g):
+    if type(g) is SparseCompressed:
+        return _c.to_dense(g)
+    if type(g) is SparseCOO:
+        from .backend.sparse import to_dense as coo_dense
+
+        return coo_dense(g)
+    return g
 
 
 def _block(target, blocksize):

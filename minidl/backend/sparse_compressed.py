@@ -192,8 +192,9 @@ def elements(a, dense_dim=None):
         if (r, c) != (1, 1):
             i = xp.arange(r, dtype=xp.int64)[:, None]
             j = xp.arange(c, dtype=xp.int64)[None, :]
-            rows = (rows[:, None, None] * r + i).reshape(-1)
-            cols = (cols[:, None, None] * c + j).reshape(-1)
+            shape3 = (len(rows), r, c)
+            rows = xp.broadcast_to(rows[:, None, None] * r + i, shape3).reshape(-1)
+            cols = xp.broadcast_to(cols[:, None, None] * c + j, shape3).reshape(-1)
             batch = xp.repeat(batch, r * c)
         src = xp.arange(len(rows), dtype=xp.int64)
         return Elements(batch, rows, cols, src, flat, a.shape[:b], a.shape[b:b + 2], dense_shape)
@@ -277,9 +278,10 @@ def assemble(el, layout, blocksize=(1, 1), index_dtype=np.int64):
     return out, dst
 
 
-def assemble_coo(el):
+def assemble_coo(el, coalesced):
     """``el``'s scalars as a SparseCOO: the batch dims become sparse dims, as torch's
-    to_sparse() of a batched compressed tensor; entries in stored order."""
+    to_sparse() of a batched compressed tensor; entries in stored order, flagged coalesced
+    where ``coalesced`` (a CSR source, as torch flags it) and they are in order."""
     xp = get_array_module(el.flat)
     parts = []
     if el.batch_shape:
@@ -293,7 +295,7 @@ def assemble_coo(el):
     from .sparse import linear_index
 
     lin = linear_index(indices, shape[:indices.shape[0]])
-    ordered = len(lin) < 2 or bool((lin[1:] > lin[:-1]).all())
+    ordered = coalesced and (len(lin) < 2 or bool((lin[1:] > lin[:-1]).all()))
     return SparseCOO(indices, values, shape, coalesced=ordered), \
         xp.arange(len(values), dtype=xp.int64)
 
