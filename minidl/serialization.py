@@ -526,6 +526,23 @@ class _TorchPickle:
         self.out += pickle.NEWTRUE if data.coalesced else pickle.NEWFALSE
         self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
 
+    def write_compressed(self, value, where):
+        """torch._utils._rebuild_sparse_tensor(layout, (compressed_indices, plain_indices,
+        values, size)), as torch.save writes a CSR, CSC, BSR or BSC tensor."""
+        from .tensor import Tensor
+
+        data = value.data
+        self.write_global("torch._utils", "_rebuild_sparse_tensor")
+        self.write_global("torch.serialization", "_get_layout")
+        self.write_str(f"torch.{data.layout}")
+        self.out += pickle.TUPLE1 + pickle.REDUCE + pickle.MARK
+        for part in ("compressed", "plain", "values"):
+            self.write_tensor(Tensor(getattr(data, part)), f"{where}/{part}")
+        self.write_global("torch", "Size")
+        self.write_ints(data.shape, where)
+        self.out += pickle.TUPLE1 + pickle.REDUCE
+        self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
+
     def write_qtensor(self, value, where):
         """torch._utils._rebuild_qtensor(storage, offset, size, stride, quantizer params,
         requires_grad, hooks), the integers in a QInt8/QUInt8/QInt32 storage and the params
@@ -581,9 +598,7 @@ class _TorchPickle:
         elif isinstance(value, Tensor) and _is_sparse(value):
             self.write_sparse(value, where)
         elif isinstance(value, Tensor) and _is_compressed(value):
-            raise TypeError(f"save: {where} is a sparse compressed tensor (layout "
-                            f"{value.data.layout}), which minidl writes in its .npz format "
-                            "only; save to a .npz path, or convert with .to_sparse() first")
+            self.write_compressed(value, where)
         elif isinstance(value, (Tensor, np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
             self.write_tensor(value, where)
@@ -856,7 +871,7 @@ def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
-    from .torch_file import LoadedQTensor, LoadedSparse, LoadedTensor, _DType
+    from .torch_file import LoadedCompressed, LoadedQTensor, LoadedSparse, LoadedTensor, _DType
 
     if isinstance(obj, LoadedQTensor):  # quantized tensors live on the host
         from .ao.quantization.qtensor import qtensor_from_parts
@@ -865,6 +880,9 @@ def _torch_tensors(obj, device):
                                   "a quantized tensor of the checkpoint")
     if isinstance(obj, LoadedSparse):
         return _placed(_sparse_tensor(obj.indices, obj.values, obj.shape, obj.coalesced), device)
+    if isinstance(obj, LoadedCompressed):
+        return _placed(_compressed_tensor(obj.layout, obj.compressed, obj.plain, obj.values,
+                                          obj.shape), device)
     if isinstance(obj, LoadedTensor):  # its dtype (bfloat16 too) and requires_grad, as torch's
         t = _placed(Tensor(obj.array), device)
         return t.requires_grad_(True) if obj.requires_grad and t._ctx is None else t

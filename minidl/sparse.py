@@ -709,6 +709,11 @@ class SparseSoftmax(Function):
 
 
 def _softmax(name, input, dim, dtype, log):
+    if _is_compressed(input):  # torch has none for a compressed layout
+        raise NotImplementedError(f"{name}: not supported for layout "
+                                  f"{torch_layout_name(input.data.layout)} (torch has no "
+                                  "softmax of a compressed sparse tensor); convert with "
+                                  ".to_sparse() or .to_dense() first")
     data = _need_sparse(name, input)
     (d,) = _dims(name, dim, data.ndim)
     if dtype is not None:

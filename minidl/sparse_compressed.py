@@ -64,8 +64,28 @@ class CompressedFromValues(Function):
     def backward(self, g):
         return _c.gather(g, self.pattern)
 
+    def graph_backward(self, g, out):
+        return CompressedGather.apply(g, pattern=self.pattern)
+
     def name(self):
         return "SparseCompressedTensorBackward"
+
+
+class CompressedGather(Function):
+    """g (dense or sparse) at a pattern's stored places (CompressedFromValues' gradient, as
+    an op); its own gradient puts h back on the pattern (dense where g was)."""
+
+    def forward(self, g, pattern):
+        self.pattern, self.dense_g = pattern, type(g) not in (SparseCOO, SparseCompressed)
+        return _c.gather(g, pattern)
+
+    def backward(self, h):
+        back = self.pattern.with_values(h)
+        return _c.to_dense(back) if self.dense_g else back
+
+    def graph_backward(self, h, out):
+        back = CompressedFromValues.apply(h, pattern=self.pattern)
+        return back.to_dense() if self.dense_g else back
 
 
 def _index_array(x, xp, what):
@@ -259,9 +279,11 @@ class Restructure(Function):
         from .backend.sparse import coalesce
 
         pattern = coalesce(x) if type(x) is SparseCOO else x
-        if type(out) is SparseCompressed and out.same_pattern(g) or type(out) is not \
-                SparseCompressed and type(g) is type(out) and _coo_same(out, g):
-            gv = (g.values if type(g) is SparseCompressed else g.values).reshape(
+        dense_out = type(out) not in (SparseCOO, SparseCompressed)
+        if dense_out or type(out) is SparseCompressed and out.same_pattern(g) \
+                or type(out) is SparseCOO and type(g) is SparseCOO and _coo_same(out, g):
+            # the output's own pattern (to_dense: any dense gradient, masked as torch's)
+            gv = (_dense_of(g) if dense_out else g.values).reshape(
                 (-1,) + self.in_flat_shape[1:])
             gin = get_array_module(gv).zeros(self.in_flat_shape, dtype=gv.dtype)
             gin[self.src] = gv[self.dst]
@@ -275,6 +297,21 @@ class Restructure(Function):
             return _c.assemble_coo(el, coalesced=False)[0]
         return _c.assemble(el, pattern.layout, pattern.blocksize, pattern.compressed.dtype)[0]
 
+    def graph_backward(self, g, out):
+        x = self.inputs[0]
+        xd = x.data
+        if type(xd) not in (SparseCOO, SparseCompressed):
+            return g.to_dense() if type(g.data) in (SparseCOO, SparseCompressed) else g
+        if self.target == "strided":  # to_dense: g at x's places, in x's layout
+            if type(xd) is SparseCOO:
+                return _coo.MaskLike.apply(g, pattern=xd)
+            return CompressedFromValues.apply(CompressedGather.apply(g, pattern=xd),
+                                              pattern=xd)
+        if type(xd) is SparseCOO:
+            return g.to_sparse()
+        return _convert(g, xd.layout, xd.blocksize if _c.blocked(xd.layout) else None,
+                        None if type(g.data) is SparseCompressed else xd.dense_dim)
+
     def name(self):
         names = {"strided": "ToDense", "sparse_coo": "ToSparse"}
         if self.target in names:
@@ -283,7 +320,7 @@ class Restructure(Function):
 
 
 def _coo_same(out, g):
-    return type(out) is SparseCOO and g.shape == out.shape and g.nnz == out.nnz and (
+    return g.shape == out.shape and g.nnz == out.nnz and (
         g.indices is out.indices or bool((g.indices == out.indices).all()))
 
 
@@ -419,6 +456,9 @@ class CompressedValues(Function):
 
     def backward(self, g):
         return self.pattern.with_values(g)
+
+    def graph_backward(self, g, out):
+        return CompressedFromValues.apply(g, pattern=self.pattern)
 
     def name(self):
         return "ValuesBackward"
@@ -645,6 +685,11 @@ def sampled_addmm(input, mat1, mat2, *, beta=1.0, alpha=1.0, out=None):
 
 
 # ---- the ops with a compressed form (Function.apply calls these on a compressed input) ------
+class CompressedScale(_coo.Scale):
+    def name(self):
+        return "MulBackward"
+
+
 class CompressedSum(Function):
     """The sum of all values: a dense 0-d tensor whose gradient is dense, as torch's."""
 
@@ -655,6 +700,9 @@ class CompressedSum(Function):
 
     def backward(self, g):
         return get_array_module(g).broadcast_to(g, self.shape)
+
+    def graph_backward(self, g, out):
+        return g.reshape((1,) * len(self.shape)).expand(*self.shape)
 
     def name(self):
         return "SumBackward"
@@ -677,7 +725,7 @@ def _scalar_form(op):
                 a, b = b, a
             if _is_compressed(a) and not _is_compressed(b) and b.ndim == 0 \
                     and not b.requires_grad and type(b.data) is not SparseCOO:
-                return _coo.Scale.apply(a, factor=b.data.item())
+                return CompressedScale.apply(a, factor=b.data.item())
         raise NotImplementedError(
             f"{op.__name__}: of a {_layout_name(a if _is_compressed(a) else b)} tensor only the "
             "product with a number is supported; convert with .to_dense() first")
