@@ -610,6 +610,19 @@ class SampledAddmm(Function):
         out.append(self.alpha * _c.mm_t(G, self.m1).T if input_needed(self, k + 1) else None)
         return tuple(out)
 
+    def graph_backward(self, g, out):
+        m1, m2 = self.inputs[-2:]
+        p = self.pattern
+        G = CompressedFromValues.apply(CompressedGather.apply(g, pattern=p),  # noqa: N806
+                                       pattern=p)
+        grads = [G * self.beta if input_needed(self, 0) else None] if self.has_input else []
+        k = len(grads)
+        grads.append(CompressedMM.apply(G, m2.t(), masked=True) * self.alpha
+                     if input_needed(self, k) else None)
+        grads.append((CompressedMM.apply(G.t(), m1, masked=True) * self.alpha).t()
+                     if input_needed(self, k + 1) else None)
+        return tuple(grads)
+
     def name(self):
         return "SparseSampledAddmmBackward"
 

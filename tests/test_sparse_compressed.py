@@ -275,6 +275,10 @@ def test_compressed_input_gradients_keep_its_layout_as_torch():
         lambda ns, c: ns.mm(c.to_sparse_csc(), ns.ones(6, 2, dtype=ns.float64)).sum(),
         lambda ns, c: c.to_sparse().to_dense().pow(2).sum(),
         lambda ns, c: c.t().to_dense().sum(),
+        lambda ns, c: (ns.sparse.mm(c, ns.ones(6, 2, dtype=ns.float64)).sum()  # accumulated
+                       + ns.sparse.mm(c, ns.ones(6, 2, dtype=ns.float64)).pow(2).sum()),
+        lambda ns, c: (ns.mm(c, ns.ones(6, 2, dtype=ns.float64)).sum()  # dense where one is
+                       + ns.sparse.mm(c, ns.ones(6, 2, dtype=ns.float64)).sum()),
     ]
     for op in cases:
         def run(ns):
@@ -514,6 +518,12 @@ def test_gradgradcheck_of_products():
     assert gradgradcheck(lambda v: (_rebuilt(v, like).values() ** 2).sum(), (v,))
     assert gradgradcheck(lambda v: _rebuilt(v, like).to_sparse_csc().to_dense() ** 2, (v,))
     assert gradgradcheck(lambda v: _rebuilt(v, like).sum() ** 2, (v,))
+    m1 = minidl.tensor(np.linspace(-1, 1, 16).reshape(4, 4), dtype=minidl.float64,
+                       requires_grad=True)
+    m2 = minidl.tensor(np.linspace(1, -1, 24).reshape(4, 6), dtype=minidl.float64,
+                       requires_grad=True)
+    assert gradgradcheck(lambda v, a, b: minidl.sparse.sampled_addmm(
+        _rebuilt(v, like), a, b, beta=0.5, alpha=2.0).to_dense(), (v, m1, m2))
 
 
 # ---- save / load -------------------------------------------------------------------------------

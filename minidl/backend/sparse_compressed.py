@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import get_array_module
-from .sparse import SparseArray, SparseCOO, SparseLayoutError, coalesce
+from .sparse import SparseArray, SparseCOO, SparseLayoutError, coalesce, scatter_add
 
 LAYOUTS = ("sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc")
 NAMES = {"sparse_csr": ("crow_indices", "col_indices"),
@@ -171,10 +171,14 @@ def entry_places(a):
     flat over the batch; the entries in their stored order."""
     xp = get_array_module(a.values)
     n_batch = int(np.prod(a.compressed.shape[:-1], dtype=np.int64))
-    ncomp = int(a.compressed.shape[-1]) - 1
-    counts = xp.diff(a.compressed.reshape(n_batch, ncomp + 1), axis=-1).reshape(-1)
-    comp = xp.repeat(xp.tile(xp.arange(ncomp, dtype=xp.int64), n_batch), counts)
-    batch = xp.repeat(xp.arange(n_batch, dtype=xp.int64), a.nnz)
+    ncomp, nnz = int(a.compressed.shape[-1]) - 1, a.nnz
+    # each batch's row pointers shifted past the batches before it: one sorted array, so
+    # that a search finds every entry's row (no repeat by counts, which CuPy lacks)
+    ends = a.compressed.reshape(n_batch, ncomp + 1)[:, 1:].astype(xp.int64)
+    ends = (ends + xp.arange(n_batch, dtype=xp.int64)[:, None] * nnz).reshape(-1)
+    k = xp.arange(n_batch * nnz, dtype=xp.int64)
+    comp = xp.searchsorted(ends, k, side="right") % max(ncomp, 1)
+    batch = k // max(nnz, 1)
     return batch, comp, a.plain.reshape(-1).astype(xp.int64, copy=False)
 
 
@@ -352,13 +356,12 @@ def add(a, b):
                     xp.concatenate([ea.cols, eb.cols]), xp.arange(len(flat), dtype=xp.int64),
                     flat, ea.batch_shape, ea.shape2, ea.dense_shape)
     # assemble writes each scalar once; repeated places are summed first
-    keys = (both.batch * both.shape2[0] + both.rows) * both.shape2[1] + both.cols
+    rows_n, cols_n = both.shape2
+    keys = (both.batch * rows_n + both.rows) * cols_n + both.cols
     uniq, inverse = xp.unique(keys, return_inverse=True)
     summed = xp.zeros((len(uniq),) + flat.shape[1:], dtype=dtype)
-    xp.add.at(summed, inverse.reshape(-1), flat)
-    first = xp.zeros(len(uniq), dtype=xp.int64)
-    first[inverse.reshape(-1)[::-1]] = xp.arange(len(keys), dtype=xp.int64)[::-1]
-    merged = Elements(both.batch[first], both.rows[first], both.cols[first],
+    scatter_add(summed, inverse.reshape(-1), flat)
+    merged = Elements(uniq // (rows_n * cols_n), (uniq // cols_n) % rows_n, uniq % cols_n,
                       xp.arange(len(uniq), dtype=xp.int64), summed, ea.batch_shape, ea.shape2,
                       ea.dense_shape)
     return assemble(merged, a.layout, a.blocksize)[0]
@@ -366,8 +369,6 @@ def add(a, b):
 
 def mm(a, b):
     """compressed (n, k) @ dense (k, *m) -> dense (n, *m)."""
-    from .sparse import scatter_add
-
     xp = get_array_module(b)
     el = elements(a)
     vals = el.flat[el.src]
@@ -380,8 +381,6 @@ def mm(a, b):
 
 def mm_t(a, g):
     """a.T @ g: mm's gradient for its dense operand."""
-    from .sparse import scatter_add
-
     xp = get_array_module(g)
     el = elements(a)
     vals = el.flat[el.src]
