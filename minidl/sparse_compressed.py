@@ -26,7 +26,10 @@ from .backend import sparse_compressed as _c
 from .backend.sparse import SparseCOO
 from .backend.sparse_compressed import SparseCompressed, torch_layout_name
 from .functional import Linear
-from .ops import BadArgumentError, Clone, Div, MatMul, Mul, Sum
+from .math_ops import Asin, Atan, Ceil, Expm1, Floor, Log1p, Round, Sign, Sin, Sinh, Tan, Trunc
+from .pointwise import Asinh, Atanh, Deg2Rad, Rad2Deg
+from .special import Erf, Erfinv
+from .ops import Abs, BadArgumentError, Clone, Div, MatMul, Mul, ReLU, Sqrt, Sum, Tanh
 from .products import _scaled_sum
 from .tensor import Tensor
 
@@ -788,12 +791,29 @@ def _dispatch(cls, compressed_form):
     return form
 
 
+def _values_form(cls):
+    """A zero-preserving pointwise op (f(0) = 0: abs, relu, sin, sqrt, ...) on the stored
+    values, the pattern kept, as torch runs it on a compressed tensor; built of the values'
+    op between CompressedValues and CompressedFromValues, so that its gradient (of the
+    input's layout and pattern) and double backward are theirs."""
+    def form(x, **kwargs):
+        y = cls.apply(CompressedValues.apply(x), **kwargs)
+        return CompressedFromValues.apply(y, pattern=x.data)
+    return form
+
+
+# the pointwise ops torch 2.13 runs on a compressed tensor (those with f(0) = 0)
+_ZERO_PRESERVING = (Abs, ReLU, Sqrt, Tanh, Sin, Sinh, Tan, Asin, Asinh, Atan, Atanh, Erf,
+                    Erfinv, Expm1, Log1p, Sign, Floor, Ceil, Trunc, Round, Deg2Rad, Rad2Deg)
+
+
 def _clone_form(x, keep_layout=False):
     return _coo.SparseClone.apply(x)
 
 
 for _cls, _form in {MatMul: _matmul_form, Mul: _scalar_form(Mul), Div: _scalar_form(Div),
-                    Sum: _sum_form, Linear: _linear_form, Clone: _clone_form}.items():
+                    Sum: _sum_form, Linear: _linear_form, Clone: _clone_form,
+                    **{cls: _values_form(cls) for cls in _ZERO_PRESERVING}}.items():
     autograd.sparse_forms[_cls] = _dispatch(_cls, _form)
 
 _coo.compressed_forms.update({"mm": sparse_mm, "addmm": sparse_addmm,
