@@ -29,7 +29,7 @@ from .functional import Linear
 from .math_ops import Asin, Atan, Ceil, Expm1, Floor, Log1p, Round, Sign, Sin, Sinh, Tan, Trunc
 from .pointwise import Asinh, Atanh, Deg2Rad, Rad2Deg
 from .special import Erf, Erfinv
-from .ops import Abs, BadArgumentError, Clone, Div, MatMul, Mul, ReLU, Sqrt, Sum, Tanh
+from .ops import Abs, Add, BadArgumentError, Clone, Div, MatMul, Mul, ReLU, Sqrt, Sum, Tanh
 from .products import _scaled_sum
 from .tensor import Tensor
 
@@ -734,18 +734,62 @@ def _sum_form(x, dim=None, keepdim=False):
     return out.reshape((1,) * x.ndim) if keepdim else out
 
 
+class CompressedAsDense(Function):
+    """The dense form of a compressed tensor whose gradient is the dense gradient itself (not
+    masked): the compressed operand of ``compressed + dense``, as torch's AddBackward."""
+
+    def forward(self, x):
+        return _c.to_dense(x)
+
+    def backward(self, g):
+        return g
+
+    def graph_backward(self, g, out):
+        return g
+
+    def name(self):
+        return "AddBackward"
+
+
+def _is_plain_dense(t):
+    return isinstance(t, Tensor) and type(t.data) not in (SparseCOO, SparseCompressed)
+
+
 def _scalar_form(op):
     def form(a, b):
         if op is Mul:
             if _is_compressed(b) and not _is_compressed(a):
                 a, b = b, a
-            if _is_compressed(a) and not _is_compressed(b) and b.ndim == 0 \
-                    and not b.requires_grad and type(b.data) is not SparseCOO:
+            if _is_compressed(a) and _is_plain_dense(b) and b.ndim == 0 \
+                    and not b.requires_grad:
                 return CompressedScale.apply(a, factor=b.data.item())
+            if _is_compressed(a) and _is_plain_dense(b) and b.shape == a.shape:
+                # times a dense tensor of its shape: its values times b at its places, a
+                # tensor of a's pattern (as torch's forward; a's gradient of its layout)
+                vals = CompressedValues.apply(a) * CompressedGather.apply(b, pattern=a.data)
+                return CompressedFromValues.apply(vals, pattern=a.data)
         raise NotImplementedError(
             f"{op.__name__}: of a {_layout_name(a if _is_compressed(a) else b)} tensor only the "
-            "product with a number is supported; convert with .to_dense() first")
+            "product with a number or with a dense tensor of its shape is supported; convert "
+            "with .to_dense() first")
     return form
+
+
+def _add_form(a, b):
+    """compressed + compressed of one layout (the union of their patterns, Add's own
+    forward), or compressed + dense of one shape: dense, each operand's gradient the dense
+    one, as torch's."""
+    for x, y in ((a, b), (b, a)):
+        if _is_compressed(x) and _is_plain_dense(y):
+            if x.shape != y.shape:
+                raise BadArgumentError(
+                    f"add: expected 'self' and 'other' to have same size, but self has size "
+                    f"{list(a.shape)} while other has size {list(b.shape)} (FYI: op2-sparse "
+                    "addition does not currently support broadcasting)")
+            return CompressedAsDense.apply(a) + b if x is a else a + CompressedAsDense.apply(b)
+    raise NotImplementedError(f"add: of {_layout_name(a)} and {_layout_name(b)} operands only "
+                              "two of one compressed layout, or one and a dense tensor of its "
+                              "shape, are supported")
 
 
 def _matmul_form(a, b):
@@ -815,6 +859,7 @@ for _cls, _form in {MatMul: _matmul_form, Mul: _scalar_form(Mul), Div: _scalar_f
                     Sum: _sum_form, Linear: _linear_form, Clone: _clone_form,
                     **{cls: _values_form(cls) for cls in _ZERO_PRESERVING}}.items():
     autograd.sparse_forms[_cls] = _dispatch(_cls, _form)
+autograd.sparse_forms[Add] = _dispatch(Add, _add_form)
 
 _coo.compressed_forms.update({"mm": sparse_mm, "addmm": sparse_addmm,
                               "sampled_addmm": sampled_addmm})

@@ -505,6 +505,39 @@ def test_pointwise_gradchecks():
         assert gradgradcheck(lambda v: getattr(_rebuilt(v, like), name)().to_dense(), (v,))
 
 
+def test_compressed_and_dense_operands_match_torch():
+    torch = _torch()
+    other = np.arange(24.).reshape(4, 6) / 5 - 1
+    # (not c.add(d, alpha=2): torch 2.13 computes 2 * c + d there, its CSR + dense kernel
+    # scaling the wrong operand; minidl computes c + 2 * d, checked below)
+    for op in (lambda c, d: c + d, lambda c, d: d + c, lambda c, d: d.add(c, alpha=2)):
+        def run(ns):
+            c = ns.tensor(DENSE, dtype=ns.float64).to_sparse_csr().requires_grad_()
+            d = ns.tensor(other, dtype=ns.float64, requires_grad=True)
+            y = op(c, d)
+            (y * ns.tensor(np.arange(24.).reshape(4, 6), dtype=ns.float64)).sum().backward()
+            return y, c.grad, d.grad
+        for ours, theirs in zip(*_both(run, torch)):
+            _same(ours, theirs)  # all dense: torch's AddBackward hands g to both
+    # times a dense tensor of its shape: a CSR result (torch's backward of it is broken)
+    for ns in (minidl, torch):
+        c = ns.tensor(DENSE, dtype=ns.float64).to_sparse_csr()
+        d = ns.tensor(other, dtype=ns.float64)
+        ours = minidl.tensor(DENSE, dtype=minidl.float64).to_sparse_csr() * minidl.tensor(
+            other, dtype=minidl.float64)
+        _same(ours, c * d)
+        with pytest.raises(RuntimeError, match="same size"):
+            c + ns.ones(6, dtype=ns.float64)
+    like = _pattern("sparse_csr")
+    v = minidl.tensor(like.values().numpy(), dtype=minidl.float64, requires_grad=True)
+    d = minidl.tensor(other, dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda v, d: (_rebuilt(v, like) * d).to_dense(), (v, d))
+    assert gradcheck(lambda v, d: _rebuilt(v, like) + d, (v, d))
+    np.testing.assert_allclose(like.add(minidl.tensor(other, dtype=minidl.float64),
+                                        alpha=2).numpy(), DENSE + 2 * other)
+    assert gradgradcheck(lambda v, d: (_rebuilt(v, like) * d).to_dense() ** 2, (v, d))
+
+
 def test_detach_clone_requires_grad():
     c = minidl.tensor(DENSE, dtype=minidl.float64).to_sparse_csr().requires_grad_()
     assert c.requires_grad and c.is_leaf
