@@ -724,14 +724,50 @@ class CompressedSum(Function):
         return "SumBackward"
 
 
+class CompressedSumDims(Function):
+    """The sum of a 2-D CSR tensor over ``dims`` with keepdim: a CSR tensor whose places are
+    those that hold an entry (torch's sum.dim_IntList of CSR); the gradient of each input
+    value is the output's gradient at its place, in the input's layout."""
+
+    def forward(self, x, dims):
+        xp = get_array_module(x.values)
+        el = _c.elements(x)
+        zero = xp.zeros_like(el.rows)
+        shape2 = tuple(1 if d in dims else n for d, n in enumerate(x.shape))
+        moved = _c.Elements(el.batch, zero if 0 in dims else el.rows,
+                            zero if 1 in dims else el.cols, el.src, el.flat, (), shape2,
+                            el.dense_shape)
+        merged, self.inverse = _c.merge(moved)
+        self.x = x
+        self.out = _c.assemble(merged, "sparse_csr", index_dtype=x.compressed.dtype)[0]
+        return self.out
+
+    def backward(self, g):
+        return self.x.with_values(_c.gather(g, self.out)[self.inverse])
+
+    def graph_backward(self, g, out):
+        taken = CompressedGather.apply(g, pattern=self.out)[Tensor(self.inverse)]
+        return CompressedFromValues.apply(taken, pattern=self.x)
+
+    def name(self):
+        return "SumBackward"
+
+
 def _sum_form(x, dim=None, keepdim=False):
-    if dim is not None and tuple(np.atleast_1d(dim)) != tuple(range(x.ndim)):
-        raise NotImplementedError(f"sum: of a {_layout_name(x)} tensor only the sum of all "
-                                  f"elements is supported (torch: reduction operations on "
-                                  f"{_layout_name(x)} tensors with keepdim=False is "
-                                  "unsupported), got dim={dim}")
-    out = CompressedSum.apply(x)
-    return out.reshape((1,) * x.ndim) if keepdim else out
+    if dim is None or tuple(sorted(d % x.ndim for d in np.atleast_1d(dim))) == tuple(
+            range(x.ndim)) and not keepdim:
+        return CompressedSum.apply(x)
+    if not keepdim:
+        raise BadArgumentError(f"reduction operations on {_layout_name(x)} tensors with "
+                               "keepdim=False is unsupported")
+    if x.data.layout != "sparse_csr":
+        raise BadArgumentError("Currently the only compressed sparse format supported for "
+                               f"sum.dim_IntList is CSR, but got layout {_layout_name(x)}")
+    if x.ndim != 2:
+        raise BadArgumentError(f"sum: over dims of a CSR tensor with batch or dense dims is "
+                               f"not supported, got shape {x.shape}")
+    dims = {int(d) % 2 for d in np.atleast_1d(dim)}
+    return CompressedSumDims.apply(x, dims=frozenset(dims))
 
 
 class CompressedAsDense(Function):

@@ -355,16 +355,23 @@ def add(a, b):
     both = Elements(xp.concatenate([ea.batch, eb.batch]), xp.concatenate([ea.rows, eb.rows]),
                     xp.concatenate([ea.cols, eb.cols]), xp.arange(len(flat), dtype=xp.int64),
                     flat, ea.batch_shape, ea.shape2, ea.dense_shape)
-    # assemble writes each scalar once; repeated places are summed first
-    rows_n, cols_n = both.shape2
-    keys = (both.batch * rows_n + both.rows) * cols_n + both.cols
+    return assemble(merge(both)[0], a.layout, a.blocksize)[0]
+
+
+def merge(el):
+    """``el`` with the scalars of one place summed (assemble writes each place once) and
+    ``inverse``, each scalar's row in the merged ones."""
+    xp = get_array_module(el.flat)
+    rows_n, cols_n = el.shape2
+    keys = (el.batch * rows_n + el.rows) * cols_n + el.cols
     uniq, inverse = xp.unique(keys, return_inverse=True)
-    summed = xp.zeros((len(uniq),) + flat.shape[1:], dtype=dtype)
-    scatter_add(summed, inverse.reshape(-1), flat)
-    merged = Elements(uniq // (rows_n * cols_n), (uniq // cols_n) % rows_n, uniq % cols_n,
-                      xp.arange(len(uniq), dtype=xp.int64), summed, ea.batch_shape, ea.shape2,
-                      ea.dense_shape)
-    return assemble(merged, a.layout, a.blocksize)[0]
+    inverse = inverse.reshape(-1)
+    summed = xp.zeros((len(uniq),) + el.flat.shape[1:], dtype=el.flat.dtype)
+    scatter_add(summed, inverse, el.flat[el.src])
+    merged = Elements(uniq // max(rows_n * cols_n, 1), (uniq // max(cols_n, 1)) % max(rows_n, 1),
+                      uniq % max(cols_n, 1), xp.arange(len(uniq), dtype=xp.int64), summed,
+                      el.batch_shape, el.shape2, el.dense_shape)
+    return merged, inverse
 
 
 def mm(a, b):
