@@ -186,8 +186,7 @@ def sparse_compressed_tensor(compressed_indices, plain_indices, values, size=Non
         raise BadArgumentError(f"{name} expected sparse compressed tensor layout but got "
                                f"{'none' if layout is None else layout}")
     lay = layout.name
-    if isinstance(values, Tensor) and type(values.data) is not np.ndarray \
-            and isinstance(values.data, (SparseCOO, SparseCompressed)):
+    if isinstance(values, Tensor) and type(values.data) in (SparseCOO, SparseCompressed):
         raise TypeError(f"{name}: values must be a strided (dense) tensor, got layout "
                         f"{_layout_name(values)}")
     if isinstance(values, Tensor):
