@@ -658,10 +658,78 @@ def _compressed_mm(a, b, masked, name):
     return CompressedMM.apply(a, b, masked=masked)
 
 
+class SparseMMReduce(Function):
+    """CSR (n, k) @ dense (k, m) with each output's stored products reduced by "mean",
+    "amax" or "amin" instead of summed (torch.sparse.mm's reduce=; a row with no entry gives
+    0). mean's gradient is sum's over the row's count; amax/amin's goes to the entry that
+    won (the first of equals), for each output column."""
+
+    def forward(self, a, b, reduce):
+        xp = get_array_module(b)
+        el = _c.elements(a)
+        vals, rows, cols = el.flat[el.src], el.rows, el.cols
+        self.a, self.b, self.reduce, self.rows, self.cols, self.vals = a, b, reduce, rows, \
+            cols, vals
+        n, m = a.shape[0], b.shape[1]
+        prods = vals[:, None] * b[cols]
+        if reduce == "mean":
+            count = xp.bincount(rows, minlength=n).astype(b.dtype)
+            self.scale = 1 / xp.maximum(count, 1)
+            out = xp.zeros((n, m), dtype=b.dtype)
+            _c.scatter_add(out, rows, prods)
+            return out * self.scale[:, None]
+        from .backend.sparse import scatter_max
+
+        sign = 1 if reduce == "amax" else -1
+        best = xp.full((n, m), -xp.inf, dtype=b.dtype)
+        scatter_max(best, rows, sign * prods)
+        nnz = len(vals)
+        won = (sign * prods == best[rows])
+        first = xp.full((n, m), nnz, dtype=xp.int64)
+        candidates = xp.where(won, xp.arange(nnz, dtype=xp.int64)[:, None], nnz)
+        if xp is np:
+            np.minimum.at(first, rows, candidates)
+        else:  # CuPy: the smallest index as the negated maximum
+            neg = -first
+            scatter_max(neg, rows, -candidates)
+            first = -neg
+        self.winner = first[rows] == xp.arange(nnz, dtype=xp.int64)[:, None]  # (nnz, m)
+        return xp.where(xp.isinf(best), xp.zeros((), b.dtype), sign * best)
+
+    def backward(self, g):
+        a, b, rows, cols, vals = self.a, self.b, self.rows, self.cols, self.vals
+        xp = get_array_module(g)
+        weight = g[rows] * (self.scale[rows][:, None] if self.reduce == "mean"
+                            else self.winner)  # (nnz, m): each product's share of g
+        ga = gb = None
+        if input_needed(self, 0):
+            gv = (weight * b[cols]).sum(axis=-1)
+            ga = a.with_values(gv.reshape(a.values.shape))
+        if input_needed(self, 1):
+            gb = xp.zeros_like(b)
+            _c.scatter_add(gb, cols, vals[:, None] * weight)
+        return ga, gb
+
+    def name(self):
+        return "SparseMmReduceImplBackward"
+
+
 def sparse_mm(mat1, mat2, reduce="sum"):
-    """torch.sparse.mm of a compressed mat1: dense; mat1's gradient of its own layout."""
+    """torch.sparse.mm of a compressed mat1: dense; mat1's gradient of its own layout. With
+    ``reduce`` ("sum", "mean", "amax", "amin"; a CSR mat1 only, as torch's) each output
+    reduces its row's products so."""
+    if reduce not in ("sum", "mean", "amax", "amin"):
+        raise BadArgumentError(f"sparse_mm_reduce: reduce type of {reduce} has not been "
+                               "enabled.")
     if reduce != "sum":
-        raise NotImplementedError(f"sparse.mm: only reduce='sum' is supported, got {reduce!r}")
+        _check_mm("sparse.mm", mat1, mat2)
+        if mat1.data.layout != "sparse_csr":
+            raise BadArgumentError(f"sparse_mm_reduce: expect self to be SparseCsr, got "
+                                   f"{_layout_name(mat1)}")
+        if mat2.ndim != 2:
+            raise BadArgumentError(f"sparse_mm_reduce: expect other to be 2-D, got "
+                                   f"{mat2.ndim}-D")
+        return SparseMMReduce.apply(mat1, mat2, reduce=reduce)
     return _compressed_mm(mat1, mat2, True, "sparse.mm")
 
 

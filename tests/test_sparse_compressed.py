@@ -384,6 +384,33 @@ def test_products_and_gradients_match_torch(layout, name):
     np.testing.assert_allclose(gb.numpy(), tgb.numpy(), atol=1e-12)
 
 
+@pytest.mark.parametrize("reduce", ["sum", "mean", "amax", "amin"])
+def test_sparse_mm_reduce_matches_torch(reduce):
+    torch = _torch()
+    dense = DENSE.copy()
+    dense[0, 1] = -2.0  # a negative entry: amax and amin pick different ones
+
+    def run(ns):
+        a = ns.tensor(dense, dtype=ns.float64).to_sparse_csr().requires_grad_()
+        b = ns.tensor(RHS, dtype=ns.float64, requires_grad=True)
+        y = ns.sparse.mm(a, b, reduce)
+        w = ns.tensor(np.linspace(-1, 2, y.numel()).reshape(y.shape), dtype=ns.float64)
+        (y * w).sum().backward()
+        return y, a.grad, b.grad
+    ours, theirs = _both(run, torch)
+    for x, y in zip(ours, theirs):
+        _same(x, y)
+    like = minidl.tensor(dense, dtype=minidl.float64).to_sparse_csr()
+    v = minidl.tensor(like.values().numpy(), dtype=minidl.float64, requires_grad=True)
+    b = minidl.tensor(RHS, dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda v, b: minidl.sparse.mm(_rebuilt(v, like), b, reduce), (v, b))
+    for ns in (minidl, torch):
+        with pytest.raises(RuntimeError, match="expect self to be SparseCsr"):
+            ns.sparse.mm(ns.tensor(DENSE.tolist()).to_sparse_csc(), ns.ones(6, 2), "mean")
+        with pytest.raises(RuntimeError, match="reduce type of prod has not been enabled"):
+            ns.sparse.mm(ns.tensor(DENSE.tolist()).to_sparse_csr(), ns.ones(6, 2), "prod")
+
+
 def test_sampled_addmm_matches_torch():
     torch = _torch()
     m1, m2 = np.linspace(-1, 1, 16).reshape(4, 4), np.linspace(2, -1, 24).reshape(4, 6)
