@@ -895,7 +895,59 @@ def _add_form(a, b):
                               "shape, are supported")
 
 
+class SparseSparseMM(Function):
+    """CSR (n, k) @ CSR (k, m) -> CSR on the structural pattern (torch's mm of two CSR
+    tensors). The gradients are the structural products G @ b.T and a.T @ G, CSR tensors of
+    their own patterns (not a's or b's), G being the gradient at the result's places: as
+    torch's."""
+
+    def forward(self, a, b):
+        self.a, self.b, self.out = a, b, _c.spgemm(a, b)[0]
+        return self.out
+
+    def backward(self, g):
+        G = self.out.with_values(_c.gather(g, self.out))  # noqa: N806
+
+        def as_csr(x):  # the transpose (CSC) of a CSR operand, as CSR
+            return _c.assemble(_c.elements(x.transpose((1, 0))), "sparse_csr",
+                               index_dtype=x.compressed.dtype)[0]
+        ga = _c.spgemm(G, as_csr(self.b))[0] if input_needed(self, 0) else None
+        gb = _c.spgemm(as_csr(self.a), G)[0] if input_needed(self, 1) else None
+        return ga, gb
+
+    def graph_backward(self, g, out):
+        a, b = self.inputs
+        G = CompressedFromValues.apply(CompressedGather.apply(g, pattern=self.out),  # noqa: N806
+                                       pattern=self.out)
+        ga = gb = None
+        if input_needed(self, 0):
+            ga = SparseSparseMM.apply(G, b.t().to_sparse_csr())
+        if input_needed(self, 1):
+            gb = SparseSparseMM.apply(a.t().to_sparse_csr(), G)
+        return ga, gb
+
+    def name(self):
+        return "MmBackward"
+
+
+def _sparse_sparse_mm(a, b, name):
+    for t in (a, b):
+        if t.data.layout != "sparse_csr" or t.ndim != 2:
+            raise NotImplementedError(f"{name}: of two sparse compressed tensors only 2-D CSR "
+                                      f"@ CSR is supported, got {_layout_name(a)} "
+                                      f"{tuple(a.shape)} and {_layout_name(b)} {tuple(b.shape)}")
+    if a.shape[1] != b.shape[0]:
+        raise BadArgumentError(f"{name}: mat1 and mat2 shapes cannot be multiplied "
+                               f"({a.shape[0]}x{a.shape[1]} and {b.shape[0]}x{b.shape[1]})")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{name}: expected mat1 and mat2 to have the same dtype, but got: "
+                        f"{a.dtype} != {b.dtype}")
+    return SparseSparseMM.apply(a, b)
+
+
 def _matmul_form(a, b):
+    if _is_compressed(a) and _is_compressed(b):
+        return _sparse_sparse_mm(a, b, "mm")
     if _is_compressed(a) and not _is_compressed(b) and type(b.data) is not SparseCOO:
         return _compressed_mm(a, b, False, "mm")
     if _is_compressed(b) and not _is_compressed(a) and type(a.data) is not SparseCOO:

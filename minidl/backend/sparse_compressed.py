@@ -401,3 +401,29 @@ def sampled(a, m1, m2):
     """(m1 @ m2) at a's stored scalars, in the shape of a.values."""
     el = elements(a)
     return (m1[el.rows] * m2[:, el.cols].T).sum(axis=-1).reshape(a.values.shape)
+
+
+def spgemm(a, b):
+    """CSR (n, k) @ CSR (k, m) -> CSR (n, m) on the structural pattern (every (i, k) that
+    some a[i, j] * b[j, k] reaches, explicit zeros kept; columns sorted in each row), and
+    the map of the products: ``a_entry``, ``b_entry`` of each product and ``inverse``, its
+    place in the result (the products found by a search of a sorted array, not repeated by
+    counts: CuPy has no such repeat)."""
+    xp = get_array_module(a.values)
+    ea = elements(a)
+    j = ea.cols
+    crow = b.compressed.astype(xp.int64)
+    start, count = crow[j], crow[j + 1] - crow[j]
+    ends = xp.cumsum(count)
+    total = int(ends[-1]) if len(ends) else 0
+    p = xp.arange(total, dtype=xp.int64)
+    a_entry = xp.searchsorted(ends, p, side="right")
+    b_entry = start[a_entry] + p - (ends[a_entry] - count[a_entry])
+    va = ea.flat[ea.src]
+    prods = va[a_entry] * b.values[b_entry]
+    cols = b.plain.astype(xp.int64)[b_entry]
+    el = Elements(xp.zeros(total, dtype=xp.int64), ea.rows[a_entry], cols,
+                  xp.arange(total, dtype=xp.int64), prods, (), (a.shape[0], b.shape[1]), ())
+    merged, inverse = merge(el)
+    out = assemble(merged, "sparse_csr", index_dtype=a.compressed.dtype)[0]
+    return out, a_entry, b_entry, inverse
