@@ -194,6 +194,14 @@ from .sparse import layout, sparse_coo, sparse_coo_tensor, strided  # noqa: E402
 from .sparse import hspmm, smm  # noqa: E402
 
 __all__ += ["sparse_coo_tensor", "layout", "sparse_coo", "strided", "smm", "hspmm"]
+# the compressed layouts (CSR, CSC, BSR, BSC) and their constructors
+from .sparse_compressed import (  # noqa: E402
+    sparse_bsc, sparse_bsc_tensor, sparse_bsr, sparse_bsr_tensor, sparse_compressed_tensor,
+    sparse_csc, sparse_csc_tensor, sparse_csr, sparse_csr_tensor)
+
+__all__ += ["sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc", "sparse_csr_tensor",
+            "sparse_csc_tensor", "sparse_bsr_tensor", "sparse_bsc_tensor",
+            "sparse_compressed_tensor"]
 from . import ao  # noqa: E402  (minidl.ao.quantization, as torch.ao.quantization)
 import sys as _sys  # noqa: E402
 

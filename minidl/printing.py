@@ -203,3 +203,31 @@ def sparse_repr(data, grad_fn_name, requires_grad, options) -> str:
         suffixes.append("requires_grad=True")
     text += ",\n" + " " * indent + f"size={tuple(data.shape)}"
     return _with_suffixes(text, suffixes, indent, options["linewidth"])
+
+
+def compressed_repr(data, grad_fn_name, requires_grad, options) -> str:
+    """A sparse compressed (CSR, CSC, BSR, BSC) tensor as torch prints one: its compressed
+    and plain indices and values, each on a line of its own, then size, nnz, the dtype where
+    it is not a default one, the layout and the autograd suffix."""
+    from .backend import to_numpy
+    from .backend.sparse_compressed import NAMES
+
+    indent = len(PREFIX)
+    comp_name, plain_name = NAMES[data.layout]
+    parts = [(comp_name, to_numpy(data.compressed)), (plain_name, to_numpy(data.plain)),
+             ("values", to_numpy(data.values))]
+    lines = []
+    for name, array in parts:
+        head = f"{name}=tensor("
+        lines.append(head + _array_text(array, indent + len(head), options) + ")")
+    text = "tensor(" + (",\n" + " " * indent).join(lines)
+    suffixes = [f"size={tuple(data.shape)}", f"nnz={data.nnz}"]
+    dtype = parts[2][1].dtype
+    if dtype not in (default_float(), default_complex(), np.int64, np.bool_):
+        suffixes.append(f"dtype=minidl.{'bool' if dtype.kind == 'b' else dtype.name}")
+    suffixes.append(f"layout=minidl.{data.layout}")
+    if grad_fn_name is not None:
+        suffixes.append(f"grad_fn=<{grad_fn_name}>")
+    elif requires_grad:
+        suffixes.append("requires_grad=True")
+    return _with_suffixes(text, suffixes, indent, options["linewidth"])

@@ -74,6 +74,26 @@ def _is_sparse(t):
     return type(t.data) is SparseCOO
 
 
+def _is_compressed(t):
+    from .backend.sparse_compressed import SparseCompressed
+
+    return type(t.data) is SparseCompressed
+
+
+def _compressed_tensor(layout, compressed, plain, values, shape):
+    """A sparse compressed tensor read from a file, its invariants checked (the
+    constructor's checks: a damaged file cannot make an index point outside the shape)."""
+    from . import sparse_compressed
+    from .tensor import Tensor
+
+    lay = getattr(sparse_compressed, str(layout), None)
+    if str(layout) not in ("sparse_csr", "sparse_csc", "sparse_bsr", "sparse_bsc"):
+        raise ValueError(f"unknown sparse layout {layout!r}")
+    return sparse_compressed.sparse_compressed_tensor(
+        Tensor(np.asarray(compressed)), Tensor(np.asarray(plain)), Tensor(np.asarray(values)),
+        tuple(int(n) for n in shape), layout=lay)
+
+
 def _is_quantized(value):
     """A minidl quantized tensor (ao.quantization.QTensor)."""
     from .ao.quantization.qtensor import QTensor
@@ -308,6 +328,15 @@ class _Writer:
             return {"qdtype": value.name}
         if _is_dtype(value, where):  # minidl.float16 & co as values (a torch file's dtypes)
             return {"dtype_value": value.name}
+        if isinstance(value, Tensor) and _is_compressed(value):  # CSR & co: their parts
+            data = value.data
+            node = {"compressed": {
+                "layout": data.layout, "shape": list(data.shape),
+                **{k: self.node(Tensor(getattr(data, k)), path + [k])
+                   for k in ("compressed", "plain", "values")}}}
+            if value.requires_grad:
+                node["requires_grad"] = True
+            return node
         if isinstance(value, Tensor) and _is_sparse(value):  # indices, values, shape
             data = value.data
             node = {"sparse": {"indices": self.node(Tensor(data.indices), path + ["indices"]),
@@ -497,6 +526,23 @@ class _TorchPickle:
         self.out += pickle.NEWTRUE if data.coalesced else pickle.NEWFALSE
         self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
 
+    def write_compressed(self, value, where):
+        """torch._utils._rebuild_sparse_tensor(layout, (compressed_indices, plain_indices,
+        values, size)), as torch.save writes a CSR, CSC, BSR or BSC tensor."""
+        from .tensor import Tensor
+
+        data = value.data
+        self.write_global("torch._utils", "_rebuild_sparse_tensor")
+        self.write_global("torch.serialization", "_get_layout")
+        self.write_str(f"torch.{data.layout}")
+        self.out += pickle.TUPLE1 + pickle.REDUCE + pickle.MARK
+        for part in ("compressed", "plain", "values"):
+            self.write_tensor(Tensor(getattr(data, part)), f"{where}/{part}")
+        self.write_global("torch", "Size")
+        self.write_ints(data.shape, where)
+        self.out += pickle.TUPLE1 + pickle.REDUCE
+        self.out += pickle.TUPLE + pickle.TUPLE2 + pickle.REDUCE
+
     def write_qtensor(self, value, where):
         """torch._utils._rebuild_qtensor(storage, offset, size, stride, quantizer params,
         requires_grad, hooks), the integers in a QInt8/QUInt8/QInt32 storage and the params
@@ -559,6 +605,8 @@ class _TorchPickle:
         # numpy scalars first: np.float64 is a float, but it is saved as a 0-d tensor
         elif isinstance(value, Tensor) and _is_sparse(value):
             self.write_sparse(value, where)
+        elif isinstance(value, Tensor) and _is_compressed(value):
+            self.write_compressed(value, where)
         elif isinstance(value, (Tensor, np.ndarray, np.generic)) \
                 or type(value).__module__.startswith("cupy"):
             self.write_tensor(value, where)
@@ -831,7 +879,7 @@ def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
-    from .torch_file import LoadedQTensor, LoadedSparse, LoadedTensor, _DType
+    from .torch_file import LoadedCompressed, LoadedQTensor, LoadedSparse, LoadedTensor, _DType
 
     if isinstance(obj, LoadedQTensor):  # quantized tensors live on the host
         from .ao.quantization.qtensor import qtensor_from_parts
@@ -840,6 +888,9 @@ def _torch_tensors(obj, device):
                                   "a quantized tensor of the checkpoint")
     if isinstance(obj, LoadedSparse):
         return _placed(_sparse_tensor(obj.indices, obj.values, obj.shape, obj.coalesced), device)
+    if isinstance(obj, LoadedCompressed):
+        return _placed(_compressed_tensor(obj.layout, obj.compressed, obj.plain, obj.values,
+                                          obj.shape), device)
     if isinstance(obj, LoadedTensor):  # its dtype (bfloat16 too) and requires_grad, as torch's
         t = _placed(Tensor(obj.array), device)
         return t.requires_grad_(True) if obj.requires_grad and t._ctx is None else t
@@ -910,6 +961,12 @@ class _Reader:
 
             name = str(device(node["device"]))  # checked: an unknown name raises
             return DeviceName(name) if node.get("name") else device(name)
+        if "compressed" in node:
+            part = node["compressed"]
+            arrays = [self._array(part[k]["tensor"], part[k])
+                      for k in ("compressed", "plain", "values")]
+            t = _placed(_compressed_tensor(part["layout"], *arrays, part["shape"]), self.device)
+            return t.requires_grad_(True) if node.get("requires_grad") else t
         if "sparse" in node:
             part = node["sparse"]
             arrays = [self._array(part[k]["tensor"], part[k]) for k in ("indices", "values")]

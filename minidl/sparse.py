@@ -23,12 +23,18 @@ from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
 from .backend.dtypes import default_float, is_floating
 from .backend import sparse as _k
-from .backend.sparse import SparseCOO
+from .backend.sparse import SparseArray, SparseCOO
+from .backend.sparse_compressed import SparseCompressed, torch_layout_name
 from .ops import BadArgumentError, Clone, Div, MatMul, Mul
 from .products import _scaled_sum
 from .tensor import Tensor
 
-__all__ = ["mm", "addmm", "sum", "softmax", "log_softmax", "smm", "hspmm"]
+__all__ = ["mm", "addmm", "sum", "softmax", "log_softmax", "smm", "hspmm", "sampled_addmm",
+           "check_sparse_tensor_invariants"]
+
+# the compressed layouts (minidl.sparse_compressed, which builds on this module) register
+# their forms of mm, addmm and sampled_addmm here
+compressed_forms = {}
 
 
 class layout:
@@ -54,9 +60,65 @@ def _is_sparse(t):
     return isinstance(t, Tensor) and type(t.data) is SparseCOO
 
 
+def _is_compressed(t):
+    return isinstance(t, Tensor) and type(t.data) is SparseCompressed
+
+
+def sampled_addmm(input, mat1, mat2, *, beta=1.0, alpha=1.0, out=None):
+    """torch.sparse.sampled_addmm: beta * input + alpha * (mat1 @ mat2) at the pattern of
+    input, a CSR tensor (minidl.sparse_compressed)."""
+    return compressed_forms["sampled_addmm"](input, mat1, mat2, beta=beta, alpha=alpha,
+                                             out=out)
+
+
+class check_sparse_tensor_invariants:  # noqa: N801  (torch's name)
+    """torch.sparse.check_sparse_tensor_invariants: a context manager (and decorator) that
+    asks sparse constructors to check their invariants. minidl checks them always (no sparse
+    tensor of minidl is unchecked), so this only keeps the flag that ``is_enabled`` reads."""
+
+    _enabled = False
+
+    def __init__(self, enable=True):
+        self.state = bool(enable)
+        self.saved = None
+
+    @staticmethod
+    def is_enabled():
+        return check_sparse_tensor_invariants._enabled
+
+    @staticmethod
+    def enable():
+        check_sparse_tensor_invariants._enabled = True
+
+    @staticmethod
+    def disable():
+        check_sparse_tensor_invariants._enabled = False
+
+    def __enter__(self):
+        self.saved = check_sparse_tensor_invariants._enabled
+        check_sparse_tensor_invariants._enabled = self.state
+        return self
+
+    def __exit__(self, *exc):
+        check_sparse_tensor_invariants._enabled = self.saved
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def checked(*args, **kwargs):
+            with check_sparse_tensor_invariants(self.state):
+                return fn(*args, **kwargs)
+        return checked
+
+
 def _need_sparse(name, t):
     if not isinstance(t, Tensor):
         raise TypeError(f"{name}: expected a Tensor, got {type(t).__name__}")
+    if type(t.data) is SparseCompressed:  # torch's words for a compressed one
+        raise BadArgumentError(f"{name}: expected sparse coordinate tensor layout but got "
+                               f"{torch_layout_name(t.data.layout)}")
     if type(t.data) is not SparseCOO:
         raise BadArgumentError(f"{name}: expected a sparse COO tensor (layout "
                                f"minidl.sparse_coo), got a strided one of shape {t.shape}")
@@ -285,7 +347,7 @@ class Scale(Function):
             return g / self.factor if self.divide else g * self.factor
 
     def backward(self, g):
-        if type(g) is SparseCOO:
+        if isinstance(g, SparseArray):
             return g.with_values(self._scaled(g.values))
         return self._scaled(g)
 
@@ -476,6 +538,8 @@ def _check_mm(name, a, b):
 def mm(mat1, mat2, reduce="sum"):
     """torch.sparse.mm: sparse (n, k) @ dense (k, m) -> dense (n, m); mat1's gradient is
     sparse, on its coalesced pattern."""
+    if _is_compressed(mat1):
+        return compressed_forms["mm"](mat1, mat2, reduce)
     if reduce != "sum":
         raise NotImplementedError(f"sparse.mm: only reduce='sum' is supported, got {reduce!r}")
     _check_mm("sparse.mm", mat1, mat2)
@@ -485,6 +549,8 @@ def mm(mat1, mat2, reduce="sum"):
 def addmm(mat, mat1, mat2, *, beta=1.0, alpha=1.0):
     """torch.sparse.addmm: beta * mat + alpha * (mat1 @ mat2), mat1 sparse (gradient as
     sparse.mm's)."""
+    if _is_compressed(mat1):
+        return compressed_forms["addmm"](mat, mat1, mat2, beta=beta, alpha=alpha)
     _check_mm("sparse.addmm", mat1, mat2)
     # beta = 0: mat is not read (its NaN does not reach the result), as torch's addmm
     return _scaled_sum(mat, SparseMM.apply(mat1, mat2, masked=True), beta, alpha)
@@ -643,6 +709,11 @@ class SparseSoftmax(Function):
 
 
 def _softmax(name, input, dim, dtype, log):
+    if _is_compressed(input):  # torch has none for a compressed layout
+        raise NotImplementedError(f"{name}: not supported for layout "
+                                  f"{torch_layout_name(input.data.layout)} (torch has no "
+                                  "softmax of a compressed sparse tensor); convert with "
+                                  ".to_sparse() or .to_dense() first")
     data = _need_sparse(name, input)
     (d,) = _dims(name, dim, data.ndim)
     if dtype is not None:

@@ -17,6 +17,7 @@ from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this 
 )
 from .backend import device_of, get_array_module, normalize_device
 from .backend.sparse import SparseCOO, SparseLayoutError
+from .backend.sparse_compressed import SparseCompressed
 from .backend.dtypes import (
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
     is_differentiable, is_floating, is_real_number, promote_types, scalar_dtype,
@@ -123,7 +124,7 @@ class Tensor:
         elif device is None and type(data) is _cuda_array_type() and not more:
             xp = backend.cupy_module()  # likewise for an array on the GPU
             self.data = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
-        elif type(data) is SparseCOO and not more:  # a sparse tensor (minidl.sparse); device:
+        elif type(data) in (SparseCOO, SparseCompressed) and not more:  # a sparse tensor; device:
             self.data = data if dtype is None else data.astype(dtype, copy=False)  # its values'
         else:
             data, requires_grad, dtype, device = _legacy_arguments(data, requires_grad, dtype,
@@ -286,11 +287,13 @@ class Tensor:
         dtype where it is not the default for its kind (the default float dtype, int64, bool),
         then the device, and the op that made it (``grad_fn=<MulBackward>``) or
         ``requires_grad=True`` on a leaf."""
-        from .printing import sparse_repr, tensor_repr
+        from .printing import compressed_repr, sparse_repr, tensor_repr
 
         grad_fn = None if self._ctx is None else self._ctx.name()
         if type(self.data) is SparseCOO:
             return sparse_repr(self.data, grad_fn, self.requires_grad, PRINT_OPTIONS)
+        if type(self.data) is SparseCompressed:
+            return compressed_repr(self.data, grad_fn, self.requires_grad, PRINT_OPTIONS)
         device = self.device
         if device != "cpu":  # torch names the GPU's index: device='cuda:0'
             device = f"{device}:{getattr(getattr(self.data, 'device', None), 'id', 0)}"
@@ -1386,8 +1389,8 @@ def check_in_place_result(name, have, want, shape=None, result_shape=None):
 def _check_writable(t, name):
     """Refuse an in-place write outside the graph into ``t``'s array where it cannot take one:
     a sparse tensor (named, not NumPy's "flags: not supported"), or a read-only array."""
-    if type(t.data) is SparseCOO:
-        raise SparseLayoutError(name)
+    if type(t.data) in (SparseCOO, SparseCompressed):
+        raise SparseLayoutError(name, t.data.layout)
     if type(t.data) is np.ndarray and not t.data.flags.writeable:
         raise ValueError(f"{name}: this tensor's array (shape {t.shape}) is read-only")
 
@@ -1846,8 +1849,9 @@ def _inplace_on_view(t, other, name, out_of_place):
             ".clone() of the leaf, or update it inside `with minidl.no_grad():`")
     b_data = base.data
     xp = get_array_module(b_data)
-    if type(b_data) is SparseCOO or type(t.data) is SparseCOO:
-        raise SparseLayoutError(name)
+    if type(b_data) in (SparseCOO, SparseCompressed) or type(t.data) in (SparseCOO,
+                                                                        SparseCompressed):
+        raise SparseLayoutError(name, getattr(t.data, "layout", "sparse_coo"))
     if xp is np and not b_data.flags.writeable:
         raise ValueError(f"{name}: the base array (shape {base.shape}) of this view is read-only")
     tracked = [w for w in (r() for r in base.__dict__.get("_views", ())) if w is not None]
@@ -2053,8 +2057,10 @@ def _accumulate(node, g, handed_out):
     if isinstance(g, Tensor):
         node.grad = Clone.apply(g) if held is None else held + g
         return
-    if held is not None and (type(g) is SparseCOO or type(held.data) is SparseCOO):
-        if type(g) is type(held.data) and g.sparse_dim == held.data.sparse_dim:
+    if held is not None and (type(g) in (SparseCOO, SparseCompressed)
+                             or type(held.data) in (SparseCOO, SparseCompressed)):
+        if type(g) is type(held.data) and g.sparse_dim == held.data.sparse_dim and (
+                type(g) is SparseCOO or g.layout == held.data.layout):
             held.data += g  # in place, as torch's: the new entries appended
         else:
             node.grad = Tensor(_sum_gradients(held.data, g))  # as torch's: dense where one is
@@ -2228,13 +2234,19 @@ def _sum_gradients(a, b):
     of both, as torch's), dense otherwise."""
     from .backend import sparse
 
+    from .backend import sparse_compressed
+
     if type(a) is SparseCOO and type(b) is SparseCOO:
         if a.shape != b.shape:
             raise RuntimeError(f"gradients of shapes {a.shape} and {b.shape} for one tensor")
         if a.sparse_dim == b.sparse_dim:
             return sparse.add(a, b)
+    if type(a) is SparseCompressed and type(b) is SparseCompressed and a.layout == b.layout:
+        return sparse_compressed.add(a, b)
     a = sparse.to_dense(a) if type(a) is SparseCOO else a
     b = sparse.to_dense(b) if type(b) is SparseCOO else b
+    a = sparse_compressed.to_dense(a) if type(a) is SparseCompressed else a
+    b = sparse_compressed.to_dense(b) if type(b) is SparseCompressed else b
     return a + b
 
 

@@ -205,15 +205,28 @@ class LoadedSparse(NamedTuple):
     coalesced: bool
 
 
+class LoadedCompressed(NamedTuple):
+    """A sparse compressed (CSR, CSC, BSR, BSC) tensor of the file: its layout's name and
+    parts (its invariants are checked where it becomes a Tensor)."""
+    layout: str
+    compressed: np.ndarray
+    plain: np.ndarray
+    values: np.ndarray
+    shape: tuple
+
+
 class _Layout(NamedTuple):
     name: str
 
 
+_COMPRESSED = ("torch.sparse_csr", "torch.sparse_csc", "torch.sparse_bsr", "torch.sparse_bsc")
+
+
 def _get_layout(name):
-    """Stand-in for torch.serialization._get_layout: only the sparse COO layout is read."""
-    if name != "torch.sparse_coo":
-        raise pickle.UnpicklingError(f"tensors of layout {name!r} are not supported (sparse COO "
-                                     "and dense ones are)")
+    """Stand-in for torch.serialization._get_layout: the sparse layouts are read."""
+    if name != "torch.sparse_coo" and name not in _COMPRESSED:
+        raise pickle.UnpicklingError(f"tensors of layout {name!r} are not supported (sparse COO, "
+                                     "CSR, CSC, BSR, BSC and dense ones are)")
     return _Layout(name)
 
 
@@ -234,6 +247,13 @@ def _rebuild_device(type, index=None):  # noqa: A002  (torch.device's pickle: ("
 def _rebuild_sparse_kept(layout, data):
     """Stand-in for torch._utils._rebuild_sparse_tensor (layout, (indices, values, size[,
     is_coalesced]))."""
+    if isinstance(layout, _Layout) and layout.name in _COMPRESSED:
+        if not isinstance(data, tuple) or len(data) != 4 or not all(
+                isinstance(t, LoadedTensor) for t in data[:3]):
+            raise pickle.UnpicklingError("_rebuild_sparse_tensor: expected (compressed_indices, "
+                                         "plain_indices, values, size) for a compressed layout")
+        return LoadedCompressed(layout.name[len("torch."):], data[0].array, data[1].array,
+                                data[2].array, _rebuild_size(data[3]))
     if not isinstance(layout, _Layout) or not isinstance(data, tuple) or len(data) not in (3, 4):
         raise pickle.UnpicklingError("_rebuild_sparse_tensor: expected the sparse COO layout and "
                                      "(indices, values, size[, is_coalesced])")

@@ -17,7 +17,7 @@ import numpy as _np
 
 from ..backend import cupy_module, get_array_module, translated_oom
 from ..backend.dtypes import is_differentiable, is_floating
-from ..backend.sparse import SparseCOO, SparseLayoutError
+from ..backend.sparse import SparseArray, SparseLayoutError, layout_words
 
 _grad_enabled = True
 # How many in-place changes of tensors there have been (Tensor.__iadd__, optimizer steps,
@@ -532,8 +532,8 @@ class Function:
                     edges.append(t if t.requires_grad else None)
                 else:
                     d = t.data
-                    edges.append(t if type(d) is SparseCOO else
-                                 (_weakref.ref(t), ctx, d.shape, d.dtype, type(d)))
+                    edges.append(t if type(d) is not _np.ndarray and isinstance(d, SparseArray)
+                                 else (_weakref.ref(t), ctx, d.shape, d.dtype, type(d)))
             self.edges = tuple(edges)
         self.saved, self.inputs, self.freed, self.lost = (), (), True, lost
 
@@ -656,7 +656,7 @@ def _on_sparse(cls, tensors, kwargs, exc):
     if form is None:
         op = cls.__name__
         raise NotImplementedError(
-            f"{op}: not supported for sparse COO tensors (layout minidl.sparse_coo); "
+            f"{op}: not supported for {layout_words(exc.layout)}; "
             f"convert with .to_dense() first ({exc.what})") from None
     return form(*tensors, **kwargs)
 

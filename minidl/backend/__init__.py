@@ -78,7 +78,7 @@ def device_of(array) -> str:
     if cp is not None:
         if isinstance(array, cp.ndarray):
             return CUDA_DEVICE
-        if type(array) is _SparseCOO:  # a sparse tensor's: where its values are
+        if isinstance(array, _SparseArray):  # a sparse tensor's: where its values are
             return device_of(array.values)
     return CPU_DEVICE
 
@@ -513,4 +513,4 @@ def kernels(xp):
     _kernel_sets[xp] = ks
     return ks
 
-from .sparse import SparseCOO as _SparseCOO  # noqa: E402  (sparse arrays, for device_of)
+from .sparse import SparseArray as _SparseArray  # noqa: E402  (sparse arrays, for device_of)

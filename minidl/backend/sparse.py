@@ -19,19 +19,51 @@ from . import get_array_module
 
 
 class SparseLayoutError(NotImplementedError):
-    """A dense-array operation was asked of a sparse COO array."""
+    """A dense-array operation was asked of a sparse array (COO, or a compressed one)."""
 
-    def __init__(self, what):
-        self.what = what
-        super().__init__(f"{what}: not supported for sparse COO tensors (layout "
-                         "minidl.sparse_coo); convert with .to_dense() first")
+    def __init__(self, what, layout="sparse_coo"):
+        self.what, self.layout = what, layout
+        super().__init__(f"{what}: not supported for {layout_words(layout)}; convert with "
+                         ".to_dense() first")
 
 
-class SparseCOO:
+def layout_words(layout):
+    """``sparse COO tensors (layout minidl.sparse_coo)``, for the errors that name a layout."""
+    return f"sparse {layout[len('sparse_'):].upper()} tensors (layout minidl.{layout})"
+
+
+class SparseArray:
+    """What a sparse array (SparseCOO, backend.sparse_compressed.SparseCompressed) refuses:
+    every dense-array operation it does not define raises SparseLayoutError naming it."""
+
+    __slots__ = ()
+    layout = "sparse_coo"
+    base = None  # never a view of another array (the backward engine asks)
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise SparseLayoutError(name, self.layout)
+
+    def __array__(self, dtype=None, copy=None):
+        raise SparseLayoutError("conversion to a numpy array", self.layout)
+
+    def __array_ufunc__(self, ufunc, method, *args, **kwargs):
+        raise SparseLayoutError(ufunc.__name__, self.layout)
+
+    def __array_function__(self, func, types, args, kwargs):
+        raise SparseLayoutError(func.__name__, self.layout)
+
+    def __len__(self):  # len() of a sparse tensor: its first dim, as torch's
+        return self.shape[0]
+
+    __hash__ = object.__hash__  # __eq__ is refused below; identity still hashes
+
+
+class SparseCOO(SparseArray):
     """indices (sparse_dim, nnz) int64, values (nnz, *dense dims), the shape; see the module."""
 
     __slots__ = ("indices", "values", "shape", "coalesced")
-    base = None  # never a view of another array (the backward engine asks)
 
     def __init__(self, indices, values, shape, coalesced=False):
         self.indices, self.values = indices, values
@@ -99,30 +131,10 @@ class SparseCOO:
             return self
         return SparseCOO(self.indices[::-1].copy(), self.values, self.shape[::-1])
 
-    # ---- everything else an array does: refused, naming what was asked ------------------
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        raise SparseLayoutError(name)
-
-    def __array__(self, dtype=None, copy=None):
-        raise SparseLayoutError("conversion to a numpy array")
-
-    def __array_ufunc__(self, ufunc, method, *args, **kwargs):
-        raise SparseLayoutError(ufunc.__name__)
-
-    def __array_function__(self, func, types, args, kwargs):
-        raise SparseLayoutError(func.__name__)
-
-    def __len__(self):  # len() of a sparse tensor: its first dim, as torch's
-        return self.shape[0]
-
-    __hash__ = object.__hash__  # __eq__ is refused below; identity still hashes
-
 
 def _refusing(op):
     def refuse(self, *args, **kwargs):
-        raise SparseLayoutError(op)
+        raise SparseLayoutError(op, self.layout)
     refuse.__name__ = op
     return refuse
 
@@ -134,7 +146,7 @@ for _dunder, _op in {
         "__ge__": ">=", "__abs__": "abs", "__sub__": "-", "__rsub__": "-", "__radd__": "+",
         "__mul__": "*", "__rmul__": "*", "__truediv__": "/", "__rtruediv__": "/",
         "__pow__": "**", "__matmul__": "@", "__rmatmul__": "@"}.items():
-    setattr(SparseCOO, _dunder, _refusing(_op))
+    setattr(SparseArray, _dunder, _refusing(_op))
 
 
 def is_sparse(array):
