@@ -16,7 +16,7 @@ from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this 
     DimError, Function, autocast_hook, root_array, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
 )
 from .backend import device_of, get_array_module, normalize_device
-from .backend.sparse import SparseCOO, SparseLayoutError
+from .backend.sparse import SparseArray, SparseCOO, SparseLayoutError
 from .backend.sparse_compressed import SparseCompressed
 from .backend.dtypes import (
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
@@ -1181,7 +1181,8 @@ def _scaled(other, alpha):
     if alpha == 1:
         return other
     if isinstance(other, Tensor) and other.data.dtype in (np.float32, np.float64) and \
-            is_real_number(alpha) and not isinstance(alpha, (bool, np.bool_)):
+            not isinstance(other.data, SparseArray) and is_real_number(alpha) and \
+            not isinstance(alpha, (bool, np.bool_)):
         return ops.ScaleBy.apply(other, factor=float(alpha))
     return other * alpha
 
