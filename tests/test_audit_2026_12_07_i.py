@@ -116,10 +116,22 @@ def test_per_channel_observer_names_a_changed_channel_count_and_keeps_its_state(
         mq.PerChannelMinMaxObserver(ch_axis=1)(minidl.tensor([1.0, 2.0]))
 
 
-def test_per_channel_float_qparams_refusal_says_what_is_unsupported():
-    with pytest.raises(NotImplementedError, match="not supported") as info:
-        mq.PerChannelMinMaxObserver(qscheme=minidl.per_channel_affine_float_qparams)
-    assert "not per-channel" not in str(info.value)
+def test_per_channel_float_qparams_observer_gives_torchs_qparams():
+    # (this audit had it refused with a clear message; weight-only quantized embeddings, added
+    # later, need it: float scales and zero points per channel, as torch's)
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
+    m = mq.PerChannelMinMaxObserver(qscheme=minidl.per_channel_affine_float_qparams,
+                                    dtype=minidl.quint8, ch_axis=0)
+    m(minidl.tensor(x))
+    scale, zero_point = m.calculate_qparams()
+    assert zero_point.dtype == minidl.float32
+    torch = pytest.importorskip("torch")
+    o = torch.ao.quantization.PerChannelMinMaxObserver(
+        qscheme=torch.per_channel_affine_float_qparams, dtype=torch.quint8, ch_axis=0)
+    o(torch.tensor(x))
+    ts, tz = o.calculate_qparams()
+    np.testing.assert_allclose(scale.numpy(), ts.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(zero_point.numpy(), tz.numpy(), rtol=1e-6)
 
 
 # ---- quantize_dynamic ----------------------------------------------------------------------
