@@ -138,6 +138,9 @@ for _name, _op in {"neg": operator.neg, "pos": operator.pos, "invert": operator.
 
 
 # ---- patching --------------------------------------------------------------------------------------
+_MISSING = object()
+
+
 class _Patcher:
     def __init__(self):
         self.saved = []
@@ -147,14 +150,17 @@ class _Patcher:
         setattr(obj, name, new)
 
     def patch_dict(self, d, name, new):
-        self.saved.append((d, name, d[name]))
+        self.saved.append((d, name, d.get(name, _MISSING)))
         d[name] = new
 
     def restore(self):
         while self.saved:
             obj, name, old = self.saved.pop()
             if isinstance(obj, dict):
-                obj[name] = old
+                if old is _MISSING:
+                    del obj[name]
+                else:
+                    obj[name] = old
             else:
                 setattr(obj, name, old)
 
@@ -362,8 +368,7 @@ class Tracer:
         for modname in _WRAPPED_MODULES:
             mod = importlib.import_module(modname)
             for name, value in list(vars(mod).items()):
-                if name.startswith("_") or isinstance(value, type) or not callable(value) \
-                        or inspect.ismodule(value) or name in ("fx",):
+                if name.startswith("_") or not inspect.isroutine(value):
                     continue
                 patcher.patch_dict(vars(mod), name, wrapper_of(value))
         for g, name in _wrapped_globals:
@@ -373,7 +378,7 @@ class Tracer:
                 patcher.patch_dict(g, name, wrapper_of(getattr(builtins, name)))
         for mod in self.autowrap_modules:  # math.sqrt(proxy) and ``from math import sqrt``
             for name, value in list(vars(mod).items()):
-                if not name.startswith("_") and callable(value) and not isinstance(value, type):
+                if not name.startswith("_") and inspect.isroutine(value):
                     patcher.patch(mod, name, wrapper_of(value))
             g = getattr(self, "_fn_globals", {})
             for name, value in list(g.items()):

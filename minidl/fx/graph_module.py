@@ -127,6 +127,50 @@ class GraphModule(Module):
             cls.forward = globals_["forward"]
         return python_code
 
+    # ---- submodules the graph calls ----------------------------------------------------------
+    def add_submodule(self, target, m):
+        """Installs ``m`` at the dotted path ``target`` (plain Modules made for the path); returns
+        False where a part of the path is not a Module."""
+        *prefix, field = target.split(".")
+        mod = self
+        for item in prefix:
+            sub = getattr(mod, item, None)
+            if sub is None:
+                sub = Module()
+                setattr(mod, item, sub)
+            if not isinstance(sub, Module):
+                return False
+            mod = sub
+        setattr(mod, field, m)
+        return True
+
+    def delete_submodule(self, target):
+        """Removes the submodule at ``target``; returns False where there is none."""
+        *prefix, field = target.split(".")
+        mod = self
+        for item in prefix:
+            mod = getattr(mod, item, None)
+            if not isinstance(mod, Module):
+                return False
+        if field not in mod.__dict__.get("_modules", {}):
+            return False
+        delattr(mod, field)
+        return True
+
+    def delete_all_unused_submodules(self):
+        """Removes every submodule that no call_module or get_attr node (nor their parents) uses."""
+        used = set()
+        for node in self.graph.nodes:
+            if node.op in ("call_module", "get_attr"):
+                parts = node.target.split(".")
+                used |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
+                if node.op == "call_module":
+                    used |= {f"{node.target}.{n}" for n, _ in self.get_submodule(node.target).named_modules()
+                             if n}
+        for name, _ in sorted(self.named_modules(), key=lambda nm: -nm[0].count(".")):
+            if name and name not in used:
+                self.delete_submodule(name)
+
     def print_readable(self, print_output=True):
         body = "\n".join("    " + line if line else "" for line in self.code.strip("\n").splitlines())
         out = f"class {type(self).__name__}(minidl.nn.Module):\n{body}\n"
