@@ -12,6 +12,8 @@ import minidl
 import minidl.fx as fx
 import minidl.nn as mnn
 import minidl.nn.functional as MF
+from minidl import cat as imported_cat
+from math import sqrt as imported_sqrt
 from minidl.fx.passes.shape_prop import ShapeProp
 
 
@@ -481,3 +483,16 @@ def test_unused_submodules_are_deleted():
     assert [n for n, _ in gm.named_children()] == ["fc1", "fc2", "fc3"]
     assert gm.add_submodule("extra.inner", mnn.ReLU()) and gm.delete_submodule("extra.inner")
     assert not gm.delete_submodule("nothing.here")
+
+
+def test_functions_imported_by_name_are_recorded_too():
+    def f(x):
+        return imported_cat([x, x], 0) / imported_sqrt(x.shape[0])
+
+    gm = fx.symbolic_trace(f)
+    assert [_name(n.target) for n in gm.graph.nodes if n.op == "call_function"] == \
+        ["cat", "getattr", "getitem", "sqrt", "truediv"]
+    assert imported_cat is minidl.cat and imported_sqrt is math.sqrt  # restored
+    assert "math.sqrt(getitem)" in gm.code
+    x = minidl.ones(4, 2)
+    np.testing.assert_allclose(gm(x).numpy(), np.full((8, 2), 0.5))

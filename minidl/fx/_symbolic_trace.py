@@ -300,6 +300,7 @@ class Tracer:
     def call_module(self, m, forward, args, kwargs):
         qualname = self.path_of_module(m)
         if not self.is_leaf_module(m, qualname):
+            self._patch_globals(getattr(type(m).forward, "__globals__", None))
             return forward(*args, **kwargs)
         return self.create_proxy("call_module", qualname, args, kwargs)
 
@@ -346,19 +347,32 @@ class Tracer:
         if concrete_args:
             raise TraceError(f"concrete_args names {sorted(concrete_args)}, which are not arguments of "
                              f"{getattr(fn, '__name__', fn)}")
-        self._fn_globals = getattr(fn, "__globals__", {})
-        patcher = _Patcher()
+        patcher = self._patcher = _Patcher()
         try:
             self._patch(patcher)
+            self._patch_globals(getattr(fn, "__globals__", None))
             result = fn(*self_arg, *args, **kwargs)
         finally:
             patcher.restore()
+            self._patcher = None
         self.create_node("output", "output", (self.create_arg(result),), {})
         return self.graph
 
+    def _patch_globals(self, g):
+        """A traced module's globals: ``from minidl import cat`` (or ``from math import sqrt``)
+        names the function itself, which the wrapper replaces there too while tracing."""
+        if g is None or id(g) in self._patched_globals or self._patcher is None:
+            return
+        self._patched_globals.add(id(g))
+        for name, value in list(g.items()):
+            if not name.startswith("__") and id(value) in self._wrappers \
+                    and self._wrappers[id(value)].__wrapped__ is value:
+                self._patcher.patch_dict(g, name, self._wrappers[id(value)])
+
     def _patch(self, patcher):
         tracer = self
-        wrappers = {}
+        wrappers = self._wrappers = {}
+        self._patched_globals = set()
 
         def wrapper_of(fn):
             if id(fn) not in wrappers:
@@ -376,14 +390,10 @@ class Tracer:
                 patcher.patch_dict(g, name, wrapper_of(g[name]))
             elif hasattr(builtins, name):
                 patcher.patch_dict(g, name, wrapper_of(getattr(builtins, name)))
-        for mod in self.autowrap_modules:  # math.sqrt(proxy) and ``from math import sqrt``
+        for mod in self.autowrap_modules:  # math.sqrt(proxy)
             for name, value in list(vars(mod).items()):
                 if not name.startswith("_") and inspect.isroutine(value):
                     patcher.patch(mod, name, wrapper_of(value))
-            g = getattr(self, "_fn_globals", {})
-            for name, value in list(g.items()):
-                if callable(value) and getattr(mod, getattr(value, "__name__", ""), None) is value:
-                    patcher.patch_dict(g, name, wrapper_of(value))
         for fn in self.autowrap_functions:
             g = fn.__globals__
             if g.get(fn.__name__) is fn:
