@@ -496,3 +496,18 @@ def test_functions_imported_by_name_are_recorded_too():
     assert "math.sqrt(getitem)" in gm.code
     x = minidl.ones(4, 2)
     np.testing.assert_allclose(gm(x).numpy(), np.full((8, 2), 0.5))
+
+
+def test_tensor_method_with_a_proxy_argument():
+    w = minidl.tensor([[1.0, 2.0], [3.0, 4.0]])
+
+    def f(x):
+        return w.matmul(x).add(x)
+
+    gm = fx.symbolic_trace(f)
+    assert [(n.op, _name(n.target)) for n in gm.graph.nodes] == [
+        ("placeholder", "x"), ("get_attr", "_tensor_constant0"), ("call_method", "matmul"),
+        ("call_method", "add"), ("output", "output")]
+    x = minidl.tensor([[1.0], [1.0]])
+    np.testing.assert_allclose(gm(x).numpy(), [[4.0], [8.0]])
+    assert not hasattr(minidl.Tensor.matmul, "__wrapped__")  # restored

@@ -209,6 +209,18 @@ def _tensor_op_wrapper(orig):
     return wrapped
 
 
+def _tensor_method_wrapper(name, orig):
+    def wrapped(self, *args, **kwargs):
+        proxy = _has_proxy(args, kwargs)
+        if proxy is not None:  # tensor.matmul(proxy): a call_method node on the tensor
+            return proxy.tracer.create_proxy("call_method", name, (self,) + args, kwargs)
+        return orig(self, *args, **kwargs)
+
+    wrapped.__wrapped__ = orig
+    wrapped.__name__ = name
+    return wrapped
+
+
 def _tensor_getitem_wrapper(orig):
     def wrapped(self, index):
         proxy = _has_proxy((index,), {})
@@ -417,6 +429,9 @@ class Tracer:
         for dunder in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
             if dunder in Tensor.__dict__:
                 patcher.patch(Tensor, dunder, _tensor_op_wrapper(Tensor.__dict__[dunder]))
+        for name, value in list(Tensor.__dict__.items()):
+            if not name.startswith("_") and inspect.isfunction(value):
+                patcher.patch(Tensor, name, _tensor_method_wrapper(name, value))
         patcher.patch(Tensor, "__getitem__", _tensor_getitem_wrapper(Tensor.__dict__["__getitem__"]))
 
 
