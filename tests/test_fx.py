@@ -511,3 +511,19 @@ def test_tensor_method_with_a_proxy_argument():
     x = minidl.tensor([[1.0], [1.0]])
     np.testing.assert_allclose(gm(x).numpy(), [[4.0], [8.0]])
     assert not hasattr(minidl.Tensor.matmul, "__wrapped__")  # restored
+
+
+def test_retrace_a_graph_module_and_placeholder_defaults():
+    m = make_models(minidl)["lenet"][0]().eval()
+    gm = fx.symbolic_trace(m)
+    again = fx.symbolic_trace(gm)
+    assert _ops(again.graph) == _ops(gm.graph)
+    x = minidl.randn(1, 1, 28, 28)
+    np.testing.assert_allclose(again(x).numpy(), m(x).numpy())
+
+    def f(x, scale=None):
+        return x * 2
+
+    g = fx.symbolic_trace(f)
+    assert "def forward(self, x, scale = None):" in g.code
+    assert fx.Transformer(g).transform().code == g.code

@@ -1,6 +1,7 @@
 """``Graph``: the ordered nodes of a traced program, and the Python source generated from them
 (torch.fx.Graph's meaning)."""
 import builtins
+import inspect
 import keyword
 import math
 import operator
@@ -153,11 +154,10 @@ class Graph:
         self._insert(n)
         return n
 
-    def placeholder(self, name, type_expr=None, default_value=None):
-        n = self.create_node("placeholder", name, type_expr=type_expr)
-        if default_value is not None:
-            n.args = (default_value,)
-        return n
+    def placeholder(self, name, type_expr=None, default_value=inspect.Signature.empty):
+        """An input of forward; ``default_value`` (when given) is its default."""
+        args = () if default_value is inspect.Signature.empty else (default_value,)
+        return self.create_node("placeholder", name, args, type_expr=type_expr)
 
     def get_attr(self, qualified_name, type_expr=None):
         return self.create_node("get_attr", qualified_name, type_expr=type_expr)
@@ -270,13 +270,13 @@ class Graph:
         def add_global(name_hint, obj):
             if id(obj) in gnames:
                 return gnames[id(obj)]
-            name = self._ns_global.create_name(name_hint)
+            name = ns_global.create_name(name_hint)
             globals_[name] = obj
             gnames[id(obj)] = name
             return name
 
-        self._ns_global = _Namespace()
-        self._ns_global.used |= {n.name for n in self._nodes} | {"inf", "nan"}
+        ns_global = _Namespace()
+        ns_global.used |= {n.name for n in self._nodes} | {"inf", "nan"}
 
         def fmt(a):
             if isinstance(a, Node):
@@ -311,7 +311,7 @@ class Graph:
             name = getattr(fn, "__name__", "")
             if module is not None and getattr(module, name, None) is fn and "." not in module.__name__:
                 alias = module.__name__
-                if globals_.get(alias, module) is module and alias not in self._ns_global.used:
+                if globals_.get(alias, module) is module and alias not in ns_global.used:
                     globals_[alias] = module
                     return f"{alias}.{name}"
             return add_global(getattr(fn, "__name__", "fn"), fn)

@@ -110,9 +110,8 @@ class Transformer(Interpreter):
         self.tracer._attr_cache = {}
 
     def placeholder(self, target, args, kwargs):
-        default = args if args else ()
-        return Proxy(self.new_graph.placeholder(target, default_value=default[0] if default else None),
-                     self.tracer)
+        node = self.new_graph.placeholder(target, *([None, args[0]] if args else []))
+        return Proxy(node, self.tracer)
 
     def get_attr(self, target, args, kwargs):
         return self.tracer.create_proxy("get_attr", target, args, kwargs)
