@@ -527,3 +527,9 @@ def test_retrace_a_graph_module_and_placeholder_defaults():
     g = fx.symbolic_trace(f)
     assert "def forward(self, x, scale = None):" in g.code
     assert fx.Transformer(g).transform().code == g.code
+
+
+def test_generated_code_reads_as_torch_fx():
+    torch, tm, mm, xs = _pair("shape")
+    want = torch.fx.symbolic_trace(tm).code.replace("torch.", "minidl.").strip()
+    assert fx.symbolic_trace(mm).code.strip() == want

@@ -320,9 +320,9 @@ class Graph:
         for node in self._nodes:
             for inp in node.all_input_nodes:
                 last_use[inp] = node
-        to_free = {}
-        for inp, user in last_use.items():
-            to_free.setdefault(user, []).append(inp)
+        to_free = {}  # freed after their last use, in the order the user's arguments name them
+        for node in self._nodes:
+            to_free[node] = [inp for inp in node.all_input_nodes if last_use[inp] is node]
 
         params, body = [], []
         for node in self._nodes:
@@ -354,6 +354,8 @@ class Graph:
                     rhs = f"{fn_ref(t)}({call_args(a, k)})"
             line = f"{node.name} = {rhs}"
             frees = [n.name for n in to_free.get(node, ()) if n is not node]
+            if not node.users:  # a value nothing uses is let go at once
+                frees.insert(0, node.name)
             if frees:
                 line += ";  " + " = ".join(frees) + " = None"
             body.append(line)
