@@ -533,3 +533,23 @@ def test_generated_code_reads_as_torch_fx():
     torch, tm, mm, xs = _pair("shape")
     want = torch.fx.symbolic_trace(tm).code.replace("torch.", "minidl.").strip()
     assert fx.symbolic_trace(mm).code.strip() == want
+
+
+def test_a_failed_trace_leaves_the_model_as_it_was():
+    class Bad(mnn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = mnn.Linear(2, 2)
+
+        def forward(self, x):
+            y = self.fc(x) + minidl.ones(2)  # a tensor constant, kept on the root
+            if y.sum() > 0:
+                return y
+            return -y
+
+    m = Bad()
+    before = dict(m.__dict__)
+    with pytest.raises(fx.TraceError):
+        fx.symbolic_trace(m)
+    assert m.__dict__.keys() == before.keys() and not hasattr(m, "_tensor_constant0")
+    assert m(minidl.ones(1, 2)).shape == (1, 2)

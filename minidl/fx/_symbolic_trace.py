@@ -364,6 +364,10 @@ class Tracer:
             self._patch(patcher)
             self._patch_globals(getattr(fn, "__globals__", None))
             result = fn(*self_arg, *args, **kwargs)
+        except BaseException:
+            for name in self.tensor_attrs:  # the root is left as it was
+                self.root.__dict__.pop(name, None)
+            raise
         finally:
             patcher.restore()
             self._patcher = None
