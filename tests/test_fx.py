@@ -383,7 +383,7 @@ def test_graph_module_pickle_deepcopy_and_dict_root():
     gm = fx.symbolic_trace(torch_free_model)
     x = minidl.randn(1, 3, 8, 8)
     want = gm(x).numpy()
-    assert "getattr(self.layer1, '0').conv1" in gm.code
+    assert 'getattr(self.layer1, "0").conv1' in gm.code
     for clone in (pickle.loads(pickle.dumps(gm)), copy.deepcopy(gm)):
         np.testing.assert_allclose(clone(x).numpy(), want, rtol=1e-6)
         assert clone.code == gm.code
@@ -553,3 +553,12 @@ def test_a_failed_trace_leaves_the_model_as_it_was():
         fx.symbolic_trace(m)
     assert m.__dict__.keys() == before.keys() and not hasattr(m, "_tensor_constant0")
     assert m(minidl.ones(1, 2)).shape == (1, 2)
+
+
+def test_sequential_input_keeps_its_name():
+    torch = pytest.importorskip("torch")
+    want = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU())).code
+    gm = fx.symbolic_trace(mnn.Sequential(mnn.Linear(2, 3), mnn.ReLU()))
+    assert gm.code.strip() == want.strip()
+    x = minidl.ones(1, 2)
+    np.testing.assert_allclose(gm(input=x).numpy(), gm(x).numpy())

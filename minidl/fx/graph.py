@@ -328,7 +328,10 @@ class Graph:
         for node in self._nodes:
             a, k = node.args, node.kwargs
             if node.op == "placeholder":
-                params.append(node.name if not a else f"{node.name} = {fmt(a[0])}")
+                arg = node.target if node.target.isidentifier() else node.name
+                params.append(arg if not a else f"{arg} = {fmt(a[0])}")
+                if arg != node.name:  # ``input`` keeps its name in the signature, as torch's
+                    body.append(f"{node.name} = {arg}")
                 continue
             if node.op == "output":
                 body.append(f"return {fmt(a[0])}")
@@ -370,5 +373,6 @@ def _attr_path(root, target):
     """``layer1.0.conv1`` as Python: ``layer1[0].conv1``... through getattr for non-identifiers."""
     out = root
     for part in target.split("."):
-        out = f"{out}.{part}" if part.isidentifier() and not keyword.iskeyword(part) else f"getattr({out}, {part!r})"
+        plain = part.isidentifier() and not keyword.iskeyword(part)
+        out = f"{out}.{part}" if plain else f'getattr({out}, "{part}")'
     return out
