@@ -562,3 +562,19 @@ def test_sequential_input_keeps_its_name():
     assert gm.code.strip() == want.strip()
     x = minidl.ones(1, 2)
     np.testing.assert_allclose(gm(input=x).numpy(), gm(x).numpy())
+
+
+def test_node_args_and_kwargs_cannot_be_mutated_in_place():
+    def f(x):
+        return minidl.cat([x, x], dim=0)
+
+    gm = fx.symbolic_trace(f)
+    cat = [n for n in gm.graph.nodes if n.op == "call_function"][0]
+    with pytest.raises(NotImplementedError, match="does not support mutation"):
+        cat.kwargs["dim"] = 1
+    with pytest.raises(NotImplementedError, match="does not support mutation"):
+        cat.args[0].append(cat.args[0][0])
+    cat.kwargs = {"dim": 1}  # assigning a copy is the way
+    assert gm.recompile() and gm(minidl.ones(2, 3)).shape == (2, 6)
+    assert pickle.loads(pickle.dumps(gm))(minidl.ones(2, 3)).shape == (2, 6)
+    assert copy.deepcopy(gm.graph).nodes[1].kwargs == {"dim": 1}

@@ -12,6 +12,44 @@ Argument = object  # any value a node's args may hold: nodes, constants, and lis
 _OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output", "root")
 
 
+def _no_mutation(self, *args, **kwargs):
+    raise NotImplementedError(f"'{type(self).__name__}' object does not support mutation. If you are "
+                              f"attempting to modify the kwargs or args of a minidl.fx.Node object, "
+                              f"instead create a new copy of it and assign the copy to the node.")
+
+
+class immutable_list(list):
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _no_mutation
+    append = extend = insert = pop = remove = clear = sort = reverse = _no_mutation
+
+    def __reduce__(self):
+        return (immutable_list, (list(self),))
+
+    def __hash__(self):
+        return hash(tuple(self))
+
+
+class immutable_dict(dict):
+    __setitem__ = __delitem__ = __ior__ = _no_mutation
+    update = pop = popitem = clear = setdefault = _no_mutation
+
+    def __reduce__(self):
+        return (immutable_dict, (dict(self),))
+
+    def __hash__(self):
+        return hash(tuple(self.items()))
+
+
+def _freeze(a):
+    if isinstance(a, list):
+        return immutable_list(_freeze(e) for e in a)
+    if isinstance(a, dict):
+        return immutable_dict((k, _freeze(v)) for k, v in a.items())
+    if isinstance(a, tuple) and not hasattr(a, "_fields"):
+        return tuple(_freeze(e) for e in a)
+    return a
+
+
 def map_aggregate(a, fn):
     """``fn`` applied to every leaf of ``a`` (tuples, lists, dicts and slices are walked into)."""
     if isinstance(a, tuple):
@@ -73,7 +111,7 @@ class Node:
     def _update_args_kwargs(self, args, kwargs):
         for old in self._input_nodes:
             old.users.pop(self, None)
-        self._args, self._kwargs = args, kwargs
+        self._args, self._kwargs = _freeze(tuple(args)), _freeze(dict(kwargs))
         self._input_nodes = {}
         map_arg((args, kwargs), lambda n: self._input_nodes.setdefault(n, None))
         for new in self._input_nodes:
