@@ -586,3 +586,20 @@ def test_interpreter_says_which_node_failed():
         fx.Interpreter(gm).run(minidl.ones(2, 5))  # fc1 takes 6 features
     notes = getattr(info.value, "__notes__", ["While executing %fc1"])
     assert any("While executing %fc1" in n for n in notes)
+
+
+def test_insertion_points_order_as_torch():
+    torch = pytest.importorskip("torch")
+    names = []
+    for lib, g in ((torch, torch.fx.Graph()), (minidl, fx.Graph())):
+        x = g.placeholder("x")
+        with g.inserting_after(x):
+            g.call_function(lib.relu, (x,))
+            g.call_function(operator.neg, (x,))
+        with g.inserting_before(None):
+            g.placeholder("y")
+        with g.inserting_after():
+            g.output(x)
+        g.lint()
+        names.append([(n.op, n.name) for n in g.nodes])
+    assert names[1] == names[0]

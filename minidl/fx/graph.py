@@ -124,14 +124,17 @@ class Graph:
         self._nodes.insert(i if before is not None else i + 1, x)
 
     def inserting_before(self, n=None):
+        """New nodes go just before ``n`` (None: at the start of the graph), as torch's."""
         if n is None:
-            return _InsertPoint(self, self._append)
+            return _InsertPoint(self, lambda x: self._nodes.insert(0, x))
         self._check_owned(n)
         return _InsertPoint(self, lambda x: self._move(x, before=n))
 
     def inserting_after(self, n=None):
+        """New nodes go just after ``n`` (None: at the end); several in a row end up in reverse
+        order, each right after ``n``, as torch's."""
         if n is None:
-            return _InsertPoint(self, lambda x: self._nodes.insert(0, x))
+            return _InsertPoint(self, self._append)
         self._check_owned(n)
         return _InsertPoint(self, lambda x: self._move(x, after=n))
 
