@@ -81,6 +81,10 @@ def _target_name(target):
     return f"{module}.{name}" if module else name
 
 
+_RANDOM = {"rand", "randn", "randint", "rand_like", "randn_like", "randint_like", "randperm", "bernoulli",
+           "multinomial", "normal", "poisson", "dropout", "manual_seed", "seed"}
+
+
 class Node:
     """``op`` is one of placeholder, get_attr, call_function, call_method, call_module, output;
     ``target`` the argument name, attribute path, callable, method name or module path;
@@ -216,8 +220,10 @@ class Node:
             return True
         if self.op == "call_method":
             return self.target.endswith("_") and not self.target.endswith("__")
-        if self.op == "call_function":
-            return getattr(self.target, "_fx_impure", False) or getattr(self.target, "__name__", "").endswith("_")
+        if self.op == "call_function":  # in-place and random functions: their effect is the point
+            name = getattr(self.target, "__name__", "")
+            return bool(getattr(self.target, "_fx_impure", False)) or name.endswith("_") \
+                or name in _RANDOM
         if self.op == "call_module":
             mod = self.graph.owning_module
             if mod is not None:
