@@ -603,3 +603,27 @@ def test_insertion_points_order_as_torch():
         g.lint()
         names.append([(n.op, n.name) for n in g.nodes])
     assert names[1] == names[0]
+
+
+def test_star_args_and_kwargs_as_torch():
+    torch = pytest.importorskip("torch")
+
+    def build(lib):
+        class Star(lib.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = lib.nn.Linear(2, 2)
+
+            def forward(self, x, *rest, **extra):
+                return self.fc(x) + rest[0] * rest[1]
+
+        return Star()
+
+    tgm, mgm = torch.fx.symbolic_trace(build(torch)), fx.symbolic_trace(build(minidl))
+    assert _ops(mgm.graph) == _ops(tgm.graph)
+    assert mgm.code.strip() == tgm.code.replace("torch.", "minidl.").strip()
+    m = mgm
+    x, a, b = minidl.ones(1, 2), minidl.tensor(2.0), minidl.tensor(3.0)
+    want = (m.fc(x) + 6.0).numpy()
+    np.testing.assert_allclose(mgm(x, a, b).numpy(), want)
+    np.testing.assert_allclose(fx.Interpreter(mgm).run(x, a, b).numpy(), want)

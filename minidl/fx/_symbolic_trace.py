@@ -13,6 +13,7 @@ import importlib
 import inspect
 import math
 import operator
+import types
 
 from ..nn.module import Module, Parameter
 from ..tensor import Tensor
@@ -342,17 +343,24 @@ class Tracer:
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())[len(self_arg):]
         args, kwargs = [], {}
+        has_var = any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+        if has_var:  # *args/**kwargs: the function is called with each as one value, as torch does
+            if not isinstance(fn, types.FunctionType):
+                raise TraceError(f"cannot trace *args/**kwargs of {fn!r}: not a Python function")
+            P = inspect.Parameter
+            order = {P.POSITIONAL_ONLY: 0, P.POSITIONAL_OR_KEYWORD: 0, P.KEYWORD_ONLY: 1,
+                     P.VAR_POSITIONAL: 2, P.VAR_KEYWORD: 3}
+            params.sort(key=lambda p: order[p.kind])  # the order of the code's local variables
+            fn = _as_positional(fn, len(self_arg) + len(params))
         for p in params:
-            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-                raise TraceError(f"symbolic_trace does not support *args/**kwargs in the traced function "
-                                 f"({p.name})")
-            if p.name in concrete_args:
+            stars = "*" if p.kind == p.VAR_POSITIONAL else "**" if p.kind == p.VAR_KEYWORD else ""
+            if p.name in concrete_args and not stars:
                 value = concrete_args.pop(p.name)
                 self.create_node("placeholder", p.name, (value,) if value is not None else (), {})
             else:
                 default = () if p.default is inspect.Parameter.empty else (p.default,)
-                value = self.proxy(self.create_node("placeholder", p.name, default, {}))
-            if p.kind == p.KEYWORD_ONLY:
+                value = self.proxy(self.create_node("placeholder", stars + p.name, default, {}))
+            if p.kind == p.KEYWORD_ONLY and not has_var:
                 kwargs[p.name] = value
             else:
                 args.append(value)
@@ -437,6 +445,14 @@ class Tracer:
             if not name.startswith("_") and inspect.isfunction(value):
                 patcher.patch(Tensor, name, _tensor_method_wrapper(name, value))
         patcher.patch(Tensor, "__getitem__", _tensor_getitem_wrapper(Tensor.__dict__["__getitem__"]))
+
+
+def _as_positional(fn, nargs):
+    """``fn`` with its *args, **kwargs and keyword-only arguments taken positionally."""
+    co = fn.__code__
+    code = co.replace(co_argcount=nargs, co_posonlyargcount=0, co_kwonlyargcount=0,
+                      co_flags=co.co_flags & ~(inspect.CO_VARARGS | inspect.CO_VARKEYWORDS))
+    return types.FunctionType(code, fn.__globals__, fn.__name__, None, fn.__closure__)
 
 
 def symbolic_trace(root, concrete_args=None):

@@ -331,8 +331,10 @@ class Graph:
         for node in self._nodes:
             a, k = node.args, node.kwargs
             if node.op == "placeholder":
-                arg = node.target if node.target.isidentifier() else node.name
-                params.append(arg if not a else f"{arg} = {fmt(a[0])}")
+                stars = node.target[:len(node.target) - len(node.target.lstrip("*"))]
+                arg = node.target[len(stars):]
+                arg = arg if arg.isidentifier() else node.name
+                params.append(stars + arg if not a or stars else f"{arg} = {fmt(a[0])}")
                 if arg != node.name:  # ``input`` keeps its name in the signature, as torch's
                     body.append(f"{node.name} = {arg}")
                 continue

@@ -56,6 +56,10 @@ class Interpreter:
         return getattr(self, n.op)(n.target, args, kwargs)
 
     def placeholder(self, target, args, kwargs):
+        if target.startswith("**"):
+            return {}
+        if target.startswith("*"):
+            return tuple(self.args_iter)
         try:
             return next(self.args_iter)
         except StopIteration:
