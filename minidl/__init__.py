@@ -70,10 +70,10 @@ def __getattr__(name):
         import numpy
 
         return numpy.dtype(_DTYPE_NAMES[name])
-    if name == "onnx":  # torch.onnx's place; imported when first used (the onnx package later)
+    if name in ("onnx", "fx"):  # torch.onnx's and torch.fx's places; imported when first used
         import importlib
 
-        return importlib.import_module(".onnx", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'minidl' has no attribute {name!r}")
 
 

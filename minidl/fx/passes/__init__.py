@@ -1,0 +1,2 @@
+"""Graph passes (torch.fx.passes): ``shape_prop.ShapeProp``."""
+from . import shape_prop  # noqa: F401
