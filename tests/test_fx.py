@@ -627,3 +627,21 @@ def test_star_args_and_kwargs_as_torch():
     want = (m.fc(x) + 6.0).numpy()
     np.testing.assert_allclose(mgm(x, a, b).numpy(), want)
     np.testing.assert_allclose(fx.Interpreter(mgm).run(x, a, b).numpy(), want)
+
+
+def test_minidl_model_zoo_models_trace():
+    """minidl.models' networks with an input check at their entrance (ResNet, MNASNet) and the
+    fused batch norm + ReLU (ResNet's stem and blocks) trace: the check is skipped for the
+    tracer's Proxy (it still refuses a wrong Tensor), the fusion is taken in two steps."""
+    from minidl.models import mnasnet0_5, resnet18
+
+    for build in (resnet18, mnasnet0_5):
+        model = build(num_classes=10).eval()
+        traced = minidl.fx.symbolic_trace(model)
+        x = minidl.randn(2, 3, 32, 32)
+        np.testing.assert_array_equal(traced(x).numpy(), model(x).numpy())
+        with pytest.raises(ValueError, match=r"expected input \(N, 3, H, W\)"):
+            model(minidl.randn(1, 4, 32, 32))
+    ops = [n.target for n in minidl.fx.symbolic_trace(resnet18().eval()).graph.nodes
+           if n.op == "call_module"]
+    assert ops[:3] == ["conv1", "bn1", "maxpool"]

@@ -4,6 +4,7 @@ Permute, LayerNorm2d, and torchvision's _make_divisible."""
 from __future__ import annotations
 
 from .. import nn
+from ..tensor import Tensor
 
 __all__ = ["init_mobile", "make_divisible", "Conv2dNormActivation", "SqueezeExcitation", "stochastic_depth",
            "trunc_normal_far_", "init_inception_style", "BasicConv2d", "transform_input_imagenet",
@@ -185,3 +186,12 @@ def init_inception_style(model, std_of):
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def check_image(name, x, hint=""):
+    """The (N, 3, H, W) check at a model's entrance, its error naming the model; skipped for
+    an input that is not a Tensor: minidl.fx's tracer passes a Proxy, whose shape is known only
+    when the traced graph runs (torchvision's models have no such check to trace)."""
+    if isinstance(x, Tensor) and (x.ndim != 4 or x.shape[1] != 3):
+        raise ValueError(f"{name}: expected input (N, 3, H, W){hint}, got shape "
+                         f"{tuple(x.shape)}")

@@ -18,7 +18,9 @@ from collections import namedtuple
 
 from .. import cat, nn
 from ..nn import functional as F
-from ._blocks import BasicConv2d, aux_head_kwargs, init_inception_style, transform_input_imagenet
+from ._blocks import (
+    aux_head_kwargs, BasicConv2d, check_image, init_inception_style, transform_input_imagenet,
+)
 from .resnet import _build
 
 __all__ = ["GoogLeNet", "GoogLeNetOutputs", "googlenet"]
@@ -114,8 +116,7 @@ class GoogLeNet(nn.Module):
         return transform_input_imagenet(x) if self.transform_input else x
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"GoogLeNet: expected input (N, 3, H, W), got shape {tuple(x.shape)}")
+        check_image("GoogLeNet", x)
         x = self._transform_input(x)
         x = self.maxpool1(self.conv1(x))
         x = self.maxpool2(self.conv3(self.conv2(x)))

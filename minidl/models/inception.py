@@ -17,7 +17,9 @@ from collections import namedtuple
 
 from .. import cat, nn
 from ..nn import functional as F
-from ._blocks import BasicConv2d, aux_head_kwargs, init_inception_style, transform_input_imagenet
+from ._blocks import (
+    aux_head_kwargs, BasicConv2d, check_image, init_inception_style, transform_input_imagenet,
+)
 from .resnet import _build
 
 __all__ = ["Inception3", "InceptionOutputs", "inception_v3"]
@@ -197,9 +199,7 @@ class Inception3(nn.Module):
         return transform_input_imagenet(x) if self.transform_input else x
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"Inception3: expected input (N, 3, H, W) (299x299 for ImageNet), "
-                             f"got shape {tuple(x.shape)}")
+        check_image("Inception3", x, " (299x299 for ImageNet)")
         x = self._transform_input(x)
         x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
         x = self.maxpool2(self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x)))

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 
 from .. import nn
-from ._blocks import make_divisible
+from ._blocks import check_image, make_divisible
 from .resnet import _build
 
 __all__ = ["MNASNet", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3"]
@@ -110,8 +110,7 @@ class MNASNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"MNASNet: expected input (N, 3, H, W), got shape {tuple(x.shape)}")
+        check_image("MNASNet", x)
         return self.classifier(self.layers(x).mean([2, 3]))
 
     def remap_state_dict(self, state):

@@ -16,7 +16,7 @@ from functools import partial
 import numpy as np
 
 from .. import nn
-from ._blocks import Conv2dNormActivation, SqueezeExcitation, make_divisible
+from ._blocks import check_image, Conv2dNormActivation, make_divisible, SqueezeExcitation
 from .resnet import _build
 
 __all__ = ["RegNet", "BlockParams", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf",
@@ -179,8 +179,7 @@ class RegNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"RegNet: expected input (N, 3, H, W), got shape {tuple(x.shape)}")
+        check_image("RegNet", x)
         x = self.avgpool(self.trunk_output(self.stem(x)))
         return self.fc(x.flatten(1))
 

@@ -24,6 +24,7 @@ from .. import nn
 from ..backend.dtypes import is_floating
 from ..nn import functional as F
 from ..tensor import Tensor
+from ._blocks import check_image
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "resnet18", "resnet34", "resnet50", "resnet101",
            "resnet152", "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
@@ -189,8 +190,7 @@ class ResNet(nn.Module):
 
     def features(self, x):
         """The pooled image embedding (N, num_features): everything but the classifier."""
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"ResNet: expected input (N, 3, H, W), got shape {tuple(x.shape)}")
+        check_image("ResNet", x)
         x = self.maxpool(_norm_relu(self.bn1, self.conv1(x)))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.avgpool(x).flatten(1)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import nn, roll, tensor
 from ..nn import functional as F
-from ._blocks import Permute, StochasticDepth, trunc_normal_far_
+from ._blocks import check_image, Permute, StochasticDepth, trunc_normal_far_
 from .resnet import _build
 
 __all__ = ["SwinTransformer", "SwinTransformerBlock", "ShiftedWindowAttention", "PatchMerging",
@@ -220,9 +220,7 @@ class SwinTransformer(nn.Module):
                     nn.init.zeros_(m.bias)
 
     def forward(self, x):
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"SwinTransformer: expected input (N, 3, H, W), got shape "
-                             f"{tuple(x.shape)}")
+        check_image("SwinTransformer", x)
         x = self.permute(self.norm(self.features(x)))
         return self.head(self.flatten(self.avgpool(x)))
 

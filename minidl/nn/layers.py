@@ -87,7 +87,11 @@ class _BatchNorm(_NormBase):
         return self._forward(input, False)
 
     def forward_relu(self, x):
-        """``relu(self(x))`` as one fused op (see ``F.batch_norm_relu``)."""
+        """``relu(self(x))`` as one fused op (see ``F.batch_norm_relu``); in two steps for an
+        input that is not a Tensor (minidl.fx's tracer passes a Proxy: the graph then shows this
+        module and a relu, as torchvision's models have them)."""
+        if not isinstance(x, Tensor):
+            return F.relu(self(x))
         return self._forward(x, True)
 
     def _forward(self, x, relu):
