@@ -1492,6 +1492,21 @@ def _traced_in_place(t, compute):
     return True
 
 
+def _fitted_result(out, t, name):
+    """An in-place op's out-of-place result ``out`` cast to ``t``'s dtype (refused where that
+    is a narrower category, as torch's) and checked to have ``t``'s shape."""
+    if out.data.dtype != t.data.dtype:
+        if category(out.data.dtype) > category(t.data.dtype):
+            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
+                                       f"the desired output type {t.data.dtype} (a "
+                                       f"{t.data.dtype} tensor cannot hold it)")
+        out = _cast(out, t.data.dtype)
+    if out.shape != t.shape:
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
+                         f"shape {t.shape}")
+    return out
+
+
 def _inplace_in_graph(t, other, name, out_of_place):
     """An in-place op that the graph records: ``t`` itself becomes the op's result (its old
     node moves to a new Tensor that the op takes as input), so ``h.mul_(2)`` changes ``h`` as in
@@ -1515,15 +1530,7 @@ def _inplace_in_graph(t, other, name, out_of_place):
     old = Tensor.__new__(Tensor)
     old.__dict__.update(t.__dict__)  # the node as it was: the recorded op takes it as input
     out = out_of_place(old, old if other is t else other)  # y *= y squares the old y
-    if out.data.dtype != t.data.dtype:
-        if category(out.data.dtype) > category(t.data.dtype):
-            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
-                                       f"the desired output type {t.data.dtype} (a "
-                                       f"{t.data.dtype} tensor cannot hold it)")
-        out = _cast(out, t.data.dtype)
-    if out.shape != t.shape:
-        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
-                         f"shape {t.shape}")
+    out = _fitted_result(out, t, name)
     version = t._version
     t.data, t._ctx, t.requires_grad = out.data, out._ctx, out.requires_grad
     # a new array: views of the old one keep the old count; t's own count still goes up by
@@ -1612,15 +1619,7 @@ def _inplace_on_viewed_base(t, other, name, out_of_place):
     elif other_pos is not False:  # a view of t (h[1:] = h[:-1]): its values as they were
         other = _view_node(src, other_pos)
     out = out_of_place(src, other)
-    if out.data.dtype != t.data.dtype:
-        if category(out.data.dtype) > category(t.data.dtype):
-            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
-                                       f"the desired output type {t.data.dtype} (a "
-                                       f"{t.data.dtype} tensor cannot hold it)")
-        out = _cast(out, t.data.dtype)
-    if out.shape != t.shape:
-        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
-                         f"shape {t.shape}")
+    out = _fitted_result(out, t, name)
     xp.copyto(b_data, out.data, casting="unsafe")
     bump_version(t)
     if out.requires_grad:

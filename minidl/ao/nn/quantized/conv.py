@@ -103,7 +103,8 @@ class _ConvNd(Module):
         self._weight, self._bias = w, b
 
     # ---- forward ------------------------------------------------------------------------
-    def forward(self, x):
+    def _check_input(self, x):
+        """A quint8 per-tensor quantized input of this layer's rank and channels."""
         name = type(self).__name__
         if not isinstance(x, QTensor) or x.dtype is not quint8 or x._axis is not None:
             raise TypeError(f"quantized {name}: expected a quint8 per-tensor quantized input, got "
@@ -114,6 +115,9 @@ class _ConvNd(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"quantized {name}: input has {x.shape[1]} channels, the layer "
                              f"expects {self.in_channels}")
+
+    def forward(self, x):
+        self._check_input(x)
         ints = x._ints.astype(np.int64)
         padding = self.padding
         if self.padding_mode == "reflect" and any(padding):
@@ -121,7 +125,7 @@ class _ConvNd(Module):
             padding = (0,) * self._dims
         for size, k, p, d in zip(ints.shape[2:], self.kernel_size, padding, self.dilation):
             if size + 2 * p < d * (k - 1) + 1:
-                raise ValueError(f"quantized {name}: input of shape {x.shape} (padded by "
+                raise ValueError(f"quantized {type(self).__name__}: input of shape {x.shape} (padded by "
                                  f"{self.padding}) is smaller than the kernel {self.kernel_size} "
                                  f"(dilation {self.dilation})")
         w = self._weight
@@ -299,16 +303,7 @@ class _ConvTransposeNd(_ConvNd):
         super().set_weight_bias(w, b)
 
     def forward(self, x):
-        name = type(self).__name__
-        if not isinstance(x, QTensor) or x.dtype is not quint8 or x._axis is not None:
-            raise TypeError(f"quantized {name}: expected a quint8 per-tensor quantized input, got "
-                            f"{getattr(x, 'dtype', type(x).__name__)} (put a QuantStub before it)")
-        if x.ndim != self._dims + 2:
-            raise ValueError(f"quantized {name}: expected a {self._dims + 2}-D input (N, C, ...), "
-                             f"got shape {x.shape}")
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"quantized {name}: input has {x.shape[1]} channels, the layer "
-                             f"expects {self.in_channels}")
+        self._check_input(x)
         n, dims, g = x.shape[0], self._dims, self.groups
         shifted = x._ints.astype(np.int64) - int(x._zero_point)
         # spread the input by the stride (zeros between: the shifted zero point)
@@ -330,7 +325,7 @@ class _ConvTransposeNd(_ConvNd):
             slice(a, s - b) for a, b, s in zip(lo, hi, spread.shape[2:]))]
         for size, k, d in zip(spread.shape[2:], self.kernel_size, self.dilation):
             if size < d * (k - 1) + 1:
-                raise ValueError(f"quantized {name}: input of shape {x.shape} gives an empty "
+                raise ValueError(f"quantized {type(self).__name__}: input of shape {x.shape} gives an empty "
                                  "output")
         w = self._weight
         wi = w._ints.astype(np.int64) - int(w._zero_point)
