@@ -266,3 +266,78 @@ def test_sigmoid_focal_loss_matches_torch():
         out.sum().backward()
         tl.sum().backward()
         np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+
+
+# ---- NMS -----------------------------------------------------------------------------------------
+def _reference_nms(b, s, thr):
+    """The greedy definition, one pair at a time."""
+    order = sorted(range(len(s)), key=lambda i: (-s[i], i))
+    keep = []
+    for i in order:
+        ok = True
+        for j in keep:
+            w = max(min(b[i][2], b[j][2]) - max(b[i][0], b[j][0]), 0)
+            h = max(min(b[i][3], b[j][3]) - max(b[i][1], b[j][1]), 0)
+            inter = w * h
+            area = lambda k: (b[k][2] - b[k][0]) * (b[k][3] - b[k][1])  # noqa: E731
+            if inter / (area(i) + area(j) - inter) > thr:
+                ok = False
+                break
+        if ok:
+            keep.append(i)
+    return keep
+
+
+def test_nms_by_hand():
+    boxes = _t([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10]])
+    scores = _t([0.9, 0.8, 0.7, 0.95])
+    # box 3 wins over its duplicate 0 and over 1 (IoU 81/119 = 0.68)
+    assert ops.nms(boxes, scores, 0.5).tolist() == [3, 2]
+    assert ops.nms(boxes, scores, 0.7).tolist() == [3, 1, 2]
+    # IoU exactly equal to the threshold does not suppress
+    assert ops.nms(boxes, scores, 1.0).tolist() == [3, 0, 1, 2]
+    keep = ops.nms(_t(np.zeros((0, 4))), _t(np.zeros(0)), 0.5)
+    assert keep.dtype == minidl.int64 and keep.shape == (0,)
+    # ties: the lower index first
+    same = _t([[0, 0, 1, 1], [5, 5, 6, 6], [0, 0, 1, 1]])
+    assert ops.nms(same, _t([0.5, 0.5, 0.5]), 0.5).tolist() == [0, 1]
+
+
+def test_nms_matches_the_greedy_definition():
+    rng = np.random.default_rng(9)
+    for seed in range(5):
+        b = _random_boxes(40, seed, scale=20)
+        s = np.round(rng.uniform(size=40), 1)  # many ties
+        for thr in (0.1, 0.3, 0.6):
+            assert ops.nms(_t(b), _t(s), thr).tolist() == _reference_nms(b.tolist(), s.tolist(), thr)
+
+
+def test_batched_nms():
+    boxes = _t([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [20, 20, 30, 30]])
+    scores = _t([0.9, 0.8, 0.85, 0.1])
+    idxs = minidl.tensor([0, 0, 1, 1])
+    assert ops.batched_nms(boxes, scores, idxs, 0.5).tolist() == [0, 2, 3]
+    assert ops.batched_nms(boxes, scores, minidl.tensor([0, 0, 0, 0]), 0.5).tolist() == [0, 3]
+    assert ops.batched_nms(_t(np.zeros((0, 4))), _t(np.zeros(0)), minidl.tensor(np.zeros(0, np.int64)),
+                           0.5).shape == (0,)
+    rng = np.random.default_rng(10)
+    b, s, c = _random_boxes(50, 11, scale=15), rng.uniform(size=50), rng.integers(0, 3, 50)
+    keep = ops.batched_nms(_t(b), _t(s), minidl.tensor(c), 0.4).tolist()
+    expected = []
+    for cls in range(3):
+        members = np.nonzero(c == cls)[0]
+        expected += [members[i] for i in _reference_nms(b[members].tolist(), s[members].tolist(), 0.4)]
+    assert keep == sorted(expected, key=lambda i: -s[i])
+
+
+def test_nms_refuses_bad_shapes():
+    with pytest.raises(ValueError, match="2d tensor, got 1D"):
+        ops.nms(_t(np.zeros(4)), _t(np.zeros(1)), 0.5)
+    with pytest.raises(ValueError, match="4 elements in dimension 1, got 5"):
+        ops.nms(_t(np.zeros((2, 5))), _t(np.zeros(2)), 0.5)
+    with pytest.raises(ValueError, match="1d tensor, got 2D"):
+        ops.nms(_t(np.zeros((2, 4))), _t(np.zeros((2, 1))), 0.5)
+    with pytest.raises(ValueError, match="got 2 and 3"):
+        ops.nms(_t(np.zeros((2, 4))), _t(np.zeros(3)), 0.5)
+    with pytest.raises(ValueError, match="idxs"):
+        ops.batched_nms(_t(np.zeros((2, 4))), _t(np.zeros(2)), minidl.tensor([0]), 0.5)
