@@ -341,3 +341,181 @@ def test_nms_refuses_bad_shapes():
         ops.nms(_t(np.zeros((2, 4))), _t(np.zeros(3)), 0.5)
     with pytest.raises(ValueError, match="idxs"):
         ops.batched_nms(_t(np.zeros((2, 4))), _t(np.zeros(2)), minidl.tensor([0]), 0.5)
+
+
+# ---- RoI poolings --------------------------------------------------------------------------------
+def _torch_bilinear(torch, plane, h, w, y, x):
+    if y < -1.0 or y > h or x < -1.0 or x > w:
+        return plane.new_zeros(())
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_lo, x_lo = int(y), int(x)
+    if y_lo >= h - 1:
+        y_hi = y_lo = h - 1
+        y = float(y_lo)
+    else:
+        y_hi = y_lo + 1
+    if x_lo >= w - 1:
+        x_hi = x_lo = w - 1
+        x = float(x_lo)
+    else:
+        x_hi = x_lo + 1
+    ly, lx = y - y_lo, x - x_lo
+    hy, hx = 1 - ly, 1 - lx
+    return (hy * hx * plane[y_lo, x_lo] + hy * lx * plane[y_lo, x_hi] + ly * hx * plane[y_hi, x_lo]
+            + ly * lx * plane[y_hi, x_hi])
+
+
+def _torch_roi_align(torch, x, rois, out_size, scale, ratio, aligned):
+    """torchvision's CPU kernel, one sample at a time, in torch ops (float64 throughout)."""
+    ph, pw = out_size
+    h, w = x.shape[2:]
+    outs = []
+    for roi in rois.tolist():
+        off = 0.5 if aligned else 0.0
+        x1, y1, x2, y2 = (v * scale - off for v in roi[1:])
+        rw, rh = x2 - x1, y2 - y1
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        bh, bw = rh / ph, rw / pw
+        gh = ratio if ratio > 0 else math.ceil(rh / ph)
+        gw = ratio if ratio > 0 else math.ceil(rw / pw)
+        count = max(gh * gw, 1)
+        chans = []
+        for c in range(x.shape[1]):
+            plane = x[int(roi[0]), c]
+            bins = []
+            for i in range(ph):
+                for j in range(pw):
+                    acc = plane.new_zeros(())
+                    for iy in range(max(gh, 0)):
+                        yy = y1 + i * bh + (iy + 0.5) * bh / gh
+                        for ix in range(max(gw, 0)):
+                            xx = x1 + j * bw + (ix + 0.5) * bw / gw
+                            acc = acc + _torch_bilinear(torch, plane, h, w, yy, xx)
+                    bins.append(acc / count)
+            chans.append(torch.stack(bins).reshape(ph, pw))
+        outs.append(torch.stack(chans))
+    return torch.stack(outs)
+
+
+def _torch_roi_pool(torch, x, rois, out_size, scale):
+    ph, pw = out_size
+    h, w = x.shape[2:]
+    rnd = lambda v: int(math.copysign(math.floor(abs(v) + 0.5), v))  # noqa: E731 (C's round)
+    outs = []
+    for roi in rois.tolist():
+        sx, sy, ex, ey = (rnd(v * scale) for v in roi[1:])
+        rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
+        bh, bw = rh / ph, rw / pw
+        chans = []
+        for c in range(x.shape[1]):
+            plane = x[int(roi[0]), c]
+            bins = []
+            for i in range(ph):
+                hs = min(max(math.floor(i * bh) + sy, 0), h)
+                he = min(max(math.ceil((i + 1) * bh) + sy, 0), h)
+                for j in range(pw):
+                    ws = min(max(math.floor(j * bw) + sx, 0), w)
+                    we = min(max(math.ceil((j + 1) * bw) + sx, 0), w)
+                    bins.append(plane.new_zeros(()) if he <= hs or we <= ws
+                                else plane[hs:he, ws:we].max())
+            chans.append(torch.stack(bins).reshape(ph, pw))
+        outs.append(torch.stack(chans))
+    return torch.stack(outs)
+
+
+ROIS = np.array([[0, 0.5, 0.5, 3.2, 2.7],     # inside
+                 [1, -2.0, -1.5, 8.0, 9.0],    # past every edge: samples outside [-1, H] read 0
+                 [0, 1.0, 1.0, 1.2, 1.1],      # smaller than a pixel
+                 [1, 3.3, 0.2, 6.9, 4.4],
+                 [0, 4.0, 3.0, 2.0, 1.0]])     # reversed
+
+
+def test_roi_align_by_hand_on_a_ramp():
+    # bilinear sampling of a linear image is exact: each bin is the ramp at its mean sample
+    x = _t(np.arange(30.0).reshape(1, 1, 5, 6))
+    out = ops.roi_align(x, _t([[0, 0.5, 0.5, 3.2, 2.7]]), (2, 2)).numpy().ravel()
+    # bins 1.1 high, 1.35 wide, 2x2 samples: mean rows 1.05, 2.15; mean cols 1.175, 2.525
+    np.testing.assert_allclose(out, [6 * r + c for r in (1.05, 2.15) for c in (1.175, 2.525)])
+    aligned = ops.roi_align(x, _t([[0, 1, 1, 3, 3]]), 1, aligned=True).item()
+    np.testing.assert_allclose(aligned, 6 * 1.5 + 1.5)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("ratio,scale", [(-1, 1.0), (2, 0.5), (0, 1.5)])
+def test_roi_align_matches_torch_loop(aligned, ratio, scale):
+    torch = pytest.importorskip("torch")
+    x_np = np.random.default_rng(12).normal(size=(2, 2, 5, 6))
+    x = _t(x_np, grad=True)
+    tx = torch.tensor(x_np, requires_grad=True)
+    out = ops.roi_align(x, _t(ROIS), (3, 2), scale, ratio, aligned)
+    tout = _torch_roi_align(torch, tx, torch.tensor(ROIS), (3, 2), scale, ratio, aligned)
+    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = np.random.default_rng(13).normal(size=tuple(out.shape))
+    (out * _t(g)).sum().backward()
+    (tout * torch.tensor(g)).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_roi_align_float32_and_list_boxes():
+    torch = pytest.importorskip("torch")
+    x_np = np.random.default_rng(14).normal(size=(2, 3, 7, 5)).astype(np.float32)
+    boxes = [minidl.tensor(ROIS[ROIS[:, 0] == i, 1:]) for i in range(2)]
+    out = ops.roi_align(minidl.tensor(x_np), boxes, 2, 0.8, -1, True)
+    assert out.dtype == minidl.float32 and out.shape == (5, 3, 2, 2)
+    order = np.argsort(ROIS[:, 0], kind="stable")
+    ref = _torch_roi_align(torch, torch.tensor(x_np, dtype=torch.float64), torch.tensor(ROIS[order]), (2, 2),
+                           0.8, -1, True)
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_roi_align_gradcheck_and_double_backward():
+    x = _t(np.random.default_rng(15).normal(size=(2, 2, 5, 6)), grad=True)
+    fn = lambda t: ops.roi_align(t, _t(ROIS), (2, 3), 1.0, -1, False)  # noqa: E731
+    assert gradcheck(fn, [x])
+    assert gradgradcheck(fn, [x])
+    assert gradcheck(lambda t: ops.roi_align(t, _t(ROIS), 2, 0.7, 2, True), [x])
+
+
+def test_roi_pool_matches_torch_loop_and_gradcheck():
+    torch = pytest.importorskip("torch")
+    x_np = np.random.default_rng(16).normal(size=(2, 2, 6, 7))
+    for size, scale in (((2, 2), 1.0), ((3, 2), 0.5), ((1, 4), 1.25)):
+        x = _t(x_np, grad=True)
+        tx = torch.tensor(x_np, requires_grad=True)
+        out = ops.roi_pool(x, _t(ROIS), size, scale)
+        tout = _torch_roi_pool(torch, tx, torch.tensor(ROIS), size, scale)
+        np.testing.assert_allclose(out.numpy(), tout.detach().numpy())
+        g = np.random.default_rng(17).normal(size=tuple(out.shape))
+        (out * _t(g)).sum().backward()
+        (tout * torch.tensor(g)).sum().backward()
+        np.testing.assert_allclose(x.grad.numpy(), tx.grad.numpy(), atol=1e-12)
+
+
+def test_roi_pool_by_hand_and_gradcheck():
+    x = _t(np.arange(30.0).reshape(1, 1, 5, 6), grad=True)
+    # box (1, 1)-(3, 2) covers rows 1..2, cols 1..3; 1x2 bins: cols 1..2 | 2..3
+    out = ops.roi_pool(x, _t([[0, 1, 1, 3, 2]]), (1, 2))
+    np.testing.assert_array_equal(out.numpy().ravel(), [14, 15])
+    out.sum().backward()
+    assert x.grad.numpy().ravel()[[14, 15]].tolist() == [1, 1] and x.grad.numpy().sum() == 2
+    y = _t(np.random.default_rng(18).normal(size=(2, 2, 6, 7)), grad=True)
+    assert gradcheck(lambda t: ops.roi_pool(t, _t(ROIS), (2, 3), 0.9), [y])
+
+
+def test_roi_modules_and_bad_boxes():
+    x = _t(np.random.default_rng(19).normal(size=(2, 2, 5, 6)))
+    m = ops.RoIAlign((2, 2), 0.5, 2, aligned=True)
+    np.testing.assert_array_equal(m(x, _t(ROIS)).numpy(), ops.roi_align(x, _t(ROIS), 2, 0.5, 2, True).numpy())
+    assert "aligned=True" in repr(m)
+    p = ops.RoIPool(3, 1.0)
+    np.testing.assert_array_equal(p(x, _t(ROIS)).numpy(), ops.roi_pool(x, _t(ROIS), 3).numpy())
+    with pytest.raises(ValueError, match=r"Tensor\[K, 5\].*\(2, 4\)"):
+        ops.roi_align(x, _t(np.zeros((2, 4))), 2)
+    with pytest.raises(ValueError, match=r"boxes\[1\].*\(3, 5\)"):
+        ops.roi_pool(x, [_t(np.zeros((1, 4))), _t(np.zeros((3, 5)))], 2)
+    with pytest.raises(ValueError, match="batch index 2"):
+        ops.roi_align(x, _t([[2, 0, 0, 1, 1]]), 2)
+    with pytest.raises(ValueError, match=r"\(2, 5, 6\)"):
+        ops.roi_align(x[0], _t(ROIS), 2)
+    assert ops.roi_align(x, _t(np.zeros((0, 5))), 2).shape == (0, 2, 2, 2)

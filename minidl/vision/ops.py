@@ -13,13 +13,17 @@ import numpy as np
 
 import minidl
 
+from .. import nn
+from ..backend import get_array_module
+from ..functional import linear_graph_backward
 from ..nn import functional as F
-from ..tensor import Tensor
+from ..tensor import Function, Tensor
 
 __all__ = ["box_area", "box_iou", "generalized_box_iou", "distance_box_iou", "complete_box_iou",
            "box_convert", "clip_boxes_to_image", "remove_small_boxes", "masks_to_boxes",
            "generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou_loss",
-           "sigmoid_focal_loss", "nms", "batched_nms"]
+           "sigmoid_focal_loss", "nms", "batched_nms", "roi_align", "roi_pool", "RoIAlign",
+           "RoIPool"]
 
 
 # ---- boxes ---------------------------------------------------------------------------------------
@@ -334,3 +338,236 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
     keep = np.nonzero(keep_mask)[0]
     keep = keep[np.argsort(-s[keep], kind="stable")].astype(np.int64)
     return minidl.tensor(keep, device=boxes.device)
+
+
+# ---- RoI poolings --------------------------------------------------------------------------------
+def _pair(v):
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else tuple(int(u) for u in v)
+
+
+def _rois(name, input, boxes):
+    """Boxes as a Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4] (one per
+    image) -> a host array (K, 5) in the input's dtype."""
+    if not isinstance(input, Tensor) or input.ndim != 4:
+        raise ValueError(f"{name}: input must be a Tensor[N, C, H, W], got shape "
+                         f"{tuple(getattr(input, 'shape', ()))}")
+    dtype = np.dtype(input.dtype)
+    if isinstance(boxes, (list, tuple)):
+        parts = []
+        for i, b in enumerate(boxes):
+            if not isinstance(b, Tensor) or b.ndim != 2 or b.shape[1] != 4:
+                raise ValueError(f"{name}: boxes[{i}] must be a Tensor[L, 4] (List[Tensor[L, 4]]), "
+                                 f"got shape {tuple(getattr(b, 'shape', ()))}")
+            arr = b.detach().numpy().astype(dtype)
+            parts.append(np.concatenate([np.full((len(arr), 1), i, dtype), arr], axis=1))
+        rois = np.concatenate(parts) if parts else np.zeros((0, 5), dtype)
+    elif isinstance(boxes, Tensor):
+        if boxes.ndim != 2 or boxes.shape[1] != 5:
+            raise ValueError(f"{name}: boxes must be a Tensor[K, 5], got shape {tuple(boxes.shape)}")
+        rois = boxes.detach().numpy().astype(dtype)
+    else:
+        raise TypeError(f"{name}: boxes is expected to be a Tensor[K, 5] or a List[Tensor[L, 4]], "
+                        f"got {type(boxes).__name__}")
+    if input.device != "cpu" and isinstance(boxes, Tensor) and boxes.device != input.device:
+        raise ValueError(f"{name}: input is on {input.device}, boxes on {boxes.device}")
+    batch = rois[:, 0].astype(np.int64)
+    if len(batch) and (batch.min() < 0 or batch.max() >= input.shape[0]):
+        raise ValueError(f"{name}: a box's batch index {int(batch.min() if batch.min() < 0 else batch.max())} "
+                         f"is outside the input's batch of {input.shape[0]}")
+    return rois
+
+
+def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, aligned):
+    """For each RoI: its batch index, the flat pixel indices (PH*PW, S) its bins read and their
+    weights (PH*PW, S): the bilinear corners of each sample, divided by the sample count
+    (torchvision's kernel: samples outside [-1, H] x [-1, W] read 0, others clamp to the
+    border)."""
+    height, width = shape
+    ph, pw = output_size
+    dt = rois.dtype.type
+    plan = []
+    for roi in rois:
+        offset = dt(0.5) if aligned else dt(0)
+        x1, y1 = roi[1] * dt(spatial_scale) - offset, roi[2] * dt(spatial_scale) - offset
+        x2, y2 = roi[3] * dt(spatial_scale) - offset, roi[4] * dt(spatial_scale) - offset
+        rw, rh = x2 - x1, y2 - y1
+        if not aligned:
+            rw, rh = max(rw, dt(1)), max(rh, dt(1))
+        bh, bw = rh / dt(ph), rw / dt(pw)
+        gh = sampling_ratio if sampling_ratio > 0 else int(math.ceil(rh / dt(ph)))
+        gw = sampling_ratio if sampling_ratio > 0 else int(math.ceil(rw / dt(pw)))
+        gh, gw = max(gh, 0), max(gw, 0)
+        count = dt(max(gh * gw, 1))
+        # sample positions: (PH, GH) rows and (PW, GW) columns
+        ys = y1 + np.arange(ph, dtype=dt)[:, None] * bh + \
+            (np.arange(gh, dtype=dt)[None, :] + dt(0.5)) * bh / dt(max(gh, 1))
+        xs = x1 + np.arange(pw, dtype=dt)[:, None] * bw + \
+            (np.arange(gw, dtype=dt)[None, :] + dt(0.5)) * bw / dt(max(gw, 1))
+        y_lo, y_hi, ly, y_ok = _axis_corners(ys, height)
+        x_lo, x_hi, lx, x_ok = _axis_corners(xs, width)
+        # (PH, GH, PW, GW) broadcast of the four corners
+        Y = (slice(None), slice(None), None, None)
+        X = (None, None, slice(None), slice(None))
+        ok = (y_ok[Y] & x_ok[X]).astype(dt)
+        hy, hx = dt(1) - ly, dt(1) - lx
+        index = [y_lo[Y] * width + x_lo[X], y_lo[Y] * width + x_hi[X],
+                 y_hi[Y] * width + x_lo[X], y_hi[Y] * width + x_hi[X]]
+        weight = [hy[Y] * hx[X], hy[Y] * lx[X], ly[Y] * hx[X], ly[Y] * lx[X]]
+        idx = np.stack([np.broadcast_to(i, ok.shape) for i in index], -1)
+        w = np.stack([wt * ok / count for wt in weight], -1)
+        # -> (PH, PW, GH * GW * 4)
+        idx = idx.transpose(0, 2, 1, 3, 4).reshape(ph * pw, -1)
+        w = w.transpose(0, 2, 1, 3, 4).reshape(ph * pw, -1)
+        plan.append((int(roi[0]), idx, w))
+    return plan
+
+
+def _axis_corners(v, size):
+    """torchvision's bilinear_interpolate along one axis: low and high neighbours, the weight
+    of the high one, and whether the sample lies inside [-1, size]."""
+    dt = v.dtype.type
+    ok = (v >= dt(-1)) & (v <= dt(size))
+    v = np.where(v <= 0, dt(0), v)
+    lo = np.floor(v).astype(np.int64)
+    top = lo >= size - 1
+    lo = np.where(top, size - 1, lo)
+    hi = np.where(top, size - 1, lo + 1)
+    v = np.where(top, lo.astype(dt), v)
+    return lo, hi, v - lo.astype(dt), ok
+
+
+class RoIAlignFn(Function):
+    """Bilinear RoI pooling: each output bin the mean of its samples; linear in the input
+    (the sampling plan depends on the boxes only), which are not differentiated (as
+    torchvision)."""
+
+    def forward(self, x, rois, output_size, spatial_scale, sampling_ratio, aligned):
+        self.kwargs = dict(rois=rois, output_size=output_size, spatial_scale=spatial_scale,
+                           sampling_ratio=sampling_ratio, aligned=aligned)
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        ph, pw = output_size
+        self.x_shape = x.shape
+        self.plan = _roi_align_plan(rois, (h, w), output_size, spatial_scale, sampling_ratio, aligned)
+        out = xp.zeros((len(rois), c, ph * pw), dtype=x.dtype)
+        planes = x.reshape(n, c, h * w)
+        for k, (b, idx, wt) in enumerate(self.plan):
+            vals = planes[b][:, xp.asarray(idx)]  # (C, P, S)
+            out[k] = (vals * xp.asarray(wt, dtype=x.dtype)).sum(-1)
+        return out.reshape(len(rois), c, ph, pw)
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        n, c, h, w = self.x_shape
+        gx = xp.zeros((n, h * w, c), dtype=g.dtype)
+        g = g.reshape(g.shape[0], c, -1)
+        for k, (b, idx, wt) in enumerate(self.plan):
+            contrib = g[k][:, :, None] * xp.asarray(wt, dtype=g.dtype)  # (C, P, S)
+            xp.add.at(gx[b], xp.asarray(idx).reshape(-1), contrib.reshape(c, -1).T)
+        return gx.transpose(0, 2, 1).reshape(n, c, h, w)
+
+    def graph_backward(self, g, out):
+        return linear_graph_backward(self, g, **self.kwargs)
+
+
+def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+    """Mask R-CNN's RoIAlign: input (N, C, H, W), boxes a Tensor[K, 5] (batch index, x1, y1,
+    x2, y2) or a list of Tensor[L, 4] per image, in input coordinates / ``spatial_scale``;
+    output (K, C, *output_size). ``sampling_ratio`` samples per bin side (<= 0: adaptive,
+    ceil(roi size / bins)); ``aligned`` shifts boxes by half a pixel."""
+    rois = _rois("roi_align", input, boxes)
+    return RoIAlignFn.apply(input, rois=rois, output_size=_pair(output_size),
+                            spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio),
+                            aligned=bool(aligned))
+
+
+
+def _round_half_away(v):
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
+class RoIPoolFn(Function):
+    """Max RoI pooling (Fast R-CNN): each bin the max over its integer window (0 for an empty
+    window); the gradient goes to each bin's first maximum."""
+
+    def forward(self, x, rois, output_size, spatial_scale):
+        xp = get_array_module(x)
+        n, c, h, w = x.shape
+        ph, pw = output_size
+        self.x_shape = x.shape
+        dt = np.dtype(x.dtype).type
+        out = xp.zeros((len(rois), c, ph, pw), dtype=x.dtype)
+        arg = np.full((len(rois), c, ph, pw), -1, dtype=np.int64)
+        for k, roi in enumerate(rois):
+            b = int(roi[0])
+            sx, sy, ex, ey = (int(_round_half_away(roi[i] * dt(spatial_scale))) for i in range(1, 5))
+            rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
+            bh, bw = dt(rh) / dt(ph), dt(rw) / dt(pw)
+            for i in range(ph):
+                hs = min(max(int(math.floor(dt(i) * bh)) + sy, 0), h)
+                he = min(max(int(math.ceil(dt(i + 1) * bh)) + sy, 0), h)
+                for j in range(pw):
+                    ws = min(max(int(math.floor(dt(j) * bw)) + sx, 0), w)
+                    we = min(max(int(math.ceil(dt(j + 1) * bw)) + sx, 0), w)
+                    if he <= hs or we <= ws:
+                        continue
+                    win = x[b, :, hs:he, ws:we].reshape(c, -1)
+                    first = xp.argmax(win, axis=1)
+                    out[k, :, i, j] = win[xp.arange(c), first]
+                    first = np.asarray(first.get() if hasattr(first, "get") else first)
+                    arg[k, :, i, j] = (hs + first // (we - ws)) * w + ws + first % (we - ws)
+        self.argmax, self.batch = arg, rois[:, 0].astype(np.int64)
+        return out
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        n, c, h, w = self.x_shape
+        k = g.shape[0]
+        gx = xp.zeros((n, c, h * w), dtype=g.dtype)
+        if k:
+            arg = xp.asarray(self.argmax.reshape(k, c, -1))
+            batch = xp.asarray(np.asarray(self.batch).reshape(-1, 1, 1))
+            ok = arg >= 0
+            bb = xp.broadcast_to(batch, arg.shape)[ok]
+            cc = xp.broadcast_to(xp.arange(c).reshape(1, -1, 1), arg.shape)[ok]
+            xp.add.at(gx, (bb, cc, arg[ok]), g.reshape(k, c, -1)[ok])
+        return gx.reshape(n, c, h, w)
+
+
+def roi_pool(input, boxes, output_size, spatial_scale=1.0):
+    """Fast R-CNN's RoIPool: input (N, C, H, W), boxes as for ``roi_align``; box corners are
+    scaled by ``spatial_scale`` and rounded to pixels, each bin the max of its window."""
+    rois = _rois("roi_pool", input, boxes)
+    return RoIPoolFn.apply(input, rois=rois, output_size=_pair(output_size),
+                           spatial_scale=float(spatial_scale))
+
+
+class RoIAlign(nn.Module):
+    """``roi_align`` as a module (torchvision.ops.RoIAlign)."""
+
+    def __init__(self, output_size, spatial_scale, sampling_ratio, aligned=False):
+        super().__init__()
+        self.output_size, self.spatial_scale = output_size, spatial_scale
+        self.sampling_ratio, self.aligned = sampling_ratio, aligned
+
+    def forward(self, input, rois):
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
+                         self.aligned)
+
+    def extra_repr(self):
+        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
+
+
+class RoIPool(nn.Module):
+    """``roi_pool`` as a module (torchvision.ops.RoIPool)."""
+
+    def __init__(self, output_size, spatial_scale):
+        super().__init__()
+        self.output_size, self.spatial_scale = output_size, spatial_scale
+
+    def forward(self, input, rois):
+        return roi_pool(input, rois, self.output_size, self.spatial_scale)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}, spatial_scale={self.spatial_scale}"
