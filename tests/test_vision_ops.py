@@ -36,10 +36,16 @@ def test_box_area_and_iou_by_hand():
     assert ops.box_iou(_t(np.zeros((0, 4))), b).shape == (0, 2)
 
 
-def test_box_iou_of_integer_boxes_is_float():
+def test_integer_boxes_keep_torchvision_dtypes():
     a = minidl.tensor(np.array([[0, 0, 2, 2]], dtype=np.int64))
+    assert ops.box_area(a).dtype == minidl.int64
+    small = minidl.tensor([[0, 0, 200, 200]]).to(minidl.int16)
+    assert ops.box_area(small).dtype == minidl.int32 and ops.box_area(small).item() == 40000
     out = ops.box_iou(a, a)
     assert out.dtype == minidl.float32 and out.item() == 1.0
+    assert ops.generalized_box_iou_loss(a, a).dtype == minidl.float32
+    half = minidl.tensor([[0.0, 0, 2, 2]]).to(minidl.float16)
+    assert ops.box_iou(half, half).dtype == minidl.float32
 
 
 def test_box_convert_round_trip_and_values():
@@ -66,9 +72,11 @@ def test_clip_remove_small_masks_to_boxes():
     m = np.zeros((3, 5, 6), dtype=bool)
     m[0, 1:3, 2:5] = True
     m[1, 4, 0] = True
-    out = ops.masks_to_boxes(minidl.tensor(m))
+    out = ops.masks_to_boxes(minidl.tensor(m[:2]))
     assert out.dtype == minidl.float32
-    np.testing.assert_array_equal(out.numpy(), [[2, 1, 4, 2], [0, 4, 0, 4], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(out.numpy(), [[2, 1, 4, 2], [0, 4, 0, 4]])
+    with pytest.raises(ValueError, match="mask 2 has no nonzero pixel"):
+        ops.masks_to_boxes(minidl.tensor(m))
     assert ops.masks_to_boxes(minidl.tensor(np.zeros((0, 3, 3)))).shape == (0, 4)
 
 

@@ -35,12 +35,17 @@ def _check_boxes(name, boxes, arg="boxes"):
 
 
 def _upcast(t):
-    """torchvision's _upcast: integer boxes become float32 so that products do not overflow;
-    float16 becomes float32 too."""
+    """torchvision's _upcast, so that products do not overflow: 16-bit floats become float32,
+    integers narrower than 32 bits int32 (int32 and int64 stay)."""
     dt = np.dtype(t.dtype)
-    if dt.kind in "iub" or dt.itemsize < 4:
-        return t.to(minidl.float32)
-    return t
+    if dt.kind == "f" or str(dt) == "bfloat16":
+        return t if dt in (np.float32, np.float64) else t.to(minidl.float32)
+    return t if dt in (np.int32, np.int64) else t.to(minidl.int32)
+
+
+def _upcast_non_float(t):
+    """torchvision's _upcast_non_float (the losses): anything but float32/64 becomes float32."""
+    return t if np.dtype(t.dtype) in (np.float32, np.float64) else t.to(minidl.float32)
 
 
 def box_area(boxes):
@@ -165,17 +170,19 @@ def remove_small_boxes(boxes, min_size):
 
 def masks_to_boxes(masks):
     """The xyxy bounding box (N, 4, float32) of the nonzero pixels of each mask (N, H, W);
-    an empty mask gives a box of zeros."""
+    a mask with no nonzero pixel is refused (torchvision fails on it too)."""
     if not isinstance(masks, Tensor) or masks.ndim != 3:
         raise ValueError(f"masks_to_boxes: masks must be a Tensor[N, H, W], got shape "
                          f"{tuple(getattr(masks, 'shape', ()))}")
     m = masks.detach().numpy() != 0
-    n = m.shape[0]
-    out = np.zeros((n, 4), dtype=np.float32)
-    for i in range(n):
+    if m.size == 0:  # torchvision: no pixels at all gives no boxes (even for N > 0)
+        return minidl.tensor(np.zeros((0, 4), np.float32), device=masks.device)
+    out = np.zeros((m.shape[0], 4), dtype=np.float32)
+    for i in range(m.shape[0]):
         ys, xs = np.nonzero(m[i])
-        if len(ys):
-            out[i] = (xs.min(), ys.min(), xs.max(), ys.max())
+        if not len(ys):  # torchvision's min over no pixels fails too
+            raise ValueError(f"masks_to_boxes: mask {i} has no nonzero pixel, so no bounding box")
+        out[i] = (xs.min(), ys.min(), xs.max(), ys.max())
     return minidl.tensor(out, device=masks.device)
 
 
@@ -227,7 +234,7 @@ def _loss_diou(boxes1, boxes2, eps):
 def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
     """1 - GIoU of matching boxes (..., 4) xyxy, elementwise; reduction 'none', 'mean', 'sum'."""
     _pair_check("generalized_box_iou_loss", boxes1, boxes2)
-    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    boxes1, boxes2 = _upcast_non_float(boxes1), _upcast_non_float(boxes2)
     inter, union = _loss_inter_union(boxes1, boxes2)
     iou = inter / (union + eps)
     x1, y1, x2, y2 = boxes1.unbind(-1)
@@ -242,14 +249,14 @@ def generalized_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
 def distance_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
     """1 - DIoU of matching boxes (..., 4) xyxy, elementwise."""
     _pair_check("distance_box_iou_loss", boxes1, boxes2)
-    loss, _ = _loss_diou(_upcast(boxes1), _upcast(boxes2), eps)
+    loss, _ = _loss_diou(_upcast_non_float(boxes1), _upcast_non_float(boxes2), eps)
     return _reduce("distance_box_iou_loss", loss, reduction)
 
 
 def complete_box_iou_loss(boxes1, boxes2, reduction="none", eps=1e-7):
     """1 - CIoU of matching boxes (..., 4) xyxy, elementwise (alpha a constant of the gradient)."""
     _pair_check("complete_box_iou_loss", boxes1, boxes2)
-    boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
+    boxes1, boxes2 = _upcast_non_float(boxes1), _upcast_non_float(boxes2)
     diou_loss, iou = _loss_diou(boxes1, boxes2, eps)
     x1, y1, x2, y2 = boxes1.unbind(-1)
     x1g, y1g, x2g, y2g = boxes2.unbind(-1)
