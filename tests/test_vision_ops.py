@@ -103,6 +103,7 @@ def test_losses_by_hand_and_reductions():
                                (fl / [0.25, 0.75]).sum())
     with pytest.raises(ValueError, match="'avg'"):
         ops.sigmoid_focal_loss(x, y, reduction="avg")
+    assert math.isnan(ops.sigmoid_focal_loss(_t([]), _t([]), reduction="mean").item())
 
 
 def test_bad_boxes_are_refused_with_their_shape():

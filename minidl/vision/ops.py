@@ -187,11 +187,11 @@ def masks_to_boxes(masks):
 
 
 # ---- losses --------------------------------------------------------------------------------------
-def _reduce(name, loss, reduction):
+def _reduce(name, loss, reduction, empty_mean_zero=True):
     if reduction == "none":
         return loss
-    if reduction == "mean":
-        return loss.mean() if loss.numel() > 0 else 0.0 * loss.sum()
+    if reduction == "mean":  # the box losses: 0 for no boxes; the focal loss: nan (a plain mean)
+        return loss.mean() if loss.numel() > 0 or not empty_mean_zero else 0.0 * loss.sum()
     if reduction == "sum":
         return loss.sum()
     raise ValueError(f"{name}: invalid value for reduction: {reduction!r}; supported reduction "
@@ -281,7 +281,7 @@ def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none")
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return _reduce("sigmoid_focal_loss", loss, reduction)
+    return _reduce("sigmoid_focal_loss", loss, reduction, empty_mean_zero=False)
 
 
 # ---- non-maximum suppression ---------------------------------------------------------------------
