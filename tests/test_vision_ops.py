@@ -348,6 +348,10 @@ def test_nms_refuses_bad_shapes():
         ops.nms(_t(np.zeros((2, 4))), _t(np.zeros((2, 1))), 0.5)
     with pytest.raises(ValueError, match="got 2 and 3"):
         ops.nms(_t(np.zeros((2, 4))), _t(np.zeros(3)), 0.5)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        ops.nms(minidl.tensor(np.zeros((2, 4), np.float32)), _t(np.zeros(2)), 0.5)
+    with pytest.raises(TypeError, match="int64"):
+        ops.nms(minidl.tensor(np.zeros((2, 4), np.int64)), minidl.tensor(np.zeros(2, np.int64)), 0.5)
     with pytest.raises(ValueError, match="idxs"):
         ops.batched_nms(_t(np.zeros((2, 4))), _t(np.zeros(2)), minidl.tensor([0]), 0.5)
 
@@ -508,6 +512,14 @@ def test_roi_pool_by_hand_and_gradcheck():
     np.testing.assert_array_equal(out.numpy().ravel(), [14, 15])
     out.sum().backward()
     assert x.grad.numpy().ravel()[[14, 15]].tolist() == [1, 1] and x.grad.numpy().sum() == 2
+    # a window of -inf and NaN only: -FLT_MAX and no gradient, as torchvision's scan
+    z_np = np.full((1, 1, 2, 2), -np.inf)
+    z_np[0, 0, 1, 1] = np.nan
+    z = _t(z_np, grad=True)
+    out = ops.roi_pool(z, _t([[0, 0, 0, 1, 1]]), 1)
+    assert out.item() == -np.finfo(np.float32).max
+    out.sum().backward()
+    assert not z.grad.numpy().any()
     y = _t(np.random.default_rng(18).normal(size=(2, 2, 6, 7)), grad=True)
     assert gradcheck(lambda t: ops.roi_pool(t, _t(ROIS), (2, 3), 0.9), [y])
 
@@ -523,6 +535,8 @@ def test_roi_modules_and_bad_boxes():
         ops.roi_align(x, _t(np.zeros((2, 4))), 2)
     with pytest.raises(ValueError, match=r"boxes\[1\].*\(3, 5\)"):
         ops.roi_pool(x, [_t(np.zeros((1, 4))), _t(np.zeros((3, 5)))], 2)
+    with pytest.raises(TypeError, match=r"float64\) and boxes \(float32"):
+        ops.roi_align(x, minidl.tensor(ROIS.astype(np.float32)), 2)
     with pytest.raises(ValueError, match="batch index 2"):
         ops.roi_align(x, _t([[2, 0, 0, 1, 1]]), 2)
     with pytest.raises(ValueError, match=r"\(2, 5, 6\)"):

@@ -297,6 +297,9 @@ def _check_nms(name, boxes, scores):
     if boxes.shape[0] != scores.shape[0]:
         raise ValueError(f"{name}: boxes and scores should have same number of elements in "
                          f"dimension 0, got {boxes.shape[0]} and {scores.shape[0]}")
+    if np.dtype(boxes.dtype).kind != "f" or boxes.dtype != scores.dtype:
+        raise TypeError(f"{name}: boxes and scores should be floating point of the same dtype, got "
+                        f"{boxes.dtype} and {scores.dtype}")
 
 
 def _nms_array(b, s, iou_threshold):
@@ -317,7 +320,8 @@ def _nms_array(b, s, iou_threshold):
         h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = w * h
         iou = inter / (areas[i] + areas[rest] - inter)
-        suppressed[rest[iou > iou_threshold]] = True
+        # compared in double, as torchvision's kernel (a float32 IoU against a float threshold)
+        suppressed[rest[iou.astype(np.float64) > iou_threshold]] = True
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -359,6 +363,12 @@ def _rois(name, input, boxes):
         raise ValueError(f"{name}: input must be a Tensor[N, C, H, W], got shape "
                          f"{tuple(getattr(input, 'shape', ()))}")
     dtype = np.dtype(input.dtype)
+    if dtype.kind != "f":
+        raise TypeError(f"{name}: input must be floating point, got {input.dtype}")
+    for b in boxes if isinstance(boxes, (list, tuple)) else [boxes]:
+        if isinstance(b, Tensor) and np.dtype(b.dtype) != dtype:
+            raise TypeError(f"{name}: input ({input.dtype}) and boxes ({b.dtype}) must have the "
+                            f"same dtype")
     if isinstance(boxes, (list, tuple)):
         parts = []
         for i, b in enumerate(boxes):
@@ -489,6 +499,9 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
 
 
 
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
 def _round_half_away(v):
     return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
@@ -518,11 +531,17 @@ class RoIPoolFn(Function):
                     we = min(max(int(math.ceil(dt(j + 1) * bw)) + sx, 0), w)
                     if he <= hs or we <= ws:
                         continue
+                    # torchvision's scan: the first value above -FLT_MAX that beats the
+                    # ones before it (NaN never does); none such: -FLT_MAX, no gradient
                     win = x[b, :, hs:he, ws:we].reshape(c, -1)
+                    win = xp.where(win > -_FLT_MAX, win, -xp.inf)
                     first = xp.argmax(win, axis=1)
-                    out[k, :, i, j] = win[xp.arange(c), first]
-                    first = np.asarray(first.get() if hasattr(first, "get") else first)
-                    arg[k, :, i, j] = (hs + first // (we - ws)) * w + ws + first % (we - ws)
+                    best = win[xp.arange(c), first]
+                    found = best > -_FLT_MAX
+                    out[k, :, i, j] = xp.where(found, best, -_FLT_MAX)
+                    first, found = (np.asarray(v.get() if hasattr(v, "get") else v) for v in (first, found))
+                    at = (hs + first // (we - ws)) * w + ws + first % (we - ws)
+                    arg[k, :, i, j] = np.where(found, at, -1)
         self.argmax, self.batch = arg, rois[:, 0].astype(np.int64)
         return out
 
