@@ -542,3 +542,7 @@ def test_roi_modules_and_bad_boxes():
     with pytest.raises(ValueError, match=r"\(2, 5, 6\)"):
         ops.roi_align(x[0], _t(ROIS), 2)
     assert ops.roi_align(x, _t(np.zeros((0, 5))), 2).shape == (0, 2, 2, 2)
+    # a NaN box samples nothing (torchvision's kernel: every sample outside), no crash
+    for ratio in (2, -1):
+        nan_box = ops.roi_align(x, _t([[0, np.nan, 0, 2, 2]]), 2, sampling_ratio=ratio)
+        assert np.array_equal(nan_box.numpy(), np.zeros((1, 2, 2, 2)))

@@ -411,8 +411,8 @@ def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, ali
         if not aligned:
             rw, rh = max(rw, dt(1)), max(rh, dt(1))
         bh, bw = rh / dt(ph), rw / dt(pw)
-        gh = sampling_ratio if sampling_ratio > 0 else int(math.ceil(rh / dt(ph)))
-        gw = sampling_ratio if sampling_ratio > 0 else int(math.ceil(rw / dt(pw)))
+        gh = sampling_ratio if sampling_ratio > 0 else _ceil_or_zero(rh / dt(ph))
+        gw = sampling_ratio if sampling_ratio > 0 else _ceil_or_zero(rw / dt(pw))
         gh, gw = max(gh, 0), max(gw, 0)
         count = dt(max(gh * gw, 1))
         # sample positions: (PH, GH) rows and (PW, GW) columns
@@ -425,13 +425,13 @@ def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, ali
         # (PH, GH, PW, GW) broadcast of the four corners
         Y = (slice(None), slice(None), None, None)
         X = (None, None, slice(None), slice(None))
-        ok = (y_ok[Y] & x_ok[X]).astype(dt)
+        ok = y_ok[Y] & x_ok[X]
         hy, hx = dt(1) - ly, dt(1) - lx
         index = [y_lo[Y] * width + x_lo[X], y_lo[Y] * width + x_hi[X],
                  y_hi[Y] * width + x_lo[X], y_hi[Y] * width + x_hi[X]]
         weight = [hy[Y] * hx[X], hy[Y] * lx[X], ly[Y] * hx[X], ly[Y] * lx[X]]
         idx = np.stack([np.broadcast_to(i, ok.shape) for i in index], -1)
-        w = np.stack([wt * ok / count for wt in weight], -1)
+        w = np.stack([np.where(ok, wt, dt(0)) / count for wt in weight], -1)
         # -> (PH, PW, GH * GW * 4)
         idx = idx.transpose(0, 2, 1, 3, 4).reshape(ph * pw, -1)
         w = w.transpose(0, 2, 1, 3, 4).reshape(ph * pw, -1)
@@ -439,12 +439,17 @@ def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, ali
     return plan
 
 
+def _ceil_or_zero(v):
+    """The adaptive sample count; a NaN or infinite box samples nothing."""
+    return int(math.ceil(v)) if math.isfinite(v) else 0
+
+
 def _axis_corners(v, size):
     """torchvision's bilinear_interpolate along one axis: low and high neighbours, the weight
     of the high one, and whether the sample lies inside [-1, size]."""
     dt = v.dtype.type
-    ok = (v >= dt(-1)) & (v <= dt(size))
-    v = np.where(v <= 0, dt(0), v)
+    ok = (v >= dt(-1)) & (v <= dt(size))  # False for NaN, which then reads pixel 0 with weight 0
+    v = np.where(~ok | (v <= 0), dt(0), v)
     lo = np.floor(v).astype(np.int64)
     top = lo >= size - 1
     lo = np.where(top, size - 1, lo)
