@@ -396,8 +396,8 @@ def _rois(name, input, boxes):
 
 def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, aligned):
     """For each RoI: its batch index, the flat pixel indices (PH*PW, S) its bins read and their
-    weights (PH*PW, S): the bilinear corners of each sample, divided by the sample count
-    (torchvision's kernel: samples outside [-1, H] x [-1, W] read 0, others clamp to the
+    weights (PH*PW, S): the bilinear corners of each sample, and the sample count that averages
+    them (torchvision's kernel: samples outside [-1, H] x [-1, W] read 0, others clamp to the
     border)."""
     height, width = shape
     ph, pw = output_size
@@ -431,11 +431,11 @@ def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, ali
                  y_hi[Y] * width + x_lo[X], y_hi[Y] * width + x_hi[X]]
         weight = [hy[Y] * hx[X], hy[Y] * lx[X], ly[Y] * hx[X], ly[Y] * lx[X]]
         idx = np.stack([np.broadcast_to(i, ok.shape) for i in index], -1)
-        w = np.stack([np.where(ok, wt, dt(0)) / count for wt in weight], -1)
+        w = np.stack([np.where(ok, wt, dt(0)) for wt in weight], -1)
         # -> (PH, PW, GH * GW * 4)
         idx = idx.transpose(0, 2, 1, 3, 4).reshape(ph * pw, -1)
         w = w.transpose(0, 2, 1, 3, 4).reshape(ph * pw, -1)
-        plan.append((int(roi[0]), idx, w))
+        plan.append((int(roi[0]), idx, w, count))
     return plan
 
 
@@ -473,9 +473,9 @@ class RoIAlignFn(Function):
         self.plan = _roi_align_plan(rois, (h, w), output_size, spatial_scale, sampling_ratio, aligned)
         out = xp.zeros((len(rois), c, ph * pw), dtype=x.dtype)
         planes = x.reshape(n, c, h * w)
-        for k, (b, idx, wt) in enumerate(self.plan):
+        for k, (b, idx, wt, count) in enumerate(self.plan):
             vals = planes[b][:, xp.asarray(idx)]  # (C, P, S)
-            out[k] = (vals * xp.asarray(wt, dtype=x.dtype)).sum(-1)
+            out[k] = (vals * xp.asarray(wt, dtype=x.dtype)).sum(-1) / count  # summed, then averaged
         return out.reshape(len(rois), c, ph, pw)
 
     def backward(self, g):
@@ -483,8 +483,8 @@ class RoIAlignFn(Function):
         n, c, h, w = self.x_shape
         gx = xp.zeros((n, h * w, c), dtype=g.dtype)
         g = g.reshape(g.shape[0], c, -1)
-        for k, (b, idx, wt) in enumerate(self.plan):
-            contrib = g[k][:, :, None] * xp.asarray(wt, dtype=g.dtype)  # (C, P, S)
+        for k, (b, idx, wt, count) in enumerate(self.plan):
+            contrib = (g[k] / count)[:, :, None] * xp.asarray(wt, dtype=g.dtype)  # (C, P, S)
             xp.add.at(gx[b], xp.asarray(idx).reshape(-1), contrib.reshape(c, -1).T)
         return gx.transpose(0, 2, 1).reshape(n, c, h, w)
 
