@@ -15,7 +15,7 @@ import minidl
 
 from .. import nn
 from ..backend import get_array_module
-from ..functional import linear_graph_backward
+from ..functional import _add_rows, linear_graph_backward
 from ..nn import functional as F
 from ..tensor import Function, Tensor
 
@@ -485,7 +485,7 @@ class RoIAlignFn(Function):
         g = g.reshape(g.shape[0], c, -1)
         for k, (b, idx, wt, count) in enumerate(self.plan):
             contrib = (g[k] / count)[:, :, None] * xp.asarray(wt, dtype=g.dtype)  # (C, P, S)
-            xp.add.at(gx[b], xp.asarray(idx).reshape(-1), contrib.reshape(c, -1).T)
+            _add_rows(gx[b], xp.asarray(idx).reshape(-1), xp.ascontiguousarray(contrib.reshape(c, -1).T))
         return gx.transpose(0, 2, 1).reshape(n, c, h, w)
 
     def graph_backward(self, g, out):
@@ -554,14 +554,13 @@ class RoIPoolFn(Function):
         xp = get_array_module(g)
         n, c, h, w = self.x_shape
         k = g.shape[0]
-        gx = xp.zeros((n, c, h * w), dtype=g.dtype)
+        gx = xp.zeros((n * c * h * w, 1), dtype=g.dtype)
         if k:
-            arg = xp.asarray(self.argmax.reshape(k, c, -1))
-            batch = xp.asarray(np.asarray(self.batch).reshape(-1, 1, 1))
+            arg = self.argmax.reshape(k, c, -1)
+            plane = (self.batch.reshape(-1, 1, 1) * c + np.arange(c).reshape(1, -1, 1)) * (h * w)
             ok = arg >= 0
-            bb = xp.broadcast_to(batch, arg.shape)[ok]
-            cc = xp.broadcast_to(xp.arange(c).reshape(1, -1, 1), arg.shape)[ok]
-            xp.add.at(gx, (bb, cc, arg[ok]), g.reshape(k, c, -1)[ok])
+            flat = xp.asarray(np.broadcast_to(plane, arg.shape)[ok] + arg[ok])
+            _add_rows(gx, flat, g.reshape(k, c, -1)[xp.asarray(ok)].reshape(-1, 1))
         return gx.reshape(n, c, h, w)
 
 
