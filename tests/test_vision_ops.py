@@ -522,6 +522,18 @@ def test_roi_pool_by_hand_and_gradcheck():
     assert not z.grad.numpy().any()
     y = _t(np.random.default_rng(18).normal(size=(2, 2, 6, 7)), grad=True)
     assert gradcheck(lambda t: ops.roi_pool(t, _t(ROIS), (2, 3), 0.9), [y])
+    # the gradient as a function of the output's gradient (linear: a scatter to the winners),
+    # and its own gradient (a gather)
+    for op in (lambda t: ops.roi_pool(t, _t(ROIS), (2, 3), 0.9),
+               lambda t: ops.roi_align(t, _t(ROIS), (2, 3), 0.9, -1, True)):
+        v = _t(np.random.default_rng(20).normal(size=(5, 2, 2, 3)), grad=True)
+
+        def input_grad(v, op=op):
+            (gx,) = minidl.autograd.grad(op(y), y, grad_outputs=v, create_graph=True)
+            return gx
+
+        assert gradcheck(input_grad, [v])
+        assert gradgradcheck(input_grad, [v])
 
 
 def test_roi_modules_and_bad_boxes():

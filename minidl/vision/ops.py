@@ -547,21 +547,66 @@ class RoIPoolFn(Function):
                     first, found = (np.asarray(v.get() if hasattr(v, "get") else v) for v in (first, found))
                     at = (hs + first // (we - ws)) * w + ws + first % (we - ws)
                     arg[k, :, i, j] = np.where(found, at, -1)
-        self.argmax, self.batch = arg, rois[:, 0].astype(np.int64)
+        self.winners = _flat_winners(arg, rois[:, 0].astype(np.int64), c, h * w)
         return out
 
     def backward(self, g):
-        xp = get_array_module(g)
-        n, c, h, w = self.x_shape
-        k = g.shape[0]
-        gx = xp.zeros((n * c * h * w, 1), dtype=g.dtype)
-        if k:
-            arg = self.argmax.reshape(k, c, -1)
-            plane = (self.batch.reshape(-1, 1, 1) * c + np.arange(c).reshape(1, -1, 1)) * (h * w)
-            ok = arg >= 0
-            flat = xp.asarray(np.broadcast_to(plane, arg.shape)[ok] + arg[ok])
-            _add_rows(gx, flat, g.reshape(k, c, -1)[xp.asarray(ok)].reshape(-1, 1))
-        return gx.reshape(n, c, h, w)
+        return _roi_pool_scatter(g, self.winners, self.x_shape)
+
+    def graph_backward(self, g, out):
+        return RoIPoolScatter.apply(g, winners=self.winners, x_shape=self.x_shape)
+
+
+def _flat_winners(argmax, batch, channels, plane):
+    """Each output's flat index into the input (N*C*H*W), -1 where its window was empty."""
+    k = argmax.shape[0]
+    base = (batch.reshape(-1, 1, 1, 1) * channels + np.arange(channels).reshape(1, -1, 1, 1)) * plane
+    return np.where(argmax >= 0, base + argmax, -1).reshape(k, channels, *argmax.shape[2:])
+
+
+def _roi_pool_scatter(g, winners, x_shape):
+    xp = get_array_module(g)
+    gx = xp.zeros((int(np.prod(x_shape)), 1), dtype=g.dtype)
+    ok = winners >= 0
+    if ok.any():
+        _add_rows(gx, xp.asarray(winners[ok]), g[xp.asarray(ok)].reshape(-1, 1))
+    return gx.reshape(x_shape)
+
+
+def _roi_pool_gather(h, winners):
+    xp = get_array_module(h)
+    ok = xp.asarray(winners >= 0)
+    return xp.where(ok, h.reshape(-1)[xp.asarray(np.maximum(winners, 0))], 0).astype(h.dtype, copy=False)
+
+
+class RoIPoolScatter(Function):
+    """roi_pool's gradient as an op: g (K, C, PH, PW) added at each bin's winner in the input;
+    linear in g (the winners fixed), its gradient reads h at the winners."""
+
+    def forward(self, g, winners, x_shape):
+        self.winners = winners
+        return _roi_pool_scatter(g, winners, x_shape)
+
+    def backward(self, h):
+        return _roi_pool_gather(h, self.winners)
+
+    def graph_backward(self, h, out):
+        return RoIPoolGather.apply(h, winners=self.winners, x_shape=h.shape)
+
+
+class RoIPoolGather(Function):
+    """The input read at each bin's winner (0 for an empty window): RoIPoolScatter's
+    gradient, whose own gradient scatters back."""
+
+    def forward(self, h, winners, x_shape):
+        self.winners, self.x_shape = winners, x_shape
+        return _roi_pool_gather(h, winners)
+
+    def backward(self, g):
+        return _roi_pool_scatter(g, self.winners, self.x_shape)
+
+    def graph_backward(self, g, out):
+        return RoIPoolScatter.apply(g, winners=self.winners, x_shape=self.x_shape)
 
 
 def roi_pool(input, boxes, output_size, spatial_scale=1.0):
