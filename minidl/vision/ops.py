@@ -369,6 +369,8 @@ def _rois(name, input, boxes):
         if isinstance(b, Tensor) and np.dtype(b.dtype) != dtype:
             raise TypeError(f"{name}: input ({input.dtype}) and boxes ({b.dtype}) must have the "
                             f"same dtype")
+        if isinstance(b, Tensor) and b.device != input.device:
+            raise ValueError(f"{name}: input is on {input.device}, boxes on {b.device}")
     if isinstance(boxes, (list, tuple)):
         parts = []
         for i, b in enumerate(boxes):
@@ -385,8 +387,6 @@ def _rois(name, input, boxes):
     else:
         raise TypeError(f"{name}: boxes is expected to be a Tensor[K, 5] or a List[Tensor[L, 4]], "
                         f"got {type(boxes).__name__}")
-    if input.device != "cpu" and isinstance(boxes, Tensor) and boxes.device != input.device:
-        raise ValueError(f"{name}: input is on {input.device}, boxes on {boxes.device}")
     batch = rois[:, 0].astype(np.int64)
     if len(batch) and (batch.min() < 0 or batch.max() >= input.shape[0]):
         raise ValueError(f"{name}: a box's batch index {int(batch.min() if batch.min() < 0 else batch.max())} "
