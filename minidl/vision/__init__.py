@@ -6,6 +6,7 @@
 - ``minidl.vision.datasets``: MNIST, FashionMNIST, KMNIST, CIFAR10, CIFAR100, DatasetFolder,
   ImageFolder with torchvision's constructors;
 - ``minidl.vision.utils``: ``make_grid`` and ``save_image``;
+- ``minidl.vision.ops``: torchvision.ops' box ops, box losses, NMS and RoI poolings;
 - ``ImageClassifier`` (``minidl.vision.classifier``).
 
 The classifier is imported on first use: ``minidl.datasets`` reads images through
@@ -13,10 +14,14 @@ The classifier is imported on first use: ``minidl.datasets`` reads images throug
 """
 from . import datasets, transforms, utils
 
-__all__ = ["transforms", "datasets", "utils", "ImageClassifier"]
+__all__ = ["transforms", "datasets", "utils", "ops", "ImageClassifier"]
 
 
 def __getattr__(name):
+    if name == "ops":  # imported on first use: it needs nn, which the data API does not
+        import importlib
+
+        return importlib.import_module(__name__ + ".ops")
     if name == "ImageClassifier":
         from .classifier import ImageClassifier
 
