@@ -39,6 +39,12 @@ def drivers(request, monkeypatch):
     return request.param
 
 
+# The tests that check a fresh process (a subprocess: its thresholds are its own, not the ones
+# set here) or a process-wide setting run once: the two drivers would run the same code twice.
+# So does the Adam test, which picks its driver itself (its own ``driver`` parameter).
+once = pytest.mark.parametrize("drivers", ["serial"], indirect=True)
+
+
 def _tol(dtype):
     return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
 
@@ -649,6 +655,7 @@ def test_inference_conv_matches_reference(geom, dtype, monkeypatch):
         np.testing.assert_allclose(cpu.conv2d_inference(x, w, None, stride, pad), ref, **tol)
 
 
+@once
 def test_openblas_spin_time_is_shortened_and_blas_still_computes():
     """configure() sets OpenBLAS's worker spin time (see tuning._shorten_blas_spin). Wherever an
     OpenBLAS that reports its timeout is loaded and the environment allows the tuning, it must
@@ -673,6 +680,7 @@ def test_openblas_spin_time_is_shortened_and_blas_still_computes():
     np.testing.assert_allclose(a @ b, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
 
 
+@once
 def test_configure_runs_once_and_is_thread_safe():
     import threading
 
@@ -686,6 +694,7 @@ def test_configure_runs_once_and_is_thread_safe():
     assert reports[0] is cpu.configure()
 
 
+@once
 def test_each_process_setting_can_be_turned_off():
     """With the three switches off, importing the CPU kernels changes nothing in the process."""
     import subprocess
@@ -713,6 +722,7 @@ def _run_python(code):
     return done
 
 
+@once
 def test_set_num_threads_starts_numba_on_the_layer_minidl_chose():
     """minidl.set_num_threads configures first, so numba's pool starts on the layer minidl
     chose (numba.set_num_threads before minidl's first op starts it on OpenMP with libgomp's
@@ -728,6 +738,7 @@ def test_set_num_threads_starts_numba_on_the_layer_minidl_chose():
     assert leftover == "False"
 
 
+@once
 def test_the_thresholds_follow_how_the_workers_wait():
     """OpenMP's spinning workers start a kernel in microseconds, so minidl's kernels go parallel
     from smaller sizes there than on workqueue's sleeping workers; the table in use is the one
@@ -753,6 +764,7 @@ def test_the_thresholds_follow_how_the_workers_wait():
     assert launch.SPINNING_WORKERS["columns"] < launch.SLEEPING_WORKERS["columns"]
 
 
+@once
 def test_a_forked_child_runs_the_kernels_on_one_thread():
     """GNU OpenMP does not survive fork() (numba terminates a child that starts a parallel
     kernel on it): a forked child gets one numba thread, runs the serial drivers and gets the
@@ -776,6 +788,7 @@ def test_a_forked_child_runs_the_kernels_on_one_thread():
     assert done.stdout.split() == ["0", "2", "True"], done.stdout + done.stderr
 
 
+@once
 def test_the_users_openmp_spin_is_kept():
     import subprocess
     import sys
@@ -790,6 +803,7 @@ def test_the_users_openmp_spin_is_kept():
     assert out == ["123"]
 
 
+@once
 def test_openmp_stays_at_one_active_level_after_numbas_pool_starts():
     """numba's OpenMP pool turns nesting on (255 levels) in the process's GNU OpenMP runtime;
     minidl sets it back to one level, and it stays there after parallel kernels ran, so another
@@ -822,6 +836,7 @@ def test_openmp_stays_at_one_active_level_after_numbas_pool_starts():
     assert out.split(" ", 1)[1].strip() != "[1]", out  # the user's setting is left alone
 
 
+@once
 def test_numba_threads_started_first_are_reported():
     done = _run_python(
         "import numba\n"
@@ -883,6 +898,7 @@ def test_sgd_step_uses_the_kernel_for_float_parameters_only(monkeypatch):
     assert calls == [np.dtype(np.float32)]  # float16 took the numpy expressions
 
 
+@once
 # ---- the one-pass Adam update ----------------------------------------------------------------
 @pytest.mark.parametrize("driver", ["serial", "parallel"])
 @pytest.mark.parametrize("kind, kw", [("Adam", {}), ("Adam", dict(weight_decay=0.1)),

@@ -35,6 +35,20 @@ def converted_model(torch_checkpoint):
     return resnet50(weights=torch_checkpoint[2]).eval()
 
 
+@pytest.fixture(scope="module")
+def default_model():
+    """A default resnet50(), built once for the tests that only read it (building and
+    initialising 25.6M parameters takes most of a second)."""
+    return resnet50()
+
+
+@pytest.fixture(scope="module")
+def default_state(default_model):
+    """Its state as arrays, without num_batches_tracked; tests change a copy (``dict(...)``)."""
+    return {k: v.numpy() for k, v in default_model.state_dict().items()
+            if not k.endswith("num_batches_tracked")}
+
+
 def _inputs(shape, seed):
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
 
@@ -61,8 +75,8 @@ def _assert_logits_match(got, want):
 
 
 # ---- names and shapes --------------------------------------------------------------------
-def test_parameter_names_follow_torchvision():
-    model = resnet50()
+def test_parameter_names_follow_torchvision(default_model):
+    model = default_model
     state = model.state_dict()
     params = dict(model.named_parameters())
     assert sum(p.numel() for p in params.values()) == TORCHVISION_RESNET50_PARAMS
@@ -78,10 +92,10 @@ def test_parameter_names_follow_torchvision():
     assert all("conv" not in k or not k.endswith(".bias") for k in params)  # convs have no bias
 
 
-def test_state_dict_equals_torch_layout():
+def test_state_dict_equals_torch_layout(default_model):
     tmodel = torch_resnet50()
     want = [(k, tuple(v.shape)) for k, v in tmodel.state_dict().items()]
-    got = [(k, tuple(v.shape)) for k, v in resnet50().state_dict().items()]
+    got = [(k, tuple(v.shape)) for k, v in default_model.state_dict().items()]
     assert got == want  # names, shapes and order, num_batches_tracked included
 
 
@@ -182,9 +196,9 @@ def _minidl_state_arrays(num_classes=1000):
             if not k.endswith("num_batches_tracked")}
 
 
-def test_num_classes_mismatch_is_a_clear_error(tmp_path):
+def test_num_classes_mismatch_is_a_clear_error(tmp_path, default_state):
     path = tmp_path / "w.npz"
-    save_npz(_minidl_state_arrays(), path)
+    save_npz(default_state, path)
     with pytest.raises(ValueError, match=r"1000 classes.*num_classes=10"):
         resnet50(weights=path, num_classes=10)
 
@@ -199,8 +213,8 @@ def test_weights_for_another_head_size_load(tmp_path):
                                   state["layer3.4.bn2.running_var"])
 
 
-def test_convert_lists_wrong_shapes_and_missing_keys(tmp_path):
-    state = _minidl_state_arrays()
+def test_convert_lists_wrong_shapes_and_missing_keys(tmp_path, default_state):
+    state = dict(default_state)
     del state["layer2.0.bn1.running_mean"]
     state["layer3.1.conv2.weight"] = np.zeros((256, 256, 1, 1), np.float32)
     state["head.extra"] = np.zeros(3, np.float32)
@@ -216,8 +230,8 @@ def test_convert_lists_wrong_shapes_and_missing_keys(tmp_path):
     assert convert_main([str(src), str(dst)]) == 2
 
 
-def test_loading_a_checkpoint_that_does_not_fit_lists_the_problems(tmp_path):
-    state = _minidl_state_arrays()
+def test_loading_a_checkpoint_that_does_not_fit_lists_the_problems(tmp_path, default_state):
+    state = dict(default_state)
     del state["layer4.0.downsample.1.weight"]
     state["layer1.0.conv1.weight"] = np.zeros((64, 64, 3, 3), np.float32)
     path = tmp_path / "bad.npz"
@@ -245,9 +259,9 @@ def test_weights_accepts_a_state_dict():
                                   source.layer1[2].conv3.weight.numpy())
 
 
-def test_forward_rejects_wrong_input_shape():
+def test_forward_rejects_wrong_input_shape(default_model):
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
-        resnet50().features(minidl.tensor(np.zeros((1, 1, 32, 32), np.float32)))
+        default_model.features(minidl.tensor(np.zeros((1, 1, 32, 32), np.float32)))
 
 
 # ---- python -m minidl.examples.resnet50 -------------------------------------------------------
