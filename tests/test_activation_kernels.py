@@ -187,3 +187,17 @@ def test_hardtanh_kernels_match_torch_and_are_used(monkeypatch, dtype, bounds):
     (yt * torch.tensor(w)).sum().backward()
     np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
     np.testing.assert_array_equal(xm.grad.numpy(), xt.grad.numpy())
+
+
+def test_relu_backward_of_half_precision_is_a_select_as_torch():
+    """float16's ReLU gradient: +0 where the output is <= 0 even for an infinite or negative
+    incoming gradient (a product gave NaN and -0), passed on at NaN (torch's
+    threshold_backward)."""
+    from minidl.backend.cpu import activations
+
+    g = np.array([np.inf, -1.0, 2.0, 3.0], np.float16)
+    y = np.array([0.0, 0.0, np.nan, 1.0], np.float16)
+    got = activations.relu_backward(g, y)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, [0.0, 0.0, 2.0, 3.0])
+    assert not np.signbit(got[1])

@@ -188,3 +188,29 @@ def test_autocast_keeps_the_low_dtype_as_torch_cpu(low):
         assert str(got.dtype) == str(want.dtype).replace("torch.", ""), k
         np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0.05,
                                    atol=0.1, err_msg=str(k))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_max_pool_runs_the_float32_kernels_exactly(dtype):
+    """float16/bfloat16 max pooling takes the CPU's float32 kernels (NumPy emulates half
+    arithmetic): the maxima and winners equal the float32 pool's exactly (NaN included), and
+    non-overlapping windows give the gradient exactly."""
+    from minidl.backend.cpu import pooling
+    from minidl.backend.dtypes import as_dtype
+
+    dt = as_dtype(getattr(minidl, dtype))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(dt)
+    x[0, 0, 0, 0] = np.nan
+    for geo in [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1)]:
+        y, arg = pooling.max_pool2d_forward(x, *geo)
+        y32, arg32 = pooling.max_pool2d_forward(x.astype(np.float32), *geo)
+        assert y.dtype == dt
+        np.testing.assert_array_equal(y.astype(np.float32), y32)
+        np.testing.assert_array_equal(arg, arg32)
+    y, arg = pooling.max_pool2d_forward(x, 2, 2, 2, 2, 0, 0)
+    gy = rng.standard_normal(y.shape).astype(dt)
+    gx = pooling.max_pool2d_backward(gy, arg, x.shape, 2, 2, 2, 2, 0, 0)
+    gx32 = pooling.max_pool2d_backward(gy.astype(np.float32), arg, x.shape, 2, 2, 2, 2, 0, 0)
+    assert gx.dtype == dt
+    np.testing.assert_array_equal(gx.astype(np.float32), gx32)

@@ -329,7 +329,9 @@ def relu_backward(g, y):
     """Gradient of ReLU from its output: y > 0 exactly where the input was > 0; a NaN passes
     the gradient on (torch's threshold_backward zeroes only where y <= 0)."""
     if g.dtype not in FLOATS or g.dtype != y.dtype or g.shape != y.shape:
-        return g * ~(y <= 0)
+        # a select, not a product: +0 where y <= 0 even for an inf or negative g (as torch's),
+        # and no float16 arithmetic, which NumPy emulates
+        return np.where(y <= 0, np.zeros((), g.dtype), g)
     g, y = contiguous(g), contiguous(y)
     gx = np.empty_like(g)
     launch(_RELU_BWD, parallel(g.size, "relu"), g.reshape(-1), y.reshape(-1), gx.reshape(-1))

@@ -6,6 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import generic
+from ..dtypes import is_low_precision
 from ..generic import out_size
 from .bits import keep
 from .launch import FLOATS, Drivers, contiguous, launch, parallel
@@ -340,7 +341,12 @@ _MAX_POOL_BWD_3X3S2 = Drivers(_max_pool_bwd_3x3s2_par, _max_pool_bwd_3x3s2_ser)
 
 
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
-    """Returns (y, argmax) with argmax the flat index i*kw+j of the winner (int32), as generic."""
+    """Returns (y, argmax) with argmax the flat index i*kw+j of the winner (int32), as generic.
+    float16 and bfloat16 run the float32 kernels: the maxima convert back exactly (NumPy's
+    half-precision arithmetic is emulated, 10-50x slower)."""
+    if is_low_precision(x.dtype):
+        y, arg = max_pool2d_forward(x.astype(np.float32), kh, kw, sh, sw, ph, pw)
+        return y.astype(x.dtype), arg
     if x.dtype not in FLOATS:
         return generic.max_pool2d_forward(x, kh, kw, sh, sw, ph, pw)
     x = contiguous(x)
@@ -353,6 +359,9 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw):
 
 
 def max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw):
+    if is_low_precision(gy.dtype):  # summed in float32 where windows overlap, rounded once
+        gx = max_pool2d_backward(gy.astype(np.float32), arg, x_shape, kh, kw, sh, sw, ph, pw)
+        return gx.astype(gy.dtype)
     if gy.dtype not in FLOATS:
         return generic.max_pool2d_backward(gy, arg, x_shape, kh, kw, sh, sw, ph, pw)
     gx = np.empty(x_shape, dtype=gy.dtype)
