@@ -1492,17 +1492,18 @@ def _traced_in_place(t, compute):
     return True
 
 
-def _fitted_result(out, t, name):
+def _fitted_result(out, t, name, any_cast=False, into="a tensor"):
     """An in-place op's out-of-place result ``out`` cast to ``t``'s dtype (refused where that
-    is a narrower category, as torch's) and checked to have ``t``'s shape."""
+    is a narrower category, as torch's, unless ``any_cast``: copy_ casts whatever it is given)
+    and checked to have ``t``'s shape (``into`` names what t is in the error)."""
     if out.data.dtype != t.data.dtype:
-        if category(out.data.dtype) > category(t.data.dtype):
+        if not any_cast and category(out.data.dtype) > category(t.data.dtype):
             raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
                                        f"the desired output type {t.data.dtype} (a "
                                        f"{t.data.dtype} tensor cannot hold it)")
         out = _cast(out, t.data.dtype)
     if out.shape != t.shape:
-        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a tensor of "
+        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in {into} of "
                          f"shape {t.shape}")
     return out
 
@@ -1888,15 +1889,7 @@ def _inplace_on_view(t, other, name, out_of_place):
         out = value if value.shape == t.shape else value.expand(*t.shape)
     else:
         out = out_of_place(old_t, other)
-    if out.data.dtype != t.data.dtype:
-        if out_of_place is not None and category(out.data.dtype) > category(t.data.dtype):
-            raise ops.InPlaceCastError(f"{name}: result type {out.data.dtype} can't be cast to "
-                                       f"the desired output type {t.data.dtype} (a "
-                                       f"{t.data.dtype} tensor cannot hold it)")
-        out = _cast(out, t.data.dtype)
-    if out.shape != t.shape:
-        raise ValueError(f"{name}: a result of shape {out.shape} does not fit in a view of "
-                         f"shape {t.shape}")
+    out = _fitted_result(out, t, name, any_cast=out_of_place is None, into="a view")
     flat_old = Reshape.apply(old, shape=(-1,))
     new = Reshape.apply(_copy_slices(_scatter_node(flat_old, out, pos)), shape=base.shape)
     # the new values into the shared array (b, t and the other views read them), counted once
