@@ -100,15 +100,16 @@ def check_scale_zero_point(given, prefix, dtype=None):
                                       f"{dtype}'s range [{dtype.qmin}, {dtype.qmax}]")
 
 
-def weight_observer(cls, mod):
+def weight_observer(cls, mod, hint="set one and prepare the model first"):
     """What quantizes ``mod``'s weight in ``cls.from_float``: a QAT module's own
-    ``weight_fake_quant``, or a new observer from the prepared float module's qconfig."""
+    ``weight_fake_quant``, or a new observer from the prepared float module's qconfig
+    (``hint``: what the error for a module without one suggests)."""
     weight_fq = getattr(mod, "weight_fake_quant", None)
     if weight_fq is None:
         qconfig = getattr(mod, "qconfig", None)
         if qconfig is None:
             raise ValueError(f"quantized {cls.__name__}.from_float: the float module has no "
-                             "qconfig (set one and prepare the model first)")
+                             f"qconfig ({hint})")
         weight_fq = qconfig.weight()
     return weight_fq
 

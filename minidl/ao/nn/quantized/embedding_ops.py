@@ -15,7 +15,7 @@ import numpy as np
 from ....nn.module import Module
 from ....tensor import Tensor
 from ...quantization.qtensor import QTensor, per_channel_affine_float_qparams, quint8
-from ._state import as_qtensor
+from ._state import as_qtensor, weight_observer
 
 _ONLY = ("quantized Embedding/EmbeddingBag: only quint8 weights quantized per row with float "
          "qparams are supported (float_qparams_weight_only_qconfig)")
@@ -101,13 +101,7 @@ class _EmbeddingBase(Module):
     def from_float(cls, mod, use_precomputed_fake_quant=False):
         """From a float nn.Embedding / nn.EmbeddingBag with a float-qparams weight qconfig
         (or a QAT one with its ``weight_fake_quant``)."""
-        weight_fq = getattr(mod, "weight_fake_quant", None)
-        if weight_fq is None:
-            qconfig = getattr(mod, "qconfig", None)
-            if qconfig is None:
-                raise ValueError(f"quantized {cls.__name__}.from_float: the float module has no "
-                                 "qconfig (use float_qparams_weight_only_qconfig)")
-            weight_fq = qconfig.weight()
+        weight_fq = weight_observer(cls, mod, "use float_qparams_weight_only_qconfig")
         if weight_fq.dtype is not quint8 or weight_fq.qscheme is not \
                 per_channel_affine_float_qparams:
             raise ValueError(f"{cls.__name__} quantization is only supported with "
