@@ -18,7 +18,8 @@ import numpy as np
 from ... import functional as _F
 from ...backend import generic, get_array_module
 from ...backend import kernels as generic_kernels
-from ...functional import _check_dtypes, _cpu_low_precision, _needs_grad, _whole
+from ...functional import (_check_dtypes, _cpu_low_precision, _needs_grad, _whole,
+                           no_samples_grads)
 from ...tensor import Function, Tensor, is_grad_enabled
 
 
@@ -164,6 +165,8 @@ class ConvNd(Function):
         xp = get_array_module(g)
         col, w = self.saved
         x_shape, kernel, stride, padding, dilation, groups = self.geom
+        if g.size == 0:
+            return no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
         if self.depthwise is not None:
             return self._depthwise_backward(g, col, w)
         n, ci = x_shape[:2]
@@ -278,20 +281,23 @@ class ConvWeightGrad(Function):
     def forward(self, x, gy, kernel, stride, padding, dilation, groups):
         xp = get_array_module(x)
         self.geom = (kernel, stride, padding, dilation, groups)
+        self.save_for_backward(x, gy)
+        if gy.size == 0:  # a sum over no samples (or of no output channels)
+            return xp.zeros((gy.shape[1], x.shape[1] // groups) + tuple(kernel), x.dtype)
         if _plain_2d(kernel, dilation, groups):
-            self.save_for_backward(x, gy)
             return _plain_weight_grad(x, gy, kernel, stride, padding)
         n = x.shape[0]
         co = gy.shape[1]
         col, _ = _group_columns(x, kernel, stride, padding, dilation, groups)
         gyg = gy.reshape(n, groups, co // groups, -1)
         gw = xp.matmul(gyg, col.transpose(0, 1, 3, 2)).sum(axis=0)
-        self.save_for_backward(x, gy)
         return gw.reshape((co, x.shape[1] // groups) + tuple(kernel))
 
     def backward(self, h):
         x, gy = self.saved
         _, stride, padding, dilation, groups = self.geom
+        if gy.size == 0:
+            return no_samples_grads(self, h, x.shape, gy.shape)
         gx = ggy = None
         plain = _plain_2d(tuple(h.shape[2:]), dilation, groups)
         if _needs_grad(self, 0):
@@ -336,6 +342,9 @@ class ConvTranspose2d(Function):
         out = tuple(_transposed_length(*a) for a in zip(
             sizes, kernel, stride, padding, output_padding, dilation))
         self.geom = (x.shape, kernel, stride, padding, dilation, groups)
+        if n == 0:  # no samples: an empty output (the kernels' reshapes need a length)
+            self.save_for_backward(x, w)
+            return get_array_module(x).zeros((n, co) + out, dtype=x.dtype)
         if _plain_2d(kernel, dilation, groups) and not any(output_padding[i] >= stride[i]
                                                             for i in range(2)):
             self.save_for_backward(x, w)
@@ -357,6 +366,8 @@ class ConvTranspose2d(Function):
         xp = get_array_module(g)
         x, w = self.saved
         x_shape, kernel, stride, padding, dilation, groups = self.geom
+        if g.size == 0:
+            return no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
         if _plain_2d(kernel, dilation, groups):
             gx = gw = gb = None
             if _needs_grad(self, 0):

@@ -1,0 +1,67 @@
+"""Audit of 2026-12-07 (m): differential checks of what the session before it added (depthwise
+convolution by planes, in-place ops on views, compressed sparse layouts, minidl.fx,
+minidl.vision.ops, quantized modules, half-precision pooling) against torch 2.13 and against
+misuse, and the regressions they found."""
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn.functional as F
+from minidl.testing import gradcheck, gradgradcheck
+
+
+def f64(x, requires_grad=False):
+    return minidl.tensor(np.asarray(x, dtype=np.float64), dtype=minidl.float64,
+                         requires_grad=requires_grad)
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+# ---- convolutions of an empty batch ----------------------------------------------------------
+_EMPTY_BATCH_CONVS = {
+    "conv2d": (F.conv2d, (3, 2, 3, 3), 3, {}),
+    "conv2d_1x1_strided": (F.conv2d, (3, 2, 1, 1), 3, {"stride": 2}),
+    "conv2d_dilated": (F.conv2d, (4, 2, 3, 3), 4, {"dilation": 2}),
+    "conv2d_grouped_dilated": (F.conv2d, (4, 1, 3, 3), 4, {"groups": 2, "dilation": 2}),
+    "conv2d_depthwise": (F.conv2d, (4, 1, 3, 3), 4, {"groups": 2}),
+    "conv_transpose2d": (F.conv_transpose2d, (2, 3, 3, 3), 3, {"stride": 2}),
+    "conv_transpose2d_grouped": (F.conv_transpose2d, (2, 3, 3, 3), 6, {"stride": 2, "groups": 2}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_EMPTY_BATCH_CONVS))
+def test_convolution_of_an_empty_batch_has_zero_gradients(name):
+    """A convolution of a batch of 0 samples raised in backward (every kernel reshaped the
+    output gradient to (0, C, -1), which NumPy cannot infer), and conv_transpose2d already in
+    forward; torch gives an empty output and zero gradients (first and second order)."""
+    fn, w_shape, co, kw = _EMPTY_BATCH_CONVS[name]
+    x = f64(np.zeros((0, 2, 5, 5)), requires_grad=True)
+    w = f64(_rand(*w_shape), requires_grad=True)
+    b = f64(_rand(co, seed=1), requires_grad=True)
+    y = fn(x, w, b, **kw)
+    assert y.shape[:2] == (0, co)
+    y.sum().backward()
+    assert x.grad.shape == x.shape and w.grad.shape == w.shape and b.grad.shape == (co,)
+    assert not w.grad.numpy().any() and not b.grad.numpy().any()
+    assert gradcheck(lambda x, w, b: fn(x, w, b, **kw), (x, w, b))
+    assert gradgradcheck(lambda x, w, b: fn(x, w, b, **kw), (x, w, b))
+
+
+def test_convolution_of_an_empty_batch_matches_torch():
+    torch = pytest.importorskip("torch")
+    for name, (fn, w_shape, co, kw) in sorted(_EMPTY_BATCH_CONVS.items()):
+        w_np, b_np = _rand(*w_shape), _rand(co, seed=1)
+        x = f64(np.zeros((0, 2, 5, 5)), requires_grad=True)
+        w, b = f64(w_np, requires_grad=True), f64(b_np, requires_grad=True)
+        y = fn(x, w, b, **kw)
+        (y * 2).sum().backward()
+        tx = torch.zeros(0, 2, 5, 5, dtype=torch.float64, requires_grad=True)
+        tw = torch.tensor(w_np, requires_grad=True)
+        tb = torch.tensor(b_np, requires_grad=True)
+        ty = getattr(torch.nn.functional, fn.__name__)(tx, tw, tb, **kw)
+        (ty * 2).sum().backward()
+        assert y.shape == tuple(ty.shape), name
+        for m, t in ((x, tx), (w, tw), (b, tb)):
+            np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
