@@ -65,3 +65,29 @@ def test_convolution_of_an_empty_batch_matches_torch():
         assert y.shape == tuple(ty.shape), name
         for m, t in ((x, tx), (w, tw), (b, tb)):
             np.testing.assert_array_equal(m.grad.numpy(), t.grad.numpy())
+
+
+# ---- vision.ops: NMS ---------------------------------------------------------------------------
+def test_nms_puts_a_nan_score_first_as_torchs_descending_sort():
+    """NMS ordered the boxes by np.argsort(-scores), which puts a NaN score last; torchvision
+    sorts with torch's descending sort, where NaN ranks above every number, so the NaN-scored
+    box is kept first and suppresses its overlaps (batched_nms's final order too)."""
+    from minidl.vision import ops
+    boxes = minidl.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11.]])
+    scores = minidl.tensor([1.0, float("nan"), 2.0])
+    assert ops.nms(boxes, scores, 0.5).tolist() == [1]
+    assert ops.batched_nms(boxes, scores, minidl.tensor([0, 1, 2]), 0.5).tolist() == [1, 2, 0]
+    inf_and_nan = minidl.tensor([1.0, float("inf"), float("nan")])
+    assert ops.nms(boxes, inf_and_nan, 0.99).tolist() == [2, 1]
+
+
+def test_nms_of_empty_boxes_gives_no_warning():
+    """Two zero-area boxes divided 0 by 0 for their IoU with NumPy's RuntimeWarning; the NaN
+    IoU suppresses nothing, silently, as torchvision's kernel."""
+    import warnings
+
+    from minidl.vision import ops
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep = ops.nms(minidl.tensor([[0, 0, 0, 0.], [0, 0, 0, 0.]]), minidl.tensor([1., 2.]), 0.5)
+    assert keep.tolist() == [1, 0]

@@ -302,10 +302,17 @@ def _check_nms(name, boxes, scores):
                         f"{boxes.dtype} and {scores.dtype}")
 
 
+def _by_score(s):
+    """Positions of the scores s (a host array) by decreasing score as torch's stable
+    descending sort orders them: NaN first (torch sorts NaN above every number), ties in
+    index order."""
+    return np.lexsort((-s, ~np.isnan(s)))
+
+
 def _nms_array(b, s, iou_threshold):
     """Kept indices of boxes b (N, 4) with scores s (N,) (host arrays), by decreasing score;
     ties keep the lower index first (a stable sort, as torch's CPU sort)."""
-    order = np.argsort(-s, kind="stable")
+    order = _by_score(s)
     x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
     areas = (x2 - x1) * (y2 - y1)
     suppressed = np.zeros(len(s), dtype=bool)
@@ -319,7 +326,8 @@ def _nms_array(b, s, iou_threshold):
         w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
         h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
         inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 of empty boxes: NaN, kept
+            iou = inter / (areas[i] + areas[rest] - inter)
         # compared in double, as torchvision's kernel (a float32 IoU against a float threshold)
         suppressed[rest[iou.astype(np.float64) > iou_threshold]] = True
     return np.asarray(keep, dtype=np.int64)
@@ -347,7 +355,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold):
         members = np.nonzero(c == cls)[0]
         keep_mask[members[_nms_array(b[members], s[members], float(iou_threshold))]] = True
     keep = np.nonzero(keep_mask)[0]
-    keep = keep[np.argsort(-s[keep], kind="stable")].astype(np.int64)
+    keep = keep[_by_score(s[keep])].astype(np.int64)
     return minidl.tensor(keep, device=boxes.device)
 
 
