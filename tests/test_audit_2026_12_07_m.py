@@ -91,3 +91,51 @@ def test_nms_of_empty_boxes_gives_no_warning():
         warnings.simplefilter("error")
         keep = ops.nms(minidl.tensor([[0, 0, 0, 0.], [0, 0, 0, 0.]]), minidl.tensor([1., 2.]), 0.5)
     assert keep.tolist() == [1, 0]
+
+
+# ---- activations: piecewise-constant gradients are selects -------------------------------------
+_OUTSIDE = [-2.0, 7.0, 0.2, -0.3]        # x where each gradient below is 0
+_BIG_GRADS = [-np.inf, np.nan, np.inf, np.nan]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+@pytest.mark.parametrize("name,args,zero_at", [
+    ("relu6", (), [0, 1]), ("hardtanh", (), [0, 1]), ("threshold", (0.5, 2.0), [0, 2, 3]),
+    ("hardsigmoid", (), [1]), ("hardshrink", (), [2, 3]), ("softshrink", (), [2, 3])])
+def test_piecewise_constant_activation_gradient_is_zero_for_an_inf_or_nan_gradient(
+        dtype, name, args, zero_at):
+    """relu6, hardtanh, threshold, hardsigmoid, hardshrink and softshrink multiplied the
+    incoming gradient by their 0/1 derivative, so an inf or NaN gradient where the derivative
+    is 0 gave NaN (and a RuntimeWarning); torch's kernels select, giving 0 there (ReLU's
+    already did)."""
+    dt = getattr(minidl, dtype)
+    x = minidl.tensor(np.asarray(_OUTSIDE, np.float32), dtype=dt, requires_grad=True)
+    getattr(F, name)(x, *args).backward(minidl.tensor(np.asarray(_BIG_GRADS, np.float32),
+                                                      dtype=dt))
+    g = x.grad.float().numpy()
+    assert (g[zero_at] == 0).all() and not np.signbit(g[zero_at]).any()
+
+
+def test_piecewise_constant_activation_gradients_match_torch():
+    torch = pytest.importorskip("torch")
+    xs = np.asarray([np.inf, -np.inf, -0.0, 0.0, 1.5, -2.0, 7.0, 0.2, -0.3, 3.0], np.float32)
+    gs = np.asarray([1, 1, 1, 1, np.inf, -np.inf, np.nan, -np.inf, np.nan, 2.0], np.float32)
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        for name, args in [("relu6", ()), ("hardtanh", ()), ("threshold", (0.5, 2.0)),
+                           ("hardsigmoid", ()), ("hardshrink", ()), ("softshrink", ())]:
+            tx = torch.tensor(xs).to(getattr(torch, dtype)).requires_grad_()
+            getattr(torch.nn.functional, name)(tx, *args).backward(
+                torch.tensor(gs).to(tx.dtype))
+            mx = minidl.tensor(xs, dtype=getattr(minidl, dtype), requires_grad=True)
+            getattr(F, name)(mx, *args).backward(minidl.tensor(gs, dtype=getattr(minidl, dtype)))
+            np.testing.assert_array_equal(mx.grad.float().numpy(), tx.grad.float().numpy(),
+                                          err_msg=f"{name} {dtype}")
+
+
+def test_piecewise_constant_activation_double_backward_is_a_select():
+    """The same in graph mode (create_graph=True): 0, not NaN, where the derivative is 0."""
+    x = f64([-2.0, 0.5, 7.0], requires_grad=True)
+    g = f64([np.inf, 1.0, np.nan], requires_grad=True)
+    (gx,) = minidl.autograd.grad(F.relu6(x), x, g, create_graph=True)
+    np.testing.assert_array_equal(gx.numpy(), [0.0, 1.0, 0.0])
+    assert gradgradcheck(F.hardtanh, (f64([-0.5, 0.25, 0.75], requires_grad=True),))

@@ -110,10 +110,12 @@ def _clip_fwd_range(xf, yf, lo, hi, a, b):
 
 @njit(cache=True)
 def _clip_bwd_range(gf, xf, gxf, lo, hi, a, b):
+    zero = np.zeros(1, dtype=gf.dtype)[0]
     for i in range(a, b):
         k = np.uintp(i)
         v = xf[k]
-        gxf[k] = gf[k] if (v > lo and v < hi) else gf[k] * 0  # NaN stops, as torch's
+        # 0 outside (a NaN x too), not g * 0: an inf or NaN g stops there, as torch's select
+        gxf[k] = gf[k] if (v > lo and v < hi) else zero
 
 
 @njit(parallel=True, cache=True)

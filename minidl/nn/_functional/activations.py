@@ -41,14 +41,19 @@ class Pointwise(Function):
     def backward(self, g):
         (x,) = self.saved
         xp = get_array_module(g)
-        return (_opmath(g) * self.df(xp, _opmath(x), **self.params)).astype(g.dtype, copy=False)
+        d = self.df(xp, _opmath(x), **self.params)
+        if not self.constant_df:
+            return (_opmath(g) * d).astype(g.dtype, copy=False)
+        with np.errstate(invalid="ignore"):  # a select, as torch's kernels: 0 (not g * 0)
+            gx = _opmath(g) * d                # where df is 0, for an inf or NaN g too
+        return xp.where(d == 0, xp.zeros((), gx.dtype), gx).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
         if self.constant_df:
             xp = get_array_module(x.data)
             d = self.df(xp, _opmath(x.data), **self.params)
-            return g * constant(d.astype(g.data.dtype, copy=False))
+            return keep_where(d != 0, g * constant(d.astype(g.data.dtype, copy=False)))
         if self.graph_df is None:
             return super().graph_backward(g, out)
         return g * self.graph_df(x, **self.params)
