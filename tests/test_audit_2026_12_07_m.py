@@ -139,3 +139,52 @@ def test_piecewise_constant_activation_double_backward_is_a_select():
     (gx,) = minidl.autograd.grad(F.relu6(x), x, g, create_graph=True)
     np.testing.assert_array_equal(gx.numpy(), [0.0, 1.0, 0.0])
     assert gradgradcheck(F.hardtanh, (f64([-0.5, 0.25, 0.75], requires_grad=True),))
+
+
+# ---- fx: buffers and tensor attributes of a traced module ---------------------------------------
+def _module_with_tensors(lib):
+    class WithTensors(lib.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lib.nn.Linear(3, 2)
+            self.register_buffer("buf", lib.ones(2))
+            self.scale = lib.tensor([1.0, 2.0])
+            self.sub = lib.nn.Module()
+            self.sub.register_buffer("b2", lib.zeros(2))
+            self.sub.shift = lib.ones(2)
+
+        def forward(self, x):
+            return (self.lin(x) + self.buf) * self.scale + self.sub.b2 + self.sub.shift
+
+    return WithTensors()
+
+
+def test_fx_traces_a_module_with_a_buffer_read_in_forward():
+    """symbolic_trace of a module reading its own buffer (a get_attr node at the top level)
+    raised KeyError "register_buffer: attribute 'buf' already exists" (GraphModule set the
+    attribute, then registered it); a plain tensor attribute became a _tensor_constant kept out
+    of the state_dict. torch's GraphModule reads it by its name and holds every tensor it reads
+    as a buffer, so its state_dict saves and loads them."""
+    import minidl.fx as fx
+    m = _module_with_tensors(minidl)
+    gm = fx.symbolic_trace(m)
+    assert sorted(gm.state_dict()) == ["buf", "lin.bias", "lin.weight", "scale", "sub.b2",
+                                       "sub.shift"]
+    assert "_tensor_constant" not in gm.code
+    x = minidl.tensor(_rand(4, 3).astype(np.float32))
+    np.testing.assert_array_equal(gm(x).numpy(), m(x).numpy())
+    other = fx.symbolic_trace(_module_with_tensors(minidl))
+    other.load_state_dict(gm.state_dict())
+    np.testing.assert_array_equal(other(x).numpy(), m(x).numpy())
+
+
+def test_fx_graph_module_state_dict_keys_and_code_match_torch():
+    torch = pytest.importorskip("torch")
+    torch_fx = pytest.importorskip("torch.fx")
+
+    import minidl.fx as fx
+    gm = fx.symbolic_trace(_module_with_tensors(minidl))
+    tgm = torch_fx.symbolic_trace(_module_with_tensors(torch))
+    assert sorted(gm.state_dict()) == sorted(tgm.state_dict())
+    assert sorted(k for k, _ in gm.named_buffers()) == sorted(k for k, _ in tgm.named_buffers())
+    assert gm.code.strip() == tgm.code.strip()

@@ -233,6 +233,18 @@ def _tensor_getitem_wrapper(orig):
 
 
 # ---- Tracer ------------------------------------------------------------------------------------------
+def _tensor_attributes(root):
+    """id -> qualified name of the tensors the modules under ``root`` hold as plain attributes
+    (``self.scale = minidl.tensor(...)``): the tracer reads them by that name (a ``get_attr``
+    node), as torch's does, instead of a ``_tensor_constant``."""
+    found = {}
+    for prefix, m in root.named_modules():
+        for k, v in m.__dict__.items():
+            if isinstance(v, Tensor) and not isinstance(v, Parameter):
+                found.setdefault(id(v), f"{prefix}.{k}" if prefix else k)
+    return found
+
+
 class Tracer:
     """Records what ``forward`` (or a function) does to Proxy inputs into a ``Graph``."""
 
@@ -278,6 +290,9 @@ class Tracer:
             for n, t in self.tensor_attrs.items():
                 if t is a:
                     return self._get_attr_node(n)
+            name = self._module_tensors.get(id(a))
+            if name is not None:  # a plain tensor attribute of a module: read by its name
+                return self._get_attr_node(name)
             i = 0
             while hasattr(self.root, f"_tensor_constant{i}"):
                 i += 1
@@ -339,6 +354,7 @@ class Tracer:
         self.graph = Graph(tracer_cls=type(self))
         self.tensor_attrs = {}
         self._attr_cache = {}
+        self._module_tensors = _tensor_attributes(self.root)
         concrete_args = dict(concrete_args or {})
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())[len(self_arg):]

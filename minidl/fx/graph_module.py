@@ -2,7 +2,8 @@
 import copy
 import linecache
 
-from ..nn.module import Module
+from ..nn.module import Module, Parameter
+from ..tensor import Tensor
 from .graph import Graph
 
 __all__ = ["GraphModule"]
@@ -23,12 +24,12 @@ def _copy_attr(from_module, to_module, target):
             setattr(to_module, item, t)
         from_module, to_module = f, t
     value = getattr(from_module, field)
-    if isinstance(value, Module) or field in from_module.__dict__.get("_parameters", {}) \
-            or field in from_module.__dict__.get("_buffers", {}):
+    if isinstance(value, Tensor) and not isinstance(value, Parameter):
+        # a buffer or a tensor constant: a buffer of the GraphModule (so in its state_dict), as
+        # torch's GraphModule registers it
+        to_module.register_buffer(field, value)
+    elif isinstance(value, Module) or field in from_module.__dict__.get("_parameters", {}):
         setattr(to_module, field, value)
-        if field in from_module.__dict__.get("_buffers", {}) and hasattr(to_module, "register_buffer") \
-                and field not in to_module.__dict__.get("_buffers", {}):
-            to_module.register_buffer(field, value)
     else:
         object.__setattr__(to_module, field, value)
 
