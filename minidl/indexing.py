@@ -665,22 +665,70 @@ def index_copy(input, dim, index, source):
     return IndexPut.apply(input, source, index=where, accumulate=False)
 
 
+class Unfold(Function):
+    """``a.unfold(dim, size, step)``: every window of ``size`` elements along dim, ``step``
+    apart, as a view of a's memory (torch's is one: a write through a window reaches a).
+    Windows that overlap (step < size) are a read-only view, since a write through one would
+    reach a memory location from several elements."""
+
+    complex_grad = True
+
+    def forward(self, a, dim, size, step):
+        self.shape, self.args = a.shape, (dim, size, step)
+        windows = (a.shape[dim] - size) // step + 1
+        shape = a.shape[:dim] + (windows,) + a.shape[dim + 1:] + (size,)
+        strides = (a.strides[:dim] + (a.strides[dim] * step,) + a.strides[dim + 1:]
+                   + (a.strides[dim],))
+        xp = get_array_module(a)
+        out = xp.lib.stride_tricks.as_strided(a, shape, strides)
+        if type(out) is np.ndarray and (step < size and windows > 1 or not a.flags.writeable):
+            out.flags.writeable = False
+        return out
+
+    def backward(self, g):
+        return UnfoldGrad().forward(g, self.shape, self.args)
+
+    def graph_backward(self, g, out):
+        return UnfoldGrad.apply(g, shape=self.shape, args=self.args)
+
+
+class UnfoldGrad(Function):
+    """Unfold's gradient as an op: each window's gradient added back at its elements (a sum
+    where windows overlap); its own gradient unfolds again."""
+
+    complex_grad = True
+
+    def forward(self, g, shape, args):
+        self.args = args
+        dim, size, step = args
+        out = get_array_module(g).zeros(shape, dtype=g.dtype)
+        last = (g.shape[dim] - 1) * step
+        for j in range(size):  # tap j of every window: elements j, j + step, ... along dim
+            out[(slice(None),) * dim + (slice(j, j + last + 1, step),)] += g[..., j]
+        return out
+
+    def backward(self, h):
+        return Unfold().forward(h, *self.args).copy()
+
+    def graph_backward(self, h, out):
+        dim, size, step = self.args
+        return Unfold.apply(h, dim=dim, size=size, step=step)
+
+
 def unfold(input, dimension, size, step):
     """Every window of ``size`` elements along ``dimension``, ``step`` apart: that dim becomes
-    the number of windows and a new last dim of ``size`` holds each (Tensor.unfold)."""
+    the number of windows and a new last dim of ``size`` holds each (Tensor.unfold); a view
+    of the input, as torch's."""
     d = wrap_dim(dimension, input.ndim, "unfold")
     n = input.shape[d] if input.ndim else 1
     if size > n or size < 0:
         raise ValueError(f"unfold: size {size} does not fit dimension {dimension} of size {n}")
     if step <= 0:
         raise ValueError(f"unfold: step must be > 0, got {step}")
-    x = input if input.ndim else input.reshape(1)
-    windows = (n - size) // step + 1
-    xp = get_array_module(x.data)
-    idx = (xp.arange(windows)[:, None] * step + xp.arange(size)[None, :]).reshape(-1)
-    picked = IndexSelect.apply(x, index=idx, dim=d)
-    shaped = picked.reshape(x.shape[:d] + (windows, size) + x.shape[d + 1:])
-    return shaped.movedim(d + 1, -1) if input.ndim else shaped.reshape(size)
+    if input.ndim == 0:  # torch: a 0-d input gives its one element as a window of size 1 (or 0)
+        return input.reshape(1)[:size]
+    return autograd.share_version(
+        Unfold.apply(input, dim=d, size=int(size), step=int(step)), input)
 
 
 def argwhere(input):

@@ -188,3 +188,50 @@ def test_fx_graph_module_state_dict_keys_and_code_match_torch():
     assert sorted(gm.state_dict()) == sorted(tgm.state_dict())
     assert sorted(k for k, _ in gm.named_buffers()) == sorted(k for k, _ in tgm.named_buffers())
     assert gm.code.strip() == tgm.code.strip()
+
+
+# ---- Tensor.unfold is a view -------------------------------------------------------------------
+def test_unfold_is_a_view_of_its_input():
+    """Tensor.unfold gathered its windows into a copy (IndexSelect), so a write through a
+    window (u[1] = ..., u.zero_()) silently left the input unchanged and a later change of the
+    input did not show in the windows; torch's unfold is a view of the input's memory."""
+    x = minidl.arange(6.0)
+    x.unfold(0, 3, 3).zero_()
+    assert x.tolist() == [0.0] * 6
+    y = minidl.arange(6.0)
+    windows = y.unfold(0, 3, 1)
+    y[0] = 100.0
+    assert windows[0].tolist() == [100.0, 1.0, 2.0]
+    a = f64(np.arange(8.0), requires_grad=True)
+    b = a * 1
+    b.unfold(0, 2, 2)[1] = f64([10.0, 20.0])
+    (b ** 2).sum().backward()
+    assert b.tolist() == [0.0, 1.0, 10.0, 20.0, 4.0, 5.0, 6.0, 7.0]
+    assert a.grad.tolist() == [0.0, 2.0, 0.0, 0.0, 8.0, 10.0, 12.0, 14.0]
+
+
+@pytest.mark.parametrize("shape,dim,size,step,transposed", [
+    ((7,), 0, 3, 2, False), ((2, 9), 1, 4, 1, False), ((5, 6), 0, 2, 3, True),
+    ((3, 4, 5), -1, 5, 1, False), ((3, 4, 5), 1, 0, 2, False), ((6,), 0, 1, 7, False)])
+def test_unfold_gradients(shape, dim, size, step, transposed):
+    def fn(x):
+        return (x.t() if transposed else x).unfold(dim, size, step)
+    a = f64(_rand(*shape), requires_grad=True)
+    assert gradcheck(fn, (a,))
+    assert gradgradcheck(lambda x: fn(x) ** 2, (a,))
+
+
+def test_unfold_matches_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    for shape, dim, size, step in [((7,), 0, 3, 2), ((2, 9), 1, 4, 1), ((3, 4, 5), 2, 2, 2)]:
+        a, g0 = rng.standard_normal(shape), None
+        t = torch.tensor(a, requires_grad=True)
+        m = f64(a, requires_grad=True)
+        ty, my = t.unfold(dim, size, step), m.unfold(dim, size, step)
+        g0 = rng.standard_normal(tuple(ty.shape))
+        ty.backward(torch.tensor(g0))
+        my.backward(f64(g0))
+        np.testing.assert_array_equal(my.detach().numpy(), ty.detach().numpy())
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-12)
+        assert my.stride() == ty.stride()
