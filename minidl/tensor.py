@@ -1883,7 +1883,7 @@ def _inplace_on_view(t, other, name, out_of_place):
             and type(other.data) is type(b_data) and xp.may_share_memory(other.data, b_data):
         # the base or another view of it (h[0] += h[1]): its values as they were, from the old
         # base's node (through the new one, the graph would loop)
-        other = _view_node(old, _view_positions(b_data, other.data, name))
+        other = _view_node(old, _view_positions(b_data, other.data, name, overlap=True))
     if out_of_place is None:  # copy_: the value, as t's dtype and shape
         value = other if isinstance(other, Tensor) else Tensor(xp.asarray(other))
         out = value if value.shape == t.shape else value.expand(*t.shape)
