@@ -235,3 +235,50 @@ def test_unfold_matches_torch():
         np.testing.assert_array_equal(my.detach().numpy(), ty.detach().numpy())
         np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-12)
         assert my.stride() == ty.stride()
+
+
+# ---- in-place on a view, reading an expanded view of the same base ---------------------------
+def _add_expanded_row_element(lib):
+    a = lib.tensor(np.arange(12.0).reshape(3, 4), dtype=lib.float64, requires_grad=True)
+    b = a * 1
+    b[1].add_(b[:, 2][2:].expand(4))  # row 1 += b[2, 2], read through an expanded view
+    (b ** 2).sum().backward()
+    return b.detach().numpy(), a.grad.numpy()
+
+
+def test_inplace_on_a_view_reads_an_expanded_view_of_its_base():
+    """An in-place op on a view whose other operand was an expand()ed view of the same base
+    was refused with 'more than one element of the written-to tensor ... refers to a single
+    memory location', though only the operand (read, not written) repeats a place; torch
+    reads it (its overlap check gives up on a non-dense operand), and so does minidl now."""
+    b, g = _add_expanded_row_element(minidl)
+    assert b[1].tolist() == [14.0, 15.0, 16.0, 17.0]
+    assert g[2, 2] == 2 * 10.0 + 2 * (14.0 + 15.0 + 16.0 + 17.0)
+
+
+def test_inplace_on_a_view_reads_an_expanded_view_of_its_base_as_torch():
+    torch = pytest.importorskip("torch")
+    for m, t in zip(_add_expanded_row_element(minidl), _add_expanded_row_element(torch)):
+        np.testing.assert_array_equal(m, t)
+
+
+# ---- vision.ops: RoI poolings with no bins ------------------------------------------------------
+@pytest.mark.parametrize("op", ["roi_align", "roi_pool"])
+def test_roi_ops_with_zero_output_size_give_an_empty_output(op):
+    """roi_align with output_size 0 raised NumPy's "cannot reshape array of size 0" (after
+    divide-by-zero warnings), roi_pool warned; torchvision's kernels give an empty
+    (K, C, 0, 0) output, whose gradient is zeros. A negative size is refused, naming it."""
+    import warnings
+
+    from minidl.vision import ops
+    x = f64(_rand(2, 3, 6, 6), requires_grad=True)
+    boxes = f64([[0, 0, 0, 3, 3], [1, 1, 1, 4, 5]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = getattr(ops, op)(x, boxes, 0)
+        assert y.shape == (2, 3, 0, 0)
+        y.sum().backward()
+    assert x.grad.shape == x.shape and not x.grad.numpy().any()
+    assert getattr(ops, op)(x, boxes, (0, 2)).shape == (2, 3, 0, 2)
+    with pytest.raises(ValueError, match="output_size"):
+        getattr(ops, op)(x, boxes, -1)

@@ -364,6 +364,15 @@ def _pair(v):
     return (int(v), int(v)) if isinstance(v, (int, np.integer)) else tuple(int(u) for u in v)
 
 
+def _output_size(name, v):
+    """output_size as (PH, PW): a negative size refused, naming it (torchvision fails making
+    the output); a zero one gives an empty output."""
+    size = _pair(v)
+    if len(size) != 2 or min(size) < 0:
+        raise ValueError(f"{name}: output_size must be an int or a pair of ints >= 0, got {v!r}")
+    return size
+
+
 def _rois(name, input, boxes):
     """Boxes as a Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4] (one per
     image) -> a host array (K, 5) in the input's dtype."""
@@ -411,7 +420,7 @@ def _roi_align_plan(rois, shape, output_size, spatial_scale, sampling_ratio, ali
     ph, pw = output_size
     dt = rois.dtype.type
     plan = []
-    for roi in rois:
+    for roi in rois if ph * pw else ():  # (no bins: nothing to sample)
         offset = dt(0.5) if aligned else dt(0)
         x1, y1 = roi[1] * dt(spatial_scale) - offset, roi[2] * dt(spatial_scale) - offset
         x2, y2 = roi[3] * dt(spatial_scale) - offset, roi[4] * dt(spatial_scale) - offset
@@ -506,7 +515,7 @@ def roi_align(input, boxes, output_size, spatial_scale=1.0, sampling_ratio=-1, a
     output (K, C, *output_size). ``sampling_ratio`` samples per bin side (<= 0: adaptive,
     ceil(roi size / bins)); ``aligned`` shifts boxes by half a pixel."""
     rois = _rois("roi_align", input, boxes)
-    return RoIAlignFn.apply(input, rois=rois, output_size=_pair(output_size),
+    return RoIAlignFn.apply(input, rois=rois, output_size=_output_size("roi_align", output_size),
                             spatial_scale=float(spatial_scale), sampling_ratio=int(sampling_ratio),
                             aligned=bool(aligned))
 
@@ -531,7 +540,7 @@ class RoIPoolFn(Function):
         dt = np.dtype(x.dtype).type
         out = xp.zeros((len(rois), c, ph, pw), dtype=x.dtype)
         arg = np.full((len(rois), c, ph, pw), -1, dtype=np.int64)
-        for k, roi in enumerate(rois):
+        for k, roi in enumerate(rois if ph * pw else ()):  # (no bins: nothing to pool)
             b = int(roi[0])
             sx, sy, ex, ey = (int(_round_half_away(roi[i] * dt(spatial_scale))) for i in range(1, 5))
             rw, rh = max(ex - sx + 1, 1), max(ey - sy + 1, 1)
@@ -621,7 +630,7 @@ def roi_pool(input, boxes, output_size, spatial_scale=1.0):
     """Fast R-CNN's RoIPool: input (N, C, H, W), boxes as for ``roi_align``; box corners are
     scaled by ``spatial_scale`` and rounded to pixels, each bin the max of its window."""
     rois = _rois("roi_pool", input, boxes)
-    return RoIPoolFn.apply(input, rois=rois, output_size=_pair(output_size),
+    return RoIPoolFn.apply(input, rois=rois, output_size=_output_size("roi_pool", output_size),
                            spatial_scale=float(spatial_scale))
 
 
