@@ -282,3 +282,24 @@ def test_roi_ops_with_zero_output_size_give_an_empty_output(op):
     assert getattr(ops, op)(x, boxes, (0, 2)).shape == (2, 3, 0, 2)
     with pytest.raises(ValueError, match="output_size"):
         getattr(ops, op)(x, boxes, -1)
+
+
+def test_fx_graph_prints_its_output_as_torch():
+    """A graph's output line printed its values as %name ('return %add'); torch prints the
+    names bare ('return add', 'return ((x, add), {'a': x})')."""
+    import minidl.fx as fx
+
+    class Pair(minidl.nn.Module):
+        def forward(self, x):
+            return (x, x + 1), {"a": x}
+
+    text = str(fx.symbolic_trace(Pair()).graph)
+    assert text.splitlines()[-1].strip() == "return ((x, add), {'a': x})"
+    torch_fx = pytest.importorskip("torch.fx")
+    torch = pytest.importorskip("torch")
+
+    class TorchPair(torch.nn.Module):
+        def forward(self, x):
+            return (x, x + 1), {"a": x}
+
+    assert text == str(torch_fx.symbolic_trace(TorchPair()).graph)

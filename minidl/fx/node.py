@@ -207,8 +207,9 @@ class Node:
         kwargs = map_arg(self._kwargs, lambda n: _Ref(n.name))
         if self.op == "placeholder":
             return f"%{self.name} : [num_users={len(self.users)}] = placeholder[target={self.target}]"
-        if self.op == "output":
-            return f"return {args[0] if len(args) == 1 else args}"
+        if self.op == "output":  # names without %, as torch prints the output
+            out = map_arg(self._args, lambda n: _Name(n.name))
+            return f"return {out[0] if len(out) == 1 else out}"
         return (f"%{self.name} : [num_users={len(self.users)}] = {self.op}[target={_target_name(self.target)}]"
                 f"(args = {_fmt(args)}, kwargs = {_fmt(kwargs)})")
 
@@ -249,6 +250,11 @@ class _Ref:
 
     def __repr__(self):
         return f"%{self.name}"
+
+
+class _Name(_Ref):
+    def __repr__(self):
+        return self.name
 
 
 def _fmt(a):
