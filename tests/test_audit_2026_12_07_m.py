@@ -303,3 +303,22 @@ def test_fx_graph_prints_its_output_as_torch():
             return (x, x + 1), {"a": x}
 
     assert text == str(torch_fx.symbolic_trace(TorchPair()).graph)
+
+
+# ---- quantization: a per-channel activation observer -------------------------------------------
+def test_convert_refuses_a_per_channel_activation_observer():
+    """A per-channel observer on activations (PerChannelMinMaxObserver as qconfig.activation)
+    converted silently: the QuantStub kept the first channel's scale and zero point for every
+    channel (and batch sizes other than the calibration's ran with them). torch fails there
+    (its converted scale is many numbers); minidl now refuses, naming the module and the
+    observer."""
+    aq = minidl.ao.quantization
+    stub = aq.QuantStub()
+    model = minidl.nn.Sequential(stub).eval()
+    model.qconfig = aq.QConfig(
+        activation=aq.PerChannelMinMaxObserver.with_args(dtype=minidl.quint8),
+        weight=aq.default_weight_observer)
+    prepared = aq.prepare(model)
+    prepared(minidl.tensor(_rand(2, 3).astype(np.float32)))
+    with pytest.raises(RuntimeError, match="QuantStub.*PerChannelMinMaxObserver.*per channel"):
+        aq.convert(prepared)

@@ -38,4 +38,12 @@ def _check_observed(mod, path=None):
         raise RuntimeError(f"convert: the observer on the output of {where} has seen no data; "
                            "run representative batches through the prepared model (calibration) "
                            "before convert")
+    qscheme = getattr(act, "qscheme", None)
+    if qscheme is not None and "per_channel" in str(qscheme):
+        # one scale per channel of a batch: convert would keep one of them for every channel
+        # (torch fails there, converting the many scales to one number)
+        raise RuntimeError(f"convert: the observer on the output of {where} "
+                           f"({type(act).__name__}) is per channel ({qscheme}); a quantized "
+                           "activation has one scale and zero point: give activations a "
+                           "per-tensor observer (MinMaxObserver, HistogramObserver, ...)")
     return act
