@@ -941,9 +941,13 @@ def _storage(t):
     a = t.data
     itemsize = a.dtype.itemsize
     root = a
-    while getattr(root, "base", None) is not None and hasattr(root.base, "dtype") and \
-            hasattr(root.base, "__array_interface__"):
-        root = root.base
+    while True:
+        nxt = getattr(root, "base", None)
+        if nxt is not None and not hasattr(nxt, "dtype"):
+            nxt = getattr(nxt, "base", None)  # NumPy's as_strided keeps its source behind this
+        if nxt is None or not hasattr(nxt, "dtype") or not hasattr(nxt, "__array_interface__"):
+            break
+        root = nxt
     if (root is not a and root.dtype == a.dtype and root.flags.c_contiguous
             and get_array_module(root) is get_array_module(a)):
         start = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]

@@ -322,3 +322,32 @@ def test_convert_refuses_a_per_channel_activation_observer():
     prepared(minidl.tensor(_rand(2, 3).astype(np.float32)))
     with pytest.raises(RuntimeError, match="QuantStub.*PerChannelMinMaxObserver.*per channel"):
         aq.convert(prepared)
+
+
+# ---- as_strided of a view that as_strided (or unfold) made ------------------------------------
+def _as_strided_twice(lib):
+    a = lib.tensor(np.arange(12.0).reshape(3, 4), dtype=lib.float64, requires_grad=True)
+    b = a * 1
+    inner = b.as_strided((2, 2), (4, 1), 5)
+    inner.as_strided((2,), (5,), 0).mul_(10)  # storage elements 0 and 5
+    (b ** 2).sum().backward()
+    x = lib.arange(12.0)
+    windows = x[2:].unfold(0, 3, 2)
+    return (b.detach().numpy(), a.grad.numpy(), windows.storage_offset(),
+            windows.as_strided((2,), (3,)).tolist(), inner.as_strided((2,), (1,), 3).tolist())
+
+
+def test_as_strided_of_an_as_strided_view_reads_the_storage():
+    """as_strided of a view as_strided made (or, now, unfold) did not find the storage behind
+    NumPy's as_strided (a DummyArray in its .base chain), took the view's own values as the
+    storage and refused ('setStorage: ... the storage holds 4'); torch reads the offset and
+    strides against the whole storage."""
+    b, g, offset, read, read2 = _as_strided_twice(minidl)
+    assert b[0, 0] == 0.0 and b[1, 1] == 50.0 and g[1, 1] == 1000.0
+    assert offset == 2 and read == [2.0, 5.0] and read2 == [3.0, 4.0]
+
+
+def test_as_strided_of_an_as_strided_view_as_torch():
+    torch = pytest.importorskip("torch")
+    for m, t in zip(_as_strided_twice(minidl), _as_strided_twice(torch)):
+        np.testing.assert_array_equal(np.asarray(m), np.asarray(t))
