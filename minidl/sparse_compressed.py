@@ -730,6 +730,8 @@ def sparse_mm(mat1, mat2, reduce="sum"):
             raise BadArgumentError(f"sparse_mm_reduce: expect other to be 2-D, got "
                                    f"{mat2.ndim}-D")
         return SparseMMReduce.apply(mat1, mat2, reduce=reduce)
+    if _is_compressed(mat1) and _is_compressed(mat2):  # CSR @ CSR -> CSR, as torch's
+        return _sparse_sparse_mm(mat1, mat2, "sparse.mm")
     return _compressed_mm(mat1, mat2, True, "sparse.mm")
 
 

@@ -351,3 +351,38 @@ def test_as_strided_of_an_as_strided_view_as_torch():
     torch = pytest.importorskip("torch")
     for m, t in zip(_as_strided_twice(minidl), _as_strided_twice(torch)):
         np.testing.assert_array_equal(np.asarray(m), np.asarray(t))
+
+
+# ---- compressed sparse: CSR @ CSR ---------------------------------------------------------------
+def _csr_product_int32(lib, via_sparse_mm):
+    def make():
+        return lib.sparse_csr_tensor(
+            lib.tensor([0, 2, 3, 3], dtype=lib.int32), lib.tensor([0, 2, 1], dtype=lib.int32),
+            lib.tensor([1.0, 2.0, 3.0], dtype=lib.float64), (3, 3)).requires_grad_()
+    a, b = make(), make()
+    y = lib.sparse.mm(a, b) if via_sparse_mm else a @ b
+    head = (str(y.layout).split(".")[-1], str(y.crow_indices().dtype).split(".")[-1])
+    if via_sparse_mm and lib.__name__ == "torch":  # (torch has no backward for this one)
+        return head + (None, y.to_dense().detach().numpy())
+    (y.to_dense() * lib.arange(9.0, dtype=lib.float64).reshape(3, 3)).sum().backward()
+    return head + (str(a.grad.crow_indices().dtype).split(".")[-1], y.to_dense().detach().numpy(),
+                   a.grad.to_dense().numpy(), b.grad.to_dense().numpy())
+
+
+@pytest.mark.parametrize("via_sparse_mm", [False, True])
+def test_csr_times_csr_has_int64_indices_and_sparse_mm_takes_it(via_sparse_mm):
+    """The product of two CSR tensors kept int32 indices where both had them, and
+    sparse.mm(csr, csr) raised NotImplementedError ('only a strided second operand'); torch
+    gives a CSR result with int64 indices (its gradients too) either way."""
+    layout, index, grad_index, *_ = _csr_product_int32(minidl, via_sparse_mm)
+    assert (layout, index, grad_index) == ("sparse_csr", "int64", "int64")
+
+
+def test_csr_times_csr_matches_torch():
+    pytest.importorskip("torch")
+    import torch
+    for via in (False, True):
+        m, t = _csr_product_int32(minidl, via), _csr_product_int32(torch, via)
+        assert m[:2] == t[:2] and (via or m[2] == t[2])
+        for x, y in zip(m[3:], t[3:]):
+            np.testing.assert_array_equal(x, y)

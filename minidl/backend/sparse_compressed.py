@@ -408,7 +408,7 @@ def spgemm(a, b):
     some a[i, j] * b[j, k] reaches, explicit zeros kept; columns sorted in each row), and
     the map of the products: ``a_entry``, ``b_entry`` of each product and ``inverse``, its
     place in the result (the products found by a search of a sorted array, not repeated by
-    counts: CuPy has no such repeat)."""
+    counts: CuPy has no such repeat); the result's indices are int64."""
     xp = get_array_module(a.values)
     ea = elements(a)
     j = ea.cols
@@ -425,5 +425,6 @@ def spgemm(a, b):
     el = Elements(xp.zeros(total, dtype=xp.int64), ea.rows[a_entry], cols,
                   xp.arange(total, dtype=xp.int64), prods, (), (a.shape[0], b.shape[1]), ())
     merged, inverse = merge(el)
-    out = assemble(merged, "sparse_csr", index_dtype=a.compressed.dtype)[0]
+    # int64 indices whatever the operands', as torch's product of two CSR tensors
+    out = assemble(merged, "sparse_csr", index_dtype=np.dtype(np.int64))[0]
     return out, a_entry, b_entry, inverse
