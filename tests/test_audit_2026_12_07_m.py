@@ -286,7 +286,8 @@ def test_roi_ops_with_zero_output_size_give_an_empty_output(op):
 
 def test_fx_graph_prints_its_output_as_torch():
     """A graph's output line printed its values as %name ('return %add'); torch prints the
-    names bare ('return add', 'return ((x, add), {'a': x})')."""
+    names bare ('return add', 'return ((x, add), {'a': x})'). get_attr nodes printed an empty
+    '(args = (), kwargs = {})', which torch's leave out."""
     import minidl.fx as fx
 
     class Pair(minidl.nn.Module):
@@ -303,6 +304,9 @@ def test_fx_graph_prints_its_output_as_torch():
             return (x, x + 1), {"a": x}
 
     assert text == str(torch_fx.symbolic_trace(TorchPair()).graph)
+    with_attrs = fx.symbolic_trace(_module_with_tensors(minidl)).graph
+    torch_with_attrs = torch_fx.symbolic_trace(_module_with_tensors(torch)).graph
+    assert str(with_attrs) == str(torch_with_attrs)
 
 
 # ---- quantization: a per-channel activation observer -------------------------------------------

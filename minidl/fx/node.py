@@ -207,6 +207,8 @@ class Node:
         kwargs = map_arg(self._kwargs, lambda n: _Ref(n.name))
         if self.op == "placeholder":
             return f"%{self.name} : [num_users={len(self.users)}] = placeholder[target={self.target}]"
+        if self.op == "get_attr":  # no argument lists, as torch's
+            return f"%{self.name} : [num_users={len(self.users)}] = get_attr[target={self.target}]"
         if self.op == "output":  # names without %, as torch prints the output
             out = map_arg(self._args, lambda n: _Name(n.name))
             return f"return {out[0] if len(out) == 1 else out}"
