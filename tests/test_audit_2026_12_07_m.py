@@ -390,3 +390,31 @@ def test_csr_times_csr_matches_torch():
         assert m[:2] == t[:2] and (via or m[2] == t[2])
         for x, y in zip(m[3:], t[3:]):
             np.testing.assert_array_equal(x, y)
+
+
+# ---- fx: concrete_args are checked at each call ------------------------------------------------
+def test_fx_concrete_args_are_checked_when_the_graph_runs():
+    """A concrete argument became a placeholder defaulting to the traced value and nothing
+    else, so calling the GraphModule with another value silently ran the branch traced for
+    the first (gm(x, False) gave relu(x)). torch's tracer names the placeholder flag_1 and
+    adds a check that raises AssertionError for another value (None checked as None)."""
+    import minidl.fx as fx
+
+    class Branchy(minidl.nn.Module):
+        def forward(self, x, flag, n=None):
+            if flag:
+                x = minidl.relu(x)
+            return x * 2 if n is None else x
+
+    gm = fx.symbolic_trace(Branchy(), concrete_args={"flag": True, "n": None})
+    x = minidl.tensor([-1.0, 2.0])
+    assert gm(x, True).tolist() == [0.0, 4.0]
+    with pytest.raises(AssertionError, match="flag has been specialized to have value True"):
+        gm(x, False)
+    with pytest.raises(AssertionError, match="n has been specialized to have value None"):
+        gm(x, True, 3)
+    gm.graph.eliminate_dead_code()  # the checks are kept
+    gm.recompile()
+    with pytest.raises(AssertionError):
+        gm(x, False)
+    assert "flag_1" in gm.code and "n_1" in gm.code

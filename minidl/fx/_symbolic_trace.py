@@ -233,6 +233,24 @@ def _tensor_getitem_wrapper(orig):
 
 
 # ---- Tracer ------------------------------------------------------------------------------------------
+# concrete_args of these types are checked at each call (torch's base types, tensors aside)
+_SPECIALIZABLE = (bool, int, float, complex, str)
+
+
+def _assert(condition, message):
+    """A specialized argument's check in a traced graph (torch._assert's part there)."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def _assert_is_none(value, message):
+    if value is not None:
+        raise AssertionError(message)
+
+
+_assert._fx_impure = _assert_is_none._fx_impure = True  # kept by eliminate_dead_code
+
+
 def _tensor_attributes(root):
     """id -> qualified name of the tensors the modules under ``root`` hold as plain attributes
     (``self.scale = minidl.tensor(...)``): the tracer reads them by that name (a ``get_attr``
@@ -305,6 +323,19 @@ class Tracer:
             raise RuntimeError(f"Module {path} passed as an argument: modules cannot be node arguments")
         return a
 
+    def _specialized_placeholder(self, p, value):
+        """A concrete argument of a plain value (or None), as torch's: a placeholder
+        ``<name>_1`` (the argument's own default) and a check that a call passes that value,
+        since the graph was traced with it (an AssertionError naming it otherwise)."""
+        default = () if p.default is inspect.Parameter.empty else (p.default,)
+        node = self.create_node("placeholder", f"{p.name}_1", default, {})
+        message = f"{p.name} has been specialized to have value {value} but got another value"
+        if value is None:
+            self.create_node("call_function", _assert_is_none, (node, message), {})
+        else:
+            eq = self.create_node("call_function", operator.eq, (node, value), {})
+            self.create_node("call_function", _assert, (eq, message), {})
+
     def _get_attr_node(self, qualname):
         if qualname not in self._attr_cache:
             self._attr_cache[qualname] = self.create_node("get_attr", qualname, (), {})
@@ -372,7 +403,10 @@ class Tracer:
             stars = "*" if p.kind == p.VAR_POSITIONAL else "**" if p.kind == p.VAR_KEYWORD else ""
             if p.name in concrete_args and not stars:
                 value = concrete_args.pop(p.name)
-                self.create_node("placeholder", p.name, (value,) if value is not None else (), {})
+                if value is None or type(value) in _SPECIALIZABLE:
+                    self._specialized_placeholder(p, value)
+                else:
+                    self.create_node("placeholder", p.name, (value,), {})
             else:
                 default = () if p.default is inspect.Parameter.empty else (p.default,)
                 value = self.proxy(self.create_node("placeholder", stars + p.name, default, {}))
