@@ -2123,11 +2123,14 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
         grads[id(root)] = grad if held is None else held + grad
     handed_out = {id(g) for g in root_grads} if given else set()
     previous_needed, autograd._needed = autograd._needed, needed
+    previous_task = autograd._graph_task
+    autograd._graph_task = autograd.GraphTask(order, runs, found)
     try:
         _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
                             finishers, runs)
     finally:
         autograd._needed = previous_needed
+        autograd._graph_task = previous_task
     for finish in finishers:
         finish()
     return None if found is None else [found[id(t)] for t in wanted]
