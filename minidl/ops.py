@@ -22,6 +22,18 @@ from .backend.dtypes import (combine_dtypes, is_floating, is_real_number, promot
                              scalar_dtype)
 
 
+# minidl.library's operator namespaces (``minidl.ops.mylib.name``, as ``torch.ops.mylib``): the
+# library registers them here, so that this module never imports it
+custom_namespaces = {}
+
+
+def __getattr__(name):
+    space = custom_namespaces.get(name)
+    if space is None:
+        raise AttributeError(f"module 'minidl.ops' has no attribute {name!r}")
+    return space
+
+
 class UnsupportedDtypeError(TypeError, RuntimeError):
     """An op PyTorch refuses for an operand's dtype (``-bool_tensor``, topk of bools): a
     RuntimeError there, and a TypeError as minidl's other dtype errors."""
