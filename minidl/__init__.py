@@ -145,6 +145,7 @@ del _name, _fn
 from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)
 from . import library  # noqa: E402,F401  (minidl.library.custom_op, as torch.library)
 from . import masked  # noqa: E402,F401  (minidl.masked.sum(x, mask=m), as torch.masked)
+from .segment import segment_reduce  # noqa: E402,F401  (torch.segment_reduce)
 from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
 from .backend import OutOfMemoryError  # noqa: E402,F401  (torch.OutOfMemoryError)
 from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
