@@ -55,7 +55,8 @@ def set_num_threads(n):
 # PyTorch's other dtype names, as NumPy dtypes; looked up through __getattr__ so that names
 # such as ``float``, ``int`` and ``bool`` do not shadow the builtins inside this module
 _DTYPE_NAMES = {"int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-                "uint8": "uint8", "bool": "bool", "half": "float16", "float": "float32",
+                "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+                "bool": "bool", "half": "float16", "float": "float32",
                 "double": "float64", "long": "int64", "int": "int32", "short": "int16",
                 "cfloat": "complex64", "cdouble": "complex128"}
 

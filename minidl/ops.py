@@ -39,6 +39,11 @@ class UnsupportedDtypeError(TypeError, RuntimeError):
     RuntimeError there, and a TypeError as minidl's other dtype errors."""
 
 
+class UnsignedKernelError(NotImplementedError, TypeError):
+    """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``):
+    torch's NotImplementedError, and a TypeError as minidl's other dtype errors."""
+
+
 class BadArgumentError(ValueError, RuntimeError):
     """An argument PyTorch refuses with a RuntimeError (topk's k out of range, searchsorted's
     side='left' with right=True): a ValueError as minidl's other argument errors."""
@@ -1189,8 +1194,8 @@ class Sum(Function):
         wide = accumulation_dtype(a)
         if wide is not None:
             return a.sum(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
-        if a.dtype.kind in "biu" and a.dtype != np.uint64:  # every integer sums to int64, as
-            return a.sum(axis=self.axes, keepdims=keepdim, dtype=np.int64)  # PyTorch (uint8 too)
+        if a.dtype.kind in "biu":  # every integer sums to int64, as PyTorch (uint8, uint64
+            return a.sum(axis=self.axes, keepdims=keepdim, dtype=np.int64)  # too: wrapping)
         return a.sum(axis=self.axes, keepdims=keepdim)
 
     def backward(self, g):
