@@ -56,12 +56,12 @@ class OpCheckError(Exception):
 # ---- schemas -------------------------------------------------------------------------------
 
 class _Arg:
-    __slots__ = ("name", "type", "default", "kwarg_only", "mutable")
+    __slots__ = ("name", "type", "default", "kwarg_only", "mutable", "alias")
 
     def __init__(self, name, type_, default=inspect.Parameter.empty, kwarg_only=False,
-                 mutable=False):
+                 mutable=False, alias="a"):
         self.name, self.type, self.default = name, type_, default
-        self.kwarg_only, self.mutable = kwarg_only, mutable
+        self.kwarg_only, self.mutable, self.alias = kwarg_only, mutable, alias
 
     @property
     def has_default(self):
@@ -70,7 +70,7 @@ class _Arg:
     def __str__(self):
         t = self.type
         if self.mutable:  # Tensor(a!) / Tensor(a!)? / Tensor(a!)[]
-            t = t.replace("Tensor", "Tensor(a!)", 1)
+            t = t.replace("Tensor", f"Tensor({self.alias}!)", 1)
         text = f"{t} {self.name}"
         if self.has_default:
             text += "=" + _default_text(self.default)
@@ -133,16 +133,16 @@ def _split_top(text):
 
 
 def _parse_type(text, where):
-    """A schema type string -> (normalized type, mutable)."""
-    mutable = False
+    """A schema type string -> (normalized type, mutable, alias name)."""
+    mutable, alias = False, "a"
     m = re.fullmatch(r"Tensor\(([a-z][a-z0-9]*)(!?)\)(.*)", text)
     if m:
-        mutable, text = m.group(2) == "!", "Tensor" + m.group(3)
+        mutable, alias, text = m.group(2) == "!", m.group(1), "Tensor" + m.group(3)
     m = re.fullmatch(r"([A-Za-z]+)(\[\d*\])?(\?)?", text)
     if not m or m.group(1) not in _BASE_TYPES:
         raise RuntimeError(f"{where}: unknown type {text!r} in the schema")
     base = m.group(1)
-    return base + ("[]" if m.group(2) else "") + (m.group(3) or ""), mutable
+    return base + ("[]" if m.group(2) else "") + (m.group(3) or ""), mutable, alias
 
 
 def _parse_default(text, type_, where):
@@ -189,11 +189,11 @@ def parse_schema(text, where="schema"):
         pieces = decl.split()
         if len(pieces) != 2 or not _IDENT.match(pieces[1]):
             raise RuntimeError(f"{where}: cannot read the argument {part!r}")
-        type_, mutable = _parse_type(pieces[0], where)
+        type_, mutable, alias = _parse_type(pieces[0], where)
         if pieces[1] in seen:
             raise RuntimeError(f"{where}: argument {pieces[1]!r} appears twice")
         seen.add(pieces[1])
-        arg = _Arg(pieces[1], type_, kwarg_only=kwarg_only, mutable=mutable)
+        arg = _Arg(pieces[1], type_, kwarg_only=kwarg_only, mutable=mutable, alias=alias)
         if eq:
             arg.default = _parse_default(default.strip(), type_, where)
         args.append(arg)
@@ -262,7 +262,7 @@ def infer_schema(fn, *, mutates_args, op_name=None):
         if mutable and not type_.startswith("Tensor"):
             raise ValueError(f"infer_schema(func): Parameter {pname} is in mutable_args but "
                              f"only Tensors or collections of Tensors can be mutated")
-        args.append(_Arg(pname, type_, p.default, p.kind == p.KEYWORD_ONLY, mutable))
+        args.append(_Arg(pname, type_, p.default, p.kind == p.KEYWORD_ONLY, mutable, f"a{i}"))
     if mutates_args != "unknown":
         missing = set(mutates_args) - set(sig.parameters)
         if missing:

@@ -201,5 +201,7 @@ def segment_reduce(data, reduce, *, lengths=None, indices=None, offsets=None, ax
                            f"axis {axis}")
     if initial is not None:
         initial = float(initial)
+    if xp is not np:  # lengths/offsets given on the host for data on the GPU
+        lens, starts = xp.asarray(lens), xp.asarray(starts)
     return SegmentReduce.apply(data, Tensor(lens), Tensor(starts), axis=axis,
                                reduce=_REDUCTIONS[reduce], initial=initial)

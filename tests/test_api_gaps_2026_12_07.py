@@ -641,3 +641,44 @@ def test_unsigned_dtypes():
 def test_unsigned_dtypes_match_torch():
     torch = pytest.importorskip("torch")
     assert _unsigned_script(minidl) == _unsigned_script(torch)
+
+
+def _define_impl_script(T, ns):
+    from typing import Optional
+    L, out = T.library, []
+    L.define(f"{ns}::sq", "(Tensor x, float s=1.0) -> Tensor")
+
+    @L.impl(f"{ns}::sq", "cpu")
+    def _(x, s=1.0):
+        return x * x * s
+
+    space = getattr(T.ops, ns)
+    out.append(space.sq(T.tensor([1., 2.]), 3.0).tolist())
+    L.define(f"{ns}::two", "(Tensor x) -> (Tensor, Tensor)")
+    L.impl(f"{ns}::two", "CompositeImplicitAutograd", lambda x: (x * 2, x.sin()))
+    x = T.tensor([1., 2.], dtype=T.float64, requires_grad=True)
+    a, b = space.two(x)
+    (a + b).sum().backward()
+    out.append(x.grad.tolist())
+
+    def f(x: T.Tensor, n: int, xs: list[T.Tensor], o: Optional[float] = None, *,
+          flag: bool = True) -> list[T.Tensor]:
+        return xs
+
+    def g(x: T.Tensor, y: T.Tensor) -> None:
+        pass
+
+    out += [L.infer_schema(f, mutates_args=()), L.infer_schema(g, mutates_args=("y",))]
+    return out
+
+
+def test_library_define_impl_infer_schema():
+    out = _define_impl_script(minidl, "gapdefm")
+    assert out[0] == [3.0, 12.0]
+    assert out[2] == "(Tensor x, SymInt n, Tensor[] xs, float? o=None, *, bool flag=True) -> Tensor[]"
+    assert out[3] == "(Tensor x, Tensor(a1!) y) -> ()"
+
+
+def test_library_define_impl_matches_torch():
+    torch = pytest.importorskip("torch")
+    assert _define_impl_script(minidl, "gapdefm2") == _define_impl_script(torch, "gapdeft")
