@@ -682,3 +682,26 @@ def test_library_define_impl_infer_schema():
 def test_library_define_impl_matches_torch():
     torch = pytest.importorskip("torch")
     assert _define_impl_script(minidl, "gapdefm2") == _define_impl_script(torch, "gapdeft")
+
+
+def _masked_dtypes_script(T):
+    out = []
+    ints = np.array([[1, -2, 3], [4, 5, -6]])
+    xi, xf, m = T.tensor(ints), T.tensor(ints.astype(np.float32)), T.tensor([True, False, True])
+    for name, args in [("sum", (1,)), ("prod", ()), ("amax", (1,)), ("amin", (0,)),
+                       ("argmax", (1,)), ("argmin", (None,)), ("cumsum", (1,)),
+                       ("cumprod", (0,)), ("logsumexp", (1,)), ("var", (1,)), ("median", (1,))]:
+        for x in (xi, xf):
+            for mask in (m, None):  # a mask of fewer dims broadcasts; None keeps everything
+                try:
+                    y = getattr(T.masked, name)(x, *args, mask=mask)
+                    out.append((name, str(y.dtype).split(".")[-1],
+                                np.round(y.numpy().astype(float), 5).tolist()))
+                except (RuntimeError, ValueError, TypeError) as e:
+                    out.append((name, type(e).__name__))
+    return out
+
+
+def test_masked_dtypes_match_torch():
+    torch = pytest.importorskip("torch")
+    assert _masked_dtypes_script(minidl) == _masked_dtypes_script(torch)
