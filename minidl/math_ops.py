@@ -24,7 +24,7 @@ from .ops import (
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
-from .ops import sgn as _sgn, var as _var
+from .ops import refuse_unsigned, sgn as _sgn, var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -853,12 +853,14 @@ def _in_opmath(input, other, compute):
 def remainder(input, other):
     """Python's modulus (the result has the sign of ``other``): ``input % other``."""
     a, b = _binary_operands("remainder", input, other)
+    refuse_unsigned(a.data.dtype, "remainder_cpu")
     return Remainder.apply(a, b, trunc=False)
 
 
 def fmod(input, other):
     """C's fmod (the result has the sign of ``input``)."""
     a, b = _binary_operands("fmod", input, other)
+    refuse_unsigned(a.data.dtype, "fmod_cpu")
     return Remainder.apply(a, b, trunc=True)
 
 
@@ -874,6 +876,7 @@ def div(input, other, *, rounding_mode=None):
     if wide is not None:
         return wide
     a, b = _binary_operands("div", input, other)
+    refuse_unsigned(a.data.dtype, f"div_{rounding_mode}_cpu")
     return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
 
 

@@ -18,8 +18,8 @@ from . import autograd, backend
 from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
 from .backend.generic import ACT_SIGMOID
-from .backend.dtypes import (combine_dtypes, is_floating, is_real_number, promote_types,
-                             scalar_dtype)
+from .backend.dtypes import (WIDE_UNSIGNED, combine_dtypes, is_floating, is_real_number,
+                             promote_types, scalar_dtype, torch_scalar_name)
 
 
 # minidl.library's operator namespaces (``minidl.ops.mylib.name``, as ``torch.ops.mylib``): the
@@ -42,6 +42,14 @@ class UnsupportedDtypeError(TypeError, RuntimeError):
 class UnsignedKernelError(NotImplementedError, TypeError):
     """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``):
     torch's NotImplementedError, and a TypeError as minidl's other dtype errors."""
+
+
+def refuse_unsigned(dtype, kernel):
+    """uint16/32/64 operands of an op torch has no CPU kernel of (``kernel``, as its error
+    names it) are refused, as there."""
+    if dtype.kind == "u" and dtype in WIDE_UNSIGNED:
+        raise UnsignedKernelError(f'"{kernel}" not implemented for '
+                                  f"'{torch_scalar_name(dtype)}'")
 
 
 class BadArgumentError(ValueError, RuntimeError):

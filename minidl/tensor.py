@@ -19,7 +19,6 @@ from .backend import device_of, get_array_module, normalize_device
 from .backend.sparse import SparseArray, SparseCOO, SparseLayoutError
 from .backend.sparse_compressed import SparseCompressed
 from .backend.dtypes import (
-    WIDE_UNSIGNED, torch_scalar_name,
     SCALAR_DTYPES, as_dtype, bfloat16_dtype, category, combine_dtypes, default_float,
     is_differentiable, is_floating, is_real_number, promote_types, scalar_dtype,
 )
@@ -1123,10 +1122,7 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
 def _refusing_unsigned(operands, kernel):
     """``operands`` as they are, unless they are uint16/32/64, for which torch has no CPU kernel
     of this op (``kernel``, as its error names it): refused as there."""
-    dtype = operands[0].data.dtype
-    if dtype.kind == "u" and dtype in WIDE_UNSIGNED:
-        raise ops.UnsignedKernelError(f'"{kernel}" not implemented for '
-                                      f"'{torch_scalar_name(dtype)}'")
+    ops.refuse_unsigned(operands[0].data.dtype, kernel)
     return operands
 
 

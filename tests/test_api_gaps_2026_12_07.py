@@ -611,7 +611,10 @@ def _unsigned_script(T):
                 ("not", lambda: ~a), ("mul_i64", lambda: a * T.tensor([1, 2, 3])),
                 ("add_u8", lambda: a + T.tensor([1, 2, 3], dtype=T.uint8)),
                 ("eq_i64", lambda: a == T.tensor([1, 0, 3])),
-                ("grad", lambda: T.ones(2, dtype=u, requires_grad=True))]:
+                ("grad", lambda: T.ones(2, dtype=u, requires_grad=True)),
+                ("floordiv", lambda: b // a), ("mod", lambda: b % a), ("fmod", lambda: T.fmod(b, a)),
+                ("trunc", lambda: b.div(a, rounding_mode="trunc")), ("lshift", lambda: a << 1),
+                ("rshift", lambda: a >> 1)]:
             try:
                 f()
                 out.append((name, "ran"))
