@@ -1930,6 +1930,8 @@ def cat(tensors, dim=0):
         raise BadArgumentError("cat: expected a non-empty list of tensors")
     if getattr(tensors[0], "is_quantized", False) is True:  # minidl.ao's quantized kernel
         return tensors[0]._quantized_op("cat", tensors, dim)
+    if getattr(tensors[0], "is_nested", False) is True:  # minidl.nested
+        return tensors[0]._nested_op("cat", tensors, dim)
     for i, t in enumerate(tensors):
         if not _is_tensor(t):
             raise TypeError(f"cat: expected tensors, got {_describe(t)} at position {i}")
