@@ -733,7 +733,7 @@ def _binary(name, a, b, fn):
             comps = [call(c, o) for c, o in zip(nt.unbind(), other.unbind(0))]
             return _rebuild_like(nt, comps, r)
     pos = r - (nd - other.ndim)
-    if pos >= 1 and other.shape[pos - 1] != 1:
+    if pos >= 0 and other.shape[pos] != 1:
         raise bad
     return nt._with_values(call(nt._values, other))
 
@@ -777,6 +777,9 @@ def _softmax(name, nt, dim, dtype):
     if name == "log_softmax":
         raise RuntimeError("log_softmax(): not supported when reducing along the ragged "
                            "dimension for NestedTensor")
+    if nt._ragged_idx > 1:
+        raise RuntimeError("softmax(): not supported when reducing along the ragged dimension "
+                           "for ragged_idx > 1 for NestedTensor")
     return _rebuild_like(nt, [fn(c) for c in nt.unbind()], nt._ragged_idx)
 
 
