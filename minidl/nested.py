@@ -38,7 +38,7 @@ from .backend.dtypes import as_dtype, is_differentiable
 from .nn import attention as _attention
 from .ops import cat as _cat, stack as _stack
 from .sparse import jagged, strided
-from .tensor import Tensor, tensor as _tensor
+from .tensor import Tensor, is_grad_enabled, tensor as _tensor
 
 __all__ = ["NestedTensor", "nested_tensor", "as_nested_tensor", "nested_tensor_from_jagged",
            "narrow", "to_padded_tensor", "masked_select", "jagged", "strided"]
@@ -249,9 +249,9 @@ class NestedTensor(Tensor):
         return sum(c.numel() for c in self.unbind())
 
     def values(self):
-        if not self.is_jagged:
-            raise RuntimeError("values(): a strided nested tensor has no values() buffer; use "
-                               "the jagged layout (layout=minidl.jagged) or unbind()")
+        if not self.is_jagged:  # torch's flat buffer of the components (here a copy in the graph)
+            comps = self._components
+            return _cat([c.reshape(-1) for c in comps]) if comps else _tensor([])
         return self._values
 
     def offsets(self):
@@ -967,6 +967,49 @@ def _nested_cat(tensors, dim=0):
     return first._with_values(_cat([t._values for t in tensors], d - 1))
 
 
+def _why_not_fast_path(mha, query, key, value, masks):
+    """torch's reason for not taking MultiheadAttention's inference fast path, the one place
+    where it takes nested input, or None."""
+    if query.is_jagged:
+        return ("the jagged layout is not supported here (torch: some Tensor argument "
+                "has_torch_function); use the strided layout")
+    if mha.training:
+        return "training is enabled"
+    if not mha.batch_first:
+        return "batch_first was not True"
+    if is_grad_enabled() and (query.requires_grad or any(
+            p.requires_grad for p in mha.parameters())):
+        return ("grad is enabled and at least one of query or the input/output projection "
+                "weights or biases requires_grad")
+    if not (query is key is value):
+        return "non-self attention was used (query, key, and value are not the same Tensor)"
+    if any(m is not None for m in masks):
+        return "a mask was given, which is not supported with NestedTensor input"
+    return None
+
+
+def _refuse_slow_path(mha, query, key, value, masks):
+    why = _why_not_fast_path(mha, query, key, value, masks)
+    if why is not None:
+        raise AssertionError("MultiheadAttention does not support NestedTensor outside of its "
+                             "fast path. The fast path was not hit because " + why)
+
+
+def _multi_head_attention(mha, query, key, value, key_padding_mask=None, need_weights=True,
+                          attn_mask=None):
+    """Inference only, as torch: each component attends to itself alone (no padding); the
+    attention weights are not returned (None)."""
+    _refuse_slow_path(mha, query, key, value, (key_padding_mask, attn_mask))
+    outs = [mha(c.unsqueeze(0), c.unsqueeze(0), c.unsqueeze(0), need_weights=False)[0][0]
+            for c in query.unbind()]
+    return NestedTensor(components=outs), None
+
+
+def _transformer_encoder_layer(layer, src, src_mask=None, src_key_padding_mask=None):
+    _refuse_slow_path(layer.self_attn, src, src, src, (src_mask, src_key_padding_mask))
+    return NestedTensor(components=[layer(c.unsqueeze(0))[0] for c in src.unbind()])
+
+
 _FUNCTIONAL = {
     "linear": _linear,
     "layer_norm": _layer_norm,
@@ -980,6 +1023,8 @@ _FUNCTIONAL = {
     "scaled_dot_product_attention": _sdpa,
     "cat": _nested_cat,
     "bmm": lambda input, mat2: input.bmm(mat2),
+    "multi_head_attention": _multi_head_attention,
+    "transformer_encoder_layer": _transformer_encoder_layer,
 }
 
 

@@ -558,3 +558,55 @@ def test_gradcheck(name):
                                   "strided_components"])
 def test_gradgradcheck(name):
     assert gradgradcheck(GRADCHECKS[name], _gradcheck_inputs(name))
+
+
+# ---- MultiheadAttention / TransformerEncoderLayer: torch's inference fast path only ---------
+def _modules(lib):
+    lib.manual_seed(0)
+    mha = lib.nn.MultiheadAttention(8, 2, batch_first=True).double().eval()
+    layer = lib.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True,
+                                           dropout=0.0).double().eval()
+    return mha, layer
+
+
+def test_multihead_attention_and_encoder_layer_take_strided_input_in_inference():
+    comps = [_RNG.standard_normal((2, 8)), _RNG.standard_normal((4, 8))]
+    mha, layer = _modules(minidl)
+    x = nested.nested_tensor([_t(c) for c in comps])
+    with minidl.no_grad():
+        out, weights = mha(x, x, x, need_weights=False)
+        encoded = layer(x)
+        for i, c in enumerate(comps):  # each sequence attends to itself alone
+            alone = mha(_t(c)[None], _t(c)[None], _t(c)[None], need_weights=False)[0][0]
+            np.testing.assert_allclose(out.unbind()[i].numpy(), alone.numpy(), rtol=1e-12)
+            np.testing.assert_allclose(encoded.unbind()[i].numpy(), layer(_t(c)[None])[0].numpy(),
+                                       rtol=1e-12)
+    assert weights is None and out.layout is minidl.strided
+    with pytest.raises(AssertionError, match="grad is enabled"):
+        mha(x, x, x, need_weights=False)
+    with minidl.no_grad():
+        with pytest.raises(AssertionError, match="non-self attention"):
+            mha(x, x, nested.nested_tensor([_t(c) for c in comps]))
+        with pytest.raises(AssertionError, match="jagged"):
+            j = nested.nested_tensor([_t(c) for c in comps], layout=minidl.jagged)
+            mha(j, j, j)
+        with pytest.raises(AssertionError, match="training is enabled"):
+            layer.train()(x)
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_multihead_attention_and_encoder_layer_match_torch():
+    torch = pytest.importorskip("torch")
+    comps = [_RNG.standard_normal((3, 8)), _RNG.standard_normal((5, 8))]
+    ours, theirs = _modules(minidl), _modules(torch)
+    for a, b in zip(ours, theirs):
+        a.load_state_dict({k: v.detach().numpy() for k, v in b.state_dict().items()})
+    x = nested.nested_tensor([_t(c) for c in comps])
+    tx = torch.nested.nested_tensor([torch.tensor(c) for c in comps])
+    with minidl.no_grad(), torch.no_grad():
+        pairs = [(ours[0](x, x, x, need_weights=False)[0], theirs[0](tx, tx, tx,
+                                                                     need_weights=False)[0]),
+                 (ours[1](x), theirs[1](tx))]
+    for got, want in pairs:
+        for g, w in zip(got.unbind(), want.unbind()):
+            np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12)
