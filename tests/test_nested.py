@@ -610,3 +610,16 @@ def test_multihead_attention_and_encoder_layer_match_torch():
     for got, want in pairs:
         for g, w in zip(got.unbind(), want.unbind()):
             np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_docs_nested_code_blocks_run(capsys):
+    import os
+    import re
+    doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "nested.md")
+    with open(doc, encoding="utf-8") as f:
+        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
+    assert len(blocks) == 2
+    namespace = {"__name__": "nested_doc"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
+    assert "(3, j" in capsys.readouterr().out
