@@ -36,7 +36,7 @@ import numpy as np
 from . import functional as _F
 from .backend.dtypes import as_dtype, is_differentiable
 from .nn import attention as _attention
-from .ops import cat as _cat, stack as _stack
+from .ops import cat as _cat, stack as _stack, where as _dense_where
 from .sparse import jagged, strided
 from .tensor import Tensor, is_grad_enabled, tensor as _tensor
 
@@ -375,6 +375,16 @@ class NestedTensor(Tensor):
 
     def to_padded_tensor(self, padding, output_size=None):
         return to_padded_tensor(self, padding, output_size)
+
+    def __deepcopy__(self, memo):
+        import copy
+        if self.is_jagged:
+            offsets = copy.deepcopy(self._offsets, memo)
+            lengths = None if self._lengths is None else copy.deepcopy(self._lengths, memo)
+            return NestedTensor(values=copy.deepcopy(self._values, memo), offsets=offsets,
+                                lengths=lengths, ragged_idx=self._ragged_idx, leaf=self._leaf)
+        return NestedTensor(components=[copy.deepcopy(c, memo) for c in self._components],
+                            leaf=self._leaf)
 
     def numpy(self, *args, **kwargs):
         raise NotImplementedError("numpy: not supported for nested tensors; unbind() first or "
@@ -738,6 +748,36 @@ def _binary(name, a, b, fn):
     return nt._with_values(call(nt._values, other))
 
 
+def _where(condition, input, other):
+    """where() with nested operands of one structure, numbers, or (jagged) dense tensors that
+    broadcast over the regular dims."""
+    if input is None or other is None:
+        raise NotImplementedError("where(condition) alone (nonzero): not supported for nested "
+                                  "tensors")
+    args = (condition, input, other)
+    first = next(a for a in args if _is_nt(a))
+    if not first.is_jagged and not all(_is_nt(a) for a in args):
+        raise RuntimeError("where(): condition, input and other must be nested for the strided "
+                           "layout (other must be nested)")
+    for a in args:
+        if _is_nt(a):
+            _check_same_structure("where", first, a)
+        elif isinstance(a, Tensor) and a.ndim > 0:
+            nd, r = first.dim(), first._ragged_idx if first.is_jagged else None
+            pos = None if r is None else r - (nd - a.ndim)
+            if r is None or a.ndim >= nd or (pos >= 0 and a.shape[pos] != 1):
+                raise RuntimeError(f"where(): a dense operand of shape {tuple(a.shape)} does not "
+                                   f"broadcast over the nested tensor {_shape_str(first)}")
+
+    def part(a, i):
+        return a._parts()[i] if _is_nt(a) else a
+
+    if first.is_jagged:
+        return first._with_values(_dense_where(*(part(a, 0) for a in args)))
+    return NestedTensor(components=[_dense_where(*(part(a, i) for a in args))
+                                    for i in range(first._batch())])
+
+
 def _rebuild(comps, ragged_idx, like=None):
     """A jagged nested tensor of these components, ragged along dim ragged_idx - 1 of each:
     one cat, so the gradient reaches each component. It shares like's offsets when the
@@ -1024,6 +1064,7 @@ _FUNCTIONAL = {
     "cat": _nested_cat,
     "bmm": lambda input, mat2: input.bmm(mat2),
     "multi_head_attention": _multi_head_attention,
+    "where": _where,
     "transformer_encoder_layer": _transformer_encoder_layer,
 }
 

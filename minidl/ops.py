@@ -744,6 +744,9 @@ def where(condition, input=None, other=None):
     """``input`` where ``condition`` holds, ``other`` elsewhere: tensors or numbers, broadcast,
     at PyTorch's result dtype; the gradient goes to the side each element came from.
     ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``, as in PyTorch."""
+    for x in (condition, input, other):
+        if getattr(x, "is_nested", False) is True:  # minidl.nested
+            return x._nested_op("where", condition, input, other)
     if input is None and other is None and _is_tensor(condition):
         if condition.ndim and traces_untracked():
             return nonzero_columns(condition)

@@ -170,6 +170,13 @@ def test_repr_to_detach_requires_grad_clone():
     np.testing.assert_array_equal(c.unbind()[1].numpy(), A2[1])
     with pytest.raises(RuntimeError, match="leaf"):
         (j * 2).requires_grad_(False)
+    import copy
+    twin = copy.deepcopy(j)
+    assert twin.offsets() is not j.offsets() and twin.is_leaf and twin.requires_grad
+    np.testing.assert_array_equal(twin.values().detach().numpy(), j.values().detach().numpy())
+    assert j.to("cpu").offsets() is j.offsets() and str(j.device) == "cpu"
+    on_cpu = nested.nested_tensor([[1.0, 2.0], [3.0]], device="cpu", layout=minidl.jagged)
+    assert on_cpu.values().tolist() == [1.0, 2.0, 3.0]
 
 
 # ---- conversions ---------------------------------------------------------------------------
@@ -344,6 +351,8 @@ CASES = {
     "clone_unsqueeze_view": (J, [A2], [], lambda L, N, F, x: x.clone().unsqueeze(-1).reshape(
         2, -1, 2, 2) * 3),
     "masked_fill": (J, [A2], [], lambda L, N, F, x: x.masked_fill(x > 0, 0.0)),
+    "where": (J, [A2], [ROW], lambda L, N, F, x, r: L.where(x > 0, x * 2, r) + L.where(x < 0,
+                                                                                1.5, x)),
     "s_pointwise": (S, [A2], [], lambda L, N, F, x: (x * 2 + 1) * x - x.tanh() + x.sin()),
     "s_same_structure": (S, [A2, A2], [], lambda L, N, F, x, y: x * y + y),
     "s_activations": (S, [A2], [], lambda L, N, F, x: F.relu(x) + F.gelu(x) + F.silu(x)),
@@ -455,6 +464,10 @@ def test_strided_cat_along_the_batch_dim_joins_the_components():
     assert [c.shape for c in y.unbind()] == [(2, 4), (3, 4), (2, 4), (3, 4)]
     y.to_padded_tensor(0.0).sum().backward()
     np.testing.assert_allclose(a.grad.numpy(), 3.0)
+    w = minidl.where(x > 0, x, x * 0)  # (torch 2.13's strided where refuses a nested condition)
+    np.testing.assert_allclose(w.unbind()[0].detach().numpy(), np.maximum(A2[0], 0))
+    with pytest.raises(RuntimeError, match="must be nested"):
+        minidl.where(x > 0, x, 0.0)
     z = minidl.cat([x, x * 2], -1)  # (torch 2.13 runs both cats only without autograd)
     np.testing.assert_allclose(z.unbind()[1].detach().numpy(), np.concatenate([A2[1], 2 * A2[1]],
                                                                               -1))
@@ -555,7 +568,7 @@ def test_gradcheck(name):
 
 
 @pytest.mark.parametrize("name", ["pointwise", "linear", "softmax_ragged", "to_padded",
-                                  "strided_components"])
+                                  "strided_components", "sdpa", "layer_norm", "sum_mean_ragged"])
 def test_gradgradcheck(name):
     assert gradgradcheck(GRADCHECKS[name], _gradcheck_inputs(name))
 
