@@ -154,6 +154,24 @@ class NestedTensor(Tensor):
         return str(self.device).startswith("cuda")
 
     @property
+    def is_cpu(self):
+        return not self.is_cuda
+
+    is_sparse = is_sparse_csr = is_quantized = retains_grad = False
+
+    @property
+    def itemsize(self):
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def nbytes(self):
+        return sum(p.nbytes for p in self._parts())
+
+    @property
+    def mT(self):
+        return self.transpose(-2, -1)
+
+    @property
     def requires_grad(self):
         return any(p.requires_grad for p in self._parts())
 
