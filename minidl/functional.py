@@ -1976,6 +1976,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
     ``scale_grad_by_freq``: each row's gradient is divided by how often its index comes in
     ``input``. With ``sparse=True`` the weight's gradient is a sparse COO tensor whose rows are
     the looked-up indices (uncoalesced, the padding row left out), as torch's."""
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("embedding", input, weight, padding_idx, max_norm, norm_type,
+                                scale_grad_by_freq, sparse)
     name = "embedding"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:

@@ -422,7 +422,8 @@ class NestedTensor(Tensor):
             return (f"NestedTensor(size={size}, offsets={self._offsets!r}{extra}, "
                     f"contiguous={self.is_contiguous()})")
         body = ",\n".join("  " + repr(c).replace("\n", "\n  ") for c in self._components)
-        return "nested_tensor([\n" + body + ("\n" if body else "") + "])"
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return "nested_tensor([\n" + body + ("\n" if body else "") + "]" + extra + ")"
 
     __str__ = __repr__
 
@@ -951,6 +952,11 @@ def _linear(input, weight, bias=None):
     return input._map(lambda t: _F.linear(t, weight, bias))
 
 
+def _embedding(input, weight, *args):
+    """Rows of weight for each index: a trailing embedding dim, the ragged dim where it was."""
+    return input._map(lambda t: _F.embedding(t, weight, *args))
+
+
 def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     shape = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) \
         else tuple(normalized_shape)
@@ -1071,6 +1077,7 @@ def _transformer_encoder_layer(layer, src, src_mask=None, src_key_padding_mask=N
 _FUNCTIONAL = {
     "linear": _linear,
     "layer_norm": _layer_norm,
+    "embedding": _embedding,
     "dropout": _dropout,
     "relu": _pointwise(_F.relu),
     "gelu": _pointwise(_F.gelu),

@@ -636,3 +636,32 @@ def test_docs_nested_code_blocks_run(capsys):
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
     assert "(3, j" in capsys.readouterr().out
+
+
+def test_embedding_of_ragged_token_ids():
+    ids = nested.nested_tensor([[1, 2], [3, 0, 1]], layout=minidl.jagged)
+    emb = minidl.nn.Embedding(5, 4)
+    out = emb(ids)
+    assert out.shape[0] == 2 and out.shape[2] == 4 and out.offsets() is ids.offsets()
+    np.testing.assert_array_equal(out.unbind()[1].detach().numpy(),
+                                  emb.weight.detach().numpy()[[3, 0, 1]])
+    out.sum(1).sum().backward()
+    np.testing.assert_array_equal(emb.weight.grad.numpy()[:, 0], [1, 2, 1, 1, 0])
+    strided_ids = nested.nested_tensor([[1, 2], [3, 0, 1]])
+    assert [c.shape for c in emb(strided_ids).unbind()] == [(2, 4), (3, 4)]
+
+
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+def test_repr_as_torch_prints_it():
+    torch = pytest.importorskip("torch")
+    import re
+    comps = [np.array([[0.5, -1.25], [2.0, 3.0]]), np.array([[1.5, 0.0]])]
+    for layout in ("strided", "jagged"):
+        ours = nested.nested_tensor([minidl.tensor(c, dtype=minidl.float32) for c in comps],
+                                    layout=getattr(minidl, layout), requires_grad=True)
+        theirs = torch.nested.nested_tensor([torch.tensor(c, dtype=torch.float32)
+                                             for c in comps],
+                                            layout=getattr(torch, layout), requires_grad=True)
+        assert re.sub(r"j\d+", "j", repr(ours)) == re.sub(r"j\d+", "j", repr(theirs))
+        assert re.sub(r"j\d+", "j", repr(ours.detach())) == re.sub(r"j\d+", "j",
+                                                                     repr(theirs.detach()))
