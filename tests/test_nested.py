@@ -665,3 +665,39 @@ def test_repr_as_torch_prints_it():
         assert re.sub(r"j\d+", "j", repr(ours)) == re.sub(r"j\d+", "j", repr(theirs))
         assert re.sub(r"j\d+", "j", repr(ours.detach())) == re.sub(r"j\d+", "j",
                                                                      repr(theirs.detach()))
+
+
+def test_backward_of_a_nested_result_takes_a_nested_gradient():
+    for layout in (minidl.jagged, minidl.strided):
+        x = nested.nested_tensor([_t(a) for a in A2], layout=layout, requires_grad=True)
+        y = x * 3
+        y.backward(gradient=y.detach() * 0 + 2)
+        np.testing.assert_allclose(x.grad.unbind()[1].numpy(), 6.0)
+        with pytest.raises(RuntimeError, match="gradient"):
+            (x * 3).backward()
+    assert [c.shape for c in x] == [(2, 4), (3, 4)]
+
+
+def test_a_ragged_sequence_classifier_trains():
+    minidl.manual_seed(0)
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(2, 9, size=32)
+    labels = minidl.tensor(rng.integers(0, 2, size=32))
+    # label 1: token ids from the upper half of the vocabulary
+    ids = nested.nested_tensor([rng.integers(0, 5, n) + 5 * int(lab)
+                                for n, lab in zip(lengths, labels.tolist())],
+                               layout=minidl.jagged)
+    emb, enc, head = minidl.nn.Embedding(10, 8), minidl.nn.Linear(8, 8), minidl.nn.Linear(8, 2)
+    params = [*emb.parameters(), *enc.parameters(), *head.parameters()]
+    opt = minidl.optim.Adam(params, lr=0.05)
+    losses = []
+    for _ in range(15):
+        x = F.gelu(enc(F.layer_norm(emb(ids), (8,))))
+        q = x.unflatten(-1, (2, 4)).transpose(1, 2)
+        x = x + F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(32, -1, 8)
+        loss = F.cross_entropy(head(x.mean(1)), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
