@@ -590,23 +590,20 @@ class NestedTensor(Tensor):
     def _reshape(self, name, shape):
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) \
             else shape
-        nd = self.dim()
         if len(shape) < 2 or shape[0] not in (-1, self._batch()):
             raise RuntimeError(f"{name}(): the batch dim of a nested tensor cannot change, got "
                                f"{shape}")
         rag = sorted(self._ragged_dims())
         keep = max(rag) if rag else 0  # the dims up to the last ragged one stay as they are
-        if any(s != -1 for s in shape[1:keep + 1]) and keep:
-            bad = [s for i, s in enumerate(shape[1:keep + 1], 1)
-                   if s != -1 and (i in rag or s != self.size(i))]
-            if bad:
+        for i, s in enumerate(shape[1:keep + 1], 1):  # -1 or the size there (j1 included)
+            if not (isinstance(s, numbers.Integral) and s == -1) and (
+                    (i in rag and not self.is_jagged) or s != self.size(i)):
                 raise RuntimeError(f"{name}(): only the dims after the ragged one can change, "
-                                   f"got {shape}")
+                                   f"got {shape} for {_shape_str(self)}")
         tail = shape[keep + 1:]
         if not self.is_jagged:
             return self._map(lambda t: t.reshape(*t.shape[:keep], *tail))
         v = self._values
-        del nd
         return self._with_values(v.reshape(*v.shape[:keep], *tail))
 
     def unflatten(self, dim, sizes):

@@ -481,6 +481,12 @@ def test_results_share_the_structure_of_their_input():
     y = out.transpose(1, 2) + x  # a residual connection adds
     assert y.shape == x.shape and F.softmax(x, 1).offsets() is x.offsets()
     assert F.linear(x.reshape(2, -1, 6), _t(np.ones((2, 6)))).offsets() is x.offsets()
+    flat = x.reshape(2, x.size(1), 6)  # the j1 of x.size(1) stands for its own ragged dim
+    assert flat.shape == (2, x.size(1), 6) and flat.view(x.shape).shape == x.shape
+    with pytest.raises(RuntimeError, match="only the dims after the ragged one"):
+        x.reshape(2, 3, -1)
+    with pytest.raises(RuntimeError, match="batch dim"):
+        x.reshape(3, -1, 6)
 
 
 def test_dropout_zeroes_and_scales_values():
