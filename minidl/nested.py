@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import numbers
+import os
 import sys
 
 import numpy as np
@@ -44,6 +45,7 @@ __all__ = ["NestedTensor", "nested_tensor", "as_nested_tensor", "nested_tensor_f
            "narrow", "to_padded_tensor", "masked_select", "jagged", "strided"]
 
 _counter = itertools.count(1)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 class RaggedSize:
@@ -106,18 +108,18 @@ class NestedTensor(Tensor):
     # ---- what a dense op must not use ------------------------------------------------------
     @property
     def data(self):
+        # name the op: the outermost public minidl function on the way here (the one called)
         op, frame = "this op", sys._getframe(1)
-        for _ in range(6):  # name the op that reached for the array, for the message
-            if frame is None:
+        for _ in range(12):
+            if frame is None or not frame.f_code.co_filename.startswith(_PACKAGE):
                 break
-            name, found = frame.f_code.co_name, frame.f_locals
-            kind = found.get("cls") if name == "apply" else found.get("fn")
+            name = frame.f_code.co_name
+            kind = frame.f_locals.get("cls") if name == "apply" else None
             if isinstance(kind, type):
                 op = kind.__name__
-                break
-            if not name.startswith("_") and name not in ("op", "form", "wrapper", "forward"):
+            elif not name.startswith(("_", "<")) and name not in ("op", "form", "wrapper",
+                                                                   "forward", "apply"):
                 op = name
-                break
             frame = frame.f_back
         raise NotImplementedError(f"{op}: not supported for nested tensors (layout "
                                   f"{self._layout}); it has no single dense array")
@@ -426,6 +428,12 @@ class NestedTensor(Tensor):
         return "nested_tensor([\n" + body + ("\n" if body else "") + "]" + extra + ")"
 
     __str__ = __repr__
+
+    def __format__(self, spec):
+        if spec:
+            raise NotImplementedError(f"format: a nested tensor takes no format spec, got "
+                                      f"{spec!r}")
+        return repr(self)
 
     # ---- pointwise -------------------------------------------------------------------------
     def __add__(self, other):
@@ -1087,6 +1095,7 @@ _FUNCTIONAL = {
     "bmm": lambda input, mat2: input.bmm(mat2),
     "multi_head_attention": _multi_head_attention,
     "where": _where,
+    "pointwise": lambda fn, input: input._map(fn),
     "transformer_encoder_layer": _transformer_encoder_layer,
 }
 

@@ -214,8 +214,10 @@ def test_refusals_name_the_op_and_the_structures():
     j, s = _jagged(A2), nested.nested_tensor([_t(a) for a in A2])
     with pytest.raises(NotImplementedError, match="cumsum"):
         j.cumsum(0)
-    with pytest.raises(NotImplementedError, match="Sin"):
-        minidl.sin(j)
+    with pytest.raises(NotImplementedError, match="atan2"):
+        minidl.atan2(j, j)
+    with pytest.raises(NotImplementedError, match="softplus"):
+        F.softplus(j)
     with pytest.raises(RuntimeError, match="binary pointwise function add"):
         j + _jagged(A2)  # built apart: their ragged dims are different (as torch's j1, j2)
     with pytest.raises(RuntimeError, match="broadcasting"):
@@ -310,6 +312,8 @@ CASES = {
     "dense_row": (J, [A2], [ROW], lambda L, N, F, x, r: x * r + r),
     "dense_left": (J, [A2], [ROW], lambda L, N, F, x, r: r - x),
     "dense_per_batch": (J, [A2], [PER_BATCH], lambda L, N, F, x, r: x * r),
+    "free_unary": (J, [A2], [], lambda L, N, F, x: L.sin(x) + L.cos(x) + L.tanh(x) + L.floor(x)
+                   + L.neg(x) + L.sigmoid(x)),
     "unary": (J, [A2], [], lambda L, N, F, x: (x.sin() + x.cos() + x.sigmoid() + x.abs()
                                                 + (x * x + 1).sqrt() + (x * x + 1).log())),
     "activations": (J, [A2], [], lambda L, N, F, x: F.relu(x) + F.gelu(x) + F.silu(x)
