@@ -81,6 +81,14 @@ def _int_list(t):
     return [int(v) for v in np.asarray(t.numpy()).reshape(-1)]
 
 
+def _cached_ints(t):
+    """The entries of an offsets or lengths tensor, kept on it: every op's result shares it."""
+    found = t.__dict__.get("_nested_ints")
+    if found is None:
+        found = t._nested_ints = _int_list(t)
+    return found
+
+
 class NestedTensor(Tensor):
     """A nested tensor (``is_nested``): see the module's docstring for its two layouts."""
 
@@ -100,9 +108,9 @@ class NestedTensor(Tensor):
             d["_offsets"] = offsets
             d["_lengths"] = lengths
             d["_ragged_idx"] = ragged_idx
-            starts = _int_list(offsets)
+            starts = _cached_ints(offsets)  # read once per offsets tensor (no sync per op)
             d["_starts"] = starts[:-1]
-            d["_lens"] = (_int_list(lengths) if lengths is not None
+            d["_lens"] = (_cached_ints(lengths) if lengths is not None
                           else [b - a for a, b in zip(starts[:-1], starts[1:])])
 
     # ---- what a dense op must not use ------------------------------------------------------
