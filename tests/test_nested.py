@@ -10,6 +10,7 @@ import minidl
 import minidl.nested as nested
 import minidl.nn.functional as F
 from minidl.testing import gradcheck, gradgradcheck
+from test_cuda_api import gpu  # noqa: F401  (the fake GPU fixture)
 
 _RNG = np.random.default_rng(0)
 A2 = [_RNG.standard_normal((2, 4)), _RNG.standard_normal((3, 4))]  # (B=2, j, 4)
@@ -711,3 +712,22 @@ def test_a_ragged_sequence_classifier_trains():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_on_the_fake_gpu(gpu):  # noqa: F811  (the CUDA paths, run on the host)
+    results = {}
+    for device in ("cpu", "cuda"):
+        minidl.manual_seed(0)
+        layer = minidl.nn.Linear(4, 4).double().to(device)
+        x = nested.nested_tensor([_t(a) for a in A2], layout=minidl.jagged, device=device,
+                                 requires_grad=True)
+        assert str(x.values().device).startswith(device) and x.offsets().device == x.device
+        h = F.softmax(layer(x), 1)
+        q = h.unflatten(-1, (2, 2)).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(2, -1, 4)
+        padded = (out + x).to_padded_tensor(0.0)
+        (padded * padded).sum().backward()
+        assert str(padded.device).startswith(device)
+        results[device] = (padded.detach().cpu().numpy(), x.grad.values().cpu().numpy())
+    for got, want in zip(results["cuda"], results["cpu"]):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
