@@ -332,6 +332,10 @@ CASES = {
     "mean_ragged_keep": (J, [A2], [], lambda L, N, F, x: x.mean(1, keepdim=True)),
     "mean_last_keep": (J, [A2], [], lambda L, N, F, x: x.mean(-1, keepdim=True)),
     "sum_all": (J, [A2], [], lambda L, N, F, x: x.sum()),
+    "transposed_sums": (J, [A4], [], lambda L, N, F, x: [x.transpose(1, 2).sum(2),
+                                                        x.transpose(1, 2).mean(1),
+                                                        x.transpose(1, 2).sum((0, 2)),
+                                                        x.amax(1)]),
     "mean_all": (J, [A2], [], lambda L, N, F, x: x.mean()),
     "sum_batch_ragged": (J, [A2], [], lambda L, N, F, x: x.sum((0, 1))),
     "mean_batch_ragged": (J, [A2], [], lambda L, N, F, x: x.mean((0, 1))),
@@ -399,7 +403,7 @@ def _block(F, x, w, b):
 TORCH_FORWARD_ONLY = {
     "log_softmax_last", "mean_batch_ragged", "mean_ragged_keep", "s_bmm_dense",
     "s_chunk", "s_pointwise", "softmax_ragged", "sum_batch_ragged", "sum_last", "sum_ragged",
-    "to_padded_truncated", "transpose_softmax",
+    "to_padded_truncated", "transpose_softmax", "transposed_sums",
 }
 
 
