@@ -12,10 +12,11 @@ Two layouts, as torch's:
 Design: ``NestedTensor`` subclasses ``Tensor`` (so ``isinstance(nt, Tensor)`` holds and Python
 tries ``NestedTensor.__radd__`` before ``Tensor.__add__`` in ``dense + nt``), but it owns no
 array of its own: every op it supports is written as ordinary minidl ops on ``values`` (one
-call for the pointwise ops, ``linear``, ``layer_norm``, softmax over a regular dim) or on the
-components (``narrow`` of ``values`` per sequence, then ``cat``: softmax and sums over the
-ragged dim, ``to_padded_tensor``, attention). So the autograd graph is minidl's own, with no
-new ``Function``: gradients reach ``values`` (jagged) or the components (strided), and double
+call for the pointwise ops, ``linear``, ``layer_norm``, softmax over a regular dim), on a padded
+view of it (one ``index_select`` out to (B, ..., L, ...), the op, one ``index_select`` back:
+``to_padded_tensor``, softmax and sums over the ragged dim, attention with the padded keys
+masked out), or on the components (``narrow`` per sequence, then ``cat``: the strided layout
+and the rarer cases). So the autograd graph is minidl's own, with no new ``Function``: gradients reach ``values`` (jagged) or the components (strided), and double
 backward works wherever the underlying ops have it. The ``nn.functional`` ops that take nested
 input check ``getattr(x, "is_nested", False)`` and hand it to ``x._nested_op`` (no import of
 this module from below, as ``is_quantized`` does for ``minidl.ao``). Any other Tensor method
@@ -833,6 +834,50 @@ def _rebuild_like(nt, comps, ragged_idx):
     return NestedTensor(components=comps)
 
 
+# ---- the ragged dim as a padded one: one gather out, one gather back ---------------------------
+def _pad_plan(nt, length=None):
+    """Where each padded position comes from along values' ragged axis (``total``: the fill),
+    the padded length, and where each kept token sits in the (B * length) padded rows."""
+    lens = np.asarray(nt._lens, dtype=np.int64)
+    starts = np.asarray(nt._starts, dtype=np.int64)
+    total = nt._values.shape[nt._ragged_idx - 1]
+    size = int(lens.max(initial=0)) if length is None else int(length)
+    pos = np.arange(size, dtype=np.int64)
+    source = np.where(pos[None, :] < lens[:, None], starts[:, None] + pos[None, :], total)
+    kept = np.minimum(lens, size)
+    rows = np.concatenate([b * size + np.arange(n, dtype=np.int64) for b, n in enumerate(kept)]
+                          + [np.zeros(0, dtype=np.int64)])
+    return source.reshape(-1), size, rows, kept
+
+
+def _padded(nt, fill, length=None):
+    """The dense (B, ..., L, ...) tensor of a jagged one, ``fill`` past each end: values
+    gathered once (index_select), so the gradient flows back in one scatter."""
+    v, a = nt._values, nt._ragged_idx - 1
+    source, size, _, _ = _pad_plan(nt, length)
+    filler = v.new_full(tuple(1 if i == a else s for i, s in enumerate(v.shape)), fill)
+    gathered = _cat([v, filler], a).index_select(a, _tensor(source, device=v.device))
+    gathered = gathered.reshape(*v.shape[:a], len(nt._lens), size, *v.shape[a + 1:])
+    return gathered.movedim(a, 0)
+
+
+def _unpadded(like, padded, length=None):
+    """The jagged tensor of ``padded``'s rows that ``like`` has (its lengths, cut at the
+    padded length), sharing like's offsets when nothing was cut."""
+    a = like._ragged_idx - 1
+    size = padded.shape[like._ragged_idx]
+    _, _, rows, kept = _pad_plan(like, size if length is None else length)
+    moved = padded.movedim(0, a)
+    moved = moved.reshape(*moved.shape[:a], -1, *moved.shape[a + 2:])
+    values = moved.index_select(a, _tensor(rows, device=padded.device))
+    if like._lengths is None and list(kept) == like._lens:
+        offsets = like._offsets
+    else:
+        offsets = _tensor(np.concatenate([[0], np.cumsum(kept)]).astype(np.int64),
+                          device=values.device)
+    return NestedTensor(values=values, offsets=offsets, ragged_idx=like._ragged_idx)
+
+
 def _softmax(name, nt, dim, dtype):
     d = _wrap(dim, nt.dim(), name)
     if d == 0:
@@ -852,7 +897,10 @@ def _softmax(name, nt, dim, dtype):
     if nt._ragged_idx > 1:
         raise RuntimeError("softmax(): not supported when reducing along the ragged dimension "
                            "for ragged_idx > 1 for NestedTensor")
-    return _rebuild_like(nt, [fn(c) for c in nt.unbind()], nt._ragged_idx)
+    if min(nt._lens, default=0) == 0:  # an empty sequence: no row to take a maximum of
+        return _rebuild_like(nt, [fn(c) for c in nt.unbind()], nt._ragged_idx)
+    padded = _padded(nt if dtype is None else nt.to(as_dtype(dtype)), float("-inf"))
+    return _unpadded(nt, padded.softmax(d))
 
 
 def _dims(dim, nd, name):
@@ -908,16 +956,21 @@ def _reduce(name, nt, dim, keepdim, dtype):
     if any(x not in (0, r) for x in dims):
         raise RuntimeError(f"{name}(): reducing along a ragged and non-batch dimension is not "
                            f"supported for nested tensors")
-    # the ragged dim (and perhaps the batch dim): one dense row per component
-    per = _stack([op(c, r - 1, keepdim) for c in nt.unbind()])
-    if 0 not in dims:
-        return per
+    # the ragged dim (and perhaps the batch dim): one dense row per component, summed (or
+    # maximised) over the padded ragged dim
     if name == "amax":
-        return per.amax(0, keepdim=keepdim)
+        if min(nt._lens, default=0) == 0:
+            raise RuntimeError("amax(): an empty sequence has no maximum along the ragged dim")
+        per = _padded(nt, float("-inf")).amax(r, keepdim=keepdim)
+        return per.amax(0, keepdim=keepdim) if 0 in dims else per
+    sums = _padded(nt, 0).sum(r, keepdim=keepdim)
+    if 0 in dims:
+        sums = sums.sum(0, keepdim=keepdim)
+        return sums if name == "sum" else sums / float(sum(nt._lens))
     if name == "sum":
-        return per.sum(0, keepdim=keepdim)
-    sums = _stack([c.sum(r - 1, keepdim=keepdim) for c in nt.unbind()]).sum(0, keepdim=keepdim)
-    return sums / float(sum(nt._lens))
+        return sums
+    counts = _tensor(np.asarray(nt._lens, dtype=np.dtype(sums.dtype)), device=sums.device)
+    return sums / counts.reshape(-1, *([1] * (sums.ndim - 1)))
 
 
 def _matmul(name, a, b):
@@ -1010,6 +1063,18 @@ def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, sca
     if not (query._batch() == key._batch() == value._batch()):
         raise RuntimeError(f"scaled_dot_product_attention: batch sizes differ: "
                            f"{query._batch()}, {key._batch()}, {value._batch()}")
+    nd = query.dim()
+    if query.is_jagged and all(t._ragged_idx == nd - 2 and t.dim() == nd
+                               for t in (query, key, value)) \
+            and key._lens == value._lens and min(key._lens, default=0) > 0:
+        # (B, ..., L, E) padded, the padded keys masked out: one attention for the batch
+        keys = _padded(key, 0)
+        attend = _tensor(np.arange(keys.shape[-2])[None, :] < np.asarray(key._lens)[:, None],
+                         device=keys.device).reshape(len(key._lens), *([1] * (nd - 2)), -1)
+        out = _attention.scaled_dot_product_attention(
+            _padded(query, 0), keys, _padded(value, 0), attend, dropout_p, False, scale,
+            enable_gqa)
+        return _unpadded(query, out)
     outs = [_attention.scaled_dot_product_attention(q, k, v, None, dropout_p, False, scale,
                                                     enable_gqa)
             for q, k, v in zip(query.unbind(), key.unbind(), value.unbind())]
@@ -1283,8 +1348,17 @@ def to_padded_tensor(input, padding, output_size=None):
     if not _is_nt(input):
         raise TypeError(f"to_padded_tensor(): expected a nested tensor, got "
                         f"{type(input).__name__}")
-    comps = list(input.unbind())
     nd = input.dim()
+    if input.is_jagged:
+        length = None
+        if output_size is not None:
+            output_size = tuple(int(s) for s in output_size)
+            if len(output_size) != nd:
+                raise RuntimeError(f"to_padded_tensor(): output_size {output_size} must have "
+                                   f"{nd} entries")
+            length = output_size[input._ragged_idx]  # torch reads only the ragged dim's entry
+        return _padded(input, padding, length)
+    comps = list(input.unbind())
     if not comps:
         return _tensor(np.zeros((0,)), dtype=input.dtype)
     target = [max(c.shape[d] for c in comps) for d in range(nd - 1)]
