@@ -735,3 +735,34 @@ def test_on_the_fake_gpu(gpu):  # noqa: F811  (the CUDA paths, run on the host)
         results[device] = (padded.detach().cpu().numpy(), x.grad.values().cpu().numpy())
     for got, want in zip(results["cuda"], results["cpu"]):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_ragged_dim_ops_on_a_view_with_gaps_and_an_empty_sequence():
+    """The padded gathers read each component where its offset and length say: a narrowed
+    view with gaps between components, and a sequence of length 0, give each component's
+    own result."""
+    base = _t(_RNG.standard_normal((3, 6, 4)), True)
+    starts, lens = minidl.tensor([1, 0, 3]), minidl.tensor([3, 5, 2])
+    nt = nested.narrow(base, 1, starts, lens, layout=minidl.jagged)
+    comps = [base[i, s:s + n] for i, (s, n) in enumerate([(1, 3), (0, 5), (3, 2)])]
+    for got, c in zip(F.softmax(nt, 1).unbind(), comps):
+        np.testing.assert_allclose(got.detach().numpy(), F.softmax(c, 0).detach().numpy(),
+                                   rtol=1e-12)
+    np.testing.assert_allclose(nt.mean(1).detach().numpy(),
+                               np.stack([c.detach().numpy().mean(0) for c in comps]), rtol=1e-12)
+    out = F.scaled_dot_product_attention(nt, nt, nt)
+    for got, c in zip(out.unbind(), comps):
+        want = F.scaled_dot_product_attention(c[None], c[None], c[None])[0]
+        np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=1e-12)
+
+    def f(b):
+        view = nested.narrow(b, 1, starts, lens, layout=minidl.jagged)
+        return minidl.cat([F.softmax(view, 1).values().reshape(-1), view.sum(1).reshape(-1),
+                           F.scaled_dot_product_attention(view, view, view).values().reshape(-1)
+                           ])
+    assert gradcheck(f, (base,))
+    empty = nested.nested_tensor_from_jagged(_t(np.arange(8.0).reshape(4, 2), True),
+                                             minidl.tensor([0, 3, 3, 4]))
+    assert empty.sum(1).tolist() == [[6.0, 9.0], [0.0, 0.0], [6.0, 7.0]]
+    assert [c.shape for c in F.softmax(empty, 1).unbind()] == [(3, 2), (0, 2), (1, 2)]
+    assert empty.to_padded_tensor(-1.0)[1].tolist() == [[-1.0, -1.0]] * 3
