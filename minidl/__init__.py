@@ -218,3 +218,7 @@ _sys.modules[__name__ + ".nn.qat"] = nn.qat = ao.nn.qat
 for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
     globals()[_name] = getattr(ao.quantization, _name)
 del _sys, _name
+# nested (ragged) tensors, as torch.nested: minidl.nested.nested_tensor(..., layout=minidl.jagged)
+from . import nested  # noqa: E402,F401
+from .sparse import jagged  # noqa: E402
+__all__ += ["jagged"]

@@ -250,6 +250,8 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 
 def _float_op(fn):
     def op(input):
+        if getattr(input, "is_nested", False) is True:  # minidl.nested: per values array
+            return input._nested_op("pointwise", op, input)
         if not isinstance(input, autograd.Tensor):  # named as public (log_ndtr, not logndtr)
             _float_input(input, op.__name__)
         return fn.apply(_float_input(input, fn.__name__))
@@ -262,6 +264,8 @@ def _same_dtype_op(fn, integer=None, bool_ok=True):
     """An op whose integer input stays integer: ``integer(x)`` (None: x itself); bool input
     refused unless ``bool_ok`` (PyTorch's floor, ceil, trunc, round)."""
     def op(input):
+        if getattr(input, "is_nested", False) is True:  # minidl.nested: per values array
+            return input._nested_op("pointwise", op, input)
         if not bool_ok:
             refuse_bool(op.__name__, input)
         if input.data.dtype.kind == "c":

@@ -769,6 +769,9 @@ def where(condition, input=None, other=None):
     """``input`` where ``condition`` holds, ``other`` elsewhere: tensors or numbers, broadcast,
     at PyTorch's result dtype; the gradient goes to the side each element came from.
     ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``, as in PyTorch."""
+    for x in (condition, input, other):
+        if getattr(x, "is_nested", False) is True:  # minidl.nested
+            return x._nested_op("where", condition, input, other)
     if input is None and other is None and _is_tensor(condition):
         if condition.ndim and traces_untracked():
             return nonzero_columns(condition)
@@ -1955,6 +1958,8 @@ def cat(tensors, dim=0):
         raise BadArgumentError("cat: expected a non-empty list of tensors")
     if getattr(tensors[0], "is_quantized", False) is True:  # minidl.ao's quantized kernel
         return tensors[0]._quantized_op("cat", tensors, dim)
+    if getattr(tensors[0], "is_nested", False) is True:  # minidl.nested
+        return tensors[0]._nested_op("cat", tensors, dim)
     for i, t in enumerate(tensors):
         if not _is_tensor(t):
             raise TypeError(f"cat: expected tensors, got {_describe(t)} at position {i}")

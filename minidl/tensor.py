@@ -101,6 +101,7 @@ class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
+    is_nested = False  # minidl.nested.NestedTensor's is True
     # In-place changes are counted per array, shared by every tensor that views it (detach(),
     # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
     # array changed after its forward. None until the first change or the first view;
