@@ -23,7 +23,7 @@ from . import sparse as _coo
 from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
 from .backend import sparse_compressed as _c
-from .backend.sparse import SparseCOO
+from .backend.sparse import SparseArray, SparseCOO
 from .backend.sparse_compressed import SparseCompressed, torch_layout_name
 from .functional import Linear
 from .math_ops import Asin, Atan, Ceil, Expm1, Floor, Log1p, Round, Sign, Sin, Sinh, Tan, Trunc
@@ -93,7 +93,7 @@ class CompressedGather(Function):
 
 def _index_array(x, xp, what):
     if isinstance(x, Tensor):
-        if type(x.data) is not np.ndarray and not hasattr(x.data, "__cuda_array_interface__"):
+        if isinstance(x.data, SparseArray):
             raise TypeError(f"{what} must be a strided (dense) tensor, got layout "
                             f"{_layout_name(x)}")
         x = x.data

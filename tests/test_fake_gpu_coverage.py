@@ -1,0 +1,449 @@
+"""The features added since 2026-12-05 on the strict fake GPU (tests/_fake_gpu.strict), against
+the CPU on the same float64 data: in-place ops on tensors with views, the compressed sparse
+layouts, minidl.vision.ops, minidl.fx, distributions / fft / special / signal, the depthwise and
+1x1 convolutions, half-precision max pooling and ReLU, forward AD and minidl.func, and what
+refuses the GPU as torch does (quantized models). Outputs and gradients must stay on "cuda" and
+equal the CPU's; host copies are counted where the result's size depends on the data."""
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+
+import minidl
+import minidl.nn as nn
+import minidl.nn.functional as F
+
+import _fake_gpu
+
+GUARDED = [
+    "minidl.pointwise", "minidl.statistics", "minidl.structure", "minidl.sampling",
+    "minidl.math_ops", "minidl.shape_ops", "minidl.products", "minidl.tensor",
+    "minidl.tensor_functions", "minidl.autograd", "minidl.autograd.forward_ad", "minidl.func",
+    "minidl.sparse_compressed", "minidl.backend.sparse_compressed", "minidl.backend.sparse",
+    "minidl.sparse", "minidl.vision.ops", "minidl.fx.graph_module", "minidl.fx.interpreter",
+    "minidl.fft", "minidl.special", "minidl.signal.windows", "minidl.distributions.distribution",
+    "minidl.distributions.normal", "minidl.distributions.gamma", "minidl.distributions.beta",
+    "minidl.distributions.dirichlet", "minidl.distributions.categorical",
+    "minidl.distributions.multivariate_normal", "minidl.distributions._special",
+    "minidl.distributions.utils", "minidl.nn._functional.convolution",
+    "minidl.nn._functional.pooling", "minidl.nn._functional.activations", "minidl.creation",
+]
+MODULES = [importlib.import_module(m) for m in GUARDED]
+MODULES = [m for m in MODULES if hasattr(m, "np")]
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch, host_kernels):
+    _fake_gpu.install(monkeypatch, host_kernels)
+
+
+def _host(t):
+    return t.detach().cpu().numpy() if isinstance(t, minidl.Tensor) else np.asarray(t)
+
+
+def _agree(gpu, cpu, rtol=1e-9, atol=1e-11):
+    gpu = list(gpu) if isinstance(gpu, (list, tuple)) else [gpu]
+    cpu = list(cpu) if isinstance(cpu, (list, tuple)) else [cpu]
+    assert len(gpu) == len(cpu)
+    for g, c in zip(gpu, cpu):
+        if isinstance(c, minidl.Tensor):
+            assert isinstance(g, minidl.Tensor) and g.device == "cuda", getattr(g, "device", g)
+            assert g.dtype == c.dtype and tuple(g.shape) == tuple(c.shape), (g.dtype, c.dtype)
+        np.testing.assert_allclose(_host(g), _host(c), rtol=rtol, atol=atol)
+
+
+def both(fn, syncs=0, rtol=1e-9, atol=1e-11):
+    """``fn(device)`` -> results (tensors or arrays) on the CPU and on the strict fake GPU; they
+    must agree and the GPU's stay on "cuda", with at most ``syncs`` host copies."""
+    minidl.manual_seed(0)
+    cpu = fn("cpu")
+    minidl.manual_seed(0)
+    with _fake_gpu.strict(*MODULES) as counted:
+        gpu = fn("cuda")
+    if os.environ.get("FAKE_GPU_SYNCS"):  # to see the counts while writing a test
+        print("\nSYNCS", len(counted), counted)
+    assert len(counted) <= syncs, f"{len(counted)} host copies: {counted}"
+    _agree(gpu, cpu, rtol, atol)
+    return counted
+
+
+def _r(*shape, seed=0, lo=-2.0, hi=2.0):
+    return np.random.default_rng(seed).uniform(lo, hi, shape)
+
+
+def _t(a, device, grad=False):
+    return minidl.tensor(np.asarray(a), dtype=minidl.float64 if np.asarray(a).dtype.kind == "f"
+                         else None, device=device, requires_grad=grad)
+
+
+# ---- in-place ops on tensors that have views; as_strided rebasing --------------------------
+X, W, U = _r(3, 4, seed=7), _r(3, 4, seed=8), _r(4, seed=9)
+VIEWS = {
+    "slice": lambda h: h[:, 1:3],
+    "transpose": lambda h: h.transpose(0, 1),
+    "diagonal": lambda h: h.diagonal(1),
+    "expand": lambda h: h[1:2].expand(5, 4),
+    "view_of_view": lambda h: h[1:].t()[2],
+}
+BASE_OPS = {
+    "mul_grad": lambda h, w, u: h.mul_(w),
+    "add_grad": lambda h, w, u: h.add_(u),
+    "sin_": lambda h, w, u: h.sin_(),
+    "setitem": lambda h, w, u: h.__setitem__(1, u * 3),
+    "clamp_": lambda h, w, u: h.clamp_(-0.5, 0.7),
+}
+
+
+@pytest.mark.parametrize("op", list(BASE_OPS))
+@pytest.mark.parametrize("view", list(VIEWS))
+def test_inplace_on_a_base_with_views(fake_gpu, view, op):
+    def run(device):
+        x, w, u = (_t(a, device, True) for a in (X, W, U))
+        h = x * 1.5 - 0.2
+        v = VIEWS[view](h)
+        other = h[2]
+        BASE_OPS[op](h, w, u)
+        loss = (h * h).sum() + (v * v.detach().cos()).sum() + (other * 3).sum()
+        loss.backward()
+        return [h, v, other, x.grad, w.grad if w.grad is not None else w * 0,
+                u.grad if u.grad is not None else u * 0]
+    both(run)
+
+
+@pytest.mark.parametrize("op", ["mul_", "add_", "exp_", "copy_"])
+def test_inplace_on_a_view_then_as_strided(fake_gpu, op):
+    def run(device):
+        x, w = _t(X, device, True), _t(W, device, True)
+        h = x * 1.0
+        v = h[1:, 1:3]
+        {"mul_": lambda: v.mul_(w[1:, :2]), "add_": lambda: v.add_(w[:2, 2:]),
+         "exp_": lambda: v.exp_(), "copy_": lambda: v.copy_(w[:2, :2] * 2)}[op]()
+        s = minidl.as_strided(h, (2, 3), (4, 1), 1)
+        s.mul_(3)
+        (h.sin() * h).sum().backward()
+        return [h, v, x.grad, w.grad if w.grad is not None else w * 0]
+    both(run)
+
+
+# ---- compressed sparse layouts (CSR, CSC, BSR, BSC) --------------------------------------
+DENSE = _r(4, 6, seed=3) * (np.random.default_rng(4).uniform(size=(4, 6)) < 0.4)
+DENSE[0, 0] = 1.5  # at least one stored element in each layout
+
+
+@pytest.mark.parametrize("layout", ["csr", "csc", "bsr", "bsc"])
+def test_compressed_round_trip_and_to_dense(fake_gpu, layout):
+    def run(device):
+        d = _t(DENSE, device)
+        s = {"csr": lambda: d.to_sparse_csr(), "csc": lambda: d.to_sparse_csc(),
+             "bsr": lambda: d.to_sparse_bsr((2, 3)), "bsc": lambda: d.to_sparse_bsc((2, 2))}[layout]()
+        assert s.device == device and s.layout.name == f"sparse_{layout}"
+        back = s.to("cpu").to(device)
+        assert back.device == device and back.layout == s.layout
+        return [s.to_dense(), back.to_dense(), s.values()]
+    both(run, syncs=5)
+
+
+def test_csr_constructor_mm_addmm_matmul_gradients(fake_gpu):
+    def run(device):
+        crow = minidl.tensor([0, 2, 3, 5], device=device)
+        col = minidl.tensor([0, 2, 1, 0, 3], device=device)
+        vals = _t(_r(5, seed=5), device, True)
+        a = minidl.sparse_csr_tensor(crow, col, vals, (3, 4))
+        assert a.device == device and a.layout == minidl.sparse_csr
+        b = _t(_r(4, 2, seed=6), device, True)
+        c = _t(_r(3, 2, seed=7), device, True)
+        y1 = minidl.mm(a, b)
+        y2 = minidl.addmm(c, a, b, beta=0.5, alpha=2.0)
+        y3 = minidl.matmul(a, b)
+        (y1.sin().sum() + (y2 * y2).sum() + y3.sum()).backward()
+        return [y1, y2, y3, vals.grad, b.grad, c.grad]
+    both(run, syncs=5)
+
+
+def test_csr_of_a_gpu_tensor_converts_back_and_forth(fake_gpu):
+    def run(device):
+        d = _t(DENSE, device, True)
+        s = d.to_sparse_csr()
+        y = minidl.sparse.mm(s, _t(_r(6, 3, seed=2), device)) if hasattr(minidl.sparse, "mm") \
+            else minidl.mm(s, _t(_r(6, 3, seed=2), device))
+        y.sum().backward()
+        return [y, d.grad, s.to_sparse_csc().to_dense(), s.to_sparse().to_dense()]
+    both(run, syncs=5)
+
+
+# ---- minidl.vision.ops ---------------------------------------------------------------------
+BOXES = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [21, 19, 29, 31],
+                  [0, 0, 9, 10], [50, 50, 60, 55]], dtype=np.float64)
+SCORES = np.array([0.9, 0.8, 0.7, 0.95, 0.85, 0.1])
+CLASSES = np.array([0, 0, 1, 1, 1, 0])
+
+
+def test_nms_and_batched_nms(fake_gpu):
+    from minidl.vision import ops
+
+    def run(device):
+        b, s = _t(BOXES, device), _t(SCORES, device)
+        keep = ops.nms(b, s, 0.5)
+        bkeep = ops.batched_nms(b, s, minidl.tensor(CLASSES, device=device), 0.5)
+        assert keep.dtype == np.int64 and bkeep.dtype == np.int64
+        return [keep, bkeep]
+    # the kept count depends on the data: the boxes and scores come to the host once (as
+    # torchvision's CUDA kernel, whose mask is read back)
+    both(run, syncs=5)
+
+
+def test_box_iou_and_losses(fake_gpu):
+    from minidl.vision import ops
+
+    def run(device):
+        a = _t(BOXES, device, True)
+        b = _t(BOXES[::-1] + 0.5, device, True)
+        iou = ops.box_iou(a, b)
+        giou = ops.generalized_box_iou(a, b)
+        loss = ops.complete_box_iou_loss(a, b, reduction="sum")
+        (iou.sum() + giou.sum() + loss).backward()
+        return [iou, giou, loss, a.grad, b.grad]
+    both(run)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_roi_align(fake_gpu, aligned):
+    from minidl.vision import ops
+
+    rois = np.array([[0, 0.5, 0.5, 5.5, 4.0], [1, 2.0, 1.0, 7.5, 7.5], [0, 3.0, 3.0, 3.5, 6.0]])
+
+    def run(device):
+        x = _t(_r(2, 3, 8, 8, seed=11), device, True)
+        y = ops.roi_align(x, _t(rois, device), (3, 2), spatial_scale=1.0, sampling_ratio=-1,
+                          aligned=aligned)
+        (y * y).sum().backward()
+        return [y, x.grad]
+    both(run, syncs=1)
+
+
+def test_roi_pool(fake_gpu):
+    from minidl.vision import ops
+
+    rois = np.array([[0, 0.5, 0.5, 5.5, 4.0], [1, 2.0, 1.0, 7.5, 7.5]])
+
+    def run(device):
+        x = _t(_r(2, 3, 8, 8, seed=12), device, True)
+        y = ops.roi_pool(x, [_t(rois[:1, 1:], device), _t(rois[1:, 1:], device)], 2)
+        (y * y).sum().backward()
+        return [y, x.grad]
+    # the boxes come to the host (one copy per image) and the bins' winners back once
+    both(run, syncs=4)
+
+
+# ---- minidl.fx -------------------------------------------------------------------------------
+class _Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.fc = nn.Linear(12, 4)
+
+    def forward(self, x):
+        y = F.relu(self.conv(x)).mean(1)
+        return self.fc(y.flatten(1)).softmax(-1) + x.sum()
+
+
+def test_fx_graph_module_moved_to_cuda(fake_gpu):
+    from minidl import fx
+
+    def run(device):
+        minidl.manual_seed(0)
+        gm = fx.symbolic_trace(_Net().double())
+        gm = gm.to(device)
+        x = _t(_r(2, 2, 4, 3, seed=13), device, True)
+        y = gm(x)
+        y.pow(2).sum().backward()
+        interp = fx.Interpreter(gm).run(x)
+        return [y, interp, x.grad, gm.conv.weight.grad, gm.fc.bias.grad]
+    both(run)
+
+
+# ---- distributions, fft, special, signal ----------------------------------------------------
+def _dists(D, device, validate):
+    loc = _t(_r(3, seed=20), device, True)
+    scale = _t(_r(3, seed=21, lo=0.5, hi=2.0), device, True)
+    conc = _t(_r(3, seed=22, lo=0.5, hi=3.0), device, True)
+    tril = _t(np.tril(_r(3, 3, seed=23)) + 3 * np.eye(3), device, True)
+    v = {"validate_args": validate}
+    return [loc, scale, conc, tril], {
+        "Normal": lambda: D.Normal(loc, scale, **v), "Laplace": lambda: D.Laplace(loc, scale, **v),
+        "Gamma": lambda: D.Gamma(conc, scale, **v), "Beta": lambda: D.Beta(conc, scale, **v),
+        "Dirichlet": lambda: D.Dirichlet(conc, **v),
+        "StudentT": lambda: D.StudentT(conc + 1, loc, scale, **v),
+        "MultivariateNormal": lambda: D.MultivariateNormal(loc, scale_tril=tril, **v),
+        "LogNormal": lambda: D.LogNormal(loc, scale, **v),
+        "Uniform": lambda: D.Uniform(loc - 3, loc + scale, **v),
+    }
+
+
+# the families whose rsample is a fixed transform of minidl's normal or uniform draws, which
+# the fake GPU draws as the CPU does: their samples agree too
+SAME_DRAWS = ("Normal", "Laplace", "LogNormal", "Uniform", "MultivariateNormal")
+
+
+@pytest.mark.parametrize("name", ["Normal", "Laplace", "Gamma", "Beta", "Dirichlet", "StudentT",
+                                  "MultivariateNormal", "LogNormal", "Uniform"])
+def test_distribution_log_prob_and_rsample_gradients(fake_gpu, name):
+    import minidl.distributions as D
+
+    def run(device):
+        params, dists = _dists(D, device, validate=False)
+        d = dists[name]()
+        v = d.sample((4,))
+        assert v.device == device and not v.requires_grad
+        lp = d.log_prob(v.mean(0))
+        r = d.rsample((5,))
+        (lp.sum() + r.sin().sum() + d.entropy().sum()).backward()
+        return [v, r, lp, d.entropy()] + [p.grad for p in params if p.grad is not None]
+    if name in SAME_DRAWS:  # without argument checks: no host copy at all
+        both(run, rtol=1e-7, atol=1e-9)
+    # every family, with torch's argument checks (each a host copy, as torch's on CUDA): runs
+    # under strict and stays on the device
+    with _fake_gpu.strict(*MODULES):
+        params, dists = _dists(D, "cuda", validate=True)
+        d = dists[name]()
+        r = d.rsample((5,))
+        lp = d.log_prob(r.detach())
+        (lp.sum() + r.sum()).backward()
+        assert r.device == lp.device == "cuda"
+        assert all(p.grad.device == "cuda" for p in params if p.grad is not None)
+        assert any(p.grad is not None for p in params)
+
+
+def test_categorical_and_bernoulli_sample_on_device(fake_gpu):
+    import minidl.distributions as D
+
+    def run(device):
+        logits = _t(_r(4, 5, seed=24), device, True)
+        c = D.Categorical(logits=logits, validate_args=False)
+        s = c.sample((3,))
+        assert s.device == device and s.shape == (3, 4)
+        b = D.Bernoulli(logits=logits, validate_args=False)
+        lp = c.log_prob(minidl.tensor([0, 1, 4, 2], device=device)) + \
+            b.log_prob(_t((_r(4, 5, seed=25) > 0).astype(np.float64), device)).sum(-1)
+        lp.sum().backward()
+        return [lp, c.entropy(), logits.grad]
+    both(run, syncs=1)  # log_prob's gather checks its index's bounds on the host
+
+
+def test_fft_and_signal_windows(fake_gpu):
+    from minidl import fft
+    from minidl.signal import windows
+
+    def run(device):
+        x = _t(_r(3, 8, seed=26), device, True)
+        f = fft.rfft(x * windows.hann(8, dtype=minidl.float64, device=device))
+        z = fft.ifft(fft.fft2(x.to(minidl.complex128)))
+        (f.abs().sum() + z.real.sum()).backward()
+        w = [windows.gaussian(7, std=1.5, dtype=minidl.float64, device=device),
+             windows.kaiser(9, beta=4.0, dtype=minidl.float64, device=device),
+             minidl.hann_window(6, dtype=minidl.float64, device=device)]
+        return [f.abs(), z.real, x.grad] + w
+    both(run)
+
+
+def test_special_functions(fake_gpu):
+    from minidl import special
+
+    def run(device):
+        x = _t(_r(3, 8, seed=26, lo=-4, hi=4), device, True)
+        s = special.erfcx(x) + special.log_ndtr(x) + special.i0e(x) + \
+            special.xlog1py(x, x.abs()) + special.ndtr(x) + special.erf(x)
+        s.sum().backward()
+        return [s, x.grad]
+    # float64 erf/erfc/erfcx take their two ranges as masked parts, each behind a host any()
+    # (a branch-free form would evaluate the 200-level continued fraction everywhere: more
+    # launches than the copies it saves); this bound keeps the count from growing
+    both(run, syncs=36, rtol=1e-8, atol=1e-10)
+
+
+# ---- convolutions: depthwise and 1x1 ------------------------------------------------------
+@pytest.mark.parametrize("kind", ["depthwise", "pointwise", "pointwise-strided"])
+def test_depthwise_and_pointwise_conv(fake_gpu, kind):
+    def run(device):
+        x = _t(_r(2, 4, 7, 6, seed=30), device, True)
+        if kind == "depthwise":
+            w = _t(_r(8, 1, 3, 3, seed=31), device, True)
+            y = F.conv2d(x, w, _t(_r(8, seed=32), device), padding=1, stride=(1, 2), groups=4)
+        else:
+            w = _t(_r(5, 4, 1, 1, seed=31), device, True)
+            y = F.conv2d(x, w, _t(_r(5, seed=32), device), stride=2 if "strided" in kind else 1)
+        (y * y.detach().cos()).sum().backward()
+        return [y, x.grad, w.grad]
+    both(run)
+
+
+# ---- half-precision max pooling and ReLU --------------------------------------------------
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_max_pool_and_relu(fake_gpu, dtype):
+    dt = getattr(minidl, dtype)
+
+    def run(device):
+        x = minidl.tensor(_r(2, 3, 6, 6, seed=33), device=device).to(dt).requires_grad_()
+        y = F.max_pool2d(F.relu(x), 2, stride=2)
+        z = F.relu(x * 2)
+        (y.float().sum() + (z.float() * 3).sum()).backward()
+        assert y.dtype == dt and x.grad.dtype == dt
+        return [y.float(), z.float(), x.grad.float()]
+    both(run, rtol=0, atol=0)
+
+
+# ---- forward AD and minidl.func ----------------------------------------------------------------
+def test_forward_ad_through_inplace_and_views(fake_gpu):
+    import minidl.autograd.forward_ad as fwAD
+
+    def run(device):
+        with fwAD.dual_level():
+            x = fwAD.make_dual(_t(X, device), _t(W, device))
+            h = x * 1.0
+            h[1:, :2].mul_(x[:2, 1:3])
+            y = (h.sin() * x).softmax(-1).cumsum(1)
+            p, t = fwAD.unpack_dual(y)
+        return [p, t]
+    both(run)
+
+
+def test_func_grad_vmap_jacrev_functional_call(fake_gpu):
+    from minidl import func
+
+    def run(device):
+        minidl.manual_seed(0)
+        lin = nn.Linear(4, 3).double().to(device)
+        params = {k: v.detach() for k, v in lin.named_parameters()}
+        x = _t(_r(5, 4, seed=34), device)
+
+        def loss(p, xi):
+            return func.functional_call(lin, p, (xi,)).tanh().sum()
+
+        g = func.grad(loss)(params, x)
+        per_sample = func.vmap(func.grad(loss), in_dims=(None, 0))(params, x)
+        jac = func.jacrev(lambda v: (v.sin() * v).cumsum(0))(x[0])
+        jf = func.jacfwd(lambda v: v.exp() * v[0])(x[1])
+        _, tangent = func.jvp(lambda v: v.cos(), (x[2],), (x[3],))
+        return [g["weight"], g["bias"], per_sample["weight"], jac, jf, tangent]
+    both(run)
+
+
+# ---- quantization: CPU only, as in torch ----------------------------------------------------
+def test_quantized_model_refuses_cuda_clearly(fake_gpu):
+    from minidl.ao import quantization as Q
+
+    model = nn.Sequential(Q.QuantStub(), nn.Linear(4, 3), nn.ReLU(), Q.DeQuantStub())
+    model.qconfig = Q.get_default_qconfig()
+    Q.prepare(model, inplace=True)
+    model(minidl.randn(8, 4))
+    Q.convert(model, inplace=True)
+    x = minidl.randn(2, 4)
+    expect = model(x).numpy()
+    with pytest.raises(NotImplementedError, match="CPU-only .* got a tensor on cuda"):
+        model.to("cuda")(x.to("cuda"))
+    np.testing.assert_array_equal(model.to("cpu")(x).numpy(), expect)
+    with pytest.raises(NotImplementedError, match="CPU-only .* got a tensor on cuda"):
+        minidl.quantize_per_tensor(x.to("cuda"), 0.1, 0, minidl.quint8)
