@@ -447,3 +447,96 @@ def test_quantized_model_refuses_cuda_clearly(fake_gpu):
     np.testing.assert_array_equal(model.to("cpu")(x).numpy(), expect)
     with pytest.raises(NotImplementedError, match="CPU-only .* got a tensor on cuda"):
         minidl.quantize_per_tensor(x.to("cuda"), 0.1, 0, minidl.quint8)
+
+
+# ---- nn layers added lately -------------------------------------------------------------------
+LAYERS = [
+    ("LPPool2d", lambda: nn.LPPool2d(2.0, 2), (2, 3, 6, 6), 0),
+    ("PReLU", lambda: nn.PReLU(3), (2, 3, 4), 0),
+    ("Hardswish", lambda: nn.Hardswish(), (2, 3, 4), 0),
+    ("GroupNorm", lambda: nn.GroupNorm(2, 4), (2, 4, 5), 0),
+    ("InstanceNorm2d", lambda: nn.InstanceNorm2d(3, affine=True), (2, 3, 4, 4), 0),
+    ("RMSNorm", lambda: nn.RMSNorm(5), (2, 3, 5), 0),
+    ("MultiheadAttention", lambda: _SelfAttention(), (2, 5, 8), 0),
+    ("TransformerEncoderLayer", lambda: nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0,
+                                                                    batch_first=True), (2, 5, 8), 0),
+    ("Unflatten", lambda: nn.Sequential(nn.Unflatten(1, (2, 6)), nn.Flatten()), (3, 12), 0),
+    ("PairwiseDistance", lambda: _Halves(nn.PairwiseDistance(p=3.0)), (4, 6), 0),
+    ("CosineSimilarity", lambda: _Halves(nn.CosineSimilarity(dim=1)), (4, 6), 0),
+    ("ConvTranspose2d", lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1,
+                                                   output_padding=1), (1, 3, 4, 4), 0),
+    ("Conv1d-depthwise", lambda: nn.Conv1d(4, 8, 3, groups=4, padding=1), (2, 4, 9), 0),
+    ("PixelShuffle", lambda: nn.PixelShuffle(2), (1, 8, 3, 3), 0),
+    ("Upsample", lambda: nn.Upsample(scale_factor=2, mode="bilinear"), (1, 2, 3, 3), 0),
+    ("LocalResponseNorm", lambda: nn.LocalResponseNorm(3), (1, 5, 3, 3), 0),
+    ("GLU", lambda: nn.GLU(), (3, 8), 0),
+    ("Mish", lambda: nn.Mish(), (3, 8), 0),
+    ("GRU", lambda: _First(nn.GRU(4, 5, batch_first=True)), (2, 3, 4), 0),
+    ("LSTM", lambda: _First(nn.LSTM(4, 5, batch_first=True, proj_size=3)), (2, 3, 4), 0),
+    # the clusters' members are data (nonzero): copies in torch too
+    ("AdaptiveLogSoftmaxWithLoss", lambda: _ALS(), (6, 8), 4),
+    # a gather's index computed on the device: one flag read back for its bounds check
+    ("MultiMarginLoss", lambda: _Loss(nn.MultiMarginLoss(), [0, 2, 1, 3]), (4, 5), 1),
+    ("MultiLabelMarginLoss", lambda: _Loss(nn.MultiLabelMarginLoss(),
+                                           [[3, 0, -1, 1, 1], [1, 2, 3, -1, 0], [0, -1, 1, 1, 1],
+                                            [4, 1, -1, 0, 0]]), (4, 5), 2),
+]
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=True)[0]
+
+
+class _Halves(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x[:, :3], x[:, 3:])
+
+
+class _First(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)[0]
+
+
+class _ALS(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.als = nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4, 7], div_value=2.0)
+
+    def forward(self, x):
+        target = minidl.tensor([0, 5, 9, 3, 7, 1], device=x.device)
+        out = self.als(x, target)
+        return out.output + out.loss + self.als.log_prob(x).sum(1)
+
+
+class _Loss(nn.Module):
+    def __init__(self, loss, target):
+        super().__init__()
+        self.loss, self.target = loss, np.asarray(target, dtype=np.int64)
+
+    def forward(self, x):
+        return self.loss(x, minidl.tensor(self.target, device=x.device))
+
+
+@pytest.mark.parametrize("name,make,shape,syncs", LAYERS, ids=[c[0] for c in LAYERS])
+def test_recent_layers(fake_gpu, name, make, shape, syncs):
+    def run(device):
+        minidl.manual_seed(0)
+        m = make().double().to(device)
+        x = _t(_r(*shape, seed=40), device, True)
+        y = m(x)
+        (y * y.detach().cos()).sum().backward()
+        return [y, x.grad] + [p.grad for p in m.parameters() if p.grad is not None]
+    both(run, syncs=syncs)
