@@ -865,7 +865,9 @@ def _scalar_form(op):
                 a, b = b, a
             if _is_compressed(a) and _is_plain_dense(b) and b.ndim == 0 \
                     and not b.requires_grad:
-                return CompressedScale.apply(a, factor=b.data.item())
+                # on the GPU the number stays there (a 0-d array), not read back
+                factor = b.data.item() if type(b.data) is np.ndarray else b.data
+                return CompressedScale.apply(a, factor=factor)
             if _is_compressed(a) and _is_plain_dense(b) and b.shape == a.shape:
                 # times a dense tensor of its shape: its values times b at its places, a
                 # tensor of a's pattern (as torch's forward; a's gradient of its layout)

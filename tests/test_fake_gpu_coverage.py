@@ -540,3 +540,31 @@ def test_recent_layers(fake_gpu, name, make, shape, syncs):
         (y * y.detach().cos()).sum().backward()
         return [y, x.grad] + [p.grad for p in m.parameters() if p.grad is not None]
     both(run, syncs=syncs)
+
+
+COMPRESSED_OPS = {
+    "csr@csr": lambda a, b, d: minidl.mm(a, b.to_sparse_csr()).to_dense(),
+    "add": lambda a, b, d: (a + a * 2).to_dense(),
+    "sum": lambda a, b, d: a.sum() + a.sum(1, keepdim=True).to_dense().sum(),
+    "sampled_addmm": lambda a, b, d: minidl.sparse.sampled_addmm(a, d[:, :2], b.t()[:2]),
+    "mm-reduce": lambda a, b, d: minidl.sparse.mm(a, b, "mean"),
+    "transpose": lambda a, b, d: a.t().to_dense(),
+    "unary": lambda a, b, d: a.sin().to_dense() + a.relu().to_dense(),
+    "linear": lambda a, b, d: F.linear(d, a),
+}
+
+
+@pytest.mark.parametrize("op", list(COMPRESSED_OPS))
+def test_compressed_ops(fake_gpu, op):
+    def run(device):
+        dense = _t(DENSE[:3, :4], device, True)
+        a = dense.to_sparse_csr()
+        b = _t(_r(4, 3, seed=41), device, True)
+        d = _t(_r(3, 4, seed=42), device, True)
+        y = COMPRESSED_OPS[op](a, b, d)
+        y = y.to_dense() if y.layout != minidl.strided else y
+        (y * y).sum().backward()
+        return [y] + [t.grad for t in (dense, b, d) if t.grad is not None]
+    # to_sparse_csr's nnz is data (a copy in torch too); a sparse @ sparse product's pattern
+    # too, forward and backward
+    both(run, syncs=17 if op == "csr@csr" else 4)
