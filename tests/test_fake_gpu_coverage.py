@@ -568,3 +568,40 @@ def test_compressed_ops(fake_gpu, op):
     # to_sparse_csr's nnz is data (a copy in torch too); a sparse @ sparse product's pattern
     # too, forward and backward
     both(run, syncs=17 if op == "csr@csr" else 4)
+
+
+def test_quantization_aware_training_on_the_device(fake_gpu):
+    """QAT runs on CUDA in torch: fake quantization and its observers on the device, the same
+    steps as on the CPU; the trained model converts on the CPU (quantized kernels are CPU-only)."""
+    from minidl.ao import quantization as Q
+
+    models = {}
+
+    def run(device):
+        minidl.manual_seed(0)
+        model = nn.Sequential(Q.QuantStub(), nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(12, 4), Q.DeQuantStub())
+        model.qconfig = Q.get_default_qat_qconfig()
+        model.train()
+        Q.prepare_qat(model, inplace=True)
+        model.to(device)
+        opt = minidl.optim.SGD(model.parameters(), lr=0.1)
+        x = minidl.tensor(_r(5, 2, 4, 4, seed=50).astype(np.float32), device=device)
+        outs = []
+        for _ in range(2):
+            opt.zero_grad()
+            y = model(x)
+            y.pow(2).mean().backward()
+            opt.step()
+            outs.append(y)
+        models[device] = model
+        return outs + [model[1].weight, model[4].weight]
+    # per fake-quantize module and step: its two switches read (as torch's `if
+    # self.observer_enabled[0] == 1`), the batch's min/max read back (reduced on the device: a
+    # few numbers), and the observer's state (eps, running min/max), which it keeps as host
+    # tensors, read where .to(device) had moved it; none copies an activation
+    both(run, syncs=50, rtol=1e-5, atol=1e-6)
+    x = minidl.tensor(_r(5, 2, 4, 4, seed=50).astype(np.float32))
+    q_cpu = Q.convert(models["cpu"].eval())(x)
+    q_gpu = Q.convert(models["cuda"].cpu().eval())(x)
+    np.testing.assert_allclose(q_gpu.numpy(), q_cpu.numpy(), rtol=1e-5, atol=1e-6)
