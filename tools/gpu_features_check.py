@@ -449,6 +449,32 @@ def quantized_refuses_cuda():
     return False, "a quantized model ran on a CUDA input"
 
 
+def qat_on_gpu():
+    from minidl.ao import quantization as Q
+
+    nn = minidl.nn
+
+    def run(device):
+        minidl.manual_seed(0)
+        model = nn.Sequential(Q.QuantStub(), nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(12, 4), Q.DeQuantStub())
+        model.qconfig = Q.get_default_qat_qconfig()
+        model.train()
+        Q.prepare_qat(model, inplace=True)
+        model.to(device)
+        opt = minidl.optim.SGD(model.parameters(), lr=0.1)
+        x = minidl.tensor(_rand(5, 2, 4, 4, seed=50), dtype=minidl.float32, device=device)
+        outs = []
+        for _ in range(2):
+            opt.zero_grad()
+            y = model(x)
+            y.pow(2).mean().backward()
+            opt.step()
+            outs.append(y)
+        return outs + [model[1].weight, model[4].weight]
+    return _on_both(run, tol=1e-4)
+
+
 CHECKS = [("sparse mm and gradients", sparse_products),
           ("sparse embedding + SparseAdam", sparse_embedding_adam),
           ("saved-tensor hooks, save_on_cpu", saved_tensor_hooks),
@@ -470,7 +496,8 @@ CHECKS = [("sparse mm and gradients", sparse_products),
           ("minidl.func and forward AD through in-place views", func_and_forward_ad),
           ("in-place ops on a base with views, as_strided", inplace_views_rebase),
           ("recent layers: GroupNorm, RMSNorm, MHA, LSTM proj, PReLU, LPPool2d", recent_layers),
-          ("a quantized model refuses CUDA input", quantized_refuses_cuda)]
+          ("a quantized model refuses CUDA input", quantized_refuses_cuda),
+          ("quantization-aware training steps on the GPU", qat_on_gpu)]
 
 
 if __name__ == "__main__":
