@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import minidl
+import minidl.distributions as D
 import minidl.nn as nn
 import minidl.nn.functional as F
 
@@ -291,8 +292,6 @@ SAME_DRAWS = ("Normal", "Laplace", "LogNormal", "Uniform", "MultivariateNormal")
 @pytest.mark.parametrize("name", ["Normal", "Laplace", "Gamma", "Beta", "Dirichlet", "StudentT",
                                   "MultivariateNormal", "LogNormal", "Uniform"])
 def test_distribution_log_prob_and_rsample_gradients(fake_gpu, name):
-    import minidl.distributions as D
-
     def run(device):
         params, dists = _dists(D, device, validate=False)
         d = dists[name]()
@@ -318,8 +317,6 @@ def test_distribution_log_prob_and_rsample_gradients(fake_gpu, name):
 
 
 def test_categorical_and_bernoulli_sample_on_device(fake_gpu):
-    import minidl.distributions as D
-
     def run(device):
         logits = _t(_r(4, 5, seed=24), device, True)
         c = D.Categorical(logits=logits, validate_args=False)
@@ -605,3 +602,37 @@ def test_quantization_aware_training_on_the_device(fake_gpu):
     q_cpu = Q.convert(models["cpu"].eval())(x)
     q_gpu = Q.convert(models["cuda"].cpu().eval())(x)
     np.testing.assert_allclose(q_gpu.numpy(), q_cpu.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# every distribution family: sample and log_prob on the device under strict (with torch's
+# argument checks, each a host copy as in torch)
+FAMILIES = {  # name -> make(t, probs, positives, locations)
+ "Bernoulli": lambda t, p3, pos, loc: D.Bernoulli(probs=p3), "Binomial": lambda t, p3, pos, loc: D.Binomial(5, probs=p3),
+ "Poisson": lambda t, p3, pos, loc: D.Poisson(pos), "NegativeBinomial": lambda t, p3, pos, loc: D.NegativeBinomial(3.0, probs=p3),
+ "Geometric": lambda t, p3, pos, loc: D.Geometric(probs=p3), "Multinomial": lambda t, p3, pos, loc: D.Multinomial(4, probs=p3),
+ "VonMises": lambda t, p3, pos, loc: D.VonMises(loc, pos), "Wishart": lambda t, p3, pos, loc: D.Wishart(t(5.0), covariance_matrix=t(np.eye(3) * 2)),
+ "LKJCholesky": lambda t, p3, pos, loc: D.LKJCholesky(3, t(1.5)), "Kumaraswamy": lambda t, p3, pos, loc: D.Kumaraswamy(pos, pos),
+ "Chi2": lambda t, p3, pos, loc: D.Chi2(pos), "FisherSnedecor": lambda t, p3, pos, loc: D.FisherSnedecor(pos, pos),
+ "Weibull": lambda t, p3, pos, loc: D.Weibull(pos, pos), "Pareto": lambda t, p3, pos, loc: D.Pareto(pos, pos),
+ "Gumbel": lambda t, p3, pos, loc: D.Gumbel(loc, pos), "HalfCauchy": lambda t, p3, pos, loc: D.HalfCauchy(pos), "Cauchy": lambda t, p3, pos, loc: D.Cauchy(loc, pos),
+ "ContinuousBernoulli": lambda t, p3, pos, loc: D.ContinuousBernoulli(p3), "RelaxedBernoulli": lambda t, p3, pos, loc: D.RelaxedBernoulli(t(0.5), probs=p3),
+ "RelaxedOneHotCategorical": lambda t, p3, pos, loc: D.RelaxedOneHotCategorical(t(0.5), probs=p3),
+ "OneHotCategorical": lambda t, p3, pos, loc: D.OneHotCategorical(probs=p3), "InverseGamma": lambda t, p3, pos, loc: D.InverseGamma(pos, pos),
+ "LowRankMultivariateNormal": lambda t, p3, pos, loc: D.LowRankMultivariateNormal(loc, t(np.ones((3, 1))), pos),
+ "LogisticNormal": lambda t, p3, pos, loc: D.LogisticNormal(loc, pos), "HalfNormal": lambda t, p3, pos, loc: D.HalfNormal(pos),
+ "GeneralizedPareto": lambda t, p3, pos, loc: D.GeneralizedPareto(loc, pos, t([0.1, 0.2, -0.1])),
+ "Exponential": lambda t, p3, pos, loc: D.Exponential(pos), "MixtureSameFamily": lambda t, p3, pos, loc: D.MixtureSameFamily(D.Categorical(probs=p3), D.Normal(loc, pos)),
+}
+
+
+@pytest.mark.parametrize("name", list(FAMILIES))
+def test_every_distribution_family_samples_on_the_device(fake_gpu, name):
+    def t(a):
+        return minidl.tensor(np.asarray(a, dtype=np.float64), device="cuda")
+
+    with _fake_gpu.strict(*MODULES):
+        d = FAMILIES[name](t, t([0.2, 0.5, 0.7]), t([0.5, 1.5, 3.0]), t([0.1, -0.3, 1.0]))
+        s = d.sample((2,))
+        lp = d.log_prob(s)
+    assert s.device == "cuda" and lp.device == "cuda"
+    assert np.isfinite(lp.numpy()).all(), lp
