@@ -636,3 +636,37 @@ def test_every_distribution_family_samples_on_the_device(fake_gpu, name):
         lp = d.log_prob(s)
     assert s.device == "cuda" and lp.device == "cuda"
     assert np.isfinite(lp.numpy()).all(), lp
+
+
+# ---- vision transforms on device tensors ----------------------------------------------------
+TRANSFORMS = {
+    "resize": lambda TF, x: TF.resize(x, [5, 7]),
+    "resize-bicubic": lambda TF, x: TF.resize(x, [9, 4], interpolation=TF.InterpolationMode.BICUBIC),
+    "normalize": lambda TF, x: TF.normalize(x, [0.5, 0.4, 0.3], [0.2, 0.3, 0.4]),
+    "center_crop": lambda TF, x: TF.center_crop(x, [4, 5]),
+    "pad-reflect": lambda TF, x: TF.pad(x, [1, 2], padding_mode="reflect"),
+    "flips": lambda TF, x: TF.hflip(TF.vflip(x)),
+    "grayscale": lambda TF, x: TF.rgb_to_grayscale(x, 3),
+    "color": lambda TF, x: TF.adjust_hue(TF.adjust_saturation(TF.adjust_contrast(
+        TF.adjust_brightness(x, 1.2), 0.8), 1.3), 0.1),
+    "rotate": lambda TF, x: TF.rotate(x, 30.0, interpolation=TF.InterpolationMode.BILINEAR),
+    "affine": lambda TF, x: TF.affine(x, 10.0, [1, -1], 1.1, [5.0, 0.0]),
+    "gaussian_blur": lambda TF, x: TF.gaussian_blur(x, [3, 5], [0.8, 1.2]),
+    "erase": lambda TF, x: TF.erase(x, 1, 2, 3, 2, 0.5),
+    "sharpness": lambda TF, x: TF.adjust_sharpness(x, 1.7),
+    "gamma": lambda TF, x: TF.adjust_gamma(x, 0.8, 1.1),
+    "autocontrast": lambda TF, x: TF.autocontrast(x),
+    "invert-solarize": lambda TF, x: TF.solarize(TF.invert(x), 0.6),
+    "convert_dtype": lambda TF, x: TF.convert_image_dtype(x, minidl.uint8),
+}
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_vision_transforms_on_device_tensors(fake_gpu, name):
+    from minidl.vision.transforms import functional as TF
+
+    def run(device):
+        x = _t(_r(3, 8, 9, seed=60, lo=0.0, hi=1.0), device)
+        return [TRANSFORMS[name](TF, x)]
+    # rotate and affine warp with Pillow, on the host (torchvision: grid_sample on the device)
+    both(run, syncs=1 if name in ("rotate", "affine") else 0)
