@@ -670,3 +670,62 @@ def test_vision_transforms_on_device_tensors(fake_gpu, name):
         return [TRANSFORMS[name](TF, x)]
     # rotate and affine warp with Pillow, on the host (torchvision: grid_sample on the device)
     both(run, syncs=1 if name in ("rotate", "affine") else 0)
+
+
+FWD_OPS = {
+    "conv2d": lambda x, w: F.conv2d(x, w, padding=1),
+    "conv-depthwise": lambda x, w: F.conv2d(x, w[:2, :1].repeat(1, 1, 1, 1), groups=2),
+    "max_pool": lambda x, w: F.max_pool2d(x, 2),
+    "layer_norm": lambda x, w: F.layer_norm(x, (4,)),
+    "batch_norm": lambda x, w: F.batch_norm(x, None, None, training=True),
+    "softmax-logsumexp": lambda x, w: x.softmax(-1) + x.logsumexp(1, keepdim=True),
+    "gelu-silu": lambda x, w: F.gelu(x) * F.silu(x),
+    "interpolate": lambda x, w: F.interpolate(x, scale_factor=2, mode="bilinear"),
+    "matmul": lambda x, w: x @ x.transpose(-1, -2),
+}
+
+
+@pytest.mark.parametrize("op", list(FWD_OPS))
+def test_forward_ad_ops(fake_gpu, op):
+    import minidl.autograd.forward_ad as fwAD
+
+    def run(device):
+        w = _t(_r(3, 2, 3, 3, seed=70), device)
+        with fwAD.dual_level():
+            x = fwAD.make_dual(_t(_r(2, 2, 4, 4, seed=71), device),
+                               _t(_r(2, 2, 4, 4, seed=72), device))
+            p, t = fwAD.unpack_dual(FWD_OPS[op](x, w))
+        return [p, t]
+    both(run, syncs=3 if op == "gelu-silu" else 0)  # float64 erf: see test_special_functions
+
+
+def test_vmap_over_conv_and_jacfwd_of_a_net(fake_gpu):
+    from minidl import func
+
+    def run(device):
+        minidl.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                            nn.Linear(48, 2)).double().to(device)
+        x = _t(_r(5, 2, 4, 4, seed=73), device)
+        per = func.vmap(lambda xi: net(xi.unsqueeze(0)).squeeze(0))(x)
+        params = {k: v.detach() for k, v in net.named_parameters()}
+        jac = func.jacfwd(lambda p: func.functional_call(net, p, (x[:2],)))(params)
+        hess = func.hessian(lambda v: (v.sin() * v).sum())(x[0, 0, 0])
+        return [per, jac["0.weight"], jac["3.bias"], hess]
+    both(run)
+
+
+def test_fx_shape_prop_and_transformer_on_the_device(fake_gpu):
+    from minidl import fx
+    from minidl.fx.passes.shape_prop import ShapeProp
+
+    def run(device):
+        minidl.manual_seed(0)
+        gm = fx.symbolic_trace(_Net().double()).to(device)
+        x = _t(_r(2, 2, 4, 3, seed=74), device)
+        ShapeProp(gm).propagate(x)
+        metas = [n.meta["tensor_meta"] for n in gm.graph.nodes if "tensor_meta" in n.meta]
+        assert len(metas) >= 5 and tuple(metas[0].shape) == (2, 2, 4, 3)
+        moved = fx.Transformer(gm).transform()
+        return [moved(x), gm(x)]
+    both(run)
