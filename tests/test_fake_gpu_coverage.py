@@ -16,6 +16,7 @@ import minidl
 import minidl.distributions as D
 import minidl.nn as nn
 import minidl.nn.functional as F
+from minidl.vision import ops as vops
 
 import _fake_gpu
 
@@ -729,3 +730,48 @@ def test_fx_shape_prop_and_transformer_on_the_device(fake_gpu):
         moved = fx.Transformer(gm).transform()
         return [moved(x), gm(x)]
     both(run)
+
+
+# ---- the device of created tensors ------------------------------------------------------------
+CREATED = {  # name -> (make(device), host copies allowed)
+    "fftfreq": (lambda d: minidl.fft.fftfreq(5, device=d), 0),
+    "rfftfreq": (lambda d: minidl.fft.rfftfreq(6, 0.5, device=d), 0),
+    "kaiser_window": (lambda d: minidl.kaiser_window(6, device=d), 0),
+    "tril_indices": (lambda d: minidl.tril_indices(3, 3, device=d), 0),
+    "coo-from-lists": (lambda d: minidl.sparse_coo_tensor(
+        [[0, 1], [1, 0]], [1.0, 2.0], (2, 2), device=d).to_dense(), 2),
+    "csr-from-lists": (lambda d: minidl.sparse_csr_tensor(
+        [0, 1, 2], [1, 0], [1.0, 2.0], (2, 2), device=d).to_dense(), 5),
+    "bsr-from-lists": (lambda d: minidl.sparse_bsr_tensor(
+        [0, 1], [0], np.ones((1, 2, 2)), (2, 2), device=d).to_dense(), 4),
+    "nms-empty": (lambda d: vops.nms(
+        minidl.zeros(0, 4, device=d), minidl.zeros(0, device=d), 0.5), 2),
+    "roi_align-empty": (lambda d: vops.roi_align(
+        minidl.ones(1, 2, 4, 4, device=d), minidl.zeros(0, 5, device=d), 2), 1),
+    "masks_to_boxes": (lambda d: vops.masks_to_boxes(
+        minidl.tensor(np.eye(4)[None] > 0, device=d)), 1),
+    "init.dirac_": (lambda d: nn.init.dirac_(minidl.empty(2, 2, 3, 3, device=d)), 0),
+    "init.eye_": (lambda d: nn.init.eye_(minidl.empty(3, 4, device=d)), 0),
+    "istft": (lambda d: minidl.istft(minidl.stft(
+        minidl.ones(64, device=d, dtype=minidl.float64), 16,
+        window=minidl.hann_window(16, device=d, dtype=minidl.float64), return_complex=True), 16,
+        window=minidl.hann_window(16, device=d, dtype=minidl.float64)), 1),
+}
+
+
+@pytest.mark.parametrize("name", list(CREATED))
+def test_created_tensors_are_on_the_asked_device(fake_gpu, name):
+    make, syncs = CREATED[name]
+    both(lambda device: [make(device)], syncs=syncs)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: minidl.randperm(5, device="cuda"), lambda: minidl.randint(0, 5, (3,), device="cuda"),
+    lambda: nn.init.orthogonal_(minidl.empty(3, 4, device="cuda")),
+    lambda: nn.init.trunc_normal_(minidl.empty(3, 4, device="cuda")),
+    lambda: nn.init.sparse_(minidl.empty(4, 3, device="cuda"), 0.5),
+], ids=["randperm", "randint", "orthogonal_", "trunc_normal_", "sparse_"])
+def test_random_creation_on_the_device(fake_gpu, make):
+    with _fake_gpu.strict(*MODULES) as counted:
+        out = make()
+    assert out.device == "cuda" and counted == []
