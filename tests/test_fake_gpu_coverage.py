@@ -775,3 +775,40 @@ def test_random_creation_on_the_device(fake_gpu, make):
     with _fake_gpu.strict(*MODULES) as counted:
         out = make()
     assert out.device == "cuda" and counted == []
+
+
+FUNCTIONAL = {  # name -> (fn(device) -> outputs, host copies allowed)
+    "linear_cross_entropy": (lambda d, x, w: [F.linear_cross_entropy(
+        x[0, 0], w[0, 0, :3] * 1.0, minidl.tensor([0, 2, 1, 0], device=d))], 0),
+    "conv_tbc": (lambda d, x, w: [F.conv_tbc(x[0], w[:2, 0], w[0, 0, 0] * 1.0, pad=1)], 0),
+    "bilinear": (lambda d, x, w: [F.bilinear(x[0, 0], x[1, 0], w[:2, 0, :4, :4] * 1.0)], 0),
+    "fractional_max_pool2d": (lambda d, x, w: [F.fractional_max_pool2d(
+        x, 2, output_size=(3, 3), _random_samples=_t(np.full((2, 3, 2), 0.4), d))], 2),
+    # (the window starts are planned on the host from the samples; a NaN check reads a flag)
+    "pack_padded_lstm": (lambda d, x, w: _packed_lstm(d, x), 0),
+}
+
+
+def _packed_lstm(device, x):
+    from minidl.nn.utils import rnn as rnn_utils
+
+    minidl.manual_seed(0)
+    lstm = nn.LSTM(4, 3, batch_first=True).double().to(device)
+    seqs = x[:, :, 0]  # (2, 3, 4)... as (batch 2, time 3, features 4)
+    packed = rnn_utils.pack_padded_sequence(seqs, minidl.tensor([3, 2]), batch_first=True)
+    out, (h, c) = lstm(packed)
+    padded, lengths = rnn_utils.pad_packed_sequence(out, batch_first=True)
+    return [padded, h, c]
+
+
+@pytest.mark.parametrize("name", list(FUNCTIONAL))
+def test_more_functional_ops(fake_gpu, name):
+    fn, syncs = FUNCTIONAL[name]
+
+    def run(device):
+        x = _t(_r(2, 3, 4, 4, seed=80), device, True)
+        w = _t(_r(3, 3, 4, 4, seed=81), device, True)
+        outs = fn(device, x, w)
+        sum((o * o).sum() for o in outs).backward()
+        return outs + [x.grad, w.grad if w.grad is not None else w * 0]
+    both(run, syncs=syncs)
