@@ -812,3 +812,24 @@ def test_more_functional_ops(fake_gpu, name):
         sum((o * o).sum() for o in outs).backward()
         return outs + [x.grad, w.grad if w.grad is not None else w * 0]
     both(run, syncs=syncs)
+
+
+# ---- what the fake gained for these tests ---------------------------------------------------
+def test_the_fake_runs_16_bit_kernels_in_float32_and_copies_0d_values_on_the_device(fake_gpu):
+    import ml_dtypes
+
+    from minidl.backend import cuda
+
+    cp = minidl.backend.cupy_module()
+    x = np.random.default_rng(90).standard_normal(50).astype(np.float32) * 300
+    x[:3] = [np.inf, np.nan, 1 + 2 ** -9]
+    for low in (np.float16, ml_dtypes.bfloat16):
+        got = cuda.astype(cp.asarray(x), low)
+        assert got.dtype == low
+        np.testing.assert_array_equal(got.view(np.ndarray).view(np.uint16),
+                                      x.astype(low).view(np.uint16))  # round to nearest even
+    a = cp.asarray(np.zeros(3))
+    assert a.data.ptr == a.__array_interface__["data"][0]  # CuPy's MemoryPointer.ptr
+    with _fake_gpu.strict() as counted:
+        a[1] = a.sum() + 2.0  # a 0-d device value: copied on the device, not through float()
+    assert counted == [] and a.tolist() == [0.0, 2.0, 0.0]
