@@ -833,3 +833,17 @@ def test_the_fake_runs_16_bit_kernels_in_float32_and_copies_0d_values_on_the_dev
     with _fake_gpu.strict() as counted:
         a[1] = a.sum() + 2.0  # a 0-d device value: copied on the device, not through float()
     assert counted == [] and a.tolist() == [0.0, 2.0, 0.0]
+
+
+@pytest.mark.parametrize("fmt", ["minidl", "torch"])
+@pytest.mark.parametrize("layout", ["coo", "csr", "bsc"])
+def test_sparse_gpu_tensors_save_and_load_onto_the_device(fake_gpu, tmp_path, layout, fmt):
+    dense = DENSE[:, :4]
+    t = _t(dense, "cuda")
+    t = {"coo": t.to_sparse, "csr": t.to_sparse_csr, "bsc": lambda: t.to_sparse_bsc((2, 2))}[layout]()
+    path = tmp_path / "s.pt"
+    minidl.save(t, path, **({} if fmt == "minidl" else {"format": "torch"}))
+    back = minidl.load(path, map_location="cuda")
+    assert back.device == "cuda" and back.layout == t.layout
+    np.testing.assert_array_equal(back.to_dense().numpy(), dense)
+    assert minidl.load(path).device == "cpu"
