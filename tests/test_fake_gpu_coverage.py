@@ -379,17 +379,24 @@ def test_depthwise_and_pointwise_conv(fake_gpu, kind):
 
 
 # ---- half-precision max pooling and ReLU --------------------------------------------------
+POOLS = {"2x2": dict(kernel_size=2, stride=2), "3x3-pad-ceil": dict(
+    kernel_size=3, stride=2, padding=1, ceil_mode=True), "3x2-dilated": dict(
+    kernel_size=(3, 2), stride=1, dilation=(1, 2))}
+
+
+@pytest.mark.parametrize("pool", list(POOLS))
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_max_pool_and_relu(fake_gpu, dtype):
+def test_half_max_pool_and_relu(fake_gpu, dtype, pool):
     dt = getattr(minidl, dtype)
 
     def run(device):
-        x = minidl.tensor(_r(2, 3, 6, 6, seed=33), device=device).to(dt).requires_grad_()
-        y = F.max_pool2d(F.relu(x), 2, stride=2)
+        x = minidl.tensor(_r(2, 3, 7, 6, seed=33), device=device).to(dt).requires_grad_()
+        y, idx = F.max_pool2d(F.relu(x), return_indices=True, **POOLS[pool])
         z = F.relu(x * 2)
-        (y.float().sum() + (z.float() * 3).sum()).backward()
+        h = (x * 1).relu_()
+        (y.float().sum() + (z.float() * 3).sum() + (h.float() * 2).sum()).backward()
         assert y.dtype == dt and x.grad.dtype == dt
-        return [y.float(), z.float(), x.grad.float()]
+        return [y.float(), idx, z.float(), h.float(), x.grad.float()]
     both(run, rtol=0, atol=0)
 
 
