@@ -2440,6 +2440,8 @@ def _note_host_range(t, source):
     back from the GPU, which would stall every training step. The range is tied to this very
     array: replacing ``t.data`` drops it."""
     data = t.data
+    if type(data) in (SparseCOO, SparseCompressed):  # a sparse tensor: no range kept
+        return
     if data.ndim != 1 or data.dtype.kind not in "iu" or not data.size:
         return
     if device_of(data) != "cuda" or device_of(source) != "cpu":

@@ -854,3 +854,10 @@ def test_sparse_gpu_tensors_save_and_load_onto_the_device(fake_gpu, tmp_path, la
     assert back.device == "cuda" and back.layout == t.layout
     np.testing.assert_array_equal(back.to_dense().numpy(), dense)
     assert minidl.load(path).device == "cpu"
+
+
+def test_a_1d_integer_sparse_tensor_moves_to_the_device(fake_gpu):
+    s = minidl.tensor(np.array([0, 3, 0, 5])).to_sparse()
+    g = s.to("cuda")
+    assert g.device == "cuda" and g.layout == minidl.sparse_coo
+    assert g.to_dense().tolist() == [0, 3, 0, 5] and g.cpu().device == "cpu"
