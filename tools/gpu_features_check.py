@@ -4,7 +4,7 @@ forward-mode AD, the legacy ``minidl.cuda.*Tensor`` types, storages, poisson and
 SVD, ``x[i, j]`` and ``as_strided`` views, and ``save(format="torch")`` of GPU tensors; and
 from stop 33: ``minidl.accelerator`` and ``x.device.type``/``.index`` on the GPU, flex
 attention with a score_mod and a block mask (forward and gradients), and
-``EmbeddingBag(sparse=True)``'s sparse gradient; and from stop 34 the features added since
+``EmbeddingBag(sparse=True)``'s sparse gradient; and the features added since
 2026-12-05 in a quick form (compressed sparse layouts, vision.ops, fx, distributions, fft /
 special / signal, depthwise and 1x1 convolutions, 16-bit max pooling and ReLU, minidl.func and
 forward AD, in-place ops on views, recent layers, quantized models refusing CUDA). Each runs on
@@ -213,7 +213,7 @@ def sparse_embedding_bag():
     return ok and grads["cuda"][0], f"sparse {grads['cuda'][0]}, max difference {err:.1e}"
 
 
-# ---- stop 34: the features added since 2026-12-05 (tests/test_fake_gpu_coverage.py runs them
+# ---- the features added since 2026-12-05 (tests/test_fake_gpu_coverage.py runs them
 # on the strict fake GPU; these are the quick real-GPU form) ----------------------------------
 def _on_both(fn, tol=1e-9):
     """``fn(device)`` -> a list of tensors, on the CPU and on CUDA from the same seed: (ok,
