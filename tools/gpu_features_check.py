@@ -8,8 +8,7 @@ attention with a score_mod and a block mask (forward and gradients), and
 2026-12-05 in a quick form (compressed sparse layouts, vision.ops, fx, distributions, fft /
 special / signal, depthwise and 1x1 convolutions, 16-bit max pooling and ReLU, minidl.func and
 forward AD, in-place ops on views, recent layers, quantized models refusing CUDA, QAT steps).
-Each runs on
-CUDA and on the CPU from the same values and compares.
+Each runs on CUDA and on the CPU from the same values and compares.
 
     python tools/gpu_features_check.py
 
