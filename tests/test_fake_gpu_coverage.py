@@ -861,3 +861,28 @@ def test_a_1d_integer_sparse_tensor_moves_to_the_device(fake_gpu):
     g = s.to("cuda")
     assert g.device == "cuda" and g.layout == minidl.sparse_coo
     assert g.to_dense().tolist() == [0, 3, 0, 5] and g.cpu().device == "cpu"
+
+
+def test_recent_nn_utilities_on_the_device(fake_gpu):
+    """fuse_conv_bn_eval, pruning, nn.grad, the padding modules, lazy and SyncBatchNorm
+    (one process) on the device."""
+    from minidl.nn.utils import prune
+
+    def run(device):
+        minidl.manual_seed(0)
+        conv = nn.Conv2d(2, 3, 3).double().to(device)
+        bn = nn.BatchNorm2d(3).double().to(device).eval()
+        bn.running_mean.data = minidl.tensor(np.arange(3.0), device=device).data
+        x = _t(_r(2, 2, 5, 5, seed=90), device)
+        out = [nn.utils.fuse_conv_bn_eval(conv.eval(), bn)(x)]
+        prune.l1_unstructured(conv, "weight", amount=0.3)
+        out.append(conv(x))
+        gy = minidl.ones(2, 3, 3, 3, dtype=minidl.float64, device=device)
+        out += [nn.grad.conv2d_input(x.shape, conv.weight, gy),
+                nn.grad.conv2d_weight(x, conv.weight.shape, gy)]
+        out += [nn.CircularPad2d((1, 2, 0, 1))(x), nn.ReflectionPad3d(1)(x.unsqueeze(0)),
+                nn.ZeroPad1d(2)(x[:, 0])]
+        out.append(nn.LazyLinear(4).double().to(device)(x.flatten(1)))
+        out.append(nn.SyncBatchNorm(2).double().to(device)(x))
+        return out
+    both(run)
