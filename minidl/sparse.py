@@ -54,6 +54,7 @@ class layout:
 
 strided = layout("strided")
 sparse_coo = layout("sparse_coo")
+jagged = layout("jagged")  # minidl.nested's ragged layout
 
 
 def _is_sparse(t):
