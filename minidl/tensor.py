@@ -1160,12 +1160,15 @@ def _scalar(x, like: Tensor, dtype):
     """A Python number as a 0-d array of ``dtype`` on ``like``'s device. An integer outside an
     integer dtype's range wraps as in PyTorch (``uint8_tensor - 1``: the 1 subtracted, mod 256)."""
     x = ops.wrap_integer(x, dtype)
+    data = like.data
+    if type(data) in (SparseCOO, SparseCompressed):  # a sparse tensor's device: its values'
+        data = data.values
     if type(x) is float and abs(x) > 65504.0:  # beyond float16: inf there, as in PyTorch
         with np.errstate(over="ignore"):
-            return Tensor(get_array_module(like.data).asarray(x, dtype=dtype))
-    if type(like.data) is np.ndarray:
+            return Tensor(get_array_module(data).asarray(x, dtype=dtype))
+    if type(data) is np.ndarray:
         return Tensor(np.asarray(x, dtype=dtype))
-    xp = get_array_module(like.data)
+    xp = get_array_module(data)
     if xp is not np:
         # a GPU fill kernel takes the number by value; asarray would copy it from the host,
         # and a copy from pageable memory can wait for the GPU to finish its queue
@@ -2458,6 +2461,8 @@ def _note_host_range(t, source):
     back from the GPU, which would stall every training step. The range is tied to this very
     array: replacing ``t.data`` drops it."""
     data = t.data
+    if type(data) in (SparseCOO, SparseCompressed):  # a sparse tensor: no range kept
+        return
     if data.ndim != 1 or data.dtype.kind not in "iu" or not data.size:
         return
     if device_of(data) != "cuda" or device_of(source) != "cpu":
