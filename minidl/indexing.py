@@ -691,6 +691,8 @@ class Unfold(Function):
                    + (a.strides[dim],))
         xp = get_array_module(a)
         out = xp.lib.stride_tricks.as_strided(a, shape, strides)
+        if type(out) is not type(a):  # an ndarray subclass keeps its class (as_strided drops it)
+            out = out.view(type(a))
         if type(out) is np.ndarray and (step < size and windows > 1 or not a.flags.writeable):
             out.flags.writeable = False
         return out
