@@ -418,3 +418,24 @@ def test_fx_concrete_args_are_checked_when_the_graph_runs():
     with pytest.raises(AssertionError):
         gm(x, False)
     assert "flag_1" in gm.code and "n_1" in gm.code
+
+
+def test_unfold_view_on_the_fake_gpu(monkeypatch, host_kernels):
+    """The windows of a device tensor stay on the device (NumPy's as_strided, which the fake
+    GPU's arrays go through, returned a plain host array) and agree with the CPU's."""
+    import _fake_gpu
+
+    def run(device):
+        a = minidl.tensor(_rand(3, 8), dtype=minidl.float64, device=device, requires_grad=True)
+        b = a * 1
+        windows = b.unfold(1, 3, 2)
+        windows[:, 0].mul_(2)
+        ((b ** 2).sum() + (windows ** 3).sum()).backward()
+        return windows, b, a.grad
+
+    cpu = run("cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    gpu = run("cuda")
+    for g, c in zip(gpu, cpu):
+        assert g.device == "cuda"
+        np.testing.assert_allclose(g.detach().cpu().numpy(), c.detach().numpy(), rtol=1e-12)
