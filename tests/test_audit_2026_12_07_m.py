@@ -418,6 +418,10 @@ def test_fx_concrete_args_are_checked_when_the_graph_runs():
     with pytest.raises(AssertionError):
         gm(x, False)
     assert "flag_1" in gm.code and "n_1" in gm.code
+    for again in (fx.symbolic_trace(gm), fx.Transformer(gm).transform()):  # the checks kept
+        assert again(x, True).tolist() == [0.0, 4.0]
+        with pytest.raises(AssertionError, match="flag has been specialized"):
+            again(x, False)
 
 
 def test_unfold_view_on_the_fake_gpu(monkeypatch, host_kernels):

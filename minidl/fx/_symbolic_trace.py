@@ -238,12 +238,17 @@ _SPECIALIZABLE = (bool, int, float, complex, str)
 
 
 def _assert(condition, message):
-    """A specialized argument's check in a traced graph (torch._assert's part there)."""
+    """A specialized argument's check in a traced graph (torch._assert's part there); traced
+    again (a GraphModule retraced), it records itself."""
+    if isinstance(condition, Proxy):
+        return condition.tracer.create_proxy("call_function", _assert, (condition, message), {})
     if not condition:
         raise AssertionError(message)
 
 
 def _assert_is_none(value, message):
+    if isinstance(value, Proxy):
+        return value.tracer.create_proxy("call_function", _assert_is_none, (value, message), {})
     if value is not None:
         raise AssertionError(message)
 
