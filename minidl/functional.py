@@ -61,7 +61,7 @@ def _needs_grad(fn, i):
     return len(fn.inputs) > i and fn.inputs[i].requires_grad
 
 
-def no_samples_grads(fn, g, *shapes):
+def _no_samples_grads(fn, g, *shapes):
     """The gradients of a convolution whose output is empty (no samples, or no output
     channels): zeros of each input's shape where wanted, as torch's (the kernels' reshapes
     cannot infer a length from nothing)."""
@@ -327,7 +327,7 @@ class Conv2d(Function):
         want_x, want_w = _needs_grad(self, 0), _needs_grad(self, 1)
         want_b = len(self.inputs) > 2 and _needs_grad(self, 2)
         if g.size == 0:
-            return no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
+            return _no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
         gx = gw = gb = None
         if self.cudnn:
             x = col  # the cuDNN path saved the input, not a column matrix

@@ -19,7 +19,7 @@ from ... import functional as _F
 from ...backend import generic, get_array_module
 from ...backend import kernels as generic_kernels
 from ...functional import (_check_dtypes, _cpu_low_precision, _needs_grad, _whole,
-                           no_samples_grads)
+                           _no_samples_grads)
 from ...tensor import Function, Tensor, is_grad_enabled
 
 
@@ -166,7 +166,7 @@ class ConvNd(Function):
         col, w = self.saved
         x_shape, kernel, stride, padding, dilation, groups = self.geom
         if g.size == 0:
-            return no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
+            return _no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
         if self.depthwise is not None:
             return self._depthwise_backward(g, col, w)
         n, ci = x_shape[:2]
@@ -297,7 +297,7 @@ class ConvWeightGrad(Function):
         x, gy = self.saved
         _, stride, padding, dilation, groups = self.geom
         if gy.size == 0:
-            return no_samples_grads(self, h, x.shape, gy.shape)
+            return _no_samples_grads(self, h, x.shape, gy.shape)
         gx = ggy = None
         plain = _plain_2d(tuple(h.shape[2:]), dilation, groups)
         if _needs_grad(self, 0):
@@ -367,7 +367,7 @@ class ConvTranspose2d(Function):
         x, w = self.saved
         x_shape, kernel, stride, padding, dilation, groups = self.geom
         if g.size == 0:
-            return no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
+            return _no_samples_grads(self, g, x_shape, w.shape, (g.shape[1],))
         if _plain_2d(kernel, dilation, groups):
             gx = gw = gb = None
             if _needs_grad(self, 0):
