@@ -653,3 +653,352 @@ def test_distillation_runs_in_minidl():
     a = distillation(minidl)
     b = distillation(minidl, state=None, log_target=False)
     assert np.isfinite(a["losses"]).all() and np.isfinite(b["losses"]).all()
+
+
+# ---- 9. a physics-informed network: Burgers' equation residual by autograd, Adam then LBFGS --
+def pinn(tt, state=None, steps=3):
+    nn = tt.nn
+
+    class PINN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 10), nn.Tanh(), nn.Linear(10, 10), nn.Tanh(),
+                                     nn.Linear(10, 1))
+
+        def forward(self, x, t):
+            return self.net(tt.cat([x, t], dim=1))
+
+    def residual(model, x, t, nu=0.01 / math.pi):
+        u = model(x, t)
+        u_t, u_x = tt.autograd.grad(u, [t, x], grad_outputs=tt.ones_like(u), create_graph=True)
+        u_xx = tt.autograd.grad(u_x.sum(), x, create_graph=True)[0]
+        return u_t + u * u_x - nu * u_xx
+
+    rng = np.random.default_rng(68)
+    xc = tt.from_numpy(rng.uniform(-1, 1, (16, 1))).requires_grad_(True)
+    tc = tt.from_numpy(rng.uniform(0, 1, (16, 1))).requires_grad_(True)
+    x0 = tt.from_numpy(rng.uniform(-1, 1, (8, 1)))
+    u0 = -tt.sin(math.pi * x0)
+    xb = tt.from_numpy(np.repeat([[-1.0], [1.0]], 4, axis=0))
+    tb = tt.from_numpy(rng.uniform(0, 1, (8, 1)))
+    model = PINN().double()
+    _load(model, tt, state)
+    mse = nn.MSELoss()
+
+    def loss_fn():
+        f = residual(model, xc, tc)
+        return (mse(f, tt.zeros_like(f)) + mse(model(x0, tt.zeros_like(x0)), u0)
+                + model(xb, tb).pow(2).mean())
+
+    adam = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        adam.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        adam.step()
+        losses.append(loss.item())
+    lbfgs = tt.optim.LBFGS(model.parameters(), lr=1.0, max_iter=4, history_size=5,
+                           line_search_fn="strong_wolfe")
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    for _ in range(min(steps, 2)):
+        losses.append(lbfgs.step(closure).item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_pinn_trains_the_same():
+    _parity(pinn)
+
+
+def test_pinn_runs_in_minidl():
+    out = pinn(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 10. a GPT with a KV cache; top-k / top-p filtering and sampling with a seeded generator --
+def gpt_sampling(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    V, D, NH, L = 11, 8, 2, 8
+
+    class CausalSelfAttention(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c_attn = nn.Linear(D, 3 * D)
+            self.c_proj = nn.Linear(D, D)
+
+        def forward(self, x, past=None):
+            B, T, _ = x.size()
+            q, k, v = self.c_attn(x).split(D, dim=2)
+            q, k, v = (z.view(B, T, NH, D // NH).transpose(1, 2) for z in (q, k, v))
+            if past is not None:
+                k, v = tt.cat([past[0], k], dim=2), tt.cat([past[1], v], dim=2)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1)
+            return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, D)), (k, v)
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(D), nn.LayerNorm(D)
+            self.attn = CausalSelfAttention()
+            self.mlp = nn.Sequential(nn.Linear(D, 4 * D), nn.GELU(approximate="tanh"),
+                                     nn.Linear(4 * D, D))
+
+        def forward(self, x, past=None):
+            a, present = self.attn(self.ln_1(x), past)
+            x = x + a
+            return x + self.mlp(self.ln_2(x)), present
+
+    class GPT(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(V, D), nn.Embedding(L, D)
+            self.h = nn.ModuleList([Block(), Block()])
+            self.ln_f = nn.LayerNorm(D)
+            self.lm_head = nn.Linear(D, V, bias=False)
+            self.lm_head.weight = self.wte.weight
+
+        def forward(self, idx, past_key_values=None):
+            start = 0 if past_key_values is None else past_key_values[0][0].size(2)
+            pos = tt.arange(start, start + idx.size(1), dtype=tt.long).unsqueeze(0)
+            x = self.wte(idx) + self.wpe(pos)
+            presents = []
+            for i, block in enumerate(self.h):
+                x, present = block(x, None if past_key_values is None else past_key_values[i])
+                presents.append(present)
+            return self.lm_head(self.ln_f(x)), presents
+
+    def top_k_top_p_filtering(logits, top_k=0, top_p=1.0, filter_value=-float("Inf")):
+        if top_k > 0:
+            kth = tt.topk(logits, top_k)[0][..., -1, None]
+            logits = logits.masked_fill(logits < kth, filter_value)
+        if top_p < 1.0:
+            sorted_logits, sorted_indices = tt.sort(logits, descending=True)
+            cumulative_probs = tt.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+            sorted_indices_to_remove = cumulative_probs > top_p
+            sorted_indices_to_remove[..., 1:] = sorted_indices_to_remove[..., :-1].clone()
+            sorted_indices_to_remove[..., 0] = 0
+            indices_to_remove = sorted_indices_to_remove.scatter(
+                -1, sorted_indices, sorted_indices_to_remove)
+            logits = logits.masked_fill(indices_to_remove, filter_value)
+        return logits
+
+    rng = np.random.default_rng(69)
+    data = tt.from_numpy(rng.integers(0, V, (4, L + 1)))
+    model = GPT().double()
+    _load(model, tt, state)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = tt.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                          {"params": no_decay, "weight_decay": 0.0}], lr=1e-2, betas=(0.9, 0.95))
+    losses = []
+    for _ in range(steps):
+        logits, _ = model(data[:, :-1])
+        loss = F.cross_entropy(logits.view(-1, V), data[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    out = {"losses": losses, "params": _params(model)}
+    with tt.no_grad():
+        prompt = data[:2, :3]
+        full, _ = model(prompt)
+        logits, past = model(prompt[:, :2])
+        step_logits, past = model(prompt[:, 2:], past_key_values=past)
+        out["cache_error"] = (step_logits[:, -1] - full[:, -1]).abs().max().item()
+        filtered = top_k_top_p_filtering(step_logits[:, -1], top_k=6, top_p=0.8)
+        probs = F.softmax(filtered, dim=-1)
+        out["filtered_probs"] = _np(probs)
+        out["kept"] = repr(tt.isfinite(filtered).sum(dim=-1).tolist())
+        g = tt.Generator().manual_seed(1234)
+        tokens = prompt
+        for _ in range(4):
+            logits, past = model(tokens[:, -1:], past_key_values=past)
+            probs = F.softmax(top_k_top_p_filtering(logits[:, -1] / 0.9, top_k=6, top_p=0.8), -1)
+            next_token = tt.multinomial(probs, num_samples=1, generator=g)
+            assert bool((probs.gather(1, next_token) > 0).all())
+            tokens = tt.cat([tokens, next_token], dim=1)
+        out["shape"] = repr(tuple(tokens.shape))
+        g2 = tt.Generator().manual_seed(1234)
+        same = tt.multinomial(probs, 5, replacement=True, generator=g2)
+        again = tt.multinomial(probs, 5, replacement=True,
+                               generator=tt.Generator().manual_seed(1234))
+        out["reproducible"] = repr(bool((same == again).all()))
+    return out
+
+
+def test_gpt_with_kv_cache_and_nucleus_sampling_trains_the_same():
+    out = _parity(gpt_sampling)
+    assert out["cache_error"] < 1e-12 and out["shape"] == "(2, 7)"
+
+
+def test_gpt_sampling_runs_in_minidl():
+    out = gpt_sampling(minidl, steps=2)
+    assert out["reproducible"] == "True" and np.isfinite(out["losses"]).all()
+
+
+# ---- 11. PGD adversarial training with the TRADES loss ---------------------------------------
+def pgd_trades(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+            self.fc = nn.Linear(4 * 4 * 4, 3)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+            return self.fc(x.flatten(1))
+
+    def pgd_attack(model, x, y, delta0, eps=0.1, alpha=0.03, iters=3):
+        x_adv = (x + delta0).clamp(0, 1).detach()
+        for _ in range(iters):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(model(x_adv), y)
+            grad, = tt.autograd.grad(loss, [x_adv])
+            x_adv = x_adv.detach() + alpha * grad.sign()
+            x_adv = tt.min(tt.max(x_adv, x - eps), x + eps).clamp(0.0, 1.0)
+        return x_adv.detach()
+
+    def trades_loss(model, x, y, delta0, beta=6.0, eps=0.1, alpha=0.03, iters=3):
+        criterion_kl = nn.KLDivLoss(reduction="sum")
+        model.eval()
+        x_adv = x.detach() + delta0
+        p_nat = F.softmax(model(x), dim=1).detach()
+        for _ in range(iters):
+            x_adv.requires_grad_()
+            with tt.enable_grad():
+                loss_kl = criterion_kl(F.log_softmax(model(x_adv), dim=1), p_nat)
+            grad = tt.autograd.grad(loss_kl, [x_adv])[0]
+            x_adv = x_adv.detach() + alpha * tt.sign(grad.detach())
+            x_adv = tt.min(tt.max(x_adv, x - eps), x + eps)
+            x_adv = tt.clamp(x_adv, 0.0, 1.0)
+        model.train()
+        logits = model(x)
+        loss_natural = F.cross_entropy(logits, y)
+        loss_robust = (1.0 / x.size(0)) * criterion_kl(F.log_softmax(model(x_adv), dim=1),
+                                                      F.softmax(model(x), dim=1))
+        return loss_natural + beta * loss_robust
+
+    rng = np.random.default_rng(70)
+    x = tt.from_numpy(rng.uniform(0, 1, (6, 1, 8, 8)))
+    y = tt.from_numpy(rng.integers(0, 3, 6))
+    deltas = rng.uniform(-0.1, 0.1, (steps, 2, 6, 1, 8, 8)) * 0.01
+    model = Net().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-4)
+    losses, robust = [], []
+    for i in range(steps):
+        loss = trades_loss(model, x, y, tt.from_numpy(deltas[i, 0]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        model.eval()
+        x_adv = pgd_attack(model, x, y, tt.from_numpy(deltas[i, 1]))
+        with tt.no_grad():
+            robust.append((model(x_adv).argmax(1) == y).sum().item())
+        linf = (x_adv - x).abs().max().item()
+        assert linf <= 0.1 + 1e-12
+        model.train()
+    return {"losses": losses, "robust": robust, "params": _params(model)}
+
+
+def test_pgd_with_trades_trains_the_same():
+    _parity(pgd_trades)
+
+
+def test_pgd_with_trades_runs_in_minidl():
+    out = pgd_trades(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 12. a Hessian-free (truncated Newton) step: conjugate gradient on Hessian-vector products -
+def hessian_free(tt, state=None, steps=3, hvp_by="double_backward"):
+    nn, F = tt.nn, tt.nn.functional
+    from_vec = nn.utils.vector_to_parameters
+    to_vec = nn.utils.parameters_to_vector
+
+    rng = np.random.default_rng(71)
+    x = tt.from_numpy(rng.standard_normal((20, 4)))
+    y = tt.from_numpy((rng.random(20) < 0.5).astype(np.float64))
+    model = nn.Sequential(nn.Linear(4, 5), nn.Softplus(), nn.Linear(5, 1)).double()
+    _load(model, tt, state)
+    params = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+
+    def loss_of(vec):
+        p = {}
+        offset = 0
+        for n, t in zip(names, params):
+            p[n] = vec[offset:offset + t.numel()].view_as(t)
+            offset += t.numel()
+        out = tt.func.functional_call(model, p, (x,))
+        return F.binary_cross_entropy_with_logits(out.squeeze(1), y) + 1e-3 * vec.pow(2).sum()
+
+    def model_loss():
+        return F.binary_cross_entropy_with_logits(model(x).squeeze(1), y) + 1e-3 * sum(
+            p.pow(2).sum() for p in params)
+
+    def hvp(v):
+        if hvp_by == "functional":
+            return tt.autograd.functional.hvp(loss_of, to_vec(params).detach(), v)[1]
+        grads = tt.autograd.grad(model_loss(), params, create_graph=True)
+        flat = tt.cat([g.reshape(-1) for g in grads])
+        hv = tt.autograd.grad(flat @ v, params)
+        return tt.cat([h.reshape(-1) for h in hv])
+
+    def conjugate_gradient(b, iters=5, tol=1e-10, damping=0.1):
+        xk = tt.zeros_like(b)
+        r = b.clone()
+        p = r.clone()
+        rs = r @ r
+        for _ in range(iters):
+            Ap = hvp(p) + damping * p  # Tikhonov damping, as in Martens' Hessian-free
+            alpha = rs / (p @ Ap)
+            xk = xk + alpha * p
+            r = r - alpha * Ap
+            rs_new = r @ r
+            if rs_new.sqrt() < tol:
+                break
+            p = r + (rs_new / rs) * p
+            rs = rs_new
+        return xk
+
+    losses = []
+    for _ in range(steps):
+        theta = to_vec(params).detach()
+        loss = model_loss()
+        g = tt.autograd.grad(loss, params)
+        g = tt.cat([t.reshape(-1) for t in g]).detach()
+        direction = conjugate_gradient(-g)
+        with tt.no_grad():
+            from_vec(theta + 0.5 * direction, params)
+        losses.append(loss.item())
+    with tt.no_grad():
+        losses.append(loss_of(to_vec(params)).item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_hessian_free_newton_trains_the_same():
+    _parity(hessian_free)
+
+
+def test_hessian_free_newton_with_functional_hvp_trains_the_same():
+    _parity(hessian_free, hvp_by="functional")
+
+
+def test_hessian_free_newton_runs_in_minidl():
+    start = hessian_free(minidl, steps=0)["params"]
+    a = hessian_free(minidl, state=start)
+    b = hessian_free(minidl, state=start, hvp_by="functional")
+    assert a["losses"][-1] < a["losses"][0]
+    np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-10)
