@@ -1002,3 +1002,265 @@ def test_hessian_free_newton_runs_in_minidl():
     b = hessian_free(minidl, state=start, hvp_by="functional")
     assert a["losses"][-1] < a["losses"][0]
     np.testing.assert_allclose(a["losses"], b["losses"], rtol=1e-10)
+
+
+# ---- 13. a mixture density network on torch.distributions -----------------------------------
+def mixture_density(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    D = tt.distributions
+
+    class MDN(nn.Module):
+        def __init__(self, n_components=3, dim_out=2):
+            super().__init__()
+            self.k, self.d = n_components, dim_out
+            self.body = nn.Sequential(nn.Linear(1, 12), nn.Tanh())
+            self.pi = nn.Linear(12, n_components)
+            self.mu = nn.Linear(12, n_components * dim_out)
+            self.sigma = nn.Linear(12, n_components * dim_out)
+
+        def forward(self, x):
+            h = self.body(x)
+            mu = self.mu(h).view(-1, self.k, self.d)
+            sigma = F.softplus(self.sigma(h)).view(-1, self.k, self.d) + 1e-4
+            mix = D.Categorical(logits=self.pi(h))
+            comp = D.Independent(D.Normal(mu, sigma), 1)
+            return D.MixtureSameFamily(mix, comp)
+
+    rng = np.random.default_rng(72)
+    x_np = rng.uniform(-1, 1, (24, 1))
+    y_np = np.concatenate([np.sin(3 * x_np), np.cos(2 * x_np)], 1) + 0.1 * rng.standard_normal(
+        (24, 2))
+    y_np[::3] *= -1
+    x, y = tt.from_numpy(x_np), tt.from_numpy(y_np)
+    model = MDN().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = -model(x).log_prob(y).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        dist = model(x[:4])
+        stats = tt.cat([dist.mean, dist.variance, dist.mixture_distribution.probs], 1)
+        posterior = dist.component_distribution.log_prob(y[:4].unsqueeze(1))
+        cdf = D.Normal(dist.mean, dist.variance.sqrt()).cdf(y[:4])
+        kl = D.kl_divergence(D.Normal(dist.mean, dist.variance.sqrt()),
+                             D.Normal(tt.zeros_like(dist.mean), tt.ones_like(dist.mean)))
+    return {"losses": losses, "stats": _np(stats), "posterior": _np(posterior), "cdf": _np(cdf),
+            "kl": _np(kl), "batch": repr((tuple(dist.batch_shape), tuple(dist.event_shape))),
+            "params": _params(model)}
+
+
+def test_mixture_density_network_trains_the_same():
+    out = _parity(mixture_density)
+    assert out["batch"] == "((4,), (2,))"
+
+
+def test_mixture_density_network_runs_in_minidl():
+    out = mixture_density(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 14. Barlow Twins: the cross-correlation of two views pushed to the identity ------------
+def barlow_twins(tt, state=None, steps=3):
+    nn = tt.nn
+
+    def off_diagonal(x):
+        n, m = x.shape
+        assert n == m
+        return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+    class BarlowTwins(nn.Module):
+        def __init__(self, lambd=0.05, batch_size=8):
+            super().__init__()
+            self.lambd, self.batch_size = lambd, batch_size
+            self.backbone = nn.Sequential(nn.Linear(5, 8), nn.ReLU())
+            self.projector = nn.Sequential(nn.Linear(8, 6, bias=False), nn.BatchNorm1d(6),
+                                           nn.ReLU(inplace=True), nn.Linear(6, 6, bias=False))
+            self.bn = nn.BatchNorm1d(6, affine=False)
+
+        def forward(self, y1, y2):
+            z1 = self.projector(self.backbone(y1))
+            z2 = self.projector(self.backbone(y2))
+            c = self.bn(z1).T @ self.bn(z2)
+            c.div_(self.batch_size)
+            on_diag = tt.diagonal(c).add_(-1).pow_(2).sum()
+            off_diag = off_diagonal(c).pow_(2).sum()
+            return on_diag + self.lambd * off_diag
+
+    rng = np.random.default_rng(73)
+    data = rng.standard_normal((8, 5))
+    noise = 0.3 * rng.standard_normal((steps, 2, 8, 5))
+    model = BarlowTwins().double()
+    _load(model, tt, state)
+    params_weights = [p for p in model.parameters() if p.ndim != 1]
+    params_biases = [p for p in model.parameters() if p.ndim == 1]
+    opt = tt.optim.SGD([{"params": params_weights}, {"params": params_biases}], lr=0.02,
+                       momentum=0.9, weight_decay=1e-6)
+    losses = []
+    for i in range(steps):
+        loss = model(tt.from_numpy(data + noise[i, 0]), tt.from_numpy(data + noise[i, 1]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_barlow_twins_trains_the_same():
+    _parity(barlow_twins)
+
+
+def test_barlow_twins_runs_in_minidl():
+    out = barlow_twins(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 15. DLRM: EmbeddingBags with offsets and weights, pairwise dot interactions -------------
+def dlrm(tt, state=None, steps=3, mode="sum"):
+    nn = tt.nn
+
+    class DLRM(nn.Module):
+        def __init__(self, table_sizes=(7, 5, 9), dim=4):
+            super().__init__()
+            self.emb_l = nn.ModuleList(nn.EmbeddingBag(n, dim, mode=mode) for n in table_sizes)
+            self.bot_l = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, dim), nn.ReLU())
+            n = len(table_sizes) + 1
+            self.top_l = nn.Sequential(nn.Linear(dim + n * (n - 1) // 2, 6), nn.ReLU(),
+                                       nn.Linear(6, 1))
+            li, lj = tt.tril_indices(n, n, offset=-1)
+            self.register_buffer("li", li, persistent=False)
+            self.register_buffer("lj", lj, persistent=False)
+
+        def interact_features(self, x, ly):
+            batch_size, d = x.shape
+            T = tt.cat([x] + ly, dim=1).view((batch_size, -1, d))
+            Z = tt.bmm(T, tt.transpose(T, 1, 2))
+            Zflat = Z[:, self.li, self.lj]
+            return tt.cat([x] + [Zflat], dim=1)
+
+        def forward(self, dense_x, lS_o, lS_i, lS_w):
+            x = self.bot_l(dense_x)
+            ly = [emb(idx, off, per_sample_weights=w if mode == "sum" else None)
+                  for emb, idx, off, w in zip(self.emb_l, lS_i, lS_o, lS_w)]
+            return self.top_l(self.interact_features(x, ly)).squeeze(1)
+
+    rng = np.random.default_rng(74)
+    batch = 6
+    dense = tt.from_numpy(rng.standard_normal((batch, 3)))
+    lS_i, lS_o, lS_w = [], [], []
+    for n in (7, 5, 9):
+        counts = rng.integers(1, 4, batch)
+        lS_o.append(tt.from_numpy(np.concatenate([[0], np.cumsum(counts)[:-1]])))
+        lS_i.append(tt.from_numpy(rng.integers(0, n, counts.sum())))
+        lS_w.append(tt.from_numpy(rng.uniform(0.5, 1.5, counts.sum())))
+    clicks = tt.from_numpy((rng.random(batch) < 0.4).astype(np.float64))
+    model = DLRM().double()
+    _load(model, tt, state)
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=tt.tensor(1.5, dtype=tt.float64))
+    opt = tt.optim.Adagrad(model.parameters(), lr=0.05, initial_accumulator_value=0.1)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn(model(dense, lS_o, lS_i, lS_w), clicks)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_dlrm_trains_the_same(mode):
+    _parity(dlrm, mode=mode)
+
+
+def test_dlrm_runs_in_minidl():
+    out = dlrm(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 16. WaveNet: mu-law quantisation, causal dilated convolutions, gated units ------------
+def wavenet(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    Q = 16
+
+    def mu_law_encode(x, mu=Q - 1):
+        mu = tt.tensor(mu, dtype=x.dtype)
+        y = tt.sign(x) * tt.log1p(mu * tt.abs(x)) / tt.log1p(mu)
+        return ((y + 1) / 2 * mu + 0.5).to(tt.int64)
+
+    def mu_law_decode(q, mu=Q - 1):
+        y = 2 * (q.to(tt.float64) / mu) - 1
+        return tt.sign(y) * (tt.pow(1 + mu, tt.abs(y)) - 1) / mu
+
+    class CausalConv1d(nn.Conv1d):
+        def __init__(self, cin, cout, kernel_size, dilation=1):
+            super().__init__(cin, cout, kernel_size, dilation=dilation)
+            self.left = (kernel_size - 1) * dilation
+
+        def forward(self, x):
+            return super().forward(F.pad(x, (self.left, 0)))
+
+    class ResidualBlock(nn.Module):
+        def __init__(self, channels, dilation):
+            super().__init__()
+            self.filter = CausalConv1d(channels, channels, 2, dilation)
+            self.gate = CausalConv1d(channels, channels, 2, dilation)
+            self.res = nn.Conv1d(channels, channels, 1)
+            self.skip = nn.Conv1d(channels, channels, 1)
+
+        def forward(self, x):
+            z = tt.tanh(self.filter(x)) * tt.sigmoid(self.gate(x))
+            return x + self.res(z), self.skip(z)
+
+    class WaveNet(nn.Module):
+        def __init__(self, channels=6, dilations=(1, 2, 4, 1, 2)):
+            super().__init__()
+            self.input = CausalConv1d(Q, channels, 2)
+            self.blocks = nn.ModuleList(ResidualBlock(channels, d) for d in dilations)
+            self.out = nn.Sequential(nn.ReLU(), nn.Conv1d(channels, channels, 1), nn.ReLU(),
+                                     nn.Conv1d(channels, Q, 1))
+
+        def forward(self, q):
+            x = self.input(F.one_hot(q, Q).transpose(1, 2).to(tt.float64))
+            skips = 0
+            for block in self.blocks:
+                x, s = block(x)
+                skips = skips + s
+            return self.out(skips)
+
+    rng = np.random.default_rng(75)
+    t = np.linspace(0, 1, 25)
+    wave = tt.from_numpy(0.8 * np.sin(2 * np.pi * rng.uniform(2, 5, (3, 1)) * t))
+    q = mu_law_encode(wave)
+    model = WaveNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=5e-3, amsgrad=True)
+    losses = []
+    for _ in range(steps):
+        logits = model(q[:, :-1])
+        loss = F.cross_entropy(logits, q[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        generated = q[:, :8]
+        for _ in range(4):
+            nxt = model(generated)[:, :, -1].argmax(dim=1, keepdim=True)
+            generated = tt.cat([generated, nxt], dim=1)
+        audio = mu_law_decode(generated)
+    return {"losses": losses, "codes": repr(q[0].tolist()), "audio": _np(audio),
+            "params": _params(model)}
+
+
+def test_wavenet_trains_the_same():
+    _parity(wavenet)
+
+
+def test_wavenet_runs_in_minidl():
+    out = wavenet(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and np.abs(out["audio"]).max() <= 1.0
