@@ -1264,3 +1264,317 @@ def test_wavenet_trains_the_same():
 def test_wavenet_runs_in_minidl():
     out = wavenet(minidl, steps=2)
     assert np.isfinite(out["losses"]).all() and np.abs(out["audio"]).max() <= 1.0
+
+
+# ---- 17. a BiLSTM-CRF tagger: packed sequences, the forward algorithm, Viterbi decoding ------
+def bilstm_crf(tt, state=None, steps=3):
+    nn = tt.nn
+    pad_sequence = nn.utils.rnn.pad_sequence
+    n_tags, START, STOP = 5, 3, 4
+
+    class BiLSTM_CRF(nn.Module):
+        def __init__(self, vocab=10, emb=5, hidden=6):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, emb, padding_idx=0)
+            self.lstm = nn.LSTM(emb, hidden // 2, batch_first=True, bidirectional=True)
+            self.hidden2tag = nn.Linear(hidden, n_tags)
+            self.transitions = nn.Parameter(tt.randn(n_tags, n_tags))  # [to, from]
+            with tt.no_grad():
+                self.transitions[START, :] = -10000
+                self.transitions[:, STOP] = -10000
+
+        def emissions(self, sentences, lengths):
+            packed = nn.utils.rnn.pack_padded_sequence(self.embedding(sentences), lengths,
+                                                       batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                      total_length=sentences.size(1))
+            return self.hidden2tag(out)
+
+        def forward_alg(self, feats, mask):
+            alpha = tt.full((feats.size(0), n_tags), -10000.0, dtype=feats.dtype)
+            alpha[:, START] = 0.0
+            for t in range(feats.size(1)):
+                scores = alpha.unsqueeze(1) + self.transitions.unsqueeze(0) + \
+                    feats[:, t].unsqueeze(2)
+                new_alpha = tt.logsumexp(scores, dim=2)
+                alpha = tt.where(mask[:, t].unsqueeze(1), new_alpha, alpha)
+            return tt.logsumexp(alpha + self.transitions[STOP], dim=1)
+
+        def score_sentence(self, feats, tags, mask):
+            batch = feats.size(0)
+            start = tt.full((batch, 1), START, dtype=tt.long)
+            tags_ext = tt.cat([start, tags], dim=1)
+            emit = feats.gather(2, tags.unsqueeze(2)).squeeze(2)
+            trans = self.transitions[tags_ext[:, 1:], tags_ext[:, :-1]]
+            score = ((emit + trans) * mask).sum(1)
+            last = tags_ext.gather(1, mask.long().sum(1, keepdim=True)).squeeze(1)
+            return score + self.transitions[STOP, last]
+
+        def neg_log_likelihood(self, sentences, lengths, tags, mask):
+            feats = self.emissions(sentences, lengths)
+            return (self.forward_alg(feats, mask) - self.score_sentence(feats, tags, mask)).mean()
+
+        def viterbi_decode(self, feats):  # one sentence, (T, n_tags)
+            backpointers = []
+            forward_var = tt.full((1, n_tags), -10000.0, dtype=feats.dtype)
+            forward_var[0][START] = 0
+            for feat in feats:
+                next_tag_var = forward_var + self.transitions
+                viterbivars_t, bptrs_t = tt.max(next_tag_var, dim=1)
+                forward_var = (viterbivars_t + feat).view(1, -1)
+                backpointers.append(bptrs_t.tolist())
+            terminal_var = forward_var + self.transitions[STOP]
+            best_tag_id = int(tt.argmax(terminal_var))
+            path_score = terminal_var[0][best_tag_id]
+            best_path = [best_tag_id]
+            for bptrs_t in reversed(backpointers):
+                best_tag_id = bptrs_t[best_tag_id]
+                best_path.append(best_tag_id)
+            assert best_path.pop() == START
+            best_path.reverse()
+            return path_score, best_path
+
+    rng = np.random.default_rng(76)
+    lengths = [5, 3, 4, 2]
+    sents = [tt.from_numpy(rng.integers(1, 10, n)) for n in lengths]
+    tags = [tt.from_numpy(rng.integers(0, 3, n)) for n in lengths]
+    sentences = pad_sequence(sents, batch_first=True)
+    tag_batch = pad_sequence(tags, batch_first=True, padding_value=0)
+    mask = sentences != 0
+    model = BiLSTM_CRF().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, weight_decay=1e-4)
+    lengths_t = tt.tensor(lengths)
+    losses = []
+    for _ in range(steps):
+        loss = model.neg_log_likelihood(sentences, lengths_t, tag_batch, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        feats = model.emissions(sentences, lengths_t)
+        decoded = [model.viterbi_decode(feats[i, :n]) for i, n in enumerate(lengths)]
+    return {"losses": losses, "paths": repr([p for _, p in decoded]),
+            "path_scores": [s.item() for s, _ in decoded], "params": _params(model)}
+
+
+def test_bilstm_crf_trains_the_same():
+    _parity(bilstm_crf)
+
+
+def test_bilstm_crf_runs_in_minidl():
+    out = bilstm_crf(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["paths"].startswith("[[")
+
+
+# ---- 18. a small vocoder trained with a multi-resolution STFT loss ---------------------------
+def stft_vocoder(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class Generator(nn.Module):
+        def __init__(self, n_mels=4):
+            super().__init__()
+            self.pre = nn.Conv1d(n_mels, 8, 3, padding=1)
+            self.up1 = nn.ConvTranspose1d(8, 6, 8, stride=4, padding=2)
+            self.up2 = nn.ConvTranspose1d(6, 4, 4, stride=2, padding=1)
+            self.post = nn.Conv1d(4, 1, 5, padding=2, padding_mode="reflect")
+
+        def forward(self, mel):
+            x = F.leaky_relu(self.pre(mel), 0.1)
+            x = F.leaky_relu(self.up1(x), 0.1)
+            x = F.leaky_relu(self.up2(x), 0.1)
+            return tt.tanh(self.post(x)).squeeze(1)
+
+    def stft_magnitude(x, fft_size, hop_size, win_length):
+        window = tt.hann_window(win_length, dtype=x.dtype)
+        spec = tt.stft(x, fft_size, hop_size, win_length, window, return_complex=True)
+        return tt.sqrt(tt.clamp(spec.real ** 2 + spec.imag ** 2, min=1e-7)).transpose(2, 1)
+
+    class MultiResolutionSTFTLoss(nn.Module):
+        def __init__(self, resolutions=((16, 4, 12), (32, 8, 24), (8, 2, 8))):
+            super().__init__()
+            self.resolutions = resolutions
+
+        def forward(self, x, y):
+            sc_loss, mag_loss = 0.0, 0.0
+            for fft_size, hop, win in self.resolutions:
+                x_mag = stft_magnitude(x, fft_size, hop, win)
+                y_mag = stft_magnitude(y, fft_size, hop, win)
+                sc_loss = sc_loss + tt.norm(y_mag - x_mag, p="fro") / tt.norm(y_mag, p="fro")
+                mag_loss = mag_loss + F.l1_loss(tt.log(y_mag), tt.log(x_mag))
+            n = len(self.resolutions)
+            return sc_loss / n, mag_loss / n
+
+    rng = np.random.default_rng(77)
+    mel = tt.from_numpy(rng.standard_normal((2, 4, 8)))
+    t = np.arange(64) / 64
+    audio = tt.from_numpy(0.5 * np.sin(2 * np.pi * rng.uniform(3, 9, (2, 1)) * t))
+    model = Generator().double()
+    _load(model, tt, state)
+    criterion = MultiResolutionSTFTLoss()
+    opt = tt.optim.Adam(model.parameters(), lr=2e-3, betas=(0.8, 0.99))
+    sched = tt.optim.lr_scheduler.ExponentialLR(opt, gamma=0.9)
+    losses = []
+    for _ in range(steps):
+        sc, mag = criterion(model(mel), audio)
+        loss = sc + mag
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses += [sc.item(), mag.item()]
+    with tt.no_grad():
+        wave = model(mel)
+        spec = tt.stft(wave, 16, 4, window=tt.hann_window(16, dtype=wave.dtype),
+                       return_complex=True)
+        back = tt.istft(spec, 16, 4, window=tt.hann_window(16, dtype=wave.dtype),
+                        length=wave.shape[-1])
+    return {"losses": losses, "wave": _np(wave), "roundtrip": _np(back - wave),
+            "params": _params(model)}
+
+
+def test_stft_vocoder_trains_the_same():
+    _parity(stft_vocoder)
+
+
+def test_stft_vocoder_runs_in_minidl():
+    out = stft_vocoder(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and np.abs(out["roundtrip"]).max() < 1e-10
+
+
+# ---- 19. patch-based denoising with unfold / fold (overlap-add normalised by fold of ones) ---
+def patch_denoiser(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    K, S = 4, 2
+
+    class PatchDenoiser(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unfold = nn.Unfold(kernel_size=K, stride=S, padding=1)
+            self.mlp = nn.Sequential(nn.Linear(K * K, 12), nn.ELU(), nn.Linear(12, K * K))
+
+        def forward(self, x):
+            n, c, h, w = x.shape
+            patches = self.unfold(x)                       # (N, C*K*K, L)
+            L = patches.shape[-1]
+            patches = patches.view(n, c, K * K, L).permute(0, 1, 3, 2)
+            cleaned = patches + self.mlp(patches)
+            cleaned = cleaned.permute(0, 1, 3, 2).reshape(n, c * K * K, L)
+            out = F.fold(cleaned, (h, w), kernel_size=K, stride=S, padding=1)
+            norm = F.fold(tt.ones_like(cleaned), (h, w), kernel_size=K, stride=S, padding=1)
+            return out / norm
+
+    rng = np.random.default_rng(78)
+    clean = np.cumsum(np.cumsum(rng.standard_normal((3, 2, 8, 8)), 2), 3) / 8
+    noisy = clean + 0.3 * rng.standard_normal(clean.shape)
+    model = PatchDenoiser().double()
+    _load(model, tt, state)
+    opt = tt.optim.Rprop(model.parameters(), lr=1e-3)
+    losses = []
+    x, y = tt.from_numpy(noisy), tt.from_numpy(clean)
+    for _ in range(steps):
+        loss = F.smooth_l1_loss(model(x), y, beta=0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        identity = F.fold(F.unfold(x, K, stride=S, padding=1), (8, 8), K, stride=S, padding=1) \
+            / F.fold(F.unfold(tt.ones_like(x), K, stride=S, padding=1), (8, 8), K, stride=S,
+                     padding=1)
+        patches = x.unfold(2, K, S).unfold(3, K, S)
+    return {"losses": losses, "identity": _np(identity - x),
+            "patches": repr(tuple(patches.shape)), "params": _params(model)}
+
+
+def test_patch_denoiser_with_fold_trains_the_same():
+    out = _parity(patch_denoiser)
+    assert out["patches"] == "(3, 2, 3, 3, 4, 4)"
+
+
+def test_patch_denoiser_runs_in_minidl():
+    out = patch_denoiser(minidl, steps=2)
+    assert np.abs(out["identity"]).max() < 1e-12
+
+
+# ---- 20. a neural Turing machine's memory: content and location addressing, a copy task -----
+def ntm(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    N, M = 6, 4
+
+    class NTMHead(nn.Module):
+        def __init__(self, controller):
+            super().__init__()
+            self.fc = nn.Linear(controller, M + 1 + 1 + 3 + 1)
+
+        def address(self, memory, h, w_prev):
+            o = self.fc(h)
+            k, beta, g, s, gamma = tt.split(o, [M, 1, 1, 3, 1], dim=1)
+            beta, g = F.softplus(beta), tt.sigmoid(g)
+            s, gamma = F.softmax(s, dim=1), 1 + F.softplus(gamma)
+            wc = F.softmax(beta * F.cosine_similarity(memory + 1e-16, k.unsqueeze(1) + 1e-16,
+                                                      dim=-1), dim=1)
+            wg = g * wc + (1 - g) * w_prev
+            padded = tt.cat([wg[:, -1:], wg, wg[:, :1]], dim=1)  # a circular convolution
+            w_hat = F.conv1d(padded.unsqueeze(0), s.flip(1).unsqueeze(1),
+                             groups=wg.size(0)).squeeze(0)
+            w = w_hat ** gamma
+            return w / (w.sum(dim=1, keepdim=True) + 1e-16)
+
+    class NTM(nn.Module):
+        def __init__(self, n_in=4, controller=8):
+            super().__init__()
+            self.controller = nn.LSTMCell(n_in + M, controller)
+            self.read_head, self.write_head = NTMHead(controller), NTMHead(controller)
+            self.erase_add = nn.Linear(controller, 2 * M)
+            self.out = nn.Linear(controller + M, n_in)
+            self.register_buffer("mem_bias", tt.full((N, M), 1e-6, dtype=tt.float64))
+
+        def forward(self, seq):
+            batch = seq.size(1)
+            memory = self.mem_bias.clone().repeat(batch, 1, 1)
+            h = c = tt.zeros(batch, self.controller.hidden_size, dtype=seq.dtype)
+            read = tt.zeros(batch, M, dtype=seq.dtype)
+            w_r = w_w = F.one_hot(tt.zeros(batch, dtype=tt.long), N).to(seq.dtype)
+            outputs = []
+            for x in seq:
+                h, c = self.controller(tt.cat([x, read], dim=1), (h, c))
+                w_w = self.write_head.address(memory, h, w_w)
+                e, a = self.erase_add(h).chunk(2, dim=1)
+                memory = memory * (1 - tt.bmm(w_w.unsqueeze(2), tt.sigmoid(e).unsqueeze(1)))
+                memory = memory + tt.bmm(w_w.unsqueeze(2), tt.tanh(a).unsqueeze(1))
+                w_r = self.read_head.address(memory, h, w_r)
+                read = tt.bmm(w_r.unsqueeze(1), memory).squeeze(1)
+                outputs.append(self.out(tt.cat([h, read], dim=1)))
+            return tt.stack(outputs)
+
+    rng = np.random.default_rng(79)
+    bits = (rng.random((3, 2, 3)) < 0.5).astype(np.float64)
+    seq = np.zeros((7, 2, 4))
+    seq[:3, :, :3] = bits
+    seq[3, :, 3] = 1.0  # the delimiter
+    target = tt.from_numpy(bits)
+    model = NTM().double()
+    _load(model, tt, state)
+    opt = tt.optim.RMSprop(model.parameters(), lr=1e-3, momentum=0.9, alpha=0.95, centered=True)
+    losses = []
+    for _ in range(steps):
+        out = model(tt.from_numpy(seq))[4:, :, :3]
+        loss = F.binary_cross_entropy_with_logits(out, target)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_value_(model.parameters(), 10)
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_neural_turing_machine_trains_the_same():
+    _parity(ntm)
+
+
+def test_neural_turing_machine_runs_in_minidl():
+    out = ntm(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
