@@ -1578,3 +1578,403 @@ def test_neural_turing_machine_trains_the_same():
 def test_neural_turing_machine_runs_in_minidl():
     out = ntm(minidl, steps=2)
     assert np.isfinite(out["losses"]).all()
+
+
+# ---- 21. a multi-task tabular model with the less common losses -----------------------------
+def multitask_tabular(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class MultiTask(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = nn.Sequential(nn.Linear(5, 12), nn.Mish(), nn.Dropout(0.0),
+                                       nn.Linear(12, 12), nn.Hardswish())
+            self.heads = nn.ModuleDict({
+                "tags": nn.Linear(12, 4), "grade": nn.Linear(12, 3), "value": nn.Linear(12, 2),
+                "count": nn.Linear(12, 1), "sign": nn.Linear(12, 1), "rank": nn.Linear(12, 4)})
+            self.log_vars = nn.ParameterDict({k: nn.Parameter(tt.zeros(1, dtype=tt.float64))
+                                              for k in ("tags", "grade", "value")})
+
+        def forward(self, x):
+            h = self.trunk(x)
+            return {k: head(h) for k, head in self.heads.items()}
+
+    rng = np.random.default_rng(80)
+    n = 10
+    x = tt.from_numpy(rng.standard_normal((n, 5)))
+    tags = tt.from_numpy((rng.random((n, 4)) < 0.4).astype(np.float64))
+    grade = tt.from_numpy(rng.integers(0, 3, n))
+    value = tt.from_numpy(rng.standard_normal((n, 2)))
+    count = tt.from_numpy(rng.poisson(2.0, (n, 1)).astype(np.float64))
+    sign = tt.from_numpy(np.where(rng.random((n, 1)) < 0.5, -1.0, 1.0))
+    ranks = rng.permuted(np.tile(np.arange(4), (n, 1)), axis=1)
+    ranks[:, 2:] = -1
+    rank = tt.from_numpy(ranks)
+    model = MultiTask().double()
+    _load(model, tt, state)
+    losses_fn = {
+        "tags": nn.MultiLabelSoftMarginLoss(weight=tt.tensor([1.0, 2.0, 1.0, 0.5],
+                                                             dtype=tt.float64)),
+        "grade": nn.MultiMarginLoss(p=2, margin=0.5,
+                                    weight=tt.tensor([1.0, 0.5, 2.0], dtype=tt.float64)),
+        "value": nn.GaussianNLLLoss(full=True, eps=1e-6),
+        "count": nn.PoissonNLLLoss(log_input=True, full=True),
+        "sign": nn.SoftMarginLoss(),
+        "rank": nn.MultiLabelMarginLoss(),
+    }
+    opt = tt.optim.ASGD(model.parameters(), lr=0.02, t0=2)
+    history, all_losses = [], []
+    for _ in range(steps):
+        out = model(x)
+        parts = {
+            "tags": losses_fn["tags"](out["tags"], tags),
+            "grade": losses_fn["grade"](out["grade"], grade),
+            "value": losses_fn["value"](out["value"], value, F.softplus(out["value"]) + 0.1),
+            "count": losses_fn["count"](out["count"], count),
+            "sign": losses_fn["sign"](out["sign"], sign),
+            "rank": losses_fn["rank"](out["rank"], rank),
+        }
+        loss = sum(tt.exp(-model.log_vars[k]) * parts[k] + model.log_vars[k]
+                   for k in model.log_vars).sum() + parts["count"] + parts["sign"] + parts["rank"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+        all_losses.append([v.item() for v in parts.values()])
+    with tt.no_grad():
+        out = model(x)
+        q = tt.tensor([0.1, 0.5, 0.9], dtype=tt.float64)
+        err = value[:, :1] - out["value"][:, :1]
+        pinball = tt.max((q - 1) * err, q * err).mean(0)
+        functional = [F.multilabel_soft_margin_loss(out["tags"], tags, reduction="none"),
+                      F.multi_margin_loss(out["grade"], grade, reduction="none"),
+                      F.gaussian_nll_loss(out["value"], value, tt.ones_like(value),
+                                          reduction="none"),
+                      F.poisson_nll_loss(out["count"].exp(), count, log_input=False,
+                                         reduction="none"),
+                      F.soft_margin_loss(out["sign"], sign, reduction="none").squeeze(1),
+                      F.multilabel_margin_loss(out["rank"], rank, reduction="none")]
+    return {"losses": history, "parts": all_losses, "pinball": _np(pinball),
+            "functional": np.concatenate([_np(f).ravel() for f in functional]),
+            "params": _params(model)}
+
+
+def test_multitask_tabular_losses_train_the_same():
+    _parity(multitask_tabular)
+
+
+def test_multitask_tabular_runs_in_minidl():
+    out = multitask_tabular(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and np.isfinite(out["functional"]).all()
+
+
+# ---- 22. an image captioner: a CNN encoder and nn.TransformerDecoder, greedy decoding -------
+def transformer_captioner(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    V, D, PAD, BOS, EOS = 10, 8, 0, 1, 2
+
+    class Captioner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cnn = nn.Sequential(nn.Conv2d(3, D, 3, stride=2, padding=1), nn.ReLU(),
+                                     nn.Conv2d(D, D, 3, padding=1))
+            self.embed = nn.Embedding(V, D, padding_idx=PAD)
+            self.pos = nn.Parameter(tt.zeros(1, 8, D))
+            layer = nn.TransformerDecoderLayer(D, nhead=2, dim_feedforward=16, dropout=0.0,
+                                               batch_first=True, norm_first=True)
+            self.decoder = nn.TransformerDecoder(layer, num_layers=2, norm=nn.LayerNorm(D))
+            self.out = nn.Linear(D, V)
+
+        def encode(self, images):
+            return self.cnn(images).flatten(2).transpose(1, 2)
+
+        def forward(self, images, captions):
+            memory = self.encode(images)
+            T = captions.size(1)
+            tgt = self.embed(captions) * math.sqrt(D) + self.pos[:, :T]
+            mask = tt.triu(tt.ones(T, T, dtype=tt.bool), diagonal=1)
+            h = self.decoder(tgt, memory, tgt_mask=mask, tgt_is_causal=True,
+                             tgt_key_padding_mask=captions == PAD)
+            return self.out(h)
+
+        @tt.no_grad()
+        def generate(self, images, max_len=6):
+            memory = self.encode(images)
+            tokens = tt.full((images.size(0), 1), BOS, dtype=tt.long)
+            for _ in range(max_len - 1):
+                T = tokens.size(1)
+                tgt = self.embed(tokens) * math.sqrt(D) + self.pos[:, :T]
+                mask = nn.Transformer.generate_square_subsequent_mask(T, dtype=tgt.dtype)
+                logits = self.out(self.decoder(tgt, memory, tgt_mask=mask)[:, -1])
+                tokens = tt.cat([tokens, logits.argmax(-1, keepdim=True)], dim=1)
+            return tokens
+
+    rng = np.random.default_rng(81)
+    images = tt.from_numpy(rng.standard_normal((3, 3, 6, 6)))
+    caps = np.zeros((3, 6), dtype=np.int64)
+    for i, n in enumerate([5, 3, 4]):
+        caps[i, 0], caps[i, 1:n - 1], caps[i, n - 1] = BOS, rng.integers(3, V, n - 2), EOS
+    captions = tt.from_numpy(caps)
+    model = Captioner().double()
+    _load(model, tt, state)
+    criterion = nn.CrossEntropyLoss(ignore_index=PAD, label_smoothing=0.1)
+    opt = tt.optim.AdamW(model.parameters(), lr=3e-3)
+    sched = tt.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4, eta_min=1e-4)
+    losses = []
+    for _ in range(steps):
+        logits = model(images, captions[:, :-1])
+        loss = criterion(logits.reshape(-1, V), captions[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    return {"losses": losses, "generated": repr(model.generate(images).tolist()),
+            "params": _params(model)}
+
+
+def test_transformer_captioner_trains_the_same():
+    _parity(transformer_captioner)
+
+
+def test_transformer_captioner_runs_in_minidl():
+    out = transformer_captioner(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["generated"].startswith("[[1,")
+
+
+# ---- 23. soft actor-critic: twin Q networks, a tanh-squashed Gaussian policy, learned alpha --
+def soft_actor_critic(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    D = tt.distributions
+    obs_dim, act_dim = 3, 2
+
+    class Actor(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(obs_dim, 8), nn.ReLU())
+            self.mu, self.log_std = nn.Linear(8, act_dim), nn.Linear(8, act_dim)
+
+        def forward(self, obs, eps):
+            h = self.net(obs)
+            mu, log_std = self.mu(h), self.log_std(h).clamp(-5, 2)
+            base = D.Normal(mu, log_std.exp())
+            dist = D.TransformedDistribution(base, [D.transforms.TanhTransform(cache_size=1)])
+            pre_tanh = mu + log_std.exp() * eps   # rsample with the shared noise
+            action = tt.tanh(pre_tanh)
+            log_prob = base.log_prob(pre_tanh).sum(-1) - (
+                2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))).sum(-1)
+            return action, log_prob, dist
+
+    def q_net():
+        return nn.Sequential(nn.Linear(obs_dim + act_dim, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    rng = np.random.default_rng(82)
+    B = 6
+    obs, obs2 = rng.standard_normal((2, B, obs_dim))
+    act = np.tanh(rng.standard_normal((B, act_dim)))
+    rew, done = rng.standard_normal(B), (rng.random(B) < 0.2).astype(np.float64)
+    eps = rng.standard_normal((steps, 2, B, act_dim))
+    actor, q1, q2 = Actor().double(), q_net().double(), q_net().double()
+    _load(actor, tt, state, "pi.")
+    _load(q1, tt, state, "q1.")
+    _load(q2, tt, state, "q2.")
+    q1_targ, q2_targ = copy.deepcopy(q1), copy.deepcopy(q2)
+    for p in list(q1_targ.parameters()) + list(q2_targ.parameters()):
+        p.requires_grad = False
+    log_alpha = tt.zeros(1, dtype=tt.float64, requires_grad=True)
+    q_params = list(q1.parameters()) + list(q2.parameters())
+    pi_opt, q_opt = tt.optim.Adam(actor.parameters(), lr=3e-3), tt.optim.Adam(q_params, lr=3e-3)
+    alpha_opt = tt.optim.Adam([log_alpha], lr=3e-3)
+    o, o2, a = (tt.from_numpy(v) for v in (obs, obs2, act))
+    r, d = tt.from_numpy(rew), tt.from_numpy(done)
+    gamma, polyak, target_entropy = 0.99, 0.9, -float(act_dim)
+    losses, checks = [], []
+    for i in range(steps):
+        alpha = log_alpha.exp().detach()
+        with tt.no_grad():
+            a2, logp_a2, _ = actor(o2, tt.from_numpy(eps[i, 0]))
+            q_pi_targ = tt.min(q1_targ(tt.cat([o2, a2], -1)), q2_targ(tt.cat([o2, a2], -1)))
+            backup = r + gamma * (1 - d) * (q_pi_targ.squeeze(-1) - alpha * logp_a2)
+        sa = tt.cat([o, a], -1)
+        loss_q = ((q1(sa).squeeze(-1) - backup) ** 2).mean() + (
+            (q2(sa).squeeze(-1) - backup) ** 2).mean()
+        q_opt.zero_grad()
+        loss_q.backward()
+        q_opt.step()
+        for p in q_params:
+            p.requires_grad = False
+        pi, logp_pi, dist = actor(o, tt.from_numpy(eps[i, 1]))
+        checks.append(_np(dist.log_prob(pi.detach().clamp(-0.999999, 0.999999)).sum(-1)
+                          - logp_pi.detach()))
+        q_pi = tt.min(q1(tt.cat([o, pi], -1)), q2(tt.cat([o, pi], -1))).squeeze(-1)
+        loss_pi = (alpha * logp_pi - q_pi).mean()
+        pi_opt.zero_grad()
+        loss_pi.backward()
+        pi_opt.step()
+        for p in q_params:
+            p.requires_grad = True
+        loss_alpha = -(log_alpha * (logp_pi.detach() + target_entropy)).mean()
+        alpha_opt.zero_grad()
+        loss_alpha.backward()
+        alpha_opt.step()
+        with tt.no_grad():
+            for net, targ in ((q1, q1_targ), (q2, q2_targ)):
+                for p, p_targ in zip(net.parameters(), targ.parameters()):
+                    p_targ.mul_(polyak)
+                    p_targ.add_((1 - polyak) * p)
+        losses += [loss_q.item(), loss_pi.item(), loss_alpha.item()]
+    return {"losses": losses, "alpha": [log_alpha.item()],
+            "log_prob_gap": np.abs(np.array(checks)).max(keepdims=True) if checks else [0.0],
+            "params": {**_params(actor, "pi."), **_params(q1, "q1."), **_params(q2, "q2."),
+                       **_params(q1_targ, "q1t."), **_params(q2_targ, "q2t.")}}
+
+
+def test_soft_actor_critic_trains_the_same():
+    out = _parity(soft_actor_critic, loss_atol=1e-6)
+    assert out["log_prob_gap"].max() < 1e-5
+
+
+def test_soft_actor_critic_runs_in_minidl():
+    out = soft_actor_critic(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 24. prototypical networks: few-shot episodes, class prototypes, squared distances ------
+def prototypical(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def conv_block(cin, cout):
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(),
+                             nn.MaxPool2d(2))
+
+    def prototypical_loss(embeddings, targets, n_support):
+        classes = tt.unique(targets)
+        support_idxs = [tt.nonzero(targets == c)[:n_support].squeeze(1) for c in classes]
+        query_idxs = tt.stack([tt.nonzero(targets == c)[n_support:].squeeze(1)
+                               for c in classes]).view(-1)
+        prototypes = tt.stack([embeddings[idx].mean(0) for idx in support_idxs])
+        queries = embeddings[query_idxs]
+        dists = tt.cdist(queries, prototypes).pow(2)
+        log_p_y = F.log_softmax(-dists, dim=1).view(len(classes), -1, len(classes))
+        target_inds = tt.arange(0, len(classes)).view(-1, 1, 1).expand(
+            len(classes), log_p_y.size(1), 1).long()
+        loss = -log_p_y.gather(2, target_inds).squeeze().view(-1).mean()
+        acc = log_p_y.max(2)[1].eq(target_inds.squeeze(2)).float().mean()
+        return loss, acc
+
+    rng = np.random.default_rng(83)
+    n_way, k_shot, n_query = 3, 2, 2
+    encoder = nn.Sequential(conv_block(1, 4), conv_block(4, 4), nn.Flatten()).double()
+    _load(encoder, tt, state)
+    opt = tt.optim.Adam(encoder.parameters(), lr=1e-3)
+    sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    losses, accs = [], []
+    for _ in range(steps):
+        classes = rng.permutation(5)[:n_way]
+        labels = np.repeat(classes, k_shot + n_query)
+        images = rng.standard_normal((len(labels), 1, 8, 8)) + labels[:, None, None, None]
+        perm = rng.permutation(len(labels))
+        loss, acc = prototypical_loss(encoder(tt.from_numpy(images[perm])),
+                                      tt.from_numpy(labels[perm]), k_shot)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        accs.append(acc.item())
+    return {"losses": losses, "accs": accs, "params": _params(encoder)}
+
+
+def test_prototypical_networks_train_the_same():
+    _parity(prototypical)
+
+
+def test_prototypical_networks_run_in_minidl():
+    out = prototypical(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 25. N-BEATS: fully connected stacks with trend and seasonality bases --------------------
+def nbeats(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    backcast_len, forecast_len = 8, 4
+
+    def linspace(backcast_length, forecast_length):
+        lin_space = np.linspace(-backcast_length, forecast_length,
+                                backcast_length + forecast_length)
+        return lin_space[:backcast_length] / 10, lin_space[backcast_length:] / 10
+
+    b_ls, f_ls = linspace(backcast_len, forecast_len)
+
+    class Block(nn.Module):
+        def __init__(self, thetas_dim, basis):
+            super().__init__()
+            self.fc = nn.Sequential(*[m for i in range(3) for m in (
+                nn.Linear(backcast_len if i == 0 else 10, 10), nn.ReLU())])
+            self.theta = nn.Linear(10, thetas_dim, bias=False)
+            if basis == "trend":
+                T_b = tt.tensor(np.array([b_ls ** i for i in range(thetas_dim)]))
+                T_f = tt.tensor(np.array([f_ls ** i for i in range(thetas_dim)]))
+            else:
+                p = thetas_dim // 2
+                T_b = tt.cat([tt.cos(2 * math.pi * tt.outer(tt.arange(p, dtype=tt.float64),
+                                                            tt.tensor(b_ls))),
+                              tt.sin(2 * math.pi * tt.outer(tt.arange(p, dtype=tt.float64),
+                                                            tt.tensor(b_ls)))])
+                T_f = tt.cat([tt.cos(2 * math.pi * tt.outer(tt.arange(p, dtype=tt.float64),
+                                                            tt.tensor(f_ls))),
+                              tt.sin(2 * math.pi * tt.outer(tt.arange(p, dtype=tt.float64),
+                                                            tt.tensor(f_ls)))])
+            self.register_buffer("T_b", T_b)
+            self.register_buffer("T_f", T_f)
+
+        def forward(self, x):
+            theta = self.theta(self.fc(x))
+            return theta.mm(self.T_b), theta.mm(self.T_f)
+
+    class NBeats(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block(3, "trend"), Block(4, "seasonality"),
+                                         Block(4, "seasonality")])
+
+        def forward(self, backcast):
+            forecast = tt.zeros(backcast.size(0), forecast_len, dtype=backcast.dtype)
+            for block in self.blocks:
+                b, f = block(backcast)
+                backcast = backcast - b
+                forecast = forecast + f
+            return backcast, forecast
+
+    rng = np.random.default_rng(84)
+    t = np.arange(backcast_len + forecast_len)
+    series = (0.05 * t * rng.uniform(-1, 1, (8, 1)) + np.sin(2 * np.pi * t / 4 +
+              rng.uniform(0, 6, (8, 1))) + 0.05 * rng.standard_normal((8, len(t))))
+    x, y = tt.from_numpy(series[:, :backcast_len]), tt.from_numpy(series[:, backcast_len:])
+    model = NBeats().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3)
+    sched = tt.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
+    losses = []
+    for _ in range(steps):
+        _, forecast = model(x)
+        loss = F.huber_loss(forecast, y, delta=0.5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step(loss.item())
+        losses.append(loss.item())
+    with tt.no_grad():
+        _, forecast = model(x)
+        smape = (200 * (forecast - y).abs() / (forecast.abs() + y.abs())).mean()
+    return {"losses": losses, "smape": [smape.item()], "params": _params(model)}
+
+
+def test_nbeats_trains_the_same():
+    _parity(nbeats)
+
+
+def test_nbeats_runs_in_minidl():
+    out = nbeats(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
