@@ -17,6 +17,7 @@ noise, masks, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is 
 ndarray by design, so in-place updates of parameters are written under ``no_grad``. What the
 programs found missing in minidl is fixed, each fix with its own test at the end."""
 import copy
+import io
 import math
 
 import numpy as np
@@ -1977,4 +1978,353 @@ def test_nbeats_trains_the_same():
 
 def test_nbeats_runs_in_minidl():
     out = nbeats(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 26. a complete training script: compiled model, gradient accumulation, clipping,
+#          OneCycleLR, an EMA via AveragedModel, a full checkpoint dict saved and resumed ------
+def training_script(tt, state=None, steps=6, interrupt=None, compiled=True):
+    nn, F = tt.nn, tt.nn.functional
+    swa_utils = tt.optim.swa_utils
+    accum_steps, batch_size = 2, 4
+
+    rng = np.random.default_rng(85)
+    x = rng.standard_normal((24, 6))
+    y = (x[:, :2].sum(1) > 0).astype(np.int64) + (x[:, 2] > 1).astype(np.int64)
+    dataset = tt.utils.data.TensorDataset(tt.from_numpy(x), tt.from_numpy(y))
+    order = rng.permutation(len(dataset)).tolist()  # the shuffle, shared by both runs
+
+    def make():
+        model = nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.GELU(), nn.Dropout(0.0),
+                              nn.Linear(16, 3)).double()
+        optimizer = tt.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05)
+        scheduler = tt.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-2,
+                                                     total_steps=max(steps, 2), pct_start=0.3)
+        return model, optimizer, scheduler
+
+    model, optimizer, scheduler = make()
+    _load(model, tt, state, "m.")
+    ema = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9))
+    raw_model = model
+    if compiled:
+        model = tt.compile(model, backend="eager")
+    loader = tt.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order,
+                                      drop_last=True)
+    losses, norms, lrs = [], [], []
+    step, micro = 0, 0
+    while step < steps:
+        for xb, yb in loader:
+            loss = F.cross_entropy(model(xb), yb) / accum_steps
+            loss.backward()
+            micro += 1
+            if micro % accum_steps:
+                continue
+            norms.append(nn.utils.clip_grad_norm_(model.parameters(), max_norm=0.5).item())
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            ema.update_parameters(model)
+            losses.append(loss.item() * accum_steps)
+            lrs.append(scheduler.get_last_lr()[0])
+            step += 1
+            if step == interrupt:
+                buffer = io.BytesIO()
+                tt.save({"step": step, "micro": micro, "model": model.state_dict(),
+                         "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict()}, buffer)
+                buffer.seek(0)
+                checkpoint = tt.load(buffer, weights_only=True)
+                model, optimizer, scheduler = make()
+                state_dict = checkpoint["model"]
+                unwanted_prefix = "_orig_mod."
+                for k, v in list(state_dict.items()):
+                    if k.startswith(unwanted_prefix):
+                        state_dict[k[len(unwanted_prefix):]] = state_dict.pop(k)
+                model.load_state_dict(state_dict)
+                ema = swa_utils.AveragedModel(
+                    model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(0.9))
+                ema.load_state_dict(checkpoint["ema"])
+                raw_model = model
+                if compiled:
+                    model = tt.compile(model, backend="eager")
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                scheduler.load_state_dict(checkpoint["scheduler"])
+                step, micro = checkpoint["step"], checkpoint["micro"]
+            if step == steps:
+                break
+    ema.eval()
+    with tt.no_grad():
+        acc = (ema(tt.from_numpy(x)).argmax(1) == tt.from_numpy(y)).double().mean()
+    keys = repr(sorted(model.state_dict())[:2])
+    return {"losses": losses, "norms": norms, "lrs": lrs, "ema_acc": [acc.item()],
+            "keys": keys, "params": {**_params(raw_model, "m."), **_params(ema, "ema.")}}
+
+
+def test_training_script_trains_the_same():
+    out = _parity(training_script)
+    assert out["keys"] == repr(["_orig_mod.0.bias", "_orig_mod.0.weight"])
+
+
+def test_training_script_resumes_as_torch():
+    _parity(training_script, interrupt=3)
+
+
+def test_training_script_resumed_run_is_the_straight_run():
+    start = training_script(minidl, steps=0, compiled=False)["params"]
+    straight = training_script(minidl, state=start)
+    resumed = training_script(minidl, state=start, interrupt=3)
+    np.testing.assert_array_equal(resumed["losses"], straight["losses"])
+    for k in straight["params"]:
+        np.testing.assert_array_equal(resumed["params"][k], straight["params"][k], err_msg=k)
+
+
+# ---- 27. Levenberg-Marquardt fitting with torch.func: jacrev of functional_call --------------
+def gauss_newton(tt, state=None, steps=3):
+    nn = tt.nn
+    func = tt.func
+
+    rng = np.random.default_rng(86)
+    x = tt.from_numpy(rng.uniform(-2, 2, (16, 1)))
+    y = tt.sin(2 * x) + 0.05 * tt.from_numpy(rng.standard_normal((16, 1)))
+    model = nn.Sequential(nn.Linear(1, 6), nn.Tanh(), nn.Linear(6, 1)).double()
+    _load(model, tt, state)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def residuals(p):
+        return (func.functional_call(model, p, (x,)) - y).squeeze(1)
+
+    lam, losses = 1e-2, []
+    for _ in range(steps):
+        r = residuals(params)
+        jac = func.jacrev(residuals)(params)
+        J = tt.cat([jac[k].reshape(r.numel(), -1) for k in params], dim=1)
+        A = J.T @ J + lam * tt.eye(J.shape[1], dtype=J.dtype)
+        delta = tt.linalg.solve(A, -(J.T @ r))
+        new, offset = {}, 0
+        for k, v in params.items():
+            new[k] = v + delta[offset:offset + v.numel()].view_as(v)
+            offset += v.numel()
+        loss, new_loss = r.pow(2).mean(), residuals(new).pow(2).mean()
+        if new_loss < loss:
+            params, lam = new, lam * 0.5
+        else:
+            lam = lam * 4.0
+        losses.append(loss.item())
+    with tt.no_grad():
+        for k, p in model.named_parameters():
+            p.copy_(params[k])
+    loss_and_grad = func.grad_and_value(lambda p: residuals(p).pow(2).mean())(params)
+    return {"losses": losses, "lam": [lam], "grad_norm": [
+        sum(g.pow(2).sum() for g in loss_and_grad[0].values()).sqrt().item()],
+        "params": _params(model)}
+
+
+def test_gauss_newton_with_jacrev_trains_the_same():
+    _parity(gauss_newton)
+
+
+def test_gauss_newton_runs_in_minidl():
+    out = gauss_newton(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 28. a deep equilibrium model: a fixed point forward, an implicit backward by a hook ----
+def deq(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class TanhFixedPointLayer(nn.Module):
+        def __init__(self, out_features):
+            super().__init__()
+            self.linear = nn.Linear(out_features, out_features, bias=False)
+
+        def forward(self, z, x):
+            return tt.tanh(self.linear(z) + x)
+
+    class DEQFixedPoint(nn.Module):
+        def __init__(self, f, max_iter=30, tol=1e-10):
+            super().__init__()
+            self.f, self.max_iter, self.tol = f, max_iter, tol
+
+        def solve(self, g, z0):
+            z = z0
+            for _ in range(self.max_iter):
+                z_next = g(z)
+                if (z_next - z).norm() < self.tol:
+                    return z_next
+                z = z_next
+            return z
+
+        def forward(self, x):
+            with tt.no_grad():
+                z = self.solve(lambda z: self.f(z, x), tt.zeros_like(x))
+            z = self.f(z, x)
+            z0 = z.clone().detach().requires_grad_()
+            f0 = self.f(z0, x)
+
+            def backward_hook(grad):
+                if self.hook is not None:
+                    self.hook.remove()
+                    self.hook = None
+                return self.solve(lambda y: tt.autograd.grad(f0, z0, y, retain_graph=True)[0]
+                                  + grad, grad)
+
+            self.hook = z.register_hook(backward_hook)
+            return z
+
+    rng = np.random.default_rng(87)
+    x = tt.from_numpy(rng.standard_normal((6, 5)))
+    y = tt.from_numpy(rng.integers(0, 3, 6))
+    model = nn.Sequential(nn.Linear(5, 4), DEQFixedPoint(TanhFixedPointLayer(4)),
+                          nn.Linear(4, 3)).double()
+    _load(model, tt, state)
+    with tt.no_grad():  # a contraction, so that the fixed point exists
+        W = model[1].f.linear.weight
+        W.mul_(0.5 / tt.linalg.matrix_norm(W, ord=2))
+    opt = tt.optim.SGD(model.parameters(), lr=0.1)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    h = model[0](x)
+    z = model[1](h)
+    residual = (model[1].f(z, h) - z).abs().max().item()
+    return {"losses": losses, "residual": [residual], "params": _params(model)}
+
+
+def test_deep_equilibrium_model_trains_the_same():
+    out = _parity(deq, loss_atol=1e-9)
+    assert out["residual"][0] < 1e-9
+
+
+def test_deep_equilibrium_model_runs_in_minidl():
+    out = deq(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 29. a TopK sparse autoencoder on activations, unit-norm decoder columns -----------------
+def sparse_autoencoder(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class TopKSAE(nn.Module):
+        def __init__(self, d_model=6, d_sae=16, k=3):
+            super().__init__()
+            self.k = k
+            self.W_enc = nn.Parameter(tt.empty(d_model, d_sae, dtype=tt.float64))
+            self.b_enc = nn.Parameter(tt.zeros(d_sae, dtype=tt.float64))
+            self.W_dec = nn.Parameter(tt.empty(d_sae, d_model, dtype=tt.float64))
+            self.b_dec = nn.Parameter(tt.zeros(d_model, dtype=tt.float64))
+            nn.init.kaiming_uniform_(self.W_enc, a=math.sqrt(5))
+            with tt.no_grad():
+                self.W_dec.copy_(self.W_enc.T)
+                self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True))
+
+        def encode(self, x):
+            pre = F.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
+            top = pre.topk(self.k, dim=-1, sorted=False)
+            return tt.zeros_like(pre).scatter(-1, top.indices, top.values)
+
+        def forward(self, x):
+            z = self.encode(x)
+            return z @ self.W_dec + self.b_dec, z
+
+        @tt.no_grad()
+        def remove_parallel_gradient(self):
+            unit = self.W_dec / self.W_dec.norm(dim=1, keepdim=True)
+            parallel = (self.W_dec.grad * unit).sum(dim=1, keepdim=True)
+            self.W_dec.grad.sub_(parallel * unit)
+
+        @tt.no_grad()
+        def normalise_decoder(self):
+            self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True))
+
+    rng = np.random.default_rng(88)
+    dictionary = rng.standard_normal((10, 6))
+    codes = rng.random((20, 10)) * (rng.random((20, 10)) < 0.2)
+    acts = tt.from_numpy(codes @ dictionary)
+    model = TopKSAE()
+    _load(model, tt, state)
+    with tt.no_grad():
+        model.b_dec.copy_(acts.median(dim=0).values)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2, eps=6.25e-10)
+    losses, l0, dead = [], [], tt.zeros(16, dtype=tt.long)
+    for _ in range(steps):
+        recon, z = model(acts)
+        loss = (recon - acts).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        model.remove_parallel_gradient()
+        opt.step()
+        model.normalise_decoder()
+        dead += (z == 0).all(dim=0).long()
+        losses.append(loss.item())
+        l0.append((z != 0).sum(-1).double().mean().item())
+        fve = 1 - (recon - acts).pow(2).sum() / (acts - acts.mean(0)).pow(2).sum()
+        losses.append(fve.item())
+    return {"losses": losses, "l0": l0, "dead": repr(dead.tolist()), "params": _params(model)}
+
+
+def test_topk_sparse_autoencoder_trains_the_same():
+    _parity(sparse_autoencoder)
+
+
+def test_topk_sparse_autoencoder_runs_in_minidl():
+    out = sparse_autoencoder(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and max(out["l0"]) <= 3
+
+
+# ---- 30. neural collaborative filtering with a BPR loss and hit-rate evaluation --------------
+def ncf_bpr(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class NeuMF(nn.Module):
+        def __init__(self, n_users=6, n_items=12, dim=4):
+            super().__init__()
+            self.user_gmf, self.item_gmf = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+            self.user_mlp, self.item_mlp = nn.Embedding(n_users, dim), nn.Embedding(n_items, dim)
+            self.mlp = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, dim // 2))
+            self.predict = nn.Linear(dim + dim // 2, 1)
+            for emb in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
+                nn.init.normal_(emb.weight, std=0.01)
+
+        def forward(self, user, item):
+            gmf = self.user_gmf(user) * self.item_gmf(item)
+            mlp = self.mlp(tt.cat([self.user_mlp(user), self.item_mlp(item)], dim=-1))
+            return self.predict(tt.cat([gmf, mlp], dim=-1)).squeeze(-1)
+
+    rng = np.random.default_rng(89)
+    users = rng.integers(0, 6, 16)
+    pos = rng.integers(0, 12, 16)
+    neg = (pos + rng.integers(1, 12, (steps, 16))) % 12
+    model = NeuMF().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-5)
+    u, p = tt.from_numpy(users), tt.from_numpy(pos)
+    losses = []
+    for i in range(steps):
+        diff = model(u, p) - model(u, tt.from_numpy(neg[i]))
+        loss = -F.logsigmoid(diff).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        all_items = tt.arange(12)
+        scores = model(u.unsqueeze(1).expand(-1, 12), all_items.unsqueeze(0).expand(16, -1))
+        top = scores.topk(3, dim=1).indices
+        hits = (top == p.unsqueeze(1)).any(dim=1).double().mean()
+        ranks = (scores > scores.gather(1, p.unsqueeze(1))).sum(1)
+        ndcg = (1.0 / tt.log2(ranks.double() + 2)).mean()
+    return {"losses": losses, "metrics": [hits.item(), ndcg.item()], "params": _params(model)}
+
+
+def test_ncf_with_bpr_trains_the_same():
+    _parity(ncf_bpr)
+
+
+def test_ncf_with_bpr_runs_in_minidl():
+    out = ncf_bpr(minidl, steps=2)
     assert np.isfinite(out["losses"]).all()
