@@ -1671,7 +1671,7 @@ def test_multitask_tabular_runs_in_minidl():
 
 # ---- 22. an image captioner: a CNN encoder and nn.TransformerDecoder, greedy decoding -------
 def transformer_captioner(tt, state=None, steps=3):
-    nn, F = tt.nn, tt.nn.functional
+    nn = tt.nn
     V, D, PAD, BOS, EOS = 10, 8, 0, 1, 2
 
     class Captioner(nn.Module):
@@ -2328,3 +2328,132 @@ def test_ncf_with_bpr_trains_the_same():
 def test_ncf_with_bpr_runs_in_minidl():
     out = ncf_bpr(minidl, steps=2)
     assert np.isfinite(out["losses"]).all()
+
+
+# ---- what the programs found missing, each fix with its own test ------------------------------
+def _number_first_cases(tt):
+    x = tt.tensor([1.0, 2.0, 3.0])
+    i = tt.tensor([1, 2, 3])
+    out = tt.empty(3)
+    results = [tt.pow(2, x), tt.pow(2.5, i), tt.pow(2, i), tt.add(1, x, alpha=3),
+               tt.sub(10, i), tt.sub(1.5, x, alpha=2), tt.mul(3, x), tt.mul(True, i),
+               tt.add(2, other=x), tt.pow(2, exponent=x)]
+    written = tt.pow(2, x, out=out)
+    return results, written is out, out
+
+
+def test_functions_take_a_python_number_as_input():
+    """wavenet's mu-law decoding, torch.pow(1 + mu, y.abs()): torch.pow, add, sub and mul take
+    a Python number first (their Number-first overloads); minidl refused it."""
+    results, same, out = _number_first_cases(minidl)
+    want = [[2, 4, 8], [2.5, 6.25, 15.625], [2, 4, 8], [4, 7, 10], [9, 8, 7], [-0.5, -2.5, -4.5],
+            [3, 6, 9], [1, 2, 3], [3, 4, 5], [2, 4, 8]]
+    for r, w in zip(results, want):
+        np.testing.assert_allclose(r.numpy(), w)
+    assert [str(r.dtype) for r in results[:3]] == ["float32", "float32", "int64"]
+    assert same and out.tolist() == [2.0, 4.0, 8.0]
+    x = minidl.tensor([0.5, 1.5], requires_grad=True)
+    minidl.pow(3, x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.log(3) * 3 ** np.array([0.5, 1.5]), rtol=1e-6)
+    with pytest.raises(RuntimeError, match="alpha must not be a floating point"):
+        minidl.add(1, minidl.tensor([1, 2]), alpha=0.5)
+    with pytest.raises(TypeError, match="must be a Tensor"):
+        minidl.pow("2", minidl.tensor([1.0]))
+
+
+def test_functions_take_a_python_number_as_input_as_torch():
+    torch = pytest.importorskip("torch")
+    ours, _, _ = _number_first_cases(minidl)
+    theirs, same, _ = _number_first_cases(torch)
+    assert same
+    for a, b in zip(ours, theirs):
+        assert str(a.dtype).split(".")[-1] == str(b.dtype).split(".")[-1]
+        np.testing.assert_allclose(a.numpy(), b.numpy())
+    with pytest.raises(RuntimeError, match="alpha must not be a floating point"):
+        torch.add(1, torch.tensor([1, 2]), alpha=0.5)
+
+
+def _compiled_facts(tt):
+    model = tt.nn.Sequential(tt.nn.Linear(2, 3), tt.nn.ReLU(), tt.nn.Linear(3, 1))
+    compiled = tt.compile(model, backend="eager")
+    compiled.eval()
+    facts = [type(compiled).__name__, compiled._orig_mod is model, model.training,
+             compiled.training, compiled._orig_mod[0] is model[0], len(compiled),
+             sorted(compiled.state_dict()), [n for n, _ in compiled.named_parameters()],
+             tt.compile(model, disable=True) is model]
+    compiled.train()
+    compiled.note = "set through the wrapper"
+    facts += [model.training, model.note, repr(compiled).splitlines()[:2]]
+    x = tt.ones(4, 2)
+    facts.append(bool((compiled(x) == model(x)).all()))
+    clone = copy.deepcopy(compiled)
+    facts += [type(clone).__name__, clone._orig_mod is not model]
+    other = tt.compile(tt.nn.Sequential(tt.nn.Linear(2, 3), tt.nn.ReLU(), tt.nn.Linear(3, 1)))
+    other.load_state_dict(compiled.state_dict())
+    facts.append(bool((other(x) == model(x)).all()))
+    try:
+        model.load_state_dict(compiled.state_dict())
+        facts.append("loaded")
+    except RuntimeError as e:
+        facts.append("_orig_mod.0.weight" in str(e))
+    return facts
+
+
+def test_compile_wraps_a_module_as_torch_does():
+    """a training script's checkpoint of a compiled model: its keys carry torch's _orig_mod.
+    prefix (which the script strips to load it into a plain model); minidl.compile returned
+    the model itself, so the keys differed from torch's and model._orig_mod did not exist."""
+    facts = _compiled_facts(minidl)
+    assert facts[0] == "OptimizedModule" and facts[1] and facts[-1] is True
+    assert facts[6] == ["_orig_mod.0.bias", "_orig_mod.0.weight", "_orig_mod.2.bias",
+                        "_orig_mod.2.weight"]
+
+
+def test_compile_wraps_a_module_as_torch_does_as_torch():
+    torch = pytest.importorskip("torch")
+    assert _compiled_facts(minidl) == _compiled_facts(torch)
+
+
+def _mask_warnings(tt):
+    import warnings
+
+    nn = tt.nn
+    tt.manual_seed(0)
+    x = tt.randn(2, 3, 8)
+    float_mask = nn.Transformer.generate_square_subsequent_mask(3)
+    bool_mask = tt.triu(tt.ones(3, 3, dtype=tt.bool), diagonal=1)
+    padding = tt.tensor([[False, False, True], [False, False, False]])
+    layer = nn.TransformerEncoderLayer(8, 2, 16, 0.0, batch_first=True)
+    cases = [
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True)(
+            x, x, x, key_padding_mask=padding, attn_mask=float_mask),
+        lambda: nn.MultiheadAttention(8, 2, batch_first=True)(
+            x, x, x, key_padding_mask=padding, attn_mask=bool_mask),
+        lambda: layer(x, src_mask=float_mask, src_key_padding_mask=padding),
+        lambda: nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)(
+            x, mask=float_mask, src_key_padding_mask=padding),
+        lambda: nn.TransformerDecoderLayer(8, 2, 16, 0.0, batch_first=True)(
+            x, x, tgt_mask=float_mask, tgt_key_padding_mask=padding),
+    ]
+    seen = []
+    for case in cases:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            case()
+        seen.append([str(w.message) for w in caught if "mismatched" in str(w.message)])
+    return seen
+
+
+def test_mismatched_attention_masks_warn_as_torch():
+    """the captioner's bool tgt_key_padding_mask with a float causal tgt_mask: torch warns
+    that mismatched mask types are deprecated (in MultiheadAttention and the encoder layer and
+    encoder, naming their arguments); minidl said nothing."""
+    seen = _mask_warnings(minidl)
+    assert seen[0] == ["Support for mismatched key_padding_mask and attn_mask is deprecated. "
+                       "Use same type for both instead."]
+    assert seen[1] == [] and len(seen[3]) == 1 and "src_key_padding_mask and mask" in seen[3][0]
+
+
+def test_mismatched_attention_masks_warn_as_torch_as_torch():
+    pytest.importorskip("torch")
+    assert _mask_warnings(minidl) == _mask_warnings(torch)
