@@ -2330,6 +2330,566 @@ def test_ncf_with_bpr_runs_in_minidl():
     assert np.isfinite(out["losses"]).all()
 
 
+# ---- 31. a character CNN: max-norm embeddings, scale_grad_by_freq, parallel Conv1d widths ----
+def char_cnn(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class CharCNN(nn.Module):
+        def __init__(self, vocab=12, dim=5, classes=3):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, dim, padding_idx=0, max_norm=1.0,
+                                          scale_grad_by_freq=True)
+            self.convs = nn.ModuleList(nn.Conv1d(dim, 4, k, padding=k // 2) for k in (2, 3, 5))
+            self.pool = nn.AdaptiveMaxPool1d(1)
+            self.fc = nn.Sequential(nn.AlphaDropout(0.0), nn.Linear(12, 8), nn.SELU(),
+                                    nn.Linear(8, classes))
+            for m in self.fc:
+                if isinstance(m, nn.Linear):
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+
+        def forward(self, x):
+            e = self.embedding(x).transpose(1, 2)
+            feats = [self.pool(F.relu(conv(e))).squeeze(-1) for conv in self.convs]
+            return self.fc(tt.cat(feats, dim=1))
+
+    rng = np.random.default_rng(90)
+    x = tt.from_numpy(rng.integers(0, 12, (6, 9)))
+    y = tt.from_numpy(rng.integers(0, 3, 6))
+    model = CharCNN().double()
+    _load(model, tt, state)
+    with tt.no_grad():
+        model.embedding.weight.mul_(3.0)  # rows longer than max_norm, renormed when looked up
+    opt = tt.optim.Adadelta(model.parameters(), lr=1.0, rho=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    norms = model.embedding.weight.detach().norm(dim=1)
+    with tt.no_grad():
+        F.embedding(tt.tensor([1, 2]), model.embedding.weight, max_norm=0.5)
+    return {"losses": losses, "norms": _np(norms),
+            "after": _np(model.embedding.weight.detach().norm(dim=1)), "params": _params(model)}
+
+
+def test_char_cnn_with_max_norm_embeddings_trains_the_same():
+    _parity(char_cnn)
+
+
+def test_char_cnn_runs_in_minidl():
+    out = char_cnn(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["after"][1:3].max() <= 0.5 + 1e-12
+
+
+# ---- 32. a word LM: an LSTM with projections, adaptive softmax, truncated BPTT ---------------
+def adaptive_softmax_lm(tt, state=None, steps=3):
+    nn = tt.nn
+    V = 20
+
+    class RNNModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.encoder = nn.Embedding(V, 6)
+            self.rnn = nn.LSTM(6, 8, num_layers=2, proj_size=6, dropout=0.0)
+            self.crit = nn.AdaptiveLogSoftmaxWithLoss(6, V, cutoffs=[4, 10], div_value=2.0)
+
+        def forward(self, input, hidden, target):
+            output, hidden = self.rnn(self.encoder(input), hidden)
+            out = self.crit(output.view(-1, output.size(2)), target.reshape(-1))
+            return out, hidden
+
+        def init_hidden(self, bsz):
+            return (tt.zeros(2, bsz, 6, dtype=tt.float64), tt.zeros(2, bsz, 8, dtype=tt.float64))
+
+    def repackage_hidden(h):
+        if isinstance(h, tt.Tensor):
+            return h.detach()
+        return tuple(repackage_hidden(v) for v in h)
+
+    rng = np.random.default_rng(91)
+    corpus = tt.from_numpy(np.minimum(rng.zipf(1.5, 3 * 4 * 3 + 1) - 1, V - 1))
+    data = corpus[:-1].view(-1, 3)  # batchify: (len, batch)
+    target = corpus[1:].view(-1, 3)
+    model = RNNModel().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.5)
+    hidden = model.init_hidden(3)
+    losses = []
+    for step in range(steps):
+        i = 4 * (step % 3)
+        hidden = repackage_hidden(hidden)
+        model.zero_grad()
+        out, hidden = model(data[i:i + 4], hidden, target[i:i + 4])
+        out.loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+        opt.step()
+        losses.append(out.loss.item())
+    with tt.no_grad():
+        flat = model.rnn(model.encoder(data[:4]))[0].view(-1, 6)
+        log_probs = model.crit.log_prob(flat)
+        predicted = model.crit.predict(flat)
+    return {"losses": losses, "log_probs": _np(log_probs), "predicted": repr(predicted.tolist()),
+            "params": _params(model)}
+
+
+def test_adaptive_softmax_lm_with_lstm_projections_trains_the_same():
+    _parity(adaptive_softmax_lm)
+
+
+def test_adaptive_softmax_lm_runs_in_minidl():
+    out = adaptive_softmax_lm(minidl, steps=2)
+    np.testing.assert_allclose(np.exp(out["log_probs"]).sum(1), 1.0, rtol=1e-10)
+
+
+# ---- 33. video classification: an R(2+1)D block (Conv3d, BatchNorm3d, 3-D pooling) ---------
+def video_r2plus1d(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class Conv2Plus1D(nn.Sequential):
+        def __init__(self, cin, cout, mid):
+            super().__init__(
+                nn.Conv3d(cin, mid, (1, 3, 3), padding=(0, 1, 1), bias=False),
+                nn.BatchNorm3d(mid), nn.ReLU(inplace=True),
+                nn.Conv3d(mid, cout, (3, 1, 1), padding=(1, 0, 0), bias=False))
+
+    class VideoNet(nn.Module):
+        def __init__(self, classes=3):
+            super().__init__()
+            self.stem = nn.Sequential(Conv2Plus1D(3, 6, 4), nn.BatchNorm3d(6), nn.ReLU(),
+                                      nn.MaxPool3d((1, 2, 2)))
+            self.block = Conv2Plus1D(6, 6, 6)
+            self.bn = nn.BatchNorm3d(6)
+            self.pool = nn.AdaptiveAvgPool3d(1)
+            self.fc = nn.Linear(6, classes)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = F.relu(self.bn(self.block(x)) + x)
+            return self.fc(self.pool(x).flatten(1))
+
+    rng = np.random.default_rng(92)
+    clips = tt.from_numpy(rng.standard_normal((4, 3, 4, 6, 6)))
+    y = tt.from_numpy(rng.integers(0, 3, 4))
+    model = VideoNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, dampening=0.1)
+    sched = tt.optim.lr_scheduler.MultiStepLR(opt, milestones=[1, 2], gamma=0.3)
+    losses = []
+    for _ in range(steps):
+        model.train()
+        loss = F.cross_entropy(model(clips), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        probs = F.softmax(model(clips), 1)
+        pooled = F.avg_pool3d(clips, (2, 2, 2), stride=(2, 3, 3), ceil_mode=True)
+    return {"losses": losses, "probs": _np(probs), "pooled": _np(pooled),
+            "params": _params(model)}
+
+
+def test_video_r2plus1d_trains_the_same():
+    _parity(video_r2plus1d)
+
+
+def test_video_r2plus1d_runs_in_minidl():
+    out = video_r2plus1d(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 34. DGCNN: EdgeConv on a k-nearest-neighbour graph rebuilt in feature space ------------
+def dgcnn(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def knn(x, k):
+        inner = -2 * tt.matmul(x.transpose(2, 1), x)
+        xx = tt.sum(x ** 2, dim=1, keepdim=True)
+        pairwise_distance = -xx - inner - xx.transpose(2, 1)
+        return pairwise_distance.topk(k=k, dim=-1)[1]
+
+    def get_graph_feature(x, k=4):
+        batch_size, num_dims, num_points = x.size()
+        idx = knn(x, k=k)
+        idx_base = tt.arange(0, batch_size).view(-1, 1, 1) * num_points
+        idx = (idx + idx_base).view(-1)
+        x = x.transpose(2, 1).contiguous()
+        feature = x.view(batch_size * num_points, -1)[idx, :]
+        feature = feature.view(batch_size, num_points, k, num_dims)
+        x = x.view(batch_size, num_points, 1, num_dims).repeat(1, 1, k, 1)
+        return tt.cat((feature - x, x), dim=3).permute(0, 3, 1, 2).contiguous()
+
+    class DGCNN(nn.Module):
+        def __init__(self, classes=3):
+            super().__init__()
+            self.conv1 = nn.Sequential(nn.Conv2d(6, 8, 1, bias=False), nn.BatchNorm2d(8),
+                                       nn.LeakyReLU(negative_slope=0.2))
+            self.conv2 = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8),
+                                       nn.LeakyReLU(negative_slope=0.2))
+            self.conv3 = nn.Sequential(nn.Conv1d(16, 12, 1, bias=False), nn.BatchNorm1d(12),
+                                       nn.LeakyReLU(negative_slope=0.2))
+            self.linear = nn.Linear(24, classes)
+
+        def forward(self, x):
+            x1 = self.conv1(get_graph_feature(x)).max(dim=-1, keepdim=False)[0]
+            x2 = self.conv2(get_graph_feature(x1)).max(dim=-1, keepdim=False)[0]
+            x = self.conv3(tt.cat((x1, x2), dim=1))
+            x = tt.cat((F.adaptive_max_pool1d(x, 1).view(x.size(0), -1),
+                        F.adaptive_avg_pool1d(x, 1).view(x.size(0), -1)), 1)
+            return self.linear(x)
+
+    def cal_loss(pred, gold, smoothing=True):
+        gold = gold.contiguous().view(-1)
+        if smoothing:
+            eps = 0.2
+            n_class = pred.size(1)
+            one_hot = tt.zeros_like(pred).scatter(1, gold.view(-1, 1), 1)
+            one_hot = one_hot * (1 - eps) + (1 - one_hot) * eps / (n_class - 1)
+            return -(one_hot * F.log_softmax(pred, dim=1)).sum(dim=1).mean()
+        return F.cross_entropy(pred, gold, reduction="mean")
+
+    rng = np.random.default_rng(93)
+    points = tt.from_numpy(rng.standard_normal((4, 3, 10)))
+    y = tt.from_numpy(rng.integers(0, 3, 4))
+    model = DGCNN().double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    sched = tt.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-3)
+    losses = []
+    for _ in range(steps):
+        loss = cal_loss(model(points), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_dgcnn_edgeconv_trains_the_same():
+    _parity(dgcnn)
+
+
+def test_dgcnn_runs_in_minidl():
+    out = dgcnn(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 35. AdaIN style transfer: instance statistics of a frozen encoder's features -----------
+def adain_style(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def calc_mean_std(feat, eps=1e-5):
+        size = feat.size()
+        N, C = size[:2]
+        feat_var = feat.view(N, C, -1).var(dim=2) + eps
+        feat_std = feat_var.sqrt().view(N, C, 1, 1)
+        feat_mean = feat.view(N, C, -1).mean(dim=2).view(N, C, 1, 1)
+        return feat_mean, feat_std
+
+    def adaptive_instance_normalization(content_feat, style_feat):
+        size = content_feat.size()
+        style_mean, style_std = calc_mean_std(style_feat)
+        content_mean, content_std = calc_mean_std(content_feat)
+        normalized_feat = (content_feat - content_mean.expand(size)) / content_std.expand(size)
+        return normalized_feat * style_std.expand(size) + style_mean.expand(size)
+
+    encoder = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(3, 6, 3), nn.ReLU(),
+                            nn.ReflectionPad2d(1), nn.Conv2d(6, 8, 3, stride=2), nn.ReLU())
+    decoder = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(8, 6, 3), nn.ReLU(),
+                            nn.Upsample(scale_factor=2, mode="nearest"),
+                            nn.ReflectionPad2d(1), nn.Conv2d(6, 3, 3))
+    encoder, decoder = encoder.double(), decoder.double()
+    _load(encoder, tt, state, "enc.")
+    _load(decoder, tt, state, "dec.")
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    rng = np.random.default_rng(94)
+    content = tt.from_numpy(rng.uniform(0, 1, (2, 3, 8, 8)))
+    style = tt.from_numpy(rng.uniform(0, 1, (2, 3, 8, 8)) ** 2)
+    opt = tt.optim.Adam(decoder.parameters(), lr=1e-3)
+    mse = nn.MSELoss()
+    losses = []
+    for _ in range(steps):
+        style_feat, content_feat = encoder(style), encoder(content)
+        alpha = 0.8
+        t = adaptive_instance_normalization(content_feat, style_feat)
+        t = alpha * t + (1 - alpha) * content_feat
+        g_t_feat = encoder(decoder(t))
+        loss_c = mse(g_t_feat, t)
+        g_mean, g_std = calc_mean_std(g_t_feat)
+        s_mean, s_std = calc_mean_std(style_feat)
+        loss_s = mse(g_mean, s_mean) + mse(g_std, s_std)
+        loss = loss_c + 10.0 * loss_s
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses += [loss_c.item(), loss_s.item()]
+    with tt.no_grad():
+        std, mean = tt.std_mean(content, dim=(2, 3), correction=0, keepdim=True)
+        var2, mean2 = tt.var_mean(content.flatten(2), dim=-1, unbiased=False)
+        inorm = F.instance_norm(content, eps=0.0)
+    return {"losses": losses, "stats": np.concatenate([_np(std).ravel(), _np(mean).ravel(),
+                                                       _np(var2).ravel(), _np(mean2).ravel()]),
+            "inorm": _np(inorm - (content - mean) / std),
+            "params": {**_params(encoder, "enc."), **_params(decoder, "dec.")}}
+
+
+def test_adain_style_transfer_trains_the_same():
+    _parity(adain_style)
+
+
+def test_adain_style_transfer_runs_in_minidl():
+    out = adain_style(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and np.abs(out["inorm"]).max() < 1e-10
+
+
+# ---- 36. a Conformer block: macaron feed-forwards, GLU convolution module, relative bias ----
+def conformer(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class FeedForward(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.net = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 4 * d), nn.SiLU(),
+                                     nn.Linear(4 * d, d))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class ConvModule(nn.Module):
+        def __init__(self, d, kernel=5):
+            super().__init__()
+            self.norm = nn.LayerNorm(d)
+            self.pointwise1 = nn.Conv1d(d, 2 * d, 1)
+            self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+            self.bn = nn.BatchNorm1d(d)
+            self.pointwise2 = nn.Conv1d(d, d, 1)
+
+        def forward(self, x):
+            x = self.norm(x).transpose(1, 2)
+            x = F.glu(self.pointwise1(x), dim=1)
+            x = F.silu(self.bn(self.depthwise(x)))
+            return self.pointwise2(x).transpose(1, 2)
+
+    class ConformerBlock(nn.Module):
+        def __init__(self, d=8, heads=2, max_rel=4):
+            super().__init__()
+            self.ff1, self.ff2 = FeedForward(d), FeedForward(d)
+            self.attn_norm = nn.LayerNorm(d)
+            self.attn = nn.MultiheadAttention(d, heads, batch_first=True)
+            self.rel_bias = nn.Embedding(2 * max_rel + 1, heads)
+            self.max_rel, self.heads = max_rel, heads
+            self.conv = ConvModule(d)
+            self.final_norm = nn.LayerNorm(d)
+
+        def forward(self, x, padding_mask):
+            B, T, _ = x.shape
+            x = x + 0.5 * self.ff1(x)
+            pos = tt.arange(T)
+            rel = (pos[None, :] - pos[:, None]).clamp(-self.max_rel, self.max_rel) + self.max_rel
+            bias = self.rel_bias(rel).permute(2, 0, 1)                   # (heads, T, T)
+            bias = bias.unsqueeze(0).expand(B, -1, -1, -1).reshape(B * self.heads, T, T)
+            bias = bias.masked_fill(padding_mask.repeat_interleave(self.heads, 0)[:, None, :],
+                                    float("-inf"))
+            h = self.attn_norm(x)
+            x = x + self.attn(h, h, h, attn_mask=bias, need_weights=False)[0]
+            x = x + self.conv(x)
+            x = x + 0.5 * self.ff2(x)
+            return self.final_norm(x)
+
+    rng = np.random.default_rng(95)
+    x = tt.from_numpy(rng.standard_normal((3, 7, 8)))
+    lengths = tt.tensor([7, 5, 6])
+    padding_mask = tt.arange(7)[None, :] >= lengths[:, None]
+    target = tt.from_numpy(rng.standard_normal((3, 7, 8)))
+    model = ConformerBlock().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
+    warmup = tt.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=2)
+    losses = []
+    valid = (~padding_mask).unsqueeze(-1).double()
+    for _ in range(steps):
+        out = model(x, padding_mask)
+        loss = ((out - target) ** 2 * valid).sum() / valid.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        warmup.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_conformer_block_trains_the_same():
+    _parity(conformer)
+
+
+def test_conformer_block_runs_in_minidl():
+    out = conformer(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 37. DeepAR-style forecasting: an LSTM emitting Student-t / negative-binomial parameters -
+def deepar(tt, state=None, steps=3, likelihood="studentt"):
+    nn, F = tt.nn, tt.nn.functional
+    D = tt.distributions
+
+    class DeepAR(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(2, 8, batch_first=True)
+            self.proj = nn.Linear(8, 3)
+
+        def forward(self, past, covariates):
+            out, state = self.rnn(tt.cat([past.unsqueeze(-1), covariates.unsqueeze(-1)], -1))
+            a, b, c = self.proj(out).unbind(-1)
+            if likelihood == "studentt":
+                return D.StudentT(df=2 + F.softplus(a), loc=b, scale=F.softplus(c) + 1e-3)
+            return D.NegativeBinomial(total_count=F.softplus(a) + 1e-3, logits=b)
+
+    rng = np.random.default_rng(96)
+    t = np.arange(13)
+    if likelihood == "studentt":
+        series = np.sin(t / 2 + rng.uniform(0, 6, (5, 1))) + 0.2 * rng.standard_t(3, (5, 13))
+    else:
+        series = rng.poisson(3 + 2 * np.sin(t / 2 + rng.uniform(0, 6, (5, 1)))).astype(float)
+    series = tt.from_numpy(series)
+    cov = tt.from_numpy(np.tile(np.cos(t / 3), (5, 1)))
+    model = DeepAR().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        dist = model(series[:, :-1], cov[:, 1:])
+        loss = -dist.log_prob(series[:, 1:]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        dist = model(series[:, :-1], cov[:, 1:])
+        summary = [dist.mean, dist.variance] if likelihood != "studentt" else [
+            dist.mean, dist.variance, dist.entropy()]
+        summary.append(dist.log_prob(series[:, 1:]))
+    return {"losses": losses, "summary": np.concatenate([_np(s).ravel() for s in summary]),
+            "params": _params(model)}
+
+
+@pytest.mark.parametrize("likelihood", ["studentt", "negbin"])
+def test_deepar_trains_the_same(likelihood):
+    _parity(deepar, likelihood=likelihood)
+
+
+def test_deepar_runs_in_minidl():
+    out = deepar(minidl, steps=2, likelihood="negbin")
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 38. quantization-aware training by hand: fake-quantized weights and activations --------
+def fake_quant_qat(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class QATLinear(nn.Linear):
+        def forward(self, x):
+            w_scale = (self.weight.detach().abs().amax(dim=1).clamp(min=1e-8) / 127).float()
+            w_q = tt.fake_quantize_per_channel_affine(
+                self.weight, w_scale, tt.zeros(self.out_features, dtype=tt.int32), 0, -127, 127)
+            return F.linear(x, w_q, self.bias)
+
+    class ActQuant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("running_max", tt.tensor(1.0, dtype=tt.float64))
+
+        def forward(self, x):
+            if self.training:
+                with tt.no_grad():
+                    self.running_max.mul_(0.9).add_(0.1 * x.detach().abs().max())
+            scale = (self.running_max / 127).item()
+            return tt.fake_quantize_per_tensor_affine(x, scale, 0, -128, 127)
+
+    model = nn.Sequential(QATLinear(4, 8), nn.ReLU(), ActQuant(), QATLinear(8, 3)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(97)
+    x = tt.from_numpy(rng.standard_normal((10, 4)))
+    y = tt.from_numpy(rng.integers(0, 3, 10))
+    opt = tt.optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        logits = model(x)
+        q = tt.quantize_per_tensor(x.float(), 0.05, 3, tt.quint8)
+        int_repr = q.int_repr()
+        back = q.dequantize()
+    return {"losses": losses, "logits": _np(logits), "int_repr": repr(int_repr[0].tolist()),
+            "back": _np(back), "params": _params(model)}
+
+
+def test_fake_quant_qat_trains_the_same():
+    _parity(fake_quant_qat)
+
+
+def test_fake_quant_qat_runs_in_minidl():
+    out = fake_quant_qat(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 39. an optimal-transport loss: log-domain Sinkhorn between point clouds ---------------
+def sinkhorn_ot(tt, state=None, steps=3):
+    nn = tt.nn
+
+    def sinkhorn(x, y, eps=0.1, iters=20):
+        C = tt.cdist(x, y, p=2) ** 2
+        n, m = C.shape[-2:]
+        log_a = tt.full((x.shape[0], n), -math.log(n), dtype=x.dtype)
+        log_b = tt.full((x.shape[0], m), -math.log(m), dtype=x.dtype)
+        f, g = tt.zeros_like(log_a), tt.zeros_like(log_b)
+        for _ in range(iters):
+            f = -eps * tt.logsumexp((g.unsqueeze(1) - C) / eps + log_b.unsqueeze(1), dim=2)
+            g = -eps * tt.logsumexp((f.unsqueeze(2) - C) / eps + log_a.unsqueeze(2), dim=1)
+        log_P = (f.unsqueeze(2) + g.unsqueeze(1) - C) / eps + log_a.unsqueeze(2) + \
+            log_b.unsqueeze(1)
+        return (log_P.exp() * C).sum(dim=(1, 2)), log_P
+
+    rng = np.random.default_rng(98)
+    target = tt.from_numpy(rng.standard_normal((2, 8, 2)) * 0.5 + 1.0)
+    noise = tt.from_numpy(rng.standard_normal((2, 8, 3)))
+    generator = nn.Sequential(nn.Linear(3, 8), nn.Softplus(beta=2.0), nn.Linear(8, 2)).double()
+    _load(generator, tt, state)
+    opt = tt.optim.Adam(generator.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        cost, log_P = sinkhorn(generator(noise), target)
+        loss = cost.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        _, log_P = sinkhorn(generator(noise), target)
+        marginals = tt.cat([log_P.exp().sum(2), log_P.exp().sum(1)], 1)
+    return {"losses": losses, "marginals": _np(marginals), "params": _params(generator)}
+
+
+def test_sinkhorn_ot_trains_the_same():
+    _parity(sinkhorn_ot)
+
+
+def test_sinkhorn_ot_runs_in_minidl():
+    out = sinkhorn_ot(minidl, steps=2)
+    np.testing.assert_allclose(out["marginals"].sum(1), 2.0, rtol=1e-8)
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
