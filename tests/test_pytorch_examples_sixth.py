@@ -2666,7 +2666,7 @@ def conformer(tt, state=None, steps=3):
             super().__init__()
             self.norm = nn.LayerNorm(d)
             self.pointwise1 = nn.Conv1d(d, 2 * d, 1)
-            self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d)
+            self.depthwise = nn.Conv1d(d, d, kernel, padding=kernel // 2, groups=d, bias=False)
             self.bn = nn.BatchNorm1d(d)
             self.pointwise2 = nn.Conv1d(d, d, 1)
 
@@ -3017,3 +3017,102 @@ def test_mismatched_attention_masks_warn_as_torch():
 def test_mismatched_attention_masks_warn_as_torch_as_torch():
     pytest.importorskip("torch")
     assert _mask_warnings(minidl) == _mask_warnings(torch)
+
+
+def _attention_with_a_learned_bias(tt, which):
+    rng = np.random.default_rng(5)
+    q = tt.from_numpy(rng.standard_normal((2, 2, 4, 4)))
+    x = tt.from_numpy(rng.standard_normal((2, 4, 8)))
+    bias = tt.from_numpy(rng.standard_normal((2, 2, 4, 4))).requires_grad_(True)
+    if which == "sdpa":
+        out = tt.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=bias)
+    else:
+        mha = tt.nn.MultiheadAttention(8, 2, batch_first=True).double()
+        with tt.no_grad():
+            for p in mha.parameters():
+                p.copy_(tt.from_numpy(rng.standard_normal(tuple(p.shape)) * 0.3))
+        out = mha(x, x, x, attn_mask=bias.view(4, 4, 4), need_weights=False)[0]
+    out.pow(2).sum().backward()
+    return _np(bias.grad)
+
+
+@pytest.mark.parametrize("which", ["sdpa", "mha"])
+def test_a_float_attention_mask_gets_its_own_gradient(which):
+    """the Conformer's learned relative-position bias, passed as attn_mask: where the mask had
+    the scores' full shape, its gradient was also multiplied by the softmax scale (half of
+    torch's for heads of 4 features), in scaled_dot_product_attention and in
+    MultiheadAttention's fused path."""
+    from minidl.testing import gradcheck
+
+    rng = np.random.default_rng(6)
+    q = minidl.from_numpy(rng.standard_normal((1, 2, 3, 4)))
+    bias = minidl.from_numpy(rng.standard_normal((1, 2, 3, 3))).requires_grad_(True)
+    assert gradcheck(lambda b: minidl.nn.functional.scaled_dot_product_attention(
+        q, q, q, attn_mask=b), [bias])
+    grad = _attention_with_a_learned_bias(minidl, which)
+    assert np.isfinite(grad).all() and np.abs(grad).sum() > 0
+
+
+@pytest.mark.parametrize("which", ["sdpa", "mha"])
+def test_a_float_attention_mask_gets_its_own_gradient_as_torch(which):
+    pytest.importorskip("torch")
+    np.testing.assert_allclose(_attention_with_a_learned_bias(minidl, which),
+                               _attention_with_a_learned_bias(torch, which), rtol=1e-10,
+                               atol=1e-12)
+
+
+def _statistics_overloads(tt):
+    x = tt.from_numpy(np.random.default_rng(7).standard_normal((3, 5)))
+    outs = [tt.var_mean(x, 1, unbiased=False), tt.var_mean(x, dim=0, unbiased=True,
+                                                           keepdim=True),
+            tt.std_mean(x, 1, False), tt.var_mean(x, False), tt.std_mean(x, unbiased=False),
+            tt.var_mean(x, 1, correction=0), tt.std_mean(x, (0, 1), True, True)]
+    return [np.concatenate([_np(a).ravel(), _np(b).ravel()]) for a, b in outs]
+
+
+def test_var_mean_and_std_mean_take_the_unbiased_overloads():
+    """AdaIN's statistics, torch.var_mean(x, dim, unbiased=False): var_mean and std_mean only
+    took correction=; torch also has (input, dim, unbiased, keepdim) and (input, unbiased)."""
+    got = _statistics_overloads(minidl)
+    x = np.random.default_rng(7).standard_normal((3, 5))
+    np.testing.assert_allclose(got[0], np.concatenate([x.var(1), x.mean(1)]))
+    np.testing.assert_allclose(got[3], [x.var(), x.mean()])
+    with pytest.raises(TypeError, match="unbiased or correction, not both"):
+        minidl.var_mean(minidl.from_numpy(x), 1, unbiased=True, correction=0)
+
+
+def test_var_mean_and_std_mean_take_the_unbiased_overloads_as_torch():
+    pytest.importorskip("torch")
+    for a, b in zip(_statistics_overloads(minidl), _statistics_overloads(torch)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def _fake_quant_float64(tt):
+    rng = np.random.default_rng(8)
+    s32 = rng.uniform(0.005, 0.02, 6).astype(np.float32)
+    ties = (np.arange(-60, 60) + 0.5)[None, :] * s32[:, None].astype(np.float64)
+    x = tt.from_numpy(np.concatenate([ties, rng.standard_normal((6, 40))], 1))
+    x.requires_grad_(True)
+    per_channel = tt.fake_quantize_per_channel_affine(
+        x, tt.from_numpy(s32), tt.from_numpy(rng.integers(-3, 3, 6).astype(np.int32)), 0,
+        -100, 100)
+    per_tensor = tt.fake_quantize_per_tensor_affine(x, float(s32[0]), 2, -128, 127)
+    (per_channel.sum() + per_tensor.pow(2).sum()).backward()
+    return [_np(per_channel), _np(per_tensor), _np(x.grad)]
+
+
+def test_fake_quantize_of_float64_rounds_as_torchs_kernels():
+    """QAT in float64: torch's kernels multiply a float64 input by 1/scale in float64 (minidl
+    rounded the input to float32 first, so half a quantum could round the other way) and keep
+    the per-channel dequantized product in float64 (minidl rounded it to float32)."""
+    pc, pt, grad = _fake_quant_float64(minidl)
+    assert pc.dtype == np.float64 and np.isfinite(grad).all()
+    rng = np.random.default_rng(8)
+    s = np.float64(rng.uniform(0.005, 0.02, 6).astype(np.float32)[0])
+    assert pc[0, 60] == np.rint(0.5 + (pc[0, 60] / s - 0.5)) * s  # a tie stays on the grid
+
+
+def test_fake_quantize_of_float64_rounds_as_torchs_kernels_as_torch():
+    pytest.importorskip("torch")
+    for a, b in zip(_fake_quant_float64(minidl), _fake_quant_float64(torch)):
+        np.testing.assert_array_equal(a, b)

@@ -149,7 +149,11 @@ class Attention(Function):
         m = self._mask_input
         if len(self.inputs) > m and self.inputs[m].requires_grad:
             gmask = unbroadcast(gs, self.mask_shape)
-        gs *= gs.dtype.type(self.scale)
+            # where the mask has the scores' shape that is gs itself (or a view of it): the
+            # scaling below must not reach the mask's gradient
+            gs = gs * gs.dtype.type(self.scale)
+        else:
+            gs *= gs.dtype.type(self.scale)
         return gs @ k, xp.swapaxes(gs, -1, -2) @ q, gv, gmask
 
 
