@@ -2890,6 +2890,592 @@ def test_sinkhorn_ot_runs_in_minidl():
     np.testing.assert_allclose(out["marginals"].sum(1), 2.0, rtol=1e-8)
 
 
+# ---- 40. a T5-style encoder: bucketed relative position bias, RMS layer norm, no biases ------
+def t5_encoder(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    D, H, BUCKETS, MAX_DIST = 8, 2, 6, 8
+
+    def relative_position_bucket(relative_position, bidirectional=True,
+                                 num_buckets=BUCKETS, max_distance=MAX_DIST):
+        relative_buckets = 0
+        if bidirectional:
+            num_buckets //= 2
+            relative_buckets += (relative_position > 0).to(tt.long) * num_buckets
+            relative_position = tt.abs(relative_position)
+        max_exact = num_buckets // 2
+        is_small = relative_position < max_exact
+        relative_position_if_large = max_exact + (
+            tt.log(relative_position.float() / max_exact)
+            / math.log(max_distance / max_exact) * (num_buckets - max_exact)).to(tt.long)
+        relative_position_if_large = tt.min(
+            relative_position_if_large, tt.full_like(relative_position_if_large, num_buckets - 1))
+        relative_buckets += tt.where(is_small, relative_position, relative_position_if_large)
+        return relative_buckets
+
+    class T5LayerNorm(nn.Module):
+        def __init__(self, hidden_size, eps=1e-6):
+            super().__init__()
+            self.weight = nn.Parameter(tt.ones(hidden_size))
+            self.variance_epsilon = eps
+
+        def forward(self, hidden_states):
+            variance = hidden_states.to(tt.float32).pow(2).mean(-1, keepdim=True)
+            hidden_states = hidden_states * tt.rsqrt(variance + self.variance_epsilon)
+            return self.weight * hidden_states
+
+    class T5Layer(nn.Module):
+        def __init__(self, has_relative_attention_bias):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(D, D, bias=False) for _ in range(4))
+            if has_relative_attention_bias:
+                self.relative_attention_bias = nn.Embedding(BUCKETS, H)
+            self.ln1, self.ln2 = T5LayerNorm(D), T5LayerNorm(D)
+            self.wi, self.wo = nn.Linear(D, 2 * D, bias=False), nn.Linear(2 * D, D, bias=False)
+
+        def compute_bias(self, length):
+            context = tt.arange(length, dtype=tt.long)[:, None]
+            memory = tt.arange(length, dtype=tt.long)[None, :]
+            buckets = relative_position_bucket(memory - context)
+            return self.relative_attention_bias(buckets).permute([2, 0, 1]).unsqueeze(0)
+
+        def forward(self, x, position_bias, mask):
+            B, T, _ = x.shape
+            h = self.ln1(x)
+            q, k, v = (f(h).view(B, T, H, D // H).transpose(1, 2) for f in (self.q, self.k, self.v))
+            if position_bias is None:
+                position_bias = self.compute_bias(T) + mask
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=position_bias, scale=1.0)
+            x = x + self.o(a.transpose(1, 2).reshape(B, T, D))
+            return x + self.wo(F.relu(self.wi(self.ln2(x)))), position_bias
+
+    class T5Encoder(nn.Module):
+        def __init__(self, vocab=12):
+            super().__init__()
+            self.embed_tokens = nn.Embedding(vocab, D)
+            self.block = nn.ModuleList([T5Layer(i == 0) for i in range(2)])
+            self.final_layer_norm = T5LayerNorm(D)
+            self.lm_head = nn.Linear(D, vocab, bias=False)
+
+        def forward(self, ids, attention_mask):
+            x = self.embed_tokens(ids)
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * tt.finfo(x.dtype).min
+            bias = None
+            for layer in self.block:
+                x, bias = layer(x, bias, mask)
+            return self.lm_head(self.final_layer_norm(x) * D ** -0.5)
+
+    rng = np.random.default_rng(99)
+    ids = tt.from_numpy(rng.integers(1, 12, (3, 7)))
+    attention_mask = tt.from_numpy((np.arange(7)[None, :] < np.array([[7], [5], [6]])).astype(
+        np.int64))
+    labels = ids.masked_fill(attention_mask == 0, -100)
+    model = T5Encoder().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adafactor(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        logits = model(ids, attention_mask)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.view(-1),
+                               ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    buckets = relative_position_bucket(tt.arange(-9, 10))
+    return {"losses": losses, "buckets": repr(buckets.tolist()), "params": _params(model)}
+
+
+def test_t5_encoder_with_relative_position_bias_trains_the_same():
+    # T5LayerNorm takes the variance in float32 (as Hugging Face's does), and a float32 sum's
+    # rounding depends on its order, which is each framework's own: float32 tolerances
+    _parity(t5_encoder, rtol=1e-6, atol=1e-8, loss_rtol=1e-7)
+
+
+def test_t5_encoder_runs_in_minidl():
+    out = t5_encoder(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 41. a Set Transformer: induced set attention blocks and pooling by attention ------------
+def set_transformer(tt, state=None, steps=3):
+    nn = tt.nn
+
+    class MAB(nn.Module):
+        def __init__(self, dim_Q, dim_K, dim_V, num_heads, ln=True):
+            super().__init__()
+            self.dim_V, self.num_heads = dim_V, num_heads
+            self.fc_q, self.fc_k = nn.Linear(dim_Q, dim_V), nn.Linear(dim_K, dim_V)
+            self.fc_v, self.fc_o = nn.Linear(dim_K, dim_V), nn.Linear(dim_V, dim_V)
+            self.ln0 = nn.LayerNorm(dim_V) if ln else nn.Identity()
+            self.ln1 = nn.LayerNorm(dim_V) if ln else nn.Identity()
+
+        def forward(self, Q, K):
+            Q = self.fc_q(Q)
+            K, V = self.fc_k(K), self.fc_v(K)
+            dim_split = self.dim_V // self.num_heads
+            Q_ = tt.cat(Q.split(dim_split, 2), 0)
+            K_ = tt.cat(K.split(dim_split, 2), 0)
+            V_ = tt.cat(V.split(dim_split, 2), 0)
+            A = tt.softmax(Q_.bmm(K_.transpose(1, 2)) / math.sqrt(self.dim_V), 2)
+            O = tt.cat((Q_ + A.bmm(V_)).split(Q.size(0), 0), 2)
+            O = self.ln0(O)
+            return self.ln1(O + nn.functional.relu(self.fc_o(O)))
+
+    class ISAB(nn.Module):
+        def __init__(self, dim_in, dim_out, num_heads, num_inds):
+            super().__init__()
+            self.I = nn.Parameter(tt.Tensor(1, num_inds, dim_out))
+            nn.init.xavier_uniform_(self.I)
+            self.mab0 = MAB(dim_out, dim_in, dim_out, num_heads)
+            self.mab1 = MAB(dim_in, dim_out, dim_out, num_heads)
+
+        def forward(self, X):
+            H = self.mab0(self.I.repeat(X.size(0), 1, 1), X)
+            return self.mab1(X, H)
+
+    class PMA(nn.Module):
+        def __init__(self, dim, num_heads, num_seeds):
+            super().__init__()
+            self.S = nn.Parameter(tt.Tensor(1, num_seeds, dim))
+            nn.init.xavier_uniform_(self.S)
+            self.mab = MAB(dim, dim, dim, num_heads)
+
+        def forward(self, X):
+            return self.mab(self.S.repeat(X.size(0), 1, 1), X)
+
+    model = nn.Sequential(ISAB(2, 8, 2, 3), ISAB(8, 8, 2, 3), PMA(8, 2, 1),
+                          nn.Flatten(), nn.Linear(8, 1)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(100)
+    sets = rng.standard_normal((6, 9, 2)) * rng.uniform(0.5, 2, (6, 1, 1))
+    target = tt.from_numpy(np.abs(sets).max(axis=(1, 2))[:, None])
+    x = tt.from_numpy(sets)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        loss = nn.functional.l1_loss(model(x), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        perm = tt.from_numpy(rng.permutation(9))
+        invariance = (model(x) - model(x[:, perm])).abs().max()
+    return {"losses": losses, "invariance": [invariance.item()], "params": _params(model)}
+
+
+def test_set_transformer_trains_the_same():
+    out = _parity(set_transformer)
+    assert out["invariance"][0] < 1e-12
+
+
+def test_set_transformer_runs_in_minidl():
+    out = set_transformer(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 42. GIN for graph classification: a sparse adjacency, sum readout by index_add ----------
+def gin(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class GINConv(nn.Module):
+        def __init__(self, dim_in, dim_out):
+            super().__init__()
+            self.eps = nn.Parameter(tt.zeros(1))
+            self.mlp = nn.Sequential(nn.Linear(dim_in, dim_out), nn.BatchNorm1d(dim_out),
+                                     nn.ReLU(), nn.Linear(dim_out, dim_out))
+
+        def forward(self, x, adj):
+            return self.mlp((1 + self.eps) * x + tt.sparse.mm(adj, x))
+
+    class GIN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList([GINConv(3, 8), GINConv(8, 8)])
+            self.head = nn.Linear(3 + 8 + 8, 2)
+
+        def forward(self, x, adj, batch, num_graphs):
+            readouts = [tt.zeros(num_graphs, x.size(1), dtype=x.dtype).index_add_(0, batch, x)]
+            for conv in self.convs:
+                x = F.relu(conv(x, adj))
+                readouts.append(tt.zeros(num_graphs, x.size(1), dtype=x.dtype)
+                                .index_add_(0, batch, x))
+            return self.head(tt.cat(readouts, dim=1))
+
+    rng = np.random.default_rng(101)
+    sizes = [5, 4, 6, 3]
+    edges, batch, offset = [], [], 0
+    for g, n in enumerate(sizes):
+        for i in range(n):
+            for j in range(i + 1, n):
+                if rng.random() < 0.5 or j == i + 1:
+                    edges += [(offset + i, offset + j), (offset + j, offset + i)]
+        batch += [g] * n
+        offset += n
+    index = tt.tensor(np.array(edges).T.tolist())
+    adj = tt.sparse_coo_tensor(index, tt.ones(index.size(1), dtype=tt.float64),
+                               (offset, offset)).coalesce()
+    x = tt.from_numpy(rng.standard_normal((offset, 3)))
+    batch = tt.tensor(batch)
+    y = tt.tensor([0, 1, 1, 0])
+    model = GIN().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x, adj, batch, len(sizes)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    degree = tt.sparse.sum(adj, dim=1).to_dense()
+    return {"losses": losses, "degree": _np(degree), "nnz": repr(adj._nnz()),
+            "params": _params(model)}
+
+
+def test_gin_with_a_sparse_adjacency_trains_the_same():
+    _parity(gin)
+
+
+def test_gin_runs_in_minidl():
+    out = gin(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 43. SIREN: sine layers with their special init, fitted to values and a Laplacian -------
+def siren(tt, state=None, steps=3):
+    nn = tt.nn
+
+    class SineLayer(nn.Module):
+        def __init__(self, in_features, out_features, is_first=False, omega_0=30.0):
+            super().__init__()
+            self.omega_0, self.is_first = omega_0, is_first
+            self.linear = nn.Linear(in_features, out_features)
+            with tt.no_grad():
+                bound = 1 / in_features if is_first else math.sqrt(6 / in_features) / omega_0
+                self.linear.weight.uniform_(-bound, bound)
+
+        def forward(self, x):
+            return tt.sin(self.omega_0 * self.linear(x))
+
+    def laplace(y, x):
+        grad = tt.autograd.grad(y, [x], grad_outputs=tt.ones_like(y), create_graph=True)[0]
+        div = 0.0
+        for i in range(grad.shape[-1]):
+            div = div + tt.autograd.grad(grad[..., i], x, tt.ones_like(grad[..., i]),
+                                         create_graph=True)[0][..., i:i + 1]
+        return div
+
+    model = nn.Sequential(SineLayer(2, 12, is_first=True, omega_0=3.0),
+                          SineLayer(12, 12, omega_0=3.0), nn.Linear(12, 1)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(102)
+    coords_np = rng.uniform(-1, 1, (20, 2))
+    coords = tt.from_numpy(coords_np).requires_grad_(True)
+    target = tt.from_numpy(np.sin(2 * coords_np[:, :1]) * np.cos(coords_np[:, 1:]))
+    target_lap = -5 * target
+    opt = tt.optim.Adam(lr=1e-3, params=model.parameters())
+    losses = []
+    for _ in range(steps):
+        out = model(coords)
+        lap = laplace(out, coords)
+        loss = ((out - target) ** 2).mean() + 1e-2 * ((lap - target_lap) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_siren_with_a_laplacian_loss_trains_the_same():
+    _parity(siren)
+
+
+def test_siren_runs_in_minidl():
+    out = siren(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 44. noisy student: soft pseudo-labels as probability targets, label smoothing --------
+def noisy_student(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def net():
+        return nn.Sequential(nn.Linear(5, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Dropout(0.0),
+                             nn.Linear(12, 4))
+
+    teacher, student = net().double(), net().double()
+    _load(teacher, tt, state, "t.")
+    _load(student, tt, state, "s.")
+    rng = np.random.default_rng(103)
+    labelled = tt.from_numpy(rng.standard_normal((8, 5)))
+    labels = tt.from_numpy(rng.integers(0, 4, 8))
+    unlabelled = tt.from_numpy(rng.standard_normal((12, 5)))
+    noise = rng.standard_normal((steps, 12, 5)) * 0.1
+    teacher.eval()
+    with tt.no_grad():
+        pseudo = F.softmax(teacher(unlabelled) / 0.5, dim=1)
+        confident = pseudo.max(dim=1).values > 0.3
+    opt = tt.optim.NAdam(student.parameters(), lr=1e-2, momentum_decay=4e-3)
+    losses = []
+    for i in range(steps):
+        student.train()
+        noisy = unlabelled + tt.from_numpy(noise[i])
+        loss_u = F.cross_entropy(student(noisy[confident]), pseudo[confident],
+                                 label_smoothing=0.1)
+        loss_l = F.cross_entropy(student(labelled), labels, label_smoothing=0.1,
+                                 weight=tt.tensor([1.0, 2.0, 1.0, 0.5], dtype=tt.float64))
+        loss = loss_l + 0.5 * loss_u
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        per_row = F.cross_entropy(student(unlabelled), pseudo, reduction="none",
+                                  label_smoothing=0.2)
+    return {"losses": losses, "per_row": _np(per_row), "n_confident": repr(int(confident.sum())),
+            "params": {**_params(teacher, "t."), **_params(student, "s.")}}
+
+
+def test_noisy_student_with_soft_targets_trains_the_same():
+    _parity(noisy_student)
+
+
+def test_noisy_student_runs_in_minidl():
+    out = noisy_student(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 45. an orthogonal RNN: the recurrent matrix parametrized orthogonal --------------------
+def orthogonal_rnn(tt, state=None, steps=3, orthogonal_map="matrix_exp"):
+    nn, F = tt.nn, tt.nn.functional
+    orthogonal = nn.utils.parametrizations.orthogonal
+
+    class OrthogonalRNN(nn.Module):
+        def __init__(self, n_in=3, hidden=6, n_out=2):
+            super().__init__()
+            self.input_layer = nn.Linear(n_in, hidden)
+            self.recurrent = orthogonal(nn.Linear(hidden, hidden, bias=False),
+                                        orthogonal_map=orthogonal_map)
+            self.out = nn.Linear(hidden, n_out)
+
+        def forward(self, x):
+            h = tt.zeros(x.size(0), self.recurrent.in_features, dtype=x.dtype)
+            with nn.utils.parametrize.cached():
+                for t in range(x.size(1)):
+                    h = tt.tanh(self.input_layer(x[:, t]) + self.recurrent(h))
+            return self.out(h)
+
+    rng = np.random.default_rng(104)
+    x = tt.from_numpy(rng.standard_normal((5, 6, 3)))
+    y = tt.from_numpy(rng.integers(0, 2, 5))
+    model = OrthogonalRNN().double()
+    _load(model, tt, state)
+    opt = tt.optim.RMSprop(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    W = model.recurrent.weight
+    ortho = (W @ W.T - tt.eye(6, dtype=W.dtype)).abs().max()
+    return {"losses": losses, "ortho": [ortho.item()], "weight": _np(W),
+            "params": _params(model)}
+
+
+@pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley", "householder"])
+def test_orthogonal_rnn_trains_the_same(orthogonal_map):
+    out = _parity(orthogonal_rnn, orthogonal_map=orthogonal_map, loss_atol=1e-10)
+    # the trivialization's base was drawn while the layer was float32 (before .double())
+    assert out["ortho"][0] < 1e-6
+
+
+def test_orthogonal_rnn_runs_in_minidl():
+    out = orthogonal_rnn(minidl, steps=2)
+    assert out["ortho"][0] < 1e-6
+
+
+# ---- 46. Glow: ActNorm with data-dependent init, LU-decomposed 1x1 convolutions, squeezes ----
+def glow(tt, state=None, steps=3, lu=True):
+    nn, F = tt.nn, tt.nn.functional
+
+    def squeeze(x):
+        b, c, h, w = x.shape
+        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return x.reshape(b, c * 4, h // 2, w // 2)
+
+    class ActNorm(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.loc = nn.Parameter(tt.zeros(1, c, 1, 1))
+            self.log_scale = nn.Parameter(tt.zeros(1, c, 1, 1))
+            self.register_buffer("initialized", tt.tensor(0, dtype=tt.uint8))
+
+        def forward(self, x):
+            if self.initialized.item() == 0:
+                with tt.no_grad():
+                    flat = x.permute(1, 0, 2, 3).reshape(x.shape[1], -1)
+                    self.loc.copy_(-flat.mean(1).view_as(self.loc))
+                    self.log_scale.copy_(-tt.log(flat.std(1) + 1e-6).view_as(self.log_scale))
+                    self.initialized.fill_(1)
+            logdet = x.shape[2] * x.shape[3] * self.log_scale.sum()
+            return (x + self.loc) * tt.exp(self.log_scale), logdet
+
+    class InvConv2dLU(nn.Module):
+        def __init__(self, c, weight):
+            super().__init__()
+            P, L, U = tt.linalg.lu(weight)
+            s = tt.diagonal(U)
+            self.register_buffer("w_p", P)
+            self.register_buffer("u_mask", tt.triu(tt.ones_like(U), 1))
+            self.register_buffer("l_mask", self.u_mask.T.clone())
+            self.register_buffer("s_sign", tt.sign(s))
+            self.register_buffer("l_eye", tt.eye(c, dtype=weight.dtype))
+            self.w_l, self.w_u = nn.Parameter(L), nn.Parameter(tt.triu(U, 1))
+            self.w_s = nn.Parameter(tt.log(tt.abs(s)))
+
+        def calc_weight(self):
+            return self.w_p @ (self.w_l * self.l_mask + self.l_eye) @ (
+                (self.w_u * self.u_mask) + tt.diag(self.s_sign * tt.exp(self.w_s)))
+
+        def forward(self, x):
+            weight = self.calc_weight()
+            logdet = x.shape[2] * x.shape[3] * tt.sum(self.w_s)
+            return F.conv2d(x, weight.unsqueeze(2).unsqueeze(3)), logdet
+
+    class InvConv2d(nn.Module):
+        def __init__(self, c, weight):
+            super().__init__()
+            self.weight = nn.Parameter(weight.clone())
+
+        def forward(self, x):
+            logdet = x.shape[2] * x.shape[3] * tt.slogdet(self.weight)[1]
+            return F.conv2d(x, self.weight.unsqueeze(2).unsqueeze(3)), logdet
+
+    class AffineCoupling(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv2d(c // 2, 8, 3, padding=1), nn.ReLU(),
+                                     nn.Conv2d(8, c, 1))
+
+        def forward(self, x):
+            a, b = x.chunk(2, 1)
+            log_s, t = self.net(a).chunk(2, 1)
+            s = tt.sigmoid(log_s + 2)
+            return tt.cat([a, (b + t) * s], 1), tt.sum(tt.log(s).view(x.shape[0], -1), 1)
+
+    class Flow(nn.Module):
+        def __init__(self, c, weight):
+            super().__init__()
+            self.actnorm = ActNorm(c)
+            self.invconv = InvConv2dLU(c, weight) if lu else InvConv2d(c, weight)
+            self.coupling = AffineCoupling(c)
+
+        def forward(self, x):
+            x, l1 = self.actnorm(x)
+            x, l2 = self.invconv(x)
+            x, l3 = self.coupling(x)
+            return x, l1 + l2 + l3
+
+    rng = np.random.default_rng(105)
+    weights = [tt.from_numpy(np.linalg.qr(rng.standard_normal((4, 4)))[0]) for _ in range(2)]
+    flows = nn.ModuleList([Flow(4, w) for w in weights]).double()
+    _load(flows, tt, state)
+    images = tt.from_numpy(rng.uniform(0, 1, (6, 1, 4, 4)) + rng.uniform(0, 1 / 256, (6, 1, 4, 4)))
+    opt = tt.optim.Adam(flows.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        z, logdet = squeeze(images - 0.5), 0
+        for flow in flows:
+            z, ld = flow(z)
+            logdet = logdet + ld
+        log_p = (-0.5 * (z ** 2 + math.log(2 * math.pi))).view(z.shape[0], -1).sum(1)
+        n_pixel = 16
+        loss = (-(log_p + logdet - math.log(256) * n_pixel) / (math.log(2) * n_pixel)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(flows)}
+
+
+def test_glow_with_lu_decomposed_convolutions_trains_the_same():
+    _parity(glow)
+
+
+def test_glow_with_slogdet_trains_the_same():
+    _parity(glow, lu=False)
+
+
+def test_glow_runs_in_minidl():
+    out = glow(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 47. decorrelated batch norm (ZCA by eigh) and an orthogonal Procrustes alignment (SVD) --
+def whitening_procrustes(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class DecorrelatedBN(nn.Module):
+        def __init__(self, num_features, eps=1e-3, momentum=0.1):
+            super().__init__()
+            self.eps, self.momentum = eps, momentum
+            self.register_buffer("running_mean", tt.zeros(num_features, dtype=tt.float64))
+            self.register_buffer("running_wm", tt.eye(num_features, dtype=tt.float64))
+            self.weight = nn.Parameter(tt.ones(num_features, dtype=tt.float64))
+            self.bias = nn.Parameter(tt.zeros(num_features, dtype=tt.float64))
+
+        def forward(self, x):
+            if self.training:
+                mean = x.mean(0)
+                xc = x - mean
+                sigma = xc.T @ xc / x.size(0) + self.eps * tt.eye(x.size(1), dtype=x.dtype)
+                eigvals, eigvecs = tt.linalg.eigh(sigma)
+                wm = eigvecs @ tt.diag(eigvals.rsqrt()) @ eigvecs.T
+                with tt.no_grad():
+                    self.running_mean.lerp_(mean, self.momentum)
+                    self.running_wm.lerp_(wm, self.momentum)
+            else:
+                xc, wm = x - self.running_mean, self.running_wm
+            return xc @ wm * self.weight + self.bias
+
+    rng = np.random.default_rng(106)
+    mix = rng.standard_normal((4, 4))
+    x = tt.from_numpy(rng.standard_normal((16, 4)) @ mix)
+    rotation = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    anchors = rng.standard_normal((16, 3))
+    target = tt.from_numpy(anchors @ rotation)
+    model = nn.Sequential(nn.Linear(4, 4), DecorrelatedBN(4), nn.Tanh(), nn.Linear(4, 3)).double()
+    _load(model, tt, state)
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(steps):
+        emb = model(x)
+        U, S, Vh = tt.linalg.svd(emb.T @ target, full_matrices=False)
+        R = U @ Vh
+        loss = F.mse_loss(emb @ R, target) + 1e-3 * S.sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    with tt.no_grad():
+        white = model[1](model[0](x))
+        cov = tt.cov(white.T)
+    return {"losses": losses, "cov": _np(cov), "params": _params(model)}
+
+
+def test_decorrelated_bn_and_procrustes_train_the_same():
+    _parity(whitening_procrustes)
+
+
+def test_decorrelated_bn_and_procrustes_run_in_minidl():
+    out = whitening_procrustes(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
