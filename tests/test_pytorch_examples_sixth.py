@@ -3476,6 +3476,366 @@ def test_decorrelated_bn_and_procrustes_run_in_minidl():
     assert np.isfinite(out["losses"]).all()
 
 
+# ---- 48. unsupervised optical flow: backward warping by grid_sample, a smoothness prior ------
+def optical_flow(tt, state=None, steps=3, padding_mode="border"):
+    nn, F = tt.nn, tt.nn.functional
+
+    def warp(img, flow):
+        B, _, H, W = img.shape
+        ys, xs = tt.meshgrid(tt.arange(H, dtype=img.dtype), tt.arange(W, dtype=img.dtype),
+                             indexing="ij")
+        grid = tt.stack((xs, ys), dim=0).unsqueeze(0) + flow
+        gx = 2.0 * grid[:, 0] / max(W - 1, 1) - 1.0
+        gy = 2.0 * grid[:, 1] / max(H - 1, 1) - 1.0
+        return F.grid_sample(img, tt.stack((gx, gy), dim=3), mode="bilinear",
+                             padding_mode=padding_mode, align_corners=True)
+
+    def charbonnier(x, eps=1e-3, alpha=0.45):
+        return ((x ** 2 + eps ** 2) ** alpha).mean()
+
+    def smoothness(flow):
+        dx = flow[:, :, :, 1:] - flow[:, :, :, :-1]
+        dy = flow[:, :, 1:, :] - flow[:, :, :-1, :]
+        return charbonnier(dx) + charbonnier(dy)
+
+    class FlowNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), nn.LeakyReLU(0.1),
+                                      nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.LeakyReLU(0.1),
+                                      nn.Conv2d(8, 2, 3, padding=1))
+
+        def forward(self, a, b):
+            return self.body(tt.cat([a, b], 1))
+
+    rng = np.random.default_rng(107)
+    base = np.cumsum(np.cumsum(rng.standard_normal((3, 1, 10, 10)), 2), 3) / 5
+    shifted = np.roll(base, (1, -1), axis=(2, 3)) + 0.01 * rng.standard_normal(base.shape)
+    a, b = tt.from_numpy(base), tt.from_numpy(shifted)
+    model = FlowNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    losses = []
+    for _ in range(steps):
+        flow = model(a, b)
+        loss = charbonnier(warp(b, flow) - a) + 0.1 * smoothness(flow)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+@pytest.mark.parametrize("padding_mode", ["border", "zeros", "reflection"])
+def test_optical_flow_by_warping_trains_the_same(padding_mode):
+    _parity(optical_flow, padding_mode=padding_mode)
+
+
+def test_optical_flow_runs_in_minidl():
+    out = optical_flow(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 49. evidential deep learning: Dirichlet evidence, digamma and lgamma in the loss --------
+def evidential(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    K = 3
+
+    def kl_divergence(alpha):
+        ones = tt.ones([1, K], dtype=alpha.dtype)
+        sum_alpha = tt.sum(alpha, dim=1, keepdim=True)
+        first_term = (tt.lgamma(sum_alpha) - tt.lgamma(alpha).sum(dim=1, keepdim=True)
+                      + tt.lgamma(ones).sum(dim=1, keepdim=True)
+                      - tt.lgamma(ones.sum(dim=1, keepdim=True)))
+        second_term = ((alpha - ones).mul(tt.digamma(alpha) - tt.digamma(sum_alpha))
+                       .sum(dim=1, keepdim=True))
+        return first_term + second_term
+
+    def edl_digamma_loss(output, target, epoch_num, annealing_step=4):
+        evidence = F.softplus(output)
+        alpha = evidence + 1
+        y = F.one_hot(target, K).to(alpha.dtype)
+        S = tt.sum(alpha, dim=1, keepdim=True)
+        A = tt.sum(y * (tt.digamma(S) - tt.digamma(alpha)), dim=1, keepdim=True)
+        annealing_coef = min(1.0, epoch_num / annealing_step)
+        kl_alpha = (alpha - 1) * (1 - y) + 1
+        return tt.mean(A + annealing_coef * kl_divergence(kl_alpha))
+
+    rng = np.random.default_rng(108)
+    x = tt.from_numpy(rng.standard_normal((10, 4)))
+    y = tt.from_numpy(rng.integers(0, K, 10))
+    model = nn.Sequential(nn.Linear(4, 10), nn.ReLU(), nn.Linear(10, K)).double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for epoch in range(steps):
+        loss = edl_digamma_loss(model(x), y, epoch + 1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        alpha = F.softplus(model(x)) + 1
+        uncertainty = K / alpha.sum(1)
+        dirichlet = tt.distributions.Dirichlet(alpha)
+        stats = tt.cat([dirichlet.entropy(), dirichlet.log_prob(alpha / alpha.sum(1, True)),
+                        uncertainty])
+    return {"losses": losses, "stats": _np(stats), "params": _params(model)}
+
+
+def test_evidential_deep_learning_trains_the_same():
+    _parity(evidential)
+
+
+def test_evidential_deep_learning_runs_in_minidl():
+    out = evidential(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 50. learning to rank with ListMLE and ListNet (allRank's losses), NDCG -------------------------
+def listwise_ranking(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    def listMLE(y_pred, y_true, eps=1e-10, padded_value_indicator=-1):
+        random_indices = tt.from_numpy(shuffles[len(losses)])
+        y_pred_shuffled = y_pred[:, random_indices]
+        y_true_shuffled = y_true[:, random_indices]
+        y_true_sorted, indices = y_true_shuffled.sort(descending=True, dim=-1)
+        mask = y_true_sorted == padded_value_indicator
+        preds_sorted_by_true = tt.gather(y_pred_shuffled, dim=1, index=indices)
+        preds_sorted_by_true[mask] = float("-inf")
+        max_pred_values, _ = preds_sorted_by_true.max(dim=1, keepdim=True)
+        preds_sorted_by_true_minus_max = preds_sorted_by_true - max_pred_values
+        cumsums = tt.cumsum(preds_sorted_by_true_minus_max.exp().flip(dims=[1]), dim=1).flip(
+            dims=[1])
+        observation_loss = tt.log(cumsums + eps) - preds_sorted_by_true_minus_max
+        observation_loss[mask] = 0.0
+        return tt.mean(tt.sum(observation_loss, dim=1))
+
+    def listNet(y_pred, y_true, padded_value_indicator=-1):
+        mask = y_true == padded_value_indicator
+        y_pred = y_pred.masked_fill(mask, float("-inf"))
+        y_true = y_true.masked_fill(mask, float("-inf"))
+        preds_smax = F.softmax(y_pred, dim=1)
+        true_smax = F.softmax(y_true, dim=1)
+        preds_log = tt.log(preds_smax + 1e-10)
+        return tt.mean(-tt.sum(true_smax * preds_log, dim=1))
+
+    rng = np.random.default_rng(109)
+    feats = tt.from_numpy(rng.standard_normal((4, 6, 5)))
+    relevance = rng.permuted(np.tile(np.arange(6.0), (4, 1)), axis=1) / 2
+    relevance[1, 4:] = -1
+    relevance[3, 5] = -1
+    relevance = tt.from_numpy(relevance)
+    shuffles = [rng.permutation(6) for _ in range(steps)]
+    scorer = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 1)).double()
+    _load(scorer, tt, state)
+    opt = tt.optim.Adam(scorer.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        scores = scorer(feats).squeeze(-1)
+        loss = listMLE(scores, relevance) + listNet(scores, relevance)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        scores = scorer(feats).squeeze(-1)
+        order = scores.argsort(dim=1, descending=True, stable=True)
+        gains = (2 ** relevance.clamp(min=0).gather(1, order) - 1)
+        discounts = tt.log2(tt.arange(2, 8, dtype=tt.float64))
+        dcg = (gains / discounts).sum(1)
+    return {"losses": losses, "dcg": _np(dcg), "params": _params(scorer)}
+
+
+def test_listwise_ranking_trains_the_same():
+    _parity(listwise_ranking)
+
+
+def test_listwise_ranking_runs_in_minidl():
+    out = listwise_ranking(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 51. DeepSurv: the Cox partial likelihood over risk sets, Breslow ties ------------------
+def deepsurv(tt, state=None, steps=3):
+    nn = tt.nn
+
+    def cox_ph_loss(log_h, durations, events, eps=1e-7):
+        idx = durations.sort(descending=True, stable=True)[1]
+        events, log_h = events[idx], log_h[idx]
+        gamma = log_h.max()
+        log_cumsum_h = log_h.sub(gamma).exp().cumsum(0).add(eps).log().add(gamma)
+        return -log_h.sub(log_cumsum_h).mul(events).sum().div(events.sum())
+
+    rng = np.random.default_rng(110)
+    x_np = rng.standard_normal((16, 4))
+    risk = x_np @ np.array([0.8, -0.5, 0.0, 0.3])
+    durations_np = np.round(rng.exponential(np.exp(-risk)) * 4) / 4
+    events_np = (rng.random(16) < 0.7).astype(np.float64)
+    x, durations, events = (tt.from_numpy(v) for v in (x_np, durations_np, events_np))
+    net = nn.Sequential(nn.Linear(4, 8), nn.SELU(), nn.AlphaDropout(0.0), nn.Linear(8, 1,
+                                                                                    bias=False))
+    net = net.double()
+    _load(net, tt, state)
+    opt = tt.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = cox_ph_loss(net(x).squeeze(1), durations, events)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        log_h = net(x).squeeze(1)
+        order = durations.argsort(descending=True, stable=True)
+        lse = tt.logcumsumexp(log_h[order], dim=0)
+        concordant = ((log_h[:, None] > log_h[None, :]) & (durations[:, None] < durations[None, :])
+                      & (events[:, None] > 0)).sum()
+    return {"losses": losses, "lse": _np(lse), "concordant": repr(int(concordant)),
+            "params": _params(net)}
+
+
+def test_deepsurv_trains_the_same():
+    _parity(deepsurv)
+
+
+def test_deepsurv_runs_in_minidl():
+    out = deepsurv(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 52. PixelCNN++: masked convolutions, a discretized logistic mixture likelihood --------
+def pixelcnn(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    n_mix = 2
+
+    class MaskedConv2d(nn.Conv2d):
+        def __init__(self, mask_type, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.register_buffer("mask", tt.ones_like(self.weight))
+            _, _, kH, kW = self.weight.size()
+            self.mask[:, :, kH // 2, kW // 2 + (mask_type == "B"):] = 0
+            self.mask[:, :, kH // 2 + 1:] = 0
+
+        def forward(self, x):
+            with tt.no_grad():  # the usual code: self.weight.data *= self.mask
+                self.weight.mul_(self.mask)
+            return super().forward(x)
+
+    def log_sum_exp(x):
+        m, _ = tt.max(x, dim=-1)
+        m2, _ = tt.max(x, dim=-1, keepdim=True)
+        return m + tt.log(tt.sum(tt.exp(x - m2), dim=-1))
+
+    def discretized_mix_logistic_loss_1d(x, l):
+        x = x.permute(0, 2, 3, 1)
+        l = l.permute(0, 2, 3, 1)
+        xs = [int(y) for y in x.size()]
+        logit_probs = l[:, :, :, :n_mix]
+        l = l[:, :, :, n_mix:].contiguous().view(xs + [n_mix * 2])
+        means = l[:, :, :, :, :n_mix]
+        log_scales = tt.clamp(l[:, :, :, :, n_mix:2 * n_mix], min=-7.0)
+        x = x.contiguous().unsqueeze(-1) + tt.zeros(xs + [n_mix], dtype=x.dtype)
+        centered_x = x - means
+        inv_stdv = tt.exp(-log_scales)
+        plus_in = inv_stdv * (centered_x + 1.0 / 255.0)
+        cdf_plus = F.sigmoid(plus_in)
+        min_in = inv_stdv * (centered_x - 1.0 / 255.0)
+        cdf_min = F.sigmoid(min_in)
+        log_cdf_plus = plus_in - F.softplus(plus_in)
+        log_one_minus_cdf_min = -F.softplus(min_in)
+        cdf_delta = cdf_plus - cdf_min
+        mid_in = inv_stdv * centered_x
+        log_pdf_mid = mid_in - log_scales - 2.0 * F.softplus(mid_in)
+        inner_inner_cond = (cdf_delta > 1e-5).to(x.dtype)
+        inner_inner_out = inner_inner_cond * tt.log(tt.clamp(cdf_delta, min=1e-12)) + (
+            1.0 - inner_inner_cond) * (log_pdf_mid - math.log(127.5))
+        inner_cond = (x > 0.999).to(x.dtype)
+        inner_out = inner_cond * log_one_minus_cdf_min + (1.0 - inner_cond) * inner_inner_out
+        cond = (x < -0.999).to(x.dtype)
+        log_probs = cond * log_cdf_plus + (1.0 - cond) * inner_out
+        log_probs = tt.sum(log_probs, dim=3) + F.log_softmax(logit_probs, -1)
+        return -tt.sum(log_sum_exp(log_probs))
+
+    model = nn.Sequential(MaskedConv2d("A", 1, 6, 5, padding=2), nn.ELU(),
+                          MaskedConv2d("B", 6, 6, 3, padding=1), nn.ELU(),
+                          nn.Conv2d(6, 3 * n_mix, 1)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(111)
+    images = tt.from_numpy(np.round(rng.uniform(0, 1, (4, 1, 6, 6)) * 255) / 127.5 - 1)
+    opt = tt.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(steps):
+        loss = discretized_mix_logistic_loss_1d(images, model(images)) / images.numel()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_pixelcnn_with_a_logistic_mixture_trains_the_same():
+    _parity(pixelcnn)
+
+
+def test_pixelcnn_runs_in_minidl():
+    out = pixelcnn(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 53. super-resolution: bicubic upsampling, pixel unshuffle, grouped transposed convs ----
+def super_resolution_bicubic(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class SRNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unshuffle = nn.PixelUnshuffle(2)
+            self.body = nn.Sequential(nn.Conv2d(12, 12, 3, padding=1, groups=3), nn.PReLU(12),
+                                      nn.Conv2d(12, 8, 1))
+            self.up = nn.ConvTranspose2d(8, 6, 3, stride=2, padding=1, output_padding=1,
+                                         groups=2, dilation=1)
+            self.tail = nn.Conv2d(6, 3, 3, padding=1, padding_mode="replicate")
+
+        def forward(self, lr):
+            base = F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False)
+            x = self.body(self.unshuffle(base))
+            return base + self.tail(F.leaky_relu(self.up(x), 0.2))
+
+    rng = np.random.default_rng(112)
+    hr = np.cumsum(np.cumsum(rng.standard_normal((2, 3, 8, 8)), 2), 3) / 8
+    lr = tt.from_numpy(hr).reshape(2, 3, 4, 2, 4, 2).mean((3, 5))
+    hr = tt.from_numpy(hr)
+    model = SRNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        sr = model(lr)
+        loss = F.l1_loss(sr, hr) + 0.1 * (1 - F.cosine_similarity(sr.flatten(1), hr.flatten(1))
+                                          ).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        bicubic = F.interpolate(lr, size=(7, 9), mode="bicubic", align_corners=True)
+        area = F.interpolate(hr, scale_factor=0.5, mode="area")
+        psnr = 10 * tt.log10(1 / F.mse_loss(model(lr), hr))
+    return {"losses": losses, "bicubic": _np(bicubic), "area": _np(area), "psnr": [psnr.item()],
+            "params": _params(model)}
+
+
+def test_super_resolution_with_bicubic_upsampling_trains_the_same():
+    _parity(super_resolution_bicubic)
+
+
+def test_super_resolution_with_bicubic_upsampling_runs_in_minidl():
+    out = super_resolution_bicubic(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
