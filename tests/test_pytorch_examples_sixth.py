@@ -3836,6 +3836,478 @@ def test_super_resolution_with_bicubic_upsampling_runs_in_minidl():
     assert np.isfinite(out["losses"]).all()
 
 
+# ---- 54. Transformer-XL: segment recurrence with a memory, relative positions by a shift ----
+def transformer_xl(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    D, H, MEM = 8, 2, 4
+
+    class RelPartialLearnableMultiHeadAttn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.qkv_net = nn.Linear(D, 3 * D, bias=False)
+            self.r_net = nn.Linear(D, D, bias=False)
+            self.o_net = nn.Linear(D, D, bias=False)
+            self.layer_norm = nn.LayerNorm(D)
+            self.r_w_bias = nn.Parameter(tt.zeros(H, D // H))
+            self.r_r_bias = nn.Parameter(tt.zeros(H, D // H))
+
+        @staticmethod
+        def _rel_shift(x):
+            zero_pad = tt.zeros((x.size(0), 1) + x.size()[2:], dtype=x.dtype)
+            x_padded = tt.cat([zero_pad, x], dim=1)
+            x_padded = x_padded.view(x.size(1) + 1, x.size(0), *x.size()[2:])
+            return x_padded[1:].view_as(x)
+
+        def forward(self, w, r, attn_mask, mems):
+            qlen, rlen, bsz = w.size(0), r.size(0), w.size(1)
+            cat = tt.cat([mems, w], 0)
+            w_heads = self.qkv_net(cat)
+            r_head_k = self.r_net(r)
+            w_head_q, w_head_k, w_head_v = tt.chunk(w_heads, 3, dim=-1)
+            w_head_q = w_head_q[-qlen:]
+            klen = w_head_k.size(0)
+            w_head_q = w_head_q.view(qlen, bsz, H, D // H)
+            w_head_k = w_head_k.view(klen, bsz, H, D // H)
+            w_head_v = w_head_v.view(klen, bsz, H, D // H)
+            r_head_k = r_head_k.view(rlen, H, D // H)
+            AC = tt.einsum("ibnd,jbnd->ijbn", (w_head_q + self.r_w_bias, w_head_k))
+            BD = self._rel_shift(tt.einsum("ibnd,jnd->ijbn", (w_head_q + self.r_r_bias,
+                                                              r_head_k)))
+            attn_score = (AC + BD) * (1 / (D // H) ** 0.5)
+            attn_score = attn_score.float().masked_fill(attn_mask[:, :, None, None],
+                                                        -float("inf")).type_as(attn_score)
+            attn_prob = F.softmax(attn_score, dim=1)
+            attn_vec = tt.einsum("ijbn,jbnd->ibnd", (attn_prob, w_head_v))
+            attn_vec = attn_vec.contiguous().view(qlen, bsz, D)
+            return self.layer_norm(w + self.o_net(attn_vec))
+
+    class PositionalEmbedding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            inv_freq = 1 / (10000 ** (tt.arange(0.0, D, 2.0, dtype=tt.float64) / D))
+            self.register_buffer("inv_freq", inv_freq)
+
+        def forward(self, pos_seq):
+            sinusoid_inp = tt.ger(pos_seq, self.inv_freq)
+            return tt.cat([sinusoid_inp.sin(), sinusoid_inp.cos()], dim=-1)[:, None, :]
+
+    class MemTransformerLM(nn.Module):
+        def __init__(self, vocab=10):
+            super().__init__()
+            self.word_emb = nn.Embedding(vocab, D)
+            self.pos_emb = PositionalEmbedding()
+            self.layers = nn.ModuleList([RelPartialLearnableMultiHeadAttn() for _ in range(2)])
+            self.out = nn.Linear(D, vocab)
+
+        def forward(self, data, mems):
+            qlen, bsz = data.size()
+            word_emb = self.word_emb(data)
+            mlen = mems[0].size(0)
+            klen = mlen + qlen
+            dec_attn_mask = tt.triu(word_emb.new_ones(qlen, klen), diagonal=1 + mlen).bool()
+            pos_seq = tt.arange(klen - 1, -1, -1.0, dtype=word_emb.dtype)
+            pos_emb = self.pos_emb(pos_seq)
+            core_out, hids = word_emb, [word_emb]
+            for i, layer in enumerate(self.layers):
+                core_out = layer(core_out, pos_emb.squeeze(1), dec_attn_mask, mems[i])
+                hids.append(core_out)
+            with tt.no_grad():
+                new_mems = [tt.cat([m, h], dim=0)[-MEM:].detach() for m, h in zip(mems, hids)]
+            return self.out(core_out), new_mems
+
+    rng = np.random.default_rng(113)
+    data = tt.from_numpy(rng.integers(0, 10, (3 * 3 + 1, 2)))
+    model = MemTransformerLM().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=2.5e-3)
+    mems = [tt.zeros(0, 2, D, dtype=tt.float64) for _ in range(3)]
+    losses = []
+    for step in range(steps):
+        i = 3 * (step % 3)
+        logits, mems = model(data[i:i + 3], mems)
+        loss = F.cross_entropy(logits.view(-1, 10), data[i + 1:i + 4].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "mem": repr([tuple(m.shape) for m in mems]),
+            "params": _params(model)}
+
+
+def test_transformer_xl_trains_the_same():
+    _parity(transformer_xl)
+
+
+def test_transformer_xl_runs_in_minidl():
+    out = transformer_xl(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["mem"] == repr([(4, 2, 8)] * 3)
+
+
+# ---- 55. Longformer-style sliding-window attention: overlapping chunks by as_strided -------
+def sliding_window_attention(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    W = 2  # one-sided window
+
+    def chunk(hidden_states, window_overlap):
+        hidden_states = hidden_states.view(hidden_states.size(0),
+                                           hidden_states.size(1) // (window_overlap * 2),
+                                           window_overlap * 2, hidden_states.size(2))
+        chunk_size = list(hidden_states.size())
+        chunk_size[1] = chunk_size[1] * 2 - 1
+        chunk_stride = list(hidden_states.stride())
+        chunk_stride[1] = chunk_stride[1] // 2
+        return hidden_states.as_strided(size=chunk_size, stride=chunk_stride)
+
+    class SlidingAttention(nn.Module):
+        def __init__(self, d=6):
+            super().__init__()
+            self.qkv = nn.Linear(d, 3 * d)
+            self.out = nn.Linear(d, d)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+            qc, kc, vc = chunk(q, W), chunk(k, W), chunk(v, W)
+            scores = tt.einsum("bcxd,bcyd->bcxy", (qc, kc)) / math.sqrt(q.size(-1))
+            pos = tt.arange(2 * W)
+            band = (pos[:, None] - pos[None, :]).abs() <= W
+            weights = F.softmax(scores.masked_fill(~band, float("-inf")), dim=-1)
+            ctx = tt.einsum("bcxy,bcyd->bcxd", (weights, vc))
+            # the middle of each overlapping chunk, and the two ends
+            L = x.size(1)
+            out = tt.zeros_like(x)
+            counts = tt.zeros(1, L, 1, dtype=x.dtype)
+            for c in range(ctx.size(1)):
+                out = out + F.pad(ctx[:, c], (0, 0, c * W, L - c * W - 2 * W))
+                counts = counts + F.pad(tt.ones(1, 2 * W, 1, dtype=x.dtype),
+                                        (0, 0, c * W, L - c * W - 2 * W))
+            return self.out(out / counts)
+
+    rng = np.random.default_rng(114)
+    x = tt.from_numpy(rng.standard_normal((2, 8, 6)))
+    y = tt.from_numpy(rng.standard_normal((2, 8, 6)))
+    model = SlidingAttention().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    strided = chunk(x, W)
+    return {"losses": losses, "chunks": _np(strided), "stride": repr(strided.stride()),
+            "params": _params(model)}
+
+
+def test_sliding_window_attention_with_as_strided_trains_the_same():
+    _parity(sliding_window_attention)
+
+
+def test_sliding_window_attention_runs_in_minidl():
+    out = sliding_window_attention(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all() and out["chunks"].shape == (2, 3, 4, 6)
+
+
+# ---- 56. StyleGAN2 pieces: modulated convolution by grouped conv, R1 and path-length penalties
+def stylegan2(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class EqualLinear(nn.Module):
+        def __init__(self, in_dim, out_dim, bias_init=0.0, lr_mul=1.0):
+            super().__init__()
+            self.weight = nn.Parameter(tt.randn(out_dim, in_dim).div_(lr_mul))
+            self.bias = nn.Parameter(tt.zeros(out_dim).fill_(bias_init))
+            self.scale, self.lr_mul = (1 / math.sqrt(in_dim)) * lr_mul, lr_mul
+
+        def forward(self, x):
+            return F.linear(x, self.weight * self.scale, bias=self.bias * self.lr_mul)
+
+    class ModulatedConv2d(nn.Module):
+        def __init__(self, in_channel, out_channel, kernel_size, style_dim, demodulate=True):
+            super().__init__()
+            self.eps, self.kernel_size = 1e-8, kernel_size
+            self.in_channel, self.out_channel = in_channel, out_channel
+            self.scale = 1 / math.sqrt(in_channel * kernel_size ** 2)
+            self.padding = kernel_size // 2
+            self.weight = nn.Parameter(tt.randn(1, out_channel, in_channel, kernel_size,
+                                                kernel_size))
+            self.modulation = EqualLinear(style_dim, in_channel, bias_init=1)
+            self.demodulate = demodulate
+
+        def forward(self, input, style):
+            batch, in_channel, height, width = input.shape
+            style = self.modulation(style).view(batch, 1, in_channel, 1, 1)
+            weight = self.scale * self.weight * style
+            if self.demodulate:
+                demod = tt.rsqrt(weight.pow(2).sum([2, 3, 4]) + 1e-8)
+                weight = weight * demod.view(batch, self.out_channel, 1, 1, 1)
+            weight = weight.view(batch * self.out_channel, in_channel, self.kernel_size,
+                                 self.kernel_size)
+            input = input.view(1, batch * in_channel, height, width)
+            out = F.conv2d(input, weight, padding=self.padding, groups=batch)
+            return out.view(batch, self.out_channel, height, width)
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.style = nn.Sequential(EqualLinear(4, 4, lr_mul=0.01), nn.LeakyReLU(0.2))
+            self.const = nn.Parameter(tt.randn(1, 4, 4, 4))
+            self.conv1 = ModulatedConv2d(4, 4, 3, 4)
+            self.noise_strength = nn.Parameter(tt.zeros(1))
+            self.to_rgb = ModulatedConv2d(4, 1, 1, 4, demodulate=False)
+
+        def forward(self, z, noise):
+            w = self.style(z)
+            x = self.const.repeat(z.size(0), 1, 1, 1)
+            x = F.leaky_relu(self.conv1(x, w) + self.noise_strength * noise, 0.2) * math.sqrt(2)
+            return self.to_rgb(x, w), w
+
+    D = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
+                      nn.Linear(64, 1))
+    G = Generator()
+    G, D = G.double(), D.double()
+    _load(G, tt, state, "G.")
+    _load(D, tt, state, "D.")
+    rng = np.random.default_rng(115)
+    real = tt.from_numpy(rng.standard_normal((steps, 3, 1, 4, 4)))
+    zs = tt.from_numpy(rng.standard_normal((steps, 3, 4)))
+    noises = tt.from_numpy(rng.standard_normal((steps, 3, 1, 4, 4)))
+    path_noise = tt.from_numpy(rng.standard_normal((steps, 3, 1, 4, 4)) / 4)
+    g_opt = tt.optim.Adam(G.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    d_opt = tt.optim.Adam(D.parameters(), lr=2e-3, betas=(0.0, 0.99))
+    losses, mean_path_length = [], 0.0
+    for i in range(steps):
+        fake, _ = G(zs[i], noises[i])
+        d_loss = F.softplus(D(fake.detach())).mean() + F.softplus(-D(real[i])).mean()
+        real_img = real[i].clone().requires_grad_(True)
+        real_pred = D(real_img)
+        grad_real, = tt.autograd.grad(outputs=real_pred.sum(), inputs=real_img,
+                                      create_graph=True)
+        r1_loss = grad_real.pow(2).reshape(grad_real.shape[0], -1).sum(1).mean()
+        d_opt.zero_grad()
+        (d_loss + 5 * r1_loss).backward()
+        d_opt.step()
+        fake, latents = G(zs[i], noises[i])
+        g_loss = F.softplus(-D(fake)).mean()
+        grad, = tt.autograd.grad(outputs=(fake * path_noise[i]).sum(), inputs=latents,
+                                 create_graph=True)
+        path_lengths = tt.sqrt(grad.pow(2).sum(1))
+        path_mean = mean_path_length + 0.01 * (path_lengths.mean() - mean_path_length)
+        path_loss = (path_lengths - path_mean).pow(2).mean()
+        mean_path_length = path_mean.detach()
+        g_opt.zero_grad()
+        (g_loss + 2 * path_loss).backward()
+        g_opt.step()
+        losses += [d_loss.item(), r1_loss.item(), g_loss.item(), path_loss.item()]
+    return {"losses": losses, "params": {**_params(G, "G."), **_params(D, "D.")}}
+
+
+def test_stylegan2_trains_the_same():
+    _parity(stylegan2)
+
+
+def test_stylegan2_runs_in_minidl():
+    out = stylegan2(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 57. an RSSM world model: GRUCell dynamics, Gaussian latents, KL balancing, free nats ---
+def rssm(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    D = tt.distributions
+    S, H, A, O = 3, 6, 2, 5
+
+    class RSSM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.img_in = nn.Linear(S + A, H)
+            self.cell = nn.GRUCell(H, H)
+            self.prior_net = nn.Linear(H, 2 * S)
+            self.post_net = nn.Linear(H + O, 2 * S)
+            self.decoder = nn.Sequential(nn.Linear(H + S, 8), nn.ELU(), nn.Linear(8, O))
+            self.reward = nn.Linear(H + S, 1)
+
+        def dist(self, stats):
+            mean, std = stats.chunk(2, -1)
+            return D.Independent(D.Normal(mean, F.softplus(std) + 0.1), 1)
+
+        def forward(self, obs, actions, eps):
+            B, T, _ = obs.shape
+            h = tt.zeros(B, H, dtype=obs.dtype)
+            s = tt.zeros(B, S, dtype=obs.dtype)
+            priors, posts, feats = [], [], []
+            for t in range(T):
+                h = self.cell(F.elu(self.img_in(tt.cat([s, actions[:, t]], -1))), h)
+                prior_stats = self.prior_net(h)
+                post_stats = self.post_net(tt.cat([h, obs[:, t]], -1))
+                post = self.dist(post_stats)
+                s = post.mean + post.stddev * eps[:, t]   # rsample with the shared noise
+                priors.append(prior_stats)
+                posts.append(post_stats)
+                feats.append(tt.cat([h, s], -1))
+            return tt.stack(priors, 1), tt.stack(posts, 1), tt.stack(feats, 1)
+
+    def kl_loss(post_stats, prior_stats, balance=0.8, free=1.0):
+        kl_lhs = D.kl_divergence(model.dist(post_stats.detach()), model.dist(prior_stats))
+        kl_rhs = D.kl_divergence(model.dist(post_stats), model.dist(prior_stats.detach()))
+        loss_lhs = tt.maximum(kl_lhs.mean(), tt.tensor(free, dtype=kl_lhs.dtype))
+        loss_rhs = tt.maximum(kl_rhs.mean(), tt.tensor(free, dtype=kl_rhs.dtype))
+        return balance * loss_lhs + (1 - balance) * loss_rhs, kl_lhs.mean()
+
+    rng = np.random.default_rng(116)
+    obs = tt.from_numpy(rng.standard_normal((4, 5, O)))
+    actions = tt.from_numpy(np.tanh(rng.standard_normal((4, 5, A))))
+    rewards = tt.from_numpy(rng.standard_normal((4, 5, 1)))
+    eps = rng.standard_normal((steps, 4, 5, S))
+    model = RSSM().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=3e-3, eps=1e-5)
+    losses = []
+    for i in range(steps):
+        prior, post, feat = model(obs, actions, tt.from_numpy(eps[i]))
+        recon = D.Independent(D.Normal(model.decoder(feat), 1.0), 1).log_prob(obs).mean()
+        reward = D.Normal(model.reward(feat), 1.0).log_prob(rewards).mean()
+        kl, kl_value = kl_loss(post, prior)
+        loss = kl - recon - reward
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 100.0)
+        opt.step()
+        losses += [loss.item(), kl_value.item()]
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_rssm_world_model_trains_the_same():
+    _parity(rssm)
+
+
+def test_rssm_world_model_runs_in_minidl():
+    out = rssm(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 58. a pointer network that learns to sort: attention as the output distribution -------
+def pointer_network(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    Hd = 8
+
+    class PointerNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(1, Hd)
+            self.encoder = nn.LSTM(Hd, Hd, batch_first=True)
+            self.decoder = nn.LSTMCell(Hd, Hd)
+            self.W1, self.W2 = nn.Linear(Hd, Hd, bias=False), nn.Linear(Hd, Hd, bias=False)
+            self.v = nn.Linear(Hd, 1, bias=False)
+            self.start = nn.Parameter(tt.zeros(Hd))
+
+        def forward(self, x, targets=None):
+            B, L, _ = x.shape
+            emb = self.embed(x)
+            enc, (h, c) = self.encoder(emb)
+            h, c = h[0], c[0]
+            inp = self.start.unsqueeze(0).expand(B, -1)
+            visited = tt.zeros(B, L, dtype=tt.bool)
+            log_probs, pointers = [], []
+            for t in range(L):
+                h, c = self.decoder(inp, (h, c))
+                u = self.v(tt.tanh(self.W1(enc) + self.W2(h).unsqueeze(1))).squeeze(-1)
+                logp = F.log_softmax(u.masked_fill(visited, float("-inf")), dim=-1)
+                idx = targets[:, t] if targets is not None else logp.argmax(-1)
+                log_probs.append(logp)
+                pointers.append(idx)
+                visited = visited.scatter(1, idx.unsqueeze(1), True)
+                inp = emb[tt.arange(B), idx]
+            return tt.stack(log_probs, 1), tt.stack(pointers, 1)
+
+    rng = np.random.default_rng(117)
+    values = rng.uniform(0, 1, (6, 5, 1))
+    order = tt.from_numpy(np.argsort(values[..., 0], axis=1))
+    x = tt.from_numpy(values)
+    model = PointerNet().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        log_probs, _ = model(x, order)
+        loss = F.nll_loss(log_probs.reshape(-1, 5), order.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 2.0, norm_type=float("inf"))
+        opt.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        _, pointers = model(x)
+    return {"losses": losses, "pointers": repr(pointers.tolist()), "params": _params(model)}
+
+
+def test_pointer_network_trains_the_same():
+    _parity(pointer_network)
+
+
+def test_pointer_network_runs_in_minidl():
+    out = pointer_network(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 59. an attentive neural process: cross-attention weights regularised, returned per head -
+def attentive_np(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    D = tt.distributions
+
+    class ANP(nn.Module):
+        def __init__(self, d=8):
+            super().__init__()
+            self.encoder = nn.Sequential(nn.Linear(2, d), nn.ReLU(), nn.Linear(d, d))
+            self.query = nn.Linear(1, d)
+            self.cross = nn.MultiheadAttention(d, 2, batch_first=True)
+            self.decoder = nn.Sequential(nn.Linear(d + 1, d), nn.ReLU(), nn.Linear(d, 2))
+
+        def forward(self, xc, yc, xt, context_mask):
+            r = self.encoder(tt.cat([xc, yc], -1))
+            rep, attn = self.cross(self.query(xt), self.query(xc), r,
+                                   key_padding_mask=context_mask, need_weights=True,
+                                   average_attn_weights=False)
+            mu, raw = self.decoder(tt.cat([rep, xt], -1)).chunk(2, -1)
+            return D.Normal(mu, 0.1 + 0.9 * F.softplus(raw)), attn
+
+    rng = np.random.default_rng(118)
+    xs = rng.uniform(-2, 2, (4, 10, 1))
+    ys = np.sin(xs * rng.uniform(1, 2, (4, 1, 1)))
+    xc, yc = tt.from_numpy(xs[:, :6]), tt.from_numpy(ys[:, :6])
+    xt, yt = tt.from_numpy(xs), tt.from_numpy(ys)
+    mask = tt.zeros(4, 6, dtype=tt.bool)
+    mask[1, 4:] = True
+    mask[2, 5] = True
+    model = ANP().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=5e-3)
+    losses = []
+    for _ in range(steps):
+        dist, attn = model(xc, yc, xt, mask)
+        entropy = -(attn * tt.log(attn + 1e-9)).sum(-1).mean()
+        loss = -dist.log_prob(yt).mean() + 0.01 * entropy
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses += [loss.item(), entropy.item()]
+    with tt.no_grad():
+        _, attn = model(xc, yc, xt, mask)
+    return {"losses": losses, "attn": _np(attn), "attn_shape": repr(tuple(attn.shape)),
+            "params": _params(model)}
+
+
+def test_attentive_neural_process_trains_the_same():
+    out = _parity(attentive_np)
+    assert out["attn_shape"] == "(4, 2, 10, 6)"
+
+
+def test_attentive_neural_process_runs_in_minidl():
+    out = attentive_np(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
@@ -4062,3 +4534,28 @@ def test_fake_quantize_of_float64_rounds_as_torchs_kernels_as_torch():
     pytest.importorskip("torch")
     for a, b in zip(_fake_quant_float64(minidl), _fake_quant_float64(torch)):
         np.testing.assert_array_equal(a, b)
+
+
+def _integer_beta(tt):
+    p = [tt.nn.Parameter(tt.ones(2))]
+    out = []
+    for cls in (tt.optim.Adam, tt.optim.AdamW):
+        try:
+            cls(p, betas=(0, 0.99))
+            out.append("accepted")
+        except ValueError as e:
+            out.append("both floats" in str(e))
+        cls(p, betas=(0.0, 0.99))
+    out.append(type(tt.optim.NAdam(p, betas=(0, 0.99))).__name__)  # torch's NAdam takes it
+    return out
+
+
+def test_adam_refuses_an_integer_beta_as_torch():
+    """StyleGAN2 written as Adam(params, betas=(0, 0.99)): torch's Adam and AdamW refuse the
+    integer 0 ("betas must be either both floats or both Tensors"); minidl took it."""
+    assert _integer_beta(minidl) == [True, True, "NAdam"]
+
+
+def test_adam_refuses_an_integer_beta_as_torch_as_torch():
+    pytest.importorskip("torch")
+    assert _integer_beta(minidl) == _integer_beta(torch)
