@@ -4308,6 +4308,364 @@ def test_attentive_neural_process_runs_in_minidl():
     assert np.isfinite(out["losses"]).all()
 
 
+# ---- 60. SAGAN/BigGAN pieces: conditional batch norm, self-attention, spectral norm, hinge --
+def sagan(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    SN = nn.utils.parametrizations.spectral_norm
+    C = 3
+
+    class ConditionalBatchNorm2d(nn.Module):
+        def __init__(self, num_features, num_classes):
+            super().__init__()
+            self.num_features = num_features
+            self.bn = nn.BatchNorm2d(num_features, affine=False)
+            self.embed = nn.Embedding(num_classes, num_features * 2)
+            with tt.no_grad():
+                self.embed.weight[:, :num_features].normal_(1, 0.02)
+                self.embed.weight[:, num_features:].zero_()
+
+        def forward(self, x, y):
+            gamma, beta = self.embed(y).chunk(2, 1)
+            return gamma.view(-1, self.num_features, 1, 1) * self.bn(x) + beta.view(
+                -1, self.num_features, 1, 1)
+
+    class SelfAttention(nn.Module):
+        def __init__(self, in_dim):
+            super().__init__()
+            self.query_conv = SN(nn.Conv2d(in_dim, in_dim // 2, 1))
+            self.key_conv = SN(nn.Conv2d(in_dim, in_dim // 2, 1))
+            self.value_conv = SN(nn.Conv2d(in_dim, in_dim, 1))
+            self.gamma = nn.Parameter(tt.zeros(1))
+
+        def forward(self, x):
+            B, Ch, W, H = x.size()
+            proj_query = self.query_conv(x).view(B, -1, W * H).permute(0, 2, 1)
+            proj_key = self.key_conv(x).view(B, -1, W * H)
+            attention = F.softmax(tt.bmm(proj_query, proj_key), dim=-1)
+            proj_value = self.value_conv(x).view(B, -1, W * H)
+            out = tt.bmm(proj_value, attention.permute(0, 2, 1)).view(B, Ch, W, H)
+            return self.gamma * out + x
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = SN(nn.Linear(4, 4 * 2 * 2))
+            self.up = SN(nn.ConvTranspose2d(4, 4, 4, 2, 1))
+            self.cbn = ConditionalBatchNorm2d(4, C)
+            self.attn = SelfAttention(4)
+            self.out = SN(nn.Conv2d(4, 1, 3, padding=1))
+
+        def forward(self, z, y):
+            x = self.fc(z).view(-1, 4, 2, 2)
+            x = F.relu(self.cbn(self.up(x), y))
+            return tt.tanh(self.out(self.attn(x)))
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = SN(nn.Conv2d(1, 4, 3, 2, 1))
+            self.attn = SelfAttention(4)
+            self.fc = SN(nn.Linear(4, 1))
+            self.embed = SN(nn.Embedding(C, 4))
+
+        def forward(self, x, y):
+            h = tt.sum(F.leaky_relu(self.attn(self.conv(x)), 0.1), dim=(2, 3))
+            return self.fc(h).squeeze(1) + (self.embed(y) * h).sum(1)  # projection
+
+    def ortho_reg(model, strength=1e-4):
+        total = 0.0
+        for name, param in model.named_parameters():
+            if param.ndim < 2 or "embed" in name:
+                continue
+            w = param.view(param.shape[0], -1)
+            total = total + ((w @ w.t()) * (1.0 - tt.eye(w.shape[0], dtype=w.dtype))).pow(2).sum()
+        return strength * total
+
+    G, D = Generator().double(), Discriminator().double()
+    _load(G, tt, state, "G.")
+    _load(D, tt, state, "D.")
+    rng = np.random.default_rng(119)
+    real = tt.from_numpy(np.tanh(rng.standard_normal((steps, 4, 1, 4, 4))))
+    zs = tt.from_numpy(rng.standard_normal((steps, 4, 4)))
+    ys = tt.from_numpy(rng.integers(0, C, (steps, 4)))
+    g_opt = tt.optim.Adam(G.parameters(), lr=1e-4, betas=(0.0, 0.9))
+    d_opt = tt.optim.Adam(D.parameters(), lr=4e-4, betas=(0.0, 0.9))
+    losses = []
+    for i in range(steps):
+        fake = G(zs[i], ys[i])
+        d_loss = F.relu(1.0 - D(real[i], ys[i])).mean() + F.relu(1.0 + D(fake.detach(),
+                                                                          ys[i])).mean()
+        d_opt.zero_grad()
+        d_loss.backward()
+        d_opt.step()
+        g_loss = -D(G(zs[i], ys[i]), ys[i]).mean() + ortho_reg(G)
+        g_opt.zero_grad()
+        g_loss.backward()
+        g_opt.step()
+        losses += [d_loss.item(), g_loss.item()]
+    return {"losses": losses, "params": {**_params(G, "G."), **_params(D, "D.")}}
+
+
+def test_sagan_with_conditional_bn_trains_the_same():
+    _parity(sagan)
+
+
+def test_sagan_runs_in_minidl():
+    out = sagan(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 61. BiT: weight-standardized convolutions with group norm, a pre-activation block -----
+def bit_resnet(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class StdConv2d(nn.Conv2d):
+        def forward(self, x):
+            w = self.weight
+            v, m = tt.var_mean(w, dim=[1, 2, 3], keepdim=True, unbiased=False)
+            w = (w - m) / tt.sqrt(v + 1e-10)
+            return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation,
+                            self.groups)
+
+    class PreActBottleneck(nn.Module):
+        def __init__(self, cin, cout, cmid, stride=1):
+            super().__init__()
+            self.gn1 = nn.GroupNorm(2, cin)
+            self.conv1 = StdConv2d(cin, cmid, 1, bias=False)
+            self.gn2 = nn.GroupNorm(2, cmid)
+            self.conv2 = StdConv2d(cmid, cmid, 3, stride=stride, padding=1, bias=False)
+            self.gn3 = nn.GroupNorm(2, cmid)
+            self.conv3 = StdConv2d(cmid, cout, 1, bias=False)
+            if stride != 1 or cin != cout:
+                self.downsample = StdConv2d(cin, cout, 1, stride=stride, bias=False)
+
+        def forward(self, x):
+            out = F.relu(self.gn1(x))
+            residual = self.downsample(out) if hasattr(self, "downsample") else x
+            out = self.conv1(out)
+            out = self.conv2(F.relu(self.gn2(out)))
+            out = self.conv3(F.relu(self.gn3(out)))
+            return out + residual
+
+    model = nn.Sequential(StdConv2d(3, 8, 3, padding=1, bias=False),
+                          PreActBottleneck(8, 8, 4), PreActBottleneck(8, 12, 4, stride=2),
+                          nn.GroupNorm(4, 12), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Conv2d(12, 3, 1), nn.Flatten()).double()
+    _load(model, tt, state)
+    with tt.no_grad():  # BiT zero-initialises the head
+        model[-2].weight.zero_()
+        model[-2].bias.zero_()
+    rng = np.random.default_rng(120)
+    x = tt.from_numpy(rng.standard_normal((4, 3, 6, 6)))
+    y = tt.from_numpy(rng.integers(0, 3, 4))
+    opt = tt.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
+    sched = tt.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / 2 if s < 2 else 0.1 ** (s // 2))
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_bit_weight_standardization_trains_the_same():
+    _parity(bit_resnet)
+
+
+def test_bit_weight_standardization_runs_in_minidl():
+    out = bit_resnet(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 62. a hierarchical attention network: packed bidirectional LSTMs with projections -----
+def hierarchical_attention(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    pack, unpack = nn.utils.rnn.pack_padded_sequence, nn.utils.rnn.pad_packed_sequence
+
+    class AttentionPool(nn.Module):
+        def __init__(self, d):
+            super().__init__()
+            self.proj = nn.Linear(d, d)
+            self.context = nn.Parameter(tt.zeros(d))
+
+        def forward(self, h, mask):
+            scores = tt.tanh(self.proj(h)) @ self.context
+            weights = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+            return (weights.unsqueeze(-1) * h).sum(1)
+
+    class HAN(nn.Module):
+        def __init__(self, vocab=15):
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, 5, padding_idx=0)
+            self.word_rnn = nn.LSTM(5, 6, batch_first=True, bidirectional=True, proj_size=3)
+            self.word_attn = AttentionPool(6)
+            self.sent_rnn = nn.GRU(6, 4, batch_first=True, bidirectional=True)
+            self.sent_attn = AttentionPool(8)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, docs, word_lengths, sent_lengths):
+            B, S, W = docs.shape
+            flat = docs.view(B * S, W)
+            lengths = word_lengths.view(-1)
+            keep = lengths > 0
+            packed = pack(self.embedding(flat[keep]), lengths[keep], batch_first=True,
+                          enforce_sorted=False)
+            out, _ = self.word_rnn(packed)
+            out, _ = unpack(out, batch_first=True, total_length=W)
+            sent_vecs = self.word_attn(out, flat[keep] != 0)
+            sents = tt.zeros(B * S, 6, dtype=sent_vecs.dtype)
+            sents = sents.index_put((tt.nonzero(keep).squeeze(1),), sent_vecs)
+            packed = pack(sents.view(B, S, 6), sent_lengths, batch_first=True,
+                          enforce_sorted=False)
+            out, _ = self.sent_rnn(packed)
+            out, _ = unpack(out, batch_first=True, total_length=S)
+            return self.fc(self.sent_attn(out, tt.arange(S)[None, :] < sent_lengths[:, None]))
+
+    rng = np.random.default_rng(121)
+    sent_lengths = np.array([3, 2, 1])
+    word_lengths = rng.integers(1, 5, (3, 3)) * (np.arange(3)[None, :] < sent_lengths[:, None])
+    docs = rng.integers(1, 15, (3, 3, 4)) * (np.arange(4)[None, None, :] < word_lengths[..., None])
+    model = HAN().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    y = tt.tensor([0, 1, 1])
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(tt.from_numpy(docs), tt.from_numpy(word_lengths),
+                                     tt.from_numpy(sent_lengths)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_hierarchical_attention_network_trains_the_same():
+    _parity(hierarchical_attention)
+
+
+def test_hierarchical_attention_network_runs_in_minidl():
+    out = hierarchical_attention(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 63. segmentation with OHEM: per-pixel losses with weights, ignore_index, smoothing ----
+def ohem_segmentation(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class OhemCELoss(nn.Module):
+        def __init__(self, thresh, n_min, weight, ignore_lb=255):
+            super().__init__()
+            self.thresh = -math.log(thresh)
+            self.n_min, self.ignore_lb = n_min, ignore_lb
+            self.criteria = nn.CrossEntropyLoss(weight=weight, ignore_index=ignore_lb,
+                                                reduction="none", label_smoothing=0.05)
+
+        def forward(self, logits, labels):
+            loss = self.criteria(logits, labels).view(-1)
+            loss, _ = tt.sort(loss, descending=True)
+            if loss[self.n_min] > self.thresh:
+                loss = loss[loss > self.thresh]
+            else:
+                loss = loss[:self.n_min]
+            return tt.mean(loss)
+
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
+                          nn.Conv2d(6, 6, 3, padding=2, dilation=2), nn.ReLU(),
+                          nn.Conv2d(6, 4, 1)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(122)
+    x = tt.from_numpy(rng.standard_normal((2, 3, 6, 6)))
+    labels = rng.integers(0, 4, (2, 6, 6))
+    labels[0, :2, :2] = 255
+    labels = tt.from_numpy(labels)
+    crit = OhemCELoss(0.7, 20, weight=tt.tensor([1.0, 2.0, 0.5, 1.5], dtype=tt.float64))
+    opt = tt.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
+                       nesterov=True)
+    poly = tt.optim.lr_scheduler.PolynomialLR(opt, total_iters=4, power=0.9)
+    losses = []
+    for _ in range(steps):
+        loss = crit(model(x), labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        poly.step()
+        losses.append(loss.item())
+    with tt.no_grad():
+        logits = model(x)
+        mean_loss = F.cross_entropy(logits, labels, ignore_index=255, label_smoothing=0.05,
+                                    weight=tt.tensor([1.0, 2.0, 0.5, 1.5], dtype=tt.float64))
+        pred = logits.argmax(1)
+        valid = labels != 255
+        confusion = tt.bincount(labels[valid] * 4 + pred[valid], minlength=16).view(4, 4)
+    return {"losses": losses, "mean_loss": [mean_loss.item()],
+            "confusion": repr(confusion.tolist()), "params": _params(model)}
+
+
+def test_ohem_segmentation_trains_the_same():
+    _parity(ohem_segmentation)
+
+
+def test_ohem_segmentation_runs_in_minidl():
+    out = ohem_segmentation(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 64. an IRNN: a ReLU RNN with identity recurrent init on sequential inputs ------------
+def irnn(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class IRNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.RNN(2, 6, num_layers=2, nonlinearity="relu", batch_first=True,
+                              bidirectional=True)
+            self.fc = nn.Linear(12, 3)
+            for name, p in self.rnn.named_parameters():
+                if "weight_hh" in name:
+                    nn.init.eye_(p)
+                    with tt.no_grad():
+                        p.mul_(0.5)
+                elif "bias" in name:
+                    nn.init.zeros_(p)
+                else:
+                    nn.init.normal_(p, 0, 0.1)
+
+        def forward(self, x, h0):
+            out, hn = self.rnn(x, h0)
+            return self.fc(out[:, -1]), hn
+
+    model = IRNN().double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(123)
+    x = tt.from_numpy(rng.standard_normal((4, 7, 2)))
+    y = tt.from_numpy(rng.integers(0, 3, 4))
+    h0 = tt.from_numpy(rng.standard_normal((4, 4, 6)) * 0.1)
+    opt = tt.optim.RMSprop(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    losses = []
+    for _ in range(steps):
+        logits, hn = model(x, h0)
+        loss = F.cross_entropy(logits, y) + 1e-3 * hn.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_irnn_trains_the_same():
+    _parity(irnn)
+
+
+def test_irnn_runs_in_minidl():
+    out = irnn(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
