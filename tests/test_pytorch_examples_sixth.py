@@ -4666,6 +4666,143 @@ def test_irnn_runs_in_minidl():
     assert np.isfinite(out["losses"]).all()
 
 
+# ---- 65. unrolled MRI reconstruction: FFTs, a data-consistency step, a complex-valued net ---
+def mri_unrolled(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    fft = tt.fft
+
+    def fft2c(x):
+        return fft.fftshift(fft.fft2(fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+    def ifft2c(k):
+        return fft.fftshift(fft.ifft2(fft.ifftshift(k, dim=(-2, -1)), norm="ortho"),
+                            dim=(-2, -1))
+
+    class ModReLU(nn.Module):
+        def __init__(self, features):
+            super().__init__()
+            self.b = nn.Parameter(tt.full((features, 1, 1), -0.1, dtype=tt.float64))
+
+        def forward(self, z):
+            mag = tt.abs(z)
+            return tt.polar(F.relu(mag + self.b), tt.angle(z))
+
+    class ComplexConv(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.re = nn.Conv2d(cin, cout, 3, padding=1)
+            self.im = nn.Conv2d(cin, cout, 3, padding=1)
+
+        def forward(self, z):
+            real, imag = z.real, z.imag
+            return tt.complex(self.re(real) - self.im(imag), self.re(imag) + self.im(real))
+
+    class Cascade(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = ComplexConv(1, 4)
+            self.act = ModReLU(4)
+            self.conv2 = ComplexConv(4, 1)
+            self.lam = nn.Parameter(tt.tensor(0.5, dtype=tt.float64))
+
+        def forward(self, image, k0, mask):
+            image = image + self.conv2(self.act(self.conv1(image)))
+            k = fft2c(image)
+            k = tt.where(mask, (k + self.lam * k0) / (1 + self.lam), k)
+            return ifft2c(k)
+
+    rng = np.random.default_rng(124)
+    truth = np.cumsum(np.cumsum(rng.standard_normal((2, 1, 8, 8)), 2), 3) / 8
+    truth = truth * np.exp(1j * rng.uniform(-0.3, 0.3, truth.shape))
+    mask_np = np.zeros((1, 1, 8, 8), dtype=bool)
+    mask_np[..., ::2] = True
+    mask_np[..., 3:5] = True
+    truth_t = tt.from_numpy(truth)
+    mask = tt.from_numpy(np.broadcast_to(mask_np, truth.shape).copy())
+    k0 = fft2c(truth_t) * mask
+    zero_filled = ifft2c(k0)
+    cascades = nn.ModuleList([Cascade(), Cascade()]).double()
+    _load(cascades, tt, state)
+    opt = tt.optim.Adam(cascades.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(steps):
+        image = zero_filled
+        for cascade in cascades:
+            image = cascade(image, k0, mask)
+        loss = F.l1_loss(tt.view_as_real(image), tt.view_as_real(truth_t)) + \
+            F.mse_loss(image.abs(), truth_t.abs())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "zero_filled": _np(tt.view_as_real(zero_filled)),
+            "params": _params(cascades)}
+
+
+def test_unrolled_mri_reconstruction_trains_the_same():
+    _parity(mri_unrolled)
+
+
+def test_unrolled_mri_reconstruction_runs_in_minidl():
+    out = mri_unrolled(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 66. a last-layer Laplace approximation: torch.func.hessian, predictive variances -------
+def laplace_last_layer(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    func = tt.func
+
+    rng = np.random.default_rng(125)
+    x = tt.from_numpy(rng.uniform(-2, 2, (20, 1)))
+    y = tt.sin(2 * x) + 0.05 * tt.from_numpy(rng.standard_normal((20, 1)))
+    model = nn.Sequential(nn.Linear(1, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        loss = F.mse_loss(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    features = model[:2](x).detach()
+    head = {k: v.detach() for k, v in model[2].named_parameters()}
+    prior_precision, noise = 1.0, 0.1
+
+    def neg_log_joint(w, b):
+        pred = func.functional_call(model[2], {"weight": w, "bias": b}, (features,))
+        return 0.5 * ((pred - y) ** 2).sum() / noise ** 2 + 0.5 * prior_precision * (
+            w.pow(2).sum() + b.pow(2).sum())
+
+    H = func.hessian(neg_log_joint, argnums=(0, 1))(head["weight"], head["bias"])
+    H_ww = H[0][0].reshape(8, 8)
+    H_wb = H[0][1].reshape(8, 1)
+    H_bb = H[1][1].reshape(1, 1)
+    full = tt.cat([tt.cat([H_ww, H_wb], 1), tt.cat([H_wb.T, H_bb], 1)], 0)
+    cov = tt.linalg.inv(full)
+    x_test = tt.linspace(-3, 3, 7, dtype=tt.float64).unsqueeze(1)
+    phi = tt.cat([model[:2](x_test).detach(), tt.ones(7, 1, dtype=tt.float64)], 1)
+    variance = tt.einsum("ni,ij,nj->n", phi, cov, phi) + noise ** 2
+    jac = func.jacrev(lambda w: func.functional_call(model[2], {"weight": w,
+                                                                  "bias": head["bias"]},
+                                                     (features[:3],)))(head["weight"])
+    jfwd = func.jacfwd(lambda w: func.functional_call(model[2], {"weight": w,
+                                                                   "bias": head["bias"]},
+                                                      (features[:3],)))(head["weight"])
+    return {"losses": losses, "variance": _np(variance), "hessian": _np(full),
+            "jac": _np(jac - jfwd), "params": _params(model)}
+
+
+def test_last_layer_laplace_with_func_hessian_trains_the_same():
+    _parity(laplace_last_layer)
+
+
+def test_last_layer_laplace_runs_in_minidl():
+    out = laplace_last_layer(minidl, steps=2)
+    assert (out["variance"] > 0).all() and np.abs(out["jac"]).max() < 1e-12
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
