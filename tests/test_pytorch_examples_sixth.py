@@ -4803,6 +4803,180 @@ def test_last_layer_laplace_runs_in_minidl():
     assert (out["variance"] > 0).all() and np.abs(out["jac"]).max() < 1e-12
 
 
+# ---- 67. length-bucketed batching: a custom batch sampler, dict samples, a padding collate --
+def bucketed_batches(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    data_utils = tt.utils.data
+
+    class SentenceDataset(data_utils.Dataset):
+        def __init__(self, sentences, labels):
+            self.sentences, self.labels = sentences, labels
+
+        def __len__(self):
+            return len(self.sentences)
+
+        def __getitem__(self, i):
+            return {"ids": tt.tensor(self.sentences[i]), "label": self.labels[i],
+                    "length": len(self.sentences[i])}
+
+    class BucketBatchSampler(data_utils.Sampler):
+        def __init__(self, lengths, batch_size, order):
+            self.lengths, self.batch_size, self.order = lengths, batch_size, order
+
+        def __iter__(self):
+            by_length = sorted(self.order, key=lambda i: self.lengths[i])
+            batches = [by_length[i:i + self.batch_size]
+                       for i in range(0, len(by_length), self.batch_size)]
+            return iter(batches)
+
+        def __len__(self):
+            return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def collate(batch):
+        ids = nn.utils.rnn.pad_sequence([b["ids"] for b in batch], batch_first=True,
+                                        padding_value=0)
+        rest = data_utils.default_collate([{"label": b["label"], "length": b["length"]}
+                                           for b in batch])
+        return ids, rest["label"], rest["length"]
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(12, 6, padding_idx=0)
+            self.gru = nn.GRU(6, 6, batch_first=True)
+            self.fc = nn.Linear(6, 2)
+
+        def forward(self, ids, lengths):
+            packed = nn.utils.rnn.pack_padded_sequence(self.emb(ids), lengths, batch_first=True,
+                                                       enforce_sorted=False)
+            _, h = self.gru(packed)
+            return self.fc(h[-1])
+
+    rng = np.random.default_rng(126)
+    sentences = [rng.integers(1, 12, rng.integers(2, 7)).tolist() for _ in range(10)]
+    labels = rng.integers(0, 2, 10).tolist()
+    extra = SentenceDataset(sentences[:3], labels[:3])
+    dataset = data_utils.ConcatDataset([SentenceDataset(sentences, labels), extra])
+    train = data_utils.Subset(dataset, list(range(12)))
+    sampler = BucketBatchSampler([len(train[i]["ids"]) for i in range(len(train))], 4,
+                                 rng.permutation(12).tolist())
+    loader = data_utils.DataLoader(train, batch_sampler=sampler, collate_fn=collate)
+    model = Classifier().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adagrad(model.parameters(), lr=0.1, lr_decay=0.01)
+    losses, shapes = [], []
+    for _ in range(steps):
+        for ids, y, lengths in loader:
+            loss = F.cross_entropy(model(ids, lengths), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            shapes.append(tuple(ids.shape))
+    return {"losses": losses, "shapes": repr(shapes), "n_batches": repr(len(loader)),
+            "params": _params(model)}
+
+
+def test_bucketed_batches_train_the_same():
+    out = _parity(bucketed_batches)
+    assert out["n_batches"] == "3"
+
+
+def test_bucketed_batches_run_in_minidl():
+    out = bucketed_batches(minidl, steps=1)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 68. model surgery and checkpoint migration: swapped layers, renamed keys, hooks -------
+def model_surgery(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+
+    class Block(nn.Module):
+        _version = 2
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.norm = nn.BatchNorm2d(4)
+            self.act = nn.ReLU()
+
+        def forward(self, x):
+            return x + self.act(self.norm(self.conv(x)))
+
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                                  missing_keys, unexpected_keys, error_msgs):
+            version = local_metadata.get("version", None)
+            if version is None or version < 2:  # version 1 called the norm "bn"
+                for key in list(state_dict):
+                    if key.startswith(prefix + "bn."):
+                        state_dict[prefix + "norm." + key[len(prefix + "bn."):]] = \
+                            state_dict.pop(key)
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                          missing_keys, unexpected_keys, error_msgs)
+
+    def make():
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), Block(), Block(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).double()
+
+    def convert_bn_to_gn(module):
+        for name, child in module.named_children():
+            if isinstance(child, nn.BatchNorm2d):
+                gn = nn.GroupNorm(2, child.num_features).double()
+                with tt.no_grad():
+                    gn.weight.copy_(child.weight)
+                    gn.bias.copy_(child.bias)
+                setattr(module, name, gn)
+            else:
+                convert_bn_to_gn(child)
+        return module
+
+    model = make()
+    if state is not None:  # the state after the surgery: what the BatchNorms had is left as is
+        model.load_state_dict({k: tt.from_numpy(v.copy()) for k, v in state.items()},
+                              strict=False)
+    # an old checkpoint: "bn" for "norm", no version metadata
+    old = {k.replace(".norm.", ".bn."): v.clone() for k, v in model.state_dict().items()}
+    fresh = make()
+    result = fresh.load_state_dict(old, strict=True)
+    same = all(bool((fresh.state_dict()[k] == v).all()) for k, v in model.state_dict().items())
+    convert_bn_to_gn(model)
+    model.get_submodule("1").act = nn.GELU()
+    model.apply(lambda m: m.register_forward_hook(lambda mod, inp, out: None)
+                if isinstance(m, nn.GroupNorm) else None)
+    seen = []
+    handle = model.get_submodule("2.conv").register_forward_pre_hook(
+        lambda mod, args, kwargs: seen.append(tuple(args[0].shape)) or None, with_kwargs=True)
+    model.get_parameter("5.bias").requires_grad_(False)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = tt.optim.SGD(trainable, lr=0.05, momentum=0.9)
+    rng = np.random.default_rng(127)
+    x = tt.from_numpy(rng.standard_normal((4, 1, 5, 5)))
+    y = tt.from_numpy(rng.integers(0, 3, 4))
+    losses = []
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    handle.remove()
+    kinds = sorted({type(m).__name__ for m in model.modules()})
+    keys_kept = sorted(model.state_dict(keep_vars=True))[:4]
+    return {"losses": losses, "facts": repr((repr(result), same, len(seen), kinds, keys_kept,
+                                             len(trainable))),
+            "params": _params(model)}
+
+
+def test_model_surgery_and_checkpoint_migration_train_the_same():
+    out = _parity(model_surgery)
+    assert "'GroupNorm'" in out["facts"] and "'BatchNorm2d'" not in out["facts"]
+
+
+def test_model_surgery_runs_in_minidl():
+    out = model_surgery(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
 # ---- what the programs found missing, each fix with its own test ------------------------------
 def _number_first_cases(tt):
     x = tt.tensor([1.0, 2.0, 3.0])
@@ -5054,3 +5228,54 @@ def test_adam_refuses_an_integer_beta_as_torch():
 def test_adam_refuses_an_integer_beta_as_torch_as_torch():
     pytest.importorskip("torch")
     assert _integer_beta(minidl) == _integer_beta(torch)
+
+
+def _versioned_loading(tt):
+    nn = tt.nn
+    seen = []
+
+    class Block(nn.Module):
+        _version = 2
+
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(3)
+
+        def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                                  missing_keys, unexpected_keys, error_msgs):
+            seen.append((prefix, local_metadata.get("version")))
+            if local_metadata.get("version", 1) < 2:
+                for key in [k for k in state_dict if k.startswith(prefix + "ln.")]:
+                    state_dict[prefix + "norm." + key[len(prefix + "ln."):]] = \
+                        state_dict.pop(key)
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                          missing_keys, unexpected_keys, error_msgs)
+
+    model = nn.Sequential(nn.Linear(3, 3), Block())
+    hook_saw = []
+    model[0].register_load_state_dict_pre_hook(
+        lambda module, sd, prefix, meta, *rest: hook_saw.append(meta.get("version")))
+    with tt.no_grad():
+        model[1].norm.weight.fill_(2.0)
+    old = {k.replace("norm.", "ln."): v.clone() for k, v in model.state_dict().items()}
+    fresh = nn.Sequential(nn.Linear(3, 3), Block())
+    fresh[0].register_load_state_dict_pre_hook(
+        lambda module, sd, prefix, meta, *rest: hook_saw.append(meta.get("version")))
+    result = fresh.load_state_dict(old)
+    loaded = fresh[1].norm.weight.tolist()
+    fresh.load_state_dict(model.state_dict())  # saved with its metadata: version 2
+    return [repr(result), loaded, seen, hook_saw]
+
+
+def test_load_state_dict_runs_load_from_state_dict_overrides_with_the_saved_version():
+    """a module upgrading old checkpoints by overriding _load_from_state_dict (the version
+    in local_metadata): minidl never called the override (and had no base to call), and its
+    load pre-hooks were given the module's current version rather than the checkpoint's."""
+    result, loaded, seen, hook_saw = _versioned_loading(minidl)
+    assert loaded == [2.0, 2.0, 2.0] and result == "<All keys matched successfully>"
+    assert seen == [("1.", None), ("1.", 2)] and hook_saw == [None, 1]
+
+
+def test_load_state_dict_runs_load_from_state_dict_overrides_as_torch():
+    pytest.importorskip("torch")
+    assert _versioned_loading(minidl) == _versioned_loading(torch)
