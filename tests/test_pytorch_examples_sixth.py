@@ -1,16 +1,24 @@
 """A sixth set of programs, each written once as torch code and run unchanged by torch 2.13 and
 by minidl (``tt`` is either module) from the same initial weights, in float64: a CTC speech
-model (a strided Conv1d, a packed bidirectional GRU, CTCLoss, greedy decoding), a seq2seq
-model with Luong attention, scheduled teacher forcing and beam search, a YOLO-style detection
-loss with hand-written box ops and NMS, metric learning with batch-hard mining and the margin
-losses, MoCo (a momentum encoder and a queue), BYOL, DINO, DistilBERT-style distillation with
-``KLDivLoss(log_target=True)``, a physics-informed network, a GPT with a KV cache and top-k /
-top-p sampling, PGD adversarial training with TRADES, a Hessian-free Newton step, a mixture
-density network on ``torch.distributions``, Barlow Twins, DLRM, WaveNet with mu-law
-quantisation, a BiLSTM-CRF tagger, a vocoder trained with a multi-resolution STFT loss, patch
-denoising with ``unfold`` / ``fold``, a neural Turing machine's addressing, a multi-task
-tabular model with the less common losses, an image captioner with ``nn.TransformerDecoder``,
-soft actor-critic with a tanh-squashed policy, prototypical networks and N-BEATS.
+model (strided Conv1d, packed bidirectional GRU, CTCLoss, greedy decoding), seq2seq with Luong
+attention and beam search, a YOLO-style loss with box ops and NMS, metric learning with the
+margin losses, MoCo, BYOL, DINO, DistilBERT-style distillation, a physics-informed network, a
+GPT with a KV cache and top-k / top-p sampling, PGD with TRADES, a Hessian-free Newton step, a
+mixture density network, Barlow Twins, DLRM, WaveNet, a BiLSTM-CRF, a vocoder with a
+multi-resolution STFT loss, unfold / fold denoising, a neural Turing machine, a multi-task
+model with the less common losses, a TransformerDecoder captioner, soft actor-critic,
+prototypical networks, N-BEATS, a complete training script (torch.compile, accumulation,
+OneCycleLR, EMA, a checkpoint resumed), Gauss-Newton by torch.func.jacrev, a deep equilibrium
+model, a TopK sparse autoencoder, NCF with BPR; then a char CNN (max-norm embeddings), an
+adaptive-softmax LM with LSTM projections, R(2+1)D video, DGCNN, AdaIN, a Conformer block,
+DeepAR, QAT by hand, Sinkhorn, a T5 encoder with Adafactor, a Set Transformer, GIN on a sparse
+adjacency, SIREN, noisy student, an orthogonal RNN, Glow, decorrelated BN with Procrustes,
+optical flow by grid_sample, evidential learning, ListMLE, DeepSurv, PixelCNN++, bicubic
+super-resolution, Transformer-XL, sliding-window attention by as_strided, StyleGAN2, an RSSM
+world model, a pointer network, an attentive neural process, SAGAN, BiT, a hierarchical
+attention network, OHEM segmentation, an IRNN, unrolled MRI reconstruction with complex
+layers, a last-layer Laplace approximation, length-bucketed batching, model surgery with a
+checkpoint migration, neural cellular automata and 2-D Gaussian splatting.
 
 minidl's random generator is its own (not torch's), so every draw the two runs share (data,
 noise, masks, reparameterisation epsilons) comes from numpy. ``Tensor.data`` is minidl's
@@ -4974,6 +4982,139 @@ def test_model_surgery_and_checkpoint_migration_train_the_same():
 
 def test_model_surgery_runs_in_minidl():
     out = model_surgery(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 69. growing neural cellular automata: fixed Sobel perception, stochastic updates ------
+def neural_ca(tt, state=None, steps=3):
+    nn, F = tt.nn, tt.nn.functional
+    C = 6
+
+    class CAModel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            sobel = tt.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]],
+                              dtype=tt.float64) / 8
+            identity = tt.zeros(3, 3, dtype=tt.float64)
+            identity[1, 1] = 1.0
+            kernel = tt.stack([identity, sobel, sobel.T])        # (3, 3, 3)
+            self.register_buffer("kernel", kernel.repeat(C, 1, 1).unsqueeze(1))
+            self.fc0 = nn.Conv2d(3 * C, 16, 1)
+            self.fc1 = nn.Conv2d(16, C, 1, bias=False)
+            with tt.no_grad():
+                self.fc1.weight.zero_()
+
+        def alive(self, x):
+            return F.max_pool2d(x[:, 3:4], kernel_size=3, stride=1, padding=1) > 0.1
+
+        def forward(self, x, fire):
+            pre_life = self.alive(x)
+            y = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="circular"), self.kernel, groups=C)
+            dx = self.fc1(F.relu(self.fc0(y))) * fire
+            x = x + dx
+            life = pre_life & self.alive(x)
+            return x * life.to(x.dtype)
+
+    rng = np.random.default_rng(128)
+    seed = np.zeros((2, C, 8, 8))
+    seed[:, 3:, 4, 4] = 1.0
+    target = np.zeros((2, 4, 8, 8))
+    target[:, :, 2:6, 3:5] = rng.uniform(0.5, 1, (2, 4, 4, 2))
+    fires = (rng.random((steps, 4, 2, 1, 8, 8)) < 0.5).astype(np.float64)
+    model = CAModel().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=2e-3)
+    sched = tt.optim.lr_scheduler.MultiStepLR(opt, [2], 0.3)
+    losses = []
+    for i in range(steps):
+        x = tt.from_numpy(seed)
+        for t in range(4):
+            x = model(x, tt.from_numpy(fires[i, t]))
+        loss = F.mse_loss(x[:, :4], tt.from_numpy(target))
+        opt.zero_grad()
+        loss.backward()
+        with tt.no_grad():
+            for p in model.parameters():
+                p.grad /= (p.grad.norm() + 1e-8)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_neural_cellular_automata_train_the_same():
+    _parity(neural_ca)
+
+
+def test_neural_cellular_automata_run_in_minidl():
+    out = neural_ca(minidl, steps=2)
+    assert np.isfinite(out["losses"]).all()
+
+
+# ---- 70. 2-D Gaussian splatting: covariances from angles, front-to-back alpha compositing --
+def gaussian_splatting(tt, state=None, steps=3):
+    nn = tt.nn
+
+    class Splats(nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.means = nn.Parameter(tt.zeros(n, 2))
+            self.log_scales = nn.Parameter(tt.zeros(n, 2))
+            self.angles = nn.Parameter(tt.zeros(n))
+            self.colors = nn.Parameter(tt.zeros(n, 3))
+            self.opacity_logits = nn.Parameter(tt.zeros(n))
+            self.depths = nn.Parameter(tt.zeros(n))
+
+        def forward(self, pixels):
+            c, s = tt.cos(self.angles), tt.sin(self.angles)
+            R = tt.stack([tt.stack([c, -s], -1), tt.stack([s, c], -1)], -2)     # (n, 2, 2)
+            S = tt.diag_embed(tt.exp(self.log_scales))
+            cov = R @ S @ S @ R.transpose(1, 2)
+            inv = tt.linalg.inv(cov)
+            d = pixels[:, None, :] - self.means[None]                           # (P, n, 2)
+            power = -0.5 * tt.einsum("pni,nij,pnj->pn", d, inv, d)
+            alpha = (tt.sigmoid(self.opacity_logits) * tt.exp(power)).clamp(max=0.99)
+            order = tt.argsort(self.depths)
+            alpha, colors = alpha[:, order], self.colors[order]
+            transmittance = tt.cumprod(tt.cat([tt.ones_like(alpha[:, :1]), 1 - alpha[:, :-1]],
+                                              dim=1), dim=1)
+            weights = alpha * transmittance
+            return weights @ tt.sigmoid(colors)
+
+    n = 5
+    model = Splats(n).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(129)
+    if state is None:
+        with tt.no_grad():
+            model.means.copy_(tt.from_numpy(rng.uniform(-1, 1, (n, 2))))
+            model.log_scales.copy_(tt.from_numpy(rng.uniform(-1.5, -0.5, (n, 2))))
+            model.angles.copy_(tt.from_numpy(rng.uniform(0, 3, n)))
+            model.colors.copy_(tt.from_numpy(rng.standard_normal((n, 3))))
+            model.depths.copy_(tt.from_numpy(rng.permutation(n).astype(np.float64)))
+    ys, xs = np.meshgrid(np.linspace(-1, 1, 6), np.linspace(-1, 1, 6), indexing="ij")
+    pixels = tt.from_numpy(np.stack([xs.ravel(), ys.ravel()], 1))
+    image = tt.from_numpy(rng.uniform(0, 1, (36, 3)))
+    opt = tt.optim.Adam([{"params": [model.means], "lr": 1e-2},
+                         {"params": [model.log_scales, model.angles], "lr": 5e-3},
+                         {"params": [model.colors, model.opacity_logits, model.depths]}],
+                        lr=2e-2)
+    losses = []
+    for _ in range(steps):
+        loss = (model(pixels) - image).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "params": _params(model)}
+
+
+def test_gaussian_splatting_trains_the_same():
+    _parity(gaussian_splatting)
+
+
+def test_gaussian_splatting_runs_in_minidl():
+    out = gaussian_splatting(minidl, steps=2)
     assert np.isfinite(out["losses"]).all()
 
 
