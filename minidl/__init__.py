@@ -55,7 +55,8 @@ def set_num_threads(n):
 # PyTorch's other dtype names, as NumPy dtypes; looked up through __getattr__ so that names
 # such as ``float``, ``int`` and ``bool`` do not shadow the builtins inside this module
 _DTYPE_NAMES = {"int8": "int8", "int16": "int16", "int32": "int32", "int64": "int64",
-                "uint8": "uint8", "bool": "bool", "half": "float16", "float": "float32",
+                "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
+                "bool": "bool", "half": "float16", "float": "float32",
                 "double": "float64", "long": "int64", "int": "int32", "short": "int16",
                 "cfloat": "complex64", "cdouble": "complex128"}
 
@@ -143,6 +144,9 @@ for _name, _fn in {**_pointwise.FUNCTIONS, **_statistics.FUNCTIONS,
         __all__.append(_name)
 del _name, _fn
 from . import func  # noqa: E402,F401  (minidl.func.functional_call, as torch.func)
+from . import library  # noqa: E402,F401  (minidl.library.custom_op, as torch.library)
+from . import masked  # noqa: E402,F401  (minidl.masked.sum(x, mask=m), as torch.masked)
+from .segment import segment_reduce  # noqa: E402,F401  (torch.segment_reduce)
 from .backend import Generator  # noqa: E402,F401  (torch.Generator: an independent generator)
 from .backend import OutOfMemoryError  # noqa: E402,F401  (torch.OutOfMemoryError)
 from .utils.dlpack import from_dlpack  # noqa: E402,F401  (torch.from_dlpack)
@@ -214,3 +218,7 @@ _sys.modules[__name__ + ".nn.qat"] = nn.qat = ao.nn.qat
 for _name in ao.quantization.TOP_LEVEL:  # minidl.quint8, minidl.quantize_per_tensor, ...
     globals()[_name] = getattr(ao.quantization, _name)
 del _sys, _name
+# nested (ragged) tensors, as torch.nested: minidl.nested.nested_tensor(..., layout=minidl.jagged)
+from . import nested  # noqa: E402,F401
+from .sparse import jagged  # noqa: E402
+__all__ += ["jagged"]

@@ -254,7 +254,7 @@ def _false(self):
 
 
 TENSOR_PROPERTIES = ("is_meta", "is_mps", "is_xpu", "is_ipu", "is_mkldnn", "is_vulkan",
-                     "is_xla", "is_mtia", "is_maia", "is_quantized", "is_nested")
+                     "is_xla", "is_mtia", "is_maia", "is_quantized")
 
 
 def install(namespace):

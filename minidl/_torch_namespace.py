@@ -965,6 +965,14 @@ def _positions(xp, size, stride, offset):
     return pos
 
 
+def _last_position(size, stride, offset):
+    """The largest of _positions(size, stride, offset), or None when the
+    size holds no element: arithmetic on the host, where pos.max() would copy from a GPU."""
+    if any(n == 0 for n in size):
+        return None
+    return int(offset) + sum(max((n - 1) * s, 0) for n, s in zip(size, stride))
+
+
 class AsStrided(Function):
     """The elements of x's storage at offset + sum(i_k * stride_k), as torch.as_strided reads
     them: a view of that storage where x's array is one (``view``, the storage offset, is not
@@ -1031,9 +1039,10 @@ def as_strided(input, size, stride, storage_offset=None):
         raise RuntimeError(f"Tensor: invalid storage offset {storage_offset}")
     xp = get_array_module(storage)
     out_pos = _positions(xp, size, stride, storage_offset)
-    if out_pos.size and int(out_pos.max()) >= storage.size:
+    last = _last_position(size, stride, storage_offset)
+    if last is not None and last >= storage.size:
         raise RuntimeError(f"setStorage: sizes {list(size)}, strides {list(stride)}, storage "
-                           f"offset {storage_offset} require {int(out_pos.max()) + 1} elements "
+                           f"offset {storage_offset} require {last + 1} elements "
                            f"but the storage holds {storage.size}")
     x_pos = _positions(xp, input.shape, x_strides, offset)
     view = storage_offset if _views_storage(input.data, storage) and out_pos.size else None
@@ -1056,10 +1065,12 @@ def as_strided_scatter(input, src, size, stride, storage_offset=None):
         raise RuntimeError(f"expected src to have a size equal to the slice of self. src size = "
                            f"{list(src.shape)}, slice size = {list(size)}")
     xp = get_array_module(input.data)
-    pos = _positions(xp, size, stride, 0 if storage_offset is None else int(storage_offset))
-    if pos.size and int(pos.max()) >= input.numel():
+    offset = 0 if storage_offset is None else int(storage_offset)
+    pos = _positions(xp, size, stride, offset)
+    last = _last_position(size, stride, offset)
+    if last is not None and last >= input.numel():
         raise RuntimeError(f"as_strided_scatter: sizes {list(size)}, strides {list(stride)} "
-                           f"reach element {int(pos.max())} of a tensor of {input.numel()}")
+                           f"reach element {last} of a tensor of {input.numel()}")
     return put(input, Tensor(pos), src)
 
 

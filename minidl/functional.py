@@ -231,6 +231,8 @@ class Linear(Function):
 
 def linear(x, weight, bias=None):
     """y = x @ weight.T + bias, with weight of shape (out_features, in_features) as in PyTorch."""
+    if getattr(x, "is_nested", False) is True:  # minidl.nested
+        return x._nested_op("linear", x, weight, bias)
     if not hasattr(x, "ndim"):  # a dict, list or None: PyTorch's TypeError, not an AttributeError
         raise TypeError(f"linear(): argument 'input' (position 1) must be Tensor, not "
                         f"{type(x).__name__}")
@@ -673,6 +675,8 @@ def adaptive_avg_pool2d(x, output_size):
 
 # ---- activations ------------------------------------------------------------------------
 def relu(input, inplace=False):
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("relu", input)
     if getattr(input, "is_quantized", False) is True:  # minidl.ao's quantized kernel
         return input._quantized_op("relu")
     return apply_in_place(input, ReLU.apply, "relu") if inplace else ReLU.apply(input)
@@ -846,6 +850,8 @@ class SiLU(Function):
 
 
 def silu(input, inplace=False):
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("silu", input)
     _float_input("silu", input)
     return apply_in_place(input, SiLU.apply, "silu") if inplace else SiLU.apply(input)
 
@@ -911,6 +917,8 @@ class GELU(Function):
 
 def gelu(x, approximate="none"):
     """x * Phi(x), Phi the standard normal CDF; approximate='tanh' is PyTorch's tanh form."""
+    if getattr(x, "is_nested", False) is True:  # minidl.nested
+        return x._nested_op("gelu", x, approximate=approximate)
     _float_input("gelu", x)
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -944,11 +952,15 @@ def _softmax_input(name, x, dtype):
 
 
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("softmax", input, dim, dtype=dtype)
     input = _softmax_input("softmax", input, dtype)
     return Softmax.apply(input, dim=_softmax_dim("softmax", input, dim))
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("log_softmax", input, dim, dtype=dtype)
     input = _softmax_input("log_softmax", input, dtype)
     return LogSoftmax.apply(input, dim=_softmax_dim("log_softmax", input, dim))
 
@@ -1747,6 +1759,8 @@ def _shape_tuple(name, what, shape):
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the last len(normalized_shape) dims, then scale by ``weight`` and shift
     by ``bias`` (each of shape normalized_shape), as PyTorch's layer_norm."""
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("layer_norm", input, normalized_shape, weight, bias, eps)
     name = "layer_norm"
     _float_input(name, input)
     shape = _shape_tuple(name, "normalized_shape", normalized_shape)
@@ -1799,6 +1813,8 @@ class Dropout(Function):
 def dropout(input, p=0.5, training=True, inplace=False):
     """Zero each element with probability p and scale the rest by 1/(1-p) (training only);
     ``inplace=True`` writes the result into input under the in-place rules."""
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("dropout", input, p, training, inplace)
     if not 0 <= p <= 1:
         raise ValueError(f"dropout: p must be in [0, 1], got {p}")
     if not training or p == 0:
@@ -1960,6 +1976,9 @@ def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
     ``scale_grad_by_freq``: each row's gradient is divided by how often its index comes in
     ``input``. With ``sparse=True`` the weight's gradient is a sparse COO tensor whose rows are
     the looked-up indices (uncoalesced, the padding row left out), as torch's."""
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("embedding", input, weight, padding_idx, max_norm, norm_type,
+                                scale_grad_by_freq, sparse)
     name = "embedding"
     _index_tensor(name, input)
     if not isinstance(weight, Tensor) or weight.ndim != 2:

@@ -71,9 +71,19 @@ def _index_array(name, index, size, dim, int64_only=True, device=None, negative=
         wanted = "int64" if int64_only else "int32 or int64"
         raise IndexDtypeError(f"{name}: index must be an {wanted} tensor, got dtype {dt}")
     data = index.data
+    low = -size if name == "take" or negative else 0
+    if data.size and type(data) is not np.ndarray:
+        # on the GPU: the range measured on the host where the index came from there (no
+        # read-back), else one flag read back instead of the whole index
+        known = getattr(index, "_host_range", None)
+        if known is not None and known[0] is data:
+            if low <= known[1] and known[2] < size:
+                return data
+        elif not bool(((data < low) | (data >= size)).any()):
+            return data
     if data.size:
         host = to_numpy(data)
-        bad = (host < (-size if name == "take" or negative else 0)) | (host >= size)
+        bad = (host < low) | (host >= size)
         if bad.any():
             value = int(host[bad].reshape(-1)[0])
             raise IndexArgumentError(f"{name}: index {value} is out of bounds for dimension "

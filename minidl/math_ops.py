@@ -24,7 +24,7 @@ from .ops import (
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
-from .ops import sgn as _sgn, var as _var
+from .ops import refuse_unsigned, sgn as _sgn, var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
@@ -250,6 +250,8 @@ Frac = _unary("Frac", lambda xp, a: a - xp.trunc(a), lambda xp, a: xp.ones_like(
 
 def _float_op(fn):
     def op(input):
+        if getattr(input, "is_nested", False) is True:  # minidl.nested: per values array
+            return input._nested_op("pointwise", op, input)
         if not isinstance(input, autograd.Tensor):  # named as public (log_ndtr, not logndtr)
             _float_input(input, op.__name__)
         return fn.apply(_float_input(input, fn.__name__))
@@ -262,6 +264,8 @@ def _same_dtype_op(fn, integer=None, bool_ok=True):
     """An op whose integer input stays integer: ``integer(x)`` (None: x itself); bool input
     refused unless ``bool_ok`` (PyTorch's floor, ceil, trunc, round)."""
     def op(input):
+        if getattr(input, "is_nested", False) is True:  # minidl.nested: per values array
+            return input._nested_op("pointwise", op, input)
         if not bool_ok:
             refuse_bool(op.__name__, input)
         if input.data.dtype.kind == "c":
@@ -853,12 +857,14 @@ def _in_opmath(input, other, compute):
 def remainder(input, other):
     """Python's modulus (the result has the sign of ``other``): ``input % other``."""
     a, b = _binary_operands("remainder", input, other)
+    refuse_unsigned(a.data.dtype, "remainder_cpu")
     return Remainder.apply(a, b, trunc=False)
 
 
 def fmod(input, other):
     """C's fmod (the result has the sign of ``input``)."""
     a, b = _binary_operands("fmod", input, other)
+    refuse_unsigned(a.data.dtype, "fmod_cpu")
     return Remainder.apply(a, b, trunc=True)
 
 
@@ -874,6 +880,7 @@ def div(input, other, *, rounding_mode=None):
     if wide is not None:
         return wide
     a, b = _binary_operands("div", input, other)
+    refuse_unsigned(a.data.dtype, f"div_{rounding_mode}_cpu")
     return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
 
 

@@ -18,13 +18,38 @@ from . import autograd, backend
 from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
 from .backend.generic import ACT_SIGMOID
-from .backend.dtypes import (combine_dtypes, is_floating, is_real_number, promote_types,
-                             scalar_dtype)
+from .backend.dtypes import (WIDE_UNSIGNED, combine_dtypes, is_floating, is_real_number,
+                             promote_types, scalar_dtype, torch_scalar_name)
+
+
+# minidl.library's operator namespaces (``minidl.ops.mylib.name``, as ``torch.ops.mylib``): the
+# library registers them here, so that this module never imports it
+custom_namespaces = {}
+
+
+def __getattr__(name):
+    space = custom_namespaces.get(name)
+    if space is None:
+        raise AttributeError(f"module 'minidl.ops' has no attribute {name!r}")
+    return space
 
 
 class UnsupportedDtypeError(TypeError, RuntimeError):
     """An op PyTorch refuses for an operand's dtype (``-bool_tensor``, topk of bools): a
     RuntimeError there, and a TypeError as minidl's other dtype errors."""
+
+
+class UnsignedKernelError(NotImplementedError, TypeError):
+    """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``):
+    torch's NotImplementedError, and a TypeError as minidl's other dtype errors."""
+
+
+def refuse_unsigned(dtype, kernel):
+    """uint16/32/64 operands of an op torch has no CPU kernel of (``kernel``, as its error
+    names it) are refused, as there."""
+    if dtype.kind == "u" and dtype in WIDE_UNSIGNED:
+        raise UnsignedKernelError(f'"{kernel}" not implemented for '
+                                  f"'{torch_scalar_name(dtype)}'")
 
 
 class BadArgumentError(ValueError, RuntimeError):
@@ -744,6 +769,9 @@ def where(condition, input=None, other=None):
     """``input`` where ``condition`` holds, ``other`` elsewhere: tensors or numbers, broadcast,
     at PyTorch's result dtype; the gradient goes to the side each element came from.
     ``where(condition)`` alone is ``nonzero(condition, as_tuple=True)``, as in PyTorch."""
+    for x in (condition, input, other):
+        if getattr(x, "is_nested", False) is True:  # minidl.nested
+            return x._nested_op("where", condition, input, other)
     if input is None and other is None and _is_tensor(condition):
         if condition.ndim and traces_untracked():
             return nonzero_columns(condition)
@@ -1177,8 +1205,8 @@ class Sum(Function):
         wide = accumulation_dtype(a)
         if wide is not None:
             return a.sum(axis=self.axes, keepdims=keepdim, dtype=wide).astype(a.dtype)
-        if a.dtype.kind in "biu" and a.dtype != np.uint64:  # every integer sums to int64, as
-            return a.sum(axis=self.axes, keepdims=keepdim, dtype=np.int64)  # PyTorch (uint8 too)
+        if a.dtype.kind in "biu":  # every integer sums to int64, as PyTorch (uint8, uint64
+            return a.sum(axis=self.axes, keepdims=keepdim, dtype=np.int64)  # too: wrapping)
         return a.sum(axis=self.axes, keepdims=keepdim)
 
     def backward(self, g):
@@ -1930,6 +1958,8 @@ def cat(tensors, dim=0):
         raise BadArgumentError("cat: expected a non-empty list of tensors")
     if getattr(tensors[0], "is_quantized", False) is True:  # minidl.ao's quantized kernel
         return tensors[0]._quantized_op("cat", tensors, dim)
+    if getattr(tensors[0], "is_nested", False) is True:  # minidl.nested
+        return tensors[0]._nested_op("cat", tensors, dim)
     for i, t in enumerate(tensors):
         if not _is_tensor(t):
             raise TypeError(f"cat: expected tensors, got {_describe(t)} at position {i}")

@@ -23,7 +23,7 @@ from .backend.dtypes import default_float, is_floating
 from .math_ops import _float_op, _unary, div, sign, trunc
 from .ops import (
     Cast, Fill, UnsupportedDtypeError, _array_module, _broadcast_shapes, _is_number, _operand,
-    constant, keep_where, refuse_bool_sub, refuse_complex, result_type,
+    constant, keep_where, refuse_bool_sub, refuse_complex, refuse_unsigned, result_type,
 )
 
 
@@ -426,6 +426,7 @@ def _shift(name, input, other, left):
     if a.dtype.kind not in "iu":
         raise DtypeError(f"{name}: not implemented for {a.dtype} tensors (integers only, as in "
                          "PyTorch)")
+    refuse_unsigned(a.dtype, "lshift_cpu" if left else "rshift_cpu")
     a, b = a.data, b.data
     xp = get_array_module(a)
     bits = a.dtype.itemsize * 8

@@ -56,6 +56,8 @@ def mm(input, mat2):
 
 def bmm(input, mat2):
     """Batched matrix products of two 3-d tensors with the same batch size (no broadcast)."""
+    if getattr(input, "is_nested", False) is True:  # minidl.nested
+        return input._nested_op("bmm", input, mat2)
     _tensor("bmm", "input", input), _tensor("bmm", "mat2", mat2)
     if input.ndim != 3 or mat2.ndim != 3:
         raise ValueError(f"bmm: both operands must be 3-d (batch, n, m), got shapes "

@@ -54,6 +54,7 @@ class layout:
 
 strided = layout("strided")
 sparse_coo = layout("sparse_coo")
+jagged = layout("jagged")  # minidl.nested's ragged layout
 
 
 def _is_sparse(t):
@@ -337,7 +338,8 @@ class Scale(Function):
     def forward(self, x, factor, divide=False):
         self.factor, self.divide = factor, divide
         values = x.values
-        if values.dtype.kind in "biu" and (divide or isinstance(factor, float)):
+        if values.dtype.kind in "biu" and (divide or isinstance(factor, float) or (
+                getattr(factor, "dtype", None) is not None and factor.dtype.kind == "f")):
             values = values.astype(default_float())
         with np.errstate(divide="ignore", invalid="ignore"):  # x / 0: inf and nan, as torch's
             return x.with_values(values / factor if divide else values * factor)

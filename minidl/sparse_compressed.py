@@ -23,7 +23,7 @@ from . import sparse as _coo
 from .autograd import Function, input_needed
 from .backend import get_array_module, normalize_device
 from .backend import sparse_compressed as _c
-from .backend.sparse import SparseCOO
+from .backend.sparse import SparseArray, SparseCOO
 from .backend.sparse_compressed import SparseCompressed, torch_layout_name
 from .functional import Linear
 from .math_ops import Asin, Atan, Ceil, Expm1, Floor, Log1p, Round, Sign, Sin, Sinh, Tan, Trunc
@@ -93,7 +93,7 @@ class CompressedGather(Function):
 
 def _index_array(x, xp, what):
     if isinstance(x, Tensor):
-        if type(x.data) is not np.ndarray and not hasattr(x.data, "__cuda_array_interface__"):
+        if isinstance(x.data, SparseArray):
             raise TypeError(f"{what} must be a strided (dense) tensor, got layout "
                             f"{_layout_name(x)}")
         x = x.data
@@ -865,7 +865,9 @@ def _scalar_form(op):
                 a, b = b, a
             if _is_compressed(a) and _is_plain_dense(b) and b.ndim == 0 \
                     and not b.requires_grad:
-                return CompressedScale.apply(a, factor=b.data.item())
+                # on the GPU the number stays there (a 0-d array), not read back
+                factor = b.data.item() if type(b.data) is np.ndarray else b.data
+                return CompressedScale.apply(a, factor=factor)
             if _is_compressed(a) and _is_plain_dense(b) and b.shape == a.shape:
                 # times a dense tensor of its shape: its values times b at its places, a
                 # tensor of a's pattern (as torch's forward; a's gradient of its layout)

@@ -101,6 +101,7 @@ class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
     __array_priority__ = 1000  # so numpy_array * tensor calls Tensor.__rmul__
+    is_nested = False  # minidl.nested.NestedTensor's is True
     # In-place changes are counted per array, shared by every tensor that views it (detach(),
     # slices, reshapes), as PyTorch's version counter is: backward refuses an op whose saved
     # array changed after its forward. None until the first change or the first view;
@@ -560,24 +561,24 @@ class Tensor:
     def __add__(self, other):
         if _opmath_scalar(self, other):
             return _in_float32(self, lambda t: t + other)
-        return Add.apply(*_pair(self, other))
+        return Add.apply(*_refusing_unsigned(_pair(self, other), "add_stub"))
 
     def __radd__(self, other):
         if _opmath_scalar(self, other):
             return _in_float32(self, lambda t: other + t)
-        return Add.apply(*_pair(self, other, reverse=True))
+        return Add.apply(*_refusing_unsigned(_pair(self, other, reverse=True), "add_stub"))
 
     def __sub__(self, other):
         ops.refuse_bool_sub(self, other)
         if _opmath_scalar(self, other):
             return _in_float32(self, lambda t: t - other)
-        return Sub.apply(*_pair(self, other))
+        return Sub.apply(*_refusing_unsigned(_pair(self, other), "add_stub"))
 
     def __rsub__(self, other):
         ops.refuse_bool_sub(other, self)
         if _opmath_scalar(self, other):
             return _in_float32(self, lambda t: other - t)
-        return Sub.apply(*_pair(self, other, reverse=True))
+        return Sub.apply(*_refusing_unsigned(_pair(self, other, reverse=True), "add_stub"))
 
     def __mul__(self, other):
         if _opmath_scalar(self, other):
@@ -601,11 +602,11 @@ class Tensor:
 
     def __matmul__(self, other):
         ops.refuse_mixed_matmul(self, other)
-        return MatMul.apply(*_pair(self, other))
+        return MatMul.apply(*_refusing_unsigned(_pair(self, other), "dot"))
 
     def __rmatmul__(self, other):
         ops.refuse_mixed_matmul(other, self)
-        return MatMul.apply(*_pair(self, other, reverse=True))
+        return MatMul.apply(*_refusing_unsigned(_pair(self, other, reverse=True), "dot"))
 
     matmul = __matmul__
 
@@ -623,7 +624,7 @@ class Tensor:
 
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor):
-            return PowTensor.apply(*_pair(self, exponent))
+            return PowTensor.apply(*_refusing_unsigned(_pair(self, exponent), "pow"))
         if isinstance(exponent, np.generic):  # a NumPy number: its kind, as a Python one
             exponent = exponent.item()
         if isinstance(exponent, complex) and self.data.dtype.kind != "c":
@@ -631,6 +632,8 @@ class Tensor:
                              exponent=exponent)
         if not is_differentiable(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, default_float()), exponent=exponent)
+        if self.data.dtype.kind == "u":
+            _refusing_unsigned((self,), "pow")
         if self.data.dtype.kind in "biu" and isinstance(exponent, int):
             ops.check_integer_exponent(self.data.dtype, exponent)
             if self.data.dtype == np.bool_:  # bool ** 2 is int64; bool ** True stays bool
@@ -641,7 +644,7 @@ class Tensor:
         return Pow.apply(self, exponent=exponent)
 
     def __rpow__(self, base):
-        return PowTensor.apply(*_pair(self, base, reverse=True))
+        return PowTensor.apply(*_refusing_unsigned(_pair(self, base, reverse=True), "pow"))
 
     pow = __pow__
 
@@ -707,12 +710,16 @@ class Tensor:
         return _shape_ops.in_memory_format(out, memory_format)
 
     def __neg__(self):
+        if self.data.dtype.kind == "u":
+            _refusing_unsigned((self,), "neg_cpu")
         return Neg.apply(self)
 
     def __pos__(self):
         return self
 
     def __abs__(self):
+        if self.data.dtype.kind == "u":
+            _refusing_unsigned((self,), "abs_cpu")
         return Abs.apply(self)
 
     abs = __abs__
@@ -816,6 +823,8 @@ class Tensor:
         if self.data.dtype.kind not in "biu":
             raise ops.UnsupportedDtypeError(f"~ (bitwise_not) needs a bool or integer tensor, "
                                             f"got {self.dtype}")
+        if self.data.dtype.kind == "u":
+            _refusing_unsigned((self,), "bitwise_not_cpu")
         if autograd._profiler_hook is not None and ops.traces_untracked():
             return ops.Compare.apply(self, op="invert")
         return Tensor(get_array_module(self.data).invert(self.data))
@@ -1111,6 +1120,13 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
     return (b, a) if reverse else (a, b)
 
 
+def _refusing_unsigned(operands, kernel):
+    """``operands`` as they are, unless they are uint16/32/64, for which torch has no CPU kernel
+    of this op (``kernel``, as its error names it): refused as there."""
+    ops.refuse_unsigned(operands[0].data.dtype, kernel)
+    return operands
+
+
 def _bitwise(a: Tensor, other, ufunc):
     """``&``, ``|``, ``^`` on bool or integer tensors (bool with bool stays bool)."""
     x, y = _pair(a, other)
@@ -1133,6 +1149,8 @@ def _compare(x, other, op, order_name=None):
     a, b = _pair(x, other)
     if order_name is not None and a.data.dtype.kind == "c":
         ops.refuse_complex(order_name, a.data)
+    if order_name is not None and a.data.dtype.kind == "u":
+        _refusing_unsigned((a,), f"{order_name}_cpu")
     if autograd._profiler_hook is not None and ops.traces_untracked():
         return ops.Compare.apply(a, b, op=op)
     return Tensor(_COMPARISONS[op](a.data, b.data))  # the arrays' own operators (NumPy, CuPy)
@@ -1142,12 +1160,15 @@ def _scalar(x, like: Tensor, dtype):
     """A Python number as a 0-d array of ``dtype`` on ``like``'s device. An integer outside an
     integer dtype's range wraps as in PyTorch (``uint8_tensor - 1``: the 1 subtracted, mod 256)."""
     x = ops.wrap_integer(x, dtype)
+    data = like.data
+    if type(data) in (SparseCOO, SparseCompressed):  # a sparse tensor's device: its values'
+        data = data.values
     if type(x) is float and abs(x) > 65504.0:  # beyond float16: inf there, as in PyTorch
         with np.errstate(over="ignore"):
-            return Tensor(get_array_module(like.data).asarray(x, dtype=dtype))
-    if type(like.data) is np.ndarray:
+            return Tensor(get_array_module(data).asarray(x, dtype=dtype))
+    if type(data) is np.ndarray:
         return Tensor(np.asarray(x, dtype=dtype))
-    xp = get_array_module(like.data)
+    xp = get_array_module(data)
     if xp is not np:
         # a GPU fill kernel takes the number by value; asarray would copy it from the host,
         # and a copy from pageable memory can wait for the GPU to finish its queue
@@ -2123,11 +2144,14 @@ def _backprop_graph(roots, root_grads, retain_graph, given, wanted=None, create_
         grads[id(root)] = grad if held is None else held + grad
     handed_out = {id(g) for g in root_grads} if given else set()
     previous_needed, autograd._needed = autograd._needed, needed
+    previous_task = autograd._graph_task
+    autograd._graph_task = autograd.GraphTask(order, runs, found)
     try:
         _run_backward_nodes(order, grads, found, handed_out, retain_graph, create_graph,
                             finishers, runs)
     finally:
         autograd._needed = previous_needed
+        autograd._graph_task = previous_task
     for finish in finishers:
         finish()
     return None if found is None else [found[id(t)] for t in wanted]
@@ -2437,6 +2461,8 @@ def _note_host_range(t, source):
     back from the GPU, which would stall every training step. The range is tied to this very
     array: replacing ``t.data`` drops it."""
     data = t.data
+    if type(data) in (SparseCOO, SparseCompressed):  # a sparse tensor: no range kept
+        return
     if data.ndim != 1 or data.dtype.kind not in "iu" or not data.size:
         return
     if device_of(data) != "cuda" or device_of(source) != "cpu":

@@ -83,6 +83,8 @@ class HostKernel:
 
     def __call__(self, *args, size=None):
         assert len(args) == len(self.params), f"{self.name}: {len(args)} arguments"
+        if any(_is_half(a) for a, (_, typ, _) in zip(args, self.params) if typ in ("T", "P")):
+            return self._in_float32(args, size)
         t_dtype = next(a.dtype for a, (_, typ, _) in zip(args, self.params) if typ in ("T", "P"))
         c_args = []
         for a, (raw, typ, pname) in zip(args, self.params):
@@ -106,6 +108,31 @@ class HostKernel:
         fn = getattr(self.lib, f"{self.name}_{CTYPE[t_dtype.type]}")
         fn.restype = None
         fn(*c_args, ctypes.c_longlong(size))
+
+
+    def _in_float32(self, args, size):
+        """A 16-bit (float16/bfloat16) launch, which the host build has no body for: the kernel
+        run on float32 copies of the T and P arrays (the GPU's bodies load 16-bit values into
+        float and compute there), each output rounded back to its array's dtype (numpy's
+        astype: round to nearest even, as CUDA's conversions)."""
+        wide, outs = [], []
+        n_in = len(params(cuda.SPECS[self.name][0]))
+        for i, (a, (_, typ, _)) in enumerate(zip(args, self.params)):
+            if typ in ("T", "P") and isinstance(a, np.ndarray):
+                w = np.ascontiguousarray(np.asarray(a).view(np.ndarray), dtype=np.float32)
+                wide.append(w)
+                if i >= n_in:
+                    outs.append((a, w))
+            else:
+                wide.append(a)
+        self(*wide, size=size)
+        for a, w in outs:
+            a[...] = w.astype(a.dtype)
+
+
+def _is_half(a):
+    return isinstance(a, np.ndarray) and a.dtype.itemsize == 2 and a.dtype.name in (
+        "float16", "bfloat16")
 
 
 # ---- a numpy-backed stand-in for the cupy module ------------------------------------------
@@ -202,6 +229,12 @@ class FakeDeviceArray(np.ndarray):
             return np.asarray(out).view(FakeDeviceArray)  # CuPy: a 0-d device array
         return out
 
+    def __setitem__(self, key, value):
+        # CuPy copies a 0-d device value on the device; numpy would call its __float__
+        if _Strictness.on:
+            key = tuple(_plain(k) for k in key) if isinstance(key, tuple) else _plain(key)
+        np.ndarray.__setitem__(self, key, _plain(value))
+
     # Each of these copies device data to the host: a synchronisation on a real GPU (a
     # per-element one inside a Python loop). strict() counts them.
     def __float__(self):
@@ -239,6 +272,12 @@ class FakeDeviceArray(np.ndarray):
     def get(self):
         _sync("get")
         return np.array(self.view(np.ndarray))
+
+    @property
+    def data(self):
+        """CuPy's ``a.data`` is a MemoryPointer whose ``ptr`` is the device address (numpy's a
+        memoryview without one)."""
+        return types.SimpleNamespace(ptr=int(self.__array_interface__["data"][0]))
 
     def argmax(self, *args, **kwargs):  # numpy's methods return scalars without a wrap
         return _on_device(np.ndarray.argmax(self, *args, **kwargs))

@@ -15,8 +15,11 @@
 #   api: fft/complex/stft and FlopCounterMode on CuPy against the CPU
 #        (tools/gpu_complex_check.py), minidl.cuda's streams, events, memory figures, RNG
 #        state, OutOfMemoryError and CUDA DLPack (tools/gpu_cuda_api_check.py); sparse, saved-
-#        tensor hooks, forward AD, legacy types, views, torch-format save on CUDA
-#        (tools/gpu_features_check.py); not in figures
+#        tensor hooks, forward AD, legacy types, views, torch-format save on CUDA, and (fake-GPU audit)
+#        CSR/CSC/BSR/BSC, vision.ops, fx, distributions, fft/special/signal, depthwise and 1x1
+#        convs, 16-bit max pool/ReLU, minidl.func, in-place ops on views, recent layers, the
+#        quantized-on-CUDA refusal, QAT steps (tools/gpu_features_check.py, a few seconds); not
+#        in figures
 #   dist: tools/dist_gpu_check.sh (nccl world 1; 2 ranks sharing the GPU over mpi)
 #   profile: per-phase times and the top GPU kernels of a ResNet-50 step (tools/profile_resnet_gpu.py;
 #            PROFILE_ARGS="--amp bf16 --batch 64" for the mixed-precision step)

@@ -114,13 +114,16 @@ def dlpack():
     return ok, detail
 
 
+CHECKS = [("streams and events", streams_and_events),
+          ("device properties and memory", properties_and_memory),
+          ("CUDA random state", random_state), ("OutOfMemoryError", out_of_memory),
+          ("nvtx", nvtx), ("dlpack on CUDA", dlpack)]
+
+
 if __name__ == "__main__":
     if not minidl.cuda.is_available():
         print("SKIP no GPU")
         sys.exit(0)
-    for name, fn in [("streams and events", streams_and_events),
-                     ("device properties and memory", properties_and_memory),
-                     ("CUDA random state", random_state), ("OutOfMemoryError", out_of_memory),
-                     ("nvtx", nvtx), ("dlpack on CUDA", dlpack)]:
+    for name, fn in CHECKS:
         check(name, fn)
     sys.exit(summary())

@@ -4,8 +4,11 @@ forward-mode AD, the legacy ``minidl.cuda.*Tensor`` types, storages, poisson and
 SVD, ``x[i, j]`` and ``as_strided`` views, and ``save(format="torch")`` of GPU tensors; and
 from stop 33: ``minidl.accelerator`` and ``x.device.type``/``.index`` on the GPU, flex
 attention with a score_mod and a block mask (forward and gradients), and
-``EmbeddingBag(sparse=True)``'s sparse gradient. Each runs on CUDA and on the CPU from the same
-values and compares.
+``EmbeddingBag(sparse=True)``'s sparse gradient; and the features added since
+2026-12-05 in a quick form (compressed sparse layouts, vision.ops, fx, distributions, fft /
+special / signal, depthwise and 1x1 convolutions, 16-bit max pooling and ReLU, minidl.func and
+forward AD, in-place ops on views, recent layers, quantized models refusing CUDA, QAT steps).
+Each runs on CUDA and on the CPU from the same values and compares.
 
     python tools/gpu_features_check.py
 
@@ -210,6 +213,268 @@ def sparse_embedding_bag():
     return ok and grads["cuda"][0], f"sparse {grads['cuda'][0]}, max difference {err:.1e}"
 
 
+# ---- the features added since 2026-12-05 (tests/test_fake_gpu_coverage.py runs them
+# on the strict fake GPU; these are the quick real-GPU form) ----------------------------------
+def _on_both(fn, tol=1e-9):
+    """``fn(device)`` -> a list of tensors, on the CPU and on CUDA from the same seed: (ok,
+    detail), ok when every CUDA result is on the GPU and equals the CPU's within ``tol``."""
+    minidl.manual_seed(0)
+    cpu = fn("cpu")
+    minidl.manual_seed(0)
+    gpu = fn("cuda")
+    on_gpu = all(str(g.device).startswith("cuda") for g in gpu)
+    errs = [_close(g.detach().cpu().float().numpy() if g.dtype in (minidl.float16, minidl.bfloat16)
+                   else g.detach().cpu().numpy(),
+                   c.detach().cpu().float().numpy() if c.dtype in (minidl.float16, minidl.bfloat16)
+                   else c.detach().cpu().numpy(), tol) for g, c in zip(gpu, cpu)]
+    ok = on_gpu and len(gpu) == len(cpu) and all(e for e, _ in errs)
+    worst = max((d for _, d in errs), default=0.0)
+    return ok, f"{len(gpu)} results, all on the GPU: {on_gpu}, max difference {worst:.1e}"
+
+
+def _f64(a, device, grad=False):
+    return minidl.tensor(np.asarray(a), dtype=minidl.float64, device=device, requires_grad=grad)
+
+
+def _rand(*shape, seed=0, lo=-2.0, hi=2.0):
+    return np.random.default_rng(seed).uniform(lo, hi, shape)
+
+
+def compressed_sparse():
+    dense = _rand(4, 6, seed=3) * (np.random.default_rng(4).uniform(size=(4, 6)) < 0.4)
+    dense[0, 0] = 1.5
+
+    def run(device):
+        crow = minidl.tensor([0, 2, 3, 5], device=device)
+        col = minidl.tensor([0, 2, 1, 0, 3], device=device)
+        vals = _f64(_rand(5, seed=5), device, True)
+        a = minidl.sparse_csr_tensor(crow, col, vals, (3, 4))
+        b, c = _f64(_rand(4, 2, seed=6), device, True), _f64(_rand(3, 2, seed=7), device, True)
+        y = minidl.mm(a, b) + minidl.addmm(c, a, b, beta=0.5, alpha=2.0)
+        y.pow(2).sum().backward()
+        d = _f64(dense, device)
+        trips = [s.to("cpu").to(device).to_dense() for s in (
+            d.to_sparse_csr(), d.to_sparse_csc(), d.to_sparse_bsr((2, 3)), d.to_sparse_bsc((2, 2)))]
+        return [y, vals.grad, b.grad, c.grad] + trips
+    return _on_both(run)
+
+
+def vision_ops():
+    from minidl.vision import ops
+
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [21, 19, 29, 31],
+                      [0, 0, 9, 10], [50, 50, 60, 55]], dtype=np.float64)
+    scores = np.array([0.9, 0.8, 0.7, 0.95, 0.85, 0.1])
+    rois = np.array([[0, 0.5, 0.5, 5.5, 4.0], [1, 2.0, 1.0, 7.5, 7.5]])
+
+    def run(device):
+        b, s = _f64(boxes, device), _f64(scores, device)
+        keep = ops.nms(b, s, 0.5)
+        bkeep = ops.batched_nms(b, s, minidl.tensor([0, 0, 1, 1, 1, 0], device=device), 0.5)
+        x = _f64(_rand(2, 3, 8, 8, seed=11), device, True)
+        al = ops.roi_align(x, _f64(rois, device), (3, 2), sampling_ratio=-1, aligned=True)
+        rp = ops.roi_pool(x, _f64(rois, device), 2)
+        (al.pow(2).sum() + rp.pow(2).sum()).backward()
+        return [keep, bkeep, ops.box_iou(b, b + 0.5), al, rp, x.grad]
+    return _on_both(run)
+
+
+def fx_graph_module():
+    from minidl import fx
+
+    class Net(minidl.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = minidl.nn.Conv2d(2, 3, 3, padding=1)
+            self.fc = minidl.nn.Linear(12, 4)
+
+        def forward(self, x):
+            y = minidl.nn.functional.relu(self.conv(x)).mean(1)
+            return self.fc(y.flatten(1)).softmax(-1) + x.sum()
+
+    def run(device):
+        minidl.manual_seed(0)
+        gm = fx.symbolic_trace(Net().double()).to(device)
+        x = _f64(_rand(2, 2, 4, 3, seed=13), device, True)
+        y = gm(x)
+        y.pow(2).sum().backward()
+        return [y, fx.Interpreter(gm).run(x), x.grad, gm.conv.weight.grad]
+    return _on_both(run)
+
+
+def distributions():
+    import minidl.distributions as D
+
+    def run(device):
+        loc, scale = _f64(_rand(3, seed=20), device, True), _f64(_rand(3, seed=21, lo=0.5), device, True)
+        conc = _f64(_rand(3, seed=22, lo=0.5, hi=3.0), device, True)
+        tril = _f64(np.tril(_rand(3, 3, seed=23)) + 3 * np.eye(3), device, True)
+        point = _f64(_rand(3, seed=24, lo=0.2, hi=0.6), device)
+        dists = [D.Normal(loc, scale), D.Gamma(conc, scale), D.Dirichlet(conc),
+                 D.MultivariateNormal(loc, scale_tril=tril), D.StudentT(conc + 1, loc, scale)]
+        lp = sum(d.log_prob(point / point.sum() if isinstance(d, D.Dirichlet) else point).sum()
+                 + d.entropy().sum() for d in dists)
+        # draws differ between the two generators: their device and gradients' finiteness only
+        draws = [d.rsample((4,)) for d in dists]
+        assert all(r.device == loc.device for r in draws), [r.device for r in draws]
+        assert bool(minidl.isfinite(sum(r.sum() for r in draws)).item())
+        lp.backward()
+        return [lp, loc.grad, scale.grad, conc.grad, tril.grad]
+    return _on_both(run)
+
+
+def fft_special_signal():
+    from minidl import fft, special
+    from minidl.signal import windows
+
+    def run(device):
+        x = _f64(_rand(3, 8, seed=26), device, True)
+        f = fft.rfft(x * windows.hann(8, dtype=minidl.float64, device=device))
+        s = special.erfcx(x) + special.log_ndtr(x) + special.i0e(x)
+        (f.abs().sum() + s.sum()).backward()
+        return [f.abs(), s, x.grad, windows.kaiser(9, beta=4.0, dtype=minidl.float64,
+                                                   device=device)]
+    return _on_both(run)
+
+
+def depthwise_and_pointwise_conv():
+    import minidl.nn.functional as F
+
+    def run(device):
+        x = minidl.tensor(_rand(2, 8, 14, 14, seed=30), dtype=minidl.float32, device=device,
+                          requires_grad=True)
+        wd = minidl.tensor(_rand(16, 1, 3, 3, seed=31), dtype=minidl.float32, device=device,
+                           requires_grad=True)
+        wp = minidl.tensor(_rand(5, 16, 1, 1, seed=32), dtype=minidl.float32, device=device,
+                           requires_grad=True)
+        y = F.conv2d(F.conv2d(x, wd, padding=1, groups=8), wp)
+        (y * y.detach().cos()).sum().backward()
+        return [y, x.grad, wd.grad, wp.grad]
+    return _on_both(run, tol=1e-3)
+
+
+def half_max_pool_relu():
+    import minidl.nn.functional as F
+
+    def run(device):
+        out = []
+        for dt in (minidl.float16, minidl.bfloat16):
+            x = minidl.tensor(_rand(2, 3, 8, 8, seed=33), device=device).to(dt).requires_grad_()
+            y = F.max_pool2d(F.relu(x), 2, stride=2)
+            z = F.relu(x * 2)
+            (y.float().sum() + (z.float() * 3).sum()).backward()
+            out += [y, z, x.grad]
+        return out
+    return _on_both(run, tol=0)
+
+
+def func_and_forward_ad():
+    import minidl.autograd.forward_ad as fwAD
+    from minidl import func
+
+    def run(device):
+        minidl.manual_seed(0)
+        lin = minidl.nn.Linear(4, 3).double().to(device)
+        params = {k: v.detach() for k, v in lin.named_parameters()}
+        x = _f64(_rand(5, 4, seed=34), device)
+
+        def loss(p, xi):
+            return func.functional_call(lin, p, (xi,)).tanh().sum()
+
+        per_sample = func.vmap(func.grad(loss), in_dims=(None, 0))(params, x)
+        jac = func.jacrev(lambda v: (v.sin() * v).cumsum(0))(x[0])
+        with fwAD.dual_level():
+            d = fwAD.make_dual(x * 1.0, x.cos())
+            h = d * 1.0
+            h[1:3, :2].mul_(d[:2, 1:3])
+            tangent = fwAD.unpack_dual((h.sin() * d).softmax(-1)).tangent
+        return [per_sample["weight"], per_sample["bias"], jac, tangent]
+    return _on_both(run)
+
+
+def inplace_views_rebase():
+    def run(device):
+        x = _f64(_rand(3, 4, seed=7), device, True)
+        w = _f64(_rand(3, 4, seed=8), device, True)
+        h = x * 1.5 - 0.2
+        v, other = h[:, 1:3], h.diagonal(1)
+        h.mul_(w)
+        minidl.as_strided(h, (2, 3), (4, 1), 1).mul_(3)
+        ((h * h).sum() + (v * v.detach().cos()).sum() + (other * 3).sum()).backward()
+        return [h, v, other, x.grad, w.grad]
+    return _on_both(run)
+
+
+def recent_layers():
+    nn = minidl.nn
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.rms = nn.GroupNorm(2, 8), nn.RMSNorm(8)
+            self.mha = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.lstm = nn.LSTM(8, 6, batch_first=True, proj_size=4)
+            self.prelu, self.pool = nn.PReLU(5), nn.LPPool2d(2.0, 2)
+
+        def forward(self, x):
+            y = self.rms(self.norm(x.transpose(1, 2)).transpose(1, 2))
+            y = self.mha(y, y, y)[0]
+            y = self.lstm(y)[0]
+            z = self.pool(self.prelu(y.reshape(2, 5, 2, 2).abs() + 0.1))
+            return y.sum() + z.sum()
+
+    def run(device):
+        minidl.manual_seed(0)
+        m = Stack().double().to(device)
+        x = _f64(_rand(2, 5, 8, seed=40), device, True)
+        y = m(x)
+        y.backward()
+        return [y, x.grad] + [p.grad for p in m.parameters()]
+    return _on_both(run)
+
+
+def quantized_refuses_cuda():
+    from minidl.ao import quantization as Q
+
+    nn = minidl.nn
+    model = nn.Sequential(Q.QuantStub(), nn.Linear(4, 3), nn.ReLU(), Q.DeQuantStub())
+    model.qconfig = Q.get_default_qconfig()
+    Q.prepare(model, inplace=True)
+    model(minidl.randn(8, 4))
+    Q.convert(model, inplace=True)
+    try:
+        model.to("cuda")(minidl.randn(2, 4, device="cuda"))
+    except NotImplementedError as e:
+        return "CPU-only" in str(e), f"refused: {str(e)[:80]}"
+    return False, "a quantized model ran on a CUDA input"
+
+
+def qat_on_gpu():
+    from minidl.ao import quantization as Q
+
+    nn = minidl.nn
+
+    def run(device):
+        minidl.manual_seed(0)
+        model = nn.Sequential(Q.QuantStub(), nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(12, 4), Q.DeQuantStub())
+        model.qconfig = Q.get_default_qat_qconfig()
+        model.train()
+        Q.prepare_qat(model, inplace=True)
+        model.to(device)
+        opt = minidl.optim.SGD(model.parameters(), lr=0.1)
+        x = minidl.tensor(_rand(5, 2, 4, 4, seed=50), dtype=minidl.float32, device=device)
+        outs = []
+        for _ in range(2):
+            opt.zero_grad()
+            y = model(x)
+            y.pow(2).mean().backward()
+            opt.step()
+            outs.append(y)
+        return outs + [model[1].weight, model[4].weight]
+    return _on_both(run, tol=1e-4)
+
+
 CHECKS = [("sparse mm and gradients", sparse_products),
           ("sparse embedding + SparseAdam", sparse_embedding_adam),
           ("saved-tensor hooks, save_on_cpu", saved_tensor_hooks),
@@ -220,7 +485,19 @@ CHECKS = [("sparse mm and gradients", sparse_products),
           ("save(format='torch') of GPU tensors", save_torch_format_from_gpu),
           ("accelerator API and x.device on the GPU", accelerator_and_device),
           ("flex_attention: score_mod, block mask, gradients", flex_attention_on_gpu),
-          ("EmbeddingBag(sparse=True) gradient", sparse_embedding_bag)]
+          ("EmbeddingBag(sparse=True) gradient", sparse_embedding_bag),
+          ("CSR/CSC/BSR/BSC: mm/addmm gradients, .to round trips", compressed_sparse),
+          ("vision.ops: nms, batched_nms, box_iou, roi_align, roi_pool", vision_ops),
+          ("fx GraphModule on the GPU", fx_graph_module),
+          ("distributions: log_prob, entropy, rsample gradients", distributions),
+          ("fft, special, signal windows", fft_special_signal),
+          ("depthwise and 1x1 convolutions (float32)", depthwise_and_pointwise_conv),
+          ("float16/bfloat16 max pooling and ReLU", half_max_pool_relu),
+          ("minidl.func and forward AD through in-place views", func_and_forward_ad),
+          ("in-place ops on a base with views, as_strided", inplace_views_rebase),
+          ("recent layers: GroupNorm, RMSNorm, MHA, LSTM proj, PReLU, LPPool2d", recent_layers),
+          ("a quantized model refuses CUDA input", quantized_refuses_cuda),
+          ("quantization-aware training steps on the GPU", qat_on_gpu)]
 
 
 if __name__ == "__main__":

@@ -72,6 +72,30 @@ def input_needed(fn, i):
     return t.requires_grad and (_needed is None or id(t) in _needed)
 
 
+class GraphTask:
+    """The backward pass running now (``autograd.graph.register_multi_grad_hook`` needs it, as
+    torch's hook asks its engine): one per backward()/grad() call, with ``will_run(t)``: whether
+    this pass sends a gradient to ``t`` (it is above the roots and, for chosen inputs, on a
+    path to one of them). Hooks keep per-pass state on it (``state``), gone with the pass."""
+    _count = 0
+
+    def __init__(self, order, runs, found):
+        GraphTask._count += 1
+        self.id, self.state = GraphTask._count, {}
+        self._order, self._runs, self._found, self._reached = order, runs, found, None
+
+    def will_run(self, t):
+        if self._reached is None:  # made on the first question only: backward's cost stays
+            self._reached = {id(node) for node in self._order}
+        key = id(t)
+        if key not in self._reached:
+            return False
+        return self._runs is None or key in self._runs or key in self._found
+
+
+_graph_task = None  # the GraphTask of the backward pass running now, None outside one
+
+
 # Anomaly detection (detect_anomaly): ops record where they were called, and a backward pass
 # checks every gradient an op returns for NaN, naming the op and that forward call.
 _anomaly = False

@@ -28,7 +28,8 @@ import contextlib
 from .. import autograd as _ag
 from . import AccumulateGrad, Function
 
-__all__ = ["Node", "saved_tensors_hooks", "save_on_cpu", "disable_saved_tensors_hooks"]
+__all__ = ["Node", "saved_tensors_hooks", "save_on_cpu", "disable_saved_tensors_hooks",
+           "register_multi_grad_hook"]
 
 
 class _NodeMeta(type):
@@ -101,3 +102,71 @@ def disable_saved_tensors_hooks(error_message):
         yield
     finally:
         _ag._saved_hooks_disabled = previous
+
+
+class _MultiHandle:
+    """The handle of ``register_multi_grad_hook``: ``remove()`` takes the hook off every tensor
+    (twice is harmless); a context manager that removes it on leaving."""
+
+    def __init__(self, handles):
+        self.handles = tuple(handles)
+
+    def remove(self):
+        for handle in self.handles:
+            handle.remove()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+def register_multi_grad_hook(tensors, fn, *, mode="all"):
+    """torch's ``autograd.graph.register_multi_grad_hook``. ``mode="all"``: once per backward
+    pass, after the gradient of every tensor of ``tensors`` that the pass reaches has been
+    computed, ``fn(grads)`` gets them in order, None for the tensors the pass does not reach
+    (not above its roots, or not on a path to the ``inputs`` of ``backward``/``grad``).
+    ``mode="any"``: once per pass, ``fn(grad)`` with the first of their gradients computed.
+    The gradients are not changed by ``fn``'s result. Returns a handle with ``remove()``."""
+    supported = ("all", "any")
+    if mode not in supported:
+        raise ValueError(f"Expects mode to be one of {supported} but got {mode}")
+    tensors = list(tensors)
+    if mode == "all":
+        key = object()  # this hook's state on each pass (GraphTask.state)
+
+        def hook_for(index):
+            def inner(grad):
+                task = _ag._graph_task
+                if task is None:
+                    raise RuntimeError("register_multi_grad_hook: its hook ran outside a "
+                                       "backward pass")
+                state = task.state.get(key)
+                if state is None:  # the first of this pass: how many will arrive
+                    calls = sum(1 for t in tensors if task.will_run(t))
+                    state = task.state[key] = [0, calls, [None] * len(tensors)]
+                state[2][index] = grad
+                state[0] += 1
+                if state[0] == state[1]:
+                    del task.state[key]
+                    fn(state[2])
+
+            return inner
+
+        handles = [t.register_hook(hook_for(i)) for i, t in enumerate(tensors)]
+    else:
+        key = object()
+
+        def once(grad):
+            task = _ag._graph_task
+            if task is None:
+                raise RuntimeError("register_multi_grad_hook: its hook ran outside a backward "
+                                   "pass")
+            if key in task.state:
+                return
+            task.state[key] = True
+            fn(grad)
+
+        handles = [t.register_hook(once) for t in tensors if t.requires_grad]
+    return _MultiHandle(handles)

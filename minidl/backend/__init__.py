@@ -257,6 +257,8 @@ def translated_oom(exc):
 def to_device(array, device: str):
     """Copy an array to 'cpu' (numpy) or 'cuda' (cupy); no copy when it is already there."""
     device = normalize_device(device)
+    if isinstance(array, _SparseArray):  # each of its index and value arrays
+        return array.map_arrays(lambda a: to_device(a, device))
     if device == "cpu":
         if device_of(array) == "cuda":
             return _cupy.asnumpy(array)
@@ -272,6 +274,8 @@ def to_device(array, device: str):
 
 
 def to_numpy(array) -> np.ndarray:
+    if isinstance(array, _SparseArray):  # no numpy array of a sparse one: refused, naming it
+        return np.asarray(array)
     return to_device(array, "cpu")
 
 

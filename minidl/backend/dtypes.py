@@ -99,14 +99,40 @@ def category(dtype):
     return 0 if kind == "b" else (1 if kind in "iu" else (3 if kind == "c" else 2))
 
 
+# the unsigned types torch added in 2.3 with "limited support": they promote only with
+# themselves and with the floating types, as torch.promote_types
+WIDE_UNSIGNED = frozenset(np.dtype(t) for t in ("uint16", "uint32", "uint64"))
+_TORCH_SCALAR_NAMES = {"bool": "Bool", "uint8": "Byte", "int8": "Char", "int16": "Short",
+                       "int32": "Int", "int64": "Long", "float16": "Half",
+                       "bfloat16": "BFloat16", "float32": "Float", "float64": "Double",
+                       "complex64": "ComplexFloat", "complex128": "ComplexDouble",
+                       "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64"}
+
+
+def torch_scalar_name(dtype) -> str:
+    """torch's ScalarType name of ``dtype`` (``Long`` for int64), as its errors print it."""
+    return _TORCH_SCALAR_NAMES.get(dtype.name, dtype.name)
+
+
+class UnsignedPromotionError(TypeError, RuntimeError):
+    """uint16/uint32/uint64 meeting another non-floating dtype: torch refuses the promotion
+    (a RuntimeError there, a TypeError as minidl's other dtype errors)."""
+
+
 def promote_types(a, b):
     """Within one tier of operands: NumPy's promotion, except that a floating type meets an
     integer type as itself (NumPy makes int64 + float16 float64; PyTorch float16), and a
     complex type meets a real one at the wider precision of the two (float64 + complex64 is
-    complex128, float16 + complex64 complex64)."""
+    complex128, float16 + complex64 complex64). uint16/32/64 promote only with a floating
+    type (to it), as torch's."""
     if a == b:
         return a
     ca, cb = category(a), category(b)
+    if (a in WIDE_UNSIGNED or b in WIDE_UNSIGNED) and not (
+            (ca == 2 and b.kind == "u") or (cb == 2 and a.kind == "u")):
+        raise UnsignedPromotionError(
+            f"Promotion for uint16, uint32, uint64 types is not supported, attempted to "
+            f"promote {torch_scalar_name(a)} and {torch_scalar_name(b)}")
     if 3 in (ca, cb):
         wide = a if ca == 3 and (cb != 3 or a.itemsize >= b.itemsize) else b
         other = b if wide is a else a

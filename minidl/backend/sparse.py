@@ -103,6 +103,11 @@ class SparseCOO(SparseArray):
             return self
         return SparseCOO(self.indices, self.values.astype(dtype), self.shape, self.coalesced)
 
+    def map_arrays(self, fn):
+        """The same tensor with ``fn`` applied to each of its arrays (a move to another
+        device)."""
+        return SparseCOO(fn(self.indices), fn(self.values), self.shape, self.coalesced)
+
     def with_values(self, values):
         """The same pattern with other values (the indices are shared, as torch's
         ``_values`` changes keep them)."""

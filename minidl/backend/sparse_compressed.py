@@ -99,6 +99,12 @@ class SparseCompressed(SparseArray):
             return self
         return self.with_values(self.values.astype(dtype))
 
+    def map_arrays(self, fn):
+        """The same tensor with ``fn`` applied to each of its arrays (a move to another
+        device)."""
+        return SparseCompressed(self.layout, fn(self.compressed), fn(self.plain),
+                                fn(self.values), self.shape)
+
     def with_values(self, values):
         """The same pattern (the index arrays shared) with other values."""
         return SparseCompressed(self.layout, self.compressed, self.plain, values, self.shape)

@@ -260,6 +260,9 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     ``scale`` defaults to 1/sqrt(E); dropout_p applies whenever it is > 0 (as in PyTorch,
     pass 0.0 outside training); enable_gqa lets key/value have fewer heads (dim -3) than
     query, each shared by a group of query heads."""
+    if getattr(query, "is_nested", False) is True:  # minidl.nested
+        return query._nested_op("scaled_dot_product_attention", query, key, value, attn_mask,
+                                dropout_p, is_causal, scale, enable_gqa)
     name = "scaled_dot_product_attention"
     for what, t in (("query", query), ("key", key), ("value", value)):
         _check_tensor(name, what, t)
@@ -436,6 +439,9 @@ class MultiheadAttention(Module):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
+        if getattr(query, "is_nested", False) is True:  # minidl.nested: torch's fast path only
+            return query._nested_op("multi_head_attention", self, query, key, value,
+                                    key_padding_mask, need_weights, attn_mask)
         name = "MultiheadAttention"
         for what, t in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, what, t)

@@ -3,7 +3,7 @@ container's own (state_dict keys ``plist.0``, ``pdict.name``), as PyTorch's."""
 from __future__ import annotations
 
 from ..tensor import Tensor
-from .module import Module, Parameter
+from .module import Module, Parameter, _global_parameter_registration_hooks, registered
 
 
 def _as_parameter(where, value):
@@ -50,8 +50,11 @@ class ParameterList(Module):
 
     def __setitem__(self, idx, param):
         # in place: the list keeps its order (register_parameter would move it to the end)
-        self._parameters[str(self._index(idx))] = _as_parameter("ParameterList.__setitem__",
-                                                                param)
+        name = str(self._index(idx))
+        param = _as_parameter("ParameterList.__setitem__", param)
+        if param is not None:  # a Parameter goes through the registration hooks, as torch's
+            param = registered(_global_parameter_registration_hooks, self, name, param)
+        self._parameters[name] = param
 
     def __len__(self):
         return len(self._parameters)
@@ -96,7 +99,8 @@ class ParameterDict(Module):
             raise TypeError(f"ParameterDict: keys must be strings, got {type(key).__name__}")
         value = _as_parameter(f"ParameterDict[{key!r}]", value)
         if key in self._parameters:  # a replaced parameter keeps its place, as in PyTorch
-            self._parameters[key] = value
+            self._parameters[key] = value if value is None else registered(
+                _global_parameter_registration_hooks, self, key, value)
         else:
             self.register_parameter(key, value)
 

@@ -411,6 +411,43 @@ def register_module_full_backward_hook(hook):
     return _add_global_hook(_global_backward_hooks, hook)
 
 
+# hook(module, name, value) -> None or a replacement, on every registration of a parameter, a
+# buffer or a sub-module, by assignment or by register_*/add_module (torch's global
+# registration hooks: a tool that wraps or records every parameter as models are built)
+_global_parameter_registration_hooks = OrderedDict()
+_global_buffer_registration_hooks = OrderedDict()
+_global_module_registration_hooks = OrderedDict()
+
+
+def register_module_parameter_registration_hook(hook):
+    """``hook(module, name, param)`` each time any module registers a Parameter (assignment,
+    ``register_parameter``; not a None); a value it returns is registered instead. Returns a
+    RemovableHandle."""
+    return _add_global_hook(_global_parameter_registration_hooks, hook)
+
+
+def register_module_buffer_registration_hook(hook):
+    """``hook(module, name, buffer)`` each time any module registers a buffer (assignment,
+    ``register_buffer``, None included); a value it returns is registered instead."""
+    return _add_global_hook(_global_buffer_registration_hooks, hook)
+
+
+def register_module_module_registration_hook(hook):
+    """``hook(module, name, submodule)`` each time any module registers a sub-module
+    (assignment, ``add_module``/``register_module``, None included); a value it returns is
+    registered instead."""
+    return _add_global_hook(_global_module_registration_hooks, hook)
+
+
+def registered(hooks, module, name, value):
+    """``value`` through the global registration ``hooks``, in the order they were added."""
+    for hook in list(hooks.values()):
+        out = hook(module, name, value)
+        if out is not None:
+            value = out
+    return value
+
+
 class StateDictValueError(TypeError, RuntimeError):
     """A state_dict value that is no array (a string, None, an object): PyTorch's
     RuntimeError, naming the key."""
@@ -512,10 +549,13 @@ class Module:
             return
         if isinstance(value, Parameter):
             keep = self._parameters
-        elif isinstance(value, Module):
-            keep = self._modules
+            value = registered(_global_parameter_registration_hooks, self, name, value)
+        elif isinstance(value, Module) or (value is None and name in self._modules):
+            keep = self._modules  # (None keeps the name a child's, as torch's)
+            value = registered(_global_module_registration_hooks, self, name, value)
         elif name in self.__dict__.get("_buffer_names", ()):
             keep = self._buffers
+            value = registered(_global_buffer_registration_hooks, self, name, value)
         else:
             keep = None
         for store in (self._parameters, self._buffers, self._modules):
@@ -564,7 +604,7 @@ class Module:
                 object.__setattr__(self, store, set())
         self._buffer_names.add(name)
         (self._non_persistent.add if not persistent else self._non_persistent.discard)(name)
-        self._buffers[name] = tensor
+        self._buffers[name] = registered(_global_buffer_registration_hooks, self, name, tensor)
 
     def register_parameter(self, name, param):
         if not isinstance(name, str) or not name or "." in name:
@@ -594,7 +634,7 @@ class Module:
             raise KeyError(f"add_module: module name can't be empty or contain \".\", got {name!r}")
         if hasattr(self, name) and name not in self._modules:
             raise KeyError(f"add_module: attribute {name!r} already exists")
-        self._modules[name] = module
+        self._modules[name] = registered(_global_module_registration_hooks, self, name, module)
 
     register_module = add_module
 

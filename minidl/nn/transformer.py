@@ -131,6 +131,9 @@ class TransformerEncoderLayer(Module):
         return _nothing_to_differentiate(self, src)
 
     def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        if getattr(src, "is_nested", False) is True:  # minidl.nested: torch's fast path only
+            return src._nested_op("transformer_encoder_layer", self, src, src_mask,
+                                  src_key_padding_mask)
         x = src
         _warn_mismatched_masks(src_key_padding_mask, "src_key_padding_mask", src_mask,
                                "src_mask")

@@ -14,7 +14,7 @@ import numpy as np
 import minidl
 
 from .. import nn
-from ..backend import get_array_module
+from ..backend import get_array_module, to_numpy
 from ..functional import _add_rows, linear_graph_backward
 from ..nn import functional as F
 from ..tensor import Function, Tensor
@@ -523,6 +523,7 @@ class RoIPoolFn(Function):
         dt = np.dtype(x.dtype).type
         out = xp.zeros((len(rois), c, ph, pw), dtype=x.dtype)
         arg = np.full((len(rois), c, ph, pw), -1, dtype=np.int64)
+        bins, firsts, founds = [], [], []  # each bin's winners, read back to the host at once
         for k, roi in enumerate(rois):
             b = int(roi[0])
             sx, sy, ex, ey = (int(_round_half_away(roi[i] * dt(spatial_scale))) for i in range(1, 5))
@@ -544,9 +545,14 @@ class RoIPoolFn(Function):
                     best = win[xp.arange(c), first]
                     found = best > -_FLT_MAX
                     out[k, :, i, j] = xp.where(found, best, -_FLT_MAX)
-                    first, found = (np.asarray(v.get() if hasattr(v, "get") else v) for v in (first, found))
-                    at = (hs + first // (we - ws)) * w + ws + first % (we - ws)
-                    arg[k, :, i, j] = np.where(found, at, -1)
+                    bins.append((k, i, j, hs, ws, we))
+                    firsts.append(first)
+                    founds.append(found)
+        if bins:
+            firsts, founds = (to_numpy(xp.stack(v)) for v in (firsts, founds))
+            for (k, i, j, hs, ws, we), first, found in zip(bins, firsts, founds):
+                at = (hs + first // (we - ws)) * w + ws + first % (we - ws)
+                arg[k, :, i, j] = np.where(found, at, -1)
         self.winners = _flat_winners(arg, rois[:, 0].astype(np.int64), c, h * w)
         return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...backend import get_array_module
 from ...backend.dtypes import is_floating
 from ...tensor import Function, Tensor
 
@@ -19,19 +20,20 @@ def _fake_quant(x, scale, zero_point, quant_min, quant_max, per_channel=False):
     and the product in float32, or in float64 for a float64 x (where half a quantum rounds
     as the exact product says); then (q - zero_point) * scale rounded to float32, except for
     a float64 x quantized per channel, whose product stays float64."""
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.asarray(zero_point, dtype=np.int64)
+    xp = get_array_module(x)  # scale and zero point: numbers or host arrays, moved to x's device
+    scale = xp.asarray(np.asarray(scale, dtype=np.float32))
+    zp = xp.asarray(np.asarray(zero_point, dtype=np.int64))
     inv_scale = np.float32(1) / scale
     wide = x.dtype == np.float64
     if wide:
-        q = np.rint(x * inv_scale.astype(np.float64)) + zp
+        q = xp.rint(x * inv_scale.astype(np.float64)) + zp
     else:
-        q = np.rint(x.astype(np.float32) * inv_scale).astype(np.float64) + zp
+        q = xp.rint(x.astype(np.float32) * inv_scale).astype(np.float64) + zp
     mask = (q >= quant_min) & (q <= quant_max)
     if wide and per_channel:
-        out = (np.clip(q, quant_min, quant_max) - zp) * scale.astype(np.float64)
+        out = (xp.clip(q, quant_min, quant_max) - zp) * scale.astype(np.float64)
     else:
-        out = ((np.clip(q, quant_min, quant_max) - zp).astype(np.float32) * scale).astype(
+        out = ((xp.clip(q, quant_min, quant_max) - zp).astype(np.float32) * scale).astype(
             x.dtype)
     return out, mask
 
@@ -40,11 +42,12 @@ def _fake_quant_float_zp(x, scale, zero_point, quant_min, quant_max):
     """The same with a float zero point (torch's per-channel kernel for float zero points):
     ``nearbyint(x * (1/scale) + zero_point)`` in float32, and ``(q - zero_point) * scale``
     rounded once to float32."""
-    scale = np.asarray(scale, dtype=np.float32)
-    zp = np.asarray(zero_point, dtype=np.float32)
-    q = np.rint(x.astype(np.float32) * (np.float32(1) / scale) + zp)
+    xp = get_array_module(x)
+    scale = xp.asarray(np.asarray(scale, dtype=np.float32))
+    zp = xp.asarray(np.asarray(zero_point, dtype=np.float32))
+    q = xp.rint(x.astype(np.float32) * (np.float32(1) / scale) + zp)
     mask = (q >= quant_min) & (q <= quant_max)
-    out = ((np.clip(q, quant_min, quant_max).astype(np.float64) - zp) * scale).astype(x.dtype)
+    out = ((xp.clip(q, quant_min, quant_max).astype(np.float64) - zp) * scale).astype(x.dtype)
     return out, mask
 
 
@@ -66,6 +69,14 @@ class FakeQuantizeAffine(Function):
 
     def graph_backward(self, g, out):
         return g * Tensor(self.mask.astype(g.data.dtype))
+
+
+def _on_cpu(name, x):
+    """The learnable fake quantizations run on the CPU only (their per-tensor scale and zero
+    point are read on the host)."""
+    if x.device != "cpu":
+        raise RuntimeError(f"{name}: minidl's learnable fake quantization runs on the CPU; got a "
+                           f"tensor on {x.device} (move it with .cpu())")
 
 
 def _check_range(name, quant_min, quant_max):
@@ -90,9 +101,6 @@ def _float(name, x):
         raise TypeError(f"{name}: expected a Tensor, got {type(x).__name__}")
     if not is_floating(x.data.dtype):  # bfloat16 too, whose numpy kind is 'V'
         raise RuntimeError(f"{name}: expected a floating tensor, got dtype {x.dtype}")
-    if x.device != "cpu":
-        raise RuntimeError(f"{name}: minidl's quantization runs on the CPU; got a tensor on "
-                           f"{x.device} (move it with .cpu())")
 
 
 def fake_quantize_per_tensor_affine(input, scale, zero_point, quant_min, quant_max):
@@ -180,6 +188,7 @@ def _fake_quantize_learnable_per_tensor_affine(input, scale, zero_point, quant_m
     too; see FakeQuantizeLearnable for the gradients."""
     name = "_fake_quantize_learnable_per_tensor_affine"
     _float(name, input)
+    _on_cpu(name, input)
     for what, t in (("scale", scale), ("zero_point", zero_point)):
         if not isinstance(t, Tensor) or t.numel() != 1 or t.data.dtype.kind != "f":
             raise RuntimeError(f"{name}: {what} must be a one-element float tensor")
@@ -228,6 +237,7 @@ def _fake_quantize_learnable_per_channel_affine(input, scale, zero_point, axis, 
     tensors of the size of ``input``'s ``axis``); see FakeQuantizeLearnablePerChannel."""
     name = "_fake_quantize_learnable_per_channel_affine"
     _float(name, input)
+    _on_cpu(name, input)
     for what, t in (("scale", scale), ("zero_point", zero_point)):
         if not isinstance(t, Tensor) or t.ndim != 1 or t.data.dtype.kind != "f":
             raise RuntimeError(f"{name}: {what} must be a 1-D float tensor")

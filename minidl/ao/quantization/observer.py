@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from ...backend import get_array_module, to_numpy
 from ...nn.module import Module
 from ...tensor import Tensor
 from .qtensor import (
@@ -143,8 +144,12 @@ class MinMaxObserver(ObserverBase):
     def forward(self, x_orig):
         if x_orig.numel() == 0:
             return x_orig
-        x = x_orig.detach().numpy()
-        self._observe(x.min(), x.max())
+        x = x_orig.detach().data
+        if type(x) is np.ndarray:
+            self._observe(x.min(), x.max())
+        else:  # on the GPU: reduced there, two numbers read back (not the whole input)
+            lo, hi = to_numpy(get_array_module(x).stack([x.min(), x.max()]))
+            self._observe(lo, hi)
         return x_orig
 
     def calculate_qparams(self):
@@ -213,8 +218,12 @@ class PerChannelMinMaxObserver(ObserverBase):
             raise RuntimeError(f"{name}: the input has {channels} channels along ch_axis "
                                f"{self.ch_axis} (shape {tuple(x_orig.shape)}), but the observer "
                                f"has seen {seen}")
-        x = np.moveaxis(x_orig.detach().numpy(), self.ch_axis, 0).reshape(channels, -1)
+        data = x_orig.detach().data
+        xp = get_array_module(data)
+        x = xp.moveaxis(data, self.ch_axis, 0).reshape(channels, -1)
         lo, hi = x.min(axis=1), x.max(axis=1)
+        if xp is not np:  # reduced on the GPU, one row per channel read back
+            lo, hi = to_numpy(xp.stack([lo, hi]))
         self.min_val = Tensor(self._new(self.min_val.numpy(), lo, np.minimum).astype(np.float32))
         self.max_val = Tensor(self._new(self.max_val.numpy(), hi, np.maximum).astype(np.float32))
         return x_orig

@@ -348,6 +348,11 @@ def _qdtype(name, dtype):
 def _float_input(name, x):
     if not isinstance(x, Tensor) or isinstance(x, QTensor):
         raise TypeError(f"{name}: expected a float Tensor, got {type(x).__name__}")
+    if x.device != "cpu":  # not a silent copy to the host: the result would leave the device
+        raise NotImplementedError(
+            f"{name}: quantized tensors and their kernels are CPU-only (as torch's quantized "
+            f"ops, which do not run on the QuantizedCUDA backend), got a tensor on {x.device}; "
+            "move the input and the quantized model to the CPU with .cpu()")
     if x.data.dtype != np.float32:  # torch's kernels take float32 only, refusing the rest
         raise RuntimeError(f"{name}: quantizing needs a floating tensor of dtype float32 (as "
                            f"torch's), got dtype {x.dtype}; convert it with .float() first")

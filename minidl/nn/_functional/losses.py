@@ -365,10 +365,10 @@ def _class_targets(name, input, target):
         raise ValueError(f"{name}: expected input (N, C) and target (N,) (or (C,) and a 0-d "
                          f"target), got {input.shape} and {target.shape}")
     c = input.shape[1]
-    t = target.data
-    if t.size and (int(t.min()) < 0 or int(t.max()) >= c):
-        raise IndexError(f"{name}: target {int(t.min())} .. {int(t.max())} out of bounds for "
-                         f"{c} classes")
+    if target.data.size:
+        low, high = _F._class_range(target)  # measured on the host where the labels came from
+        if low < 0 or high >= c:
+            raise IndexError(f"{name}: target {low} .. {high} out of bounds for {c} classes")
     return input, target, False
 
 

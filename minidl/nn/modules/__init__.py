@@ -22,7 +22,9 @@ from ... import nn as _nn
 _FILES = {
     "module": "Module _IncompatibleKeys register_module_forward_pre_hook "
               "register_module_forward_hook register_module_full_backward_pre_hook "
-              "register_module_full_backward_hook",
+              "register_module_full_backward_hook register_module_parameter_registration_hook "
+              "register_module_buffer_registration_hook "
+              "register_module_module_registration_hook",
     "linear": "Bilinear Identity LazyLinear Linear NonDynamicallyQuantizableLinear",
     "conv": "Conv1d Conv2d Conv3d ConvTranspose1d ConvTranspose2d ConvTranspose3d LazyConv1d "
             "LazyConv2d LazyConv3d LazyConvTranspose1d LazyConvTranspose2d LazyConvTranspose3d "

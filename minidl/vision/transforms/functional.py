@@ -216,8 +216,9 @@ def normalize(tensor, mean, std, inplace=False):
         raise RuntimeError("normalize: inplace=True on a tensor that requires grad")
     xp = get_array_module(a)
     mean_a = xp.asarray(np.asarray(mean, dtype=a.dtype).reshape(-1))
-    std_a = xp.asarray(np.asarray(std, dtype=a.dtype).reshape(-1))
-    if bool((std_a == 0).any()):
+    std_host = np.asarray(std, dtype=a.dtype).reshape(-1)  # checked here, not read back
+    std_a = xp.asarray(std_host)
+    if bool((std_host == 0).any()):
         raise ValueError(f"normalize: std evaluated to zero after conversion to {a.dtype}, "
                          "leading to division by zero")
     channels = a.shape[-3]
