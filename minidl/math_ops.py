@@ -1025,15 +1025,21 @@ def xlogy(input, other):
     return XLogY.apply(a, b)
 
 
-def std_mean(input, dim=None, *, correction=1, keepdim=False):
-    """(std, mean) over ``dim``, as torch.std_mean."""
-    return (_var(input, dim, None, keepdim, correction, name="std_mean"),
-            input.mean(dim, keepdim=keepdim))
+def std_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(std, mean) over ``dim``, as torch.std_mean: with ``correction``, or torch's older
+    overloads ``std_mean(x, dim, unbiased, keepdim)`` and ``std_mean(x, unbiased)``."""
+    return _spread_and_mean("std_mean", input, dim, unbiased, keepdim, correction)
 
 
-def var_mean(input, dim=None, *, correction=1, keepdim=False):
-    """(var, mean) over ``dim``, as torch.var_mean."""
-    return (_var(input, dim, None, keepdim, correction, name="var_mean"),
+def var_mean(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """(var, mean) over ``dim``, as torch.var_mean (the overloads of std_mean)."""
+    return _spread_and_mean("var_mean", input, dim, unbiased, keepdim, correction)
+
+
+def _spread_and_mean(name, input, dim, unbiased, keepdim, correction):
+    if isinstance(dim, bool):  # var_mean(x, False): the unbiased overload
+        dim, unbiased = None, dim
+    return (_var(input, dim, unbiased, keepdim, correction, name=name),
             input.mean(dim, keepdim=keepdim))
 
 

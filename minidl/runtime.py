@@ -202,8 +202,10 @@ _compile_warned = False
 
 def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None,
             options=None, disable=False):
-    """``torch.compile``'s place: minidl has no graph compiler, so ``model`` (a Module or a
-    function) is returned as it is and runs eagerly, with one warning per process saying so.
+    """``torch.compile``'s place: minidl has no graph compiler, so ``model`` runs eagerly, with
+    one warning per process saying so. A function is returned as it is; a Module comes back
+    wrapped as torch's is, in an ``OptimizedModule`` that runs it and whose state_dict keys
+    carry the ``_orig_mod.`` prefix (``disable=True`` returns the module itself, as torch).
     As a decorator with options (``@minidl.compile(mode="max-autotune")``) it does the same.
     The arguments are checked as torch's: an unknown ``mode`` or ``backend`` name, or ``mode``
     and ``options`` together, raise at once (a typo would otherwise pass silently)."""
@@ -219,6 +221,11 @@ def compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mo
             warnings.warn("minidl.compile: minidl has no graph compiler; the model runs eagerly, "
                           "as it is (its CPU kernels are already compiled by numba)",
                           UserWarning, stacklevel=3)
+        from .nn import Module
+        from .nn._compiled import OptimizedModule
+
+        if isinstance(fn, Module) and not disable:
+            return OptimizedModule(fn)
         return fn
 
     if model is None:

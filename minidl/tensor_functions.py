@@ -38,6 +38,10 @@ def _method_form(name):
 
     @functools.wraps(method)
     def form(input, *args, **kwargs):
+        if name in _NUMBER_FIRST and not isinstance(input, Tensor):
+            result = _number_first(name, input, args, kwargs)
+            if result is not None:
+                return result
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}(): argument 'input' must be a Tensor, got "
                             f"{type(input).__name__}")
@@ -55,6 +59,40 @@ def _method_form(name):
     form.__doc__ = f"``minidl.{name}(input, ...)`` is ``input.{name}(...)``.\n\n" + (
         method.__doc__ or "")
     return form
+
+
+# torch.pow(2, t), torch.add(1, t, alpha=2), torch.sub(1, t), torch.mul(2, t): the overloads
+# whose first argument is a Python number, computed by the Tensor's reflected operator so that
+# the number takes part as a wrapped scalar (torch.pow(2, float32) stays float32)
+_NUMBER_FIRST = {"add": "other", "sub": "other", "mul": "other", "pow": "exponent"}
+
+
+def _number_first(name, number, args, kwargs):
+    """``torch.<name>(number, tensor, ...)``, or None where the arguments are not that form."""
+    import numbers
+
+    key = _NUMBER_FIRST[name]
+    kwargs = dict(kwargs)
+    other = args[0] if args else kwargs.pop(key, None)
+    if not isinstance(number, numbers.Number) or not isinstance(other, Tensor):
+        return None
+    alpha = kwargs.pop("alpha", 1) if name in ("add", "sub") else 1
+    out = kwargs.pop("out", None)
+    if kwargs or len(args) > 1:
+        extra = sorted(kwargs) or [type(a).__name__ for a in args[1:]]
+        raise TypeError(f"{name}() received an invalid combination of arguments: with a number "
+                        f"as input it takes {key}" + (", alpha" if name in ("add", "sub") else "")
+                        + f" and out, got also {', '.join(extra)}")
+    if alpha != 1:
+        if other.data.dtype.kind in "biu" and isinstance(alpha, float):
+            raise RuntimeError("For integral input tensors, argument alpha must not be a "
+                               "floating point number.")
+        other = other * alpha
+    reflected = {"add": Tensor.__radd__, "sub": Tensor.__rsub__, "mul": Tensor.__rmul__,
+                 "pow": Tensor.__rpow__}[name]
+    if out is None:
+        return reflected(other, number)
+    return _into_out(name, out, lambda: reflected(other, number), [other])
 
 
 # out= of these sets the dtype the input is summed in (torch: sum(x, 0, out=int64_tensor) of

@@ -270,9 +270,10 @@ def test_compile_checks_mode_backend_and_options_as_torch():
         compiler.compile(model, mode="max-autotune", options={"triton.cudagraphs": True})
     with pytest.raises(RuntimeError, match="invalid backend 'inductr'"):
         minidl.compile(model, backend="inductr")
-    assert minidl.compile(model, backend="eager", mode="anything") is model  # as torch's
-    assert minidl.compile(model, mode="reduce-overhead") is model
-    assert minidl.compile(model, backend=lambda gm, inputs: gm) is model
+    # as torch's: accepted, and the model comes back wrapped (an OptimizedModule running it)
+    assert minidl.compile(model, backend="eager", mode="anything")._orig_mod is model
+    assert minidl.compile(model, mode="reduce-overhead")._orig_mod is model
+    assert minidl.compile(model, backend=lambda gm, inputs: gm)._orig_mod is model
 
 
 def test_compiler_set_stance_and_the_other_missing_names():

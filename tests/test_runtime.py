@@ -125,13 +125,14 @@ def test_set_printoptions_refuses_nonsense():
         minidl.set_printoptions(precision=-1)
 
 
-def test_compile_returns_the_model_and_says_it_runs_eagerly(monkeypatch):
+def test_compile_wraps_the_model_and_says_it_runs_eagerly(monkeypatch):
     from minidl import runtime
 
     monkeypatch.setattr(runtime, "_compile_warned", False)
     model = nn.Linear(2, 2)
     with pytest.warns(UserWarning, match="no graph compiler; the model runs eagerly"):
-        assert minidl.compile(model) is model
+        assert minidl.compile(model)._orig_mod is model  # torch's OptimizedModule
+    assert minidl.compile(model, disable=True) is model
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per process
 

@@ -149,7 +149,11 @@ class Attention(Function):
         m = self._mask_input
         if len(self.inputs) > m and self.inputs[m].requires_grad:
             gmask = unbroadcast(gs, self.mask_shape)
-        gs *= gs.dtype.type(self.scale)
+            # where the mask has the scores' shape that is gs itself (or a view of it): the
+            # scaling below must not reach the mask's gradient
+            gs = gs * gs.dtype.type(self.scale)
+        else:
+            gs *= gs.dtype.type(self.scale)
         return gs @ k, xp.swapaxes(gs, -1, -2) @ q, gv, gmask
 
 
@@ -441,6 +445,7 @@ class MultiheadAttention(Module):
         name = "MultiheadAttention"
         for what, t in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, what, t)
+        _warn_mismatched_masks(key_padding_mask, "key_padding_mask", attn_mask, "attn_mask")
         fast = self._inference_fast_path(query, key, value, attn_mask, key_padding_mask)
         return self._attend(query, key, value, key_padding_mask, need_weights, attn_mask,
                             average_attn_weights, is_causal, fast)
@@ -640,6 +645,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     name = "multi_head_attention_forward"
     for what, t in (("query", query), ("key", key), ("value", value)):
         _check_tensor(name, what, t)
+    _warn_mismatched_masks(key_padding_mask, "key_padding_mask", attn_mask, "attn_mask")
     if query.ndim in (2, 3) and query.shape[-1] != embed_dim_to_check:
         raise AttentionArgumentError(f"{name}: was expecting embedding dimension of "
                                      f"{embed_dim_to_check}, but got {query.shape[-1]}")
@@ -672,6 +678,17 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
         in_proj_bias, bias_k, bias_v, add_zero_attn, dropout_p if training else 0.0,
         out_proj_weight, out_proj_bias, key_padding_mask, need_weights, attn_mask,
         average_attn_weights, is_causal, False, False, static_k, static_v)
+
+
+def _warn_mismatched_masks(mask, mask_name, other, other_name):
+    """torch's deprecation warning where a padding mask and an attention mask of different
+    dtypes (a bool one and a float one) meet: both still work, as in torch."""
+    if mask is not None and other is not None and isinstance(mask, Tensor) and \
+            isinstance(other, Tensor) and mask.dtype != other.dtype:
+        import warnings
+
+        warnings.warn(f"Support for mismatched {mask_name} and {other_name} is deprecated. Use "
+                      "same type for both instead.", UserWarning, stacklevel=3)
 
 
 def _as_float_padding(mask, dtype):

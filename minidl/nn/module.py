@@ -829,6 +829,17 @@ class Module:
         strict loading then checks what is left."""
         return _add_hook(self, "_load_state_dict_post_hooks", hook)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        """torch's per-module loading step, which subclasses override to upgrade old
+        checkpoints (rename keys by ``local_metadata["version"]``, then call this). Here it
+        runs the module's load pre-hooks; load_state_dict then copies every value itself, so
+        what an override changes in ``state_dict`` before or after calling this is what gets
+        loaded (``missing_keys``/``unexpected_keys`` are not read back)."""
+        for hook in list((self.__dict__.get("_load_state_dict_pre_hooks") or {}).values()):
+            hook(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                 unexpected_keys, error_msgs)
+
     def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy values (numpy arrays or Tensors) into parameters and buffers, in place.
         ``assign=True`` puts the given tensors in their places instead (their arrays, dtypes
@@ -844,14 +855,19 @@ class Module:
             raise TypeError(f"load_state_dict: expected a dict of name -> array (a state_dict), "
                             f"got a {type(state_dict).__name__}")
         modules = list(self.named_modules(remove_duplicate=False))
-        if any(m.__dict__.get("_load_state_dict_pre_hooks") for _, m in modules):
+        if any(m.__dict__.get("_load_state_dict_pre_hooks") or
+               type(m)._load_from_state_dict is not Module._load_from_state_dict
+               for _, m in modules):
+            # each module's _load_from_state_dict (an override: a version upgrade renaming
+            # old keys) and load pre-hooks see a copy of the dict, parents first, with the
+            # metadata the checkpoint was saved with ({} for a dict without it), as torch's
+            metadata = getattr(state_dict, "_metadata", None)
             state_dict = OrderedDict(state_dict.items())
             error_msgs = []
             for mod_name, module in modules:
-                for hook in list((module.__dict__.get("_load_state_dict_pre_hooks") or {})
-                                 .values()):
-                    hook(module, state_dict, f"{mod_name}." if mod_name else "",
-                         {"version": getattr(module, "_version", 1)}, strict, [], [], error_msgs)
+                local_metadata = {} if metadata is None else dict(metadata.get(mod_name, {}))
+                module._load_from_state_dict(state_dict, f"{mod_name}." if mod_name else "",
+                                             local_metadata, True, [], [], error_msgs)
             if error_msgs:
                 raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}: "
                                    + "; ".join(map(str, error_msgs)))

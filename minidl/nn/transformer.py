@@ -15,7 +15,8 @@ from ..backend.dtypes import as_dtype, default_float
 from ..ops import traces_untracked
 from ..tensor import Tensor, autocast_hook, is_grad_enabled
 from . import init
-from .attention import AttentionArgumentError, MultiheadAttention, _as_float_padding
+from .attention import (AttentionArgumentError, MultiheadAttention, _as_float_padding,
+                        _warn_mismatched_masks)
 from .layers import GELU, Dropout, LayerNorm, Linear, ModuleList, ReLU
 from .module import Module
 
@@ -134,6 +135,8 @@ class TransformerEncoderLayer(Module):
             return src._nested_op("transformer_encoder_layer", self, src, src_mask,
                                   src_key_padding_mask)
         x = src
+        _warn_mismatched_masks(src_key_padding_mask, "src_key_padding_mask", src_mask,
+                               "src_mask")
         if self._inference_fast_path(src):
             def attend(y):
                 return self.self_attn._attend(y, y, y, src_key_padding_mask, False, src_mask,
@@ -286,6 +289,12 @@ class TransformerEncoder(Module):
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
         x = src
         padded = self._padded_positions(src, mask, src_key_padding_mask)
+        _warn_mismatched_masks(src_key_padding_mask, "src_key_padding_mask", mask, "mask")
+        if mask is not None and src_key_padding_mask is not None and isinstance(src, Tensor) \
+                and mask.dtype != src_key_padding_mask.dtype:
+            # as torch's: both made float here, so that the layers do not warn again
+            mask, src_key_padding_mask = (_as_float_padding(m, src.dtype)
+                                          for m in (mask, src_key_padding_mask))
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask,
                       is_causal=bool(is_causal))

@@ -30,6 +30,10 @@ class Adam(Optimizer):
         name = type(self).__name__
         _check_finite(name, lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"])
         _check_betas(name, group["betas"])
+        if not all(isinstance(beta, float) for beta in group["betas"]):
+            # torch's Adam and AdamW (not its other Adam variants) refuse betas=(0, 0.99)
+            raise ValueError(f"{name}: betas must be either both floats or both Tensors, got "
+                             f"{group['betas']!r}")
         _check_non_negative(name, group, ("lr", "eps", "weight_decay"))
         _check_flags(name, amsgrad=group.get("amsgrad", False),
                      maximize=group.get("maximize", False),

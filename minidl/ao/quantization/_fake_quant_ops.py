@@ -14,15 +14,27 @@ from ...backend.dtypes import is_floating
 from ...tensor import Function, Tensor
 
 
-def _fake_quant(x, scale, zero_point, quant_min, quant_max):
-    """(fake-quantized x, mask of where the gradient passes), in x's float dtype; float32
-    arithmetic as torch's kernel: zero_point + nearbyint(x * (1/scale))."""
+def _fake_quant(x, scale, zero_point, quant_min, quant_max, per_channel=False):
+    """(fake-quantized x, mask of where the gradient passes), in x's float dtype, with the
+    arithmetic of torch's kernels: zero_point + nearbyint(x * (1/scale)), 1/scale in float32
+    and the product in float32, or in float64 for a float64 x (where half a quantum rounds
+    as the exact product says); then (q - zero_point) * scale rounded to float32, except for
+    a float64 x quantized per channel, whose product stays float64."""
     xp = get_array_module(x)  # scale and zero point: numbers or host arrays, moved to x's device
     scale = xp.asarray(np.asarray(scale, dtype=np.float32))
     zp = xp.asarray(np.asarray(zero_point, dtype=np.int64))
-    q = xp.rint(x.astype(np.float32) * (np.float32(1) / scale)).astype(np.float64) + zp
+    inv_scale = np.float32(1) / scale
+    wide = x.dtype == np.float64
+    if wide:
+        q = xp.rint(x * inv_scale.astype(np.float64)) + zp
+    else:
+        q = xp.rint(x.astype(np.float32) * inv_scale).astype(np.float64) + zp
     mask = (q >= quant_min) & (q <= quant_max)
-    out = ((xp.clip(q, quant_min, quant_max) - zp).astype(np.float32) * scale).astype(x.dtype)
+    if wide and per_channel:
+        out = (xp.clip(q, quant_min, quant_max) - zp) * scale.astype(np.float64)
+    else:
+        out = ((xp.clip(q, quant_min, quant_max) - zp).astype(np.float32) * scale).astype(
+            x.dtype)
     return out, mask
 
 
@@ -43,9 +55,13 @@ class FakeQuantizeAffine(Function):
     """x -> (clamp(zp + nearbyint(x / scale), qmin, qmax) - zp) * scale; gradient g * mask
     (straight through). ``scale``/``zero_point`` arrays broadcast against x."""
 
-    def forward(self, x, scale, zero_point, quant_min, quant_max, float_zp=False):
-        fn = _fake_quant_float_zp if float_zp else _fake_quant
-        out, self.mask = fn(x, scale, zero_point, quant_min, quant_max)
+    def forward(self, x, scale, zero_point, quant_min, quant_max, float_zp=False,
+                per_channel=False):
+        if float_zp:
+            out, self.mask = _fake_quant_float_zp(x, scale, zero_point, quant_min, quant_max)
+        else:
+            out, self.mask = _fake_quant(x, scale, zero_point, quant_min, quant_max,
+                                         per_channel=per_channel)
         return out
 
     def backward(self, g):
@@ -129,7 +145,7 @@ def fake_quantize_per_channel_affine(input, scale, zero_point, axis, quant_min, 
     shape[axis] = -1
     return FakeQuantizeAffine.apply(input, scale=scale.reshape(shape),
                                     zero_point=zp.reshape(shape), quant_min=quant_min,
-                                    quant_max=quant_max, float_zp=float_zp)
+                                    quant_max=quant_max, float_zp=float_zp, per_channel=True)
 
 
 class FakeQuantizeLearnable(Function):
