@@ -38,6 +38,16 @@ def _method_form(name):
 
     @functools.wraps(method)
     def form(input, *args, **kwargs):
+        if name == "pow" and not isinstance(input, Tensor) and args and \
+                isinstance(args[0], Tensor) and isinstance(input, (bool, int, float, complex)):
+            # torch.pow(self: Number, exponent: Tensor): the number raised to each element
+            exponent = args[0]
+            out = kwargs.pop("out", None)
+            if args[1:] or kwargs:
+                raise TypeError("pow(): a number base takes only the exponent tensor and out")
+            if out is not None:
+                return _into_out(name, out, lambda: exponent.__rpow__(input), [exponent])
+            return exponent.__rpow__(input)
         if not isinstance(input, Tensor):
             raise TypeError(f"{name}(): argument 'input' must be a Tensor, got "
                             f"{type(input).__name__}")
