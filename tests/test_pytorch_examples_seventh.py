@@ -1552,6 +1552,216 @@ def test_attention_mil_runs_in_minidl():
     assert np.isfinite(out["losses"]).all() and min(out["attn"]) > 0
 
 
+
+# ---- 22. Kim's CNN for sentences: Conv1d of several widths, max over time, static+trained ---
+def text_cnn(tt, state=None, steps=3, p=0.0):
+    nn, F = tt.nn, tt.nn.functional
+
+    class TextCNN(nn.Module):
+        def __init__(self, vocab=20, emb=6, kernel_sizes=(2, 3, 4), maps=3, classes=2):
+            super().__init__()
+            self.static = nn.Embedding.from_pretrained(tt.linspace(-1, 1, vocab * emb,
+                                                                   dtype=tt.float64)
+                                                       .view(vocab, emb), freeze=True)
+            self.embedding = nn.Embedding(vocab, emb, padding_idx=0)
+            self.convs = nn.ModuleList(nn.Conv1d(2 * emb, maps, k) for k in kernel_sizes)
+            self.dropout = nn.Dropout(p)
+            self.fc = nn.Linear(maps * len(kernel_sizes), classes)
+
+        def forward(self, ids):
+            x = tt.cat([self.static(ids), self.embedding(ids)], dim=2).permute(0, 2, 1)
+            pooled = [F.max_pool1d(F.relu(conv(x)), conv(x).shape[2]).squeeze(2)
+                      for conv in self.convs]
+            return self.fc(self.dropout(tt.cat(pooled, 1)))
+
+    rng = np.random.default_rng(22)
+    ids = tt.from_numpy(rng.integers(1, 20, (6, 7)))
+    y = tt.from_numpy(rng.integers(0, 2, 6))
+    model = TextCNN().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adadelta([q for q in model.parameters() if q.requires_grad], rho=0.95)
+    losses = []
+    for _ in range(steps):
+        _train(opt, lambda: F.cross_entropy(model(ids), y), 1, losses)
+        with tt.no_grad():  # the max-norm constraint on the output layer's rows
+            norms = model.fc.weight.norm(dim=1, keepdim=True)
+            model.fc.weight.mul_(tt.clamp(3.0 / norms, max=1.0))
+    frozen = repr((model.static.weight.requires_grad, len(list(model.parameters()))))
+    return {"losses": losses, "frozen": frozen, "params": _params(model)}
+
+
+def test_text_cnn_trains_the_same():
+    out = _parity(text_cnn)
+    assert out["frozen"] == repr((False, 10))
+
+
+def test_text_cnn_with_dropout_runs_in_minidl():
+    assert np.isfinite(text_cnn(minidl, p=0.5)["losses"]).all()
+
+
+# ---- 23. AlexNet-style: LocalResponseNorm, overlapping max pooling, a dropout classifier ----
+def alexnet(tt, state=None, steps=3):
+    nn = tt.nn
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, kernel_size=5, stride=2, padding=2), nn.ReLU(inplace=True),
+        nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(6, 8, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.LocalResponseNorm(size=3, alpha=1e-2, beta=0.75, k=1.0),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.AdaptiveAvgPool2d((2, 2)), nn.Flatten(),
+        nn.Dropout(0.0), nn.Linear(8 * 2 * 2, 16), nn.ReLU(inplace=True),
+        nn.Linear(16, 4)).double()
+    _load(model, tt, state)
+    rng = np.random.default_rng(23)
+    x = tt.from_numpy(rng.standard_normal((4, 3, 16, 16)))
+    y = tt.from_numpy(rng.integers(0, 4, 4))
+    opt = tt.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    sched = tt.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.1)
+    losses = []
+    for _ in range(steps):
+        _train(opt, lambda: nn.functional.cross_entropy(model(x), y), 1, losses)
+        sched.step()
+    with tt.no_grad():
+        lrn = nn.functional.local_response_norm(x, 3, alpha=0.5, beta=0.75, k=1.0)
+    return {"losses": losses, "lrn": _np(lrn), "lr": sched.get_last_lr(), "params": _params(model)}
+
+
+def test_alexnet_with_local_response_norm_trains_the_same():
+    _parity(alexnet)
+
+
+def test_alexnet_runs_in_minidl():
+    assert np.isfinite(alexnet(minidl)["losses"]).all()
+
+
+# ---- 24. Deep & Cross Network v2: cross layers x0 * (W x + b) + x beside a deep tower ------
+def dcn_v2(tt, state=None, steps=3):
+    nn = tt.nn
+
+    class CrossNetwork(nn.Module):
+        def __init__(self, dim, layers):
+            super().__init__()
+            self.W = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+
+        def forward(self, x0):
+            x = x0
+            for w in self.W:
+                x = x0 * w(x) + x
+            return x
+
+    class DCN(nn.Module):
+        def __init__(self, cards=(5, 7, 4), emb=3, dense=2):
+            super().__init__()
+            self.embeddings = nn.ModuleList(nn.Embedding(c, emb) for c in cards)
+            dim = emb * len(cards) + dense
+            self.cross = CrossNetwork(dim, 2)
+            self.deep = nn.Sequential(nn.Linear(dim, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                                      nn.Linear(8, 8), nn.ReLU())
+            self.out = nn.Linear(dim + 8, 1)
+
+        def forward(self, cats, dense):
+            x0 = tt.cat([e(cats[:, i]) for i, e in enumerate(self.embeddings)] + [dense], dim=1)
+            return self.out(tt.cat([self.cross(x0), self.deep(x0)], dim=1)).squeeze(1)
+
+    rng = np.random.default_rng(24)
+    cats = tt.from_numpy(np.stack([rng.integers(0, c, 8) for c in (5, 7, 4)], 1))
+    dense = tt.from_numpy(rng.standard_normal((8, 2)))
+    y = tt.from_numpy(rng.integers(0, 2, 8).astype(np.float64))
+    model = DCN().double()
+    _load(model, tt, state)
+    opt = tt.optim.Adam(model.parameters(), lr=1e-2)
+    pos_weight = (1 - y).sum() / y.sum().clamp(min=1)
+    criterion = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    losses = _train(opt, lambda: criterion(model(cats, dense), y), steps, [])
+    model.eval()
+    with tt.no_grad():
+        auc_scores = tt.sigmoid(model(cats, dense))
+    return {"losses": losses, "scores": _np(auc_scores), "params": _params(model)}
+
+
+def test_dcn_v2_trains_the_same():
+    _parity(dcn_v2)
+
+
+def test_dcn_v2_runs_in_minidl():
+    assert np.isfinite(dcn_v2(minidl)["losses"]).all()
+
+
+# ---- 25. classic linear models: a multi-class SVM (multi-margin), ridge by lstsq and solve --
+def linear_models(tt, state=None, steps=3):
+    nn = tt.nn
+    rng = np.random.default_rng(25)
+    X = rng.standard_normal((30, 4))
+    y_cls = (X @ rng.standard_normal((4, 3))).argmax(1)
+    y_reg = X @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.standard_normal(30)
+    X, y_cls, y_reg = tt.from_numpy(X), tt.from_numpy(y_cls), tt.from_numpy(y_reg)
+    svm = nn.Linear(4, 3).double()
+    _load(svm, tt, state)
+    opt = tt.optim.SGD(svm.parameters(), lr=0.1)
+    hinge = nn.MultiMarginLoss(p=1, margin=1.0)
+    losses = _train(opt, lambda: hinge(svm(X), y_cls) + 0.01 * svm.weight.pow(2).sum() / 2,
+                    steps, [])
+    sq_hinge = nn.functional.multi_margin_loss(svm(X), y_cls, p=2, margin=0.5).item()
+    # ridge regression: the normal equations, and the least-squares solution of the stacked
+    # system [X; sqrt(lam) I] w = [y; 0]
+    lam = 0.5
+    Xb = tt.cat([X, tt.ones(30, 1, dtype=X.dtype)], dim=1)
+    eye = tt.eye(5, dtype=X.dtype)
+    eye[-1, -1] = 0  # the intercept is not penalised
+    w_solve = tt.linalg.solve(Xb.T @ Xb + lam * eye, Xb.T @ y_reg)
+    A = tt.cat([Xb, math.sqrt(lam) * eye[:4]], dim=0)
+    b = tt.cat([y_reg, tt.zeros(4, dtype=X.dtype)])
+    w_lstsq = tt.linalg.lstsq(A, b.unsqueeze(1)).solution.squeeze(1)
+    r2 = 1 - ((Xb @ w_solve - y_reg) ** 2).sum() / ((y_reg - y_reg.mean()) ** 2).sum()
+    return {"losses": losses, "sq_hinge": sq_hinge, "w": _np(w_solve), "w2": _np(w_lstsq),
+            "r2": r2.item(), "params": _params(svm)}
+
+
+def test_linear_models_run_the_same():
+    out = _parity(linear_models)
+    np.testing.assert_allclose(out["w"], out["w2"], rtol=1e-10, atol=1e-12)
+    assert out["r2"] > 0.9
+
+
+# ---- 26. a Gaussian mixture fitted by EM: MultivariateNormal log densities, logsumexp -------
+def gmm_em(tt, state=None, steps=5):
+    D = tt.distributions
+    rng = np.random.default_rng(26)
+    X = tt.from_numpy(np.concatenate([
+        rng.multivariate_normal([0, 0], [[1.0, 0.5], [0.5, 1.0]], 40),
+        rng.multivariate_normal([4, 1], [[0.5, 0.0], [0.0, 0.3]], 30)]))
+    N, K = X.shape[0], 2
+    means = X[tt.from_numpy(np.array([0, 45]))].clone()
+    covs = tt.eye(2, dtype=X.dtype).repeat(K, 1, 1)
+    weights = tt.full((K,), 1.0 / K, dtype=X.dtype)
+    lls = []
+    for _ in range(steps):
+        # E step
+        comp = D.MultivariateNormal(means, covariance_matrix=covs)
+        log_p = comp.log_prob(X.unsqueeze(1)) + weights.log()  # N x K
+        log_norm = tt.logsumexp(log_p, dim=1, keepdim=True)
+        resp = (log_p - log_norm).exp()
+        lls.append(log_norm.sum().item())
+        # M step
+        Nk = resp.sum(0)
+        means = resp.T @ X / Nk[:, None]
+        diff = X.unsqueeze(1) - means  # N x K x 2
+        covs = tt.einsum("nk,nki,nkj->kij", resp, diff, diff) / Nk[:, None, None]
+        covs = covs + 1e-6 * tt.eye(2, dtype=X.dtype)
+        weights = Nk / N
+    final = D.MultivariateNormal(means, covariance_matrix=covs)
+    labels = (final.log_prob(X.unsqueeze(1)) + weights.log()).argmax(1)
+    return {"lls": lls, "labels": repr(tt.bincount(labels).tolist()),
+            "params": {"means": _np(means), "covs": _np(covs), "weights": _np(weights)}}
+
+
+def test_gmm_em_runs_the_same():
+    out = _parity(gmm_em)
+    assert out["labels"] in (repr([40, 30]), repr([39, 31]))  # one point lies between the two
+    assert all(b >= a - 1e-9 for a, b in zip(out["lls"], out["lls"][1:]))  # EM never decreases
+
+
 # ---- what the programs found missing, each fix with its own test ----------------------------
 def _pow_of_a_number(tt):
     e = tt.tensor([0.5, 1.0, 2.0], dtype=tt.float64, requires_grad=True)
