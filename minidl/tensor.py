@@ -321,7 +321,8 @@ class Tensor:
 
     def __float__(self):
         global _WARNED_FLOAT_OF_GRAD
-        if self.requires_grad and not _WARNED_FLOAT_OF_GRAD:  # torch's warning, once a process
+        # torch's warning, once a process, only where gradients are being recorded
+        if self.requires_grad and not _WARNED_FLOAT_OF_GRAD and is_grad_enabled():
             _WARNED_FLOAT_OF_GRAD = True
             import warnings
 

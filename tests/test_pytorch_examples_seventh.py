@@ -968,6 +968,11 @@ def test_kmeans_runs_the_same():
     assert all(a >= b for a, b in zip(out["inertia"], out["inertia"][1:]))
 
 
+def test_kmeans_runs_in_minidl():
+    out = kmeans(minidl)
+    np.testing.assert_allclose(out["params"]["centroids"], [[-4, 3], [0, 0], [4, 4]], atol=0.5)
+
+
 # ---- 13. PCA: torch.pca_lowrank against the exact torch.linalg.svd, explained variance -------
 def pca(tt, state=None, steps=0):
     rng = np.random.default_rng(13)
@@ -996,6 +1001,12 @@ def test_pca_runs_the_same():
     np.testing.assert_allclose(out["S_r"], out["S"], rtol=1e-9)
     assert np.abs(out["agree"]).max() < 1e-8 and out["err"] < 1e-9
     np.testing.assert_allclose(out["ratio"][:3].sum(), 1.0)
+
+
+def test_pca_runs_in_minidl():
+    out = pca(minidl)
+    np.testing.assert_allclose(out["S_r"], out["S"], rtol=1e-9)
+    assert out["err"] < 1e-9
 
 
 # ---- 14. a time-series forecaster: a GRU encoder, a GRUCell decoder run autoregressively -----
@@ -1724,6 +1735,12 @@ def test_linear_models_run_the_same():
     assert out["r2"] > 0.9
 
 
+def test_linear_models_run_in_minidl():
+    out = linear_models(minidl, steps=10)
+    np.testing.assert_allclose(out["w"], out["w2"], rtol=1e-10, atol=1e-12)
+    assert out["losses"][-1] < out["losses"][0]
+
+
 # ---- 26. a Gaussian mixture fitted by EM: MultivariateNormal log densities, logsumexp -------
 def gmm_em(tt, state=None, steps=5):
     D = tt.distributions
@@ -1759,6 +1776,11 @@ def gmm_em(tt, state=None, steps=5):
 def test_gmm_em_runs_the_same():
     out = _parity(gmm_em)
     assert out["labels"] in (repr([40, 30]), repr([39, 31]))  # one point lies between the two
+
+
+def test_gmm_em_runs_in_minidl():
+    out = gmm_em(minidl, steps=8)
+    np.testing.assert_allclose(sorted(out["params"]["weights"]), [3 / 7, 4 / 7], atol=0.03)
     assert all(b >= a - 1e-9 for a, b in zip(out["lls"], out["lls"][1:]))  # EM never decreases
 
 
@@ -1834,6 +1856,8 @@ def test_float_of_a_tensor_that_needs_gradients_warns_once_as_torch():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert float(minidl.ones(2).sum()) == 2.0 and t.item() == 2.0  # neither warns
+        with minidl.no_grad():
+            assert float(t) == 2.0  # nor this (LBFGS.step reads its closure's loss so)
         assert not caught
         assert float(t) == 2.0
         assert float(t) == 2.0  # once a process, as torch's TORCH_WARN_ONCE
