@@ -1865,3 +1865,30 @@ def test_float_of_a_tensor_that_needs_gradients_warns_once_as_torch():
         "Converting a tensor with requires_grad=True to a scalar may lead to unexpected "
         "behavior."]
     assert caught[0].category is UserWarning
+
+
+def _mismatched_attention_masks(tt):
+    import warnings
+
+    mha = tt.nn.MultiheadAttention(4, 2, batch_first=True).double()
+    x = tt.zeros(2, 3, 4, dtype=tt.float64)
+    causal = tt.nn.Transformer.generate_square_subsequent_mask(3, dtype=tt.float64)
+    pad = tt.tensor([[False, False, True], [False, False, False]])
+    seen = []
+    for kpm, am in ((pad, causal), (pad, causal != 0), (pad.double(), causal), (None, causal)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out, _ = mha(x, x, x, key_padding_mask=kpm, attn_mask=am)
+        seen.append([str(w.message) for w in caught if "mismatched" in str(w.message)])
+    return seen
+
+
+def test_mismatched_attention_masks_warn_as_torch():
+    seen = _mismatched_attention_masks(minidl)
+    assert seen == [["Support for mismatched key_padding_mask and attn_mask is deprecated. Use "
+                     "same type for both instead."], [], [], []]
+
+
+def test_mismatched_attention_masks_warn_as_torch_as_torch():
+    torch_ = pytest.importorskip("torch")
+    assert _mismatched_attention_masks(torch_) == _mismatched_attention_masks(minidl)

@@ -11,6 +11,7 @@ import contextlib
 import enum
 import math
 import numbers
+import warnings
 
 import numpy as np
 
@@ -441,6 +442,7 @@ class MultiheadAttention(Module):
         name = "MultiheadAttention"
         for what, t in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, what, t)
+        _warn_mismatched_masks(key_padding_mask, attn_mask)
         fast = self._inference_fast_path(query, key, value, attn_mask, key_padding_mask)
         return self._attend(query, key, value, key_padding_mask, need_weights, attn_mask,
                             average_attn_weights, is_causal, fast)
@@ -640,6 +642,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     name = "multi_head_attention_forward"
     for what, t in (("query", query), ("key", key), ("value", value)):
         _check_tensor(name, what, t)
+    _warn_mismatched_masks(key_padding_mask, attn_mask)
     if query.ndim in (2, 3) and query.shape[-1] != embed_dim_to_check:
         raise AttentionArgumentError(f"{name}: was expecting embedding dimension of "
                                      f"{embed_dim_to_check}, but got {query.shape[-1]}")
@@ -672,6 +675,15 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
         in_proj_bias, bias_k, bias_v, add_zero_attn, dropout_p if training else 0.0,
         out_proj_weight, out_proj_bias, key_padding_mask, need_weights, attn_mask,
         average_attn_weights, is_causal, False, False, static_k, static_v)
+
+
+def _warn_mismatched_masks(key_padding_mask, attn_mask):
+    """torch's deprecation warning for a bool key_padding_mask with a float attn_mask (say a
+    causal mask from generate_square_subsequent_mask) or the other way round."""
+    if isinstance(key_padding_mask, Tensor) and isinstance(attn_mask, Tensor) and \
+            key_padding_mask.dtype != attn_mask.dtype:
+        warnings.warn("Support for mismatched key_padding_mask and attn_mask is deprecated. "
+                      "Use same type for both instead.", UserWarning, stacklevel=3)
 
 
 def _as_float_padding(mask, dtype):
