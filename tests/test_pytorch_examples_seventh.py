@@ -1784,6 +1784,97 @@ def test_gmm_em_runs_in_minidl():
     assert all(b >= a - 1e-9 for a, b in zip(out["lls"], out["lls"][1:]))  # EM never decreases
 
 
+
+# ---- 27. k-nearest neighbours and Gaussian naive Bayes: topk(largest=False), mode, unique ---
+def knn_naive_bayes(tt, state=None, steps=0):
+    D = tt.distributions
+    rng = np.random.default_rng(27)
+    means = np.array([[0.0, 0.0, 1.0], [2.0, 1.0, -1.0], [-1.0, 2.5, 0.0]])
+    y = rng.integers(0, 3, 60)
+    X = means[y] + 0.7 * rng.standard_normal((60, 3))
+    X_train, y_train = tt.from_numpy(X[:45]), tt.from_numpy(y[:45])
+    X_test, y_test = tt.from_numpy(X[45:]), tt.from_numpy(y[45:])
+    # k-NN: the k closest by Euclidean distance, a majority vote by torch.mode
+    dist = tt.cdist(X_test, X_train)
+    knn_dist, knn_idx = dist.topk(5, dim=1, largest=False)
+    votes = y_train[knn_idx]
+    knn_pred = votes.mode(dim=1).values
+    # distance-weighted vote: one-hot rows scaled by 1/d, summed
+    weights = 1.0 / knn_dist.clamp(min=1e-12)
+    scores = tt.zeros(len(X_test), 3, dtype=X_train.dtype).scatter_add_(1, votes, weights)
+    wknn_pred = scores.argmax(1)
+    # Gaussian naive Bayes: per-class means and variances, log prior + sum of log densities
+    classes, counts = tt.unique(y_train, return_counts=True)
+    mu = tt.stack([X_train[y_train == c].mean(0) for c in classes])
+    var = tt.stack([X_train[y_train == c].var(0, unbiased=False) for c in classes]) + 1e-9
+    log_prior = tt.log(counts.double() / counts.sum())
+    log_lik = D.Normal(mu, var.sqrt()).log_prob(X_test.unsqueeze(1)).sum(-1)
+    joint = log_lik + log_prior
+    log_post = joint - tt.logsumexp(joint, dim=1, keepdim=True)
+    nb_pred = log_post.argmax(1)
+    acc = [(p == y_test).double().mean().item() for p in (knn_pred, wknn_pred, nb_pred)]
+    return {"acc": acc, "preds": repr([p.tolist() for p in (knn_pred, wknn_pred, nb_pred)]),
+            "knn": _np(knn_dist), "params": {"mu": _np(mu), "var": _np(var),
+                                             "post": _np(log_post.exp())}}
+
+
+def test_knn_and_naive_bayes_run_the_same():
+    out = _parity(knn_naive_bayes)
+    assert min(out["acc"]) > 0.7
+
+
+def test_knn_and_naive_bayes_run_in_minidl():
+    out = knn_naive_bayes(minidl)
+    np.testing.assert_allclose(out["params"]["post"].sum(1), 1.0)
+    assert min(out["acc"]) > 0.7
+
+
+# ---- 28. gradient-boosted decision stumps on quantile bins: bucketize, bincount, cumsum -----
+def boosted_stumps(tt, state=None, steps=4):
+    rng = np.random.default_rng(28)
+    X = tt.from_numpy(rng.uniform(-2, 2, (80, 3)))
+    y = tt.sin(X[:, 0]) + 0.5 * (X[:, 1] > 0.3).double() + 0.05 * tt.from_numpy(
+        rng.standard_normal(80))
+    n_bins, lr = 8, 0.5
+    qs = tt.linspace(0, 1, n_bins + 1, dtype=X.dtype)[1:-1]
+    edges = tt.quantile(X, qs, dim=0).T.contiguous()  # features x (bins - 1)
+    binned = tt.stack([tt.bucketize(X[:, j], edges[j]) for j in range(X.shape[1])], dim=1)
+    pred = tt.full_like(y, y.mean().item())
+    losses, stumps = [], []
+    for _ in range(steps):
+        residual = y - pred
+        best = None
+        for j in range(X.shape[1]):
+            sums = tt.bincount(binned[:, j], weights=residual, minlength=n_bins)
+            counts = tt.bincount(binned[:, j], minlength=n_bins).double()
+            left_sum, left_n = sums.cumsum(0)[:-1], counts.cumsum(0)[:-1]
+            right_sum, right_n = sums.sum() - left_sum, counts.sum() - left_n
+            gain = left_sum ** 2 / left_n.clamp(min=1) + right_sum ** 2 / right_n.clamp(min=1)
+            gain = tt.where((left_n > 0) & (right_n > 0), gain, tt.full_like(gain, -math.inf))
+            g, split = gain.max(0)
+            if best is None or g.item() > best[0]:
+                best = (g.item(), j, split.item(), (left_sum / left_n.clamp(min=1))[split].item(),
+                        (right_sum / right_n.clamp(min=1))[split].item())
+        _, j, split, left_value, right_value = best
+        goes_left = binned[:, j] <= split
+        pred = pred + lr * tt.where(goes_left, tt.tensor(left_value, dtype=X.dtype),
+                                    tt.tensor(right_value, dtype=X.dtype))
+        stumps.append((j, split))
+        losses.append(tt.nn.functional.mse_loss(pred, y).item())
+    return {"losses": losses, "stumps": repr(stumps),
+            "params": {"edges": _np(edges), "pred": _np(pred)}}
+
+
+def test_boosted_stumps_run_the_same():
+    out = _parity(boosted_stumps)
+    assert all(b <= a for a, b in zip(out["losses"], out["losses"][1:]))
+
+
+def test_boosted_stumps_run_in_minidl():
+    out = boosted_stumps(minidl, steps=6)
+    assert out["losses"][-1] < out["losses"][0]
+
+
 # ---- what the programs found missing, each fix with its own test ----------------------------
 def _pow_of_a_number(tt):
     e = tt.tensor([0.5, 1.0, 2.0], dtype=tt.float64, requires_grad=True)
