@@ -11,7 +11,11 @@ Wolfe line search, k-means, PCA by ``pca_lowrank`` and ``linalg.svd``, a GRU for
 autoregressive decoder, a denoising autoencoder scoring anomalies, a Siamese Bi-LSTM over packed
 sequences, a Bi-LSTM-CRF tagger, an ``nn.Transformer`` with batch_first, norm_first and memory
 masks, a ResNet with bottlenecks and zero-initialised residuals, a mixture density network with
-``torch.distributions`` and attention-based multiple-instance learning.
+``torch.distributions``, attention-based multiple-instance learning, Kim's CNN for sentences,
+AlexNet with LocalResponseNorm, a Deep & Cross Network, a multi-margin SVM with ridge regression
+by ``solve`` and ``lstsq``, a Gaussian mixture fitted by EM, k-NN with Gaussian naive Bayes,
+gradient-boosted stumps on quantile bins (``bucketize``, ``bincount``) and label spreading over a
+sparse k-NN graph (``sparse_coo_tensor``, ``torch.sparse.mm``).
 
 minidl's random generator is its own (not torch's), so every draw the two runs share comes from
 numpy; where a program draws from the framework's generator (dropout, stochastic depth) the
@@ -1873,6 +1877,52 @@ def test_boosted_stumps_run_the_same():
 def test_boosted_stumps_run_in_minidl():
     out = boosted_stumps(minidl, steps=6)
     assert out["losses"][-1] < out["losses"][0]
+
+
+
+# ---- 29. label spreading on a k-NN graph: a sparse COO affinity, torch.sparse.mm iterations --
+def label_spreading(tt, state=None, steps=20, alpha=0.9):
+    rng = np.random.default_rng(29)
+    t = rng.uniform(0, np.pi, 40)
+    X = np.concatenate([np.stack([np.cos(t[:20]), np.sin(t[:20])], 1),
+                        np.stack([1 - np.cos(t[20:]), 0.5 - np.sin(t[20:])], 1)])
+    X = tt.from_numpy(X + 0.05 * rng.standard_normal(X.shape))
+    y = tt.from_numpy(np.repeat([0, 1], 20))
+    labelled = tt.zeros(40, dtype=tt.bool)
+    labelled[tt.tensor([0, 25])] = True
+    k, sigma = 5, 0.3
+    dist, idx = tt.cdist(X, X).topk(k + 1, largest=False)
+    rows = tt.arange(40).repeat_interleave(k)
+    cols = idx[:, 1:].reshape(-1)
+    vals = tt.exp(-dist[:, 1:].reshape(-1) ** 2 / (2 * sigma ** 2))
+    W = tt.sparse_coo_tensor(tt.stack([rows, cols]), vals, (40, 40))
+    W = (W + W.t()).coalesce()  # symmetric
+    deg = tt.sparse.sum(W, dim=1).to_dense()
+    d = deg.pow(-0.5)
+    i, j = W.indices()
+    S = tt.sparse_coo_tensor(W.indices(), d[i] * W.values() * d[j], W.shape)
+    Y0 = tt.zeros(40, 2, dtype=X.dtype)
+    Y0[labelled, y[labelled]] = 1.0
+    F_ = Y0.clone()
+    deltas = []
+    for _ in range(steps):
+        new = alpha * tt.sparse.mm(S, F_) + (1 - alpha) * Y0
+        deltas.append((new - F_).abs().max().item())
+        F_ = new
+    pred = F_.argmax(1)
+    acc = (pred[~labelled] == y[~labelled]).double().mean().item()
+    return {"deltas": deltas, "acc": acc, "nnz": repr(W._nnz()),
+            "params": {"F": _np(F_), "deg": _np(deg)}}
+
+
+def test_label_spreading_runs_the_same():
+    out = _parity(label_spreading)
+    assert out["acc"] > 0.9 and out["deltas"][-1] < out["deltas"][0]
+
+
+def test_label_spreading_runs_in_minidl():
+    out = label_spreading(minidl, steps=60)
+    assert out["acc"] > 0.9
 
 
 # ---- what the programs found missing, each fix with its own test ----------------------------
