@@ -97,6 +97,9 @@ PRINT_OPTIONS = {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth":
                  "sci_mode": None}
 
 
+_WARNED_FLOAT_OF_GRAD = False  # float() of a tensor that needs gradients: warned once
+
+
 class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
@@ -317,6 +320,15 @@ class Tensor:
         return self.data.reshape(-1)[0].item()
 
     def __float__(self):
+        global _WARNED_FLOAT_OF_GRAD
+        # torch's warning, once a process, only where gradients are being recorded
+        if self.requires_grad and not _WARNED_FLOAT_OF_GRAD and is_grad_enabled():
+            _WARNED_FLOAT_OF_GRAD = True
+            import warnings
+
+            warnings.warn("Converting a tensor with requires_grad=True to a scalar may lead to "
+                          "unexpected behavior.\nConsider using tensor.detach() first.",
+                          UserWarning, stacklevel=2)
         return float(self.item())
 
     def __int__(self):
