@@ -1208,9 +1208,9 @@ class Module:
         # A numpy array into one of minidl's own forwards is refused here, where PyTorch's op
         # would refuse it, rather than deep inside; a forward the user wrote gets what it is
         # given, as in torch (it may convert the array itself, or use it as plain numbers)
-        own = getattr(type(self).forward, "__module__", "").startswith("minidl.")
-        for a in args if own else ():
-            if isinstance(a, np.ndarray):
+        for a in args:
+            if isinstance(a, np.ndarray) and \
+                    (getattr(type(self).forward, "__module__", None) or "").startswith("minidl."):
                 raise TypeError(f"{type(self).__name__}: the input is a numpy array of shape "
                                 f"{a.shape}; make it a tensor first: minidl.tensor(array)")
         pre, post = self.__dict__.get("_forward_pre_hooks"), self.__dict__.get("_forward_hooks")
