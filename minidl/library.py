@@ -521,7 +521,9 @@ class OpOverload:
         if self.composite is not None and device not in self.kernels and None not in \
                 self.kernels:  # run as written: autograd records its ops
             return self.composite(*values, **kw_values)
-        wants_grad = is_grad_enabled() and any(
+        # an op that returns nothing (only mutates its arguments) has no output to record, as
+        # torch's: it runs as without grad instead of failing after its kernel has written
+        wants_grad = bool(self.schema.returns) and is_grad_enabled() and any(
             t.requires_grad for t in _tensors_in((*values, *kw_values.values())))
         if wants_grad and (self.backward is not None or self.from_custom_op):
             return _apply_autograd(self, values, kw_values, device)

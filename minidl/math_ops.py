@@ -30,13 +30,14 @@ from .ops import refuse_unsigned, sgn as _sgn, var as _var
 def _cumulative_input(name, input, dim, dtype):
     """(input cast as PyTorch casts it, wrapped dim): ``dtype=`` casts first; integer and
     bool inputs accumulate in int64."""
-    input = _accumulation_input(input, dtype)
+    input = _accumulation_input(input, dtype, f"{name}_out_cpu")
     return input, wrap_dim(dim, input.ndim, name)
 
 
-def _accumulation_input(input, dtype):
+def _accumulation_input(input, dtype, kernel):
     if dtype is not None:
         dtype = as_dtype(dtype)
+        refuse_unsigned(dtype, kernel)  # torch accumulates in no uint16/32/64
     elif input.data.dtype.kind in "biu":
         dtype = np.dtype(np.int64)
     if dtype is not None and dtype != input.data.dtype:
@@ -442,7 +443,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
     """The product of all elements, or over ``dim``; integer and bool input gives int64."""
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
         raise TypeError(f"prod: dim must be an int, got {type(dim).__name__}")
-    x = _accumulation_input(input, dtype)
+    x = _accumulation_input(input, dtype, "prod_out_cpu")
     axes = _axes(dim, x.ndim, "prod")
     return Prod.apply(x, axes=axes, keepdim=bool(keepdim) and dim is not None, whole=dim is None)
 
@@ -586,6 +587,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 
 def amin(input, dim=(), keepdim=False):
+    refuse_unsigned(input.data.dtype, "min_values_cpu")
     refuse_empty_reduction("amin", input.shape, dim)
     """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
     return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True,
@@ -916,6 +918,7 @@ def clamp_max(input, max):  # noqa: A002
 
 def count_nonzero(input, dim=None):
     """The number of nonzero elements (int64), over all dims or over ``dim``."""
+    refuse_unsigned(input.data.dtype, "nonzero_count_cpu")
     return autograd.Tensor(input.data != 0).sum(dim=dim)
 
 

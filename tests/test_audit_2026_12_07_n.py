@@ -1,0 +1,144 @@
+"""Audit of 2026-12-07 (n): differential checks against torch 2.13 of what was merged that day
+(the unsigned dtypes uint16/uint32/uint64, minidl.library's custom ops, the global module
+registration hooks, minidl.nested, minidl.masked), and the regressions they found."""
+import numpy as np
+import pytest
+
+import minidl
+from minidl import nn
+
+WIDE = ["uint16", "uint32", "uint64"]
+
+
+def _wide(name):
+    return minidl.from_numpy(np.array([[3, 1], [2, 5]], dtype=name))
+
+
+# each op torch 2.13 has no CPU kernel of for uint16/32/64 (its NotImplementedError)
+_REFUSED = {
+    "max()": lambda x: x.max(),
+    "max(dim)": lambda x: x.max(0),
+    "min()": lambda x: x.min(),
+    "min(dim)": lambda x: minidl.min(x, 1),
+    "max(a, b)": lambda x: minidl.max(x, x),
+    "argmax": lambda x: x.argmax(),
+    "argmin": lambda x: minidl.argmin(x, 0),
+    "amax": lambda x: x.amax(),
+    "amin": lambda x: minidl.amin(x),
+    "aminmax": lambda x: minidl.aminmax(x),
+    "clamp": lambda x: x.clamp(1, 3),
+    "clamp(min=)": lambda x: minidl.clamp(x, min=1),
+    "minimum": lambda x: minidl.minimum(x, x),
+    "maximum": lambda x: x.maximum(x),
+    "sum(dtype=)": lambda x: x.sum(dtype=x.dtype),
+    "float sum(dtype=uint)": lambda x: minidl.ones(2).sum(dtype=x.dtype),
+    "prod(dtype=)": lambda x: minidl.prod(x, dtype=x.dtype),
+    "cumsum(dtype=)": lambda x: minidl.cumsum(x, 0, dtype=x.dtype),
+    "arange": lambda x: minidl.arange(5, dtype=x.dtype),
+    "eye": lambda x: minidl.eye(2, dtype=x.dtype),
+    "linspace": lambda x: minidl.linspace(0, 4, 5, dtype=x.dtype),
+    "count_nonzero": lambda x: minidl.count_nonzero(x),
+    "topk": lambda x: x.topk(1),
+    "tril": lambda x: minidl.tril(x),
+    "triu": lambda x: minidl.triu(x),
+    "trace": lambda x: minidl.trace(x),
+    "masked_fill": lambda x: x.masked_fill(minidl.tensor([[True, False], [False, True]]), 7),
+    "cummax": lambda x: minidl.cummax(x, 0),
+    "cummin": lambda x: minidl.cummin(x, 0),
+    "median": lambda x: x.median(),
+    "kthvalue": lambda x: minidl.kthvalue(x, 1),
+    "mode": lambda x: minidl.mode(x),
+}
+
+
+@pytest.mark.parametrize("dtype", WIDE)
+@pytest.mark.parametrize("op", sorted(_REFUSED))
+def test_wide_unsigned_ops_torch_has_no_kernel_of_are_refused(op, dtype):
+    """These computed a result for uint16/32/64 (max, argmax, clamp, minimum, sum(dtype=),
+    arange, eye, count_nonzero, ...) where torch 2.13 has no kernel and raises
+    NotImplementedError."""
+    with pytest.raises(NotImplementedError, match="not implemented for 'UInt"):
+        _REFUSED[op](_wide(dtype))
+
+
+@pytest.mark.parametrize("op", sorted(_REFUSED))
+def test_wide_unsigned_refusals_match_torch(op):
+    torch = pytest.importorskip("torch")
+    t = torch.tensor([[3, 1], [2, 5]]).to(torch.uint32)
+    torch_ops = {
+        "max()": lambda: t.max(), "max(dim)": lambda: t.max(0), "min()": lambda: t.min(),
+        "min(dim)": lambda: torch.min(t, 1), "max(a, b)": lambda: torch.max(t, t),
+        "argmax": lambda: t.argmax(), "argmin": lambda: torch.argmin(t, 0),
+        "amax": lambda: t.amax(), "amin": lambda: torch.amin(t),
+        "aminmax": lambda: torch.aminmax(t), "clamp": lambda: t.clamp(1, 3),
+        "clamp(min=)": lambda: torch.clamp(t, min=1), "minimum": lambda: torch.minimum(t, t),
+        "maximum": lambda: t.maximum(t), "sum(dtype=)": lambda: t.sum(dtype=t.dtype),
+        "float sum(dtype=uint)": lambda: torch.ones(2).sum(dtype=t.dtype),
+        "prod(dtype=)": lambda: torch.prod(t, dtype=t.dtype),
+        "cumsum(dtype=)": lambda: torch.cumsum(t, 0, dtype=t.dtype),
+        "arange": lambda: torch.arange(5, dtype=t.dtype),
+        "eye": lambda: torch.eye(2, dtype=t.dtype),
+        "linspace": lambda: torch.linspace(0, 4, 5, dtype=t.dtype),
+        "count_nonzero": lambda: torch.count_nonzero(t), "topk": lambda: t.topk(1),
+        "tril": lambda: torch.tril(t), "triu": lambda: torch.triu(t),
+        "trace": lambda: torch.trace(t),
+        "masked_fill": lambda: t.masked_fill(torch.tensor([[True, False], [False, True]]), 7),
+        "cummax": lambda: torch.cummax(t, 0), "cummin": lambda: torch.cummin(t, 0),
+        "median": lambda: t.median(), "kthvalue": lambda: torch.kthvalue(t, 1),
+        "mode": lambda: torch.mode(t),
+    }
+    with pytest.raises(NotImplementedError, match="not implemented for 'UInt32'"):
+        torch_ops[op]()
+    with pytest.raises(NotImplementedError, match="not implemented for 'UInt32'"):
+        _REFUSED[op](_wide("uint32"))
+
+
+@pytest.mark.parametrize("dtype", WIDE)
+def test_wide_unsigned_ops_torch_has_still_work(dtype):
+    x = _wide(dtype)
+    np.testing.assert_array_equal(x.flip(0).numpy(), [[2, 5], [3, 1]])
+    assert x.flip(0).dtype == np.dtype(dtype)
+    assert x.sum().item() == 11 and x.sum().dtype == minidl.int64
+    np.testing.assert_array_equal(minidl.sort(x).values.numpy(), [[1, 3], [2, 5]])
+    # uint8 keeps every op
+    u8 = minidl.tensor([[3, 1], [2, 5]], dtype=minidl.uint8)
+    assert u8.max().item() == 5 and u8.argmax().item() == 3
+    np.testing.assert_array_equal(u8.clamp(2, 4).numpy(), [[3, 2], [2, 4]])
+    np.testing.assert_array_equal(minidl.arange(3, dtype=minidl.uint8).numpy(), [0, 1, 2])
+    assert minidl.count_nonzero(u8).item() == 4
+
+
+# ---- global module registration hooks --------------------------------------------------------
+def test_a_raising_buffer_registration_hook_leaves_the_module_unchanged():
+    """register_buffer marked the name as a buffer before running the global hooks, so a hook
+    that raised left a name that was no buffer but refused a plain attribute afterwards."""
+    def refuse(module, name, value):
+        raise ValueError("no buffers here")
+
+    handle = nn.modules.module.register_module_buffer_registration_hook(refuse)
+    m = nn.Module()
+    try:
+        with pytest.raises(ValueError, match="no buffers here"):
+            m.register_buffer("stat", minidl.zeros(2))
+    finally:
+        handle.remove()
+    assert dict(m.named_buffers()) == {}
+    m.stat = 3  # a plain attribute, as in torch
+    assert m.stat == 3 and "stat" not in m.state_dict()
+
+
+# ---- minidl.library ---------------------------------------------------------------------------
+def test_a_mutating_custom_op_that_returns_nothing_takes_an_input_that_requires_grad():
+    """A custom op returning None (mutating its argument) with an argument that requires grad
+    went through autograd, ran its kernel (the mutation done) and then raised that an op with an
+    autograd formula must return Tensors; torch runs it."""
+    from minidl.library import custom_op
+
+    @custom_op("audit_n::bump", mutates_args=("x",))
+    def bump(x: minidl.Tensor) -> None:
+        x.data[...] += 1
+
+    x = minidl.zeros(3, requires_grad=True)
+    assert bump(x) is None
+    np.testing.assert_array_equal(x.detach().numpy(), [1.0, 1.0, 1.0])
+    assert x.requires_grad and x.grad_fn is None
