@@ -339,6 +339,8 @@ class OpOverloadPacket:
                 errors.append(str(e))
                 continue
             return op(*args, **kwargs)
+        if defined and _fx_proxy(args, kwargs) is not None:  # minidl.fx tracing: the first
+            return defined[0](*args, **kwargs)  # overload records the call (default first)
         raise RuntimeError("\n".join(errors))
 
     def __repr__(self):
@@ -446,6 +448,7 @@ class OpOverload:
         self.from_custom_op = False  # an op of custom_op: no autograd formula -> backward error
         self._function = None
         self._warned = False
+        self.__name__ = f"{name}_{overload}"  # fx names its node and the code's global so
 
     @property
     def qualname(self):
@@ -513,7 +516,15 @@ class OpOverload:
         return fn
 
     def __call__(self, *args, **kwargs):
-        values, kw_values = self.bind(args, kwargs)
+        try:
+            values, kw_values = self.bind(args, kwargs)
+        except RuntimeError:
+            proxy = _fx_proxy(args, kwargs)
+            if proxy is None:
+                raise
+            # inside minidl.fx tracing: one call_function node of this op, as torch.fx records
+            # torch.ops.ns.name.default (the checks run again when the graph runs)
+            return proxy.tracer.create_proxy("call_function", self, args, kwargs)
         device = _device_of(values, kw_values)
         auto = self.autograd_kernels.get(device, self.autograd_kernels.get(None))
         if auto is not None:  # a function that does its own autograd
@@ -539,6 +550,16 @@ class OpOverload:
             out = self.kernel_for(device)(*values, **kw_values)
         _check_no_alias(self, values, kw_values, out)
         return out
+
+
+def _fx_proxy(args, kwargs):
+    """The first minidl.fx Proxy among the arguments (inside lists too), or None; known by its
+    class's marker, so that this module needs no import of minidl.fx."""
+    for value in (*args, *kwargs.values()):
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if getattr(type(item), "_is_fx_proxy", False) is True:
+                return item
+    return None
 
 
 def _flat_outputs(out):
