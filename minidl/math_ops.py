@@ -24,12 +24,14 @@ from .ops import (
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
-from .ops import refuse_unsigned, sgn as _sgn, var as _var
+from .ops import UnsignedKernelError, refuse_unsigned, sgn as _sgn, var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
     """(input cast as PyTorch casts it, wrapped dim): ``dtype=`` casts first; integer and
     bool inputs accumulate in int64."""
+    if dtype is not None and as_dtype(dtype) == np.bool_:  # torch has no bool running sum
+        raise UnsignedKernelError(f"\"{name}_out_cpu\" not implemented for 'Bool'")
     input = _accumulation_input(input, dtype, f"{name}_out_cpu")
     return input, wrap_dim(dim, input.ndim, name)
 

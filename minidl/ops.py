@@ -40,7 +40,8 @@ class UnsupportedDtypeError(TypeError, RuntimeError):
 
 
 class UnsignedKernelError(NotImplementedError, TypeError):
-    """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``):
+    """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``; and
+    cumsum/cumprod with dtype=bool):
     torch's NotImplementedError, and a TypeError as minidl's other dtype errors."""
 
 

@@ -222,3 +222,18 @@ def test_strided_to_padded_tensor_pads_a_larger_batch():
     np.testing.assert_array_equal(out.numpy(), expect)
     with pytest.raises(RuntimeError, match="less than"):
         minidl.nested.to_padded_tensor(nt, 0.0, output_size=(1, 4, 5))
+
+
+# ---- minidl.masked ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["cumsum", "cumprod"])
+def test_running_sums_in_bool_are_refused(name):
+    """cumsum/cumprod with dtype=bool (and so minidl.masked.cumsum/cumprod of a bool input,
+    whose dtype is the input's) gave a bool running 'sum'; torch has no such kernel."""
+    b = minidl.tensor([True, True, False])
+    with pytest.raises(NotImplementedError, match=f'"{name}_out_cpu" not implemented for '
+                                                  "'Bool'"):
+        getattr(minidl, name)(b, 0, dtype=minidl.bool)
+    with pytest.raises(NotImplementedError, match="'Bool'"):
+        getattr(minidl.masked, name)(b, 0, mask=b)
+    np.testing.assert_array_equal(getattr(minidl, name)(b, 0).numpy(),
+                                  [1, 2, 2] if name == "cumsum" else [1, 1, 0])
