@@ -291,13 +291,15 @@ class _OpNamespace:
 
     def __getattr__(self, name):
         packet = self.__dict__.get("_packets", {}).get(name)
-        if packet is None or not packet._overloads:
+        # an operator is there once defined (an impl alone, before define, is not one: calling
+        # it raised an empty RuntimeError)
+        if packet is None or not packet.overloads():
             raise AttributeError(f"'_OpNamespace' '{self.name}' object has no attribute "
                                  f"'{name}'")
         return packet
 
     def __dir__(self):
-        return sorted(n for n, p in self._packets.items() if p._overloads)
+        return sorted(n for n, p in self._packets.items() if p.overloads())
 
     def __repr__(self):
         return f"minidl.ops.{self.name}"

@@ -237,3 +237,16 @@ def test_running_sums_in_bool_are_refused(name):
         getattr(minidl.masked, name)(b, 0, mask=b)
     np.testing.assert_array_equal(getattr(minidl, name)(b, 0).numpy(),
                                   [1, 2, 2] if name == "cumsum" else [1, 1, 0])
+
+
+def test_an_impl_without_a_definition_is_no_operator():
+    """Library.impl of a name never defined made minidl.ops.<ns>.<name> an attribute whose call
+    raised an empty RuntimeError; torch has no such attribute until the operator is defined."""
+    lib = minidl.library.Library("audit_n_impl", "DEF")
+    lib.impl("later", lambda x: x * 2, "CPU")
+    with pytest.raises(AttributeError, match="has no attribute 'later'"):
+        minidl.ops.audit_n_impl.later
+    assert "later" not in dir(minidl.ops.audit_n_impl)
+    lib.define("later(Tensor x) -> Tensor")  # defined afterwards, the impl given before runs
+    np.testing.assert_array_equal(minidl.ops.audit_n_impl.later(minidl.ones(2)).numpy(),
+                                  [2.0, 2.0])
