@@ -250,3 +250,28 @@ def test_an_impl_without_a_definition_is_no_operator():
     lib.define("later(Tensor x) -> Tensor")  # defined afterwards, the impl given before runs
     np.testing.assert_array_equal(minidl.ops.audit_n_impl.later(minidl.ones(2)).numpy(),
                                   [2.0, 2.0])
+
+
+@pytest.mark.parametrize("move", ["insert", "del"])
+def test_renumbering_a_module_list_fires_no_registration_hook(move):
+    """ModuleList/Sequential insert and del renumbered the children through add_module, so the
+    global module registration hook fired for every child moved (ModuleList.insert(0, m) on two
+    children: three calls); torch renames them in place and fires none."""
+    calls = []
+    handle = nn.modules.module.register_module_module_registration_hook(
+        lambda module, name, value: calls.append(name))
+    try:
+        for box in (nn.ModuleList([nn.ReLU(), nn.Tanh()]), nn.Sequential(nn.ReLU(), nn.Tanh())):
+            calls.clear()
+            if move == "insert":
+                box.insert(0, nn.Sigmoid())
+                assert [type(m).__name__ for m in box] == ["Sigmoid", "ReLU", "Tanh"]
+            else:
+                del box[0]
+                assert [type(m).__name__ for m in box] == ["Tanh"]
+            assert calls == []
+            assert list(box._modules) == [str(i) for i in range(len(box))]
+    finally:
+        handle.remove()
+    with pytest.raises(TypeError, match="not a Module subclass"):
+        nn.ModuleList([nn.ReLU()]).insert(0, 3)
