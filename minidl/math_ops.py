@@ -884,7 +884,8 @@ def div(input, other, *, rounding_mode=None):
     if wide is not None:
         return wide
     a, b = _binary_operands("div", input, other)
-    refuse_unsigned(a.data.dtype, f"div_{rounding_mode}_cpu")
+    if a.data.dtype.kind == "u":  # (the kernel's name formatted only then, not per call)
+        refuse_unsigned(a.data.dtype, f"div_{rounding_mode}_cpu")
     return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
 
 

@@ -803,7 +803,8 @@ def _elementwise_extreme(name, input, other, take_min):
             raise TypeError(f"{name}: {what} must be a tensor, got {_describe(x)} (for a number, "
                             f"use clamp({'max' if take_min else 'min'}=...))")
     dtype = result_type(input, other)
-    refuse_unsigned(dtype, f"{name}_cpu")
+    if dtype.kind == "u":  # (no kernel name formatted on the common path)
+        refuse_unsigned(dtype, f"{name}_cpu")
     xp = _array_module(input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     _broadcast_shapes(name, input=a.shape, other=b.shape)

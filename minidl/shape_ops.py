@@ -701,7 +701,8 @@ def _cumulative_extreme(name, input, dim, take_min):
     from .indexing import Gather
 
     refuse_complex(name, input.data)  # NumPy would order complex numbers lexicographically
-    refuse_unsigned(input.data.dtype, f"{name}_cpu")
+    if input.data.dtype.kind == "u":  # (no kernel name formatted per call)
+        refuse_unsigned(input.data.dtype, f"{name}_cpu")
     d = wrap_dim(dim, input.ndim, name)
     if input.ndim == 0:
         xp = get_array_module(input.data)
@@ -753,7 +754,8 @@ KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types
 def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
     if isinstance(input, autograd.Tensor):
         refuse_complex(name, input.data)
-        refuse_unsigned(input.data.dtype, f"{name}_cpu")
+        if input.data.dtype.kind == "u":  # (no kernel name formatted per call)
+            refuse_unsigned(input.data.dtype, f"{name}_cpu")
     d = wrap_dim(dim, input.ndim, name)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError(f"{name}: bool tensors are not supported (PyTorch refuses "

@@ -1962,7 +1962,8 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
     name = "argmin" if take_min else "argmax"
     if data.dtype.kind == "c":
         ops.refuse_complex(name, data)
-    ops.refuse_unsigned(data.dtype, f"{name}_cpu")
+    if data.dtype.kind == "u":  # (no kernel name formatted on the common path)
+        ops.refuse_unsigned(data.dtype, f"{name}_cpu")
     if data.dtype == np.bool_:
         raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
                                         ".int() first")
