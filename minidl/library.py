@@ -547,11 +547,36 @@ class OpOverload:
                               "ops of its kernel are recorded instead (register_autograd gives "
                               "it a formula)", UserWarning, stacklevel=2)
                 self._warned = True
-            return self.kernel_for(device)(*values, **kw_values)
+            return _check_returns(self, self.kernel_for(device)(*values, **kw_values))
         with no_grad():
             out = self.kernel_for(device)(*values, **kw_values)
+        _check_returns(self, out)
         _check_no_alias(self, values, kw_values, out)
         return out
+
+
+def _check_returns(op, out):
+    """``out`` as the schema's Tensor returns have it (a Tensor, a list of them, one value per
+    return), or torch's error: a kernel's NumPy array or short tuple is no result."""
+    returns = op.schema.returns
+    if not returns:
+        return out
+    if len(returns) > 1 and (not isinstance(out, (tuple, list)) or len(out) != len(returns)):
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise RuntimeError(f"{op.qualname}: its kernel returned {got}, but the schema "
+                           f"{op._schema} returns {len(returns)}")
+    for r, value in zip(returns, (out,) if len(returns) == 1 else out):
+        if r.endswith("?") and value is None:
+            continue
+        kind = r.rstrip("?")
+        if kind == "Tensor" and not isinstance(value, Tensor):
+            raise RuntimeError(f"{op.qualname}: Unable to cast {type(value).__name__} to Tensor "
+                               f"(its kernel must return a Tensor: {op._schema})")
+        if kind == "Tensor[]" and not (isinstance(value, (list, tuple)) and all(
+                isinstance(t, Tensor) for t in value)):
+            raise RuntimeError(f"{op.qualname}: its kernel must return a list of Tensors for "
+                               f"{r} ({op._schema}), got {type(value).__name__}")
+    return out
 
 
 def _fx_proxy(args, kwargs):
@@ -652,7 +677,7 @@ def _generated_function(op):
 
     def forward(ctx, call, device, *tensors):
         values, kw = call.rebuild(tensors)
-        out = op.kernel_for(device)(*values, **kw)
+        out = _check_returns(op, op.kernel_for(device)(*values, **kw))
         _check_no_alias(op, values, kw, out)
         ctx.needs_input_grad = tuple(
             (isinstance(v, Tensor) and v.requires_grad) or (isinstance(v, (list, tuple)) and any(

@@ -275,3 +275,25 @@ def test_renumbering_a_module_list_fires_no_registration_hook(move):
         handle.remove()
     with pytest.raises(TypeError, match="not a Module subclass"):
         nn.ModuleList([nn.ReLU()]).insert(0, 3)
+
+
+def test_a_custom_op_kernel_must_return_what_its_schema_says():
+    """A kernel returning a NumPy array for '-> Tensor', or one value for '-> (Tensor, Tensor)',
+    had that handed back as the op's result (and, with an input requiring grad, an unclear
+    error); torch refuses such a result ("Unable to cast ... to Tensor")."""
+    from minidl.library import custom_op
+
+    @custom_op("audit_n::as_array", mutates_args=())
+    def as_array(x: minidl.Tensor) -> minidl.Tensor:
+        return x.numpy() * 2
+
+    @custom_op("audit_n::one_of_two", mutates_args=())
+    def one_of_two(x: minidl.Tensor) -> tuple[minidl.Tensor, minidl.Tensor]:
+        return (x * 2,)
+
+    for requires_grad in (False, True):
+        x = minidl.ones(2, requires_grad=requires_grad)
+        with pytest.raises(RuntimeError, match="Unable to cast ndarray to Tensor"):
+            as_array(x)
+        with pytest.raises(RuntimeError, match="returned 1 values.*returns 2"):
+            one_of_two(x)
