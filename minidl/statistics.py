@@ -102,6 +102,7 @@ def nanmedian(input, dim=None, keepdim=False):
     NaN). Over ``dim``: (values, indices), the index of the median's element in its slice."""
     if isinstance(input, autograd.Tensor):
         refuse_complex("nanmedian", input.data)
+        refuse_unsigned(input.data.dtype, "median_cpu")  # torch's name for it too
     _check_tensor("nanmedian", "input", input)
     if input.dtype == np.bool_:
         raise DtypeError("nanmedian: not implemented for bool tensors (as in PyTorch)")

@@ -46,6 +46,7 @@ _REFUSED = {
     "cummax": lambda x: minidl.cummax(x, 0),
     "cummin": lambda x: minidl.cummin(x, 0),
     "median": lambda x: x.median(),
+    "nanmedian": lambda x: minidl.nanmedian(x),
     "kthvalue": lambda x: minidl.kthvalue(x, 1),
     "mode": lambda x: minidl.mode(x),
 }
@@ -84,7 +85,8 @@ def test_wide_unsigned_refusals_match_torch(op):
         "trace": lambda: torch.trace(t),
         "masked_fill": lambda: t.masked_fill(torch.tensor([[True, False], [False, True]]), 7),
         "cummax": lambda: torch.cummax(t, 0), "cummin": lambda: torch.cummin(t, 0),
-        "median": lambda: t.median(), "kthvalue": lambda: torch.kthvalue(t, 1),
+        "median": lambda: t.median(), "nanmedian": lambda: torch.nanmedian(t),
+        "kthvalue": lambda: torch.kthvalue(t, 1),
         "mode": lambda: torch.mode(t),
     }
     with pytest.raises(NotImplementedError, match="not implemented for 'UInt32'"):
