@@ -2000,13 +2000,14 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
     if x.data.dtype.kind == "c":
         ops.refuse_complex("min" if take_min else "max", x.data)
     dim = axis if dim is None else dim
-    if x.data.dtype.kind == "u":  # uint16/32/64: torch has no kernel of these
-        ops.refuse_unsigned(x.data.dtype, ("minimum" if take_min else "maximum") + "_cpu"
-                            if isinstance(dim, Tensor) else ("min" if take_min else "max")
-                            + ("_all" if dim is None else "_cpu"))
     keepdim = keepdims if keepdims is not None else keepdim
-    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
-        return Maximum.apply(*_pair(x, dim), take_min=take_min)
+    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum), refused
+        # for uint16/32/64 in the promoted dtype (uint32 with float32 is float32's maximum)
+        return Maximum.apply(*_refusing_unsigned(
+            _pair(x, dim), "minimum_cpu" if take_min else "maximum_cpu"), take_min=take_min)
+    if x.data.dtype.kind == "u":  # uint16/32/64: torch has no kernel of these
+        ops.refuse_unsigned(x.data.dtype, ("min" if take_min else "max")
+                            + ("_all" if dim is None else "_cpu"))
     ops.refuse_empty_reduction("min" if take_min else "max", x.shape, dim)
     if x.ndim == 0 and isinstance(dim, int):  # x.max(0) of a 0-d x: (x, 0), as torch
         _wrap_dim(dim, 0, "min" if take_min else "max")

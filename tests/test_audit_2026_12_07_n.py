@@ -102,6 +102,11 @@ def test_wide_unsigned_ops_torch_has_still_work(dtype):
     assert x.flip(0).dtype == np.dtype(dtype)
     assert x.sum().item() == 11 and x.sum().dtype == minidl.int64
     np.testing.assert_array_equal(minidl.sort(x).values.numpy(), [[1, 3], [2, 5]])
+    # with a float operand the maximum is taken in float, as torch's
+    f = minidl.tensor([[1.5, 0.5], [9.0, 0.0]])
+    for got in (minidl.max(x, f), x.max(f), minidl.maximum(x, f), x.clamp(f)):
+        assert got.dtype == minidl.float32
+    np.testing.assert_array_equal(x.max(f).numpy(), [[3.0, 1.0], [9.0, 5.0]])
     # uint8 keeps every op
     u8 = minidl.tensor([[3, 1], [2, 5]], dtype=minidl.uint8)
     assert u8.max().item() == 5 and u8.argmax().item() == 3
