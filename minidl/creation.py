@@ -12,6 +12,7 @@ import numpy as np
 from .backend import generator_rng
 from . import backend
 from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number, scalar_dtype
+from .ops import refuse_unsigned
 from .tensor import Tensor
 
 
@@ -106,6 +107,8 @@ def arange(start, end=None, step=1, *, dtype=None, requires_grad=False, device=N
     start, end, step = (_number("arange", what, v)
                         for what, v in (("start", start), ("end", end), ("step", step)))
     target = None if dtype is None else as_dtype(dtype)
+    if target is not None:
+        refuse_unsigned(target, "arange_cpu")  # uint16/32/64: no kernel in torch
     if target is not None and target.kind in "iu":  # PyTorch counts in the integer type
         start, end, step = int(start), end, int(step)
     if step == 0:
@@ -205,6 +208,8 @@ def linspace(start, end, steps, *, dtype=None, requires_grad=False, device=None)
     if steps < 0:
         raise ValueError(f"linspace: steps must be >= 0, got {steps}")
     default = default_float()
+    if dtype is not None:
+        refuse_unsigned(as_dtype(dtype), "linspace_cpu")  # uint16/32/64: no kernel in torch
     if isinstance(start, complex) or isinstance(end, complex):  # complex ends: complex values
         default = scalar_dtype(1j)
         if dtype is not None and as_dtype(dtype).kind != "c":
@@ -225,7 +230,9 @@ def eye(n, m=None, *, dtype=None, requires_grad=False, device=None):
             raise TypeError(f"eye: {what} must be an int, got {type(v).__name__}")
         if v < 0:
             raise ValueError(f"eye: {what} must be >= 0, got {v}")
-    return Tensor(np.eye(n, m, dtype=_creation_dtype(dtype, default_float())),
+    dtype = _creation_dtype(dtype, default_float())
+    refuse_unsigned(dtype, "eye")  # uint16/32/64: no kernel in torch
+    return Tensor(np.eye(n, m, dtype=dtype),
                   requires_grad=requires_grad, device=device)
 
 

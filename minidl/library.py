@@ -291,13 +291,15 @@ class _OpNamespace:
 
     def __getattr__(self, name):
         packet = self.__dict__.get("_packets", {}).get(name)
-        if packet is None or not packet._overloads:
+        # an operator is there once defined (an impl alone, before define, is not one: calling
+        # it raised an empty RuntimeError)
+        if packet is None or not packet.overloads():
             raise AttributeError(f"'_OpNamespace' '{self.name}' object has no attribute "
                                  f"'{name}'")
         return packet
 
     def __dir__(self):
-        return sorted(n for n, p in self._packets.items() if p._overloads)
+        return sorted(n for n, p in self._packets.items() if p.overloads())
 
     def __repr__(self):
         return f"minidl.ops.{self.name}"
@@ -339,6 +341,8 @@ class OpOverloadPacket:
                 errors.append(str(e))
                 continue
             return op(*args, **kwargs)
+        if defined and _fx_proxy(args, kwargs) is not None:  # minidl.fx tracing: the first
+            return defined[0](*args, **kwargs)  # overload records the call (default first)
         raise RuntimeError("\n".join(errors))
 
     def __repr__(self):
@@ -446,6 +450,7 @@ class OpOverload:
         self.from_custom_op = False  # an op of custom_op: no autograd formula -> backward error
         self._function = None
         self._warned = False
+        self.__name__ = f"{name}_{overload}"  # fx names its node and the code's global so
 
     @property
     def qualname(self):
@@ -513,7 +518,15 @@ class OpOverload:
         return fn
 
     def __call__(self, *args, **kwargs):
-        values, kw_values = self.bind(args, kwargs)
+        try:
+            values, kw_values = self.bind(args, kwargs)
+        except RuntimeError:
+            proxy = _fx_proxy(args, kwargs)
+            if proxy is None:
+                raise
+            # inside minidl.fx tracing: one call_function node of this op, as torch.fx records
+            # torch.ops.ns.name.default (the checks run again when the graph runs)
+            return proxy.tracer.create_proxy("call_function", self, args, kwargs)
         device = _device_of(values, kw_values)
         auto = self.autograd_kernels.get(device, self.autograd_kernels.get(None))
         if auto is not None:  # a function that does its own autograd
@@ -521,7 +534,9 @@ class OpOverload:
         if self.composite is not None and device not in self.kernels and None not in \
                 self.kernels:  # run as written: autograd records its ops
             return self.composite(*values, **kw_values)
-        wants_grad = is_grad_enabled() and any(
+        # an op that returns nothing (only mutates its arguments) has no output to record, as
+        # torch's: it runs as without grad instead of failing after its kernel has written
+        wants_grad = bool(self.schema.returns) and is_grad_enabled() and any(
             t.requires_grad for t in _tensors_in((*values, *kw_values.values())))
         if wants_grad and (self.backward is not None or self.from_custom_op):
             return _apply_autograd(self, values, kw_values, device)
@@ -532,11 +547,46 @@ class OpOverload:
                               "ops of its kernel are recorded instead (register_autograd gives "
                               "it a formula)", UserWarning, stacklevel=2)
                 self._warned = True
-            return self.kernel_for(device)(*values, **kw_values)
+            return _check_returns(self, self.kernel_for(device)(*values, **kw_values))
         with no_grad():
             out = self.kernel_for(device)(*values, **kw_values)
+        _check_returns(self, out)
         _check_no_alias(self, values, kw_values, out)
         return out
+
+
+def _check_returns(op, out):
+    """``out`` as the schema's Tensor returns have it (a Tensor, a list of them, one value per
+    return), or torch's error: a kernel's NumPy array or short tuple is no result."""
+    returns = op.schema.returns
+    if not returns:
+        return out
+    if len(returns) > 1 and (not isinstance(out, (tuple, list)) or len(out) != len(returns)):
+        got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+        raise RuntimeError(f"{op.qualname}: its kernel returned {got}, but the schema "
+                           f"{op._schema} returns {len(returns)}")
+    for r, value in zip(returns, (out,) if len(returns) == 1 else out):
+        if r.endswith("?") and value is None:
+            continue
+        kind = r.rstrip("?")
+        if kind == "Tensor" and not isinstance(value, Tensor):
+            raise RuntimeError(f"{op.qualname}: Unable to cast {type(value).__name__} to Tensor "
+                               f"(its kernel must return a Tensor: {op._schema})")
+        if kind == "Tensor[]" and not (isinstance(value, (list, tuple)) and all(
+                isinstance(t, Tensor) for t in value)):
+            raise RuntimeError(f"{op.qualname}: its kernel must return a list of Tensors for "
+                               f"{r} ({op._schema}), got {type(value).__name__}")
+    return out
+
+
+def _fx_proxy(args, kwargs):
+    """The first minidl.fx Proxy among the arguments (inside lists too), or None; known by its
+    class's marker, so that this module needs no import of minidl.fx."""
+    for value in (*args, *kwargs.values()):
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if getattr(type(item), "_is_fx_proxy", False) is True:
+                return item
+    return None
 
 
 def _flat_outputs(out):
@@ -627,7 +677,7 @@ def _generated_function(op):
 
     def forward(ctx, call, device, *tensors):
         values, kw = call.rebuild(tensors)
-        out = op.kernel_for(device)(*values, **kw)
+        out = _check_returns(op, op.kernel_for(device)(*values, **kw))
         _check_no_alias(op, values, kw, out)
         ctx.needs_input_grad = tuple(
             (isinstance(v, Tensor) and v.requires_grad) or (isinstance(v, (list, tuple)) and any(

@@ -24,19 +24,22 @@ from .ops import (
     _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
-from .ops import refuse_unsigned, sgn as _sgn, var as _var
+from .ops import UnsignedKernelError, refuse_unsigned, sgn as _sgn, var as _var
 
 
 def _cumulative_input(name, input, dim, dtype):
     """(input cast as PyTorch casts it, wrapped dim): ``dtype=`` casts first; integer and
     bool inputs accumulate in int64."""
-    input = _accumulation_input(input, dtype)
+    if dtype is not None and as_dtype(dtype) == np.bool_:  # torch has no bool running sum
+        raise UnsignedKernelError(f"\"{name}_out_cpu\" not implemented for 'Bool'")
+    input = _accumulation_input(input, dtype, f"{name}_out_cpu")
     return input, wrap_dim(dim, input.ndim, name)
 
 
-def _accumulation_input(input, dtype):
+def _accumulation_input(input, dtype, kernel):
     if dtype is not None:
         dtype = as_dtype(dtype)
+        refuse_unsigned(dtype, kernel)  # torch accumulates in no uint16/32/64
     elif input.data.dtype.kind in "biu":
         dtype = np.dtype(np.int64)
     if dtype is not None and dtype != input.data.dtype:
@@ -442,7 +445,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
     """The product of all elements, or over ``dim``; integer and bool input gives int64."""
     if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
         raise TypeError(f"prod: dim must be an int, got {type(dim).__name__}")
-    x = _accumulation_input(input, dtype)
+    x = _accumulation_input(input, dtype, "prod_out_cpu")
     axes = _axes(dim, x.ndim, "prod")
     return Prod.apply(x, axes=axes, keepdim=bool(keepdim) and dim is not None, whole=dim is None)
 
@@ -586,6 +589,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
 
 
 def amin(input, dim=(), keepdim=False):
+    refuse_unsigned(input.data.dtype, "min_values_cpu")
     refuse_empty_reduction("amin", input.shape, dim)
     """The smallest values over ``dim`` (all dims by default); ties share the gradient."""
     return Max.apply(input, dim=None if dim == () else dim, keepdim=keepdim, take_min=True,
@@ -880,7 +884,8 @@ def div(input, other, *, rounding_mode=None):
     if wide is not None:
         return wide
     a, b = _binary_operands("div", input, other)
-    refuse_unsigned(a.data.dtype, f"div_{rounding_mode}_cpu")
+    if a.data.dtype.kind == "u":  # (the kernel's name formatted only then, not per call)
+        refuse_unsigned(a.data.dtype, f"div_{rounding_mode}_cpu")
     return DivRounded.apply(a, b, trunc=rounding_mode == "trunc")
 
 
@@ -916,6 +921,7 @@ def clamp_max(input, max):  # noqa: A002
 
 def count_nonzero(input, dim=None):
     """The number of nonzero elements (int64), over all dims or over ``dim``."""
+    refuse_unsigned(input.data.dtype, "nonzero_count_cpu")
     return autograd.Tensor(input.data != 0).sum(dim=dim)
 
 

@@ -1105,8 +1105,13 @@ def _nested_cat(tensors, dim=0):
     if d == first._ragged_idx:
         raise RuntimeError("cat(): not supported for NestedTensor on ragged dim")
     for t in tensors[1:]:
-        _check_same_structure("cat", first, t) if t.dim() == first.dim() else None
-    return first._with_values(_cat([t._values for t in tensors], d - 1))
+        if t.dim() != first.dim():
+            continue  # (the values' cat names the mismatch)
+        if not (t.is_jagged and t._ragged_idx == first._ragged_idx and t._lengths is None
+                and first._lengths is None and t._starts == first._starts
+                and t._lens == first._lens):
+            _check_same_structure("cat", first, t)  # equal offsets from two constructions
+    return first._with_values(_cat([t._values for t in tensors], d - 1))  # join, as torch's
 
 
 def _why_not_fast_path(mha, query, key, value, masks):
@@ -1372,11 +1377,15 @@ def to_padded_tensor(input, padding, output_size=None):
             target[r] = output_size[input._ragged_idx]
             comps = [c.narrow(r, 0, min(c.shape[r], target[r])) for c in comps]
         else:
-            if output_size[0] != len(comps) or any(
+            if output_size[0] < len(comps) or any(
                     o < t for o, t in zip(output_size[1:], target)):
                 raise RuntimeError("Value in output_size is less than NestedTensor padded size. "
                                    "Truncation is not supported.")
             target = list(output_size[1:])
+            # a larger batch entry pads whole rows, as torch's
+            comps += [_F.pad(comps[0][tuple(slice(0, 0) for _ in range(nd - 1))],
+                             tuple(p for t in reversed(target) for p in (0, t)), value=padding)
+                      for _ in range(output_size[0] - len(comps))]
     out = []
     for c in comps:
         pad = []

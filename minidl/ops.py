@@ -18,7 +18,7 @@ from . import autograd, backend
 from .autograd import DimError, Function, unbroadcast
 from .backend import get_array_module
 from .backend.generic import ACT_SIGMOID
-from .backend.dtypes import (WIDE_UNSIGNED, combine_dtypes, is_floating, is_real_number,
+from .backend.dtypes import (combine_dtypes, is_floating, is_real_number,
                              promote_types, scalar_dtype, torch_scalar_name)
 
 
@@ -40,14 +40,15 @@ class UnsupportedDtypeError(TypeError, RuntimeError):
 
 
 class UnsignedKernelError(NotImplementedError, TypeError):
-    """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``):
+    """An op torch has no kernel of for uint16/uint32/uint64 (``a + b``, ``a < b``, ``-a``; and
+    cumsum/cumprod with dtype=bool):
     torch's NotImplementedError, and a TypeError as minidl's other dtype errors."""
 
 
 def refuse_unsigned(dtype, kernel):
     """uint16/32/64 operands of an op torch has no CPU kernel of (``kernel``, as its error
     names it) are refused, as there."""
-    if dtype.kind == "u" and dtype in WIDE_UNSIGNED:
+    if dtype.kind == "u" and dtype.itemsize > 1:  # (no set look-up: this runs on every add)
         raise UnsignedKernelError(f'"{kernel}" not implemented for '
                                   f"'{torch_scalar_name(dtype)}'")
 
@@ -802,6 +803,8 @@ def _elementwise_extreme(name, input, other, take_min):
             raise TypeError(f"{name}: {what} must be a tensor, got {_describe(x)} (for a number, "
                             f"use clamp({'max' if take_min else 'min'}=...))")
     dtype = result_type(input, other)
+    if dtype.kind == "u":  # (no kernel name formatted on the common path)
+        refuse_unsigned(dtype, f"{name}_cpu")
     xp = _array_module(input, other)
     a, b = _operand(input, dtype, xp), _operand(other, dtype, xp)
     _broadcast_shapes(name, input=a.shape, other=b.shape)
@@ -879,6 +882,7 @@ def clamp(input, min=None, max=None):
         if x is not None and not (_is_tensor(x) or _is_number(x)):
             raise TypeError(f"clamp: {what} must be a number or a tensor, got {_describe(x)}")
     dtype = result_type(input, min, max)
+    refuse_unsigned(dtype, "clamp_cpu")
     xp = _array_module(input, min, max)
     x = _operand(input, dtype, xp)
     bounds = {what: _operand(fill_value(b, dtype, "clamp") if _is_number(b) else b, dtype, xp)
@@ -919,6 +923,8 @@ def masked_fill(input, mask, value):
     """``input`` with ``value`` (a number or a 0-d tensor, cast to input's dtype) where the
     bool ``mask`` (broadcast) holds."""
     _check_bool_tensor("masked_fill", "mask", mask)
+    if _is_tensor(input):
+        refuse_unsigned(input.data.dtype, "masked_fill")
     if _is_tensor(value):
         if value.ndim != 0:
             raise ValueError("masked_fill: value must be a number or a 0-d tensor, got a tensor "
@@ -1451,6 +1457,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     elements as PyTorch but returns them sorted (PyTorch leaves their order unspecified)."""
     if x.data.dtype.kind == "c":
         refuse_complex("topk", x.data)
+    refuse_unsigned(x.data.dtype, "topk_cpu")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"topk: k must be an int, got {type(k).__name__}")
     if x.data.dtype == np.bool_:

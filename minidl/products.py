@@ -18,7 +18,7 @@ from .backend.dtypes import is_floating, is_real_number
 from .pointwise import OpArgumentError
 from .ops import (
     BadArgumentError, Cast, Expand, MatMul, Mul, Reshape, Sum, UnsupportedDtypeError, Where,
-    conj_inputs, constant, keep_where, result_type, stack, wrap_dim,
+    conj_inputs, constant, keep_where, refuse_unsigned, result_type, stack, wrap_dim,
 )
 from .shape_ops import select
 
@@ -279,6 +279,8 @@ TENSOR_METHODS = {"mm": mm, "bmm": bmm, "mv": mv, "dot": dot, "outer": outer, "g
 
 def trace(input):
     """The sum of a matrix's main diagonal."""
+    if input.data.dtype.kind == "u":
+        refuse_unsigned(input.data.dtype, "trace")
     if input.ndim != 2:
         raise ValueError(f"trace: needs a 2-d matrix, got shape {input.shape}")
     hook = autograd.autocast_hook()

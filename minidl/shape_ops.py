@@ -20,7 +20,7 @@ from .backend.dtypes import as_dtype, default_float, is_floating
 from .ops import (
     BadArgumentError, Cast, GetItem, Repeat, Reshape, TakeAlongDim, UnsupportedDtypeError,
     _sizes, _tied, constant, repeat_sizes, result_type, sizes_or_keyword, stack, torch_order,
-    Untracked, refuse_complex, traces_untracked, wrap_dim,
+    Untracked, refuse_complex, refuse_unsigned, traces_untracked, wrap_dim,
 )
 from .ops import fill_value as _fill_value
 from .ops import mark_multi_view
@@ -187,6 +187,7 @@ class Triangle(Function):
 
 
 def _triangle(name, input, diagonal, upper):
+    refuse_unsigned(input.data.dtype, name)  # uint16/32/64: no kernel in torch
     if input.ndim < 2:
         raise BadArgumentError(f"{name}: needs a tensor of at least 2 dims (a matrix or a batch of "
                          f"them), got shape {input.shape}")
@@ -700,6 +701,8 @@ def _cumulative_extreme(name, input, dim, take_min):
     from .indexing import Gather
 
     refuse_complex(name, input.data)  # NumPy would order complex numbers lexicographically
+    if input.data.dtype.kind == "u":  # (no kernel name formatted per call)
+        refuse_unsigned(input.data.dtype, f"{name}_cpu")
     d = wrap_dim(dim, input.ndim, name)
     if input.ndim == 0:
         xp = get_array_module(input.data)
@@ -751,6 +754,8 @@ KthResult = namedtuple("KthResult", ["values", "indices"])  # torch.return_types
 def _kth(input, k, dim, keepdim, name="kthvalue", torch_ties=True):
     if isinstance(input, autograd.Tensor):
         refuse_complex(name, input.data)
+        if input.data.dtype.kind == "u":  # (no kernel name formatted per call)
+            refuse_unsigned(input.data.dtype, f"{name}_cpu")
     d = wrap_dim(dim, input.ndim, name)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError(f"{name}: bool tensors are not supported (PyTorch refuses "
@@ -821,6 +826,7 @@ def median(input, dim=None, keepdim=False):
     the index of its first NaN, as PyTorch."""
     if isinstance(input, autograd.Tensor):
         refuse_complex("median", input.data)
+        refuse_unsigned(input.data.dtype, "median_cpu")
     xp = get_array_module(input.data)
     if input.data.dtype == np.bool_:
         raise UnsupportedDtypeError("median: bool tensors are not supported (PyTorch refuses "

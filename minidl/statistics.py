@@ -21,7 +21,8 @@ from .backend import get_array_module
 from .backend.dtypes import default_float, is_floating, is_real_number
 from .indexing import Gather
 from .math_ops import vector_norm
-from .ops import Cast, TakeAlongDim, constant, refuse_complex, where, wrap_dim
+from .ops import (Cast, TakeAlongDim, constant, refuse_complex, refuse_unsigned, where,
+                  wrap_dim)
 from .pointwise import DtypeError, OpArgumentError, _check_tensor
 from .shape_ops import _argsort, median_ties, sort
 
@@ -101,6 +102,7 @@ def nanmedian(input, dim=None, keepdim=False):
     NaN). Over ``dim``: (values, indices), the index of the median's element in its slice."""
     if isinstance(input, autograd.Tensor):
         refuse_complex("nanmedian", input.data)
+        refuse_unsigned(input.data.dtype, "median_cpu")  # torch's name for it too
     _check_tensor("nanmedian", "input", input)
     if input.dtype == np.bool_:
         raise DtypeError("nanmedian: not implemented for bool tensors (as in PyTorch)")
@@ -247,6 +249,7 @@ def mode(input, dim=-1, keepdim=False):
     slice, as PyTorch picks on the CPU (the last occurrence in slices of up to 16)."""
     if isinstance(input, autograd.Tensor):
         refuse_complex("mode", input.data)
+        refuse_unsigned(input.data.dtype, "mode_cpu")
     _check_tensor("mode", "input", input)
     d = wrap_dim(dim, max(input.ndim, 1), "mode")
     x = input if input.ndim else input.reshape(1)

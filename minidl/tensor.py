@@ -880,6 +880,8 @@ class Tensor:
     def sum(self, dim=None, keepdim=False, axis=None, keepdims=None, dtype=None):
         dim = axis if dim is None else dim
         keepdim = keepdims if keepdims is not None else keepdim
+        if dtype is not None:
+            ops.refuse_unsigned(as_dtype(dtype), "sum_cpu")  # no uint16/32/64 sum in torch
         x = self if dtype is None else self.to(as_dtype(dtype))  # PyTorch's dtype=: cast first
         y = Sum.apply(x, dim=dim, keepdim=keepdim)
         return y if dtype is None or y.data.dtype == x.data.dtype else y.to(x.data.dtype)
@@ -903,6 +905,7 @@ class Tensor:
         return _max_or_min(self, dim, keepdim, axis, keepdims, take_min=True)
 
     def amax(self, dim=None, keepdim=False):
+        ops.refuse_unsigned(self.data.dtype, "max_values_cpu")
         ops.refuse_empty_reduction("amax", self.shape, dim)
         return Max.apply(self, dim=dim, keepdim=keepdim, take_min=False, nan_spread=False)
 
@@ -1135,7 +1138,8 @@ def _pair(a: Tensor, other, reverse=False, true_divide=False):
 def _refusing_unsigned(operands, kernel):
     """``operands`` as they are, unless they are uint16/32/64, for which torch has no CPU kernel
     of this op (``kernel``, as its error names it): refused as there."""
-    ops.refuse_unsigned(operands[0].data.dtype, kernel)
+    if operands[0].data.dtype.kind == "u":  # (on every add: one attribute test, no call)
+        ops.refuse_unsigned(operands[0].data.dtype, kernel)
     return operands
 
 
@@ -1973,6 +1977,8 @@ def _arg_max_or_min(x, dim, keepdim, take_min):
     name = "argmin" if take_min else "argmax"
     if data.dtype.kind == "c":
         ops.refuse_complex(name, data)
+    if data.dtype.kind == "u":  # (no kernel name formatted on the common path)
+        ops.refuse_unsigned(data.dtype, f"{name}_cpu")
     if data.dtype == np.bool_:
         raise ops.UnsupportedDtypeError(f"{name}(): does not support bool input; convert with "
                                         ".int() first")
@@ -2010,8 +2016,13 @@ def _max_or_min(x, dim, keepdim, axis, keepdims, take_min):
         ops.refuse_complex("min" if take_min else "max", x.data)
     dim = axis if dim is None else dim
     keepdim = keepdims if keepdims is not None else keepdim
-    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum)
-        return Maximum.apply(*_pair(x, dim), take_min=take_min)
+    if isinstance(dim, Tensor):  # torch.max(a, b): the elementwise maximum (minimum), refused
+        # for uint16/32/64 in the promoted dtype (uint32 with float32 is float32's maximum)
+        return Maximum.apply(*_refusing_unsigned(
+            _pair(x, dim), "minimum_cpu" if take_min else "maximum_cpu"), take_min=take_min)
+    if x.data.dtype.kind == "u":  # uint16/32/64: torch has no kernel of these
+        ops.refuse_unsigned(x.data.dtype, ("min" if take_min else "max")
+                            + ("_all" if dim is None else "_cpu"))
     ops.refuse_empty_reduction("min" if take_min else "max", x.shape, dim)
     if x.ndim == 0 and isinstance(dim, int):  # x.max(0) of a 0-d x: (x, 0), as torch
         _wrap_dim(dim, 0, "min" if take_min else "max")

@@ -128,7 +128,8 @@ def promote_types(a, b):
     if a == b:
         return a
     ca, cb = category(a), category(b)
-    if (a in WIDE_UNSIGNED or b in WIDE_UNSIGNED) and not (
+    # (kind and itemsize, not a set look-up that hashes both dtypes on every promotion)
+    if ((a.kind == "u" and a.itemsize > 1) or (b.kind == "u" and b.itemsize > 1)) and not (
             (ca == 2 and b.kind == "u") or (cb == 2 and a.kind == "u")):
         raise UnsignedPromotionError(
             f"Promotion for uint16, uint32, uint64 types is not supported, attempted to "

@@ -48,6 +48,7 @@ class Proxy:
     """Stands for a node's value while tracing: operations on it record more nodes."""
 
     __hash__ = object.__hash__
+    _is_fx_proxy = True  # how minidl.library's ops know a Proxy without importing minidl.fx
 
     def __init__(self, node, tracer=None):
         self.node = node

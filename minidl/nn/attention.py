@@ -43,6 +43,8 @@ def safe_softmax_array(x):
     """softmax over the last dim where a row of only -inf (every key masked) gives zeros
     instead of NaN, as PyTorch's scaled_dot_product_attention does; the CPU's row kernel
     where it takes x."""
+    if x.size == 0:  # no query or no key: nothing to normalise (torch's empty result / zeros)
+        return x.copy()
     ks = row_kernels(x, -1)
     if ks is not None:
         return ks.softmax_last(x, safe=True)

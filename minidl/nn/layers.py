@@ -445,9 +445,11 @@ class _Indexed(Module):
         return list(self._modules)[i % n]
 
     def _renumber(self, modules):
+        # the children are registered already: renamed in place, as torch's insert and del
+        # do (no global module registration hook fires for a move)
         self._modules.clear()
         for k, m in enumerate(modules):
-            self.add_module(str(k), m)
+            self._modules[str(k)] = m
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -485,6 +487,9 @@ class _Indexed(Module):
         if not -n <= index <= n:
             raise IndexError(f"{type(self).__name__}.insert: index {index} is out of range for "
                              f"{n} modules")
+        if module is not None and not isinstance(module, Module):
+            raise TypeError(f"{type(self).__name__}.insert: {type(module).__name__} is not a "
+                            f"Module subclass")
         mods.insert(index, module)
         self._renumber(mods)
         return self

@@ -441,6 +441,8 @@ def register_module_module_registration_hook(hook):
 
 def registered(hooks, module, name, value):
     """``value`` through the global registration ``hooks``, in the order they were added."""
+    if not hooks:  # the common case: no list built on each attribute assignment
+        return value
     for hook in list(hooks.values()):
         out = hook(module, name, value)
         if out is not None:
@@ -599,12 +601,14 @@ class Module:
             # a parameter or sub-module of that name would hide the buffer, and state_dict()
             # would write one over the other under the same key: torch refuses it too
             raise KeyError(f"register_buffer: attribute '{name}' already exists")
+        # the hooks run before anything changes: one that raises leaves the module as it was
+        tensor = registered(_global_buffer_registration_hooks, self, name, tensor)
         for store in ("_buffer_names", "_non_persistent"):
             if store not in self.__dict__:
                 object.__setattr__(self, store, set())
         self._buffer_names.add(name)
         (self._non_persistent.add if not persistent else self._non_persistent.discard)(name)
-        self._buffers[name] = registered(_global_buffer_registration_hooks, self, name, tensor)
+        self._buffers[name] = tensor
 
     def register_parameter(self, name, param):
         if not isinstance(name, str) or not name or "." in name:
