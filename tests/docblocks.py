@@ -2,7 +2,8 @@
 
 One way to read them for every docs test (``tests/test_docs_*.py``, ``test_docs_blocks.py``):
 ``python_blocks(doc)`` gives a file's ```python blocks in order, ``run_blocks(doc, namespace)``
-runs them in one namespace (a file's blocks may build on each other).
+runs them in one namespace (a file's blocks may build on each other), checking the output that
+a comment shows after a ``print`` (see ``with_output_checks``).
 
 Markers: an HTML comment on the line just before a block's opening fence says how to treat it.
 
@@ -82,6 +83,57 @@ def run_blocks(doc, namespace=None):
         missing = [v for v in block.needs if not os.environ.get(v)]
         if missing:
             pytest.skip(f"{block.where} needs ${' and $'.join(missing)}, which is not set")
+        namespace.setdefault("__doc_print__", _doc_print)
         # padded so that a traceback's line numbers are the doc's own
-        exec(compile("\n" * block.line + block.code, block.doc, "exec"), namespace)
+        exec(compile("\n" * block.line + with_output_checks(block), block.doc, "exec"), namespace)
     return namespace
+
+
+# ---- output shown in comments -------------------------------------------------------------------
+# `print(x)  # tensor([1., 2.])`, or `print(x)` followed by a line `# tensor([1., 2.])`: the comment
+# is what the call prints where it reads as output (a tensor, list, tuple, dict or string, or a
+# whole number or bool; `...` inside it stands for anything, and a gloss after `): ` is dropped);
+# other comments are prose and are not checked.
+_PRINT = re.compile(r"^(?P<indent>[ \t]*)print\((?P<args>.*)\)[ \t]*#[ \t]*(?P<out>.*?)[ \t]*$")
+_PRINT_ALONE = re.compile(r"^(?P<indent>[ \t]*)print\((?P<args>.*)\)[ \t]*$")
+_OUTPUT = re.compile(r"^(tensor\(|\[|\(|\{|'|True$|False$|None$|-?[\d.]+(e-?\d+)?$)")
+_GLOSS = re.compile(r"^(.*[\])}])\s*:\s+[A-Za-z].*$")  # `(3, j1, 8): j1 is the ragged dim`
+
+
+def _normal(text):
+    return " ".join(text.split())
+
+
+def _matches(got, expected):
+    """Equal up to runs of whitespace; ``...`` in the expected text stands for anything."""
+    parts = [re.escape(p) for p in _normal(expected).split("...")]
+    return re.fullmatch(".*?".join(parts), _normal(got), flags=re.S) is not None
+
+
+def _doc_print(where, expected, *args, **kwargs):
+    import io
+    import sys
+
+    buffer = io.StringIO()
+    print(*args, **kwargs, file=buffer)
+    sys.stdout.write(buffer.getvalue())
+    got = buffer.getvalue().strip()
+    assert _matches(got, expected), \
+        f"{where}: the doc shows {expected!r} as the output, minidl prints {got!r}"
+
+
+def with_output_checks(block):
+    """``block.code`` with each print whose output a comment shows made to check it."""
+    lines = block.code.split("\n")
+    for i, line in enumerate(lines):
+        m = _PRINT.match(line)
+        args, out = (m.group("args"), m.group("out")) if m else (None, None)
+        if not m and (m := _PRINT_ALONE.match(line)) and i + 1 < len(lines):
+            following = lines[i + 1].strip()
+            args, out = m.group("args"), following[1:].strip() if following.startswith("#") else None
+        if out and _GLOSS.match(out):
+            out = _GLOSS.match(out).group(1)
+        if out and _OUTPUT.match(out) and args.count("(") == args.count(")"):
+            where = f"{block.doc}:{block.line + 1 + i}"
+            lines[i] = f"{m.group('indent')}__doc_print__({where!r}, {out!r}, {args})"
+    return "\n".join(lines)

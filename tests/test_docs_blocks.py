@@ -177,3 +177,14 @@ def _prose(text):
 def _slug(heading):
     """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_output_shown_in_a_comment_is_checked(tmp_path, capsys):
+    doc = tmp_path / "page.md"
+    doc.write_text("```python\nimport minidl\nx = minidl.tensor([1.0, 2.0])\n"
+                   "print(x * 2)   # tensor([2., 4.])\nprint(x.shape)\n# (2,): one dim\n"
+                   "print(3)   # 3 is a number: prose, not checked\n```\n"
+                   "```python\nprint([1, 2])   # [1, 3]\n```\n")
+    with pytest.raises(AssertionError, match=r"page.md:10: the doc shows '\[1, 3\]'"):
+        run_blocks(str(doc))
+    assert capsys.readouterr().out.split("\n")[:2] == ["tensor([2., 4.])", "(2,)"]
