@@ -116,7 +116,7 @@ def _shell_commands():
     found = {}
     for doc in DOCS:
         for block in code_blocks(doc):
-            if block.lang in ("bash", "sh", "shell", "console"):
+            if block.lang in ("bash", "sh", "shell", "console", "text"):
                 for m in _COMMAND.finditer(block.code):
                     found.setdefault((m.group(2), m.group(3)), block.where)
     return found
@@ -188,3 +188,11 @@ def test_output_shown_in_a_comment_is_checked(tmp_path, capsys):
     with pytest.raises(AssertionError, match=r"page.md:10: the doc shows '\[1, 3\]'"):
         run_blocks(str(doc))
     assert capsys.readouterr().out.split("\n")[:2] == ["tensor([2., 4.])", "(2,)"]
+
+
+def test_the_readme_counts_the_model_zoo_right():
+    from minidl.models import list_models
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        claimed = re.search(r"and (\d+) of torchvision's \d+ classification architectures", f.read())
+    assert claimed and int(claimed.group(1)) == len(list_models())
