@@ -196,3 +196,26 @@ def test_the_readme_counts_the_model_zoo_right():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         claimed = re.search(r"and (\d+) of torchvision's \d+ classification architectures", f.read())
     assert claimed and int(claimed.group(1)) == len(list_models())
+
+
+def test_the_options_docs_pass_to_minidl_commands_exist():
+    """`python -m minidl.examples.mnist --data DIR --epochs N`: each `--option` named with a
+    command (in a code span or a shell line) is one its parser defines."""
+    unknown, checked = [], set()
+    for doc in DOCS:
+        with open(os.path.join(ROOT, doc), encoding="utf-8") as f:
+            text = f.read()
+        for span in re.findall(r"`([^`\n]*python -m minidl[^`\n]*)`", text) + \
+                re.findall(r"^.*python -m minidl.*$", text, flags=re.M):
+            for m in re.finditer(r"python -m (minidl(?:\.\w+)+)((?:(?!python -m|[;&|]).)*)", span):
+                spec = importlib.util.find_spec(m.group(1))
+                if spec is None or not spec.origin:
+                    continue  # test_commands_named_in_the_prose_exist reports it
+                with open(spec.origin, encoding="utf-8") as f:
+                    source = f.read()
+                for option in re.findall(r"(?<![\w-])(--[a-z][\w-]*)", m.group(2)):
+                    checked.add((m.group(1), option))
+                    if f'"{option}"' not in source and option != "--help":
+                        unknown.append(f"{doc}: {m.group(1)} {option}")
+    assert len(checked) >= 12, sorted(checked)
+    assert not unknown, sorted(set(unknown))
