@@ -91,13 +91,13 @@ def run_blocks(doc, namespace=None):
 
 # ---- output shown in comments -------------------------------------------------------------------
 # `print(x)  # tensor([1., 2.])`, or `print(x)` followed by a line `# tensor([1., 2.])`: the comment
-# is what the call prints where it reads as output (a tensor, list, tuple, dict or string, or a
+# is what the call prints where it reads as output (a tensor, list, tuple, dict, <repr> or string, or a
 # whole number or bool; `...` inside it stands for anything, and a gloss after `): ` is dropped);
 # other comments are prose and are not checked.
 _PRINT = re.compile(r"^(?P<indent>[ \t]*)print\((?P<args>.*)\)[ \t]*#[ \t]*(?P<out>.*?)[ \t]*$")
 _PRINT_ALONE = re.compile(r"^(?P<indent>[ \t]*)print\((?P<args>.*)\)[ \t]*$")
-_OUTPUT = re.compile(r"^(tensor\(|\[|\(|\{|'|True$|False$|None$|-?[\d.]+(e-?\d+)?$)")
-_GLOSS = re.compile(r"^(.*[\])}])\s*:\s+[A-Za-z].*$")  # `(3, j1, 8): j1 is the ragged dim`
+_OUTPUT = re.compile(r"^(tensor\(|\[|\(|\{|<|'|True$|False$|None$|-?[\d.]+(e-?\d+)?$)")
+_GLOSS = re.compile(r"^(.*[\])}>])\s*:\s+[A-Za-z].*$")  # `(3, j1, 8): j1 is the ragged dim`
 
 
 def _normal(text):
