@@ -8,6 +8,8 @@ import re
 import minidl
 from minidl.autograd import Function
 
+from docblocks import python_blocks, run_blocks
+
 DOC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "autograd.md")
 
 
@@ -17,11 +19,10 @@ def _doc():
 
 
 def test_every_code_block_runs_in_order():
-    blocks = re.findall(r"^```python\n(.*?)^```", _doc(), flags=re.S | re.M)
+    blocks = python_blocks(DOC)
     assert len(blocks) >= 4
     namespace = {"__name__": "autograd_doc"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"{DOC} block {i + 1}", "exec"), namespace)
+    run_blocks(DOC, namespace)
 
 
 def _all_functions():

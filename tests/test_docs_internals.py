@@ -4,6 +4,8 @@ algorithm chosen for each shape), and the files it sends a reader to exist."""
 import os
 import re
 
+from docblocks import python_blocks, run_blocks
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.join(HERE, "..", "docs", "internals.md")
 
@@ -14,11 +16,10 @@ def _doc():
 
 
 def test_every_code_block_runs_in_order():
-    blocks = re.findall(r"^```python\n(.*?)^```", _doc(), flags=re.S | re.M)
+    blocks = python_blocks(DOC)
     assert len(blocks) >= 8
     namespace = {"__name__": "internals_doc"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"{DOC} block {i + 1}", "exec"), namespace)
+    run_blocks(DOC, namespace)
     assert namespace["mine"], "the hand-written backward pass found no gradients"
 
 

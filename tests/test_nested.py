@@ -642,14 +642,12 @@ def test_multihead_attention_and_encoder_layer_match_torch():
 
 def test_docs_nested_code_blocks_run(capsys):
     import os
-    import re
+
+    from docblocks import python_blocks, run_blocks
+
     doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "nested.md")
-    with open(doc, encoding="utf-8") as f:
-        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
-    assert len(blocks) == 2
-    namespace = {"__name__": "nested_doc"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
+    assert len(python_blocks(doc)) == 2
+    run_blocks(doc, {"__name__": "nested_doc"})  # checks the shape its comment shows, too
     assert "(3, j" in capsys.readouterr().out
 
 

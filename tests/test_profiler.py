@@ -551,13 +551,11 @@ def test_the_profiling_doc_runs(capsys):
     """docs/profiling.md: every ```python block runs, in order, in one namespace."""
     import os
 
+    from docblocks import python_blocks, run_blocks
+
     doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "profiling.md")
-    with open(doc, encoding="utf-8") as f:
-        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
-    assert len(blocks) >= 4
-    namespace = {"__name__": "profiling_doc"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
+    assert len(python_blocks(doc)) >= 4
+    run_blocks(doc, {"__name__": "profiling_doc"})
     out = capsys.readouterr().out
     assert "Conv2dBackward" in out and "Self CPU time total" in out
     assert autograd._profiler_hook is None

@@ -476,15 +476,12 @@ def test_quantize_dynamic_matches_torch_bit_for_bit(seed):
 
 def test_docs_code_blocks_run_in_order():
     import os
-    import re
+
+    from docblocks import python_blocks, run_blocks
 
     doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "quantization.md")
-    with open(doc, encoding="utf-8") as f:
-        blocks = re.findall(r"^```python\n(.*?)^```", f.read(), flags=re.S | re.M)
-    assert len(blocks) == 8
-    namespace = {"__name__": "quantization_doc"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"{doc} block {i + 1}", "exec"), namespace)
+    assert len(python_blocks(doc)) == 8
+    run_blocks(doc, {"__name__": "quantization_doc"})  # checks the outputs its comments show, too
 
 
 # ---- eager-mode quantization-aware training ---------------------------------------------------
