@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .backend import device_of, get_array_module
+from .backend import device_of, get_array_module, torch_random
 from .backend.dtypes import is_floating, is_real_number
 from .pointwise import DtypeError, OpArgumentError
 
@@ -112,6 +112,7 @@ def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
     dt = self.data.dtype
     low, high = _integer_limits(dt)
     lo = int(_number("random_", "from", from_))
+    full = to is _UNSET and lo == 0
     if to is _UNSET:  # random_() or random_(to)
         lo, hi = (0, lo) if lo != 0 else (0, high + 1)
     elif to is None:
@@ -126,8 +127,13 @@ def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
             raise OpArgumentError(f"random_: from is out of bounds for {dt}")
         if hi - 1 > high:
             raise OpArgumentError(f"random_: to - 1 is out of bounds for {dt}")
-    values = _rng(self, generator, "random_").integers(lo, hi - 1, size=self.shape, dtype=np.int64, endpoint=True)
-    return _fill(self, values, "random_")
+    gen = backend.generator_of(generator, device_of(self.data), "random_")
+    count = int(np.prod(self.shape, dtype=np.int64))
+    if full:  # random_(): torch's own recipe over the dtype's range
+        values = torch_random.random_full(gen, count, dt)
+    else:  # torch's random_(from, to)
+        values = torch_random.integers(gen, count, lo, hi)
+    return _fill(self, values.reshape(self.shape), "random_")
 
 
 def exponential_(self, lambd=1.0, *, generator=None):

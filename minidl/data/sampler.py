@@ -43,14 +43,38 @@ def _generator(name, generator):
                     f"a numpy.random.Generator, got {type(generator).__name__}")
 
 
+class _TorchDraws:
+    """A minidl.Generator's draws for a pass, as torch's samplers take them: ``permutation``
+    is torch's randperm and ``integers`` its randint (so a sampler's order after a seed is
+    torch's); ``choice`` (WeightedRandomSampler) is NumPy's over the same stream."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def permutation(self, n):
+        from ..backend import torch_random
+
+        return torch_random.permutation(self.generator, int(n))
+
+    def integers(self, low, high, size):
+        from ..backend import torch_random
+
+        return torch_random.integers(self.generator, int(size), int(low), int(high))
+
+    def choice(self, *args, **kwargs):
+        return self.generator._gen.choice(*args, **kwargs)
+
+
 def _rng_for_pass(generator):
-    from ..backend import Generator, rng
+    from ..backend import Generator, default_generator, torch_random
 
     if isinstance(generator, Generator):
-        return generator._gen  # looked up at each pass: manual_seed may have reseeded it
+        return _TorchDraws(generator)  # looked up at each pass: manual_seed may reseed it
     if generator is not None:
         return generator
-    return np.random.default_rng(int(rng().integers(0, 2**63 - 1)))
+    # as torch: a generator of the pass's own, seeded by an int64 draw of the global one
+    seed = int(torch_random.random_full(default_generator, 1, np.int64)[0])
+    return _TorchDraws(Generator().manual_seed(seed))
 
 
 class Sampler:
