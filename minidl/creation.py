@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import generator_of, generator_rng, torch_random
+from .backend import generator_of, torch_random
 from . import backend
 from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number, scalar_dtype
 from .tensor import Tensor
@@ -358,7 +358,9 @@ def bernoulli(input, p=None, *, generator=None):
         raise TypeError(f"bernoulli: input must be floating point, got {input.dtype}")
     if probs.size and (np.nanmin(probs) < 0 or np.nanmax(probs) > 1 or np.isnan(probs).any()):
         raise ValueError("bernoulli: probabilities must lie in [0, 1]")
-    draws = generator_rng(generator, input.device, "bernoulli").random(input.shape) < probs
+    gen = generator_of(generator, input.device, "bernoulli")
+    # torch's draws: a number p against float64 uniforms, a tensor against its precision's
+    draws = torch_random.bernoulli(gen, tuple(input.shape), probs if p is None else float(p))
     return Tensor(draws.astype(input.dtype), device=input.device)
 
 
@@ -383,8 +385,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     if not replacement and num_samples > (rows > 0).sum(1).min():
         raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement "
                          f"from {int((rows > 0).sum(1).min())} categories of non-zero weight")
-    gen = generator_rng(generator, input.device, "multinomial")
-    out = np.empty((rows.shape[0], int(num_samples)), dtype=np.int64)
-    for i, w in enumerate(rows):
-        out[i] = gen.choice(len(w), size=int(num_samples), replace=replacement, p=w / w.sum())
+    gen = generator_of(generator, input.device, "multinomial")
+    # torch's recipes (with the weights in their own dtype)
+    draw_dtype = np.float64 if np.dtype(input.numpy().dtype) == np.float64 else np.float32
+    out = torch_random.multinomial(gen, rows, draw_dtype, int(num_samples), bool(replacement))
     return Tensor(out.reshape(weights.shape[:-1] + (int(num_samples),)), device=input.device)

@@ -142,7 +142,11 @@ def exponential_(self, lambd=1.0, *, generator=None):
     _floating_only("exponential_", self, "the exponential distribution")
     if not lambd > 0:
         raise OpArgumentError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
-    return _fill(self, _rng(self, generator, "exponential_").exponential(1.0 / lambd, self.shape), "exponential_")
+    gen = backend.generator_of(generator, device_of(self.data), "exponential_")
+    n = int(np.prod(self.shape, dtype=np.int64))
+    dtype = self.data.dtype if self.data.dtype in (np.float32, np.float64) else np.float32
+    values = torch_random.exponential(gen, n, dtype, lambd).reshape(self.shape)
+    return _fill(self, values, "exponential_")  # torch's numbers
 
 
 def geometric_(self, p, *, generator=None):

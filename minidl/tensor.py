@@ -514,8 +514,11 @@ class Tensor:
         if self.data.dtype.kind == "c":
             raise ops.ComplexDtypeError(f"bernoulli_: not implemented for complex tensors (got "
                                         f"dtype {self.data.dtype})")
-        gen = backend.generator_rng(generator, self.device, "bernoulli_")
-        return _random_fill(self, gen.random(self.shape) < p, "bernoulli_")
+        gen = backend.generator_of(generator, self.device, "bernoulli_")
+        if isinstance(p, Tensor):
+            p = backend.to_numpy(p.data)
+        # torch's draws: a number p against float64 uniforms, a tensor against its precision's
+        return _random_fill(self, torch_random.bernoulli(gen, tuple(self.shape), p), "bernoulli_")
 
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the values of a tensor on the host (PyTorch refuses a GPU tensor:

@@ -388,3 +388,64 @@ def test_rrelu_training_slopes_are_torchs():
     want = torch.nn.functional.rrelu(torch.from_numpy(x), training=True).numpy()
     np.testing.assert_array_equal(got, want)
     _same_state()
+
+
+# ---- bernoulli, dropout, exponential, multinomial -----------------------------------------------
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_bernoulli_and_dropout_masks_are_torchs(dtype):
+    tdt = _t(torch, dtype)
+    for n in (7, 16, 1000):
+        _seed(n)
+        for p in (0.3, 0.9):
+            np.testing.assert_array_equal(minidl.empty(n, dtype=dtype).bernoulli_(p).numpy(),
+                                          torch.empty(n, dtype=tdt).bernoulli_(p).numpy())
+        probs = np.linspace(0, 1, n).astype(dtype)
+        np.testing.assert_array_equal(minidl.bernoulli(minidl.from_numpy(probs)).numpy(),
+                                      torch.bernoulli(torch.from_numpy(probs)).numpy())
+        np.testing.assert_array_equal(
+            minidl.empty(n, dtype="float32").bernoulli_(minidl.from_numpy(probs)).numpy(),
+            torch.empty(n).bernoulli_(torch.from_numpy(probs)).numpy())
+        x = np.linspace(-1, 1, n).astype(dtype)
+        got = minidl.nn.functional.dropout(minidl.from_numpy(x), 0.3).numpy()
+        want = torch.nn.functional.dropout(torch.from_numpy(x), 0.3).numpy()
+        np.testing.assert_array_equal(got != 0, want != 0)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == "float32" else 1e-15)
+        mine, theirs = minidl.nn.Dropout(0.5), torch.nn.Dropout(0.5)
+        np.testing.assert_array_equal(mine(minidl.from_numpy(x)).numpy() != 0,
+                                      theirs(torch.from_numpy(x)).numpy() != 0)
+        x4 = np.ones((2, 5, 3, 3), dtype=dtype)
+        np.testing.assert_array_equal(
+            minidl.nn.functional.dropout2d(minidl.from_numpy(x4), 0.4).numpy() != 0,
+            torch.nn.functional.dropout2d(torch.from_numpy(x4), 0.4).numpy() != 0)
+        _same_state()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_exponential_is_torchs(dtype):
+    _seed(2)
+    for n, lambd in [(5, 1.0), (100, 2.5), (17, 0.3)]:
+        np.testing.assert_array_equal(minidl.empty(n, dtype=dtype).exponential_(lambd).numpy(),
+                                      torch.empty(n, dtype=_t(torch, dtype)).exponential_(lambd)
+                                      .numpy())
+    _same_state()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_multinomial_is_torchs(dtype):
+    w = np.array([[0.1, 0.5, 0.2, 0.0, 1.0, 0.3], [1, 1, 1, 1, 1, 1]], dtype=dtype)
+    _seed(3)
+    for rows in (w[0], w):
+        for n, replacement in [(1, True), (10, True), (1, False), (3, False), (5, False)]:
+            got = minidl.multinomial(minidl.from_numpy(rows), n, replacement).numpy()
+            want = torch.multinomial(torch.from_numpy(rows), n, replacement).numpy()
+            np.testing.assert_array_equal(got, want)
+    _same_state()
+
+
+def test_gumbel_softmax_noise_is_torchs():
+    _seed(8)
+    x = np.linspace(-1, 1, 24).reshape(4, 6).astype(np.float32)
+    got = minidl.nn.functional.gumbel_softmax(minidl.from_numpy(x), tau=0.5).numpy()
+    want = torch.nn.functional.gumbel_softmax(torch.from_numpy(x), tau=0.5).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    _same_state()

@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from . import torch_random  # torch's random engine and recipes (imports only NumPy here)
+
 _cupy = None
 _cupy_error: str | None = None
 _cupy_checked = False
@@ -356,8 +358,6 @@ class Generator:
         """Seed as torch's CPU generator: mt19937 from the seed's low 32 bits, no cached normal
         sample. The NumPy Generator over that mt19937 is kept (and reseeded in place), so
         whoever holds it (``rng()``) draws from the same stream."""
-        from . import torch_random
-
         self._initial_seed = seed
         if getattr(self, "_gen", None) is None:
             self._gen = np.random.Generator(np.random.MT19937())
@@ -385,14 +385,10 @@ class Generator:
     def _state_array(self):
         """The generator's state as uint8 bytes in torch's CPU layout (5056 bytes): a state
         moves between minidl and torch both ways."""
-        from . import torch_random
-
         return torch_random.state_bytes(self)
 
     def _load_state_array(self, array):
         """Put back what ``_state_array`` (or torch's ``get_rng_state``) gave."""
-        from . import torch_random
-
         try:
             torch_random.load_state_bytes(self, np.asarray(array, dtype=np.uint8))
         except ValueError as e:

@@ -336,3 +336,51 @@ def random_full(gen, n, dtype):
     if modulus == 1 << 64:
         return r
     return (r % _U64(modulus)).astype(np.int64 if modulus <= 1 << 63 else np.uint64)
+
+
+def exponential(gen, n, dtype, lambd=1.0):
+    """``n`` draws of torch's ``exponential_(lambd)``: a float64 uniform each (any dtype),
+    ``-1 / lambd * log1p(-u)``, cast."""
+    u = uniform(gen, n, np.float64)
+    kernel = _kernel("exponential_fill")
+    if kernel is not None:
+        kernel(u, float(lambd))
+    else:  # NumPy's log1p may differ from libm's in an ulp
+        u = -1.0 / lambd * np.log1p(-u)
+    return u.astype(dtype)
+
+
+def bernoulli(gen, shape, p):
+    """torch's bernoulli draws (bool array of ``shape``): a number p against float64 uniforms;
+    a tensor of p (array) against uniforms of p's precision (float64: float64, else float32)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    if np.ndim(p) == 0 and not isinstance(p, np.ndarray):
+        return (uniform(gen, n, np.float64) < float(p)).reshape(shape)
+    p = np.broadcast_to(np.asarray(p), shape)
+    if p.dtype == np.float64:
+        return uniform(gen, n, np.float64).reshape(shape) < p
+    return uniform(gen, n, np.float32).reshape(shape) < p.astype(np.float32)
+
+
+def multinomial(gen, rows, dtype, num_samples, replacement):
+    """torch's CPU multinomial on 2-D ``rows`` of weights (their dtype ``dtype``): with
+    replacement (more than one sample) a float64 uniform per sample searched in the row's
+    normalised cumulative sum (summed in double, stored in the weights' dtype); else (or one
+    sample) the top ``num_samples`` of weights / Exp(1) draws."""
+    out = np.empty((rows.shape[0], num_samples), dtype=np.int64)
+    work = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    if replacement and num_samples > 1:
+        for i, w in enumerate(rows):
+            cum = np.cumsum(w.astype(np.float64))
+            total = cum[-1]
+            cum = (cum.astype(work).astype(np.float64) / total).astype(work)
+            u = uniform(gen, num_samples, np.float64)
+            out[i] = np.minimum(np.searchsorted(cum.astype(np.float64), u, side="left"),
+                                w.size - 1)
+        return out
+    w = rows.astype(work)
+    q = exponential(gen, w.size, work).reshape(w.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        keys = w / q
+    order = np.argsort(-keys, axis=1, kind="stable")
+    return order[:, :num_samples].astype(np.int64)

@@ -40,3 +40,12 @@ def shuffle(out, z, inside_out):
             t = out[i]
             out[i] = out[j]
             out[j] = t
+
+
+@njit(cache=True)
+def exponential_fill(u, lambd):
+    """torch's exponential recipe in place on float64 uniforms: -1 / lambd * log1p(-u) (libm's
+    log1p, as torch's)."""
+    scale = -1.0 / lambd
+    for i in range(u.size):
+        u[i] = scale * math.log1p(-u[i])
