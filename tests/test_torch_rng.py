@@ -449,3 +449,37 @@ def test_gumbel_softmax_noise_is_torchs():
     want = torch.nn.functional.gumbel_softmax(torch.from_numpy(x), tau=0.5).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
     _same_state()
+
+
+def test_spectral_norm_starting_vectors_are_torchs():
+    for make in (lambda m: m.nn.utils.spectral_norm(m.nn.Linear(5, 20)),
+                 lambda m: m.nn.utils.parametrizations.spectral_norm(m.nn.Linear(5, 20))):
+        _seed(4)
+        mine, theirs = make(minidl), make(torch)
+        for key, value in theirs.state_dict().items():
+            if key.endswith(("_u", "_v", "weight_u", "weight_v")):
+                np.testing.assert_allclose(np.asarray(mine.state_dict()[key].numpy()),
+                                           value.numpy(), rtol=1e-5, atol=1e-6, err_msg=key)
+        _same_state()
+
+
+def test_samplers_and_random_split_without_a_generator_are_torchs():
+    from torch.utils.data import (RandomSampler as TR, SubsetRandomSampler as TS,
+                                  WeightedRandomSampler as TW, random_split as t_split)
+
+    from minidl.data import RandomSampler, SubsetRandomSampler, WeightedRandomSampler, random_split
+
+    _seed(12)
+    assert list(RandomSampler(range(9))) == list(TR(range(9)))
+    assert list(SubsetRandomSampler([3, 5, 7, 11])) == list(TS([3, 5, 7, 11]))
+    weights = [0.1, 0.4, 0.2, 0.3, 0.0]
+    assert list(WeightedRandomSampler(weights, 12)) == list(TW(weights, 12))
+    assert list(WeightedRandomSampler(weights, 3, replacement=False)) == \
+        list(TW(weights, 3, replacement=False))
+    mine = random_split(range(10), [3, 7])
+    theirs = t_split(range(10), [3, 7])
+    assert [list(s) for s in mine] == [list(s) for s in theirs]
+    _same_state()
+    g, tg = minidl.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert [list(s) for s in random_split(range(10), [0.5, 0.5], generator=g)] == \
+        [list(s) for s in t_split(range(10), [0.5, 0.5], generator=tg)]

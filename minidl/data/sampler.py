@@ -65,13 +65,18 @@ class _TorchDraws:
         return self.generator._gen.choice(*args, **kwargs)
 
 
-def _rng_for_pass(generator):
+def _rng_for_pass(generator, seeded=True):
+    """The draws of a pass: a minidl.Generator's (torch's numbers), a NumPy generator's, or
+    with none, as torch's samplers: a generator of the pass's own seeded by an int64 draw of
+    the global one (``seeded``), or the global one itself."""
     from ..backend import Generator, default_generator, torch_random
 
     if isinstance(generator, Generator):
         return _TorchDraws(generator)  # looked up at each pass: manual_seed may reseed it
     if generator is not None:
         return generator
+    if not seeded:
+        return _TorchDraws(default_generator)
     # as torch: a generator of the pass's own, seeded by an int64 draw of the global one
     seed = int(torch_random.random_full(default_generator, 1, np.int64)[0])
     return _TorchDraws(Generator().manual_seed(seed))
@@ -143,7 +148,9 @@ class SubsetRandomSampler(Sampler):
         self.generator = _generator(type(self).__name__, generator)
 
     def __iter__(self):
-        for i in _rng_for_pass(self.generator).permutation(len(self.indices)).tolist():
+        # torch's: randperm of the generator (the global one itself when none)
+        for i in _rng_for_pass(self.generator, seeded=False).permutation(len(self.indices)) \
+                .tolist():
             yield self.indices[i]
 
     def __len__(self):
@@ -175,7 +182,14 @@ class WeightedRandomSampler(Sampler):
         self.generator = _generator(name, generator)
 
     def __iter__(self):
-        rng = _rng_for_pass(self.generator)
+        rng = _rng_for_pass(self.generator, seeded=False)
+        if isinstance(rng, _TorchDraws):  # torch's: multinomial of the float64 weights
+            from ..backend import torch_random
+
+            yield from torch_random.multinomial(
+                rng.generator, np.asarray(self.weights, dtype=np.float64)[None], np.float64,
+                self.num_samples, self.replacement)[0].tolist()
+            return
         p = self.weights / self.weights.sum()
         yield from rng.choice(len(p), size=self.num_samples, replace=self.replacement,
                               p=p).tolist()
