@@ -387,6 +387,6 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
                          f"from {int((rows > 0).sum(1).min())} categories of non-zero weight")
     gen = generator_of(generator, input.device, "multinomial")
     # torch's recipes (with the weights in their own dtype)
-    draw_dtype = np.float64 if np.dtype(input.numpy().dtype) == np.float64 else np.float32
+    draw_dtype = np.float64 if str(input.dtype) == "float64" else np.float32
     out = torch_random.multinomial(gen, rows, draw_dtype, int(num_samples), bool(replacement))
     return Tensor(out.reshape(weights.shape[:-1] + (int(num_samples),)), device=input.device)

@@ -165,6 +165,9 @@ def uniform(gen, n, dtype, low=0.0, high=1.0):
         if low == 0.0 and high == 1.0:
             return u
         return fma(u, float(high) - float(low), float(low))
+    if low == 0.0 and high == 1.0:  # the 24 bits times 2**-24: exact in float32
+        u = (words(gen, n) & _U64((1 << 24) - 1)).astype(np.float32) * np.float32(2.0**-24)
+        return u if np.dtype(dtype) == np.float32 else u.astype(dtype)
     u = (words(gen, n) & _U64((1 << 24) - 1)).astype(np.float64) * 2.0**-24
     lo, hi = np.float32(low), np.float32(high)
     with np.errstate(over="ignore"):
