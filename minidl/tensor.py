@@ -1226,10 +1226,8 @@ _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "
 
 
 def _draw_dtype(t):
-    """The dtype torch's recipes draw in for ``t``: its own if float32/64 or complex, else
-    float32 (then cast, as a low-precision or integer tensor takes the values)."""
-    dtype = np.dtype(t.data.dtype)
-    return dtype if dtype.kind in "fc" and dtype.itemsize >= 4 else np.dtype(np.float32)
+    """The dtype torch's recipes draw in for ``t`` (its own if floating, else float32)."""
+    return torch_random.draw_dtype(t.data.dtype)
 
 
 def _random_fill(t, values, name):

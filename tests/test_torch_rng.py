@@ -483,3 +483,18 @@ def test_samplers_and_random_split_without_a_generator_are_torchs():
     g, tg = minidl.Generator().manual_seed(4), torch.Generator().manual_seed(4)
     assert [list(s) for s in random_split(range(10), [0.5, 0.5], generator=g)] == \
         [list(s) for s in t_split(range(10), [0.5, 0.5], generator=tg)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_draws_are_torchs(dtype):
+    tdt = _t(torch, dtype)
+    for n in (5, 16, 17, 40, 3000):
+        _seed(n)
+        for got, want in [(minidl.rand(n, dtype=dtype), torch.rand(n, dtype=tdt)),
+                          (minidl.randn(n, dtype=dtype), torch.randn(n, dtype=tdt)),
+                          (minidl.empty(n, dtype=dtype).uniform_(-0.3, 0.7),
+                           torch.empty(n, dtype=tdt).uniform_(-0.3, 0.7)),
+                          (mnn.init.normal_(minidl.empty(n, dtype=dtype), 0.2, 0.5),
+                           torch.nn.init.normal_(torch.empty(n, dtype=tdt), 0.2, 0.5))]:
+            np.testing.assert_array_equal(got.float().numpy(), want.float().numpy())
+        _same_state()

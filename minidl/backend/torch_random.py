@@ -167,13 +167,24 @@ def uniform(gen, n, dtype, low=0.0, high=1.0):
         return fma(u, float(high) - float(low), float(low))
     if low == 0.0 and high == 1.0:  # the 24 bits times 2**-24: exact in float32
         u = (words(gen, n) & _U64((1 << 24) - 1)).astype(np.float32) * np.float32(2.0**-24)
-        return u if np.dtype(dtype) == np.float32 else u.astype(dtype)
+        return u if np.dtype(dtype) == np.float32 else _narrowed(u, dtype, low, high)
     u = (words(gen, n) & _U64((1 << 24) - 1)).astype(np.float64) * 2.0**-24
     lo, hi = np.float32(low), np.float32(high)
     with np.errstate(over="ignore"):
         span = np.float64(hi - lo)  # torch subtracts in float, computes in double
         out = (u * span + np.float64(lo)).astype(np.float32)
-    return out if np.dtype(dtype) == np.float32 else out.astype(dtype)
+    return out if np.dtype(dtype) == np.float32 else _narrowed(out, dtype, low, high)
+
+
+def _narrowed(values, dtype, low, high):
+    """float32 uniforms cast to a narrower dtype as torch does: one that rounds up to ``high``
+    becomes ``low`` (found by experiment on bfloat16), so [low, high) holds."""
+    out = values.astype(dtype)
+    top = np.asarray(high).astype(dtype)
+    hit = out == top
+    if hit.any():
+        out[hit] = np.asarray(low).astype(dtype)
+    return out
 
 
 def _box_muller16_numpy(data):
@@ -207,8 +218,12 @@ def normal(gen, n, dtype, mean=0.0, std=1.0):
     dtype = np.dtype(dtype)
     work = np.float64 if dtype == np.float64 else np.float32
     if n >= 16:
-        data = uniform(gen, n, work)
         body = n - n % 16
+        # float32/float64 draw a uniform for every value first; float16/bfloat16 (found by
+        # experiment) only for the whole blocks
+        data = uniform(gen, n if dtype == work else body, work)
+        if dtype != work:
+            data = np.concatenate([data, np.zeros(n - body, dtype=work)])
         _box_muller16(data[:body])
         if n % 16:
             tail = uniform(gen, 16, work)
@@ -287,6 +302,15 @@ def _shuffle(out, z, inside_out):
 
 
 # ---- shaped draws for the random functions ------------------------------------------------------
+def draw_dtype(dtype):
+    """The dtype torch's recipes fill a tensor of ``dtype`` with: its own for a floating or
+    complex dtype (float16/bfloat16 included), else float32 (then cast)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "fc" or str(dtype) == "bfloat16":
+        return dtype
+    return np.dtype(np.float32)
+
+
 def _parts(shape, dtype):
     """(count of real values, their dtype, whether complex) for a tensor of ``shape``/``dtype``:
     a complex tensor is drawn as its real view (real, imaginary interleaved), as torch's."""

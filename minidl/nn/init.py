@@ -41,15 +41,15 @@ def _dtype(t):
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """U(a, b), torch's numbers after the same seed."""
     gen = _gen(tensor, generator, "uniform_")
-    return _write(tensor, torch_random.uniform_array(gen, tuple(tensor.shape), _dtype(tensor),
-                                                     a, b))
+    return _write(tensor, torch_random.uniform_array(
+        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), a, b))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """N(mean, std**2) (a complex tensor: half the variance in each part), torch's numbers."""
     gen = _gen(tensor, generator, "normal_")
-    return _write(tensor, torch_random.normal_array(gen, tuple(tensor.shape), _dtype(tensor),
-                                                    mean, std))
+    return _write(tensor, torch_random.normal_array(
+        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), mean, std))
 
 
 def zeros_(tensor):
