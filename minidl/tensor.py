@@ -495,7 +495,7 @@ class Tensor:
         gen = backend.generator_of(generator, self.device, "uniform_")
         # torch's numbers (a complex tensor: each part uniform on [a, b))
         return _random_fill(self, torch_random.uniform_array(
-            gen, tuple(self.shape), _draw_dtype(self), a, b), "uniform_")
+            gen, tuple(self.shape), _draw_dtype(self), a, b, like=self.data), "uniform_")
 
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
         """Fill with draws of N(mean, std**2) from minidl's seeded generator (or ``generator``)."""
@@ -504,7 +504,7 @@ class Tensor:
         gen = backend.generator_of(generator, self.device, "normal_")
         # torch's numbers (a complex tensor: each part N(mean, std**2 / 2))
         return _random_fill(self, torch_random.normal_array(
-            gen, tuple(self.shape), _draw_dtype(self), mean, std), "normal_")
+            gen, tuple(self.shape), _draw_dtype(self), mean, std, like=self.data), "normal_")
 
     def bernoulli_(self, p=0.5, *, generator=None):
         """Fill with 0 or 1, 1 with probability ``p`` (a number or a tensor) in [0, 1]."""

@@ -498,3 +498,22 @@ def test_half_precision_draws_are_torchs(dtype):
                            torch.nn.init.normal_(torch.empty(n, dtype=tdt), 0.2, 0.5))]:
             np.testing.assert_array_equal(got.float().numpy(), want.float().numpy())
         _same_state()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_transposed_view_is_filled_in_memory_order_as_torchs(dtype):
+    tdt = _t(torch, dtype)
+    for shape in [(3, 4), (6, 7), (2, 3, 5)]:
+        _seed(len(shape))
+        mine = minidl.zeros(*shape, dtype=dtype)
+        theirs = torch.zeros(*shape, dtype=tdt)
+        mine.transpose(0, -1).uniform_(-1, 2)
+        theirs.transpose(0, -1).uniform_(-1, 2)
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+        mine.transpose(0, -1).normal_(0.5, 2.0)  # not contiguous: torch's one-at-a-time path
+        theirs.transpose(0, -1).normal_(0.5, 2.0)
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+        mnn.init.normal_(mine.transpose(0, -1))
+        torch.nn.init.normal_(theirs.transpose(0, -1))
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+        _same_state()

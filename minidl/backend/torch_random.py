@@ -213,11 +213,12 @@ def _kernel(name):
     return getattr(kernels(np), name, None)
 
 
-def normal(gen, n, dtype, mean=0.0, std=1.0):
-    """``n`` values of N(mean, std**2) as torch's ``normal_`` on a contiguous tensor."""
+def normal(gen, n, dtype, mean=0.0, std=1.0, contiguous=True):
+    """``n`` values of N(mean, std**2) as torch's ``normal_`` on a contiguous tensor (or, with
+    ``contiguous=False``, on one that is not: the one-at-a-time path whatever the size)."""
     dtype = np.dtype(dtype)
     work = np.float64 if dtype == np.float64 else np.float32
-    if n >= 16:
+    if n >= 16 and contiguous:
         body = n - n % 16
         # float32/float64 draw a uniform for every value first; float16/bfloat16 (found by
         # experiment) only for the whole blocks
@@ -328,19 +329,43 @@ def _shaped(values, shape, dtype, is_complex):
     return values.reshape(shape)
 
 
-def uniform_array(gen, shape, dtype, low=0.0, high=1.0):
-    """An array of ``shape`` uniform on [low, high), as torch's ``uniform_`` fills a tensor."""
-    n, part, is_complex = _parts(shape, dtype)
-    return _shaped(uniform(gen, n, part, low, high), shape, dtype, is_complex)
+def _memory_order(like):
+    """The axes of ``like`` (an array the draws fill) from the largest stride to the smallest,
+    or None where that is C order: torch fills a tensor in its memory order (a transposed
+    view: column by column)."""
+    strides = getattr(like, "strides", None)
+    if strides is None or getattr(like, "ndim", 0) < 2:
+        return None
+    perm = sorted(range(like.ndim), key=lambda a: -abs(strides[a]))
+    return None if perm == list(range(like.ndim)) else perm
 
 
-def normal_array(gen, shape, dtype, mean=0.0, std=1.0):
+def _in_memory_order(draw, shape, like):
+    perm = _memory_order(like)
+    if perm is None:
+        return draw(tuple(shape), True)
+    values = draw(tuple(shape[a] for a in perm), False)
+    return values.transpose(np.argsort(perm))
+
+
+def uniform_array(gen, shape, dtype, low=0.0, high=1.0, like=None):
+    """An array of ``shape`` uniform on [low, high), as torch's ``uniform_`` fills a tensor
+    (``like``: the array it fills, whose memory order the draws follow)."""
+    def draw(shape, contiguous):
+        n, part, is_complex = _parts(shape, dtype)
+        return _shaped(uniform(gen, n, part, low, high), shape, dtype, is_complex)
+    return _in_memory_order(draw, shape, like)
+
+
+def normal_array(gen, shape, dtype, mean=0.0, std=1.0, like=None):
     """An array of ``shape`` of N(mean, std**2), as torch's ``normal_`` fills a tensor (a complex
-    one: each part N(mean, std**2 / 2))."""
-    n, part, is_complex = _parts(shape, dtype)
-    if is_complex:
-        std = std / math.sqrt(2)  # torch's (std * sqrt(0.5) may differ in the last bit)
-    return _shaped(normal(gen, n, part, mean, std), shape, dtype, is_complex)
+    one: each part N(mean, std**2 / 2)); ``like`` as for uniform_array (a tensor that is not
+    contiguous takes torch's one-at-a-time path)."""
+    def draw(shape, contiguous):
+        n, part, is_complex = _parts(shape, dtype)
+        scale = std / math.sqrt(2) if is_complex else std  # torch's (not std * sqrt(0.5))
+        return _shaped(normal(gen, n, part, mean, scale, contiguous), shape, dtype, is_complex)
+    return _in_memory_order(draw, shape, like)
 
 
 def random_full(gen, n, dtype):

@@ -42,14 +42,16 @@ def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """U(a, b), torch's numbers after the same seed."""
     gen = _gen(tensor, generator, "uniform_")
     return _write(tensor, torch_random.uniform_array(
-        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), a, b))
+        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), a, b,
+        like=tensor.data))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """N(mean, std**2) (a complex tensor: half the variance in each part), torch's numbers."""
     gen = _gen(tensor, generator, "normal_")
     return _write(tensor, torch_random.normal_array(
-        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), mean, std))
+        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), mean, std,
+        like=tensor.data))
 
 
 def zeros_(tensor):
