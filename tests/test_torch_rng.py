@@ -517,3 +517,31 @@ def test_a_transposed_view_is_filled_in_memory_order_as_torchs(dtype):
         torch.nn.init.normal_(theirs.transpose(0, -1))
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
         _same_state()
+
+
+def _tutorial(m):
+    """A tutorial's loop, written once for either framework: data from randn/randint, a model
+    with dropout, a shuffled loader with a generator, SGD; the printed losses."""
+    m.manual_seed(0)
+    x, y = m.randn(40, 4), m.randint(0, 3, (40,))
+    model = m.nn.Sequential(m.nn.Linear(4, 16), m.nn.ReLU(), m.nn.Dropout(0.3), m.nn.Linear(16, 3))
+    opt = m.optim.SGD(model.parameters(), lr=0.1)
+    if m is torch:
+        from torch.utils.data import DataLoader, TensorDataset
+    else:
+        from minidl.data import DataLoader, TensorDataset
+    loader = DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True,
+                        generator=m.Generator().manual_seed(1))
+    losses = []
+    for _ in range(2):
+        for xb, yb in loader:
+            loss = m.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+    return losses
+
+
+def test_a_tutorials_printed_losses_are_torchs():
+    np.testing.assert_allclose(_tutorial(minidl), _tutorial(torch), rtol=1e-5)
