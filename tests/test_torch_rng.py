@@ -545,3 +545,18 @@ def _tutorial(m):
 
 def test_a_tutorials_printed_losses_are_torchs():
     np.testing.assert_allclose(_tutorial(minidl), _tutorial(torch), rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_poisson_is_torchs(dtype):
+    rates = np.array([0.5, 3.0, 0.0, 12.0, 50.0, 1e3, 7.5, 9.99] * 40, dtype=dtype)
+    for seed in (2, 9):
+        _seed(seed)
+        for part in (rates[:3], rates, rates[:17]):
+            np.testing.assert_array_equal(minidl.poisson(minidl.from_numpy(part)).numpy(),
+                                          torch.poisson(torch.from_numpy(part)).numpy())
+        np.testing.assert_array_equal(minidl.rand(5).numpy(), torch.rand(5).numpy())
+        _same_state()
+    g, tg = minidl.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    np.testing.assert_array_equal(minidl.poisson(minidl.from_numpy(rates), generator=g).numpy(),
+                                  torch.poisson(torch.from_numpy(rates), generator=tg).numpy())

@@ -436,3 +436,70 @@ def multinomial(gen, rows, dtype, num_samples, replacement):
         keys = w / q
     order = np.argsort(-keys, axis=1, kind="stable")
     return order[:, :num_samples].astype(np.int64)
+
+
+class _Uniforms:
+    """float64 uniforms drawn ahead in chunks, for samplers that take a varying number each;
+    ``finish()`` puts the engine where drawing only the ones used would have left it."""
+
+    def __init__(self, gen, chunk):
+        self.gen, self.chunk = gen, min(max(int(chunk), 64), 1 << 16)
+        self.start = gen._gen.bit_generator.state
+        self.buffer, self.pos, self.used = [], 0, 0
+
+    def __call__(self):
+        if self.pos == len(self.buffer):
+            self.buffer, self.pos = uniform(self.gen, self.chunk, np.float64).tolist(), 0
+        value = self.buffer[self.pos]
+        self.pos += 1
+        self.used += 1
+        return value
+
+    def finish(self):
+        bit_generator = self.gen._gen.bit_generator
+        bit_generator.state = self.start
+        if self.used:
+            bit_generator.random_raw(2 * self.used)
+
+
+def _sample_poisson(lam, uni):
+    """torch's CPU Poisson sampler for one rate (float64 uniforms from ``uni``): transformed
+    rejection (Hoermann 1993) from rate 10 on, the product of uniforms below."""
+    if lam >= 10:
+        slam, loglam = math.sqrt(lam), math.log(lam)
+        b = 0.931 + 2.53 * slam
+        a = -0.059 + 0.02483 * b
+        invalpha = 1.1239 + 1.1328 / (b - 3.4)
+        vr = 0.9277 - 3.6224 / (b - 2)
+        while True:
+            u = uni() - 0.5
+            v = uni()
+            us = 0.5 - abs(u)
+            k = int(math.floor((2 * a / us + b) * u + lam + 0.43))
+            if us >= 0.07 and v <= vr:
+                return k
+            if k < 0 or (us < 0.013 and v > us):
+                continue
+            if (math.log(v) + math.log(invalpha) - math.log(a / (us * us) + b)) <= \
+                    (-lam + k * loglam - math.lgamma(k + 1.0)):
+                return k
+    if lam == 0:
+        return 0
+    enlam, count, prod = math.exp(-lam), 0, 1.0
+    while True:
+        prod *= uni()
+        if prod > enlam:
+            count += 1
+        else:
+            return count
+
+
+def poisson(gen, rates):
+    """torch's ``poisson`` draws (float64 counts) for the float64 ``rates``, in order."""
+    flat = np.asarray(rates, dtype=np.float64).ravel()
+    uni = _Uniforms(gen, 2 * flat.size)
+    try:
+        out = np.array([_sample_poisson(lam, uni) for lam in flat.tolist()], dtype=np.float64)
+    finally:
+        uni.finish()
+    return out.reshape(np.shape(rates))
