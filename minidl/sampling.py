@@ -99,6 +99,10 @@ def _integer_limits(dt):
 _UNSET = object()
 
 
+def _count(t):
+    return int(np.prod(t.shape, dtype=np.int64))
+
+
 def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
     """Integers drawn uniformly from [from, to) (``random_(to)``: [0, to); ``to=None``: up to
     the largest integer the dtype holds exactly, also ``random_()``), as torch's ``random_``."""
@@ -158,7 +162,9 @@ def geometric_(self, p, *, generator=None):
         raise DtypeError("geometric_: not implemented for bool tensors")
     if not 0 < p < 1:
         raise OpArgumentError(f"geometric_ expects p to be in (0, 1), but got p={p}")
-    return _fill(self, _rng(self, generator, "geometric_").geometric(p, self.shape), "geometric_")
+    gen = backend.generator_of(generator, device_of(self.data), "geometric_")
+    values = torch_random.geometric(gen, _count(self), p).reshape(self.shape)
+    return _fill(self, values, "geometric_")  # torch's numbers
 
 
 def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
@@ -167,7 +173,9 @@ def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
     _floating_only("cauchy_", self, "the Cauchy distribution")
     if not sigma > 0:
         raise OpArgumentError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
-    return _fill(self, median + sigma * _rng(self, generator, "cauchy_").standard_cauchy(self.shape), "cauchy_")
+    gen = backend.generator_of(generator, device_of(self.data), "cauchy_")
+    values = torch_random.cauchy(gen, _count(self), median, sigma).reshape(self.shape)
+    return _fill(self, values, "cauchy_")  # torch's numbers
 
 
 def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
@@ -176,7 +184,9 @@ def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
     _floating_only("log_normal_", self, "the log-normal distribution")
     if not std > 0:
         raise OpArgumentError(f"log_normal_ expects std > 0.0, but found std={std}")
-    return _fill(self, _rng(self, generator, "log_normal_").lognormal(mean, std, self.shape), "log_normal_")
+    gen = backend.generator_of(generator, device_of(self.data), "log_normal_")
+    values = torch_random.log_normal(gen, _count(self), mean, std).reshape(self.shape)
+    return _fill(self, values, "log_normal_")  # torch's numbers
 
 
 def bernoulli(self, p=None, *, generator=None):

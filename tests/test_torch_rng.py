@@ -560,3 +560,18 @@ def test_poisson_is_torchs(dtype):
     g, tg = minidl.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     np.testing.assert_array_equal(minidl.poisson(minidl.from_numpy(rates), generator=g).numpy(),
                                   torch.poisson(torch.from_numpy(rates), generator=tg).numpy())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cauchy_geometric_and_log_normal_are_torchs(dtype):
+    tdt = _t(torch, dtype)
+    for n in (5, 40):
+        _seed(n)
+        np.testing.assert_array_equal(minidl.empty(n, dtype=dtype).cauchy_(0.3, 2.0).numpy(),
+                                      torch.empty(n, dtype=tdt).cauchy_(0.3, 2.0).numpy())
+        np.testing.assert_array_equal(minidl.empty(n, dtype=dtype).geometric_(0.3).numpy(),
+                                      torch.empty(n, dtype=tdt).geometric_(0.3).numpy())
+        np.testing.assert_array_equal(minidl.empty(n, dtype=dtype).log_normal_(1.0, 0.3).numpy(),
+                                      torch.empty(n, dtype=tdt).log_normal_(1.0, 0.3).numpy())
+        np.testing.assert_array_equal(minidl.randn(3).numpy(), torch.randn(3).numpy())
+        _same_state()

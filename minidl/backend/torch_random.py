@@ -503,3 +503,27 @@ def poisson(gen, rates):
     finally:
         uni.finish()
     return out.reshape(np.shape(rates))
+
+
+def _libm(fn, values):
+    """``fn`` (a function of math, libm's as torch's) on each float64 value."""
+    return np.array([fn(v) for v in np.asarray(values, dtype=np.float64).tolist()],
+                    dtype=np.float64)
+
+
+def cauchy(gen, n, median, sigma):
+    """torch's ``cauchy_``: median + sigma * tan(pi * (u - 0.5)), u a float64 uniform."""
+    u = uniform(gen, n, np.float64)
+    return _libm(lambda v: median + sigma * math.tan(math.pi * (v - 0.5)), u)
+
+
+def geometric(gen, n, p):
+    """torch's ``geometric_``: ceil(log(u) / log1p(-p)), u a float64 uniform."""
+    u = uniform(gen, n, np.float64)
+    scale = math.log1p(-p)
+    return _libm(lambda v: math.ceil(math.log(v) / scale), u)
+
+
+def log_normal(gen, n, mean, std):
+    """torch's ``log_normal_``: exp of its one-at-a-time normal(mean, std) (any size)."""
+    return _libm(math.exp, normal(gen, n, np.float64, mean, std, contiguous=False))
