@@ -575,3 +575,24 @@ def test_cauchy_geometric_and_log_normal_are_torchs(dtype):
                                       torch.empty(n, dtype=tdt).log_normal_(1.0, 0.3).numpy())
         np.testing.assert_array_equal(minidl.randn(3).numpy(), torch.randn(3).numpy())
         _same_state()
+
+
+def test_distribution_samples_that_are_torchs():
+    from minidl import distributions as md
+
+    cases = [("Normal", (0.5, 2.0)), ("Uniform", (0.0, 2.0)), ("Bernoulli", (0.3,)),
+             ("Exponential", (2.0,)), ("LogNormal", (0.0, 1.0)), ("Poisson", (3.0,))]
+    for name, args in cases:
+        mine = getattr(md, name)(*[minidl.tensor(a) for a in args])
+        theirs = getattr(torch.distributions, name)(*[torch.tensor(a) for a in args])
+        _seed(0)
+        np.testing.assert_allclose(mine.sample((20,)).numpy(), theirs.sample((20,)).numpy(),
+                                   rtol=1e-6, err_msg=name)
+        _same_state()
+    probs = [0.2, 0.3, 0.5]
+    _seed(1)
+    for shape in [(), (1,), (7,)]:
+        np.testing.assert_array_equal(
+            md.Categorical(probs=minidl.tensor(probs)).sample(shape).numpy(),
+            torch.distributions.Categorical(probs=torch.tensor(probs)).sample(shape).numpy())
+    _same_state()
