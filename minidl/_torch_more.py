@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import generator_rng, get_array_module
+from . import backend
+from .backend import generator_rng, get_array_module, torch_random
 from .backend.dtypes import is_floating
 from .tensor import Function, Tensor
 
@@ -44,8 +45,8 @@ def poisson(input, generator=None):
     rates = input.numpy()
     if np.any(rates < 0) or np.any(np.isnan(rates)):
         raise ValueError("poisson: invalid Poisson rate, expected rate to be non-negative")
-    rng = generator_rng(generator, input.device, "poisson")
-    draws = np.asarray(rng.poisson(rates)).astype(input.data.dtype)  # (a 0-d input: a scalar)
+    gen = backend.generator_of(generator, input.device, "poisson")
+    draws = torch_random.poisson(gen, rates).astype(input.data.dtype)  # torch's numbers
     out = Tensor(draws, device=input.device).data
     return Poisson.apply(input, draws=out)
 

@@ -657,8 +657,13 @@ def native_dropout(input, p, train):
         return input.clone(), Tensor(xp.ones(input.shape, dtype=bool))
     if p == 1:
         return input * 0.0, Tensor(xp.zeros(input.shape, dtype=bool))
-    keep = generator_rng(None, device_of(input.data), "native_dropout").random(
-        tuple(input.shape)) >= p
+    if xp is np:  # torch's bernoulli_(1 - p) draws
+        from .backend import default_generator, torch_random
+
+        keep = torch_random.bernoulli(default_generator, tuple(input.shape), 1 - p)
+    else:
+        keep = generator_rng(None, device_of(input.data), "native_dropout").random(
+            tuple(input.shape)) >= p
     scale = Tensor(xp.asarray(keep, dtype=input.data.dtype) * (1.0 / (1.0 - p)))
     return input * scale, Tensor(xp.asarray(keep))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import generator_rng
+from .backend import generator_of, torch_random
 from . import backend
 from .backend.dtypes import as_dtype, default_float, is_floating, is_real_number, scalar_dtype
 from .ops import refuse_unsigned
@@ -60,14 +60,16 @@ def ones(*shape, size=None, dtype=None, requires_grad=False, device=None):
 def randn(*shape, size=None, generator=None, dtype=None, requires_grad=False, device=None):
     shape = _shape("randn", shape, size)
     dtype, device = _creation_dtype(dtype, default_float()), _device(device)
-    rng = generator_rng(generator, device, "randn")
-    if dtype.kind == "c":  # variance 1 in all, half of it in each part, as torch's
-        values = _complex_draws(rng.standard_normal, shape, dtype) * np.sqrt(0.5)
-        return Tensor(values.astype(dtype), requires_grad=requires_grad, device=device)
-    if not is_floating(dtype):  # samples cast to ints would be mostly zeros
+    gen = generator_of(generator, device, "randn")
+    if dtype.kind != "c" and not is_floating(dtype):  # samples cast to ints would be mostly 0
         raise TypeError(f"randn: dtype must be a floating-point type, got {as_dtype(dtype)}")
-    values = rng.standard_normal(shape).astype(dtype)
+    # torch's numbers (a complex dtype: variance 1 in all, half of it in each part)
+    values = torch_random.normal_array(gen, _tuple_shape(shape), dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
+
+
+def _tuple_shape(shape):
+    return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
 
 
 def _complex_draws(draw, shape, dtype):
@@ -165,13 +167,11 @@ def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, dev
     device = _device(device)
     shape = _shape("rand", shape, size)
     dtype = _creation_dtype(dtype, default_float())
-    rng = generator_rng(generator, device, "rand")
-    if dtype.kind == "c":  # both parts uniform on [0, 1), as torch's
-        return Tensor(_complex_draws(rng.random, shape, dtype).astype(dtype),
-                      requires_grad=requires_grad, device=device)
-    if not is_floating(dtype):
+    gen = generator_of(generator, device, "rand")
+    if dtype.kind != "c" and not is_floating(dtype):
         raise TypeError(f"rand: dtype must be a floating-point type, got {dtype}")
-    values = rng.random(shape).astype(dtype)
+    # torch's numbers (a complex dtype: both parts uniform on [0, 1))
+    values = torch_random.uniform_array(gen, _tuple_shape(shape), dtype)
     return Tensor(values, requires_grad=requires_grad, device=device)
 
 
@@ -192,10 +192,11 @@ def randint(low=0, high=None, size=None, *, generator=None, dtype=None, requires
     low, high = _number("randint", "low", low), _number("randint", "high", high)
     if low >= high:
         raise ValueError(f"randint: low ({low}) must be less than high ({high})")
-    values = generator_rng(generator, device, "randint").integers(low, high, size=tuple(size),
-                                                                   dtype="int64")
-    return Tensor(values.astype(_creation_dtype(dtype, "int64")), requires_grad=requires_grad,
-                  device=device)
+    gen = generator_of(generator, device, "randint")
+    size = tuple(int(d) for d in size)
+    values = torch_random.integers(gen, int(np.prod(size, dtype=np.int64)), int(low), int(high))
+    return Tensor(values.reshape(size).astype(_creation_dtype(dtype, "int64")),
+                  requires_grad=requires_grad, device=device)
 
 
 def linspace(start, end, steps, *, dtype=None, requires_grad=False, device=None):
@@ -316,7 +317,7 @@ def randperm(n, *, generator=None, dtype=None, requires_grad=False, device=None)
     device = _device(device)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"randperm: n must be a non-negative int, got {n!r}")
-    values = generator_rng(generator, device, "randperm").permutation(int(n)).astype(
+    values = torch_random.permutation(generator_of(generator, device, "randperm"), int(n)).astype(
         _creation_dtype(dtype, "int64"))
     return Tensor(values, requires_grad=requires_grad, device=device)
 
@@ -343,7 +344,16 @@ def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None, requires
         device = _device(device)
     if not is_floating(dtype):
         raise TypeError(f"normal: dtype must be a floating-point type, got {dtype}")
-    values = mu + sigma * generator_rng(generator, device, "normal").standard_normal(shape)
+    gen = generator_of(generator, device, "normal")
+    dtype = np.dtype(dtype)
+    if not tensors:
+        values = torch_random.normal_array(gen, tuple(shape), dtype, mu, sigma)
+    elif not isinstance(std, Tensor):  # torch: normal_(0, std), then + mean
+        values = torch_random.normal_array(gen, tuple(shape), dtype, 0.0, sigma) \
+            + np.asarray(mu, dtype=dtype)
+    else:  # torch: normal_(0, 1), then * std + mean
+        values = torch_random.normal_array(gen, tuple(shape), dtype) * np.asarray(sigma, dtype) \
+            + np.asarray(mu, dtype=dtype)
     return Tensor(np.asarray(values).astype(dtype), requires_grad=requires_grad, device=device)
 
 
@@ -355,7 +365,9 @@ def bernoulli(input, p=None, *, generator=None):
         raise TypeError(f"bernoulli: input must be floating point, got {input.dtype}")
     if probs.size and (np.nanmin(probs) < 0 or np.nanmax(probs) > 1 or np.isnan(probs).any()):
         raise ValueError("bernoulli: probabilities must lie in [0, 1]")
-    draws = generator_rng(generator, input.device, "bernoulli").random(input.shape) < probs
+    gen = generator_of(generator, input.device, "bernoulli")
+    # torch's draws: a number p against float64 uniforms, a tensor against its precision's
+    draws = torch_random.bernoulli(gen, tuple(input.shape), probs if p is None else float(p))
     return Tensor(draws.astype(input.dtype), device=input.device)
 
 
@@ -380,8 +392,8 @@ def multinomial(input, num_samples, replacement=False, *, generator=None):
     if not replacement and num_samples > (rows > 0).sum(1).min():
         raise ValueError(f"multinomial: cannot draw {num_samples} samples without replacement "
                          f"from {int((rows > 0).sum(1).min())} categories of non-zero weight")
-    gen = generator_rng(generator, input.device, "multinomial")
-    out = np.empty((rows.shape[0], int(num_samples)), dtype=np.int64)
-    for i, w in enumerate(rows):
-        out[i] = gen.choice(len(w), size=int(num_samples), replace=replacement, p=w / w.sum())
+    gen = generator_of(generator, input.device, "multinomial")
+    # torch's recipes (with the weights in their own dtype)
+    draw_dtype = np.float64 if str(input.dtype) == "float64" else np.float32
+    out = torch_random.multinomial(gen, rows, draw_dtype, int(num_samples), bool(replacement))
     return Tensor(out.reshape(weights.shape[:-1] + (int(num_samples),)), device=input.device)

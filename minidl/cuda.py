@@ -243,8 +243,8 @@ def get_rng_state(device="cuda"):
 
     cp = backend.require_cuda()
     _device_index(device, "get_rng_state", cp)
-    host = backend.default_generator._state_array().tobytes().decode("ascii")
-    text = json.dumps({"cuda": 1, "generator": json.loads(host),
+    host = backend.default_generator._state_array().tolist()  # torch's CPU layout, as bytes
+    text = json.dumps({"cuda": 1, "generator": host,
                        "cupy": _fork_cupy_generator(cp)})
     return Tensor(np.frombuffer(text.encode("ascii"), dtype=np.uint8).copy())
 
@@ -267,12 +267,12 @@ def set_rng_state(new_state, device="cuda") -> None:
     _device_index(device, "set_rng_state", cp)
     try:
         state = json.loads(new_state.numpy().tobytes().decode("ascii"))
-        host = json.dumps(state["generator"]).encode("ascii")
+        host = np.asarray(state["generator"], dtype=np.uint8)
         cupy_seed = int(state["cupy"])
     except (ValueError, TypeError, KeyError) as e:
         raise backend.GeneratorStateError(
             f"set_rng_state: not a state minidl.cuda.get_rng_state returned ({e})") from None
-    backend.default_generator._load_state_array(np.frombuffer(host, dtype=np.uint8))
+    backend.default_generator._load_state_array(host)
     cp.random.set_random_state(cp.random.RandomState(cupy_seed))
 
 

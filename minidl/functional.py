@@ -1802,8 +1802,8 @@ def dropout_mask(x, p):
     """Dropout's multiplier for an array like x: 0 with probability p, else 1 / (1 - p), drawn
     from the global generator (``manual_seed``) as every dropout in minidl draws it."""
     xp = get_array_module(x)
-    if xp is np:
-        keep = backend.rng().random(x.shape, dtype=np.float32) >= p
+    if xp is np:  # torch's bernoulli_(1 - p) draws
+        keep = backend.torch_random.bernoulli(backend.default_generator, x.shape, 1 - p)
     else:
         keep = xp.random.random_sample(x.shape, dtype=xp.float32) >= p
     return keep.astype(x.dtype) / (1 - p)

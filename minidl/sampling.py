@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .backend import device_of, get_array_module
+from .backend import device_of, get_array_module, torch_random
 from .backend.dtypes import is_floating, is_real_number
 from .pointwise import DtypeError, OpArgumentError
 
@@ -99,6 +99,10 @@ def _integer_limits(dt):
 _UNSET = object()
 
 
+def _count(t):
+    return int(np.prod(t.shape, dtype=np.int64))
+
+
 def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
     """Integers drawn uniformly from [from, to) (``random_(to)``: [0, to); ``to=None``: up to
     the largest integer the dtype holds exactly, also ``random_()``), as torch's ``random_``."""
@@ -112,6 +116,7 @@ def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
     dt = self.data.dtype
     low, high = _integer_limits(dt)
     lo = int(_number("random_", "from", from_))
+    full = to is _UNSET and lo == 0
     if to is _UNSET:  # random_() or random_(to)
         lo, hi = (0, lo) if lo != 0 else (0, high + 1)
     elif to is None:
@@ -126,8 +131,13 @@ def random_(self, from_=0, to=_UNSET, *, generator=None, **kwargs):
             raise OpArgumentError(f"random_: from is out of bounds for {dt}")
         if hi - 1 > high:
             raise OpArgumentError(f"random_: to - 1 is out of bounds for {dt}")
-    values = _rng(self, generator, "random_").integers(lo, hi - 1, size=self.shape, dtype=np.int64, endpoint=True)
-    return _fill(self, values, "random_")
+    gen = backend.generator_of(generator, device_of(self.data), "random_")
+    count = int(np.prod(self.shape, dtype=np.int64))
+    if full:  # random_(): torch's own recipe over the dtype's range
+        values = torch_random.random_full(gen, count, dt)
+    else:  # torch's random_(from, to)
+        values = torch_random.integers(gen, count, lo, hi)
+    return _fill(self, values.reshape(self.shape), "random_")
 
 
 def exponential_(self, lambd=1.0, *, generator=None):
@@ -136,7 +146,11 @@ def exponential_(self, lambd=1.0, *, generator=None):
     _floating_only("exponential_", self, "the exponential distribution")
     if not lambd > 0:
         raise OpArgumentError(f"exponential_ expects lambda > 0.0, but found lambda={lambd}")
-    return _fill(self, _rng(self, generator, "exponential_").exponential(1.0 / lambd, self.shape), "exponential_")
+    gen = backend.generator_of(generator, device_of(self.data), "exponential_")
+    n = int(np.prod(self.shape, dtype=np.int64))
+    dtype = self.data.dtype if self.data.dtype in (np.float32, np.float64) else np.float32
+    values = torch_random.exponential(gen, n, dtype, lambd).reshape(self.shape)
+    return _fill(self, values, "exponential_")  # torch's numbers
 
 
 def geometric_(self, p, *, generator=None):
@@ -148,7 +162,9 @@ def geometric_(self, p, *, generator=None):
         raise DtypeError("geometric_: not implemented for bool tensors")
     if not 0 < p < 1:
         raise OpArgumentError(f"geometric_ expects p to be in (0, 1), but got p={p}")
-    return _fill(self, _rng(self, generator, "geometric_").geometric(p, self.shape), "geometric_")
+    gen = backend.generator_of(generator, device_of(self.data), "geometric_")
+    values = torch_random.geometric(gen, _count(self), p).reshape(self.shape)
+    return _fill(self, values, "geometric_")  # torch's numbers
 
 
 def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
@@ -157,7 +173,9 @@ def cauchy_(self, median=0.0, sigma=1.0, *, generator=None):
     _floating_only("cauchy_", self, "the Cauchy distribution")
     if not sigma > 0:
         raise OpArgumentError(f"cauchy_ expects sigma > 0.0, but found sigma={sigma}")
-    return _fill(self, median + sigma * _rng(self, generator, "cauchy_").standard_cauchy(self.shape), "cauchy_")
+    gen = backend.generator_of(generator, device_of(self.data), "cauchy_")
+    values = torch_random.cauchy(gen, _count(self), median, sigma).reshape(self.shape)
+    return _fill(self, values, "cauchy_")  # torch's numbers
 
 
 def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
@@ -166,7 +184,9 @@ def log_normal_(self, mean=1.0, std=2.0, *, generator=None):
     _floating_only("log_normal_", self, "the log-normal distribution")
     if not std > 0:
         raise OpArgumentError(f"log_normal_ expects std > 0.0, but found std={std}")
-    return _fill(self, _rng(self, generator, "log_normal_").lognormal(mean, std, self.shape), "log_normal_")
+    gen = backend.generator_of(generator, device_of(self.data), "log_normal_")
+    values = torch_random.log_normal(gen, _count(self), mean, std).reshape(self.shape)
+    return _fill(self, values, "log_normal_")  # torch's numbers
 
 
 def bernoulli(self, p=None, *, generator=None):

@@ -15,7 +15,7 @@ from . import autograd, backend
 from .autograd import (  # noqa: F401  (Function, no_grad, ... are part of this module's API)
     DimError, Function, autocast_hook, root_array, enable_grad, is_grad_enabled, no_grad, set_autocast_hook, unbroadcast,
 )
-from .backend import device_of, get_array_module, normalize_device
+from .backend import device_of, get_array_module, normalize_device, torch_random
 from .backend.sparse import SparseArray, SparseCOO, SparseLayoutError
 from .backend.sparse_compressed import SparseCompressed
 from .backend.dtypes import (
@@ -505,21 +505,19 @@ class Tensor:
     def uniform_(self, a=0.0, b=1.0, *, generator=None):
         """Fill with draws uniform on [a, b) from minidl's seeded generator (PyTorch's
         ``uniform_(from, to)``), or from ``generator``; the in-place rules of ``copy_`` apply."""
-        gen = backend.generator_rng(generator, self.device, "uniform_")
-        if self.data.dtype.kind == "c":  # each part uniform on [a, b), as torch's
-            parts = gen.uniform(a, b, self.shape + (2,))
-            return _random_fill(self, parts[..., 0] + 1j * parts[..., 1], "uniform_")
-        return _random_fill(self, gen.uniform(a, b, self.shape), "uniform_")
+        gen = backend.generator_of(generator, self.device, "uniform_")
+        # torch's numbers (a complex tensor: each part uniform on [a, b))
+        return _random_fill(self, torch_random.uniform_array(
+            gen, tuple(self.shape), _draw_dtype(self), a, b, like=self.data), "uniform_")
 
     def normal_(self, mean=0.0, std=1.0, *, generator=None):
         """Fill with draws of N(mean, std**2) from minidl's seeded generator (or ``generator``)."""
         if std < 0:
             raise ValueError(f"normal_ expects std >= 0.0, but found std {std}")
-        gen = backend.generator_rng(generator, self.device, "normal_")
-        if self.data.dtype.kind == "c":  # each part N(mean, std**2 / 2), as torch's
-            parts = gen.standard_normal(self.shape + (2,)) * (std * np.sqrt(0.5)) + mean
-            return _random_fill(self, parts[..., 0] + 1j * parts[..., 1], "normal_")
-        return _random_fill(self, gen.standard_normal(self.shape) * std + mean, "normal_")
+        gen = backend.generator_of(generator, self.device, "normal_")
+        # torch's numbers (a complex tensor: each part N(mean, std**2 / 2))
+        return _random_fill(self, torch_random.normal_array(
+            gen, tuple(self.shape), _draw_dtype(self), mean, std, like=self.data), "normal_")
 
     def bernoulli_(self, p=0.5, *, generator=None):
         """Fill with 0 or 1, 1 with probability ``p`` (a number or a tensor) in [0, 1]."""
@@ -529,8 +527,11 @@ class Tensor:
         if self.data.dtype.kind == "c":
             raise ops.ComplexDtypeError(f"bernoulli_: not implemented for complex tensors (got "
                                         f"dtype {self.data.dtype})")
-        gen = backend.generator_rng(generator, self.device, "bernoulli_")
-        return _random_fill(self, gen.random(self.shape) < p, "bernoulli_")
+        gen = backend.generator_of(generator, self.device, "bernoulli_")
+        if isinstance(p, Tensor):
+            p = backend.to_numpy(p.data)
+        # torch's draws: a number p against float64 uniforms, a tensor against its precision's
+        return _random_fill(self, torch_random.bernoulli(gen, tuple(self.shape), p), "bernoulli_")
 
     def __array__(self, dtype=None, copy=None):
         """``np.asarray(t)``: the values of a tensor on the host (PyTorch refuses a GPU tensor:
@@ -1242,6 +1243,11 @@ _TYPE_NAMES = {"float32": "FloatTensor", "float64": "DoubleTensor", "float16": "
                "int16": "ShortTensor", "int8": "CharTensor", "uint8": "ByteTensor",
                "bool": "BoolTensor", "complex64": "ComplexFloatTensor",
                "complex128": "ComplexDoubleTensor"}
+
+
+def _draw_dtype(t):
+    """The dtype torch's recipes draw in for ``t`` (its own if floating, else float32)."""
+    return torch_random.draw_dtype(t.data.dtype)
 
 
 def _random_fill(t, values, name):

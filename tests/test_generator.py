@@ -1,8 +1,8 @@
 """minidl.Generator (torch.Generator) and the ``generator=`` keyword: the same seed gives the same
 draws, generators are independent of each other and of the process-wide one, get_state /
 set_state replay, a generator of another device is refused, DataLoader draws its order and its
-workers' base seed from its generator. The numbers are NumPy's, not torch's; the API, types and
-errors are compared with torch's where torch is installed."""
+workers' base seed from its generator. The numbers are torch's (tests/test_torch_rng.py
+compares them); the API, types and errors are compared with torch's where torch is installed."""
 from __future__ import annotations
 
 import pickle
@@ -133,15 +133,13 @@ def test_rng_state_survives_save_load_and_old_states_load(tmp_path):
     a = minidl.randn(3).numpy()
     minidl.set_rng_state(minidl.load(tmp_path / "s.npz")["rng"])
     np.testing.assert_array_equal(minidl.randn(3).numpy(), a)
-    # a state saved before Generator (NumPy's bit-generator state alone) still loads
+    # a state of the old PCG64 engine (JSON text) cannot replay on mt19937: refused by name
     import json
 
-    minidl.manual_seed(2)
-    text = json.dumps(backend.rng().bit_generator.state, default=int).encode("ascii")
+    text = json.dumps({"seed": 2, "numpy": {"bit_generator": "PCG64"}}).encode("ascii")
     old = minidl.Tensor(np.frombuffer(text, dtype=np.uint8).copy())
-    b = minidl.randn(3).numpy()
-    minidl.set_rng_state(old)
-    np.testing.assert_array_equal(minidl.randn(3).numpy(), b)
+    with pytest.raises(ValueError, match="not a state get_rng_state returned"):
+        minidl.set_rng_state(old)
     assert minidl.initial_seed() == 2
 
 
@@ -199,7 +197,9 @@ def _draw(case, g):
         return CASES[case](minidl, g).numpy()
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+# torch's sparse_ draws its per-column randperm from the global generator even when given one
+# (tests/test_torch_rng.py checks that minidl's does the same), so it is not among these
+@pytest.mark.parametrize("case", sorted(c for c in CASES if c != "init.sparse_"))
 def test_same_seed_same_draws_and_the_global_stream_stays(case):
     minidl.manual_seed(0)
     before = minidl.get_rng_state().numpy()
@@ -337,11 +337,13 @@ def test_dataloader_draws_its_order_from_the_generator_each_epoch():
     epochs = [_order(loader) for _ in range(3)]
     assert all(sorted(e) == list(range(10)) for e in epochs)
     assert epochs[0] != epochs[1]
-    # as torch: each pass draws the workers' base seed, then the permutation, from g
-    ref = np.random.default_rng(5)
+    # as torch: each pass draws the workers' base seed, then the permutation, from g (torch's
+    # own numbers: an int64 random_(), then randperm)
+    ref = minidl.Generator().manual_seed(5)
     for e in epochs:
-        ref.integers(0, 2**63)
-        assert e == ref.permutation(10).tolist()
+        minidl.empty((), dtype="int64").random_(generator=ref)
+        assert e == minidl.randperm(10, generator=ref).tolist()
+        minidl.randperm(10, generator=ref)  # torch's sampler draws one more at its end
     np.testing.assert_array_equal(minidl.get_rng_state().numpy(), before)  # global untouched
     g.manual_seed(5)
     assert [_order(loader) for _ in range(3)] == epochs
@@ -371,9 +373,9 @@ def test_dataloader_workers_base_seed_comes_from_the_generator():
     g = minidl.Generator().manual_seed(9)
     loader = DataLoader(WorkerSeeds(), batch_size=2, shuffle=True, num_workers=2, generator=g)
     batches = list(loader)
-    ref = np.random.default_rng(9)
-    base = int(ref.integers(0, 2**63))
-    order = ref.permutation(8).tolist()
+    ref = minidl.Generator().manual_seed(9)
+    base = int(minidl.empty((), dtype="int64").random_(generator=ref).item())
+    order = minidl.randperm(8, generator=ref).tolist()
     assert np.concatenate([b[0].numpy() for b in batches]).tolist() == order
     for b in batches:  # a worker is seeded with base_seed + worker_id, as in torch
         ids, seeds = b[2].numpy(), b[1].numpy()

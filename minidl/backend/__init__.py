@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from . import torch_random  # torch's random engine and recipes (imports only NumPy here)
+
 _cupy = None
 _cupy_error: str | None = None
 _cupy_checked = False
@@ -305,7 +307,7 @@ def _apply_tf32(cp):
 
 
 # ---- random generators -----------------------------------------------------------------------
-# The random functions draw from a Generator's NumPy generator, on the host (a draw for a CUDA
+# The random functions draw from a Generator's mt19937 (torch's engine, torch_random.py), on the host (a draw for a CUDA
 # tensor is copied there once), so one seed gives the same numbers on either device; only GPU
 # dropout draws on the GPU, from CuPy's global generator, which manual_seed seeds too.
 # ``default_generator`` is the process-wide one that manual_seed seeds and ``rng()`` returns.
@@ -339,7 +341,10 @@ class Generator:
     the generator), ``seed()``, ``initial_seed()``, ``get_state()``/``set_state(state)`` (a
     uint8 Tensor, opaque as torch's ByteTensor, that replays the draws that followed it),
     ``clone_state()`` and ``device`` as torch's. A fresh one is seeded with torch's default
-    seed, 67280421310721. It wraps a NumPy Generator (PCG64), so its numbers are not torch's.
+    seed, 67280421310721. Its engine is torch's: mt19937 seeded as torch's, and rand, randn,
+    randint, randperm, uniform_, normal_ and nn.init draw from it with torch's recipes, so after
+    the same seed they give torch's numbers (docs/from-pytorch.md lists which do). The draws
+    that have no torch recipe here use a NumPy Generator over the same mt19937 (``rng()``).
     A CUDA generator (which needs a GPU, as torch's) draws on the host and its draws are
     copied to the GPU, as every minidl draw for a CUDA tensor is; the random functions refuse
     a generator of another device than the tensor they make, as torch does."""
@@ -354,12 +359,15 @@ class Generator:
         self._set_seed(_DEFAULT_SEED)
 
     def _set_seed(self, seed):
+        """Seed as torch's CPU generator: mt19937 from the seed's low 32 bits, no cached normal
+        sample. The NumPy Generator over that mt19937 is kept (and reseeded in place), so
+        whoever holds it (``rng()``) draws from the same stream."""
         self._initial_seed = seed
-        fresh = np.random.default_rng(seed)
         if getattr(self, "_gen", None) is None:
-            self._gen = fresh
-        else:  # reseeded in place: whoever holds the NumPy generator (rng()) sees the new seed
-            self._gen.bit_generator.state = fresh.bit_generator.state
+            self._gen = np.random.Generator(np.random.MT19937())
+        self._gen.bit_generator.state = torch_random.seeded_state(seed)
+        self._normal_double = None  # torch's cached second Box-Muller sample (double)
+        self._normal_float = None  # and its float one (kept in the state, as torch's)
 
     def manual_seed(self, seed):
         """Seed this generator (any integer in [-2**63, 2**64)); returns the generator."""
@@ -379,39 +387,26 @@ class Generator:
     # get_state() and set_state(state) take and give a uint8 Tensor, as torch's; they are
     # installed by minidl/runtime.py (the layer above tensor.py) around these two
     def _state_array(self):
-        """The generator's state (its seed and NumPy bit-generator state) as uint8 bytes."""
-        import json
-
-        text = json.dumps({"seed": self._initial_seed, "numpy": self._gen.bit_generator.state},
-                          default=int).encode("ascii")
-        return np.frombuffer(text, dtype=np.uint8).copy()
+        """The generator's state as uint8 bytes in torch's CPU layout (5056 bytes): a state
+        moves between minidl and torch both ways."""
+        return torch_random.state_bytes(self)
 
     def _load_state_array(self, array):
-        """Put back what ``_state_array`` gave (or a bare NumPy state, as get_rng_state saved
-        it before generators had seeds in their states)."""
-        import json
-
+        """Put back what ``_state_array`` (or torch's ``get_rng_state``) gave."""
         try:
-            state = json.loads(np.asarray(array, dtype=np.uint8).tobytes().decode("ascii"))
-            if "numpy" not in state:
-                state = {"seed": self._initial_seed, "numpy": state}
-            gen = np.random.default_rng()
-            gen.bit_generator.state = state["numpy"]
-            seed = int(state["seed"])
-        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            torch_random.load_state_bytes(self, np.asarray(array, dtype=np.uint8))
+        except ValueError as e:
             raise GeneratorStateError(f"set_state: not a state get_state returned ({e})") \
                 from None
-        self._gen.bit_generator.state = gen.bit_generator.state
-        self._initial_seed = seed
         return self
 
     def clone_state(self):
         """A new generator of the same device in this one's state (they then draw alike)."""
         twin = Generator.__new__(Generator)
         twin.device = self.device
-        twin._initial_seed = self._initial_seed
-        twin._gen = np.random.default_rng()
-        twin._gen.bit_generator.state = self._gen.bit_generator.state
+        twin._gen = None
+        twin._set_seed(self._initial_seed)
+        twin._load_state_array(self._state_array())
         return twin
 
     def __repr__(self):
@@ -467,8 +462,14 @@ def rng() -> np.random.Generator:
 def generator_rng(generator, device="cpu", name="random") -> np.random.Generator:
     """The NumPy generator a draw for a tensor on ``device`` takes: ``generator``'s (a
     minidl.Generator of that device type, as torch requires) or the process-wide one."""
+    return generator_of(generator, device, name)._gen
+
+
+def generator_of(generator, device="cpu", name="random") -> Generator:
+    """The minidl Generator a draw for a tensor on ``device`` takes (``generator`` checked as
+    ``generator_rng`` does, or the process-wide one); torch_random's draws take it."""
     if generator is None:
-        return default_generator._gen
+        return default_generator
     if not isinstance(generator, Generator):
         kind = type(generator)
         raise TypeError(f"{name}: generator must be a minidl.Generator, got "
@@ -477,7 +478,7 @@ def generator_rng(generator, device="cpu", name="random") -> np.random.Generator
     if generator.device.type != want:
         raise RuntimeError(f"{name}: Expected a '{want}' device type for generator but found "
                            f"'{generator.device.type}'")
-    return generator._gen
+    return generator
 
 
 _kernel_sets: dict = {}

@@ -250,13 +250,13 @@ def random_split(dataset, lengths, seed=None, *, generator=None):
     permutation instead of ``seed``; with neither, minidl's global generator draws it, so
     that ``minidl.manual_seed(s)`` makes the split reproducible, as torch.manual_seed does.
     """
-    from ..backend import Generator, generator_rng
+    from ..backend import Generator, generator_of, torch_random
 
     if isinstance(seed, (np.random.Generator, Generator)):
         seed, generator = None, seed
     if isinstance(generator, Generator):
-        generator = generator_rng(generator, "cpu", "random_split")
-    if generator is not None and not isinstance(generator, np.random.Generator):
+        generator = generator_of(generator, "cpu", "random_split")
+    if generator is not None and not isinstance(generator, (np.random.Generator, Generator)):
         raise TypeError(f"random_split: generator must be a minidl.Generator or a "
                         f"numpy.random.Generator, got {type(generator).__name__}")
     n = len(dataset)
@@ -271,8 +271,11 @@ def random_split(dataset, lengths, seed=None, *, generator=None):
     else:
         sizes = _split_sizes(list(lengths), n)
     if generator is None:  # no seed either: minidl's global generator, as torch's
-        generator = generator_rng(None) if seed is None else np.random.default_rng(seed)
-    perm = generator.permutation(n)  # (minidl.manual_seed(s) then gives the same split)
+        generator = generator_of(None) if seed is None else np.random.default_rng(seed)
+    if isinstance(generator, Generator):  # torch's randperm (manual_seed(s): torch's split)
+        perm = torch_random.permutation(generator, n)
+    else:
+        perm = generator.permutation(n)
     out, start = [], 0
     for size in sizes:
         out.append(Subset(dataset, perm[start:start + size]))

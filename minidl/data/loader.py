@@ -258,10 +258,14 @@ class DataLoader:
         epoch, self.epoch = self.epoch, self.epoch + 1
         order = None
         if self.generator is not None:  # as torch: the base seed first, then the order
-            gen = self.generator._gen
-            base_seed = int(gen.integers(0, 2**63))
+            from ..backend import torch_random
+
+            base_seed = int(torch_random.random_full(self.generator, 1, np.int64)[0])
             if self.shuffle and self.sampler is None and self.batch_sampler is None:
-                order = gen.permutation(len(self.dataset))
+                order = torch_random.permutation(self.generator, len(self.dataset))
+                # torch's RandomSampler draws one more randperm when its pass runs out (the
+                # count % n leftover, empty here): drawn now, so the next pass is torch's
+                torch_random.permutation(self.generator, len(self.dataset))
         elif self.num_workers:
             base_seed = int(np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**62))
         if self.num_workers:

@@ -43,14 +43,43 @@ def _generator(name, generator):
                     f"a numpy.random.Generator, got {type(generator).__name__}")
 
 
-def _rng_for_pass(generator):
-    from ..backend import Generator, rng
+class _TorchDraws:
+    """A minidl.Generator's draws for a pass, as torch's samplers take them: ``permutation``
+    is torch's randperm and ``integers`` its randint (so a sampler's order after a seed is
+    torch's); ``choice`` (WeightedRandomSampler) is NumPy's over the same stream."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def permutation(self, n):
+        from ..backend import torch_random
+
+        return torch_random.permutation(self.generator, int(n))
+
+    def integers(self, low, high, size):
+        from ..backend import torch_random
+
+        return torch_random.integers(self.generator, int(size), int(low), int(high))
+
+    def choice(self, *args, **kwargs):
+        return self.generator._gen.choice(*args, **kwargs)
+
+
+def _rng_for_pass(generator, seeded=True):
+    """The draws of a pass: a minidl.Generator's (torch's numbers), a NumPy generator's, or
+    with none, as torch's samplers: a generator of the pass's own seeded by an int64 draw of
+    the global one (``seeded``), or the global one itself."""
+    from ..backend import Generator, default_generator, torch_random
 
     if isinstance(generator, Generator):
-        return generator._gen  # looked up at each pass: manual_seed may have reseeded it
+        return _TorchDraws(generator)  # looked up at each pass: manual_seed may reseed it
     if generator is not None:
         return generator
-    return np.random.default_rng(int(rng().integers(0, 2**63 - 1)))
+    if not seeded:
+        return _TorchDraws(default_generator)
+    # as torch: a generator of the pass's own, seeded by an int64 draw of the global one
+    seed = int(torch_random.random_full(default_generator, 1, np.int64)[0])
+    return _TorchDraws(Generator().manual_seed(seed))
 
 
 class Sampler:
@@ -119,7 +148,9 @@ class SubsetRandomSampler(Sampler):
         self.generator = _generator(type(self).__name__, generator)
 
     def __iter__(self):
-        for i in _rng_for_pass(self.generator).permutation(len(self.indices)).tolist():
+        # torch's: randperm of the generator (the global one itself when none)
+        for i in _rng_for_pass(self.generator, seeded=False).permutation(len(self.indices)) \
+                .tolist():
             yield self.indices[i]
 
     def __len__(self):
@@ -151,7 +182,14 @@ class WeightedRandomSampler(Sampler):
         self.generator = _generator(name, generator)
 
     def __iter__(self):
-        rng = _rng_for_pass(self.generator)
+        rng = _rng_for_pass(self.generator, seeded=False)
+        if isinstance(rng, _TorchDraws):  # torch's: multinomial of the float64 weights
+            from ..backend import torch_random
+
+            yield from torch_random.multinomial(
+                rng.generator, np.asarray(self.weights, dtype=np.float64)[None], np.float64,
+                self.num_samples, self.replacement)[0].tolist()
+            return
         p = self.weights / self.weights.sum()
         yield from rng.choice(len(p), size=self.num_samples, replace=self.replacement,
                               p=p).tolist()

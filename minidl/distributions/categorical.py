@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import get_array_module, rng
+from ..backend import default_generator, get_array_module, rng, to_numpy, torch_random
 from ..creation import arange, full
 from ..tensor import Tensor
 from . import constraints
@@ -88,6 +88,12 @@ class Categorical(Distribution):
         cdf = xp.cumsum(rows.astype(np.float64), axis=-1)
         cdf = cdf / cdf[:, -1:]
         n = int(np.prod(shape))
+        if n:  # torch's: multinomial(probs, n, replacement=True).T, drawn on the host
+            weights = np.asarray(to_numpy(rows), dtype=np.float64)
+            dtype = np.float64 if p.dtype == np.float64 else np.float32
+            idx = torch_random.multinomial(default_generator, weights, dtype, n, True).T
+            return Tensor(np.ascontiguousarray(idx).reshape(shape + self._batch_shape),
+                          device=self.probs.device)
         u = xp.asarray(rng().random((n, rows.shape[0])))
         idx = (cdf[None] <= u[..., None]).sum(-1)
         idx = xp.minimum(idx, self._num_events - 1).astype(np.int64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import rng
+from ..backend import default_generator, torch_random
 from ..creation import zeros_like
 from ..tensor import Tensor
 from . import constraints
@@ -44,7 +44,9 @@ class Exponential(ExponentialFamily):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        e = rng().standard_exponential(shape).astype(self.rate.dtype)
+        # torch's: new(shape).exponential_() / rate (its numbers)
+        e = torch_random.exponential(default_generator, int(np.prod(shape, dtype=np.int64)),
+                                     _draw(self.rate.dtype)).reshape(shape)
         return Tensor(np.asarray(e), device=self.rate.device) / self.rate
 
     def log_prob(self, value):
@@ -69,3 +71,8 @@ class Exponential(ExponentialFamily):
 
     def _log_normalizer(self, x):
         return -(-x).log()
+
+
+def _draw(dtype):
+    """The dtype torch's exponential_ fills for a rate of ``dtype`` (float32 for a narrower one)."""
+    return torch_random.draw_dtype(dtype) if np.dtype(dtype).itemsize >= 4 else np.float32

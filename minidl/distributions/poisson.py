@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import rng
+from ..backend import default_generator, torch_random
 from ..tensor import Tensor
 from . import constraints
 from ._special import lgamma, xlogy
@@ -38,7 +38,7 @@ class Poisson(ExponentialFamily):
         """Counts in the rate's (floating) dtype, as torch."""
         shape = self._extended_shape(sample_shape)
         rate = np.broadcast_to(self.rate.detach().numpy(), shape)
-        counts = rng().poisson(rate).astype(self.rate.dtype)
+        counts = torch_random.poisson(default_generator, rate).astype(self.rate.dtype)  # torch's
         return Tensor(counts, device=self.rate.device)
 
     def log_prob(self, value):

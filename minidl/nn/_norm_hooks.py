@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import warnings
 
-from ..backend import get_array_module, rng
+import numpy as np
+
+from ..backend import get_array_module
 from ..tensor import Tensor, no_grad
 from .module import Parameter
 
@@ -150,8 +152,9 @@ def spectral_norm(module, name="weight", n_power_iterations=1, eps=1e-12, dim=No
     w = fn._matrix(weight.data)
     xp = get_array_module(w)
     h, wd = w.shape
-    u = _normalize(xp.asarray(rng().standard_normal(h)).astype(w.dtype), eps)
-    v = _normalize(xp.asarray(rng().standard_normal(wd)).astype(w.dtype), eps)
+    # torch's: normal_(0, 1) draws for u, then v (torch's numbers on the CPU generator)
+    u = _normalize(xp.asarray(_normal_draw(h, w.dtype)), eps)
+    v = _normalize(xp.asarray(_normal_draw(wd, w.dtype)), eps)
     del module._parameters[name]
     module.register_parameter(name + "_orig", weight)
     setattr(module, name, Tensor(weight.data))
@@ -180,3 +183,11 @@ def remove_spectral_norm(module, name="weight"):
 
 
 __all__ = ["weight_norm", "remove_weight_norm", "spectral_norm", "remove_spectral_norm"]
+
+
+def _normal_draw(n, dtype):
+    """``n`` standard normals in ``dtype`` as torch's ``new_empty(n).normal_(0, 1)`` draws them."""
+    from ..backend import default_generator, torch_random
+
+    draw = np.dtype(dtype) if np.dtype(dtype) in (np.float32, np.float64) else np.float32
+    return torch_random.normal_array(default_generator, (int(n),), draw).astype(dtype)

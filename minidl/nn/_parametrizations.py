@@ -17,7 +17,7 @@ from ..ops import cat
 from ..tensor import Tensor
 from . import _parametrize as parametrize
 from ._functional.normalization import normalize
-from ._norm_hooks import _as_matrix, _norm_except_dim, _normalize as _unit
+from ._norm_hooks import _as_matrix, _norm_except_dim, _normal_draw, _normalize as _unit
 from .module import Module
 
 __all__ = ["weight_norm", "spectral_norm", "orthogonal"]
@@ -74,8 +74,9 @@ class _SpectralNorm(Module):
             w = self._matrix(weight.data)
             xp = get_array_module(w)
             h, wd = w.shape
-            u = _unit(xp.asarray(rng().standard_normal(h)).astype(w.dtype), eps)
-            v = _unit(xp.asarray(rng().standard_normal(wd)).astype(w.dtype), eps)
+            # torch's normal_ draws for u, then v
+            u = _unit(xp.asarray(_normal_draw(h, w.dtype)), eps)
+            v = _unit(xp.asarray(_normal_draw(wd, w.dtype)), eps)
             self.register_buffer("_u", Tensor(u))
             self.register_buffer("_v", Tensor(v))
             self._power_method(w, 15)

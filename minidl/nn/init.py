@@ -7,8 +7,7 @@ import warnings
 
 import numpy as np
 
-from ..backend import device_of, generator_rng, to_device
-from ..special import _erfinv64
+from ..backend import device_of, generator_of, to_device, torch_random
 
 
 def _fans(shape):
@@ -29,29 +28,30 @@ def _write(t, values):
     return t
 
 
-def _rng(t, generator, name):
-    return generator_rng(generator, device_of(t.data), name)
+def _gen(t, generator, name):
+    return generator_of(generator, device_of(t.data), name)
 
 
-def _pairs(t, draw):
-    """Draws for ``t``: a complex tensor takes independent draws for its two parts (torch's
-    Tensor.uniform_/normal_ fill the real and imaginary parts alike)."""
-    if t.data.dtype.kind == "c":
-        parts = draw(tuple(t.shape) + (2,))
-        return parts[..., 0] + 1j * parts[..., 1]
-    return draw(tuple(t.shape))
+def _dtype(t):
+    """The dtype torch's recipe draws in for ``t`` (its own; float32 for a low-precision one)."""
+    dtype = np.dtype(t.data.dtype)
+    return dtype if dtype.kind in "fc" and dtype.itemsize >= 4 else np.dtype(np.float32)
 
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
-    gen = _rng(tensor, generator, "uniform_")
-    return _write(tensor, _pairs(tensor, lambda shape: gen.uniform(a, b, shape)))
+    """U(a, b), torch's numbers after the same seed."""
+    gen = _gen(tensor, generator, "uniform_")
+    return _write(tensor, torch_random.uniform_array(
+        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), a, b,
+        like=tensor.data))
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
-    gen = _rng(tensor, generator, "normal_")
-    if tensor.data.dtype.kind == "c":  # half the variance in each part, as torch's
-        std = std * math.sqrt(0.5)
-    return _write(tensor, _pairs(tensor, lambda shape: gen.standard_normal(shape) * std + mean))
+    """N(mean, std**2) (a complex tensor: half the variance in each part), torch's numbers."""
+    gen = _gen(tensor, generator, "normal_")
+    return _write(tensor, torch_random.normal_array(
+        gen, tuple(tensor.shape), torch_random.draw_dtype(tensor.data.dtype), mean, std,
+        like=tensor.data))
 
 
 def zeros_(tensor):
@@ -116,7 +116,8 @@ def kaiming_uniform_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", ge
     if _empty(tensor):
         return tensor
     gain = calculate_gain(nonlinearity, a)
-    bound = gain * math.sqrt(3.0 / _fan(tensor, mode, "kaiming_uniform_"))
+    std = gain / math.sqrt(_fan(tensor, mode, "kaiming_uniform_"))
+    bound = math.sqrt(3.0) * std  # torch's order of operations, so its bound to the last bit
     return uniform_(tensor, -bound, bound, generator)
 
 
@@ -131,7 +132,8 @@ def kaiming_normal_(tensor, a=0.0, mode="fan_in", nonlinearity="leaky_relu", gen
 def xavier_uniform_(tensor, gain=1.0, generator=None):
     _fan(tensor, "fan_in", "xavier_uniform_")
     fan_in, fan_out = _fans(tensor.shape)
-    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    bound = math.sqrt(3.0) * std  # torch's order of operations, so its bound to the last bit
     return uniform_(tensor, -bound, bound, generator)
 
 
@@ -142,14 +144,48 @@ def xavier_normal_(tensor, gain=1.0, generator=None):
 
 
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
-    """N(mean, std**2) restricted to [a, b] (absolute bounds, as PyTorch's), drawn by inverting
-    the normal CDF over the interval's probability range."""
+    """N(mean, std**2) restricted to [a, b] (absolute bounds), by torch's rejection sampling,
+    so torch's numbers after the same seed: where the interval holds more than 0.3 of the
+    probability, normal draws redrawn (all of them, kept where out of bounds) until every value
+    falls inside; else uniform draws on [a, b] accepted against the normal density."""
     if not a < b:
         raise ValueError(f"trunc_normal_: a ({a}) must be less than b ({b})")
-    lo, hi = (math.erf((v - mean) / (std * math.sqrt(2.0))) for v in (a, b))
-    u = _rng(tensor, generator, "trunc_normal_").uniform(lo, hi, tensor.shape)
-    values = mean + std * math.sqrt(2.0) * _erfinv64(np, u)
-    return _write(tensor, np.clip(values, a, b))
+    if mean < a - 2 * std or mean > b + 2 * std:
+        warnings.warn("mean is more than 2 std from [a, b] in nn.init.trunc_normal_. The "
+                      "distribution of values may be incorrect.", stacklevel=2)
+    gen = _gen(tensor, generator, "trunc_normal_")
+    dtype, shape = _dtype(tensor), tuple(tensor.shape)
+
+    def cdf(x):
+        return (1.0 + math.erf(x / math.sqrt(2.0))) / 2.0
+
+    if cdf((b - mean) / std) - cdf((a - mean) / std) > 0.3:
+        lo, hi = dtype.type(a), dtype.type(b)
+        result = torch_random.normal_array(gen, shape, dtype, mean, std)
+        while True:
+            out = (result < lo) | (result > hi)
+            if not out.any():
+                return _write(tensor, result)
+            result = np.where(out, torch_random.normal_array(gen, shape, dtype, mean, std),
+                              result)
+    f = dtype.type
+    log_peak = f(-0.5 * ((max(a, min(mean, b)) - mean) / std) ** 2)
+
+    def log_pdf(x):  # torch's in-place steps, in the tensor's dtype
+        x = (x - f(mean)) / f(std)
+        return x * x * f(-0.5) - log_peak
+
+    def accept(log_density):
+        with np.errstate(divide="ignore"):
+            return np.log(torch_random.uniform_array(gen, shape, dtype)) > log_density
+
+    result = torch_random.uniform_array(gen, shape, dtype, a, b)
+    pending = accept(log_pdf(result))
+    while pending.any():
+        candidates = torch_random.uniform_array(gen, shape, dtype, a, b)
+        result = np.where(pending, candidates, result)
+        pending = np.where(pending, accept(log_pdf(candidates)), pending)
+    return _write(tensor, result)
 
 
 def orthogonal_(tensor, gain=1.0, generator=None):
@@ -158,12 +194,13 @@ def orthogonal_(tensor, gain=1.0, generator=None):
     if len(tensor.shape) < 2:
         raise ValueError(f"orthogonal_: only tensors with 2 or more dimensions are supported, got "
                          f"shape {tuple(tensor.shape)}")
-    gen = _rng(tensor, generator, "orthogonal_")
+    gen = _gen(tensor, generator, "orthogonal_")
     rows = tensor.shape[0]
     cols = int(np.prod(tensor.shape[1:])) if rows else 0
     if rows == 0 or cols == 0:
         return tensor
-    flat = gen.standard_normal((rows, cols))
+    # torch's draw (the QR that follows is LAPACK's in float64, so close to torch's, not equal)
+    flat = torch_random.normal_array(gen, (rows, cols), _dtype(tensor)).astype(np.float64)
     if rows < cols:
         flat = flat.T
     q, r = np.linalg.qr(flat)
@@ -200,12 +237,13 @@ def sparse_(tensor, sparsity, std=0.01, generator=None):
     """A 2-D matrix of N(0, std**2) entries with a ``sparsity`` fraction of each column zero."""
     if len(tensor.shape) != 2:
         raise ValueError(f"sparse_: only 2-D tensors are supported, got shape {tuple(tensor.shape)}")
-    gen = _rng(tensor, generator, "sparse_")
+    gen = _gen(tensor, generator, "sparse_")
     rows, cols = tensor.shape
-    values = gen.standard_normal((rows, cols)) * std
+    values = torch_random.normal_array(gen, (rows, cols), _dtype(tensor), 0.0, std)
     zeros = int(math.ceil(sparsity * rows))
+    perms = generator_of(None, "cpu", "sparse_")  # torch's randperm(rows) takes no generator
     for c in range(cols):
-        values[gen.permutation(rows)[:zeros], c] = 0
+        values[torch_random.permutation(perms, rows)[:zeros], c] = 0
     return _write(tensor, values)
 
 

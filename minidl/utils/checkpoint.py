@@ -98,7 +98,7 @@ class _RandomState:
             # their own, seeded alike from minidl's
             self.cupy = backend.get_array_module(on_gpu[0].data)
             self.cupy_seed = int(backend.rng().integers(0, 2**63 - 1))
-        self.numpy = backend.rng().bit_generator.state
+        self.numpy = backend.default_generator._state_array()  # with the cached normal
 
     @contextlib.contextmanager
     def _cupy_fork(self):
@@ -121,13 +121,13 @@ class _RandomState:
         """The recompute: both streams as they were at the first run, then put back."""
         from .. import backend
 
-        now = backend.rng().bit_generator.state
-        backend.rng().bit_generator.state = self.numpy
+        now = backend.default_generator._state_array()
+        backend.default_generator._load_state_array(self.numpy)
         try:
             with self._cupy_fork():
                 yield
         finally:
-            backend.rng().bit_generator.state = now
+            backend.default_generator._load_state_array(now)
 
 
 def _autocast_state():

@@ -59,6 +59,7 @@ from .conv_im2col import (  # noqa: E402
 from .conv_winograd import conv2d_winograd  # noqa: E402
 from .optim import adam_update, fused_update_dtypes, sgd_update  # noqa: E402
 from .pooling import max_pool2d_backward, max_pool2d_forward  # noqa: E402
+from .random import box_muller16, exponential_fill, shuffle  # noqa: E402
 from .rows import (  # noqa: E402
     add_rows, layer_norm_backward, rows_fit, layer_norm_forward, softmax_last,
     softmax_last_backward,
@@ -83,5 +84,5 @@ __all__ = [
     "rnn_step_fits", "lstm_step_forward", "lstm_step_backward", "gru_step_forward",
     "gru_step_backward", "rows_fit", "layer_norm_forward", "layer_norm_backward",
     "softmax_last", "softmax_last_backward", "add_rows", "activation_forward",
-    "activation_backward",
+    "activation_backward", "box_muller16", "shuffle", "exponential_fill",
 ]

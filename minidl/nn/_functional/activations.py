@@ -467,10 +467,13 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False, inplace=False):
                          f"(lower={lower}, upper={upper})")
     xp = get_array_module(input.data)
     if training:
-        if xp is np:
-            from ... import backend
+        if xp is np:  # torch's: a float64 uniform for each element <= 0 (the rest keep 1)
+            from ...backend import default_generator, torch_random
 
-            draw = backend.rng().uniform(lower, upper, input.shape)
+            draw = np.ones(input.shape)
+            negative = input.data <= 0
+            draw[negative] = torch_random.uniform(default_generator, int(negative.sum()),
+                                                  np.float64, lower, upper)
         else:
             draw = xp.random.uniform(lower, upper, input.shape)
         slopes = draw.astype(input.data.dtype)

@@ -19,8 +19,8 @@ _ALPHA = 1.7580993408473766
 def _keep_mask(x, shape, p):
     """1.0 with probability 1 - p, else 0.0, in x's dtype and on its device."""
     xp = get_array_module(x.data)
-    if xp is np:
-        keep = backend.rng().random(shape, dtype=np.float32) >= p
+    if xp is np:  # torch's bernoulli_(1 - p) draws
+        keep = backend.torch_random.bernoulli(backend.default_generator, tuple(shape), 1 - p)
     else:
         keep = xp.random.random_sample(shape, dtype=xp.float32) >= p
     return keep.astype(x.data.dtype)

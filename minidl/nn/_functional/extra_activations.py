@@ -35,7 +35,12 @@ def gumbel_softmax(logits, tau=1, hard=False, eps=1e-10, dim=-1):
     _float_input("gumbel_softmax", logits)
     xp = get_array_module(logits.data)
     dtype = logits.data.dtype
-    e = -xp.log1p(-_uniform01(xp, logits.shape))  # Exp(1) samples
+    if xp is np:  # torch's: -exponential_().log() in the logits' dtype
+        e = backend.torch_random.exponential(
+            backend.default_generator, int(np.prod(logits.shape, dtype=np.int64)),
+            dtype if dtype in (np.float32, np.float64) else np.float32).reshape(logits.shape)
+    else:
+        e = -xp.log1p(-_uniform01(xp, logits.shape))  # Exp(1) samples
     gumbels = Tensor((-xp.log(e)).astype(dtype))
     y_soft = softmax((logits + gumbels) / tau, dim)
     if not hard:
