@@ -193,7 +193,7 @@ def test_trace_matches_torch_fx_and_the_model(name):
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_flow_through_the_graph_module(name):
     _, shapes = make_models(minidl)[name]
-    minidl.manual_seed(0)
+    minidl.manual_seed(3)  # a draw where the shape model's ReLU outputs are not all dead
     m = make_models(minidl)[name][0]().eval()
     gm = fx.symbolic_trace(m)
     xs = [minidl.tensor(np.random.default_rng(1).standard_normal(s).astype(np.float32), requires_grad=True)

@@ -88,16 +88,18 @@ class Categorical(Distribution):
         cdf = xp.cumsum(rows.astype(np.float64), axis=-1)
         cdf = cdf / cdf[:, -1:]
         n = int(np.prod(shape))
-        if n:  # torch's: multinomial(probs, n, replacement=True).T, drawn on the host
+        if n and xp is np:  # torch's CPU draws: multinomial(probs, n, replacement=True).T
             weights = np.asarray(to_numpy(rows), dtype=np.float64)
             dtype = np.float64 if p.dtype == np.float64 else np.float32
             idx = torch_random.multinomial(default_generator, weights, dtype, n, True).T
             return Tensor(np.ascontiguousarray(idx).reshape(shape + self._batch_shape),
                           device=self.probs.device)
+        # on a GPU (or for no draws): inverse-CDF draws on the device, without copying the
+        # probabilities to the host
         u = xp.asarray(rng().random((n, rows.shape[0])))
         idx = (cdf[None] <= u[..., None]).sum(-1)
         idx = xp.minimum(idx, self._num_events - 1).astype(np.int64)
-        return Tensor(idx.reshape(shape + self._batch_shape))
+        return Tensor(idx.reshape(shape + self._batch_shape), device=self.probs.device)
 
     def log_prob(self, value):
         if self._validate_args:
