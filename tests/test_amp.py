@@ -477,10 +477,15 @@ def test_lenet5_float16_autocast_with_grad_scaler_matches_float32_accuracy():
 
     train, test = MNIST.sample(train=True), MNIST.sample(train=False)
     lrs = (0.1, 0.1, 0.02)
-    acc32, _, _ = _train_lenet(False, train, test, lrs)
+    # one run's accuracy on the 1,000 test images scatters by about a point with the start
+    # (float32 alone: 0.938-0.951 over five seeds), and a float16 run drifts from its float32
+    # twin as chaotically: the mean of three starts is what shows the float16 bias
+    seeds = (0, 1, 2)
+    acc32 = np.mean([_train_lenet(False, train, test, lrs, seed=s)[0] for s in seeds])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # float16 overflow before a backoff
-        acc16, model, scaler = _train_lenet(True, train, test, lrs)
+        runs = [_train_lenet(True, train, test, lrs, seed=s) for s in seeds]
+    acc16, model, scaler = np.mean([r[0] for r in runs]), runs[-1][1], runs[-1][2]
     assert acc32 > 0.9
     assert abs(acc16 - acc32) <= 0.005, f"float16 {acc16:.4f} vs float32 {acc32:.4f}"
     assert all(p.dtype == np.float32 for p in model.parameters())
