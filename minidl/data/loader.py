@@ -1,4 +1,5 @@
-"""DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
+"""DataLoader: minibatches of Tensors from a Dataset, shuffled as PyTorch shuffles (or by
+minidl's per-epoch seed)."""
 from __future__ import annotations
 
 import operator
@@ -77,12 +78,20 @@ def _to_tensors(batch, device):
 class DataLoader:
     """Iterates over a dataset in minibatches of Tensors.
 
-    shuffle=True gives epoch ``e`` the order ``np.random.default_rng([seed, e]).permutation(n)``:
-    the same seed gives the same batches, and each epoch's order depends only on the seed and
-    the epoch number (``seed`` None: one drawn from minidl's global seed). Every pass over the
-    loader is the next epoch; ``set_epoch(e)`` says which epoch the next pass is, as for
-    PyTorch's samplers, so a run resumed after epoch ``e`` calls ``loader.set_epoch(e)`` and
-    sees the batches an unbroken run would have seen.
+    With ``seed`` and ``generator`` None, shuffle=True gives PyTorch's order and takes PyTorch's
+    draws: each pass draws the workers' ``base_seed`` (an int64) from minidl's global generator
+    as it starts (even with no workers; persistent workers draw it once), then, at its first
+    batch, the int64 seed of a generator of its own whose randperm is the order, as
+    torch's RandomSampler does; so after ``minidl.manual_seed(s)`` the batches, and the global
+    generator's state after each epoch (the dropout masks drawn next), are torch's after
+    ``torch.manual_seed(s)``. ``generator`` (a CPU minidl.Generator, as torch.Generator; not
+    with ``seed``) is drawn from instead of the global generator, as PyTorch draws from it.
+    ``seed`` (minidl's own; a non-negative int) gives epoch ``e`` the order
+    ``np.random.default_rng([seed, e]).permutation(n)`` instead, drawing nothing from the
+    global generator: each epoch's order depends only on the seed and the epoch number.
+    Every pass over the loader is the next epoch; ``set_epoch(e)`` says which epoch the next
+    pass is, as for PyTorch's samplers, so a run resumed after epoch ``e`` calls
+    ``loader.set_epoch(e)`` and sees the batches an unbroken run would have seen.
     ``device`` moves each batch once, as it is made. ``sampler`` (a DistributedSampler, or any
     iterable of indices with a length) decides which items come, in which order, instead;
     ``set_epoch`` is passed on to it. ``batch_sampler`` (a BatchSampler, or any iterable of
@@ -101,13 +110,11 @@ class DataLoader:
     (``in_order=True``): each worker collates whole batches, ``prefetch_factor`` (default 2)
     batches per worker are requested ahead, and ``persistent_workers=True`` keeps the workers
     from one pass to the next. A worker is seeded with ``base_seed + worker_id`` (minidl's,
-    Python's and NumPy's global generators; ``base_seed`` follows from ``seed`` and the epoch),
+    Python's and NumPy's global generators; ``base_seed`` is drawn as above, or with ``seed``
+    follows from it and the epoch),
     then runs ``worker_init_fn(worker_id)``; ``get_worker_info()`` in a worker says which it
     is, so an IterableDataset can read only its share (each worker iterates its own copy, and
-    the batches come round-robin from the workers). ``generator`` (a CPU minidl.Generator, as
-    torch.Generator; not with ``seed``) replaces the seed: at the start of each pass the
-    workers' ``base_seed`` and then (shuffle=True) the order are drawn from it, as PyTorch
-    draws them, so the order follows the generator's state rather than the epoch number.
+    the batches come round-robin from the workers).
     An error in a worker is raised here with the worker's traceback; a worker that dies is
     reported within a second; ``timeout`` > 0 bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
     a context) picks how workers start (default: Python's). ``pin_memory`` is accepted and has
