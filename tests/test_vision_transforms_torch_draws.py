@@ -203,3 +203,35 @@ def test_pipeline_after_seed_repeats_without_torch():
     minidl.manual_seed(7)
     b = pipeline(_image()).numpy()
     assert a.shape == (3, 12, 12) and np.array_equal(a, b)
+
+
+def _augment_ref(torch, space, bin_index=None):
+    """torchvision's TrivialAugmentWide/RandAugment draw of one op over ``space``."""
+    names = list(space)
+    name = names[int(torch.randint(len(names), (1,)).item())]
+    magnitudes, signed = space[name]
+    if magnitudes is None:  # torchvision: a 0-d magnitudes tensor, no draw
+        magnitude = 0.0
+    elif bin_index is None:
+        magnitude = float(magnitudes[int(torch.randint(len(magnitudes), (1,)).item())])
+    else:
+        magnitude = float(magnitudes[bin_index])
+    if signed and torch.randint(2, (1,)):
+        magnitude *= -1.0
+    return name, magnitude
+
+
+def test_trivial_augment_and_rand_augment_draws():
+    wide = T.TrivialAugmentWide()
+    space = wide._augmentation_space(31)
+    assert list(space)[:6] == ["Identity", "ShearX", "ShearY", "TranslateX", "TranslateY",
+                               "Rotate"]
+
+    def twice(draw):
+        return lambda *a: (draw(*a), draw(*a))
+
+    _check(lambda: twice(wide._draw)(space), lambda torch: twice(_augment_ref)(torch, space))
+    rand = T.RandAugment(num_ops=2, magnitude=9)
+    rspace = rand._augmentation_space(31, (20, 24))
+    _check(lambda: twice(rand._draw)(rspace, 9),
+           lambda torch: twice(_augment_ref)(torch, rspace, 9))

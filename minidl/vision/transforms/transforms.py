@@ -5,11 +5,11 @@ with torchvision's names, arguments, defaults and repr. Random choices come from
 global generator, so ``minidl.manual_seed`` makes a run repeat. RandomCrop,
 RandomHorizontalFlip/VerticalFlip, RandomResizedCrop, RandomGrayscale, ColorJitter,
 RandomRotation, RandomErasing, RandomAffine, GaussianBlur, RandomApply and the single-op
-random transforms (RandomInvert, ...) draw their parameters with the torch calls torchvision
-makes, in its order (``torch.rand(1)``, ``torch.randint(..., (1,))``,
-``torch.empty(1).uniform_(a, b)``, ``torch.randperm(4)``), so after the same seed they make
-torchvision's choices; RandomChoice, RandomOrder and the AutoAugment ones draw NumPy's numbers
-from the same generator.
+random transforms (RandomInvert, ...), TrivialAugmentWide and RandAugment draw their
+parameters with the torch calls torchvision makes, in its order (``torch.rand(1)``,
+``torch.randint(..., (1,))``, ``torch.empty(1).uniform_(a, b)``, ``torch.randperm(4)``), so
+after the same seed they make torchvision's choices; RandomChoice and RandomOrder (Python's
+``random`` in torchvision) draw NumPy's numbers from the same generator.
 """
 from __future__ import annotations
 
