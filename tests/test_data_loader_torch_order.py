@@ -178,3 +178,41 @@ def test_quickstart_batches_match_torch_with_workers():
     m_losses, m_targets = _quickstart(minidl, nn, DataLoader, TensorDataset, num_workers=2)
     assert m_targets == t_targets
     np.testing.assert_allclose(m_losses, t_losses, rtol=1e-5)
+
+
+class _RandomItems:
+    """Each item a draw of the worker's global generator (as a random transform makes) and
+    of Python's random, with the worker's seed."""
+
+    def __init__(self, framework, n):
+        self.framework, self.n = framework, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        import random
+
+        from minidl.data import get_worker_info
+
+        info = get_worker_info() if self.framework == "minidl" else \
+            __import__("torch").utils.data.get_worker_info()
+        mod = minidl if self.framework == "minidl" else __import__("torch")
+        return np.array([float(i), mod.rand(1).item(), random.random(), float(info.seed)])
+
+
+def test_workers_draw_torchs_numbers_inside_items():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader as TDL
+
+    def run(framework, DL, mod):
+        mod.manual_seed(6)
+        loader = DL(_RandomItems(framework, 9), batch_size=2, shuffle=True, num_workers=2)
+        return np.concatenate([np.asarray(b, dtype=np.float64) for _ in range(2) for b in loader])
+
+    want = run("torch", TDL, torch)
+    got = run("minidl", DataLoader, minidl)
+    assert got.shape == (18, 4)
+    np.testing.assert_array_equal(got[:, 0], want[:, 0])  # the order
+    np.testing.assert_array_equal(got[:, 3], want[:, 3])  # each worker's seed
+    np.testing.assert_allclose(got[:, 1:3], want[:, 1:3], rtol=1e-7)
