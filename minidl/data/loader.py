@@ -1,4 +1,5 @@
-"""DataLoader: minibatches of Tensors from a Dataset, shuffled by a per-epoch seed."""
+"""DataLoader: minibatches of Tensors from a Dataset, shuffled as PyTorch shuffles (or by
+minidl's per-epoch seed)."""
 from __future__ import annotations
 
 import operator
@@ -77,12 +78,20 @@ def _to_tensors(batch, device):
 class DataLoader:
     """Iterates over a dataset in minibatches of Tensors.
 
-    shuffle=True gives epoch ``e`` the order ``np.random.default_rng([seed, e]).permutation(n)``:
-    the same seed gives the same batches, and each epoch's order depends only on the seed and
-    the epoch number (``seed`` None: one drawn from minidl's global seed). Every pass over the
-    loader is the next epoch; ``set_epoch(e)`` says which epoch the next pass is, as for
-    PyTorch's samplers, so a run resumed after epoch ``e`` calls ``loader.set_epoch(e)`` and
-    sees the batches an unbroken run would have seen.
+    With ``seed`` and ``generator`` None, shuffle=True gives PyTorch's order and takes PyTorch's
+    draws: each pass draws the workers' ``base_seed`` (an int64) from minidl's global generator
+    as it starts (even with no workers; persistent workers draw it once), then, at its first
+    batch, the int64 seed of a generator of its own whose randperm is the order, as
+    torch's RandomSampler does; so after ``minidl.manual_seed(s)`` the batches, and the global
+    generator's state after each epoch (the dropout masks drawn next), are torch's after
+    ``torch.manual_seed(s)``. ``generator`` (a CPU minidl.Generator, as torch.Generator; not
+    with ``seed``) is drawn from instead of the global generator, as PyTorch draws from it.
+    ``seed`` (minidl's own; a non-negative int) gives epoch ``e`` the order
+    ``np.random.default_rng([seed, e]).permutation(n)`` instead, drawing nothing from the
+    global generator: each epoch's order depends only on the seed and the epoch number.
+    Every pass over the loader is the next epoch; ``set_epoch(e)`` says which epoch the next
+    pass is, as for PyTorch's samplers, so a run resumed after epoch ``e`` calls
+    ``loader.set_epoch(e)`` and sees the batches an unbroken run would have seen.
     ``device`` moves each batch once, as it is made. ``sampler`` (a DistributedSampler, or any
     iterable of indices with a length) decides which items come, in which order, instead;
     ``set_epoch`` is passed on to it. ``batch_sampler`` (a BatchSampler, or any iterable of
@@ -101,13 +110,11 @@ class DataLoader:
     (``in_order=True``): each worker collates whole batches, ``prefetch_factor`` (default 2)
     batches per worker are requested ahead, and ``persistent_workers=True`` keeps the workers
     from one pass to the next. A worker is seeded with ``base_seed + worker_id`` (minidl's,
-    Python's and NumPy's global generators; ``base_seed`` follows from ``seed`` and the epoch),
+    Python's and NumPy's global generators; ``base_seed`` is drawn as above, or with ``seed``
+    follows from it and the epoch),
     then runs ``worker_init_fn(worker_id)``; ``get_worker_info()`` in a worker says which it
     is, so an IterableDataset can read only its share (each worker iterates its own copy, and
-    the batches come round-robin from the workers). ``generator`` (a CPU minidl.Generator, as
-    torch.Generator; not with ``seed``) replaces the seed: at the start of each pass the
-    workers' ``base_seed`` and then (shuffle=True) the order are drawn from it, as PyTorch
-    draws them, so the order follows the generator's state rather than the epoch number.
+    the batches come round-robin from the workers).
     An error in a worker is raised here with the worker's traceback; a worker that dies is
     reported within a second; ``timeout`` > 0 bounds the wait for a batch. ``multiprocessing_context`` ("fork", "spawn", "forkserver" or
     a context) picks how workers start (default: Python's). ``pin_memory`` is accepted and has
@@ -212,10 +219,8 @@ class DataLoader:
             generator_rng(generator, "cpu", "DataLoader")  # a CPU minidl.Generator, as torch's
             if seed is not None:
                 raise ValueError("DataLoader: pass seed or generator, not both")
-        elif seed is None:
-            from ..backend import rng
-
-            seed = int(rng().integers(0, 2**63 - 1))
+        elif seed is None:  # torch's draws from the global generator at each pass
+            pass
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"DataLoader: seed should be a non-negative integer, got {seed!r}")
         self.seed = None if seed is None else int(seed)
@@ -256,32 +261,55 @@ class DataLoader:
     def _iter(self):
         # the epoch advances when the pass starts, not at its first batch
         epoch, self.epoch = self.epoch, self.epoch + 1
-        order = None
-        if self.generator is not None:  # as torch: the base seed first, then the order
-            from ..backend import torch_random
+        draw = base_seed = None
+        if self.seed is None:  # as torch: from the generator, or from the global one
+            from ..backend import generator_of, torch_random
 
-            base_seed = int(torch_random.random_full(self.generator, 1, np.int64)[0])
-            if self.shuffle and self.sampler is None and self.batch_sampler is None:
-                order = torch_random.permutation(self.generator, len(self.dataset))
-                # torch's RandomSampler draws one more randperm when its pass runs out (the
-                # count % n leftover, empty here): drawn now, so the next pass is torch's
-                torch_random.permutation(self.generator, len(self.dataset))
+            gen = generator_of(self.generator, "cpu", "DataLoader")
+            # each pass's iterator draws the workers' base seed as it starts (even with no
+            # workers); persistent workers keep their iterator and draw it once
+            if not (self.persistent_workers and self._pool is not None and not self._pool.closed):
+                base_seed = int(torch_random.random_full(gen, 1, np.int64)[0])
+            if self.shuffle and self.sampler is None and self.batch_sampler is None \
+                    and not self._iterable:
+                draw = self._torch_order  # drawn at the first batch, as torch's sampler does
         elif self.num_workers:
             base_seed = int(np.random.default_rng([self.seed, epoch, 1]).integers(0, 2**62))
         if self.num_workers:
-            return self._worker_iter(epoch, base_seed, order)
+            return self._worker_iter(epoch, base_seed, draw)
         if self.batch_sampler is None and self.batch_size is None:
-            return self._samples(epoch, order)
+            return self._samples(epoch, draw)
         if self._iterable:
             return self._stream()
-        return (self._batch(idx) for idx in self._index_batches(epoch, order))
+        return (self._batch(idx) for idx in self._index_batches(epoch, draw))
 
-    def _index_batches(self, epoch, order=None):
-        """The indices of each batch of epoch ``epoch`` (a map-style dataset); ``order``: the
-        one drawn from the generator."""
+    def _torch_order(self):
+        """A pass of torch's RandomSampler: the generator's randperm (and the one more it draws
+        when the pass runs out, the empty ``count % n`` leftover, so the next pass is torch's),
+        or with no generator, the randperm of a generator of the pass's own seeded by an int64
+        draw of the global one."""
+        from .sampler import _rng_for_pass
+
+        n = len(self.dataset)
+        rng = _rng_for_pass(self.generator)
+        order = rng.permutation(n)
+        if self.generator is not None:
+            rng.permutation(n)
+        return order
+
+    def _index_batches(self, epoch, draw=None):
+        """The indices of each batch of epoch ``epoch`` (a map-style dataset); ``draw``: a
+        function giving the order torch's sampler draws, called at the first batch."""
         if self.batch_sampler is not None:
             return (_indices(idx, "batch_sampler") for idx in self.batch_sampler)
-        order = self._order(epoch) if order is None else order
+        if draw is not None:
+            return self._drawn_batches(draw)
+        return self._split(self._order(epoch))
+
+    def _drawn_batches(self, draw):
+        yield from self._split(draw())
+
+    def _split(self, order):
         if self.batch_size is None:  # unbatched: one index per "batch"
             return (order[i:i + 1] for i in range(len(order)))
         return self._batches(order)
@@ -291,15 +319,16 @@ class DataLoader:
             return _indices(iter(self.sampler), "sampler")
         n = len(self.dataset)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle \
-            and self.generator is None else np.arange(n)
+            and self.seed is not None else np.arange(n)
 
-    def _samples(self, epoch, order=None):
+    def _samples(self, epoch, draw=None):
         """batch_size=None: each sample alone, converted (or given to collate_fn)."""
-        if order is None and not self._iterable:
-            order = self._order(epoch)
+        order = draw if draw is not None or self._iterable else self._order(epoch)
         return self._each_sample(order)
 
     def _each_sample(self, order):
+        if callable(order):  # torch's order, drawn at the first sample
+            order = order()
         samples = iter(self.dataset) if self._iterable else \
             (self.dataset[int(i)] for i in order)
         for sample in samples:
@@ -318,7 +347,7 @@ class DataLoader:
                 break
             yield idx
 
-    def _worker_iter(self, epoch, base_seed, order=None):
+    def _worker_iter(self, epoch, base_seed, draw=None):
         from ._workers import MultiProcessIter, WorkerPool
 
         if self.persistent_workers:
@@ -327,7 +356,7 @@ class DataLoader:
             pool, own = self._pool, False
         else:
             pool, own = WorkerPool(self, base_seed), True
-        batches = None if self._iterable else self._index_batches(epoch, order)
+        batches = None if self._iterable else self._index_batches(epoch, draw)
         if self.collate_fn is not None:
             def convert(b):
                 return b

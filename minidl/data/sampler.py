@@ -6,8 +6,9 @@ Random samplers take ``generator``: None draws a fresh seed from minidl's global
 (``minidl.manual_seed``) at each pass, as PyTorch draws one from its global generator; a
 ``minidl.Generator`` (CPU, as torch's randperm needs) is drawn from at each pass, as
 torch.Generator is; an int seeds a generator of the sampler's own; a
-``numpy.random.Generator`` is used as it is. The orders are numpy's, so they differ from
-PyTorch's for the same seed."""
+``numpy.random.Generator`` is used as it is. With None or a minidl.Generator the orders
+are PyTorch's (torch's draws, in torch's order); an int seed or a NumPy generator gives
+NumPy's."""
 from __future__ import annotations
 
 import math

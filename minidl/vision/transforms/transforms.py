@@ -2,7 +2,14 @@
 
 Each is a callable on a ``PIL.Image`` or a CHW minidl ``Tensor`` (where torchvision takes one),
 with torchvision's names, arguments, defaults and repr. Random choices come from minidl's
-generator (``minidl.backend.rng()``), so ``minidl.manual_seed`` makes a run repeat.
+global generator, so ``minidl.manual_seed`` makes a run repeat. RandomCrop,
+RandomHorizontalFlip/VerticalFlip, RandomResizedCrop, RandomGrayscale, ColorJitter,
+RandomRotation, RandomErasing, RandomAffine, GaussianBlur, RandomApply and the single-op
+random transforms (RandomInvert, ...), TrivialAugmentWide and RandAugment draw their
+parameters with the torch calls torchvision makes, in its order (``torch.rand(1)``,
+``torch.randint(..., (1,))``, ``torch.empty(1).uniform_(a, b)``, ``torch.randperm(4)``), so
+after the same seed they make torchvision's choices; RandomChoice and RandomOrder (Python's
+``random`` in torchvision) draw NumPy's numbers from the same generator.
 """
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...backend import rng
+from ...backend import default_generator, rng, torch_random
 from ...tensor import Tensor
 from . import functional as F
 from .functional import InterpolationMode, _interpolation, _setup_size
@@ -29,16 +36,33 @@ __all__ = ["Compose", "ToTensor", "PILToTensor", "ToPILImage", "Normalize", "Res
 
 
 def _rand():
-    return float(rng().random())
+    """``torch.rand(1).item()``: a float32 uniform, as a Python float."""
+    return float(torch_random.uniform(default_generator, 1, np.float32)[0])
+
+
+def _rand_below(p):
+    """``torch.rand(1) < p``: a float32 tensor against a number, compared in float32."""
+    return bool(np.float32(_rand()) < np.float32(p))
 
 
 def _uniform(a, b):
-    return float(rng().uniform(a, b))
+    """``torch.empty(1).uniform_(a, b).item()`` (float32)."""
+    return float(torch_random.uniform(default_generator, 1, np.float32, float(a), float(b))[0])
 
 
 def _randint(low, high):
-    """An int in [low, high), as torch.randint."""
-    return int(rng().integers(low, high))
+    """``torch.randint(low, high, (1,)).item()``: an int in [low, high)."""
+    return int(torch_random.integers(default_generator, 1, int(low), int(high))[0])
+
+
+def _log_ratio(ratio):
+    """``torch.log(torch.tensor(ratio))``: float32 logs, as Python floats."""
+    return tuple(float(v) for v in np.log(np.asarray(ratio, dtype=np.float32)))
+
+
+def _exp32(x):
+    """``torch.exp`` of a float32 value, as a Python float."""
+    return float(np.exp(np.float32(x)))
 
 
 class Compose:
@@ -186,7 +210,7 @@ class RandomHorizontalFlip:
         self.p = p
 
     def __call__(self, img):
-        return F.hflip(img) if _rand() < self.p else img
+        return F.hflip(img) if _rand_below(self.p) else img
 
     def __repr__(self):
         return f"{type(self).__name__}(p={self.p})"
@@ -194,7 +218,7 @@ class RandomHorizontalFlip:
 
 class RandomVerticalFlip(RandomHorizontalFlip):
     def __call__(self, img):
-        return F.vflip(img) if _rand() < self.p else img
+        return F.vflip(img) if _rand_below(self.p) else img
 
 
 class RandomResizedCrop:
@@ -222,10 +246,10 @@ class RandomResizedCrop:
         of the nearest allowed aspect ratio."""
         _, height, width = F.get_dimensions(img)
         area = height * width
-        log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        log_ratio = _log_ratio(ratio)
         for _ in range(10):
             target_area = area * _uniform(scale[0], scale[1])
-            aspect = math.exp(_uniform(log_ratio[0], log_ratio[1]))
+            aspect = _exp32(_uniform(log_ratio[0], log_ratio[1]))
             w = int(round(math.sqrt(target_area * aspect)))
             h = int(round(math.sqrt(target_area / aspect)))
             if 0 < w <= width and 0 < h <= height:
@@ -288,7 +312,7 @@ class RandomGrayscale:
         self.p = p
 
     def __call__(self, img):
-        if _rand() < self.p:
+        if _rand_below(self.p):
             return F.rgb_to_grayscale(img, F.get_dimensions(img)[0])
         return img
 
@@ -328,7 +352,7 @@ class ColorJitter:
     @staticmethod
     def get_params(brightness, contrast, saturation, hue):
         """(order of the four adjustments, then each factor or None)."""
-        order = [int(i) for i in rng().permutation(4)]
+        order = [int(i) for i in torch_random.permutation(default_generator, 4)]
         factors = [None if r is None else _uniform(r[0], r[1])
                    for r in (brightness, contrast, saturation, hue)]
         return (order, *factors)
@@ -414,7 +438,7 @@ class RandomApply:
         self.transforms, self.p = transforms, p
 
     def __call__(self, img):
-        if self.p < _rand():
+        if np.float32(self.p) < np.float32(_rand()):  # torch's: p < torch.rand(1), float32
             return img
         for t in self.transforms:
             img = t(img)
@@ -489,16 +513,17 @@ class RandomErasing:
         misses."""
         c, img_h, img_w = img.shape[-3], img.shape[-2], img.shape[-1]
         area = img_h * img_w
-        log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        log_ratio = _log_ratio(ratio)
         for _ in range(10):
             erase_area = area * _uniform(scale[0], scale[1])
-            aspect = math.exp(_uniform(log_ratio[0], log_ratio[1]))
+            aspect = _exp32(_uniform(log_ratio[0], log_ratio[1]))
             h = int(round(math.sqrt(erase_area * aspect)))
             w = int(round(math.sqrt(erase_area / aspect)))
             if not (h < img_h and w < img_w):
                 continue
             if value is None:
-                v = rng().standard_normal((c, h, w)).astype(np.float32)
+                v = torch_random.normal(default_generator, c * h * w, np.float32) \
+                    .reshape(c, h, w)
             else:
                 v = np.asarray(value, dtype=np.float32)[:, None, None]
             return _randint(0, img_h - h + 1), _randint(0, img_w - w + 1), h, w, v
@@ -508,7 +533,7 @@ class RandomErasing:
         if not isinstance(img, Tensor):
             raise TypeError(f"RandomErasing: img should be Tensor Image, got "
                             f"{type(img).__name__}")
-        if _rand() >= self.p:
+        if not _rand_below(self.p):
             return img
         if isinstance(self.value, numbers.Number):
             value = [float(self.value)]
