@@ -305,6 +305,21 @@ class _Writer:
         self.members[name] = array
         return name
 
+    def _nested(self, value, path):
+        """A nested tensor: its parts (jagged: values, offsets, lengths; strided: the
+        components) as tensors, its layout and ragged dim in the tree."""
+        if value.is_jagged:
+            lengths = value.lengths()
+            return {"layout": "jagged", "ragged_idx": int(value._ragged_idx),
+                    "leaf": bool(value._leaf),
+                    "values": self.node(value.values(), path + ["values"]),
+                    "offsets": self.node(value.offsets(), path + ["offsets"]),
+                    "lengths": None if lengths is None else self.node(lengths,
+                                                                      path + ["lengths"])}
+        return {"layout": "strided", "leaf": bool(value._leaf),
+                "components": [self.node(c, path + [str(i)])
+                               for i, c in enumerate(value.unbind())]}
+
     def node(self, value, path):
         from .tensor import Tensor
 
@@ -315,6 +330,8 @@ class _Writer:
             if isinstance(value, str) and "\0" in value:
                 raise ValueError(f"save: {where} is a string holding a NUL character")
             return {"value": value}
+        if isinstance(value, Tensor) and getattr(value, "is_nested", False) is True:
+            return {"nested": self._nested(value, path)}
         if _is_quantized(value):  # its integers, dtype, scale(s), zero point(s), axis
             per_channel = value._axis is not None
             qparams = [self.node(np.asarray(v), path + [k]) if per_channel else {"value": v}
@@ -584,6 +601,9 @@ class _TorchPickle:
         from .tensor import Tensor
 
         where = "/".join(path) or "the object"
+        if getattr(value, "is_nested", False) is True:
+            raise TypeError(f"save_torch: {where} is a nested tensor; format='torch' does not "
+                            f"write nested tensors (minidl.save's own format does)")
         if _is_quantized(value):
             self.write_qtensor(value, where)
         elif _is_qdtype(value):  # torch.qint8 & co
@@ -926,6 +946,24 @@ class _Reader:
             array = array.view(as_dtype(node["dtype"]))
         return array
 
+    def _nested(self, part):
+        from .nested import NestedTensor
+
+        tensors = ([part["values"], part["offsets"]] + ([part["lengths"]] if part["lengths"]
+                                                         else []) if part["layout"] == "jagged"
+                   else list(part["components"]))
+        if not all(isinstance(t, dict) and "tensor" in t for t in tensors):
+            raise ValueError("a nested tensor whose parts are not tensors")
+        leaf = bool(part.get("leaf"))
+        if part["layout"] == "strided":
+            return NestedTensor(components=[self.node(c) for c in tensors], leaf=leaf)
+        if part["layout"] != "jagged":
+            raise ValueError(f"a nested tensor of unknown layout {part['layout']!r}")
+        values, offsets = self.node(part["values"]), self.node(part["offsets"])
+        lengths = None if part["lengths"] is None else self.node(part["lengths"])
+        return NestedTensor(values=values, offsets=offsets, lengths=lengths,
+                            ragged_idx=int(part["ragged_idx"]), leaf=leaf)
+
     def node(self, node):
         if "value" in node:
             return node["value"]
@@ -937,6 +975,8 @@ class _Reader:
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
             return _placed(t, self.device)
+        if "nested" in node:
+            return self._nested(node["nested"])
         if "qtensor" in node:
             from .ao.quantization.qtensor import qtensor_from_parts
 
