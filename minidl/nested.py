@@ -1267,13 +1267,25 @@ def _refuse_slow_path(mha, query, key, value, masks):
 
 
 def _multi_head_attention(mha, query, key, value, key_padding_mask=None, need_weights=True,
-                          attn_mask=None):
-    """Inference only, as torch: each component attends to itself alone (no padding); the
-    attention weights are not returned (None)."""
+                          attn_mask=None, average_attn_weights=True):
+    """Inference only, as torch: each component attends to itself alone (no padding). The
+    attention weights (``need_weights``), as torch's fast path returns them: one dense
+    (B, L, L) tensor ((B, H, L, L) without averaging over heads), L the longest component,
+    zeros where a component has no token."""
     _refuse_slow_path(mha, query, key, value, (key_padding_mask, attn_mask))
-    outs = [mha(c.unsqueeze(0), c.unsqueeze(0), c.unsqueeze(0), need_weights=False)[0][0]
-            for c in query.unbind()]
-    return NestedTensor(components=outs), None
+    outs, weights = [], []
+    for c in query.unbind():
+        c = c.unsqueeze(0)
+        out, w = mha(c, c, c, need_weights=need_weights,
+                     average_attn_weights=average_attn_weights)
+        outs.append(out[0])
+        weights.append(w)
+    if not need_weights:
+        return NestedTensor(components=outs), None
+    longest = max((w.shape[-1] for w in weights), default=0)
+    padded = [_F.pad(w[0], (0, longest - w.shape[-1], 0, longest - w.shape[-1]))
+              for w in weights]
+    return NestedTensor(components=outs), _stack(padded)
 
 
 def _transformer_encoder_layer(layer, src, src_mask=None, src_key_padding_mask=None):
