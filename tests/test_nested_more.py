@@ -247,22 +247,59 @@ def test_save_and_load_round_trip(tmp_path):
     _same(minidl.load(tmp_path / "one.pt"), j)
 
 
-def test_save_in_torch_format_refuses_nested_tensors(tmp_path):
-    """minidl's torch.save writer does not write torch's nested-tensor pickles: it says so by
-    name before the file is touched."""
-    j = nested.nested_tensor([_t(c) for c in A2], layout=minidl.jagged)
-    path = tmp_path / "t.pt"
-    with pytest.raises(TypeError, match="model/x is a nested tensor"):
-        minidl.save({"model": {"x": j}}, path, format="torch")
-    assert not path.exists()
+def _torch_comps(v):
+    return [c.detach().numpy() for c in v.unbind()]
 
 
-def test_torch_saved_nested_tensor_is_refused_by_name(tmp_path):
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors")
+@pytest.mark.parametrize("layout", [J, S])
+def test_torch_format_round_trip_with_torch(tmp_path, layout):
+    """minidl.save(format="torch") writes what torch.save writes for a nested tensor, read by
+    torch.load (weights_only=True); minidl.load reads torch.save's nested tensors."""
     torch = pytest.importorskip("torch")
-    nt = torch.nested.nested_tensor([torch.tensor(c) for c in A2])
-    torch.save(nt, tmp_path / "s.pt")
-    with pytest.raises(Exception, match="nested tensor"):
-        minidl.load(tmp_path / "s.pt")
+    lay = minidl.jagged if layout == J else minidl.strided
+    x = nested.nested_tensor([_t(c) for c in A4], layout=lay, requires_grad=True)
+    saved = {"x": x, "t": x.transpose(1, 2), "plain": minidl.ones(2)}
+    minidl.save(saved, tmp_path / "m.pt", format="torch")
+    got = torch.load(tmp_path / "m.pt", weights_only=True)
+    for key in ("x", "t"):
+        assert got[key].is_nested and got[key].requires_grad
+        assert got[key].layout is (torch.jagged if layout == J else torch.strided)
+        for g, w in zip(_torch_comps(got[key]), _torch_comps(saved[key]), strict=True):
+            np.testing.assert_array_equal(g, w)
+    if layout == J:
+        assert got["t"]._ragged_idx == 2
+        y = got["x"] + got["x"].exp()  # torch takes it as one structure
+        assert y.is_nested
+
+    tx = torch.nested.nested_tensor([torch.tensor(c) for c in A4],
+                                    layout=torch.jagged if layout == J else torch.strided,
+                                    requires_grad=True)
+    theirs = {"x": tx, "t": tx.transpose(1, 2)}
+    if layout == J:
+        theirs["narrowed"] = torch.nested.narrow(
+            torch.arange(12.0).reshape(3, 4), 1, torch.tensor([0, 1, 0]),
+            torch.tensor([2, 3, 1]), layout=torch.jagged)
+    torch.save(theirs, tmp_path / "t.pt")
+    back = minidl.load(tmp_path / "t.pt")
+    for key, v in theirs.items():
+        assert back[key].is_nested and back[key].layout is lay
+        assert back[key].requires_grad == v.requires_grad
+        for g, w in zip(_torch_comps(back[key]), _torch_comps(v), strict=True):
+            np.testing.assert_array_equal(g, w)
+    if layout == J:
+        assert back["narrowed"].lengths().tolist() == [2, 3, 1]
+        assert back["t"]._ragged_idx == 2
+        assert (back["x"] * 2).is_nested
+
+
+def test_torch_file_nested_parts_that_do_not_fit_are_refused(tmp_path):
+    """offsets that do not fit the values: refused by name, as a bad tensor would be."""
+    x = nested.nested_tensor([_t(c) for c in A2], layout=minidl.jagged)
+    bad = nested.NestedTensor(values=x.values(), offsets=minidl.tensor([0, 2, 9]))
+    minidl.save({"x": bad}, tmp_path / "bad.pt", format="torch")
+    with pytest.raises(ValueError, match="nested tensor"):
+        minidl.load(tmp_path / "bad.pt")
 
 
 # ---- MultiheadAttention: the attention weights for nested input, as torch's fast path -------
