@@ -461,12 +461,15 @@ class NestedTensor(Tensor):
             _check_same_structure(name, self, other)
             for p, q in zip(self._parts(), other._parts()):
                 fn(p, q)
-        elif other is None or isinstance(other, numbers.Number):
+        elif other is None or isinstance(other, numbers.Number) or (
+                isinstance(other, Tensor) and other.ndim == 0):
             for p in self._parts():
                 fn(p, other)
+        elif isinstance(other, Tensor):
+            fn(self._values, _dense_for_values(name, self, other))
         else:
-            raise NotImplementedError(f"{name}: a nested tensor takes a number or a nested "
-                                      f"tensor of its structure in place, got "
+            raise NotImplementedError(f"{name}: a nested tensor takes a number, a tensor or a "
+                                      f"nested tensor of its structure in place, got "
                                       f"{type(other).__name__}")
         return self
 
@@ -489,9 +492,11 @@ class NestedTensor(Tensor):
         return self._inplace("copy_", lambda p, q: p.copy_(q), src)
 
     def fill_(self, value):
-        if not isinstance(value, numbers.Number):
-            raise NotImplementedError("fill_: a nested tensor is filled with a number, got "
-                                      f"{type(value).__name__}")
+        # torch: a number for both layouts, a 0-d tensor for the strided one only
+        if not (isinstance(value, numbers.Number) or (
+                not self.is_jagged and isinstance(value, Tensor) and value.ndim == 0)):
+            raise NotImplementedError(f"fill_: a nested tensor of layout {self._layout} is "
+                                      f"filled with a number, got {type(value).__name__}")
         return self._inplace("fill_", lambda p, q: p.fill_(q), value)
 
     def zero_(self):
@@ -903,6 +908,38 @@ def _binary(name, a, b, fn):
     if pos >= 0 and other.shape[pos] != 1:
         raise bad
     return nt._with_values(call(nt._values, other))
+
+
+def _dense_for_values(name, nt, other):
+    """A dense operand of an in-place op on a nested tensor, as one that broadcasts against its
+    ``values``: the rules of ``_binary`` (over the regular dims after the ragged one, or one
+    (B, ..., 1, ...) slice per component, gathered out to each component's tokens)."""
+    if not nt.is_jagged:
+        raise RuntimeError(f"Expected both self and other to be nested, but got a nested self "
+                           f"and non-nested other ({name} of a strided nested tensor takes a "
+                           f"nested tensor or a scalar, got a dense tensor of shape "
+                           f"{tuple(other.shape)})")
+    nd, r = nt.dim(), nt._ragged_idx
+    bad = RuntimeError(f"cannot call binary pointwise function {name} with inputs of shapes "
+                       f"{_shape_str(nt)} and {tuple(other.shape)}")
+    if other.ndim > nd:
+        raise bad
+    if other.ndim == nd:
+        if other.shape[r] != 1 or other.shape[0] not in (1, nt._batch()):
+            raise bad
+        if other.shape[0] == 1:
+            other = other.squeeze(0)
+        else:  # each token gets its component's slice
+            total = nt._values.shape[r - 1]
+            owner = np.zeros(total, dtype=np.int64)  # tokens in a gap: any slice
+            for b, (start, n) in enumerate(zip(nt._starts, nt._lens)):
+                owner[start:start + n] = b
+            picked = other.index_select(0, _tensor(owner, device=other.device)).squeeze(r)
+            return picked.movedim(0, r - 1)
+    pos = r - (nd - other.ndim)
+    if pos >= 0 and other.shape[pos] != 1:
+        raise bad
+    return other
 
 
 def _where(condition, input, other):

@@ -15,6 +15,9 @@ _RNG = np.random.default_rng(1)
 A2 = [_RNG.standard_normal((2, 4)), _RNG.standard_normal((3, 4))]  # (B=2, j, 4)
 C2 = [_RNG.standard_normal((2, 4)), _RNG.standard_normal((3, 4))]  # a second, same structure
 A4 = [_RNG.standard_normal((2, 3, 4)), _RNG.standard_normal((3, 3, 4))]  # (B=2, j, 3, 4)
+ROW = _RNG.standard_normal(4)
+PER_SEQ = _RNG.standard_normal((2, 1, 4))  # one row per sequence
+PER_SEQ4 = _RNG.standard_normal((2, 3, 1, 4))  # for (B, 3, j, 4)
 J, S = "jagged", "strided"
 
 
@@ -45,6 +48,11 @@ CASES = {
 }
 JAGGED_ONLY = {  # torch has no strided kernel for these
     "clamp_": (A2, lambda L, N, F, x: (x * 2).clamp_(-1.0, 1.0)),
+    "add_dense_row": (A2, lambda L, N, F, x: (x * 2).add_(L.tensor(ROW, dtype=L.float64))),
+    "mul_per_sequence": (A2, lambda L, N, F, x: (x * 2).mul_(L.tensor(PER_SEQ, dtype=L.float64))),
+    "add_per_sequence_transposed": (A4, lambda L, N, F, x: x.transpose(1, 2).exp().add_(
+        L.tensor(PER_SEQ4, dtype=L.float64))),
+    "add_0d": (A2, lambda L, N, F, x: (x * 2).add_(L.tensor(0.5, dtype=L.float64))),
     "sub_": (A2, lambda L, N, F, x: (x * 2).sub_(0.5)),
     "div_": (A2, lambda L, N, F, x: (x * 2).div_(4.0)),
     "flatten_regular": (A4, lambda L, N, F, x: x.flatten(2, 3) * 2),
@@ -52,11 +60,12 @@ JAGGED_ONLY = {  # torch has no strided kernel for these
     "slice_last": (A4, lambda L, N, F, x: x[..., 1:3] * 2),
     "narrow_last": (A4, lambda L, N, F, x: x.narrow(-1, 1, 2).exp()),
 }
-# torch 2.13 runs these forward but its backward raises (aten.slice_backward and
-# _nested_select_backward have no jagged kernel): their gradients are checked by finite
-# differences only
+# torch 2.13 runs these forward but its backward raises (aten.slice_backward,
+# _nested_select_backward and, after a transpose, _nested_tensor_size have no jagged kernel):
+# their gradients are checked by finite differences only
 TORCH_FORWARD_ONLY = {(J, "slice_last"), (J, "narrow_last"), (J, "select_regular"),
-                      (J, "index_last"), (S, "select_regular"), (S, "index_last")}
+                      (J, "index_last"), (S, "select_regular"), (S, "index_last"),
+                      (J, "add_per_sequence_transposed")}
 ALL = ([(J, n) for n in sorted(CASES)] + [(S, n) for n in sorted(CASES)]
        + [(J, n) for n in sorted(JAGGED_ONLY)])
 
@@ -139,13 +148,18 @@ def test_in_place_refusals_as_torch():
     for op in (lambda t: t.clamp_(0, 1), lambda t: t.sub_(1.0), lambda t: t.div_(2.0)):
         with pytest.raises(NotImplementedError, match="strided"):
             op(s)
+    with pytest.raises(RuntimeError, match="Expected both self and other to be nested"):
+        s.add_(minidl.ones(4))
+    with pytest.raises(RuntimeError, match="cannot call binary pointwise function mul_"):
+        j.mul_(minidl.ones(3, 1, 4))
+    with pytest.raises(NotImplementedError, match="fill_"):
+        j.fill_(minidl.tensor(1.0))
+    assert s.fill_(minidl.tensor(2.0)) is s  # torch: a 0-d tensor fills a strided one
     other = nested.nested_tensor([_t(c) for c in A2], layout=minidl.jagged)  # new offsets
     with pytest.raises(RuntimeError):
         j.add_(other)
     with pytest.raises(NotImplementedError, match="copy_"):
         j.copy_(minidl.ones(4))
-    with pytest.raises(NotImplementedError, match="fill_"):
-        j.fill_(minidl.tensor(1.0))
     # nothing changed on a refusal
     np.testing.assert_array_equal(j.unbind()[0].numpy(), A2[0])
 
