@@ -8,7 +8,7 @@ import pytest
 
 import minidl
 import minidl.nested as nested
-from minidl.testing import gradcheck
+from minidl.testing import gradcheck, gradgradcheck
 from test_nested import _run, _t, _weights
 
 _RNG = np.random.default_rng(1)
@@ -103,6 +103,7 @@ def test_gradcheck_every_case(layout, name):
         return minidl.cat([p.reshape(-1) for p in out.unbind()])
 
     assert gradcheck(f, tuple(leaves))
+    assert gradgradcheck(f, tuple(leaves))  # the ops underneath carry double backward
 
 
 def test_slice_of_the_last_dim_has_each_components_gradient():
