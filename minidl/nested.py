@@ -46,6 +46,9 @@ __all__ = ["NestedTensor", "nested_tensor", "as_nested_tensor", "nested_tensor_f
            "narrow", "to_padded_tensor", "masked_select", "jagged", "strided"]
 
 _counter = itertools.count(1)
+# torch's refusal of an op that reads the sizes of a strided nested tensor
+_NO_SIZES = ("Internal error: NestedTensorImpl doesn't support sizes (the strided layout has no "
+             "shape; use the jagged layout)")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -168,7 +171,7 @@ class NestedTensor(Tensor):
     def is_cpu(self):
         return not self.is_cuda
 
-    is_sparse = is_sparse_csr = is_quantized = retains_grad = False
+    is_sparse = is_sparse_csr = is_quantized = False
 
     @property
     def itemsize(self):
@@ -205,7 +208,7 @@ class NestedTensor(Tensor):
 
     @property
     def grad(self):
-        if not self._leaf:
+        if not (self._leaf or self.__dict__.get("_retains")):
             return None
         grads = [p.grad for p in self._parts()]
         if any(g is None for g in grads) or not grads:
@@ -316,9 +319,53 @@ class NestedTensor(Tensor):
         if isinstance(index, tuple) and index and index[0] is Ellipsis and len(index) == 2 \
                 and isinstance(index[1], numbers.Integral):
             return self.select(-1, index[1])
+        if isinstance(index, tuple) and len(index) == 2 and index[0] is Ellipsis \
+                and isinstance(index[1], slice):  # nt[..., a:b]: a slice of the last dim
+            if not self.is_jagged:
+                raise RuntimeError(_NO_SIZES)
+            if self.dim() - 1 in self._ragged_dims():
+                raise RuntimeError("slice(): not supported for NestedTensor on the ragged dim")
+            sl = index[1]
+            return self._map(lambda t: t[..., sl])
+        if isinstance(index, slice) or (isinstance(index, tuple) and index
+                                         and isinstance(index[0], slice)):
+            if not self.is_jagged:
+                raise RuntimeError(_NO_SIZES)
+            raise RuntimeError("slice(): not supported for NestedTensor on dim=0")
         raise NotImplementedError(f"__getitem__: indexing a nested tensor with {index!r} is not "
                                   f"supported (an int picks a component; [..., i] a last-dim "
                                   f"entry)")
+
+    def narrow(self, dim, start, length):
+        d = _wrap(dim, self.dim(), "narrow")
+        if not self.is_jagged:
+            if d != 0:
+                raise RuntimeError(f"narrow(): only dim=0 supported for nested tensors, but "
+                                   f"got: {dim}")
+            return NestedTensor(components=self._components[start:start + length])
+        if d == 0:
+            raise RuntimeError("narrow(): not supported for NestedTensor on dim=0")
+        if d in self._ragged_dims():
+            raise RuntimeError("narrow(): not supported for NestedTensor on the ragged dim")
+        return self._map(lambda t: t.narrow(d - 1, start, length))
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        if not self.is_jagged:
+            raise RuntimeError(_NO_SIZES)
+        nd = self.dim()
+        a, b = _wrap(start_dim, nd, "flatten"), _wrap(end_dim, nd, "flatten")
+        if a > b:
+            raise RuntimeError("flatten() has invalid args: start_dim cannot come after end_dim")
+        if a == b:
+            return self
+        if a == 0:
+            raise RuntimeError("flatten(): not supported for NestedTensor on dim=0")
+        if a <= self._ragged_idx <= b:
+            raise RuntimeError("flatten(): not supported for NestedTensor on ragged dim")
+        out = self._map(lambda t: t.flatten(a - 1, b - 1))
+        if b < self._ragged_idx:
+            out.__dict__["_ragged_idx"] -= b - a
+        return out
 
     def select(self, dim, index):
         d = _wrap(dim, self.dim(), "select")
@@ -389,7 +436,89 @@ class NestedTensor(Tensor):
         return self
 
     def retain_grad(self):
-        raise NotImplementedError("retain_grad: not supported for nested tensors")
+        """Keep the gradient of a non-leaf nested tensor (read as ``nt.grad``), as torch."""
+        if not self.requires_grad:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if not self._leaf:
+            for p in self._parts():
+                p.retain_grad()
+            self.__dict__["_retains"] = True
+        return None
+
+    @property
+    def retains_grad(self):
+        return bool(self.__dict__.get("_retains")) and not self._leaf
+
+    def is_inference(self):
+        return any(p.is_inference() for p in self._parts())
+
+    # ---- in place (torch's kernels: the strided layout has fewer) --------------------------
+    def _inplace(self, name, fn, other=None, jagged_only=False):
+        if jagged_only and not self.is_jagged:
+            raise NotImplementedError(f"{name}: not supported for nested tensors with the "
+                                      f"strided layout (torch has no strided kernel for it)")
+        if _is_nt(other):
+            _check_same_structure(name, self, other)
+            for p, q in zip(self._parts(), other._parts()):
+                fn(p, q)
+        elif other is None or isinstance(other, numbers.Number) or (
+                isinstance(other, Tensor) and other.ndim == 0):
+            for p in self._parts():
+                fn(p, other)
+        elif isinstance(other, Tensor):
+            fn(self._values, _dense_for_values(name, self, other))
+        else:
+            raise NotImplementedError(f"{name}: a nested tensor takes a number, a tensor or a "
+                                      f"nested tensor of its structure in place, got "
+                                      f"{type(other).__name__}")
+        return self
+
+    def add_(self, other, *, alpha=1):
+        return self._inplace("add_", lambda p, q: p.add_(q, alpha=alpha), other)
+
+    def mul_(self, other):
+        return self._inplace("mul_", lambda p, q: p.mul_(q), other)
+
+    def sub_(self, other, *, alpha=1):
+        return self._inplace("sub_", lambda p, q: p.sub_(q, alpha=alpha), other, True)
+
+    def div_(self, other):
+        return self._inplace("div_", lambda p, q: p.div_(q), other, True)
+
+    def copy_(self, src, non_blocking=False):
+        if not _is_nt(src):
+            raise NotImplementedError("copy_: a nested tensor copies from a nested tensor of "
+                                      f"its structure, got {type(src).__name__}")
+        return self._inplace("copy_", lambda p, q: p.copy_(q), src)
+
+    def fill_(self, value):
+        # torch: a number for both layouts, a 0-d tensor for the strided one only
+        if not (isinstance(value, numbers.Number) or (
+                not self.is_jagged and isinstance(value, Tensor) and value.ndim == 0)):
+            raise NotImplementedError(f"fill_: a nested tensor of layout {self._layout} is "
+                                      f"filled with a number, got {type(value).__name__}")
+        return self._inplace("fill_", lambda p, q: p.fill_(q), value)
+
+    def zero_(self):
+        return self._inplace("zero_", lambda p, q: p.zero_())
+
+    def relu_(self):
+        return self._inplace("relu_", lambda p, q: p.relu_())
+
+    def clamp_(self, min=None, max=None):
+        return self._inplace("clamp_", lambda p, q: p.clamp_(min, max), None, True)
+
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
 
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
         if gradient is None or not _is_nt(gradient):
@@ -698,8 +827,8 @@ for _name, _member in list(vars(Tensor).items()):
         continue
     if _name.startswith("__") and _name not in (
             "__setitem__", "__and__", "__or__", "__xor__", "__invert__", "__mod__",
-            "__floordiv__", "__float__", "__int__", "__bool__", "__index__", "__iadd__",
-            "__isub__", "__imul__", "__itruediv__", "__array__", "__lshift__", "__rshift__",
+            "__floordiv__", "__float__", "__int__", "__bool__", "__index__", "__array__",
+            "__lshift__", "__rshift__",
             "__rfloordiv__", "__rmod__", "__and__", "__rand__", "__ror__", "__rxor__"):
         continue
     if _name.startswith("_") and not _name.startswith("__"):
@@ -779,6 +908,38 @@ def _binary(name, a, b, fn):
     if pos >= 0 and other.shape[pos] != 1:
         raise bad
     return nt._with_values(call(nt._values, other))
+
+
+def _dense_for_values(name, nt, other):
+    """A dense operand of an in-place op on a nested tensor, as one that broadcasts against its
+    ``values``: the rules of ``_binary`` (over the regular dims after the ragged one, or one
+    (B, ..., 1, ...) slice per component, gathered out to each component's tokens)."""
+    if not nt.is_jagged:
+        raise RuntimeError(f"Expected both self and other to be nested, but got a nested self "
+                           f"and non-nested other ({name} of a strided nested tensor takes a "
+                           f"nested tensor or a scalar, got a dense tensor of shape "
+                           f"{tuple(other.shape)})")
+    nd, r = nt.dim(), nt._ragged_idx
+    bad = RuntimeError(f"cannot call binary pointwise function {name} with inputs of shapes "
+                       f"{_shape_str(nt)} and {tuple(other.shape)}")
+    if other.ndim > nd:
+        raise bad
+    if other.ndim == nd:
+        if other.shape[r] != 1 or other.shape[0] not in (1, nt._batch()):
+            raise bad
+        if other.shape[0] == 1:
+            other = other.squeeze(0)
+        else:  # each token gets its component's slice
+            total = nt._values.shape[r - 1]
+            owner = np.zeros(total, dtype=np.int64)  # tokens in a gap: any slice
+            for b, (start, n) in enumerate(zip(nt._starts, nt._lens)):
+                owner[start:start + n] = b
+            picked = other.index_select(0, _tensor(owner, device=other.device)).squeeze(r)
+            return picked.movedim(0, r - 1)
+    pos = r - (nd - other.ndim)
+    if pos >= 0 and other.shape[pos] != 1:
+        raise bad
+    return other
 
 
 def _where(condition, input, other):
@@ -1143,13 +1304,25 @@ def _refuse_slow_path(mha, query, key, value, masks):
 
 
 def _multi_head_attention(mha, query, key, value, key_padding_mask=None, need_weights=True,
-                          attn_mask=None):
-    """Inference only, as torch: each component attends to itself alone (no padding); the
-    attention weights are not returned (None)."""
+                          attn_mask=None, average_attn_weights=True):
+    """Inference only, as torch: each component attends to itself alone (no padding). The
+    attention weights (``need_weights``), as torch's fast path returns them: one dense
+    (B, L, L) tensor ((B, H, L, L) without averaging over heads), L the longest component,
+    zeros where a component has no token."""
     _refuse_slow_path(mha, query, key, value, (key_padding_mask, attn_mask))
-    outs = [mha(c.unsqueeze(0), c.unsqueeze(0), c.unsqueeze(0), need_weights=False)[0][0]
-            for c in query.unbind()]
-    return NestedTensor(components=outs), None
+    outs, weights = [], []
+    for c in query.unbind():
+        c = c.unsqueeze(0)
+        out, w = mha(c, c, c, need_weights=need_weights,
+                     average_attn_weights=average_attn_weights)
+        outs.append(out[0])
+        weights.append(w)
+    if not need_weights:
+        return NestedTensor(components=outs), None
+    longest = max((w.shape[-1] for w in weights), default=0)
+    padded = [_F.pad(w[0], (0, longest - w.shape[-1], 0, longest - w.shape[-1]))
+              for w in weights]
+    return NestedTensor(components=outs), _stack(padded)
 
 
 def _transformer_encoder_layer(layer, src, src_mask=None, src_key_padding_mask=None):

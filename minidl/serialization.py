@@ -305,6 +305,21 @@ class _Writer:
         self.members[name] = array
         return name
 
+    def _nested(self, value, path):
+        """A nested tensor: its parts (jagged: values, offsets, lengths; strided: the
+        components) as tensors, its layout and ragged dim in the tree."""
+        if value.is_jagged:
+            lengths = value.lengths()
+            return {"layout": "jagged", "ragged_idx": int(value._ragged_idx),
+                    "leaf": bool(value._leaf),
+                    "values": self.node(value.values(), path + ["values"]),
+                    "offsets": self.node(value.offsets(), path + ["offsets"]),
+                    "lengths": None if lengths is None else self.node(lengths,
+                                                                      path + ["lengths"])}
+        return {"layout": "strided", "leaf": bool(value._leaf),
+                "components": [self.node(c, path + [str(i)])
+                               for i, c in enumerate(value.unbind())]}
+
     def node(self, value, path):
         from .tensor import Tensor
 
@@ -315,6 +330,8 @@ class _Writer:
             if isinstance(value, str) and "\0" in value:
                 raise ValueError(f"save: {where} is a string holding a NUL character")
             return {"value": value}
+        if isinstance(value, Tensor) and getattr(value, "is_nested", False) is True:
+            return {"nested": self._nested(value, path)}
         if _is_quantized(value):  # its integers, dtype, scale(s), zero point(s), axis
             per_channel = value._axis is not None
             qparams = [self.node(np.asarray(v), path + [k]) if per_channel else {"value": v}
@@ -489,6 +506,43 @@ class _TorchPickle:
             self.write_empty_ordered_dict()
             self.out += pickle.TUPLE + pickle.REDUCE
 
+    def write_nested(self, value, path):
+        """A nested tensor as torch.save writes it: the jagged layout as
+        torch._tensor._rebuild_from_type_v2(_rebuild_njt, NestedTensor, (constructor kwargs,),
+        {}), the strided one as torch._utils._rebuild_nested_tensor(buffer, sizes, strides,
+        storage offsets), both of which torch.load(weights_only=True) reads."""
+        if value.is_jagged:
+            module = "torch.nested._internal.nested_tensor"
+            self.write_global("torch._tensor", "_rebuild_from_type_v2")
+            self.out += pickle.MARK
+            self.write_global(module, "_rebuild_njt")
+            self.write_global(module, "NestedTensor")
+            lengths = value.lengths()
+            self.write({"values": value.values().detach(), "offsets": value.offsets(),
+                        "lengths": None if lengths is None else lengths,
+                        "_ragged_idx": int(value._ragged_idx), "_metadata_cache": {},
+                        "requires_grad": bool(value.requires_grad)}, path)
+            self.out += pickle.TUPLE1 + pickle.EMPTY_DICT + pickle.TUPLE + pickle.REDUCE
+            return
+        comps = [c.detach() for c in value.unbind()]
+        sizes = [list(c.shape) for c in comps]
+        strides = [[int(np.prod(n[i + 1:], dtype=np.int64)) for i in range(len(n))]
+                   for n in sizes]
+        starts = np.cumsum([0] + [c.numel() for c in comps])[:-1]
+        ndim = comps[0].ndim if comps else 0
+        buffer = (np.concatenate([np.asarray(_host_array("/".join(path), c)).reshape(-1)
+                                  for c in comps]) if comps else np.zeros(0, np.float32))
+        self.write_global("torch._utils", "_rebuild_nested_tensor")
+        self.out += pickle.MARK
+        where = "/".join(path) or "the object"
+        from .tensor import Tensor
+
+        self.write_tensor(Tensor(buffer, requires_grad=value.requires_grad), where)
+        for table in (sizes, strides):
+            self.write_tensor(np.array(table, dtype=np.int64).reshape(len(comps), ndim), where)
+        self.write_tensor(np.asarray(starts, dtype=np.int64), where)
+        self.out += pickle.TUPLE + pickle.REDUCE
+
     def write_storage_view(self, storage, key, shape, numel, where):
         """A rebuild function's first arguments: the storage by its persistent id ("storage",
         torch.<storage>, key, "cpu", numel), offset 0, the size and its C-contiguous strides in
@@ -584,7 +638,9 @@ class _TorchPickle:
         from .tensor import Tensor
 
         where = "/".join(path) or "the object"
-        if _is_quantized(value):
+        if getattr(value, "is_nested", False) is True:
+            self.write_nested(value, path)
+        elif _is_quantized(value):
             self.write_qtensor(value, where)
         elif _is_qdtype(value):  # torch.qint8 & co
             self.write_global("torch", value.name)
@@ -875,11 +931,41 @@ def _placed(t, device):
     return t.to(device) if device not in (None, "cpu") else t
 
 
+def _nested_from_parts(obj, device):
+    """A LoadedNested of a torch.save file as a minidl nested tensor (a leaf), its parts
+    checked as minidl's constructors check them."""
+    from .nested import NestedTensor, as_nested_tensor, nested_tensor_from_jagged
+    from .sparse import jagged
+    from .tensor import Tensor
+
+    try:
+        if obj.layout == "strided":
+            out = as_nested_tensor([_placed(Tensor(np.array(a)), device) for a in obj.parts])
+        else:
+            values, offsets, lengths = (None if a is None else _placed(Tensor(np.array(a)),
+                                                                        device)
+                                        for a in obj.parts)
+            out = nested_tensor_from_jagged(values, offsets, lengths,
+                                            jagged_dim=obj.ragged_idx)
+            if out.layout is not jagged:
+                raise ValueError("not a jagged nested tensor")
+    except (RuntimeError, TypeError, IndexError) as exc:
+        raise ValueError(f"a nested tensor whose parts do not fit together: {exc}") from None
+    if obj.requires_grad:
+        out.requires_grad_(True)
+    assert isinstance(out, NestedTensor)
+    return out
+
+
 def _torch_tensors(obj, device):
     """A torch.save file's structure as convert.read_torch_file gives it, with each array
     (each tensor in the file) made a Tensor on ``device``."""
     from .tensor import Tensor
-    from .torch_file import LoadedCompressed, LoadedQTensor, LoadedSparse, LoadedTensor, _DType
+    from .torch_file import (LoadedCompressed, LoadedNested, LoadedQTensor, LoadedSparse,
+                             LoadedTensor, _DType)
+
+    if isinstance(obj, LoadedNested):
+        return _nested_from_parts(obj, device)
 
     if isinstance(obj, LoadedQTensor):  # quantized tensors live on the host
         from .ao.quantization.qtensor import qtensor_from_parts
@@ -926,6 +1012,24 @@ class _Reader:
             array = array.view(as_dtype(node["dtype"]))
         return array
 
+    def _nested(self, part):
+        from .nested import NestedTensor
+
+        tensors = ([part["values"], part["offsets"]] + ([part["lengths"]] if part["lengths"]
+                                                         else []) if part["layout"] == "jagged"
+                   else list(part["components"]))
+        if not all(isinstance(t, dict) and "tensor" in t for t in tensors):
+            raise ValueError("a nested tensor whose parts are not tensors")
+        leaf = bool(part.get("leaf"))
+        if part["layout"] == "strided":
+            return NestedTensor(components=[self.node(c) for c in tensors], leaf=leaf)
+        if part["layout"] != "jagged":
+            raise ValueError(f"a nested tensor of unknown layout {part['layout']!r}")
+        values, offsets = self.node(part["values"]), self.node(part["offsets"])
+        lengths = None if part["lengths"] is None else self.node(part["lengths"])
+        return NestedTensor(values=values, offsets=offsets, lengths=lengths,
+                            ragged_idx=int(part["ragged_idx"]), leaf=leaf)
+
     def node(self, node):
         if "value" in node:
             return node["value"]
@@ -937,6 +1041,8 @@ class _Reader:
 
             t = Tensor(self._array(node["tensor"], node), requires_grad=bool(node.get("requires_grad")))
             return _placed(t, self.device)
+        if "nested" in node:
+            return self._nested(node["nested"])
         if "qtensor" in node:
             from .ao.quantization.qtensor import qtensor_from_parts
 

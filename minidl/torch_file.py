@@ -391,6 +391,76 @@ def _rebuild_from_type_v2(func, _new_type, args, _state):  # tensor subclasses: 
     return func(*args)
 
 
+class LoadedNested(NamedTuple):
+    """A nested tensor of the file (``read(..., tensors=True)``): "jagged" with parts (values,
+    offsets, lengths or None), its ragged dim and requires_grad, or "strided" with parts (the
+    components); checked where it becomes a minidl nested tensor."""
+    layout: str
+    parts: tuple
+    ragged_idx: int
+    requires_grad: bool
+
+
+class _NestedMarker(NamedTuple):
+    """torch.nested's NestedTensor class or its _rebuild_njt, as _rebuild_from_type_v2's
+    arguments."""
+    name: str
+
+
+class _Ignored:
+    """torch._dynamo's dim markers on a saved jagged tensor's parts: read and dropped."""
+
+    def __setstate__(self, state):
+        pass
+
+
+def _kept_array(t, what):
+    if not isinstance(t, LoadedTensor):
+        raise pickle.UnpicklingError(f"nested tensor: {what} must be a tensor, got {type(t)}")
+    return t.array
+
+
+def _rebuild_from_type_kept(func, new_type, args, _state):
+    """torch._tensor._rebuild_from_type_v2 for ``read(..., tensors=True)``: torch.nested's
+    jagged NestedTensor (``_rebuild_njt(kwargs)``) becomes a LoadedNested; any other subclass
+    keeps its plain data, its Python attributes (``_state``) dropped."""
+    if new_type != _NestedMarker("NestedTensor"):
+        if isinstance(func, _NestedMarker):
+            raise pickle.UnpicklingError("_rebuild_njt: expected the NestedTensor class")
+        return func(*args)
+    if func != _NestedMarker("_rebuild_njt") or not isinstance(args, tuple) or len(args) != 1 \
+            or not isinstance(args[0], dict):
+        raise pickle.UnpicklingError("a jagged NestedTensor must be rebuilt by _rebuild_njt("
+                                     "constructor kwargs)")
+    kw = args[0]
+    lengths = kw.get("lengths")
+    ragged_idx = kw.get("_ragged_idx", 1)
+    if isinstance(ragged_idx, bool) or not isinstance(ragged_idx, int):
+        raise pickle.UnpicklingError("a jagged NestedTensor's _ragged_idx must be an int")
+    parts = (_kept_array(kw.get("values"), "values"), _kept_array(kw.get("offsets"), "offsets"),
+             None if lengths is None else _kept_array(lengths, "lengths"))
+    return LoadedNested("jagged", parts, ragged_idx, kw.get("requires_grad") is True)
+
+
+def _rebuild_nested_kept(buffer, sizes, strides, offsets):
+    """torch._utils._rebuild_nested_tensor(buffer, sizes, strides, storage_offsets): the
+    strided layout's components, each a strided view of the flat buffer, copied."""
+    buf = _kept_array(buffer, "the buffer")
+    sizes, strides, offsets = (_kept_array(t, w) for t, w in ((sizes, "sizes"),
+                                                               (strides, "strides"),
+                                                               (offsets, "storage offsets")))
+    if sizes.ndim != 2 or strides.shape != sizes.shape or offsets.shape != sizes.shape[:1] \
+            or buf.ndim != 1 or sizes.dtype.kind not in "iu" or strides.dtype.kind not in "iu" \
+            or offsets.dtype.kind not in "iu":
+        raise pickle.UnpicklingError("_rebuild_nested_tensor: expected a flat buffer, (B, ndim) "
+                                     "integer sizes and strides and B storage offsets")
+    flat = np.ascontiguousarray(buf)
+    comps = tuple(_strided_copy((flat, "nested"), int(o), tuple(int(v) for v in n),
+                                tuple(int(v) for v in st))[0]
+                  for n, st, o in zip(sizes, strides, offsets))
+    return LoadedNested("strided", comps, 1, buffer.requires_grad)
+
+
 def _allowed_globals(tensors=False):
     """Fresh objects for each load: BUILD can set attributes, even __defaults__, on a function
     that find_class returned, and nothing one file does may carry over to the next.
@@ -407,7 +477,15 @@ def _allowed_globals(tensors=False):
             ("torch._utils", "_rebuild_sparse_tensor"): fresh(_rebuild_sparse_kept),
             ("torch.serialization", "_get_layout"): fresh(_get_layout),
             ("torch", "Size"): fresh(_rebuild_size),
-            ("torch._utils", "_rebuild_qtensor"): fresh(_rebuild_qtensor_kept)} | {
+            ("torch._utils", "_rebuild_qtensor"): fresh(_rebuild_qtensor_kept),
+            ("torch._tensor", "_rebuild_from_type_v2"): fresh(_rebuild_from_type_kept),
+            ("torch._utils", "_rebuild_nested_tensor"): fresh(_rebuild_nested_kept),
+            ("torch.nested._internal.nested_tensor", "_rebuild_njt"): _NestedMarker(
+                "_rebuild_njt"),
+            ("torch.nested._internal.nested_tensor", "NestedTensor"): _NestedMarker(
+                "NestedTensor"),
+            ("__builtin__", "set"): set,  # torch's dim markers on a jagged tensor's parts
+            ("torch._dynamo.decorators", "_DimRange"): type("_DimRange", (_Ignored,), {})} | {
             ("torch", name): _Storage(name, code)
             for name, (code, _) in _QUANTIZED_STORAGES.items()} | {
             ("torch", dtype): _DType(dtype, code) for code, dtype in _QUANTIZED_STORAGES.values()

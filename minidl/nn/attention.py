@@ -443,7 +443,8 @@ class MultiheadAttention(Module):
                 attn_mask=None, average_attn_weights=True, is_causal=False):
         if getattr(query, "is_nested", False) is True:  # minidl.nested: torch's fast path only
             return query._nested_op("multi_head_attention", self, query, key, value,
-                                    key_padding_mask, need_weights, attn_mask)
+                                    key_padding_mask, need_weights, attn_mask,
+                                    average_attn_weights=average_attn_weights)
         name = "MultiheadAttention"
         for what, t in (("query", query), ("key", key), ("value", value)):
             _check_tensor(name, what, t)
