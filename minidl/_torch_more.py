@@ -73,6 +73,27 @@ def binomial(count, prob, generator=None):
     return Tensor(draws, device=count.device)
 
 
+def _standard_gamma(input, generator=None):
+    """Gamma(input, 1) draws, torch's sampler and numbers (float32/float64); differentiable
+    in ``input`` by the implicit gradient, as torch's."""
+    from .distributions._special import StandardGamma
+
+    _float_rates("_standard_gamma", input)
+    gen = backend.generator_of(generator, input.device, "_standard_gamma")
+    return StandardGamma.apply(input, generator=gen)
+
+
+def _sample_dirichlet(input, generator=None):
+    """Dirichlet(input) draws on the last dimension, torch's sampler and numbers (not
+    differentiable, as torch's)."""
+    _float_rates("_sample_dirichlet", input)
+    if input.ndim == 0:
+        raise ValueError("_sample_dirichlet: expected a tensor of at least 1 dimension "
+                         "(concentrations on the last one), got a 0-d one")
+    gen = backend.generator_of(generator, input.device, "_sample_dirichlet")
+    return Tensor(torch_random.dirichlet(gen, input.numpy()), device=input.device)
+
+
 # ---- randomized low-rank SVD and PCA --------------------------------------------------------
 def _approximate_basis(A, q, niter, M):
     """An orthonormal (.., m, q) basis Q whose span holds most of A's range: A applied to a
@@ -277,7 +298,7 @@ def install(namespace):
 
         namespace["GradScaler"] = GradScaler
     added = []
-    for name in ("poisson", "binomial", "svd_lowrank", "pca_lowrank", "dtype",
+    for name in ("poisson", "binomial", "_standard_gamma", "_sample_dirichlet", "svd_lowrank", "pca_lowrank", "dtype",
                  "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage") + \
             LEGACY_NAMES:
         if name not in namespace or name == "GradScaler":

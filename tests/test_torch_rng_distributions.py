@@ -61,6 +61,11 @@ CASES = {
     "RelaxedOneHotCategorical": (
         lambda D, T: D.RelaxedOneHotCategorical(T([0.5]), probs=T([0.3, 0.5, 0.2])), 4, 4),
     "MultivariateNormal": (lambda D, T: D.MultivariateNormal(T(A[:3]), T(COV)), 8, 8),
+    "LKJCholesky": (lambda D, T: D.LKJCholesky(3, T(1.5)), 4, 4),
+    "LogisticNormal": (lambda D, T: D.LogisticNormal(T(A), T(B)), 4, 4),
+    "ContinuousBernoulli": (lambda D, T: D.ContinuousBernoulli(T(P)), 4, 4),
+    "GeneralizedPareto": (lambda D, T: D.GeneralizedPareto(T(A), T(B), T([0.2, -0.1, 0.0, 0.5])),
+                          4, 4),
 }
 
 
@@ -107,7 +112,8 @@ def test_sample_is_torchs(name, dtype, seed, shape):
 
 
 RSAMPLED = sorted(n for n in CASES if n not in (
-    "Geometric", "Binomial", "NegativeBinomial", "Multinomial", "Poisson", "VonMises"))
+    "Geometric", "Binomial", "NegativeBinomial", "Multinomial", "Poisson", "VonMises",
+    "LKJCholesky"))
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -173,3 +179,35 @@ def test_gamma_rsample_gradient_is_torchs(dtype):
     np.testing.assert_allclose(cm.grad.numpy(), ct.grad.numpy(), rtol=1e-4)
     tol = 1e-12 if dtype == "float64" else 1e-6
     np.testing.assert_allclose(rm.grad.numpy(), rt.grad.numpy(), rtol=tol)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_standard_gamma_and_sample_dirichlet_are_torchs(seed, dtype):
+    alpha = np.array([[0.3, 1.0, 2.5, 1e-3], [7.0, 0.05, 1.2, 40.0]], dtype=dtype)
+    torch.manual_seed(seed)
+    g_t = torch._standard_gamma(torch.tensor(alpha))
+    d_t = torch._sample_dirichlet(torch.tensor(alpha))
+    state = torch.get_rng_state().numpy()
+    minidl.manual_seed(seed)
+    g_m = minidl._standard_gamma(minidl.tensor(alpha, dtype=getattr(minidl, dtype)))
+    d_m = minidl._sample_dirichlet(minidl.tensor(alpha, dtype=getattr(minidl, dtype)))
+    np.testing.assert_array_equal(g_m.numpy(), g_t.numpy())
+    np.testing.assert_array_equal(d_m.numpy(), d_t.numpy())
+    np.testing.assert_array_equal(minidl.get_rng_state().numpy(), state)
+
+
+def test_standard_gamma_takes_a_generator():
+    mine, theirs = minidl.Generator(), torch.Generator()
+    mine.manual_seed(4)
+    theirs.manual_seed(4)
+    alpha = np.array([0.5, 2.0, 9.0])
+    np.testing.assert_array_equal(
+        minidl._standard_gamma(minidl.tensor(alpha, dtype=minidl.float64), generator=mine).numpy(),
+        torch._standard_gamma(torch.tensor(alpha), generator=theirs).numpy())
+    np.testing.assert_array_equal(mine.get_state().numpy(), theirs.get_state().numpy())
+
+
+def test_sample_dirichlet_refuses_a_0d_tensor():
+    with pytest.raises(ValueError, match="0-d"):
+        minidl._sample_dirichlet(minidl.tensor(1.0))
