@@ -62,6 +62,8 @@ CASES = {
         lambda D, T: D.RelaxedOneHotCategorical(T([0.5]), probs=T([0.3, 0.5, 0.2])), 4, 4),
     "MultivariateNormal": (lambda D, T: D.MultivariateNormal(T(A[:3]), T(COV)), 8, 8),
     "LKJCholesky": (lambda D, T: D.LKJCholesky(3, T(1.5)), 4, 4),
+    # torch redraws every positive-definite sample once more (its check is un-negated)
+    "Wishart": (lambda D, T: D.Wishart(T([4.0, 7.5]), T(COV)), 8, 8),
     "LogisticNormal": (lambda D, T: D.LogisticNormal(T(A), T(B)), 4, 4),
     "ContinuousBernoulli": (lambda D, T: D.ContinuousBernoulli(T(P)), 4, 4),
     "GeneralizedPareto": (lambda D, T: D.GeneralizedPareto(T(A), T(B), T([0.2, -0.1, 0.0, 0.5])),
