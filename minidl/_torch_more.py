@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import backend
-from .backend import generator_rng, get_array_module, torch_random
+from .backend import get_array_module, torch_random
 from .backend.dtypes import is_floating
 from .tensor import Function, Tensor
 
@@ -62,13 +62,36 @@ def binomial(count, prob, generator=None):
     except ValueError:
         raise ValueError(f"binomial: count (shape {count.shape}) and prob (shape {prob.shape}) "
                          "do not broadcast") from None
-    n = np.broadcast_to(np.floor(np.maximum(count.numpy(), 0)).astype(np.int64), shape)
-    p = np.broadcast_to(np.clip(prob.numpy().astype(np.float64), 0.0, 1.0), shape)
-    unknown = np.isnan(p)
-    rng = generator_rng(generator, count.device, "binomial")
-    draws = np.asarray(rng.binomial(n, np.where(unknown, 0.0, p))).astype(count.data.dtype)
-    draws[unknown] = np.nan  # a NaN probability draws NaN, as torch's
+    dtype = count.data.dtype
+    work = np.float64 if dtype == np.float64 else np.float32  # bfloat16/float16: in float
+    n = np.broadcast_to(count.numpy().astype(work), shape)
+    p = np.broadcast_to(prob.numpy().astype(work), shape)
+    gen = backend.generator_of(generator, count.device, "binomial")
+    # torch's sampler and numbers: a count <= 0 or a probability <= 0 draws 0, one >= 1 the
+    # count (as it is), a NaN probability NaN (none of them taking draws)
+    draws = torch_random.binomial(gen, n, p, work).astype(dtype)
     return Tensor(draws, device=count.device)
+
+
+def _standard_gamma(input, generator=None):
+    """Gamma(input, 1) draws, torch's sampler and numbers (float32/float64); differentiable
+    in ``input`` by the implicit gradient, as torch's."""
+    from .distributions._special import StandardGamma
+
+    _float_rates("_standard_gamma", input)
+    gen = backend.generator_of(generator, input.device, "_standard_gamma")
+    return StandardGamma.apply(input, generator=gen)
+
+
+def _sample_dirichlet(input, generator=None):
+    """Dirichlet(input) draws on the last dimension, torch's sampler and numbers (not
+    differentiable, as torch's)."""
+    _float_rates("_sample_dirichlet", input)
+    if input.ndim == 0:
+        raise ValueError("_sample_dirichlet: expected a tensor of at least 1 dimension "
+                         "(concentrations on the last one), got a 0-d one")
+    gen = backend.generator_of(generator, input.device, "_sample_dirichlet")
+    return Tensor(torch_random.dirichlet(gen, input.numpy()), device=input.device)
 
 
 # ---- randomized low-rank SVD and PCA --------------------------------------------------------
@@ -275,7 +298,7 @@ def install(namespace):
 
         namespace["GradScaler"] = GradScaler
     added = []
-    for name in ("poisson", "binomial", "svd_lowrank", "pca_lowrank", "dtype",
+    for name in ("poisson", "binomial", "_standard_gamma", "_sample_dirichlet", "svd_lowrank", "pca_lowrank", "dtype",
                  "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage") + \
             LEGACY_NAMES:
         if name not in namespace or name == "GradScaler":

@@ -527,3 +527,175 @@ def geometric(gen, n, p):
 def log_normal(gen, n, mean, std):
     """torch's ``log_normal_``: exp of its one-at-a-time normal(mean, std) (any size)."""
     return _libm(math.exp, normal(gen, n, np.float64, mean, std, contiguous=False))
+
+
+_THIRD_F = float(np.float32(1) / np.float32(3))  # torch's 1.0f / 3.0f
+_C0331_F = float(np.float32(0.0331))
+
+
+class _Normals:
+    """torch's one-at-a-time double normal (its cached second sample kept on ``gen``) over the
+    float64 uniforms of ``uni``."""
+
+    def __init__(self, gen, uni):
+        self.gen, self.uni = gen, uni
+
+    def __call__(self):
+        cached = self.gen._normal_double
+        if cached is not None:
+            self.gen._normal_double = None
+            return cached
+        u1 = self.uni()
+        u2 = self.uni()
+        radius = math.sqrt(-2.0 * math.log1p(-u2))
+        theta = 2.0 * math.pi * u1
+        self.gen._normal_double = radius * math.sin(theta)
+        return radius * math.cos(theta)
+
+
+def _sample_gamma(alpha, uni, nrm, single):
+    """torch's CPU Gamma(alpha, 1) sampler (Marsaglia-Tsang, boosted below 1) for one alpha,
+    in double; ``single``: alpha is a float32 value, its own arithmetic in float."""
+    scale = 1.0
+    if alpha < 1.0:
+        if alpha == 0.0:
+            return 0.0
+        if single:
+            power = float(np.float32(1) / np.float32(alpha))
+            alpha = float(np.float32(alpha) + np.float32(1))
+        else:
+            power = 1.0 / alpha
+            alpha = alpha + 1.0
+        scale *= math.pow(1.0 - uni(), power)
+    d = float(np.float32(alpha) - np.float32(_THIRD_F)) if single else alpha - _THIRD_F
+    c = 1.0 / math.sqrt(9.0 * d)
+    while True:
+        while True:
+            x = nrm()
+            y = 1.0 + c * x
+            if y > 0:
+                break
+        v = y * y * y
+        u = 1.0 - uni()
+        xx = x * x
+        if u < 1.0 - _C0331_F * xx * xx:
+            return scale * d * v
+        if math.log(u) < 0.5 * xx + d * (1.0 - v + math.log(v)):
+            return scale * d * v
+
+
+def standard_gamma(gen, alphas, dtype):
+    """torch's ``_standard_gamma`` draws for ``alphas`` (in order), as float64 values of the
+    ``dtype`` result (float32: its arithmetic on alpha in float, the draw rounded to float);
+    clamped below at the dtype's smallest normal number, as torch's."""
+    dtype = np.dtype(dtype)
+    single = dtype != np.float64
+    flat = np.asarray(alphas, dtype=dtype).ravel().tolist()
+    uni = _Uniforms(gen, 4 * len(flat))
+    nrm = _Normals(gen, uni)
+    try:
+        out = np.array([_sample_gamma(a, uni, nrm, single) for a in flat], dtype=np.float64)
+    finally:
+        uni.finish()
+    out = np.maximum(out.astype(dtype), np.finfo(dtype).tiny)
+    return out.reshape(np.shape(alphas))
+
+
+def dirichlet(gen, alphas):
+    """torch's ``_sample_dirichlet`` on the last axis of ``alphas`` (float32/float64): double
+    Gamma draws (alpha taken as double), each divided by its row's sum, cast and kept in
+    [smallest normal, the float below 1]."""
+    dtype = np.asarray(alphas).dtype
+    g = standard_gamma(gen, np.asarray(alphas, dtype=np.float64), np.float64)
+    total = g.sum(axis=-1, keepdims=True)
+    out = (g / total).astype(dtype)
+    return np.clip(out, np.finfo(dtype).tiny, np.nextafter(dtype.type(1), dtype.type(0)))
+
+
+_STIRLING_TAIL = (0.0810614667953272, 0.0413406959554092, 0.0276779256849983,
+                  0.02079067210376509, 0.0166446911898211, 0.0138761288230707,
+                  0.0118967099458917, 0.0104112652619720, 0.00925546218271273,
+                  0.00833056343336287)
+
+
+def _stirling_tail(k):
+    if k <= 9:
+        return _STIRLING_TAIL[int(k)]
+    kp1sq = (k + 1) * (k + 1)
+    return (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / kp1sq) / kp1sq) / (k + 1)
+
+
+def _btrs(count, prob, uni, f):
+    """Hoermann's BTRS as torch's CPU kernel (``f``: the parameters' own arithmetic)."""
+    stddev = math.sqrt(float(f(f(count * prob) * f(1 - prob))))
+    b = 1.15 + 2.53 * stddev
+    a = -0.0873 + 0.0248 * b + 0.01 * prob
+    c = float(f(count * prob)) + 0.5
+    v_r = 0.92 - 4.2 / b
+    r = float(f(prob / f(1 - prob)))
+    alpha = (2.83 + 5.1 / b) * stddev
+    m = math.floor(float(f(f(count + 1) * prob)))
+    while True:
+        u = uni() - 0.5
+        v = uni()
+        us = 0.5 - abs(u)
+        k = float(f(math.floor((2 * a / us + b) * u + c)))
+        if k < 0 or k > count:
+            continue
+        if us >= 0.07 and v <= v_r:
+            return k
+        v = math.log(v * alpha / (a / (us * us) + b))
+        km = float(f(f(count - k) + 1))
+        upper = ((m + 0.5) * math.log((m + 1) / (r * (count - m + 1)))
+                 + (count + 1) * math.log((count - m + 1) / km)
+                 + (k + 0.5) * math.log(r * km / (k + 1))
+                 + _stirling_tail(m) + _stirling_tail(count - m)
+                 - _stirling_tail(k) - _stirling_tail(float(f(count - k))))
+        if v <= upper:
+            return k
+
+
+def _binomial_inversion(count, prob, uni, f):
+    logprob = float(f(math.log1p(-prob)))
+    geom_sum, num = 0.0, 0.0
+    while True:
+        geom = math.ceil(math.log(uni()) / logprob)
+        geom_sum += geom
+        if geom_sum > count:
+            return num
+        num += 1
+
+
+def _sample_binomial(count, prob, uni, f):
+    """torch's CPU Binomial(count, prob) sampler for one pair (float64 uniforms from ``uni``):
+    BTRS where the mean (of the smaller side) is 10 or more, inversion below."""
+    if count <= 0.0 or prob <= 0.0:
+        return 0.0
+    if prob >= 1.0:
+        return count
+    if prob <= 0.5:
+        if f(count * prob) >= 10.0:
+            return _btrs(count, prob, uni, f)
+        return _binomial_inversion(count, prob, uni, f)
+    if prob > 0.5:
+        q = float(f(1.0 - prob))
+        if f(count * q) >= 10.0:
+            return float(f(count - _btrs(count, q, uni, f)))
+        return float(f(count - _binomial_inversion(count, q, uni, f)))
+    return math.nan
+
+
+def binomial(gen, counts, probs, dtype):
+    """torch's ``binomial`` draws (float64 values of ``dtype``) for the broadcast ``counts``
+    and ``probs``, in order (float32: the parameters' arithmetic in float, as torch's)."""
+    dtype = np.dtype(dtype)
+    f = np.float32 if dtype != np.float64 else float
+    counts, probs = np.broadcast_arrays(np.asarray(counts, dtype=dtype),
+                                        np.asarray(probs, dtype=dtype))
+    pairs = list(zip(counts.ravel().tolist(), probs.ravel().tolist()))
+    uni = _Uniforms(gen, 4 * len(pairs))
+    try:
+        out = np.array([_sample_binomial(n, p, uni, f) for n, p in pairs], dtype=np.float64)
+    finally:
+        uni.finish()
+    return out.astype(dtype).reshape(counts.shape)

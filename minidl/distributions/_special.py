@@ -62,14 +62,15 @@ class StandardGamma(Function):
     """Draws of Gamma(alpha, 1) from minidl's seeded generator; the gradient w.r.t. alpha is
     the implicit one (the sample moves with alpha at a fixed quantile), as torch's rsample."""
 
-    def forward(self, alpha):
-        from ..backend import rng
+    def forward(self, alpha, generator=None):
+        from ..backend import default_generator, torch_random
 
         xp = get_array_module(alpha)
         host = alpha if xp is np else xp.asnumpy(alpha)
-        draws = rng().standard_gamma(np.asarray(host, dtype=np.float64))
-        tiny = np.finfo(alpha.dtype).tiny  # torch clamps a draw that underflows to tiny
-        x = xp.asarray(np.maximum(draws, tiny).astype(alpha.dtype))
+        # torch's sampler and draws (a draw that underflows clamped to tiny, as torch's)
+        gen = default_generator if generator is None else generator
+        draws = torch_random.standard_gamma(gen, host, alpha.dtype)
+        x = xp.asarray(draws.astype(alpha.dtype))
         self.save_for_backward(x, alpha)
         return x
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import rng
+from ..backend import default_generator, torch_random
 from ..ops import minimum
 from ..tensor import Tensor
 from . import constraints
@@ -62,9 +62,11 @@ class Binomial(Distribution):
 
     def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        n = np.broadcast_to(self.total_count.detach().numpy(), shape).astype(np.int64)
-        p = np.broadcast_to(self.probs.detach().numpy().astype(np.float64), shape)
-        draws = rng().binomial(n, p).astype(self._param.dtype)
+        dtype = self._param.dtype
+        n = np.broadcast_to(self.total_count.detach().numpy().astype(dtype), shape)
+        p = np.broadcast_to(self.probs.detach().numpy().astype(dtype), shape)
+        # torch's: torch.binomial(total_count.expand, probs.expand), its sampler and numbers
+        draws = torch_random.binomial(default_generator, n, p, dtype)
         return Tensor(draws, device=self._param.device)
 
     def log_prob(self, value):

@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 
-from ..backend import rng
 from ..creation import full
-from ..tensor import Tensor
 from . import constraints
 from ._special import atan, log1p, tan
 from .distribution import Distribution
@@ -43,8 +40,8 @@ class Cauchy(Distribution):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        eps = rng().standard_cauchy(shape).astype(self.loc.dtype)
-        return self.loc + Tensor(np.asarray(eps), device=self.loc.device) * self.scale
+        eps = self.loc.detach().new_empty(shape).cauchy_()  # torch's draws
+        return self.loc + eps * self.scale
 
     def log_prob(self, value):
         if self._validate_args:

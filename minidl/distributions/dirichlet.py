@@ -66,9 +66,14 @@ class Dirichlet(ExponentialFamily):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        g = standard_gamma(self.concentration.expand(*shape))
-        tiny = float(np.finfo(g.dtype).tiny)
-        return (g / g.sum(-1, keepdim=True)).clamp(min=tiny, max=1 - float(np.finfo(g.dtype).eps))
+        dtype = self.concentration.dtype
+        # torch's _sample_dirichlet: Gamma draws in double (alpha as a double), normalised in
+        # double, cast, kept in [tiny, the float below 1]
+        g = standard_gamma(self.concentration.expand(*shape).double())
+        x = (g / g.sum(-1, keepdim=True)).to(dtype)
+        finfo = np.finfo(dtype)
+        top = float(np.nextafter(finfo.dtype.type(1), finfo.dtype.type(0)))
+        return x.clamp(min=float(finfo.tiny), max=top)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import get_array_module
 from ..tensor import Tensor
 from . import constraints
 from ..special import gammainc
@@ -46,7 +47,11 @@ class Gamma(ExponentialFamily):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        return standard_gamma(self.concentration.expand(*shape)) / self.rate.expand(*shape)
+        value = standard_gamma(self.concentration.expand(*shape)) / self.rate.expand(*shape)
+        # torch's value.detach().clamp_(min=tiny): the values only, the graph as it is
+        xp = get_array_module(value.data)
+        value.data[...] = xp.maximum(value.data, np.finfo(value.data.dtype).tiny)
+        return value
 
     def log_prob(self, value):
         # in rate's dtype (a number taken too), as torch's

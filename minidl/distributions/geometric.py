@@ -6,10 +6,8 @@ import numbers
 
 import numpy as np
 
-from ..backend import rng
 from ..functional import binary_cross_entropy_with_logits
 from ..ops import where
-from ..tensor import Tensor
 from . import constraints
 from ._special import log1p
 from .distribution import Distribution
@@ -70,13 +68,11 @@ class Geometric(Distribution):
 
     def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        p = np.broadcast_to(self.probs.detach().numpy().astype(np.float64), shape)
-        tiny = np.finfo(self.probs.dtype).tiny
-        u = np.maximum(rng().random(shape), tiny)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k = np.floor(np.log(u) / np.log1p(-p))
-        k = np.where(p == 1, 0.0, k)
-        return Tensor(k.astype(self.probs.dtype), device=self.probs.device)
+        probs = self.probs.detach()
+        tiny = float(np.finfo(probs.dtype).tiny)
+        u = probs.new_empty(shape).uniform_(tiny, 1)  # torch's recipe and draws
+        k = (u.log() / log1p(-probs)).floor()
+        return where(probs == 1, 0.0, k).to(probs.dtype)
 
     def log_prob(self, value):
         if self._validate_args:

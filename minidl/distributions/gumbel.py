@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..creation import rand
+from ..creation import full, rand
 from . import constraints
 from .distribution import Distribution
 from .utils import broadcast_all
@@ -45,8 +45,10 @@ class Gumbel(Distribution):
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         finfo = np.finfo(self.loc.dtype)
-        u = rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(
-            min=float(finfo.tiny), max=1 - float(finfo.eps))
+        # torch's: Uniform(tiny, 1 - eps) draws (low + rand * (high - low)), then the transforms
+        low = full((), float(finfo.tiny), dtype=self.loc.dtype, device=self.loc.device)
+        high = full((), 1 - float(finfo.eps), dtype=self.loc.dtype, device=self.loc.device)
+        u = low + rand(shape, dtype=self.loc.dtype, device=self.loc.device) * (high - low)
         return self.loc - self.scale * (-u.log()).log()
 
     def log_prob(self, value):

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..backend import get_array_module, rng
+from ..backend import get_array_module
 from ..tensor import Tensor
 from . import constraints
 from ._special import expm1, log1p
@@ -50,9 +50,9 @@ class Laplace(Distribution):
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         eps = float(np.finfo(self.loc.dtype).eps)
-        u = rng().uniform(eps - 1, 1, shape)  # open at -1: log1p(-|u|) stays finite
-        step = -np.sign(u) * np.log1p(-np.abs(u))
-        return self.loc + self.scale * Tensor(step.astype(self.loc.dtype), device=self.loc.device)
+        # torch's recipe and draws: uniform_ open at -1 (log1p(-|u|) stays finite)
+        u = self.loc.detach().new_empty(shape).uniform_(eps - 1, 1)
+        return self.loc - self.scale * _sign(u) * log1p(-u.abs())
 
     def log_prob(self, value):
         if self._validate_args:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from ..backend import rng
 from ..ops import where
 from ..tensor import Tensor
 from . import constraints
@@ -86,10 +85,13 @@ class Multinomial(Distribution):
                 + weights.sum(0).sum(-1))
 
     def sample(self, sample_shape=()):
-        shape = self._extended_shape(sample_shape)
-        p = self.probs.detach().numpy().astype(np.float64)
-        p = np.broadcast_to(p / p.sum(-1, keepdims=True), shape)
-        counts = rng().multinomial(self.total_count, p)
+        # torch's: total_count Categorical draws (its numbers), counted per category
+        sample_shape = tuple(sample_shape)
+        draws = self._categorical.sample((self.total_count,) + sample_shape).numpy()
+        draws = np.moveaxis(draws, 0, -1)
+        k = self._categorical._num_events
+        counts = (draws[..., None] == np.arange(k)).sum(-2)
+        counts = counts.reshape(self._extended_shape(sample_shape))
         return Tensor(counts.astype(self.probs.dtype), device=self.probs.device)
 
     def log_prob(self, value):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backend import rng
+from ..backend import default_generator, torch_random
 from ..ops import where
 from ..tensor import Tensor
 from . import constraints
@@ -58,11 +58,14 @@ class NegativeBinomial(Distribution):
 
     def sample(self, sample_shape=()):
         """Gamma(total_count, odds) rates, then Poisson counts, in the parameters' dtype."""
-        shape = self._extended_shape(sample_shape)
-        n = np.broadcast_to(self.total_count.detach().numpy().astype(np.float64), shape)
-        odds = np.broadcast_to(np.exp(self.logits.detach().numpy().astype(np.float64)), shape)
-        rate = rng().standard_gamma(n) * odds
-        return Tensor(rng().poisson(rate).astype(self._param.dtype), device=self._param.device)
+        from .gamma import Gamma
+
+        # torch's: Gamma(total_count, exp(-logits)) draws, then torch.poisson's (its numbers)
+        gamma = Gamma(self.total_count.detach(), (-self.logits.detach()).exp(),
+                      validate_args=False)
+        rate = gamma.sample(sample_shape).numpy()
+        draws = torch_random.poisson(default_generator, rate.astype(np.float64))
+        return Tensor(draws.astype(self._param.dtype), device=self._param.device)
 
     def log_prob(self, value):
         if self._validate_args:

@@ -2,10 +2,7 @@
 scale e^E with E from Exponential(alpha)."""
 from __future__ import annotations
 
-import numpy as np
 
-from ..backend import rng
-from ..tensor import Tensor
 from . import constraints
 from ._special import expm1, log1p
 from .distribution import Distribution
@@ -43,8 +40,8 @@ class Pareto(Distribution):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        e = rng().standard_exponential(shape).astype(self.scale.dtype)
-        e = Tensor(np.asarray(e), device=self.scale.device)
+        # torch's: Exponential(alpha) draws (exponential_() / alpha), exp, times scale
+        e = self.alpha.detach().new_empty(shape).exponential_()
         return self.scale * (e / self.alpha).exp()
 
     def log_prob(self, value):

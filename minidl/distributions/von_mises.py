@@ -20,8 +20,10 @@ def _log_i0(k):
     return i0e(k).log() + k
 
 
-def _best_fisher(kappa, rng):
-    """Draws of VonMises(0, kappa) for a float64 array kappa (one per entry)."""
+def _best_fisher(kappa, draw):
+    """Draws of VonMises(0, kappa) for a float64 array kappa (one per entry); ``draw(shape)``
+    gives float64 uniforms. torch's rounds: three uniforms per entry each round, every entry
+    accepted in a round (done or not) taking that round's value."""
     tau = 1 + np.sqrt(1 + 4 * kappa * kappa)
     with np.errstate(divide="ignore", invalid="ignore"):
         rho = (tau - np.sqrt(2 * tau)) / (2 * kappa)
@@ -29,12 +31,12 @@ def _best_fisher(kappa, rng):
     out = np.zeros(kappa.shape)
     todo = np.ones(kappa.shape, bool)
     while todo.any():
-        u1, u2, u3 = rng.random((3,) + kappa.shape)
+        u1, u2, u3 = draw((3,) + kappa.shape)
         z = np.cos(math.pi * u1)
         with np.errstate(divide="ignore", invalid="ignore"):
             f = (1 + r * z) / (r + z)
             c = kappa * (r - f)
-            accept = todo & ((c * (2 - c) - u2 > 0) | (np.log(c / u2) + 1 - c >= 0))
+            accept = (c * (2 - c) - u2 > 0) | (np.log(c / u2) + 1 - c >= 0)
         out = np.where(accept, np.sign(u3 - 0.5) * np.arccos(np.clip(f, -1, 1)), out)
         todo &= ~accept
     return out
@@ -59,12 +61,16 @@ class VonMises(Distribution):
         return k * (value - self.loc).cos() - math.log(2 * math.pi) - _log_i0(k)
 
     def sample(self, sample_shape=()):
-        from ..backend import rng
+        from ..backend import default_generator, torch_random
 
         shape = self._extended_shape(sample_shape)
         kappa = np.broadcast_to(self.concentration.numpy().astype(np.float64), shape)
         loc = np.broadcast_to(self.loc.numpy().astype(np.float64), shape)
-        x = _best_fisher(np.array(kappa), rng())
+        def draw(shape):  # torch's rand(shape, dtype=float64)
+            n = int(np.prod(shape, dtype=np.int64))
+            return torch_random.uniform(default_generator, n, np.float64).reshape(shape)
+
+        x = _best_fisher(np.array(kappa), draw)
         x = np.mod(x + math.pi + loc, 2 * math.pi) - math.pi
         xp = get_array_module(self.loc.data)
         data = np.asarray(x).astype(self.loc.dtype)

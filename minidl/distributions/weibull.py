@@ -2,10 +2,7 @@
 rsample is s E^(1/k), E a standard exponential."""
 from __future__ import annotations
 
-import numpy as np
 
-from ..backend import rng
-from ..tensor import Tensor
 from . import constraints
 from ._special import expm1, lgamma, log1p
 from .distribution import Distribution
@@ -41,8 +38,7 @@ class Weibull(Distribution):
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
-        e = rng().standard_exponential(shape).astype(self.scale.dtype)
-        e = Tensor(np.asarray(e), device=self.scale.device)
+        e = self.scale.detach().new_empty(shape).exponential_()  # torch's draws
         return self.scale * e ** (1 / self.concentration)
 
     def log_prob(self, value):

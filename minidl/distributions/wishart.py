@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from ..creation import randn
-from ..ops import where
+from ..ops import stack, where
 from ..special import multigammaln
 from ..tensor import Tensor
 from . import constraints
@@ -139,24 +139,50 @@ class Wishart(ExponentialFamily):
     def _bartlett(self, sample_shape):
         eps = float(np.finfo(self.df.dtype).eps)
         noise = self._dist_chi2.rsample(sample_shape).sqrt().clamp(min=eps).diag_embed()
-        normal = randn(tuple(sample_shape) + self._batch_shape + self._event_shape,
-                       dtype=self.df.dtype, device=self.df.device).tril(-1)
-        low = self._unbroadcasted_scale_tril @ (noise + normal)
+        # torch's draws: randn for the p (p - 1) / 2 entries below the diagonal, row by row
+        p = self._event_shape[-1]
+        lead = tuple(sample_shape) + self._batch_shape
+        normal = randn(lead + (p * (p - 1) // 2,), dtype=self.df.dtype, device=self.df.device)
+        rows, cols = np.tril_indices(p, -1)
+        below = np.zeros(lead + (p, p), dtype=normal.data.dtype)
+        below[..., rows, cols] = normal.numpy()
+        low = self._unbroadcasted_scale_tril @ (noise + Tensor(below, device=self.df.device))
         return low @ low.mT
 
+    def _fails(self, sample, lead):
+        """Per sample (over ``lead`` dims): whether some batch entry is not positive-definite."""
+        bad = ~self.support.check(sample.detach()).numpy().astype(bool)
+        return bad.reshape(lead + (-1,)).any(-1) if self._batch_shape else bad.reshape(lead)
+
     def rsample(self, sample_shape=(), max_try_correction=None):
-        """A sample by Bartlett's decomposition; one that is not positive-definite (df near
-        p - 1) is drawn again, up to ``max_try_correction`` (10) times, as torch's."""
+        """A sample by Bartlett's decomposition, with torch 2.13's draws: torch tests the first
+        draws with the support's check un-negated, so every sample that *is* positive-definite
+        is drawn once more (those new ones that are not, again, up to ``max_try_correction``,
+        10, times), and a first one that is not is kept. The numbers follow that; the warning
+        is given only for a sample that is not positive-definite."""
         tries = 10 if max_try_correction is None else max_try_correction
-        sample = self._bartlett(sample_shape)
-        for k in range(tries):
-            good = self.support.check(sample.detach())
-            if bool(good.all()):
-                break
-            if k == 0:
+        shape = tuple(sample_shape)
+        sample = self._bartlett(shape)
+        n = int(np.prod(shape, dtype=np.int64))
+        redo = ~self._fails(sample, shape).reshape(n)
+        if self._fails(sample, shape).any():
+            warnings.warn("Singular sample detected.", stacklevel=2)
+        if not redo.any() or tries <= 0:
+            return sample
+        event = self._batch_shape + self._event_shape
+        rows = list(sample.reshape((n,) + event).unbind(0))
+        for _ in range(tries):
+            which = np.nonzero(redo)[0]
+            new = self._bartlett((which.size,))
+            for j, i in enumerate(which.tolist()):
+                rows[i] = new[j]
+            bad = self._fails(new, (which.size,))
+            if bad.any():
                 warnings.warn("Singular sample detected.", stacklevel=2)
-            sample = where(good.unsqueeze(-1).unsqueeze(-1), sample, self._bartlett(sample_shape))
-        return sample
+            redo[which] = bad
+            if not redo.any():
+                break
+        return stack(rows).reshape(shape + event)
 
     def log_prob(self, value):
         if self._validate_args:
