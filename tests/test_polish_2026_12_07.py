@@ -44,3 +44,39 @@ def test_like_factories_on_sparse_inputs():
     assert np.array_equal(f.to_dense().numpy(), 5 * (np.array(d) != 0).astype(np.float32))
     with pytest.raises(NotImplementedError, match="rand_like"):
         minidl.rand_like(csr)
+
+
+def _complex(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+
+
+def test_complex_logsumexp_gradcheck():
+    """logsumexp refused complex tensors ("not implemented for complex tensors"); torch 2.13
+    computes it (the largest real part subtracted) with the holomorphic gradient."""
+    from minidl.testing import gradcheck, gradgradcheck
+
+    x = minidl.tensor(_complex((3, 4)), dtype=minidl.complex128, requires_grad=True)
+    assert gradcheck(lambda a: minidl.logsumexp(a, 1), (x,))
+    assert gradgradcheck(lambda a: minidl.logsumexp(a, (0, 1), keepdim=True), (x,))
+    big = minidl.tensor(np.array([[1e3 + 1j, 1e3 + 2j, -1j]]), dtype=minidl.complex128)
+    assert np.isfinite(minidl.logsumexp(big, 1).numpy()).all()
+
+
+def test_complex_logsumexp_parity():
+    """Complex logsumexp (forward, backward, infinite parts) gives torch's numbers."""
+    torch = pytest.importorskip("torch")
+    z = np.concatenate([_complex((2, 3), 1), [[1e3 + 1j, 1e3 + 2j, -1j]]])
+    w = _complex((3,), 2)
+    t = torch.tensor(z, requires_grad=True)
+    m = minidl.tensor(z, dtype=minidl.complex128, requires_grad=True)
+    yt, ym = torch.logsumexp(t, 1), minidl.logsumexp(m, 1)
+    np.testing.assert_allclose(ym.numpy(), yt.detach().numpy(), rtol=1e-12)
+    (yt * torch.tensor(w)).real.sum().backward()
+    (ym * minidl.tensor(w, dtype=minidl.complex128)).real.sum().backward()
+    np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+    for row in ([np.inf + 1j, 1 + 0j], [-np.inf + 1j, -np.inf + 0j]):
+        a = np.array([row])
+        np.testing.assert_allclose(minidl.logsumexp(minidl.tensor(a), 1).numpy(),
+                                   torch.logsumexp(torch.tensor(a, dtype=torch.complex64),
+                                                   1).numpy())
