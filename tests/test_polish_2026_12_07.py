@@ -80,3 +80,32 @@ def test_complex_logsumexp_parity():
         np.testing.assert_allclose(minidl.logsumexp(minidl.tensor(a), 1).numpy(),
                                    torch.logsumexp(torch.tensor(a, dtype=torch.complex64),
                                                    1).numpy())
+
+
+@pytest.mark.parametrize("which", ["key_padding_mask", "attn_mask"])
+def test_attention_float_mask_of_another_dtype_than_the_query_is_refused(which):
+    """MultiheadAttention took a float64 key_padding_mask (or attn_mask) with a float32
+    query; torch refuses it (its baddbmm: "Input dtypes must be the same"), in the module, in
+    F.multi_head_attention_forward and (already) in F.scaled_dot_product_attention."""
+    import minidl.nn.functional as F
+
+    mha = minidl.nn.MultiheadAttention(4, 2)
+    q = minidl.randn(3, 2, 4)
+    bad = {"key_padding_mask": minidl.zeros(2, 3, dtype=minidl.float64),
+           "attn_mask": minidl.zeros(3, 3, dtype=minidl.float64)}[which]
+    with pytest.raises(RuntimeError, match=f"{which} must have the query's dtype"):
+        mha(q, q, q, **{which: bad})
+    mha.eval()
+    with minidl.no_grad(), pytest.raises(RuntimeError, match="float32.*got float64"):
+        mha(q, q, q, **{which: bad})
+    with pytest.raises(RuntimeError, match="multi_head_attention_forward: .*dtype"):
+        F.multi_head_attention_forward(
+            q, q, q, 4, 2, mha.in_proj_weight, mha.in_proj_bias, None, None, False, 0.0,
+            mha.out_proj.weight, mha.out_proj.bias, **{which: bad})
+    ok = {"key_padding_mask": minidl.zeros(2, 3), "attn_mask": minidl.zeros(3, 3)}[which]
+    assert mha(q, q, q, **{which: ok})[0].shape == (3, 2, 4)  # the query's dtype: fine
+    assert mha(q, q, q, **{which: ok > 0})[0].shape == (3, 2, 4)  # bool: fine
+    qs = minidl.randn(2, 2, 3, 4)
+    with pytest.raises(RuntimeError, match="attn_mask dtype"):
+        F.scaled_dot_product_attention(qs, qs, qs, attn_mask=minidl.zeros(3, 3,
+                                                                           dtype=minidl.float64))
