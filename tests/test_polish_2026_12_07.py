@@ -109,3 +109,22 @@ def test_attention_float_mask_of_another_dtype_than_the_query_is_refused(which):
     with pytest.raises(RuntimeError, match="attn_mask dtype"):
         F.scaled_dot_product_attention(qs, qs, qs, attn_mask=minidl.zeros(3, 3,
                                                                            dtype=minidl.float64))
+
+
+@pytest.mark.parametrize("pool, shape", [
+    (lambda: minidl.nn.MaxPool2d(2, return_indices=True), (1, 2, 4, 4)),
+    (lambda: minidl.nn.MaxPool2d(2, return_indices=True), (2, 4, 4)),
+    (lambda: minidl.nn.MaxPool1d(2, return_indices=True), (1, 2, 4)),
+    (lambda: minidl.nn.AdaptiveMaxPool2d(2, return_indices=True), (1, 2, 4, 4)),
+])
+def test_onnx_export_refuses_pool_indices_by_name(pool, shape, tmp_path):
+    """Exporting nn.MaxPool2d(return_indices=True) failed with "output 1 ... was not made by a
+    recorded op" (and unbatched input with a Reshape complaint) instead of the refusal by name
+    that docs/onnx.md promises."""
+    pytest.importorskip("onnx")
+    import minidl.onnx
+
+    with pytest.raises(minidl.onnx.UnsupportedOperatorError,
+                       match="not supported for return_indices=True"):
+        minidl.onnx.export(pool(), (minidl.randn(*shape),), str(tmp_path / "m.onnx"))
+    assert not (tmp_path / "m.onnx").exists()
