@@ -179,3 +179,62 @@ def test_adam_tensor_betas_parity():
         ot.step()
         om.step()
     np.testing.assert_allclose(pm.detach().numpy(), pt.detach().numpy(), rtol=1e-6, atol=1e-7)
+
+
+_CONV_CASES = [
+    ("conv1d", (2, 4, 7), (6, 2, 3), dict(stride=2, padding=1, groups=2)),
+    ("conv2d", (1, 2, 5, 5), (3, 2, 3, 3), dict(padding="same", dilation=2)),
+    ("conv3d", (2, 3, 4, 4), (2, 2, 2, 2, 2), {}),  # unbatched
+    ("conv_transpose1d", (1, 2, 5), (2, 3, 3), dict(stride=2)),
+    ("conv_transpose2d", (1, 2, 4, 4), (2, 3, 3, 3), dict(stride=2, padding=1,
+                                                          output_padding=1)),
+]
+
+
+def _conv_inputs(name, xs, ws, seed=3):
+    cout = ws[1] if "transpose" in name else ws[0]
+    return _complex(xs, seed), _complex(ws, seed + 1), _complex((cout,), seed + 2)
+
+
+@pytest.mark.parametrize("name, xs, ws, kw", _CONV_CASES)
+def test_complex_convolution_gradcheck(name, xs, ws, kw):
+    """F.conv1d/conv2d/conv3d on complex tensors raised "conv2d: not implemented for complex
+    tensors" (naming another function); torch 2.13 computes them (and conv_transpose*, whose
+    gradient was refused): three real convolutions, with gradients."""
+    from minidl.testing import gradcheck, gradgradcheck
+    import minidl.nn.functional as F
+
+    arrays = _conv_inputs(name, xs, ws)
+    x, w, b = (minidl.tensor(a, dtype=minidl.complex128, requires_grad=True) for a in arrays)
+    fn = getattr(F, name)
+    assert gradcheck(lambda x, w, b: fn(x, w, b, **kw), (x, w, b))
+    if name in ("conv1d", "conv_transpose1d"):
+        assert gradgradcheck(lambda x, w: fn(x, w, None, **kw), (x, w))
+
+
+@pytest.mark.parametrize("name, xs, ws, kw", _CONV_CASES)
+def test_complex_convolution_parity(name, xs, ws, kw):
+    """Complex convolutions give torch's outputs and gradients (complex128)."""
+    torch = pytest.importorskip("torch")
+    import minidl.nn.functional as F
+
+    arrays = _conv_inputs(name, xs, ws)
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ms = [minidl.tensor(a, dtype=minidl.complex128, requires_grad=True) for a in arrays]
+    yt = getattr(torch.nn.functional, name)(*ts, **kw)
+    ym = getattr(F, name)(*ms, **kw)
+    np.testing.assert_allclose(ym.numpy(), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    gy = _complex(tuple(yt.shape), 9)
+    (yt * torch.tensor(gy)).real.sum().backward()
+    (ym * minidl.tensor(gy, dtype=minidl.complex128)).real.sum().backward()
+    for t, m in zip(ts, ms):
+        np.testing.assert_allclose(m.grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_complex_convolution_refuses_a_real_weight_naming_the_function():
+    """A complex input with a real weight is refused (as torch's), naming conv1d."""
+    import minidl.nn.functional as F
+
+    x = minidl.tensor(_complex((1, 2, 5)), dtype=minidl.complex64)
+    with pytest.raises(TypeError, match="conv1d: dtypes differ"):
+        F.conv1d(x, minidl.randn(3, 2, 3))
