@@ -142,9 +142,54 @@ def full(size, fill_value, *, dtype=None, requires_grad=False, device=None):
                   device=device)
 
 
+def _sparse_like(name, input, fill_value, dtype, requires_grad, device):
+    """A ``*_like`` of a sparse ``input``, as torch's: zeros (and empty) give the layout with
+    no stored entries; a compressed layout keeps its pattern for ones/full (its values
+    filled); COO cannot be filled (torch has no fill_ for it) and random draws fit neither."""
+    from .backend.sparse import SparseCOO
+    from .backend.sparse_compressed import SparseCompressed
+
+    a = input.data
+    layout = str(input.layout)
+    if fill_value is None:  # rand_like & co
+        raise NotImplementedError(f"{name}: not supported for sparse tensors (layout "
+                                  f"{layout}); draw a dense tensor and convert it")
+    if device is not None and _device(device) != input.device:
+        raise NotImplementedError(f"{name}: device= is not supported for a sparse input "
+                                  f"(layout {layout}); use .to(device) on the result")
+    dtype = a.dtype if dtype is None else as_dtype(dtype)
+    if type(a) is SparseCOO:
+        if name not in ("zeros_like", "empty_like"):
+            raise NotImplementedError(f"{name}: not supported for sparse COO tensors (torch "
+                                      f"has no fill for them); use zeros_like, or "
+                                      f".to_dense() first")
+        xp = backend.get_array_module(a.values)
+        out = SparseCOO(xp.zeros((a.indices.shape[0], 0), dtype=a.indices.dtype),
+                        xp.zeros((0,) + tuple(a.values.shape[1:]), dtype=dtype), a.shape,
+                        coalesced=True)
+    else:
+        xp = backend.get_array_module(a.values)
+        if name == "zeros_like":  # no stored entries, as torch's
+            cut = (slice(None),) * a.batch_dim + (slice(0, 0),)
+            out = SparseCompressed(a.layout, xp.zeros_like(a.compressed), a.plain[cut].copy(),
+                                   a.values[cut].astype(dtype), a.shape)
+        else:
+            values = xp.full(a.values.shape, 0 if name == "empty_like" else fill_value,
+                             dtype=dtype)
+            out = SparseCompressed(a.layout, a.compressed.copy(), a.plain.copy(), values,
+                                   a.shape)
+    return Tensor(out, requires_grad=requires_grad)
+
+
+def _is_sparse(input):
+    return isinstance(input, Tensor) and str(input.layout) != "minidl.strided"
+
+
 def full_like(input, fill_value, *, dtype=None, requires_grad=False, device=None,
-                memory_format=None):
+                memory_format=None, _name="full_like"):
     """``full(input.shape, fill_value)`` in input's dtype and on its device unless given."""
+    if _is_sparse(input):
+        return _sparse_like(_name, input, fill_value, dtype, requires_grad, device)
     out = full(input.shape, fill_value, dtype=input.dtype if dtype is None else dtype,
                requires_grad=requires_grad, device=input.device if device is None else device)
     return _in_format(out, memory_format, input)
@@ -153,13 +198,13 @@ def full_like(input, fill_value, *, dtype=None, requires_grad=False, device=None
 def zeros_like(input, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
     return full_like(input, 0, dtype=dtype, requires_grad=requires_grad, device=device,
-                     memory_format=memory_format)
+                     memory_format=memory_format, _name="zeros_like")
 
 
 def ones_like(input, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
     return full_like(input, 1, dtype=dtype, requires_grad=requires_grad, device=device,
-                     memory_format=memory_format)
+                     memory_format=memory_format, _name="ones_like")
 
 
 def rand(*shape, size=None, generator=None, dtype=None, requires_grad=False, device=None):
@@ -274,11 +319,13 @@ def empty(*shape, size=None, dtype=None, requires_grad=False, device=None,
 
 def empty_like(input, *, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
-    return zeros_like(input, dtype=dtype, requires_grad=requires_grad, device=device,
-                      memory_format=memory_format)
+    return full_like(input, 0, dtype=dtype, requires_grad=requires_grad, device=device,
+                     memory_format=memory_format, _name="empty_like")
 
 
-def _like(input, dtype, device):
+def _like(input, dtype, device, name="rand_like"):
+    if _is_sparse(input):
+        _sparse_like(name, input, None, dtype, False, device)
     return (input.shape, input.dtype if dtype is None else as_dtype(dtype),
             input.device if device is None else device)
 
@@ -292,7 +339,7 @@ def rand_like(input, *, generator=None, dtype=None, requires_grad=False, device=
 
 def randn_like(input, *, generator=None, dtype=None, requires_grad=False, device=None,
                 memory_format=None):
-    shape, dtype, device = _like(input, dtype, device)
+    shape, dtype, device = _like(input, dtype, device, "randn_like")
     if not (is_floating(dtype) or dtype.kind == "c"):
         raise TypeError(f"randn_like: dtype must be a floating-point or complex type, got "
                         f"{dtype}")
@@ -306,7 +353,7 @@ def randint_like(input, low=0, high=None, *, generator=None, dtype=None, require
     """``randint(low, high, input.shape)`` in input's dtype; ``randint_like(x, high)`` too."""
     if high is None:
         low, high = 0, low
-    shape, dtype, device = _like(input, dtype, device)
+    shape, dtype, device = _like(input, dtype, device, "randint_like")
     out = randint(low, high, shape, generator=generator, dtype=dtype,
                   requires_grad=requires_grad, device=device)
     return _in_format(out, memory_format, input)

@@ -21,7 +21,8 @@ from .ops import (
     Abs, Cast, Compare, ComplexDtypeError, Conj, Exp, Fill, GetItem, Max, Sigmoid,
     UnsupportedDtypeError,
     _array_module,
-    _is_number, _operand, accumulation_dtype, clamp, constant, expand_reduced, keep_where,
+    _is_number, _operand, accumulation_dtype, clamp, conj_inputs, constant, expand_reduced,
+    keep_where,
     reduction_axes, refuse_bool, refuse_empty_reduction, result_type, where, wrap_dim,
 )
 from .ops import UnsignedKernelError, refuse_unsigned, sgn as _sgn, var as _var
@@ -452,14 +453,19 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
 
 class LogSumExp(Function):
     """``log(sum(exp(x)))`` over ``axes`` with the max subtracted (no overflow); all -inf gives
-    -inf, and +inf anywhere gives +inf."""
+    -inf, and +inf anywhere gives +inf. Complex: the largest real part is subtracted (the
+    imaginary part is then the principal log's, as torch's), and the gradient is
+    ``g * conj(softmax)``, the holomorphic convention."""
+
+    complex_grad = True
 
     def forward(self, a, axes, keepdim):
         xp = get_array_module(a)
         self.axes, self.keepdim = axes, keepdim
         wide = accumulation_dtype(a)
         aw = a if wide is None else a.astype(wide)
-        m = aw.max(axis=axes, keepdims=True) if aw.size else xp.zeros((1,) * aw.ndim, aw.dtype)
+        ar = aw.real if aw.dtype.kind == "c" else aw
+        m = ar.max(axis=axes, keepdims=True) if ar.size else xp.zeros((1,) * ar.ndim, ar.dtype)
         m = xp.where(xp.isfinite(m), m, 0)
         with np.errstate(divide="ignore"):
             y = xp.log(xp.exp(aw - m).sum(axis=axes, keepdims=True)) + m
@@ -473,17 +479,19 @@ class LogSumExp(Function):
         xp = get_array_module(g)
         gw = _keep(g, self.axes, self.keepdim, xp).astype(a.dtype, copy=False)
         with np.errstate(invalid="ignore"):
-            return (gw * xp.exp(a - y)).astype(g.dtype, copy=False)
+            d = xp.exp(a - y)
+            return (gw * (d.conj() if d.dtype.kind == "c" else d)).astype(g.dtype, copy=False)
 
     def graph_backward(self, g, out):
         x = self.inputs[0]
         spread = [expand_reduced(t, x.shape, self.axes, self.keepdim) for t in (g, out)]
-        return spread[0] * Exp.apply(x - spread[1])
+        return spread[0] * conj_inputs(g, Exp.apply(x - spread[1]))[0]
 
 
 def logsumexp(input, dim, keepdim=False):
     """``log(sum(exp(input)))`` over ``dim`` (an int or a tuple), computed stably."""
-    x = _float_input(input, "logsumexp")
+    complex_input = isinstance(input, autograd.Tensor) and input.data.dtype.kind == "c"
+    x = input if complex_input else _float_input(input, "logsumexp")
     return LogSumExp.apply(x, axes=_axes(dim, x.ndim, "logsumexp"), keepdim=bool(keepdim))
 
 

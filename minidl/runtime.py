@@ -14,7 +14,7 @@ from . import backend
 from .backend.compile_args import COMPILE_BACKENDS, COMPILE_MODES  # noqa: F401  (re-exported)
 from .backend.compile_args import check_compile_arguments
 from .backend.dtypes import as_dtype, category
-from .tensor import Tensor
+from .tensor import Size, Tensor  # noqa: F401  (Size is re-exported)
 
 __all__ = ["as_tensor", "seed", "initial_seed", "get_rng_state", "set_rng_state",
            "promote_types", "result_type", "can_cast", "Size", "get_num_threads",
@@ -138,24 +138,6 @@ def can_cast(from_, to):
     if b.kind == "b":
         return a.kind == "b"
     return category(a) <= category(b)
-
-
-class Size(tuple):
-    """A shape, as ``torch.Size``: a tuple of ints (``x.shape == minidl.Size([2, 3])``)."""
-
-    def __new__(cls, sizes=()):
-        sizes = tuple(sizes)
-        for s in sizes:
-            if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-                raise TypeError(f"Size: expected a sequence of ints, got an element of type "
-                                f"{type(s).__name__}")
-        return super().__new__(cls, (int(s) for s in sizes))
-
-    def numel(self):
-        return int(np.prod(self, dtype=np.int64))
-
-    def __repr__(self):
-        return f"minidl.Size({list(self)})"
 
 
 # ---- threads, printing, compile ---------------------------------------------------------------

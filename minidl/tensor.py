@@ -100,6 +100,24 @@ PRINT_OPTIONS = {"precision": 4, "threshold": 1000, "edgeitems": 3, "linewidth":
 _WARNED_FLOAT_OF_GRAD = False  # float() of a tensor that needs gradients: warned once
 
 
+class Size(tuple):
+    """A shape, as ``torch.Size``: a tuple of ints (``x.shape == minidl.Size([2, 3])``)."""
+
+    def __new__(cls, sizes=()):
+        sizes = tuple(sizes)
+        for s in sizes:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+                raise TypeError(f"Size: expected a sequence of ints, got an element of type "
+                                f"{type(s).__name__}")
+        return super().__new__(cls, (int(s) for s in sizes))
+
+    def numel(self):
+        return int(np.prod(self, dtype=np.int64))
+
+    def __repr__(self):
+        return f"minidl.Size({list(self)})"
+
+
 class Tensor:
     """An n-dimensional array that remembers how it was computed."""
 
@@ -175,7 +193,8 @@ class Tensor:
         return self._ctx is None
 
     def size(self, dim=None):
-        return self.shape if dim is None else self.shape[dim]
+        # torch.Size for size(); .shape stays the plain tuple (hot path, by design)
+        return tuple.__new__(Size, self.shape) if dim is None else self.shape[dim]
 
     def numel(self):
         return int(self.data.size)

@@ -240,6 +240,16 @@ def _additive_mask(name, mask, dtype, allowed_when):
     return mask if mask.dtype == dtype else mask.to(dtype=dtype)
 
 
+def _check_mask_dtype(name, what, mask, query_dtype):
+    """torch adds a float mask to the scores in the query's dtype without casting it, so a
+    float mask of another dtype is refused (autocast casts both, as torch's)."""
+    if mask.dtype != np.bool_ and mask.dtype != query_dtype and (
+            mask.dtype.kind == "f" or mask.dtype.kind == "V") and autocast_hook() is None:
+        raise AttentionArgumentError(
+            f"{name}: a float {what} must have the query's dtype ({query_dtype}), got "
+            f"{mask.dtype} (torch: input dtypes must be the same)")
+
+
 def _broadcastable(name, what, shape, target):
     try:
         if tuple(np.broadcast_shapes(tuple(shape), tuple(target))) != tuple(target):
@@ -545,12 +555,14 @@ def _multi_head_attention(name, query, key, value, num_heads, projections, in_pr
                 raise AttentionArgumentError(
                     f"{name}: the shape of the 2-D attn_mask is {tuple(attn_mask.shape)}, "
                     f"but should be {(L, S)}")
+            _check_mask_dtype(name, "attn_mask", attn_mask, query.dtype)
             mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
         elif attn_mask.ndim == 3:
             if tuple(attn_mask.shape) != (N * H, L, S):
                 raise AttentionArgumentError(
                     f"{name}: the shape of the 3-D attn_mask is {tuple(attn_mask.shape)}, "
                     f"but should be {(N * H, L, S)}")
+            _check_mask_dtype(name, "attn_mask", attn_mask, query.dtype)
             mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
             mask = mask.reshape(N, H, L, S)
         else:
@@ -599,6 +611,7 @@ def _multi_head_attention(name, query, key, value, num_heads, projections, in_pr
         if key_padding_mask is not None:
             key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
     if key_padding_mask is not None:
+        _check_mask_dtype(name, "key_padding_mask", key_padding_mask, query.dtype)
         padding = _additive_mask(name, key_padding_mask, dtype, allowed_when=False)
         padding = padding.reshape(N, 1, 1, S if packed else k.shape[2])
         mask = padding if mask is None else mask + padding

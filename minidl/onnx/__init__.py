@@ -554,11 +554,21 @@ def export(model, args=(), f=None, *, kwargs=None, input_names=None, output_name
     return None
 
 
+# the pools whose return_indices=True indices come from outside the recorded ops
+_INDEX_POOLS = ("minidl.nn._functional.pooling.MaxPoolWindows",
+                "minidl.nn._functional.pooling.AdaptiveMaxPool2d")
+
+
 def _keys(records, inputs, params, outs):
     """Each array's role as a key that is the same in two runs of the model: ("in", i),
     ("param", name), ("op", j) for op j's output, ("const", j, k) for an array op j got from
     outside the graph. Returns (per-record input keys, per-record keyword keys, output keys,
     {key: array})."""
+    for rec in records:  # pooling indices are made outside the ops: name the pool first
+        if _op_name(rec.cls) in _INDEX_POOLS and isinstance(rec.kwargs.get("keep"), list):
+            raise UnsupportedOperatorError(
+                f"Exporting the operator '{rec.cls.__name__}' ({_op_name(rec.cls)}) to ONNX is "
+                f"not supported for return_indices=True: it was called {_where(rec)}")
     known, arrays = {}, {}
     for i, t in enumerate(inputs):
         known[id(t.data)] = ("in", i)

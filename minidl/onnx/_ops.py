@@ -361,7 +361,7 @@ def _avg_pool2d(ctx):
 @_register(_POOL + "MaxPoolWindows")
 def _max_pool_windows(ctx):
     kw = ctx.kw
-    if getattr(ctx.rec.module, "return_indices", False):  # (the functional always passes keep)
+    if isinstance(ctx.rec.kwargs.get("keep"), list):  # keep: the indices were asked for
         raise Unsupported("return_indices=True")
     p = [int(v) for v in kw["padding"]]
     end = [int(v) + int(e) for v, e in zip(kw["padding"], kw["extra"])]

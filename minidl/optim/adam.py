@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ..backend import get_array_module
+from ..tensor import Tensor
 from .optimizer import (Optimizer, _check_betas, _check_finite, _check_flags, _check_non_negative,
                         _fused, _kernel_options, _lerp_)
 
@@ -28,13 +29,19 @@ class Adam(Optimizer):
 
     def _check_group(self, group):
         name = type(self).__name__
-        _check_finite(name, lr=group["lr"], eps=group["eps"], weight_decay=group["weight_decay"])
-        _check_betas(name, group["betas"])
-        if not all(isinstance(beta, float) for beta in group["betas"]):
-            # torch's Adam and AdamW (not its other Adam variants) refuse betas=(0, 0.99)
-            raise ValueError(f"{name}: betas must be either both floats or both Tensors, got "
-                             f"{group['betas']!r}")
-        _check_non_negative(name, group, ("lr", "eps", "weight_decay"))
+        betas = group["betas"]
+        lr = _scalar_tensor(name, "lr", group["lr"], group)
+        _check_finite(name, lr=lr, eps=group["eps"], weight_decay=group["weight_decay"])
+        if isinstance(betas, (tuple, list)) and len(betas) == 2:
+            if not (all(isinstance(beta, float) for beta in betas)
+                    or all(isinstance(beta, Tensor) for beta in betas)):
+                # torch's Adam and AdamW (not its other Adam variants) refuse betas=(0, 0.99)
+                raise ValueError(f"{name}: betas must be either both floats or both Tensors, "
+                                 f"got {betas!r}")
+            betas = tuple(_scalar_tensor(name, f"betas[{i}]", beta, group)
+                          for i, beta in enumerate(betas))
+        _check_betas(name, betas)
+        _check_non_negative(name, dict(group, lr=lr), ("lr", "eps", "weight_decay"))
         _check_flags(name, amsgrad=group.get("amsgrad", False),
                      maximize=group.get("maximize", False),
                      decoupled_weight_decay=group.get("decoupled_weight_decay", False))
@@ -42,8 +49,8 @@ class Adam(Optimizer):
     def _update(self, p, g, group, state):
         xp = get_array_module(p.data)
         g = g.astype(p.data.dtype, copy=False)
-        b1, b2 = group["betas"]
-        lr, wd, amsgrad = group["lr"], group["weight_decay"], group.get("amsgrad", False)
+        b1, b2 = (_value(beta) for beta in group["betas"])
+        lr, wd, amsgrad = _value(group["lr"]), group["weight_decay"], group.get("amsgrad", False)
         if not state:
             state["step"] = 0
             state["exp_avg"] = xp.zeros_like(p.data)
@@ -72,6 +79,24 @@ class Adam(Optimizer):
         denom /= c2
         denom += group["eps"]
         p.data -= step_size * (m / denom)
+
+
+def _scalar_tensor(name, key, value, group):
+    """torch's Adam and AdamW take lr and betas as 1-element Tensors (read at each step), but
+    not with foreach=True unless capturable (which minidl refuses): the value as a number."""
+    if not isinstance(value, Tensor):
+        return value
+    if group.get("foreach") and not group.get("capturable"):
+        raise ValueError(f"{name}: {key} as a Tensor is not supported for capturable=False and "
+                         f"foreach=True")
+    if value.numel() != 1:
+        raise ValueError(f"{name}: Tensor {key} must be 1-element, got shape "
+                         f"{tuple(value.shape)}")
+    return _value(value)
+
+
+def _value(value):
+    return float(value.data.reshape(-1)[0]) if isinstance(value, Tensor) else value
 
 
 class AdamW(Adam):

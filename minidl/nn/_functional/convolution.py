@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import functional as _F
 from ...backend import generic, get_array_module
+from ...complex_ops import complex as _complex
 from ...backend import kernels as generic_kernels
 from ...functional import (_check_dtypes, _cpu_low_precision, _needs_grad, _whole,
                            _no_samples_grads)
@@ -454,7 +455,27 @@ def _lift(t, dims, fill):
     return (fill,) + t if dims == 1 else t
 
 
+def _complex_conv(name, dims, input, weight, bias, *geometry):
+    """A complex convolution as three real ones (Gauss's trick): with x = a + ib and
+    w = c + id, x * w = (ac - bd) + i((a + b)(c + d) - ac - bd); the gradients flow through
+    the real and imaginary parts as recorded ops."""
+    _check_dtypes(name, input, weight, bias)  # (torch's: both complex, of one dtype)
+
+    def conv(x, w):
+        if "transpose" in name:
+            return _conv_transpose(name, dims, x, w, None, *geometry)
+        return _conv(name, dims, x, w, None, *geometry)
+
+    a, b, c, d = input.real, input.imag, weight.real, weight.imag
+    ac, bd = conv(a, c), conv(b, d)
+    y = _complex(ac - bd, conv(a + b, c + d) - ac - bd)
+    return y if bias is None else y + bias.reshape((-1,) + (1,) * dims)
+
+
 def _conv(name, dims, input, weight, bias, stride, padding, dilation, groups):
+    if isinstance(input, Tensor) and isinstance(weight, Tensor) and (
+            input.dtype.kind == "c" or weight.dtype.kind == "c"):
+        return _complex_conv(name, dims, input, weight, bias, stride, padding, dilation, groups)
     x, unbatched = _batched(name, input, dims)
     _check_weight(name, weight, bias, dims)
     groups = _check_groups(name, groups)
@@ -540,6 +561,10 @@ def conv3d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 def _conv_transpose(name, dims, input, weight, bias, stride, padding, output_padding, groups,
                     dilation):
+    if isinstance(input, Tensor) and isinstance(weight, Tensor) and (
+            input.dtype.kind == "c" or weight.dtype.kind == "c"):
+        return _complex_conv(name, dims, input, weight, bias, stride, padding, output_padding,
+                             groups, dilation)
     x, unbatched = _batched(name, input, dims)
     groups = _check_groups(name, groups)
     _check_weight(name, weight, bias, dims, out_channels_dim=1, groups=groups)

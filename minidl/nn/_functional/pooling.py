@@ -187,7 +187,7 @@ def _max_pool(name, dims, input, kernel_size, stride, padding, dilation, ceil_mo
         y = _F.max_pool2d(x2, kernel, stride, padding)  # the tuned kernels
         idx = None
     else:
-        keep = []
+        keep = [] if return_indices else None  # (a list: onnx.export sees indices asked)
         y = MaxPoolWindows.apply(x2, out_hw=_lift(out, dims, 1), extra=_lift(extra, dims, 0),
                                  keep=keep, **geom)
         idx = Tensor(keep[0].indices()) if return_indices else None
@@ -467,7 +467,7 @@ def _adaptive_max(name, dims, input, output_size, return_indices):
         xp = get_array_module(x2.data)
         idx = Tensor(xp.zeros(y.shape, dtype=np.int64)) if return_indices else None
     else:
-        keep = []
+        keep = [] if return_indices else None
         y = AdaptiveMaxPool2d.apply(x2, out_hw=_lift(out, dims, 1), keep=keep)
         idx = Tensor(keep[0].idx) if return_indices else None
     if dims == 1:
