@@ -486,26 +486,24 @@ class OpOverload:
                     raise RuntimeError(f"{self.qualname}() got multiple values for argument "
                                        f"'{arg.name}'")
                 value = args[i]
-            elif arg.name in kwargs:
-                value = kwargs[arg.name]
-            elif arg.has_default:
-                value = arg.default
             else:
-                raise RuntimeError(f"{self.qualname}() is missing value for argument "
-                                   f"'{arg.name}'. Declaration: {self._schema}")
+                value = self._keyword_value(arg, kwargs)
             _check_value(self, arg, value, i)
             values.append(value)
         for arg in kw_only:
-            if arg.name in kwargs:
-                value = kwargs[arg.name]
-            elif arg.has_default:
-                value = arg.default
-            else:
-                raise RuntimeError(f"{self.qualname}() is missing value for argument "
-                                   f"'{arg.name}'. Declaration: {self._schema}")
+            value = self._keyword_value(arg, kwargs)
             _check_value(self, arg, value, arg.name)
             kw_values[arg.name] = value
         return values, kw_values
+
+    def _keyword_value(self, arg, kwargs):
+        """``arg``'s value from the keywords, else its default; refused when it has neither."""
+        if arg.name in kwargs:
+            return kwargs[arg.name]
+        if arg.has_default:
+            return arg.default
+        raise RuntimeError(f"{self.qualname}() is missing value for argument '{arg.name}'. "
+                           f"Declaration: {self._schema}")
 
     # -- dispatch --
     def kernel_for(self, device):

@@ -885,6 +885,18 @@ def _binary(name, a, b, fn):
         return nt._map(lambda t: call(t, other))
     if other.ndim == 0:
         return nt._map(lambda t: call(t, other))
+    other, per_component = _check_dense_operand(name, nt, other, left)
+    if per_component:  # one slice of other per component
+        comps = [call(c, o) for c, o in zip(nt.unbind(), other.unbind(0))]
+        return _rebuild_like(nt, comps, nt._ragged_idx)
+    return nt._with_values(call(nt._values, other))
+
+
+def _check_dense_operand(name, nt, other, left=True):
+    """A dense tensor beside a nested one in a binary pointwise op, checked as torch does: it
+    broadcasts over the regular dims after the ragged one (returned as it is, squeezed of a
+    leading 1), or it is a (B, ..., 1, ...) tensor with one slice per component (returned with
+    ``True``). Strided nested tensors take no dense operand."""
     if not nt.is_jagged:
         sides = ("a nested self and non-nested other" if left
                  else "a non-nested self and nested other")
@@ -899,47 +911,29 @@ def _binary(name, a, b, fn):
     if other.ndim == nd:
         if other.shape[r] != 1 or other.shape[0] not in (1, nt._batch()):
             raise bad
-        if other.shape[0] == 1:
-            other = other.squeeze(0)
-        else:  # one slice of other per component
-            comps = [call(c, o) for c, o in zip(nt.unbind(), other.unbind(0))]
-            return _rebuild_like(nt, comps, r)
+        if other.shape[0] != 1:
+            return other, True
+        other = other.squeeze(0)
     pos = r - (nd - other.ndim)
     if pos >= 0 and other.shape[pos] != 1:
         raise bad
-    return nt._with_values(call(nt._values, other))
+    return other, False
 
 
 def _dense_for_values(name, nt, other):
     """A dense operand of an in-place op on a nested tensor, as one that broadcasts against its
     ``values``: the rules of ``_binary`` (over the regular dims after the ragged one, or one
     (B, ..., 1, ...) slice per component, gathered out to each component's tokens)."""
-    if not nt.is_jagged:
-        raise RuntimeError(f"Expected both self and other to be nested, but got a nested self "
-                           f"and non-nested other ({name} of a strided nested tensor takes a "
-                           f"nested tensor or a scalar, got a dense tensor of shape "
-                           f"{tuple(other.shape)})")
-    nd, r = nt.dim(), nt._ragged_idx
-    bad = RuntimeError(f"cannot call binary pointwise function {name} with inputs of shapes "
-                       f"{_shape_str(nt)} and {tuple(other.shape)}")
-    if other.ndim > nd:
-        raise bad
-    if other.ndim == nd:
-        if other.shape[r] != 1 or other.shape[0] not in (1, nt._batch()):
-            raise bad
-        if other.shape[0] == 1:
-            other = other.squeeze(0)
-        else:  # each token gets its component's slice
-            total = nt._values.shape[r - 1]
-            owner = np.zeros(total, dtype=np.int64)  # tokens in a gap: any slice
-            for b, (start, n) in enumerate(zip(nt._starts, nt._lens)):
-                owner[start:start + n] = b
-            picked = other.index_select(0, _tensor(owner, device=other.device)).squeeze(r)
-            return picked.movedim(0, r - 1)
-    pos = r - (nd - other.ndim)
-    if pos >= 0 and other.shape[pos] != 1:
-        raise bad
-    return other
+    other, per_component = _check_dense_operand(name, nt, other)
+    if not per_component:
+        return other
+    r = nt._ragged_idx  # each token gets its component's slice
+    total = nt._values.shape[r - 1]
+    owner = np.zeros(total, dtype=np.int64)  # tokens in a gap: any slice
+    for b, (start, n) in enumerate(zip(nt._starts, nt._lens)):
+        owner[start:start + n] = b
+    picked = other.index_select(0, _tensor(owner, device=other.device)).squeeze(r)
+    return picked.movedim(0, r - 1)
 
 
 def _where(condition, input, other):
