@@ -238,3 +238,30 @@ def test_complex_convolution_refuses_a_real_weight_naming_the_function():
     x = minidl.tensor(_complex((1, 2, 5)), dtype=minidl.complex64)
     with pytest.raises(TypeError, match="conv1d: dtypes differ"):
         F.conv1d(x, minidl.randn(3, 2, 3))
+
+
+def test_attention_mask_dtypes_follow_torch_where_the_masks_merge_or_weights_are_not_asked():
+    """The dtype check above was first made per mask, which refused what torch runs: a float32
+    attn_mask beside a bool key_padding_mask with a float64 query (torch adds the two masks,
+    which promotes to float64), and any float mask with need_weights=False (torch's attention
+    then takes it as it is). Each case as torch 2.13 answers it."""
+    mha = minidl.nn.MultiheadAttention(4, 2).double()
+    q = minidl.randn(3, 2, 4, dtype=minidl.float64)
+    am, kpm_f = minidl.zeros(3, 3), minidl.zeros(2, 3)
+    kpm_b = minidl.tensor([[False, False, True]] * 2)
+    runs = {"am": dict(attn_mask=am), "kpm": dict(key_padding_mask=kpm_f),
+            "am+kpm bool": dict(attn_mask=am, key_padding_mask=kpm_b),
+            "am+kpm f32": dict(attn_mask=am, key_padding_mask=kpm_f),
+            "am, no weights": dict(attn_mask=am, need_weights=False),
+            "am+kpm bool, no weights": dict(attn_mask=am, key_padding_mask=kpm_b,
+                                            need_weights=False)}
+    torch_answers = {"am": False, "kpm": False, "am+kpm bool": True, "am+kpm f32": False,
+                     "am, no weights": True, "am+kpm bool, no weights": True}
+    for case, kw in runs.items():
+        try:
+            mha(q, q, q, **kw)
+            ran = True
+        except RuntimeError as e:
+            assert "dtype" in str(e)
+            ran = False
+        assert ran == torch_answers[case], case

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from ..backend.dtypes import default_float
+from ..backend.dtypes import default_float, promote_types
 from .. import functional as F
 from ..backend import get_array_module
 from ..backend import rng as _rng
@@ -240,14 +240,26 @@ def _additive_mask(name, mask, dtype, allowed_when):
     return mask if mask.dtype == dtype else mask.to(dtype=dtype)
 
 
-def _check_mask_dtype(name, what, mask, query_dtype):
-    """torch adds a float mask to the scores in the query's dtype without casting it, so a
-    float mask of another dtype is refused (autocast casts both, as torch's)."""
-    if mask.dtype != np.bool_ and mask.dtype != query_dtype and (
-            mask.dtype.kind == "f" or mask.dtype.kind == "V") and autocast_hook() is None:
+def _check_mask_dtype(name, attn_mask, key_padding_mask, query_dtype):
+    """Where torch adds the float masks to the scores through baddbmm (weights asked for, or
+    the inference fast path), their merged dtype must be the query's: a bool mask counts as
+    the query's dtype and a sum of two float masks promotes (so a float32 attn_mask beside a
+    bool key_padding_mask is fine with a float64 query, alone it is refused, as torch's
+    "Input dtypes must be the same"). Autocast casts the masks, as torch's."""
+    if autocast_hook() is not None:
+        return
+    merged, what = None, None
+    for label, mask in (("attn_mask", attn_mask), ("key_padding_mask", key_padding_mask)):
+        if mask is None:
+            continue
+        dt = query_dtype if mask.dtype == np.bool_ else mask.dtype
+        if dt.kind != "f" and dt.kind != "V":
+            continue  # refused as a mask of the wrong kind where it is made additive
+        merged, what = (dt, label) if merged is None else (promote_types(merged, dt), "mask")
+    if merged is not None and merged != query_dtype:
         raise AttentionArgumentError(
             f"{name}: a float {what} must have the query's dtype ({query_dtype}), got "
-            f"{mask.dtype} (torch: input dtypes must be the same)")
+            f"{merged} (torch: input dtypes must be the same)")
 
 
 def _broadcastable(name, what, shape, target):
@@ -555,14 +567,12 @@ def _multi_head_attention(name, query, key, value, num_heads, projections, in_pr
                 raise AttentionArgumentError(
                     f"{name}: the shape of the 2-D attn_mask is {tuple(attn_mask.shape)}, "
                     f"but should be {(L, S)}")
-            _check_mask_dtype(name, "attn_mask", attn_mask, query.dtype)
             mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
         elif attn_mask.ndim == 3:
             if tuple(attn_mask.shape) != (N * H, L, S):
                 raise AttentionArgumentError(
                     f"{name}: the shape of the 3-D attn_mask is {tuple(attn_mask.shape)}, "
                     f"but should be {(N * H, L, S)}")
-            _check_mask_dtype(name, "attn_mask", attn_mask, query.dtype)
             mask = _additive_mask(name, attn_mask, dtype, allowed_when=False)
             mask = mask.reshape(N, H, L, S)
         else:
@@ -610,8 +620,9 @@ def _multi_head_attention(name, query, key, value, num_heads, projections, in_pr
             mask = F.pad(mask, (0, 1))
         if key_padding_mask is not None:
             key_padding_mask = F.pad(_as_float_padding(key_padding_mask, dtype), (0, 1))
+    if need_weights or fast:
+        _check_mask_dtype(name, attn_mask, key_padding_mask, query.dtype)
     if key_padding_mask is not None:
-        _check_mask_dtype(name, "key_padding_mask", key_padding_mask, query.dtype)
         padding = _additive_mask(name, key_padding_mask, dtype, allowed_when=False)
         padding = padding.reshape(N, 1, 1, S if packed else k.shape[2])
         mask = padding if mask is None else mask + padding
