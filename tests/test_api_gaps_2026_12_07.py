@@ -229,8 +229,12 @@ def _custom_op_script(T, ns):
     def plain(x: Tensor) -> Tensor:
         return x.clone()
 
-    for bad, err in [("nons", ValueError), ("a::b::c", ValueError), ("1a::b", RuntimeError),
-                     (f"{ns}::foo-bar", RuntimeError)]:
+    bad_names = [("nons", ValueError), ("a::b::c", ValueError), (f"{ns}::foo-bar", RuntimeError)]
+    if T.__name__ != "torch":
+        # torch refuses "1a::b" too, but only after registering part of it: its registry then
+        # breaks torch.compile's first use later in the process (inductor walks every op)
+        bad_names.append(("1a::b", RuntimeError))
+    for bad, err in bad_names:
         with pytest.raises(err):
             L.custom_op(bad, mutates_args=())(plain)
     with pytest.raises(ValueError, match="must have a type annotation"):
