@@ -72,13 +72,6 @@ def _tuple_shape(shape):
     return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
 
 
-def _complex_draws(draw, shape, dtype):
-    """Complex values whose real and imaginary parts are independent draws (``draw(size)``)."""
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    parts = draw(shape + (2,))
-    return parts[..., 0] + 1j * parts[..., 1]
-
-
 def _number(name, what, x, complex_too=False):
     """A Python number from an int, a float or a one-element tensor (as torch takes them);
     a complex number too where ``complex_too``."""

@@ -135,6 +135,15 @@ def _int_tensor(value, what):
     return value.data
 
 
+def _last_axis(axis, data_ndim, ndim, what):
+    """``axis`` (made non-negative), which must be the last dim of ``what`` (of ``ndim`` dims)."""
+    axis = axis + data_ndim if axis < 0 else axis
+    if axis != ndim - 1:
+        raise RuntimeError(f"segment_reduce(): Expected axis to be the last dimension of {what} "
+                           f"but got {axis}.")
+    return axis
+
+
 def segment_reduce(data, reduce, *, lengths=None, indices=None, offsets=None, axis=0,
                    unsafe=False, initial=None):
     """torch.segment_reduce: ``reduce`` ("sum", "mean", "max", "min", "prod"; "amax"/"amin")
@@ -163,11 +172,7 @@ def segment_reduce(data, reduce, *, lengths=None, indices=None, offsets=None, ax
         lens = _int_tensor(lengths, "lengths").astype(np.int64)
         if lens.ndim == 0:
             raise RuntimeError("segment_reduce(): lengths must have at least one dim")
-        ndim = lens.ndim
-        axis = axis + data.ndim if axis < 0 else axis
-        if axis != ndim - 1:
-            raise RuntimeError(f"segment_reduce(): Expected axis to be the last dimension of "
-                               f"lengths but got {axis}.")
+        axis = _last_axis(axis, data.ndim, lens.ndim, "lengths")
         if bool((lens < 0).any()):
             raise RuntimeError("lengths contains negative value!")
         zero = xp.zeros(lens.shape[:-1] + (1,), np.int64)
@@ -178,11 +183,7 @@ def segment_reduce(data, reduce, *, lengths=None, indices=None, offsets=None, ax
         if offs.ndim == 0 or offs.shape[-1] < 1:
             raise RuntimeError("segment_reduce(): offsets must have at least one dim and one "
                                "boundary")
-        ndim = offs.ndim
-        axis = axis + data.ndim if axis < 0 else axis
-        if axis != ndim - 1:
-            raise RuntimeError(f"segment_reduce(): Expected axis to be the last dimension of "
-                               f"offsets but got {axis}.")
+        axis = _last_axis(axis, data.ndim, offs.ndim, "offsets")
         starts, lens = offs[..., :-1], xp.diff(offs, axis=-1)
         if bool((lens < 0).any()):
             raise RuntimeError("segment_reduce(): offsets must not decrease (a segment of "

@@ -665,7 +665,7 @@ class Tensor:
         if not is_differentiable(self.dtype) and isinstance(exponent, float):
             return Pow.apply(_cast(self, default_float()), exponent=exponent)
         if self.data.dtype.kind == "u":
-            _refusing_unsigned((self,), "pow")
+            ops.refuse_unsigned(self.data.dtype, "pow")
         if self.data.dtype.kind in "biu" and isinstance(exponent, int):
             ops.check_integer_exponent(self.data.dtype, exponent)
             if self.data.dtype == np.bool_:  # bool ** 2 is int64; bool ** True stays bool
@@ -743,7 +743,7 @@ class Tensor:
 
     def __neg__(self):
         if self.data.dtype.kind == "u":
-            _refusing_unsigned((self,), "neg_cpu")
+            ops.refuse_unsigned(self.data.dtype, "neg_cpu")
         return Neg.apply(self)
 
     def __pos__(self):
@@ -751,7 +751,7 @@ class Tensor:
 
     def __abs__(self):
         if self.data.dtype.kind == "u":
-            _refusing_unsigned((self,), "abs_cpu")
+            ops.refuse_unsigned(self.data.dtype, "abs_cpu")
         return Abs.apply(self)
 
     abs = __abs__
@@ -856,7 +856,7 @@ class Tensor:
             raise ops.UnsupportedDtypeError(f"~ (bitwise_not) needs a bool or integer tensor, "
                                             f"got {self.dtype}")
         if self.data.dtype.kind == "u":
-            _refusing_unsigned((self,), "bitwise_not_cpu")
+            ops.refuse_unsigned(self.data.dtype, "bitwise_not_cpu")
         if autograd._profiler_hook is not None and ops.traces_untracked():
             return ops.Compare.apply(self, op="invert")
         return Tensor(get_array_module(self.data).invert(self.data))
@@ -1186,7 +1186,7 @@ def _compare(x, other, op, order_name=None):
     if order_name is not None and a.data.dtype.kind == "c":
         ops.refuse_complex(order_name, a.data)
     if order_name is not None and a.data.dtype.kind == "u":
-        _refusing_unsigned((a,), f"{order_name}_cpu")
+        ops.refuse_unsigned(a.data.dtype, f"{order_name}_cpu")
     if autograd._profiler_hook is not None and ops.traces_untracked():
         return ops.Compare.apply(a, b, op=op)
     return Tensor(_COMPARISONS[op](a.data, b.data))  # the arrays' own operators (NumPy, CuPy)

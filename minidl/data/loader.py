@@ -214,14 +214,14 @@ class DataLoader:
         self._pool = None  # the persistent workers, once started
         self.generator = generator
         if generator is not None:  # no seed: each pass draws from the generator
-            from ..backend import generator_rng
+            from ..backend import generator_of
 
-            generator_rng(generator, "cpu", "DataLoader")  # a CPU minidl.Generator, as torch's
+            generator_of(generator, "cpu", "DataLoader")  # a CPU minidl.Generator, as torch's
             if seed is not None:
                 raise ValueError("DataLoader: pass seed or generator, not both")
-        elif seed is None:  # torch's draws from the global generator at each pass
-            pass
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        elif seed is not None and (isinstance(seed, bool) or
+                                   not isinstance(seed, (int, np.integer)) or seed < 0):
+            # (seed None: torch's draws from the global generator at each pass)
             raise ValueError(f"DataLoader: seed should be a non-negative integer, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         self.epoch = 0
