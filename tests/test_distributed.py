@@ -5,6 +5,7 @@ as the mpich wheel installs it, else the one on PATH), each bounded by a timeout
 only where mpi4py or mpiexec is missing (`pip install minidl[distributed]` brings both).
 The rest runs in this process, without MPI.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -64,32 +65,87 @@ def run_mpi(args, n=2, timeout=120, cwd=None, threads=1):
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]),
-        PYTHONUNBUFFERED="1")
+        PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     for key in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         if threads:
             env[key] = str(threads)
         else:  # minidl.distributed picks the count: the node's cores shared between the ranks
             env.pop(key, None)
     cmd = mpiexec_command(n, MPIEXEC) + [sys.executable] + [str(a) for a in args]
-    start = time.monotonic()
-    before = _mpich_segments()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=cwd or REPO, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"mpiexec did not finish within {timeout} s:\n{out}\n{err}")
-    finally:
-        # MPICH's shared-memory segments of a job whose rank was killed stay in /dev/shm (2 MB
-        # each, one per such run): the job is over, so what it left there goes
-        for path in _mpich_segments() - before:
+    with _one_job_at_a_time():
+        start = time.monotonic()
+        before = _mpich_segments()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=cwd or REPO, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # where was each rank? SIGABRT makes Python's faulthandler (PYTHONFAULTHANDLER, set
+            # above) print every thread's stack on the rank's stderr, which mpiexec passes on
+            for pid in _descendants(proc.pid):
+                try:
+                    os.kill(pid, signal.SIGABRT)
+                except OSError:
+                    pass
             try:
-                os.unlink(path)
+                out, err = proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            try:  # a rank that outlived mpiexec
+                os.killpg(proc.pid, signal.SIGKILL)
             except OSError:
                 pass
-    return proc.returncode, out, err, time.monotonic() - start
+            pytest.fail(f"mpiexec did not finish within {timeout} s:\n{out}\n{err}")
+        finally:
+            # MPICH's shared-memory segments of a job whose rank was killed stay in /dev/shm
+            # (2 MB each, one per such run): the job is over, so what it left there goes. No
+            # other test's job runs meanwhile (the lock), so none of its live segments goes too.
+            for path in _mpich_segments() - before:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+        return proc.returncode, out, err, time.monotonic() - start
+
+
+@contextlib.contextmanager
+def _one_job_at_a_time():
+    """Hold a lock, shared by every pytest process on this machine (the suite runs in parallel
+    workers), while an mpiexec job runs. Two jobs at once would take each other's cores, and
+    each one's clean-up of /dev/shm could take a segment the other is still attaching to: a
+    job then hangs (a CI run saw one end at its timeout with nothing printed)."""
+    import fcntl
+    import tempfile
+
+    lock = Path(tempfile.gettempdir()) / "minidl-tests-mpiexec.lock"
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _descendants(pid):
+    """The Python processes below ``pid`` (mpiexec's ranks, under its proxy)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            todo.append(child)
+            try:
+                if "python" in os.readlink(f"/proc/{child}/exe"):
+                    found.append(child)
+            except OSError:
+                pass
+    return found
 
 
 def _mpich_segments():
