@@ -677,7 +677,10 @@ def conformer(tt, state=None, steps=3):
 
 
 def test_conformer_trains_the_same():
-    _parity(conformer)
+    # float64 throughout, but torch's sums run in an order that follows the CPU's vector
+    # width: after the steps one depthwise bias was 2.3e-10 from torch's on an AVX2 Zen 3,
+    # within 1e-10 on an AVX-512 Zen 4
+    _parity(conformer, atol=1e-9)
 
 
 def test_conformer_runs_in_minidl():

@@ -591,24 +591,36 @@ def test_lstm_on_fake_gpu_matches_cpu(kind, monkeypatch, tmp_path):
 
 
 # ---- autocast ----------------------------------------------------------------------------------
+# PyTorch's CPU autocast policy for the recurrent layers (bfloat16)
+AUTOCAST_OUT = {"LSTM": "bfloat16", "RNN": "bfloat16", "RNNCell": "bfloat16",
+                "GRU": "float32", "GRUCell": "float32", "LSTMCell": "float32"}
+
+
 @needs_torch
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN", "RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("kind", sorted(AUTOCAST_OUT))
 def test_autocast_cpu_output_dtype_matches_torch(kind):
-    args = (4, 3)
     """PyTorch's CPU autocast gives bfloat16 from an LSTM over a sequence, an RNN and an
     RNNCell, and float32 from a GRU, a GRUCell and an LSTMCell; the parameters' gradients stay
-    float32 either way."""
+    float32 either way. torch runs the bfloat16 LSTM through oneDNN, which has no such
+    primitive on a CPU without AVX-512 (it raises there): the policy is then this table's."""
+    args = (4, 3)
     x = np.random.default_rng(0).standard_normal((5, 2, 4)).astype(np.float32)
     if kind.endswith("Cell"):
         x = x[0]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = getattr(torch.nn, kind)(*args)(torch.tensor(x))
-    expected = (out[0] if isinstance(out, tuple) else out).dtype
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = getattr(torch.nn, kind)(*args)(torch.tensor(x))
+    except RuntimeError as exc:
+        if "primitive descriptor" not in str(exc):
+            raise
+    else:
+        theirs = (out[0] if isinstance(out, tuple) else out).dtype
+        assert str(theirs) == "torch." + AUTOCAST_OUT[kind]
     m = getattr(nn, kind)(*args)
     with minidl.autocast("cpu", dtype=minidl.bfloat16):
         out = m(minidl.tensor(x))
         mine = out[0] if isinstance(out, tuple) else out
-    assert str(mine.dtype) == str(expected).replace("torch.", "")
+    assert str(mine.dtype) == AUTOCAST_OUT[kind]
     mine.float().sum().backward()
     assert all(p.grad.dtype == np.float32 for p in m.parameters())
 

@@ -65,7 +65,10 @@ CASES = {
     # torch redraws every positive-definite sample once more (its check is un-negated)
     "Wishart": (lambda D, T: D.Wishart(T([4.0, 7.5]), T(COV)), 8, 8),
     "LogisticNormal": (lambda D, T: D.LogisticNormal(T(A), T(B)), 4, 4),
-    "ContinuousBernoulli": (lambda D, T: D.ContinuousBernoulli(T(P)), 4, 4),
+    # icdf = (log1p(a) - log1p(b)) / (log p - log1p(-p)): the difference cancels leading
+    # bits, so an ulp of torch's vectorised log1p (its AVX2 and AVX-512 code round a little
+    # differently) reads as about 10 ulps of the result
+    "ContinuousBernoulli": (lambda D, T: D.ContinuousBernoulli(T(P)), 4, 16),
     "GeneralizedPareto": (lambda D, T: D.GeneralizedPareto(T(A), T(B), T([0.2, -0.1, 0.0, 0.5])),
                           4, 4),
 }
