@@ -581,11 +581,12 @@ def case_monitored(rank, world, device):
     import time
 
     out = {"rank": rank}
+    dist.barrier()  # the ranks come from the cases before at different times: start together
     t0 = time.monotonic()
     dist.monitored_barrier(timeout=5)
     out["ok_seconds"] = time.monotonic() - t0
     if rank == world - 1:
-        time.sleep(2.5)  # late
+        time.sleep(4.0)  # late: well past the 1 s timeout below, even on a busy machine
     t0 = time.monotonic()
     out["late"] = _catch(lambda: dist.monitored_barrier(timeout=1, wait_all_ranks=True))
     out["late_seconds"] = time.monotonic() - t0

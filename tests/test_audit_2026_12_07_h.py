@@ -193,12 +193,13 @@ def test_spawn_join_notices_any_failure_at_once(how):
 def test_join_timeout_waits_once_not_per_process():
     import time
     mp = minidl.multiprocessing
-    ctx = mp.start_processes(_sleep_or_fail, args=("sleep",), nprocs=4, join=False,
+    ctx = mp.start_processes(_sleep_or_fail, args=("sleep",), nprocs=8, join=False,
                              start_method="fork")
     try:
         start = time.monotonic()
         assert ctx.join(timeout=0.5) is False
-        assert time.monotonic() - start < 1.4           # was 0.5 s for each running process (2 s)
+        # was 0.5 s for each running process (4 s); the slack is for a busy machine
+        assert time.monotonic() - start < 2.5
     finally:
         for p in ctx.processes:
             p.kill()
