@@ -97,32 +97,34 @@ def _registration_script(T):
     hs = [M.register_module_parameter_registration_hook(on_param),
           M.register_module_buffer_registration_hook(on_buffer),
           M.register_module_module_registration_hook(on_module)]
-    nn.Linear(2, 3)
-    nn.BatchNorm1d(4)
-    nn.Sequential(nn.ReLU(), nn.Linear(1, 1))
-    m = nn.Module()
-    m.register_buffer("swap", T.zeros(2))
-    log.append(m.swap.tolist())
-    m.register_buffer("nb", None)
-    m.nb = T.zeros(3)
-    m.w = nn.Parameter(T.zeros(2))
-    m.register_parameter("w2", None)  # None: no call
-    m.w2 = nn.Parameter(T.zeros(1))
-    m.w2 = None
-    m.repl = nn.ReLU()
-    log.append(type(m.repl).__name__)
-    m.add_module("a", None)
-    m.register_module("b", nn.ReLU())
-    m.b = None
-    pl = nn.ParameterList([nn.Parameter(T.zeros(1))])
-    pl[0] = nn.Parameter(T.zeros(2))
-    pd = nn.ParameterDict({"k": nn.Parameter(T.zeros(1))})
-    pd["k"] = nn.Parameter(T.zeros(3))
-    ml = nn.ModuleList([nn.ReLU()])
-    ml[0] = nn.Tanh()
-    ml.append(nn.ReLU())
-    for h in hs:
-        h.remove()
+    try:  # global hooks: removed even when the script fails, or every later module sees them
+        nn.Linear(2, 3)
+        nn.BatchNorm1d(4)
+        nn.Sequential(nn.ReLU(), nn.Linear(1, 1))
+        m = nn.Module()
+        m.register_buffer("swap", T.zeros(2))
+        log.append(m.swap.tolist())
+        m.register_buffer("nb", None)
+        m.nb = T.zeros(3)
+        m.w = nn.Parameter(T.zeros(2))
+        m.register_parameter("w2", None)  # None: no call
+        m.w2 = nn.Parameter(T.zeros(1))
+        m.w2 = None
+        m.repl = nn.ReLU()
+        log.append(type(m.repl).__name__)
+        m.add_module("a", None)
+        m.register_module("b", nn.ReLU())
+        m.b = None
+        pl = nn.ParameterList([nn.Parameter(T.zeros(1))])
+        pl[0] = nn.Parameter(T.zeros(2))
+        pd = nn.ParameterDict({"k": nn.Parameter(T.zeros(1))})
+        pd["k"] = nn.Parameter(T.zeros(3))
+        ml = nn.ModuleList([nn.ReLU()])
+        ml[0] = nn.Tanh()
+        ml.append(nn.ReLU())
+    finally:
+        for h in hs:
+            h.remove()
     nn.Linear(1, 1)  # removed: no calls
     log.append([name for name, _ in m.named_children()])
     return log

@@ -146,11 +146,9 @@ def test_jit_final_annotation_and_script_if_tracing_and_isinstance():
 @pytest.fixture(scope="module")
 def audit_run(tmp_path_factory):
     import json
-    import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_distributed import MPIEXEC, run_mpi
+    from test_distributed import MPIEXEC, run_mpi  # tests/ is on sys.path (conftest.py)
 
     if not minidl.distributed.is_available() or MPIEXEC is None:
         pytest.skip("needs mpi4py and an mpiexec")

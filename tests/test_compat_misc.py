@@ -294,9 +294,11 @@ def test_share_memory_reaches_forked_processes():
 
 
 def test_module_compile_runs_eagerly(monkeypatch):
-    from minidl import runtime
+    import importlib
 
-    monkeypatch.setattr(runtime, "_compile_warned", False)
+    # Module.compile's once-per-process flag is nn/module.py's own (runtime's is
+    # minidl.compile's): cleared here, the warning shows whichever file called it first
+    monkeypatch.setattr(importlib.import_module("minidl.nn.module"), "_compile_warned", False)
     model = nn.Linear(3, 2)
     x = minidl.ones(1, 3)
     before = model(x).numpy()

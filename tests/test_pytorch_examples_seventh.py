@@ -1991,11 +1991,12 @@ def test_a_forward_the_user_wrote_takes_numpy_arguments_as_torch():
     assert _module_with_numpy_arguments(torch_) == _module_with_numpy_arguments(minidl)
 
 
-def test_float_of_a_tensor_that_needs_gradients_warns_once_as_torch():
+def test_float_of_a_tensor_that_needs_gradients_warns_once_as_torch(monkeypatch):
     import sys
     import warnings
 
-    sys.modules["minidl.tensor"]._WARNED_FLOAT_OF_GRAD = False  # (minidl.tensor is a function)
+    # (minidl.tensor is a function); monkeypatch puts the once-per-process flag back after
+    monkeypatch.setattr(sys.modules["minidl.tensor"], "_WARNED_FLOAT_OF_GRAD", False)
     t = minidl.ones(2, requires_grad=True).sum()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

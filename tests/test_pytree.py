@@ -73,12 +73,15 @@ def test_mismatches_are_refused_as_torch():
         pt.register_pytree_node(list, lambda x: (x, None), lambda c, _: c)
 
 
-def test_registered_container_and_tensors():
+def test_registered_container_and_tensors(monkeypatch):
     @dataclasses.dataclass
     class Pair:
         a: object
         b: object
 
+    # the registry as it was comes back after the test: no class of this test stays registered
+    # in the process (a pytest-xdist worker runs other files after this one)
+    monkeypatch.setattr(pt, "_REGISTRY", dict(pt._REGISTRY))
     pt.register_pytree_node(Pair, lambda p: ([p.a, p.b], None), lambda c, _: Pair(*c),
                             flatten_with_keys_fn=lambda p: ([(pt.GetAttrKey("a"), p.a),
                                                              (pt.GetAttrKey("b"), p.b)], None))

@@ -97,8 +97,10 @@ def test_size():
 
 def test_thread_count_follows_set_num_threads():
     before = minidl.get_num_threads()
-    assert minidl.set_num_threads(1) == 1 and minidl.get_num_threads() == 1
-    minidl.set_num_threads(before)
+    try:
+        assert minidl.set_num_threads(1) == 1 and minidl.get_num_threads() == 1
+    finally:  # a failure must not leave the process (a pytest-xdist worker) on one thread
+        minidl.set_num_threads(before)
     assert minidl.get_num_threads() == before
 
 

@@ -24,6 +24,7 @@ def test_backend_flags_a_script_sets():
 def test_float32_matmul_precision_drives_tf32_as_torch():
     torch = pytest.importorskip("torch")
     before = minidl.backends.cuda.matmul.allow_tf32
+    precisions = minidl.get_float32_matmul_precision(), torch.get_float32_matmul_precision()
     try:
         for p in ("high", "medium", "highest"):
             minidl.set_float32_matmul_precision(p)
@@ -32,9 +33,10 @@ def test_float32_matmul_precision_drives_tf32_as_torch():
             assert minidl.backends.cuda.matmul.allow_tf32 == (p != "highest")
         with pytest.raises(RuntimeError, match="Invalid precision"):
             minidl.set_float32_matmul_precision("fast")
-    finally:
+    finally:  # both libraries as the test found them, even when an assertion failed
+        minidl.set_float32_matmul_precision(precisions[0])
+        torch.set_float32_matmul_precision(precisions[1])
         minidl.backends.cuda.matmul.allow_tf32 = before
-        torch.set_float32_matmul_precision("highest")
 
 
 def test_deterministic_algorithms_switch():
