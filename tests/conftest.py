@@ -19,18 +19,24 @@ except ImportError:  # hypothesis is a test extra; the property tests skip witho
 
 @pytest.fixture(autouse=True)
 def _seeded():
-    """Every test starts from the same minidl random state, so failures reproduce. And once a
-    test has imported PyTorch (the parity tests' reference), it runs on one thread: its pool
-    otherwise shares the cores with minidl's numba and BLAS threads, and on a 2-vCPU machine
-    the parity files took twice as long (tests/test_pytorch_examples_fifth.py and
-    tests/test_nn_api.py: 22 s against 11 s). Importing it here for everyone would change the
-    order in which the two load OpenMP, which minidl's tuning cares about."""
+    """Every test starts from the same minidl (and torch) random state, so failures reproduce
+    whatever ran before it in the process. And once a test has imported PyTorch (the parity
+    tests' reference), it runs on one thread: its pool otherwise shares the cores with minidl's
+    numba and BLAS threads, and on a 2-vCPU machine the parity files took twice as long
+    (tests/test_pytorch_examples_fifth.py and tests/test_nn_api.py: 22 s against 11 s).
+    Importing it here for everyone would change the order in which the two load OpenMP, which
+    minidl's tuning cares about."""
     import minidl
 
     minidl.manual_seed(1234)
     torch = sys.modules.get("torch")
-    if torch is not None and torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
+    if torch is not None:
+        # torch's generator too: a test that draws from it without seeding would otherwise
+        # get whatever the files before it in this process left (pytest-xdist hands each
+        # worker a different sequence of files from run to run)
+        torch.manual_seed(1234)
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
     yield
 
 
