@@ -609,13 +609,15 @@ for seed in (0, 12345):
     for dtype in ("float64", "float32"):
         for n in (3, 15, 257):
             for name, call in calls:
-                if name == "normal" and n >= 16 and dtype == "float32":
-                    continue  # float32 Box-Muller on 16 or more: another arithmetic there
                 minidl.manual_seed(seed)
                 torch.manual_seed(seed)
                 mine = call(minidl.empty(n, dtype=dtype)).numpy()
                 theirs = call(torch.empty(n, dtype=getattr(torch, dtype))).numpy()
-                np.testing.assert_array_equal(mine, theirs, err_msg=f"{name} {seed} {dtype} {n}")
+                if name == "normal" and n >= 16 and dtype == "float32":  # libm's float log/cos/sin
+                    top = np.abs(theirs).max()
+                    assert np.abs(mine - theirs).max() <= 2 * np.spacing(top), (seed, n)
+                else:
+                    np.testing.assert_array_equal(mine, theirs, err_msg=f"{name} {seed} {dtype} {n}")
 print("ok")
 """
 
@@ -623,8 +625,8 @@ print("ok")
 def test_uniform_and_short_normal_are_torchs_in_its_default_build_too():
     """torch's DEFAULT build (ATEN_CPU_CAPABILITY=default; a CPU without AVX2) is compiled
     without FMA: uniform_'s u * (b - a) + a, and normal_'s z * std + mean on fewer than 16
-    values, round twice there; minidl follows it (both capabilities are read at start, so a
-    child process runs it)."""
+    values, round twice there, and its float32 Box-Muller blocks take the angle in double;
+    minidl follows it (torch reads the capability at start, so a child process runs it)."""
     import os
     import subprocess
     import sys

@@ -106,18 +106,7 @@ def _draw(name, dtype, seed, shape, method="sample"):
     minidl.manual_seed(seed)
     mine = np.asarray(getattr(build(md, mt), method)(shape).numpy())
     np.testing.assert_array_equal(minidl.get_rng_state().numpy(), state)
-    if dtype == "float32" and ulps32 and torch.backends.cpu.get_cpu_capability() == "DEFAULT":
-        ulps32 = max(ulps32, SCALAR_TORCH_ULPS32)
     return mine, theirs, (ulps64 if dtype == "float64" else ulps32)
-
-
-# torch's scalar DEFAULT build (ATEN_CPU_CAPABILITY=default; a CPU without AVX2) fills 16 or
-# more float32 normals with other float32 arithmetic than its AVX2/AVX-512 builds, which minidl
-# follows (one more rounding where those fuse a multiply-add, and libm's float log/cos/sin):
-# a normal moves by an ulp or two and the products after it carry that on. Measured there:
-# up to 13.4 ulps of the largest magnitude (LKJCholesky), 8 for Normal and LogNormal, 5 for
-# LowRankMultivariateNormal, 4.5 for LogisticNormal; the bit-exact cases stay exact
-SCALAR_TORCH_ULPS32 = 16
 
 
 @pytest.mark.parametrize("shape", SHAPES)

@@ -214,12 +214,15 @@ def _narrowed(values, dtype, low, high):
     return out
 
 
-def _box_muller16_numpy(data):
+def _box_muller16_numpy(data, theta_in_double=False):
     blocks = data.reshape(-1, 16)
     one = data.dtype.type(1)
     u1, u2 = one - blocks[:, :8], blocks[:, 8:].copy()
     radius = np.sqrt(data.dtype.type(-2) * np.log(u1))
-    theta = data.dtype.type(2.0 * math.pi) * u2
+    if theta_in_double:
+        theta = (2.0 * math.pi * u2.astype(np.float64)).astype(data.dtype)
+    else:
+        theta = data.dtype.type(2.0 * math.pi) * u2
     blocks[:, :8] = radius * np.cos(theta)
     blocks[:, 8:] = radius * np.sin(theta)
 
@@ -227,10 +230,13 @@ def _box_muller16_numpy(data):
 def _box_muller16(data):
     """torch's normal_fill_16 on each block of 16 of ``data`` (float32 or float64, in place)."""
     kernel = _kernel("box_muller16")
+    # torch's DEFAULT x86-64 build fills float32 blocks with its scalar code, whose angle is
+    # 2 pi u in double (found by experiment, as _fused says)
+    in_double = not _fused()
     if kernel is None:  # no numba: NumPy's log/cos/sin, which may differ from libm's in an ulp
-        _box_muller16_numpy(data)
+        _box_muller16_numpy(data, in_double)
         return
-    kernel(data)
+    kernel(data, in_double)
 
 
 def _kernel(name):
