@@ -14,13 +14,15 @@ The CPU's switches answer for what minidl runs on: ``mkldnn`` and ``mkl`` are no
 OpenBLAS and minidl's numba kernels are), ``openmp`` says whether numba can run its parallel
 loops on OpenMP, ``opt_einsum`` whether that package is there (``minidl.einsum`` lets NumPy
 choose the contraction order either way), ``cpu.get_cpu_capability()`` the widest vector
-instructions. Each is importable as a module (``import minidl.backends.cudnn as cudnn``), as
+instructions (or, as torch's, the level that ``ATEN_CPU_CAPABILITY`` names). Each is importable as a module (``import minidl.backends.cudnn as cudnn``), as
 in torch.
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import warnings
 
 from . import backend
 from .backend import cudnn as _cudnn
@@ -212,10 +214,22 @@ class _OptEinsum:
 class _Cpu:
     @staticmethod
     def get_cpu_capability() -> str:
-        """"AVX512", "AVX2" or "DEFAULT" on x86-64 (torch's names), from ``minidl.cpu``."""
+        """"AVX512", "AVX2" or "DEFAULT" on x86-64 (torch's names), from ``minidl.cpu``; or
+        the level the environment variable ``ATEN_CPU_CAPABILITY`` names ("avx512", "avx2" or
+        "default", lower case, taken as given, as torch takes it), warning and ignoring any
+        other value as torch does."""
         from . import cpu
 
         caps = cpu.get_capabilities()
+        asked = os.environ.get("ATEN_CPU_CAPABILITY")
+        if asked is not None:
+            names = {"default": "DEFAULT"}
+            if "avx2" in caps:  # x86-64: torch has AVX2 and AVX-512 kernels to choose
+                names.update(avx2="AVX2", avx512="AVX512")
+            if asked in names:
+                return names[asked]
+            warnings.warn(f"ignoring invalid value for ATEN_CPU_CAPABILITY: {asked}",
+                          UserWarning, stacklevel=2)
         if caps.get("avx512_f") and caps.get("avx512_bw") and caps.get("avx512_vl"):
             return "AVX512"
         return "AVX2" if caps.get("avx2") else "DEFAULT"

@@ -321,9 +321,18 @@ def _lbfgs_run(module, dtype, steps, **kw):
 def test_lbfgs_matches_torch(torch, kw, dtype):
     ours, ours_w, opt = _lbfgs_run(minidl, dtype, 3, **kw)
     theirs, theirs_w, topt = _lbfgs_run(torch, dtype, 3, **kw)
-    tol = dict(rtol=1e-9, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(ours, theirs, **tol)
-    np.testing.assert_allclose(ours_w, theirs_w, **tol)
+    if dtype == np.float64:
+        np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(ours_w, theirs_w, rtol=1e-9, atol=1e-10)
+    else:
+        # each step runs up to 20 iterations and ends at the float32 floor of the loss (0.839):
+        # weights within sqrt(2 * eps32 * loss / smallest Hessian eigenvalue 0.249) = 9e-4 of
+        # the minimum give a loss within an ulp of it, and a line search that compares losses
+        # an ulp apart may stop anywhere in there. Where it stops follows the float32 sums'
+        # rounding (measured: 1e-7 from torch's with NumPy's AVX2 code, 2.2e-4 with its baseline
+        # code and OpenBLAS's Sandybridge kernels, 28 function evaluations to torch's 14)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+        np.testing.assert_allclose(ours_w, theirs_w, rtol=0, atol=1e-3)
     state, tstate = opt.state_dict()["state"][0], topt.state_dict()["state"][0]
     assert set(state) == set(tstate)
     if dtype == np.float64:  # float32 near convergence: a stopping test may flip an iteration

@@ -252,7 +252,10 @@ def test_elementwise_quantized_ops_match_torch(shape):
     t_f, m_f = tnnq.QFunctional(), nnq.QFunctional()
     for f in (t_f, m_f):
         f.scale, f.zero_point = 0.061, 97
-    exact = a.numel() % 128 == 0
+    # torch's scalar DEFAULT build (ATEN_CPU_CAPABILITY=default, a CPU without AVX2) has no
+    # such vector loop: add and add_relu land one step away on up to 0.3% of the elements
+    # there (measured), even at multiples of 128
+    exact = a.numel() % 128 == 0 and torch.backends.cpu.get_cpu_capability() != "DEFAULT"
 
     def same(mine, theirs):
         mine, theirs = mine.int_repr().numpy(), theirs.int_repr().numpy()
@@ -447,12 +450,19 @@ def test_post_training_static_residual_block_matches_torch(per_channel):
                           rtol=1e-6, atol=0), name
         assert int(getattr(m_q, name).zero_point) == int(getattr(t_q, name).zero_point), name
     # such an ulp moves a rare rounding by one step in one layer, and the layers after it
-    # carry that on (measured: at most 2 output steps, in under 1% of the outputs)
+    # carry that on (measured: at most 2 output steps, in under 1% of the outputs). The outputs
+    # are compared as integer steps of each one's own scale: an ulp apart in fc's scale (as
+    # torch's scalar DEFAULT build calibrates it, ATEN_CPU_CAPABILITY=default) makes every
+    # nonzero dequantized float differ in its last bit (measured: half of them) though the
+    # integers agree
     for x in data:
         assert_cannot_saturate(m_q, x)
         mine, theirs = m_q(minidl.tensor(x)).numpy(), t_q(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=2 * m_q.fc.scale * 1.0001)
-        assert np.mean(mine == theirs) > 0.99
+        zero = int(m_q.fc.zero_point)
+        mine = np.rint(mine.astype(np.float64) / np.float32(m_q.fc.scale)) + zero
+        theirs = np.rint(theirs.astype(np.float64) / np.float32(t_q.fc.scale)) + zero
+        assert np.abs(mine - theirs).max() <= 2 and np.mean(mine == theirs) > 0.99
 
 
 def test_torch_converted_state_dict_gives_torchs_outputs_bit_for_bit(tmp_path):

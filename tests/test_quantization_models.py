@@ -737,11 +737,11 @@ def _qpair(torch, shape, scale, zp, seed=0, dtype="quint8", spread=2.0):
     return t, state.as_qtensor(t)
 
 
-def _same_q(mine, theirs, exact=True):
-    """The same quantized tensor; ``exact=False``: integers within one step, nearly all
-    equal (torch's elementwise kernels run a scalar loop over the last ``numel % 128``
-    elements (64 with AVX2), whose float steps differ from the vector loop's at rare ties;
-    minidl computes the vector loop's everywhere)."""
+def _same_q(mine, theirs, exact=True, share=0.99):
+    """The same quantized tensor; ``exact=False``: integers within one step, and more than
+    ``share`` of them equal (torch's elementwise kernels run a scalar loop over the last
+    ``numel % 128`` elements (64 with AVX2), whose float steps differ from the vector loop's
+    at rare ties; minidl computes the vector loop's everywhere)."""
     assert mine.dtype is getattr(minidl, str(theirs.dtype).rsplit(".", 1)[-1])
     assert mine.q_scale() == theirs.q_scale() and mine.q_zero_point() == theirs.q_zero_point()
     assert mine.shape == tuple(theirs.shape)
@@ -749,7 +749,7 @@ def _same_q(mine, theirs, exact=True):
     if exact:
         np.testing.assert_array_equal(a, b)
     else:
-        assert np.abs(a - b).max() <= 1 and np.mean(a == b) > 0.99
+        assert np.abs(a - b).max() <= 1 and np.mean(a == b) > share
 
 
 @pytest.mark.parametrize("shape,out", [((2, 16, 7, 7), (1, 1)), ((2, 8, 7, 9), (3, 4)),
@@ -879,6 +879,18 @@ def test_quantized_batch_norm_matches_torch(shape):
         m_bn(_qpair(torch, (1, c + 1, 2, 2), 0.1, 0)[1])
 
 
+def _scalar_torch(torch):
+    """Whether torch runs its scalar DEFAULT kernels (ATEN_CPU_CAPABILITY=default, or a CPU
+    without AVX2). minidl computes the quantized LeakyReLU, ELU and QFunctional.add as torch's
+    AVX2 and AVX-512 vector loops do (LeakyReLU and ELU: a fused multiply-add to dequantize,
+    rint(y * (1 / scale)) to quantize); torch's DEFAULT build rounds those float steps
+    otherwise (neither an unfused multiply-add nor (q - zp) * scale alone reproduces it), and
+    an output within an ulp of a rounding boundary lands one step away. Measured there:
+    LeakyReLU on up to 2.5% of the elements, ELU on up to 3.8%, add and add_relu on up to
+    0.3%, never more than one step; Sigmoid, ReLU6, Hardswish and mul stay bit for bit."""
+    return torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_quantized_leaky_relu_elu_sigmoid_match_torch(shape):
     torch = _torch()
@@ -889,10 +901,14 @@ def test_quantized_leaky_relu_elu_sigmoid_match_torch(shape):
              (nnq.Dropout(0.3), tq_nn.Dropout(0.3))]
     assert list(pairs[0][0].state_dict()) == list(pairs[0][1].state_dict())
     exact = int(np.prod(shape)) % 128 == 0
+    scalar = _scalar_torch(torch)
     for seed in range(2):
         t, m = _qpair(torch, shape, 0.025, 60 + 80 * seed, seed)
         for mine, theirs in pairs:
-            _same_q(mine(m), theirs(t), exact)
+            if scalar and not isinstance(mine, (nnq.Sigmoid, nnq.Dropout)):
+                _same_q(mine(m), theirs(t), exact=False, share=0.95)
+            else:
+                _same_q(mine(m), theirs(t), exact)
 
 
 def _activations_model(ns):
@@ -1605,9 +1621,11 @@ def test_functional_leaky_relu_relu6_hardtanh_on_quantized_tensors_match_torch()
     torch = _torch()
     tF, F = torch.nn.functional, nn.functional
     for shape in [(4, 8, 16, 16), (3, 5, 7)]:
-        exact = int(np.prod(shape)) % 128 == 0
+        scalar = _scalar_torch(torch)
+        exact = int(np.prod(shape)) % 128 == 0 and not scalar
+        share = 0.95 if scalar else 0.99
         t, m = _qpair(torch, shape, 0.05, 60, 2)
-        _same_q(F.leaky_relu(m, 0.2), tF.leaky_relu(t, 0.2), exact)
+        _same_q(F.leaky_relu(m, 0.2), tF.leaky_relu(t, 0.2), exact, share)
         _same_q(F.relu6(m), tF.relu6(t))
         _same_q(F.hardtanh(m, -0.5, 0.75), tF.hardtanh(t, -0.5, 0.75))
-        _same_q(nn.LeakyReLU(0.1)(m), torch.nn.LeakyReLU(0.1)(t), exact)
+        _same_q(nn.LeakyReLU(0.1)(m), torch.nn.LeakyReLU(0.1)(t), exact, share)

@@ -42,6 +42,24 @@ def test_cpu_capability_and_openmp_as_torch_on_this_machine():
     assert isinstance(minidl.backends.openmp.is_available(), bool)
 
 
+def test_cpu_capability_follows_aten_cpu_capability_as_torch(monkeypatch):
+    """torch reads ATEN_CPU_CAPABILITY (avx512, avx2, default; lower case) in place of the
+    CPU's own level, and warns and ignores any other value; minidl says the same."""
+    cpu = minidl.backends.cpu
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    own = cpu.get_cpu_capability()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    assert cpu.get_cpu_capability() == "DEFAULT"
+    if "avx2" in minidl.cpu.get_capabilities():  # x86-64
+        for name in ("avx2", "avx512"):
+            monkeypatch.setenv("ATEN_CPU_CAPABILITY", name)
+            assert cpu.get_cpu_capability() == name.upper()
+    for bad in ("AVX2", "sse", ""):
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", bad)
+        with pytest.warns(UserWarning, match=f"invalid value for ATEN_CPU_CAPABILITY: {bad}$"):
+            assert cpu.get_cpu_capability() == own
+
+
 # ---- torch.utils paths ---------------------------------------------------------------------
 def test_distributed_sampler_path_and_model_zoo(tmp_path, monkeypatch):
     from minidl.utils.data.distributed import DistributedSampler

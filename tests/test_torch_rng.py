@@ -596,3 +596,59 @@ def test_distribution_samples_that_are_torchs():
             md.Categorical(probs=minidl.tensor(probs)).sample(shape).numpy(),
             torch.distributions.Categorical(probs=torch.tensor(probs)).sample(shape).numpy())
     _same_state()
+
+
+# ---- torch's DEFAULT x86-64 build (no FMA) --------------------------------------------------
+_DEFAULT_BUILD = r"""
+import numpy as np, torch, minidl
+assert torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+assert minidl.backends.cpu.get_cpu_capability() == "DEFAULT"
+calls = [("uniform", lambda t: t.uniform_(0.1, 7.3)), ("uniform", lambda t: t.uniform_(-2.5, 1 / 3)),
+         ("normal", lambda t: t.normal_(0.5, 3.0))]
+for seed in (0, 12345):
+    for dtype in ("float64", "float32"):
+        for n in (3, 15, 257):
+            for name, call in calls:
+                minidl.manual_seed(seed)
+                torch.manual_seed(seed)
+                mine = call(minidl.empty(n, dtype=dtype)).numpy()
+                theirs = call(torch.empty(n, dtype=getattr(torch, dtype))).numpy()
+                if name == "normal" and n >= 16 and dtype == "float32":  # libm's float log/cos/sin
+                    top = np.abs(theirs).max()
+                    assert np.abs(mine - theirs).max() <= 2 * np.spacing(top), (seed, n)
+                else:
+                    np.testing.assert_array_equal(mine, theirs, err_msg=f"{name} {seed} {dtype} {n}")
+print("ok")
+"""
+
+
+def test_uniform_and_short_normal_are_torchs_in_its_default_build_too():
+    """torch's DEFAULT build (ATEN_CPU_CAPABILITY=default; a CPU without AVX2) is compiled
+    without FMA: uniform_'s u * (b - a) + a, and normal_'s z * std + mean on fewer than 16
+    values, round twice there, and its float32 Box-Muller blocks take the angle in double;
+    minidl follows it (torch reads the capability at start, so a child process runs it)."""
+    import os
+    import subprocess
+    import sys
+
+    if "sse2" not in minidl.cpu.get_capabilities():
+        pytest.skip("torch's DEFAULT build differs from its vector ones only on x86-64")
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default")
+    done = subprocess.run([sys.executable, "-c", _DEFAULT_BUILD], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def test_fma_follows_the_capability_torch_runs(monkeypatch):
+    from minidl.backend import torch_random as tr
+
+    u, b, a = np.array([0.6369616873214543]), 7.2, 0.1
+    fused, plain = tr.fma(u, b, a), u * b + a
+    assert fused[0] != plain[0]  # one rounding or two: a value where they differ
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    if "sse2" in minidl.cpu.get_capabilities():
+        assert not tr._fused()
+        np.testing.assert_array_equal(tr._mul_add(u, b, a), plain)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert tr._fused() is bool(minidl.cpu.get_capabilities().get("avx2", True))
+    np.testing.assert_array_equal(tr._mul_add(u, b, a), fused if tr._fused() else plain)

@@ -21,6 +21,7 @@ keeps one inside a NumPy Generator (``backend.rng()``), and the words are read w
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -152,6 +153,29 @@ def fma(a, b, c):
     return out
 
 
+def _fused():
+    """Whether torch's compiled ``u * (b - a) + a`` (uniform_) is one fma: yes in
+    its AVX2 and AVX-512 builds on x86-64 (and on other architectures); no in its x86-64
+    DEFAULT build, compiled without FMA, which torch runs on a CPU without AVX2 or under
+    ``ATEN_CPU_CAPABILITY=default`` (found by experiment: torch 2.13's uniform_ there is the
+    twice-rounded formula, in double for float64 and in float for float32, and so is normal_'s
+    ``z * std + mean`` on fewer than 16 values, one at a time in double; on 16 or more it
+    stays one fma there)."""
+    from .. import cpu
+
+    caps = cpu.get_capabilities()
+    if "sse2" not in caps:  # not x86-64, or a processor that cannot be read
+        return True
+    return bool(caps.get("avx2")) and os.environ.get("ATEN_CPU_CAPABILITY") != "default"
+
+
+def _mul_add(a, b, c):
+    """float64 ``a * b + c`` as torch's compiled kernels round it (see ``_fused``)."""
+    if _fused():
+        return fma(a, b, c)
+    return np.asarray(a, np.float64) * np.float64(b) + np.float64(c)
+
+
 # ---- distributions ------------------------------------------------------------------------------
 def _is_float32_recipe(dtype):
     return np.dtype(dtype) != np.float64
@@ -164,15 +188,18 @@ def uniform(gen, n, dtype, low=0.0, high=1.0):
         u = (words64(gen, n) & _U64((1 << 53) - 1)).astype(np.float64) * 2.0**-53
         if low == 0.0 and high == 1.0:
             return u
-        return fma(u, float(high) - float(low), float(low))
+        return _mul_add(u, float(high) - float(low), float(low))
     if low == 0.0 and high == 1.0:  # the 24 bits times 2**-24: exact in float32
         u = (words(gen, n) & _U64((1 << 24) - 1)).astype(np.float32) * np.float32(2.0**-24)
         return u if np.dtype(dtype) == np.float32 else _narrowed(u, dtype, low, high)
     u = (words(gen, n) & _U64((1 << 24) - 1)).astype(np.float64) * 2.0**-24
     lo, hi = np.float32(low), np.float32(high)
     with np.errstate(over="ignore"):
-        span = np.float64(hi - lo)  # torch subtracts in float, computes in double
-        out = (u * span + np.float64(lo)).astype(np.float32)
+        if not _fused():  # torch's DEFAULT x86-64 build: float product rounded, then the sum
+            out = u.astype(np.float32) * (hi - lo) + lo
+        else:
+            span = np.float64(hi - lo)  # torch subtracts in float, computes in double
+            out = (u * span + np.float64(lo)).astype(np.float32)
     return out if np.dtype(dtype) == np.float32 else _narrowed(out, dtype, low, high)
 
 
@@ -187,12 +214,15 @@ def _narrowed(values, dtype, low, high):
     return out
 
 
-def _box_muller16_numpy(data):
+def _box_muller16_numpy(data, theta_in_double=False):
     blocks = data.reshape(-1, 16)
     one = data.dtype.type(1)
     u1, u2 = one - blocks[:, :8], blocks[:, 8:].copy()
     radius = np.sqrt(data.dtype.type(-2) * np.log(u1))
-    theta = data.dtype.type(2.0 * math.pi) * u2
+    if theta_in_double:
+        theta = (2.0 * math.pi * u2.astype(np.float64)).astype(data.dtype)
+    else:
+        theta = data.dtype.type(2.0 * math.pi) * u2
     blocks[:, :8] = radius * np.cos(theta)
     blocks[:, 8:] = radius * np.sin(theta)
 
@@ -200,10 +230,13 @@ def _box_muller16_numpy(data):
 def _box_muller16(data):
     """torch's normal_fill_16 on each block of 16 of ``data`` (float32 or float64, in place)."""
     kernel = _kernel("box_muller16")
+    # torch's DEFAULT x86-64 build fills float32 blocks with its scalar code, whose angle is
+    # 2 pi u in double (found by experiment, as _fused says)
+    in_double = not _fused()
     if kernel is None:  # no numba: NumPy's log/cos/sin, which may differ from libm's in an ulp
-        _box_muller16_numpy(data)
+        _box_muller16_numpy(data, in_double)
         return
-    kernel(data)
+    kernel(data, in_double)
 
 
 def _kernel(name):
@@ -245,8 +278,8 @@ def normal(gen, n, dtype, mean=0.0, std=1.0, contiguous=True):
         theta = 2.0 * math.pi * float(u[0])
         gen._normal_double = radius * math.sin(theta)
         out[i] = radius * math.cos(theta)
-    if mean != 0.0 or std != 1.0:
-        out = _scale(out, mean, std)
+    if mean != 0.0 or std != 1.0:  # in double; one fma but in torch's DEFAULT x86-64 build
+        out = _mul_add(out, float(std), float(mean))
     return out.astype(dtype)
 
 

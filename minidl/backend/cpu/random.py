@@ -9,9 +9,11 @@ from numba import njit
 
 
 @njit(cache=True)
-def box_muller16(data):
+def box_muller16(data, theta_in_double=False):
     """Each block of 16 of ``data`` (uniforms on [0, 1), float32 or float64, in place): the
-    first 8 give the radii sqrt(-2 log(1 - u)), the last 8 the angles 2 pi u; cos then sin."""
+    first 8 give the radii sqrt(-2 log(1 - u)), the last 8 the angles 2 pi u; cos then sin.
+    ``theta_in_double``: the angle of a float32 block is 2 pi u in double, rounded to float
+    (torch's scalar DEFAULT build), not float(2 pi) * u in float (its vector builds)."""
     one = data.dtype.type(1)
     two_pi = data.dtype.type(2.0 * math.pi)
     minus_two = data.dtype.type(-2)
@@ -20,7 +22,10 @@ def box_muller16(data):
             u1 = one - data[b + j]
             u2 = data[b + j + 8]
             radius = math.sqrt(minus_two * math.log(u1))
-            theta = two_pi * u2
+            if theta_in_double:
+                theta = data.dtype.type(2.0 * math.pi * float(u2))
+            else:
+                theta = two_pi * u2
             data[b + j] = radius * math.cos(theta)
             data[b + j + 8] = radius * math.sin(theta)
 
