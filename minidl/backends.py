@@ -14,8 +14,8 @@ The CPU's switches answer for what minidl runs on: ``mkldnn`` and ``mkl`` are no
 OpenBLAS and minidl's numba kernels are), ``openmp`` says whether numba can run its parallel
 loops on OpenMP, ``opt_einsum`` whether that package is there (``minidl.einsum`` lets NumPy
 choose the contraction order either way), ``cpu.get_cpu_capability()`` the widest vector
-instructions (or, as torch's, the level that ``ATEN_CPU_CAPABILITY`` names). Each is importable as a module (``import minidl.backends.cudnn as cudnn``), as
-in torch.
+instructions (or, as torch's, the level that ``ATEN_CPU_CAPABILITY`` names). Each is
+importable as a module (``import minidl.backends.cudnn as cudnn``), as in torch.
 """
 from __future__ import annotations
 
