@@ -38,6 +38,9 @@ def _seeded():
         if torch.get_num_threads() != 1:
             torch.set_num_threads(1)
     yield
+    helpers = sys.modules.get("helpers")
+    if helpers is not None:  # torch's quantized engine, if a parity test chose one
+        helpers.put_back_quantized_engine()
 
 
 @pytest.fixture(scope="session")

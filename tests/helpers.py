@@ -119,3 +119,22 @@ def make_photo_folder(root, per_class=6, seed=0):
             ext = "png" if i % 3 == 0 else "jpg"
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / name / f"{i}.{ext}")
     return root
+
+
+_ENGINE_FOUND = []  # torch's quantized engine as the running test found it
+
+
+def use_quantized_engine(torch, engine):
+    """Set torch's quantized engine for this test; conftest puts back the one the test found
+    when it ends, so a file that runs later in the same process (pytest-xdist hands whole
+    files to a worker) sees torch's default ('x86'), not the engine a parity test chose."""
+    if not _ENGINE_FOUND:
+        _ENGINE_FOUND.append(torch.backends.quantized.engine)
+    torch.backends.quantized.engine = engine
+
+
+def put_back_quantized_engine():
+    if _ENGINE_FOUND:
+        import torch
+
+        torch.backends.quantized.engine = _ENGINE_FOUND.pop()

@@ -24,6 +24,7 @@ from minidl.ao.nn.intrinsic import qat as nniqat
 from minidl.ao.nn.intrinsic import quantized as nniq
 
 from _fbgemm_saturation import assert_cannot_saturate, requires_vnni
+from helpers import use_quantized_engine
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning"),
@@ -31,28 +32,11 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:TypedStorage is deprecated:UserWarning")]
 
 
-_ENGINE_FOUND = []  # torch's quantized engine as the running test found it
-
-
-@pytest.fixture(autouse=True)
-def _put_back_the_quantized_engine():
-    """The parity tests choose torch's quantized engine; the one a test found is put back
-    after it, so a file that runs later in the same process (pytest-xdist hands whole files
-    to a worker) sees torch's default ('x86'), not the engine this file chose last."""
-    yield
-    if _ENGINE_FOUND:
-        import torch
-
-        torch.backends.quantized.engine = _ENGINE_FOUND.pop()
-
-
 def _torch():
     torch = pytest.importorskip("torch")  # the parity tests only
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         pytest.skip("torch has no fbgemm engine here")
-    if not _ENGINE_FOUND:
-        _ENGINE_FOUND.append(torch.backends.quantized.engine)
-    torch.backends.quantized.engine = "fbgemm"
+    use_quantized_engine(torch, "fbgemm")
     return torch
 
 
