@@ -113,8 +113,8 @@ def run_mpi(args, n=2, timeout=120, cwd=None, threads=1):
 def _one_job_at_a_time():
     """Hold a lock, shared by every pytest process on this machine (the suite runs in parallel
     workers), while an mpiexec job runs. Two jobs at once would take each other's cores, and
-    each one's clean-up of /dev/shm could take a segment the other is still attaching to: a
-    job then hangs (a CI run saw one end at its timeout with nothing printed)."""
+    each one's clean-up of /dev/shm could take a segment the other is still attaching to (the
+    likely cause of a CI run's job that reached its timeout with nothing printed)."""
     import fcntl
     import tempfile
 
