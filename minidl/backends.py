@@ -20,9 +20,7 @@ importable as a module (``import minidl.backends.cudnn as cudnn``), as in torch.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import warnings
 
 from . import backend
 from .backend import cudnn as _cudnn
@@ -218,21 +216,9 @@ class _Cpu:
         the level the environment variable ``ATEN_CPU_CAPABILITY`` names ("avx512", "avx2" or
         "default", lower case, taken as given, as torch takes it), warning and ignoring any
         other value as torch does."""
-        from . import cpu
+        from .backend.capabilities import cpu_capability
 
-        caps = cpu.get_capabilities()
-        asked = os.environ.get("ATEN_CPU_CAPABILITY")
-        if asked is not None:
-            names = {"default": "DEFAULT"}
-            if "avx2" in caps:  # x86-64: torch has AVX2 and AVX-512 kernels to choose
-                names.update(avx2="AVX2", avx512="AVX512")
-            if asked in names:
-                return names[asked]
-            warnings.warn(f"ignoring invalid value for ATEN_CPU_CAPABILITY: {asked}",
-                          UserWarning, stacklevel=2)
-        if caps.get("avx512_f") and caps.get("avx512_bw") and caps.get("avx512_vl"):
-            return "AVX512"
-        return "AVX2" if caps.get("avx2") else "DEFAULT"
+        return cpu_capability()
 
 
 class _Mha:

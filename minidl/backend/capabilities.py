@@ -1,12 +1,15 @@
 """What the processor can do: the instruction sets in torch.cpu.get_capabilities()'s keys,
 read from /proc/cpuinfo on Linux (as torch's cpuinfo does). It lives in the backend layer so
 that the kernels' own choices (torch_random's rounding recipes) can ask without importing the
-public ``minidl.cpu`` module, which re-exports ``get_capabilities``."""
+public ``minidl.cpu`` module, which re-exports ``get_capabilities``; ``cpu_capability`` is
+``minidl.backends.cpu.get_cpu_capability``."""
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import types
+import warnings
 
 # /proc/cpuinfo flag -> torch.cpu.get_capabilities() key, where the two differ
 _X86_NAMES = {"pni": "sse3", "sse4_1": "sse4_1", "sse4_2": "sse4_2", "fma": "fma3",
@@ -90,3 +93,23 @@ def get_capabilities():
         if size is not None:
             caps[key] = size
     return types.MappingProxyType(caps)
+
+
+def cpu_capability():
+    """torch's ``get_cpu_capability()``: "AVX512", "AVX2" or "DEFAULT" on x86-64 (the widest
+    vector code torch would run here), "DEFAULT" elsewhere; or the level the environment
+    variable ``ATEN_CPU_CAPABILITY`` names ("avx512", "avx2" or "default", lower case, taken
+    as given, as torch takes it), warning and ignoring any other value as torch does."""
+    caps = get_capabilities()
+    asked = os.environ.get("ATEN_CPU_CAPABILITY")
+    if asked is not None:
+        names = {"default": "DEFAULT"}
+        if "avx2" in caps:  # x86-64: torch has AVX2 and AVX-512 kernels to choose
+            names.update(avx2="AVX2", avx512="AVX512")
+        if asked in names:
+            return names[asked]
+        warnings.warn(f"ignoring invalid value for ATEN_CPU_CAPABILITY: {asked}",
+                      UserWarning, stacklevel=3)
+    if caps.get("avx512_f") and caps.get("avx512_bw") and caps.get("avx512_vl"):
+        return "AVX512"
+    return "AVX2" if caps.get("avx2") else "DEFAULT"

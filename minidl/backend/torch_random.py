@@ -21,7 +21,6 @@ keeps one inside a NumPy Generator (``backend.rng()``), and the words are read w
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 
@@ -161,12 +160,12 @@ def _fused():
     twice-rounded formula, in double for float64 and in float for float32, and so is normal_'s
     ``z * std + mean`` on fewer than 16 values, one at a time in double; on 16 or more it
     stays one fma there)."""
-    from .capabilities import get_capabilities
+    from .capabilities import cpu_capability, get_capabilities
 
     caps = get_capabilities()
     if "sse2" not in caps:  # not x86-64, or a processor that cannot be read
         return True
-    return bool(caps.get("avx2")) and os.environ.get("ATEN_CPU_CAPABILITY") != "default"
+    return bool(caps.get("avx2")) and cpu_capability() != "DEFAULT"
 
 
 def _mul_add(a, b, c):
