@@ -298,8 +298,9 @@ def install(namespace):
 
         namespace["GradScaler"] = GradScaler
     added = []
-    for name in ("poisson", "binomial", "_standard_gamma", "_sample_dirichlet", "svd_lowrank", "pca_lowrank", "dtype",
-                 "get_device_module", "GradScaler", "UntypedStorage", "TypedStorage") + \
+    for name in ("poisson", "binomial", "_standard_gamma", "_sample_dirichlet", "svd_lowrank",
+                 "pca_lowrank", "dtype", "get_device_module", "GradScaler", "UntypedStorage",
+                 "TypedStorage") + \
             LEGACY_NAMES:
         if name not in namespace or name == "GradScaler":
             namespace.setdefault(name, globals().get(name))
