@@ -304,6 +304,26 @@ def test_relu_kernels(dtype, size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [7, 1_000_000])  # below and above the parallel threshold
+def test_add_relu_kernel(dtype, size):
+    """relu(a + b) in one pass: bit for bit NumPy's a + b then maximum, NaN (from either side,
+    or inf - inf) passing through, and a sum of -0.0 + -0.0 given as +0, as in
+    relu_forward; strided views give the same result."""
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal(size).astype(dtype).reshape(-1, 1)
+    b = rng.standard_normal(size).astype(dtype).reshape(-1, 1)
+    a[0], b[1], a[2], b[2] = np.nan, np.nan, np.inf, -np.inf
+    a[3] = b[3] = -0.0
+    ref = np.maximum(a + b, 0)
+    y = cpu.add_relu(a, b)
+    assert y.dtype == dtype and y.shape == a.shape
+    np.testing.assert_array_equal(y, ref)
+    assert np.isnan(y[:3]).all() and not np.signbit(y[3])
+    assert np.shares_memory(y, a) is False and np.shares_memory(y, b) is False
+    np.testing.assert_array_equal(cpu.add_relu(a[::2], b[::2]), ref[::2])  # strided views
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(6, 4), (40, 300)])  # fused kernel, numpy path
 def test_softmax_cross_entropy_kernels(dtype, shape):
     n, c = shape

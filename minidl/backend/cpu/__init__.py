@@ -14,7 +14,7 @@
   ``conv_tiles_kernels``);
 - ``conv_winograd``: Winograd F(2x2, 3x3) for inference;
 - ``pooling``: max pooling;
-- ``activations``: ReLU, float32 sigmoid, SiLU and GELU, softmax cross-entropy (with a
+- ``activations``: ReLU (and ResNet's relu(a + b)), float32 sigmoid, SiLU and GELU, softmax cross-entropy (with a
   vectorisable float32 exp);
 - ``rows``: layer norm and softmax over the last dim, row by row, and the scatter-add of rows
   of an embedding's gradient;
@@ -38,7 +38,7 @@ configure()
 
 from ..generic import out_size  # noqa: E402
 from .activations import (  # noqa: E402
-    activation_backward, activation_forward, hardtanh_backward, hardtanh_forward,
+    activation_backward, activation_forward, add_relu, hardtanh_backward, hardtanh_forward,
     leaky_relu_backward, leaky_relu_fits,
     leaky_relu_forward, relu_backward, relu_forward, softmax_cross_entropy,
     softmax_cross_entropy_backward,
@@ -76,7 +76,7 @@ __all__ = [
     "conv2d_inference", "conv2d_direct", "conv2d_direct_wgrad", "conv2d_tiles", "conv2d_tiles_wgrad",
     "conv2d_winograd", "depthwise_fits", "depthwise_forward", "depthwise_input_grad",
     "depthwise_weight_grad",
-    "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward",
+    "max_pool2d_forward", "max_pool2d_backward", "relu_forward", "relu_backward", "add_relu",
     "leaky_relu_forward", "leaky_relu_backward", "leaky_relu_fits", "hardtanh_forward",
     "hardtanh_backward",
     "softmax_cross_entropy", "softmax_cross_entropy_backward", "batch_norm_train",

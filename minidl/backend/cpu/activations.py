@@ -55,6 +55,46 @@ def _relu_bwd_ser(gf, yf, gxf):
     _relu_bwd_range(gf, yf, gxf, 0, gf.size)
 
 
+# ---- relu(a + b): ResNet's residual add and the ReLU after it, in one pass ------------------
+@njit(cache=True)
+def _add_relu_range(af, bf, yf, lo, hi):
+    for i in range(lo, hi):
+        k = np.uintp(i)
+        v = af[k] + bf[k]
+        if v > 0 or v != v:  # NaN passes through, as in relu_forward
+            yf[k] = v
+        else:
+            yf[k] = 0
+
+
+@njit(parallel=True, cache=True)
+def _add_relu_par(af, bf, yf):
+    nt = 64
+    for t in prange(nt):
+        _add_relu_range(af, bf, yf, t * af.size // nt, (t + 1) * af.size // nt)
+
+
+@njit(cache=True)
+def _add_relu_ser(af, bf, yf):
+    _add_relu_range(af, bf, yf, 0, af.size)
+
+
+_ADD_RELU = Drivers(_add_relu_par, _add_relu_ser)
+
+
+def add_relu(a, b):
+    """relu(a + b) for two arrays of one shape and dtype, in one pass over both (NumPy's
+    ``a + b`` then ``maximum`` reads and writes the sum twice, on one core)."""
+    if a.dtype not in FLOATS or a.dtype != b.dtype or a.shape != b.shape:
+        y = a + b
+        np.maximum(y, 0, out=y)
+        return y
+    a, b = contiguous(a), contiguous(b)
+    y = np.empty_like(a)
+    launch(_ADD_RELU, parallel(a.size, "relu"), a.reshape(-1), b.reshape(-1), y.reshape(-1))
+    return y
+
+
 # ---- leaky ReLU: x where x > 0, slope * x elsewhere (one pass each way, no temporaries) ------
 @njit(cache=True)
 def _leaky_fwd_range(xf, yf, slope, lo, hi):
