@@ -173,6 +173,11 @@ class Recurrence(Function):
         skip_h = skip_c = 0
         fused = _fused_kernels(xp, mode, valid, g, hs)
         if fused is not None:
+            # as forward's product: the small batch's rows go to BLAS as W_hh.T @ da.T (H rows),
+            # with W_hh.T copied once per layer (batch 32, hidden 256, 2 threads: the LSTM
+            # language model's training step 140 -> 134 ms, median of 12 alternating pairs)
+            by_rows = xp is np and batch <= 64
+            w_hh_t = xp.ascontiguousarray(w_hh.T) if by_rows else None
             carry = xp.empty(dh.shape, dh.dtype) if gru else None
             dc = xp.zeros(c0.shape, c0.dtype) if lstm else None  # updated in place
             for t in order:
@@ -185,11 +190,11 @@ class Recurrence(Function):
                     c_prev = c0 if last else cs[t + 1 if reverse else t - 1]
                     fused.lstm_step_backward(dh, dc, g[t], width, acts[t], c_prev, cs[t],
                                              dxw[t])
-                    dh = dxw[t] @ w_hh
+                    dh = (w_hh_t @ dxw[t].T).T if by_rows else dxw[t] @ w_hh
                 else:
                     fused.gru_step_backward(dh, acts[t], hn_parts[t], prev[t], dxw[t], dgh[t],
                                             carry)
-                    dh = carry + dgh[t] @ w_hh
+                    dh = carry + ((w_hh_t @ dgh[t].T).T if by_rows else dgh[t] @ w_hh)
             order = ()
         for t in order:
             dh = dh + g_h[t]
