@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import minidl
+from minidl.testing import gradcheck
 from _ops_check import check, needs_torch, torch
 
 rng = np.random.default_rng(4)
@@ -164,3 +165,366 @@ def test_fake_gpu(monkeypatch):
                             minidl.tensor([1.5], device="cuda"))
     assert s.device == "cuda" and s.item() == 1
     assert minidl.unique(minidl.tensor([2, 1, 2], device="cuda")).device == "cuda"
+
+
+# ---- ops PyTorch has that minidl lacked: forward and backward against torch, gradcheck (an audit against torch 2.13) ----
+NAN = float("nan")
+
+
+def _np(t):
+    return np.asarray(t.detach().numpy())
+
+
+def _same(fm, ft):
+    """Run the same lambda on minidl and torch: equal values and dtypes, or both raise an
+    error of torch's type (minidl's error classes subclass torch's)."""
+    try:
+        want = ft(torch)
+    except Exception as e:  # noqa: BLE001  (any error torch raises, minidl must raise too)
+        kind = RuntimeError if isinstance(e, RuntimeError) else type(e)
+        with pytest.raises(kind):
+            fm(minidl)
+        return
+    got = fm(minidl)
+    assert str(got.dtype).split(".")[-1] == str(want.dtype).split(".")[-1]
+    if want.dtype.is_floating_point:  # within an ulp or two of torch's vectorised math
+        np.testing.assert_allclose(_np(got).astype(np.float64),
+                                   want.double().numpy(), rtol=3e-7, atol=0)
+    else:
+        np.testing.assert_array_equal(_np(got), want.numpy())
+
+
+def _both(f):
+    _same(f, f)
+
+
+BINARY_NEW = ["atan2", "hypot", "logaddexp", "logaddexp2", "copysign", "fmax", "fmin",
+              "float_power"]
+
+
+UNARY_NEW = ["asinh", "acosh", "atanh", "deg2rad", "rad2deg"]
+
+
+def _pair_data(name):
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    if name == "float_power":
+        a = np.abs(a) + 0.5
+    a[0, 0], b[0, 0] = 1.25, 1.25  # a tie (fmax/fmin give it to input)
+    if name in ("fmax", "fmin"):
+        a[1, 1], b[2, 2] = NAN, NAN
+    return a, b
+
+
+def _unary_data(name):
+    x = np.random.default_rng(6).uniform(-0.9, 0.9, (3, 4))
+    return x + 2 if name == "acosh" else x
+
+
+@needs_torch
+@pytest.mark.parametrize("name", BINARY_NEW)
+def test_new_binary_ops_match_torch_forward_and_backward(name):
+    a, b = _pair_data(name)
+    ma, mb = (minidl.tensor(v, dtype=minidl.float64, requires_grad=True) for v in (a, b))
+    ta, tb = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    ym, yt = getattr(minidl, name)(ma, mb), getattr(torch, name)(ta, tb)
+    np.testing.assert_allclose(_np(ym), yt.detach().numpy(), rtol=1e-12)
+    w = np.random.default_rng(7).standard_normal(a.shape)
+    (ym * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (yt * torch.tensor(w)).sum().backward()
+    np.testing.assert_allclose(_np(ma.grad), ta.grad.numpy(), rtol=1e-10, atol=1e-12)
+    if tb.grad is not None and name != "copysign":
+        np.testing.assert_allclose(_np(mb.grad), tb.grad.numpy(), rtol=1e-10, atol=1e-12)
+    # float32 in, the result dtype as torch's (float_power: float64)
+    m32 = getattr(minidl, name)(minidl.tensor(a), minidl.tensor(b))
+    t32 = getattr(torch, name)(torch.tensor(a, dtype=torch.float32),
+                               torch.tensor(b, dtype=torch.float32))
+    assert str(m32.dtype) == str(t32.dtype).split(".")[-1]
+    if name not in ("fmax", "fmin"):  # piecewise: finite differences across the tie
+        x, y = (minidl.tensor(v, dtype=minidl.float64, requires_grad=True)
+                for v in (np.abs(a) + 0.5, b + 0.1 * (b == a)))
+        assert gradcheck(lambda p, q: getattr(minidl, name)(p, q), [x, y])
+
+
+@needs_torch
+@pytest.mark.parametrize("name", UNARY_NEW)
+def test_new_unary_ops_match_torch_forward_and_backward(name):
+    x = _unary_data(name)
+    m, t = minidl.tensor(x, dtype=minidl.float64, requires_grad=True), \
+        torch.tensor(x, requires_grad=True)
+    ym, yt = getattr(minidl, name)(m), getattr(torch, name)(t)
+    np.testing.assert_allclose(_np(ym), yt.detach().numpy(), rtol=1e-12)
+    ym.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(_np(m.grad), t.grad.numpy(), rtol=1e-10)
+    assert gradcheck(lambda a: getattr(minidl, name)(a),
+                     [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
+    _both(lambda L: getattr(L, name)(L.tensor([1, 2])))  # integers: float32
+
+
+@needs_torch
+def test_new_ops_edges_and_dtypes():
+    a = lambda L: L.tensor([0., 1., -2., 3.])  # noqa: E731
+    i = lambda L: L.tensor([1, 2, 3, 4])  # noqa: E731
+    cases = [lambda L: L.atan2(i(L), i(L)), lambda L: L.hypot(i(L), i(L)),
+             lambda L: L.logaddexp(i(L), i(L)), lambda L: L.fmax(i(L), i(L)),
+             lambda L: L.copysign(i(L), -1), lambda L: L.atan2(a(L), 2),
+             lambda L: L.float_power(i(L), 2), lambda L: L.signbit(L.tensor([-0., 0., -1.])),
+             lambda L: L.isposinf(L.tensor([float("inf"), -float("inf"), 1.])),
+             lambda L: L.isneginf(L.tensor([float("inf"), -float("inf"), 1.])),
+             lambda L: L.sgn(L.tensor([-2, 0, 3])), lambda L: L.absolute(L.tensor([-2, 3])),
+             lambda L: L.positive(L.tensor([True])), lambda L: L.heaviside(a(L), L.tensor([.5])),
+             lambda L: L.heaviside(a(L), L.tensor([1])), lambda L: L.dist(a(L), a(L) * 2, 1),
+             lambda L: L.dist(a(L), a(L) * 2, float("inf")),
+             lambda L: L.isin(i(L), L.tensor([2, 4])), lambda L: L.multiply(i(L), 2.5),
+             lambda L: L.subtract(i(L), i(L), alpha=2), lambda L: L.true_divide(i(L), 2),
+             lambda L: L.bitwise_and(i(L), 6), lambda L: L.bitwise_not(a(L)),
+             lambda L: L.aminmax(L.tensor([[1., 3.], [0., 2.]]), dim=1, keepdim=True).max,
+             lambda L: L.aminmax(i(L)).min, lambda L: L.aminmax(L.zeros(0)).min]
+    for c in cases:
+        _both(c)
+    # aminmax's gradients are amin's and amax's: shared among ties
+    x = [[1., 3., 3.], [2., 2., 0.]]
+    m, t = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    rm, rt = minidl.aminmax(m), torch.aminmax(t)
+    (rm.min + 2 * rm.max).backward()
+    (rt.min + 2 * rt.max).backward()
+    np.testing.assert_allclose(_np(m.grad), t.grad.numpy())
+
+
+@needs_torch
+def test_new_ops_under_cpu_autocast_keep_torchs_dtypes():
+    a, b = np.random.default_rng(8).uniform(1, 2, (2, 3, 3))
+    for name in BINARY_NEW + ["dist"]:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = getattr(torch, name)(torch.tensor(a).bfloat16(), torch.tensor(b).bfloat16())
+        with minidl.autocast("cpu", dtype=minidl.bfloat16):
+            got = getattr(minidl, name)(minidl.tensor(a).to(minidl.bfloat16),
+                                        minidl.tensor(b).to(minidl.bfloat16))
+        assert str(got.dtype) == str(want.dtype).split(".")[-1], name
+
+
+# composite and new shape ops: (name, lambda on the library, input shapes), run on both
+SHAPE_NEW = [
+    ("tensor_split", lambda L, a: L.tensor_split(a, 3, 1)[2] * 2, [(2, 7)]),
+    ("tensor_split_idx", lambda L, a: L.cat(L.tensor_split(a, [1, 5, 20], 1)[1:3], 1), [(2, 7)]),
+    ("hsplit", lambda L, a: L.hsplit(a, [1, 3])[1], [(2, 6)]),
+    ("vsplit", lambda L, a: L.vsplit(a, 2)[1], [(4, 3)]),
+    ("dsplit", lambda L, a: L.dsplit(a, 2)[0], [(2, 2, 4)]),
+    ("atleast_3d", lambda L, a: L.atleast_3d(a), [(5,)]),
+    ("dstack", lambda L, a, b: L.dstack([a, b]), [(2, 3), (2, 3)]),
+    ("column_stack", lambda L, a, b: L.column_stack([a, b]), [(3,), (3, 2)]),
+    ("broadcast_tensors", lambda L, a, b: L.broadcast_tensors(a, b)[0] * 3, [(3, 1), (4,)]),
+    ("diag_embed", lambda L, a: L.diag_embed(a, 1), [(2, 3)]),
+    ("diag_embed_dims", lambda L, a: L.diag_embed(a, -1, 2, 0), [(2, 3)]),
+    ("block_diag", lambda L, a, b: L.block_diag(a, b), [(2, 3), (1, 2)]),
+    ("cartesian_prod", lambda L, a, b: L.cartesian_prod(a, b), [(2,), (3,)]),
+    ("tensordot", lambda L, a, b: L.tensordot(a, b, dims=([1, 2], [1, 0])), [(2, 3, 4), (4, 3, 5)]),
+    ("tensordot_int", lambda L, a, b: L.tensordot(a, b, 1), [(2, 3), (3, 2)]),
+    ("kron", lambda L, a, b: L.kron(a, b), [(2, 3), (2, 1, 2)]),
+    ("vdot", lambda L, a, b: L.vdot(a, b), [(4,), (4,)]),
+    ("logcumsumexp", lambda L, a: L.logcumsumexp(a * 300, 1), [(3, 5)]),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,fn,shapes", SHAPE_NEW, ids=[c[0] for c in SHAPE_NEW])
+def test_new_shape_and_product_ops_match_torch(name, fn, shapes):
+    rng = np.random.default_rng(10)
+    arrays = [rng.standard_normal(s) for s in shapes]
+    ms = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    ts = [torch.tensor(a, requires_grad=True) for a in arrays]
+    ym, yt = fn(minidl, *ms), fn(torch, *ts)
+    assert tuple(ym.shape) == tuple(yt.shape)
+    np.testing.assert_allclose(_np(ym), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    w = rng.standard_normal(tuple(yt.shape))
+    (ym * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (yt * torch.tensor(w)).sum().backward()
+    for m, t in zip(ms, ts):
+        if t.grad is None:  # an input the result does not depend on
+            assert m.grad is None
+            continue
+        np.testing.assert_allclose(_np(m.grad), t.grad.numpy(), rtol=1e-9, atol=1e-12)
+    fresh = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    assert gradcheck(lambda *xs: fn(minidl, *xs), fresh)
+
+
+@needs_torch
+def test_new_shape_ops_edges():
+    x7 = lambda L: L.arange(7.)  # noqa: E731
+    cases = [lambda L: L.tensor_split(x7(L), [-2])[1], lambda L: L.tensor_split(x7(L), [5, 2])[2],
+             lambda L: L.tensor_split(L.ones(2, 7), L.tensor(3), 1)[1],
+             lambda L: L.hsplit(x7(L), 3)[0], lambda L: L.dsplit(L.ones(2, 3), 1)[0],
+             lambda L: L.atleast_3d(L.tensor(1.)), lambda L: L.atleast_3d(L.ones(2, 3)),
+             lambda L: L.column_stack([L.tensor(1.), L.ones(1, 2)]),
+             lambda L: L.tensor(list(L.broadcast_shapes((2, 1), (3,)))),
+             lambda L: L.tensor(list(L.broadcast_shapes((2,), (3,)))),
+             lambda L: L.block_diag(L.tensor(1), L.ones(2), L.ones(2, 1) * 2.),
+             lambda L: L.block_diag(L.tensor([[1, 2]]), L.tensor([[3]])),
+             lambda L: L.cartesian_prod(L.tensor([1, 2])),
+             lambda L: L.tril_indices(3, 3), lambda L: L.triu_indices(2, 4, 1),
+             lambda L: L.tril_indices(3, 2, -1), lambda L: L.triu_indices(3, 3, -5),
+             lambda L: L.unique_consecutive(L.tensor([1, 1, 2, 2, 3, 1, 1])),
+             lambda L: L.unique_consecutive(L.tensor([[1, 1], [2, 1]]), return_inverse=True)[1],
+             lambda L: L.unique_consecutive(L.tensor([1, 1, 2, 3, 3]), return_counts=True)[1],
+             lambda L: L.tensordot(L.ones(2, 3), L.ones(3, 2, dtype=L.float64), 1),
+             lambda L: L.tensordot(L.ones(2), L.ones(3), 0),
+             lambda L: L.kron(L.tensor([[1, 2], [3, 4]]), L.tensor([1, 10])),
+             lambda L: L.logcumsumexp(L.tensor([-1000., 0., 1.]), 0),
+             lambda L: L.logcumsumexp(L.tensor([-float("inf"), float("inf"), 1.]), 0),
+             lambda L: L.logcumsumexp(L.tensor([1, 2]), 0),
+             lambda L: L.bincount(L.tensor([0, 1, 1, 3])),
+             lambda L: L.bincount(L.tensor([0, 1, 1]), weights=L.tensor([.5, 1., 2.])),
+             lambda L: L.bincount(L.tensor([0, 1]), weights=L.tensor([1, 2])),
+             lambda L: L.bincount(L.tensor([], dtype=L.int64), minlength=3),
+             lambda L: L.bincount(L.tensor([-1]))]
+    for c in cases:
+        _both(c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = torch.tensordot(torch.ones(2, 3), torch.ones(3, 2), 1).dtype
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        got = minidl.tensordot(minidl.ones(2, 3), minidl.ones(3, 2), 1).dtype
+    assert str(got) == str(want).split(".")[-1]
+
+
+@needs_torch
+def test_torchs_keyword_names_are_accepted():
+    m = lambda L: L.arange(12.).reshape(3, 4)  # noqa: E731
+    cases = [lambda L: L.split(m(L), split_size_or_sections=2, dim=1)[1],
+             lambda L: m(L).split(split_size=3, dim=1)[1],
+             lambda L: L.flip(m(L), dims=(0,)), lambda L: L.permute(m(L), dims=(1, 0)),
+             lambda L: m(L).permute(dims=[1, 0]), lambda L: L.reshape(m(L), shape=(4, 3)),
+             lambda L: m(L).reshape(shape=(2, 6)), lambda L: L.tile(m(L), dims=(2, 1)),
+             lambda L: L.topk(input=m(L), k=2, dim=0, largest=False, sorted=True).values,
+             lambda L: L.gather(input=m(L), dim=1, index=L.tensor([[0], [1], [2]])),
+             lambda L: L.clamp(input=m(L), min=2, max=5)]
+    for c in cases:
+        _both(c)
+    with pytest.raises(TypeError):
+        m(minidl).reshape((4, 3), shape=(4, 3))
+    with pytest.raises(TypeError):
+        m(minidl).permute(order=(1, 0))
+
+
+STATS_NEW = [
+    ("quantile_linear", lambda L, a: L.quantile(a, 0.3, dim=1), [(3, 5)]),
+    ("quantile_q_tensor", lambda L, a: L.quantile(a, L.tensor([0.1, 0.5, 0.9], dtype=a.dtype),
+                                                 dim=0, keepdim=True), [(4, 3)]),
+    ("quantile_all", lambda L, a: L.quantile(a, 0.75), [(3, 4)]),
+    ("quantile_midpoint", lambda L, a: L.quantile(a, 0.5, 1, interpolation="midpoint"), [(3, 4)]),
+    ("quantile_nearest", lambda L, a: L.quantile(a, 0.4, 1, interpolation="nearest"), [(3, 6)]),
+    ("nanquantile", lambda L, a: L.nanquantile(a, 0.6, dim=1), [(3, 5)]),
+    ("nanmedian", lambda L, a: L.nanmedian(a, 1).values, [(3, 5)]),
+    ("mode", lambda L, a: L.mode(a.round(), 1).values, [(3, 7)]),
+    ("cov", lambda L, a: L.cov(a), [(3, 6)]),
+    ("cov_weights", lambda L, a: L.cov(a, fweights=L.tensor([1, 2, 1, 3]),
+                                       aweights=L.tensor([0.5, 1., 2., 1.], dtype=a.dtype)),
+     [(2, 4)]),
+    ("corrcoef", lambda L, a: L.corrcoef(a), [(3, 6)]),
+    ("cdist", lambda L, a, b: L.cdist(a, b), [(2, 4, 3), (2, 5, 3)]),
+    ("cdist_p1", lambda L, a, b: L.cdist(a, b, p=1), [(4, 3), (5, 3)]),
+    ("cdist_p3", lambda L, a, b: L.cdist(a, b, p=3), [(4, 3), (5, 3)]),
+    ("cdist_inf", lambda L, a, b: L.cdist(a, b, p=float("inf")), [(4, 3), (5, 3)]),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,fn,shapes", STATS_NEW, ids=[c[0] for c in STATS_NEW])
+def test_new_statistics_ops_match_torch(name, fn, shapes):
+    test_new_shape_and_product_ops_match_torch(name, fn, shapes)
+
+
+@needs_torch
+def test_new_statistics_ops_edges():
+    a = lambda L: L.tensor([[1., 5., 2., 2., 9.], [3., NAN, 1., 0., 2.]])  # noqa: E731
+    cases = [lambda L: L.quantile(a(L), 0.5, dim=1), lambda L: L.nanquantile(a(L), 0.5),
+             lambda L: L.nanquantile(L.tensor([[NAN, NAN], [1., NAN]]), 0.5, dim=1),
+             lambda L: L.quantile(L.tensor([1., 2., 3., 4.]), L.tensor([.25, .5, 1.]),
+                                  interpolation="nearest"),
+             lambda L: L.quantile(L.tensor(2.), 0.5), lambda L: L.quantile(L.tensor([1, 2]), .5),
+             lambda L: L.quantile(L.tensor([1., 2.]), 1.5),
+             lambda L: L.quantile(L.tensor([1., 2.]), L.tensor([.5], dtype=L.float64)),
+             lambda L: L.quantile(L.zeros(0), 0.5),
+             lambda L: L.quantile(L.tensor([1., 2.]), 0.5, interpolation="foo"),
+             lambda L: L.nanmedian(L.tensor([1., NAN, 3., 2.])),
+             lambda L: L.nanmedian(L.tensor([[NAN, 1.], [NAN, NAN], [2., 2.]]), 1).indices,
+             lambda L: L.nanmedian(L.full((2, 70), NAN), 1).indices,
+             lambda L: L.mode(L.tensor([0., 1., 0., 1., 0., 1., 2., 0.] * 3), 0).indices,
+             lambda L: L.mode(L.tensor([3, 1, 3, 1, 2])).indices,
+             lambda L: L.cov(L.tensor([[1, 2, 4]])), lambda L: L.cov(L.ones(2, 2, 2)),
+             lambda L: L.corrcoef(L.tensor([[1., 1., 1.], [1., 2., 3.]])),
+             lambda L: L.cdist(L.ones(3, 4), L.ones(5, 3)),
+             lambda L: L.cdist(L.ones(3, 4, dtype=L.int64), L.ones(5, 4, dtype=L.int64))]
+    for c in cases:
+        _both(c)
+    with pytest.warns(UserWarning, match="degrees of freedom"):
+        got = minidl.cov(minidl.tensor([[1.]]))
+    assert np.isnan(got.item()) or np.isinf(got.item())
+    x = np.random.default_rng(11).uniform(size=(3, 6))
+    for name in ("quantile", "nanquantile"):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            want = getattr(torch, name)(torch.tensor(x).bfloat16(), 0.5, dim=1)
+        with minidl.autocast("cpu", dtype=minidl.bfloat16):
+            got = getattr(minidl, name)(minidl.tensor(x).to(minidl.bfloat16), 0.5, dim=1)
+        assert str(got.dtype) == str(want.dtype).split(".")[-1] == "float32"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = torch.cdist(torch.tensor(x).bfloat16(), torch.tensor(x).bfloat16())
+    with minidl.autocast("cpu", dtype=minidl.bfloat16):
+        got = minidl.cdist(minidl.tensor(x).to(minidl.bfloat16), minidl.tensor(x).to(minidl.bfloat16))
+    assert str(got.dtype) == str(want.dtype).split(".")[-1] == "float32"
+
+
+MORE_NEW = [
+    ("addbmm", lambda L, a, b, c: L.addbmm(a, b, c, beta=0.5, alpha=2), [(2, 2), (3, 2, 4),
+                                                                         (3, 4, 2)]),
+    ("addr", lambda L, a, b, c: L.addr(a, b, c, beta=2, alpha=0.5), [(2, 3), (2,), (3,)]),
+    # a positive exponent: torch's ldexp gradient takes 2 ** -2 in integers, as 0
+    ("ldexp", lambda L, a: L.ldexp(a, L.tensor([1, 2, 3])), [(2, 3)]),
+    ("trapezoid", lambda L, a, x: L.trapezoid(a, x.cumsum(0)), [(2, 4), (4,)]),
+    ("trapezoid_dx", lambda L, a: L.trapezoid(a, dx=0.5, dim=0), [(3, 2)]),
+    ("cumulative_trapezoid", lambda L, a: L.cumulative_trapezoid(a), [(2, 5)]),
+    ("renorm", lambda L, a: L.renorm(a, 2, 0, 1.5), [(3, 4)]),
+    ("masked_scatter", lambda L, a, s: a.masked_scatter(L.tensor([True, False, True]), s),
+     [(2, 3), (5,)]),
+    ("select_scatter", lambda L, a, s: L.select_scatter(a, s, 1, -1), [(2, 3), (2,)]),
+    ("slice_scatter", lambda L, a, s: L.slice_scatter(a, s, 0, 1, 4, 2), [(4, 2), (2, 2)]),
+    ("diagonal_scatter", lambda L, a, s: L.diagonal_scatter(a, s, 1, 0, 2), [(3, 2, 4), (2, 3)]),
+    ("narrow_copy", lambda L, a: L.narrow_copy(a, 1, 1, 2), [(2, 4)]),
+    ("combinations", lambda L, a: L.combinations(a, 2), [(4,)]),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,fn,shapes", MORE_NEW, ids=[c[0] for c in MORE_NEW])
+def test_more_new_ops_match_torch(name, fn, shapes):
+    test_new_shape_and_product_ops_match_torch(name, fn, shapes)
+
+
+@needs_torch
+def test_more_new_ops_edges():
+    # vander: torch's own backward trips on an in-place op; forward against torch, gradcheck
+    x = np.array([0.5, -1.5, 2.0])
+    np.testing.assert_allclose(_np(minidl.vander(minidl.tensor(x, dtype=minidl.float64), N=4)),
+                               torch.vander(torch.tensor(x), N=4).numpy())
+    assert gradcheck(lambda a: minidl.vander(a, N=4, increasing=True),
+                     [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
+    cases = [lambda L: L.gcd(L.tensor([12, -18, 0]), L.tensor([8, 12, 0])),
+             lambda L: L.lcm(L.tensor([4, -6, 0]), L.tensor([6, 4, 5])),
+             lambda L: L.gcd(L.tensor([1.]), L.tensor([2.])),
+             lambda L: L.ldexp(L.tensor([1, 2]), L.tensor([2, 3])),
+             lambda L: L.frexp(L.tensor([8., 0.5, -3., 0.])).mantissa,
+             lambda L: L.frexp(L.tensor([8., 0.5, -3., 0.])).exponent,
+             lambda L: L.frexp(L.tensor([1])).mantissa,
+             lambda L: L.nextafter(L.tensor([1., 0.]), L.tensor([2., -1.])),
+             lambda L: L.angle(L.tensor([-1., 0., 2., NAN])), lambda L: L.angle(L.tensor([-1, 2])),
+             lambda L: L.trapezoid(L.zeros(0)),
+             lambda L: L.histc(L.tensor([1., 2., 1., 4.]), bins=4, min=0, max=3),
+             lambda L: L.histc(L.tensor([1., 2., 1.]), bins=4),
+             lambda L: L.histc(L.tensor([1., 1.]), bins=3), lambda L: L.histc(L.tensor([1, 2])),
+             lambda L: L.zeros(2).masked_scatter(L.tensor([True, True]), L.ones(1)),
+             lambda L: L.stack(list(L.unravel_index(L.tensor([5, 7, -1]), (2, 4)))),
+             lambda L: L.vander(L.tensor([1, 2, 3])), lambda L: L.vander(L.tensor([1., 2.]), N=0),
+             lambda L: L.combinations(L.tensor([1, 2]), 3),
+             lambda L: L.combinations(L.tensor([1, 2]), 2, with_replacement=True)]
+    for c in cases:
+        _both(c)
