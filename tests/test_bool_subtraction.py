@@ -49,3 +49,25 @@ def test_masks_inverted_the_supported_ways():
     np.testing.assert_array_equal(m.logical_not().numpy(), [False, True])
     np.testing.assert_array_equal((1 - m.float()).numpy(), [0.0, 1.0])
     np.testing.assert_array_equal((m ^ True).numpy(), [False, True])
+
+
+@pytest.mark.parametrize("a, b", [
+    (np.array([True, False]), np.array([1.0, 2.0])),
+    (np.array([1.0, 2.0]), np.array([True, False])),
+    (np.array([1, 2]), True),
+    (np.array([True, False]), 2),
+    (np.array([True, False]), np.array([True, True])),
+])
+def test_subtract_refuses_bool_operands(a, b):
+    def args(L):
+        x = L.tensor(a) if L is torch else minidl.tensor(a, dtype=a.dtype)
+        y = b if not isinstance(b, np.ndarray) else (
+            torch.tensor(b) if L is torch else minidl.tensor(b, dtype=b.dtype))
+        return x, y
+
+    with pytest.raises(RuntimeError):
+        torch.subtract(*args(torch))
+    with pytest.raises(RuntimeError, match="bool"):
+        minidl.subtract(*args(minidl))
+    with pytest.raises(TypeError):
+        minidl.subtract(*args(minidl))

@@ -10,6 +10,13 @@ import minidl
 import minidl.nn as nn
 from minidl.utils.checkpoint import checkpoint, checkpoint_sequential
 
+try:
+    import torch
+except ImportError:  # the tests that compare with torch skip themselves
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
 
 def _mlp(dropout=0.0, dtype=minidl.float64, width=8, depth=3, batch_norm=False):
     minidl.manual_seed(0)
@@ -252,3 +259,99 @@ def test_checkpoint_with_dropout_on_the_fake_gpu(monkeypatch, host_kernels):
                     reason="needs CuPy and an NVIDIA GPU (CuPy not installed or no GPU found)")
 def test_checkpoint_with_dropout_on_cuda():
     _dropout_replay_on_cuda()
+
+
+# ---- checkpoint against torch's: closures, mixed and nested outputs, custom functions (an audit) ----
+def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
+
+
+def _checkpoint_grads(L, cp, fn_of):
+    rng = np.random.default_rng(3)
+    w1, w2, xs = rng.standard_normal((3, 4)), rng.standard_normal((4, 2)), rng.standard_normal((5, 3))
+    if L is torch:
+        W1, W2, x = (torch.tensor(a, requires_grad=True) for a in (w1, w2, xs))
+    else:
+        W1, W2, x = (minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in (w1, w2, xs))
+    out = fn_of(L, cp, W1, W2, x)
+    out.sum().backward()
+    return [out] + [t.grad for t in (W1, W2, x)]
+
+
+@needs_torch
+@pytest.mark.parametrize("fn_of", [
+    # h, computed before the checkpoint from x and W1, is read by the checkpointed function
+    lambda L, cp, W1, W2, x: (lambda h: cp(lambda a: (a @ W1).tanh() @ W2 * h.sum(), x,
+                                           use_reentrant=False))((x @ W1).sin()),
+    # a tuple output with a non-Tensor value in it
+    lambda L, cp, W1, W2, x: cp(lambda a: ((a @ W1) @ W2, 2.0), x, use_reentrant=False)[0] * 2,
+])
+def test_checkpoint_matches_torch_with_closures_and_mixed_outputs(fn_of):
+    from torch.utils.checkpoint import checkpoint as tcp
+
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    mine = _checkpoint_grads(minidl, mcp, fn_of)
+    theirs = _checkpoint_grads(torch, tcp, fn_of)
+    for what, a, b in zip(("out", "W1", "W2", "x"), mine, theirs):
+        same(a, b, what)
+
+
+@needs_torch
+def test_checkpoint_keeps_non_tensor_values_of_its_output():
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    x = minidl.ones(2, requires_grad=True)
+    y, tag, z = mcp(lambda a: (a * 3, "tag", a * a), x, use_reentrant=False)
+    assert tag == "tag"
+    (y.sum() + z.sum()).backward()
+    assert x.grad.numpy().tolist() == [5.0, 5.0]
+
+
+@needs_torch
+def test_checkpoint_through_a_custom_function_with_two_outputs():
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    class Two(minidl.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            return a * 2, a * 3
+
+        @staticmethod
+        def backward(ctx, g1, g2):
+            return g1 * 2 + g2 * 3
+
+    w = minidl.tensor([1.0, 2.0], requires_grad=True)
+    x = minidl.tensor([3.0, 4.0], requires_grad=True)
+
+    def f(a):
+        u, v = Two.apply(a * w)
+        return (u * v).sum()
+
+    f(x).backward()
+    want = (x.grad.numpy().copy(), w.grad.numpy().copy())
+    x.grad = w.grad = None
+    mcp(f, x, use_reentrant=False).backward()
+    np.testing.assert_allclose(x.grad.numpy(), want[0])
+    np.testing.assert_allclose(w.grad.numpy(), want[1])
+
+
+@needs_torch
+def test_checkpoint_returns_dicts_and_nested_outputs():
+    from torch.utils.checkpoint import checkpoint as tcp
+
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    def fn_of(L, cp, W1, W2, x):
+        out = cp(lambda a: {"y": (a @ W1).tanh(), "rest": [a @ W1 @ W2, "note"]}, x,
+                 use_reentrant=False)
+        assert out["rest"][1] == "note"
+        return out["y"].sum() + (out["rest"][0] ** 2).sum()
+
+    for what, a, b in zip(("out", "W1", "W2", "x"), _checkpoint_grads(minidl, mcp, fn_of),
+                          _checkpoint_grads(torch, tcp, fn_of)):
+        same(a, b, what)

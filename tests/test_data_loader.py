@@ -1,8 +1,17 @@
-"""DataLoader: per-epoch shuffle order with a public resume (set_epoch), argument checks."""
+"""DataLoader: per-epoch shuffle order with a public resume (set_epoch), argument checks, and
+DataLoader(batch_size=None) (samples one by one, as torch's)."""
 import numpy as np
 import pytest
 
+import minidl
 from minidl.data import DataLoader, TensorDataset
+
+try:
+    import torch
+except ImportError:  # the parity tests skip themselves
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
 
 def _orders(loader, epochs):
@@ -68,3 +77,101 @@ def test_bad_seed_and_epoch_are_refused(bad):
 def test_numpy_integers_are_fine():
     loader = DataLoader(_dataset(), batch_size=np.int64(5), shuffle=True, seed=np.int32(1))
     assert len(loader) == 10
+
+
+# ---- DataLoader(batch_size=None): samples one by one, as torch's ---------------------------------
+class _Samples(minidl.data.Dataset):
+    """A map-style dataset whose samples mix arrays, numpy and Python numbers, strings and
+    nested tuples: what default_convert turns into Tensors and what it leaves."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        return {"x": np.full((2, 3), i, np.float32), "y": i, "name": f"item{i}",
+                "pair": (np.int64(i), 1.5), "ids": np.arange(i, i + 2)}
+
+
+def _plain(obj, tensor_types):
+    """A structure with its tensors (either framework's) as ('T', dtype, shape, values)."""
+    if isinstance(obj, tensor_types):
+        a = obj.numpy() if not hasattr(obj, "detach") else obj.detach().numpy()
+        return ("T", str(a.dtype), a.shape, a.tolist())
+    if isinstance(obj, dict):
+        return {k: _plain(v, tensor_types) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj).__name__, [_plain(v, tensor_types) for v in obj]
+    return type(obj).__name__, obj
+
+
+@needs_torch
+@pytest.mark.parametrize("make", ["samples", "tensors"])
+def test_dataloader_without_batching_yields_what_torch_yields(make):
+    from torch.utils.data import DataLoader as TorchLoader
+    from torch.utils.data import Dataset as TorchDataset
+    from torch.utils.data import TensorDataset as TorchTensorDataset
+
+    if make == "samples":
+        ours = _Samples()
+
+        class Theirs(TorchDataset):
+            __len__, __getitem__ = _Samples.__len__, _Samples.__getitem__
+        theirs = Theirs()
+    else:
+        x = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
+        y = np.arange(6)
+        ours = minidl.data.TensorDataset(x, y)
+        theirs = TorchTensorDataset(torch.tensor(x), torch.tensor(y))
+    for kwargs in [{}, dict(sampler=[4, 0, 2, 2])]:
+        got = minidl.data.DataLoader(ours, batch_size=None, **kwargs)
+        want = TorchLoader(theirs, batch_size=None, **kwargs)
+        assert len(got) == len(want)
+        got_items = [_plain(b, minidl.Tensor) for b in got]
+        want_items = [_plain(b, torch.Tensor) for b in want]
+        assert got_items == want_items
+        assert got_items[0] != got_items[1]
+
+
+def test_dataloader_without_batching_shuffles_and_keeps_the_sample_shapes():
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    ds = minidl.data.TensorDataset(x, np.arange(10))
+    loader = minidl.data.DataLoader(ds, batch_size=None, shuffle=True, seed=3)
+    first, second = [int(y.item()) for _, y in loader], [int(y.item()) for _, y in loader]
+    assert sorted(first) == list(range(10)) and first != list(range(10))
+    assert first != second  # each pass is the next epoch
+    loader.set_epoch(0)
+    assert [int(y.item()) for _, y in loader] == first
+    sample = next(iter(loader))
+    assert isinstance(sample, list) and sample[0].shape == (2,) and sample[1].shape == ()
+    assert sample[0].dtype == np.float32 and sample[1].dtype == np.int64
+    assert loader.batch_size is None and len(loader) == 10
+
+
+def test_dataloader_without_batching_collate_fn_streams_and_errors():
+    ds = minidl.data.TensorDataset(np.arange(4.0))
+    seen = list(minidl.data.DataLoader(ds, None, collate_fn=lambda s: ("got", s)))
+    assert [s[0] for s in seen] == ["got"] * 4 and isinstance(seen[0][1], tuple)
+
+    class Stream(minidl.data.IterableDataset):
+        def __iter__(self):
+            return iter([np.ones(3), np.zeros(3)])
+
+    out = list(minidl.data.DataLoader(Stream(), batch_size=None))
+    assert [o.shape for o in out] == [(3,), (3,)]
+    with pytest.raises(ValueError, match="mutually exclusive with drop_last"):
+        minidl.data.DataLoader(ds, batch_size=None, drop_last=True)
+    with pytest.raises(ValueError, match="batch_sampler option is mutually exclusive"):
+        minidl.data.DataLoader(ds, batch_size=None, batch_sampler=[[0, 1]])
+    with pytest.raises(ValueError, match="positive integer or None"):
+        minidl.data.DataLoader(ds, batch_size=0)
+
+
+def test_dataloader_without_batching_moves_each_sample_to_the_fake_gpu(monkeypatch):
+    import _fake_gpu
+
+    _fake_gpu.install(monkeypatch, lib=None)  # no kernels run: the samples are only moved
+    loader = minidl.data.DataLoader(_Samples(), batch_size=None, device="cuda")
+    sample = next(iter(loader))
+    assert sample["x"].device == "cuda" and sample["x"].shape == (2, 3)
+    assert sample["pair"][0].device == "cuda" and sample["pair"][1] == 1.5
+    assert sample["y"] == 0 and sample["name"] == "item0"

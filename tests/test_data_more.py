@@ -1,8 +1,9 @@
 """Samplers, BatchSampler and DataLoader(batch_sampler=...), ConcatDataset, IterableDataset and
 ChainDataset, default_collate / default_convert and get_worker_info: torch.utils.data's
 behaviour where it is deterministic (orders, batch structures, indexing, errors), and the
-properties that define the random samplers."""
+properties that define the random samplers; random_split with sizes or fractions."""
 import collections
+import importlib.util
 
 import numpy as np
 import pytest
@@ -12,6 +13,10 @@ from minidl.data import (BatchSampler, ChainDataset, ConcatDataset, DataLoader, 
                          IterableDataset, RandomSampler, Sampler, SequentialSampler,
                          SubsetRandomSampler, TensorDataset, WeightedRandomSampler,
                          default_collate, default_convert, get_worker_info)
+
+# for tests that import from torch themselves (the others take the ``torch`` fixture below)
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                                 reason="PyTorch is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -408,3 +413,52 @@ def test_len_of_a_loader_over_a_stream_without_len_is_a_type_error(torch):
     with pytest.raises(TypeError, match="has no len"):
         len(loader)
     assert [b.tolist() for b in loader] == [[0, 1], [2, 3], [4]]
+
+
+# ---- random_split with fractions, as torch's -----------------------------------------------------
+SPLITS = [(10, [0.3, 0.3, 0.4]), (7, [0.33, 0.33, 0.34]), (200, [0.8, 1 - 0.8]), (3, [0.5, 0.5]),
+          (10, [0.1] * 10), (10, [0.7, 0.2, 0.1]), (11, (0.25, 0.75)), (10, [1.0]),
+          (13, [0.2, 0.2, 0.2, 0.2, 0.2]), (5, [1, 0]), (1, [0.5, 0.5]), (0, [0.5, 0.5]),
+          (10, [3, 7]), (10, [0, 10]), (10, [np.int64(4), np.int64(6)]), (9, np.array([0.3, 0.7]))]
+
+
+@needs_torch
+@pytest.mark.parametrize("n,lengths", SPLITS, ids=[f"{n}-{list(l)}" for n, l in SPLITS])
+def test_random_split_sizes_match_torch(n, lengths):
+    import warnings
+
+    from torch.utils.data import random_split as torch_split
+
+    with warnings.catch_warnings(record=True) as theirs_warned:
+        warnings.simplefilter("always")
+        want = [len(s) for s in torch_split(range(n), lengths)]
+    with warnings.catch_warnings(record=True) as ours_warned:
+        warnings.simplefilter("always")
+        parts = minidl.data.random_split(list(range(n)), lengths, seed=0)
+    assert [len(s) for s in parts] == want
+    assert len(ours_warned) == len(theirs_warned)  # one per empty split
+    assert sorted(i for s in parts for i in s.indices) == list(range(n))
+
+
+@needs_torch
+@pytest.mark.parametrize("lengths", [[0.5, 0.6], [0.5, 0.4], [3, 3], [-0.1, 1.1],
+                                     [0.5, 0.5000000001], [1.2, -0.2]])
+def test_random_split_refuses_what_torch_refuses(lengths):
+    from torch.utils.data import random_split as torch_split
+
+    with pytest.raises(ValueError) as theirs:
+        torch_split(range(10), lengths)
+    with pytest.raises(ValueError) as ours:
+        minidl.data.random_split(list(range(10)), lengths)
+    word = "between 0 and 1" if "between" in str(theirs.value) else "does not equal"
+    assert word in str(ours.value)
+
+
+def test_random_split_refuses_negative_and_fractional_sizes():
+    with pytest.raises(ValueError, match="index 0 is negative"):
+        minidl.data.random_split(list(range(10)), [-1, 11])  # torch gives overlapping subsets
+    with pytest.raises(TypeError, match="neither fractions summing to 1 nor integer sizes"):
+        minidl.data.random_split(list(range(10)), [2.5, 7.5])
+    with pytest.raises(ValueError, match="not between 0 and 1"):
+        minidl.data.random_split(list(range(10)), 1.5)
+    assert [len(s) for s in minidl.data.random_split(list(range(200)), 0.8)] == [160, 40]

@@ -499,3 +499,108 @@ def test_cpu_device_with_an_index_is_the_cpu_as_in_torch():
     assert minidl.zeros(2, device="cpu:0").device == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         t.to("cpu:x")
+
+
+# ---- grid_sample, ctc_loss, embedding_bag, rrelu and the pooling layers on the fake GPU ----------
+FAKE_GPU = [
+    ("grid_sample", lambda F, x, g: F.grid_sample(x, g, "bilinear", "reflection", False)
+     + F.grid_sample(x, g, "bicubic", "zeros", True), [(1, 2, 4, 5), (1, 3, 3, 2)]),
+    ("grid_sample_3d", lambda F, x, g: F.grid_sample(x, g, "bilinear", "border", True),
+     [(1, 2, 3, 4, 3), (1, 2, 2, 2, 3)]),
+    ("affine_grid", lambda F, t: F.affine_grid(t, (1, 1, 3, 4), False), [(1, 2, 3)]),
+    ("embedding_bag", lambda F, w: F.embedding_bag(
+        minidl.tensor([1, 2, 4, 5, 4], device=w.device), w,
+        minidl.tensor([0, 2], device=w.device), mode="max")
+     + F.embedding_bag(minidl.tensor([[1, 2], [4, 4]], device=w.device), w, mode="sum"), [(6, 3)]),
+    ("pool_layers", lambda F, x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2)
+     + F.rrelu(x) + F.channel_shuffle(x, 2) * 2 + F.interpolate(F.lp_pool2d(x, 2, 2), (4, 4)),
+     [(1, 4, 4, 4)]),
+    ("losses", lambda F, x: F.multi_margin_loss(x, minidl.tensor([0, 2], device=x.device))
+     + F.multilabel_margin_loss(x, minidl.tensor([[1, -1, 0], [2, 0, -1]], device=x.device))
+     + F.ctc_loss(x.reshape(2, 1, 3).log_softmax(2), minidl.tensor([[1]], device=x.device),
+                  [2], [1]), [(2, 3)]),
+]
+
+
+def _run_on(fn, arrays, device):
+    import _fake_gpu
+
+    return _fake_gpu.forward_backward(fn, F, arrays, device)
+
+
+@pytest.mark.skipif(_try_torch() is None, reason="PyTorch is not installed")
+@pytest.mark.parametrize("name,fn,shapes", FAKE_GPU, ids=[c[0] for c in FAKE_GPU])
+def test_fake_gpu_matches_cpu(name, fn, shapes, monkeypatch, host_kernels):
+    import _fake_gpu
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.uniform(-1.2, 1.2, s).astype(np.float32) for s in shapes]
+    want_y, want_g = _run_on(fn, arrays, "cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    got_y, got_g = _run_on(fn, arrays, "cuda")
+    np.testing.assert_allclose(got_y, want_y, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_g, want_g):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ---- the ops fixed by an audit, on the fake GPU --------------------------------------------------
+@pytest.mark.skipif(_try_torch() is None, reason="PyTorch is not installed")
+def test_fixes_run_on_the_fake_gpu(monkeypatch, host_kernels):
+    """frexp's new Function, beta=0's ignored input, masked_scatter on 0-d tensors and the
+    checkpoint boundary, on the numpy-backed stand-in GPU, give the CPU's numbers."""
+    from minidl.utils.checkpoint import checkpoint as mcp
+
+    def run(device):
+        x = minidl.tensor([1e-40, 3.0, -0.75], requires_grad=True, device=device)
+        m, e = minidl.frexp(x)
+        inp = minidl.tensor([[float("nan")] * 4], requires_grad=True, device=device)
+        o = minidl.addr(inp, minidl.ones(3, device=device), minidl.ones(4, device=device), beta=0)
+        s = minidl.tensor(1.5, requires_grad=True, device=device)
+        ms = minidl.masked_scatter(s, minidl.tensor(True, device=device),
+                                   minidl.tensor([4.0, 5.0], device=device))
+        w = minidl.tensor([[0.5, -1.0], [2.0, 0.25]], requires_grad=True, device=device)
+        h = (x[:2] @ w).sin()
+        c = mcp(lambda a: (a @ w).tanh() * h.sum(), x[:2] * 1, use_reentrant=False)
+        (m.sum() + o.sum() + ms * 2 + c.sum()).backward()
+        assert e.device == device
+        sh = minidl.tensor([1, -8, 3], device=device) << minidl.tensor([1, 64, 2], device=device)
+        rn = minidl.renorm(w * 3, 2, 0, 1.0)
+        return [t.numpy() for t in (m, e, o, ms, c, x.grad, inp.grad, s.grad, w.grad, sh, rn)]
+
+    want = run("cpu")
+    _fake_gpu.install(monkeypatch, host_kernels)
+    for a, b in zip(run("cuda"), want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, equal_nan=True)
+
+
+# ---- the encoder's nested path and the attention fast path on the fake GPU -----------------------
+@pytest.mark.skipif(_try_torch() is None, reason="PyTorch is not installed")
+def test_inference_paths_on_a_fake_gpu_match_the_cpu(monkeypatch, tmp_path):
+    """The encoder's nested-tensor zeros and the fast path's NaN come out the same on the
+    (numpy-backed) GPU stand-in as on the CPU; logspace and as_tensor place their results."""
+    import _fake_gpu
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    minidl.manual_seed(0)
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2).eval()
+    x = np.random.default_rng(9).standard_normal((3, 5, 8)).astype(np.float32)
+    kpm = np.zeros((3, 5), bool)
+    kpm[0, 3:] = kpm[1, :] = True  # sequence 1: all padding
+    with minidl.no_grad():
+        cpu = enc(minidl.tensor(x), src_key_padding_mask=minidl.tensor(kpm)).numpy()
+    assert (cpu[0, 3:] == 0).all() and (cpu[1] == 0).all() and not np.isnan(cpu).any()
+    _fake_gpu.install(monkeypatch, lib)
+    enc.to("cuda")
+    with minidl.no_grad():
+        out = enc(minidl.tensor(x, device="cuda"),
+                  src_key_padding_mask=minidl.tensor(kpm, device="cuda"))
+    assert out.device == "cuda"
+    np.testing.assert_allclose(out.numpy(), cpu, rtol=1e-5, atol=1e-5)
+    layer = enc.layers[0]
+    with minidl.no_grad():
+        y = layer(minidl.tensor(x, device="cuda"),
+                  src_key_padding_mask=minidl.tensor(kpm, device="cuda"))
+    assert np.isnan(y.numpy()[1]).all() and not np.isnan(y.numpy()[0]).any()
+    assert minidl.logspace(0, 2, 3, device="cuda").device == "cuda"
+    assert minidl.as_tensor(np.zeros(2), device="cuda").device == "cuda"

@@ -167,3 +167,48 @@ def test_div_rounding_modes_and_floor_division_in_place():
     h.div_(2, rounding_mode="trunc")
     h.sum().backward()  # trunc has a zero gradient almost everywhere, as torch's
     assert h.tolist() == [1.0, -2.0]
+
+
+# ---- atan2_, hypot_ and float_power_ (an audit) --------------------------------------------------
+def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
+
+
+@pytest.mark.parametrize("call", [
+    lambda L, x: x.atan2_(L.tensor([1, 2])),
+    lambda L, x: x.arctan2_(L.tensor([1, 2])),
+    lambda L, x: x.hypot_(L.tensor([1.0, 2.0])),
+])
+def test_inplace_atan2_hypot_refuse_a_float_result_in_an_integer_tensor(call):
+    with pytest.raises(RuntimeError):
+        call(torch, torch.tensor([1, 2]))
+    x = minidl.tensor([1, 2])
+    with pytest.raises((RuntimeError, TypeError), match="cast"):
+        call(minidl, x)
+    assert x.numpy().tolist() == [1, 2], "unchanged"
+
+
+def test_inplace_atan2_still_matches_torch_with_gradients():
+    a, b = np.array([[0.3, -1.2], [2.0, 0.5]]), np.array([0.7, -0.4])
+    mb, tb = minidl.tensor(a, dtype=minidl.float64, requires_grad=True), torch.tensor(a, requires_grad=True)
+    mo, to = minidl.tensor(b, dtype=minidl.float64, requires_grad=True), torch.tensor(b, requires_grad=True)
+    mx, tx = mb * 1, tb * 1
+    mx.atan2_(mo)
+    tx.atan2_(to)
+    same(mx, tx, "atan2_")
+    mx.sum().backward()
+    tx.sum().backward()
+    same(mb.grad, tb.grad, "self's grad")
+    same(mo.grad, to.grad, "other's grad")
+
+
+def test_float_power_inplace_needs_a_float64_base():
+    for L in (torch, minidl):
+        with pytest.raises(RuntimeError, match="float_power_"):
+            L.tensor([1.0, 2.0], dtype=L.float32).float_power_(2)
+    m = minidl.tensor([1.0, 2.0], dtype=minidl.float64).float_power_(3)
+    same(m, torch.tensor([1.0, 2.0], dtype=torch.float64).float_power_(3), "float64 base")

@@ -11,7 +11,7 @@ import minidl.nn as nn
 import minidl.nn.functional as F
 from minidl.testing import gradcheck
 
-from helpers import away_from_zero, leaf
+from helpers import away_from_zero, leaf, randn
 
 torch = pytest.importorskip("torch")
 from _nn_parity import check_init, check_module  # noqa: E402
@@ -137,3 +137,139 @@ def test_bad_arguments():
         F.prelu(minidl.randn(2, 3, 4), minidl.randn(2))
     with pytest.raises(TypeError, match="floating-point"):
         F.softplus(minidl.tensor([1, 2]))
+
+
+# ---- rrelu (functional and module) ---------------------------------------------------------------
+def test_rrelu_eval_matches_torch_and_train_draws_slopes():
+    check_op(lambda F, x: F.rrelu(x), [(4, 5)])
+    check_op(lambda F, x: F.rrelu(x, 0.1, 0.5, training=False), [(3, 4)])
+    assert gradcheck(lambda x: F.rrelu(x, 0.2, 0.4), [randn((3, 4))])
+    minidl.manual_seed(0)
+    x = minidl.tensor(-np.ones((200, 50), dtype=np.float32), requires_grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    slopes = -y.numpy()
+    assert 0.1 <= slopes.min() and slopes.max() <= 0.3 and slopes.std() > 0.04
+    assert abs(slopes.mean() - 0.2) < 0.01
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), slopes)  # the gradient is each element's slope
+    pos = F.rrelu(minidl.ones(3), training=True)
+    np.testing.assert_array_equal(pos.numpy(), 1.0)
+    minidl.manual_seed(1)
+    a = F.rrelu(minidl.tensor(-np.ones(8, np.float32)), training=True).numpy()
+    minidl.manual_seed(1)
+    b = F.rrelu(minidl.tensor(-np.ones(8, np.float32)), training=True).numpy()
+    np.testing.assert_array_equal(a, b)  # minidl's generator: seeded, reproducible
+
+
+def test_rrelu_module_and_errors():
+    ours, theirs = nn.RReLU(0.1, 0.3), torch.nn.RReLU(0.1, 0.3)
+    assert repr(ours) == repr(theirs)
+    assert repr(nn.RReLU(inplace=True)) == repr(torch.nn.RReLU(inplace=True))
+    ours.eval(), theirs.eval()
+    check_module(ours, theirs, [np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)])
+    ours.train()
+    y = ours(minidl.tensor(-np.ones((50, 50), np.float32))).numpy()
+    assert y.std() > 0.01  # random slopes in training mode
+    x = minidl.randn(3, 4)
+    out = F.rrelu(x, inplace=True)
+    assert out is x
+    y = minidl.tensor(-np.ones(3, np.float32))
+    assert F.rrelu_(y) is y
+    np.testing.assert_allclose(y.numpy(), -(1 / 8 + 1 / 3) / 2, rtol=1e-6)
+    with pytest.raises(ValueError, match="Lower bound"):
+        F.rrelu(x, 0.5, 0.1)
+
+
+# ---- gumbel_softmax, rrelu in training, the in-place functional activations ----------------------
+def test_gumbel_softmax_soft_gradcheck_and_straight_through():
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((3, 4)), dtype=minidl.float64,
+                      requires_grad=True)
+
+    def soft(x):
+        minidl.manual_seed(5)  # the same noise on every call
+        return F.gumbel_softmax(x, tau=0.7, dim=0)
+    assert gradcheck(soft, [x])
+    # hard: one-hot values, the soft sample's gradient (same noise)
+    proj = minidl.tensor(np.random.default_rng(1).standard_normal((3, 4)), dtype=minidl.float64)
+    grads = []
+    for hard in (False, True):
+        minidl.manual_seed(7)
+        x.grad = None
+        y = F.gumbel_softmax(x, tau=0.5, hard=hard)
+        (y * proj).sum().backward()
+        grads.append(x.grad.numpy())
+        if hard:
+            assert set(np.unique(y.numpy())) == {0.0, 1.0}
+            np.testing.assert_array_equal(y.numpy().sum(-1), 1.0)
+            assert y.dtype == np.float64
+    np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12)
+
+
+def test_gumbel_softmax_samples_follow_the_softmax_as_torch():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], np.float32))
+    n = 4000
+    minidl.manual_seed(0)
+    x = minidl.tensor(np.tile(logits, (n, 1)))
+    hard = F.gumbel_softmax(x, hard=True).numpy()
+    t = torch.nn.functional.gumbel_softmax(torch.tensor(np.tile(logits, (n, 1))), hard=True)
+    want = torch.softmax(torch.tensor(logits), 0).numpy()
+    np.testing.assert_allclose(hard.mean(0), want, atol=0.03)  # the Gumbel-max trick
+    np.testing.assert_allclose(t.numpy().mean(0), want, atol=0.03)
+    soft = F.gumbel_softmax(x, tau=2.0, dim=1).numpy()
+    np.testing.assert_allclose(soft.sum(1), 1.0, rtol=1e-5)
+    assert soft.shape == (n, 4) and soft.dtype == np.float32
+    with pytest.warns(UserWarning, match="`eps` parameter is deprecated"):
+        F.gumbel_softmax(x, eps=1e-5)
+
+
+INPLACE = [
+    ("relu_", (), {}), ("elu_", (0.7,), {}), ("leaky_relu_", (0.2,), {}),
+    ("hardtanh_", (-0.5, 0.8), {}), ("selu_", (), {}), ("celu_", (1.3,), {}),
+    ("threshold_", (0.1, -2.0), {}), ("rrelu_", (0.1, 0.3), {}),
+]
+
+
+@pytest.mark.parametrize("name,args,kwargs", INPLACE, ids=[c[0] for c in INPLACE])
+def test_inplace_functional_forms_as_torch(name, args, kwargs):
+    a = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    a[np.abs(a) < 0.05] = 0.3  # away from the kinks
+    leaf, tleaf = minidl.tensor(a, requires_grad=True), torch.tensor(a, requires_grad=True)
+    h, th = leaf * 1.5, tleaf * 1.5
+    out = getattr(F, name)(h, *args, **kwargs)
+    assert getattr(torch.nn.functional, name)(th, *args, **kwargs) is th
+    assert out is h
+    np.testing.assert_allclose(h.numpy(), th.detach().numpy(), rtol=1e-5, atol=1e-6)
+    (h * h).sum().backward()
+    (th * th).sum().backward()
+    np.testing.assert_allclose(leaf.grad.numpy(), tleaf.grad.numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="leaf"):
+        getattr(F, name)(minidl.tensor(a, requires_grad=True), *args, **kwargs)
+    plain = minidl.tensor(a)
+    getattr(F, name)(plain, *args, **kwargs)  # no graph: written into the array
+    np.testing.assert_allclose(plain.numpy(), getattr(torch.nn.functional, name)(
+        torch.tensor(a), *args, **kwargs).numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_rrelu_training_and_module():
+    minidl.manual_seed(0)
+    a = np.random.default_rng(0).standard_normal((200, 50)).astype(np.float32)
+    x = minidl.tensor(a, requires_grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    ratio = y.numpy()[a < 0] / a[a < 0]
+    assert 0.1 <= ratio.min() and ratio.max() <= 0.3 and ratio.std() > 0.03
+    np.testing.assert_array_equal(y.numpy()[a >= 0], a[a >= 0])
+    y.sum().backward()
+    np.testing.assert_allclose(x.grad.numpy()[a < 0], ratio, rtol=1e-6)  # the slopes drawn
+    x64 = minidl.tensor(a[:3, :4].astype(np.float64), dtype=minidl.float64, requires_grad=True)
+
+    def fn(t):
+        minidl.manual_seed(3)
+        return F.rrelu(t, training=True)
+    assert gradcheck(fn, [x64])
+    m, t = nn.RReLU(0.1, 0.3), torch.nn.RReLU(0.1, 0.3)
+    assert repr(m) == repr(t)
+    m.eval()
+    t.eval()
+    np.testing.assert_allclose(m(minidl.tensor(a)).numpy(), t(torch.tensor(a)).numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="ower bound (must|should) be less than or equal"):
+        F.rrelu(minidl.tensor(a), 0.5, 0.1)

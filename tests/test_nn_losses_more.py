@@ -16,7 +16,7 @@ from helpers import leaf, randn
 
 torch = pytest.importorskip("torch")
 from _nn_parity import check_module  # noqa: E402
-from _torch_parity import check_op, const, positive  # noqa: E402
+from _torch_parity import MINIDL, TORCH, check_op, const, positive  # noqa: E402
 
 TF = torch.nn.functional
 RNG = np.random.default_rng(0)
@@ -198,3 +198,157 @@ def test_bad_arguments():
         nn.TripletMarginLoss(margin=0)
     with pytest.raises(ValueError, match="shape"):
         F.huber_loss(x, minidl.randn(5, 4))
+
+
+# ---- CTC loss and the margin losses (multi_margin, multilabel_margin, triplet_margin_with_distance) ----
+CTC_TARGETS = np.array([[1, 2, 2, 0], [3, 1, 4, 4], [2, 0, 0, 0]])
+
+
+CTC_TARGET_LENGTHS, CTC_INPUT_LENGTHS = [3, 4, 1], [7, 5, 6]
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("blank", [0, 5])
+def test_ctc_loss_parity(reduction, blank):
+    targets = np.where(CTC_TARGETS == blank, 2, CTC_TARGETS) if blank else CTC_TARGETS
+    check_op(lambda F, x: F.ctc_loss(x.log_softmax(2), F.tensor(targets), CTC_INPUT_LENGTHS,
+                                     CTC_TARGET_LENGTHS, blank, reduction), [(7, 3, 6)])
+    # raw log_probs: torch's gradient formula (exp(lp) - posterior), matched as is
+    check_op(lambda F, x: F.ctc_loss(x, F.tensor(targets), F.tensor(CTC_INPUT_LENGTHS),
+                                     F.tensor(CTC_TARGET_LENGTHS), blank, reduction), [(7, 3, 6)])
+
+
+def test_ctc_loss_concatenated_unbatched_and_module():
+    flat = np.concatenate([CTC_TARGETS[k, :n] for k, n in enumerate(CTC_TARGET_LENGTHS)])
+    check_op(lambda F, x: F.ctc_loss(x.log_softmax(2), F.tensor(flat), CTC_INPUT_LENGTHS,
+                                     CTC_TARGET_LENGTHS), [(7, 3, 5)])
+    check_op(lambda F, x: F.ctc_loss(x.log_softmax(1), F.tensor([1, 3, 3]), F.tensor(6),
+                                     F.tensor(3), reduction="none"), [(6, 5)])
+    ours, theirs = nn.CTCLoss(blank=4, zero_infinity=True), torch.nn.CTCLoss(4, zero_infinity=True)
+    assert repr(ours) == repr(theirs)
+    lp = np.random.default_rng(0).standard_normal((5, 2, 5)).astype(np.float32)
+    check_module(ours, theirs, [lp, const(np.array([[0, 1, 1], [2, 3, 0]])).array,
+                                np.array([5, 4]), np.array([3, 2])], grad_inputs={0})
+
+
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_ctc_loss_impossible_alignment(zero_infinity):
+    # target [1, 1] needs 3 frames (a blank between the repeats): 2 frames give an infinite loss
+    def fn(F, x):
+        return F.ctc_loss(x.log_softmax(2), F.tensor([[1, 1], [2, 0]]), [2, 4], [2, 1],
+                          reduction="none", zero_infinity=zero_infinity)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    mx, tx = minidl.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    m, t = fn(MINIDL, mx), fn(TORCH, tx)
+    np.testing.assert_allclose(m.numpy(), t.detach().numpy(), rtol=1e-5)
+    assert np.isinf(m.numpy()[0]) != zero_infinity
+    m.sum().backward(), t.sum().backward()
+    np.testing.assert_allclose(mx.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_ctc_loss_gradcheck_float64():
+    targets = minidl.tensor(CTC_TARGETS)
+    assert gradcheck(lambda x: F.ctc_loss(x.log_softmax(2), targets, CTC_INPUT_LENGTHS,
+                                          CTC_TARGET_LENGTHS), [randn((7, 3, 5))])
+
+
+def test_ctc_loss_errors():
+    lp = minidl.randn(5, 2, 4).log_softmax(2)
+    t = minidl.tensor([[1, 2], [3, 1]])
+    with pytest.raises(ValueError, match="input_lengths"):
+        F.ctc_loss(lp, t, [6, 5], [2, 2])
+    with pytest.raises(ValueError, match="target_lengths"):
+        F.ctc_loss(lp, t, [5, 5], [3, 2])
+    with pytest.raises(ValueError, match="blank"):
+        F.ctc_loss(lp, minidl.tensor([[0, 2], [3, 1]]), [5, 5], [2, 2])
+    with pytest.raises(IndexError, match="target labels"):
+        F.ctc_loss(lp, minidl.tensor([[1, 7], [3, 1]]), [5, 5], [2, 2])
+    with pytest.raises(TypeError, match="integer"):
+        F.ctc_loss(lp, t.float(), [5, 5], [2, 2])
+    with pytest.raises(ValueError, match="reduction"):
+        F.ctc_loss(lp, t, [5, 5], [2, 2], reduction="avg")
+
+
+MARGIN_CASES = [
+    ("multi_margin_p1", lambda F, x: F.multi_margin_loss(x, F.tensor([0, 3, 4, 1]))),
+    ("multi_margin_p2_weight", lambda F, x: F.multi_margin_loss(
+        x, F.tensor([0, 3, 4, 1]), 2, 0.7, F.tensor([1.0, 0.5, 2.0, 1.5, 0.2]), reduction="sum")),
+    ("multi_margin_none", lambda F, x: F.multi_margin_loss(x, F.tensor([2, 2, 0, 1]),
+                                                           margin=2.0, reduction="none")),
+    ("multilabel_margin", lambda F, x: F.multilabel_margin_loss(
+        x, F.tensor([[3, 0, -1, 1, 2], [1, 1, 2, -1, 0], [-1, 2, 3, 0, 0], [0, 1, 2, 3, 4]]))),
+    ("multilabel_margin_none", lambda F, x: F.multilabel_margin_loss(
+        x, F.tensor([[4, -1, 0, 0, 0], [0, 1, -1, 0, 0], [2, 3, 1, -1, 0], [1, -1, 1, 1, 1]]),
+        reduction="none")),
+    ("triplet_distance", lambda F, x: F.triplet_margin_with_distance_loss(
+        x[:2], x[2:] * 0.5, x[1:3].flip(0), margin=0.5, swap=True)),
+    ("triplet_distance_cosine", lambda F, x: F.triplet_margin_with_distance_loss(
+        x[:2], x[2:], x[1:3], distance_function=lambda a, b: 1 - F.cosine_similarity(a, b),
+        reduction="none")),
+]
+
+
+@pytest.mark.parametrize("name,fn", MARGIN_CASES, ids=[c[0] for c in MARGIN_CASES])
+def test_margin_losses_parity_and_gradcheck(name, fn):
+    check_op(fn, [(4, 5)])
+    assert gradcheck(lambda x: fn(MINIDL, x), [randn((4, 5), seed=3)])
+
+
+def test_margin_loss_modules_and_unbatched():
+    w = np.array([1.0, 0.5, 2.0], dtype=np.float32)
+    ours = nn.MultiMarginLoss(p=2, margin=0.5, weight=minidl.tensor(w))
+    theirs = torch.nn.MultiMarginLoss(p=2, margin=0.5, weight=torch.tensor(w))
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    check_module(ours, theirs, [x, np.array([0, 2, 1, 1])], grad_inputs={0})
+    check_module(nn.MultiLabelMarginLoss(reduction="sum"),
+                 torch.nn.MultiLabelMarginLoss(reduction="sum"),
+                 [x, np.array([[0, -1, 1], [2, 1, -1], [1, 1, 1], [-1, 0, 0]])], grad_inputs={0})
+    check_module(nn.TripletMarginWithDistanceLoss(margin=0.3, swap=True),
+                 torch.nn.TripletMarginWithDistanceLoss(margin=0.3, swap=True), [x, x * 2, -x])
+    for fn in (lambda F, x: F.multi_margin_loss(x, F.tensor(1)),
+               lambda F, x: F.multilabel_margin_loss(x, F.tensor([2, 0, -1, 1]))):
+        check_op(fn, [(4,)])
+
+
+def test_margin_loss_errors():
+    x = minidl.randn(3, 4)
+    with pytest.raises(ValueError, match="only p == 1 and p == 2"):
+        F.multi_margin_loss(x, minidl.tensor([0, 1, 2]), p=3)
+    with pytest.raises(ValueError, match="one-dimensional"):
+        F.multi_margin_loss(x, minidl.tensor([0, 1, 2]), weight=minidl.ones(2, 2))
+    with pytest.raises(IndexError, match="out of bounds"):
+        F.multi_margin_loss(x, minidl.tensor([0, 1, 4]))
+    with pytest.raises(ValueError, match="target"):
+        F.multi_margin_loss(x, minidl.tensor([0, 1]))
+    with pytest.raises(ValueError, match="inconsistent target size"):
+        F.multilabel_margin_loss(x, minidl.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="margin must be greater than 0"):
+        F.triplet_margin_with_distance_loss(x, x, x, margin=0)
+    with pytest.raises(ValueError, match="expected margin"):
+        nn.TripletMarginWithDistanceLoss(margin=-1)
+    with pytest.raises(ValueError, match="same number of dimensions"):
+        F.triplet_margin_with_distance_loss(x, x[0], x)
+
+
+@pytest.mark.parametrize("low", ["bfloat16", "float16"])
+def test_loss_autocast_dtypes_match_torch_cpu(low):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    lp = rng.standard_normal((6, 2, 5)).astype(np.float32)
+    cases = [
+        lambda F, x, lp: F.multi_margin_loss(x, F.tensor([0, 1, 2, 3])),
+        lambda F, x, lp: F.multilabel_margin_loss(x, F.tensor([[0, -1, 0, 0, 0]] * 4)),
+        lambda F, x, lp: F.triplet_margin_with_distance_loss(x, x * 2, x * 3),
+        lambda F, x, lp: F.ctc_loss(lp, F.tensor([[1, 2], [3, 3]]), [6, 6], [2, 2]),
+    ]
+    for fn in cases:
+        with torch.autocast("cpu", dtype=getattr(torch, low)):
+            want = fn(TORCH, torch.tensor(x).to(getattr(torch, low)),
+                      torch.tensor(lp).to(getattr(torch, low)))
+        with minidl.autocast("cpu", dtype=getattr(minidl, low)):
+            got = fn(MINIDL, minidl.tensor(x).to(getattr(minidl, low)),
+                     minidl.tensor(lp).to(getattr(minidl, low)))
+        assert str(got.dtype) == str(want.dtype).replace("torch.", ""), (got.dtype, want.dtype)
+        np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0.05,
+                                   atol=0.05)

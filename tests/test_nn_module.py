@@ -10,6 +10,13 @@ import minidl
 import minidl.nn as nn
 import minidl.nn.functional as F
 
+try:
+    import torch
+except ImportError:  # the tests that compare with torch skip themselves
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
+
 
 class Block(nn.Module):
     def __init__(self):
@@ -421,3 +428,134 @@ def test_full_backward_hook_for_grad_cam_and_removal():
         lin(minidl.randn(3, 2, requires_grad=True)).sum().backward()
     with minidl.no_grad():  # no graph: the hooks are not wired in
         assert nn.Linear(2, 1)(minidl.randn(1, 2)).shape == (1, 1)
+
+
+# ---- state-dict hooks, extra state and to_empty, against torch's ---------------------------------
+def _with_extra(M):
+    class Counter(M.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = M.Parameter(M.init.ones_(M.Parameter(M.Linear(2, 2).weight.data[0]))
+                                     .data) if M is nn else M.Parameter(torch.ones(2))
+            self.register_buffer("steps", (minidl if M is nn else torch).zeros(1))
+            self.seen = 0
+
+        def get_extra_state(self):
+            return {"seen": self.seen}
+
+        def set_extra_state(self, state):
+            self.seen = state["seen"]
+    return Counter
+
+
+@needs_torch
+def test_extra_state_as_torch():
+    m = nn.Sequential(nn.Linear(2, 2), _with_extra(nn)())
+    t = torch.nn.Sequential(torch.nn.Linear(2, 2), _with_extra(torch.nn)())
+    assert list(m.state_dict()) == list(t.state_dict()) == [
+        "0.weight", "0.bias", "1.scale", "1.steps", "1._extra_state"]
+    m[1].seen = 7
+    sd = m.state_dict()
+    assert sd["1._extra_state"] == {"seen": 7}
+    m2 = nn.Sequential(nn.Linear(2, 2), _with_extra(nn)())
+    m2.load_state_dict(sd)
+    assert m2[1].seen == 7
+    # the key is required when strict (as torch), and refused by a module without extra state
+    del sd["1._extra_state"]
+    with pytest.raises(ValueError, match="missing keys: 1._extra_state"):
+        m2.load_state_dict(sd)
+    assert m2.load_state_dict(sd, strict=False).missing_keys == []
+    with pytest.raises(ValueError, match="unexpected keys: _extra_state"):
+        nn.Linear(2, 2).load_state_dict({**nn.Linear(2, 2).state_dict(), "_extra_state": 1})
+    with pytest.raises(RuntimeError, match="Module.get_extra_state"):
+        nn.Linear(2, 2).get_extra_state()
+
+
+def _record_hooks(M, model, calls):
+    for name, mod in model.named_modules():
+        mod.register_state_dict_pre_hook(
+            lambda module, prefix, keep_vars: calls.append(("pre", prefix, keep_vars)))
+        mod.register_state_dict_post_hook(
+            lambda module, sd, prefix, meta: calls.append(("post", prefix, len(sd))))
+
+
+@needs_torch
+def test_state_dict_hooks_as_torch():
+    m = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 1)))
+    t = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sequential(torch.nn.ReLU(),
+                                                                       torch.nn.Linear(3, 1)))
+    mc, tc = [], []
+    _record_hooks(nn, m, mc)
+    _record_hooks(torch.nn, t, tc)
+    m.state_dict(keep_vars=True)
+    t.state_dict(keep_vars=True)
+    assert mc == tc and len(mc) == 10
+
+    def add_key(module, sd, prefix, meta):
+        sd[prefix + "note"] = "hi"
+    for model in (m, t):
+        model[0].register_state_dict_post_hook(add_key)
+    assert list(m.state_dict()) == list(t.state_dict())
+    assert m.state_dict()["0.note"] == "hi"
+    handle = m[0].register_state_dict_post_hook(lambda *a: {"bad": 1})
+    with pytest.raises(RuntimeError, match="post-hook must return None"):
+        m.state_dict()
+    handle.remove()
+    m.state_dict()
+
+
+@needs_torch
+def test_load_state_dict_hooks_as_torch():
+    def rename(module, sd, prefix, meta, strict, missing, unexpected, errors):
+        if prefix + "old_weight" in sd:
+            sd[prefix + "weight"] = sd.pop(prefix + "old_weight")
+    results = {}
+    for M, name in ((nn, "minidl"), (torch.nn, "torch")):
+        model = M.Sequential(M.Linear(2, 2), M.Sequential(M.Linear(2, 2)))
+        order = []
+        for prefix, mod in model.named_modules():
+            mod.register_load_state_dict_post_hook(
+                lambda module, keys, p=prefix: order.append((p, list(keys.missing_keys))))
+        model[0].register_load_state_dict_pre_hook(rename)
+        w = np.arange(4, dtype=np.float32).reshape(2, 2)
+        sd = {"0.old_weight": w if M is nn else torch.tensor(w),
+              "1.0.weight": w if M is nn else torch.tensor(w)}
+        res = model.load_state_dict(sd, strict=False)
+        # (torch's hooks of an earlier child see the missing keys found so far; here all)
+        results[name] = ([p for p, _ in order], sorted(res.missing_keys), sorted(res.unexpected_keys),
+                         model[0].weight.detach().numpy().copy())
+        assert "0.old_weight" in sd  # the caller's dict is not changed
+    assert results["minidl"][:3] == results["torch"][:3]
+    np.testing.assert_array_equal(results["minidl"][3], results["torch"][3])
+
+    # a post-hook that clears the missing keys lets a strict load through, as in torch
+    def forgive(module, keys):
+        keys.missing_keys.clear()
+    m = nn.Linear(2, 2)
+    m.register_load_state_dict_post_hook(forgive)
+    m.load_state_dict({"weight": np.ones((2, 2), np.float32)})
+    np.testing.assert_array_equal(m.weight.numpy(), 1.0)
+    n = nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="missing keys: bias"):
+        n.load_state_dict({"weight": np.ones((2, 2), np.float32)})
+
+    def complain(module, sd, prefix, meta, strict, missing, unexpected, errors):
+        errors.append("old format")
+    n.register_load_state_dict_pre_hook(complain)
+    with pytest.raises(RuntimeError, match="old format"):
+        n.load_state_dict(n.state_dict())
+
+
+@needs_torch
+def test_to_empty_keeps_the_objects_and_shapes():
+    m = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    params = list(m.parameters())
+    assert m.to_empty(device="cpu") is m
+    assert list(m.parameters()) == params
+    assert [p.shape for p in m.parameters()] == [(4, 3), (4,), (4,), (4,)]
+    assert m[1].num_batches_tracked.dtype == np.int64
+    inner = m[0].weight.data
+    m.to_empty(device="cpu", recurse=False)  # a Sequential has nothing of its own
+    assert m[0].weight.data is inner
+    with pytest.raises(TypeError):
+        m.to_empty("cpu")  # device is keyword-only, as in torch

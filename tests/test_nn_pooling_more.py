@@ -4,6 +4,8 @@ PixelShuffle/PixelUnshuffle, Unflatten, Unfold/Fold modules: float64 gradient ch
 PyTorch parity (functions and modules, repr included)."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ from helpers import distinct, leaf, randn
 
 torch = pytest.importorskip("torch")
 from _nn_parity import check_module  # noqa: E402
-from _torch_parity import check_op, distinct as t_distinct  # noqa: E402
+from _torch_parity import MINIDL, TORCH, _Made, check_op, distinct as t_distinct  # noqa: E402
 
 TF = torch.nn.functional
 
@@ -214,3 +216,126 @@ def test_half_precision_max_pool_runs_the_float32_kernels_exactly(dtype):
     gx32 = pooling.max_pool2d_backward(gy.astype(np.float32), arg, x.shape, 2, 2, 2, 2, 0, 0)
     assert gx.dtype == dt
     np.testing.assert_array_equal(gx.astype(np.float32), gx32)
+
+
+# ---- lp_pool, max_unpool, channel_shuffle, *_with_indices, upsample aliases ----------------------
+POOL_CASES = [
+    ("lp_pool1d", lambda F, x: F.lp_pool1d(x, 2, 3, 2), [(2, 3, 9)]),
+    ("lp_pool1d_ceil", lambda F, x: F.lp_pool1d(x.abs() + 0.1, 1.5, 2, ceil_mode=True),
+     [(2, 3, 7)]),
+    ("lp_pool2d", lambda F, x: F.lp_pool2d(x, 2, (2, 3), 1), [(2, 3, 5, 6)]),
+    ("lp_pool2d_p3", lambda F, x: F.lp_pool2d(x.abs() + 0.1, 3.0, 2), [(1, 2, 6, 6)]),
+    ("lp_pool2d_inf", lambda F, x: F.lp_pool2d(x, float("inf"), 2), [_Made(
+        lambda rng: (rng.permutation(72).reshape(2, 4, 3, 3) - 36) * 0.1)]),
+    ("channel_shuffle", lambda F, x: F.channel_shuffle(x, 3), [(2, 6, 2, 3)]),
+    ("channel_shuffle_3d", lambda F, x: F.channel_shuffle(x, 2), [(2, 4, 5)]),
+    ("max_unpool2d", lambda F, x: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
+     [_Made(lambda rng: rng.permutation(96).reshape(2, 3, 4, 4) * 0.1)]),
+    ("max_unpool2d_size", lambda F, x: F.max_unpool2d(
+        *F.max_pool2d(x, 2, 2, 1, return_indices=True), 2, 2, 1, output_size=(1, 2, 7, 6)),
+     [_Made(lambda rng: rng.permutation(84).reshape(1, 2, 7, 6) * 0.1)]),
+    ("max_unpool1d", lambda F, x: F.max_unpool1d(*F.max_pool1d(x, 2, return_indices=True), 2),
+     [_Made(lambda rng: rng.permutation(42).reshape(2, 3, 7) * 0.1)]),
+    ("max_unpool3d", lambda F, x: F.max_unpool3d(*F.max_pool3d(x, 2, return_indices=True), 2),
+     [_Made(lambda rng: rng.permutation(128).reshape(1, 2, 4, 4, 4) * 0.1)]),
+    ("max_pool2d_with_indices", lambda F, x: F.max_pool2d_with_indices(x, 2, 1)[0]
+     * F.max_pool2d_with_indices(x, 2, 1)[1].float(),
+     [_Made(lambda rng: rng.permutation(48).reshape(1, 3, 4, 4) * 0.1)]),
+    ("max_pool1d_with_indices", lambda F, x: F.max_pool1d_with_indices(x, 3, 2, 1)[0],
+     [_Made(lambda rng: rng.permutation(27).reshape(1, 3, 9) * 0.1)]),
+    ("adaptive_max_pool_with_indices", lambda F, x: F.adaptive_max_pool2d_with_indices(x, 2)[0]
+     * F.adaptive_max_pool2d_with_indices(x, 2)[1].float()
+     + F.adaptive_max_pool1d_with_indices(x[:, :, 0], 3)[0].sum()
+     + F.adaptive_max_pool3d_with_indices(x.unsqueeze(2), 1)[0].sum(),
+     [_Made(lambda rng: rng.permutation(60).reshape(1, 3, 4, 5) * 0.1)]),
+]
+
+
+@pytest.mark.parametrize("name,fn,shapes", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+def test_pool_layers_parity_and_gradcheck(name, fn, shapes):
+    check_op(fn, shapes)
+    spec = shapes[0]
+    x = spec.make(np.random.default_rng(0)) if isinstance(spec, _Made) else \
+        np.random.default_rng(0).standard_normal(spec)
+    assert gradcheck(lambda x: fn(MINIDL, x), [leaf(x)])
+
+
+def test_with_indices_and_unpool_modules():
+    x = (np.random.default_rng(0).permutation(60).reshape(1, 3, 4, 5) * 0.1).astype(np.float32)
+    y, i = F.max_pool2d_with_indices(minidl.tensor(x), 2)
+    ty, ti = TF.max_pool2d_with_indices(torch.tensor(x), 2)
+    np.testing.assert_array_equal(i.numpy(), ti.numpy())
+    for cls, args in (("MaxUnpool2d", ((2, 3), 1, 1)), ("MaxUnpool1d", (2,)),
+                      ("MaxUnpool3d", (2, 1))):
+        assert repr(getattr(nn, cls)(*args)) == repr(getattr(torch.nn, cls)(*args))
+    pool, unpool = nn.MaxPool2d(2, return_indices=True), nn.MaxUnpool2d(2)
+    tpool, tunpool = torch.nn.MaxPool2d(2, return_indices=True), torch.nn.MaxUnpool2d(2)
+    out, idx = pool(minidl.tensor(x))
+    tout, tidx = tpool(torch.tensor(x))
+    np.testing.assert_array_equal(unpool(out, idx, output_size=(1, 3, 5, 5)).numpy(),
+                                  tunpool(tout, tidx, output_size=(1, 3, 5, 5)).numpy())
+    u = F.max_unpool2d(out[0], idx[0], 2, output_size=(4, 5))  # unbatched (C, H, W)
+    assert u.shape == (3, 4, 5)
+    with pytest.raises(ValueError, match="invalid output_size"):
+        unpool(out, idx, output_size=(9, 9))
+    with pytest.raises(ValueError, match="2 or 4 elements"):
+        unpool(out, idx, output_size=(4, 4, 4))
+    with pytest.raises(IndexError, match="invalid max index"):
+        F.max_unpool2d(out, idx + 100, 2)
+    with pytest.raises(ValueError, match="same as that of the input"):
+        F.max_unpool2d(out, idx[:, :2], 2)
+
+
+def test_lp_pool_and_channel_shuffle_modules():
+    x = np.random.default_rng(0).standard_normal((2, 4, 6, 6)).astype(np.float32)
+    for ours, theirs in ((nn.LPPool2d(2, 3, 2), torch.nn.LPPool2d(2, 3, 2)),
+                         (nn.LPPool2d(2.5, (2, 3), 1, True), torch.nn.LPPool2d(2.5, (2, 3), 1, True)),
+                         (nn.ChannelShuffle(2), torch.nn.ChannelShuffle(2))):
+        assert repr(ours) == repr(theirs)
+        check_module(ours, theirs, [np.abs(x) + 0.1])
+    ours, theirs = nn.LPPool1d(2, 3), torch.nn.LPPool1d(2, 3)
+    assert repr(ours) == repr(theirs)
+    check_module(ours, theirs, [x[:, :, 0]])
+    with pytest.raises(ValueError, match="divisible by groups"):
+        F.channel_shuffle(minidl.randn(1, 5, 2, 2), 2)
+    with pytest.raises(ValueError, match="at least 3 dimensions"):
+        F.channel_shuffle(minidl.randn(4, 4), 2)
+
+
+def test_upsample_aliases_warn_and_match_interpolate():
+    x = minidl.randn(1, 2, 3, 4)
+    for fn, want in ((lambda: F.upsample(x, scale_factor=2, mode="bilinear", align_corners=False),
+                      F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)),
+                     (lambda: F.upsample_nearest(x, (5, 7)), F.interpolate(x, (5, 7))),
+                     (lambda: F.upsample_bilinear(x, scale_factor=2),
+                      F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))):
+        with pytest.warns(UserWarning, match="is deprecated. Use `nn.functional.interpolate`"):
+            got = fn()
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_op(lambda F, x: F.upsample_bilinear(x, scale_factor=2), [(1, 2, 3, 4)])
+        check_op(lambda F, x: F.upsample_nearest(x, scale_factor=3), [(1, 2, 3, 4)])
+
+
+@pytest.mark.parametrize("low", ["bfloat16", "float16"])
+def test_layer_autocast_dtypes_match_torch_cpu(low):
+    x = (np.random.default_rng(0).permutation(96).reshape(2, 3, 4, 4) * 0.1).astype(np.float32)
+    w = np.random.default_rng(1).standard_normal((10, 3)).astype(np.float32)
+    cases = [
+        lambda F, x, w: F.max_unpool2d(*F.max_pool2d(x, 2, return_indices=True), 2),
+        lambda F, x, w: F.lp_pool2d(x, 2, 2),
+        lambda F, x, w: F.channel_shuffle(x, 3),
+        lambda F, x, w: F.rrelu(x),
+        lambda F, x, w: F.embedding_bag(F.tensor([[1, 2], [3, 4]]), w),
+    ]
+    for fn in cases:
+        with torch.autocast("cpu", dtype=getattr(torch, low)):
+            want = fn(TORCH, torch.tensor(x).to(getattr(torch, low)),
+                      torch.tensor(w).to(getattr(torch, low)))
+        with minidl.autocast("cpu", dtype=getattr(minidl, low)):
+            got = fn(MINIDL, minidl.tensor(x).to(getattr(minidl, low)),
+                     minidl.tensor(w).to(getattr(minidl, low)))
+        assert str(got.dtype) == str(want.dtype).replace("torch.", ""), (got.dtype, want.dtype)
+        np.testing.assert_allclose(got.float().numpy(), want.float().numpy(), rtol=0.05,
+                                   atol=0.05)

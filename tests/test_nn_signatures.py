@@ -8,8 +8,10 @@ import pytest
 
 import minidl
 import minidl.nn as nn
+import minidl.nn.functional as F
 
 torch = pytest.importorskip("torch", reason="the expected signatures and reprs are torch's own")
+TF = torch.nn.functional
 
 # torch takes (*args, **kwargs) for these, or a deprecated alias minidl leaves out
 LOOSE = {"GRU", "LSTM", "RNN", "Identity", "Module", "Sequential", "LogSigmoid", "Sigmoid",
@@ -94,3 +96,59 @@ def test_dropout_inplace_and_legacy_reductions():
                 warnings.simplefilter("ignore")
                 assert getattr(torch.nn, cls)(**legacy).reduction == want
             assert getattr(nn, cls)(**legacy).reduction == want, cls
+
+
+# ---- the functional forms take torch's arguments -------------------------------------------------
+NEW_FUNCTIONS = ["conv3d", "conv_transpose3d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d",
+                 "adaptive_max_pool3d", "dropout3d", "affine_grid", "grid_sample", "ctc_loss",
+                 "multi_margin_loss", "multilabel_margin_loss",
+                 "triplet_margin_with_distance_loss", "embedding_bag", "rrelu", "lp_pool1d",
+                 "lp_pool2d", "lp_pool3d", "max_unpool1d", "max_unpool2d", "max_unpool3d",
+                 "channel_shuffle", "max_pool1d_with_indices", "max_pool2d_with_indices",
+                 "max_pool3d_with_indices", "adaptive_max_pool1d_with_indices",
+                 "adaptive_max_pool2d_with_indices", "adaptive_max_pool3d_with_indices",
+                 "upsample", "upsample_nearest", "upsample_bilinear"]
+
+
+@pytest.mark.parametrize("name", NEW_FUNCTIONS)
+def test_new_function_arguments_are_torchs(name):
+    import inspect
+
+    try:
+        want = list(inspect.signature(getattr(TF, name)).parameters)
+    except (TypeError, ValueError):  # a torch builtin without a signature: the name exists
+        want = None
+    ours = list(inspect.signature(getattr(F, name)).parameters)
+    if want is not None and want[-2:] != ["args", "kwargs"]:  # boolean-dispatch wrappers
+        assert ours == want
+    else:
+        assert ours[0] == "input"
+
+
+# ---- a module's repr with extra_repr and children ------------------------------------------------
+def test_module_repr_puts_extra_repr_on_its_own_line_beside_children():
+    import minidl.nn.utils.parametrize as MP
+
+    def build(nn, P):
+        class Block(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc = nn.Linear(2, 3)
+
+            def extra_repr(self):
+                return "scale=2"
+
+        class Multi(nn.Module):
+            def extra_repr(self):
+                return "a=1\nb=2"
+
+        class Twice(nn.Module):
+            def forward(self, x):
+                return x * 2
+
+        lin = nn.Linear(3, 3)
+        P.register_parametrization(lin, "weight", Twice())
+        return [Block(), Multi(), lin, nn.Sequential(nn.Linear(2, 3), nn.ReLU())]
+
+    for m, t in zip(build(minidl.nn, MP), build(torch.nn, torch.nn.utils.parametrize)):
+        assert repr(m) == repr(t)

@@ -1,10 +1,19 @@
 """Optimizers and schedules: the same parameters and gradients give PyTorch's numbers."""
+import warnings
+
 import numpy as np
 import pytest
 
 import minidl
 import minidl.nn as nn
 from minidl import optim
+
+try:
+    import torch
+except ImportError:  # the tests that compare with torch skip themselves
+    torch = None
+
+needs_torch = pytest.mark.skipif(torch is None, reason="PyTorch is not installed")
 
 SHAPES = [(4, 3), (3,), (2, 2, 3)]
 
@@ -383,3 +392,181 @@ def test_step_lr_decays_an_lr_changed_by_hand_as_torch_does():
         got.append(sched.get_last_lr()[0])
     # PyTorch's chainable StepLR: 1, 0.5, 0.5, then 0.3 by hand, 0.15 at 4, 0.15, 0.075 at 6
     assert got == pytest.approx([1.0, 0.5, 0.5, 0.15, 0.15, 0.075])
+
+
+# ---- optimizers and schedules against torch: two groups, kernel options, warnings (an audit) -----
+def same(mine, theirs, what="", atol=1e-9):
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-7, equal_nan=True, err_msg=what)
+
+
+OPTIM_CASES = [
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=0.1, nesterov=True, maximize=True)),
+    ("SGD", dict(lr=0.05, momentum=0.7, dampening=0.5, weight_decay=0.1, maximize=True)),
+    ("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True, maximize=True)),
+    ("Adam", dict(lr=0.05, weight_decay=0.1, amsgrad=True, decoupled_weight_decay=True)),
+    ("AdamW", dict(lr=0.05, weight_decay=0.1, amsgrad=True, maximize=True)),
+    ("RMSprop", dict(lr=0.01, momentum=0.9, centered=True, weight_decay=0.1, maximize=True)),
+    ("Adagrad", dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, maximize=True)),
+    ("Adadelta", dict(lr=0.5, weight_decay=0.1, maximize=True)),
+    ("Adamax", dict(lr=0.05, weight_decay=0.1, maximize=True)),
+    ("NAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("RAdam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    ("ASGD", dict(lr=0.05, lambd=0.01, alpha=0.5, t0=3, weight_decay=0.1, maximize=True)),
+    ("Rprop", dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-4, 1), maximize=True)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("name,kw", OPTIM_CASES, ids=[f"{n}-{i}" for i, (n, _) in
+                                                       enumerate(OPTIM_CASES)])
+def test_twenty_steps_with_two_groups_and_a_state_dict_swap_match_torch(name, kw):
+    """Two parameter groups with different lrs, a parameter now and then without a gradient,
+    and at step 10 torch's state_dict loaded into a fresh minidl optimizer: the parameters
+    follow torch's for 20 steps (float64)."""
+    import minidl.optim as mo
+    shapes = [(4, 3), (3,), (2, 2)]
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s) for s in shapes]
+    mp = [nn.Parameter(p.copy()) for p in params]
+    tp = [torch.nn.Parameter(torch.tensor(p.copy())) for p in params]
+
+    def groups(ps):
+        return [{"params": ps[:2]}, {"params": ps[2:], "lr": kw["lr"] * 0.3}]
+    mopt, topt = getattr(mo, name)(groups(mp), **kw), getattr(torch.optim, name)(groups(tp), **kw)
+    assert set(mopt.param_groups[1]) == set(topt.param_groups[1])
+    for k in range(20):
+        mopt.zero_grad()
+        topt.zero_grad()
+        for i, (a, b, s) in enumerate(zip(mp, tp, shapes)):
+            if k % 4 == 2 and i == 2:
+                continue
+            g = rng.standard_normal(s)
+            a.grad, b.grad = minidl.Tensor(g.copy()), torch.tensor(g)
+        mopt.step()
+        topt.step()
+        for a, b in zip(mp, tp):
+            same(a, b, f"{name} step {k}", atol=1e-12)
+        if k == 9:
+            mopt = getattr(mo, name)(groups(mp), **kw)
+            mopt.load_state_dict(topt.state_dict())
+
+
+@needs_torch
+def test_optimizers_take_torchs_kernel_options_and_record_them_in_groups():
+    import minidl.optim as mo
+    for name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam",
+                 "RAdam", "ASGD", "Rprop"):
+        tg = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(2))], lr=0.1,
+                                        foreach=False).param_groups[0]
+        mopt = getattr(mo, name)([nn.Parameter(np.zeros(2, np.float32))], lr=0.1, foreach=False)
+        mg = mopt.param_groups[0]
+        assert set(tg) == set(mg), (name, set(tg) ^ set(mg))
+        for key in ("foreach", "fused", "capturable", "differentiable"):
+            assert mg.get(key, "absent") == tg.get(key, "absent"), (name, key)
+            if key in tg and key != "foreach":
+                with pytest.raises(ValueError, match=f"{key}=True"):
+                    getattr(mo, name)([nn.Parameter(np.zeros(2, np.float32))], lr=0.1,
+                                      **{key: True})
+        # torch's state dict, kernel options and all, loads
+        topt = getattr(torch.optim, name)([torch.nn.Parameter(torch.zeros(2))], lr=0.2)
+        mopt.load_state_dict(topt.state_dict())
+        assert mopt.param_groups[0]["lr"] == 0.2
+    with pytest.raises(TypeError, match="foreach"):
+        mo.SGD([nn.Parameter(np.zeros(2, np.float32))], lr=0.1, foreach="yes")
+
+
+@needs_torch
+def test_zero_grad_sets_gradients_to_none_by_default():
+    import minidl.optim as mo
+    p = nn.Parameter(np.ones(2, np.float32))
+    opt = mo.Adam([p])
+    p.grad = minidl.ones(2)
+    opt.zero_grad()
+    assert p.grad is None
+
+
+def _scheduled(fw):
+    if fw is torch:
+        ps = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+        return torch.optim.SGD([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.5}], lr=0.1,
+                               momentum=0.9)
+    import minidl.optim as mo
+    ps = [nn.Parameter(np.zeros(2, np.float32)), nn.Parameter(np.zeros(3, np.float32))]
+    return mo.SGD([{"params": ps[:1]}, {"params": ps[1:], "lr": 0.5}], lr=0.1, momentum=0.9)
+
+
+def _schedules(fw, opt, which):
+    S = torch.optim.lr_scheduler if fw is torch else minidl.optim.lr_scheduler
+    return {
+        "step+exponential": lambda: [S.StepLR(opt, 3, 0.5), S.ExponentialLR(opt, 0.9)],
+        "lambda": lambda: [S.LambdaLR(opt, [lambda e: 0.9 ** e, lambda e: 1 / (e + 1)])],
+        "multiplicative": lambda: [S.MultiplicativeLR(opt, lambda e: 0.95)],
+        "sequential": lambda: [S.SequentialLR(opt, [S.LinearLR(opt, 0.1, total_iters=3),
+                                                    S.ExponentialLR(opt, 0.8)], [3])],
+        "chained": lambda: [S.ChainedScheduler([S.StepLR(opt, 2, 0.5),
+                                                S.ExponentialLR(opt, 0.9)])],
+    }[which]()
+
+
+@needs_torch
+@pytest.mark.parametrize("which", ["step+exponential", "lambda", "multiplicative",
+                                   "sequential", "chained"])
+@pytest.mark.parametrize("optimizer_first", [True, False])
+def test_schedules_lrs_state_dicts_and_warnings_match_torch(which, optimizer_first):
+    """get_last_lr and the groups' lrs over 12 epochs, two schedules on one optimizer, the
+    state dicts' keys, and the warnings in torch's order: 'lr_scheduler.step() before
+    optimizer.step()' once per schedule stepped first."""
+    runs = {}
+    for fw in (torch, minidl):
+        opt = _scheduled(fw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scheds = _schedules(fw, opt, which)
+            lrs = []
+            for _ in range(12):
+                if optimizer_first:
+                    opt.step()
+                for s in scheds:
+                    s.step()
+                if not optimizer_first:
+                    opt.step()
+                lrs.append([s.get_last_lr() for s in scheds] + [[g["lr"] for g in
+                                                                 opt.param_groups]])
+        runs[fw] = (lrs, [str(w.message)[:60] for w in caught], scheds)
+    (lt, wt, st), (lm, wm, sm) = runs[torch], runs[minidl]
+    np.testing.assert_allclose(np.array(lm, dtype=float), np.array(lt, dtype=float),
+                               rtol=1e-12)
+    assert wm == wt
+    for a, b in zip(sm, st):
+        assert set(a.state_dict()) == set(b.state_dict())
+
+
+@needs_torch
+def test_get_lr_outside_step_warns_as_torch():
+    for fw in (torch, minidl):
+        S = torch.optim.lr_scheduler if fw is torch else minidl.optim.lr_scheduler
+        sched = S.StepLR(_scheduled(fw), 2)
+        with pytest.warns(UserWarning, match="get_last_lr"):
+            sched.get_lr()
+    sched = minidl.optim.lr_scheduler.StepLR(_scheduled(minidl), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched.optimizer.step()
+        sched.step()  # no warning from inside step
+
+
+@needs_torch
+def test_epoch_argument_warns_after_the_step_order_warning_as_torch():
+    messages = {}
+    for fw in (torch, minidl):
+        S = torch.optim.lr_scheduler if fw is torch else minidl.optim.lr_scheduler
+        sched = S.StepLR(_scheduled(fw), 2)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sched.step(3)
+        messages[fw] = [str(w.message)[:40] for w in caught]
+    assert messages[minidl] == messages[torch]
+    assert len(messages[torch]) == 2

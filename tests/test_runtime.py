@@ -145,3 +145,136 @@ def test_compile_wraps_the_model_and_says_it_runs_eagerly(monkeypatch):
     with pytest.raises(TypeError, match="expected a Module or a function"):
         minidl.compile(3)
     assert "compile" not in minidl.__all__  # `from minidl import *` keeps the builtin
+
+
+# ---- top-level functions against torch (an audit) ------------------------------------------------
+def same(mine, theirs, what="", atol=1e-9):
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-7, equal_nan=True, err_msg=what)
+
+
+def both_raise(fm, ft, mine_types, match=None):
+    """torch raises; minidl raises an error that is also each of ``mine_types``."""
+    with pytest.raises(Exception) as te:
+        ft()
+    with pytest.raises(Exception) as me:
+        fm()
+    assert isinstance(me.value, tuple(mine_types)), (type(me.value), te.value)
+    for cls in mine_types:
+        assert isinstance(me.value, cls), f"{type(me.value).__name__} is not a {cls.__name__}"
+    assert isinstance(me.value, type(te.value)) or type(te.value) is AssertionError, (
+        f"minidl raised {type(me.value).__name__}, torch {type(te.value).__name__}")
+    if match:
+        assert match in str(me.value), str(me.value)
+
+
+def test_manual_seed_returns_a_generator_handle_as_torch():
+    g = minidl.manual_seed(123)
+    assert g is minidl.default_generator
+    assert type(torch.manual_seed(123)).__name__ == "Generator"
+    assert g.initial_seed() == minidl.initial_seed() == torch.initial_seed() == 123
+    assert minidl.manual_seed(-1).initial_seed() == torch.manual_seed(-1).initial_seed()
+    state = g.get_state()
+    a = minidl.randn(4).numpy()
+    g.set_state(state)
+    np.testing.assert_array_equal(minidl.randn(4).numpy(), a)
+    assert g.manual_seed(5) is g and minidl.initial_seed() == 5
+    assert isinstance(g.seed(), int)
+
+
+def test_no_grad_and_enable_grad_decorate_with_and_without_the_call():
+    x = minidl.ones(2, requires_grad=True)
+    tx = torch.ones(2, requires_grad=True)
+    for mine, theirs in ((minidl.no_grad, torch.no_grad), (minidl.no_grad(), torch.no_grad())):
+        assert mine(lambda v: v * 2)(x).requires_grad is \
+            theirs(lambda v: v * 2)(tx).requires_grad is False
+    with minidl.no_grad():
+        assert minidl.enable_grad(lambda v: v * 2)(x).requires_grad
+        assert not minidl.is_grad_enabled()
+    assert minidl.inference_mode(lambda v: v * 2)(x).requires_grad is \
+        torch.inference_mode(lambda v: v * 2)(tx).requires_grad is False
+    mode = minidl.no_grad()
+    with mode:
+        with mode:
+            pass
+        assert not minidl.is_grad_enabled()
+    assert minidl.is_grad_enabled()
+
+
+def test_creation_results_match_torch():
+    cases = [
+        (lambda m: m.arange(0, 1, 0.25)), (lambda m: m.arange(5)), (lambda m: m.arange(1, 2.5)),
+        (lambda m: m.arange(10, 0, -3)), (lambda m: m.arange(0, 1, 0.1)),
+        (lambda m: m.full((2,), 3)), (lambda m: m.full((2,), True)),
+        (lambda m: m.full((2,), 3.0)), (lambda m: m.linspace(0, 10, 5)),
+        (lambda m: m.linspace(0, 10, 4, dtype=m.int64)), (lambda m: m.linspace(2, 10, 1)),
+        (lambda m: m.logspace(0, 2, 3)), (lambda m: m.logspace(0, 3, 4, base=2)),
+        (lambda m: m.logspace(-1, 1, 5, dtype=m.float64)),
+        (lambda m: m.logspace(0, 2, 3, dtype=m.int64)), (lambda m: m.logspace(0, 2, 0)),
+        (lambda m: m.zeros(2, dtype=m.bool)), (lambda m: m.tensor([])),
+        (lambda m: m.tensor([[]])), (lambda m: m.tensor([True, 1])),
+    ]
+    for k, make in enumerate(cases):
+        mine, theirs = make(minidl), make(torch)
+        assert str(mine.dtype) == str(theirs.dtype).replace("torch.", ""), k
+        same(mine, theirs, f"case {k}", atol=1e-6)
+    assert minidl.numel(minidl.zeros(2, 3)) == 6 and minidl.is_tensor(minidl.zeros(1))
+    assert not minidl.is_tensor(np.zeros(1))
+
+
+def test_creation_errors_as_torch():
+    both_raise(lambda: minidl.arange(0, 5, 0), lambda: torch.arange(0, 5, 0),
+               [RuntimeError, ValueError], "nonzero")
+    both_raise(lambda: minidl.arange(5, 0), lambda: torch.arange(5, 0),
+               [RuntimeError, ValueError], "inconsistent with step sign")
+    both_raise(lambda: minidl.from_numpy([1, 2]), lambda: torch.from_numpy([1, 2]),
+               [TypeError], "np.ndarray")
+    both_raise(lambda: minidl.tensor("a"), lambda: torch.tensor("a"), [TypeError], "str")
+    with pytest.raises(TypeError, match="floating-point"):  # torch: NotImplementedError
+        minidl.randn(2, dtype=minidl.int64)
+    with pytest.raises(NotImplementedError):
+        torch.randn(2, dtype=torch.int64)
+
+
+def test_item_of_several_elements_is_a_runtime_error_and_numpy_takes_force():
+    for shape in ((2,), (0,)):
+        both_raise(lambda: minidl.ones(*shape).item(), lambda: torch.ones(*shape).item(),
+                   [RuntimeError, ValueError], "cannot be converted to Scalar")
+    x = minidl.ones(2, requires_grad=True)
+    np.testing.assert_array_equal(x.numpy(force=True), torch.ones(2, requires_grad=True)
+                                  .numpy(force=True))
+
+
+def test_from_numpy_and_as_tensor_share_memory_and_keep_the_dtype():
+    a = np.zeros(3)
+    m, t = minidl.from_numpy(a), torch.from_numpy(a)
+    a[0] = 5.0
+    same(m, t, "shared")
+    m.data[1] = 7.0
+    assert a[1] == 7.0 and m.dtype == np.float64
+    b = np.arange(3, dtype=np.int32)
+    am, at = minidl.as_tensor(b), torch.as_tensor(b)
+    assert str(am.dtype) == str(at.dtype).replace("torch.", "")
+    b[0] = 9
+    same(am, at, "as_tensor shares")
+    assert minidl.as_tensor(am) is am
+    assert minidl.as_tensor([1.0, 2.0]).dtype == np.float32
+    assert minidl.as_tensor(b, dtype=minidl.float64).dtype == np.float64
+
+
+def test_size_keyword_numel_and_requires_grad_errors_as_torch():
+    for name in ("zeros", "ones", "empty"):
+        mine = getattr(minidl, name)(size=(2, 3))
+        theirs = getattr(torch, name)(size=(2, 3))
+        assert mine.shape == tuple(theirs.shape) and str(mine.dtype) == "float32"
+    assert minidl.randn(size=(2,)).shape == minidl.rand(size=(2, 1)).shape[:1]
+    both_raise(lambda: minidl.numel([1, 2]), lambda: torch.numel([1, 2]), [TypeError],
+               "must be Tensor")
+    both_raise(lambda: minidl.tensor([1, 2], requires_grad=True),
+               lambda: torch.tensor([1, 2], requires_grad=True), [RuntimeError, TypeError])
+    both_raise(lambda: minidl.tensor([1, 2]).requires_grad_(),
+               lambda: torch.tensor([1, 2]).requires_grad_(), [RuntimeError, TypeError])
+    same(minidl.from_numpy(np.ones(2, np.complex64)), torch.from_numpy(np.ones(2, np.complex64)),
+         "complex")

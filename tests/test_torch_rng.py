@@ -652,3 +652,23 @@ def test_fma_follows_the_capability_torch_runs(monkeypatch):
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     assert tr._fused() is bool(minidl.cpu.get_capabilities().get("avx2", True))
     np.testing.assert_array_equal(tr._mul_add(u, b, a), fused if tr._fused() else plain)
+
+
+# ---- random fills at the edges of their ranges, and their refusals (an audit) --------------------
+@pytest.mark.parametrize("draw", [
+    lambda L: L.zeros(3).bernoulli_(1.5),
+    lambda L: L.zeros(3).bernoulli_(L.tensor([0.0, 2.0, 1.0])),
+    lambda L: L.zeros(3).normal_(0.0, -1.0),
+    lambda L: L.ones(3, dtype=L.int64).multinomial(1),
+])
+def test_random_fills_refuse_what_torch_refuses(draw):
+    with pytest.raises(RuntimeError):
+        draw(torch)
+    with pytest.raises((ValueError, TypeError)):
+        draw(minidl)
+
+
+def test_random_fills_at_the_edges_of_their_ranges():
+    assert minidl.zeros(4).bernoulli_(1.0).numpy().tolist() == [1.0] * 4
+    assert minidl.ones(4).bernoulli_(minidl.tensor([0.0, 1.0, 0.0, 1.0])).numpy().tolist() == [0, 1, 0, 1]
+    assert minidl.ones(4).normal_(2.0, 0.0).numpy().tolist() == [2.0] * 4

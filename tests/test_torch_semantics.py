@@ -1392,3 +1392,277 @@ def test_amax_amin_give_a_nan_slice_a_nan_gradient_and_max_shares_it():
     minidl.aminmax(m, dim=1).max.sum().backward()
     torch.aminmax(t, dim=1).max.sum().backward()
     np.testing.assert_array_equal(_np(m.grad), t.grad.numpy())
+
+
+# ---- var/std with no degrees of freedom left -----------------------------------------------------
+DOF_CASES = [("var", (1,), {}), ("std", (1,), {}), ("var", (3,), dict(correction=3)),
+             ("std", (3,), dict(correction=5)), ("var", (2, 3), dict(dim=1, correction=3)),
+             ("std", (1, 4), dict(dim=0)), ("var", (0,), {}), ("var_mean", (1, 3), dict(dim=0)),
+             ("std_mean", (3,), dict(correction=3)), ("var", (3,), dict(correction=2.5)),
+             ("std", (2, 3), dict(dim=1, correction=2))]
+
+
+@needs_torch
+@pytest.mark.parametrize("fn,shape,kwargs", DOF_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in DOF_CASES])
+def test_var_std_without_degrees_of_freedom_warn_and_match_torch(fn, shape, kwargs):
+    import warnings
+
+    x = (np.arange(int(np.prod(shape)), dtype=np.float32) * 1.5 + 1).reshape(shape)
+    results = []
+    for lib, make in ((torch, torch.tensor), (minidl, minidl.tensor)):
+        t = make(x, requires_grad=True)
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            out = getattr(lib, fn)(t, **kwargs)
+        first = out[0] if isinstance(out, tuple) else out
+        if x.size:
+            first.sum().backward()
+        grad = t.grad.numpy() if x.size else None
+        messages = [str(w.message).split(" (Triggered")[0] for w in seen
+                    if issubclass(w.category, UserWarning)]
+        results.append((first.detach().numpy() if lib is torch else first.numpy(), grad,
+                        messages))
+    (want, want_grad, want_msg), (got, got_grad, got_msg) = results
+    np.testing.assert_array_equal(got, want)  # nan and inf where torch has them
+    if want_grad is not None:
+        # with no degrees of freedom, torch's full-reduction var gradient is +inf wherever x is
+        # not its mean (whatever the side); minidl's is the limit's sign(x - mean) * inf
+        np.testing.assert_allclose(np.abs(got_grad), np.abs(want_grad), rtol=1e-5,
+                                   equal_nan=True)
+    degenerate = kwargs.get("correction", 1) >= (x.size // max(want.size, 1) if x.size else 0)
+    assert got_msg == want_msg and bool(got_msg) == degenerate
+    if degenerate:
+        assert got_msg[0].startswith(f"{fn}(): degrees of freedom is <= 0")
+
+
+# ---- ops' edges: frexp, aminmax, addr, tensordot, renorm, shifts and more (a fourth audit) -------
+def same(mine, theirs, what="", atol=1e-9, rtol=1e-7):
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    assert str(a.dtype) == str(b.dtype), f"{what}: dtype {a.dtype} vs torch's {b.dtype}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=rtol, equal_nan=True, err_msg=what)
+
+
+@needs_torch
+def test_frexp_subnormal_mantissa_and_gradient():
+    x = np.array([0.0, -0.0, np.inf, np.nan, 1e-40, 3.0, -np.inf], np.float32)
+    mx = minidl.tensor(x, requires_grad=True)
+    tx = torch.tensor(x, requires_grad=True)
+    mm, me = minidl.frexp(mx)
+    tm, te = torch.frexp(tx)
+    same(mm, tm, "mantissa")
+    same(me, te, "exponent")
+    mm.sum().backward()
+    tm.sum().backward()
+    same(mx.grad, tx.grad, "grad")
+    d = minidl.tensor(np.array([0.3, -5.0, 7.5]), dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda t: minidl.frexp(t)[0], [d])
+
+
+@needs_torch
+def test_aminmax_over_an_empty_dim_is_an_index_error():
+    with pytest.raises(IndexError):
+        torch.aminmax(torch.zeros(2, 0), dim=1)
+    with pytest.raises(IndexError, match="empty"):
+        minidl.aminmax(minidl.zeros(2, 0), dim=1)
+    with pytest.raises(ValueError):
+        minidl.aminmax(minidl.zeros(0, 3), dim=-2)
+
+
+def _both_from_arrays(fn, *arrays, dtype=None):
+    ms = [minidl.tensor(a, dtype=a.dtype) for a in arrays]
+    ts = [torch.from_numpy(np.array(a)) for a in arrays]
+    return fn(minidl, *ms), fn(torch, *ts)
+
+
+@needs_torch
+def test_beta_zero_keeps_the_input_in_the_graph_and_checks_its_shape():
+    rng = np.random.default_rng(0)
+    a, v1, v2 = np.full((1, 4), np.nan), rng.standard_normal(3), rng.standard_normal(4)
+    mi = minidl.tensor(a, dtype=minidl.float64, requires_grad=True)
+    ti = torch.tensor(a, requires_grad=True)
+    mo = minidl.addr(mi, minidl.tensor(v1, dtype=minidl.float64), minidl.tensor(v2, dtype=minidl.float64), beta=0, alpha=2)
+    to = torch.addr(ti, torch.tensor(v1), torch.tensor(v2), beta=0, alpha=2)
+    same(mo, to, "addr beta=0")
+    mo.sum().backward()
+    to.sum().backward()
+    same(mi.grad, ti.grad, "input's gradient: zeros, not None")
+    for beta in (0, 1):
+        with pytest.raises(RuntimeError):
+            torch.addmm(torch.zeros(3, 4), torch.zeros(2, 3), torch.zeros(3, 4), beta=beta)
+        with pytest.raises((ValueError, RuntimeError), match="broadcast"):
+            minidl.addmm(minidl.zeros(3, 4), minidl.zeros(2, 3), minidl.zeros(3, 4), beta=beta)
+        with pytest.raises(RuntimeError, match="broadcast"):
+            minidl.addmm(minidl.zeros(2, 2, 4), minidl.zeros(2, 3), minidl.zeros(3, 4), beta=beta)
+
+
+@needs_torch
+def test_addr_refuses_float_scalars_for_integer_results():
+    ints = [np.ones((2, 2), np.int64), np.ones(2, np.int64), np.ones(2, np.int64)]
+    for kw in ({"beta": 0.5}, {"alpha": 1.5}):
+        with pytest.raises(RuntimeError):
+            torch.addr(*map(torch.from_numpy, ints), **kw)
+        with pytest.raises(RuntimeError, match="floating point"):
+            minidl.addr(*[minidl.tensor(x) for x in ints], **kw)
+    m, t = _both_from_arrays(lambda L, i, x, y: L.addr(i, x, y, beta=0.5), np.ones((2, 2), np.int64),
+                 np.ones(2), np.ones(2))
+    same(m, t, "float vectors: a float result, no error")
+
+
+@needs_torch
+def test_tensordot_takes_dims_as_a_tensor():
+    a, b = np.arange(6.0).reshape(2, 3), np.arange(6.0).reshape(3, 2)
+    m, t = _both_from_arrays(lambda L, x, y: L.tensordot(x, y, dims=L.tensor(1)), a, b)
+    same(m, t, "0-d tensor dims")
+    m, t = _both_from_arrays(lambda L, x, y: L.tensordot(x, y, dims=L.tensor([[1], [0]])), a, b)
+    same(m, t, "2-row tensor dims")
+
+
+@needs_torch
+def test_unique_consecutive_of_an_empty_tensor_along_a_dim():
+    for shape, dim in (((0, 3), 1), ((2, 0), 0)):
+        with pytest.raises(RuntimeError):
+            torch.unique_consecutive(torch.zeros(shape), dim=dim)
+        with pytest.raises(ValueError, match="0 sized"):
+            minidl.unique_consecutive(minidl.zeros(shape), dim=dim)
+    for shape, dim in (((0,), 0), ((0, 3), 0), ((2, 0), 1)):
+        a = np.zeros(shape)
+        m, t = _both_from_arrays(lambda L, x: L.unique_consecutive(x, return_inverse=True,
+                                                      return_counts=True, dim=dim), a)
+        for x, y in zip(m, t):
+            same(x, y, f"unique_consecutive {shape} dim={dim}")
+
+
+@needs_torch
+def test_masked_scatter_on_0d_tensors_with_gradient():
+    for mask in (True, False):
+        x = np.array(1.5)
+        src = np.array([4.0, 5.0])
+        mx = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+        ms = minidl.tensor(src, dtype=minidl.float64, requires_grad=True)
+        tx, ts = torch.tensor(x, requires_grad=True), torch.tensor(src, requires_grad=True)
+        mo = minidl.masked_scatter(mx, minidl.tensor(mask), ms)
+        to = torch.masked_scatter(tx, torch.tensor(mask), ts)
+        same(mo, to, "0-d masked_scatter")
+        (mo * 3).backward()
+        (to * 3).backward()
+        same(mx.grad, tx.grad, "input grad")
+        same(ms.grad, ts.grad, "source grad")
+
+
+@needs_torch
+def test_nn_functional_pdist_and_empty_bincount_dtype():
+    import minidl.nn.functional as F
+
+    a = np.random.default_rng(1).standard_normal((5, 3))
+    m, t = _both_from_arrays(lambda L, x: (F if L is minidl else torch.nn.functional).pdist(x, 1.5), a)
+    same(m, t, "F.pdist")
+    for w in (np.zeros(0, np.float32), np.zeros(0), np.zeros(0, np.int64)):
+        m, t = _both_from_arrays(lambda L, x, ww: L.bincount(x, ww, minlength=3), np.zeros(0, np.int64), w)
+        same(m, t, f"empty bincount with {w.dtype} weights")
+
+
+@needs_torch
+@pytest.mark.parametrize("name", ["multiply", "true_divide"])
+@pytest.mark.parametrize("number", [2, 2.5, True])
+@pytest.mark.parametrize("dtype", ["float32", "int64", "bool"])
+def test_multiply_and_true_divide_take_a_number_first(name, number, dtype):
+    a = np.array([1, 2, 4]).astype(dtype)
+    m = getattr(minidl, name)(number, minidl.tensor(a, dtype=a.dtype))
+    t = getattr(torch, name)(number, torch.from_numpy(a))
+    same(m, t, f"{name}({number}, {dtype})")
+
+
+@needs_torch
+@pytest.mark.parametrize("shapes", [((3, 1), (1, 4), (4,)), (2, (3, 1)), ((),), (), ((0, 1), (3,)),
+                                    ([2, 1], [5, 1, 1])])
+def test_broadcast_shapes(shapes):
+    assert minidl.broadcast_shapes(*shapes) == tuple(torch.broadcast_shapes(*shapes))
+
+
+@needs_torch
+@pytest.mark.parametrize("shapes", [((2,), (3,)), ((-1,),)])
+def test_broadcast_shapes_refuses_what_torch_refuses(shapes):
+    with pytest.raises((RuntimeError, ValueError)):
+        torch.broadcast_shapes(*shapes)
+    with pytest.raises(RuntimeError):
+        minidl.broadcast_shapes(*shapes)
+
+
+@needs_torch
+@pytest.mark.parametrize("call", [lambda L, x: L.nanmedian(x), lambda L, x: L.nanmedian(x, 0),
+                                  lambda L, x: L.median(x), lambda L, x: L.median(x, 0)])
+def test_median_and_nanmedian_refuse_bool(call):
+    with pytest.raises(NotImplementedError):
+        call(torch, torch.ones(3, dtype=torch.bool))
+    with pytest.raises(TypeError, match="bool"):
+        call(minidl, minidl.ones(3, dtype=minidl.bool))
+
+
+@needs_torch
+@pytest.mark.parametrize("p, dim, maxnorm", [(2, 0, 1.0), (1, -1, 2.0), (float("inf"), 1, 0.5),
+                                             (3, 2, 100.0)])
+def test_renorm_matches_torch_with_gradients(p, dim, maxnorm):
+    rng = np.random.default_rng(0)
+    x, g = rng.standard_normal((3, 4, 2)) * 3, rng.standard_normal((3, 4, 2))
+    m = minidl.tensor(x, dtype=minidl.float64, requires_grad=True)
+    t = torch.tensor(x, requires_grad=True)
+    mo, to = minidl.renorm(m, p, dim, maxnorm), torch.renorm(t, p, dim, maxnorm)
+    same(mo, to, "renorm")
+    mo.backward(minidl.tensor(g, dtype=minidl.float64))
+    to.backward(torch.tensor(g))
+    same(m.grad, t.grad, "renorm grad", atol=1e-12)
+    assert gradcheck(lambda a: minidl.renorm(a, p, dim, maxnorm),
+                     [minidl.tensor(x, dtype=minidl.float64, requires_grad=True)])
+    y, ty = minidl.tensor(x, dtype=minidl.float64), torch.tensor(x)
+    assert y.renorm_(p, dim, maxnorm) is y
+    same(y, ty.renorm_(p, dim, maxnorm), "renorm_")
+
+
+@needs_torch
+@pytest.mark.parametrize("call", [lambda L: L.renorm(L.ones(3), 2, 0, 1.0),
+                                  lambda L: L.renorm(L.ones(2, 3), 0, 0, 1.0),
+                                  lambda L: L.renorm(L.ones(2, 3), 2, 0, -1.0),
+                                  lambda L: L.renorm(L.ones(2, 3, dtype=L.int64), 2, 0, 1.0)])
+def test_renorm_refuses_what_torch_refuses(call):
+    with pytest.raises(RuntimeError):
+        call(torch)
+    with pytest.raises((ValueError, TypeError)):
+        call(minidl)
+
+
+SHIFTS = [
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) << L.tensor([1, 2, 8, 9], dtype=L.int8),
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) >> L.tensor([1, 2, 8, 9], dtype=L.int8),
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) << -1,
+    lambda L: L.tensor([1, -8, 3, 127], dtype=L.int8) >> -1,
+    lambda L: L.tensor([1, -8, 3, 2**40]) << 63,
+    lambda L: L.tensor([1, -8, 3, 2**40]) >> 64,
+    lambda L: L.tensor([True, False]) << 1,
+    lambda L: 2 << L.tensor([1, 2]),
+    lambda L: 1024 >> L.tensor([1, 2]),
+    lambda L: L.tensor([1, 2], dtype=L.uint8) << L.tensor([1, 9]),
+    lambda L: L.tensor([200], dtype=L.uint8) >> 9,
+    lambda L: L.bitwise_left_shift(L.tensor([[1], [2]]), L.tensor([1, 2, 3])),
+    lambda L: L.tensor([3, 4]).bitwise_right_shift(1),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("shift", SHIFTS)
+def test_bitwise_shifts_match_torch(shift):
+    same(shift(minidl), shift(torch), "shift")
+
+
+@needs_torch
+def test_bitwise_shifts_in_place_and_refusing_floats():
+    for L in (torch, minidl):
+        x = L.tensor([3, 4])
+        y = x
+        x <<= 2
+        assert x is y and x.tolist() == [12, 16]
+        assert x.bitwise_right_shift_(3) is x and x.tolist() == [1, 2]
+        with pytest.raises(NotImplementedError):
+            L.tensor([1.5]) << 1

@@ -4,6 +4,7 @@ every input and parameter), gradient checks, parameter names and initialisation,
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -601,3 +602,259 @@ def test_packed_self_attention_matches_torch_in_an_encoder_layer():
     theirs = dict(tl.named_parameters())
     for name, p in ml.named_parameters():
         _close(p.grad, theirs[name].grad, name)
+
+
+# ---- attention masks, fast paths and errors against torch (an audit) -----------------------------
+def f64_tensor(a, requires_grad=False):
+    return minidl.tensor(np.asarray(a), dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def t64(a, requires_grad=False):
+    return torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=requires_grad)
+
+
+def same(mine, theirs, what="", atol=1e-9):
+    a = mine.numpy() if isinstance(mine, minidl.Tensor) else np.asarray(mine)
+    b = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
+    assert a.shape == b.shape, f"{what}: shape {a.shape} vs torch's {b.shape}"
+    np.testing.assert_allclose(a, b, atol=atol, rtol=1e-7, equal_nan=True, err_msg=what)
+
+
+def load_from(tm, mm):
+    mm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return mm
+
+
+def both_raise(fm, ft, mine_types, match=None):
+    """torch raises; minidl raises an error that is also each of ``mine_types``."""
+    with pytest.raises(Exception) as te:
+        ft()
+    with pytest.raises(Exception) as me:
+        fm()
+    assert isinstance(me.value, tuple(mine_types)), (type(me.value), te.value)
+    for cls in mine_types:
+        assert isinstance(me.value, cls), f"{type(me.value).__name__} is not a {cls.__name__}"
+    assert isinstance(me.value, type(te.value)) or type(te.value) is AssertionError, (
+        f"minidl raised {type(me.value).__name__}, torch {type(te.value).__name__}")
+    if match:
+        assert match in str(me.value), str(me.value)
+
+
+def _mha_pair(E=8, H=2, **kw):
+    torch.manual_seed(0)
+    tm = torch.nn.MultiheadAttention(E, H, **kw).double()
+    return tm, load_from(tm, nn.MultiheadAttention(E, H, dtype=minidl.float64, **kw))
+
+
+def _bool_mask(shape, seed, full_row=False):
+    b = np.random.default_rng(seed).random(shape) < 0.3
+    if full_row:
+        b[..., 0, :] = True
+    return b
+
+
+MHA_MASK_CASES = [  # extra constructor kwargs, attn_mask kind, key_padding_mask kind, need_weights,
+    # average_attn_weights, batched
+    (dict(batch_first=True), "bool2", "bool", True, False, True),
+    (dict(kdim=5, vdim=6), "float3", None, False, True, True),
+    (dict(add_bias_kv=True, add_zero_attn=True), "bool3", "float", True, True, True),
+    (dict(add_zero_attn=True, dropout=0.3), "float2", "bool", False, True, False),
+    (dict(batch_first=True, add_bias_kv=True), None, "bool", True, False, True),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("kw,am,kpm,need_weights,average,batched", MHA_MASK_CASES)
+@pytest.mark.parametrize("full_row", [False, True])
+def test_multihead_attention_matches_torch(kw, am, kpm, need_weights, average, batched,
+                                           full_row):
+    """Outputs, weights (NaN for an all-masked query where torch's are) and gradients; dropout
+    is off in eval."""
+    tm, mm = _mha_pair(**kw)
+    tm.eval()
+    mm.eval()
+    L, S, N, H = 3, 4, 2, 2
+    rng = np.random.default_rng(1)
+    kd, vd = kw.get("kdim", 8), kw.get("vdim", 8)
+    lead = ((N,) if kw.get("batch_first") else ()) if batched else ()
+    mid = (() if kw.get("batch_first") else (N,)) if batched else ()
+    q = rng.standard_normal((*lead, L, *mid, 8))
+    k = rng.standard_normal((*lead, S, *mid, kd))
+    v = rng.standard_normal((*lead, S, *mid, vd))
+    ta, ma = {}, {}
+    if am:
+        shape = (L, S) if am.endswith("2") else (N * H, L, S)
+        b = _bool_mask(shape, 2, full_row)
+        m = b if am.startswith("bool") else np.where(b, -np.inf, rng.standard_normal(shape))
+        ta["attn_mask"] = torch.tensor(m)
+        ma["attn_mask"] = minidl.tensor(m, dtype=m.dtype)
+    if kpm:
+        b = _bool_mask((N, S) if batched else (S,), 3)
+        m = b if kpm == "bool" else np.where(b, -np.inf, 0.0)
+        ta["key_padding_mask"] = torch.tensor(m)
+        ma["key_padding_mask"] = minidl.tensor(m, dtype=m.dtype)
+    tq, tk, tv = (t64(a, True) for a in (q, k, v))
+    mq, mk, mv = (f64_tensor(a, True) for a in (q, k, v))
+    ot, wt = tm(tq, tk, tv, need_weights=need_weights, average_attn_weights=average, **ta)
+    om, wm = mm(mq, mk, mv, need_weights=need_weights, average_attn_weights=average, **ma)
+    same(om, ot, "output")
+    assert (wm is None) == (wt is None)
+    if wt is not None:
+        same(wm, wt, "weights")
+    if np.isnan(ot.detach().numpy()).any():
+        return
+    (ot ** 2).sum().backward()
+    (om ** 2).sum().backward()
+    for a, b, what in ((mq, tq, "query"), (mk, tk, "key"), (mv, tv, "value")):
+        same(a.grad, b.grad, f"d {what}")
+    for (name, pt), (_, pm) in zip(tm.named_parameters(), mm.named_parameters()):
+        same(pm.grad, pt.grad, f"d {name}")
+
+
+@needs_torch
+def test_is_causal_hint_replaces_attn_mask_where_torch_does():
+    """With need_weights=False and no key_padding_mask, torch's general path applies the causal
+    mask that is_causal promises instead of attn_mask; otherwise attn_mask is used."""
+    tm, mm = _mha_pair()
+    x = np.random.default_rng(4).standard_normal((5, 2, 8))
+    not_causal = _bool_mask((5, 5), 5)
+    np.fill_diagonal(not_causal, False)
+    for need_weights, with_kpm in ((False, False), (True, False), (False, True)):
+        extra_t, extra_m = {}, {}
+        if with_kpm:
+            kpm = np.zeros((2, 5), bool)
+            kpm[0, -1] = True
+            extra_t["key_padding_mask"], extra_m["key_padding_mask"] = (torch.tensor(kpm),
+                                                                        minidl.tensor(kpm))
+        xt, xm = t64(x, True), f64_tensor(x, True)
+        ot = tm(xt, xt, xt, attn_mask=torch.tensor(not_causal), is_causal=True,
+                need_weights=need_weights, **extra_t)[0]
+        om = mm(xm, xm, xm, attn_mask=minidl.tensor(not_causal), is_causal=True,
+                need_weights=need_weights, **extra_m)[0]
+        same(om, ot, f"need_weights={need_weights} kpm={with_kpm}")
+        ot.sum().backward()
+        om.sum().backward()
+        same(xm.grad, xt.grad, "d x")
+    tl = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0).double()
+    ml = load_from(tl, nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, dtype=minidl.float64))
+    same(ml(f64_tensor(x), src_mask=minidl.tensor(not_causal), is_causal=True),
+         tl(t64(x), src_mask=torch.tensor(not_causal), is_causal=True), "encoder layer")
+
+
+@needs_torch
+def test_inference_fast_path_gives_nan_for_all_masked_queries_as_torch():
+    """torch's batch-first self-attention fast path (eval, nothing requiring grad) gives NaN
+    for a query whose keys are all masked; its general path gives finite numbers."""
+    torch.manual_seed(0)
+    tm = torch.nn.MultiheadAttention(8, 2, batch_first=True).eval()
+    mm = load_from(tm, nn.MultiheadAttention(8, 2, batch_first=True)).eval()
+    x = np.random.default_rng(6).standard_normal((3, 4, 8)).astype(np.float32)
+    kpm = np.zeros((3, 4), bool)
+    kpm[1] = True  # every key of sequence 1 is padding
+    xt, xm = torch.tensor(x), minidl.tensor(x)
+    with torch.no_grad():
+        ot = tm(xt, xt, xt, key_padding_mask=torch.tensor(kpm), need_weights=False)[0]
+    with minidl.no_grad():
+        om = mm(xm, xm, xm, key_padding_mask=minidl.tensor(kpm), need_weights=False)[0]
+    assert np.isnan(ot.numpy()[1]).all() and not np.isnan(ot.numpy()[[0, 2]]).any()
+    same(om, ot, "fast path", atol=1e-5)
+    # grad enabled: the general path, where torch's scaled_dot_product_attention gives zeros
+    ot = tm(xt, xt, xt, key_padding_mask=torch.tensor(kpm), need_weights=False)[0]
+    om = mm(xm, xm, xm, key_padding_mask=minidl.tensor(kpm), need_weights=False)[0]
+    assert not np.isnan(ot.detach().numpy()).any()
+    same(om, ot, "general path", atol=1e-5)
+
+
+@needs_torch
+@pytest.mark.parametrize("activation,mask_kind", [("relu", "float"), ("gelu", "bool"),
+                                                  ("silu", "bool"), ("relu", "bool")])
+def test_encoder_layer_fast_path_and_its_masks_as_torch(activation, mask_kind):
+    """The fused encoder-layer path (relu/gelu, eval, no grad) gives NaN for an all-masked
+    query, float masks included; any other layer turns bool masks into float ones first, so its
+    attention never takes the fast path and gives finite numbers."""
+    acts_t = {"relu": "relu", "gelu": torch.nn.GELU(), "silu": torch.nn.functional.silu}
+    acts_m = {"relu": "relu", "gelu": nn.GELU(), "silu": F.silu}
+    torch.manual_seed(0)
+    tl = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True,
+                                          activation=acts_t[activation]).eval()
+    ml = load_from(tl, nn.TransformerEncoderLayer(8, 2, 16, batch_first=True,
+                                                  activation=acts_m[activation])).eval()
+    x = np.random.default_rng(7).standard_normal((2, 4, 8)).astype(np.float32)
+    b = np.triu(np.ones((4, 4), bool), 1)
+    b[2] = True
+    m = b if mask_kind == "bool" else np.where(b, -np.inf, 0.0).astype(np.float32)
+    with torch.no_grad():
+        ot = tl(torch.tensor(x), src_mask=torch.tensor(m))
+    with minidl.no_grad():
+        om = ml(minidl.tensor(x), src_mask=minidl.tensor(m))
+    assert np.isnan(ot.numpy()).any() == (activation != "silu")
+    same(om, ot, "encoder layer", atol=1e-5)
+
+
+@needs_torch
+def test_transformer_encoder_nested_path_zeros_padding_and_warns_as_torch():
+    torch.manual_seed(0)
+    tl = torch.nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    tm = torch.nn.TransformerEncoder(tl, 2, norm=torch.nn.LayerNorm(8)).eval()
+    mm = load_from(tm, nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 2, norm=nn.LayerNorm(8))).eval()
+    assert mm.use_nested_tensor is tm.use_nested_tensor is True
+    x = np.random.default_rng(8).standard_normal((3, 5, 8)).astype(np.float32)
+    kpm = np.zeros((3, 5), bool)
+    kpm[0, 3:] = kpm[1, 1:] = True  # right padding: torch runs nested tensors
+    with torch.no_grad():
+        ot = tm(torch.tensor(x), src_key_padding_mask=torch.tensor(kpm))
+    with minidl.no_grad():
+        om = mm(minidl.tensor(x), src_key_padding_mask=minidl.tensor(kpm))
+    same(om, ot, "nested path", atol=1e-5)
+    ot = tm(torch.tensor(x), src_key_padding_mask=torch.tensor(kpm))  # grad on: padded kept
+    om = mm(minidl.tensor(x), src_key_padding_mask=minidl.tensor(kpm))
+    same(om, ot, "general path", atol=1e-5)
+    with pytest.warns(UserWarning, match="use_nested_tensor is False because encoder_layer."
+                                         "self_attn.batch_first was not True"):
+        enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16), 1)
+    with pytest.warns(UserWarning):
+        torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(8, 2, 16), 1)
+    assert enc.use_nested_tensor is False
+    for kw in (dict(norm_first=True), dict(nhead=3, d_model=9), dict(bias=False),
+               dict(activation=lambda x: x)):
+        args = dict(d_model=8, nhead=2, dim_feedforward=16, batch_first=True)
+        args.update(kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.nn.TransformerEncoder(torch.nn.TransformerEncoderLayer(**args), 1)
+            nn.TransformerEncoder(nn.TransformerEncoderLayer(**args), 1)
+        theirs, mine = (str(w.message) for w in caught)
+        assert mine == theirs
+
+
+@needs_torch
+def test_attn_mask_of_the_wrong_shape_is_a_runtime_error_as_in_torch():
+    tm, mm = _mha_pair()
+    x = np.zeros((3, 2, 8))
+    both_raise(lambda: mm(f64_tensor(x), f64_tensor(x), f64_tensor(x), attn_mask=minidl.zeros(3, 4)),
+               lambda: tm(t64(x), t64(x), t64(x), attn_mask=torch.zeros(3, 4)),
+               [RuntimeError, ValueError], "(3, 3)")
+    both_raise(lambda: mm(f64_tensor(x), f64_tensor(x), f64_tensor(x), attn_mask=minidl.zeros(2, 3, 3)),
+               lambda: tm(t64(x), t64(x), t64(x), attn_mask=torch.zeros(2, 3, 3)),
+               [RuntimeError, ValueError], "(4, 3, 3)")
+
+
+@needs_torch
+def test_sdpa_mask_dtype_and_activation_name_errors_as_torch():
+    q = np.zeros((2, 3, 4), np.float32)
+    for bad in (np.float64, np.float16, np.int64):
+        both_raise(lambda: F.scaled_dot_product_attention(
+            *(minidl.tensor(q),) * 3, attn_mask=minidl.zeros(3, 3, dtype=bad)),
+            lambda: torch.nn.functional.scaled_dot_product_attention(
+                *(torch.tensor(q),) * 3, attn_mask=torch.zeros(3, 3, dtype=getattr(
+                    torch, np.dtype(bad).name))), [RuntimeError, ValueError], "attn_mask dtype")
+    q64 = np.random.default_rng(0).standard_normal((2, 3, 4))
+    mask = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32)
+    same(F.scaled_dot_product_attention(*(f64_tensor(q64),) * 3, attn_mask=minidl.tensor(mask)),
+         torch.nn.functional.scaled_dot_product_attention(*(t64(q64),) * 3,
+                                                          attn_mask=torch.tensor(mask)),
+         "float32 mask on float64 query", atol=1e-7)
+    both_raise(lambda: nn.TransformerEncoderLayer(4, 2, activation="tanh"),
+               lambda: torch.nn.TransformerEncoderLayer(4, 2, activation="tanh"),
+               [RuntimeError, ValueError], "activation should be relu/gelu, not tanh")

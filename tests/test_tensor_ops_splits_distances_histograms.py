@@ -1,4 +1,4 @@
-"""Tensor ops added on 2026-12-06 (b): atan2/arctan2, hypot, logaddexp, logaddexp2,
+"""Tensor ops: splits, distances, histograms and more: atan2/arctan2, hypot, logaddexp, logaddexp2,
 logcumsumexp, tensor_split/hsplit/vsplit/dsplit, block_diag, cartesian_prod, cdist, pdist,
 dist, bincount, histc, trapezoid/cumulative_trapezoid, the in-place view methods (unsqueeze_,
 squeeze_, t_, transpose_, swapdims_, swapaxes_), atan2_/hypot_, and the autocast entries of

@@ -1,7 +1,9 @@
-"""More of PyTorch's tensor ops: elementwise (pointwise.py), statistics (statistics.py), products
-and shape/scatter ops (structure.py), tensor queries and in-place samplers. PyTorch's values,
-dtypes and gradients in float64 (broadcasting and negative dims included), finite-difference
-checks, and PyTorch's errors."""
+"""Tensor ops of the backend's pointwise.py, statistics.py and structure.py: elementwise (asinh...,
+copysign, heaviside, fmax/fmin, ldexp/frexp, gcd/lcm, nextafter), statistics (aminmax, nanmedian,
+quantile, mode, dist, cov/corrcoef), products and shape/scatter ops (tensordot, kron, addr/addbmm,
+diag_embed, *_scatter, masked_scatter, fill_diagonal_, index_reduce), tensor queries and in-place
+samplers. PyTorch's values, dtypes and gradients in float64 (broadcasting and negative dims
+included), finite-difference checks, and PyTorch's errors."""
 import numpy as np
 import pytest
 
