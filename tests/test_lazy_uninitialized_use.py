@@ -1,6 +1,7 @@
 """An uninitialised Lazy parameter used in an op raises PyTorch's ValueError ("Attempted to use
 an uninitialized parameter in ...") instead of computing on an empty array; the module itself
-(.to, state_dict, an optimizer over it, the first forward) works as before."""
+(.to, state_dict, an optimizer over it, the first forward) works as before. And the lazy modules
+against torch's: the shapes they infer, their outputs, optimizers and state dicts over them."""
 import warnings
 
 import numpy as np

@@ -1,5 +1,6 @@
 """ReLU6, Hardtanh, Softplus, Softsign, Mish, Hardswish, Hardsigmoid, PReLU, SELU, CELU, GLU,
-Tanhshrink, Threshold, Softmin, LogSigmoid, Hardshrink, Softshrink (modules and functions):
+Tanhshrink, Threshold, Softmin, LogSigmoid, Hardshrink, Softshrink, RReLU, gumbel_softmax and the
+in-place functional forms (modules and functions):
 float64 gradient checks, PyTorch parity (values, gradients, in-place, repr), autocast dtypes."""
 from __future__ import annotations
 

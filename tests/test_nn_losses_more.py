@@ -1,6 +1,7 @@
 """KLDivLoss, HuberLoss, MarginRankingLoss, HingeEmbeddingLoss, SoftMarginLoss,
 MultiLabelSoftMarginLoss, CosineEmbeddingLoss, TripletMarginLoss, PoissonNLLLoss,
-GaussianNLLLoss (functions and modules): float64 gradient checks, PyTorch parity of values
+GaussianNLLLoss, CTCLoss, MultiMarginLoss, MultiLabelMarginLoss,
+TripletMarginWithDistanceLoss (functions and modules): float64 gradient checks, PyTorch parity of values
 and gradients for every reduction, autocast dtypes against torch.autocast("cpu")."""
 from __future__ import annotations
 

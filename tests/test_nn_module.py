@@ -1,5 +1,6 @@
 """nn.Module semantics: registration, names, state_dict (with buffers, torch's key names),
-load_state_dict (arrays or Tensors, copies), train/eval, zero_grad, default init, save/load."""
+load_state_dict (arrays or Tensors, copies), train/eval, zero_grad, default init, save/load; state-dict hooks, extra state and to_empty
+against torch's."""
 import math
 import os
 

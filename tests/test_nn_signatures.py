@@ -1,6 +1,7 @@
 """Every nn layer that PyTorch also has takes PyTorch's constructor arguments, in PyTorch's
 order (so positional calls mean the same), and prints as PyTorch's does; layers with
-parameters take the factory arguments device= and dtype=."""
+parameters take the factory arguments device= and dtype=. The functional forms take torch's
+arguments too, and a module's repr puts extra_repr beside its children as torch's does."""
 import inspect
 
 import numpy as np

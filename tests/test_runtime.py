@@ -1,5 +1,6 @@
 """minidl.as_tensor, the random state, dtype promotion queries, Size, thread count,
-set_printoptions and compile, against PyTorch's."""
+set_printoptions and compile, against PyTorch's; and top-level functions an audit compared with
+torch's (manual_seed, no_grad as a decorator, creation functions, item, from_numpy)."""
 from __future__ import annotations
 
 import warnings

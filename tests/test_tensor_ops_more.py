@@ -2,7 +2,10 @@
 hstack/vstack, repeat_interleave, meshgrid, rot90, diff, cummax/cummin, kthvalue, median,
 msort, unique, searchsorted/bucketize, trace, addmm/baddbmm/addmv, inner, cross, clamp_min/
 clamp_max, count_nonzero, nan_to_num, nansum/nanmean, xlogy, std_mean/var_mean, in-place
-unary methods, detach_: PyTorch's values and gradients in float64, finite-difference checks."""
+unary methods, detach_: PyTorch's values and gradients in float64, finite-difference checks.
+And ops PyTorch has that minidl lacked until an audit (atan2, hypot, logaddexp, copysign, fmax/
+fmin, float_power, the inverse hyperbolics, splits and stacks, statistics such as nanquantile),
+against torch directly."""
 import numpy as np
 import pytest
 
