@@ -165,3 +165,19 @@ def test_errors_are_torchs():
         prune.l1_unstructured(m, "weight", amount=1, importance_scores=minidl.ones(3))
     with pytest.raises(TypeError, match="Only \"unstructured\" PRUNING_TYPE"):
         prune.global_unstructured([(m, "weight")], prune.LnStructured, amount=1, n=2, dim=0)
+
+
+# ---- a pruned state dict into an unpruned model ------------------------------------------------------
+def test_pruned_state_dict_into_an_unpruned_model_is_a_runtime_error_as_torch():
+    prune = minidl.nn.utils.prune
+    m = minidl.nn.Linear(3, 2)
+    prune.l1_unstructured(m, "weight", amount=2)
+    with pytest.raises(RuntimeError, match="missing keys: weight"):
+        minidl.nn.Linear(3, 2).load_state_dict(m.state_dict())
+    with pytest.raises(ValueError):  # still the ValueError it was
+        minidl.nn.Linear(3, 2).load_state_dict(m.state_dict())
+    fresh = minidl.nn.Linear(3, 2)
+    prune.identity(fresh, "weight")
+    fresh.load_state_dict(m.state_dict())
+    x = minidl.ones(1, 3)
+    np.testing.assert_array_equal(fresh(x).numpy(), m(x).numpy())
