@@ -146,6 +146,17 @@ def test_compile_checks_mode_backend_and_options_as_torch():
     assert minidl.compile(model, backend=lambda gm, inputs: gm)._orig_mod is model
 
 
+def test_module_compile_checks_its_arguments():
+    model = minidl.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="Unrecognized mode"):
+        model.compile(mode="max-autotun")
+    with pytest.raises(RuntimeError, match="invalid backend"):
+        model.compile(backend="inductr")
+    with pytest.raises(TypeError):
+        model.compile("max-autotune")  # torch's Module.compile takes keywords only
+    assert model.compile(mode="reduce-overhead", disable=True) is None
+
+
 def test_compiler_set_stance_and_the_other_missing_names():
     """torch.compiler.set_stance (function, context manager, decorator), is_exporting,
     list_backends, substitute_in_graph, nested_compile_region and wrap_numpy were missing

@@ -853,3 +853,98 @@ def test_weighted_mse_gradcheck():
             return getattr(nn.functional, name)(a, b, weight=c)
         assert gradcheck(f, (x, t, w))
     assert gradgradcheck(lambda a, b, c: nn.functional.mse_loss(a, b, weight=c), (x, t, w))
+
+
+# ---- NaN (and infinities) through the piecewise activations, as torch passes them --------------------
+VALUES = np.array([np.nan, -1.0, 0.0, 1.0, np.inf, -np.inf, 0.5, -0.5, 0.3])
+
+
+@pytest.mark.parametrize("name,args", [("threshold", (0.5, 2.0)), ("hardshrink", ()),
+                                       ("softshrink", ())])
+def test_nan_input_stays_nan(name, args):
+    y = getattr(F, name)(minidl.tensor(VALUES, dtype=minidl.float64), *args)
+    assert np.isnan(y.numpy()[0]), f"{name} hid a NaN input"
+
+
+@pytest.mark.parametrize("name,args", [("threshold", (0.5, 2.0)), ("hardshrink", ()),
+                                       ("softshrink", ()), ("elu", ()), ("selu", ()),
+                                       ("celu", ())])
+def test_nan_and_infinity_match_torch_forward_and_backward(name, args):
+    torch = pytest.importorskip("torch")
+    x = minidl.tensor(VALUES, requires_grad=True, dtype=minidl.float64)
+    xt = torch.tensor(VALUES, requires_grad=True)
+    y = getattr(F, name)(x, *args)
+    yt = getattr(torch.nn.functional, name)(xt, *args)
+    with np.errstate(invalid="ignore"):
+        y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), rtol=1e-12)
+    mine, theirs = x.grad.numpy(), xt.grad.numpy()
+    nan = np.isnan(VALUES)
+    np.testing.assert_allclose(mine[~nan], theirs[~nan], rtol=1e-12)
+    # at a NaN input torch's ELU backward (x <= 0 ? the exponential branch : the slope) gives
+    # the slope in its AVX-512 code and NaN in its AVX2 code; minidl gives the slope (the
+    # formula's answer, since NaN <= 0 is false) on every CPU
+    if name in ("elu", "selu", "celu"):
+        slope = 1.0507009873554805 if name == "selu" else 1.0
+        assert (mine[nan] == slope).all() and (np.isnan(theirs[nan]) | (theirs[nan] == slope)).all()
+    else:
+        np.testing.assert_array_equal(mine[nan], theirs[nan])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])  # float32 runs the numba kernels
+@pytest.mark.parametrize("name,args", [("relu", ()), ("relu6", ()), ("hardtanh", (-0.5, 0.5)),
+                                       ("leaky_relu", (0.1,))])
+def test_relu_family_passes_the_gradient_at_nan_as_torch(name, args, dtype):
+    torch = pytest.importorskip("torch")
+    values = np.concatenate([VALUES, np.linspace(-8, 8, 40)])  # enough for the kernels' path
+    x = minidl.tensor(values, requires_grad=True, dtype=getattr(minidl, dtype))
+    xt = torch.tensor(values, requires_grad=True, dtype=getattr(torch, dtype))
+    weights = np.arange(values.size, dtype=dtype) + 1
+    y = getattr(F, name)(x, *args)
+    yt = getattr(torch.nn.functional, name)(xt, *args)
+    (g,) = minidl.autograd.grad((y * minidl.tensor(weights)).sum(), x, create_graph=True)
+    (gt,) = torch.autograd.grad((yt * torch.tensor(weights)).sum(), xt, create_graph=True)
+    np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
+    np.testing.assert_array_equal(g.detach().numpy(), gt.detach().numpy())
+    # at NaN torch passes ReLU's gradient on (threshold_backward zeroes where y <= 0), scales
+    # leaky ReLU's, and stops hardtanh's (it passes only where lo < x < hi)
+    expected = {"relu": 1.0, "leaky_relu": 0.1}.get(name, 0.0) * weights[0]
+    assert g.detach().numpy()[0] == expected
+
+
+def test_add_relu_passes_the_gradient_at_nan_as_relu_of_a_sum():
+    a = minidl.tensor(VALUES, requires_grad=True, dtype=minidl.float64)
+    b = minidl.tensor(np.ones_like(VALUES), requires_grad=True, dtype=minidl.float64)
+    F.add_relu(a, b).sum().backward()
+    a2 = minidl.tensor(VALUES, requires_grad=True, dtype=minidl.float64)
+    F.relu(a2 + minidl.tensor(np.ones_like(VALUES))).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), a2.grad.numpy())
+    assert a.grad.numpy()[0] == 1.0
+
+
+def test_relu_gradient_at_nan_on_a_fake_gpu_as_on_the_cpu(monkeypatch, tmp_path):
+    """The CUDA kernel body of ReLU's backward (compiled for the host) passes the gradient at a
+    NaN output as the numba kernel does."""
+    import warnings
+
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    values = np.concatenate([VALUES, np.linspace(-8, 8, 40)]).astype(np.float32)
+
+    def run(device):
+        x = minidl.tensor(values, device=device, requires_grad=True)
+        (F.relu(x) * minidl.tensor(np.arange(values.size, dtype=np.float32) + 1,
+                                   device=device)).sum().backward()
+        return x.grad.numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = run("cpu")
+        _fake_gpu.install(monkeypatch, lib)
+        gpu = run("cuda")
+    np.testing.assert_array_equal(gpu, cpu)
+    assert gpu[0] == 1.0
