@@ -412,6 +412,34 @@ def test_integer_index_gradient_and_torch_parity():
     np.testing.assert_array_equal(m.numpy(), t.numpy())
 
 
+def test_zero_dim_tensor_index_is_a_view():
+    x = minidl.tensor([[1.0, 2.0], [3.0, 4.0]])
+    x[minidl.tensor(0), minidl.tensor(1)].add_(10)
+    x[minidl.tensor(1)].mul_(2)
+    assert x.tolist() == [[1.0, 12.0], [6.0, 8.0]]
+    assert x._version == 2
+
+
+def test_zero_dim_tensor_index_gradient():
+    a = minidl.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=minidl.float64, requires_grad=True)
+    i = minidl.tensor(1)
+    (a[i, 0] * a[0, i]).backward()
+    assert a.grad.tolist() == [[0.0, 3.0], [2.0, 0.0]]
+
+
+def test_zero_dim_tensor_index_parity():
+    torch = pytest.importorskip("torch")
+    for lib in (minidl, torch):
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]])
+        x[lib.tensor(1), lib.tensor(0)].sub_(5)
+        x[lib.tensor([0, 0])] += 1  # a 1-d index stays advanced indexing (a copy, then written)
+        if lib is minidl:
+            got = x.tolist()
+        else:
+            want = x.tolist()
+    assert got == want
+
+
 def test_as_strided_writes_reach_the_base_as_in_torch():
     torch = pytest.importorskip("torch")
     a = np.arange(12.0).reshape(3, 4)

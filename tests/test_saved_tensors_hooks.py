@@ -444,3 +444,39 @@ def test_node_hook_sees_gradients_in_the_inputs_shapes():
     y.sum().backward()
     assert shapes == [[(5, 4), (1,)]]
     np.testing.assert_allclose(b.grad.numpy(), [20.0])
+
+
+# ---- a pack hook's own ops are not packed again; unpack under no_grad --------------------------------
+def _count_hooks(lib, pack_op, unpack_op):
+    calls = {"pack": 0, "unpack": 0}
+
+    def pack(t):
+        calls["pack"] += 1
+        return pack_op(t)
+
+    def unpack(t):
+        calls["unpack"] += 1
+        out = unpack_op(t)
+        calls["unpack_grad"] = out.requires_grad
+        return out
+
+    x = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with lib.autograd.graph.saved_tensors_hooks(pack, unpack):
+        y = (x * x).sum()
+        y.backward()
+    return x.grad.tolist(), calls
+
+
+def test_saved_tensors_pack_hook_ops_are_not_packed():
+    grad, calls = _count_hooks(minidl, lambda t: t * 2, lambda t: t / 2)  # was a RecursionError
+    assert grad == [2.0, 4.0, 6.0]
+    assert calls == {"pack": 2, "unpack": 2, "unpack_grad": False}
+
+
+def test_saved_tensors_hooks_parity():
+    torch = pytest.importorskip("torch")
+    for pack, unpack in ((lambda t: t * 2, lambda t: t / 2), (lambda t: t.sin(), lambda t: t.asin())):
+        got = _count_hooks(minidl, pack, unpack)
+        want = _count_hooks(torch, pack, unpack)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        assert got[1] == want[1]

@@ -575,3 +575,48 @@ def test_sparse_softmax_of_a_hybrid_tensor_as_torch(dim):
         s = ns.sparse_coo_tensor(ns.tensor([[0, 2, 0, 1]]), ns.tensor(v), (3, 3))
         outs.append(ns.sparse.softmax(s, dim))
     _same_sparse(*outs)
+
+
+# ---- a sparse tensor divided by a number: a true division, torch's dtypes ----------------------------
+def _sparse_vector(lib, values):
+    n = len(values)
+    return lib.sparse_coo_tensor(lib.tensor([list(range(n))]), lib.tensor(values), (n,))
+
+
+def test_sparse_division_is_a_true_division():
+    values = np.arange(1, 200, dtype=np.float32)
+    got = (_sparse_vector(minidl, values) / 3).to_dense().numpy()
+    np.testing.assert_array_equal(got, values / np.float32(3))  # not values * (1/3)
+
+
+def test_sparse_integer_scaled_gives_default_float():
+    s = _sparse_vector(minidl, [1, 2, 3])
+    assert s.dtype == np.int64
+    assert (s / 2).dtype == np.float32 and (s / 2).to_dense().tolist() == [0.5, 1.0, 1.5]
+    assert (s * 2.5).dtype == np.float32 and (s * 2.5).to_dense().tolist() == [2.5, 5.0, 7.5]
+    assert (s * 2).dtype == np.int64 and (s * 2).to_dense().tolist() == [2, 4, 6]
+    with np.errstate(all="raise"):
+        assert (_sparse_vector(minidl, [1.0, 0.0]) / 0).to_dense().numpy().tolist()[0] == np.inf
+
+
+def test_sparse_division_gradient():
+    v = minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    s = minidl.sparse_coo_tensor(minidl.tensor([[0, 1, 2]]), v, (3,))
+    ((s / 4).to_dense() * minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64)).sum().backward()
+    assert v.grad.tolist() == [0.25, 0.5, 0.75]
+    assert minidl.testing.gradcheck(
+        lambda w: (minidl.sparse_coo_tensor(minidl.tensor([[0, 1, 2]]), w, (3,)) / 3.0)
+        .to_dense() ** 2, (minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64,
+                                         requires_grad=True),))
+
+
+def test_sparse_division_parity():
+    torch = pytest.importorskip("torch")
+    values = np.arange(1, 200, dtype=np.float32) / 7
+    got = (_sparse_vector(minidl, values) / 3).to_dense().numpy()
+    want = (_sparse_vector(torch, values) / 3).to_dense().numpy()
+    np.testing.assert_array_equal(got, want)
+    for f in (lambda s: s / 2, lambda s: s * 2.5, lambda s: s * 2):
+        got, want = f(_sparse_vector(minidl, [1, 2, 3])), f(_sparse_vector(torch, [1, 2, 3]))
+        assert str(got.dtype) == str(want.dtype).removeprefix("torch.")
+        assert got.to_dense().tolist() == want.to_dense().tolist()

@@ -218,3 +218,22 @@ def test_tensor_introspection_as_torch():
         tx = torch.randn(3, 4)
         assert tx.stride() == x.stride() and tx.t().stride() == x.t().stride()
         assert tx.type() == x.type().replace("minidl", "torch")
+
+
+# ---- poisson of a 0-d tensor, binomial broadcasting and NaN; FloatTensor(None) refused ---------------
+def test_poisson_zero_dim_and_binomial_broadcast():
+    minidl.manual_seed(0)
+    d = minidl.poisson(minidl.tensor(3.0))  # was an AttributeError
+    assert d.shape == () and d.dtype == np.float32 and float(d) >= 0
+    b = minidl.binomial(minidl.tensor([[10.0], [4.0]]), minidl.tensor([0.0, 1.0, float("nan")]))
+    assert b.shape == (2, 3)
+    assert b[:, :2].tolist() == [[0.0, 10.0], [0.0, 4.0]] and np.isnan(b[:, 2].numpy()).all()
+    assert minidl.binomial(minidl.tensor(5.0), minidl.tensor(1.0)).item() == 5.0
+
+
+def test_legacy_type_of_none_is_refused():
+    with pytest.raises(TypeError, match="NoneType"):
+        minidl.FloatTensor(None)
+    with pytest.raises(TypeError, match="NoneType"):
+        minidl.LongTensor(None)
+    assert minidl.FloatTensor([1, 2]).tolist() == [1.0, 2.0]
