@@ -15,7 +15,7 @@ import pytest
 import minidl
 import minidl.distributed as dist
 import minidl.nn as nn
-from test_distributed import WORKER, needs_mpi, run_mpi
+from test_distributed import REPO, WORKER, needs_mpi, run_mpi
 import _dist_worker as worker
 
 
@@ -705,3 +705,19 @@ def test_p2pop_needs_one_peer_when_made():
     with pytest.raises(ValueError, match="not both"):
         dist.P2POp(dist.irecv, t, 1, group_peer=0)
     assert dist.P2POp(dist.irecv, t, group_peer=1).group_peer == 1
+
+
+# ---- recv_object_list given a list of another length (tests/_recv_object_list_worker.py, 2 ranks) ----
+@needs_mpi
+def test_recv_object_list_of_another_length_names_both_and_stays_in_step(tmp_path):
+    import json
+
+    rc, so, se, _ = run_mpi([REPO / "tests" / "_recv_object_list_worker.py", tmp_path], n=2,
+                            timeout=120)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    got = json.loads((tmp_path / "rank1.json").read_text())
+    assert got[0] == ["ValueError", "recv_object_list: rank 0 sent 3 objects, but object_list "
+                      "holds 2; make it as long as the sender's list", ["untouched"] * 2]
+    assert got[1] == ["ok", 0, ["a", "b"]]  # the next message is read whole
+    assert got[2][0] == "ValueError" and "sent 1 objects" in got[2][1]
+    assert got[3] == ["ok", 0, [None, "c"]]

@@ -244,3 +244,32 @@ def test_sparse_checkpoint_with_bad_indices_is_refused(tmp_path):
     torch.save({"bad": bad}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="size is inconsistent"):
         minidl.load(tmp_path / "bad.pt")
+
+
+# ---- devices in a checkpoint load back as devices (minidl's format and torch's) ----------------------
+@pytest.mark.parametrize("fmt", ["minidl", "torch"])
+def test_devices_in_a_checkpoint_load_back_as_devices(tmp_path, fmt):
+    path = tmp_path / "ckpt.pt"
+    state = {"device": minidl.ones(1).device, "plain": minidl.device("cpu"),
+             "gpu": minidl.device("cuda", 1), "w": minidl.ones(2)}
+    minidl.save(state, path, format=fmt)
+    back = minidl.load(path)
+    for key in ("device", "plain", "gpu"):
+        assert back[key] == state[key] and back[key].type == state[key].type
+        assert back[key].index == (1 if key == "gpu" else None)
+    assert minidl.zeros(1, device=back["device"]).device == "cpu"
+    if fmt == "minidl":
+        assert isinstance(back["device"], str)  # Tensor.device's name, as saved
+    assert repr(back["gpu"]) == "device(type='cuda', index=1)"
+
+
+def test_torch_devices_in_a_torch_file_load_and_minidl_writes_torchs(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save({"d": torch.device("cpu"), "e": torch.device("cuda", 1)}, tmp_path / "t.pt")
+    back = minidl.load(tmp_path / "t.pt")
+    assert back["d"] == minidl.device("cpu") and back["d"].type == "cpu"
+    assert (back["e"].type, back["e"].index) == ("cuda", 1)
+    minidl.save({"d": minidl.ones(1).device, "e": minidl.device("cuda:1")}, tmp_path / "m.pt",
+                format="torch")
+    theirs = torch.load(tmp_path / "m.pt")  # weights_only=True allows torch.device
+    assert theirs == {"d": torch.device("cpu"), "e": torch.device("cuda", 1)}

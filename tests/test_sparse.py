@@ -620,3 +620,51 @@ def test_sparse_division_parity():
         got, want = f(_sparse_vector(minidl, [1, 2, 3])), f(_sparse_vector(torch, [1, 2, 3]))
         assert str(got.dtype) == str(want.dtype).removeprefix("torch.")
         assert got.to_dense().tolist() == want.to_dense().tolist()
+
+
+# ---- a sparse gradient beside dense ones: refusing optimizers move nothing; clip_grad_value_ ---------
+def _dense_and_sparse(seed=0):
+    nn = minidl.nn
+    minidl.manual_seed(seed)
+    lin, emb = nn.Linear(3, 3), nn.Embedding(10, 3, sparse=True)
+    (lin(emb(minidl.tensor([1, 2, 1]))) ** 2).sum().backward()
+    return lin, emb
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: minidl.optim.SGD(p, lr=0.1, weight_decay=0.1), r"add\(sparse, dense\)"),
+    (lambda p: minidl.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
+     r"add\(sparse, dense\)"),
+    (lambda p: minidl.optim.Adam(p, lr=0.1), "Adam does not support sparse gradients"),
+    (lambda p: minidl.optim.Adagrad(p, lr=0.1, weight_decay=0.1),
+     "weight_decay option is not compatible with sparse gradients"),
+])
+def test_an_optimizer_refusing_a_sparse_gradient_moves_no_parameter_first(make, message):
+    lin, emb = _dense_and_sparse()
+    before = [p.detach().numpy().copy() for p in (*lin.parameters(), emb.weight)]
+    opt = make([*lin.parameters(), emb.weight])  # the dense ones come first
+    with pytest.raises(RuntimeError, match=message):
+        opt.step()
+    for p, b in zip((*lin.parameters(), emb.weight), before):
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+    assert all(not s or s.get("step", 0) == 0 for s in opt.state.values())
+
+
+def test_sparse_adam_refusing_a_dense_gradient_moves_no_parameter_first():
+    lin, emb = _dense_and_sparse()
+    before = emb.weight.detach().numpy().copy()
+    opt = minidl.optim.SparseAdam([emb.weight, *lin.parameters()], lr=0.1)
+    with pytest.raises(RuntimeError, match=r"dense gradients.*shape \(3, 3\)"):
+        opt.step()
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before)
+
+
+def test_clip_grad_value_takes_a_sparse_gradient_as_clip_grad_norm_does():
+    lin, emb = _dense_and_sparse()
+    dense_before = emb.weight.grad.to_dense().numpy().copy()
+    lin_before = lin.weight.grad.numpy().copy()
+    minidl.nn.utils.clip_grad_value_([*lin.parameters(), emb.weight], 0.1)
+    assert emb.weight.grad.is_sparse
+    np.testing.assert_array_equal(emb.weight.grad.to_dense().numpy(),
+                                  np.clip(dense_before, -0.1, 0.1))
+    np.testing.assert_array_equal(lin.weight.grad.numpy(), np.clip(lin_before, -0.1, 0.1))

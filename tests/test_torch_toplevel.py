@@ -237,3 +237,39 @@ def test_legacy_type_of_none_is_refused():
     with pytest.raises(TypeError, match="NoneType"):
         minidl.LongTensor(None)
     assert minidl.FloatTensor([1, 2]).tolist() == [1.0, 2.0]
+
+
+# ---- Tensor.device copied or unpickled; the with-device block ----------------------------------------
+class _Holder(minidl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = minidl.nn.Linear(2, 2)
+        self.device = self.lin.weight.device  # a common habit in torch scripts
+
+
+def test_a_copied_or_unpickled_tensor_device_keeps_type_and_index():
+    import copy
+    import pickle
+
+    d = minidl.ones(2).device
+    for again in (copy.copy(d), copy.deepcopy(d), pickle.loads(pickle.dumps(d))):
+        assert again == "cpu" and again.type == "cpu" and again.index is None
+        assert repr(again) == "device(type='cpu')"
+    holder = _Holder()
+    for again in (copy.deepcopy(holder), pickle.loads(pickle.dumps(holder))):
+        assert again.device.type == "cpu"
+        assert minidl.zeros(1, device=again.device).device == "cpu"
+
+
+def test_with_device_block_sets_the_factories_device_and_restores_it():
+    assert minidl.get_default_device() == "cpu"
+    outer = minidl.device("cpu")
+    with outer as entered:
+        assert entered is outer
+        with minidl.device(minidl.ones(1).device):
+            assert minidl.zeros(2).device == "cpu"
+        assert minidl.get_default_device() == "cpu"
+    with pytest.raises(KeyError):
+        with minidl.device("cpu"):
+            raise KeyError("inside")
+    assert minidl.get_default_device() == "cpu"
