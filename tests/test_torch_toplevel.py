@@ -1,6 +1,8 @@
 """The top-level API that PyTorch scripts use around the model: devices, ``minidl.cuda``,
 grad-mode switches, random creation, the ``minidl.X(tensor)`` forms of Tensor methods, and
 dtype queries. Expected values are PyTorch's (cross-checked against torch where installed)."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -273,3 +275,45 @@ def test_with_device_block_sets_the_factories_device_and_restores_it():
         with minidl.device("cpu"):
             raise KeyError("inside")
     assert minidl.get_default_device() == "cpu"
+
+
+# ---- legacy Tensor(...) forms, set_default_tensor_type without CuPy, torch.backends' switches --------
+def test_legacy_tensor_constructor_forms_as_torch():
+    assert minidl.Tensor().shape == (0,) and minidl.Tensor().dtype == minidl.float32
+    t = minidl.Tensor(2, 3, device="cpu")                      # was a TypeError
+    assert t.shape == (2, 3) and t.device == "cpu" and t.dtype == minidl.float32
+    assert minidl.Tensor(minidl.Size([4, 5])).shape == (4, 5)   # was the data [4, 5]
+    assert minidl.Tensor(minidl.Size([])).shape == ()
+    with pytest.raises(TypeError, match="non-negative ints"):
+        minidl.Tensor(2, 3, dtype=minidl.float64)
+
+
+def test_set_default_tensor_type_cuda_without_cupy_changes_nothing(monkeypatch):
+    from minidl import backend
+    monkeypatch.setattr(backend, "_cuda_ready", False)
+    monkeypatch.setattr(backend, "_load_cupy", lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="CuPy"):       # torch refuses too
+            minidl.set_default_tensor_type("torch.cuda.DoubleTensor")
+    assert minidl.get_default_device() == "cpu" and minidl.get_default_dtype() == minidl.float32
+
+
+def test_backends_refuse_misspelt_matmul_switch_and_have_torchs_helpers():
+    b = minidl.backends
+    with pytest.raises(AttributeError, match="Unknown attribute allow_tf32x"):
+        b.cuda.matmul.allow_tf32x = True                       # torch refuses; was ignored
+    assert b.cuda.matmul.allow_fp16_reduced_precision_reduction is True
+    before = b.cuda.matmul.allow_tf32
+    b.cuda.matmul.allow_tf32 = before
+    assert b.cuda.flash_sdp_enabled() and b.cuda.math_sdp_enabled()
+    b.cuda.enable_flash_sdp(False)
+    try:
+        assert not b.cuda.flash_sdp_enabled() and b.cuda.mem_efficient_sdp_enabled()
+    finally:
+        b.cuda.enable_flash_sdp(True)
+    assert b.cuda.is_built() in (True, False)
+    enabled, bench = b.cudnn.enabled, b.cudnn.benchmark
+    with b.cudnn.flags(enabled=False, benchmark=True):
+        assert b.cudnn.enabled is False and b.cudnn.benchmark is True
+    assert (b.cudnn.enabled, b.cudnn.benchmark) == (enabled, bench)
