@@ -631,3 +631,79 @@ def test_module_method_signatures_cover_torchs():
         theirs = inspect.signature(getattr(torch.nn.Module, name)).parameters
         ours = inspect.signature(getattr(nn.Module, name)).parameters
         assert [p for p in theirs if p not in ours] == [], name
+
+
+# ---- the global module registration hooks (parameters, buffers, submodules) --------------------------
+def _registration_script(T):
+    nn = T.nn
+    M = nn.modules.module
+    log = []
+
+    def on_param(m, name, p):
+        log.append(("p", type(m).__name__, name, tuple(p.shape)))
+
+    def on_buffer(m, name, b):
+        log.append(("b", type(m).__name__, name, None if b is None else tuple(b.shape)))
+        if name == "swap":
+            return T.ones(5)
+
+    def on_module(m, name, sub):
+        log.append(("m", type(m).__name__, name, type(sub).__name__))
+        if name == "repl":
+            return nn.Tanh()
+
+    hs = [M.register_module_parameter_registration_hook(on_param),
+          M.register_module_buffer_registration_hook(on_buffer),
+          M.register_module_module_registration_hook(on_module)]
+    try:  # global hooks: removed even when the script fails, or every later module sees them
+        nn.Linear(2, 3)
+        nn.BatchNorm1d(4)
+        nn.Sequential(nn.ReLU(), nn.Linear(1, 1))
+        m = nn.Module()
+        m.register_buffer("swap", T.zeros(2))
+        log.append(m.swap.tolist())
+        m.register_buffer("nb", None)
+        m.nb = T.zeros(3)
+        m.w = nn.Parameter(T.zeros(2))
+        m.register_parameter("w2", None)  # None: no call
+        m.w2 = nn.Parameter(T.zeros(1))
+        m.w2 = None
+        m.repl = nn.ReLU()
+        log.append(type(m.repl).__name__)
+        m.add_module("a", None)
+        m.register_module("b", nn.ReLU())
+        m.b = None
+        pl = nn.ParameterList([nn.Parameter(T.zeros(1))])
+        pl[0] = nn.Parameter(T.zeros(2))
+        pd = nn.ParameterDict({"k": nn.Parameter(T.zeros(1))})
+        pd["k"] = nn.Parameter(T.zeros(3))
+        ml = nn.ModuleList([nn.ReLU()])
+        ml[0] = nn.Tanh()
+        ml.append(nn.ReLU())
+    finally:
+        for h in hs:
+            h.remove()
+    nn.Linear(1, 1)  # removed: no calls
+    log.append([name for name, _ in m.named_children()])
+    return log
+
+
+def test_registration_hooks_calls_and_replacements():
+    log = _registration_script(minidl)
+    assert log[:2] == [("p", "Linear", "weight", (3, 2)), ("p", "Linear", "bias", (3,))]
+    assert ("b", "BatchNorm1d", "num_batches_tracked", ()) in log
+    assert [1.0] * 5 in log and "Tanh" in log  # the hooks' replacements were registered
+    assert ("b", "Module", "nb", None) in log and ("m", "Module", "b", "NoneType") in log
+    assert not any(e[:3] == ("p", "Module", "w2") and e[3] is None for e in log
+                   if isinstance(e, tuple))
+    assert log[-1] == ["repl"] and len(log) == 30
+
+
+def test_registration_hooks_match_torch():
+    torch = pytest.importorskip("torch")
+    assert _registration_script(minidl) == _registration_script(torch)
+
+
+def test_registration_hook_must_be_callable():
+    with pytest.raises(TypeError, match="callable"):
+        minidl.nn.modules.module.register_module_buffer_registration_hook(3)
