@@ -80,3 +80,25 @@ def test_grad_runs_tensor_hooks_and_sees_a_shared_subgraph_once():
     (gx,) = minidl.autograd.grad([a, b], [x])
     np.testing.assert_allclose(gx.numpy(), 3 * (2 * 3 * x.numpy() + 1))
     assert seen == [[7.0, -11.0]]  # one call, with both outputs' contributions
+
+
+# ---- autograd.grad / backward argument errors, as torch ----------------------------------------------
+def t64(a, grad=True):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=minidl.float64, requires_grad=grad)
+
+
+def test_grad_argument_errors_are_torch_s():
+    x = t64([1.0, 2.0])
+    y = x ** 3
+    with pytest.raises(RuntimeError, match="needs a scalar"):
+        minidl.autograd.grad(y, x, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not match"):
+        minidl.autograd.grad(y, x, grad_outputs=t64([1.0, 1.0, 1.0], False), create_graph=True)
+    with pytest.raises(RuntimeError, match="needs a scalar"):
+        y.backward(create_graph=True)
+    with pytest.raises(ValueError):  # still the ValueError it was
+        y.backward()
+    with pytest.raises(RuntimeError, match="inputs must not be empty"):
+        minidl.autograd.grad(y.sum(), [], create_graph=True)  # was ()
+    with pytest.raises(ValueError, match="allow_unused"):
+        minidl.autograd.grad(y.sum(), x, allow_unused=False, materialize_grads=True)

@@ -462,3 +462,98 @@ def test_random_split_refuses_negative_and_fractional_sizes():
     with pytest.raises(ValueError, match="not between 0 and 1"):
         minidl.data.random_split(list(range(10)), 1.5)
     assert [len(s) for s in minidl.data.random_split(list(range(200)), 0.8)] == [160, 40]
+# ---- collate's named tuples and nested types; __getitems__, StackDataset, random_split ---------------
+Pair = collections.namedtuple("Pair", "image label")
+
+
+class _Samples(minidl.data.Dataset):
+    def __init__(self, make):
+        self.make = make
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return self.make(i)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_loader_batches_keep_named_tuples_and_nested_fields_types(num_workers):
+    data = _Samples(lambda i: Pair(np.full(2, i, np.float32),
+                                   {"meta": (i, i / 2, f"n{i}"), "ids": [i, i + 1]}))
+    batch = next(iter(minidl.data.DataLoader(data, batch_size=3, num_workers=num_workers)))
+    assert type(batch) is Pair and batch.image.shape == (3, 2)
+    label, half, names = batch.label["meta"]  # was one float64 array: the ints made floats
+    assert label.dtype == minidl.int64 and label.tolist() == [0, 1, 2]
+    assert half.dtype == minidl.float64 and half.tolist() == [0.0, 0.5, 1.0]
+    assert names == ["n0", "n1", "n2"]
+    assert batch.label["ids"].shape == (3, 2)  # numbers of one kind still stack
+
+
+def test_loader_nested_fields_match_torch():
+    torch = pytest.importorskip("torch")
+    items = [{"x": (i, np.float64(i)), "p": Pair(np.ones(2, np.float32) * i, i)}
+             for i in range(3)]
+    ours = next(iter(minidl.data.DataLoader(items, batch_size=3)))
+    theirs = next(iter(torch.utils.data.DataLoader(items, batch_size=3)))
+    assert type(ours["p"]) is type(theirs["p"]) is Pair
+    for a, b in zip(list(ours["x"]) + list(ours["p"]), list(theirs["x"]) + list(theirs["p"])):
+        assert str(a.dtype).split(".")[-1] == str(b.dtype).split(".")[-1]
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+class _Batched(minidl.data.Dataset):
+    """A dataset that reads whole batches (a database, a file per batch): __getitems__."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        raise AssertionError("the loader should call __getitems__")
+
+    def __getitems__(self, indices):
+        self.calls.append(list(indices))
+        return [(np.full(2, i, np.float32), i) for i in indices]
+
+
+@pytest.mark.parametrize("collate_fn", [None, list])
+def test_loader_fetches_through_getitems_as_torch(collate_fn):
+    data = _Batched()
+    batches = list(minidl.data.DataLoader(data, batch_size=4, collate_fn=collate_fn))
+    assert data.calls == [[0, 1, 2, 3], [4, 5]]
+    if collate_fn is None:
+        assert batches[1][1].tolist() == [4, 5]
+    sub = minidl.data.Subset(data, [5, 3, 1])
+    assert [s[1] for s in sub.__getitems__([0, 2])] == [5, 1]
+    assert next(iter(minidl.data.DataLoader(sub, batch_size=3)))[1].tolist() == [5, 3, 1]
+
+
+def test_stack_dataset_as_torch():
+    torch = pytest.importorskip("torch")
+    a, b = [np.float32(i) for i in range(4)], ["w", "x", "y", "z"]
+    ours, theirs = minidl.data.StackDataset(a, b), torch.utils.data.StackDataset(a, b)
+    assert len(ours) == len(theirs) == 4 and ours[2] == theirs[2]
+    ours, theirs = minidl.data.StackDataset(v=a, s=b), torch.utils.data.StackDataset(v=a, s=b)
+    assert ours[1] == theirs[1] and ours.__getitems__([0, 3]) == theirs.__getitems__([0, 3])
+    batch = next(iter(minidl.data.DataLoader(ours, batch_size=4)))
+    assert batch["s"] == b and batch["v"].tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="(?i)size mismatch"):
+        minidl.data.StackDataset(a, b[:2])
+    with pytest.raises(ValueError, match="both"):
+        minidl.data.StackDataset(a, s=b)
+
+
+@pytest.mark.parametrize("lengths", [[0.8, 0.2], [7, 3]])
+def test_random_split_without_a_generator_follows_manual_seed(lengths):
+    def split():
+        minidl.manual_seed(42)  # a script's seeding at the top: the same split every run
+        return [s.indices.tolist() for s in minidl.data.random_split(range(10), lengths)]
+    first = split()
+    assert split() == first  # was a fresh OS-entropy permutation each call
+    assert sorted(first[0] + first[1]) == list(range(10))
+    minidl.manual_seed(43)
+    other = [s.indices.tolist() for s in minidl.data.random_split(range(10), lengths)]
+    assert other != first

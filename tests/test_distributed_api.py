@@ -15,7 +15,7 @@ import pytest
 import minidl
 import minidl.distributed as dist
 import minidl.nn as nn
-from test_distributed import WORKER, needs_mpi, run_mpi
+from test_distributed import REPO, WORKER, needs_mpi, run_mpi
 import _dist_worker as worker
 
 
@@ -351,6 +351,21 @@ def test_convert_sync_batchnorm_keeps_weights_statistics_and_mode():
                                        "2.0.running_var", "2.0.num_batches_tracked"}
 
 
+def test_convert_sync_batchnorm_regroups_an_existing_sync_batchnorm():
+    """convert_sync_batchnorm(model, process_group=g) left a SyncBatchNorm already in the model
+    on its old group (torch re-creates it on g, keeping its parameters and statistics), so its
+    statistics were silently synchronised over the wrong ranks."""
+    group = object()  # any group object: nothing runs a collective here
+    bn = nn.SyncBatchNorm(3)
+    bn.running_mean.data[...] = 2.0
+    model = nn.Sequential(nn.Linear(3, 3), bn)
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group=group)
+    new = converted[1]
+    assert isinstance(new, nn.SyncBatchNorm) and new.process_group is group
+    assert new.weight is bn.weight and new.running_mean is bn.running_mean
+    assert new.running_mean.numpy().tolist() == [2.0, 2.0, 2.0]
+
+
 # ---- in this process: no MPI needed --------------------------------------------------------------
 def test_new_functions_before_init_raise_runtime_error():
     x = np.ones(2, dtype=np.float32)
@@ -473,6 +488,41 @@ def test_futures():
     assert collect_all([f, g]).wait() == [f, g]
 
 
+def test_future_then_completes_when_its_future_is_set():
+    """Future.then's future completed only when it was waited on: after set_result on the
+    first, torch's chained future is done (its callback has run), minidl's was not."""
+    from minidl.futures import Future
+
+    seen = []
+    f = Future()
+    g = f.then(lambda fut: seen.append(fut.value()) or fut.value() + 1)
+    h = g.then(lambda fut: fut.value() * 10)
+    bad = f.then(lambda fut: 1 / 0)
+    assert not g.done()
+    f.set_result(1)
+    assert seen == [1] and g.done() and h.done() and bad.done()
+    assert g.value() == 2 and h.wait() == 20
+    with pytest.raises(ZeroDivisionError):
+        bad.wait()
+
+
+def test_a_collectives_future_reports_done_once_the_collective_is():
+    """Work.get_future().done() stayed False until something waited on the future, so
+    ``while not fut.done(): other_work()`` (torch's way to overlap) never ended; done() now
+    polls the operation, and a chained then() future follows."""
+    from minidl.distributed import Work
+    from minidl.distributed.mpi import Done
+
+    out = minidl.ones(2)
+    fut = Work(Done(), [out]).get_future()
+    chained = fut.then(lambda f: f.value()[0] * 2)
+    spins = 0
+    while not fut.done() and spins < 100:
+        spins += 1
+    assert fut.done() and spins == 0 and chained.done()
+    assert fut.value()[0] is out and chained.value().numpy().tolist() == [2.0, 2.0]
+
+
 # ---- ZeroRedundancyOptimizer -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def zero_run(launched):
@@ -539,3 +589,135 @@ def test_mismatched_collectives_raise_on_every_rank(launched):
     assert r1["recv_small"] == ("RuntimeError: recv: MPI reported an error: Message truncated "
                                 "(the message is larger than the receiving tensor)")
     assert "the message from rank 0 holds 8 bytes, the receiving tensor 12" in r1["recv_big"]
+
+
+# ---- multi-rank edge cases, one launch of tests/_dist_api_edges_worker.py on 2 ranks -----------------
+@pytest.fixture(scope="module")
+def audit_run(tmp_path_factory):
+    import json
+    from pathlib import Path
+
+    from test_distributed import MPIEXEC, run_mpi  # tests/ is on sys.path (conftest.py)
+
+    if not minidl.distributed.is_available() or MPIEXEC is None:
+        pytest.skip("needs mpi4py and an mpiexec")
+    out = tmp_path_factory.mktemp("audit")
+    worker = Path(__file__).parent / "_dist_api_edges_worker.py"
+    rc, so, se, _ = run_mpi([worker, "audit", out], timeout=90)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    return [json.loads((out / f"audit.rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_broadcast_reduce_and_send_need_a_source_or_destination(audit_run):
+    """broadcast, reduce, send and isend without src/dst silently used world rank 0; torch
+    raises ("Must specify global_rank or group_rank") because they have no default (gather,
+    scatter and the object collectives default to 0 in both)."""
+    for r in audit_run:
+        assert r["broadcast_no_src"].startswith("ValueError: broadcast: give src")
+        assert r["reduce_no_dst"].startswith("ValueError: reduce: give dst")
+        assert r["send_no_dst"].startswith("ValueError: send: give dst")
+        assert r["isend_no_dst"].startswith("ValueError: isend: give dst")
+
+
+def test_new_group_with_local_synchronization_is_called_by_its_members_only(audit_run):
+    """new_group(ranks, use_local_synchronization=True) ignored the flag: it split the world
+    communicator, which every rank had to join, so a group made by its members alone (as
+    torch allows) hung until the job was aborted."""
+    r0, r1 = audit_run
+    assert r1["local_group"] == [[1], 5.0] and "local_group" not in r0
+    assert r0["world_after"] == r1["world_after"] == 2.0
+
+
+def test_zero_partition_carries_rank_totals_across_param_groups(audit_run):
+    """ZeroRedundancyOptimizer shared out each parameter group from zero, so with one
+    parameter per group (per-layer learning rates) every parameter went to rank 0 and the
+    state was not divided at all; torch's greedy partition carries the totals across groups."""
+    for r in audit_run:
+        assert r["zero_owners"] == [0, 1, 0, 1]
+
+
+def test_init_process_group_takes_torchs_minus_one_for_world_size_and_rank(audit_run):
+    """init_process_group(world_size=-1, rank=-1) (torch's defaults, which scripts pass on
+    meaning "from the environment") raised 'world_size=-1 but the MPI launcher started 2
+    ranks'; the worker initialises that way."""
+    assert [r["world_after"] for r in audit_run] == [2.0, 2.0]
+
+
+def test_a_failed_work_stays_failed(audit_run):
+    """A Work whose operation failed (a receive of a shorter message) raised once, then a
+    second wait() returned True and is_success() was True; now every wait raises the same
+    error, is_success() is False and exception() returns it (as torch's)."""
+    first, second, completed, success, exc = audit_run[1]["failed_recv"]
+    assert first.startswith("ValueError: recv: the message from rank 0 holds 8 bytes")
+    assert second == first and completed and not success and exc == "ValueError"
+
+
+def test_complex_tensors_sum_and_average_over_ranks(audit_run):
+    """all_reduce / reduce_scatter_tensor of a complex tensor raised 'cannot reduce dtype
+    complex64'; torch reduces complex tensors with sum and avg (as real pairs) and refuses max,
+    min, product and the bitwise ops with 'does not support ... on complex tensors'."""
+    for rank, r in enumerate(audit_run):
+        c = r["complex"]
+        assert c["sum"] == [[3.0, 6.0], [9.0, -3.0]] and c["avg"] == [[3.0, 6.0]]
+        assert c["reduce_scatter"] == ([[3.0, 3.0]] if rank == 0 else [[6.0, -6.0]])
+        assert c["broadcast"] == [[5.0, 6.0]]
+        assert c["max"].startswith("ValueError: all_reduce does not support 'max' on complex")
+
+
+def test_distributed_nn_gather_scatter_reduce_all_to_all(audit_run):
+    """torch.distributed.nn.functional's gather, scatter, reduce and all_to_all were missing
+    from minidl.distributed.nn (AttributeError). Values as torch's (gather: zeros off the
+    destination; reduce: the other ranks keep their input), gradients against finite
+    differences taken one rank at a time, and a second derivative through gather."""
+    r0, r1 = (r["nn"] for r in audit_run)
+    assert r0["gather"] == [[0.0, 0.0], [0.0, 0.0]] and r1["gather"] == [[1.0, 1.0], [2.0, 2.0]]
+    assert r0["scatter"] == [0.0, 0.0] and r1["scatter"] == [10.0, 10.0]
+    assert r0["reduce"] == [3.0, 3.0] and r1["reduce"] == [2.0, 2.0]
+    assert r0["all_to_all"] == r0["all_to_all_filled"] == [[0.0], [10.0]]
+    assert r1["all_to_all"] == r1["all_to_all_filled"] == [[1.0, 1.0], [11.0, 11.0]]
+    for op, err in r0["fd"].items():
+        assert err < 1e-6, op
+    z = [np.arange(3.0) + r for r in range(2)]
+    w = np.arange(6.0).reshape(2, 3) + 1.0
+    for q, r in enumerate((r0, r1)):
+        np.testing.assert_allclose(r["second_order"][0], 2 * z[q] * w[q])
+        np.testing.assert_allclose(r["second_order"][1], 8 * z[q] * w[q] ** 2)
+
+
+def test_work_wait_honours_its_timeout(audit_run):
+    """Work.wait(timeout=...) ignored the timeout: a receive whose sender had not come waited
+    up to the group's timeout (30 min by default) and then aborted the whole job; torch's wait
+    raises after ``timeout``. The operation stays under way: a later wait completes it."""
+    err, completed, (later, value) = audit_run[0]["wait_timeout"]
+    assert err.startswith("RuntimeError: Work.wait: the operation did not complete within 0.2 s")
+    assert not completed and later is True and value == 4.0
+
+
+def test_p2pop_needs_one_peer_when_made():
+    """P2POp(isend, t) without a peer was accepted and only failed (or, before broadcast/send
+    needed a destination, went to rank 0) inside batch_isend_irecv; torch refuses it when the
+    P2POp is made, and a peer given both ways too."""
+    import minidl.distributed as dist
+
+    t = minidl.zeros(1)
+    with pytest.raises(ValueError, match="give peer"):
+        dist.P2POp(dist.isend, t)
+    with pytest.raises(ValueError, match="not both"):
+        dist.P2POp(dist.irecv, t, 1, group_peer=0)
+    assert dist.P2POp(dist.irecv, t, group_peer=1).group_peer == 1
+
+
+# ---- recv_object_list given a list of another length (tests/_recv_object_list_worker.py, 2 ranks) ----
+@needs_mpi
+def test_recv_object_list_of_another_length_names_both_and_stays_in_step(tmp_path):
+    import json
+
+    rc, so, se, _ = run_mpi([REPO / "tests" / "_recv_object_list_worker.py", tmp_path], n=2,
+                            timeout=120)
+    assert rc == 0, f"exit {rc}\n{so}\n{se}"
+    got = json.loads((tmp_path / "rank1.json").read_text())
+    assert got[0] == ["ValueError", "recv_object_list: rank 0 sent 3 objects, but object_list "
+                      "holds 2; make it as long as the sender's list", ["untouched"] * 2]
+    assert got[1] == ["ok", 0, ["a", "b"]]  # the next message is read whole
+    assert got[2][0] == "ValueError" and "sent 1 objects" in got[2][1]
+    assert got[3] == ["ok", 0, [None, "c"]]

@@ -259,6 +259,39 @@ def test_full_backward_hook_gradgradcheck():
     assert seen and all(s == (4, 3) for s in seen)
 
 
+# ---- module full backward hooks in a second backward -------------------------------------------------
+def _mlp(lib):
+    m = lib.nn.Sequential(lib.nn.Linear(2, 3), lib.nn.Tanh(), lib.nn.Linear(3, 1)).double()
+    with lib.no_grad():
+        for p in m.parameters():
+            p.copy_(lib.tensor(np.linspace(-0.5, 0.7, p.numel()).reshape(tuple(p.shape)),
+                               dtype=lib.float64))
+    return m
+
+
+def _hooked_penalty(lib):
+    m = _mlp(lib)
+    m[1].register_full_backward_hook(lambda mod, gin, gout: (gin[0] * 2,))
+    x = lib.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=lib.float64, requires_grad=True)
+    (g,) = lib.autograd.grad(m(x).sum(), x, create_graph=True)
+    (g ** 2).sum().backward()
+    return g, m[0].weight.grad, x.grad
+
+
+def test_full_backward_hook_runs_only_where_the_gradient_passed_the_outputs():
+    # the second backward reaches Tanh's input through its derivative (1 - y^2) without
+    # passing Tanh's output node: the hook (x2) ran there again, doubling x.grad
+    _, _, x_grad = _hooked_penalty(minidl)
+    np.testing.assert_allclose(x_grad.numpy(), [[-0.03108657, -0.02462929], [-1.29492724, -1.38035561]],
+                               rtol=1e-6)
+
+
+def test_full_backward_hook_second_backward_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    for ours, theirs in zip(_hooked_penalty(minidl), _hooked_penalty(torch)):
+        np.testing.assert_allclose(ours.detach().numpy(), theirs.detach().numpy(), rtol=1e-10)
+
+
 def test_full_backward_hook_two_inputs_gradgradcheck():
     class Product(minidl.nn.Module):
         def forward(self, a, b):

@@ -298,3 +298,31 @@ def test_stft_errors():
         spec = minidl.stft(x, 8, hop_length=2, center=False, window=minidl.tensor(_hann(8)),
                            return_complex=True)
         minidl.istft(spec, 8, hop_length=2, center=False, window=minidl.tensor(_hann(8)))
+
+
+# ---- edge arguments (n=-1, no dims, a 0-d tensor) as torch's -----------------------------------------
+c64 = minidl.complex64
+
+
+def test_fft_edge_arguments_as_torch():
+    """fft(x, n=-1) (and ifft/rfft/irfft/hfft/ihfft) took -1 as 'the default' where torch refuses
+    it (only an n-D transform's s takes -1); fftn over no dims (dim=(), s=(), a 0-d tensor)
+    refused where torch returns the input as complex; fft of a 0-d tensor failed with a bare
+    'tuple index out of range'."""
+    x = minidl.tensor(np.arange(12.0, dtype=np.float32).reshape(3, 4))
+    for fn in (minidl.fft.fft, minidl.fft.ifft, minidl.fft.rfft, minidl.fft.irfft,
+               minidl.fft.hfft, minidl.fft.ihfft):
+        with pytest.raises(RuntimeError, match=r"Invalid number of data points \(-1\)"):
+            fn(x, n=-1)
+    assert minidl.fft.fftn(x, s=(-1, 3)).shape == (3, 3)
+    for out in (minidl.fft.fftn(x, dim=()), minidl.fft.ifftn(x, s=())):
+        assert out.dtype == c64 and out.tolist() == x.numpy().astype(np.complex64).tolist()
+    z = minidl.fft.fftn(minidl.tensor(2.0))
+    assert z.shape == () and z.dtype == c64 and z.item() == 2 + 0j
+    with pytest.raises(RuntimeError, match="must transform at least one axis"):
+        minidl.fft.rfftn(x, dim=())
+    with pytest.raises(IndexError, match="tensor has no dimensions"):
+        minidl.fft.fft(minidl.tensor(1.0))
+    leaf = minidl.tensor(np.ones(3, dtype=np.float64), requires_grad=True)
+    (minidl.fft.fftn(leaf, dim=()) * 2j).imag.sum().backward()
+    assert leaf.grad.tolist() == [2.0, 2.0, 2.0]

@@ -14,6 +14,9 @@ from minidl.testing import gradcheck, gradgradcheck
 B, H, L, S, E = 2, 4, 10, 12, 8
 _RNG = np.random.default_rng(0)
 Q, K, V = (_RNG.standard_normal(s) for s in [(B, H, L, E), (B, H, S, E), (B, H, S, E)])
+# the inputs of the tests moved here from an audit (their own stream, seed 7)
+_QKV_RNG = np.random.default_rng(7)
+_Q, _K, _V = (_QKV_RNG.standard_normal((2, 4, 8, 16)).astype(np.float32) for _ in range(3))
 
 CASES = {
     "plain": {},
@@ -151,3 +154,126 @@ def test_bad_input_is_refused_by_name():
     with pytest.warns(FutureWarning, match="return_lse is deprecated"):
         out, lse = mfa.flex_attention(q, k, v, return_lse=True)
     assert lse.shape == (B, H, L)
+
+
+# ---- low precision, value dtype, BlockMask's printing, adjusting and slicing, key batch of one -------
+def _causal(b, h, qi, ki):
+    return qi >= ki
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_flex_low_precision_works_in_float32_like_torch(dtype):
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention import flex_attention as tfa
+    tq, tk, tv = (torch.tensor(a).to(getattr(torch, dtype)) for a in (_Q, _K, _V))
+    mq, mk, mv = (minidl.tensor(t.float().numpy()).to(getattr(minidl, dtype))
+                  for t in (tq, tk, tv))
+    seen = []
+
+    def sm(s, b, h, qi, ki):
+        return s * 2
+
+    def seen_sm(s, b, h, qi, ki):
+        seen.append(str(s.dtype))
+        return s * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        to, taux = tfa.flex_attention(tq, tk, tv, score_mod=sm,
+                                      return_aux=tfa.AuxRequest(lse=True))
+    mo, maux = mfa.flex_attention(mq, mk, mv, score_mod=seen_sm,
+                                  return_aux=mfa.AuxRequest(lse=True))
+    assert str(mo.dtype) == dtype and str(maux.lse.dtype) == "float32"
+    assert str(taux.lse.dtype) == "torch.float32" and seen[-1] == "float32"
+    np.testing.assert_allclose(maux.lse.numpy(), taux.lse.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mo.float().numpy(), to.float().numpy(), rtol=0, atol=1e-2)
+
+
+def test_flex_value_dtype_follows_query_and_low_precision_has_grads():
+    q = minidl.tensor(_Q)
+    out = mfa.flex_attention(q, minidl.tensor(_K), minidl.tensor(_V).half())
+    assert out.dtype == minidl.float32                     # torch: value cast to query's dtype
+    qh = minidl.tensor(_Q).half().detach().requires_grad_()
+    mfa.flex_attention(qh, minidl.tensor(_K).half(), minidl.tensor(_V).half()).sum().backward()
+    assert qh.grad is not None and qh.grad.dtype == minidl.float16
+
+
+def _torch_and_minidl_masks(B=None, H=None, n=256, bs=64):
+    pytest.importorskip("torch")
+    from torch.nn.attention import flex_attention as tfa
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = tfa.create_block_mask(_causal, B, H, n, n, device="cpu", BLOCK_SIZE=bs)
+    return t, mfa.create_block_mask(_causal, B, H, n, n, BLOCK_SIZE=bs)
+
+
+def _same_tables(t, m):
+    for f in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+              "q_num_blocks", "full_q_num_blocks"):
+        np.testing.assert_array_equal(getattr(m, f).numpy(), getattr(t, f).numpy(), err_msg=f)
+    assert m.shape == tuple(t.shape)
+
+
+def test_block_mask_to_string_str_and_as_tuple_match_torch():
+    t, m = _torch_and_minidl_masks(B=2, H=3)
+    assert m.to_string() == t.to_string()
+    assert m.to_string(grid_size=(3, 3), limit=2) == t.to_string(grid_size=(3, 3), limit=2)
+    assert str(m) == str(t)
+    mt, tt = m.as_tuple(), t.as_tuple()
+    assert len(mt) == len(tt) == 17 and mt[:2] == tt[:2] and mt[-3:-1] == tt[-3:-1]
+    assert m.as_tuple(flatten=False)[0] == (256, 256)
+
+
+def test_block_mask_adjust_and_slicing_match_torch():
+    t, m = _torch_and_minidl_masks(B=2, H=2)
+    _same_tables(t._adjust(128, 192), m._adjust(128, 192))
+    _same_tables(t._adjust(100, 70), m._adjust(100, 70))
+    for idx in [(slice(None), slice(None), slice(None, 2)), 1, (0, 1), (slice(0, 1), -1)]:
+        ts, ms = t[idx], m[idx]
+        for f in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+            np.testing.assert_array_equal(getattr(ms, f).numpy(), getattr(ts, f).numpy())
+    # torch: a sliced mask's mask_mod refuses to run
+    q = minidl.tensor(_QKV_RNG.standard_normal((2, 2, 256, 8)).astype(np.float32))
+    with pytest.raises(RuntimeError, match="sliced BlockMask"):
+        mfa.flex_attention(q, q, q, block_mask=m[:, :, :])
+    adj = m._adjust(128, 128)
+    out = mfa.flex_attention(q[:, :, :128], q[:, :, :128], q[:, :, :128], block_mask=adj)
+    ref = mfa.flex_attention(q[:, :, :128], q[:, :, :128], q[:, :, :128],
+                             block_mask=mfa.create_block_mask(_causal, 2, 2, 128, 128))
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="blocks"):
+        m._adjust(512, 256)
+
+
+def test_flex_masks_on_the_fake_gpu(monkeypatch, host_kernels):
+    import _fake_gpu
+
+    from minidl.nn import _flex_attention as impl
+    _fake_gpu.install(monkeypatch, host_kernels)
+    q = minidl.tensor(_Q[:1, :2]).to("cuda").requires_grad_()
+    with _fake_gpu.strict(impl):                   # CuPy refuses np.asarray of device data
+        bm = mfa.create_block_mask(_causal, None, None, 8, 8, device="cuda")
+        dense = mfa.create_mask(_causal, None, None, 8, 8, device="cuda")
+        out = mfa.flex_attention(q, q, q, block_mask=bm)
+        out.sum().backward()
+    assert bm.kv_num_blocks.device == "cuda" and dense.device == "cuda"
+    assert out.device == "cuda" and q.grad.device == "cuda"
+    assert bm.to("cpu").kv_num_blocks.device == "cpu"
+    with pytest.raises(RuntimeError, match="block_mask on cpu"):      # torch refuses too
+        mfa.flex_attention(q, q, q, block_mask=bm.to("cpu"))
+
+
+def test_flex_key_batch_of_one_broadcasts_with_a_batched_block_mask():
+    torch = pytest.importorskip("torch")
+    from torch.nn.attention import flex_attention as tfa
+    k1, v1 = _K[:1], _V[:1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tbm = tfa.create_block_mask(_causal, 2, None, 8, 8, device="cpu", BLOCK_SIZE=4)
+        want = tfa.flex_attention(torch.tensor(_Q), torch.tensor(k1), torch.tensor(v1),
+                                  block_mask=tbm)
+    mbm = mfa.create_block_mask(_causal, 2, None, 8, 8, BLOCK_SIZE=4)
+    got = mfa.flex_attention(minidl.tensor(_Q), minidl.tensor(k1), minidl.tensor(v1),
+                             block_mask=mbm)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="key batch"):                  # torch refuses too
+        mfa.flex_attention(minidl.tensor(_Q), minidl.tensor(k1), minidl.tensor(v1))

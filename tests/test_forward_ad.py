@@ -298,3 +298,32 @@ def test_forward_over_reverse_matches_torch():
         dual = tfw.make_dual(torch.tensor(x), torch.tensor(v))
         theirs = tfw.unpack_dual(torch.func.grad(_hvp_f)(dual)).tangent.numpy()
     np.testing.assert_allclose(_forward_over_reverse(x, v), theirs, rtol=1e-12)
+
+
+# ---- a tangent after an in-place change; forward AD under no_grad is refused, not a tangent of None ----
+def test_forward_ad_tangent_after_inplace_change():
+    with fwAD.dual_level():
+        d = fwAD.make_dual(minidl.tensor([1.0, 2.0]), minidl.tensor([1.0, 1.0]))
+        y = d * 2
+        assert fwAD.unpack_dual(y).tangent.tolist() == [2.0, 2.0]
+        y.mul_(3)  # the cached tangent of y is stale now
+        assert fwAD.unpack_dual(y).tangent.tolist() == [6.0, 6.0]
+
+
+def test_forward_ad_under_no_grad_refuses_rather_than_losing_the_tangent():
+    with fwAD.dual_level():
+        d = fwAD.make_dual(minidl.tensor([1.0, 2.0]), minidl.tensor([1.0, 1.0]))
+        y = d * 2
+        with minidl.no_grad():
+            z = d.sin()
+            w = z + 1  # made from a marked result
+            u = y * 3  # from a recorded result of the dual
+            free = minidl.tensor([1.0]) * 2  # nothing that requires grad
+        for lost in (z, w, u):
+            with pytest.raises(RuntimeError, match="no_grad"):
+                fwAD.unpack_dual(lost)
+        assert fwAD.unpack_dual(free).tangent is None
+        assert fwAD.unpack_dual(y).tangent.tolist() == [2.0, 2.0]
+    with minidl.no_grad():  # no level open: nothing is marked
+        v = minidl.tensor([1.0], requires_grad=True) * 2
+    assert "_no_grad_of_graph" not in v.__dict__

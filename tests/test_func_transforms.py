@@ -160,3 +160,119 @@ def test_errors():
         mf.vjp(lambda t: t * 2, x)[1](ours(B)[0])
     with pytest.raises(TypeError, match="tuples"):
         mf.jvp(lambda t: t, x, x)
+
+
+# ---- has_aux outputs, vmap's out_dims and in_dims, argument errors (audit against torch 2.13) --------
+def t64(a, grad=True):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=minidl.float64, requires_grad=grad)
+
+
+def test_func_aux_is_cut_from_the_transforms_graph():
+    import minidl.func as mf
+
+    x = t64([1.0, 2.0], grad=False)
+    _, aux = mf.grad(lambda x: ((x ** 2).sum(), {"a": x * 2}), has_aux=True)(x)
+    assert not aux["a"].requires_grad and aux["a"].grad_fn is None
+    _, _, aux = mf.vjp(lambda x: (x ** 2, x.sum()), x, has_aux=True)
+    assert not aux.requires_grad
+    _, _, aux = mf.jvp(lambda x: (x * 2, x), (x,), (x,), has_aux=True)
+    assert not aux.requires_grad
+    _, aux = mf.jacrev(lambda x: (x ** 2, [x * 3]), has_aux=True)(x)
+    assert not aux[0].requires_grad
+    # an outer transform still differentiates through the aux
+    w = t64([3.0])
+    _, aux = mf.grad(lambda x: ((x ** 2).sum(), x * w), has_aux=True)(x)
+    assert aux.requires_grad
+
+
+def test_func_aux_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    import minidl.func as mf
+
+    ours = mf.grad(lambda x: ((x ** 2).sum(), x * 2), has_aux=True)(t64([1.0, 2.0], grad=False))
+    theirs = torch.func.grad(lambda x: ((x ** 2).sum(), x * 2), has_aux=True)(
+        torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert ours[1].requires_grad == theirs[1].requires_grad
+    np.testing.assert_allclose(ours[1].numpy(), theirs[1].numpy())
+
+
+def test_vmap_out_dims_none_refuses_an_output_that_varies_per_sample():
+    import minidl.func as mf
+
+    xs = t64([[1.0, 2.0], [3.0, 4.0]], grad=False)
+    with pytest.raises(ValueError, match="out_dims is None"):
+        mf.vmap(lambda x: x * 2, out_dims=None)(xs)  # was silently sample 0's output
+    y = t64([1.0, 2.0], grad=False)
+    out = mf.vmap(lambda x, y: (x, y * 2), in_dims=(0, None), out_dims=(0, None))(xs, y)
+    assert out[1].tolist() == [2.0, 4.0]
+
+
+def test_vmap_refuses_non_tensor_outputs_and_out_of_range_out_dims():
+    import minidl.func as mf
+
+    xs = t64([[1.0, 2.0], [3.0, 4.0]], grad=False)
+    with pytest.raises(ValueError, match="only Tensors"):
+        mf.vmap(lambda x: (x, float(x.sum())))(xs)  # was sample 0's float
+    with pytest.raises(IndexError, match="out of range"):
+        mf.vmap(lambda x: x * 2, out_dims=3)(xs)  # was wrapped round to dim 0
+    assert mf.vmap(lambda x: x * 2, out_dims=-1)(xs).tolist() == [[2.0, 6.0], [4.0, 8.0]]
+
+
+def test_vmap_nested_in_dims_and_unmappable_arguments():
+    import minidl.func as mf
+
+    a = t64([[1.0, 2.0], [3.0, 4.0]], grad=False)
+    b = t64([10.0, 20.0], grad=False)
+    out = mf.vmap(lambda d: d["a"] + d["b"], in_dims=({"a": 0, "b": None},))({"a": a, "b": b})
+    assert out.tolist() == [[11.0, 22.0], [13.0, 24.0]]
+    out = mf.vmap(lambda p: p[0] * p[1], in_dims=((1, None),))((a, b))
+    assert out.tolist() == [[10.0, 60.0], [20.0, 80.0]]
+    with pytest.raises(ValueError, match="only Tensors can be mapped"):
+        mf.vmap(lambda x, n: x * n, in_dims=(0, 0))(a, 3)
+    with pytest.raises(ValueError, match="matches the argument's structure"):
+        mf.vmap(lambda p: p[0], in_dims=((0, None, 0),))((a, b))
+
+
+def test_vmap_nested_in_dims_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    import minidl.func as mf
+
+    a, b = np.arange(6.0).reshape(2, 3), np.array([1.0, 2.0, 3.0])
+    ours = mf.vmap(lambda p: p[0] * p[1], in_dims=((0, None),))((t64(a, False), t64(b, False)))
+    theirs = torch.func.vmap(lambda p: p[0] * p[1], in_dims=((0, None),))(
+        (torch.tensor(a), torch.tensor(b)))
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy())
+
+
+def test_vmap_randomness_error_leaves_the_generator_as_it_was():
+    import minidl.func as mf
+
+    minidl.manual_seed(0)
+    expected = minidl.rand(3).tolist()
+    minidl.manual_seed(0)
+    with pytest.raises(RuntimeError, match="randomness"):
+        mf.vmap(lambda x: x * minidl.rand(2))(t64([[1.0, 2.0], [3.0, 4.0]], grad=False))
+    assert minidl.rand(3).tolist() == expected
+
+
+def test_transform_argument_errors_are_runtime_errors_as_torch():
+    import minidl.func as mf
+    from minidl.autograd.functional import jacobian, vjp
+
+    x = t64([1.0, 2.0], grad=False)
+    with pytest.raises(RuntimeError):
+        mf.grad(lambda x, y: (x * y).sum(), argnums=2)(x, x)
+    with pytest.raises(RuntimeError):
+        mf.grad(lambda x, y: (x * y).sum(), argnums=(0, 0))(x, x)
+    with pytest.raises(RuntimeError):
+        mf.vjp(lambda x: x ** 2, x)[1](t64([1.0, 1.0, 1.0], False))
+    with pytest.raises(RuntimeError):
+        mf.jvp(lambda x: x ** 2, (x,), (t64([1.0, 1.0, 1.0], False),))
+    with pytest.raises(RuntimeError):
+        vjp(lambda x: x ** 2, x, t64([1.0, 1.0, 1.0], False))
+    with pytest.raises(RuntimeError):
+        vjp(lambda x: (x, x), x, t64([1.0, 1.0], False))
+    with pytest.raises(ValueError):  # still a ValueError too
+        vjp(lambda x: x ** 2, x, t64([1.0, 1.0, 1.0], False))
+    with pytest.raises(RuntimeError, match="strict=True and vectorize=True"):
+        jacobian(lambda x: x, x, strict=True, vectorize=True)

@@ -264,3 +264,37 @@ def test_gradcheck_skips_inputs_without_grad_and_needs_float64():
     assert w.grad is None
     with pytest.raises(TypeError, match="float64"):
         gradcheck(lambda x: x * 2, [minidl.tensor(np.ones(3), requires_grad=True)])
+
+
+# ---- gradgradcheck takes torch's arguments -----------------------------------------------------------
+def t64(a, grad=True):
+    return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=minidl.float64, requires_grad=grad)
+
+
+def test_gradgradcheck_takes_one_tensor_grad_outputs_and_tuple_outputs():
+    from minidl.testing import gradcheck, gradgradcheck
+
+    x = t64([0.5, -1.0, 2.0])
+    assert gradcheck(lambda t: t ** 3, x)  # one Tensor: was iterated over as its elements
+    assert gradgradcheck(lambda t: t ** 3, x)
+    # torch's third positional argument: was taken as eps
+    assert gradgradcheck(lambda t: t ** 3, [x], [t64([1.0, -1.0, 0.5], grad=False)])
+    assert gradgradcheck(lambda t: (t ** 3, t.exp().sum()), [x])
+    with pytest.raises(ValueError, match="grad_outputs of shapes"):
+        gradgradcheck(lambda t: t ** 3, [x], [t64([1.0], grad=False)])
+
+    class Wrong(minidl.autograd.Function):  # a graph_backward that is a constant: caught
+        def forward(self, a):
+            self.save_for_backward(a)
+            return a ** 3
+
+        def backward(self, g):
+            (a,) = self.saved
+            return 3 * g * a * a
+
+        def graph_backward(self, g, out):
+            (a,) = self.inputs
+            return g * minidl.tensor(3 * a.numpy() ** 2, dtype=minidl.float64)
+
+    assert not gradgradcheck(lambda t: Wrong.apply(t), x, [t64([1.0, 1.0, 1.0], grad=False)],
+                             raise_exception=False)

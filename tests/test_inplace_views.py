@@ -373,3 +373,106 @@ def test_base_with_a_non_contiguous_array_as_torch():
     assert not minidl.from_numpy(X.copy(order="F")).is_contiguous()
     for a, c in zip(run(minidl), run(torch)):
         np.testing.assert_allclose(a, c, rtol=1e-12)
+
+
+# ---- views where torch gives views: x[i, j] (a 0-d view, not a scalar copy) and as_strided -----------
+def test_integer_index_of_every_dim_is_a_writable_view():
+    x = minidl.arange(12.0).reshape(3, 4)
+    y = x[1, 2]
+    assert y.shape == ()
+    y.add_(100)
+    assert x[1, 2].item() == 106.0
+    v = minidl.arange(5.0)
+    v[3].mul_(-1)
+    assert v.tolist() == [0.0, 1.0, 2.0, -3.0, 4.0]
+    x[2][3].fill_(-7)  # chained indexing reaches x too
+    assert x[2, 3].item() == -7.0
+
+
+def test_integer_index_view_shares_the_version_count():
+    a = minidl.tensor([1.0, 2.0, 3.0])
+    w = minidl.tensor([0.5, 0.5, 0.5], requires_grad=True)
+    y = (w * a).sum()  # the product saves a for w's gradient
+    a[1].add_(1)  # changes a through a 0-d view: backward must see it
+    with pytest.raises(RuntimeError, match="modified|in-place|changed"):
+        y.backward()
+
+
+def test_integer_index_gradient_and_torch_parity():
+    x = minidl.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    x[1, 1].backward()
+    assert x.grad.tolist() == [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+    torch = pytest.importorskip("torch")
+    a = np.arange(24.0).reshape(2, 3, 4)
+    t, m = torch.tensor(a), minidl.tensor(a.copy())
+    t[1, 2, 3].add_(5)
+    m[1, 2, 3].add_(5)
+    t[0][1].mul_(2)
+    m[0][1].mul_(2)
+    np.testing.assert_array_equal(m.numpy(), t.numpy())
+
+
+def test_zero_dim_tensor_index_is_a_view():
+    x = minidl.tensor([[1.0, 2.0], [3.0, 4.0]])
+    x[minidl.tensor(0), minidl.tensor(1)].add_(10)
+    x[minidl.tensor(1)].mul_(2)
+    assert x.tolist() == [[1.0, 12.0], [6.0, 8.0]]
+    assert x._version == 2
+
+
+def test_zero_dim_tensor_index_gradient():
+    a = minidl.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=minidl.float64, requires_grad=True)
+    i = minidl.tensor(1)
+    (a[i, 0] * a[0, i]).backward()
+    assert a.grad.tolist() == [[0.0, 3.0], [2.0, 0.0]]
+
+
+def test_zero_dim_tensor_index_parity():
+    torch = pytest.importorskip("torch")
+    for lib in (minidl, torch):
+        x = lib.tensor([[1.0, 2.0], [3.0, 4.0]])
+        x[lib.tensor(1), lib.tensor(0)].sub_(5)
+        x[lib.tensor([0, 0])] += 1  # a 1-d index stays advanced indexing (a copy, then written)
+        if lib is minidl:
+            got = x.tolist()
+        else:
+            want = x.tolist()
+    assert got == want
+
+
+def test_as_strided_writes_reach_the_base_as_in_torch():
+    torch = pytest.importorskip("torch")
+    a = np.arange(12.0).reshape(3, 4)
+    m, t = minidl.tensor(a.copy()), torch.tensor(a)
+    minidl.as_strided(m, (2, 2), (1, 4)).mul_(0)
+    torch.as_strided(t, (2, 2), (1, 4)).mul_(0)
+    np.testing.assert_array_equal(m.numpy(), t.numpy())
+    # the storage offset counts from the storage, not from the view
+    np.testing.assert_array_equal(m[1:].as_strided((2,), (2,), 1).numpy(),
+                                  t[1:].as_strided((2,), (2,), 1).numpy())
+
+
+def test_as_strided_without_torch():
+    m = minidl.arange(6.0)
+    s = minidl.as_strided(m, (2, 2), (2, 1), 1)
+    assert s.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    s[1, 1] = 40.0
+    assert m.tolist() == [0.0, 1.0, 2.0, 3.0, 40.0, 5.0]
+    c = minidl.as_strided_copy(m, (2,), (1,))
+    c.add_(1)  # a copy: the base keeps its values
+    assert m.tolist()[:2] == [0.0, 1.0]
+
+
+def test_overlapping_as_strided_refuses_writes():
+    m = minidl.arange(4.0)
+    s = minidl.as_strided(m, (3, 2), (1, 1))  # elements share memory locations
+    with pytest.raises(ValueError, match="read-only"):
+        s.add_(1)
+    assert m.tolist() == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_as_strided_view_gradcheck():
+    x = minidl.tensor(np.random.default_rng(0).normal(size=(3, 4)), requires_grad=True,
+                      dtype=minidl.float64)
+    assert gradcheck(lambda x: minidl.as_strided(x.t(), (2, 3), (1, 2), 1), (x,))
+    assert gradcheck(lambda x: minidl.as_strided(x, (3, 2), (1, 1)), (x,))

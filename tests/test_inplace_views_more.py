@@ -894,3 +894,16 @@ def test_as_strided_scatter_as_torch(shape, strides, offset):
         np.testing.assert_allclose(s.grad.numpy(), ts.grad.numpy())
     assert gradcheck(lambda a, s: minidl.ops.AsStridedScatter.apply(a, s, **kw), (a, s))
     assert gradgradcheck(lambda a, s: minidl.ops.AsStridedScatter.apply(a, s, **kw) ** 2, (a, s))
+
+
+# ---- an in-place op recorded in the graph counts a version, as torch's -------------------------------
+def test_inplace_in_graph_bumps_version():
+    a = minidl.tensor([1.0, 2.0], requires_grad=True)
+    y = a * 2
+    assert y._version == 0
+    y.mul_(3)
+    assert y._version == 1
+    y.add_(1)
+    assert y._version == 2
+    y.sum().backward()
+    assert a.grad.tolist() == [6.0, 6.0]

@@ -98,3 +98,92 @@ def test_compiler_namespace():
     assert not minidl.compiler.is_compiling() and not minidl.compiler.is_dynamo_compiling()
     assert minidl.compiler.compile is minidl.compile
     minidl.compiler.reset()
+
+
+# ---- jit.Final, script_if_tracing, isinstance; compile's arguments and torch.compiler's other names ----
+def test_jit_final_annotation_and_script_if_tracing_and_isinstance():
+    """``x: torch.jit.Final[int]`` in a class body raised TypeError ('type' object is not
+    subscriptable: Final was ``object``); torch.jit.script_if_tracing and torch.jit.isinstance
+    were missing."""
+    from typing import Dict, List, Optional, Tuple
+
+    from minidl import jit
+
+    class M(nn.Module):
+        scale: jit.Final[int] = 3
+
+    assert M.scale == 3
+
+    @jit.script_if_tracing
+    def double(x):
+        return x * 2
+    assert double(2) == 4
+    assert jit.isinstance([1, 2], List[int]) and not jit.isinstance([1, "a"], List[int])
+    assert jit.isinstance({"a": 1}, Dict[str, int]) and not jit.isinstance({"a": 1.0},
+                                                                            Dict[str, int])
+    assert jit.isinstance(None, Optional[int]) and jit.isinstance(3, Optional[int])
+    assert jit.isinstance((1, "a"), Tuple[int, str]) and not jit.isinstance((1, 2),
+                                                                            Tuple[int, str])
+    assert jit.isinstance(minidl.ones(1), minidl.Tensor) and not jit.isinstance(1, str)
+
+
+def test_compile_checks_mode_backend_and_options_as_torch():
+    """minidl.compile / compiler.compile accepted any mode and backend name (a typo such as
+    mode='max-autotun' passed silently) and mode with options together; torch raises on each
+    at once."""
+    from minidl import compiler
+
+    model = nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="Unrecognized mode=max-autotun"):
+        minidl.compile(model, mode="max-autotun")
+    with pytest.raises(RuntimeError, match="Either mode or options"):
+        compiler.compile(model, mode="max-autotune", options={"triton.cudagraphs": True})
+    with pytest.raises(RuntimeError, match="invalid backend 'inductr'"):
+        minidl.compile(model, backend="inductr")
+    # as torch's: accepted, and the model comes back wrapped (an OptimizedModule running it)
+    assert minidl.compile(model, backend="eager", mode="anything")._orig_mod is model
+    assert minidl.compile(model, mode="reduce-overhead")._orig_mod is model
+    assert minidl.compile(model, backend=lambda gm, inputs: gm)._orig_mod is model
+
+
+def test_module_compile_checks_its_arguments():
+    model = minidl.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="Unrecognized mode"):
+        model.compile(mode="max-autotun")
+    with pytest.raises(RuntimeError, match="invalid backend"):
+        model.compile(backend="inductr")
+    with pytest.raises(TypeError):
+        model.compile("max-autotune")  # torch's Module.compile takes keywords only
+    assert model.compile(mode="reduce-overhead", disable=True) is None
+
+
+def test_compiler_set_stance_and_the_other_missing_names():
+    """torch.compiler.set_stance (function, context manager, decorator), is_exporting,
+    list_backends, substitute_in_graph, nested_compile_region and wrap_numpy were missing
+    (AttributeError in scripts written for torch 2.13)."""
+    from minidl import compiler
+
+    compiler.set_stance("force_eager")
+    assert compiler._stance == "force_eager"
+    compiler.set_stance("default")
+    with compiler.set_stance("eager_on_recompile"):
+        assert compiler._stance == "eager_on_recompile"
+    assert compiler._stance == "default"
+
+    @compiler.set_stance("force_eager")
+    def inside():
+        return compiler._stance
+    assert compiler._stance == "default" and inside() == "force_eager"
+    assert compiler._stance == "default"
+    with pytest.raises(ValueError, match="unknown stance 'eager'"):
+        compiler.set_stance("eager")
+    assert not compiler.is_exporting() and "inductor" in compiler.list_backends()
+    assert compiler.nested_compile_region(abs) is abs
+    assert compiler.substitute_in_graph(abs)(len) is len
+
+    @compiler.wrap_numpy
+    def add(a, b):
+        return a + b, np.float64(1.0)
+    out, one = add(minidl.ones(2), minidl.tensor(np.arange(2.0), dtype=minidl.float64))
+    assert isinstance(out, minidl.Tensor) and out.dtype == minidl.float64
+    assert out.numpy().tolist() == [1.0, 2.0] and one == 1.0

@@ -682,3 +682,30 @@ def test_second_derivatives_match_torch():
         for m, t in zip(_second_derivatives(minidl, fn, arrays),
                         _second_derivatives(torch, fn, arrays)):
             np.testing.assert_allclose(m, t, rtol=1e-7, atol=1e-9, err_msg=f"case {k}")
+
+
+# ---- svd_lowrank's q over the matrix size (and poisson/binomial shapes) as torch's -------------------
+def test_svd_lowrank_q_over_the_matrix_size():
+    rng = np.random.default_rng(0)
+    a = minidl.tensor((rng.standard_normal((8, 3)) @ rng.standard_normal((3, 5))))
+    u, s, v = minidl.svd_lowrank(a)  # torch's default q=6 > min(8, 5)
+    assert (u.shape, s.shape, v.shape) == ((8, 5), (5,), (5, 5))
+    np.testing.assert_allclose(s.numpy()[:3], np.linalg.svd(a.numpy())[1][:3], rtol=1e-5)
+    assert minidl.svd_lowrank(a, q=0)[1].shape == (0,)
+    with pytest.raises(ValueError, match="q"):
+        minidl.svd_lowrank(a, q=-1)
+
+
+def test_lowrank_poisson_binomial_parity():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    a = (rng.standard_normal((7, 2)) @ rng.standard_normal((2, 4))).astype(np.float64)
+    for lib in (minidl, torch):
+        s = lib.svd_lowrank(lib.tensor(a), q=6)[1].numpy()
+        shapes = [tuple(t.shape) for t in lib.pca_lowrank(lib.tensor(a), q=4)]
+        got = (s, shapes, tuple(lib.poisson(lib.tensor(2.0)).shape),
+               tuple(lib.binomial(lib.tensor([3.0, 3.0]), lib.tensor([1.0])).shape))
+        if lib is minidl:
+            mine = got
+    np.testing.assert_allclose(mine[0][:2], got[0][:2], rtol=1e-6)
+    assert mine[0].shape == got[0].shape and mine[1:] == got[1:]

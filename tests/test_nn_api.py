@@ -607,3 +607,344 @@ def test_autocast_cuda_policy_for_the_new_ops(fake_cuda):  # noqa: F811 (the fix
             F.binary_cross_entropy(F.sigmoid(lo), v["t"])
     assert F.binary_cross_entropy(F.sigmoid(v["y"]), v["t"]).dtype == np.float32
 
+
+# ---- Embedding's max_norm (renormed in place) and scale_grad_by_freq, as torch's ---------------------
+_ROWS = np.random.default_rng(0).standard_normal((6, 3)) * 2
+_IDX = np.array([[1, 2, 1], [5, 1, 2]])
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_embedding_max_norm_renormalises_the_looked_up_rows_in_place(norm_type):
+    w = minidl.tensor(_ROWS, dtype=minidl.float64)
+    y = nn.functional.embedding(minidl.tensor(_IDX), w, max_norm=1.5, norm_type=norm_type)
+    norms = np.linalg.norm(w.numpy(), ord=norm_type, axis=1)
+    assert np.all(norms[[1, 2, 5]] <= 1.5 + 1e-6)
+    np.testing.assert_array_equal(w.numpy()[[0, 3, 4]], _ROWS[[0, 3, 4]])  # not looked up
+    np.testing.assert_array_equal(y.numpy(), w.numpy()[_IDX])
+
+
+def test_embedding_max_norm_and_scale_grad_by_freq_match_torch():
+    torch = pytest.importorskip("torch")
+    for kw in [dict(max_norm=1.0), dict(max_norm=1.5, norm_type=1.0),
+               dict(scale_grad_by_freq=True, padding_idx=2), dict(max_norm=1.0, padding_idx=1)]:
+        theirs = torch.nn.Embedding(6, 3, **kw)
+        ours = nn.Embedding(6, 3, **kw)
+        with torch.no_grad():
+            theirs.weight.copy_(torch.tensor(_ROWS))
+        ours.weight.data[...] = _ROWS.astype(np.float32)
+        weights = np.arange(18.0).reshape(2, 3, 3)
+        yt = theirs(torch.tensor(_IDX))
+        (yt * torch.tensor(weights, dtype=torch.float32)).sum().backward()
+        yo = ours(minidl.tensor(_IDX))
+        (yo * minidl.tensor(weights)).sum().backward()
+        np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ours.weight.grad.numpy(), theirs.weight.grad.numpy(),
+                                   rtol=1e-5, atol=1e-6)
+    assert repr(nn.Embedding(5, 3, max_norm=2.0, scale_grad_by_freq=True)) == \
+        repr(torch.nn.Embedding(5, 3, max_norm=2.0, scale_grad_by_freq=True))
+
+
+def _freq_scaled_second_gradient(lib, w_array):
+    """d/dw sum(g^2), g the (frequency-scaled) gradient of sum(embedding(idx, w)^3)."""
+    if lib is minidl:
+        w = minidl.tensor(w_array, dtype=minidl.float64, requires_grad=True)
+        grad = minidl.autograd.grad
+    else:
+        w = lib.tensor(w_array, requires_grad=True)
+        grad = lib.autograd.grad
+    y = lib.nn.functional.embedding(lib.tensor(_IDX), w, scale_grad_by_freq=True, padding_idx=5)
+    g, = grad((y ** 3).sum(), w, create_graph=True)
+    return g, grad((g * g).sum(), w)[0]
+
+
+def test_embedding_scale_grad_by_freq_second_derivative_is_the_gradients_derivative():
+    _, h = _freq_scaled_second_gradient(minidl, _ROWS)
+    eps, numeric = 1e-6, np.zeros_like(_ROWS)
+    for i in range(_ROWS.shape[0]):
+        for j in range(_ROWS.shape[1]):
+            up, down = _ROWS.copy(), _ROWS.copy()
+            up[i, j] += eps
+            down[i, j] -= eps
+            g_up = _freq_scaled_second_gradient(minidl, up)[0].numpy()
+            g_down = _freq_scaled_second_gradient(minidl, down)[0].numpy()
+            numeric[i, j] = ((g_up ** 2).sum() - (g_down ** 2).sum()) / (2 * eps)
+    np.testing.assert_allclose(h.numpy(), numeric, rtol=1e-6, atol=1e-5)
+
+
+def test_embedding_scale_grad_by_freq_double_backward_matches_torch():
+    torch = pytest.importorskip("torch")
+    ours = _freq_scaled_second_gradient(minidl, _ROWS)
+    theirs = _freq_scaled_second_gradient(torch, _ROWS)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a.numpy(), b.detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_embedding_max_norm_lookup_passes_gradgradcheck():
+    from minidl.testing import gradcheck, gradgradcheck
+
+    w = minidl.tensor(_ROWS, dtype=minidl.float64, requires_grad=True)
+
+    def f(weight):  # max_norm above every row's norm: renorming is a no-op, the op is smooth
+        return nn.functional.embedding(minidl.tensor(_IDX), weight, max_norm=100.0)
+    assert gradcheck(f, (w,)) and gradgradcheck(f, (w,))
+
+
+def test_embedding_sparse_with_max_norm_matches_torch():
+    torch = pytest.importorskip("torch")
+    kw = dict(max_norm=1.0, padding_idx=2, sparse=True)
+    theirs, ours = torch.nn.Embedding(6, 3, **kw), nn.Embedding(6, 3, **kw)
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(_ROWS))
+    ours.weight.data[...] = _ROWS.astype(np.float32)
+    weights = np.arange(18.0).reshape(2, 3, 3)
+    (theirs(torch.tensor(_IDX)) * torch.tensor(weights, dtype=torch.float32)).sum().backward()
+    (ours(minidl.tensor(_IDX)) * minidl.tensor(weights)).sum().backward()
+    assert ours.weight.grad.is_sparse and theirs.weight.grad.is_sparse
+    np.testing.assert_allclose(ours.weight.numpy(), theirs.weight.detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.weight.grad.to_dense().numpy(),
+                               theirs.weight.grad.to_dense().numpy(), rtol=1e-5, atol=1e-6)
+    assert repr(ours) == repr(theirs)
+
+
+def test_embedding_sparse_with_scale_grad_by_freq_is_refused_as_torch():
+    with pytest.raises(ValueError, match="scale_grad_by_freq.*sparse"):
+        nn.Embedding(6, 3, scale_grad_by_freq=True, sparse=True)(minidl.tensor(_IDX))
+
+
+# ---- layers: input by torch's keyword, Identity's arguments, Linear of zero features -----------------
+@pytest.mark.parametrize("layer", ["Linear", "ReLU", "Identity", "Dropout", "Flatten",
+                                   "Sequential"])
+def test_core_layers_take_their_input_by_torchs_keyword(layer):
+    m = {"Linear": lambda: nn.Linear(2, 2), "Sequential": lambda: nn.Sequential(nn.ReLU())}.get(
+        layer, getattr(nn, layer))().eval()
+    x = minidl.ones(1, 2)
+    np.testing.assert_array_equal(m(input=x).numpy(), m(x).numpy())
+
+
+def test_identity_ignores_its_constructor_arguments():
+    layer = nn.Identity(54, unused_argument1=0.1, unused_argument2=False)
+    x = minidl.ones(2, 3)
+    assert layer(x) is x
+
+
+@pytest.mark.parametrize("features", [(8, 0), (0, 4)])
+def test_linear_with_zero_features_runs_forward_and_backward(features):
+    from minidl.testing import gradcheck, gradgradcheck
+
+    with pytest.warns(UserWarning, match="zero-element"):
+        layer = nn.Linear(*features).double()
+    x = minidl.tensor(np.random.default_rng(0).standard_normal((3, 2, features[0])),
+                      dtype=minidl.float64, requires_grad=True)
+    y = layer(x)
+    assert y.shape == (3, 2, features[1])
+    y.sum().backward()
+    assert x.grad.shape == x.shape and layer.weight.grad.shape == layer.weight.shape
+    if features[1] == 0:
+        assert not x.grad.numpy().any()
+    else:
+        np.testing.assert_array_equal(layer.weight.grad.numpy(), np.zeros((4, 0)))
+        np.testing.assert_array_equal(layer.bias.grad.numpy(), np.full(4, 6.0))
+    assert gradcheck(lambda a: nn.functional.linear(a, layer.weight, layer.bias), (x,))
+    assert gradgradcheck(lambda a: nn.functional.linear(a, layer.weight, layer.bias) ** 2, (x,))
+
+
+# ---- integer inputs, softmax's dtype=, F.batch_norm without running stats, Hardtanh's old names ------
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_of_an_integer_tensor_is_refused_instead_of_truncated(name):
+    x = minidl.tensor([[1, 0, 1]])
+    with pytest.raises(TypeError, match="floating-point"):
+        getattr(nn.functional, name)(x, 1)  # was tensor([[0, 0, 0]]): probabilities as ints
+    with pytest.raises(TypeError, match="floating-point"):
+        getattr(nn, {"softmax": "Softmax", "log_softmax": "LogSoftmax"}[name])(1)(x)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax", "softmin"])
+def test_softmax_family_takes_torchs_dtype_argument(name):
+    torch = pytest.importorskip("torch")
+    x = np.array([[1, 0, 3], [2, 2, -1]])
+    for fn_ours, fn_theirs in [(getattr(nn.functional, name), getattr(torch.nn.functional, name))]:
+        ours = fn_ours(minidl.tensor(x), 1, dtype=minidl.float64)
+        theirs = fn_theirs(torch.tensor(x), 1, dtype=torch.float64)
+        assert ours.dtype == minidl.float64
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-12)
+    if name != "softmin":
+        ours = getattr(minidl.tensor(x), name)(1, dtype=minidl.float32)
+        theirs = getattr(torch.tensor(x), name)(1, dtype=torch.float32)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def test_functional_sigmoid_of_an_integer_tensor_gives_floats_as_torch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[1, -2, 3]])
+    ours = nn.functional.sigmoid(minidl.tensor(x))  # was tensor([[0, 0, 0]])
+    theirs = torch.nn.functional.sigmoid(torch.tensor(x))
+    assert str(ours.dtype).split(".")[-1] == str(theirs.dtype).split(".")[-1]
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-6)
+
+
+def test_functional_batch_norm_in_evaluation_needs_the_running_statistics():
+    x = minidl.tensor(np.arange(6.0).reshape(2, 3))
+    for fn in (nn.functional.batch_norm, nn.functional.batch_norm_relu):
+        with pytest.raises(RuntimeError, match="running_mean must be defined in evaluation"):
+            fn(x, None, None, training=False)  # normalised with the batch's own, silently
+        with pytest.raises(RuntimeError, match="running_var must be defined"):
+            fn(x, minidl.zeros(3), None)
+    out = nn.functional.batch_norm(x, None, None, training=True)
+    np.testing.assert_allclose(out.numpy(), [[-1, -1, -1], [1, 1, 1]], atol=1e-4)
+
+
+def test_hardtanh_takes_torchs_deprecated_min_value_and_max_value():
+    with pytest.warns(FutureWarning) as caught:
+        layer = nn.Hardtanh(min_value=-2.0, max_value=0.5)
+    assert [str(w.message).split("`")[1] for w in caught] == ["min_value", "max_value"]
+    assert (layer.min_val, layer.max_val) == (-2.0, 0.5)
+    np.testing.assert_array_equal(layer(minidl.tensor([-3.0, 0.0, 3.0])).numpy(),
+                                  [-2.0, 0.0, 0.5])
+
+
+# ---- losses: the legacy size_average / reduce and element weights, as torch's ------------------------
+def test_legacy_size_average_and_reduce_and_loss_weights_match_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0.05, 0.95, (4, 3))
+    t = (rng.random((4, 3)) > 0.5).astype(np.float64)
+    w = rng.uniform(0.1, 2.0, (4, 3))
+    cases = [
+        ("binary_cross_entropy", (p, t), dict(size_average=False)),
+        ("binary_cross_entropy", (p, t, w), dict(reduce=False)),
+        ("binary_cross_entropy_with_logits", (p, t), dict(size_average=False,
+                                                           pos_weight=w[0])),
+        ("mse_loss", (p, t), dict(size_average=False)),
+        ("l1_loss", (p, t), dict(reduce=False)),
+        ("smooth_l1_loss", (p, t), dict(size_average=False, beta=0.3)),
+    ] + [(name, (p, t), dict(reduction=r, weight=w)) for name in ("mse_loss", "l1_loss")
+         for r in ("mean", "sum", "none")]
+    for name, args, kw in cases:
+        def conv(lib, v):
+            return v if not isinstance(v, np.ndarray) else (
+                lib.tensor(v) if lib is torch else minidl.tensor(v, dtype=minidl.float64))
+        xt, xo = torch.tensor(args[0], requires_grad=True), minidl.tensor(
+            args[0], dtype=minidl.float64, requires_grad=True)
+        rest_t = [conv(torch, a) for a in args[1:]]
+        rest_o = [conv(minidl, a) for a in args[1:]]
+        yt = getattr(torch.nn.functional, name)(xt, *rest_t, **{k: conv(torch, v)
+                                                                for k, v in kw.items()})
+        yo = getattr(nn.functional, name)(xo, *rest_o, **{k: conv(minidl, v)
+                                                           for k, v in kw.items()})
+        yt.sum().backward()
+        yo.sum().backward()
+        np.testing.assert_allclose(yo.numpy(), yt.detach().numpy(), rtol=1e-10, err_msg=name)
+        np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+    with pytest.raises(ValueError, match="same size"):
+        nn.functional.mse_loss(minidl.tensor(p), minidl.tensor(t), weight=minidl.ones(3))
+
+
+def test_weighted_mse_gradcheck():
+    from minidl.testing import gradcheck, gradgradcheck
+
+    rng = np.random.default_rng(4)
+    x, t, w = (minidl.tensor(rng.standard_normal((3, 2)), dtype=minidl.float64,
+                             requires_grad=True) for _ in range(3))
+    for name in ("mse_loss", "l1_loss"):
+        def f(a, b, c):
+            return getattr(nn.functional, name)(a, b, weight=c)
+        assert gradcheck(f, (x, t, w))
+    assert gradgradcheck(lambda a, b, c: nn.functional.mse_loss(a, b, weight=c), (x, t, w))
+
+
+# ---- NaN (and infinities) through the piecewise activations, as torch passes them --------------------
+VALUES = np.array([np.nan, -1.0, 0.0, 1.0, np.inf, -np.inf, 0.5, -0.5, 0.3])
+
+
+@pytest.mark.parametrize("name,args", [("threshold", (0.5, 2.0)), ("hardshrink", ()),
+                                       ("softshrink", ())])
+def test_nan_input_stays_nan(name, args):
+    y = getattr(F, name)(minidl.tensor(VALUES, dtype=minidl.float64), *args)
+    assert np.isnan(y.numpy()[0]), f"{name} hid a NaN input"
+
+
+@pytest.mark.parametrize("name,args", [("threshold", (0.5, 2.0)), ("hardshrink", ()),
+                                       ("softshrink", ()), ("elu", ()), ("selu", ()),
+                                       ("celu", ())])
+def test_nan_and_infinity_match_torch_forward_and_backward(name, args):
+    torch = pytest.importorskip("torch")
+    x = minidl.tensor(VALUES, requires_grad=True, dtype=minidl.float64)
+    xt = torch.tensor(VALUES, requires_grad=True)
+    y = getattr(F, name)(x, *args)
+    yt = getattr(torch.nn.functional, name)(xt, *args)
+    with np.errstate(invalid="ignore"):
+        y.sum().backward()
+    yt.sum().backward()
+    np.testing.assert_allclose(y.detach().numpy(), yt.detach().numpy(), rtol=1e-12)
+    mine, theirs = x.grad.numpy(), xt.grad.numpy()
+    nan = np.isnan(VALUES)
+    np.testing.assert_allclose(mine[~nan], theirs[~nan], rtol=1e-12)
+    # at a NaN input torch's ELU backward (x <= 0 ? the exponential branch : the slope) gives
+    # the slope in its AVX-512 code and NaN in its AVX2 code; minidl gives the slope (the
+    # formula's answer, since NaN <= 0 is false) on every CPU
+    if name in ("elu", "selu", "celu"):
+        slope = 1.0507009873554805 if name == "selu" else 1.0
+        assert (mine[nan] == slope).all() and (np.isnan(theirs[nan]) | (theirs[nan] == slope)).all()
+    else:
+        np.testing.assert_array_equal(mine[nan], theirs[nan])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])  # float32 runs the numba kernels
+@pytest.mark.parametrize("name,args", [("relu", ()), ("relu6", ()), ("hardtanh", (-0.5, 0.5)),
+                                       ("leaky_relu", (0.1,))])
+def test_relu_family_passes_the_gradient_at_nan_as_torch(name, args, dtype):
+    torch = pytest.importorskip("torch")
+    values = np.concatenate([VALUES, np.linspace(-8, 8, 40)])  # enough for the kernels' path
+    x = minidl.tensor(values, requires_grad=True, dtype=getattr(minidl, dtype))
+    xt = torch.tensor(values, requires_grad=True, dtype=getattr(torch, dtype))
+    weights = np.arange(values.size, dtype=dtype) + 1
+    y = getattr(F, name)(x, *args)
+    yt = getattr(torch.nn.functional, name)(xt, *args)
+    (g,) = minidl.autograd.grad((y * minidl.tensor(weights)).sum(), x, create_graph=True)
+    (gt,) = torch.autograd.grad((yt * torch.tensor(weights)).sum(), xt, create_graph=True)
+    np.testing.assert_array_equal(y.detach().numpy(), yt.detach().numpy())
+    np.testing.assert_array_equal(g.detach().numpy(), gt.detach().numpy())
+    # at NaN torch passes ReLU's gradient on (threshold_backward zeroes where y <= 0), scales
+    # leaky ReLU's, and stops hardtanh's (it passes only where lo < x < hi)
+    expected = {"relu": 1.0, "leaky_relu": 0.1}.get(name, 0.0) * weights[0]
+    assert g.detach().numpy()[0] == expected
+
+
+def test_add_relu_passes_the_gradient_at_nan_as_relu_of_a_sum():
+    a = minidl.tensor(VALUES, requires_grad=True, dtype=minidl.float64)
+    b = minidl.tensor(np.ones_like(VALUES), requires_grad=True, dtype=minidl.float64)
+    F.add_relu(a, b).sum().backward()
+    a2 = minidl.tensor(VALUES, requires_grad=True, dtype=minidl.float64)
+    F.relu(a2 + minidl.tensor(np.ones_like(VALUES))).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), a2.grad.numpy())
+    assert a.grad.numpy()[0] == 1.0
+
+
+def test_relu_gradient_at_nan_on_a_fake_gpu_as_on_the_cpu(monkeypatch, tmp_path):
+    """The CUDA kernel body of ReLU's backward (compiled for the host) passes the gradient at a
+    NaN output as the numba kernel does."""
+    import warnings
+
+    import _fake_gpu
+
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+    values = np.concatenate([VALUES, np.linspace(-8, 8, 40)]).astype(np.float32)
+
+    def run(device):
+        x = minidl.tensor(values, device=device, requires_grad=True)
+        (F.relu(x) * minidl.tensor(np.arange(values.size, dtype=np.float32) + 1,
+                                   device=device)).sum().backward()
+        return x.grad.numpy()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = run("cpu")
+        _fake_gpu.install(monkeypatch, lib)
+        gpu = run("cuda")
+    np.testing.assert_array_equal(gpu, cpu)
+    assert gpu[0] == 1.0

@@ -4,6 +4,8 @@ float64 gradient checks (without torch) and parity with torch 2.13 on the same i
 weights, forward and backward."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -144,6 +146,26 @@ def _asm_pair(torch, dtype, head_bias=True):
     assert list(ours.state_dict()) == list(theirs.state_dict())
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     return ours, theirs
+
+
+def test_adaptive_log_softmax_with_an_empty_cluster_projection_matches_torch():
+    torch = pytest.importorskip("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = torch.nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4, 8])  # div_value 4: 8 // 16 = 0
+        ours = nn.AdaptiveLogSoftmaxWithLoss(8, 10, [4, 8])
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
+    target = np.array([0, 5, 9, 3])
+    xt = torch.tensor(x, requires_grad=True)
+    xo = minidl.tensor(x, requires_grad=True)
+    out_t = theirs(xt, torch.tensor(target))
+    out_o = ours(xo, minidl.tensor(target))
+    out_t.loss.backward()
+    out_o.loss.backward()
+    np.testing.assert_allclose(out_o.output.numpy(), out_t.output.detach().numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(xo.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -3,6 +3,8 @@ through minidl's device paths (arrays of the fake CuPy, its add.at, random numbe
 the CPU's values and gradients."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,46 @@ def test_fake_gpu_modules_move_and_run(monkeypatch, host_kernels):
     assert model[5].running_mean.device == "cuda" and plist[0].device == "cuda"
     z = F.dropout2d(minidl.randn(2, 4, 3, 3).to("cuda"), 0.5)
     assert z.device == "cuda"
+
+
+# ---- Embedding's max_norm, antialiased interpolate, a 0-feature Linear: the stand-in GPU -------------
+_ROWS = np.random.default_rng(0).standard_normal((6, 3)) * 2
+_IDX = np.array([[1, 2, 1], [5, 1, 2]])
+
+
+_IMAGE = np.random.default_rng(2).standard_normal((2, 3, 17, 11))
+
+
+def test_new_paths_run_on_a_fake_gpu_as_on_the_cpu(monkeypatch, tmp_path):
+    """Embedding's max_norm and scale_grad_by_freq, antialiased interpolation and a Linear of
+    0 features on the (numpy-backed, CuPy-strict) GPU stand-in give the CPU's results."""
+    import _fake_gpu
+    from minidl import functional as mf
+    from minidl.nn._functional import pooling
+
+    lib = _fake_gpu.build_host_kernels(tmp_path)
+    if lib is None:
+        pytest.skip("fake-cuda needs a host C++ compiler (g++/clang++) for the CUDA kernel bodies")
+
+    def run(device):
+        w = minidl.tensor(_ROWS, dtype=minidl.float64, device=device, requires_grad=True)
+        with minidl.no_grad():
+            nn.functional.embedding(minidl.tensor(_IDX, device=device), w, max_norm=1.5)
+        y = nn.functional.embedding(minidl.tensor(_IDX, device=device), w,
+                                    scale_grad_by_freq=True)
+        (y * y).sum().backward()
+        x = minidl.tensor(_IMAGE, dtype=minidl.float64, device=device, requires_grad=True)
+        z = nn.functional.interpolate(x, size=(5, 4), mode="bicubic", antialias=True)
+        (z * z).sum().backward()
+        lin = nn.Linear(0, 3).double().to(device)
+        out = lin(minidl.zeros(2, 0, dtype=minidl.float64, device=device))
+        return [t.numpy() for t in (w, w.grad, z, x.grad, out)]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cpu = run("cpu")
+        _fake_gpu.install(monkeypatch, lib)
+        with _fake_gpu.strict(mf, pooling):
+            gpu = run("cuda")
+    for a, b in zip(gpu, cpu):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -560,3 +560,287 @@ def test_to_empty_keeps_the_objects_and_shapes():
     assert m[0].weight.data is inner
     with pytest.raises(TypeError):
         m.to_empty("cpu")  # device is keyword-only, as in torch
+# ---- Module API as torch's: to(), replaced parameters, assign=True, kwargs hooks, names, clashes -----
+def test_module_to_an_integer_dtype_is_refused_and_keeps_the_weights():
+    model = nn.Linear(3, 2)
+    before = model.weight.numpy().copy()
+    with pytest.raises(TypeError, match="floating point or complex"):
+        model.to(minidl.int64)
+    assert model.weight.dtype == minidl.float32
+    np.testing.assert_array_equal(model.weight.numpy(), before)
+
+
+def test_a_replaced_parameter_or_buffer_keeps_its_place():
+    lin = nn.Linear(2, 2)
+    lin.weight = nn.Parameter(minidl.ones(2, 2))
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+    bn = nn.BatchNorm1d(2)
+    bn.running_mean = minidl.ones(2)
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var",
+                                     "num_batches_tracked"]
+
+
+def test_replaced_parameter_order_matches_torch():
+    torch = pytest.importorskip("torch")
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    b.weight = a.weight
+    ours_a, ours_b = nn.Linear(2, 2), nn.Linear(2, 2)
+    ours_b.weight = ours_a.weight
+    assert list(nn.ModuleList([ours_a, ours_b]).state_dict()) == \
+        list(torch.nn.ModuleList([a, b]).state_dict())
+
+
+def test_load_state_dict_assign_puts_the_given_tensors_in_place():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    model[0].bias.requires_grad_(False)
+    sd = {k: minidl.tensor(np.full(v.shape, 2.0), dtype=minidl.float64)
+          for k, v in model.state_dict().items() if k != "1.num_batches_tracked"}
+    result = model.load_state_dict(sd, strict=False, assign=True)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert isinstance(model[0].weight, nn.Parameter) and model[0].weight.dtype == minidl.float64
+    assert model[0].weight.data is sd["0.weight"].data  # the given array, not a copy
+    assert model[0].weight.requires_grad and not model[0].bias.requires_grad
+    assert model[1].running_mean is sd["1.running_mean"]
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        nn.Linear(2, 2).load_state_dict({"weight": minidl.ones(2, 3), "bias": minidl.ones(2)},
+                                        assign=True)
+
+
+def test_load_state_dict_assign_matches_torch():
+    torch = pytest.importorskip("torch")
+    theirs, ours = torch.nn.Linear(2, 2), nn.Linear(2, 2)
+    w = np.arange(4.0).reshape(2, 2)
+    theirs.load_state_dict({"weight": torch.tensor(w), "bias": torch.zeros(2).double()},
+                           assign=True)
+    ours.load_state_dict({"weight": minidl.tensor(w, dtype=minidl.float64),
+                          "bias": minidl.zeros(2, dtype=minidl.float64)}, assign=True)
+    assert str(theirs.weight.dtype).split(".")[-1] == str(ours.weight.dtype).split(".")[-1]
+    x = np.ones((1, 2))
+    np.testing.assert_allclose(ours(minidl.tensor(x, dtype=minidl.float64)).numpy(),
+                               theirs(torch.tensor(x)).detach().numpy())
+
+
+def _hook_log(lib, nn_):
+    log = []
+    m = nn_.Linear(2, 2)
+    h1 = m.register_forward_pre_hook(lambda mod, args: log.append("pre1"))
+    m.register_forward_pre_hook(lambda mod, args: log.append("pre0"), prepend=True)
+    m.register_forward_pre_hook(
+        lambda mod, args, kwargs: log.append(("prekw", sorted(kwargs))), with_kwargs=True)
+    m.register_forward_hook(lambda mod, args, out: log.append("fwd"))
+    m.register_forward_hook(lambda mod, args, kwargs, out: log.append(("fwdkw", sorted(kwargs))),
+                            with_kwargs=True)
+    m(lib.ones(1, 2))
+    h1.remove()
+    m(input=lib.ones(1, 2))
+
+    def swap(mod, args, kwargs):
+        return (), {"input": kwargs["input"] * 0}
+    m.register_forward_pre_hook(swap, with_kwargs=True)
+    out = m(input=lib.ones(1, 2))
+    log.append(bool((out == m.bias).all()))
+
+    class Bad(nn_.Module):
+        def forward(self, x):
+            raise ValueError("boom")
+    bad = Bad()
+    bad.register_forward_hook(lambda mod, args, out: log.append(("always", out)),
+                              always_call=True)
+    bad.register_forward_hook(lambda mod, args, out: log.append("not"))
+    with pytest.raises(ValueError, match="boom"):
+        bad(lib.ones(1))
+    return log
+
+
+def test_forward_hooks_take_with_kwargs_always_call_and_prepend():
+    log = _hook_log(minidl, nn)
+    assert log == ["pre0", "pre1", ("prekw", []), "fwd", ("fwdkw", []),
+                   "pre0", ("prekw", ["input"]), "fwd", ("fwdkw", ["input"]),
+                   "pre0", ("prekw", ["input"]), "fwd", ("fwdkw", ["input"]), True,
+                   ("always", None)]
+
+
+def test_forward_hooks_with_kwargs_match_torch():
+    torch = pytest.importorskip("torch")
+    assert _hook_log(minidl, nn) == _hook_log(torch, torch.nn)
+
+
+def test_a_pre_hook_with_kwargs_returning_a_wrong_value_is_a_runtime_error():
+    m = nn.Linear(2, 2)
+    m.register_forward_pre_hook(lambda mod, args, kwargs: args, with_kwargs=True)
+    with pytest.raises(RuntimeError, match=r"tuple of \(new_args, new_kwargs\)"):
+        m(minidl.ones(1, 2))
+
+
+def test_a_removed_kwargs_hook_leaves_no_mark():
+    m = nn.Linear(2, 2)
+    handle = m.register_forward_hook(lambda mod, args, kwargs, out: None, with_kwargs=True,
+                                     always_call=True)
+    handle.remove()
+    assert not m._forward_hooks and not m._forward_hooks_with_kwargs
+    assert not m._forward_hooks_always_called
+
+
+def test_named_parameters_and_buffers_take_remove_duplicate_and_recurse():
+    lin = nn.BatchNorm1d(2)
+    model = nn.Sequential(lin, nn.ReLU(), lin)
+    assert [n for n, _ in model.named_parameters(remove_duplicate=False)] == \
+        ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [n for n, _ in model.named_buffers(remove_duplicate=False)][-1] == \
+        "2.num_batches_tracked"
+    assert [n for n, _ in model.named_buffers()][-1] == "0.num_batches_tracked"
+    assert list(model.named_buffers(recurse=False)) == []
+    assert list(model.buffers(recurse=False)) == []
+    assert len(list(lin.named_buffers(prefix="bn"))) == 3
+
+
+def test_named_members_match_torch():
+    torch = pytest.importorskip("torch")
+
+    def names(nn_):
+        a = nn_.Linear(2, 2)
+        m = nn_.Sequential(a, nn_.BatchNorm1d(2), a)
+        return ([n for n, _ in m.named_parameters(remove_duplicate=False)],
+                [n for n, _ in m.named_buffers(prefix="p", remove_duplicate=False)],
+                [n for n, _ in m[1].named_buffers(recurse=False)])
+    assert names(nn) == names(torch.nn)
+
+
+def test_registering_a_buffer_or_parameter_over_another_attribute_is_refused():
+    lin = nn.Linear(2, 2)
+    with pytest.raises(KeyError, match="attribute 'weight' already exists"):
+        lin.register_buffer("weight", minidl.ones(1))  # state_dict's 'weight' became it
+    assert lin.state_dict()["weight"].shape == (2, 2) and "weight" not in lin._buffers
+    lin.register_buffer("scale", minidl.ones(1))
+    with pytest.raises(KeyError, match="attribute 'scale' already exists"):
+        lin.register_parameter("scale", nn.Parameter(minidl.ones(1)))
+    with pytest.raises(KeyError, match="already exists"):
+        lin.register_parameter("in_features", nn.Parameter(minidl.ones(1)))
+    lin.register_buffer("scale", minidl.zeros(1))  # the same kind again: replaced
+    lin.register_parameter("bias", nn.Parameter(minidl.zeros(2)))
+    assert list(lin.state_dict()) == ["weight", "bias", "scale"]
+
+
+def test_registration_clashes_are_refused_as_torch():
+    torch = pytest.importorskip("torch")
+    for lib, nn_ in ((torch, torch.nn), (minidl, nn)):
+        with pytest.raises(KeyError, match="attribute 'weight' already exists"):
+            nn_.Linear(2, 2).register_buffer("weight", lib.ones(1))
+
+
+def test_sequential_plus_sequential_as_torch():
+    torch = pytest.importorskip("torch")
+    a, b = nn.Linear(1, 2), nn.ReLU()
+    both = nn.Sequential(a) + nn.Sequential(b)
+    assert [type(m).__name__ for m in both] == \
+        [type(m).__name__ for m in torch.nn.Sequential(torch.nn.Linear(1, 2)) +
+         torch.nn.Sequential(torch.nn.ReLU())]
+    assert both[0] is a and both[1] is b
+    with pytest.raises(ValueError, match="only objects of Sequential"):
+        nn.Sequential(a) + [b]
+    seq = start = nn.Sequential(a)
+    seq += nn.Sequential(b)
+    assert seq is start and list(seq) == [a, b]
+    assert list(nn.ModuleList([a]) + nn.ModuleList([b])) == [a, b]
+
+
+def test_module_methods_take_torchs_keyword_names():
+    lin = nn.Linear(2, 2)
+    model = nn.Sequential(lin, lin)
+    model.requires_grad_(requires_grad=False)  # was the keyword 'flag'
+    assert not lin.weight.requires_grad
+    assert len(list(model.modules(remove_duplicate=False))) == 3
+    assert len(list(model.modules())) == 2
+    with pytest.raises(AttributeError, match="strict"):
+        model.set_submodule("2", nn.ReLU(), strict=True)
+    model.set_submodule("1", nn.ReLU(), strict=True)
+    model.set_submodule("2", nn.Tanh())
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Tanh"]
+
+
+def test_module_method_signatures_cover_torchs():
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    for name in ("modules", "requires_grad_", "set_submodule", "named_parameters",
+                 "named_buffers", "buffers", "load_state_dict", "register_forward_hook",
+                 "register_forward_pre_hook"):
+        theirs = inspect.signature(getattr(torch.nn.Module, name)).parameters
+        ours = inspect.signature(getattr(nn.Module, name)).parameters
+        assert [p for p in theirs if p not in ours] == [], name
+
+
+# ---- the global module registration hooks (parameters, buffers, submodules) --------------------------
+def _registration_script(T):
+    nn = T.nn
+    M = nn.modules.module
+    log = []
+
+    def on_param(m, name, p):
+        log.append(("p", type(m).__name__, name, tuple(p.shape)))
+
+    def on_buffer(m, name, b):
+        log.append(("b", type(m).__name__, name, None if b is None else tuple(b.shape)))
+        if name == "swap":
+            return T.ones(5)
+
+    def on_module(m, name, sub):
+        log.append(("m", type(m).__name__, name, type(sub).__name__))
+        if name == "repl":
+            return nn.Tanh()
+
+    hs = [M.register_module_parameter_registration_hook(on_param),
+          M.register_module_buffer_registration_hook(on_buffer),
+          M.register_module_module_registration_hook(on_module)]
+    try:  # global hooks: removed even when the script fails, or every later module sees them
+        nn.Linear(2, 3)
+        nn.BatchNorm1d(4)
+        nn.Sequential(nn.ReLU(), nn.Linear(1, 1))
+        m = nn.Module()
+        m.register_buffer("swap", T.zeros(2))
+        log.append(m.swap.tolist())
+        m.register_buffer("nb", None)
+        m.nb = T.zeros(3)
+        m.w = nn.Parameter(T.zeros(2))
+        m.register_parameter("w2", None)  # None: no call
+        m.w2 = nn.Parameter(T.zeros(1))
+        m.w2 = None
+        m.repl = nn.ReLU()
+        log.append(type(m.repl).__name__)
+        m.add_module("a", None)
+        m.register_module("b", nn.ReLU())
+        m.b = None
+        pl = nn.ParameterList([nn.Parameter(T.zeros(1))])
+        pl[0] = nn.Parameter(T.zeros(2))
+        pd = nn.ParameterDict({"k": nn.Parameter(T.zeros(1))})
+        pd["k"] = nn.Parameter(T.zeros(3))
+        ml = nn.ModuleList([nn.ReLU()])
+        ml[0] = nn.Tanh()
+        ml.append(nn.ReLU())
+    finally:
+        for h in hs:
+            h.remove()
+    nn.Linear(1, 1)  # removed: no calls
+    log.append([name for name, _ in m.named_children()])
+    return log
+
+
+def test_registration_hooks_calls_and_replacements():
+    log = _registration_script(minidl)
+    assert log[:2] == [("p", "Linear", "weight", (3, 2)), ("p", "Linear", "bias", (3,))]
+    assert ("b", "BatchNorm1d", "num_batches_tracked", ()) in log
+    assert [1.0] * 5 in log and "Tanh" in log  # the hooks' replacements were registered
+    assert ("b", "Module", "nb", None) in log and ("m", "Module", "b", "NoneType") in log
+    assert not any(e[:3] == ("p", "Module", "w2") and e[3] is None for e in log
+                   if isinstance(e, tuple))
+    assert log[-1] == ["repl"] and len(log) == 30
+
+
+def test_registration_hooks_match_torch():
+    torch = pytest.importorskip("torch")
+    assert _registration_script(minidl) == _registration_script(torch)
+
+
+def test_registration_hook_must_be_callable():
+    with pytest.raises(TypeError, match="callable"):
+        minidl.nn.modules.module.register_module_buffer_registration_hook(3)

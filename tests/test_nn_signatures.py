@@ -153,3 +153,18 @@ def test_module_repr_puts_extra_repr_on_its_own_line_beside_children():
 
     for m, t in zip(build(minidl.nn, MP), build(torch.nn, torch.nn.utils.parametrize)):
         assert repr(m) == repr(t)
+# ---- nn.functional's parameter names in torch's order ------------------------------------------------
+def test_functional_signatures_cover_torchs_names_in_torchs_order():
+    torch = pytest.importorskip("torch")
+    import inspect
+
+    skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    for name in ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "silu", "softmax",
+                 "log_softmax", "batch_norm", "dropout", "mse_loss", "l1_loss", "smooth_l1_loss",
+                 "binary_cross_entropy", "binary_cross_entropy_with_logits"):
+        theirs = [p for p, v in inspect.signature(getattr(torch.nn.functional, name))
+                  .parameters.items() if v.kind not in skip]
+        ours = list(inspect.signature(getattr(nn.functional, name)).parameters)
+        assert ours[:len(theirs)] == theirs, name
+    for layer in ("CrossEntropyLoss", "NLLLoss", "SyncBatchNorm"):
+        assert "input" in inspect.signature(getattr(nn, layer).forward).parameters

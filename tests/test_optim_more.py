@@ -2,6 +2,9 @@
 SGD/Adam/RMSprop and the schedules beyond StepLR & co: PyTorch's numbers over several steps
 (float64 to ~1e-10 and float32), PyTorch's state dicts both ways, refusals that name what did
 not fit."""
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -774,3 +777,30 @@ def test_step_hooks_run_around_every_optimizers_step():
         opt.step()
     with pytest.raises(TypeError, match="hook must be callable"):
         opt.register_step_post_hook(5)
+
+
+# ---- a deep-copied or pickled optimizer keeps its state ----------------------------------------------
+def _trained(opt_cls, **kw):
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+    opt = opt_cls(model.parameters(), lr=0.1, **kw)
+    model(minidl.ones(4, 2)).sum().backward()
+    opt.step()
+    return model, opt
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_optimizer_keeps_its_state_for_the_copied_parameters(how):
+    model, opt = _trained(minidl.optim.Adam)
+    if how == "deepcopy":
+        model2, opt2 = copy.deepcopy((model, opt))
+    else:
+        model2, opt2 = pickle.loads(pickle.dumps((model, opt)))
+    assert opt2.param_groups[0]["params"][0] is model2[0].weight
+    assert list(opt2.state_dict()["state"]) == [0, 1, 2, 3]  # was empty: the state was lost
+    np.testing.assert_array_equal(opt2.state[model2[0].weight]["exp_avg"],
+                                  opt.state[model[0].weight]["exp_avg"])
+    for m, o in ((model, opt), (model2, opt2)):  # both go on the same way
+        o.zero_grad()
+        m(minidl.ones(4, 2)).sum().backward()
+        o.step()
+    np.testing.assert_array_equal(model2[0].weight.numpy(), model[0].weight.numpy())

@@ -576,3 +576,15 @@ def test_a_range_never_exited_closes_with_the_one_around_it_on_the_fake_gpu(
     assert mul2.cpu_parent is None and forgotten.time_range.end <= outer.time_range.end
     assert last.name == "open at the end" and last.device_time_total == 0.0
     assert all(e.device_start is not None for e in prof.events())
+
+
+# ---- the legacy autograd.profiler.profile is not reentrant, as torch's -------------------------------
+def test_legacy_profiler_is_not_reentrant_as_torch():
+    prof = minidl.autograd.profiler.profile()
+    with prof:
+        minidl.ones(2) * 2
+    first = len(prof.function_events)
+    with pytest.raises(RuntimeError, match="not reentrant"):
+        with prof:
+            minidl.ones(2) * 2
+    assert first > 0 and len(prof.function_events) == first

@@ -165,3 +165,53 @@ def test_errors_are_torchs():
         prune.l1_unstructured(m, "weight", amount=1, importance_scores=minidl.ones(3))
     with pytest.raises(TypeError, match="Only \"unstructured\" PRUNING_TYPE"):
         prune.global_unstructured([(m, "weight")], prune.LnStructured, amount=1, n=2, dim=0)
+
+
+# ---- a pruned state dict into an unpruned model ------------------------------------------------------
+def test_pruned_state_dict_into_an_unpruned_model_is_a_runtime_error_as_torch():
+    prune = minidl.nn.utils.prune
+    m = minidl.nn.Linear(3, 2)
+    prune.l1_unstructured(m, "weight", amount=2)
+    with pytest.raises(RuntimeError, match="missing keys: weight"):
+        minidl.nn.Linear(3, 2).load_state_dict(m.state_dict())
+    with pytest.raises(ValueError):  # still the ValueError it was
+        minidl.nn.Linear(3, 2).load_state_dict(m.state_dict())
+    fresh = minidl.nn.Linear(3, 2)
+    prune.identity(fresh, "weight")
+    fresh.load_state_dict(m.state_dict())
+    x = minidl.ones(1, 3)
+    np.testing.assert_array_equal(fresh(x).numpy(), m(x).numpy())
+
+
+# ---- a wrong amount, a failed third pruning, a channels_last mask ------------------------------------
+@pytest.mark.parametrize("amount", ["0.5", None, [1]])
+def test_prune_amount_of_a_wrong_type_is_a_type_error(amount):
+    m = minidl.nn.Linear(4, 3)
+    with pytest.raises(TypeError, match="Invalid type for amount"):
+        prune.l1_unstructured(m, "weight", amount=amount)
+    with pytest.raises(TypeError, match="Invalid type for amount"):
+        prune.RandomStructured(amount, dim=0)
+    assert not prune.is_pruned(m) and "weight" in dict(m.named_parameters())
+
+
+def test_prune_a_failed_third_pruning_leaves_the_container_as_it_was():
+    m = minidl.nn.Linear(4, 3)
+    prune.l1_unstructured(m, "weight", amount=2)
+    prune.l1_unstructured(m, "weight", amount=2)
+    (container,) = [h for h in m._forward_pre_hooks.values()
+                    if isinstance(h, prune.BasePruningMethod)]
+    mask = m.weight_mask.numpy().copy()
+    with pytest.raises(ValueError, match="smaller than the number"):
+        prune.ln_structured(m, "weight", amount=9, n=1, dim=0)
+    assert [type(h).__name__ for h in container] == ["L1Unstructured", "L1Unstructured"]
+    np.testing.assert_array_equal(m.weight_mask.numpy(), mask)
+    prune.l1_unstructured(m, "weight", amount=1)
+    assert len(container) == 3 and m.weight_mask.numpy().sum() == 12 - 5
+
+
+def test_prune_keeps_working_on_a_channels_last_mask():
+    t = minidl.tensor(np.arange(1, 25, dtype=np.float32).reshape(3, 2, 2, 2))
+    mask = minidl.ones(3, 2, 2, 2).to(memory_format=minidl.channels_last)
+    for method in (prune.L1Unstructured(5), prune.RandomUnstructured(5)):
+        assert (method.prune(t, default_mask=mask).numpy() == 0).sum() == 5
+    assert (prune.L1Unstructured(5).prune(t, default_mask=mask).numpy().ravel()[:5] == 0).all()

@@ -105,3 +105,38 @@ def test_reachable_as_an_attribute_after_import_minidl_alone():
     code = "import minidl; print(minidl.utils._pytree.tree_leaves({'a': [1, (2, 3)]}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[1, 2, 3]"
+
+
+# ---- tree_map matches dict kinds by key and checks contexts; treespec_dumps/loads --------------------
+_NT = collections.namedtuple("_NT", "a b")
+
+
+def test_pytree_map_matches_dict_kinds_by_key_and_checks_contexts():
+    from minidl.utils import _pytree as pt
+    dd = collections.defaultdict
+    a, b = dd(list, {"x": 1, "y": 2}), dd(list, {"y": 20, "x": 10})
+    assert dict(pt.tree_map(lambda p, q: p + q, a, b)) == {"x": 11, "y": 22}   # was 21, 12
+    assert pt.tree_map(lambda p, q: p + q, collections.OrderedDict(x=1), {"x": 2}) == {"x": 3}
+    assert pt.tree_map(lambda p, q: p + q, {"x": 1}, dd(int, x=2)) == {"x": 3}
+    with pytest.raises(ValueError, match=r"missing key\(s\): \{'y'\}; extra key\(s\): \{'z'\}"):
+        pt.tree_map(lambda p, q: p, {"x": 1, "y": 2}, {"x": 1, "z": 2})
+    Other = collections.namedtuple("Other", "a b")
+    with pytest.raises(ValueError, match="context mismatch"):           # torch refuses too
+        pt.tree_map(lambda p, q: p, _NT(1, 2), Other(1, 2))
+
+
+def test_treespec_dumps_loads_round_trip_and_read_torchs():
+    from minidl.utils import _pytree as pt
+    tree = {"a": [1, (2,)], "b": None, "c": collections.OrderedDict(x=1),
+            "d": collections.defaultdict(list, {"q": 1}), "e": collections.deque([1], maxlen=3),
+            5: 1}
+    spec = pt.tree_structure(tree)
+    assert pt.treespec_loads(pt.treespec_dumps(spec)) == spec
+    with pytest.raises(NotImplementedError, match="namedtuple"):
+        pt.treespec_dumps(pt.tree_structure(_NT(1, 2)))
+    with pytest.raises(ValueError, match="protocol"):
+        pt.treespec_dumps(spec, protocol=7)
+    torch = pytest.importorskip("torch")
+    tspec = torch.utils._pytree.tree_structure(tree)
+    assert pt.treespec_dumps(spec) == torch.utils._pytree.treespec_dumps(tspec)
+    assert pt.treespec_loads(torch.utils._pytree.treespec_dumps(tspec)) == spec

@@ -722,3 +722,48 @@ def test_torch_nn_quantized_and_qat_names_are_the_ao_modules():
     assert quantized is minidl.ao.nn.quantized and minidl.nn.quantized is quantized
     assert dynamic is minidl.ao.nn.quantized.dynamic and qat is minidl.ao.nn.qat
     assert Linear is minidl.ao.nn.quantized.Linear and minidl.nn.qat.Linear is qat.Linear
+
+
+# ---- quantized tensors: the device, float32 input only, item() and stride() as torch's ---------------
+def test_a_quantized_tensors_device_is_a_device_name():
+    q = minidl.quantize_per_tensor(minidl.ones(2), 0.1, 0, minidl.quint8)
+    assert q.device.type == "cpu" and q.device.index is None
+    assert repr(q.device) == "device(type='cpu')" and q.device == "cpu"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_quantizing_takes_float32_only_as_torch(dtype):
+    x = minidl.ones(2, 2).to(getattr(minidl, dtype))
+    with pytest.raises(RuntimeError, match=f"float32.*got dtype {dtype}"):
+        minidl.quantize_per_tensor(x, 0.1, 0, minidl.quint8)
+    with pytest.raises(RuntimeError, match=f"float32.*got dtype {dtype}"):
+        minidl.quantize_per_channel(x, minidl.tensor([0.1, 0.1]), minidl.tensor([0, 0]), 0,
+                                    minidl.qint8)
+
+
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning")
+def test_quantizing_refuses_the_dtypes_torch_refuses():
+    torch = pytest.importorskip("torch")
+    for dtype in ("float32", "float64", "float16", "bfloat16"):
+        outcomes = []
+        for ns in (torch, minidl):
+            try:
+                ns.quantize_per_tensor(ns.ones(2).to(getattr(ns, dtype)), 0.1, 0, ns.quint8)
+                outcomes.append("ok")
+            except RuntimeError:
+                outcomes.append("refused")
+        assert outcomes[0] == outcomes[1], dtype
+
+
+@pytest.mark.filterwarnings("ignore:.*quantized tensor creation.*:UserWarning")
+def test_quantized_item_and_stride_as_torchs():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-1, 1, 6).reshape(2, 3).astype(np.float32)
+    ours = minidl.quantize_per_tensor(minidl.tensor(x), 0.01, 3, minidl.quint8)
+    theirs = torch.quantize_per_tensor(torch.from_numpy(x), 0.01, 3, torch.quint8)
+    for f in (lambda q: q.stride(), lambda q: q.t().stride(), lambda q: q[:, 1].stride(),
+              lambda q: q.stride(-1), lambda q: q[0, 1].item(), lambda q: q[1, 2].item()):
+        assert f(ours) == f(theirs)
+    for q in (ours, theirs):
+        with pytest.raises(RuntimeError, match="a Tensor with 6 elements cannot be converted"):
+            q.item()

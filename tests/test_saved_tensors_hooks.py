@@ -444,3 +444,104 @@ def test_node_hook_sees_gradients_in_the_inputs_shapes():
     y.sum().backward()
     assert shapes == [[(5, 4), (1,)]]
     np.testing.assert_allclose(b.grad.numpy(), [20.0])
+
+
+# ---- a pack hook's own ops are not packed again; unpack under no_grad --------------------------------
+def _count_hooks(lib, pack_op, unpack_op):
+    calls = {"pack": 0, "unpack": 0}
+
+    def pack(t):
+        calls["pack"] += 1
+        return pack_op(t)
+
+    def unpack(t):
+        calls["unpack"] += 1
+        out = unpack_op(t)
+        calls["unpack_grad"] = out.requires_grad
+        return out
+
+    x = lib.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with lib.autograd.graph.saved_tensors_hooks(pack, unpack):
+        y = (x * x).sum()
+        y.backward()
+    return x.grad.tolist(), calls
+
+
+def test_saved_tensors_pack_hook_ops_are_not_packed():
+    grad, calls = _count_hooks(minidl, lambda t: t * 2, lambda t: t / 2)  # was a RecursionError
+    assert grad == [2.0, 4.0, 6.0]
+    assert calls == {"pack": 2, "unpack": 2, "unpack_grad": False}
+
+
+def test_saved_tensors_hooks_parity():
+    torch = pytest.importorskip("torch")
+    for pack, unpack in ((lambda t: t * 2, lambda t: t / 2), (lambda t: t.sin(), lambda t: t.asin())):
+        got = _count_hooks(minidl, pack, unpack)
+        want = _count_hooks(torch, pack, unpack)
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+        assert got[1] == want[1]
+
+
+# ---- autograd.graph.register_multi_grad_hook ---------------------------------------------------------
+def _multi_hook_script(T, R):
+    a = T.tensor([1., 2., 3.], requires_grad=True)
+    b = T.tensor([4., 5., 6.], requires_grad=True)
+    c, d = a * b, a * b
+    log = []
+    h = R((a, b, c, d), lambda gs: log.append([None if g is None else g.tolist() for g in gs]))
+    c.sum().backward(retain_graph=True)
+    c.sum().backward(inputs=(a,), retain_graph=True)
+    (c + d).sum().backward(retain_graph=True)
+    h.remove()
+    c.sum().backward(retain_graph=True)  # removed: no call
+    e, f = c * 2, a + b
+    h = R((c, f, e), lambda gs: log.append([None if g is None else g.tolist() for g in gs]))
+    T.autograd.grad((e * 3).sum(), (c,), retain_graph=True)
+    T.autograd.grad((e * 3 + f).sum(), (a,), retain_graph=True)
+    h.remove()
+    anys = []
+    with R((c, e), lambda g: anys.append(g.tolist()), mode="any"):  # e's grad comes first
+        (e * 3 + c).sum().backward(retain_graph=True)
+        c.sum().backward(retain_graph=True)
+    (e * 3).sum().backward(retain_graph=True)  # the with block removed it
+    return log, anys
+
+
+def test_multi_grad_hook_calls():
+    from minidl.autograd.graph import register_multi_grad_hook
+    log, anys = _multi_hook_script(minidl, register_multi_grad_hook)
+    assert log[0] == [[4., 5., 6.], [1., 2., 3.], [1., 1., 1.], None]
+    assert log[1] == [[4., 5., 6.], None, [1., 1., 1.], None]
+    assert log[2] == [[8., 10., 12.], [2., 4., 6.], [1., 1., 1.], [1., 1., 1.]]
+    assert len(log) == 5 and log[3] == [[6., 6., 6.], None, [3., 3., 3.]]
+    assert anys == [[3., 3., 3.], [1., 1., 1.]]
+
+
+def test_multi_grad_hook_matches_torch():
+    torch = pytest.importorskip("torch")
+    from torch.autograd.graph import register_multi_grad_hook as torch_hook
+
+    from minidl.autograd.graph import register_multi_grad_hook
+    assert _multi_hook_script(minidl, register_multi_grad_hook) == \
+        _multi_hook_script(torch, torch_hook)
+
+
+def test_multi_grad_hook_refusals_and_leaf_grad():
+    from minidl.autograd.graph import register_multi_grad_hook
+    a = minidl.tensor([1., 2.], requires_grad=True)
+    with pytest.raises(ValueError, match="Expects mode to be one of"):
+        register_multi_grad_hook((a,), print, mode="every")
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        register_multi_grad_hook((a, minidl.tensor([1.])), print)
+    seen = []
+    register_multi_grad_hook((a, minidl.tensor([1.])), seen.append, mode="any")
+    (a * a).sum().backward()
+    assert seen[0].tolist() == [2., 4.]
+    # autograd.grad with a leaf among the tensors (torch 2.13 refuses this case; minidl answers)
+    b = minidl.tensor([3., 4.], requires_grad=True)
+    got = []
+    register_multi_grad_hook((a, b), lambda gs: got.append([g is None for g in gs]))
+    minidl.autograd.grad((a * b).sum(), (b,))
+    assert got == [[True, False]]
+    # the gradients reaching the leaves are not changed by the hook
+    assert a.grad.tolist() == [2., 4.] and b.grad is None

@@ -188,3 +188,88 @@ def test_load_reads_files_written_by_numpy(tmp_path):
     loaded = minidl.load(tmp_path / "n.npz")
     assert sorted(loaded) == ["a", "b"]
     np.testing.assert_array_equal(loaded["b"], np.eye(2))
+
+
+# ---- sparse tensors in checkpoints: minidl.save, format="torch", minidl.load of torch's --------------
+def _sparse_checkpoint():
+    s = minidl.sparse_coo_tensor([[0, 2, 0], [1, 1, 1]], [1.0, 2.0, 3.0], (3, 2))  # repeats
+    h = minidl.sparse_coo_tensor([[0, 2]], np.arange(6.0).reshape(2, 3), (4, 3),
+                                 dtype=minidl.float64).coalesce()  # hybrid
+    e = minidl.sparse_coo_tensor(minidl.zeros(1, 0, dtype=minidl.int64), minidl.zeros(0), (5,))
+    return {"s": s, "h": h, "e": e}
+
+
+@pytest.mark.parametrize("fmt", ["minidl", "torch"])
+def test_sparse_tensors_round_trip(tmp_path, fmt):
+    obj = _sparse_checkpoint()
+    minidl.save(obj, tmp_path / "sp.pt", format=fmt)  # was a SparseLayoutError
+    back = minidl.load(tmp_path / "sp.pt")
+    for k, t in obj.items():
+        assert back[k].is_sparse and back[k].dtype == t.dtype and back[k].shape == t.shape
+        assert back[k].is_coalesced() == t.is_coalesced()
+        np.testing.assert_array_equal(back[k].to_dense().numpy(), t.to_dense().numpy())
+
+
+def test_sparse_momentum_buffer_checkpoint(tmp_path):
+    emb = minidl.nn.Embedding(5, 2, sparse=True)
+    opt = minidl.optim.SGD(emb.parameters(), lr=0.1, momentum=0.9)
+    emb(minidl.tensor([1, 3, 3])).sum().backward()
+    opt.step()
+    minidl.save({"opt": opt.state_dict()}, tmp_path / "ck.pt")
+    buf = minidl.load(tmp_path / "ck.pt")["opt"]["state"][0]["momentum_buffer"]
+    assert buf.is_sparse
+    assert buf.to_dense().tolist() == [[0.0, 0.0], [1.0, 1.0], [0.0, 0.0], [2.0, 2.0], [0.0, 0.0]]
+
+
+def test_sparse_tensors_torch_file_parity(tmp_path):
+    torch = pytest.importorskip("torch")
+    obj = _sparse_checkpoint()
+    minidl.save(obj, tmp_path / "m.pt", format="torch")
+    mine = torch.load(tmp_path / "m.pt", weights_only=True)
+    for k, t in obj.items():
+        assert mine[k].is_sparse and mine[k].is_coalesced() == t.is_coalesced()
+        np.testing.assert_array_equal(mine[k].to_dense().numpy(), t.to_dense().numpy())
+    theirs = {"s": torch.sparse_coo_tensor([[0, 1, 1]], [1.0, 2.0, 3.0], (4,)),
+              "c": torch.ones(3, 2).to_sparse(), "size": torch.Size([2, 3])}
+    torch.save(theirs, tmp_path / "t.pt")
+    back = minidl.load(tmp_path / "t.pt")
+    assert back["s"].to_dense().tolist() == [1.0, 5.0, 0.0, 0.0] and not back["s"].is_coalesced()
+    assert back["c"].is_coalesced() and back["c"].to_dense().tolist() == [[1.0, 1.0]] * 3
+    assert back["size"] == (2, 3)
+
+
+def test_sparse_checkpoint_with_bad_indices_is_refused(tmp_path):
+    torch = pytest.importorskip("torch")
+    bad = torch.sparse_coo_tensor([[0, 7]], [1.0, 2.0], (4,), check_invariants=False)
+    torch.save({"bad": bad}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="size is inconsistent"):
+        minidl.load(tmp_path / "bad.pt")
+
+
+# ---- devices in a checkpoint load back as devices (minidl's format and torch's) ----------------------
+@pytest.mark.parametrize("fmt", ["minidl", "torch"])
+def test_devices_in_a_checkpoint_load_back_as_devices(tmp_path, fmt):
+    path = tmp_path / "ckpt.pt"
+    state = {"device": minidl.ones(1).device, "plain": minidl.device("cpu"),
+             "gpu": minidl.device("cuda", 1), "w": minidl.ones(2)}
+    minidl.save(state, path, format=fmt)
+    back = minidl.load(path)
+    for key in ("device", "plain", "gpu"):
+        assert back[key] == state[key] and back[key].type == state[key].type
+        assert back[key].index == (1 if key == "gpu" else None)
+    assert minidl.zeros(1, device=back["device"]).device == "cpu"
+    if fmt == "minidl":
+        assert isinstance(back["device"], str)  # Tensor.device's name, as saved
+    assert repr(back["gpu"]) == "device(type='cuda', index=1)"
+
+
+def test_torch_devices_in_a_torch_file_load_and_minidl_writes_torchs(tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.save({"d": torch.device("cpu"), "e": torch.device("cuda", 1)}, tmp_path / "t.pt")
+    back = minidl.load(tmp_path / "t.pt")
+    assert back["d"] == minidl.device("cpu") and back["d"].type == "cpu"
+    assert (back["e"].type, back["e"].index) == ("cuda", 1)
+    minidl.save({"d": minidl.ones(1).device, "e": minidl.device("cuda:1")}, tmp_path / "m.pt",
+                format="torch")
+    theirs = torch.load(tmp_path / "m.pt")  # weights_only=True allows torch.device
+    assert theirs == {"d": torch.device("cpu"), "e": torch.device("cuda", 1)}

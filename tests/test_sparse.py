@@ -575,3 +575,96 @@ def test_sparse_softmax_of_a_hybrid_tensor_as_torch(dim):
         s = ns.sparse_coo_tensor(ns.tensor([[0, 2, 0, 1]]), ns.tensor(v), (3, 3))
         outs.append(ns.sparse.softmax(s, dim))
     _same_sparse(*outs)
+
+
+# ---- a sparse tensor divided by a number: a true division, torch's dtypes ----------------------------
+def _sparse_vector(lib, values):
+    n = len(values)
+    return lib.sparse_coo_tensor(lib.tensor([list(range(n))]), lib.tensor(values), (n,))
+
+
+def test_sparse_division_is_a_true_division():
+    values = np.arange(1, 200, dtype=np.float32)
+    got = (_sparse_vector(minidl, values) / 3).to_dense().numpy()
+    np.testing.assert_array_equal(got, values / np.float32(3))  # not values * (1/3)
+
+
+def test_sparse_integer_scaled_gives_default_float():
+    s = _sparse_vector(minidl, [1, 2, 3])
+    assert s.dtype == np.int64
+    assert (s / 2).dtype == np.float32 and (s / 2).to_dense().tolist() == [0.5, 1.0, 1.5]
+    assert (s * 2.5).dtype == np.float32 and (s * 2.5).to_dense().tolist() == [2.5, 5.0, 7.5]
+    assert (s * 2).dtype == np.int64 and (s * 2).to_dense().tolist() == [2, 4, 6]
+    with np.errstate(all="raise"):
+        assert (_sparse_vector(minidl, [1.0, 0.0]) / 0).to_dense().numpy().tolist()[0] == np.inf
+
+
+def test_sparse_division_gradient():
+    v = minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64, requires_grad=True)
+    s = minidl.sparse_coo_tensor(minidl.tensor([[0, 1, 2]]), v, (3,))
+    ((s / 4).to_dense() * minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64)).sum().backward()
+    assert v.grad.tolist() == [0.25, 0.5, 0.75]
+    assert minidl.testing.gradcheck(
+        lambda w: (minidl.sparse_coo_tensor(minidl.tensor([[0, 1, 2]]), w, (3,)) / 3.0)
+        .to_dense() ** 2, (minidl.tensor([1.0, 2.0, 3.0], dtype=minidl.float64,
+                                         requires_grad=True),))
+
+
+def test_sparse_division_parity():
+    torch = pytest.importorskip("torch")
+    values = np.arange(1, 200, dtype=np.float32) / 7
+    got = (_sparse_vector(minidl, values) / 3).to_dense().numpy()
+    want = (_sparse_vector(torch, values) / 3).to_dense().numpy()
+    np.testing.assert_array_equal(got, want)
+    for f in (lambda s: s / 2, lambda s: s * 2.5, lambda s: s * 2):
+        got, want = f(_sparse_vector(minidl, [1, 2, 3])), f(_sparse_vector(torch, [1, 2, 3]))
+        assert str(got.dtype) == str(want.dtype).removeprefix("torch.")
+        assert got.to_dense().tolist() == want.to_dense().tolist()
+
+
+# ---- a sparse gradient beside dense ones: refusing optimizers move nothing; clip_grad_value_ ---------
+def _dense_and_sparse(seed=0):
+    nn = minidl.nn
+    minidl.manual_seed(seed)
+    lin, emb = nn.Linear(3, 3), nn.Embedding(10, 3, sparse=True)
+    (lin(emb(minidl.tensor([1, 2, 1]))) ** 2).sum().backward()
+    return lin, emb
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: minidl.optim.SGD(p, lr=0.1, weight_decay=0.1), r"add\(sparse, dense\)"),
+    (lambda p: minidl.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
+     r"add\(sparse, dense\)"),
+    (lambda p: minidl.optim.Adam(p, lr=0.1), "Adam does not support sparse gradients"),
+    (lambda p: minidl.optim.Adagrad(p, lr=0.1, weight_decay=0.1),
+     "weight_decay option is not compatible with sparse gradients"),
+])
+def test_an_optimizer_refusing_a_sparse_gradient_moves_no_parameter_first(make, message):
+    lin, emb = _dense_and_sparse()
+    before = [p.detach().numpy().copy() for p in (*lin.parameters(), emb.weight)]
+    opt = make([*lin.parameters(), emb.weight])  # the dense ones come first
+    with pytest.raises(RuntimeError, match=message):
+        opt.step()
+    for p, b in zip((*lin.parameters(), emb.weight), before):
+        np.testing.assert_array_equal(p.detach().numpy(), b)
+    assert all(not s or s.get("step", 0) == 0 for s in opt.state.values())
+
+
+def test_sparse_adam_refusing_a_dense_gradient_moves_no_parameter_first():
+    lin, emb = _dense_and_sparse()
+    before = emb.weight.detach().numpy().copy()
+    opt = minidl.optim.SparseAdam([emb.weight, *lin.parameters()], lr=0.1)
+    with pytest.raises(RuntimeError, match=r"dense gradients.*shape \(3, 3\)"):
+        opt.step()
+    np.testing.assert_array_equal(emb.weight.detach().numpy(), before)
+
+
+def test_clip_grad_value_takes_a_sparse_gradient_as_clip_grad_norm_does():
+    lin, emb = _dense_and_sparse()
+    dense_before = emb.weight.grad.to_dense().numpy().copy()
+    lin_before = lin.weight.grad.numpy().copy()
+    minidl.nn.utils.clip_grad_value_([*lin.parameters(), emb.weight], 0.1)
+    assert emb.weight.grad.is_sparse
+    np.testing.assert_array_equal(emb.weight.grad.to_dense().numpy(),
+                                  np.clip(dense_before, -0.1, 0.1))
+    np.testing.assert_array_equal(lin.weight.grad.numpy(), np.clip(lin_before, -0.1, 0.1))

@@ -531,3 +531,89 @@ def test_more_new_ops_edges():
              lambda L: L.combinations(L.tensor([1, 2]), 2, with_replacement=True)]
     for c in cases:
         _both(c)
+# ---- segment_reduce: values, torch parity, gradients, refusals ---------------------------------------
+_SEG_DATA = [[1., 5., 2., 2., 3., -1.], [0., 4., 4., 1., 2., 2.]]
+_SEG_LENGTHS = [[2, 0, 3, 1], [1, 2, 0, 3]]
+
+
+def _segment_script(T):
+    out = []
+    d = T.tensor(_SEG_DATA, dtype=T.float64, requires_grad=True)
+    lengths = T.tensor(_SEG_LENGTHS)
+    for reduce in ("sum", "mean", "max", "min", "prod", "amax", "amin"):
+        for initial in (None, 7.0, 2.0):
+            y = T.segment_reduce(d, reduce, lengths=lengths, axis=1, initial=initial)
+            (g,) = T.autograd.grad(y, d, T.ones_like(y))
+            out.append((reduce, initial, y.tolist(), g.tolist()))
+    offsets = T.tensor([[0, 2, 2, 5, 6], [0, 1, 3, 3, 6]])
+    out.append(T.segment_reduce(d, "mean", offsets=offsets, axis=-1).tolist())
+    x = T.tensor([1., 2., 2., 0., 3.], dtype=T.float64, requires_grad=True)
+    y = T.segment_reduce(x, "prod", lengths=T.tensor([2, 3], dtype=T.int32))
+    out.append(T.autograd.grad(y.sum(), x)[0].tolist())
+    y = T.segment_reduce(x, "max", lengths=T.tensor([1, 2, 2]))
+    out.append(T.autograd.grad(y.sum(), x)[0].tolist())
+    out.append(T.segment_reduce(x, "sum", lengths=T.tensor([2, 2]), unsafe=True).tolist())
+    out.append(T.segment_reduce(x, "sum", offsets=T.tensor([1, 3, 5])).tolist())
+    z = T.arange(12.).reshape(2, 3, 2).requires_grad_()
+    y = T.segment_reduce(z, "mean", lengths=T.tensor([[2, 1], [0, 3]]), axis=1)
+    y.sum().backward()
+    out += [y.tolist(), z.grad.tolist()]
+    out.append(T.segment_reduce(T.tensor([1., 2., 2., 0.]), "prod", lengths=T.tensor([0, 4, 0]),
+                                initial=3).tolist())
+    return out
+
+
+def test_segment_reduce_values():
+    out = _segment_script(minidl)
+    assert out[0] == ("sum", None, [[6.0, 0.0, 7.0, -1.0], [0.0, 8.0, 0.0, 5.0]], [[1.0] * 6] * 2)
+    mean = out[3][2]
+    assert np.isnan(mean[0][1]) and np.isnan(mean[1][2])  # empty segments
+    assert out[6][2] == [[5.0, -np.inf, 3.0, -1.0], [0.0, 4.0, -np.inf, 2.0]]
+    assert out[6][3][1] == [1.0, 0.5, 0.5, 0.0, 0.5, 0.5]  # ties share the gradient
+    assert out[7][2] == [[7.0] * 4] * 2 and out[7][3] == [[0.0] * 6] * 2  # initial won
+
+
+def test_segment_reduce_matches_torch():
+    torch = pytest.importorskip("torch")
+
+    def same(a, b):
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(same(p, q) for p, q in zip(a, b))
+        if isinstance(a, float) and np.isnan(a):
+            return isinstance(b, float) and np.isnan(b)
+        return a == b or (isinstance(a, float) and abs(a - b) < 1e-12)
+
+    assert same(_segment_script(minidl), _segment_script(torch))
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max", "min", "prod"])
+@pytest.mark.parametrize("initial", [None, 0.5])
+def test_segment_reduce_gradcheck(reduce, initial):
+    rng = np.random.default_rng(3)
+    x = minidl.tensor(rng.standard_normal((2, 7, 3)), dtype=minidl.float64, requires_grad=True)
+    # an empty segment (NaN or inf without initial) where initial is given
+    lengths = minidl.tensor([[3, 0, 4] if initial is not None else [3, 1, 3], [1, 5, 1]])
+    assert gradcheck(lambda t: minidl.segment_reduce(t, reduce, lengths=lengths, axis=1,
+                                                     initial=initial), (x,))
+    y = minidl.segment_reduce(x, reduce, lengths=lengths, axis=1, initial=initial)
+    (g,) = minidl.autograd.grad(y.sum(), x, create_graph=True)
+    with pytest.raises(NotImplementedError):  # first order only, as torch's
+        minidl.autograd.grad(g.sum(), x)
+
+
+def test_segment_reduce_refusals():
+    x = minidl.tensor([1., 2., 3., 4., 5.])
+    with pytest.raises(RuntimeError, match="sum to data.size"):
+        minidl.segment_reduce(x, "sum", lengths=minidl.tensor([2, 2]))
+    with pytest.raises(RuntimeError, match="negative"):
+        minidl.segment_reduce(x, "sum", lengths=minidl.tensor([2, -1, 4]))
+    with pytest.raises(RuntimeError, match="Either lengths or offsets"):
+        minidl.segment_reduce(x, "sum")
+    with pytest.raises(ValueError, match="got median"):
+        minidl.segment_reduce(x, "median", lengths=minidl.tensor([5]))
+    with pytest.raises(TypeError, match="must be Tensor"):
+        minidl.segment_reduce(x, "sum", lengths=[2, 3])
+    with pytest.raises(NotImplementedError):
+        minidl.segment_reduce(minidl.tensor([1, 2]), "sum", lengths=minidl.tensor([2]))
+    with pytest.raises(IndexError, match="Dimension out of range"):
+        minidl.segment_reduce(x, "sum", lengths=minidl.tensor([5]), axis=1)

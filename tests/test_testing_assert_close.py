@@ -2,6 +2,7 @@
 the same messages on the same pairs."""
 import math
 
+import numpy as np
 import pytest
 
 import minidl
@@ -94,3 +95,56 @@ def test_make_tensor():
     assert b.dtype == minidl.bool
     with pytest.raises(ValueError, match="low"):
         make_tensor(2, dtype=minidl.int64, low=5, high=2)
+
+
+# ---- numpy arrays, None and number types; make_tensor's ranges and refusals --------------------------
+def _verdict(fw, actual, expected, **kw):
+    try:
+        fw.testing.assert_close(actual, expected, **kw)
+        return "pass"
+    except Exception as e:  # the kind and the text, with the frameworks' names taken out
+        return type(e).__name__, str(e).replace("torch.", "").replace("minidl.", "")
+
+
+def test_assert_close_numpy_arrays_none_and_number_types_as_torch():
+    torch = pytest.importorskip("torch")
+    a, b = np.array([1.0, 2.0]), np.array([1.0, 2.5])
+    cases = [((a, a.copy()), {}), ((a, b), {}), ((a, a.astype(np.float32)), {}),
+             ((a, a.astype(np.float32)), {"check_dtype": False}),
+             ((np.array([1, 2]), np.array([1, 3])), {}),
+             ((None, None), {}), (([None, 1.0], [None, 1.0]), {}),
+             ((1, 1.0), {}), ((1.0, 1), {}), ((1, 1.0), {"check_dtype": False}),
+             ((np.float32(1.0), 1.0), {}), ((np.int64(2), 2), {}), ((2, 2.5), {"check_dtype": False})]
+    for (x, y), kw in cases:
+        assert _verdict(minidl, x, y, **kw) == _verdict(torch, x, y, **kw), (x, y, kw)
+    assert _verdict(minidl, None, 1.0) == ("AssertionError", "None mismatch: None is not 1.0")
+    kind, text = _verdict(minidl, [1.0, {"a": "x"}], [1.0, {"a": "x"}])
+    assert kind == "TypeError" and text.endswith("The failure occurred for item [1]['a']")
+
+
+def test_make_tensor_ranges_and_refusals_as_torch():
+    torch = pytest.importorskip("torch")
+    mt = minidl.testing.make_tensor
+    for dtype, low, high, lo, hi in [("int8", -1000, 1000, -128, 127), ("uint8", -5, 3, 0, 2),
+                                     ("int16", -40000, 0, -32768, -1), ("uint8", None, None, 0, 9),
+                                     ("bool", 0, 1, 0, 0), ("int64", 0.5, 2.5, 1, 2)]:
+        v = mt(500, dtype=getattr(minidl, dtype), low=low, high=high).numpy().astype(np.int64)
+        assert v.min() >= lo and v.max() <= hi, (dtype, low, high)
+    v = mt(500, dtype=minidl.float16, low=-1e6, high=1e6).numpy()
+    assert np.isfinite(v).all() and np.abs(v).max() > 1e4
+    assert np.isfinite(mt(50, dtype=minidl.float64, low=-1e308, high=1e308).numpy()).all()
+    assert mt(100, dtype=minidl.bool, exclude_zero=True).numpy().all()
+    t = mt(3, 4, dtype=minidl.float32, noncontiguous=True)
+    assert t.shape == (3, 4) and not t.is_contiguous()
+    assert mt(2, 3, 4, 5, dtype=minidl.float32, memory_format=minidl.channels_last).is_contiguous(
+        memory_format=minidl.channels_last)
+    for kw in ({"dtype": "int64", "requires_grad": True}, {"dtype": "bool", "requires_grad": True},
+               {"dtype": "float32", "low": float("nan")}, {"dtype": "uint8", "low": -5, "high": -1},
+               {"dtype": "int32", "low": 5, "high": 5}, {"dtype": "float32", "high": -10},
+               {"dtype": "float32", "noncontiguous": True, "memory_format": "channels_last"}):
+        for fw in (minidl, torch):
+            args = dict(kw, dtype=getattr(fw, kw["dtype"]))
+            if "memory_format" in args:
+                args["memory_format"] = fw.channels_last
+            with pytest.raises(ValueError):
+                fw.testing.make_tensor(2, 3, 4, 5, device="cpu", **args)

@@ -475,3 +475,36 @@ def test_the_pickle_is_protocol_2(tmp_path):
     loaded = Refuse(io.BytesIO(data)).load()
     assert loaded["text"] == "gewicht ä λ \U0001F600" and loaded["big"] == 2 ** 100
     assert loaded["tuples"] == ((1,), (1, 2), (1, 2, 3), (1, 2, 3, 4, 5))
+
+
+# ---- minidl.load of a torch file keeps bfloat16 and requires_grad; torch dtypes load -----------------
+def test_torch_format_round_trip_keeps_bfloat16_and_requires_grad(tmp_path):
+    path = tmp_path / "ck.pt"
+    w = minidl.tensor([1.5, 2.25, -3.0]).to(minidl.bfloat16)
+    obj = {"w": w, "p": minidl.nn.Parameter(minidl.tensor([1.0, 2.0])),
+           "frozen": minidl.nn.Parameter(minidl.tensor([3.0]), requires_grad=False),
+           "x": minidl.tensor([4.0], requires_grad=True), "plain": minidl.tensor([5.0])}
+    minidl.save(obj, path, format="torch")
+    back = minidl.load(path)
+    assert back["w"].dtype == minidl.bfloat16
+    assert back["w"].float().tolist() == [1.5, 2.25, -3.0]
+    assert [back[k].requires_grad for k in ("p", "frozen", "x", "plain")] == [
+        True, False, True, False]
+    assert back["p"].is_leaf and back["p"].tolist() == [1.0, 2.0]
+
+
+def test_torch_file_parity_bfloat16_requires_grad_dtype(tmp_path):
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "t.pt"
+    obj = {"bf": torch.arange(8, dtype=torch.bfloat16)[1::3], "dtype": torch.float32,
+           "bf_dtype": torch.bfloat16, "p": torch.nn.Parameter(torch.tensor([1.0, 2.0])),
+           "g": torch.tensor([3.0], requires_grad=True), "i": torch.tensor([1, 2])}
+    torch.save(obj, path)
+    back = minidl.load(path)
+    assert back["bf"].dtype == minidl.bfloat16 and back["bf"].float().tolist() == [1.0, 4.0, 7.0]
+    assert back["dtype"] == minidl.float32 and back["bf_dtype"] == minidl.bfloat16
+    assert back["p"].requires_grad and back["g"].requires_grad
+    assert not back["i"].requires_grad and back["i"].tolist() == [1, 2]
+    # the converter's reading (a state dict of float arrays) still widens bfloat16
+    from minidl.torch_file import read
+    assert read(path)["bf"].dtype == np.float32

@@ -1666,3 +1666,80 @@ def test_bitwise_shifts_in_place_and_refusing_floats():
         assert x.bitwise_right_shift_(3) is x and x.tolist() == [1, 2]
         with pytest.raises(NotImplementedError):
             L.tensor([1.5]) << 1
+# ---- the unsigned dtypes uint16, uint32, uint64: promotion, the ops torch runs and refuses -----------
+def _unsigned_script(T):
+    out = []
+    every = [T.bool, T.uint8, T.int8, T.int16, T.int32, T.int64, T.float16, T.bfloat16,
+             T.float32, T.float64, T.complex64, T.complex128, T.uint16, T.uint32, T.uint64]
+    for u in (T.uint16, T.uint32, T.uint64):
+        for first in (True, False):
+            row = []
+            for t in every:
+                try:
+                    row.append(str(T.promote_types(u, t) if first else T.promote_types(t, u))
+                               .split(".")[-1])
+                except RuntimeError:
+                    row.append("refused")
+            out.append(row)
+    for u in (T.uint16, T.uint32, T.uint64):
+        a, b = T.tensor([1, 2, 3], dtype=u), T.tensor([4, 5, 6], dtype=u)
+        top = int(T.iinfo(u).max)
+        for name, f in [
+                ("mul", lambda: a * b), ("div", lambda: a / b), ("eq", lambda: a == b),
+                ("ne", lambda: a != b), ("add_float", lambda: a + 1.5),
+                ("add_f32", lambda: a + T.tensor([1., 2, 3])), ("sum", lambda: a.sum()),
+                ("cumsum", lambda: a.cumsum(0)), ("prod", lambda: a.prod()),
+                ("to_f", lambda: a.float()), ("from_f", lambda: T.tensor([1.5, 2.]).to(u)),
+                ("and", lambda: a & b), ("or", lambda: a | b), ("xor", lambda: a ^ b),
+                ("sort", lambda: a.sort().values), ("zeros", lambda: T.zeros(2, dtype=u)),
+                ("full", lambda: T.full((2,), 5, dtype=u)), ("lt_f", lambda: a < 2.5),
+                ("idx", lambda: a[1:]), ("cat", lambda: T.cat([a, b])), ("item", lambda: a[0].item()),
+                ("mul2", lambda: a * 2), ("eq1", lambda: a == 1), ("and1", lambda: a & 1),
+                ("mul0d", lambda: a * T.tensor(2)), ("0dmul", lambda: T.tensor(2, dtype=u) * T.tensor([1, 2])),
+                ("mulbool", lambda: a * True), ("where", lambda: T.where(T.tensor([True, False, True]), a, b)),
+                ("to_i64", lambda: a.to(T.int64)), ("ones", lambda: T.ones(2, dtype=u)),
+                ("top", lambda: T.tensor([top], dtype=u)), ("top_f64", lambda: T.tensor([top], dtype=u).double()),
+                ("repr", lambda: repr(a).split("dtype=")[1].split(".")[1]), ("wrap", lambda: T.tensor([65535], dtype=u) * 2)]:
+            r = f()
+            out.append((name, str(r.dtype).split(".")[-1], r.tolist()) if hasattr(r, "tolist")
+                       else (name, r))
+        for name, f in [
+                ("add", lambda: a + b), ("sub", lambda: b - a), ("add_int", lambda: a + 1),
+                ("neg", lambda: -a), ("lt", lambda: a < b), ("ge1", lambda: a >= 1),
+                ("abs", lambda: a.abs()), ("pow", lambda: a ** 2), ("matmul", lambda: a @ b),
+                ("not", lambda: ~a), ("mul_i64", lambda: a * T.tensor([1, 2, 3])),
+                ("add_u8", lambda: a + T.tensor([1, 2, 3], dtype=T.uint8)),
+                ("eq_i64", lambda: a == T.tensor([1, 0, 3])),
+                ("grad", lambda: T.ones(2, dtype=u, requires_grad=True)),
+                ("floordiv", lambda: b // a), ("mod", lambda: b % a), ("fmod", lambda: T.fmod(b, a)),
+                ("trunc", lambda: b.div(a, rounding_mode="trunc")), ("lshift", lambda: a << 1),
+                ("rshift", lambda: a >> 1)]:
+            try:
+                f()
+                out.append((name, "ran"))
+            except NotImplementedError:
+                out.append((name, "NotImplementedError"))
+            except RuntimeError:
+                out.append((name, "RuntimeError"))
+    return out
+
+
+def test_unsigned_dtypes():
+    out = _unsigned_script(minidl)
+    assert out[0] == ["refused"] * 6 + ["float16", "bfloat16", "float32", "float64"] + \
+        ["refused"] * 2 + ["uint16", "refused", "refused"]
+    assert minidl.uint32 == np.dtype(np.uint32) and minidl.iinfo(minidl.uint64).max == 2**64 - 1
+    assert ("sum", "int64", 6) in out and ("add", "NotImplementedError") in out
+    assert ("mul_i64", "RuntimeError") in out and ("grad", "RuntimeError") in out
+    with pytest.raises(RuntimeError, match="attempted to promote UInt32 and Long"):
+        minidl.promote_types(minidl.uint32, minidl.int64)
+    with pytest.raises(NotImplementedError, match="\"add_stub\" not implemented for 'UInt16'"):
+        minidl.ones(2, dtype=minidl.uint16) + 1
+    t = minidl.from_numpy(np.array([7, 2**32 - 1], np.uint32))
+    assert t.dtype == minidl.uint32 and repr(t) == \
+        "tensor([         7, 4294967295], dtype=minidl.uint32)"
+
+
+def test_unsigned_dtypes_match_torch():
+    torch = pytest.importorskip("torch")
+    assert _unsigned_script(minidl) == _unsigned_script(torch)

@@ -1,6 +1,8 @@
 """The top-level API that PyTorch scripts use around the model: devices, ``minidl.cuda``,
 grad-mode switches, random creation, the ``minidl.X(tensor)`` forms of Tensor methods, and
 dtype queries. Expected values are PyTorch's (cross-checked against torch where installed)."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -218,3 +220,100 @@ def test_tensor_introspection_as_torch():
         tx = torch.randn(3, 4)
         assert tx.stride() == x.stride() and tx.t().stride() == x.t().stride()
         assert tx.type() == x.type().replace("minidl", "torch")
+
+
+# ---- poisson of a 0-d tensor, binomial broadcasting and NaN; FloatTensor(None) refused ---------------
+def test_poisson_zero_dim_and_binomial_broadcast():
+    minidl.manual_seed(0)
+    d = minidl.poisson(minidl.tensor(3.0))  # was an AttributeError
+    assert d.shape == () and d.dtype == np.float32 and float(d) >= 0
+    b = minidl.binomial(minidl.tensor([[10.0], [4.0]]), minidl.tensor([0.0, 1.0, float("nan")]))
+    assert b.shape == (2, 3)
+    assert b[:, :2].tolist() == [[0.0, 10.0], [0.0, 4.0]] and np.isnan(b[:, 2].numpy()).all()
+    assert minidl.binomial(minidl.tensor(5.0), minidl.tensor(1.0)).item() == 5.0
+
+
+def test_legacy_type_of_none_is_refused():
+    with pytest.raises(TypeError, match="NoneType"):
+        minidl.FloatTensor(None)
+    with pytest.raises(TypeError, match="NoneType"):
+        minidl.LongTensor(None)
+    assert minidl.FloatTensor([1, 2]).tolist() == [1.0, 2.0]
+
+
+# ---- Tensor.device copied or unpickled; the with-device block ----------------------------------------
+class _Holder(minidl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = minidl.nn.Linear(2, 2)
+        self.device = self.lin.weight.device  # a common habit in torch scripts
+
+
+def test_a_copied_or_unpickled_tensor_device_keeps_type_and_index():
+    import copy
+    import pickle
+
+    d = minidl.ones(2).device
+    for again in (copy.copy(d), copy.deepcopy(d), pickle.loads(pickle.dumps(d))):
+        assert again == "cpu" and again.type == "cpu" and again.index is None
+        assert repr(again) == "device(type='cpu')"
+    holder = _Holder()
+    for again in (copy.deepcopy(holder), pickle.loads(pickle.dumps(holder))):
+        assert again.device.type == "cpu"
+        assert minidl.zeros(1, device=again.device).device == "cpu"
+
+
+def test_with_device_block_sets_the_factories_device_and_restores_it():
+    assert minidl.get_default_device() == "cpu"
+    outer = minidl.device("cpu")
+    with outer as entered:
+        assert entered is outer
+        with minidl.device(minidl.ones(1).device):
+            assert minidl.zeros(2).device == "cpu"
+        assert minidl.get_default_device() == "cpu"
+    with pytest.raises(KeyError):
+        with minidl.device("cpu"):
+            raise KeyError("inside")
+    assert minidl.get_default_device() == "cpu"
+
+
+# ---- legacy Tensor(...) forms, set_default_tensor_type without CuPy, torch.backends' switches --------
+def test_legacy_tensor_constructor_forms_as_torch():
+    assert minidl.Tensor().shape == (0,) and minidl.Tensor().dtype == minidl.float32
+    t = minidl.Tensor(2, 3, device="cpu")                      # was a TypeError
+    assert t.shape == (2, 3) and t.device == "cpu" and t.dtype == minidl.float32
+    assert minidl.Tensor(minidl.Size([4, 5])).shape == (4, 5)   # was the data [4, 5]
+    assert minidl.Tensor(minidl.Size([])).shape == ()
+    with pytest.raises(TypeError, match="non-negative ints"):
+        minidl.Tensor(2, 3, dtype=minidl.float64)
+
+
+def test_set_default_tensor_type_cuda_without_cupy_changes_nothing(monkeypatch):
+    from minidl import backend
+    monkeypatch.setattr(backend, "_cuda_ready", False)
+    monkeypatch.setattr(backend, "_load_cupy", lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="CuPy"):       # torch refuses too
+            minidl.set_default_tensor_type("torch.cuda.DoubleTensor")
+    assert minidl.get_default_device() == "cpu" and minidl.get_default_dtype() == minidl.float32
+
+
+def test_backends_refuse_misspelt_matmul_switch_and_have_torchs_helpers():
+    b = minidl.backends
+    with pytest.raises(AttributeError, match="Unknown attribute allow_tf32x"):
+        b.cuda.matmul.allow_tf32x = True                       # torch refuses; was ignored
+    assert b.cuda.matmul.allow_fp16_reduced_precision_reduction is True
+    before = b.cuda.matmul.allow_tf32
+    b.cuda.matmul.allow_tf32 = before
+    assert b.cuda.flash_sdp_enabled() and b.cuda.math_sdp_enabled()
+    b.cuda.enable_flash_sdp(False)
+    try:
+        assert not b.cuda.flash_sdp_enabled() and b.cuda.mem_efficient_sdp_enabled()
+    finally:
+        b.cuda.enable_flash_sdp(True)
+    assert b.cuda.is_built() in (True, False)
+    enabled, bench = b.cudnn.enabled, b.cudnn.benchmark
+    with b.cudnn.flags(enabled=False, benchmark=True):
+        assert b.cudnn.enabled is False and b.cudnn.benchmark is True
+    assert (b.cudnn.enabled, b.cudnn.benchmark) == (enabled, bench)

@@ -1,5 +1,5 @@
-"""What each rank runs for tests/test_audit_2026_12_07_c.py, under
-``mpiexec -n 2 python tests/_dist_audit_worker.py CASE OUTDIR``; each rank writes what it saw
+"""What each rank runs for the multi-rank edge cases of tests/test_distributed_api.py, under
+``mpiexec -n 2 python tests/_dist_api_edges_worker.py CASE OUTDIR``; each rank writes what it saw
 to OUTDIR/CASE.rank<R>.json."""
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""What each rank runs for tests/test_audit_2026_12_07_g.py, under ``mpiexec -n 2 python
-tests/_audit_g_worker.py OUTDIR``: recv_object_list given a list of another length than the
-sender's, then a matching one; rank 1 writes OUTDIR/rank1.json."""
+"""What each rank runs for test_recv_object_list_of_another_length_names_both_and_stays_in_step
+in tests/test_distributed_api.py, under ``mpiexec -n 2 python tests/_recv_object_list_worker.py
+OUTDIR``: recv_object_list given a list of another length than the sender's, then a matching
+one; rank 1 writes OUTDIR/rank1.json."""
 from __future__ import annotations
 
 import json
