@@ -137,3 +137,66 @@ def test_bad_arguments():
         F.prelu(minidl.randn(2, 3, 4), minidl.randn(2))
     with pytest.raises(TypeError, match="floating-point"):
         F.softplus(minidl.tensor([1, 2]))
+
+
+# ---- Hardtanh with equal bounds ---------------------------------------------------------------
+
+def _t(shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return minidl.tensor(a, dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def _parity(fm, ft, arrays, atol=1e-10):
+    """Forward and input gradients of fm (minidl) and ft (torch) on the same float64 arrays."""
+    torch = pytest.importorskip("torch")
+    mt = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    mo, to = fm(*mt), ft(*tt)
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol, equal_nan=True)
+    w = np.random.default_rng(5).standard_normal(tuple(to.shape))
+    (mo * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (to * torch.tensor(w)).sum().backward()
+    for m, t in zip(mt, tt):
+        mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
+        tg = np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy()
+        np.testing.assert_allclose(mg, tg, atol=atol)
+
+
+def test_hardtanh_layer_refuses_equal_bounds_as_torch():
+    with pytest.raises(ValueError, match="cannot be greater than max_val .* nor equal"):
+        nn.Hardtanh(0.5, 0.5)
+    assert nn.Hardtanh(-0.5, 0.5)(minidl.tensor([-2.0, 2.0])).numpy().tolist() == [-0.5, 0.5]
+
+
+# ---- gradients at the kinks: hardswish at +-3, lp_pool of a zero window, margin losses --------
+
+def test_hardswish_gradient_at_its_bounds_is_torchs():
+    x = minidl.tensor([-3.0, 3.0, -2.5, 2.5, -4.0, 4.0], dtype=minidl.float64,
+                      requires_grad=True)
+    F.hardswish(x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), [0.0, 1.0, -1 / 3, 4 / 3, 0.0, 1.0])
+    assert gradcheck(F.hardswish, (_t((3, 4)),))
+
+
+def test_kink_gradients_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    _parity(F.hardswish, tf.hardswish, [np.array([-3.0, 3.0, -1.0, 0.0, 5.0])])
+    _parity(lambda a: F.lp_pool2d(a, 2, 2), lambda a: tf.lp_pool2d(a, 2, 2),
+            [np.zeros((1, 1, 4, 4))])
+    _parity(lambda a: F.multi_margin_loss(a, minidl.tensor([0, 2]), p=2),
+            lambda a: tf.multi_margin_loss(a, torch.tensor([0, 2]), p=2),
+            [np.array([[1.0, 0.0, 2.0], [0.5, 1.5, 0.5]])])
+    _parity(lambda a: F.multi_margin_loss(a, minidl.tensor([0, 2])),
+            lambda a: tf.multi_margin_loss(a, torch.tensor([0, 2])),
+            [np.array([[1.0, 0.0, 2.0], [0.5, 1.5, 0.5]])])
+
+
+# ---- prelu of a 1-D input with several parameters ---------------------------------------------
+
+def test_prelu_of_a_one_dimensional_input_says_it_has_a_single_channel():
+    with pytest.raises(ValueError, match="single channel"):  # was "give 1 or 1"
+        nn.PReLU(3)(minidl.randn(3))
+    with pytest.raises(ValueError, match="give 1 or 4"):
+        nn.PReLU(3)(minidl.randn(2, 4))
+    assert nn.PReLU()(minidl.randn(3)).shape == (3,)

@@ -607,3 +607,15 @@ def test_autocast_cuda_policy_for_the_new_ops(fake_cuda):  # noqa: F811 (the fix
             F.binary_cross_entropy(F.sigmoid(lo), v["t"])
     assert F.binary_cross_entropy(F.sigmoid(v["y"]), v["t"]).dtype == np.float32
 
+
+# ---- embedding_bag: a bad padding_idx is refused before max_norm changes the weight -----------
+
+def test_embedding_bag_checks_padding_idx_before_renormalising_the_weight():
+    w = minidl.tensor(np.random.default_rng(2).standard_normal((5, 3)) * 3)
+    before = w.numpy().copy()
+    with pytest.raises(ValueError, match="padding_idx 9 is out of range"):
+        F.embedding_bag(minidl.tensor([0, 1]), w, minidl.tensor([0]), max_norm=0.1,
+                        padding_idx=9)
+    assert np.array_equal(w.numpy(), before)
+    F.embedding_bag(minidl.tensor([0, 1]), w, minidl.tensor([0]), max_norm=0.1, padding_idx=-1)
+    assert np.linalg.norm(w.numpy()[:2], axis=1).max() <= 0.1 + 1e-6

@@ -207,3 +207,78 @@ def test_softmax2d_matches_torch():
     check_module(nn.Softmax2d(), torch.nn.Softmax2d(), [x])
     check_module(nn.Softmax2d(), torch.nn.Softmax2d(), [x[0]])
     assert repr(nn.Softmax2d()) == "Softmax2d()"
+
+
+# ---- reflect / replicate padding with negative amounts crop as torch --------------------------
+
+def _t(shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return minidl.tensor(a, dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def _parity(fm, ft, arrays, atol=1e-10):
+    """Forward and input gradients of fm (minidl) and ft (torch) on the same float64 arrays."""
+    torch = pytest.importorskip("torch")
+    mt = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    mo, to = fm(*mt), ft(*tt)
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol, equal_nan=True)
+    w = np.random.default_rng(5).standard_normal(tuple(to.shape))
+    (mo * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (to * torch.tensor(w)).sum().backward()
+    for m, t in zip(mt, tt):
+        mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
+        tg = np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy()
+        np.testing.assert_allclose(mg, tg, atol=atol)
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_negative_non_constant_padding_crops(mode):
+    x = _t((2, 3, 5))
+    y = F.pad(x, (-1, 2), mode=mode)
+    assert y.shape == (2, 3, 6)
+    assert gradcheck(lambda a: F.pad(a, (2, -3), mode=mode), (_t((1, 2, 5)),))
+    m = nn.ReflectionPad2d((-1, 2, 0, -1)) if mode == "reflect" else \
+        nn.ReplicationPad2d((-1, 2, 0, -1))
+    assert m(_t((1, 2, 4, 5))).shape == (1, 2, 3, 6)
+    with pytest.raises(ValueError, match="leaves no element"):
+        F.pad(x, (-3, -2), mode=mode)
+
+
+def test_circular_padding_crops_but_refuses_a_crop_and_a_pad_on_one_dim():
+    x = _t((2, 3, 5))
+    assert F.pad(x, (-1, -2), mode="circular").shape == (2, 3, 2)
+    with pytest.raises(ValueError, match="circular"):
+        F.pad(x, (-1, 2), mode="circular")
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
+def test_negative_non_constant_padding_parity_with_torch(mode):
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(3).standard_normal((2, 3, 5, 6))
+    pads = [(-1, -2, 0, -1), (-2, 0, -1, -1)] if mode == "circular" else \
+        [(-1, 2, 3, -2), (2, -4, -1, 1), (-1, -1, 0, 0)]
+    for pad in pads:
+        _parity(lambda x: F.pad(x, pad, mode=mode),
+                lambda x: torch.nn.functional.pad(x, pad, mode=mode), [a])
+
+
+# ---- convolutions with an empty kernel --------------------------------------------------------
+
+@pytest.mark.parametrize("fn, dims", [("conv1d", 1), ("conv2d", 2), ("conv3d", 3),
+                                      ("conv_transpose1d", 1), ("conv_transpose2d", 2),
+                                      ("conv_transpose3d", 3)])
+def test_convolution_refuses_an_empty_kernel(fn, dims):
+    x = minidl.randn(1, 1, *(5,) * dims)
+    w = minidl.randn(1, 1, *((3,) * (dims - 1) + (0,)))
+    with pytest.raises(ValueError, match="kernel size should be greater than zero"):
+        getattr(F, fn)(x, w)
+
+
+def test_conv2d_layer_and_core_op_refuse_an_empty_kernel():
+    with pytest.warns(UserWarning):  # torch's zero-element init warning
+        layer = nn.Conv2d(1, 1, (3, 0))
+    with pytest.raises(ValueError, match="kernel size should be greater than zero"):
+        layer(minidl.randn(1, 1, 5, 5))
+    with pytest.raises(ValueError, match="3x0"):
+        minidl.functional.conv2d(minidl.randn(1, 1, 5, 5), minidl.randn(1, 1, 3, 0))

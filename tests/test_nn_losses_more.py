@@ -198,3 +198,95 @@ def test_bad_arguments():
         nn.TripletMarginLoss(margin=0)
     with pytest.raises(ValueError, match="shape"):
         F.huber_loss(x, minidl.randn(5, 4))
+
+
+# ---- cross_entropy with class probabilities and an ignore_index -------------------------------
+
+def _t(shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return minidl.tensor(a, dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def _parity(fm, ft, arrays, atol=1e-10):
+    """Forward and input gradients of fm (minidl) and ft (torch) on the same float64 arrays."""
+    torch = pytest.importorskip("torch")
+    mt = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    mo, to = fm(*mt), ft(*tt)
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol, equal_nan=True)
+    w = np.random.default_rng(5).standard_normal(tuple(to.shape))
+    (mo * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (to * torch.tensor(w)).sum().backward()
+    for m, t in zip(mt, tt):
+        mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
+        tg = np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy()
+        np.testing.assert_allclose(mg, tg, atol=atol)
+
+
+def test_cross_entropy_refuses_ignore_index_with_probability_targets():
+    logits = _t((3, 4))
+    probs = F.softmax(_t((3, 4), 1, requires_grad=False), dim=1)
+    with pytest.raises(RuntimeError, match="ignore_index is not supported for floating point"):
+        F.cross_entropy(logits, probs, ignore_index=1)
+    with pytest.raises(RuntimeError, match="ignore_index"):
+        nn.CrossEntropyLoss(ignore_index=0)(logits, probs)
+    F.cross_entropy(logits, probs)  # the default ignore_index is fine
+
+
+# ---- losses: operands of shapes that do not broadcast are named -------------------------------
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: F.margin_ranking_loss(_t(3), _t(4), _t(3)), ["margin_ranking_loss", "(4,)"]),
+    (lambda: F.hinge_embedding_loss(_t(3), _t(4)), ["hinge_embedding_loss", "(3,)", "(4,)"]),
+    (lambda: F.cosine_embedding_loss(_t((3, 4)), _t((3, 4)), _t(4)),
+     ["cosine_embedding_loss", "(4,)", "(3, 4)"]),
+    (lambda: F.kl_div(_t((3, 4)), _t((4, 4)), reduction="sum"), ["kl_div", "(3, 4)", "(4, 4)"]),
+    (lambda: F.poisson_nll_loss(_t((3, 4)), _t((4, 4))), ["poisson_nll_loss", "(4, 4)"]),
+])
+def test_elementwise_losses_name_operands_that_do_not_broadcast(call, names):
+    with pytest.raises(ValueError) as info:
+        call()
+    for n in names:
+        assert n in str(info.value)
+
+
+# ---- cross_entropy / nll_loss whose kept rows all weigh 0 -------------------------------------
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_whose_rows_all_weigh_zero_is_nan_with_a_nan_gradient(label_smoothing):
+    x = _t((3, 3))
+    w = minidl.tensor([1.0, 0.0, 3.0], dtype=minidl.float64)
+    loss = F.cross_entropy(x, minidl.tensor([1, 1, 1]), weight=w,
+                           label_smoothing=label_smoothing)
+    assert np.isnan(loss.item())
+    loss.backward()
+    assert np.isnan(x.grad.numpy()).all()
+    # every row ignored stays a NaN loss with a zero gradient, as torch's
+    y = _t((3, 3))
+    loss = F.cross_entropy(y, minidl.tensor([1, 1, 1]), weight=w, ignore_index=1,
+                           label_smoothing=label_smoothing)
+    loss.backward()
+    assert np.isnan(loss.item()) and not y.grad.numpy().any()
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_zero_weight_rows_parity_with_torch(label_smoothing):
+    torch = pytest.importorskip("torch")
+    a = np.random.default_rng(1).standard_normal((3, 3))
+    for tgt, w in (([1, 1, 1], [1.0, 0.0, 3.0]), ([1, 0, 1], [0.0, 0.0, 3.0]),
+                   ([1, 0, 2], [1.0, 0.0, 3.0])):
+        _parity(lambda x: F.cross_entropy(x, minidl.tensor(tgt), weight=minidl.tensor(
+                    w, dtype=minidl.float64), label_smoothing=label_smoothing),
+                lambda x: torch.nn.functional.cross_entropy(x, torch.tensor(tgt), weight=torch.tensor(
+                    w, dtype=torch.float64), label_smoothing=label_smoothing), [a])
+
+
+# ---- multi-margin losses at the kink: no gradient where the hinge is exactly zero -------------
+
+def test_multi_margin_losses_give_no_gradient_where_the_hinge_is_exactly_zero():
+    x = minidl.tensor([[1.0, 0.0, 2.0]], dtype=minidl.float64, requires_grad=True)
+    F.multi_margin_loss(x, minidl.tensor([0])).backward()  # class 1 sits at the margin
+    np.testing.assert_allclose(x.grad.numpy(), [[-1 / 3, 0.0, 1 / 3]])
+    x.grad = None
+    F.multilabel_margin_loss(x, minidl.tensor([[0, -1, 1]])).backward()
+    np.testing.assert_allclose(x.grad.numpy(), [[-1 / 3, 0.0, 1 / 3]])

@@ -131,3 +131,74 @@ def test_bad_arguments():
         F.instance_norm(minidl.randn(2, 3, 1))
     with pytest.raises(ValueError, match="broadcast"):
         F.cosine_similarity(minidl.randn(2, 3), minidl.randn(4, 3))
+
+
+# ---- normalize / pairwise_distance: every p torch takes ---------------------------------------
+
+def _t(shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return minidl.tensor(a, dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def _parity(fm, ft, arrays, atol=1e-10):
+    """Forward and input gradients of fm (minidl) and ft (torch) on the same float64 arrays."""
+    torch = pytest.importorskip("torch")
+    mt = [minidl.tensor(a, dtype=minidl.float64, requires_grad=True) for a in arrays]
+    tt = [torch.tensor(a, requires_grad=True) for a in arrays]
+    mo, to = fm(*mt), ft(*tt)
+    np.testing.assert_allclose(mo.numpy(), to.detach().numpy(), atol=atol, equal_nan=True)
+    w = np.random.default_rng(5).standard_normal(tuple(to.shape))
+    (mo * minidl.tensor(w, dtype=minidl.float64)).sum().backward()
+    (to * torch.tensor(w)).sum().backward()
+    for m, t in zip(mt, tt):
+        mg = np.zeros(m.shape) if m.grad is None else m.grad.numpy()
+        tg = np.zeros(tuple(t.shape)) if t.grad is None else t.grad.numpy()
+        np.testing.assert_allclose(mg, tg, atol=atol)
+
+
+@pytest.mark.parametrize("p", [0.0, float("inf"), -float("inf"), -1.5])
+def test_normalize_and_pairwise_distance_take_zero_infinite_and_negative_p(p):
+    x = _t((3, 4))
+    y = F.normalize(x, p=p, dim=1)
+    assert y.shape == (3, 4) and np.isfinite(y.numpy()).all()
+    d = F.pairwise_distance(x, _t((3, 4), 1), p=p)
+    assert d.shape == (3,)
+    if np.isfinite(p) and p != 0:
+        assert gradcheck(lambda a: F.normalize(a, p=p, dim=1), (_t((3, 4)),))
+
+
+@pytest.mark.parametrize("p", [0.0, float("inf"), -float("inf"), -1.5])
+def test_normalize_and_pairwise_distance_p_parity_with_torch(p):
+    torch = pytest.importorskip("torch")
+    a, b = (np.random.default_rng(s).standard_normal((3, 4)) for s in (1, 2))
+    _parity(lambda x: F.normalize(x, p=p, dim=0), lambda x: torch.nn.functional.normalize(
+        x, p=p, dim=0), [a])
+    _parity(lambda x, y: F.pairwise_distance(x, y, p=p, keepdim=True),
+            lambda x, y: torch.nn.functional.pairwise_distance(x, y, p=p, keepdim=True), [a, b])
+
+
+# ---- normalisation layers on an empty batch ---------------------------------------------------
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.BatchNorm2d(3), (0, 3, 2, 2)), (lambda: nn.BatchNorm1d(3), (0, 3)),
+    (lambda: nn.GroupNorm(2, 4), (0, 4, 3)),
+    (lambda: nn.InstanceNorm1d(3, affine=True, track_running_stats=True), (0, 3, 4))])
+@pytest.mark.parametrize("training", [True, False])
+def test_normalisation_of_an_empty_batch_is_empty_and_keeps_the_statistics(make, shape,
+                                                                           training):
+    m = make().train(training)
+    x = minidl.randn(*shape, requires_grad=True)
+    y = m(x)
+    assert y.shape == shape
+    y.sum().backward()
+    assert x.grad.shape == shape
+    if getattr(m, "running_mean", None) is not None:
+        assert np.array_equal(m.running_mean.numpy(), np.zeros(shape[1]))
+        assert np.array_equal(m.running_var.numpy(), np.ones(shape[1]))
+
+
+def test_batch_norm_of_an_empty_batch_parity_with_torch():
+    torch = pytest.importorskip("torch")
+    m, t = nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    assert m(minidl.randn(0, 3)).shape == tuple(t(torch.randn(0, 3)).shape)
+    assert int(m.num_batches_tracked.item()) == int(t.num_batches_tracked.item())

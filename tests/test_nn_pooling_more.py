@@ -214,3 +214,67 @@ def test_half_precision_max_pool_runs_the_float32_kernels_exactly(dtype):
     gx32 = pooling.max_pool2d_backward(gy.astype(np.float32), arg, x.shape, 2, 2, 2, 2, 0, 0)
     assert gx.dtype == dt
     np.testing.assert_array_equal(gx.astype(np.float32), gx32)
+
+
+# ---- Unflatten --------------------------------------------------------------------------------
+
+def _t(shape, seed=0, requires_grad=True):
+    a = np.random.default_rng(seed).standard_normal(shape)
+    return minidl.tensor(a, dtype=minidl.float64, requires_grad=requires_grad)
+
+
+def test_unflatten_refuses_a_dim_out_of_range_instead_of_wrapping():
+    x = _t((2, 6))
+    with pytest.raises(IndexError, match="out of range"):
+        nn.Unflatten(3, (2, 3))(x)
+    with pytest.raises(IndexError, match="out of range"):
+        nn.Unflatten(-3, (2, 3))(x)
+    with pytest.raises(ValueError, match="unflatten: sizes"):
+        nn.Unflatten(1, (2, 2))(x)
+    assert nn.Unflatten(-1, [3, -1])(x).shape == (2, 3, 2)
+
+
+# ---- adaptive pools: nothing to pool from, and an empty batch ---------------------------------
+
+@pytest.mark.parametrize("fn, shape", [
+    ("adaptive_avg_pool1d", (2, 3, 0)), ("adaptive_avg_pool2d", (1, 1, 0, 5)),
+    ("adaptive_avg_pool3d", (1, 2, 3, 0, 5)), ("adaptive_max_pool1d", (2, 3, 0)),
+    ("adaptive_max_pool2d", (3, 0, 4)), ("adaptive_max_pool3d", (1, 2, 3, 4, 0))])
+def test_adaptive_pools_refuse_an_input_without_positions(fn, shape):
+    with pytest.raises(ValueError, match="non-zero size for non-batch dimensions"):
+        getattr(F, fn)(minidl.randn(*shape), 2)
+
+
+@pytest.mark.parametrize("fn, shape, out", [
+    ("adaptive_max_pool1d", (0, 3, 5), (0, 3, 2)), ("adaptive_max_pool2d", (2, 0, 5, 4),
+                                                     (2, 0, 2, 2)),
+    ("adaptive_max_pool3d", (0, 2, 3, 4, 5), (0, 2, 2, 2, 2))])
+def test_adaptive_max_pool_of_an_empty_batch_is_empty(fn, shape, out):
+    x = minidl.randn(*shape, requires_grad=True)
+    y, idx = getattr(F, fn)(x, 2, return_indices=True)
+    assert y.shape == out and idx.shape == out and idx.dtype == minidl.int64
+    y.sum().backward()
+    assert x.grad.shape == shape
+
+
+# ---- minidl.functional.adaptive_avg_pool2d (the core op) --------------------------------------
+
+def test_core_adaptive_avg_pool2d_refuses_an_empty_input_and_a_zero_output():
+    import minidl.functional as C
+    with pytest.raises(ValueError, match="non-zero size"):
+        C.adaptive_avg_pool2d(minidl.randn(1, 1, 0, 5), 2)  # was a grid of NaN
+    with pytest.raises(ValueError, match="output_size"):
+        C.adaptive_avg_pool2d(minidl.randn(1, 1, 5, 5), 0)  # was a ZeroDivisionError
+    assert C.adaptive_avg_pool2d(minidl.randn(0, 1, 5, 5), (2, 3)).shape == (0, 1, 2, 3)
+
+
+# ---- lp_pool of an all-zero window: a zero gradient, not NaN ----------------------------------
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0])
+def test_lp_pool_of_an_all_zero_window_has_a_zero_gradient_not_nan(p):
+    x = minidl.zeros(1, 1, 4, 4, dtype=minidl.float64, requires_grad=True)
+    F.lp_pool2d(x, p, 2).sum().backward()
+    assert not np.isnan(x.grad.numpy()).any()
+    y = minidl.tensor(np.abs(np.random.default_rng(4).standard_normal((1, 2, 6))) + 0.1,
+                      dtype=minidl.float64, requires_grad=True)
+    assert gradcheck(lambda a: F.lp_pool1d(a, p, 2), (y,))

@@ -223,3 +223,14 @@ def test_linalg_norm_vectors_and_cross():
     check(lambda L, x: L.linalg.norm(x, dim=0, keepdim=True), a)
     check(lambda L, x, y: L.linalg.cross(x, y), a[:, :3].copy(), a[:, 1:].copy())
     check(lambda L, x: L.linalg.matrix_norm(x, "nuc"), a)  # through the SVD (test_linalg.py)
+
+
+# ---- step functions (sign, floor, ceil, round, trunc): exact zero gradients -------------------
+
+def test_step_functions_pass_exact_zeros_for_an_inf_or_nan_gradient():
+    """sign/floor/ceil/round/trunc: the gradient is zero whatever arrives (it was g * 0,
+    NaN for an inf or NaN gradient), as torch's."""
+    for name in ("sign", "floor", "ceil", "round", "trunc"):
+        x = minidl.tensor([1.5, -2.5, 0.0], requires_grad=True)
+        getattr(minidl, name)(x).backward(minidl.tensor([float("inf"), float("nan"), 1.0]))
+        assert x.grad.tolist() == [0.0, 0.0, 0.0], name
