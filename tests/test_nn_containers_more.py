@@ -223,14 +223,3 @@ def test_module_constructor_arguments_are_torchs(name):
     want = _params(getattr(torch.nn, name).__init__)
     if want is not None:
         assert _params(getattr(nn, name).__init__) == want
-
-
-# ---- dropout of an integer tensor -------------------------------------------------------------
-
-def test_dropout_refuses_an_integer_tensor_it_would_scale():
-    x = minidl.ones(2, 3, dtype=minidl.int64)
-    with pytest.raises(TypeError, match="dropout: input must be a floating-point"):
-        F.dropout(x, 0.5)
-    assert F.dropout(x, 1.0).dtype == minidl.int64 and not F.dropout(x, 1.0).numpy().any()
-    assert F.dropout(minidl.ones(2, dtype=minidl.bool), 1.0).dtype == minidl.bool
-    assert F.dropout(x, 0.5, training=False) is x
