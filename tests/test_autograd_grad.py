@@ -87,7 +87,7 @@ def test_grad_runs_tensor_hooks_and_sees_a_shared_subgraph_once():
 rng = np.random.default_rng(20261207)
 
 
-def t64(a, grad=False):
+def _f64(a, grad=False):
     return minidl.tensor(np.asarray(a, dtype=np.float64), dtype=np.float64, requires_grad=grad)
 
 
@@ -98,8 +98,8 @@ def test_grad_for_the_other_input_only():
     gradient was asked, because the first argument also required grad; torch's engine computes
     only the edges it needs, and refuses only when the missing derivative is asked for."""
     S = minidl.special
-    a = t64([1.5, 2.0], grad=True)
-    x = t64([0.5, 3.0], grad=True)
+    a = _f64([1.5, 2.0], grad=True)
+    x = _f64([0.5, 3.0], grad=True)
     for fn in (S.gammainc, S.gammaincc, S.zeta):
         (gx,) = minidl.autograd.grad(fn(a, x).sum(), [x])
         (gy,) = minidl.autograd.grad(fn(a.detach(), x).sum(), [x])
@@ -111,8 +111,8 @@ def test_grad_for_the_other_input_only():
             minidl.autograd.grad(fn(a, x).sum(), [a, x])
         with pytest.raises(NotImplementedError, match="not implemented"):
             fn(a, x).sum().backward()
-    A = t64(rng.standard_normal((3, 3)), grad=True)
-    y = t64(np.ones(3), grad=True)
+    A = _f64(rng.standard_normal((3, 3)), grad=True)
+    y = _f64(np.ones(3), grad=True)
     loss = minidl.geqrf(A)[0].sum() + (y * 2).sum()
     (gy,) = minidl.autograd.grad(loss, [y])
     np.testing.assert_array_equal(gy.numpy(), 2.0)

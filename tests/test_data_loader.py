@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
+import minidl
 from minidl.data import DataLoader, TensorDataset
 from minidl.utils import data as mdata
-import minidl
 
 
 def _orders(loader, epochs):
